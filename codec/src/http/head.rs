@@ -1,0 +1,323 @@
+//! Request heads: `httparse` tokenises, this module enforces the limits and extracts the
+//! fields the data plane acts on, borrowing from the connection's read buffer.
+//!
+//! Framing is strict, because a lenient parser behind a proxy is a smuggling hole:
+//! Content-Length and Transfer-Encoding together, a repeated or non-decimal
+//! Content-Length, or a Transfer-Encoding other than exactly `chunked` are refused.
+
+use crate::error::Error;
+
+/// Default limit on a request head, request line included (HTTP-API.md: 16 KiB).
+pub const HEAD_LEN_MAX_DEFAULT: usize = 16 * 1024;
+/// Most header fields in one head; more is answered like an oversized head (431).
+pub const HEADER_COUNT_MAX: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Put,
+    Post,
+    /// Any other method: the data plane answers 405.
+    Other,
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body (no Content-Length, no Transfer-Encoding).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head; byte fields borrow from the read buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead<'a> {
+    pub method: Method,
+    /// The method as sent (for logs and the 405 message).
+    pub method_text: &'a str,
+    /// The request target as sent, query included.
+    pub target: &'a str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub body: BodyFraming,
+    /// Whether the connection stays open after this exchange.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    pub range: Option<&'a [u8]>,
+    pub if_none_match: Option<&'a [u8]>,
+    pub if_range: Option<&'a [u8]>,
+    pub corr_id: Option<&'a [u8]>,
+    pub authorization: Option<&'a [u8]>,
+    pub tenant: Option<&'a [u8]>,
+    pub content_type: Option<&'a [u8]>,
+    /// Bytes of the head, blank line included: the body starts here.
+    pub head_len: usize,
+}
+
+impl RequestHead<'_> {
+    /// The target without its query string.
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(self.target, |(p, _)| p)
+    }
+}
+
+/// Outcome of offering the bytes read so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadParse<'a> {
+    Complete(RequestHead<'a>),
+    /// The head is not complete yet and still within the limit: read more.
+    Partial,
+}
+
+fn bad(reason: &'static str) -> Error {
+    Error::BadHead { reason }
+}
+
+/// Parses the head at the front of `buf`, never looking past `head_len_max` bytes.
+pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'_>, Error> {
+    let window = &buf[..buf.len().min(head_len_max)];
+    let mut fields = [httparse::EMPTY_HEADER; HEADER_COUNT_MAX];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if window.len() >= head_len_max => {
+            return Err(Error::HeadTooLarge {
+                limit_bytes: head_len_max,
+            })
+        }
+        Ok(httparse::Status::Partial) => return Ok(HeadParse::Partial),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::TooManyHeaders {
+                limit: HEADER_COUNT_MAX,
+            })
+        }
+        Err(e) => return Err(bad(httparse_reason(e))),
+    };
+    let (Some(method_text), Some(target), Some(minor_version)) =
+        (req.method, req.path, req.version)
+    else {
+        return Err(bad("incomplete request line"));
+    };
+    let method = match method_text {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "PUT" => Method::Put,
+        "POST" => Method::Post,
+        _ => Method::Other,
+    };
+    let mut head = RequestHead {
+        method,
+        method_text,
+        target,
+        minor_version,
+        body: BodyFraming::Empty,
+        keep_alive: minor_version >= 1,
+        expect_continue: false,
+        range: None,
+        if_none_match: None,
+        if_range: None,
+        corr_id: None,
+        authorization: None,
+        tenant: None,
+        content_type: None,
+        head_len,
+    };
+    let mut content_length = None;
+    let mut chunked = false;
+    for field in req.headers.iter() {
+        let name = field.name.as_bytes();
+        let value = trim(field.value);
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("content-length") {
+            if content_length.is_some() {
+                return Err(bad("repeated Content-Length"));
+            }
+            content_length = Some(parse_content_length(value)?);
+        } else if is("transfer-encoding") {
+            if chunked || !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(Error::UnsupportedTransferEncoding {
+                    value: String::from_utf8_lossy(value).into_owned(),
+                });
+            }
+            chunked = true;
+        } else if is("connection") {
+            for token in value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor_version == 0 {
+                    head.keep_alive = true;
+                }
+            }
+        } else if is("expect") {
+            head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+        } else {
+            let slot = match () {
+                _ if is("range") => &mut head.range,
+                _ if is("if-none-match") => &mut head.if_none_match,
+                _ if is("if-range") => &mut head.if_range,
+                _ if is("x-corr-id") => &mut head.corr_id,
+                _ if is("authorization") => &mut head.authorization,
+                _ if is("x-tenant") => &mut head.tenant,
+                _ if is("content-type") => &mut head.content_type,
+                _ => continue,
+            };
+            // A repeated singleton field is invalid; an empty value makes it fail to
+            // parse downstream (a bad Range is then ignored, a bad token refused).
+            *slot = Some(if slot.is_some() { &[][..] } else { value });
+        }
+    }
+    head.body = match (content_length, chunked) {
+        (Some(_), true) => return Err(bad("both Content-Length and Transfer-Encoding")),
+        (_, true) if minor_version == 0 => return Err(bad("Transfer-Encoding in HTTP/1.0")),
+        (_, true) => BodyFraming::Chunked,
+        (Some(0) | None, false) => BodyFraming::Empty,
+        (Some(n), false) => BodyFraming::Length(n),
+    };
+    Ok(HeadParse::Complete(head))
+}
+
+fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(bad("Content-Length is not a decimal number"));
+    }
+    Ok(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Strips optional white space (SP / HTAB) at both ends.
+pub fn trim(value: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |e| e + 1);
+    &value[start..end]
+}
+
+fn httparse_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token in request line",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(buf: &[u8]) -> RequestHead<'_> {
+        match parse_request_head(buf, HEAD_LEN_MAX_DEFAULT).unwrap() {
+            HeadParse::Complete(h) => h,
+            HeadParse::Partial => panic!("partial"),
+        }
+    }
+
+    #[test]
+    fn parses_a_get_with_the_fields_we_use() {
+        let raw = b"GET /o/b3:ab?x=1 HTTP/1.1\r\nHost: a\r\nRange: bytes=0-99\r\nIf-None-Match: \"b3:ab\"\r\nX-Corr-ID: c1\r\n\r\nNEXT";
+        let h = complete(raw);
+        assert_eq!(h.method, Method::Get);
+        assert_eq!(h.path(), "/o/b3:ab");
+        assert_eq!(h.range, Some(&b"bytes=0-99"[..]));
+        assert_eq!(h.if_none_match, Some(&b"\"b3:ab\""[..]));
+        assert_eq!(h.corr_id, Some(&b"c1"[..]));
+        assert_eq!(h.body, BodyFraming::Empty);
+        assert!(h.keep_alive);
+        assert_eq!(&raw[h.head_len..], b"NEXT");
+    }
+
+    #[test]
+    fn body_framing_and_keep_alive() {
+        let h = complete(b"PUT /o HTTP/1.1\r\nContent-Length: 42\r\nConnection: close\r\n\r\n");
+        assert_eq!(h.body, BodyFraming::Length(42));
+        assert!(!h.keep_alive);
+        let h = complete(
+            b"POST /o HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n",
+        );
+        assert_eq!(h.body, BodyFraming::Chunked);
+        assert!(h.expect_continue);
+        let h = complete(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn partial_until_complete_then_too_large() {
+        assert_eq!(
+            parse_request_head(b"GET / HTTP/1.1\r\nHost:", 64).unwrap(),
+            HeadParse::Partial
+        );
+        let long = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(100));
+        assert_eq!(
+            parse_request_head(long.as_bytes(), 64).unwrap_err(),
+            Error::HeadTooLarge { limit_bytes: 64 }
+        );
+        let err = parse_request_head(long.as_bytes(), 64).unwrap_err();
+        assert_eq!(err.code().status(), 431);
+    }
+
+    #[test]
+    fn refuses_ambiguous_framing() {
+        let cases: [(&[u8], &str); 6] = [
+            (
+                b"PUT /o HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                "malformed request head: repeated Content-Length",
+            ),
+            (
+                b"PUT /o HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                "malformed request head: Content-Length is not a decimal number",
+            ),
+            (
+                b"PUT /o HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "malformed request head: both Content-Length and Transfer-Encoding",
+            ),
+            (
+                b"PUT /o HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "Transfer-Encoding \"gzip, chunked\" is not supported (only chunked)",
+            ),
+            (
+                b"PUT /o HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "malformed request head: Transfer-Encoding in HTTP/1.0",
+            ),
+            (
+                b"GET /o HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                "malformed request head: invalid header name",
+            ),
+        ];
+        for (raw, message) in cases {
+            let err = parse_request_head(raw, HEAD_LEN_MAX_DEFAULT).unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+        let err = parse_request_head(b"PUT /o HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 1024)
+            .unwrap_err();
+        assert_eq!(err.code().status(), 501);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut raw = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..=HEADER_COUNT_MAX {
+            raw.push_str(&format!("X-{i}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        let err = parse_request_head(raw.as_bytes(), HEAD_LEN_MAX_DEFAULT).unwrap_err();
+        assert_eq!(err.code().status(), 431);
+    }
+
+    #[test]
+    fn repeated_range_is_emptied() {
+        let h = complete(b"GET /o HTTP/1.1\r\nRange: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n");
+        assert_eq!(h.range, Some(&b""[..]));
+    }
+}

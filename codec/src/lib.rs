@@ -1,0 +1,53 @@
+//! # ron-codec — the pure, I/O-free codecs of the ron data plane
+//!
+//! Everything a byte goes through between a socket and a storage partition that does not
+//! itself touch a socket or a disk lives here, so it can be fuzzed, benchmarked and
+//! property-tested without an executor.
+//!
+//! ## What it owns
+//! - [`frame`]: OAP/1 framing. A header layout derived from one field list, a
+//!   [`FrameDecoder`] that is fed any split of the input and validates each header
+//!   before it reserves a byte for the body, and the encoder.
+//! - [`messages`]: OAP/1 payloads — HELLO, the object-plane requests (GET, PUT, STAT)
+//!   and replies, and DATA frames (`[u16 len][JSON header][raw bytes]`).
+//! - [`inflate`]: COMP payloads, zstd with an output bound of `8 × max_frame` and a
+//!   ratio bound, enforced while inflating.
+//! - [`error`]: the error taxonomy ([`ErrorCode`]: HTTP status, OAP code, `code` string,
+//!   `retryable`), its JSON envelope, and this crate's [`Error`] enum.
+//! - [`address`]: `b3:` addresses and the fixed partition table that names an object's
+//!   owner shard from the top bits of its hash.
+//! - [`tree`]: the 64 KiB chunk tree — one streaming pass gives the BLAKE3 root and the
+//!   chaining value of every 64 KiB group, so any group can be verified alone.
+//! - [`http`]: HTTP/1.1 request heads (via `httparse`), Range, chunked bodies, and a
+//!   response-head writer that reuses the caller's buffer.
+//!
+//! ## Invariants
+//! - No parser here panics on any input, and each one's memory is bounded by a limit
+//!   fixed up front: `max_frame`, the head limit, the inflate bound, the range count,
+//!   the chunk-extension and trailer limits. Fuzz targets in `fuzz/` check the first.
+//! - A rejected input maps to exactly one [`ErrorCode`]; the codec never decides to
+//!   close a connection, it reports and the front end answers once and closes.
+//! - The verification group (64 KiB, [`tree::GROUP_LEN_BYTES`]) and the frame limit
+//!   (1 MiB, [`frame::MAX_FRAME_BYTES`]) are different knobs and never stand in for
+//!   each other.
+//!
+//! ## How data flows through it
+//! Reads: a front end parses a request ([`http::head`] or [`FrameDecoder`] +
+//! [`messages::ObjectRequest`]), resolves any range ([`http::range`]), asks the owner
+//! shard ([`PartitionTable::owner`]) for the groups that cover it, and each group is
+//! checked with [`ChunkTree::verify_group`] before its bytes go out in a DATA frame or
+//! an HTTP body. Writes: body bytes (plain, chunked via [`http::chunked`], or DATA
+//! frames) stream through a [`TreeHasher`]; its [`ChunkTree`] is stored beside the data.
+
+pub mod address;
+pub mod error;
+pub mod frame;
+pub mod http;
+pub mod inflate;
+pub mod messages;
+pub mod tree;
+
+pub use address::{Address, PartitionId, PartitionTable, ShardId};
+pub use error::{Envelope, Error, ErrorCode};
+pub use frame::{Flags, Frame, FrameDecoder, FrameHeader, FrameMeta};
+pub use tree::{ChainingValue, ChunkTree, GroupIndex, TreeHasher};

@@ -1,0 +1,414 @@
+//! OAP/1 payloads: HELLO, object-plane requests and replies, and DATA frames.
+//!
+//! JSON payloads are parsed with serde_json (unknown fields ignored, so peers may add
+//! fields) and rendered with a fixed field order, which the golden vectors pin down.
+//! DATA payloads are `[u16 header_len][JSON header][raw bytes]`; their JSON header is
+//! written by hand into a stack buffer because one is written per 64 KiB on the hot path.
+
+use std::io::Write as _;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::address::{Address, ADDRESS_PREFIX};
+use crate::error::Error;
+use crate::frame::{Flags, Frame, FrameMeta, APP_HELLO, APP_OBJECTS};
+
+/// The storage streaming chunk: one verified group per DATA frame. Not `max_frame`.
+pub const DATA_CHUNK_BYTES: u32 = crate::tree::GROUP_LEN_BYTES as u32;
+
+fn json_error(what: &'static str) -> impl FnOnce(serde_json::Error) -> Error {
+    move |e| Error::BadJson {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("message serialisation is infallible"))
+}
+
+/// HELLO request payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ua: Option<String>,
+}
+
+/// HELLO reply payload. The first five fields are required by OAP-1.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloReply {
+    pub max_frame: u32,
+    pub max_inflight: u32,
+    pub flags_supported: u16,
+    pub versions: Vec<u16>,
+    pub transports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u32>,
+}
+
+impl HelloRequest {
+    pub fn parse(payload: &[u8]) -> Result<Self, Error> {
+        if payload.is_empty() {
+            return Ok(HelloRequest::default());
+        }
+        serde_json::from_slice(payload).map_err(json_error("HELLO"))
+    }
+
+    pub fn frame(&self, corr_id: u64) -> Frame {
+        control_frame(Flags::REQ, 0, corr_id, to_json(self))
+    }
+}
+
+impl HelloReply {
+    pub fn parse(payload: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(payload).map_err(json_error("HELLO reply"))
+    }
+
+    pub fn frame(&self, corr_id: u64) -> Frame {
+        control_frame(Flags::RESP, 200, corr_id, to_json(self))
+    }
+}
+
+fn control_frame(flags: Flags, code: u16, corr_id: u64, payload: Bytes) -> Frame {
+    let meta = FrameMeta {
+        flags,
+        code,
+        app_proto_id: APP_HELLO,
+        tenant_id: 0,
+        corr_id,
+    };
+    Frame::new(meta, Bytes::new(), payload, crate::frame::MAX_FRAME_BYTES)
+        .expect("a HELLO payload is far below max_frame")
+}
+
+/// An inclusive byte range `[first, last]`, as in HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "[u64; 2]", into = "[u64; 2]")]
+pub struct InclusiveRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl TryFrom<[u64; 2]> for InclusiveRange {
+    type Error = &'static str;
+    fn try_from([first, last]: [u64; 2]) -> Result<Self, Self::Error> {
+        if first > last {
+            return Err("range first is after last");
+        }
+        Ok(InclusiveRange { first, last })
+    }
+}
+
+impl From<InclusiveRange> for [u64; 2] {
+    fn from(r: InclusiveRange) -> [u64; 2] {
+        [r.first, r.last]
+    }
+}
+
+/// The operation named by a `REQ|START` frame's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ObjectRequest {
+    Get {
+        addr: Address,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        range: Option<InclusiveRange>,
+    },
+    Put {
+        len: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        addr: Option<Address>,
+    },
+    Stat {
+        addr: Address,
+    },
+}
+
+/// The request as JSON spells it, before the address is checked, so that a bad address
+/// is told apart (`bad_addr`) from bad JSON (`bad_request`).
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum ObjectRequestJson<'a> {
+    Get {
+        #[serde(borrow)]
+        addr: std::borrow::Cow<'a, str>,
+        #[serde(default)]
+        range: Option<InclusiveRange>,
+    },
+    Put {
+        len: u64,
+        #[serde(default, borrow)]
+        addr: Option<std::borrow::Cow<'a, str>>,
+    },
+    Stat {
+        #[serde(borrow)]
+        addr: std::borrow::Cow<'a, str>,
+    },
+}
+
+impl ObjectRequest {
+    /// Parses a START payload. An address that does not parse is `bad_addr`; anything
+    /// else wrong is `bad_request`.
+    pub fn parse(payload: &[u8]) -> Result<Self, Error> {
+        let json: ObjectRequestJson<'_> =
+            serde_json::from_slice(payload).map_err(json_error("object request"))?;
+        let addr = |text: &str| Address::parse(text.as_bytes());
+        Ok(match json {
+            ObjectRequestJson::Get { addr: a, range } => ObjectRequest::Get {
+                addr: addr(&a)?,
+                range,
+            },
+            ObjectRequestJson::Put { len, addr: a } => ObjectRequest::Put {
+                len,
+                addr: a.as_deref().map(addr).transpose()?,
+            },
+            ObjectRequestJson::Stat { addr: a } => ObjectRequest::Stat { addr: addr(&a)? },
+        })
+    }
+
+    /// The `REQ|START` frame (plus END for GET/STAT and for a zero-byte PUT).
+    pub fn frame(&self, corr_id: u64, tenant_id: u128, token: Bytes) -> Result<Frame, Error> {
+        let mut flags = Flags::REQ | Flags::START;
+        if !matches!(self, ObjectRequest::Put { len, .. } if *len > 0) {
+            flags = flags | Flags::END;
+        }
+        let meta = FrameMeta {
+            flags,
+            code: 0,
+            app_proto_id: APP_OBJECTS,
+            tenant_id,
+            corr_id,
+        };
+        Frame::new(meta, token, to_json(self), crate::frame::MAX_FRAME_BYTES)
+    }
+}
+
+/// Payload of the `RESP|START` frame that opens a GET response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetStart {
+    pub obj: Address,
+    pub total_len: u64,
+    pub offset: u64,
+    pub len: u64,
+    pub chunk: u32,
+}
+
+/// Payload of the `RESP|END` frame that closes a successful GET.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetEnd {
+    pub status: String,
+    pub len: u64,
+}
+
+/// Reply to PUT (201/200) and STAT (200): `{"obj":..,"len":..}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub obj: Address,
+    pub len: u64,
+}
+
+macro_rules! json_payload {
+    ($ty:ty, $what:literal) => {
+        impl $ty {
+            pub fn parse(payload: &[u8]) -> Result<Self, Error> {
+                serde_json::from_slice(payload).map_err(json_error($what))
+            }
+
+            pub fn to_payload(&self) -> Bytes {
+                to_json(self)
+            }
+        }
+    };
+}
+
+json_payload!(GetStart, "GET start");
+json_payload!(GetEnd, "GET end");
+json_payload!(ObjectInfo, "object info");
+
+/// A response frame on the object plane.
+pub fn response_frame(
+    flags: Flags,
+    code: u16,
+    corr_id: u64,
+    payload: Bytes,
+) -> Result<Frame, Error> {
+    let meta = FrameMeta {
+        flags: Flags::RESP | flags,
+        code,
+        app_proto_id: APP_OBJECTS,
+        tenant_id: 0,
+        corr_id,
+    };
+    Frame::new(meta, Bytes::new(), payload, crate::frame::MAX_FRAME_BYTES)
+}
+
+/// The JSON header at the front of a DATA payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataHeader {
+    /// Absent on uploads whose address the client did not announce.
+    pub obj: Option<Address>,
+    pub offset: u64,
+    pub total_len: u64,
+}
+
+/// Longest JSON header `DataHeader::write` produces (obj + two 20-digit numbers).
+const DATA_HEADER_MAX: usize = 160;
+
+#[derive(Deserialize)]
+struct DataHeaderJson<'a> {
+    #[serde(default, borrow)]
+    obj: Option<&'a str>,
+    offset: u64,
+    total_len: u64,
+}
+
+impl DataHeader {
+    /// Appends `[u16 len][JSON]` to `out`, allocating nothing beyond `out`'s growth.
+    pub fn write(&self, out: &mut BytesMut) {
+        let mut json = [0u8; DATA_HEADER_MAX];
+        let mut cursor = &mut json[..];
+        let start = cursor.len();
+        // Writing into a fixed array large enough for the longest header cannot fail.
+        let ok = match self.obj {
+            Some(obj) => write!(
+                cursor,
+                "{{\"obj\":\"{}{}\",\"offset\":{},\"total_len\":{}}}",
+                ADDRESS_PREFIX,
+                std::str::from_utf8(&obj.hex()).unwrap_or_default(),
+                self.offset,
+                self.total_len
+            ),
+            None => write!(
+                cursor,
+                "{{\"offset\":{},\"total_len\":{}}}",
+                self.offset, self.total_len
+            ),
+        };
+        debug_assert!(ok.is_ok());
+        let written = start - cursor.len();
+        out.put_u16(written as u16);
+        out.put_slice(&json[..written]);
+    }
+
+    /// Splits a DATA payload into its header and its raw bytes (zero-copy).
+    pub fn split(payload: &Bytes) -> Result<(DataHeader, Bytes), Error> {
+        let overrun = || Error::DataHeaderOverrun {
+            header_len: 0,
+            payload_len: payload.len(),
+        };
+        let len_bytes = payload.get(..2).ok_or_else(overrun)?;
+        let header_len = u16::from_be_bytes([len_bytes[0], len_bytes[1]]);
+        let end = 2 + usize::from(header_len);
+        if end > payload.len() {
+            return Err(Error::DataHeaderOverrun {
+                header_len,
+                payload_len: payload.len(),
+            });
+        }
+        let json: DataHeaderJson<'_> =
+            serde_json::from_slice(&payload[2..end]).map_err(json_error("DATA header"))?;
+        let obj = json.obj.map(|s| Address::parse(s.as_bytes())).transpose()?;
+        let header = DataHeader {
+            obj,
+            offset: json.offset,
+            total_len: json.total_len,
+        };
+        Ok((header, payload.slice(end..)))
+    }
+
+    /// A whole DATA payload: header then `raw`.
+    pub fn payload(&self, raw: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(2 + DATA_HEADER_MAX + raw.len());
+        self.write(&mut out);
+        out.put_slice(raw);
+        out.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> Address {
+        Address::of(b"abc")
+    }
+
+    #[test]
+    fn object_requests_round_trip_and_reject_nonsense() {
+        let get = ObjectRequest::Get {
+            addr: addr(),
+            range: Some(InclusiveRange { first: 0, last: 99 }),
+        };
+        let json = serde_json::to_string(&get).unwrap();
+        assert_eq!(
+            json,
+            format!(r#"{{"op":"get","addr":"{}","range":[0,99]}}"#, addr())
+        );
+        assert_eq!(ObjectRequest::parse(json.as_bytes()).unwrap(), get);
+
+        let e = ObjectRequest::parse(br#"{"op":"delete","addr":"x"}"#).unwrap_err();
+        assert_eq!(e.code().as_str(), "bad_request");
+        let e = ObjectRequest::parse(br#"{"op":"get","addr":"b3:XYZ"}"#).unwrap_err();
+        assert_eq!(e.code().as_str(), "bad_addr");
+        let e = ObjectRequest::parse(
+            format!(r#"{{"op":"get","addr":"{}","range":[9,1]}}"#, addr()).as_bytes(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("range first is after last"), "{e}");
+        let e = ObjectRequest::parse(br#"{"op":"put"}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field `len`"), "{e}");
+    }
+
+    #[test]
+    fn put_of_zero_bytes_ends_on_start() {
+        let put0 = ObjectRequest::Put { len: 0, addr: None }
+            .frame(1, 0, Bytes::new())
+            .unwrap();
+        assert!(put0.header.flags.contains(Flags::END));
+        let put = ObjectRequest::Put { len: 5, addr: None }
+            .frame(1, 0, Bytes::new())
+            .unwrap();
+        assert!(!put.header.flags.contains(Flags::END));
+    }
+
+    #[test]
+    fn data_payload_round_trips_with_and_without_obj() {
+        for obj in [Some(addr()), None] {
+            let header = DataHeader {
+                obj,
+                offset: u64::MAX,
+                total_len: u64::MAX,
+            };
+            let payload = header.payload(b"hello");
+            let (got, raw) = DataHeader::split(&payload).unwrap();
+            assert_eq!(got, header);
+            assert_eq!(&raw[..], b"hello");
+        }
+    }
+
+    #[test]
+    fn data_payload_rejects_overrun_and_bad_json() {
+        let e = DataHeader::split(&Bytes::from_static(&[0, 10, b'{'])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "DATA payload of 3 bytes announces a 10-byte header"
+        );
+        assert_eq!(e.code().as_str(), "bad_frame");
+        let e = DataHeader::split(&Bytes::from_static(&[0])).unwrap_err();
+        assert_eq!(e.code().as_str(), "bad_frame");
+        let e = DataHeader::split(&Bytes::from_static(b"\x00\x02{}")).unwrap_err();
+        assert_eq!(e.code().as_str(), "bad_request");
+    }
+
+    #[test]
+    fn hello_accepts_empty_and_extra_fields() {
+        assert_eq!(HelloRequest::parse(b"").unwrap(), HelloRequest::default());
+        let h = HelloRequest::parse(br#"{"ua":"x/1","future":true}"#).unwrap();
+        assert_eq!(h.ua.as_deref(), Some("x/1"));
+    }
+}
