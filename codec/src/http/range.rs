@@ -78,6 +78,8 @@ impl<T: Copy> Ranges<T> {
 pub type RangeSet = Ranges<RangeSpec>;
 
 /// What to serve for a Range header against an object of known length.
+// Inline on purpose: boxing the ranges would allocate on every ranged request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeResolution {
     /// Satisfiable ranges, in request order (at least one).

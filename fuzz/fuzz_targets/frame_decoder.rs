@@ -1,0 +1,36 @@
+//! Frame decoder + payload parsers: arbitrary bytes, fed in arbitrary splits, must never
+//! panic, never yield a frame above max_frame, and the same input split two ways must
+//! yield the same frames.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ron_codec::frame::{FrameDecoder, MAX_FRAME_BYTES};
+use ron_codec::messages::{DataHeader, HelloRequest, ObjectRequest};
+
+fn decode(data: &[u8], piece: usize) -> (Vec<ron_codec::Frame>, Option<ron_codec::Error>) {
+    let mut dec = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut frames = Vec::new();
+    for mut chunk in data.chunks(piece.max(1)) {
+        loop {
+            match dec.decode(&mut chunk) {
+                Ok(Some(frame)) => {
+                    assert!(frame.header.len <= MAX_FRAME_BYTES);
+                    let _ = ObjectRequest::parse(&frame.payload);
+                    let _ = HelloRequest::parse(&frame.payload);
+                    let _ = DataHeader::split(&frame.payload);
+                    frames.push(frame);
+                }
+                Ok(None) => break,
+                Err(e) => return (frames, Some(e)),
+            }
+        }
+    }
+    (frames, None)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let piece = data.first().map_or(1, |b| usize::from(*b) + 1);
+    let whole = decode(data, data.len());
+    let split = decode(data, piece);
+    assert_eq!(whole, split);
+});

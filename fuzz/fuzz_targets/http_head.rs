@@ -1,0 +1,18 @@
+//! Request-head parser (and the Range parser on whatever Range it finds): never panics,
+//! never reports a head longer than the input or the limit.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ron_codec::http::head::{parse_request_head, HeadParse};
+use ron_codec::http::range::RangeSet;
+
+fuzz_target!(|data: &[u8]| {
+    let limit = 4096;
+    if let Ok(HeadParse::Complete(head)) = parse_request_head(data, limit) {
+        assert!(head.head_len <= data.len().min(limit));
+        let _ = head.path();
+        if let Some(set) = head.range.and_then(RangeSet::parse) {
+            let _ = set.resolve(1 << 20);
+        }
+    }
+});
