@@ -1,0 +1,70 @@
+//! The shard's error enum: every failure carries the operation and what it touched.
+
+use std::path::PathBuf;
+
+use ron_codec::{Address, ErrorCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("index {op} in {path}: {source}")]
+    Index {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: heed::Error,
+    },
+    #[error("index record of {addr} is corrupt: {reason}")]
+    CorruptRecord { addr: Address, reason: &'static str },
+    #[error("chunk tree of {addr} is corrupt: {source}")]
+    CorruptTree {
+        addr: Address,
+        #[source]
+        source: ron_codec::Error,
+    },
+    #[error("object {addr} group {group}: stored bytes fail verification")]
+    StoredBytesCorrupt { addr: Address, group: u64 },
+    #[error("object {addr} group {group}: short read ({got} of {expected} bytes) from {path}")]
+    ShortRead {
+        addr: Address,
+        group: u64,
+        got: usize,
+        expected: u64,
+        path: PathBuf,
+    },
+    #[error("no object {addr} on this node")]
+    NotFound { addr: Address },
+    #[error("shard {shard} did not answer: {reason}")]
+    Mesh { shard: u16, reason: &'static str },
+    #[error("shard {shard}: {message}")]
+    Remote {
+        shard: u16,
+        code: ErrorCode,
+        message: String,
+    },
+    #[error("data dir {path}: {reason}")]
+    Layout { path: PathBuf, reason: String },
+}
+
+impl ShardError {
+    /// The taxonomy entry a client sees.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ShardError::NotFound { .. } => ErrorCode::NotFound,
+            ShardError::StoredBytesCorrupt { .. } => ErrorCode::StoredDigestMismatch,
+            ShardError::Remote { code, .. } => *code,
+            _ => ErrorCode::Internal,
+        }
+    }
+
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ShardError {
+        let path = path.into();
+        move |source| ShardError::Io { op, path, source }
+    }
+}

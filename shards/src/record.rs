@@ -1,0 +1,98 @@
+//! The index record of one object, as stored in its store's LMDB database under the
+//! object's 32-byte address.
+//!
+//! Encoding (version 1): `ver u8 = 1 | object_len u64 BE | type_len u8 | content type |
+//! chunk tree` (the stored encoding of `ron_codec::tree`, `n × 32` bytes or empty).
+//! The object's bytes live in `objects/<hh>/<hex>` of the same store; the path is a
+//! function of the address, so it is not stored.
+
+use ron_codec::{Address, ChunkTree};
+
+use crate::error::ShardError;
+
+const RECORD_VERSION: u8 = 1;
+/// Longest stored Content-Type.
+pub const CONTENT_TYPE_LEN_MAX: usize = 255;
+
+/// What the index knows about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub tree: ChunkTree,
+    /// Empty when the uploader sent none (served as application/octet-stream).
+    pub content_type: String,
+}
+
+impl ObjectMeta {
+    pub fn addr(&self) -> Address {
+        self.tree.root()
+    }
+
+    pub fn len(&self) -> u64 {
+        self.tree.object_len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let ty = self.content_type.as_bytes();
+        debug_assert!(ty.len() <= CONTENT_TYPE_LEN_MAX);
+        let mut out = Vec::with_capacity(10 + ty.len() + ChunkTree::stored_len(self.len()) as usize);
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&self.len().to_be_bytes());
+        out.push(ty.len() as u8);
+        out.extend_from_slice(ty);
+        self.tree.write_stored(&mut out);
+        out
+    }
+
+    /// Decodes a record and checks its chunk tree against `addr` (once per load).
+    pub fn decode(addr: Address, bytes: &[u8]) -> Result<ObjectMeta, ShardError> {
+        let corrupt = |reason: &'static str| ShardError::CorruptRecord { addr, reason };
+        let (&ver, rest) = bytes.split_first().ok_or(corrupt("empty record"))?;
+        if ver != RECORD_VERSION {
+            return Err(corrupt("unknown record version"));
+        }
+        let (len_bytes, rest) = rest.split_first_chunk::<8>().ok_or(corrupt("truncated length"))?;
+        let object_len = u64::from_be_bytes(*len_bytes);
+        let (&ty_len, rest) = rest.split_first().ok_or(corrupt("truncated type length"))?;
+        if rest.len() < usize::from(ty_len) {
+            return Err(corrupt("truncated content type"));
+        }
+        let (ty, stored_tree) = rest.split_at(usize::from(ty_len));
+        let content_type = std::str::from_utf8(ty)
+            .map_err(|_| corrupt("content type is not UTF-8"))?
+            .to_owned();
+        let tree = ChunkTree::from_stored(object_len, addr, stored_tree)
+            .map_err(|source| ShardError::CorruptTree { addr, source })?;
+        Ok(ObjectMeta { tree, content_type })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_detects_damage() {
+        for len in [0usize, 5, 65536, 65537, 300_000] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let meta = ObjectMeta {
+                tree: ChunkTree::of(&data),
+                content_type: "text/plain".into(),
+            };
+            let enc = meta.encode();
+            assert_eq!(ObjectMeta::decode(meta.addr(), &enc).unwrap(), meta);
+            if len > 65536 {
+                let mut bad = enc.clone();
+                let last = bad.len() - 1;
+                bad[last] ^= 1;
+                let err = ObjectMeta::decode(meta.addr(), &bad).unwrap_err();
+                assert!(err.to_string().contains("chunk tree"), "{err}");
+            }
+            let err = ObjectMeta::decode(meta.addr(), &enc[..5]).unwrap_err();
+            assert!(err.to_string().contains("truncated length"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! One storage partition ("store"): an LMDB index, object files and a temp dir.
+//!
+//! ```text
+//! <data>/stores/<id>/index/      LMDB env: address (32 bytes) -> record (record.rs)
+//! <data>/stores/<id>/objects/hh/<hex>   object bytes, named by address
+//! ```
+//!
+//! Visibility rule: an object exists only once its index record is committed, and the
+//! record is committed only after the object file is durable under its final name. A
+//! crash at any point leaves either no record (the object is invisible; an orphan file
+//! may remain and is overwritten by a re-upload) or a record whose file is complete.
+//!
+//! LMDB reads happen inline on the shard (a read transaction is lock-free and
+//! syscall-free); commits — which fsync — run on the blocking pool (`commit_blocking`).
+
+use std::path::{Path, PathBuf};
+
+use heed::types::Bytes as RawBytes;
+use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+use ron_codec::Address;
+
+use crate::error::ShardError;
+use crate::record::ObjectMeta;
+
+/// Identifies a store: the value the partition table maps a partition to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreId(pub u16);
+
+/// A store's handle. Cheap to clone (the LMDB env is reference counted) and `Send`, so a
+/// clone can go to the blocking pool for commits.
+#[derive(Clone)]
+pub struct Store {
+    id: StoreId,
+    root: PathBuf,
+    env: Env<WithoutTls>,
+    db: Database<RawBytes, RawBytes>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("id", &self.id).field("root", &self.root).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`. Blocking; runs at start-up.
+    pub fn open(root: &Path, id: StoreId, index_bytes_max: usize) -> Result<Store, ShardError> {
+        let index_dir = root.join("index");
+        std::fs::create_dir_all(&index_dir).map_err(ShardError::io("create dir", &index_dir))?;
+        for hh in 0..=255u8 {
+            let dir = root.join("objects").join(format!("{hh:02x}"));
+            std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
+        }
+        let lmdb = |op| {
+            let path = index_dir.clone();
+            move |source| ShardError::Index { op, path, source }
+        };
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(index_bytes_max).max_dbs(1).max_readers(512);
+        // SAFETY: each store's index dir is opened once by this process (start-up opens
+        // every store exactly once) and nothing else writes its files; LMDB's own lock
+        // file guards against a second process.
+        #[allow(unsafe_code)]
+        let env = unsafe { options.open(&index_dir) }.map_err(lmdb("open"))?;
+        let mut wtxn = env.write_txn().map_err(lmdb("begin"))?;
+        let db = env
+            .create_database::<RawBytes, RawBytes>(&mut wtxn, Some("objects"))
+            .map_err(lmdb("create database"))?;
+        wtxn.commit().map_err(lmdb("commit"))?;
+        Ok(Store {
+            id,
+            root: root.to_path_buf(),
+            env,
+            db,
+        })
+    }
+
+    pub fn id(&self) -> StoreId {
+        self.id
+    }
+
+    fn lmdb(&self, op: &'static str) -> impl FnOnce(heed::Error) -> ShardError + '_ {
+        move |source| ShardError::Index {
+            op,
+            path: self.root.join("index"),
+            source,
+        }
+    }
+
+    /// The object's index record, its chunk tree checked against the address.
+    pub fn get(&self, addr: &Address) -> Result<Option<ObjectMeta>, ShardError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        match self.db.get(&rtxn, addr.as_bytes()).map_err(self.lmdb("get"))? {
+            Some(bytes) => ObjectMeta::decode(*addr, bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn contains(&self, addr: &Address) -> Result<bool, ShardError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        Ok(self
+            .db
+            .get(&rtxn, addr.as_bytes())
+            .map_err(self.lmdb("get"))?
+            .is_some())
+    }
+
+    /// Commits a batch of records in one durable LMDB transaction. Blocking (fsync):
+    /// call from the blocking pool only.
+    pub fn commit_blocking(&self, records: &[(Address, Vec<u8>)]) -> Result<(), ShardError> {
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
+        for (addr, record) in records {
+            self.db
+                .put(&mut wtxn, addr.as_bytes(), record)
+                .map_err(self.lmdb("put"))?;
+        }
+        wtxn.commit().map_err(self.lmdb("commit"))
+    }
+
+    /// Where the object's bytes live.
+    pub fn object_path(&self, addr: &Address) -> PathBuf {
+        let hex = addr.hex();
+        let hex = std::str::from_utf8(&hex).unwrap_or_default();
+        self.root.join("objects").join(&hex[..2]).join(hex)
+    }
+}
