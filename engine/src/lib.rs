@@ -1,7 +1,30 @@
-//! # ron-engine — the `ron` binary (not built yet)
+//! # ron-engine — the `ron` binary
 //!
-//! This crate will own the command line (`ron serve`, `ron put|get|stat`, `ron cert`),
-//! configuration with embedded defaults, start-up and graceful shutdown, and the two
-//! protocol front ends — the HTTP/1.1 and OAP/1 connection loops — that turn requests
-//! parsed by `ron_codec` into operations on the owner shard.
-//! It lands with the HTTP serving issue; until then there is no `ron` binary.
+//! ## What it owns
+//! - [`cli`] and [`config`]: the command line and the configuration (embedded defaults,
+//!   then a TOML file, then flags); every limit of the node is sized here.
+//! - [`server`]: start-up (data dir, control thread, one pinned glommio executor per
+//!   shard) and graceful shutdown on SIGINT/SIGTERM.
+//! - [`http`]: the HTTP/1.1 front end — one task per connection, on the shard that
+//!   accepted it (SO_REUSEPORT), turning requests parsed by `ron_codec` into shard
+//!   operations. OAP/1 lands beside it.
+//!
+//! ## Invariants
+//! - The connection task is the socket's only writer; pipelined requests are answered
+//!   in order from one bounded read buffer (`head_bytes_max + 64 KiB`).
+//! - Every wait has a limit: idle, header and body timeouts; connections and in-flight
+//!   requests per shard; object size.
+//! - Only verified bytes are written: bodies are sent as slices of groups the shard has
+//!   verified; a group failing verification before the head is a 500 `bad_digest`, after
+//!   it an aborted connection.
+//!
+//! ## Data flow
+//! accept → `http::serve_connection` → head parsed (`ron_codec::http`) → route:
+//! GET/HEAD → `Shard::meta` + `Shard::group` per covered group → socket;
+//! PUT/POST → `Shard::begin_upload` → body (length or chunked) → `Upload::finish` →
+//! `Shard::commit` (on the owner shard) → 201/200.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod server;

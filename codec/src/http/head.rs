@@ -25,9 +25,9 @@ pub enum Method {
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
-    /// No body (no Content-Length, no Transfer-Encoding).
+    /// No Content-Length and no Transfer-Encoding: no body (an upload answers 411).
     Empty,
-    /// Exactly this many bytes.
+    /// Exactly this many bytes (possibly 0).
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
@@ -175,7 +175,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         (Some(_), true) => return Err(bad("both Content-Length and Transfer-Encoding")),
         (_, true) if minor_version == 0 => return Err(bad("Transfer-Encoding in HTTP/1.0")),
         (_, true) => BodyFraming::Chunked,
-        (Some(0) | None, false) => BodyFraming::Empty,
+        (None, false) => BodyFraming::Empty,
         (Some(n), false) => BodyFraming::Length(n),
     };
     Ok(HeadParse::Complete(head))

@@ -33,6 +33,45 @@ pub const fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// Length of an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub const HTTP_DATE_LEN: usize = 29;
+
+/// Formats `unix_secs` as an IMF-fixdate (RFC 9110 §5.6.7) without allocating.
+pub fn http_date(unix_secs: u64) -> [u8; HTTP_DATE_LEN] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let secs_of_day = unix_secs % 86_400;
+    // Civil-from-days (Howard Hinnant), shifted so the era starts on 0000-03-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    let two = |out: &mut [u8], v: u64| {
+        out[0] = b'0' + (v / 10) as u8;
+        out[1] = b'0' + (v % 10) as u8;
+    };
+    two(&mut out[5..7], day as u64);
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    let y = year.clamp(0, 9999) as u64;
+    two(&mut out[12..14], y / 100);
+    two(&mut out[14..16], y % 100);
+    two(&mut out[17..19], secs_of_day / 3600);
+    two(&mut out[20..22], secs_of_day / 60 % 60);
+    two(&mut out[23..25], secs_of_day % 60);
+    out
+}
+
 /// True if `value` may be written as a header value as is: visible ASCII, space and tab.
 pub fn is_safe_header_value(value: &[u8]) -> bool {
     value
@@ -147,6 +186,15 @@ mod tests {
             &out[..],
             b"HTTP/1.1 299 Unknown\r\nContent-Range: bytes */18446744073709551615\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn http_dates_match_known_instants() {
+        assert_eq!(&http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&http_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(&http_date(1_795_219_199), b"Fri, 20 Nov 2026 23:59:59 GMT");
+        assert_eq!(&http_date(4_102_444_800), b"Fri, 01 Jan 2100 00:00:00 GMT");
     }
 
     #[test]

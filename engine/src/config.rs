@@ -1,0 +1,173 @@
+//! Configuration: embedded defaults, then a TOML file (`--config`), then flags.
+//! Every limit the node enforces is here, sized before any shard starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The node's configuration. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    /// Accepted now; the OAP/1 service listens here once built.
+    pub oap: SocketAddr,
+    pub admin: SocketAddr,
+    /// Shards (pinned executors); 0 means one per online CPU.
+    pub shards: u16,
+    /// Verified-group cache, bytes, for the whole node (split across shards).
+    pub cache_bytes: u64,
+    /// Largest object accepted by an upload.
+    pub object_bytes_max: u64,
+    /// Largest request head.
+    pub head_bytes_max: usize,
+    /// Time allowed to receive a whole request head once its first byte arrived.
+    pub header_timeout_ms: u64,
+    /// Time an idle keep-alive connection is kept.
+    pub idle_timeout_ms: u64,
+    /// Time allowed between two reads of a request body.
+    pub body_timeout_ms: u64,
+    /// Open connections per shard.
+    pub connections_max: u32,
+    /// Requests in flight per shard; more get 503 overloaded.
+    pub inflight_max: u32,
+    /// Bearer tokens allowed to write. Empty: writes are open, but only on loopback.
+    pub tokens: Vec<String>,
+    /// Start with open writes on a non-loopback listener (explicit operator choice).
+    pub allow_open_writes: bool,
+    /// Longest wait for in-flight requests at shutdown.
+    pub drain_timeout_ms: u64,
+    /// Object metadata entries cached per shard.
+    pub meta_entries_max: usize,
+    /// Object files kept open per shard.
+    pub open_files_max: usize,
+    /// LMDB map size per store, bytes.
+    pub index_bytes_max: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./ron-data"),
+            http: "127.0.0.1:8080".parse().expect("valid literal"),
+            oap: "127.0.0.1:9444".parse().expect("valid literal"),
+            admin: "127.0.0.1:9600".parse().expect("valid literal"),
+            shards: 0,
+            cache_bytes: 256 << 20,
+            object_bytes_max: 64 << 30,
+            head_bytes_max: ron_codec::http::head::HEAD_LEN_MAX_DEFAULT,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 75_000,
+            body_timeout_ms: 60_000,
+            connections_max: 10_000,
+            inflight_max: 4_096,
+            tokens: Vec::new(),
+            allow_open_writes: false,
+            drain_timeout_ms: 10_000,
+            meta_entries_max: 100_000,
+            open_files_max: 1_024,
+            index_bytes_max: 64 << 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Config {
+    pub fn from_toml(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let file = |reason: String| ConfigError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| file(e.to_string()))
+    }
+
+    /// Shards to run: the configured count, or one per online CPU.
+    pub fn shard_count(&self) -> u16 {
+        if self.shards > 0 {
+            return self.shards;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get().min(usize::from(u16::MAX)) as u16)
+            .unwrap_or(1)
+    }
+
+    /// Checks the limits and the write rule (HTTP-API.md "Who may write").
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let refuse = |m: String| Err(ConfigError::Refused(m));
+        if self.tokens.is_empty() && !self.http.ip().is_loopback() && !self.allow_open_writes {
+            return refuse(format!(
+                "refusing to start: HTTP listens on {} (not loopback) and no write tokens are \
+                 configured, so anyone could write. Add tokens (--token or `tokens` in the \
+                 config) or pass --allow-open-writes to accept that.",
+                self.http
+            ));
+        }
+        if self.tokens.iter().any(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic())) {
+            return refuse("tokens must be non-empty visible ASCII".into());
+        }
+        if self.head_bytes_max < 1024 {
+            return refuse("head_bytes_max must be at least 1024".into());
+        }
+        if self.connections_max == 0 || self.inflight_max == 0 {
+            return refuse("connections_max and inflight_max must be positive".into());
+        }
+        if self.shards > ron_codec::address::SHARD_COUNT_MAX {
+            return refuse(format!("at most {} shards", ron_codec::address::SHARD_COUNT_MAX));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback_only() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert!(c.http.ip().is_loopback());
+    }
+
+    #[test]
+    fn public_bind_without_tokens_is_refused_unless_explicit() {
+        let mut c = Config {
+            http: "0.0.0.0:8080".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("refusing to start: HTTP listens on 0.0.0.0:8080"), "{err}");
+        c.allow_open_writes = true;
+        c.validate().unwrap();
+        c.allow_open_writes = false;
+        c.tokens = vec!["s3cret".into()];
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("ron-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ron.toml");
+        std::fs::write(&path, "shards = 3\ntokens = [\"a\"]\ncache_bytes = 1024\n").unwrap();
+        let c = Config::from_toml(&path).unwrap();
+        assert_eq!((c.shards, c.cache_bytes, c.tokens.len()), (3, 1024, 1));
+        assert_eq!(c.http, Config::default().http);
+        std::fs::write(&path, "shardz = 3\n").unwrap();
+        let err = Config::from_toml(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown field `shardz`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

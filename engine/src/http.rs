@@ -1,0 +1,866 @@
+//! The HTTP/1.1 front end: one task per connection on the shard that accepted it.
+//!
+//! A connection is a loop: read a head (idle timeout before its first byte, header
+//! timeout until its last), extract what the request needs into a small owned
+//! [`Request`], answer it, repeat. Pipelined requests stay in the read buffer and are
+//! answered in order; the task is the socket's only writer. Object bytes come from the
+//! shard as whole verified 64 KiB groups; the first group is fetched before the head is
+//! written, so a rotten first group is a clean 500, and a rotten later group aborts the
+//! connection (no wrong or padded byte is ever sent).
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use ron_codec::http::chunked::{ChunkedDecoder, ChunkedStep};
+use ron_codec::http::head::{parse_request_head, BodyFraming, HeadParse, Method, RequestHead};
+use ron_codec::http::range::{ByteRange, RangeResolution, RangeSet};
+use ron_codec::http::response::{http_date, is_safe_header_value, ResponseHead, HTTP_DATE_LEN};
+use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
+use ron_codec::{Address, Envelope, ErrorCode};
+use ron_shards::{CommitOutcome, ObjectMeta, Shard, ShardError, ShardMetrics};
+
+/// Longest X-Corr-ID echoed back; longer or unsafe ones are replaced.
+const CORR_ID_LEN_MAX: usize = 64;
+const CACHE_CONTROL: &[u8] = b"public, max-age=31536000, immutable";
+const DEFAULT_CONTENT_TYPE: &[u8] = b"application/octet-stream";
+/// Bodies of at most this many bytes are sent in the same write as the head.
+const COALESCE_BODY_BYTES_MAX: usize = 16 * 1024;
+
+/// Limits and policy of the HTTP front end, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub head_bytes_max: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub object_bytes_max: u64,
+    pub inflight_max: u32,
+    pub tokens: Vec<Vec<u8>>,
+}
+
+/// Per-shard state shared by its connections.
+pub struct HttpContext {
+    pub shard: Rc<Shard>,
+    pub limits: HttpLimits,
+    /// Set when the node is shutting down: answers carry `Connection: close`.
+    pub draining: Rc<Cell<bool>>,
+    inflight: Cell<u32>,
+    corr_seq: Cell<u64>,
+    date: RefCell<(u64, [u8; HTTP_DATE_LEN])>,
+}
+
+impl std::fmt::Debug for HttpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpContext")
+            .field("shard", &self.shard.index())
+            .field("inflight", &self.inflight.get())
+            .finish()
+    }
+}
+
+impl HttpContext {
+    pub fn new(shard: Rc<Shard>, limits: HttpLimits, draining: Rc<Cell<bool>>) -> Self {
+        HttpContext {
+            shard,
+            limits,
+            draining,
+            inflight: Cell::new(0),
+            corr_seq: Cell::new(0),
+            date: RefCell::new((u64::MAX, [0; HTTP_DATE_LEN])),
+        }
+    }
+
+    pub fn inflight(&self) -> u32 {
+        self.inflight.get()
+    }
+
+    fn metrics(&self) -> &ShardMetrics {
+        self.shard.metrics()
+    }
+
+    /// The Date header value, formatted at most once a second per shard.
+    fn date(&self) -> [u8; HTTP_DATE_LEN] {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut cached = self.date.borrow_mut();
+        if cached.0 != now {
+            *cached = (now, http_date(now));
+        }
+        cached.1
+    }
+
+    fn new_corr_id(&self) -> CorrId {
+        let seq = self.corr_seq.get();
+        self.corr_seq.set(seq + 1);
+        let mut id = CorrId::default();
+        let text = format_args!("{:x}-{:x}", self.shard.index().0, seq);
+        id.set_fmt(text);
+        id
+    }
+}
+
+/// An X-Corr-ID kept inline (no allocation per request).
+#[derive(Clone, Copy)]
+struct CorrId {
+    bytes: [u8; CORR_ID_LEN_MAX],
+    len: usize,
+}
+
+impl Default for CorrId {
+    fn default() -> Self {
+        CorrId {
+            bytes: [0; CORR_ID_LEN_MAX],
+            len: 0,
+        }
+    }
+}
+
+impl CorrId {
+    fn from_request(value: &[u8]) -> Option<CorrId> {
+        if value.is_empty() || value.len() > CORR_ID_LEN_MAX || !is_safe_header_value(value) {
+            return None;
+        }
+        let mut id = CorrId::default();
+        id.bytes[..value.len()].copy_from_slice(value);
+        id.len = value.len();
+        Some(id)
+    }
+
+    fn set_fmt(&mut self, args: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        let mut cursor = &mut self.bytes[..];
+        let before = cursor.len();
+        let _ = cursor.write_fmt(args);
+        self.len = before - cursor.len();
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+/// What the router needs from a head, owned, so the read buffer can move on.
+struct Request {
+    method: Method,
+    route: Route,
+    body: BodyFraming,
+    keep_alive: bool,
+    expect_continue: bool,
+    range: Option<RangeSet>,
+    /// If-Range present and not our ETag: serve the whole object.
+    if_range_failed: bool,
+    if_none_match: Option<IfNoneMatch>,
+    authorized: bool,
+    content_type: Option<String>,
+    corr_id: CorrId,
+}
+
+enum Route {
+    /// `/o`
+    Objects,
+    /// `/o/<addr>`
+    Object(Address),
+    /// `/o/<something that is not an address>`
+    BadAddress(String),
+    Unknown,
+}
+
+enum IfNoneMatch {
+    Any,
+    Tags(Vec<u8>),
+}
+
+impl IfNoneMatch {
+    /// Weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
+    fn matches(&self, etag: &[u8]) -> bool {
+        match self {
+            IfNoneMatch::Any => true,
+            IfNoneMatch::Tags(list) => list
+                .split(|&b| b == b',')
+                .map(ron_codec::http::head::trim)
+                .map(|t| t.strip_prefix(b"W/").unwrap_or(t))
+                .any(|t| t == etag),
+        }
+    }
+}
+
+fn quoted_etag(addr: &Address) -> [u8; 69] {
+    let mut out = [b'"'; 69];
+    out[1..68].copy_from_slice(&addr.text());
+    out
+}
+
+impl Request {
+    fn from_head(head: &RequestHead<'_>, ctx: &HttpContext) -> Request {
+        let path = head.path();
+        let route = match path.strip_prefix("/o") {
+            Some("") => Route::Objects,
+            Some(rest) => match rest.strip_prefix('/') {
+                Some(text) => match Address::parse(text.as_bytes()) {
+                    Ok(addr) => Route::Object(addr),
+                    Err(e) => Route::BadAddress(e.to_string()),
+                },
+                None => Route::Unknown,
+            },
+            None => Route::Unknown,
+        };
+        let etag = match &route {
+            Route::Object(addr) => Some(quoted_etag(addr)),
+            _ => None,
+        };
+        let if_range_failed = match (head.if_range, &etag) {
+            (Some(v), Some(tag)) => ron_codec::http::head::trim(v) != &tag[..],
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let if_none_match = head.if_none_match.map(|v| {
+            if ron_codec::http::head::trim(v) == b"*" {
+                IfNoneMatch::Any
+            } else {
+                IfNoneMatch::Tags(v.to_vec())
+            }
+        });
+        let authorized = ctx.limits.tokens.is_empty()
+            || head
+                .authorization
+                .and_then(|v| v.strip_prefix(b"Bearer "))
+                .map(ron_codec::http::head::trim)
+                .is_some_and(|token| ctx.limits.tokens.iter().any(|t| constant_time_eq(t, token)));
+        let content_type = head
+            .content_type
+            .filter(|v| !v.is_empty() && v.len() <= ron_shards::record::CONTENT_TYPE_LEN_MAX)
+            .filter(|v| is_safe_header_value(v))
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        Request {
+            method: head.method,
+            route,
+            body: head.body,
+            keep_alive: head.keep_alive,
+            expect_continue: head.expect_continue,
+            range: head.range.and_then(RangeSet::parse),
+            if_range_failed,
+            if_none_match,
+            authorized,
+            content_type,
+            corr_id: head
+                .corr_id
+                .and_then(CorrId::from_request)
+                .unwrap_or_else(|| ctx.new_corr_id()),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The read side of a connection: a fixed buffer sized at start-up.
+struct ReadBuf {
+    data: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    fn new(capacity: usize) -> ReadBuf {
+        ReadBuf {
+            data: vec![0; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads once from `stream`, returning the bytes read (0 at end of stream).
+    async fn fill(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+        if self.end == self.data.len() {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = stream.read(&mut self.data[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+/// How a request ended for the connection.
+enum After {
+    KeepAlive,
+    Close,
+}
+
+/// Why the connection must end right away (no further answer possible).
+#[derive(Debug)]
+struct Abort;
+
+impl From<io::Error> for Abort {
+    fn from(_: io::Error) -> Self {
+        Abort
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    rbuf: ReadBuf,
+    wbuf: BytesMut,
+}
+
+/// Serves one connection until it closes.
+pub async fn serve_connection(ctx: Rc<HttpContext>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(ctx.limits.body_timeout));
+    let mut conn = Conn {
+        stream,
+        rbuf: ReadBuf::new(ctx.limits.head_bytes_max + GROUP_LEN_BYTES as usize),
+        wbuf: BytesMut::with_capacity(4096),
+    };
+    ShardMetrics::add(&ctx.metrics().connections_open, 1);
+    ShardMetrics::add(&ctx.metrics().connections_total, 1);
+    while let Ok(After::KeepAlive) = serve_one(&ctx, &mut conn).await {}
+    ctx.metrics()
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let _ = conn.stream.close().await;
+}
+
+/// Reads one head and answers it.
+async fn serve_one(ctx: &HttpContext, conn: &mut Conn) -> Result<After, Abort> {
+    let head_len = match read_head(ctx, conn).await? {
+        HeadOutcome::Complete(len) => len,
+        HeadOutcome::Closed => return Ok(After::Close),
+        HeadOutcome::Rejected(code, message) => {
+            let corr = ctx.new_corr_id();
+            let started = Instant::now();
+            send_error(ctx, conn, code, &message, &corr, true).await?;
+            ctx.metrics()
+                .record_request(code.status(), started.elapsed().as_micros() as u64);
+            return Ok(After::Close);
+        }
+    };
+    let started = Instant::now();
+    let request = match parse_request_head(conn.rbuf.filled(), ctx.limits.head_bytes_max) {
+        Ok(HeadParse::Complete(head)) => Request::from_head(&head, ctx),
+        _ => return Err(Abort), // read_head already parsed it successfully
+    };
+    conn.rbuf.consume(head_len);
+    ShardMetrics::add(&ctx.metrics().bytes_in, head_len as u64);
+
+    if ctx.inflight.get() >= ctx.limits.inflight_max {
+        ShardMetrics::add(&ctx.metrics().overload_rejections, 1);
+        ctx.metrics().overloaded.store(true, std::sync::atomic::Ordering::Relaxed);
+        let message = format!(
+            "shard {} has {} requests in flight (limit {})",
+            ctx.shard.index().0,
+            ctx.inflight.get(),
+            ctx.limits.inflight_max
+        );
+        send_error(ctx, conn, ErrorCode::Overloaded, &message, &request.corr_id, true).await?;
+        ctx.metrics().record_request(503, started.elapsed().as_micros() as u64);
+        return Ok(After::Close);
+    }
+    ctx.inflight.set(ctx.inflight.get() + 1);
+    let outcome = route(ctx, conn, &request).await;
+    ctx.inflight.set(ctx.inflight.get() - 1);
+    if ctx.inflight.get() < ctx.limits.inflight_max {
+        ctx.metrics().overloaded.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let (status, after) = outcome?;
+    ctx.metrics().record_request(status, started.elapsed().as_micros() as u64);
+    Ok(after)
+}
+
+enum HeadOutcome {
+    Complete(usize),
+    /// The peer closed or stayed idle past the idle timeout between requests.
+    Closed,
+    Rejected(ErrorCode, String),
+}
+
+async fn read_head(ctx: &HttpContext, conn: &mut Conn) -> Result<HeadOutcome, Abort> {
+    let limits = &ctx.limits;
+    if conn.rbuf.filled().is_empty() {
+        let _ = conn.stream.set_read_timeout(Some(limits.idle_timeout));
+        match conn.rbuf.fill(&mut conn.stream).await {
+            Ok(0) | Err(_) => return Ok(HeadOutcome::Closed),
+            Ok(_) => {}
+        }
+    }
+    let deadline = Instant::now() + limits.header_timeout;
+    loop {
+        match parse_request_head(conn.rbuf.filled(), limits.head_bytes_max) {
+            Ok(HeadParse::Complete(head)) => return Ok(HeadOutcome::Complete(head.head_len)),
+            Ok(HeadParse::Partial) => {}
+            Err(e) => return Ok(HeadOutcome::Rejected(e.code(), e.to_string())),
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+        else {
+            return Ok(HeadOutcome::Rejected(ErrorCode::RequestTimeout, timeout_message(limits)));
+        };
+        let _ = conn.stream.set_read_timeout(Some(left));
+        match conn.rbuf.fill(&mut conn.stream).await {
+            Ok(0) => return Ok(HeadOutcome::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Ok(HeadOutcome::Rejected(ErrorCode::RequestTimeout, timeout_message(limits)))
+            }
+            Err(_) => return Ok(HeadOutcome::Closed),
+        }
+    }
+}
+
+fn timeout_message(limits: &HttpLimits) -> String {
+    format!(
+        "request head not complete within {} ms",
+        limits.header_timeout.as_millis()
+    )
+}
+
+/// Routes a request; returns the status sent and what the connection does next.
+async fn route(ctx: &HttpContext, conn: &mut Conn, req: &Request) -> Result<(u16, After), Abort> {
+    let keep = req.keep_alive && !ctx.draining.get();
+    let after = if keep { After::KeepAlive } else { After::Close };
+    let has_body = !matches!(req.body, BodyFraming::Empty | BodyFraming::Length(0));
+    let uploads = matches!(
+        (&req.route, req.method),
+        (Route::Objects, Method::Put | Method::Post) | (Route::Object(_), Method::Put)
+    );
+    if has_body && !uploads {
+        // A body we will not read would desynchronise the stream: answer, then close.
+        let status = answer_without_body(ctx, conn, req, false).await?;
+        return Ok((status, After::Close));
+    }
+    if uploads {
+        return upload(ctx, conn, req, keep).await;
+    }
+    let status = answer_without_body(ctx, conn, req, keep).await?;
+    Ok((status, after))
+}
+
+/// Every route that reads no request body.
+async fn answer_without_body(
+    ctx: &HttpContext,
+    conn: &mut Conn,
+    req: &Request,
+    keep: bool,
+) -> Result<u16, Abort> {
+    let close = !keep;
+    match (&req.route, req.method) {
+        (Route::Object(addr), Method::Get | Method::Head) => get(ctx, conn, req, addr, close).await,
+        (Route::BadAddress(reason), _) => {
+            send_error(ctx, conn, ErrorCode::BadAddr, reason, &req.corr_id, close).await?;
+            Ok(400)
+        }
+        (Route::Unknown, _) => {
+            send_error(ctx, conn, ErrorCode::NotFound, "no such route; objects live under /o", &req.corr_id, close)
+                .await?;
+            Ok(404)
+        }
+        (Route::Objects, _) | (Route::Object(_), _) => {
+            let allowed = match req.route {
+                Route::Objects => "PUT, POST",
+                _ => "GET, HEAD, PUT",
+            };
+            let message = format!("method not allowed here; allowed: {allowed}");
+            send_error(ctx, conn, ErrorCode::MethodNotAllowed, &message, &req.corr_id, close).await?;
+            Ok(405)
+        }
+    }
+}
+
+fn common_headers(ctx: &HttpContext, head: &mut ResponseHead<'_>, corr: &CorrId, close: bool) {
+    head.header("Server", b"ron")
+        .header("Date", &ctx.date())
+        .header("X-Corr-ID", corr.as_bytes());
+    if close {
+        head.header("Connection", b"close");
+    }
+}
+
+async fn send_error(
+    ctx: &HttpContext,
+    conn: &mut Conn,
+    code: ErrorCode,
+    message: &str,
+    corr: &CorrId,
+    close: bool,
+) -> Result<(), Abort> {
+    let mut body = Vec::with_capacity(160);
+    Envelope {
+        code,
+        message,
+        corr_id: corr.as_str(),
+        retry_after_ms: None,
+    }
+    .write_json(&mut body);
+    conn.wbuf.clear();
+    let mut head = ResponseHead::start(&mut conn.wbuf, code.status());
+    common_headers(ctx, &mut head, corr, close);
+    head.header("Content-Type", b"application/json")
+        .content_length(body.len() as u64);
+    if code.carries_retry_after() {
+        head.header("Retry-After", b"1");
+    }
+    head.finish();
+    conn.wbuf.extend_from_slice(&body);
+    write_out(ctx, conn).await
+}
+
+async fn write_out(ctx: &HttpContext, conn: &mut Conn) -> Result<(), Abort> {
+    conn.stream.write_all(&conn.wbuf).await?;
+    ShardMetrics::add(&ctx.metrics().bytes_out, conn.wbuf.len() as u64);
+    conn.wbuf.clear();
+    Ok(())
+}
+
+fn shard_error_status(e: &ShardError) -> ErrorCode {
+    e.code()
+}
+
+/// GET and HEAD of one object.
+async fn get(
+    ctx: &HttpContext,
+    conn: &mut Conn,
+    req: &Request,
+    addr: &Address,
+    close: bool,
+) -> Result<u16, Abort> {
+    let meta = match ctx.shard.meta(addr).await {
+        Ok(meta) => meta,
+        Err(e) => {
+            let code = shard_error_status(&e);
+            send_error(ctx, conn, code, &e.to_string(), &req.corr_id, close).await?;
+            return Ok(code.status());
+        }
+    };
+    let etag = quoted_etag(addr);
+    if req.if_none_match.as_ref().is_some_and(|inm| inm.matches(&etag)) {
+        conn.wbuf.clear();
+        let mut head = ResponseHead::start(&mut conn.wbuf, 304);
+        common_headers(ctx, &mut head, &req.corr_id, close);
+        head.header("ETag", &etag).header("Cache-Control", CACHE_CONTROL);
+        head.finish();
+        write_out(ctx, conn).await?;
+        return Ok(304);
+    }
+    let total = meta.len();
+    let whole = ByteRange {
+        first: 0,
+        last: total.saturating_sub(1),
+    };
+    let (status, range) = match req.range.filter(|_| !req.if_range_failed).map(|r| r.resolve(total)) {
+        None => (200, whole),
+        Some(RangeResolution::Unsatisfiable) => {
+            return unsatisfiable(ctx, conn, req, total, close).await;
+        }
+        // Several ranges: the whole object with 200 (docs/HTTP-API.md).
+        Some(RangeResolution::Partial(ranges)) if ranges.len() > 1 => (200, whole),
+        Some(RangeResolution::Partial(ranges)) => (206, ranges.first().unwrap_or(whole)),
+    };
+    let body_len = if total == 0 { 0 } else { range.len() };
+    let send_body = req.method == Method::Get && body_len > 0;
+    // The first group is fetched and verified before the head goes out.
+    let first = GroupIndex::containing(range.first);
+    let first_bytes = if send_body {
+        match ctx.shard.group(&meta, first).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                let code = shard_error_status(&e);
+                send_error(ctx, conn, code, &e.to_string(), &req.corr_id, close).await?;
+                return Ok(code.status());
+            }
+        }
+    } else {
+        None
+    };
+    conn.wbuf.clear();
+    let mut head = ResponseHead::start(&mut conn.wbuf, status);
+    common_headers(ctx, &mut head, &req.corr_id, close);
+    head.content_length(body_len)
+        .header("ETag", &etag)
+        .header("Cache-Control", CACHE_CONTROL)
+        .header("Accept-Ranges", b"bytes")
+        .header("Content-Type", content_type(&meta));
+    if status == 206 {
+        head.content_range(range.first, range.last, total);
+    }
+    head.finish();
+    let Some(first_bytes) = first_bytes else {
+        write_out(ctx, conn).await?;
+        return Ok(status);
+    };
+    stream_body(ctx, conn, &meta, range, first_bytes).await?;
+    Ok(status)
+}
+
+fn content_type(meta: &ObjectMeta) -> &[u8] {
+    if meta.content_type.is_empty() {
+        DEFAULT_CONTENT_TYPE
+    } else {
+        meta.content_type.as_bytes()
+    }
+}
+
+async fn unsatisfiable(
+    ctx: &HttpContext,
+    conn: &mut Conn,
+    req: &Request,
+    total: u64,
+    close: bool,
+) -> Result<u16, Abort> {
+    let message = format!("no requested range overlaps the object's {total} bytes");
+    let mut body = Vec::new();
+    Envelope {
+        code: ErrorCode::RangeNotSatisfiable,
+        message: &message,
+        corr_id: req.corr_id.as_str(),
+        retry_after_ms: None,
+    }
+    .write_json(&mut body);
+    conn.wbuf.clear();
+    let mut head = ResponseHead::start(&mut conn.wbuf, 416);
+    common_headers(ctx, &mut head, &req.corr_id, close);
+    head.content_range_unsatisfied(total)
+        .header("Content-Type", b"application/json")
+        .content_length(body.len() as u64);
+    head.finish();
+    conn.wbuf.extend_from_slice(&body);
+    write_out(ctx, conn).await?;
+    Ok(416)
+}
+
+/// The slice of group `group`'s bytes that falls inside `range`.
+fn slice_in_range(group: GroupIndex, bytes: &Bytes, range: ByteRange) -> Bytes {
+    let start = group.start_offset();
+    let from = range.first.saturating_sub(start) as usize;
+    let to = ((range.last + 1 - start) as usize).min(bytes.len());
+    bytes.slice(from..to)
+}
+
+/// Writes the head (in `wbuf`) and the body, one verified group at a time, fetching the
+/// next group while the current one is written.
+async fn stream_body(
+    ctx: &HttpContext,
+    conn: &mut Conn,
+    meta: &Rc<ObjectMeta>,
+    range: ByteRange,
+    first_bytes: Bytes,
+) -> Result<(), Abort> {
+    let first = GroupIndex::containing(range.first);
+    let last = GroupIndex::containing(range.last);
+    let mut current = slice_in_range(first, &first_bytes, range);
+    if current.len() <= COALESCE_BODY_BYTES_MAX {
+        conn.wbuf.extend_from_slice(&current);
+        current = Bytes::new();
+    }
+    write_out(ctx, conn).await?;
+    let mut group = first;
+    loop {
+        let next = (group < last).then(|| {
+            let shard = Rc::clone(&ctx.shard);
+            let meta = Rc::clone(meta);
+            let g = GroupIndex(group.0 + 1);
+            glommio::spawn_local(async move { shard.group(&meta, g).await })
+        });
+        if !current.is_empty() {
+            conn.stream.write_all(&current).await?;
+            ShardMetrics::add(&ctx.metrics().bytes_out, current.len() as u64);
+        }
+        let Some(next) = next else {
+            return Ok(());
+        };
+        group = GroupIndex(group.0 + 1);
+        // A group that fails verification mid-body aborts the connection: the client
+        // sees a short body, never a wrong byte.
+        let bytes = next.await.map_err(|_| Abort)?;
+        current = slice_in_range(group, &bytes, range);
+    }
+}
+
+/// PUT/POST /o and PUT /o/<addr>.
+async fn upload(
+    ctx: &HttpContext,
+    conn: &mut Conn,
+    req: &Request,
+    keep: bool,
+) -> Result<(u16, After), Abort> {
+    let fail = |code: ErrorCode| (code.status(), After::Close);
+    if !req.authorized {
+        let message = "writes need Authorization: Bearer <token> with a configured token";
+        send_error(ctx, conn, ErrorCode::Unauthorized, message, &req.corr_id, true).await?;
+        return Ok(fail(ErrorCode::Unauthorized));
+    }
+    let max = ctx.limits.object_bytes_max;
+    match req.body {
+        BodyFraming::Empty => {
+            let message = "an upload needs Content-Length or Transfer-Encoding: chunked";
+            send_error(ctx, conn, ErrorCode::LengthRequired, message, &req.corr_id, true).await?;
+            return Ok(fail(ErrorCode::LengthRequired));
+        }
+        BodyFraming::Length(n) if n > max => {
+            let message = format!("body of {n} bytes exceeds the object limit of {max} bytes");
+            send_error(ctx, conn, ErrorCode::TooLarge, &message, &req.corr_id, true).await?;
+            return Ok(fail(ErrorCode::TooLarge));
+        }
+        _ => {}
+    }
+    if req.expect_continue {
+        conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+    }
+    let mut upload = match ctx.shard.begin_upload().await {
+        Ok(u) => u,
+        Err(e) => {
+            send_error(ctx, conn, e.code(), &e.to_string(), &req.corr_id, true).await?;
+            return Ok(fail(e.code()));
+        }
+    };
+    let received = receive_body(ctx, conn, req.body, &mut upload).await;
+    if let Err(failure) = received {
+        upload.abort().await;
+        return match failure {
+            BodyFailure::Connection => Err(Abort),
+            BodyFailure::Answer(code, message) => {
+                send_error(ctx, conn, code, &message, &req.corr_id, true).await?;
+                Ok(fail(code))
+            }
+        };
+    }
+    let content_type = req.content_type.clone().unwrap_or_default();
+    let staged = match upload.finish(content_type).await {
+        Ok(s) => s,
+        Err(e) => {
+            send_error(ctx, conn, e.code(), &e.to_string(), &req.corr_id, true).await?;
+            return Ok(fail(e.code()));
+        }
+    };
+    let addr = staged.meta.addr();
+    let len = staged.meta.len();
+    if let Route::Object(announced) = &req.route {
+        if *announced != addr {
+            ron_shards::shard::discard(staged).await;
+            let message = format!("body hashes to {addr}, not to the announced {announced}");
+            let close = !keep;
+            send_error(ctx, conn, ErrorCode::UploadDigestMismatch, &message, &req.corr_id, close).await?;
+            return Ok((400, if close { After::Close } else { After::KeepAlive }));
+        }
+    }
+    let status = match ctx.shard.commit(staged).await {
+        Ok(CommitOutcome::Created) => 201,
+        Ok(CommitOutcome::AlreadyStored) => 200,
+        Err(e) => {
+            send_error(ctx, conn, e.code(), &e.to_string(), &req.corr_id, true).await?;
+            return Ok(fail(e.code()));
+        }
+    };
+    let body = format!("{{\"obj\":\"{addr}\",\"len\":{len}}}");
+    let location = format!("/o/{addr}");
+    conn.wbuf.clear();
+    let mut head = ResponseHead::start(&mut conn.wbuf, status);
+    common_headers(ctx, &mut head, &req.corr_id, !keep);
+    head.header("Location", location.as_bytes())
+        .header("ETag", &quoted_etag(&addr))
+        .header("Content-Type", b"application/json")
+        .content_length(body.len() as u64);
+    head.finish();
+    conn.wbuf.extend_from_slice(body.as_bytes());
+    write_out(ctx, conn).await?;
+    Ok((status, if keep { After::KeepAlive } else { After::Close }))
+}
+
+enum BodyFailure {
+    /// The peer went away or stalled: nothing more can be said.
+    Connection,
+    /// The body broke a rule: answer, then close.
+    Answer(ErrorCode, String),
+}
+
+/// Reads a request body into `upload`, from what is buffered and then from the socket.
+async fn receive_body(
+    ctx: &HttpContext,
+    conn: &mut Conn,
+    framing: BodyFraming,
+    upload: &mut ron_shards::Upload,
+) -> Result<(), BodyFailure> {
+    let _ = conn.stream.set_read_timeout(Some(ctx.limits.body_timeout));
+    let max = ctx.limits.object_bytes_max;
+    match framing {
+        BodyFraming::Empty => Ok(()),
+        BodyFraming::Length(mut left) => {
+            while left > 0 {
+                if conn.rbuf.filled().is_empty() {
+                    read_more(conn).await?;
+                }
+                let take = (conn.rbuf.filled().len() as u64).min(left) as usize;
+                write_upload(upload, &conn.rbuf.filled()[..take]).await?;
+                conn.rbuf.consume(take);
+                left -= take as u64;
+                ShardMetrics::add(&ctx.metrics().bytes_in, take as u64);
+            }
+            Ok(())
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            loop {
+                let (used, step) = decoder
+                    .step(conn.rbuf.filled())
+                    .map_err(|e| BodyFailure::Answer(e.code(), e.to_string()))?;
+                let done = match step {
+                    ChunkedStep::Data(data) => {
+                        if upload.len() + data.len() as u64 > max {
+                            let message = format!("chunked body exceeds the object limit of {max} bytes");
+                            return Err(BodyFailure::Answer(ErrorCode::TooLarge, message));
+                        }
+                        write_upload(upload, data).await?;
+                        false
+                    }
+                    ChunkedStep::NeedMore => false,
+                    ChunkedStep::Done => true,
+                };
+                let was_need_more = matches!(step, ChunkedStep::NeedMore);
+                conn.rbuf.consume(used);
+                ShardMetrics::add(&ctx.metrics().bytes_in, used as u64);
+                if done {
+                    return Ok(());
+                }
+                if was_need_more {
+                    read_more(conn).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn write_upload(upload: &mut ron_shards::Upload, data: &[u8]) -> Result<(), BodyFailure> {
+    upload
+        .write(data)
+        .await
+        .map_err(|e| BodyFailure::Answer(e.code(), e.to_string()))
+}
+
+async fn read_more(conn: &mut Conn) -> Result<(), BodyFailure> {
+    match conn.rbuf.fill(&mut conn.stream).await {
+        Ok(0) | Err(_) => Err(BodyFailure::Connection),
+        Ok(_) => Ok(()),
+    }
+}

@@ -1,0 +1,29 @@
+//! `ron` — the RustyOnions data-plane node. See `ron help`.
+
+use std::process::ExitCode;
+
+use ron_engine::cli::{parse, Command};
+
+fn main() -> ExitCode {
+    match parse(std::env::args_os().skip(1)) {
+        Ok(Command::Help) => {
+            print!("{}", ron_engine::cli::HELP);
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Version) => {
+            println!("ron {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Serve(config)) => match ron_engine::server::serve(*config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ron: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("ron: {e}\n\nrun `ron help` for usage");
+            ExitCode::from(2)
+        }
+    }
+}

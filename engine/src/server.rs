@@ -1,0 +1,231 @@
+//! `ron serve`: start-up, the shard executors, and graceful shutdown.
+//!
+//! Start-up order: validate the config (write rule), open the data dir (partition table;
+//! cost independent of the number of objects), empty the temp dir, start the control
+//! thread, then one pinned executor per shard. Each shard joins the mesh, opens its
+//! stores, binds its SO_REUSEPORT listener and marks itself ready.
+//! SIGINT/SIGTERM: every shard stops accepting, lets in-flight requests finish (bounded
+//! by `drain_timeout_ms`), and exits; the process exits 0.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use ron_shards::layout::{self, Routing, ShardIndex};
+use ron_shards::mesh::{self, Mesh, MeshBuilderFull};
+use ron_shards::{Shard, ShardConfig, ShardMetrics};
+
+use crate::config::Config;
+use crate::http::{serve_connection, HttpContext, HttpLimits};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Shard(#[from] ron_shards::ShardError),
+    #[error("admin listener on {addr}: {source}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("shard {shard}: {reason}")]
+    ShardStart { shard: u16, reason: String },
+}
+
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    config.validate()?;
+    let shards = config.shard_count();
+    let table = layout::open_data_dir(&config.data_dir, shards)?;
+    let removed = layout::clean_tmp(&config.data_dir)?;
+    if removed > 0 {
+        eprintln!("ron: removed {removed} unfinished upload(s) from {}", layout::tmp_dir(&config.data_dir).display());
+    }
+    let routing = Routing::new(table, shards);
+    if shards > routing.store_count() {
+        eprintln!(
+            "ron: warning: {shards} shards but the data dir has {} stores; shards {}.. own no store and forward every object request",
+            routing.store_count(),
+            routing.store_count()
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| ServeError::ShardStart {
+            shard: 0,
+            reason: format!("cannot install signal handler: {e}"),
+        })?;
+    }
+    let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|_| Arc::new(ShardMetrics::default())).collect();
+    let control_stop = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(ron_control::ControlState {
+        shards: metrics.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        stop: Arc::clone(&control_stop),
+    });
+    let (admin_addr, control) = ron_control::spawn(config.admin, state).map_err(|source| ServeError::Admin {
+        addr: config.admin,
+        source,
+    })?;
+
+    let mesh_builder = (shards > 1).then(|| MeshBuilderFull::full(usize::from(shards), mesh::MESH_CHANNEL_LEN));
+    let directory = mesh::peer_directory(shards);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let config = Arc::new(config);
+    let mut handles = Vec::new();
+    let failed = Arc::new(AtomicBool::new(false));
+    for i in 0..shards {
+        let failed = Arc::clone(&failed);
+        let (config, routing, metrics, stop) = (Arc::clone(&config), routing.clone(), Arc::clone(&metrics[usize::from(i)]), Arc::clone(&stop));
+        let stop_on_failure = Arc::clone(&stop);
+        let (mesh_builder, directory) = (mesh_builder.clone(), Arc::clone(&directory));
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(usize::from(i) % cpus))
+            .name(&format!("ron-shard-{i}"))
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .spawn(move || async move {
+                let result = run_shard(ShardIndex(i), config, routing, mesh_builder, directory, Arc::clone(&metrics), stop).await;
+                let stop = stop_on_failure;
+                if let Err(e) = &result {
+                    eprintln!("ron: shard {i} failed: {e}");
+                    failed.store(true, Ordering::Relaxed);
+                    stop.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .map_err(|e| ServeError::ShardStart { shard: i, reason: e.to_string() })?;
+        handles.push(handle);
+    }
+
+    wait_until_ready(&metrics, &failed, &stop);
+    if metrics.iter().all(|m| m.ready.load(Ordering::Relaxed)) {
+        print_banner(&config, shards, admin_addr);
+    }
+    let mut failure = None;
+    for (i, handle) in handles.into_iter().enumerate() {
+        let outcome = match handle.join() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        stop.store(true, Ordering::Relaxed);
+        failure.get_or_insert(ServeError::ShardStart { shard: i as u16, reason: outcome });
+    }
+    control_stop.store(true, Ordering::Relaxed);
+    let _ = control.join();
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            eprintln!("ron: stopped");
+            Ok(())
+        }
+    }
+}
+
+fn wait_until_ready(metrics: &[Arc<ShardMetrics>], failed: &AtomicBool, stop: &AtomicBool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        if metrics.iter().all(|m| m.ready.load(Ordering::Relaxed)) {
+            return;
+        }
+        if failed.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn print_banner(config: &Config, shards: u16, admin: std::net::SocketAddr) {
+    let writes = if config.tokens.is_empty() {
+        "writes open (loopback, no tokens)"
+    } else {
+        "writes need a bearer token"
+    };
+    println!(
+        "ron {} serving {} with {shards} shard(s)\n  http   http://{}   ({writes})\n  admin  http://{admin}   (/healthz /readyz /metrics /version)\n  oap    {}   (accepted; the OAP/1 service is not built yet)\ntry:\n  curl -T FILE http://{}/o\n  curl -r 0-99 http://{}/o/b3:<hex>",
+        env!("CARGO_PKG_VERSION"),
+        config.data_dir.display(),
+        config.http,
+        config.oap,
+        config.http,
+        config.http,
+    );
+}
+
+async fn run_shard(
+    index: ShardIndex,
+    config: Arc<Config>,
+    routing: Routing,
+    mesh_builder: Option<MeshBuilderFull>,
+    directory: Arc<Vec<std::sync::atomic::AtomicUsize>>,
+    metrics: Arc<ShardMetrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), ServeError> {
+    let shards = routing.shard_count();
+    let mesh = match mesh_builder {
+        Some(builder) => Some(Mesh::join(builder, index, directory, Arc::clone(&metrics)).await?),
+        None => None,
+    };
+    let per_shard = |total: u64| (total / u64::from(shards)) as usize;
+    let shard_config = ShardConfig {
+        data_dir: config.data_dir.clone(),
+        cache_bytes_max: per_shard(config.cache_bytes),
+        meta_entries_max: config.meta_entries_max,
+        open_files_max: config.open_files_max,
+        index_bytes_max: config.index_bytes_max as usize,
+        commit_batch_max: 1024,
+    };
+    let shard = Shard::start(index, routing, shard_config, mesh, Arc::clone(&metrics)).await?;
+    let listener = TcpListener::bind(config.http).map_err(|e| ServeError::ShardStart {
+        shard: index.0,
+        reason: format!("cannot listen on {}: {e}", config.http),
+    })?;
+    let limits = HttpLimits {
+        head_bytes_max: config.head_bytes_max,
+        header_timeout: Duration::from_millis(config.header_timeout_ms),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        body_timeout: Duration::from_millis(config.body_timeout_ms),
+        object_bytes_max: config.object_bytes_max,
+        inflight_max: config.inflight_max,
+        tokens: config.tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
+    };
+    let draining = Rc::new(Cell::new(false));
+    let ctx = Rc::new(HttpContext::new(shard, limits, Rc::clone(&draining)));
+    let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener, config.connections_max));
+    metrics.ready.store(true, Ordering::Relaxed);
+
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    metrics.ready.store(false, Ordering::Relaxed);
+    draining.set(true);
+    drop(acceptor); // cancels the accept loop and closes the listener
+    let deadline = Instant::now() + Duration::from_millis(config.drain_timeout_ms);
+    while ctx.inflight() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+async fn accept_loop(ctx: Rc<HttpContext>, listener: TcpListener, connections_max: u32) {
+    let metrics = Arc::clone(ctx.shard.metrics());
+    loop {
+        if metrics.connections_open.load(Ordering::Relaxed) >= u64::from(connections_max) {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve_connection(Rc::clone(&ctx), stream)).detach();
+            }
+            Err(e) => {
+                eprintln!("ron: shard {}: accept failed: {e}", ctx.shard.index().0);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
