@@ -39,7 +39,10 @@ pub struct ControlState {
 }
 
 /// Binds the admin listener and starts the control thread.
-pub fn spawn(addr: SocketAddr, state: Arc<ControlState>) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+pub fn spawn(
+    addr: SocketAddr,
+    state: Arc<ControlState>,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
@@ -82,14 +85,24 @@ fn answer(mut stream: TcpStream, state: &ControlState) -> std::io::Result<()> {
         }
     };
     if !matches!(method, Method::Get | Method::Head) {
-        return respond(&mut stream, 405, "text/plain", b"admin endpoints are GET only\n");
+        return respond(
+            &mut stream,
+            405,
+            "text/plain",
+            b"admin endpoints are GET only\n",
+        );
     }
     let snapshots: Vec<MetricsSnapshot> = state.shards.iter().map(|m| m.snapshot()).collect();
     match path.as_str() {
         "/healthz" => respond(&mut stream, 200, "text/plain", b"ok\n"),
         "/readyz" => {
             let (ready, body) = readiness(&snapshots);
-            respond(&mut stream, if ready { 200 } else { 503 }, "application/json", body.as_bytes())
+            respond(
+                &mut stream,
+                if ready { 200 } else { 503 },
+                "application/json",
+                body.as_bytes(),
+            )
         }
         "/metrics" => respond(
             &mut stream,
@@ -105,7 +118,12 @@ fn answer(mut stream: TcpStream, state: &ControlState) -> std::io::Result<()> {
     }
 }
 
-fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         ron_codec::http::response::reason_phrase(status),
@@ -141,17 +159,34 @@ pub fn render_metrics(shards: &[MetricsSnapshot]) -> String {
     let mut out = String::with_capacity(4096);
     let sum = |f: fn(&MetricsSnapshot) -> u64| shards.iter().map(f).sum::<u64>();
 
-    family(&mut out, "ron_http_requests_total", "counter", "HTTP requests answered, by status (0 = other).");
+    family(
+        &mut out,
+        "ron_http_requests_total",
+        "counter",
+        "HTTP requests answered, by status (0 = other).",
+    );
     for (i, &status) in COUNTED_STATUSES.iter().enumerate() {
         let n: u64 = shards.iter().map(|s| s.requests_by_status[i].1).sum();
-        out.push_str(&format!("ron_http_requests_total{{status=\"{status}\"}} {n}\n"));
+        out.push_str(&format!(
+            "ron_http_requests_total{{status=\"{status}\"}} {n}\n"
+        ));
     }
-    family(&mut out, "ron_shard_requests_total", "counter", "HTTP requests answered by each shard.");
+    family(
+        &mut out,
+        "ron_shard_requests_total",
+        "counter",
+        "HTTP requests answered by each shard.",
+    );
     for (i, s) in shards.iter().enumerate() {
         let n: u64 = s.requests_by_status.iter().map(|(_, n)| n).sum();
         out.push_str(&format!("ron_shard_requests_total{{shard=\"{i}\"}} {n}\n"));
     }
-    family(&mut out, "ron_http_request_duration_seconds", "histogram", "Time from a complete request head to the last byte of the answer.");
+    family(
+        &mut out,
+        "ron_http_request_duration_seconds",
+        "histogram",
+        "Time from a complete request head to the last byte of the answer.",
+    );
     let mut cumulative = 0u64;
     for (i, &bound) in LATENCY_BUCKETS_US.iter().enumerate() {
         cumulative += shards.iter().map(|s| s.latency_buckets[i]).sum::<u64>();
@@ -160,34 +195,90 @@ pub fn render_metrics(shards: &[MetricsSnapshot]) -> String {
         } else {
             format!("{}", bound as f64 / 1e6)
         };
-        out.push_str(&format!("ron_http_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}\n"));
+        out.push_str(&format!(
+            "ron_http_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}\n"
+        ));
     }
     out.push_str(&format!(
         "ron_http_request_duration_seconds_sum {}\nron_http_request_duration_seconds_count {cumulative}\n",
         sum(|s| s.latency_sum_us) as f64 / 1e6
     ));
     let counters: [(&str, &str, fn(&MetricsSnapshot) -> u64); 10] = [
-        ("ron_bytes_received_total", "Bytes read from clients (heads and bodies).", |s| s.bytes_in),
-        ("ron_bytes_sent_total", "Bytes written to clients.", |s| s.bytes_out),
-        ("ron_verify_failures_total", "64 KiB groups that failed verification (never sent).", |s| s.verify_failures),
-        ("ron_cache_hits_total", "Verified-group cache hits.", |s| s.cache_hits),
-        ("ron_cache_misses_total", "Verified-group cache misses.", |s| s.cache_misses),
-        ("ron_connections_total", "Connections accepted.", |s| s.connections_total),
-        ("ron_overload_rejections_total", "Requests answered 503 overloaded.", |s| s.overload_rejections),
-        ("ron_mesh_requests_total", "Requests forwarded to an owner shard.", |s| s.mesh_requests),
-        ("ron_objects_created_total", "Objects made durable and visible.", |s| s.objects_created),
-        ("ron_inflight_requests", "Requests being answered now.", |s| s.inflight),
+        (
+            "ron_bytes_received_total",
+            "Bytes read from clients (heads and bodies).",
+            |s| s.bytes_in,
+        ),
+        ("ron_bytes_sent_total", "Bytes written to clients.", |s| {
+            s.bytes_out
+        }),
+        (
+            "ron_verify_failures_total",
+            "64 KiB groups that failed verification (never sent).",
+            |s| s.verify_failures,
+        ),
+        ("ron_cache_hits_total", "Verified-group cache hits.", |s| {
+            s.cache_hits
+        }),
+        (
+            "ron_cache_misses_total",
+            "Verified-group cache misses.",
+            |s| s.cache_misses,
+        ),
+        ("ron_connections_total", "Connections accepted.", |s| {
+            s.connections_total
+        }),
+        (
+            "ron_overload_rejections_total",
+            "Requests answered 503 overloaded.",
+            |s| s.overload_rejections,
+        ),
+        (
+            "ron_mesh_requests_total",
+            "Requests forwarded to an owner shard.",
+            |s| s.mesh_requests,
+        ),
+        (
+            "ron_objects_created_total",
+            "Objects made durable and visible.",
+            |s| s.objects_created,
+        ),
+        (
+            "ron_inflight_requests",
+            "Requests being answered now.",
+            |s| s.inflight,
+        ),
     ];
     for (name, help, get) in counters {
-        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
         family(&mut out, name, kind, help);
         out.push_str(&format!("{name} {}\n", sum(get)));
     }
-    family(&mut out, "ron_connections_open", "gauge", "Open client connections.");
-    out.push_str(&format!("ron_connections_open {}\n", sum(|s| s.connections_open)));
-    family(&mut out, "ron_shard_ready", "gauge", "1 when the shard accepts connections.");
+    family(
+        &mut out,
+        "ron_connections_open",
+        "gauge",
+        "Open client connections.",
+    );
+    out.push_str(&format!(
+        "ron_connections_open {}\n",
+        sum(|s| s.connections_open)
+    ));
+    family(
+        &mut out,
+        "ron_shard_ready",
+        "gauge",
+        "1 when the shard accepts connections.",
+    );
     for (i, s) in shards.iter().enumerate() {
-        out.push_str(&format!("ron_shard_ready{{shard=\"{i}\"}} {}\n", u8::from(s.ready)));
+        out.push_str(&format!(
+            "ron_shard_ready{{shard=\"{i}\"}} {}\n",
+            u8::from(s.ready)
+        ));
     }
     out
 }
@@ -212,7 +303,10 @@ mod tests {
         assert!(text.contains("ron_http_request_duration_seconds_bucket{le=\"0.00005\"} 1\n"));
         let mut seen = std::collections::HashSet::new();
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
-            assert!(seen.insert(line.to_string()), "family registered twice: {line}");
+            assert!(
+                seen.insert(line.to_string()),
+                "family registered twice: {line}"
+            );
         }
     }
 

@@ -50,7 +50,13 @@ fn usage(message: impl Into<String>) -> ConfigError {
 
 /// Parses a byte size: `4096`, `16KiB`, `256MiB`, `64GiB`, `1TiB`.
 pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
-    let units = [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("", 1)];
+    let units = [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("", 1),
+    ];
     let (digits, unit) = units
         .iter()
         .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|d| (d, *unit)))
@@ -60,7 +66,11 @@ pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| usage(format!("invalid size {text:?} (use e.g. 4096, 16KiB, 256MiB)")))
+        .ok_or_else(|| {
+            usage(format!(
+                "invalid size {text:?} (use e.g. 4096, 16KiB, 256MiB)"
+            ))
+        })
 }
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ConfigError> {
@@ -82,7 +92,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Config
                 flags.push((name, value));
             }
             Value(word) if subcommand.is_none() => {
-                subcommand = Some(word.into_string().map_err(|_| usage("command is not UTF-8"))?)
+                subcommand = Some(
+                    word.into_string()
+                        .map_err(|_| usage("command is not UTF-8"))?,
+                )
             }
             other => return Err(usage(other.unexpected().to_string())),
         }
@@ -140,7 +153,20 @@ mod tests {
 
     #[test]
     fn flags_override_defaults() {
-        let Command::Serve(c) = parse(args(&["serve", "--shards", "3", "--cache-bytes", "64MiB", "--token", "t1", "--token", "t2", "--http", "127.0.0.1:1"])).unwrap() else {
+        let Command::Serve(c) = parse(args(&[
+            "serve",
+            "--shards",
+            "3",
+            "--cache-bytes",
+            "64MiB",
+            "--token",
+            "t1",
+            "--token",
+            "t2",
+            "--http",
+            "127.0.0.1:1",
+        ]))
+        .unwrap() else {
             panic!()
         };
         assert_eq!(c.shards, 3);
@@ -151,9 +177,13 @@ mod tests {
 
     #[test]
     fn usage_errors_name_the_problem() {
-        let e = parse(args(&["serve", "--shards", "x"])).unwrap_err().to_string();
+        let e = parse(args(&["serve", "--shards", "x"]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "--shards: invalid shard count \"x\"");
-        let e = parse(args(&["serve", "--nope", "1"])).unwrap_err().to_string();
+        let e = parse(args(&["serve", "--nope", "1"]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "unknown option --nope");
         let e = parse(args(&["frobnicate"])).unwrap_err().to_string();
         assert_eq!(e, "unknown command \"frobnicate\"");

@@ -114,7 +114,11 @@ impl Config {
                 self.http
             ));
         }
-        if self.tokens.iter().any(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic())) {
+        if self
+            .tokens
+            .iter()
+            .any(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
             return refuse("tokens must be non-empty visible ASCII".into());
         }
         if self.head_bytes_max < 1024 {
@@ -124,7 +128,10 @@ impl Config {
             return refuse("connections_max and inflight_max must be positive".into());
         }
         if self.shards > ron_codec::address::SHARD_COUNT_MAX {
-            return refuse(format!("at most {} shards", ron_codec::address::SHARD_COUNT_MAX));
+            return refuse(format!(
+                "at most {} shards",
+                ron_codec::address::SHARD_COUNT_MAX
+            ));
         }
         Ok(())
     }
@@ -148,7 +155,10 @@ mod tests {
             ..Config::default()
         };
         let err = c.validate().unwrap_err().to_string();
-        assert!(err.starts_with("refusing to start: HTTP listens on 0.0.0.0:8080"), "{err}");
+        assert!(
+            err.starts_with("refusing to start: HTTP listens on 0.0.0.0:8080"),
+            "{err}"
+        );
         c.allow_open_writes = true;
         c.validate().unwrap();
         c.allow_open_writes = false;

@@ -369,25 +369,39 @@ async fn serve_one(ctx: &HttpContext, conn: &mut Conn) -> Result<After, Abort> {
 
     if ctx.inflight.get() >= ctx.limits.inflight_max {
         ShardMetrics::add(&ctx.metrics().overload_rejections, 1);
-        ctx.metrics().overloaded.store(true, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics()
+            .overloaded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let message = format!(
             "shard {} has {} requests in flight (limit {})",
             ctx.shard.index().0,
             ctx.inflight.get(),
             ctx.limits.inflight_max
         );
-        send_error(ctx, conn, ErrorCode::Overloaded, &message, &request.corr_id, true).await?;
-        ctx.metrics().record_request(503, started.elapsed().as_micros() as u64);
+        send_error(
+            ctx,
+            conn,
+            ErrorCode::Overloaded,
+            &message,
+            &request.corr_id,
+            true,
+        )
+        .await?;
+        ctx.metrics()
+            .record_request(503, started.elapsed().as_micros() as u64);
         return Ok(After::Close);
     }
     ctx.inflight.set(ctx.inflight.get() + 1);
     let outcome = route(ctx, conn, &request).await;
     ctx.inflight.set(ctx.inflight.get() - 1);
     if ctx.inflight.get() < ctx.limits.inflight_max {
-        ctx.metrics().overloaded.store(false, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics()
+            .overloaded
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
     let (status, after) = outcome?;
-    ctx.metrics().record_request(status, started.elapsed().as_micros() as u64);
+    ctx.metrics()
+        .record_request(status, started.elapsed().as_micros() as u64);
     Ok(after)
 }
 
@@ -414,16 +428,24 @@ async fn read_head(ctx: &HttpContext, conn: &mut Conn) -> Result<HeadOutcome, Ab
             Ok(HeadParse::Partial) => {}
             Err(e) => return Ok(HeadOutcome::Rejected(e.code(), e.to_string())),
         }
-        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+        let Some(left) = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
         else {
-            return Ok(HeadOutcome::Rejected(ErrorCode::RequestTimeout, timeout_message(limits)));
+            return Ok(HeadOutcome::Rejected(
+                ErrorCode::RequestTimeout,
+                timeout_message(limits),
+            ));
         };
         let _ = conn.stream.set_read_timeout(Some(left));
         match conn.rbuf.fill(&mut conn.stream).await {
             Ok(0) => return Ok(HeadOutcome::Closed),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                return Ok(HeadOutcome::Rejected(ErrorCode::RequestTimeout, timeout_message(limits)))
+                return Ok(HeadOutcome::Rejected(
+                    ErrorCode::RequestTimeout,
+                    timeout_message(limits),
+                ))
             }
             Err(_) => return Ok(HeadOutcome::Closed),
         }
@@ -473,8 +495,15 @@ async fn answer_without_body(
             Ok(400)
         }
         (Route::Unknown, _) => {
-            send_error(ctx, conn, ErrorCode::NotFound, "no such route; objects live under /o", &req.corr_id, close)
-                .await?;
+            send_error(
+                ctx,
+                conn,
+                ErrorCode::NotFound,
+                "no such route; objects live under /o",
+                &req.corr_id,
+                close,
+            )
+            .await?;
             Ok(404)
         }
         (Route::Objects, _) | (Route::Object(_), _) => {
@@ -483,7 +512,15 @@ async fn answer_without_body(
                 _ => "GET, HEAD, PUT",
             };
             let message = format!("method not allowed here; allowed: {allowed}");
-            send_error(ctx, conn, ErrorCode::MethodNotAllowed, &message, &req.corr_id, close).await?;
+            send_error(
+                ctx,
+                conn,
+                ErrorCode::MethodNotAllowed,
+                &message,
+                &req.corr_id,
+                close,
+            )
+            .await?;
             Ok(405)
         }
     }
@@ -555,11 +592,16 @@ async fn get(
         }
     };
     let etag = quoted_etag(addr);
-    if req.if_none_match.as_ref().is_some_and(|inm| inm.matches(&etag)) {
+    if req
+        .if_none_match
+        .as_ref()
+        .is_some_and(|inm| inm.matches(&etag))
+    {
         conn.wbuf.clear();
         let mut head = ResponseHead::start(&mut conn.wbuf, 304);
         common_headers(ctx, &mut head, &req.corr_id, close);
-        head.header("ETag", &etag).header("Cache-Control", CACHE_CONTROL);
+        head.header("ETag", &etag)
+            .header("Cache-Control", CACHE_CONTROL);
         head.finish();
         write_out(ctx, conn).await?;
         return Ok(304);
@@ -569,7 +611,11 @@ async fn get(
         first: 0,
         last: total.saturating_sub(1),
     };
-    let (status, range) = match req.range.filter(|_| !req.if_range_failed).map(|r| r.resolve(total)) {
+    let (status, range) = match req
+        .range
+        .filter(|_| !req.if_range_failed)
+        .map(|r| r.resolve(total))
+    {
         None => (200, whole),
         Some(RangeResolution::Unsatisfiable) => {
             return unsatisfiable(ctx, conn, req, total, close).await;
@@ -708,14 +754,30 @@ async fn upload(
     let fail = |code: ErrorCode| (code.status(), After::Close);
     if !req.authorized {
         let message = "writes need Authorization: Bearer <token> with a configured token";
-        send_error(ctx, conn, ErrorCode::Unauthorized, message, &req.corr_id, true).await?;
+        send_error(
+            ctx,
+            conn,
+            ErrorCode::Unauthorized,
+            message,
+            &req.corr_id,
+            true,
+        )
+        .await?;
         return Ok(fail(ErrorCode::Unauthorized));
     }
     let max = ctx.limits.object_bytes_max;
     match req.body {
         BodyFraming::Empty => {
             let message = "an upload needs Content-Length or Transfer-Encoding: chunked";
-            send_error(ctx, conn, ErrorCode::LengthRequired, message, &req.corr_id, true).await?;
+            send_error(
+                ctx,
+                conn,
+                ErrorCode::LengthRequired,
+                message,
+                &req.corr_id,
+                true,
+            )
+            .await?;
             return Ok(fail(ErrorCode::LengthRequired));
         }
         BodyFraming::Length(n) if n > max => {
@@ -726,7 +788,9 @@ async fn upload(
         _ => {}
     }
     if req.expect_continue {
-        conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        conn.stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await?;
     }
     let mut upload = match ctx.shard.begin_upload().await {
         Ok(u) => u,
@@ -761,8 +825,23 @@ async fn upload(
             ron_shards::shard::discard(staged).await;
             let message = format!("body hashes to {addr}, not to the announced {announced}");
             let close = !keep;
-            send_error(ctx, conn, ErrorCode::UploadDigestMismatch, &message, &req.corr_id, close).await?;
-            return Ok((400, if close { After::Close } else { After::KeepAlive }));
+            send_error(
+                ctx,
+                conn,
+                ErrorCode::UploadDigestMismatch,
+                &message,
+                &req.corr_id,
+                close,
+            )
+            .await?;
+            return Ok((
+                400,
+                if close {
+                    After::Close
+                } else {
+                    After::KeepAlive
+                },
+            ));
         }
     }
     let status = match ctx.shard.commit(staged).await {
@@ -828,7 +907,8 @@ async fn receive_body(
                 let done = match step {
                     ChunkedStep::Data(data) => {
                         if upload.len() + data.len() as u64 > max {
-                            let message = format!("chunked body exceeds the object limit of {max} bytes");
+                            let message =
+                                format!("chunked body exceeds the object limit of {max} bytes");
                             return Err(BodyFailure::Answer(ErrorCode::TooLarge, message));
                         }
                         write_upload(upload, data).await?;

@@ -41,9 +41,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     config.validate()?;
     let shards = config.shard_count();
     let table = layout::open_data_dir(&config.data_dir, shards)?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    probe_port(config.http)?;
     let removed = layout::clean_tmp(&config.data_dir)?;
     if removed > 0 {
-        eprintln!("ron: removed {removed} unfinished upload(s) from {}", layout::tmp_dir(&config.data_dir).display());
+        eprintln!(
+            "ron: removed {removed} unfinished upload(s) from {}",
+            layout::tmp_dir(&config.data_dir).display()
+        );
     }
     let routing = Routing::new(table, shards);
     if shards > routing.store_count() {
@@ -56,24 +61,30 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| ServeError::ShardStart {
-            shard: 0,
-            reason: format!("cannot install signal handler: {e}"),
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| {
+            ServeError::ShardStart {
+                shard: 0,
+                reason: format!("cannot install signal handler: {e}"),
+            }
         })?;
     }
-    let metrics: Vec<Arc<ShardMetrics>> = (0..shards).map(|_| Arc::new(ShardMetrics::default())).collect();
+    let metrics: Vec<Arc<ShardMetrics>> = (0..shards)
+        .map(|_| Arc::new(ShardMetrics::default()))
+        .collect();
     let control_stop = Arc::new(AtomicBool::new(false));
     let state = Arc::new(ron_control::ControlState {
         shards: metrics.clone(),
         version: env!("CARGO_PKG_VERSION"),
         stop: Arc::clone(&control_stop),
     });
-    let (admin_addr, control) = ron_control::spawn(config.admin, state).map_err(|source| ServeError::Admin {
-        addr: config.admin,
-        source,
-    })?;
+    let (admin_addr, control) =
+        ron_control::spawn(config.admin, state).map_err(|source| ServeError::Admin {
+            addr: config.admin,
+            source,
+        })?;
 
-    let mesh_builder = (shards > 1).then(|| MeshBuilderFull::full(usize::from(shards), mesh::MESH_CHANNEL_LEN));
+    let mesh_builder =
+        (shards > 1).then(|| MeshBuilderFull::full(usize::from(shards), mesh::MESH_CHANNEL_LEN));
     let directory = mesh::peer_directory(shards);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let config = Arc::new(config);
@@ -81,14 +92,28 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let failed = Arc::new(AtomicBool::new(false));
     for i in 0..shards {
         let failed = Arc::clone(&failed);
-        let (config, routing, metrics, stop) = (Arc::clone(&config), routing.clone(), Arc::clone(&metrics[usize::from(i)]), Arc::clone(&stop));
+        let (config, routing, metrics, stop) = (
+            Arc::clone(&config),
+            routing.clone(),
+            Arc::clone(&metrics[usize::from(i)]),
+            Arc::clone(&stop),
+        );
         let stop_on_failure = Arc::clone(&stop);
         let (mesh_builder, directory) = (mesh_builder.clone(), Arc::clone(&directory));
         let handle = LocalExecutorBuilder::new(Placement::Fixed(usize::from(i) % cpus))
             .name(&format!("ron-shard-{i}"))
             .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
             .spawn(move || async move {
-                let result = run_shard(ShardIndex(i), config, routing, mesh_builder, directory, Arc::clone(&metrics), stop).await;
+                let result = run_shard(
+                    ShardIndex(i),
+                    config,
+                    routing,
+                    mesh_builder,
+                    directory,
+                    Arc::clone(&metrics),
+                    stop,
+                )
+                .await;
                 let stop = stop_on_failure;
                 if let Err(e) = &result {
                     eprintln!("ron: shard {i} failed: {e}");
@@ -97,7 +122,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 }
                 result
             })
-            .map_err(|e| ServeError::ShardStart { shard: i, reason: e.to_string() })?;
+            .map_err(|e| ServeError::ShardStart {
+                shard: i,
+                reason: e.to_string(),
+            })?;
         handles.push(handle);
     }
 
@@ -113,7 +141,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             Err(e) => e.to_string(),
         };
         stop.store(true, Ordering::Relaxed);
-        failure.get_or_insert(ServeError::ShardStart { shard: i as u16, reason: outcome });
+        failure.get_or_insert(ServeError::ShardStart {
+            shard: i as u16,
+            reason: outcome,
+        });
     }
     control_stop.store(true, Ordering::Relaxed);
     let _ = control.join();
@@ -124,6 +155,37 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             Ok(())
         }
     }
+}
+
+/// Holds an exclusive lock on the data dir for the life of the process: a second node on
+/// the same data dir refuses to start.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, ServeError> {
+    let path = data_dir.join("LOCK");
+    let refuse = |reason: String| ServeError::ShardStart { shard: 0, reason };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| refuse(format!("cannot open {}: {e}", path.display())))?;
+    file.try_lock().map_err(|_| {
+        refuse(format!(
+            "data dir {} is in use by another ron process",
+            data_dir.display()
+        ))
+    })?;
+    Ok(file)
+}
+
+/// Shards bind with SO_REUSEPORT, which would let a second process share the port and
+/// silently split its traffic. A plain bind first fails if anyone already listens there.
+fn probe_port(addr: std::net::SocketAddr) -> Result<(), ServeError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| ServeError::ShardStart {
+            shard: 0,
+            reason: format!("cannot listen on {addr}: {e}"),
+        })
 }
 
 fn wait_until_ready(metrics: &[Arc<ShardMetrics>], failed: &AtomicBool, stop: &AtomicBool) {
@@ -191,11 +253,19 @@ async fn run_shard(
         body_timeout: Duration::from_millis(config.body_timeout_ms),
         object_bytes_max: config.object_bytes_max,
         inflight_max: config.inflight_max,
-        tokens: config.tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        tokens: config
+            .tokens
+            .iter()
+            .map(|t| t.as_bytes().to_vec())
+            .collect(),
     };
     let draining = Rc::new(Cell::new(false));
     let ctx = Rc::new(HttpContext::new(shard, limits, Rc::clone(&draining)));
-    let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener, config.connections_max));
+    let acceptor = glommio::spawn_local(accept_loop(
+        Rc::clone(&ctx),
+        listener,
+        config.connections_max,
+    ));
     metrics.ready.store(true, Ordering::Relaxed);
 
     while !stop.load(Ordering::Relaxed) {

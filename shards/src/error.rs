@@ -63,7 +63,10 @@ impl ShardError {
         }
     }
 
-    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ShardError {
+    pub fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> ShardError {
         let path = path.into();
         move |source| ShardError::Io { op, path, source }
     }

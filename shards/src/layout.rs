@@ -35,7 +35,10 @@ pub struct Routing {
 
 impl Routing {
     pub fn new(table: PartitionTable, shards: u16) -> Routing {
-        Routing { table, shards: shards.max(1) }
+        Routing {
+            table,
+            shards: shards.max(1),
+        }
     }
 
     pub fn store_of(&self, addr: &Address) -> StoreId {
@@ -102,7 +105,8 @@ pub fn open_data_dir(data_dir: &Path, shards: u16) -> Result<PartitionTable, Sha
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), ShardError> {
     use std::io::Write;
     let mut file = std::fs::File::create(path).map_err(ShardError::io("create", path))?;
-    file.write_all(bytes).map_err(ShardError::io("write", path))?;
+    file.write_all(bytes)
+        .map_err(ShardError::io("write", path))?;
     file.sync_all().map_err(ShardError::io("fsync", path))
 }
 

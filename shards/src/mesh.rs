@@ -54,8 +54,15 @@ pub struct RemoteError {
 
 #[derive(Debug)]
 pub enum MeshMessage {
-    Request { from: u16, id: u64, op: MeshOp },
-    Reply { id: u64, result: Result<MeshReply, RemoteError> },
+    Request {
+        from: u16,
+        id: u64,
+        op: MeshOp,
+    },
+    Reply {
+        id: u64,
+        result: Result<MeshReply, RemoteError>,
+    },
 }
 
 /// One shard's end of the mesh.
@@ -72,7 +79,9 @@ pub struct Mesh {
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mesh").field("me", &self.me).finish_non_exhaustive()
+        f.debug_struct("Mesh")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,11 +98,17 @@ impl Mesh {
         directory: Arc<Vec<AtomicUsize>>,
         metrics: Arc<ShardMetrics>,
     ) -> Result<Mesh, ShardError> {
-        let failed = |reason| ShardError::Mesh { shard: me.0, reason };
+        let failed = |reason| ShardError::Mesh {
+            shard: me.0,
+            reason,
+        };
         let (senders, receivers) = builder.join().await.map_err(|_| failed("join failed"))?;
         directory[usize::from(me.0)].store(senders.peer_id(), Ordering::Release);
         let peer_of_shard = loop {
-            let ids: Vec<usize> = directory.iter().map(|p| p.load(Ordering::Acquire)).collect();
+            let ids: Vec<usize> = directory
+                .iter()
+                .map(|p| p.load(Ordering::Acquire))
+                .collect();
             if ids.iter().all(|&p| p != usize::MAX) {
                 break ids;
             }
@@ -175,7 +190,10 @@ impl Mesh {
 
     async fn reply_to(&self, shard: u16, id: u64, result: Result<MeshReply, RemoteError>) {
         let peer = self.peer_of_shard[usize::from(shard)];
-        let _ = self.senders.send_to(peer, MeshMessage::Reply { id, result }).await;
+        let _ = self
+            .senders
+            .send_to(peer, MeshMessage::Reply { id, result })
+            .await;
     }
 }
 
@@ -188,7 +206,10 @@ impl Shard {
 
     async fn answer(&self, from: u16, id: u64, op: MeshOp) {
         let result = match op {
-            MeshOp::Meta(addr) => self.meta(&addr).await.map(|m| MeshReply::Meta((*m).clone())),
+            MeshOp::Meta(addr) => self
+                .meta(&addr)
+                .await
+                .map(|m| MeshReply::Meta((*m).clone())),
             MeshOp::Group { addr, group } => match self.meta(&addr).await {
                 Ok(meta) => self.group(&meta, group).await.map(MeshReply::Group),
                 Err(e) => Err(e),

@@ -6,14 +6,30 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Status codes counted individually; anything else is counted as "other".
 pub const COUNTED_STATUSES: [u16; 20] = [
-    200, 201, 206, 304, 400, 401, 403, 404, 405, 408, 411, 413, 416, 429, 431, 500, 501, 503,
-    100, 0,
+    200, 201, 206, 304, 400, 401, 403, 404, 405, 408, 411, 413, 416, 429, 431, 500, 501, 503, 100,
+    0,
 ];
 
 /// Upper bounds of the latency histogram buckets, in microseconds (last is +Inf).
 pub const LATENCY_BUCKETS_US: [u64; 18] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
-    500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, u64::MAX,
+    50,
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    u64::MAX,
 ];
 
 #[derive(Debug, Default)]
@@ -70,7 +86,11 @@ impl ShardMetrics {
                 .collect(),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
-            latency_buckets: self.latency_buckets.iter().map(|c| c.load(Relaxed)).collect(),
+            latency_buckets: self
+                .latency_buckets
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .collect(),
             latency_sum_us: self.latency_sum_us.load(Relaxed),
             verify_failures: self.verify_failures.load(Relaxed),
             cache_hits: self.cache_hits.load(Relaxed),

@@ -38,7 +38,8 @@ impl ObjectMeta {
     pub fn encode(&self) -> Vec<u8> {
         let ty = self.content_type.as_bytes();
         debug_assert!(ty.len() <= CONTENT_TYPE_LEN_MAX);
-        let mut out = Vec::with_capacity(10 + ty.len() + ChunkTree::stored_len(self.len()) as usize);
+        let mut out =
+            Vec::with_capacity(10 + ty.len() + ChunkTree::stored_len(self.len()) as usize);
         out.push(RECORD_VERSION);
         out.extend_from_slice(&self.len().to_be_bytes());
         out.push(ty.len() as u8);
@@ -54,7 +55,9 @@ impl ObjectMeta {
         if ver != RECORD_VERSION {
             return Err(corrupt("unknown record version"));
         }
-        let (len_bytes, rest) = rest.split_first_chunk::<8>().ok_or(corrupt("truncated length"))?;
+        let (len_bytes, rest) = rest
+            .split_first_chunk::<8>()
+            .ok_or(corrupt("truncated length"))?;
         let object_len = u64::from_be_bytes(*len_bytes);
         let (&ty_len, rest) = rest.split_first().ok_or(corrupt("truncated type length"))?;
         if rest.len() < usize::from(ty_len) {

@@ -217,11 +217,18 @@ impl Shard {
         };
         // Trust boundary: whatever the source, check again before it is cached and sent.
         self.check_group(meta, group, &bytes)?;
-        self.groups.borrow_mut().insert(key, bytes.clone(), bytes.len());
+        self.groups
+            .borrow_mut()
+            .insert(key, bytes.clone(), bytes.len());
         Ok(bytes)
     }
 
-    fn check_group(&self, meta: &ObjectMeta, group: GroupIndex, bytes: &[u8]) -> Result<(), ShardError> {
+    fn check_group(
+        &self,
+        meta: &ObjectMeta,
+        group: GroupIndex,
+        bytes: &[u8],
+    ) -> Result<(), ShardError> {
         meta.tree.verify_group(group, bytes).map_err(|_| {
             ShardMetrics::add(&self.metrics.verify_failures, 1);
             ShardError::StoredBytesCorrupt {
@@ -279,8 +286,11 @@ impl Shard {
     pub async fn begin_upload(&self) -> Result<Upload, ShardError> {
         let seq = self.upload_seq.get();
         self.upload_seq.set(seq + 1);
-        let path = layout::tmp_dir(&self.config.data_dir)
-            .join(format!("upload-{}-{}-{seq}", self.index.0, std::process::id()));
+        let path = layout::tmp_dir(&self.config.data_dir).join(format!(
+            "upload-{}-{}-{seq}",
+            self.index.0,
+            std::process::id()
+        ));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -309,7 +319,10 @@ impl Shard {
         }
     }
 
-    pub(crate) async fn commit_local(&self, staged: StagedObject) -> Result<CommitOutcome, ShardError> {
+    pub(crate) async fn commit_local(
+        &self,
+        staged: StagedObject,
+    ) -> Result<CommitOutcome, ShardError> {
         let addr = staged.meta.addr();
         let store = self.local_store(&addr)?;
         if self.metas.borrow_mut().get(&addr).is_some() || store.contains(&addr)? {
@@ -329,7 +342,10 @@ impl Shard {
             done,
         });
         let _ = self.commit_wakeup.try_send(());
-        let committed = result.recv().await.unwrap_or(Err("commit task stopped".into()));
+        let committed = result
+            .recv()
+            .await
+            .unwrap_or(Err("commit task stopped".into()));
         committed.map_err(|reason| ShardError::Layout {
             path: self.config.data_dir.clone(),
             reason,
@@ -361,9 +377,9 @@ async fn commit_loop(shard: Rc<Shard>, wakeups: LocalReceiver<()>) {
                 HashMap::new();
             let mut waiters = Vec::with_capacity(batch.len());
             for p in batch {
-                let entry = per_store.entry(p.store).or_insert_with(|| {
-                    (shard.stores[&p.store].clone(), Vec::new(), Vec::new())
-                });
+                let entry = per_store
+                    .entry(p.store)
+                    .or_insert_with(|| (shard.stores[&p.store].clone(), Vec::new(), Vec::new()));
                 entry.1.push((p.addr, p.record));
                 entry.2.push(p.object_path);
                 waiters.push(p.done);

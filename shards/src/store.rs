@@ -38,7 +38,10 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("id", &self.id).field("root", &self.root).finish()
+        f.debug_struct("Store")
+            .field("id", &self.id)
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -56,7 +59,10 @@ impl Store {
             move |source| ShardError::Index { op, path, source }
         };
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(index_bytes_max).max_dbs(1).max_readers(512);
+        options
+            .map_size(index_bytes_max)
+            .max_dbs(1)
+            .max_readers(512);
         // SAFETY: each store's index dir is opened once by this process (start-up opens
         // every store exactly once) and nothing else writes its files; LMDB's own lock
         // file guards against a second process.
@@ -90,7 +96,11 @@ impl Store {
     /// The object's index record, its chunk tree checked against the address.
     pub fn get(&self, addr: &Address) -> Result<Option<ObjectMeta>, ShardError> {
         let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
-        match self.db.get(&rtxn, addr.as_bytes()).map_err(self.lmdb("get"))? {
+        match self
+            .db
+            .get(&rtxn, addr.as_bytes())
+            .map_err(self.lmdb("get"))?
+        {
             Some(bytes) => ObjectMeta::decode(*addr, bytes).map(Some),
             None => Ok(None),
         }

@@ -1,0 +1,317 @@
+//! Test harness: runs the real `ron` binary on loopback ports in a temp dir and talks
+//! to it over real sockets. Every wait is bounded; nodes are stopped by PID on drop.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub use ron_codec::Address;
+
+/// Ports handed out by this test binary: distinct within it (SO_REUSEPORT would let two
+/// nodes share a port otherwise), probed free before use.
+fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 400) as u16 * 100;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 4_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    static SEQ: AtomicU16 = AtomicU16::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ron-test-{}-{}-{name}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct Node {
+    pub child: Option<Child>,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Node {
+    /// Starts `ron serve` with `extra` flags and waits until /readyz says ready.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut node = Node {
+            child: None,
+            http,
+            admin,
+            data_dir: data_dir.to_path_buf(),
+            log_dir: data_dir.with_extension("logs"),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.launch();
+        node
+    }
+
+    /// Starts again on the same data dir and ports (after a stop or a kill).
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+        self.launch();
+    }
+
+    fn launch(&mut self) {
+        std::fs::create_dir_all(&self.log_dir).unwrap();
+        let out = std::fs::File::create(self.log_dir.join("stdout")).unwrap();
+        let err = std::fs::File::create(self.log_dir.join("stderr")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ron"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--http")
+            .arg(self.http.to_string())
+            .arg("--admin")
+            .arg(self.admin.to_string())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn ron");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ron exited early ({status}): {}", self.stderr());
+            }
+            if let Ok(r) = get(self.admin, "/readyz") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ron not ready in 30 s: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log_dir.join("stderr")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let pid = self.pid().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        let mut child = self.child.take().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ron did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn object_file(&self, addr: &Address) -> PathBuf {
+        let hex = addr.to_string()[3..].to_string();
+        for entry in std::fs::read_dir(self.data_dir.join("stores")).unwrap() {
+            let path = entry
+                .unwrap()
+                .path()
+                .join("objects")
+                .join(&hex[..2])
+                .join(&hex);
+            if path.exists() {
+                return path;
+            }
+        }
+        panic!("no file for {addr}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+pub fn try_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.set_write_timeout(Some(Duration::from_secs(20)))?;
+    Ok(s)
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    try_connect(addr).unwrap()
+}
+
+/// Reads one response from `stream`; `head_only` for answers to HEAD.
+pub fn read_response(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    head_only: bool,
+) -> std::io::Result<Response> {
+    let mut chunk = [0u8; 65536];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head_len) = resp
+            .parse(pending)
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+        {
+            let status = resp.code.unwrap();
+            let headers: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.parse().unwrap())
+                .unwrap_or(0);
+            let body_len = if head_only || status == 304 || status == 100 {
+                0
+            } else {
+                len
+            };
+            while pending.len() < head_len + body_len {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("body cut at {} of {body_len}", pending.len() - head_len),
+                    ));
+                }
+                pending.extend_from_slice(&chunk[..n]);
+            }
+            let body = pending[head_len..head_len + body_len].to_vec();
+            pending.drain(..head_len + body_len);
+            return Ok(Response {
+                status,
+                headers,
+                body,
+            });
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before a response",
+            ));
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// One request on a fresh connection.
+pub fn request(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
+    let mut s = try_connect(addr)?;
+    s.write_all(raw)?;
+    let head_only = raw.starts_with(b"HEAD ");
+    read_response(&mut s, &mut Vec::new(), head_only)
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+pub fn get_with(addr: SocketAddr, path: &str, headers: &str) -> Response {
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap()
+}
+
+pub fn put(addr: SocketAddr, path: &str, body: &[u8], headers: &str) -> Response {
+    let mut raw = format!("PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n", body.len()).into_bytes();
+    raw.extend_from_slice(body);
+    request(addr, &raw).unwrap()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn metric(admin: SocketAddr, name: &str) -> u64 {
+    let text = String::from_utf8(get(admin, "/metrics").unwrap().body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .parse()
+        .unwrap()
+}

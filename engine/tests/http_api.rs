@@ -1,0 +1,460 @@
+//! Every row of docs/HTTP-API.md against the real `ron` binary over real sockets.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+
+fn node(name: &str, extra: &[&str]) -> Node {
+    Node::start(&temp_dir(name), extra)
+}
+
+fn upload(n: &Node, data: &[u8]) -> Address {
+    let r = put(n.http, "/o", data, "");
+    assert!(r.status == 201 || r.status == 200, "{r:?}");
+    r.json()["obj"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn put_get_head_and_the_object_headers() {
+    let n = node("basic", &["--shards", "2"]);
+    let data = bytes(1, 200_000);
+    let addr = Address::of(&data);
+
+    let r = put(n.http, "/o", &data, "Content-Type: text/plain\r\n");
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"obj": addr.to_string(), "len": 200_000})
+    );
+    assert_eq!(r.header("Location"), Some(format!("/o/{addr}").as_str()));
+    assert_eq!(put(n.http, "/o", &data, "").status, 200, "already stored");
+
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, data);
+    assert_eq!(r.header("Content-Length"), Some("200000"));
+    assert_eq!(r.header("ETag"), Some(format!("\"{addr}\"").as_str()));
+    assert_eq!(
+        r.header("Cache-Control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(r.header("Accept-Ranges"), Some("bytes"));
+    assert_eq!(r.header("Content-Type"), Some("text/plain"));
+    assert!(r.header("X-Corr-ID").is_some());
+
+    let bare = addr.to_string()[3..].to_string();
+    assert_eq!(get(n.http, &format!("/o/{bare}")).unwrap().body, data);
+
+    let h = request(
+        n.http,
+        format!("HEAD /o/{addr} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(h.status, 200);
+    assert!(h.body.is_empty());
+    for name in [
+        "Content-Length",
+        "ETag",
+        "Cache-Control",
+        "Accept-Ranges",
+        "Content-Type",
+    ] {
+        assert_eq!(h.header(name), r.header(name), "{name}");
+    }
+}
+
+#[test]
+fn default_content_type_and_empty_object() {
+    let n = node("empty", &[]);
+    let addr = upload(&n, b"");
+    assert_eq!(addr, Address::of(b""));
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(r.header("Content-Type"), Some("application/octet-stream"));
+    let r = get_with(n.http, &format!("/o/{addr}"), "Range: bytes=0-\r\n");
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("Content-Range"), Some("bytes */0"));
+}
+
+#[test]
+fn chunked_post_and_put_to_an_address() {
+    let n = node("chunked", &[]);
+    let data = bytes(2, 150_001);
+    let mut raw =
+        b"POST /o HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    for piece in data.chunks(7_777) {
+        raw.extend_from_slice(format!("{:x};ext=1\r\n", piece.len()).as_bytes());
+        raw.extend_from_slice(piece);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\nX-Trailer: ok\r\n\r\n");
+    let r = request(n.http, &raw).unwrap();
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+    let addr = Address::of(&data);
+    assert_eq!(r.json()["obj"], addr.to_string());
+    assert_eq!(get(n.http, &format!("/o/{addr}")).unwrap().body, data);
+
+    let other = bytes(3, 1000);
+    let right = Address::of(&other);
+    assert_eq!(put(n.http, &format!("/o/{right}"), &other, "").status, 201);
+    let wrong_body = bytes(4, 1000);
+    let r = put(n.http, &format!("/o/{right}"), &wrong_body, "");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], "bad_digest");
+    let stored = get(n.http, &format!("/o/{}", Address::of(&wrong_body))).unwrap();
+    assert_eq!(stored.status, 404, "nothing stored on a digest mismatch");
+}
+
+#[test]
+fn ranges() {
+    let n = node("ranges", &["--shards", "2"]);
+    let data = bytes(5, 10_000);
+    let addr = upload(&n, &data);
+    let path = format!("/o/{addr}");
+    let cases: [(&str, u64, u64); 4] = [
+        ("bytes=0-499", 0, 499),
+        ("bytes=9500-", 9500, 9999),
+        ("bytes=-500", 9500, 9999),
+        ("bytes=100-99999", 100, 9999),
+    ];
+    for (range, first, last) in cases {
+        let r = get_with(n.http, &path, &format!("Range: {range}\r\n"));
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(
+            r.header("Content-Range"),
+            Some(format!("bytes {first}-{last}/10000").as_str())
+        );
+        assert_eq!(r.body, &data[first as usize..=last as usize], "{range}");
+    }
+    let r = get_with(n.http, &path, "Range: bytes=10000-\r\n");
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("Content-Range"), Some("bytes */10000"));
+    assert_eq!(r.json()["code"], "range_not_satisfiable");
+    for ignored in ["bytes=5-1", "pages=1-2", "bytes=abc"] {
+        let r = get_with(n.http, &path, &format!("Range: {ignored}\r\n"));
+        assert_eq!((r.status, r.body.len()), (200, 10_000), "{ignored}");
+    }
+    let r = get_with(n.http, &path, "Range: bytes=0-0,-1\r\n");
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 10_000),
+        "several ranges: whole body"
+    );
+}
+
+#[test]
+fn ranges_across_groups_of_a_large_object() {
+    let n = node("bigranges", &["--shards", "2"]);
+    let data = bytes(6, 3 * 65_536 + 4321);
+    let addr = upload(&n, &data);
+    let path = format!("/o/{addr}");
+    for (first, last) in [
+        (65_535u64, 65_536u64),
+        (1, 200_000),
+        (131_072, 200_000),
+        (0, 65_535),
+    ] {
+        let r = get_with(n.http, &path, &format!("Range: bytes={first}-{last}\r\n"));
+        assert_eq!(r.status, 206);
+        assert_eq!(r.body, &data[first as usize..=last as usize]);
+    }
+}
+
+#[test]
+fn conditional_requests() {
+    let n = node("cond", &[]);
+    let addr = upload(&n, &bytes(7, 5000));
+    let path = format!("/o/{addr}");
+    let etag = format!("\"{addr}\"");
+    for inm in [
+        etag.clone(),
+        "*".to_string(),
+        format!("\"b3:00\", W/{etag}"),
+    ] {
+        let r = get_with(n.http, &path, &format!("If-None-Match: {inm}\r\n"));
+        assert_eq!(r.status, 304, "{inm}");
+        assert_eq!(r.header("ETag"), Some(etag.as_str()));
+        assert!(r.body.is_empty());
+    }
+    assert_eq!(
+        get_with(n.http, &path, "If-None-Match: \"other\"\r\n").status,
+        200
+    );
+    let r = get_with(
+        n.http,
+        &path,
+        &format!("Range: bytes=0-9\r\nIf-Range: {etag}\r\n"),
+    );
+    assert_eq!((r.status, r.body.len()), (206, 10));
+    let r = get_with(n.http, &path, "Range: bytes=0-9\r\nIf-Range: \"stale\"\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 5000));
+    let r = get_with(
+        n.http,
+        &path,
+        "Range: bytes=0-9\r\nIf-Range: Sat, 21 Nov 2026 00:00:00 GMT\r\n",
+    );
+    assert_eq!(r.status, 200, "a date validator is not our strong ETag");
+}
+
+#[test]
+fn errors_use_the_envelope() {
+    let n = node("errors", &[]);
+    let r = get(n.http, "/o/B3:ABC").unwrap();
+    assert_eq!(r.status, 400);
+    let j = r.json();
+    assert_eq!(j["code"], "bad_addr");
+    assert_eq!(j["retryable"], false);
+    assert_eq!(j["corr_id"], r.header("X-Corr-ID").unwrap());
+    let upper = Address::of(b"x")
+        .to_string()
+        .to_uppercase()
+        .replace("B3:", "b3:");
+    assert_eq!(
+        get(n.http, &format!("/o/{upper}")).unwrap().json()["code"],
+        "bad_addr"
+    );
+
+    let r = get_with(
+        n.http,
+        &format!("/o/{}", Address::of(b"absent")),
+        "X-Corr-ID: trace-42\r\n",
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["code"], "not_found");
+    assert_eq!(r.json()["corr_id"], "trace-42");
+    assert_eq!(r.header("X-Corr-ID"), Some("trace-42"));
+
+    assert_eq!(get(n.http, "/elsewhere").unwrap().status, 404);
+    let r = request(n.http, b"DELETE /o/b3:0000000000000000000000000000000000000000000000000000000000000000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    assert_eq!(get(n.http, "/o").unwrap().status, 405);
+    let r = request(
+        n.http,
+        b"PUT /o HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (411, Some("length_required"))
+    );
+    let r = request(
+        n.http,
+        b"PUT /o HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 501);
+    let r = request(
+        n.http,
+        b"PUT /o HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+}
+
+#[test]
+fn keep_alive_and_pipelining() {
+    let n = node("pipeline", &["--shards", "2"]);
+    let a = upload(&n, &bytes(8, 3000));
+    let b = upload(&n, &bytes(9, 70_000));
+    let mut s = connect(n.http);
+    let mut pending = Vec::new();
+    s.write_all(format!("GET /o/{a} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(
+        read_response(&mut s, &mut pending, false).unwrap().body,
+        bytes(8, 3000)
+    );
+    let pipelined = format!(
+        "GET /o/{b} HTTP/1.1\r\nHost: t\r\n\r\nHEAD /o/{a} HTTP/1.1\r\nHost: t\r\n\r\nGET /o/{a} HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1\r\n\r\n"
+    );
+    s.write_all(pipelined.as_bytes()).unwrap();
+    let r1 = read_response(&mut s, &mut pending, false).unwrap();
+    let r2 = read_response(&mut s, &mut pending, true).unwrap();
+    let r3 = read_response(&mut s, &mut pending, false).unwrap();
+    assert_eq!((r1.status, r1.body.len()), (200, 70_000));
+    assert_eq!(r1.body, bytes(9, 70_000));
+    assert_eq!(
+        (r2.status, r2.header("Content-Length")),
+        (200, Some("3000"))
+    );
+    assert_eq!((r3.status, r3.body.as_slice()), (206, &bytes(8, 3000)[..2]));
+}
+
+#[test]
+fn limits_head_size_slow_loris_and_body_size() {
+    let n = node(
+        "limits",
+        &["--header-timeout-ms", "400", "--max-object-bytes", "1000"],
+    );
+    let big = format!("GET /o HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(20_000));
+    let r = request(n.http, big.as_bytes()).unwrap();
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (431, Some("head_too_large"))
+    );
+    assert_eq!(r.header("Connection"), Some("close"));
+
+    // Slow-loris: a head trickled in never completes; 408 after the header timeout,
+    // while another connection is served meanwhile.
+    let mut slow = connect(n.http);
+    slow.write_all(b"GET /o/").unwrap();
+    let ok = put(n.http, "/o", b"fine", "");
+    assert_eq!(ok.status, 201);
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = slow.write_all(b"b3");
+    let r = read_response(&mut slow, &mut Vec::new(), false).unwrap();
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (408, Some("request_timeout"))
+    );
+
+    let r = put(n.http, "/o", &[0u8; 1001], "");
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (413, Some("too_large"))
+    );
+    let mut raw = b"POST /o HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    raw.extend_from_slice(b"3e9\r\n");
+    raw.extend_from_slice(&[1u8; 1001]);
+    raw.extend_from_slice(b"\r\n0\r\n\r\n");
+    let r = request(n.http, &raw).unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        put(n.http, "/o", &[0u8; 1000], "").status,
+        201,
+        "exactly the limit is fine"
+    );
+}
+
+#[test]
+fn writes_need_a_token_when_tokens_are_configured() {
+    let n = node("auth", &["--token", "s3cret", "--token", "other"]);
+    let r = put(n.http, "/o", b"data", "");
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert_eq!(
+        put(n.http, "/o", b"data", "Authorization: Bearer wrong\r\n").status,
+        401
+    );
+    let r = put(n.http, "/o", b"data", "Authorization: Bearer s3cret\r\n");
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        get(n.http, &format!("/o/{}", Address::of(b"data")))
+            .unwrap()
+            .status,
+        200,
+        "reads are public"
+    );
+}
+
+#[test]
+fn refuses_to_start_open_on_a_public_address() {
+    let dir = temp_dir("public");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["serve", "--data-dir"])
+        .arg(&dir)
+        .args(["--http", "0.0.0.0:1", "--admin", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to start: HTTP listens on 0.0.0.0:1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_second_node_cannot_share_the_data_dir_or_port() {
+    let n = node("exclusive", &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["serve", "--data-dir"])
+        .arg(&n.data_dir)
+        .args(["--http", "127.0.0.1:1", "--admin", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another ron process"));
+    let other = temp_dir("exclusive2");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["serve", "--data-dir"])
+        .arg(&other)
+        .args(["--http", &n.http.to_string(), "--admin", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
+}
+
+#[test]
+fn admin_endpoints_and_metrics() {
+    let n = node("admin", &["--shards", "2"]);
+    assert_eq!(get(n.admin, "/healthz").unwrap().status, 200);
+    let ready = get(n.admin, "/readyz").unwrap();
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["shards"].as_array().unwrap().len(), 2);
+    assert_eq!(get(n.admin, "/version").unwrap().json()["name"], "ron");
+    let addr = upload(&n, &bytes(10, 100_000));
+    get(n.http, &format!("/o/{addr}")).unwrap();
+    get(n.http, &format!("/o/{addr}")).unwrap();
+    assert!(metric(n.admin, "ron_http_requests_total{status=\"200\"}") >= 2);
+    assert!(metric(n.admin, "ron_http_requests_total{status=\"201\"}") >= 1);
+    assert!(metric(n.admin, "ron_bytes_sent_total") >= 200_000);
+    assert!(metric(n.admin, "ron_bytes_received_total") >= 100_000);
+    assert!(
+        metric(n.admin, "ron_cache_hits_total") >= 2,
+        "second GET is served from the cache"
+    );
+    assert_eq!(metric(n.admin, "ron_verify_failures_total"), 0);
+    assert!(metric(n.admin, "ron_http_request_duration_seconds_count") >= 3);
+}
+
+#[test]
+fn curl_round_trip_as_in_the_readme() {
+    let n = node("curl", &[]);
+    let dir = temp_dir("curlfiles");
+    let file = dir.join("f.bin");
+    let data = bytes(11, 2_500_000); // large enough that curl sends Expect: 100-continue
+    std::fs::write(&file, &data).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-T"])
+        .arg(&file)
+        .arg(format!("http://{}/o", n.http))
+        .output()
+        .expect("curl is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let addr = reply["obj"].as_str().unwrap().to_string();
+    assert_eq!(addr, Address::of(&data).to_string());
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-r", "0-99"])
+        .arg(format!("http://{}/o/{addr}", n.http))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, &data[..100]);
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let mut n = node("sigterm", &["--shards", "2"]);
+    upload(&n, b"before stop");
+    let status = n.stop();
+    assert_eq!(status.code(), Some(0));
+    assert!(n.stderr().contains("ron: stopped"));
+}
