@@ -150,6 +150,9 @@ pub fn readiness(shards: &[MetricsSnapshot]) -> (bool, String) {
     (ready, report.to_string())
 }
 
+/// Reads one value out of a shard snapshot.
+type Reader = fn(&MetricsSnapshot) -> u64;
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
 }
@@ -203,7 +206,7 @@ pub fn render_metrics(shards: &[MetricsSnapshot]) -> String {
         "ron_http_request_duration_seconds_sum {}\nron_http_request_duration_seconds_count {cumulative}\n",
         sum(|s| s.latency_sum_us) as f64 / 1e6
     ));
-    let counters: [(&str, &str, fn(&MetricsSnapshot) -> u64); 10] = [
+    let counters: [(&str, &str, Reader); 10] = [
         (
             "ron_bytes_received_total",
             "Bytes read from clients (heads and bodies).",

@@ -22,6 +22,9 @@ use ron_shards::{Shard, ShardConfig, ShardMetrics};
 use crate::config::Config;
 use crate::http::{serve_connection, HttpContext, HttpLimits};
 
+/// Pending connections the kernel queues per shard listener.
+const LISTEN_BACKLOG: i32 = 4096;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -242,10 +245,13 @@ async fn run_shard(
         commit_batch_max: 1024,
     };
     let shard = Shard::start(index, routing, shard_config, mesh, Arc::clone(&metrics)).await?;
-    let listener = TcpListener::bind(config.http).map_err(|e| ServeError::ShardStart {
-        shard: index.0,
-        reason: format!("cannot listen on {}: {e}", config.http),
-    })?;
+    let listener =
+        ron_io::listener::reuseport_listener(config.http, LISTEN_BACKLOG).map_err(|e| {
+            ServeError::ShardStart {
+                shard: index.0,
+                reason: format!("cannot listen on {}: {e}", config.http),
+            }
+        })?;
     let limits = HttpLimits {
         head_bytes_max: config.head_bytes_max,
         header_timeout: Duration::from_millis(config.header_timeout_ms),

@@ -1,12 +1,16 @@
-//! # ron-io — glommio-facing I/O primitives (not built yet)
+//! # ron-io — glommio-facing I/O primitives
 //!
-//! This crate will own the pieces of I/O that every shard shares and that know nothing
-//! about objects or protocols:
-//! - SO_REUSEPORT listeners (socket2) bound once per shard, with TCP_NODELAY set;
-//! - TLS (rustls) sessions driven on the shard that owns the connection, with bounded
-//!   record buffers;
-//! - DMA and buffered file helpers over io_uring;
-//! - pools of 4 KiB-aligned I/O buffers sized at start-up.
+//! ## What it owns
+//! - [`listener`]: one TCP listener per shard on the same address, with SO_REUSEPORT
+//!   (the kernel spreads connections across shards) and SO_REUSEADDR (a restart is not
+//!   blocked by the previous run's TIME_WAIT connections), and a backlog sized at
+//!   start-up.
 //!
-//! Invariant to keep: nothing here blocks the reactor thread or allocates per byte.
-//! It lands with the HTTP serving issue; until then it holds no code.
+//! Later: TLS (rustls) sessions driven on the owning shard with bounded record
+//! buffers, DMA file helpers, pools of 4 KiB-aligned buffers.
+//!
+//! ## Invariants
+//! Nothing here blocks the reactor thread; a listener is created on the executor
+//! thread that will accept on it.
+
+pub mod listener;

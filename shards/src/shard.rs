@@ -355,6 +355,13 @@ impl Shard {
     }
 }
 
+/// One store's share of a group commit.
+struct StoreBatch {
+    store: Store,
+    records: Vec<(Address, Vec<u8>)>,
+    paths: Vec<PathBuf>,
+}
+
 fn file_path(file: &DmaFile) -> PathBuf {
     file.path().map(|p| p.to_path_buf()).unwrap_or_default()
 }
@@ -373,22 +380,26 @@ async fn commit_loop(shard: Rc<Shard>, wakeups: LocalReceiver<()>) {
             if batch.is_empty() {
                 break;
             }
-            let mut per_store: HashMap<StoreId, (Store, Vec<(Address, Vec<u8>)>, Vec<PathBuf>)> =
-                HashMap::new();
+            let mut per_store: HashMap<StoreId, StoreBatch> = HashMap::new();
             let mut waiters = Vec::with_capacity(batch.len());
             for p in batch {
-                let entry = per_store
-                    .entry(p.store)
-                    .or_insert_with(|| (shard.stores[&p.store].clone(), Vec::new(), Vec::new()));
-                entry.1.push((p.addr, p.record));
-                entry.2.push(p.object_path);
+                let entry = per_store.entry(p.store).or_insert_with(|| StoreBatch {
+                    store: shard.stores[&p.store].clone(),
+                    records: Vec::new(),
+                    paths: Vec::new(),
+                });
+                entry.records.push((p.addr, p.record));
+                entry.paths.push(p.object_path);
                 waiters.push(p.done);
             }
             let result = glommio::executor()
                 .spawn_blocking(move || -> Result<(), String> {
-                    for (store, records, paths) in per_store.into_values() {
-                        make_durable(&paths).map_err(|e| e.to_string())?;
-                        store.commit_blocking(&records).map_err(|e| e.to_string())?;
+                    for batch in per_store.into_values() {
+                        make_durable(&batch.paths).map_err(|e| e.to_string())?;
+                        batch
+                            .store
+                            .commit_blocking(&batch.records)
+                            .map_err(|e| e.to_string())?;
                     }
                     Ok(())
                 })
