@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::io::{DmaFile, DmaStreamWriter, DmaStreamWriterBuilder, OpenOptions};
+use glommio::io::{DmaFile, OpenOptions, StreamWriter, StreamWriterBuilder};
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, TreeHasher};
 
@@ -291,15 +291,16 @@ impl Shard {
             self.index.0,
             std::process::id()
         ));
+        // Buffered (page-cache) writes: the group commit fsyncs the file before the
+        // index commit, and an upload of an object already stored never touches the disk.
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .dma_open(&path)
+            .buffered_open(&path)
             .await
             .map_err(|e| ShardError::io("create", &path)(e.into()))?;
-        let writer = DmaStreamWriterBuilder::new(file)
+        let writer = StreamWriterBuilder::new(file)
             .with_buffer_size(GROUP_LEN_BYTES as usize)
-            .with_write_behind(4)
             .build();
         Ok(Upload {
             path,
@@ -428,10 +429,10 @@ fn make_durable(paths: &[PathBuf]) -> Result<(), ShardError> {
 }
 
 /// An upload in progress: bytes are hashed (root + group CVs) as they are written to a
-/// temp file with aligned DMA writes. Nothing is visible until [`Shard::commit`].
+/// temp file through io_uring. Nothing is visible until [`Shard::commit`].
 pub struct Upload {
     path: PathBuf,
-    writer: DmaStreamWriter,
+    writer: StreamWriter,
     hasher: TreeHasher,
 }
 
