@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side: ron vs nginx on the same files, server pinned to CPU 0 (nginx: 1 worker,
-# sendfile on, tcp_nopush off, access log off; ron: --shards 1), wrk pinned to CPU 1.
+# sendfile on, tcp_nopush off, open_file_cache on, access log off; ron: --shards 1),
+# wrk pinned to CPU 1.
 # Workloads: 4 KiB GET, 1 MiB GET, random 64 KiB ranges of a 64 MiB object, 1 MiB PUT.
 # Prints, per workload, the median of RUNS runs: req/s, throughput, p99, the server
 # CPU's busy share, and throughput per busy server core; then ron/nginx ratios.
@@ -65,6 +66,7 @@ http {
   tcp_nodelay on;
   keepalive_requests 10000000;
   keepalive_timeout 75s;
+  open_file_cache max=10000 inactive=60s;   # nginx's own metadata cache: a fair match for ron's
   default_type application/octet-stream;
   client_body_temp_path $WORK/nginx/body;
   client_max_body_size 2g;
@@ -134,6 +136,10 @@ bench() {
   done
   # per-core throughput = bytes/s ÷ busy share, taken per run, then the median
   result[$workload,$server,5]=$(printf '%s\n' "${lines[@]}" | awk '{ if ($4 > 0) print $2 / $4; else print 0 }' | median)
+  if [ -n "${BODY_BYTES:-}" ]; then # uploads: wrk counts response bytes; use req/s x body
+    result[$workload,$server,2]=$(awk -v r="${result[$workload,$server,1]}" -v b="$BODY_BYTES" 'BEGIN { print r * b }')
+    result[$workload,$server,5]=$(printf '%s\n' "${lines[@]}" | awk -v b="$BODY_BYTES" '{ if ($4 > 0) print $1 * b / $4; else print 0 }' | median)
+  fi
   result[$workload,$server,6]=$(printf '%s\n' "${lines[@]}" | awk '{ if ($4 > 0) print $1 / $4; else print 0 }' | median)
 }
 
@@ -151,7 +157,7 @@ for server in ron nginx; do
   bench get_1MiB $server "$pid" "$base/o/${addr[large]}"
   OBJ_SIZE=$((64 << 20)) bench range_64KiB $server "$pid" -s "$WORK/lua/range.lua" "$base/o/${addr[huge]}"
   if [ $server = ron ]; then put_url="$base/o"; else put_url="$base/put/object"; fi
-  PUT_FILE="$WORK/large.bin" bench put_1MiB $server "$pid" -s "$WORK/lua/put.lua" "$put_url"
+  BODY_BYTES=$((1 << 20)) PUT_FILE="$WORK/large.bin" bench put_1MiB $server "$pid" -s "$WORK/lua/put.lua" "$put_url"
 done
 
 echo

@@ -458,3 +458,38 @@ fn sigterm_drains_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
     assert!(n.stderr().contains("ron: stopped"));
 }
+
+#[test]
+fn inflight_gate_answers_503_and_readyz_follows() {
+    let n = node("overload", &["--shards", "1", "--max-inflight", "1"]);
+    // An upload whose body never finishes holds the shard's only in-flight slot.
+    let mut slow = connect(n.http);
+    slow.write_all(b"PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\npartial")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = get(n.http, &format!("/o/{}", Address::of(b"x"))).unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["code"], "overloaded");
+    assert_eq!(r.json()["retryable"], true);
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    let ready = get(n.admin, "/readyz").unwrap();
+    assert_eq!(
+        ready.status,
+        503,
+        "{:?}",
+        String::from_utf8_lossy(&ready.body)
+    );
+    assert_eq!(ready.json()["overloaded"], true);
+    assert!(metric(n.admin, "ron_overload_rejections_total") >= 1);
+    // Finishing the upload frees the slot.
+    slow.write_all(&[0u8; 993]).unwrap();
+    let done = read_response(&mut slow, &mut Vec::new(), false).unwrap();
+    assert_eq!(done.status, 201);
+    assert_eq!(
+        get(n.http, &format!("/o/{}", Address::of(b"x")))
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(get(n.admin, "/readyz").unwrap().status, 200);
+}
