@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ron_bench::pattern;
 use ron_codec::frame::{FrameDecoder, MAX_FRAME_BYTES};
 use ron_codec::http::head::{parse_request_head, HeadParse, HEAD_LEN_MAX_DEFAULT};
 use ron_codec::http::range::RangeSet;
@@ -15,12 +16,6 @@ use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, ChunkTree, Flags, PartitionTable, TreeHasher};
 
 const GROUP: usize = GROUP_LEN_BYTES as usize;
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect()
-}
 
 fn configured() -> Criterion {
     Criterion::default()

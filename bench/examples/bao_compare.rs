@@ -4,35 +4,20 @@
 //!
 //! `cargo run --release -p ron-bench --features bao-compare --example bao_compare`
 
-use std::hint::black_box;
-use std::time::Instant;
-
 use bao_tree::io::outboard::{EmptyOutboard, PreOrderMemOutboard};
 use bao_tree::io::sync::{decode_ranges, encode_ranges_validated};
 use bao_tree::{BlockSize, ChunkNum, ChunkRanges};
+use ron_bench::{median, pattern, secs};
 use ron_codec::tree::GroupIndex;
 use ron_codec::{ChunkTree, TreeHasher};
 
 const ROUNDS: usize = 101;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn secs<T>(f: impl FnOnce() -> T) -> f64 {
-    let start = Instant::now();
-    black_box(f());
-    start.elapsed().as_secs_f64()
-}
-
 fn main() {
     let block = BlockSize::from_chunk_log(6); // 64 chunks = 64 KiB groups, like ron
     println!("size_bytes  ron_tree_GBps  bao_outboard_GBps  ron_stored_B  bao_outboard_B");
     for len in [1usize << 20, (10 << 20) + 123, 16 << 20] {
-        let data: Vec<u8> = (0..len)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let data = pattern(len);
         let (mut ron, mut bao) = (Vec::new(), Vec::new());
         let mut sizes = (0, 0);
         for _ in 0..ROUNDS {
@@ -62,9 +47,7 @@ fn main() {
     // One 64 KiB group of a 10 MiB object: ron checks it against its stored CV; bao
     // encodes it with its parent hashes (validating on the way out) and decodes it.
     let len: usize = (10 << 20) + 123;
-    let data: Vec<u8> = (0..len)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let data = pattern(len);
     let tree = ChunkTree::of(&data);
     let group = &data[3 << 16..4 << 16];
     let ob = PreOrderMemOutboard::create(&data, block);

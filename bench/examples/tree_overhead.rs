@@ -5,20 +5,9 @@
 //! Run: `cargo run --release -p ron-bench --example tree_overhead [ROUNDS]`
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
+use ron_bench::{median, pattern, secs};
 use ron_codec::TreeHasher;
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn time<T>(f: impl FnOnce() -> T) -> Duration {
-    let start = Instant::now();
-    black_box(f());
-    start.elapsed()
-}
 
 fn main() {
     let rounds: usize = std::env::args()
@@ -27,20 +16,18 @@ fn main() {
         .unwrap_or(201);
     println!("size_bytes  blake3_GBps  tree_GBps  tree/blake3_time  rounds");
     for len in [64 << 10, 1 << 20, 16 << 20, (10 << 20) + 123] {
-        let data: Vec<u8> = (0..len)
-            .map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let data = pattern(len);
         let (mut plain, mut tree, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            let p = time(|| blake3::hash(black_box(&data)));
-            let t = time(|| {
+            let p = secs(|| blake3::hash(black_box(&data)));
+            let t = secs(|| {
                 let mut h = TreeHasher::new();
                 h.update(black_box(&data));
                 h.finalize()
             });
-            plain.push(p.as_secs_f64());
-            tree.push(t.as_secs_f64());
-            ratio.push(t.as_secs_f64() / p.as_secs_f64());
+            plain.push(p);
+            tree.push(t);
+            ratio.push(t / p);
         }
         let gbps = |s: f64| len as f64 / s / 1e9;
         println!(

@@ -11,12 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn upload(n: &Node, data: &[u8]) -> Address {
-    let r = put(n.http, "/o", data, "");
-    assert!(r.status == 201 || r.status == 200, "{r:?}");
-    r.json()["obj"].as_str().unwrap().parse().unwrap()
-}
-
 #[test]
 fn a_rotten_group_is_never_served_and_other_groups_still_are() {
     let dir = temp_dir("bitrot");

@@ -11,12 +11,6 @@ fn node(name: &str, extra: &[&str]) -> Node {
     Node::start(&temp_dir(name), extra)
 }
 
-fn upload(n: &Node, data: &[u8]) -> Address {
-    let r = put(n.http, "/o", data, "");
-    assert!(r.status == 201 || r.status == 200, "{r:?}");
-    r.json()["obj"].as_str().unwrap().parse().unwrap()
-}
-
 #[test]
 fn put_get_head_and_the_object_headers() {
     let n = node("basic", &["--shards", "2"]);
@@ -362,12 +356,7 @@ fn writes_need_a_token_when_tokens_are_configured() {
 #[test]
 fn refuses_to_start_open_on_a_public_address() {
     let dir = temp_dir("public");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
-        .args(["serve", "--data-dir"])
-        .arg(&dir)
-        .args(["--http", "0.0.0.0:1", "--admin", "127.0.0.1:1"])
-        .output()
-        .unwrap();
+    let out = run_ron(&dir, &["--http", "0.0.0.0:1", "--admin", "127.0.0.1:1"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -379,21 +368,15 @@ fn refuses_to_start_open_on_a_public_address() {
 #[test]
 fn a_second_node_cannot_share_the_data_dir_or_port() {
     let n = node("exclusive", &[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
-        .args(["serve", "--data-dir"])
-        .arg(&n.data_dir)
-        .args(["--http", "127.0.0.1:1", "--admin", "127.0.0.1:1"])
-        .output()
-        .unwrap();
+    let out = run_ron(
+        &n.data_dir,
+        &["--http", "127.0.0.1:1", "--admin", "127.0.0.1:1"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another ron process"));
     let other = temp_dir("exclusive2");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
-        .args(["serve", "--data-dir"])
-        .arg(&other)
-        .args(["--http", &n.http.to_string(), "--admin", "127.0.0.1:1"])
-        .output()
-        .unwrap();
+    let http = n.http.to_string();
+    let out = run_ron(&other, &["--http", &http, "--admin", "127.0.0.1:1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
 }

@@ -315,3 +315,20 @@ pub fn metric(admin: SocketAddr, name: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// Uploads `data` with `PUT /o`; asserts 201/200 and returns the address.
+pub fn upload(n: &Node, data: &[u8]) -> Address {
+    let r = put(n.http, "/o", data, "");
+    assert!(r.status == 201 || r.status == 200, "{r:?}");
+    r.json()["obj"].as_str().unwrap().parse().unwrap()
+}
+
+/// Runs `ron serve` with `args` to completion (for start-up refusals).
+pub fn run_ron(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
