@@ -1,14 +1,32 @@
 //! # ron-bench — the benchmark suite
 //!
-//! Today: criterion micro-benchmarks of the codec's hot pieces (`benches/codec.rs`):
-//! OAP/1 frame decode and encode, the chunk-tree pass next to plain `blake3::hash`, group
-//! verification, merging stored chaining values into a root, HTTP head parsing and
-//! response-head writing. Run them with `cargo bench -p ron-bench`; figures and commands
-//! are recorded in `docs/PERF.md`.
+//! ## What it owns
+//! - The `ron-bench` load generator (`src/main.rs`): thread-per-core like the server
+//!   (one pinned glommio executor per CPU given), HTTP/1.1, closed loop with a
+//!   pipelining depth or open loop at a fixed rate with latency measured from the
+//!   intended send time; workloads `get`, `range`, `put`, `mixed` over a deterministic
+//!   dataset with uniform or Zipf popularity; every body verified by default; HDR
+//!   percentiles, req/s, MB/s, statuses, as a table and as JSON. OAP/1 joins when the
+//!   node speaks it.
+//!   - [`dataset`]: object `i` = seeded bytes, so addresses and expected bytes are
+//!     computed, never shipped; can load a node or write files for nginx.
+//!   - [`workload`]: the request mix, popularity, and each request's expected answer.
+//!   - [`load`]: executors, connections, the send/receive loop, verification.
+//!   - [`report`]: the table and the JSON.
+//! - Criterion micro-benchmarks (`benches/codec.rs`, `benches/shard.rs`).
+//! - `compare.sh`: ron vs nginx on one dataset, ron-bench and wrk, one ratio table.
+//! - `examples/`: the chunk-tree overhead and the bao-tree comparison.
 //!
-//! Later (bench suite issue): the `ron-bench` load generator — thread-per-core, HTTP and
-//! OAP, open and closed loop, HDR histograms, JSON output — and the side-by-side
-//! comparison against nginx.
+//! ## Invariants
+//! - Bounded: every run has a duration and a warm-up; nothing waits forever (I/O errors
+//!   are counted and the connection retried until the deadline).
+//! - Honest latency: in open loop a late answer delays nothing that is measured —
+//!   the next request's latency still counts from when it should have been sent.
+
+pub mod dataset;
+pub mod load;
+pub mod report;
+pub mod workload;
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -1,0 +1,329 @@
+//! The load loop: one glommio executor per CPU, each running its share of the
+//! connections. Closed loop keeps `depth` requests in flight per connection; open loop
+//! sends at a fixed rate and measures latency from each request's *intended* send time,
+//! so a stalled server cannot hide its stall by slowing the generator down (coordinated
+//! omission).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use ron_codec::Address;
+
+use crate::dataset::Dataset;
+use crate::workload::{Expect, Rng, Workload};
+
+/// Latency is recorded in microseconds, 1 µs to 100 s, 3 significant digits.
+pub const LATENCY_MAX_US: u64 = 100_000_000;
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub target: SocketAddr,
+    /// Connections in total, spread over `cpus`.
+    pub connections: usize,
+    /// Requests in flight per connection (closed loop).
+    pub depth: usize,
+    /// Requests per second in total (open loop); `None` for closed loop.
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub verify: bool,
+    pub cpus: Vec<usize>,
+    pub seed: u64,
+}
+
+/// What one connection, worker or run observed after warm-up.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub latency_us: Histogram<u64>,
+    pub requests: u64,
+    pub body_bytes: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    /// Answers with an unexpected status (also counted in `statuses`).
+    pub unexpected: u64,
+    pub verify_failures: u64,
+    pub io_errors: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds"),
+            requests: 0,
+            body_bytes: 0,
+            statuses: BTreeMap::new(),
+            unexpected: 0,
+            verify_failures: 0,
+            io_errors: 0,
+        }
+    }
+}
+
+impl Stats {
+    pub fn merge(&mut self, other: &Stats) {
+        let _ = self.latency_us.add(&other.latency_us);
+        self.requests += other.requests;
+        self.body_bytes += other.body_bytes;
+        for (status, n) in &other.statuses {
+            *self.statuses.entry(*status).or_default() += n;
+        }
+        self.unexpected += other.unexpected;
+        self.verify_failures += other.verify_failures;
+        self.io_errors += other.io_errors;
+    }
+}
+
+/// Runs the load on every CPU of `config.cpus` and merges what they saw.
+pub fn run(config: RunConfig, workload: Workload, data: Dataset) -> std::io::Result<Stats> {
+    let (config, workload, data) = (Arc::new(config), Arc::new(workload), Arc::new(data));
+    let workers = config.cpus.len().max(1);
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut handles = Vec::new();
+    for (w, &cpu) in config.cpus.iter().enumerate() {
+        let share = config.connections / workers + usize::from(w < config.connections % workers);
+        let (config, workload, data) = (
+            Arc::clone(&config),
+            Arc::clone(&workload),
+            Arc::clone(&data),
+        );
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("ron-bench-{w}"))
+            .spawn(move || async move {
+                let shared = Rc::new((config, workload, data));
+                let tasks: Vec<_> = (0..share)
+                    .map(|c| {
+                        let shared = Rc::clone(&shared);
+                        let id = (w * 1_000_000 + c) as u64;
+                        glommio::spawn_local(async move {
+                            connection(&shared.0, &shared.1, &shared.2, id, start).await
+                        })
+                    })
+                    .collect();
+                let mut stats = Stats::default();
+                for t in tasks {
+                    stats.merge(&t.await);
+                }
+                stats
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        handles.push(handle);
+    }
+    let mut total = Stats::default();
+    for h in handles {
+        let stats = h.join().map_err(|e| std::io::Error::other(e.to_string()))?;
+        total.merge(&stats);
+    }
+    Ok(total)
+}
+
+/// One connection's loop until the deadline; reconnects after errors.
+async fn connection(
+    config: &RunConfig,
+    workload: &Workload,
+    data: &Dataset,
+    id: u64,
+    start: Instant,
+) -> Stats {
+    let mut stats = Stats::default();
+    let mut rng = Rng::new(config.seed ^ id.wrapping_mul(0x1000_0000_01b3));
+    let mut put_seq = id << 32;
+    let measure_from = start + config.warmup;
+    let deadline = measure_from + config.duration;
+    let per_conn_rate = config.rate.map(|r| r / config.connections.max(1) as f64);
+    let interval = per_conn_rate.map(|r| Duration::from_secs_f64(1.0 / r.max(1e-9)));
+    // Spread the connections' first sends over one interval.
+    let mut intended = start + interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.unit()));
+    if let Some(wait) = start.checked_duration_since(Instant::now()) {
+        glommio::timer::sleep(wait).await;
+    }
+    while Instant::now() < deadline {
+        let stream = match TcpStream::connect(config.target).await {
+            Ok(s) => s,
+            Err(_) => {
+                stats.io_errors += 1;
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn {
+            stream,
+            buf: Vec::with_capacity(1 << 16),
+            filled: 0,
+        };
+        let mut inflight: VecDeque<(Instant, Expect)> = VecDeque::new();
+        let result: std::io::Result<()> = async {
+            loop {
+                let now = Instant::now();
+                // Send while the window allows (closed loop) or the schedule says (open).
+                while inflight.len() < config.depth.max(1) && now < deadline {
+                    let sent_at = match interval {
+                        None => Instant::now(),
+                        Some(step) => {
+                            if inflight.is_empty() {
+                                if let Some(wait) = intended.checked_duration_since(Instant::now())
+                                {
+                                    glommio::timer::sleep(wait).await;
+                                }
+                            } else if intended > Instant::now() {
+                                break;
+                            }
+                            let at = intended;
+                            intended += step;
+                            at
+                        }
+                    };
+                    let plan = workload.next(&mut rng, data, &mut put_seq, config.verify);
+                    conn.stream.write_all(&plan.wire).await?;
+                    inflight.push_back((sent_at, plan.expect));
+                }
+                let Some((sent_at, expect)) = inflight.pop_front() else {
+                    return Ok(());
+                };
+                let answer = conn.read_response().await?;
+                let done = Instant::now();
+                if sent_at >= measure_from && sent_at < deadline {
+                    record(
+                        &mut stats,
+                        config.verify,
+                        data,
+                        &expect,
+                        &answer,
+                        done - sent_at,
+                    );
+                }
+                let used = answer.total_len;
+                conn.consume(used);
+                if Instant::now() >= deadline && inflight.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        if result.is_err() && Instant::now() < deadline {
+            stats.io_errors += 1;
+        }
+    }
+    stats
+}
+
+fn record(
+    stats: &mut Stats,
+    verify: bool,
+    data: &Dataset,
+    expect: &Expect,
+    answer: &Answer<'_>,
+    latency: Duration,
+) {
+    let us = (latency.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+    let _ = stats.latency_us.record(us);
+    stats.requests += 1;
+    stats.body_bytes += answer.body.len() as u64;
+    *stats.statuses.entry(answer.status).or_default() += 1;
+    let expected_status = match expect {
+        Expect::Object { .. } => answer.status == 200,
+        Expect::Slice { .. } => answer.status == 206,
+        Expect::Stored { .. } => matches!(answer.status, 200 | 201 | 204),
+    };
+    if !expected_status {
+        stats.unexpected += 1;
+        return;
+    }
+    if verify && !verified(data, expect, answer) {
+        stats.verify_failures += 1;
+    }
+}
+
+/// Checks a body: a whole object must hash to its address; a slice must equal the
+/// object's bytes; a PUT's reply must name the address of what was sent.
+fn verified(data: &Dataset, expect: &Expect, answer: &Answer<'_>) -> bool {
+    match expect {
+        Expect::Object { index } => Address::of(answer.body) == data.objects[*index].addr,
+        Expect::Slice { index, first, last } => {
+            answer.body == &data.objects[*index].bytes[*first..=*last]
+        }
+        Expect::Stored { addr } => {
+            let text = addr.to_string();
+            answer
+                .body
+                .windows(text.len())
+                .any(|w| w == text.as_bytes())
+        }
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+struct Answer<'a> {
+    status: u16,
+    body: &'a [u8],
+    total_len: usize,
+}
+
+impl Conn {
+    async fn fill(&mut self) -> std::io::Result<()> {
+        if self.filled == self.buf.len() {
+            let grow = self.buf.len().max(1 << 16);
+            self.buf.resize(self.buf.len() + grow, 0);
+        }
+        let n = self.stream.read(&mut self.buf[self.filled..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.filled += n;
+        Ok(())
+    }
+
+    async fn read_response(&mut self) -> std::io::Result<Answer<'_>> {
+        loop {
+            if let Some((status, head_len, body_len)) = parse_head(&self.buf[..self.filled])? {
+                while self.filled < head_len + body_len {
+                    if self.buf.len() < head_len + body_len {
+                        self.buf.resize(head_len + body_len, 0);
+                    }
+                    self.fill().await?;
+                }
+                return Ok(Answer {
+                    status,
+                    body: &self.buf[head_len..head_len + body_len],
+                    total_len: head_len + body_len,
+                });
+            }
+            self.fill().await?;
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.copy_within(n..self.filled, 0);
+        self.filled -= n;
+    }
+}
+
+/// (status, head length, body length) once a whole head is buffered.
+fn parse_head(buf: &[u8]) -> std::io::Result<Option<(u16, usize, usize)>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(head_len)) => {
+            let body_len = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                .unwrap_or(0);
+            Ok(Some((resp.code.unwrap_or(0), head_len, body_len)))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(std::io::Error::other(format!("bad response head: {e}"))),
+    }
+}

@@ -1,0 +1,286 @@
+//! `ron-bench` — load generator for ron (and anything that serves the same URLs).
+//! See `ron-bench help` and docs/PERF.md.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ron_bench::dataset::Dataset;
+use ron_bench::load::{self, RunConfig};
+use ron_bench::report::{Percentiles, Report};
+use ron_bench::workload::{Kind, Popularity, Workload};
+
+const HELP: &str = "\
+ron-bench — HTTP load generator for ron, thread-per-core (glommio), HDR latency
+
+USAGE:
+  ron-bench run [OPTIONS]        run a workload against --target
+  ron-bench dataset --dir DIR    write the dataset as DIR/o/b3:<hex> (for nginx)
+  ron-bench help
+
+DATASET (deterministic: object i is generated from seed+i; the same flags give the same objects)
+  --objects N          objects in the dataset [100]
+  --size BYTES         bytes per object [4096]
+  --seed N             dataset and request seed [1]
+
+RUN OPTIONS
+  --target ADDR        server address [127.0.0.1:8080]
+  --workload W         get | range | put | mixed [get]
+  --range-bytes N      bytes per range request [65536]
+  --put-size BYTES     bytes per PUT [--size]
+  --write-ratio F      share of PUTs in `mixed` [0.1]
+  --put-path PATH      where PUTs go [/o]
+  --zipf S             Zipf popularity with exponent S (default: uniform)
+  --connections N      connections in total [64]
+  --depth N            requests in flight per connection (closed loop) [1]
+  --rate R             open loop: R requests/s in total, latency from intended send time
+  --duration SECS      measured time [10]
+  --warmup SECS        unmeasured time first [2]
+  --cpus LIST          CPUs to run on, e.g. 1 or 0,1 [all]
+  --no-verify          do not check bodies (peak runs); on by default
+  --load               upload the dataset to the target first (ron: PUT /o/b3:<hex>)
+  --token T            bearer token for uploads
+  --json FILE          also write the report as JSON
+";
+
+struct Options {
+    target: String,
+    workload: String,
+    objects: usize,
+    size: usize,
+    seed: u64,
+    range_bytes: u64,
+    put_size: Option<usize>,
+    write_ratio: f64,
+    put_path: String,
+    zipf: Option<f64>,
+    connections: usize,
+    depth: usize,
+    rate: Option<f64>,
+    duration: f64,
+    warmup: f64,
+    cpus: Option<Vec<usize>>,
+    verify: bool,
+    load: bool,
+    token: Option<String>,
+    json: Option<PathBuf>,
+    dir: Option<PathBuf>,
+}
+
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Options), String> {
+    use lexopt::prelude::*;
+    let mut o = Options {
+        target: "127.0.0.1:8080".into(),
+        workload: "get".into(),
+        objects: 100,
+        size: 4096,
+        seed: 1,
+        range_bytes: 65_536,
+        put_size: None,
+        write_ratio: 0.1,
+        put_path: "/o".into(),
+        zipf: None,
+        connections: 64,
+        depth: 1,
+        rate: None,
+        duration: 10.0,
+        warmup: 2.0,
+        cpus: None,
+        verify: true,
+        load: false,
+        token: None,
+        json: None,
+        dir: None,
+    };
+    let mut command = None;
+    let mut p = lexopt::Parser::from_args(args);
+    fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
+        v.parse()
+            .map_err(|_| format!("--{flag}: invalid value {v:?}"))
+    }
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        let flag = match arg {
+            Long(name) => name.to_string(),
+            Short('h') => "help".to_string(),
+            Value(v) if command.is_none() => {
+                command = Some(v.into_string().map_err(|_| "command is not UTF-8")?);
+                continue;
+            }
+            other => return Err(other.unexpected().to_string()),
+        };
+        let mut value = || -> Result<String, String> {
+            p.value()
+                .map_err(|e| e.to_string())?
+                .into_string()
+                .map_err(|_| format!("--{flag}: value is not UTF-8"))
+        };
+        match flag.as_str() {
+            "target" => o.target = value()?,
+            "workload" => o.workload = value()?,
+            "objects" => o.objects = num("objects", value()?)?,
+            "size" => o.size = num("size", value()?)?,
+            "seed" => o.seed = num("seed", value()?)?,
+            "range-bytes" => o.range_bytes = num("range-bytes", value()?)?,
+            "put-size" => o.put_size = Some(num("put-size", value()?)?),
+            "write-ratio" => o.write_ratio = num("write-ratio", value()?)?,
+            "put-path" => o.put_path = value()?,
+            "zipf" => o.zipf = Some(num("zipf", value()?)?),
+            "connections" => o.connections = num("connections", value()?)?,
+            "depth" => o.depth = num("depth", value()?)?,
+            "rate" => o.rate = Some(num("rate", value()?)?),
+            "duration" => o.duration = num("duration", value()?)?,
+            "warmup" => o.warmup = num("warmup", value()?)?,
+            "cpus" => {
+                let list = value()?;
+                o.cpus = Some(
+                    list.split(',')
+                        .map(|c| num("cpus", c.to_string()))
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            "no-verify" => o.verify = false,
+            "load" => o.load = true,
+            "token" => o.token = Some(value()?),
+            "json" => o.json = Some(PathBuf::from(value()?)),
+            "dir" => o.dir = Some(PathBuf::from(value()?)),
+            "help" => command = Some("help".to_string()),
+            other => return Err(format!("unknown option --{other}; see `ron-bench help`")),
+        }
+    }
+    if o.objects == 0 || o.connections == 0 || o.duration <= 0.0 {
+        return Err("--objects, --connections and --duration must be positive".into());
+    }
+    Ok((command.unwrap_or_else(|| "help".into()), o))
+}
+
+fn workload(o: &Options) -> Result<(Workload, String), String> {
+    let put = Kind::Put {
+        size: o.put_size.unwrap_or(o.size),
+    };
+    let mix = match o.workload.as_str() {
+        "get" => vec![(Kind::Get, 1)],
+        "range" => vec![(
+            Kind::Range {
+                range_len: o.range_bytes,
+            },
+            1,
+        )],
+        "put" => vec![(put, 1)],
+        "mixed" => {
+            let writes = (o.write_ratio.clamp(0.0, 1.0) * 1000.0).round() as u32;
+            vec![(Kind::Get, 1000 - writes), (put, writes)]
+        }
+        other => {
+            return Err(format!(
+                "unknown workload {other:?} (get, range, put, mixed)"
+            ))
+        }
+    };
+    let (popularity, name) = match o.zipf {
+        Some(s) => (Popularity::zipf(o.objects, s), format!("zipf {s}")),
+        None => (Popularity::Uniform, "uniform".to_string()),
+    };
+    let w = Workload {
+        mix,
+        popularity,
+        host: o.target.clone(),
+        put_path: o.put_path.clone(),
+        token: o.token.clone(),
+    };
+    Ok((w, name))
+}
+
+fn run(o: Options) -> Result<(), String> {
+    let target = o
+        .target
+        .parse()
+        .map_err(|_| format!("--target: invalid address {:?}", o.target))?;
+    let data = Dataset::generate(o.seed, o.objects, o.size);
+    if o.load {
+        let created = data
+            .load_into(target, o.token.as_deref())
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "ron-bench: loaded {} objects ({created} new)",
+            data.objects.len()
+        );
+    }
+    let (workload, popularity) = workload(&o)?;
+    let cpus = o.cpus.clone().unwrap_or_else(|| {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    });
+    let config = RunConfig {
+        target,
+        connections: o.connections,
+        depth: o.depth,
+        rate: o.rate,
+        duration: Duration::from_secs_f64(o.duration),
+        warmup: Duration::from_secs_f64(o.warmup),
+        verify: o.verify,
+        cpus,
+        seed: o.seed,
+    };
+    let stats = load::run(config, workload, data).map_err(|e| e.to_string())?;
+    let report = Report {
+        tool: "ron-bench",
+        target: o.target.clone(),
+        protocol: "http/1.1",
+        workload: o.workload.clone(),
+        popularity,
+        objects: o.objects,
+        object_bytes: o.size,
+        mode: if o.rate.is_some() { "open" } else { "closed" },
+        connections: o.connections,
+        depth: o.depth,
+        rate_target: o.rate,
+        duration_s: o.duration,
+        warmup_s: o.warmup,
+        verify: o.verify,
+        requests: stats.requests,
+        req_per_s: stats.requests as f64 / o.duration,
+        body_bytes_per_s: stats.body_bytes as f64 / o.duration,
+        latency_us: Percentiles::of(&stats),
+        statuses: stats.statuses.clone(),
+        unexpected_statuses: stats.unexpected,
+        verify_failures: stats.verify_failures,
+        io_errors: stats.io_errors,
+    };
+    print!("{}", report.table());
+    if let Some(path) = &o.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if stats.verify_failures > 0 {
+        return Err(format!(
+            "{} bodies failed verification",
+            stats.verify_failures
+        ));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let result =
+        parse(std::env::args_os().skip(1)).and_then(|(command, o)| match command.as_str() {
+            "help" => {
+                print!("{HELP}");
+                Ok(())
+            }
+            "run" => run(o),
+            "dataset" => {
+                let dir = o.dir.clone().ok_or("dataset needs --dir")?;
+                Dataset::generate(o.seed, o.objects, o.size)
+                    .write_dir(&dir)
+                    .map_err(|e| e.to_string())
+            }
+            other => Err(format!("unknown command {other:?}; see `ron-bench help`")),
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ron-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! What each request is: the workload mix, the popularity distribution, and the
+//! expected answer that verification checks.
+
+use crate::dataset::{object_bytes, Dataset};
+use ron_codec::Address;
+
+/// A small, fast, seedable generator (xorshift64*); one per connection.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Which object a read picks.
+#[derive(Debug, Clone)]
+pub enum Popularity {
+    Uniform,
+    /// Zipf with exponent `s` over the dataset, by cumulative distribution.
+    Zipf {
+        cdf: Vec<f64>,
+    },
+}
+
+impl Popularity {
+    pub fn zipf(count: usize, s: f64) -> Popularity {
+        let weights: Vec<f64> = (1..=count).map(|k| 1.0 / (k as f64).powf(s)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Popularity::Zipf { cdf }
+    }
+
+    pub fn pick(&self, rng: &mut Rng, count: usize) -> usize {
+        match self {
+            Popularity::Uniform => rng.below(count as u64) as usize,
+            Popularity::Zipf { cdf } => {
+                let u = rng.unit();
+                cdf.partition_point(|&c| c < u).min(count - 1)
+            }
+        }
+    }
+}
+
+/// The request kinds a run mixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// GET a whole object.
+    Get,
+    /// GET `range_len` bytes at a random offset.
+    Range { range_len: u64 },
+    /// PUT a new, unique object of `size` bytes.
+    Put { size: usize },
+}
+
+/// One request to send and what its answer must be.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The request head (and body for PUT).
+    pub wire: Vec<u8>,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// 200 and a body equal to this object.
+    Object { index: usize },
+    /// 206 and these bytes of the object.
+    Slice {
+        index: usize,
+        first: usize,
+        last: usize,
+    },
+    /// 201/200 naming this address.
+    Stored { addr: Address },
+}
+
+/// The workload: a mix of kinds by weight, over a dataset.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub mix: Vec<(Kind, u32)>,
+    pub popularity: Popularity,
+    pub host: String,
+    pub put_path: String,
+    pub token: Option<String>,
+}
+
+impl Workload {
+    fn kind(&self, rng: &mut Rng) -> Kind {
+        let total: u32 = self.mix.iter().map(|(_, w)| w).sum();
+        let mut roll = rng.below(u64::from(total.max(1))) as u32;
+        for (kind, weight) in &self.mix {
+            if roll < *weight {
+                return *kind;
+            }
+            roll -= weight;
+        }
+        self.mix[0].0
+    }
+
+    /// The next request. `verify` decides whether a PUT's address is computed locally.
+    pub fn next(&self, rng: &mut Rng, data: &Dataset, put_seq: &mut u64, verify: bool) -> Planned {
+        let count = data.objects.len();
+        match self.kind(rng) {
+            Kind::Get => {
+                let index = self.popularity.pick(rng, count);
+                let wire = format!(
+                    "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+                    data.objects[index].path, self.host
+                );
+                Planned {
+                    wire: wire.into_bytes(),
+                    expect: Expect::Object { index },
+                }
+            }
+            Kind::Range { range_len } => {
+                let index = self.popularity.pick(rng, count);
+                let len = data.objects[index].bytes.len() as u64;
+                let span = range_len.min(len).max(1);
+                let first = rng.below(len.saturating_sub(span) + 1);
+                let last = first + span - 1;
+                let wire = format!(
+                    "GET {} HTTP/1.1\r\nHost: {}\r\nRange: bytes={first}-{last}\r\n\r\n",
+                    data.objects[index].path, self.host
+                );
+                Planned {
+                    wire: wire.into_bytes(),
+                    expect: Expect::Slice {
+                        index,
+                        first: first as usize,
+                        last: last as usize,
+                    },
+                }
+            }
+            Kind::Put { size } => {
+                *put_seq += 1;
+                let body = object_bytes(rng.next_u64() ^ *put_seq, size);
+                let addr = if verify {
+                    Address::of(&body)
+                } else {
+                    Address::from_bytes([0; 32])
+                };
+                let auth = self
+                    .token
+                    .as_ref()
+                    .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                    .unwrap_or_default();
+                let mut wire = format!(
+                    "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {size}\r\n{auth}\r\n",
+                    self.put_path, self.host
+                )
+                .into_bytes();
+                wire.extend_from_slice(&body);
+                Planned {
+                    wire,
+                    expect: Expect::Stored { addr },
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_prefers_the_head_and_covers_the_range() {
+        let pop = Popularity::zipf(100, 1.0);
+        let mut rng = Rng::new(1);
+        let mut hits = [0u32; 100];
+        for _ in 0..100_000 {
+            hits[pop.pick(&mut rng, 100)] += 1;
+        }
+        assert!(hits[0] > hits[1] && hits[1] > hits[10] && hits[10] > hits[99]);
+        // Rank 1 of a Zipf(1) over 100 items is ~19 % of draws.
+        assert!((17_000..21_500).contains(&hits[0]), "{}", hits[0]);
+    }
+
+    #[test]
+    fn ranges_stay_inside_the_object() {
+        let data = Dataset::generate(1, 2, 100_000);
+        let w = Workload {
+            mix: vec![(Kind::Range { range_len: 65_536 }, 1)],
+            popularity: Popularity::Uniform,
+            host: "h".into(),
+            put_path: "/o".into(),
+            token: None,
+        };
+        let mut rng = Rng::new(3);
+        for _ in 0..1000 {
+            let Expect::Slice { first, last, .. } = w.next(&mut rng, &data, &mut 0, true).expect
+            else {
+                panic!()
+            };
+            assert!(first <= last && last < 100_000 && last - first + 1 == 65_536);
+        }
+    }
+}
