@@ -30,7 +30,7 @@ RUN OPTIONS
   --range-bytes N      bytes per range request [65536]
   --put-size BYTES     bytes per PUT [--size]
   --write-ratio F      share of PUTs in `mixed` [0.1]
-  --put-path PATH      where PUTs go [/o]
+  --put-path PATH      where PUTs go; {n} becomes a unique number per PUT [/o]
   --zipf S             Zipf popularity with exponent S (default: uniform)
   --connections N      connections in total [64]
   --depth N            requests in flight per connection (closed loop) [1]

@@ -170,9 +170,12 @@ impl Workload {
                     .as_ref()
                     .map(|t| format!("Authorization: Bearer {t}\r\n"))
                     .unwrap_or_default();
+                // `{n}` in the path makes every PUT's path unique (servers that store by
+                // path, like nginx's dav module, would otherwise collide).
+                let path = self.put_path.replace("{n}", &put_seq.to_string());
                 let mut wire = format!(
-                    "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {size}\r\n{auth}\r\n",
-                    self.put_path, self.host
+                    "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {size}\r\n{auth}\r\n",
+                    self.host
                 )
                 .into_bytes();
                 wire.extend_from_slice(&body);
