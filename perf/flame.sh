@@ -66,11 +66,11 @@ inferno-flamegraph --title "ron $WORKLOAD ($(git rev-parse --short HEAD))" \
   grep -E 'requests|latency' "$WORK/bench.txt"
   echo
   echo "self time by binary:"
-  perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -8
+  perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | awk 'NR <= 8'
   echo
   echo "top functions by self time:"
   perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
-    | grep -E '^ +[0-9]' | head -30 | cut -c1-120
+    | grep -E '^ +[0-9]' | awk 'NR <= 30' | cut -c1-120
 } > "$OUT/top-$WORKLOAD.txt"
 cat "$OUT/top-$WORKLOAD.txt"
 echo "flamegraph: $OUT/flame-$WORKLOAD.svg"
