@@ -28,8 +28,11 @@ use ron_shards::{CommitOutcome, ObjectMeta, Shard, ShardError, ShardMetrics};
 const CORR_ID_LEN_MAX: usize = 64;
 const CACHE_CONTROL: &[u8] = b"public, max-age=31536000, immutable";
 const DEFAULT_CONTENT_TYPE: &[u8] = b"application/octet-stream";
-/// Bodies of at most this many bytes are sent in the same write as the head.
+/// A body slice of at most this many bytes is copied behind the head (one send).
 const COALESCE_BODY_BYTES_MAX: usize = 16 * 1024;
+/// A whole body of at most this many bytes (e.g. a 64 KiB range across two groups) is
+/// gathered behind the head and sent at once: one copy is cheaper than extra sends.
+const COALESCE_RESPONSE_BYTES_MAX: u64 = 128 * 1024;
 
 /// Limits and policy of the HTTP front end, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -347,8 +350,8 @@ pub async fn serve_connection(ctx: Rc<HttpContext>, stream: TcpStream) {
 
 /// Reads one head and answers it.
 async fn serve_one(ctx: &HttpContext, conn: &mut Conn) -> Result<After, Abort> {
-    let head_len = match read_head(ctx, conn).await? {
-        HeadOutcome::Complete(len) => len,
+    let (request, head_len) = match read_head(ctx, conn).await? {
+        HeadOutcome::Complete(request, len) => (request, len),
         HeadOutcome::Closed => return Ok(After::Close),
         HeadOutcome::Rejected(code, message) => {
             let corr = ctx.new_corr_id();
@@ -360,10 +363,6 @@ async fn serve_one(ctx: &HttpContext, conn: &mut Conn) -> Result<After, Abort> {
         }
     };
     let started = Instant::now();
-    let request = match parse_request_head(conn.rbuf.filled(), ctx.limits.head_bytes_max) {
-        Ok(HeadParse::Complete(head)) => Request::from_head(&head, ctx),
-        _ => return Err(Abort), // read_head already parsed it successfully
-    };
     conn.rbuf.consume(head_len);
     ShardMetrics::add(&ctx.metrics().bytes_in, head_len as u64);
 
@@ -405,8 +404,11 @@ async fn serve_one(ctx: &HttpContext, conn: &mut Conn) -> Result<After, Abort> {
     Ok(after)
 }
 
+// Inline on purpose: boxing the request would allocate on every request.
+#[allow(clippy::large_enum_variant)]
 enum HeadOutcome {
-    Complete(usize),
+    /// The request, and the length of its head in the read buffer.
+    Complete(Request, usize),
     /// The peer closed or stayed idle past the idle timeout between requests.
     Closed,
     Rejected(ErrorCode, String),
@@ -424,7 +426,12 @@ async fn read_head(ctx: &HttpContext, conn: &mut Conn) -> Result<HeadOutcome, Ab
     let deadline = Instant::now() + limits.header_timeout;
     loop {
         match parse_request_head(conn.rbuf.filled(), limits.head_bytes_max) {
-            Ok(HeadParse::Complete(head)) => return Ok(HeadOutcome::Complete(head.head_len)),
+            Ok(HeadParse::Complete(head)) => {
+                return Ok(HeadOutcome::Complete(
+                    Request::from_head(&head, ctx),
+                    head.head_len,
+                ))
+            }
             Ok(HeadParse::Partial) => {}
             Err(e) => return Ok(HeadOutcome::Rejected(e.code(), e.to_string())),
         }
@@ -626,20 +633,17 @@ async fn get(
     };
     let body_len = if total == 0 { 0 } else { range.len() };
     let send_body = req.method == Method::Get && body_len > 0;
-    // The first group is fetched and verified before the head goes out.
-    let first = GroupIndex::containing(range.first);
-    let first_bytes = if send_body {
-        match ctx.shard.group(&meta, first).await {
-            Ok(bytes) => Some(bytes),
-            Err(e) => {
-                let code = shard_error_status(&e);
-                send_error(ctx, conn, code, &e.to_string(), &req.corr_id, close).await?;
-                return Ok(code.status());
-            }
+    // Groups fetched and verified before the head goes out: the first one always, and
+    // all of them when the body is small enough to go out in one send. A failure here
+    // is still a clean 500.
+    let mut early = EarlyGroups::default();
+    if send_body {
+        if let Err(e) = early.fetch(ctx, &meta, range).await {
+            let code = shard_error_status(&e);
+            send_error(ctx, conn, code, &e.to_string(), &req.corr_id, close).await?;
+            return Ok(code.status());
         }
-    } else {
-        None
-    };
+    }
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, status);
     common_headers(ctx, &mut head, &req.corr_id, close);
@@ -652,11 +656,11 @@ async fn get(
         head.content_range(range.first, range.last, total);
     }
     head.finish();
-    let Some(first_bytes) = first_bytes else {
+    if !send_body {
         write_out(ctx, conn).await?;
         return Ok(status);
-    };
-    stream_body(ctx, conn, &meta, range, first_bytes).await?;
+    }
+    stream_body(ctx, conn, &meta, range, early).await?;
     Ok(status)
 }
 
@@ -704,18 +708,59 @@ fn slice_in_range(group: GroupIndex, bytes: &Bytes, range: ByteRange) -> Bytes {
     bytes.slice(from..to)
 }
 
-/// Writes the head (in `wbuf`) and the body, one verified group at a time, fetching the
-/// next group while the current one is written.
+/// Verified groups fetched before the head is written: at most the three groups a
+/// [`COALESCE_RESPONSE_BYTES_MAX`] range can span, kept inline.
+#[derive(Default)]
+struct EarlyGroups {
+    groups: [Option<Bytes>; 3],
+    /// True when every group of the body is here.
+    complete: bool,
+}
+
+impl EarlyGroups {
+    async fn fetch(
+        &mut self,
+        ctx: &HttpContext,
+        meta: &ObjectMeta,
+        range: ByteRange,
+    ) -> Result<(), ShardError> {
+        let first = GroupIndex::containing(range.first).0;
+        let last = GroupIndex::containing(range.last).0;
+        self.complete = range.len() <= COALESCE_RESPONSE_BYTES_MAX && last - first < 3;
+        let upto = if self.complete { last } else { first };
+        for (slot, g) in self.groups.iter_mut().zip(first..=upto) {
+            *slot = Some(ctx.shard.group(meta, GroupIndex(g)).await?);
+        }
+        Ok(())
+    }
+}
+
+/// Writes the head (in `wbuf`) and the body. A small body goes out with the head in
+/// one send; a larger one streams one verified group at a time, fetching the next group
+/// while the current one is written.
 async fn stream_body(
     ctx: &HttpContext,
     conn: &mut Conn,
     meta: &Rc<ObjectMeta>,
     range: ByteRange,
-    first_bytes: Bytes,
+    early: EarlyGroups,
 ) -> Result<(), Abort> {
     let first = GroupIndex::containing(range.first);
     let last = GroupIndex::containing(range.last);
-    let mut current = slice_in_range(first, &first_bytes, range);
+    if early.complete {
+        for (i, bytes) in early.groups.iter().enumerate() {
+            if let Some(bytes) = bytes {
+                let group = GroupIndex(first.0 + i as u64);
+                conn.wbuf
+                    .extend_from_slice(&slice_in_range(group, bytes, range));
+            }
+        }
+        return write_out(ctx, conn).await;
+    }
+    let Some(first_bytes) = &early.groups[0] else {
+        return Err(Abort);
+    };
+    let mut current = slice_in_range(first, first_bytes, range);
     if current.len() <= COALESCE_BODY_BYTES_MAX {
         conn.wbuf.extend_from_slice(&current);
         current = Bytes::new();
