@@ -30,9 +30,9 @@ const CACHE_CONTROL: &[u8] = b"public, max-age=31536000, immutable";
 const DEFAULT_CONTENT_TYPE: &[u8] = b"application/octet-stream";
 /// A body slice of at most this many bytes is copied behind the head (one send).
 const COALESCE_BODY_BYTES_MAX: usize = 16 * 1024;
-/// A whole body of at most this many bytes (e.g. a 64 KiB range across two groups) is
-/// gathered behind the head and sent at once: one copy is cheaper than extra sends.
-const COALESCE_RESPONSE_BYTES_MAX: u64 = 128 * 1024;
+/// A body of at most this many bytes (e.g. a 64 KiB range across two groups) has all
+/// its groups fetched and verified before the head is written.
+const VERIFY_BEFORE_HEAD_BYTES_MAX: u64 = 128 * 1024;
 
 /// Limits and policy of the HTTP front end, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -709,7 +709,7 @@ fn slice_in_range(group: GroupIndex, bytes: &Bytes, range: ByteRange) -> Bytes {
 }
 
 /// Verified groups fetched before the head is written: at most the three groups a
-/// [`COALESCE_RESPONSE_BYTES_MAX`] range can span, kept inline.
+/// [`VERIFY_BEFORE_HEAD_BYTES_MAX`] range can span, kept inline.
 #[derive(Default)]
 struct EarlyGroups {
     groups: [Option<Bytes>; 3],
@@ -726,7 +726,7 @@ impl EarlyGroups {
     ) -> Result<(), ShardError> {
         let first = GroupIndex::containing(range.first).0;
         let last = GroupIndex::containing(range.last).0;
-        self.complete = range.len() <= COALESCE_RESPONSE_BYTES_MAX && last - first < 3;
+        self.complete = range.len() <= VERIFY_BEFORE_HEAD_BYTES_MAX && last - first < 3;
         let upto = if self.complete { last } else { first };
         for (slot, g) in self.groups.iter_mut().zip(first..=upto) {
             *slot = Some(ctx.shard.group(meta, GroupIndex(g)).await?);
@@ -735,8 +735,8 @@ impl EarlyGroups {
     }
 }
 
-/// Writes the head (in `wbuf`) and the body. A small body goes out with the head in
-/// one send; a larger one streams one verified group at a time, fetching the next group
+/// Writes the head (in `wbuf`) and the body. A small body's groups are all verified
+/// already; a larger one streams one verified group at a time, fetching the next group
 /// while the current one is written.
 async fn stream_body(
     ctx: &HttpContext,
@@ -747,16 +747,9 @@ async fn stream_body(
 ) -> Result<(), Abort> {
     let first = GroupIndex::containing(range.first);
     let last = GroupIndex::containing(range.last);
-    if early.complete {
-        for (i, bytes) in early.groups.iter().enumerate() {
-            if let Some(bytes) = bytes {
-                let group = GroupIndex(first.0 + i as u64);
-                conn.wbuf
-                    .extend_from_slice(&slice_in_range(group, bytes, range));
-            }
-        }
-        return write_out(ctx, conn).await;
-    }
+    // The first slice rides with the head when it is small; larger slices go out
+    // straight from the verified buffers (copying them into the head buffer would cost
+    // more than the send it saves).
     let Some(first_bytes) = &early.groups[0] else {
         return Err(Abort);
     };
@@ -766,6 +759,16 @@ async fn stream_body(
         current = Bytes::new();
     }
     write_out(ctx, conn).await?;
+    if early.complete {
+        send_slice(ctx, conn, &current).await?;
+        for (i, bytes) in early.groups.iter().enumerate().skip(1) {
+            if let Some(bytes) = bytes {
+                let group = GroupIndex(first.0 + i as u64);
+                send_slice(ctx, conn, &slice_in_range(group, bytes, range)).await?;
+            }
+        }
+        return Ok(());
+    }
     let mut group = first;
     loop {
         let next = (group < last).then(|| {
@@ -774,10 +777,7 @@ async fn stream_body(
             let g = GroupIndex(group.0 + 1);
             glommio::spawn_local(async move { shard.group(&meta, g).await })
         });
-        if !current.is_empty() {
-            conn.stream.write_all(&current).await?;
-            ShardMetrics::add(&ctx.metrics().bytes_out, current.len() as u64);
-        }
+        send_slice(ctx, conn, &current).await?;
         let Some(next) = next else {
             return Ok(());
         };
@@ -787,6 +787,14 @@ async fn stream_body(
         let bytes = next.await.map_err(|_| Abort)?;
         current = slice_in_range(group, &bytes, range);
     }
+}
+
+async fn send_slice(ctx: &HttpContext, conn: &mut Conn, slice: &[u8]) -> Result<(), Abort> {
+    if !slice.is_empty() {
+        conn.stream.write_all(slice).await?;
+        ShardMetrics::add(&ctx.metrics().bytes_out, slice.len() as u64);
+    }
+    Ok(())
 }
 
 /// PUT/POST /o and PUT /o/<addr>.
