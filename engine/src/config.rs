@@ -39,8 +39,9 @@ pub struct Config {
     pub allow_open_writes: bool,
     /// Longest wait for in-flight requests at shutdown.
     pub drain_timeout_ms: u64,
-    /// Object metadata entries cached per shard.
-    pub meta_entries_max: usize,
+    /// Object metadata cache (records with their chunk trees), bytes, for the whole
+    /// node (split across shards).
+    pub meta_cache_bytes: u64,
     /// Object files kept open per shard.
     pub open_files_max: usize,
     /// LMDB map size per store, bytes.
@@ -66,7 +67,7 @@ impl Default for Config {
             tokens: Vec::new(),
             allow_open_writes: false,
             drain_timeout_ms: 10_000,
-            meta_entries_max: 100_000,
+            meta_cache_bytes: 64 << 20,
             open_files_max: 1_024,
             index_bytes_max: 64 << 30,
         }

@@ -239,7 +239,7 @@ async fn run_shard(
     let shard_config = ShardConfig {
         data_dir: config.data_dir.clone(),
         cache_bytes_max: per_shard(config.cache_bytes),
-        meta_entries_max: config.meta_entries_max,
+        meta_bytes_max: per_shard(config.meta_cache_bytes),
         open_files_max: config.open_files_max,
         index_bytes_max: config.index_bytes_max as usize,
         commit_batch_max: 1024,

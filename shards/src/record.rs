@@ -35,6 +35,13 @@ impl ObjectMeta {
         self.len() == 0
     }
 
+    /// Memory this entry holds in a cache: the struct, its chaining values, its type.
+    pub fn footprint_bytes(&self) -> usize {
+        std::mem::size_of::<ObjectMeta>()
+            + ChunkTree::stored_len(self.len()) as usize
+            + self.content_type.len()
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let ty = self.content_type.as_bytes();
         debug_assert!(ty.len() <= CONTENT_TYPE_LEN_MAX);
@@ -76,6 +83,19 @@ impl ObjectMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn footprint_counts_the_chaining_values() {
+        let data = vec![1u8; 300_000]; // 5 groups: 5 × 32 bytes of chaining values
+        let meta = ObjectMeta {
+            tree: ChunkTree::of(&data),
+            content_type: "text/plain".into(),
+        };
+        assert_eq!(
+            meta.footprint_bytes(),
+            std::mem::size_of::<ObjectMeta>() + 160 + 10
+        );
+    }
 
     #[test]
     fn round_trips_and_detects_damage() {

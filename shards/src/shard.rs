@@ -30,8 +30,8 @@ pub struct ShardConfig {
     pub data_dir: PathBuf,
     /// Budget of the verified-group cache, bytes.
     pub cache_bytes_max: usize,
-    /// Object metadata entries kept (chunk trees included).
-    pub meta_entries_max: usize,
+    /// Budget of the metadata cache, bytes (chunk trees included: 32 B per 64 KiB).
+    pub meta_bytes_max: usize,
     /// Object files kept open.
     pub open_files_max: usize,
     /// LMDB map size per store.
@@ -107,7 +107,7 @@ impl Shard {
             index,
             routing,
             groups: RefCell::new(GroupCache::new(config.cache_bytes_max)),
-            metas: RefCell::new(ClockCache::new(config.meta_entries_max)),
+            metas: RefCell::new(ClockCache::new(config.meta_bytes_max)),
             files: RefCell::new(ClockCache::new(config.open_files_max)),
             config,
             stores,
@@ -167,7 +167,10 @@ impl Shard {
             },
         };
         let meta = Rc::new(meta);
-        self.metas.borrow_mut().insert(*addr, Rc::clone(&meta), 1);
+        let weight = meta.footprint_bytes();
+        self.metas
+            .borrow_mut()
+            .insert(*addr, Rc::clone(&meta), weight);
         Ok(meta)
     }
 
