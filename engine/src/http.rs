@@ -401,6 +401,9 @@ async fn serve_one(ctx: &HttpContext, conn: &mut Conn) -> Result<After, Abort> {
     let (status, after) = outcome?;
     ctx.metrics()
         .record_request(status, started.elapsed().as_micros() as u64);
+    if ctx.draining.get() {
+        return Ok(After::Close);
+    }
     Ok(after)
 }
 
@@ -537,7 +540,8 @@ fn common_headers(ctx: &HttpContext, head: &mut ResponseHead<'_>, corr: &CorrId,
     head.header("Server", b"ron")
         .header("Date", &ctx.date())
         .header("X-Corr-ID", corr.as_bytes());
-    if close {
+    // A drain that began while the request was served closes the connection too.
+    if close || ctx.draining.get() {
         head.header("Connection", b"close");
     }
 }

@@ -476,3 +476,43 @@ fn inflight_gate_answers_503_and_readyz_follows() {
     );
     assert_eq!(get(n.admin, "/readyz").unwrap().status, 200);
 }
+
+#[test]
+fn sigterm_finishes_a_request_in_flight() {
+    let mut n = node("drain", &["--shards", "1"]);
+    let body = bytes(12, 5000);
+    let mut s = connect(n.http);
+    s.write_all(
+        format!(
+            "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&body[..1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = n.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // New connections are refused while the in-flight upload may still finish.
+    assert!(
+        try_connect(n.http).is_err(),
+        "still accepting after SIGTERM"
+    );
+    s.write_all(&body[1000..]).unwrap();
+    let r = read_response(&mut s, &mut Vec::new(), false).unwrap();
+    assert_eq!(r.status, 201, "the in-flight upload completes");
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert_eq!(n.stop_wait().code(), Some(0));
+    n.restart(&["--shards", "1"]);
+    assert_eq!(
+        get(n.http, &format!("/o/{}", Address::of(&body)))
+            .unwrap()
+            .body,
+        body
+    );
+}

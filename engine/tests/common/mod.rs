@@ -121,6 +121,11 @@ impl Node {
         self.wait_exit(Duration::from_secs(20))
     }
 
+    /// Waits (bounded) for a node that was already signalled to exit.
+    pub fn stop_wait(&mut self) -> ExitStatus {
+        self.wait_exit(Duration::from_secs(20))
+    }
+
     /// SIGKILL: a crash.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("running");
