@@ -1,6 +1,6 @@
 //! Golden OAP/1 frames: the bytes in `tests/vectors/*.hex` are the contract. Each test
 //! builds the frame with the codec and compares it byte for byte with the file, then
-//! decodes the file and checks every field. `RON_BLESS=1` rewrites the files (only when
+//! decodes the file and checks every field. `BLESS_VECTORS=1` rewrites the files (only when
 //! the wire format is meant to change; review the diff by hand).
 
 use std::path::PathBuf;
@@ -43,7 +43,7 @@ fn from_hex_file(text: &str) -> Vec<u8> {
 fn check(name: &str, description: &str, frame: &Frame) -> Frame {
     let wire = frame.to_bytes();
     let path = vector_path(name);
-    if std::env::var_os("RON_BLESS").is_some() {
+    if std::env::var_os("BLESS_VECTORS").is_some() {
         let text = format!(
             "# {description}\n# {} bytes\n{}",
             wire.len(),

@@ -1,6 +1,14 @@
-//! The command line. Precedence: embedded defaults, then `--config FILE`, then flags.
+//! The command line and the configuration layers.
+//!
+//! Precedence, lowest first: embedded defaults, the TOML file (`--config`), `RON_*`
+//! environment variables (`RON_SHARDS=4` sets `shards`), flags. Every setting has one
+//! parser, whatever layer its value comes from, so a bad value is reported the same way
+//! with the key and the layer named. `ron config print` shows the result and, per key,
+//! the layer it came from.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError};
@@ -9,40 +17,278 @@ pub const HELP: &str = "\
 ron — the RustyOnions data-plane node
 
 USAGE:
-  ron serve [OPTIONS]     run a node (embedded defaults work on a fresh machine)
-  ron help | --help       this text
+  ron serve [OPTIONS]          run a node (embedded defaults work on a fresh machine)
+  ron config print [OPTIONS]   show the effective configuration and where each value came from
+  ron help | --help            this text
   ron --version
 
-SERVE OPTIONS (defaults in brackets; each also a key in the --config TOML file):
-  --config FILE               TOML file with any of the keys below (snake_case)
+CONFIGURATION, lowest precedence first: embedded defaults, the TOML file (--config),
+RON_* environment variables (the key in upper case: RON_SHARDS=4, RON_TOKENS=a,b), flags.
+
+OPTIONS (defaults in brackets; the TOML key is the flag with '_' for '-' unless given):
+  --config FILE               TOML file with any of the keys below
   --data-dir DIR              data directory [./ron-data]
   --http ADDR                 HTTP listener [127.0.0.1:8080]
   --oap ADDR                  OAP/1 listener, accepted now, served later [127.0.0.1:9444]
   --admin ADDR                admin HTTP: /healthz /readyz /metrics /version [127.0.0.1:9600]
   --shards N                  pinned shards, 0 = one per CPU [0]
   --cache-bytes SIZE          verified-group cache for the node [256MiB]
-  --max-object-bytes SIZE     largest upload [64GiB]
+  --max-object-bytes SIZE     largest upload (key object_bytes_max) [64GiB]
   --head-bytes-max SIZE       largest request head [16KiB]
   --header-timeout-ms N       time to receive a whole head [10000]
   --idle-timeout-ms N         keep-alive idle time [75000]
   --body-timeout-ms N         time between body reads / writes [60000]
-  --max-connections N         open connections per shard [10000]
-  --max-inflight N            requests in flight per shard; more get 503 [4096]
-  --token TOKEN               a bearer token allowed to write (repeatable)
+  --max-connections N         open connections per shard (key connections_max) [10000]
+  --max-inflight N            requests in flight per shard; more get 503 (key inflight_max) [4096]
+  --token TOKEN               a bearer token allowed to write (repeatable; key tokens)
   --allow-open-writes         allow writes without tokens on a non-loopback listener
   --drain-timeout-ms N        wait for in-flight requests at shutdown [10000]
+  --meta-cache-bytes SIZE     object metadata cache for the node [64MiB]
+  --open-files-max N          object files kept open per shard [1024]
+  --index-bytes-max SIZE      LMDB map size per store [64GiB]
 
 SIZE accepts a plain number of bytes or a suffix: KiB, MiB, GiB, TiB.
 
-EXIT CODES: 0 clean stop (SIGINT/SIGTERM), 1 runtime failure, 2 usage error.
+EXIT CODES: 0 clean stop (SIGINT/SIGTERM); 1 runtime failure or refusal to start (e.g. the
+write rule, a data dir in use); 2 an error in the command line, the file or RON_* variables.
 ";
 
 #[derive(Debug)]
 pub enum Command {
     Serve(Box<Config>),
+    PrintConfig(Box<Resolved>),
     Help,
     Version,
 }
+
+/// The layer a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Env(var) => write!(f, "environment {var}"),
+            Origin::Flag(flag) => write!(f, "flag --{flag}"),
+        }
+    }
+}
+
+/// The effective configuration and, per key, where its value came from.
+#[derive(Debug)]
+pub struct Resolved {
+    pub config: Config,
+    pub origins: BTreeMap<&'static str, Origin>,
+}
+
+/// One setting: its TOML key (also the `RON_` variable, upper-cased), its flag, and how
+/// a textual value applies to the configuration.
+struct Setting {
+    key: &'static str,
+    flag: &'static str,
+    apply: fn(&mut Config, &str, Layer) -> Result<(), String>,
+}
+
+/// Lists (tokens) append when repeated as flags and replace otherwise.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Env,
+    Flag,
+}
+
+fn addr(v: &str) -> Result<std::net::SocketAddr, String> {
+    v.parse().map_err(|_| format!("invalid address {v:?}"))
+}
+
+fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("invalid number {v:?}"))
+}
+
+fn size(v: &str) -> Result<u64, String> {
+    parse_size(v).map_err(|e| e.to_string())
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v {
+        "" | "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("invalid boolean {v:?} (true or false)")),
+    }
+}
+
+const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "data_dir",
+        flag: "data-dir",
+        apply: |c, v, _| {
+            c.data_dir = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "http",
+        flag: "http",
+        apply: |c, v, _| {
+            c.http = addr(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "oap",
+        flag: "oap",
+        apply: |c, v, _| {
+            c.oap = addr(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "admin",
+        flag: "admin",
+        apply: |c, v, _| {
+            c.admin = addr(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "shards",
+        flag: "shards",
+        apply: |c, v, _| {
+            c.shards = num(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "cache_bytes",
+        flag: "cache-bytes",
+        apply: |c, v, _| {
+            c.cache_bytes = size(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "object_bytes_max",
+        flag: "max-object-bytes",
+        apply: |c, v, _| {
+            c.object_bytes_max = size(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "head_bytes_max",
+        flag: "head-bytes-max",
+        apply: |c, v, _| {
+            c.head_bytes_max = size(v)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "header_timeout_ms",
+        flag: "header-timeout-ms",
+        apply: |c, v, _| {
+            c.header_timeout_ms = num(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "idle_timeout_ms",
+        flag: "idle-timeout-ms",
+        apply: |c, v, _| {
+            c.idle_timeout_ms = num(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "body_timeout_ms",
+        flag: "body-timeout-ms",
+        apply: |c, v, _| {
+            c.body_timeout_ms = num(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "connections_max",
+        flag: "max-connections",
+        apply: |c, v, _| {
+            c.connections_max = num(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "inflight_max",
+        flag: "max-inflight",
+        apply: |c, v, _| {
+            c.inflight_max = num(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "tokens",
+        flag: "token",
+        apply: |c, v, layer| {
+            if layer == Layer::Flag {
+                c.tokens.push(v.to_owned());
+            } else {
+                c.tokens = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
+            Ok(())
+        },
+    },
+    Setting {
+        key: "allow_open_writes",
+        flag: "allow-open-writes",
+        apply: |c, v, _| {
+            c.allow_open_writes = boolean(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "drain_timeout_ms",
+        flag: "drain-timeout-ms",
+        apply: |c, v, _| {
+            c.drain_timeout_ms = num(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "meta_cache_bytes",
+        flag: "meta-cache-bytes",
+        apply: |c, v, _| {
+            c.meta_cache_bytes = size(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "open_files_max",
+        flag: "open-files-max",
+        apply: |c, v, _| {
+            c.open_files_max = num(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "index_bytes_max",
+        flag: "index-bytes-max",
+        apply: |c, v, _| {
+            c.index_bytes_max = size(v)?;
+            Ok(())
+        },
+    },
+];
+
+/// Flags that take no value.
+const SWITCHES: &[&str] = &["allow-open-writes"];
 
 fn usage(message: impl Into<String>) -> ConfigError {
     ConfigError::Usage(message.into())
@@ -73,16 +319,20 @@ pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
         })
 }
 
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ConfigError> {
+/// Parses the command line; `env` is the process environment (passed in for tests).
+pub fn parse(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Command, ConfigError> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
     let mut flags: Vec<(String, String)> = Vec::new();
-    let mut subcommand = None;
+    let mut words: Vec<String> = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| usage(e.to_string()))? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
-            Long("allow-open-writes") => flags.push(("allow-open-writes".into(), String::new())),
+            Long(name) if SWITCHES.contains(&name) => flags.push((name.to_string(), "true".into())),
             Long(name) => {
                 let name = name.to_string();
                 let value = parser.value().map_err(|e| usage(e.to_string()))?;
@@ -91,56 +341,93 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Config
                     .map_err(|_| usage(format!("--{name}: value is not UTF-8")))?;
                 flags.push((name, value));
             }
-            Value(word) if subcommand.is_none() => {
-                subcommand = Some(
-                    word.into_string()
-                        .map_err(|_| usage("command is not UTF-8"))?,
-                )
-            }
+            Value(word) => words.push(
+                word.into_string()
+                    .map_err(|_| usage("command is not UTF-8"))?,
+            ),
             other => return Err(usage(other.unexpected().to_string())),
         }
     }
-    match subcommand.as_deref() {
-        Some("serve") => {}
-        Some("help") => return Ok(Command::Help),
-        Some(other) => return Err(usage(format!("unknown command {other:?}"))),
-        None => return Err(usage("missing command")),
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["serve"] => Ok(Command::Serve(Box::new(resolve(&flags, env)?.config))),
+        ["config", "print"] => Ok(Command::PrintConfig(Box::new(resolve(&flags, env)?))),
+        ["help"] => Ok(Command::Help),
+        [] => Err(usage("missing command")),
+        other => Err(usage(format!("unknown command {:?}", other.join(" ")))),
     }
-    let mut config = match flags.iter().find(|(n, _)| n == "config") {
-        Some((_, path)) => Config::from_toml(&PathBuf::from(path))?,
-        None => Config::default(),
-    };
-    for (name, value) in &flags {
-        apply_flag(&mut config, name, value)?;
-    }
-    Ok(Command::Serve(Box::new(config)))
 }
 
-fn apply_flag(config: &mut Config, name: &str, value: &str) -> Result<(), ConfigError> {
-    let bad = |what: &str| usage(format!("--{name}: invalid {what} {value:?}"));
-    let addr = || value.parse().map_err(|_| bad("address"));
-    let number = || value.parse::<u64>().map_err(|_| bad("number"));
-    match name {
-        "config" => {}
-        "data-dir" => config.data_dir = PathBuf::from(value),
-        "http" => config.http = addr()?,
-        "oap" => config.oap = addr()?,
-        "admin" => config.admin = addr()?,
-        "shards" => config.shards = value.parse().map_err(|_| bad("shard count"))?,
-        "cache-bytes" => config.cache_bytes = parse_size(value)?,
-        "max-object-bytes" => config.object_bytes_max = parse_size(value)?,
-        "head-bytes-max" => config.head_bytes_max = parse_size(value)? as usize,
-        "header-timeout-ms" => config.header_timeout_ms = number()?,
-        "idle-timeout-ms" => config.idle_timeout_ms = number()?,
-        "body-timeout-ms" => config.body_timeout_ms = number()?,
-        "drain-timeout-ms" => config.drain_timeout_ms = number()?,
-        "max-connections" => config.connections_max = value.parse().map_err(|_| bad("number"))?,
-        "max-inflight" => config.inflight_max = value.parse().map_err(|_| bad("number"))?,
-        "token" => config.tokens.push(value.to_owned()),
-        "allow-open-writes" => config.allow_open_writes = true,
-        other => return Err(usage(format!("unknown option --{other}"))),
+/// Applies the layers in order and records where each key's value came from.
+pub fn resolve(
+    flags: &[(String, String)],
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Resolved, ConfigError> {
+    let mut origins: BTreeMap<&'static str, Origin> =
+        SETTINGS.iter().map(|s| (s.key, Origin::Default)).collect();
+    let mut config = match flags.iter().rev().find(|(n, _)| n == "config") {
+        Some((_, path)) => {
+            let path = PathBuf::from(path);
+            let (config, keys) = Config::from_toml_with_keys(&path)?;
+            for key in keys {
+                if let Some(s) = SETTINGS.iter().find(|s| s.key == key) {
+                    origins.insert(s.key, Origin::File(path.clone()));
+                }
+            }
+            config
+        }
+        None => Config::default(),
+    };
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("RON_"))
+        .collect();
+    env.sort();
+    for (var, value) in env {
+        let key = var["RON_".len()..].to_ascii_lowercase();
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.key == key)
+            .ok_or_else(|| usage(format!("environment {var}: unknown key {key:?}")))?;
+        (setting.apply)(&mut config, &value, Layer::Env)
+            .map_err(|e| usage(format!("environment {var} (key {key}): {e}")))?;
+        origins.insert(setting.key, Origin::Env(var));
     }
-    Ok(())
+    for (flag, value) in flags.iter().filter(|(n, _)| n != "config") {
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.flag == flag)
+            .ok_or_else(|| usage(format!("unknown option --{flag}")))?;
+        (setting.apply)(&mut config, value, Layer::Flag)
+            .map_err(|e| usage(format!("--{flag} (key {}): {e}", setting.key)))?;
+        origins.insert(setting.key, Origin::Flag(flag.clone()));
+    }
+    Ok(Resolved { config, origins })
+}
+
+impl Resolved {
+    /// The effective configuration as TOML, each line annotated with its origin.
+    /// Tokens are redacted.
+    pub fn render(&self) -> String {
+        let mut shown = self.config.clone();
+        shown.tokens = shown
+            .tokens
+            .iter()
+            .map(|_| "<redacted>".to_string())
+            .collect();
+        let text = toml::to_string(&shown).unwrap_or_default();
+        let mut out = String::from(
+            "# effective configuration: defaults < file < RON_* environment < flags\n",
+        );
+        for line in text.lines() {
+            let key = line.split(" = ").next().unwrap_or("");
+            match self.origins.get(key) {
+                Some(origin) => out.push_str(&format!("{line:<44} # {origin}\n")),
+                None => out.push_str(&format!("{line}\n")),
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -151,21 +438,35 @@ mod tests {
         list.iter().map(OsString::from).collect()
     }
 
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn flags_override_defaults() {
-        let Command::Serve(c) = parse(args(&[
-            "serve",
-            "--shards",
-            "3",
-            "--cache-bytes",
-            "64MiB",
-            "--token",
-            "t1",
-            "--token",
-            "t2",
-            "--http",
-            "127.0.0.1:1",
-        ]))
+        let Command::Serve(c) = parse(
+            args(&[
+                "serve",
+                "--shards",
+                "3",
+                "--cache-bytes",
+                "64MiB",
+                "--token",
+                "t1",
+                "--token",
+                "t2",
+                "--http",
+                "127.0.0.1:1",
+            ]),
+            no_env(),
+        )
         .unwrap() else {
             panic!()
         };
@@ -176,18 +477,100 @@ mod tests {
     }
 
     #[test]
-    fn usage_errors_name_the_problem() {
-        let e = parse(args(&["serve", "--shards", "x"]))
+    fn layers_apply_in_order_and_record_their_origin() {
+        let dir = std::env::temp_dir().join(format!("ron-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ron.toml");
+        std::fs::write(
+            &file,
+            "shards = 2\ncache_bytes = 1024\nidle_timeout_ms = 5\n",
+        )
+        .unwrap();
+        let file_arg = file.to_string_lossy().to_string();
+        let Command::PrintConfig(r) = parse(
+            args(&[
+                "config",
+                "print",
+                "--config",
+                &file_arg,
+                "--cache-bytes",
+                "2KiB",
+            ]),
+            env(&[
+                ("RON_SHARDS", "4"),
+                ("RON_CACHE_BYTES", "3KiB"),
+                ("RON_TOKENS", "a, b"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.config.shards, 4, "environment over file");
+        assert_eq!(r.config.cache_bytes, 2048, "flag over environment");
+        assert_eq!(r.config.idle_timeout_ms, 5, "file over default");
+        assert_eq!(r.config.tokens, vec!["a", "b"]);
+        assert_eq!(r.origins["shards"], Origin::Env("RON_SHARDS".into()));
+        assert_eq!(r.origins["cache_bytes"], Origin::Flag("cache-bytes".into()));
+        assert_eq!(r.origins["idle_timeout_ms"], Origin::File(file.clone()));
+        assert_eq!(r.origins["http"], Origin::Default);
+        let text = r.render();
+        assert!(text.contains("# environment RON_SHARDS"), "{text}");
+        assert!(
+            text.contains("tokens = [\"<redacted>\", \"<redacted>\"]"),
+            "{text}"
+        );
+        assert!(!text.contains("\"a\""), "tokens leaked: {text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_layer() {
+        let e = parse(args(&["serve", "--shards", "x"]), no_env())
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "--shards: invalid shard count \"x\"");
-        let e = parse(args(&["serve", "--nope", "1"]))
+        assert_eq!(e, "--shards (key shards): invalid number \"x\"");
+        let e = parse(args(&["serve", "--nope", "1"]), no_env())
             .unwrap_err()
             .to_string();
         assert_eq!(e, "unknown option --nope");
-        let e = parse(args(&["frobnicate"])).unwrap_err().to_string();
+        let e = parse(args(&["serve"]), env(&[("RON_SHARDZ", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "environment RON_SHARDZ: unknown key \"shardz\"");
+        let e = parse(args(&["serve"]), env(&[("RON_HTTP", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "environment RON_HTTP (key http): invalid address \"nowhere\""
+        );
+        let e = parse(args(&["frobnicate"]), no_env())
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "unknown command \"frobnicate\"");
-        assert!(matches!(parse(args(&["--help"])).unwrap(), Command::Help));
+        assert!(matches!(
+            parse(args(&["--help"]), no_env()).unwrap(),
+            Command::Help
+        ));
+    }
+
+    #[test]
+    fn every_setting_is_a_config_key() {
+        let rendered = toml::to_string(&Config::default()).unwrap();
+        for s in SETTINGS {
+            assert!(
+                rendered
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{} = ", s.key))),
+                "{}",
+                s.key
+            );
+        }
+        assert_eq!(
+            rendered.lines().filter(|l| l.contains(" = ")).count(),
+            SETTINGS.len()
+        );
     }
 
     #[test]

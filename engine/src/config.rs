@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The node's configuration. Field names are the TOML keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -86,12 +86,21 @@ pub enum ConfigError {
 
 impl Config {
     pub fn from_toml(path: &std::path::Path) -> Result<Config, ConfigError> {
+        Self::from_toml_with_keys(path).map(|(config, _)| config)
+    }
+
+    /// Loads a TOML file; also returns the keys it set (for `ron config print`).
+    pub fn from_toml_with_keys(
+        path: &std::path::Path,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
         let file = |reason: String| ConfigError::File {
             path: path.to_path_buf(),
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
-        toml::from_str(&text).map_err(|e| file(e.to_string()))
+        let config: Config = toml::from_str(&text).map_err(|e| file(e.to_string()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| file(e.to_string()))?;
+        Ok((config, table.keys().cloned().collect()))
     }
 
     /// Shards to run: the configured count, or one per online CPU.

@@ -5,9 +5,13 @@ use std::process::ExitCode;
 use ron_engine::cli::{parse, Command};
 
 fn main() -> ExitCode {
-    match parse(std::env::args_os().skip(1)) {
+    match parse(std::env::args_os().skip(1), std::env::vars()) {
         Ok(Command::Help) => {
             print!("{}", ron_engine::cli::HELP);
+            ExitCode::SUCCESS
+        }
+        Ok(Command::PrintConfig(resolved)) => {
+            print!("{}", resolved.render());
             ExitCode::SUCCESS
         }
         Ok(Command::Version) => {

@@ -516,3 +516,42 @@ fn sigterm_finishes_a_request_in_flight() {
         body
     );
 }
+
+#[test]
+fn config_print_shows_sources_and_errors_name_the_key() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["config", "print", "--max-inflight", "7"])
+        .env("RON_SHARDS", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        line("shards").contains("= 2") && line("shards").ends_with("# environment RON_SHARDS"),
+        "{text}"
+    );
+    assert!(
+        line("inflight_max").ends_with("# flag --max-inflight"),
+        "{text}"
+    );
+    assert!(line("http").ends_with("# default"), "{text}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["serve"])
+        .env("RON_CACHE_BYTES", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("environment RON_CACHE_BYTES (key cache_bytes): invalid size \"lots\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
