@@ -36,6 +36,9 @@ pub struct ControlState {
     pub shards: Vec<Arc<ShardMetrics>>,
     pub version: &'static str,
     pub stop: Arc<AtomicBool>,
+    /// When set, every endpoint but the probes (`/healthz`, `/readyz`) needs
+    /// `Authorization: Bearer <admin_token>`.
+    pub admin_token: Option<String>,
 }
 
 /// Binds the admin listener and starts the control thread.
@@ -72,14 +75,23 @@ fn answer(mut stream: TcpStream, state: &ControlState) -> std::io::Result<()> {
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut buf = vec![0u8; ADMIN_HEAD_BYTES_MAX];
     let mut filled = 0;
-    let (method, path) = loop {
+    let (method, path, authorized) = loop {
         let n = stream.read(&mut buf[filled..])?;
         if n == 0 {
             return Ok(());
         }
         filled += n;
         match parse_request_head(&buf[..filled], ADMIN_HEAD_BYTES_MAX) {
-            Ok(HeadParse::Complete(head)) => break (head.method, head.path().to_owned()),
+            Ok(HeadParse::Complete(head)) => {
+                let authorized = match &state.admin_token {
+                    None => true,
+                    Some(token) => head
+                        .authorization
+                        .and_then(|v| v.strip_prefix(b"Bearer "))
+                        .is_some_and(|given| constant_time_eq(given, token.as_bytes())),
+                };
+                break (head.method, head.path().to_owned(), authorized);
+            }
             Ok(HeadParse::Partial) => continue,
             Err(e) => return respond(&mut stream, 400, "text/plain", e.to_string().as_bytes()),
         }
@@ -90,6 +102,15 @@ fn answer(mut stream: TcpStream, state: &ControlState) -> std::io::Result<()> {
             405,
             "text/plain",
             b"admin endpoints are GET only\n",
+        );
+    }
+    let probe = matches!(path.as_str(), "/healthz" | "/readyz");
+    if !authorized && !probe {
+        return respond(
+            &mut stream,
+            401,
+            "text/plain",
+            b"admin endpoints need Authorization: Bearer <admin token>\n",
         );
     }
     let snapshots: Vec<MetricsSnapshot> = state.shards.iter().map(|m| m.snapshot()).collect();
@@ -109,6 +130,12 @@ fn answer(mut stream: TcpStream, state: &ControlState) -> std::io::Result<()> {
             200,
             "text/plain; version=0.0.4",
             render_metrics(&snapshots).as_bytes(),
+        ),
+        "/admin/stats" => respond(
+            &mut stream,
+            200,
+            "application/json",
+            stats(&snapshots).as_bytes(),
         ),
         "/version" => {
             let body = serde_json::json!({ "name": "ron", "version": state.version }).to_string();
@@ -131,6 +158,36 @@ fn respond(
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The /admin/stats report: what each shard holds and serves.
+pub fn stats(shards: &[MetricsSnapshot]) -> String {
+    let per_shard: Vec<_> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            serde_json::json!({
+                "shard": i,
+                "objects": s.objects_stored,
+                "bytes": s.bytes_stored,
+                "cache_bytes": s.cache_bytes,
+                "cache_entries": s.cache_entries,
+                "connections": s.connections_open,
+                "inflight": s.inflight,
+                "requests": s.requests_by_status.iter().map(|(_, n)| n).sum::<u64>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "objects": shards.iter().map(|s| s.objects_stored).sum::<u64>(),
+        "bytes": shards.iter().map(|s| s.bytes_stored).sum::<u64>(),
+        "shards": per_shard,
+    })
+    .to_string()
 }
 
 /// The /readyz verdict and report.
@@ -259,6 +316,30 @@ pub fn render_metrics(shards: &[MetricsSnapshot]) -> String {
             "gauge"
         };
         family(&mut out, name, kind, help);
+        out.push_str(&format!("{name} {}\n", sum(get)));
+    }
+    let gauges: [(&str, &str, Reader); 4] = [
+        ("ron_objects_stored", "Objects in the node's stores.", |s| {
+            s.objects_stored
+        }),
+        (
+            "ron_bytes_stored",
+            "Bytes of objects in the node's stores.",
+            |s| s.bytes_stored,
+        ),
+        (
+            "ron_cache_bytes",
+            "Bytes held by the verified-group caches.",
+            |s| s.cache_bytes,
+        ),
+        (
+            "ron_cache_entries",
+            "Groups held by the verified-group caches.",
+            |s| s.cache_entries,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        family(&mut out, name, "gauge", help);
         out.push_str(&format!("{name} {}\n", sum(get)));
     }
     family(

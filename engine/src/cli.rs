@@ -42,6 +42,7 @@ OPTIONS (defaults in brackets; the TOML key is the flag with '_' for '-' unless 
   --max-inflight N            requests in flight per shard; more get 503 (key inflight_max) [4096]
   --token TOKEN               a bearer token allowed to write (repeatable; key tokens)
   --allow-open-writes         allow writes without tokens on a non-loopback listener
+  --admin-token TOKEN         bearer token for admin endpoints (required off loopback)
   --drain-timeout-ms N        wait for in-flight requests at shutdown [10000]
   --meta-cache-bytes SIZE     object metadata cache for the node [64MiB]
   --open-files-max N          object files kept open per shard [1024]
@@ -254,6 +255,14 @@ const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "admin_token",
+        flag: "admin-token",
+        apply: |c, v, _| {
+            c.admin_token = Some(v.to_owned());
+            Ok(())
+        },
+    },
+    Setting {
         key: "drain_timeout_ms",
         flag: "drain-timeout-ms",
         apply: |c, v, _| {
@@ -415,6 +424,7 @@ impl Resolved {
             .iter()
             .map(|_| "<redacted>".to_string())
             .collect();
+        shown.admin_token = shown.admin_token.as_ref().map(|_| "<redacted>".to_string());
         let text = toml::to_string(&shown).unwrap_or_default();
         let mut out = String::from(
             "# effective configuration: defaults < file < RON_* environment < flags\n",
@@ -557,7 +567,11 @@ mod tests {
 
     #[test]
     fn every_setting_is_a_config_key() {
-        let rendered = toml::to_string(&Config::default()).unwrap();
+        let with_all = Config {
+            admin_token: Some("x".into()),
+            ..Config::default()
+        };
+        let rendered = toml::to_string(&with_all).unwrap();
         for s in SETTINGS {
             assert!(
                 rendered

@@ -37,6 +37,9 @@ pub struct Config {
     pub tokens: Vec<String>,
     /// Start with open writes on a non-loopback listener (explicit operator choice).
     pub allow_open_writes: bool,
+    /// Bearer token for the admin endpoints; required when `admin` is not loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
     /// Longest wait for in-flight requests at shutdown.
     pub drain_timeout_ms: u64,
     /// Object metadata cache (records with their chunk trees), bytes, for the whole
@@ -66,6 +69,7 @@ impl Default for Config {
             inflight_max: 4_096,
             tokens: Vec::new(),
             allow_open_writes: false,
+            admin_token: None,
             drain_timeout_ms: 10_000,
             meta_cache_bytes: 64 << 20,
             open_files_max: 1_024,
@@ -124,11 +128,18 @@ impl Config {
                 self.http
             ));
         }
-        if self
-            .tokens
-            .iter()
-            .any(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
-        {
+        if self.admin_token.is_none() && !self.admin.ip().is_loopback() {
+            return refuse(format!(
+                "refusing to start: the admin endpoints listen on {} (not loopback) without \
+                 an admin token. Set --admin-token (or `admin_token`), or keep admin on loopback.",
+                self.admin
+            ));
+        }
+        let bad_token = |t: &String| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic());
+        if self.admin_token.as_ref().is_some_and(bad_token) {
+            return refuse("admin_token must be non-empty visible ASCII".into());
+        }
+        if self.tokens.iter().any(bad_token) {
             return refuse("tokens must be non-empty visible ASCII".into());
         }
         if self.head_bytes_max < 1024 {
@@ -173,6 +184,21 @@ mod tests {
         c.validate().unwrap();
         c.allow_open_writes = false;
         c.tokens = vec!["s3cret".into()];
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn public_admin_needs_an_admin_token() {
+        let mut c = Config {
+            admin: "0.0.0.0:9600".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("refusing to start: the admin endpoints listen on 0.0.0.0:9600"),
+            "{err}"
+        );
+        c.admin_token = Some("adm1n".into());
         c.validate().unwrap();
     }
 

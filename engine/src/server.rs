@@ -79,6 +79,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         shards: metrics.clone(),
         version: env!("CARGO_PKG_VERSION"),
         stop: Arc::clone(&control_stop),
+        admin_token: config.admin_token.clone(),
     });
     let (admin_addr, control) =
         ron_control::spawn(config.admin, state).map_err(|source| ServeError::Admin {

@@ -48,6 +48,13 @@ pub struct ShardMetrics {
     pub overload_rejections: AtomicU64,
     pub mesh_requests: AtomicU64,
     pub objects_created: AtomicU64,
+    /// Objects and bytes in the stores this shard owns (the stores' stats at start-up,
+    /// then counted at each commit).
+    pub objects_stored: AtomicU64,
+    pub bytes_stored: AtomicU64,
+    /// Bytes and entries held by the verified-group cache.
+    pub cache_bytes: AtomicU64,
+    pub cache_entries: AtomicU64,
     /// Set once the shard's listeners accept.
     pub ready: AtomicBool,
     /// Set while the shard's inflight gate is full.
@@ -101,6 +108,10 @@ impl ShardMetrics {
             overload_rejections: self.overload_rejections.load(Relaxed),
             mesh_requests: self.mesh_requests.load(Relaxed),
             objects_created: self.objects_created.load(Relaxed),
+            objects_stored: self.objects_stored.load(Relaxed),
+            bytes_stored: self.bytes_stored.load(Relaxed),
+            cache_bytes: self.cache_bytes.load(Relaxed),
+            cache_entries: self.cache_entries.load(Relaxed),
             ready: self.ready.load(Relaxed),
             overloaded: self.overloaded.load(Relaxed),
         }
@@ -125,6 +136,10 @@ pub struct MetricsSnapshot {
     pub overload_rejections: u64,
     pub mesh_requests: u64,
     pub objects_created: u64,
+    pub objects_stored: u64,
+    pub bytes_stored: u64,
+    pub cache_bytes: u64,
+    pub cache_entries: u64,
     pub ready: bool,
     pub overloaded: bool,
 }

@@ -22,7 +22,7 @@ use crate::layout::{self, Routing, ShardIndex};
 use crate::mesh::{Mesh, MeshOp, MeshReply};
 use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
-use crate::store::{Store, StoreId};
+use crate::store::{CommitRecord, Store, StoreId, StoreStats};
 
 /// Start-up sizing of one shard; every cache and table has a limit.
 #[derive(Debug, Clone)]
@@ -56,8 +56,7 @@ pub struct StagedObject {
 
 struct PendingCommit {
     store: StoreId,
-    addr: Address,
-    record: Vec<u8>,
+    record: CommitRecord,
     object_path: PathBuf,
     done: LocalSender<Result<(), String>>,
 }
@@ -100,7 +99,11 @@ impl Shard {
         let mut stores = HashMap::new();
         for id in routing.stores_of(index) {
             let dir = layout::store_dir(&config.data_dir, id);
-            stores.insert(id, Store::open(&dir, id, config.index_bytes_max)?);
+            let store = Store::open(&dir, id, config.index_bytes_max)?;
+            let stats = store.stats()?;
+            ShardMetrics::add(&metrics.objects_stored, stats.objects);
+            ShardMetrics::add(&metrics.bytes_stored, stats.bytes);
+            stores.insert(id, store);
         }
         let (commit_wakeup, commit_rx) = local_channel::new_bounded(1);
         let shard = Rc::new(Shard {
@@ -220,9 +223,16 @@ impl Shard {
         };
         // Trust boundary: whatever the source, check again before it is cached and sent.
         self.check_group(meta, group, &bytes)?;
-        self.groups
-            .borrow_mut()
-            .insert(key, bytes.clone(), bytes.len());
+        let mut groups = self.groups.borrow_mut();
+        groups.insert(key, bytes.clone(), bytes.len());
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.metrics
+            .cache_bytes
+            .store(groups.weight() as u64, relaxed);
+        self.metrics
+            .cache_entries
+            .store(groups.len() as u64, relaxed);
+        drop(groups);
         Ok(bytes)
     }
 
@@ -340,8 +350,11 @@ impl Shard {
         let (done, result) = local_channel::new_bounded(1);
         self.pending.borrow_mut().push(PendingCommit {
             store: store.id(),
-            addr,
-            record: staged.meta.encode(),
+            record: CommitRecord {
+                addr,
+                record: staged.meta.encode(),
+                object_len: staged.meta.len(),
+            },
             object_path,
             done,
         });
@@ -362,7 +375,7 @@ impl Shard {
 /// One store's share of a group commit.
 struct StoreBatch {
     store: Store,
-    records: Vec<(Address, Vec<u8>)>,
+    records: Vec<CommitRecord>,
     paths: Vec<PathBuf>,
 }
 
@@ -392,22 +405,30 @@ async fn commit_loop(shard: Rc<Shard>, wakeups: LocalReceiver<()>) {
                     records: Vec::new(),
                     paths: Vec::new(),
                 });
-                entry.records.push((p.addr, p.record));
+                entry.records.push(p.record);
                 entry.paths.push(p.object_path);
                 waiters.push(p.done);
             }
-            let result = glommio::executor()
-                .spawn_blocking(move || -> Result<(), String> {
+            let outcome = glommio::executor()
+                .spawn_blocking(move || -> Result<StoreStats, String> {
+                    let mut added = StoreStats::default();
                     for batch in per_store.into_values() {
                         make_durable(&batch.paths).map_err(|e| e.to_string())?;
-                        batch
+                        let stats = batch
                             .store
                             .commit_blocking(&batch.records)
                             .map_err(|e| e.to_string())?;
+                        added.objects += stats.objects;
+                        added.bytes += stats.bytes;
                     }
-                    Ok(())
+                    Ok(added)
                 })
                 .await;
+            if let Ok(added) = &outcome {
+                ShardMetrics::add(&shard.metrics.objects_stored, added.objects);
+                ShardMetrics::add(&shard.metrics.bytes_stored, added.bytes);
+            }
+            let result = outcome.map(|_| ());
             for waiter in waiters {
                 let _ = waiter.try_send(result.clone());
             }

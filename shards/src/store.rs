@@ -34,6 +34,46 @@ pub struct Store {
     root: PathBuf,
     env: Env<WithoutTls>,
     db: Database<RawBytes, RawBytes>,
+    /// One record, `stats`: objects and bytes stored, updated in every commit.
+    stats: Database<RawBytes, RawBytes>,
+}
+
+const STATS_KEY: &[u8] = b"stats";
+
+/// What a store holds, kept up to date by each commit (O(1) to read at start-up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl StoreStats {
+    fn decode(bytes: Option<&[u8]>) -> StoreStats {
+        let word = |at: usize| {
+            bytes
+                .and_then(|b| b.get(at..at + 8))
+                .map_or(0, |w| u64::from_be_bytes(w.try_into().unwrap_or([0; 8])))
+        };
+        StoreStats {
+            objects: word(0),
+            bytes: word(8),
+        }
+    }
+
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.objects.to_be_bytes());
+        out[8..].copy_from_slice(&self.bytes.to_be_bytes());
+        out
+    }
+}
+
+/// One record to commit: the object's address, its encoded record and its length.
+#[derive(Debug, Clone)]
+pub struct CommitRecord {
+    pub addr: Address,
+    pub record: Vec<u8>,
+    pub object_len: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -61,7 +101,7 @@ impl Store {
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options
             .map_size(index_bytes_max)
-            .max_dbs(1)
+            .max_dbs(2)
             .max_readers(512);
         // SAFETY: each store's index dir is opened once by this process (start-up opens
         // every store exactly once) and nothing else writes its files; LMDB's own lock
@@ -72,12 +112,16 @@ impl Store {
         let db = env
             .create_database::<RawBytes, RawBytes>(&mut wtxn, Some("objects"))
             .map_err(lmdb("create database"))?;
+        let stats = env
+            .create_database::<RawBytes, RawBytes>(&mut wtxn, Some("stats"))
+            .map_err(lmdb("create database"))?;
         wtxn.commit().map_err(lmdb("commit"))?;
         Ok(Store {
             id,
             root: root.to_path_buf(),
             env,
             db,
+            stats,
         })
     }
 
@@ -115,16 +159,42 @@ impl Store {
             .is_some())
     }
 
-    /// Commits a batch of records in one durable LMDB transaction. Blocking (fsync):
-    /// call from the blocking pool only.
-    pub fn commit_blocking(&self, records: &[(Address, Vec<u8>)]) -> Result<(), ShardError> {
+    /// Objects and bytes stored.
+    pub fn stats(&self) -> Result<StoreStats, ShardError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        let raw = self.stats.get(&rtxn, STATS_KEY).map_err(self.lmdb("get"))?;
+        Ok(StoreStats::decode(raw))
+    }
+
+    /// Commits a batch of records and the updated stats in one durable LMDB transaction;
+    /// returns what the batch added (records already present count nothing).
+    /// Blocking (fsync): call from the blocking pool only.
+    pub fn commit_blocking(&self, records: &[CommitRecord]) -> Result<StoreStats, ShardError> {
         let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
-        for (addr, record) in records {
+        let raw = self.stats.get(&wtxn, STATS_KEY).map_err(self.lmdb("get"))?;
+        let mut stats = StoreStats::decode(raw);
+        let mut added = StoreStats::default();
+        for r in records {
+            let present = self
+                .db
+                .get(&wtxn, r.addr.as_bytes())
+                .map_err(self.lmdb("get"))?
+                .is_some();
             self.db
-                .put(&mut wtxn, addr.as_bytes(), record)
+                .put(&mut wtxn, r.addr.as_bytes(), &r.record)
                 .map_err(self.lmdb("put"))?;
+            if !present {
+                added.objects += 1;
+                added.bytes += r.object_len;
+            }
         }
-        wtxn.commit().map_err(self.lmdb("commit"))
+        stats.objects += added.objects;
+        stats.bytes += added.bytes;
+        self.stats
+            .put(&mut wtxn, STATS_KEY, &stats.encode())
+            .map_err(self.lmdb("put"))?;
+        wtxn.commit().map_err(self.lmdb("commit"))?;
+        Ok(added)
     }
 
     /// Where the object's bytes live.
