@@ -559,16 +559,6 @@ fn config_print_shows_sources_and_errors_name_the_key() {
 #[test]
 fn admin_token_and_stats_that_survive_a_restart() {
     let mut n = node("adminstats", &["--shards", "2", "--admin-token", "adm1n"]);
-    let with_token = |path: &str| {
-        request(
-            n.admin,
-            format!(
-                "GET {path} HTTP/1.1\r\nAuthorization: Bearer adm1n\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap()
-    };
     assert_eq!(get(n.admin, "/metrics").unwrap().status, 401);
     assert_eq!(get(n.admin, "/admin/stats").unwrap().status, 401);
     assert_eq!(
@@ -581,31 +571,21 @@ fn admin_token_and_stats_that_survive_a_restart() {
         200,
         "probes stay open"
     );
-    assert_eq!(with_token("/metrics").status, 200);
+    assert_eq!(get_bearer(n.admin, "adm1n", "/metrics").status, 200);
 
     let sizes = [10usize, 70_000, 200_000];
     for (i, len) in sizes.iter().enumerate() {
         upload(&n, &bytes(40 + i as u64, *len));
     }
     upload(&n, &bytes(40, 10)); // already stored: counts nothing
-    let stats = with_token("/admin/stats").json();
+    let stats = get_bearer(n.admin, "adm1n", "/admin/stats").json();
     assert_eq!(stats["objects"], 3);
     assert_eq!(stats["bytes"], sizes.iter().sum::<usize>() as u64);
     assert_eq!(stats["shards"].as_array().unwrap().len(), 2);
 
     assert_eq!(n.stop().code(), Some(0));
     n.restart(&["--shards", "2", "--admin-token", "adm1n"]);
-    let with_token = |path: &str| {
-        request(
-            n.admin,
-            format!(
-                "GET {path} HTTP/1.1\r\nAuthorization: Bearer adm1n\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap()
-    };
-    let stats = with_token("/admin/stats").json();
+    let stats = get_bearer(n.admin, "adm1n", "/admin/stats").json();
     assert_eq!(stats["objects"], 3, "{stats}");
     assert_eq!(stats["bytes"], sizes.iter().sum::<usize>() as u64);
 }
