@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -52,7 +53,6 @@ pub struct HttpContext {
     pub limits: HttpLimits,
     /// Set when the node is shutting down: answers carry `Connection: close`.
     pub draining: Rc<Cell<bool>>,
-    inflight: Cell<u32>,
     corr_seq: Cell<u64>,
     date: RefCell<(u64, [u8; HTTP_DATE_LEN])>,
 }
@@ -61,7 +61,7 @@ impl std::fmt::Debug for HttpContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpContext")
             .field("shard", &self.shard.index())
-            .field("inflight", &self.inflight.get())
+            .field("inflight", &self.inflight())
             .finish()
     }
 }
@@ -72,14 +72,15 @@ impl HttpContext {
             shard,
             limits,
             draining,
-            inflight: Cell::new(0),
             corr_seq: Cell::new(0),
             date: RefCell::new((u64::MAX, [0; HTTP_DATE_LEN])),
         }
     }
 
-    pub fn inflight(&self) -> u32 {
-        self.inflight.get()
+    /// Requests being answered on this shard. The shard's metric is the one count:
+    /// only this shard writes it, and the control thread reads it.
+    pub fn inflight(&self) -> u64 {
+        self.metrics().inflight.load(Ordering::Relaxed)
     }
 
     fn metrics(&self) -> &ShardMetrics {
@@ -344,7 +345,7 @@ pub async fn serve_connection(ctx: Rc<HttpContext>, stream: TcpStream) {
     while let Ok(After::KeepAlive) = serve_one(&ctx, &mut conn).await {}
     ctx.metrics()
         .connections_open
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        .fetch_sub(1, Ordering::Relaxed);
     let _ = conn.stream.close().await;
 }
 
@@ -366,15 +367,14 @@ async fn serve_one(ctx: &HttpContext, conn: &mut Conn) -> Result<After, Abort> {
     conn.rbuf.consume(head_len);
     ShardMetrics::add(&ctx.metrics().bytes_in, head_len as u64);
 
-    if ctx.inflight.get() >= ctx.limits.inflight_max {
+    let metrics = ctx.metrics();
+    if ctx.inflight() >= u64::from(ctx.limits.inflight_max) {
         ShardMetrics::add(&ctx.metrics().overload_rejections, 1);
-        ctx.metrics()
-            .overloaded
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics().overloaded.store(true, Ordering::Relaxed);
         let message = format!(
             "shard {} has {} requests in flight (limit {})",
             ctx.shard.index().0,
-            ctx.inflight.get(),
+            ctx.inflight(),
             ctx.limits.inflight_max
         );
         send_error(
@@ -390,13 +390,11 @@ async fn serve_one(ctx: &HttpContext, conn: &mut Conn) -> Result<After, Abort> {
             .record_request(503, started.elapsed().as_micros() as u64);
         return Ok(After::Close);
     }
-    ctx.inflight.set(ctx.inflight.get() + 1);
+    metrics.inflight.fetch_add(1, Ordering::Relaxed);
     let outcome = route(ctx, conn, &request).await;
-    ctx.inflight.set(ctx.inflight.get() - 1);
-    if ctx.inflight.get() < ctx.limits.inflight_max {
-        ctx.metrics()
-            .overloaded
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+    metrics.inflight.fetch_sub(1, Ordering::Relaxed);
+    if ctx.inflight() < u64::from(ctx.limits.inflight_max) {
+        ctx.metrics().overloaded.store(false, Ordering::Relaxed);
     }
     let (status, after) = outcome?;
     ctx.metrics()
@@ -554,6 +552,19 @@ async fn send_error(
     corr: &CorrId,
     close: bool,
 ) -> Result<(), Abort> {
+    send_error_with(ctx, conn, code, message, corr, close, |_| {}).await
+}
+
+/// An error envelope with extra headers (e.g. `Content-Range` on a 416).
+async fn send_error_with(
+    ctx: &HttpContext,
+    conn: &mut Conn,
+    code: ErrorCode,
+    message: &str,
+    corr: &CorrId,
+    close: bool,
+    extra_headers: impl FnOnce(&mut ResponseHead<'_>),
+) -> Result<(), Abort> {
     let mut body = Vec::with_capacity(160);
     Envelope {
         code,
@@ -570,6 +581,7 @@ async fn send_error(
     if code.carries_retry_after() {
         head.header("Retry-After", b"1");
     }
+    extra_headers(&mut head);
     head.finish();
     conn.wbuf.extend_from_slice(&body);
     write_out(ctx, conn).await
@@ -580,10 +592,6 @@ async fn write_out(ctx: &HttpContext, conn: &mut Conn) -> Result<(), Abort> {
     ShardMetrics::add(&ctx.metrics().bytes_out, conn.wbuf.len() as u64);
     conn.wbuf.clear();
     Ok(())
-}
-
-fn shard_error_status(e: &ShardError) -> ErrorCode {
-    e.code()
 }
 
 /// GET and HEAD of one object.
@@ -597,7 +605,7 @@ async fn get(
     let meta = match ctx.shard.meta(addr).await {
         Ok(meta) => meta,
         Err(e) => {
-            let code = shard_error_status(&e);
+            let code = e.code();
             send_error(ctx, conn, code, &e.to_string(), &req.corr_id, close).await?;
             return Ok(code.status());
         }
@@ -638,12 +646,12 @@ async fn get(
     let body_len = if total == 0 { 0 } else { range.len() };
     let send_body = req.method == Method::Get && body_len > 0;
     // Groups fetched and verified before the head goes out: the first one always, and
-    // all of them when the body is small enough to go out in one send. A failure here
+    // all of them when the body is at most VERIFY_BEFORE_HEAD_BYTES_MAX. A failure here
     // is still a clean 500.
     let mut early = EarlyGroups::default();
     if send_body {
         if let Err(e) = early.fetch(ctx, &meta, range).await {
-            let code = shard_error_status(&e);
+            let code = e.code();
             send_error(ctx, conn, code, &e.to_string(), &req.corr_id, close).await?;
             return Ok(code.status());
         }
@@ -684,24 +692,12 @@ async fn unsatisfiable(
     close: bool,
 ) -> Result<u16, Abort> {
     let message = format!("no requested range overlaps the object's {total} bytes");
-    let mut body = Vec::new();
-    Envelope {
-        code: ErrorCode::RangeNotSatisfiable,
-        message: &message,
-        corr_id: req.corr_id.as_str(),
-        retry_after_ms: None,
-    }
-    .write_json(&mut body);
-    conn.wbuf.clear();
-    let mut head = ResponseHead::start(&mut conn.wbuf, 416);
-    common_headers(ctx, &mut head, &req.corr_id, close);
-    head.content_range_unsatisfied(total)
-        .header("Content-Type", b"application/json")
-        .content_length(body.len() as u64);
-    head.finish();
-    conn.wbuf.extend_from_slice(&body);
-    write_out(ctx, conn).await?;
-    Ok(416)
+    let code = ErrorCode::RangeNotSatisfiable;
+    send_error_with(ctx, conn, code, &message, &req.corr_id, close, |head| {
+        head.content_range_unsatisfied(total);
+    })
+    .await?;
+    Ok(code.status())
 }
 
 /// The slice of group `group`'s bytes that falls inside `range`.
@@ -801,6 +797,18 @@ async fn send_slice(ctx: &HttpContext, conn: &mut Conn, slice: &[u8]) -> Result<
     Ok(())
 }
 
+/// Answers an upload that cannot go on, then closes (its body is not, or not all, read).
+async fn refuse_upload(
+    ctx: &HttpContext,
+    conn: &mut Conn,
+    req: &Request,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(u16, After), Abort> {
+    send_error(ctx, conn, code, message, &req.corr_id, true).await?;
+    Ok((code.status(), After::Close))
+}
+
 /// PUT/POST /o and PUT /o/<addr>.
 async fn upload(
     ctx: &HttpContext,
@@ -808,39 +816,19 @@ async fn upload(
     req: &Request,
     keep: bool,
 ) -> Result<(u16, After), Abort> {
-    let fail = |code: ErrorCode| (code.status(), After::Close);
     if !req.authorized {
         let message = "writes need Authorization: Bearer <token> with a configured token";
-        send_error(
-            ctx,
-            conn,
-            ErrorCode::Unauthorized,
-            message,
-            &req.corr_id,
-            true,
-        )
-        .await?;
-        return Ok(fail(ErrorCode::Unauthorized));
+        return refuse_upload(ctx, conn, req, ErrorCode::Unauthorized, message).await;
     }
     let max = ctx.limits.object_bytes_max;
     match req.body {
         BodyFraming::Empty => {
             let message = "an upload needs Content-Length or Transfer-Encoding: chunked";
-            send_error(
-                ctx,
-                conn,
-                ErrorCode::LengthRequired,
-                message,
-                &req.corr_id,
-                true,
-            )
-            .await?;
-            return Ok(fail(ErrorCode::LengthRequired));
+            return refuse_upload(ctx, conn, req, ErrorCode::LengthRequired, message).await;
         }
         BodyFraming::Length(n) if n > max => {
             let message = format!("body of {n} bytes exceeds the object limit of {max} bytes");
-            send_error(ctx, conn, ErrorCode::TooLarge, &message, &req.corr_id, true).await?;
-            return Ok(fail(ErrorCode::TooLarge));
+            return refuse_upload(ctx, conn, req, ErrorCode::TooLarge, &message).await;
         }
         _ => {}
     }
@@ -851,10 +839,7 @@ async fn upload(
     }
     let mut upload = match ctx.shard.begin_upload().await {
         Ok(u) => u,
-        Err(e) => {
-            send_error(ctx, conn, e.code(), &e.to_string(), &req.corr_id, true).await?;
-            return Ok(fail(e.code()));
-        }
+        Err(e) => return refuse_upload(ctx, conn, req, e.code(), &e.to_string()).await,
     };
     let received = receive_body(ctx, conn, req.body, &mut upload).await;
     if let Err(failure) = received {
@@ -862,18 +847,14 @@ async fn upload(
         return match failure {
             BodyFailure::Connection => Err(Abort),
             BodyFailure::Answer(code, message) => {
-                send_error(ctx, conn, code, &message, &req.corr_id, true).await?;
-                Ok(fail(code))
+                refuse_upload(ctx, conn, req, code, &message).await
             }
         };
     }
     let content_type = req.content_type.clone().unwrap_or_default();
     let staged = match upload.finish(content_type).await {
         Ok(s) => s,
-        Err(e) => {
-            send_error(ctx, conn, e.code(), &e.to_string(), &req.corr_id, true).await?;
-            return Ok(fail(e.code()));
-        }
+        Err(e) => return refuse_upload(ctx, conn, req, e.code(), &e.to_string()).await,
     };
     let addr = staged.meta.addr();
     let len = staged.meta.len();
@@ -904,10 +885,7 @@ async fn upload(
     let status = match ctx.shard.commit(staged).await {
         Ok(CommitOutcome::Created) => 201,
         Ok(CommitOutcome::AlreadyStored) => 200,
-        Err(e) => {
-            send_error(ctx, conn, e.code(), &e.to_string(), &req.corr_id, true).await?;
-            return Ok(fail(e.code()));
-        }
+        Err(e) => return refuse_upload(ctx, conn, req, e.code(), &e.to_string()).await,
     };
     let body = format!("{{\"obj\":\"{addr}\",\"len\":{len}}}");
     let location = format!("/o/{addr}");

@@ -43,8 +43,10 @@ pub enum ServeError {
 pub fn serve(config: Config) -> Result<(), ServeError> {
     config.validate()?;
     let shards = config.shard_count();
-    let table = layout::open_data_dir(&config.data_dir, shards)?;
+    // The lock comes first: creating the partition table, cleaning tmp/ and opening the
+    // stores are for the one node that owns the data dir.
     let _lock = lock_data_dir(&config.data_dir)?;
+    let table = layout::open_data_dir(&config.data_dir, shards)?;
     probe_port(config.http)?;
     let removed = layout::clean_tmp(&config.data_dir)?;
     if removed > 0 {
@@ -166,6 +168,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, ServeError> {
     let path = data_dir.join("LOCK");
     let refuse = |reason: String| ServeError::ShardStart { shard: 0, reason };
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| refuse(format!("cannot create {}: {e}", data_dir.display())))?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -464,6 +464,12 @@ fn inflight_gate_answers_503_and_readyz_follows() {
     );
     assert_eq!(ready.json()["overloaded"], true);
     assert!(metric(n.admin, "ron_overload_rejections_total") >= 1);
+    assert_eq!(
+        metric(n.admin, "ron_inflight_requests"),
+        1,
+        "the held upload is in flight"
+    );
+    assert_eq!(ready.json()["shards"][0]["inflight"], 1);
     // Finishing the upload frees the slot.
     slow.write_all(&[0u8; 993]).unwrap();
     let done = read_response(&mut slow, &mut Vec::new(), false).unwrap();
@@ -475,6 +481,7 @@ fn inflight_gate_answers_503_and_readyz_follows() {
         404
     );
     assert_eq!(get(n.admin, "/readyz").unwrap().status, 200);
+    assert_eq!(metric(n.admin, "ron_inflight_requests"), 0);
 }
 
 #[test]
