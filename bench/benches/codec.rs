@@ -42,6 +42,7 @@ fn frames(c: &mut Criterion) {
     let get = ObjectRequest::Get {
         addr: obj,
         range: None,
+        proof: false,
     }
     .frame(9, 0, Bytes::new())
     .unwrap();

@@ -260,6 +260,8 @@ pub enum Error {
         expected_len: u64,
         got_len: usize,
     },
+    #[error("verified stream, group {group}: {reason}")]
+    ProofMismatch { group: u64, reason: &'static str },
     #[error("group {group} is past the last group ({group_count} groups)")]
     GroupOutOfRange { group: u64, group_count: u64 },
     #[error("request head exceeds the {limit_bytes}-byte limit")]
@@ -298,7 +300,9 @@ impl Error {
             | Error::TreeRootMismatch { .. }
             | Error::GroupLength { .. }
             | Error::GroupOutOfRange { .. } => ErrorCode::Internal,
-            Error::GroupMismatch { .. } => ErrorCode::StoredDigestMismatch,
+            Error::GroupMismatch { .. } | Error::ProofMismatch { .. } => {
+                ErrorCode::StoredDigestMismatch
+            }
         }
     }
 }

@@ -18,6 +18,10 @@
 //!   owner shard from the top bits of its hash.
 //! - [`tree`]: the 64 KiB chunk tree — one streaming pass gives the BLAKE3 root and the
 //!   chaining value of every 64 KiB group, so any group can be verified alone.
+//! - [`proof`]: verified streaming for untrusting clients — the parent nodes a server
+//!   sends before each group of a range (bao-style pre-order), and the client's
+//!   [`proof::RangeVerifier`] that checks every group against the root it asked for
+//!   before the caller may use a byte of it.
 //! - [`http`]: HTTP/1.1 request heads (via `httparse`), Range, chunked bodies, and a
 //!   response-head writer that reuses the caller's buffer.
 //!
@@ -45,6 +49,7 @@ pub mod frame;
 pub mod http;
 pub mod inflate;
 pub mod messages;
+pub mod proof;
 pub mod tree;
 
 pub use address::{Address, PartitionId, PartitionTable, ShardId};

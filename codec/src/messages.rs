@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::address::{Address, ADDRESS_PREFIX};
 use crate::error::Error;
-use crate::frame::{Flags, Frame, FrameMeta, APP_HELLO, APP_OBJECTS};
+use crate::frame::{
+    Flags, Frame, FrameMeta, RawHeader, APP_HELLO, APP_OBJECTS, HEADER_LEN, VERSION,
+};
 
 /// The storage streaming chunk: one verified group per DATA frame. Not `max_frame`.
 pub const DATA_CHUNK_BYTES: u32 = crate::tree::GROUP_LEN_BYTES as u32;
@@ -118,6 +120,10 @@ pub enum ObjectRequest {
         addr: Address,
         #[serde(skip_serializing_if = "Option::is_none")]
         range: Option<InclusiveRange>,
+        /// Verified streaming (docs/OAP-1.md): whole groups, each DATA header carrying
+        /// the parent nodes that prove it against `addr`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        proof: bool,
     },
     Put {
         len: u64,
@@ -139,6 +145,8 @@ enum ObjectRequestJson<'a> {
         addr: std::borrow::Cow<'a, str>,
         #[serde(default)]
         range: Option<InclusiveRange>,
+        #[serde(default)]
+        proof: bool,
     },
     Put {
         len: u64,
@@ -159,9 +167,14 @@ impl ObjectRequest {
             serde_json::from_slice(payload).map_err(json_error("object request"))?;
         let addr = |text: &str| Address::parse(text.as_bytes());
         Ok(match json {
-            ObjectRequestJson::Get { addr: a, range } => ObjectRequest::Get {
+            ObjectRequestJson::Get {
+                addr: a,
+                range,
+                proof,
+            } => ObjectRequest::Get {
                 addr: addr(&a)?,
                 range,
+                proof,
             },
             ObjectRequestJson::Put { len, addr: a } => ObjectRequest::Put {
                 len,
@@ -256,6 +269,29 @@ pub struct DataHeader {
     pub total_len: u64,
 }
 
+/// The field a verified stream's DATA header adds, before its hex value.
+const PARENTS_FIELD: &[u8] = b",\"parents\":\"";
+
+fn decode_hex(text: &str) -> Result<Vec<u8>, Error> {
+    let bad = || Error::BadMessage {
+        what: "DATA header",
+        reason: "parents is not lowercase hex of whole bytes",
+    };
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        _ => Err(bad()),
+    };
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|pair| Ok(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect()
+}
+
 /// Longest JSON header `DataHeader::write` produces (obj + two 20-digit numbers).
 const DATA_HEADER_MAX: usize = 160;
 
@@ -265,11 +301,13 @@ struct DataHeaderJson<'a> {
     obj: Option<&'a str>,
     offset: u64,
     total_len: u64,
+    #[serde(default, borrow)]
+    parents: Option<&'a str>,
 }
 
 impl DataHeader {
-    /// Appends `[u16 len][JSON]` to `out`, allocating nothing beyond `out`'s growth.
-    pub fn write(&self, out: &mut BytesMut) {
+    /// The JSON header in a stack buffer, and its length.
+    fn json(&self) -> ([u8; DATA_HEADER_MAX], usize) {
         let mut json = [0u8; DATA_HEADER_MAX];
         let mut cursor = &mut json[..];
         let start = cursor.len();
@@ -291,12 +329,97 @@ impl DataHeader {
         };
         debug_assert!(ok.is_ok());
         let written = start - cursor.len();
-        out.put_u16(written as u16);
-        out.put_slice(&json[..written]);
+        (json, written)
+    }
+
+    /// Appends `[u16 len][JSON]` to `out`, allocating nothing beyond `out`'s growth.
+    pub fn write(&self, out: &mut BytesMut) {
+        let (json, len) = self.json();
+        out.put_u16(len as u16);
+        out.put_slice(&json[..len]);
+    }
+
+    /// Bytes [`DataHeader::write`] appends.
+    pub fn encoded_len(&self) -> usize {
+        2 + self.json().1
+    }
+
+    /// Appends the frame header and this DATA header of a frame whose `raw_len` raw
+    /// bytes the caller sends right after, so large raw bytes are never copied into
+    /// the frame. Checks the frame against `max_frame` like [`Frame::new`].
+    pub fn write_frame_head(
+        &self,
+        out: &mut BytesMut,
+        meta: FrameMeta,
+        raw_len: usize,
+        max_frame: u32,
+    ) -> Result<(), Error> {
+        self.write_frame_head_with_parents(out, meta, &[], raw_len, max_frame)
+    }
+
+    /// As [`DataHeader::write_frame_head`], with the proof's parent nodes (verified
+    /// streaming) as a `"parents"` hex field after the others when not empty.
+    pub fn write_frame_head_with_parents(
+        &self,
+        out: &mut BytesMut,
+        meta: FrameMeta,
+        parents: &[u8],
+        raw_len: usize,
+        max_frame: u32,
+    ) -> Result<(), Error> {
+        let (json, mut json_len) = self.json();
+        let parents_field = if parents.is_empty() {
+            0
+        } else {
+            json_len -= 1; // the closing brace, written after the field
+            PARENTS_FIELD.len() + 2 * parents.len() + 2
+        };
+        let header_len = json_len + parents_field;
+        let header_len_u16 = u16::try_from(header_len).map_err(|_| Error::BadMessage {
+            what: "DATA header",
+            reason: "longer than 65535 bytes",
+        })?;
+        let len = HEADER_LEN as u64 + 2 + header_len as u64 + raw_len as u64;
+        if len > u64::from(max_frame) {
+            return Err(Error::FrameTooLarge { len, max_frame });
+        }
+        let header = RawHeader {
+            len: len as u32,
+            ver: VERSION,
+            flags: meta.flags.bits(),
+            code: meta.code,
+            app_proto_id: meta.app_proto_id,
+            tenant_id: meta.tenant_id,
+            cap_len: 0,
+            corr_id: meta.corr_id,
+        }
+        .validate(max_frame)?;
+        let mut head = [0u8; HEADER_LEN];
+        header.write(&mut head);
+        out.reserve(HEADER_LEN + 2 + header_len);
+        out.put_slice(&head);
+        out.put_u16(header_len_u16);
+        out.put_slice(&json[..json_len]);
+        if !parents.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.put_slice(PARENTS_FIELD);
+            for b in parents {
+                out.put_u8(HEX[usize::from(b >> 4)]);
+                out.put_u8(HEX[usize::from(b & 15)]);
+            }
+            out.put_slice(b"\"}");
+        }
+        Ok(())
     }
 
     /// Splits a DATA payload into its header and its raw bytes (zero-copy).
     pub fn split(payload: &Bytes) -> Result<(DataHeader, Bytes), Error> {
+        Self::split_with_parents(payload).map(|(header, _, raw)| (header, raw))
+    }
+
+    /// Splits a DATA payload of a verified stream: header, parent nodes (decoded from
+    /// `"parents"`, empty when absent), raw bytes.
+    pub fn split_with_parents(payload: &Bytes) -> Result<(DataHeader, Vec<u8>, Bytes), Error> {
         let overrun = || Error::DataHeaderOverrun {
             header_len: 0,
             payload_len: payload.len(),
@@ -318,7 +441,12 @@ impl DataHeader {
             offset: json.offset,
             total_len: json.total_len,
         };
-        Ok((header, payload.slice(end..)))
+        let parents = json
+            .parents
+            .map(decode_hex)
+            .transpose()?
+            .unwrap_or_default();
+        Ok((header, parents, payload.slice(end..)))
     }
 
     /// A whole DATA payload: header then `raw`.
@@ -343,6 +471,7 @@ mod tests {
         let get = ObjectRequest::Get {
             addr: addr(),
             range: Some(InclusiveRange { first: 0, last: 99 }),
+            proof: false,
         };
         let json = serde_json::to_string(&get).unwrap();
         assert_eq!(
@@ -389,6 +518,74 @@ mod tests {
             assert_eq!(got, header);
             assert_eq!(&raw[..], b"hello");
         }
+    }
+
+    #[test]
+    fn data_frame_head_plus_raw_bytes_is_the_whole_frame() {
+        let header = DataHeader {
+            obj: Some(addr()),
+            offset: 0,
+            total_len: 3,
+        };
+        let meta = FrameMeta {
+            flags: Flags::RESP,
+            code: 0,
+            app_proto_id: APP_OBJECTS,
+            tenant_id: 0,
+            corr_id: 2,
+        };
+        let mut wire = BytesMut::new();
+        header
+            .write_frame_head(&mut wire, meta, 3, crate::frame::MAX_FRAME_BYTES)
+            .unwrap();
+        assert_eq!(wire.len(), HEADER_LEN + header.encoded_len());
+        wire.extend_from_slice(b"abc");
+        let whole = Frame::new(meta, Bytes::new(), header.payload(b"abc"), 1 << 20).unwrap();
+        assert_eq!(wire.freeze(), whole.to_bytes());
+        let err = header
+            .write_frame_head(&mut BytesMut::new(), meta, 1 << 20, 1 << 20)
+            .unwrap_err();
+        assert_eq!(err.code().as_str(), "too_large");
+    }
+
+    #[test]
+    fn verified_stream_data_header_carries_parents_in_hex() {
+        let header = DataHeader {
+            obj: Some(addr()),
+            offset: 65536,
+            total_len: 200_000,
+        };
+        let meta = FrameMeta {
+            flags: Flags::RESP,
+            code: 0,
+            app_proto_id: APP_OBJECTS,
+            tenant_id: 0,
+            corr_id: 9,
+        };
+        let parents: Vec<u8> = (0..64).collect();
+        let mut wire = BytesMut::new();
+        header
+            .write_frame_head_with_parents(&mut wire, meta, &parents, 2, 1 << 20)
+            .unwrap();
+        wire.extend_from_slice(b"xy");
+        let mut input = &wire[..];
+        let frame = crate::frame::FrameDecoder::new(1 << 20)
+            .decode(&mut input)
+            .unwrap()
+            .unwrap();
+        let (got, got_parents, raw) = DataHeader::split_with_parents(&frame.payload).unwrap();
+        assert_eq!((got, got_parents, &raw[..]), (header, parents, &b"xy"[..]));
+        let json = std::str::from_utf8(&frame.payload[2..frame.payload.len() - 2]).unwrap();
+        assert!(json.ends_with("\"total_len\":200000,\"parents\":\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f\"}"), "{json}");
+        let bad = header.payload(b"");
+        let mut text = bad.to_vec();
+        let n = text.len();
+        text.truncate(n - 1);
+        text.extend_from_slice(b",\"parents\":\"0G\"}");
+        let hl = (text.len() - 2) as u16;
+        text[..2].copy_from_slice(&hl.to_be_bytes());
+        let err = DataHeader::split_with_parents(&Bytes::from(text)).unwrap_err();
+        assert_eq!(err.code().as_str(), "bad_request");
     }
 
     #[test]

@@ -84,12 +84,12 @@ pub fn group_cv(group: GroupIndex, data: &[u8]) -> ChainingValue {
 
 /// Largest power of two strictly below `n` (n ≥ 2): the size of BLAKE3's left subtree,
 /// counted in groups (groups are a power-of-two number of chunks).
-fn left_subtree_groups(n: usize) -> usize {
+pub(crate) fn left_subtree_groups(n: usize) -> usize {
     debug_assert!(n >= 2);
     1 << (usize::BITS - 1 - (n - 1).leading_zeros())
 }
 
-fn merge_non_root(cvs: &[ChainingValue]) -> ChainingValue {
+pub(crate) fn merge_non_root(cvs: &[ChainingValue]) -> ChainingValue {
     if let [only] = cvs {
         return *only;
     }
@@ -140,6 +140,11 @@ impl ChunkTree {
 
     pub fn group_count(&self) -> u64 {
         group_count(self.object_len)
+    }
+
+    /// The non-root CV of every group; empty for a single-group object.
+    pub fn group_cvs(&self) -> &[ChainingValue] {
+        &self.cvs
     }
 
     /// Bytes of the stored encoding (see the module docs).

@@ -115,6 +115,7 @@ fn get_request() {
     let get = ObjectRequest::Get {
         addr: abc(),
         range: None,
+        proof: false,
     };
     let f = check(
         "get",

@@ -29,7 +29,10 @@ OPTIONS (defaults in brackets; the TOML key is the flag with '_' for '-' unless 
   --config FILE               TOML file with any of the keys below
   --data-dir DIR              data directory [./ron-data]
   --http ADDR                 HTTP listener [127.0.0.1:8080]
-  --oap ADDR                  OAP/1 listener, accepted now, served later [127.0.0.1:9444]
+  --oap ADDR                  OAP/1 listener [127.0.0.1:9444]
+  --tls ADDR                  TLS listener for HTTP/1.1 and OAP/1 by ALPN (off unless set)
+  --cert FILE                 PEM certificate chain for --tls (key tls_cert)
+  --key FILE                  PEM private key for --tls (key tls_key)
   --admin ADDR                admin HTTP: /healthz /readyz /metrics /version [127.0.0.1:9600]
   --shards N                  pinned shards, 0 = one per CPU [0]
   --cache-bytes SIZE          verified-group cache for the node [256MiB]
@@ -47,6 +50,9 @@ OPTIONS (defaults in brackets; the TOML key is the flag with '_' for '-' unless 
   --meta-cache-bytes SIZE     object metadata cache for the node [64MiB]
   --open-files-max N          object files kept open per shard [1024]
   --index-bytes-max SIZE      LMDB map size per store [64GiB]
+  --oap-max-inflight N        OAP/1 requests in flight per connection [32]
+  --oap-max-frame SIZE        OAP/1 largest frame, 128KiB..1MiB [1MiB]
+  --inflate-ratio-max N       OAP/1 COMP: inflated size at most N × compressed [10]
 
 SIZE accepts a plain number of bytes or a suffix: KiB, MiB, GiB, TiB.
 
@@ -291,6 +297,54 @@ const SETTINGS: &[Setting] = &[
         flag: "index-bytes-max",
         apply: |c, v, _| {
             c.index_bytes_max = size(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "oap_max_inflight",
+        flag: "oap-max-inflight",
+        apply: |c, v, _| {
+            c.oap_max_inflight = num(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "oap_max_frame",
+        flag: "oap-max-frame",
+        apply: |c, v, _| {
+            c.oap_max_frame = u32::try_from(size(v)?).map_err(|_| format!("{v} is too large"))?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "inflate_ratio_max",
+        flag: "inflate-ratio-max",
+        apply: |c, v, _| {
+            c.inflate_ratio_max = num(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "tls",
+        flag: "tls",
+        apply: |c, v, _| {
+            c.tls = Some(addr(v)?);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "tls_cert",
+        flag: "cert",
+        apply: |c, v, _| {
+            c.tls_cert = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Setting {
+        key: "tls_key",
+        flag: "key",
+        apply: |c, v, _| {
+            c.tls_key = Some(PathBuf::from(v));
             Ok(())
         },
     },
@@ -569,6 +623,9 @@ mod tests {
     fn every_setting_is_a_config_key() {
         let with_all = Config {
             admin_token: Some("x".into()),
+            tls: Some("127.0.0.1:1".parse().unwrap()),
+            tls_cert: Some("c".into()),
+            tls_key: Some("k".into()),
             ..Config::default()
         };
         let rendered = toml::to_string(&with_all).unwrap();

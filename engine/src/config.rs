@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub data_dir: PathBuf,
     pub http: SocketAddr,
-    /// Accepted now; the OAP/1 service listens here once built.
+    /// OAP/1 listener (plain TCP).
     pub oap: SocketAddr,
     pub admin: SocketAddr,
     /// Shards (pinned executors); 0 means one per online CPU.
@@ -49,6 +49,21 @@ pub struct Config {
     pub open_files_max: usize,
     /// LMDB map size per store, bytes.
     pub index_bytes_max: u64,
+    /// OAP/1: requests in flight per connection (HELLO's `max_inflight`).
+    pub oap_max_inflight: u32,
+    /// OAP/1: largest frame accepted and sent, bytes (128 KiB to 1 MiB).
+    pub oap_max_frame: u32,
+    /// OAP/1 COMP: largest inflated size as a multiple of the compressed size.
+    pub inflate_ratio_max: u32,
+    /// TLS listener serving HTTP/1.1 and OAP/1 (chosen by ALPN); off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SocketAddr>,
+    /// PEM certificate chain for `tls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -74,6 +89,12 @@ impl Default for Config {
             meta_cache_bytes: 64 << 20,
             open_files_max: 1_024,
             index_bytes_max: 64 << 30,
+            oap_max_inflight: 32,
+            oap_max_frame: ron_codec::frame::MAX_FRAME_BYTES,
+            inflate_ratio_max: ron_codec::inflate::INFLATE_RATIO_DEFAULT,
+            tls: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -107,6 +128,13 @@ impl Config {
         Ok((config, table.keys().cloned().collect()))
     }
 
+    /// The listeners that serve objects, by name.
+    pub fn data_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out = vec![("HTTP", self.http), ("OAP", self.oap)];
+        out.extend(self.tls.map(|addr| ("TLS", addr)));
+        out
+    }
+
     /// Shards to run: the configured count, or one per online CPU.
     pub fn shard_count(&self) -> u16 {
         if self.shards > 0 {
@@ -120,13 +148,38 @@ impl Config {
     /// Checks the limits and the write rule (HTTP-API.md "Who may write").
     pub fn validate(&self) -> Result<(), ConfigError> {
         let refuse = |m: String| Err(ConfigError::Refused(m));
-        if self.tokens.is_empty() && !self.http.ip().is_loopback() && !self.allow_open_writes {
+        let public = self
+            .data_listeners()
+            .into_iter()
+            .find(|(_, addr)| !addr.ip().is_loopback());
+        if let Some((name, addr)) = public.filter(|_| self.tokens.is_empty()) {
+            if !self.allow_open_writes {
+                return refuse(format!(
+                    "refusing to start: {name} listens on {addr} (not loopback) and no write tokens \
+                     are configured, so anyone could write. Add tokens (--token or `tokens` in \
+                     the config) or pass --allow-open-writes to accept that."
+                ));
+            }
+        }
+        match (&self.tls, &self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_), Some(_)) | (None, None, None) => {}
+            (Some(addr), _, _) => return refuse(format!(
+                "the TLS listener on {addr} needs both --cert and --key (keys tls_cert, tls_key)"
+            )),
+            (None, _, _) => {
+                return refuse("--cert/--key given without --tls ADDR (key tls)".into())
+            }
+        }
+        let frame_min = 2 * ron_codec::tree::GROUP_LEN_BYTES as u32;
+        if !(frame_min..=ron_codec::frame::MAX_FRAME_BYTES).contains(&self.oap_max_frame) {
             return refuse(format!(
-                "refusing to start: HTTP listens on {} (not loopback) and no write tokens are \
-                 configured, so anyone could write. Add tokens (--token or `tokens` in the \
-                 config) or pass --allow-open-writes to accept that.",
-                self.http
+                "oap_max_frame must be between {frame_min} and {} bytes (one 64 KiB group and \
+                 its headers must fit in a frame)",
+                ron_codec::frame::MAX_FRAME_BYTES
             ));
+        }
+        if self.oap_max_inflight == 0 || self.inflate_ratio_max == 0 {
+            return refuse("oap_max_inflight and inflate_ratio_max must be positive".into());
         }
         if self.admin_token.is_none() && !self.admin.ip().is_loopback() {
             return refuse(format!(
@@ -180,11 +233,42 @@ mod tests {
             err.starts_with("refusing to start: HTTP listens on 0.0.0.0:8080"),
             "{err}"
         );
+        let oap_public = Config {
+            oap: "0.0.0.0:9444".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = oap_public.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("refusing to start: OAP listens on 0.0.0.0:9444"),
+            "{err}"
+        );
         c.allow_open_writes = true;
         c.validate().unwrap();
         c.allow_open_writes = false;
         c.tokens = vec!["s3cret".into()];
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn tls_needs_certificate_and_key_and_frames_hold_a_group() {
+        let mut c = Config {
+            tls: Some("127.0.0.1:9443".parse().unwrap()),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the TLS listener on 127.0.0.1:9443 needs both --cert and --key (keys tls_cert, tls_key)"
+        );
+        c.tls_cert = Some("c.pem".into());
+        c.tls_key = Some("k.pem".into());
+        c.validate().unwrap();
+        c.oap_max_frame = 65536;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("oap_max_frame must be between 131072 and 1048576"),
+            "{err}"
+        );
     }
 
     #[test]

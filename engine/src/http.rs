@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use ron_codec::http::chunked::{ChunkedDecoder, ChunkedStep};
 use ron_codec::http::head::{parse_request_head, BodyFraming, HeadParse, Method, RequestHead};
 use ron_codec::http::range::{ByteRange, RangeResolution, RangeSet};
 use ron_codec::http::response::{http_date, is_safe_header_value, ResponseHead, HTTP_DATE_LEN};
 use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, Envelope, ErrorCode};
+use ron_io::stream::Transport;
 use ron_shards::{CommitOutcome, ObjectMeta, Shard, ShardError, ShardMetrics};
 
 /// Longest X-Corr-ID echoed back; longer or unsafe ones are replaced.
@@ -264,7 +264,7 @@ impl Request {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -297,7 +297,7 @@ impl ReadBuf {
     }
 
     /// Reads once from `stream`, returning the bytes read (0 at end of stream).
-    async fn fill(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+    async fn fill<S: Transport>(&mut self, stream: &mut S) -> io::Result<usize> {
         if self.end == self.data.len() {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -325,16 +325,18 @@ impl From<io::Error> for Abort {
     }
 }
 
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     rbuf: ReadBuf,
     wbuf: BytesMut,
 }
 
 /// Serves one connection until it closes.
-pub async fn serve_connection(ctx: Rc<HttpContext>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(ctx.limits.body_timeout));
+pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
+    let _ = stream.tcp().set_nodelay(true);
+    let _ = stream
+        .tcp()
+        .set_write_timeout(Some(ctx.limits.body_timeout));
     let mut conn = Conn {
         stream,
         rbuf: ReadBuf::new(ctx.limits.head_bytes_max + GROUP_LEN_BYTES as usize),
@@ -350,7 +352,7 @@ pub async fn serve_connection(ctx: Rc<HttpContext>, stream: TcpStream) {
 }
 
 /// Reads one head and answers it.
-async fn serve_one(ctx: &HttpContext, conn: &mut Conn) -> Result<After, Abort> {
+async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<After, Abort> {
     let (request, head_len) = match read_head(ctx, conn).await? {
         HeadOutcome::Complete(request, len) => (request, len),
         HeadOutcome::Closed => return Ok(After::Close),
@@ -415,10 +417,16 @@ enum HeadOutcome {
     Rejected(ErrorCode, String),
 }
 
-async fn read_head(ctx: &HttpContext, conn: &mut Conn) -> Result<HeadOutcome, Abort> {
+async fn read_head<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+) -> Result<HeadOutcome, Abort> {
     let limits = &ctx.limits;
     if conn.rbuf.filled().is_empty() {
-        let _ = conn.stream.set_read_timeout(Some(limits.idle_timeout));
+        let _ = conn
+            .stream
+            .tcp()
+            .set_read_timeout(Some(limits.idle_timeout));
         match conn.rbuf.fill(&mut conn.stream).await {
             Ok(0) | Err(_) => return Ok(HeadOutcome::Closed),
             Ok(_) => {}
@@ -445,7 +453,7 @@ async fn read_head(ctx: &HttpContext, conn: &mut Conn) -> Result<HeadOutcome, Ab
                 timeout_message(limits),
             ));
         };
-        let _ = conn.stream.set_read_timeout(Some(left));
+        let _ = conn.stream.tcp().set_read_timeout(Some(left));
         match conn.rbuf.fill(&mut conn.stream).await {
             Ok(0) => return Ok(HeadOutcome::Closed),
             Ok(_) => {}
@@ -468,7 +476,11 @@ fn timeout_message(limits: &HttpLimits) -> String {
 }
 
 /// Routes a request; returns the status sent and what the connection does next.
-async fn route(ctx: &HttpContext, conn: &mut Conn, req: &Request) -> Result<(u16, After), Abort> {
+async fn route<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+) -> Result<(u16, After), Abort> {
     let keep = req.keep_alive && !ctx.draining.get();
     let after = if keep { After::KeepAlive } else { After::Close };
     let has_body = !matches!(req.body, BodyFraming::Empty | BodyFraming::Length(0));
@@ -489,9 +501,9 @@ async fn route(ctx: &HttpContext, conn: &mut Conn, req: &Request) -> Result<(u16
 }
 
 /// Every route that reads no request body.
-async fn answer_without_body(
+async fn answer_without_body<S: Transport>(
     ctx: &HttpContext,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     req: &Request,
     keep: bool,
 ) -> Result<u16, Abort> {
@@ -544,9 +556,9 @@ fn common_headers(ctx: &HttpContext, head: &mut ResponseHead<'_>, corr: &CorrId,
     }
 }
 
-async fn send_error(
+async fn send_error<S: Transport>(
     ctx: &HttpContext,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     code: ErrorCode,
     message: &str,
     corr: &CorrId,
@@ -556,9 +568,9 @@ async fn send_error(
 }
 
 /// An error envelope with extra headers (e.g. `Content-Range` on a 416).
-async fn send_error_with(
+async fn send_error_with<S: Transport>(
     ctx: &HttpContext,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     code: ErrorCode,
     message: &str,
     corr: &CorrId,
@@ -587,7 +599,7 @@ async fn send_error_with(
     write_out(ctx, conn).await
 }
 
-async fn write_out(ctx: &HttpContext, conn: &mut Conn) -> Result<(), Abort> {
+async fn write_out<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<(), Abort> {
     conn.stream.write_all(&conn.wbuf).await?;
     ShardMetrics::add(&ctx.metrics().bytes_out, conn.wbuf.len() as u64);
     conn.wbuf.clear();
@@ -595,9 +607,9 @@ async fn write_out(ctx: &HttpContext, conn: &mut Conn) -> Result<(), Abort> {
 }
 
 /// GET and HEAD of one object.
-async fn get(
+async fn get<S: Transport>(
     ctx: &HttpContext,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     req: &Request,
     addr: &Address,
     close: bool,
@@ -684,9 +696,9 @@ fn content_type(meta: &ObjectMeta) -> &[u8] {
     }
 }
 
-async fn unsatisfiable(
+async fn unsatisfiable<S: Transport>(
     ctx: &HttpContext,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     req: &Request,
     total: u64,
     close: bool,
@@ -738,9 +750,9 @@ impl EarlyGroups {
 /// Writes the head (in `wbuf`) and the body. A small body's groups are all verified
 /// already; a larger one streams one verified group at a time, fetching the next group
 /// while the current one is written.
-async fn stream_body(
+async fn stream_body<S: Transport>(
     ctx: &HttpContext,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     meta: &Rc<ObjectMeta>,
     range: ByteRange,
     early: EarlyGroups,
@@ -789,7 +801,11 @@ async fn stream_body(
     }
 }
 
-async fn send_slice(ctx: &HttpContext, conn: &mut Conn, slice: &[u8]) -> Result<(), Abort> {
+async fn send_slice<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    slice: &[u8],
+) -> Result<(), Abort> {
     if !slice.is_empty() {
         conn.stream.write_all(slice).await?;
         ShardMetrics::add(&ctx.metrics().bytes_out, slice.len() as u64);
@@ -798,9 +814,9 @@ async fn send_slice(ctx: &HttpContext, conn: &mut Conn, slice: &[u8]) -> Result<
 }
 
 /// Answers an upload that cannot go on, then closes (its body is not, or not all, read).
-async fn refuse_upload(
+async fn refuse_upload<S: Transport>(
     ctx: &HttpContext,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     req: &Request,
     code: ErrorCode,
     message: &str,
@@ -810,9 +826,9 @@ async fn refuse_upload(
 }
 
 /// PUT/POST /o and PUT /o/<addr>.
-async fn upload(
+async fn upload<S: Transport>(
     ctx: &HttpContext,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     req: &Request,
     keep: bool,
 ) -> Result<(u16, After), Abort> {
@@ -910,13 +926,16 @@ enum BodyFailure {
 }
 
 /// Reads a request body into `upload`, from what is buffered and then from the socket.
-async fn receive_body(
+async fn receive_body<S: Transport>(
     ctx: &HttpContext,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     framing: BodyFraming,
     upload: &mut ron_shards::Upload,
 ) -> Result<(), BodyFailure> {
-    let _ = conn.stream.set_read_timeout(Some(ctx.limits.body_timeout));
+    let _ = conn
+        .stream
+        .tcp()
+        .set_read_timeout(Some(ctx.limits.body_timeout));
     let max = ctx.limits.object_bytes_max;
     match framing {
         BodyFraming::Empty => Ok(()),
@@ -973,7 +992,7 @@ async fn write_upload(upload: &mut ron_shards::Upload, data: &[u8]) -> Result<()
         .map_err(|e| BodyFailure::Answer(e.code(), e.to_string()))
 }
 
-async fn read_more(conn: &mut Conn) -> Result<(), BodyFailure> {
+async fn read_more<S: Transport>(conn: &mut Conn<S>) -> Result<(), BodyFailure> {
     match conn.rbuf.fill(&mut conn.stream).await {
         Ok(0) | Err(_) => Err(BodyFailure::Connection),
         Ok(_) => Ok(()),

@@ -13,14 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_shards::layout::{self, Routing, ShardIndex};
 use ron_shards::mesh::{self, Mesh, MeshBuilderFull};
 use ron_shards::{Shard, ShardConfig, ShardMetrics};
 
 use crate::config::Config;
-use crate::http::{serve_connection, HttpContext, HttpLimits};
+use crate::http::{self, HttpContext, HttpLimits};
+use crate::oap::{self, OapContext, OapLimits};
+use ron_io::tls::AppProtocol;
 
 /// Pending connections the kernel queues per shard listener.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -47,7 +49,19 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // stores are for the one node that owns the data dir.
     let _lock = lock_data_dir(&config.data_dir)?;
     let table = layout::open_data_dir(&config.data_dir, shards)?;
-    probe_port(config.http)?;
+    for (_, addr) in config.data_listeners() {
+        probe_port(addr)?;
+    }
+    let tls =
+        match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(ron_io::tls::server_config(cert, key).map_err(
+                |e| ServeError::ShardStart {
+                    shard: 0,
+                    reason: e.to_string(),
+                },
+            )?),
+            _ => None,
+        };
     let removed = layout::clean_tmp(&config.data_dir)?;
     if removed > 0 {
         eprintln!(
@@ -98,6 +112,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let failed = Arc::new(AtomicBool::new(false));
     for i in 0..shards {
         let failed = Arc::clone(&failed);
+        let tls = tls.clone();
         let (config, routing, metrics, stop) = (
             Arc::clone(&config),
             routing.clone(),
@@ -113,6 +128,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 let result = run_shard(
                     ShardIndex(i),
                     config,
+                    tls,
                     routing,
                     mesh_builder,
                     directory,
@@ -215,20 +231,25 @@ fn print_banner(config: &Config, shards: u16, admin: std::net::SocketAddr) {
     } else {
         "writes need a bearer token"
     };
+    let tls = config
+        .tls
+        .map(|addr| format!("\n  tls    {addr}   (ALPN oap/1 and http/1.1)"))
+        .unwrap_or_default();
     println!(
-        "ron {} serving {} with {shards} shard(s)\n  http   http://{}   ({writes})\n  admin  http://{admin}   (/healthz /readyz /metrics /version)\n  oap    {}   (accepted; the OAP/1 service is not built yet)\ntry:\n  curl -T FILE http://{}/o\n  curl -r 0-99 http://{}/o/b3:<hex>",
+        "ron {} serving {} with {shards} shard(s)\n  http   http://{}   ({writes})\n  oap    {}{tls}\n  admin  http://{admin}   (/healthz /readyz /metrics /version)\ntry:\n  ron put FILE\n  ron get b3:<hex> -o FILE\n  curl -T FILE http://{}/o",
         env!("CARGO_PKG_VERSION"),
         config.data_dir.display(),
         config.http,
         config.oap,
         config.http,
-        config.http,
     );
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_shard(
     index: ShardIndex,
     config: Arc<Config>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     routing: Routing,
     mesh_builder: Option<MeshBuilderFull>,
     directory: Arc<Vec<std::sync::atomic::AtomicUsize>>,
@@ -250,13 +271,22 @@ async fn run_shard(
         commit_batch_max: 1024,
     };
     let shard = Shard::start(index, routing, shard_config, mesh, Arc::clone(&metrics)).await?;
-    let listener =
-        ron_io::listener::reuseport_listener(config.http, LISTEN_BACKLOG).map_err(|e| {
+    let listen = |addr: std::net::SocketAddr| {
+        ron_io::listener::reuseport_listener(addr, LISTEN_BACKLOG).map_err(|e| {
             ServeError::ShardStart {
                 shard: index.0,
-                reason: format!("cannot listen on {}: {e}", config.http),
+                reason: format!("cannot listen on {addr}: {e}"),
             }
-        })?;
+        })
+    };
+    let http_listener = listen(config.http)?;
+    let oap_listener = listen(config.oap)?;
+    let tls_listener = config.tls.map(listen).transpose()?;
+    let tokens: Vec<Vec<u8>> = config
+        .tokens
+        .iter()
+        .map(|t| t.as_bytes().to_vec())
+        .collect();
     let limits = HttpLimits {
         head_bytes_max: config.head_bytes_max,
         header_timeout: Duration::from_millis(config.header_timeout_ms),
@@ -264,19 +294,73 @@ async fn run_shard(
         body_timeout: Duration::from_millis(config.body_timeout_ms),
         object_bytes_max: config.object_bytes_max,
         inflight_max: config.inflight_max,
-        tokens: config
-            .tokens
-            .iter()
-            .map(|t| t.as_bytes().to_vec())
-            .collect(),
+        tokens: tokens.clone(),
+    };
+    let mut transports = vec!["tcp".to_string()];
+    if tls.is_some() {
+        transports.push("tls".into());
+    }
+    let oap_limits = OapLimits {
+        max_frame: config.oap_max_frame,
+        requests_per_connection_max: config.oap_max_inflight,
+        inflate_ratio_max: config.inflate_ratio_max,
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        body_timeout: Duration::from_millis(config.body_timeout_ms),
+        object_bytes_max: config.object_bytes_max,
+        inflight_max: config.inflight_max,
+        tokens,
+        transports,
     };
     let draining = Rc::new(Cell::new(false));
+    let oap = Rc::new(OapContext {
+        shard: Rc::clone(&shard),
+        limits: oap_limits,
+        draining: Rc::clone(&draining),
+        shard_count: shards,
+    });
     let ctx = Rc::new(HttpContext::new(shard, limits, Rc::clone(&draining)));
-    let acceptor = glommio::spawn_local(accept_loop(
-        Rc::clone(&ctx),
-        listener,
-        config.connections_max,
-    ));
+    let accept = |listener, serve: Rc<dyn Fn(TcpStream)>| {
+        glommio::spawn_local(accept_loop(
+            listener,
+            Arc::clone(&metrics),
+            index,
+            config.connections_max,
+            serve,
+        ))
+    };
+    let mut acceptors = vec![
+        accept(http_listener, {
+            let ctx = Rc::clone(&ctx);
+            Rc::new(move |s| spawn(http::serve_connection(Rc::clone(&ctx), s)))
+        }),
+        accept(oap_listener, {
+            let oap = Rc::clone(&oap);
+            Rc::new(move |s| spawn(oap::serve_connection(Rc::clone(&oap), s)))
+        }),
+    ];
+    if let (Some(listener), Some(tls)) = (tls_listener, tls) {
+        let acceptor = Rc::new(ron_io::tls::acceptor(tls));
+        let handshake_timeout = Duration::from_millis(config.header_timeout_ms);
+        let (ctx, oap) = (Rc::clone(&ctx), Rc::clone(&oap));
+        acceptors.push(accept(
+            listener,
+            Rc::new(move |s| {
+                let (ctx, oap, acceptor) = (Rc::clone(&ctx), Rc::clone(&oap), Rc::clone(&acceptor));
+                spawn(async move {
+                    let Ok((stream, protocol)) =
+                        ron_io::tls::accept(&acceptor, s, handshake_timeout).await
+                    else {
+                        ShardMetrics::add(&ctx.shard.metrics().tls_handshake_failures, 1);
+                        return;
+                    };
+                    match protocol {
+                        AppProtocol::Oap => oap::serve_connection(oap, stream).await,
+                        AppProtocol::Http => http::serve_connection(ctx, stream).await,
+                    }
+                })
+            }),
+        ));
+    }
     metrics.ready.store(true, Ordering::Relaxed);
 
     while !stop.load(Ordering::Relaxed) {
@@ -284,7 +368,7 @@ async fn run_shard(
     }
     metrics.ready.store(false, Ordering::Relaxed);
     draining.set(true);
-    drop(acceptor); // cancels the accept loop and closes the listener
+    drop(acceptors); // cancels the accept loops and closes the listeners
     let deadline = Instant::now() + Duration::from_millis(config.drain_timeout_ms);
     while ctx.inflight() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -292,19 +376,27 @@ async fn run_shard(
     Ok(())
 }
 
-async fn accept_loop(ctx: Rc<HttpContext>, listener: TcpListener, connections_max: u32) {
-    let metrics = Arc::clone(ctx.shard.metrics());
+fn spawn(connection: impl std::future::Future<Output = ()> + 'static) {
+    glommio::spawn_local(connection).detach();
+}
+
+/// Accepts connections while the shard has room for them and hands each to `serve`.
+async fn accept_loop(
+    listener: TcpListener,
+    metrics: Arc<ShardMetrics>,
+    shard: ShardIndex,
+    connections_max: u32,
+    serve: Rc<dyn Fn(TcpStream)>,
+) {
     loop {
         if metrics.connections_open.load(Ordering::Relaxed) >= u64::from(connections_max) {
             glommio::timer::sleep(Duration::from_millis(5)).await;
             continue;
         }
         match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(serve_connection(Rc::clone(&ctx), stream)).detach();
-            }
+            Ok(stream) => serve(stream),
             Err(e) => {
-                eprintln!("ron: shard {}: accept failed: {e}", ctx.shard.index().0);
+                eprintln!("ron: shard {}: accept failed: {e}", shard.0);
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }

@@ -5,12 +5,18 @@
 //!   (the kernel spreads connections across shards) and SO_REUSEADDR (a restart is not
 //!   blocked by the previous run's TIME_WAIT connections), and a backlog sized at
 //!   start-up.
+//! - [`stream`]: the [`stream::Transport`] trait over plain TCP and TLS-over-TCP, so
+//!   each front end is written once, and a single-threaded split into read and write
+//!   halves for protocols with one reader task and one writer task (OAP/1).
+//! - [`tls`]: rustls server configuration (ring provider, ALPN `oap/1` and `http/1.1`)
+//!   and the self-signed development certificate.
 //!
-//! Later: TLS (rustls) sessions driven on the owning shard with bounded record
-//! buffers, DMA file helpers, pools of 4 KiB-aligned buffers.
+//! Later: DMA file helpers, pools of 4 KiB-aligned buffers.
 //!
 //! ## Invariants
 //! Nothing here blocks the reactor thread; a listener is created on the executor
 //! thread that will accept on it.
 
 pub mod listener;
+pub mod stream;
+pub mod tls;

@@ -46,6 +46,7 @@ pub struct ShardMetrics {
     pub connections_total: AtomicU64,
     pub inflight: AtomicU64,
     pub overload_rejections: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
     pub mesh_requests: AtomicU64,
     pub objects_created: AtomicU64,
     /// Objects and bytes in the stores this shard owns (the stores' stats at start-up,

@@ -1,0 +1,1193 @@
+//! The OAP/1 front end: one connection, one reader task, one writer task, one task per
+//! request, all on the shard that accepted the connection.
+//!
+//! The reader decodes frames (`ron_codec::frame::FrameDecoder`, bounded before any body
+//! byte is buffered) and dispatches them: HELLO is answered at once; GET and STAT start
+//! a request task; PUT data is written into the shard's upload as it arrives (never
+//! buffered whole) and, on END, a task finishes, checks and commits it.
+//!
+//! Every request owns an *outbox* of at most [`OUTBOX_FRAMES_MAX`] response frames.
+//! The writer is the socket's only writer: it takes one frame from each non-empty
+//! outbox in turn (round robin), so a large GET yields the socket to a small one after
+//! every 64 KiB frame, and a full outbox parks its producer (bounded memory: at most
+//! `max_inflight × OUTBOX_FRAMES_MAX` frames per connection, whose data bytes are
+//! shared with the verified-group cache, not copied).
+//!
+//! Protocol violations (a header the decoder rejects, a bad COMP payload, an unknown or
+//! duplicate `corr_id`, more than `max_inflight` requests) are answered once, ahead of
+//! any queued frame, and the connection closes. Problems with one request (bad JSON, no
+//! such object, a missing token, an overloaded shard) are answered on that request's
+//! `corr_id` and the connection goes on; the rest of a refused PUT's DATA is skipped.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use ron_codec::frame::{Flags, Frame, FrameDecoder, FrameMeta, APP_HELLO, APP_OBJECTS};
+use ron_codec::inflate::Inflater;
+use ron_codec::messages::{
+    response_frame, DataHeader, GetEnd, GetStart, HelloReply, HelloRequest, InclusiveRange,
+    ObjectInfo, ObjectRequest, DATA_CHUNK_BYTES,
+};
+use ron_codec::proof::{parents_before, GroupRange};
+use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
+use ron_codec::{Address, Envelope, ErrorCode};
+use ron_io::stream::{split, ReadHalf, Transport, WriteHalf};
+use ron_shards::{CommitOutcome, ObjectMeta, Shard, ShardMetrics, Upload};
+
+/// Response frames a request may have queued before its task waits for the writer.
+pub const OUTBOX_FRAMES_MAX: usize = 2;
+/// The writer gathers small frames into one send of at most this many bytes.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Raw bytes of at most this size are copied behind their frame head (one send);
+/// larger ones go out straight from the verified buffer.
+const COALESCE_BODY_BYTES_MAX: usize = 16 * 1024;
+/// Socket reads go into a buffer of this size.
+const READ_BUF_BYTES: usize = 64 * 1024;
+/// Flags a client may set on its frames; HELLO advertises the same set plus RESP.
+const CLIENT_FLAGS: u16 =
+    Flags::REQ.bits() | Flags::START.bits() | Flags::END.bits() | Flags::COMP.bits();
+/// `flags_supported` in the HELLO reply: REQ|RESP|START|END|COMP.
+pub const FLAGS_SUPPORTED: u16 = CLIENT_FLAGS | Flags::RESP.bits();
+/// `retry_after_ms` on 503 answers.
+const RETRY_AFTER_MS: u64 = 1000;
+
+/// Limits and policy of the OAP/1 front end, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct OapLimits {
+    /// Largest frame accepted and sent (at most the protocol's 1 MiB).
+    pub max_frame: u32,
+    /// Requests in flight per connection (HELLO's `max_inflight`).
+    pub requests_per_connection_max: u32,
+    /// COMP ratio bound (output ≤ ratio × compressed size).
+    pub inflate_ratio_max: u32,
+    /// Longest silence on a connection with nothing in flight.
+    pub idle_timeout: Duration,
+    /// Longest wait for the rest of a frame, and for the peer to take our bytes.
+    pub body_timeout: Duration,
+    pub object_bytes_max: u64,
+    /// Requests in flight per shard (shared with HTTP); more get 503 overloaded.
+    pub inflight_max: u32,
+    pub tokens: Vec<Vec<u8>>,
+    /// HELLO's `transports`.
+    pub transports: Vec<String>,
+}
+
+/// Per-shard state shared by the shard's OAP connections.
+pub struct OapContext {
+    pub shard: Rc<Shard>,
+    pub limits: OapLimits,
+    /// Set when the node is shutting down: new requests get 503 not_ready.
+    pub draining: Rc<Cell<bool>>,
+    pub shard_count: u16,
+}
+
+impl std::fmt::Debug for OapContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OapContext")
+            .field("shard", &self.shard.index())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OapContext {
+    fn metrics(&self) -> &ShardMetrics {
+        self.shard.metrics()
+    }
+
+    fn hello_reply(&self) -> HelloReply {
+        HelloReply {
+            max_frame: self.limits.max_frame,
+            max_inflight: self.limits.requests_per_connection_max,
+            flags_supported: FLAGS_SUPPORTED,
+            versions: vec![ron_codec::frame::VERSION],
+            transports: self.limits.transports.clone(),
+            node_id: None,
+            shards: Some(self.shard_count),
+            chunk: Some(DATA_CHUNK_BYTES),
+        }
+    }
+}
+
+/// One request counted in the shard's in-flight gate until dropped.
+struct InflightGuard(Rc<OapContext>);
+
+impl InflightGuard {
+    /// Admits a request unless the shard is at its limit.
+    fn admit(ctx: &Rc<OapContext>) -> Option<InflightGuard> {
+        let metrics = ctx.metrics();
+        if metrics.inflight.load(Ordering::Relaxed) >= u64::from(ctx.limits.inflight_max) {
+            ShardMetrics::add(&metrics.overload_rejections, 1);
+            metrics.overloaded.store(true, Ordering::Relaxed);
+            return None;
+        }
+        metrics.inflight.fetch_add(1, Ordering::Relaxed);
+        Some(InflightGuard(Rc::clone(ctx)))
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        let metrics = self.0.metrics();
+        let now = metrics.inflight.fetch_sub(1, Ordering::Relaxed) - 1;
+        if now < u64::from(self.0.limits.inflight_max) {
+            metrics.overloaded.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A response frame as the writer sends it: `head` (frame header and, for DATA, the
+/// DATA header) then `body` (raw object bytes, possibly empty).
+struct OutFrame {
+    head: Bytes,
+    body: Bytes,
+}
+
+impl OutFrame {
+    fn whole(frame: &Frame) -> OutFrame {
+        OutFrame {
+            head: frame.to_bytes(),
+            body: Bytes::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+}
+
+/// One request's queued response frames.
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<OutFrame>,
+    /// The END frame is queued: the outbox goes away once it is sent.
+    ended: bool,
+    producer: Option<Waker>,
+}
+
+enum WriterState {
+    Open,
+    /// The peer will send no more requests: finish what is in flight, then close.
+    Draining,
+    /// A protocol error: send this one answer ahead of everything, then close.
+    Failing(Option<OutFrame>),
+    Closed,
+}
+
+/// The outboxes of a connection and the writer's round-robin order.
+struct Outboxes {
+    boxes: HashMap<u64, Outbox>,
+    /// corr_ids whose outbox has frames, in the order the writer serves them.
+    ready: VecDeque<u64>,
+    writer: Option<Waker>,
+    state: WriterState,
+}
+
+/// The connection is closed; the response cannot be delivered.
+#[derive(Debug)]
+struct Closed;
+
+enum Next {
+    Frame(OutFrame),
+    /// The final answer to a protocol error.
+    Last(OutFrame),
+    Done,
+}
+
+impl Outboxes {
+    fn new() -> Outboxes {
+        Outboxes {
+            boxes: HashMap::new(),
+            ready: VecDeque::new(),
+            writer: None,
+            state: WriterState::Open,
+        }
+    }
+
+    fn contains(&self, corr_id: u64) -> bool {
+        self.boxes.contains_key(&corr_id)
+    }
+
+    fn open(&mut self, corr_id: u64) {
+        self.boxes.entry(corr_id).or_default();
+    }
+
+    /// Forgets a request that will never answer (an upload cut short).
+    fn forget(&mut self, corr_id: u64) {
+        self.boxes.remove(&corr_id);
+        self.ready.retain(|&c| c != corr_id);
+        self.wake_writer();
+    }
+
+    fn wake_writer(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+
+    fn poll_push(
+        &mut self,
+        cx: &Context<'_>,
+        corr_id: u64,
+        frame: &mut Option<OutFrame>,
+        end: bool,
+    ) -> Poll<Result<(), Closed>> {
+        if matches!(self.state, WriterState::Closed | WriterState::Failing(_)) {
+            return Poll::Ready(Err(Closed));
+        }
+        let Some(outbox) = self.boxes.get_mut(&corr_id) else {
+            return Poll::Ready(Err(Closed));
+        };
+        if outbox.frames.len() >= OUTBOX_FRAMES_MAX {
+            outbox.producer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let was_empty = outbox.frames.is_empty();
+        outbox.frames.extend(frame.take());
+        outbox.ended |= end;
+        if was_empty {
+            self.ready.push_back(corr_id);
+        }
+        self.wake_writer();
+        Poll::Ready(Ok(()))
+    }
+
+    /// The next frame in round-robin order, if any is queued.
+    fn take_next(&mut self) -> Option<OutFrame> {
+        let corr_id = self.ready.pop_front()?;
+        let outbox = self.boxes.get_mut(&corr_id)?;
+        let frame = outbox.frames.pop_front()?;
+        if let Some(w) = outbox.producer.take() {
+            w.wake();
+        }
+        if !outbox.frames.is_empty() {
+            self.ready.push_back(corr_id);
+        } else if outbox.ended {
+            self.boxes.remove(&corr_id);
+        }
+        Some(frame)
+    }
+
+    fn poll_next(&mut self, cx: &Context<'_>) -> Poll<Next> {
+        match &mut self.state {
+            WriterState::Failing(last) => {
+                return Poll::Ready(last.take().map_or(Next::Done, Next::Last));
+            }
+            WriterState::Closed => return Poll::Ready(Next::Done),
+            WriterState::Open | WriterState::Draining => {}
+        }
+        if let Some(frame) = self.take_next() {
+            return Poll::Ready(Next::Frame(frame));
+        }
+        if matches!(self.state, WriterState::Draining) && self.boxes.is_empty() {
+            return Poll::Ready(Next::Done);
+        }
+        self.writer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn set_state(&mut self, state: WriterState) {
+        let stopping = matches!(state, WriterState::Closed | WriterState::Failing(_));
+        self.state = state;
+        if stopping {
+            for outbox in self.boxes.values_mut() {
+                if let Some(w) = outbox.producer.take() {
+                    w.wake();
+                }
+            }
+        }
+        self.wake_writer();
+    }
+}
+
+type SharedOutboxes = Rc<RefCell<Outboxes>>;
+
+/// Queues `frame` on `corr_id`'s outbox, waiting while it is full.
+async fn push(
+    out: &SharedOutboxes,
+    corr_id: u64,
+    frame: OutFrame,
+    end: bool,
+) -> Result<(), Closed> {
+    let mut frame = Some(frame);
+    std::future::poll_fn(|cx| out.borrow_mut().poll_push(cx, corr_id, &mut frame, end)).await
+}
+
+fn error_frame(corr_id: u64, code: ErrorCode, message: &str) -> OutFrame {
+    let mut body = Vec::with_capacity(96 + message.len());
+    let mut corr = itoa::Buffer::new();
+    Envelope {
+        code,
+        message,
+        corr_id: corr.format(corr_id),
+        retry_after_ms: code.carries_retry_after().then_some(RETRY_AFTER_MS),
+    }
+    .write_json(&mut body);
+    let frame = response_frame(Flags::END, code.status(), corr_id, Bytes::from(body))
+        .or_else(|_| {
+            // A message can only overflow a frame if it quotes huge input; say less.
+            let mut short = Vec::new();
+            Envelope {
+                code,
+                message: "error message too long for one frame",
+                corr_id: corr.format(corr_id),
+                retry_after_ms: code.carries_retry_after().then_some(RETRY_AFTER_MS),
+            }
+            .write_json(&mut short);
+            response_frame(Flags::END, code.status(), corr_id, Bytes::from(short))
+        })
+        .expect("a short envelope fits in any frame");
+    OutFrame::whole(&frame)
+}
+
+fn ok_frame(flags: Flags, status: u16, corr_id: u64, payload: Bytes) -> OutFrame {
+    let frame = response_frame(flags, status, corr_id, payload)
+        .expect("replies are far smaller than max_frame");
+    OutFrame::whole(&frame)
+}
+
+/// Answers one request with a single END frame and records it.
+async fn answer(
+    ctx: &OapContext,
+    out: &SharedOutboxes,
+    corr_id: u64,
+    frame: OutFrame,
+    status: u16,
+    started: Instant,
+) {
+    let _ = push(out, corr_id, frame, true).await;
+    ctx.metrics()
+        .record_request(status, started.elapsed().as_micros() as u64);
+}
+
+async fn answer_error(
+    ctx: &OapContext,
+    out: &SharedOutboxes,
+    corr_id: u64,
+    code: ErrorCode,
+    message: &str,
+    started: Instant,
+) {
+    let frame = error_frame(corr_id, code, message);
+    answer(ctx, out, corr_id, frame, code.status(), started).await;
+}
+
+/// Serves one OAP/1 connection until it closes.
+pub async fn serve_connection<S: Transport>(ctx: Rc<OapContext>, stream: S) {
+    let _ = stream.tcp().set_nodelay(true);
+    let metrics = Rc::clone(&ctx);
+    ShardMetrics::add(&metrics.metrics().connections_open, 1);
+    ShardMetrics::add(&metrics.metrics().connections_total, 1);
+    let (read_half, write_half) = split(stream);
+    write_half.set_write_timeout(Some(ctx.limits.body_timeout));
+    let out: SharedOutboxes = Rc::new(RefCell::new(Outboxes::new()));
+    let writer = glommio::spawn_local(write_loop(Rc::clone(&ctx), write_half, Rc::clone(&out)));
+    let mut reader = Reader {
+        ctx: Rc::clone(&ctx),
+        half: read_half,
+        out: Rc::clone(&out),
+        decoder: FrameDecoder::new(ctx.limits.max_frame),
+        inflater: None,
+        inbound: HashMap::new(),
+        frames_seen: 0,
+    };
+    let end = reader.run().await;
+    reader.abort_uploads().await;
+    let state = match end {
+        ReadEnd::PeerDone => WriterState::Draining,
+        ReadEnd::Broken => WriterState::Closed,
+        ReadEnd::Rejected(last) => WriterState::Failing(Some(last)),
+    };
+    out.borrow_mut().set_state(state);
+    writer.await;
+    metrics
+        .metrics()
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The socket's only writer: frames in round-robin order across requests.
+async fn write_loop<S: Transport>(
+    ctx: Rc<OapContext>,
+    mut half: WriteHalf<S>,
+    out: SharedOutboxes,
+) {
+    let mut wbuf = BytesMut::with_capacity(WRITE_BATCH_BYTES);
+    loop {
+        let next = std::future::poll_fn(|cx| out.borrow_mut().poll_next(cx)).await;
+        let (frame, last) = match next {
+            Next::Frame(frame) => (frame, false),
+            Next::Last(frame) => (frame, true),
+            Next::Done => break,
+        };
+        let mut sent = add_frame(&ctx, &mut half, &mut wbuf, frame).await;
+        while !last && sent.is_ok() && wbuf.len() < WRITE_BATCH_BYTES {
+            let Some(frame) = out.borrow_mut().take_next() else {
+                break;
+            };
+            sent = add_frame(&ctx, &mut half, &mut wbuf, frame).await;
+        }
+        if sent.is_ok() && !wbuf.is_empty() {
+            sent = half.write_all(&wbuf).await.map(|()| wbuf.len());
+            wbuf.clear();
+        }
+        match sent {
+            Ok(_) if !last => {}
+            _ => break,
+        }
+    }
+    out.borrow_mut().set_state(WriterState::Closed);
+    let _ = half.close().await;
+}
+
+/// Appends `frame` to the batch; a large body is sent straight from its buffer.
+async fn add_frame<S: Transport>(
+    ctx: &OapContext,
+    half: &mut WriteHalf<S>,
+    wbuf: &mut BytesMut,
+    frame: OutFrame,
+) -> std::io::Result<usize> {
+    let len = frame.len();
+    ShardMetrics::add(&ctx.metrics().bytes_out, len as u64);
+    wbuf.extend_from_slice(&frame.head);
+    if frame.body.len() <= COALESCE_BODY_BYTES_MAX {
+        wbuf.extend_from_slice(&frame.body);
+        return Ok(len);
+    }
+    half.write_all(wbuf).await?;
+    wbuf.clear();
+    half.write_all(&frame.body).await?;
+    Ok(len)
+}
+
+/// How the reading side of a connection ended.
+enum ReadEnd {
+    /// End of stream or idle timeout: answer what is in flight, then close.
+    PeerDone,
+    /// Read error or a frame left unfinished past the timeout: close now.
+    Broken,
+    /// A protocol error: this answer, then close.
+    Rejected(OutFrame),
+}
+
+/// An upload being received, or a refused request whose remaining DATA is skipped.
+enum Inbound {
+    Receiving(Box<PutState>),
+    Skipping,
+}
+
+struct PutState {
+    upload: Upload,
+    len: u64,
+    announced: Option<Address>,
+    started: Instant,
+    _guard: InflightGuard,
+}
+
+struct Reader<S> {
+    ctx: Rc<OapContext>,
+    half: ReadHalf<S>,
+    out: SharedOutboxes,
+    decoder: FrameDecoder,
+    inflater: Option<Inflater>,
+    inbound: HashMap<u64, Inbound>,
+    frames_seen: u64,
+}
+
+/// A protocol error: the one answer to send before closing.
+struct Reject(OutFrame);
+
+fn reject(corr_id: u64, code: ErrorCode, message: &str) -> Reject {
+    Reject(error_frame(corr_id, code, message))
+}
+
+impl<S: Transport> Reader<S> {
+    async fn run(&mut self) -> ReadEnd {
+        let mut buf = vec![0u8; READ_BUF_BYTES].into_boxed_slice();
+        loop {
+            let waiting_for_frame = !self.decoder.is_idle();
+            let timeout = if waiting_for_frame {
+                self.ctx.limits.body_timeout
+            } else {
+                self.ctx.limits.idle_timeout
+            };
+            self.half.set_read_timeout(Some(timeout));
+            let n = match self.half.read(&mut buf).await {
+                Ok(0) if waiting_for_frame => return ReadEnd::Broken,
+                Ok(0) => return ReadEnd::PeerDone,
+                Ok(n) => n,
+                // Silence between frames ends the connection only once nothing is in
+                // flight: a client downloading a large object has nothing to say.
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !waiting_for_frame => {
+                    if self.busy() {
+                        continue;
+                    }
+                    return ReadEnd::PeerDone;
+                }
+                Err(_) => return ReadEnd::Broken,
+            };
+            ShardMetrics::add(&self.ctx.metrics().bytes_in, n as u64);
+            let mut input = &buf[..n];
+            loop {
+                match self.decoder.decode(&mut input) {
+                    Ok(Some(frame)) => {
+                        if let Err(Reject(last)) = self.on_frame(frame).await {
+                            return ReadEnd::Rejected(last);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let corr_id = self.decoder.rejected_header().map_or(0, |h| h.corr_id);
+                        return ReadEnd::Rejected(error_frame(corr_id, e.code(), &e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.out.borrow().boxes.is_empty() || !self.inbound.is_empty()
+    }
+
+    /// Removes the temp files of uploads the peer never finished.
+    async fn abort_uploads(&mut self) {
+        for (corr_id, inbound) in std::mem::take(&mut self.inbound) {
+            self.out.borrow_mut().forget(corr_id);
+            if let Inbound::Receiving(put) = inbound {
+                put.upload.abort().await;
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, mut frame: Frame) -> Result<(), Reject> {
+        let header = frame.header;
+        let corr_id = header.corr_id;
+        self.frames_seen += 1;
+        let unsupported = header.flags.bits() & !CLIENT_FLAGS;
+        if unsupported != 0 || !header.flags.contains(Flags::REQ) {
+            let message = format!(
+                "frame flags {:#06x}: a client frame carries REQ and only REQ, START, END, COMP (unsupported: {unsupported:#06x})",
+                header.flags.bits()
+            );
+            return Err(reject(corr_id, ErrorCode::BadFrame, &message));
+        }
+        if header.flags.contains(Flags::COMP) {
+            frame.payload = self.inflate(&frame)?;
+        }
+        match header.app_proto_id {
+            APP_HELLO => self.on_hello(&frame),
+            APP_OBJECTS if header.flags.contains(Flags::START) => self.on_start(frame).await,
+            APP_OBJECTS => self.on_data(frame).await,
+            other => {
+                let message =
+                    format!("app_proto_id {other} is not served here (0 HELLO, 1 objects)");
+                Err(reject(corr_id, ErrorCode::BadRequest, &message))
+            }
+        }
+    }
+
+    fn inflate(&mut self, frame: &Frame) -> Result<Bytes, Reject> {
+        let corr_id = frame.header.corr_id;
+        if self.inflater.is_none() {
+            let inflater = Inflater::new(self.ctx.limits.inflate_ratio_max)
+                .map_err(|e| reject(corr_id, ErrorCode::Internal, &e.to_string()))?;
+            self.inflater = Some(inflater);
+        }
+        let inflater = self.inflater.as_mut().expect("set above");
+        inflater
+            .inflate(&frame.payload, self.decoder.max_frame())
+            .map_err(|e| reject(corr_id, e.code(), &e.to_string()))
+    }
+
+    fn on_hello(&mut self, frame: &Frame) -> Result<(), Reject> {
+        let corr_id = frame.header.corr_id;
+        if self.frames_seen != 1 {
+            return Err(reject(
+                corr_id,
+                ErrorCode::BadRequest,
+                "HELLO must be the first frame of the connection",
+            ));
+        }
+        HelloRequest::parse(&frame.payload)
+            .map_err(|e| reject(corr_id, e.code(), &e.to_string()))?;
+        let reply = self.ctx.hello_reply().frame(corr_id);
+        let mut out = self.out.borrow_mut();
+        out.open(corr_id);
+        let mut frame = Some(OutFrame::whole(&reply));
+        let waker = Waker::noop();
+        // A fresh outbox has room: this cannot be Pending.
+        let _ = out.poll_push(&Context::from_waker(waker), corr_id, &mut frame, true);
+        Ok(())
+    }
+
+    fn requests_in_flight(&self) -> usize {
+        let out = self.out.borrow();
+        out.boxes.len() + self.inbound.keys().filter(|c| !out.contains(**c)).count()
+    }
+
+    async fn on_start(&mut self, frame: Frame) -> Result<(), Reject> {
+        let header = frame.header;
+        let corr_id = header.corr_id;
+        let started = Instant::now();
+        if self.out.borrow().contains(corr_id) || self.inbound.contains_key(&corr_id) {
+            let message = format!("corr_id {corr_id} is already in flight on this connection");
+            return Err(reject(corr_id, ErrorCode::BadFrame, &message));
+        }
+        let limit = self.ctx.limits.requests_per_connection_max as usize;
+        if self.requests_in_flight() >= limit {
+            let message =
+                format!("more than max_inflight = {limit} requests in flight on one connection");
+            return Err(reject(corr_id, ErrorCode::BadRequest, &message));
+        }
+        let has_more = !header.flags.contains(Flags::END);
+        self.out.borrow_mut().open(corr_id);
+        let refuse = |this: &mut Self| {
+            if has_more {
+                this.inbound.insert(corr_id, Inbound::Skipping);
+            }
+        };
+        let request = match ObjectRequest::parse(&frame.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                refuse(self);
+                answer_error(
+                    &self.ctx,
+                    &self.out,
+                    corr_id,
+                    e.code(),
+                    &e.to_string(),
+                    started,
+                )
+                .await;
+                return Ok(());
+            }
+        };
+        if self.ctx.draining.get() {
+            refuse(self);
+            let message = "the node is shutting down";
+            answer_error(
+                &self.ctx,
+                &self.out,
+                corr_id,
+                ErrorCode::NotReady,
+                message,
+                started,
+            )
+            .await;
+            return Ok(());
+        }
+        let Some(guard) = InflightGuard::admit(&self.ctx) else {
+            refuse(self);
+            let message = format!(
+                "shard {} has {} requests in flight (limit {})",
+                self.ctx.shard.index().0,
+                self.ctx.metrics().inflight.load(Ordering::Relaxed),
+                self.ctx.limits.inflight_max
+            );
+            answer_error(
+                &self.ctx,
+                &self.out,
+                corr_id,
+                ErrorCode::Overloaded,
+                &message,
+                started,
+            )
+            .await;
+            return Ok(());
+        };
+        let ctx = Rc::clone(&self.ctx);
+        let out = Rc::clone(&self.out);
+        match request {
+            ObjectRequest::Get { addr, range, proof } => {
+                let request = GetRequest {
+                    corr_id,
+                    addr,
+                    range,
+                    proof,
+                    started,
+                };
+                glommio::spawn_local(get(ctx, out, request, guard)).detach();
+            }
+            ObjectRequest::Stat { addr } => {
+                glommio::spawn_local(stat(ctx, out, corr_id, addr, guard, started)).detach();
+            }
+            ObjectRequest::Put { len, addr } => {
+                let principal = Principal {
+                    tenant_id: header.tenant_id,
+                    token: frame.cap.clone(),
+                };
+                if let Err((code, message)) = self.admit_put(&principal, len, has_more) {
+                    refuse(self);
+                    answer_error(&self.ctx, &self.out, corr_id, code, &message, started).await;
+                    return Ok(());
+                }
+                let upload = match self.ctx.shard.begin_upload().await {
+                    Ok(u) => u,
+                    Err(e) => {
+                        refuse(self);
+                        answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await;
+                        return Ok(());
+                    }
+                };
+                let put = Box::new(PutState {
+                    upload,
+                    len,
+                    announced: addr,
+                    started,
+                    _guard: guard,
+                });
+                if has_more {
+                    self.inbound.insert(corr_id, Inbound::Receiving(put));
+                } else {
+                    glommio::spawn_local(commit(ctx, out, corr_id, put)).detach();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The write rule and the size limit, checked before any byte is stored.
+    fn admit_put(
+        &self,
+        who: &Principal,
+        len: u64,
+        has_more: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let limits = &self.ctx.limits;
+        let token_ok = limits.tokens.is_empty()
+            || limits
+                .tokens
+                .iter()
+                .any(|t| crate::http::constant_time_eq(t, &who.token));
+        if !token_ok {
+            let message = if who.token.is_empty() {
+                format!(
+                    "tenant {}: writes need a bearer token in the START frame's capability section",
+                    who.tenant_id
+                )
+            } else {
+                format!(
+                    "tenant {}: the capability token is not a write token of this node",
+                    who.tenant_id
+                )
+            };
+            return Err((ErrorCode::Unauthorized, message));
+        }
+        if len > limits.object_bytes_max {
+            let message = format!(
+                "PUT of {len} bytes exceeds the object limit of {} bytes",
+                limits.object_bytes_max
+            );
+            return Err((ErrorCode::TooLarge, message));
+        }
+        if len > 0 && !has_more {
+            let message = format!("PUT announces {len} bytes but its START frame carries END");
+            return Err((ErrorCode::BadRequest, message));
+        }
+        Ok(())
+    }
+
+    async fn on_data(&mut self, frame: Frame) -> Result<(), Reject> {
+        let corr_id = frame.header.corr_id;
+        let end = frame.header.flags.contains(Flags::END);
+        let Some(inbound) = self.inbound.get_mut(&corr_id) else {
+            let message = format!("DATA for corr_id {corr_id}, which has no upload in progress");
+            return Err(reject(corr_id, ErrorCode::BadFrame, &message));
+        };
+        let Inbound::Receiving(put) = inbound else {
+            if end {
+                self.inbound.remove(&corr_id);
+            }
+            return Ok(());
+        };
+        if let Err((code, message)) = receive(put, &frame.payload).await {
+            let Some(Inbound::Receiving(put)) = self.inbound.remove(&corr_id) else {
+                unreachable!("matched Receiving above")
+            };
+            let started = put.started;
+            put.upload.abort().await;
+            if !end {
+                self.inbound.insert(corr_id, Inbound::Skipping);
+            }
+            answer_error(&self.ctx, &self.out, corr_id, code, &message, started).await;
+            return Ok(());
+        }
+        if !end {
+            return Ok(());
+        }
+        let Some(Inbound::Receiving(put)) = self.inbound.remove(&corr_id) else {
+            unreachable!("matched Receiving above")
+        };
+        if put.upload.len() != put.len {
+            let message = format!(
+                "upload ended after {} of the {} bytes its START announced",
+                put.upload.len(),
+                put.len
+            );
+            let started = put.started;
+            put.upload.abort().await;
+            answer_error(
+                &self.ctx,
+                &self.out,
+                corr_id,
+                ErrorCode::BadRequest,
+                &message,
+                started,
+            )
+            .await;
+            return Ok(());
+        }
+        let (ctx, out) = (Rc::clone(&self.ctx), Rc::clone(&self.out));
+        glommio::spawn_local(commit(ctx, out, corr_id, put)).detach();
+        Ok(())
+    }
+}
+
+/// Who is asking: the tenant named in the frame header and the bearer token from the
+/// START frame's capability section. Write rule now, quotas next.
+struct Principal {
+    tenant_id: u128,
+    token: Bytes,
+}
+
+/// Appends one DATA frame's bytes to an upload after checking its DATA header.
+async fn receive(put: &mut PutState, payload: &Bytes) -> Result<(), (ErrorCode, String)> {
+    let (data, raw) = DataHeader::split(payload).map_err(|e| (e.code(), e.to_string()))?;
+    let received = put.upload.len();
+    if data.offset != received || data.total_len != put.len {
+        let message = format!(
+            "DATA at offset {} of {} bytes, expected offset {received} of {}",
+            data.offset, data.total_len, put.len
+        );
+        return Err((ErrorCode::BadRequest, message));
+    }
+    if let (Some(obj), Some(announced)) = (data.obj, put.announced) {
+        if obj != announced {
+            let message = format!("DATA names {obj} but START announced {announced}");
+            return Err((ErrorCode::BadRequest, message));
+        }
+    }
+    if received + raw.len() as u64 > put.len {
+        let message = format!(
+            "DATA carries bytes past the {} bytes START announced",
+            put.len
+        );
+        return Err((ErrorCode::BadRequest, message));
+    }
+    put.upload
+        .write(&raw)
+        .await
+        .map_err(|e| (e.code(), e.to_string()))
+}
+
+/// Finishes an upload: digest check against the announced address, then commit.
+async fn commit(ctx: Rc<OapContext>, out: SharedOutboxes, corr_id: u64, put: Box<PutState>) {
+    let PutState {
+        upload,
+        announced,
+        started,
+        _guard,
+        ..
+    } = *put;
+    let staged = match upload.finish(String::new()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await;
+        }
+    };
+    let addr = staged.meta.addr();
+    let len = staged.meta.len();
+    if let Some(announced) = announced.filter(|a| *a != addr) {
+        ron_shards::shard::discard(staged).await;
+        let message = format!("body hashes to {addr}, not to the announced {announced}");
+        let code = ErrorCode::UploadDigestMismatch;
+        return answer_error(&ctx, &out, corr_id, code, &message, started).await;
+    }
+    let status = match ctx.shard.commit(staged).await {
+        Ok(CommitOutcome::Created) => 201,
+        Ok(CommitOutcome::AlreadyStored) => 200,
+        Err(e) => {
+            return answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await;
+        }
+    };
+    let info = ObjectInfo { obj: addr, len };
+    let frame = ok_frame(Flags::END, status, corr_id, info.to_payload());
+    answer(&ctx, &out, corr_id, frame, status, started).await;
+}
+
+async fn stat(
+    ctx: Rc<OapContext>,
+    out: SharedOutboxes,
+    corr_id: u64,
+    addr: Address,
+    _guard: InflightGuard,
+    started: Instant,
+) {
+    match ctx.shard.meta(&addr).await {
+        Ok(meta) => {
+            let info = ObjectInfo {
+                obj: addr,
+                len: meta.len(),
+            };
+            let frame = ok_frame(Flags::END, 200, corr_id, info.to_payload());
+            answer(&ctx, &out, corr_id, frame, 200, started).await;
+        }
+        Err(e) => answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await,
+    }
+}
+
+/// The bytes of `range` (inclusive) a GET sends, or why it cannot.
+fn resolve_range(
+    range: Option<InclusiveRange>,
+    total: u64,
+) -> Result<(u16, u64, u64), (ErrorCode, String)> {
+    match range {
+        None => Ok((200, 0, total)),
+        Some(r) if r.first >= total => Err((
+            ErrorCode::RangeNotSatisfiable,
+            format!(
+                "range [{}, {}] starts past the object's {total} bytes",
+                r.first, r.last
+            ),
+        )),
+        Some(r) => {
+            let last = r.last.min(total - 1);
+            Ok((206, r.first, last - r.first + 1))
+        }
+    }
+}
+
+/// A GET as the request task needs it.
+struct GetRequest {
+    corr_id: u64,
+    addr: Address,
+    range: Option<InclusiveRange>,
+    /// Verified streaming: whole groups, each DATA header with its proof's parents.
+    proof: bool,
+    started: Instant,
+}
+
+/// GET: the START frame, one DATA frame per verified group slice, END. The next group
+/// is fetched while the current one waits for the writer.
+async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, _guard: InflightGuard) {
+    let (corr_id, started) = (req.corr_id, req.started);
+    let meta = match ctx.shard.meta(&req.addr).await {
+        Ok(meta) => meta,
+        Err(e) => {
+            return answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await
+        }
+    };
+    let total = meta.len();
+    let (status, offset, len) = match resolve_range(req.range, total) {
+        Ok(r) => r,
+        Err((code, message)) => {
+            return answer_error(&ctx, &out, corr_id, code, &message, started).await;
+        }
+    };
+    // The first group is verified before START: a rotten first group is a clean error.
+    let mut current = if len > 0 {
+        match ctx.shard.group(&meta, GroupIndex::containing(offset)).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                return answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await
+            }
+        }
+    } else {
+        None
+    };
+    let start = GetStart {
+        obj: req.addr,
+        total_len: total,
+        offset,
+        len,
+        chunk: DATA_CHUNK_BYTES,
+    };
+    let frame = ok_frame(Flags::START, status, corr_id, start.to_payload());
+    if push(&out, corr_id, frame, false).await.is_err() {
+        return;
+    }
+    let outcome = match current.take() {
+        Some(first) => {
+            let stream = GroupStream {
+                ctx: &ctx,
+                out: &out,
+                corr_id,
+                meta: &meta,
+                offset,
+                len,
+                proof: req.proof,
+            };
+            stream.send(first).await
+        }
+        None => Ok(()),
+    };
+    let (frame, status) = match outcome {
+        Ok(()) => {
+            let end = GetEnd {
+                status: "ok".into(),
+                len,
+            };
+            (
+                ok_frame(Flags::END, status, corr_id, end.to_payload()),
+                status,
+            )
+        }
+        Err(Some((code, message))) => (error_frame(corr_id, code, &message), code.status()),
+        Err(None) => return,
+    };
+    answer(&ctx, &out, corr_id, frame, status, started).await;
+}
+
+/// The DATA frames of one GET: bytes `[offset, offset + len)` of `meta`'s object.
+struct GroupStream<'a> {
+    ctx: &'a Rc<OapContext>,
+    out: &'a SharedOutboxes,
+    corr_id: u64,
+    meta: &'a Rc<ObjectMeta>,
+    offset: u64,
+    len: u64,
+    proof: bool,
+}
+
+impl GroupStream<'_> {
+    /// Sends every DATA frame, starting with the already verified `first` group.
+    /// `Err(None)`: the connection closed.
+    async fn send(&self, first: Bytes) -> Result<(), Option<(ErrorCode, String)>> {
+        let range = GroupRange::covering(self.offset, self.len);
+        let mut group = range.first;
+        let mut bytes = first;
+        loop {
+            let next = (group < range.last).then(|| {
+                let (shard, meta) = (Rc::clone(&self.ctx.shard), Rc::clone(self.meta));
+                let g = GroupIndex(group.0 + 1);
+                glommio::spawn_local(async move { shard.group(&meta, g).await })
+            });
+            let frame = self.data_frame(range, group, bytes);
+            push(self.out, self.corr_id, frame, false)
+                .await
+                .map_err(|_| None)?;
+            let Some(next) = next else {
+                return Ok(());
+            };
+            group = GroupIndex(group.0 + 1);
+            // A group failing verification ends the stream with 500 bad_digest; its
+            // bytes are never sent.
+            bytes = next.await.map_err(|e| Some((e.code(), e.to_string())))?;
+        }
+    }
+
+    /// One group's DATA frame: the slice inside the range, or with `proof` the whole
+    /// group and the parent nodes that precede it.
+    fn data_frame(&self, range: GroupRange, group: GroupIndex, bytes: Bytes) -> OutFrame {
+        debug_assert!(bytes.len() <= GROUP_LEN_BYTES as usize);
+        let group_start = group.start_offset();
+        let (raw, raw_offset) = if self.proof {
+            (bytes, group_start)
+        } else {
+            let from = self.offset.saturating_sub(group_start) as usize;
+            let to = ((self.offset + self.len - group_start) as usize).min(bytes.len());
+            (bytes.slice(from..to), group_start + from as u64)
+        };
+        let mut parents = Vec::new();
+        if self.proof {
+            parents_before(&self.meta.tree, range, group, &mut parents);
+        }
+        let meta = FrameMeta {
+            flags: Flags::RESP,
+            code: 0,
+            app_proto_id: APP_OBJECTS,
+            tenant_id: 0,
+            corr_id: self.corr_id,
+        };
+        let header = DataHeader {
+            obj: Some(self.meta.addr()),
+            offset: raw_offset,
+            total_len: self.meta.len(),
+        };
+        let mut head = BytesMut::with_capacity(
+            ron_codec::frame::HEADER_LEN + header.encoded_len() + 2 * parents.len() + 16,
+        );
+        header
+            .write_frame_head_with_parents(
+                &mut head,
+                meta,
+                &parents,
+                raw.len(),
+                self.ctx.limits.max_frame,
+            )
+            .expect("one 64 KiB group, its header and its proof fit in max_frame");
+        OutFrame {
+            head: head.freeze(),
+            body: raw,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_of(n: u8) -> OutFrame {
+        OutFrame {
+            head: Bytes::from(vec![n]),
+            body: Bytes::new(),
+        }
+    }
+
+    fn push_now(o: &mut Outboxes, corr_id: u64, n: u8, end: bool) -> Poll<Result<(), Closed>> {
+        let mut f = Some(frame_of(n));
+        o.poll_push(&Context::from_waker(Waker::noop()), corr_id, &mut f, end)
+    }
+
+    #[test]
+    fn writer_takes_frames_round_robin_and_forgets_ended_requests() {
+        let mut o = Outboxes::new();
+        o.open(1);
+        o.open(2);
+        assert!(push_now(&mut o, 1, 10, false).is_ready());
+        assert!(push_now(&mut o, 1, 11, false).is_ready());
+        assert!(
+            push_now(&mut o, 1, 12, false).is_pending(),
+            "outbox is full"
+        );
+        assert!(push_now(&mut o, 2, 20, true).is_ready());
+        let order: Vec<u8> = std::iter::from_fn(|| o.take_next().map(|f| f.head[0])).collect();
+        assert_eq!(order, vec![10, 20, 11]);
+        assert!(o.contains(1) && !o.contains(2), "2 ended and was sent");
+    }
+
+    #[test]
+    fn a_failing_connection_refuses_pushes_and_sends_its_answer_first() {
+        let mut o = Outboxes::new();
+        o.open(1);
+        assert!(push_now(&mut o, 1, 10, false).is_ready());
+        o.set_state(WriterState::Failing(Some(frame_of(99))));
+        assert!(matches!(
+            push_now(&mut o, 1, 11, false),
+            Poll::Ready(Err(Closed))
+        ));
+        let cx = Context::from_waker(Waker::noop());
+        match o.poll_next(&cx) {
+            Poll::Ready(Next::Last(f)) => assert_eq!(f.head[0], 99),
+            _ => panic!("the rejection goes first"),
+        }
+        assert!(matches!(o.poll_next(&cx), Poll::Ready(Next::Done)));
+    }
+
+    #[test]
+    fn ranges_resolve_like_http() {
+        assert_eq!(resolve_range(None, 10).unwrap(), (200, 0, 10));
+        let r = |first, last| Some(InclusiveRange { first, last });
+        assert_eq!(resolve_range(r(2, 4), 10).unwrap(), (206, 2, 3));
+        assert_eq!(resolve_range(r(2, 400), 10).unwrap(), (206, 2, 8));
+        let (code, message) = resolve_range(r(10, 12), 10).unwrap_err();
+        assert_eq!(code, ErrorCode::RangeNotSatisfiable);
+        assert_eq!(message, "range [10, 12] starts past the object's 10 bytes");
+        assert!(resolve_range(r(0, 0), 0).is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! Connection streams: one trait over plain TCP and TLS-over-TCP, and a split into a
+//! read half and a write half for protocols that read and write from two tasks.
+//!
+//! Both halves share the stream through an `Rc<RefCell<_>>`: a shard is one thread and
+//! each `poll_*` call borrows the stream only for its own duration, so the two halves
+//! never borrow it at once. glommio keeps separate io_uring sources (and wakers) for the
+//! receive and the send side of a socket, so a reader parked on the socket does not
+//! hide a writer parked on it.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+/// A connection's byte stream: plain TCP or TLS over TCP. `tcp` reaches the socket
+/// underneath for timeouts and options.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Transport for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Transport for futures_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// The reading half of a split stream.
+#[derive(Debug)]
+pub struct ReadHalf<S>(Rc<RefCell<S>>);
+
+/// The writing half of a split stream.
+#[derive(Debug)]
+pub struct WriteHalf<S>(Rc<RefCell<S>>);
+
+/// Splits `stream` so that one task can read while another writes.
+pub fn split<S>(stream: S) -> (ReadHalf<S>, WriteHalf<S>) {
+    let shared = Rc::new(RefCell::new(stream));
+    (ReadHalf(Rc::clone(&shared)), WriteHalf(shared))
+}
+
+impl<S: Transport> ReadHalf<S> {
+    /// Sets the socket's read timeout (`None`: wait for ever).
+    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) {
+        // An error here means a zero duration, which callers never pass.
+        let _ = self.0.borrow().tcp().set_read_timeout(timeout);
+    }
+}
+
+impl<S: Transport> WriteHalf<S> {
+    pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) {
+        let _ = self.0.borrow().tcp().set_write_timeout(timeout);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadHalf<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteHalf<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}

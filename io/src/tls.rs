@@ -1,0 +1,168 @@
+//! TLS with rustls (ring provider): the server configuration with ALPN, and the
+//! self-signed development certificate behind `ron cert --dev`.
+//!
+//! One TLS listener serves both protocols; the client's ALPN choice picks the front
+//! end (`oap/1` or `http/1.1`; no ALPN means HTTP). Handshakes and record encryption
+//! run on the shard that accepted the connection (futures-rustls over glommio's
+//! `TcpStream`), so TLS work spreads across cores with the connections. rustls bounds
+//! its buffers: outgoing plaintext waiting for the socket is capped by
+//! [`SEND_BUFFER_BYTES_MAX`], incoming records by the TLS record size (16 KiB + overhead).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// ALPN protocol id of OAP/1.
+pub const ALPN_OAP: &[u8] = b"oap/1";
+/// ALPN protocol id of HTTP/1.1.
+pub const ALPN_HTTP: &[u8] = b"http/1.1";
+/// Plaintext rustls buffers for sending before it pushes back on the writer.
+pub const SEND_BUFFER_BYTES_MAX: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS certificate {path}: {reason}")]
+    Certificate { path: PathBuf, reason: String },
+    #[error("TLS key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    #[error("cannot generate a development certificate: {0}")]
+    Generate(String),
+}
+
+/// The application protocol a TLS connection negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppProtocol {
+    Oap,
+    Http,
+}
+
+impl AppProtocol {
+    /// From the negotiated ALPN id; none (a client without ALPN) means HTTP.
+    pub fn from_alpn(alpn: Option<&[u8]>) -> AppProtocol {
+        match alpn {
+            Some(ALPN_OAP) => AppProtocol::Oap,
+            _ => AppProtocol::Http,
+        }
+    }
+}
+
+/// The crypto provider every TLS configuration of ron uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads a PEM certificate chain and private key into a server configuration that
+/// offers `oap/1` and `http/1.1`.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let cert_error = |reason: String| TlsError::Certificate {
+        path: cert.to_path_buf(),
+        reason,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| cert_error(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| cert_error(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(cert_error("no CERTIFICATE block in the file".into()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![ALPN_OAP.to_vec(), ALPN_HTTP.to_vec()];
+    config.send_half_rtt_data = false;
+    Ok(Arc::new(config))
+}
+
+/// Accepts TLS on a freshly accepted socket, on the calling shard. The handshake may
+/// take at most `timeout` between reads. Returns the stream and the protocol its
+/// client chose by ALPN.
+pub async fn accept(
+    acceptor: &futures_rustls::TlsAcceptor,
+    stream: glommio::net::TcpStream,
+    timeout: std::time::Duration,
+) -> std::io::Result<(
+    futures_rustls::server::TlsStream<glommio::net::TcpStream>,
+    AppProtocol,
+)> {
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut tls = acceptor.accept(stream).await?;
+    tls.get_mut()
+        .1
+        .set_buffer_limit(Some(SEND_BUFFER_BYTES_MAX));
+    let protocol = AppProtocol::from_alpn(tls.get_ref().1.alpn_protocol());
+    Ok((tls, protocol))
+}
+
+/// The acceptor for a server configuration.
+pub fn acceptor(config: Arc<rustls::ServerConfig>) -> futures_rustls::TlsAcceptor {
+    futures_rustls::TlsAcceptor::from(config)
+}
+
+/// A self-signed certificate and its key, both PEM.
+#[derive(Debug)]
+pub struct DevCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A self-signed certificate for local use, valid for `localhost`, 127.0.0.1 and ::1
+/// plus `extra_names`.
+pub fn dev_certificate(extra_names: &[String]) -> Result<DevCertificate, TlsError> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    names.extend(extra_names.iter().cloned());
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    Ok(DevCertificate {
+        cert_pem: certified.cert.pem(),
+        key_pem: certified.key_pair.serialize_pem(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certificate_loads_as_a_server_config_with_both_alpn_ids() {
+        let dir = std::env::temp_dir().join(format!("ron-io-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dev = dev_certificate(&[]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, &dev.cert_pem).unwrap();
+        std::fs::write(&key, &dev.key_pem).unwrap();
+        let config = server_config(&cert, &key).unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"oap/1".to_vec(), b"http/1.1".to_vec()]
+        );
+        let err = server_config(&key, &key).unwrap_err().to_string();
+        assert!(err.contains("no CERTIFICATE block"), "{err}");
+        std::fs::write(&key, "not a key").unwrap();
+        let err = server_config(&cert, &key).unwrap_err().to_string();
+        assert!(err.starts_with("TLS key"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn alpn_chooses_the_front_end() {
+        assert_eq!(AppProtocol::from_alpn(Some(b"oap/1")), AppProtocol::Oap);
+        assert_eq!(AppProtocol::from_alpn(Some(b"http/1.1")), AppProtocol::Http);
+        assert_eq!(AppProtocol::from_alpn(None), AppProtocol::Http);
+    }
+}
