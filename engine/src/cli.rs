@@ -63,6 +63,7 @@ write rule, a data dir in use); 2 an error in the command line, the file or RON_
 #[derive(Debug)]
 pub enum Command {
     Serve(Box<Config>),
+    Client(Box<crate::client_cli::ClientCommand>),
     PrintConfig(Box<Resolved>),
     Help,
     Version,
@@ -388,6 +389,17 @@ pub fn parse(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Command, ConfigError> {
     use lexopt::prelude::*;
+    let args: Vec<OsString> = args.into_iter().collect();
+    let first = args.first().and_then(|a| a.to_str()).unwrap_or("");
+    if ["put", "get", "stat", "cert"].contains(&first) {
+        let env_token = env
+            .into_iter()
+            .find(|(k, _)| k == "RON_TOKEN")
+            .map(|(_, v)| v);
+        let command = crate::client_cli::parse(first, args[1..].to_vec(), env_token)
+            .map_err(|e| usage(e.to_string()))?;
+        return Ok(Command::Client(Box::new(command)));
+    }
     let mut parser = lexopt::Parser::from_args(args);
     let mut flags: Vec<(String, String)> = Vec::new();
     let mut words: Vec<String> = Vec::new();

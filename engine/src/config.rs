@@ -163,9 +163,11 @@ impl Config {
         }
         match (&self.tls, &self.tls_cert, &self.tls_key) {
             (Some(_), Some(_), Some(_)) | (None, None, None) => {}
-            (Some(addr), _, _) => return refuse(format!(
+            (Some(addr), _, _) => {
+                return refuse(format!(
                 "the TLS listener on {addr} needs both --cert and --key (keys tls_cert, tls_key)"
-            )),
+            ))
+            }
             (None, _, _) => {
                 return refuse("--cert/--key given without --tls ADDR (key tls)".into())
             }

@@ -25,6 +25,7 @@
 //! `Shard::commit` (on the owner shard) → 201/200.
 
 pub mod cli;
+pub mod client_cli;
 pub mod config;
 pub mod http;
 pub mod oap;

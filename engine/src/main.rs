@@ -7,9 +7,20 @@ use ron_engine::cli::{parse, Command};
 fn main() -> ExitCode {
     match parse(std::env::args_os().skip(1), std::env::vars()) {
         Ok(Command::Help) => {
-            print!("{}", ron_engine::cli::HELP);
+            print!(
+                "{}\n{}",
+                ron_engine::cli::HELP,
+                ron_engine::client_cli::CLIENT_HELP
+            );
             ExitCode::SUCCESS
         }
+        Ok(Command::Client(command)) => match ron_engine::client_cli::run(*command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ron: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
         Ok(Command::PrintConfig(resolved)) => {
             print!("{}", resolved.render());
             ExitCode::SUCCESS

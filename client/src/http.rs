@@ -1,0 +1,339 @@
+//! HTTP/1.1 over a blocking stream, keep-alive, one request at a time.
+//!
+//! HTTP carries no proofs, so a GET is verified as a whole: the body (the whole object,
+//! even for a range) is hashed while it is spooled to an anonymous temp file, and only
+//! once it matches the address is the requested part copied to the sink. Use OAP for
+//! ranges of large objects: it verifies per group and fetches only the range.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use ron_codec::Address;
+
+use crate::error::ClientError;
+use crate::transport::{connect, Endpoint, Stream};
+use crate::{ByteRange, Fetched, Options, Progress, Stored};
+
+/// Longest response head accepted.
+const HEAD_BYTES_MAX: usize = 16 * 1024;
+/// Longest error or JSON body read into memory.
+const SMALL_BODY_BYTES_MAX: u64 = 64 * 1024;
+
+#[derive(Debug)]
+pub struct HttpClient {
+    stream: Box<dyn Stream>,
+    addr: String,
+    options: Options,
+    /// Bytes read past the last response head.
+    buffered: Vec<u8>,
+}
+
+struct Head {
+    status: u16,
+    content_length: Option<u64>,
+}
+
+impl HttpClient {
+    pub fn connect(endpoint: &Endpoint, options: Options) -> Result<HttpClient, ClientError> {
+        Ok(HttpClient {
+            stream: connect(endpoint, options.timeout)?,
+            addr: endpoint.addr.clone(),
+            options,
+            buffered: Vec::new(),
+        })
+    }
+
+    fn io(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+        move |source| ClientError::Io {
+            addr: self.addr.clone(),
+            op,
+            source,
+        }
+    }
+
+    fn protocol(&self, reason: impl ToString) -> ClientError {
+        ClientError::Protocol {
+            addr: self.addr.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn send_head(&mut self, method: &str, path: &str, extra: &str) -> Result<(), ClientError> {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\n{extra}\r\n",
+            self.addr, self.options.user_agent
+        );
+        self.stream
+            .write_all(head.as_bytes())
+            .map_err(|source| ClientError::Io {
+                addr: self.addr.clone(),
+                op: "send",
+                source,
+            })
+    }
+
+    fn read_head(&mut self) -> Result<Head, ClientError> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&self.buffered) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = response.code.unwrap_or(0);
+                    let content_length = response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok());
+                    self.buffered.drain(..len);
+                    if status == 100 {
+                        continue;
+                    }
+                    return Ok(Head {
+                        status,
+                        content_length,
+                    });
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => return Err(self.protocol(format!("bad response head: {e}"))),
+            }
+            if self.buffered.len() > HEAD_BYTES_MAX {
+                return Err(self.protocol("response head too large"));
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .map_err(|source| ClientError::Io {
+                    addr: self.addr.clone(),
+                    op: "receive",
+                    source,
+                })?;
+            if n == 0 {
+                return Err(self.io("receive")(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.buffered.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads exactly `len` body bytes into `sink`.
+    fn read_body(
+        &mut self,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        let mut left = len;
+        let take = (self.buffered.len() as u64).min(left) as usize;
+        if take > 0 {
+            let first: Vec<u8> = self.buffered.drain(..take).collect();
+            sink(&first)?;
+            left -= take as u64;
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = self
+                .stream
+                .read(&mut buf[..want])
+                .map_err(|source| ClientError::Io {
+                    addr: self.addr.clone(),
+                    op: "receive",
+                    source,
+                })?;
+            if n == 0 {
+                return Err(self.io("receive")(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            sink(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    fn small_body(&mut self, head: &Head) -> Result<Vec<u8>, ClientError> {
+        let len = head.content_length.unwrap_or(0);
+        if len > SMALL_BODY_BYTES_MAX {
+            return Err(self.protocol(format!("unexpected {len}-byte body")));
+        }
+        let mut body = Vec::new();
+        self.read_body(len, &mut |b| {
+            body.extend_from_slice(b);
+            Ok(())
+        })?;
+        Ok(body)
+    }
+
+    fn error_of(&mut self, head: &Head) -> Result<ClientError, ClientError> {
+        let body = self.small_body(head)?;
+        Ok(ClientError::from_envelope(head.status, &body))
+    }
+
+    fn auth_header(&self) -> String {
+        self.options
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default()
+    }
+
+    /// `PUT /o/<addr>`: the node checks the body against `addr`.
+    pub fn put(
+        &mut self,
+        body: &mut dyn Read,
+        addr: Address,
+        len: u64,
+        progress: Progress<'_>,
+    ) -> Result<Stored, ClientError> {
+        let extra = format!("Content-Length: {len}\r\n{}", self.auth_header());
+        self.send_head("PUT", &format!("/o/{addr}"), &extra)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut sent = 0u64;
+        while sent < len {
+            let want = (len - sent).min(buf.len() as u64) as usize;
+            body.read_exact(&mut buf[..want])
+                .map_err(ClientError::Input)?;
+            if let Err(source) = self.stream.write_all(&buf[..want]) {
+                // The node may have refused early (401, 413) and closed: its answer
+                // says more than the broken pipe.
+                return match self.read_head() {
+                    Ok(head) if head.status >= 400 => Err(self.error_of(&head)?),
+                    _ => Err(ClientError::Io {
+                        addr: self.addr.clone(),
+                        op: "send",
+                        source,
+                    }),
+                };
+            }
+            sent += want as u64;
+            progress(sent);
+        }
+        let head = self.read_head()?;
+        if head.status >= 400 {
+            return Err(self.error_of(&head)?);
+        }
+        let reply = self.small_body(&head)?;
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            obj: Address,
+            len: u64,
+        }
+        let reply: Reply = serde_json::from_slice(&reply).map_err(|e| self.protocol(e))?;
+        if reply.obj != addr || reply.len != len {
+            return Err(self.protocol(format!("node stored {} ({} bytes)", reply.obj, reply.len)));
+        }
+        Ok(Stored {
+            addr,
+            len,
+            created: head.status == 201,
+        })
+    }
+
+    /// `GET /o/<addr>` of the whole object, verified, then the range copied to `sink`.
+    pub fn get(
+        &mut self,
+        addr: Address,
+        range: Option<ByteRange>,
+        sink: &mut dyn Write,
+        progress: Progress<'_>,
+    ) -> Result<Fetched, ClientError> {
+        self.send_head("GET", &format!("/o/{addr}"), "")?;
+        let head = self.read_head()?;
+        if head.status != 200 {
+            return Err(if head.status >= 400 {
+                self.error_of(&head)?
+            } else {
+                self.protocol(format!("unexpected status {}", head.status))
+            });
+        }
+        let total = head
+            .content_length
+            .ok_or_else(|| self.protocol("GET answered without Content-Length"))?;
+        let mut spool = tempfile_in_tmp().map_err(ClientError::Output)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut received = 0u64;
+        self.read_body(total, &mut |bytes| {
+            hasher.update(bytes);
+            spool.write_all(bytes).map_err(ClientError::Output)?;
+            received += bytes.len() as u64;
+            progress(received);
+            Ok(())
+        })?;
+        if Address::from_bytes(*hasher.finalize().as_bytes()) != addr {
+            return Err(ClientError::Verification {
+                addr: addr.to_string(),
+                reason: format!("the {total} bytes received do not hash to it"),
+            });
+        }
+        let (first, len) = match range {
+            None => (0, total),
+            Some(r) if r.first >= total || r.first > r.last => {
+                return Err(ClientError::Server {
+                    status: 416,
+                    code: "range_not_satisfiable".into(),
+                    message: format!(
+                        "range {}-{} is outside the object's {total} bytes",
+                        r.first, r.last
+                    ),
+                    retryable: false,
+                    retry_after_ms: None,
+                })
+            }
+            Some(r) => (r.first, r.last.min(total - 1) - r.first + 1),
+        };
+        spool
+            .seek(SeekFrom::Start(first))
+            .map_err(ClientError::Output)?;
+        let copied =
+            std::io::copy(&mut (&mut spool).take(len), sink).map_err(ClientError::Output)?;
+        Ok(Fetched {
+            total_len: total,
+            len: copied,
+        })
+    }
+
+    /// `HEAD /o/<addr>`: the object's length.
+    pub fn stat(&mut self, addr: Address) -> Result<u64, ClientError> {
+        self.send_head("HEAD", &format!("/o/{addr}"), "")?;
+        let head = self.read_head()?;
+        if head.status >= 400 {
+            // A HEAD answer has no body even when it announces one.
+            return Err(ClientError::Server {
+                status: head.status,
+                code: if head.status == 404 {
+                    "not_found"
+                } else {
+                    "error"
+                }
+                .into(),
+                message: format!("HEAD /o/{addr} answered {}", head.status),
+                retryable: false,
+                retry_after_ms: None,
+            });
+        }
+        head.content_length
+            .ok_or_else(|| self.protocol("HEAD answered without Content-Length"))
+    }
+}
+
+/// An unnamed temp file (removed when closed).
+fn tempfile_in_tmp() -> std::io::Result<std::fs::File> {
+    let dir = std::env::temp_dir();
+    for attempt in 0..16u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = dir.join(format!("ron-get-{}-{nanos}-{attempt}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => {
+                // Unlinked at once: the spool disappears with the process.
+                let _ = std::fs::remove_file(&path);
+                return Ok(file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("cannot create a temp file"))
+}

@@ -1,0 +1,338 @@
+//! OAP/1 over a blocking stream: one request at a time.
+
+use std::io::{Read, Write};
+
+use bytes::{Bytes, BytesMut};
+use ron_codec::frame::{Flags, Frame, FrameDecoder, FrameMeta, APP_OBJECTS, MAX_FRAME_BYTES};
+use ron_codec::messages::{
+    DataHeader, GetEnd, GetStart, HelloReply, HelloRequest, InclusiveRange, ObjectInfo,
+    ObjectRequest,
+};
+use ron_codec::proof::{GroupRange, RangeVerifier};
+use ron_codec::tree::GroupIndex;
+use ron_codec::Address;
+
+use crate::error::ClientError;
+use crate::transport::{connect, Endpoint, Stream};
+use crate::{ByteRange, Fetched, Options, Progress, Stored};
+
+/// Raw bytes per DATA frame of an upload.
+pub const PUT_DATA_BYTES: usize = 256 * 1024;
+
+#[derive(Debug)]
+pub struct OapClient {
+    stream: Box<dyn Stream>,
+    addr: String,
+    options: Options,
+    decoder: FrameDecoder,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    next_corr_id: u64,
+    /// What the node said in HELLO.
+    pub hello: HelloReply,
+}
+
+impl OapClient {
+    /// Connects and exchanges HELLO.
+    pub fn connect(endpoint: &Endpoint, options: Options) -> Result<OapClient, ClientError> {
+        let stream = connect(endpoint, options.timeout)?;
+        let mut client = OapClient {
+            stream,
+            addr: endpoint.addr.clone(),
+            decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+            rbuf: Vec::new(),
+            rpos: 0,
+            next_corr_id: 1,
+            hello: HelloReply {
+                max_frame: MAX_FRAME_BYTES,
+                max_inflight: 1,
+                flags_supported: 0,
+                versions: vec![1],
+                transports: Vec::new(),
+                node_id: None,
+                shards: None,
+                chunk: None,
+            },
+            options,
+        };
+        let corr_id = client.corr_id();
+        let hello = HelloRequest {
+            ua: Some(client.options.user_agent.clone()),
+        };
+        client.send(&hello.frame(corr_id))?;
+        let reply = client.expect_frame(corr_id)?;
+        if reply.header.code != 200 {
+            return Err(ClientError::from_envelope(
+                reply.header.code,
+                &reply.payload,
+            ));
+        }
+        client.hello = HelloReply::parse(&reply.payload).map_err(|e| client.protocol(e))?;
+        if !client.hello.versions.contains(&1) {
+            return Err(client.protocol("node does not speak OAP/1"));
+        }
+        Ok(client)
+    }
+
+    fn corr_id(&mut self) -> u64 {
+        let id = self.next_corr_id;
+        self.next_corr_id += 1;
+        id
+    }
+
+    fn protocol(&self, reason: impl ToString) -> ClientError {
+        ClientError::Protocol {
+            addr: self.addr.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn io(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+        move |source| ClientError::Io {
+            addr: self.addr.clone(),
+            op,
+            source,
+        }
+    }
+
+    fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        let mut wire = BytesMut::with_capacity(frame.header.len as usize);
+        frame.encode_into(&mut wire);
+        self.stream
+            .write_all(&wire)
+            .map_err(|source| ClientError::Io {
+                addr: self.addr.clone(),
+                op: "send",
+                source,
+            })
+    }
+
+    /// Reads the next frame.
+    fn read_frame(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            let mut input = &self.rbuf[self.rpos..];
+            let before = input.len();
+            let decoded = self.decoder.decode(&mut input);
+            self.rpos += before - input.len();
+            match decoded {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => return Err(self.protocol(e)),
+            }
+            self.rbuf.clear();
+            self.rpos = 0;
+            self.rbuf.resize(64 * 1024, 0);
+            let n = self
+                .stream
+                .read(&mut self.rbuf)
+                .map_err(|source| ClientError::Io {
+                    addr: self.addr.clone(),
+                    op: "receive",
+                    source,
+                })?;
+            self.rbuf.truncate(n);
+            if n == 0 {
+                return Err(self.io("receive")(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Reads the next frame, which must answer `corr_id`.
+    fn expect_frame(&mut self, corr_id: u64) -> Result<Frame, ClientError> {
+        let frame = self.read_frame()?;
+        if frame.header.corr_id != corr_id || !frame.header.flags.contains(Flags::RESP) {
+            // The node answers a protocol error with its envelope before closing.
+            if frame.header.code >= 400 {
+                return Err(ClientError::from_envelope(
+                    frame.header.code,
+                    &frame.payload,
+                ));
+            }
+            return Err(self.protocol(format!(
+                "expected a response to corr_id {corr_id}, got flags {:#06x} for corr_id {}",
+                frame.header.flags.bits(),
+                frame.header.corr_id
+            )));
+        }
+        Ok(frame)
+    }
+
+    fn error_of(frame: &Frame) -> Option<ClientError> {
+        (frame.header.code >= 400)
+            .then(|| ClientError::from_envelope(frame.header.code, &frame.payload))
+    }
+
+    /// PUT: START announcing `len` (and `addr` when known), then DATA frames.
+    pub fn put(
+        &mut self,
+        body: &mut dyn Read,
+        addr: Option<Address>,
+        len: u64,
+        progress: Progress<'_>,
+    ) -> Result<Stored, ClientError> {
+        let corr_id = self.corr_id();
+        let token = Bytes::from(self.options.token.clone().unwrap_or_default().into_bytes());
+        let start = ObjectRequest::Put { len, addr }
+            .frame(corr_id, self.options.tenant_id, token)
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        self.send(&start)?;
+        let max_raw = PUT_DATA_BYTES.min(self.hello.max_frame as usize - 1024);
+        let mut buf = vec![0u8; max_raw];
+        let mut sent = 0u64;
+        while sent < len {
+            let want = (len - sent).min(max_raw as u64) as usize;
+            body.read_exact(&mut buf[..want])
+                .map_err(ClientError::Input)?;
+            let data = DataHeader {
+                obj: addr,
+                offset: sent,
+                total_len: len,
+            };
+            let mut flags = Flags::REQ;
+            if sent + want as u64 == len {
+                flags = flags | Flags::END;
+            }
+            let meta = FrameMeta {
+                flags,
+                code: 0,
+                app_proto_id: APP_OBJECTS,
+                tenant_id: self.options.tenant_id,
+                corr_id,
+            };
+            let frame = Frame::new(
+                meta,
+                Bytes::new(),
+                data.payload(&buf[..want]),
+                self.hello.max_frame,
+            )
+            .map_err(|e| self.protocol(e))?;
+            self.send(&frame)?;
+            sent += want as u64;
+            progress(sent);
+        }
+        let reply = self.expect_frame(corr_id)?;
+        if let Some(e) = Self::error_of(&reply) {
+            return Err(e);
+        }
+        let info = ObjectInfo::parse(&reply.payload).map_err(|e| self.protocol(e))?;
+        if addr.is_some_and(|a| a != info.obj) || info.len != len {
+            return Err(self.protocol(format!(
+                "node stored {} ({} bytes), not what was sent",
+                info.obj, info.len
+            )));
+        }
+        Ok(Stored {
+            addr: info.obj,
+            len: info.len,
+            created: reply.header.code == 201,
+        })
+    }
+
+    /// GET with verified streaming: every group is checked against `addr` before its
+    /// bytes (the part inside `range`) reach `sink`.
+    pub fn get(
+        &mut self,
+        addr: Address,
+        range: Option<ByteRange>,
+        sink: &mut dyn Write,
+        progress: Progress<'_>,
+    ) -> Result<Fetched, ClientError> {
+        let corr_id = self.corr_id();
+        let request = ObjectRequest::Get {
+            addr,
+            range: range.map(|r| InclusiveRange {
+                first: r.first,
+                last: r.last,
+            }),
+            proof: true,
+        };
+        let frame = request
+            .frame(corr_id, self.options.tenant_id, Bytes::new())
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        self.send(&frame)?;
+        let first = self.expect_frame(corr_id)?;
+        if let Some(e) = Self::error_of(&first) {
+            return Err(e);
+        }
+        let start = GetStart::parse(&first.payload).map_err(|e| self.protocol(e))?;
+        if start.obj != addr || start.offset.saturating_add(start.len) > start.total_len {
+            return Err(self.protocol(format!(
+                "GET of {addr} answered for {} bytes {}+{} of {}",
+                start.obj, start.offset, start.len, start.total_len
+            )));
+        }
+        let verify_error = |reason: String| ClientError::Verification {
+            addr: addr.to_string(),
+            reason,
+        };
+        if start.total_len == 0 && addr != Address::of(b"") {
+            return Err(verify_error("node says the object is empty".into()));
+        }
+        let mut verifier = if start.len > 0 {
+            let groups = GroupRange::covering(start.offset, start.len);
+            Some(
+                RangeVerifier::new(addr, start.total_len, groups)
+                    .map_err(|e| verify_error(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let end = start.offset + start.len;
+        let mut written = 0u64;
+        loop {
+            let frame = self.expect_frame(corr_id)?;
+            if frame.header.flags.contains(Flags::END) {
+                if let Some(e) = Self::error_of(&frame) {
+                    return Err(e);
+                }
+                let done = GetEnd::parse(&frame.payload).map_err(|e| self.protocol(e))?;
+                let complete = verifier.as_ref().is_none_or(RangeVerifier::is_done);
+                if done.len != start.len || written != start.len || !complete {
+                    return Err(
+                        self.protocol(format!("GET ended after {written} of {} bytes", start.len))
+                    );
+                }
+                return Ok(Fetched {
+                    total_len: start.total_len,
+                    len: written,
+                });
+            }
+            let (data, parents, raw) =
+                DataHeader::split_with_parents(&frame.payload).map_err(|e| self.protocol(e))?;
+            let group = GroupIndex::containing(data.offset);
+            if data.offset != group.start_offset() || data.obj.is_some_and(|o| o != addr) {
+                return Err(self.protocol(format!(
+                    "verified DATA at offset {} is not a whole group of {addr}",
+                    data.offset
+                )));
+            }
+            let verifier = verifier
+                .as_mut()
+                .ok_or_else(|| self.protocol("DATA for an empty range"))?;
+            verifier
+                .verify(group, &parents, &raw)
+                .map_err(|e| verify_error(e.to_string()))?;
+            let from = start.offset.saturating_sub(data.offset) as usize;
+            let to = (end.saturating_sub(data.offset) as usize).min(raw.len());
+            let slice = raw.get(from..to).unwrap_or_default();
+            sink.write_all(slice).map_err(ClientError::Output)?;
+            written += slice.len() as u64;
+            progress(written);
+        }
+    }
+
+    /// STAT: the object's length.
+    pub fn stat(&mut self, addr: Address) -> Result<u64, ClientError> {
+        let corr_id = self.corr_id();
+        let frame = ObjectRequest::Stat { addr }
+            .frame(corr_id, self.options.tenant_id, Bytes::new())
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        self.send(&frame)?;
+        let reply = self.expect_frame(corr_id)?;
+        if let Some(e) = Self::error_of(&reply) {
+            return Err(e);
+        }
+        let info = ObjectInfo::parse(&reply.payload).map_err(|e| self.protocol(e))?;
+        Ok(info.len)
+    }
+}

@@ -1,0 +1,192 @@
+//! Connections: plain TCP or TLS (rustls, ring), blocking, with timeouts.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::error::ClientError;
+
+/// Which protocol to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Oap,
+    Http,
+}
+
+/// How to check the node's certificate.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// PEM file of the CA (or the self-signed certificate) to trust.
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate: for a local node with `ron cert --dev` only.
+    pub insecure_dev: bool,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `host:port`.
+    pub addr: String,
+    pub protocol: Protocol,
+    pub tls: Option<TlsOptions>,
+}
+
+/// A byte stream to the node.
+pub trait Stream: Read + Write + Send + std::fmt::Debug {}
+impl<T: Read + Write + Send + std::fmt::Debug> Stream for T {}
+
+/// Opens the connection (and the TLS session, offering the protocol's ALPN id).
+pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Box<dyn Stream>, ClientError> {
+    let connect_error = |source| ClientError::Connect {
+        addr: endpoint.addr.clone(),
+        source,
+    };
+    let addrs: Vec<_> = endpoint
+        .addr
+        .to_socket_addrs()
+        .map_err(connect_error)?
+        .collect();
+    let mut last = None;
+    let mut tcp = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let tcp = tcp.ok_or_else(|| {
+        connect_error(last.unwrap_or_else(|| std::io::Error::other("no address to connect to")))
+    })?;
+    tcp.set_nodelay(true).map_err(connect_error)?;
+    tcp.set_read_timeout(Some(timeout)).map_err(connect_error)?;
+    tcp.set_write_timeout(Some(timeout))
+        .map_err(connect_error)?;
+    let Some(tls) = &endpoint.tls else {
+        return Ok(Box::new(tcp));
+    };
+    let alpn: &[u8] = match endpoint.protocol {
+        Protocol::Oap => b"oap/1",
+        Protocol::Http => b"http/1.1",
+    };
+    let config = client_config(tls, alpn)?;
+    let host = endpoint
+        .addr
+        .rsplit_once(':')
+        .map_or(endpoint.addr.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name = ServerName::try_from(host)
+        .map_err(|e| ClientError::Tls(format!("server name of {}: {e}", endpoint.addr)))?;
+    let session =
+        rustls::ClientConnection::new(config, name).map_err(|e| ClientError::Tls(e.to_string()))?;
+    let mut stream = rustls::StreamOwned::new(session, tcp);
+    // Complete the handshake now so certificate problems surface as TLS errors.
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| ClientError::Tls(format!("handshake with {}: {e}", endpoint.addr)))?;
+    }
+    if stream.conn.alpn_protocol() != Some(alpn) {
+        return Err(ClientError::Tls(format!(
+            "{} did not agree to ALPN {}",
+            endpoint.addr,
+            String::from_utf8_lossy(alpn)
+        )));
+    }
+    Ok(Box::new(stream))
+}
+
+fn client_config(tls: &TlsOptions, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+    let mut config = match (&tls.ca, tls.insecure_dev) {
+        (Some(ca), _) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(ca)
+                .map_err(|e| ClientError::Tls(format!("CA file {}: {e}", ca.display())))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| ClientError::Tls(format!("CA file {}: {e}", ca.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ClientError::Tls(format!("CA file {}: {e}", ca.display())))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        (None, true) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(InsecureDevVerifier(provider)))
+            .with_no_client_auth(),
+        (None, false) => {
+            return Err(ClientError::Usage(
+                "--tls needs --ca FILE (the node's CA or certificate) or --insecure-dev".into(),
+            ))
+        }
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts any certificate (signatures are still checked): `--insecure-dev`, for a
+/// local node with a `ron cert --dev` certificate and nothing else.
+#[derive(Debug)]
+struct InsecureDevVerifier(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for InsecureDevVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,454 @@
+//! `ron put | get | stat | cert`: the command-line client and the dev certificate.
+//!
+//! The client speaks OAP/1 by default (verified streaming: every group is checked
+//! against the requested address before its bytes are written), HTTP/1.1 with
+//! `--http`, either over TLS with `--tls`. `ron get -o FILE` writes `FILE.part` and
+//! renames it when the transfer verified and completed, so FILE never holds a partial
+//! or unverified object.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ron_client::{ByteRange, Client, ClientError, Endpoint, Options, Protocol, TlsOptions};
+use ron_codec::Address;
+
+pub const CLIENT_HELP: &str = "\
+CLIENT:
+  ron put FILE|-               store a file (or stdin); prints b3:<hex>
+  ron get b3:<hex> [-o FILE] [--range FIRST-LAST]
+                               fetch an object, verified against its address
+  ron stat b3:<hex>            print the object's length
+  ron cert --dev [--out DIR] [--name HOST]...
+                               write a self-signed cert.pem + key.pem for local TLS
+
+CLIENT OPTIONS:
+  --server HOST:PORT          node to talk to [OAP 127.0.0.1:9444, HTTP 127.0.0.1:8080,
+                              TLS 127.0.0.1:9443]
+  --http                      speak HTTP/1.1 instead of OAP/1
+  --tls                       use TLS (ALPN oap/1 or http/1.1); needs --ca or --insecure-dev
+  --ca FILE                   PEM certificate(s) to trust for --tls
+  --insecure-dev              accept any certificate (a local node with `ron cert --dev`)
+  --token TOKEN               write token (or RON_TOKEN in the environment)
+  --tenant N                  OAP tenant id [0]
+  --timeout-ms N              longest wait for any read or write [60000]
+  -o, --output FILE           where `get` writes (default stdout)
+  --range FIRST-LAST          inclusive byte range for `get`
+  -q, --quiet                 no progress bar (shown on stderr when it is a terminal)
+
+CLIENT EXIT CODES: 0 done; 1 the node answered with an error (its message is printed);
+2 usage; 3 connection, TLS or protocol failure; 4 bytes failed verification (nothing
+unverified was written); 5 a local file could not be read or written.
+";
+
+/// A parsed client command.
+#[derive(Debug)]
+pub struct ClientCommand {
+    pub action: Action,
+    pub endpoint: Endpoint,
+    pub options: Options,
+    pub quiet: bool,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    /// `None`: standard input.
+    Put(Option<PathBuf>),
+    Get {
+        addr: Address,
+        output: Option<PathBuf>,
+        range: Option<ByteRange>,
+    },
+    Stat(Address),
+    DevCert {
+        dir: PathBuf,
+        names: Vec<String>,
+    },
+}
+
+fn usage(message: impl Into<String>) -> ClientError {
+    ClientError::Usage(message.into())
+}
+
+/// Parses `args` (after the command word) for `command` (put, get, stat, cert).
+pub fn parse(
+    command: &str,
+    args: Vec<OsString>,
+    env_token: Option<String>,
+) -> Result<ClientCommand, ClientError> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut words: Vec<String> = Vec::new();
+    let (mut server, mut http, mut tls, mut ca, mut insecure) = (None, false, false, None, false);
+    let (mut token, mut tenant, mut timeout_ms) = (env_token, 0u128, 60_000u64);
+    let (mut output, mut range, mut quiet, mut dev, mut dir, mut names) =
+        (None, None, false, false, None, Vec::new());
+    let text = |v: OsString| v.into_string().map_err(|_| usage("argument is not UTF-8"));
+    loop {
+        let arg = match parser.next().map_err(|e| usage(e.to_string()))? {
+            None => break,
+            Some(Long(name)) => format!("--{name}"),
+            Some(Short(c)) => format!("-{c}"),
+            Some(Value(word)) => {
+                words.push(text(word)?);
+                continue;
+            }
+        };
+        let mut value = || -> Result<String, ClientError> {
+            text(parser.value().map_err(|e| usage(format!("{arg}: {e}")))?)
+        };
+        match arg.as_str() {
+            "--server" => server = Some(value()?),
+            "--http" => http = true,
+            "--tls" => tls = true,
+            "--ca" => ca = Some(PathBuf::from(value()?)),
+            "--insecure-dev" => insecure = true,
+            "--token" => token = Some(value()?),
+            "--tenant" => {
+                tenant = value()?
+                    .parse()
+                    .map_err(|_| usage("--tenant: not a number"))?
+            }
+            "--timeout-ms" => {
+                timeout_ms = value()?
+                    .parse()
+                    .map_err(|_| usage("--timeout-ms: not a number"))?
+            }
+            "-o" | "--output" => output = Some(PathBuf::from(value()?)),
+            "--range" => range = Some(parse_range(&value()?)?),
+            "-q" | "--quiet" => quiet = true,
+            "--dev" => dev = true,
+            "--out" => dir = Some(PathBuf::from(value()?)),
+            "--name" => names.push(value()?),
+            other => return Err(usage(format!("unknown option {other}"))),
+        }
+    }
+    let address = |words: &[String]| match words {
+        [one] => Address::parse(one.as_bytes()).map_err(|e| usage(format!("{one}: {e}"))),
+        _ => Err(usage(format!("`ron {command}` takes one address"))),
+    };
+    let action = match command {
+        "put" => match words.as_slice() {
+            [one] if one == "-" => Action::Put(None),
+            [one] => Action::Put(Some(PathBuf::from(one))),
+            _ => return Err(usage("`ron put` takes one FILE, or - for stdin")),
+        },
+        "get" => Action::Get {
+            addr: address(&words)?,
+            output,
+            range,
+        },
+        "stat" => Action::Stat(address(&words)?),
+        "cert" if dev && words.is_empty() => Action::DevCert {
+            dir: dir.unwrap_or_else(|| PathBuf::from("ron-dev-tls")),
+            names,
+        },
+        "cert" => return Err(usage("only `ron cert --dev` is supported")),
+        other => return Err(usage(format!("unknown command {other:?}"))),
+    };
+    let protocol = if http { Protocol::Http } else { Protocol::Oap };
+    let default_server = match (tls, protocol) {
+        (true, _) => "127.0.0.1:9443",
+        (false, Protocol::Oap) => "127.0.0.1:9444",
+        (false, Protocol::Http) => "127.0.0.1:8080",
+    };
+    if !tls && (ca.is_some() || insecure) {
+        return Err(usage("--ca and --insecure-dev only make sense with --tls"));
+    }
+    let endpoint = Endpoint {
+        addr: server.unwrap_or_else(|| default_server.to_string()),
+        protocol,
+        tls: tls.then_some(TlsOptions {
+            ca,
+            insecure_dev: insecure,
+        }),
+    };
+    let options = Options {
+        token,
+        tenant_id: tenant,
+        timeout: Duration::from_millis(timeout_ms.max(1)),
+        ..Options::default()
+    };
+    Ok(ClientCommand {
+        action,
+        endpoint,
+        options,
+        quiet,
+    })
+}
+
+/// `FIRST-LAST`, inclusive.
+fn parse_range(text: &str) -> Result<ByteRange, ClientError> {
+    let bad = || usage(format!("--range {text:?}: use FIRST-LAST, e.g. 0-1023"));
+    let (a, b) = text.split_once('-').ok_or_else(bad)?;
+    let first: u64 = a.trim().parse().map_err(|_| bad())?;
+    let last: u64 = b.trim().parse().map_err(|_| bad())?;
+    if first > last {
+        return Err(bad());
+    }
+    Ok(ByteRange { first, last })
+}
+
+/// Runs a client command; the text it prints on success goes to stdout.
+pub fn run(command: ClientCommand) -> Result<(), ClientError> {
+    let show_progress = !command.quiet && std::io::stderr().is_terminal();
+    let mut bar = ProgressBar::new(show_progress);
+    match command.action {
+        Action::DevCert { dir, names } => write_dev_cert(&dir, &names),
+        Action::Put(path) => {
+            let mut client = Client::connect(&command.endpoint, command.options)?;
+            let stored = match path {
+                Some(path) => {
+                    bar.total = std::fs::metadata(&path).ok().map(|m| m.len());
+                    client.put_file(&path, &mut |n| bar.update(n))?
+                }
+                None => {
+                    let (mut spool, addr, len) = spool_stdin()?;
+                    bar.total = Some(len);
+                    client.put(&mut spool, addr, len, &mut |n| bar.update(n))?
+                }
+            };
+            bar.finish();
+            println!("{}", stored.addr);
+            Ok(())
+        }
+        Action::Get {
+            addr,
+            output,
+            range,
+        } => {
+            let mut client = Client::connect(&command.endpoint, command.options)?;
+            let result = match &output {
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut sink = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+                    let got = client.get(addr, range, &mut sink, &mut |n| bar.update(n));
+                    sink.flush().map_err(ClientError::Output)?;
+                    got.map(drop)
+                }
+                Some(path) => get_to_file(&mut client, addr, range, path, &mut bar),
+            };
+            bar.finish();
+            result
+        }
+        Action::Stat(addr) => {
+            let mut client = Client::connect(&command.endpoint, command.options)?;
+            let len = client.stat(addr)?;
+            println!("{addr} {len}");
+            Ok(())
+        }
+    }
+}
+
+/// Writes `path.part`, renamed to `path` once the whole transfer verified.
+fn get_to_file(
+    client: &mut Client,
+    addr: Address,
+    range: Option<ByteRange>,
+    path: &Path,
+    bar: &mut ProgressBar,
+) -> Result<(), ClientError> {
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let file_error = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ClientError::File { op, path, source }
+    };
+    let file = std::fs::File::create(&part).map_err(file_error("create", &part))?;
+    let mut sink = std::io::BufWriter::with_capacity(256 * 1024, file);
+    let got = client
+        .get(addr, range, &mut sink, &mut |n| bar.update(n))
+        .and_then(|_| sink.flush().map_err(ClientError::Output));
+    if let Err(e) = got {
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
+    std::fs::rename(&part, path).map_err(file_error("rename", path))
+}
+
+/// Copies stdin to an unnamed temp file, hashing it on the way.
+fn spool_stdin() -> Result<(std::fs::File, Address, u64), ClientError> {
+    let mut spool = ron_client_temp().map_err(ClientError::Output)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut stdin = std::io::stdin().lock();
+    let mut len = 0u64;
+    loop {
+        let n = stdin.read(&mut buf).map_err(ClientError::Input)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        spool.write_all(&buf[..n]).map_err(ClientError::Output)?;
+        len += n as u64;
+    }
+    spool.rewind().map_err(ClientError::Output)?;
+    Ok((
+        spool,
+        Address::from_bytes(*hasher.finalize().as_bytes()),
+        len,
+    ))
+}
+
+fn ron_client_temp() -> std::io::Result<std::fs::File> {
+    let path = std::env::temp_dir().join(format!("ron-put-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
+fn write_dev_cert(dir: &Path, names: &[String]) -> Result<(), ClientError> {
+    let dev = ron_io::tls::dev_certificate(names).map_err(|e| ClientError::Tls(e.to_string()))?;
+    let file_error = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ClientError::File { op, path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(file_error("create", dir))?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    for path in [&cert, &key] {
+        if path.exists() {
+            return Err(usage(format!(
+                "{} exists; remove it or choose another --out",
+                path.display()
+            )));
+        }
+    }
+    std::fs::write(&cert, &dev.cert_pem).map_err(file_error("write", &cert))?;
+    write_private(&key, dev.key_pem.as_bytes()).map_err(file_error("write", &key))?;
+    println!(
+        "wrote {} and {} (self-signed; localhost, 127.0.0.1, ::1{}).\nserve:   ron serve --tls 127.0.0.1:9443 --cert {} --key {}\nclient:  ron get --tls --ca {} b3:<hex>",
+        cert.display(),
+        key.display(),
+        names.iter().map(|n| format!(", {n}")).collect::<String>(),
+        cert.display(),
+        key.display(),
+        cert.display(),
+    );
+    Ok(())
+}
+
+/// Creates `path` readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+/// A one-line progress bar on stderr, redrawn at most ten times a second.
+struct ProgressBar {
+    enabled: bool,
+    total: Option<u64>,
+    started: Instant,
+    drawn: Instant,
+    shown: bool,
+}
+
+impl ProgressBar {
+    fn new(enabled: bool) -> ProgressBar {
+        let now = Instant::now();
+        ProgressBar {
+            enabled,
+            total: None,
+            started: now,
+            drawn: now,
+            shown: false,
+        }
+    }
+
+    fn update(&mut self, done: u64) {
+        // Short transfers stay quiet: the bar appears after half a second.
+        if !self.enabled
+            || self.started.elapsed() < Duration::from_millis(500)
+            || self.drawn.elapsed() < Duration::from_millis(100)
+        {
+            return;
+        }
+        self.drawn = Instant::now();
+        self.shown = true;
+        let mib = done as f64 / (1 << 20) as f64;
+        let rate = mib / self.started.elapsed().as_secs_f64().max(1e-3);
+        let line = match self.total.filter(|t| *t > 0) {
+            Some(total) => {
+                let fraction = (done as f64 / total as f64).min(1.0);
+                let filled = (fraction * 30.0) as usize;
+                format!(
+                    "\r[{:<30}] {:5.1}%  {mib:9.1} MiB  {rate:8.1} MiB/s",
+                    "#".repeat(filled),
+                    fraction * 100.0
+                )
+            }
+            None => format!("\r{mib:9.1} MiB  {rate:8.1} MiB/s"),
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    fn finish(&mut self) {
+        if self.shown {
+            let _ = std::io::stderr().write_all(b"\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn defaults_follow_protocol_and_tls() {
+        let c = parse("stat", args(&[&format!("{}", Address::of(b"x"))]), None).unwrap();
+        assert_eq!(c.endpoint.addr, "127.0.0.1:9444");
+        assert_eq!(c.endpoint.protocol, Protocol::Oap);
+        let c = parse("put", args(&["-", "--http", "--token", "t"]), None).unwrap();
+        assert_eq!(c.endpoint.addr, "127.0.0.1:8080");
+        assert_eq!(c.options.token.as_deref(), Some("t"));
+        assert!(matches!(c.action, Action::Put(None)));
+        let c = parse(
+            "put",
+            args(&["f", "--tls", "--insecure-dev"]),
+            Some("env".into()),
+        )
+        .unwrap();
+        assert_eq!(c.endpoint.addr, "127.0.0.1:9443");
+        assert_eq!(c.options.token.as_deref(), Some("env"));
+    }
+
+    #[test]
+    fn bad_input_names_the_problem() {
+        let e = parse("get", args(&["b3:XYZ"]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("b3:XYZ: address must be"), "{e}");
+        let e = parse(
+            "get",
+            args(&[&Address::of(b"").to_string(), "--range", "9-1"]),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "--range \"9-1\": use FIRST-LAST, e.g. 0-1023");
+        let e = parse("put", args(&["a", "--ca", "x"]), None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "--ca and --insecure-dev only make sense with --tls");
+        let e = parse("cert", args(&[]), None).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(
+            parse_range("0-99").unwrap(),
+            ByteRange { first: 0, last: 99 }
+        );
+    }
+}
