@@ -42,7 +42,10 @@ pub enum ShardError {
     NotFound { addr: Address },
     #[error("shard {shard} did not answer: {reason}")]
     Mesh { shard: u16, reason: &'static str },
-    #[error("shard {shard}: {message}")]
+    /// An error another shard answered with. A client error (4xx, e.g. not found)
+    /// reads the same whichever shard took the connection; a server error names the
+    /// shard it came from.
+    #[error("{}", remote_text(*shard, *code, message))]
     Remote {
         shard: u16,
         code: ErrorCode,
@@ -50,6 +53,14 @@ pub enum ShardError {
     },
     #[error("data dir {path}: {reason}")]
     Layout { path: PathBuf, reason: String },
+}
+
+fn remote_text(shard: u16, code: ErrorCode, message: &str) -> String {
+    if code.status() < 500 {
+        message.to_string()
+    } else {
+        format!("shard {shard}: {message}")
+    }
 }
 
 impl ShardError {

@@ -13,7 +13,7 @@ pub use ron_codec::Address;
 
 /// Ports handed out by this test binary: distinct within it (SO_REUSEPORT would let two
 /// nodes share a port otherwise), probed free before use.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let base = 20_000 + (std::process::id() % 400) as u16 * 100;
     loop {
@@ -39,6 +39,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub struct Node {
     pub child: Option<Child>,
     pub http: SocketAddr,
+    pub oap: SocketAddr,
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -50,9 +51,11 @@ impl Node {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let oap: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut node = Node {
             child: None,
             http,
+            oap,
             admin,
             data_dir: data_dir.to_path_buf(),
             log_dir: data_dir.with_extension("logs"),
@@ -80,6 +83,8 @@ impl Node {
             .arg(self.http.to_string())
             .arg("--admin")
             .arg(self.admin.to_string())
+            .arg("--oap")
+            .arg(self.oap.to_string())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(out)

@@ -1,0 +1,546 @@
+//! OAP/1 against the real binary over real sockets: the codec's golden vectors replayed
+//! byte for byte, fair interleaving, partial frames, every rejection path, the
+//! compression bomb, large objects, dropped uploads, verification failures.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use ron_codec::frame::{Flags, Frame, FrameDecoder, FrameMeta, APP_HELLO, APP_OBJECTS, HEADER_LEN};
+use ron_codec::messages::{DataHeader, GetStart, ObjectInfo, ObjectRequest};
+
+fn node(name: &str, extra: &[&str]) -> Node {
+    Node::start(&temp_dir(name), extra)
+}
+
+/// A raw OAP/1 connection: frames in, frames out, no client-side cleverness.
+struct Wire {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Wire {
+    fn open(addr: SocketAddr) -> Wire {
+        let stream = connect(addr);
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Wire {
+            stream,
+            decoder: FrameDecoder::new(1 << 20),
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        self.send_raw(&frame.to_bytes());
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next frame, or `None` at end of stream.
+    fn recv(&mut self) -> Option<Frame> {
+        loop {
+            let mut input = &self.buf[self.pos..];
+            let before = input.len();
+            let frame = self.decoder.decode(&mut input).expect("node sends valid frames");
+            self.pos += before - input.len();
+            if frame.is_some() {
+                return frame;
+            }
+            let mut chunk = vec![0u8; 128 * 1024];
+            let n = self.stream.read(&mut chunk).expect("read within 20 s");
+            if n == 0 {
+                return None;
+            }
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads the one answer to a protocol error and checks the node then closes.
+    fn expect_rejection(&mut self, status: u16, code: &str) -> serde_json::Value {
+        let frame = self.recv().expect("an answer before the close");
+        assert_eq!(frame.header.code, status, "{:?}", frame.payload);
+        assert!(frame.header.flags.contains(Flags::RESP | Flags::END));
+        let envelope: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
+        assert_eq!(envelope["code"], code, "{envelope}");
+        assert!(self.recv().is_none(), "the connection closes after the answer");
+        envelope
+    }
+}
+
+fn object_frame(flags: Flags, corr_id: u64, payload: &[u8]) -> Frame {
+    let meta = FrameMeta {
+        flags,
+        code: 0,
+        app_proto_id: APP_OBJECTS,
+        tenant_id: 0,
+        corr_id,
+    };
+    Frame::new(meta, Bytes::new(), Bytes::copy_from_slice(payload), 1 << 20).unwrap()
+}
+
+fn request(req: &ObjectRequest, corr_id: u64) -> Frame {
+    req.frame(corr_id, 0, Bytes::new()).unwrap()
+}
+
+fn get_req(addr: Address, corr_id: u64) -> Frame {
+    request(
+        &ObjectRequest::Get {
+            addr,
+            range: None,
+            proof: false,
+        },
+        corr_id,
+    )
+}
+
+fn data_frame(corr_id: u64, offset: u64, total_len: u64, raw: &[u8], end: bool) -> Frame {
+    let header = DataHeader {
+        obj: None,
+        offset,
+        total_len,
+    };
+    let flags = if end {
+        Flags::REQ | Flags::END
+    } else {
+        Flags::REQ
+    };
+    object_frame(flags, corr_id, &header.payload(raw))
+}
+
+/// PUTs `data` on an open wire as `corr_id`, in DATA frames of `step` bytes.
+fn put_on(w: &mut Wire, corr_id: u64, data: &[u8], announce: Option<Address>, step: usize) -> Frame {
+    let len = data.len() as u64;
+    w.send(&request(&ObjectRequest::Put { len, addr: announce }, corr_id));
+    let mut offset = 0;
+    while offset < data.len() {
+        let end = (offset + step).min(data.len());
+        w.send(&data_frame(corr_id, offset as u64, len, &data[offset..end], end == data.len()));
+        offset = end;
+    }
+    w.recv().expect("PUT answer")
+}
+
+/// GET of `addr` on an open wire: (status of START or error, body bytes, END code).
+fn get_on(w: &mut Wire, req: Frame) -> (u16, Vec<u8>, u16) {
+    let corr_id = req.header.corr_id;
+    w.send(&req);
+    let start = w.recv().unwrap();
+    assert_eq!(start.header.corr_id, corr_id);
+    if start.header.flags.contains(Flags::END) {
+        return (start.header.code, Vec::new(), start.header.code);
+    }
+    let mut body = Vec::new();
+    loop {
+        let f = w.recv().unwrap();
+        assert_eq!(f.header.corr_id, corr_id);
+        if f.header.flags.contains(Flags::END) {
+            return (start.header.code, body, f.header.code);
+        }
+        let (_, raw) = DataHeader::split(&f.payload).unwrap();
+        body.extend_from_slice(&raw);
+    }
+}
+
+fn vector(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../codec/tests/vectors")
+        .join(format!("{name}.hex"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let hex: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| l.chars())
+        .collect();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn golden_vectors_replay_byte_for_byte_against_the_live_node() {
+    // The HELLO reply vector describes a 2-shard node with TLS and max_inflight 64.
+    let dir = temp_dir("vectors");
+    let tls_dir = dir.with_extension("tls");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["cert", "--dev", "--out"])
+        .arg(&tls_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let tls = format!("127.0.0.1:{}", free_port());
+    let (cert, key) = (tls_dir.join("cert.pem"), tls_dir.join("key.pem"));
+    let n = Node::start(
+        &dir,
+        &[
+            "--shards",
+            "2",
+            "--oap-max-inflight",
+            "64",
+            "--token",
+            "tok",
+            "--tls",
+            &tls,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let mut w = Wire::open(n.oap);
+    let mut exchange = |w: &mut Wire, sent: &[u8], expected: &[&str]| {
+        w.send_raw(sent);
+        for name in expected {
+            let got = w.recv().unwrap().to_bytes();
+            assert_eq!(&got[..], &vector(name)[..], "{name}");
+        }
+    };
+    exchange(&mut w, &vector("hello"), &["hello_reply"]);
+    let abc = Address::of(b"abc");
+    exchange(&mut w, &get_req(abc, 3).to_bytes(), &["error"]);
+    w.send_raw(&vector("put_start"));
+    let data = object_frame(
+        Flags::REQ | Flags::END,
+        5,
+        &DataHeader {
+            obj: Some(abc),
+            offset: 0,
+            total_len: 3,
+        }
+        .payload(b"abc"),
+    );
+    w.send(&data);
+    let put = w.recv().unwrap();
+    assert_eq!((put.header.code, put.header.corr_id), (201, 5));
+    assert_eq!(ObjectInfo::parse(&put.payload).unwrap().obj, abc);
+    exchange(&mut w, &vector("get"), &["get_start", "data", "end"]);
+}
+
+#[test]
+fn put_get_stat_ranges_and_per_request_errors_keep_the_connection() {
+    let n = node("oap-basic", &["--shards", "2"]);
+    let mut w = Wire::open(n.oap);
+    let data = bytes(1, 200_000);
+    let addr = Address::of(&data);
+    let put = put_on(&mut w, 1, &data, Some(addr), 70_000);
+    assert_eq!(put.header.code, 201);
+    assert_eq!(put_on(&mut w, 2, &data, None, 1 << 16).header.code, 200);
+    let (status, body, end) = get_on(&mut w, get_req(addr, 3));
+    assert_eq!((status, end), (200, 200));
+    assert!(body == data);
+    let ranged = ObjectRequest::Get {
+        addr,
+        range: Some(ron_codec::messages::InclusiveRange {
+            first: 65_000,
+            last: 140_000,
+        }),
+        proof: false,
+    };
+    let (status, body, end) = get_on(&mut w, request(&ranged, 4));
+    assert_eq!((status, end), (206, 206));
+    assert!(body == data[65_000..=140_000]);
+    w.send(&request(&ObjectRequest::Stat { addr }, 5));
+    let stat = w.recv().unwrap();
+    assert_eq!(ObjectInfo::parse(&stat.payload).unwrap().len, 200_000);
+
+    // Per-request errors: answered on their corr_id; the connection goes on.
+    let cases: [(&[u8], u16, &str); 3] = [
+        (br#"{"op":"delete"}"#, 400, "bad_request"),
+        (br#"{"op":"stat","addr":"b3:XYZ"}"#, 400, "bad_addr"),
+        (br#"{"op":"get","addr":"x","extra":1}"#, 400, "bad_request"),
+    ];
+    for (i, (payload, status, code)) in cases.iter().enumerate() {
+        let corr_id = 10 + i as u64;
+        w.send(&object_frame(Flags::REQ | Flags::START | Flags::END, corr_id, payload));
+        let f = w.recv().unwrap();
+        assert_eq!((f.header.code, f.header.corr_id), (*status, corr_id));
+        let env: serde_json::Value = serde_json::from_slice(&f.payload).unwrap();
+        assert_eq!(env["code"], *code);
+        assert_eq!(env["corr_id"], corr_id.to_string());
+    }
+    let past = ObjectRequest::Get {
+        addr,
+        range: Some(ron_codec::messages::InclusiveRange {
+            first: 200_000,
+            last: 200_001,
+        }),
+        proof: false,
+    };
+    assert_eq!(get_on(&mut w, request(&past, 20)).0, 416);
+    let missing = Address::of(b"missing");
+    w.send(&request(&ObjectRequest::Stat { addr: missing }, 21));
+    assert_eq!(w.recv().unwrap().header.code, 404);
+    // A wrong announced address: 400 bad_digest, nothing stored.
+    let other = bytes(2, 1000);
+    let wrong = put_on(&mut w, 22, &other, Some(missing), 4096);
+    assert_eq!(wrong.header.code, 400);
+    let env: serde_json::Value = serde_json::from_slice(&wrong.payload).unwrap();
+    assert_eq!(env["code"], "bad_digest");
+    w.send(&request(
+        &ObjectRequest::Stat {
+            addr: Address::of(&other),
+        },
+        23,
+    ));
+    assert_eq!(w.recv().unwrap().header.code, 404, "nothing stored");
+    // The empty object: END on the START frame.
+    let empty = put_on(&mut w, 24, b"", None, 1);
+    assert_eq!(empty.header.code, 201);
+    assert_eq!(get_on(&mut w, get_req(Address::of(b""), 25)), (200, vec![], 200));
+}
+
+#[test]
+fn a_small_get_is_not_starved_by_a_large_one_on_the_same_connection() {
+    // One shard and a warm small object: the small GET is ready at once, so what is
+    // measured is the writer's fairness, not a cross-shard fetch.
+    let n = node("oap-fair", &["--shards", "1"]);
+    let big = bytes(3, 4 << 20);
+    let small = bytes(4, 1000);
+    let mut w = Wire::open(n.oap);
+    assert_eq!(put_on(&mut w, 1, &big, None, 1 << 18).header.code, 201);
+    assert_eq!(put_on(&mut w, 2, &small, None, 1 << 18).header.code, 201);
+    assert_eq!(get_on(&mut w, get_req(Address::of(&small), 3)).2, 200);
+    let mut both = get_req(Address::of(&big), 10).to_bytes().to_vec();
+    both.extend_from_slice(&get_req(Address::of(&small), 11).to_bytes());
+    w.send_raw(&both);
+    let mut order = Vec::new();
+    let mut big_body = 0;
+    while order.iter().filter(|(_, end)| *end).count() < 2 {
+        let f = w.recv().unwrap();
+        let end = f.header.flags.contains(Flags::END);
+        if f.header.corr_id == 10 && !f.header.flags.contains(Flags::START) && !end {
+            big_body += DataHeader::split(&f.payload).unwrap().1.len();
+        }
+        order.push((f.header.corr_id, end));
+    }
+    assert_eq!(big_body, big.len());
+    let small_end = order.iter().position(|&(c, e)| c == 11 && e).unwrap();
+    let big_frames = order.iter().filter(|(c, _)| *c == 10).count();
+    assert!(big_frames >= 66, "START + 64 DATA + END: {big_frames}");
+    assert!(
+        small_end < 8,
+        "the small GET finished at frame {small_end} of {}",
+        order.len()
+    );
+}
+
+#[test]
+fn requests_delivered_one_byte_at_a_time_are_answered() {
+    let n = node("oap-bytewise", &[]);
+    let mut w = Wire::open(n.oap);
+    let data = bytes(5, 3000);
+    let mut put = BytesMut::new();
+    request(
+        &ObjectRequest::Put {
+            len: 3000,
+            addr: Some(Address::of(&data)),
+        },
+        1,
+    )
+    .encode_into(&mut put);
+    data_frame(1, 0, 3000, &data, true).encode_into(&mut put);
+    // Requests on one connection run concurrently: the GET goes once the PUT is stored.
+    for b in put.iter() {
+        w.send_raw(&[*b]);
+    }
+    assert_eq!(w.recv().unwrap().header.code, 201);
+    for b in get_req(Address::of(&data), 2).to_bytes().iter() {
+        w.send_raw(&[*b]);
+    }
+    let start = w.recv().unwrap();
+    assert_eq!(GetStart::parse(&start.payload).unwrap().len, 3000);
+    let f = w.recv().unwrap();
+    assert!(DataHeader::split(&f.payload).unwrap().1 == data);
+    assert_eq!(w.recv().unwrap().header.code, 200);
+}
+
+fn raw_header(len: u32, ver: u16, flags: u16, cap_len: u16, corr_id: u64) -> Vec<u8> {
+    let mut h = vec![0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&len.to_be_bytes());
+    h[4..6].copy_from_slice(&ver.to_be_bytes());
+    h[6..8].copy_from_slice(&flags.to_be_bytes());
+    h[10..12].copy_from_slice(&1u16.to_be_bytes());
+    h[28..30].copy_from_slice(&cap_len.to_be_bytes());
+    h[30..38].copy_from_slice(&corr_id.to_be_bytes());
+    h
+}
+
+#[test]
+fn every_protocol_error_is_answered_once_then_the_connection_closes() {
+    let n = node("oap-reject", &["--oap-max-inflight", "2"]);
+    let req_start_end = (Flags::REQ | Flags::START | Flags::END).bits();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("len below header", raw_header(37, 1, 1, 0, 7), 400, "bad_frame"),
+        ("len above max_frame", raw_header((1 << 20) + 1, 1, 1, 0, 7), 413, "too_large"),
+        ("version 2", raw_header(38, 2, 1, 0, 7), 400, "bad_version"),
+        ("unknown flag", raw_header(38, 1, 0x0101, 0, 7), 400, "bad_frame"),
+        ("cap without START", raw_header(48, 1, 1, 4, 7), 400, "bad_frame"),
+        ("cap overrun", raw_header(48, 1, req_start_end, 11, 7), 400, "bad_frame"),
+        (
+            "RESP from a client",
+            object_frame(Flags::RESP | Flags::END, 7, b"{}").to_bytes().to_vec(),
+            400,
+            "bad_frame",
+        ),
+        (
+            "EVENT is not supported",
+            object_frame(Flags::REQ | Flags::EVENT, 7, b"{}").to_bytes().to_vec(),
+            400,
+            "bad_frame",
+        ),
+        (
+            "DATA without an upload",
+            data_frame(7, 0, 3, b"abc", true).to_bytes().to_vec(),
+            400,
+            "bad_frame",
+        ),
+    ];
+    for (what, bytes, status, code) in cases {
+        let mut w = Wire::open(n.oap);
+        w.send_raw(&bytes);
+        let env = w.expect_rejection(status, code);
+        assert_eq!(env["corr_id"], "7", "{what}: echoes the rejected frame's corr_id");
+    }
+
+    // HELLO after another frame.
+    let mut w = Wire::open(n.oap);
+    w.send(&request(&ObjectRequest::Stat { addr: Address::of(b"x") }, 1));
+    assert_eq!(w.recv().unwrap().header.code, 404);
+    let hello = Frame::new(
+        FrameMeta {
+            flags: Flags::REQ,
+            code: 0,
+            app_proto_id: APP_HELLO,
+            tenant_id: 0,
+            corr_id: 2,
+        },
+        Bytes::new(),
+        Bytes::new(),
+        1 << 20,
+    )
+    .unwrap();
+    w.send(&hello);
+    let env = w.expect_rejection(400, "bad_request");
+    assert_eq!(env["message"], "HELLO must be the first frame of the connection");
+
+    // A corr_id reused while in flight, and more than max_inflight (2) requests.
+    let mut w = Wire::open(n.oap);
+    let put = request(&ObjectRequest::Put { len: 10, addr: None }, 1);
+    w.send(&put);
+    w.send(&put);
+    let env = w.expect_rejection(400, "bad_frame");
+    assert_eq!(env["message"], "corr_id 1 is already in flight on this connection");
+    let mut w = Wire::open(n.oap);
+    for corr_id in 1..=3 {
+        w.send(&request(&ObjectRequest::Put { len: 10, addr: None }, corr_id));
+    }
+    let env = w.expect_rejection(400, "bad_request");
+    assert_eq!(
+        env["message"],
+        "more than max_inflight = 2 requests in flight on one connection"
+    );
+}
+
+#[test]
+fn a_compression_bomb_is_refused_and_compressed_requests_work() {
+    let n = node("oap-comp", &[]);
+    let mut w = Wire::open(n.oap);
+    let stat = br#"{"op":"stat","addr":"b3:0000000000000000000000000000000000000000000000000000000000000000"}"#;
+    let compressed = zstd::encode_all(&stat[..], 3).unwrap();
+    let comp = Flags::REQ | Flags::START | Flags::END | Flags::COMP;
+    w.send(&object_frame(comp, 1, &compressed));
+    assert_eq!(w.recv().unwrap().header.code, 404, "inflated and answered");
+    // 64 MiB of zeros compress to a few KiB: far past 10 × the compressed size.
+    let bomb = zstd::encode_all(&vec![0u8; 64 << 20][..], 19).unwrap();
+    assert!(bomb.len() < 64 * 1024);
+    w.send(&object_frame(comp, 2, &bomb));
+    let env = w.expect_rejection(413, "too_large");
+    assert!(
+        env["message"]
+            .as_str()
+            .unwrap()
+            .contains("inflates past the bound"),
+        "{env}"
+    );
+    let mut w = Wire::open(n.oap);
+    w.send(&object_frame(comp, 3, b"not zstd at all"));
+    w.expect_rejection(400, "bad_frame");
+}
+
+#[test]
+fn writes_need_a_token_in_the_capability_section_when_tokens_are_set() {
+    let n = node("oap-auth", &["--token", "s3cret"]);
+    let mut w = Wire::open(n.oap);
+    let data = bytes(6, 5000);
+    let put = put_on(&mut w, 1, &data, None, 1000);
+    assert_eq!(put.header.code, 401);
+    let env: serde_json::Value = serde_json::from_slice(&put.payload).unwrap();
+    assert_eq!(env["code"], "unauthorized");
+    // The refused upload's DATA frames were skipped; the connection still works.
+    let with_token = ObjectRequest::Put { len: 5000, addr: None }
+        .frame(2, 77, Bytes::from_static(b"s3cret"))
+        .unwrap();
+    w.send(&with_token);
+    w.send(&data_frame(2, 0, 5000, &data, true));
+    assert_eq!(w.recv().unwrap().header.code, 201);
+}
+
+#[test]
+fn a_dropped_upload_stores_nothing() {
+    let n = node("oap-drop", &[]);
+    let data = bytes(7, 1 << 20);
+    {
+        let mut w = Wire::open(n.oap);
+        w.send(&request(
+            &ObjectRequest::Put {
+                len: data.len() as u64,
+                addr: None,
+            },
+            1,
+        ));
+        w.send(&data_frame(1, 0, data.len() as u64, &data[..1 << 19], false));
+    }
+    let tmp = n.data_dir.join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&tmp).map_or(0, |d| d.count()) > 0 {
+        assert!(Instant::now() < deadline, "temp file left behind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut w = Wire::open(n.oap);
+    w.send(&request(
+        &ObjectRequest::Stat {
+            addr: Address::of(&data),
+        },
+        1,
+    ));
+    assert_eq!(w.recv().unwrap().header.code, 404);
+}
+
+#[test]
+fn a_rotten_group_ends_the_stream_with_bad_digest_and_is_never_sent() {
+    let n = node("oap-rot", &[]);
+    let data = bytes(8, 5 * 65536);
+    let addr = upload(&n, &data);
+    let path = n.object_file(&addr);
+    let mut file = std::fs::read(&path).unwrap();
+    file[3 * 65536 + 10] ^= 1;
+    std::fs::write(&path, file).unwrap();
+    let mut w = Wire::open(n.oap);
+    let (status, body, end) = get_on(&mut w, get_req(addr, 1));
+    assert_eq!((status, end), (200, 500));
+    assert!(body == data[..3 * 65536], "the three good groups, nothing after");
+}
