@@ -93,15 +93,15 @@ pub struct ByteRange {
 /// A connection to a node.
 #[derive(Debug)]
 pub enum Client {
-    Oap(oap::OapClient),
-    Http(http::HttpClient),
+    Oap(Box<oap::OapClient>),
+    Http(Box<http::HttpClient>),
 }
 
 impl Client {
     pub fn connect(endpoint: &Endpoint, options: Options) -> Result<Client, ClientError> {
         Ok(match endpoint.protocol {
-            Protocol::Oap => Client::Oap(oap::OapClient::connect(endpoint, options)?),
-            Protocol::Http => Client::Http(http::HttpClient::connect(endpoint, options)?),
+            Protocol::Oap => Client::Oap(Box::new(oap::OapClient::connect(endpoint, options)?)),
+            Protocol::Http => Client::Http(Box::new(http::HttpClient::connect(endpoint, options)?)),
         })
     }
 

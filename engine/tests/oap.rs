@@ -53,7 +53,10 @@ impl Wire {
         loop {
             let mut input = &self.buf[self.pos..];
             let before = input.len();
-            let frame = self.decoder.decode(&mut input).expect("node sends valid frames");
+            let frame = self
+                .decoder
+                .decode(&mut input)
+                .expect("node sends valid frames");
             self.pos += before - input.len();
             if frame.is_some() {
                 return frame;
@@ -76,7 +79,10 @@ impl Wire {
         assert!(frame.header.flags.contains(Flags::RESP | Flags::END));
         let envelope: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
         assert_eq!(envelope["code"], code, "{envelope}");
-        assert!(self.recv().is_none(), "the connection closes after the answer");
+        assert!(
+            self.recv().is_none(),
+            "the connection closes after the answer"
+        );
         envelope
     }
 }
@@ -122,13 +128,31 @@ fn data_frame(corr_id: u64, offset: u64, total_len: u64, raw: &[u8], end: bool) 
 }
 
 /// PUTs `data` on an open wire as `corr_id`, in DATA frames of `step` bytes.
-fn put_on(w: &mut Wire, corr_id: u64, data: &[u8], announce: Option<Address>, step: usize) -> Frame {
+fn put_on(
+    w: &mut Wire,
+    corr_id: u64,
+    data: &[u8],
+    announce: Option<Address>,
+    step: usize,
+) -> Frame {
     let len = data.len() as u64;
-    w.send(&request(&ObjectRequest::Put { len, addr: announce }, corr_id));
+    w.send(&request(
+        &ObjectRequest::Put {
+            len,
+            addr: announce,
+        },
+        corr_id,
+    ));
     let mut offset = 0;
     while offset < data.len() {
         let end = (offset + step).min(data.len());
-        w.send(&data_frame(corr_id, offset as u64, len, &data[offset..end], end == data.len()));
+        w.send(&data_frame(
+            corr_id,
+            offset as u64,
+            len,
+            &data[offset..end],
+            end == data.len(),
+        ));
         offset = end;
     }
     w.recv().expect("PUT answer")
@@ -202,7 +226,7 @@ fn golden_vectors_replay_byte_for_byte_against_the_live_node() {
         ],
     );
     let mut w = Wire::open(n.oap);
-    let mut exchange = |w: &mut Wire, sent: &[u8], expected: &[&str]| {
+    let exchange = |w: &mut Wire, sent: &[u8], expected: &[&str]| {
         w.send_raw(sent);
         for name in expected {
             let got = w.recv().unwrap().to_bytes();
@@ -265,7 +289,11 @@ fn put_get_stat_ranges_and_per_request_errors_keep_the_connection() {
     ];
     for (i, (payload, status, code)) in cases.iter().enumerate() {
         let corr_id = 10 + i as u64;
-        w.send(&object_frame(Flags::REQ | Flags::START | Flags::END, corr_id, payload));
+        w.send(&object_frame(
+            Flags::REQ | Flags::START | Flags::END,
+            corr_id,
+            payload,
+        ));
         let f = w.recv().unwrap();
         assert_eq!((f.header.code, f.header.corr_id), (*status, corr_id));
         let env: serde_json::Value = serde_json::from_slice(&f.payload).unwrap();
@@ -300,7 +328,10 @@ fn put_get_stat_ranges_and_per_request_errors_keep_the_connection() {
     // The empty object: END on the START frame.
     let empty = put_on(&mut w, 24, b"", None, 1);
     assert_eq!(empty.header.code, 201);
-    assert_eq!(get_on(&mut w, get_req(Address::of(b""), 25)), (200, vec![], 200));
+    assert_eq!(
+        get_on(&mut w, get_req(Address::of(b""), 25)),
+        (200, vec![], 200)
+    );
 }
 
 #[test]
@@ -384,21 +415,50 @@ fn every_protocol_error_is_answered_once_then_the_connection_closes() {
     let n = node("oap-reject", &["--oap-max-inflight", "2"]);
     let req_start_end = (Flags::REQ | Flags::START | Flags::END).bits();
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("len below header", raw_header(37, 1, 1, 0, 7), 400, "bad_frame"),
-        ("len above max_frame", raw_header((1 << 20) + 1, 1, 1, 0, 7), 413, "too_large"),
+        (
+            "len below header",
+            raw_header(37, 1, 1, 0, 7),
+            400,
+            "bad_frame",
+        ),
+        (
+            "len above max_frame",
+            raw_header((1 << 20) + 1, 1, 1, 0, 7),
+            413,
+            "too_large",
+        ),
         ("version 2", raw_header(38, 2, 1, 0, 7), 400, "bad_version"),
-        ("unknown flag", raw_header(38, 1, 0x0101, 0, 7), 400, "bad_frame"),
-        ("cap without START", raw_header(48, 1, 1, 4, 7), 400, "bad_frame"),
-        ("cap overrun", raw_header(48, 1, req_start_end, 11, 7), 400, "bad_frame"),
+        (
+            "unknown flag",
+            raw_header(38, 1, 0x0101, 0, 7),
+            400,
+            "bad_frame",
+        ),
+        (
+            "cap without START",
+            raw_header(48, 1, 1, 4, 7),
+            400,
+            "bad_frame",
+        ),
+        (
+            "cap overrun",
+            raw_header(48, 1, req_start_end, 11, 7),
+            400,
+            "bad_frame",
+        ),
         (
             "RESP from a client",
-            object_frame(Flags::RESP | Flags::END, 7, b"{}").to_bytes().to_vec(),
+            object_frame(Flags::RESP | Flags::END, 7, b"{}")
+                .to_bytes()
+                .to_vec(),
             400,
             "bad_frame",
         ),
         (
             "EVENT is not supported",
-            object_frame(Flags::REQ | Flags::EVENT, 7, b"{}").to_bytes().to_vec(),
+            object_frame(Flags::REQ | Flags::EVENT, 7, b"{}")
+                .to_bytes()
+                .to_vec(),
             400,
             "bad_frame",
         ),
@@ -413,12 +473,20 @@ fn every_protocol_error_is_answered_once_then_the_connection_closes() {
         let mut w = Wire::open(n.oap);
         w.send_raw(&bytes);
         let env = w.expect_rejection(status, code);
-        assert_eq!(env["corr_id"], "7", "{what}: echoes the rejected frame's corr_id");
+        assert_eq!(
+            env["corr_id"], "7",
+            "{what}: echoes the rejected frame's corr_id"
+        );
     }
 
     // HELLO after another frame.
     let mut w = Wire::open(n.oap);
-    w.send(&request(&ObjectRequest::Stat { addr: Address::of(b"x") }, 1));
+    w.send(&request(
+        &ObjectRequest::Stat {
+            addr: Address::of(b"x"),
+        },
+        1,
+    ));
     assert_eq!(w.recv().unwrap().header.code, 404);
     let hello = Frame::new(
         FrameMeta {
@@ -435,18 +503,36 @@ fn every_protocol_error_is_answered_once_then_the_connection_closes() {
     .unwrap();
     w.send(&hello);
     let env = w.expect_rejection(400, "bad_request");
-    assert_eq!(env["message"], "HELLO must be the first frame of the connection");
+    assert_eq!(
+        env["message"],
+        "HELLO must be the first frame of the connection"
+    );
 
     // A corr_id reused while in flight, and more than max_inflight (2) requests.
     let mut w = Wire::open(n.oap);
-    let put = request(&ObjectRequest::Put { len: 10, addr: None }, 1);
+    let put = request(
+        &ObjectRequest::Put {
+            len: 10,
+            addr: None,
+        },
+        1,
+    );
     w.send(&put);
     w.send(&put);
     let env = w.expect_rejection(400, "bad_frame");
-    assert_eq!(env["message"], "corr_id 1 is already in flight on this connection");
+    assert_eq!(
+        env["message"],
+        "corr_id 1 is already in flight on this connection"
+    );
     let mut w = Wire::open(n.oap);
     for corr_id in 1..=3 {
-        w.send(&request(&ObjectRequest::Put { len: 10, addr: None }, corr_id));
+        w.send(&request(
+            &ObjectRequest::Put {
+                len: 10,
+                addr: None,
+            },
+            corr_id,
+        ));
     }
     let env = w.expect_rejection(400, "bad_request");
     assert_eq!(
@@ -491,9 +577,12 @@ fn writes_need_a_token_in_the_capability_section_when_tokens_are_set() {
     let env: serde_json::Value = serde_json::from_slice(&put.payload).unwrap();
     assert_eq!(env["code"], "unauthorized");
     // The refused upload's DATA frames were skipped; the connection still works.
-    let with_token = ObjectRequest::Put { len: 5000, addr: None }
-        .frame(2, 77, Bytes::from_static(b"s3cret"))
-        .unwrap();
+    let with_token = ObjectRequest::Put {
+        len: 5000,
+        addr: None,
+    }
+    .frame(2, 77, Bytes::from_static(b"s3cret"))
+    .unwrap();
     w.send(&with_token);
     w.send(&data_frame(2, 0, 5000, &data, true));
     assert_eq!(w.recv().unwrap().header.code, 201);
@@ -512,7 +601,13 @@ fn a_dropped_upload_stores_nothing() {
             },
             1,
         ));
-        w.send(&data_frame(1, 0, data.len() as u64, &data[..1 << 19], false));
+        w.send(&data_frame(
+            1,
+            0,
+            data.len() as u64,
+            &data[..1 << 19],
+            false,
+        ));
     }
     let tmp = n.data_dir.join("tmp");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -542,5 +637,8 @@ fn a_rotten_group_ends_the_stream_with_bad_digest_and_is_never_sent() {
     let mut w = Wire::open(n.oap);
     let (status, body, end) = get_on(&mut w, get_req(addr, 1));
     assert_eq!((status, end), (200, 500));
-    assert!(body == data[..3 * 65536], "the three good groups, nothing after");
+    assert!(
+        body == data[..3 * 65536],
+        "the three good groups, nothing after"
+    );
 }

@@ -1,0 +1,267 @@
+//! The `ron` client end to end: put/get/stat over OAP, HTTP and TLS (both ALPN
+//! protocols, dev certificate), a 64 MiB object with ranged reads, exit codes, and
+//! `-o FILE` never left holding unverified or partial bytes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn ron(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(args)
+        .env_remove("RON_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+struct TlsNode {
+    node: Node,
+    tls: String,
+    cert: PathBuf,
+}
+
+fn tls_node(name: &str, extra: &[&str]) -> TlsNode {
+    let dir = temp_dir(name);
+    let tls_dir = dir.with_extension("tls");
+    let out = ron(&["cert", "--dev", "--out", tls_dir.to_str().unwrap()]);
+    assert!(ok(&out).contains("cert.pem"));
+    let again = ron(&["cert", "--dev", "--out", tls_dir.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2), "never overwrites a key");
+    let tls = format!("127.0.0.1:{}", free_port());
+    let cert = tls_dir.join("cert.pem");
+    let key = tls_dir.join("key.pem");
+    let mut args = vec![
+        "--tls",
+        &tls,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let node = Node::start(&dir, &args);
+    TlsNode { node, tls, cert }
+}
+
+fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+#[test]
+fn put_get_stat_round_trip_over_oap_http_and_tls() {
+    let t = tls_node("cli-roundtrip", &["--shards", "2"]);
+    let n = &t.node;
+    let work = temp_dir("cli-files");
+    let data = bytes(11, 300_000);
+    let file = write_file(&work, "in", &data);
+    let oap = n.oap.to_string();
+    let http = n.http.to_string();
+    let cert = t.cert.to_str().unwrap();
+    let expected = Address::of(&data).to_string();
+
+    let printed = ok(&ron(&["put", file.to_str().unwrap(), "--server", &oap]));
+    assert_eq!(printed.trim(), expected);
+    let stat = ok(&ron(&["stat", &expected, "--server", &oap]));
+    assert_eq!(stat.trim(), format!("{expected} 300000"));
+
+    // Every transport, whole and ranged, to stdout and to a file.
+    let transports: Vec<Vec<&str>> = vec![
+        vec!["--server", &oap],
+        vec!["--server", &http, "--http"],
+        vec!["--server", &t.tls, "--tls", "--ca", cert],
+        vec!["--server", &t.tls, "--tls", "--http", "--ca", cert],
+        vec!["--server", &t.tls, "--tls", "--insecure-dev"],
+    ];
+    for (i, how) in transports.iter().enumerate() {
+        let mut args = vec!["get", expected.as_str()];
+        args.extend(how.iter().copied());
+        let whole = ron(&args);
+        assert!(whole.status.success(), "{how:?}: {}", stderr(&whole));
+        assert!(whole.stdout == data, "{how:?}");
+        let mut ranged = args.clone();
+        ranged.extend(["--range", "65530-140000"]);
+        assert!(ron(&ranged).stdout == data[65_530..=140_000], "{how:?}");
+        let out = work.join(format!("out{i}"));
+        let mut to_file = args.clone();
+        to_file.extend(["-o", out.to_str().unwrap()]);
+        ok(&ron(&to_file));
+        assert!(std::fs::read(&out).unwrap() == data, "{how:?}");
+        let mut stat = vec!["stat", expected.as_str()];
+        stat.extend(how.iter().copied());
+        assert_eq!(ok(&ron(&stat)).trim(), format!("{expected} 300000"));
+    }
+
+    // Uploads over TLS, both protocols; stdin too.
+    let small = write_file(&work, "small", b"over tls");
+    let printed = ok(&ron(&[
+        "put",
+        small.to_str().unwrap(),
+        "--server",
+        &t.tls,
+        "--tls",
+        "--http",
+        "--ca",
+        cert,
+    ]));
+    assert_eq!(printed.trim(), Address::of(b"over tls").to_string());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["put", "-", "--server", &t.tls, "--tls", "--ca", cert])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(ok(&out).trim(), Address::of(b"from stdin").to_string());
+}
+
+#[test]
+fn a_64_mib_object_through_put_and_ranged_get() {
+    let n = Node::start(&temp_dir("cli-64m"), &["--shards", "2"]);
+    let work = temp_dir("cli-64m-files");
+    let data = bytes(12, 64 << 20);
+    let file = write_file(&work, "big", &data);
+    let oap = n.oap.to_string();
+    let printed = ok(&ron(&[
+        "put",
+        file.to_str().unwrap(),
+        "--server",
+        &oap,
+        "-q",
+    ]));
+    let addr = printed.trim().to_string();
+    assert_eq!(addr, Address::of(&data).to_string());
+    let out = work.join("big.out");
+    ok(&ron(&[
+        "get",
+        &addr,
+        "-o",
+        out.to_str().unwrap(),
+        "--server",
+        &oap,
+    ]));
+    assert!(std::fs::read(&out).unwrap() == data);
+    for (first, last) in [
+        (0, 0),
+        (65_535, 65_536),
+        (33_000_000, 41_999_999),
+        (67_108_000, 67_108_863),
+    ] {
+        let range = format!("{first}-{last}");
+        let got = ron(&["get", &addr, "--range", &range, "--server", &oap]);
+        assert!(got.stdout == data[first..=last], "{range}");
+    }
+    let http = n.http.to_string();
+    let got = ron(&[
+        "get",
+        &addr,
+        "--range",
+        "1000-2000",
+        "--server",
+        &http,
+        "--http",
+    ]);
+    assert!(got.stdout == data[1000..=2000]);
+}
+
+#[test]
+fn errors_print_the_nodes_message_and_documented_exit_codes() {
+    let t = tls_node("cli-errors", &["--token", "s3cret"]);
+    let n = &t.node;
+    let work = temp_dir("cli-errors-files");
+    let oap = n.oap.to_string();
+    let file = write_file(&work, "f", &bytes(13, 200_000));
+
+    let out = ron(&["put", file.to_str().unwrap(), "--server", &oap]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("401 unauthorized: tenant 0: writes need a bearer token"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ron(&[
+        "put",
+        file.to_str().unwrap(),
+        "--server",
+        &oap,
+        "--token",
+        "s3cret",
+    ]);
+    let addr = ok(&out).trim().to_string();
+
+    let missing = Address::of(b"nope").to_string();
+    let out = ron(&["get", &missing, "--server", &oap]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&format!("404 not_found: no object {missing} on this node")));
+    let out = ron(&["get", "b3:XYZ", "--server", &oap]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ron(&["get", &addr, "--server", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("cannot connect to 127.0.0.1:1"));
+    let out = ron(&["get", &addr, "--server", &t.tls, "--tls"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "TLS needs --ca or --insecure-dev"
+    );
+    // A CA that did not sign the node's certificate.
+    let other = work.join("other");
+    ok(&ron(&["cert", "--dev", "--out", other.to_str().unwrap()]));
+    let wrong_ca = other.join("cert.pem");
+    let out = ron(&[
+        "get",
+        &addr,
+        "--server",
+        &t.tls,
+        "--tls",
+        "--ca",
+        wrong_ca.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("TLS: handshake"), "{}", stderr(&out));
+
+    // Rot in the stored object: the node refuses the group, -o FILE is never created.
+    let path = n.object_file(&addr.parse().unwrap());
+    let mut stored = std::fs::read(&path).unwrap();
+    stored[150_000] ^= 1;
+    std::fs::write(&path, stored).unwrap();
+    let out_file = work.join("rotten");
+    let out = ron(&[
+        "get",
+        &addr,
+        "-o",
+        out_file.to_str().unwrap(),
+        "--server",
+        &oap,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("500 bad_digest"), "{}", stderr(&out));
+    assert!(!out_file.exists());
+    assert!(!work.join("rotten.part").exists());
+}
