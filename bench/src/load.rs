@@ -4,7 +4,7 @@
 //! so a stalled server cannot hide its stall by slowing the generator down (coordinated
 //! omission).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,10 +14,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
+use ron_codec::frame::{Flags, FrameDecoder, MAX_FRAME_BYTES};
+use ron_codec::messages::DataHeader;
 use ron_codec::Address;
 
 use crate::dataset::Dataset;
-use crate::workload::{Expect, Rng, Workload};
+use crate::workload::{Expect, Proto, Rng, Workload};
 
 /// Latency is recorded in microseconds, 1 µs to 100 s, 3 significant digits.
 pub const LATENCY_MAX_US: u64 = 100_000_000;
@@ -36,6 +38,8 @@ pub struct RunConfig {
     pub verify: bool,
     pub cpus: Vec<usize>,
     pub seed: u64,
+    /// TLS client configuration (ALPN set for the protocol); plain TCP when absent.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What one connection, worker or run observed after warm-up.
@@ -143,7 +147,7 @@ async fn connection(
         glommio::timer::sleep(wait).await;
     }
     while Instant::now() < deadline {
-        let stream = match TcpStream::connect(config.target).await {
+        let stream = match open(config).await {
             Ok(s) => s,
             Err(_) => {
                 stats.io_errors += 1;
@@ -151,13 +155,14 @@ async fn connection(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let mut conn = Conn {
             stream,
             buf: Vec::with_capacity(1 << 16),
             filled: 0,
+            oap: (workload.proto == Proto::Oap).then(OapAnswers::default),
         };
-        let mut inflight: VecDeque<(Instant, Expect)> = VecDeque::new();
+        let mut corr_id = 0u64;
+        let mut inflight: VecDeque<(u64, Instant, Expect)> = VecDeque::new();
         let result: std::io::Result<()> = async {
             loop {
                 let now = Instant::now();
@@ -179,15 +184,21 @@ async fn connection(
                             at
                         }
                     };
-                    let plan = workload.next(&mut rng, data, &mut put_seq, config.verify);
+                    corr_id += 1;
+                    let plan = workload.next(&mut rng, data, &mut put_seq, config.verify, corr_id);
                     conn.stream.write_all(&plan.wire).await?;
-                    inflight.push_back((sent_at, plan.expect));
+                    inflight.push_back((corr_id, sent_at, plan.expect));
                 }
-                let Some((sent_at, expect)) = inflight.pop_front() else {
+                if inflight.is_empty() {
                     return Ok(());
-                };
-                let answer = conn.read_response().await?;
+                }
+                let answer = conn.read_answer(config.verify).await?;
                 let done = Instant::now();
+                let position = inflight
+                    .iter()
+                    .position(|(c, _, _)| Some(*c) == answer.corr_id || answer.corr_id.is_none())
+                    .ok_or_else(|| std::io::Error::other("answer to no request in flight"))?;
+                let (_, sent_at, expect) = inflight.remove(position).expect("position is valid");
                 if sent_at >= measure_from && sent_at < deadline {
                     record(
                         &mut stats,
@@ -224,7 +235,7 @@ fn record(
     let us = (latency.as_micros() as u64).clamp(1, LATENCY_MAX_US);
     let _ = stats.latency_us.record(us);
     stats.requests += 1;
-    stats.body_bytes += answer.body.len() as u64;
+    stats.body_bytes += answer.body_len;
     *stats.statuses.entry(answer.status).or_default() += 1;
     let expected_status = match expect {
         Expect::Object { .. } => answer.status == 200,
@@ -244,9 +255,9 @@ fn record(
 /// object's bytes; a PUT's reply must name the address of what was sent.
 fn verified(data: &Dataset, expect: &Expect, answer: &Answer<'_>) -> bool {
     match expect {
-        Expect::Object { index } => Address::of(answer.body) == data.objects[*index].addr,
+        Expect::Object { index } => Address::of(&answer.body) == data.objects[*index].addr,
         Expect::Slice { index, first, last } => {
-            answer.body == &data.objects[*index].bytes[*first..=*last]
+            answer.body[..] == data.objects[*index].bytes[*first..=*last]
         }
         Expect::Stored { addr } => {
             let text = addr.to_string();
@@ -258,19 +269,113 @@ fn verified(data: &Dataset, expect: &Expect, answer: &Answer<'_>) -> bool {
     }
 }
 
+/// A connection's byte stream: plain TCP or TLS.
+trait Io: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin {}
+impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin> Io for T {}
+
+async fn open(config: &RunConfig) -> std::io::Result<Box<dyn Io>> {
+    let stream = TcpStream::connect(config.target).await?;
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = &config.tls else {
+        return Ok(Box::new(stream));
+    };
+    let name = rustls::pki_types::ServerName::IpAddress(config.target.ip().into());
+    let tls = futures_rustls::TlsConnector::from(Arc::clone(tls))
+        .connect(name, stream)
+        .await?;
+    Ok(Box::new(tls))
+}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: Vec<u8>,
     filled: usize,
+    /// OAP responses being assembled; `None` on HTTP.
+    oap: Option<OapAnswers>,
+}
+
+/// OAP/1 response frames of requests still open, by corr_id.
+#[derive(Default)]
+struct OapAnswers {
+    decoder: Option<FrameDecoder>,
+    open: HashMap<u64, (u16, Vec<u8>, u64)>,
 }
 
 struct Answer<'a> {
+    /// The request answered (OAP); HTTP answers come in order.
+    corr_id: Option<u64>,
     status: u16,
-    body: &'a [u8],
+    /// The body, when kept (HTTP always; OAP when verifying).
+    body: std::borrow::Cow<'a, [u8]>,
+    body_len: u64,
+    /// Bytes of the read buffer this answer used.
     total_len: usize,
 }
 
 impl Conn {
+    async fn read_answer(&mut self, verify: bool) -> std::io::Result<Answer<'_>> {
+        if self.oap.is_some() {
+            return self.read_oap_answer(verify).await;
+        }
+        self.read_response().await
+    }
+
+    /// Decodes frames until one request's END arrives.
+    async fn read_oap_answer(&mut self, verify: bool) -> std::io::Result<Answer<'_>> {
+        loop {
+            let state = self.oap.as_mut().expect("OAP connection");
+            let decoder = state
+                .decoder
+                .get_or_insert_with(|| FrameDecoder::new(MAX_FRAME_BYTES));
+            let mut input = &self.buf[..self.filled];
+            let mut finished = None;
+            while finished.is_none() {
+                let frame = match decoder.decode(&mut input) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => return Err(std::io::Error::other(e.to_string())),
+                };
+                let corr_id = frame.header.corr_id;
+                let flags = frame.header.flags;
+                let entry = state
+                    .open
+                    .entry(corr_id)
+                    .or_insert((frame.header.code, Vec::new(), 0));
+                if flags.contains(Flags::START) || frame.header.code >= 400 {
+                    entry.0 = frame.header.code;
+                }
+                if flags.contains(Flags::END) {
+                    if entry.1.is_empty() && entry.2 == 0 {
+                        // A single-frame answer (PUT, STAT, error): its payload is the body.
+                        entry.1.extend_from_slice(&frame.payload);
+                        entry.2 = frame.payload.len() as u64;
+                    }
+                    finished = Some(corr_id);
+                } else if !flags.contains(Flags::START) {
+                    let (_, raw) = DataHeader::split(&frame.payload)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    entry.2 += raw.len() as u64;
+                    if verify {
+                        entry.1.extend_from_slice(&raw);
+                    }
+                }
+            }
+            let used = self.filled - input.len();
+            if let Some(corr_id) = finished {
+                let (status, body, body_len) = state.open.remove(&corr_id).expect("inserted above");
+                return Ok(Answer {
+                    corr_id: Some(corr_id),
+                    status,
+                    body: std::borrow::Cow::Owned(body),
+                    body_len,
+                    total_len: used,
+                });
+            }
+            self.consume(used);
+            self.fill().await?;
+        }
+    }
+
     async fn fill(&mut self) -> std::io::Result<()> {
         if self.filled == self.buf.len() {
             let grow = self.buf.len().max(1 << 16);
@@ -294,8 +399,10 @@ impl Conn {
                     self.fill().await?;
                 }
                 return Ok(Answer {
+                    corr_id: None,
                     status,
-                    body: &self.buf[head_len..head_len + body_len],
+                    body: std::borrow::Cow::Borrowed(&self.buf[head_len..head_len + body_len]),
+                    body_len: body_len as u64,
                     total_len: head_len + body_len,
                 });
             }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use ron_bench::dataset::Dataset;
 use ron_bench::load::{self, RunConfig};
 use ron_bench::report::{Percentiles, Report};
-use ron_bench::workload::{Kind, Popularity, Workload};
+use ron_bench::workload::{Kind, Popularity, Proto, Workload};
 
 const HELP: &str = "\
-ron-bench — HTTP load generator for ron, thread-per-core (glommio), HDR latency
+ron-bench — HTTP and OAP/1 load generator for ron, thread-per-core (glommio), HDR latency
 
 USAGE:
   ron-bench run [OPTIONS]        run a workload against --target
@@ -26,6 +26,9 @@ DATASET (deterministic: object i is generated from seed+i; the same flags give t
 
 RUN OPTIONS
   --target ADDR        server address [127.0.0.1:8080]
+  --proto P            http | oap [http]; OAP reads are plain (no proofs), checked here
+  --tls-insecure       TLS to the target without checking its certificate (benchmarks
+                       of a `ron cert --dev` node only)
   --workload W         get | range | put | mixed [get]
   --range-bytes N      bytes per range request [65536]
   --put-size BYTES     bytes per PUT [--size]
@@ -66,6 +69,8 @@ struct Options {
     token: Option<String>,
     json: Option<PathBuf>,
     dir: Option<PathBuf>,
+    proto: Proto,
+    tls: bool,
 }
 
 fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Options), String> {
@@ -92,6 +97,8 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Options), 
         token: None,
         json: None,
         dir: None,
+        proto: Proto::Http,
+        tls: false,
     };
     let mut command = None;
     let mut p = lexopt::Parser::from_args(args);
@@ -144,6 +151,14 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Options), 
             "token" => o.token = Some(value()?),
             "json" => o.json = Some(PathBuf::from(value()?)),
             "dir" => o.dir = Some(PathBuf::from(value()?)),
+            "proto" => {
+                o.proto = match value()?.as_str() {
+                    "http" => Proto::Http,
+                    "oap" => Proto::Oap,
+                    other => return Err(format!("--proto: {other:?} is not http or oap")),
+                }
+            }
+            "tls-insecure" => o.tls = true,
             "help" => command = Some("help".to_string()),
             other => return Err(format!("unknown option --{other}; see `ron-bench help`")),
         }
@@ -182,6 +197,7 @@ fn workload(o: &Options) -> Result<(Workload, String), String> {
         None => (Popularity::Uniform, "uniform".to_string()),
     };
     let w = Workload {
+        proto: o.proto,
         mix,
         popularity,
         host: o.target.clone(),
@@ -198,9 +214,12 @@ fn run(o: Options) -> Result<(), String> {
         .map_err(|_| format!("--target: invalid address {:?}", o.target))?;
     let data = Dataset::generate(o.seed, o.objects, o.size);
     if o.load {
-        let created = data
-            .load_into(target, o.token.as_deref())
-            .map_err(|e| e.to_string())?;
+        let created = if o.proto == Proto::Http && !o.tls {
+            data.load_into(target, o.token.as_deref())
+                .map_err(|e| e.to_string())?
+        } else {
+            load_with_client(&o, &data)?
+        };
         eprintln!(
             "ron-bench: loaded {} objects ({created} new)",
             data.objects.len()
@@ -220,12 +239,18 @@ fn run(o: Options) -> Result<(), String> {
         verify: o.verify,
         cpus,
         seed: o.seed,
+        tls: o.tls.then(|| tls_config(o.proto)).transpose()?,
     };
     let stats = load::run(config, workload, data).map_err(|e| e.to_string())?;
     let report = Report {
         tool: "ron-bench",
         target: o.target.clone(),
-        protocol: "http/1.1",
+        protocol: match (o.proto, o.tls) {
+            (Proto::Http, false) => "http/1.1",
+            (Proto::Http, true) => "http/1.1+tls",
+            (Proto::Oap, false) => "oap/1",
+            (Proto::Oap, true) => "oap/1+tls",
+        },
         workload: o.workload.clone(),
         popularity,
         objects: o.objects,
@@ -258,6 +283,52 @@ fn run(o: Options) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+fn client_tls() -> ron_client::TlsOptions {
+    ron_client::TlsOptions {
+        ca: None,
+        insecure_dev: true,
+    }
+}
+
+fn tls_config(proto: Proto) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let alpn: &[u8] = match proto {
+        Proto::Http => b"http/1.1",
+        Proto::Oap => b"oap/1",
+    };
+    ron_client::transport::client_config(&client_tls(), alpn).map_err(|e| e.to_string())
+}
+
+/// Uploads the dataset with the ron client (OAP or TLS targets); returns how many were new.
+fn load_with_client(o: &Options, data: &Dataset) -> Result<usize, String> {
+    let endpoint = ron_client::Endpoint {
+        addr: o.target.clone(),
+        protocol: match o.proto {
+            Proto::Http => ron_client::Protocol::Http,
+            Proto::Oap => ron_client::Protocol::Oap,
+        },
+        tls: o.tls.then(client_tls),
+    };
+    let options = ron_client::Options {
+        token: o.token.clone(),
+        ..ron_client::Options::default()
+    };
+    let mut client = ron_client::Client::connect(&endpoint, options).map_err(|e| e.to_string())?;
+    let mut created = 0;
+    for object in &data.objects {
+        let mut body = &object.bytes[..];
+        let stored = client
+            .put(
+                &mut body,
+                object.addr,
+                object.bytes.len() as u64,
+                &mut |_| {},
+            )
+            .map_err(|e| e.to_string())?;
+        created += usize::from(stored.created);
+    }
+    Ok(created)
 }
 
 fn main() -> ExitCode {

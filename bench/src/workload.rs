@@ -2,6 +2,8 @@
 //! expected answer that verification checks.
 
 use crate::dataset::{object_bytes, Dataset};
+use ron_codec::frame::{Flags, Frame, FrameMeta, APP_OBJECTS, MAX_FRAME_BYTES};
+use ron_codec::messages::{DataHeader, InclusiveRange, ObjectRequest};
 use ron_codec::Address;
 
 /// A small, fast, seedable generator (xorshift64*); one per connection.
@@ -100,9 +102,17 @@ pub enum Expect {
     Stored { addr: Address },
 }
 
+/// The protocol requests are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Http,
+    Oap,
+}
+
 /// The workload: a mix of kinds by weight, over a dataset.
 #[derive(Debug, Clone)]
 pub struct Workload {
+    pub proto: Proto,
     pub mix: Vec<(Kind, u32)>,
     pub popularity: Popularity,
     pub host: String,
@@ -123,8 +133,19 @@ impl Workload {
         self.mix[0].0
     }
 
-    /// The next request. `verify` decides whether a PUT's address is computed locally.
-    pub fn next(&self, rng: &mut Rng, data: &Dataset, put_seq: &mut u64, verify: bool) -> Planned {
+    /// The next request. `verify` decides whether a PUT's address is computed locally;
+    /// `corr_id` tags an OAP request.
+    pub fn next(
+        &self,
+        rng: &mut Rng,
+        data: &Dataset,
+        put_seq: &mut u64,
+        verify: bool,
+        corr_id: u64,
+    ) -> Planned {
+        if self.proto == Proto::Oap {
+            return self.next_oap(rng, data, put_seq, verify, corr_id);
+        }
         let count = data.objects.len();
         match self.kind(rng) {
             Kind::Get => {
@@ -188,6 +209,107 @@ impl Workload {
     }
 }
 
+impl Workload {
+    /// The same request kinds as OAP/1 frames (plain reads: no proofs).
+    fn next_oap(
+        &self,
+        rng: &mut Rng,
+        data: &Dataset,
+        put_seq: &mut u64,
+        verify: bool,
+        corr_id: u64,
+    ) -> Planned {
+        let count = data.objects.len();
+        let get = |addr, range, expect| {
+            let request = ObjectRequest::Get {
+                addr,
+                range,
+                proof: false,
+            };
+            let frame = request
+                .frame(corr_id, 0, bytes::Bytes::new())
+                .expect("a GET frame is small");
+            Planned {
+                wire: frame.to_bytes().to_vec(),
+                expect,
+            }
+        };
+        match self.kind(rng) {
+            Kind::Get => {
+                let index = self.popularity.pick(rng, count);
+                get(data.objects[index].addr, None, Expect::Object { index })
+            }
+            Kind::Range { range_len } => {
+                let index = self.popularity.pick(rng, count);
+                let len = data.objects[index].bytes.len() as u64;
+                let span = range_len.min(len).max(1);
+                let first = rng.below(len.saturating_sub(span) + 1);
+                let last = first + span - 1;
+                let expect = Expect::Slice {
+                    index,
+                    first: first as usize,
+                    last: last as usize,
+                };
+                get(
+                    data.objects[index].addr,
+                    Some(InclusiveRange { first, last }),
+                    expect,
+                )
+            }
+            Kind::Put { size } => {
+                *put_seq += 1;
+                let body = object_bytes(rng.next_u64() ^ *put_seq, size);
+                let addr = verify.then(|| Address::of(&body));
+                let token = bytes::Bytes::from(self.token.clone().unwrap_or_default());
+                let start = ObjectRequest::Put {
+                    len: size as u64,
+                    addr,
+                }
+                .frame(corr_id, 0, token)
+                .expect("a PUT start frame is small");
+                let mut wire = start.to_bytes().to_vec();
+                for (i, chunk) in body.chunks(PUT_DATA_BYTES).enumerate() {
+                    let offset = (i * PUT_DATA_BYTES) as u64;
+                    let end = offset + chunk.len() as u64 == size as u64;
+                    let meta = FrameMeta {
+                        flags: if end {
+                            Flags::REQ | Flags::END
+                        } else {
+                            Flags::REQ
+                        },
+                        code: 0,
+                        app_proto_id: APP_OBJECTS,
+                        tenant_id: 0,
+                        corr_id,
+                    };
+                    let header = DataHeader {
+                        obj: addr,
+                        offset,
+                        total_len: size as u64,
+                    };
+                    let frame = Frame::new(
+                        meta,
+                        bytes::Bytes::new(),
+                        header.payload(chunk),
+                        MAX_FRAME_BYTES,
+                    )
+                    .expect("256 KiB of data fits in a frame");
+                    wire.extend_from_slice(&frame.to_bytes());
+                }
+                Planned {
+                    wire,
+                    expect: Expect::Stored {
+                        addr: addr.unwrap_or(Address::from_bytes([0; 32])),
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Raw bytes per DATA frame of an OAP PUT.
+const PUT_DATA_BYTES: usize = 256 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +331,7 @@ mod tests {
     fn ranges_stay_inside_the_object() {
         let data = Dataset::generate(1, 2, 100_000);
         let w = Workload {
+            proto: Proto::Http,
             mix: vec![(Kind::Range { range_len: 65_536 }, 1)],
             popularity: Popularity::Uniform,
             host: "h".into(),
@@ -217,7 +340,7 @@ mod tests {
         };
         let mut rng = Rng::new(3);
         for _ in 0..1000 {
-            let Expect::Slice { first, last, .. } = w.next(&mut rng, &data, &mut 0, true).expect
+            let Expect::Slice { first, last, .. } = w.next(&mut rng, &data, &mut 0, true, 1).expect
             else {
                 panic!()
             };

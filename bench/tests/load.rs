@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use ron_bench::dataset::Dataset;
 use ron_bench::load::{run, RunConfig};
-use ron_bench::workload::{Kind, Popularity, Workload};
+use ron_bench::workload::{Kind, Popularity, Proto, Workload};
+use ron_codec::frame::FrameDecoder;
+use ron_codec::messages::{response_frame, DataHeader, GetEnd, GetStart, ObjectRequest};
+use ron_codec::Flags;
 
 /// Serves GET /o/b3:<hex> from `data` (keep-alive), flipping one byte if `corrupt`.
 fn serve(data: Dataset, corrupt: bool, status: u16) -> SocketAddr {
@@ -68,11 +71,13 @@ fn config(target: SocketAddr, rate: Option<f64>) -> RunConfig {
         verify: true,
         cpus: vec![0],
         seed: 1,
+        tls: None,
     }
 }
 
 fn gets() -> Workload {
     Workload {
+        proto: Proto::Http,
         mix: vec![(Kind::Get, 1)],
         popularity: Popularity::Uniform,
         host: "t".into(),
@@ -118,4 +123,101 @@ fn open_loop_holds_its_rate() {
     let stats = run(config(target, Some(200.0)), gets(), data).unwrap();
     // 200 req/s for 0.6 s measured: 120 requests, give or take the edges.
     assert!((100..=140).contains(&stats.requests), "{}", stats.requests);
+}
+
+/// Serves OAP/1 GETs from `data`: START, the body in two DATA frames, END; flips one
+/// byte if `corrupt`.
+fn serve_oap(data: Dataset, corrupt: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let data = Arc::new(data);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let data = Arc::clone(&data);
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut decoder = FrameDecoder::new(1 << 20);
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let mut input = &chunk[..n];
+                    while let Ok(Some(frame)) = decoder.decode(&mut input) {
+                        let corr = frame.header.corr_id;
+                        let Ok(ObjectRequest::Get { addr, .. }) =
+                            ObjectRequest::parse(&frame.payload)
+                        else {
+                            return;
+                        };
+                        let object = data.objects.iter().find(|o| o.addr == addr).unwrap();
+                        let mut body = object.bytes.clone();
+                        if corrupt {
+                            body[7] ^= 1;
+                        }
+                        let total = body.len() as u64;
+                        let start = GetStart {
+                            obj: addr,
+                            total_len: total,
+                            offset: 0,
+                            len: total,
+                            chunk: 65536,
+                        };
+                        let mut out = response_frame(Flags::START, 200, corr, start.to_payload())
+                            .unwrap()
+                            .to_bytes()
+                            .to_vec();
+                        let half = body.len() / 2;
+                        for (offset, part) in [(0, &body[..half]), (half, &body[half..])] {
+                            let header = DataHeader {
+                                obj: Some(addr),
+                                offset: offset as u64,
+                                total_len: total,
+                            };
+                            out.extend_from_slice(
+                                &response_frame(Flags::NONE, 0, corr, header.payload(part))
+                                    .unwrap()
+                                    .to_bytes(),
+                            );
+                        }
+                        let end = GetEnd {
+                            status: "ok".into(),
+                            len: total,
+                        };
+                        out.extend_from_slice(
+                            &response_frame(Flags::END, 200, corr, end.to_payload())
+                                .unwrap()
+                                .to_bytes(),
+                        );
+                        if s.write_all(&out).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn oap_gets() -> Workload {
+    Workload {
+        proto: Proto::Oap,
+        ..gets()
+    }
+}
+
+#[test]
+fn oap_answers_are_assembled_and_verified() {
+    let data = Dataset::generate(9, 8, 20_000);
+    let target = serve_oap(data.clone(), false);
+    let stats = run(config(target, None), oap_gets(), data.clone()).unwrap();
+    assert!(stats.requests > 10, "{}", stats.requests);
+    assert_eq!(stats.verify_failures, 0);
+    assert_eq!(stats.body_bytes, stats.requests * 20_000);
+    let target = serve_oap(data.clone(), true);
+    let stats = run(config(target, None), oap_gets(), data).unwrap();
+    assert!(stats.requests > 10);
+    assert_eq!(stats.verify_failures, stats.requests);
 }

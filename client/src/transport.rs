@@ -108,7 +108,11 @@ pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Box<dyn Stream>
     Ok(Box::new(stream))
 }
 
-fn client_config(tls: &TlsOptions, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+/// The rustls client configuration for `tls`, offering `alpn` (also used by ron-bench).
+pub fn client_config(
+    tls: &TlsOptions,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
