@@ -240,6 +240,77 @@ macro_rules! json_payload {
 }
 
 json_payload!(GetStart, "GET start");
+
+/// Longest JSON `GetStart::write_json` produces.
+pub const GET_START_JSON_MAX: usize = 192;
+/// Longest JSON `GetEnd::write_ok_json` produces.
+pub const GET_END_JSON_MAX: usize = 48;
+
+impl GetStart {
+    /// The payload JSON in a stack buffer (no allocation), byte for byte what
+    /// [`GetStart::to_payload`] produces; returns the buffer and its length.
+    pub fn write_json(&self) -> ([u8; GET_START_JSON_MAX], usize) {
+        let mut json = [0u8; GET_START_JSON_MAX];
+        let mut cursor = &mut json[..];
+        let ok = write!(
+            cursor,
+            "{{\"obj\":\"{}{}\",\"total_len\":{},\"offset\":{},\"len\":{},\"chunk\":{}}}",
+            ADDRESS_PREFIX,
+            std::str::from_utf8(&self.obj.hex()).unwrap_or_default(),
+            self.total_len,
+            self.offset,
+            self.len,
+            self.chunk
+        );
+        debug_assert!(ok.is_ok());
+        let len = GET_START_JSON_MAX - cursor.len();
+        (json, len)
+    }
+}
+
+impl GetEnd {
+    /// `{"status":"ok","len":L}` in a stack buffer, as [`GetEnd::to_payload`] writes it.
+    pub fn write_ok_json(len: u64) -> ([u8; GET_END_JSON_MAX], usize) {
+        let mut json = [0u8; GET_END_JSON_MAX];
+        let mut cursor = &mut json[..];
+        let ok = write!(cursor, "{{\"status\":\"ok\",\"len\":{len}}}");
+        debug_assert!(ok.is_ok());
+        let written = GET_END_JSON_MAX - cursor.len();
+        (json, written)
+    }
+}
+
+/// Appends a whole object-plane response frame (`RESP | flags`) with `payload` to `out`.
+pub fn write_response_frame(
+    out: &mut BytesMut,
+    flags: Flags,
+    code: u16,
+    corr_id: u64,
+    payload: &[u8],
+) -> Result<(), Error> {
+    let len = HEADER_LEN as u64 + payload.len() as u64;
+    let max_frame = crate::frame::MAX_FRAME_BYTES;
+    if len > u64::from(max_frame) {
+        return Err(Error::FrameTooLarge { len, max_frame });
+    }
+    let header = RawHeader {
+        len: len as u32,
+        ver: VERSION,
+        flags: (Flags::RESP | flags).bits(),
+        code,
+        app_proto_id: APP_OBJECTS,
+        tenant_id: 0,
+        cap_len: 0,
+        corr_id,
+    }
+    .validate(max_frame)?;
+    let mut head = [0u8; HEADER_LEN];
+    header.write(&mut head);
+    out.reserve(len as usize);
+    out.put_slice(&head);
+    out.put_slice(payload);
+    Ok(())
+}
 json_payload!(GetEnd, "GET end");
 json_payload!(ObjectInfo, "object info");
 
@@ -491,6 +562,29 @@ mod tests {
         assert!(e.to_string().contains("range first is after last"), "{e}");
         let e = ObjectRequest::parse(br#"{"op":"put"}"#).unwrap_err();
         assert!(e.to_string().contains("missing field `len`"), "{e}");
+    }
+
+    #[test]
+    fn hand_written_replies_match_serde() {
+        let start = GetStart {
+            obj: addr(),
+            total_len: u64::MAX,
+            offset: u64::MAX - 1,
+            len: u64::MAX,
+            chunk: u32::MAX,
+        };
+        let (json, len) = start.write_json();
+        assert_eq!(&json[..len], &start.to_payload()[..]);
+        let (json, len) = GetEnd::write_ok_json(u64::MAX);
+        let end = GetEnd {
+            status: "ok".into(),
+            len: u64::MAX,
+        };
+        assert_eq!(&json[..len], &end.to_payload()[..]);
+        let mut out = BytesMut::new();
+        write_response_frame(&mut out, Flags::END, 200, 7, &json[..len]).unwrap();
+        let frame = response_frame(Flags::END, 200, 7, end.to_payload()).unwrap();
+        assert_eq!(out.freeze(), frame.to_bytes());
     }
 
     #[test]

@@ -7,11 +7,19 @@
 //!   shard) and graceful shutdown on SIGINT/SIGTERM.
 //! - [`http`]: the HTTP/1.1 front end — one task per connection, on the shard that
 //!   accepted it (SO_REUSEPORT), turning requests parsed by `ron_codec` into shard
-//!   operations. OAP/1 lands beside it.
+//!   operations.
+//! - [`oap`]: the OAP/1 front end — a reader task, a writer task that interleaves the
+//!   response frames of concurrent requests fairly (round robin over per-request
+//!   outboxes), and one task per request, on the same `Shard` API.
+//! - TLS: the shard's TLS listener completes the handshake (`ron_io::tls`) and hands the
+//!   stream to the front end its ALPN names; both front ends are generic over
+//!   `ron_io::stream::Transport`.
+//! - [`client_cli`]: `ron put | get | stat | cert --dev` on top of `ron_client`.
 //!
 //! ## Invariants
-//! - The connection task is the socket's only writer; pipelined requests are answered
-//!   in order from one bounded read buffer (`head_bytes_max + 64 KiB`).
+//! - Each socket has one writer. HTTP answers pipelined requests in order from one
+//!   bounded read buffer (`head_bytes_max + 64 KiB`); OAP/1 answers concurrent requests
+//!   in any order, each request holding at most two queued frames.
 //! - Every wait has a limit: idle, header and body timeouts; connections and in-flight
 //!   requests per shard; object size.
 //! - Only verified bytes are written: bodies are sent as slices of groups the shard has
@@ -19,7 +27,8 @@
 //!   it an aborted connection.
 //!
 //! ## Data flow
-//! accept → `http::serve_connection` → head parsed (`ron_codec::http`) → route:
+//! accept (plain, or TLS then ALPN) → `http::serve_connection` or
+//! `oap::serve_connection`. HTTP: head parsed (`ron_codec::http`) → route:
 //! GET/HEAD → `Shard::meta` + `Shard::group` per covered group → socket;
 //! PUT/POST → `Shard::begin_upload` → body (length or chunked) → `Upload::finish` →
 //! `Shard::commit` (on the owner shard) → 201/200.

@@ -31,8 +31,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use ron_codec::frame::{Flags, Frame, FrameDecoder, FrameMeta, APP_HELLO, APP_OBJECTS};
 use ron_codec::inflate::Inflater;
 use ron_codec::messages::{
-    response_frame, DataHeader, GetEnd, GetStart, HelloReply, HelloRequest, InclusiveRange,
-    ObjectInfo, ObjectRequest, DATA_CHUNK_BYTES,
+    response_frame, write_response_frame, DataHeader, GetEnd, GetStart, HelloReply, HelloRequest,
+    InclusiveRange, ObjectInfo, ObjectRequest, DATA_CHUNK_BYTES,
 };
 use ron_codec::proof::{parents_before, GroupRange};
 use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
@@ -141,11 +141,14 @@ impl Drop for InflightGuard {
     }
 }
 
-/// A response frame as the writer sends it: `head` (frame header and, for DATA, the
-/// DATA header) then `body` (raw object bytes, possibly empty).
+/// What the writer sends as one unit: `head` (a frame header and, for DATA, the DATA
+/// header — preceded by the START frame on a GET's first DATA frame), then `body` (raw
+/// object bytes, possibly empty), then `tail` (the END frame after a GET's last DATA
+/// frame). START and END ride with a DATA frame so that a small GET is one unit.
 struct OutFrame {
     head: Bytes,
     body: Bytes,
+    tail: Bytes,
 }
 
 impl OutFrame {
@@ -153,11 +156,12 @@ impl OutFrame {
         OutFrame {
             head: frame.to_bytes(),
             body: Bytes::new(),
+            tail: Bytes::new(),
         }
     }
 
     fn len(&self) -> usize {
-        self.head.len() + self.body.len()
+        self.head.len() + self.body.len() + self.tail.len()
     }
 }
 
@@ -457,11 +461,12 @@ async fn add_frame<S: Transport>(
     wbuf.extend_from_slice(&frame.head);
     if frame.body.len() <= COALESCE_BODY_BYTES_MAX {
         wbuf.extend_from_slice(&frame.body);
-        return Ok(len);
+    } else {
+        half.write_all(wbuf).await?;
+        wbuf.clear();
+        half.write_all(&frame.body).await?;
     }
-    half.write_all(wbuf).await?;
-    wbuf.clear();
-    half.write_all(&frame.body).await?;
+    wbuf.extend_from_slice(&frame.tail);
     Ok(len)
 }
 
@@ -1007,40 +1012,41 @@ async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, _guard: 
         len,
         chunk: DATA_CHUNK_BYTES,
     };
-    let frame = ok_frame(Flags::START, status, corr_id, start.to_payload());
-    if push(&out, corr_id, frame, false).await.is_err() {
-        return;
+    let (json, json_len) = start.write_json();
+    let mut head = BytesMut::with_capacity(256);
+    write_response_frame(&mut head, Flags::START, status, corr_id, &json[..json_len])
+        .expect("a GET start frame is small");
+    let Some(first) = current.take() else {
+        // An empty object: START and END, nothing between.
+        let (json, json_len) = GetEnd::write_ok_json(0);
+        write_response_frame(&mut head, Flags::END, status, corr_id, &json[..json_len])
+            .expect("a GET end frame is small");
+        let frame = OutFrame {
+            head: head.freeze(),
+            body: Bytes::new(),
+            tail: Bytes::new(),
+        };
+        return answer(&ctx, &out, corr_id, frame, status, started).await;
+    };
+    let stream = GroupStream {
+        ctx: &ctx,
+        out: &out,
+        corr_id,
+        meta: &meta,
+        offset,
+        len,
+        status,
+        proof: req.proof,
+    };
+    match stream.send(first, head).await {
+        Ok(()) => ctx
+            .metrics()
+            .record_request(status, started.elapsed().as_micros() as u64),
+        Err(Some((code, message))) => {
+            answer_error(&ctx, &out, corr_id, code, &message, started).await;
+        }
+        Err(None) => {}
     }
-    let outcome = match current.take() {
-        Some(first) => {
-            let stream = GroupStream {
-                ctx: &ctx,
-                out: &out,
-                corr_id,
-                meta: &meta,
-                offset,
-                len,
-                proof: req.proof,
-            };
-            stream.send(first).await
-        }
-        None => Ok(()),
-    };
-    let (frame, status) = match outcome {
-        Ok(()) => {
-            let end = GetEnd {
-                status: "ok".into(),
-                len,
-            };
-            (
-                ok_frame(Flags::END, status, corr_id, end.to_payload()),
-                status,
-            )
-        }
-        Err(Some((code, message))) => (error_frame(corr_id, code, &message), code.status()),
-        Err(None) => return,
-    };
-    answer(&ctx, &out, corr_id, frame, status, started).await;
 }
 
 /// The DATA frames of one GET: bytes `[offset, offset + len)` of `meta`'s object.
@@ -1051,26 +1057,32 @@ struct GroupStream<'a> {
     meta: &'a Rc<ObjectMeta>,
     offset: u64,
     len: u64,
+    /// 200 or 206, repeated on END.
+    status: u16,
     proof: bool,
 }
 
 impl GroupStream<'_> {
-    /// Sends every DATA frame, starting with the already verified `first` group.
-    /// `Err(None)`: the connection closed.
-    async fn send(&self, first: Bytes) -> Result<(), Option<(ErrorCode, String)>> {
+    /// Sends every DATA frame, starting with the already verified `first` group; the
+    /// first carries `start` (the START frame) before it, the last the END frame after
+    /// it. `Err(None)`: the connection closed.
+    async fn send(&self, first: Bytes, start: BytesMut) -> Result<(), Option<(ErrorCode, String)>> {
         let range = GroupRange::covering(self.offset, self.len);
         let mut group = range.first;
         let mut bytes = first;
+        let mut head = start;
         loop {
             let next = (group < range.last).then(|| {
                 let (shard, meta) = (Rc::clone(&self.ctx.shard), Rc::clone(self.meta));
                 let g = GroupIndex(group.0 + 1);
                 glommio::spawn_local(async move { shard.group(&meta, g).await })
             });
-            let frame = self.data_frame(range, group, bytes);
-            push(self.out, self.corr_id, frame, false)
+            let last = next.is_none();
+            let frame = self.data_frame(range, group, bytes, head, last);
+            push(self.out, self.corr_id, frame, last)
                 .await
                 .map_err(|_| None)?;
+            head = BytesMut::new();
             let Some(next) = next else {
                 return Ok(());
             };
@@ -1081,9 +1093,17 @@ impl GroupStream<'_> {
         }
     }
 
-    /// One group's DATA frame: the slice inside the range, or with `proof` the whole
-    /// group and the parent nodes that precede it.
-    fn data_frame(&self, range: GroupRange, group: GroupIndex, bytes: Bytes) -> OutFrame {
+    /// One group's DATA frame, appended to `head`: the slice inside the range, or with
+    /// `proof` the whole group and the parent nodes that precede it; with `last`, the
+    /// END frame follows.
+    fn data_frame(
+        &self,
+        range: GroupRange,
+        group: GroupIndex,
+        bytes: Bytes,
+        mut head: BytesMut,
+        last: bool,
+    ) -> OutFrame {
         debug_assert!(bytes.len() <= GROUP_LEN_BYTES as usize);
         let group_start = group.start_offset();
         let (raw, raw_offset) = if self.proof {
@@ -1109,9 +1129,7 @@ impl GroupStream<'_> {
             offset: raw_offset,
             total_len: self.meta.len(),
         };
-        let mut head = BytesMut::with_capacity(
-            ron_codec::frame::HEADER_LEN + header.encoded_len() + 2 * parents.len() + 16,
-        );
+        head.reserve(ron_codec::frame::HEADER_LEN + header.encoded_len() + 2 * parents.len() + 16);
         header
             .write_frame_head_with_parents(
                 &mut head,
@@ -1121,9 +1139,24 @@ impl GroupStream<'_> {
                 self.ctx.limits.max_frame,
             )
             .expect("one 64 KiB group, its header and its proof fit in max_frame");
+        let mut tail = Bytes::new();
+        if last {
+            let (json, json_len) = GetEnd::write_ok_json(self.len);
+            let mut end = BytesMut::with_capacity(ron_codec::frame::HEADER_LEN + json_len);
+            write_response_frame(
+                &mut end,
+                Flags::END,
+                self.status,
+                self.corr_id,
+                &json[..json_len],
+            )
+            .expect("a GET end frame is small");
+            tail = end.freeze();
+        }
         OutFrame {
             head: head.freeze(),
             body: raw,
+            tail,
         }
     }
 }
@@ -1136,6 +1169,7 @@ mod tests {
         OutFrame {
             head: Bytes::from(vec![n]),
             body: Bytes::new(),
+            tail: Bytes::new(),
         }
     }
 
