@@ -17,7 +17,7 @@ fn decode(data: &[u8], piece: usize) -> (Vec<ron_codec::Frame>, Option<ron_codec
                     assert!(frame.header.len <= MAX_FRAME_BYTES);
                     let _ = ObjectRequest::parse(&frame.payload);
                     let _ = HelloRequest::parse(&frame.payload);
-                    let _ = DataHeader::split(&frame.payload);
+                    let _ = DataHeader::split_with_parents(&frame.payload);
                     frames.push(frame);
                 }
                 Ok(None) => break,
