@@ -263,7 +263,7 @@ pub fn render_metrics(shards: &[MetricsSnapshot]) -> String {
         "ron_http_request_duration_seconds_sum {}\nron_http_request_duration_seconds_count {cumulative}\n",
         sum(|s| s.latency_sum_us) as f64 / 1e6
     ));
-    let counters: [(&str, &str, Reader); 10] = [
+    let counters: [(&str, &str, Reader); 11] = [
         (
             "ron_bytes_received_total",
             "Bytes read from clients (heads and bodies).",
@@ -292,6 +292,11 @@ pub fn render_metrics(shards: &[MetricsSnapshot]) -> String {
             "ron_overload_rejections_total",
             "Requests answered 503 overloaded.",
             |s| s.overload_rejections,
+        ),
+        (
+            "ron_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out.",
+            |s| s.tls_handshake_failures,
         ),
         (
             "ron_mesh_requests_total",

@@ -230,6 +230,22 @@ fn errors_print_the_nodes_message_and_documented_exit_codes() {
         Some(2),
         "TLS needs --ca or --insecure-dev"
     );
+    // Plain bytes on the TLS port: the handshake fails and is counted.
+    {
+        use std::io::{Read, Write};
+        let mut plain = connect(t.tls.parse().unwrap());
+        plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut rest = Vec::new();
+        let _ = plain.read_to_end(&mut rest);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while metric(n.admin, "ron_tls_handshake_failures_total") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "handshake failure not counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // A CA that did not sign the node's certificate.
     let other = work.join("other");
     ok(&ron(&["cert", "--dev", "--out", other.to_str().unwrap()]));
