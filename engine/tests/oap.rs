@@ -642,3 +642,63 @@ fn a_rotten_group_ends_the_stream_with_bad_digest_and_is_never_sent() {
         "the three good groups, nothing after"
     );
 }
+
+#[test]
+fn the_shard_gate_answers_503_with_retry_after_and_idle_connections_close() {
+    let n = node(
+        "oap-gate",
+        &[
+            "--shards",
+            "1",
+            "--max-inflight",
+            "1",
+            "--idle-timeout-ms",
+            "400",
+        ],
+    );
+    let big = bytes(9, 8 << 20);
+    let mut w = Wire::open(n.oap);
+    assert_eq!(put_on(&mut w, 1, &big, None, 1 << 18).header.code, 201);
+    // A GET whose reader never reads stays in flight once the socket buffers fill.
+    let mut stalled = Wire::open(n.oap);
+    stalled.send(&get_req(Address::of(&big), 1));
+    let mut probe = Wire::open(n.oap);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let env = loop {
+        probe.send(&request(
+            &ObjectRequest::Stat {
+                addr: Address::of(&big),
+            },
+            2,
+        ));
+        let f = probe.recv().unwrap();
+        if f.header.code == 503 {
+            break serde_json::from_slice::<serde_json::Value>(&f.payload).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the gate never closed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(env["code"], "overloaded");
+    assert_eq!(env["retryable"], true);
+    assert_eq!(env["retry_after_ms"], 1000);
+    drop(stalled);
+    // Once the stalled GET is gone the gate opens again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        probe.send(&request(
+            &ObjectRequest::Stat {
+                addr: Address::of(&big),
+            },
+            3,
+        ));
+        if probe.recv().unwrap().header.code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gate never reopened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing in flight and silence past idle_timeout_ms: the node closes.
+    let started = Instant::now();
+    assert!(probe.recv().is_none());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
