@@ -186,6 +186,9 @@ enum WriterState {
 /// The outboxes of a connection and the writer's round-robin order.
 struct Outboxes {
     boxes: HashMap<u64, Outbox>,
+    /// Streaming requests (GETs), which may wait for room in their outbox: cancelled
+    /// when the connection stops, so none outlives it holding an in-flight slot.
+    streams: HashMap<u64, glommio::Task<()>>,
     /// corr_ids whose outbox has frames, in the order the writer serves them.
     ready: VecDeque<u64>,
     writer: Option<Waker>,
@@ -207,6 +210,7 @@ impl Outboxes {
     fn new() -> Outboxes {
         Outboxes {
             boxes: HashMap::new(),
+            streams: HashMap::new(),
             ready: VecDeque::new(),
             writer: None,
             state: WriterState::Open,
@@ -273,6 +277,8 @@ impl Outboxes {
             self.ready.push_back(corr_id);
         } else if outbox.ended {
             self.boxes.remove(&corr_id);
+            // Its task pushed END as its last act and has returned.
+            self.streams.remove(&corr_id);
         }
         Some(frame)
     }
@@ -299,6 +305,9 @@ impl Outboxes {
         let stopping = matches!(state, WriterState::Closed | WriterState::Failing(_));
         self.state = state;
         if stopping {
+            // Dropping a task cancels it: its future, in-flight slot and buffers go now
+            // rather than whenever it would next run.
+            self.streams.clear();
             for outbox in self.boxes.values_mut() {
                 if let Some(w) = outbox.producer.take() {
                     w.wake();
@@ -716,7 +725,8 @@ impl<S: Transport> Reader<S> {
                     proof,
                     started,
                 };
-                glommio::spawn_local(get(ctx, out, request, guard)).detach();
+                let task = glommio::spawn_local(get(ctx, out, request, guard));
+                self.out.borrow_mut().streams.insert(corr_id, task);
             }
             ObjectRequest::Stat { addr } => {
                 glommio::spawn_local(stat(ctx, out, corr_id, addr, guard, started)).detach();

@@ -27,7 +27,10 @@ struct Wire {
 
 impl Wire {
     fn open(addr: SocketAddr) -> Wire {
-        let stream = connect(addr);
+        Wire::from_stream(connect(addr))
+    }
+
+    fn from_stream(stream: TcpStream) -> Wire {
         stream.set_nodelay(true).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
@@ -659,8 +662,12 @@ fn the_shard_gate_answers_503_with_retry_after_and_idle_connections_close() {
     let big = bytes(9, 8 << 20);
     let mut w = Wire::open(n.oap);
     assert_eq!(put_on(&mut w, 1, &big, None, 1 << 18).header.code, 201);
-    // A GET whose reader never reads stays in flight once the socket buffers fill.
-    let mut stalled = Wire::open(n.oap);
+    // A GET whose reader never reads (and whose receive buffer is 4 KiB, so the kernel
+    // cannot absorb the object) stays in flight.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&n.oap.into()).unwrap();
+    let mut stalled = Wire::from_stream(socket.into());
     stalled.send(&get_req(Address::of(&big), 1));
     let mut probe = Wire::open(n.oap);
     let deadline = Instant::now() + Duration::from_secs(10);
