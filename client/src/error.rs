@@ -48,6 +48,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Maps an I/O error on the connection to `addr` during `op`.
+    pub fn io<'a>(
+        addr: &'a str,
+        op: &'static str,
+    ) -> impl FnOnce(std::io::Error) -> ClientError + 'a {
+        move |source| ClientError::Io {
+            addr: addr.to_string(),
+            op,
+            source,
+        }
+    }
+
     /// The `ron` CLI's exit code for this error (documented in `ron help`).
     pub fn exit_code(&self) -> u8 {
         match self {

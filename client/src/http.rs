@@ -42,14 +42,6 @@ impl HttpClient {
         })
     }
 
-    fn io(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
-        move |source| ClientError::Io {
-            addr: self.addr.clone(),
-            op,
-            source,
-        }
-    }
-
     fn protocol(&self, reason: impl ToString) -> ClientError {
         ClientError::Protocol {
             addr: self.addr.clone(),
@@ -64,11 +56,7 @@ impl HttpClient {
         );
         self.stream
             .write_all(head.as_bytes())
-            .map_err(|source| ClientError::Io {
-                addr: self.addr.clone(),
-                op: "send",
-                source,
-            })
+            .map_err(ClientError::io(&self.addr, "send"))
     }
 
     fn read_head(&mut self) -> Result<Head, ClientError> {
@@ -102,13 +90,11 @@ impl HttpClient {
             let n = self
                 .stream
                 .read(&mut chunk)
-                .map_err(|source| ClientError::Io {
-                    addr: self.addr.clone(),
-                    op: "receive",
-                    source,
-                })?;
+                .map_err(ClientError::io(&self.addr, "receive"))?;
             if n == 0 {
-                return Err(self.io("receive")(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(ClientError::io(&self.addr, "receive")(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
             }
             self.buffered.extend_from_slice(&chunk[..n]);
         }
@@ -133,13 +119,11 @@ impl HttpClient {
             let n = self
                 .stream
                 .read(&mut buf[..want])
-                .map_err(|source| ClientError::Io {
-                    addr: self.addr.clone(),
-                    op: "receive",
-                    source,
-                })?;
+                .map_err(ClientError::io(&self.addr, "receive"))?;
             if n == 0 {
-                return Err(self.io("receive")(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(ClientError::io(&self.addr, "receive")(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
             }
             sink(&buf[..n])?;
             left -= n as u64;
@@ -194,11 +178,7 @@ impl HttpClient {
                 // says more than the broken pipe.
                 return match self.read_head() {
                     Ok(head) if head.status >= 400 => Err(self.error_of(&head)?),
-                    _ => Err(ClientError::Io {
-                        addr: self.addr.clone(),
-                        op: "send",
-                        source,
-                    }),
+                    _ => Err(ClientError::io(&self.addr, "send")(source)),
                 };
             }
             sent += want as u64;

@@ -87,24 +87,12 @@ impl OapClient {
         }
     }
 
-    fn io(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
-        move |source| ClientError::Io {
-            addr: self.addr.clone(),
-            op,
-            source,
-        }
-    }
-
     fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
         let mut wire = BytesMut::with_capacity(frame.header.len as usize);
         frame.encode_into(&mut wire);
         self.stream
             .write_all(&wire)
-            .map_err(|source| ClientError::Io {
-                addr: self.addr.clone(),
-                op: "send",
-                source,
-            })
+            .map_err(ClientError::io(&self.addr, "send"))
     }
 
     /// Reads the next frame.
@@ -125,14 +113,12 @@ impl OapClient {
             let n = self
                 .stream
                 .read(&mut self.rbuf)
-                .map_err(|source| ClientError::Io {
-                    addr: self.addr.clone(),
-                    op: "receive",
-                    source,
-                })?;
+                .map_err(ClientError::io(&self.addr, "receive"))?;
             self.rbuf.truncate(n);
             if n == 0 {
-                return Err(self.io("receive")(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(ClientError::io(&self.addr, "receive")(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
             }
         }
     }
