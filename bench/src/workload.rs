@@ -143,49 +143,55 @@ impl Workload {
         verify: bool,
         corr_id: u64,
     ) -> Planned {
-        if self.proto == Proto::Oap {
-            return self.next_oap(rng, data, put_seq, verify, corr_id);
-        }
+        let request = self.pick(rng, data, put_seq, verify);
+        let expect = request.expect();
+        let wire = match self.proto {
+            Proto::Http => self.http_wire(&request, data, *put_seq),
+            Proto::Oap => self.oap_wire(&request, data, corr_id),
+        };
+        Planned { wire, expect }
+    }
+
+    /// What to ask for, whatever the protocol.
+    fn pick(&self, rng: &mut Rng, data: &Dataset, put_seq: &mut u64, verify: bool) -> Request {
         let count = data.objects.len();
         match self.kind(rng) {
-            Kind::Get => {
-                let index = self.popularity.pick(rng, count);
-                let wire = format!(
-                    "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
-                    data.objects[index].path, self.host
-                );
-                Planned {
-                    wire: wire.into_bytes(),
-                    expect: Expect::Object { index },
-                }
-            }
+            Kind::Get => Request::Get {
+                index: self.popularity.pick(rng, count),
+            },
             Kind::Range { range_len } => {
                 let index = self.popularity.pick(rng, count);
                 let len = data.objects[index].bytes.len() as u64;
                 let span = range_len.min(len).max(1);
                 let first = rng.below(len.saturating_sub(span) + 1);
-                let last = first + span - 1;
-                let wire = format!(
-                    "GET {} HTTP/1.1\r\nHost: {}\r\nRange: bytes={first}-{last}\r\n\r\n",
-                    data.objects[index].path, self.host
-                );
-                Planned {
-                    wire: wire.into_bytes(),
-                    expect: Expect::Slice {
-                        index,
-                        first: first as usize,
-                        last: last as usize,
-                    },
+                Request::Range {
+                    index,
+                    first,
+                    last: first + span - 1,
                 }
             }
             Kind::Put { size } => {
                 *put_seq += 1;
                 let body = object_bytes(rng.next_u64() ^ *put_seq, size);
-                let addr = if verify {
-                    Address::of(&body)
-                } else {
-                    Address::from_bytes([0; 32])
-                };
+                let addr = verify.then(|| Address::of(&body));
+                Request::Put { body, addr }
+            }
+        }
+    }
+
+    fn http_wire(&self, request: &Request, data: &Dataset, put_seq: u64) -> Vec<u8> {
+        match request {
+            Request::Get { index } => format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+                data.objects[*index].path, self.host
+            )
+            .into_bytes(),
+            Request::Range { index, first, last } => format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nRange: bytes={first}-{last}\r\n\r\n",
+                data.objects[*index].path, self.host
+            )
+            .into_bytes(),
+            Request::Put { body, .. } => {
                 let auth = self
                     .token
                     .as_ref()
@@ -195,82 +201,52 @@ impl Workload {
                 // path, like nginx's dav module, would otherwise collide).
                 let path = self.put_path.replace("{n}", &put_seq.to_string());
                 let mut wire = format!(
-                    "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {size}\r\n{auth}\r\n",
-                    self.host
+                    "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n{auth}\r\n",
+                    self.host,
+                    body.len()
                 )
                 .into_bytes();
-                wire.extend_from_slice(&body);
-                Planned {
-                    wire,
-                    expect: Expect::Stored { addr },
-                }
+                wire.extend_from_slice(body);
+                wire
             }
         }
     }
-}
 
-impl Workload {
-    /// The same request kinds as OAP/1 frames (plain reads: no proofs).
-    fn next_oap(
-        &self,
-        rng: &mut Rng,
-        data: &Dataset,
-        put_seq: &mut u64,
-        verify: bool,
-        corr_id: u64,
-    ) -> Planned {
-        let count = data.objects.len();
-        let get = |addr, range, expect| {
+    /// The same requests as OAP/1 frames (plain reads: no proofs).
+    fn oap_wire(&self, request: &Request, data: &Dataset, corr_id: u64) -> Vec<u8> {
+        let get = |index: usize, range| {
             let request = ObjectRequest::Get {
-                addr,
+                addr: data.objects[index].addr,
                 range,
                 proof: false,
             };
             let frame = request
                 .frame(corr_id, 0, bytes::Bytes::new())
                 .expect("a GET frame is small");
-            Planned {
-                wire: frame.to_bytes().to_vec(),
-                expect,
-            }
+            frame.to_bytes().to_vec()
         };
-        match self.kind(rng) {
-            Kind::Get => {
-                let index = self.popularity.pick(rng, count);
-                get(data.objects[index].addr, None, Expect::Object { index })
-            }
-            Kind::Range { range_len } => {
-                let index = self.popularity.pick(rng, count);
-                let len = data.objects[index].bytes.len() as u64;
-                let span = range_len.min(len).max(1);
-                let first = rng.below(len.saturating_sub(span) + 1);
-                let last = first + span - 1;
-                let expect = Expect::Slice {
-                    index,
-                    first: first as usize,
-                    last: last as usize,
-                };
-                get(
-                    data.objects[index].addr,
-                    Some(InclusiveRange { first, last }),
-                    expect,
-                )
-            }
-            Kind::Put { size } => {
-                *put_seq += 1;
-                let body = object_bytes(rng.next_u64() ^ *put_seq, size);
-                let addr = verify.then(|| Address::of(&body));
+        match request {
+            Request::Get { index } => get(*index, None),
+            Request::Range { index, first, last } => get(
+                *index,
+                Some(InclusiveRange {
+                    first: *first,
+                    last: *last,
+                }),
+            ),
+            Request::Put { body, addr } => {
+                let size = body.len() as u64;
                 let token = bytes::Bytes::from(self.token.clone().unwrap_or_default());
                 let start = ObjectRequest::Put {
-                    len: size as u64,
-                    addr,
+                    len: size,
+                    addr: *addr,
                 }
                 .frame(corr_id, 0, token)
                 .expect("a PUT start frame is small");
                 let mut wire = start.to_bytes().to_vec();
                 for (i, chunk) in body.chunks(PUT_DATA_BYTES).enumerate() {
                     let offset = (i * PUT_DATA_BYTES) as u64;
-                    let end = offset + chunk.len() as u64 == size as u64;
+                    let end = offset + chunk.len() as u64 == size;
                     let meta = FrameMeta {
                         flags: if end {
                             Flags::REQ | Flags::END
@@ -283,9 +259,9 @@ impl Workload {
                         corr_id,
                     };
                     let header = DataHeader {
-                        obj: addr,
+                        obj: *addr,
                         offset,
-                        total_len: size as u64,
+                        total_len: size,
                     };
                     let frame = Frame::new(
                         meta,
@@ -296,13 +272,41 @@ impl Workload {
                     .expect("256 KiB of data fits in a frame");
                     wire.extend_from_slice(&frame.to_bytes());
                 }
-                Planned {
-                    wire,
-                    expect: Expect::Stored {
-                        addr: addr.unwrap_or(Address::from_bytes([0; 32])),
-                    },
-                }
+                wire
             }
+        }
+    }
+}
+
+/// One request, before it is written in a protocol.
+enum Request {
+    Get {
+        index: usize,
+    },
+    Range {
+        index: usize,
+        first: u64,
+        last: u64,
+    },
+    /// `addr` is computed only when verifying.
+    Put {
+        body: Vec<u8>,
+        addr: Option<Address>,
+    },
+}
+
+impl Request {
+    fn expect(&self) -> Expect {
+        match self {
+            Request::Get { index } => Expect::Object { index: *index },
+            Request::Range { index, first, last } => Expect::Slice {
+                index: *index,
+                first: *first as usize,
+                last: *last as usize,
+            },
+            Request::Put { addr, .. } => Expect::Stored {
+                addr: addr.unwrap_or(Address::from_bytes([0; 32])),
+            },
         }
     }
 }

@@ -225,7 +225,7 @@ impl HttpClient {
         let total = head
             .content_length
             .ok_or_else(|| self.protocol("GET answered without Content-Length"))?;
-        let mut spool = tempfile_in_tmp().map_err(ClientError::Output)?;
+        let mut spool = crate::temp_file().map_err(ClientError::Output)?;
         let mut hasher = blake3::Hasher::new();
         let mut received = 0u64;
         self.read_body(total, &mut |bytes| {
@@ -290,30 +290,4 @@ impl HttpClient {
         head.content_length
             .ok_or_else(|| self.protocol("HEAD answered without Content-Length"))
     }
-}
-
-/// An unnamed temp file (removed when closed).
-fn tempfile_in_tmp() -> std::io::Result<std::fs::File> {
-    let dir = std::env::temp_dir();
-    for attempt in 0..16u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = dir.join(format!("ron-get-{}-{nanos}-{attempt}", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(file) => {
-                // Unlinked at once: the spool disappears with the process.
-                let _ = std::fs::remove_file(&path);
-                return Ok(file);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("cannot create a temp file"))
 }

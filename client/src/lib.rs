@@ -160,20 +160,61 @@ fn open(path: &Path) -> Result<std::fs::File, ClientError> {
 /// The address and length of a file, in one streaming pass.
 pub fn hash_file(path: &Path) -> Result<(Address, u64), ClientError> {
     let mut file = open(path)?;
+    hash_copy(&mut file, &mut std::io::sink()).map_err(|e| match e {
+        ClientError::Input(source) => ClientError::File {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// Copies `input` to `copy` while hashing it: the address and length of what passed.
+/// Read errors are [`ClientError::Input`], write errors [`ClientError::Output`].
+pub fn hash_copy(
+    input: &mut dyn Read,
+    copy: &mut dyn Write,
+) -> Result<(Address, u64), ClientError> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut len = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(|source| ClientError::File {
-            op: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let n = input.read(&mut buf).map_err(ClientError::Input)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
+        copy.write_all(&buf[..n]).map_err(ClientError::Output)?;
         len += n as u64;
     }
     Ok((Address::from_bytes(*hasher.finalize().as_bytes()), len))
+}
+
+/// An unnamed temp file (unlinked at once: it disappears with the process).
+pub fn temp_file() -> std::io::Result<std::fs::File> {
+    let dir = std::env::temp_dir();
+    for attempt in 0..16u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = dir.join(format!(
+            "ron-spool-{}-{nanos}-{attempt}",
+            std::process::id()
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("cannot create a temp file"))
 }

@@ -231,6 +231,36 @@ impl RawHeader {
 }
 
 impl FrameHeader {
+    /// The header of a frame with `cap_len` capability bytes and `payload_len` payload
+    /// bytes, checked with the decoder's rules (the encoder never writes a frame the
+    /// decoder would reject).
+    pub fn for_body(
+        meta: FrameMeta,
+        cap_len: usize,
+        payload_len: usize,
+        max_frame: u32,
+    ) -> Result<FrameHeader, Error> {
+        let len = HEADER_LEN as u64 + cap_len as u64 + payload_len as u64;
+        if len > u64::from(max_frame) {
+            return Err(Error::FrameTooLarge { len, max_frame });
+        }
+        let cap_len = u16::try_from(cap_len).map_err(|_| Error::BadMessage {
+            what: "capability",
+            reason: "longer than 65535 bytes",
+        })?;
+        RawHeader {
+            len: len as u32,
+            ver: VERSION,
+            flags: meta.flags.bits(),
+            code: meta.code,
+            app_proto_id: meta.app_proto_id,
+            tenant_id: meta.tenant_id,
+            cap_len,
+            corr_id: meta.corr_id,
+        }
+        .validate(max_frame)
+    }
+
     /// Bytes after the header (capability + payload).
     pub fn body_len(&self) -> usize {
         self.len as usize - HEADER_LEN
@@ -275,25 +305,7 @@ impl Frame {
         payload: Bytes,
         max_frame: u32,
     ) -> Result<Frame, Error> {
-        let len = HEADER_LEN as u64 + cap.len() as u64 + payload.len() as u64;
-        if len > u64::from(max_frame) {
-            return Err(Error::FrameTooLarge { len, max_frame });
-        }
-        let cap_len = u16::try_from(cap.len()).map_err(|_| Error::BadMessage {
-            what: "capability",
-            reason: "longer than 65535 bytes",
-        })?;
-        let raw = RawHeader {
-            len: len as u32,
-            ver: VERSION,
-            flags: meta.flags.bits(),
-            code: meta.code,
-            app_proto_id: meta.app_proto_id,
-            tenant_id: meta.tenant_id,
-            cap_len,
-            corr_id: meta.corr_id,
-        };
-        let header = raw.validate(max_frame)?;
+        let header = FrameHeader::for_body(meta, cap.len(), payload.len(), max_frame)?;
         Ok(Frame {
             header,
             cap,

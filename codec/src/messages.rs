@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::address::{Address, ADDRESS_PREFIX};
 use crate::error::Error;
-use crate::frame::{
-    Flags, Frame, FrameMeta, RawHeader, APP_HELLO, APP_OBJECTS, HEADER_LEN, VERSION,
-};
+use crate::frame::{Flags, Frame, FrameHeader, FrameMeta, APP_HELLO, APP_OBJECTS, HEADER_LEN};
 
 /// The storage streaming chunk: one verified group per DATA frame. Not `max_frame`.
 pub const DATA_CHUNK_BYTES: u32 = crate::tree::GROUP_LEN_BYTES as u32;
@@ -288,25 +286,17 @@ pub fn write_response_frame(
     corr_id: u64,
     payload: &[u8],
 ) -> Result<(), Error> {
-    let len = HEADER_LEN as u64 + payload.len() as u64;
-    let max_frame = crate::frame::MAX_FRAME_BYTES;
-    if len > u64::from(max_frame) {
-        return Err(Error::FrameTooLarge { len, max_frame });
-    }
-    let header = RawHeader {
-        len: len as u32,
-        ver: VERSION,
-        flags: (Flags::RESP | flags).bits(),
+    let meta = FrameMeta {
+        flags: Flags::RESP | flags,
         code,
         app_proto_id: APP_OBJECTS,
         tenant_id: 0,
-        cap_len: 0,
         corr_id,
-    }
-    .validate(max_frame)?;
+    };
+    let header = FrameHeader::for_body(meta, 0, payload.len(), crate::frame::MAX_FRAME_BYTES)?;
     let mut head = [0u8; HEADER_LEN];
     header.write(&mut head);
-    out.reserve(len as usize);
+    out.reserve(header.len as usize);
     out.put_slice(&head);
     out.put_slice(payload);
     Ok(())
@@ -450,21 +440,7 @@ impl DataHeader {
             what: "DATA header",
             reason: "longer than 65535 bytes",
         })?;
-        let len = HEADER_LEN as u64 + 2 + header_len as u64 + raw_len as u64;
-        if len > u64::from(max_frame) {
-            return Err(Error::FrameTooLarge { len, max_frame });
-        }
-        let header = RawHeader {
-            len: len as u32,
-            ver: VERSION,
-            flags: meta.flags.bits(),
-            code: meta.code,
-            app_proto_id: meta.app_proto_id,
-            tenant_id: meta.tenant_id,
-            cap_len: 0,
-            corr_id: meta.corr_id,
-        }
-        .validate(max_frame)?;
+        let header = FrameHeader::for_body(meta, 0, 2 + header_len + raw_len, max_frame)?;
         let mut head = [0u8; HEADER_LEN];
         header.write(&mut head);
         out.reserve(HEADER_LEN + 2 + header_len);

@@ -20,7 +20,7 @@ use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, Mode};
 use crate::address::Address;
 use crate::error::Error;
 use crate::tree::{
-    group_count, group_cv, group_len, left_subtree_groups, merge_non_root, ChunkTree, GroupIndex,
+    check_group, group_count, left_subtree_groups, merge_non_root, ChunkTree, GroupIndex,
     CV_LEN_BYTES,
 };
 
@@ -138,7 +138,7 @@ impl RangeVerifier {
                 if pairs.next().is_some() {
                     return Err(fail("more parent nodes than the tree has"));
                 }
-                return self.check_group(node, group, data);
+                return check_group(self.object_len, group, data, &node.cv, node.is_root);
             }
             let pair = pairs.next().ok_or(fail("a parent node is missing"))?;
             let (left, right) = pair.split_at(CV_LEN_BYTES);
@@ -165,31 +165,6 @@ impl RangeVerifier {
                 }
             }
         }
-    }
-
-    fn check_group(&self, node: Pending, group: GroupIndex, data: &[u8]) -> Result<(), Error> {
-        let expected_len = group_len(self.object_len, group).unwrap_or(0);
-        if data.len() as u64 != expected_len {
-            return Err(Error::GroupLength {
-                group: group.0,
-                object_len: self.object_len,
-                expected_len,
-                got_len: data.len(),
-            });
-        }
-        let got = if node.is_root {
-            *Address::of(data).as_bytes()
-        } else {
-            group_cv(group, data).0
-        };
-        if got != node.cv {
-            return Err(Error::GroupMismatch {
-                group: group.0,
-                group_count: group_count(self.object_len),
-                got_len: data.len(),
-            });
-        }
-        Ok(())
     }
 }
 

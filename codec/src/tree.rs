@@ -205,32 +205,53 @@ impl ChunkTree {
     /// Checks one whole group (the last one may be short) against the tree.
     pub fn verify_group(&self, group: GroupIndex, data: &[u8]) -> Result<(), Error> {
         let group_count = self.group_count();
-        let expected_len = group_len(self.object_len, group).ok_or(Error::GroupOutOfRange {
-            group: group.0,
-            group_count,
-        })?;
-        if data.len() as u64 != expected_len {
-            return Err(Error::GroupLength {
-                group: group.0,
-                object_len: self.object_len,
-                expected_len,
-                got_len: data.len(),
-            });
-        }
-        let matches = if self.cvs.is_empty() {
-            Address::of(data) == self.root
-        } else {
-            Some(group_cv(group, data)) == self.expected_cv(group)
-        };
-        if !matches {
-            return Err(Error::GroupMismatch {
+        if group.0 >= group_count {
+            return Err(Error::GroupOutOfRange {
                 group: group.0,
                 group_count,
-                got_len: data.len(),
             });
         }
-        Ok(())
+        let single = self.cvs.is_empty();
+        let expected = self.expected_cv(group).map_or([0; CV_LEN_BYTES], |cv| cv.0);
+        check_group(self.object_len, group, data, &expected, single)
     }
+}
+
+/// Checks that `data` is group `group` of an object of `object_len` bytes whose chaining
+/// value is `expected` (the root's bytes when the group is the whole object, `is_root`).
+pub(crate) fn check_group(
+    object_len: u64,
+    group: GroupIndex,
+    data: &[u8],
+    expected: &[u8; CV_LEN_BYTES],
+    is_root: bool,
+) -> Result<(), Error> {
+    let group_count = group_count(object_len);
+    let expected_len = group_len(object_len, group).ok_or(Error::GroupOutOfRange {
+        group: group.0,
+        group_count,
+    })?;
+    if data.len() as u64 != expected_len {
+        return Err(Error::GroupLength {
+            group: group.0,
+            object_len,
+            expected_len,
+            got_len: data.len(),
+        });
+    }
+    let got = if is_root {
+        *Address::of(data).as_bytes()
+    } else {
+        group_cv(group, data).0
+    };
+    if got != *expected {
+        return Err(Error::GroupMismatch {
+            group: group.0,
+            group_count,
+            got_len: data.len(),
+        });
+    }
+    Ok(())
 }
 
 /// One streaming pass over an object: every group CV and the root.

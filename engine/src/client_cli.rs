@@ -7,7 +7,7 @@
 //! or unverified object.
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read, Seek, Write};
+use std::io::{IsTerminal, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ CLIENT OPTIONS:
   --timeout-ms N              longest wait for any read or write [60000]
   -o, --output FILE           where `get` writes (default stdout)
   --range FIRST-LAST          inclusive byte range for `get`
-  -q, --quiet                 no progress bar (shown on stderr when it is a terminal)
+  -q, --quiet                 no progress bar (drawn on stderr when stdout is a terminal)
 
 CLIENT EXIT CODES: 0 done; 1 the node answered with an error (its message is printed);
 2 usage; 3 connection, TLS or protocol failure; 4 bytes failed verification (nothing
@@ -192,7 +192,8 @@ fn parse_range(text: &str) -> Result<ByteRange, ClientError> {
 
 /// Runs a client command; the text it prints on success goes to stdout.
 pub fn run(command: ClientCommand) -> Result<(), ClientError> {
-    let show_progress = !command.quiet && std::io::stderr().is_terminal();
+    // Interactive use (stdout a terminal) gets a bar; pipes and scripts stay quiet.
+    let show_progress = !command.quiet && std::io::stdout().is_terminal();
     let mut bar = ProgressBar::new(show_progress);
     match command.action {
         Action::DevCert { dir, names } => write_dev_cert(&dir, &names),
@@ -270,37 +271,10 @@ fn get_to_file(
 
 /// Copies stdin to an unnamed temp file, hashing it on the way.
 fn spool_stdin() -> Result<(std::fs::File, Address, u64), ClientError> {
-    let mut spool = ron_client_temp().map_err(ClientError::Output)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut stdin = std::io::stdin().lock();
-    let mut len = 0u64;
-    loop {
-        let n = stdin.read(&mut buf).map_err(ClientError::Input)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        spool.write_all(&buf[..n]).map_err(ClientError::Output)?;
-        len += n as u64;
-    }
+    let mut spool = ron_client::temp_file().map_err(ClientError::Output)?;
+    let (addr, len) = ron_client::hash_copy(&mut std::io::stdin().lock(), &mut spool)?;
     spool.rewind().map_err(ClientError::Output)?;
-    Ok((
-        spool,
-        Address::from_bytes(*hasher.finalize().as_bytes()),
-        len,
-    ))
-}
-
-fn ron_client_temp() -> std::io::Result<std::fs::File> {
-    let path = std::env::temp_dir().join(format!("ron-put-{}", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok(file)
+    Ok((spool, addr, len))
 }
 
 fn write_dev_cert(dir: &Path, names: &[String]) -> Result<(), ClientError> {

@@ -23,6 +23,8 @@ use ron_codec::http::response::{http_date, is_safe_header_value, ResponseHead, H
 use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, Envelope, ErrorCode};
 use ron_io::stream::Transport;
+
+use crate::gate::InflightGuard;
 use ron_shards::{CommitOutcome, ObjectMeta, Shard, ShardError, ShardMetrics};
 
 /// Longest X-Corr-ID echoed back; longer or unsafe ones are replaced.
@@ -369,35 +371,18 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
     conn.rbuf.consume(head_len);
     ShardMetrics::add(&ctx.metrics().bytes_in, head_len as u64);
 
-    let metrics = ctx.metrics();
-    if ctx.inflight() >= u64::from(ctx.limits.inflight_max) {
-        ShardMetrics::add(&ctx.metrics().overload_rejections, 1);
-        ctx.metrics().overloaded.store(true, Ordering::Relaxed);
-        let message = format!(
-            "shard {} has {} requests in flight (limit {})",
-            ctx.shard.index().0,
-            ctx.inflight(),
-            ctx.limits.inflight_max
-        );
-        send_error(
-            ctx,
-            conn,
-            ErrorCode::Overloaded,
-            &message,
-            &request.corr_id,
-            true,
-        )
-        .await?;
-        ctx.metrics()
-            .record_request(503, started.elapsed().as_micros() as u64);
-        return Ok(After::Close);
-    }
-    metrics.inflight.fetch_add(1, Ordering::Relaxed);
+    let guard = match InflightGuard::admit(&ctx.shard, ctx.limits.inflight_max) {
+        Ok(guard) => guard,
+        Err(message) => {
+            let (code, corr) = (ErrorCode::Overloaded, &request.corr_id);
+            send_error(ctx, conn, code, &message, corr, true).await?;
+            ctx.metrics()
+                .record_request(503, started.elapsed().as_micros() as u64);
+            return Ok(After::Close);
+        }
+    };
     let outcome = route(ctx, conn, &request).await;
-    metrics.inflight.fetch_sub(1, Ordering::Relaxed);
-    if ctx.inflight() < u64::from(ctx.limits.inflight_max) {
-        ctx.metrics().overloaded.store(false, Ordering::Relaxed);
-    }
+    drop(guard);
     let (status, after) = outcome?;
     ctx.metrics()
         .record_request(status, started.elapsed().as_micros() as u64);

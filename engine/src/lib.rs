@@ -14,6 +14,8 @@
 //! - TLS: the shard's TLS listener completes the handshake (`ron_io::tls`) and hands the
 //!   stream to the front end its ALPN names; both front ends are generic over
 //!   `ron_io::stream::Transport`.
+//! - [`gate`]: the shard's in-flight gate both front ends admit requests through
+//!   (503 `overloaded` past `inflight_max`).
 //! - [`client_cli`]: `ron put | get | stat | cert --dev` on top of `ron_client`.
 //!
 //! ## Invariants
@@ -36,6 +38,7 @@
 pub mod cli;
 pub mod client_cli;
 pub mod config;
+pub mod gate;
 pub mod http;
 pub mod oap;
 pub mod server;

@@ -31,14 +31,16 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use ron_codec::frame::{Flags, Frame, FrameDecoder, FrameMeta, APP_HELLO, APP_OBJECTS};
 use ron_codec::inflate::Inflater;
 use ron_codec::messages::{
-    response_frame, write_response_frame, DataHeader, GetEnd, GetStart, HelloReply, HelloRequest,
-    InclusiveRange, ObjectInfo, ObjectRequest, DATA_CHUNK_BYTES,
+    write_response_frame, DataHeader, GetEnd, GetStart, HelloReply, HelloRequest, InclusiveRange,
+    ObjectInfo, ObjectRequest, DATA_CHUNK_BYTES,
 };
 use ron_codec::proof::{parents_before, GroupRange};
 use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, Envelope, ErrorCode};
 use ron_io::stream::{split, ReadHalf, Transport, WriteHalf};
 use ron_shards::{CommitOutcome, ObjectMeta, Shard, ShardMetrics, Upload};
+
+use crate::gate::InflightGuard;
 
 /// Response frames a request may have queued before its task waits for the writer.
 pub const OUTBOX_FRAMES_MAX: usize = 2;
@@ -54,6 +56,8 @@ const CLIENT_FLAGS: u16 =
     Flags::REQ.bits() | Flags::START.bits() | Flags::END.bits() | Flags::COMP.bits();
 /// `flags_supported` in the HELLO reply: REQ|RESP|START|END|COMP.
 pub const FLAGS_SUPPORTED: u16 = CLIENT_FLAGS | Flags::RESP.bits();
+/// Longest error message sent in an envelope, bytes.
+const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
 /// `retry_after_ms` on 503 answers.
 const RETRY_AFTER_MS: u64 = 1000;
 
@@ -110,33 +114,6 @@ impl OapContext {
             node_id: None,
             shards: Some(self.shard_count),
             chunk: Some(DATA_CHUNK_BYTES),
-        }
-    }
-}
-
-/// One request counted in the shard's in-flight gate until dropped.
-struct InflightGuard(Rc<OapContext>);
-
-impl InflightGuard {
-    /// Admits a request unless the shard is at its limit.
-    fn admit(ctx: &Rc<OapContext>) -> Option<InflightGuard> {
-        let metrics = ctx.metrics();
-        if metrics.inflight.load(Ordering::Relaxed) >= u64::from(ctx.limits.inflight_max) {
-            ShardMetrics::add(&metrics.overload_rejections, 1);
-            metrics.overloaded.store(true, Ordering::Relaxed);
-            return None;
-        }
-        metrics.inflight.fetch_add(1, Ordering::Relaxed);
-        Some(InflightGuard(Rc::clone(ctx)))
-    }
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        let metrics = self.0.metrics();
-        let now = metrics.inflight.fetch_sub(1, Ordering::Relaxed) - 1;
-        if now < u64::from(self.0.limits.inflight_max) {
-            metrics.overloaded.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -332,36 +309,32 @@ async fn push(
 }
 
 fn error_frame(corr_id: u64, code: ErrorCode, message: &str) -> OutFrame {
-    let mut body = Vec::with_capacity(96 + message.len());
+    // A message may quote client input (a bad JSON field): keep the envelope small.
+    let mut cut = message.len().min(ERROR_MESSAGE_BYTES_MAX);
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut body = Vec::with_capacity(128 + cut);
     let mut corr = itoa::Buffer::new();
     Envelope {
         code,
-        message,
+        message: &message[..cut],
         corr_id: corr.format(corr_id),
         retry_after_ms: code.carries_retry_after().then_some(RETRY_AFTER_MS),
     }
     .write_json(&mut body);
-    let frame = response_frame(Flags::END, code.status(), corr_id, Bytes::from(body))
-        .or_else(|_| {
-            // A message can only overflow a frame if it quotes huge input; say less.
-            let mut short = Vec::new();
-            Envelope {
-                code,
-                message: "error message too long for one frame",
-                corr_id: corr.format(corr_id),
-                retry_after_ms: code.carries_retry_after().then_some(RETRY_AFTER_MS),
-            }
-            .write_json(&mut short);
-            response_frame(Flags::END, code.status(), corr_id, Bytes::from(short))
-        })
-        .expect("a short envelope fits in any frame");
-    OutFrame::whole(&frame)
+    ok_frame(Flags::END, code.status(), corr_id, &body)
 }
 
-fn ok_frame(flags: Flags, status: u16, corr_id: u64, payload: Bytes) -> OutFrame {
-    let frame = response_frame(flags, status, corr_id, payload)
-        .expect("replies are far smaller than max_frame");
-    OutFrame::whole(&frame)
+fn ok_frame(flags: Flags, status: u16, corr_id: u64, payload: &[u8]) -> OutFrame {
+    let mut head = BytesMut::with_capacity(ron_codec::frame::HEADER_LEN + payload.len());
+    write_response_frame(&mut head, flags, status, corr_id, payload)
+        .expect("replies and bounded error envelopes are far smaller than max_frame");
+    OutFrame {
+        head: head.freeze(),
+        body: Bytes::new(),
+        tail: Bytes::new(),
+    }
 }
 
 /// Answers one request with a single END frame and records it.
@@ -660,60 +633,27 @@ impl<S: Transport> Reader<S> {
         }
         let has_more = !header.flags.contains(Flags::END);
         self.out.borrow_mut().open(corr_id);
-        let refuse = |this: &mut Self| {
+        if let Err((code, message)) = self.begin(&frame, started).await {
             if has_more {
-                this.inbound.insert(corr_id, Inbound::Skipping);
+                self.inbound.insert(corr_id, Inbound::Skipping);
             }
-        };
-        let request = match ObjectRequest::parse(&frame.payload) {
-            Ok(r) => r,
-            Err(e) => {
-                refuse(self);
-                answer_error(
-                    &self.ctx,
-                    &self.out,
-                    corr_id,
-                    e.code(),
-                    &e.to_string(),
-                    started,
-                )
-                .await;
-                return Ok(());
-            }
-        };
-        if self.ctx.draining.get() {
-            refuse(self);
-            let message = "the node is shutting down";
-            answer_error(
-                &self.ctx,
-                &self.out,
-                corr_id,
-                ErrorCode::NotReady,
-                message,
-                started,
-            )
-            .await;
-            return Ok(());
+            answer_error(&self.ctx, &self.out, corr_id, code, &message, started).await;
         }
-        let Some(guard) = InflightGuard::admit(&self.ctx) else {
-            refuse(self);
-            let message = format!(
-                "shard {} has {} requests in flight (limit {})",
-                self.ctx.shard.index().0,
-                self.ctx.metrics().inflight.load(Ordering::Relaxed),
-                self.ctx.limits.inflight_max
-            );
-            answer_error(
-                &self.ctx,
-                &self.out,
-                corr_id,
-                ErrorCode::Overloaded,
-                &message,
-                started,
-            )
-            .await;
-            return Ok(());
-        };
+        Ok(())
+    }
+
+    /// Starts the request a START frame names, or says why it is refused.
+    async fn begin(&mut self, frame: &Frame, started: Instant) -> Result<(), (ErrorCode, String)> {
+        let header = frame.header;
+        let corr_id = header.corr_id;
+        let has_more = !header.flags.contains(Flags::END);
+        let request =
+            ObjectRequest::parse(&frame.payload).map_err(|e| (e.code(), e.to_string()))?;
+        if self.ctx.draining.get() {
+            return Err((ErrorCode::NotReady, "the node is shutting down".into()));
+        }
+        let guard = InflightGuard::admit(&self.ctx.shard, self.ctx.limits.inflight_max)
+            .map_err(|message| (ErrorCode::Overloaded, message))?;
         let ctx = Rc::clone(&self.ctx);
         let out = Rc::clone(&self.out);
         match request {
@@ -736,19 +676,13 @@ impl<S: Transport> Reader<S> {
                     tenant_id: header.tenant_id,
                     token: frame.cap.clone(),
                 };
-                if let Err((code, message)) = self.admit_put(&principal, len, has_more) {
-                    refuse(self);
-                    answer_error(&self.ctx, &self.out, corr_id, code, &message, started).await;
-                    return Ok(());
-                }
-                let upload = match self.ctx.shard.begin_upload().await {
-                    Ok(u) => u,
-                    Err(e) => {
-                        refuse(self);
-                        answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await;
-                        return Ok(());
-                    }
-                };
+                self.admit_put(&principal, len, has_more)?;
+                let upload = self
+                    .ctx
+                    .shard
+                    .begin_upload()
+                    .await
+                    .map_err(|e| (e.code(), e.to_string()))?;
                 let put = Box::new(PutState {
                     upload,
                     len,
@@ -810,55 +744,45 @@ impl<S: Transport> Reader<S> {
     async fn on_data(&mut self, frame: Frame) -> Result<(), Reject> {
         let corr_id = frame.header.corr_id;
         let end = frame.header.flags.contains(Flags::END);
-        let Some(inbound) = self.inbound.get_mut(&corr_id) else {
+        let Some(inbound) = self.inbound.remove(&corr_id) else {
             let message = format!("DATA for corr_id {corr_id}, which has no upload in progress");
             return Err(reject(corr_id, ErrorCode::BadFrame, &message));
         };
-        let Inbound::Receiving(put) = inbound else {
-            if end {
-                self.inbound.remove(&corr_id);
-            }
-            return Ok(());
-        };
-        if let Err((code, message)) = receive(put, &frame.payload).await {
-            let Some(Inbound::Receiving(put)) = self.inbound.remove(&corr_id) else {
-                unreachable!("matched Receiving above")
-            };
-            let started = put.started;
-            put.upload.abort().await;
+        let Inbound::Receiving(mut put) = inbound else {
             if !end {
                 self.inbound.insert(corr_id, Inbound::Skipping);
             }
-            answer_error(&self.ctx, &self.out, corr_id, code, &message, started).await;
             return Ok(());
-        }
-        if !end {
-            return Ok(());
-        }
-        let Some(Inbound::Receiving(put)) = self.inbound.remove(&corr_id) else {
-            unreachable!("matched Receiving above")
         };
-        if put.upload.len() != put.len {
-            let message = format!(
-                "upload ended after {} of the {} bytes its START announced",
-                put.upload.len(),
-                put.len
-            );
-            let started = put.started;
-            put.upload.abort().await;
-            answer_error(
-                &self.ctx,
-                &self.out,
-                corr_id,
+        let received = match receive(&mut put, &frame.payload).await {
+            Ok(()) if !end => {
+                self.inbound.insert(corr_id, Inbound::Receiving(put));
+                return Ok(());
+            }
+            Ok(()) if put.upload.len() != put.len => Err((
                 ErrorCode::BadRequest,
-                &message,
-                started,
-            )
-            .await;
-            return Ok(());
+                format!(
+                    "upload ended after {} of the {} bytes its START announced",
+                    put.upload.len(),
+                    put.len
+                ),
+            )),
+            other => other,
+        };
+        match received {
+            Ok(()) => {
+                let (ctx, out) = (Rc::clone(&self.ctx), Rc::clone(&self.out));
+                glommio::spawn_local(commit(ctx, out, corr_id, put)).detach();
+            }
+            Err((code, message)) => {
+                let started = put.started;
+                put.upload.abort().await;
+                if !end {
+                    self.inbound.insert(corr_id, Inbound::Skipping);
+                }
+                answer_error(&self.ctx, &self.out, corr_id, code, &message, started).await;
+            }
         }
-        let (ctx, out) = (Rc::clone(&self.ctx), Rc::clone(&self.out));
-        glommio::spawn_local(commit(ctx, out, corr_id, put)).detach();
         Ok(())
     }
 }
@@ -931,7 +855,7 @@ async fn commit(ctx: Rc<OapContext>, out: SharedOutboxes, corr_id: u64, put: Box
         }
     };
     let info = ObjectInfo { obj: addr, len };
-    let frame = ok_frame(Flags::END, status, corr_id, info.to_payload());
+    let frame = ok_frame(Flags::END, status, corr_id, &info.to_payload());
     answer(&ctx, &out, corr_id, frame, status, started).await;
 }
 
@@ -949,7 +873,7 @@ async fn stat(
                 obj: addr,
                 len: meta.len(),
             };
-            let frame = ok_frame(Flags::END, 200, corr_id, info.to_payload());
+            let frame = ok_frame(Flags::END, 200, corr_id, &info.to_payload());
             answer(&ctx, &out, corr_id, frame, 200, started).await;
         }
         Err(e) => answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await,
