@@ -32,35 +32,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-struct TlsNode {
-    node: Node,
-    tls: String,
-    cert: PathBuf,
-}
-
-fn tls_node(name: &str, extra: &[&str]) -> TlsNode {
-    let dir = temp_dir(name);
-    let tls_dir = dir.with_extension("tls");
-    let out = ron(&["cert", "--dev", "--out", tls_dir.to_str().unwrap()]);
-    assert!(ok(&out).contains("cert.pem"));
-    let again = ron(&["cert", "--dev", "--out", tls_dir.to_str().unwrap()]);
-    assert_eq!(again.status.code(), Some(2), "never overwrites a key");
-    let tls = format!("127.0.0.1:{}", free_port());
-    let cert = tls_dir.join("cert.pem");
-    let key = tls_dir.join("key.pem");
-    let mut args = vec![
-        "--tls",
-        &tls,
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let node = Node::start(&dir, &args);
-    TlsNode { node, tls, cert }
-}
-
 fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, data).unwrap();

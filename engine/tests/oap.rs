@@ -201,18 +201,8 @@ fn vector(name: &str) -> Vec<u8> {
 #[test]
 fn golden_vectors_replay_byte_for_byte_against_the_live_node() {
     // The HELLO reply vector describes a 2-shard node with TLS and max_inflight 64.
-    let dir = temp_dir("vectors");
-    let tls_dir = dir.with_extension("tls");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
-        .args(["cert", "--dev", "--out"])
-        .arg(&tls_dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let tls = format!("127.0.0.1:{}", free_port());
-    let (cert, key) = (tls_dir.join("cert.pem"), tls_dir.join("key.pem"));
-    let n = Node::start(
-        &dir,
+    let t = tls_node(
+        "vectors",
         &[
             "--shards",
             "2",
@@ -220,14 +210,9 @@ fn golden_vectors_replay_byte_for_byte_against_the_live_node() {
             "64",
             "--token",
             "tok",
-            "--tls",
-            &tls,
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
         ],
     );
+    let n = &t.node;
     let mut w = Wire::open(n.oap);
     let exchange = |w: &mut Wire, sent: &[u8], expected: &[&str]| {
         w.send_raw(sent);

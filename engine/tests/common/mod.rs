@@ -350,3 +350,41 @@ pub fn run_ron(data_dir: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// A node with a TLS listener using a `ron cert --dev` certificate.
+pub struct TlsNode {
+    pub node: Node,
+    pub tls: String,
+    pub cert: PathBuf,
+}
+
+/// Writes a dev certificate (checking `ron cert --dev` refuses to overwrite it) and starts
+/// a node serving TLS with it, plus `extra` flags.
+pub fn tls_node(name: &str, extra: &[&str]) -> TlsNode {
+    let dir = temp_dir(name);
+    let tls_dir = dir.with_extension("tls");
+    let cert_dev = || {
+        Command::new(env!("CARGO_BIN_EXE_ron"))
+            .args(["cert", "--dev", "--out"])
+            .arg(&tls_dir)
+            .output()
+            .unwrap()
+    };
+    let out = cert_dev();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(cert_dev().status.code(), Some(2), "never overwrites a key");
+    let tls = format!("127.0.0.1:{}", free_port());
+    let cert = tls_dir.join("cert.pem");
+    let key = tls_dir.join("key.pem");
+    let mut args = vec![
+        "--tls",
+        &tls,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let node = Node::start(&dir, &args);
+    TlsNode { node, tls, cert }
+}
