@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError};
+use crate::logging::{LogFormat, LogLevel};
 
 pub const HELP: &str = "\
 ron — the RustyOnions data-plane node
@@ -53,6 +54,14 @@ OPTIONS (defaults in brackets; the TOML key is the flag with '_' for '-' unless 
   --oap-max-inflight N        OAP/1 requests in flight per connection [32]
   --oap-max-frame SIZE        OAP/1 largest frame, 128KiB..1MiB [1MiB]
   --inflate-ratio-max N       OAP/1 COMP: inflated size at most N × compressed [10]
+  --log-format text|json      log lines as text or JSON lines [text]
+  --log-level LEVEL           error, warn, info, debug (one line per request) [info]
+  --quota-tenants-max N       tenants with token buckets kept per shard [100000]
+
+QUOTAS AND TENANTS (file only; reloaded on SIGHUP and when the file changes):
+  [quota_default]             requests_per_s, requests_burst, bytes_per_s, bytes_burst
+                              for every tenant not named below (0 = unlimited)
+  [tenants.NAME]              tokens = [..] (identify NAME and may write) and the same limits
 
 SIZE accepts a plain number of bytes or a suffix: KiB, MiB, GiB, TiB.
 
@@ -62,7 +71,7 @@ write rule, a data dir in use); 2 an error in the command line, the file or RON_
 
 #[derive(Debug)]
 pub enum Command {
-    Serve(Box<Config>),
+    Serve(Box<Resolved>),
     Client(Box<crate::client_cli::ClientCommand>),
     PrintConfig(Box<Resolved>),
     Help,
@@ -90,10 +99,14 @@ impl fmt::Display for Origin {
 }
 
 /// The effective configuration and, per key, where its value came from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Resolved {
     pub config: Config,
     pub origins: BTreeMap<&'static str, Origin>,
+    /// The layers it came from, to resolve again at a reload.
+    pub config_file: Option<PathBuf>,
+    flags: Vec<(String, String)>,
+    env: Vec<(String, String)>,
 }
 
 /// One setting: its TOML key (also the `RON_` variable, upper-cased), its flag, and how
@@ -349,7 +362,34 @@ const SETTINGS: &[Setting] = &[
             Ok(())
         },
     },
+    Setting {
+        key: "log_format",
+        flag: "log-format",
+        apply: |c, v, _| {
+            c.log_format = LogFormat::parse(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "log_level",
+        flag: "log-level",
+        apply: |c, v, _| {
+            c.log_level = LogLevel::parse(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "quota_tenants_max",
+        flag: "quota-tenants-max",
+        apply: |c, v, _| {
+            c.quota_tenants_max = num(v)?;
+            Ok(())
+        },
+    },
 ];
+
+/// Keys set only in the file (tables).
+const FILE_ONLY_KEYS: [&str; 2] = ["quota_default", "tenants"];
 
 /// Flags that take no value.
 const SWITCHES: &[&str] = &["allow-open-writes"];
@@ -425,7 +465,7 @@ pub fn parse(
     }
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
-        ["serve"] => Ok(Command::Serve(Box::new(resolve(&flags, env)?.config))),
+        ["serve"] => Ok(Command::Serve(Box::new(resolve(&flags, env)?))),
         ["config", "print"] => Ok(Command::PrintConfig(Box::new(resolve(&flags, env)?))),
         ["help"] => Ok(Command::Help),
         [] => Err(usage("missing command")),
@@ -438,16 +478,23 @@ pub fn resolve(
     flags: &[(String, String)],
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Resolved, ConfigError> {
-    let mut origins: BTreeMap<&'static str, Origin> =
-        SETTINGS.iter().map(|s| (s.key, Origin::Default)).collect();
-    let mut config = match flags.iter().rev().find(|(n, _)| n == "config") {
-        Some((_, path)) => {
-            let path = PathBuf::from(path);
-            let (config, keys) = Config::from_toml_with_keys(&path)?;
-            for key in keys {
-                if let Some(s) = SETTINGS.iter().find(|s| s.key == key) {
-                    origins.insert(s.key, Origin::File(path.clone()));
-                }
+    let mut origins: BTreeMap<&'static str, Origin> = SETTINGS
+        .iter()
+        .map(|s| s.key)
+        .chain(FILE_ONLY_KEYS)
+        .map(|key| (key, Origin::Default))
+        .collect();
+    let config_file = flags
+        .iter()
+        .rev()
+        .find(|(n, _)| n == "config")
+        .map(|(_, path)| PathBuf::from(path));
+    let mut config = match &config_file {
+        Some(path) => {
+            let (config, keys) = Config::from_toml_with_keys(path)?;
+            let known = SETTINGS.iter().map(|s| s.key).chain(FILE_ONLY_KEYS);
+            for key in known.filter(|k| keys.iter().any(|set| set == k)) {
+                origins.insert(key, Origin::File(path.clone()));
             }
             config
         }
@@ -458,7 +505,7 @@ pub fn resolve(
         .filter(|(k, _)| k.starts_with("RON_"))
         .collect();
     env.sort();
-    for (var, value) in env {
+    for (var, value) in env.iter().cloned() {
         let key = var["RON_".len()..].to_ascii_lowercase();
         let setting = SETTINGS
             .iter()
@@ -477,10 +524,23 @@ pub fn resolve(
             .map_err(|e| usage(format!("--{flag} (key {}): {e}", setting.key)))?;
         origins.insert(setting.key, Origin::Flag(flag.clone()));
     }
-    Ok(Resolved { config, origins })
+    Ok(Resolved {
+        config,
+        origins,
+        config_file,
+        flags: flags.to_vec(),
+        env,
+    })
 }
 
 impl Resolved {
+    /// The same layers read again (the file may have changed), validated.
+    pub fn reload(&self) -> Result<Resolved, ConfigError> {
+        let again = resolve(&self.flags, self.env.clone())?;
+        again.config.validate()?;
+        Ok(again)
+    }
+
     /// The effective configuration as TOML, each line annotated with its origin.
     /// Tokens are redacted.
     pub fn render(&self) -> String {
@@ -491,12 +551,21 @@ impl Resolved {
             .map(|_| "<redacted>".to_string())
             .collect();
         shown.admin_token = shown.admin_token.as_ref().map(|_| "<redacted>".to_string());
+        for tenant in shown.tenants.values_mut() {
+            tenant
+                .tokens
+                .iter_mut()
+                .for_each(|t| *t = "<redacted>".into());
+        }
         let text = toml::to_string(&shown).unwrap_or_default();
         let mut out = String::from(
             "# effective configuration: defaults < file < RON_* environment < flags\n",
         );
         for line in text.lines() {
-            let key = line.split(" = ").next().unwrap_or("");
+            let key = match line.strip_prefix('[') {
+                Some(table) => table.trim_end_matches(']').split('.').next().unwrap_or(""),
+                None => line.split(" = ").next().unwrap_or(""),
+            };
             match self.origins.get(key) {
                 Some(origin) => out.push_str(&format!("{line:<44} # {origin}\n")),
                 None => out.push_str(&format!("{line}\n")),
@@ -546,10 +615,10 @@ mod tests {
         .unwrap() else {
             panic!()
         };
-        assert_eq!(c.shards, 3);
-        assert_eq!(c.cache_bytes, 64 << 20);
-        assert_eq!(c.tokens, vec!["t1", "t2"]);
-        assert_eq!(c.http.port(), 1);
+        assert_eq!(c.config.shards, 3);
+        assert_eq!(c.config.cache_bytes, 64 << 20);
+        assert_eq!(c.config.tokens, vec!["t1", "t2"]);
+        assert_eq!(c.config.http.port(), 1);
     }
 
     #[test]
@@ -650,10 +719,19 @@ mod tests {
                 s.key
             );
         }
+        let top_level = rendered.lines().take_while(|l| !l.starts_with('['));
         assert_eq!(
-            rendered.lines().filter(|l| l.contains(" = ")).count(),
+            top_level.filter(|l| l.contains(" = ")).count(),
             SETTINGS.len()
         );
+        for table in FILE_ONLY_KEYS {
+            let text = toml::to_string(&Config {
+                tenants: [("t".to_string(), Default::default())].into(),
+                ..Config::default()
+            })
+            .unwrap();
+            assert!(text.contains(&format!("[{table}")), "{table} in\n{text}");
+        }
     }
 
     #[test]

@@ -1,10 +1,41 @@
 //! Configuration: embedded defaults, then a TOML file (`--config`), then flags.
 //! Every limit the node enforces is here, sized before any shard starts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use ron_control::quota::{Policy, QuotaLimits, TENANT_NAME_BYTES_MAX};
 use serde::{Deserialize, Serialize};
+
+use crate::logging::{LogFormat, LogLevel};
+
+/// Keys a reload applies to the running node; any other changed key is logged as
+/// taking effect at the next restart.
+pub const RELOADABLE_KEYS: [&str; 3] = ["tokens", "tenants", "quota_default"];
+
+/// One configured tenant (`[tenants.NAME]`): the bearer tokens that identify it (and
+/// may write) and its limits; 0 means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantConfig {
+    pub tokens: Vec<String>,
+    pub requests_per_s: f64,
+    pub requests_burst: f64,
+    pub bytes_per_s: u64,
+    pub bytes_burst: u64,
+}
+
+impl TenantConfig {
+    fn limits(&self) -> QuotaLimits {
+        QuotaLimits {
+            requests_per_s: self.requests_per_s,
+            requests_burst: self.requests_burst,
+            bytes_per_s: self.bytes_per_s,
+            bytes_burst: self.bytes_burst,
+        }
+    }
+}
 
 /// The node's configuration. Field names are the TOML keys.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -64,6 +95,16 @@ pub struct Config {
     /// PEM private key for `tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Log lines as `text` or `json`.
+    pub log_format: LogFormat,
+    /// Least severe events logged: error, warn, info, debug (adds one line per request).
+    pub log_level: LogLevel,
+    /// Tenants with token buckets kept per shard (the rest start over when they return).
+    pub quota_tenants_max: usize,
+    /// Limits of every tenant not configured by name, each on its own buckets.
+    pub quota_default: QuotaLimits,
+    /// Configured tenants by name.
+    pub tenants: BTreeMap<String, TenantConfig>,
 }
 
 impl Default for Config {
@@ -95,6 +136,11 @@ impl Default for Config {
             tls: None,
             tls_cert: None,
             tls_key: None,
+            log_format: LogFormat::Text,
+            log_level: LogLevel::Info,
+            quota_tenants_max: 100_000,
+            quota_default: QuotaLimits::default(),
+            tenants: BTreeMap::new(),
         }
     }
 }
@@ -128,6 +174,37 @@ impl Config {
         Ok((config, table.keys().cloned().collect()))
     }
 
+    /// The tokens, tenants and limits the shards enforce (version 1).
+    pub fn policy(&self) -> Policy {
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|(name, t)| (name.clone(), t.tokens.clone(), t.limits()))
+            .collect();
+        Policy::new(&self.tokens, tenants, self.quota_default)
+    }
+
+    /// Whether any write token is configured (globally or for a tenant).
+    pub fn has_tokens(&self) -> bool {
+        !self.tokens.is_empty() || self.tenants.values().any(|t| !t.tokens.is_empty())
+    }
+
+    /// Keys whose values differ from `other`'s, apart from the reloadable ones.
+    pub fn restart_keys_changed(&self, other: &Config) -> Vec<String> {
+        let table = |c: &Config| toml::Table::try_from(c).unwrap_or_default();
+        let (mine, theirs) = (table(self), table(other));
+        let mut keys: Vec<String> = mine
+            .keys()
+            .chain(theirs.keys())
+            .filter(|k| !RELOADABLE_KEYS.contains(&k.as_str()))
+            .filter(|k| mine.get(*k) != theirs.get(*k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// The listeners that serve objects, by name.
     pub fn data_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
         let mut out = vec![("HTTP", self.http), ("OAP", self.oap)];
@@ -152,7 +229,7 @@ impl Config {
             .data_listeners()
             .into_iter()
             .find(|(_, addr)| !addr.ip().is_loopback());
-        if let Some((name, addr)) = public.filter(|_| self.tokens.is_empty()) {
+        if let Some((name, addr)) = public.filter(|_| !self.has_tokens()) {
             if !self.allow_open_writes {
                 return refuse(format!(
                     "refusing to start: {name} listens on {addr} (not loopback) and no write tokens \
@@ -197,6 +274,7 @@ impl Config {
         if self.tokens.iter().any(bad_token) {
             return refuse("tokens must be non-empty visible ASCII".into());
         }
+        self.validate_quotas()?;
         if self.head_bytes_max < 1024 {
             return refuse("head_bytes_max must be at least 1024".into());
         }
@@ -208,6 +286,47 @@ impl Config {
                 "at most {} shards",
                 ron_codec::address::SHARD_COUNT_MAX
             ));
+        }
+        Ok(())
+    }
+
+    /// Tenant names, tokens and limits; each error names its key.
+    fn validate_quotas(&self) -> Result<(), ConfigError> {
+        let refuse = |m: String| Err(ConfigError::Refused(m));
+        if let Err(e) = self.quota_default.check() {
+            return refuse(format!("quota_default.{e}"));
+        }
+        if self.quota_tenants_max == 0 {
+            return refuse("quota_tenants_max must be positive".into());
+        }
+        let mut seen: Vec<(&str, String)> = self
+            .tokens
+            .iter()
+            .map(|t| (t.as_str(), "tokens".to_string()))
+            .collect();
+        for (name, tenant) in &self.tenants {
+            let visible = name.bytes().all(|b| b.is_ascii_graphic());
+            if name.is_empty() || name.len() > TENANT_NAME_BYTES_MAX || !visible {
+                return refuse(format!(
+                    "tenants.{name:?}: a tenant name is 1 to {TENANT_NAME_BYTES_MAX} visible ASCII characters"
+                ));
+            }
+            if let Err(e) = tenant.limits().check() {
+                return refuse(format!("tenants.{name}.{e}"));
+            }
+            for token in &tenant.tokens {
+                if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return refuse(format!(
+                        "tenants.{name}.tokens must be non-empty visible ASCII"
+                    ));
+                }
+                if let Some((_, owner)) = seen.iter().find(|(t, _)| t == token) {
+                    return refuse(format!(
+                        "tenants.{name}.tokens: a token is also listed in {owner} (each token names one tenant)"
+                    ));
+                }
+                seen.push((token, format!("tenants.{name}.tokens")));
+            }
         }
         Ok(())
     }

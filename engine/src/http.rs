@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -24,7 +25,8 @@ use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, Envelope, ErrorCode};
 use ron_io::stream::Transport;
 
-use crate::gate::InflightGuard;
+use crate::admission::{Admission, Identity, Refusal};
+use ron_shards::metrics::{Op, Protocol};
 use ron_shards::{CommitOutcome, ObjectMeta, Shard, ShardError, ShardMetrics};
 
 /// Longest X-Corr-ID echoed back; longer or unsafe ones are replaced.
@@ -45,13 +47,12 @@ pub struct HttpLimits {
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
     pub object_bytes_max: u64,
-    pub inflight_max: u32,
-    pub tokens: Vec<Vec<u8>>,
 }
 
 /// Per-shard state shared by its connections.
 pub struct HttpContext {
     pub shard: Rc<Shard>,
+    pub admission: Rc<Admission>,
     pub limits: HttpLimits,
     /// Set when the node is shutting down: answers carry `Connection: close`.
     pub draining: Rc<Cell<bool>>,
@@ -63,26 +64,26 @@ impl std::fmt::Debug for HttpContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpContext")
             .field("shard", &self.shard.index())
-            .field("inflight", &self.inflight())
+            .field("inflight", &self.admission.inflight())
             .finish()
     }
 }
 
 impl HttpContext {
-    pub fn new(shard: Rc<Shard>, limits: HttpLimits, draining: Rc<Cell<bool>>) -> Self {
+    pub fn new(
+        shard: Rc<Shard>,
+        admission: Rc<Admission>,
+        limits: HttpLimits,
+        draining: Rc<Cell<bool>>,
+    ) -> Self {
         HttpContext {
             shard,
+            admission,
             limits,
             draining,
             corr_seq: Cell::new(0),
             date: RefCell::new((u64::MAX, [0; HTTP_DATE_LEN])),
         }
-    }
-
-    /// Requests being answered on this shard. The shard's metric is the one count:
-    /// only this shard writes it, and the control thread reads it.
-    pub fn inflight(&self) -> u64 {
-        self.metrics().inflight.load(Ordering::Relaxed)
     }
 
     fn metrics(&self) -> &ShardMetrics {
@@ -166,9 +167,20 @@ struct Request {
     /// If-Range present and not our ETag: serve the whole object.
     if_range_failed: bool,
     if_none_match: Option<IfNoneMatch>,
-    authorized: bool,
+    identity: Identity,
     content_type: Option<String>,
     corr_id: CorrId,
+}
+
+impl Request {
+    fn op(&self) -> Op {
+        match (&self.route, self.method) {
+            (Route::Object(_), Method::Get) => Op::Get,
+            (Route::Object(_), Method::Head) => Op::Head,
+            (Route::Objects | Route::Object(_), Method::Put | Method::Post) => Op::Put,
+            _ => Op::Other,
+        }
+    }
 }
 
 enum Route {
@@ -207,7 +219,7 @@ fn quoted_etag(addr: &Address) -> [u8; 69] {
 }
 
 impl Request {
-    fn from_head(head: &RequestHead<'_>, ctx: &HttpContext) -> Request {
+    fn from_head(head: &RequestHead<'_>, ctx: &HttpContext, peer: Option<IpAddr>) -> Request {
         let path = head.path();
         let route = match path.strip_prefix("/o") {
             Some("") => Route::Objects,
@@ -236,12 +248,12 @@ impl Request {
                 IfNoneMatch::Tags(v.to_vec())
             }
         });
-        let authorized = ctx.limits.tokens.is_empty()
-            || head
-                .authorization
-                .and_then(|v| v.strip_prefix(b"Bearer "))
-                .map(ron_codec::http::head::trim)
-                .is_some_and(|token| ctx.limits.tokens.iter().any(|t| constant_time_eq(t, token)));
+        let token = head
+            .authorization
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .map(ron_codec::http::head::trim);
+        let claim = head.tenant.map(ron_codec::http::head::trim);
+        let identity = ctx.admission.identify(token, claim, peer);
         let content_type = head
             .content_type
             .filter(|v| !v.is_empty() && v.len() <= ron_shards::record::CONTENT_TYPE_LEN_MAX)
@@ -256,7 +268,7 @@ impl Request {
             range: head.range.and_then(RangeSet::parse),
             if_range_failed,
             if_none_match,
-            authorized,
+            identity,
             content_type,
             corr_id: head
                 .corr_id
@@ -264,10 +276,6 @@ impl Request {
                 .unwrap_or_else(|| ctx.new_corr_id()),
         }
     }
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The read side of a connection: a fixed buffer sized at start-up.
@@ -331,6 +339,9 @@ struct Conn<S> {
     stream: S,
     rbuf: ReadBuf,
     wbuf: BytesMut,
+    peer: Option<IpAddr>,
+    /// Object bytes the current request moved (its charge to the tenant's byte quota).
+    object_bytes: u64,
 }
 
 /// Serves one connection until it closes.
@@ -339,10 +350,13 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
     let _ = stream
         .tcp()
         .set_write_timeout(Some(ctx.limits.body_timeout));
+    let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
     let mut conn = Conn {
         stream,
         rbuf: ReadBuf::new(ctx.limits.head_bytes_max + GROUP_LEN_BYTES as usize),
         wbuf: BytesMut::with_capacity(4096),
+        peer,
+        object_bytes: 0,
     };
     ShardMetrics::add(&ctx.metrics().connections_open, 1);
     ShardMetrics::add(&ctx.metrics().connections_total, 1);
@@ -361,9 +375,10 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         HeadOutcome::Rejected(code, message) => {
             let corr = ctx.new_corr_id();
             let started = Instant::now();
+            log_refusal(ctx, &corr, code, &message);
             send_error(ctx, conn, code, &message, &corr, true).await?;
-            ctx.metrics()
-                .record_request(code.status(), started.elapsed().as_micros() as u64);
+            ctx.admission
+                .record(Protocol::Http, Op::Other, code.status(), started);
             return Ok(After::Close);
         }
     };
@@ -371,21 +386,50 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
     conn.rbuf.consume(head_len);
     ShardMetrics::add(&ctx.metrics().bytes_in, head_len as u64);
 
-    let guard = match InflightGuard::admit(&ctx.shard, ctx.limits.inflight_max) {
-        Ok(guard) => guard,
-        Err(message) => {
-            let (code, corr) = (ErrorCode::Overloaded, &request.corr_id);
-            send_error(ctx, conn, code, &message, corr, true).await?;
-            ctx.metrics()
-                .record_request(503, started.elapsed().as_micros() as u64);
-            return Ok(After::Close);
+    let op = request.op();
+    let ticket = match ctx
+        .admission
+        .admit(&request.identity.tenant, Protocol::Http, op)
+    {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            // The request's body (if any) is not read: answer, then close.
+            let close = !request.keep_alive || !body_is_empty(&request);
+            log_refusal(ctx, &request.corr_id, refusal.code, &refusal.message);
+            send_refusal(ctx, conn, &refusal, &request.corr_id, close).await?;
+            ctx.admission
+                .record(Protocol::Http, op, refusal.code.status(), started);
+            return Ok(if close {
+                After::Close
+            } else {
+                After::KeepAlive
+            });
         }
     };
+    conn.object_bytes = 0;
     let outcome = route(ctx, conn, &request).await;
-    drop(guard);
-    let (status, after) = outcome?;
-    ctx.metrics()
-        .record_request(status, started.elapsed().as_micros() as u64);
+    let object_bytes = conn.object_bytes;
+    let Ok((status, after)) = outcome else {
+        ctx.admission.finish(ticket, 0, object_bytes);
+        return Err(Abort);
+    };
+    ctx.admission.finish(ticket, status, object_bytes);
+    if status >= 500 {
+        tracing::warn!(
+            corr_id = request.corr_id.as_str(),
+            shard = ctx.shard.index().0,
+            status,
+            "request failed"
+        );
+    } else {
+        tracing::debug!(
+            corr_id = request.corr_id.as_str(),
+            shard = ctx.shard.index().0,
+            op = op.as_str(),
+            status,
+            "http request"
+        );
+    }
     if ctx.draining.get() {
         return Ok(After::Close);
     }
@@ -422,7 +466,7 @@ async fn read_head<S: Transport>(
         match parse_request_head(conn.rbuf.filled(), limits.head_bytes_max) {
             Ok(HeadParse::Complete(head)) => {
                 return Ok(HeadOutcome::Complete(
-                    Request::from_head(&head, ctx),
+                    Request::from_head(&head, ctx, conn.peer),
                     head.head_len,
                 ))
             }
@@ -468,7 +512,7 @@ async fn route<S: Transport>(
 ) -> Result<(u16, After), Abort> {
     let keep = req.keep_alive && !ctx.draining.get();
     let after = if keep { After::KeepAlive } else { After::Close };
-    let has_body = !matches!(req.body, BodyFraming::Empty | BodyFraming::Length(0));
+    let has_body = !body_is_empty(req);
     let uploads = matches!(
         (&req.route, req.method),
         (Route::Objects, Method::Put | Method::Post) | (Route::Object(_), Method::Put)
@@ -541,6 +585,43 @@ fn common_headers(ctx: &HttpContext, head: &mut ResponseHead<'_>, corr: &CorrId,
     }
 }
 
+fn body_is_empty(req: &Request) -> bool {
+    matches!(req.body, BodyFraming::Empty | BodyFraming::Length(0))
+}
+
+/// A refused request's log line: at debug (a flood of refusals must not flood the log).
+fn log_refusal(ctx: &HttpContext, corr: &CorrId, code: ErrorCode, reason: &str) {
+    tracing::debug!(
+        corr_id = corr.as_str(),
+        shard = ctx.shard.index().0,
+        code = code.as_str(),
+        reason,
+        "http request refused"
+    );
+}
+
+/// The answer to a request refused at admission (429 or 503, with Retry-After).
+async fn send_refusal<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    refusal: &Refusal,
+    corr: &CorrId,
+    close: bool,
+) -> Result<(), Abort> {
+    let (code, message) = (refusal.code, refusal.message.as_str());
+    send_error_with(
+        ctx,
+        conn,
+        code,
+        message,
+        corr,
+        close,
+        refusal.retry_after_ms,
+        |_| {},
+    )
+    .await
+}
+
 async fn send_error<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
@@ -549,10 +630,12 @@ async fn send_error<S: Transport>(
     corr: &CorrId,
     close: bool,
 ) -> Result<(), Abort> {
-    send_error_with(ctx, conn, code, message, corr, close, |_| {}).await
+    send_error_with(ctx, conn, code, message, corr, close, None, |_| {}).await
 }
 
-/// An error envelope with extra headers (e.g. `Content-Range` on a 416).
+/// An error envelope with extra headers (e.g. `Content-Range` on a 416). Codes that
+/// carry a wait get `Retry-After` in whole seconds (rounded up) and `retry_after_ms`.
+#[allow(clippy::too_many_arguments)]
 async fn send_error_with<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
@@ -560,14 +643,18 @@ async fn send_error_with<S: Transport>(
     message: &str,
     corr: &CorrId,
     close: bool,
+    retry_after_ms: Option<u64>,
     extra_headers: impl FnOnce(&mut ResponseHead<'_>),
 ) -> Result<(), Abort> {
+    let retry_after_ms = code
+        .carries_retry_after()
+        .then(|| retry_after_ms.unwrap_or(crate::admission::OVERLOAD_RETRY_AFTER_MS));
     let mut body = Vec::with_capacity(160);
     Envelope {
         code,
         message,
         corr_id: corr.as_str(),
-        retry_after_ms: None,
+        retry_after_ms,
     }
     .write_json(&mut body);
     conn.wbuf.clear();
@@ -575,8 +662,9 @@ async fn send_error_with<S: Transport>(
     common_headers(ctx, &mut head, corr, close);
     head.header("Content-Type", b"application/json")
         .content_length(body.len() as u64);
-    if code.carries_retry_after() {
-        head.header("Retry-After", b"1");
+    if let Some(ms) = retry_after_ms {
+        let mut seconds = itoa::Buffer::new();
+        head.header("Retry-After", seconds.format(ms.div_ceil(1000)).as_bytes());
     }
     extra_headers(&mut head);
     head.finish();
@@ -669,6 +757,7 @@ async fn get<S: Transport>(
         write_out(ctx, conn).await?;
         return Ok(status);
     }
+    conn.object_bytes = body_len;
     stream_body(ctx, conn, &meta, range, early).await?;
     Ok(status)
 }
@@ -690,9 +779,18 @@ async fn unsatisfiable<S: Transport>(
 ) -> Result<u16, Abort> {
     let message = format!("no requested range overlaps the object's {total} bytes");
     let code = ErrorCode::RangeNotSatisfiable;
-    send_error_with(ctx, conn, code, &message, &req.corr_id, close, |head| {
-        head.content_range_unsatisfied(total);
-    })
+    send_error_with(
+        ctx,
+        conn,
+        code,
+        &message,
+        &req.corr_id,
+        close,
+        None,
+        |head| {
+            head.content_range_unsatisfied(total);
+        },
+    )
     .await?;
     Ok(code.status())
 }
@@ -817,7 +915,7 @@ async fn upload<S: Transport>(
     req: &Request,
     keep: bool,
 ) -> Result<(u16, After), Abort> {
-    if !req.authorized {
+    if !req.identity.may_write {
         let message = "writes need Authorization: Bearer <token> with a configured token";
         return refuse_upload(ctx, conn, req, ErrorCode::Unauthorized, message).await;
     }
@@ -843,6 +941,7 @@ async fn upload<S: Transport>(
         Err(e) => return refuse_upload(ctx, conn, req, e.code(), &e.to_string()).await,
     };
     let received = receive_body(ctx, conn, req.body, &mut upload).await;
+    conn.object_bytes = upload.len();
     if let Err(failure) = received {
         upload.abort().await;
         return match failure {

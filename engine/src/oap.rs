@@ -40,7 +40,8 @@ use ron_codec::{Address, Envelope, ErrorCode};
 use ron_io::stream::{split, ReadHalf, Transport, WriteHalf};
 use ron_shards::{CommitOutcome, ObjectMeta, Shard, ShardMetrics, Upload};
 
-use crate::gate::InflightGuard;
+use crate::admission::{Admission, Refusal, Ticket};
+use ron_shards::metrics::{Op, Protocol};
 
 /// Response frames a request may have queued before its task waits for the writer.
 pub const OUTBOX_FRAMES_MAX: usize = 2;
@@ -58,8 +59,6 @@ const CLIENT_FLAGS: u16 =
 pub const FLAGS_SUPPORTED: u16 = CLIENT_FLAGS | Flags::RESP.bits();
 /// Longest error message sent in an envelope, bytes.
 const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
-/// `retry_after_ms` on 503 answers.
-const RETRY_AFTER_MS: u64 = 1000;
 
 /// Limits and policy of the OAP/1 front end, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -75,9 +74,6 @@ pub struct OapLimits {
     /// Longest wait for the rest of a frame, and for the peer to take our bytes.
     pub body_timeout: Duration,
     pub object_bytes_max: u64,
-    /// Requests in flight per shard (shared with HTTP); more get 503 overloaded.
-    pub inflight_max: u32,
-    pub tokens: Vec<Vec<u8>>,
     /// HELLO's `transports`.
     pub transports: Vec<String>,
 }
@@ -85,6 +81,8 @@ pub struct OapLimits {
 /// Per-shard state shared by the shard's OAP connections.
 pub struct OapContext {
     pub shard: Rc<Shard>,
+    /// Quotas, the shard's in-flight gate (shared with HTTP), accounting.
+    pub admission: Rc<Admission>,
     pub limits: OapLimits,
     /// Set when the node is shutting down: new requests get 503 not_ready.
     pub draining: Rc<Cell<bool>>,
@@ -309,6 +307,16 @@ async fn push(
 }
 
 fn error_frame(corr_id: u64, code: ErrorCode, message: &str) -> OutFrame {
+    error_frame_with(corr_id, code, message, None)
+}
+
+/// An error envelope; codes that carry a wait get `retry_after_ms` (given, or 1 s).
+fn error_frame_with(
+    corr_id: u64,
+    code: ErrorCode,
+    message: &str,
+    retry_after_ms: Option<u64>,
+) -> OutFrame {
     // A message may quote client input (a bad JSON field): keep the envelope small.
     let mut cut = message.len().min(ERROR_MESSAGE_BYTES_MAX);
     while !message.is_char_boundary(cut) {
@@ -320,7 +328,9 @@ fn error_frame(corr_id: u64, code: ErrorCode, message: &str) -> OutFrame {
         code,
         message: &message[..cut],
         corr_id: corr.format(corr_id),
-        retry_after_ms: code.carries_retry_after().then_some(RETRY_AFTER_MS),
+        retry_after_ms: code
+            .carries_retry_after()
+            .then(|| retry_after_ms.unwrap_or(crate::admission::OVERLOAD_RETRY_AFTER_MS)),
     }
     .write_json(&mut body);
     ok_frame(Flags::END, code.status(), corr_id, &body)
@@ -337,6 +347,24 @@ fn ok_frame(flags: Flags, status: u16, corr_id: u64, payload: &[u8]) -> OutFrame
     }
 }
 
+/// How an answered request is accounted: through its admission ticket (with the object
+/// bytes it moved), or — refused before admission — by op and start time.
+enum Account {
+    Admitted(Ticket, u64),
+    Unadmitted(Op, Instant),
+}
+
+impl Account {
+    fn finish(self, admission: &Admission, status: u16) {
+        match self {
+            Account::Admitted(ticket, bytes) => admission.finish(ticket, status, bytes),
+            Account::Unadmitted(op, started) => {
+                admission.record(Protocol::Oap, op, status, started)
+            }
+        }
+    }
+}
+
 /// Answers one request with a single END frame and records it.
 async fn answer(
     ctx: &OapContext,
@@ -344,11 +372,10 @@ async fn answer(
     corr_id: u64,
     frame: OutFrame,
     status: u16,
-    started: Instant,
+    account: Account,
 ) {
     let _ = push(out, corr_id, frame, true).await;
-    ctx.metrics()
-        .record_request(status, started.elapsed().as_micros() as u64);
+    account.finish(&ctx.admission, status);
 }
 
 async fn answer_error(
@@ -357,15 +384,52 @@ async fn answer_error(
     corr_id: u64,
     code: ErrorCode,
     message: &str,
-    started: Instant,
+    account: Account,
 ) {
-    let frame = error_frame(corr_id, code, message);
-    answer(ctx, out, corr_id, frame, code.status(), started).await;
+    answer_refusal(
+        ctx,
+        out,
+        corr_id,
+        &(code, message.to_string()).into(),
+        account,
+    )
+    .await;
+}
+
+async fn answer_refusal(
+    ctx: &OapContext,
+    out: &SharedOutboxes,
+    corr_id: u64,
+    refusal: &Refusal,
+    account: Account,
+) {
+    let (code, message) = (refusal.code, refusal.message.as_str());
+    let level_error = code.status() >= 500;
+    if level_error {
+        tracing::warn!(
+            corr_id,
+            shard = ctx.shard.index().0,
+            code = code.as_str(),
+            reason = message,
+            "oap request failed"
+        );
+    } else {
+        tracing::debug!(
+            corr_id,
+            shard = ctx.shard.index().0,
+            code = code.as_str(),
+            reason = message,
+            "oap request refused"
+        );
+    }
+    let frame = error_frame_with(corr_id, code, message, refusal.retry_after_ms);
+    answer(ctx, out, corr_id, frame, code.status(), account).await;
 }
 
 /// Serves one OAP/1 connection until it closes.
 pub async fn serve_connection<S: Transport>(ctx: Rc<OapContext>, stream: S) {
     let _ = stream.tcp().set_nodelay(true);
+    let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
     let metrics = Rc::clone(&ctx);
     ShardMetrics::add(&metrics.metrics().connections_open, 1);
     ShardMetrics::add(&metrics.metrics().connections_total, 1);
@@ -375,6 +439,7 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<OapContext>, stream: S) {
     let writer = glommio::spawn_local(write_loop(Rc::clone(&ctx), write_half, Rc::clone(&out)));
     let mut reader = Reader {
         ctx: Rc::clone(&ctx),
+        peer,
         half: read_half,
         out: Rc::clone(&out),
         decoder: FrameDecoder::new(ctx.limits.max_frame),
@@ -472,12 +537,12 @@ struct PutState {
     upload: Upload,
     len: u64,
     announced: Option<Address>,
-    started: Instant,
-    _guard: InflightGuard,
+    ticket: Ticket,
 }
 
 struct Reader<S> {
     ctx: Rc<OapContext>,
+    peer: Option<std::net::IpAddr>,
     half: ReadHalf<S>,
     out: SharedOutboxes,
     decoder: FrameDecoder,
@@ -633,27 +698,53 @@ impl<S: Transport> Reader<S> {
         }
         let has_more = !header.flags.contains(Flags::END);
         self.out.borrow_mut().open(corr_id);
-        if let Err((code, message)) = self.begin(&frame, started).await {
+        let request = ObjectRequest::parse(&frame.payload);
+        let op = match &request {
+            Ok(ObjectRequest::Get { .. }) => Op::Get,
+            Ok(ObjectRequest::Stat { .. }) => Op::Stat,
+            Ok(ObjectRequest::Put { .. }) => Op::Put,
+            Err(_) => Op::Other,
+        };
+        let begun = match request {
+            Ok(request) => self.begin(&frame, request, op).await,
+            Err(e) => Err((e.code(), e.to_string()).into()),
+        };
+        if let Err(refusal) = begun {
             if has_more {
                 self.inbound.insert(corr_id, Inbound::Skipping);
             }
-            answer_error(&self.ctx, &self.out, corr_id, code, &message, started).await;
+            let account = Account::Unadmitted(op, started);
+            answer_refusal(&self.ctx, &self.out, corr_id, &refusal, account).await;
         }
         Ok(())
     }
 
     /// Starts the request a START frame names, or says why it is refused.
-    async fn begin(&mut self, frame: &Frame, started: Instant) -> Result<(), (ErrorCode, String)> {
+    async fn begin(
+        &mut self,
+        frame: &Frame,
+        request: ObjectRequest,
+        op: Op,
+    ) -> Result<(), Refusal> {
         let header = frame.header;
         let corr_id = header.corr_id;
         let has_more = !header.flags.contains(Flags::END);
-        let request =
-            ObjectRequest::parse(&frame.payload).map_err(|e| (e.code(), e.to_string()))?;
         if self.ctx.draining.get() {
-            return Err((ErrorCode::NotReady, "the node is shutting down".into()));
+            return Err((ErrorCode::NotReady, "the node is shutting down".to_string()).into());
         }
-        let guard = InflightGuard::admit(&self.ctx.shard, self.ctx.limits.inflight_max)
-            .map_err(|message| (ErrorCode::Overloaded, message))?;
+        let principal = Principal {
+            tenant_id: header.tenant_id,
+            token: frame.cap.clone(),
+        };
+        let mut claim = itoa::Buffer::new();
+        let claim =
+            (principal.tenant_id != 0).then(|| claim.format(principal.tenant_id).as_bytes());
+        let token = (!principal.token.is_empty()).then_some(&principal.token[..]);
+        let identity = self.ctx.admission.identify(token, claim, self.peer);
+        let ticket = self
+            .ctx
+            .admission
+            .admit(&identity.tenant, Protocol::Oap, op)?;
         let ctx = Rc::clone(&self.ctx);
         let out = Rc::clone(&self.out);
         match request {
@@ -663,20 +754,15 @@ impl<S: Transport> Reader<S> {
                     addr,
                     range,
                     proof,
-                    started,
                 };
-                let task = glommio::spawn_local(get(ctx, out, request, guard));
+                let task = glommio::spawn_local(get(ctx, out, request, ticket));
                 self.out.borrow_mut().streams.insert(corr_id, task);
             }
             ObjectRequest::Stat { addr } => {
-                glommio::spawn_local(stat(ctx, out, corr_id, addr, guard, started)).detach();
+                glommio::spawn_local(stat(ctx, out, corr_id, addr, ticket)).detach();
             }
             ObjectRequest::Put { len, addr } => {
-                let principal = Principal {
-                    tenant_id: header.tenant_id,
-                    token: frame.cap.clone(),
-                };
-                self.admit_put(&principal, len, has_more)?;
+                self.admit_put(&principal, identity.may_write, len, has_more)?;
                 let upload = self
                     .ctx
                     .shard
@@ -687,8 +773,7 @@ impl<S: Transport> Reader<S> {
                     upload,
                     len,
                     announced: addr,
-                    started,
-                    _guard: guard,
+                    ticket,
                 });
                 if has_more {
                     self.inbound.insert(corr_id, Inbound::Receiving(put));
@@ -704,16 +789,12 @@ impl<S: Transport> Reader<S> {
     fn admit_put(
         &self,
         who: &Principal,
+        may_write: bool,
         len: u64,
         has_more: bool,
     ) -> Result<(), (ErrorCode, String)> {
         let limits = &self.ctx.limits;
-        let token_ok = limits.tokens.is_empty()
-            || limits
-                .tokens
-                .iter()
-                .any(|t| crate::http::constant_time_eq(t, &who.token));
-        if !token_ok {
+        if !may_write {
             let message = if who.token.is_empty() {
                 format!(
                     "tenant {}: writes need a bearer token in the START frame's capability section",
@@ -775,12 +856,13 @@ impl<S: Transport> Reader<S> {
                 glommio::spawn_local(commit(ctx, out, corr_id, put)).detach();
             }
             Err((code, message)) => {
-                let started = put.started;
-                put.upload.abort().await;
+                let PutState { upload, ticket, .. } = *put;
+                let account = Account::Admitted(ticket, upload.len());
+                upload.abort().await;
                 if !end {
                     self.inbound.insert(corr_id, Inbound::Skipping);
                 }
-                answer_error(&self.ctx, &self.out, corr_id, code, &message, started).await;
+                answer_error(&self.ctx, &self.out, corr_id, code, &message, account).await;
             }
         }
         Ok(())
@@ -788,7 +870,7 @@ impl<S: Transport> Reader<S> {
 }
 
 /// Who is asking: the tenant named in the frame header and the bearer token from the
-/// START frame's capability section. Write rule now, quotas next.
+/// START frame's capability section.
 struct Principal {
     tenant_id: u128,
     token: Bytes,
@@ -829,14 +911,14 @@ async fn commit(ctx: Rc<OapContext>, out: SharedOutboxes, corr_id: u64, put: Box
     let PutState {
         upload,
         announced,
-        started,
-        _guard,
+        ticket,
         ..
     } = *put;
+    let account = Account::Admitted(ticket, upload.len());
     let staged = match upload.finish(String::new()).await {
         Ok(s) => s,
         Err(e) => {
-            return answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await;
+            return answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), account).await;
         }
     };
     let addr = staged.meta.addr();
@@ -845,18 +927,18 @@ async fn commit(ctx: Rc<OapContext>, out: SharedOutboxes, corr_id: u64, put: Box
         ron_shards::shard::discard(staged).await;
         let message = format!("body hashes to {addr}, not to the announced {announced}");
         let code = ErrorCode::UploadDigestMismatch;
-        return answer_error(&ctx, &out, corr_id, code, &message, started).await;
+        return answer_error(&ctx, &out, corr_id, code, &message, account).await;
     }
     let status = match ctx.shard.commit(staged).await {
         Ok(CommitOutcome::Created) => 201,
         Ok(CommitOutcome::AlreadyStored) => 200,
         Err(e) => {
-            return answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await;
+            return answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), account).await;
         }
     };
     let info = ObjectInfo { obj: addr, len };
     let frame = ok_frame(Flags::END, status, corr_id, &info.to_payload());
-    answer(&ctx, &out, corr_id, frame, status, started).await;
+    answer(&ctx, &out, corr_id, frame, status, account).await;
 }
 
 async fn stat(
@@ -864,9 +946,9 @@ async fn stat(
     out: SharedOutboxes,
     corr_id: u64,
     addr: Address,
-    _guard: InflightGuard,
-    started: Instant,
+    ticket: Ticket,
 ) {
+    let account = Account::Admitted(ticket, 0);
     match ctx.shard.meta(&addr).await {
         Ok(meta) => {
             let info = ObjectInfo {
@@ -874,9 +956,9 @@ async fn stat(
                 len: meta.len(),
             };
             let frame = ok_frame(Flags::END, 200, corr_id, &info.to_payload());
-            answer(&ctx, &out, corr_id, frame, 200, started).await;
+            answer(&ctx, &out, corr_id, frame, 200, account).await;
         }
-        Err(e) => answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await,
+        Err(e) => answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), account).await,
     }
 }
 
@@ -908,24 +990,39 @@ struct GetRequest {
     range: Option<InclusiveRange>,
     /// Verified streaming: whole groups, each DATA header with its proof's parents.
     proof: bool,
-    started: Instant,
 }
 
 /// GET: the START frame, one DATA frame per verified group slice, END. The next group
 /// is fetched while the current one waits for the writer.
-async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, _guard: InflightGuard) {
-    let (corr_id, started) = (req.corr_id, req.started);
+async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, ticket: Ticket) {
+    let corr_id = req.corr_id;
     let meta = match ctx.shard.meta(&req.addr).await {
         Ok(meta) => meta,
         Err(e) => {
-            return answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await
+            return answer_error(
+                &ctx,
+                &out,
+                corr_id,
+                e.code(),
+                &e.to_string(),
+                Account::Admitted(ticket, 0),
+            )
+            .await
         }
     };
     let total = meta.len();
     let (status, offset, len) = match resolve_range(req.range, total) {
         Ok(r) => r,
         Err((code, message)) => {
-            return answer_error(&ctx, &out, corr_id, code, &message, started).await;
+            return answer_error(
+                &ctx,
+                &out,
+                corr_id,
+                code,
+                &message,
+                Account::Admitted(ticket, 0),
+            )
+            .await;
         }
     };
     // The first group is verified before START: a rotten first group is a clean error.
@@ -933,7 +1030,15 @@ async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, _guard: 
         match ctx.shard.group(&meta, GroupIndex::containing(offset)).await {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                return answer_error(&ctx, &out, corr_id, e.code(), &e.to_string(), started).await
+                return answer_error(
+                    &ctx,
+                    &out,
+                    corr_id,
+                    e.code(),
+                    &e.to_string(),
+                    Account::Admitted(ticket, 0),
+                )
+                .await
             }
         }
     } else {
@@ -960,7 +1065,15 @@ async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, _guard: 
             body: Bytes::new(),
             tail: Bytes::new(),
         };
-        return answer(&ctx, &out, corr_id, frame, status, started).await;
+        return answer(
+            &ctx,
+            &out,
+            corr_id,
+            frame,
+            status,
+            Account::Admitted(ticket, 0),
+        )
+        .await;
     };
     let stream = GroupStream {
         ctx: &ctx,
@@ -973,11 +1086,10 @@ async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, _guard: 
         proof: req.proof,
     };
     match stream.send(first, head).await {
-        Ok(()) => ctx
-            .metrics()
-            .record_request(status, started.elapsed().as_micros() as u64),
+        Ok(()) => ctx.admission.finish(ticket, status, len),
         Err(Some((code, message))) => {
-            answer_error(&ctx, &out, corr_id, code, &message, started).await;
+            let account = Account::Admitted(ticket, 0);
+            answer_error(&ctx, &out, corr_id, code, &message, account).await;
         }
         Err(None) => {}
     }

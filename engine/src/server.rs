@@ -5,7 +5,8 @@
 //! thread, then one pinned executor per shard. Each shard joins the mesh, opens its
 //! stores, binds its SO_REUSEPORT listener and marks itself ready.
 //! SIGINT/SIGTERM: every shard stops accepting, lets in-flight requests finish (bounded
-//! by `drain_timeout_ms`), and exits; the process exits 0.
+//! by `drain_timeout_ms`), and exits; the process exits 0. SIGHUP (or a change of the
+//! configuration file) reloads tokens, tenants and quotas through the control thread.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -19,9 +20,13 @@ use ron_shards::layout::{self, Routing, ShardIndex};
 use ron_shards::mesh::{self, Mesh, MeshBuilderFull};
 use ron_shards::{Shard, ShardConfig, ShardMetrics};
 
+use crate::admission::{Admission, HEARTBEAT_PERIOD};
+use crate::cli::Resolved;
 use crate::config::Config;
 use crate::http::{self, HttpContext, HttpLimits};
 use crate::oap::{self, OapContext, OapLimits};
+use ron_control::link::{ShardLink, REPORT_PERIOD_MS};
+use ron_control::quota::ShardQuotas;
 use ron_io::tls::AppProtocol;
 
 /// Pending connections the kernel queues per shard listener.
@@ -42,7 +47,9 @@ pub enum ServeError {
     ShardStart { shard: u16, reason: String },
 }
 
-pub fn serve(config: Config) -> Result<(), ServeError> {
+pub fn serve(resolved: Resolved) -> Result<(), ServeError> {
+    let config = resolved.config.clone();
+    crate::logging::init(config.log_format, config.log_level);
     config.validate()?;
     let shards = config.shard_count();
     // The lock comes first: creating the partition table, cleaning tmp/ and opening the
@@ -64,16 +71,18 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         };
     let removed = layout::clean_tmp(&config.data_dir)?;
     if removed > 0 {
-        eprintln!(
-            "ron: removed {removed} unfinished upload(s) from {}",
-            layout::tmp_dir(&config.data_dir).display()
+        tracing::info!(
+            removed,
+            dir = %layout::tmp_dir(&config.data_dir).display(),
+            "removed unfinished uploads"
         );
     }
     let routing = Routing::new(table, shards);
     if shards > routing.store_count() {
-        eprintln!(
-            "ron: warning: {shards} shards but the data dir has {} stores; shards {}.. own no store and forward every object request",
-            routing.store_count(),
+        tracing::warn!(
+            shards,
+            stores = routing.store_count(),
+            "more shards than stores; shards from {} on own no store and forward every object request",
             routing.store_count()
         );
     }
@@ -90,13 +99,29 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let metrics: Vec<Arc<ShardMetrics>> = (0..shards)
         .map(|_| Arc::new(ShardMetrics::default()))
         .collect();
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup)).map_err(|e| {
+        ServeError::ShardStart {
+            shard: 0,
+            reason: format!("cannot install signal handler: {e}"),
+        }
+    })?;
     let control_stop = Arc::new(AtomicBool::new(false));
-    let state = Arc::new(ron_control::ControlState {
+    let (control_link, shard_links) = ron_control::link::links(usize::from(shards));
+    let policy = config.policy();
+    let state = ron_control::ControlState {
         shards: metrics.clone(),
         version: env!("CARGO_PKG_VERSION"),
         stop: Arc::clone(&control_stop),
         admin_token: config.admin_token.clone(),
-    });
+        link: control_link,
+        policy: policy.clone(),
+        reloader: Some(ron_control::Reloader {
+            watch: resolved.config_file.clone(),
+            load: reload_policy(resolved),
+            hangup,
+        }),
+    };
     let (admin_addr, control) =
         ron_control::spawn(config.admin, state).map_err(|source| ServeError::Admin {
             addr: config.admin,
@@ -110,7 +135,15 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let mut handles = Vec::new();
     let failed = Arc::new(AtomicBool::new(false));
-    for i in 0..shards {
+    // One hasher for the node: a tenant has the same quota key on every shard.
+    let hasher = std::collections::hash_map::RandomState::new();
+    for (i, link) in (0..shards).zip(shard_links) {
+        let quotas = ShardQuotas::new(
+            policy.clone(),
+            usize::from(shards),
+            hasher.clone(),
+            config.quota_tenants_max,
+        );
         let failed = Arc::clone(&failed);
         let tls = tls.clone();
         let (config, routing, metrics, stop) = (
@@ -134,11 +167,12 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                     directory,
                     Arc::clone(&metrics),
                     stop,
+                    (quotas, link),
                 )
                 .await;
                 let stop = stop_on_failure;
                 if let Err(e) = &result {
-                    eprintln!("ron: shard {i} failed: {e}");
+                    tracing::error!(shard = i, reason = %e, "shard failed");
                     failed.store(true, Ordering::Relaxed);
                     stop.store(true, Ordering::Relaxed);
                 }
@@ -173,10 +207,20 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     match failure {
         Some(e) => Err(e),
         None => {
-            eprintln!("ron: stopped");
+            tracing::info!("stopped");
             Ok(())
         }
     }
+}
+
+/// The control thread's way to read the configuration again: the same layers (file,
+/// environment, flags), validated; only tokens, tenants and quotas apply live.
+fn reload_policy(running: Resolved) -> ron_control::LoadPolicy {
+    Box::new(move || {
+        let again = running.reload().map_err(|e| e.to_string())?;
+        let restart_keys = running.config.restart_keys_changed(&again.config);
+        Ok((again.config.policy(), restart_keys))
+    })
 }
 
 /// Holds an exclusive lock on the data dir for the life of the process: a second node on
@@ -226,7 +270,7 @@ fn wait_until_ready(metrics: &[Arc<ShardMetrics>], failed: &AtomicBool, stop: &A
 }
 
 fn print_banner(config: &Config, shards: u16, admin: std::net::SocketAddr) {
-    let writes = if config.tokens.is_empty() {
+    let writes = if !config.has_tokens() {
         "writes open (loopback, no tokens)"
     } else {
         "writes need a bearer token"
@@ -255,6 +299,7 @@ async fn run_shard(
     directory: Arc<Vec<std::sync::atomic::AtomicUsize>>,
     metrics: Arc<ShardMetrics>,
     stop: Arc<AtomicBool>,
+    (quotas, link): (ShardQuotas, ShardLink),
 ) -> Result<(), ServeError> {
     let shards = routing.shard_count();
     let mesh = match mesh_builder {
@@ -282,19 +327,18 @@ async fn run_shard(
     let http_listener = listen(config.http)?;
     let oap_listener = listen(config.oap)?;
     let tls_listener = config.tls.map(listen).transpose()?;
-    let tokens: Vec<Vec<u8>> = config
-        .tokens
-        .iter()
-        .map(|t| t.as_bytes().to_vec())
-        .collect();
+    let admission = Rc::new(Admission::new(
+        index,
+        Arc::clone(&metrics),
+        config.inflight_max,
+        quotas,
+    ));
     let limits = HttpLimits {
         head_bytes_max: config.head_bytes_max,
         header_timeout: Duration::from_millis(config.header_timeout_ms),
         idle_timeout: Duration::from_millis(config.idle_timeout_ms),
         body_timeout: Duration::from_millis(config.body_timeout_ms),
         object_bytes_max: config.object_bytes_max,
-        inflight_max: config.inflight_max,
-        tokens: tokens.clone(),
     };
     let mut transports = vec!["tcp".to_string()];
     if tls.is_some() {
@@ -307,18 +351,26 @@ async fn run_shard(
         idle_timeout: Duration::from_millis(config.idle_timeout_ms),
         body_timeout: Duration::from_millis(config.body_timeout_ms),
         object_bytes_max: config.object_bytes_max,
-        inflight_max: config.inflight_max,
-        tokens,
         transports,
     };
     let draining = Rc::new(Cell::new(false));
     let oap = Rc::new(OapContext {
         shard: Rc::clone(&shard),
+        admission: Rc::clone(&admission),
         limits: oap_limits,
         draining: Rc::clone(&draining),
         shard_count: shards,
     });
-    let ctx = Rc::new(HttpContext::new(shard, limits, Rc::clone(&draining)));
+    let ctx = Rc::new(HttpContext::new(
+        shard,
+        Rc::clone(&admission),
+        limits,
+        Rc::clone(&draining),
+    ));
+    let background = [
+        glommio::spawn_local(control_tick(Rc::clone(&admission), link)),
+        glommio::spawn_local(heartbeat(Rc::clone(&admission))),
+    ];
     let accept = |listener, serve: Rc<dyn Fn(TcpStream)>| {
         glommio::spawn_local(accept_loop(
             listener,
@@ -370,10 +422,28 @@ async fn run_shard(
     draining.set(true);
     drop(acceptors); // cancels the accept loops and closes the listeners
     let deadline = Instant::now() + Duration::from_millis(config.drain_timeout_ms);
-    while ctx.inflight() > 0 && Instant::now() < deadline {
+    while admission.inflight() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    drop(background);
     Ok(())
+}
+
+/// The shard's end of the control link, every [`REPORT_PERIOD_MS`].
+async fn control_tick(admission: Rc<Admission>, link: ShardLink) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(REPORT_PERIOD_MS)).await;
+        admission.tick(&link);
+    }
+}
+
+/// Wakes every [`HEARTBEAT_PERIOD`]; a late wake means a task held the reactor.
+async fn heartbeat(admission: Rc<Admission>) {
+    loop {
+        let due = Instant::now() + HEARTBEAT_PERIOD;
+        glommio::timer::sleep(HEARTBEAT_PERIOD).await;
+        admission.heartbeat(Instant::now().saturating_duration_since(due));
+    }
 }
 
 fn spawn(connection: impl std::future::Future<Output = ()> + 'static) {
@@ -396,7 +466,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok(stream) => serve(stream),
             Err(e) => {
-                eprintln!("ron: shard {}: accept failed: {e}", shard.0);
+                tracing::warn!(shard = shard.0, reason = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }

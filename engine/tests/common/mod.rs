@@ -326,12 +326,15 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 pub fn metric(admin: SocketAddr, name: &str) -> u64 {
+    try_metric(admin, name).unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// A series' value, if `/metrics` has it yet.
+pub fn try_metric(admin: SocketAddr, name: &str) -> Option<u64> {
     let text = String::from_utf8(get(admin, "/metrics").unwrap().body).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no metric {name}"))
-        .parse()
-        .unwrap()
+        .map(|v| v.parse().unwrap())
 }
 
 /// Uploads `data` with `PUT /o`; asserts 201/200 and returns the address.

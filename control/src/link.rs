@@ -1,0 +1,103 @@
+//! The two bounded mailboxes between each shard and the control thread. A shard never
+//! waits on either: it polls its inbox and `try_send`s its report on a timer tick
+//! ([`REPORT_PERIOD_MS`]), off the request path; a full mailbox drops the message
+//! (the next tick sends a fresher one).
+//!
+//! - control → shard: a reloaded [`Policy`] (the shard installs its own copy, so no
+//!   reference count is shared across cores), and the shard's quota shares.
+//! - shard → control: quota demand, quota refusals, and, when it changed, a copy of the
+//!   shard's latency histograms.
+
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+
+use crate::latency::LatencySet;
+use crate::quota::{Demand, Exhausted, Policy, QuotaKey};
+
+/// How often a shard looks at its inbox and reports.
+pub const REPORT_PERIOD_MS: u64 = crate::quota::REBALANCE_PERIOD_MS;
+/// How often a shard sends its latency histograms (when they changed).
+pub const LATENCY_PUBLISH_PERIOD_MS: u64 = 1_000;
+const MAILBOX_LEN: usize = 8;
+
+/// What the control thread tells a shard.
+#[derive(Debug)]
+pub enum ToShard {
+    Policy(Arc<Policy>),
+    /// This shard's share of each listed tenant's limits; others get `1/N`.
+    Shares(Vec<(QuotaKey, f64)>),
+}
+
+/// What a shard tells the control thread each period.
+#[derive(Debug, Default)]
+pub struct ShardReport {
+    pub shard: usize,
+    pub demand: Vec<Demand>,
+    /// Refusals so far: (tenant label, bucket, count).
+    pub quota_rejections: Vec<(String, Exhausted, u64)>,
+    pub tenants_tracked: usize,
+    pub latency: Option<Box<LatencySet>>,
+    /// The policy version the shard enforces.
+    pub policy_version: u64,
+}
+
+/// A shard's end.
+#[derive(Debug)]
+pub struct ShardLink {
+    pub shard: usize,
+    inbox: Receiver<ToShard>,
+    reports: SyncSender<ShardReport>,
+}
+
+impl ShardLink {
+    /// The next message, if any (never waits).
+    pub fn poll(&self) -> Option<ToShard> {
+        self.inbox.try_recv().ok()
+    }
+
+    /// Sends a report unless the mailbox is full (never waits).
+    pub fn report(&self, report: ShardReport) {
+        let _ = self.reports.try_send(report);
+    }
+}
+
+/// The control thread's end.
+#[derive(Debug)]
+pub struct ControlLink {
+    to_shards: Vec<SyncSender<ToShard>>,
+    reports: Receiver<ShardReport>,
+}
+
+impl ControlLink {
+    pub fn shard_count(&self) -> usize {
+        self.to_shards.len()
+    }
+
+    pub fn send(&self, shard: usize, message: ToShard) {
+        if let Some(tx) = self.to_shards.get(shard) {
+            let _ = tx.try_send(message);
+        }
+    }
+
+    /// Every report waiting now.
+    pub fn drain(&self) -> Vec<ShardReport> {
+        self.reports.try_iter().collect()
+    }
+}
+
+/// One mailbox pair per shard.
+pub fn links(shards: usize) -> (ControlLink, Vec<ShardLink>) {
+    let (report_tx, reports) = mpsc::sync_channel(MAILBOX_LEN * shards.max(1));
+    let mut to_shards = Vec::with_capacity(shards);
+    let mut ends = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let (tx, inbox) = mpsc::sync_channel(MAILBOX_LEN);
+        to_shards.push(tx);
+        ends.push(ShardLink {
+            shard,
+            inbox,
+            reports: report_tx.clone(),
+        });
+    }
+    (ControlLink { to_shards, reports }, ends)
+}
