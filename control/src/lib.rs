@@ -143,6 +143,8 @@ fn run(listener: TcpListener, state: ControlState) {
                 }
             }
             if due {
+                // One reload per change, whether a signal or the watcher saw it first.
+                watched = reloader.watch.as_ref().and_then(modified);
                 reload(reloader, &state.link, &mut view);
             }
         }
@@ -163,7 +165,18 @@ fn modified(path: &PathBuf) -> Option<SystemTime> {
 fn reload(reloader: &Reloader, link: &ControlLink, view: &mut View) {
     match (reloader.load)() {
         Ok((mut policy, restart_keys)) => {
-            policy.version = view.policy.version + 1;
+            if !restart_keys.is_empty() {
+                tracing::warn!(
+                    keys = %restart_keys.join(", "),
+                    "changed keys take effect only at a restart"
+                );
+            }
+            policy.version = view.policy.version;
+            if policy == *view.policy {
+                tracing::info!(version = policy.version, "configuration unchanged");
+                return;
+            }
+            policy.version += 1;
             let policy = Arc::new(policy);
             for shard in 0..link.shard_count() {
                 link.send(shard, ToShard::Policy(Arc::clone(&policy)));
@@ -174,12 +187,6 @@ fn reload(reloader: &Reloader, link: &ControlLink, view: &mut View) {
                 tenants = policy.tenants.len(),
                 "configuration reloaded (tokens, tenants and quotas)"
             );
-            if !restart_keys.is_empty() {
-                tracing::warn!(
-                    keys = %restart_keys.join(", "),
-                    "changed keys take effect only at a restart"
-                );
-            }
             view.policy = policy;
         }
         Err(reason) => {

@@ -12,9 +12,10 @@
 //! split), and a tenant whose traffic all lands on one shard gets at least
 //! `1 − (N−1)·floor` of its limit there after one period.
 //!
-//! Buckets go into debt: a request is admitted while both buckets are above zero, then
-//! charged one request, and its object bytes when it ends (their size is known only
-//! then). `Retry-After` is the time until both buckets are above zero again.
+//! A request is admitted while both buckets hold a token (or are full, when a shard's
+//! share of the burst is under one token), then charged one request, and its object
+//! bytes when it ends (their size is known only then), so the byte bucket can go into
+//! debt. `Retry-After` is the time until both buckets admit again.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -300,13 +301,14 @@ impl Bucket {
         self.updated_s = now_s;
     }
 
-    /// Seconds until the bucket is above zero again (0 when it is).
+    /// Seconds until the bucket holds one token — or is full, when its share of the
+    /// burst is less than one (0 when it does).
     fn wait_s(&self, rate: Rate, share: f64) -> f64 {
-        if self.tokens > 0.0 {
+        let need = (rate.burst * share).min(1.0);
+        if self.tokens >= need {
             0.0
         } else {
-            // A bucket at exactly zero needs a hair of refill, not none.
-            (-self.tokens).max(1e-3) / (rate.per_s * share)
+            (need - self.tokens) / (rate.per_s * share)
         }
     }
 }
@@ -710,15 +712,15 @@ mod tests {
         let refused = quotas.admit(&who, t0).unwrap_err();
         assert_eq!(refused.exhausted, Exhausted::Requests);
         assert_eq!(
-            refused.retry_after_ms, 1,
-            "at exactly zero a hair of refill is enough"
+            refused.retry_after_ms, 500,
+            "one request refills in 1/2 s at 2/s"
         );
         assert_eq!(
             refused.limit,
             "tenant \"public\" is over its quota of 2 requests/s (burst 5)"
         );
         // Half a second refills one request at 2/s.
-        let later = t0 + Duration::from_millis(500);
+        let later = t0 + Duration::from_millis(501);
         quotas.admit(&who, later).unwrap();
         let refused = quotas.admit(&who, later).unwrap_err();
         assert!((1..=500).contains(&refused.retry_after_ms), "{refused:?}");
@@ -741,7 +743,8 @@ mod tests {
         quotas.charge_bytes(key, 3000);
         let refused = quotas.admit(&Tenant::Public, t0).unwrap_err();
         assert_eq!(refused.exhausted, Exhausted::Bytes);
-        assert_eq!(refused.retry_after_ms, 2000);
+        // 2000 bytes of debt and one byte to admit, at 1000 bytes/s.
+        assert_eq!(refused.retry_after_ms, 2001);
         assert!(quotas
             .admit(&Tenant::Public, t0 + Duration::from_millis(2001))
             .is_ok());
@@ -830,8 +833,7 @@ mod tests {
                 }
             }
             let elapsed = now.duration_since(t0).as_secs_f64();
-            // Debt lets the last admission overdraw by less than one request.
-            prop_assert!(admitted as f64 <= burst + per_s * elapsed + 1.0, "{admitted}");
+            prop_assert!(admitted as f64 <= burst + per_s * elapsed + 1e-9, "{admitted}");
         }
     }
 }

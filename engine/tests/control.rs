@@ -1,0 +1,509 @@
+//! The control thread against the real binary over real sockets: quotas (HTTP and
+//! OAP/1), live reload on SIGHUP and on file change, readiness under an in-flight flood,
+//! configuration errors, and `/metrics` read by an independent Prometheus text parser.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("ron.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A node with `config` as its TOML file (plus `extra` flags).
+fn configured_node(name: &str, config: &str, extra: &[&str]) -> (Node, PathBuf) {
+    let dir = temp_dir(name);
+    let path = write_config(&dir, config);
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (Node::start(&dir.join("data"), &args), path)
+}
+
+/// A GET of a missing object on a kept-alive connection, as `tenant`.
+fn get_as(stream: &mut TcpStream, pending: &mut Vec<u8>, tenant: &str) -> Response {
+    let missing = Address::of(b"not stored");
+    let raw = format!("GET /o/{missing} HTTP/1.1\r\nHost: t\r\nX-Tenant: {tenant}\r\n\r\n");
+    stream.write_all(raw.as_bytes()).unwrap();
+    read_response(stream, pending, false).unwrap()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn hangup(n: &Node) {
+    let pid = n.pid().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_burst_past_the_bucket_gets_429_with_retry_after_and_recovers() {
+    // One shard holds the whole bucket, so the numbers are exact.
+    let config = r#"
+[tenants.burst]
+requests_per_s = 2
+requests_burst = 5
+
+[tenants.bytes]
+bytes_per_s = 100000
+bytes_burst = 200000
+
+[tenants."7"]
+requests_per_s = 1
+requests_burst = 2
+"#;
+    let (n, _) = configured_node("quota-burst", config, &["--shards", "1"]);
+    let mut conn = connect(n.http);
+    let mut pending = Vec::new();
+    for i in 0..5 {
+        let r = get_as(&mut conn, &mut pending, "burst");
+        assert_eq!(r.status, 404, "request {i} is within the burst");
+    }
+    let refused = get_as(&mut conn, &mut pending, "burst");
+    assert_eq!(refused.status, 429);
+    let body = refused.json();
+    assert_eq!(body["code"], "over_quota");
+    assert_eq!(body["retryable"], true);
+    assert_eq!(
+        body["message"],
+        "tenant \"burst\" is over its quota of 2 requests/s (burst 5)"
+    );
+    let wait_ms = body["retry_after_ms"].as_u64().unwrap();
+    assert!(
+        (1..=500).contains(&wait_ms),
+        "at 2/s one request refills in ≤ 500 ms: {wait_ms}"
+    );
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    // Other tenants are not affected, and the connection stays open.
+    assert_eq!(get_as(&mut conn, &mut pending, "someone-else").status, 404);
+    std::thread::sleep(Duration::from_millis(wait_ms + 20));
+    assert_eq!(
+        get_as(&mut conn, &mut pending, "burst").status,
+        404,
+        "recovered"
+    );
+
+    // Bytes: a 150 kB upload and its download overdraw a 200 kB burst.
+    let data = bytes(3, 150_000);
+    let r = put(n.http, "/o", &data, "X-Tenant: bytes\r\n");
+    assert_eq!(r.status, 201, "{r:?}");
+    let addr = r.json()["obj"].as_str().unwrap().to_string();
+    let r = get_with(n.http, &format!("/o/{addr}"), "X-Tenant: bytes\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 150_000));
+    let r = get_with(n.http, &format!("/o/{addr}"), "X-Tenant: bytes\r\n");
+    assert_eq!(r.status, 429);
+    let wait_ms = r.json()["retry_after_ms"].as_u64().unwrap();
+    assert!(
+        (900..=1000).contains(&wait_ms),
+        "100 kB of debt at 100 kB/s: {wait_ms}"
+    );
+    assert_eq!(r.header("Retry-After"), Some("1"));
+
+    // OAP/1: tenant_id 7 is the configured tenant "7".
+    let endpoint = ron_client::transport::Endpoint {
+        addr: n.oap.to_string(),
+        protocol: ron_client::transport::Protocol::Oap,
+        tls: None,
+    };
+    let options = ron_client::Options {
+        tenant_id: 7,
+        ..ron_client::Options::default()
+    };
+    let mut client = ron_client::Client::connect(&endpoint, options).unwrap();
+    let stored: ron_codec::Address = addr.parse().unwrap();
+    assert_eq!(client.stat(stored).unwrap(), 150_000);
+    assert_eq!(client.stat(stored).unwrap(), 150_000);
+    match client.stat(stored) {
+        Err(ron_client::error::ClientError::Server {
+            status,
+            code,
+            retry_after_ms,
+            ..
+        }) => {
+            assert_eq!((status, code.as_str()), (429, "over_quota"));
+            assert!(retry_after_ms.is_some_and(|ms| (1..=1000).contains(&ms)));
+        }
+        other => panic!("expected 429 over_quota, got {other:?}"),
+    }
+
+    // Quota counters reach the control thread with the shards' next report.
+    wait_for("the quota report", Duration::from_secs(5), || {
+        try_metric(
+            n.admin,
+            "ron_quota_rejections_total{tenant=\"7\",limit=\"requests\"}",
+        ) == Some(1)
+    });
+    assert_eq!(
+        metric(
+            n.admin,
+            "ron_quota_rejections_total{tenant=\"burst\",limit=\"requests\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            n.admin,
+            "ron_quota_rejections_total{tenant=\"bytes\",limit=\"bytes\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            n.admin,
+            "ron_quota_rejections_total{tenant=\"7\",limit=\"requests\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(n.admin, "ron_rejections_total{reason=\"over_quota\"}"),
+        3
+    );
+    assert_eq!(
+        metric(
+            n.admin,
+            "ron_requests_total{protocol=\"oap\",op=\"stat\",status=\"429\"}"
+        ),
+        1
+    );
+}
+
+#[test]
+fn a_tenant_busy_on_one_shard_gets_its_limit_there_after_a_rebalance() {
+    // Two shards: a fresh tenant starts with half its bucket on each. One connection
+    // lands on one shard; after a rebalance that shard holds ≥ 97.5 % of the limit.
+    let config = "[tenants.steady]\nrequests_per_s = 40\nrequests_burst = 40\n";
+    let (n, _) = configured_node("quota-share", config, &["--shards", "2"]);
+    let mut conn = connect(n.http);
+    let mut pending = Vec::new();
+    let mut admitted = 0;
+    while get_as(&mut conn, &mut pending, "steady").status == 404 {
+        admitted += 1;
+        assert!(admitted < 100, "the bucket never ran out");
+    }
+    assert!(
+        (19..=22).contains(&admitted),
+        "half of the burst first: {admitted}"
+    );
+    // Keep asking for 3 s; the shares follow the demand within a period or two.
+    let started = Instant::now();
+    let mut admitted = 0u32;
+    while started.elapsed() < Duration::from_secs(3) {
+        if get_as(&mut conn, &mut pending, "steady").status == 404 {
+            admitted += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // 40/s for 3 s is 120 at most (plus what refilled during the first burst).
+    assert!(
+        (95..=130).contains(&admitted),
+        "{admitted} admitted in 3 s at 40/s"
+    );
+}
+
+#[test]
+fn a_reload_changes_limits_live_without_dropping_connections() {
+    let generous = "[tenants.live]\nrequests_per_s = 1000\nrequests_burst = 1000\n";
+    let (n, path) = configured_node("reload", generous, &["--shards", "1"]);
+    let mut conn = connect(n.http);
+    let mut pending = Vec::new();
+    for _ in 0..20 {
+        assert_eq!(get_as(&mut conn, &mut pending, "live").status, 404);
+    }
+    assert_eq!(metric(n.admin, "ron_config_version"), 1);
+
+    // SIGHUP: a strict limit applies to the open connection.
+    std::fs::write(
+        &path,
+        "[tenants.live]\nrequests_per_s = 0.5\nrequests_burst = 2\n",
+    )
+    .unwrap();
+    hangup(&n);
+    wait_for("the strict limit", Duration::from_secs(5), || {
+        get_as(&mut conn, &mut pending, "live").status == 429
+    });
+    assert_eq!(metric(n.admin, "ron_config_version"), 2);
+    assert!(
+        n.stderr().contains("configuration reloaded"),
+        "{}",
+        n.stderr()
+    );
+    assert!(n.stderr().contains("version=2"), "{}", n.stderr());
+
+    // A bad file (noticed by the file watcher): the running limits stay, and the log
+    // names the key.
+    std::fs::write(&path, "[tenants.live]\nrequests_per_s = -3\n").unwrap();
+    wait_for("the refused reload", Duration::from_secs(5), || {
+        n.stderr().contains("configuration reload failed")
+    });
+    assert!(
+        n.stderr()
+            .contains("tenants.live.requests_per_s must be a finite number ≥ 0, not -3"),
+        "{}",
+        n.stderr()
+    );
+    assert_eq!(metric(n.admin, "ron_config_reload_failures_total"), 1);
+    assert_eq!(metric(n.admin, "ron_config_version"), 2);
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| get_as(&mut conn, &mut pending, "live").status)
+        .collect();
+    assert!(statuses.contains(&429), "still strict: {statuses:?}");
+
+    // Fixed again, noticed without a signal.
+    std::fs::write(&path, generous).unwrap();
+    wait_for("the generous limit", Duration::from_secs(5), || {
+        get_as(&mut conn, &mut pending, "live").status == 404
+    });
+    assert_eq!(metric(n.admin, "ron_config_version"), 3);
+    // The same connection served every request above.
+    assert_eq!(metric(n.admin, "ron_connections_total"), 1);
+
+    // A key that needs a restart is named in the log and not applied.
+    let moved = format!("idle_timeout_ms = 1234\n{generous}");
+    std::fs::write(&path, moved).unwrap();
+    hangup(&n);
+    wait_for("the restart warning", Duration::from_secs(5), || {
+        n.stderr()
+            .contains("changed keys take effect only at a restart")
+    });
+    assert!(
+        n.stderr().contains("keys=idle_timeout_ms"),
+        "{}",
+        n.stderr()
+    );
+}
+
+#[test]
+fn readiness_flips_under_an_in_flight_flood_and_back() {
+    let (n, _) = configured_node("flood", "", &["--shards", "1", "--max-inflight", "4"]);
+    // Uploads whose bodies never finish hold every in-flight slot.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect(n.http);
+        s.write_all(b"PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\npartial")
+            .unwrap();
+        held.push(s);
+    }
+    wait_for("saturation", Duration::from_secs(5), || {
+        get(n.admin, "/readyz").unwrap().status == 503
+    });
+    let report = get(n.admin, "/readyz").unwrap().json();
+    assert_eq!(report["overloaded"], true);
+    assert_eq!(report["shards"][0]["inflight"], 4);
+    assert_eq!(report["shards"][0]["inflight_max"], 4);
+    // The flood: every further request is refused with a wait.
+    let missing = Address::of(b"flood");
+    for _ in 0..16 {
+        let r = get(n.http, &format!("/o/{missing}")).unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.json()["code"], "overloaded");
+        assert_eq!(r.json()["retry_after_ms"], 1000);
+        assert_eq!(r.header("Retry-After"), Some("1"));
+    }
+    assert!(metric(n.admin, "ron_rejections_total{reason=\"overloaded\"}") >= 16);
+    drop(held);
+    wait_for("readiness", Duration::from_secs(5), || {
+        get(n.admin, "/readyz").unwrap().status == 200
+    });
+    assert_eq!(get(n.http, &format!("/o/{missing}")).unwrap().status, 404);
+}
+
+#[test]
+fn configuration_errors_name_the_key() {
+    let dir = temp_dir("config-errors");
+    let cases: [(&str, &[&str], i32, &str); 5] = [
+        (
+            "[tenants.a]\nrequests_per_s = -1\n",
+            &[],
+            1,
+            "tenants.a.requests_per_s must be a finite number ≥ 0, not -1",
+        ),
+        (
+            "[tenants.a]\nrequests_per_sec = 1\n",
+            &[],
+            2,
+            "unknown field `requests_per_sec`",
+        ),
+        (
+            "[quota_default]\nbytes_per_s = \"lots\"\n",
+            &[],
+            2,
+            "bytes_per_s",
+        ),
+        (
+            "",
+            &["--log-format", "xml"],
+            2,
+            "--log-format (key log_format): invalid log format \"xml\"",
+        ),
+        (
+            "tokens = [\"t\"]\n[tenants.a]\ntokens = [\"t\"]\n",
+            &[],
+            1,
+            "tenants.a.tokens: a token is also listed in tokens",
+        ),
+    ];
+    for (i, (text, flags, code, expected)) in cases.iter().enumerate() {
+        let path = dir.join(format!("case{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let mut args = vec!["--config", path.to_str().unwrap(), "--http", "127.0.0.1:1"];
+        args.extend_from_slice(flags);
+        let out = run_ron(&dir.join(format!("data{i}")), &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "case {i}: {stderr}");
+        assert!(stderr.contains(expected), "case {i}: {stderr}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["config", "print"])
+        .env("RON_QUOTA_TENANTS_MAX", "many")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("environment RON_QUOTA_TENANTS_MAX (key quota_tenants_max): invalid number"));
+}
+
+#[test]
+fn metrics_parse_with_an_independent_prometheus_parser() {
+    let config = "[quota_default]\nrequests_per_s = 1000\n[tenants.a]\nrequests_per_s = 1\n";
+    let (n, _) = configured_node("prom", config, &["--shards", "2", "--log-format", "json"]);
+    let addr = upload(&n, &bytes(9, 70_000));
+    get(n.http, &format!("/o/{addr}")).unwrap();
+    let endpoint = ron_client::transport::Endpoint {
+        addr: n.oap.to_string(),
+        protocol: ron_client::transport::Protocol::Oap,
+        tls: None,
+    };
+    let mut client =
+        ron_client::Client::connect(&endpoint, ron_client::Options::default()).unwrap();
+    client.stat(addr).unwrap();
+    // One connection, so one shard: its half of a one-request burst admits the first.
+    let mut conn = connect(n.http);
+    let mut pending = Vec::new();
+    for _ in 0..3 {
+        let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: t\r\nX-Tenant: a\r\n\r\n");
+        conn.write_all(raw.as_bytes()).unwrap();
+        read_response(&mut conn, &mut pending, false).unwrap();
+    }
+    let stats = "ron_request_duration_seconds_count{protocol=\"oap\",op=\"stat\"}";
+    let puts = "ron_request_duration_seconds_count{protocol=\"http\",op=\"put\"}";
+    wait_for("latency histograms", Duration::from_secs(5), || {
+        try_metric(n.admin, stats) == Some(1) && try_metric(n.admin, puts) == Some(1)
+    });
+    let text = String::from_utf8(get(n.admin, "/metrics").unwrap().body).unwrap();
+
+    // Every line is something the parser recognises.
+    let mut types = std::collections::HashMap::new();
+    for line in text.lines() {
+        match prometheus_parse::LineInfo::parse(line) {
+            prometheus_parse::LineInfo::Type {
+                metric_name,
+                metric_alias,
+                ..
+            } => {
+                let family = metric_alias.unwrap_or(metric_name);
+                assert!(
+                    types.insert(family.clone(), ()).is_none(),
+                    "{family} registered twice"
+                );
+            }
+            prometheus_parse::LineInfo::Ignored | prometheus_parse::LineInfo::Empty => {
+                panic!("unparsable line {line:?}")
+            }
+            _ => {}
+        }
+    }
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let find = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+            .value
+            .clone()
+    };
+    use prometheus_parse::Value;
+    assert_eq!(
+        find(
+            "ron_requests_total",
+            &[("protocol", "http"), ("op", "get"), ("status", "200")]
+        ),
+        Value::Counter(2.0)
+    );
+    assert_eq!(
+        find(
+            "ron_requests_total",
+            &[("protocol", "oap"), ("op", "stat"), ("status", "200")]
+        ),
+        Value::Counter(1.0)
+    );
+    assert_eq!(
+        find(
+            "ron_requests_total",
+            &[("protocol", "http"), ("op", "get"), ("status", "429")]
+        ),
+        Value::Counter(2.0)
+    );
+    assert_eq!(
+        find(
+            "ron_quota_rejections_total",
+            &[("tenant", "a"), ("limit", "requests")]
+        ),
+        Value::Counter(2.0)
+    );
+    match find(
+        "ron_request_duration_seconds",
+        &[("protocol", "http"), ("op", "put")],
+    ) {
+        Value::Histogram(buckets) => {
+            assert_eq!(buckets.last().unwrap().count, 1.0);
+            assert!(buckets
+                .windows(2)
+                .all(|w| w[0].count <= w[1].count && w[0].less_than < w[1].less_than));
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    for shard in ["0", "1"] {
+        assert!(matches!(
+            find("ron_reactor_stalls_total", &[("shard", shard)]),
+            Value::Counter(_)
+        ));
+        assert_eq!(
+            find("ron_shard_ready", &[("shard", shard)]),
+            Value::Gauge(1.0)
+        );
+    }
+    assert_eq!(find("ron_verify_failures_total", &[]), Value::Counter(0.0));
+    assert_eq!(find("ron_config_version", &[]), Value::Gauge(1.0));
+    assert!(matches!(find("ron_bytes_received_total", &[]), Value::Counter(v) if v >= 70_000.0));
+
+    // JSON logs: one object per line.
+    drop(client);
+    let mut n = n;
+    n.stop();
+    let stderr = n.stderr();
+    for line in stderr.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        assert!(
+            event["level"].is_string() && event["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(stderr.contains("\"message\":\"stopped\""), "{stderr}");
+}
