@@ -110,9 +110,15 @@ impl Admission {
         }
     }
 
-    /// Admits a request: the tenant's quota first, then the shard's in-flight gate.
-    pub fn admit(&self, tenant: &Tenant, protocol: Protocol, op: Op) -> Result<Ticket, Refusal> {
-        let started = Instant::now();
+    /// Admits a request that arrived at `started`: the tenant's quota first, then the
+    /// shard's in-flight gate.
+    pub fn admit(
+        &self,
+        tenant: &Tenant,
+        protocol: Protocol,
+        op: Op,
+        started: Instant,
+    ) -> Result<Ticket, Refusal> {
         let quota = self
             .quotas
             .borrow_mut()
@@ -198,6 +204,31 @@ impl Admission {
             ShardMetrics::add(&self.metrics.reactor_stalls, 1);
             ShardMetrics::add(&self.metrics.reactor_stall_us, late.as_micros() as u64);
         }
+    }
+}
+
+/// Logs an error answer: server faults at warn, refusals (4xx, 429, 503) at debug, so a
+/// flood of refusals never floods the log. Every line names the request, the shard and
+/// the reason.
+pub fn log_error(shard: ShardIndex, corr_id: &str, code: ErrorCode, reason: &str) {
+    let refusal =
+        code.status() < 500 || matches!(code, ErrorCode::Overloaded | ErrorCode::NotReady);
+    if refusal {
+        tracing::debug!(
+            corr_id,
+            shard = shard.0,
+            code = code.as_str(),
+            reason,
+            "request refused"
+        );
+    } else {
+        tracing::warn!(
+            corr_id,
+            shard = shard.0,
+            code = code.as_str(),
+            reason,
+            "request failed"
+        );
     }
 }
 

@@ -628,7 +628,8 @@ mod tests {
         let file = dir.join("ron.toml");
         std::fs::write(
             &file,
-            "shards = 2\ncache_bytes = 1024\nidle_timeout_ms = 5\n",
+            "shards = 2\ncache_bytes = 1024\nidle_timeout_ms = 5\n\
+             [tenants.edge]\ntokens = [\"edge-secret\"]\nrequests_per_s = 5\n",
         )
         .unwrap();
         let file_arg = file.to_string_lossy().to_string();
@@ -666,6 +667,14 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("\"a\""), "tokens leaked: {text}");
+        assert!(
+            !text.contains("edge-secret"),
+            "tenant tokens leaked: {text}"
+        );
+        assert!(text.contains("[tenants.edge]"), "{text}");
+        assert!(text.contains("# file "), "{text}");
+        assert_eq!(r.origins["tenants"], Origin::File(file.clone()));
+        assert_eq!(r.origins["quota_default"], Origin::Default);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

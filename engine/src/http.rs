@@ -375,7 +375,6 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         HeadOutcome::Rejected(code, message) => {
             let corr = ctx.new_corr_id();
             let started = Instant::now();
-            log_refusal(ctx, &corr, code, &message);
             send_error(ctx, conn, code, &message, &corr, true).await?;
             ctx.admission
                 .record(Protocol::Http, Op::Other, code.status(), started);
@@ -389,13 +388,12 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
     let op = request.op();
     let ticket = match ctx
         .admission
-        .admit(&request.identity.tenant, Protocol::Http, op)
+        .admit(&request.identity.tenant, Protocol::Http, op, started)
     {
         Ok(ticket) => ticket,
         Err(refusal) => {
             // The request's body (if any) is not read: answer, then close.
             let close = !request.keep_alive || !body_is_empty(&request);
-            log_refusal(ctx, &request.corr_id, refusal.code, &refusal.message);
             send_refusal(ctx, conn, &refusal, &request.corr_id, close).await?;
             ctx.admission
                 .record(Protocol::Http, op, refusal.code.status(), started);
@@ -414,22 +412,13 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         return Err(Abort);
     };
     ctx.admission.finish(ticket, status, object_bytes);
-    if status >= 500 {
-        tracing::warn!(
-            corr_id = request.corr_id.as_str(),
-            shard = ctx.shard.index().0,
-            status,
-            "request failed"
-        );
-    } else {
-        tracing::debug!(
-            corr_id = request.corr_id.as_str(),
-            shard = ctx.shard.index().0,
-            op = op.as_str(),
-            status,
-            "http request"
-        );
-    }
+    tracing::debug!(
+        corr_id = request.corr_id.as_str(),
+        shard = ctx.shard.index().0,
+        op = op.as_str(),
+        status,
+        "http request"
+    );
     if ctx.draining.get() {
         return Ok(After::Close);
     }
@@ -589,17 +578,6 @@ fn body_is_empty(req: &Request) -> bool {
     matches!(req.body, BodyFraming::Empty | BodyFraming::Length(0))
 }
 
-/// A refused request's log line: at debug (a flood of refusals must not flood the log).
-fn log_refusal(ctx: &HttpContext, corr: &CorrId, code: ErrorCode, reason: &str) {
-    tracing::debug!(
-        corr_id = corr.as_str(),
-        shard = ctx.shard.index().0,
-        code = code.as_str(),
-        reason,
-        "http request refused"
-    );
-}
-
 /// The answer to a request refused at admission (429 or 503, with Retry-After).
 async fn send_refusal<S: Transport>(
     ctx: &HttpContext,
@@ -646,6 +624,7 @@ async fn send_error_with<S: Transport>(
     retry_after_ms: Option<u64>,
     extra_headers: impl FnOnce(&mut ResponseHead<'_>),
 ) -> Result<(), Abort> {
+    crate::admission::log_error(ctx.shard.index(), corr.as_str(), code, message);
     let retry_after_ms = code
         .carries_retry_after()
         .then(|| retry_after_ms.unwrap_or(crate::admission::OVERLOAD_RETRY_AFTER_MS));
@@ -758,7 +737,7 @@ async fn get<S: Transport>(
         return Ok(status);
     }
     conn.object_bytes = body_len;
-    stream_body(ctx, conn, &meta, range, early).await?;
+    stream_body(ctx, conn, &req.corr_id, &meta, range, early).await?;
     Ok(status)
 }
 
@@ -836,6 +815,7 @@ impl EarlyGroups {
 async fn stream_body<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
+    corr: &CorrId,
     meta: &Rc<ObjectMeta>,
     range: ByteRange,
     early: EarlyGroups,
@@ -879,7 +859,16 @@ async fn stream_body<S: Transport>(
         group = GroupIndex(group.0 + 1);
         // A group that fails verification mid-body aborts the connection: the client
         // sees a short body, never a wrong byte.
-        let bytes = next.await.map_err(|_| Abort)?;
+        let bytes = next.await.map_err(|e| {
+            tracing::warn!(
+                corr_id = corr.as_str(),
+                shard = ctx.shard.index().0,
+                obj = %meta.addr(),
+                reason = %e,
+                "body aborted: a later group could not be served"
+            );
+            Abort
+        })?;
         current = slice_in_range(group, &bytes, range);
     }
 }

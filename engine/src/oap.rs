@@ -404,24 +404,8 @@ async fn answer_refusal(
     account: Account,
 ) {
     let (code, message) = (refusal.code, refusal.message.as_str());
-    let level_error = code.status() >= 500;
-    if level_error {
-        tracing::warn!(
-            corr_id,
-            shard = ctx.shard.index().0,
-            code = code.as_str(),
-            reason = message,
-            "oap request failed"
-        );
-    } else {
-        tracing::debug!(
-            corr_id,
-            shard = ctx.shard.index().0,
-            code = code.as_str(),
-            reason = message,
-            "oap request refused"
-        );
-    }
+    let mut corr = itoa::Buffer::new();
+    crate::admission::log_error(ctx.shard.index(), corr.format(corr_id), code, message);
     let frame = error_frame_with(corr_id, code, message, refusal.retry_after_ms);
     answer(ctx, out, corr_id, frame, code.status(), account).await;
 }
@@ -706,7 +690,7 @@ impl<S: Transport> Reader<S> {
             Err(_) => Op::Other,
         };
         let begun = match request {
-            Ok(request) => self.begin(&frame, request, op).await,
+            Ok(request) => self.begin(&frame, request, op, started).await,
             Err(e) => Err((e.code(), e.to_string()).into()),
         };
         if let Err(refusal) = begun {
@@ -725,6 +709,7 @@ impl<S: Transport> Reader<S> {
         frame: &Frame,
         request: ObjectRequest,
         op: Op,
+        started: Instant,
     ) -> Result<(), Refusal> {
         let header = frame.header;
         let corr_id = header.corr_id;
@@ -744,7 +729,7 @@ impl<S: Transport> Reader<S> {
         let ticket = self
             .ctx
             .admission
-            .admit(&identity.tenant, Protocol::Oap, op)?;
+            .admit(&identity.tenant, Protocol::Oap, op, started)?;
         let ctx = Rc::clone(&self.ctx);
         let out = Rc::clone(&self.out);
         match request {
