@@ -263,7 +263,7 @@ fn answer(mut stream: TcpStream, state: &ControlState, view: &View) -> std::io::
                     Some(token) => head
                         .authorization
                         .and_then(|v| v.strip_prefix(b"Bearer "))
-                        .is_some_and(|given| constant_time_eq(given, token.as_bytes())),
+                        .is_some_and(|given| quota::constant_time_eq(given, token.as_bytes())),
                 };
                 break (head.method, head.path().to_owned(), authorized);
             }
@@ -333,10 +333,6 @@ fn respond(
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The /admin/stats report: what each shard holds and serves.
