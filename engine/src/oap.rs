@@ -981,53 +981,19 @@ struct GetRequest {
 /// is fetched while the current one waits for the writer.
 async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, ticket: Ticket) {
     let corr_id = req.corr_id;
-    let meta = match ctx.shard.meta(&req.addr).await {
-        Ok(meta) => meta,
-        Err(e) => {
-            return answer_error(
-                &ctx,
-                &out,
-                corr_id,
-                e.code(),
-                &e.to_string(),
-                Account::Admitted(ticket, 0),
-            )
-            .await
-        }
-    };
-    let total = meta.len();
-    let (status, offset, len) = match resolve_range(req.range, total) {
-        Ok(r) => r,
+    let Found {
+        meta,
+        total,
+        status,
+        offset,
+        len,
+        mut current,
+    } = match find(&ctx, &req).await {
+        Ok(found) => found,
         Err((code, message)) => {
-            return answer_error(
-                &ctx,
-                &out,
-                corr_id,
-                code,
-                &message,
-                Account::Admitted(ticket, 0),
-            )
-            .await;
+            let account = Account::Admitted(ticket, 0);
+            return answer_error(&ctx, &out, corr_id, code, &message, account).await;
         }
-    };
-    // The first group is verified before START: a rotten first group is a clean error.
-    let mut current = if len > 0 {
-        match ctx.shard.group(&meta, GroupIndex::containing(offset)).await {
-            Ok(bytes) => Some(bytes),
-            Err(e) => {
-                return answer_error(
-                    &ctx,
-                    &out,
-                    corr_id,
-                    e.code(),
-                    &e.to_string(),
-                    Account::Admitted(ticket, 0),
-                )
-                .await
-            }
-        }
-    } else {
-        None
     };
     let start = GetStart {
         obj: req.addr,
@@ -1078,6 +1044,39 @@ async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, ticket: 
         }
         Err(None) => {}
     }
+}
+
+/// What a GET found before its START frame: the object, the bytes to send, and the
+/// first of their groups, already verified (a rotten first group is a clean error).
+struct Found {
+    meta: Rc<ObjectMeta>,
+    total: u64,
+    /// 200 or 206.
+    status: u16,
+    offset: u64,
+    len: u64,
+    current: Option<Bytes>,
+}
+
+async fn find(ctx: &OapContext, req: &GetRequest) -> Result<Found, (ErrorCode, String)> {
+    let failed = |e: ron_shards::ShardError| (e.code(), e.to_string());
+    let meta = ctx.shard.meta(&req.addr).await.map_err(failed)?;
+    let total = meta.len();
+    let (status, offset, len) = resolve_range(req.range, total)?;
+    let current = if len > 0 {
+        let first = GroupIndex::containing(offset);
+        Some(ctx.shard.group(&meta, first).await.map_err(failed)?)
+    } else {
+        None
+    };
+    Ok(Found {
+        meta,
+        total,
+        status,
+        offset,
+        len,
+        current,
+    })
 }
 
 /// The DATA frames of one GET: bytes `[offset, offset + len)` of `meta`'s object.
