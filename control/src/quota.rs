@@ -325,6 +325,12 @@ struct TenantState {
     configured: Option<TenantIndex>,
 }
 
+impl TenantState {
+    fn is_active(&self) -> bool {
+        self.demand_requests > 0.0 || self.demand_bytes > 0.0
+    }
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exhausted {
@@ -371,6 +377,12 @@ pub struct ShardQuotas {
     hasher: RandomState,
     tenants: HashMap<u64, TenantState>,
     tenants_max: usize,
+    /// Tenants asked of in this period, and tenants whose share is not `1/N`: the
+    /// periodic work touches these, never the whole table.
+    active: Vec<u64>,
+    reshared: Vec<u64>,
+    /// Whether the table was swept for idle tenants this period (once is enough).
+    swept: bool,
     epoch: Instant,
     /// Refusals per configured tenant (last slot: every other tenant), per bucket kind.
     rejections: Vec<[u64; 2]>,
@@ -390,6 +402,9 @@ impl ShardQuotas {
             hasher,
             tenants: HashMap::new(),
             tenants_max: tenants_max.max(1),
+            active: Vec::new(),
+            reshared: Vec::new(),
+            swept: false,
             epoch: Instant::now(),
             rejections,
         }
@@ -410,6 +425,8 @@ impl ShardQuotas {
         {
             // Indices may now name other tenants: start those counters and states over.
             self.tenants.clear();
+            self.active.clear();
+            self.reshared.clear();
             self.rejections = vec![[0; 2]; policy.tenants.len() + 1];
         }
         self.policy = policy;
@@ -460,6 +477,9 @@ impl ShardQuotas {
             demand_bytes: 0.0,
             configured: tenant.configured(),
         });
+        if !state.is_active() {
+            self.active.push(key);
+        }
         state.demand_requests += 1.0;
         let mut wait = (0.0f64, Exhausted::Requests);
         if let Some(rate) = limits.requests() {
@@ -520,19 +540,24 @@ impl ShardQuotas {
         let Some(state) = self.tenants.get_mut(&key.0) else {
             return;
         };
+        if !state.is_active() {
+            self.active.push(key.0);
+        }
         state.demand_bytes += bytes as f64;
         state.bytes.tokens -= bytes as f64;
     }
 
     /// Keeps the table within `tenants_max`: drops tenants idle since the last report
-    /// first; if every one is active, an arbitrary one (it starts over with a full
-    /// bucket — the bound on what a flood of distinct tenants can gain).
+    /// first (one sweep per period at most); then an arbitrary one (it starts over with a
+    /// full bucket — the bound on what a flood of distinct tenants can gain).
     fn make_room(&mut self) {
         if self.tenants.len() < self.tenants_max {
             return;
         }
-        self.tenants
-            .retain(|_, s| s.demand_requests > 0.0 || s.demand_bytes > 0.0);
+        if !self.swept {
+            self.swept = true;
+            self.tenants.retain(|_, s| s.is_active());
+        }
         if self.tenants.len() >= self.tenants_max {
             if let Some(&victim) = self.tenants.keys().next() {
                 self.tenants.remove(&victim);
@@ -542,21 +567,21 @@ impl ShardQuotas {
 
     /// The period's demand (busiest first, at most [`REPORT_TENANTS_MAX`]); resets it.
     pub fn take_demand(&mut self) -> Vec<Demand> {
-        let mut out: Vec<Demand> = self
-            .tenants
-            .iter_mut()
-            .filter(|(_, s)| s.demand_requests > 0.0 || s.demand_bytes > 0.0)
-            .map(|(&key, s)| {
-                let d = Demand {
-                    key: QuotaKey(key),
-                    requests: s.demand_requests,
-                    bytes: s.demand_bytes,
-                };
-                s.demand_requests = 0.0;
-                s.demand_bytes = 0.0;
-                d
-            })
-            .collect();
+        self.swept = false;
+        let mut out = Vec::with_capacity(self.active.len());
+        for key in self.active.drain(..) {
+            // An evicted tenant leaves its key behind: skip it.
+            let Some(state) = self.tenants.get_mut(&key) else {
+                continue;
+            };
+            out.push(Demand {
+                key: QuotaKey(key),
+                requests: state.demand_requests,
+                bytes: state.demand_bytes,
+            });
+            state.demand_requests = 0.0;
+            state.demand_bytes = 0.0;
+        }
         if out.len() > REPORT_TENANTS_MAX {
             out.sort_by(|a, b| b.requests.total_cmp(&a.requests));
             out.truncate(REPORT_TENANTS_MAX);
@@ -569,24 +594,39 @@ impl ShardQuotas {
     pub fn apply_shares(&mut self, shares: &[(QuotaKey, f64)], now: Instant) {
         let now_s = self.now_s(now);
         let default_share = 1.0 / self.shard_count as f64;
-        let listed: HashMap<u64, f64> = shares.iter().map(|(k, s)| (k.0, *s)).collect();
-        let policy = &self.policy;
-        for (key, state) in self.tenants.iter_mut() {
-            let share = listed.get(key).copied().unwrap_or(default_share);
-            let limits = match state.configured {
-                Some(i) => policy.tenants[i.0 as usize].limits,
-                None => policy.default_limits,
-            };
-            if let Some(rate) = limits.requests() {
-                state.requests.refill(rate, state.share, now_s);
-                state.requests.tokens = state.requests.tokens.min(rate.burst * share);
+        let listed: std::collections::HashSet<u64> = shares.iter().map(|(k, _)| k.0).collect();
+        for key in std::mem::take(&mut self.reshared) {
+            if !listed.contains(&key) {
+                self.set_share(key, default_share, now_s);
             }
-            if let Some(rate) = limits.bytes() {
-                state.bytes.refill(rate, state.share, now_s);
-                state.bytes.tokens = state.bytes.tokens.min(rate.burst * share);
-            }
-            state.share = share;
         }
+        for &(key, share) in shares {
+            if self.set_share(key.0, share, now_s) {
+                self.reshared.push(key.0);
+            }
+        }
+    }
+
+    /// Sets one tenant's share on this shard (false if the shard does not track it).
+    fn set_share(&mut self, key: u64, share: f64, now_s: f64) -> bool {
+        let Some(state) = self.tenants.get_mut(&key) else {
+            return false;
+        };
+        let limits = match state.configured {
+            Some(i) => self.policy.tenants[i.0 as usize].limits,
+            None => self.policy.default_limits,
+        };
+        for (bucket, rate) in [
+            (&mut state.requests, limits.requests()),
+            (&mut state.bytes, limits.bytes()),
+        ] {
+            if let Some(rate) = rate {
+                bucket.refill(rate, state.share, now_s);
+                bucket.tokens = bucket.tokens.min(rate.burst * share);
+            }
+        }
+        state.share = share;
+        true
     }
 
     /// Refusals so far: (tenant label, bucket kind, count), configured tenants first.
@@ -802,6 +842,29 @@ mod tests {
         assert!(quotas
             .admit(&Tenant::Public, now + Duration::from_secs(10))
             .is_err());
+    }
+
+    #[test]
+    fn an_unlisted_tenant_returns_to_an_even_share() {
+        let policy = Policy::new(&[], vec![], limits(100.0, 100.0));
+        let mut quotas = table(policy, 2);
+        let now = Instant::now();
+        let key = quotas.admit(&Tenant::Public, now).unwrap().unwrap();
+        quotas.apply_shares(&[(key, 0.1)], now);
+        let later = now + Duration::from_secs(10);
+        quotas.apply_shares(&[], later);
+        // The 10 tokens of the 0.1 share stay; back at 1/2, the bucket refills to 50.
+        for _ in 0..10 {
+            quotas.admit(&Tenant::Public, later).unwrap();
+        }
+        assert!(quotas.admit(&Tenant::Public, later).is_err());
+        let refilled = later + Duration::from_secs(2);
+        for _ in 0..50 {
+            quotas.admit(&Tenant::Public, refilled).unwrap();
+        }
+        assert!(quotas.admit(&Tenant::Public, refilled).is_err());
+        assert_eq!(quotas.take_demand().len(), 1, "one active tenant reported");
+        assert!(quotas.take_demand().is_empty(), "and reset");
     }
 
     proptest! {

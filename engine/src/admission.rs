@@ -23,6 +23,8 @@ use ron_shards::{ShardIndex, ShardMetrics};
 pub const STALL_THRESHOLD: Duration = Duration::from_millis(20);
 /// How often the heartbeat wakes.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(10);
+/// What a client refused by the in-flight gate is told to wait.
+pub const OVERLOAD_RETRY_AFTER_MS: u64 = 1000;
 
 /// A request refused at admission: the error to answer with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,9 +267,6 @@ impl InflightSlot {
         })
     }
 }
-
-/// What a client refused by the in-flight gate is told to wait.
-pub const OVERLOAD_RETRY_AFTER_MS: u64 = 1000;
 
 impl Drop for InflightSlot {
     fn drop(&mut self) {

@@ -25,7 +25,7 @@ use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, Envelope, ErrorCode};
 use ron_io::stream::Transport;
 
-use crate::admission::{Admission, Identity, Refusal};
+use crate::admission::{Admission, Identity};
 use ron_shards::metrics::{Op, Protocol};
 use ron_shards::{CommitOutcome, ObjectMeta, Shard, ShardError, ShardMetrics};
 
@@ -172,17 +172,6 @@ struct Request {
     corr_id: CorrId,
 }
 
-impl Request {
-    fn op(&self) -> Op {
-        match (&self.route, self.method) {
-            (Route::Object(_), Method::Get) => Op::Get,
-            (Route::Object(_), Method::Head) => Op::Head,
-            (Route::Objects | Route::Object(_), Method::Put | Method::Post) => Op::Put,
-            _ => Op::Other,
-        }
-    }
-}
-
 enum Route {
     /// `/o`
     Objects,
@@ -219,6 +208,15 @@ fn quoted_etag(addr: &Address) -> [u8; 69] {
 }
 
 impl Request {
+    fn op(&self) -> Op {
+        match (&self.route, self.method) {
+            (Route::Object(_), Method::Get) => Op::Get,
+            (Route::Object(_), Method::Head) => Op::Head,
+            (Route::Objects | Route::Object(_), Method::Put | Method::Post) => Op::Put,
+            _ => Op::Other,
+        }
+    }
+
     fn from_head(head: &RequestHead<'_>, ctx: &HttpContext, peer: Option<IpAddr>) -> Request {
         let path = head.path();
         let route = match path.strip_prefix("/o") {
@@ -394,7 +392,9 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         Err(refusal) => {
             // The request's body (if any) is not read: answer, then close.
             let close = !request.keep_alive || !body_is_empty(&request);
-            send_refusal(ctx, conn, &refusal, &request.corr_id, close).await?;
+            let (code, message) = (refusal.code, refusal.message.as_str());
+            let (corr, wait) = (&request.corr_id, refusal.retry_after_ms);
+            send_error_with(ctx, conn, code, message, corr, close, wait, |_| {}).await?;
             ctx.admission
                 .record(Protocol::Http, op, refusal.code.status(), started);
             return Ok(if close {
@@ -576,28 +576,6 @@ fn common_headers(ctx: &HttpContext, head: &mut ResponseHead<'_>, corr: &CorrId,
 
 fn body_is_empty(req: &Request) -> bool {
     matches!(req.body, BodyFraming::Empty | BodyFraming::Length(0))
-}
-
-/// The answer to a request refused at admission (429 or 503, with Retry-After).
-async fn send_refusal<S: Transport>(
-    ctx: &HttpContext,
-    conn: &mut Conn<S>,
-    refusal: &Refusal,
-    corr: &CorrId,
-    close: bool,
-) -> Result<(), Abort> {
-    let (code, message) = (refusal.code, refusal.message.as_str());
-    send_error_with(
-        ctx,
-        conn,
-        code,
-        message,
-        corr,
-        close,
-        refusal.retry_after_ms,
-        |_| {},
-    )
-    .await
 }
 
 async fn send_error<S: Transport>(

@@ -386,27 +386,22 @@ async fn answer_error(
     message: &str,
     account: Account,
 ) {
-    answer_refusal(
-        ctx,
-        out,
-        corr_id,
-        &(code, message.to_string()).into(),
-        account,
-    )
-    .await;
+    answer_envelope(ctx, out, corr_id, code, message, None, account).await;
 }
 
-async fn answer_refusal(
+/// Answers with an error envelope (logged), carrying `retry_after_ms` when given.
+async fn answer_envelope(
     ctx: &OapContext,
     out: &SharedOutboxes,
     corr_id: u64,
-    refusal: &Refusal,
+    code: ErrorCode,
+    message: &str,
+    retry_after_ms: Option<u64>,
     account: Account,
 ) {
-    let (code, message) = (refusal.code, refusal.message.as_str());
     let mut corr = itoa::Buffer::new();
     crate::admission::log_error(ctx.shard.index(), corr.format(corr_id), code, message);
-    let frame = error_frame_with(corr_id, code, message, refusal.retry_after_ms);
+    let frame = error_frame_with(corr_id, code, message, retry_after_ms);
     answer(ctx, out, corr_id, frame, code.status(), account).await;
 }
 
@@ -698,7 +693,8 @@ impl<S: Transport> Reader<S> {
                 self.inbound.insert(corr_id, Inbound::Skipping);
             }
             let account = Account::Unadmitted(op, started);
-            answer_refusal(&self.ctx, &self.out, corr_id, &refusal, account).await;
+            let (code, message, wait) = (refusal.code, &refusal.message, refusal.retry_after_ms);
+            answer_envelope(&self.ctx, &self.out, corr_id, code, message, wait, account).await;
         }
         Ok(())
     }
