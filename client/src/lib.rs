@@ -11,6 +11,8 @@
 //! - [`http`]: the HTTP side — PUT with `Content-Length`, GET verified against the
 //!   address as a whole before a byte is handed on (HTTP carries no proofs), STAT by HEAD.
 //! - [`ClientError`]: what went wrong, with the node's own message when it answered.
+//! - [`cli`]: the `ron put | get | stat | cert --dev` commands (parsing, progress bar,
+//!   `-o FILE` through `FILE.part`); the `ron` binary dispatches them here.
 //!
 //! ## Invariants
 //! - A GET hands the caller's sink only bytes verified against the address the caller
@@ -25,6 +27,7 @@
 //! → 201/200. `ron get b3:… --range a-b` → GET(range, proof) → START → per group:
 //! parents + whole group → `RangeVerifier` → slice of the range → sink → END.
 
+pub mod cli;
 pub mod error;
 pub mod http;
 pub mod oap;

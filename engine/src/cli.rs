@@ -2,19 +2,22 @@
 //!
 //! Precedence, lowest first: embedded defaults, the TOML file (`--config`), `RON_*`
 //! environment variables (`RON_SHARDS=4` sets `shards`), flags. Every setting has one
-//! parser, whatever layer its value comes from, so a bad value is reported the same way
-//! with the key and the layer named. `ron config print` shows the result and, per key,
-//! the layer it came from.
+//! parser, whatever layer its value comes from (the key table, [`crate::config::keys`]),
+//! so a bad value is reported the same way with the key and the layer named. `ron config
+//! print` shows the result and, per key, the layer it came from. The client commands
+//! (`ron put | get | stat | cert`) are parsed by `ron_client::cli`; the variables the
+//! client reads (`RON_TOKEN`) are not the node's.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
-use crate::config::{Config, ConfigError};
-use crate::logging::{LogFormat, LogLevel};
+pub use crate::config::parse_size;
+use crate::config::{keys, Config, ConfigError, FILE_ONLY_KEYS, KEYS};
 
-pub const HELP: &str = "\
+const HELP_HEAD: &str = "\
 ron — the RustyOnions data-plane node
 
 USAGE:
@@ -28,36 +31,9 @@ RON_* environment variables (the key in upper case: RON_SHARDS=4, RON_TOKENS=a,b
 
 OPTIONS (defaults in brackets; the TOML key is the flag with '_' for '-' unless given):
   --config FILE               TOML file with any of the keys below
-  --data-dir DIR              data directory [./ron-data]
-  --http ADDR                 HTTP listener [127.0.0.1:8080]
-  --oap ADDR                  OAP/1 listener [127.0.0.1:9444]
-  --tls ADDR                  TLS listener for HTTP/1.1 and OAP/1 by ALPN (off unless set)
-  --cert FILE                 PEM certificate chain for --tls (key tls_cert)
-  --key FILE                  PEM private key for --tls (key tls_key)
-  --admin ADDR                admin HTTP: /healthz /readyz /metrics /version [127.0.0.1:9600]
-  --shards N                  pinned shards, 0 = one per CPU [0]
-  --cache-bytes SIZE          verified-group cache for the node [256MiB]
-  --max-object-bytes SIZE     largest upload (key object_bytes_max) [64GiB]
-  --head-bytes-max SIZE       largest request head [16KiB]
-  --header-timeout-ms N       time to receive a whole head [10000]
-  --idle-timeout-ms N         keep-alive idle time [75000]
-  --body-timeout-ms N         time between body reads / writes [60000]
-  --max-connections N         open connections per shard (key connections_max) [10000]
-  --max-inflight N            requests in flight per shard; more get 503 (key inflight_max) [4096]
-  --token TOKEN               a bearer token allowed to write (repeatable; key tokens)
-  --allow-open-writes         allow writes without tokens on a non-loopback listener
-  --admin-token TOKEN         bearer token for admin endpoints (required off loopback)
-  --drain-timeout-ms N        wait for in-flight requests at shutdown [10000]
-  --meta-cache-bytes SIZE     object metadata cache for the node [64MiB]
-  --open-files-max N          object files kept open per shard [1024]
-  --index-bytes-max SIZE      LMDB map size per store [64GiB]
-  --oap-max-inflight N        OAP/1 requests in flight per connection [32]
-  --oap-max-frame SIZE        OAP/1 largest frame, 128KiB..1MiB [1MiB]
-  --inflate-ratio-max N       OAP/1 COMP: inflated size at most N × compressed [10]
-  --log-format text|json      log lines as text or JSON lines [text]
-  --log-level LEVEL           error, warn, info, debug (one line per request) [info]
-  --quota-tenants-max N       tenants with token buckets kept per shard [100000]
+";
 
+const HELP_TAIL: &str = "
 QUOTAS AND TENANTS (file only; reloaded on SIGHUP and when the file changes):
   [quota_default]             requests_per_s, requests_burst, bytes_per_s, bytes_burst
                               for every tenant not named below (0 = unlimited)
@@ -69,10 +45,14 @@ EXIT CODES: 0 clean stop (SIGINT/SIGTERM); 1 runtime failure or refusal to start
 write rule, a data dir in use); 2 an error in the command line, the file or RON_* variables.
 ";
 
+/// `ron help` for the node: the options are generated from the key table.
+pub static HELP: LazyLock<String> =
+    LazyLock::new(|| format!("{HELP_HEAD}{}{HELP_TAIL}", keys::options_help()));
+
 #[derive(Debug)]
 pub enum Command {
     Serve(Box<Resolved>),
-    Client(Box<crate::client_cli::ClientCommand>),
+    Client(Box<ron_client::cli::ClientCommand>),
     PrintConfig(Box<Resolved>),
     Help,
     Version,
@@ -109,318 +89,8 @@ pub struct Resolved {
     env: Vec<(String, String)>,
 }
 
-/// One setting: its TOML key (also the `RON_` variable, upper-cased), its flag, and how
-/// a textual value applies to the configuration.
-struct Setting {
-    key: &'static str,
-    flag: &'static str,
-    apply: fn(&mut Config, &str, Layer) -> Result<(), String>,
-}
-
-/// Lists (tokens) append when repeated as flags and replace otherwise.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Layer {
-    Env,
-    Flag,
-}
-
-fn addr(v: &str) -> Result<std::net::SocketAddr, String> {
-    v.parse().map_err(|_| format!("invalid address {v:?}"))
-}
-
-fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("invalid number {v:?}"))
-}
-
-fn size(v: &str) -> Result<u64, String> {
-    parse_size(v).map_err(|e| e.to_string())
-}
-
-fn boolean(v: &str) -> Result<bool, String> {
-    match v {
-        "" | "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(format!("invalid boolean {v:?} (true or false)")),
-    }
-}
-
-const SETTINGS: &[Setting] = &[
-    Setting {
-        key: "data_dir",
-        flag: "data-dir",
-        apply: |c, v, _| {
-            c.data_dir = PathBuf::from(v);
-            Ok(())
-        },
-    },
-    Setting {
-        key: "http",
-        flag: "http",
-        apply: |c, v, _| {
-            c.http = addr(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "oap",
-        flag: "oap",
-        apply: |c, v, _| {
-            c.oap = addr(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "admin",
-        flag: "admin",
-        apply: |c, v, _| {
-            c.admin = addr(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "shards",
-        flag: "shards",
-        apply: |c, v, _| {
-            c.shards = num(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "cache_bytes",
-        flag: "cache-bytes",
-        apply: |c, v, _| {
-            c.cache_bytes = size(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "object_bytes_max",
-        flag: "max-object-bytes",
-        apply: |c, v, _| {
-            c.object_bytes_max = size(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "head_bytes_max",
-        flag: "head-bytes-max",
-        apply: |c, v, _| {
-            c.head_bytes_max = size(v)? as usize;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "header_timeout_ms",
-        flag: "header-timeout-ms",
-        apply: |c, v, _| {
-            c.header_timeout_ms = num(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "idle_timeout_ms",
-        flag: "idle-timeout-ms",
-        apply: |c, v, _| {
-            c.idle_timeout_ms = num(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "body_timeout_ms",
-        flag: "body-timeout-ms",
-        apply: |c, v, _| {
-            c.body_timeout_ms = num(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "connections_max",
-        flag: "max-connections",
-        apply: |c, v, _| {
-            c.connections_max = num(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "inflight_max",
-        flag: "max-inflight",
-        apply: |c, v, _| {
-            c.inflight_max = num(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "tokens",
-        flag: "token",
-        apply: |c, v, layer| {
-            if layer == Layer::Flag {
-                c.tokens.push(v.to_owned());
-            } else {
-                c.tokens = v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from)
-                    .collect();
-            }
-            Ok(())
-        },
-    },
-    Setting {
-        key: "allow_open_writes",
-        flag: "allow-open-writes",
-        apply: |c, v, _| {
-            c.allow_open_writes = boolean(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "admin_token",
-        flag: "admin-token",
-        apply: |c, v, _| {
-            c.admin_token = Some(v.to_owned());
-            Ok(())
-        },
-    },
-    Setting {
-        key: "drain_timeout_ms",
-        flag: "drain-timeout-ms",
-        apply: |c, v, _| {
-            c.drain_timeout_ms = num(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "meta_cache_bytes",
-        flag: "meta-cache-bytes",
-        apply: |c, v, _| {
-            c.meta_cache_bytes = size(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "open_files_max",
-        flag: "open-files-max",
-        apply: |c, v, _| {
-            c.open_files_max = num(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "index_bytes_max",
-        flag: "index-bytes-max",
-        apply: |c, v, _| {
-            c.index_bytes_max = size(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "oap_max_inflight",
-        flag: "oap-max-inflight",
-        apply: |c, v, _| {
-            c.oap_max_inflight = num(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "oap_max_frame",
-        flag: "oap-max-frame",
-        apply: |c, v, _| {
-            c.oap_max_frame = u32::try_from(size(v)?).map_err(|_| format!("{v} is too large"))?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "inflate_ratio_max",
-        flag: "inflate-ratio-max",
-        apply: |c, v, _| {
-            c.inflate_ratio_max = num(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "tls",
-        flag: "tls",
-        apply: |c, v, _| {
-            c.tls = Some(addr(v)?);
-            Ok(())
-        },
-    },
-    Setting {
-        key: "tls_cert",
-        flag: "cert",
-        apply: |c, v, _| {
-            c.tls_cert = Some(PathBuf::from(v));
-            Ok(())
-        },
-    },
-    Setting {
-        key: "tls_key",
-        flag: "key",
-        apply: |c, v, _| {
-            c.tls_key = Some(PathBuf::from(v));
-            Ok(())
-        },
-    },
-    Setting {
-        key: "log_format",
-        flag: "log-format",
-        apply: |c, v, _| {
-            c.log_format = LogFormat::parse(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "log_level",
-        flag: "log-level",
-        apply: |c, v, _| {
-            c.log_level = LogLevel::parse(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        key: "quota_tenants_max",
-        flag: "quota-tenants-max",
-        apply: |c, v, _| {
-            c.quota_tenants_max = num(v)?;
-            Ok(())
-        },
-    },
-];
-
-/// Keys set only in the file (tables).
-const FILE_ONLY_KEYS: [&str; 2] = ["quota_default", "tenants"];
-
-/// Flags that take no value.
-const SWITCHES: &[&str] = &["allow-open-writes"];
-
 fn usage(message: impl Into<String>) -> ConfigError {
     ConfigError::Usage(message.into())
-}
-
-/// Parses a byte size: `4096`, `16KiB`, `256MiB`, `64GiB`, `1TiB`.
-pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
-    let units = [
-        ("TiB", 1u64 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-        ("", 1),
-    ];
-    let (digits, unit) = units
-        .iter()
-        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|d| (d, *unit)))
-        .unwrap_or((text, 1));
-    digits
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| {
-            usage(format!(
-                "invalid size {text:?} (use e.g. 4096, 16KiB, 256MiB)"
-            ))
-        })
 }
 
 /// Parses the command line; `env` is the process environment (passed in for tests).
@@ -428,26 +98,47 @@ pub fn parse(
     args: impl IntoIterator<Item = OsString>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Command, ConfigError> {
-    use lexopt::prelude::*;
     let args: Vec<OsString> = args.into_iter().collect();
     let first = args.first().and_then(|a| a.to_str()).unwrap_or("");
-    if ["put", "get", "stat", "cert"].contains(&first) {
-        let env_token = env
-            .into_iter()
-            .find(|(k, _)| k == "RON_TOKEN")
-            .map(|(_, v)| v);
-        let command = crate::client_cli::parse(first, args[1..].to_vec(), env_token)
-            .map_err(|e| usage(e.to_string()))?;
+    if ron_client::cli::COMMANDS.contains(&first) {
+        let command =
+            ron_client::cli::parse_with_env(args, env).map_err(|e| usage(e.to_string()))?;
         return Ok(Command::Client(Box::new(command)));
     }
+    let (words, flags) = match read_args(args)? {
+        Args::Words(words, flags) => (words, flags),
+        Args::Done(command) => return Ok(command),
+    };
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["serve"] => Ok(Command::Serve(Box::new(resolve(&flags, env)?))),
+        ["config", "print"] => Ok(Command::PrintConfig(Box::new(resolve(&flags, env)?))),
+        ["help"] => Ok(Command::Help),
+        [] => Err(usage("missing command")),
+        other => Err(usage(format!("unknown command {:?}", other.join(" ")))),
+    }
+}
+
+/// A node command line, read.
+enum Args {
+    /// The command words and the flags with their values, in order.
+    Words(Vec<String>, Vec<(String, String)>),
+    /// `--help` or `--version`: nothing more to read.
+    Done(Command),
+}
+
+fn read_args(args: Vec<OsString>) -> Result<Args, ConfigError> {
+    use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
     let mut flags: Vec<(String, String)> = Vec::new();
     let mut words: Vec<String> = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| usage(e.to_string()))? {
         match arg {
-            Short('h') | Long("help") => return Ok(Command::Help),
-            Short('V') | Long("version") => return Ok(Command::Version),
-            Long(name) if SWITCHES.contains(&name) => flags.push((name.to_string(), "true".into())),
+            Short('h') | Long("help") => return Ok(Args::Done(Command::Help)),
+            Short('V') | Long("version") => return Ok(Args::Done(Command::Version)),
+            Long(name) if keys::find_flag(name).is_some_and(|k| k.is_switch()) => {
+                flags.push((name.to_string(), "true".into()))
+            }
             Long(name) => {
                 let name = name.to_string();
                 let value = parser.value().map_err(|e| usage(e.to_string()))?;
@@ -463,14 +154,13 @@ pub fn parse(
             other => return Err(usage(other.unexpected().to_string())),
         }
     }
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    match words.as_slice() {
-        ["serve"] => Ok(Command::Serve(Box::new(resolve(&flags, env)?))),
-        ["config", "print"] => Ok(Command::PrintConfig(Box::new(resolve(&flags, env)?))),
-        ["help"] => Ok(Command::Help),
-        [] => Err(usage("missing command")),
-        other => Err(usage(format!("unknown command {:?}", other.join(" ")))),
-    }
+    Ok(Args::Words(words, flags))
+}
+
+/// Whether a variable is the node's: `RON_*`, apart from the client's own
+/// (`ron_client::cli::ENV_VARS`, e.g. `RON_TOKEN`).
+fn is_node_var(var: &str) -> bool {
+    var.starts_with("RON_") && !ron_client::cli::ENV_VARS.contains(&var)
 }
 
 /// Applies the layers in order and records where each key's value came from.
@@ -478,9 +168,9 @@ pub fn resolve(
     flags: &[(String, String)],
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Resolved, ConfigError> {
-    let mut origins: BTreeMap<&'static str, Origin> = SETTINGS
+    let mut origins: BTreeMap<&'static str, Origin> = KEYS
         .iter()
-        .map(|s| s.key)
+        .map(|k| k.key)
         .chain(FILE_ONLY_KEYS)
         .map(|key| (key, Origin::Default))
         .collect();
@@ -489,41 +179,16 @@ pub fn resolve(
         .rev()
         .find(|(n, _)| n == "config")
         .map(|(_, path)| PathBuf::from(path));
-    let mut config = match &config_file {
-        Some(path) => {
-            let (config, keys) = Config::from_toml_with_keys(path)?;
-            let known = SETTINGS.iter().map(|s| s.key).chain(FILE_ONLY_KEYS);
-            for key in known.filter(|k| keys.iter().any(|set| set == k)) {
-                origins.insert(key, Origin::File(path.clone()));
-            }
-            config
+    let mut config = Config::default();
+    if let Some(path) = &config_file {
+        for key in config.apply_file(path)? {
+            origins.insert(key, Origin::File(path.clone()));
         }
-        None => Config::default(),
-    };
-    let mut env: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("RON_"))
-        .collect();
+    }
+    let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| is_node_var(k)).collect();
     env.sort();
-    for (var, value) in env.iter().cloned() {
-        let key = var["RON_".len()..].to_ascii_lowercase();
-        let setting = SETTINGS
-            .iter()
-            .find(|s| s.key == key)
-            .ok_or_else(|| usage(format!("environment {var}: unknown key {key:?}")))?;
-        (setting.apply)(&mut config, &value, Layer::Env)
-            .map_err(|e| usage(format!("environment {var} (key {key}): {e}")))?;
-        origins.insert(setting.key, Origin::Env(var));
-    }
-    for (flag, value) in flags.iter().filter(|(n, _)| n != "config") {
-        let setting = SETTINGS
-            .iter()
-            .find(|s| s.flag == flag)
-            .ok_or_else(|| usage(format!("unknown option --{flag}")))?;
-        (setting.apply)(&mut config, value, Layer::Flag)
-            .map_err(|e| usage(format!("--{flag} (key {}): {e}", setting.key)))?;
-        origins.insert(setting.key, Origin::Flag(flag.clone()));
-    }
+    apply_env(&mut config, &mut origins, &env)?;
+    apply_flags(&mut config, &mut origins, flags)?;
     Ok(Resolved {
         config,
         origins,
@@ -531,6 +196,39 @@ pub fn resolve(
         flags: flags.to_vec(),
         env,
     })
+}
+
+/// The `RON_*` layer: `RON_CACHE_BYTES` sets `cache_bytes`.
+fn apply_env(
+    config: &mut Config,
+    origins: &mut BTreeMap<&'static str, Origin>,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
+    for (var, value) in env {
+        let key = var["RON_".len()..].to_ascii_lowercase();
+        let setting = keys::find(&key)
+            .ok_or_else(|| usage(format!("environment {var}: unknown key {key:?}")))?;
+        (setting.apply)(config, keys::Value::Text(value))
+            .map_err(|e| usage(format!("environment {var} (key {key}): {e}")))?;
+        origins.insert(setting.key, Origin::Env(var.clone()));
+    }
+    Ok(())
+}
+
+/// The flags, in order (`--config` was read first).
+fn apply_flags(
+    config: &mut Config,
+    origins: &mut BTreeMap<&'static str, Origin>,
+    flags: &[(String, String)],
+) -> Result<(), ConfigError> {
+    for (flag, value) in flags.iter().filter(|(n, _)| n != "config") {
+        let setting =
+            keys::find_flag(flag).ok_or_else(|| usage(format!("unknown option --{flag}")))?;
+        (setting.apply)(config, keys::Value::Flag(value))
+            .map_err(|e| usage(format!("--{flag} (key {}): {e}", setting.key)))?;
+        origins.insert(setting.key, Origin::Flag(flag.clone()));
+    }
+    Ok(())
 }
 
 impl Resolved {
@@ -561,9 +259,16 @@ impl Resolved {
         let mut out = String::from(
             "# effective configuration: defaults < file < RON_* environment < flags\n",
         );
+        // Top-level lines and table headers carry an origin; lines inside a table
+        // (a tenant's `tokens`) are not the top-level key of the same name.
+        let mut in_table = false;
         for line in text.lines() {
             let key = match line.strip_prefix('[') {
-                Some(table) => table.trim_end_matches(']').split('.').next().unwrap_or(""),
+                Some(table) => {
+                    in_table = true;
+                    table.trim_end_matches(']').split('.').next().unwrap_or("")
+                }
+                None if in_table => "",
                 None => line.split(" = ").next().unwrap_or(""),
             };
             match self.origins.get(key) {
@@ -672,6 +377,10 @@ mod tests {
             "tenant tokens leaked: {text}"
         );
         assert!(text.contains("[tenants.edge]"), "{text}");
+        assert!(
+            text.contains("\ntokens = [\"<redacted>\"]\n"),
+            "a tenant's tokens carry no origin: {text}"
+        );
         assert!(text.contains("# file "), "{text}");
         assert_eq!(r.origins["tenants"], Origin::File(file.clone()));
         assert_eq!(r.origins["quota_default"], Origin::Default);
@@ -719,7 +428,7 @@ mod tests {
             ..Config::default()
         };
         let rendered = toml::to_string(&with_all).unwrap();
-        for s in SETTINGS {
+        for s in KEYS {
             assert!(
                 rendered
                     .lines()
@@ -729,10 +438,7 @@ mod tests {
             );
         }
         let top_level = rendered.lines().take_while(|l| !l.starts_with('['));
-        assert_eq!(
-            top_level.filter(|l| l.contains(" = ")).count(),
-            SETTINGS.len()
-        );
+        assert_eq!(top_level.filter(|l| l.contains(" = ")).count(), KEYS.len());
         for table in FILE_ONLY_KEYS {
             let text = toml::to_string(&Config {
                 tenants: [("t".to_string(), Default::default())].into(),
@@ -740,6 +446,43 @@ mod tests {
             })
             .unwrap();
             assert!(text.contains(&format!("[{table}")), "{table} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_clients_variables_are_not_the_nodes() {
+        let Command::Serve(r) = parse(args(&["serve"]), env(&[("RON_TOKEN", "x")])).unwrap() else {
+            panic!()
+        };
+        assert!(r.config.tokens.is_empty());
+        assert!(!r.origins.values().any(|o| matches!(o, Origin::Env(_))));
+        let Command::Client(c) = parse(
+            args(&["put", "-"]),
+            env(&[("RON_TOKEN", "x"), ("RON_SHARDZ", "1")]),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.options.token.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_default() {
+        assert!(HELP.starts_with("ron — the RustyOnions data-plane node\n"));
+        assert!(HELP.contains(
+            "  --config FILE               TOML file with any of the keys below\n  --data-dir DIR              data directory [./ron-data]\n"
+        ));
+        for line in [
+            "  --cert FILE                 PEM certificate chain for --tls (key tls_cert)\n",
+            "  --max-inflight N            requests in flight per shard; more get 503 (key inflight_max) [4096]\n",
+            "  --token TOKEN               a bearer token allowed to write (repeatable; key tokens)\n",
+            "  --allow-open-writes         allow writes without tokens on a non-loopback listener\n",
+            "  --quota-tenants-max N       tenants with token buckets kept per shard [100000]\n\nQUOTAS AND TENANTS",
+        ] {
+            assert!(HELP.contains(line), "{line}");
+        }
+        for key in KEYS {
+            assert!(HELP.contains(&format!("  --{} ", key.flag)), "{}", key.key);
         }
     }
 

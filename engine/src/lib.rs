@@ -1,26 +1,31 @@
-//! # ron-engine — the `ron` binary
+//! # ron-engine — the node
 //!
 //! ## What it owns
-//! - [`cli`] and [`config`]: the command line and the configuration (embedded defaults,
-//!   then a TOML file, then flags); every limit of the node is sized here.
-//! - [`server`]: start-up (data dir, control thread, one pinned glommio executor per
-//!   shard) and graceful shutdown on SIGINT/SIGTERM.
-//! - [`http`]: the HTTP/1.1 front end — one task per connection, on the shard that
-//!   accepted it (SO_REUSEPORT), turning requests parsed by `ron_codec` into shard
-//!   operations.
-//! - [`oap`]: the OAP/1 front end — a reader task, a writer task that interleaves the
-//!   response frames of concurrent requests fairly (round robin over per-request
-//!   outboxes), and one task per request, on the same `Shard` API.
-//! - TLS: the shard's TLS listener completes the handshake (`ron_io::tls`) and hands the
-//!   stream to the front end its ALPN names; both front ends are generic over
-//!   `ron_io::stream::Transport`.
-//! - [`admission`]: what both front ends admit requests through and account them to —
-//!   the tenant's token buckets (429 `over_quota`), the shard's in-flight gate (503
-//!   `overloaded` past `inflight_max`), counters by protocol/op/status and the shard's
-//!   latency histograms; its timer tick is the shard's end of the control link
-//!   (reloaded policy in, quota demand and latency out).
+//! Everything of the `ron` node that is not storage and not the control thread:
+//! - [`config`] and [`cli`]: the command line and the configuration — one key table,
+//!   one parser per key for flags, `RON_*` variables and the TOML file; [`limits`]: every
+//!   fixed limit, with its unit and why.
+//! - [`server`]: start-up (data dir lock, ports, TLS, signals, the control thread, one
+//!   pinned glommio executor per shard) and graceful shutdown; its errors name what
+//!   failed.
+//! - [`service`]: the object service, once for both protocols — GET (metadata, the one
+//!   range resolver, the first verified group before any head, the group stream with
+//!   prefetch), STAT, uploads (write rule, size limit, announced length and digest,
+//!   commit outcome).
+//! - [`admission`]: what every request passes first and is accounted to — the tenant's
+//!   token buckets (429 `over_quota`), the shard's in-flight gate (503 `overloaded`),
+//!   tenant identity, counters by protocol/op/status and latency histograms; its timer
+//!   tick is the shard's end of the control link (`ron_link`). Nothing here imports the
+//!   control thread's crate.
+//! - [`refusal`]: [`refusal::Refusal`], every error answer, written the same way by both
+//!   protocols.
+//! - [`http`] and [`oap`]: thin protocol adapters (parse → admit → service → encode),
+//!   each split by concern (connection loop, read side, writer side, GET, PUT), generic
+//!   over `ron_io::stream::Transport` (plain or TLS, chosen by ALPN on the TLS port).
 //! - [`logging`]: `tracing` to stderr as text or JSON lines.
-//! - [`client_cli`]: `ron put | get | stat | cert --dev` on top of `ron_client`.
+//!
+//! The client commands (`ron put | get | stat | cert --dev`) live in `ron_client::cli`;
+//! the binary dispatches them there.
 //!
 //! ## Invariants
 //! - Each socket has one writer. HTTP answers pipelined requests in order from one
@@ -30,22 +35,24 @@
 //!   a mailbox the shard polls every 250 ms.
 //! - Every wait has a limit: idle, header and body timeouts; connections and in-flight
 //!   requests per shard; object size.
-//! - Only verified bytes are written: bodies are sent as slices of groups the shard has
-//!   verified; a group failing verification before the head is a 500 `bad_digest`, after
-//!   it an aborted connection.
+//! - Only verified bytes are written: bodies are slices of groups the shard verified
+//!   against the object's tree; a group failing verification before the head is a 500
+//!   `bad_digest`, after it an aborted stream.
 //!
 //! ## Data flow
-//! accept (plain, or TLS then ALPN) → `http::serve_connection` or
-//! `oap::serve_connection`. HTTP: head parsed (`ron_codec::http`) → route:
-//! GET/HEAD → `Shard::meta` + `Shard::group` per covered group → socket;
-//! PUT/POST → `Shard::begin_upload` → body (length or chunked) → `Upload::finish` →
-//! `Shard::commit` (on the owner shard) → 201/200.
+//! accept (plain, or TLS then ALPN) → `http::serve_connection` | `oap::serve_connection`
+//! → parse (head | frame) → `Admission::admit` → `Service::find` + `Span::resolve` +
+//! `Service::stream` (GET) | `Service::begin_upload` → `UploadSession::{write, finish}`
+//! (PUT) → encode (response | frames) → `Admission::finish` (bytes charged, counted,
+//! latency recorded).
 
 pub mod admission;
 pub mod cli;
-pub mod client_cli;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod oap;
+pub mod refusal;
 pub mod server;
+pub mod service;

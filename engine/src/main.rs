@@ -1,4 +1,4 @@
-//! `ron` — the RustyOnions data-plane node. See `ron help`.
+//! `ron` — the RustyOnions data-plane node, and its client. See `ron help`.
 
 use std::process::ExitCode;
 
@@ -9,12 +9,12 @@ fn main() -> ExitCode {
         Ok(Command::Help) => {
             print!(
                 "{}\n{}",
-                ron_engine::cli::HELP,
-                ron_engine::client_cli::CLIENT_HELP
+                *ron_engine::cli::HELP,
+                ron_client::cli::CLIENT_HELP
             );
             ExitCode::SUCCESS
         }
-        Ok(Command::Client(command)) => match ron_engine::client_cli::run(*command) {
+        Ok(Command::Client(command)) => match ron_client::cli::run(*command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ron: {e}");

@@ -507,3 +507,63 @@ fn metrics_parse_with_an_independent_prometheus_parser() {
     }
     assert!(stderr.contains("\"message\":\"stopped\""), "{stderr}");
 }
+
+#[test]
+fn admin_probe_answers_while_a_client_trickles_a_head() {
+    let dir = temp_dir("admin-trickle");
+    let n = Node::start(&dir.join("data"), &["--shards", "1"]);
+    // A client that sends its head one byte every 300 ms, for about 3 s.
+    let mut slow = connect(n.admin);
+    let mut writer = slow.try_clone().unwrap();
+    writer.write_all(b"G").unwrap();
+    let first_byte = Instant::now();
+    let trickle = std::thread::spawn(move || {
+        for byte in b"ET /metrics HTTP/1.1\r\n".iter().take(9) {
+            std::thread::sleep(Duration::from_millis(300));
+            if writer.write_all(&[*byte]).is_err() {
+                break; // closed by the node
+            }
+        }
+    });
+    // Meanwhile every probe is answered at once.
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        let asked = Instant::now();
+        let mut probe = TcpStream::connect_timeout(&n.admin, Duration::from_secs(1)).unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut probe, &mut Vec::new(), false)
+            .unwrap_or_else(|e| panic!("probe {i} unanswered while a head trickles: {e}"));
+        assert_eq!(r.status, 200, "probe {i}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "probe {i} took {:?}",
+            asked.elapsed()
+        );
+    }
+    // The trickling connection is closed by the node at its head deadline.
+    slow.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    let mut sink = [0u8; 64];
+    let closed = loop {
+        match std::io::Read::read(&mut slow, &mut sink) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    let at = first_byte.elapsed();
+    assert!(
+        closed,
+        "the trickling connection is still open after {at:?}"
+    );
+    assert!(
+        at <= Duration::from_millis(2_500),
+        "closed only after {at:?}"
+    );
+    trickle.join().unwrap();
+}

@@ -1,6 +1,7 @@
 //! The shard's error enum: every failure carries the operation and what it touched.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ron_codec::{Address, ErrorCode};
 
@@ -53,6 +54,16 @@ pub enum ShardError {
     },
     #[error("data dir {path}: {reason}")]
     Layout { path: PathBuf, reason: String },
+    /// A group commit failed; every upload in the batch gets this error (cloned: the
+    /// underlying failure is shared). `source` names the operation and the path.
+    #[error("group commit of {records} record(s) failed: {source}")]
+    GroupCommit {
+        records: usize,
+        #[source]
+        source: Arc<ShardError>,
+    },
+    #[error("shard {shard}: the group commit task stopped before answering")]
+    CommitStopped { shard: u16 },
 }
 
 fn remote_text(shard: u16, code: ErrorCode, message: &str) -> String {
@@ -80,5 +91,41 @@ impl ShardError {
     ) -> impl FnOnce(std::io::Error) -> ShardError {
         let path = path.into();
         move |source| ShardError::Io { op, path, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_commit_error_names_records_op_and_path_and_stays_internal() {
+        let fsync = ShardError::Io {
+            op: "fsync",
+            path: PathBuf::from("/data/stores/3/objects/ab/ab01"),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        let err = ShardError::GroupCommit {
+            records: 7,
+            source: Arc::new(fsync),
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("group commit of 7 record(s) failed: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("fsync /data/stores/3/objects/ab/ab01: "),
+            "{text}"
+        );
+        assert_eq!(err.code(), ErrorCode::Internal);
+        let source = std::error::Error::source(&err).map(|s| s.to_string());
+        assert_eq!(
+            source.as_deref(),
+            Some(&text["group commit of 7 record(s) failed: ".len()..])
+        );
+        let stopped = ShardError::CommitStopped { shard: 2 };
+        assert_eq!(stopped.code(), ErrorCode::Internal);
+        assert!(stopped.to_string().contains("shard 2"), "{stopped}");
     }
 }

@@ -5,23 +5,41 @@
 //!   the stores, the temp dir — and [`layout::Routing`]: address → store → shard.
 //! - [`store`]: one storage partition: an LMDB index (heed) of [`record::ObjectMeta`]
 //!   (length, content type, chunk tree) and one file per object, named by address.
-//! - [`shard`]: the per-executor state and the data paths: metadata and verified-group
-//!   reads (cache → own disk via io_uring DMA → owner over the mesh), uploads (hashed
-//!   while written to a temp file) and group commit.
-//! - [`cache`]: CLOCK caches with weight budgets (verified groups by bytes, metadata
-//!   and open files by count).
-//! - [`mesh`]: request/reply between shards over glommio's channel mesh.
+//! - [`shard`]: the per-executor state and its read path — metadata and verified groups
+//!   from the cache, the shard's own disk (io_uring DMA) or the owner over the mesh —
+//!   and the entry points of the write path: `begin_upload`, and `commit`, which it
+//!   runs itself or forwards to the owner. It answers other shards' mesh requests
+//!   through the handler it gives the mesh.
+//! - `disk` (private): the disk end of the read path — this shard's open object files
+//!   (bounded by count) and one aligned DMA read per group, verified as it comes off
+//!   disk.
+//! - [`upload`]: an upload in progress (hashed while it is written to a temp file) and
+//!   the [`upload::StagedObject`] it becomes.
+//! - [`commit`]: the group commit — rename into the store, then batches of fsyncs and
+//!   one LMDB transaction per store — and its [`commit::CommitOutcome`].
+//! - [`cache`]: CLOCK caches with weight budgets (verified groups and metadata by bytes,
+//!   open files by count).
+//! - [`mesh`]: request/reply between shards over glommio's channel mesh. It carries
+//!   plain data (metadata, groups, staged objects) and runs a handler for each request;
+//!   it does not know the shard.
 //! - [`metrics`]: shard-local atomic counters and a latency histogram.
+//! - [`error`]: [`ShardError`], naming the operation and what it touched; a failed group
+//!   commit reaches each of its uploads as `ShardError::GroupCommit`.
+//!
+//! Imports point one way: `shard` → `mesh` → `commit` → `upload` → the storage
+//! modules (`disk`, `store`, `record`, `layout`, `cache`, `metrics`, `error`). Nothing imports
+//! `shard`; the mesh reaches the shard only through the handler it is given.
 //!
 //! ## Invariants
 //! - A byte leaves this crate only inside a group that passed
 //!   `ChunkTree::verify_group`, itself checked against the address when its record was
 //!   loaded. Groups are checked when they come off disk, and again by the shard that
-//!   sends them when they come off the mesh.
+//!   sends them when they come off the mesh. A group handed out is at most 64 KiB and
+//!   exactly as long as the object's length says (asserted in debug builds).
 //! - An object is visible only once its file is durable under its final name and its
 //!   record is committed; commits (fsync + LMDB) run on the blocking pool, never inline.
-//! - Everything a shard holds is bounded at start-up: cache bytes, metadata entries,
-//!   open files, commit batch, mesh channel length.
+//! - Everything a shard holds is bounded at start-up ([`ShardConfig`]): cache bytes,
+//!   metadata bytes, open files, commit batch, mesh channel length.
 //! - No lock is shared between shards: each shard's state is `Rc`/`RefCell` on its own
 //!   thread; shards talk only through bounded mesh channels.
 //!
@@ -30,10 +48,12 @@
 //! the owner reads the 64 KiB group with one aligned DMA read, verifies it, and both the
 //! owner and the asking shard cache the verified bytes (objects are immutable, so any
 //! shard may cache any object). Write: `Shard::begin_upload` → `Upload::write` (hash +
-//! DMA write) → `Upload::finish` → `Shard::commit`, which forwards to the owner; the
+//! buffered write) → `Upload::finish` → `Shard::commit`, which forwards to the owner; the
 //! owner renames the file into its store and acknowledges after the group commit.
 
 pub mod cache;
+pub mod commit;
+mod disk;
 pub mod error;
 pub mod layout;
 pub mod mesh;
@@ -41,9 +61,12 @@ pub mod metrics;
 pub mod record;
 pub mod shard;
 pub mod store;
+pub mod upload;
 
+pub use commit::CommitOutcome;
 pub use error::ShardError;
 pub use layout::{Routing, ShardIndex};
 pub use metrics::{MetricsSnapshot, ShardMetrics};
 pub use record::ObjectMeta;
-pub use shard::{CommitOutcome, Shard, ShardConfig, StagedObject, Upload};
+pub use shard::{Shard, ShardConfig};
+pub use upload::{discard, StagedObject, Upload};

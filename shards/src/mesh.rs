@@ -5,6 +5,11 @@
 //! owner answers on the same mesh and the asker completes the waiting future. Channels
 //! are bounded (`MESH_CHANNEL_LEN`); receiver tasks never block on a send (handlers run
 //! in their own tasks), so requests and replies sharing a channel cannot deadlock.
+//!
+//! The mesh does not know the shard: [`Mesh::serve`] takes a [`MeshHandler`] that turns
+//! a [`MeshOp`] into a [`MeshReply`]; the mesh sends the answer back and completes the
+//! asker's future itself. What it carries ([`ObjectMeta`], [`StagedObject`],
+//! [`CommitOutcome`]) lives in modules that do not import the mesh.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -14,16 +19,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_lite::future::BoxedLocal;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
 use ron_codec::tree::GroupIndex;
 use ron_codec::{Address, ErrorCode};
 
+use crate::commit::CommitOutcome;
 use crate::error::ShardError;
 use crate::layout::ShardIndex;
 use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
-use crate::shard::{CommitOutcome, Shard, StagedObject};
+use crate::upload::StagedObject;
 
 /// Messages in flight per channel (per ordered pair of shards).
 pub const MESH_CHANNEL_LEN: usize = 1024;
@@ -45,11 +52,23 @@ pub enum MeshReply {
     Committed(CommitOutcome),
 }
 
+/// What the owner side of the mesh runs for each request it receives.
+pub type MeshHandler = Rc<dyn Fn(MeshOp) -> BoxedLocal<Result<MeshReply, ShardError>>>;
+
 /// An error as it crosses the mesh: its taxonomy entry and its message.
 #[derive(Debug, Clone)]
 pub struct RemoteError {
     pub code: ErrorCode,
     pub message: String,
+}
+
+impl From<ShardError> for RemoteError {
+    fn from(e: ShardError) -> RemoteError {
+        RemoteError {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -159,21 +178,28 @@ impl Mesh {
         }
     }
 
-    /// Spawns one task per peer that receives its requests and replies.
-    pub fn serve(&self, shard: Rc<Shard>) {
+    /// Spawns one task per peer that receives its requests and replies: a reply
+    /// completes the waiting [`Mesh::call`]; a request runs `handler` in its own task
+    /// and its result is sent back to the asker. Call once; later calls do nothing.
+    pub fn serve(self: Rc<Self>, handler: MeshHandler) {
         let Some(mut receivers) = self.receivers.borrow_mut().take() else {
             return;
         };
         for (_peer, stream) in receivers.streams() {
-            let shard = Rc::clone(&shard);
+            let mesh = Rc::clone(&self);
+            let handler = Rc::clone(&handler);
             glommio::spawn_local(async move {
                 while let Some(message) = stream.recv().await {
                     match message {
-                        MeshMessage::Reply { id, result } => shard.mesh_reply(id, result),
+                        MeshMessage::Reply { id, result } => mesh.complete(id, result),
                         MeshMessage::Request { from, id, op } => {
-                            let shard = Rc::clone(&shard);
-                            glommio::spawn_local(async move { shard.answer(from, id, op).await })
-                                .detach();
+                            let answer = handler(op);
+                            let mesh = Rc::clone(&mesh);
+                            glommio::spawn_local(async move {
+                                let result = answer.await.map_err(RemoteError::from);
+                                mesh.reply_to(from, id, result).await;
+                            })
+                            .detach();
                         }
                     }
                 }
@@ -194,34 +220,5 @@ impl Mesh {
             .senders
             .send_to(peer, MeshMessage::Reply { id, result })
             .await;
-    }
-}
-
-impl Shard {
-    fn mesh_reply(&self, id: u64, result: Result<MeshReply, RemoteError>) {
-        if let Some(mesh) = self.mesh_ref() {
-            mesh.complete(id, result);
-        }
-    }
-
-    async fn answer(&self, from: u16, id: u64, op: MeshOp) {
-        let result = match op {
-            MeshOp::Meta(addr) => self
-                .meta(&addr)
-                .await
-                .map(|m| MeshReply::Meta((*m).clone())),
-            MeshOp::Group { addr, group } => match self.meta(&addr).await {
-                Ok(meta) => self.group(&meta, group).await.map(MeshReply::Group),
-                Err(e) => Err(e),
-            },
-            MeshOp::Commit(staged) => self.commit_local(staged).await.map(MeshReply::Committed),
-        };
-        let result = result.map_err(|e| RemoteError {
-            code: e.code(),
-            message: e.to_string(),
-        });
-        if let Some(mesh) = self.mesh_ref() {
-            mesh.reply_to(from, id, result).await;
-        }
     }
 }

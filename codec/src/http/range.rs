@@ -89,6 +89,14 @@ pub enum RangeResolution {
 }
 
 impl RangeSet {
+    /// A set of one range (OAP/1's `range` field), resolved by the same rules.
+    pub fn one(spec: RangeSpec) -> RangeSet {
+        let mut set = RangeSet::new();
+        // A fresh set has room for one item.
+        let _ = set.push(spec);
+        set
+    }
+
     /// Parses a Range value. `None` means "ignore the header": not `bytes`, bad syntax,
     /// `first > last`, a number over u64, or too many ranges.
     pub fn parse(value: &[u8]) -> Option<RangeSet> {

@@ -4,15 +4,25 @@
 //! against the requested address before its bytes are written), HTTP/1.1 with
 //! `--http`, either over TLS with `--tls`. `ron get -o FILE` writes `FILE.part` and
 //! renames it when the transfer verified and completed, so FILE never holds a partial
-//! or unverified object.
+//! or unverified object. The `ron` binary (ron-engine) dispatches [`COMMANDS`] here.
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ron_client::{ByteRange, Client, ClientError, Endpoint, Options, Protocol, TlsOptions};
 use ron_codec::Address;
+
+use crate::{ByteRange, Client, ClientError, Endpoint, Options, Protocol, TlsOptions};
+
+/// The command words the client handles (`ron put ...`).
+pub const COMMANDS: [&str; 4] = ["put", "get", "stat", "cert"];
+
+/// The environment variable holding the write token (`--token` overrides it).
+pub const TOKEN_VAR: &str = "RON_TOKEN";
+
+/// Every environment variable the client reads; the node's `RON_*` layer ignores them.
+pub const ENV_VARS: [&str; 1] = [TOKEN_VAR];
 
 pub const CLIENT_HELP: &str = "\
 CLIENT:
@@ -71,111 +81,206 @@ fn usage(message: impl Into<String>) -> ClientError {
     ClientError::Usage(message.into())
 }
 
+/// The options of a command line, as given.
+#[derive(Debug)]
+struct Flags {
+    words: Vec<String>,
+    server: Option<String>,
+    http: bool,
+    tls: bool,
+    ca: Option<PathBuf>,
+    insecure: bool,
+    token: Option<String>,
+    tenant: u128,
+    timeout_ms: u64,
+    output: Option<PathBuf>,
+    range: Option<ByteRange>,
+    quiet: bool,
+    dev: bool,
+    dir: Option<PathBuf>,
+    names: Vec<String>,
+}
+
+impl Flags {
+    fn new(env_token: Option<String>) -> Flags {
+        Flags {
+            words: Vec::new(),
+            server: None,
+            http: false,
+            tls: false,
+            ca: None,
+            insecure: false,
+            token: env_token,
+            tenant: 0,
+            timeout_ms: 60_000,
+            output: None,
+            range: None,
+            quiet: false,
+            dev: false,
+            dir: None,
+            names: Vec::new(),
+        }
+    }
+
+    /// Reads every option and word, in order; the first bad one is the error.
+    fn read(args: Vec<OsString>, env_token: Option<String>) -> Result<Flags, ClientError> {
+        use lexopt::prelude::*;
+        let mut parser = lexopt::Parser::from_args(args);
+        let mut flags = Flags::new(env_token);
+        loop {
+            let arg = match parser.next().map_err(|e| usage(e.to_string()))? {
+                None => return Ok(flags),
+                Some(Long(name)) => format!("--{name}"),
+                Some(Short(c)) => format!("-{c}"),
+                Some(Value(word)) => {
+                    flags.words.push(text(word)?);
+                    continue;
+                }
+            };
+            let mut value = || -> Result<String, ClientError> {
+                text(parser.value().map_err(|e| usage(format!("{arg}: {e}")))?)
+            };
+            flags.set(&arg, &mut value)?;
+        }
+    }
+
+    /// Applies one option; `value` takes its argument.
+    fn set(
+        &mut self,
+        arg: &str,
+        value: &mut dyn FnMut() -> Result<String, ClientError>,
+    ) -> Result<(), ClientError> {
+        match arg {
+            "--server" => self.server = Some(value()?),
+            "--http" => self.http = true,
+            "--tls" => self.tls = true,
+            "--ca" => self.ca = Some(PathBuf::from(value()?)),
+            "--insecure-dev" => self.insecure = true,
+            "--token" => self.token = Some(value()?),
+            "--tenant" => {
+                self.tenant = value()?
+                    .parse()
+                    .map_err(|_| usage("--tenant: not a number"))?
+            }
+            "--timeout-ms" => {
+                self.timeout_ms = value()?
+                    .parse()
+                    .map_err(|_| usage("--timeout-ms: not a number"))?
+            }
+            "-o" | "--output" => self.output = Some(PathBuf::from(value()?)),
+            "--range" => self.range = Some(parse_range(&value()?)?),
+            "-q" | "--quiet" => self.quiet = true,
+            "--dev" => self.dev = true,
+            "--out" => self.dir = Some(PathBuf::from(value()?)),
+            "--name" => self.names.push(value()?),
+            other => return Err(usage(format!("unknown option {other}"))),
+        }
+        Ok(())
+    }
+
+    /// What `command` does with the words and options given.
+    fn action(&mut self, command: &str) -> Result<Action, ClientError> {
+        let words = std::mem::take(&mut self.words);
+        let address = |words: &[String]| match words {
+            [one] => Address::parse(one.as_bytes()).map_err(|e| usage(format!("{one}: {e}"))),
+            _ => Err(usage(format!("`ron {command}` takes one address"))),
+        };
+        Ok(match command {
+            "put" => match words.as_slice() {
+                [one] if one == "-" => Action::Put(None),
+                [one] => Action::Put(Some(PathBuf::from(one))),
+                _ => return Err(usage("`ron put` takes one FILE, or - for stdin")),
+            },
+            "get" => Action::Get {
+                addr: address(&words)?,
+                output: self.output.take(),
+                range: self.range.take(),
+            },
+            "stat" => Action::Stat(address(&words)?),
+            "cert" if self.dev && words.is_empty() => Action::DevCert {
+                dir: self
+                    .dir
+                    .take()
+                    .unwrap_or_else(|| PathBuf::from("ron-dev-tls")),
+                names: std::mem::take(&mut self.names),
+            },
+            "cert" => return Err(usage("only `ron cert --dev` is supported")),
+            other => return Err(usage(format!("unknown command {other:?}"))),
+        })
+    }
+
+    /// The node to talk to: `--server`, or the default port of the protocol.
+    fn endpoint(&mut self) -> Result<Endpoint, ClientError> {
+        let protocol = if self.http {
+            Protocol::Http
+        } else {
+            Protocol::Oap
+        };
+        let default_server = match (self.tls, protocol) {
+            (true, _) => "127.0.0.1:9443",
+            (false, Protocol::Oap) => "127.0.0.1:9444",
+            (false, Protocol::Http) => "127.0.0.1:8080",
+        };
+        if !self.tls && (self.ca.is_some() || self.insecure) {
+            return Err(usage("--ca and --insecure-dev only make sense with --tls"));
+        }
+        Ok(Endpoint {
+            addr: self
+                .server
+                .take()
+                .unwrap_or_else(|| default_server.to_string()),
+            protocol,
+            tls: self.tls.then_some(TlsOptions {
+                ca: self.ca.take(),
+                insecure_dev: self.insecure,
+            }),
+        })
+    }
+}
+
+fn text(v: OsString) -> Result<String, ClientError> {
+    v.into_string().map_err(|_| usage("argument is not UTF-8"))
+}
+
 /// Parses `args` (after the command word) for `command` (put, get, stat, cert).
 pub fn parse(
     command: &str,
     args: Vec<OsString>,
     env_token: Option<String>,
 ) -> Result<ClientCommand, ClientError> {
-    use lexopt::prelude::*;
-    let mut parser = lexopt::Parser::from_args(args);
-    let mut words: Vec<String> = Vec::new();
-    let (mut server, mut http, mut tls, mut ca, mut insecure) = (None, false, false, None, false);
-    let (mut token, mut tenant, mut timeout_ms) = (env_token, 0u128, 60_000u64);
-    let (mut output, mut range, mut quiet, mut dev, mut dir, mut names) =
-        (None, None, false, false, None, Vec::new());
-    let text = |v: OsString| v.into_string().map_err(|_| usage("argument is not UTF-8"));
-    loop {
-        let arg = match parser.next().map_err(|e| usage(e.to_string()))? {
-            None => break,
-            Some(Long(name)) => format!("--{name}"),
-            Some(Short(c)) => format!("-{c}"),
-            Some(Value(word)) => {
-                words.push(text(word)?);
-                continue;
-            }
-        };
-        let mut value = || -> Result<String, ClientError> {
-            text(parser.value().map_err(|e| usage(format!("{arg}: {e}")))?)
-        };
-        match arg.as_str() {
-            "--server" => server = Some(value()?),
-            "--http" => http = true,
-            "--tls" => tls = true,
-            "--ca" => ca = Some(PathBuf::from(value()?)),
-            "--insecure-dev" => insecure = true,
-            "--token" => token = Some(value()?),
-            "--tenant" => {
-                tenant = value()?
-                    .parse()
-                    .map_err(|_| usage("--tenant: not a number"))?
-            }
-            "--timeout-ms" => {
-                timeout_ms = value()?
-                    .parse()
-                    .map_err(|_| usage("--timeout-ms: not a number"))?
-            }
-            "-o" | "--output" => output = Some(PathBuf::from(value()?)),
-            "--range" => range = Some(parse_range(&value()?)?),
-            "-q" | "--quiet" => quiet = true,
-            "--dev" => dev = true,
-            "--out" => dir = Some(PathBuf::from(value()?)),
-            "--name" => names.push(value()?),
-            other => return Err(usage(format!("unknown option {other}"))),
-        }
-    }
-    let address = |words: &[String]| match words {
-        [one] => Address::parse(one.as_bytes()).map_err(|e| usage(format!("{one}: {e}"))),
-        _ => Err(usage(format!("`ron {command}` takes one address"))),
-    };
-    let action = match command {
-        "put" => match words.as_slice() {
-            [one] if one == "-" => Action::Put(None),
-            [one] => Action::Put(Some(PathBuf::from(one))),
-            _ => return Err(usage("`ron put` takes one FILE, or - for stdin")),
-        },
-        "get" => Action::Get {
-            addr: address(&words)?,
-            output,
-            range,
-        },
-        "stat" => Action::Stat(address(&words)?),
-        "cert" if dev && words.is_empty() => Action::DevCert {
-            dir: dir.unwrap_or_else(|| PathBuf::from("ron-dev-tls")),
-            names,
-        },
-        "cert" => return Err(usage("only `ron cert --dev` is supported")),
-        other => return Err(usage(format!("unknown command {other:?}"))),
-    };
-    let protocol = if http { Protocol::Http } else { Protocol::Oap };
-    let default_server = match (tls, protocol) {
-        (true, _) => "127.0.0.1:9443",
-        (false, Protocol::Oap) => "127.0.0.1:9444",
-        (false, Protocol::Http) => "127.0.0.1:8080",
-    };
-    if !tls && (ca.is_some() || insecure) {
-        return Err(usage("--ca and --insecure-dev only make sense with --tls"));
-    }
-    let endpoint = Endpoint {
-        addr: server.unwrap_or_else(|| default_server.to_string()),
-        protocol,
-        tls: tls.then_some(TlsOptions {
-            ca,
-            insecure_dev: insecure,
-        }),
-    };
+    let mut flags = Flags::read(args, env_token)?;
+    let action = flags.action(command)?;
+    let endpoint = flags.endpoint()?;
     let options = Options {
-        token,
-        tenant_id: tenant,
-        timeout: Duration::from_millis(timeout_ms.max(1)),
+        token: flags.token,
+        tenant_id: flags.tenant,
+        timeout: Duration::from_millis(flags.timeout_ms.max(1)),
         ..Options::default()
     };
     Ok(ClientCommand {
         action,
         endpoint,
         options,
-        quiet,
+        quiet: flags.quiet,
     })
+}
+
+/// Parses a client command line: `args` starts with the command word; the token may
+/// come from [`TOKEN_VAR`] in `env`.
+pub fn parse_with_env(
+    args: Vec<OsString>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<ClientCommand, ClientError> {
+    let command = args
+        .first()
+        .and_then(|a| a.to_str())
+        .unwrap_or("")
+        .to_owned();
+    let env_token = env
+        .into_iter()
+        .find(|(k, _)| k == TOKEN_VAR)
+        .map(|(_, v)| v);
+    parse(&command, args.into_iter().skip(1).collect(), env_token)
 }
 
 /// `FIRST-LAST`, inclusive.
@@ -271,8 +376,8 @@ fn get_to_file(
 
 /// Copies stdin to an unnamed temp file, hashing it on the way.
 fn spool_stdin() -> Result<(std::fs::File, Address, u64), ClientError> {
-    let mut spool = ron_client::temp_file().map_err(ClientError::Output)?;
-    let (addr, len) = ron_client::hash_copy(&mut std::io::stdin().lock(), &mut spool)?;
+    let mut spool = crate::temp_file().map_err(ClientError::Output)?;
+    let (addr, len) = crate::hash_copy(&mut std::io::stdin().lock(), &mut spool)?;
     spool.rewind().map_err(ClientError::Output)?;
     Ok((spool, addr, len))
 }

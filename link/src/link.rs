@@ -12,10 +12,10 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 
 use crate::latency::LatencySet;
-use crate::quota::{Demand, Exhausted, Policy, QuotaKey};
+use crate::policy::{Demand, Exhausted, Policy, QuotaKey};
 
 /// How often a shard looks at its inbox and reports.
-pub const REPORT_PERIOD_MS: u64 = crate::quota::REBALANCE_PERIOD_MS;
+pub const REPORT_PERIOD_MS: u64 = crate::policy::REBALANCE_PERIOD_MS;
 /// How often a shard sends its latency histograms (when they changed).
 pub const LATENCY_PUBLISH_PERIOD_MS: u64 = 1_000;
 const MAILBOX_LEN: usize = 8;

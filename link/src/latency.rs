@@ -3,8 +3,8 @@
 //! thread every [`crate::link::LATENCY_PUBLISH_PERIOD_MS`] when it changed; the control
 //! thread merges the shards' latest copies at scrape time.
 
+use crate::requests::{Op, Protocol};
 use hdrhistogram::Histogram;
-use ron_shards::metrics::{Op, Protocol};
 
 /// Latencies are microseconds, 1 µs to 60 s, two significant digits (≤ 1 % error).
 const LATENCY_US_MAX: u64 = 60_000_000;

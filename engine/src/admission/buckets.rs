@@ -1,16 +1,15 @@
-//! Quotas: who a request belongs to, what that tenant may use, and the token buckets
-//! that enforce it on each shard without a lock shared across cores.
+//! The shard's token buckets: one pair (requests, bytes) per active tenant, refilled at
+//! the tenant's rate × this shard's share, owned by the shard (no lock, no sharing).
 //!
 //! ## The scheme (design note: `docs/design/quotas.md`)
 //! A tenant's limit (`rate` per second, `burst`) is split across the N shards: shard
 //! `i` holds a bucket of capacity `burst × share_i` refilled at `rate × share_i`, with
 //! `Σ share_i = 1`. A fresh tenant starts at `share = 1/N` everywhere. Every
-//! [`REBALANCE_PERIOD_MS`] each shard reports how much each active tenant asked of it;
-//! the control thread gives shard `i` the share `floor + (1 − N·floor) · d_i / Σd`
-//! ([`shares`]) and sends it back. So the node never admits more than
+//! [`REBALANCE_PERIOD_MS`] each shard reports how much each active tenant asked of it
+//! ([`ShardQuotas::take_demand`]); the control thread computes the new shares and sends
+//! them back ([`ShardQuotas::apply_shares`]). So the node never admits more than
 //! `rate × t + burst` for a tenant (up to one period of skew while shards apply a new
-//! split), and a tenant whose traffic all lands on one shard gets at least
-//! `1 − (N−1)·floor` of its limit there after one period.
+//! split).
 //!
 //! A request is admitted while both buckets hold a token (or are full, when a shard's
 //! share of the burst is under one token), then charged one request, and its object
@@ -20,265 +19,14 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::net::IpAddr;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-/// How often shards report demand and the control thread sends new shares.
-pub const REBALANCE_PERIOD_MS: u64 = 250;
-/// Σ over the idle shards of a tenant's share floors: a tenant busy on one shard keeps
-/// at least `1 − SHARE_FLOOR_TOTAL` of its limit there.
-pub const SHARE_FLOOR_TOTAL: f64 = 0.05;
-/// Longest `Retry-After` a client is told, whatever the numbers.
-pub const RETRY_AFTER_MS_MAX: u64 = 3_600_000;
-/// Active tenants a shard reports per period (the busiest are rebalanced first).
-pub const REPORT_TENANTS_MAX: usize = 4096;
-
-/// What one tenant may use; `0` means unlimited for that dimension.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QuotaLimits {
-    /// Requests admitted per second (fractions allowed).
-    pub requests_per_s: f64,
-    /// Requests admitted at once from a full bucket; 0 means one second's worth.
-    pub requests_burst: f64,
-    /// Object bytes (sent and received) per second.
-    pub bytes_per_s: u64,
-    /// Object bytes from a full bucket; 0 means one second's worth.
-    pub bytes_burst: u64,
-}
-
-impl QuotaLimits {
-    pub fn is_unlimited(&self) -> bool {
-        self.requests_per_s == 0.0 && self.bytes_per_s == 0
-    }
-
-    fn requests(&self) -> Option<Rate> {
-        Rate::new(self.requests_per_s, self.requests_burst)
-    }
-
-    fn bytes(&self) -> Option<Rate> {
-        Rate::new(self.bytes_per_s as f64, self.bytes_burst as f64)
-    }
-
-    /// Names the first bad value, for the configuration error.
-    pub fn check(&self) -> Result<(), String> {
-        let fields = [
-            ("requests_per_s", self.requests_per_s),
-            ("requests_burst", self.requests_burst),
-        ];
-        for (name, value) in fields {
-            if !value.is_finite() || value < 0.0 {
-                return Err(format!("{name} must be a finite number ≥ 0, not {value}"));
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Rate {
-    per_s: f64,
-    burst: f64,
-}
-
-impl Rate {
-    fn new(per_s: f64, burst: f64) -> Option<Rate> {
-        let burst = if burst > 0.0 { burst } else { per_s };
-        (per_s > 0.0).then_some(Rate { per_s, burst })
-    }
-}
-
-/// One configured tenant.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TenantPolicy {
-    pub name: String,
-    pub limits: QuotaLimits,
-    /// A tenant with tokens is only ever identified by one of them (an `X-Tenant`
-    /// claim of its name is ignored).
-    pub has_tokens: bool,
-}
-
-/// Index of a configured tenant in [`Policy::tenants`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TenantIndex(pub u32);
-
-/// The reloadable part of the configuration: tokens, tenants and their limits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    /// Bumped by every successful reload (1 at start-up).
-    pub version: u64,
-    /// Bearer tokens allowed to write, with the tenant each identifies (if any).
-    tokens: Vec<(Vec<u8>, Option<TenantIndex>)>,
-    pub tenants: Vec<TenantPolicy>,
-    /// Limits of every tenant not configured by name (each its own buckets).
-    pub default_limits: QuotaLimits,
-}
-
-impl Policy {
-    /// `write_tokens` identify no tenant; `tenants` are (name, tokens, limits).
-    pub fn new(
-        write_tokens: &[String],
-        tenants: Vec<(String, Vec<String>, QuotaLimits)>,
-        default_limits: QuotaLimits,
-    ) -> Policy {
-        let mut tokens: Vec<(Vec<u8>, Option<TenantIndex>)> = write_tokens
-            .iter()
-            .map(|t| (t.as_bytes().to_vec(), None))
-            .collect();
-        let mut configured = Vec::with_capacity(tenants.len());
-        for (i, (name, tenant_tokens, limits)) in tenants.into_iter().enumerate() {
-            let index = TenantIndex(i as u32);
-            tokens.extend(
-                tenant_tokens
-                    .iter()
-                    .map(|t| (t.as_bytes().to_vec(), Some(index))),
-            );
-            configured.push(TenantPolicy {
-                name,
-                limits,
-                has_tokens: !tenant_tokens.is_empty(),
-            });
-        }
-        Policy {
-            version: 1,
-            tokens,
-            tenants: configured,
-            default_limits,
-        }
-    }
-
-    /// With no token configured anywhere, writes are open (loopback only; see the
-    /// write rule in the engine's configuration).
-    pub fn writes_open(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    /// Whether `token` is a write token; compares against every token in constant time
-    /// per token so a near miss takes as long as a far one.
-    pub fn token(&self, token: &[u8]) -> Option<TokenMatch> {
-        let mut found = None;
-        for (known, tenant) in &self.tokens {
-            if constant_time_eq(known, token) && found.is_none() {
-                found = Some(TokenMatch { tenant: *tenant });
-            }
-        }
-        found
-    }
-
-    /// A configured tenant that may be claimed by name (`X-Tenant`, OAP `tenant_id`).
-    fn claimable(&self, name: &[u8]) -> Option<TenantIndex> {
-        self.tenants
-            .iter()
-            .position(|t| !t.has_tokens && t.name.as_bytes() == name)
-            .map(|i| TenantIndex(i as u32))
-    }
-
-    /// Who a request is, by the rule of HTTP-API.md: the bearer token's tenant, else the
-    /// claimed name, else the client address, else `public`.
-    /// A claim longer than [`TENANT_NAME_BYTES_MAX`] is ignored.
-    pub fn tenant(
-        &self,
-        token: Option<TokenMatch>,
-        claim: Option<&[u8]>,
-        peer: Option<IpAddr>,
-    ) -> Tenant {
-        if let Some(index) = token.and_then(|t| t.tenant) {
-            return Tenant::Configured(index);
-        }
-        if let Some(name) = claim.and_then(TenantName::new) {
-            return match self.claimable(name.as_bytes()) {
-                Some(index) => Tenant::Configured(index),
-                None => Tenant::Claimed(name),
-            };
-        }
-        match peer {
-            Some(ip) => Tenant::Addr(ip),
-            None => Tenant::Public,
-        }
-    }
-
-    fn limits(&self, tenant: &Tenant) -> &QuotaLimits {
-        match tenant {
-            Tenant::Configured(i) => &self.tenants[i.0 as usize].limits,
-            _ => &self.default_limits,
-        }
-    }
-
-    /// Whether any tenant has a limit (if not, admission skips the buckets).
-    pub fn has_limits(&self) -> bool {
-        !self.default_limits.is_unlimited() || self.tenants.iter().any(|t| !t.limits.is_unlimited())
-    }
-
-    /// The metrics label of a tenant: configured names only (low cardinality).
-    pub fn label(&self, tenant: Option<TenantIndex>) -> &str {
-        tenant.map_or("other", |i| self.tenants[i.0 as usize].name.as_str())
-    }
-}
-
-/// A write token that matched, and the tenant it names (if any).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenMatch {
-    pub tenant: Option<TenantIndex>,
-}
-
-/// Longest tenant name a request may claim.
-pub const TENANT_NAME_BYTES_MAX: usize = 64;
-
-/// A claimed tenant name, kept inline (no allocation per request).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct TenantName {
-    bytes: [u8; TENANT_NAME_BYTES_MAX],
-    len: u8,
-}
-
-impl TenantName {
-    pub fn new(name: &[u8]) -> Option<TenantName> {
-        if name.is_empty() || name.len() > TENANT_NAME_BYTES_MAX {
-            return None;
-        }
-        let mut bytes = [0; TENANT_NAME_BYTES_MAX];
-        bytes[..name.len()].copy_from_slice(name);
-        Some(TenantName {
-            bytes,
-            len: name.len() as u8,
-        })
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
-    }
-}
-
-impl std::fmt::Debug for TenantName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
-    }
-}
-
-/// Who a request is charged to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tenant {
-    Configured(TenantIndex),
-    /// An unconfigured name from `X-Tenant` or OAP's `tenant_id`.
-    Claimed(TenantName),
-    Addr(IpAddr),
-    Public,
-}
-
-impl Tenant {
-    fn configured(&self) -> Option<TenantIndex> {
-        match self {
-            Tenant::Configured(i) => Some(*i),
-            _ => None,
-        }
-    }
-}
-
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+#[cfg(doc)]
+use ron_link::policy::REBALANCE_PERIOD_MS;
+use ron_link::policy::{
+    Demand, Exhausted, Policy, QuotaKey, QuotaLimits, Rate, Tenant, TenantIndex,
+    REPORT_TENANTS_MAX, RETRY_AFTER_MS_MAX,
+};
 
 /// A token bucket that may go into debt. Times are seconds since the table's epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -331,40 +79,12 @@ impl TenantState {
     }
 }
 
-/// Why a request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exhausted {
-    Requests,
-    Bytes,
-}
-
-impl Exhausted {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Exhausted::Requests => "requests",
-            Exhausted::Bytes => "bytes",
-        }
-    }
-}
-
 /// A refusal: which bucket, how long to wait, and the tenant's label.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverQuota {
     pub exhausted: Exhausted,
     pub retry_after_ms: u64,
     pub limit: String,
-}
-
-/// What an admitted request is charged to when it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct QuotaKey(u64);
-
-/// A shard's demand for one tenant over the last period.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Demand {
-    pub key: QuotaKey,
-    pub requests: f64,
-    pub bytes: f64,
 }
 
 /// One shard's buckets. Owned by the shard (no sharing, no locks).
@@ -651,93 +371,19 @@ impl ShardQuotas {
     }
 }
 
-/// The control thread's split of one tenant's limit over the shards, from each shard's
-/// demand (requests and bytes, each normalised to its total).
-pub fn shares(demand: &[(f64, f64)]) -> Vec<f64> {
-    let n = demand.len().max(1) as f64;
-    let floor = SHARE_FLOOR_TOTAL / n;
-    let (total_requests, total_bytes) = demand
-        .iter()
-        .fold((0.0, 0.0), |(r, b), d| (r + d.0, b + d.1));
-    let weight = |d: &(f64, f64)| {
-        let mut parts = 0.0;
-        let mut sum = 0.0;
-        if total_requests > 0.0 {
-            sum += d.0 / total_requests;
-            parts += 1.0;
-        }
-        if total_bytes > 0.0 {
-            sum += d.1 / total_bytes;
-            parts += 1.0;
-        }
-        if parts == 0.0 {
-            1.0 / n
-        } else {
-            sum / parts
-        }
-    };
-    demand
-        .iter()
-        .map(|d| floor + (1.0 - n * floor) * weight(d))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::IpAddr;
     use std::time::Duration;
 
     fn limits(per_s: f64, burst: f64) -> QuotaLimits {
-        QuotaLimits {
-            requests_per_s: per_s,
-            requests_burst: burst,
-            ..QuotaLimits::default()
-        }
+        QuotaLimits::requests_only(per_s, burst)
     }
 
     fn table(policy: Policy, shards: usize) -> ShardQuotas {
         ShardQuotas::new(policy, shards, RandomState::new(), 1000)
-    }
-
-    #[test]
-    fn tenant_follows_token_then_claim_then_address_then_public() {
-        let policy = Policy::new(
-            &["w".into()],
-            vec![
-                ("alice".into(), vec!["a-tok".into()], limits(1.0, 1.0)),
-                ("bob".into(), vec![], limits(1.0, 1.0)),
-            ],
-            QuotaLimits::default(),
-        );
-        let ip: IpAddr = "127.0.0.7".parse().unwrap();
-        let alice = policy.token(b"a-tok");
-        assert_eq!(
-            alice,
-            Some(TokenMatch {
-                tenant: Some(TenantIndex(0))
-            })
-        );
-        assert_eq!(
-            policy.tenant(alice, Some(b"bob"), Some(ip)),
-            Tenant::Configured(TenantIndex(0))
-        );
-        let plain = policy.token(b"w");
-        assert_eq!(
-            policy.tenant(plain, Some(b"bob"), Some(ip)),
-            Tenant::Configured(TenantIndex(1))
-        );
-        // A tenant with tokens cannot be claimed by name.
-        let claimed = policy.tenant(None, Some(b"alice"), Some(ip));
-        assert_eq!(claimed, Tenant::Claimed(TenantName::new(b"alice").unwrap()));
-        assert_eq!(
-            policy.tenant(None, Some(&[b'x'; 65]), Some(ip)),
-            Tenant::Addr(ip)
-        );
-        assert_eq!(policy.tenant(None, None, Some(ip)), Tenant::Addr(ip));
-        assert_eq!(policy.tenant(None, Some(b""), None), Tenant::Public);
-        assert_eq!(policy.token(b"nope"), None);
-        assert!(!policy.writes_open());
     }
 
     #[test]
@@ -810,18 +456,6 @@ mod tests {
     }
 
     #[test]
-    fn one_busy_shard_gets_nearly_all_of_the_limit() {
-        let s = shares(&[(100.0, 0.0), (0.0, 0.0)]);
-        assert!((s[0] - 0.975).abs() < 1e-9, "{s:?}");
-        assert!((s[1] - 0.025).abs() < 1e-9, "{s:?}");
-        let idle = shares(&[(0.0, 0.0), (0.0, 0.0), (0.0, 0.0)]);
-        assert!(
-            idle.iter().all(|s| (s - 1.0 / 3.0).abs() < 1e-9),
-            "{idle:?}"
-        );
-    }
-
-    #[test]
     fn a_reshare_never_adds_tokens() {
         let policy = Policy::new(&[], vec![], limits(100.0, 100.0));
         let mut quotas = table(policy, 2);
@@ -868,15 +502,6 @@ mod tests {
     }
 
     proptest! {
-        /// Shares are positive, sum to one, and follow demand.
-        #[test]
-        fn shares_split_the_whole_limit(demand in proptest::collection::vec((0.0f64..1e6, 0.0f64..1e9), 1..16)) {
-            let s = shares(&demand);
-            let total: f64 = s.iter().sum();
-            prop_assert!((total - 1.0).abs() < 1e-9, "{s:?}");
-            prop_assert!(s.iter().all(|&x| x > 0.0));
-        }
-
         /// Over any schedule, one shard with the whole share admits at most
         /// burst + rate × elapsed requests.
         #[test]

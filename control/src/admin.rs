@@ -1,0 +1,189 @@
+//! The admin HTTP server. An acceptor thread polls a non-blocking listener and hands
+//! each connection to its own short-lived thread, at most [`ADMIN_CONNECTIONS_MAX`] at
+//! once; one more is answered 503 at once and closed. A connection gets one answer and
+//! is closed: its complete head must arrive within [`ADMIN_HEAD_TIMEOUT_MS`] of the
+//! accept (each read waits only for the time left, so trickling bytes buys nothing) and
+//! within [`ADMIN_HEAD_BYTES_MAX`], and its answer must be written within
+//! [`ADMIN_WRITE_TIMEOUT_MS`]. So one slow client costs one thread for a bounded time
+//! and never delays another client, a probe or the control thread.
+//!
+//! Answers read the shards' atomic counters and the control thread's latest
+//! [`Published`](crate::view::Published) copy; no lock is held during socket I/O.
+
+mod connection;
+mod routes;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ron_link::requests::RequestCounters;
+use ron_shards::ShardMetrics;
+
+use crate::view::Board;
+use connection::serve;
+use routes::Reply;
+
+/// Admin connections served at once. Each costs a thread and ≤ 8 KiB of head for at
+/// most its head, write and linger deadlines (≤ 4.2 s); past this a client is answered
+/// 503 at once, so a flood of slow clients costs bounded threads and memory and a probe
+/// still gets a fast, clear answer.
+pub const ADMIN_CONNECTIONS_MAX: usize = 64;
+/// Largest request head: an admin request is a request line and a few headers.
+pub const ADMIN_HEAD_BYTES_MAX: usize = 8 * 1024;
+/// From accept to a complete request head. A whole-head deadline, not a per-read
+/// timeout, so a client trickling bytes cannot hold a connection longer; probes send
+/// their head in one packet, far inside it.
+pub const ADMIN_HEAD_TIMEOUT_MS: u64 = 2_000;
+/// To write a whole answer (the largest, `/metrics`, is tens of KiB).
+pub const ADMIN_WRITE_TIMEOUT_MS: u64 = 2_000;
+/// How long the idle acceptor sleeps between polls of its non-blocking listener: the
+/// most a new connection waits to be accepted.
+pub const ADMIN_ACCEPT_POLL_MS: u64 = 10;
+/// The longest single read wait, so a connection thread notices a stop this soon.
+pub const ADMIN_STOP_POLL_MS: u64 = 100;
+/// After an answer, how long what the client still sends is read and dropped before
+/// the close: closing with unread bytes would reset the connection and could destroy
+/// the answer on its way.
+pub const ADMIN_LINGER_MS: u64 = 200;
+
+/// What every admin answer may read.
+#[derive(Debug)]
+pub(crate) struct Answers {
+    pub shards: Vec<Arc<ShardMetrics>>,
+    pub requests: Vec<Arc<RequestCounters>>,
+    pub version: &'static str,
+    pub admin_token: Option<String>,
+    pub board: Arc<Board>,
+}
+
+/// The running admin server; dropping it stops the acceptor and waits for it.
+#[derive(Debug)]
+pub(crate) struct AdminServer {
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Starts the acceptor on a bound, non-blocking listener.
+    pub(crate) fn spawn(listener: TcpListener, answers: Answers) -> std::io::Result<AdminServer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = Acceptor {
+            listener,
+            answers: Arc::new(answers),
+            stop: Arc::clone(&stop),
+            open: Arc::new(AtomicUsize::new(0)),
+        };
+        let handle = std::thread::Builder::new()
+            .name("ron-admin".into())
+            .spawn(move || acceptor.run())?;
+        Ok(AdminServer {
+            stop,
+            acceptor: Some(handle),
+        })
+    }
+
+    /// Stops accepting, lets open connections end (bounded), and joins the acceptor.
+    pub(crate) fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+struct Acceptor {
+    listener: TcpListener,
+    answers: Arc<Answers>,
+    stop: Arc<AtomicBool>,
+    /// Connection threads running now.
+    open: Arc<AtomicUsize>,
+}
+
+impl Acceptor {
+    fn run(self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream, Instant::now()),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(ADMIN_ACCEPT_POLL_MS));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "admin accept failed");
+                    std::thread::sleep(Duration::from_millis(ADMIN_ACCEPT_POLL_MS));
+                }
+            }
+        }
+        let Acceptor { listener, open, .. } = self;
+        drop(listener);
+        // Readers notice the stop within ADMIN_STOP_POLL_MS; a writer has its deadline.
+        let limit =
+            Duration::from_millis(ADMIN_WRITE_TIMEOUT_MS + ADMIN_LINGER_MS + ADMIN_STOP_POLL_MS);
+        let deadline = Instant::now() + limit;
+        while open.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(ADMIN_ACCEPT_POLL_MS));
+        }
+    }
+
+    fn admit(&self, stream: TcpStream, accepted: Instant) {
+        if self.open.load(Ordering::Acquire) >= ADMIN_CONNECTIONS_MAX {
+            busy(stream);
+            return;
+        }
+        let slot = Slot::take(&self.open);
+        let answers = Arc::clone(&self.answers);
+        let stop = Arc::clone(&self.stop);
+        let spawned = std::thread::Builder::new()
+            .name("ron-admin-conn".into())
+            .spawn(move || {
+                let _slot = slot;
+                let _ = serve(stream, accepted, &answers, &stop);
+            });
+        if let Err(e) = spawned {
+            // The closure, its slot and the connection were dropped with it.
+            tracing::warn!(error = %e, "cannot start an admin connection thread");
+        }
+    }
+}
+
+/// One running connection thread, counted in `open` for as long as it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Slot {
+        open.fetch_add(1, Ordering::AcqRel);
+        Slot(Arc::clone(open))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Every connection thread is taken: drop what the client has sent so far, one write
+/// attempt, close; nothing here waits.
+fn busy(mut stream: TcpStream) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    for _ in 0..ADMIN_HEAD_BYTES_MAX / sink.len() {
+        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    let reply = Reply::text(503, "admin server busy: too many connections\n");
+    let _ = stream.write(&reply.to_bytes(false));
+    let _ = stream.shutdown(Shutdown::Write);
+}

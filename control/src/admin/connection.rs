@@ -1,0 +1,150 @@
+//! One admin connection: its head read against the whole-head deadline, its answer
+//! written against the write deadline, then a lingering close.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ron_codec::http::head::{parse_request_head, HeadParse, Method};
+
+use super::routes::{route, Reply, Request};
+use super::{
+    Answers, ADMIN_HEAD_BYTES_MAX, ADMIN_HEAD_TIMEOUT_MS, ADMIN_LINGER_MS, ADMIN_STOP_POLL_MS,
+    ADMIN_WRITE_TIMEOUT_MS,
+};
+
+/// How reading a head ended.
+#[derive(Debug)]
+enum HeadRead {
+    Complete(Request),
+    /// Malformed or over [`ADMIN_HEAD_BYTES_MAX`]: answered 400 with the reason.
+    Malformed(String),
+    /// Closed by the client, past the deadline, or the server is stopping: no answer.
+    Abandoned,
+}
+
+pub(super) fn serve(
+    mut stream: TcpStream,
+    accepted: Instant,
+    answers: &Answers,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    let head_deadline = accepted + Duration::from_millis(ADMIN_HEAD_TIMEOUT_MS);
+    let (reply, head_only) = match read_head(&mut stream, head_deadline, stop)? {
+        HeadRead::Complete(request) => (route(&request, answers), request.method == Method::Head),
+        HeadRead::Malformed(reason) => (Reply::text(400, reason), false),
+        HeadRead::Abandoned => return Ok(()),
+    };
+    let write_deadline = Instant::now() + Duration::from_millis(ADMIN_WRITE_TIMEOUT_MS);
+    write_before(&mut stream, &reply.to_bytes(head_only), write_deadline)?;
+    linger(&mut stream);
+    Ok(())
+}
+
+/// Ends the connection after an answer: no more to send, and for up to
+/// [`ADMIN_LINGER_MS`] what the client still sends is read and dropped.
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_millis(ADMIN_LINGER_MS);
+    let mut sink = [0u8; 1024];
+    while let Some(left) = time_left(Instant::now(), deadline) {
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+            return;
+        }
+    }
+}
+
+/// Reads until the head is complete, each read waiting at most for the time left.
+fn read_head(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    stop: &AtomicBool,
+) -> std::io::Result<HeadRead> {
+    let mut buf = vec![0u8; ADMIN_HEAD_BYTES_MAX];
+    let mut filled = 0;
+    loop {
+        let Some(wait) = read_wait(Instant::now(), deadline) else {
+            return Ok(HeadRead::Abandoned);
+        };
+        if stop.load(Ordering::Relaxed) {
+            return Ok(HeadRead::Abandoned);
+        }
+        stream.set_read_timeout(Some(wait))?;
+        // `filled` < the buffer: a full buffer without a complete head is refused below.
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(HeadRead::Abandoned),
+            Ok(n) => filled += n,
+            Err(e) if waited(&e) => continue,
+            Err(e) => return Err(e),
+        }
+        match parse_request_head(&buf[..filled], ADMIN_HEAD_BYTES_MAX) {
+            Ok(HeadParse::Complete(head)) => return Ok(HeadRead::Complete(Request::of(&head))),
+            Ok(HeadParse::Partial) => {}
+            Err(e) => return Ok(HeadRead::Malformed(e.to_string())),
+        }
+    }
+}
+
+/// The time left before `deadline`, if any (never zero: a zero timeout means "none").
+fn time_left(now: Instant, deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(now)
+        .filter(|left| !left.is_zero())
+}
+
+/// How long the next read may wait: the time left, at most [`ADMIN_STOP_POLL_MS`].
+fn read_wait(now: Instant, deadline: Instant) -> Option<Duration> {
+    time_left(now, deadline).map(|left| left.min(Duration::from_millis(ADMIN_STOP_POLL_MS)))
+}
+
+/// A socket timeout expired (or a signal interrupted the call).
+fn waited(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
+}
+
+/// Writes all of `bytes` before `deadline`, each write waiting only for the time left.
+fn write_before(
+    stream: &mut TcpStream,
+    mut bytes: &[u8],
+    deadline: Instant,
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let Some(left) = time_left(Instant::now(), deadline) else {
+            return Err(ErrorKind::TimedOut.into());
+        };
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if waited(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_waits_for_the_time_left_and_never_past_the_deadline() {
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(ADMIN_HEAD_TIMEOUT_MS);
+        let poll = Duration::from_millis(ADMIN_STOP_POLL_MS);
+        assert_eq!(read_wait(start, deadline), Some(poll));
+        let late = deadline - Duration::from_millis(30);
+        assert_eq!(read_wait(late, deadline), Some(Duration::from_millis(30)));
+        assert_eq!(read_wait(deadline, deadline), None, "never a zero timeout");
+        assert_eq!(read_wait(deadline + poll, deadline), None);
+        assert_eq!(time_left(start, deadline), Some(deadline - start));
+    }
+}

@@ -1,0 +1,293 @@
+//! `/metrics`: the Prometheus text format (0.0.4). Every family is one row of
+//! `FAMILIES` (name, type, help, where its samples come from), rendered in that order;
+//! the names, help texts and label sets are an interface (dashboards, alerts,
+//! `docs/HTTP-API.md`) and change only on purpose.
+
+use ron_link::latency::{LatencySet, EXPORTED_BUCKETS_US};
+use ron_link::policy::Exhausted;
+use ron_link::requests::{Op, Protocol, Rejection, COUNTED_STATUSES};
+
+use crate::view::ShardSample;
+
+use self::Kind::{Counter, Gauge, Histogram};
+
+/// What `/metrics` shows beyond the shards' counters (kept by the control thread).
+#[derive(Debug, Default)]
+pub struct Extra {
+    pub latency: LatencySet,
+    /// (tenant label, bucket, refusals) summed over shards.
+    pub quota_rejections: Vec<(String, Exhausted, u64)>,
+    pub quota_tenants_tracked: u64,
+    pub config_version: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+}
+
+/// A family's Prometheus type.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Reads one value out of a shard's sample.
+type Reader = fn(&ShardSample) -> u64;
+
+/// Where a family's samples come from.
+#[derive(Debug, Clone, Copy)]
+enum Series {
+    /// One unlabelled sample: the sum over shards.
+    Sum(Reader),
+    /// One sample per shard, labelled `shard`.
+    PerShard(Reader),
+    /// One unlabelled value the control thread holds.
+    Control(fn(&Extra) -> u64),
+    /// By `protocol`, `op` and `status`; only series that are non-zero.
+    Requests,
+    /// By `protocol` and `op`; only series with a request.
+    Latency,
+    /// By `reason`, every reason.
+    Rejections,
+    /// By `tenant` and `limit`, as reported.
+    QuotaRejections,
+}
+
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    series: Series,
+}
+
+const fn family(name: &'static str, kind: Kind, help: &'static str, series: Series) -> Family {
+    Family {
+        name,
+        kind,
+        help,
+        series,
+    }
+}
+
+/// Every family, in the order it is rendered.
+#[rustfmt::skip]
+const FAMILIES: [Family; 29] = [
+    family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
+    family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
+    family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
+    family("ron_quota_rejections_total", Counter, "Requests refused 429 by a tenant's token bucket; tenant is a configured name or \"other\".", Series::QuotaRejections),
+    family("ron_bytes_received_total", Counter, "Bytes read from clients (heads, frames and bodies).", Series::Sum(|s| s.metrics.bytes_in)),
+    family("ron_bytes_sent_total", Counter, "Bytes written to clients.", Series::Sum(|s| s.metrics.bytes_out)),
+    family("ron_verify_failures_total", Counter, "64 KiB groups that failed verification (never sent).", Series::Sum(|s| s.metrics.verify_failures)),
+    family("ron_cache_hits_total", Counter, "Verified-group cache hits.", Series::Sum(|s| s.metrics.cache_hits)),
+    family("ron_cache_misses_total", Counter, "Verified-group cache misses.", Series::Sum(|s| s.metrics.cache_misses)),
+    family("ron_connections_total", Counter, "Connections accepted.", Series::Sum(|s| s.metrics.connections_total)),
+    family("ron_overload_rejections_total", Counter, "Requests answered 503 overloaded by the in-flight gate.", Series::Sum(|s| s.metrics.overload_rejections)),
+    family("ron_tls_handshake_failures_total", Counter, "TLS handshakes that failed or timed out.", Series::Sum(|s| s.metrics.tls_handshake_failures)),
+    family("ron_mesh_requests_total", Counter, "Requests forwarded to an owner shard.", Series::Sum(|s| s.metrics.mesh_requests)),
+    family("ron_objects_created_total", Counter, "Objects made durable and visible.", Series::Sum(|s| s.metrics.objects_created)),
+    family("ron_inflight_requests", Gauge, "Requests being answered now.", Series::Sum(|s| s.metrics.inflight)),
+    family("ron_objects_stored", Gauge, "Objects in the node's stores.", Series::Sum(|s| s.metrics.objects_stored)),
+    family("ron_bytes_stored", Gauge, "Bytes of objects in the node's stores.", Series::Sum(|s| s.metrics.bytes_stored)),
+    family("ron_cache_bytes", Gauge, "Bytes held by the verified-group caches.", Series::Sum(|s| s.metrics.cache_bytes)),
+    family("ron_cache_entries", Gauge, "Groups held by the verified-group caches.", Series::Sum(|s| s.metrics.cache_entries)),
+    family("ron_connections_open", Gauge, "Open client connections.", Series::Sum(|s| s.metrics.connections_open)),
+    family("ron_shard_requests_total", Counter, "Requests answered by each shard.", Series::PerShard(|s| s.requests.total())),
+    family("ron_shard_ready", Gauge, "1 when the shard accepts connections.", Series::PerShard(|s| u64::from(s.metrics.ready))),
+    family("ron_shard_saturated", Gauge, "1 while the shard's in-flight gate is full.", Series::PerShard(|s| u64::from(s.metrics.saturated()))),
+    family("ron_reactor_stalls_total", Counter, "Times the shard's 10 ms heartbeat woke more than 20 ms late (a task held the reactor).", Series::PerShard(|s| s.metrics.reactor_stalls)),
+    family("ron_reactor_stall_us_total", Counter, "Total lateness of those stalled heartbeats, microseconds.", Series::PerShard(|s| s.metrics.reactor_stall_us)),
+    family("ron_quota_tenants_tracked", Gauge, "Tenants with token buckets on the shards (summed over shards).", Series::Control(|e| e.quota_tenants_tracked)),
+    family("ron_config_version", Gauge, "Version of the running tokens/tenants/quotas (1 at start, +1 per good reload).", Series::Control(|e| e.config_version)),
+    family("ron_config_reload_failures_total", Counter, "Reloads refused (bad file); the running configuration was kept.", Series::Control(|e| e.reloads_failed)),
+    family("ron_config_reloads_total", Counter, "Reloads applied.", Series::Control(|e| e.reloads_ok)),
+];
+
+/// Prometheus text: counters summed over shards, per-shard series where useful. Series
+/// by protocol/op/status appear once they are non-zero.
+pub fn render_metrics(shards: &[ShardSample], extra: &Extra) -> String {
+    let mut out = String::with_capacity(8192);
+    for family in &FAMILIES {
+        let (name, kind) = (family.name, family.kind.as_str());
+        out.push_str(&format!(
+            "# HELP {name} {}\n# TYPE {name} {kind}\n",
+            family.help
+        ));
+        match family.series {
+            Series::Sum(get) => {
+                let total: u64 = shards.iter().map(get).sum();
+                out.push_str(&format!("{name} {total}\n"));
+            }
+            Series::PerShard(get) => {
+                for (i, s) in shards.iter().enumerate() {
+                    out.push_str(&format!("{name}{{shard=\"{i}\"}} {}\n", get(s)));
+                }
+            }
+            Series::Control(get) => out.push_str(&format!("{name} {}\n", get(extra))),
+            Series::Requests => render_requests(&mut out, name, shards),
+            Series::Latency => render_latency(&mut out, name, &extra.latency),
+            Series::Rejections => render_rejections(&mut out, name, shards),
+            Series::QuotaRejections => render_quota_rejections(&mut out, name, extra),
+        }
+    }
+    out
+}
+
+fn render_requests(out: &mut String, name: &str, shards: &[ShardSample]) {
+    for protocol in Protocol::ALL {
+        for op in Op::ALL {
+            for &status in &COUNTED_STATUSES {
+                let n: u64 = shards
+                    .iter()
+                    .map(|s| s.requests.requests(protocol, op, status))
+                    .sum();
+                if n > 0 {
+                    out.push_str(&format!(
+                        "{name}{{protocol=\"{}\",op=\"{}\",status=\"{status}\"}} {n}\n",
+                        protocol.as_str(),
+                        op.as_str()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn render_latency(out: &mut String, name: &str, latency: &LatencySet) {
+    for protocol in Protocol::ALL {
+        for op in Op::ALL {
+            let count = latency.count(protocol, op);
+            if count == 0 {
+                continue;
+            }
+            let labels = format!("protocol=\"{}\",op=\"{}\"", protocol.as_str(), op.as_str());
+            for bound in EXPORTED_BUCKETS_US {
+                out.push_str(&format!(
+                    "{name}_bucket{{{labels},le=\"{}\"}} {}\n",
+                    seconds(bound),
+                    latency.count_at_or_below(protocol, op, bound)
+                ));
+            }
+            out.push_str(&format!(
+                "{name}_bucket{{{labels},le=\"+Inf\"}} {count}\n\
+                 {name}_sum{{{labels}}} {}\n\
+                 {name}_count{{{labels}}} {count}\n",
+                seconds(latency.sum_us(protocol, op)),
+            ));
+        }
+    }
+}
+
+fn render_rejections(out: &mut String, name: &str, shards: &[ShardSample]) {
+    for reason in Rejection::ALL {
+        let n: u64 = shards.iter().map(|s| s.requests.rejections(reason)).sum();
+        out.push_str(&format!("{name}{{reason=\"{}\"}} {n}\n", reason.as_str()));
+    }
+}
+
+fn render_quota_rejections(out: &mut String, name: &str, extra: &Extra) {
+    for (label, kind, n) in &extra.quota_rejections {
+        out.push_str(&format!(
+            "{name}{{tenant=\"{}\",limit=\"{}\"}} {n}\n",
+            escape_label(label),
+            kind.as_str()
+        ));
+    }
+}
+
+fn seconds(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+/// Label values are configured tenant names; escape what the text format requires.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ron_link::requests::RequestCounters;
+    use ron_shards::ShardMetrics;
+    use std::sync::atomic::Ordering;
+
+    fn samples(shards: &[(&ShardMetrics, &RequestCounters)]) -> Vec<ShardSample> {
+        shards
+            .iter()
+            .map(|(m, r)| ShardSample {
+                metrics: m.snapshot(),
+                requests: r.snapshot(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn metrics_sum_shards_and_register_each_family_once() {
+        let (a, b) = (ShardMetrics::default(), ShardMetrics::default());
+        let (ra, rb) = (RequestCounters::default(), RequestCounters::default());
+        ra.record(Protocol::Http, Op::Get, 200);
+        rb.record(Protocol::Http, Op::Get, 200);
+        rb.record(Protocol::Oap, Op::Put, 429);
+        ShardMetrics::add(&a.verify_failures, 2);
+        b.ready.store(true, Ordering::Relaxed);
+        let mut extra = Extra::default();
+        extra.latency.record(Protocol::Http, Op::Get, 120);
+        extra.latency.record(Protocol::Http, Op::Get, 3_000_000);
+        extra
+            .quota_rejections
+            .push(("a\"b".into(), Exhausted::Requests, 1));
+        extra.reloads_ok = 4;
+        let text = render_metrics(&samples(&[(&a, &ra), (&b, &rb)]), &extra);
+        for line in [
+            "ron_requests_total{protocol=\"http\",op=\"get\",status=\"200\"} 2\n",
+            "ron_requests_total{protocol=\"oap\",op=\"put\",status=\"429\"} 1\n",
+            "ron_rejections_total{reason=\"over_quota\"} 1\n",
+            "ron_rejections_total{reason=\"timeout\"} 0\n",
+            "ron_quota_rejections_total{tenant=\"a\\\"b\",limit=\"requests\"} 1\n",
+            "ron_verify_failures_total 2\n",
+            "ron_shard_requests_total{shard=\"0\"} 1\n",
+            "ron_shard_requests_total{shard=\"1\"} 2\n",
+            "ron_shard_ready{shard=\"1\"} 1\n",
+            "ron_config_reloads_total 4\n",
+            "# TYPE ron_inflight_requests gauge\n",
+            "ron_request_duration_seconds_bucket{protocol=\"http\",op=\"get\",le=\"+Inf\"} 2\n",
+            "ron_request_duration_seconds_bucket{protocol=\"http\",op=\"get\",le=\"0.00025\"} 1\n",
+            "ron_request_duration_seconds_bucket{protocol=\"http\",op=\"get\",le=\"2.5\"} 1\n",
+            "ron_request_duration_seconds_sum{protocol=\"http\",op=\"get\"} 3.00012\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("status=\"404\""), "zero series are left out");
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            assert!(
+                seen.insert(line.to_string()),
+                "family registered twice: {line}"
+            );
+        }
+        assert_eq!(seen.len(), FAMILIES.len());
+    }
+
+    #[test]
+    fn every_family_is_named_and_typed_by_the_conventions() {
+        for f in &FAMILIES {
+            assert!(f.name.starts_with("ron_") && !f.help.is_empty(), "{f:?}");
+            let counter = f.name.ends_with("_total");
+            assert_eq!(counter, matches!(f.kind, Kind::Counter), "{}", f.name);
+        }
+    }
+}

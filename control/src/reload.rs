@@ -1,0 +1,259 @@
+//! Live reload of the policy (tokens, tenants, limits). The engine hands the control
+//! thread a [`Reloader`]: a way to load the configuration again ([`LoadPolicy`]), the
+//! file to watch, and the flag its SIGHUP handler sets. When the flag is set or the
+//! file's modification time changes, the control thread loads the policy once; a good
+//! one that differs from the running one gets the next version and goes to every shard,
+//! a bad one is logged with its reason and the running policy stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ron_link::link::{ControlLink, ToShard};
+use ron_link::policy::Policy;
+
+use crate::view::View;
+
+/// How often the configuration file's modification time is looked at.
+pub const WATCH_PERIOD_MS: u64 = 1_000;
+
+/// Why a reload was refused: the loader's own error (for the log, with its sources).
+pub type ReloadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a reload loaded.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The new policy (its `version` is assigned by the control thread).
+    pub policy: Policy,
+    /// Keys that changed but only take effect at a restart (named in the log).
+    pub restart_keys: Vec<String>,
+}
+
+/// Loads the reloadable configuration again.
+pub type LoadPolicy = Box<dyn Fn() -> Result<Reloaded, ReloadError> + Send>;
+
+/// How the policy is reloaded.
+pub struct Reloader {
+    /// The configuration file, watched for changes (None: SIGHUP only).
+    pub watch: Option<PathBuf>,
+    pub load: LoadPolicy,
+    /// Set by the SIGHUP handler.
+    pub hangup: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("watch", &self.watch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The control thread's side of a [`Reloader`]: when the file was last seen changed.
+#[derive(Debug)]
+pub(crate) struct Reloads {
+    reloader: Reloader,
+    watched: Option<SystemTime>,
+    next_watch: Instant,
+}
+
+impl Reloads {
+    pub(crate) fn new(reloader: Reloader) -> Reloads {
+        Reloads {
+            watched: reloader.watch.as_deref().and_then(modified),
+            reloader,
+            next_watch: Instant::now(),
+        }
+    }
+
+    /// Reloads if SIGHUP came or the file changed; true when it did (well or not).
+    pub(crate) fn poll(&mut self, now: Instant, link: &ControlLink, view: &mut View) -> bool {
+        if !self.due(now) {
+            return false;
+        }
+        // One reload per change, whether a signal or the watcher saw it first.
+        self.watched = self.reloader.watch.as_deref().and_then(modified);
+        match (self.reloader.load)() {
+            Ok(reloaded) => apply(reloaded, link, view),
+            Err(error) => {
+                view.reload_failed();
+                tracing::error!(
+                    version = view.policy().version,
+                    reason = %Chain(error.as_ref()),
+                    "configuration reload failed; keeping the running configuration"
+                );
+            }
+        }
+        true
+    }
+
+    fn due(&mut self, now: Instant) -> bool {
+        let mut due = self.reloader.hangup.swap(false, Ordering::Relaxed);
+        if now >= self.next_watch {
+            self.next_watch = now + Duration::from_millis(WATCH_PERIOD_MS);
+            let seen = self.reloader.watch.as_deref().and_then(modified);
+            if seen != self.watched {
+                self.watched = seen;
+                due = true;
+            }
+        }
+        due
+    }
+}
+
+/// Sends a changed policy to every shard under the next version.
+fn apply(reloaded: Reloaded, link: &ControlLink, view: &mut View) {
+    let Reloaded {
+        mut policy,
+        restart_keys,
+    } = reloaded;
+    if !restart_keys.is_empty() {
+        tracing::warn!(
+            keys = %restart_keys.join(", "),
+            "changed keys take effect only at a restart"
+        );
+    }
+    policy.version = view.policy().version;
+    if policy == **view.policy() {
+        tracing::info!(version = policy.version, "configuration unchanged");
+        return;
+    }
+    policy.version += 1;
+    let policy = Arc::new(policy);
+    for shard in 0..link.shard_count() {
+        link.send(shard, ToShard::Policy(Arc::clone(&policy)));
+    }
+    tracing::info!(
+        version = policy.version,
+        tenants = policy.tenants.len(),
+        "configuration reloaded (tokens, tenants and quotas)"
+    );
+    view.reloaded(policy);
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// An error and its sources, `outer: inner: …`.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ron_link::link::links;
+    use ron_link::policy::QuotaLimits;
+
+    fn policy(tokens: &[&str]) -> Policy {
+        let tokens: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+        Policy::new(&tokens, vec![], QuotaLimits::default())
+    }
+
+    fn reloads(load: LoadPolicy) -> (Reloads, Arc<AtomicBool>) {
+        let hangup = Arc::new(AtomicBool::new(false));
+        let reloader = Reloader {
+            watch: None,
+            load,
+            hangup: Arc::clone(&hangup),
+        };
+        (Reloads::new(reloader), hangup)
+    }
+
+    #[test]
+    fn a_changed_policy_goes_to_every_shard_under_the_next_version() {
+        let (control, shards) = links(2);
+        let mut view = View::new(policy(&[]), 2);
+        let load: LoadPolicy = Box::new(|| {
+            Ok(Reloaded {
+                policy: policy(&["t"]),
+                restart_keys: vec!["idle_timeout_ms".into()],
+            })
+        });
+        let (mut reloads, hangup) = reloads(load);
+        let now = Instant::now();
+        assert!(!reloads.poll(now, &control, &mut view), "nothing asked");
+        hangup.store(true, Ordering::Relaxed);
+        assert!(reloads.poll(now, &control, &mut view));
+        assert!(!hangup.load(Ordering::Relaxed), "the signal is consumed");
+        for end in &shards {
+            assert!(matches!(end.poll(), Some(ToShard::Policy(p)) if p.version == 2));
+        }
+        // The same file again: no new version, nothing sent.
+        hangup.store(true, Ordering::Relaxed);
+        assert!(reloads.poll(now, &control, &mut view));
+        assert!(shards.iter().all(|s| s.poll().is_none()));
+        let extra = view.publish().extra;
+        assert_eq!((extra.config_version, extra.reloads_ok), (2, 1));
+    }
+
+    #[test]
+    fn a_refused_reload_keeps_the_policy_and_is_counted() {
+        let (control, shards) = links(1);
+        let mut view = View::new(policy(&["t"]), 1);
+        let load: LoadPolicy = Box::new(|| Err("tenants.a.requests_per_s must be ≥ 0".into()));
+        let (mut reloads, hangup) = reloads(load);
+        hangup.store(true, Ordering::Relaxed);
+        assert!(reloads.poll(Instant::now(), &control, &mut view));
+        assert!(shards[0].poll().is_none());
+        let extra = view.publish().extra;
+        assert_eq!((extra.config_version, extra.reloads_failed), (1, 1));
+    }
+
+    #[test]
+    fn a_file_change_is_noticed_by_the_watcher() {
+        let dir = std::env::temp_dir().join(format!("ron-control-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ron.toml");
+        std::fs::write(&path, "").unwrap();
+        let (mut reloads, _) = reloads(Box::new(|| Err("unused".into())));
+        reloads.reloader.watch = Some(path.clone());
+        reloads.watched = modified(&path);
+        let now = Instant::now();
+        assert!(!reloads.due(now), "unchanged");
+        let earlier = SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(earlier)
+            .unwrap();
+        assert!(!reloads.due(now), "looked at once per period");
+        assert!(reloads.due(now + Duration::from_millis(WATCH_PERIOD_MS)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_error_is_logged_with_its_sources() {
+        let inner = std::io::Error::other("permission denied");
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("cannot read ron.toml")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error: ReloadError = Box::new(Outer(inner));
+        assert_eq!(
+            Chain(error.as_ref()).to_string(),
+            "cannot read ron.toml: permission denied"
+        );
+    }
+}

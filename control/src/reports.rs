@@ -1,0 +1,139 @@
+//! The JSON answers: `/readyz` ([`readiness`]), `/admin/stats` ([`stats`]) and
+//! `/version` ([`version`]). Pure functions of what was read; the admin server sends
+//! them.
+
+use ron_shards::MetricsSnapshot;
+use serde_json::json;
+
+use crate::view::{ShardSample, ShardStatus};
+
+/// The `/readyz` verdict and its report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Every shard accepts and none has its in-flight gate full (answered 200, else 503).
+    pub ready: bool,
+    /// The JSON report, per shard.
+    pub body: String,
+}
+
+/// Ready when every shard accepts and none has its in-flight gate full.
+pub fn readiness(shards: &[MetricsSnapshot]) -> Readiness {
+    let all_up = shards.iter().all(|s| s.ready);
+    let saturated = shards.iter().any(|s| s.saturated());
+    let ready = all_up && !saturated && !shards.is_empty();
+    let report = json!({
+        "ready": ready,
+        "control": true,
+        "overloaded": saturated,
+        "shards": shards.iter().enumerate().map(|(i, s)| json!({
+            "shard": i, "ready": s.ready, "overloaded": s.saturated(),
+            "inflight": s.inflight, "inflight_max": s.inflight_max,
+            "connections": s.connections_open,
+        })).collect::<Vec<_>>(),
+    });
+    Readiness {
+        ready,
+        body: report.to_string(),
+    }
+}
+
+/// The `/admin/stats` report: what each shard holds and serves. `status` is what each
+/// shard last reported (same order as `shards`).
+pub fn stats(shards: &[ShardSample], status: &[ShardStatus]) -> String {
+    let per_shard: Vec<_> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let status = status.get(i).copied().unwrap_or_default();
+            let m = &s.metrics;
+            json!({
+                "shard": i,
+                "objects": m.objects_stored,
+                "bytes": m.bytes_stored,
+                "cache_bytes": m.cache_bytes,
+                "cache_entries": m.cache_entries,
+                "connections": m.connections_open,
+                "inflight": m.inflight,
+                "requests": s.requests.total(),
+                "reactor_stalls": m.reactor_stalls,
+                "quota_tenants_tracked": status.tenants_tracked,
+                "policy_version": status.policy_version,
+            })
+        })
+        .collect();
+    json!({
+        "objects": shards.iter().map(|s| s.metrics.objects_stored).sum::<u64>(),
+        "bytes": shards.iter().map(|s| s.metrics.bytes_stored).sum::<u64>(),
+        "shards": per_shard,
+    })
+    .to_string()
+}
+
+/// The `/version` answer.
+pub fn version(version: &str) -> String {
+    json!({ "name": "ron", "version": version }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ron_link::requests::{Op, Protocol, RequestCounters};
+    use ron_shards::ShardMetrics;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn ready_only_when_every_shard_is_up_and_none_saturated() {
+        let a = ShardMetrics::default();
+        let b = ShardMetrics::default();
+        for m in [&a, &b] {
+            m.inflight_max.store(2, Ordering::Relaxed);
+        }
+        assert!(!readiness(&[]).ready, "no shard, not ready");
+        a.ready.store(true, Ordering::Relaxed);
+        assert!(!readiness(&[a.snapshot(), b.snapshot()]).ready);
+        b.ready.store(true, Ordering::Relaxed);
+        assert!(readiness(&[a.snapshot(), b.snapshot()]).ready);
+        b.inflight.store(2, Ordering::Relaxed);
+        let verdict = readiness(&[a.snapshot(), b.snapshot()]);
+        assert!(!verdict.ready);
+        let body: serde_json::Value = serde_json::from_str(&verdict.body).unwrap();
+        assert_eq!(body["overloaded"], true);
+        assert_eq!(body["shards"][1]["overloaded"], true);
+        assert_eq!(body["shards"][0]["overloaded"], false);
+    }
+
+    #[test]
+    fn stats_sum_the_stores_and_name_each_shard() {
+        let (a, b) = (ShardMetrics::default(), ShardMetrics::default());
+        ShardMetrics::add(&a.objects_stored, 2);
+        ShardMetrics::add(&b.objects_stored, 3);
+        ShardMetrics::add(&b.bytes_stored, 70);
+        let requests = RequestCounters::default();
+        requests.record(Protocol::Http, Op::Get, 200);
+        requests.record(Protocol::Oap, Op::Stat, 404);
+        let shards = [
+            ShardSample {
+                metrics: a.snapshot(),
+                requests: requests.snapshot(),
+            },
+            ShardSample {
+                metrics: b.snapshot(),
+                ..ShardSample::default()
+            },
+        ];
+        let status = [ShardStatus {
+            tenants_tracked: 5,
+            policy_version: 2,
+        }];
+        let report: serde_json::Value = serde_json::from_str(&stats(&shards, &status)).unwrap();
+        assert_eq!(
+            (report["objects"].as_u64(), report["bytes"].as_u64()),
+            (Some(5), Some(70))
+        );
+        assert_eq!(report["shards"][0]["requests"], 2);
+        assert_eq!(report["shards"][0]["quota_tenants_tracked"], 5);
+        assert_eq!(report["shards"][0]["policy_version"], 2);
+        assert_eq!(report["shards"][1]["policy_version"], 0, "not reported yet");
+        assert_eq!(version("1.2.3"), r#"{"name":"ron","version":"1.2.3"}"#);
+    }
+}

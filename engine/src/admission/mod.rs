@@ -1,0 +1,208 @@
+//! Admission and accounting of requests on one shard, shared by the HTTP and OAP/1 front
+//! ends. Every request passes [`Admission::admit`] — the tenant's token buckets
+//! ([`buckets`]), then the shard's in-flight gate ([`gate`]) — and ends in
+//! [`Admission::finish`], which charges its object bytes, counts it by
+//! protocol/op/status and records its latency. Everything here is the shard's own (no
+//! lock, no atomic shared with another shard). The control thread reads the relaxed
+//! counters and talks to the shard only through the shard's [`ShardLink`]: policy and
+//! quota shares come down, demand, refusals and latency go up, on a timer tick
+//! ([`Admission::tick`]).
+
+pub mod buckets;
+mod gate;
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ron_link::latency::LatencySet;
+use ron_link::link::{ShardLink, ShardReport, ToShard, LATENCY_PUBLISH_PERIOD_MS};
+use ron_link::policy::{Policy, QuotaKey, Tenant, TokenMatch};
+use ron_link::requests::{Op, Protocol, RequestCounters};
+use ron_shards::{ShardIndex, ShardMetrics};
+
+use crate::limits::STALL_THRESHOLD;
+use crate::refusal::Refusal;
+use buckets::ShardQuotas;
+use gate::InflightSlot;
+
+/// Who a request is: its tenant, and whether it may write.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity {
+    pub tenant: Tenant,
+    pub may_write: bool,
+}
+
+/// What a request says about who it is, unproven: a bearer token, a claimed tenant
+/// name (`X-Tenant`, OAP `tenant_id`), and the address it came from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Claims<'a> {
+    pub token: Option<&'a [u8]>,
+    pub tenant: Option<&'a [u8]>,
+    pub peer: Option<IpAddr>,
+}
+
+/// One admitted request: its in-flight slot (released on drop) and what it is charged to.
+#[derive(Debug)]
+pub struct Ticket {
+    _slot: InflightSlot,
+    quota: Option<QuotaKey>,
+    protocol: Protocol,
+    op: Op,
+    started: Instant,
+}
+
+/// The shard's counters that admission writes.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    pub shard: Arc<ShardMetrics>,
+    pub requests: Arc<RequestCounters>,
+}
+
+/// The shard's admission state.
+#[derive(Debug)]
+pub struct Admission {
+    shard: ShardIndex,
+    counters: Counters,
+    inflight_max: u32,
+    quotas: RefCell<ShardQuotas>,
+    latency: RefCell<LatencySet>,
+    latency_changed: Cell<bool>,
+    latency_published: Cell<Instant>,
+}
+
+impl Admission {
+    pub fn new(
+        shard: ShardIndex,
+        counters: Counters,
+        inflight_max: u32,
+        quotas: ShardQuotas,
+    ) -> Admission {
+        gate::publish_limit(&counters.shard, inflight_max);
+        Admission {
+            shard,
+            counters,
+            inflight_max,
+            quotas: RefCell::new(quotas),
+            latency: RefCell::new(LatencySet::default()),
+            latency_changed: Cell::new(false),
+            latency_published: Cell::new(Instant::now()),
+        }
+    }
+
+    /// Who a request is, by the rule of HTTP-API.md: the bearer token's tenant, else the
+    /// claimed name, else the client address, else public.
+    pub fn identify(&self, claims: Claims<'_>) -> Identity {
+        let quotas = self.quotas.borrow();
+        let policy = quotas.policy();
+        let matched: Option<TokenMatch> = claims.token.and_then(|t| policy.token(t));
+        Identity {
+            tenant: policy.tenant(matched, claims.tenant, claims.peer),
+            may_write: policy.writes_open() || matched.is_some(),
+        }
+    }
+
+    /// Admits a request that arrived at `started`: the tenant's quota first, then the
+    /// shard's in-flight gate.
+    pub fn admit(
+        &self,
+        tenant: &Tenant,
+        protocol: Protocol,
+        op: Op,
+        started: Instant,
+    ) -> Result<Ticket, Refusal> {
+        let quota = self
+            .quotas
+            .borrow_mut()
+            .admit(tenant, started)
+            .map_err(|refused| Refusal::OverQuota {
+                limit: refused.limit,
+                retry_after_ms: refused.retry_after_ms,
+            })?;
+        let slot = InflightSlot::take(self.shard, &self.counters.shard, self.inflight_max)?;
+        Ok(Ticket {
+            _slot: slot,
+            quota,
+            protocol,
+            op,
+            started,
+        })
+    }
+
+    /// Ends an admitted request: charges its object bytes and records it.
+    pub fn finish(&self, ticket: Ticket, status: u16, object_bytes: u64) {
+        if let (Some(key), true) = (ticket.quota, object_bytes > 0) {
+            self.quotas.borrow_mut().charge_bytes(key, object_bytes);
+        }
+        self.record(ticket.protocol, ticket.op, status, ticket.started);
+    }
+
+    /// Records a request answered without a ticket (refused, or unparsable).
+    pub fn record(&self, protocol: Protocol, op: Op, status: u16, started: Instant) {
+        self.counters.requests.record(protocol, op, status);
+        let latency_us = started.elapsed().as_micros() as u64;
+        self.latency.borrow_mut().record(protocol, op, latency_us);
+        self.latency_changed.set(true);
+    }
+
+    /// Requests being answered on this shard.
+    pub fn inflight(&self) -> u64 {
+        gate::inflight(&self.counters.shard)
+    }
+
+    /// One period of the shard's side of the control link: install what the control
+    /// thread sent, then report demand, refusals and (each second, if changed) latency.
+    pub fn tick(&self, link: &ShardLink) {
+        let now = Instant::now();
+        while let Some(message) = link.poll() {
+            match message {
+                ToShard::Policy(policy) => self.install(Policy::clone(&policy)),
+                ToShard::Shares(shares) => self.quotas.borrow_mut().apply_shares(&shares, now),
+            }
+        }
+        let latency = self.latency_to_publish(now);
+        let mut quotas = self.quotas.borrow_mut();
+        link.report(ShardReport {
+            shard: link.shard,
+            demand: quotas.take_demand(),
+            quota_rejections: quotas.rejections(),
+            tenants_tracked: quotas.tenants_tracked(),
+            latency,
+            policy_version: quotas.policy().version,
+        });
+    }
+
+    /// A copy of the latency histograms, once per publish period and only if changed.
+    fn latency_to_publish(&self, now: Instant) -> Option<Box<LatencySet>> {
+        let due = now.duration_since(self.latency_published.get())
+            >= Duration::from_millis(LATENCY_PUBLISH_PERIOD_MS);
+        if !(self.latency_changed.get() && due) {
+            return None;
+        }
+        self.latency_changed.set(false);
+        self.latency_published.set(now);
+        Some(Box::new(self.latency.borrow().clone()))
+    }
+
+    fn install(&self, policy: Policy) {
+        let version = policy.version;
+        self.quotas.borrow_mut().set_policy(policy);
+        tracing::debug!(
+            shard = self.shard.0,
+            version,
+            "shard installed configuration"
+        );
+    }
+
+    /// Counts a heartbeat that woke `late` after its due time.
+    pub fn heartbeat(&self, late: Duration) {
+        if late > STALL_THRESHOLD {
+            ShardMetrics::add(&self.counters.shard.reactor_stalls, 1);
+            ShardMetrics::add(
+                &self.counters.shard.reactor_stall_us,
+                late.as_micros() as u64,
+            );
+        }
+    }
+}

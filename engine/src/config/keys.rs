@@ -1,0 +1,520 @@
+//! The key table: every setting of the node, once. Each [`Key`] names its TOML key
+//! (also its `RON_*` variable, upper-cased), its flag, its default as text, a line of
+//! help, and the one parser that applies a value from any layer. `Config::default()`
+//! is the table's defaults applied; `ron help`'s options are generated from it, and a
+//! test holds docs/OPERATIONS.md's configuration reference to it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::{Config, ConfigError};
+use crate::logging::{LogFormat, LogLevel};
+
+/// A value as a layer hands it to a key's parser.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    /// A `RON_*` variable or a TOML scalar; a list key splits it at commas.
+    Text(&'a str),
+    /// A flag; a list key appends it (the flag repeats).
+    Flag(&'a str),
+    /// A TOML array of strings: a list key's whole list.
+    List(&'a [String]),
+}
+
+impl<'a> Value<'a> {
+    /// The single value a scalar key takes.
+    pub fn text(self) -> Result<&'a str, String> {
+        match self {
+            Value::Text(v) | Value::Flag(v) => Ok(v),
+            Value::List(_) => Err("expected one value, not a list".into()),
+        }
+    }
+}
+
+/// One setting of the node.
+#[derive(Debug)]
+pub struct Key {
+    /// The TOML key; `RON_` + its upper case is the environment variable.
+    pub key: &'static str,
+    /// The flag, without `--`.
+    pub flag: &'static str,
+    /// What the flag takes, for the help (`N`, `SIZE`, `ADDR`); empty for a switch.
+    pub value: &'static str,
+    /// The default as text (fed to `apply`); `None` for an optional key or a list that
+    /// starts empty.
+    pub default: Option<&'static str>,
+    /// One line of help.
+    pub help: &'static str,
+    /// The parser: applies a value from any layer to the configuration.
+    pub apply: fn(&mut Config, Value<'_>) -> Result<(), String>,
+}
+
+impl Key {
+    /// A flag that takes no value (`--allow-open-writes`).
+    pub fn is_switch(&self) -> bool {
+        self.value.is_empty()
+    }
+
+    /// The `ron help` line of this key's flag.
+    pub fn help_line(&self) -> String {
+        let spec = match self.is_switch() {
+            true => format!("--{}", self.flag),
+            false => format!("--{} {}", self.flag, self.value),
+        };
+        let mut help = self.help.to_string();
+        if self.key != self.flag.replace('-', "_") {
+            help = match help.strip_suffix(')') {
+                Some(open) => format!("{open}; key {})", self.key),
+                None => format!("{help} (key {})", self.key),
+            };
+        }
+        if let Some(default) = self.default.filter(|_| !self.is_switch()) {
+            help.push_str(&format!(" [{default}]"));
+        }
+        format!("  {spec:<27} {help}\n")
+    }
+}
+
+/// The key of a TOML key (or of a lower-cased `RON_*` suffix).
+pub fn find(key: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.key == key)
+}
+
+/// The key of a flag (without `--`).
+pub fn find_flag(flag: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.flag == flag)
+}
+
+/// Keys set only in the file (tables, read by serde).
+pub const FILE_ONLY_KEYS: [&str; 2] = ["quota_default", "tenants"];
+
+/// The `ron help` lines of every key, in table order.
+pub fn options_help() -> String {
+    KEYS.iter().map(Key::help_line).collect()
+}
+
+/// Applies every key's default to `config`.
+pub(super) fn apply_defaults(config: &mut Config) {
+    for key in KEYS {
+        if let Some(default) = key.default {
+            (key.apply)(config, Value::Text(default))
+                .unwrap_or_else(|e| panic!("default of {}: {e}", key.key));
+        }
+    }
+}
+
+/// Parses a byte size: `4096`, `16KiB`, `256MiB`, `64GiB`, `1TiB`.
+pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
+    let units = [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("", 1),
+    ];
+    let (digits, unit) = units
+        .iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|d| (d, *unit)))
+        .unwrap_or((text, 1));
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| {
+            ConfigError::Usage(format!(
+                "invalid size {text:?} (use e.g. 4096, 16KiB, 256MiB)"
+            ))
+        })
+}
+
+fn addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse().map_err(|_| format!("invalid address {v:?}"))
+}
+
+fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("invalid number {v:?}"))
+}
+
+pub(super) fn size(v: &str) -> Result<u64, String> {
+    parse_size(v).map_err(|e| e.to_string())
+}
+
+fn size_usize(v: &str) -> Result<usize, String> {
+    usize::try_from(size(v)?).map_err(|_| format!("{v} is too large"))
+}
+
+fn size_u32(v: &str) -> Result<u32, String> {
+    u32::try_from(size(v)?).map_err(|_| format!("{v} is too large"))
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v {
+        "" | "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("invalid boolean {v:?} (true or false)")),
+    }
+}
+
+fn path(v: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(v))
+}
+
+/// Sets a scalar field from a value, with `parse`.
+fn set<T>(field: &mut T, parse: fn(&str) -> Result<T, String>, v: Value) -> Result<(), String> {
+    *field = parse(v.text()?)?;
+    Ok(())
+}
+
+/// A list: a flag appends, a variable or TOML string is comma-separated, a TOML array
+/// replaces.
+fn set_list(field: &mut Vec<String>, v: Value) -> Result<(), String> {
+    match v {
+        Value::Flag(item) => field.push(item.to_owned()),
+        Value::Text(text) => {
+            *field = text
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect()
+        }
+        Value::List(items) => *field = items.to_vec(),
+    }
+    Ok(())
+}
+
+/// Every setting but the file-only tables, in `ron help` order.
+pub const KEYS: &[Key] = &[
+    Key {
+        key: "data_dir",
+        flag: "data-dir",
+        value: "DIR",
+        default: Some("./ron-data"),
+        help: "data directory",
+        apply: |c, v| set(&mut c.data_dir, path, v),
+    },
+    Key {
+        key: "http",
+        flag: "http",
+        value: "ADDR",
+        default: Some("127.0.0.1:8080"),
+        help: "HTTP listener",
+        apply: |c, v| set(&mut c.http, addr, v),
+    },
+    Key {
+        key: "oap",
+        flag: "oap",
+        value: "ADDR",
+        default: Some("127.0.0.1:9444"),
+        help: "OAP/1 listener",
+        apply: |c, v| set(&mut c.oap, addr, v),
+    },
+    Key {
+        key: "tls",
+        flag: "tls",
+        value: "ADDR",
+        default: None,
+        help: "TLS listener for HTTP/1.1 and OAP/1 by ALPN (off unless set)",
+        apply: |c, v| set(&mut c.tls, |s| addr(s).map(Some), v),
+    },
+    Key {
+        key: "tls_cert",
+        flag: "cert",
+        value: "FILE",
+        default: None,
+        help: "PEM certificate chain for --tls",
+        apply: |c, v| set(&mut c.tls_cert, |s| path(s).map(Some), v),
+    },
+    Key {
+        key: "tls_key",
+        flag: "key",
+        value: "FILE",
+        default: None,
+        help: "PEM private key for --tls",
+        apply: |c, v| set(&mut c.tls_key, |s| path(s).map(Some), v),
+    },
+    Key {
+        key: "admin",
+        flag: "admin",
+        value: "ADDR",
+        default: Some("127.0.0.1:9600"),
+        help: "admin HTTP: /healthz /readyz /metrics /version",
+        apply: |c, v| set(&mut c.admin, addr, v),
+    },
+    Key {
+        key: "shards",
+        flag: "shards",
+        value: "N",
+        default: Some("0"),
+        help: "pinned shards, 0 = one per CPU",
+        apply: |c, v| set(&mut c.shards, num, v),
+    },
+    Key {
+        key: "cache_bytes",
+        flag: "cache-bytes",
+        value: "SIZE",
+        default: Some("256MiB"),
+        help: "verified-group cache for the node",
+        apply: |c, v| set(&mut c.cache_bytes, size, v),
+    },
+    Key {
+        key: "object_bytes_max",
+        flag: "max-object-bytes",
+        value: "SIZE",
+        default: Some("64GiB"),
+        help: "largest upload",
+        apply: |c, v| set(&mut c.object_bytes_max, size, v),
+    },
+    Key {
+        key: "head_bytes_max",
+        flag: "head-bytes-max",
+        value: "SIZE",
+        default: Some("16KiB"),
+        help: "largest request head",
+        apply: |c, v| set(&mut c.head_bytes_max, size_usize, v),
+    },
+    Key {
+        key: "header_timeout_ms",
+        flag: "header-timeout-ms",
+        value: "N",
+        default: Some("10000"),
+        help: "time to receive a whole head",
+        apply: |c, v| set(&mut c.header_timeout_ms, num, v),
+    },
+    Key {
+        key: "idle_timeout_ms",
+        flag: "idle-timeout-ms",
+        value: "N",
+        default: Some("75000"),
+        help: "keep-alive idle time",
+        apply: |c, v| set(&mut c.idle_timeout_ms, num, v),
+    },
+    Key {
+        key: "body_timeout_ms",
+        flag: "body-timeout-ms",
+        value: "N",
+        default: Some("60000"),
+        help: "time between body reads / writes",
+        apply: |c, v| set(&mut c.body_timeout_ms, num, v),
+    },
+    Key {
+        key: "connections_max",
+        flag: "max-connections",
+        value: "N",
+        default: Some("10000"),
+        help: "open connections per shard",
+        apply: |c, v| set(&mut c.connections_max, num, v),
+    },
+    Key {
+        key: "inflight_max",
+        flag: "max-inflight",
+        value: "N",
+        default: Some("4096"),
+        help: "requests in flight per shard; more get 503",
+        apply: |c, v| set(&mut c.inflight_max, num, v),
+    },
+    Key {
+        key: "tokens",
+        flag: "token",
+        value: "TOKEN",
+        default: None,
+        help: "a bearer token allowed to write (repeatable)",
+        apply: |c, v| set_list(&mut c.tokens, v),
+    },
+    Key {
+        key: "allow_open_writes",
+        flag: "allow-open-writes",
+        value: "",
+        default: Some("false"),
+        help: "allow writes without tokens on a non-loopback listener",
+        apply: |c, v| set(&mut c.allow_open_writes, boolean, v),
+    },
+    Key {
+        key: "admin_token",
+        flag: "admin-token",
+        value: "TOKEN",
+        default: None,
+        help: "bearer token for admin endpoints (required off loopback)",
+        apply: |c, v| set(&mut c.admin_token, |s| Ok(Some(s.to_owned())), v),
+    },
+    Key {
+        key: "drain_timeout_ms",
+        flag: "drain-timeout-ms",
+        value: "N",
+        default: Some("10000"),
+        help: "wait for in-flight requests at shutdown",
+        apply: |c, v| set(&mut c.drain_timeout_ms, num, v),
+    },
+    Key {
+        key: "meta_cache_bytes",
+        flag: "meta-cache-bytes",
+        value: "SIZE",
+        default: Some("64MiB"),
+        help: "object metadata cache for the node",
+        apply: |c, v| set(&mut c.meta_cache_bytes, size, v),
+    },
+    Key {
+        key: "open_files_max",
+        flag: "open-files-max",
+        value: "N",
+        default: Some("1024"),
+        help: "object files kept open per shard",
+        apply: |c, v| set(&mut c.open_files_max, num, v),
+    },
+    Key {
+        key: "index_bytes_max",
+        flag: "index-bytes-max",
+        value: "SIZE",
+        default: Some("64GiB"),
+        help: "LMDB map size per store",
+        apply: |c, v| set(&mut c.index_bytes_max, size, v),
+    },
+    Key {
+        key: "oap_max_inflight",
+        flag: "oap-max-inflight",
+        value: "N",
+        default: Some("32"),
+        help: "OAP/1 requests in flight per connection",
+        apply: |c, v| set(&mut c.oap_max_inflight, num, v),
+    },
+    Key {
+        key: "oap_max_frame",
+        flag: "oap-max-frame",
+        value: "SIZE",
+        default: Some("1MiB"),
+        help: "OAP/1 largest frame, 128KiB..1MiB",
+        apply: |c, v| set(&mut c.oap_max_frame, size_u32, v),
+    },
+    Key {
+        key: "inflate_ratio_max",
+        flag: "inflate-ratio-max",
+        value: "N",
+        default: Some("10"),
+        help: "OAP/1 COMP: inflated size at most N × compressed",
+        apply: |c, v| set(&mut c.inflate_ratio_max, num, v),
+    },
+    Key {
+        key: "log_format",
+        flag: "log-format",
+        value: "text|json",
+        default: Some("text"),
+        help: "log lines as text or JSON lines",
+        apply: |c, v| set(&mut c.log_format, LogFormat::parse, v),
+    },
+    Key {
+        key: "log_level",
+        flag: "log-level",
+        value: "LEVEL",
+        default: Some("info"),
+        help: "error, warn, info, debug (one line per request)",
+        apply: |c, v| set(&mut c.log_level, LogLevel::parse, v),
+    },
+    Key {
+        key: "quota_tenants_max",
+        flag: "quota-tenants-max",
+        value: "N",
+        default: Some("100000"),
+        help: "tenants with token buckets kept per shard",
+        apply: |c, v| set(&mut c.quota_tenants_max, num, v),
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_flags_are_unique() {
+        for (i, a) in KEYS.iter().enumerate() {
+            for b in &KEYS[i + 1..] {
+                assert!(a.key != b.key && a.flag != b.flag, "{} / {}", a.key, b.key);
+            }
+            assert!(!FILE_ONLY_KEYS.contains(&a.key), "{}", a.key);
+        }
+    }
+
+    #[test]
+    fn defaults_agree_with_the_codec_limits() {
+        let c = Config::default();
+        assert_eq!(
+            c.head_bytes_max,
+            ron_codec::http::head::HEAD_LEN_MAX_DEFAULT
+        );
+        assert_eq!(c.oap_max_frame, ron_codec::frame::MAX_FRAME_BYTES);
+        assert_eq!(
+            c.inflate_ratio_max,
+            ron_codec::inflate::INFLATE_RATIO_DEFAULT
+        );
+    }
+
+    #[test]
+    fn only_optional_keys_and_lists_have_no_default() {
+        let none: Vec<&str> = KEYS
+            .iter()
+            .filter(|k| k.default.is_none())
+            .map(|k| k.key)
+            .collect();
+        assert_eq!(
+            none,
+            ["tls", "tls_cert", "tls_key", "tokens", "admin_token"]
+        );
+        let c = Config::default();
+        assert!(c.tls.is_none() && c.tls_cert.is_none() && c.tls_key.is_none());
+        assert!(c.tokens.is_empty() && c.admin_token.is_none());
+    }
+
+    /// The rows of docs/OPERATIONS.md's configuration reference, as cells.
+    fn documented_rows() -> Vec<Vec<String>> {
+        let doc = include_str!("../../../docs/OPERATIONS.md");
+        let start = doc
+            .find("## Configuration reference")
+            .expect("section in docs/OPERATIONS.md");
+        let section = &doc[start..];
+        let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+        section[..end]
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells = l.trim().trim_matches('|').split(" | ");
+                cells.map(|c| c.trim().to_string()).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_key_is_documented_with_its_default() {
+        let rows = documented_rows();
+        for key in KEYS {
+            let row = rows
+                .iter()
+                .find(|r| r[0] == format!("`{}`", key.key))
+                .unwrap_or_else(|| panic!("{} is not in docs/OPERATIONS.md", key.key));
+            let env = format!("`RON_{}`", key.key.to_ascii_uppercase());
+            assert!(row[1].starts_with(&env), "{}: {}", key.key, row[1]);
+            let flag = format!("`--{}`", key.flag);
+            assert!(row[2].starts_with(&flag), "{}: {}", key.key, row[2]);
+            match key.default {
+                Some(default) => assert!(
+                    row[3].starts_with(&format!("`{default}`")),
+                    "{}: the docs say {:?}, the key table `{default}`",
+                    key.key,
+                    row[3]
+                ),
+                None => assert!(
+                    ["none", "off"].contains(&row[3].as_str()),
+                    "{}: {}",
+                    key.key,
+                    row[3]
+                ),
+            }
+        }
+        for row in &rows {
+            let key = row[0].trim_matches('`');
+            assert!(
+                find(key).is_some() || FILE_ONLY_KEYS.contains(&key),
+                "docs/OPERATIONS.md documents {key}, which is not a key"
+            );
+        }
+    }
+}

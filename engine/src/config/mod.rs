@@ -1,0 +1,248 @@
+//! Configuration: the node's settings, their defaults and how each layer sets them.
+//! Every limit the node enforces is here, sized before any shard starts.
+//!
+//! - [`keys`]: the key table — per setting its TOML key, `RON_*` variable, flag,
+//!   default, help line and the one parser every layer goes through.
+//! - [`file`]: the TOML file (top-level keys through the key table; the tables
+//!   `quota_default` and `[tenants.NAME]` through serde).
+//! - `validate`: the checks a configuration passes before it is used.
+//!
+//! The layers themselves (defaults < file < `RON_*` < flags, and where each value came
+//! from) are put together by `crate::cli::resolve`.
+
+pub mod file;
+pub mod keys;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ron_link::policy::Policy;
+use serde::Serialize;
+
+use crate::logging::{LogFormat, LogLevel};
+
+pub use file::{QuotaConfig, TenantConfig};
+pub use keys::{parse_size, Key, Value, FILE_ONLY_KEYS, KEYS};
+
+/// Keys a reload applies to the running node; any other changed key is logged as
+/// taking effect at the next restart.
+pub const RELOADABLE_KEYS: [&str; 3] = ["tokens", "tenants", "quota_default"];
+
+/// The node's configuration. Field names are the TOML keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    /// OAP/1 listener (plain TCP).
+    pub oap: SocketAddr,
+    pub admin: SocketAddr,
+    /// Shards (pinned executors); 0 means one per online CPU.
+    pub shards: u16,
+    /// Verified-group cache, bytes, for the whole node (split across shards).
+    pub cache_bytes: u64,
+    /// Largest object accepted by an upload.
+    pub object_bytes_max: u64,
+    /// Largest request head.
+    pub head_bytes_max: usize,
+    /// Time allowed to receive a whole request head once its first byte arrived.
+    pub header_timeout_ms: u64,
+    /// Time an idle keep-alive connection is kept.
+    pub idle_timeout_ms: u64,
+    /// Time allowed between two reads of a request body.
+    pub body_timeout_ms: u64,
+    /// Open connections per shard.
+    pub connections_max: u32,
+    /// Requests in flight per shard; more get 503 overloaded.
+    pub inflight_max: u32,
+    /// Bearer tokens allowed to write. Empty: writes are open, but only on loopback.
+    pub tokens: Vec<String>,
+    /// Start with open writes on a non-loopback listener (explicit operator choice).
+    pub allow_open_writes: bool,
+    /// Bearer token for the admin endpoints; required when `admin` is not loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    /// Longest wait for in-flight requests at shutdown.
+    pub drain_timeout_ms: u64,
+    /// Object metadata cache (records with their chunk trees), bytes, for the whole
+    /// node (split across shards).
+    pub meta_cache_bytes: u64,
+    /// Object files kept open per shard.
+    pub open_files_max: usize,
+    /// LMDB map size per store, bytes.
+    pub index_bytes_max: u64,
+    /// OAP/1: requests in flight per connection (HELLO's `max_inflight`).
+    pub oap_max_inflight: u32,
+    /// OAP/1: largest frame accepted and sent, bytes (128 KiB to 1 MiB).
+    pub oap_max_frame: u32,
+    /// OAP/1 COMP: largest inflated size as a multiple of the compressed size.
+    pub inflate_ratio_max: u32,
+    /// TLS listener serving HTTP/1.1 and OAP/1 (chosen by ALPN); off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SocketAddr>,
+    /// PEM certificate chain for `tls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Log lines as `text` or `json`.
+    pub log_format: LogFormat,
+    /// Least severe events logged: error, warn, info, debug (adds one line per request).
+    pub log_level: LogLevel,
+    /// Tenants with token buckets kept per shard (the rest start over when they return).
+    pub quota_tenants_max: usize,
+    /// Limits of every tenant not configured by name, each on its own buckets.
+    pub quota_default: QuotaConfig,
+    /// Configured tenants by name.
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// The key table's defaults ([`KEYS`]); optional keys unset, lists and tables empty.
+impl Default for Config {
+    fn default() -> Self {
+        let mut config = Config::unset();
+        keys::apply_defaults(&mut config);
+        config
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    /// A bad value for `key` in the file at `path`.
+    #[error("config file {path} (key {key}): {reason}")]
+    Key {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Config {
+    /// Every field before the key table's defaults apply: placeholders that
+    /// `Config::default()` overwrites for every key with a default (the others stay
+    /// unset or empty).
+    fn unset() -> Config {
+        let nowhere = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        Config {
+            data_dir: PathBuf::new(),
+            http: nowhere,
+            oap: nowhere,
+            admin: nowhere,
+            shards: 0,
+            cache_bytes: 0,
+            object_bytes_max: 0,
+            head_bytes_max: 0,
+            header_timeout_ms: 0,
+            idle_timeout_ms: 0,
+            body_timeout_ms: 0,
+            connections_max: 0,
+            inflight_max: 0,
+            tokens: Vec::new(),
+            allow_open_writes: false,
+            admin_token: None,
+            drain_timeout_ms: 0,
+            meta_cache_bytes: 0,
+            open_files_max: 0,
+            index_bytes_max: 0,
+            oap_max_inflight: 0,
+            oap_max_frame: 0,
+            inflate_ratio_max: 0,
+            tls: None,
+            tls_cert: None,
+            tls_key: None,
+            log_format: LogFormat::Text,
+            log_level: LogLevel::Error,
+            quota_tenants_max: 0,
+            quota_default: QuotaConfig::default(),
+            tenants: BTreeMap::new(),
+        }
+    }
+
+    /// The defaults with the TOML file at `path` applied.
+    pub fn from_toml(path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.apply_file(path)?;
+        Ok(config)
+    }
+
+    /// Applies the TOML file at `path`; returns the keys it set (for `ron config print`).
+    pub fn apply_file(&mut self, path: &Path) -> Result<Vec<&'static str>, ConfigError> {
+        file::apply(self, path)
+    }
+
+    /// The tokens, tenants and limits the shards enforce (version 1).
+    pub fn policy(&self) -> Policy {
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|(name, t)| (name.clone(), t.tokens.clone(), t.quota().limits()))
+            .collect();
+        Policy::new(&self.tokens, tenants, self.quota_default.limits())
+    }
+
+    /// Whether any write token is configured (globally or for a tenant).
+    pub fn has_tokens(&self) -> bool {
+        !self.tokens.is_empty() || self.tenants.values().any(|t| !t.tokens.is_empty())
+    }
+
+    /// Keys whose values differ from `other`'s, apart from the reloadable ones.
+    pub fn restart_keys_changed(&self, other: &Config) -> Vec<String> {
+        let table = |c: &Config| toml::Table::try_from(c).unwrap_or_default();
+        let (mine, theirs) = (table(self), table(other));
+        let mut keys: Vec<String> = mine
+            .keys()
+            .chain(theirs.keys())
+            .filter(|k| !RELOADABLE_KEYS.contains(&k.as_str()))
+            .filter(|k| mine.get(*k) != theirs.get(*k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// The listeners that serve objects, by name.
+    pub fn data_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out = vec![("HTTP", self.http), ("OAP", self.oap)];
+        out.extend(self.tls.map(|addr| ("TLS", addr)));
+        out
+    }
+
+    /// Shards to run: the configured count, or one per online CPU.
+    pub fn shard_count(&self) -> u16 {
+        if self.shards > 0 {
+            return self.shards;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get().min(usize::from(u16::MAX)) as u16)
+            .unwrap_or(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("ron-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ron.toml");
+        std::fs::write(&path, "shards = 3\ntokens = [\"a\"]\ncache_bytes = 1024\n").unwrap();
+        let c = Config::from_toml(&path).unwrap();
+        assert_eq!((c.shards, c.cache_bytes, c.tokens.len()), (3, 1024, 1));
+        assert_eq!(c.http, Config::default().http);
+        std::fs::write(&path, "shardz = 3\n").unwrap();
+        let err = Config::from_toml(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown key \"shardz\""), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

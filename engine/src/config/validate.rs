@@ -1,0 +1,220 @@
+//! Checks a configuration before it is used: the limits, the write rule
+//! (HTTP-API.md "Who may write"), TLS, tenants and their tokens. Each refusal names
+//! the key at fault.
+
+use ron_link::policy::TENANT_NAME_BYTES_MAX;
+
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Checks the limits and the write rule (HTTP-API.md "Who may write").
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_listeners()?;
+        self.validate_oap()?;
+        self.validate_tokens()?;
+        self.validate_quotas()?;
+        self.validate_limits()
+    }
+
+    /// The write rule on every data listener, and TLS's certificate and key.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let refuse = |m: String| Err(ConfigError::Refused(m));
+        let public = self
+            .data_listeners()
+            .into_iter()
+            .find(|(_, addr)| !addr.ip().is_loopback());
+        if let Some((name, addr)) = public.filter(|_| !self.has_tokens()) {
+            if !self.allow_open_writes {
+                return refuse(format!(
+                    "refusing to start: {name} listens on {addr} (not loopback) and no write tokens \
+                     are configured, so anyone could write. Add tokens (--token or `tokens` in \
+                     the config) or pass --allow-open-writes to accept that."
+                ));
+            }
+        }
+        match (&self.tls, &self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_), Some(_)) | (None, None, None) => {}
+            (Some(addr), _, _) => {
+                return refuse(format!(
+                "the TLS listener on {addr} needs both --cert and --key (keys tls_cert, tls_key)"
+            ))
+            }
+            (None, _, _) => {
+                return refuse("--cert/--key given without --tls ADDR (key tls)".into())
+            }
+        }
+        Ok(())
+    }
+
+    /// OAP/1's frame size, requests per connection and inflate ratio.
+    fn validate_oap(&self) -> Result<(), ConfigError> {
+        let refuse = |m: String| Err(ConfigError::Refused(m));
+        let frame_min = 2 * ron_codec::tree::GROUP_LEN_BYTES as u32;
+        if !(frame_min..=ron_codec::frame::MAX_FRAME_BYTES).contains(&self.oap_max_frame) {
+            return refuse(format!(
+                "oap_max_frame must be between {frame_min} and {} bytes (one 64 KiB group and \
+                 its headers must fit in a frame)",
+                ron_codec::frame::MAX_FRAME_BYTES
+            ));
+        }
+        if self.oap_max_inflight == 0 || self.inflate_ratio_max == 0 {
+            return refuse("oap_max_inflight and inflate_ratio_max must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The admin token (required off loopback) and the write tokens.
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
+        let refuse = |m: String| Err(ConfigError::Refused(m));
+        if self.admin_token.is_none() && !self.admin.ip().is_loopback() {
+            return refuse(format!(
+                "refusing to start: the admin endpoints listen on {} (not loopback) without \
+                 an admin token. Set --admin-token (or `admin_token`), or keep admin on loopback.",
+                self.admin
+            ));
+        }
+        let bad_token = |t: &String| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic());
+        if self.admin_token.as_ref().is_some_and(bad_token) {
+            return refuse("admin_token must be non-empty visible ASCII".into());
+        }
+        if self.tokens.iter().any(bad_token) {
+            return refuse("tokens must be non-empty visible ASCII".into());
+        }
+        Ok(())
+    }
+
+    /// Request heads, connections, requests in flight and shards.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let refuse = |m: String| Err(ConfigError::Refused(m));
+        if self.head_bytes_max < 1024 {
+            return refuse("head_bytes_max must be at least 1024".into());
+        }
+        if self.connections_max == 0 || self.inflight_max == 0 {
+            return refuse("connections_max and inflight_max must be positive".into());
+        }
+        if self.shards > ron_codec::address::SHARD_COUNT_MAX {
+            return refuse(format!(
+                "at most {} shards",
+                ron_codec::address::SHARD_COUNT_MAX
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tenant names, tokens and limits; each error names its key.
+    fn validate_quotas(&self) -> Result<(), ConfigError> {
+        let refuse = |m: String| Err(ConfigError::Refused(m));
+        if let Err(e) = self.quota_default.limits().check() {
+            return refuse(format!("quota_default.{e}"));
+        }
+        if self.quota_tenants_max == 0 {
+            return refuse("quota_tenants_max must be positive".into());
+        }
+        let mut seen: Vec<(&str, String)> = self
+            .tokens
+            .iter()
+            .map(|t| (t.as_str(), "tokens".to_string()))
+            .collect();
+        for (name, tenant) in &self.tenants {
+            let visible = name.bytes().all(|b| b.is_ascii_graphic());
+            if name.is_empty() || name.len() > TENANT_NAME_BYTES_MAX || !visible {
+                return refuse(format!(
+                    "tenants.{name:?}: a tenant name is 1 to {TENANT_NAME_BYTES_MAX} visible ASCII characters"
+                ));
+            }
+            if let Err(e) = tenant.quota().limits().check() {
+                return refuse(format!("tenants.{name}.{e}"));
+            }
+            for token in &tenant.tokens {
+                if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return refuse(format!(
+                        "tenants.{name}.tokens must be non-empty visible ASCII"
+                    ));
+                }
+                if let Some((_, owner)) = seen.iter().find(|(t, _)| t == token) {
+                    return refuse(format!(
+                        "tenants.{name}.tokens: a token is also listed in {owner} (each token names one tenant)"
+                    ));
+                }
+                seen.push((token, format!("tenants.{name}.tokens")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback_only() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert!(c.http.ip().is_loopback());
+    }
+
+    #[test]
+    fn public_bind_without_tokens_is_refused_unless_explicit() {
+        let mut c = Config {
+            http: "0.0.0.0:8080".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("refusing to start: HTTP listens on 0.0.0.0:8080"),
+            "{err}"
+        );
+        let oap_public = Config {
+            oap: "0.0.0.0:9444".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = oap_public.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("refusing to start: OAP listens on 0.0.0.0:9444"),
+            "{err}"
+        );
+        c.allow_open_writes = true;
+        c.validate().unwrap();
+        c.allow_open_writes = false;
+        c.tokens = vec!["s3cret".into()];
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn tls_needs_certificate_and_key_and_frames_hold_a_group() {
+        let mut c = Config {
+            tls: Some("127.0.0.1:9443".parse().unwrap()),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the TLS listener on 127.0.0.1:9443 needs both --cert and --key (keys tls_cert, tls_key)"
+        );
+        c.tls_cert = Some("c.pem".into());
+        c.tls_key = Some("k.pem".into());
+        c.validate().unwrap();
+        c.oap_max_frame = 65536;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("oap_max_frame must be between 131072 and 1048576"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn public_admin_needs_an_admin_token() {
+        let mut c = Config {
+            admin: "0.0.0.0:9600".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("refusing to start: the admin endpoints listen on 0.0.0.0:9600"),
+            "{err}"
+        );
+        c.admin_token = Some("adm1n".into());
+        c.validate().unwrap();
+    }
+}

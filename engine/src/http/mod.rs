@@ -1,0 +1,280 @@
+//! The HTTP/1.1 front end: one task per connection on the shard that accepted it.
+//!
+//! A connection is a loop ([`serve_connection`]): read a head ([`read`]: idle timeout
+//! before its first byte, header timeout until its last), turn it into a small owned
+//! [`request::Request`], admit it, route it to [`get`] or [`put`], which call the object
+//! service and write the answer through [`respond`] — the socket's only writer —, then
+//! repeat. Pipelined requests stay in the read buffer and are answered in order.
+//! Object bytes are slices of verified groups; a rotten group before the head is a
+//! clean 500, after it an aborted connection (no wrong or padded byte is ever sent).
+
+mod get;
+mod put;
+mod read;
+mod request;
+mod respond;
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_lite::AsyncWriteExt;
+use ron_codec::http::head::{BodyFraming, Method};
+use ron_codec::http::response::HTTP_DATE_LEN;
+use ron_io::stream::Transport;
+use ron_link::requests::{Op, Protocol};
+use ron_shards::ShardMetrics;
+
+use crate::admission::Admission;
+use crate::limits::http_read_buffer_bytes;
+use crate::refusal::Refusal;
+use crate::service::Service;
+use read::{HeadOutcome, ReadBuf};
+use request::{CorrId, Request, Route};
+
+/// Limits of the HTTP front end, fixed at start-up (configuration keys).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub head_bytes_max: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+/// Per-shard state shared by its HTTP connections.
+pub struct HttpContext {
+    pub service: Rc<Service>,
+    pub admission: Rc<Admission>,
+    pub limits: HttpLimits,
+    /// Set when the node is shutting down: answers carry `Connection: close`.
+    pub draining: Rc<Cell<bool>>,
+    corr_seq: Cell<u64>,
+    date: RefCell<(u64, [u8; HTTP_DATE_LEN])>,
+}
+
+impl std::fmt::Debug for HttpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpContext")
+            .field("shard", &self.service.shard().index())
+            .field("inflight", &self.admission.inflight())
+            .finish()
+    }
+}
+
+impl HttpContext {
+    pub fn new(
+        service: Rc<Service>,
+        admission: Rc<Admission>,
+        limits: HttpLimits,
+        draining: Rc<Cell<bool>>,
+    ) -> Self {
+        HttpContext {
+            service,
+            admission,
+            limits,
+            draining,
+            corr_seq: Cell::new(0),
+            date: RefCell::new((u64::MAX, [0; HTTP_DATE_LEN])),
+        }
+    }
+
+    fn metrics(&self) -> &ShardMetrics {
+        self.service.shard().metrics()
+    }
+}
+
+/// How a request ended for the connection.
+enum After {
+    KeepAlive,
+    Close,
+}
+
+impl After {
+    fn keep_if(keep: bool) -> After {
+        if keep {
+            After::KeepAlive
+        } else {
+            After::Close
+        }
+    }
+}
+
+/// Why the connection must end right away (no further answer possible).
+#[derive(Debug)]
+struct Abort;
+
+impl From<std::io::Error> for Abort {
+    fn from(_: std::io::Error) -> Self {
+        Abort
+    }
+}
+
+/// One connection: the socket, its bounded buffers and what the current request moved.
+struct Conn<S> {
+    stream: S,
+    rbuf: ReadBuf,
+    wbuf: BytesMut,
+    peer: Option<IpAddr>,
+    /// Object bytes the current request moved (its charge to the tenant's byte quota).
+    object_bytes: u64,
+}
+
+/// Serves one connection until it closes.
+pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
+    let _ = stream.tcp().set_nodelay(true);
+    let _ = stream
+        .tcp()
+        .set_write_timeout(Some(ctx.limits.body_timeout));
+    let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
+    let mut conn = Conn {
+        stream,
+        rbuf: ReadBuf::new(http_read_buffer_bytes(ctx.limits.head_bytes_max)),
+        wbuf: BytesMut::with_capacity(4096),
+        peer,
+        object_bytes: 0,
+    };
+    ShardMetrics::add(&ctx.metrics().connections_open, 1);
+    ShardMetrics::add(&ctx.metrics().connections_total, 1);
+    while let Ok(After::KeepAlive) = serve_one(&ctx, &mut conn).await {}
+    ctx.metrics()
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+    let _ = conn.stream.close().await;
+}
+
+/// Reads one head, admits the request and answers it.
+async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<After, Abort> {
+    let (request, head_len) = match read::read_head(ctx, conn).await? {
+        HeadOutcome::Complete(request, len) => (request, len),
+        HeadOutcome::Closed => return Ok(After::Close),
+        HeadOutcome::Rejected(refusal) => {
+            let (corr, started) = (ctx.new_corr_id(), Instant::now());
+            respond::refuse(ctx, conn, &refusal, &corr, true).await?;
+            let status = refusal.status();
+            ctx.admission
+                .record(Protocol::Http, Op::Other, status, started);
+            return Ok(After::Close);
+        }
+    };
+    let started = Instant::now();
+    conn.rbuf.consume(head_len);
+    ShardMetrics::add(&ctx.metrics().bytes_in, head_len as u64);
+    let op = request.op();
+    let ticket = match ctx
+        .admission
+        .admit(&request.identity.tenant, Protocol::Http, op, started)
+    {
+        Ok(ticket) => ticket,
+        Err(refusal) => return refuse_unadmitted(ctx, conn, &request, &refusal, started).await,
+    };
+    conn.object_bytes = 0;
+    let outcome = route(ctx, conn, &request).await;
+    let object_bytes = conn.object_bytes;
+    let Ok((status, after)) = outcome else {
+        ctx.admission.finish(ticket, 0, object_bytes);
+        return Err(Abort);
+    };
+    ctx.admission.finish(ticket, status, object_bytes);
+    tracing::debug!(
+        corr_id = request.corr_id.as_str(),
+        shard = ctx.service.shard().index().0,
+        op = op.as_str(),
+        status,
+        "http request"
+    );
+    Ok(After::keep_if(
+        !ctx.draining.get() && matches!(after, After::KeepAlive),
+    ))
+}
+
+/// Answers a request admission refused. Its body (if any) is not read: then close.
+async fn refuse_unadmitted<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    request: &Request,
+    refusal: &Refusal,
+    started: Instant,
+) -> Result<After, Abort> {
+    let close = !request.keep_alive || !request.body_is_empty();
+    respond::refuse(ctx, conn, refusal, &request.corr_id, close).await?;
+    let status = refusal.status();
+    ctx.admission
+        .record(Protocol::Http, request.op(), status, started);
+    Ok(After::keep_if(!close))
+}
+
+/// Routes a request; returns the status sent and what the connection does next.
+async fn route<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+) -> Result<(u16, After), Abort> {
+    let keep = req.keep_alive && !ctx.draining.get();
+    if req.is_upload() {
+        return put::upload(ctx, conn, req, keep).await;
+    }
+    if !req.body_is_empty() {
+        // A body we will not read would desynchronise the stream: answer, then close.
+        let status = answer_without_body(ctx, conn, req, false).await?;
+        return Ok((status, After::Close));
+    }
+    let status = answer_without_body(ctx, conn, req, keep).await?;
+    Ok((status, After::keep_if(keep)))
+}
+
+/// Every route that reads no request body.
+async fn answer_without_body<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+    keep: bool,
+) -> Result<u16, Abort> {
+    let close = !keep;
+    let refusal = match (&req.route, req.method) {
+        (Route::Object(addr), Method::Get | Method::Head) => {
+            return get::get(ctx, conn, req, addr, close).await
+        }
+        (Route::BadAddress(e), _) => Refusal::Codec(e.clone()),
+        (Route::Unknown, _) => Refusal::NoRoute,
+        (Route::Objects, _) => Refusal::MethodNotAllowed {
+            allowed: "PUT, POST",
+        },
+        (Route::Object(_), _) => Refusal::MethodNotAllowed {
+            allowed: "GET, HEAD, PUT",
+        },
+    };
+    respond::refuse(ctx, conn, &refusal, &req.corr_id, close).await?;
+    Ok(refusal.status())
+}
+
+impl Request {
+    fn body_is_empty(&self) -> bool {
+        matches!(self.body, BodyFraming::Empty | BodyFraming::Length(0))
+    }
+
+    fn is_upload(&self) -> bool {
+        matches!(
+            (&self.route, self.method),
+            (Route::Objects, Method::Put | Method::Post) | (Route::Object(_), Method::Put)
+        )
+    }
+}
+
+impl HttpContext {
+    fn new_corr_id(&self) -> CorrId {
+        let seq = self.corr_seq.get();
+        self.corr_seq.set(seq + 1);
+        CorrId::generated(self.service.shard().index().0, seq)
+    }
+}
+
+/// Writes the bytes queued in `wbuf`.
+async fn write_out<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<(), Abort> {
+    conn.stream.write_all(&conn.wbuf).await?;
+    ShardMetrics::add(&ctx.metrics().bytes_out, conn.wbuf.len() as u64);
+    conn.wbuf.clear();
+    Ok(())
+}

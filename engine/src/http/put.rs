@@ -1,0 +1,114 @@
+//! PUT/POST /o and PUT /o/<addr>: the body streamed into an upload session, then the
+//! commit outcome as JSON.
+
+use futures_lite::AsyncWriteExt;
+use ron_codec::http::head::BodyFraming;
+use ron_codec::http::response::ResponseHead;
+use ron_io::stream::Transport;
+
+use super::read::{receive_body, BodyFailure};
+use super::request::{quoted_etag, Request, Route};
+use super::respond::{self, common_headers};
+use super::{write_out, Abort, After, Conn, HttpContext};
+use crate::refusal::Refusal;
+use crate::service::{Stored, WriteCredential};
+
+/// Where HTTP carries a write token, for the 401 message.
+const TOKEN_CARRIER: &str = "in Authorization: Bearer <token>";
+
+pub(super) async fn upload<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+    keep: bool,
+) -> Result<(u16, After), Abort> {
+    let credential = WriteCredential {
+        may_write: req.identity.may_write,
+        token_given: req.token_given,
+        carrier: TOKEN_CARRIER,
+        tenant_id: None,
+    };
+    let declared = match req.body {
+        BodyFraming::Empty => Err(Refusal::LengthRequired),
+        BodyFraming::Length(n) => Ok(Some(n)),
+        BodyFraming::Chunked => Ok(None),
+    };
+    let announced = match &req.route {
+        Route::Object(addr) => Some(*addr),
+        _ => None,
+    };
+    let begun = match credential.check().and(declared) {
+        Ok(declared) => {
+            ctx.service
+                .begin_upload(&credential, declared, announced)
+                .await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let mut session = match begun {
+        Ok(session) => session,
+        Err(refusal) => return refuse_upload(ctx, conn, req, &refusal).await,
+    };
+    if req.expect_continue {
+        conn.stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await?;
+    }
+    let received = receive_body(ctx, conn, req.body, &mut session).await;
+    conn.object_bytes = session.received();
+    if let Err(failure) = received {
+        session.abort().await;
+        return match failure {
+            BodyFailure::Connection => Err(Abort),
+            BodyFailure::Refused(refusal) => refuse_upload(ctx, conn, req, &refusal).await,
+        };
+    }
+    match session
+        .finish(req.content_type.clone().unwrap_or_default())
+        .await
+    {
+        Ok(stored) => created(ctx, conn, req, stored, keep).await,
+        // The body was read whole: the connection is still in step.
+        Err(refusal @ Refusal::DigestMismatch { .. }) => {
+            respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep).await?;
+            Ok((refusal.status(), After::keep_if(keep)))
+        }
+        Err(refusal) => refuse_upload(ctx, conn, req, &refusal).await,
+    }
+}
+
+/// Answers an upload that cannot go on, then closes (its body is not, or not all, read).
+async fn refuse_upload<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+    refusal: &Refusal,
+) -> Result<(u16, After), Abort> {
+    respond::refuse(ctx, conn, refusal, &req.corr_id, true).await?;
+    Ok((refusal.status(), After::Close))
+}
+
+/// 201 (or 200 when the object was already stored) with `{"obj":..,"len":..}`.
+async fn created<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+    stored: Stored,
+    keep: bool,
+) -> Result<(u16, After), Abort> {
+    let Stored { addr, len, .. } = stored;
+    let status = stored.status();
+    let body = format!("{{\"obj\":\"{addr}\",\"len\":{len}}}");
+    let location = format!("/o/{addr}");
+    conn.wbuf.clear();
+    let mut head = ResponseHead::start(&mut conn.wbuf, status);
+    common_headers(ctx, &mut head, &req.corr_id, !keep);
+    head.header("Location", location.as_bytes())
+        .header("ETag", &quoted_etag(&addr))
+        .header("Content-Type", b"application/json")
+        .content_length(body.len() as u64);
+    head.finish();
+    conn.wbuf.extend_from_slice(body.as_bytes());
+    write_out(ctx, conn).await?;
+    Ok((status, After::keep_if(keep)))
+}

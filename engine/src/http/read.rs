@@ -1,0 +1,201 @@
+//! The read side of a connection: one fixed buffer sized at start-up, the request head
+//! (idle timeout before its first byte, header deadline until its last), and request
+//! bodies (length-delimited or chunked) streamed into an upload.
+
+use std::io;
+use std::time::Instant;
+
+use futures_lite::AsyncReadExt;
+use ron_codec::http::chunked::{ChunkedDecoder, ChunkedStep};
+use ron_codec::http::head::{parse_request_head, BodyFraming, HeadParse};
+use ron_io::stream::Transport;
+use ron_shards::ShardMetrics;
+
+use super::request::Request;
+use super::{Abort, Conn, HttpContext};
+use crate::refusal::Refusal;
+use crate::service::UploadSession;
+
+pub(super) struct ReadBuf {
+    data: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    pub fn new(capacity: usize) -> ReadBuf {
+        ReadBuf {
+            data: vec![0; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads once from `stream`, returning the bytes read (0 at end of stream).
+    async fn fill<S: Transport>(&mut self, stream: &mut S) -> io::Result<usize> {
+        if self.end == self.data.len() {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = stream.read(&mut self.data[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+// Inline on purpose: boxing the request would allocate on every request.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum HeadOutcome {
+    /// The request, and the length of its head in the read buffer.
+    Complete(Request, usize),
+    /// The peer closed or stayed idle past the idle timeout between requests.
+    Closed,
+    Rejected(Refusal),
+}
+
+pub(super) async fn read_head<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+) -> Result<HeadOutcome, Abort> {
+    let limits = &ctx.limits;
+    if conn.rbuf.filled().is_empty() {
+        let _ = conn
+            .stream
+            .tcp()
+            .set_read_timeout(Some(limits.idle_timeout));
+        match conn.rbuf.fill(&mut conn.stream).await {
+            Ok(0) | Err(_) => return Ok(HeadOutcome::Closed),
+            Ok(_) => {}
+        }
+    }
+    let deadline = Instant::now() + limits.header_timeout;
+    let timed_out = || {
+        HeadOutcome::Rejected(Refusal::HeadTimeout {
+            timeout_ms: limits.header_timeout.as_millis() as u64,
+        })
+    };
+    loop {
+        match parse_request_head(conn.rbuf.filled(), limits.head_bytes_max) {
+            Ok(HeadParse::Complete(head)) => {
+                let request = Request::from_head(&head, ctx, conn.peer);
+                return Ok(HeadOutcome::Complete(request, head.head_len));
+            }
+            Ok(HeadParse::Partial) => {}
+            Err(e) => return Ok(HeadOutcome::Rejected(e.into())),
+        }
+        let Some(left) = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        else {
+            return Ok(timed_out());
+        };
+        let _ = conn.stream.tcp().set_read_timeout(Some(left));
+        match conn.rbuf.fill(&mut conn.stream).await {
+            Ok(0) => return Ok(HeadOutcome::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(timed_out()),
+            Err(_) => return Ok(HeadOutcome::Closed),
+        }
+    }
+}
+
+/// Why a request body could not be received.
+pub(super) enum BodyFailure {
+    /// The peer went away or stalled: nothing more can be said.
+    Connection,
+    /// The body broke a rule: answer, then close.
+    Refused(Refusal),
+}
+
+impl From<Refusal> for BodyFailure {
+    fn from(refusal: Refusal) -> Self {
+        BodyFailure::Refused(refusal)
+    }
+}
+
+/// Reads a request body into `upload`, from what is buffered and then from the socket.
+pub(super) async fn receive_body<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    framing: BodyFraming,
+    upload: &mut UploadSession,
+) -> Result<(), BodyFailure> {
+    let _ = conn
+        .stream
+        .tcp()
+        .set_read_timeout(Some(ctx.limits.body_timeout));
+    match framing {
+        BodyFraming::Empty => Ok(()),
+        BodyFraming::Length(len) => receive_length(ctx, conn, len, upload).await,
+        BodyFraming::Chunked => receive_chunked(ctx, conn, upload).await,
+    }
+}
+
+async fn receive_length<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    mut left: u64,
+    upload: &mut UploadSession,
+) -> Result<(), BodyFailure> {
+    while left > 0 {
+        if conn.rbuf.filled().is_empty() {
+            read_more(conn).await?;
+        }
+        let take = (conn.rbuf.filled().len() as u64).min(left) as usize;
+        upload.write(&conn.rbuf.filled()[..take]).await?;
+        conn.rbuf.consume(take);
+        left -= take as u64;
+        ShardMetrics::add(&ctx.metrics().bytes_in, take as u64);
+    }
+    Ok(())
+}
+
+async fn receive_chunked<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    upload: &mut UploadSession,
+) -> Result<(), BodyFailure> {
+    let mut decoder = ChunkedDecoder::new();
+    loop {
+        let (used, step) = decoder
+            .step(conn.rbuf.filled())
+            .map_err(|e| BodyFailure::Refused(e.into()))?;
+        let need_more = match step {
+            ChunkedStep::Data(data) => {
+                upload.write(data).await?;
+                false
+            }
+            ChunkedStep::NeedMore => true,
+            ChunkedStep::Done => {
+                conn.rbuf.consume(used);
+                ShardMetrics::add(&ctx.metrics().bytes_in, used as u64);
+                return Ok(());
+            }
+        };
+        conn.rbuf.consume(used);
+        ShardMetrics::add(&ctx.metrics().bytes_in, used as u64);
+        if need_more {
+            read_more(conn).await?;
+        }
+    }
+}
+
+async fn read_more<S: Transport>(conn: &mut Conn<S>) -> Result<(), BodyFailure> {
+    match conn.rbuf.fill(&mut conn.stream).await {
+        Ok(0) | Err(_) => Err(BodyFailure::Connection),
+        Ok(_) => Ok(()),
+    }
+}

@@ -1,0 +1,212 @@
+//! What the router needs from a request head, owned, so the read buffer can move on:
+//! the route, the conditions and range, who is asking, and the correlation id.
+
+use std::net::IpAddr;
+
+use ron_codec::http::head::{trim, BodyFraming, Method, RequestHead};
+use ron_codec::http::range::RangeSet;
+use ron_codec::http::response::is_safe_header_value;
+use ron_codec::Address;
+use ron_link::requests::Op;
+use ron_shards::record::CONTENT_TYPE_LEN_MAX;
+
+use super::HttpContext;
+use crate::admission::{Claims, Identity};
+use crate::limits::CORR_ID_BYTES_MAX;
+
+pub(super) struct Request {
+    pub method: Method,
+    pub route: Route,
+    pub body: BodyFraming,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub range: Option<RangeSet>,
+    /// If-Range present and not our ETag: serve the whole object.
+    pub if_range_failed: bool,
+    pub if_none_match: Option<IfNoneMatch>,
+    pub identity: Identity,
+    /// An `Authorization: Bearer` token was presented.
+    pub token_given: bool,
+    pub content_type: Option<String>,
+    pub corr_id: CorrId,
+}
+
+pub(super) enum Route {
+    /// `/o`
+    Objects,
+    /// `/o/<addr>`
+    Object(Address),
+    /// `/o/<something that is not an address>`
+    BadAddress(ron_codec::Error),
+    Unknown,
+}
+
+impl Route {
+    fn of_path(path: &str) -> Route {
+        let Some(rest) = path.strip_prefix("/o") else {
+            return Route::Unknown;
+        };
+        if rest.is_empty() {
+            return Route::Objects;
+        }
+        match rest.strip_prefix('/') {
+            Some(text) => match Address::parse(text.as_bytes()) {
+                Ok(addr) => Route::Object(addr),
+                Err(e) => Route::BadAddress(e),
+            },
+            None => Route::Unknown,
+        }
+    }
+}
+
+pub(super) enum IfNoneMatch {
+    Any,
+    Tags(Vec<u8>),
+}
+
+impl IfNoneMatch {
+    fn parse(value: &[u8]) -> IfNoneMatch {
+        if trim(value) == b"*" {
+            IfNoneMatch::Any
+        } else {
+            IfNoneMatch::Tags(value.to_vec())
+        }
+    }
+
+    /// Weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
+    pub fn matches(&self, etag: &[u8]) -> bool {
+        match self {
+            IfNoneMatch::Any => true,
+            IfNoneMatch::Tags(list) => list
+                .split(|&b| b == b',')
+                .map(trim)
+                .map(|t| t.strip_prefix(b"W/").unwrap_or(t))
+                .any(|t| t == etag),
+        }
+    }
+}
+
+/// The strong ETag of an object: its address, quoted.
+pub(super) fn quoted_etag(addr: &Address) -> [u8; 69] {
+    let mut out = [b'"'; 69];
+    out[1..68].copy_from_slice(&addr.text());
+    out
+}
+
+impl Request {
+    pub fn op(&self) -> Op {
+        match (&self.route, self.method) {
+            (Route::Object(_), Method::Get) => Op::Get,
+            (Route::Object(_), Method::Head) => Op::Head,
+            (Route::Objects | Route::Object(_), Method::Put | Method::Post) => Op::Put,
+            _ => Op::Other,
+        }
+    }
+
+    pub fn from_head(head: &RequestHead<'_>, ctx: &HttpContext, peer: Option<IpAddr>) -> Request {
+        let route = Route::of_path(head.path());
+        let if_range_failed = match (head.if_range, &route) {
+            (Some(v), Route::Object(addr)) => trim(v) != &quoted_etag(addr)[..],
+            (Some(_), _) => true,
+            (None, _) => false,
+        };
+        let token = head
+            .authorization
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .map(trim);
+        let claims = Claims {
+            token,
+            tenant: head.tenant.map(trim),
+            peer,
+        };
+        Request {
+            method: head.method,
+            route,
+            body: head.body,
+            keep_alive: head.keep_alive,
+            expect_continue: head.expect_continue,
+            range: head.range.and_then(RangeSet::parse),
+            if_range_failed,
+            if_none_match: head.if_none_match.map(IfNoneMatch::parse),
+            identity: ctx.admission.identify(claims),
+            token_given: token.is_some(),
+            content_type: content_type(head.content_type),
+            corr_id: head
+                .corr_id
+                .and_then(CorrId::from_request)
+                .unwrap_or_else(|| ctx.new_corr_id()),
+        }
+    }
+}
+
+/// A Content-Type worth storing: short and safe to send back in a header.
+fn content_type(value: Option<&[u8]>) -> Option<String> {
+    value
+        .filter(|v| !v.is_empty() && v.len() <= CONTENT_TYPE_LEN_MAX)
+        .filter(|v| is_safe_header_value(v))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// An X-Corr-ID kept inline (no allocation per request).
+#[derive(Clone, Copy)]
+pub(super) struct CorrId {
+    bytes: [u8; CORR_ID_BYTES_MAX],
+    len: usize,
+}
+
+impl CorrId {
+    /// The client's id, if it is short and safe to echo.
+    fn from_request(value: &[u8]) -> Option<CorrId> {
+        if value.is_empty() || value.len() > CORR_ID_BYTES_MAX || !is_safe_header_value(value) {
+            return None;
+        }
+        let mut bytes = [0; CORR_ID_BYTES_MAX];
+        bytes[..value.len()].copy_from_slice(value);
+        Some(CorrId {
+            bytes,
+            len: value.len(),
+        })
+    }
+
+    /// Ours: `<shard hex>-<sequence hex>`.
+    pub fn generated(shard: u16, seq: u64) -> CorrId {
+        use std::io::Write;
+        let mut bytes = [0; CORR_ID_BYTES_MAX];
+        let mut cursor = &mut bytes[..];
+        let _ = write!(cursor, "{shard:x}-{seq:x}");
+        let len = CORR_ID_BYTES_MAX - cursor.len();
+        CorrId { bytes, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_conditions() {
+        assert!(matches!(Route::of_path("/o"), Route::Objects));
+        assert!(matches!(Route::of_path("/o/xyz"), Route::BadAddress(_)));
+        assert!(matches!(Route::of_path("/other"), Route::Unknown));
+        assert!(matches!(Route::of_path("/ox"), Route::Unknown));
+        let tags = IfNoneMatch::parse(b"W/\"a\", \"b\"");
+        assert!(tags.matches(b"\"a\"") && tags.matches(b"\"b\"") && !tags.matches(b"\"c\""));
+        assert!(IfNoneMatch::parse(b" * ").matches(b"\"x\""));
+    }
+
+    #[test]
+    fn correlation_ids_are_echoed_only_when_safe() {
+        assert_eq!(CorrId::generated(10, 255).as_str(), "a-ff");
+        assert_eq!(CorrId::from_request(b"abc").unwrap().as_str(), "abc");
+        assert!(CorrId::from_request(b"a\nb").is_none());
+        assert!(CorrId::from_request(&[b'x'; CORR_ID_BYTES_MAX + 1]).is_none());
+    }
+}

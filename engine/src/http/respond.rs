@@ -1,0 +1,87 @@
+//! The write side of a connection: response heads with the headers every answer
+//! carries, error envelopes for refusals, and body slices.
+
+use futures_lite::AsyncWriteExt;
+use ron_codec::http::response::{http_date, ResponseHead, HTTP_DATE_LEN};
+use ron_io::stream::Transport;
+use ron_shards::ShardMetrics;
+
+use super::request::CorrId;
+use super::{write_out, Abort, Conn, HttpContext};
+use crate::refusal::Refusal;
+
+pub(super) const CACHE_CONTROL: &[u8] = b"public, max-age=31536000, immutable";
+pub(super) const DEFAULT_CONTENT_TYPE: &[u8] = b"application/octet-stream";
+
+impl HttpContext {
+    /// The Date header value, formatted at most once a second per shard.
+    fn date(&self) -> [u8; HTTP_DATE_LEN] {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut cached = self.date.borrow_mut();
+        if cached.0 != now {
+            *cached = (now, http_date(now));
+        }
+        cached.1
+    }
+}
+
+/// Server, Date, X-Corr-ID and, when the connection ends, `Connection: close`.
+pub(super) fn common_headers(
+    ctx: &HttpContext,
+    head: &mut ResponseHead<'_>,
+    corr: &CorrId,
+    close: bool,
+) {
+    head.header("Server", b"ron")
+        .header("Date", &ctx.date())
+        .header("X-Corr-ID", corr.as_bytes());
+    // A drain that began while the request was served closes the connection too.
+    if close || ctx.draining.get() {
+        head.header("Connection", b"close");
+    }
+}
+
+/// Answers with `refusal`'s error envelope (logged once here). Codes that carry a wait
+/// get `Retry-After` in whole seconds (rounded up) beside `retry_after_ms`; a 416 names
+/// the object's length in `Content-Range`.
+pub(super) async fn refuse<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    refusal: &Refusal,
+    corr: &CorrId,
+    close: bool,
+) -> Result<(), Abort> {
+    refusal.log(ctx.service.shard().index(), corr.as_str());
+    let mut body = Vec::with_capacity(160);
+    refusal.write_envelope(corr.as_str(), &mut body);
+    conn.wbuf.clear();
+    let mut head = ResponseHead::start(&mut conn.wbuf, refusal.status());
+    common_headers(ctx, &mut head, corr, close);
+    head.header("Content-Type", b"application/json")
+        .content_length(body.len() as u64);
+    if let Some(ms) = refusal.retry_after_ms() {
+        let mut seconds = itoa::Buffer::new();
+        head.header("Retry-After", seconds.format(ms.div_ceil(1000)).as_bytes());
+    }
+    if let Refusal::RangeNotSatisfiable { total } = refusal {
+        head.content_range_unsatisfied(*total);
+    }
+    head.finish();
+    conn.wbuf.extend_from_slice(&body);
+    write_out(ctx, conn).await
+}
+
+/// Writes one slice of verified body bytes.
+pub(super) async fn send_slice<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    slice: &[u8],
+) -> Result<(), Abort> {
+    if !slice.is_empty() {
+        conn.stream.write_all(slice).await?;
+        ShardMetrics::add(&ctx.metrics().bytes_out, slice.len() as u64);
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Every fixed limit of the node's request path and start-up, with its unit and why.
+//! Limits an operator sizes (connections, in-flight requests, timeouts, cache bytes,
+//! object size, frame size) are configuration keys (`crate::config`); the ones here are
+//! properties of the design and change only with it.
+
+use std::time::Duration;
+
+use ron_codec::tree::GROUP_LEN_BYTES;
+
+// --- answers (both protocols) ---
+
+/// A body slice of at most this many bytes is copied behind its head (HTTP response
+/// head, OAP frame head) into one send; larger slices go out straight from the
+/// verified buffer, because copying them would cost more than the send it saves.
+pub const COALESCE_BODY_BYTES_MAX: usize = 16 * 1024;
+
+/// A GET body of at most this many bytes (a 64 KiB range across two groups, with room)
+/// has all its groups fetched and verified before the head is written, so a rotten
+/// group is still a clean error rather than a cut-short body.
+pub const VERIFY_BEFORE_HEAD_BYTES_MAX: u64 = 2 * GROUP_LEN_BYTES;
+
+/// At most this many groups are held verified before the head (a
+/// [`VERIFY_BEFORE_HEAD_BYTES_MAX`] range that starts mid-group spans three).
+pub const VERIFY_BEFORE_HEAD_GROUPS_MAX: usize = 3;
+
+/// Longest error message sent in an envelope, bytes: a message may quote client input
+/// (a bad JSON field), and the envelope must stay small.
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// What a client refused by the in-flight gate (or a draining node) is told to wait.
+pub const OVERLOAD_RETRY_AFTER_MS: u64 = 1000;
+
+// --- HTTP/1.1 ---
+
+/// Longest `X-Corr-ID` echoed back, bytes; longer or unsafe ones are replaced by ours.
+pub const CORR_ID_BYTES_MAX: usize = 64;
+
+/// A connection's read buffer holds one request head plus one group of body, so a
+/// pipelined head after a body never needs a second buffer.
+pub fn http_read_buffer_bytes(head_bytes_max: usize) -> usize {
+    head_bytes_max + GROUP_LEN_BYTES as usize
+}
+
+// --- OAP/1 ---
+
+/// Response frames a request may have queued before its task waits for the writer:
+/// two keeps the next group's frame ready while one is on the wire.
+pub const OUTBOX_FRAMES_MAX: usize = 2;
+
+/// The writer gathers small frames into one send of at most this many bytes.
+pub const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
+
+/// Socket reads go into a buffer of this size (one 64 KiB DATA frame per read).
+pub const OAP_READ_BUFFER_BYTES: usize = 64 * 1024;
+
+// --- the shard ---
+
+/// Pending connections the kernel queues per shard listener.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Most records in one group commit (one fsync pass and one LMDB transaction).
+pub const COMMIT_BATCH_RECORDS_MAX: usize = 1024;
+
+/// How often the shard's heartbeat wakes; a wake later than [`STALL_THRESHOLD`] past
+/// its due time means a task held the reactor.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(10);
+pub const STALL_THRESHOLD: Duration = Duration::from_millis(20);
+
+/// While the shard holds `connections_max` connections, the accept loop looks again
+/// after this long (the kernel backlog holds new ones meanwhile).
+pub const ACCEPT_FULL_BACKOFF: Duration = Duration::from_millis(5);
+
+/// After a failed accept (e.g. out of file descriptors) the loop waits this long.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+/// How often a running shard looks at the stop flag (SIGINT/SIGTERM).
+pub const STOP_POLL_PERIOD: Duration = Duration::from_millis(50);
+
+/// How often a draining shard looks whether its in-flight requests have finished.
+pub const DRAIN_POLL_PERIOD: Duration = Duration::from_millis(10);
+
+/// Longest wait at start-up for every shard to become ready before the banner.
+pub const READY_WAIT: Duration = Duration::from_secs(60);

@@ -1,0 +1,220 @@
+//! GET and STAT: the START frame, one DATA frame per verified group slice, END.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use ron_codec::frame::{Flags, FrameMeta, APP_OBJECTS, HEADER_LEN};
+use ron_codec::http::range::{RangeSet, RangeSpec};
+use ron_codec::messages::{
+    write_response_frame, DataHeader, GetEnd, GetStart, InclusiveRange, ObjectInfo,
+    DATA_CHUNK_BYTES,
+};
+use ron_codec::proof::{parents_before, GroupRange};
+use ron_codec::Address;
+
+use super::answer::{answer, refuse, Account};
+use super::outbox::{push, OutFrame, SharedOutboxes};
+use super::writer::reply_frame;
+use super::OapContext;
+use crate::admission::Ticket;
+use crate::refusal::Refusal;
+use crate::service::{GroupStream, Span, VerifiedGroup};
+
+/// A GET as the request task needs it.
+pub(super) struct GetRequest {
+    pub corr_id: u64,
+    pub addr: Address,
+    pub range: Option<InclusiveRange>,
+    /// Verified streaming: whole groups, each DATA header with its proof's parents.
+    pub proof: bool,
+}
+
+pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, ticket: Ticket) {
+    let corr_id = req.corr_id;
+    let mut stream = match open(&ctx, &req).await {
+        Ok(stream) => stream,
+        Err(refusal) => {
+            return refuse(&ctx, &out, corr_id, &refusal, Account::Admitted(ticket, 0)).await
+        }
+    };
+    let frames = DataFrames {
+        ctx: &ctx,
+        corr_id,
+        addr: req.addr,
+        proof: req.proof,
+        span: stream.span(),
+    };
+    match frames.send_all(&out, &mut stream).await {
+        Ok(()) => ctx
+            .admission
+            .finish(ticket, frames.span.status(), frames.span.len),
+        Err(Some(refusal)) => {
+            refuse(&ctx, &out, corr_id, &refusal, Account::Admitted(ticket, 0)).await;
+        }
+        Err(None) => {}
+    }
+}
+
+/// What a GET finds before its START frame: the object, the bytes to send, and the
+/// first of their groups, already verified (a rotten first group is a clean error).
+async fn open(ctx: &OapContext, req: &GetRequest) -> Result<GroupStream, Refusal> {
+    let meta = ctx.service.find(&req.addr).await?;
+    let range = req.range.map(|r| {
+        RangeSet::one(RangeSpec::FromTo {
+            first: r.first,
+            last: r.last,
+        })
+    });
+    let span = Span::resolve(range.as_ref(), meta.len())?;
+    ctx.service.stream(meta, span).await
+}
+
+/// The frames of one GET.
+struct DataFrames<'a> {
+    ctx: &'a OapContext,
+    corr_id: u64,
+    addr: Address,
+    proof: bool,
+    span: Span,
+}
+
+impl DataFrames<'_> {
+    /// START rides with the first DATA frame and END with the last, so a small GET is
+    /// one unit for the writer. `Err(None)`: the connection closed; `Err(Some)`: a later
+    /// group failed verification — the stream ends with that error, its bytes unsent.
+    async fn send_all(
+        &self,
+        out: &SharedOutboxes,
+        stream: &mut GroupStream,
+    ) -> Result<(), Option<Refusal>> {
+        let mut head = self.start_frame();
+        if self.span.len == 0 {
+            // An empty object (or range): START and END, nothing between.
+            head.extend_from_slice(&self.end_frame());
+            let frame = OutFrame {
+                head: head.freeze(),
+                body: Bytes::new(),
+                tail: Bytes::new(),
+            };
+            return push(out, self.corr_id, frame, true).await.map_err(|_| None);
+        }
+        while let Some(group) = stream.next().await {
+            let last = stream.is_finished();
+            let frame = self.data_frame(stream, group.map_err(Some)?, head, last);
+            push(out, self.corr_id, frame, last)
+                .await
+                .map_err(|_| None)?;
+            head = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    fn start_frame(&self) -> BytesMut {
+        let start = GetStart {
+            obj: self.addr,
+            total_len: self.span.total,
+            offset: self.span.first,
+            len: self.span.len,
+            chunk: DATA_CHUNK_BYTES,
+        };
+        let (json, json_len) = start.write_json();
+        let mut head = BytesMut::with_capacity(256);
+        let status = self.span.status();
+        write_response_frame(
+            &mut head,
+            Flags::START,
+            status,
+            self.corr_id,
+            &json[..json_len],
+        )
+        .expect("a GET start frame is small");
+        head
+    }
+
+    fn end_frame(&self) -> BytesMut {
+        let (json, json_len) = GetEnd::write_ok_json(self.span.len);
+        let mut end = BytesMut::with_capacity(HEADER_LEN + json_len);
+        let status = self.span.status();
+        write_response_frame(
+            &mut end,
+            Flags::END,
+            status,
+            self.corr_id,
+            &json[..json_len],
+        )
+        .expect("a GET end frame is small");
+        end
+    }
+
+    /// One group's DATA frame, appended to `head`: the slice inside the span, or with
+    /// `proof` the whole group and the parent nodes that precede it; with `last`, the
+    /// END frame follows.
+    fn data_frame(
+        &self,
+        stream: &GroupStream,
+        group: VerifiedGroup,
+        mut head: BytesMut,
+        last: bool,
+    ) -> OutFrame {
+        let meta = stream.meta();
+        let (raw_offset, raw) = if self.proof {
+            (group.index.start_offset(), group.bytes)
+        } else {
+            self.span.slice(group.index, &group.bytes)
+        };
+        let mut parents = Vec::new();
+        if self.proof {
+            let range = GroupRange::covering(self.span.first, self.span.len);
+            parents_before(&meta.tree, range, group.index, &mut parents);
+        }
+        let frame_meta = FrameMeta {
+            flags: Flags::RESP,
+            code: 0,
+            app_proto_id: APP_OBJECTS,
+            tenant_id: 0,
+            corr_id: self.corr_id,
+        };
+        let header = DataHeader {
+            obj: Some(meta.addr()),
+            offset: raw_offset,
+            total_len: meta.len(),
+        };
+        head.reserve(HEADER_LEN + header.encoded_len() + 2 * parents.len() + 16);
+        let max_frame = self.ctx.limits.max_frame;
+        header
+            .write_frame_head_with_parents(&mut head, frame_meta, &parents, raw.len(), max_frame)
+            .expect("one 64 KiB group, its header and its proof fit in max_frame");
+        let tail = if last {
+            self.end_frame().freeze()
+        } else {
+            Bytes::new()
+        };
+        OutFrame {
+            head: head.freeze(),
+            body: raw,
+            tail,
+        }
+    }
+}
+
+/// STAT: the object's length, from its verified metadata.
+pub(super) async fn stat(
+    ctx: Rc<OapContext>,
+    out: SharedOutboxes,
+    corr_id: u64,
+    addr: Address,
+    ticket: Ticket,
+) {
+    let account = Account::Admitted(ticket, 0);
+    match ctx.service.find(&addr).await {
+        Ok(meta) => {
+            let info = ObjectInfo {
+                obj: addr,
+                len: meta.len(),
+            };
+            let frame = reply_frame(Flags::END, 200, corr_id, &info.to_payload());
+            answer(&ctx, &out, corr_id, frame, 200, account).await;
+        }
+        Err(refusal) => refuse(&ctx, &out, corr_id, &refusal, account).await,
+    }
+}

@@ -1,0 +1,88 @@
+//! PUT: DATA frames checked against what START announced and written into the upload
+//! session as they arrive; on END, a task finishes and commits it.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use ron_codec::frame::Flags;
+use ron_codec::messages::{DataHeader, ObjectInfo};
+use ron_codec::Address;
+
+use super::answer::{answer, refuse, Account};
+use super::outbox::SharedOutboxes;
+use super::writer::reply_frame;
+use super::OapContext;
+use crate::admission::Ticket;
+use crate::refusal::Refusal;
+use crate::service::{UploadSession, WriteCredential};
+
+/// Where OAP/1 carries a write token, for the 401 message.
+pub(super) const TOKEN_CARRIER: &str = "in the START frame's capability section";
+
+/// An upload being received.
+pub(super) struct PutState {
+    pub session: UploadSession,
+    pub ticket: Ticket,
+}
+
+/// What a START frame for a PUT says.
+pub(super) struct PutStart {
+    pub len: u64,
+    pub announced: Option<Address>,
+    /// DATA frames follow (START did not carry END).
+    pub has_more: bool,
+    pub credential: WriteCredential,
+}
+
+/// Opens the upload a PUT's START frame asks for, or says why not.
+pub(super) async fn begin(ctx: &OapContext, start: PutStart) -> Result<UploadSession, Refusal> {
+    ctx.service
+        .check_upload(&start.credential, Some(start.len))?;
+    if start.len > 0 && !start.has_more {
+        return Err(Refusal::PutWithoutData { len: start.len });
+    }
+    ctx.service
+        .begin_upload(&start.credential, Some(start.len), start.announced)
+        .await
+}
+
+/// Appends one DATA frame's bytes to an upload after checking its DATA header against
+/// the upload's START.
+pub(super) async fn receive(put: &mut PutState, payload: &Bytes) -> Result<(), Refusal> {
+    let (data, raw) = DataHeader::split(payload)?;
+    let session = &mut put.session;
+    let expected_offset = session.received();
+    let expected_total = session.declared().unwrap_or(0);
+    if data.offset != expected_offset || data.total_len != expected_total {
+        return Err(Refusal::DataOutOfOrder {
+            offset: data.offset,
+            total_len: data.total_len,
+            expected_offset,
+            expected_total,
+        });
+    }
+    if let (Some(named), Some(announced)) = (data.obj, session.announced()) {
+        if named != announced {
+            return Err(Refusal::DataNamesOther { named, announced });
+        }
+    }
+    session.write(&raw).await
+}
+
+/// Finishes an upload: length and digest checks, then commit; answers either way.
+pub(super) async fn commit(ctx: Rc<OapContext>, out: SharedOutboxes, corr_id: u64, put: PutState) {
+    let PutState { session, ticket } = put;
+    let account = Account::Admitted(ticket, session.received());
+    match session.finish(String::new()).await {
+        Ok(stored) => {
+            let info = ObjectInfo {
+                obj: stored.addr,
+                len: stored.len,
+            };
+            let status = stored.status();
+            let frame = reply_frame(Flags::END, status, corr_id, &info.to_payload());
+            answer(&ctx, &out, corr_id, frame, status, account).await;
+        }
+        Err(refusal) => refuse(&ctx, &out, corr_id, &refusal, account).await,
+    }
+}

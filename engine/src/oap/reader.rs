@@ -1,0 +1,351 @@
+//! The reading side of a connection: frames decoded and dispatched — HELLO answered,
+//! GET/STAT started as request tasks, PUT data fed to its upload — and protocol
+//! violations turned into the one answer sent before the connection closes.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::task::{Context, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_lite::AsyncReadExt;
+use ron_codec::frame::{Flags, Frame, FrameDecoder, APP_HELLO, APP_OBJECTS};
+use ron_codec::inflate::Inflater;
+use ron_codec::messages::{HelloRequest, ObjectRequest};
+use ron_io::stream::{ReadHalf, Transport};
+use ron_link::requests::{Op, Protocol};
+use ron_shards::ShardMetrics;
+
+use super::answer::{refuse, Account};
+use super::get::{self, GetRequest};
+use super::outbox::{OutFrame, SharedOutboxes};
+use super::put::{self, PutStart, PutState, TOKEN_CARRIER};
+use super::writer::refusal_frame;
+use super::{OapContext, CLIENT_FLAGS};
+use crate::admission::{Claims, Ticket};
+use crate::limits::OAP_READ_BUFFER_BYTES;
+use crate::refusal::Refusal;
+use crate::service::WriteCredential;
+
+/// How the reading side of a connection ended.
+pub(super) enum ReadEnd {
+    /// End of stream or idle timeout: answer what is in flight, then close.
+    PeerDone,
+    /// Read error or a frame left unfinished past the timeout: close now.
+    Broken,
+    /// A protocol error: this answer, then close.
+    Rejected(OutFrame),
+}
+
+/// An upload being received, or a refused request whose remaining DATA is skipped.
+enum Inbound {
+    Receiving(Box<PutState>),
+    Skipping,
+}
+
+/// A protocol error: the one answer to send before closing.
+struct Reject(OutFrame);
+
+fn reject(corr_id: u64, refusal: impl Into<Refusal>) -> Reject {
+    Reject(refusal_frame(corr_id, &refusal.into()))
+}
+
+pub(super) struct Reader<S> {
+    ctx: Rc<OapContext>,
+    peer: Option<std::net::IpAddr>,
+    half: ReadHalf<S>,
+    out: SharedOutboxes,
+    decoder: FrameDecoder,
+    inflater: Option<Inflater>,
+    inbound: HashMap<u64, Inbound>,
+    frames_seen: u64,
+}
+
+impl<S: Transport> Reader<S> {
+    pub fn new(
+        ctx: Rc<OapContext>,
+        peer: Option<std::net::IpAddr>,
+        half: ReadHalf<S>,
+        out: SharedOutboxes,
+        decoder: FrameDecoder,
+    ) -> Reader<S> {
+        Reader {
+            ctx,
+            peer,
+            half,
+            out,
+            decoder,
+            inflater: None,
+            inbound: HashMap::new(),
+            frames_seen: 0,
+        }
+    }
+
+    pub async fn run(&mut self) -> ReadEnd {
+        let mut buf = vec![0u8; OAP_READ_BUFFER_BYTES].into_boxed_slice();
+        loop {
+            let n = match self.read(&mut buf).await {
+                Ok(n) => n,
+                Err(end) => return end,
+            };
+            ShardMetrics::add(&self.ctx.metrics().bytes_in, n as u64);
+            let mut input = &buf[..n];
+            loop {
+                match self.decoder.decode(&mut input) {
+                    Ok(Some(frame)) => {
+                        if let Err(Reject(last)) = self.on_frame(frame).await {
+                            return ReadEnd::Rejected(last);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let corr_id = self.decoder.rejected_header().map_or(0, |h| h.corr_id);
+                        return ReadEnd::Rejected(reject(corr_id, e).0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One socket read: the body timeout inside a frame, the idle timeout between
+    /// frames. Silence between frames ends the connection only once nothing is in
+    /// flight: a client downloading a large object has nothing to say.
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadEnd> {
+        loop {
+            let inside_frame = !self.decoder.is_idle();
+            let limits = &self.ctx.limits;
+            let timeout = if inside_frame {
+                limits.body_timeout
+            } else {
+                limits.idle_timeout
+            };
+            self.half.set_read_timeout(Some(timeout));
+            return match self.half.read(buf).await {
+                Ok(0) if inside_frame => Err(ReadEnd::Broken),
+                Ok(0) => Err(ReadEnd::PeerDone),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !inside_frame => {
+                    if self.busy() {
+                        continue;
+                    }
+                    Err(ReadEnd::PeerDone)
+                }
+                Err(_) => Err(ReadEnd::Broken),
+            };
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.out.borrow().boxes.is_empty() || !self.inbound.is_empty()
+    }
+
+    /// Removes the temp files of uploads the peer never finished.
+    pub async fn abort_uploads(&mut self) {
+        for (corr_id, inbound) in std::mem::take(&mut self.inbound) {
+            self.out.borrow_mut().forget(corr_id);
+            if let Inbound::Receiving(put) = inbound {
+                put.session.abort().await;
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, mut frame: Frame) -> Result<(), Reject> {
+        let header = frame.header;
+        let corr_id = header.corr_id;
+        self.frames_seen += 1;
+        let unsupported = header.flags.bits() & !CLIENT_FLAGS;
+        if unsupported != 0 || !header.flags.contains(Flags::REQ) {
+            let flags = header.flags.bits();
+            return Err(reject(corr_id, Refusal::ClientFlags { flags, unsupported }));
+        }
+        if header.flags.contains(Flags::COMP) {
+            frame.payload = self.inflate(&frame)?;
+        }
+        match header.app_proto_id {
+            APP_HELLO => self.on_hello(&frame),
+            APP_OBJECTS if header.flags.contains(Flags::START) => self.on_start(frame).await,
+            APP_OBJECTS => self.on_data(frame).await,
+            app => Err(reject(corr_id, Refusal::UnknownApp { app })),
+        }
+    }
+
+    fn inflate(&mut self, frame: &Frame) -> Result<Bytes, Reject> {
+        let corr_id = frame.header.corr_id;
+        if self.inflater.is_none() {
+            let ratio_max = self.ctx.limits.inflate_ratio_max;
+            self.inflater = Some(Inflater::new(ratio_max).map_err(|e| reject(corr_id, e))?);
+        }
+        let inflater = self.inflater.as_mut().expect("set above");
+        inflater
+            .inflate(&frame.payload, self.decoder.max_frame())
+            .map_err(|e| reject(corr_id, e))
+    }
+
+    fn on_hello(&mut self, frame: &Frame) -> Result<(), Reject> {
+        let corr_id = frame.header.corr_id;
+        if self.frames_seen != 1 {
+            return Err(reject(corr_id, Refusal::HelloNotFirst));
+        }
+        HelloRequest::parse(&frame.payload).map_err(|e| reject(corr_id, e))?;
+        let reply = self.ctx.hello_reply().frame(corr_id);
+        let mut out = self.out.borrow_mut();
+        out.open(corr_id);
+        let mut frame = Some(OutFrame::whole(&reply));
+        // A fresh outbox has room: this cannot be Pending.
+        let _ = out.poll_push(
+            &Context::from_waker(Waker::noop()),
+            corr_id,
+            &mut frame,
+            true,
+        );
+        Ok(())
+    }
+
+    fn requests_in_flight(&self) -> usize {
+        let out = self.out.borrow();
+        out.boxes.len() + self.inbound.keys().filter(|c| !out.contains(**c)).count()
+    }
+
+    async fn on_start(&mut self, frame: Frame) -> Result<(), Reject> {
+        let header = frame.header;
+        let corr_id = header.corr_id;
+        let started = Instant::now();
+        if self.out.borrow().contains(corr_id) || self.inbound.contains_key(&corr_id) {
+            return Err(reject(corr_id, Refusal::DuplicateCorrId { corr_id }));
+        }
+        let limit = self.ctx.limits.requests_per_connection_max;
+        if self.requests_in_flight() >= limit as usize {
+            return Err(reject(corr_id, Refusal::TooManyInFlight { limit }));
+        }
+        let has_more = !header.flags.contains(Flags::END);
+        self.out.borrow_mut().open(corr_id);
+        let request = ObjectRequest::parse(&frame.payload);
+        let op = match &request {
+            Ok(ObjectRequest::Get { .. }) => Op::Get,
+            Ok(ObjectRequest::Stat { .. }) => Op::Stat,
+            Ok(ObjectRequest::Put { .. }) => Op::Put,
+            Err(_) => Op::Other,
+        };
+        let begun = match request {
+            Ok(request) => self.begin(&frame, request, op, started).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(refusal) = begun {
+            if has_more {
+                self.inbound.insert(corr_id, Inbound::Skipping);
+            }
+            let account = Account::Unadmitted(op, started);
+            refuse(&self.ctx, &self.out, corr_id, &refusal, account).await;
+        }
+        Ok(())
+    }
+
+    /// Admits the request a START frame names and starts it, or says why not.
+    async fn begin(
+        &mut self,
+        frame: &Frame,
+        request: ObjectRequest,
+        op: Op,
+        started: Instant,
+    ) -> Result<(), Refusal> {
+        if self.ctx.draining.get() {
+            return Err(Refusal::ShuttingDown);
+        }
+        let tenant_id = frame.header.tenant_id;
+        let mut claim = itoa::Buffer::new();
+        let claims = Claims {
+            token: (!frame.cap.is_empty()).then_some(&frame.cap[..]),
+            tenant: (tenant_id != 0).then(|| claim.format(tenant_id).as_bytes()),
+            peer: self.peer,
+        };
+        let identity = self.ctx.admission.identify(claims);
+        let ticket = self
+            .ctx
+            .admission
+            .admit(&identity.tenant, Protocol::Oap, op, started)?;
+        let corr_id = frame.header.corr_id;
+        let (ctx, out) = (Rc::clone(&self.ctx), Rc::clone(&self.out));
+        match request {
+            ObjectRequest::Get { addr, range, proof } => {
+                let request = GetRequest {
+                    corr_id,
+                    addr,
+                    range,
+                    proof,
+                };
+                let task = glommio::spawn_local(get::get(ctx, out, request, ticket));
+                self.out.borrow_mut().streams.insert(corr_id, task);
+            }
+            ObjectRequest::Stat { addr } => {
+                glommio::spawn_local(get::stat(ctx, out, corr_id, addr, ticket)).detach();
+            }
+            ObjectRequest::Put { len, addr } => {
+                let start = PutStart {
+                    len,
+                    announced: addr,
+                    has_more: !frame.header.flags.contains(Flags::END),
+                    credential: WriteCredential {
+                        may_write: identity.may_write,
+                        token_given: !frame.cap.is_empty(),
+                        carrier: TOKEN_CARRIER,
+                        tenant_id: Some(tenant_id),
+                    },
+                };
+                self.begin_put(corr_id, start, ticket).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn begin_put(
+        &mut self,
+        corr_id: u64,
+        start: PutStart,
+        ticket: Ticket,
+    ) -> Result<(), Refusal> {
+        let has_more = start.has_more;
+        let session = put::begin(&self.ctx, start).await?;
+        let put = PutState { session, ticket };
+        if has_more {
+            self.inbound
+                .insert(corr_id, Inbound::Receiving(Box::new(put)));
+        } else {
+            let (ctx, out) = (Rc::clone(&self.ctx), Rc::clone(&self.out));
+            glommio::spawn_local(put::commit(ctx, out, corr_id, put)).detach();
+        }
+        Ok(())
+    }
+
+    async fn on_data(&mut self, frame: Frame) -> Result<(), Reject> {
+        let corr_id = frame.header.corr_id;
+        let end = frame.header.flags.contains(Flags::END);
+        let Some(inbound) = self.inbound.remove(&corr_id) else {
+            return Err(reject(corr_id, Refusal::DataWithoutUpload { corr_id }));
+        };
+        let Inbound::Receiving(mut put) = inbound else {
+            if !end {
+                self.inbound.insert(corr_id, Inbound::Skipping);
+            }
+            return Ok(());
+        };
+        match put::receive(&mut put, &frame.payload).await {
+            Ok(()) if !end => {
+                self.inbound.insert(corr_id, Inbound::Receiving(put));
+            }
+            Ok(()) => {
+                let (ctx, out) = (Rc::clone(&self.ctx), Rc::clone(&self.out));
+                glommio::spawn_local(put::commit(ctx, out, corr_id, *put)).detach();
+            }
+            Err(refusal) => {
+                let PutState { session, ticket } = *put;
+                let account = Account::Admitted(ticket, session.received());
+                session.abort().await;
+                if !end {
+                    self.inbound.insert(corr_id, Inbound::Skipping);
+                }
+                refuse(&self.ctx, &self.out, corr_id, &refusal, account).await;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! The socket's only writer, and the frames it sends: response frames in round-robin
+//! order across requests, small ones gathered into one send.
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::AsyncWriteExt;
+use ron_codec::frame::Flags;
+use ron_codec::messages::write_response_frame;
+use ron_io::stream::{Transport, WriteHalf};
+use ron_shards::ShardMetrics;
+use std::rc::Rc;
+
+use super::outbox::{Next, OutFrame, SharedOutboxes, WriterState};
+use super::OapContext;
+use crate::limits::{COALESCE_BODY_BYTES_MAX, WRITE_BATCH_BYTES_MAX};
+use crate::refusal::Refusal;
+
+pub(super) async fn write_loop<S: Transport>(
+    ctx: Rc<OapContext>,
+    mut half: WriteHalf<S>,
+    out: SharedOutboxes,
+) {
+    let mut wbuf = BytesMut::with_capacity(WRITE_BATCH_BYTES_MAX);
+    loop {
+        let next = std::future::poll_fn(|cx| out.borrow_mut().poll_next(cx)).await;
+        let (frame, last) = match next {
+            Next::Frame(frame) => (frame, false),
+            Next::Last(frame) => (frame, true),
+            Next::Done => break,
+        };
+        let mut sent = add_frame(&ctx, &mut half, &mut wbuf, frame).await;
+        while !last && sent.is_ok() && wbuf.len() < WRITE_BATCH_BYTES_MAX {
+            let Some(frame) = out.borrow_mut().take_next() else {
+                break;
+            };
+            sent = add_frame(&ctx, &mut half, &mut wbuf, frame).await;
+        }
+        if sent.is_ok() && !wbuf.is_empty() {
+            sent = half.write_all(&wbuf).await;
+            wbuf.clear();
+        }
+        if sent.is_err() || last {
+            break;
+        }
+    }
+    out.borrow_mut().set_state(WriterState::Closed);
+    let _ = half.close().await;
+}
+
+/// Appends `frame` to the batch; a large body is sent straight from its buffer.
+async fn add_frame<S: Transport>(
+    ctx: &OapContext,
+    half: &mut WriteHalf<S>,
+    wbuf: &mut BytesMut,
+    frame: OutFrame,
+) -> std::io::Result<()> {
+    ShardMetrics::add(&ctx.metrics().bytes_out, frame.len() as u64);
+    wbuf.extend_from_slice(&frame.head);
+    if frame.body.len() <= COALESCE_BODY_BYTES_MAX {
+        wbuf.extend_from_slice(&frame.body);
+    } else {
+        half.write_all(wbuf).await?;
+        wbuf.clear();
+        half.write_all(&frame.body).await?;
+    }
+    wbuf.extend_from_slice(&frame.tail);
+    Ok(())
+}
+
+/// A refusal's error envelope as an END frame on `corr_id`.
+pub(super) fn refusal_frame(corr_id: u64, refusal: &Refusal) -> OutFrame {
+    let mut body = Vec::with_capacity(192);
+    let mut corr = itoa::Buffer::new();
+    refusal.write_envelope(corr.format(corr_id), &mut body);
+    reply_frame(Flags::END, refusal.status(), corr_id, &body)
+}
+
+/// A response frame carrying a small JSON payload.
+pub(super) fn reply_frame(flags: Flags, status: u16, corr_id: u64, payload: &[u8]) -> OutFrame {
+    let mut head = BytesMut::with_capacity(ron_codec::frame::HEADER_LEN + payload.len());
+    write_response_frame(&mut head, flags, status, corr_id, payload)
+        .expect("replies and bounded error envelopes are far smaller than max_frame");
+    OutFrame {
+        head: head.freeze(),
+        body: Bytes::new(),
+        tail: Bytes::new(),
+    }
+}

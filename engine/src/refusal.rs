@@ -1,0 +1,248 @@
+//! [`Refusal`]: every reason a request is not (or not fully) served, in one type shared
+//! by the service and both front ends. Each variant carries the context its message
+//! needs, maps onto exactly one entry of the error taxonomy ([`ErrorCode`]), and is
+//! written to the client the same way by either protocol ([`Refusal::write_envelope`])
+//! and logged once where that happens ([`Refusal::log`]).
+
+use ron_codec::{Address, Envelope, ErrorCode};
+use ron_shards::{ShardError, ShardIndex};
+
+use crate::limits::{ERROR_MESSAGE_BYTES_MAX, OVERLOAD_RETRY_AFTER_MS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    // --- the object and the shard ---
+    /// Not found, rotten bytes, an I/O or mesh failure: the shard says which.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// A head, frame, message or body the codec rejected.
+    #[error(transparent)]
+    Codec(#[from] ron_codec::Error),
+    #[error("no requested range overlaps the object's {total} bytes")]
+    RangeNotSatisfiable { total: u64 },
+
+    // --- admission ---
+    /// The tenant's token bucket is empty; `limit` names the tenant and its quota.
+    #[error("{limit}")]
+    OverQuota { limit: String, retry_after_ms: u64 },
+    #[error("shard {shard} has {inflight} requests in flight (limit {limit})")]
+    Overloaded {
+        shard: u16,
+        inflight: u64,
+        limit: u64,
+    },
+    #[error("the node is shutting down")]
+    ShuttingDown,
+
+    // --- uploads ---
+    /// A write without a write token. `carrier` says where the token goes in this
+    /// protocol; `tenant_id` is OAP's header field (HTTP has none).
+    #[error("{}", unauthorized_text(*tenant_id, *token_given, carrier))]
+    Unauthorized {
+        tenant_id: Option<u128>,
+        token_given: bool,
+        carrier: &'static str,
+    },
+    #[error("an upload of {len} bytes exceeds the object limit of {limit} bytes")]
+    TooLarge { len: u64, limit: u64 },
+    #[error("upload ended after {received} of the {declared} bytes announced")]
+    ShortUpload { received: u64, declared: u64 },
+    #[error("upload carries bytes past the {declared} bytes announced")]
+    UploadOverrun { declared: u64 },
+    #[error("body hashes to {computed}, not to the announced {announced}")]
+    DigestMismatch {
+        computed: Address,
+        announced: Address,
+    },
+
+    // --- HTTP/1.1 routing ---
+    #[error("an upload needs Content-Length or Transfer-Encoding: chunked")]
+    LengthRequired,
+    #[error("no such route; objects live under /o")]
+    NoRoute,
+    #[error("method not allowed here; allowed: {allowed}")]
+    MethodNotAllowed { allowed: &'static str },
+    #[error("request head not complete within {timeout_ms} ms")]
+    HeadTimeout { timeout_ms: u64 },
+
+    // --- OAP/1 framing (each closes the connection) ---
+    #[error("frame flags {flags:#06x}: a client frame carries REQ and only REQ, START, END, COMP (unsupported: {unsupported:#06x})")]
+    ClientFlags { flags: u16, unsupported: u16 },
+    #[error("app_proto_id {app} is not served here (0 HELLO, 1 objects)")]
+    UnknownApp { app: u16 },
+    #[error("HELLO must be the first frame of the connection")]
+    HelloNotFirst,
+    #[error("corr_id {corr_id} is already in flight on this connection")]
+    DuplicateCorrId { corr_id: u64 },
+    #[error("more than max_inflight = {limit} requests in flight on one connection")]
+    TooManyInFlight { limit: u32 },
+    #[error("DATA for corr_id {corr_id}, which has no upload in progress")]
+    DataWithoutUpload { corr_id: u64 },
+
+    // --- OAP/1 uploads (answered on the request's corr_id) ---
+    #[error("PUT announces {len} bytes but its START frame carries END")]
+    PutWithoutData { len: u64 },
+    #[error("DATA at offset {offset} of {total_len} bytes, expected offset {expected_offset} of {expected_total}")]
+    DataOutOfOrder {
+        offset: u64,
+        total_len: u64,
+        expected_offset: u64,
+        expected_total: u64,
+    },
+    #[error("DATA names {named} but START announced {announced}")]
+    DataNamesOther { named: Address, announced: Address },
+}
+
+fn unauthorized_text(tenant_id: Option<u128>, token_given: bool, carrier: &str) -> String {
+    let who = tenant_id.map_or(String::new(), |id| format!("tenant {id}: "));
+    if token_given {
+        format!("{who}the bearer token is not a write token of this node")
+    } else {
+        format!("{who}writes need a bearer token {carrier}")
+    }
+}
+
+impl Refusal {
+    /// The taxonomy entry the client sees.
+    pub fn code(&self) -> ErrorCode {
+        use Refusal::*;
+        match self {
+            Shard(e) => e.code(),
+            Codec(e) => e.code(),
+            RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
+            OverQuota { .. } => ErrorCode::OverQuota,
+            Overloaded { .. } => ErrorCode::Overloaded,
+            ShuttingDown => ErrorCode::NotReady,
+            Unauthorized { .. } => ErrorCode::Unauthorized,
+            TooLarge { .. } => ErrorCode::TooLarge,
+            DigestMismatch { .. } => ErrorCode::UploadDigestMismatch,
+            LengthRequired => ErrorCode::LengthRequired,
+            NoRoute => ErrorCode::NotFound,
+            MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            HeadTimeout { .. } => ErrorCode::RequestTimeout,
+            ClientFlags { .. } | DuplicateCorrId { .. } | DataWithoutUpload { .. } => {
+                ErrorCode::BadFrame
+            }
+            ShortUpload { .. }
+            | UploadOverrun { .. }
+            | UnknownApp { .. }
+            | HelloNotFirst
+            | TooManyInFlight { .. }
+            | PutWithoutData { .. }
+            | DataOutOfOrder { .. }
+            | DataNamesOther { .. } => ErrorCode::BadRequest,
+        }
+    }
+
+    /// The HTTP status, which is also OAP's `code` field.
+    pub fn status(&self) -> u16 {
+        self.code().status()
+    }
+
+    /// How long the client should wait, for the codes that carry a wait.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        let code = self.code();
+        if !code.carries_retry_after() {
+            return None;
+        }
+        Some(match self {
+            Refusal::OverQuota { retry_after_ms, .. } => *retry_after_ms,
+            _ => OVERLOAD_RETRY_AFTER_MS,
+        })
+    }
+
+    /// Appends the JSON error envelope (message cut at [`ERROR_MESSAGE_BYTES_MAX`]).
+    pub fn write_envelope(&self, corr_id: &str, out: &mut Vec<u8>) {
+        let message = self.to_string();
+        Envelope {
+            code: self.code(),
+            message: cut_at_char_boundary(&message, ERROR_MESSAGE_BYTES_MAX),
+            corr_id,
+            retry_after_ms: self.retry_after_ms(),
+        }
+        .write_json(out);
+    }
+
+    /// Logs the answer once: server faults at warn, refusals (4xx, 429, 503) at debug,
+    /// so a flood of refusals never floods the log. Every line names the request, the
+    /// shard and the reason.
+    pub fn log(&self, shard: ShardIndex, corr_id: &str) {
+        let code = self.code();
+        let refused =
+            code.status() < 500 || matches!(code, ErrorCode::Overloaded | ErrorCode::NotReady);
+        let (code, reason) = (code.as_str(), self);
+        if refused {
+            tracing::debug!(corr_id, shard = shard.0, code, %reason, "request refused");
+        } else {
+            tracing::warn!(corr_id, shard = shard.0, code, %reason, "request failed");
+        }
+    }
+}
+
+fn cut_at_char_boundary(text: &str, bytes_max: usize) -> &str {
+    let mut cut = text.len().min(bytes_max);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_what_failed() {
+        let oap = Refusal::Unauthorized {
+            tenant_id: Some(0),
+            token_given: false,
+            carrier: "in the START frame's capability section",
+        };
+        assert_eq!(
+            oap.to_string(),
+            "tenant 0: writes need a bearer token in the START frame's capability section"
+        );
+        let http = Refusal::Unauthorized {
+            tenant_id: None,
+            token_given: true,
+            carrier: "in Authorization: Bearer <token>",
+        };
+        assert_eq!(
+            http.to_string(),
+            "the bearer token is not a write token of this node"
+        );
+        let big = Refusal::TooLarge { len: 10, limit: 4 };
+        assert_eq!(
+            big.to_string(),
+            "an upload of 10 bytes exceeds the object limit of 4 bytes"
+        );
+        assert_eq!(big.status(), 413);
+    }
+
+    #[test]
+    fn waits_default_for_overload_and_follow_the_bucket_for_quotas() {
+        let quota = Refusal::OverQuota {
+            limit: "tenant \"a\" is over its quota".into(),
+            retry_after_ms: 250,
+        };
+        assert_eq!(quota.retry_after_ms(), Some(250));
+        assert_eq!(Refusal::ShuttingDown.retry_after_ms(), Some(1000));
+        assert_eq!(Refusal::NoRoute.retry_after_ms(), None);
+    }
+
+    #[test]
+    fn envelopes_are_bounded_and_cut_on_a_character() {
+        let long = Refusal::OverQuota {
+            limit: "é".repeat(ERROR_MESSAGE_BYTES_MAX),
+            retry_after_ms: 5,
+        };
+        let mut out = Vec::new();
+        long.write_envelope("c-1", &mut out);
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["code"], "over_quota");
+        assert_eq!(json["retry_after_ms"], 5);
+        assert_eq!(json["corr_id"], "c-1");
+        let message = json["message"].as_str().unwrap();
+        assert!(message.len() <= ERROR_MESSAGE_BYTES_MAX && message.len() > 1000);
+    }
+}

@@ -1,0 +1,225 @@
+//! `ron serve`: start-up, the shard executors, and graceful shutdown.
+//!
+//! Start-up order: validate the config (write rule), lock and open the data dir
+//! (partition table; cost independent of the number of objects), probe the ports, load
+//! TLS, empty the temp dir, install the signal handlers, start the control thread, then
+//! one pinned executor per shard ([`shard`]). Each shard joins the mesh, opens its
+//! stores, binds its SO_REUSEPORT listeners and marks itself ready. Every step that can
+//! fail names what failed ([`StartError`]).
+//! SIGINT/SIGTERM: every shard stops accepting, lets in-flight requests finish (bounded
+//! by `drain_timeout_ms`), and exits; the process exits 0. SIGHUP (or a change of the
+//! configuration file) reloads tokens, tenants and quotas through the control thread.
+
+mod shard;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ron_link::requests::RequestCounters;
+use ron_shards::layout::{self, Routing};
+use ron_shards::ShardMetrics;
+
+use crate::admission::Counters;
+use crate::cli::Resolved;
+use crate::config::Config;
+use crate::limits::READY_WAIT;
+use shard::{ShardHandles, ShardPlan};
+
+/// Why the node did not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("data dir {path}: {reason}")]
+    DataDirLock { path: PathBuf, reason: String },
+    #[error(transparent)]
+    DataDir(#[from] ron_shards::ShardError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] ron_io::tls::TlsError),
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+    #[error("admin listener on {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("shard {shard}: cannot start its executor: {reason}")]
+    Executor { shard: u16, reason: String },
+    #[error("shard {shard}: {source}")]
+    Shard { shard: u16, source: Box<StartError> },
+    #[error("shard {shard} stopped: {reason}")]
+    ShardPanicked { shard: u16, reason: String },
+}
+
+/// The process-wide flags the signal handlers set.
+struct Signals {
+    stop: Arc<AtomicBool>,
+    hangup: Arc<AtomicBool>,
+}
+
+pub fn serve(resolved: Resolved) -> Result<(), StartError> {
+    let config = resolved.config.clone();
+    crate::logging::init(config.log_format, config.log_level);
+    config.validate()?;
+    let shards = config.shard_count();
+    // The lock comes first: creating the partition table, cleaning tmp/ and opening the
+    // stores are for the one node that owns the data dir.
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let table = layout::open_data_dir(&config.data_dir, shards)?;
+    for (_, addr) in config.data_listeners() {
+        probe_port(addr)?;
+    }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(ron_io::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    clean_tmp(&config.data_dir)?;
+    let routing = Routing::new(table, shards);
+    warn_if_shards_idle(&routing);
+    let signals = install_signals()?;
+    let counters: Vec<Counters> = (0..shards)
+        .map(|_| Counters {
+            shard: Arc::new(ShardMetrics::default()),
+            requests: Arc::new(RequestCounters::default()),
+        })
+        .collect();
+    let (control_link, shard_links) = ron_link::link::links(usize::from(shards));
+    let control = shard::start_control(&resolved, &counters, control_link, &signals)?;
+    let plan = ShardPlan {
+        config: Arc::new(config),
+        tls,
+        routing,
+        stop: Arc::clone(&signals.stop),
+    };
+    let handles = shard::start_shards(&plan, &counters, shard_links)?;
+    wait_until_ready(&counters, &handles, &plan.stop);
+    if counters
+        .iter()
+        .all(|c| c.shard.ready.load(Ordering::Relaxed))
+    {
+        print_banner(&plan.config, shards, control.admin_addr);
+    }
+    let failure = handles.join(&plan.stop);
+    control.stop();
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Holds an exclusive lock on the data dir for the life of the process: a second node on
+/// the same data dir refuses to start.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
+    let refuse = |reason: String| StartError::DataDirLock {
+        path: data_dir.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| refuse(format!("cannot create it: {e}")))?;
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| refuse(format!("cannot open {}: {e}", path.display())))?;
+    file.try_lock()
+        .map_err(|_| refuse("in use by another ron process".to_string()))?;
+    Ok(file)
+}
+
+/// Shards bind with SO_REUSEPORT, which would let a second process share the port and
+/// silently split its traffic. A plain bind first fails if anyone already listens there.
+fn probe_port(addr: SocketAddr) -> Result<(), StartError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| StartError::Listen { addr, source })
+}
+
+fn clean_tmp(data_dir: &Path) -> Result<(), StartError> {
+    let removed = layout::clean_tmp(data_dir)?;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            dir = %layout::tmp_dir(data_dir).display(),
+            "removed unfinished uploads"
+        );
+    }
+    Ok(())
+}
+
+fn warn_if_shards_idle(routing: &Routing) {
+    let (shards, stores) = (routing.shard_count(), routing.store_count());
+    if shards > stores {
+        tracing::warn!(
+            shards,
+            stores,
+            "more shards than stores; shards from {stores} on own no store and forward every object request",
+        );
+    }
+}
+
+fn install_signals() -> Result<Signals, StartError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let signals = Signals {
+        stop: Arc::new(AtomicBool::new(false)),
+        hangup: Arc::new(AtomicBool::new(false)),
+    };
+    let flags = [
+        (SIGINT, "SIGINT", &signals.stop),
+        (SIGTERM, "SIGTERM", &signals.stop),
+        (SIGHUP, "SIGHUP", &signals.hangup),
+    ];
+    for (number, signal, flag) in flags {
+        signal_hook::flag::register(number, Arc::clone(flag))
+            .map_err(|source| StartError::Signal { signal, source })?;
+    }
+    Ok(signals)
+}
+
+fn wait_until_ready(counters: &[Counters], handles: &ShardHandles, stop: &AtomicBool) {
+    let deadline = Instant::now() + READY_WAIT;
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        if counters
+            .iter()
+            .all(|c| c.shard.ready.load(Ordering::Relaxed))
+            || handles.failed()
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn print_banner(config: &Config, shards: u16, admin: SocketAddr) {
+    let writes = if !config.has_tokens() {
+        "writes open (loopback, no tokens)"
+    } else {
+        "writes need a bearer token"
+    };
+    let tls = config
+        .tls
+        .map(|addr| format!("\n  tls    {addr}   (ALPN oap/1 and http/1.1)"))
+        .unwrap_or_default();
+    println!(
+        "ron {} serving {} with {shards} shard(s)\n  http   http://{}   ({writes})\n  oap    {}{tls}\n  admin  http://{admin}   (/healthz /readyz /metrics /version)\ntry:\n  ron put FILE\n  ron get b3:<hex> -o FILE\n  curl -T FILE http://{}/o",
+        env!("CARGO_PKG_VERSION"),
+        config.data_dir.display(),
+        config.http,
+        config.oap,
+        config.http,
+    );
+}

@@ -1,0 +1,439 @@
+//! The threads `ron serve` starts: the control thread, and one pinned glommio executor
+//! per shard, each running [`run_shard`] — join the mesh, open the stores, build the
+//! shard's service and front ends, accept until stopped, then drain.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use ron_io::tls::AppProtocol;
+use ron_link::link::{ControlLink, ShardLink, REPORT_PERIOD_MS};
+use ron_shards::layout::{Routing, ShardIndex};
+use ron_shards::mesh::{self, Mesh, MeshBuilderFull};
+use ron_shards::{Shard, ShardConfig, ShardMetrics};
+
+use super::{Signals, StartError};
+use crate::admission::buckets::ShardQuotas;
+use crate::admission::{Admission, Counters};
+use crate::cli::Resolved;
+use crate::config::Config;
+use crate::http::{self, HttpContext, HttpLimits};
+use crate::limits;
+use crate::oap::{self, OapContext, OapLimits};
+use crate::service::Service;
+
+/// What every shard starts from.
+pub(super) struct ShardPlan {
+    pub config: Arc<Config>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub routing: Routing,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The running control thread.
+pub(super) struct Control {
+    pub admin_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Control {
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+pub(super) fn start_control(
+    resolved: &Resolved,
+    counters: &[Counters],
+    link: ControlLink,
+    signals: &Signals,
+) -> Result<Control, StartError> {
+    let config = &resolved.config;
+    let stop = Arc::new(AtomicBool::new(false));
+    let state = ron_control::ControlState {
+        shards: counters.iter().map(|c| Arc::clone(&c.shard)).collect(),
+        requests: counters.iter().map(|c| Arc::clone(&c.requests)).collect(),
+        version: env!("CARGO_PKG_VERSION"),
+        stop: Arc::clone(&stop),
+        admin_token: config.admin_token.clone(),
+        link,
+        policy: config.policy(),
+        reloader: Some(ron_control::Reloader {
+            watch: resolved.config_file.clone(),
+            load: reload_policy(resolved.clone()),
+            hangup: Arc::clone(&signals.hangup),
+        }),
+    };
+    let (admin_addr, thread) =
+        ron_control::spawn(config.admin, state).map_err(|source| StartError::Admin {
+            addr: config.admin,
+            source,
+        })?;
+    Ok(Control {
+        admin_addr,
+        stop,
+        thread,
+    })
+}
+
+/// The control thread's way to read the configuration again: the same layers (file,
+/// environment, flags), validated; only tokens, tenants and quotas apply live.
+fn reload_policy(running: Resolved) -> ron_control::LoadPolicy {
+    Box::new(move || {
+        let again = running.reload()?;
+        Ok(ron_control::Reloaded {
+            restart_keys: running.config.restart_keys_changed(&again.config),
+            policy: again.config.policy(),
+        })
+    })
+}
+
+/// The shard executors, and whether any has failed.
+pub(super) struct ShardHandles {
+    handles: Vec<glommio::ExecutorJoinHandle<Result<(), StartError>>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl ShardHandles {
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every shard; the first failure (if any) stops the others.
+    pub fn join(self, stop: &AtomicBool) -> Option<StartError> {
+        let mut failure = None;
+        for (i, handle) in self.handles.into_iter().enumerate() {
+            let shard = i as u16;
+            let error = match handle.join() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => StartError::ShardPanicked {
+                    shard,
+                    reason: e.to_string(),
+                },
+            };
+            stop.store(true, Ordering::Relaxed);
+            failure.get_or_insert(error);
+        }
+        failure
+    }
+}
+
+/// Everything one shard needs to start, moved onto its executor thread.
+struct ShardStart {
+    index: ShardIndex,
+    plan_config: Arc<Config>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    routing: Routing,
+    mesh: Option<(MeshBuilderFull, Arc<Vec<AtomicUsize>>)>,
+    counters: Counters,
+    stop: Arc<AtomicBool>,
+    quotas: ShardQuotas,
+    link: ShardLink,
+}
+
+pub(super) fn start_shards(
+    plan: &ShardPlan,
+    counters: &[Counters],
+    links: Vec<ShardLink>,
+) -> Result<ShardHandles, StartError> {
+    let shards = plan.routing.shard_count();
+    let builder =
+        (shards > 1).then(|| MeshBuilderFull::full(usize::from(shards), mesh::MESH_CHANNEL_LEN));
+    let directory = mesh::peer_directory(shards);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let failed = Arc::new(AtomicBool::new(false));
+    // One hasher for the node: a tenant has the same quota key on every shard.
+    let hasher = std::collections::hash_map::RandomState::new();
+    let policy = plan.config.policy();
+    let mut handles = Vec::with_capacity(usize::from(shards));
+    for (i, link) in (0..shards).zip(links) {
+        let start = ShardStart {
+            index: ShardIndex(i),
+            plan_config: Arc::clone(&plan.config),
+            tls: plan.tls.clone(),
+            routing: plan.routing.clone(),
+            mesh: builder.clone().map(|b| (b, Arc::clone(&directory))),
+            counters: counters[usize::from(i)].clone(),
+            stop: Arc::clone(&plan.stop),
+            quotas: ShardQuotas::new(
+                policy.clone(),
+                usize::from(shards),
+                hasher.clone(),
+                plan.config.quota_tenants_max,
+            ),
+            link,
+        };
+        let failed = Arc::clone(&failed);
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(usize::from(i) % cpus))
+            .name(&format!("ron-shard-{i}"))
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .spawn(move || run_shard_reporting(start, failed))
+            .map_err(|e| StartError::Executor {
+                shard: i,
+                reason: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    Ok(ShardHandles { handles, failed })
+}
+
+/// Runs a shard; a failure is logged, marks the node failed and stops every shard.
+async fn run_shard_reporting(start: ShardStart, failed: Arc<AtomicBool>) -> Result<(), StartError> {
+    let (shard, stop) = (start.index.0, Arc::clone(&start.stop));
+    let result = run_shard(start).await.map_err(|source| StartError::Shard {
+        shard,
+        source: Box::new(source),
+    });
+    if let Err(e) = &result {
+        tracing::error!(shard, reason = %e, "shard failed");
+        failed.store(true, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+    }
+    result
+}
+
+/// The listeners a shard accepts on.
+struct Listeners {
+    http: TcpListener,
+    oap: TcpListener,
+    tls: Option<TcpListener>,
+}
+
+async fn run_shard(start: ShardStart) -> Result<(), StartError> {
+    let config = Arc::clone(&start.plan_config);
+    let shard = open_shard(&start).await?;
+    let listeners = listen(&config)?;
+    let admission = Rc::new(Admission::new(
+        start.index,
+        start.counters.clone(),
+        config.inflight_max,
+        start.quotas,
+    ));
+    let draining = Rc::new(Cell::new(false));
+    let fronts = FrontEnds::new(&config, shard, &admission, &draining, start.tls.is_some());
+    let background = [
+        glommio::spawn_local(control_tick(Rc::clone(&admission), start.link)),
+        glommio::spawn_local(heartbeat(Rc::clone(&admission))),
+    ];
+    let acceptors = fronts.accept(
+        listeners,
+        start.tls,
+        &start.counters.shard,
+        config.connections_max,
+    );
+    start.counters.shard.ready.store(true, Ordering::Relaxed);
+    while !start.stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(limits::STOP_POLL_PERIOD).await;
+    }
+    start.counters.shard.ready.store(false, Ordering::Relaxed);
+    draining.set(true);
+    drop(acceptors); // cancels the accept loops and closes the listeners
+    drain(&admission, Duration::from_millis(config.drain_timeout_ms)).await;
+    drop(background);
+    Ok(())
+}
+
+/// Joins the mesh and opens the shard's stores.
+async fn open_shard(start: &ShardStart) -> Result<Rc<Shard>, StartError> {
+    let config = &start.plan_config;
+    let metrics = Arc::clone(&start.counters.shard);
+    let mesh = match &start.mesh {
+        Some((builder, directory)) => Some(
+            Mesh::join(
+                builder.clone(),
+                start.index,
+                Arc::clone(directory),
+                Arc::clone(&metrics),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let shards = u64::from(start.routing.shard_count());
+    let per_shard = |total: u64| (total / shards) as usize;
+    let shard_config = ShardConfig {
+        data_dir: config.data_dir.clone(),
+        cache_bytes_max: per_shard(config.cache_bytes),
+        meta_bytes_max: per_shard(config.meta_cache_bytes),
+        open_files_max: config.open_files_max,
+        index_bytes_max: config.index_bytes_max as usize,
+        commit_batch_max: limits::COMMIT_BATCH_RECORDS_MAX,
+    };
+    let routing = start.routing.clone();
+    Ok(Shard::start(start.index, routing, shard_config, mesh, metrics).await?)
+}
+
+fn listen(config: &Config) -> Result<Listeners, StartError> {
+    let bind = |addr: SocketAddr| {
+        ron_io::listener::reuseport_listener(addr, limits::LISTEN_BACKLOG)
+            .map_err(|source| StartError::Listen { addr, source })
+    };
+    Ok(Listeners {
+        http: bind(config.http)?,
+        oap: bind(config.oap)?,
+        tls: config.tls.map(bind).transpose()?,
+    })
+}
+
+/// Waits for in-flight requests to finish, at most `timeout`.
+async fn drain(admission: &Admission, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while admission.inflight() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(limits::DRAIN_POLL_PERIOD).await;
+    }
+}
+
+/// The shard's two front ends over one object service.
+struct FrontEnds {
+    http: Rc<HttpContext>,
+    oap: Rc<OapContext>,
+}
+
+impl FrontEnds {
+    fn new(
+        config: &Config,
+        shard: Rc<Shard>,
+        admission: &Rc<Admission>,
+        draining: &Rc<Cell<bool>>,
+        tls: bool,
+    ) -> FrontEnds {
+        let shard_count = shard.routing().shard_count();
+        let service = Rc::new(Service::new(shard, config.object_bytes_max));
+        let http_limits = HttpLimits {
+            head_bytes_max: config.head_bytes_max,
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+        };
+        let mut transports = vec!["tcp".to_string()];
+        if tls {
+            transports.push("tls".into());
+        }
+        let oap_limits = OapLimits {
+            max_frame: config.oap_max_frame,
+            requests_per_connection_max: config.oap_max_inflight,
+            inflate_ratio_max: config.inflate_ratio_max,
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+            transports,
+        };
+        let oap = Rc::new(OapContext {
+            service: Rc::clone(&service),
+            admission: Rc::clone(admission),
+            limits: oap_limits,
+            draining: Rc::clone(draining),
+            shard_count,
+        });
+        let http = Rc::new(HttpContext::new(
+            service,
+            Rc::clone(admission),
+            http_limits,
+            Rc::clone(draining),
+        ));
+        FrontEnds { http, oap }
+    }
+
+    /// Starts the accept loops; dropping the returned tasks stops them.
+    fn accept(
+        &self,
+        listeners: Listeners,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        metrics: &Arc<ShardMetrics>,
+        connections_max: u32,
+    ) -> Vec<glommio::Task<()>> {
+        let accept = |listener, serve: Rc<dyn Fn(TcpStream)>| {
+            let metrics = Arc::clone(metrics);
+            glommio::spawn_local(accept_loop(listener, metrics, connections_max, serve))
+        };
+        let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
+        let mut acceptors = vec![
+            accept(
+                listeners.http,
+                Rc::new(move |s| spawn(http::serve_connection(Rc::clone(&http), s))),
+            ),
+            accept(
+                listeners.oap,
+                Rc::new(move |s| spawn(oap::serve_connection(Rc::clone(&oap), s))),
+            ),
+        ];
+        if let (Some(listener), Some(tls)) = (listeners.tls, tls) {
+            acceptors.push(accept(listener, self.tls_handler(tls)));
+        }
+        acceptors
+    }
+
+    /// Completes the handshake, then hands the stream to the front end ALPN names.
+    fn tls_handler(&self, tls: Arc<rustls::ServerConfig>) -> Rc<dyn Fn(TcpStream)> {
+        let acceptor = Rc::new(ron_io::tls::acceptor(tls));
+        let handshake_timeout = self.http.limits.header_timeout;
+        let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
+        Rc::new(move |s| {
+            let (http, oap, acceptor) = (Rc::clone(&http), Rc::clone(&oap), Rc::clone(&acceptor));
+            spawn(async move {
+                let Ok((stream, protocol)) =
+                    ron_io::tls::accept(&acceptor, s, handshake_timeout).await
+                else {
+                    let metrics = http.service.shard().metrics();
+                    ShardMetrics::add(&metrics.tls_handshake_failures, 1);
+                    return;
+                };
+                match protocol {
+                    AppProtocol::Oap => oap::serve_connection(oap, stream).await,
+                    AppProtocol::Http => http::serve_connection(http, stream).await,
+                }
+            })
+        })
+    }
+}
+
+/// The shard's end of the control link, every [`REPORT_PERIOD_MS`].
+async fn control_tick(admission: Rc<Admission>, link: ShardLink) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(REPORT_PERIOD_MS)).await;
+        admission.tick(&link);
+    }
+}
+
+/// Wakes every [`limits::HEARTBEAT_PERIOD`]; a late wake means a task held the reactor.
+async fn heartbeat(admission: Rc<Admission>) {
+    loop {
+        let due = Instant::now() + limits::HEARTBEAT_PERIOD;
+        glommio::timer::sleep(limits::HEARTBEAT_PERIOD).await;
+        admission.heartbeat(Instant::now().saturating_duration_since(due));
+    }
+}
+
+fn spawn(connection: impl std::future::Future<Output = ()> + 'static) {
+    glommio::spawn_local(connection).detach();
+}
+
+/// Accepts connections while the shard has room for them and hands each to `serve`.
+async fn accept_loop(
+    listener: TcpListener,
+    metrics: Arc<ShardMetrics>,
+    connections_max: u32,
+    serve: Rc<dyn Fn(TcpStream)>,
+) {
+    loop {
+        if metrics.connections_open.load(Ordering::Relaxed) >= u64::from(connections_max) {
+            glommio::timer::sleep(limits::ACCEPT_FULL_BACKOFF).await;
+            continue;
+        }
+        match listener.accept().await {
+            Ok(stream) => serve(stream),
+            Err(e) => {
+                tracing::warn!(reason = %e, "accept failed");
+                glommio::timer::sleep(limits::ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+}

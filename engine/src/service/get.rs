@@ -1,0 +1,245 @@
+//! Reads: which bytes a request asks for ([`Span`]) and the verified groups that carry
+//! them ([`GroupStream`]).
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use ron_codec::http::range::{RangeResolution, RangeSet};
+use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
+use ron_shards::{ObjectMeta, Shard, ShardError};
+
+use crate::limits::{VERIFY_BEFORE_HEAD_BYTES_MAX, VERIFY_BEFORE_HEAD_GROUPS_MAX};
+use crate::refusal::Refusal;
+
+/// The bytes `[first, first + len)` of an object that a GET sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub first: u64,
+    pub len: u64,
+    /// A range was asked for and honoured (206); otherwise the whole object (200).
+    pub partial: bool,
+    /// The object's length.
+    pub total: u64,
+}
+
+impl Span {
+    /// The one range resolver: no range, or an ignored one, is the whole object; several
+    /// ranges are served as the whole object too (docs/HTTP-API.md); a single range is
+    /// clamped to the object; no range overlapping the object is 416.
+    pub fn resolve(range: Option<&RangeSet>, total: u64) -> Result<Span, Refusal> {
+        let whole = Span {
+            first: 0,
+            len: total,
+            partial: false,
+            total,
+        };
+        let Some(range) = range else {
+            return Ok(whole);
+        };
+        match range.resolve(total) {
+            RangeResolution::Unsatisfiable => Err(Refusal::RangeNotSatisfiable { total }),
+            RangeResolution::Partial(ranges) if ranges.len() > 1 => Ok(whole),
+            RangeResolution::Partial(ranges) => Ok(ranges.first().map_or(whole, |r| Span {
+                first: r.first,
+                len: r.len(),
+                partial: true,
+                total,
+            })),
+        }
+    }
+
+    /// 206 for an honoured range, else 200.
+    pub fn status(&self) -> u16 {
+        if self.partial {
+            206
+        } else {
+            200
+        }
+    }
+
+    /// The last byte's offset (the span must not be empty).
+    pub fn last(&self) -> u64 {
+        self.first + self.len - 1
+    }
+
+    /// The first and last group the span covers; `None` when it is empty.
+    pub fn groups(&self) -> Option<(GroupIndex, GroupIndex)> {
+        (self.len > 0).then(|| {
+            (
+                GroupIndex::containing(self.first),
+                GroupIndex::containing(self.last()),
+            )
+        })
+    }
+
+    /// The part of group `group`'s bytes that falls inside the span, and its offset.
+    pub fn slice(&self, group: GroupIndex, bytes: &Bytes) -> (u64, Bytes) {
+        let start = group.start_offset();
+        let from = self.first.saturating_sub(start) as usize;
+        let to = ((self.first + self.len).saturating_sub(start) as usize).min(bytes.len());
+        (start + from as u64, bytes.slice(from.min(to)..to))
+    }
+
+    /// Whether every group of the span is fetched and verified before any head.
+    fn verified_before_head(&self, groups: u64) -> bool {
+        self.len <= VERIFY_BEFORE_HEAD_BYTES_MAX && groups <= VERIFY_BEFORE_HEAD_GROUPS_MAX as u64
+    }
+}
+
+/// One whole group, verified against the object's chunk tree.
+#[derive(Debug, Clone)]
+pub struct VerifiedGroup {
+    pub index: GroupIndex,
+    pub bytes: Bytes,
+}
+
+/// The verified groups of a span, in order. The first group (every group of a small
+/// span) is verified when the stream opens; after that, handing out group `g` starts
+/// fetching `g + 1`, so the disk or the owner shard works while the caller sends.
+#[derive(Debug)]
+pub struct GroupStream {
+    shard: Rc<Shard>,
+    meta: Rc<ObjectMeta>,
+    span: Span,
+    /// The next group to hand out and the last one.
+    next: u64,
+    last: u64,
+    /// Groups verified at open, not yet handed out.
+    ready: VecDeque<Bytes>,
+    prefetch: Option<glommio::Task<Result<Bytes, ShardError>>>,
+}
+
+impl GroupStream {
+    pub(super) async fn open(
+        shard: Rc<Shard>,
+        meta: Rc<ObjectMeta>,
+        span: Span,
+    ) -> Result<GroupStream, Refusal> {
+        let (first, last) = span.groups().map_or((1, 0), |(f, l)| (f.0, l.0));
+        let mut stream = GroupStream {
+            shard,
+            meta,
+            span,
+            next: first,
+            last,
+            ready: VecDeque::new(),
+            prefetch: None,
+        };
+        let groups = (last + 1).saturating_sub(first);
+        let early = if span.verified_before_head(groups) {
+            last
+        } else {
+            first
+        };
+        for g in first..=early {
+            let bytes = stream.shard.group(&stream.meta, GroupIndex(g)).await?;
+            stream.ready.push_back(bytes);
+        }
+        Ok(stream)
+    }
+
+    pub fn meta(&self) -> &Rc<ObjectMeta> {
+        &self.meta
+    }
+
+    pub fn span(&self) -> Span {
+        self.span
+    }
+
+    /// Whether every group has been handed out.
+    pub fn is_finished(&self) -> bool {
+        self.next > self.last
+    }
+
+    /// The next verified group, or `None` after the last. An error here comes after
+    /// the caller may have sent part of the body: it must abort, not pad.
+    pub async fn next(&mut self) -> Option<Result<VerifiedGroup, Refusal>> {
+        if self.next > self.last {
+            return None;
+        }
+        let index = GroupIndex(self.next);
+        let fetched = match (self.ready.pop_front(), self.prefetch.take()) {
+            (Some(bytes), _) => Ok(bytes),
+            (None, Some(task)) => task.await,
+            (None, None) => self.shard.group(&self.meta, index).await,
+        };
+        self.next += 1;
+        if self.ready.is_empty() && self.next <= self.last {
+            self.start_prefetch(GroupIndex(self.next));
+        }
+        Some(
+            fetched
+                .map(|bytes| self.checked(index, bytes))
+                .map_err(Refusal::from),
+        )
+    }
+
+    fn start_prefetch(&mut self, group: GroupIndex) {
+        let (shard, meta) = (Rc::clone(&self.shard), Rc::clone(&self.meta));
+        self.prefetch = Some(glommio::spawn_local(async move {
+            shard.group(&meta, group).await
+        }));
+    }
+
+    /// Trust boundary before send: a group handed out is whole and of the length the
+    /// verified tree gives it (its bytes were checked against the tree by the shard).
+    fn checked(&self, index: GroupIndex, bytes: Bytes) -> VerifiedGroup {
+        debug_assert!(bytes.len() <= GROUP_LEN_BYTES as usize);
+        debug_assert_eq!(
+            Some(bytes.len() as u64),
+            group_len(self.meta.len(), index),
+            "group {} of {}",
+            index.0,
+            self.meta.addr()
+        );
+        VerifiedGroup { index, bytes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ron_codec::http::range::RangeSet;
+
+    fn span(header: &str, total: u64) -> Result<Span, Refusal> {
+        let set = RangeSet::parse(header.as_bytes());
+        Span::resolve(set.as_ref(), total)
+    }
+
+    #[test]
+    fn one_resolver_for_whole_objects_ranges_and_refusals() {
+        let whole = span("", 10).unwrap();
+        assert_eq!((whole.first, whole.len, whole.status()), (0, 10, 200));
+        let r = span("bytes=2-4", 10).unwrap();
+        assert_eq!((r.first, r.len, r.status(), r.last()), (2, 3, 206, 4));
+        let clamped = span("bytes=2-400", 10).unwrap();
+        assert_eq!((clamped.first, clamped.len), (2, 8));
+        let several = span("bytes=0-1,4-5", 10).unwrap();
+        assert_eq!((several.len, several.status()), (10, 200));
+        let refused = span("bytes=10-12", 10).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "no requested range overlaps the object's 10 bytes"
+        );
+        assert_eq!(refused.status(), 416);
+        assert!(span("bytes=0-0", 0).is_err(), "nothing to range over");
+        assert_eq!(span("", 0).unwrap().groups(), None);
+    }
+
+    #[test]
+    fn slices_cut_groups_to_the_span() {
+        let group_bytes = GROUP_LEN_BYTES as usize;
+        let bytes = Bytes::from(vec![7u8; group_bytes]);
+        let s = span("bytes=65530-65545", 3 * GROUP_LEN_BYTES).unwrap();
+        let (g0, g1) = s.groups().unwrap();
+        assert_eq!((g0.0, g1.0), (0, 1));
+        let (offset, first) = s.slice(g0, &bytes);
+        assert_eq!((offset, first.len()), (65530, 6));
+        let (offset, second) = s.slice(g1, &bytes);
+        assert_eq!((offset, second.len()), (GROUP_LEN_BYTES, 10));
+        assert!(s.verified_before_head(2));
+        let big = span("", 3 * GROUP_LEN_BYTES).unwrap();
+        assert!(!big.verified_before_head(3));
+    }
+}

@@ -1,0 +1,136 @@
+//! Uploads: the write rule, the size limit, the announced length and digest, and the
+//! commit outcome — the same for a streamed OAP PUT and an HTTP PUT/POST body.
+
+use std::rc::Rc;
+
+use ron_codec::Address;
+use ron_shards::{CommitOutcome, Shard, Upload};
+
+use crate::refusal::Refusal;
+
+/// Whether a caller may write, and what to tell one who may not.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteCredential {
+    pub may_write: bool,
+    /// A token was presented (but is not a write token).
+    pub token_given: bool,
+    /// Where this protocol carries the token, for the refusal's message.
+    pub carrier: &'static str,
+    /// OAP's `tenant_id` header field; HTTP has none.
+    pub tenant_id: Option<u128>,
+}
+
+impl WriteCredential {
+    /// The write rule: a caller without a write token is refused before any byte.
+    pub fn check(&self) -> Result<(), Refusal> {
+        if self.may_write {
+            return Ok(());
+        }
+        Err(Refusal::Unauthorized {
+            tenant_id: self.tenant_id,
+            token_given: self.token_given,
+            carrier: self.carrier,
+        })
+    }
+}
+
+/// An object stored (or found already stored) by an upload.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    pub addr: Address,
+    pub len: u64,
+    pub outcome: CommitOutcome,
+}
+
+impl Stored {
+    /// 201 for a new object, 200 for one the node already had.
+    pub fn status(&self) -> u16 {
+        match self.outcome {
+            CommitOutcome::Created => 201,
+            CommitOutcome::AlreadyStored => 200,
+        }
+    }
+}
+
+/// An upload in progress: bytes are hashed and written to a temp file as they arrive;
+/// nothing is visible until [`UploadSession::finish`] has committed it.
+#[derive(Debug)]
+pub struct UploadSession {
+    shard: Rc<Shard>,
+    upload: Upload,
+    /// The length the request announced (Content-Length, OAP `len`); none for chunked.
+    declared: Option<u64>,
+    announced: Option<Address>,
+    limit: u64,
+}
+
+impl UploadSession {
+    pub(super) fn new(
+        shard: Rc<Shard>,
+        upload: Upload,
+        declared: Option<u64>,
+        announced: Option<Address>,
+        limit: u64,
+    ) -> UploadSession {
+        UploadSession {
+            shard,
+            upload,
+            declared,
+            announced,
+            limit,
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.upload.len()
+    }
+
+    pub fn announced(&self) -> Option<Address> {
+        self.announced
+    }
+
+    pub fn declared(&self) -> Option<u64> {
+        self.declared
+    }
+
+    /// Appends `data`, within the announced length and the object limit.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), Refusal> {
+        let len = self.received() + data.len() as u64;
+        match self.declared {
+            Some(declared) if len > declared => return Err(Refusal::UploadOverrun { declared }),
+            None if len > self.limit => {
+                let limit = self.limit;
+                return Err(Refusal::TooLarge { len, limit });
+            }
+            _ => {}
+        }
+        Ok(self.upload.write(data).await?)
+    }
+
+    /// Checks the upload is complete and matches its announced address, then commits
+    /// it on the owner shard; returns once it is durable.
+    pub async fn finish(self, content_type: String) -> Result<Stored, Refusal> {
+        let received = self.received();
+        if let Some(declared) = self.declared.filter(|&d| d != received) {
+            self.upload.abort().await;
+            return Err(Refusal::ShortUpload { received, declared });
+        }
+        let staged = self.upload.finish(content_type).await?;
+        let (addr, len) = (staged.meta.addr(), staged.meta.len());
+        if let Some(announced) = self.announced.filter(|&a| a != addr) {
+            ron_shards::discard(staged).await;
+            return Err(Refusal::DigestMismatch {
+                computed: addr,
+                announced,
+            });
+        }
+        let outcome = self.shard.commit(staged).await?;
+        Ok(Stored { addr, len, outcome })
+    }
+
+    /// Drops the upload and its temp file.
+    pub async fn abort(self) {
+        self.upload.abort().await;
+    }
+}

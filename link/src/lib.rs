@@ -1,0 +1,29 @@
+//! # ron-link — what a shard and the control thread say to each other
+//!
+//! ## What it owns
+//! The vocabulary shared by the two kinds of thread, and nothing that runs:
+//! - [`link`]: the two bounded mailboxes per shard. Down: a reloaded [`policy::Policy`]
+//!   and the shard's quota shares. Up: quota demand and refusals, and a copy of the
+//!   shard's latency histograms.
+//! - [`policy`]: write tokens, configured tenants and their limits, who a request is
+//!   charged to ([`policy::Tenant`]), and the quota words both sides use.
+//! - [`requests`]: what a request is for counting (protocol, op, status, refusal
+//!   reason) and [`requests::RequestCounters`], one shard's table of answered requests.
+//! - [`latency`]: request latency as HDR histograms per protocol and op.
+//!
+//! ## Invariants
+//! - A shard never waits on the control thread: it polls its inbox and `try_send`s its
+//!   report on a timer tick; a full mailbox drops the message (the next tick sends a
+//!   fresher one).
+//! - Counters are written only by the shard that owns them (relaxed atomics); the
+//!   control thread only reads them.
+//!
+//! ## Data flow
+//! control thread ── `ToShard::{Policy, Shares}` ──▶ shard (admission installs them)
+//! shard ── `ShardReport { demand, quota_rejections, latency, .. }` ──▶ control thread
+//! shard ── `RequestCounters` (atomics, read at scrape) ──▶ control thread
+
+pub mod latency;
+pub mod link;
+pub mod policy;
+pub mod requests;

@@ -1,0 +1,355 @@
+//! The reloadable policy: write tokens, configured tenants and their limits, and who a
+//! request is charged to. The control thread builds it (at start-up and at every good
+//! reload) and sends each shard its own copy; the shard's token buckets
+//! (`ron-engine`'s `admission::buckets`) enforce it. Also the words both sides use for
+//! quota accounting: [`QuotaKey`], [`Demand`], [`Exhausted`].
+//!
+//! The scheme is in `docs/design/quotas.md`.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// How often shards report demand and the control thread sends new shares.
+pub const REBALANCE_PERIOD_MS: u64 = 250;
+/// Longest `Retry-After` a client is told, whatever the numbers.
+pub const RETRY_AFTER_MS_MAX: u64 = 3_600_000;
+/// Active tenants a shard reports per period (the busiest are rebalanced first).
+pub const REPORT_TENANTS_MAX: usize = 4096;
+
+/// What one tenant may use; `0` means unlimited for that dimension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaLimits {
+    /// Requests admitted per second (fractions allowed).
+    pub requests_per_s: f64,
+    /// Requests admitted at once from a full bucket; 0 means one second's worth.
+    pub requests_burst: f64,
+    /// Object bytes (sent and received) per second.
+    pub bytes_per_s: u64,
+    /// Object bytes from a full bucket; 0 means one second's worth.
+    pub bytes_burst: u64,
+}
+
+impl QuotaLimits {
+    /// Limits on requests only (bytes unlimited).
+    pub fn requests_only(requests_per_s: f64, requests_burst: f64) -> QuotaLimits {
+        QuotaLimits {
+            requests_per_s,
+            requests_burst,
+            ..QuotaLimits::default()
+        }
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        self.requests_per_s == 0.0 && self.bytes_per_s == 0
+    }
+
+    /// The request bucket's rate, if requests are limited.
+    pub fn requests(&self) -> Option<Rate> {
+        Rate::new(self.requests_per_s, self.requests_burst)
+    }
+
+    /// The byte bucket's rate, if bytes are limited.
+    pub fn bytes(&self) -> Option<Rate> {
+        Rate::new(self.bytes_per_s as f64, self.bytes_burst as f64)
+    }
+
+    /// Names the first bad value, for the configuration error.
+    pub fn check(&self) -> Result<(), String> {
+        let fields = [
+            ("requests_per_s", self.requests_per_s),
+            ("requests_burst", self.requests_burst),
+        ];
+        for (name, value) in fields {
+            if !value.is_finite() || value < 0.0 {
+                return Err(format!("{name} must be a finite number ≥ 0, not {value}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A bucket's refill rate and capacity (before the shard's share is applied).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_s: f64,
+    pub burst: f64,
+}
+
+impl Rate {
+    fn new(per_s: f64, burst: f64) -> Option<Rate> {
+        let burst = if burst > 0.0 { burst } else { per_s };
+        (per_s > 0.0).then_some(Rate { per_s, burst })
+    }
+}
+
+/// One configured tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantPolicy {
+    pub name: String,
+    pub limits: QuotaLimits,
+    /// A tenant with tokens is only ever identified by one of them (an `X-Tenant`
+    /// claim of its name is ignored).
+    pub has_tokens: bool,
+}
+
+/// Index of a configured tenant in [`Policy::tenants`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TenantIndex(pub u32);
+
+/// The reloadable part of the configuration: tokens, tenants and their limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Bumped by every successful reload (1 at start-up).
+    pub version: u64,
+    /// Bearer tokens allowed to write, with the tenant each identifies (if any).
+    tokens: Vec<(Vec<u8>, Option<TenantIndex>)>,
+    pub tenants: Vec<TenantPolicy>,
+    /// Limits of every tenant not configured by name (each its own buckets).
+    pub default_limits: QuotaLimits,
+}
+
+impl Policy {
+    /// `write_tokens` identify no tenant; `tenants` are (name, tokens, limits).
+    pub fn new(
+        write_tokens: &[String],
+        tenants: Vec<(String, Vec<String>, QuotaLimits)>,
+        default_limits: QuotaLimits,
+    ) -> Policy {
+        let mut tokens: Vec<(Vec<u8>, Option<TenantIndex>)> = write_tokens
+            .iter()
+            .map(|t| (t.as_bytes().to_vec(), None))
+            .collect();
+        let mut configured = Vec::with_capacity(tenants.len());
+        for (i, (name, tenant_tokens, limits)) in tenants.into_iter().enumerate() {
+            let index = TenantIndex(i as u32);
+            tokens.extend(
+                tenant_tokens
+                    .iter()
+                    .map(|t| (t.as_bytes().to_vec(), Some(index))),
+            );
+            configured.push(TenantPolicy {
+                name,
+                limits,
+                has_tokens: !tenant_tokens.is_empty(),
+            });
+        }
+        Policy {
+            version: 1,
+            tokens,
+            tenants: configured,
+            default_limits,
+        }
+    }
+
+    /// With no token configured anywhere, writes are open (loopback only; see the
+    /// write rule in the engine's configuration).
+    pub fn writes_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Whether `token` is a write token; compares against every token in constant time
+    /// per token so a near miss takes as long as a far one.
+    pub fn token(&self, token: &[u8]) -> Option<TokenMatch> {
+        let mut found = None;
+        for (known, tenant) in &self.tokens {
+            if constant_time_eq(known, token) && found.is_none() {
+                found = Some(TokenMatch { tenant: *tenant });
+            }
+        }
+        found
+    }
+
+    /// A configured tenant that may be claimed by name (`X-Tenant`, OAP `tenant_id`).
+    fn claimable(&self, name: &[u8]) -> Option<TenantIndex> {
+        self.tenants
+            .iter()
+            .position(|t| !t.has_tokens && t.name.as_bytes() == name)
+            .map(|i| TenantIndex(i as u32))
+    }
+
+    /// Who a request is, by the rule of HTTP-API.md: the bearer token's tenant, else the
+    /// claimed name, else the client address, else `public`.
+    /// A claim longer than [`TENANT_NAME_BYTES_MAX`] is ignored.
+    pub fn tenant(
+        &self,
+        token: Option<TokenMatch>,
+        claim: Option<&[u8]>,
+        peer: Option<IpAddr>,
+    ) -> Tenant {
+        if let Some(index) = token.and_then(|t| t.tenant) {
+            return Tenant::Configured(index);
+        }
+        if let Some(name) = claim.and_then(TenantName::new) {
+            return match self.claimable(name.as_bytes()) {
+                Some(index) => Tenant::Configured(index),
+                None => Tenant::Claimed(name),
+            };
+        }
+        match peer {
+            Some(ip) => Tenant::Addr(ip),
+            None => Tenant::Public,
+        }
+    }
+
+    /// The limits that apply to `tenant`.
+    pub fn limits(&self, tenant: &Tenant) -> &QuotaLimits {
+        match tenant {
+            Tenant::Configured(i) => &self.tenants[i.0 as usize].limits,
+            _ => &self.default_limits,
+        }
+    }
+
+    /// Whether any tenant has a limit (if not, admission skips the buckets).
+    pub fn has_limits(&self) -> bool {
+        !self.default_limits.is_unlimited() || self.tenants.iter().any(|t| !t.limits.is_unlimited())
+    }
+
+    /// The metrics label of a tenant: configured names only (low cardinality).
+    pub fn label(&self, tenant: Option<TenantIndex>) -> &str {
+        tenant.map_or("other", |i| self.tenants[i.0 as usize].name.as_str())
+    }
+}
+
+/// A write token that matched, and the tenant it names (if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenMatch {
+    pub tenant: Option<TenantIndex>,
+}
+
+/// Longest tenant name a request may claim.
+pub const TENANT_NAME_BYTES_MAX: usize = 64;
+
+/// A claimed tenant name, kept inline (no allocation per request).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TenantName {
+    bytes: [u8; TENANT_NAME_BYTES_MAX],
+    len: u8,
+}
+
+impl TenantName {
+    pub fn new(name: &[u8]) -> Option<TenantName> {
+        if name.is_empty() || name.len() > TENANT_NAME_BYTES_MAX {
+            return None;
+        }
+        let mut bytes = [0; TENANT_NAME_BYTES_MAX];
+        bytes[..name.len()].copy_from_slice(name);
+        Some(TenantName {
+            bytes,
+            len: name.len() as u8,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for TenantName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// Who a request is charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tenant {
+    Configured(TenantIndex),
+    /// An unconfigured name from `X-Tenant` or OAP's `tenant_id`.
+    Claimed(TenantName),
+    Addr(IpAddr),
+    Public,
+}
+
+impl Tenant {
+    /// The configured tenant's index, if it is one.
+    pub fn configured(&self) -> Option<TenantIndex> {
+        match self {
+            Tenant::Configured(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    Requests,
+    Bytes,
+}
+
+impl Exhausted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exhausted::Requests => "requests",
+            Exhausted::Bytes => "bytes",
+        }
+    }
+}
+
+/// What an admitted request is charged to when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QuotaKey(pub u64);
+
+/// A shard's demand for one tenant over the last period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Demand {
+    pub key: QuotaKey,
+    pub requests: f64,
+    pub bytes: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_s: f64, burst: f64) -> QuotaLimits {
+        QuotaLimits::requests_only(per_s, burst)
+    }
+
+    #[test]
+    fn tenant_follows_token_then_claim_then_address_then_public() {
+        let policy = Policy::new(
+            &["w".into()],
+            vec![
+                ("alice".into(), vec!["a-tok".into()], limits(1.0, 1.0)),
+                ("bob".into(), vec![], limits(1.0, 1.0)),
+            ],
+            QuotaLimits::default(),
+        );
+        let ip: IpAddr = "127.0.0.7".parse().unwrap();
+        let alice = policy.token(b"a-tok");
+        assert_eq!(
+            alice,
+            Some(TokenMatch {
+                tenant: Some(TenantIndex(0))
+            })
+        );
+        assert_eq!(
+            policy.tenant(alice, Some(b"bob"), Some(ip)),
+            Tenant::Configured(TenantIndex(0))
+        );
+        let plain = policy.token(b"w");
+        assert_eq!(
+            policy.tenant(plain, Some(b"bob"), Some(ip)),
+            Tenant::Configured(TenantIndex(1))
+        );
+        // A tenant with tokens cannot be claimed by name.
+        let claimed = policy.tenant(None, Some(b"alice"), Some(ip));
+        assert_eq!(claimed, Tenant::Claimed(TenantName::new(b"alice").unwrap()));
+        assert_eq!(
+            policy.tenant(None, Some(&[b'x'; 65]), Some(ip)),
+            Tenant::Addr(ip)
+        );
+        assert_eq!(policy.tenant(None, None, Some(ip)), Tenant::Addr(ip));
+        assert_eq!(policy.tenant(None, Some(b""), None), Tenant::Public);
+        assert_eq!(policy.token(b"nope"), None);
+        assert!(!policy.writes_open());
+    }
+}

@@ -1,0 +1,264 @@
+//! The shard's data paths end to end, on real glommio executors and a real data dir:
+//! upload → group commit → metadata and verified group reads, on one shard and across
+//! the mesh; and a failed group commit reaching its uploads as one typed error.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use ron_codec::tree::{group_count, group_len, GroupIndex, GROUP_LEN_BYTES};
+use ron_codec::{Address, ChunkTree, ErrorCode};
+use ron_shards::layout::{self, Routing, ShardIndex};
+use ron_shards::mesh::{self, Mesh, MeshBuilderFull};
+use ron_shards::{CommitOutcome, Shard, ShardConfig, ShardError, ShardMetrics};
+
+/// A fresh data dir under the system temp dir, removed when dropped.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(name: &str) -> DataDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("ron-shards-{name}-{}-{nanos}", std::process::id()));
+        DataDir(dir)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(data_dir: &Path, index_bytes_max: usize) -> ShardConfig {
+    ShardConfig {
+        data_dir: data_dir.to_path_buf(),
+        cache_bytes_max: 4 << 20,
+        meta_bytes_max: 1 << 20,
+        open_files_max: 16,
+        index_bytes_max,
+        commit_batch_max: 64,
+    }
+}
+
+/// Opens (creating) the data dir for `shards` shards, as the engine does at start-up.
+fn routing(data_dir: &Path, shards: u16) -> Routing {
+    let table = layout::open_data_dir(data_dir, shards).expect("data dir");
+    layout::clean_tmp(data_dir).expect("clean tmp");
+    Routing::new(table, shards)
+}
+
+/// Runs `work` on its own executor thread (with a blocking pool for the commits).
+fn on_executor<G, F>(name: &str, work: G) -> glommio::ExecutorJoinHandle<()>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name(name)
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+        .spawn(work)
+        .expect("executor")
+}
+
+fn object(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+async fn put(shard: &Shard, data: &[u8], content_type: &str) -> Result<CommitOutcome, ShardError> {
+    let mut upload = shard.begin_upload().await?;
+    for piece in data.chunks(10_000) {
+        upload.write(piece).await?;
+    }
+    assert_eq!(upload.len(), data.len() as u64);
+    let staged = upload.finish(content_type.into()).await?;
+    assert_eq!(staged.meta.addr(), ChunkTree::of(data).root());
+    shard.commit(staged).await
+}
+
+/// Reads every group of `data`'s object through `shard` and compares it with `data`.
+async fn read_back(shard: &Shard, data: &[u8]) {
+    let addr = ChunkTree::of(data).root();
+    let meta = shard.meta(&addr).await.expect("meta");
+    assert_eq!(meta.len(), data.len() as u64);
+    for g in 0..group_count(data.len() as u64).max(1) {
+        let group = GroupIndex(g);
+        let bytes = shard.group(&meta, group).await.expect("group");
+        let start = (g * GROUP_LEN_BYTES) as usize;
+        let end = (start + GROUP_LEN_BYTES as usize).min(data.len());
+        assert_eq!(
+            Some(bytes.len() as u64),
+            group_len(data.len() as u64, group)
+        );
+        assert_eq!(&bytes[..], &data[start..end], "group {g}");
+    }
+}
+
+fn tmp_is_empty(data_dir: &Path) -> bool {
+    std::fs::read_dir(layout::tmp_dir(data_dir))
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
+}
+
+#[test]
+fn one_shard_uploads_commits_and_reads_verified_groups() {
+    let dir = DataDir::new("one");
+    let data_dir = dir.0.clone();
+    on_executor("one-shard", move || async move {
+        let routing = routing(&data_dir, 1);
+        let metrics = Arc::new(ShardMetrics::default());
+        let shard = Shard::start(
+            ShardIndex(0),
+            routing,
+            config(&data_dir, 1 << 26),
+            None,
+            Arc::clone(&metrics),
+        )
+        .await
+        .expect("start");
+        for (len, seed) in [(0, 0), (100, 1), (65_536, 2), (200_000, 3)] {
+            let data = object(len, seed);
+            let created = put(&shard, &data, "text/plain").await.expect("put");
+            assert_eq!(created, CommitOutcome::Created, "{len} bytes");
+            // Stored, metadata not cached yet: the store says it is there.
+            let again = put(&shard, &data, "").await.expect("put again");
+            assert_eq!(again, CommitOutcome::AlreadyStored);
+            read_back(&shard, &data).await;
+            // Metadata cached now; the second read of every group is a cache hit.
+            let hits = metrics.cache_hits.load(Ordering::Relaxed);
+            read_back(&shard, &data).await;
+            assert!(metrics.cache_hits.load(Ordering::Relaxed) > hits);
+            let again = put(&shard, &data, "").await.expect("put a third time");
+            assert_eq!(again, CommitOutcome::AlreadyStored);
+        }
+        assert_eq!(metrics.objects_created.load(Ordering::Relaxed), 4);
+        assert_eq!(metrics.objects_stored.load(Ordering::Relaxed), 4);
+        assert_eq!(metrics.verify_failures.load(Ordering::Relaxed), 0);
+        assert!(tmp_is_empty(&data_dir), "staged files left behind");
+        let missing = Address::from_bytes([7; 32]);
+        let err = shard.meta(&missing).await.expect_err("no such object");
+        assert_eq!(err.code(), ErrorCode::NotFound);
+    })
+    .join()
+    .expect("shard thread");
+}
+
+#[test]
+fn two_shards_commit_and_read_across_the_mesh() {
+    let dir = DataDir::new("mesh");
+    let routing = routing(&dir.0, 2);
+    let builder = MeshBuilderFull::full(2, mesh::MESH_CHANNEL_LEN);
+    let directory = mesh::peer_directory(2);
+    let done = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..2u16)
+        .map(|i| {
+            let (routing, builder) = (routing.clone(), builder.clone());
+            let (directory, done) = (Arc::clone(&directory), Arc::clone(&done));
+            let data_dir = dir.0.clone();
+            on_executor(&format!("shard-{i}"), move || async move {
+                let index = ShardIndex(i);
+                let metrics = Arc::new(ShardMetrics::default());
+                let mesh = Mesh::join(builder, index, directory, Arc::clone(&metrics))
+                    .await
+                    .expect("join");
+                let config = config(&data_dir, 1 << 26);
+                let shard = Shard::start(index, routing, config, Some(mesh), metrics)
+                    .await
+                    .expect("start");
+                if i == 0 {
+                    exercise_mesh(&shard).await;
+                    done.store(true, Ordering::Release);
+                } else {
+                    while !done.load(Ordering::Acquire) {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("shard thread");
+    }
+}
+
+/// Run on shard 0: objects owned by either shard, written and read through shard 0.
+async fn exercise_mesh(shard: &Rc<Shard>) {
+    let mut remote = 0;
+    for seed in 0..8u8 {
+        let data = object(150_000, seed);
+        let addr = ChunkTree::of(&data).root();
+        if shard.routing().owner(&addr) != shard.index() {
+            remote += 1;
+        }
+        let created = put(shard, &data, "application/x-test").await.expect("put");
+        assert_eq!(created, CommitOutcome::Created);
+        let again = put(shard, &data, "").await.expect("put again");
+        assert_eq!(again, CommitOutcome::AlreadyStored);
+        read_back(shard, &data).await;
+    }
+    assert!(remote > 0, "no object of the 8 is owned by shard 1");
+    let metrics = shard.metrics().snapshot();
+    assert!(metrics.mesh_requests > 0);
+    assert_eq!(metrics.verify_failures, 0);
+    // A not-found from the owner reads as not found here too.
+    let missing = (0..=255u8)
+        .map(|b| Address::from_bytes([b; 32]))
+        .find(|a| shard.routing().owner(a) != shard.index())
+        .expect("an address owned by shard 1");
+    let err = shard.meta(&missing).await.expect_err("no such object");
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+}
+
+#[test]
+fn a_failed_group_commit_reaches_its_uploads_as_one_typed_error() {
+    let dir = DataDir::new("full");
+    let data_dir = dir.0.clone();
+    on_executor("full-index", move || async move {
+        let routing = routing(&data_dir, 1);
+        // An index map of a few pages: it opens, and fills after a few records.
+        let config = config(&data_dir, 8 * 4096);
+        let metrics = Arc::new(ShardMetrics::default());
+        let shard = Shard::start(ShardIndex(0), routing, config, None, metrics)
+            .await
+            .expect("start");
+        let content_type = "t".repeat(ron_shards::record::CONTENT_TYPE_LEN_MAX);
+        let mut failure = None;
+        for seed in 0..=255u8 {
+            let data = object(64, seed);
+            match put(&shard, &data, &content_type).await {
+                Ok(outcome) => assert_eq!(outcome, CommitOutcome::Created),
+                Err(e) => {
+                    failure = Some((e, data));
+                    break;
+                }
+            }
+        }
+        let (err, data) = failure.expect("the index never filled");
+        let ShardError::GroupCommit { records, source } = &err else {
+            panic!("not a group-commit error: {err:?}");
+        };
+        assert_eq!(*records, 1);
+        assert!(matches!(**source, ShardError::Index { .. }), "{source:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("group commit of 1 record(s) failed: index "),
+            "{text}"
+        );
+        assert!(text.contains(&data_dir.display().to_string()), "{text}");
+        assert_eq!(err.code(), ErrorCode::Internal);
+        // The failed object is not visible.
+        let addr = ChunkTree::of(&data).root();
+        let missing = shard.meta(&addr).await.expect_err("not committed");
+        assert_eq!(missing.code(), ErrorCode::NotFound);
+    })
+    .join()
+    .expect("shard thread");
+}
