@@ -3,6 +3,7 @@
 //! default `info`: a disabled event costs one comparison with the level filter. Every
 //! error event of a request carries `corr_id`, `shard` and `reason`.
 
+use crate::config::ValueError;
 use serde::{Deserialize, Serialize};
 use tracing::level_filters::LevelFilter;
 
@@ -15,11 +16,15 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    pub fn parse(text: &str) -> Result<LogFormat, String> {
+    pub fn parse(text: &str) -> Result<LogFormat, ValueError> {
         match text {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            _ => Err(format!("invalid log format {text:?} (text or json)")),
+            _ => Err(ValueError::Choice {
+                what: "log format",
+                given: text.to_string(),
+                choices: "text or json",
+            }),
         }
     }
 }
@@ -36,7 +41,7 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    pub fn parse(text: &str) -> Result<LogLevel, String> {
+    pub fn parse(text: &str) -> Result<LogLevel, ValueError> {
         Ok(match text {
             "error" => LogLevel::Error,
             "warn" => LogLevel::Warn,
@@ -44,9 +49,11 @@ impl LogLevel {
             "debug" => LogLevel::Debug,
             "trace" => LogLevel::Trace,
             _ => {
-                return Err(format!(
-                    "invalid log level {text:?} (error, warn, info, debug or trace)"
-                ))
+                return Err(ValueError::Choice {
+                    what: "log level",
+                    given: text.to_string(),
+                    choices: "error, warn, info, debug or trace",
+                })
             }
         })
     }

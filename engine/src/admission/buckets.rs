@@ -77,6 +77,23 @@ impl TenantState {
     fn is_active(&self) -> bool {
         self.demand_requests > 0.0 || self.demand_bytes > 0.0
     }
+
+    /// Refills both buckets to `now_s`; the longer wait of the two, and its bucket.
+    fn wait(&mut self, limits: &QuotaLimits, now_s: f64) -> (f64, Exhausted) {
+        let mut wait = (0.0f64, Exhausted::Requests);
+        if let Some(rate) = limits.requests() {
+            self.requests.refill(rate, self.share, now_s);
+            wait.0 = self.requests.wait_s(rate, self.share);
+        }
+        if let Some(rate) = limits.bytes() {
+            self.bytes.refill(rate, self.share, now_s);
+            let bytes_wait = self.bytes.wait_s(rate, self.share);
+            if bytes_wait > wait.0 {
+                wait = (bytes_wait, Exhausted::Bytes);
+            }
+        }
+        wait
+    }
 }
 
 /// A refusal: which bucket, how long to wait, and the tenant's label.
@@ -173,26 +190,43 @@ impl ShardQuotas {
         }
         let key = self.key(tenant);
         let now_s = self.now_s(now);
-        let default_share = 1.0 / self.shard_count as f64;
+        let state = self.tenant_state(key, tenant, &limits, now_s);
+        let (wait_s, exhausted) = state.wait(&limits, now_s);
+        if wait_s > 0.0 {
+            return Err(self.refuse(tenant, &limits, wait_s, exhausted));
+        }
+        if limits.requests().is_some() {
+            state.requests.tokens -= 1.0;
+        }
+        Ok(Some(QuotaKey(key)))
+    }
+
+    /// The tenant's state (made, with full buckets at an even share, on first sight),
+    /// marked active with one more request of demand.
+    fn tenant_state(
+        &mut self,
+        key: u64,
+        tenant: &Tenant,
+        limits: &QuotaLimits,
+        now_s: f64,
+    ) -> &mut TenantState {
         if !self.tenants.contains_key(&key) {
             self.make_room();
         }
+        let share = 1.0 / self.shard_count as f64;
+        let bucket = |rate: Option<Rate>| {
+            rate.map_or(
+                Bucket {
+                    tokens: 0.0,
+                    updated_s: now_s,
+                },
+                |r| Bucket::full(r, share, now_s),
+            )
+        };
         let state = self.tenants.entry(key).or_insert_with(|| TenantState {
-            requests: limits.requests().map_or(
-                Bucket {
-                    tokens: 0.0,
-                    updated_s: now_s,
-                },
-                |r| Bucket::full(r, default_share, now_s),
-            ),
-            bytes: limits.bytes().map_or(
-                Bucket {
-                    tokens: 0.0,
-                    updated_s: now_s,
-                },
-                |r| Bucket::full(r, default_share, now_s),
-            ),
-            share: default_share,
+            requests: bucket(limits.requests()),
+            bytes: bucket(limits.bytes()),
+            share,
             demand_requests: 0.0,
             demand_bytes: 0.0,
             configured: tenant.configured(),
@@ -201,37 +235,26 @@ impl ShardQuotas {
             self.active.push(key);
         }
         state.demand_requests += 1.0;
-        let mut wait = (0.0f64, Exhausted::Requests);
-        if let Some(rate) = limits.requests() {
-            state.requests.refill(rate, state.share, now_s);
-            wait = (
-                state.requests.wait_s(rate, state.share),
-                Exhausted::Requests,
-            );
+        state
+    }
+
+    /// Counts a refusal and says how long to wait, and why.
+    fn refuse(
+        &mut self,
+        tenant: &Tenant,
+        limits: &QuotaLimits,
+        wait_s: f64,
+        exhausted: Exhausted,
+    ) -> OverQuota {
+        let slot = tenant
+            .configured()
+            .map_or(self.policy.tenants.len(), |i| i.0 as usize);
+        self.rejections[slot][exhausted as usize] += 1;
+        OverQuota {
+            exhausted,
+            retry_after_ms: ((wait_s * 1000.0).ceil() as u64).clamp(1, RETRY_AFTER_MS_MAX),
+            limit: self.describe(tenant, limits, exhausted),
         }
-        if let Some(rate) = limits.bytes() {
-            state.bytes.refill(rate, state.share, now_s);
-            let bytes_wait = state.bytes.wait_s(rate, state.share);
-            if bytes_wait > wait.0 {
-                wait = (bytes_wait, Exhausted::Bytes);
-            }
-        }
-        if wait.0 > 0.0 {
-            let slot = tenant
-                .configured()
-                .map_or(self.policy.tenants.len(), |i| i.0 as usize);
-            self.rejections[slot][wait.1 as usize] += 1;
-            let retry_after_ms = ((wait.0 * 1000.0).ceil() as u64).clamp(1, RETRY_AFTER_MS_MAX);
-            return Err(OverQuota {
-                exhausted: wait.1,
-                retry_after_ms,
-                limit: self.describe(tenant, &limits, wait.1),
-            });
-        }
-        if limits.requests().is_some() {
-            state.requests.tokens -= 1.0;
-        }
-        Ok(Some(QuotaKey(key)))
     }
 
     fn describe(&self, tenant: &Tenant, limits: &QuotaLimits, exhausted: Exhausted) -> String {

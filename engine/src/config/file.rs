@@ -10,7 +10,7 @@ use std::path::Path;
 use ron_link::policy::QuotaLimits;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::keys::{self, Value, FILE_ONLY_KEYS};
+use super::keys::{self, Value, ValueError, FILE_ONLY_KEYS};
 use super::{Config, ConfigError};
 
 /// Limits of a tenant; 0 means unlimited. Byte limits accept sizes (`"10MiB"`).
@@ -125,7 +125,11 @@ pub(super) fn apply(config: &mut Config, path: &Path) -> Result<Vec<&'static str
 
 /// A TOML value as the key's parser takes it: strings as they are, other scalars as
 /// text, arrays of strings as lists.
-fn apply_value(config: &mut Config, key: &keys::Key, value: &toml::Value) -> Result<(), String> {
+fn apply_value(
+    config: &mut Config,
+    key: &keys::Key,
+    value: &toml::Value,
+) -> Result<(), ValueError> {
     match value {
         toml::Value::String(text) => (key.apply)(config, Value::Text(text)),
         toml::Value::Array(items) => {
@@ -133,10 +137,10 @@ fn apply_value(config: &mut Config, key: &keys::Key, value: &toml::Value) -> Res
                 .iter()
                 .map(|item| item.as_str().map(String::from))
                 .collect::<Option<_>>()
-                .ok_or("expected a list of strings")?;
+                .ok_or(ValueError::NotAList)?;
             (key.apply)(config, Value::List(&list))
         }
-        toml::Value::Table(_) => Err("expected a value, not a table".into()),
+        toml::Value::Table(_) => Err(ValueError::Table),
         scalar => (key.apply)(config, Value::Text(&scalar.to_string())),
     }
 }

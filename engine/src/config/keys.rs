@@ -7,8 +7,36 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::{Config, ConfigError};
+use super::Config;
 use crate::logging::{LogFormat, LogLevel};
+
+/// Why a value does not parse, whatever layer it came from (the caller names the key
+/// and the layer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("invalid address {0:?}")]
+    Address(String),
+    #[error("invalid number {0:?}")]
+    Number(String),
+    #[error("invalid size {0:?} (use e.g. 4096, 16KiB, 256MiB)")]
+    Size(String),
+    #[error("{0} is too large")]
+    TooLarge(String),
+    #[error("invalid boolean {0:?} (true or false)")]
+    Boolean(String),
+    #[error("invalid {what} {given:?} ({choices})")]
+    Choice {
+        what: &'static str,
+        given: String,
+        choices: &'static str,
+    },
+    #[error("expected one value, not a list")]
+    NotOneValue,
+    #[error("expected a list of strings")]
+    NotAList,
+    #[error("expected a value, not a table")]
+    Table,
+}
 
 /// A value as a layer hands it to a key's parser.
 #[derive(Debug, Clone, Copy)]
@@ -23,10 +51,10 @@ pub enum Value<'a> {
 
 impl<'a> Value<'a> {
     /// The single value a scalar key takes.
-    pub fn text(self) -> Result<&'a str, String> {
+    pub fn text(self) -> Result<&'a str, ValueError> {
         match self {
             Value::Text(v) | Value::Flag(v) => Ok(v),
-            Value::List(_) => Err("expected one value, not a list".into()),
+            Value::List(_) => Err(ValueError::NotOneValue),
         }
     }
 }
@@ -46,7 +74,7 @@ pub struct Key {
     /// One line of help.
     pub help: &'static str,
     /// The parser: applies a value from any layer to the configuration.
-    pub apply: fn(&mut Config, Value<'_>) -> Result<(), String>,
+    pub apply: fn(&mut Config, Value<'_>) -> Result<(), ValueError>,
 }
 
 impl Key {
@@ -104,7 +132,7 @@ pub(super) fn apply_defaults(config: &mut Config) {
 }
 
 /// Parses a byte size: `4096`, `16KiB`, `256MiB`, `64GiB`, `1TiB`.
-pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
+pub fn parse_size(text: &str) -> Result<u64, ValueError> {
     let units = [
         ("TiB", 1u64 << 40),
         ("GiB", 1 << 30),
@@ -121,54 +149,54 @@ pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| {
-            ConfigError::Usage(format!(
-                "invalid size {text:?} (use e.g. 4096, 16KiB, 256MiB)"
-            ))
-        })
+        .ok_or_else(|| ValueError::Size(text.to_string()))
 }
 
-fn addr(v: &str) -> Result<SocketAddr, String> {
-    v.parse().map_err(|_| format!("invalid address {v:?}"))
+fn addr(v: &str) -> Result<SocketAddr, ValueError> {
+    v.parse().map_err(|_| ValueError::Address(v.to_string()))
 }
 
-fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("invalid number {v:?}"))
+fn num<T: std::str::FromStr>(v: &str) -> Result<T, ValueError> {
+    v.parse().map_err(|_| ValueError::Number(v.to_string()))
 }
 
-pub(super) fn size(v: &str) -> Result<u64, String> {
-    parse_size(v).map_err(|e| e.to_string())
+pub(super) fn size(v: &str) -> Result<u64, ValueError> {
+    parse_size(v)
 }
 
-fn size_usize(v: &str) -> Result<usize, String> {
-    usize::try_from(size(v)?).map_err(|_| format!("{v} is too large"))
+fn size_usize(v: &str) -> Result<usize, ValueError> {
+    usize::try_from(size(v)?).map_err(|_| ValueError::TooLarge(v.to_string()))
 }
 
-fn size_u32(v: &str) -> Result<u32, String> {
-    u32::try_from(size(v)?).map_err(|_| format!("{v} is too large"))
+fn size_u32(v: &str) -> Result<u32, ValueError> {
+    u32::try_from(size(v)?).map_err(|_| ValueError::TooLarge(v.to_string()))
 }
 
-fn boolean(v: &str) -> Result<bool, String> {
+fn boolean(v: &str) -> Result<bool, ValueError> {
     match v {
         "" | "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(format!("invalid boolean {v:?} (true or false)")),
+        _ => Err(ValueError::Boolean(v.to_string())),
     }
 }
 
-fn path(v: &str) -> Result<PathBuf, String> {
+fn path(v: &str) -> Result<PathBuf, ValueError> {
     Ok(PathBuf::from(v))
 }
 
 /// Sets a scalar field from a value, with `parse`.
-fn set<T>(field: &mut T, parse: fn(&str) -> Result<T, String>, v: Value) -> Result<(), String> {
+fn set<T>(
+    field: &mut T,
+    parse: fn(&str) -> Result<T, ValueError>,
+    v: Value,
+) -> Result<(), ValueError> {
     *field = parse(v.text()?)?;
     Ok(())
 }
 
 /// A list: a flag appends, a variable or TOML string is comma-separated, a TOML array
 /// replaces.
-fn set_list(field: &mut Vec<String>, v: Value) -> Result<(), String> {
+fn set_list(field: &mut Vec<String>, v: Value) -> Result<(), ValueError> {
     match v {
         Value::Flag(item) => field.push(item.to_owned()),
         Value::Text(text) => {

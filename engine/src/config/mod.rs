@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::logging::{LogFormat, LogLevel};
 
 pub use file::{QuotaConfig, TenantConfig};
-pub use keys::{parse_size, Key, Value, FILE_ONLY_KEYS, KEYS};
+pub use keys::{parse_size, Key, Value, ValueError, FILE_ONLY_KEYS, KEYS};
 
 /// Keys a reload applies to the running node; any other changed key is logged as
 /// taking effect at the next restart.
@@ -119,7 +119,7 @@ pub enum ConfigError {
     Key {
         path: PathBuf,
         key: &'static str,
-        reason: String,
+        reason: ValueError,
     },
     #[error("{0}")]
     Refused(String),
