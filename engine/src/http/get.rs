@@ -40,6 +40,8 @@ pub(super) async fn get<S: Transport>(
     }
 }
 
+// Inline on purpose: boxing the stream would allocate on every GET.
+#[allow(clippy::large_enum_variant)]
 enum Plan {
     NotModified,
     /// The object, the bytes to send, and their groups (none for HEAD or no bytes).

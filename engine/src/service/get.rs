@@ -1,7 +1,6 @@
 //! Reads: which bytes a request asks for ([`Span`]) and the verified groups that carry
 //! them ([`GroupStream`]).
 
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -105,8 +104,11 @@ pub struct GroupStream {
     /// The next group to hand out and the last one.
     next: u64,
     last: u64,
-    /// Groups verified at open, not yet handed out.
-    ready: VecDeque<Bytes>,
+    /// Groups verified at open, not yet handed out (inline: no allocation per GET).
+    ready: [Option<Bytes>; VERIFY_BEFORE_HEAD_GROUPS_MAX],
+    /// Groups verified at open, and how many of them are handed out.
+    ready_len: usize,
+    ready_taken: usize,
     prefetch: Option<glommio::Task<Result<Bytes, ShardError>>>,
 }
 
@@ -117,25 +119,29 @@ impl GroupStream {
         span: Span,
     ) -> Result<GroupStream, Refusal> {
         let (first, last) = span.groups().map_or((1, 0), |(f, l)| (f.0, l.0));
-        let mut stream = GroupStream {
-            shard,
-            meta,
-            span,
-            next: first,
-            last,
-            ready: VecDeque::new(),
-            prefetch: None,
-        };
         let groups = (last + 1).saturating_sub(first);
         let early = if span.verified_before_head(groups) {
             last
         } else {
             first
         };
-        for g in first..=early {
-            let bytes = stream.shard.group(&stream.meta, GroupIndex(g)).await?;
-            stream.ready.push_back(bytes);
+        let mut ready: [Option<Bytes>; VERIFY_BEFORE_HEAD_GROUPS_MAX] = Default::default();
+        let mut ready_len = 0;
+        for (slot, g) in ready.iter_mut().zip(first..=early) {
+            *slot = Some(shard.group(&meta, GroupIndex(g)).await?);
+            ready_len += 1;
         }
+        let stream = GroupStream {
+            shard,
+            meta,
+            span,
+            next: first,
+            last,
+            ready,
+            ready_len,
+            ready_taken: 0,
+            prefetch: None,
+        };
         Ok(stream)
     }
 
@@ -159,13 +165,13 @@ impl GroupStream {
             return None;
         }
         let index = GroupIndex(self.next);
-        let fetched = match (self.ready.pop_front(), self.prefetch.take()) {
+        let fetched = match (self.take_ready(), self.prefetch.take()) {
             (Some(bytes), _) => Ok(bytes),
             (None, Some(task)) => task.await,
             (None, None) => self.shard.group(&self.meta, index).await,
         };
         self.next += 1;
-        if self.ready.is_empty() && self.next <= self.last {
+        if self.ready_taken == self.ready_len && self.next <= self.last {
             self.start_prefetch(GroupIndex(self.next));
         }
         Some(
@@ -173,6 +179,13 @@ impl GroupStream {
                 .map(|bytes| self.checked(index, bytes))
                 .map_err(Refusal::from),
         )
+    }
+
+    /// The next group verified at open, if any is left.
+    fn take_ready(&mut self) -> Option<Bytes> {
+        let bytes = self.ready.get_mut(self.ready_taken)?.take()?;
+        self.ready_taken += 1;
+        Some(bytes)
     }
 
     fn start_prefetch(&mut self, group: GroupIndex) {
