@@ -208,8 +208,11 @@ fn apply_env(
         let key = var["RON_".len()..].to_ascii_lowercase();
         let setting = keys::find(&key)
             .ok_or_else(|| usage(format!("environment {var}: unknown key {key:?}")))?;
-        (setting.apply)(config, keys::Value::Text(value))
-            .map_err(|e| usage(format!("environment {var} (key {key}): {e}")))?;
+        (setting.apply)(config, keys::Value::Text(value)).map_err(|reason| ConfigError::Env {
+            var: var.clone(),
+            key: setting.key,
+            reason,
+        })?;
         origins.insert(setting.key, Origin::Env(var.clone()));
     }
     Ok(())
@@ -224,8 +227,11 @@ fn apply_flags(
     for (flag, value) in flags.iter().filter(|(n, _)| n != "config") {
         let setting =
             keys::find_flag(flag).ok_or_else(|| usage(format!("unknown option --{flag}")))?;
-        (setting.apply)(config, keys::Value::Flag(value))
-            .map_err(|e| usage(format!("--{flag} (key {}): {e}", setting.key)))?;
+        (setting.apply)(config, keys::Value::Flag(value)).map_err(|reason| ConfigError::Flag {
+            flag: flag.clone(),
+            key: setting.key,
+            reason,
+        })?;
         origins.insert(setting.key, Origin::Flag(flag.clone()));
     }
     Ok(())

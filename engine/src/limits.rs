@@ -2,6 +2,14 @@
 //! Limits an operator sizes (connections, in-flight requests, timeouts, cache bytes,
 //! object size, frame size) are configuration keys (`crate::config`); the ones here are
 //! properties of the design and change only with it.
+//!
+//! The other threads' limits stay beside the code that enforces them: the mesh channel
+//! length (`ron_shards::mesh::MESH_CHANNEL_LEN`), the stored content-type length
+//! (`ron_shards::record::CONTENT_TYPE_LEN_MAX`), the control link's periods and report
+//! size (`ron_link::link`, `ron_link::policy`), the admin server's connections, head
+//! size and deadlines (`ron_control::admin`), TLS send buffering
+//! (`ron_io::tls::SEND_BUFFER_BYTES_MAX`), and the codec's frame, head and inflate
+//! bounds (`ron_codec`).
 
 use std::time::Duration;
 

@@ -27,9 +27,6 @@ use crate::record::ObjectMeta;
 use crate::store::{Store, StoreId};
 use crate::upload::{self, StagedObject, Upload};
 
-/// Compatibility path: [`crate::upload::discard`] (also [`crate::discard`]).
-pub use crate::upload::discard;
-
 /// Start-up sizing of one shard; every cache and table has a limit.
 #[derive(Debug, Clone)]
 pub struct ShardConfig {

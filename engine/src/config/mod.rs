@@ -121,6 +121,20 @@ pub enum ConfigError {
         key: &'static str,
         reason: ValueError,
     },
+    /// A bad value for `key` in the environment variable `var`.
+    #[error("environment {var} (key {key}): {reason}")]
+    Env {
+        var: String,
+        key: &'static str,
+        reason: ValueError,
+    },
+    /// A bad value for `key` given with `--flag`.
+    #[error("--{flag} (key {key}): {reason}")]
+    Flag {
+        flag: String,
+        key: &'static str,
+        reason: ValueError,
+    },
     #[error("{0}")]
     Refused(String),
 }
