@@ -13,8 +13,8 @@
 mod connection;
 mod routes;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -40,8 +40,8 @@ pub const ADMIN_HEAD_BYTES_MAX: usize = 8 * 1024;
 pub const ADMIN_HEAD_TIMEOUT_MS: u64 = 2_000;
 /// To write a whole answer (the largest, `/metrics`, is tens of KiB).
 pub const ADMIN_WRITE_TIMEOUT_MS: u64 = 2_000;
-/// How long the idle acceptor sleeps between polls of its non-blocking listener: the
-/// most a new connection waits to be accepted.
+/// How long the acceptor backs off after a failed accept (e.g. out of descriptors), and
+/// how often the stopping acceptor looks whether its connections have ended.
 pub const ADMIN_ACCEPT_POLL_MS: u64 = 10;
 /// The longest single read wait, so a connection thread notices a stop this soon.
 pub const ADMIN_STOP_POLL_MS: u64 = 100;
@@ -65,11 +65,21 @@ pub(crate) struct Answers {
 pub(crate) struct AdminServer {
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
+    /// Where to connect to wake the acceptor from its blocking accept at a stop.
+    wake: SocketAddr,
 }
 
 impl AdminServer {
-    /// Starts the acceptor on a bound, non-blocking listener.
+    /// Starts the acceptor on a bound, blocking listener: an idle admin port costs no
+    /// wake-ups; a stop wakes the acceptor with a connection of its own.
     pub(crate) fn spawn(listener: TcpListener, answers: Answers) -> std::io::Result<AdminServer> {
+        let mut wake = listener.local_addr()?;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let acceptor = Acceptor {
             listener,
@@ -83,6 +93,7 @@ impl AdminServer {
         Ok(AdminServer {
             stop,
             acceptor: Some(handle),
+            wake,
         })
     }
 
@@ -95,6 +106,7 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect_timeout(&self.wake, Duration::from_millis(ADMIN_STOP_POLL_MS));
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
@@ -113,10 +125,8 @@ impl Acceptor {
     fn run(self) {
         while !self.stop.load(Ordering::Relaxed) {
             match self.listener.accept() {
+                Ok(_) if self.stop.load(Ordering::Relaxed) => break,
                 Ok((stream, _)) => self.admit(stream, Instant::now()),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(ADMIN_ACCEPT_POLL_MS));
-                }
                 Err(e) => {
                     tracing::debug!(error = %e, "admin accept failed");
                     std::thread::sleep(Duration::from_millis(ADMIN_ACCEPT_POLL_MS));

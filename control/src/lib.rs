@@ -63,8 +63,9 @@ use admin::{AdminServer, Answers};
 use reload::Reloads;
 use view::{Board, View};
 
-/// How often the control thread wakes: how soon it notices SIGHUP and `stop`.
-pub const CONTROL_TICK_MS: u64 = 20;
+/// How often the control thread wakes: how soon it notices SIGHUP and `stop`. An idle
+/// node's wake-ups are these and the shards' slow timers (docs/OPERATIONS.md "Idle cost").
+pub const CONTROL_TICK_MS: u64 = REBALANCE_PERIOD_MS;
 
 /// What the control thread reads and owns.
 #[derive(Debug)]
@@ -105,7 +106,6 @@ pub fn spawn(
         ));
     }
     let listener = TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let view = View::new(state.policy, shards);
     let board = Arc::new(Board::new(view.publish()));
@@ -160,7 +160,9 @@ impl Control {
             if changed {
                 self.board.post(self.view.publish());
             }
-            std::thread::sleep(Duration::from_millis(CONTROL_TICK_MS));
+            // Parked, not asleep: the stopper unparks it, so a stop (and with it a
+            // restart) does not wait out the tick.
+            std::thread::park_timeout(Duration::from_millis(CONTROL_TICK_MS));
         }
         self.admin.shutdown();
     }

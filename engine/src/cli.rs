@@ -23,6 +23,10 @@ ron — the RustyOnions data-plane node
 USAGE:
   ron serve [OPTIONS]          run a node (embedded defaults work on a fresh machine)
   ron config print [OPTIONS]   show the effective configuration and where each value came from
+  ron config sample [OPTIONS]  a configuration file of every key with its meaning and default
+                               (keys given as OPTIONS are set, the rest commented)
+  ron doctor [OPTIONS]         check this host for the configuration (io_uring, limits, CPUs,
+                               data dir); exits 1 if `ron serve` would refuse to start
   ron help | --help            this text
   ron --version
 
@@ -42,7 +46,7 @@ QUOTAS AND TENANTS (file only; reloaded on SIGHUP and when the file changes):
 SIZE accepts a plain number of bytes or a suffix: KiB, MiB, GiB, TiB.
 
 EXIT CODES: 0 clean stop (SIGINT/SIGTERM); 1 runtime failure or refusal to start (e.g. the
-write rule, a data dir in use); 2 an error in the command line, the file or RON_* variables.
+write rule, a data dir in use, a preflight check); 2 an error in the command line, the file or RON_* variables.
 ";
 
 /// `ron help` for the node: the options are generated from the key table.
@@ -54,6 +58,8 @@ pub enum Command {
     Serve(Box<Resolved>),
     Client(Box<ron_client::cli::ClientCommand>),
     PrintConfig(Box<Resolved>),
+    SampleConfig(Box<Resolved>),
+    Doctor(Box<Resolved>),
     Help,
     Version,
 }
@@ -113,6 +119,8 @@ pub fn parse(
     match words.as_slice() {
         ["serve"] => Ok(Command::Serve(Box::new(resolve(&flags, env)?))),
         ["config", "print"] => Ok(Command::PrintConfig(Box::new(resolve(&flags, env)?))),
+        ["config", "sample"] => Ok(Command::SampleConfig(Box::new(resolve(&flags, env)?))),
+        ["doctor"] => Ok(Command::Doctor(Box::new(resolve(&flags, env)?))),
         ["help"] => Ok(Command::Help),
         [] => Err(usage("missing command")),
         other => Err(usage(format!("unknown command {:?}", other.join(" ")))),
@@ -238,6 +246,15 @@ fn apply_flags(
 }
 
 impl Resolved {
+    /// `ron config sample`: every key, those not at their default written out.
+    pub fn sample(&self) -> String {
+        crate::config::sample::render(&self.config, |key| {
+            self.origins
+                .get(key)
+                .is_some_and(|origin| *origin != Origin::Default)
+        })
+    }
+
     /// The same layers read again (the file may have changed), validated.
     pub fn reload(&self) -> Result<Resolved, ConfigError> {
         let again = resolve(&self.flags, self.env.clone())?;

@@ -23,6 +23,9 @@
 //!   each split by concern (connection loop, read side, writer side, GET, PUT), generic
 //!   over `ron_io::stream::Transport` (plain or TLS, chosen by ALPN on the TLS port).
 //! - [`logging`]: `tracing` to stderr as text or JSON lines.
+//! - [`preflight`]: what the host must offer (io_uring, kernel, locked memory, open
+//!   files, CPUs, the data dir); checked before any shard starts and printed by
+//!   `ron doctor`.
 //!
 //! The client commands (`ron put | get | stat | cert --dev`) live in `ron_client::cli`;
 //! the binary dispatches them there.
@@ -53,6 +56,7 @@ pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod oap;
+pub mod preflight;
 pub mod refusal;
 pub mod server;
 pub mod service;

@@ -72,6 +72,9 @@ pub const COMMIT_BATCH_RECORDS_MAX: usize = 1024;
 /// How often the shard's heartbeat wakes; a wake later than [`STALL_THRESHOLD`] past
 /// its due time means a task held the reactor.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(10);
+/// How often a shard without connections wakes (its control link, the stop flag): an
+/// idle node wakes rarely, and notices SIGTERM within this.
+pub const IDLE_TICK: Duration = Duration::from_secs(1);
 pub const STALL_THRESHOLD: Duration = Duration::from_millis(20);
 
 /// While the shard holds `connections_max` connections, the accept loop looks again
@@ -80,9 +83,6 @@ pub const ACCEPT_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
 /// After a failed accept (e.g. out of file descriptors) the loop waits this long.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
-
-/// How often a running shard looks at the stop flag (SIGINT/SIGTERM).
-pub const STOP_POLL_PERIOD: Duration = Duration::from_millis(50);
 
 /// How often a draining shard looks whether its in-flight requests have finished.
 pub const DRAIN_POLL_PERIOD: Duration = Duration::from_millis(10);

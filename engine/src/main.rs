@@ -25,6 +25,18 @@ fn main() -> ExitCode {
             print!("{}", resolved.render());
             ExitCode::SUCCESS
         }
+        Ok(Command::SampleConfig(resolved)) => {
+            print!("{}", resolved.sample());
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Doctor(resolved)) => {
+            let report = ron_engine::preflight::run(&resolved.config);
+            print!("{}", report.render());
+            match report.failures().count() {
+                0 => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            }
+        }
         Ok(Command::Version) => {
             println!("ron {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

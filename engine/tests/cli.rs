@@ -252,3 +252,24 @@ fn errors_print_the_nodes_message_and_documented_exit_codes() {
     assert!(!out_file.exists());
     assert!(!work.join("rotten.part").exists());
 }
+
+#[test]
+fn the_packaged_config_is_the_sample_and_lists_every_key() {
+    let sample = ok(&ron(&["config", "sample", "--data-dir", "/var/lib/ron"]));
+    let packaged = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/ron.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        packaged, sample,
+        "packaging/ron.toml is stale: ron config sample --data-dir /var/lib/ron > packaging/ron.toml"
+    );
+    assert!(sample.contains("\ndata_dir = \"/var/lib/ron\"\n"));
+    for key in ron_engine::config::keys::KEYS {
+        assert!(
+            sample.contains(&format!("\n#{} = ", key.key)) || key.key == "data_dir",
+            "{} missing",
+            key.key
+        );
+    }
+}

@@ -12,6 +12,7 @@
 
 pub mod file;
 pub mod keys;
+pub mod sample;
 mod validate;
 
 use std::collections::BTreeMap;

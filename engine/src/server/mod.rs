@@ -6,10 +6,15 @@
 //! one pinned executor per shard ([`shard`]). Each shard joins the mesh, opens its
 //! stores, binds its SO_REUSEPORT listeners and marks itself ready. Every step that can
 //! fail names what failed ([`StartError`]).
+//! Before any of it, the [`crate::preflight`] checks: a host where a shard could not
+//! start (io_uring blocked, locked memory too low, …) gets one line per problem and
+//! exits 1. Under systemd (`Type=notify`), READY=1 is sent once every shard is ready
+//! and STOPPING=1 when a stop begins ([`notify`]).
 //! SIGINT/SIGTERM: every shard stops accepting, lets in-flight requests finish (bounded
 //! by `drain_timeout_ms`), and exits; the process exits 0. SIGHUP (or a change of the
 //! configuration file) reloads tokens, tenants and quotas through the control thread.
 
+mod notify;
 mod shard;
 
 use std::net::SocketAddr;
@@ -33,6 +38,9 @@ use shard::{ShardHandles, ShardPlan};
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// One line per problem found by [`crate::preflight`], each with its fix.
+    #[error("{}", .0.join("\nron: "))]
+    Preflight(Vec<String>),
     #[error("data dir {path}: {reason}")]
     DataDirLock { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -72,6 +80,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     let config = resolved.config.clone();
     crate::logging::init(config.log_format, config.log_level);
     config.validate()?;
+    preflight(&config)?;
     let shards = config.shard_count();
     // The lock comes first: creating the partition table, cleaning tmp/ and opening the
     // stores are for the one node that owns the data dir.
@@ -109,6 +118,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         .all(|c| c.shard.ready.load(Ordering::Relaxed))
     {
         print_banner(&plan.config, shards, control.admin_addr);
+        notify::ready(shards);
     }
     let failure = handles.join(&plan.stop);
     control.stop();
@@ -118,6 +128,21 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
             tracing::info!("stopped");
             Ok(())
         }
+    }
+}
+
+/// Refuses to start, with one line per problem, when a shard could not start on this
+/// host; logs the warnings. Lifts the soft open-files limit first.
+fn preflight(config: &Config) -> Result<(), StartError> {
+    crate::preflight::raise_open_files(config);
+    let report = crate::preflight::run(config);
+    for warning in report.warnings() {
+        tracing::warn!("preflight: {warning}");
+    }
+    let problems: Vec<String> = report.failures().map(ToString::to_string).collect();
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(StartError::Preflight(problems)),
     }
 }
 

@@ -46,6 +46,7 @@ pub(super) struct Control {
 impl Control {
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.thread.thread().unpark();
         let _ = self.thread.join();
     }
 }
@@ -96,9 +97,9 @@ fn reload_policy(running: Resolved) -> ron_control::LoadPolicy {
     })
 }
 
-/// The shard executors, and whether any has failed.
+/// The shard threads, and whether any has failed.
 pub(super) struct ShardHandles {
-    handles: Vec<glommio::ExecutorJoinHandle<Result<(), StartError>>>,
+    handles: Vec<JoinHandle<Result<(), StartError>>>,
     failed: Arc<AtomicBool>,
 }
 
@@ -107,7 +108,7 @@ impl ShardHandles {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Waits for every shard; the first failure (if any) stops the others.
+    /// Waits for every shard; the first failure (if any) is returned.
     pub fn join(self, stop: &AtomicBool) -> Option<StartError> {
         let mut failure = None;
         for (i, handle) in self.handles.into_iter().enumerate() {
@@ -115,15 +116,45 @@ impl ShardHandles {
             let error = match handle.join() {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e,
-                Err(e) => StartError::ShardPanicked {
+                Err(payload) => StartError::ShardPanicked {
                     shard,
-                    reason: e.to_string(),
+                    reason: panic_text(payload.as_ref()),
                 },
             };
             stop.store(true, Ordering::Relaxed);
             failure.get_or_insert(error);
         }
         failure
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".into())
+}
+
+/// Marks the node failed and stops every shard when a shard thread ends early, by an
+/// error or a panic, so the process exits promptly instead of serving with a hole.
+struct StopOnFailure {
+    failed: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StopOnFailure {
+    fn trip(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for StopOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.trip();
+        }
     }
 }
 
@@ -149,7 +180,7 @@ pub(super) fn start_shards(
     let builder =
         (shards > 1).then(|| MeshBuilderFull::full(usize::from(shards), mesh::MESH_CHANNEL_LEN));
     let directory = mesh::peer_directory(shards);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = crate::preflight::allowed_cpus();
     let failed = Arc::new(AtomicBool::new(false));
     // One hasher for the node: a tenant has the same quota key on every shard.
     let hasher = std::collections::hash_map::RandomState::new();
@@ -172,11 +203,16 @@ pub(super) fn start_shards(
             ),
             link,
         };
-        let failed = Arc::clone(&failed);
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(usize::from(i) % cpus))
+        let executor = LocalExecutorBuilder::new(placement(&cpus, i))
             .name(&format!("ron-shard-{i}"))
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
-            .spawn(move || run_shard_reporting(start, failed))
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1));
+        let guard = StopOnFailure {
+            failed: Arc::clone(&failed),
+            stop: Arc::clone(&plan.stop),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("ron-shard-{i}"))
+            .spawn(move || run_executor(executor, start, guard))
             .map_err(|e| StartError::Executor {
                 shard: i,
                 reason: e.to_string(),
@@ -186,17 +222,41 @@ pub(super) fn start_shards(
     Ok(ShardHandles { handles, failed })
 }
 
-/// Runs a shard; a failure is logged, marks the node failed and stops every shard.
-async fn run_shard_reporting(start: ShardStart, failed: Arc<AtomicBool>) -> Result<(), StartError> {
-    let (shard, stop) = (start.index.0, Arc::clone(&start.stop));
-    let result = run_shard(start).await.map_err(|source| StartError::Shard {
-        shard,
-        source: Box::new(source),
-    });
+/// Shard `i` is pinned to the i-th CPU of the affinity mask (wrapping), so a node
+/// started under `taskset` or `CPUAffinity=` pins inside its mask.
+fn placement(cpus: &[usize], shard: u16) -> Placement {
+    match cpus.len() {
+        0 => Placement::Unbound,
+        n => Placement::Fixed(cpus[usize::from(shard) % n]),
+    }
+}
+
+/// Builds the shard's executor on this thread and runs the shard on it. An executor that
+/// cannot be built (locked memory, io_uring) fails the node instead of a thread panic.
+fn run_executor(
+    executor: LocalExecutorBuilder,
+    start: ShardStart,
+    guard: StopOnFailure,
+) -> Result<(), StartError> {
+    let shard = start.index.0;
+    let executor = executor.make().map_err(|e| {
+        guard.trip();
+        let error = StartError::Executor {
+            shard,
+            reason: e.to_string(),
+        };
+        tracing::error!(shard, reason = %error, "shard failed");
+        error
+    })?;
+    let result = executor
+        .run(run_shard(start))
+        .map_err(|source| StartError::Shard {
+            shard,
+            source: Box::new(source),
+        });
     if let Err(e) = &result {
         tracing::error!(shard, reason = %e, "shard failed");
-        failed.store(true, Ordering::Relaxed);
-        stop.store(true, Ordering::Relaxed);
+        guard.trip();
     }
     result
 }
@@ -220,25 +280,30 @@ async fn run_shard(start: ShardStart) -> Result<(), StartError> {
     ));
     let draining = Rc::new(Cell::new(false));
     let fronts = FrontEnds::new(&config, shard, &admission, &draining, start.tls.is_some());
-    let background = [
-        glommio::spawn_local(control_tick(Rc::clone(&admission), start.link)),
-        glommio::spawn_local(heartbeat(Rc::clone(&admission))),
-    ];
+    let first_connection = Rc::new(Alarm::default());
     let acceptors = fronts.accept(
         listeners,
+        &first_connection,
         start.tls,
         &start.counters.shard,
         config.connections_max,
     );
     start.counters.shard.ready.store(true, Ordering::Relaxed);
-    while !start.stop.load(Ordering::Relaxed) {
-        glommio::timer::sleep(limits::STOP_POLL_PERIOD).await;
+    let clock = ShardClock {
+        admission: &admission,
+        metrics: &start.counters.shard,
+        link: &start.link,
+        stop: &start.stop,
+        first_connection: &first_connection,
+    };
+    clock.run().await;
+    if start.index.0 == 0 {
+        super::notify::stopping();
     }
     start.counters.shard.ready.store(false, Ordering::Relaxed);
     draining.set(true);
     drop(acceptors); // cancels the accept loops and closes the listeners
     drain(&admission, Duration::from_millis(config.drain_timeout_ms)).await;
-    drop(background);
     Ok(())
 }
 
@@ -346,13 +411,20 @@ impl FrontEnds {
     fn accept(
         &self,
         listeners: Listeners,
+        first_connection: &Rc<Alarm>,
         tls: Option<Arc<rustls::ServerConfig>>,
         metrics: &Arc<ShardMetrics>,
         connections_max: u32,
     ) -> Vec<glommio::Task<()>> {
         let accept = |listener, serve: Rc<dyn Fn(TcpStream)>| {
-            let metrics = Arc::clone(metrics);
-            glommio::spawn_local(accept_loop(listener, metrics, connections_max, serve))
+            let (metrics, alarm) = (Arc::clone(metrics), Rc::clone(first_connection));
+            glommio::spawn_local(accept_loop(
+                listener,
+                metrics,
+                connections_max,
+                alarm,
+                serve,
+            ))
         };
         let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
         let mut acceptors = vec![
@@ -395,20 +467,83 @@ impl FrontEnds {
     }
 }
 
-/// The shard's end of the control link, every [`REPORT_PERIOD_MS`].
-async fn control_tick(admission: Rc<Admission>, link: ShardLink) {
-    loop {
-        glommio::timer::sleep(Duration::from_millis(REPORT_PERIOD_MS)).await;
-        admission.tick(&link);
+/// The shard's one timer, until the stop flag (SIGINT/SIGTERM, or a failed shard) is
+/// set. While the shard has connections it is the heartbeat: it wakes every
+/// [`limits::HEARTBEAT_PERIOD`], and a wake later than that means a task held the
+/// reactor. Every [`REPORT_PERIOD_MS`] it is the shard's end of the control link.
+/// Without connections it sleeps [`limits::IDLE_TICK`], or until the first connection
+/// arrives, so an idle node stays asleep (docs/OPERATIONS.md "Idle cost").
+struct ShardClock<'a> {
+    admission: &'a Admission,
+    metrics: &'a ShardMetrics,
+    link: &'a ShardLink,
+    stop: &'a AtomicBool,
+    first_connection: &'a Alarm,
+}
+
+impl ShardClock<'_> {
+    async fn run(&self) {
+        let report_period = Duration::from_millis(REPORT_PERIOD_MS);
+        let mut next_report = Instant::now() + report_period;
+        while !self.stop.load(Ordering::Relaxed) {
+            let busy = self.metrics.connections_open.load(Ordering::Relaxed) > 0;
+            let due = match busy {
+                true => self.beat().await,
+                false => self.doze().await,
+            };
+            let now = Instant::now();
+            if let Some(due) = due {
+                self.admission.heartbeat(now.saturating_duration_since(due));
+            }
+            if now >= next_report {
+                self.admission.tick(self.link);
+                next_report = now + report_period;
+            }
+        }
+    }
+
+    /// One heartbeat; returns when it was due.
+    async fn beat(&self) -> Option<Instant> {
+        let due = Instant::now() + limits::HEARTBEAT_PERIOD;
+        glommio::timer::sleep(limits::HEARTBEAT_PERIOD).await;
+        Some(due)
+    }
+
+    /// Sleeps until the idle tick or the first connection; no heartbeat is due.
+    async fn doze(&self) -> Option<Instant> {
+        let idle = async {
+            glommio::timer::sleep(limits::IDLE_TICK).await;
+        };
+        futures_lite::future::or(idle, self.first_connection.wait()).await;
+        None
     }
 }
 
-/// Wakes every [`limits::HEARTBEAT_PERIOD`]; a late wake means a task held the reactor.
-async fn heartbeat(admission: Rc<Admission>) {
-    loop {
-        let due = Instant::now() + limits::HEARTBEAT_PERIOD;
-        glommio::timer::sleep(limits::HEARTBEAT_PERIOD).await;
-        admission.heartbeat(Instant::now().saturating_duration_since(due));
+/// A one-shot wake-up between tasks of one shard: `ring` wakes the task in `wait` (or
+/// makes its next `wait` return at once).
+#[derive(Default)]
+struct Alarm {
+    rung: Cell<bool>,
+    waiter: Cell<Option<std::task::Waker>>,
+}
+
+impl Alarm {
+    fn ring(&self) {
+        self.rung.set(true);
+        if let Some(waker) = self.waiter.take() {
+            waker.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| match self.rung.replace(false) {
+            true => std::task::Poll::Ready(()),
+            false => {
+                self.waiter.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 }
 
@@ -421,6 +556,7 @@ async fn accept_loop(
     listener: TcpListener,
     metrics: Arc<ShardMetrics>,
     connections_max: u32,
+    first_connection: Rc<Alarm>,
     serve: Rc<dyn Fn(TcpStream)>,
 ) {
     loop {
@@ -429,7 +565,12 @@ async fn accept_loop(
             continue;
         }
         match listener.accept().await {
-            Ok(stream) => serve(stream),
+            Ok(stream) => {
+                if metrics.connections_open.load(Ordering::Relaxed) == 0 {
+                    first_connection.ring();
+                }
+                serve(stream)
+            }
             Err(e) => {
                 tracing::warn!(reason = %e, "accept failed");
                 glommio::timer::sleep(limits::ACCEPT_ERROR_BACKOFF).await;

@@ -1,0 +1,463 @@
+//! The checks, one function each; the decisions that need no host are separate pure
+//! functions with unit tests.
+
+use std::path::Path;
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+
+use super::{probe, Finding, Verdict};
+use crate::config::Config;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// glommio refuses to build an executor below this locked-memory limit.
+const GLOMMIO_MEMLOCK_MIN_BYTES: u64 = 512 * KIB;
+/// What one shard pins when glommio registers its I/O buffers: 10 MiB, once per ring
+/// (main, poll, latency). Below it glommio skips registration (a copy per disk read).
+const REGISTERED_BYTES_PER_SHARD: u64 = 3 * 10 * MIB;
+/// Descriptors per shard besides connections and cached object files: the LMDB
+/// environment, listeners, io_uring rings and eventfds, uploads being written.
+const FDS_PER_SHARD: u64 = 64;
+/// Descriptors for the process as a whole: the admin listener and its 64 connections,
+/// the control thread, stdio, the data-dir lock.
+const FDS_PER_PROCESS: u64 = 128;
+/// Connections per shard below which the node is not worth starting.
+const CONNECTIONS_FLOOR: u64 = 64;
+/// glommio's io_uring features need this kernel.
+const KERNEL_MIN: (u32, u32) = (5, 8);
+/// Free space below which uploads will soon be refused.
+const FREE_BYTES_LOW: u64 = GIB;
+/// `CAP_IPC_LOCK`: exempts the process from locked-memory accounting.
+const CAP_IPC_LOCK_BIT: u32 = 14;
+
+/// The configuration's own rules (the write rule, TLS, limits), as `serve` applies them.
+pub(super) fn config(config: &Config) -> Finding {
+    let needed = "a configuration `ron serve` accepts";
+    match config.validate() {
+        Ok(()) => Finding::ok("config", "valid".into(), needed),
+        Err(e) => Finding {
+            check: "config",
+            verdict: Verdict::Fail,
+            found: e.to_string(),
+            needed: needed.into(),
+            fix: "see `ron help` and `ron config print`".into(),
+        },
+    }
+}
+
+pub(super) fn io_uring() -> Finding {
+    let needed = "io_uring_setup allowed (kernel.io_uring_disabled=0, no seccomp block)";
+    match probe::io_uring_setup() {
+        Ok(()) => Finding::ok("io_uring", "usable".into(), needed),
+        Err(e) => {
+            let sysctl = read_trimmed("/proc/sys/kernel/io_uring_disabled");
+            let filtered = proc_status_field("Seccomp").as_deref() == Some("2");
+            let (found, fix) = io_uring_refusal(&e, sysctl.as_deref(), filtered);
+            Finding {
+                check: "io_uring",
+                verdict: Verdict::Fail,
+                found,
+                needed: needed.into(),
+                fix,
+            }
+        }
+    }
+}
+
+/// Names why `io_uring_setup` failed, and the fix, from the sysctl and the seccomp mode.
+fn io_uring_refusal(
+    error: &std::io::Error,
+    sysctl: Option<&str>,
+    seccomp_filtered: bool,
+) -> (String, String) {
+    let errno = error.raw_os_error();
+    match (sysctl, errno) {
+        (Some("2"), _) => (
+            "disabled by sysctl kernel.io_uring_disabled=2".into(),
+            "sysctl -w kernel.io_uring_disabled=0 (persist it in /etc/sysctl.d/)".into(),
+        ),
+        (Some("1"), Some(libc::EPERM)) => (
+            "restricted by kernel.io_uring_disabled=1 to the group in kernel.io_uring_group".into(),
+            "add the user running ron to that group, or sysctl -w kernel.io_uring_disabled=0"
+                .into(),
+        ),
+        _ if seccomp_filtered => (
+            format!(
+                "blocked by a seccomp filter (io_uring_setup: {error}); container runtimes' \
+                 default profiles do this"
+            ),
+            "allow io_uring_setup, io_uring_enter and io_uring_register in the seccomp \
+             profile (docker/podman: --security-opt seccomp=PROFILE; systemd: keep @aio in \
+             SystemCallFilter=)"
+                .into(),
+        ),
+        (_, Some(libc::ENOSYS)) => (
+            "the kernel has no io_uring (io_uring_setup: ENOSYS)".into(),
+            "a kernel >= 5.8 built with CONFIG_IO_URING".into(),
+        ),
+        _ => (
+            format!("io_uring_setup failed: {error}"),
+            "look at dmesg and the container's security settings; ron needs io_uring".into(),
+        ),
+    }
+}
+
+pub(super) fn kernel() -> Finding {
+    let needed = format!(">= {}.{} (glommio)", KERNEL_MIN.0, KERNEL_MIN.1);
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match kernel_version(&release) {
+        Some(v) if v >= KERNEL_MIN => Finding::ok("kernel", release, needed),
+        _ => Finding {
+            check: "kernel",
+            verdict: Verdict::Fail,
+            found: format!("Linux {release}"),
+            needed,
+            fix: "upgrade the kernel".into(),
+        },
+    }
+}
+
+/// `"6.1.0-13-amd64"` → `(6, 1)`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+pub(super) fn memlock(shards: u64) -> Finding {
+    let soft = getrlimit(Resource::RLIMIT_MEMLOCK).map_or(0, |(soft, _)| soft);
+    memlock_verdict(soft, shards, has_capability(CAP_IPC_LOCK_BIT))
+}
+
+fn memlock_verdict(soft: u64, shards: u64, cap_ipc_lock: bool) -> Finding {
+    let full = shards.saturating_mul(REGISTERED_BYTES_PER_SHARD);
+    let exempt = match cap_ipc_lock && (GLOMMIO_MEMLOCK_MIN_BYTES..full).contains(&soft) {
+        true => ", not charged: CAP_IPC_LOCK",
+        false => "",
+    };
+    let found = format!(
+        "locked-memory limit {} (ulimit -l){exempt}",
+        limit_text(soft)
+    );
+    let needed = format!(
+        ">= {} to start a shard, {} for {shards} shard(s)' registered I/O buffers",
+        size_text(GLOMMIO_MEMLOCK_MIN_BYTES),
+        size_text(full)
+    );
+    let fix = "ulimit -l unlimited (shell), LimitMEMLOCK=infinity (systemd; ron.service \
+               sets it), or a memlock line in /etc/security/limits.conf";
+    let verdict = if soft < GLOMMIO_MEMLOCK_MIN_BYTES {
+        Verdict::Fail
+    } else if soft < full && !cap_ipc_lock {
+        Verdict::Warn
+    } else {
+        Verdict::Ok
+    };
+    Finding {
+        check: "memlock",
+        verdict,
+        found,
+        needed,
+        fix: if verdict == Verdict::Ok { "" } else { fix }.into(),
+    }
+}
+
+/// `(floor, wanted)`: descriptors the node cannot start without (stores, caches, a few
+/// connections per shard), and what the configured limits may use at once.
+pub fn open_files_needed(config: &Config) -> (u64, u64) {
+    let shards = u64::from(config.shard_count());
+    let per_shard = config.open_files_max as u64 + FDS_PER_SHARD;
+    let floor = shards * (per_shard + CONNECTIONS_FLOOR) + FDS_PER_PROCESS;
+    let wanted = shards * (per_shard + u64::from(config.connections_max)) + FDS_PER_PROCESS;
+    (floor, wanted)
+}
+
+/// Lifts the soft open-files limit to what the configuration may use, at most to the
+/// hard limit. `ron serve` only; `ron doctor` reports what it finds.
+pub fn raise_open_files(config: &Config) {
+    let (_, wanted) = open_files_needed(config);
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < wanted {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard);
+        }
+    }
+}
+
+pub(super) fn open_files(config: &Config) -> Finding {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((0, 0));
+    open_files_verdict(soft, hard, open_files_needed(config), config)
+}
+
+fn open_files_verdict(soft: u64, hard: u64, needs: (u64, u64), config: &Config) -> Finding {
+    let (floor, wanted) = needs;
+    let usable = soft.max(hard.min(wanted));
+    let verdict = match usable {
+        n if n < floor => Verdict::Fail,
+        n if n < wanted => Verdict::Warn,
+        _ => Verdict::Ok,
+    };
+    let found = format!(
+        "open-files limit {} soft, {} hard (ulimit -n)",
+        limit_text_count(soft),
+        limit_text_count(hard)
+    );
+    let needed = format!(
+        "{wanted} = {} shard(s) x (connections_max {} + open_files_max {} + {FDS_PER_SHARD}) \
+         + {FDS_PER_PROCESS}; at least {floor}",
+        config.shard_count(),
+        config.connections_max,
+        config.open_files_max,
+    );
+    let fix = match verdict {
+        Verdict::Ok => String::new(),
+        _ => format!(
+            "ulimit -n {wanted} (raise the hard limit), LimitNOFILE={wanted} (systemd), or a \
+             lower connections_max; past the limit, new connections are refused"
+        ),
+    };
+    Finding {
+        check: "open files",
+        verdict,
+        found,
+        needed,
+        fix,
+    }
+}
+
+/// The CPUs this process may run on, in order (shards are pinned to them in turn).
+pub fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let Ok(set) = sched_getaffinity(Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect()
+}
+
+pub(super) fn cpus(shards: u64) -> Finding {
+    let cpus = allowed_cpus();
+    let found = format!("{} CPU(s) in the affinity mask {cpus:?}", cpus.len());
+    let needed = format!("one per shard ({shards})");
+    if (cpus.len() as u64) >= shards {
+        return Finding::ok("cpus", found, needed);
+    }
+    Finding {
+        check: "cpus",
+        verdict: Verdict::Warn,
+        found,
+        needed,
+        fix: format!(
+            "--shards {} (shards pinned to one CPU take turns), or widen the mask (taskset, \
+             systemd CPUAffinity=)",
+            cpus.len().max(1)
+        ),
+    }
+}
+
+pub(super) fn data_dir(dir: &Path) -> Finding {
+    let needed = "a writable directory on a disk filesystem with O_DIRECT";
+    if let Err(e) = probe::write_probe(dir) {
+        return Finding {
+            check: "data dir",
+            verdict: Verdict::Fail,
+            found: format!("cannot write {}: {e}", dir.display()),
+            needed: needed.into(),
+            fix: "create it and give the user running ron write access (ron.service: \
+                  StateDirectory=ron)"
+                .into(),
+        };
+    }
+    let fs = probe::filesystem_name(dir);
+    let direct = probe::supports_o_direct(dir);
+    let found = format!("{} on {fs}, O_DIRECT {}", dir.display(), yes_no(direct));
+    let warning = match (fs, direct) {
+        ("tmpfs", _) => Some("tmpfs keeps objects in memory: all are lost at reboot"),
+        (_, false) => Some("without O_DIRECT every disk read goes through the page cache"),
+        _ => None,
+    };
+    match warning {
+        None => Finding::ok("data dir", found, needed),
+        Some(why) => Finding {
+            check: "data dir",
+            verdict: Verdict::Warn,
+            found,
+            needed: needed.into(),
+            fix: format!("{why}; use ext4 or xfs on a local disk"),
+        },
+    }
+}
+
+pub(super) fn free_space(dir: &Path) -> Finding {
+    let needed = format!("more than {} free", size_text(FREE_BYTES_LOW));
+    let Some((free, total)) = probe::space(dir) else {
+        return Finding::ok("free space", "unknown".into(), needed);
+    };
+    let found = format!("{} free of {}", size_text(free), size_text(total));
+    if free > FREE_BYTES_LOW {
+        return Finding::ok("free space", found, needed);
+    }
+    Finding {
+        check: "free space",
+        verdict: Verdict::Warn,
+        found,
+        needed,
+        fix: "free space or move data_dir: uploads are refused when the disk is full".into(),
+    }
+}
+
+pub(super) fn congestion_control() -> Finding {
+    let found = read_trimmed("/proc/sys/net/ipv4/tcp_congestion_control")
+        .unwrap_or_else(|| "unknown".into());
+    let needed = "any; bbr suits public nodes on long or lossy paths";
+    if found == "bbr" {
+        return Finding::ok("congestion", found, needed);
+    }
+    Finding {
+        check: "congestion",
+        verdict: Verdict::Note,
+        found,
+        needed: needed.into(),
+        fix: "modprobe tcp_bbr; sysctl -w net.core.default_qdisc=fq \
+              net.ipv4.tcp_congestion_control=bbr"
+            .into(),
+    }
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// A field of `/proc/self/status` (`Seccomp`, `CapEff`).
+fn proc_status_field(name: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key == name).then(|| value.trim().to_string())
+    })
+}
+
+fn has_capability(bit: u32) -> bool {
+    proc_status_field("CapEff")
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << bit) != 0)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn limit_text(bytes: u64) -> String {
+    match bytes {
+        RLIM_INFINITY => "unlimited".into(),
+        n => size_text(n),
+    }
+}
+
+fn limit_text_count(n: u64) -> String {
+    match n {
+        RLIM_INFINITY => "unlimited".into(),
+        n => n.to_string(),
+    }
+}
+
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        n if n >= GIB && n % GIB == 0 => format!("{} GiB", n / GIB),
+        n if n >= GIB => format!("{:.1} GiB", n as f64 / GIB as f64),
+        n if n >= MIB => format!("{} MiB", n / MIB),
+        n => format!("{} KiB", n / KIB),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno(e: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(e)
+    }
+
+    #[test]
+    fn io_uring_refusals_name_the_cause_and_the_fix() {
+        let (found, fix) = io_uring_refusal(&errno(libc::EPERM), Some("2"), false);
+        assert_eq!(found, "disabled by sysctl kernel.io_uring_disabled=2");
+        assert!(fix.starts_with("sysctl -w kernel.io_uring_disabled=0"));
+        let (found, _) = io_uring_refusal(&errno(libc::EPERM), Some("1"), false);
+        assert!(found.contains("kernel.io_uring_group"));
+        let (found, fix) = io_uring_refusal(&errno(libc::EPERM), Some("0"), true);
+        assert!(found.starts_with("blocked by a seccomp filter"), "{found}");
+        assert!(fix.contains("--security-opt seccomp="));
+        let (found, _) = io_uring_refusal(&errno(libc::ENOSYS), None, false);
+        assert!(found.contains("no io_uring"));
+    }
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.1.0-13-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5.4.0"), Some((5, 4)));
+        assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(kernel_version("garbage"), None);
+        assert!((5, 4) < KERNEL_MIN && (5, 8) >= KERNEL_MIN && (6, 0) >= KERNEL_MIN);
+    }
+
+    #[test]
+    fn memlock_fails_below_glommios_floor_and_warns_below_registered_buffers() {
+        let f = memlock_verdict(64 * KIB, 2, false);
+        assert_eq!(f.verdict, Verdict::Fail);
+        assert_eq!(
+            f.to_string(),
+            "memlock: locked-memory limit 64 KiB (ulimit -l); needed >= 512 KiB to start a \
+             shard, 60 MiB for 2 shard(s)' registered I/O buffers; fix: ulimit -l unlimited \
+             (shell), LimitMEMLOCK=infinity (systemd; ron.service sets it), or a memlock \
+             line in /etc/security/limits.conf"
+        );
+        assert_eq!(memlock_verdict(8 * MIB, 2, false).verdict, Verdict::Warn);
+        assert_eq!(memlock_verdict(8 * MIB, 2, true).verdict, Verdict::Ok);
+        assert_eq!(
+            memlock_verdict(RLIM_INFINITY, 64, false).verdict,
+            Verdict::Ok
+        );
+    }
+
+    #[test]
+    fn open_files_counts_connections_stores_and_caches() {
+        let config = Config {
+            shards: 2,
+            ..Config::default()
+        };
+        let (floor, wanted) = open_files_needed(&config);
+        let per_shard = config.open_files_max as u64 + FDS_PER_SHARD;
+        assert_eq!(
+            wanted,
+            2 * (per_shard + u64::from(config.connections_max)) + FDS_PER_PROCESS
+        );
+        assert!(floor < wanted);
+        let verdict = |soft, hard| open_files_verdict(soft, hard, (floor, wanted), &config);
+        assert_eq!(verdict(1024, 1024).verdict, Verdict::Fail);
+        assert_eq!(verdict(1024, RLIM_INFINITY).verdict, Verdict::Ok);
+        assert_eq!(verdict(floor, floor).verdict, Verdict::Warn);
+        assert!(verdict(floor, floor).fix.contains("LimitNOFILE="));
+        assert_eq!(verdict(wanted, wanted).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn sizes_read_as_an_operator_writes_them() {
+        assert_eq!(size_text(512 * KIB), "512 KiB");
+        assert_eq!(size_text(60 * MIB), "60 MiB");
+        assert_eq!(size_text(3 * GIB), "3 GiB");
+        assert_eq!(limit_text(RLIM_INFINITY), "unlimited");
+    }
+}

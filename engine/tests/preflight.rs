@@ -1,0 +1,257 @@
+//! Preflight against the real binary: a host where a shard cannot start (locked memory
+//! too low, io_uring blocked by seccomp as a container runtime does) gets one line with
+//! the fix and exit 1 at once — no panic, no backtrace, no hang; `ron doctor` prints the
+//! table; under systemd's `Type=notify` the node reports READY=1 and STOPPING=1.
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, get, temp_dir};
+
+/// `ron serve` on free loopback ports, `setup` run in the child before exec.
+fn serve_with(data_dir: &std::path::Path, setup: fn() -> std::io::Result<()>) -> Output {
+    let port = || format!("127.0.0.1:{}", free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ron"));
+    command
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--http", &port(), "--oap", &port(), "--admin", &port()])
+        .stdin(Stdio::null());
+    // SAFETY: `setup` makes async-signal-safe syscalls only (setrlimit, prctl).
+    unsafe { command.pre_exec(setup) };
+    run_bounded(command, Duration::from_secs(10))
+}
+
+/// Runs to completion or fails the test after `limit` (killing the child).
+fn run_bounded(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn low_memlock() -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: 64 * 1024,
+        rlim_max: 64 * 1024,
+    };
+    // SAFETY: plain syscall on a stack value.
+    match unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Makes io_uring_setup, io_uring_enter and io_uring_register fail with EPERM, as
+/// docker's and podman's default seccomp profiles do.
+#[cfg(target_arch = "x86_64")]
+fn seccomp_without_io_uring() -> std::io::Result<()> {
+    #[repr(C)]
+    struct SockFilter {
+        code: u16,
+        jt: u8,
+        jf: u8,
+        k: u32,
+    }
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const SockFilter,
+    }
+    const LOAD_WORD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JUMP_IF_EQUAL: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    const ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
+    const EPERM: u32 = 0x0005_0000 | libc::EPERM as u32; // SECCOMP_RET_ERRNO
+    let op = |code, jt, jf, k| SockFilter { code, jt, jf, k };
+    let filter = [
+        op(LOAD_WORD, 0, 0, 0), // seccomp_data.nr
+        op(JUMP_IF_EQUAL, 3, 0, libc::SYS_io_uring_setup as u32),
+        op(JUMP_IF_EQUAL, 2, 0, libc::SYS_io_uring_enter as u32),
+        op(JUMP_IF_EQUAL, 1, 0, libc::SYS_io_uring_register as u32),
+        op(RETURN, 0, 0, ALLOW),
+        op(RETURN, 0, 0, EPERM),
+    ];
+    let program = SockFprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr(),
+    };
+    // SAFETY: prctl with constant arguments and a program that outlives the call.
+    let installed = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const SockFprog,
+            ) == 0
+    };
+    match installed {
+        true => Ok(()),
+        false => Err(std::io::Error::last_os_error()),
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The refusal is the preflight's line, with no trace of a panic.
+fn assert_one_clean_line(err: &str, starts: &str, fix: &str) {
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("ron: "))
+        .unwrap_or_else(|| panic!("no `ron:` line in {err}"));
+    assert!(line.starts_with(starts), "{line}");
+    assert!(line.contains(fix), "{line}");
+    for bad in [
+        "panicked",
+        "backtrace",
+        "RUST_BACKTRACE",
+        "IO error occurred",
+    ] {
+        assert!(!err.contains(bad), "{bad} in {err}");
+    }
+}
+
+#[test]
+fn a_low_locked_memory_limit_refuses_to_start_with_the_fix() {
+    let dir = temp_dir("memlock");
+    let started = Instant::now();
+    let out = serve_with(&dir.join("data"), low_memlock);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_one_clean_line(
+        &stderr(&out),
+        "ron: memlock: locked-memory limit 64 KiB (ulimit -l); needed >= 512 KiB",
+        "fix: ulimit -l unlimited (shell), LimitMEMLOCK=infinity",
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn io_uring_blocked_by_seccomp_refuses_to_start_with_the_fix() {
+    let dir = temp_dir("seccomp");
+    let out = serve_with(&dir.join("data"), seccomp_without_io_uring);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_one_clean_line(
+        &stderr(&out),
+        "ron: io_uring: blocked by a seccomp filter (io_uring_setup: Operation not permitted",
+        "allow io_uring_setup, io_uring_enter and io_uring_register",
+    );
+    let mut doctor = Command::new(env!("CARGO_BIN_EXE_ron"));
+    doctor.args(["doctor", "--data-dir"]).arg(dir.join("data"));
+    // SAFETY: as in `serve_with`.
+    unsafe { doctor.pre_exec(seccomp_without_io_uring) };
+    let out = run_bounded(doctor, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("\nFAIL  io_uring    blocked by a seccomp filter"),
+        "{table}"
+    );
+    assert!(table.ends_with("ron serve would refuse to start: 1 problem(s) above marked FAIL\n"));
+}
+
+#[test]
+fn doctor_prints_every_check_and_exits_by_the_worst() {
+    let dir = temp_dir("doctor");
+    let mut ok = Command::new(env!("CARGO_BIN_EXE_ron"));
+    ok.args(["doctor", "--shards", "1", "--data-dir"])
+        .arg(dir.join("data"));
+    let out = run_bounded(ok, Duration::from_secs(10));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    let checks: Vec<&str> = table
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.get(6..18))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        &checks[..9],
+        [
+            "config",
+            "io_uring",
+            "kernel",
+            "memlock",
+            "open files",
+            "cpus",
+            "data dir",
+            "free space",
+            "congestion"
+        ]
+    );
+    assert!(table
+        .lines()
+        .last()
+        .unwrap()
+        .starts_with("ron serve would start"));
+
+    // A data dir nobody can create fails, and names the path.
+    let mut bad = Command::new(env!("CARGO_BIN_EXE_ron"));
+    bad.args(["doctor", "--data-dir", "/proc/ron-cannot-be-here"]);
+    let out = run_bounded(bad, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("FAIL  data dir    cannot write /proc/ron-cannot-be-here"),
+        "{table}"
+    );
+}
+
+#[test]
+fn systemd_hears_ready_once_every_shard_serves_and_stopping_at_sigterm() {
+    let dir = temp_dir("notify");
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let port = || format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["serve", "--shards", "2", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--http", &port(), "--oap", &port(), "--admin"])
+        .arg(admin.to_string())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("READY=1 within 30 s");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    assert!(
+        ready.contains(&format!("MAINPID={}", child.id())),
+        "{ready}"
+    );
+    assert_eq!(get(admin, "/readyz").unwrap().status, 200);
+
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let n = socket.recv(&mut buf).expect("STOPPING=1");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(child.wait().unwrap().success());
+}
