@@ -3,7 +3,7 @@
 mod common;
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -491,7 +491,13 @@ fn inflight_gate_answers_503_and_readyz_follows() {
             .status,
         404
     );
-    assert_eq!(get(n.admin, "/readyz").unwrap().status, 200);
+    // The GET's slot is released just after its answer is written: readiness follows
+    // within moments, not necessarily before the client has read the answer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(n.admin, "/readyz").unwrap().status != 200 {
+        assert!(Instant::now() < deadline, "not ready again within 5 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(metric(n.admin, "ron_inflight_requests"), 0);
 }
 
