@@ -41,7 +41,7 @@ CLIENT OPTIONS:
   --ca FILE                   PEM certificate(s) to trust for --tls
   --insecure-dev              accept any certificate (a local node with `ron cert --dev`)
   --token TOKEN               write token (or RON_TOKEN in the environment)
-  --tenant N                  OAP tenant id [0]
+  --tenant N                  OAP tenant_id header field [0] (a label: quotas follow --token)
   --timeout-ms N              longest wait for any read or write [60000]
   -o, --output FILE           where `get` writes (default stdout)
   --range FIRST-LAST          inclusive byte range for `get`

@@ -213,7 +213,8 @@ impl HttpClient {
         sink: &mut dyn Write,
         progress: Progress<'_>,
     ) -> Result<Fetched, ClientError> {
-        self.send_head("GET", &format!("/o/{addr}"), "")?;
+        let auth = self.auth_header();
+        self.send_head("GET", &format!("/o/{addr}"), &auth)?;
         let head = self.read_head()?;
         if head.status != 200 {
             return Err(if head.status >= 400 {
@@ -270,7 +271,8 @@ impl HttpClient {
 
     /// `HEAD /o/<addr>`: the object's length.
     pub fn stat(&mut self, addr: Address) -> Result<u64, ClientError> {
-        self.send_head("HEAD", &format!("/o/{addr}"), "")?;
+        let auth = self.auth_header();
+        self.send_head("HEAD", &format!("/o/{addr}"), &auth)?;
         let head = self.read_head()?;
         if head.status >= 400 {
             // A HEAD answer has no body even when it announces one.

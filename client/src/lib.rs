@@ -47,9 +47,11 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64);
 /// Options shared by every request on a connection.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Bearer token for writes (OAP capability section / HTTP Authorization).
+    /// Bearer token (OAP capability section / HTTP Authorization) on every request: it
+    /// allows writes and names the tenant whose quota applies.
     pub token: Option<String>,
-    /// OAP tenant id (0 = public).
+    /// OAP's tenant_id header field (0 = none): a label, not proof; the node charges
+    /// quotas by the token, else the client address.
     pub tenant_id: u128,
     /// Longest wait for any single read or write.
     pub timeout: std::time::Duration,

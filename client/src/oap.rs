@@ -157,9 +157,8 @@ impl OapClient {
         progress: Progress<'_>,
     ) -> Result<Stored, ClientError> {
         let corr_id = self.corr_id();
-        let token = Bytes::from(self.options.token.clone().unwrap_or_default().into_bytes());
         let start = ObjectRequest::Put { len, addr }
-            .frame(corr_id, self.options.tenant_id, token)
+            .frame(corr_id, self.options.tenant_id, self.capability())
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         self.send(&start)?;
         let max_raw = PUT_DATA_BYTES.min(self.hello.max_frame as usize - 1024);
@@ -233,7 +232,7 @@ impl OapClient {
             proof: true,
         };
         let frame = request
-            .frame(corr_id, self.options.tenant_id, Bytes::new())
+            .frame(corr_id, self.options.tenant_id, self.capability())
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         self.send(&frame)?;
         let first = self.expect_frame(corr_id)?;
@@ -307,11 +306,17 @@ impl OapClient {
         }
     }
 
+    /// The capability section of every request: the token, which names the tenant
+    /// (quotas) on reads as on writes.
+    fn capability(&self) -> Bytes {
+        Bytes::from(self.options.token.clone().unwrap_or_default().into_bytes())
+    }
+
     /// STAT: the object's length.
     pub fn stat(&mut self, addr: Address) -> Result<u64, ClientError> {
         let corr_id = self.corr_id();
         let frame = ObjectRequest::Stat { addr }
-            .frame(corr_id, self.options.tenant_id, Bytes::new())
+            .frame(corr_id, self.options.tenant_id, self.capability())
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         self.send(&frame)?;
         let reply = self.expect_frame(corr_id)?;

@@ -41,7 +41,8 @@ const HELP_TAIL: &str = "
 QUOTAS AND TENANTS (file only; reloaded on SIGHUP and when the file changes):
   [quota_default]             requests_per_s, requests_burst, bytes_per_s, bytes_burst
                               for every tenant not named below (0 = unlimited)
-  [tenants.NAME]              tokens = [..] (identify NAME and may write) and the same limits
+  [tenants.NAME]              tokens = [..] (required: they identify NAME, and may write) and
+                              the same limits
 
 SIZE accepts a plain number of bytes or a suffix: KiB, MiB, GiB, TiB.
 

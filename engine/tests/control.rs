@@ -26,10 +26,21 @@ fn configured_node(name: &str, config: &str, extra: &[&str]) -> (Node, PathBuf) 
     (Node::start(&dir.join("data"), &args), path)
 }
 
-/// A GET of a missing object on a kept-alive connection, as `tenant`.
+/// How a test proves it is `tenant`: the tests' configs give tenant NAME the token
+/// `tok-NAME`.
+fn bearer(tenant: &str) -> String {
+    format!("Authorization: Bearer tok-{tenant}\r\n")
+}
+
+/// A GET of a missing object on a kept-alive connection, as `tenant` (by its token).
 fn get_as(stream: &mut TcpStream, pending: &mut Vec<u8>, tenant: &str) -> Response {
+    get_with_head(stream, pending, &bearer(tenant))
+}
+
+/// A GET of a missing object on a kept-alive connection, with extra header lines.
+fn get_with_head(stream: &mut TcpStream, pending: &mut Vec<u8>, headers: &str) -> Response {
     let missing = Address::of(b"not stored");
-    let raw = format!("GET /o/{missing} HTTP/1.1\r\nHost: t\r\nX-Tenant: {tenant}\r\n\r\n");
+    let raw = format!("GET /o/{missing} HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
     stream.write_all(raw.as_bytes()).unwrap();
     read_response(stream, pending, false).unwrap()
 }
@@ -56,14 +67,17 @@ fn a_burst_past_the_bucket_gets_429_with_retry_after_and_recovers() {
     // One shard holds the whole bucket, so the numbers are exact.
     let config = r#"
 [tenants.burst]
+tokens = ["tok-burst"]
 requests_per_s = 2
 requests_burst = 5
 
 [tenants.bytes]
+tokens = ["tok-bytes"]
 bytes_per_s = 100000
 bytes_burst = 200000
 
 [tenants."7"]
+tokens = ["tok-7"]
 requests_per_s = 1
 requests_burst = 2
 "#;
@@ -100,12 +114,12 @@ requests_burst = 2
 
     // Bytes: a 150 kB upload and its download overdraw a 200 kB burst.
     let data = bytes(3, 150_000);
-    let r = put(n.http, "/o", &data, "X-Tenant: bytes\r\n");
+    let r = put(n.http, "/o", &data, &bearer("bytes"));
     assert_eq!(r.status, 201, "{r:?}");
     let addr = r.json()["obj"].as_str().unwrap().to_string();
-    let r = get_with(n.http, &format!("/o/{addr}"), "X-Tenant: bytes\r\n");
+    let r = get_with(n.http, &format!("/o/{addr}"), &bearer("bytes"));
     assert_eq!((r.status, r.body.len()), (200, 150_000));
-    let r = get_with(n.http, &format!("/o/{addr}"), "X-Tenant: bytes\r\n");
+    let r = get_with(n.http, &format!("/o/{addr}"), &bearer("bytes"));
     assert_eq!(r.status, 429);
     let wait_ms = r.json()["retry_after_ms"].as_u64().unwrap();
     assert!(
@@ -114,14 +128,14 @@ requests_burst = 2
     );
     assert_eq!(r.header("Retry-After"), Some("1"));
 
-    // OAP/1: tenant_id 7 is the configured tenant "7".
+    // OAP/1: the token in the capability section names the configured tenant "7".
     let endpoint = ron_client::transport::Endpoint {
         addr: n.oap.to_string(),
         protocol: ron_client::transport::Protocol::Oap,
         tls: None,
     };
     let options = ron_client::Options {
-        tenant_id: 7,
+        token: Some("tok-7".into()),
         ..ron_client::Options::default()
     };
     let mut client = ron_client::Client::connect(&endpoint, options).unwrap();
@@ -183,10 +197,69 @@ requests_burst = 2
 }
 
 #[test]
+fn a_claimed_tenant_name_proves_nothing_and_rotating_it_escapes_no_quota() {
+    // Unauthenticated callers share their address's bucket; a configured tenant's
+    // (generous) limits need its token, not its name.
+    let config = r#"
+[quota_default]
+requests_per_s = 0.5
+requests_burst = 3
+
+[tenants.paid]
+tokens = ["tok-paid"]
+requests_per_s = 1000
+requests_burst = 1000
+"#;
+    let (n, _) = configured_node("tenant-claims", config, &["--shards", "1"]);
+    let mut conn = connect(n.http);
+    let mut pending = Vec::new();
+    let statuses: Vec<u16> = (0..6)
+        .map(|i| {
+            let claim = format!("X-Tenant: rotating-{i}\r\n");
+            get_with_head(&mut conn, &mut pending, &claim).status
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [404, 404, 404, 429, 429, 429],
+        "one bucket per address"
+    );
+    let claimed = get_with_head(&mut conn, &mut pending, "X-Tenant: paid\r\n");
+    assert_eq!(
+        claimed.status, 429,
+        "the name of a configured tenant is no token"
+    );
+    assert_eq!(
+        claimed.json()["message"],
+        "client 127.0.0.1 is over its quota of 0.5 requests/s (burst 3)"
+    );
+    // OAP's tenant_id is no proof either.
+    let endpoint = ron_client::transport::Endpoint {
+        addr: n.oap.to_string(),
+        protocol: ron_client::transport::Protocol::Oap,
+        tls: None,
+    };
+    let options = ron_client::Options {
+        tenant_id: 12345,
+        ..ron_client::Options::default()
+    };
+    let mut client = ron_client::Client::connect(&endpoint, options).unwrap();
+    match client.stat(Address::of(b"not stored")) {
+        Err(ron_client::error::ClientError::Server { status, .. }) => assert_eq!(status, 429),
+        other => panic!("expected 429, got {other:?}"),
+    }
+    // The token is.
+    for _ in 0..20 {
+        assert_eq!(get_as(&mut conn, &mut pending, "paid").status, 404);
+    }
+}
+
+#[test]
 fn a_tenant_busy_on_one_shard_gets_its_limit_there_after_a_rebalance() {
     // Two shards: a fresh tenant starts with half its bucket on each. One connection
     // lands on one shard; after a rebalance that shard holds ≥ 97.5 % of the limit.
-    let config = "[tenants.steady]\nrequests_per_s = 40\nrequests_burst = 40\n";
+    let config =
+        "[tenants.steady]\ntokens = [\"tok-steady\"]\nrequests_per_s = 40\nrequests_burst = 40\n";
     let (n, _) = configured_node("quota-share", config, &["--shards", "2"]);
     let mut conn = connect(n.http);
     let mut pending = Vec::new();
@@ -217,7 +290,8 @@ fn a_tenant_busy_on_one_shard_gets_its_limit_there_after_a_rebalance() {
 
 #[test]
 fn a_reload_changes_limits_live_without_dropping_connections() {
-    let generous = "[tenants.live]\nrequests_per_s = 1000\nrequests_burst = 1000\n";
+    let generous =
+        "[tenants.live]\ntokens = [\"tok-live\"]\nrequests_per_s = 1000\nrequests_burst = 1000\n";
     let (n, path) = configured_node("reload", generous, &["--shards", "1"]);
     let mut conn = connect(n.http);
     let mut pending = Vec::new();
@@ -229,7 +303,7 @@ fn a_reload_changes_limits_live_without_dropping_connections() {
     // SIGHUP: a strict limit applies to the open connection.
     std::fs::write(
         &path,
-        "[tenants.live]\nrequests_per_s = 0.5\nrequests_burst = 2\n",
+        "[tenants.live]\ntokens = [\"tok-live\"]\nrequests_per_s = 0.5\nrequests_burst = 2\n",
     )
     .unwrap();
     hangup(&n);
@@ -246,7 +320,11 @@ fn a_reload_changes_limits_live_without_dropping_connections() {
 
     // A bad file (noticed by the file watcher): the running limits stay, and the log
     // names the key.
-    std::fs::write(&path, "[tenants.live]\nrequests_per_s = -3\n").unwrap();
+    std::fs::write(
+        &path,
+        "[tenants.live]\ntokens = [\"tok-live\"]\nrequests_per_s = -3\n",
+    )
+    .unwrap();
     wait_for("the refused reload", Duration::from_secs(5), || {
         n.stderr().contains("configuration reload failed")
     });
@@ -314,7 +392,10 @@ fn readiness_flips_under_an_in_flight_flood_and_back() {
         assert_eq!(r.json()["retry_after_ms"], 1000);
         assert_eq!(r.header("Retry-After"), Some("1"));
     }
-    assert!(metric(n.admin, "ron_rejections_total{reason=\"overloaded\"}") >= 16);
+    // Counters reach /metrics with the shard's next report.
+    wait_for("the refusals counted", Duration::from_secs(5), || {
+        metric(n.admin, "ron_rejections_total{reason=\"overloaded\"}") >= 16
+    });
     drop(held);
     wait_for("readiness", Duration::from_secs(5), || {
         get(n.admin, "/readyz").unwrap().status == 200
@@ -379,9 +460,17 @@ fn configuration_errors_name_the_key() {
 
 #[test]
 fn metrics_parse_with_an_independent_prometheus_parser() {
-    let config = "[quota_default]\nrequests_per_s = 1000\n[tenants.a]\nrequests_per_s = 1\n";
+    let config = "tokens = [\"w\"]\n[quota_default]\nrequests_per_s = 1000\n\
+                  [tenants.a]\ntokens = [\"tok-a\"]\nrequests_per_s = 1\n";
     let (n, _) = configured_node("prom", config, &["--shards", "2", "--log-format", "json"]);
-    let addr = upload(&n, &bytes(9, 70_000));
+    let r = put(
+        n.http,
+        "/o",
+        &bytes(9, 70_000),
+        "Authorization: Bearer w\r\n",
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let addr: Address = r.json()["obj"].as_str().unwrap().parse().unwrap();
     get(n.http, &format!("/o/{addr}")).unwrap();
     let endpoint = ron_client::transport::Endpoint {
         addr: n.oap.to_string(),
@@ -395,7 +484,7 @@ fn metrics_parse_with_an_independent_prometheus_parser() {
     let mut conn = connect(n.http);
     let mut pending = Vec::new();
     for _ in 0..3 {
-        let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: t\r\nX-Tenant: a\r\n\r\n");
+        let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: t\r\n{}\r\n", bearer("a"));
         conn.write_all(raw.as_bytes()).unwrap();
         read_response(&mut conn, &mut pending, false).unwrap();
     }

@@ -55,7 +55,10 @@ fn a_rotten_group_is_never_served_and_other_groups_still_are() {
     s.write_all(format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
         .unwrap();
     let mut received = Vec::new();
-    let _ = s.read_to_end(&mut received);
+    let end = s
+        .read_to_end(&mut received)
+        .expect_err("a cut body ends with a reset");
+    assert_eq!(end.kind(), std::io::ErrorKind::ConnectionReset, "{end}");
     let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let body = &received[head_end..];
     assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"));

@@ -22,6 +22,13 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
     fn tcp(&self) -> &TcpStream;
 }
 
+/// Makes the socket's close send a TCP reset instead of a FIN (SO_LINGER with a zero
+/// timeout). For a response cut short after its head: a reset is what no client can
+/// mistake for the end of a complete body. Unsent bytes are discarded, never sent.
+pub fn reset_on_close(tcp: &TcpStream) -> io::Result<()> {
+    socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO))
+}
+
 impl Transport for TcpStream {
     fn tcp(&self) -> &TcpStream {
         self

@@ -84,14 +84,12 @@ impl Rate {
     }
 }
 
-/// One configured tenant.
+/// One configured tenant. It is identified only by one of its tokens: a claimed name
+/// (`X-Tenant`, OAP `tenant_id`) proves nothing and selects nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantPolicy {
     pub name: String,
     pub limits: QuotaLimits,
-    /// A tenant with tokens is only ever identified by one of them (an `X-Tenant`
-    /// claim of its name is ignored).
-    pub has_tokens: bool,
 }
 
 /// Index of a configured tenant in [`Policy::tenants`].
@@ -129,11 +127,7 @@ impl Policy {
                     .iter()
                     .map(|t| (t.as_bytes().to_vec(), Some(index))),
             );
-            configured.push(TenantPolicy {
-                name,
-                limits,
-                has_tokens: !tenant_tokens.is_empty(),
-            });
+            configured.push(TenantPolicy { name, limits });
         }
         Policy {
             version: 1,
@@ -161,31 +155,13 @@ impl Policy {
         found
     }
 
-    /// A configured tenant that may be claimed by name (`X-Tenant`, OAP `tenant_id`).
-    fn claimable(&self, name: &[u8]) -> Option<TenantIndex> {
-        self.tenants
-            .iter()
-            .position(|t| !t.has_tokens && t.name.as_bytes() == name)
-            .map(|i| TenantIndex(i as u32))
-    }
-
-    /// Who a request is, by the rule of HTTP-API.md: the bearer token's tenant, else the
-    /// claimed name, else the client address, else `public`.
-    /// A claim longer than [`TENANT_NAME_BYTES_MAX`] is ignored.
-    pub fn tenant(
-        &self,
-        token: Option<TokenMatch>,
-        claim: Option<&[u8]>,
-        peer: Option<IpAddr>,
-    ) -> Tenant {
+    /// Who a request is, by the rule of HTTP-API.md: the tenant whose token it bears,
+    /// else its client address, else `public`. Nothing the client merely claims (an
+    /// `X-Tenant` header, OAP's `tenant_id`) counts: rotating a claim must not buy a
+    /// fresh bucket, and a configured tenant's limits need its token.
+    pub fn tenant(&self, token: Option<TokenMatch>, peer: Option<IpAddr>) -> Tenant {
         if let Some(index) = token.and_then(|t| t.tenant) {
             return Tenant::Configured(index);
-        }
-        if let Some(name) = claim.and_then(TenantName::new) {
-            return match self.claimable(name.as_bytes()) {
-                Some(index) => Tenant::Configured(index),
-                None => Tenant::Claimed(name),
-            };
         }
         match peer {
             Some(ip) => Tenant::Addr(ip),
@@ -218,46 +194,13 @@ pub struct TokenMatch {
     pub tenant: Option<TenantIndex>,
 }
 
-/// Longest tenant name a request may claim.
+/// Longest name of a configured tenant (it labels metrics and messages).
 pub const TENANT_NAME_BYTES_MAX: usize = 64;
-
-/// A claimed tenant name, kept inline (no allocation per request).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct TenantName {
-    bytes: [u8; TENANT_NAME_BYTES_MAX],
-    len: u8,
-}
-
-impl TenantName {
-    pub fn new(name: &[u8]) -> Option<TenantName> {
-        if name.is_empty() || name.len() > TENANT_NAME_BYTES_MAX {
-            return None;
-        }
-        let mut bytes = [0; TENANT_NAME_BYTES_MAX];
-        bytes[..name.len()].copy_from_slice(name);
-        Some(TenantName {
-            bytes,
-            len: name.len() as u8,
-        })
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
-    }
-}
-
-impl std::fmt::Debug for TenantName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
-    }
-}
 
 /// Who a request is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tenant {
     Configured(TenantIndex),
-    /// An unconfigured name from `X-Tenant` or OAP's `tenant_id`.
-    Claimed(TenantName),
     Addr(IpAddr),
     Public,
 }
@@ -314,13 +257,10 @@ mod tests {
     }
 
     #[test]
-    fn tenant_follows_token_then_claim_then_address_then_public() {
+    fn tenant_follows_the_token_then_the_address_then_public() {
         let policy = Policy::new(
             &["w".into()],
-            vec![
-                ("alice".into(), vec!["a-tok".into()], limits(1.0, 1.0)),
-                ("bob".into(), vec![], limits(1.0, 1.0)),
-            ],
+            vec![("alice".into(), vec!["a-tok".into()], limits(1.0, 1.0))],
             QuotaLimits::default(),
         );
         let ip: IpAddr = "127.0.0.7".parse().unwrap();
@@ -332,23 +272,16 @@ mod tests {
             })
         );
         assert_eq!(
-            policy.tenant(alice, Some(b"bob"), Some(ip)),
+            policy.tenant(alice, Some(ip)),
             Tenant::Configured(TenantIndex(0))
         );
-        let plain = policy.token(b"w");
+        // A write token of no tenant, or none: the address.
         assert_eq!(
-            policy.tenant(plain, Some(b"bob"), Some(ip)),
-            Tenant::Configured(TenantIndex(1))
-        );
-        // A tenant with tokens cannot be claimed by name.
-        let claimed = policy.tenant(None, Some(b"alice"), Some(ip));
-        assert_eq!(claimed, Tenant::Claimed(TenantName::new(b"alice").unwrap()));
-        assert_eq!(
-            policy.tenant(None, Some(&[b'x'; 65]), Some(ip)),
+            policy.tenant(policy.token(b"w"), Some(ip)),
             Tenant::Addr(ip)
         );
-        assert_eq!(policy.tenant(None, None, Some(ip)), Tenant::Addr(ip));
-        assert_eq!(policy.tenant(None, Some(b""), None), Tenant::Public);
+        assert_eq!(policy.tenant(None, Some(ip)), Tenant::Addr(ip));
+        assert_eq!(policy.tenant(None, None), Tenant::Public);
         assert_eq!(policy.token(b"nope"), None);
         assert!(!policy.writes_open());
     }

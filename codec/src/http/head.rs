@@ -53,7 +53,6 @@ pub struct RequestHead<'a> {
     pub if_range: Option<&'a [u8]>,
     pub corr_id: Option<&'a [u8]>,
     pub authorization: Option<&'a [u8]>,
-    pub tenant: Option<&'a [u8]>,
     pub content_type: Option<&'a [u8]>,
     /// Bytes of the head, blank line included: the body starts here.
     pub head_len: usize,
@@ -123,7 +122,6 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         if_range: None,
         corr_id: None,
         authorization: None,
-        tenant: None,
         content_type: None,
         head_len,
     };
@@ -162,7 +160,6 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
                 _ if is("if-range") => &mut head.if_range,
                 _ if is("x-corr-id") => &mut head.corr_id,
                 _ if is("authorization") => &mut head.authorization,
-                _ if is("x-tenant") => &mut head.tenant,
                 _ if is("content-type") => &mut head.content_type,
                 _ => continue,
             };

@@ -176,7 +176,6 @@ impl ShardQuotas {
     fn key(&self, tenant: &Tenant) -> u64 {
         match tenant {
             Tenant::Configured(i) => self.hasher.hash_one((0u8, i.0)),
-            Tenant::Claimed(name) => self.hasher.hash_one((1u8, name.as_bytes())),
             Tenant::Addr(ip) => self.hasher.hash_one((2u8, ip)),
             Tenant::Public => self.hasher.hash_one(3u8),
         }
@@ -260,7 +259,6 @@ impl ShardQuotas {
     fn describe(&self, tenant: &Tenant, limits: &QuotaLimits, exhausted: Exhausted) -> String {
         let who = match tenant {
             Tenant::Configured(i) => format!("tenant {:?}", self.policy.tenants[i.0 as usize].name),
-            Tenant::Claimed(name) => format!("tenant {name:?}"),
             Tenant::Addr(ip) => format!("client {ip}"),
             Tenant::Public => "tenant \"public\"".to_string(),
         };

@@ -34,12 +34,12 @@ pub struct Identity {
     pub may_write: bool,
 }
 
-/// What a request says about who it is, unproven: a bearer token, a claimed tenant
-/// name (`X-Tenant`, OAP `tenant_id`), and the address it came from.
+/// What a request says about who it is, unproven until checked: a bearer token, and the
+/// address it came from. A claimed tenant name (`X-Tenant`, OAP `tenant_id`) is not
+/// among them: it proves nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Claims<'a> {
     pub token: Option<&'a [u8]>,
-    pub tenant: Option<&'a [u8]>,
     pub peer: Option<IpAddr>,
 }
 
@@ -92,13 +92,13 @@ impl Admission {
     }
 
     /// Who a request is, by the rule of HTTP-API.md: the bearer token's tenant, else the
-    /// claimed name, else the client address, else public.
+    /// client address, else public.
     pub fn identify(&self, claims: Claims<'_>) -> Identity {
         let quotas = self.quotas.borrow();
         let policy = quotas.policy();
         let matched: Option<TokenMatch> = claims.token.and_then(|t| policy.token(t));
         Identity {
-            tenant: policy.tenant(matched, claims.tenant, claims.peer),
+            tenant: policy.tenant(matched, claims.peer),
             may_write: policy.writes_open() || matched.is_some(),
         }
     }

@@ -125,6 +125,12 @@ impl Config {
             if let Err(e) = tenant.quota().limits().check() {
                 return refuse(format!("tenants.{name}.{e}"));
             }
+            if tenant.tokens.is_empty() {
+                return refuse(format!(
+                    "tenants.{name} has no tokens: a tenant is identified only by one of its \
+                     bearer tokens (an X-Tenant header or OAP tenant_id proves nothing)"
+                ));
+            }
             for token in &tenant.tokens {
                 if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
                     return refuse(format!(

@@ -102,7 +102,8 @@ impl After {
     }
 }
 
-/// Why the connection must end right away (no further answer possible).
+/// Why the connection must end right away (no further answer possible): the socket is
+/// then reset, not closed, so a body cut short after its head is unmistakable.
 #[derive(Debug)]
 struct Abort;
 
@@ -138,11 +139,25 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
     };
     ShardMetrics::add(&ctx.metrics().connections_open, 1);
     ShardMetrics::add(&ctx.metrics().connections_total, 1);
-    while let Ok(After::KeepAlive) = serve_one(&ctx, &mut conn).await {}
+    let ended = loop {
+        match serve_one(&ctx, &mut conn).await {
+            Ok(After::KeepAlive) => continue,
+            Ok(After::Close) => break Ok(()),
+            Err(abort) => break Err(abort),
+        }
+    };
     ctx.metrics()
         .connections_open
         .fetch_sub(1, Ordering::Relaxed);
-    let _ = conn.stream.close().await;
+    match ended {
+        Ok(()) => {
+            let _ = conn.stream.close().await;
+        }
+        // Dropped without a TLS close_notify or a FIN: the peer sees a reset.
+        Err(Abort) => {
+            let _ = ron_io::stream::reset_on_close(conn.stream.tcp());
+        }
+    }
 }
 
 /// Reads one head, admits the request and answers it.

@@ -114,11 +114,7 @@ impl Request {
             .authorization
             .and_then(|v| v.strip_prefix(b"Bearer "))
             .map(trim);
-        let claims = Claims {
-            token,
-            tenant: head.tenant.map(trim),
-            peer,
-        };
+        let claims = Claims { token, peer };
         Request {
             method: head.method,
             route,

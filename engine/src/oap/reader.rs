@@ -252,10 +252,8 @@ impl<S: Transport> Reader<S> {
             return Err(Refusal::ShuttingDown);
         }
         let tenant_id = frame.header.tenant_id;
-        let mut claim = itoa::Buffer::new();
         let claims = Claims {
             token: (!frame.cap.is_empty()).then_some(&frame.cap[..]),
-            tenant: (tenant_id != 0).then(|| claim.format(tenant_id).as_bytes()),
             peer: self.peer,
         };
         let identity = self.ctx.admission.identify(claims);
