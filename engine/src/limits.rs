@@ -72,10 +72,10 @@ pub const COMMIT_BATCH_RECORDS_MAX: usize = 1024;
 /// How often the shard's heartbeat wakes; a wake later than [`STALL_THRESHOLD`] past
 /// its due time means a task held the reactor.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(10);
+pub const STALL_THRESHOLD: Duration = Duration::from_millis(20);
 /// How often a shard without connections wakes (its control link, the stop flag): an
 /// idle node wakes rarely, and notices SIGTERM within this.
 pub const IDLE_TICK: Duration = Duration::from_secs(1);
-pub const STALL_THRESHOLD: Duration = Duration::from_millis(20);
 
 /// While the shard holds `connections_max` connections, the accept loop looks again
 /// after this long (the kernel backlog holds new ones meanwhile).

@@ -169,7 +169,7 @@ fn memlock_verdict(soft: u64, shards: u64, cap_ipc_lock: bool) -> Finding {
 
 /// `(floor, wanted)`: descriptors the node cannot start without (stores, caches, a few
 /// connections per shard), and what the configured limits may use at once.
-pub fn open_files_needed(config: &Config) -> (u64, u64) {
+fn open_files_needed(config: &Config) -> (u64, u64) {
     let shards = u64::from(config.shard_count());
     let per_shard = config.open_files_max as u64 + FDS_PER_SHARD;
     let floor = shards * (per_shard + CONNECTIONS_FLOOR) + FDS_PER_PROCESS;

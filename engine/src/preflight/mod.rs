@@ -7,10 +7,11 @@
 //! would stop a shard (glommio refuses or panics): `ron serve` prints those lines and
 //! exits 1 before any thread starts. Warnings are logged at start and do not stop it.
 //!
-//! The checks read the host (rlimits, `/proc`, the data dir) and never change it, with
-//! one exception made by `serve` only: [`raise_open_files`] lifts the soft open-files
-//! limit towards what the configuration needs, up to the hard limit, as nginx's
-//! `worker_rlimit_nofile` does.
+//! The checks read the host (rlimits, `/proc`, the data dir). They change two things:
+//! the data dir is created if missing (as `serve` would; a probe file is written and
+//! removed), and `serve` alone calls [`raise_open_files`] first, which lifts the soft
+//! open-files limit towards what the configuration needs, up to the hard limit, as
+//! nginx's `worker_rlimit_nofile` does.
 
 mod checks;
 mod probe;
@@ -19,10 +20,10 @@ use std::fmt;
 
 use crate::config::Config;
 
-pub use checks::{allowed_cpus, open_files_needed, raise_open_files};
+pub use checks::{allowed_cpus, raise_open_files};
 
 /// How a finding bears on `ron serve`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Fine.
     Ok,

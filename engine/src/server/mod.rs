@@ -14,6 +14,7 @@
 //! by `drain_timeout_ms`), and exits; the process exits 0. SIGHUP (or a change of the
 //! configuration file) reloads tokens, tenants and quotas through the control thread.
 
+mod clock;
 mod notify;
 mod shard;
 

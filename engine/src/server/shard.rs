@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_io::tls::AppProtocol;
-use ron_link::link::{ControlLink, ShardLink, REPORT_PERIOD_MS};
+use ron_link::link::{ControlLink, ShardLink};
 use ron_shards::layout::{Routing, ShardIndex};
 use ron_shards::mesh::{self, Mesh, MeshBuilderFull};
 use ron_shards::{Shard, ShardConfig, ShardMetrics};
 
+use super::clock::{Alarm, ShardClock};
 use super::{Signals, StartError};
 use crate::admission::buckets::ShardQuotas;
 use crate::admission::{Admission, Counters};
@@ -464,86 +465,6 @@ impl FrontEnds {
                 }
             })
         })
-    }
-}
-
-/// The shard's one timer, until the stop flag (SIGINT/SIGTERM, or a failed shard) is
-/// set. While the shard has connections it is the heartbeat: it wakes every
-/// [`limits::HEARTBEAT_PERIOD`], and a wake later than that means a task held the
-/// reactor. Every [`REPORT_PERIOD_MS`] it is the shard's end of the control link.
-/// Without connections it sleeps [`limits::IDLE_TICK`], or until the first connection
-/// arrives, so an idle node stays asleep (docs/OPERATIONS.md "Idle cost").
-struct ShardClock<'a> {
-    admission: &'a Admission,
-    metrics: &'a ShardMetrics,
-    link: &'a ShardLink,
-    stop: &'a AtomicBool,
-    first_connection: &'a Alarm,
-}
-
-impl ShardClock<'_> {
-    async fn run(&self) {
-        let report_period = Duration::from_millis(REPORT_PERIOD_MS);
-        let mut next_report = Instant::now() + report_period;
-        while !self.stop.load(Ordering::Relaxed) {
-            let busy = self.metrics.connections_open.load(Ordering::Relaxed) > 0;
-            let due = match busy {
-                true => self.beat().await,
-                false => self.doze().await,
-            };
-            let now = Instant::now();
-            if let Some(due) = due {
-                self.admission.heartbeat(now.saturating_duration_since(due));
-            }
-            if now >= next_report {
-                self.admission.tick(self.link);
-                next_report = now + report_period;
-            }
-        }
-    }
-
-    /// One heartbeat; returns when it was due.
-    async fn beat(&self) -> Option<Instant> {
-        let due = Instant::now() + limits::HEARTBEAT_PERIOD;
-        glommio::timer::sleep(limits::HEARTBEAT_PERIOD).await;
-        Some(due)
-    }
-
-    /// Sleeps until the idle tick or the first connection; no heartbeat is due.
-    async fn doze(&self) -> Option<Instant> {
-        let idle = async {
-            glommio::timer::sleep(limits::IDLE_TICK).await;
-        };
-        futures_lite::future::or(idle, self.first_connection.wait()).await;
-        None
-    }
-}
-
-/// A one-shot wake-up between tasks of one shard: `ring` wakes the task in `wait` (or
-/// makes its next `wait` return at once).
-#[derive(Default)]
-struct Alarm {
-    rung: Cell<bool>,
-    waiter: Cell<Option<std::task::Waker>>,
-}
-
-impl Alarm {
-    fn ring(&self) {
-        self.rung.set(true);
-        if let Some(waker) = self.waiter.take() {
-            waker.wake();
-        }
-    }
-
-    async fn wait(&self) {
-        std::future::poll_fn(|cx| match self.rung.replace(false) {
-            true => std::task::Poll::Ready(()),
-            false => {
-                self.waiter.set(Some(cx.waker().clone()));
-                std::task::Poll::Pending
-            }
-        })
-        .await
     }
 }
 
