@@ -82,7 +82,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, series: Seri
 
 /// Every family, in the order it is rendered.
 #[rustfmt::skip]
-const FAMILIES: [Family; 29] = [
+const FAMILIES: [Family; 31] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -97,7 +97,9 @@ const FAMILIES: [Family; 29] = [
     family("ron_tls_handshake_failures_total", Counter, "TLS handshakes that failed or timed out.", Series::Sum(|s| s.metrics.tls_handshake_failures)),
     family("ron_mesh_requests_total", Counter, "Requests forwarded to an owner shard.", Series::Sum(|s| s.metrics.mesh_requests)),
     family("ron_objects_created_total", Counter, "Objects made durable and visible.", Series::Sum(|s| s.metrics.objects_created)),
-    family("ron_inflight_requests", Gauge, "Requests being answered now.", Series::Sum(|s| s.metrics.inflight)),
+    family("ron_inflight_requests", Gauge, "Requests being worked on now (the in-flight gate's count).", Series::Sum(|s| s.metrics.inflight)),
+    family("ron_parked_requests", Gauge, "Admitted requests waiting on a slow peer, their in-flight slot given back.", Series::Sum(|s| s.metrics.parked)),
+    family("ron_transfer_deadline_drops_total", Counter, "Connections ended because a body fell behind its transfer deadline (body_timeout_ms + bytes / body_rate_min).", Series::Sum(|s| s.metrics.transfer_deadline_drops)),
     family("ron_objects_stored", Gauge, "Objects in the node's stores.", Series::Sum(|s| s.metrics.objects_stored)),
     family("ron_bytes_stored", Gauge, "Bytes of objects in the node's stores.", Series::Sum(|s| s.metrics.bytes_stored)),
     family("ron_cache_bytes", Gauge, "Bytes held by the verified-group caches.", Series::Sum(|s| s.metrics.cache_bytes)),

@@ -22,6 +22,8 @@
 //! - [`http`] and [`oap`]: thin protocol adapters (parse → admit → service → encode),
 //!   each split by concern (connection loop, read side, writer side, GET, PUT), generic
 //!   over `ron_io::stream::Transport` (plain or TLS, chosen by ALPN on the TLS port).
+//! - [`transfer`]: body deadlines that grow with the bytes moved, and in-flight slots
+//!   given back while a request waits on a slow peer.
 //! - [`logging`]: `tracing` to stderr as text or JSON lines.
 //! - [`preflight`]: what the host must offer (io_uring, kernel, locked memory, open
 //!   files, CPUs, the data dir); checked before any shard starts and printed by
@@ -36,8 +38,10 @@
 //!   in any order, each request holding at most two queued frames.
 //! - Nothing on a shard waits for the control thread: policy and quota shares arrive in
 //!   a mailbox the shard polls every 250 ms.
-//! - Every wait has a limit: idle, header and body timeouts; connections and in-flight
-//!   requests per shard; object size.
+//! - Every wait has a limit: idle timeout, header deadline, a body deadline that grows
+//!   with the bytes moved (`body_timeout + bytes / body_rate_min`); connections and
+//!   in-flight requests per shard (a request waiting on a slow peer parks its slot);
+//!   object size.
 //! - Only verified bytes are written: bodies are slices of groups the shard verified
 //!   against the object's tree; a group failing verification before the head is a 500
 //!   `bad_digest`, after it an aborted stream.
@@ -60,3 +64,4 @@ pub mod preflight;
 pub mod refusal;
 pub mod server;
 pub mod service;
+pub mod transfer;

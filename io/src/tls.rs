@@ -84,20 +84,28 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
-/// Accepts TLS on a freshly accepted socket, on the calling shard. The handshake may
-/// take at most `timeout` between reads. Returns the stream and the protocol its
-/// client chose by ALPN.
+/// Accepts TLS on a freshly accepted socket, on the calling shard. The whole handshake
+/// must complete within `deadline` (a deadline, not a timer between reads: a client
+/// trickling its ClientHello a byte at a time gains nothing). Returns the stream and
+/// the protocol its client chose by ALPN.
 pub async fn accept(
     acceptor: &futures_rustls::TlsAcceptor,
     stream: glommio::net::TcpStream,
-    timeout: std::time::Duration,
+    deadline: std::time::Duration,
 ) -> std::io::Result<(
     futures_rustls::server::TlsStream<glommio::net::TcpStream>,
     AppProtocol,
 )> {
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let mut tls = acceptor.accept(stream).await?;
+    stream.set_read_timeout(Some(deadline))?;
+    stream.set_write_timeout(Some(deadline))?;
+    let expired = async {
+        glommio::timer::sleep(deadline).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake deadline passed",
+        ))
+    };
+    let mut tls = futures_lite::future::or(acceptor.accept(stream), expired).await?;
     tls.get_mut()
         .1
         .set_buffer_limit(Some(SEND_BUFFER_BYTES_MAX));

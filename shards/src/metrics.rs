@@ -14,6 +14,11 @@ pub struct ShardMetrics {
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
     pub inflight: AtomicU64,
+    /// Admitted requests waiting on their peer (a full socket, an upload's next bytes)
+    /// with their in-flight slot given back.
+    pub parked: AtomicU64,
+    /// Connections ended because a body fell behind its transfer deadline.
+    pub transfer_deadline_drops: AtomicU64,
     pub overload_rejections: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     /// Times the shard's heartbeat woke late by more than the stall threshold, and the
@@ -51,6 +56,8 @@ impl ShardMetrics {
             connections_open: self.connections_open.load(Relaxed),
             connections_total: self.connections_total.load(Relaxed),
             inflight: self.inflight.load(Relaxed),
+            parked: self.parked.load(Relaxed),
+            transfer_deadline_drops: self.transfer_deadline_drops.load(Relaxed),
             overload_rejections: self.overload_rejections.load(Relaxed),
             tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             reactor_stalls: self.reactor_stalls.load(Relaxed),
@@ -78,6 +85,8 @@ pub struct MetricsSnapshot {
     pub connections_open: u64,
     pub connections_total: u64,
     pub inflight: u64,
+    pub parked: u64,
+    pub transfer_deadline_drops: u64,
     pub overload_rejections: u64,
     pub tls_handshake_failures: u64,
     pub reactor_stalls: u64,

@@ -26,6 +26,7 @@ use crate::limits::STALL_THRESHOLD;
 use crate::refusal::Refusal;
 use buckets::ShardQuotas;
 use gate::InflightSlot;
+pub(crate) use gate::Parked;
 
 /// Who a request is: its tenant, and whether it may write.
 #[derive(Debug, Clone, Copy)]
@@ -46,11 +47,19 @@ pub struct Claims<'a> {
 /// One admitted request: its in-flight slot (released on drop) and what it is charged to.
 #[derive(Debug)]
 pub struct Ticket {
-    _slot: InflightSlot,
+    slot: InflightSlot,
     quota: Option<QuotaKey>,
     protocol: Protocol,
     op: Op,
     started: Instant,
+}
+
+impl Ticket {
+    /// Gives the request's in-flight slot back while it waits on its peer (see
+    /// [`gate`]); the slot is taken again when the guard drops.
+    pub(crate) fn park(&self) -> Parked<'_> {
+        self.slot.park()
+    }
 }
 
 /// The shard's counters that admission writes.
@@ -122,7 +131,7 @@ impl Admission {
             })?;
         let slot = InflightSlot::take(self.shard, &self.counters.shard, self.inflight_max)?;
         Ok(Ticket {
-            _slot: slot,
+            slot,
             quota,
             protocol,
             op,
@@ -146,9 +155,14 @@ impl Admission {
         self.latency_changed.set(true);
     }
 
-    /// Requests being answered on this shard.
+    /// Requests being worked on by this shard (the in-flight gate's count).
     pub fn inflight(&self) -> u64 {
         gate::inflight(&self.counters.shard)
+    }
+
+    /// Requests admitted and not yet answered: worked on, or parked on a slow peer.
+    pub fn admitted(&self) -> u64 {
+        gate::inflight(&self.counters.shard) + gate::parked(&self.counters.shard)
     }
 
     /// One period of the shard's side of the control link: install what the control

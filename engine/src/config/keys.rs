@@ -323,8 +323,16 @@ pub const KEYS: &[Key] = &[
         flag: "body-timeout-ms",
         value: "N",
         default: Some("60000"),
-        help: "time between body reads / writes",
+        help: "grace before a body must keep body_rate_min",
         apply: |c, v| set(&mut c.body_timeout_ms, num, v),
+    },
+    Key {
+        key: "body_rate_min_bytes_per_s",
+        flag: "body-rate-min",
+        value: "SIZE",
+        default: Some("4KiB"),
+        help: "slowest body transfer kept, per second",
+        apply: |c, v| set(&mut c.body_rate_min_bytes_per_s, size, v),
     },
     Key {
         key: "connections_max",

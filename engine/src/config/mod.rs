@@ -51,8 +51,11 @@ pub struct Config {
     pub header_timeout_ms: u64,
     /// Time an idle keep-alive connection is kept.
     pub idle_timeout_ms: u64,
-    /// Time allowed between two reads of a request body.
+    /// Grace for a body (either direction) before it must keep the minimum rate: its
+    /// first `n` bytes must be through within `body_timeout_ms + n / body_rate_min`.
     pub body_timeout_ms: u64,
+    /// The slowest body transfer kept, bytes per second (see `body_timeout_ms`).
+    pub body_rate_min_bytes_per_s: u64,
     /// Open connections per shard.
     pub connections_max: u32,
     /// Requests in flight per shard; more get 503 overloaded.
@@ -158,6 +161,7 @@ impl Config {
             header_timeout_ms: 0,
             idle_timeout_ms: 0,
             body_timeout_ms: 0,
+            body_rate_min_bytes_per_s: 0,
             connections_max: 0,
             inflight_max: 0,
             tokens: Vec::new(),

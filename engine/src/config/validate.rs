@@ -92,6 +92,9 @@ impl Config {
         if self.connections_max == 0 || self.inflight_max == 0 {
             return refuse("connections_max and inflight_max must be positive".into());
         }
+        if self.body_rate_min_bytes_per_s == 0 {
+            return refuse("body_rate_min_bytes_per_s must be positive".into());
+        }
         if self.shards > ron_codec::address::SHARD_COUNT_MAX {
             return refuse(format!(
                 "at most {} shards",

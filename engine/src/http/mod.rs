@@ -28,10 +28,11 @@ use ron_io::stream::Transport;
 use ron_link::requests::{Op, Protocol};
 use ron_shards::ShardMetrics;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Ticket};
 use crate::limits::http_read_buffer_bytes;
 use crate::refusal::Refusal;
 use crate::service::Service;
+use crate::transfer::{self, Transfer, TransferPace};
 use read::{HeadOutcome, ReadBuf};
 use request::{CorrId, Request, Route};
 
@@ -41,7 +42,9 @@ pub struct HttpLimits {
     pub head_bytes_max: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Grace before a body must keep `body_rate_min_bytes_per_s` (`crate::transfer`).
     pub body_timeout: Duration,
+    pub body_rate_min_bytes_per_s: u64,
 }
 
 /// Per-shard state shared by its HTTP connections.
@@ -113,7 +116,7 @@ impl From<std::io::Error> for Abort {
     }
 }
 
-/// One connection: the socket, its bounded buffers and what the current request moved.
+/// One connection: the socket, its bounded buffers and the current request's state.
 struct Conn<S> {
     stream: S,
     rbuf: ReadBuf,
@@ -121,11 +124,22 @@ struct Conn<S> {
     peer: Option<IpAddr>,
     /// Object bytes the current request moved (its charge to the tenant's byte quota).
     object_bytes: u64,
+    /// The current request's body deadline and bytes moved.
+    transfer: Transfer,
+    /// The current request's admission, parked while it waits on the peer.
+    ticket: Option<Ticket>,
+}
+
+impl HttpLimits {
+    fn pace(&self, started: Instant) -> TransferPace {
+        TransferPace::new(started, self.body_timeout, self.body_rate_min_bytes_per_s)
+    }
 }
 
 /// Serves one connection until it closes.
 pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
     let _ = stream.tcp().set_nodelay(true);
+    // Every body write sets its own deadline; this bounds the close (a TLS close_notify).
     let _ = stream
         .tcp()
         .set_write_timeout(Some(ctx.limits.body_timeout));
@@ -136,6 +150,8 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
         wbuf: BytesMut::with_capacity(4096),
         peer,
         object_bytes: 0,
+        transfer: Transfer::new(ctx.limits.pace(Instant::now())),
+        ticket: None,
     };
     ShardMetrics::add(&ctx.metrics().connections_open, 1);
     ShardMetrics::add(&ctx.metrics().connections_total, 1);
@@ -162,7 +178,9 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
 
 /// Reads one head, admits the request and answers it.
 async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<After, Abort> {
-    let (request, head_len) = match read::read_head(ctx, conn).await? {
+    let head = read::read_head(ctx, conn).await?;
+    conn.transfer = Transfer::new(ctx.limits.pace(Instant::now()));
+    let (request, head_len) = match head {
         HeadOutcome::Complete(request, len) => (request, len),
         HeadOutcome::Closed => return Ok(After::Close),
         HeadOutcome::Rejected(refusal) => {
@@ -186,13 +204,16 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         Err(refusal) => return refuse_unadmitted(ctx, conn, &request, &refusal, started).await,
     };
     conn.object_bytes = 0;
+    conn.ticket = Some(ticket);
     let outcome = route(ctx, conn, &request).await;
     let object_bytes = conn.object_bytes;
-    let Ok((status, after)) = outcome else {
-        ctx.admission.finish(ticket, 0, object_bytes);
+    let status = outcome.as_ref().map_or(0, |(status, _)| *status);
+    if let Some(ticket) = conn.ticket.take() {
+        ctx.admission.finish(ticket, status, object_bytes);
+    }
+    let Ok((_, after)) = outcome else {
         return Err(Abort);
     };
-    ctx.admission.finish(ticket, status, object_bytes);
     tracing::debug!(
         corr_id = request.corr_id.as_str(),
         shard = ctx.service.shard().index().0,
@@ -288,8 +309,32 @@ impl HttpContext {
 
 /// Writes the bytes queued in `wbuf`.
 async fn write_out<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<(), Abort> {
-    conn.stream.write_all(&conn.wbuf).await?;
-    ShardMetrics::add(&ctx.metrics().bytes_out, conn.wbuf.len() as u64);
-    conn.wbuf.clear();
+    let Conn {
+        stream,
+        wbuf,
+        transfer,
+        ticket,
+        ..
+    } = conn;
+    send(ctx, stream, wbuf, transfer, ticket.as_ref()).await?;
+    wbuf.clear();
+    Ok(())
+}
+
+/// Writes `bytes` within the request's transfer deadline (its slot parked while the
+/// socket is full).
+async fn send<S: Transport>(
+    ctx: &HttpContext,
+    stream: &mut S,
+    bytes: &[u8],
+    transfer: &mut Transfer,
+    ticket: Option<&Ticket>,
+) -> Result<(), Abort> {
+    let set_timeout = |s: &S, left| {
+        let _ = s.tcp().set_write_timeout(Some(left));
+    };
+    let park = transfer::park_one(ticket);
+    transfer::write_all(stream, bytes, transfer, park, ctx.metrics(), set_timeout).await?;
+    ShardMetrics::add(&ctx.metrics().bytes_out, bytes.len() as u64);
     Ok(())
 }

@@ -1,7 +1,6 @@
 //! PUT/POST /o and PUT /o/<addr>: the body streamed into an upload session, then the
 //! commit outcome as JSON.
 
-use futures_lite::AsyncWriteExt;
 use ron_codec::http::head::BodyFraming;
 use ron_codec::http::response::ResponseHead;
 use ron_io::stream::Transport;
@@ -50,9 +49,10 @@ pub(super) async fn upload<S: Transport>(
         Err(refusal) => return refuse_upload(ctx, conn, req, &refusal).await,
     };
     if req.expect_continue {
-        conn.stream
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await?;
+        conn.wbuf.clear();
+        conn.wbuf
+            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        write_out(ctx, conn).await?;
     }
     let received = receive_body(ctx, conn, req.body, &mut session).await;
     conn.object_bytes = session.received();

@@ -1,6 +1,7 @@
 //! The read side of a connection: one fixed buffer sized at start-up, the request head
 //! (idle timeout before its first byte, header deadline until its last), and request
-//! bodies (length-delimited or chunked) streamed into an upload.
+//! bodies (length-delimited or chunked) streamed into an upload within the request's
+//! transfer deadline (`crate::transfer`).
 
 use std::io;
 use std::time::Instant;
@@ -13,8 +14,10 @@ use ron_shards::ShardMetrics;
 
 use super::request::Request;
 use super::{Abort, Conn, HttpContext};
+use crate::admission::Ticket;
 use crate::refusal::Refusal;
 use crate::service::UploadSession;
+use crate::transfer::{self, Transfer};
 
 pub(super) struct ReadBuf {
     data: Box<[u8]>,
@@ -45,14 +48,37 @@ impl ReadBuf {
 
     /// Reads once from `stream`, returning the bytes read (0 at end of stream).
     async fn fill<S: Transport>(&mut self, stream: &mut S) -> io::Result<usize> {
+        let n = stream.read(self.room()).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads once within the request's transfer deadline, its slot parked while
+    /// nothing arrives.
+    async fn fill_paced<S: Transport>(
+        &mut self,
+        stream: &mut S,
+        transfer: &mut Transfer,
+        ticket: Option<&Ticket>,
+        metrics: &ShardMetrics,
+    ) -> io::Result<usize> {
+        let set_timeout = |s: &S, left| {
+            let _ = s.tcp().set_read_timeout(Some(left));
+        };
+        let park = transfer::park_one(ticket);
+        let n = transfer::read(stream, self.room(), transfer, park, metrics, set_timeout).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// The free end of the buffer, compacted first if it is full.
+    fn room(&mut self) -> &mut [u8] {
         if self.end == self.data.len() {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let n = stream.read(&mut self.data[self.end..]).await?;
-        self.end += n;
-        Ok(n)
+        &mut self.data[self.end..]
     }
 }
 
@@ -133,10 +159,6 @@ pub(super) async fn receive_body<S: Transport>(
     framing: BodyFraming,
     upload: &mut UploadSession,
 ) -> Result<(), BodyFailure> {
-    let _ = conn
-        .stream
-        .tcp()
-        .set_read_timeout(Some(ctx.limits.body_timeout));
     match framing {
         BodyFraming::Empty => Ok(()),
         BodyFraming::Length(len) => receive_length(ctx, conn, len, upload).await,
@@ -152,7 +174,7 @@ async fn receive_length<S: Transport>(
 ) -> Result<(), BodyFailure> {
     while left > 0 {
         if conn.rbuf.filled().is_empty() {
-            read_more(conn).await?;
+            read_more(ctx, conn).await?;
         }
         let take = (conn.rbuf.filled().len() as u64).min(left) as usize;
         upload.write(&conn.rbuf.filled()[..take]).await?;
@@ -188,13 +210,24 @@ async fn receive_chunked<S: Transport>(
         conn.rbuf.consume(used);
         ShardMetrics::add(&ctx.metrics().bytes_in, used as u64);
         if need_more {
-            read_more(conn).await?;
+            read_more(ctx, conn).await?;
         }
     }
 }
 
-async fn read_more<S: Transport>(conn: &mut Conn<S>) -> Result<(), BodyFailure> {
-    match conn.rbuf.fill(&mut conn.stream).await {
+async fn read_more<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<(), BodyFailure> {
+    let Conn {
+        stream,
+        rbuf,
+        transfer,
+        ticket,
+        ..
+    } = conn;
+    let metrics = ctx.metrics();
+    match rbuf
+        .fill_paced(stream, transfer, ticket.as_ref(), metrics)
+        .await
+    {
         Ok(0) | Err(_) => Err(BodyFailure::Connection),
         Ok(_) => Ok(()),
     }

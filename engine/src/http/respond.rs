@@ -1,13 +1,11 @@
 //! The write side of a connection: response heads with the headers every answer
 //! carries, error envelopes for refusals, and body slices.
 
-use futures_lite::AsyncWriteExt;
 use ron_codec::http::response::{http_date, ResponseHead, HTTP_DATE_LEN};
 use ron_io::stream::Transport;
-use ron_shards::ShardMetrics;
 
 use super::request::CorrId;
-use super::{write_out, Abort, Conn, HttpContext};
+use super::{send, write_out, Abort, Conn, HttpContext};
 use crate::refusal::Refusal;
 
 pub(super) const CACHE_CONTROL: &[u8] = b"public, max-age=31536000, immutable";
@@ -79,9 +77,11 @@ pub(super) async fn send_slice<S: Transport>(
     conn: &mut Conn<S>,
     slice: &[u8],
 ) -> Result<(), Abort> {
-    if !slice.is_empty() {
-        conn.stream.write_all(slice).await?;
-        ShardMetrics::add(&ctx.metrics().bytes_out, slice.len() as u64);
-    }
-    Ok(())
+    let Conn {
+        stream,
+        transfer,
+        ticket,
+        ..
+    } = conn;
+    send(ctx, stream, slice, transfer, ticket.as_ref()).await
 }

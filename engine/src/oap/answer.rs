@@ -37,7 +37,11 @@ pub(super) async fn answer(
     status: u16,
     account: Account,
 ) {
-    let _ = push(out, corr_id, frame, true).await;
+    let ticket = match &account {
+        Account::Admitted(ticket, _) => Some(ticket),
+        Account::Unadmitted(..) => None,
+    };
+    let _ = push(out, corr_id, frame, true, ticket).await;
     account.finish(&ctx.admission, status);
 }
 

@@ -44,7 +44,7 @@ pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetReques
         proof: req.proof,
         span: stream.span(),
     };
-    match frames.send_all(&out, &mut stream).await {
+    match frames.send_all(&out, &mut stream, &ticket).await {
         Ok(()) => ctx
             .admission
             .finish(ticket, frames.span.status(), frames.span.len),
@@ -86,6 +86,7 @@ impl DataFrames<'_> {
         &self,
         out: &SharedOutboxes,
         stream: &mut GroupStream,
+        ticket: &Ticket,
     ) -> Result<(), Option<Refusal>> {
         let mut head = self.start_frame();
         if self.span.len == 0 {
@@ -96,12 +97,13 @@ impl DataFrames<'_> {
                 body: Bytes::new(),
                 tail: Bytes::new(),
             };
-            return push(out, self.corr_id, frame, true).await.map_err(|_| None);
+            let pushed = push(out, self.corr_id, frame, true, Some(ticket)).await;
+            return pushed.map_err(|_| None);
         }
         while let Some(group) = stream.next().await {
             let last = stream.is_finished();
             let frame = self.data_frame(stream, group.map_err(Some)?, head, last);
-            push(out, self.corr_id, frame, last)
+            push(out, self.corr_id, frame, last, Some(ticket))
                 .await
                 .map_err(|_| None)?;
             head = BytesMut::new();

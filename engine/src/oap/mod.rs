@@ -27,7 +27,7 @@ mod writer;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ron_codec::frame::{Flags, FrameDecoder};
 use ron_codec::messages::{HelloReply, DATA_CHUNK_BYTES};
@@ -36,6 +36,7 @@ use ron_shards::ShardMetrics;
 
 use crate::admission::Admission;
 use crate::service::Service;
+use crate::transfer::TransferPace;
 use outbox::{Outboxes, SharedOutboxes, WriterState};
 use reader::{ReadEnd, Reader};
 
@@ -56,8 +57,10 @@ pub struct OapLimits {
     pub inflate_ratio_max: u32,
     /// Longest silence on a connection with nothing in flight.
     pub idle_timeout: Duration,
-    /// Longest wait for the rest of a frame, and for the peer to take our bytes.
+    /// Longest wait for the rest of a frame; the grace before uploads and answers must
+    /// keep `body_rate_min_bytes_per_s` (`crate::transfer`).
     pub body_timeout: Duration,
+    pub body_rate_min_bytes_per_s: u64,
     /// HELLO's `transports`.
     pub transports: Vec<String>,
 }
@@ -84,6 +87,15 @@ impl std::fmt::Debug for OapContext {
 impl OapContext {
     fn metrics(&self) -> &ShardMetrics {
         self.service.shard().metrics()
+    }
+
+    fn pace(&self, started: Instant) -> TransferPace {
+        let limits = &self.limits;
+        TransferPace::new(
+            started,
+            limits.body_timeout,
+            limits.body_rate_min_bytes_per_s,
+        )
     }
 
     fn hello_reply(&self) -> HelloReply {

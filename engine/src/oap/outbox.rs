@@ -15,6 +15,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use ron_codec::frame::Frame;
 
+use crate::admission::Ticket;
 use crate::limits::OUTBOX_FRAMES_MAX;
 
 /// What the writer sends as one unit: `head` (a frame header and, for DATA, the DATA
@@ -196,15 +197,25 @@ impl Outboxes {
 
 pub(super) type SharedOutboxes = Rc<RefCell<Outboxes>>;
 
-/// Queues `frame` on `corr_id`'s outbox, waiting while it is full.
+/// Queues `frame` on `corr_id`'s outbox, waiting while it is full — the peer is slow
+/// to read — with the request's in-flight slot parked (`crate::admission`).
 pub(super) async fn push(
     out: &SharedOutboxes,
     corr_id: u64,
     frame: OutFrame,
     end: bool,
+    ticket: Option<&Ticket>,
 ) -> Result<(), Closed> {
     let mut frame = Some(frame);
-    std::future::poll_fn(|cx| out.borrow_mut().poll_push(cx, corr_id, &mut frame, end)).await
+    let mut parked = None;
+    std::future::poll_fn(|cx| {
+        let pushed = out.borrow_mut().poll_push(cx, corr_id, &mut frame, end);
+        if pushed.is_pending() && parked.is_none() {
+            parked = ticket.map(Ticket::park);
+        }
+        pushed
+    })
+    .await
 }
 
 #[cfg(test)]

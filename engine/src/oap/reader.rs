@@ -26,6 +26,7 @@ use crate::admission::{Claims, Ticket};
 use crate::limits::OAP_READ_BUFFER_BYTES;
 use crate::refusal::Refusal;
 use crate::service::WriteCredential;
+use crate::transfer::{self, Transfer};
 
 /// How the reading side of a connection ended.
 pub(super) enum ReadEnd {
@@ -58,6 +59,8 @@ pub(super) struct Reader<S> {
     decoder: FrameDecoder,
     inflater: Option<Inflater>,
     inbound: HashMap<u64, Inbound>,
+    /// Since the connection began receiving (a frame begun, or uploads open).
+    receiving: Option<Transfer>,
     frames_seen: u64,
 }
 
@@ -77,6 +80,7 @@ impl<S: Transport> Reader<S> {
             decoder,
             inflater: None,
             inbound: HashMap::new(),
+            receiving: None,
             frames_seen: 0,
         }
     }
@@ -107,24 +111,24 @@ impl<S: Transport> Reader<S> {
         }
     }
 
-    /// One socket read: the body timeout inside a frame, the idle timeout between
-    /// frames. Silence between frames ends the connection only once nothing is in
-    /// flight: a client downloading a large object has nothing to say.
+    /// One socket read. While the connection is receiving — inside a frame, or with
+    /// uploads open — reads keep the transfer deadline (`crate::transfer`) from when it
+    /// began receiving, and the uploads' slots are parked while nothing arrives. Between
+    /// frames with nothing to receive, the idle timeout applies, and silence ends the
+    /// connection only once nothing is in flight: a client downloading a large object
+    /// has nothing to say.
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadEnd> {
+        if !self.decoder.is_idle() || !self.inbound.is_empty() {
+            return self.read_receiving(buf).await;
+        }
+        self.receiving = None;
         loop {
-            let inside_frame = !self.decoder.is_idle();
-            let limits = &self.ctx.limits;
-            let timeout = if inside_frame {
-                limits.body_timeout
-            } else {
-                limits.idle_timeout
-            };
-            self.half.set_read_timeout(Some(timeout));
+            self.half
+                .set_read_timeout(Some(self.ctx.limits.idle_timeout));
             return match self.half.read(buf).await {
-                Ok(0) if inside_frame => Err(ReadEnd::Broken),
                 Ok(0) => Err(ReadEnd::PeerDone),
                 Ok(n) => Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !inside_frame => {
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     if self.busy() {
                         continue;
                     }
@@ -132,6 +136,34 @@ impl<S: Transport> Reader<S> {
                 }
                 Err(_) => Err(ReadEnd::Broken),
             };
+        }
+    }
+
+    async fn read_receiving(&mut self, buf: &mut [u8]) -> Result<usize, ReadEnd> {
+        let Reader {
+            ctx,
+            half,
+            inbound,
+            receiving,
+            ..
+        } = self;
+        let transfer = receiving.get_or_insert_with(|| Transfer::new(ctx.pace(Instant::now())));
+        let park = || {
+            inbound
+                .values()
+                .filter_map(|i| match i {
+                    Inbound::Receiving(put) => Some(put.ticket.park()),
+                    Inbound::Skipping => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let set_timeout = |h: &ReadHalf<S>, left| h.set_read_timeout(Some(left));
+        match transfer::read(half, buf, transfer, park, ctx.metrics(), set_timeout).await {
+            // Uploads left unfinished are aborted either way; answers already queued
+            // still go out unless a frame was cut short.
+            Ok(0) if self.decoder.is_idle() => Err(ReadEnd::PeerDone),
+            Ok(0) | Err(_) => Err(ReadEnd::Broken),
+            Ok(n) => Ok(n),
         }
     }
 

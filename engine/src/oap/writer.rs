@@ -1,7 +1,10 @@
 //! The socket's only writer, and the frames it sends: response frames in round-robin
 //! order across requests, small ones gathered into one send.
 
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
+use futures_lite::future::poll_once;
 use futures_lite::AsyncWriteExt;
 use ron_codec::frame::Flags;
 use ron_codec::messages::write_response_frame;
@@ -13,29 +16,43 @@ use super::outbox::{Next, OutFrame, SharedOutboxes, WriterState};
 use super::OapContext;
 use crate::limits::{COALESCE_BODY_BYTES_MAX, WRITE_BATCH_BYTES_MAX};
 use crate::refusal::Refusal;
+use crate::transfer::{self, Transfer};
 
+/// Sends queued frames until the connection ends. The peer must take them at the
+/// minimum rate: a busy period (from the writer finding frames after waiting for them,
+/// to its next wait) is one transfer with one deadline (`crate::transfer`). Request
+/// tasks park their slots while their outboxes are full, not the writer.
 pub(super) async fn write_loop<S: Transport>(
     ctx: Rc<OapContext>,
     mut half: WriteHalf<S>,
     out: SharedOutboxes,
 ) {
     let mut wbuf = BytesMut::with_capacity(WRITE_BATCH_BYTES_MAX);
+    let mut busy = Transfer::new(ctx.pace(Instant::now()));
     loop {
-        let next = std::future::poll_fn(|cx| out.borrow_mut().poll_next(cx)).await;
+        let poll_next = || std::future::poll_fn(|cx| out.borrow_mut().poll_next(cx));
+        let next = match poll_once(poll_next()).await {
+            Some(next) => next,
+            None => {
+                let next = poll_next().await;
+                busy = Transfer::new(ctx.pace(Instant::now()));
+                next
+            }
+        };
         let (frame, last) = match next {
             Next::Frame(frame) => (frame, false),
             Next::Last(frame) => (frame, true),
             Next::Done => break,
         };
-        let mut sent = add_frame(&ctx, &mut half, &mut wbuf, frame).await;
+        let mut sent = add_frame(&ctx, &mut half, &mut wbuf, frame, &mut busy).await;
         while !last && sent.is_ok() && wbuf.len() < WRITE_BATCH_BYTES_MAX {
             let Some(frame) = out.borrow_mut().take_next() else {
                 break;
             };
-            sent = add_frame(&ctx, &mut half, &mut wbuf, frame).await;
+            sent = add_frame(&ctx, &mut half, &mut wbuf, frame, &mut busy).await;
         }
         if sent.is_ok() && !wbuf.is_empty() {
-            sent = half.write_all(&wbuf).await;
+            sent = send(&ctx, &mut half, &wbuf, &mut busy).await;
             wbuf.clear();
         }
         if sent.is_err() || last {
@@ -52,18 +69,30 @@ async fn add_frame<S: Transport>(
     half: &mut WriteHalf<S>,
     wbuf: &mut BytesMut,
     frame: OutFrame,
+    busy: &mut Transfer,
 ) -> std::io::Result<()> {
     ShardMetrics::add(&ctx.metrics().bytes_out, frame.len() as u64);
     wbuf.extend_from_slice(&frame.head);
     if frame.body.len() <= COALESCE_BODY_BYTES_MAX {
         wbuf.extend_from_slice(&frame.body);
     } else {
-        half.write_all(wbuf).await?;
+        send(ctx, half, wbuf, busy).await?;
         wbuf.clear();
-        half.write_all(&frame.body).await?;
+        send(ctx, half, &frame.body, busy).await?;
     }
     wbuf.extend_from_slice(&frame.tail);
     Ok(())
+}
+
+/// Writes `bytes` within the busy period's deadline.
+async fn send<S: Transport>(
+    ctx: &OapContext,
+    half: &mut WriteHalf<S>,
+    bytes: &[u8],
+    busy: &mut Transfer,
+) -> std::io::Result<()> {
+    let set_timeout = |h: &WriteHalf<S>, left| h.set_write_timeout(Some(left));
+    transfer::write_all(half, bytes, busy, || (), ctx.metrics(), set_timeout).await
 }
 
 /// A refusal's error envelope as an END frame on `corr_id`.

@@ -350,10 +350,10 @@ fn listen(config: &Config) -> Result<Listeners, StartError> {
     })
 }
 
-/// Waits for in-flight requests to finish, at most `timeout`.
+/// Waits for admitted requests (worked on or parked) to finish, at most `timeout`.
 async fn drain(admission: &Admission, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while admission.inflight() > 0 && Instant::now() < deadline {
+    while admission.admitted() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(limits::DRAIN_POLL_PERIOD).await;
     }
 }
@@ -379,6 +379,7 @@ impl FrontEnds {
             header_timeout: Duration::from_millis(config.header_timeout_ms),
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             body_timeout: Duration::from_millis(config.body_timeout_ms),
+            body_rate_min_bytes_per_s: config.body_rate_min_bytes_per_s,
         };
         let mut transports = vec!["tcp".to_string()];
         if tls {
@@ -390,6 +391,7 @@ impl FrontEnds {
             inflate_ratio_max: config.inflate_ratio_max,
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             body_timeout: Duration::from_millis(config.body_timeout_ms),
+            body_rate_min_bytes_per_s: config.body_rate_min_bytes_per_s,
             transports,
         };
         let oap = Rc::new(OapContext {
@@ -452,10 +454,13 @@ impl FrontEnds {
         Rc::new(move |s| {
             let (http, oap, acceptor) = (Rc::clone(&http), Rc::clone(&oap), Rc::clone(&acceptor));
             spawn(async move {
-                let Ok((stream, protocol)) =
+                let metrics = Arc::clone(http.service.shard().metrics());
+                let handshake = {
+                    // A handshake holds a connection: counted against connections_max.
+                    let _open = OpenConnection::count(&metrics);
                     ron_io::tls::accept(&acceptor, s, handshake_timeout).await
-                else {
-                    let metrics = http.service.shard().metrics();
+                };
+                let Ok((stream, protocol)) = handshake else {
                     ShardMetrics::add(&metrics.tls_handshake_failures, 1);
                     return;
                 };
@@ -465,6 +470,22 @@ impl FrontEnds {
                 }
             })
         })
+    }
+}
+
+/// One open connection in the shard's `connections_open` count, for as long as it lives.
+struct OpenConnection<'a>(&'a ShardMetrics);
+
+impl<'a> OpenConnection<'a> {
+    fn count(metrics: &'a ShardMetrics) -> OpenConnection<'a> {
+        ShardMetrics::add(&metrics.connections_open, 1);
+        OpenConnection(metrics)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,0 +1,203 @@
+//! Bodies in both directions: a deadline that grows with the bytes moved, and the
+//! in-flight slot given back while the peer is what we wait for.
+//!
+//! An idle timer restarts on any progress, so a peer reading (or sending) one byte every
+//! few seconds holds a connection for ever. Instead each request gets a
+//! [`TransferPace`]: its first `n` body bytes must be through by
+//! `started + body_timeout + n / body_rate_min`. Every socket wait is bounded by the time
+//! left for the bytes it moves, so the whole transfer is bounded, and a slow peer is cut
+//! off once it falls behind the minimum rate (counted in `transfer_deadline_drops`).
+//!
+//! A write the socket takes at once (the common case: glommio tries a non-blocking send
+//! first) costs nothing more. Only when the socket is full — or, reading, empty — does
+//! the request park its in-flight slot ([`Ticket::park`]) for the wait, so peers slower
+//! than the node cannot fill the shard's in-flight gate.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::poll_once;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use ron_shards::ShardMetrics;
+
+use crate::admission::{Parked, Ticket};
+
+/// A deadline too far to matter (a transfer that may take longer has no deadline).
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// When a transfer's bytes must be through: `grace` for the first, then at least
+/// `rate_min_bytes_per_s`.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferPace {
+    started: Instant,
+    grace: Duration,
+    rate_min_bytes_per_s: u64,
+}
+
+impl TransferPace {
+    pub fn new(started: Instant, grace: Duration, rate_min_bytes_per_s: u64) -> TransferPace {
+        TransferPace {
+            started,
+            grace,
+            rate_min_bytes_per_s: rate_min_bytes_per_s.max(1),
+        }
+    }
+
+    /// When the first `bytes` bytes of the transfer must be through.
+    pub fn deadline(&self, bytes: u64) -> Instant {
+        let micros = u128::from(bytes) * 1_000_000 / u128::from(self.rate_min_bytes_per_s);
+        let allowed = Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX));
+        self.started
+            .checked_add(self.grace.saturating_add(allowed))
+            .unwrap_or(self.started + NEVER)
+    }
+
+    /// Time left at `now` to get the first `bytes` bytes through; `None` once late.
+    pub fn time_left(&self, bytes: u64, now: Instant) -> Option<Duration> {
+        self.deadline(bytes)
+            .checked_duration_since(now)
+            .filter(|left| !left.is_zero())
+    }
+}
+
+/// One request's transfer: its pace and the body bytes it has moved so far.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfer {
+    pub pace: TransferPace,
+    pub moved: u64,
+}
+
+impl Transfer {
+    pub fn new(pace: TransferPace) -> Transfer {
+        Transfer { pace, moved: 0 }
+    }
+
+    /// The time left for the next `len` bytes, or the deadline error (counted).
+    fn wait_limit(&self, len: usize, metrics: &ShardMetrics) -> io::Result<Duration> {
+        let through = self.moved + len as u64;
+        self.pace
+            .time_left(through, Instant::now())
+            .ok_or_else(|| behind(metrics))
+    }
+}
+
+fn behind(metrics: &ShardMetrics) -> io::Error {
+    ShardMetrics::add(&metrics.transfer_deadline_drops, 1);
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the peer fell behind the transfer deadline",
+    )
+}
+
+/// Counts a socket wait that ran out as a deadline drop.
+fn counted(e: io::Error, metrics: &ShardMetrics) -> io::Error {
+    if e.kind() == io::ErrorKind::TimedOut {
+        ShardMetrics::add(&metrics.transfer_deadline_drops, 1);
+    }
+    e
+}
+
+/// Parks one request's slot for a wait (`None`: the wait holds no slot).
+pub(crate) fn park_one<'a>(ticket: Option<&'a Ticket>) -> impl Fn() -> Option<Parked<'a>> + 'a {
+    move || ticket.map(Ticket::park)
+}
+
+/// Writes all of `buf` within `transfer`'s deadline; while the socket is full, the
+/// guard `park` returns is held (the waiting requests' slots given back).
+/// `set_timeout` sets the socket's write timeout.
+pub(crate) async fn write_all<W: AsyncWrite + Unpin, G>(
+    w: &mut W,
+    buf: &[u8],
+    transfer: &mut Transfer,
+    park: impl Fn() -> G,
+    metrics: &ShardMetrics,
+    set_timeout: impl Fn(&W, Duration),
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = match poll_once(w.write(&buf[done..])).await {
+            Some(written) => written?,
+            None => {
+                let left = transfer.wait_limit(buf.len() - done, metrics)?;
+                let _parked = park();
+                set_timeout(w, left);
+                w.write(&buf[done..])
+                    .await
+                    .map_err(|e| counted(e, metrics))?
+            }
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n;
+        transfer.moved += n as u64;
+    }
+    Ok(())
+}
+
+/// Reads once into `buf` within `transfer`'s deadline (0 at end of stream); while
+/// nothing has arrived, the guard `park` returns is held. `set_timeout` sets the
+/// socket's read timeout.
+pub(crate) async fn read<R: AsyncRead + Unpin, G>(
+    r: &mut R,
+    buf: &mut [u8],
+    transfer: &mut Transfer,
+    park: impl FnOnce() -> G,
+    metrics: &ShardMetrics,
+    set_timeout: impl Fn(&R, Duration),
+) -> io::Result<usize> {
+    let n = match poll_once(r.read(buf)).await {
+        Some(read) => read?,
+        None => {
+            let left = transfer.wait_limit(buf.len(), metrics)?;
+            let _parked = park();
+            set_timeout(r, left);
+            r.read(buf).await.map_err(|e| counted(e, metrics))?
+        }
+    };
+    transfer.moved += n as u64;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_deadline_is_the_grace_plus_the_bytes_at_the_minimum_rate() {
+        let t0 = Instant::now();
+        let pace = TransferPace::new(t0, Duration::from_secs(60), 4096);
+        assert_eq!(pace.deadline(0), t0 + Duration::from_secs(60));
+        assert_eq!(pace.deadline(4096 * 10), t0 + Duration::from_secs(70));
+        assert_eq!(
+            pace.time_left(4096, t0 + Duration::from_secs(61)),
+            None,
+            "exactly at the deadline is late"
+        );
+        assert_eq!(
+            pace.time_left(8192, t0 + Duration::from_secs(61)),
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn a_rate_of_zero_is_read_as_one_byte_per_second_and_huge_counts_do_not_overflow() {
+        let t0 = Instant::now();
+        let pace = TransferPace::new(t0, Duration::from_secs(1), 0);
+        assert_eq!(pace.deadline(2), t0 + Duration::from_secs(3));
+        let far = TransferPace::new(t0, Duration::MAX, 1).deadline(u64::MAX);
+        assert!(far > t0);
+    }
+
+    proptest! {
+        #[test]
+        fn more_bytes_never_get_an_earlier_deadline(
+            a in 0u64..1 << 40, b in 0u64..1 << 40, rate in 1u64..1 << 30,
+        ) {
+            let pace = TransferPace::new(Instant::now(), Duration::from_secs(5), rate);
+            let (lo, hi) = (a.min(b), a.max(b));
+            prop_assert!(pace.deadline(lo) <= pace.deadline(hi));
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The standing attack suite: hostile clients against the real binary on loopback.
+//! Every case asserts the documented answer *and* that a well-behaved client beside the
+//! attack keeps its latency: p99 under [`WELL_BEHAVED_P99`] over its probes (a debug
+//! build on two cores; a release build answers these probes in well under 1 ms).
+//! Every case is bounded in time and stops its own threads.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The p99 a well-behaved client must keep while an attack runs.
+const WELL_BEHAVED_P99: Duration = Duration::from_millis(250);
+
+/// `count` GETs of `path` with `headers`, each on a fresh connection, expecting
+/// `status`; returns their p99 latency.
+fn probe_p99(addr: SocketAddr, path: &str, headers: &str, status: u16, count: usize) -> Duration {
+    let mut took: Vec<Duration> = (0..count)
+        .map(|_| {
+            let started = Instant::now();
+            let r = get_with(addr, path, headers);
+            assert_eq!(r.status, status, "a well-behaved client's answer: {r:?}");
+            started.elapsed()
+        })
+        .collect();
+    took.sort();
+    took[(count * 99).div_ceil(100) - 1]
+}
+
+fn assert_well_behaved_client_unharmed(addr: SocketAddr, path: &str, headers: &str, status: u16) {
+    let p99 = probe_p99(addr, path, headers, status, 100);
+    assert!(
+        p99 < WELL_BEHAVED_P99,
+        "a well-behaved client's p99 is {p99:?} during the attack (bound {WELL_BEHAVED_P99:?})"
+    );
+}
+
+/// A connection whose receive buffer is 4 KiB, so the kernel absorbs little of a
+/// response the client does not read.
+fn small_window(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+/// Starts GETs of `addr` on `count` small-window connections that read nothing, `batch`
+/// at a time: a batch is admitted while the shard fills their sockets, then parks.
+fn stalled_readers(n: &Node, addr: &Address, count: usize, batch: usize) -> Vec<TcpStream> {
+    let mut readers = Vec::with_capacity(count);
+    while readers.len() < count {
+        for _ in 0..batch.min(count - readers.len()) {
+            let mut s = small_window(n.http);
+            let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: t\r\n\r\n");
+            s.write_all(raw.as_bytes()).unwrap();
+            readers.push(s);
+        }
+        wait_metric(
+            n,
+            "ron_parked_requests",
+            readers.len() as u64,
+            Duration::from_secs(10),
+        );
+    }
+    readers
+}
+
+/// Waits (bounded) until `metric` reaches `at_least`.
+fn wait_metric(n: &Node, name: &str, at_least: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while try_metric(n.admin, name).unwrap_or(0) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not reach {at_least} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (bounded) until the node holds no client connection; returns how long it took.
+fn wait_connections_closed(n: &Node, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while metric(n.admin, "ron_connections_open") > 0 {
+        assert!(
+            started.elapsed() < limit,
+            "the node kept a slow connection open past {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+/// Reads one byte every `pace` until told to stop or the connection ends.
+fn trickle_reader(
+    mut s: TcpStream,
+    pace: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        s.set_read_timeout(Some(pace)).unwrap();
+        let mut byte = [0u8; 1];
+        while !stop.load(Ordering::Relaxed) {
+            match s.read(&mut byte) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+            std::thread::sleep(pace);
+        }
+    })
+}
+
+#[test]
+fn slow_readers_cannot_fill_the_inflight_gate() {
+    // The case: eight (here sixteen) clients that GET a large object through a
+    // 4 KiB receive buffer and never read leave a ninth client's small range unharmed.
+    let n = Node::start(
+        &temp_dir("atk-slow-readers"),
+        &["--shards", "1", "--max-inflight", "8"],
+    );
+    let big = bytes(1, 24 << 20);
+    let addr = upload(&n, &big);
+    let readers = stalled_readers(&n, &addr, 16, 8);
+    let r = get_with(n.http, &format!("/o/{addr}"), "Range: bytes=0-99\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &big[..100]);
+    let path = format!("/o/{addr}");
+    assert_well_behaved_client_unharmed(n.http, &path, "Range: bytes=0-99\r\n", 206);
+    assert_eq!(metric(n.admin, "ron_overload_rejections_total"), 0);
+    drop(readers);
+}
+
+#[test]
+fn oap_slow_readers_cannot_fill_the_inflight_gate() {
+    use ron_codec::messages::ObjectRequest;
+    let n = Node::start(
+        &temp_dir("atk-oap-slow-readers"),
+        &["--shards", "1", "--max-inflight", "4"],
+    );
+    let big = bytes(2, 16 << 20);
+    let addr = upload(&n, &big);
+    let get_frame = |corr_id| {
+        let req = ObjectRequest::Get {
+            addr,
+            range: None,
+            proof: false,
+        };
+        req.frame(corr_id, 0, bytes::Bytes::new())
+            .unwrap()
+            .to_bytes()
+    };
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        for _ in 0..4 {
+            let mut s = small_window(n.oap);
+            s.write_all(&get_frame(1)).unwrap();
+            readers.push(s);
+        }
+        let parked = readers.len() as u64;
+        wait_metric(&n, "ron_parked_requests", parked, Duration::from_secs(10));
+    }
+    let path = format!("/o/{addr}");
+    assert_well_behaved_client_unharmed(n.http, &path, "Range: bytes=0-99\r\n", 206);
+    drop(readers);
+}
+
+#[test]
+fn a_reader_slower_than_the_minimum_rate_is_cut_off_and_a_fast_one_is_not() {
+    let n = Node::start(
+        &temp_dir("atk-min-rate"),
+        &[
+            "--shards",
+            "1",
+            "--body-timeout-ms",
+            "500",
+            "--body-rate-min",
+            "2MiB",
+        ],
+    );
+    let big = bytes(3, 16 << 20);
+    let addr = upload(&n, &big);
+    // One byte every 100 ms: far below 2 MiB/s. The socket buffers absorb a few MiB at
+    // once, so the deadline falls at ~0.5 s + (bytes sent) / 2 MiB/s.
+    let slow = stalled_readers(&n, &addr, 1, 1).remove(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = trickle_reader(slow, Duration::from_millis(100), Arc::clone(&stop));
+    let took = wait_connections_closed(&n, Duration::from_secs(15));
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    assert!(
+        took > Duration::from_millis(300),
+        "cut before its grace: {took:?}"
+    );
+    wait_metric(
+        &n,
+        "ron_transfer_deadline_drops_total",
+        1,
+        Duration::from_secs(5),
+    );
+    // A client reading at full speed under the same limits gets every byte.
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == big, "the fast reader's body is whole");
+}
+
+#[test]
+fn slow_uploads_cannot_fill_the_gate_and_are_cut_off_leaving_nothing() {
+    let n = Node::start(
+        &temp_dir("atk-slow-uploads"),
+        &[
+            "--shards",
+            "1",
+            "--max-inflight",
+            "4",
+            "--body-timeout-ms",
+            "1000",
+            "--body-rate-min",
+            "64KiB",
+        ],
+    );
+    let small = upload(&n, b"a small object a well-behaved client reads");
+    let stop = Arc::new(AtomicBool::new(false));
+    let uploaders: Vec<_> = (0..8)
+        .map(|i| {
+            let (stop, http) = (Arc::clone(&stop), n.http);
+            std::thread::spawn(move || {
+                // Retried while the gate refuses it (503, while others begin): each
+                // upload is admitted once, then trickles until the node cuts it off.
+                for _ in 0..50 {
+                    match trickle_upload(http, i, &stop) {
+                        Trickle::Refused => std::thread::sleep(Duration::from_millis(50)),
+                        Trickle::Cut(took) => return Some(took),
+                        Trickle::Stopped => return None,
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    wait_metric(&n, "ron_parked_requests", 8, Duration::from_secs(5));
+    assert_well_behaved_client_unharmed(n.http, &format!("/o/{small}"), "", 200);
+    let cut: Vec<Option<Duration>> = uploaders.into_iter().map(|u| u.join().unwrap()).collect();
+    stop.store(true, Ordering::Relaxed);
+    for took in &cut {
+        let took = took.expect("a trickling upload is cut off");
+        assert!(took < Duration::from_secs(5), "cut off after {took:?}");
+    }
+    wait_metric(
+        &n,
+        "ron_transfer_deadline_drops_total",
+        8,
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        metric(n.admin, "ron_objects_stored"),
+        1,
+        "nothing partial stored"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(n.data_dir.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "temp files left behind: {tmp:?}");
+}
+
+enum Trickle {
+    Refused,
+    Cut(Duration),
+    Stopped,
+}
+
+/// A PUT of 1,000,000 bytes sent one byte every 100 ms.
+fn trickle_upload(http: SocketAddr, byte: u8, stop: &AtomicBool) -> Trickle {
+    let mut s = connect(http);
+    let head = "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n";
+    s.write_all(head.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(15) {
+        if s.write_all(&[byte]).is_err() {
+            return Trickle::Cut(started.elapsed());
+        }
+        let mut answer = [0u8; 512];
+        match s.read(&mut answer) {
+            Ok(n) if answer[..n].starts_with(b"HTTP/1.1 503") => return Trickle::Refused,
+            Ok(_) => return Trickle::Cut(started.elapsed()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Trickle::Cut(started.elapsed()),
+        }
+    }
+    Trickle::Stopped
+}
+
+#[test]
+fn a_trickled_tls_handshake_is_cut_at_its_deadline_and_holds_a_connection_meanwhile() {
+    let t = tls_node(
+        "atk-tls-trickle",
+        &["--shards", "1", "--header-timeout-ms", "1000"],
+    );
+    let n = &t.node;
+    let mut s = connect(t.tls.parse().unwrap());
+    // A TLS record header announcing a ClientHello, then one byte every 200 ms: each
+    // byte arrives well inside any per-read timer, so only a deadline ends it.
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    let started = Instant::now();
+    let mut counted = false;
+    let closed = loop {
+        if !counted && started.elapsed() > Duration::from_millis(500) {
+            counted = metric(n.admin, "ron_connections_open") >= 1;
+        }
+        if s.write_all(&[0x01]).is_err() {
+            break started.elapsed();
+        }
+        let mut byte = [0u8; 1];
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match s.read(&mut byte) {
+            Ok(0) => break started.elapsed(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            _ => break started.elapsed(),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "a trickled handshake is still open after 6 s"
+        );
+    };
+    assert!(closed < Duration::from_secs(3), "closed after {closed:?}");
+    assert!(
+        counted,
+        "a handshake in progress counts as an open connection"
+    );
+    wait_metric(
+        n,
+        "ron_tls_handshake_failures_total",
+        1,
+        Duration::from_secs(5),
+    );
+}
