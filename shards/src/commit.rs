@@ -1,11 +1,21 @@
 //! Group commit: how a staged upload becomes a visible, durable object on its owner.
 //!
-//! `GroupCommit::commit` renames the staged file into its store and queues its index
-//! record; one background task per shard drains the queue in batches of at most
-//! `commit_batch_max` records and, on the blocking pool, fsyncs the batch's object files
-//! and their directories, then commits each store's records in one LMDB transaction.
-//! Only then are the uploads acknowledged, all with the batch's one result: a failure
-//! reaches every waiter as [`ShardError::GroupCommit`], sharing the underlying error.
+//! `GroupCommit::commit` queues a staged upload; one background task per shard drains
+//! the queue in batches of at most `commit_batch_max` records and, on the blocking pool,
+//! for each store of the batch: syncs every staged file's data, renames each into the
+//! store, syncs the object directories, then commits the store's records in one LMDB
+//! transaction. Only then are the uploads acknowledged, all with the batch's one result:
+//! a failure reaches every waiter as [`ShardError::GroupCommit`], sharing the underlying
+//! error, and removes the batch's staged files.
+//!
+//! So for every acknowledged object: its data was durable before its name pointed at it,
+//! its name was durable before its index record, and the record was durable before the
+//! answer. A crash in between leaves at most an orphan file no record names.
+//!
+//! Uploads of one address are serialized: an address stays in the pending table from
+//! its queueing until its batch is answered; a second upload of it waits for that
+//! outcome — answered "already stored" if the first became durable, queued itself if
+//! not — and never renames over a file whose commit is in flight.
 //!
 //! This module knows neither the shard nor the mesh.
 
@@ -16,6 +26,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use ron_codec::Address;
 
 use crate::error::ShardError;
 use crate::layout::{self, ShardIndex};
@@ -34,16 +45,26 @@ pub enum CommitOutcome {
 struct PendingCommit {
     store: Store,
     record: CommitRecord,
-    object_path: PathBuf,
+    moves: StagedMove,
     done: LocalSender<Result<(), ShardError>>,
+}
+
+/// Where a staged file is, and the name it gets in its store.
+struct StagedMove {
+    tmp_path: PathBuf,
+    object_path: PathBuf,
 }
 
 /// One store's share of a group commit.
 struct StoreBatch {
     store: Store,
     records: Vec<CommitRecord>,
-    paths: Vec<PathBuf>,
+    moves: Vec<StagedMove>,
 }
+
+/// Uploads of an address waiting for the outcome of its commit in flight: told
+/// whether it became durable.
+type AddressWaiters = Vec<LocalSender<bool>>;
 
 /// A shard's commit queue and the task that drains it.
 pub(crate) struct GroupCommit {
@@ -51,6 +72,8 @@ pub(crate) struct GroupCommit {
     /// Most records in one group commit (`ShardConfig::commit_batch_max`), at least 1.
     batch_max: usize,
     pending: RefCell<Vec<PendingCommit>>,
+    /// Addresses with a commit queued or running, and the uploads waiting on each.
+    in_flight: RefCell<HashMap<Address, AddressWaiters>>,
     wakeup: LocalSender<()>,
     metrics: Arc<ShardMetrics>,
 }
@@ -78,6 +101,7 @@ impl GroupCommit {
             shard,
             batch_max,
             pending: RefCell::new(Vec::new()),
+            in_flight: RefCell::new(HashMap::new()),
             wakeup,
             metrics,
         });
@@ -93,14 +117,39 @@ impl GroupCommit {
         staged: StagedObject,
     ) -> Result<CommitOutcome, ShardError> {
         let addr = staged.meta.addr();
-        if store.contains(&addr)? {
-            upload::discard(staged).await;
-            return Ok(CommitOutcome::AlreadyStored);
+        loop {
+            if store.contains(&addr)? {
+                upload::discard(staged).await;
+                return Ok(CommitOutcome::AlreadyStored);
+            }
+            let Some(outcome) = self.wait_for_commit_in_flight(&addr) else {
+                return self.commit_queued(store, staged).await;
+            };
+            // Another upload of these bytes is being committed: its outcome decides.
+            if outcome.recv().await == Some(true) {
+                upload::discard(staged).await;
+                return Ok(CommitOutcome::AlreadyStored);
+            }
         }
-        let object_path = store.object_path(&addr);
-        glommio::io::rename(&staged.tmp_path, &object_path)
-            .await
-            .map_err(|e| ShardError::io("rename", &object_path)(e.into()))?;
+    }
+
+    /// A receiver of the outcome of `addr`'s commit in flight, if there is one.
+    fn wait_for_commit_in_flight(&self, addr: &Address) -> Option<LocalReceiver<bool>> {
+        let mut in_flight = self.in_flight.borrow_mut();
+        let waiters = in_flight.get_mut(addr)?;
+        let (tell, outcome) = local_channel::new_bounded(1);
+        waiters.push(tell);
+        Some(outcome)
+    }
+
+    /// Queues `staged` for the next batch and waits for the batch's result.
+    async fn commit_queued(
+        &self,
+        store: &Store,
+        staged: StagedObject,
+    ) -> Result<CommitOutcome, ShardError> {
+        let addr = staged.meta.addr();
+        self.in_flight.borrow_mut().insert(addr, Vec::new());
         let (done, result) = local_channel::new_bounded(1);
         self.pending.borrow_mut().push(PendingCommit {
             store: store.clone(),
@@ -109,7 +158,10 @@ impl GroupCommit {
                 record: staged.meta.encode(),
                 object_len: staged.meta.len(),
             },
-            object_path,
+            moves: StagedMove {
+                object_path: store.object_path(&addr),
+                tmp_path: staged.tmp_path,
+            },
             done,
         });
         let _ = self.wakeup.try_send(());
@@ -121,6 +173,14 @@ impl GroupCommit {
             }))?;
         ShardMetrics::add(&self.metrics.objects_created, 1);
         Ok(CommitOutcome::Created)
+    }
+
+    /// Ends `addr`'s commit in flight and tells the uploads waiting on it.
+    fn settle(&self, addr: &Address, durable: bool) {
+        let waiters = self.in_flight.borrow_mut().remove(addr);
+        for waiter in waiters.into_iter().flatten() {
+            let _ = waiter.try_send(durable);
+        }
     }
 
     /// Takes the next batch off the queue: at most `batch_max` records, oldest first.
@@ -139,13 +199,13 @@ async fn commit_loop(commits: Rc<GroupCommit>, wakeups: LocalReceiver<()>) {
             if batch.is_empty() {
                 break;
             }
-            commit_batch(&commits.metrics, batch).await;
+            commit_batch(&commits, batch).await;
         }
     }
 }
 
 /// Commits one batch on the blocking pool and answers each of its waiters.
-async fn commit_batch(metrics: &ShardMetrics, batch: Vec<PendingCommit>) {
+async fn commit_batch(commits: &GroupCommit, batch: Vec<PendingCommit>) {
     let records = batch.len();
     let mut per_store: HashMap<StoreId, StoreBatch> = HashMap::new();
     let mut waiters = Vec::with_capacity(records);
@@ -153,24 +213,25 @@ async fn commit_batch(metrics: &ShardMetrics, batch: Vec<PendingCommit>) {
         let entry = per_store.entry(p.store.id()).or_insert_with(|| StoreBatch {
             store: p.store,
             records: Vec::new(),
-            paths: Vec::new(),
+            moves: Vec::new(),
         });
+        waiters.push((p.record.addr, p.done));
         entry.records.push(p.record);
-        entry.paths.push(p.object_path);
-        waiters.push(p.done);
+        entry.moves.push(p.moves);
     }
     let outcome = glommio::executor()
-        .spawn_blocking(move || commit_blocking(per_store.into_values()))
+        .spawn_blocking(move || commit_blocking(per_store.into_values().collect()))
         .await;
     let failure = match outcome {
         Ok(added) => {
-            ShardMetrics::add(&metrics.objects_stored, added.objects);
-            ShardMetrics::add(&metrics.bytes_stored, added.bytes);
+            ShardMetrics::add(&commits.metrics.objects_stored, added.objects);
+            ShardMetrics::add(&commits.metrics.bytes_stored, added.bytes);
             None
         }
         Err(source) => Some(Arc::new(source)),
     };
-    for waiter in waiters {
+    for (addr, waiter) in waiters {
+        commits.settle(&addr, failure.is_none());
         let result = match &failure {
             None => Ok(()),
             Some(source) => Err(ShardError::GroupCommit {
@@ -182,11 +243,22 @@ async fn commit_batch(metrics: &ShardMetrics, batch: Vec<PendingCommit>) {
     }
 }
 
-/// Makes each store's files durable, then commits its records. Blocking (fsync).
-fn commit_blocking(batches: impl Iterator<Item = StoreBatch>) -> Result<StoreStats, ShardError> {
+/// Makes each store's files durable under their names, then commits its records; on
+/// failure removes the staged files not yet moved. Blocking (fsync).
+fn commit_blocking(batches: Vec<StoreBatch>) -> Result<StoreStats, ShardError> {
+    let committed = commit_stores(&batches);
+    if committed.is_err() {
+        for moved in batches.iter().flat_map(|b| &b.moves) {
+            let _ = std::fs::remove_file(&moved.tmp_path);
+        }
+    }
+    committed
+}
+
+fn commit_stores(batches: &[StoreBatch]) -> Result<StoreStats, ShardError> {
     let mut added = StoreStats::default();
     for batch in batches {
-        make_durable(&batch.paths)?;
+        move_durably(&batch.moves)?;
         let stats = batch.store.commit_blocking(&batch.records)?;
         added.objects += stats.objects;
         added.bytes += stats.bytes;
@@ -194,14 +266,19 @@ fn commit_blocking(batches: impl Iterator<Item = StoreBatch>) -> Result<StoreSta
     Ok(added)
 }
 
-/// fsyncs each file and each distinct parent directory (so the renames survive a crash).
-fn make_durable(paths: &[PathBuf]) -> Result<(), ShardError> {
+/// Syncs each staged file's data, renames it to its object path, then syncs each
+/// distinct object directory, so that a name never points at bytes a crash could lose.
+fn move_durably(moves: &[StagedMove]) -> Result<(), ShardError> {
+    for m in moves {
+        std::fs::File::open(&m.tmp_path)
+            .and_then(|f| f.sync_data())
+            .map_err(ShardError::io("fdatasync", &m.tmp_path))?;
+    }
     let mut dirs: Vec<&Path> = Vec::new();
-    for path in paths {
-        std::fs::File::open(path)
-            .and_then(|f| f.sync_all())
-            .map_err(ShardError::io("fsync", path))?;
-        if let Some(dir) = path.parent() {
+    for m in moves {
+        std::fs::rename(&m.tmp_path, &m.object_path)
+            .map_err(ShardError::io("rename", &m.object_path))?;
+        if let Some(dir) = m.object_path.parent() {
             if !dirs.contains(&dir) {
                 dirs.push(dir);
             }

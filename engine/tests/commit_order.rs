@@ -1,0 +1,231 @@
+//! What a 201 promises, proven from the node's own system calls: for every object
+//! acknowledged, its bytes were synced (fdatasync of the staged file), then renamed
+//! into the store, then the object directory synced, then the index committed (LMDB's
+//! data sync and its meta page write), and only then answered. Concurrent uploads of
+//! the same bytes are serialized: one rename per address, never one over a file whose
+//! commit is in flight, and a duplicate is answered only once the first is durable.
+//!
+//! strace attaches to the running node (`strace -f -p PID`) and is detached by PID.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+/// One traced system call: thread, entry time (s since the epoch), name, arguments.
+#[derive(Debug, Clone)]
+struct Call {
+    tid: u32,
+    at: f64,
+    name: String,
+    args: String,
+}
+
+fn parse_trace(text: &str) -> Vec<Call> {
+    text.lines()
+        .filter_map(|line| {
+            let (tid, rest) = line.trim_start().split_once(' ')?;
+            let (at, rest) = rest.trim_start().split_once(' ')?;
+            let (tid, at) = (tid.parse().ok()?, at.parse().ok()?);
+            let rest = rest.trim_start();
+            let open = rest.find('(')?;
+            let name = &rest[..open];
+            if name.starts_with('<') || name.is_empty() {
+                return None; // "<... resumed>": the entry line already has the call
+            }
+            Some(Call {
+                tid,
+                at,
+                name: name.to_string(),
+                args: rest[open + 1..].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The path strace -y printed for a call's first (fd) argument: `12</a/b>` → `/a/b`.
+fn fd_path(call: &Call) -> &str {
+    let start = call.args.find('<').map_or(0, |i| i + 1);
+    let end = call.args.find('>').unwrap_or(start);
+    &call.args[start..end]
+}
+
+/// The two quoted paths of a rename.
+fn rename_paths(call: &Call) -> (String, String) {
+    let quoted: Vec<&str> = call.args.split('"').collect();
+    (quoted[1].to_string(), quoted[3].to_string())
+}
+
+fn attach_strace(pid: u32, out: &Path) -> Child {
+    let child = Command::new("strace")
+        .args(["-f", "-ttt", "-y", "-o"])
+        .arg(out)
+        .args([
+            "-e",
+            "trace=rename,renameat,renameat2,fsync,fdatasync,pwrite64",
+        ])
+        .args(["-p", &pid.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strace is needed for this test (apt-get install strace; .ci/run installs it)");
+    // strace reports once it has attached every thread.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("TracerPid:") && l.trim() != "TracerPid:\t0")
+        })
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "strace did not attach within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn detach_strace(mut strace: Child) {
+    let pid = strace.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while strace.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "strace did not detach");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// One upload's answer and when the client had it.
+struct Answered {
+    addr: Address,
+    status: u16,
+    at: f64,
+}
+
+#[test]
+fn every_acknowledged_upload_is_synced_renamed_dir_synced_indexed_then_answered() {
+    let n = Node::start(&temp_dir("commit-order"), &["--shards", "2"]);
+    let trace_path = n.data_dir.with_extension("strace");
+    let strace = attach_strace(n.pid(), &trace_path);
+    // Eight clients upload the same 300 KB at once, eight more distinct bodies.
+    let same = bytes(41, 300_000);
+    let clients: Vec<_> = (0..16u64)
+        .map(|i| {
+            let body = if i < 8 {
+                same.clone()
+            } else {
+                bytes(100 + i, 200_000 + i as usize)
+            };
+            let http = n.http;
+            std::thread::spawn(move || {
+                let r = put(http, "/o", &body, "");
+                let at = now_epoch();
+                let addr: Address = r.json()["obj"].as_str().unwrap().parse().unwrap();
+                Answered {
+                    addr,
+                    status: r.status,
+                    at,
+                }
+            })
+        })
+        .collect();
+    let answers: Vec<Answered> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    detach_strace(strace);
+    let calls = parse_trace(&std::fs::read_to_string(&trace_path).unwrap());
+
+    let same_addr = Address::of(&same);
+    let created: Vec<&Answered> = answers.iter().filter(|a| a.status == 201).collect();
+    assert_eq!(
+        created.len(),
+        9,
+        "one 201 for the shared body, eight for the distinct ones"
+    );
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|a| a.addr == same_addr && a.status == 200)
+            .count(),
+        7,
+        "the duplicates are answered 200 already stored"
+    );
+    let mut commit_done: HashMap<Address, f64> = HashMap::new();
+    for answer in &created {
+        let done = assert_commit_order(&calls, &answer.addr, answer.at);
+        commit_done.insert(answer.addr, done);
+    }
+    // A duplicate is answered only once the first upload's commit is durable.
+    for dup in answers.iter().filter(|a| a.status == 200) {
+        assert!(
+            dup.at > commit_done[&dup.addr],
+            "a duplicate answered before the commit"
+        );
+    }
+}
+
+/// Checks one acknowledged object's chain of calls; returns when its index commit ended.
+fn assert_commit_order(calls: &[Call], addr: &Address, answered_at: f64) -> f64 {
+    let hex = &addr.to_string()[3..];
+    let renames: Vec<(usize, &Call)> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.name.starts_with("rename") && c.args.contains(hex))
+        .collect();
+    assert_eq!(
+        renames.len(),
+        1,
+        "{addr}: one rename, never one over a pending file"
+    );
+    let (at_rename, rename) = renames[0];
+    let (tmp, object) = rename_paths(rename);
+    let dir = Path::new(&object)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let store = Path::new(&dir).parent().unwrap().parent().unwrap();
+    let index = store.join("index").join("data.mdb");
+    let index = index.to_str().unwrap();
+    let same_thread = |c: &&Call| c.tid == rename.tid;
+    let before = &calls[..at_rename];
+    let after = &calls[at_rename + 1..];
+    assert!(
+        before
+            .iter()
+            .filter(same_thread)
+            .any(|c| c.name == "fdatasync" && fd_path(c) == tmp),
+        "{addr}: the staged file's data was not synced before its rename"
+    );
+    let dir_sync = after
+        .iter()
+        .position(|c| same_thread(&c) && c.name == "fsync" && fd_path(c) == dir)
+        .unwrap_or_else(|| panic!("{addr}: {dir} was not synced after the rename"));
+    let after_dir = &after[dir_sync + 1..];
+    let data_sync = after_dir
+        .iter()
+        .position(|c| same_thread(&c) && c.name == "fdatasync" && fd_path(c) == index)
+        .unwrap_or_else(|| panic!("{addr}: the index was not synced after the directory"));
+    let meta = after_dir[data_sync + 1..]
+        .iter()
+        .find(|c| same_thread(c) && c.name == "pwrite64" && fd_path(c) == index)
+        .unwrap_or_else(|| panic!("{addr}: no index commit (meta page) after its data sync"));
+    assert!(
+        meta.at < answered_at,
+        "{addr}: answered at {answered_at} before the index commit at {}",
+        meta.at
+    );
+    meta.at
+}
