@@ -20,7 +20,9 @@ pub const INFLATE_WINDOW_LOG_MAX: u32 = 23;
 /// Output is produced in steps of this size.
 pub const INFLATE_STEP_BYTES: usize = 64 * 1024;
 
-/// A reusable zstd inflater (one per connection: its context is ~100 KiB).
+/// A reusable zstd inflater. Its context (~100 KiB) and, once used, its window buffer
+/// (up to 2^[`INFLATE_WINDOW_LOG_MAX`] bytes) stay allocated: keep one per thread, not
+/// one per connection.
 pub struct Inflater {
     decoder: Decoder<'static>,
     ratio_max: u32,
@@ -63,7 +65,18 @@ impl Inflater {
     /// Inflates one COMP payload, or fails with `too_large` as soon as the output passes
     /// the bound.
     pub fn inflate(&mut self, compressed: &[u8], max_frame: u32) -> Result<Bytes, Error> {
-        let bound = self.bound(compressed.len(), max_frame);
+        self.inflate_at_most(compressed, max_frame, u64::MAX)
+    }
+
+    /// As [`Inflater::inflate`], with the bound lowered to `cap` bytes (for payloads
+    /// known to be small, such as a request's START).
+    pub fn inflate_at_most(
+        &mut self,
+        compressed: &[u8],
+        max_frame: u32,
+        cap: u64,
+    ) -> Result<Bytes, Error> {
+        let bound = self.bound(compressed.len(), max_frame).min(cap);
         let too_large = || Error::InflateTooLarge {
             compressed_len: compressed.len(),
             bound,
@@ -161,6 +174,25 @@ mod tests {
                 bound: 8 * u64::from(MAX_FRAME_BYTES)
             }
         );
+    }
+
+    #[test]
+    fn a_cap_lowers_the_bound() {
+        let data = vec![5u8; 5000];
+        let packed = compress(&data);
+        let mut inf = Inflater::new(u32::MAX).unwrap();
+        let err = inf
+            .inflate_at_most(&packed, MAX_FRAME_BYTES, 4096)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Error::InflateTooLarge {
+                compressed_len: packed.len(),
+                bound: 4096
+            }
+        );
+        let ok = inf.inflate_at_most(&packed, MAX_FRAME_BYTES, 5000).unwrap();
+        assert_eq!(ok.len(), 5000);
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub const OUTBOX_FRAMES_MAX: usize = 2;
 /// The writer gathers small frames into one send of at most this many bytes.
 pub const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
 
+/// A compressed HELLO or START (a request: a small JSON document) inflates to at most
+/// this many bytes. They are inflated before admission, so this is all a client can
+/// make the node inflate without having passed its quota and the in-flight gate.
+pub const REQUEST_INFLATE_BYTES_MAX: u64 = 16 * 1024;
+
 /// Socket reads go into a buffer of this size (one 64 KiB DATA frame per read).
 pub const OAP_READ_BUFFER_BYTES: usize = 64 * 1024;
 

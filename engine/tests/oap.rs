@@ -556,6 +556,55 @@ fn a_compression_bomb_is_refused_and_compressed_requests_work() {
 }
 
 #[test]
+fn a_bomb_in_the_data_of_a_refused_upload_is_dropped_unread_and_after_admission_refused() {
+    let n = node("oap-comp-admission", &["--token", "w"]);
+    // A DATA payload of 64 MiB of zeros in a few KiB: 413 if it were inflated.
+    let header = DataHeader {
+        obj: None,
+        offset: 0,
+        total_len: 64 << 20,
+    };
+    let bomb = zstd::encode_all(&header.payload(&vec![0u8; 64 << 20])[..], 19).unwrap();
+    let bomb_data = |corr_id, end| {
+        let flags = if end {
+            Flags::REQ | Flags::COMP | Flags::END
+        } else {
+            Flags::REQ | Flags::COMP
+        };
+        object_frame(flags, corr_id, &bomb)
+    };
+    let put_start = ObjectRequest::Put {
+        len: 64 << 20,
+        addr: None,
+    };
+    // Before admission: a PUT without the write token is refused (401) and the bombs
+    // that follow as its DATA are skipped without being inflated; the connection lives.
+    let mut w = Wire::open(n.oap);
+    w.send(&request(&put_start, 1));
+    for _ in 0..4 {
+        w.send(&bomb_data(1, false));
+    }
+    w.send(&bomb_data(1, true));
+    assert_eq!(w.recv().unwrap().header.code, 401);
+    w.send(&request(
+        &ObjectRequest::Stat {
+            addr: Address::of(b"x"),
+        },
+        2,
+    ));
+    assert_eq!(
+        w.recv().unwrap().header.code,
+        404,
+        "the connection lives on"
+    );
+    // After admission: the same bomb as an admitted upload's DATA is refused, 413.
+    let mut w = Wire::open(n.oap);
+    w.send(&put_start.frame(3, 0, Bytes::from_static(b"w")).unwrap());
+    w.send(&bomb_data(3, true));
+    w.expect_rejection(413, "too_large");
+}
+
+#[test]
 fn writes_need_a_token_in_the_capability_section_when_tokens_are_set() {
     let n = node("oap-auth", &["--token", "s3cret"]);
     let mut w = Wire::open(n.oap);

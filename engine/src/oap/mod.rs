@@ -30,6 +30,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ron_codec::frame::{Flags, FrameDecoder};
+use ron_codec::inflate::Inflater;
 use ron_codec::messages::{HelloReply, DATA_CHUNK_BYTES};
 use ron_io::stream::{split, Transport};
 use ron_shards::ShardMetrics;
@@ -74,6 +75,9 @@ pub struct OapContext {
     /// Set when the node is shutting down: new requests get 503 not_ready.
     pub draining: Rc<Cell<bool>>,
     pub shard_count: u16,
+    /// The shard's one zstd inflater, shared by its connections (inflation never
+    /// awaits): its context and window are one per shard, not one per connection.
+    pub inflater: RefCell<Option<Inflater>>,
 }
 
 impl std::fmt::Debug for OapContext {

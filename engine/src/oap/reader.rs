@@ -23,7 +23,7 @@ use super::put::{self, PutStart, PutState, TOKEN_CARRIER};
 use super::writer::refusal_frame;
 use super::{OapContext, CLIENT_FLAGS};
 use crate::admission::{Claims, Ticket};
-use crate::limits::OAP_READ_BUFFER_BYTES;
+use crate::limits::{OAP_READ_BUFFER_BYTES, REQUEST_INFLATE_BYTES_MAX};
 use crate::refusal::Refusal;
 use crate::service::WriteCredential;
 use crate::transfer::{self, Transfer};
@@ -57,7 +57,6 @@ pub(super) struct Reader<S> {
     half: ReadHalf<S>,
     out: SharedOutboxes,
     decoder: FrameDecoder,
-    inflater: Option<Inflater>,
     inbound: HashMap<u64, Inbound>,
     /// Since the connection began receiving (a frame begun, or uploads open).
     receiving: Option<Transfer>,
@@ -78,7 +77,6 @@ impl<S: Transport> Reader<S> {
             half,
             out,
             decoder,
-            inflater: None,
             inbound: HashMap::new(),
             receiving: None,
             frames_seen: 0,
@@ -190,26 +188,32 @@ impl<S: Transport> Reader<S> {
             let flags = header.flags.bits();
             return Err(reject(corr_id, Refusal::ClientFlags { flags, unsupported }));
         }
-        if header.flags.contains(Flags::COMP) {
-            frame.payload = self.inflate(&frame)?;
+        let is_start = header.flags.contains(Flags::START);
+        if header.flags.contains(Flags::COMP) && (header.app_proto_id == APP_HELLO || is_start) {
+            // A request itself is a small JSON document: inflated before admission, but
+            // never to more than REQUEST_INFLATE_BYTES_MAX.
+            frame.payload = self.inflate(&frame, REQUEST_INFLATE_BYTES_MAX)?;
         }
         match header.app_proto_id {
             APP_HELLO => self.on_hello(&frame),
-            APP_OBJECTS if header.flags.contains(Flags::START) => self.on_start(frame).await,
+            APP_OBJECTS if is_start => self.on_start(frame).await,
             APP_OBJECTS => self.on_data(frame).await,
             app => Err(reject(corr_id, Refusal::UnknownApp { app })),
         }
     }
 
-    fn inflate(&mut self, frame: &Frame) -> Result<Bytes, Reject> {
+    /// Inflates a COMP payload with the shard's inflater, to at most `cap` bytes.
+    fn inflate(&self, frame: &Frame, cap: u64) -> Result<Bytes, Reject> {
         let corr_id = frame.header.corr_id;
-        if self.inflater.is_none() {
+        let max_frame = self.decoder.max_frame();
+        let mut inflater = self.ctx.inflater.borrow_mut();
+        if inflater.is_none() {
             let ratio_max = self.ctx.limits.inflate_ratio_max;
-            self.inflater = Some(Inflater::new(ratio_max).map_err(|e| reject(corr_id, e))?);
+            *inflater = Some(Inflater::new(ratio_max).map_err(|e| reject(corr_id, e))?);
         }
-        let inflater = self.inflater.as_mut().expect("set above");
+        let inflater = inflater.as_mut().expect("set above");
         inflater
-            .inflate(&frame.payload, self.decoder.max_frame())
+            .inflate_at_most(&frame.payload, max_frame, cap)
             .map_err(|e| reject(corr_id, e))
     }
 
@@ -346,7 +350,9 @@ impl<S: Transport> Reader<S> {
         Ok(())
     }
 
-    async fn on_data(&mut self, frame: Frame) -> Result<(), Reject> {
+    /// A DATA frame: its payload is inflated (if COMP) only for an upload that was
+    /// admitted; the DATA of a refused upload is dropped unread.
+    async fn on_data(&mut self, mut frame: Frame) -> Result<(), Reject> {
         let corr_id = frame.header.corr_id;
         let end = frame.header.flags.contains(Flags::END);
         let Some(inbound) = self.inbound.remove(&corr_id) else {
@@ -358,6 +364,15 @@ impl<S: Transport> Reader<S> {
             }
             return Ok(());
         };
+        if frame.header.flags.contains(Flags::COMP) {
+            match self.inflate(&frame, u64::MAX) {
+                Ok(payload) => frame.payload = payload,
+                Err(rejected) => {
+                    self.inbound.insert(corr_id, Inbound::Receiving(put));
+                    return Err(rejected);
+                }
+            }
+        }
         match put::receive(&mut put, &frame.payload).await {
             Ok(()) if !end => {
                 self.inbound.insert(corr_id, Inbound::Receiving(put));

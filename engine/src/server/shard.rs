@@ -400,6 +400,7 @@ impl FrontEnds {
             limits: oap_limits,
             draining: Rc::clone(draining),
             shard_count,
+            inflater: std::cell::RefCell::new(None),
         });
         let http = Rc::new(HttpContext::new(
             service,
