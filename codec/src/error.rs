@@ -48,6 +48,8 @@ pub enum ErrorCode {
     StoredDigestMismatch,
     /// 501: a Transfer-Encoding other than chunked (project addition).
     NotImplemented,
+    /// 507: the node has no space left to store an upload (project addition).
+    InsufficientStorage,
     /// 503: the inflight gate is full.
     Overloaded,
     /// 503: the node is not ready yet.
@@ -56,7 +58,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every variant, for exhaustive tests and documentation tables.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::BadFrame,
         ErrorCode::BadVersion,
@@ -77,6 +79,7 @@ impl ErrorCode {
         ErrorCode::NotImplemented,
         ErrorCode::Overloaded,
         ErrorCode::NotReady,
+        ErrorCode::InsufficientStorage,
     ];
 
     /// HTTP status; OAP/1 puts the same number in the frame's `code` field.
@@ -100,6 +103,7 @@ impl ErrorCode {
             ErrorCode::Internal | ErrorCode::StoredDigestMismatch => 500,
             ErrorCode::NotImplemented => 501,
             ErrorCode::Overloaded | ErrorCode::NotReady => 503,
+            ErrorCode::InsufficientStorage => 507,
         }
     }
 
@@ -130,6 +134,7 @@ impl ErrorCode {
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::NotReady => "not_ready",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
         }
     }
 
@@ -344,6 +349,12 @@ mod tests {
             (ErrorCode::NotImplemented, 501, "not_implemented", false),
             (ErrorCode::Overloaded, 503, "overloaded", true),
             (ErrorCode::NotReady, 503, "not_ready", true),
+            (
+                ErrorCode::InsufficientStorage,
+                507,
+                "insufficient_storage",
+                false,
+            ),
         ];
         assert_eq!(expect.len(), ErrorCode::ALL.len());
         for (code, status, name, retryable) in expect {

@@ -153,7 +153,11 @@ impl Refusal {
 
     /// Appends the JSON error envelope (message cut at [`ERROR_MESSAGE_BYTES_MAX`]).
     pub fn write_envelope(&self, corr_id: &str, out: &mut Vec<u8>) {
-        let message = self.to_string();
+        // The operator's log has the file and the error; the client needs neither.
+        let message = match self.code() {
+            ErrorCode::InsufficientStorage => STORAGE_FULL_MESSAGE.to_string(),
+            _ => self.to_string(),
+        };
         Envelope {
             code: self.code(),
             message: cut_at_char_boundary(&message, ERROR_MESSAGE_BYTES_MAX),
@@ -178,6 +182,9 @@ impl Refusal {
         }
     }
 }
+
+const STORAGE_FULL_MESSAGE: &str =
+    "the node has no space left to store this upload; nothing was stored";
 
 fn cut_at_char_boundary(text: &str, bytes_max: usize) -> &str {
     let mut cut = text.len().min(bytes_max);

@@ -356,3 +356,105 @@ fn a_trickled_tls_handshake_is_cut_at_its_deadline_and_holds_a_connection_meanwh
         Duration::from_secs(5),
     );
 }
+
+/// A PUT as curl sends a large one: `Expect: 100-continue`, then the body written while
+/// the answer is read, so a refusal mid-body is seen rather than a broken pipe.
+fn put_streaming(http: SocketAddr, body: &[u8]) -> Response {
+    let mut s = connect(http);
+    let head = format!(
+        "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut pending = Vec::new();
+    let first = read_response(&mut s, &mut pending, false).unwrap();
+    if first.status != 100 {
+        return first;
+    }
+    let mut writer = s.try_clone().unwrap();
+    let body = body.to_vec();
+    let sending = std::thread::spawn(move || {
+        let _ = writer.write_all(&body);
+    });
+    let answer = read_response(&mut s, &mut pending, false).unwrap();
+    drop(s);
+    sending.join().unwrap();
+    answer
+}
+
+/// A tmpfs of `size` mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(name: &str, size: &str) -> SmallDisk {
+        let path = temp_dir(name);
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the disk-full case mounts a small tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { path }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_uploads_with_507_keeps_serving_reads_and_recovers() {
+    let disk = SmallDisk::mount("atk-disk-full", "24m");
+    let mut n = Node::start(&disk.path.join("data"), &["--shards", "1"]);
+    let kept = bytes(5, 300_000);
+    let kept_addr = upload(&n, &kept);
+    // An upload larger than the disk: refused 507, nothing of it left behind.
+    let big = bytes(6, 40 << 20);
+    let r = put_streaming(n.http, &big);
+    assert_eq!(r.status, 507, "{r:?}");
+    assert_eq!(r.json()["code"], "insufficient_storage");
+    assert_eq!(r.json()["retryable"], false);
+    assert!(
+        !r.json()["message"].as_str().unwrap().contains('/'),
+        "the client is not told the node's paths: {}",
+        r.json()
+    );
+    assert_eq!(
+        get(n.http, &format!("/o/{}", Address::of(&big)))
+            .unwrap()
+            .status,
+        404
+    );
+    let tmp: Vec<_> = std::fs::read_dir(n.data_dir.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "temp files left behind: {tmp:?}");
+    // The disk filled by something else: small uploads are refused too, reads go on.
+    let filler = disk.path.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=64"])
+        .arg(format!("of={}", filler.display()))
+        .output()
+        .unwrap();
+    let small = bytes(7, 200_000);
+    assert_eq!(put(n.http, "/o", &small, "").status, 507);
+    let path = format!("/o/{kept_addr}");
+    assert_well_behaved_client_unharmed(n.http, &path, "", 200);
+    assert_eq!(get(n.http, &path).unwrap().body, kept);
+    // Space returns: the same upload succeeds, no restart needed.
+    std::fs::remove_file(&filler).unwrap();
+    let small_addr = upload(&n, &small);
+    assert_eq!(
+        get(n.http, &format!("/o/{small_addr}")).unwrap().body,
+        small
+    );
+    n.stop();
+}

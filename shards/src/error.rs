@@ -81,7 +81,24 @@ impl ShardError {
             ShardError::NotFound { .. } => ErrorCode::NotFound,
             ShardError::StoredBytesCorrupt { .. } => ErrorCode::StoredDigestMismatch,
             ShardError::Remote { code, .. } => *code,
+            _ if self.is_out_of_space() => ErrorCode::InsufficientStorage,
             _ => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether the failure is a full disk or quota (ENOSPC, EDQUOT) or a full index map:
+    /// the upload is refused 507, and the node goes on serving reads.
+    pub fn is_out_of_space(&self) -> bool {
+        use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+        match self {
+            ShardError::Io { source, .. } => matches!(source.kind(), StorageFull | QuotaExceeded),
+            ShardError::Index { source, .. } => match source {
+                heed::Error::Io(e) => matches!(e.kind(), StorageFull | QuotaExceeded),
+                heed::Error::Mdb(heed::MdbError::MapFull) => true,
+                _ => false,
+            },
+            ShardError::GroupCommit { source, .. } => source.is_out_of_space(),
+            _ => false,
         }
     }
 
@@ -103,7 +120,7 @@ mod tests {
         let fsync = ShardError::Io {
             op: "fsync",
             path: PathBuf::from("/data/stores/3/objects/ab/ab01"),
-            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         };
         let err = ShardError::GroupCommit {
             records: 7,
@@ -124,6 +141,15 @@ mod tests {
             source.as_deref(),
             Some(&text["group commit of 7 record(s) failed: ".len()..])
         );
+        let full = ShardError::GroupCommit {
+            records: 1,
+            source: Arc::new(ShardError::Io {
+                op: "write",
+                path: PathBuf::from("/data/tmp/upload-0"),
+                source: std::io::Error::from_raw_os_error(28),
+            }),
+        };
+        assert_eq!(full.code(), ErrorCode::InsufficientStorage, "ENOSPC is 507");
         let stopped = ShardError::CommitStopped { shard: 2 };
         assert_eq!(stopped.code(), ErrorCode::Internal);
         assert!(stopped.to_string().contains("shard 2"), "{stopped}");
