@@ -253,7 +253,8 @@ fn a_failed_group_commit_reaches_its_uploads_as_one_typed_error() {
             "{text}"
         );
         assert!(text.contains(&data_dir.display().to_string()), "{text}");
-        assert_eq!(err.code(), ErrorCode::Internal);
+        // A full index map is the node out of space: the upload is refused 507.
+        assert_eq!(err.code(), ErrorCode::InsufficientStorage);
         // The failed object is not visible.
         let addr = ChunkTree::of(&data).root();
         let missing = shard.meta(&addr).await.expect_err("not committed");
