@@ -88,6 +88,8 @@ pub const ACCEPT_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
 /// After a failed accept (e.g. out of file descriptors) the loop waits this long.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+/// While accepts keep failing, at most one log line per this period (each is counted).
+pub const ACCEPT_ERROR_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// How often a draining shard looks whether its in-flight requests have finished.
 pub const DRAIN_POLL_PERIOD: Duration = Duration::from_millis(10);

@@ -458,3 +458,42 @@ fn a_full_disk_refuses_uploads_with_507_keeps_serving_reads_and_recovers() {
     );
     n.stop();
 }
+
+#[test]
+fn a_connection_flood_under_a_low_descriptor_limit_waits_in_the_backlog_and_recovers() {
+    // 300 descriptors: enough to start (preflight's floor for one shard with 16 open
+    // object files is 272), far fewer than the connections this test opens. The node
+    // lowers its connection limit to what the descriptors allow, so the flood waits in
+    // the kernel backlog: no failing accepts, and the admin port keeps its descriptors.
+    let n = Node::start_with_nofile(
+        &temp_dir("atk-fd-exhaustion"),
+        &["--shards", "1", "--open-files-max", "16"],
+        300,
+    );
+    assert!(
+        n.stderr().contains("leaves room for fewer connections"),
+        "{}",
+        n.stderr()
+    );
+    let kept = upload(&n, b"an object read after the flood");
+    let flood: Vec<TcpStream> = (0..600).filter_map(|_| try_connect(n.http).ok()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let open = metric(n.admin, "ron_connections_open");
+    assert!(
+        open > 0 && open <= 300,
+        "connections open during the flood: {open}"
+    );
+    assert_eq!(metric(n.admin, "ron_accept_failures_total"), 0);
+    assert!(!n.stderr().contains("accept failing"), "{}", n.stderr());
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = get(n.http, &format!("/o/{kept}")) {
+            assert_eq!(r.status, 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_well_behaved_client_unharmed(n.http, &format!("/o/{kept}"), "", 200);
+}

@@ -20,6 +20,8 @@ pub struct ShardMetrics {
     /// Connections ended because a body fell behind its transfer deadline.
     pub transfer_deadline_drops: AtomicU64,
     pub overload_rejections: AtomicU64,
+    /// Accepts that failed (e.g. out of file descriptors).
+    pub accept_failures: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     /// Times the shard's heartbeat woke late by more than the stall threshold, and the
     /// total lateness of those wakes.
@@ -59,6 +61,7 @@ impl ShardMetrics {
             parked: self.parked.load(Relaxed),
             transfer_deadline_drops: self.transfer_deadline_drops.load(Relaxed),
             overload_rejections: self.overload_rejections.load(Relaxed),
+            accept_failures: self.accept_failures.load(Relaxed),
             tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             reactor_stalls: self.reactor_stalls.load(Relaxed),
             reactor_stall_us: self.reactor_stall_us.load(Relaxed),
@@ -88,6 +91,7 @@ pub struct MetricsSnapshot {
     pub parked: u64,
     pub transfer_deadline_drops: u64,
     pub overload_rejections: u64,
+    pub accept_failures: u64,
     pub tls_handshake_failures: u64,
     pub reactor_stalls: u64,
     pub reactor_stall_us: u64,

@@ -188,6 +188,28 @@ pub fn raise_open_files(config: &Config) {
     }
 }
 
+/// The connections per shard the open-files limit leaves room for, after the stores,
+/// object-file caches and the process's own descriptors: `connections_max`, lowered if
+/// need be (logged), so that a flood of connections waits in the kernel backlog instead
+/// of exhausting descriptors the admin port, the stores and uploads need. Call after
+/// [`raise_open_files`]; never below the preflight's floor.
+pub fn connections_within_open_files(config: &Config) -> u32 {
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(soft, _)| soft);
+    let shards = u64::from(config.shard_count()).max(1);
+    let fixed = shards * (config.open_files_max as u64 + FDS_PER_SHARD) + FDS_PER_PROCESS;
+    let budget = (soft.saturating_sub(fixed) / shards).max(CONNECTIONS_FLOOR);
+    let allowed = u64::from(config.connections_max).min(budget) as u32;
+    if allowed < config.connections_max {
+        tracing::warn!(
+            connections_max = config.connections_max,
+            open_files = soft,
+            allowed,
+            "the open-files limit leaves room for fewer connections per shard than connections_max; raise it (LimitNOFILE) to allow more"
+        );
+    }
+    allowed
+}
+
 pub(super) fn open_files(config: &Config) -> Finding {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((0, 0));
     open_files_verdict(soft, hard, open_files_needed(config), config)

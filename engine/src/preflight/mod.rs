@@ -20,7 +20,7 @@ use std::fmt;
 
 use crate::config::Config;
 
-pub use checks::{allowed_cpus, raise_open_files};
+pub use checks::{allowed_cpus, connections_within_open_files, raise_open_files};
 
 /// How a finding bears on `ron serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

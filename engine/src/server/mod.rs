@@ -78,10 +78,11 @@ struct Signals {
 }
 
 pub fn serve(resolved: Resolved) -> Result<(), StartError> {
-    let config = resolved.config.clone();
+    let mut config = resolved.config.clone();
     crate::logging::init(config.log_format, config.log_level);
     config.validate()?;
     preflight(&config)?;
+    config.connections_max = crate::preflight::connections_within_open_files(&config);
     let shards = config.shard_count();
     // The lock comes first: creating the partition table, cleaning tmp/ and opening the
     // stores are for the one node that owns the data dir.

@@ -502,6 +502,7 @@ async fn accept_loop(
     first_connection: Rc<Alarm>,
     serve: Rc<dyn Fn(TcpStream)>,
 ) {
+    let mut failures = AcceptFailures::default();
     loop {
         if metrics.connections_open.load(Ordering::Relaxed) >= u64::from(connections_max) {
             glommio::timer::sleep(limits::ACCEPT_FULL_BACKOFF).await;
@@ -515,9 +516,37 @@ async fn accept_loop(
                 serve(stream)
             }
             Err(e) => {
-                tracing::warn!(reason = %e, "accept failed");
+                ShardMetrics::add(&metrics.accept_failures, 1);
+                failures.failed(&e);
                 glommio::timer::sleep(limits::ACCEPT_ERROR_BACKOFF).await;
             }
         }
+    }
+}
+
+/// Accept failures (e.g. out of file descriptors: the connection waits in the backlog)
+/// logged without a storm: the first, then at most one line with the count per
+/// [`limits::ACCEPT_ERROR_LOG_PERIOD`]. Every failure is counted in `accept_failures`.
+#[derive(Default)]
+struct AcceptFailures {
+    /// Failures since the last line logged, and when that was.
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl AcceptFailures {
+    fn failed(&mut self, e: &glommio::GlommioError<()>) {
+        let now = Instant::now();
+        let due = self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= limits::ACCEPT_ERROR_LOG_PERIOD);
+        if !due {
+            self.unlogged += 1;
+            return;
+        }
+        let failures = self.unlogged + 1;
+        tracing::warn!(reason = %e, failures, "accept failing; new connections wait in the backlog");
+        self.unlogged = 0;
+        self.logged_at = Some(now);
     }
 }

@@ -44,15 +44,31 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub log_dir: PathBuf,
     args: Vec<String>,
+    /// Open-files limit (soft and hard) the node starts under, if not inherited.
+    nofile: Option<u64>,
 }
 
 impl Node {
     /// Starts `ron serve` with `extra` flags and waits until /readyz says ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
+        let mut node = Node::start_unlaunched(data_dir, extra);
+        node.launch();
+        node
+    }
+
+    /// As [`Node::start`], under an open-files limit of `nofile` (soft and hard).
+    pub fn start_with_nofile(data_dir: &Path, extra: &[&str], nofile: u64) -> Node {
+        let mut node = Node::start_unlaunched(data_dir, extra);
+        node.nofile = Some(nofile);
+        node.launch();
+        node
+    }
+
+    fn start_unlaunched(data_dir: &Path, extra: &[&str]) -> Node {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let oap: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut node = Node {
+        Node {
             child: None,
             http,
             oap,
@@ -60,9 +76,8 @@ impl Node {
             data_dir: data_dir.to_path_buf(),
             log_dir: data_dir.with_extension("logs"),
             args: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        node.launch();
-        node
+            nofile: None,
+        }
     }
 
     /// Starts again on the same data dir and ports (after a stop or a kill).
@@ -75,7 +90,23 @@ impl Node {
         std::fs::create_dir_all(&self.log_dir).unwrap();
         let out = std::fs::File::create(self.log_dir.join("stdout")).unwrap();
         let err = std::fs::File::create(self.log_dir.join("stderr")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ron"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ron"));
+        if let Some(nofile) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            // SAFETY: one async-signal-safe syscall on a value copied into the closure.
+            #[allow(unsafe_code)]
+            unsafe {
+                command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                })
+            };
+        }
+        let child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
