@@ -226,8 +226,10 @@ fn slow_uploads_cannot_fill_the_gate_and_are_cut_off_leaving_nothing() {
             "1",
             "--max-inflight",
             "4",
+            // A grace longer than the well-behaved client's probes: the cut-offs (each
+            // removes a temp file, real work holding a slot) come after them.
             "--body-timeout-ms",
-            "1000",
+            "3000",
             "--body-rate-min",
             "64KiB",
         ],
@@ -280,11 +282,15 @@ enum Trickle {
     Stopped,
 }
 
-/// A PUT of 1,000,000 bytes sent one byte every 100 ms.
+/// A PUT of 1,000,000 bytes sent one byte every 100 ms, uploader `byte` offset by
+/// `byte` × 12 ms within that period: independent clients, not one clock. (Each byte
+/// is a write to the upload's temp file — real work that holds a slot for its
+/// duration — so eight bytes landing in the same instant could briefly fill the gate.)
 fn trickle_upload(http: SocketAddr, byte: u8, stop: &AtomicBool) -> Trickle {
     let mut s = connect(http);
     let head = "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n";
     s.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(12 * u64::from(byte % 8)));
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let started = Instant::now();

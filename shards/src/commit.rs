@@ -45,7 +45,7 @@ pub enum CommitOutcome {
 struct PendingCommit {
     store: Store,
     record: CommitRecord,
-    moves: StagedMove,
+    staged: StagedMove,
     done: LocalSender<Result<(), ShardError>>,
 }
 
@@ -158,7 +158,7 @@ impl GroupCommit {
                 record: staged.meta.encode(),
                 object_len: staged.meta.len(),
             },
-            moves: StagedMove {
+            staged: StagedMove {
                 object_path: store.object_path(&addr),
                 tmp_path: staged.tmp_path,
             },
@@ -217,7 +217,7 @@ async fn commit_batch(commits: &GroupCommit, batch: Vec<PendingCommit>) {
         });
         waiters.push((p.record.addr, p.done));
         entry.records.push(p.record);
-        entry.moves.push(p.moves);
+        entry.moves.push(p.staged);
     }
     let outcome = glommio::executor()
         .spawn_blocking(move || commit_blocking(per_store.into_values().collect()))

@@ -47,6 +47,13 @@ impl ShardMetrics {
         counter.fetch_add(n, Relaxed);
     }
 
+    /// Counts one open connection (a TLS handshake, a served connection) in
+    /// `connections_open` for as long as the guard lives.
+    pub fn open_connection(&self) -> OpenConnection<'_> {
+        self.connections_open.fetch_add(1, Relaxed);
+        OpenConnection(self)
+    }
+
     /// A consistent-enough copy for the scraper.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -74,6 +81,16 @@ impl ShardMetrics {
             cache_entries: self.cache_entries.load(Relaxed),
             ready: self.ready.load(Relaxed),
         }
+    }
+}
+
+/// One connection in `connections_open`; dropping it takes it out.
+#[derive(Debug)]
+pub struct OpenConnection<'a>(&'a ShardMetrics);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Relaxed);
     }
 }
 

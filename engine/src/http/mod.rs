@@ -17,7 +17,6 @@ mod respond;
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -153,7 +152,7 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
         transfer: Transfer::new(ctx.limits.pace(Instant::now())),
         ticket: None,
     };
-    ShardMetrics::add(&ctx.metrics().connections_open, 1);
+    let open = ctx.metrics().open_connection();
     ShardMetrics::add(&ctx.metrics().connections_total, 1);
     let ended = loop {
         match serve_one(&ctx, &mut conn).await {
@@ -162,9 +161,7 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
             Err(abort) => break Err(abort),
         }
     };
-    ctx.metrics()
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
+    drop(open);
     match ended {
         Ok(()) => {
             let _ = conn.stream.close().await;
@@ -179,12 +176,14 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
 /// Reads one head, admits the request and answers it.
 async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<After, Abort> {
     let head = read::read_head(ctx, conn).await?;
-    conn.transfer = Transfer::new(ctx.limits.pace(Instant::now()));
+    // One clock read per request: its latency and its body deadline start here.
+    let started = Instant::now();
+    conn.transfer = Transfer::new(ctx.limits.pace(started));
     let (request, head_len) = match head {
         HeadOutcome::Complete(request, len) => (request, len),
         HeadOutcome::Closed => return Ok(After::Close),
         HeadOutcome::Rejected(refusal) => {
-            let (corr, started) = (ctx.new_corr_id(), Instant::now());
+            let corr = ctx.new_corr_id();
             respond::refuse(ctx, conn, &refusal, &corr, true).await?;
             let status = refusal.status();
             ctx.admission
@@ -192,7 +191,6 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
             return Ok(After::Close);
         }
     };
-    let started = Instant::now();
     conn.rbuf.consume(head_len);
     ShardMetrics::add(&ctx.metrics().bytes_in, head_len as u64);
     let op = request.op();

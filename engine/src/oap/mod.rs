@@ -26,7 +26,6 @@ mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ron_codec::frame::{Flags, FrameDecoder};
@@ -120,7 +119,7 @@ impl OapContext {
 pub async fn serve_connection<S: Transport>(ctx: Rc<OapContext>, stream: S) {
     let _ = stream.tcp().set_nodelay(true);
     let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
-    ShardMetrics::add(&ctx.metrics().connections_open, 1);
+    let _open = ctx.metrics().open_connection();
     ShardMetrics::add(&ctx.metrics().connections_total, 1);
     let (read_half, write_half) = split(stream);
     write_half.set_write_timeout(Some(ctx.limits.body_timeout));
@@ -141,7 +140,4 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<OapContext>, stream: S) {
     };
     out.borrow_mut().set_state(state);
     writer.await;
-    ctx.metrics()
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
 }

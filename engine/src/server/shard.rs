@@ -458,7 +458,7 @@ impl FrontEnds {
                 let metrics = Arc::clone(http.service.shard().metrics());
                 let handshake = {
                     // A handshake holds a connection: counted against connections_max.
-                    let _open = OpenConnection::count(&metrics);
+                    let _open = metrics.open_connection();
                     ron_io::tls::accept(&acceptor, s, handshake_timeout).await
                 };
                 let Ok((stream, protocol)) = handshake else {
@@ -471,22 +471,6 @@ impl FrontEnds {
                 }
             })
         })
-    }
-}
-
-/// One open connection in the shard's `connections_open` count, for as long as it lives.
-struct OpenConnection<'a>(&'a ShardMetrics);
-
-impl<'a> OpenConnection<'a> {
-    fn count(metrics: &'a ShardMetrics) -> OpenConnection<'a> {
-        ShardMetrics::add(&metrics.connections_open, 1);
-        OpenConnection(metrics)
-    }
-}
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
