@@ -35,7 +35,9 @@
 //! ## Invariants
 //! - Each socket has one writer. HTTP answers pipelined requests in order from one
 //!   bounded read buffer (`head_bytes_max + 64 KiB`); OAP/1 answers concurrent requests
-//!   in any order, each request holding at most two queued frames.
+//!   in any order, each request holding at most two queued frames. Read buffers are
+//!   lent by a per-shard pool ([`buffers`]) only while they hold bytes: an idle
+//!   connection costs its socket and a task of about 1 KiB.
 //! - Nothing on a shard waits for the control thread: policy and quota shares arrive in
 //!   a mailbox the shard polls every 250 ms.
 //! - Every wait has a limit: idle timeout, header deadline, a body deadline that grows
@@ -54,6 +56,7 @@
 //! latency recorded).
 
 pub mod admission;
+pub mod buffers;
 pub mod cli;
 pub mod config;
 pub mod http;

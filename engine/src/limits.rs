@@ -49,6 +49,11 @@ pub fn http_read_buffer_bytes(head_bytes_max: usize) -> usize {
     head_bytes_max + GROUP_LEN_BYTES as usize
 }
 
+/// Free read buffers a shard keeps for reuse, per kind (HTTP, OAP/1); connections hold
+/// one only while they have bytes to parse (`crate::buffers`), so this bounds the pool,
+/// not the connections.
+pub const READ_BUFFERS_POOLED_MAX: usize = 64;
+
 // --- OAP/1 ---
 
 /// Response frames a request may have queued before its task waits for the writer:

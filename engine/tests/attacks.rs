@@ -503,3 +503,112 @@ fn a_connection_flood_under_a_low_descriptor_limit_waits_in_the_backlog_and_reco
     }
     assert_well_behaved_client_unharmed(n.http, &format!("/o/{kept}"), "", 200);
 }
+
+/// Resident memory of process `pid`, bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Idle connections each cost the node at most this much resident memory.
+const IDLE_CONNECTION_BYTES_MAX: u64 = 16 * 1024;
+const IDLE_CONNECTIONS: usize = 10_000;
+
+/// Opens [`IDLE_CONNECTIONS`] connections to `addr`, each having made one request with
+/// `ask` (which must read its whole answer), and returns the node's resident memory per
+/// connection they added, with the connections (still open, idle).
+fn idle_connection_cost(
+    n: &Node,
+    addr: SocketAddr,
+    ask: impl Fn(&mut TcpStream),
+) -> (u64, Vec<TcpStream>) {
+    // Warm-up: the shard's pools, caches and allocator arenas as a busy node has them.
+    let warm: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = connect(addr);
+            ask(&mut s);
+            s
+        })
+        .collect();
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_bytes(n.pid());
+    let idle: Vec<TcpStream> = (0..IDLE_CONNECTIONS)
+        .map(|_| {
+            let mut s = connect(addr);
+            ask(&mut s);
+            s
+        })
+        .collect();
+    wait_metric(
+        n,
+        "ron_connections_open",
+        IDLE_CONNECTIONS as u64,
+        Duration::from_secs(10),
+    );
+    let after = rss_bytes(n.pid());
+    (after.saturating_sub(before) / IDLE_CONNECTIONS as u64, idle)
+}
+
+fn idle_node(name: &str) -> Node {
+    // One shard holds them all; the test process and the node each keep 10,000 sockets.
+    Node::start(
+        &temp_dir(name),
+        &["--shards", "1", "--max-connections", "12000"],
+    )
+}
+
+#[test]
+fn ten_thousand_idle_http_connections_cost_at_most_16_kib_each() {
+    let n = idle_node("atk-idle-http");
+    let kept = upload(&n, b"an object each idle connection asked for once");
+    let raw = format!("GET /o/{kept} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (per_connection, idle) = idle_connection_cost(&n, n.http, |s| {
+        s.write_all(raw.as_bytes()).unwrap();
+        let r = read_response(s, &mut Vec::new(), false).unwrap();
+        assert_eq!(r.status, 200);
+    });
+    eprintln!("idle HTTP connection: {per_connection} bytes resident in the node");
+    assert!(
+        per_connection <= IDLE_CONNECTION_BYTES_MAX,
+        "an idle HTTP connection costs {per_connection} bytes"
+    );
+    assert_well_behaved_client_unharmed(n.http, &format!("/o/{kept}"), "", 200);
+    drop(idle);
+}
+
+#[test]
+fn ten_thousand_idle_oap_connections_cost_at_most_16_kib_each() {
+    use ron_codec::frame::FrameDecoder;
+    use ron_codec::messages::ObjectRequest;
+
+    let n = idle_node("atk-idle-oap");
+    let kept = upload(&n, b"an object each idle connection asked about once");
+    let stat = ObjectRequest::Stat { addr: kept }
+        .frame(1, 0, bytes::Bytes::new())
+        .unwrap()
+        .to_bytes();
+    let (per_connection, idle) = idle_connection_cost(&n, n.oap, |s| {
+        s.write_all(&stat).unwrap();
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut chunk = [0u8; 4096];
+        loop {
+            let got = s.read(&mut chunk).unwrap();
+            assert!(got > 0, "the node closed instead of answering STAT");
+            let mut input = &chunk[..got];
+            if let Some(frame) = decoder.decode(&mut input).unwrap() {
+                assert_eq!(frame.header.code, 200);
+                break;
+            }
+        }
+    });
+    eprintln!("idle OAP/1 connection: {per_connection} bytes resident in the node");
+    assert!(
+        per_connection <= IDLE_CONNECTION_BYTES_MAX,
+        "an idle OAP/1 connection costs {per_connection} bytes"
+    );
+    assert_well_behaved_client_unharmed(n.http, &format!("/o/{kept}"), "", 200);
+    drop(idle);
+}

@@ -28,7 +28,8 @@ use ron_link::requests::{Op, Protocol};
 use ron_shards::ShardMetrics;
 
 use crate::admission::{Admission, Ticket};
-use crate::limits::http_read_buffer_bytes;
+use crate::buffers::BufferPool;
+use crate::limits::{http_read_buffer_bytes, READ_BUFFERS_POOLED_MAX};
 use crate::refusal::Refusal;
 use crate::service::Service;
 use crate::transfer::{self, Transfer, TransferPace};
@@ -53,6 +54,9 @@ pub struct HttpContext {
     pub limits: HttpLimits,
     /// Set when the node is shutting down: answers carry `Connection: close`.
     pub draining: Rc<Cell<bool>>,
+    /// Read buffers (`head_bytes_max` + one group), lent only while a connection has
+    /// bytes to parse or a body to receive.
+    read_buffers: Rc<BufferPool>,
     corr_seq: Cell<u64>,
     date: RefCell<(u64, [u8; HTTP_DATE_LEN])>,
 }
@@ -73,7 +77,12 @@ impl HttpContext {
         limits: HttpLimits,
         draining: Rc<Cell<bool>>,
     ) -> Self {
+        let read_buffers = BufferPool::new(
+            http_read_buffer_bytes(limits.head_bytes_max),
+            READ_BUFFERS_POOLED_MAX,
+        );
         HttpContext {
+            read_buffers,
             service,
             admission,
             limits,
@@ -145,8 +154,8 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
     let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
     let mut conn = Conn {
         stream,
-        rbuf: ReadBuf::new(http_read_buffer_bytes(ctx.limits.head_bytes_max)),
-        wbuf: BytesMut::with_capacity(4096),
+        rbuf: ReadBuf::new(Rc::clone(&ctx.read_buffers)),
+        wbuf: BytesMut::new(),
         peer,
         object_bytes: 0,
         transfer: Transfer::new(ctx.limits.pace(Instant::now())),
@@ -168,7 +177,7 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
         }
         // Dropped without a TLS close_notify or a FIN: the peer sees a reset.
         Err(Abort) => {
-            let _ = ron_io::stream::reset_on_close(conn.stream.tcp());
+            let _ = conn.stream.tcp().reset_on_close();
         }
     }
 }
@@ -203,7 +212,9 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
     };
     conn.object_bytes = 0;
     conn.ticket = Some(ticket);
-    let outcome = route(ctx, conn, &request).await;
+    // Boxed: the state of a request's answer lives on the heap only while it runs, so
+    // an idle connection's task stays small (about 1 KiB; tests/attacks.rs measures it).
+    let outcome = Box::pin(route(ctx, conn, &request)).await;
     let object_bytes = conn.object_bytes;
     let status = outcome.as_ref().map_or(0, |(status, _)| *status);
     if let Some(ticket) = conn.ticket.take() {

@@ -1,11 +1,15 @@
-//! The read side of a connection: one fixed buffer sized at start-up, the request head
+//! The read side of a connection: one buffer of a size fixed at start-up, lent by the
+//! shard's pool only while it is needed (none while idle), the request head
 //! (idle timeout before its first byte, header deadline until its last), and request
 //! bodies (length-delimited or chunked) streamed into an upload within the request's
 //! transfer deadline (`crate::transfer`).
 
 use std::io;
+use std::rc::Rc;
 use std::time::Instant;
 
+use bytes::BytesMut;
+use futures_lite::future::poll_once;
 use futures_lite::AsyncReadExt;
 use ron_codec::http::chunked::{ChunkedDecoder, ChunkedStep};
 use ron_codec::http::head::{parse_request_head, BodyFraming, HeadParse};
@@ -15,27 +19,35 @@ use ron_shards::ShardMetrics;
 use super::request::Request;
 use super::{Abort, Conn, HttpContext};
 use crate::admission::Ticket;
+use crate::buffers::{read_pooled, BufferPool, PooledBuffer};
 use crate::refusal::Refusal;
 use crate::service::UploadSession;
 use crate::transfer::{self, Transfer};
 
+/// The connection's read buffer: lent by the shard's pool while it holds bytes or a
+/// request is being received, given back between requests (`crate::buffers`).
 pub(super) struct ReadBuf {
-    data: Box<[u8]>,
+    data: Option<PooledBuffer>,
+    pool: Rc<BufferPool>,
     start: usize,
     end: usize,
 }
 
 impl ReadBuf {
-    pub fn new(capacity: usize) -> ReadBuf {
+    pub fn new(pool: Rc<BufferPool>) -> ReadBuf {
         ReadBuf {
-            data: vec![0; capacity].into_boxed_slice(),
+            data: None,
+            pool,
             start: 0,
             end: 0,
         }
     }
 
     pub fn filled(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+        match &self.data {
+            Some(data) => &data[self.start..self.end],
+            None => &[],
+        }
     }
 
     pub fn consume(&mut self, n: usize) {
@@ -44,6 +56,26 @@ impl ReadBuf {
             self.start = 0;
             self.end = 0;
         }
+    }
+
+    /// Gives the buffer back to the pool when it holds no bytes (between requests).
+    fn release_if_empty(&mut self) {
+        if self.start == self.end {
+            self.data = None;
+        }
+    }
+
+    /// Waits for the next request's first bytes holding no buffer meanwhile; returns
+    /// the bytes read (0 at end of stream).
+    async fn fill_idle<S: Transport>(&mut self, stream: &mut S) -> io::Result<usize> {
+        self.release_if_empty();
+        if self.data.is_some() {
+            return self.fill(stream).await;
+        }
+        let (data, n) = read_pooled(stream, &self.pool).await?;
+        self.data = Some(data);
+        self.end = n;
+        Ok(n)
     }
 
     /// Reads once from `stream`, returning the bytes read (0 at end of stream).
@@ -71,14 +103,16 @@ impl ReadBuf {
         Ok(n)
     }
 
-    /// The free end of the buffer, compacted first if it is full.
+    /// The free end of the buffer (taken from the pool if none is held), compacted
+    /// first if it is full.
     fn room(&mut self) -> &mut [u8] {
-        if self.end == self.data.len() {
-            self.data.copy_within(self.start..self.end, 0);
+        let data = self.data.get_or_insert_with(|| self.pool.take());
+        if self.end == data.len() {
+            data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        &mut self.data[self.end..]
+        &mut data[self.end..]
     }
 }
 
@@ -102,7 +136,15 @@ pub(super) async fn read_head<S: Transport>(
             .stream
             .tcp()
             .set_read_timeout(Some(limits.idle_timeout));
-        match conn.rbuf.fill(&mut conn.stream).await {
+        let first = match poll_once(conn.rbuf.fill_idle(&mut conn.stream)).await {
+            Some(read) => read,
+            None => {
+                // Idle for real: hold no write buffer either while waiting.
+                conn.wbuf = BytesMut::new();
+                conn.rbuf.fill_idle(&mut conn.stream).await
+            }
+        };
+        match first {
             Ok(0) | Err(_) => return Ok(HeadOutcome::Closed),
             Ok(_) => {}
         }

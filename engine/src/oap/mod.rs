@@ -35,6 +35,7 @@ use ron_io::stream::{split, Transport};
 use ron_shards::ShardMetrics;
 
 use crate::admission::Admission;
+use crate::buffers::BufferPool;
 use crate::service::Service;
 use crate::transfer::TransferPace;
 use outbox::{Outboxes, SharedOutboxes, WriterState};
@@ -77,6 +78,9 @@ pub struct OapContext {
     /// The shard's one zstd inflater, shared by its connections (inflation never
     /// awaits): its context and window are one per shard, not one per connection.
     pub inflater: RefCell<Option<Inflater>>,
+    /// Socket read buffers (`OAP_READ_BUFFER_BYTES`), lent only while a connection
+    /// has bytes to decode or is receiving (`crate::buffers`).
+    pub read_buffers: Rc<BufferPool>,
 }
 
 impl std::fmt::Debug for OapContext {
@@ -132,7 +136,8 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<OapContext>, stream: S) {
     let decoder = FrameDecoder::new(ctx.limits.max_frame);
     let mut reader = Reader::new(Rc::clone(&ctx), peer, read_half, Rc::clone(&out), decoder);
     let end = reader.run().await;
-    reader.abort_uploads().await;
+    // Boxed, like every request's work: an idle connection's task stays small.
+    Box::pin(reader.abort_uploads()).await;
     let state = match end {
         ReadEnd::PeerDone => WriterState::Draining,
         ReadEnd::Broken => WriterState::Closed,

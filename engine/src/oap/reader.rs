@@ -8,7 +8,6 @@ use std::task::{Context, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_lite::AsyncReadExt;
 use ron_codec::frame::{Flags, Frame, FrameDecoder, APP_HELLO, APP_OBJECTS};
 use ron_codec::inflate::Inflater;
 use ron_codec::messages::{HelloRequest, ObjectRequest};
@@ -23,7 +22,8 @@ use super::put::{self, PutStart, PutState, TOKEN_CARRIER};
 use super::writer::refusal_frame;
 use super::{OapContext, CLIENT_FLAGS};
 use crate::admission::{Claims, Ticket};
-use crate::limits::{OAP_READ_BUFFER_BYTES, REQUEST_INFLATE_BYTES_MAX};
+use crate::buffers::{read_pooled, PooledBuffer};
+use crate::limits::REQUEST_INFLATE_BYTES_MAX;
 use crate::refusal::Refusal;
 use crate::service::WriteCredential;
 use crate::transfer::{self, Transfer};
@@ -84,10 +84,10 @@ impl<S: Transport> Reader<S> {
     }
 
     pub async fn run(&mut self) -> ReadEnd {
-        let mut buf = vec![0u8; OAP_READ_BUFFER_BYTES].into_boxed_slice();
         loop {
-            let n = match self.read(&mut buf).await {
-                Ok(n) => n,
+            // The buffer goes back to the shard's pool once its bytes are decoded.
+            let (buf, n) = match self.read().await {
+                Ok(read) => read,
                 Err(end) => return end,
             };
             ShardMetrics::add(&self.ctx.metrics().bytes_in, n as u64);
@@ -95,7 +95,9 @@ impl<S: Transport> Reader<S> {
             loop {
                 match self.decoder.decode(&mut input) {
                     Ok(Some(frame)) => {
-                        if let Err(Reject(last)) = self.on_frame(frame).await {
+                        // Boxed: a frame's handling lives on the heap while it runs,
+                        // so an idle connection's task stays small.
+                        if let Err(Reject(last)) = Box::pin(self.on_frame(frame)).await {
                             return ReadEnd::Rejected(last);
                         }
                     }
@@ -112,20 +114,22 @@ impl<S: Transport> Reader<S> {
     /// One socket read. While the connection is receiving — inside a frame, or with
     /// uploads open — reads keep the transfer deadline (`crate::transfer`) from when it
     /// began receiving, and the uploads' slots are parked while nothing arrives. Between
-    /// frames with nothing to receive, the idle timeout applies, and silence ends the
-    /// connection only once nothing is in flight: a client downloading a large object
-    /// has nothing to say.
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadEnd> {
+    /// frames with nothing to receive, the idle timeout applies, the wait holds no read
+    /// buffer (`crate::buffers`), and silence ends the connection only once nothing is in
+    /// flight: a client downloading a large object has nothing to say.
+    async fn read(&mut self) -> Result<(PooledBuffer, usize), ReadEnd> {
         if !self.decoder.is_idle() || !self.inbound.is_empty() {
-            return self.read_receiving(buf).await;
+            let mut buf = self.ctx.read_buffers.take();
+            let n = self.read_receiving(&mut buf).await?;
+            return Ok((buf, n));
         }
         self.receiving = None;
         loop {
             self.half
                 .set_read_timeout(Some(self.ctx.limits.idle_timeout));
-            return match self.half.read(buf).await {
-                Ok(0) => Err(ReadEnd::PeerDone),
-                Ok(n) => Ok(n),
+            return match read_pooled(&mut self.half, &self.ctx.read_buffers).await {
+                Ok((_, 0)) => Err(ReadEnd::PeerDone),
+                Ok(read) => Ok(read),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     if self.busy() {
                         continue;

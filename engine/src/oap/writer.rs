@@ -27,13 +27,15 @@ pub(super) async fn write_loop<S: Transport>(
     mut half: WriteHalf<S>,
     out: SharedOutboxes,
 ) {
-    let mut wbuf = BytesMut::with_capacity(WRITE_BATCH_BYTES_MAX);
+    // Allocated per busy period: an idle connection holds no write buffer.
+    let mut wbuf = BytesMut::new();
     let mut busy = Transfer::new(ctx.pace(Instant::now()));
     loop {
         let poll_next = || std::future::poll_fn(|cx| out.borrow_mut().poll_next(cx));
         let next = match poll_once(poll_next()).await {
             Some(next) => next,
             None => {
+                wbuf = BytesMut::new();
                 let next = poll_next().await;
                 busy = Transfer::new(ctx.pace(Instant::now()));
                 next
@@ -44,23 +46,59 @@ pub(super) async fn write_loop<S: Transport>(
             Next::Last(frame) => (frame, true),
             Next::Done => break,
         };
-        let mut sent = add_frame(&ctx, &mut half, &mut wbuf, frame, &mut busy).await;
-        while !last && sent.is_ok() && wbuf.len() < WRITE_BATCH_BYTES_MAX {
-            let Some(frame) = out.borrow_mut().take_next() else {
-                break;
-            };
-            sent = add_frame(&ctx, &mut half, &mut wbuf, frame, &mut busy).await;
-        }
-        if sent.is_ok() && !wbuf.is_empty() {
-            sent = send(&ctx, &mut half, &wbuf, &mut busy).await;
-            wbuf.clear();
-        }
+        wbuf.reserve(WRITE_BATCH_BYTES_MAX);
+        // Boxed: a batch's sends live on the heap while they run, so an idle
+        // connection's writer task stays small.
+        let batch = Batch {
+            ctx: &ctx,
+            out: &out,
+            wbuf: &mut wbuf,
+            busy: &mut busy,
+        };
+        let sent = Box::pin(batch.send(&mut half, frame, last)).await;
         if sent.is_err() || last {
             break;
         }
     }
     out.borrow_mut().set_state(WriterState::Closed);
     let _ = half.close().await;
+}
+
+/// One send of queued frames: the first, then whatever else is queued, up to
+/// `WRITE_BATCH_BYTES_MAX` gathered.
+struct Batch<'a> {
+    ctx: &'a OapContext,
+    out: &'a SharedOutboxes,
+    wbuf: &'a mut BytesMut,
+    busy: &'a mut Transfer,
+}
+
+impl Batch<'_> {
+    async fn send<S: Transport>(
+        self,
+        half: &mut WriteHalf<S>,
+        first: OutFrame,
+        last: bool,
+    ) -> std::io::Result<()> {
+        let Batch {
+            ctx,
+            out,
+            wbuf,
+            busy,
+        } = self;
+        add_frame(ctx, half, wbuf, first, busy).await?;
+        while !last && wbuf.len() < WRITE_BATCH_BYTES_MAX {
+            let Some(frame) = out.borrow_mut().take_next() else {
+                break;
+            };
+            add_frame(ctx, half, wbuf, frame, busy).await?;
+        }
+        if !wbuf.is_empty() {
+            send(ctx, half, wbuf, busy).await?;
+            wbuf.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Appends `frame` to the batch; a large body is sent straight from its buffer.

@@ -22,6 +22,7 @@ use super::clock::{Alarm, ShardClock};
 use super::{Signals, StartError};
 use crate::admission::buckets::ShardQuotas;
 use crate::admission::{Admission, Counters};
+use crate::buffers::BufferPool;
 use crate::cli::Resolved;
 use crate::config::Config;
 use crate::http::{self, HttpContext, HttpLimits};
@@ -401,6 +402,10 @@ impl FrontEnds {
             draining: Rc::clone(draining),
             shard_count,
             inflater: std::cell::RefCell::new(None),
+            read_buffers: BufferPool::new(
+                limits::OAP_READ_BUFFER_BYTES,
+                limits::READ_BUFFERS_POOLED_MAX,
+            ),
         });
         let http = Rc::new(HttpContext::new(
             service,
