@@ -12,16 +12,15 @@
 //! once that group and every parent above it check out against the address.
 //!
 //! Cost: `depth ≤ 64` parents before a group, about `groups + 2·log2(n)` parents for a
-//! whole range. The server derives parent CVs from the stored group CVs (no interior
-//! nodes are stored), `O(span)` merges per parent.
+//! whole range. The server looks each parent's children up in the loaded tree's inner
+//! nodes (`ChunkTree`): no hashing, one lookup per level.
 
 use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, Mode};
 
 use crate::address::Address;
 use crate::error::Error;
 use crate::tree::{
-    check_group, group_count, left_subtree_groups, merge_non_root, ChunkTree, GroupIndex,
-    CV_LEN_BYTES,
+    check_group, group_count, left_subtree_groups, ChunkTree, GroupIndex, CV_LEN_BYTES,
 };
 
 /// Bytes of one parent node on the wire: left CV then right CV.
@@ -52,15 +51,12 @@ impl GroupRange {
 /// `range`: those ancestors of `group` whose first group inside the range is `group`,
 /// top-down.
 pub fn parents_before(tree: &ChunkTree, range: GroupRange, group: GroupIndex, out: &mut Vec<u8>) {
-    let cvs = tree.group_cvs();
-    let (mut lo, mut hi) = (0u64, cvs.len() as u64);
+    let (mut lo, mut hi) = (0u64, tree.group_cvs().len() as u64);
     while hi - lo >= 2 {
         let mid = lo + left_subtree_groups((hi - lo) as usize) as u64;
         if lo.max(range.first.0) == group.0 {
-            let left = merge_non_root(&cvs[lo as usize..mid as usize]);
-            let right = merge_non_root(&cvs[mid as usize..hi as usize]);
-            out.extend_from_slice(&left.0);
-            out.extend_from_slice(&right.0);
+            out.extend_from_slice(&tree.subtree_cv(lo, mid).0);
+            out.extend_from_slice(&tree.subtree_cv(mid, hi).0);
         }
         if group.0 < mid {
             hi = mid;

@@ -89,37 +89,53 @@ pub(crate) fn left_subtree_groups(n: usize) -> usize {
     1 << (usize::BITS - 1 - (n - 1).leading_zeros())
 }
 
-pub(crate) fn merge_non_root(cvs: &[ChainingValue]) -> ChainingValue {
-    if let [only] = cvs {
-        return *only;
-    }
-    let (left, right) = cvs.split_at(left_subtree_groups(cvs.len()));
-    ChainingValue(merge_subtrees_non_root(
-        &merge_non_root(left).0,
-        &merge_non_root(right).0,
-        Mode::Hash,
-    ))
+/// Builds the inner nodes of the subtree of groups `lo..hi` (at least two) into `inner`
+/// (see [`ChunkTree`]) and returns its two children's CVs. One merge per inner node.
+fn build_inner(
+    cvs: &[ChainingValue],
+    lo: usize,
+    hi: usize,
+    inner: &mut [ChainingValue],
+) -> (ChainingValue, ChainingValue) {
+    let mid = lo + left_subtree_groups(hi - lo);
+    let subtree = |lo: usize, hi: usize, inner: &mut [ChainingValue]| {
+        if hi - lo == 1 {
+            return cvs[lo];
+        }
+        let (left, right) = build_inner(cvs, lo, hi, inner);
+        let cv = ChainingValue(merge_subtrees_non_root(&left.0, &right.0, Mode::Hash));
+        inner[lo + left_subtree_groups(hi - lo) - 1] = cv;
+        cv
+    };
+    let left = subtree(lo, mid, inner);
+    let right = subtree(mid, hi, inner);
+    (left, right)
 }
 
-/// The object root from the CVs of its groups (at least two).
-pub fn root_from_cvs(cvs: &[ChainingValue]) -> Address {
+/// The inner nodes of the tree over `cvs` (at least two) and its root.
+fn inner_nodes_and_root(cvs: &[ChainingValue]) -> (Vec<ChainingValue>, Address) {
     assert!(cvs.len() >= 2, "a single group's CV is already the root");
-    let (left, right) = cvs.split_at(left_subtree_groups(cvs.len()));
-    let root = merge_subtrees_root(
-        &merge_non_root(left).0,
-        &merge_non_root(right).0,
-        Mode::Hash,
-    );
-    Address::from_bytes(*root.as_bytes())
+    let mut inner = vec![ChainingValue([0; CV_LEN_BYTES]); cvs.len() - 1];
+    let (left, right) = build_inner(cvs, 0, cvs.len(), &mut inner);
+    let root = merge_subtrees_root(&left.0, &right.0, Mode::Hash);
+    (inner, Address::from_bytes(*root.as_bytes()))
 }
 
-/// An object's verified chunk tree: its length, root and group CVs.
+/// An object's verified chunk tree: its length, root, group CVs and inner nodes.
+///
+/// Every subtree of two or more groups has a distinct split point (the first group of
+/// its right child), so its CV is kept in `inner[split - 1]`: a proof then costs one
+/// lookup per level, never a merge. The root's slot holds zeros (the root is the
+/// address, merged with the ROOT flag). Inner nodes are rebuilt at load (the same
+/// merges that check the tree against the address), never stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkTree {
     object_len: u64,
     root: Address,
     /// Empty for single-group objects: their only CV is the root.
     cvs: Vec<ChainingValue>,
+    /// `cvs.len() - 1` inner nodes (none for a single group), indexed as above.
+    inner: Vec<ChainingValue>,
 }
 
 impl ChunkTree {
@@ -145,6 +161,25 @@ impl ChunkTree {
     /// The non-root CV of every group; empty for a single-group object.
     pub fn group_cvs(&self) -> &[ChainingValue] {
         &self.cvs
+    }
+
+    /// The non-root CV of the subtree of groups `lo..hi` (within a multi-group tree,
+    /// not the whole of it).
+    pub(crate) fn subtree_cv(&self, lo: u64, hi: u64) -> ChainingValue {
+        let (lo, hi) = (lo as usize, hi as usize);
+        if hi - lo == 1 {
+            return self.cvs[lo];
+        }
+        self.inner[lo + left_subtree_groups(hi - lo) - 1]
+    }
+
+    /// Memory a loaded tree of an `object_len`-byte object holds: its group CVs and
+    /// inner nodes.
+    pub fn memory_bytes(object_len: u64) -> u64 {
+        match group_count(object_len) {
+            1 => 0,
+            n => (2 * n - 1) * CV_LEN_BYTES as u64,
+        }
     }
 
     /// Bytes of the stored encoding (see the module docs).
@@ -182,7 +217,16 @@ impl ChunkTree {
                 ChainingValue(cv)
             })
             .collect();
-        if cvs.len() >= 2 && root_from_cvs(&cvs) != root {
+        if cvs.is_empty() {
+            return Ok(ChunkTree {
+                object_len,
+                root,
+                cvs,
+                inner: Vec::new(),
+            });
+        }
+        let (inner, computed) = inner_nodes_and_root(&cvs);
+        if computed != root {
             return Err(Error::TreeRootMismatch {
                 root: root.to_string(),
             });
@@ -191,6 +235,7 @@ impl ChunkTree {
             object_len,
             root,
             cvs,
+            inner,
         })
     }
 
@@ -311,13 +356,16 @@ impl TreeHasher {
                 object_len: self.object_len,
                 root: Address::from_bytes(*self.group.finalize().as_bytes()),
                 cvs: Vec::new(),
+                inner: Vec::new(),
             };
         }
         self.cvs.push(ChainingValue(self.group.finalize_non_root()));
+        let (inner, root) = inner_nodes_and_root(&self.cvs);
         ChunkTree {
             object_len: self.object_len,
-            root: root_from_cvs(&self.cvs),
+            root,
             cvs: self.cvs,
+            inner,
         }
     }
 }
@@ -441,6 +489,47 @@ mod tests {
         let full = pattern(3 * 65536);
         let tree = ChunkTree::of(&full);
         assert!(tree.verify_group(GroupIndex(1), &full[..65536]).is_err());
+    }
+
+    /// A subtree's CV the slow way: merging its groups' CVs.
+    fn merged(cvs: &[ChainingValue]) -> ChainingValue {
+        if let [only] = cvs {
+            return *only;
+        }
+        let (left, right) = cvs.split_at(left_subtree_groups(cvs.len()));
+        let (l, r) = (merged(left), merged(right));
+        ChainingValue(merge_subtrees_non_root(&l.0, &r.0, Mode::Hash))
+    }
+
+    #[test]
+    fn every_inner_node_is_the_merge_of_its_subtree() {
+        for n in [2usize, 3, 5, 8, 13, 64, 100, 257] {
+            let data = pattern(n * GROUP_LEN_BYTES as usize - 7);
+            let tree = ChunkTree::of(&data);
+            let cvs = tree.group_cvs();
+            // Every node of the left-balanced tree, top-down.
+            let mut nodes = vec![(0usize, n)];
+            while let Some((lo, hi)) = nodes.pop() {
+                if hi - lo < 2 {
+                    continue;
+                }
+                let mid = lo + left_subtree_groups(hi - lo);
+                for (a, b) in [(lo, mid), (mid, hi)] {
+                    assert_eq!(
+                        tree.subtree_cv(a as u64, b as u64),
+                        merged(&cvs[a..b]),
+                        "n={n} subtree {a}..{b}"
+                    );
+                }
+                nodes.extend([(lo, mid), (mid, hi)]);
+            }
+            let reloaded = {
+                let mut stored = Vec::new();
+                tree.write_stored(&mut stored);
+                ChunkTree::from_stored(tree.object_len(), tree.root(), &stored).unwrap()
+            };
+            assert_eq!(reloaded, tree);
+        }
     }
 
     #[test]

@@ -82,7 +82,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, series: Seri
 
 /// Every family, in the order it is rendered.
 #[rustfmt::skip]
-const FAMILIES: [Family; 32] = [
+const FAMILIES: [Family; 34] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -92,6 +92,8 @@ const FAMILIES: [Family; 32] = [
     family("ron_verify_failures_total", Counter, "64 KiB groups that failed verification (never sent).", Series::Sum(|s| s.metrics.verify_failures)),
     family("ron_cache_hits_total", Counter, "Verified-group cache hits.", Series::Sum(|s| s.metrics.cache_hits)),
     family("ron_cache_misses_total", Counter, "Verified-group cache misses.", Series::Sum(|s| s.metrics.cache_misses)),
+    family("ron_meta_loads_total", Counter, "Object index records read and checked against their address (metadata cache misses).", Series::Sum(|s| s.metrics.meta_loads)),
+    family("ron_meta_load_waits_total", Counter, "Requests that waited for a load of the same object's metadata already running instead of loading it again.", Series::Sum(|s| s.metrics.meta_load_waits)),
     family("ron_connections_total", Counter, "Connections accepted.", Series::Sum(|s| s.metrics.connections_total)),
     family("ron_overload_rejections_total", Counter, "Requests answered 503 overloaded by the in-flight gate.", Series::Sum(|s| s.metrics.overload_rejections)),
     family("ron_accept_failures_total", Counter, "Accepts that failed (e.g. out of file descriptors); the connection waits in the kernel backlog.", Series::Sum(|s| s.metrics.accept_failures)),

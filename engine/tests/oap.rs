@@ -741,3 +741,50 @@ fn the_shard_gate_answers_503_with_retry_after_and_idle_connections_close() {
     assert!(probe.recv().is_none());
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn metadata_loads_are_coalesced_and_a_tree_bigger_than_the_cache_is_not_reloaded() {
+    // 2,050 groups: an index record longer than a shard checks inline (it is checked on
+    // the blocking pool, so requests can arrive while it loads), and a tree (4,099 CVs
+    // with its inner nodes, 128 KiB) bigger than the whole 64 KiB metadata budget.
+    let args = ["--shards", "1", "--meta-cache-bytes", "64KiB"];
+    let mut n = node("oap-meta-coalesce", &args);
+    let data = bytes(21, 2050 * 65_536 - 100);
+    let addr = upload(&n, &data);
+    n.stop();
+    n.restart(&args);
+    let loads_before = metric(n.admin, "ron_meta_loads_total");
+    // 16 STARTs in one packet: each request task runs up to its first wait, so the
+    // first starts the load and the other fifteen find it running.
+    let mut w = Wire::open(n.oap);
+    let stat = |corr_id| request(&ObjectRequest::Stat { addr }, corr_id);
+    let burst: Vec<u8> = (1..=16).flat_map(|c| stat(c).to_bytes()).collect();
+    w.send_raw(&burst);
+    for _ in 1..=16 {
+        let answer = w.recv().unwrap();
+        assert_eq!(answer.header.code, 200);
+        assert_eq!(
+            ObjectInfo::parse(&answer.payload).unwrap().len,
+            data.len() as u64
+        );
+    }
+    assert_eq!(metric(n.admin, "ron_meta_loads_total") - loads_before, 1);
+    assert_eq!(metric(n.admin, "ron_meta_load_waits_total"), 15);
+    // Too big for the cache, yet not read again for each later request, including a
+    // proof-carrying range GET.
+    for c in 17..27 {
+        w.send(&stat(c));
+        assert_eq!(w.recv().unwrap().header.code, 200);
+    }
+    let proof_get = ObjectRequest::Get {
+        addr,
+        range: Some(ron_codec::messages::InclusiveRange {
+            first: 70_000_000,
+            last: 70_100_000,
+        }),
+        proof: true,
+    };
+    let (status, _, end) = get_on(&mut w, request(&proof_get, 30));
+    assert_eq!((status, end), (206, 206));
+    assert_eq!(metric(n.admin, "ron_meta_loads_total") - loads_before, 1);
+}

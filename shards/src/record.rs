@@ -35,10 +35,11 @@ impl ObjectMeta {
         self.len() == 0
     }
 
-    /// Memory this entry holds in a cache: the struct, its chaining values, its type.
+    /// Memory this entry holds in a cache: the struct, its tree (group CVs and inner
+    /// nodes), its type.
     pub fn footprint_bytes(&self) -> usize {
         std::mem::size_of::<ObjectMeta>()
-            + ChunkTree::stored_len(self.len()) as usize
+            + ChunkTree::memory_bytes(self.len()) as usize
             + self.content_type.len()
     }
 
@@ -86,14 +87,15 @@ mod tests {
 
     #[test]
     fn footprint_counts_the_chaining_values() {
-        let data = vec![1u8; 300_000]; // 5 groups: 5 × 32 bytes of chaining values
+        // 5 groups: 5 group CVs and 4 inner nodes of 32 bytes.
+        let data = vec![1u8; 300_000];
         let meta = ObjectMeta {
             tree: ChunkTree::of(&data),
             content_type: "text/plain".into(),
         };
         assert_eq!(
             meta.footprint_bytes(),
-            std::mem::size_of::<ObjectMeta>() + 160 + 10
+            std::mem::size_of::<ObjectMeta>() + 9 * 32 + 10
         );
     }
 

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
 
-use crate::cache::{ClockCache, GroupCache, GroupKey};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use crate::cache::{AddressMap, ClockCache, GroupCache, GroupKey};
 use crate::commit::{CommitOutcome, GroupCommit};
 use crate::disk::{self, ObjectFiles};
 use crate::error::ShardError;
@@ -24,8 +26,13 @@ use crate::layout::{self, Routing, ShardIndex};
 use crate::mesh::{Mesh, MeshHandler, MeshOp, MeshReply};
 use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
-use crate::store::{Store, StoreId};
+use crate::store::{Lookup, Store, StoreId};
 use crate::upload::{self, StagedObject, Upload};
+
+/// Index records longer than this (2,048 groups: objects over 128 MiB) are read and
+/// checked on the blocking pool: checking a tree is one merge per group (a 4 GiB object:
+/// 65,536 merges, milliseconds) that would stall every connection of the shard.
+const INLINE_RECORD_BYTES_MAX: usize = 64 * 1024;
 
 /// Start-up sizing of one shard; every cache and table has a limit.
 #[derive(Debug, Clone)]
@@ -46,6 +53,9 @@ pub struct ShardConfig {
     pub commit_batch_max: usize,
 }
 
+/// Requests waiting for a metadata load: told its outcome (`None`: it failed).
+type MetaWaiters = Vec<LocalSender<Option<Rc<ObjectMeta>>>>;
+
 /// The state of one shard.
 pub struct Shard {
     index: ShardIndex,
@@ -54,6 +64,10 @@ pub struct Shard {
     stores: HashMap<StoreId, Store>,
     groups: RefCell<GroupCache>,
     metas: RefCell<ClockCache<Address, Rc<ObjectMeta>>>,
+    /// The last metadata too heavy for `metas` (a tree bigger than its whole budget).
+    oversized_meta: RefCell<Option<Rc<ObjectMeta>>>,
+    /// Metadata loads running, and the requests waiting for each.
+    meta_loads: RefCell<AddressMap<Address, MetaWaiters>>,
     files: ObjectFiles,
     commits: Rc<GroupCommit>,
     upload_seq: Cell<u64>,
@@ -95,6 +109,8 @@ impl Shard {
             routing,
             groups: RefCell::new(GroupCache::new(config.cache_bytes_max)),
             metas: RefCell::new(ClockCache::new(config.meta_bytes_max)),
+            oversized_meta: RefCell::new(None),
+            meta_loads: RefCell::new(AddressMap::default()),
             files: ObjectFiles::new(config.open_files_max, Arc::clone(&metrics)),
             config,
             stores,
@@ -136,13 +152,49 @@ impl Shard {
 
     /// The object's metadata (chunk tree verified against the address), from this
     /// shard's cache, its own store, or the owner shard. Objects are immutable, so any
-    /// shard may cache any object's metadata.
+    /// shard may cache any object's metadata. Concurrent requests for metadata being
+    /// loaded wait for that load instead of repeating it; if it fails, each tries once
+    /// itself (so each gets its own error).
     pub async fn meta(&self, addr: &Address) -> Result<Rc<ObjectMeta>, ShardError> {
-        if let Some(meta) = self.metas.borrow_mut().get(addr) {
+        if let Some(meta) = self.cached_meta(addr) {
             return Ok(meta);
         }
+        if let Some(waiting) = self.join_meta_load(addr) {
+            ShardMetrics::add(&self.metrics.meta_load_waits, 1);
+            if let Some(Some(meta)) = waiting.recv().await {
+                return Ok(meta);
+            }
+            return self.load_meta(addr).await;
+        }
+        let load = MetaLoad::lead(self, *addr);
+        let loaded = self.load_meta(addr).await;
+        load.settle(loaded.as_ref().ok());
+        loaded
+    }
+
+    fn cached_meta(&self, addr: &Address) -> Option<Rc<ObjectMeta>> {
+        if let Some(meta) = self.metas.borrow_mut().get(addr) {
+            return Some(meta);
+        }
+        let oversized = self.oversized_meta.borrow();
+        oversized
+            .as_ref()
+            .filter(|meta| meta.addr() == *addr)
+            .map(Rc::clone)
+    }
+
+    /// A receiver for the outcome of a load of `addr` already running, if one is.
+    fn join_meta_load(&self, addr: &Address) -> Option<LocalReceiver<Option<Rc<ObjectMeta>>>> {
+        let mut loads = self.meta_loads.borrow_mut();
+        let waiters = loads.get_mut(addr)?;
+        let (tell, told) = local_channel::new_bounded(1);
+        waiters.push(tell);
+        Some(told)
+    }
+
+    async fn load_meta(&self, addr: &Address) -> Result<Rc<ObjectMeta>, ShardError> {
         let meta = match self.owner(addr) {
-            None => self.local_meta(addr)?,
+            None => self.local_meta(addr).await?,
             Some(owner) => match self.mesh()?.call(owner, MeshOp::Meta(*addr)).await? {
                 MeshReply::Meta(meta) => meta,
                 _ => return Err(mesh_confused(owner)),
@@ -150,15 +202,35 @@ impl Shard {
         };
         let meta = Rc::new(meta);
         let weight = meta.footprint_bytes();
-        self.metas
-            .borrow_mut()
-            .insert(*addr, Rc::clone(&meta), weight);
+        if weight > self.config.meta_bytes_max {
+            // Too big for the cache: kept beside it (one such tree per shard), so a
+            // huge object is not re-read and re-checked on every request.
+            *self.oversized_meta.borrow_mut() = Some(Rc::clone(&meta));
+        } else {
+            self.metas
+                .borrow_mut()
+                .insert(*addr, Rc::clone(&meta), weight);
+        }
         Ok(meta)
     }
 
-    fn local_meta(&self, addr: &Address) -> Result<ObjectMeta, ShardError> {
+    /// Reads and checks the object's record from this shard's store: inline when short,
+    /// on the blocking pool when checking its tree would stall the shard.
+    async fn local_meta(&self, addr: &Address) -> Result<ObjectMeta, ShardError> {
         let store = self.local_store(addr)?;
-        store.get(addr)?.ok_or(ShardError::NotFound { addr: *addr })
+        ShardMetrics::add(&self.metrics.meta_loads, 1);
+        let not_found = || ShardError::NotFound { addr: *addr };
+        match store.get_inline(addr, INLINE_RECORD_BYTES_MAX)? {
+            Lookup::Found(meta) => Ok(meta),
+            Lookup::Absent => Err(not_found()),
+            Lookup::Long => {
+                let (store, key) = (store.clone(), *addr);
+                glommio::executor()
+                    .spawn_blocking(move || store.get(&key))
+                    .await?
+                    .ok_or_else(not_found)
+            }
+        }
     }
 
     fn local_store(&self, addr: &Address) -> Result<&Store, ShardError> {
@@ -240,7 +312,7 @@ impl Shard {
 
     async fn commit_local(&self, staged: StagedObject) -> Result<CommitOutcome, ShardError> {
         let store = self.local_store(&staged.meta.addr())?;
-        if self.metas.borrow_mut().get(&staged.meta.addr()).is_some() {
+        if self.cached_meta(&staged.meta.addr()).is_some() {
             upload::discard(staged).await;
             return Ok(CommitOutcome::AlreadyStored);
         }
@@ -257,6 +329,34 @@ impl Shard {
             }
             MeshOp::Commit(staged) => self.commit_local(staged).await.map(MeshReply::Committed),
         }
+    }
+}
+
+/// The load of one object's metadata that other requests wait for. Dropped without
+/// [`MetaLoad::settle`] (its request went away), it still ends: its waiters see the
+/// channel close and load for themselves.
+struct MetaLoad<'a> {
+    shard: &'a Shard,
+    addr: Address,
+}
+
+impl<'a> MetaLoad<'a> {
+    fn lead(shard: &'a Shard, addr: Address) -> MetaLoad<'a> {
+        shard.meta_loads.borrow_mut().insert(addr, Vec::new());
+        MetaLoad { shard, addr }
+    }
+
+    fn settle(self, meta: Option<&Rc<ObjectMeta>>) {
+        let waiters = self.shard.meta_loads.borrow_mut().remove(&self.addr);
+        for waiter in waiters.into_iter().flatten() {
+            let _ = waiter.try_send(meta.map(Rc::clone));
+        }
+    }
+}
+
+impl Drop for MetaLoad<'_> {
+    fn drop(&mut self) {
+        self.shard.meta_loads.borrow_mut().remove(&self.addr);
     }
 }
 

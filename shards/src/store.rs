@@ -68,6 +68,15 @@ impl StoreStats {
     }
 }
 
+/// What [`Store::get_inline`] found.
+#[derive(Debug)]
+pub enum Lookup {
+    Found(ObjectMeta),
+    Absent,
+    /// A record longer than the caller's limit, left undecoded.
+    Long,
+}
+
 /// One record to commit: the object's address, its encoded record and its length.
 #[derive(Debug, Clone)]
 pub struct CommitRecord {
@@ -134,6 +143,26 @@ impl Store {
             op,
             path: self.root.join("index"),
             source,
+        }
+    }
+
+    /// The object's record if it is at most `record_bytes_max` long (checking a record's
+    /// tree costs one merge per group, so long ones are for [`Store::get`] on the
+    /// blocking pool).
+    pub fn get_inline(
+        &self,
+        addr: &Address,
+        record_bytes_max: usize,
+    ) -> Result<Lookup, ShardError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        match self
+            .db
+            .get(&rtxn, addr.as_bytes())
+            .map_err(self.lmdb("get"))?
+        {
+            Some(bytes) if bytes.len() > record_bytes_max => Ok(Lookup::Long),
+            Some(bytes) => ObjectMeta::decode(*addr, bytes).map(Lookup::Found),
+            None => Ok(Lookup::Absent),
         }
     }
 
