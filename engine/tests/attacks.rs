@@ -612,3 +612,489 @@ fn ten_thousand_idle_oap_connections_cost_at_most_16_kib_each() {
     assert_well_behaved_client_unharmed(n.http, &format!("/o/{kept}"), "", 200);
     drop(idle);
 }
+
+/// Runs `attack` on its own thread until a well-behaved client beside it has made its
+/// probes (p99 asserted), then stops it and returns what it found.
+fn during<T: Send + 'static>(
+    addr: SocketAddr,
+    path: &str,
+    attack: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
+) -> T {
+    during_with(addr, path, "", attack)
+}
+
+/// [`during`], the well-behaved client sending `headers` with each probe.
+fn during_with<T: Send + 'static>(
+    addr: SocketAddr,
+    path: &str,
+    headers: &str,
+    attack: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
+) -> T {
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || attack(stop))
+    };
+    // Let the attack get going first.
+    std::thread::sleep(Duration::from_millis(200));
+    let probed =
+        std::panic::catch_unwind(|| assert_well_behaved_client_unharmed(addr, path, headers, 200));
+    stop.store(true, Ordering::Relaxed);
+    let found = attacker.join().expect("the attack thread");
+    if let Err(panic) = probed {
+        std::panic::resume_unwind(panic);
+    }
+    found
+}
+
+/// Whether an attack loop goes on: always for its first round, then until told to stop.
+fn going_on(stop: &AtomicBool, round: &mut u64) -> bool {
+    *round += 1;
+    *round == 1 || !stop.load(Ordering::Relaxed)
+}
+
+/// A connection whose close sends a TCP reset (SO_LINGER 0), as a crashing client's does.
+fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+#[test]
+fn slow_loris_heads_get_408_at_the_header_deadline() {
+    let n = Node::start(
+        &temp_dir("atk-slowloris"),
+        &["--shards", "1", "--header-timeout-ms", "1000"],
+    );
+    let kept = upload(&n, b"served while heads trickle");
+    let statuses = during(n.http, &format!("/o/{kept}"), move |_| {
+        // 64 connections each sending a head a byte every 200 ms: never complete.
+        let mut slow: Vec<TcpStream> = (0..64).map(|_| connect(n.http)).collect();
+        let started = Instant::now();
+        for byte in b"GET /o/b3:0123456789".iter() {
+            for s in &mut slow {
+                let _ = s.write_all(&[*byte]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            if started.elapsed() > Duration::from_millis(1500) {
+                break;
+            }
+        }
+        slow.iter_mut()
+            .map(|s| {
+                read_response(s, &mut Vec::new(), false)
+                    .map(|r| r.status)
+                    .unwrap_or(0)
+            })
+            .collect::<Vec<u16>>()
+    });
+    assert!(statuses.iter().all(|&s| s == 408), "{statuses:?}");
+}
+
+#[test]
+fn oversized_and_garbage_heads_are_refused_and_closed() {
+    let n = Node::start(&temp_dir("atk-heads"), &["--shards", "1"]);
+    let kept = upload(&n, b"served while heads are garbage");
+    let (oversized, garbage) = during(n.http, &format!("/o/{kept}"), move |stop| {
+        let big = format!("GET /o HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(64 << 10));
+        let mut junk = bytes(3, 4096);
+        junk.extend_from_slice(b"\r\n\r\n");
+        let (mut oversized, mut garbage) = (Vec::new(), Vec::new());
+        let mut round = 0;
+        while going_on(&stop, &mut round) {
+            oversized.push(
+                request(n.http, big.as_bytes())
+                    .map(|r| r.status)
+                    .unwrap_or(0),
+            );
+            garbage.push(request(n.http, &junk).map(|r| r.status).unwrap_or(0));
+        }
+        (oversized, garbage)
+    });
+    assert!(
+        !oversized.is_empty() && oversized.iter().all(|&s| s == 431),
+        "{oversized:?}"
+    );
+    assert!(
+        !garbage.is_empty() && garbage.iter().all(|&s| s == 400),
+        "{garbage:?}"
+    );
+}
+
+#[test]
+fn ten_thousand_ranges_in_one_header_cost_one_whole_body_answer() {
+    // 10,000 ranges need a head of ~90 KB: allowed here so the ranges reach the parser.
+    let n = Node::start(
+        &temp_dir("atk-ranges"),
+        &["--shards", "1", "--head-bytes-max", "256KiB"],
+    );
+    let data = bytes(5, 1 << 20);
+    let addr = upload(&n, &data);
+    let ranges: Vec<String> = (0..10_000u64)
+        .map(|i| format!("{}-{}", i * 97, i * 97))
+        .collect();
+    let header = format!("Range: bytes={}\r\n", ranges.join(","));
+    let answers = during(n.http, &format!("/o/{addr}"), move |stop| {
+        let mut answers = Vec::new();
+        let mut round = 0;
+        while going_on(&stop, &mut round) {
+            let r = get_with(n.http, &format!("/o/{addr}"), &header);
+            answers.push((r.status, r.body.len()));
+        }
+        answers
+    });
+    // More than 16 ranges: the header is ignored and the whole object served once
+    // (docs/HTTP-API.md), never 10,000 parts.
+    assert!(!answers.is_empty());
+    assert!(answers.iter().all(|&a| a == (200, 1 << 20)), "{answers:?}");
+    // With the default head limit the same header is too large to read.
+    let r = get_with(
+        Node::start(&temp_dir("atk-ranges-default"), &["--shards", "1"]).http,
+        &format!("/o/{addr}"),
+        &format!(
+            "Range: bytes={}\r\n",
+            (0..10_000)
+                .map(|i| format!("{i}-{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    );
+    assert_eq!(r.status, 431);
+}
+
+#[test]
+fn a_pipelining_flood_is_answered_in_order_without_starving_others() {
+    let n = Node::start(&temp_dir("atk-pipeline"), &["--shards", "1"]);
+    let kept = upload(&n, b"one small object, asked for ten thousand times");
+    let path = format!("/o/{kept}");
+    let answered = during(n.http, &path, move |_| {
+        const FLOOD: usize = 10_000;
+        let mut s = connect(n.http);
+        let raw = format!("GET /o/{kept} HTTP/1.1\r\nHost: t\r\n\r\n").repeat(FLOOD);
+        let mut writer = s.try_clone().unwrap();
+        // Written all at once (1 MB of heads) while the answers pile up unread.
+        let flood = std::thread::spawn(move || writer.write_all(raw.as_bytes()).is_ok());
+        std::thread::sleep(Duration::from_millis(300));
+        let mut pending = Vec::new();
+        let mut ok = 0;
+        for _ in 0..FLOOD {
+            match read_response(&mut s, &mut pending, false) {
+                Ok(r) if r.status == 200 => ok += 1,
+                _ => break,
+            }
+        }
+        assert!(flood.join().unwrap(), "the node stopped reading the flood");
+        ok
+    });
+    assert_eq!(answered, 10_000);
+}
+
+#[test]
+fn half_closed_connections_get_their_answer_then_are_closed() {
+    let n = Node::start(&temp_dir("atk-halfclosed"), &["--shards", "1"]);
+    let kept = upload(&n, b"an answer for a client that stopped sending");
+    let path = format!("/o/{kept}");
+    let (answered, idle_closed) = during(n.http, &path, move |stop| {
+        let (mut answered, mut idle_closed) = (0, 0);
+        let mut round = 0;
+        while going_on(&stop, &mut round) {
+            // A request, then FIN: still answered, then closed by the node.
+            let mut s = connect(n.http);
+            s.write_all(format!("GET /o/{kept} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                .unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut pending = Vec::new();
+            if read_response(&mut s, &mut pending, false).is_ok_and(|r| r.status == 200) {
+                let mut rest = [0u8; 16];
+                if matches!(s.read(&mut rest), Ok(0)) && pending.is_empty() {
+                    answered += 1;
+                }
+            }
+            // FIN before any request: closed at once, not held to the idle timeout.
+            let mut s = connect(n.http);
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let started = Instant::now();
+            if matches!(s.read(&mut [0u8; 16]), Ok(0)) && started.elapsed() < Duration::from_secs(1)
+            {
+                idle_closed += 1;
+            }
+        }
+        (answered, idle_closed)
+    });
+    assert!(
+        answered > 0 && idle_closed == answered,
+        "{answered} answered, {idle_closed} closed"
+    );
+    wait_connections_closed(&n, Duration::from_secs(5));
+}
+
+#[test]
+fn resets_mid_upload_and_mid_download_leave_nothing_behind() {
+    let n = Node::start(&temp_dir("atk-resets"), &["--shards", "1"]);
+    let big = bytes(11, 8 << 20);
+    let big_addr = upload(&n, &big);
+    let kept = upload(&n, b"served while clients reset");
+    let stored_before = metric(n.admin, "ron_objects_stored");
+    let resets = during(n.http, &format!("/o/{kept}"), move |stop| {
+        let mut resets = 0;
+        let mut round = 0;
+        while going_on(&stop, &mut round) {
+            // An upload announced at 4 MiB, reset after 1 MiB.
+            let mut s = connect(n.http);
+            let head = "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 4194304\r\n\r\n";
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&bytes(resets, 1 << 20)).unwrap();
+            reset(s);
+            // A download of 8 MiB, reset after its first 64 KiB.
+            let mut s = connect(n.http);
+            s.write_all(format!("GET /o/{big_addr} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                .unwrap();
+            let mut got = 0;
+            let mut chunk = [0u8; 16 << 10];
+            while got < 64 << 10 {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got += k,
+                }
+            }
+            reset(s);
+            resets += 1;
+        }
+        resets
+    });
+    assert!(resets > 0);
+    wait_connections_closed(&n, Duration::from_secs(10));
+    assert_eq!(metric(n.admin, "ron_parked_requests"), 0);
+    assert_eq!(metric(n.admin, "ron_inflight_requests"), 0);
+    assert_eq!(
+        metric(n.admin, "ron_objects_stored"),
+        stored_before,
+        "no partial object"
+    );
+    let tmp = std::fs::read_dir(n.data_dir.join("tmp")).map_or(0, |d| d.count());
+    assert_eq!(tmp, 0, "temp files of reset uploads are removed");
+    assert_eq!(get(n.http, &format!("/o/{big_addr}")).unwrap().body, big);
+}
+
+/// Sends `raw` on a fresh OAP/1 connection: the code of the node's first answer, and
+/// whether the node closed the connection after it.
+fn oap_answer(addr: SocketAddr, raw: &[u8]) -> (u16, bool) {
+    use ron_codec::frame::FrameDecoder;
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if s.write_all(raw).is_err() {
+        return (0, true);
+    }
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut code = None;
+    loop {
+        let got = match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return (code.unwrap_or(0), true),
+            Ok(got) => got,
+        };
+        let mut input = &chunk[..got];
+        while let Ok(Some(frame)) = decoder.decode(&mut input) {
+            code.get_or_insert(frame.header.code);
+        }
+    }
+}
+
+fn oap_frame(flags: ron_codec::frame::Flags, corr_id: u64, payload: &[u8]) -> Vec<u8> {
+    use ron_codec::frame::{Frame, FrameMeta, APP_OBJECTS};
+    let meta = FrameMeta {
+        flags,
+        code: 0,
+        app_proto_id: APP_OBJECTS,
+        tenant_id: 0,
+        corr_id,
+    };
+    let payload = bytes::Bytes::copy_from_slice(payload);
+    Frame::new(meta, bytes::Bytes::new(), payload, 1 << 20)
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+}
+
+#[test]
+fn oversized_and_garbage_frames_bombs_and_request_floods_are_refused_and_closed() {
+    use ron_codec::frame::Flags;
+    let n = Node::start(
+        &temp_dir("atk-frames"),
+        &["--shards", "1", "--oap-max-inflight", "8"],
+    );
+    let kept = upload(&n, b"served while frames are hostile");
+    // 64 MiB of spaces in a few KiB of zstd: far past the inflate bound. As a START
+    // (before admission) and as the DATA of an admitted upload.
+    let bomb = zstd::encode_all(&vec![b' '; 64 << 20][..], 3).unwrap();
+    let data_header = ron_codec::messages::DataHeader {
+        obj: None,
+        offset: 0,
+        total_len: 64 << 20,
+    };
+    let data_bomb = zstd::encode_all(&data_header.payload(&vec![0u8; 64 << 20])[..], 3).unwrap();
+    let mut upload_bomb = ron_codec::messages::ObjectRequest::Put {
+        len: 64 << 20,
+        addr: None,
+    }
+    .frame(2, 0, bytes::Bytes::new())
+    .unwrap()
+    .to_bytes()
+    .to_vec();
+    upload_bomb.extend(oap_frame(
+        Flags::REQ | Flags::COMP | Flags::END,
+        2,
+        &data_bomb,
+    ));
+    let answers = during(n.http, &format!("/o/{kept}"), move |stop| {
+        let mut oversized = vec![0u8; 38];
+        oversized[0..4].copy_from_slice(&((1u32 << 20) + 1).to_be_bytes());
+        oversized[4..6].copy_from_slice(&1u16.to_be_bytes());
+        let garbage = bytes(7, 4096);
+        let start = Flags::REQ | Flags::START | Flags::END;
+        let bomb = oap_frame(start | Flags::COMP, 1, &bomb);
+        // 64 STATs in one write on a connection allowed 8 in flight.
+        let stat = |corr_id| {
+            ron_codec::messages::ObjectRequest::Stat { addr: kept }
+                .frame(corr_id, 0, bytes::Bytes::new())
+                .unwrap()
+                .to_bytes()
+                .to_vec()
+        };
+        let flood: Vec<u8> = (1..=64).flat_map(stat).collect();
+        let mut answers = std::collections::BTreeMap::<&str, Vec<(u16, bool)>>::new();
+        let mut round = 0;
+        while going_on(&stop, &mut round) {
+            answers
+                .entry("oversized")
+                .or_default()
+                .push(oap_answer(n.oap, &oversized));
+            answers
+                .entry("garbage")
+                .or_default()
+                .push(oap_answer(n.oap, &garbage));
+            answers
+                .entry("data bomb")
+                .or_default()
+                .push(oap_answer(n.oap, &upload_bomb));
+            answers
+                .entry("bomb")
+                .or_default()
+                .push(oap_answer(n.oap, &bomb));
+            let (first, closed) = oap_answer(n.oap, &flood);
+            answers.entry("flood").or_default().push((first, closed));
+        }
+        answers
+    });
+    let all = |what: &str, want: (u16, bool)| {
+        let got = &answers[what];
+        assert!(got.iter().all(|&a| a == want), "{what}: {got:?}");
+    };
+    all("oversized", (413, true));
+    // Random bytes read as a header: a length past max_frame (413) or a bad field (400).
+    let garbage = &answers["garbage"];
+    assert!(
+        garbage
+            .iter()
+            .all(|&(code, closed)| closed && (code == 400 || code == 413)),
+        "garbage: {garbage:?}"
+    );
+    all("bomb", (413, true));
+    all("data bomb", (413, true));
+    // Past max_inflight the connection is refused (docs/OAP-1.md): 400, then closed.
+    all("flood", (400, true));
+}
+
+#[test]
+fn a_client_rotating_tenant_names_is_limited_by_its_address_alone() {
+    let dir = temp_dir("atk-tenants");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("ron.toml");
+    std::fs::write(
+        &config,
+        "[quota_default]\nrequests_per_s = 5\nrequests_burst = 10\n\n\
+         [tenants.good]\ntokens = [\"tok-good\"]\nrequests_per_s = 100000\nrequests_burst = 100000\n",
+    )
+    .unwrap();
+    let n = Node::start(
+        &dir.join("data"),
+        &["--shards", "1", "--config", config.to_str().unwrap()],
+    );
+    let good = "Authorization: Bearer tok-good\r\n";
+    let r = put(n.http, "/o", b"served to the tenant with a token", good);
+    assert_eq!(r.status, 201, "{r:?}");
+    let kept: Address = r.json()["obj"].as_str().unwrap().parse().unwrap();
+    let port = n.http.port();
+    // The attacker speaks from 127.0.0.2 with no token, claiming a new tenant name each
+    // time (one of them the configured tenant's); the tenant's own client is unharmed.
+    let statuses = during_with(n.http, &format!("/o/{kept}"), good, move |stop| {
+        let mut statuses = Vec::new();
+        let mut i = 0u64;
+        let mut round = 0;
+        while going_on(&stop, &mut round) {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket
+                .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+                .unwrap();
+            socket
+                .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+                .unwrap();
+            let mut s: TcpStream = socket.into();
+            let claim = if i.is_multiple_of(7) {
+                "good".to_string()
+            } else {
+                format!("rotating-{i}")
+            };
+            let raw = format!("GET /o/{kept} HTTP/1.1\r\nHost: t\r\nX-Tenant: {claim}\r\n\r\n");
+            s.write_all(raw.as_bytes()).unwrap();
+            statuses.push(read_response(&mut s, &mut Vec::new(), false).map_or(0, |r| r.status));
+            i += 1;
+        }
+        statuses
+    });
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert!(
+        statuses.len() > 20 && refused >= statuses.len() - 20,
+        "rotating names bought fresh buckets: {} of {} refused",
+        refused,
+        statuses.len()
+    );
+}
+
+#[test]
+fn admin_probes_keep_their_latency_while_clients_trickle_heads() {
+    let n = Node::start(&temp_dir("atk-admin-trickle"), &["--shards", "1"]);
+    let admin = n.admin;
+    let closed = during(admin, "/healthz", move |stop| {
+        // 16 clients each sending an admin head one byte every 300 ms.
+        let mut slow: Vec<TcpStream> = (0..16).map(|_| connect(admin)).collect();
+        let mut round = 0;
+        for byte in b"GET /metrics HTTP/1.1\r\n".iter() {
+            if !going_on(&stop, &mut round) {
+                break;
+            }
+            for s in &mut slow {
+                let _ = s.write_all(&[*byte]);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // The node ends each at its 2 s head deadline.
+        slow.iter_mut()
+            .map(|s| {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut sink = [0u8; 256];
+                loop {
+                    match s.read(&mut sink) {
+                        Ok(0) => return true,
+                        Ok(_) => continue,
+                        Err(e) => return e.kind() != std::io::ErrorKind::WouldBlock,
+                    }
+                }
+            })
+            .filter(|&closed| closed)
+            .count()
+    });
+    assert_eq!(closed, 16, "trickling admin connections left open");
+}
