@@ -51,6 +51,7 @@ pub fn stats(shards: &[ShardSample], status: &[ShardStatus]) -> String {
                 "objects": m.objects_stored,
                 "bytes": m.bytes_stored,
                 "cache_bytes": m.cache_bytes,
+                "cache_bytes_max": m.cache_bytes_max,
                 "cache_entries": m.cache_entries,
                 "connections": m.connections_open,
                 "inflight": m.inflight,

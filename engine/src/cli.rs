@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 
 pub use crate::config::parse_size;
-use crate::config::{keys, Config, ConfigError, FILE_ONLY_KEYS, KEYS};
+use crate::config::{keys, memory, Config, ConfigError, FILE_ONLY_KEYS, KEYS};
 
 const HELP_HEAD: &str = "\
 ron — the RustyOnions data-plane node
@@ -69,6 +69,8 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     Default,
+    /// A default sized for this machine at start (`cache_bytes = "auto"`): how.
+    Auto(String),
     File(PathBuf),
     Env(String),
     Flag(String),
@@ -81,6 +83,7 @@ impl fmt::Display for Origin {
             Origin::File(path) => write!(f, "file {}", path.display()),
             Origin::Env(var) => write!(f, "environment {var}"),
             Origin::Flag(flag) => write!(f, "flag --{flag}"),
+            Origin::Auto(why) => write!(f, "auto: {why}"),
         }
     }
 }
@@ -198,6 +201,12 @@ pub fn resolve(
     env.sort();
     apply_env(&mut config, &mut origins, &env)?;
     apply_flags(&mut config, &mut origins, flags)?;
+    if config.cache_bytes == 0 {
+        let limit = memory::memory_limit();
+        let (bytes, why) = memory::auto_cache_bytes(limit.as_ref());
+        config.cache_bytes = bytes;
+        origins.insert("cache_bytes", Origin::Auto(why));
+    }
     Ok(Resolved {
         config,
         origins,
@@ -252,7 +261,7 @@ impl Resolved {
         crate::config::sample::render(&self.config, |key| {
             self.origins
                 .get(key)
-                .is_some_and(|origin| *origin != Origin::Default)
+                .is_some_and(|origin| !matches!(origin, Origin::Default | Origin::Auto(_)))
         })
     }
 

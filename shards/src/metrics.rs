@@ -39,8 +39,9 @@ pub struct ShardMetrics {
     /// then counted at each commit).
     pub objects_stored: AtomicU64,
     pub bytes_stored: AtomicU64,
-    /// Bytes and entries held by the verified-group cache.
+    /// Bytes and entries held by the verified-group cache, and its budget.
     pub cache_bytes: AtomicU64,
+    pub cache_bytes_max: AtomicU64,
     pub cache_entries: AtomicU64,
     /// Set once the shard's listeners accept.
     pub ready: AtomicBool,
@@ -84,6 +85,7 @@ impl ShardMetrics {
             objects_stored: self.objects_stored.load(Relaxed),
             bytes_stored: self.bytes_stored.load(Relaxed),
             cache_bytes: self.cache_bytes.load(Relaxed),
+            cache_bytes_max: self.cache_bytes_max.load(Relaxed),
             cache_entries: self.cache_entries.load(Relaxed),
             ready: self.ready.load(Relaxed),
         }
@@ -126,6 +128,7 @@ pub struct MetricsSnapshot {
     pub objects_stored: u64,
     pub bytes_stored: u64,
     pub cache_bytes: u64,
+    pub cache_bytes_max: u64,
     pub cache_entries: u64,
     pub ready: bool,
 }

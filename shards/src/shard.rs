@@ -103,6 +103,10 @@ impl Shard {
             ShardMetrics::add(&metrics.bytes_stored, stats.bytes);
             stores.insert(id, store);
         }
+        metrics.cache_bytes_max.store(
+            config.cache_bytes_max as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let commits = GroupCommit::start(index, config.commit_batch_max, Arc::clone(&metrics));
         let shard = Rc::new(Shard {
             index,

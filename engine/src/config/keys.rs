@@ -164,6 +164,14 @@ pub(super) fn size(v: &str) -> Result<u64, ValueError> {
     parse_size(v)
 }
 
+/// A size, or `auto` (0: sized from the memory limit when the layers are resolved).
+fn size_or_auto(v: &str) -> Result<u64, ValueError> {
+    match v {
+        "auto" => Ok(0),
+        _ => size(v),
+    }
+}
+
 fn size_usize(v: &str) -> Result<usize, ValueError> {
     usize::try_from(size(v)?).map_err(|_| ValueError::TooLarge(v.to_string()))
 }
@@ -282,9 +290,9 @@ pub const KEYS: &[Key] = &[
         key: "cache_bytes",
         flag: "cache-bytes",
         value: "SIZE",
-        default: Some("256MiB"),
-        help: "verified-group cache for the node",
-        apply: |c, v| set(&mut c.cache_bytes, size, v),
+        default: Some("auto"),
+        help: "verified-group cache for the node; auto = half the memory limit",
+        apply: |c, v| set(&mut c.cache_bytes, size_or_auto, v),
     },
     Key {
         key: "object_bytes_max",

@@ -12,6 +12,7 @@
 
 pub mod file;
 pub mod keys;
+pub mod memory;
 pub mod sample;
 mod validate;
 
@@ -41,7 +42,8 @@ pub struct Config {
     pub admin: SocketAddr,
     /// Shards (pinned executors); 0 means one per online CPU.
     pub shards: u16,
-    /// Verified-group cache, bytes, for the whole node (split across shards).
+    /// Verified-group cache, bytes, for the whole node (split across shards); 0 until
+    /// resolved means "auto" (`memory::auto_cache_bytes`).
     pub cache_bytes: u64,
     /// Largest object accepted by an upload.
     pub object_bytes_max: u64,

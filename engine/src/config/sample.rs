@@ -39,8 +39,16 @@ pub fn render(config: &Config, is_set: impl Fn(&str) -> bool) -> String {
     let values = top_level_values(config);
     let mut out = String::from(HEAD);
     for key in KEYS {
-        let value = values.iter().find(|(k, _)| k == key.key).map(|(_, v)| v);
-        out.push_str(&entry(key, value.map(String::as_str), is_set(key.key)));
+        let set = is_set(key.key);
+        let value = match key.default {
+            // Sized for the machine at start: the sample says so, not this machine's size.
+            Some("auto") if !set => Some("\"auto\""),
+            _ => values
+                .iter()
+                .find(|(k, _)| k == key.key)
+                .map(|(_, v)| v.as_str()),
+        };
+        out.push_str(&entry(key, value, set));
     }
     out.push_str(QUOTAS);
     out
