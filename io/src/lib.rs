@@ -8,6 +8,8 @@
 //! - [`stream`]: the [`stream::Transport`] trait over plain TCP and TLS-over-TCP, so
 //!   each front end is written once, and a single-threaded split into read and write
 //!   halves for protocols with one reader task and one writer task (OAP/1).
+//! - [`memory`]: an in-memory `Transport` (given input, collected output, no socket)
+//!   that drives the front ends without the network (fuzzing, tests).
 //! - [`tls`]: rustls server configuration (ring provider, ALPN `oap/1` and `http/1.1`)
 //!   and the self-signed development certificate.
 //!
@@ -18,5 +20,6 @@
 //! thread that will accept on it.
 
 pub mod listener;
+pub mod memory;
 pub mod stream;
 pub mod tls;

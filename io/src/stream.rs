@@ -1,5 +1,6 @@
-//! Connection streams: one trait over plain TCP and TLS-over-TCP, and a split into a
-//! read half and a write half for protocols that read and write from two tasks.
+//! Connection streams: one trait over plain TCP, TLS-over-TCP and in-memory streams
+//! (`crate::memory`), and a split into a read half and a write half for protocols that
+//! read and write from two tasks.
 //!
 //! Both halves share the stream through an `Rc<RefCell<_>>`: a shard is one thread and
 //! each `poll_*` call borrows the stream only for its own duration, so the two halves
@@ -9,35 +10,93 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-/// A connection's byte stream: plain TCP or TLS over TCP. `tcp` reaches the socket
-/// underneath for timeouts and options.
+/// A connection's byte stream: plain TCP, TLS over TCP, or an in-memory stream. `tcp`
+/// reaches the socket underneath for timeouts and options.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
-    fn tcp(&self) -> &TcpStream;
+    fn tcp(&self) -> SocketRef<'_>;
 }
 
-/// Makes the socket's close send a TCP reset instead of a FIN (SO_LINGER with a zero
-/// timeout). For a response cut short after its head: a reset is what no client can
-/// mistake for the end of a complete body. Unsent bytes are discarded, never sent.
-pub fn reset_on_close(tcp: &TcpStream) -> io::Result<()> {
-    socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO))
+/// The TCP socket under a [`Transport`], or none (an in-memory stream): options and
+/// timeouts apply to the socket; without one they are accepted and do nothing, and
+/// `peer_addr` is the address the stream was given, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketRef<'a>(Socket<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum Socket<'a> {
+    Tcp(&'a TcpStream),
+    None { peer: Option<SocketAddr> },
+}
+
+impl<'a> SocketRef<'a> {
+    pub fn tcp(tcp: &'a TcpStream) -> SocketRef<'a> {
+        SocketRef(Socket::Tcp(tcp))
+    }
+
+    /// A stream with no socket; `peer` is what `peer_addr` reports.
+    pub fn none(peer: Option<SocketAddr>) -> SocketRef<'static> {
+        SocketRef(Socket::None { peer })
+    }
+
+    /// Reads wait at most `timeout`, then fail with `TimedOut` (`None`: for ever).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.0 {
+            Socket::Tcp(tcp) => Ok(tcp.set_read_timeout(timeout)?),
+            Socket::None { .. } => Ok(()),
+        }
+    }
+
+    /// Writes wait at most `timeout`, then fail with `TimedOut` (`None`: for ever).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.0 {
+            Socket::Tcp(tcp) => Ok(tcp.set_write_timeout(timeout)?),
+            Socket::None { .. } => Ok(()),
+        }
+    }
+
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        match self.0 {
+            Socket::Tcp(tcp) => Ok(tcp.set_nodelay(nodelay)?),
+            Socket::None { .. } => Ok(()),
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self.0 {
+            Socket::Tcp(tcp) => Ok(tcp.peer_addr()?),
+            Socket::None { peer } => peer.ok_or_else(|| io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Makes the socket's close send a TCP reset instead of a FIN (SO_LINGER with a zero
+    /// timeout). For a response cut short after its head: a reset is what no client can
+    /// mistake for the end of a complete body. Unsent bytes are discarded, never sent.
+    pub fn reset_on_close(&self) -> io::Result<()> {
+        match self.0 {
+            Socket::Tcp(tcp) => socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO)),
+            Socket::None { .. } => Ok(()),
+        }
+    }
 }
 
 impl Transport for TcpStream {
-    fn tcp(&self) -> &TcpStream {
-        self
+    fn tcp(&self) -> SocketRef<'_> {
+        SocketRef::tcp(self)
     }
 }
 
 impl Transport for futures_rustls::server::TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
+    fn tcp(&self) -> SocketRef<'_> {
+        SocketRef::tcp(self.get_ref().0)
     }
 }
 
@@ -57,14 +116,14 @@ pub fn split<S>(stream: S) -> (ReadHalf<S>, WriteHalf<S>) {
 
 impl<S: Transport> ReadHalf<S> {
     /// Sets the socket's read timeout (`None`: wait for ever).
-    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) {
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
         // An error here means a zero duration, which callers never pass.
         let _ = self.0.borrow().tcp().set_read_timeout(timeout);
     }
 }
 
 impl<S: Transport> WriteHalf<S> {
-    pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) {
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) {
         let _ = self.0.borrow().tcp().set_write_timeout(timeout);
     }
 }
