@@ -59,6 +59,8 @@ pub mod admission;
 pub mod buffers;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod limits;
 pub mod logging;

@@ -32,6 +32,7 @@ use crate::admission::Counters;
 use crate::cli::Resolved;
 use crate::config::{memory, Config};
 use crate::limits::READY_WAIT;
+pub(crate) use shard::FrontEnds;
 use shard::{ShardHandles, ShardPlan};
 
 /// Why the node did not start, or stopped with an error.

@@ -360,13 +360,13 @@ async fn drain(admission: &Admission, timeout: Duration) {
 }
 
 /// The shard's two front ends over one object service.
-struct FrontEnds {
-    http: Rc<HttpContext>,
-    oap: Rc<OapContext>,
+pub(crate) struct FrontEnds {
+    pub(crate) http: Rc<HttpContext>,
+    pub(crate) oap: Rc<OapContext>,
 }
 
 impl FrontEnds {
-    fn new(
+    pub(crate) fn new(
         config: &Config,
         shard: Rc<Shard>,
         admission: &Rc<Admission>,

@@ -1,0 +1,211 @@
+//! A one-shard node without sockets, for fuzzing the front ends (`fuzz/` target
+//! `front_end`): the real object service on a scratch data dir, the real HTTP and OAP/1
+//! front ends, fed a client's bytes through `ron_io::memory::MemoryStream`. Not part of
+//! the node; hidden from the docs.
+
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
+use ron_io::memory::MemoryStream;
+use ron_link::requests::RequestCounters;
+use ron_shards::layout::{self, Routing};
+use ron_shards::{Shard, ShardConfig, ShardIndex, ShardMetrics};
+
+use crate::admission::buckets::ShardQuotas;
+use crate::admission::{Admission, Counters};
+use crate::config::Config;
+use crate::server::FrontEnds;
+use crate::{http, limits, oap};
+
+/// Which front end a connection is served by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    Http,
+    Oap,
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// The connection task returned within the bound.
+    pub finished: bool,
+    /// Afterwards, within the bound, no request was still admitted and no connection
+    /// open (nothing leaked a ticket or a connection guard).
+    pub settled: bool,
+}
+
+/// The executor and the shard, made once per process and reused by every connection.
+pub struct Harness {
+    executor: LocalExecutor,
+    fronts: FrontEnds,
+    admission: Rc<Admission>,
+    metrics: Arc<ShardMetrics>,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    /// A node with the default configuration (open writes, no tokens) but small caches
+    /// and a 1 MiB object limit, on a fresh data dir at `data_dir` (emptied first).
+    /// On tmpfs, commits cost no real fsync.
+    pub fn new(data_dir: &Path) -> Harness {
+        let _ = std::fs::remove_dir_all(data_dir);
+        std::fs::create_dir_all(data_dir).expect("create the data dir");
+        let config = Config {
+            data_dir: data_dir.to_path_buf(),
+            shards: 1,
+            cache_bytes: 8 << 20,
+            meta_cache_bytes: 4 << 20,
+            index_bytes_max: 1 << 30,
+            object_bytes_max: 1 << 20,
+            ..Config::default()
+        };
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .name("ron-fuzz")
+            .make()
+            .expect("a glommio executor (io_uring, locked memory)");
+        let metrics = Arc::new(ShardMetrics::default());
+        let counters = Counters {
+            shard: Arc::clone(&metrics),
+            requests: Arc::new(RequestCounters::default()),
+        };
+        let (fronts, admission) = executor.run(async {
+            let table = layout::open_data_dir(&config.data_dir, 1).expect("open the data dir");
+            layout::clean_tmp(&config.data_dir).expect("make the temp dir");
+            let shard_config = ShardConfig {
+                data_dir: config.data_dir.clone(),
+                cache_bytes_max: config.cache_bytes as usize,
+                meta_bytes_max: config.meta_cache_bytes as usize,
+                open_files_max: config.open_files_max,
+                index_bytes_max: config.index_bytes_max as usize,
+                commit_batch_max: limits::COMMIT_BATCH_RECORDS_MAX,
+            };
+            let shard = Shard::start(
+                ShardIndex(0),
+                Routing::new(table, 1),
+                shard_config,
+                None,
+                Arc::clone(&counters.shard),
+            )
+            .await
+            .expect("start the shard");
+            let quotas = ShardQuotas::new(
+                config.policy(),
+                1,
+                RandomState::new(),
+                config.quota_tenants_max,
+            );
+            let admission = Rc::new(Admission::new(
+                ShardIndex(0),
+                counters,
+                config.inflight_max,
+                quotas,
+            ));
+            let draining = Rc::new(Cell::new(false));
+            let fronts = FrontEnds::new(&config, shard, &admission, &draining, false);
+            (fronts, admission)
+        });
+        Harness {
+            executor,
+            fronts,
+            admission,
+            metrics,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// Serves one connection on `stream` to its end, waiting at most `bound` for it to
+    /// finish and as long again for its requests to settle.
+    pub fn serve(&self, front: FrontEnd, stream: MemoryStream, bound: Duration) -> Served {
+        let (http, oap) = (Rc::clone(&self.fronts.http), Rc::clone(&self.fronts.oap));
+        let (admission, metrics) = (Rc::clone(&self.admission), Arc::clone(&self.metrics));
+        self.executor.run(async move {
+            let connection = async move {
+                match front {
+                    FrontEnd::Http => http::serve_connection(http, stream).await,
+                    FrontEnd::Oap => oap::serve_connection(oap, stream).await,
+                }
+                true
+            };
+            let finished = within(bound, connection).await;
+            let settled = within(bound, async {
+                while admission.admitted() > 0
+                    || metrics.connections_open.load(Ordering::Relaxed) > 0
+                {
+                    glommio::timer::sleep(Duration::from_micros(100)).await;
+                }
+                true
+            })
+            .await;
+            Served { finished, settled }
+        })
+    }
+
+    /// The scratch data dir (objects stored by earlier connections stay there).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// Runs `work` for at most `bound`: whether it finished (it is dropped otherwise).
+async fn within(bound: Duration, work: impl std::future::Future<Output = bool>) -> bool {
+    futures_lite::future::or(work, async {
+        glommio::timer::sleep(bound).await;
+        false
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_http_and_oap_over_memory_streams() {
+        let dir = std::env::temp_dir().join(format!("ron-fuzzing-test-{}", std::process::id()));
+        let harness = Harness::new(&dir);
+        let bound = Duration::from_secs(10);
+        let serve = |front, input: &[u8]| {
+            let stream = MemoryStream::new(input.to_vec(), 7, 1 << 16);
+            let written = stream.written();
+            let served = harness.serve(front, stream, bound);
+            assert_eq!(
+                served,
+                Served {
+                    finished: true,
+                    settled: true
+                }
+            );
+            written.bytes()
+        };
+        let put = b"PUT /o HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+        assert!(serve(FrontEnd::Http, put).starts_with(b"HTTP/1.1 201 "));
+        let addr = ron_codec::Address::of(b"hello");
+        let get = format!(
+            "GET /o/{} HTTP/1.1\r\nRange: bytes=1-3\r\n\r\n",
+            std::str::from_utf8(&addr.text()).unwrap()
+        );
+        let out = serve(FrontEnd::Http, get.as_bytes());
+        assert!(out.starts_with(b"HTTP/1.1 206 ") && out.ends_with(b"ell"));
+        let hello = ron_codec::messages::HelloRequest::default().frame(1);
+        let out = serve(FrontEnd::Oap, &hello.to_bytes());
+        let mut decoder = ron_codec::FrameDecoder::new(ron_codec::frame::MAX_FRAME_BYTES);
+        let reply = decoder.decode(&mut &out[..]).unwrap().unwrap();
+        assert_eq!((reply.header.corr_id, reply.header.code), (1, 200));
+        drop(harness);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
