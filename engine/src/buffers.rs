@@ -37,10 +37,6 @@ impl BufferPool {
         })
     }
 
-    pub fn buffer_bytes(&self) -> usize {
-        self.buffer_bytes
-    }
-
     /// A buffer of `buffer_bytes`, reused when one is free (its old bytes are not
     /// cleared: callers track what they filled).
     pub fn take(self: &Rc<Self>) -> PooledBuffer {

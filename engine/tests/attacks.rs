@@ -901,22 +901,6 @@ fn oap_answer(addr: SocketAddr, raw: &[u8]) -> (u16, bool) {
     }
 }
 
-fn oap_frame(flags: ron_codec::frame::Flags, corr_id: u64, payload: &[u8]) -> Vec<u8> {
-    use ron_codec::frame::{Frame, FrameMeta, APP_OBJECTS};
-    let meta = FrameMeta {
-        flags,
-        code: 0,
-        app_proto_id: APP_OBJECTS,
-        tenant_id: 0,
-        corr_id,
-    };
-    let payload = bytes::Bytes::copy_from_slice(payload);
-    Frame::new(meta, bytes::Bytes::new(), payload, 1 << 20)
-        .unwrap()
-        .to_bytes()
-        .to_vec()
-}
-
 #[test]
 fn oversized_and_garbage_frames_bombs_and_request_floods_are_refused_and_closed() {
     use ron_codec::frame::Flags;
@@ -942,18 +926,15 @@ fn oversized_and_garbage_frames_bombs_and_request_floods_are_refused_and_closed(
     .unwrap()
     .to_bytes()
     .to_vec();
-    upload_bomb.extend(oap_frame(
-        Flags::REQ | Flags::COMP | Flags::END,
-        2,
-        &data_bomb,
-    ));
+    let data = object_frame(Flags::REQ | Flags::COMP | Flags::END, 2, &data_bomb);
+    upload_bomb.extend_from_slice(&data.to_bytes());
     let answers = during(n.http, &format!("/o/{kept}"), move |stop| {
         let mut oversized = vec![0u8; 38];
         oversized[0..4].copy_from_slice(&((1u32 << 20) + 1).to_be_bytes());
         oversized[4..6].copy_from_slice(&1u16.to_be_bytes());
         let garbage = bytes(7, 4096);
         let start = Flags::REQ | Flags::START | Flags::END;
-        let bomb = oap_frame(start | Flags::COMP, 1, &bomb);
+        let bomb = object_frame(start | Flags::COMP, 1, &bomb).to_bytes();
         // 64 STATs in one write on a connection allowed 8 in flight.
         let stat = |corr_id| {
             ron_codec::messages::ObjectRequest::Stat { addr: kept }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use ron_codec::frame::{Flags, Frame, FrameDecoder, FrameMeta, APP_HELLO, APP_OBJECTS, HEADER_LEN};
+use ron_codec::frame::{Flags, Frame, FrameDecoder, FrameMeta, APP_HELLO, HEADER_LEN};
 use ron_codec::messages::{DataHeader, GetStart, ObjectInfo, ObjectRequest};
 
 fn node(name: &str, extra: &[&str]) -> Node {
@@ -88,17 +88,6 @@ impl Wire {
         );
         envelope
     }
-}
-
-fn object_frame(flags: Flags, corr_id: u64, payload: &[u8]) -> Frame {
-    let meta = FrameMeta {
-        flags,
-        code: 0,
-        app_proto_id: APP_OBJECTS,
-        tenant_id: 0,
-        corr_id,
-    };
-    Frame::new(meta, Bytes::new(), Bytes::copy_from_slice(payload), 1 << 20).unwrap()
 }
 
 fn request(req: &ObjectRequest, corr_id: u64) -> Frame {

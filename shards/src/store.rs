@@ -168,14 +168,10 @@ impl Store {
 
     /// The object's index record, its chunk tree checked against the address.
     pub fn get(&self, addr: &Address) -> Result<Option<ObjectMeta>, ShardError> {
-        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
-        match self
-            .db
-            .get(&rtxn, addr.as_bytes())
-            .map_err(self.lmdb("get"))?
-        {
-            Some(bytes) => ObjectMeta::decode(*addr, bytes).map(Some),
-            None => Ok(None),
+        match self.get_inline(addr, usize::MAX)? {
+            Lookup::Found(meta) => Ok(Some(meta)),
+            Lookup::Absent => Ok(None),
+            Lookup::Long => unreachable!("no record is longer than usize::MAX"),
         }
     }
 

@@ -152,6 +152,19 @@ pub fn parse_size(text: &str) -> Result<u64, ValueError> {
         .ok_or_else(|| ValueError::Size(text.to_string()))
 }
 
+/// A byte size for people: `24 GiB`, `11.8 GiB`, `512 MiB`, `64 KiB`.
+pub fn size_text(bytes: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match bytes {
+        n if n >= GIB && n % GIB == 0 => format!("{} GiB", n / GIB),
+        n if n >= GIB => format!("{:.1} GiB", n as f64 / GIB as f64),
+        n if n >= MIB => format!("{} MiB", n / MIB),
+        n => format!("{} KiB", n / KIB),
+    }
+}
+
 fn addr(v: &str) -> Result<SocketAddr, ValueError> {
     v.parse().map_err(|_| ValueError::Address(v.to_string()))
 }

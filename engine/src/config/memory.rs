@@ -10,6 +10,8 @@
 
 use std::path::Path;
 
+use super::keys::size_text;
+
 /// Share of the memory limit the verified cache takes by default: one half.
 pub const CACHE_SHARE_DIVISOR: u64 = 2;
 /// Smallest automatic cache, bytes.
@@ -47,7 +49,7 @@ pub fn auto_cache_bytes(limit: Option<&MemoryLimit>) -> (u64, String) {
             let bytes = (limit.bytes / CACHE_SHARE_DIVISOR).max(CACHE_AUTO_BYTES_MIN);
             let why = format!(
                 "1/{CACHE_SHARE_DIVISOR} of the {} memory limit ({})",
-                human_bytes(limit.bytes),
+                size_text(limit.bytes),
                 limit.source
             );
             (bytes, why)
@@ -97,16 +99,6 @@ fn cgroup_limit(root: &Path) -> Option<MemoryLimit> {
     None
 }
 
-/// `24.0 GiB`, `512 MiB`: for the banner and `ron config print`.
-pub fn human_bytes(bytes: u64) -> String {
-    const GIB: u64 = 1 << 30;
-    if bytes >= GIB {
-        format!("{:.1} GiB", bytes as f64 / GIB as f64)
-    } else {
-        format!("{} MiB", bytes >> 20)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,7 +111,7 @@ mod tests {
         };
         let (bytes, why) = auto_cache_bytes(Some(&limit));
         assert_eq!(bytes, 12 << 30);
-        assert_eq!(why, "1/2 of the 24.0 GiB memory limit (MemTotal)");
+        assert_eq!(why, "1/2 of the 24 GiB memory limit (MemTotal)");
         let small = MemoryLimit {
             bytes: 100 << 20,
             source: "cgroup memory.max",

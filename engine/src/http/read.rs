@@ -58,20 +58,12 @@ impl ReadBuf {
         }
     }
 
-    /// Gives the buffer back to the pool when it holds no bytes (between requests).
-    fn release_if_empty(&mut self) {
-        if self.start == self.end {
-            self.data = None;
-        }
-    }
-
-    /// Waits for the next request's first bytes holding no buffer meanwhile; returns
-    /// the bytes read (0 at end of stream).
+    /// Waits for the next request's first bytes with the buffer (empty: between
+    /// requests) given back to the pool meanwhile; returns the bytes read (0 at end of
+    /// stream).
     async fn fill_idle<S: Transport>(&mut self, stream: &mut S) -> io::Result<usize> {
-        self.release_if_empty();
-        if self.data.is_some() {
-            return self.fill(stream).await;
-        }
+        debug_assert!(self.filled().is_empty(), "idle with unparsed bytes");
+        self.data = None;
         let (data, n) = read_pooled(stream, &self.pool).await?;
         self.data = Some(data);
         self.end = n;

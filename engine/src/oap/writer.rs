@@ -27,7 +27,8 @@ pub(super) async fn write_loop<S: Transport>(
     mut half: WriteHalf<S>,
     out: SharedOutboxes,
 ) {
-    // Allocated per busy period: an idle connection holds no write buffer.
+    // Grown per busy period to what its batch holds (at most WRITE_BATCH_BYTES_MAX)
+    // and dropped when the writer waits: an idle connection holds no write buffer.
     let mut wbuf = BytesMut::new();
     let mut busy = Transfer::new(ctx.pace(Instant::now()));
     loop {
@@ -46,7 +47,6 @@ pub(super) async fn write_loop<S: Transport>(
             Next::Last(frame) => (frame, true),
             Next::Done => break,
         };
-        wbuf.reserve(WRITE_BATCH_BYTES_MAX);
         // Boxed: a batch's sends live on the heap while they run, so an idle
         // connection's writer task stays small.
         let batch = Batch {

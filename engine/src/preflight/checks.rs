@@ -6,6 +6,7 @@ use std::path::Path;
 use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
 
 use super::{probe, Finding, Verdict};
+use crate::config::keys::size_text;
 use crate::config::Config;
 
 const KIB: u64 = 1024;
@@ -392,15 +393,6 @@ fn limit_text_count(n: u64) -> String {
     match n {
         RLIM_INFINITY => "unlimited".into(),
         n => n.to_string(),
-    }
-}
-
-fn size_text(bytes: u64) -> String {
-    match bytes {
-        n if n >= GIB && n % GIB == 0 => format!("{} GiB", n / GIB),
-        n if n >= GIB => format!("{:.1} GiB", n as f64 / GIB as f64),
-        n if n >= MIB => format!("{} MiB", n / MIB),
-        n => format!("{} KiB", n / KIB),
     }
 }
 

@@ -30,7 +30,7 @@ use ron_shards::ShardMetrics;
 
 use crate::admission::Counters;
 use crate::cli::Resolved;
-use crate::config::{memory, Config};
+use crate::config::{keys, Config};
 use crate::limits::READY_WAIT;
 pub(crate) use shard::FrontEnds;
 use shard::{ShardHandles, ShardPlan};
@@ -244,8 +244,8 @@ fn print_banner(config: &Config, shards: u16, admin: SocketAddr) {
         .unwrap_or_default();
     let cache = format!(
         "\n  cache  {} of verified groups ({} per shard; `ron config print` says how it was sized)",
-        memory::human_bytes(config.cache_bytes),
-        memory::human_bytes(config.cache_bytes / u64::from(shards.max(1))),
+        keys::size_text(config.cache_bytes),
+        keys::size_text(config.cache_bytes / u64::from(shards.max(1))),
     );
     println!(
         "ron {} serving {} with {shards} shard(s)\n  http   http://{}   ({writes})\n  oap    {}{tls}{cache}\n  admin  http://{admin}   (/healthz /readyz /metrics /version)\ntry:\n  ron put FILE\n  ron get b3:<hex> -o FILE\n  curl -T FILE http://{}/o",

@@ -344,6 +344,24 @@ pub fn put(addr: SocketAddr, path: &str, body: &[u8], headers: &str) -> Response
 }
 
 /// Deterministic pseudo-random bytes.
+/// An OAP/1 object frame (app 1, tenant 0) with `payload` and no capability section.
+pub fn object_frame(
+    flags: ron_codec::frame::Flags,
+    corr_id: u64,
+    payload: &[u8],
+) -> ron_codec::frame::Frame {
+    use ron_codec::frame::{Frame, FrameMeta, APP_OBJECTS};
+    let meta = FrameMeta {
+        flags,
+        code: 0,
+        app_proto_id: APP_OBJECTS,
+        tenant_id: 0,
+        corr_id,
+    };
+    let payload = bytes::Bytes::copy_from_slice(payload);
+    Frame::new(meta, bytes::Bytes::new(), payload, 1 << 20).unwrap()
+}
+
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
