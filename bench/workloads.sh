@@ -1,18 +1,39 @@
-# The named workloads shared by bench/compare.sh and perf/flame.sh (sourced by both).
-# DATA: the deterministic dataset (ron-bench flags); MODE: what the requests are.
+# shellcheck shell=bash
+# The named workloads shared by bench/compare.sh, bench/protocols.sh,
+# bench/control_cost.sh and perf/flame.sh (sourced by all).
+# DATA: the deterministic dataset (ron-bench flags: object i is generated from seed+i);
+# MODE: what the requests are; DESC: one line for people.
+# Reads pick their object at random over the whole dataset (uniform unless the caller
+# adds ron-bench's --zipf), like an edge; get_4KiB_one_url is the old single-URL case
+# (its one object is object 0 of get_4KiB), kept to compare with earlier numbers.
+# get_256MiB and range_64KiB share their dataset (the same two 256 MiB objects).
+# Sizes: 2,000 x 4 KiB + 200 x 1 MiB + 2 x 256 MiB = about 720 MiB.
 # shellcheck disable=SC2034
 declare -A DATA=(
-  [get_4KiB]="--objects 100 --size 4096 --seed 11"
-  [get_1MiB]="--objects 8 --size 1048576 --seed 12"
-  [range_64KiB]="--objects 1 --size 67108864 --seed 13"
+  [get_4KiB]="--objects 2000 --size 4096 --seed 11"
+  [get_1MiB]="--objects 200 --size 1048576 --seed 12"
+  [get_256MiB]="--objects 2 --size 268435456 --seed 13"
+  [range_64KiB]="--objects 2 --size 268435456 --seed 13"
   [put_1MiB]="--objects 1 --size 1048576 --seed 14"
+  [get_4KiB_one_url]="--objects 1 --size 4096 --seed 11"
 )
 # shellcheck disable=SC2034
 declare -A MODE=(
   [get_4KiB]="--workload get"
   [get_1MiB]="--workload get"
+  [get_256MiB]="--workload get"
   [range_64KiB]="--workload range --range-bytes 65536"
   [put_1MiB]="--workload put"
+  [get_4KiB_one_url]="--workload get"
 )
 # shellcheck disable=SC2034
-WORKLOADS="get_4KiB get_1MiB range_64KiB put_1MiB"
+declare -A DESC=(
+  [get_4KiB]="GET a whole 4 KiB object, one of 2,000, picked at random"
+  [get_1MiB]="GET a whole 1 MiB object, one of 200, picked at random"
+  [get_256MiB]="GET a whole 256 MiB object, one of 2, picked at random, streamed"
+  [range_64KiB]="GET bytes=X-(X+65535), X uniform (unaligned) over one of the two 256 MiB objects"
+  [put_1MiB]="PUT 1 MiB of fresh random bytes"
+  [get_4KiB_one_url]="GET one 4 KiB object, always the same URL (not an edge; for comparison)"
+)
+# shellcheck disable=SC2034
+WORKLOADS="get_4KiB get_1MiB get_256MiB range_64KiB put_1MiB get_4KiB_one_url"

@@ -64,6 +64,18 @@ impl Dataset {
         Ok(())
     }
 
+    /// Every object's URL path, one a line, in dataset order (line `i` is object `i`,
+    /// the Zipf rank `i` of [`crate::workload::Popularity::zipf`]): what other load
+    /// generators (wrk scripts) pick from, so they ask for exactly the same URLs.
+    pub fn path_list(&self) -> String {
+        let mut out = String::with_capacity(self.objects.len() * 72);
+        for o in &self.objects {
+            out.push_str(&o.path);
+            out.push('\n');
+        }
+        out
+    }
+
     /// Uploads every object to a ron node (`PUT /o/b3:<hex>`); returns how many were new.
     pub fn load_into(&self, http: SocketAddr, token: Option<&str>) -> std::io::Result<usize> {
         let mut created = 0;
@@ -118,5 +130,17 @@ mod tests {
         assert_ne!(a.objects[0].addr, a.objects[1].addr);
         assert_eq!(a.objects[0].bytes.len(), 1000);
         assert_eq!(a.objects[1].path, format!("/o/{}", a.objects[1].addr));
+    }
+
+    #[test]
+    fn path_list_is_in_dataset_order() {
+        let a = Dataset::generate(7, 3, 100);
+        let list = a.path_list();
+        let lines: Vec<&str> = list.lines().collect();
+        assert_eq!(lines.len(), 3);
+        for (line, o) in lines.iter().zip(&a.objects) {
+            assert_eq!(*line, o.path);
+        }
+        assert!(list.ends_with('\n'));
     }
 }

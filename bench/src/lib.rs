@@ -13,8 +13,11 @@
 //!   - [`workload`]: the request mix, popularity, and each request's expected answer.
 //!   - [`load`]: executors, connections, the send/receive loop, verification.
 //!   - [`report`]: the table and the JSON.
+//!   - [`cpu`]: how busy a CPU (the server's) was over the measured window.
 //! - Criterion micro-benchmarks (`benches/codec.rs`, `benches/shard.rs`).
-//! - `compare.sh`: ron vs nginx on one dataset, ron-bench and wrk, one ratio table.
+//! - `compare.sh`: ron vs nginx on the same datasets (many objects picked at random,
+//!   uniform or Zipf, by ron-bench and by wrk through a generated Lua script), one ratio
+//!   table.
 //! - `examples/`: the chunk-tree overhead and the bao-tree comparison.
 //!
 //! ## Invariants
@@ -23,6 +26,7 @@
 //! - Honest latency: in open loop a late answer delays nothing that is measured —
 //!   the next request's latency still counts from when it should have been sent.
 
+pub mod cpu;
 pub mod dataset;
 pub mod load;
 pub mod report;

@@ -24,6 +24,13 @@ use crate::workload::{Expect, Proto, Rng, Workload};
 /// Latency is recorded in microseconds, 1 µs to 100 s, 3 significant digits.
 pub const LATENCY_MAX_US: u64 = 100_000_000;
 
+/// HTTP bodies longer than this are checked (or just counted) as they arrive instead of
+/// being buffered whole: a 256 MiB object on 64 connections would otherwise hold 16 GiB.
+pub const STREAM_BODY_BYTES: usize = 4 << 20;
+
+/// Read size while streaming a long body.
+const STREAM_READ_BYTES: usize = 256 << 10;
+
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub target: SocketAddr,
@@ -48,6 +55,11 @@ pub struct Stats {
     pub latency_us: Histogram<u64>,
     pub requests: u64,
     pub body_bytes: u64,
+    /// Body bytes received during the measured window, whatever their request's send
+    /// time (long bodies counted as they stream in): the throughput answers that take
+    /// longer than a run cannot skew, where `body_bytes` counts whole answers to the
+    /// requests sent in the window.
+    pub window_body_bytes: u64,
     pub statuses: BTreeMap<u16, u64>,
     /// Answers with an unexpected status (also counted in `statuses`).
     pub unexpected: u64,
@@ -61,6 +73,7 @@ impl Default for Stats {
             latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds"),
             requests: 0,
             body_bytes: 0,
+            window_body_bytes: 0,
             statuses: BTreeMap::new(),
             unexpected: 0,
             verify_failures: 0,
@@ -74,6 +87,7 @@ impl Stats {
         let _ = self.latency_us.add(&other.latency_us);
         self.requests += other.requests;
         self.body_bytes += other.body_bytes;
+        self.window_body_bytes += other.window_body_bytes;
         for (status, n) in &other.statuses {
             *self.statuses.entry(*status).or_default() += n;
         }
@@ -85,9 +99,24 @@ impl Stats {
 
 /// Runs the load on every CPU of `config.cpus` and merges what they saw.
 pub fn run(config: RunConfig, workload: Workload, data: Dataset) -> std::io::Result<Stats> {
+    run_from(
+        config,
+        workload,
+        data,
+        Instant::now() + Duration::from_millis(50),
+    )
+}
+
+/// [`run`], starting at `start` (soon): the warm-up runs from `start`, the measured
+/// window from `start + warmup` for `duration`.
+pub fn run_from(
+    config: RunConfig,
+    workload: Workload,
+    data: Dataset,
+    start: Instant,
+) -> std::io::Result<Stats> {
     let (config, workload, data) = (Arc::new(config), Arc::new(workload), Arc::new(data));
     let workers = config.cpus.len().max(1);
-    let start = Instant::now() + Duration::from_millis(50);
     let mut handles = Vec::new();
     for (w, &cpu) in config.cpus.iter().enumerate() {
         let share = config.connections / workers + usize::from(w < config.connections % workers);
@@ -160,9 +189,13 @@ async fn connection(
             buf: Vec::with_capacity(1 << 16),
             filled: 0,
             oap: (workload.proto == Proto::Oap).then(OapAnswers::default),
+            window: (measure_from, deadline),
+            window_bytes: 0,
         };
         let mut corr_id = 0u64;
         let mut inflight: VecDeque<(u64, Instant, Expect)> = VecDeque::new();
+        // Whole (not streamed) bodies completed in the window.
+        let mut buffered_window_bytes = 0u64;
         let result: std::io::Result<()> = async {
             loop {
                 let now = Instant::now();
@@ -192,8 +225,17 @@ async fn connection(
                 if inflight.is_empty() {
                     return Ok(());
                 }
-                let answer = conn.read_answer(config.verify).await?;
+                // HTTP answers come in order: a long body is checked against the oldest
+                // request's expectation as it streams in.
+                let check = inflight
+                    .front()
+                    .filter(|_| config.verify)
+                    .map(|(_, _, expect)| (data, expect));
+                let answer = conn.read_answer(config.verify, check).await?;
                 let done = Instant::now();
+                if !answer.streamed && done >= measure_from && done < deadline {
+                    buffered_window_bytes += answer.body_len;
+                }
                 let position = inflight
                     .iter()
                     .position(|(c, _, _)| Some(*c) == answer.corr_id || answer.corr_id.is_none())
@@ -217,6 +259,7 @@ async fn connection(
             }
         }
         .await;
+        stats.window_body_bytes += conn.window_bytes + buffered_window_bytes;
         if result.is_err() && Instant::now() < deadline {
             stats.io_errors += 1;
         }
@@ -254,6 +297,9 @@ fn record(
 /// Checks a body: a whole object must hash to its address; a slice must equal the
 /// object's bytes; a PUT's reply must name the address of what was sent.
 fn verified(data: &Dataset, expect: &Expect, answer: &Answer<'_>) -> bool {
+    if let Some(ok) = answer.checked {
+        return ok;
+    }
     match expect {
         Expect::Object { index } => Address::of(&answer.body) == data.objects[*index].addr,
         Expect::Slice { index, first, last } => {
@@ -292,6 +338,9 @@ struct Conn {
     filled: usize,
     /// OAP responses being assembled; `None` on HTTP.
     oap: Option<OapAnswers>,
+    /// The measured window, and the streamed body bytes received in it.
+    window: (Instant, Instant),
+    window_bytes: u64,
 }
 
 /// OAP/1 response frames of requests still open, by corr_id.
@@ -310,14 +359,82 @@ struct Answer<'a> {
     body_len: u64,
     /// Bytes of the read buffer this answer used.
     total_len: usize,
+    /// The body was streamed (and counted in `Conn::window_bytes` as it came).
+    streamed: bool,
+    /// The verdict of a body checked while it streamed in (then `body` is empty).
+    checked: Option<bool>,
+}
+
+/// A long body's check, fed as the bytes arrive: a whole object is hashed and compared
+/// with its address, a slice compared byte for byte, so memory stays bounded.
+#[derive(Debug)]
+pub enum BodyCheck<'a> {
+    Hash {
+        hasher: Box<blake3::Hasher>,
+        want: Address,
+    },
+    Bytes {
+        want: &'a [u8],
+        at: usize,
+        ok: bool,
+    },
+    /// A PUT's reply is never this long: it fails.
+    Fail,
+}
+
+impl<'a> BodyCheck<'a> {
+    pub fn new(data: &'a Dataset, expect: &Expect) -> BodyCheck<'a> {
+        match expect {
+            Expect::Object { index } => BodyCheck::Hash {
+                hasher: Box::default(),
+                want: data.objects[*index].addr,
+            },
+            Expect::Slice { index, first, last } => BodyCheck::Bytes {
+                want: &data.objects[*index].bytes[*first..=*last],
+                at: 0,
+                ok: true,
+            },
+            Expect::Stored { .. } => BodyCheck::Fail,
+        }
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        match self {
+            BodyCheck::Hash { hasher, .. } => {
+                hasher.update(chunk);
+            }
+            BodyCheck::Bytes { want, at, ok } => {
+                let end = *at + chunk.len();
+                *ok = *ok && end <= want.len() && want[*at..end] == *chunk;
+                *at = end;
+            }
+            BodyCheck::Fail => {}
+        }
+    }
+
+    pub fn finish(self) -> bool {
+        match self {
+            BodyCheck::Hash { hasher, want } => {
+                Address::from_bytes(*hasher.finalize().as_bytes()) == want
+            }
+            BodyCheck::Bytes { want, at, ok } => ok && at == want.len(),
+            BodyCheck::Fail => false,
+        }
+    }
 }
 
 impl Conn {
-    async fn read_answer(&mut self, verify: bool) -> std::io::Result<Answer<'_>> {
+    /// The next answer; `check` is the oldest request's expectation when verifying
+    /// (used by HTTP for long bodies, checked as they stream in).
+    async fn read_answer(
+        &mut self,
+        verify: bool,
+        check: Option<(&Dataset, &Expect)>,
+    ) -> std::io::Result<Answer<'_>> {
         if self.oap.is_some() {
             return self.read_oap_answer(verify).await;
         }
-        self.read_response().await
+        self.read_response(check).await
     }
 
     /// Decodes frames until one request's END arrives.
@@ -369,6 +486,8 @@ impl Conn {
                     body: std::borrow::Cow::Owned(body),
                     body_len,
                     total_len: used,
+                    streamed: false,
+                    checked: None,
                 });
             }
             self.consume(used);
@@ -389,9 +508,24 @@ impl Conn {
         Ok(())
     }
 
-    async fn read_response(&mut self) -> std::io::Result<Answer<'_>> {
+    async fn read_response(
+        &mut self,
+        check: Option<(&Dataset, &Expect)>,
+    ) -> std::io::Result<Answer<'_>> {
         loop {
             if let Some((status, head_len, body_len)) = parse_head(&self.buf[..self.filled])? {
+                if body_len > STREAM_BODY_BYTES {
+                    let checked = self.stream_body(head_len, body_len, check).await?;
+                    return Ok(Answer {
+                        corr_id: None,
+                        status,
+                        body: std::borrow::Cow::Borrowed(&[]),
+                        body_len: body_len as u64,
+                        total_len: 0,
+                        streamed: true,
+                        checked,
+                    });
+                }
                 while self.filled < head_len + body_len {
                     if self.buf.len() < head_len + body_len {
                         self.buf.resize(head_len + body_len, 0);
@@ -404,7 +538,41 @@ impl Conn {
                     body: std::borrow::Cow::Borrowed(&self.buf[head_len..head_len + body_len]),
                     body_len: body_len as u64,
                     total_len: head_len + body_len,
+                    streamed: false,
+                    checked: None,
                 });
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads a long body through the buffer, feeding it to `check`; consumes the head
+    /// and the body. Returns the verdict when checking.
+    async fn stream_body(
+        &mut self,
+        head_len: usize,
+        body_len: usize,
+        check: Option<(&Dataset, &Expect)>,
+    ) -> std::io::Result<Option<bool>> {
+        self.consume(head_len);
+        if self.buf.len() < STREAM_READ_BYTES {
+            self.buf.resize(STREAM_READ_BYTES, 0);
+        }
+        let mut check = check.map(|(data, expect)| BodyCheck::new(data, expect));
+        let mut left = body_len;
+        loop {
+            let take = left.min(self.filled);
+            if let Some(c) = check.as_mut() {
+                c.update(&self.buf[..take]);
+            }
+            let now = Instant::now();
+            if now >= self.window.0 && now < self.window.1 {
+                self.window_bytes += take as u64;
+            }
+            self.consume(take);
+            left -= take;
+            if left == 0 {
+                return Ok(check.map(BodyCheck::finish));
             }
             self.fill().await?;
         }
@@ -432,5 +600,84 @@ fn parse_head(buf: &[u8]) -> std::io::Result<Option<(u16, usize, usize)>> {
         }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(e) => Err(std::io::Error::other(format!("bad response head: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `body` in chunks of the given sizes (cycled).
+    fn check(data: &Dataset, expect: &Expect, body: &[u8], chunks: &[usize]) -> bool {
+        let mut c = BodyCheck::new(data, expect);
+        let mut rest = body;
+        for &n in chunks.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (now, later) = rest.split_at(n.min(rest.len()));
+            c.update(now);
+            rest = later;
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn streamed_checks_pass_on_the_right_bytes_however_they_are_split() {
+        let data = Dataset::generate(3, 2, 300_000);
+        let whole = Expect::Object { index: 1 };
+        let slice = Expect::Slice {
+            index: 0,
+            first: 12_345,
+            last: 12_345 + 65_535,
+        };
+        for chunks in [&[1][..], &[7, 4096], &[65_536], &[300_000]] {
+            assert!(check(&data, &whole, &data.objects[1].bytes, chunks));
+            assert!(check(
+                &data,
+                &slice,
+                &data.objects[0].bytes[12_345..12_345 + 65_536],
+                chunks
+            ));
+        }
+    }
+
+    #[test]
+    fn streamed_checks_catch_a_flipped_byte_a_short_or_a_long_body() {
+        let data = Dataset::generate(4, 1, 100_000);
+        let whole = Expect::Object { index: 0 };
+        let slice = Expect::Slice {
+            index: 0,
+            first: 1,
+            last: 50_000,
+        };
+        let mut bad = data.objects[0].bytes.clone();
+        bad[77_777] ^= 1;
+        assert!(!check(&data, &whole, &bad, &[4096]));
+        assert!(!check(
+            &data,
+            &whole,
+            &data.objects[0].bytes[..99_999],
+            &[4096]
+        ));
+        let right = &data.objects[0].bytes[1..=50_000];
+        let mut flipped = right.to_vec();
+        flipped[49_999] ^= 0x80;
+        assert!(!check(&data, &slice, &flipped, &[4096]));
+        assert!(!check(&data, &slice, &right[..49_999], &[4096]));
+        assert!(!check(
+            &data,
+            &slice,
+            &data.objects[0].bytes[1..=50_001],
+            &[4096]
+        ));
+        assert!(!check(
+            &data,
+            &Expect::Stored {
+                addr: data.objects[0].addr
+            },
+            b"",
+            &[1]
+        ));
     }
 }

@@ -4,8 +4,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ron_bench::cpu;
 use ron_bench::dataset::Dataset;
 use ron_bench::load::{self, RunConfig};
 use ron_bench::report::{Percentiles, Report};
@@ -17,6 +18,8 @@ ron-bench — HTTP and OAP/1 load generator for ron, thread-per-core (glommio), 
 USAGE:
   ron-bench run [OPTIONS]        run a workload against --target
   ron-bench dataset --dir DIR    write the dataset as DIR/o/b3:<hex> (for nginx)
+  ron-bench dataset --list FILE  write its URL paths (/o/b3:<hex>), one a line, in dataset
+                                 order: line i is object i, Zipf rank i (both flags may be given)
   ron-bench help
 
 DATASET (deterministic: object i is generated from seed+i; the same flags give the same objects)
@@ -34,17 +37,23 @@ RUN OPTIONS
   --put-size BYTES     bytes per PUT [--size]
   --write-ratio F      share of PUTs in `mixed` [0.1]
   --put-path PATH      where PUTs go; {n} becomes a unique number per PUT [/o]
-  --zipf S             Zipf popularity with exponent S (default: uniform)
+  --zipf S             Zipf popularity with exponent S, object 0 the most popular
+                       (default: uniform over the dataset)
   --connections N      connections in total [64]
   --depth N            requests in flight per connection (closed loop) [1]
   --rate R             open loop: R requests/s in total, latency from intended send time
   --duration SECS      measured time [10]
   --warmup SECS        unmeasured time first [2]
   --cpus LIST          CPUs to run on, e.g. 1 or 0,1 [all]
-  --no-verify          do not check bodies (peak runs); on by default
+  --no-verify          do not check bodies (peak runs); on by default. HTTP bodies over
+                       4 MiB are checked (or counted) as they stream in, never held whole
   --load               upload the dataset to the target first (ron: PUT /o/b3:<hex>)
   --token T            bearer token for uploads
-  --json FILE          also write the report as JSON
+  --json FILE          also write the report as JSON (body_bytes_per_s: answers to the
+                       requests sent in the measured window; window_body_bytes_per_s: body
+                       bytes that arrived in it, right for answers longer than a run)
+  --busy-cpu N         report how busy CPU N (e.g. the server's) was over the measured
+                       window, from /proc/stat (JSON: busy_cpu, busy_share)
 ";
 
 struct Options {
@@ -68,7 +77,9 @@ struct Options {
     load: bool,
     token: Option<String>,
     json: Option<PathBuf>,
+    busy_cpu: Option<usize>,
     dir: Option<PathBuf>,
+    list: Option<PathBuf>,
     proto: Proto,
     tls: bool,
 }
@@ -96,7 +107,9 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Options), 
         load: false,
         token: None,
         json: None,
+        busy_cpu: None,
         dir: None,
+        list: None,
         proto: Proto::Http,
         tls: false,
     };
@@ -150,7 +163,9 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Options), 
             "load" => o.load = true,
             "token" => o.token = Some(value()?),
             "json" => o.json = Some(PathBuf::from(value()?)),
+            "busy-cpu" => o.busy_cpu = Some(num("busy-cpu", value()?)?),
             "dir" => o.dir = Some(PathBuf::from(value()?)),
+            "list" => o.list = Some(PathBuf::from(value()?)),
             "proto" => {
                 o.proto = match value()?.as_str() {
                     "http" => Proto::Http,
@@ -241,7 +256,14 @@ fn run(o: Options) -> Result<(), String> {
         seed: o.seed,
         tls: o.tls.then(|| tls_config(o.proto)).transpose()?,
     };
-    let stats = load::run(config, workload, data).map_err(|e| e.to_string())?;
+    let start = Instant::now() + Duration::from_millis(50);
+    let measured = start + config.warmup;
+    let until = measured + config.duration;
+    let sampler = o
+        .busy_cpu
+        .map(|cpu| std::thread::spawn(move || cpu::busy_share(cpu, measured, until)));
+    let stats = load::run_from(config, workload, data, start).map_err(|e| e.to_string())?;
+    let busy_share = sampler.and_then(|s| s.join().ok().flatten());
     let report = Report {
         tool: "ron-bench",
         target: o.target.clone(),
@@ -265,11 +287,14 @@ fn run(o: Options) -> Result<(), String> {
         requests: stats.requests,
         req_per_s: stats.requests as f64 / o.duration,
         body_bytes_per_s: stats.body_bytes as f64 / o.duration,
+        window_body_bytes_per_s: stats.window_body_bytes as f64 / o.duration,
         latency_us: Percentiles::of(&stats),
         statuses: stats.statuses.clone(),
         unexpected_statuses: stats.unexpected,
         verify_failures: stats.verify_failures,
         io_errors: stats.io_errors,
+        busy_cpu: o.busy_cpu,
+        busy_share,
     };
     print!("{}", report.table());
     if let Some(path) = &o.json {
@@ -331,6 +356,22 @@ fn load_with_client(o: &Options, data: &Dataset) -> Result<usize, String> {
     Ok(created)
 }
 
+/// `ron-bench dataset`: the files for another server and/or the list of URL paths.
+fn dataset(o: &Options) -> Result<(), String> {
+    if o.dir.is_none() && o.list.is_none() {
+        return Err("dataset needs --dir or --list".into());
+    }
+    let data = Dataset::generate(o.seed, o.objects, o.size);
+    if let Some(dir) = &o.dir {
+        data.write_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    if let Some(list) = &o.list {
+        std::fs::write(list, data.path_list()).map_err(|e| format!("{}: {e}", list.display()))?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let result =
         parse(std::env::args_os().skip(1)).and_then(|(command, o)| match command.as_str() {
@@ -339,12 +380,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             "run" => run(o),
-            "dataset" => {
-                let dir = o.dir.clone().ok_or("dataset needs --dir")?;
-                Dataset::generate(o.seed, o.objects, o.size)
-                    .write_dir(&dir)
-                    .map_err(|e| e.to_string())
-            }
+            "dataset" => dataset(&o),
             other => Err(format!("unknown command {other:?}; see `ron-bench help`")),
         });
     match result {

@@ -24,11 +24,17 @@ pub struct Report {
     pub requests: u64,
     pub req_per_s: f64,
     pub body_bytes_per_s: f64,
+    /// Body bytes received during the measured window, per second (see
+    /// `Stats::window_body_bytes`): the throughput to use when answers are long.
+    pub window_body_bytes_per_s: f64,
     pub latency_us: Percentiles,
     pub statuses: std::collections::BTreeMap<u16, u64>,
     pub unexpected_statuses: u64,
     pub verify_failures: u64,
     pub io_errors: u64,
+    /// `--busy-cpu`: the CPU watched and its busy share over the measured window.
+    pub busy_cpu: Option<usize>,
+    pub busy_share: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,15 +75,25 @@ impl Report {
             Some(r) => format!("open loop at {r:.0} req/s"),
             None => format!("closed loop, depth {}", self.depth),
         };
+        let busy = match (self.busy_cpu, self.busy_share) {
+            (Some(cpu), Some(share)) => {
+                format!(
+                    "cpu{cpu} busy {:.1} % of the measured time\n",
+                    share * 100.0
+                )
+            }
+            _ => String::new(),
+        };
         format!(
             "ron-bench {target} ({protocol})\n\
              workload   {workload}, {popularity}, {objects} objects of {size} B\n\
              load       {conns} connections, {mode}, {dur:.1} s measured after {warm:.1} s warm-up\n\
              verify     {verify}\n\
-             requests   {req}   {rps:.0} req/s   {mbps:.1} MB/s of bodies\n\
+             requests   {req}   {rps:.0} req/s   {mbps:.1} MB/s of bodies ({wmbps:.1} MB/s received in the window)\n\
              latency ms p50 {p50}  p90 {p90}  p99 {p99}  p99.9 {p999}  max {max}\n\
              statuses   {statuses}\n\
-             errors     unexpected status {unexpected}, verification failures {vf}, I/O errors {io}\n",
+             errors     unexpected status {unexpected}, verification failures {vf}, I/O errors {io}\n\
+             {busy}",
             target = self.target,
             protocol = self.protocol,
             workload = self.workload,
@@ -87,10 +103,11 @@ impl Report {
             conns = self.connections,
             dur = self.duration_s,
             warm = self.warmup_s,
-            verify = if self.verify { "on: every body checked (whole objects against their address)" } else { "off (peak run)" },
+            verify = if self.verify { "on: every body checked (whole objects against their address, ranges byte for byte)" } else { "off (peak run)" },
             req = self.requests,
             rps = self.req_per_s,
             mbps = self.body_bytes_per_s / 1e6,
+            wmbps = self.window_body_bytes_per_s / 1e6,
             p50 = ms(l.p50),
             p90 = ms(l.p90),
             p99 = ms(l.p99),

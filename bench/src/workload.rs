@@ -331,6 +331,113 @@ mod tests {
         assert!((17_000..21_500).contains(&hits[0]), "{}", hits[0]);
     }
 
+    /// Property: over many object counts, exponents and seeds, the Zipf sampler picks
+    /// only objects of the dataset, and rank 0 is picked most often.
+    #[test]
+    fn zipf_stays_in_range_and_rank_0_is_the_most_frequent() {
+        let mut params = Rng::new(99);
+        for case in 0..200 {
+            let count = 1 + params.below(300) as usize;
+            let s = 0.5 + 2.0 * params.unit();
+            let pop = Popularity::zipf(count, s);
+            let mut rng = Rng::new(case);
+            let mut hits = vec![0u32; count];
+            for _ in 0..20_000 {
+                let i = pop.pick(&mut rng, count);
+                assert!(i < count, "count {count}, s {s}: picked {i}");
+                hits[i] += 1;
+            }
+            let top = *hits.iter().max().unwrap();
+            assert_eq!(
+                hits[0],
+                top,
+                "count {count}, s {s}: {:?}",
+                &hits[..count.min(5)]
+            );
+        }
+    }
+
+    #[test]
+    fn zipf_cdf_ends_at_one_and_rises() {
+        for (count, s) in [(1, 1.0), (2, 0.0), (2_000, 1.0), (200, 1.2)] {
+            let Popularity::Zipf { cdf } = Popularity::zipf(count, s) else {
+                panic!()
+            };
+            assert_eq!(cdf.len(), count);
+            assert!(cdf.windows(2).all(|w| w[0] <= w[1]));
+            assert!((cdf[count - 1] - 1.0).abs() < 1e-9);
+        }
+    }
+
+    /// Property: uniform picks cover the dataset evenly, whatever its size.
+    #[test]
+    fn uniform_covers_every_object_evenly() {
+        for (count, seed) in [(1, 1), (2, 2), (200, 3), (2_000, 4)] {
+            let mut rng = Rng::new(seed);
+            let mut hits = vec![0u32; count];
+            let draws = 200 * count as u32;
+            for _ in 0..draws {
+                hits[Popularity::Uniform.pick(&mut rng, count)] += 1;
+            }
+            // 200 expected per object: a 5-sigma band is about 130..270.
+            assert!(
+                hits.iter().all(|&h| (130..=270).contains(&h)),
+                "count {count}: min {:?} max {:?}",
+                hits.iter().min(),
+                hits.iter().max()
+            );
+        }
+    }
+
+    /// Ranges are unaligned, uniform over the whole object, and over every object.
+    #[test]
+    fn ranges_are_unaligned_and_uniform_over_objects_and_offsets() {
+        let len = 1usize << 20;
+        let span = 65_536;
+        let data = Dataset::generate(2, 2, len);
+        let w = Workload {
+            proto: Proto::Http,
+            mix: vec![(
+                Kind::Range {
+                    range_len: span as u64,
+                },
+                1,
+            )],
+            popularity: Popularity::Uniform,
+            host: "h".into(),
+            put_path: "/o".into(),
+            token: None,
+        };
+        let mut rng = Rng::new(5);
+        let (mut per_object, mut aligned, mut sum) = ([0u32; 2], 0u32, 0f64);
+        let (mut lowest, mut highest) = (usize::MAX, 0);
+        let n = 20_000;
+        for _ in 0..n {
+            let plan = w.next(&mut rng, &data, &mut 0, true, 1);
+            let Expect::Slice { index, first, last } = plan.expect else {
+                panic!()
+            };
+            assert_eq!(last - first + 1, span);
+            assert!(last < len);
+            let head = String::from_utf8(plan.wire).unwrap();
+            assert!(head.contains(&format!("Range: bytes={first}-{last}\r\n")));
+            assert!(head.starts_with(&format!("GET {} ", data.objects[index].path)));
+            per_object[index] += 1;
+            aligned += u32::from(first % 512 == 0);
+            sum += first as f64;
+            lowest = lowest.min(first);
+            highest = highest.max(first);
+        }
+        let top = (len - span) as f64;
+        assert!(per_object.iter().all(|&k| (9_500..=10_500).contains(&k)));
+        assert!(
+            aligned < 200,
+            "{aligned} of {n} ranges start on a 512-byte boundary"
+        );
+        assert!(((sum / n as f64) / top - 0.5).abs() < 0.02);
+        assert!((lowest as f64) < 0.01 * top && (highest as f64) > 0.99 * top);
+    }
+
     #[test]
     fn ranges_stay_inside_the_object() {
         let data = Dataset::generate(1, 2, 100_000);

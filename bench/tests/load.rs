@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ron_bench::dataset::Dataset;
-use ron_bench::load::{run, RunConfig};
+use ron_bench::load::{run, RunConfig, STREAM_BODY_BYTES};
 use ron_bench::workload::{Kind, Popularity, Proto, Workload};
 use ron_codec::frame::FrameDecoder;
 use ron_codec::messages::{response_frame, DataHeader, GetEnd, GetStart, ObjectRequest};
 use ron_codec::Flags;
 
-/// Serves GET /o/b3:<hex> from `data` (keep-alive), flipping one byte if `corrupt`.
+/// Serves GET /o/b3:<hex> from `data` (keep-alive), whole or the range asked for,
+/// flipping one byte if `corrupt`.
 fn serve(data: Dataset, corrupt: bool, status: u16) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -39,6 +40,17 @@ fn serve(data: Dataset, corrupt: bool, status: u16) -> SocketAddr {
                     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
                     let object = data.objects.iter().find(|o| o.path == path);
                     let mut body = object.map(|o| o.bytes.clone()).unwrap_or_default();
+                    // `Range: bytes=a-b` (how ron-bench writes it): the slice.
+                    let mut status = status;
+                    if let Some(spec) = head
+                        .split("\r\n")
+                        .find_map(|l| l.strip_prefix("Range: bytes="))
+                    {
+                        let (a, b) = spec.split_once('-').unwrap();
+                        let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+                        body = body[a..=b].to_vec();
+                        status = if status == 200 { 206 } else { status };
+                    }
                     if corrupt && !body.is_empty() {
                         let middle = body.len() / 2;
                         body[middle] ^= 1;
@@ -95,6 +107,9 @@ fn correct_bodies_verify() {
     assert_eq!(stats.verify_failures, 0);
     assert_eq!(stats.unexpected, 0);
     assert_eq!(stats.statuses.get(&200), Some(&stats.requests));
+    // Whole answers in the window vs answers to the requests sent in it: they differ by
+    // at most what was in flight at either edge (4 connections x depth 2, twice).
+    assert!(stats.window_body_bytes.abs_diff(stats.body_bytes) <= 2 * 8 * 20_000);
 }
 
 #[test]
@@ -104,6 +119,119 @@ fn every_corrupted_body_is_caught() {
     let stats = run(config(target, None), gets(), data).unwrap();
     assert!(stats.requests > 10);
     assert_eq!(stats.verify_failures, stats.requests);
+}
+
+fn ranges(range_len: u64) -> Workload {
+    Workload {
+        mix: vec![(Kind::Range { range_len }, 1)],
+        ..gets()
+    }
+}
+
+#[test]
+fn unaligned_ranges_verify_and_corrupted_ones_are_caught() {
+    let data = Dataset::generate(9, 3, 300_000);
+    let good = serve(data.clone(), false, 200);
+    let stats = run(config(good, None), ranges(65_536), data.clone()).unwrap();
+    assert!(stats.requests > 10, "{}", stats.requests);
+    assert_eq!((stats.verify_failures, stats.unexpected), (0, 0));
+    assert_eq!(stats.body_bytes, stats.requests * 65_536);
+    let bad = serve(data.clone(), true, 200);
+    let stats = run(config(bad, None), ranges(65_536), data).unwrap();
+    assert!(stats.requests > 10);
+    assert_eq!(stats.verify_failures, stats.requests);
+}
+
+/// Bodies longer than STREAM_BODY_BYTES are checked as they stream in, whole objects
+/// and ranges, and pipelined answers behind them still line up.
+#[test]
+fn long_bodies_are_verified_while_streaming() {
+    let size = STREAM_BODY_BYTES + 3 * 65_536 + 7;
+    let data = Dataset::generate(10, 2, size);
+    let long_range = (STREAM_BODY_BYTES + 1) as u64;
+    let mixed = Workload {
+        mix: vec![
+            (Kind::Get, 1),
+            (
+                Kind::Range {
+                    range_len: long_range,
+                },
+                1,
+            ),
+            (Kind::Range { range_len: 4096 }, 1),
+        ],
+        ..gets()
+    };
+    let good = serve(data.clone(), false, 200);
+    let stats = run(config(good, None), mixed.clone(), data.clone()).unwrap();
+    assert!(stats.requests > 6, "{}", stats.requests);
+    assert_eq!(
+        (stats.verify_failures, stats.unexpected, stats.io_errors),
+        (0, 0, 0)
+    );
+    assert!(stats.window_body_bytes > 0);
+    let bad = serve(data.clone(), true, 200);
+    let stats = run(config(bad, None), mixed, data).unwrap();
+    assert!(stats.requests > 6);
+    assert_eq!(stats.verify_failures, stats.requests);
+}
+
+/// Serves every GET with `body`, written slowly: 64 KiB every `pause`.
+fn serve_slowly(body: Vec<u8>, pause: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = Arc::new(body);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let body = Arc::clone(&body);
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                loop {
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match s.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    head.clear();
+                    let reply =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    if s.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                    for piece in body.chunks(65_536) {
+                        std::thread::sleep(pause);
+                        if s.write_all(piece).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An answer longer than the run still counts in the window's throughput, by the bytes
+/// that arrived in it, while requests and latency count only those sent in the window.
+#[test]
+fn window_bytes_count_long_answers_as_they_arrive() {
+    let data = Dataset::generate(11, 1, STREAM_BODY_BYTES * 2);
+    // 128 pieces of 64 KiB, one every 10 ms: at least 1.28 s per answer.
+    let target = serve_slowly(data.objects[0].bytes.clone(), Duration::from_millis(10));
+    let config = RunConfig {
+        connections: 1,
+        depth: 1,
+        ..config(target, None)
+    };
+    let stats = run(config, gets(), data).unwrap();
+    // The one request was sent in the warm-up: not counted, but its bytes arrived in the
+    // 600 ms window, about 60 pieces of 64 KiB.
+    assert_eq!(stats.requests, 0);
+    let pieces = stats.window_body_bytes / 65_536;
+    assert!((30..=70).contains(&pieces), "{pieces} pieces");
 }
 
 #[test]
