@@ -160,10 +160,9 @@ impl DataFrames<'_> {
     ) -> OutFrame {
         let meta = stream.meta();
         let (raw_offset, raw) = if self.proof {
-            (group.index.start_offset(), group.bytes.bytes)
+            (group.index.start_offset(), group.bytes)
         } else {
-            let (offset, slice) = self.span.slice(group.index, &group.bytes);
-            (offset, slice.bytes)
+            self.span.slice(group.index, &group.bytes)
         };
         let mut parents = Vec::new();
         if self.proof {
