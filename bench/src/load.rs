@@ -368,7 +368,7 @@ struct Answer<'a> {
 /// A long body's check, fed as the bytes arrive: a whole object is hashed and compared
 /// with its address, a slice compared byte for byte, so memory stays bounded.
 #[derive(Debug)]
-pub enum BodyCheck<'a> {
+enum BodyCheck<'a> {
     Hash {
         hasher: Box<blake3::Hasher>,
         want: Address,
@@ -383,7 +383,7 @@ pub enum BodyCheck<'a> {
 }
 
 impl<'a> BodyCheck<'a> {
-    pub fn new(data: &'a Dataset, expect: &Expect) -> BodyCheck<'a> {
+    fn new(data: &'a Dataset, expect: &Expect) -> BodyCheck<'a> {
         match expect {
             Expect::Object { index } => BodyCheck::Hash {
                 hasher: Box::default(),
@@ -398,7 +398,7 @@ impl<'a> BodyCheck<'a> {
         }
     }
 
-    pub fn update(&mut self, chunk: &[u8]) {
+    fn update(&mut self, chunk: &[u8]) {
         match self {
             BodyCheck::Hash { hasher, .. } => {
                 hasher.update(chunk);
@@ -412,7 +412,7 @@ impl<'a> BodyCheck<'a> {
         }
     }
 
-    pub fn finish(self) -> bool {
+    fn finish(self) -> bool {
         match self {
             BodyCheck::Hash { hasher, want } => {
                 Address::from_bytes(*hasher.finalize().as_bytes()) == want
