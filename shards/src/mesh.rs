@@ -1,4 +1,11 @@
-//! The cross-shard mesh: a request/reply protocol over glommio's full channel mesh.
+//! The cross-shard mesh: a request/reply protocol over a full mesh of glommio shared
+//! channels, one bounded single-producer channel per ordered pair of shards.
+//!
+//! The channels are made together by [`mesh_ends`] on the thread that starts the
+//! shards, and each shard's ends ([`MeshEnds`]) are moved onto its thread and connected
+//! there by [`Mesh::join`]. Each channel half is owned by exactly one thread from then
+//! on. (glommio's own `MeshBuilder` shares one non-atomic `Rc` among clones sent to every
+//! shard thread; clones dropped by two shards at once corrupted the heap.)
 //!
 //! A shard that is not an object's owner asks the owner for the object's metadata, for
 //! one verified group, or to commit a staged upload. Each request carries an id; the
@@ -14,14 +21,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::future::BoxedLocal;
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use ron_codec::tree::GroupIndex;
 use ron_codec::{Address, ErrorCode};
 
@@ -34,8 +41,6 @@ use crate::upload::StagedObject;
 
 /// Messages in flight per channel (per ordered pair of shards).
 pub const MESH_CHANNEL_LEN: usize = 1024;
-
-pub type MeshBuilderFull = MeshBuilder<MeshMessage, Full>;
 
 /// What one shard asks of an object's owner.
 #[derive(Debug)]
@@ -84,13 +89,42 @@ pub enum MeshMessage {
     },
 }
 
+/// One shard's unconnected ends of the mesh: a sender to every other shard and a
+/// receiver from each, indexed by shard (`None` at its own index). `Send`: made on one
+/// thread, moved to the shard's.
+#[derive(Debug)]
+pub struct MeshEnds {
+    me: ShardIndex,
+    to: Vec<Option<SharedSender<MeshMessage>>>,
+    from: Vec<Option<SharedReceiver<MeshMessage>>>,
+}
+
+/// The channels of a full mesh of `shards` shards, each shard's ends at its index.
+pub fn mesh_ends(shards: u16) -> Vec<MeshEnds> {
+    let n = usize::from(shards);
+    let mut ends: Vec<MeshEnds> = (0..shards)
+        .map(|i| MeshEnds {
+            me: ShardIndex(i),
+            to: (0..n).map(|_| None).collect(),
+            from: (0..n).map(|_| None).collect(),
+        })
+        .collect();
+    for sender in 0..n {
+        for receiver in (0..n).filter(|&r| r != sender) {
+            let (tx, rx) = shared_channel::new_bounded(MESH_CHANNEL_LEN);
+            ends[sender].to[receiver] = Some(tx);
+            ends[receiver].from[sender] = Some(rx);
+        }
+    }
+    ends
+}
+
 /// One shard's end of the mesh.
 pub struct Mesh {
     me: ShardIndex,
-    senders: Senders<MeshMessage>,
-    receivers: RefCell<Option<Receivers<MeshMessage>>>,
-    /// Mesh peer id of each shard index.
-    peer_of_shard: Vec<usize>,
+    /// The sender to each other shard, by shard index.
+    senders: Vec<Option<ConnectedSender<MeshMessage>>>,
+    receivers: RefCell<Vec<ConnectedReceiver<MeshMessage>>>,
     next_id: Cell<u64>,
     waiting: RefCell<HashMap<u64, LocalSender<Result<MeshReply, RemoteError>>>>,
     metrics: Arc<ShardMetrics>,
@@ -104,44 +138,42 @@ impl std::fmt::Debug for Mesh {
     }
 }
 
-/// Start-up rendezvous: each shard publishes its mesh peer id under its shard index.
-pub fn peer_directory(shards: u16) -> Arc<Vec<AtomicUsize>> {
-    Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect())
-}
-
 impl Mesh {
-    /// Joins the mesh and waits until every shard has published its peer id.
-    pub async fn join(
-        builder: MeshBuilderFull,
-        me: ShardIndex,
-        directory: Arc<Vec<AtomicUsize>>,
-        metrics: Arc<ShardMetrics>,
-    ) -> Result<Mesh, ShardError> {
-        let failed = |reason| ShardError::Mesh {
-            shard: me.0,
-            reason,
-        };
-        let (senders, receivers) = builder.join().await.map_err(|_| failed("join failed"))?;
-        directory[usize::from(me.0)].store(senders.peer_id(), Ordering::Release);
-        let peer_of_shard = loop {
-            let ids: Vec<usize> = directory
-                .iter()
-                .map(|p| p.load(Ordering::Acquire))
-                .collect();
-            if ids.iter().all(|&p| p != usize::MAX) {
-                break ids;
-            }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        };
-        Ok(Mesh {
-            me,
-            senders,
-            receivers: RefCell::new(Some(receivers)),
-            peer_of_shard,
+    /// Connects this shard's ends; returns once every other shard has connected the
+    /// other halves (or dropped them: sends to a shard that never started fail).
+    pub async fn join(ends: MeshEnds, metrics: Arc<ShardMetrics>) -> Mesh {
+        // Every connect waits for the other half's, so all run at once (in order, two
+        // shards would each wait on a channel the other has not reached yet).
+        let senders: Vec<_> = ends
+            .to
+            .into_iter()
+            .map(|tx| tx.map(|tx| glommio::spawn_local(tx.connect())))
+            .collect();
+        let receivers: Vec<_> = ends
+            .from
+            .into_iter()
+            .flatten()
+            .map(|rx| glommio::spawn_local(rx.connect()))
+            .collect();
+        let mut connected_senders = Vec::with_capacity(senders.len());
+        for tx in senders {
+            connected_senders.push(match tx {
+                Some(task) => Some(task.await),
+                None => None,
+            });
+        }
+        let mut connected_receivers = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            connected_receivers.push(rx.await);
+        }
+        Mesh {
+            me: ends.me,
+            senders: connected_senders,
+            receivers: RefCell::new(connected_receivers),
             next_id: Cell::new(0),
             waiting: RefCell::new(HashMap::new()),
             metrics,
-        })
+        }
     }
 
     /// Sends `op` to `owner` and waits for its answer.
@@ -156,8 +188,7 @@ impl Mesh {
             id,
             op,
         };
-        let peer = self.peer_of_shard[usize::from(owner.0)];
-        if self.senders.send_to(peer, request).await.is_err() {
+        if self.send_to(owner.0, request).await.is_err() {
             self.waiting.borrow_mut().remove(&id);
             return Err(ShardError::Mesh {
                 shard: owner.0,
@@ -182,10 +213,8 @@ impl Mesh {
     /// completes the waiting [`Mesh::call`]; a request runs `handler` in its own task
     /// and its result is sent back to the asker. Call once; later calls do nothing.
     pub fn serve(self: Rc<Self>, handler: MeshHandler) {
-        let Some(mut receivers) = self.receivers.borrow_mut().take() else {
-            return;
-        };
-        for (_peer, stream) in receivers.streams() {
+        let receivers = std::mem::take(&mut *self.receivers.borrow_mut());
+        for stream in receivers {
             let mesh = Rc::clone(&self);
             let handler = Rc::clone(&handler);
             glommio::spawn_local(async move {
@@ -215,10 +244,14 @@ impl Mesh {
     }
 
     async fn reply_to(&self, shard: u16, id: u64, result: Result<MeshReply, RemoteError>) {
-        let peer = self.peer_of_shard[usize::from(shard)];
-        let _ = self
-            .senders
-            .send_to(peer, MeshMessage::Reply { id, result })
-            .await;
+        let _ = self.send_to(shard, MeshMessage::Reply { id, result }).await;
+    }
+
+    /// Sends `message` to `shard`; `Err` when its receiver is gone (or there is none).
+    async fn send_to(&self, shard: u16, message: MeshMessage) -> Result<(), ()> {
+        match self.senders.get(usize::from(shard)) {
+            Some(Some(sender)) => sender.send(message).await.map_err(drop),
+            _ => Err(()),
+        }
     }
 }

@@ -13,7 +13,7 @@ use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_codec::tree::{group_count, group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, ChunkTree, ErrorCode};
 use ron_shards::layout::{self, Routing, ShardIndex};
-use ron_shards::mesh::{self, Mesh, MeshBuilderFull};
+use ron_shards::mesh::{self, Mesh};
 use ron_shards::{CommitOutcome, Shard, ShardConfig, ShardError, ShardMetrics};
 
 /// A fresh data dir under the system temp dir, removed when dropped.
@@ -155,20 +155,17 @@ fn one_shard_uploads_commits_and_reads_verified_groups() {
 fn two_shards_commit_and_read_across_the_mesh() {
     let dir = DataDir::new("mesh");
     let routing = routing(&dir.0, 2);
-    let builder = MeshBuilderFull::full(2, mesh::MESH_CHANNEL_LEN);
-    let directory = mesh::peer_directory(2);
     let done = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..2u16)
-        .map(|i| {
-            let (routing, builder) = (routing.clone(), builder.clone());
-            let (directory, done) = (Arc::clone(&directory), Arc::clone(&done));
+        .zip(mesh::mesh_ends(2))
+        .map(|(i, ends)| {
+            let routing = routing.clone();
+            let done = Arc::clone(&done);
             let data_dir = dir.0.clone();
             on_executor(&format!("shard-{i}"), move || async move {
                 let index = ShardIndex(i);
                 let metrics = Arc::new(ShardMetrics::default());
-                let mesh = Mesh::join(builder, index, directory, Arc::clone(&metrics))
-                    .await
-                    .expect("join");
+                let mesh = Mesh::join(ends, Arc::clone(&metrics)).await;
                 let config = config(&data_dir, 1 << 26);
                 let shard = Shard::start(index, routing, config, Some(mesh), metrics)
                     .await

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_io::tls::AppProtocol;
 use ron_link::link::{ControlLink, ShardLink};
 use ron_shards::layout::{Routing, ShardIndex};
-use ron_shards::mesh::{self, Mesh, MeshBuilderFull};
+use ron_shards::mesh::{self, Mesh, MeshEnds};
 use ron_shards::{Shard, ShardConfig, ShardMetrics};
 
 use super::clock::{Alarm, ShardClock};
@@ -166,7 +166,8 @@ struct ShardStart {
     plan_config: Arc<Config>,
     tls: Option<Arc<rustls::ServerConfig>>,
     routing: Routing,
-    mesh: Option<(MeshBuilderFull, Arc<Vec<AtomicUsize>>)>,
+    /// This shard's ends of the mesh (none on a one-shard node).
+    mesh: Option<MeshEnds>,
     counters: Counters,
     stop: Arc<AtomicBool>,
     quotas: ShardQuotas,
@@ -179,9 +180,13 @@ pub(super) fn start_shards(
     links: Vec<ShardLink>,
 ) -> Result<ShardHandles, StartError> {
     let shards = plan.routing.shard_count();
-    let builder =
-        (shards > 1).then(|| MeshBuilderFull::full(usize::from(shards), mesh::MESH_CHANNEL_LEN));
-    let directory = mesh::peer_directory(shards);
+    let one_shard = shards == 1;
+    let mut mesh_ends = if one_shard {
+        Vec::new()
+    } else {
+        mesh::mesh_ends(shards)
+    }
+    .into_iter();
     let cpus = crate::preflight::allowed_cpus();
     let failed = Arc::new(AtomicBool::new(false));
     // One hasher for the node: a tenant has the same quota key on every shard.
@@ -194,7 +199,7 @@ pub(super) fn start_shards(
             plan_config: Arc::clone(&plan.config),
             tls: plan.tls.clone(),
             routing: plan.routing.clone(),
-            mesh: builder.clone().map(|b| (b, Arc::clone(&directory))),
+            mesh: mesh_ends.next(),
             counters: counters[usize::from(i)].clone(),
             stop: Arc::clone(&plan.stop),
             quotas: ShardQuotas::new(
@@ -270,9 +275,9 @@ struct Listeners {
     tls: Option<TcpListener>,
 }
 
-async fn run_shard(start: ShardStart) -> Result<(), StartError> {
+async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     let config = Arc::clone(&start.plan_config);
-    let shard = open_shard(&start).await?;
+    let shard = open_shard(&mut start).await?;
     let listeners = listen(&config)?;
     let admission = Rc::new(Admission::new(
         start.index,
@@ -310,21 +315,13 @@ async fn run_shard(start: ShardStart) -> Result<(), StartError> {
 }
 
 /// Joins the mesh and opens the shard's stores.
-async fn open_shard(start: &ShardStart) -> Result<Rc<Shard>, StartError> {
-    let config = &start.plan_config;
+async fn open_shard(start: &mut ShardStart) -> Result<Rc<Shard>, StartError> {
     let metrics = Arc::clone(&start.counters.shard);
-    let mesh = match &start.mesh {
-        Some((builder, directory)) => Some(
-            Mesh::join(
-                builder.clone(),
-                start.index,
-                Arc::clone(directory),
-                Arc::clone(&metrics),
-            )
-            .await?,
-        ),
+    let mesh = match start.mesh.take() {
+        Some(ends) => Some(Mesh::join(ends, Arc::clone(&metrics)).await),
         None => None,
     };
+    let config = &start.plan_config;
     let shards = u64::from(start.routing.shard_count());
     let per_shard = |total: u64| (total / shards) as usize;
     let shard_config = ShardConfig {
