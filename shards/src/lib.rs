@@ -19,7 +19,7 @@
 //!   one LMDB transaction per store — and its [`commit::CommitOutcome`].
 //! - [`cache`]: CLOCK caches with weight budgets (verified groups and metadata by bytes,
 //!   open files by count).
-//! - [`mesh`]: request/reply between shards over glommio's channel mesh. It carries
+//! - [`mesh`]: request/reply between shards over a full mesh of glommio shared channels. It carries
 //!   plain data (metadata, groups, staged objects) and runs a handler for each request;
 //!   it does not know the shard.
 //! - [`metrics`]: shard-local atomic counters and a latency histogram.
