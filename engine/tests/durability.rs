@@ -71,6 +71,59 @@ fn a_rotten_group_is_never_served_and_other_groups_still_are() {
     assert!(metric(n.admin, "ron_verify_failures_total") >= 2);
 }
 
+/// Flips the stored byte at `offset` of the file at `path`.
+fn flip_byte(path: &std::path::Path, offset: u64) {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(&[byte[0] ^ 0x01]).unwrap();
+    file.sync_all().unwrap();
+}
+
+#[test]
+fn a_group_evicted_from_the_cache_is_verified_again_when_read_back_from_disk() {
+    let dir = temp_dir("evicted");
+    let n = Node::start(&dir, &["--shards", "1", "--cache-bytes", "4MiB"]);
+    let data = bytes(22, 3 * 65_536);
+    let addr = upload(&n, &data);
+    let p = format!("/o/{addr}");
+    assert_eq!(get(n.http, &p).unwrap().body, data, "read once: cached");
+
+    // Rot on disk under a cached group: the cache holds the verified bytes, so they are
+    // what is served (sent from its memfd arena with sendfile).
+    flip_byte(&n.object_file(&addr), 70_000);
+    let failures = metric(n.admin, "ron_verify_failures_total");
+    assert_eq!(get(n.http, &p).unwrap().body, data, "served from the cache");
+    assert_eq!(metric(n.admin, "ron_verify_failures_total"), failures);
+
+    // Push it out of the 4 MiB cache with 8 MiB of other objects read once each.
+    for i in 0..8 {
+        let other = bytes(100 + i, 1 << 20);
+        let other_addr = upload(&n, &other);
+        assert_eq!(get(n.http, &format!("/o/{other_addr}")).unwrap().body, other);
+    }
+    assert!(metric(n.admin, "ron_cache_bytes") <= 4 << 20);
+
+    // Read back from disk, the rotten group is checked again and refused; the others
+    // still come back verified.
+    let r = get_with(n.http, &p, "Range: bytes=69990-70010\r\n");
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["code"], "bad_digest");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while metric(n.admin, "ron_verify_failures_total") <= failures {
+        assert!(Instant::now() < deadline, "the failed check is not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = get_with(n.http, &p, "Range: bytes=140000-140099\r\n");
+    assert_eq!((r.status, &r.body[..]), (206, &data[140_000..140_100]));
+}
+
 #[test]
 fn kill_9_during_uploads_loses_no_acknowledged_object() {
     let dir = temp_dir("crash");

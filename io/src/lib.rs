@@ -6,7 +6,8 @@
 //!   blocked by the previous run's TIME_WAIT connections), and a backlog sized at
 //!   start-up.
 //! - [`stream`]: the [`stream::Transport`] trait over plain TCP and TLS-over-TCP, so
-//!   each front end is written once, and a single-threaded split into read and write
+//!   each front end is written once; [`stream::PlainSocket`], the sends glommio 0.9
+//!   lacks on a plain TCP socket (`sendfile`, `MSG_MORE`), non-blocking; and a single-threaded split into read and write
 //!   halves for protocols with one reader task and one writer task (OAP/1).
 //! - [`memory`]: an in-memory `Transport` (given input, collected output, no socket)
 //!   that drives the front ends without the network (fuzzing, tests).

@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -23,6 +24,59 @@ use glommio::net::TcpStream;
 /// reaches the socket underneath for timeouts and options.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
     fn tcp(&self) -> SocketRef<'_>;
+
+    /// The socket, when bytes written to it reach the peer as they are: plain TCP only
+    /// (TLS encrypts in user space; an in-memory stream has no socket).
+    fn plain_socket(&self) -> Option<PlainSocket<'_>> {
+        None
+    }
+}
+
+/// A plain TCP socket for the sends glommio 0.9 does not offer: `sendfile(2)` from a
+/// file, and a send that tells the kernel more follows (`MSG_MORE`). Every call is
+/// non-blocking and fails with `WouldBlock` when the socket is full; waiting for room is
+/// the caller's (through the stream's own write, which waits in glommio's reactor).
+#[derive(Debug, Clone, Copy)]
+pub struct PlainSocket<'a>(BorrowedFd<'a>);
+
+impl<'a> PlainSocket<'a> {
+    fn of(tcp: &'a TcpStream) -> PlainSocket<'a> {
+        #[allow(unsafe_code)]
+        // SAFETY: the fd is the open socket `tcp` owns, and the borrow cannot outlive
+        // `tcp` (lifetime 'a), so it stays open for as long as the `BorrowedFd` exists.
+        let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
+        PlainSocket(fd)
+    }
+
+    /// Makes the socket non-blocking, so that `send_file` never blocks the shard.
+    /// glommio's own reads and writes are non-blocking calls (`MSG_DONTWAIT`) and
+    /// readiness polls either way, so they behave the same.
+    pub fn make_nonblocking(&self) -> io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let fd = self.0.as_raw_fd();
+        let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        Ok(())
+    }
+
+    /// Sends up to `len` bytes of `file` from `offset` without copying them through
+    /// user space (the socket takes references to the file's pages).
+    pub fn send_file(&self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<usize> {
+        let mut offset = i64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        Ok(nix::sys::sendfile::sendfile64(
+            self.0,
+            file,
+            Some(&mut offset),
+            len,
+        )?)
+    }
+
+    /// Sends what of `buf` fits now, telling the kernel more follows at once (the bytes
+    /// wait to share a segment with the next send instead of leaving alone).
+    pub fn send_more(&self, buf: &[u8]) -> io::Result<usize> {
+        let flags = libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        socket2::SockRef::from(&self.0).send_with_flags(buf, flags)
+    }
 }
 
 /// The TCP socket under a [`Transport`], or none (an in-memory stream): options and
@@ -91,6 +145,10 @@ impl<'a> SocketRef<'a> {
 impl Transport for TcpStream {
     fn tcp(&self) -> SocketRef<'_> {
         SocketRef::tcp(self)
+    }
+
+    fn plain_socket(&self) -> Option<PlainSocket<'_>> {
+        Some(PlainSocket::of(self))
     }
 }
 

@@ -1,12 +1,10 @@
-//! A CLOCK cache with a weight budget, for one shard's verified groups and object
-//! metadata. Shard-local (`&mut self`, no locks). Every entry has a referenced bit set
-//! on hit; the hand sweeps the slots, clearing bits and evicting the first unreferenced
+//! A CLOCK cache with a weight budget, for one shard's object metadata and open files.
+//! Shard-local (`&mut self`, no locks). Every entry has a referenced bit set on hit; the hand sweeps the slots, clearing bits and evicting the first unreferenced
 //! entry, until the new entry fits. Eviction touches at most two sweeps of the slots.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
-use bytes::Bytes;
 use ron_codec::tree::GroupIndex;
 use ron_codec::Address;
 
@@ -152,13 +150,13 @@ impl<K: Copy + Eq + Hash, V: Clone> ClockCache<K, V> {
     }
 }
 
-/// The per-shard cache of verified group bytes, weighted by bytes.
-pub type GroupCache = ClockCache<GroupKey, Bytes>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use proptest::prelude::*;
+
+    type GroupCache = ClockCache<GroupKey, Bytes>;
 
     fn key(n: u8, g: u64) -> GroupKey {
         GroupKey {

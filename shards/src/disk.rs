@@ -1,17 +1,15 @@
-//! The disk end of the read path: this shard's open object files and verified group
-//! reads from them, one aligned io_uring DMA read per 64 KiB group.
+//! The disk end of the read path: this shard's open object files and group reads from
+//! them, one aligned io_uring DMA read per run of 64 KiB groups.
 //!
-//! A group is verified against the object's chunk tree as it comes off disk
-//! ([`verify_group`]); the shard checks again whatever the source before it caches or
-//! sends a group.
+//! Bytes come off disk unverified ([`DiskGroups`]); the shard checks each group once,
+//! with [`verify_group`], where it keeps it (in an arena of the verified cache, or in
+//! ordinary memory), so the bytes checked are the bytes sent.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
 
-use bytes::Bytes;
-use glommio::io::DmaFile;
+use glommio::io::{DmaFile, ReadResult};
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
 
@@ -24,7 +22,6 @@ use crate::store::Store;
 /// This shard's object files: an open-file cache (bounded by count) and group reads.
 pub(crate) struct ObjectFiles {
     files: RefCell<ClockCache<Address, Rc<DmaFile>>>,
-    metrics: Arc<ShardMetrics>,
 }
 
 impl std::fmt::Debug for ObjectFiles {
@@ -37,44 +34,49 @@ impl std::fmt::Debug for ObjectFiles {
 
 impl ObjectFiles {
     /// `open_files_max`: object files kept open, files.
-    pub(crate) fn new(open_files_max: usize, metrics: Arc<ShardMetrics>) -> ObjectFiles {
+    pub(crate) fn new(open_files_max: usize) -> ObjectFiles {
         ObjectFiles {
             files: RefCell::new(ClockCache::new(open_files_max)),
-            metrics,
         }
     }
 
-    /// Reads group `group` of an object of `store` with one aligned DMA read and
-    /// verifies it.
-    pub(crate) async fn read_group(
+    /// Reads `count` groups of an object of `store` from `first` on, with one aligned
+    /// DMA read. The bytes are not verified here: the shard checks each group once,
+    /// where it keeps it (`Shard::group`).
+    pub(crate) async fn read_groups(
         &self,
         store: &Store,
         meta: &ObjectMeta,
-        group: GroupIndex,
-    ) -> Result<Bytes, ShardError> {
+        first: GroupIndex,
+        count: u64,
+    ) -> Result<DiskGroups, ShardError> {
         let addr = meta.addr();
-        let expected = group_len(meta.len(), group).ok_or(ShardError::NotFound { addr })?;
+        let last = GroupIndex(first.0 + count.max(1) - 1);
+        let expected = group_len(meta.len(), last)
+            .map(|len| last.start_offset() - first.start_offset() + len)
+            .ok_or(ShardError::NotFound { addr })?;
         if expected == 0 {
-            verify_group(meta, group, &[], &self.metrics)?;
-            return Ok(Bytes::new());
+            return Ok(DiskGroups { first, read: None });
         }
         let file = self.open(store, &addr).await?;
+        let span_bytes = (last.0 + 1 - first.0) * GROUP_LEN_BYTES;
         let read = file
-            .read_at_aligned(group.start_offset(), GROUP_LEN_BYTES as usize)
+            .read_at_aligned(first.start_offset(), span_bytes as usize)
             .await
             .map_err(|e| ShardError::io("read", file_path(&file))(e.into()))?;
         if (read.len() as u64) < expected {
             return Err(ShardError::ShortRead {
                 addr,
-                group: group.0,
+                group: first.0,
                 got: read.len(),
                 expected,
                 path: file_path(&file),
             });
         }
-        let bytes = &read[..expected as usize];
-        verify_group(meta, group, bytes, &self.metrics)?;
-        Ok(Bytes::copy_from_slice(bytes))
+        Ok(DiskGroups {
+            first,
+            read: Some(read),
+        })
     }
 
     async fn open(&self, store: &Store, addr: &Address) -> Result<Rc<DmaFile>, ShardError> {
@@ -88,6 +90,23 @@ impl ObjectFiles {
         let file = Rc::new(file);
         self.files.borrow_mut().insert(*addr, Rc::clone(&file), 1);
         Ok(file)
+    }
+}
+
+/// Groups as one DMA read brought them off disk, not yet verified.
+pub(crate) struct DiskGroups {
+    first: GroupIndex,
+    read: Option<ReadResult>,
+}
+
+impl DiskGroups {
+    /// The bytes of group `group` (one the read covers), `expected` long.
+    pub(crate) fn group(&self, group: GroupIndex, expected: u64) -> &[u8] {
+        let Some(read) = &self.read else {
+            return &[];
+        };
+        let from = ((group.0 - self.first.0) * GROUP_LEN_BYTES) as usize;
+        &read[from..from + expected as usize]
     }
 }
 

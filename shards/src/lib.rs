@@ -11,30 +11,36 @@
 //!   runs itself or forwards to the owner. It answers other shards' mesh requests
 //!   through the handler it gives the mesh.
 //! - `disk` (private): the disk end of the read path — this shard's open object files
-//!   (bounded by count) and one aligned DMA read per group, verified as it comes off
-//!   disk.
+//!   (bounded by count) and one aligned DMA read per run of groups (one group, both
+//!   groups of a range, a read-ahead batch).
 //! - [`upload`]: an upload in progress (hashed while it is written to a temp file) and
 //!   the [`upload::StagedObject`] it becomes.
 //! - [`commit`]: the group commit — rename into the store, then batches of fsyncs and
 //!   one LMDB transaction per store — and its [`commit::CommitOutcome`].
-//! - [`cache`]: CLOCK caches with weight budgets (verified groups and metadata by bytes,
-//!   open files by count).
-//! - [`mesh`]: request/reply between shards over a full mesh of glommio shared channels. It carries
-//!   plain data (metadata, groups, staged objects) and runs a handler for each request;
-//!   it does not know the shard.
+//! - [`arena`]: the verified-group cache, in memfd arenas written once and evicted
+//!   whole, so that a plain TCP send can `sendfile` cached groups without a copy
+//!   ([`GroupBytes`] carries a group's bytes and where they lie in an arena).
+//! - [`cache`]: CLOCK caches with weight budgets (metadata by bytes, open files by
+//!   count).
+//! - [`mesh`]: request/reply between shards over a full mesh of glommio shared
+//!   channels. It carries plain data (metadata, groups, staged objects) and runs a
+//!   handler for each request; it does not know the shard.
 //! - [`metrics`]: shard-local atomic counters and a latency histogram.
 //! - [`error`]: [`ShardError`], naming the operation and what it touched; a failed group
 //!   commit reaches each of its uploads as `ShardError::GroupCommit`.
 //!
 //! Imports point one way: `shard` → `mesh` → `commit` → `upload` → the storage
-//! modules (`disk`, `store`, `record`, `layout`, `cache`, `metrics`, `error`). Nothing imports
-//! `shard`; the mesh reaches the shard only through the handler it is given.
+//! modules (`disk`, `store`, `record`, `layout`, `arena`, `cache`, `metrics`, `error`).
+//! Nothing imports `shard`; the mesh reaches the shard only through the handler it is
+//! given.
 //!
 //! ## Invariants
 //! - A byte leaves this crate only inside a group that passed
 //!   `ChunkTree::verify_group`, itself checked against the address when its record was
-//!   loaded. Groups are checked when they come off disk, and again by the shard that
-//!   sends them when they come off the mesh. A group handed out is at most 64 KiB and
+//!   loaded. A group is checked once where it is kept — in its arena, after the copy
+//!   from the DMA buffer, so the bytes checked are the bytes sent — and again by the
+//!   shard that sends it when it comes off the mesh. An arena region, once handed out,
+//!   is never written again. A group handed out is at most 64 KiB and
 //!   exactly as long as the object's length says (asserted in debug builds).
 //! - An object is visible only once its file is durable under its final name and its
 //!   record is committed; commits (fsync + LMDB) run on the blocking pool, never inline.
@@ -44,13 +50,15 @@
 //!   thread; shards talk only through bounded mesh channels.
 //!
 //! ## Data flow
-//! Read: `Shard::meta(addr)` → `Shard::group(meta, g)` for each group a range covers;
-//! the owner reads the 64 KiB group with one aligned DMA read, verifies it, and both the
-//! owner and the asking shard cache the verified bytes (objects are immutable, so any
+//! Read: `Shard::meta(addr)` → `Shard::group(meta, g)` (or `Shard::groups` for a run)
+//! for the groups a range covers; the owner reads them with one aligned DMA read,
+//! copies each into an arena and verifies it there, and both the owner and the asking
+//! shard cache the verified bytes (objects are immutable, so any
 //! shard may cache any object). Write: `Shard::begin_upload` → `Upload::write` (hash +
 //! buffered write) → `Upload::finish` → `Shard::commit`, which forwards to the owner; the
 //! owner renames the file into its store and acknowledges after the group commit.
 
+pub mod arena;
 pub mod cache;
 pub mod commit;
 mod disk;
@@ -63,6 +71,7 @@ pub mod shard;
 pub mod store;
 pub mod upload;
 
+pub use arena::{GroupBytes, MemFile, MemFileSpan};
 pub use commit::CommitOutcome;
 pub use error::ShardError;
 pub use layout::{Routing, ShardIndex};

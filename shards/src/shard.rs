@@ -18,7 +18,8 @@ use ron_codec::Address;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
-use crate::cache::{AddressMap, ClockCache, GroupCache, GroupKey};
+use crate::arena::{ArenaCache, GroupBytes};
+use crate::cache::{AddressMap, ClockCache, GroupKey};
 use crate::commit::{CommitOutcome, GroupCommit};
 use crate::disk::{self, ObjectFiles};
 use crate::error::ShardError;
@@ -62,7 +63,7 @@ pub struct Shard {
     routing: Routing,
     config: ShardConfig,
     stores: HashMap<StoreId, Store>,
-    groups: RefCell<GroupCache>,
+    groups: RefCell<ArenaCache>,
     metas: RefCell<ClockCache<Address, Rc<ObjectMeta>>>,
     /// The last metadata too heavy for `metas` (a tree bigger than its whole budget).
     oversized_meta: RefCell<Option<Rc<ObjectMeta>>>,
@@ -107,15 +108,19 @@ impl Shard {
             config.cache_bytes_max as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        let groups = ArenaCache::new(config.cache_bytes_max).map_err(ShardError::io(
+            "create a memfd arena for the verified-group cache",
+            "memfd:ron-verified-groups",
+        ))?;
         let commits = GroupCommit::start(index, config.commit_batch_max, Arc::clone(&metrics));
         let shard = Rc::new(Shard {
             index,
             routing,
-            groups: RefCell::new(GroupCache::new(config.cache_bytes_max)),
+            groups: RefCell::new(groups),
             metas: RefCell::new(ClockCache::new(config.meta_bytes_max)),
             oversized_meta: RefCell::new(None),
             meta_loads: RefCell::new(AddressMap::default()),
-            files: ObjectFiles::new(config.open_files_max, Arc::clone(&metrics)),
+            files: ObjectFiles::new(config.open_files_max),
             config,
             stores,
             commits,
@@ -246,29 +251,139 @@ impl Shard {
     }
 
     /// One whole verified group: from the cache, this shard's disk, or the owner.
-    pub async fn group(&self, meta: &ObjectMeta, group: GroupIndex) -> Result<Bytes, ShardError> {
+    pub async fn group(
+        &self,
+        meta: &ObjectMeta,
+        group: GroupIndex,
+    ) -> Result<GroupBytes, ShardError> {
         let key = GroupKey {
             addr: meta.addr(),
             group,
         };
-        if let Some(bytes) = self.groups.borrow_mut().get(&key) {
-            ShardMetrics::add(&self.metrics.cache_hits, 1);
-            debug_assert_group_len(meta, group, &bytes);
-            return Ok(bytes);
+        if let Some(cached) = self.cached_group(meta, &key) {
+            return Ok(cached);
         }
         ShardMetrics::add(&self.metrics.cache_misses, 1);
-        let bytes = match self.owner(&key.addr) {
+        match self.owner(&key.addr) {
             None => {
                 let store = self.local_store(&key.addr)?;
-                self.files.read_group(store, meta, group).await?
+                let read = self.files.read_groups(store, meta, group, 1).await?;
+                let expected = group_len(meta.len(), group).unwrap_or(0);
+                self.keep_verified(meta, key, read.group(group, expected), None)
             }
-            Some(owner) => self.remote_group(owner, key).await?,
+            Some(owner) => {
+                let bytes = self.remote_group(owner, key).await?;
+                // Trust boundary: the owner checked it, and so does this shard.
+                self.keep_verified(meta, key, &bytes.clone(), Some(bytes))
+            }
+        }
+    }
+
+    /// Groups `first..first + count`, verified: from the cache when all are there;
+    /// else, for an object this shard owns, one DMA read for the whole run (read-ahead
+    /// for streams, both groups of a range at once); else one group at a time.
+    pub async fn groups(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+    ) -> Result<Vec<GroupBytes>, ShardError> {
+        if let Some(cached) = self.cached_groups(meta, first, count) {
+            return Ok(cached);
+        }
+        let addr = meta.addr();
+        if self.owner(&addr).is_some() || count == 1 {
+            let mut groups = Vec::with_capacity(count as usize);
+            for g in first.0..first.0 + count {
+                groups.push(self.group(meta, GroupIndex(g)).await?);
+            }
+            return Ok(groups);
+        }
+        let store = self.local_store(&addr)?;
+        let read = self.files.read_groups(store, meta, first, count).await?;
+        let mut groups = Vec::with_capacity(count as usize);
+        for g in first.0..first.0 + count {
+            let key = GroupKey {
+                addr,
+                group: GroupIndex(g),
+            };
+            let kept = match self.cached_group(meta, &key) {
+                Some(cached) => cached,
+                None => {
+                    ShardMetrics::add(&self.metrics.cache_misses, 1);
+                    let expected = group_len(meta.len(), key.group).unwrap_or(0);
+                    self.keep_verified(meta, key, read.group(key.group, expected), None)?
+                }
+            };
+            groups.push(kept);
+        }
+        Ok(groups)
+    }
+
+    /// Groups `first..first + count` if the cache holds every one of them.
+    pub fn cached_groups(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+    ) -> Option<Vec<GroupBytes>> {
+        let addr = meta.addr();
+        let all_cached = {
+            let cache = self.groups.borrow();
+            (first.0..first.0 + count).all(|g| {
+                cache.contains(&GroupKey {
+                    addr,
+                    group: GroupIndex(g),
+                })
+            })
         };
-        // Trust boundary: whatever the source, check again before it is cached and sent.
-        disk::verify_group(meta, group, &bytes, &self.metrics)?;
-        debug_assert_group_len(meta, group, &bytes);
-        self.cache_group(key, bytes.clone());
-        Ok(bytes)
+        all_cached.then(|| {
+            (first.0..first.0 + count)
+                .filter_map(|g| {
+                    let key = GroupKey {
+                        addr,
+                        group: GroupIndex(g),
+                    };
+                    self.cached_group(meta, &key)
+                })
+                .collect()
+        })
+    }
+
+    fn cached_group(&self, meta: &ObjectMeta, key: &GroupKey) -> Option<GroupBytes> {
+        let cached = self.groups.borrow_mut().get(key)?;
+        ShardMetrics::add(&self.metrics.cache_hits, 1);
+        debug_assert_group_len(meta, key.group, &cached.bytes);
+        Some(cached)
+    }
+
+    /// Checks `bytes` as group `key.group` once, where it is kept: copied into an arena
+    /// of the verified cache and checked there when there is room (the bytes checked are
+    /// the bytes sent), else checked in place and kept in ordinary memory (`owned`, or a
+    /// copy).
+    fn keep_verified(
+        &self,
+        meta: &ObjectMeta,
+        key: GroupKey,
+        bytes: &[u8],
+        owned: Option<Bytes>,
+    ) -> Result<GroupBytes, ShardError> {
+        let placed = self.groups.borrow_mut().place(bytes);
+        let kept = match placed {
+            Some(placed) => {
+                disk::verify_group(meta, key.group, &placed.group.bytes, &self.metrics)?;
+                let kept = self.groups.borrow_mut().keep(key, placed);
+                self.publish_cache_size();
+                kept
+            }
+            None => {
+                disk::verify_group(meta, key.group, bytes, &self.metrics)?;
+                let bytes = owned.unwrap_or_else(|| Bytes::copy_from_slice(bytes));
+                GroupBytes::in_memory(bytes)
+            }
+        };
+        debug_assert_group_len(meta, key.group, &kept.bytes);
+        Ok(kept)
     }
 
     async fn remote_group(&self, owner: ShardIndex, key: GroupKey) -> Result<Bytes, ShardError> {
@@ -282,10 +397,8 @@ impl Shard {
         }
     }
 
-    fn cache_group(&self, key: GroupKey, bytes: Bytes) {
-        let mut groups = self.groups.borrow_mut();
-        let weight = bytes.len();
-        groups.insert(key, bytes, weight);
+    fn publish_cache_size(&self) {
+        let groups = self.groups.borrow();
         let relaxed = std::sync::atomic::Ordering::Relaxed;
         self.metrics
             .cache_bytes
@@ -329,7 +442,8 @@ impl Shard {
             MeshOp::Meta(addr) => Ok(MeshReply::Meta((*self.meta(&addr).await?).clone())),
             MeshOp::Group { addr, group } => {
                 let meta = self.meta(&addr).await?;
-                self.group(&meta, group).await.map(MeshReply::Group)
+                let group = self.group(&meta, group).await?;
+                Ok(MeshReply::Group(group.bytes))
             }
             MeshOp::Commit(staged) => self.commit_local(staged).await.map(MeshReply::Committed),
         }

@@ -91,7 +91,7 @@ async fn read_back(shard: &Shard, data: &[u8]) {
     assert_eq!(meta.len(), data.len() as u64);
     for g in 0..group_count(data.len() as u64).max(1) {
         let group = GroupIndex(g);
-        let bytes = shard.group(&meta, group).await.expect("group");
+        let bytes = shard.group(&meta, group).await.expect("group").bytes;
         let start = (g * GROUP_LEN_BYTES) as usize;
         let end = (start + GROUP_LEN_BYTES as usize).min(data.len());
         assert_eq!(

@@ -4,7 +4,9 @@ use ron_codec::http::head::Method;
 use ron_codec::http::response::ResponseHead;
 use ron_codec::Address;
 use ron_io::stream::Transport;
-use ron_shards::ObjectMeta;
+use std::os::fd::AsFd;
+
+use ron_shards::{GroupBytes, ObjectMeta, ShardMetrics};
 
 use super::request::{quoted_etag, CorrId, Request};
 use super::respond::{self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE};
@@ -108,9 +110,11 @@ fn write_head<S>(
     head.finish();
 }
 
-/// Writes the head (in `wbuf`) and the body, one verified group slice at a time. The
-/// first slice rides with the head when it is small; larger slices go out straight from
-/// the verified buffers.
+/// Writes the head (in `wbuf`) and the body, one verified group slice at a time. A
+/// small first slice rides with the head (one send). Larger slices that lie in the
+/// verified cache's arenas go out with `sendfile` on plain TCP (no copy; the head is sent
+/// with `MSG_MORE` so it shares the body's first segment); the rest are written from the
+/// verified buffers.
 async fn send_body<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
@@ -118,27 +122,88 @@ async fn send_body<S: Transport>(
     stream: &mut GroupStream,
 ) -> Result<(), Abort> {
     let span = stream.span();
-    let mut first = true;
+    let mut head_sent = false;
     while let Some(group) = stream.next().await {
         // A group that fails verification mid-body aborts the connection: the client
         // sees a short body, never a wrong byte.
         let group = group.map_err(|refusal| body_aborted(ctx, corr, stream, &refusal))?;
         let (_, slice) = span.slice(group.index, &group.bytes);
-        if !first {
-            send_slice(ctx, conn, &slice).await?;
-            continue;
+        let zero_copy =
+            conn.zero_copy && slice.file.is_some() && slice.bytes.len() > COALESCE_BODY_BYTES_MAX;
+        if !head_sent {
+            head_sent = true;
+            if zero_copy {
+                send_head_more(ctx, conn).await?;
+            } else if slice.bytes.len() <= COALESCE_BODY_BYTES_MAX {
+                conn.wbuf.extend_from_slice(&slice.bytes);
+                write_out(ctx, conn).await?;
+                continue;
+            } else {
+                write_out(ctx, conn).await?;
+            }
         }
-        first = false;
-        if slice.len() <= COALESCE_BODY_BYTES_MAX {
-            conn.wbuf.extend_from_slice(&slice);
-            write_out(ctx, conn).await?;
+        if zero_copy {
+            send_file_slice(ctx, conn, &slice).await?;
         } else {
-            write_out(ctx, conn).await?;
-            send_slice(ctx, conn, &slice).await?;
+            send_slice(ctx, conn, &slice.bytes).await?;
         }
     }
     Ok(())
 }
+
+/// Sends the head in `wbuf` telling the kernel the body follows at once; what the
+/// socket does not take now is written the ordinary way.
+async fn send_head_more<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<(), Abort> {
+    let sent = match conn.stream.plain_socket().map(|s| s.send_more(&conn.wbuf)) {
+        Some(Ok(n)) => n,
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Some(Err(_)) => return Err(Abort),
+        None => 0,
+    };
+    conn.transfer.moved += sent as u64;
+    ShardMetrics::add(&ctx.metrics().bytes_out, sent as u64);
+    let _ = conn.wbuf.split_to(sent);
+    write_out(ctx, conn).await
+}
+
+/// Sends a verified slice that lies in an arena with `sendfile`. When the socket is
+/// full, the wait is the stream's own write of the next verified bytes (at most a page,
+/// copied), which waits in glommio's reactor under the request's transfer deadline —
+/// glommio 0.9 has no readiness wait for a raw fd (docs/design/zero-copy-sends.md).
+async fn send_file_slice<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    slice: &GroupBytes,
+) -> Result<(), Abort> {
+    let Some(span) = &slice.file else {
+        return send_slice(ctx, conn, &slice.bytes).await;
+    };
+    let len = slice.bytes.len();
+    let mut done = 0;
+    while done < len {
+        let Some(socket) = conn.stream.plain_socket() else {
+            return send_slice(ctx, conn, &slice.bytes[done..]).await;
+        };
+        match socket.send_file(span.file.as_fd(), span.offset + done as u64, len - done) {
+            Ok(0) => return Err(Abort),
+            Ok(n) => {
+                done += n;
+                conn.transfer.moved += n as u64;
+                ShardMetrics::add(&ctx.metrics().bytes_out, n as u64);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let page = &slice.bytes[done..len.min(done + WAIT_PAGE_BYTES)];
+                send_slice(ctx, conn, page).await?;
+                done += page.len();
+            }
+            Err(_) => return Err(Abort),
+        }
+    }
+    Ok(())
+}
+
+/// Bytes a `sendfile` that found the socket full writes the ordinary way while it waits.
+const WAIT_PAGE_BYTES: usize = 4096;
 
 fn body_aborted(
     ctx: &HttpContext,

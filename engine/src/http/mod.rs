@@ -136,6 +136,8 @@ struct Conn<S> {
     transfer: Transfer,
     /// The current request's admission, parked while it waits on the peer.
     ticket: Option<Ticket>,
+    /// Bodies may go out with `sendfile` from the verified cache (plain TCP).
+    zero_copy: bool,
 }
 
 impl HttpLimits {
@@ -152,6 +154,9 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
         .tcp()
         .set_write_timeout(Some(ctx.limits.body_timeout));
     let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
+    let zero_copy = stream
+        .plain_socket()
+        .is_some_and(|socket| socket.make_nonblocking().is_ok());
     let mut conn = Conn {
         stream,
         rbuf: ReadBuf::new(Rc::clone(&ctx.read_buffers)),
@@ -160,6 +165,7 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
         object_bytes: 0,
         transfer: Transfer::new(ctx.limits.pace(Instant::now())),
         ticket: None,
+        zero_copy,
     };
     let open = ctx.metrics().open_connection();
     ShardMetrics::add(&ctx.metrics().connections_total, 1);

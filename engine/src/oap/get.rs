@@ -160,9 +160,10 @@ impl DataFrames<'_> {
     ) -> OutFrame {
         let meta = stream.meta();
         let (raw_offset, raw) = if self.proof {
-            (group.index.start_offset(), group.bytes)
+            (group.index.start_offset(), group.bytes.bytes)
         } else {
-            self.span.slice(group.index, &group.bytes)
+            let (offset, slice) = self.span.slice(group.index, &group.bytes);
+            (offset, slice.bytes)
         };
         let mut parents = Vec::new();
         if self.proof {

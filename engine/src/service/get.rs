@@ -1,12 +1,12 @@
 //! Reads: which bytes a request asks for ([`Span`]) and the verified groups that carry
 //! them ([`GroupStream`]).
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 
-use bytes::Bytes;
 use ron_codec::http::range::{RangeResolution, RangeSet};
 use ron_codec::tree::GroupIndex;
-use ron_shards::{ObjectMeta, Shard, ShardError};
+use ron_shards::{GroupBytes, ObjectMeta, Shard, ShardError};
 
 use crate::limits::{VERIFY_BEFORE_HEAD_BYTES_MAX, VERIFY_BEFORE_HEAD_GROUPS_MAX};
 use crate::refusal::Refusal;
@@ -73,11 +73,11 @@ impl Span {
     }
 
     /// The part of group `group`'s bytes that falls inside the span, and its offset.
-    pub fn slice(&self, group: GroupIndex, bytes: &Bytes) -> (u64, Bytes) {
+    pub fn slice(&self, group: GroupIndex, bytes: &GroupBytes) -> (u64, GroupBytes) {
         let start = group.start_offset();
         let from = self.first.saturating_sub(start) as usize;
-        let to = ((self.first + self.len).saturating_sub(start) as usize).min(bytes.len());
-        (start + from as u64, bytes.slice(from.min(to)..to))
+        let to = ((self.first + self.len).saturating_sub(start) as usize).min(bytes.bytes.len());
+        (start + from as u64, bytes.slice(from.min(to), to))
     }
 
     /// Whether every group of the span is fetched and verified before any head.
@@ -90,25 +90,43 @@ impl Span {
 #[derive(Debug, Clone)]
 pub struct VerifiedGroup {
     pub index: GroupIndex,
-    pub bytes: Bytes,
+    pub bytes: GroupBytes,
+}
+
+/// Groups one read-ahead brings in with one disk read (512 KiB: large reads are what
+/// this kind of disk needs to reach its rate; see docs/design/zero-copy-sends.md).
+const READ_AHEAD_BATCH_GROUPS: u64 = 8;
+
+/// Read-ahead batches in flight per stream: one being sent while the next is read.
+const READ_AHEAD_BATCHES: usize = 2;
+
+/// A read-ahead batch in flight: the groups it covers and its task.
+#[derive(Debug)]
+struct Batch {
+    end: u64,
+    task: glommio::Task<Result<Vec<GroupBytes>, ShardError>>,
 }
 
 /// The verified groups of a span, in order. The first group (every group of a small
-/// span) is verified when the stream opens; after that, handing out group `g` starts
-/// fetching `g + 1`, so the disk or the owner shard works while the caller sends.
+/// span) is verified when the stream opens — the groups of a small span with one disk
+/// read. After that the stream reads ahead: batches of groups, each one disk read, up
+/// to [`READ_AHEAD_BATCHES`] in flight, so the disk works while the caller sends.
 #[derive(Debug)]
 pub struct GroupStream {
     shard: Rc<Shard>,
     meta: Rc<ObjectMeta>,
     span: Span,
-    /// The next group to hand out and the last one.
+    /// The next group to hand out, and the last one.
     next: u64,
     last: u64,
-    /// Groups verified at open, not yet handed out (inline: no allocation per GET).
-    ready: [Option<Bytes>; VERIFY_BEFORE_HEAD_GROUPS_MAX],
-    /// How many of `ready` are handed out.
-    ready_taken: usize,
-    prefetch: Option<glommio::Task<Result<Bytes, ShardError>>>,
+    /// Verified groups from `next` on, in order.
+    ready: VecDeque<GroupBytes>,
+    /// Read-ahead batches after `ready`, in order, and the first group none covers.
+    batches: VecDeque<Batch>,
+    requested_to: u64,
+    /// Groups before this one are fetched one at a time: a batch covering them failed,
+    /// and its good groups are still served before the bad one's error.
+    singly_until: u64,
 }
 
 impl GroupStream {
@@ -120,25 +138,27 @@ impl GroupStream {
         let (first, last) = span.groups().map_or((1, 0), |(f, l)| (f.0, l.0));
         let groups = (last + 1).saturating_sub(first);
         let early = if span.verified_before_head(groups) {
-            last
+            groups
         } else {
-            first
+            groups.min(1)
         };
-        let mut ready: [Option<Bytes>; VERIFY_BEFORE_HEAD_GROUPS_MAX] = Default::default();
-        for (slot, g) in ready.iter_mut().zip(first..=early) {
-            *slot = Some(shard.group(&meta, GroupIndex(g)).await?);
+        let mut ready = VecDeque::new();
+        match early {
+            0 => {}
+            1 => ready.push_back(shard.group(&meta, GroupIndex(first)).await?),
+            n => ready.extend(shard.groups(&meta, GroupIndex(first), n).await?),
         }
-        let stream = GroupStream {
+        Ok(GroupStream {
             shard,
             meta,
             span,
             next: first,
             last,
             ready,
-            ready_taken: 0,
-            prefetch: None,
-        };
-        Ok(stream)
+            batches: VecDeque::new(),
+            requested_to: first + early,
+            singly_until: 0,
+        })
     }
 
     pub fn meta(&self) -> &Rc<ObjectMeta> {
@@ -161,19 +181,9 @@ impl GroupStream {
             return None;
         }
         let index = GroupIndex(self.next);
-        let fetched = match (self.take_ready(), self.prefetch.take()) {
-            (Some(bytes), _) => Ok(bytes),
-            (None, Some(task)) => task.await,
-            (None, None) => self.shard.group(&self.meta, index).await,
-        };
+        let fetched = self.take_next().await;
         self.next += 1;
-        let ready_left = self
-            .ready
-            .get(self.ready_taken)
-            .is_some_and(Option::is_some);
-        if !ready_left && self.next <= self.last {
-            self.start_prefetch(GroupIndex(self.next));
-        }
+        self.read_ahead();
         Some(
             fetched
                 .map(|bytes| VerifiedGroup { index, bytes })
@@ -181,18 +191,47 @@ impl GroupStream {
         )
     }
 
-    /// The next group verified at open, if any is left.
-    fn take_ready(&mut self) -> Option<Bytes> {
-        let bytes = self.ready.get_mut(self.ready_taken)?.take()?;
-        self.ready_taken += 1;
-        Some(bytes)
+    async fn take_next(&mut self) -> Result<GroupBytes, ShardError> {
+        if self.ready.is_empty() && self.next >= self.singly_until {
+            self.read_ahead();
+            if let Some(batch) = self.batches.pop_front() {
+                match batch.task.await {
+                    Ok(groups) => self.ready.extend(groups),
+                    Err(_) => self.singly_until = batch.end,
+                }
+            }
+        }
+        match self.ready.pop_front() {
+            Some(group) => Ok(group),
+            None => self.shard.group(&self.meta, GroupIndex(self.next)).await,
+        }
     }
 
-    fn start_prefetch(&mut self, group: GroupIndex) {
-        let (shard, meta) = (Rc::clone(&self.shard), Rc::clone(&self.meta));
-        self.prefetch = Some(glommio::spawn_local(async move {
-            shard.group(&meta, group).await
-        }));
+    /// Keeps the read-ahead window full: cached groups are taken at once (when nothing
+    /// is in flight before them), the rest are read in batches by their own tasks.
+    fn read_ahead(&mut self) {
+        let window = READ_AHEAD_BATCH_GROUPS as usize * READ_AHEAD_BATCHES;
+        while self.requested_to <= self.last {
+            let first = GroupIndex(self.requested_to);
+            let count = READ_AHEAD_BATCH_GROUPS.min(self.last + 1 - self.requested_to);
+            if self.batches.is_empty() && self.ready.len() < window {
+                if let Some(cached) = self.shard.cached_groups(&self.meta, first, count) {
+                    self.ready.extend(cached);
+                    self.requested_to += count;
+                    continue;
+                }
+            }
+            if self.batches.len() >= READ_AHEAD_BATCHES || self.ready.len() >= window {
+                return;
+            }
+            self.requested_to += count;
+            let (shard, meta) = (Rc::clone(&self.shard), Rc::clone(&self.meta));
+            let task = glommio::spawn_local(async move { shard.groups(&meta, first, count).await });
+            self.batches.push_back(Batch {
+                end: first.0 + count,
+                task,
+            });
+        }
     }
 }
 
@@ -230,14 +269,14 @@ mod tests {
     #[test]
     fn slices_cut_groups_to_the_span() {
         let group_bytes = GROUP_LEN_BYTES as usize;
-        let bytes = Bytes::from(vec![7u8; group_bytes]);
+        let bytes = GroupBytes::in_memory(bytes::Bytes::from(vec![7u8; group_bytes]));
         let s = span("bytes=65530-65545", 3 * GROUP_LEN_BYTES).unwrap();
         let (g0, g1) = s.groups().unwrap();
         assert_eq!((g0.0, g1.0), (0, 1));
         let (offset, first) = s.slice(g0, &bytes);
-        assert_eq!((offset, first.len()), (65530, 6));
+        assert_eq!((offset, first.bytes.len()), (65530, 6));
         let (offset, second) = s.slice(g1, &bytes);
-        assert_eq!((offset, second.len()), (GROUP_LEN_BYTES, 10));
+        assert_eq!((offset, second.bytes.len()), (GROUP_LEN_BYTES, 10));
         assert!(s.verified_before_head(2));
         let big = span("", 3 * GROUP_LEN_BYTES).unwrap();
         assert!(!big.verified_before_head(3));
