@@ -106,7 +106,10 @@ fn a_group_evicted_from_the_cache_is_verified_again_when_read_back_from_disk() {
     for i in 0..8 {
         let other = bytes(100 + i, 1 << 20);
         let other_addr = upload(&n, &other);
-        assert_eq!(get(n.http, &format!("/o/{other_addr}")).unwrap().body, other);
+        assert_eq!(
+            get(n.http, &format!("/o/{other_addr}")).unwrap().body,
+            other
+        );
     }
     assert!(metric(n.admin, "ron_cache_bytes") <= 4 << 20);
 

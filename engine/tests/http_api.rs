@@ -618,3 +618,46 @@ fn admin_token_and_stats_that_survive_a_restart() {
     assert_eq!(stats["objects"], 3, "{stats}");
     assert_eq!(stats["bytes"], sizes.iter().sum::<usize>() as u64);
 }
+
+/// Large bodies go out with `sendfile` from the verified cache; a reader with a tiny
+/// receive window makes every send find the socket full, so each body is pieced
+/// together from sendfile runs and the page-sized writes that wait for room.
+#[test]
+fn a_slow_small_window_reader_gets_every_byte_of_cached_bodies_in_order() {
+    let n = node("zero-copy-slow", &["--shards", "1"]);
+    let data = bytes(31, 3 * (1 << 20) + 123);
+    let addr = upload(&n, &data);
+    let p = format!("/o/{addr}");
+    assert_eq!(get(n.http, &p).unwrap().body, data, "cached by the first read");
+    for (range, want) in [
+        (String::new(), &data[..]),
+        (
+            "Range: bytes=65000-1300000\r\n".to_string(),
+            &data[65_000..=1_300_000],
+        ),
+    ] {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&n.http.into()).unwrap();
+        let mut s: TcpStream = socket.into();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let raw = format!("GET {p} HTTP/1.1\r\nHost: t\r\n{range}Connection: close\r\n\r\n");
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let got = std::io::Read::read(&mut s, &mut chunk).unwrap();
+            if got == 0 {
+                break;
+            }
+            received.extend_from_slice(&chunk[..got]);
+            if received.len() % (256 * 1024) < 1024 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(received.len() - head_end == want.len(), "{range}: body length");
+        assert!(&received[head_end..] == want, "{range}: body bytes");
+    }
+}

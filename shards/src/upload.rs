@@ -5,9 +5,11 @@
 //! This module knows neither the shard nor the mesh; the mesh carries a
 //! [`StagedObject`] to the owner shard as plain data.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::rc::Rc;
 
-use glommio::io::{BufferedFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 use ron_codec::tree::GROUP_LEN_BYTES;
 use ron_codec::TreeHasher;
 
@@ -22,20 +24,29 @@ pub struct StagedObject {
 }
 
 /// An upload in progress: bytes are hashed (root + group CVs) as they arrive and
-/// written to a temp file through io_uring in whole 64 KiB groups (the last one
-/// shorter). Nothing is visible until [`crate::Shard::commit`], whose group commit makes
-/// the file durable.
+/// written to a temp file with aligned O_DIRECT writes of [`WRITE_BYTES`], up to
+/// [`WRITES_IN_FLIGHT`] at once while the next bytes arrive. Nothing is visible until
+/// [`crate::Shard::commit`], whose group commit makes the file durable: direct writes
+/// leave no dirty page cache behind, so that `fdatasync` only flushes the file's
+/// metadata and the device cache instead of writing the whole object back.
 ///
-/// Writes go through `BufferedFile::write_at`, not glommio's `StreamWriter`: the latter
-/// unwraps the result of its pending write when polled, so a spurious wake of the
-/// request's task (its socket, a timer) while a write is in flight would panic the shard.
+/// The last write is padded to the file's alignment and the file truncated to its
+/// length. An upload of an object already stored is written and then discarded (the
+/// page cache used to absorb it; see docs/design/storage.md).
+///
+/// Writes are `DmaFile::write_at` futures, each in its own task (a request's task may be
+/// polled spuriously by its socket or a timer; glommio's `StreamWriter` unwraps its
+/// pending write when polled early and would panic the shard).
 pub struct Upload {
     path: PathBuf,
-    file: BufferedFile,
-    /// Bytes not yet written, less than one group; written when it fills.
-    pending: Vec<u8>,
-    /// Bytes written to the file.
-    written: u64,
+    file: Rc<DmaFile>,
+    /// Bytes not yet written, less than one write; written when it fills.
+    pending: DmaBuffer,
+    pending_len: usize,
+    /// Writes issued, oldest first, and the bytes each must write.
+    in_flight: VecDeque<(glommio::Task<std::io::Result<usize>>, usize)>,
+    /// Bytes given to writes.
+    issued: u64,
     hasher: TreeHasher,
 }
 
@@ -48,24 +59,30 @@ impl std::fmt::Debug for Upload {
     }
 }
 
-const WRITE_BYTES: usize = GROUP_LEN_BYTES as usize;
+/// Bytes per direct write (eight groups): large enough for the device's rate; with
+/// the writes in flight and the buffer filling, an upload holds 1.5 MiB of DMA buffers.
+const WRITE_BYTES: usize = 8 * GROUP_LEN_BYTES as usize;
+
+/// Direct writes one upload keeps in flight while it receives the next bytes.
+const WRITES_IN_FLIGHT: usize = 2;
 
 impl Upload {
     /// Creates the temp file at `path` (which must not exist) and starts hashing.
     pub(crate) async fn create(path: PathBuf) -> Result<Upload, ShardError> {
-        // Buffered (page-cache) writes: the group commit fsyncs the file before the
-        // index commit, and an upload of an object already stored never touches the disk.
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .buffered_open(&path)
+            .dma_open(&path)
             .await
             .map_err(|e| ShardError::io("create", &path)(e.into()))?;
+        let pending = file.alloc_dma_buffer(WRITE_BYTES);
         Ok(Upload {
             path,
-            file,
-            pending: Vec::with_capacity(WRITE_BYTES),
-            written: 0,
+            file: Rc::new(file),
+            pending,
+            pending_len: 0,
+            in_flight: VecDeque::new(),
+            issued: 0,
             hasher: TreeHasher::new(),
         })
     }
@@ -82,28 +99,45 @@ impl Upload {
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), ShardError> {
         self.hasher.update(data);
         while !data.is_empty() {
-            let room = WRITE_BYTES - self.pending.len();
+            let room = WRITE_BYTES - self.pending_len;
             let (now, rest) = data.split_at(room.min(data.len()));
-            self.pending.extend_from_slice(now);
+            self.pending.as_bytes_mut()[self.pending_len..self.pending_len + now.len()]
+                .copy_from_slice(now);
+            self.pending_len += now.len();
             data = rest;
-            if self.pending.len() == WRITE_BYTES {
-                self.write_pending().await?;
+            if self.pending_len == WRITE_BYTES {
+                self.issue_pending().await?;
             }
         }
         Ok(())
     }
 
-    /// Writes the pending bytes at the end of the file. A regular file takes a write
-    /// short only when its file system is full, so a short write is that error.
-    async fn write_pending(&mut self) -> Result<(), ShardError> {
-        let buf = std::mem::replace(&mut self.pending, Vec::with_capacity(WRITE_BYTES));
-        let len = buf.len();
-        let n = self
-            .file
-            .write_at(buf, self.written)
-            .await
-            .map_err(|e| ShardError::io("write", &self.path)(e.into()))?;
-        self.written += n as u64;
+    /// Starts the write of the pending bytes (padded to the file's alignment) at the end
+    /// of the file, first waiting for the oldest write if the most are in flight.
+    async fn issue_pending(&mut self) -> Result<(), ShardError> {
+        while self.in_flight.len() >= WRITES_IN_FLIGHT {
+            self.wait_oldest().await?;
+        }
+        let len = self.pending_len;
+        let aligned = self.file.align_up(len as u64) as usize;
+        let mut buf = std::mem::replace(&mut self.pending, self.file.alloc_dma_buffer(WRITE_BYTES));
+        buf.as_bytes_mut()[len..aligned].fill(0);
+        buf.trim_to_size(aligned);
+        self.pending_len = 0;
+        let (file, at) = (Rc::clone(&self.file), self.issued);
+        let write = glommio::spawn_local(async move { Ok(file.write_at(buf, at).await?) });
+        self.in_flight.push_back((write, aligned));
+        self.issued += len as u64;
+        Ok(())
+    }
+
+    /// Waits for the oldest write. A regular file takes a write short only when its
+    /// file system is full, so a short write is that error.
+    async fn wait_oldest(&mut self) -> Result<(), ShardError> {
+        let Some((write, len)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let n = write.await.map_err(ShardError::io("write", &self.path))?;
         if n < len {
             let short = std::io::Error::new(
                 std::io::ErrorKind::StorageFull,
@@ -114,15 +148,22 @@ impl Upload {
         Ok(())
     }
 
-    /// Writes what is pending and closes the temp file; returns it with its chunk tree.
+    /// Writes what is pending, cuts the padding and closes the temp file; returns it
+    /// with its chunk tree.
     pub async fn finish(mut self, content_type: String) -> Result<StagedObject, ShardError> {
-        if !self.pending.is_empty() {
-            self.write_pending().await?;
+        if self.pending_len > 0 {
+            self.issue_pending().await?;
         }
-        self.file
-            .close()
-            .await
-            .map_err(|e| ShardError::io("close", &self.path)(e.into()))?;
+        while !self.in_flight.is_empty() {
+            self.wait_oldest().await?;
+        }
+        if !self.issued.is_multiple_of(self.file.alignment()) {
+            self.file
+                .truncate(self.issued)
+                .await
+                .map_err(|e| ShardError::io("truncate", &self.path)(e.into()))?;
+        }
+        close(self.file, &self.path).await?;
         Ok(StagedObject {
             tmp_path: self.path,
             meta: ObjectMeta {
@@ -132,11 +173,22 @@ impl Upload {
         })
     }
 
-    /// Drops the upload and its temp file.
-    pub async fn abort(self) {
-        let _ = self.file.close().await;
+    /// Drops the upload and its temp file (after its writes end: they hold the file).
+    pub async fn abort(mut self) {
+        while let Some((write, _)) = self.in_flight.pop_front() {
+            let _ = write.await;
+        }
+        let _ = close(self.file, &self.path).await;
         let _ = glommio::io::remove(&self.path).await;
     }
+}
+
+/// Closes the temp file once no write holds it.
+async fn close(file: Rc<DmaFile>, path: &std::path::Path) -> Result<(), ShardError> {
+    file.close_rc()
+        .await
+        .map(|_| ())
+        .map_err(|e| ShardError::io("close", path)(e.into()))
 }
 
 /// Removes a staged object that will not be committed (digest mismatch, error, or an

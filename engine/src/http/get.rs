@@ -113,8 +113,8 @@ fn write_head<S>(
 /// Writes the head (in `wbuf`) and the body, one verified group slice at a time. A
 /// small first slice rides with the head (one send). Larger slices that lie in the
 /// verified cache's arenas go out with `sendfile` on plain TCP (no copy; the head is sent
-/// with `MSG_MORE` so it shares the body's first segment); the rest are written from the
-/// verified buffers.
+/// with `MSG_MORE` so it shares the body's first segment), one call per run of slices
+/// that lie end to end in one arena; the rest are written from the verified buffers.
 async fn send_body<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
@@ -123,6 +123,7 @@ async fn send_body<S: Transport>(
 ) -> Result<(), Abort> {
     let span = stream.span();
     let mut head_sent = false;
+    let mut run = Vec::new();
     while let Some(group) = stream.next().await {
         // A group that fails verification mid-body aborts the connection: the client
         // sees a short body, never a wrong byte.
@@ -142,13 +143,43 @@ async fn send_body<S: Transport>(
                 write_out(ctx, conn).await?;
             }
         }
-        if zero_copy {
-            send_file_slice(ctx, conn, &slice).await?;
-        } else {
+        if !zero_copy {
             send_slice(ctx, conn, &slice.bytes).await?;
+            continue;
         }
+        run.push(slice);
+        // Groups already verified and at hand join the run while they follow it in
+        // the same arena.
+        while let Some(more) = stream.next_ready() {
+            let (_, more) = span.slice(more.index, &more.bytes);
+            if !follows(&run, &more) {
+                send_file_run(ctx, conn, &run).await?;
+                run.clear();
+            }
+            if more.file.is_none() {
+                send_slice(ctx, conn, &more.bytes).await?;
+                continue;
+            }
+            run.push(more);
+        }
+        send_file_run(ctx, conn, &run).await?;
+        run.clear();
     }
     Ok(())
+}
+
+/// Whether `next` lies right after the last slice of `run` in the same arena.
+fn follows(run: &[GroupBytes], next: &GroupBytes) -> bool {
+    match (
+        run.last()
+            .and_then(|last| last.file.as_ref().map(|f| (f, last.bytes.len()))),
+        &next.file,
+    ) {
+        (Some((last, len)), Some(next)) => {
+            std::rc::Rc::ptr_eq(&last.file, &next.file) && last.offset + len as u64 == next.offset
+        }
+        _ => false,
+    }
 }
 
 /// Sends the head in `wbuf` telling the kernel the body follows at once; what the
@@ -166,23 +197,24 @@ async fn send_head_more<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> 
     write_out(ctx, conn).await
 }
 
-/// Sends a verified slice that lies in an arena with `sendfile`. When the socket is
-/// full, the wait is the stream's own write of the next verified bytes (at most a page,
-/// copied), which waits in glommio's reactor under the request's transfer deadline —
-/// glommio 0.9 has no readiness wait for a raw fd (docs/design/zero-copy-sends.md).
-async fn send_file_slice<S: Transport>(
+/// Sends a run of verified slices with one `sendfile` from their arena when they lie end
+/// to end in one (`follows`), else each with its own. When the socket is full, the wait
+/// is the stream's own write of the next verified bytes (at most a page, copied), which
+/// waits in glommio's reactor under the request's transfer deadline — glommio 0.9 has
+/// no readiness wait for a raw fd (docs/design/zero-copy-sends.md).
+async fn send_file_run<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
-    slice: &GroupBytes,
+    run: &[GroupBytes],
 ) -> Result<(), Abort> {
-    let Some(span) = &slice.file else {
-        return send_slice(ctx, conn, &slice.bytes).await;
+    let Some(span) = run.first().and_then(|first| first.file.as_ref()) else {
+        return Ok(());
     };
-    let len = slice.bytes.len();
+    let len: usize = run.iter().map(|slice| slice.bytes.len()).sum();
     let mut done = 0;
     while done < len {
         let Some(socket) = conn.stream.plain_socket() else {
-            return send_slice(ctx, conn, &slice.bytes[done..]).await;
+            return Err(Abort);
         };
         match socket.send_file(span.file.as_fd(), span.offset + done as u64, len - done) {
             Ok(0) => return Err(Abort),
@@ -192,8 +224,8 @@ async fn send_file_slice<S: Transport>(
                 ShardMetrics::add(&ctx.metrics().bytes_out, n as u64);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let page = &slice.bytes[done..len.min(done + WAIT_PAGE_BYTES)];
-                send_slice(ctx, conn, page).await?;
+                let page = page_at(run, done);
+                send_slice(ctx, conn, &page).await?;
                 done += page.len();
             }
             Err(_) => return Err(Abort),
@@ -204,6 +236,18 @@ async fn send_file_slice<S: Transport>(
 
 /// Bytes a `sendfile` that found the socket full writes the ordinary way while it waits.
 const WAIT_PAGE_BYTES: usize = 4096;
+
+/// At most a page of the run's bytes from `at` on, within one slice.
+fn page_at(run: &[GroupBytes], mut at: usize) -> bytes::Bytes {
+    for slice in run {
+        let len = slice.bytes.len();
+        if at < len {
+            return slice.bytes.slice(at..len.min(at + WAIT_PAGE_BYTES));
+        }
+        at -= len;
+    }
+    bytes::Bytes::new()
+}
 
 fn body_aborted(
     ctx: &HttpContext,

@@ -191,6 +191,18 @@ impl GroupStream {
         )
     }
 
+    /// The next group if it is verified and at hand already (no wait), else `None`.
+    pub fn next_ready(&mut self) -> Option<VerifiedGroup> {
+        if self.next > self.last {
+            return None;
+        }
+        let bytes = self.ready.pop_front()?;
+        let index = GroupIndex(self.next);
+        self.next += 1;
+        self.read_ahead();
+        Some(VerifiedGroup { index, bytes })
+    }
+
     async fn take_next(&mut self) -> Result<GroupBytes, ShardError> {
         if self.ready.is_empty() && self.next >= self.singly_until {
             self.read_ahead();
