@@ -128,6 +128,30 @@ fn a_group_evicted_from_the_cache_is_verified_again_when_read_back_from_disk() {
 }
 
 #[test]
+fn a_read_of_an_object_larger_than_a_quarter_of_the_cache_does_not_push_out_the_rest() {
+    let dir = temp_dir("scan");
+    let n = Node::start(&dir, &["--shards", "1", "--cache-bytes", "4MiB"]);
+    let hot = bytes(31, 100_000);
+    let hot_addr = upload(&n, &hot);
+    let hot_path = format!("/o/{hot_addr}");
+    assert_eq!(get(n.http, &hot_path).unwrap().body, hot, "read once: cached");
+    let cached_bytes = metric(n.admin, "ron_cache_bytes");
+    assert!(cached_bytes >= 100_000, "{cached_bytes}");
+    // Rot under the cached copy: only a read from disk would see it.
+    flip_byte(&n.object_file(&hot_addr), 5);
+
+    // 3 MiB is over a quarter of the 4 MiB cache: streamed (twice) without being cached.
+    let big = bytes(32, 3 << 20);
+    let big_addr = upload(&n, &big);
+    for _ in 0..2 {
+        assert_eq!(get(n.http, &format!("/o/{big_addr}")).unwrap().body, big);
+    }
+    assert_eq!(metric(n.admin, "ron_cache_bytes"), cached_bytes);
+    let r = get(n.http, &hot_path).unwrap();
+    assert_eq!((r.status, r.body == hot), (200, true), "still served from the cache");
+}
+
+#[test]
 fn kill_9_during_uploads_loses_no_acknowledged_object() {
     let dir = temp_dir("crash");
     let mut n = Node::start(&dir, &["--shards", "2"]);

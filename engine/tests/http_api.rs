@@ -628,7 +628,11 @@ fn a_slow_small_window_reader_gets_every_byte_of_cached_bodies_in_order() {
     let data = bytes(31, 3 * (1 << 20) + 123);
     let addr = upload(&n, &data);
     let p = format!("/o/{addr}");
-    assert_eq!(get(n.http, &p).unwrap().body, data, "cached by the first read");
+    assert_eq!(
+        get(n.http, &p).unwrap().body,
+        data,
+        "cached by the first read"
+    );
     for (range, want) in [
         (String::new(), &data[..]),
         (
@@ -657,7 +661,10 @@ fn a_slow_small_window_reader_gets_every_byte_of_cached_bodies_in_order() {
             }
         }
         let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        assert!(received.len() - head_end == want.len(), "{range}: body length");
+        assert!(
+            received.len() - head_end == want.len(),
+            "{range}: body length"
+        );
         assert!(&received[head_end..] == want, "{range}: body bytes");
     }
 }

@@ -470,19 +470,18 @@ impl ArenaCache {
     }
 }
 
-/// Unmaps an evicted arena on the blocking pool when nothing else holds it (unmapping
-/// tens of MiB of populated pages is not shard work); otherwise the last holder does.
+/// Lets go of an evicted arena. Its mapping is dropped on the blocking pool: unmapping
+/// tens of MiB of populated pages is not shard work. (If a `Bytes` view of it is still
+/// held somewhere, that drop only counts down and the last holder unmaps.) The memfd
+/// closes here, or when the last send from it ends: closing it is cheap, the pages
+/// live as long as the mapping.
 fn release(arena: Arena) {
     let Arena { file, view, .. } = arena;
-    if let (Ok(file), true) = (Rc::try_unwrap(file), view.is_unique()) {
-        let memory = ArenaMemory { fd: file.0, view };
-        glommio::spawn_local(async move {
-            glommio::executor()
-                .spawn_blocking(move || drop(memory))
-                .await;
-        })
-        .detach();
-    }
+    drop(file);
+    glommio::spawn_local(async move {
+        glommio::executor().spawn_blocking(move || drop(view)).await;
+    })
+    .detach();
 }
 
 fn round_down(n: usize, to: usize) -> usize {

@@ -35,6 +35,11 @@ use crate::upload::{self, StagedObject, Upload};
 /// 65,536 merges, milliseconds) that would stall every connection of the shard.
 const INLINE_RECORD_BYTES_MAX: usize = 64 * 1024;
 
+/// An object larger than this share of the verified cache (a quarter) is not cached:
+/// reading it whole would evict a quarter of everything else, and a cold stream of it
+/// would spend more on arena churn (allocate, zero, map, unmap) than on sending.
+pub const CACHE_ADMIT_SHARE: u64 = 4;
+
 /// Start-up sizing of one shard; every cache and table has a limit.
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -368,7 +373,11 @@ impl Shard {
         bytes: &[u8],
         owned: Option<Bytes>,
     ) -> Result<GroupBytes, ShardError> {
-        let placed = self.groups.borrow_mut().place(bytes);
+        let placed = if self.admits_to_cache(meta) {
+            self.groups.borrow_mut().place(bytes)
+        } else {
+            None
+        };
         let kept = match placed {
             Some(placed) => {
                 disk::verify_group(meta, key.group, &placed.group.bytes, &self.metrics)?;
@@ -377,13 +386,21 @@ impl Shard {
                 kept
             }
             None => {
-                disk::verify_group(meta, key.group, bytes, &self.metrics)?;
                 let bytes = owned.unwrap_or_else(|| Bytes::copy_from_slice(bytes));
+                disk::verify_group(meta, key.group, &bytes, &self.metrics)?;
                 GroupBytes::in_memory(bytes)
             }
         };
         debug_assert_group_len(meta, key.group, &kept.bytes);
         Ok(kept)
+    }
+
+    /// Whether groups of this object may enter the verified cache: not those of an
+    /// object larger than a [`CACHE_ADMIT_SHARE`]th of it, whose every read would push
+    /// out that share of everything else (a scan). Those are verified in private memory
+    /// and sent with a copy, which costs less than writing them into an arena.
+    fn admits_to_cache(&self, meta: &ObjectMeta) -> bool {
+        meta.len() <= self.config.cache_bytes_max as u64 / CACHE_ADMIT_SHARE
     }
 
     async fn remote_group(&self, owner: ShardIndex, key: GroupKey) -> Result<Bytes, ShardError> {

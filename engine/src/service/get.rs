@@ -98,7 +98,7 @@ pub struct VerifiedGroup {
 const READ_AHEAD_BATCH_GROUPS: u64 = 8;
 
 /// Read-ahead batches in flight per stream: one being sent while the next is read.
-const READ_AHEAD_BATCHES: usize = 2;
+const READ_AHEAD_BATCHES: usize = 4;
 
 /// A read-ahead batch in flight: the groups it covers and its task.
 #[derive(Debug)]
@@ -183,7 +183,9 @@ impl GroupStream {
         let index = GroupIndex(self.next);
         let fetched = self.take_next().await;
         self.next += 1;
-        self.read_ahead();
+        if self.read_ahead() {
+            submit_reads_now().await;
+        }
         Some(
             fetched
                 .map(|bytes| VerifiedGroup { index, bytes })
@@ -221,8 +223,10 @@ impl GroupStream {
 
     /// Keeps the read-ahead window full: cached groups are taken at once (when nothing
     /// is in flight before them), the rest are read in batches by their own tasks.
-    fn read_ahead(&mut self) {
+    /// Returns whether it started a batch.
+    fn read_ahead(&mut self) -> bool {
         let window = READ_AHEAD_BATCH_GROUPS as usize * READ_AHEAD_BATCHES;
+        let mut started = false;
         while self.requested_to <= self.last {
             let first = GroupIndex(self.requested_to);
             let count = READ_AHEAD_BATCH_GROUPS.min(self.last + 1 - self.requested_to);
@@ -234,7 +238,7 @@ impl GroupStream {
                 }
             }
             if self.batches.len() >= READ_AHEAD_BATCHES || self.ready.len() >= window {
-                return;
+                return started;
             }
             self.requested_to += count;
             let (shard, meta) = (Rc::clone(&self.shard), Rc::clone(&self.meta));
@@ -243,8 +247,20 @@ impl GroupStream {
                 end: first.0 + count,
                 task,
             });
+            started = true;
         }
+        started
     }
+}
+
+/// Lets the batch tasks just spawned queue their disk reads, and the executor hand them
+/// to the kernel, before the caller goes on sending what is at hand. glommio submits
+/// queued I/O only when it polls its rings, between runs of its task queues; a sender
+/// with groups at hand would otherwise keep the disk idle until it ran out of them.
+/// A timer is what makes this task wait for that poll (a plain yield would run it again
+/// first).
+async fn submit_reads_now() {
+    glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
 }
 
 #[cfg(test)]
