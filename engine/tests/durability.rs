@@ -134,7 +134,11 @@ fn a_read_of_an_object_larger_than_a_quarter_of_the_cache_does_not_push_out_the_
     let hot = bytes(31, 100_000);
     let hot_addr = upload(&n, &hot);
     let hot_path = format!("/o/{hot_addr}");
-    assert_eq!(get(n.http, &hot_path).unwrap().body, hot, "read once: cached");
+    assert_eq!(
+        get(n.http, &hot_path).unwrap().body,
+        hot,
+        "read once: cached"
+    );
     let cached_bytes = metric(n.admin, "ron_cache_bytes");
     assert!(cached_bytes >= 100_000, "{cached_bytes}");
     // Rot under the cached copy: only a read from disk would see it.
@@ -148,7 +152,11 @@ fn a_read_of_an_object_larger_than_a_quarter_of_the_cache_does_not_push_out_the_
     }
     assert_eq!(metric(n.admin, "ron_cache_bytes"), cached_bytes);
     let r = get(n.http, &hot_path).unwrap();
-    assert_eq!((r.status, r.body == hot), (200, true), "still served from the cache");
+    assert_eq!(
+        (r.status, r.body == hot),
+        (200, true),
+        "still served from the cache"
+    );
 }
 
 #[test]

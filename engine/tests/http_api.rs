@@ -393,13 +393,13 @@ fn admin_endpoints_and_metrics() {
     let addr = upload(&n, &bytes(10, 100_000));
     get(n.http, &format!("/o/{addr}")).unwrap();
     get(n.http, &format!("/o/{addr}")).unwrap();
-    let requests = |op: &str, status: u16| {
+    let requests = |op: &str, status: u16, want: u64| {
         let series =
             format!("ron_requests_total{{protocol=\"http\",op=\"{op}\",status=\"{status}\"}}");
-        metric(n.admin, &series)
+        metric_reaching(n.admin, &series, want, Duration::from_secs(2))
     };
-    assert_eq!(requests("get", 200), 2);
-    assert_eq!(requests("put", 201), 1);
+    assert_eq!(requests("get", 200, 2), 2);
+    assert_eq!(requests("put", 201, 1), 1);
     assert!(metric(n.admin, "ron_bytes_sent_total") >= 200_000);
     assert!(metric(n.admin, "ron_bytes_received_total") >= 100_000);
     assert!(

@@ -34,6 +34,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
+use glommio::io::ReadResult;
 use nix::fcntl::{fcntl, FallocateFlags, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 
@@ -71,24 +72,71 @@ pub struct MemFileSpan {
 /// One verified group's bytes, and where they lie in an arena if they do.
 #[derive(Debug, Clone)]
 pub struct GroupBytes {
-    pub bytes: Bytes,
+    held: Held,
     pub file: Option<MemFileSpan>,
+}
+
+/// Where a group's bytes are held.
+#[derive(Debug, Clone)]
+enum Held {
+    /// Shared memory: an arena's mapping, or bytes off the mesh.
+    Shared(Bytes),
+    /// The DMA buffer the group was read into (not cached: sent from where it was
+    /// verified, without a copy). Shard-local.
+    DiskRead(ReadResult),
 }
 
 impl GroupBytes {
     /// Bytes held in ordinary memory only (sent with a copy).
     pub fn in_memory(bytes: Bytes) -> GroupBytes {
-        GroupBytes { bytes, file: None }
+        GroupBytes {
+            held: Held::Shared(bytes),
+            file: None,
+        }
     }
 
-    /// The part `[from, to)` of the group, still pointing into its arena.
-    pub fn slice(&self, from: usize, to: usize) -> GroupBytes {
+    /// Bytes left in the DMA buffer they were read into.
+    pub fn in_disk_read(read: ReadResult) -> GroupBytes {
         GroupBytes {
-            bytes: self.bytes.slice(from..to),
+            held: Held::DiskRead(read),
+            file: None,
+        }
+    }
+
+    /// The bytes as a `Bytes`: shared where they are, copied out of a DMA buffer (for
+    /// what crosses threads or is framed as `Bytes`: the mesh, OAP/1).
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.held {
+            Held::Shared(bytes) => bytes.clone(),
+            Held::DiskRead(read) => Bytes::copy_from_slice(read),
+        }
+    }
+
+    /// The part `[from, to)` of the group, still pointing into its arena or buffer.
+    pub fn slice(&self, from: usize, to: usize) -> GroupBytes {
+        let held = match &self.held {
+            Held::Shared(bytes) => Held::Shared(bytes.slice(from..to)),
+            Held::DiskRead(read) => Held::DiskRead(
+                ReadResult::slice(read, from, to - from).expect("a slice within the group"),
+            ),
+        };
+        GroupBytes {
+            held,
             file: self.file.as_ref().map(|span| MemFileSpan {
                 file: Rc::clone(&span.file),
                 offset: span.offset + from as u64,
             }),
+        }
+    }
+}
+
+impl std::ops::Deref for GroupBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.held {
+            Held::Shared(bytes) => bytes,
+            Held::DiskRead(read) => read,
         }
     }
 }
@@ -182,7 +230,7 @@ impl Arena {
         }
         self.filled = at + bytes.len();
         Some(GroupBytes {
-            bytes: self.view.slice(at..at + bytes.len()),
+            held: Held::Shared(self.view.slice(at..at + bytes.len())),
             file: Some(MemFileSpan {
                 file: Rc::clone(&self.file),
                 offset: at as u64,
@@ -280,7 +328,7 @@ impl ArenaCache {
         let slot = *slot;
         let arena = &self.arenas[(slot.arena - self.first_seq) as usize];
         Some(GroupBytes {
-            bytes: arena.view.slice(slot.offset..slot.offset + slot.len),
+            held: Held::Shared(arena.view.slice(slot.offset..slot.offset + slot.len)),
             file: Some(MemFileSpan {
                 file: Rc::clone(&arena.file),
                 offset: slot.offset as u64,
@@ -316,7 +364,7 @@ impl ArenaCache {
 
     /// Caches a placed group once its bytes are verified; returns them.
     pub fn keep(&mut self, key: GroupKey, placed: Placed) -> GroupBytes {
-        let len = placed.group.bytes.len();
+        let len = placed.group.len();
         let slot = Slot {
             arena: placed.arena,
             offset: placed.offset,
@@ -519,9 +567,9 @@ mod tests {
         run(|| async {
             let mut cache = ArenaCache::new(64 << 20).unwrap();
             let kept = keep(&mut cache, key(1, 0), &[7u8; 5000]).unwrap();
-            assert_eq!(&kept.bytes[..], &[7u8; 5000][..]);
+            assert_eq!(&kept[..], &[7u8; 5000][..]);
             let got = cache.get(&key(1, 0)).unwrap();
-            assert_eq!(got.bytes, kept.bytes);
+            assert_eq!(got[..], kept[..]);
             let span = got.file.unwrap();
             assert_eq!(span.offset % PAGE_BYTES as u64, 0, "page-aligned");
             let mut back = vec![0u8; 5000];

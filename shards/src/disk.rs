@@ -9,10 +9,12 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use bytes::Bytes;
 use glommio::io::{DmaFile, ReadResult};
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
 
+use crate::arena::GroupBytes;
 use crate::cache::ClockCache;
 use crate::error::ShardError;
 use crate::metrics::ShardMetrics;
@@ -100,13 +102,16 @@ pub(crate) struct DiskGroups {
 }
 
 impl DiskGroups {
-    /// The bytes of group `group` (one the read covers), `expected` long.
-    pub(crate) fn group(&self, group: GroupIndex, expected: u64) -> &[u8] {
+    /// The bytes of group `group` (one the read covers), `expected` long, where they
+    /// lie in the read's DMA buffer.
+    pub(crate) fn group(&self, group: GroupIndex, expected: u64) -> GroupBytes {
         let Some(read) = &self.read else {
-            return &[];
+            return GroupBytes::in_memory(Bytes::new());
         };
         let from = ((group.0 - self.first.0) * GROUP_LEN_BYTES) as usize;
-        &read[from..from + expected as usize]
+        let slice = ReadResult::slice(read, from, expected as usize)
+            .expect("the read covers the group (checked against its length)");
+        GroupBytes::in_disk_read(slice)
     }
 }
 

@@ -77,5 +77,5 @@ pub use error::ShardError;
 pub use layout::{Routing, ShardIndex};
 pub use metrics::{MetricsSnapshot, ShardMetrics};
 pub use record::ObjectMeta;
-pub use shard::{Shard, ShardConfig};
+pub use shard::{ReadAheadPermit, Shard, ShardConfig};
 pub use upload::{discard, StagedObject, Upload};

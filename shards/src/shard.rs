@@ -78,7 +78,27 @@ pub struct Shard {
     commits: Rc<GroupCommit>,
     upload_seq: Cell<u64>,
     mesh: Option<Rc<Mesh>>,
+    /// Bytes of disk reads started ahead of their senders and not yet sent past.
+    read_ahead_bytes: Rc<Cell<u64>>,
     metrics: Arc<ShardMetrics>,
+}
+
+/// Read-ahead held on one shard at most, bytes: 128 streams at full depth. Past it,
+/// streams read one group at a time, so a crowd of cold streams (or of slow readers
+/// holding their read-ahead) cannot hold more than this in DMA buffers.
+pub const READ_AHEAD_BYTES_MAX: u64 = 256 << 20;
+
+/// A share of the shard's read-ahead budget, given back when dropped.
+#[derive(Debug)]
+pub struct ReadAheadPermit {
+    held: Rc<Cell<u64>>,
+    bytes: u64,
+}
+
+impl Drop for ReadAheadPermit {
+    fn drop(&mut self) {
+        self.held.set(self.held.get() - self.bytes);
+    }
 }
 
 impl std::fmt::Debug for Shard {
@@ -131,6 +151,7 @@ impl Shard {
             commits,
             upload_seq: Cell::new(0),
             mesh: mesh.map(Rc::new),
+            read_ahead_bytes: Rc::new(Cell::new(0)),
             metrics,
         });
         if let Some(mesh) = &shard.mesh {
@@ -274,12 +295,12 @@ impl Shard {
                 let store = self.local_store(&key.addr)?;
                 let read = self.files.read_groups(store, meta, group, 1).await?;
                 let expected = group_len(meta.len(), group).unwrap_or(0);
-                self.keep_verified(meta, key, read.group(group, expected), None)
+                self.keep_verified(meta, key, read.group(group, expected))
             }
             Some(owner) => {
                 let bytes = self.remote_group(owner, key).await?;
                 // Trust boundary: the owner checked it, and so does this shard.
-                self.keep_verified(meta, key, &bytes.clone(), Some(bytes))
+                self.keep_verified(meta, key, GroupBytes::in_memory(bytes))
             }
         }
     }
@@ -317,7 +338,7 @@ impl Shard {
                 None => {
                     ShardMetrics::add(&self.metrics.cache_misses, 1);
                     let expected = group_len(meta.len(), key.group).unwrap_or(0);
-                    self.keep_verified(meta, key, read.group(key.group, expected), None)?
+                    self.keep_verified(meta, key, read.group(key.group, expected))?
                 }
             };
             groups.push(kept);
@@ -358,47 +379,58 @@ impl Shard {
     fn cached_group(&self, meta: &ObjectMeta, key: &GroupKey) -> Option<GroupBytes> {
         let cached = self.groups.borrow_mut().get(key)?;
         ShardMetrics::add(&self.metrics.cache_hits, 1);
-        debug_assert_group_len(meta, key.group, &cached.bytes);
+        debug_assert_group_len(meta, key.group, &cached);
         Some(cached)
     }
 
-    /// Checks `bytes` as group `key.group` once, where it is kept: copied into an arena
-    /// of the verified cache and checked there when there is room (the bytes checked are
-    /// the bytes sent), else checked in place and kept in ordinary memory (`owned`, or a
-    /// copy).
+    /// Checks `group` once, where it is kept: copied into an arena of the verified
+    /// cache and checked there when the object is admitted and there is room (the bytes
+    /// checked are the bytes sent), else checked where it is (its DMA buffer, or the
+    /// bytes off the mesh) and sent from there.
     fn keep_verified(
         &self,
         meta: &ObjectMeta,
         key: GroupKey,
-        bytes: &[u8],
-        owned: Option<Bytes>,
+        group: GroupBytes,
     ) -> Result<GroupBytes, ShardError> {
         let placed = if self.admits_to_cache(meta) {
-            self.groups.borrow_mut().place(bytes)
+            self.groups.borrow_mut().place(&group)
         } else {
             None
         };
         let kept = match placed {
             Some(placed) => {
-                disk::verify_group(meta, key.group, &placed.group.bytes, &self.metrics)?;
+                disk::verify_group(meta, key.group, &placed.group, &self.metrics)?;
                 let kept = self.groups.borrow_mut().keep(key, placed);
                 self.publish_cache_size();
                 kept
             }
             None => {
-                let bytes = owned.unwrap_or_else(|| Bytes::copy_from_slice(bytes));
-                disk::verify_group(meta, key.group, &bytes, &self.metrics)?;
-                GroupBytes::in_memory(bytes)
+                disk::verify_group(meta, key.group, &group, &self.metrics)?;
+                group
             }
         };
-        debug_assert_group_len(meta, key.group, &kept.bytes);
+        debug_assert_group_len(meta, key.group, &kept);
         Ok(kept)
+    }
+
+    /// Reserves `bytes` of the shard's read-ahead budget ([`READ_AHEAD_BYTES_MAX`]), or
+    /// `None` when it is spent.
+    pub fn reserve_read_ahead(&self, bytes: u64) -> Option<ReadAheadPermit> {
+        let held = self.read_ahead_bytes.get();
+        (held + bytes <= READ_AHEAD_BYTES_MAX).then(|| {
+            self.read_ahead_bytes.set(held + bytes);
+            ReadAheadPermit {
+                held: Rc::clone(&self.read_ahead_bytes),
+                bytes,
+            }
+        })
     }
 
     /// Whether groups of this object may enter the verified cache: not those of an
     /// object larger than a [`CACHE_ADMIT_SHARE`]th of it, whose every read would push
-    /// out that share of everything else (a scan). Those are verified in private memory
-    /// and sent with a copy, which costs less than writing them into an arena.
+    /// out that share of everything else (a scan). Those are verified in the DMA
+    /// buffers they were read into and sent from there, cheaper than arenas.
     fn admits_to_cache(&self, meta: &ObjectMeta) -> bool {
         meta.len() <= self.config.cache_bytes_max as u64 / CACHE_ADMIT_SHARE
     }
@@ -460,7 +492,7 @@ impl Shard {
             MeshOp::Group { addr, group } => {
                 let meta = self.meta(&addr).await?;
                 let group = self.group(&meta, group).await?;
-                Ok(MeshReply::Group(group.bytes))
+                Ok(MeshReply::Group(group.to_bytes()))
             }
             MeshOp::Commit(staged) => self.commit_local(staged).await.map(MeshReply::Committed),
         }

@@ -14,6 +14,7 @@ use ron_codec::tree::{group_count, group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, ChunkTree, ErrorCode};
 use ron_shards::layout::{self, Routing, ShardIndex};
 use ron_shards::mesh::{self, Mesh};
+use ron_shards::shard::READ_AHEAD_BYTES_MAX;
 use ron_shards::{CommitOutcome, Shard, ShardConfig, ShardError, ShardMetrics};
 
 /// A fresh data dir under the system temp dir, removed when dropped.
@@ -91,7 +92,7 @@ async fn read_back(shard: &Shard, data: &[u8]) {
     assert_eq!(meta.len(), data.len() as u64);
     for g in 0..group_count(data.len() as u64).max(1) {
         let group = GroupIndex(g);
-        let bytes = shard.group(&meta, group).await.expect("group").bytes;
+        let bytes = shard.group(&meta, group).await.expect("group");
         let start = (g * GROUP_LEN_BYTES) as usize;
         let end = (start + GROUP_LEN_BYTES as usize).min(data.len());
         assert_eq!(
@@ -256,6 +257,38 @@ fn a_failed_group_commit_reaches_its_uploads_as_one_typed_error() {
         let addr = ChunkTree::of(&data).root();
         let missing = shard.meta(&addr).await.expect_err("not committed");
         assert_eq!(missing.code(), ErrorCode::NotFound);
+    })
+    .join()
+    .expect("shard thread");
+}
+
+#[test]
+fn read_ahead_shares_one_budget_per_shard_and_gets_it_back() {
+    let dir = DataDir::new("read-ahead");
+    let data_dir = dir.0.clone();
+    on_executor("read-ahead", move || async move {
+        let metrics = Arc::new(ShardMetrics::default());
+        let shard = Shard::start(
+            ShardIndex(0),
+            routing(&data_dir, 1),
+            config(&data_dir, 1 << 26),
+            None,
+            metrics,
+        )
+        .await
+        .expect("start");
+        let batch = 512 * 1024;
+        let permits: Vec<_> = (0..READ_AHEAD_BYTES_MAX / batch)
+            .map(|i| {
+                shard
+                    .reserve_read_ahead(batch)
+                    .unwrap_or_else(|| panic!("batch {i}"))
+            })
+            .collect();
+        assert!(shard.reserve_read_ahead(batch).is_none(), "budget spent");
+        assert!(shard.reserve_read_ahead(1).is_none());
+        drop(permits);
+        assert!(shard.reserve_read_ahead(READ_AHEAD_BYTES_MAX).is_some());
     })
     .join()
     .expect("shard thread");

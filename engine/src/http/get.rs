@@ -130,13 +130,13 @@ async fn send_body<S: Transport>(
         let group = group.map_err(|refusal| body_aborted(ctx, corr, stream, &refusal))?;
         let (_, slice) = span.slice(group.index, &group.bytes);
         let zero_copy =
-            conn.zero_copy && slice.file.is_some() && slice.bytes.len() > COALESCE_BODY_BYTES_MAX;
+            conn.zero_copy && slice.file.is_some() && slice.len() > COALESCE_BODY_BYTES_MAX;
         if !head_sent {
             head_sent = true;
             if zero_copy {
                 send_head_more(ctx, conn).await?;
-            } else if slice.bytes.len() <= COALESCE_BODY_BYTES_MAX {
-                conn.wbuf.extend_from_slice(&slice.bytes);
+            } else if slice.len() <= COALESCE_BODY_BYTES_MAX {
+                conn.wbuf.extend_from_slice(&slice);
                 write_out(ctx, conn).await?;
                 continue;
             } else {
@@ -144,7 +144,7 @@ async fn send_body<S: Transport>(
             }
         }
         if !zero_copy {
-            send_slice(ctx, conn, &slice.bytes).await?;
+            send_slice(ctx, conn, &slice).await?;
             continue;
         }
         run.push(slice);
@@ -157,7 +157,7 @@ async fn send_body<S: Transport>(
                 run.clear();
             }
             if more.file.is_none() {
-                send_slice(ctx, conn, &more.bytes).await?;
+                send_slice(ctx, conn, &more).await?;
                 continue;
             }
             run.push(more);
@@ -172,7 +172,7 @@ async fn send_body<S: Transport>(
 fn follows(run: &[GroupBytes], next: &GroupBytes) -> bool {
     match (
         run.last()
-            .and_then(|last| last.file.as_ref().map(|f| (f, last.bytes.len()))),
+            .and_then(|last| last.file.as_ref().map(|f| (f, last.len()))),
         &next.file,
     ) {
         (Some((last, len)), Some(next)) => {
@@ -210,7 +210,7 @@ async fn send_file_run<S: Transport>(
     let Some(span) = run.first().and_then(|first| first.file.as_ref()) else {
         return Ok(());
     };
-    let len: usize = run.iter().map(|slice| slice.bytes.len()).sum();
+    let len: usize = run.iter().map(|slice| slice.len()).sum();
     let mut done = 0;
     while done < len {
         let Some(socket) = conn.stream.plain_socket() else {
@@ -225,7 +225,7 @@ async fn send_file_run<S: Transport>(
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let page = page_at(run, done);
-                send_slice(ctx, conn, &page).await?;
+                send_slice(ctx, conn, page).await?;
                 done += page.len();
             }
             Err(_) => return Err(Abort),
@@ -238,15 +238,15 @@ async fn send_file_run<S: Transport>(
 const WAIT_PAGE_BYTES: usize = 4096;
 
 /// At most a page of the run's bytes from `at` on, within one slice.
-fn page_at(run: &[GroupBytes], mut at: usize) -> bytes::Bytes {
+fn page_at(run: &[GroupBytes], mut at: usize) -> &[u8] {
     for slice in run {
-        let len = slice.bytes.len();
+        let len = slice.len();
         if at < len {
-            return slice.bytes.slice(at..len.min(at + WAIT_PAGE_BYTES));
+            return &slice[at..len.min(at + WAIT_PAGE_BYTES)];
         }
         at -= len;
     }
-    bytes::Bytes::new()
+    &[]
 }
 
 fn body_aborted(

@@ -160,10 +160,10 @@ impl DataFrames<'_> {
     ) -> OutFrame {
         let meta = stream.meta();
         let (raw_offset, raw) = if self.proof {
-            (group.index.start_offset(), group.bytes.bytes)
+            (group.index.start_offset(), group.bytes.to_bytes())
         } else {
             let (offset, slice) = self.span.slice(group.index, &group.bytes);
-            (offset, slice.bytes)
+            (offset, slice.to_bytes())
         };
         let mut parents = Vec::new();
         if self.proof {

@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use ron_codec::http::range::{RangeResolution, RangeSet};
-use ron_codec::tree::GroupIndex;
-use ron_shards::{GroupBytes, ObjectMeta, Shard, ShardError};
+use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
+use ron_shards::{GroupBytes, ObjectMeta, ReadAheadPermit, Shard, ShardError};
 
 use crate::limits::{VERIFY_BEFORE_HEAD_BYTES_MAX, VERIFY_BEFORE_HEAD_GROUPS_MAX};
 use crate::refusal::Refusal;
@@ -76,7 +76,7 @@ impl Span {
     pub fn slice(&self, group: GroupIndex, bytes: &GroupBytes) -> (u64, GroupBytes) {
         let start = group.start_offset();
         let from = self.first.saturating_sub(start) as usize;
-        let to = ((self.first + self.len).saturating_sub(start) as usize).min(bytes.bytes.len());
+        let to = ((self.first + self.len).saturating_sub(start) as usize).min(bytes.len());
         (start + from as u64, bytes.slice(from.min(to), to))
     }
 
@@ -97,14 +97,17 @@ pub struct VerifiedGroup {
 /// this kind of disk needs to reach its rate; see docs/design/zero-copy-sends.md).
 const READ_AHEAD_BATCH_GROUPS: u64 = 8;
 
-/// Read-ahead batches in flight per stream: one being sent while the next is read.
+/// Read-ahead batches in flight per stream (2 MiB): with two, the device here sat idle
+/// a quarter of a cold stream's time; with four, a tenth (docs/design/zero-copy-sends.md).
 const READ_AHEAD_BATCHES: usize = 4;
 
-/// A read-ahead batch in flight: the groups it covers and its task.
+/// A read-ahead batch in flight: the groups it covers, its task, and its share of the
+/// shard's read-ahead budget (held until the stream has handed out its groups).
 #[derive(Debug)]
 struct Batch {
     end: u64,
     task: glommio::Task<Result<Vec<GroupBytes>, ShardError>>,
+    permit: ReadAheadPermit,
 }
 
 /// The verified groups of a span, in order. The first group (every group of a small
@@ -123,6 +126,8 @@ pub struct GroupStream {
     ready: VecDeque<GroupBytes>,
     /// Read-ahead batches after `ready`, in order, and the first group none covers.
     batches: VecDeque<Batch>,
+    /// Budget shares of batches read and not yet all handed out, with their ends.
+    held: VecDeque<(u64, ReadAheadPermit)>,
     requested_to: u64,
     /// Groups before this one are fetched one at a time: a batch covering them failed,
     /// and its good groups are still served before the bad one's error.
@@ -156,6 +161,7 @@ impl GroupStream {
             last,
             ready,
             batches: VecDeque::new(),
+            held: VecDeque::new(),
             requested_to: first + early,
             singly_until: 0,
         })
@@ -182,7 +188,7 @@ impl GroupStream {
         }
         let index = GroupIndex(self.next);
         let fetched = self.take_next().await;
-        self.next += 1;
+        self.advance();
         if self.read_ahead() {
             submit_reads_now().await;
         }
@@ -200,7 +206,7 @@ impl GroupStream {
         }
         let bytes = self.ready.pop_front()?;
         let index = GroupIndex(self.next);
-        self.next += 1;
+        self.advance();
         self.read_ahead();
         Some(VerifiedGroup { index, bytes })
     }
@@ -210,7 +216,10 @@ impl GroupStream {
             self.read_ahead();
             if let Some(batch) = self.batches.pop_front() {
                 match batch.task.await {
-                    Ok(groups) => self.ready.extend(groups),
+                    Ok(groups) => {
+                        self.ready.extend(groups);
+                        self.held.push_back((batch.end, batch.permit));
+                    }
                     Err(_) => self.singly_until = batch.end,
                 }
             }
@@ -218,6 +227,17 @@ impl GroupStream {
         match self.ready.pop_front() {
             Some(group) => Ok(group),
             None => self.shard.group(&self.meta, GroupIndex(self.next)).await,
+        }
+    }
+
+    /// Moves past the group just handed out, giving back the budget of batches whose
+    /// groups are all handed out.
+    fn advance(&mut self) {
+        self.next += 1;
+        // A group read singly (no budget for a batch) is one no batch needs to cover.
+        self.requested_to = self.requested_to.max(self.next);
+        while self.held.front().is_some_and(|(end, _)| *end <= self.next) {
+            self.held.pop_front();
         }
     }
 
@@ -240,12 +260,17 @@ impl GroupStream {
             if self.batches.len() >= READ_AHEAD_BATCHES || self.ready.len() >= window {
                 return started;
             }
+            // Past the shard's budget the stream reads one group at a time (`take_next`).
+            let Some(permit) = self.shard.reserve_read_ahead(count * GROUP_LEN_BYTES) else {
+                return started;
+            };
             self.requested_to += count;
             let (shard, meta) = (Rc::clone(&self.shard), Rc::clone(&self.meta));
             let task = glommio::spawn_local(async move { shard.groups(&meta, first, count).await });
             self.batches.push_back(Batch {
                 end: first.0 + count,
                 task,
+                permit,
             });
             started = true;
         }
@@ -302,9 +327,9 @@ mod tests {
         let (g0, g1) = s.groups().unwrap();
         assert_eq!((g0.0, g1.0), (0, 1));
         let (offset, first) = s.slice(g0, &bytes);
-        assert_eq!((offset, first.bytes.len()), (65530, 6));
+        assert_eq!((offset, first.len()), (65530, 6));
         let (offset, second) = s.slice(g1, &bytes);
-        assert_eq!((offset, second.bytes.len()), (GROUP_LEN_BYTES, 10));
+        assert_eq!((offset, second.len()), (GROUP_LEN_BYTES, 10));
         assert!(s.verified_before_head(2));
         let big = span("", 3 * GROUP_LEN_BYTES).unwrap();
         assert!(!big.verified_before_head(3));

@@ -378,6 +378,20 @@ pub fn metric(admin: SocketAddr, name: &str) -> u64 {
     try_metric(admin, name).unwrap_or_else(|| panic!("no metric {name}"))
 }
 
+/// A series' value once it reaches `want`, or what it was when `within` ran out: the
+/// shards record a request after its last byte is sent and publish every 250 ms at most,
+/// so a client that has its answer may read `/metrics` before its request is counted.
+pub fn metric_reaching(admin: SocketAddr, name: &str, want: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = try_metric(admin, name).unwrap_or(0);
+        if value >= want || Instant::now() >= deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A series' value, if `/metrics` has it yet.
 pub fn try_metric(admin: SocketAddr, name: &str) -> Option<u64> {
     let text = String::from_utf8(get(admin, "/metrics").unwrap().body).unwrap();
