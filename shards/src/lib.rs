@@ -37,11 +37,12 @@
 //! ## Invariants
 //! - A byte leaves this crate only inside a group that passed
 //!   `ChunkTree::verify_group`, itself checked against the address when its record was
-//!   loaded. A group is checked once where it is kept — in its arena, after the copy
-//!   from the DMA buffer, so the bytes checked are the bytes sent — and again by the
-//!   shard that sends it when it comes off the mesh. An arena region, once handed out,
-//!   is never written again. A group handed out is at most 64 KiB and
-//!   exactly as long as the object's length says (asserted in debug builds).
+//!   loaded. A group is checked once where it is kept — in its arena after the copy
+//!   from the DMA buffer, or in the DMA buffer itself for an object too large to cache,
+//!   so the bytes checked are the bytes sent — and again by the shard that sends it
+//!   when it comes off the mesh. An arena region or a DMA buffer, once handed out, is
+//!   never written again. A group handed out is at most 64 KiB and exactly as long as
+//!   the object's length says (asserted in debug builds).
 //! - An object is visible only once its file is durable under its final name and its
 //!   record is committed; commits (fsync + LMDB) run on the blocking pool, never inline.
 //! - Everything a shard holds is bounded at start-up ([`ShardConfig`]): cache bytes,
@@ -52,8 +53,9 @@
 //! ## Data flow
 //! Read: `Shard::meta(addr)` → `Shard::group(meta, g)` (or `Shard::groups` for a run)
 //! for the groups a range covers; the owner reads them with one aligned DMA read,
-//! copies each into an arena and verifies it there, and both the owner and the asking
-//! shard cache the verified bytes (objects are immutable, so any
+//! copies each into an arena and verifies it there (or, for an object over a quarter
+//! of the cache, verifies it in the DMA buffer and sends it from there), and both the
+//! owner and the asking shard cache the verified bytes (objects are immutable, so any
 //! shard may cache any object). Write: `Shard::begin_upload` → `Upload::write` (hash +
 //! buffered write) → `Upload::finish` → `Shard::commit`, which forwards to the owner; the
 //! owner renames the file into its store and acknowledges after the group commit.
