@@ -180,8 +180,7 @@ pub(super) fn start_shards(
     links: Vec<ShardLink>,
 ) -> Result<ShardHandles, StartError> {
     let shards = plan.routing.shard_count();
-    let one_shard = shards == 1;
-    let mut mesh_ends = if one_shard {
+    let mut mesh_ends = if shards == 1 {
         Vec::new()
     } else {
         mesh::mesh_ends(shards)

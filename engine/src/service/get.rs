@@ -250,7 +250,12 @@ impl GroupStream {
         while self.requested_to <= self.last {
             let first = GroupIndex(self.requested_to);
             let count = READ_AHEAD_BATCH_GROUPS.min(self.last + 1 - self.requested_to);
-            if self.batches.is_empty() && self.ready.len() < window {
+            // Cached groups join `ready` only right behind it: not while groups of a
+            // failed batch are still to be fetched singly (`ready` is empty then, and
+            // the cached ones would be handed out in their place).
+            let ready_ends_at_first = self.batches.is_empty() && self.next >= self.singly_until;
+            if ready_ends_at_first && self.ready.len() < window {
+                debug_assert_eq!(self.next + self.ready.len() as u64, self.requested_to);
                 if let Some(cached) = self.shard.cached_groups(&self.meta, first, count) {
                     self.ready.extend(cached);
                     self.requested_to += count;
