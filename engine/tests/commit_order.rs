@@ -1,7 +1,8 @@
 //! What a 201 promises, proven from the node's own system calls: for every object
 //! acknowledged, its bytes were synced (fdatasync of the staged file), then renamed
-//! into the store, then the object directory synced, then the index committed (LMDB's
-//! data sync and its meta page write), and only then answered. Concurrent uploads of
+//! into the store, then the object directory synced — or, for a small object, written
+//! into a segment and the segment synced — then the index committed (LMDB's data sync
+//! and its meta page write), and only then answered. Concurrent uploads of
 //! the same bytes are serialized: one rename per address, never one over a file whose
 //! commit is in flight, and a duplicate is answered only once the first is durable.
 //!
@@ -32,10 +33,20 @@ fn parse_trace(text: &str) -> Vec<Call> {
             let (at, rest) = rest.trim_start().split_once(' ')?;
             let (tid, at) = (tid.parse().ok()?, at.parse().ok()?);
             let rest = rest.trim_start();
+            if let Some(resumed) = rest.strip_prefix("<... ") {
+                // "<... fdatasync resumed>": where a call another thread interrupted ended.
+                let name = resumed.split(' ').next()?;
+                return Some(Call {
+                    tid,
+                    at,
+                    name: format!("{name} resumed"),
+                    args: String::new(),
+                });
+            }
             let open = rest.find('(')?;
             let name = &rest[..open];
-            if name.starts_with('<') || name.is_empty() {
-                return None; // "<... resumed>": the entry line already has the call
+            if name.is_empty() {
+                return None;
             }
             Some(Call {
                 tid,
@@ -45,6 +56,19 @@ fn parse_trace(text: &str) -> Vec<Call> {
             })
         })
         .collect()
+}
+
+/// The position of the line where the call at `i` ended: its own, or the line resuming
+/// it when another thread's call interleaved.
+fn end_of(calls: &[Call], i: usize) -> usize {
+    if !calls[i].args.contains("<unfinished") {
+        return i;
+    }
+    let resumed = format!("{} resumed", calls[i].name);
+    calls[i + 1..]
+        .iter()
+        .position(|c| c.tid == calls[i].tid && c.name == resumed)
+        .map_or(calls.len(), |p| i + 1 + p)
 }
 
 /// The path strace -y printed for a call's first (fd) argument: `12</a/b>` → `/a/b`.
@@ -118,17 +142,42 @@ struct Answered {
 #[test]
 fn every_acknowledged_upload_is_synced_renamed_dir_synced_indexed_then_answered() {
     let n = Node::start(&temp_dir("commit-order"), &["--shards", "2"]);
-    let trace_path = n.data_dir.with_extension("strace");
-    let strace = attach_strace(n.pid(), &trace_path);
     // Eight clients upload the same 300 KB at once, eight more distinct bodies.
     let same = bytes(41, 300_000);
-    let clients: Vec<_> = (0..16u64)
-        .map(|i| {
-            let body = if i < 8 {
-                same.clone()
-            } else {
-                bytes(100 + i, 200_000 + i as usize)
-            };
+    let distinct = (0..8u64)
+        .map(|i| bytes(108 + i, 200_008 + i as usize))
+        .collect();
+    let (calls, answers) = upload_traced(&n, &same, distinct);
+    check_answers(&answers, &same, |addr, at| {
+        assert_commit_order(&calls, addr, at)
+    });
+}
+
+/// Small objects are packed: for every one acknowledged, the segment write holding its
+/// needle, then that segment's data sync, then the index commit, then the answer.
+#[test]
+fn every_acknowledged_small_upload_is_appended_synced_indexed_then_answered() {
+    let n = Node::start(&temp_dir("commit-order-packed"), &["--shards", "2"]);
+    let same = bytes(42, 4_096);
+    let distinct = (0..8u64)
+        .map(|i| bytes(208 + i, 1_000 + 7_000 * i as usize))
+        .collect();
+    let (calls, answers) = upload_traced(&n, &same, distinct);
+    check_answers(&answers, &same, |addr, at| {
+        let (segment, body_at) = n.stored_at(addr);
+        assert!(body_at > 0, "{addr} is not packed");
+        assert_packed_commit_order(&calls, addr, segment.to_str().unwrap(), body_at, at)
+    });
+}
+
+/// Eight clients upload `same` at once and eight more the `distinct` bodies, under
+/// strace; returns the calls traced and the answers.
+fn upload_traced(n: &Node, same: &[u8], distinct: Vec<Vec<u8>>) -> (Vec<Call>, Vec<Answered>) {
+    let trace_path = n.data_dir.with_extension("strace");
+    let strace = attach_strace(n.pid(), &trace_path);
+    let bodies = std::iter::repeat_n(same.to_vec(), 8).chain(distinct);
+    let clients: Vec<_> = bodies
+        .map(|body| {
             let http = n.http;
             std::thread::spawn(move || {
                 let r = put(http, "/o", &body, "");
@@ -145,8 +194,14 @@ fn every_acknowledged_upload_is_synced_renamed_dir_synced_indexed_then_answered(
     let answers: Vec<Answered> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     detach_strace(strace);
     let calls = parse_trace(&std::fs::read_to_string(&trace_path).unwrap());
+    (calls, answers)
+}
 
-    let same_addr = Address::of(&same);
+/// One 201 for the shared body and one per distinct body, each checked by
+/// `commit_order` (which returns when its index commit ended); the duplicates answered
+/// 200, each only after the first upload's commit is durable.
+fn check_answers(answers: &[Answered], same: &[u8], commit_order: impl Fn(&Address, f64) -> f64) {
+    let same_addr = Address::of(same);
     let created: Vec<&Answered> = answers.iter().filter(|a| a.status == 201).collect();
     assert_eq!(
         created.len(),
@@ -163,16 +218,68 @@ fn every_acknowledged_upload_is_synced_renamed_dir_synced_indexed_then_answered(
     );
     let mut commit_done: HashMap<Address, f64> = HashMap::new();
     for answer in &created {
-        let done = assert_commit_order(&calls, &answer.addr, answer.at);
-        commit_done.insert(answer.addr, done);
+        commit_done.insert(answer.addr, commit_order(&answer.addr, answer.at));
     }
-    // A duplicate is answered only once the first upload's commit is durable.
     for dup in answers.iter().filter(|a| a.status == 200) {
         assert!(
             dup.at > commit_done[&dup.addr],
             "a duplicate answered before the commit"
         );
     }
+}
+
+/// The length and offset of a traced `pwrite64(fd, buf, len, offset)`.
+fn pwrite_span(call: &Call) -> (u64, u64) {
+    // `…, LEN, OFFSET) = N`, or `…, LEN, OFFSET <unfinished ...>` when another thread's
+    // call interleaved.
+    let end = [") = ", " <unfinished"]
+        .iter()
+        .find_map(|e| call.args.rfind(e))
+        .unwrap_or(call.args.len());
+    let args = &call.args[..end];
+    let mut tail = args.rsplitn(3, ", ");
+    let offset = tail.next().and_then(|o| o.trim().parse().ok());
+    let len = tail.next().and_then(|l| l.trim().parse().ok());
+    (len.expect("pwrite length"), offset.expect("pwrite offset"))
+}
+
+/// Checks one acknowledged packed object's chain of calls; returns when its index
+/// commit ended.
+fn assert_packed_commit_order(
+    calls: &[Call],
+    addr: &Address,
+    segment: &str,
+    body_at: u64,
+    answered_at: f64,
+) -> f64 {
+    let (at_write, write) = calls
+        .iter()
+        .enumerate()
+        .find(|(_, c)| {
+            c.name == "pwrite64" && fd_path(c) == segment && {
+                let (len, offset) = pwrite_span(c);
+                offset < body_at && body_at < offset + len
+            }
+        })
+        .unwrap_or_else(|| panic!("{addr}: no write of its needle to {segment}"));
+    let sync = calls[at_write + 1..]
+        .iter()
+        .position(|c| c.tid == write.tid && c.name == "fdatasync" && fd_path(c) == segment)
+        .unwrap_or_else(|| panic!("{addr}: {segment} was not synced after the write"));
+    let synced = end_of(calls, at_write + 1 + sync);
+    let index = Path::new(segment)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("index")
+        .join("data.mdb");
+    assert_index_committed_before(
+        &calls[synced + 1..],
+        index.to_str().unwrap(),
+        addr,
+        answered_at,
+    )
 }
 
 /// Checks one acknowledged object's chain of calls; returns when its index commit ended.
@@ -213,12 +320,27 @@ fn assert_commit_order(calls: &[Call], addr: &Address, answered_at: f64) -> f64 
         .iter()
         .position(|c| same_thread(&c) && c.name == "fsync" && fd_path(c) == dir)
         .unwrap_or_else(|| panic!("{addr}: {dir} was not synced after the rename"));
-    let after_dir = &after[dir_sync + 1..];
-    let data_sync = after_dir
+    let dir_synced = end_of(calls, at_rename + 1 + dir_sync);
+    assert_index_committed_before(&calls[dir_synced + 1..], index, addr, answered_at)
+}
+
+/// In `calls` (which start after the object's bytes were durable): an index commit — the
+/// index's data sync, then on the same thread its meta page write — begun there and
+/// written before the answer; returns when it was. The commit runs on the blocking
+/// pool, on whichever thread is free (the object's data may have been synced on another).
+fn assert_index_committed_before(
+    calls: &[Call],
+    index: &str,
+    addr: &Address,
+    answered_at: f64,
+) -> f64 {
+    let data_sync = calls
         .iter()
-        .position(|c| same_thread(&c) && c.name == "fdatasync" && fd_path(c) == index)
-        .unwrap_or_else(|| panic!("{addr}: the index was not synced after the directory"));
-    let meta = after_dir[data_sync + 1..]
+        .position(|c| c.name == "fdatasync" && fd_path(c) == index)
+        .unwrap_or_else(|| panic!("{addr}: the index was not synced after the data"));
+    let tid = calls[data_sync].tid;
+    let same_thread = |c: &&Call| c.tid == tid;
+    let meta = calls[data_sync + 1..]
         .iter()
         .find(|c| same_thread(c) && c.name == "pwrite64" && fd_path(c) == index)
         .unwrap_or_else(|| panic!("{addr}: no index commit (meta page) after its data sync"));

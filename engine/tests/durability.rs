@@ -160,6 +160,80 @@ fn a_read_of_an_object_larger_than_a_quarter_of_the_cache_does_not_push_out_the_
 }
 
 #[test]
+fn a_rotten_packed_object_is_never_served_and_its_neighbours_in_the_segment_still_are() {
+    let dir = temp_dir("packed-rot");
+    let mut n = Node::start(&dir, &["--shards", "1"]);
+    let objects: Vec<Vec<u8>> = (0..3)
+        .map(|i| bytes(40 + i, 4_000 + 100 * i as usize))
+        .collect();
+    let addrs: Vec<Address> = objects.iter().map(|o| upload(&n, o)).collect();
+    assert_eq!(n.stop().code(), Some(0));
+    let (segment, offset) = n.stored_at(&addrs[1]);
+    assert!(offset > 0, "a small object is packed in a segment");
+    assert_eq!(
+        n.stored_at(&addrs[0]).0,
+        segment,
+        "neighbours share the segment"
+    );
+    flip_byte(&segment, offset + 1_234);
+
+    n.restart(&["--shards", "1"]);
+    let r = get(n.http, &format!("/o/{}", addrs[1])).unwrap();
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["code"], "bad_digest");
+    assert!(
+        !r.body.windows(16).any(|w| w == &objects[1][1_230..1_246]),
+        "no rotten bytes in the error"
+    );
+    for i in [0, 2] {
+        let r = get(n.http, &format!("/o/{}", addrs[i])).unwrap();
+        assert_eq!((r.status, &r.body), (200, &objects[i]));
+    }
+    assert!(metric(n.admin, "ron_verify_failures_total") >= 1);
+}
+
+#[test]
+fn a_torn_segment_tail_is_never_read_and_later_objects_go_to_a_new_segment() {
+    let dir = temp_dir("torn-tail");
+    let mut n = Node::start(&dir, &["--shards", "1"]);
+    let first = bytes(60, 10_000);
+    let first_addr = upload(&n, &first);
+    assert_eq!(n.stop().code(), Some(0));
+    // What a crash mid-append leaves: a needle head and part of a body no record names.
+    let (segment, _) = n.stored_at(&first_addr);
+    let lost = bytes(61, 3_000);
+    let mut torn = b"RONn".to_vec();
+    torn.extend_from_slice(&3_000u32.to_be_bytes());
+    torn.extend_from_slice(Address::of(&lost).as_bytes());
+    torn.extend_from_slice(&lost[..1_000]);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    file.write_all(&torn).unwrap();
+    drop(file);
+
+    n.restart(&["--shards", "1"]);
+    assert_eq!(
+        get(n.http, &format!("/o/{}", Address::of(&lost)))
+            .unwrap()
+            .status,
+        404
+    );
+    let second = bytes(62, 20_000);
+    let second_addr = upload(&n, &second);
+    let (second_segment, _) = n.stored_at(&second_addr);
+    assert_ne!(
+        second_segment, segment,
+        "appended after bytes of a crashed run"
+    );
+    for (addr, data) in [(first_addr, &first), (second_addr, &second)] {
+        let r = get(n.http, &format!("/o/{addr}")).unwrap();
+        assert_eq!((r.status, &r.body), (200, data));
+    }
+}
+
+#[test]
 fn kill_9_during_uploads_loses_no_acknowledged_object() {
     let dir = temp_dir("crash");
     let mut n = Node::start(&dir, &["--shards", "2"]);

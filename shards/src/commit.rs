@@ -2,15 +2,17 @@
 //!
 //! `GroupCommit::commit` queues a staged upload; one background task per shard drains
 //! the queue in batches of at most `commit_batch_max` records and, on the blocking pool,
-//! for each store of the batch: syncs every staged file's data, renames each into the
-//! store, syncs the object directories, then commits the store's records in one LMDB
-//! transaction. Only then are the uploads acknowledged, all with the batch's one result:
-//! a failure reaches every waiter as [`ShardError::GroupCommit`], sharing the underlying
-//! error, and removes the batch's staged files.
+//! for each store of the batch: appends the small objects to the store's segment with
+//! one write and one data sync (`segment.rs`), syncs every staged file's data, renames
+//! each into the store, syncs the object directories, then commits the store's records
+//! in one LMDB transaction. Only then are the uploads acknowledged, all with the batch's
+//! one result: a failure reaches every waiter as [`ShardError::GroupCommit`], sharing
+//! the underlying error, and removes the batch's staged files.
 //!
-//! So for every acknowledged object: its data was durable before its name pointed at it,
-//! its name was durable before its index record, and the record was durable before the
-//! answer. A crash in between leaves at most an orphan file no record names.
+//! So for every acknowledged object: its data was durable before its name (or its
+//! needle's place) pointed at it, its name was durable before its index record, and the
+//! record was durable before the answer. A crash in between leaves at most an orphan
+//! file or needle no record names.
 //!
 //! Uploads of one address are serialized: an address stays in the pending table from
 //! its queueing until its batch is answered; a second upload of it waits for that
@@ -25,14 +27,17 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use ron_codec::Address;
 
 use crate::error::ShardError;
 use crate::layout::{self, ShardIndex};
 use crate::metrics::ShardMetrics;
+use crate::record::{Location, ObjectMeta};
+use crate::segment::SegmentLog;
 use crate::store::{CommitRecord, Store, StoreId, StoreStats};
-use crate::upload::{self, StagedObject};
+use crate::upload::{self, StagedBody, StagedObject};
 
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +46,10 @@ pub enum CommitOutcome {
     AlreadyStored,
 }
 
-/// One record waiting for the next group commit.
+/// One upload waiting for the next group commit.
 struct PendingCommit {
     store: Store,
-    record: CommitRecord,
-    staged: StagedMove,
+    staged: StagedObject,
     done: LocalSender<Result<(), ShardError>>,
 }
 
@@ -58,8 +62,13 @@ struct StagedMove {
 /// One store's share of a group commit.
 struct StoreBatch {
     store: Store,
-    records: Vec<CommitRecord>,
-    moves: Vec<StagedMove>,
+    /// Objects in staged files, and where each file goes.
+    files: Vec<(ObjectMeta, StagedMove)>,
+    /// Objects to pack into the store's segment.
+    packed: Vec<(ObjectMeta, Bytes)>,
+    /// The store's segment log, lent by the commit task for the batch (opened on the
+    /// blocking pool on first use).
+    segments: Option<SegmentLog>,
 }
 
 /// Uploads of an address waiting for the outcome of its commit in flight: told
@@ -74,6 +83,9 @@ pub(crate) struct GroupCommit {
     pending: RefCell<Vec<PendingCommit>>,
     /// Addresses with a commit queued or running, and the uploads waiting on each.
     in_flight: RefCell<HashMap<Address, AddressWaiters>>,
+    /// The segment log of each store this shard has packed objects into, while no
+    /// batch holds it.
+    segments: RefCell<HashMap<StoreId, SegmentLog>>,
     wakeup: LocalSender<()>,
     metrics: Arc<ShardMetrics>,
 }
@@ -102,6 +114,7 @@ impl GroupCommit {
             batch_max,
             pending: RefCell::new(Vec::new()),
             in_flight: RefCell::new(HashMap::new()),
+            segments: RefCell::new(HashMap::new()),
             wakeup,
             metrics,
         });
@@ -153,15 +166,7 @@ impl GroupCommit {
         let (done, result) = local_channel::new_bounded(1);
         self.pending.borrow_mut().push(PendingCommit {
             store: store.clone(),
-            record: CommitRecord {
-                addr,
-                record: staged.meta.encode(),
-                object_len: staged.meta.len(),
-            },
-            staged: StagedMove {
-                object_path: store.object_path(&addr),
-                tmp_path: staged.tmp_path,
-            },
+            staged,
             done,
         });
         let _ = self.wakeup.try_send(());
@@ -191,37 +196,92 @@ impl GroupCommit {
     }
 }
 
-/// Waits for pending records and commits them batch by batch until the queue is empty.
+/// Waits for pending records and commits them batch by batch until the queue is empty,
+/// two stages deep: a batch's bytes are made durable while the batch before it commits
+/// its records, so the device's two flushes per batch overlap across batches.
 async fn commit_loop(commits: Rc<GroupCommit>, wakeups: LocalReceiver<()>) {
+    let mut indexing: Option<glommio::Task<()>> = None;
     while wakeups.recv().await.is_some() {
         loop {
             let batch = commits.next_batch();
             if batch.is_empty() {
                 break;
             }
-            commit_batch(&commits, batch).await;
+            let written = write_batch(&commits, batch).await;
+            if let Some(previous) = indexing.take() {
+                previous.await;
+            }
+            indexing = Some(glommio::spawn_local(index_batch(
+                Rc::clone(&commits),
+                written,
+            )));
         }
+    }
+    if let Some(last) = indexing {
+        last.await;
     }
 }
 
-/// Commits one batch on the blocking pool and answers each of its waiters.
-async fn commit_batch(commits: &GroupCommit, batch: Vec<PendingCommit>) {
-    let records = batch.len();
+/// A batch whose bytes are durable (or failed to be), waiting for its index commit.
+struct WrittenBatch {
+    waiters: Vec<(Address, LocalSender<Result<(), ShardError>>)>,
+    /// Each store's records, saying where the durable bytes are.
+    records: Result<Vec<(Store, Vec<CommitRecord>)>, ShardError>,
+}
+
+/// Stage one, on the blocking pool: makes the batch's bytes durable where their records
+/// will say (segment appends, staged files synced and renamed).
+async fn write_batch(commits: &GroupCommit, batch: Vec<PendingCommit>) -> WrittenBatch {
     let mut per_store: HashMap<StoreId, StoreBatch> = HashMap::new();
-    let mut waiters = Vec::with_capacity(records);
+    let mut waiters = Vec::with_capacity(batch.len());
     for p in batch {
-        let entry = per_store.entry(p.store.id()).or_insert_with(|| StoreBatch {
+        let id = p.store.id();
+        let entry = per_store.entry(id).or_insert_with(|| StoreBatch {
+            segments: commits.segments.borrow_mut().remove(&id),
             store: p.store,
-            records: Vec::new(),
-            moves: Vec::new(),
+            files: Vec::new(),
+            packed: Vec::new(),
         });
-        waiters.push((p.record.addr, p.done));
-        entry.records.push(p.record);
-        entry.moves.push(p.staged);
+        let meta = p.staged.meta;
+        waiters.push((meta.addr(), p.done));
+        match p.staged.body {
+            StagedBody::TempFile(tmp_path) => {
+                let object_path = entry.store.object_path(&meta.addr());
+                entry.files.push((
+                    meta,
+                    StagedMove {
+                        tmp_path,
+                        object_path,
+                    },
+                ));
+            }
+            StagedBody::Packed(body) => entry.packed.push((meta, body)),
+        }
     }
-    let outcome = glommio::executor()
-        .spawn_blocking(move || commit_blocking(per_store.into_values().collect()))
+    let mut batches: Vec<StoreBatch> = per_store.into_values().collect();
+    let (records, batches) = glommio::executor()
+        .spawn_blocking(move || (write_durably(&mut batches), batches))
         .await;
+    for batch in batches {
+        if let Some(log) = batch.segments {
+            commits.segments.borrow_mut().insert(batch.store.id(), log);
+        }
+    }
+    WrittenBatch { waiters, records }
+}
+
+/// Stage two: commits the batch's records on the blocking pool, then answers each of
+/// its waiters with the batch's one result.
+async fn index_batch(commits: Rc<GroupCommit>, written: WrittenBatch) {
+    let records = written.waiters.len();
+    let outcome = match written.records {
+        Ok(per_store) => {
+            glommio::executor()
+                .spawn_blocking(move || index_durably(&per_store))
+                .await
+        }
+        Err(failed) => Err(failed),
+    };
     let failure = match outcome {
         Ok(added) => {
             ShardMetrics::add(&commits.metrics.objects_stored, added.objects);
@@ -230,7 +290,7 @@ async fn commit_batch(commits: &GroupCommit, batch: Vec<PendingCommit>) {
         }
         Err(source) => Some(Arc::new(source)),
     };
-    for (addr, waiter) in waiters {
+    for (addr, waiter) in written.waiters {
         commits.settle(&addr, failure.is_none());
         let result = match &failure {
             None => Ok(()),
@@ -243,32 +303,70 @@ async fn commit_batch(commits: &GroupCommit, batch: Vec<PendingCommit>) {
     }
 }
 
-/// Makes each store's files durable under their names, then commits its records; on
-/// failure removes the staged files not yet moved. Blocking (fsync).
-fn commit_blocking(batches: Vec<StoreBatch>) -> Result<StoreStats, ShardError> {
-    let committed = commit_stores(&batches);
-    if committed.is_err() {
-        for moved in batches.iter().flat_map(|b| &b.moves) {
+/// Makes each store's objects durable where their records will say and returns the
+/// records; on failure removes the staged files not yet moved. Blocking (fsync).
+fn write_durably(batches: &mut [StoreBatch]) -> WriteResult {
+    let written: WriteResult = batches.iter_mut().map(write_store).collect();
+    if written.is_err() {
+        for (_, moved) in batches.iter().flat_map(|b| &b.files) {
             let _ = std::fs::remove_file(&moved.tmp_path);
         }
     }
-    committed
+    written
 }
 
-fn commit_stores(batches: &[StoreBatch]) -> Result<StoreStats, ShardError> {
+type WriteResult = Result<Vec<(Store, Vec<CommitRecord>)>, ShardError>;
+
+fn write_store(batch: &mut StoreBatch) -> Result<(Store, Vec<CommitRecord>), ShardError> {
+    let mut records = pack_durably(batch)?;
+    let moves: Vec<&StagedMove> = batch.files.iter().map(|(_, m)| m).collect();
+    move_durably(&moves)?;
+    records.extend(batch.files.iter().map(|(meta, _)| CommitRecord::of(meta)));
+    Ok((batch.store.clone(), records))
+}
+
+/// Commits each store's records in one LMDB transaction. Blocking (fsync).
+fn index_durably(per_store: &[(Store, Vec<CommitRecord>)]) -> Result<StoreStats, ShardError> {
     let mut added = StoreStats::default();
-    for batch in batches {
-        move_durably(&batch.moves)?;
-        let stats = batch.store.commit_blocking(&batch.records)?;
+    for (store, records) in per_store {
+        let stats = store.commit_blocking(records)?;
         added.objects += stats.objects;
         added.bytes += stats.bytes;
     }
     Ok(added)
 }
 
+/// Appends the batch's small objects to its store's segment, durably; returns their
+/// records, which say where each one lies.
+fn pack_durably(batch: &mut StoreBatch) -> Result<Vec<CommitRecord>, ShardError> {
+    if batch.packed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let log = match &mut batch.segments {
+        Some(log) => log,
+        None => batch.segments.insert(SegmentLog::open(batch.store.root())?),
+    };
+    let needles: Vec<(Address, &[u8])> = batch
+        .packed
+        .iter()
+        .map(|(meta, body)| (meta.addr(), &body[..]))
+        .collect();
+    let places = log.append_durably(&needles)?;
+    Ok(batch
+        .packed
+        .iter()
+        .zip(places)
+        .map(|((meta, _), at)| {
+            let mut meta = meta.clone();
+            meta.location = Location::Packed(at);
+            CommitRecord::of(&meta)
+        })
+        .collect())
+}
+
 /// Syncs each staged file's data, renames it to its object path, then syncs each
 /// distinct object directory, so that a name never points at bytes a crash could lose.
-fn move_durably(moves: &[StagedMove]) -> Result<(), ShardError> {
+fn move_durably(moves: &[&StagedMove]) -> Result<(), ShardError> {
     for m in moves {
         std::fs::File::open(&m.tmp_path)
             .and_then(|f| f.sync_data())

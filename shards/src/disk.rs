@@ -1,12 +1,13 @@
-//! The disk end of the read path: this shard's open object files and group reads from
-//! them, one aligned io_uring DMA read per run of 64 KiB groups.
+//! The disk end of the read path: this shard's open object files and segments, and
+//! group reads from them, one io_uring DMA read per run of 64 KiB groups (aligned for
+//! an object's own file; around the needle for a packed object).
 //!
 //! Bytes come off disk unverified ([`DiskGroups`]); the shard checks each group once,
 //! with [`verify_group`], where it keeps it (in an arena of the verified cache, or in
 //! ordinary memory), so the bytes checked are the bytes sent.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
+use std::path::Path;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -18,12 +19,21 @@ use crate::arena::GroupBytes;
 use crate::cache::ClockCache;
 use crate::error::ShardError;
 use crate::metrics::ShardMetrics;
-use crate::record::ObjectMeta;
-use crate::store::Store;
+use crate::record::{Location, ObjectMeta};
+use crate::segment::SegmentId;
+use crate::store::{Store, StoreId};
 
-/// This shard's object files: an open-file cache (bounded by count) and group reads.
+/// A file the read path opens: an object's own file or a segment of packed objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FileKey {
+    Object(Address),
+    Segment(StoreId, SegmentId),
+}
+
+/// This shard's object files and segments: an open-file cache (bounded by count) and
+/// group reads.
 pub(crate) struct ObjectFiles {
-    files: RefCell<ClockCache<Address, Rc<DmaFile>>>,
+    files: RefCell<ClockCache<FileKey, Rc<DmaFile>>>,
 }
 
 impl std::fmt::Debug for ObjectFiles {
@@ -60,19 +70,34 @@ impl ObjectFiles {
         if expected == 0 {
             return Ok(DiskGroups { first, read: None });
         }
-        let file = self.open(store, &addr).await?;
-        let span_bytes = (last.0 + 1 - first.0) * GROUP_LEN_BYTES;
-        let read = file
-            .read_at_aligned(first.start_offset(), span_bytes as usize)
-            .await
-            .map_err(|e| ShardError::io("read", file_path(&file))(e.into()))?;
+        let (key, path) = match meta.location {
+            Location::OwnFile => (FileKey::Object(addr), store.object_path(&addr)),
+            Location::Packed(at) => (
+                FileKey::Segment(store.id(), at.segment),
+                store.segment_path(at.segment),
+            ),
+        };
+        let file = self.open(key, &path).await?;
+        let read = match meta.location {
+            Location::OwnFile => {
+                let span_bytes = (last.0 + 1 - first.0) * GROUP_LEN_BYTES;
+                file.read_at_aligned(first.start_offset(), span_bytes as usize)
+                    .await
+            }
+            // A needle lies anywhere in its segment: glommio aligns the read around it.
+            Location::Packed(at) => {
+                file.read_at(at.body.0 + first.start_offset(), expected as usize)
+                    .await
+            }
+        }
+        .map_err(|e| ShardError::io("read", &path)(e.into()))?;
         if (read.len() as u64) < expected {
             return Err(ShardError::ShortRead {
                 addr,
                 group: first.0,
                 got: read.len(),
                 expected,
-                path: file_path(&file),
+                path,
             });
         }
         Ok(DiskGroups {
@@ -81,16 +106,15 @@ impl ObjectFiles {
         })
     }
 
-    async fn open(&self, store: &Store, addr: &Address) -> Result<Rc<DmaFile>, ShardError> {
-        if let Some(file) = self.files.borrow_mut().get(addr) {
+    async fn open(&self, key: FileKey, path: &Path) -> Result<Rc<DmaFile>, ShardError> {
+        if let Some(file) = self.files.borrow_mut().get(&key) {
             return Ok(file);
         }
-        let path = store.object_path(addr);
-        let file = DmaFile::open(&path)
+        let file = DmaFile::open(path)
             .await
-            .map_err(|e| ShardError::io("open", &path)(e.into()))?;
+            .map_err(|e| ShardError::io("open", path)(e.into()))?;
         let file = Rc::new(file);
-        self.files.borrow_mut().insert(*addr, Rc::clone(&file), 1);
+        self.files.borrow_mut().insert(key, Rc::clone(&file), 1);
         Ok(file)
     }
 }
@@ -130,8 +154,4 @@ pub(crate) fn verify_group(
             group: group.0,
         }
     })
-}
-
-fn file_path(file: &DmaFile) -> PathBuf {
-    file.path().map(|p| p.to_path_buf()).unwrap_or_default()
 }

@@ -4,7 +4,10 @@
 //! - [`layout`]: the data dir — the fixed partition table (4096 partitions → stores),
 //!   the stores, the temp dir — and [`layout::Routing`]: address → store → shard.
 //! - [`store`]: one storage partition: an LMDB index (heed) of [`record::ObjectMeta`]
-//!   (length, content type, chunk tree) and one file per object, named by address.
+//!   (length, content type, chunk tree, [`record::Location`]), one file per object over
+//!   64 KiB, named by address, and segments packing the smaller ones.
+//! - [`segment`]: append-only segment files of small objects (needles) and the log that
+//!   appends a whole batch of them with one write and one data sync.
 //! - [`shard`]: the per-executor state and its read path — metadata and verified groups
 //!   from the cache, the shard's own disk (io_uring DMA) or the owner over the mesh —
 //!   and the entry points of the write path: `begin_upload`, and `commit`, which it
@@ -13,10 +16,11 @@
 //! - `disk` (private): the disk end of the read path — this shard's open object files
 //!   (bounded by count) and one aligned DMA read per run of groups (one group, both
 //!   groups of a range, a read-ahead batch).
-//! - [`upload`]: an upload in progress (hashed while it is written to a temp file) and
-//!   the [`upload::StagedObject`] it becomes.
-//! - [`commit`]: the group commit — rename into the store, then batches of fsyncs and
-//!   one LMDB transaction per store — and its [`commit::CommitOutcome`].
+//! - [`upload`]: an upload in progress (hashed while it is kept in memory, for a small
+//!   object, or written to a temp file) and the [`upload::StagedObject`] it becomes.
+//! - [`commit`]: the group commit, two stages deep — data (segment appends; staged
+//!   files synced and renamed into the store), then one LMDB transaction per store —
+//!   and its [`commit::CommitOutcome`].
 //! - [`arena`]: the verified-group cache, in memfd arenas written once and evicted
 //!   whole, so that a plain TCP send can `sendfile` cached groups without a copy
 //!   ([`GroupBytes`] carries a group's bytes and where they lie in an arena).
@@ -30,7 +34,7 @@
 //!   commit reaches each of its uploads as `ShardError::GroupCommit`.
 //!
 //! Imports point one way: `shard` → `mesh` → `commit` → `upload` → the storage
-//! modules (`disk`, `store`, `record`, `layout`, `arena`, `cache`, `metrics`, `error`).
+//! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `metrics`, `error`).
 //! Nothing imports `shard`; the mesh reaches the shard only through the handler it is
 //! given.
 //!
@@ -43,8 +47,9 @@
 //!   when it comes off the mesh. An arena region or a DMA buffer, once handed out, is
 //!   never written again. A group handed out is at most 64 KiB and exactly as long as
 //!   the object's length says (asserted in debug builds).
-//! - An object is visible only once its file is durable under its final name and its
-//!   record is committed; commits (fsync + LMDB) run on the blocking pool, never inline.
+//! - An object is visible only once its bytes are durable where its record says (its
+//!   file under its final name, or its needle in a synced segment) and the record is
+//!   committed; commits (fsync + LMDB) run on the blocking pool, never inline.
 //! - Everything a shard holds is bounded at start-up ([`ShardConfig`]): cache bytes,
 //!   metadata bytes, open files, commit batch, mesh channel length.
 //! - No lock is shared between shards: each shard's state is `Rc`/`RefCell` on its own
@@ -57,8 +62,9 @@
 //! of the cache, verifies it in the DMA buffer and sends it from there), and both the
 //! owner and the asking shard cache the verified bytes (objects are immutable, so any
 //! shard may cache any object). Write: `Shard::begin_upload` → `Upload::write` (hash +
-//! buffered write) → `Upload::finish` → `Shard::commit`, which forwards to the owner; the
-//! owner renames the file into its store and acknowledges after the group commit.
+//! keep in memory up to 64 KiB, else direct writes to a temp file) → `Upload::finish` →
+//! `Shard::commit`, which forwards to the owner; the owner packs the object into a
+//! segment or renames its file into the store, and acknowledges after the group commit.
 
 pub mod arena;
 pub mod cache;
@@ -69,6 +75,7 @@ pub mod layout;
 pub mod mesh;
 pub mod metrics;
 pub mod record;
+pub mod segment;
 pub mod shard;
 pub mod store;
 pub mod upload;
@@ -78,6 +85,6 @@ pub use commit::CommitOutcome;
 pub use error::ShardError;
 pub use layout::{Routing, ShardIndex};
 pub use metrics::{MetricsSnapshot, ShardMetrics};
-pub use record::ObjectMeta;
+pub use record::{Location, ObjectMeta};
 pub use shard::{ReadAheadPermit, Shard, ShardConfig};
-pub use upload::{discard, StagedObject, Upload};
+pub use upload::{discard, StagedBody, StagedObject, Upload};

@@ -1,16 +1,22 @@
 //! The index record of one object, as stored in its store's LMDB database under the
 //! object's 32-byte address.
 //!
-//! Encoding (version 1): `ver u8 = 1 | object_len u64 BE | type_len u8 | content type |
-//! chunk tree` (the stored encoding of `ron_codec::tree`, `n × 32` bytes or empty).
-//! The object's bytes live in `objects/<hh>/<hex>` of the same store; the path is a
-//! function of the address, so it is not stored.
+//! Encoding, by where the bytes live ([`Location`]):
+//! - version 1, an object in its own file: `ver u8 = 1 | object_len u64 BE | type_len u8 |
+//!   content type | chunk tree` (the stored encoding of `ron_codec::tree`, `n × 32`
+//!   bytes or empty). The file is `objects/<hh>/<hex>` of the same store; the path is a
+//!   function of the address, so it is not stored.
+//! - version 2, an object packed in a segment (`segment.rs`): `ver u8 = 2 | object_len
+//!   u64 BE | segment u32 BE | body offset u64 BE | type_len u8 | content type | chunk
+//!   tree`.
 
 use ron_codec::{Address, ChunkTree};
 
 use crate::error::ShardError;
+use crate::segment::{ByteOffset, NeedleAt, SegmentId};
 
-const RECORD_VERSION: u8 = 1;
+const OWN_FILE_VERSION: u8 = 1;
+const PACKED_VERSION: u8 = 2;
 /// Longest stored Content-Type.
 pub const CONTENT_TYPE_LEN_MAX: usize = 255;
 
@@ -20,6 +26,16 @@ pub struct ObjectMeta {
     pub tree: ChunkTree,
     /// Empty when the uploader sent none (served as application/octet-stream).
     pub content_type: String,
+    pub location: Location,
+}
+
+/// Where an object's bytes are in its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// Its own file, from offset 0.
+    OwnFile,
+    /// A needle in a segment.
+    Packed(NeedleAt),
 }
 
 impl ObjectMeta {
@@ -47,9 +63,19 @@ impl ObjectMeta {
         let ty = self.content_type.as_bytes();
         debug_assert!(ty.len() <= CONTENT_TYPE_LEN_MAX);
         let mut out =
-            Vec::with_capacity(10 + ty.len() + ChunkTree::stored_len(self.len()) as usize);
-        out.push(RECORD_VERSION);
-        out.extend_from_slice(&self.len().to_be_bytes());
+            Vec::with_capacity(22 + ty.len() + ChunkTree::stored_len(self.len()) as usize);
+        match self.location {
+            Location::OwnFile => {
+                out.push(OWN_FILE_VERSION);
+                out.extend_from_slice(&self.len().to_be_bytes());
+            }
+            Location::Packed(at) => {
+                out.push(PACKED_VERSION);
+                out.extend_from_slice(&self.len().to_be_bytes());
+                out.extend_from_slice(&at.segment.0.to_be_bytes());
+                out.extend_from_slice(&at.body.0.to_be_bytes());
+            }
+        }
         out.push(ty.len() as u8);
         out.extend_from_slice(ty);
         self.tree.write_stored(&mut out);
@@ -60,13 +86,27 @@ impl ObjectMeta {
     pub fn decode(addr: Address, bytes: &[u8]) -> Result<ObjectMeta, ShardError> {
         let corrupt = |reason: &'static str| ShardError::CorruptRecord { addr, reason };
         let (&ver, rest) = bytes.split_first().ok_or(corrupt("empty record"))?;
-        if ver != RECORD_VERSION {
-            return Err(corrupt("unknown record version"));
-        }
         let (len_bytes, rest) = rest
             .split_first_chunk::<8>()
             .ok_or(corrupt("truncated length"))?;
         let object_len = u64::from_be_bytes(*len_bytes);
+        let (location, rest) = match ver {
+            OWN_FILE_VERSION => (Location::OwnFile, rest),
+            PACKED_VERSION => {
+                let (segment, rest) = rest
+                    .split_first_chunk::<4>()
+                    .ok_or(corrupt("truncated segment"))?;
+                let (body, rest) = rest
+                    .split_first_chunk::<8>()
+                    .ok_or(corrupt("truncated segment offset"))?;
+                let at = NeedleAt {
+                    segment: SegmentId(u32::from_be_bytes(*segment)),
+                    body: ByteOffset(u64::from_be_bytes(*body)),
+                };
+                (Location::Packed(at), rest)
+            }
+            _ => return Err(corrupt("unknown record version")),
+        };
         let (&ty_len, rest) = rest.split_first().ok_or(corrupt("truncated type length"))?;
         if rest.len() < usize::from(ty_len) {
             return Err(corrupt("truncated content type"));
@@ -77,7 +117,11 @@ impl ObjectMeta {
             .to_owned();
         let tree = ChunkTree::from_stored(object_len, addr, stored_tree)
             .map_err(|source| ShardError::CorruptTree { addr, source })?;
-        Ok(ObjectMeta { tree, content_type })
+        Ok(ObjectMeta {
+            tree,
+            content_type,
+            location,
+        })
     }
 }
 
@@ -92,6 +136,7 @@ mod tests {
         let meta = ObjectMeta {
             tree: ChunkTree::of(&data),
             content_type: "text/plain".into(),
+            location: Location::OwnFile,
         };
         assert_eq!(
             meta.footprint_bytes(),
@@ -101,11 +146,19 @@ mod tests {
 
     #[test]
     fn round_trips_and_detects_damage() {
-        for len in [0usize, 5, 65536, 65537, 300_000] {
+        let packed = Location::Packed(NeedleAt {
+            segment: SegmentId(0x0102_0304),
+            body: ByteOffset(0x0506_0708_090a),
+        });
+        let cases = [0usize, 5, 65536, 65537, 300_000]
+            .into_iter()
+            .flat_map(|len| [(len, Location::OwnFile), (len, packed)]);
+        for (len, location) in cases {
             let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let meta = ObjectMeta {
                 tree: ChunkTree::of(&data),
                 content_type: "text/plain".into(),
+                location,
             };
             let enc = meta.encode();
             assert_eq!(ObjectMeta::decode(meta.addr(), &enc).unwrap(), meta);

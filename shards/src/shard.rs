@@ -457,12 +457,16 @@ impl Shard {
             .store(groups.len() as u64, relaxed);
     }
 
-    /// Starts an upload in the data dir's temp area.
-    pub async fn begin_upload(&self) -> Result<Upload, ShardError> {
+    /// Starts an upload of `expected_len` bytes if announced; a long one gets a temp
+    /// file in the data dir's temp area, a small one is kept in memory to be packed.
+    pub fn begin_upload(&self, expected_len: Option<u64>) -> Upload {
         let seq = self.upload_seq.get();
         self.upload_seq.set(seq + 1);
         let name = format!("upload-{}-{}-{seq}", self.index.0, std::process::id());
-        Upload::create(layout::tmp_dir(&self.config.data_dir).join(name)).await
+        Upload::new(
+            layout::tmp_dir(&self.config.data_dir).join(name),
+            expected_len,
+        )
     }
 
     /// Makes a staged object visible on its owner shard and returns once it is durable.

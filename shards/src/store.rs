@@ -3,6 +3,7 @@
 //! ```text
 //! <data>/stores/<id>/index/      LMDB env: address (32 bytes) -> record (record.rs)
 //! <data>/stores/<id>/objects/hh/<hex>   object bytes, named by address
+//! <data>/stores/<id>/segments/<id>      small objects, packed (segment.rs)
 //! ```
 //!
 //! Visibility rule: an object exists only once its index record is committed, and the
@@ -21,6 +22,7 @@ use ron_codec::Address;
 
 use crate::error::ShardError;
 use crate::record::ObjectMeta;
+use crate::segment::{self, SegmentId};
 
 /// Identifies a store: the value the partition table maps a partition to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,6 +87,16 @@ pub struct CommitRecord {
     pub object_len: u64,
 }
 
+impl CommitRecord {
+    pub fn of(meta: &ObjectMeta) -> CommitRecord {
+        CommitRecord {
+            addr: meta.addr(),
+            record: meta.encode(),
+            object_len: meta.len(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -99,6 +111,8 @@ impl Store {
     pub fn open(root: &Path, id: StoreId, index_bytes_max: usize) -> Result<Store, ShardError> {
         let index_dir = root.join("index");
         std::fs::create_dir_all(&index_dir).map_err(ShardError::io("create dir", &index_dir))?;
+        let segments = root.join("segments");
+        std::fs::create_dir_all(&segments).map_err(ShardError::io("create dir", &segments))?;
         for hh in 0..=255u8 {
             let dir = root.join("objects").join(format!("{hh:02x}"));
             std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
@@ -222,7 +236,17 @@ impl Store {
         Ok(added)
     }
 
-    /// Where the object's bytes live.
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a packed object's segment is.
+    pub fn segment_path(&self, id: SegmentId) -> PathBuf {
+        segment::segment_path(&self.root, id)
+    }
+
+    /// Where the bytes of an object in its own file live.
     pub fn object_path(&self, addr: &Address) -> PathBuf {
         let hex = addr.hex();
         let hex = std::str::from_utf8(&hex).unwrap_or_default();

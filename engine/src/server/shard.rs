@@ -211,7 +211,7 @@ pub(super) fn start_shards(
         };
         let executor = LocalExecutorBuilder::new(placement(&cpus, i))
             .name(&format!("ron-shard-{i}"))
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(1));
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(2));
         let guard = StopOnFailure {
             failed: Arc::clone(&failed),
             stop: Arc::clone(&plan.stop),

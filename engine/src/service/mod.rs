@@ -68,7 +68,7 @@ impl Service {
         announced: Option<Address>,
     ) -> Result<UploadSession, Refusal> {
         self.check_upload(credential, declared_len)?;
-        let upload = self.shard.begin_upload().await?;
+        let upload = self.shard.begin_upload(declared_len);
         Ok(UploadSession::new(
             Rc::clone(&self.shard),
             upload,

@@ -185,19 +185,38 @@ impl Node {
     }
 
     pub fn object_file(&self, addr: &Address) -> PathBuf {
+        let (path, offset) = self.stored_at(addr);
+        assert_eq!(
+            offset,
+            0,
+            "{addr} is packed in {}, not in a file of its own",
+            path.display()
+        );
+        path
+    }
+
+    /// The file holding `addr`'s bytes and the offset they start at: its own file
+    /// (offset 0), or the segment its needle (magic, length, address, body) is in.
+    pub fn stored_at(&self, addr: &Address) -> (PathBuf, u64) {
         let hex = addr.to_string()[3..].to_string();
         for entry in std::fs::read_dir(self.data_dir.join("stores")).unwrap() {
-            let path = entry
-                .unwrap()
-                .path()
-                .join("objects")
-                .join(&hex[..2])
-                .join(&hex);
+            let store = entry.unwrap().path();
+            let path = store.join("objects").join(&hex[..2]).join(&hex);
             if path.exists() {
-                return path;
+                return (path, 0);
+            }
+            for segment in std::fs::read_dir(store.join("segments")).unwrap() {
+                let segment = segment.unwrap().path();
+                let bytes = std::fs::read(&segment).unwrap();
+                let found = bytes
+                    .windows(40)
+                    .position(|w| w.starts_with(b"RONn") && &w[8..] == addr.as_bytes());
+                if let Some(at) = found {
+                    return (segment, at as u64 + 40);
+                }
             }
         }
-        panic!("no file for {addr}");
+        panic!("no stored bytes for {addr}");
     }
 }
 

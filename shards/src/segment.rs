@@ -1,0 +1,262 @@
+//! Segments: append-only files that pack small objects, so that a group commit of many
+//! small uploads costs one write and one data sync instead of a file, a rename and a
+//! sync for each (Haystack's needles, SeaweedFS's volumes).
+//!
+//! ```text
+//! <store>/segments/<id, 8 hex digits>    needle | needle | ...
+//! needle = "RONn" | body_len u32 BE | address (32 B) | body | zeros to a multiple of 8
+//! ```
+//!
+//! An object of at most [`PACKED_OBJECT_BYTES_MAX`] (one 64 KiB group) is packed; its
+//! index record says which segment and at which offset its body starts (`record.rs`).
+//! The needle head is not needed to read an object: it lets a scrubber or a rebuild of
+//! the index find what a segment holds.
+//!
+//! Visibility and crashes: a batch's needles are written with one `pwrite` and made
+//! durable with one `fdatasync` (a new segment's directory entry synced too) before any
+//! record naming them is committed. A crash before the commit leaves needles no record
+//! names (bytes lost to the segment, never read); a torn tail is never named either.
+//! Each start of the node (and any failed append) opens a new segment, so a segment is
+//! only ever appended past bytes that were synced by the process that wrote them.
+//! Nothing is deleted from a segment (objects are immutable and there is no delete).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ron_codec::tree::GROUP_LEN_BYTES;
+use ron_codec::Address;
+
+use crate::error::ShardError;
+use crate::layout;
+
+/// Objects up to this length (one group) are packed into segments.
+pub const PACKED_OBJECT_BYTES_MAX: u64 = GROUP_LEN_BYTES;
+
+/// A segment stops taking needles once it holds this much (a batch never splits).
+pub const SEGMENT_BYTES_MAX: u64 = 256 << 20;
+
+const NEEDLE_MAGIC: &[u8; 4] = b"RONn";
+/// Magic, body length, address.
+pub const NEEDLE_HEAD_BYTES: u64 = 4 + 4 + 32;
+const NEEDLE_ALIGN_BYTES: u64 = 8;
+
+/// Names a segment within its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentId(pub u32);
+
+/// A position in a file, bytes from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteOffset(pub u64);
+
+/// Where a packed object's body lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedleAt {
+    pub segment: SegmentId,
+    pub body: ByteOffset,
+}
+
+/// The path of segment `id` of the store at `store_root`.
+pub fn segment_path(store_root: &Path, id: SegmentId) -> PathBuf {
+    store_root.join("segments").join(segment_file_name(id))
+}
+
+fn segment_file_name(id: SegmentId) -> String {
+    format!("{:08x}", id.0)
+}
+
+/// A store's segments as its owner's commit task appends to them: the segment taking
+/// needles and the id the next one gets. It moves to the blocking pool with each batch
+/// and back; only one batch of a store is ever appending.
+#[derive(Debug)]
+pub(crate) struct SegmentLog {
+    dir: PathBuf,
+    next_id: SegmentId,
+    active: Option<ActiveSegment>,
+}
+
+#[derive(Debug)]
+struct ActiveSegment {
+    id: SegmentId,
+    path: PathBuf,
+    file: File,
+    /// Bytes written and synced.
+    len: u64,
+}
+
+impl SegmentLog {
+    /// The log of the store at `store_root`; its first append opens a segment past
+    /// every existing one. Blocking (reads the directory).
+    pub(crate) fn open(store_root: &Path) -> Result<SegmentLog, ShardError> {
+        let dir = store_root.join("segments");
+        let entries = std::fs::read_dir(&dir).map_err(ShardError::io("list", &dir))?;
+        let mut next_id = SegmentId(0);
+        for entry in entries {
+            let entry = entry.map_err(ShardError::io("list", &dir))?;
+            let name = entry.file_name();
+            let id = name
+                .to_str()
+                .and_then(|n| u32::from_str_radix(n, 16).ok())
+                .ok_or_else(|| ShardError::Layout {
+                    path: entry.path(),
+                    reason: "not a segment file (its name is not 8 hex digits)".into(),
+                })?;
+            next_id = next_id.max(SegmentId(id.saturating_add(1)));
+        }
+        Ok(SegmentLog {
+            dir,
+            next_id,
+            active: None,
+        })
+    }
+
+    /// Appends one needle per body with one write and one data sync and returns where
+    /// each body lies, in order. Blocking. After a failure the segment is abandoned
+    /// (what a failed write or sync left in it is unknown) and the next append opens a
+    /// new one.
+    pub(crate) fn append_durably(
+        &mut self,
+        needles: &[(Address, &[u8])],
+    ) -> Result<Vec<NeedleAt>, ShardError> {
+        let (batch, bodies) = encode_needles(needles);
+        let fits = |s: &ActiveSegment| s.len + batch.len() as u64 <= SEGMENT_BYTES_MAX;
+        if !self.active.as_ref().is_some_and(fits) {
+            self.active = Some(self.create_segment()?);
+        }
+        let segment = self.active.as_mut().expect("a segment was just opened");
+        let at = segment.len;
+        let written = segment
+            .file
+            .write_all_at(&batch, at)
+            .and_then(|()| segment.file.sync_data());
+        if let Err(source) = written {
+            let path = segment.path.clone();
+            self.active = None;
+            return Err(ShardError::io("append to segment", &path)(source));
+        }
+        segment.len += batch.len() as u64;
+        let id = segment.id;
+        Ok(bodies
+            .into_iter()
+            .map(|body| NeedleAt {
+                segment: id,
+                body: ByteOffset(at + body),
+            })
+            .collect())
+    }
+
+    /// Creates the next segment and makes its name durable.
+    fn create_segment(&mut self) -> Result<ActiveSegment, ShardError> {
+        let id = self.next_id;
+        self.next_id = SegmentId(id.0.checked_add(1).ok_or_else(|| ShardError::Layout {
+            path: self.dir.clone(),
+            reason: "segment ids exhausted".into(),
+        })?);
+        let path = self.dir.join(segment_file_name(id));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(ShardError::io("create segment", &path))?;
+        layout::sync_dir(&self.dir)?;
+        Ok(ActiveSegment {
+            id,
+            path,
+            file,
+            len: 0,
+        })
+    }
+}
+
+/// The needles of `needles` back to back, and where each body starts in them.
+fn encode_needles(needles: &[(Address, &[u8])]) -> (Vec<u8>, Vec<u64>) {
+    let total: u64 = needles
+        .iter()
+        .map(|(_, body)| needle_bytes(body.len() as u64))
+        .sum();
+    let mut out = Vec::with_capacity(total as usize);
+    let mut bodies = Vec::with_capacity(needles.len());
+    for (addr, body) in needles {
+        debug_assert!(body.len() as u64 <= PACKED_OBJECT_BYTES_MAX);
+        out.extend_from_slice(NEEDLE_MAGIC);
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(addr.as_bytes());
+        bodies.push(out.len() as u64);
+        out.extend_from_slice(body);
+        out.resize(out.len().next_multiple_of(NEEDLE_ALIGN_BYTES as usize), 0);
+    }
+    debug_assert_eq!(out.len() as u64, total);
+    (out, bodies)
+}
+
+/// Bytes a needle with a body of `body_len` takes in its segment.
+fn needle_bytes(body_len: u64) -> u64 {
+    (NEEDLE_HEAD_BYTES + body_len).next_multiple_of(NEEDLE_ALIGN_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("ron-segment-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("segments")).unwrap();
+        root
+    }
+
+    #[test]
+    fn needles_hold_their_bodies_where_the_log_says() {
+        let root = temp_store("bodies");
+        let bodies: Vec<Vec<u8>> = [0usize, 1, 7, 8, 4096, 65536]
+            .iter()
+            .map(|&len| (0..len).map(|i| (i * 7 + len) as u8).collect())
+            .collect();
+        let needles: Vec<(Address, &[u8])> = bodies
+            .iter()
+            .map(|b| (Address::of(b), b.as_slice()))
+            .collect();
+        let mut log = SegmentLog::open(&root).unwrap();
+        let first = log.append_durably(&needles[..2]).unwrap();
+        let rest = log.append_durably(&needles[2..]).unwrap();
+        let file = std::fs::read(segment_path(&root, SegmentId(0))).unwrap();
+        for (at, (addr, body)) in first.iter().chain(&rest).zip(&needles) {
+            assert_eq!(at.segment, SegmentId(0));
+            let start = at.body.0 as usize;
+            assert_eq!(&file[start..start + body.len()], *body);
+            let head = &file[start - NEEDLE_HEAD_BYTES as usize..start];
+            assert_eq!(&head[..4], NEEDLE_MAGIC);
+            assert_eq!(
+                u32::from_be_bytes(head[4..8].try_into().unwrap()),
+                body.len() as u32
+            );
+            assert_eq!(&head[8..], addr.as_bytes());
+            assert_eq!(
+                at.body.0 % NEEDLE_ALIGN_BYTES,
+                NEEDLE_HEAD_BYTES % NEEDLE_ALIGN_BYTES
+            );
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_reopened_log_starts_a_new_segment_past_the_last() {
+        let root = temp_store("reopen");
+        let body = [5u8; 100];
+        let needle = [(Address::of(&body), &body[..])];
+        SegmentLog::open(&root)
+            .unwrap()
+            .append_durably(&needle)
+            .unwrap();
+        let again = SegmentLog::open(&root)
+            .unwrap()
+            .append_durably(&needle)
+            .unwrap();
+        assert_eq!(again[0].segment, SegmentId(1));
+        assert_eq!(again[0].body, ByteOffset(NEEDLE_HEAD_BYTES));
+        std::fs::write(root.join("segments").join("junk"), b"").unwrap();
+        let err = SegmentLog::open(&root).unwrap_err().to_string();
+        assert!(err.contains("not a segment file"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
