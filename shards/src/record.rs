@@ -173,4 +173,50 @@ mod tests {
             assert!(err.to_string().contains("truncated length"), "{err}");
         }
     }
+
+    proptest::proptest! {
+        /// Whatever the disk hands back under an address — noise, or a real record cut
+        /// short or with a byte changed — decoding it is an error or a record whose tree
+        /// checked out against that address; never a panic.
+        #[test]
+        fn decoding_damaged_records_never_panics(
+            addr in proptest::array::uniform32(0u8..),
+            noise in proptest::collection::vec(0u8.., 0..200),
+            len in 0usize..300_000,
+            packed: bool,
+            cut in 0usize..400,
+            flip in (0usize..400, 1u8..),
+        ) {
+            let addr = Address::from_bytes(addr);
+            if let Ok(meta) = ObjectMeta::decode(addr, &noise) {
+                proptest::prop_assert_eq!(meta.addr(), addr);
+            }
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let location = match packed {
+                true => Location::Packed(NeedleAt { segment: SegmentId(7), body: ByteOffset(40) }),
+                false => Location::OwnFile,
+            };
+            let meta = ObjectMeta { tree: ChunkTree::of(&data), content_type: "a/b".into(), location };
+            let mut record = meta.encode();
+            let at = flip.0 % record.len();
+            record[at] ^= flip.1;
+            for damaged in [&meta.encode()[..cut.min(record.len())], &record[..]] {
+                if let Ok(decoded) = ObjectMeta::decode(meta.addr(), damaged) {
+                    proptest::prop_assert_eq!(decoded.addr(), meta.addr());
+                }
+            }
+        }
+
+        #[test]
+        fn every_record_round_trips(len in 0usize..200_000, segment in 0u32.., body in 0u64.., packed: bool, ty in "[a-z/]{0,40}") {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let location = if packed {
+                Location::Packed(NeedleAt { segment: SegmentId(segment), body: ByteOffset(body) })
+            } else {
+                Location::OwnFile
+            };
+            let meta = ObjectMeta { tree: ChunkTree::of(&data), content_type: ty, location };
+            proptest::prop_assert_eq!(ObjectMeta::decode(meta.addr(), &meta.encode()).unwrap(), meta);
+        }
+    }
 }
