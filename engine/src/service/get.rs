@@ -339,4 +339,95 @@ mod tests {
         let big = span("", 3 * GROUP_LEN_BYTES).unwrap();
         assert!(!big.verified_before_head(3));
     }
+
+    /// A read-ahead batch that fails (rot in one of its groups) while no later batch is
+    /// in flight — the shard's budget left room for one — and the groups right after it
+    /// are cached: the batch's good groups are fetched singly and served in order, the
+    /// bad one ends the stream, and no cached group is handed out in their place.
+    #[test]
+    fn a_failed_batch_is_served_up_to_its_bad_group_before_any_cached_group_after_it() {
+        use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+        use ron_codec::ErrorCode;
+        use ron_shards::layout::{self, Routing, ShardIndex};
+        use ron_shards::shard::READ_AHEAD_BYTES_MAX;
+        use ron_shards::{ShardConfig, ShardMetrics};
+        use std::io::{Read, Seek, SeekFrom, Write};
+
+        let group = GROUP_LEN_BYTES as usize;
+        let data_dir =
+            std::env::temp_dir().join(format!("ron-group-stream-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let dir = data_dir.clone();
+        let work = move || async move {
+            let routing = Routing::new(layout::open_data_dir(&dir, 1).unwrap(), 1);
+            layout::clean_tmp(&dir).unwrap();
+            let config = ShardConfig {
+                data_dir: dir.clone(),
+                cache_bytes_max: 64 << 20,
+                meta_bytes_max: 1 << 20,
+                open_files_max: 16,
+                index_bytes_max: 16 << 20,
+                commit_batch_max: 64,
+            };
+            let metrics = std::sync::Arc::new(ShardMetrics::default());
+            let shard = Shard::start(ShardIndex(0), routing.clone(), config, None, metrics)
+                .await
+                .unwrap();
+            let data: Vec<u8> = (0..40 * group)
+                .map(|i| ((i % 251) ^ (i / group)) as u8)
+                .collect();
+            let mut upload = shard.begin_upload(Some(data.len() as u64));
+            upload.write(&data).await.unwrap();
+            let staged = upload.finish(String::new()).await.unwrap();
+            let addr = staged.meta.addr();
+            shard.commit(staged).await.unwrap();
+            let meta = shard.meta(&addr).await.unwrap();
+            for g in 17..40 {
+                shard.group(&meta, GroupIndex(g)).await.unwrap();
+            }
+            // Rot in group 12, on disk only: the batch of groups 9..=16 fails.
+            let hex = addr.to_string()[3..].to_string();
+            let path = layout::store_dir(&dir, routing.store_of(&addr))
+                .join("objects")
+                .join(&hex[..2])
+                .join(&hex);
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .unwrap();
+            let mut byte = [0u8];
+            file.seek(SeekFrom::Start(12 * GROUP_LEN_BYTES + 5))
+                .unwrap();
+            file.read_exact(&mut byte).unwrap();
+            file.seek(SeekFrom::Start(12 * GROUP_LEN_BYTES + 5))
+                .unwrap();
+            file.write_all(&[byte[0] ^ 1]).unwrap();
+            drop(file);
+
+            let batch_bytes = READ_AHEAD_BATCH_GROUPS * GROUP_LEN_BYTES;
+            let _others = shard.reserve_read_ahead(READ_AHEAD_BYTES_MAX - batch_bytes);
+            let span = Span::resolve(None, data.len() as u64).unwrap();
+            let mut stream = GroupStream::open(Rc::clone(&shard), meta, span)
+                .await
+                .unwrap();
+            for g in 0..12usize {
+                let got = stream.next().await.unwrap().unwrap();
+                assert_eq!(got.index, GroupIndex(g as u64));
+                assert!(
+                    got.bytes[..] == data[g * group..(g + 1) * group],
+                    "group {g}"
+                );
+            }
+            let rotten = stream.next().await.unwrap().unwrap_err();
+            assert_eq!(rotten.code(), ErrorCode::StoredDigestMismatch, "{rotten}");
+        };
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .spawn(work)
+            .unwrap()
+            .join()
+            .unwrap();
+        std::fs::remove_dir_all(&data_dir).unwrap();
+    }
 }
