@@ -205,6 +205,7 @@ fn a_torn_segment_tail_is_never_read_and_later_objects_go_to_a_new_segment() {
     let mut torn = b"RONn".to_vec();
     torn.extend_from_slice(&3_000u32.to_be_bytes());
     torn.extend_from_slice(Address::of(&lost).as_bytes());
+    torn.push(0);
     torn.extend_from_slice(&lost[..1_000]);
     let mut file = std::fs::OpenOptions::new()
         .append(true)

@@ -35,7 +35,7 @@ use crate::error::ShardError;
 use crate::layout::{self, ShardIndex};
 use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta};
-use crate::segment::SegmentLog;
+use crate::segment::{Needle, SegmentLog};
 use crate::store::{CommitRecord, Store, StoreId, StoreStats};
 use crate::upload::{self, StagedBody, StagedObject};
 
@@ -346,10 +346,14 @@ fn pack_durably(batch: &mut StoreBatch) -> Result<Vec<CommitRecord>, ShardError>
         Some(log) => log,
         None => batch.segments.insert(SegmentLog::open(batch.store.root())?),
     };
-    let needles: Vec<(Address, &[u8])> = batch
+    let needles: Vec<Needle<'_>> = batch
         .packed
         .iter()
-        .map(|(meta, body)| (meta.addr(), &body[..]))
+        .map(|(meta, body)| Needle {
+            addr: meta.addr(),
+            content_type: &meta.content_type,
+            body,
+        })
         .collect();
     let places = log.append_durably(&needles)?;
     Ok(batch

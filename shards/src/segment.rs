@@ -4,13 +4,15 @@
 //!
 //! ```text
 //! <store>/segments/<id, 8 hex digits>    needle | needle | ...
-//! needle = "RONn" | body_len u32 BE | address (32 B) | body | zeros to a multiple of 8
+//! needle = "RONn" | body_len u32 BE | address (32 B) | type_len u8 | content type
+//!          | body | zeros to a multiple of 8
 //! ```
 //!
 //! An object of at most [`PACKED_OBJECT_BYTES_MAX`] (one 64 KiB group) is packed; its
 //! index record says which segment and at which offset its body starts (`record.rs`).
-//! The needle head is not needed to read an object: it lets a scrubber or a rebuild of
-//! the index find what a segment holds.
+//! The needle head is not needed to read an object: it makes a segment self-describing,
+//! so that a scrubber or a rebuild of the index can find what it holds (everything an
+//! index record of a packed object says, its address checkable against the body).
 //!
 //! Visibility and crashes: a batch's needles are written with one `pwrite` and made
 //! durable with one `fdatasync` (a new segment's directory entry synced too) before any
@@ -37,8 +39,8 @@ pub const PACKED_OBJECT_BYTES_MAX: u64 = GROUP_LEN_BYTES;
 pub const SEGMENT_BYTES_MAX: u64 = 256 << 20;
 
 const NEEDLE_MAGIC: &[u8; 4] = b"RONn";
-/// Magic, body length, address.
-pub const NEEDLE_HEAD_BYTES: u64 = 4 + 4 + 32;
+/// Magic, body length, address, content type length (the content type follows).
+pub const NEEDLE_HEAD_BYTES_MIN: u64 = 4 + 4 + 32 + 1;
 const NEEDLE_ALIGN_BYTES: u64 = 8;
 
 /// Names a segment within its store.
@@ -48,6 +50,23 @@ pub struct SegmentId(pub u32);
 /// A position in a file, bytes from its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteOffset(pub u64);
+
+/// One object to pack.
+#[derive(Debug, Clone, Copy)]
+pub struct Needle<'a> {
+    pub addr: Address,
+    /// At most 255 bytes (`record::CONTENT_TYPE_LEN_MAX`).
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+impl Needle<'_> {
+    /// Bytes the needle takes in its segment.
+    fn stored_bytes(&self) -> u64 {
+        let head = NEEDLE_HEAD_BYTES_MIN + self.content_type.len() as u64;
+        (head + self.body.len() as u64).next_multiple_of(NEEDLE_ALIGN_BYTES)
+    }
+}
 
 /// Where a packed object's body lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +135,7 @@ impl SegmentLog {
     /// new one.
     pub(crate) fn append_durably(
         &mut self,
-        needles: &[(Address, &[u8])],
+        needles: &[Needle<'_>],
     ) -> Result<Vec<NeedleAt>, ShardError> {
         let (batch, bodies) = encode_needles(needles);
         let fits = |s: &ActiveSegment| s.len + batch.len() as u64 <= SEGMENT_BYTES_MAX;
@@ -168,30 +187,26 @@ impl SegmentLog {
     }
 }
 
-/// The needles of `needles` back to back, and where each body starts in them.
-fn encode_needles(needles: &[(Address, &[u8])]) -> (Vec<u8>, Vec<u64>) {
-    let total: u64 = needles
-        .iter()
-        .map(|(_, body)| needle_bytes(body.len() as u64))
-        .sum();
+/// The needles back to back, and where each body starts in them.
+fn encode_needles(needles: &[Needle<'_>]) -> (Vec<u8>, Vec<u64>) {
+    let total: u64 = needles.iter().map(Needle::stored_bytes).sum();
     let mut out = Vec::with_capacity(total as usize);
     let mut bodies = Vec::with_capacity(needles.len());
-    for (addr, body) in needles {
-        debug_assert!(body.len() as u64 <= PACKED_OBJECT_BYTES_MAX);
+    for needle in needles {
+        debug_assert!(needle.body.len() as u64 <= PACKED_OBJECT_BYTES_MAX);
+        let content_type = needle.content_type.as_bytes();
+        debug_assert!(content_type.len() <= usize::from(u8::MAX));
         out.extend_from_slice(NEEDLE_MAGIC);
-        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        out.extend_from_slice(addr.as_bytes());
+        out.extend_from_slice(&(needle.body.len() as u32).to_be_bytes());
+        out.extend_from_slice(needle.addr.as_bytes());
+        out.push(content_type.len() as u8);
+        out.extend_from_slice(content_type);
         bodies.push(out.len() as u64);
-        out.extend_from_slice(body);
+        out.extend_from_slice(needle.body);
         out.resize(out.len().next_multiple_of(NEEDLE_ALIGN_BYTES as usize), 0);
     }
     debug_assert_eq!(out.len() as u64, total);
     (out, bodies)
-}
-
-/// Bytes a needle with a body of `body_len` takes in its segment.
-fn needle_bytes(body_len: u64) -> u64 {
-    (NEEDLE_HEAD_BYTES + body_len).next_multiple_of(NEEDLE_ALIGN_BYTES)
 }
 
 #[cfg(test)]
@@ -212,30 +227,37 @@ mod tests {
             .iter()
             .map(|&len| (0..len).map(|i| (i * 7 + len) as u8).collect())
             .collect();
-        let needles: Vec<(Address, &[u8])> = bodies
+        let types = ["", "text/plain", "application/octet-stream"];
+        let needles: Vec<Needle<'_>> = bodies
             .iter()
-            .map(|b| (Address::of(b), b.as_slice()))
+            .enumerate()
+            .map(|(i, b)| Needle {
+                addr: Address::of(b),
+                content_type: types[i % types.len()],
+                body: b,
+            })
             .collect();
         let mut log = SegmentLog::open(&root).unwrap();
         let first = log.append_durably(&needles[..2]).unwrap();
         let rest = log.append_durably(&needles[2..]).unwrap();
         let file = std::fs::read(segment_path(&root, SegmentId(0))).unwrap();
-        for (at, (addr, body)) in first.iter().chain(&rest).zip(&needles) {
+        let mut previous_end = 0;
+        for (at, needle) in first.iter().chain(&rest).zip(&needles) {
             assert_eq!(at.segment, SegmentId(0));
-            let start = at.body.0 as usize;
-            assert_eq!(&file[start..start + body.len()], *body);
-            let head = &file[start - NEEDLE_HEAD_BYTES as usize..start];
+            let (start, ty) = (at.body.0 as usize, needle.content_type.as_bytes());
+            assert_eq!(&file[start..start + needle.body.len()], needle.body);
+            let head_start = start - NEEDLE_HEAD_BYTES_MIN as usize - ty.len();
+            assert_eq!(head_start, previous_end, "needles back to back");
+            assert_eq!(head_start % NEEDLE_ALIGN_BYTES as usize, 0);
+            let head = &file[head_start..start];
             assert_eq!(&head[..4], NEEDLE_MAGIC);
-            assert_eq!(
-                u32::from_be_bytes(head[4..8].try_into().unwrap()),
-                body.len() as u32
-            );
-            assert_eq!(&head[8..], addr.as_bytes());
-            assert_eq!(
-                at.body.0 % NEEDLE_ALIGN_BYTES,
-                NEEDLE_HEAD_BYTES % NEEDLE_ALIGN_BYTES
-            );
+            let body_len = u32::from_be_bytes(head[4..8].try_into().unwrap());
+            assert_eq!(body_len as usize, needle.body.len());
+            assert_eq!(&head[8..40], needle.addr.as_bytes());
+            assert_eq!((usize::from(head[40]), &head[41..]), (ty.len(), ty));
+            previous_end = head_start + needle.stored_bytes() as usize;
         }
+        assert_eq!(previous_end, file.len());
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -243,7 +265,11 @@ mod tests {
     fn a_reopened_log_starts_a_new_segment_past_the_last() {
         let root = temp_store("reopen");
         let body = [5u8; 100];
-        let needle = [(Address::of(&body), &body[..])];
+        let needle = [Needle {
+            addr: Address::of(&body),
+            content_type: "t/t",
+            body: &body,
+        }];
         SegmentLog::open(&root)
             .unwrap()
             .append_durably(&needle)
@@ -253,7 +279,7 @@ mod tests {
             .append_durably(&needle)
             .unwrap();
         assert_eq!(again[0].segment, SegmentId(1));
-        assert_eq!(again[0].body, ByteOffset(NEEDLE_HEAD_BYTES));
+        assert_eq!(again[0].body, ByteOffset(NEEDLE_HEAD_BYTES_MIN + 3));
         std::fs::write(root.join("segments").join("junk"), b"").unwrap();
         let err = SegmentLog::open(&root).unwrap_err().to_string();
         assert!(err.contains("not a segment file"), "{err}");

@@ -196,7 +196,8 @@ impl Node {
     }
 
     /// The file holding `addr`'s bytes and the offset they start at: its own file
-    /// (offset 0), or the segment its needle (magic, length, address, body) is in.
+    /// (offset 0), or the segment its needle (magic, length, address, content type
+    /// length and content type, body) is in.
     pub fn stored_at(&self, addr: &Address) -> (PathBuf, u64) {
         let hex = addr.to_string()[3..].to_string();
         for entry in std::fs::read_dir(self.data_dir.join("stores")).unwrap() {
@@ -212,7 +213,8 @@ impl Node {
                     .windows(40)
                     .position(|w| w.starts_with(b"RONn") && &w[8..] == addr.as_bytes());
                 if let Some(at) = found {
-                    return (segment, at as u64 + 40);
+                    let type_len = u64::from(bytes[at + 40]);
+                    return (segment, at as u64 + 41 + type_len);
                 }
             }
         }
