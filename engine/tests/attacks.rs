@@ -76,14 +76,11 @@ fn stalled_readers(n: &Node, addr: &Address, count: usize, batch: usize) -> Vec<
 
 /// Waits (bounded) until `metric` reaches `at_least`.
 fn wait_metric(n: &Node, name: &str, at_least: u64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while try_metric(n.admin, name).unwrap_or(0) < at_least {
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not reach {at_least} within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let value = metric_reaching(n.admin, name, at_least, limit);
+    assert!(
+        value >= at_least,
+        "{name} did not reach {at_least} within {limit:?} (at {value})"
+    );
 }
 
 /// Waits (bounded) until the node holds no client connection; returns how long it took.

@@ -358,12 +358,11 @@ fn pack_durably(batch: &mut StoreBatch) -> Result<Vec<CommitRecord>, ShardError>
     let places = log.append_durably(&needles)?;
     Ok(batch
         .packed
-        .iter()
+        .iter_mut()
         .zip(places)
         .map(|((meta, _), at)| {
-            let mut meta = meta.clone();
             meta.location = Location::Packed(at);
-            CommitRecord::of(&meta)
+            CommitRecord::of(meta)
         })
         .collect())
 }

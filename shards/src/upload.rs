@@ -130,12 +130,11 @@ impl Upload {
             self.head.extend_from_slice(data);
             return Ok(());
         }
-        let mut file = TempFileWriter::create(&self.path).await?;
+        // Held before the first write, so that `abort` removes the file whatever fails.
+        let file = self.file.insert(TempFileWriter::create(&self.path).await?);
         let head = std::mem::take(&mut self.head);
         file.write(&head, &self.path).await?;
-        file.write(data, &self.path).await?;
-        self.file = Some(file);
-        Ok(())
+        file.write(data, &self.path).await
     }
 
     /// Makes the bytes ready to commit: the head as it is, or the temp file with what

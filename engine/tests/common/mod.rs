@@ -364,7 +364,6 @@ pub fn put(addr: SocketAddr, path: &str, body: &[u8], headers: &str) -> Response
     request(addr, &raw).unwrap()
 }
 
-/// Deterministic pseudo-random bytes.
 /// An OAP/1 object frame (app 1, tenant 0) with `payload` and no capability section.
 pub fn object_frame(
     flags: ron_codec::frame::Flags,
@@ -383,6 +382,7 @@ pub fn object_frame(
     Frame::new(meta, bytes::Bytes::new(), payload, 1 << 20).unwrap()
 }
 
+/// Deterministic pseudo-random bytes.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
