@@ -64,14 +64,31 @@ fn stalled_readers(n: &Node, addr: &Address, count: usize, batch: usize) -> Vec<
             s.write_all(raw.as_bytes()).unwrap();
             readers.push(s);
         }
-        wait_metric(
-            n,
-            "ron_parked_requests",
-            readers.len() as u64,
-            Duration::from_secs(10),
-        );
+        wait_readers_stalled(n, readers.len() as u64);
     }
     readers
+}
+
+/// Waits (bounded) until `parked` requests are parked and the node has stopped sending:
+/// the parked count can reach it while a writer's send is still being taken into a
+/// socket buffer the kernel is growing, and that send's request then resumes.
+fn wait_readers_stalled(n: &Node, parked: u64) {
+    let limit = Duration::from_secs(10);
+    let started = Instant::now();
+    let mut sent_before = None;
+    loop {
+        let sent = metric(n.admin, "ron_bytes_sent_total");
+        let now_parked = metric(n.admin, "ron_parked_requests");
+        if now_parked >= parked && sent_before == Some(sent) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{parked} readers did not stall within {limit:?} ({now_parked} parked, {sent} bytes sent)"
+        );
+        sent_before = Some(sent);
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Waits (bounded) until `metric` reaches `at_least`.
@@ -167,8 +184,7 @@ fn oap_slow_readers_cannot_fill_the_inflight_gate() {
             s.write_all(&get_frame(1)).unwrap();
             readers.push(s);
         }
-        let parked = readers.len() as u64;
-        wait_metric(&n, "ron_parked_requests", parked, Duration::from_secs(10));
+        wait_readers_stalled(&n, readers.len() as u64);
     }
     let path = format!("/o/{addr}");
     assert_well_behaved_client_unharmed(n.http, &path, "Range: bytes=0-99\r\n", 206);
