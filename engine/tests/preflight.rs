@@ -183,7 +183,7 @@ fn doctor_prints_every_check_and_exits_by_the_worst() {
         .map(str::trim)
         .collect();
     assert_eq!(
-        &checks[..9],
+        &checks[..10],
         [
             "config",
             "io_uring",
@@ -193,7 +193,8 @@ fn doctor_prints_every_check_and_exits_by_the_worst() {
             "cpus",
             "data dir",
             "free space",
-            "congestion"
+            "congestion",
+            "huge pages"
         ]
     );
     assert!(table

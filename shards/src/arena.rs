@@ -30,7 +30,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -152,16 +152,17 @@ struct ArenaMemory {
 impl ArenaMemory {
     /// Creates, allocates and maps an arena of `bytes`. Blocking: allocating and
     /// mapping every page is what keeps page faults and allocation off the shard.
+    ///
+    /// The pages are allocated through the mapping after `MADV_HUGEPAGE`, so that where
+    /// the kernel allows huge pages for shared memory (`shmem_enabled` = `advise`,
+    /// `within_size` or `always`) the arena is made of large folios: a `sendfile` of
+    /// a large body then looks up and references one folio per 2 MiB instead of one page
+    /// per 4 KiB (docs/design/zero-copy-sends.md has the figures).
     fn create(bytes: usize) -> std::io::Result<ArenaMemory> {
         let flags = MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING;
         let fd = memfd_create(c"ron-verified-groups", flags)?;
         let len = i64::try_from(bytes).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-        nix::fcntl::fallocate(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            FallocateFlags::empty(),
-            0,
-            len,
-        )?;
+        nix::unistd::ftruncate(&fd, len)?;
         // Its size is fixed from here: the mapping can never see a truncated file.
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
         fcntl(
@@ -175,7 +176,17 @@ impl ArenaMemory {
         // fault past its end. Bytes are written only by `pwrite` into the unused tail
         // of the arena, and a region is handed out as `&[u8]` only once written; it is
         // never written again (the module's invariant), so no handed-out slice changes.
-        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
+        let mut map = unsafe { memmap2::MmapOptions::new().map(&file)? };
+        // Refused only by kernels without transparent huge pages: 4 KiB pages then.
+        let _ = map.advise(memmap2::Advice::HugePage);
+        if map.advise(memmap2::Advice::PopulateRead).is_err() {
+            // Before Linux 5.14 (no MADV_POPULATE_READ): allocate, then map populated.
+            nix::fcntl::fallocate(file.as_raw_fd(), FallocateFlags::empty(), 0, len)?;
+            #[allow(unsafe_code)]
+            // SAFETY: as for the mapping above, of the same sealed memfd.
+            let populated = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
+            map = populated;
+        }
         Ok(ArenaMemory {
             fd: OwnedFd::from(file),
             view: Bytes::from_owner(map),

@@ -353,6 +353,39 @@ pub(super) fn congestion_control() -> Finding {
     }
 }
 
+/// Whether the verified cache's memfd arenas can be made of huge pages (they ask with
+/// `MADV_HUGEPAGE`): a `sendfile` of a large body then references one folio per 2 MiB
+/// instead of one page per 4 KiB (docs/design/zero-copy-sends.md).
+pub(super) fn shmem_huge_pages() -> Finding {
+    let setting = read_trimmed("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+    shmem_huge_pages_verdict(setting.as_deref().and_then(selected_mode))
+}
+
+fn shmem_huge_pages_verdict(mode: Option<&str>) -> Finding {
+    let needed = "advise, within_size or always: the verified cache's arenas ask for huge pages";
+    let found = mode.unwrap_or("no transparent huge pages").to_string();
+    if matches!(mode, Some("advise" | "within_size" | "always" | "force")) {
+        return Finding::ok("huge pages", found, needed);
+    }
+    Finding {
+        check: "huge pages",
+        verdict: Verdict::Note,
+        found,
+        needed: needed.into(),
+        fix: "echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled \
+              (zero-copy sends of cached bodies then cost less CPU; docs/PERF.md)"
+            .into(),
+    }
+}
+
+/// The bracketed choice of a sysfs multiple-choice setting: `never` in
+/// `always within_size advise [never] deny force`.
+fn selected_mode(setting: &str) -> Option<&str> {
+    setting
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix('[')?.strip_suffix(']'))
+}
+
 fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
@@ -416,6 +449,23 @@ mod tests {
         assert!(fix.contains("--security-opt seccomp="));
         let (found, _) = io_uring_refusal(&errno(libc::ENOSYS), None, false);
         assert!(found.contains("no io_uring"));
+    }
+
+    #[test]
+    fn shmem_huge_pages_are_a_note_with_the_fix_unless_the_kernel_allows_them() {
+        let modes = "always within_size advise [never] deny force";
+        assert_eq!(selected_mode(modes), Some("never"));
+        assert_eq!(selected_mode("[advise] never"), Some("advise"));
+        assert_eq!(selected_mode("no brackets"), None);
+        let off = shmem_huge_pages_verdict(Some("never"));
+        assert_eq!(off.verdict, Verdict::Note);
+        assert!(off
+            .fix
+            .starts_with("echo advise > /sys/kernel/mm/transparent_hugepage/"));
+        assert_eq!(shmem_huge_pages_verdict(None).verdict, Verdict::Note);
+        for allowed in ["advise", "within_size", "always"] {
+            assert_eq!(shmem_huge_pages_verdict(Some(allowed)).verdict, Verdict::Ok);
+        }
     }
 
     #[test]

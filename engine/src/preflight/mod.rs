@@ -144,6 +144,7 @@ pub fn run(config: &Config) -> Report {
             checks::data_dir(&config.data_dir),
             checks::free_space(&config.data_dir),
             checks::congestion_control(),
+            checks::shmem_huge_pages(),
         ],
     }
 }
