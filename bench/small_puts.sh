@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Durable small-object ingest: how many 4 KiB PUTs one shard acknowledges per second
-# (each a 201 sent only after its bytes and its index record are durable), and at what
+# (each a 201 sent only once its bytes are durable in a synced segment), and at what
 # latency, with many clients at once.
 #
 #   bash bench/small_puts.sh                   # RUNS=3 of 10 s: about a minute

@@ -1,23 +1,35 @@
 //! Group commit: how a staged upload becomes a visible, durable object on its owner.
 //!
 //! `GroupCommit::commit` queues a staged upload; one background task per shard drains
-//! the queue in batches of at most `commit_batch_max` records and, on the blocking pool,
+//! the queue in batches of at most `commit_batch_max` uploads and, on the blocking pool,
 //! for each store of the batch: appends the small objects to the store's segment with
 //! one write and one data sync (`segment.rs`), syncs every staged file's data, renames
-//! each into the store, syncs the object directories, then commits the store's records
-//! in one LMDB transaction. Only then are the uploads acknowledged, all with the batch's
-//! one result: a failure reaches every waiter as [`ShardError::GroupCommit`], sharing
-//! the underlying error, and removes the batch's staged files.
+//! each into the store and syncs the object directories. Then:
+//!
+//! - a packed object is durable — its needle is the log record — and is answered at
+//!   once; its metadata waits in the shard's *unindexed* map, which reads and the
+//!   "already stored" check consult, until its index record is committed;
+//! - an object in its own file is answered once its index record is committed.
+//!
+//! Index commits run one at a time, overlapping the next batches' writes, and take
+//! everything waiting: when a batch has own-file uploads waiting, when the unindexed
+//! records reach [`CHECKPOINT_RECORDS`], and whenever the queue runs empty. Each commits
+//! a store's records together with its segment checkpoint (`store.rs`); at start-up the
+//! needles past the checkpoint are indexed again from the segments. A batch that
+//! reaches the checkpoint size while an index commit runs waits for it, so the unindexed
+//! map holds at most [`UNINDEXED_RECORDS_MAX`] records. A failure reaches every waiter
+//! of its stage as [`ShardError::GroupCommit`], sharing the underlying error.
 //!
 //! So for every acknowledged object: its data was durable before its name (or its
-//! needle's place) pointed at it, its name was durable before its index record, and the
-//! record was durable before the answer. A crash in between leaves at most an orphan
-//! file or needle no record names.
+//! needle's place) pointed at it, and either its needle or its index record was durable
+//! before the answer. A crash in between leaves at most an orphan file or a needle that
+//! was never answered (indexed at the next start if it is whole: harmless, its bytes
+//! match their address).
 //!
 //! Uploads of one address are serialized: an address stays in the pending table from
-//! its queueing until its batch is answered; a second upload of it waits for that
-//! outcome — answered "already stored" if the first became durable, queued itself if
-//! not — and never renames over a file whose commit is in flight.
+//! its queueing until it is answered; a second upload of it waits for that outcome —
+//! answered "already stored" if the first became durable, queued itself if not — and
+//! never renames over a file whose commit is in flight.
 //!
 //! This module knows neither the shard nor the mesh.
 
@@ -31,13 +43,26 @@ use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use ron_codec::Address;
 
+use crate::cache::AddressMap;
 use crate::error::ShardError;
 use crate::layout::{self, ShardIndex};
 use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta};
-use crate::segment::{Needle, SegmentLog};
+use crate::segment::{Checkpoint, Needle, SegmentLog};
 use crate::store::{CommitRecord, Store, StoreId, StoreStats};
 use crate::upload::{self, StagedBody, StagedObject};
+
+/// Unindexed packed records that start an index commit even while uploads keep coming.
+pub const CHECKPOINT_RECORDS: usize = 4096;
+
+/// Most uploads in one batch (`commit_batch_max` is at most this).
+pub const BATCH_RECORDS_MAX: usize = 1024;
+
+/// At most this many packed objects wait for their index records: the running index
+/// commit's and the backlog's, each less than a checkpoint plus a batch. It bounds what
+/// a crash leaves for the start-up replay and the unindexed map (a few hundred bytes
+/// per object).
+pub const UNINDEXED_RECORDS_MAX: usize = 2 * (CHECKPOINT_RECORDS + BATCH_RECORDS_MAX);
 
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +100,48 @@ struct StoreBatch {
 /// whether it became durable.
 type AddressWaiters = Vec<LocalSender<bool>>;
 
+/// An upload waiting for its answer.
+type Waiter = (Address, LocalSender<Result<(), ShardError>>);
+
+/// A store's uploads in a batch: packed ones, then those in their own files.
+type StoreWaiters = (Vec<Waiter>, Vec<Waiter>);
+
+/// Records waiting for the next index commit, per store, and the uploads answered
+/// when it is durable.
+#[derive(Default)]
+struct IndexBacklog {
+    stores: HashMap<StoreId, StoreBacklog>,
+    /// Own-file uploads: answered once their records are committed.
+    waiters: Vec<Waiter>,
+    /// What those uploads add to the shard's stored counts once committed (an upload is
+    /// queued only when its address is not stored: each is a new object).
+    files_added: StoreStats,
+    packed: usize,
+}
+
+struct StoreBacklog {
+    store: Store,
+    records: Vec<CommitRecord>,
+    /// Where the store's packed records reach in its segments, if any are here.
+    checkpoint: Option<Checkpoint>,
+}
+
+impl IndexBacklog {
+    fn store(&mut self, store: &Store) -> &mut StoreBacklog {
+        self.stores
+            .entry(store.id())
+            .or_insert_with(|| StoreBacklog {
+                store: store.clone(),
+                records: Vec::new(),
+                checkpoint: None,
+            })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.stores.is_empty() && self.waiters.is_empty()
+    }
+}
+
 /// A shard's commit queue and the task that drains it.
 pub(crate) struct GroupCommit {
     shard: ShardIndex,
@@ -86,6 +153,14 @@ pub(crate) struct GroupCommit {
     /// The segment log of each store this shard has packed objects into, while no
     /// batch holds it.
     segments: RefCell<HashMap<StoreId, SegmentLog>>,
+    /// Packed objects answered whose index records are not yet committed.
+    unindexed: RefCell<AddressMap<Address, ObjectMeta>>,
+    /// Records for the next index commit.
+    backlog: RefCell<IndexBacklog>,
+    /// An index commit is running.
+    indexing: std::cell::Cell<bool>,
+    /// Why the last index commit failed, until one succeeds.
+    index_failure: RefCell<Option<Arc<ShardError>>>,
     wakeup: LocalSender<()>,
     metrics: Arc<ShardMetrics>,
 }
@@ -107,7 +182,10 @@ impl GroupCommit {
         batch_max: usize,
         metrics: Arc<ShardMetrics>,
     ) -> Rc<GroupCommit> {
-        assert!(batch_max > 0, "commit_batch_max must be at least 1");
+        assert!(
+            (1..=BATCH_RECORDS_MAX).contains(&batch_max),
+            "commit_batch_max must be 1..={BATCH_RECORDS_MAX}"
+        );
         let (wakeup, wakeups) = local_channel::new_bounded(1);
         let commits = Rc::new(GroupCommit {
             shard,
@@ -115,6 +193,10 @@ impl GroupCommit {
             pending: RefCell::new(Vec::new()),
             in_flight: RefCell::new(HashMap::new()),
             segments: RefCell::new(HashMap::new()),
+            unindexed: RefCell::new(AddressMap::default()),
+            backlog: RefCell::new(IndexBacklog::default()),
+            indexing: std::cell::Cell::new(false),
+            index_failure: RefCell::new(None),
             wakeup,
             metrics,
         });
@@ -130,8 +212,12 @@ impl GroupCommit {
         staged: StagedObject,
     ) -> Result<CommitOutcome, ShardError> {
         let addr = staged.meta.addr();
+        if let Err(refused) = self.index_healthy().await {
+            upload::discard(staged).await;
+            return Err(refused);
+        }
         loop {
-            if store.contains(&addr)? {
+            if self.unindexed.borrow().contains_key(&addr) || store.contains(&addr)? {
                 upload::discard(staged).await;
                 return Ok(CommitOutcome::AlreadyStored);
             }
@@ -144,6 +230,34 @@ impl GroupCommit {
                 return Ok(CommitOutcome::AlreadyStored);
             }
         }
+    }
+
+    /// Once an index commit has failed, each upload first retries it, and is refused
+    /// with its error while it keeps failing (or while another upload is retrying): the
+    /// packed objects answered but unindexed must not grow past what the index takes
+    /// (a full index map is the node out of space, 507).
+    async fn index_healthy(&self) -> Result<(), ShardError> {
+        if self.index_failure.borrow().is_none() {
+            return Ok(());
+        }
+        if !self.indexing.get() {
+            let backlog = std::mem::take(&mut *self.backlog.borrow_mut());
+            self.indexing.set(true);
+            index_backlog(self, backlog).await;
+        }
+        match self.index_failure.borrow().as_ref() {
+            None => Ok(()),
+            Some(source) => Err(ShardError::GroupCommit {
+                records: 1,
+                source: Arc::clone(source),
+            }),
+        }
+    }
+
+    /// The metadata of a packed object that is durable and answered but not yet in
+    /// its store's index.
+    pub(crate) fn unindexed_meta(&self, addr: &Address) -> Option<ObjectMeta> {
+        self.unindexed.borrow().get(addr).cloned()
     }
 
     /// A receiver of the outcome of `addr`'s commit in flight, if there is one.
@@ -196,9 +310,9 @@ impl GroupCommit {
     }
 }
 
-/// Waits for pending records and commits them batch by batch until the queue is empty,
-/// two stages deep: a batch's bytes are made durable while the batch before it commits
-/// its records, so the device's two flushes per batch overlap across batches.
+/// Waits for pending uploads and writes them batch by batch until the queue is empty,
+/// starting index commits as the module doc says: one at a time, overlapping the next
+/// batches' writes.
 async fn commit_loop(commits: Rc<GroupCommit>, wakeups: LocalReceiver<()>) {
     let mut indexing: Option<glommio::Task<()>> = None;
     while wakeups.recv().await.is_some() {
@@ -208,13 +322,21 @@ async fn commit_loop(commits: Rc<GroupCommit>, wakeups: LocalReceiver<()>) {
                 break;
             }
             let written = write_batch(&commits, batch).await;
-            if let Some(previous) = indexing.take() {
-                previous.await;
+            commits.answer_written(written);
+            if commits.index_due() {
+                if let Some(running) = indexing.take() {
+                    running.await;
+                }
+                indexing = start_indexing(&commits);
             }
-            indexing = Some(glommio::spawn_local(index_batch(
-                Rc::clone(&commits),
-                written,
-            )));
+        }
+        // The queue ran empty: index what waits, unless an index commit is running (its
+        // end wakes this loop to look again).
+        if !commits.indexing.get() {
+            if let Some(finished) = indexing.take() {
+                finished.await;
+            }
+            indexing = start_indexing(&commits);
         }
     }
     if let Some(last) = indexing {
@@ -222,30 +344,57 @@ async fn commit_loop(commits: Rc<GroupCommit>, wakeups: LocalReceiver<()>) {
     }
 }
 
-/// A batch whose bytes are durable (or failed to be), waiting for its index commit.
+/// Starts an index commit of the backlog, if it holds anything.
+fn start_indexing(commits: &Rc<GroupCommit>) -> Option<glommio::Task<()>> {
+    let backlog = std::mem::take(&mut *commits.backlog.borrow_mut());
+    if backlog.is_empty() {
+        return None;
+    }
+    commits.indexing.set(true);
+    let commits = Rc::clone(commits);
+    Some(glommio::spawn_local(async move {
+        index_backlog(&commits, backlog).await;
+    }))
+}
+
+/// A batch's bytes, made durable (or not), per store, with the uploads waiting on them.
 struct WrittenBatch {
-    waiters: Vec<(Address, LocalSender<Result<(), ShardError>>)>,
-    /// Each store's records, saying where the durable bytes are.
-    records: Result<Vec<(Store, Vec<CommitRecord>)>, ShardError>,
+    stores: Vec<StoreWritten>,
+}
+
+struct StoreWritten {
+    store: Store,
+    packed: Vec<Waiter>,
+    files: Vec<Waiter>,
+    outcome: Result<Written, ShardError>,
+}
+
+/// A store's share of a batch, durable where its records say.
+struct Written {
+    packed: Vec<(ObjectMeta, CommitRecord)>,
+    files: Vec<CommitRecord>,
+    checkpoint: Option<Checkpoint>,
 }
 
 /// Stage one, on the blocking pool: makes the batch's bytes durable where their records
 /// will say (segment appends, staged files synced and renamed).
 async fn write_batch(commits: &GroupCommit, batch: Vec<PendingCommit>) -> WrittenBatch {
-    let mut per_store: HashMap<StoreId, StoreBatch> = HashMap::new();
-    let mut waiters = Vec::with_capacity(batch.len());
+    let mut per_store: HashMap<StoreId, (StoreBatch, StoreWaiters)> = HashMap::new();
     for p in batch {
         let id = p.store.id();
-        let entry = per_store.entry(id).or_insert_with(|| StoreBatch {
-            segments: commits.segments.borrow_mut().remove(&id),
-            store: p.store,
-            files: Vec::new(),
-            packed: Vec::new(),
+        let (entry, (packed, files)) = per_store.entry(id).or_insert_with(|| {
+            let batch = StoreBatch {
+                segments: commits.segments.borrow_mut().remove(&id),
+                store: p.store,
+                files: Vec::new(),
+                packed: Vec::new(),
+            };
+            (batch, (Vec::new(), Vec::new()))
         });
         let meta = p.staged.meta;
-        waiters.push((meta.addr(), p.done));
         match p.staged.body {
             StagedBody::TempFile(tmp_path) => {
+                files.push((meta.addr(), p.done));
                 let object_path = entry.store.object_path(&meta.addr());
                 entry.files.push((
                     meta,
@@ -255,46 +404,91 @@ async fn write_batch(commits: &GroupCommit, batch: Vec<PendingCommit>) -> Writte
                     },
                 ));
             }
-            StagedBody::Packed(body) => entry.packed.push((meta, body)),
+            StagedBody::Packed(body) => {
+                packed.push((meta.addr(), p.done));
+                entry.packed.push((meta, body));
+            }
         }
     }
-    let mut batches: Vec<StoreBatch> = per_store.into_values().collect();
-    let (records, batches) = glommio::executor()
-        .spawn_blocking(move || (write_durably(&mut batches), batches))
+    let (batches, waiters): (Vec<StoreBatch>, Vec<StoreWaiters>) = per_store.into_values().unzip();
+    let (outcomes, batches) = glommio::executor()
+        .spawn_blocking(move || {
+            let mut batches = batches;
+            let outcomes: Vec<_> = batches.iter_mut().map(write_store).collect();
+            (outcomes, batches)
+        })
         .await;
-    for batch in batches {
+    let mut stores = Vec::with_capacity(batches.len());
+    for ((batch, outcome), (packed, files)) in batches.into_iter().zip(outcomes).zip(waiters) {
         if let Some(log) = batch.segments {
             commits.segments.borrow_mut().insert(batch.store.id(), log);
         }
+        stores.push(StoreWritten {
+            store: batch.store,
+            packed,
+            files,
+            outcome,
+        });
     }
-    WrittenBatch { waiters, records }
+    WrittenBatch { stores }
 }
 
-/// Stage two: commits the batch's records on the blocking pool, then answers each of
-/// its waiters with the batch's one result.
-async fn index_batch(commits: Rc<GroupCommit>, written: WrittenBatch) {
-    let records = written.waiters.len();
-    let outcome = match written.records {
-        Ok(per_store) => {
-            glommio::executor()
-                .spawn_blocking(move || index_durably(&per_store))
-                .await
+impl GroupCommit {
+    /// Answers the packed uploads of a written batch (durable in their segment: their
+    /// metadata goes to the unindexed map first) and queues every record for the next
+    /// index commit, with the own-file uploads that wait for it. A failed store answers
+    /// all its uploads with the failure.
+    fn answer_written(&self, written: WrittenBatch) {
+        for store in written.stores {
+            let records = store.packed.len() + store.files.len();
+            let done = match store.outcome {
+                Ok(done) => done,
+                Err(source) => {
+                    let failure = Arc::new(source);
+                    for waiter in store.packed.into_iter().chain(store.files) {
+                        self.answer(waiter, Some((records, &failure)));
+                    }
+                    continue;
+                }
+            };
+            let mut backlog = self.backlog.borrow_mut();
+            backlog.packed += done.packed.len();
+            backlog.waiters.extend(store.files);
+            for file in &done.files {
+                backlog.files_added.objects += 1;
+                backlog.files_added.bytes += file.object_len;
+            }
+            let queued = backlog.store(&store.store);
+            queued.records.extend(done.files);
+            queued.checkpoint = done.checkpoint.or(queued.checkpoint);
+            let mut unindexed = self.unindexed.borrow_mut();
+            for (meta, record) in done.packed {
+                // Stored from now on: counted as it is answered.
+                ShardMetrics::add(&self.metrics.objects_stored, 1);
+                ShardMetrics::add(&self.metrics.bytes_stored, meta.len());
+                unindexed.insert(meta.addr(), meta);
+                queued.records.push(record);
+            }
+            drop((unindexed, backlog));
+            for waiter in store.packed {
+                self.answer(waiter, None);
+            }
         }
-        Err(failed) => Err(failed),
-    };
-    let failure = match outcome {
-        Ok(added) => {
-            ShardMetrics::add(&commits.metrics.objects_stored, added.objects);
-            ShardMetrics::add(&commits.metrics.bytes_stored, added.bytes);
-            None
-        }
-        Err(source) => Some(Arc::new(source)),
-    };
-    for (addr, waiter) in written.waiters {
-        commits.settle(&addr, failure.is_none());
-        let result = match &failure {
+    }
+
+    /// Whether the backlog must be indexed now: own-file uploads wait for it, or the
+    /// unindexed records reached a checkpoint's worth.
+    fn index_due(&self) -> bool {
+        let backlog = self.backlog.borrow();
+        !backlog.waiters.is_empty() || backlog.packed >= CHECKPOINT_RECORDS
+    }
+
+    /// Answers one upload: durable, or the stage's failure shared by `records` uploads.
+    fn answer(&self, (addr, waiter): Waiter, failure: Option<(usize, &Arc<ShardError>)>) {
+        self.settle(&addr, failure.is_none());
+        let result = match failure {
             None => Ok(()),
-            Some(source) => Err(ShardError::GroupCommit {
+            Some((records, source)) => Err(ShardError::GroupCommit {
                 records,
                 source: Arc::clone(source),
             }),
@@ -303,44 +497,117 @@ async fn index_batch(commits: Rc<GroupCommit>, written: WrittenBatch) {
     }
 }
 
-/// Makes each store's objects durable where their records will say and returns the
-/// records; on failure removes the staged files not yet moved. Blocking (fsync).
-fn write_durably(batches: &mut [StoreBatch]) -> WriteResult {
-    let written: WriteResult = batches.iter_mut().map(write_store).collect();
+/// Stage two: commits the backlog's records (and each store's checkpoint) on the
+/// blocking pool, then takes its packed objects out of the unindexed map and answers
+/// the own-file uploads. On failure the packed records (answered already, durable in
+/// their segments) go back to the backlog, and the next upload retries
+/// ([`GroupCommit::index_healthy`]). Ends with `indexing` cleared; after a success it
+/// wakes the commit loop to index what came meanwhile.
+async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) {
+    let IndexBacklog {
+        stores,
+        waiters,
+        files_added,
+        packed,
+    } = backlog;
+    let stores: Vec<StoreBacklog> = stores.into_values().collect();
+    let (outcome, stores) = glommio::executor()
+        .spawn_blocking(move || (index_durably(&stores), stores))
+        .await;
+    match outcome {
+        Ok(()) => {
+            *commits.index_failure.borrow_mut() = None;
+            ShardMetrics::add(&commits.metrics.objects_stored, files_added.objects);
+            ShardMetrics::add(&commits.metrics.bytes_stored, files_added.bytes);
+            let mut unindexed = commits.unindexed.borrow_mut();
+            for record in stores.iter().flat_map(|s| &s.records) {
+                unindexed.remove(&record.addr);
+            }
+            drop(unindexed);
+            for waiter in waiters {
+                commits.answer(waiter, None);
+            }
+        }
+        Err(source) => {
+            let failure = Arc::new(source);
+            let records = waiters.len();
+            for waiter in waiters {
+                commits.answer(waiter, Some((records, &failure)));
+            }
+            commits.requeue_packed(stores, packed);
+            *commits.index_failure.borrow_mut() = Some(failure);
+            commits.indexing.set(false);
+            return;
+        }
+    }
+    commits.indexing.set(false);
+    let _ = commits.wakeup.try_send(());
+}
+
+impl GroupCommit {
+    /// Puts the packed records of a failed index commit back in the backlog (they are
+    /// still in the unindexed map); own-file records are dropped with their answers.
+    fn requeue_packed(&self, stores: Vec<StoreBacklog>, packed: usize) {
+        let unindexed = self.unindexed.borrow();
+        let mut backlog = self.backlog.borrow_mut();
+        backlog.packed += packed;
+        for failed in stores {
+            let queued = backlog.store(&failed.store);
+            let mut records: Vec<CommitRecord> = failed
+                .records
+                .into_iter()
+                .filter(|r| unindexed.contains_key(&r.addr))
+                .collect();
+            records.append(&mut queued.records);
+            queued.records = records;
+            queued.checkpoint = queued.checkpoint.max(failed.checkpoint);
+        }
+    }
+}
+
+/// Makes a store's share of a batch durable where its records will say; on failure
+/// removes its staged files not yet moved. Blocking (fsync).
+fn write_store(batch: &mut StoreBatch) -> Result<Written, ShardError> {
+    let written = pack_durably(batch).and_then(|(packed, checkpoint)| {
+        let moves: Vec<&StagedMove> = batch.files.iter().map(|(_, m)| m).collect();
+        move_durably(&moves)?;
+        let files = batch
+            .files
+            .iter()
+            .map(|(meta, _)| CommitRecord::of(meta))
+            .collect();
+        Ok(Written {
+            packed,
+            files,
+            checkpoint,
+        })
+    });
     if written.is_err() {
-        for (_, moved) in batches.iter().flat_map(|b| &b.files) {
+        for (_, moved) in &batch.files {
             let _ = std::fs::remove_file(&moved.tmp_path);
         }
     }
     written
 }
 
-type WriteResult = Result<Vec<(Store, Vec<CommitRecord>)>, ShardError>;
-
-fn write_store(batch: &mut StoreBatch) -> Result<(Store, Vec<CommitRecord>), ShardError> {
-    let mut records = pack_durably(batch)?;
-    let moves: Vec<&StagedMove> = batch.files.iter().map(|(_, m)| m).collect();
-    move_durably(&moves)?;
-    records.extend(batch.files.iter().map(|(meta, _)| CommitRecord::of(meta)));
-    Ok((batch.store.clone(), records))
-}
-
-/// Commits each store's records in one LMDB transaction. Blocking (fsync).
-fn index_durably(per_store: &[(Store, Vec<CommitRecord>)]) -> Result<StoreStats, ShardError> {
-    let mut added = StoreStats::default();
-    for (store, records) in per_store {
-        let stats = store.commit_blocking(records)?;
-        added.objects += stats.objects;
-        added.bytes += stats.bytes;
+/// Commits each store's records and checkpoint in one LMDB transaction per store.
+/// Blocking (fsync).
+fn index_durably(stores: &[StoreBacklog]) -> Result<(), ShardError> {
+    for queued in stores {
+        queued
+            .store
+            .commit_blocking(&queued.records, queued.checkpoint)?;
     }
-    Ok(added)
+    Ok(())
 }
 
 /// Appends the batch's small objects to its store's segment, durably; returns their
-/// records, which say where each one lies.
-fn pack_durably(batch: &mut StoreBatch) -> Result<Vec<CommitRecord>, ShardError> {
+/// metadata and records, which say where each one lies, and where the batch ends.
+type Packed = (Vec<(ObjectMeta, CommitRecord)>, Option<Checkpoint>);
+
+fn pack_durably(batch: &mut StoreBatch) -> Result<Packed, ShardError> {
     if batch.packed.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let log = match &mut batch.segments {
         Some(log) => log,
@@ -355,16 +622,17 @@ fn pack_durably(batch: &mut StoreBatch) -> Result<Vec<CommitRecord>, ShardError>
             body,
         })
         .collect();
-    let places = log.append_durably(&needles)?;
-    Ok(batch
-        .packed
-        .iter_mut()
-        .zip(places)
-        .map(|((meta, _), at)| {
+    let appended = log.append_durably(&needles)?;
+    let packed = std::mem::take(&mut batch.packed)
+        .into_iter()
+        .zip(appended.places)
+        .map(|((mut meta, _), at)| {
             meta.location = Location::Packed(at);
-            CommitRecord::of(meta)
+            let record = CommitRecord::of(&meta);
+            (meta, record)
         })
-        .collect())
+        .collect();
+    Ok((packed, Some(appended.end)))
 }
 
 /// Syncs each staged file's data, renames it to its object path, then syncs each

@@ -6,8 +6,9 @@
 //! - [`store`]: one storage partition: an LMDB index (heed) of [`record::ObjectMeta`]
 //!   (length, content type, chunk tree, [`record::Location`]), one file per object over
 //!   64 KiB, named by address, and segments packing the smaller ones.
-//! - [`segment`]: append-only segment files of small objects (needles) and the log that
-//!   appends a whole batch of them with one write and one data sync.
+//! - [`segment`]: append-only segment files of small objects (needles), the log that
+//!   appends a whole batch of them with one write and one data sync, and the start-up
+//!   scan of the needles past the index's checkpoint.
 //! - [`shard`]: the per-executor state and its read path — metadata and verified groups
 //!   from the cache, the shard's own disk (io_uring DMA) or the owner over the mesh —
 //!   and the entry points of the write path: `begin_upload`, and `commit`, which it
@@ -18,9 +19,11 @@
 //!   groups of a range, a read-ahead batch).
 //! - [`upload`]: an upload in progress (hashed while it is kept in memory, for a small
 //!   object, or written to a temp file) and the [`upload::StagedObject`] it becomes.
-//! - [`commit`]: the group commit, two stages deep — data (segment appends; staged
-//!   files synced and renamed into the store), then one LMDB transaction per store —
-//!   and its [`commit::CommitOutcome`].
+//! - [`commit`]: the group commit, two stages — data (segment appends; staged files
+//!   synced and renamed into the store), then index commits (one LMDB transaction per
+//!   store, with its segment checkpoint) that run beside later writes — the unindexed
+//!   map of packed objects answered before their index commit, and
+//!   [`commit::CommitOutcome`].
 //! - [`arena`]: the verified-group cache, in memfd arenas written once and evicted
 //!   whole, so that a plain TCP send can `sendfile` cached groups without a copy
 //!   ([`GroupBytes`] carries a group's bytes and where they lie in an arena).
@@ -47,9 +50,11 @@
 //!   when it comes off the mesh. An arena region or a DMA buffer, once handed out, is
 //!   never written again. A group handed out is at most 64 KiB and exactly as long as
 //!   the object's length says (asserted in debug builds).
-//! - An object is visible only once its bytes are durable where its record says (its
-//!   file under its final name, or its needle in a synced segment) and the record is
-//!   committed; commits (fsync + LMDB) run on the blocking pool, never inline.
+//! - An object is visible only once it is durable: an object in its own file once the
+//!   file is durable under its final name and its record is committed; a packed object
+//!   once its needle is synced in its segment (the log; its record follows, and the
+//!   start-up replay indexes any needle past the checkpoint). Commits (fsync + LMDB)
+//!   run on the blocking pool, never inline.
 //! - Everything a shard holds is bounded at start-up ([`ShardConfig`]): cache bytes,
 //!   metadata bytes, open files, commit batch, mesh channel length.
 //! - No lock is shared between shards: each shard's state is `Rc`/`RefCell` on its own
@@ -64,7 +69,8 @@
 //! shard may cache any object). Write: `Shard::begin_upload` → `Upload::write` (hash +
 //! keep in memory up to 64 KiB, else direct writes to a temp file) → `Upload::finish` →
 //! `Shard::commit`, which forwards to the owner; the owner packs the object into a
-//! segment or renames its file into the store, and acknowledges after the group commit.
+//! segment (acknowledged once it is synced) or renames its file into the store
+//! (acknowledged once its record is committed).
 
 pub mod arena;
 pub mod cache;

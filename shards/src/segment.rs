@@ -14,20 +14,26 @@
 //! so that a scrubber or a rebuild of the index can find what it holds (everything an
 //! index record of a packed object says, its address checkable against the body).
 //!
-//! Visibility and crashes: a batch's needles are written with one `pwrite` and made
-//! durable with one `fdatasync` (a new segment's directory entry synced too) before any
-//! record naming them is committed. A crash before the commit leaves needles no record
-//! names (bytes lost to the segment, never read); a torn tail is never named either.
+//! Durability and crashes: a batch's needles are written with one `pwrite` and made
+//! durable with one `fdatasync` (a new segment's directory entry synced too), and that
+//! is when their uploads are acknowledged: the segment is the log of small objects. Their
+//! index records follow in larger LMDB transactions, each of which also stores the
+//! store's [`Checkpoint`] — how far into the segments the index has taken. At start-up
+//! the needles past the checkpoint are read back ([`scan_past`]), each checked against
+//! its address, and indexed before the shard serves: a crash loses no acknowledged
+//! object. A segment's scan stops at its first needle that is cut short or fails its
+//! check (a torn tail: bytes never acknowledged), so a torn tail is never indexed.
 //! Each start of the node (and any failed append) opens a new segment, so a segment is
 //! only ever appended past bytes that were synced by the process that wrote them.
 //! Nothing is deleted from a segment (objects are immutable and there is no delete).
 
 use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ron_codec::tree::GROUP_LEN_BYTES;
-use ron_codec::Address;
+use ron_codec::{Address, ChunkTree};
 
 use crate::error::ShardError;
 use crate::layout;
@@ -75,6 +81,50 @@ pub struct NeedleAt {
     pub body: ByteOffset,
 }
 
+/// How far a store's index has taken in its segments: every needle before `end` in
+/// `segment`, and every needle of the segments before it, is indexed (or was never
+/// acknowledged). Stored in the index in the same transaction as the records it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Checkpoint {
+    pub segment: SegmentId,
+    pub end: ByteOffset,
+}
+
+impl Checkpoint {
+    /// Nothing indexed yet: a new store's checkpoint.
+    pub const START: Checkpoint = Checkpoint {
+        segment: SegmentId(0),
+        end: ByteOffset(0),
+    };
+
+    pub const ENCODED_BYTES: usize = 12;
+
+    /// `segment u32 BE | end u64 BE`.
+    pub fn encode(&self) -> [u8; Self::ENCODED_BYTES] {
+        let mut out = [0; Self::ENCODED_BYTES];
+        out[..4].copy_from_slice(&self.segment.0.to_be_bytes());
+        out[4..].copy_from_slice(&self.end.0.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
+        let bytes: &[u8; Self::ENCODED_BYTES] = bytes.try_into().ok()?;
+        let (segment, end) = bytes.split_at(4);
+        Some(Checkpoint {
+            segment: SegmentId(u32::from_be_bytes(segment.try_into().ok()?)),
+            end: ByteOffset(u64::from_be_bytes(end.try_into().ok()?)),
+        })
+    }
+}
+
+/// What [`SegmentLog::append_durably`] did: where each body lies, and the end of the
+/// batch (the checkpoint once the batch is indexed).
+#[derive(Debug)]
+pub(crate) struct Appended {
+    pub places: Vec<NeedleAt>,
+    pub end: Checkpoint,
+}
+
 /// The path of segment `id` of the store at `store_root`.
 pub fn segment_path(store_root: &Path, id: SegmentId) -> PathBuf {
     store_root.join("segments").join(segment_file_name(id))
@@ -107,23 +157,11 @@ impl SegmentLog {
     /// The log of the store at `store_root`; its first append opens a segment past
     /// every existing one. Blocking (reads the directory).
     pub(crate) fn open(store_root: &Path) -> Result<SegmentLog, ShardError> {
-        let dir = store_root.join("segments");
-        let entries = std::fs::read_dir(&dir).map_err(ShardError::io("list", &dir))?;
-        let mut next_id = SegmentId(0);
-        for entry in entries {
-            let entry = entry.map_err(ShardError::io("list", &dir))?;
-            let name = entry.file_name();
-            let id = name
-                .to_str()
-                .and_then(|n| u32::from_str_radix(n, 16).ok())
-                .ok_or_else(|| ShardError::Layout {
-                    path: entry.path(),
-                    reason: "not a segment file (its name is not 8 hex digits)".into(),
-                })?;
-            next_id = next_id.max(SegmentId(id.saturating_add(1)));
-        }
+        let next_id = segment_ids(store_root)?
+            .last()
+            .map_or(SegmentId(0), |last| SegmentId(last.0.saturating_add(1)));
         Ok(SegmentLog {
-            dir,
+            dir: store_root.join("segments"),
             next_id,
             active: None,
         })
@@ -136,7 +174,7 @@ impl SegmentLog {
     pub(crate) fn append_durably(
         &mut self,
         needles: &[Needle<'_>],
-    ) -> Result<Vec<NeedleAt>, ShardError> {
+    ) -> Result<Appended, ShardError> {
         let (batch, bodies) = encode_needles(needles);
         let fits = |s: &ActiveSegment| s.len + batch.len() as u64 <= SEGMENT_BYTES_MAX;
         if !self.active.as_ref().is_some_and(fits) {
@@ -155,13 +193,18 @@ impl SegmentLog {
         }
         segment.len += batch.len() as u64;
         let id = segment.id;
-        Ok(bodies
+        let places = bodies
             .into_iter()
             .map(|body| NeedleAt {
                 segment: id,
                 body: ByteOffset(at + body),
             })
-            .collect())
+            .collect();
+        let end = Checkpoint {
+            segment: id,
+            end: ByteOffset(segment.len),
+        };
+        Ok(Appended { places, end })
     }
 
     /// Creates the next segment and makes its name durable.
@@ -185,6 +228,148 @@ impl SegmentLog {
             len: 0,
         })
     }
+}
+
+/// The ids of a store's segments, in order. Blocking (reads the directory).
+pub(crate) fn segment_ids(store_root: &Path) -> Result<Vec<SegmentId>, ShardError> {
+    let dir = store_root.join("segments");
+    let entries = std::fs::read_dir(&dir).map_err(ShardError::io("list", &dir))?;
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(ShardError::io("list", &dir))?;
+        let name = entry.file_name();
+        let id = name
+            .to_str()
+            .filter(|n| n.len() == 8)
+            .and_then(|n| u32::from_str_radix(n, 16).ok())
+            .ok_or_else(|| ShardError::Layout {
+                path: entry.path(),
+                reason: "not a segment file (its name is not 8 hex digits)".into(),
+            })?;
+        ids.push(SegmentId(id));
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// A needle read back from a segment, its body checked against its address.
+#[derive(Debug)]
+pub(crate) struct FoundNeedle {
+    pub tree: ChunkTree,
+    pub content_type: String,
+    pub at: NeedleAt,
+}
+
+/// What a scan of the segments past a checkpoint found.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    pub needles: Vec<FoundNeedle>,
+    /// Where the last whole needle ends: the checkpoint once they are indexed.
+    pub end: Checkpoint,
+    /// Segments whose scan stopped before the end of the file, and where.
+    pub torn: Vec<(SegmentId, ByteOffset)>,
+}
+
+/// Reads back every needle past `from`, in order, each checked against its address.
+/// Blocking; at start-up. Memory: one needle at a time besides the results (at most what
+/// the commit task leaves unindexed, `commit::UNINDEXED_RECORDS_MAX`, in a crash).
+pub(crate) fn scan_past(store_root: &Path, from: Checkpoint) -> Result<Scan, ShardError> {
+    let mut scan = Scan {
+        needles: Vec::new(),
+        end: from,
+        torn: Vec::new(),
+    };
+    for id in segment_ids(store_root)? {
+        if id < from.segment {
+            continue;
+        }
+        let start = if id == from.segment {
+            from.end
+        } else {
+            ByteOffset(0)
+        };
+        scan_segment(&segment_path(store_root, id), id, start, &mut scan)?;
+    }
+    Ok(scan)
+}
+
+fn scan_segment(
+    path: &Path,
+    id: SegmentId,
+    start: ByteOffset,
+    scan: &mut Scan,
+) -> Result<(), ShardError> {
+    let mut file = File::open(path).map_err(ShardError::io("open segment", path))?;
+    let file_len = file
+        .metadata()
+        .map_err(ShardError::io("stat segment", path))?
+        .len();
+    file.seek(SeekFrom::Start(start.0))
+        .map_err(ShardError::io("seek segment", path))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut at = start.0;
+    scan.end = Checkpoint {
+        segment: id,
+        end: start,
+    };
+    while at < file_len {
+        let read = read_needle(&mut reader, id, at, file_len);
+        let Some(found) = read.map_err(ShardError::io("read segment", path))? else {
+            scan.torn.push((id, ByteOffset(at)));
+            return Ok(());
+        };
+        at = found.1;
+        scan.end.end = ByteOffset(at);
+        scan.needles.push(found.0);
+    }
+    Ok(())
+}
+
+/// The needle at `at`, and where the next one starts; `None` when the bytes there are
+/// not a whole needle whose body matches its address. Lengths are checked against
+/// `file_len` before reading, so a read error is the device's, not a short file.
+fn read_needle(
+    reader: &mut impl Read,
+    segment: SegmentId,
+    at: u64,
+    file_len: u64,
+) -> std::io::Result<Option<(FoundNeedle, u64)>> {
+    let mut head = [0u8; NEEDLE_HEAD_BYTES_MIN as usize];
+    if at + NEEDLE_HEAD_BYTES_MIN > file_len {
+        return Ok(None);
+    }
+    reader.read_exact(&mut head)?;
+    let (magic, rest) = head.split_at(4);
+    let (body_len, rest) = rest.split_at(4);
+    let (addr, type_len) = rest.split_at(32);
+    let body_len = u64::from(u32::from_be_bytes(body_len.try_into().expect("4 bytes")));
+    let type_len = u64::from(type_len[0]);
+    let needle_bytes =
+        (NEEDLE_HEAD_BYTES_MIN + type_len + body_len).next_multiple_of(NEEDLE_ALIGN_BYTES);
+    if magic != NEEDLE_MAGIC || body_len > PACKED_OBJECT_BYTES_MAX || at + needle_bytes > file_len {
+        return Ok(None);
+    }
+    let mut rest = vec![0u8; (needle_bytes - NEEDLE_HEAD_BYTES_MIN) as usize];
+    reader.read_exact(&mut rest)?;
+    let (content_type, body) = rest.split_at(type_len as usize);
+    let body = &body[..body_len as usize];
+    let tree = ChunkTree::of(body);
+    let Ok(content_type) = String::from_utf8(content_type.to_vec()) else {
+        return Ok(None);
+    };
+    if tree.root().as_bytes() != addr {
+        return Ok(None);
+    }
+    let at_body = NeedleAt {
+        segment,
+        body: ByteOffset(at + NEEDLE_HEAD_BYTES_MIN + type_len),
+    };
+    let found = FoundNeedle {
+        tree,
+        content_type,
+        at: at_body,
+    };
+    Ok(Some((found, at + needle_bytes)))
 }
 
 /// The needles back to back, and where each body starts in them.
@@ -238,8 +423,8 @@ mod tests {
             })
             .collect();
         let mut log = SegmentLog::open(&root).unwrap();
-        let first = log.append_durably(&needles[..2]).unwrap();
-        let rest = log.append_durably(&needles[2..]).unwrap();
+        let first = log.append_durably(&needles[..2]).unwrap().places;
+        let rest = log.append_durably(&needles[2..]).unwrap().places;
         let file = std::fs::read(segment_path(&root, SegmentId(0))).unwrap();
         let mut previous_end = 0;
         for (at, needle) in first.iter().chain(&rest).zip(&needles) {
@@ -277,7 +462,8 @@ mod tests {
         let again = SegmentLog::open(&root)
             .unwrap()
             .append_durably(&needle)
-            .unwrap();
+            .unwrap()
+            .places;
         assert_eq!(again[0].segment, SegmentId(1));
         assert_eq!(again[0].body, ByteOffset(NEEDLE_HEAD_BYTES_MIN + 3));
         std::fs::write(root.join("segments").join("junk"), b"").unwrap();

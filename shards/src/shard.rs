@@ -27,7 +27,7 @@ use crate::layout::{self, Routing, ShardIndex};
 use crate::mesh::{Mesh, MeshHandler, MeshOp, MeshReply};
 use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
-use crate::store::{Lookup, Store, StoreId};
+use crate::store::{Lookup, Replay, Store, StoreId};
 use crate::upload::{self, StagedObject, Upload};
 
 /// Index records longer than this (2,048 groups: objects over 128 MiB) are read and
@@ -76,6 +76,8 @@ pub struct Shard {
     meta_loads: RefCell<AddressMap<Address, MetaWaiters>>,
     files: ObjectFiles,
     commits: Rc<GroupCommit>,
+    /// What each store's start-up replay of its segments did (for the start-up log).
+    replays: Vec<(StoreId, Replay)>,
     upload_seq: Cell<u64>,
     mesh: Option<Rc<Mesh>>,
     /// Bytes of disk reads started ahead of their senders and not yet sent past.
@@ -121,9 +123,11 @@ impl Shard {
         metrics: Arc<ShardMetrics>,
     ) -> Result<Rc<Shard>, ShardError> {
         let mut stores = HashMap::new();
+        let mut replays = Vec::new();
         for id in routing.stores_of(index) {
             let dir = layout::store_dir(&config.data_dir, id);
             let store = Store::open(&dir, id, config.index_bytes_max)?;
+            replays.push((id, store.replay_blocking()?));
             let stats = store.stats()?;
             ShardMetrics::add(&metrics.objects_stored, stats.objects);
             ShardMetrics::add(&metrics.bytes_stored, stats.bytes);
@@ -149,6 +153,7 @@ impl Shard {
             config,
             stores,
             commits,
+            replays,
             upload_seq: Cell::new(0),
             mesh: mesh.map(Rc::new),
             read_ahead_bytes: Rc::new(Cell::new(0)),
@@ -162,6 +167,12 @@ impl Shard {
 
     pub fn index(&self) -> ShardIndex {
         self.index
+    }
+
+    /// What each store's start-up replay did: packed objects indexed from their
+    /// segments, and torn segment tails skipped.
+    pub fn replays(&self) -> &[(StoreId, Replay)] {
+        &self.replays
     }
 
     pub fn routing(&self) -> &Routing {
@@ -253,6 +264,9 @@ impl Shard {
     /// on the blocking pool when checking its tree would stall the shard.
     async fn local_meta(&self, addr: &Address) -> Result<ObjectMeta, ShardError> {
         let store = self.local_store(addr)?;
+        if let Some(meta) = self.commits.unindexed_meta(addr) {
+            return Ok(meta);
+        }
         ShardMetrics::add(&self.metrics.meta_loads, 1);
         let not_found = || ShardError::NotFound { addr: *addr };
         match store.get_inline(addr, INLINE_RECORD_BYTES_MAX)? {

@@ -6,10 +6,14 @@
 //! <data>/stores/<id>/segments/<id>      small objects, packed (segment.rs)
 //! ```
 //!
-//! Visibility rule: an object exists only once its index record is committed, and the
-//! record is committed only after the object file is durable under its final name. A
-//! crash at any point leaves either no record (the object is invisible; an orphan file
-//! may remain and is overwritten by a re-upload) or a record whose file is complete.
+//! Visibility rule: an object in its own file exists only once its index record is
+//! committed, and the record is committed only after the file is durable under its final
+//! name. A crash at any point leaves either no record (the object is invisible; an orphan
+//! file may remain and is overwritten by a re-upload) or a record whose file is complete.
+//! A packed object exists once its needle is durable in a segment (the segment is the
+//! log, `segment.rs`): the index records of packed objects follow in larger commits, each
+//! storing the store's segment [`Checkpoint`], and [`Store::replay_blocking`] indexes
+//! the needles past it at start-up.
 //!
 //! LMDB reads happen inline on the shard (a read transaction is lock-free and
 //! syscall-free); commits — which fsync — run on the blocking pool (`commit_blocking`).
@@ -22,7 +26,7 @@ use ron_codec::Address;
 
 use crate::error::ShardError;
 use crate::record::ObjectMeta;
-use crate::segment::{self, SegmentId};
+use crate::segment::{self, Checkpoint, SegmentId};
 
 /// Identifies a store: the value the partition table maps a partition to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,11 +40,22 @@ pub struct Store {
     root: PathBuf,
     env: Env<WithoutTls>,
     db: Database<RawBytes, RawBytes>,
-    /// One record, `stats`: objects and bytes stored, updated in every commit.
+    /// `stats`: objects and bytes stored, updated in every commit; `checkpoint`: how
+    /// far the index has taken in the segments.
     stats: Database<RawBytes, RawBytes>,
 }
 
 const STATS_KEY: &[u8] = b"stats";
+const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+
+/// What [`Store::replay_blocking`] did at start-up.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Needles past the checkpoint that had no record and now have one.
+    pub indexed: u64,
+    /// Segments whose tail was not a whole, matching needle (never acknowledged).
+    pub torn: Vec<(SegmentId, segment::ByteOffset)>,
+}
 
 /// What a store holds, kept up to date by each commit (O(1) to read at start-up).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,6 +83,22 @@ impl StoreStats {
         out[8..].copy_from_slice(&self.bytes.to_be_bytes());
         out
     }
+}
+
+/// The checkpoint a store without one starts from: the start of its segments, or the
+/// end of the last segment written before checkpoints existed.
+fn first_checkpoint(root: &Path) -> Result<Checkpoint, ShardError> {
+    let Some(&last) = segment::segment_ids(root)?.last() else {
+        return Ok(Checkpoint::START);
+    };
+    let path = segment::segment_path(root, last);
+    let len = std::fs::metadata(&path)
+        .map_err(ShardError::io("stat segment", &path))?
+        .len();
+    Ok(Checkpoint {
+        segment: last,
+        end: segment::ByteOffset(len),
+    })
 }
 
 /// What [`Store::get_inline`] found.
@@ -138,6 +169,19 @@ impl Store {
         let stats = env
             .create_database::<RawBytes, RawBytes>(&mut wtxn, Some("stats"))
             .map_err(lmdb("create database"))?;
+        if stats
+            .get(&wtxn, CHECKPOINT_KEY)
+            .map_err(lmdb("get"))?
+            .is_none()
+        {
+            // A new store replays from its first needle; a store whose segments were
+            // written before checkpoints existed had every acknowledged needle indexed
+            // before its answer, so its replay starts past them.
+            let start = first_checkpoint(root)?;
+            stats
+                .put(&mut wtxn, CHECKPOINT_KEY, &start.encode())
+                .map_err(lmdb("put"))?;
+        }
         wtxn.commit().map_err(lmdb("commit"))?;
         Ok(Store {
             id,
@@ -146,6 +190,48 @@ impl Store {
             db,
             stats,
         })
+    }
+
+    /// Indexes the needles past the checkpoint: acknowledged packed objects whose
+    /// records a crash kept from the index. Each is checked against its address; a
+    /// segment's scan stops at its first bad needle. Blocking; at start-up, before the
+    /// store serves.
+    pub fn replay_blocking(&self) -> Result<Replay, ShardError> {
+        let from = self.checkpoint()?;
+        let scan = segment::scan_past(&self.root, from)?;
+        let mut records = Vec::with_capacity(scan.needles.len());
+        for found in scan.needles {
+            let meta = ObjectMeta {
+                tree: found.tree,
+                content_type: found.content_type,
+                location: crate::record::Location::Packed(found.at),
+            };
+            if !self.contains(&meta.addr())? {
+                records.push(CommitRecord::of(&meta));
+            }
+        }
+        let indexed = records.len() as u64;
+        if scan.end != from {
+            self.commit_blocking(&records, Some(scan.end))?;
+        }
+        Ok(Replay {
+            indexed,
+            torn: scan.torn,
+        })
+    }
+
+    /// How far the index has taken in the store's segments.
+    pub fn checkpoint(&self) -> Result<Checkpoint, ShardError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        let raw = self
+            .stats
+            .get(&rtxn, CHECKPOINT_KEY)
+            .map_err(self.lmdb("get"))?;
+        raw.and_then(Checkpoint::decode)
+            .ok_or_else(|| ShardError::Layout {
+                path: self.root.join("index"),
+                reason: "the index has no valid segment checkpoint".into(),
+            })
     }
 
     pub fn id(&self) -> StoreId {
@@ -205,10 +291,15 @@ impl Store {
         Ok(StoreStats::decode(raw))
     }
 
-    /// Commits a batch of records and the updated stats in one durable LMDB transaction;
-    /// returns what the batch added (records already present count nothing).
+    /// Commits a batch of records, the updated stats and, when given, the segment
+    /// checkpoint the records reach, in one durable LMDB transaction; returns what the
+    /// batch added (records already present count nothing).
     /// Blocking (fsync): call from the blocking pool only.
-    pub fn commit_blocking(&self, records: &[CommitRecord]) -> Result<StoreStats, ShardError> {
+    pub fn commit_blocking(
+        &self,
+        records: &[CommitRecord],
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<StoreStats, ShardError> {
         let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
         let raw = self.stats.get(&wtxn, STATS_KEY).map_err(self.lmdb("get"))?;
         let mut stats = StoreStats::decode(raw);
@@ -232,6 +323,11 @@ impl Store {
         self.stats
             .put(&mut wtxn, STATS_KEY, &stats.encode())
             .map_err(self.lmdb("put"))?;
+        if let Some(checkpoint) = checkpoint {
+            self.stats
+                .put(&mut wtxn, CHECKPOINT_KEY, &checkpoint.encode())
+                .map_err(self.lmdb("put"))?;
+        }
         wtxn.commit().map_err(self.lmdb("commit"))?;
         Ok(added)
     }
@@ -251,5 +347,154 @@ impl Store {
         let hex = addr.hex();
         let hex = std::str::from_utf8(&hex).unwrap_or_default();
         self.root.join("objects").join(&hex[..2]).join(hex)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Location;
+    use crate::segment::{Appended, ByteOffset, Needle, SegmentLog};
+
+    const INDEX_BYTES: usize = 64 << 20;
+
+    fn temp_root(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("ron-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        root
+    }
+
+    fn bodies(count: usize, seed: u8) -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|i| vec![seed.wrapping_add(i as u8); 100 + 1000 * i])
+            .collect()
+    }
+
+    fn append(log: &mut SegmentLog, bodies: &[Vec<u8>]) -> Appended {
+        let needles: Vec<Needle<'_>> = bodies
+            .iter()
+            .map(|body| Needle {
+                addr: Address::of(body),
+                content_type: "text/plain",
+                body,
+            })
+            .collect();
+        log.append_durably(&needles).unwrap()
+    }
+
+    /// What the commit task does once a batch's needles are durable: index them with
+    /// the checkpoint they reach.
+    fn index(store: &Store, bodies: &[Vec<u8>], appended: &Appended) {
+        let records: Vec<CommitRecord> = bodies
+            .iter()
+            .zip(&appended.places)
+            .map(|(body, at)| {
+                CommitRecord::of(&ObjectMeta {
+                    tree: ron_codec::ChunkTree::of(body),
+                    content_type: "text/plain".into(),
+                    location: Location::Packed(*at),
+                })
+            })
+            .collect();
+        store.commit_blocking(&records, Some(appended.end)).unwrap();
+    }
+
+    #[test]
+    fn acknowledged_needles_past_the_checkpoint_are_indexed_at_the_next_open() {
+        let root = temp_root("replay");
+        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), Checkpoint::START);
+        let mut log = SegmentLog::open(&root).unwrap();
+        let (indexed, unindexed) = (bodies(3, 1), bodies(2, 50));
+        let first = append(&mut log, &indexed);
+        index(&store, &indexed, &first);
+        // Answered once durable in the segment; the crash comes before its index commit.
+        let second = append(&mut log, &unindexed);
+        assert!(!store.contains(&Address::of(&unindexed[0])).unwrap());
+        drop((store, log));
+
+        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let replay = store.replay_blocking().unwrap();
+        assert_eq!((replay.indexed, replay.torn.len()), (2, 0));
+        for (body, at) in unindexed.iter().zip(&second.places) {
+            let meta = store.get(&Address::of(body)).unwrap().expect("replayed");
+            assert_eq!(meta.location, Location::Packed(*at));
+            assert_eq!(
+                (meta.len(), meta.content_type.as_str()),
+                (body.len() as u64, "text/plain")
+            );
+        }
+        assert_eq!(store.checkpoint().unwrap(), second.end);
+        assert_eq!(store.stats().unwrap().objects, 5);
+        assert_eq!(store.replay_blocking().unwrap().indexed, 0, "nothing twice");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_torn_or_damaged_needle_ends_its_segments_replay_and_later_segments_still_count() {
+        let root = temp_root("torn");
+        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let mut log = SegmentLog::open(&root).unwrap();
+        let damaged = bodies(3, 7);
+        let first = append(&mut log, &damaged);
+        // A flipped byte in the second body: it and the needle after it are not indexed.
+        let path = segment::segment_path(&root, first.end.segment);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[first.places[1].body.0 as usize + 10] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        // The next start's segment, and a half-written needle after its one whole one.
+        let later = bodies(1, 90);
+        let mut log = SegmentLog::open(&root).unwrap();
+        let second = append(&mut log, &later);
+        let later_path = segment::segment_path(&root, second.end.segment);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&later_path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"RONn\0\0").unwrap();
+        drop((store, log, file));
+
+        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let replay = store.replay_blocking().unwrap();
+        assert_eq!(replay.indexed, 2);
+        assert!(store.contains(&Address::of(&damaged[0])).unwrap());
+        assert!(!store.contains(&Address::of(&damaged[1])).unwrap());
+        assert!(!store.contains(&Address::of(&damaged[2])).unwrap());
+        assert!(store.contains(&Address::of(&later[0])).unwrap());
+        let second_head = first.places[1].body.0 - NEEDLE_HEAD_TEXT_PLAIN;
+        assert_eq!(
+            replay.torn,
+            vec![
+                (first.end.segment, ByteOffset(second_head)),
+                (second.end.segment, second.end.end),
+            ]
+        );
+        assert_eq!(store.checkpoint().unwrap(), second.end);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Head bytes of a needle whose content type is `text/plain`.
+    const NEEDLE_HEAD_TEXT_PLAIN: u64 = segment::NEEDLE_HEAD_BYTES_MIN + 10;
+
+    #[test]
+    fn a_store_whose_segments_predate_checkpoints_starts_past_them() {
+        let root = temp_root("upgrade");
+        std::fs::create_dir_all(root.join("segments")).unwrap();
+        let appended = append(&mut SegmentLog::open(&root).unwrap(), &bodies(2, 3));
+        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), appended.end);
+        assert_eq!(store.replay_blocking().unwrap().indexed, 0);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_odd_lengths_are_refused() {
+        let at = Checkpoint {
+            segment: SegmentId(0xdead_beef),
+            end: ByteOffset(u64::MAX - 5),
+        };
+        assert_eq!(Checkpoint::decode(&at.encode()), Some(at));
+        assert_eq!(Checkpoint::decode(&at.encode()[..11]), None);
+        assert_eq!(Checkpoint::decode(&[0; 13]), None);
     }
 }

@@ -332,7 +332,33 @@ async fn open_shard(start: &mut ShardStart) -> Result<Rc<Shard>, StartError> {
         commit_batch_max: limits::COMMIT_BATCH_RECORDS_MAX,
     };
     let routing = start.routing.clone();
-    Ok(Shard::start(start.index, routing, shard_config, mesh, metrics).await?)
+    let shard = Shard::start(start.index, routing, shard_config, mesh, metrics).await?;
+    log_replays(&shard);
+    Ok(shard)
+}
+
+/// Says what the start-up replay of the segments did: acknowledged small objects whose
+/// index records a crash had kept back, and torn tails (never acknowledged) left alone.
+fn log_replays(shard: &Shard) {
+    for (store, replay) in shard.replays() {
+        if replay.indexed > 0 {
+            tracing::info!(
+                shard = shard.index().0,
+                store = store.0,
+                objects = replay.indexed,
+                "indexed packed objects found past the segment checkpoint"
+            );
+        }
+        for (segment, at) in &replay.torn {
+            tracing::warn!(
+                shard = shard.index().0,
+                store = store.0,
+                segment = format!("{:08x}", segment.0),
+                offset = at.0,
+                "segment ends in a torn or damaged needle; nothing from there on is indexed"
+            );
+        }
+    }
 }
 
 fn listen(config: &Config) -> Result<Listeners, StartError> {
