@@ -292,8 +292,9 @@ impl Store {
     }
 
     /// Commits a batch of records, the updated stats and, when given, the segment
-    /// checkpoint the records reach, in one durable LMDB transaction; returns what the
-    /// batch added (records already present count nothing).
+    /// checkpoint the records reach (if it is past the stored one), in one durable LMDB
+    /// transaction; returns what the batch added (records already present count
+    /// nothing).
     /// Blocking (fsync): call from the blocking pool only.
     pub fn commit_blocking(
         &self,
@@ -323,7 +324,13 @@ impl Store {
         self.stats
             .put(&mut wtxn, STATS_KEY, &stats.encode())
             .map_err(self.lmdb("put"))?;
-        if let Some(checkpoint) = checkpoint {
+        // Never backwards: an older commit finishing last (a retry) keeps the newer one.
+        let stored = self
+            .stats
+            .get(&wtxn, CHECKPOINT_KEY)
+            .map_err(self.lmdb("get"))?
+            .and_then(Checkpoint::decode);
+        if let Some(checkpoint) = checkpoint.filter(|c| stored.is_none_or(|s| *c > s)) {
             self.stats
                 .put(&mut wtxn, CHECKPOINT_KEY, &checkpoint.encode())
                 .map_err(self.lmdb("put"))?;
@@ -425,6 +432,8 @@ mod tests {
             );
         }
         assert_eq!(store.checkpoint().unwrap(), second.end);
+        store.commit_blocking(&[], Some(first.end)).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), second.end, "never backwards");
         assert_eq!(store.stats().unwrap().objects, 5);
         assert_eq!(store.replay_blocking().unwrap().indexed, 0, "nothing twice");
         std::fs::remove_dir_all(&root).unwrap();
