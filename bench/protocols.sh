@@ -43,8 +43,11 @@ taskset -c 0 "$RON" serve --shards 1 --data-dir "$WORK/ron-data" --http "127.0.0
   --oap "127.0.0.1:$OAP_PORT" --tls "127.0.0.1:$TLS_PORT" --cert "$WORK/tls/cert.pem" \
   --key "$WORK/tls/key.pem" --admin "127.0.0.1:$ADMIN_PORT" --cache-bytes 512MiB \
   >"$WORK/ron.log" 2>&1 &
-pids+=("$!")
+ron_pid=$!; pids+=("$ron_pid")
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.1; done
+# Ready, and the node answering is this one (not another still exiting on the same ports).
+kill -0 "$ron_pid" 2>/dev/null && curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null \
+  || { echo "ron did not get ready:" >&2; tail -n 5 "$WORK/ron.log" >&2; exit 1; }
 
 # Flags of ron-bench for a transport.
 flags() {
