@@ -16,9 +16,12 @@
 //! records reach [`CHECKPOINT_RECORDS`], and whenever the queue runs empty. Each commits
 //! a store's records together with its segment checkpoint (`store.rs`); at start-up the
 //! needles past the checkpoint are indexed again from the segments. A batch that
-//! reaches the checkpoint size while an index commit runs waits for it, so the unindexed
-//! map holds at most [`UNINDEXED_RECORDS_MAX`] records. A failure reaches every waiter
-//! of its stage as [`ShardError::GroupCommit`], sharing the underlying error.
+//! reaches the checkpoint size while an index commit runs waits for it, so while index
+//! commits succeed at most 2 × ([`CHECKPOINT_RECORDS`] + [`BATCH_RECORDS_MAX`]) packed
+//! objects are unindexed (the running commit's and the backlog's); after a failure new
+//! uploads are refused until a retry succeeds ([`GroupCommit::index_healthy`]). A
+//! failure reaches every waiter of its stage as [`ShardError::GroupCommit`], sharing the
+//! underlying error.
 //!
 //! So for every acknowledged object: its data was durable before its name (or its
 //! needle's place) pointed at it, and either its needle or its index record was durable
@@ -57,12 +60,6 @@ pub const CHECKPOINT_RECORDS: usize = 4096;
 
 /// Most uploads in one batch (`commit_batch_max` is at most this).
 pub const BATCH_RECORDS_MAX: usize = 1024;
-
-/// At most this many packed objects wait for their index records: the running index
-/// commit's and the backlog's, each less than a checkpoint plus a batch. It bounds what
-/// a crash leaves for the start-up replay and the unindexed map (a few hundred bytes
-/// per object).
-pub const UNINDEXED_RECORDS_MAX: usize = 2 * (CHECKPOINT_RECORDS + BATCH_RECORDS_MAX);
 
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,7 +457,7 @@ impl GroupCommit {
             }
             let queued = backlog.store(&store.store);
             queued.records.extend(done.files);
-            queued.checkpoint = done.checkpoint.or(queued.checkpoint);
+            queued.checkpoint = queued.checkpoint.max(done.checkpoint);
             let mut unindexed = self.unindexed.borrow_mut();
             for (meta, record) in done.packed {
                 // Stored from now on: counted as it is answered.
@@ -514,6 +511,7 @@ async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) {
     let (outcome, stores) = glommio::executor()
         .spawn_blocking(move || (index_durably(&stores), stores))
         .await;
+    let succeeded = outcome.is_ok();
     match outcome {
         Ok(()) => {
             *commits.index_failure.borrow_mut() = None;
@@ -536,12 +534,12 @@ async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) {
             }
             commits.requeue_packed(stores, packed);
             *commits.index_failure.borrow_mut() = Some(failure);
-            commits.indexing.set(false);
-            return;
         }
     }
     commits.indexing.set(false);
-    let _ = commits.wakeup.try_send(());
+    if succeeded {
+        let _ = commits.wakeup.try_send(());
+    }
 }
 
 impl GroupCommit {

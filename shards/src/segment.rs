@@ -49,9 +49,15 @@ const NEEDLE_MAGIC: &[u8; 4] = b"RONn";
 pub const NEEDLE_HEAD_BYTES_MIN: u64 = 4 + 4 + 32 + 1;
 const NEEDLE_ALIGN_BYTES: u64 = 8;
 
-/// Names a segment within its store.
+/// Names a segment within its store; shown as its file name (8 hex digits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentId(pub u32);
+
+impl std::fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
 
 /// A position in a file, bytes from its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,11 +133,7 @@ pub(crate) struct Appended {
 
 /// The path of segment `id` of the store at `store_root`.
 pub fn segment_path(store_root: &Path, id: SegmentId) -> PathBuf {
-    store_root.join("segments").join(segment_file_name(id))
-}
-
-fn segment_file_name(id: SegmentId) -> String {
-    format!("{:08x}", id.0)
+    store_root.join("segments").join(id.to_string())
 }
 
 /// A store's segments as its owner's commit task appends to them: the segment taking
@@ -214,7 +216,7 @@ impl SegmentLog {
             path: self.dir.clone(),
             reason: "segment ids exhausted".into(),
         })?);
-        let path = self.dir.join(segment_file_name(id));
+        let path = self.dir.join(id.to_string());
         let file = File::options()
             .write(true)
             .create_new(true)
@@ -272,7 +274,7 @@ pub(crate) struct Scan {
 
 /// Reads back every needle past `from`, in order, each checked against its address.
 /// Blocking; at start-up. Memory: one needle at a time besides the results (at most what
-/// the commit task leaves unindexed, `commit::UNINDEXED_RECORDS_MAX`, in a crash).
+/// the commit task left unindexed, bounded in `commit`).
 pub(crate) fn scan_past(store_root: &Path, from: Checkpoint) -> Result<Scan, ShardError> {
     let mut scan = Scan {
         needles: Vec::new(),

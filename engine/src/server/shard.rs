@@ -353,7 +353,7 @@ fn log_replays(shard: &Shard) {
             tracing::warn!(
                 shard = shard.index().0,
                 store = store.0,
-                segment = format!("{:08x}", segment.0),
+                segment = %segment,
                 offset = at.0,
                 "segment ends in a torn or damaged needle; nothing from there on is indexed"
             );
