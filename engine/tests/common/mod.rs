@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 pub use ron_codec::Address;
 
 /// Ports handed out by this test binary: distinct within it (SO_REUSEPORT would let two
-/// nodes share a port otherwise), probed free before use.
+/// nodes share a port otherwise), probed free before use, and below Linux's ephemeral
+/// range (32768 on), where a client connection could take a node's port between a stop
+/// and a restart.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 400) as u16 * 100;
+    let base = 20_000 + (std::process::id() % 80) as u16 * 100;
     loop {
         let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 4_000;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -86,7 +88,26 @@ impl Node {
         self.launch();
     }
 
+    /// Starts the node and waits until it is ready. A node refused a port ("Address
+    /// already in use") is started again a few times: the ports were probed free when
+    /// the node was made, and kept across restarts, so another socket on the machine can
+    /// hold one for a moment in between; the node is right to refuse.
     fn launch(&mut self) {
+        const ATTEMPTS: u32 = 8;
+        for attempt in 1..=ATTEMPTS {
+            match self.try_launch() {
+                Ok(()) => return,
+                Err(early) if early.contains("Address already in use") && attempt < ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(early) => panic!("ron exited early {early}"),
+            }
+        }
+    }
+
+    /// Spawns the node and waits (bounded) until it is ready; `Err` with its exit status
+    /// and stderr when it exits first.
+    fn try_launch(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(&self.log_dir).unwrap();
         let out = std::fs::File::create(self.log_dir.join("stdout")).unwrap();
         let err = std::fs::File::create(self.log_dir.join("stderr")).unwrap();
@@ -126,11 +147,12 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("ron exited early ({status}): {}", self.stderr());
+                self.child = None;
+                return Err(format!("({status}): {}", self.stderr()));
             }
             if let Ok(r) = get(self.admin, "/readyz") {
                 if r.status == 200 {
-                    return;
+                    return Ok(());
                 }
             }
             assert!(
