@@ -46,10 +46,16 @@
 #    CPU 0 over its run;
 # 3. equal load: ron-bench open loop at the same fixed rate on both servers (half of
 #    nginx's peak get_4KiB rate under wrk), latency from the intended send time; medians.
+# 4. with PROFILE=1, one more ron-bench run per read workload and server with CPU 0
+#    sampled (perf), split per request into buckets (bench/cpu_split.py: loopback
+#    delivery, send, receive, event loop, other kernel, the server's user space): where
+#    each server's core goes, side by side. PROFILE_TOOLS="ron-bench wrk" profiles
+#    under both load generators (default: ron-bench).
 # Time: RUNS x (2 x DURATION + WARMUP + 1) s per workload and server (6 x 2 by default),
 # plus about a minute for the datasets and the correctness phase and
 # 2 x RUNS x (DURATION + WARMUP) s of equal load.
-# Variables: RUNS DURATION WARMUP CONNS BIG_CONNS DIST ZIPF_S CACHE WRK_TIMEOUT SEED ONLY
+# Variables: RUNS DURATION WARMUP CONNS BIG_CONNS DIST ZIPF_S CACHE WRK_TIMEOUT SEED ONLY PROFILE
+# PROFILE_TOOLS
 # WORK RON_PORT NGINX_PORT ADMIN_PORT OAP_PORT.
 # Prints the machine, versions, the workloads, a table per tool and the ron/nginx ratios.
 # Installs nginx and wrk if missing, builds release binaries if missing, talks only to
@@ -397,6 +403,44 @@ for s in ron nginx; do
 done
 fi
 
+# 4. with PROFILE=1: where the server's core goes per request, ron and nginx under the
+#    same ron-bench load (one run each): CPU 0 sampled system-wide (`perf record -C 0
+#    -g`, software clock) in the middle of the run, buckets by bench/cpu_split.py.
+declare -A SPLIT
+if [ "${PROFILE:-0}" = 1 ]; then
+  need perf || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq linux-perf >/dev/null; }
+  hz=999
+  echo "== profiles of CPU 0 per request (${SECONDS}s)" >&2
+  for w in $WORKLOADS; do
+    is_put "$w" && continue
+    for tool in ${PROFILE_TOOLS:-ron-bench}; do
+      for s in ron nginx; do
+        out=$WORK/json/profile-$tool-$s-$w
+        if [ "$tool" = wrk ]; then
+          wrk_for $s "$w" >"$out.txt" 2>/dev/null &
+          lead=1
+        else
+          ron_bench $s "$w" "$out.json" --no-verify >/dev/null &
+          lead=$(awk -v w="$WARMUP" 'BEGIN { print w + 1 }')
+        fi
+        bench=$!
+        sleep "$lead"
+        window=$(awk -v d="$DURATION" 'BEGIN { print d - 2 }')
+        perf record -C 0 -e cpu-clock -F $hz -g -o "$out.data" -- sleep "$window" 2>/dev/null >&2
+        wait $bench
+        if [ "$tool" = wrk ]; then
+          requests=$(awk -v w="$window" '{ print $1 * w }' "$out.txt")
+        else
+          requests=$(json_field "$out.json" "d['req_per_s'] * $window")
+        fi
+        SPLIT[$tool,$s,$w]=$(perf script -i "$out.data" -F comm,ip,sym,dso 2>/dev/null \
+          | python3 bench/cpu_split.py --server "$s" --hz $hz \
+              --requests "$requests" --label "$s $w under $tool")
+      done
+    done
+  done
+fi
+
 echo
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | xargs), kernel $(uname -r)"
 echo "congestion control: $(sysctl -n net.ipv4.tcp_congestion_control); $RUNS runs x ${DURATION}s (+${WARMUP}s warm-up for ron-bench), $CONNS connections ($BIG_CONNS for get_256MiB), generators on CPU 1, servers on CPU 0; took ${SECONDS}s"
@@ -440,4 +484,14 @@ for w in $WORKLOADS; do
 done
 if [ "$rate" -gt 0 ]; then
   awk -v a="${OPEN[ron,p99]}" -v b="${OPEN[nginx,p99]}" 'BEGIN { printf "| get_4KiB at equal load | p99 %.2f |\n", (b > 0 ? a / b : 0) }'
+fi
+if [ "${PROFILE:-0}" = 1 ]; then
+  echo
+  echo "CPU 0 per request, by bucket (bench/cpu_split.py; one run each):"
+  for w in $WORKLOADS; do
+    is_put "$w" && continue
+    for tool in ${PROFILE_TOOLS:-ron-bench}; do
+      for s in ron nginx; do echo "${SPLIT[$tool,$s,$w]}"; done
+    done
+  done
 fi

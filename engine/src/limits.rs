@@ -22,6 +22,14 @@ use ron_codec::tree::GROUP_LEN_BYTES;
 /// verified buffer, because copying them would cost more than the send it saves.
 pub const COALESCE_BODY_BYTES_MAX: usize = 16 * 1024;
 
+/// A head sent ahead of a zero-copy body waits for it (`MSG_MORE`) only when head and
+/// body fit one TCP packet as the stack builds them (64 KiB GSO, less room for headers).
+/// A longer answer is cut into packets anyway, and a head riding in the first one
+/// leaves a short last packet that TCP pacing (BBR without the fq qdisc) holds back
+/// with a timer behind the full one — per request, costly in a VM — so such a head
+/// goes alone, as nginx's does (docs/PERF.md, "Where the server's core goes").
+pub const HEAD_WITH_BODY_BYTES_MAX: u64 = 64 * 1024 - 1024;
+
 /// A GET body of at most this many bytes (a 64 KiB range across two groups, with room)
 /// has all its groups fetched and verified before the head is written, so a rotten
 /// group is still a clean error rather than a cut-short body.

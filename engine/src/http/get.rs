@@ -11,7 +11,7 @@ use ron_shards::{GroupBytes, ObjectMeta, ShardMetrics};
 use super::request::{quoted_etag, CorrId, Request};
 use super::respond::{self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE};
 use super::{write_out, Abort, Conn, HttpContext};
-use crate::limits::COALESCE_BODY_BYTES_MAX;
+use crate::limits::{COALESCE_BODY_BYTES_MAX, HEAD_WITH_BODY_BYTES_MAX};
 use crate::refusal::Refusal;
 use crate::service::{GroupStream, Span};
 
@@ -113,7 +113,8 @@ fn write_head<S>(
 /// Writes the head (in `wbuf`) and the body, one verified group slice at a time. A
 /// small first slice rides with the head (one send). Larger slices that lie in the
 /// verified cache's arenas go out with `sendfile` on plain TCP (no copy; the head is sent
-/// with `MSG_MORE` so it shares the body's first segment), one call per run of slices
+/// with `MSG_MORE` so it shares the body's packet when both fit one, else alone — see
+/// `HEAD_WITH_BODY_BYTES_MAX`), one call per run of slices
 /// that lie end to end in one arena; the rest are written from the verified buffers.
 async fn send_body<S: Transport>(
     ctx: &HttpContext,
@@ -133,8 +134,10 @@ async fn send_body<S: Transport>(
             conn.zero_copy && slice.file.is_some() && slice.len() > COALESCE_BODY_BYTES_MAX;
         if !head_sent {
             head_sent = true;
-            if zero_copy {
+            if zero_copy && conn.wbuf.len() as u64 + span.len <= HEAD_WITH_BODY_BYTES_MAX {
                 send_head_more(ctx, conn).await?;
+            } else if zero_copy {
+                write_out(ctx, conn).await?;
             } else if slice.len() <= COALESCE_BODY_BYTES_MAX {
                 conn.wbuf.extend_from_slice(&slice);
                 write_out(ctx, conn).await?;
