@@ -27,6 +27,9 @@
 //! - [`arena`]: the verified-group cache, in memfd arenas written once and evicted
 //!   whole, so that a plain TCP send can `sendfile` cached groups without a copy
 //!   ([`GroupBytes`] carries a group's bytes and where they lie in an arena).
+//! - [`ec`]: erasure coding (issue 14, being built): the stripe geometry — which dir,
+//!   file and offset holds each data or parity block of an object — and the
+//!   Reed–Solomon code that makes parity and rebuilds lost blocks. Pure; no I/O.
 //! - [`cache`]: CLOCK caches with weight budgets (metadata by bytes, open files by
 //!   count).
 //! - [`mesh`]: request/reply between shards over a full mesh of glommio shared
@@ -76,6 +79,7 @@ pub mod arena;
 pub mod cache;
 pub mod commit;
 mod disk;
+pub mod ec;
 pub mod error;
 pub mod layout;
 pub mod mesh;
