@@ -88,6 +88,9 @@ case $DIST in
   *) echo "DIST must be uniform or zipf, not $DIST" >&2; exit 2 ;;
 esac
 [[ $SEED =~ ^[0-9]+$ ]] || { echo "SEED must be a whole number" >&2; exit 2; }
+if [ "${PROFILE:-0}" = 1 ] && ! awk -v d="$DURATION" 'BEGIN { exit !(d >= 3) }'; then
+  echo "PROFILE=1 needs DURATION of 3 s or more (it samples DURATION - 2 s of a run)" >&2; exit 2
+fi
 dist_text() { [ "$DIST" = zipf ] && echo "Zipf s=$ZIPF_S" || echo uniform; }
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -408,7 +411,7 @@ fi
 #    -g`, software clock) in the middle of the run, buckets by bench/cpu_split.py.
 declare -A SPLIT
 if [ "${PROFILE:-0}" = 1 ]; then
-  need perf || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq linux-perf >/dev/null; }
+  need perf || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
   hz=999
   echo "== profiles of CPU 0 per request (${SECONDS}s)" >&2
   for w in $WORKLOADS; do

@@ -301,6 +301,8 @@ pub enum StripeError {
     },
     #[error("block of {len} bytes, longer than a block ({BLOCK_BYTES})")]
     BlockTooLong { len: usize },
+    #[error("parity buffer of {len} bytes, not one block ({BLOCK_BYTES})")]
+    ParityNotOneBlock { len: usize },
 }
 
 impl StripeCode {
@@ -336,6 +338,9 @@ impl StripeCode {
         if let Some(long) = data.iter().find(|b| b.len() > full) {
             return Err(StripeError::BlockTooLong { len: long.len() });
         }
+        if let Some(odd) = parity.iter().find(|b| b.len() != full) {
+            return Err(StripeError::ParityNotOneBlock { len: odd.len() });
+        }
         let padded: Vec<std::borrow::Cow<'_, [u8]>> = (0..k)
             .map(|i| match data.get(i) {
                 Some(block) if block.len() == full => std::borrow::Cow::Borrowed(*block),
@@ -347,11 +352,6 @@ impl StripeCode {
                 None => std::borrow::Cow::Owned(vec![0u8; full]),
             })
             .collect();
-        for block in parity.iter_mut() {
-            if block.len() != full {
-                return Err(StripeError::BlockTooLong { len: block.len() });
-            }
-        }
         rs.encode_sep(&padded, parity)
             .map_err(|_| StripeError::WrongShape {
                 params: self.params,
@@ -453,8 +453,7 @@ mod tests {
         for dirs in 1..=20u8 {
             let p = EcParams::default_for(dirs);
             p.check_dirs(dirs.into()).unwrap();
-            let survives = if dirs == 1 { 0 } else { p.parity };
-            assert!(dirs == 1 || survives >= 1, "{dirs} dirs, {p}");
+            assert!(p.parity >= 1, "{dirs} dirs, {p}: no protection");
         }
         assert_eq!(EcParams::default_for(1).to_string(), "4+1");
         assert_eq!(EcParams::default_for(4).to_string(), "2+2");
@@ -544,6 +543,13 @@ mod tests {
         );
         let err = code.rebuild(&mut stripe[..2], &[1, 1]).unwrap_err();
         assert_eq!(err.to_string(), "stripe given 2 blocks, the code 2+1 has 3");
+        let data = [&[1u8; 10][..]];
+        let mut short = [0u8; 10];
+        let err = code.encode(&data, &mut [&mut short[..]]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parity buffer of 10 bytes, not one block (65536)"
+        );
     }
 
     proptest! {

@@ -134,11 +134,11 @@ async fn send_body<S: Transport>(
             conn.zero_copy && slice.file.is_some() && slice.len() > COALESCE_BODY_BYTES_MAX;
         if !head_sent {
             head_sent = true;
-            if zero_copy && conn.wbuf.len() as u64 + span.len <= HEAD_WITH_BODY_BYTES_MAX {
+            let head_fits_body_packet =
+                conn.wbuf.len() as u64 + span.len <= HEAD_WITH_BODY_BYTES_MAX;
+            if zero_copy && head_fits_body_packet {
                 send_head_more(ctx, conn).await?;
-            } else if zero_copy {
-                write_out(ctx, conn).await?;
-            } else if slice.len() <= COALESCE_BODY_BYTES_MAX {
+            } else if !zero_copy && slice.len() <= COALESCE_BODY_BYTES_MAX {
                 conn.wbuf.extend_from_slice(&slice);
                 write_out(ctx, conn).await?;
                 continue;
