@@ -2,9 +2,10 @@
 //!
 //! ## What it owns
 //! - The `ron-bench` load generator (`src/main.rs`): thread-per-core like the server
-//!   (one pinned glommio executor per CPU given), HTTP/1.1, closed loop with a
-//!   pipelining depth or open loop at a fixed rate with latency measured from the
-//!   intended send time; workloads `get`, `range`, `put`, `mixed` over a deterministic
+//!   (one pinned thread per CPU given, a local executor over an epoll reactor; not
+//!   io_uring, whose completions cost the server's core a signal per receive on
+//!   loopback), HTTP/1.1, closed loop with a pipelining depth or open loop at a fixed
+//!   rate with latency measured from the intended send time; workloads `get`, `range`, `put`, `mixed` over a deterministic
 //!   dataset with uniform or Zipf popularity; every body verified by default; HDR
 //!   percentiles, req/s, MB/s, statuses, as a table and as JSON. OAP/1 joins when the
 //!   node speaks it.

@@ -13,7 +13,7 @@ use ron_bench::report::{Percentiles, Report};
 use ron_bench::workload::{Kind, Popularity, Proto, Workload};
 
 const HELP: &str = "\
-ron-bench — HTTP and OAP/1 load generator for ron, thread-per-core (glommio), HDR latency
+ron-bench — HTTP and OAP/1 load generator for ron, thread-per-core (epoll), HDR latency
 
 USAGE:
   ron-bench run [OPTIONS]        run a workload against --target
