@@ -82,7 +82,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, series: Seri
 
 /// Every family, in the order it is rendered.
 #[rustfmt::skip]
-const FAMILIES: [Family; 34] = [
+const FAMILIES: [Family; 40] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -90,6 +90,12 @@ const FAMILIES: [Family; 34] = [
     family("ron_bytes_received_total", Counter, "Bytes read from clients (heads, frames and bodies).", Series::Sum(|s| s.metrics.bytes_in)),
     family("ron_bytes_sent_total", Counter, "Bytes written to clients.", Series::Sum(|s| s.metrics.bytes_out)),
     family("ron_verify_failures_total", Counter, "64 KiB groups that failed verification (never sent).", Series::Sum(|s| s.metrics.verify_failures)),
+    family("ron_ec_degraded_reads_total", Counter, "64 KiB groups served rebuilt from their stripe's other blocks (their own block missing, unreadable or failing its check).", Series::Sum(|s| s.metrics.ec_degraded_reads)),
+    family("ron_ec_unrecoverable_total", Counter, "Reads that met a stripe with more bad blocks than its parity covers (answered with a clean failure).", Series::Sum(|s| s.metrics.ec_unrecoverable)),
+    family("ron_ec_missing_shards", Gauge, "Blocks (data or parity) found missing or bad, in stripes queued for repair or being repaired.", Series::Sum(|s| s.metrics.ec_missing_blocks)),
+    family("ron_ec_repair_bytes_total", Counter, "Bytes of rebuilt blocks written back to disk by repair.", Series::Sum(|s| s.metrics.ec_repair_bytes)),
+    family("ron_ec_repair_failures_total", Counter, "Repairs that could not rebuild a queued stripe or write it back (the next read or scrub finds it again).", Series::Sum(|s| s.metrics.ec_repair_failures)),
+    family("ron_ec_repairs_dropped_total", Counter, "Stripes found damaged but not queued for repair because the repair queue was full.", Series::Sum(|s| s.metrics.ec_repairs_dropped)),
     family("ron_cache_hits_total", Counter, "Verified-group cache hits.", Series::Sum(|s| s.metrics.cache_hits)),
     family("ron_cache_misses_total", Counter, "Verified-group cache misses.", Series::Sum(|s| s.metrics.cache_misses)),
     family("ron_meta_loads_total", Counter, "Object index records read and checked against their address (metadata cache misses).", Series::Sum(|s| s.metrics.meta_loads)),

@@ -16,6 +16,7 @@ use std::sync::LazyLock;
 
 pub use crate::config::parse_size;
 use crate::config::{keys, memory, Config, ConfigError, FILE_ONLY_KEYS, KEYS};
+use ron_shards::ec::EcParams;
 
 const HELP_HEAD: &str = "\
 ron — the RustyOnions data-plane node
@@ -206,6 +207,11 @@ pub fn resolve(
         let (bytes, why) = memory::auto_cache_bytes(limit.as_ref());
         config.cache_bytes = bytes;
         origins.insert("cache_bytes", Origin::Auto(why));
+    }
+    if config.ec.is_none() {
+        let ec = EcParams::default_for(1);
+        config.ec = Some(ec);
+        origins.insert("ec", Origin::Auto(format!("{ec} for 1 data dir")));
     }
     Ok(Resolved {
         config,

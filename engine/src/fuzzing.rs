@@ -92,6 +92,7 @@ impl Harness {
                 open_files_max: config.open_files_max,
                 index_bytes_max: config.index_bytes_max as usize,
                 commit_batch_max: limits::COMMIT_BATCH_RECORDS_MAX,
+                ec: config.ec_params(),
             };
             let shard = Shard::start(
                 ShardIndex(0),

@@ -292,19 +292,37 @@ fn assert_packed_commit_order(
 }
 
 /// Checks one acknowledged object's chain of calls; returns when its index commit ended.
+/// Its parity file (4+1 by default) is synced and renamed beside it before the object
+/// file is renamed.
 fn assert_commit_order(calls: &[Call], addr: &Address, answered_at: f64) -> f64 {
     let hex = &addr.to_string()[3..];
-    let renames: Vec<(usize, &Call)> = calls
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.name.starts_with("rename") && c.args.contains(hex))
-        .collect();
+    let renames_to = |parity: bool| -> Vec<(usize, &Call)> {
+        calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.name.starts_with("rename") && c.args.contains(hex))
+            .filter(|(_, c)| rename_paths(c).1.ends_with(".parity") == parity)
+            .collect()
+    };
+    let (renames, parity_renames) = (renames_to(false), renames_to(true));
     assert_eq!(
-        renames.len(),
-        1,
-        "{addr}: one rename, never one over a pending file"
+        (renames.len(), parity_renames.len()),
+        (1, 1),
+        "{addr}: one rename of the object file and one of its parity file, never one over a pending file"
     );
     let (at_rename, rename) = renames[0];
+    let (at_parity_rename, parity_rename) = parity_renames[0];
+    assert!(
+        at_parity_rename < at_rename,
+        "{addr}: parity renamed after the object file"
+    );
+    let parity_tmp = rename_paths(parity_rename).0;
+    assert!(
+        calls[..at_parity_rename]
+            .iter()
+            .any(|c| c.name == "fdatasync" && fd_path(c) == parity_tmp),
+        "{addr}: the staged parity file was not synced before its rename"
+    );
     let (tmp, object) = rename_paths(rename);
     let dir = Path::new(&object)
         .parent()

@@ -79,6 +79,23 @@ struct PendingCommit {
 struct StagedMove {
     tmp_path: PathBuf,
     object_path: PathBuf,
+    /// The staged parity file, moved beside the object file (`upload::parity_path`).
+    parity_tmp_path: Option<PathBuf>,
+}
+
+impl StagedMove {
+    /// (staged, final) paths of its files: the parity file first, so that an object
+    /// file in a store has its parity beside it.
+    fn paths(&self) -> impl Iterator<Item = (&Path, PathBuf)> {
+        let parity = self
+            .parity_tmp_path
+            .as_deref()
+            .map(|tmp| (tmp, upload::parity_path(&self.object_path)));
+        parity.into_iter().chain(std::iter::once((
+            self.tmp_path.as_path(),
+            self.object_path.clone(),
+        )))
+    }
 }
 
 /// One store's share of a group commit.
@@ -390,14 +407,15 @@ async fn write_batch(commits: &GroupCommit, batch: Vec<PendingCommit>) -> Writte
         });
         let meta = p.staged.meta;
         match p.staged.body {
-            StagedBody::TempFile(tmp_path) => {
+            StagedBody::TempFile { data, parity } => {
                 files.push((meta.addr(), p.done));
                 let object_path = entry.store.object_path(&meta.addr());
                 entry.files.push((
                     meta,
                     StagedMove {
-                        tmp_path,
+                        tmp_path: data,
                         object_path,
+                        parity_tmp_path: parity,
                     },
                 ));
             }
@@ -582,7 +600,9 @@ fn write_store(batch: &mut StoreBatch) -> Result<Written, ShardError> {
     });
     if written.is_err() {
         for (_, moved) in &batch.files {
-            let _ = std::fs::remove_file(&moved.tmp_path);
+            for (tmp, _) in moved.paths() {
+                let _ = std::fs::remove_file(tmp);
+            }
         }
     }
     written
@@ -636,20 +656,19 @@ fn pack_durably(batch: &mut StoreBatch) -> Result<Packed, ShardError> {
 /// Syncs each staged file's data, renames it to its object path, then syncs each
 /// distinct object directory, so that a name never points at bytes a crash could lose.
 fn move_durably(moves: &[&StagedMove]) -> Result<(), ShardError> {
-    for m in moves {
-        std::fs::File::open(&m.tmp_path)
+    for (tmp, _) in moves.iter().flat_map(|m| m.paths()) {
+        std::fs::File::open(tmp)
             .and_then(|f| f.sync_data())
-            .map_err(ShardError::io("fdatasync", &m.tmp_path))?;
+            .map_err(ShardError::io("fdatasync", tmp))?;
     }
-    let mut dirs: Vec<&Path> = Vec::new();
-    for m in moves {
-        std::fs::rename(&m.tmp_path, &m.object_path)
-            .map_err(ShardError::io("rename", &m.object_path))?;
-        if let Some(dir) = m.object_path.parent() {
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (tmp, object_path) in moves.iter().flat_map(|m| m.paths()) {
+        std::fs::rename(tmp, &object_path).map_err(ShardError::io("rename", &object_path))?;
+        if let Some(dir) = object_path.parent() {
+            if !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_path_buf());
             }
         }
     }
-    dirs.into_iter().try_for_each(layout::sync_dir)
+    dirs.iter().try_for_each(|dir| layout::sync_dir(dir))
 }

@@ -17,16 +17,20 @@ use ron_codec::Address;
 
 use crate::arena::GroupBytes;
 use crate::cache::ClockCache;
+use crate::ec::{parity_checksum, StripeIndex, BLOCK_BYTES};
 use crate::error::ShardError;
 use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta};
 use crate::segment::SegmentId;
 use crate::store::{Store, StoreId};
+use crate::upload;
 
 /// A file the read path opens: an object's own file or a segment of packed objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum FileKey {
     Object(Address),
+    /// An object's parity file (`upload::parity_path`).
+    Parity(Address),
     Segment(StoreId, SegmentId),
 }
 
@@ -104,6 +108,44 @@ impl ObjectFiles {
             first,
             read: Some(read),
         })
+    }
+
+    /// Reads parity block `parity` of `stripe` of an object stored with parity, and
+    /// checks it against its checksum in the record: the block, or why it is not there.
+    pub(crate) async fn read_parity_block(
+        &self,
+        store: &Store,
+        meta: &ObjectMeta,
+        stripe: StripeIndex,
+        parity: u8,
+    ) -> Result<Vec<u8>, ShardError> {
+        let addr = meta.addr();
+        let code = meta.parity.as_ref().ok_or(ShardError::NotFound { addr })?;
+        let path = upload::parity_path(&store.object_path(&addr));
+        let file = self.open(FileKey::Parity(addr), &path).await?;
+        let at = code.geometry(meta.len()).parity_block_at(stripe, parity);
+        let read = file
+            .read_at_aligned(at.offset.0, BLOCK_BYTES as usize)
+            .await
+            .map_err(|e| ShardError::io("read", &path)(e.into()))?;
+        let good = read.len() == BLOCK_BYTES as usize
+            && code.checksum(stripe, parity) == Some(&parity_checksum(&read));
+        match good {
+            true => Ok(read.to_vec()),
+            false => Err(ShardError::ParityBlockBad {
+                addr,
+                stripe: stripe.0,
+                parity,
+                path,
+            }),
+        }
+    }
+
+    /// Forgets the open files of `addr` (after repair rewrote or recreated one).
+    pub(crate) fn forget(&self, addr: &Address) {
+        let mut files = self.files.borrow_mut();
+        files.remove(&FileKey::Object(*addr));
+        files.remove(&FileKey::Parity(*addr));
     }
 
     async fn open(&self, key: FileKey, path: &Path) -> Result<Rc<DmaFile>, ShardError> {

@@ -40,7 +40,7 @@ pub struct StripeIndex(pub u64);
 
 /// The code a node writes new objects with: `k` data blocks and `m` parity blocks per
 /// stripe ("4+1"); `m = 0` is no parity at all ("off").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EcParams {
     pub data: u8,
     pub parity: u8,

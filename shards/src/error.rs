@@ -39,6 +39,27 @@ pub enum ShardError {
         expected: u64,
         path: PathBuf,
     },
+    #[error("object {addr} stripe {stripe} parity block {parity}: missing, short or failing its checksum in {path}")]
+    ParityBlockBad {
+        addr: Address,
+        stripe: u64,
+        parity: u8,
+        path: PathBuf,
+    },
+    #[error("object {addr} group {group}: stripe {stripe} has {bad} bad blocks, its parity covers {parity}")]
+    StripeUnrecoverable {
+        addr: Address,
+        group: u64,
+        stripe: u64,
+        bad: usize,
+        parity: u8,
+    },
+    #[error("encode parity of {path}: {source}")]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: crate::ec::StripeError,
+    },
     #[error("no object {addr} on this node")]
     NotFound { addr: Address },
     #[error("shard {shard} did not answer: {reason}")]
@@ -75,11 +96,25 @@ fn remote_text(shard: u16, code: ErrorCode, message: &str) -> String {
 }
 
 impl ShardError {
+    /// Whether the failure is damage to an object's stored bytes that its stripe may
+    /// rebuild: a block missing, unreadable, short or failing its check.
+    pub fn is_stored_damage(&self) -> bool {
+        matches!(
+            self,
+            ShardError::Io { .. }
+                | ShardError::ShortRead { .. }
+                | ShardError::StoredBytesCorrupt { .. }
+                | ShardError::ParityBlockBad { .. }
+        )
+    }
+
     /// The taxonomy entry a client sees.
     pub fn code(&self) -> ErrorCode {
         match self {
             ShardError::NotFound { .. } => ErrorCode::NotFound,
-            ShardError::StoredBytesCorrupt { .. } => ErrorCode::StoredDigestMismatch,
+            ShardError::StoredBytesCorrupt { .. } | ShardError::StripeUnrecoverable { .. } => {
+                ErrorCode::StoredDigestMismatch
+            }
             ShardError::Remote { code, .. } => *code,
             _ if self.is_out_of_space() => ErrorCode::InsufficientStorage,
             _ => ErrorCode::Internal,

@@ -43,6 +43,18 @@ pub struct ShardMetrics {
     pub cache_bytes: AtomicU64,
     pub cache_bytes_max: AtomicU64,
     pub cache_entries: AtomicU64,
+    /// Groups served rebuilt from their stripe (their block missing, unreadable or bad).
+    pub ec_degraded_reads: AtomicU64,
+    /// Reads of a stripe with more bad blocks than its parity covers (clean failures).
+    pub ec_unrecoverable: AtomicU64,
+    /// Bad blocks of the stripes queued for repair (or being repaired).
+    pub ec_missing_blocks: AtomicU64,
+    /// Repairs that could not rebuild or write back their stripe.
+    pub ec_repair_failures: AtomicU64,
+    /// Bytes of rebuilt blocks written back by repair.
+    pub ec_repair_bytes: AtomicU64,
+    /// Stripes not queued for repair because the queue was full.
+    pub ec_repairs_dropped: AtomicU64,
     /// Set once the shard's listeners accept.
     pub ready: AtomicBool,
 }
@@ -87,6 +99,12 @@ impl ShardMetrics {
             cache_bytes: self.cache_bytes.load(Relaxed),
             cache_bytes_max: self.cache_bytes_max.load(Relaxed),
             cache_entries: self.cache_entries.load(Relaxed),
+            ec_degraded_reads: self.ec_degraded_reads.load(Relaxed),
+            ec_unrecoverable: self.ec_unrecoverable.load(Relaxed),
+            ec_missing_blocks: self.ec_missing_blocks.load(Relaxed),
+            ec_repair_failures: self.ec_repair_failures.load(Relaxed),
+            ec_repair_bytes: self.ec_repair_bytes.load(Relaxed),
+            ec_repairs_dropped: self.ec_repairs_dropped.load(Relaxed),
             ready: self.ready.load(Relaxed),
         }
     }
@@ -130,6 +148,12 @@ pub struct MetricsSnapshot {
     pub cache_bytes: u64,
     pub cache_bytes_max: u64,
     pub cache_entries: u64,
+    pub ec_degraded_reads: u64,
+    pub ec_unrecoverable: u64,
+    pub ec_missing_blocks: u64,
+    pub ec_repair_failures: u64,
+    pub ec_repair_bytes: u64,
+    pub ec_repairs_dropped: u64,
     pub ready: bool,
 }
 

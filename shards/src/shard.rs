@@ -22,11 +22,13 @@ use crate::arena::{ArenaCache, GroupBytes};
 use crate::cache::{AddressMap, ClockCache, GroupKey};
 use crate::commit::{CommitOutcome, GroupCommit};
 use crate::disk::{self, ObjectFiles};
+use crate::ec::{EcParams, StripeCode, StripeIndex};
 use crate::error::ShardError;
 use crate::layout::{self, Routing, ShardIndex};
 use crate::mesh::{Mesh, MeshHandler, MeshOp, MeshReply};
 use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
+use crate::repair::{self, RepairQueue, StripeKey};
 use crate::store::{Lookup, Replay, Store, StoreId};
 use crate::upload::{self, StagedObject, Upload};
 
@@ -57,6 +59,8 @@ pub struct ShardConfig {
     pub index_bytes_max: usize,
     /// Most uploads acknowledged by one group commit (one fsync round), records; ≥ 1.
     pub commit_batch_max: usize,
+    /// The erasure code new objects with a file of their own are written with.
+    pub ec: EcParams,
 }
 
 /// Requests waiting for a metadata load: told its outcome (`None`: it failed).
@@ -82,6 +86,11 @@ pub struct Shard {
     mesh: Option<Rc<Mesh>>,
     /// Bytes of disk reads started ahead of their senders and not yet sent past.
     read_ahead_bytes: Rc<Cell<u64>>,
+    /// Stripes served rebuilt, waiting for the repair task; and its wake-up.
+    repairs: RepairQueue,
+    repair_wake: LocalSender<()>,
+    /// The Reed–Solomon code of each `k+m` met (built once: its matrices).
+    codes: RefCell<HashMap<EcParams, Rc<StripeCode>>>,
     metrics: Arc<ShardMetrics>,
 }
 
@@ -142,6 +151,7 @@ impl Shard {
             "memfd:ron-verified-groups",
         ))?;
         let commits = GroupCommit::start(index, config.commit_batch_max, Arc::clone(&metrics));
+        let (repair_wake, repair_wakes) = local_channel::new_bounded(1);
         let shard = Rc::new(Shard {
             index,
             routing,
@@ -157,8 +167,12 @@ impl Shard {
             upload_seq: Cell::new(0),
             mesh: mesh.map(Rc::new),
             read_ahead_bytes: Rc::new(Cell::new(0)),
+            repairs: RepairQueue::default(),
+            repair_wake,
+            codes: RefCell::new(HashMap::new()),
             metrics,
         });
+        start_repairs(&shard, repair_wakes);
         if let Some(mesh) = &shard.mesh {
             Rc::clone(mesh).serve(mesh_handler(&shard));
         }
@@ -307,9 +321,12 @@ impl Shard {
         match self.owner(&key.addr) {
             None => {
                 let store = self.local_store(&key.addr)?;
-                let read = self.files.read_groups(store, meta, group, 1).await?;
-                let expected = group_len(meta.len(), group).unwrap_or(0);
-                self.keep_verified(meta, key, read.group(group, expected))
+                match self.disk_group(store, meta, key).await {
+                    Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
+                        self.degraded_group(store, meta, key, e).await
+                    }
+                    read => read,
+                }
             }
             Some(owner) => {
                 let bytes = self.remote_group(owner, key).await?;
@@ -340,7 +357,14 @@ impl Shard {
             return Ok(groups);
         }
         let store = self.local_store(&addr)?;
-        let read = self.files.read_groups(store, meta, first, count).await?;
+        let read = match self.files.read_groups(store, meta, first, count).await {
+            Ok(read) => read,
+            // One group at a time: each rebuilt from its stripe if it must be.
+            Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
+                return self.groups_one_by_one(meta, first, count).await;
+            }
+            Err(e) => return Err(e),
+        };
         let mut groups = Vec::with_capacity(count as usize);
         for g in first.0..first.0 + count {
             let key = GroupKey {
@@ -352,12 +376,133 @@ impl Shard {
                 None => {
                     ShardMetrics::add(&self.metrics.cache_misses, 1);
                     let expected = group_len(meta.len(), key.group).unwrap_or(0);
-                    self.keep_verified(meta, key, read.group(key.group, expected))?
+                    match self.keep_verified(meta, key, read.group(key.group, expected)) {
+                        Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
+                            self.degraded_group(store, meta, key, e).await?
+                        }
+                        kept => kept?,
+                    }
                 }
             };
             groups.push(kept);
         }
         Ok(groups)
+    }
+
+    async fn groups_one_by_one(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+    ) -> Result<Vec<GroupBytes>, ShardError> {
+        let mut groups = Vec::with_capacity(count as usize);
+        for g in first.0..first.0 + count {
+            groups.push(self.group(meta, GroupIndex(g)).await?);
+        }
+        Ok(groups)
+    }
+
+    /// One group of an object this shard owns, read from disk and checked.
+    async fn disk_group(
+        &self,
+        store: &Store,
+        meta: &ObjectMeta,
+        key: GroupKey,
+    ) -> Result<GroupBytes, ShardError> {
+        let read = self.files.read_groups(store, meta, key.group, 1).await?;
+        let expected = group_len(meta.len(), key.group).unwrap_or(0);
+        self.keep_verified(meta, key, read.group(key.group, expected))
+    }
+
+    /// A group whose block failed (`cause`), rebuilt from the rest of its stripe and
+    /// checked against its chaining value; the stripe is queued for repair. More bad
+    /// blocks than the parity covers: a clean failure, counted.
+    async fn degraded_group(
+        &self,
+        store: &Store,
+        meta: &ObjectMeta,
+        key: GroupKey,
+        cause: ShardError,
+    ) -> Result<GroupBytes, ShardError> {
+        let Some(parity) = &meta.parity else {
+            return Err(cause);
+        };
+        let geometry = parity.geometry(meta.len());
+        let stripe = geometry.stripe_of(key.group);
+        let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe).await;
+        let bad = read.bad_columns().len() as u64;
+        let code = self.stripe_code(parity.params);
+        if let Err(e) = repair::rebuild(&code, meta, parity, stripe, &mut read) {
+            ShardMetrics::add(&self.metrics.ec_unrecoverable, 1);
+            return Err(e);
+        }
+        let column = (key.group.0 - geometry.groups_of(stripe).start) as usize;
+        let rebuilt = read.blocks[column].take().unwrap_or_default();
+        ShardMetrics::add(&self.metrics.ec_degraded_reads, 1);
+        if bad > 0 {
+            self.queue_repair(
+                meta,
+                StripeKey {
+                    addr: key.addr,
+                    stripe,
+                },
+                bad,
+            )
+            .await;
+        }
+        self.keep_verified(meta, key, GroupBytes::in_memory(Bytes::from(rebuilt)))
+    }
+
+    async fn queue_repair(&self, meta: &ObjectMeta, key: StripeKey, bad_blocks: u64) {
+        let meta = match self.cached_meta(&key.addr) {
+            Some(meta) => meta,
+            None => Rc::new(meta.clone()),
+        };
+        match self.repairs.add(key, &meta, bad_blocks) {
+            repair::Added::New => {
+                ShardMetrics::add(&self.metrics.ec_missing_blocks, bad_blocks);
+                let _ = self.repair_wake.try_send(());
+            }
+            repair::Added::AlreadyQueued => {}
+            repair::Added::Full => ShardMetrics::add(&self.metrics.ec_repairs_dropped, 1),
+        }
+    }
+
+    fn stripe_code(&self, params: EcParams) -> Rc<StripeCode> {
+        let mut codes = self.codes.borrow_mut();
+        Rc::clone(
+            codes
+                .entry(params)
+                .or_insert_with(|| Rc::new(StripeCode::new(params))),
+        )
+    }
+
+    /// Reads `stripe` again from disk, rebuilds its bad blocks, checks them and writes
+    /// them back in place, synced (on the blocking pool). Returns the bytes written.
+    async fn repair_stripe(
+        &self,
+        meta: &ObjectMeta,
+        stripe: StripeIndex,
+    ) -> Result<u64, ShardError> {
+        let Some(parity) = &meta.parity else {
+            return Ok(0);
+        };
+        let store = self.local_store(&meta.addr())?;
+        let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe).await;
+        let bad = read.bad_columns();
+        if bad.is_empty() {
+            return Ok(0);
+        }
+        let code = self.stripe_code(parity.params);
+        repair::rebuild(&code, meta, parity, stripe, &mut read)?;
+        let geometry = parity.geometry(meta.len());
+        let writes = repair::block_writes(store, meta, &geometry, stripe, &bad, &mut read);
+        let written = glommio::executor()
+            .spawn_blocking(move || repair::write_blocks_blocking(&writes))
+            .await?;
+        self.files.forget(&meta.addr());
+        ShardMetrics::add(&self.metrics.ec_repair_bytes, written);
+        Ok(written)
     }
 
     /// Groups `first..first + count` if the cache holds every one of them.
@@ -480,6 +625,7 @@ impl Shard {
         Upload::new(
             layout::tmp_dir(&self.config.data_dir).join(name),
             expected_len,
+            self.config.ec,
         )
     }
 
@@ -553,6 +699,32 @@ fn mesh_handler(shard: &Rc<Shard>) -> MeshHandler {
         let shard = Rc::clone(&shard);
         Box::pin(async move { shard.answer(op).await })
     })
+}
+
+/// The shard's repair task: woken when a stripe is queued, it repairs the most-asked
+/// stripe until the queue is empty. It holds the shard weakly and ends with it.
+fn start_repairs(shard: &Rc<Shard>, wakes: LocalReceiver<()>) {
+    let shard = Rc::downgrade(shard);
+    glommio::spawn_local(async move {
+        while wakes.recv().await.is_some() {
+            loop {
+                let Some(shard) = shard.upgrade() else {
+                    return;
+                };
+                let Some((key, meta, bad_blocks)) = shard.repairs.take_hottest() else {
+                    break;
+                };
+                if shard.repair_stripe(&meta, key.stripe).await.is_err() {
+                    ShardMetrics::add(&shard.metrics.ec_repair_failures, 1);
+                }
+                shard
+                    .metrics
+                    .ec_missing_blocks
+                    .fetch_sub(bad_blocks, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    })
+    .detach();
 }
 
 fn mesh_confused(owner: ShardIndex) -> ShardError {

@@ -205,6 +205,7 @@ impl Store {
                 tree: found.tree,
                 content_type: found.content_type,
                 location: crate::record::Location::Packed(found.at),
+                parity: None,
             };
             if !self.contains(&meta.addr())? {
                 records.push(CommitRecord::of(&meta));
@@ -400,6 +401,7 @@ mod tests {
                     tree: ron_codec::ChunkTree::of(body),
                     content_type: "text/plain".into(),
                     location: Location::Packed(*at),
+                    parity: None,
                 })
             })
             .collect();

@@ -45,6 +45,7 @@ fn config(data_dir: &Path, index_bytes_max: usize) -> ShardConfig {
         open_files_max: 16,
         index_bytes_max,
         commit_batch_max: 64,
+        ec: ron_shards::ec::EcParams::default_for(1),
     }
 }
 

@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use ron_shards::ec::{EcParams, EcParamsError};
+
 use super::Config;
 use crate::logging::{LogFormat, LogLevel};
 
@@ -30,6 +32,8 @@ pub enum ValueError {
         given: String,
         choices: &'static str,
     },
+    #[error("{0}")]
+    Ec(String),
     #[error("expected one value, not a list")]
     NotOneValue,
     #[error("expected a list of strings")]
@@ -185,6 +189,18 @@ fn size_or_auto(v: &str) -> Result<u64, ValueError> {
     }
 }
 
+/// An erasure code (`4+1`, `off`), or `auto` (`None`: chosen for the node's data dirs
+/// when the layers are resolved).
+fn ec_or_auto(v: &str) -> Result<Option<EcParams>, ValueError> {
+    match v {
+        "auto" => Ok(None),
+        _ => v
+            .parse()
+            .map(Some)
+            .map_err(|e: EcParamsError| ValueError::Ec(e.to_string())),
+    }
+}
+
 fn size_usize(v: &str) -> Result<usize, ValueError> {
     usize::try_from(size(v)?).map_err(|_| ValueError::TooLarge(v.to_string()))
 }
@@ -306,6 +322,14 @@ pub const KEYS: &[Key] = &[
         default: Some("auto"),
         help: "verified-group cache for the node; auto = half the memory limit",
         apply: |c, v| set(&mut c.cache_bytes, size_or_auto, v),
+    },
+    Key {
+        key: "ec",
+        flag: "ec",
+        value: "K+M",
+        default: Some("auto"),
+        help: "erasure code of new objects: K data + M parity blocks per stripe, off, or auto (4+1 for one data dir)",
+        apply: |c, v| set(&mut c.ec, ec_or_auto, v),
     },
     Key {
         key: "object_bytes_max",

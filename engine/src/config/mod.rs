@@ -21,6 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ron_link::policy::Policy;
+use ron_shards::ec::EcParams;
 use serde::Serialize;
 
 use crate::logging::{LogFormat, LogLevel};
@@ -78,6 +79,10 @@ pub struct Config {
     pub open_files_max: usize,
     /// LMDB map size per store, bytes.
     pub index_bytes_max: u64,
+    /// The erasure code of new objects with a file of their own (`4+1`, `off`); `None`
+    /// until resolved means "auto" (`EcParams::default_for` the node's data dirs).
+    #[serde(serialize_with = "ec_text")]
+    pub ec: Option<EcParams>,
     /// OAP/1: requests in flight per connection (HELLO's `max_inflight`).
     pub oap_max_inflight: u32,
     /// OAP/1: largest frame accepted and sent, bytes (128 KiB to 1 MiB).
@@ -103,6 +108,13 @@ pub struct Config {
     pub quota_default: QuotaConfig,
     /// Configured tenants by name.
     pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+fn ec_text<S: serde::Serializer>(ec: &Option<EcParams>, s: S) -> Result<S::Ok, S::Error> {
+    match ec {
+        Some(ec) => s.collect_str(ec),
+        None => s.serialize_str("auto"),
+    }
 }
 
 /// The key table's defaults ([`KEYS`]); optional keys unset, lists and tables empty.
@@ -146,6 +158,12 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The erasure code new objects get: the configured one, or the default for one
+    /// data dir when the configuration was not resolved (tests, `Config::default()`).
+    pub fn ec_params(&self) -> EcParams {
+        self.ec.unwrap_or(EcParams::default_for(1))
+    }
+
     /// Every field before the key table's defaults apply: placeholders that
     /// `Config::default()` overwrites for every key with a default (the others stay
     /// unset or empty).
@@ -173,6 +191,7 @@ impl Config {
             meta_cache_bytes: 0,
             open_files_max: 0,
             index_bytes_max: 0,
+            ec: None,
             oap_max_inflight: 0,
             oap_max_frame: 0,
             inflate_ratio_max: 0,

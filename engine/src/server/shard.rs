@@ -330,6 +330,7 @@ async fn open_shard(start: &mut ShardStart) -> Result<Rc<Shard>, StartError> {
         open_files_max: config.open_files_max,
         index_bytes_max: config.index_bytes_max as usize,
         commit_batch_max: limits::COMMIT_BATCH_RECORDS_MAX,
+        ec: config.ec_params(),
     };
     let routing = start.routing.clone();
     let shard = Shard::start(start.index, routing, shard_config, mesh, metrics).await?;

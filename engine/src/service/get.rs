@@ -368,6 +368,8 @@ mod tests {
                 open_files_max: 16,
                 index_bytes_max: 16 << 20,
                 commit_batch_max: 64,
+                // No parity: the rotten group must fail, not be rebuilt.
+                ec: ron_shards::ec::EcParams::OFF,
             };
             let metrics = std::sync::Arc::new(ShardMetrics::default());
             let shard = Shard::start(ShardIndex(0), routing.clone(), config, None, metrics)

@@ -497,3 +497,47 @@ pub fn tls_node(name: &str, extra: &[&str]) -> TlsNode {
     let node = Node::start(&dir, &args);
     TlsNode { node, tls, cert }
 }
+
+/// Flips the stored byte at `offset` of the file at `path`.
+pub fn flip_byte(path: &std::path::Path, offset: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(&[byte[0] ^ 0x01]).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// Checks that `data`, stored at `addr` in a file of its own with parity at `k+m`, has
+/// its whole parity file beside it: every stripe's blocks as the code computes them.
+pub fn assert_parity_intact(n: &Node, addr: &Address, data: &[u8], k: u8, m: u8) {
+    use ron_shards::ec::{EcParams, StripeCode};
+    let block = 65_536;
+    let mut path = n.object_file(addr).into_os_string();
+    path.push(".parity");
+    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{addr}: no parity file: {e}"));
+    let code = StripeCode::new(EcParams::new(k, m).unwrap());
+    let stripes: Vec<&[u8]> = data.chunks(usize::from(k) * block).collect();
+    assert_eq!(
+        stored.len(),
+        stripes.len() * usize::from(m) * block,
+        "{addr}: parity length"
+    );
+    for (s, stripe) in stripes.iter().enumerate() {
+        let blocks: Vec<&[u8]> = stripe.chunks(block).collect();
+        let mut want = vec![vec![0u8; block]; usize::from(m)];
+        let mut out: Vec<&mut [u8]> = want.iter_mut().map(|b| &mut b[..]).collect();
+        code.encode(&blocks, &mut out).unwrap();
+        let at = s * usize::from(m) * block;
+        assert!(
+            stored[at..at + want.concat().len()] == want.concat()[..],
+            "{addr}: stripe {s} parity"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Erasure coding against the real binary: objects written with parity (`--ec`, 4+1 by
+//! default on one data dir) are served verified when blocks of a stripe are rotten or
+//! missing, the bad blocks are rewritten on disk, and more bad blocks than the parity
+//! covers is a clean failure, counted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use ron_codec::Address;
+
+const GROUP: u64 = 65_536;
+
+fn parity_file(n: &Node, addr: &Address) -> PathBuf {
+    let mut path = n.object_file(addr).into_os_string();
+    path.push(".parity");
+    PathBuf::from(path)
+}
+
+/// Waits until every queued repair is done (nothing missing) and returns the bytes
+/// repair wrote.
+fn repaired_bytes(n: &Node, at_least: u64) -> u64 {
+    let written = metric_reaching(
+        n.admin,
+        "ron_ec_repair_bytes_total",
+        at_least,
+        Duration::from_secs(10),
+    );
+    assert!(
+        written >= at_least,
+        "repair wrote {written} of {at_least} bytes"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(n.admin, "ron_ec_missing_shards") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "repairs never finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    written
+}
+
+fn file_is(path: &Path, want: &[u8]) {
+    let stored = std::fs::read(path).unwrap();
+    assert!(
+        stored == want,
+        "{} differs from what it should hold",
+        path.display()
+    );
+}
+
+#[test]
+fn rotten_blocks_within_the_parity_are_served_verified_and_rewritten_on_disk() {
+    let dir = temp_dir("ec-rot");
+    let mut n = Node::start(&dir, &["--shards", "1"]);
+    // Ten groups, the last 500 bytes: stripes of 4 + 4 + 2 groups at 4+1.
+    let data = bytes(41, 9 * GROUP as usize + 500);
+    let addr = upload(&n, &data);
+    let parity = parity_file(&n, &addr);
+    assert_eq!(std::fs::metadata(&parity).unwrap().len(), 3 * GROUP);
+    let parity_bytes = std::fs::read(&parity).unwrap();
+    assert_eq!(n.stop().code(), Some(0));
+
+    // One bad block in stripe 0 (group 1) and in stripe 2 (the short last group).
+    let object = n.object_file(&addr);
+    flip_byte(&object, GROUP + 7);
+    flip_byte(&object, 9 * GROUP + 100);
+    // Started without parity for new objects: the record says how this one was written.
+    n.restart(&["--shards", "1", "--ec", "off"]);
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!((r.status, r.body == data), (200, true), "served verified");
+    assert_eq!(metric(n.admin, "ron_ec_degraded_reads_total"), 2);
+    assert_eq!(metric(n.admin, "ron_ec_unrecoverable_total"), 0);
+
+    repaired_bytes(&n, GROUP + 500);
+    file_is(&object, &data);
+    file_is(&parity, &parity_bytes);
+
+    // A restart empties the caches: every group now comes off disk good.
+    assert_eq!(n.stop().code(), Some(0));
+    n.restart(&["--shards", "1"]);
+    let r = get_with(
+        n.http,
+        &format!("/o/{addr}"),
+        "Range: bytes=65000-590000\r\n",
+    );
+    assert_eq!((r.status, &r.body[..]), (206, &data[65_000..=590_000]));
+    assert_eq!(metric(n.admin, "ron_ec_degraded_reads_total"), 0);
+}
+
+#[test]
+fn more_bad_blocks_in_a_stripe_than_its_parity_is_a_clean_failure_counted() {
+    let dir = temp_dir("ec-too-many");
+    let mut n = Node::start(&dir, &["--shards", "1"]);
+    let data = bytes(42, 6 * GROUP as usize);
+    let addr = upload(&n, &data);
+    assert_eq!(n.stop().code(), Some(0));
+    // Stripe 0: group 2 and its parity block both bad (4+1 covers one).
+    flip_byte(&n.object_file(&addr), 2 * GROUP + 1);
+    flip_byte(&parity_file(&n, &addr), 3);
+    n.restart(&["--shards", "1"]);
+
+    let p = format!("/o/{addr}");
+    let r = get_with(n.http, &p, "Range: bytes=131072-131100\r\n");
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["code"], "bad_digest");
+    assert!(metric(n.admin, "ron_ec_unrecoverable_total") >= 1);
+    // The other groups, stripe 1 included, are still served.
+    for (first, last) in [(0u64, 70_000u64), (262_144, 393_215)] {
+        let r = get_with(n.http, &p, &format!("Range: bytes={first}-{last}\r\n"));
+        assert_eq!(
+            (r.status, &r.body[..]),
+            (206, &data[first as usize..=last as usize])
+        );
+    }
+    assert_eq!(metric(n.admin, "ron_ec_repair_bytes_total"), 0);
+}
+
+#[test]
+fn a_lost_object_file_is_served_from_its_parity_and_written_again() {
+    // 1+1: the parity file is a second copy, so the whole data file may go.
+    let dir = temp_dir("ec-lost-file");
+    let n = Node::start(&dir, &["--shards", "1", "--ec", "1+1"]);
+    let data = bytes(43, 3 * GROUP as usize + 1000);
+    let addr = upload(&n, &data);
+    let object = n.object_file(&addr);
+    std::fs::remove_file(&object).unwrap();
+
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!((r.status, r.body == data), (200, true), "served verified");
+    assert_eq!(metric(n.admin, "ron_ec_degraded_reads_total"), 4);
+    repaired_bytes(&n, data.len() as u64);
+    file_is(&object, &data);
+}
