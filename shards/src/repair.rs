@@ -54,7 +54,8 @@ impl StripeBlocks {
     }
 }
 
-/// Reads every block of `stripe` and checks each one.
+/// Reads every block of `stripe` and checks each one: its data blocks with one read
+/// (one per block if that read fails) while its parity blocks are read.
 pub(crate) async fn read_stripe(
     files: &ObjectFiles,
     store: &Store,
@@ -62,9 +63,37 @@ pub(crate) async fn read_stripe(
     parity: &Parity,
     stripe: StripeIndex,
 ) -> StripeBlocks {
+    let (data, parity_blocks) = futures_lite::future::zip(
+        read_stripe_data(files, store, meta, parity, stripe),
+        read_stripe_parity(files, store, meta, parity, stripe),
+    )
+    .await;
+    let (mut blocks, data_lens) = data;
+    blocks.extend(parity_blocks);
+    StripeBlocks { blocks, data_lens }
+}
+
+/// The data blocks of `stripe` (empty ones for the groups a short last stripe lacks)
+/// and their true lengths.
+async fn read_stripe_data(
+    files: &ObjectFiles,
+    store: &Store,
+    meta: &ObjectMeta,
+    parity: &Parity,
+    stripe: StripeIndex,
+) -> (Vec<Option<Vec<u8>>>, Vec<usize>) {
     let geometry = parity.geometry(meta.len());
     let k = usize::from(parity.params.data);
     let groups = geometry.groups_of(stripe);
+    let whole = files
+        .read_groups(
+            store,
+            meta,
+            GroupIndex(groups.start),
+            groups.end - groups.start,
+        )
+        .await
+        .ok();
     let mut blocks = Vec::with_capacity(usize::from(parity.params.width()));
     let mut data_lens = vec![0; k];
     for (column, g) in (groups.start..groups.start + k as u64).enumerate() {
@@ -73,13 +102,29 @@ pub(crate) async fn read_stripe(
             blocks.push(Some(Vec::new()));
             continue;
         }
-        data_lens[column] = geometry.group_len(group) as usize;
-        blocks.push(read_data_block(files, store, meta, group).await);
+        let len = geometry.group_len(group);
+        data_lens[column] = len as usize;
+        let block = match &whole {
+            Some(read) => checked(meta, group, &read.group(group, len)),
+            None => read_data_block(files, store, meta, group, len).await,
+        };
+        blocks.push(block);
     }
+    (blocks, data_lens)
+}
+
+async fn read_stripe_parity(
+    files: &ObjectFiles,
+    store: &Store,
+    meta: &ObjectMeta,
+    parity: &Parity,
+    stripe: StripeIndex,
+) -> Vec<Option<Vec<u8>>> {
+    let mut blocks = Vec::with_capacity(usize::from(parity.params.parity));
     for p in 0..parity.params.parity {
         blocks.push(files.read_parity_block(store, meta, stripe, p).await.ok());
     }
-    StripeBlocks { blocks, data_lens }
+    blocks
 }
 
 async fn read_data_block(
@@ -87,11 +132,15 @@ async fn read_data_block(
     store: &Store,
     meta: &ObjectMeta,
     group: GroupIndex,
+    len: u64,
 ) -> Option<Vec<u8>> {
-    let len = ron_codec::tree::group_len(meta.len(), group)?;
     let read = files.read_groups(store, meta, group, 1).await.ok()?;
-    let bytes = read.group(group, len);
-    meta.tree.verify_group(group, &bytes).ok()?;
+    checked(meta, group, &read.group(group, len))
+}
+
+/// A copy of `bytes` if they are group `group` of the object.
+fn checked(meta: &ObjectMeta, group: GroupIndex, bytes: &[u8]) -> Option<Vec<u8>> {
+    meta.tree.verify_group(group, bytes).ok()?;
     Some(bytes.to_vec())
 }
 
