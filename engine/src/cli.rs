@@ -16,7 +16,6 @@ use std::sync::LazyLock;
 
 pub use crate::config::parse_size;
 use crate::config::{keys, memory, Config, ConfigError, FILE_ONLY_KEYS, KEYS};
-use ron_shards::ec::EcParams;
 
 const HELP_HEAD: &str = "\
 ron — the RustyOnions data-plane node
@@ -209,7 +208,7 @@ pub fn resolve(
         origins.insert("cache_bytes", Origin::Auto(why));
     }
     if config.ec.is_none() {
-        let ec = EcParams::default_for(1);
+        let ec = config.ec_params();
         config.ec = Some(ec);
         origins.insert("ec", Origin::Auto(format!("{ec} for 1 data dir")));
     }

@@ -19,9 +19,8 @@ fn parity_file(n: &Node, addr: &Address) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// Waits until every queued repair is done (nothing missing) and returns the bytes
-/// repair wrote.
-fn repaired_bytes(n: &Node, at_least: u64) -> u64 {
+/// Waits until repair wrote at least `at_least` bytes and no queued repair is left.
+fn wait_for_repairs(n: &Node, at_least: u64) {
     let written = metric_reaching(
         n.admin,
         "ron_ec_repair_bytes_total",
@@ -40,7 +39,6 @@ fn repaired_bytes(n: &Node, at_least: u64) -> u64 {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    written
 }
 
 fn file_is(path: &Path, want: &[u8]) {
@@ -75,7 +73,7 @@ fn rotten_blocks_within_the_parity_are_served_verified_and_rewritten_on_disk() {
     assert_eq!(metric(n.admin, "ron_ec_degraded_reads_total"), 2);
     assert_eq!(metric(n.admin, "ron_ec_unrecoverable_total"), 0);
 
-    repaired_bytes(&n, GROUP + 500);
+    wait_for_repairs(&n, GROUP + 500);
     file_is(&object, &data);
     file_is(&parity, &parity_bytes);
 
@@ -132,6 +130,6 @@ fn a_lost_object_file_is_served_from_its_parity_and_written_again() {
     let r = get(n.http, &format!("/o/{addr}")).unwrap();
     assert_eq!((r.status, r.body == data), (200, true), "served verified");
     assert_eq!(metric(n.admin, "ron_ec_degraded_reads_total"), 4);
-    repaired_bytes(&n, data.len() as u64);
+    wait_for_repairs(&n, data.len() as u64);
     file_is(&object, &data);
 }

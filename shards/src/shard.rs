@@ -350,11 +350,7 @@ impl Shard {
         }
         let addr = meta.addr();
         if self.owner(&addr).is_some() || count == 1 {
-            let mut groups = Vec::with_capacity(count as usize);
-            for g in first.0..first.0 + count {
-                groups.push(self.group(meta, GroupIndex(g)).await?);
-            }
-            return Ok(groups);
+            return self.groups_one_by_one(meta, first, count).await;
         }
         let store = self.local_store(&addr)?;
         let read = match self.files.read_groups(store, meta, first, count).await {
@@ -447,13 +443,12 @@ impl Shard {
                     stripe,
                 },
                 bad,
-            )
-            .await;
+            );
         }
         self.keep_verified(meta, key, GroupBytes::in_memory(Bytes::from(rebuilt)))
     }
 
-    async fn queue_repair(&self, meta: &ObjectMeta, key: StripeKey, bad_blocks: u64) {
+    fn queue_repair(&self, meta: &ObjectMeta, key: StripeKey, bad_blocks: u64) {
         let meta = match self.cached_meta(&key.addr) {
             Some(meta) => meta,
             None => Rc::new(meta.clone()),
