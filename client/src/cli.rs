@@ -1,4 +1,5 @@
-//! `ron put | get | stat | cert`: the command-line client and the dev certificate.
+//! `ron put | get | stat | cert | repair | scrub`: the command-line client, the dev
+//! certificate, and the operator's storage requests to the admin port (`admin.rs`).
 //!
 //! The client speaks OAP/1 by default (verified streaming: every group is checked
 //! against the requested address before its bytes are written), HTTP/1.1 with
@@ -13,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use ron_codec::Address;
 
+use crate::admin::{self, AdminEndpoint, ADMIN_DEFAULT, ADMIN_TOKEN_VAR};
 use crate::{ByteRange, Client, ClientError, Endpoint, Options, Protocol, TlsOptions};
 
 /// The command words the client handles (`ron put ...`).
-pub const COMMANDS: [&str; 4] = ["put", "get", "stat", "cert"];
+pub const COMMANDS: [&str; 6] = ["put", "get", "stat", "cert", "repair", "scrub"];
 
 /// The environment variable holding the write token (`--token` overrides it).
 pub const TOKEN_VAR: &str = "RON_TOKEN";
@@ -32,6 +34,11 @@ CLIENT:
   ron stat b3:<hex>            print the object's length
   ron cert --dev [--out DIR] [--name HOST]...
                                write a self-signed cert.pem + key.pem for local TLS
+  ron repair b3:<hex>          read and check every block of the object on the node now,
+                               rebuild what its parity can; prints the report (exit 1 if
+                               bad blocks are left, or the node lacks the object)
+  ron scrub status|pause|resume
+                               the node's background scrubber: progress, or pause/resume
 
 CLIENT OPTIONS:
   --server HOST:PORT          node to talk to [OAP 127.0.0.1:9444, HTTP 127.0.0.1:8080,
@@ -46,6 +53,8 @@ CLIENT OPTIONS:
   -o, --output FILE           where `get` writes (default stdout)
   --range FIRST-LAST          inclusive byte range for `get`
   -q, --quiet                 no progress bar (drawn on stderr when stdout is a terminal)
+  --admin HOST:PORT           the node's admin port, for repair and scrub [127.0.0.1:9600]
+  --admin-token TOKEN         its admin token (or RON_ADMIN_TOKEN in the environment)
 
 CLIENT EXIT CODES: 0 done; 1 the node answered with an error (its message is printed);
 2 usage; 3 connection, TLS or protocol failure; 4 bytes failed verification (nothing
@@ -57,6 +66,8 @@ unverified was written); 5 a local file could not be read or written.
 pub struct ClientCommand {
     pub action: Action,
     pub endpoint: Endpoint,
+    /// The admin port, for `repair` and `scrub`.
+    pub admin: AdminEndpoint,
     pub options: Options,
     pub quiet: bool,
 }
@@ -75,6 +86,15 @@ pub enum Action {
         dir: PathBuf,
         names: Vec<String>,
     },
+    Repair(Address),
+    Scrub(ScrubVerb),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrubVerb {
+    Status,
+    Pause,
+    Resume,
 }
 
 fn usage(message: impl Into<String>) -> ClientError {
@@ -99,6 +119,8 @@ struct Flags {
     dev: bool,
     dir: Option<PathBuf>,
     names: Vec<String>,
+    admin: Option<String>,
+    admin_token: Option<String>,
 }
 
 impl Flags {
@@ -119,6 +141,8 @@ impl Flags {
             dev: false,
             dir: None,
             names: Vec::new(),
+            admin: None,
+            admin_token: None,
         }
     }
 
@@ -173,6 +197,8 @@ impl Flags {
             "--dev" => self.dev = true,
             "--out" => self.dir = Some(PathBuf::from(value()?)),
             "--name" => self.names.push(value()?),
+            "--admin" => self.admin = Some(value()?),
+            "--admin-token" => self.admin_token = Some(value()?),
             other => return Err(usage(format!("unknown option {other}"))),
         }
         Ok(())
@@ -205,6 +231,14 @@ impl Flags {
                 names: std::mem::take(&mut self.names),
             },
             "cert" => return Err(usage("only `ron cert --dev` is supported")),
+            "repair" => Action::Repair(address(&words)?),
+            "scrub" => Action::Scrub(match words.as_slice() {
+                [] => ScrubVerb::Status,
+                [one] if one == "status" => ScrubVerb::Status,
+                [one] if one == "pause" => ScrubVerb::Pause,
+                [one] if one == "resume" => ScrubVerb::Resume,
+                _ => return Err(usage("`ron scrub` takes status, pause or resume")),
+            }),
             other => return Err(usage(format!("unknown command {other:?}"))),
         })
     }
@@ -247,10 +281,15 @@ pub fn parse(
     command: &str,
     args: Vec<OsString>,
     env_token: Option<String>,
+    env_admin_token: Option<String>,
 ) -> Result<ClientCommand, ClientError> {
     let mut flags = Flags::read(args, env_token)?;
     let action = flags.action(command)?;
     let endpoint = flags.endpoint()?;
+    let admin = AdminEndpoint {
+        addr: flags.admin.take().unwrap_or_else(|| ADMIN_DEFAULT.into()),
+        token: flags.admin_token.take().or(env_admin_token),
+    };
     let options = Options {
         token: flags.token,
         tenant_id: flags.tenant,
@@ -260,6 +299,7 @@ pub fn parse(
     Ok(ClientCommand {
         action,
         endpoint,
+        admin,
         options,
         quiet: flags.quiet,
     })
@@ -276,11 +316,14 @@ pub fn parse_with_env(
         .and_then(|a| a.to_str())
         .unwrap_or("")
         .to_owned();
-    let env_token = env
-        .into_iter()
-        .find(|(k, _)| k == TOKEN_VAR)
-        .map(|(_, v)| v);
-    parse(&command, args.into_iter().skip(1).collect(), env_token)
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    parse(
+        &command,
+        args.into_iter().skip(1).collect(),
+        var(TOKEN_VAR),
+        var(ADMIN_TOKEN_VAR),
+    )
 }
 
 /// `FIRST-LAST`, inclusive.
@@ -344,7 +387,51 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
             println!("{addr} {len}");
             Ok(())
         }
+        Action::Repair(addr) => {
+            // The node waits up to a minute for the check; so does this, and a little more.
+            let timeout = command.options.timeout.max(REPAIR_TIMEOUT);
+            let path = format!("/admin/repair/{addr}");
+            let answer = admin::request(&command.admin, "POST", &path, timeout)?;
+            print_admin_answer(answer, |body| {
+                let outcome = serde_json::from_str::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v["outcome"].as_str().map(String::from));
+                matches!(outcome.as_deref(), Some("healthy" | "repaired"))
+            })
+        }
+        Action::Scrub(verb) => {
+            let (method, path) = match verb {
+                ScrubVerb::Status => ("GET", "/admin/scrub"),
+                ScrubVerb::Pause => ("POST", "/admin/scrub/pause"),
+                ScrubVerb::Resume => ("POST", "/admin/scrub/resume"),
+            };
+            let answer = admin::request(&command.admin, method, path, command.options.timeout)?;
+            print_admin_answer(answer, |_| true)
+        }
     }
+}
+
+/// How long `ron repair` waits for its answer at least (the node waits 60 s for the
+/// check).
+const REPAIR_TIMEOUT: Duration = Duration::from_secs(70);
+
+/// Prints a 2xx answer whose body `good` accepts; anything else is the node's error.
+fn print_admin_answer(
+    answer: admin::AdminAnswer,
+    good: impl Fn(&str) -> bool,
+) -> Result<(), ClientError> {
+    let body = answer.body.trim_end();
+    if (200..300).contains(&answer.status) && good(body) {
+        println!("{body}");
+        return Ok(());
+    }
+    Err(ClientError::Server {
+        status: answer.status,
+        code: "admin".into(),
+        message: body.to_string(),
+        retryable: answer.status == 503,
+        retry_after_ms: None,
+    })
 }
 
 /// Writes `path.part`, renamed to `path` once the whole transfer verified.
@@ -488,10 +575,16 @@ mod tests {
 
     #[test]
     fn defaults_follow_protocol_and_tls() {
-        let c = parse("stat", args(&[&format!("{}", Address::of(b"x"))]), None).unwrap();
+        let c = parse(
+            "stat",
+            args(&[&format!("{}", Address::of(b"x"))]),
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(c.endpoint.addr, "127.0.0.1:9444");
         assert_eq!(c.endpoint.protocol, Protocol::Oap);
-        let c = parse("put", args(&["-", "--http", "--token", "t"]), None).unwrap();
+        let c = parse("put", args(&["-", "--http", "--token", "t"]), None, None).unwrap();
         assert_eq!(c.endpoint.addr, "127.0.0.1:8080");
         assert_eq!(c.options.token.as_deref(), Some("t"));
         assert!(matches!(c.action, Action::Put(None)));
@@ -499,6 +592,7 @@ mod tests {
             "put",
             args(&["f", "--tls", "--insecure-dev"]),
             Some("env".into()),
+            None,
         )
         .unwrap();
         assert_eq!(c.endpoint.addr, "127.0.0.1:9443");
@@ -507,7 +601,7 @@ mod tests {
 
     #[test]
     fn bad_input_names_the_problem() {
-        let e = parse("get", args(&["b3:XYZ"]), None)
+        let e = parse("get", args(&["b3:XYZ"]), None, None)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("b3:XYZ: address must be"), "{e}");
@@ -515,19 +609,49 @@ mod tests {
             "get",
             args(&[&Address::of(b"").to_string(), "--range", "9-1"]),
             None,
+            None,
         )
         .unwrap_err()
         .to_string();
         assert_eq!(e, "--range \"9-1\": use FIRST-LAST, e.g. 0-1023");
-        let e = parse("put", args(&["a", "--ca", "x"]), None)
+        let e = parse("put", args(&["a", "--ca", "x"]), None, None)
             .unwrap_err()
             .to_string();
         assert_eq!(e, "--ca and --insecure-dev only make sense with --tls");
-        let e = parse("cert", args(&[]), None).unwrap_err();
+        let e = parse("cert", args(&[]), None, None).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert_eq!(
             parse_range("0-99").unwrap(),
             ByteRange { first: 0, last: 99 }
         );
+    }
+
+    #[test]
+    fn repair_and_scrub_talk_to_the_admin_port_with_the_admin_token() {
+        let addr = Address::of(b"x").to_string();
+        let c = parse("repair", args(&[&addr]), None, Some("env".into())).unwrap();
+        assert!(matches!(c.action, Action::Repair(a) if a.to_string() == addr));
+        assert_eq!(c.admin.addr, ADMIN_DEFAULT);
+        assert_eq!(c.admin.token.as_deref(), Some("env"));
+        let flags = ["--admin", "127.0.0.2:1", "--admin-token", "flag"];
+        let c = parse(
+            "scrub",
+            args(&["pause", flags[0], flags[1], flags[2], flags[3]]),
+            None,
+            Some("env".into()),
+        )
+        .unwrap();
+        assert!(matches!(c.action, Action::Scrub(ScrubVerb::Pause)));
+        assert_eq!(
+            (c.admin.addr.as_str(), c.admin.token.as_deref()),
+            ("127.0.0.2:1", Some("flag"))
+        );
+        assert!(matches!(
+            parse("scrub", args(&[]), None, None).unwrap().action,
+            Action::Scrub(ScrubVerb::Status)
+        ));
+        let e = parse("scrub", args(&["now"]), None, None).unwrap_err();
+        assert_eq!(e.to_string(), "`ron scrub` takes status, pause or resume");
+        assert!(parse("repair", args(&[]), None, None).is_err());
     }
 }

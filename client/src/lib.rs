@@ -27,6 +27,7 @@
 //! → 201/200. `ron get b3:… --range a-b` → GET(range, proof) → START → per group:
 //! parents + whole group → `RangeVerifier` → slice of the range → sink → END.
 
+pub mod admin;
 pub mod cli;
 pub mod error;
 pub mod http;

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ron_link::link::Mailboxes;
 use ron_link::requests::RequestCounters;
-use ron_shards::ShardMetrics;
+use ron_shards::{Routing, ShardMetrics};
 
 use crate::view::Board;
 use connection::serve;
@@ -38,6 +39,10 @@ pub const ADMIN_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// timeout, so a client trickling bytes cannot hold a connection longer; probes send
 /// their head in one packet, far inside it.
 pub const ADMIN_HEAD_TIMEOUT_MS: u64 = 2_000;
+/// The longest an admin thread waits for the owner shard's check of one object
+/// (`POST /admin/repair/b3:<hex>`): reading a 64 GiB object at device speed takes about
+/// this; past it the answer is 504 and the check goes on (its repairs show in metrics).
+pub const ADMIN_REPAIR_WAIT_MS: u64 = 60_000;
 /// To write a whole answer (the largest, `/metrics`, is tens of KiB).
 pub const ADMIN_WRITE_TIMEOUT_MS: u64 = 2_000;
 /// How long the acceptor backs off after a failed accept (e.g. out of descriptors), and
@@ -58,6 +63,10 @@ pub(crate) struct Answers {
     pub version: &'static str,
     pub admin_token: Option<String>,
     pub board: Arc<Board>,
+    /// The shards' inboxes and which shard owns an object, for operator requests
+    /// (scrub pause/resume, the check of one object).
+    pub mailboxes: Mailboxes,
+    pub routing: Routing,
 }
 
 /// The running admin server; dropping it stops the acceptor and waits for it.

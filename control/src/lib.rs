@@ -10,7 +10,9 @@
 //! - the **admin server** ([`admin`]) on its own port: an acceptor thread and one
 //!   short-lived thread per connection, answering `/healthz` (liveness), `/readyz` (a
 //!   JSON report, 200 only when every shard accepts and none is saturated), `/metrics`
-//!   (Prometheus text, [`prometheus`]), `/version` and `/admin/stats` ([`reports`]).
+//!   (Prometheus text, [`prometheus`]), `/version`, `/admin/stats` ([`reports`]), and
+//!   the operator's storage requests: `GET /admin/scrub`, `POST /admin/scrub/pause`
+//!   and `/resume`, `POST /admin/repair/b3:<hex>` (sent to the shards' inboxes).
 //!
 //! ## Invariants
 //! - Nothing on a shard waits on these threads: they read the shards' relaxed atomic
@@ -36,6 +38,8 @@
 //! engine ──LoadPolicy (SIGHUP, file change)──▶ control thread
 //! control thread ──Published (Arc swap on the Board)──▶ admin threads
 //! shards ──ShardMetrics, RequestCounters (atomics)──▶ admin threads ──HTTP──▶ clients
+//! admin threads ──ToShard::{PauseScrub, CheckObject} (inbox; a check answers on its
+//!                 own channel, waited for at most ADMIN_REPAIR_WAIT_MS)──▶ shards
 //! ```
 
 pub mod admin;
@@ -55,7 +59,7 @@ use std::time::{Duration, Instant};
 use ron_link::link::ControlLink;
 use ron_link::policy::{Policy, REBALANCE_PERIOD_MS};
 use ron_link::requests::RequestCounters;
-use ron_shards::ShardMetrics;
+use ron_shards::{Routing, ShardMetrics};
 
 pub use reload::{LoadPolicy, ReloadError, Reloaded, Reloader};
 
@@ -85,6 +89,8 @@ pub struct ControlState {
     /// The policy the shards started with.
     pub policy: Policy,
     pub reloader: Option<Reloader>,
+    /// Which shard owns an object (the operator's check of one object goes there).
+    pub routing: Routing,
 }
 
 /// Binds the admin listener, starts the admin server and the control thread. Returns
@@ -115,6 +121,8 @@ pub fn spawn(
         version: state.version,
         admin_token: state.admin_token,
         board: Arc::clone(&board),
+        mailboxes: state.link.mailboxes(),
+        routing: state.routing,
     };
     let control = Control {
         admin: AdminServer::spawn(listener, answers)?,

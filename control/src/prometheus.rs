@@ -51,6 +51,8 @@ enum Series {
     Sum(Reader),
     /// One sample per shard, labelled `shard`.
     PerShard(Reader),
+    /// One sample per shard, labelled `shard`: millionths, shown as a ratio.
+    PerShardPpm(Reader),
     /// One unlabelled value the control thread holds.
     Control(fn(&Extra) -> u64),
     /// By `protocol`, `op` and `status`; only series that are non-zero.
@@ -82,7 +84,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, series: Seri
 
 /// Every family, in the order it is rendered.
 #[rustfmt::skip]
-const FAMILIES: [Family; 40] = [
+const FAMILIES: [Family; 47] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -95,6 +97,13 @@ const FAMILIES: [Family; 40] = [
     family("ron_ec_missing_shards", Gauge, "Blocks (data or parity) found missing or bad, in stripes queued for repair or being repaired.", Series::Sum(|s| s.metrics.ec_missing_blocks)),
     family("ron_ec_repair_bytes_total", Counter, "Bytes of rebuilt blocks written back to disk by repair.", Series::Sum(|s| s.metrics.ec_repair_bytes)),
     family("ron_ec_repair_failures_total", Counter, "Repairs that could not rebuild a queued stripe or write it back (the next read or scrub finds it again).", Series::Sum(|s| s.metrics.ec_repair_failures)),
+    family("ron_scrub_bytes_total", Counter, "Bytes the scrubber read and checked (data and parity blocks, packed objects).", Series::Sum(|s| s.metrics.scrub_bytes)),
+    family("ron_scrub_objects_total", Counter, "Objects the scrubber checked whole.", Series::Sum(|s| s.metrics.scrub_objects)),
+    family("ron_scrub_bad_blocks_total", Counter, "Bad blocks (missing, unreadable or failing their check) the scrubber found; each is rebuilt when its stripe allows.", Series::Sum(|s| s.metrics.scrub_bad_blocks)),
+    family("ron_scrub_unrepairable_blocks_total", Counter, "Bad blocks the scrubber found and could not rebuild (an object without parity, or a stripe with more bad blocks than parity).", Series::Sum(|s| s.metrics.scrub_unrepairable)),
+    family("ron_scrub_passes", Gauge, "Full scrub passes over every store of the shard.", Series::PerShard(|s| s.metrics.scrub_passes)),
+    family("ron_scrub_progress_ratio", Gauge, "How far the shard's scrub pass under way is, 0 to 1.", Series::PerShardPpm(|s| s.metrics.scrub_progress_ppm)),
+    family("ron_scrub_paused", Gauge, "1 while an operator has the shard's scrubber paused.", Series::PerShard(|s| s.metrics.scrub_paused)),
     family("ron_ec_repairs_dropped_total", Counter, "Stripes found damaged but not queued for repair because the repair queue was full.", Series::Sum(|s| s.metrics.ec_repairs_dropped)),
     family("ron_cache_hits_total", Counter, "Verified-group cache hits.", Series::Sum(|s| s.metrics.cache_hits)),
     family("ron_cache_misses_total", Counter, "Verified-group cache misses.", Series::Sum(|s| s.metrics.cache_misses)),
@@ -143,6 +152,12 @@ pub fn render_metrics(shards: &[ShardSample], extra: &Extra) -> String {
             Series::PerShard(get) => {
                 for (i, s) in shards.iter().enumerate() {
                     out.push_str(&format!("{name}{{shard=\"{i}\"}} {}\n", get(s)));
+                }
+            }
+            Series::PerShardPpm(get) => {
+                for (i, s) in shards.iter().enumerate() {
+                    let ratio = get(s) as f64 / 1e6;
+                    out.push_str(&format!("{name}{{shard=\"{i}\"}} {ratio}\n"));
                 }
             }
             Series::Control(get) => out.push_str(&format!("{name} {}\n", get(extra))),

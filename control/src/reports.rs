@@ -65,9 +65,39 @@ pub fn stats(shards: &[ShardSample], status: &[ShardStatus]) -> String {
     json!({
         "objects": shards.iter().map(|s| s.metrics.objects_stored).sum::<u64>(),
         "bytes": shards.iter().map(|s| s.metrics.bytes_stored).sum::<u64>(),
+        "scrub": scrub_value(shards),
         "shards": per_shard,
     })
     .to_string()
+}
+
+/// The scrubber's state (`GET /admin/scrub`, and the `scrub` part of `/admin/stats`):
+/// node totals and, per shard, its passes and how far the pass under way is.
+pub fn scrub(shards: &[ShardSample]) -> String {
+    scrub_value(shards).to_string()
+}
+
+fn scrub_value(shards: &[ShardSample]) -> serde_json::Value {
+    let sum = |f: fn(&MetricsSnapshot) -> u64| shards.iter().map(|s| f(&s.metrics)).sum::<u64>();
+    let progress = |m: &MetricsSnapshot| m.scrub_progress_ppm as f64 / 1e6;
+    let count = shards.len().max(1) as f64;
+    json!({
+        "paused": shards.iter().any(|s| s.metrics.scrub_paused > 0),
+        "passes": shards.iter().map(|s| s.metrics.scrub_passes).min().unwrap_or(0),
+        "progress": shards.iter().map(|s| progress(&s.metrics)).sum::<f64>() / count,
+        "bytes": sum(|m| m.scrub_bytes),
+        "objects": sum(|m| m.scrub_objects),
+        "bad_blocks": sum(|m| m.scrub_bad_blocks),
+        "unrepairable_blocks": sum(|m| m.scrub_unrepairable),
+        "repair_bytes": sum(|m| m.ec_repair_bytes),
+        "shards": shards.iter().enumerate().map(|(i, s)| json!({
+            "shard": i,
+            "paused": s.metrics.scrub_paused > 0,
+            "passes": s.metrics.scrub_passes,
+            "progress": progress(&s.metrics),
+            "bytes": s.metrics.scrub_bytes,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The `/version` answer.

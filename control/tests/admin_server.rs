@@ -58,6 +58,10 @@ impl Server {
                 load,
                 hangup: Arc::clone(&hangup),
             }),
+            routing: ron_shards::Routing::new(
+                ron_codec::PartitionTable::round_robin(shards as u16).unwrap(),
+                shards as u16,
+            ),
         };
         let (addr, control) = ron_control::spawn("127.0.0.1:0".parse().unwrap(), state).unwrap();
         Server {

@@ -93,6 +93,7 @@ impl Harness {
                 index_bytes_max: config.index_bytes_max as usize,
                 commit_batch_max: limits::COMMIT_BATCH_RECORDS_MAX,
                 ec: config.ec_params(),
+                scrub_bytes_per_s: 0,
             };
             let shard = Shard::start(
                 ShardIndex(0),

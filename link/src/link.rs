@@ -20,12 +20,60 @@ pub const REPORT_PERIOD_MS: u64 = crate::policy::REBALANCE_PERIOD_MS;
 pub const LATENCY_PUBLISH_PERIOD_MS: u64 = 1_000;
 const MAILBOX_LEN: usize = 8;
 
-/// What the control thread tells a shard.
+/// What the control thread (or, for an operator's request, an admin thread) tells a
+/// shard.
 #[derive(Debug)]
 pub enum ToShard {
     Policy(Arc<Policy>),
     /// This shard's share of each listed tenant's limits; others get `1/N`.
     Shares(Vec<(QuotaKey, f64)>),
+    /// Pause (`true`) or resume the shard's scrubber.
+    PauseScrub(bool),
+    /// Read and check every block of one object this shard owns now, rebuild what its
+    /// parity can, and answer on `reply` (`ron repair`; the admin thread waits for it).
+    CheckObject {
+        addr: [u8; 32],
+        reply: SyncSender<ObjectCheckReport>,
+    },
+}
+
+/// What a check of one object found (`POST /admin/repair/b3:<hex>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectCheckReport {
+    /// `healthy`, `repaired` (every bad block rebuilt and written back), `damaged`
+    /// (bad blocks left: no parity, or more than it covers), `not_found`, or `failed`
+    /// (the check itself could not run; see `error`).
+    pub outcome: &'static str,
+    /// Whether the object has parity (a file of its own written with `--ec K+M`).
+    pub protected: bool,
+    pub blocks_checked: u64,
+    pub bytes_checked: u64,
+    pub bad_blocks: u64,
+    pub repaired_blocks: u64,
+    pub repaired_bytes: u64,
+    pub unrepairable_blocks: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Senders to every shard's inbox, for the admin threads' operator requests. A full
+/// inbox refuses the message at once (never waits).
+#[derive(Debug, Clone)]
+pub struct Mailboxes {
+    to_shards: Vec<SyncSender<ToShard>>,
+}
+
+impl Mailboxes {
+    pub fn shard_count(&self) -> usize {
+        self.to_shards.len()
+    }
+
+    /// Whether the message reached the shard's inbox.
+    pub fn send(&self, shard: usize, message: ToShard) -> bool {
+        self.to_shards
+            .get(shard)
+            .is_some_and(|tx| tx.try_send(message).is_ok())
+    }
 }
 
 /// What a shard tells the control thread each period.
@@ -71,6 +119,13 @@ pub struct ControlLink {
 impl ControlLink {
     pub fn shard_count(&self) -> usize {
         self.to_shards.len()
+    }
+
+    /// Senders to the shards' inboxes, for the admin threads.
+    pub fn mailboxes(&self) -> Mailboxes {
+        Mailboxes {
+            to_shards: self.to_shards.clone(),
+        }
     }
 
     pub fn send(&self, shard: usize, message: ToShard) {

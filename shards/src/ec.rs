@@ -410,6 +410,23 @@ impl StripeCode {
     }
 }
 
+/// The codes of one shard, one per `k+m` met, each built once (its matrices).
+#[derive(Debug, Default)]
+pub struct StripeCodes {
+    codes: std::cell::RefCell<std::collections::HashMap<EcParams, std::rc::Rc<StripeCode>>>,
+}
+
+impl StripeCodes {
+    pub fn get(&self, params: EcParams) -> std::rc::Rc<StripeCode> {
+        let mut codes = self.codes.borrow_mut();
+        std::rc::Rc::clone(
+            codes
+                .entry(params)
+                .or_insert_with(|| std::rc::Rc::new(StripeCode::new(params))),
+        )
+    }
+}
+
 /// The checksum of a parity block kept in the object's record (data blocks have their
 /// chaining values in the chunk tree).
 pub fn parity_checksum(block: &[u8]) -> [u8; 32] {

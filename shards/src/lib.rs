@@ -27,9 +27,12 @@
 //! - [`arena`]: the verified-group cache, in memfd arenas written once and evicted
 //!   whole, so that a plain TCP send can `sendfile` cached groups without a copy
 //!   ([`GroupBytes`] carries a group's bytes and where they lie in an arena).
-//! - [`ec`]: erasure coding (issue 14, being built): the stripe geometry — which dir,
+//! - [`ec`]: erasure coding (issue 14): the stripe geometry — which dir,
 //!   file and offset holds each data or parity block of an object — and the
 //!   Reed–Solomon code that makes parity and rebuilds lost blocks. Pure; no I/O.
+//! - [`scrub`]: the paced scrubber (one low-priority task per shard reading and checking
+//!   every stored block, rebuilding what parity allows, resumable from the index) and
+//!   the check of one object that `ron repair` asks for.
 //! - [`cache`]: CLOCK caches with weight budgets (metadata by bytes, open files by
 //!   count).
 //! - [`mesh`]: request/reply between shards over a full mesh of glommio shared
@@ -40,7 +43,8 @@
 //!   commit reaches each of its uploads as `ShardError::GroupCommit`.
 //!
 //! Imports point one way: `shard` → `mesh` → `commit` → `upload` → the storage
-//! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `metrics`, `error`).
+//! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `metrics`, `error`);
+//! `shard` → `scrub` → `repair` → the storage modules and `ec`.
 //! Nothing imports `shard`; the mesh reaches the shard only through the handler it is
 //! given.
 //!
@@ -86,6 +90,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod record;
 mod repair;
+pub mod scrub;
 pub mod segment;
 pub mod shard;
 pub mod store;

@@ -55,6 +55,21 @@ pub struct ShardMetrics {
     pub ec_repair_bytes: AtomicU64,
     /// Stripes not queued for repair because the queue was full.
     pub ec_repairs_dropped: AtomicU64,
+    /// Bytes the scrubber read and checked (data, parity, packed needles).
+    pub scrub_bytes: AtomicU64,
+    /// Objects the scrubber checked whole.
+    pub scrub_objects: AtomicU64,
+    /// Bad blocks the scrubber found (each then rebuilt if its stripe allows).
+    pub scrub_bad_blocks: AtomicU64,
+    /// Bad blocks the scrubber found but could not rebuild: the object has no parity
+    /// (packed, version 1, `--ec off`) or its stripe has more bad blocks than parity.
+    pub scrub_unrepairable: AtomicU64,
+    /// Full passes over every store of the shard.
+    pub scrub_passes: AtomicU64,
+    /// How far the pass under way is, millionths.
+    pub scrub_progress_ppm: AtomicU64,
+    /// 1 while an operator has paused the scrubber.
+    pub scrub_paused: AtomicU64,
     /// Set once the shard's listeners accept.
     pub ready: AtomicBool,
 }
@@ -105,6 +120,13 @@ impl ShardMetrics {
             ec_repair_failures: self.ec_repair_failures.load(Relaxed),
             ec_repair_bytes: self.ec_repair_bytes.load(Relaxed),
             ec_repairs_dropped: self.ec_repairs_dropped.load(Relaxed),
+            scrub_bytes: self.scrub_bytes.load(Relaxed),
+            scrub_objects: self.scrub_objects.load(Relaxed),
+            scrub_bad_blocks: self.scrub_bad_blocks.load(Relaxed),
+            scrub_unrepairable: self.scrub_unrepairable.load(Relaxed),
+            scrub_passes: self.scrub_passes.load(Relaxed),
+            scrub_progress_ppm: self.scrub_progress_ppm.load(Relaxed),
+            scrub_paused: self.scrub_paused.load(Relaxed),
             ready: self.ready.load(Relaxed),
         }
     }
@@ -154,6 +176,13 @@ pub struct MetricsSnapshot {
     pub ec_repair_failures: u64,
     pub ec_repair_bytes: u64,
     pub ec_repairs_dropped: u64,
+    pub scrub_bytes: u64,
+    pub scrub_objects: u64,
+    pub scrub_bad_blocks: u64,
+    pub scrub_unrepairable: u64,
+    pub scrub_passes: u64,
+    pub scrub_progress_ppm: u64,
+    pub scrub_paused: u64,
     pub ready: bool,
 }
 

@@ -185,6 +185,28 @@ pub(crate) fn rebuild(
     Ok(())
 }
 
+/// Rebuilds the bad blocks of `read`, checks them, and writes them back in place,
+/// synced, on the blocking pool. Returns the bytes written (0: nothing was bad).
+pub(crate) async fn repair_blocks(
+    code: &StripeCode,
+    store: &Store,
+    meta: &ObjectMeta,
+    parity: &Parity,
+    stripe: StripeIndex,
+    read: &mut StripeBlocks,
+) -> Result<u64, ShardError> {
+    let bad = read.bad_columns();
+    if bad.is_empty() {
+        return Ok(0);
+    }
+    rebuild(code, meta, parity, stripe, read)?;
+    let geometry = parity.geometry(meta.len());
+    let writes = block_writes(store, meta, &geometry, stripe, &bad, read);
+    glommio::executor()
+        .spawn_blocking(move || write_blocks_blocking(&writes))
+        .await
+}
+
 /// One block to write back: its file, offset and bytes.
 #[derive(Debug)]
 pub(crate) struct BlockWrite {

@@ -17,30 +17,31 @@ use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::{Latency, Shares};
 
 use crate::arena::{ArenaCache, GroupBytes};
 use crate::cache::{AddressMap, ClockCache, GroupKey};
 use crate::commit::{CommitOutcome, GroupCommit};
 use crate::disk::{self, ObjectFiles};
-use crate::ec::{EcParams, StripeCode, StripeIndex};
+use crate::ec::{EcParams, StripeCodes, StripeIndex};
 use crate::error::ShardError;
 use crate::layout::{self, Routing, ShardIndex};
 use crate::mesh::{Mesh, MeshHandler, MeshOp, MeshReply};
 use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
 use crate::repair::{self, RepairQueue, StripeKey};
-use crate::store::{Lookup, Replay, Store, StoreId};
+use crate::scrub::{self, ObjectCheck, Scrubber};
+use crate::store::{self, Replay, Store, StoreId};
 use crate::upload::{self, StagedObject, Upload};
-
-/// Index records longer than this (2,048 groups: objects over 128 MiB) are read and
-/// checked on the blocking pool: checking a tree is one merge per group (a 4 GiB object:
-/// 65,536 merges, milliseconds) that would stall every connection of the shard.
-const INLINE_RECORD_BYTES_MAX: usize = 64 * 1024;
 
 /// An object larger than this share of the verified cache (a quarter) is not cached:
 /// reading it whole would evict a quarter of everything else, and a cold stream of it
 /// would spend more on arena churn (allocate, zero, map, unmap) than on sending.
 pub const CACHE_ADMIT_SHARE: u64 = 4;
+
+/// Task-queue shares of the shard's background work (repair, scrub) against the 1,000
+/// of the queue that serves clients: when both have work, clients get ~95 % of the CPU.
+pub const BACKGROUND_SHARES: usize = 50;
 
 /// Start-up sizing of one shard; every cache and table has a limit.
 #[derive(Debug, Clone)]
@@ -61,6 +62,8 @@ pub struct ShardConfig {
     pub commit_batch_max: usize,
     /// The erasure code new objects with a file of their own are written with.
     pub ec: EcParams,
+    /// This shard's share of the node's scrub rate, bytes per second; 0: no scrubber.
+    pub scrub_bytes_per_s: u64,
 }
 
 /// Requests waiting for a metadata load: told its outcome (`None`: it failed).
@@ -90,7 +93,9 @@ pub struct Shard {
     repairs: RepairQueue,
     repair_wake: LocalSender<()>,
     /// The Reed–Solomon code of each `k+m` met (built once: its matrices).
-    codes: RefCell<HashMap<EcParams, Rc<StripeCode>>>,
+    codes: Rc<StripeCodes>,
+    /// Set while an operator has the scrubber paused (the scrubber holds it weakly).
+    scrub_paused: Rc<Cell<bool>>,
     metrics: Arc<ShardMetrics>,
 }
 
@@ -169,10 +174,17 @@ impl Shard {
             read_ahead_bytes: Rc::new(Cell::new(0)),
             repairs: RepairQueue::default(),
             repair_wake,
-            codes: RefCell::new(HashMap::new()),
+            codes: Rc::new(StripeCodes::default()),
+            scrub_paused: Rc::new(Cell::new(false)),
             metrics,
         });
-        start_repairs(&shard, repair_wakes);
+        let background = glommio::executor().create_task_queue(
+            Shares::Static(BACKGROUND_SHARES),
+            Latency::NotImportant,
+            "ron-background",
+        );
+        start_repairs(&shard, repair_wakes, background)?;
+        start_scrubber(&shard, background)?;
         if let Some(mesh) = &shard.mesh {
             Rc::clone(mesh).serve(mesh_handler(&shard));
         }
@@ -282,18 +294,9 @@ impl Shard {
             return Ok(meta);
         }
         ShardMetrics::add(&self.metrics.meta_loads, 1);
-        let not_found = || ShardError::NotFound { addr: *addr };
-        match store.get_inline(addr, INLINE_RECORD_BYTES_MAX)? {
-            Lookup::Found(meta) => Ok(meta),
-            Lookup::Absent => Err(not_found()),
-            Lookup::Long => {
-                let (store, key) = (store.clone(), *addr);
-                glommio::executor()
-                    .spawn_blocking(move || store.get(&key))
-                    .await?
-                    .ok_or_else(not_found)
-            }
-        }
+        store::read_record(store, addr)
+            .await?
+            .ok_or(ShardError::NotFound { addr: *addr })
     }
 
     fn local_store(&self, addr: &Address) -> Result<&Store, ShardError> {
@@ -427,7 +430,7 @@ impl Shard {
         let stripe = geometry.stripe_of(key.group);
         let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe).await;
         let bad = read.bad_columns().len() as u64;
-        let code = self.stripe_code(parity.params);
+        let code = self.codes.get(parity.params);
         if let Err(e) = repair::rebuild(&code, meta, parity, stripe, &mut read) {
             ShardMetrics::add(&self.metrics.ec_unrecoverable, 1);
             return Err(e);
@@ -463,15 +466,6 @@ impl Shard {
         }
     }
 
-    fn stripe_code(&self, params: EcParams) -> Rc<StripeCode> {
-        let mut codes = self.codes.borrow_mut();
-        Rc::clone(
-            codes
-                .entry(params)
-                .or_insert_with(|| Rc::new(StripeCode::new(params))),
-        )
-    }
-
     /// Reads `stripe` again from disk, rebuilds its bad blocks, checks them and writes
     /// them back in place, synced (on the blocking pool). Returns the bytes written.
     async fn repair_stripe(
@@ -484,20 +478,39 @@ impl Shard {
         };
         let store = self.local_store(&meta.addr())?;
         let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe).await;
-        let bad = read.bad_columns();
-        if bad.is_empty() {
-            return Ok(0);
-        }
-        let code = self.stripe_code(parity.params);
-        repair::rebuild(&code, meta, parity, stripe, &mut read)?;
-        let geometry = parity.geometry(meta.len());
-        let writes = repair::block_writes(store, meta, &geometry, stripe, &bad, &mut read);
-        let written = glommio::executor()
-            .spawn_blocking(move || repair::write_blocks_blocking(&writes))
-            .await?;
+        let code = self.codes.get(parity.params);
+        let written = repair::repair_blocks(&code, store, meta, parity, stripe, &mut read).await?;
         self.files.forget(&meta.addr());
         ShardMetrics::add(&self.metrics.ec_repair_bytes, written);
         Ok(written)
+    }
+
+    /// Reads and checks every stored block of `addr`'s object now, unpaced (`ron
+    /// repair`), and rebuilds and writes back what its parity can rebuild. On the
+    /// object's owner only: another shard answers `Mesh`.
+    pub async fn check_object(&self, addr: &Address) -> Result<ObjectCheck, ShardError> {
+        if self.owner(addr).is_some() {
+            return Err(ShardError::Mesh {
+                shard: self.index.0,
+                reason: "asked to check an object of a store it does not own",
+            });
+        }
+        let store = self.local_store(addr)?;
+        let meta = store::read_record(store, addr)
+            .await?
+            .ok_or(ShardError::NotFound { addr: *addr })?;
+        let check = scrub::check_object(&self.files, &self.codes, store, &meta, None).await;
+        self.files.forget(addr);
+        ShardMetrics::add(&self.metrics.ec_repair_bytes, check.repaired_bytes);
+        Ok(check)
+    }
+
+    /// Pauses (`true`) or resumes the scrubber.
+    pub fn pause_scrub(&self, paused: bool) {
+        self.scrub_paused.set(paused);
+        self.metrics
+            .scrub_paused
+            .store(u64::from(paused), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Groups `first..first + count` if the cache holds every one of them.
@@ -698,28 +711,61 @@ fn mesh_handler(shard: &Rc<Shard>) -> MeshHandler {
 
 /// The shard's repair task: woken when a stripe is queued, it repairs the most-asked
 /// stripe until the queue is empty. It holds the shard weakly and ends with it.
-fn start_repairs(shard: &Rc<Shard>, wakes: LocalReceiver<()>) {
+fn start_repairs(
+    shard: &Rc<Shard>,
+    wakes: LocalReceiver<()>,
+    queue: glommio::TaskQueueHandle,
+) -> Result<(), ShardError> {
     let shard = Rc::downgrade(shard);
-    glommio::spawn_local(async move {
-        while wakes.recv().await.is_some() {
-            loop {
-                let Some(shard) = shard.upgrade() else {
-                    return;
-                };
-                let Some((key, meta, bad_blocks)) = shard.repairs.take_hottest() else {
-                    break;
-                };
-                if shard.repair_stripe(&meta, key.stripe).await.is_err() {
-                    ShardMetrics::add(&shard.metrics.ec_repair_failures, 1);
+    let task = glommio::spawn_local_into(
+        async move {
+            while wakes.recv().await.is_some() {
+                loop {
+                    let Some(shard) = shard.upgrade() else {
+                        return;
+                    };
+                    let Some((key, meta, bad_blocks)) = shard.repairs.take_hottest() else {
+                        break;
+                    };
+                    if shard.repair_stripe(&meta, key.stripe).await.is_err() {
+                        ShardMetrics::add(&shard.metrics.ec_repair_failures, 1);
+                    }
+                    shard
+                        .metrics
+                        .ec_missing_blocks
+                        .fetch_sub(bad_blocks, std::sync::atomic::Ordering::Relaxed);
                 }
-                shard
-                    .metrics
-                    .ec_missing_blocks
-                    .fetch_sub(bad_blocks, std::sync::atomic::Ordering::Relaxed);
             }
-        }
-    })
-    .detach();
+        },
+        queue,
+    )
+    .map_err(task_error("start the repair task"))?;
+    task.detach();
+    Ok(())
+}
+
+/// The shard's scrubber (`scrub.rs`), unless its rate is 0.
+fn start_scrubber(shard: &Rc<Shard>, queue: glommio::TaskQueueHandle) -> Result<(), ShardError> {
+    let rate = shard.config.scrub_bytes_per_s;
+    if rate == 0 {
+        return Ok(());
+    }
+    let stores = shard.stores.values().cloned().collect();
+    let scrubber = Scrubber::new(
+        stores,
+        Rc::clone(&shard.codes),
+        Arc::clone(&shard.metrics),
+        Rc::downgrade(&shard.scrub_paused),
+        rate,
+    )?;
+    glommio::spawn_local_into(scrubber.run(), queue)
+        .map_err(task_error("start the scrubber"))?
+        .detach();
+    Ok(())
+}
+
+fn task_error(op: &'static str) -> impl FnOnce(glommio::GlommioError<()>) -> ShardError {
+    move |e| ShardError::io(op, "glommio task queue")(std::io::Error::other(e.to_string()))
 }
 
 fn mesh_confused(owner: ShardIndex) -> ShardError {

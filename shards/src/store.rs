@@ -47,6 +47,48 @@ pub struct Store {
 
 const STATS_KEY: &[u8] = b"stats";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+const SCRUB_KEY: &[u8] = b"scrub";
+
+/// Where the scrubber is in a store (`scrub.rs`), kept in the store's `stats` database so
+/// that a restart resumes: full passes done, objects checked in the pass under way, and
+/// the last address checked (`None`: the pass starts at the first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrubPosition {
+    pub passes: u64,
+    pub objects: u64,
+    pub after: Option<Address>,
+}
+
+impl ScrubPosition {
+    const ENCODED_BYTES: usize = 8 + 8 + 1 + 32;
+
+    fn encode(&self) -> [u8; Self::ENCODED_BYTES] {
+        let mut out = [0u8; Self::ENCODED_BYTES];
+        out[..8].copy_from_slice(&self.passes.to_be_bytes());
+        out[8..16].copy_from_slice(&self.objects.to_be_bytes());
+        if let Some(after) = &self.after {
+            out[16] = 1;
+            out[17..].copy_from_slice(after.as_bytes());
+        }
+        out
+    }
+
+    /// `None` for bytes no version of this code wrote (the scrubber then starts over).
+    fn decode(bytes: &[u8]) -> Option<ScrubPosition> {
+        let bytes: &[u8; Self::ENCODED_BYTES] = bytes.try_into().ok()?;
+        let word = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+        let after = match bytes[16] {
+            0 => None,
+            1 => Some(Address::from_bytes(bytes[17..].try_into().ok()?)),
+            _ => return None,
+        };
+        Some(ScrubPosition {
+            passes: word(0),
+            objects: word(8),
+            after,
+        })
+    }
+}
 
 /// What [`Store::replay_blocking`] did at start-up.
 #[derive(Debug, Default)]
@@ -99,6 +141,26 @@ fn first_checkpoint(root: &Path) -> Result<Checkpoint, ShardError> {
         segment: last,
         end: segment::ByteOffset(len),
     })
+}
+
+/// Index records longer than this (2,048 groups: objects over 128 MiB) are read and
+/// checked on the blocking pool: checking a tree is one merge per group (a 4 GiB object:
+/// 65,536 merges, milliseconds) that would stall every connection of the shard.
+pub const INLINE_RECORD_BYTES_MAX: usize = 64 * 1024;
+
+/// The object's record from `store`, its tree checked against the address: inline when
+/// short, on the blocking pool when checking its tree would stall the shard.
+pub async fn read_record(store: &Store, addr: &Address) -> Result<Option<ObjectMeta>, ShardError> {
+    match store.get_inline(addr, INLINE_RECORD_BYTES_MAX)? {
+        Lookup::Found(meta) => Ok(Some(meta)),
+        Lookup::Absent => Ok(None),
+        Lookup::Long => {
+            let (store, key) = (store.clone(), *addr);
+            glommio::executor()
+                .spawn_blocking(move || store.get(&key))
+                .await
+        }
+    }
 }
 
 /// What [`Store::get_inline`] found.
@@ -340,6 +402,50 @@ impl Store {
         Ok(added)
     }
 
+    /// Up to `limit` addresses stored after `after` (from the first when `None`), in key
+    /// order. A read transaction: inline on the shard, like a lookup.
+    pub fn addresses_after(
+        &self,
+        after: Option<&Address>,
+        limit: usize,
+    ) -> Result<Vec<Address>, ShardError> {
+        use std::ops::Bound;
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        let from: Bound<&[u8]> = match after {
+            Some(addr) => Bound::Excluded(addr.as_bytes().as_slice()),
+            None => Bound::Unbounded,
+        };
+        let range = (from, Bound::Unbounded);
+        let mut addresses = Vec::with_capacity(limit.min(1024));
+        for entry in self.db.range(&rtxn, &range).map_err(self.lmdb("range"))? {
+            if addresses.len() >= limit {
+                break;
+            }
+            let (key, _) = entry.map_err(self.lmdb("range"))?;
+            if let Ok(bytes) = <[u8; 32]>::try_from(key) {
+                addresses.push(Address::from_bytes(bytes));
+            }
+        }
+        Ok(addresses)
+    }
+
+    /// Where the scrubber stopped in this store (the start of a first pass if it never
+    /// ran, or if what it saved cannot be read).
+    pub fn scrub_position(&self) -> Result<ScrubPosition, ShardError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        let raw = self.stats.get(&rtxn, SCRUB_KEY).map_err(self.lmdb("get"))?;
+        Ok(raw.and_then(ScrubPosition::decode).unwrap_or_default())
+    }
+
+    /// Saves where the scrubber is. Blocking (an LMDB commit): the blocking pool only.
+    pub fn save_scrub_position_blocking(&self, position: ScrubPosition) -> Result<(), ShardError> {
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
+        self.stats
+            .put(&mut wtxn, SCRUB_KEY, &position.encode())
+            .map_err(self.lmdb("put"))?;
+        wtxn.commit().map_err(self.lmdb("commit"))
+    }
+
     /// The store's directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -507,5 +613,45 @@ mod tests {
         assert_eq!(Checkpoint::decode(&at.encode()), Some(at));
         assert_eq!(Checkpoint::decode(&at.encode()[..11]), None);
         assert_eq!(Checkpoint::decode(&[0; 13]), None);
+    }
+
+    #[test]
+    fn the_scrubber_walks_addresses_in_key_order_and_its_position_survives_a_reopen() {
+        let root = temp_root("scrub");
+        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let metas: Vec<ObjectMeta> = (0..5u8)
+            .map(|i| ObjectMeta {
+                tree: ron_codec::ChunkTree::of(&[i; 100]),
+                content_type: String::new(),
+                location: Location::OwnFile,
+                parity: None,
+            })
+            .collect();
+        let records: Vec<CommitRecord> = metas.iter().map(CommitRecord::of).collect();
+        store.commit_blocking(&records, None).unwrap();
+        let mut sorted: Vec<Address> = metas.iter().map(ObjectMeta::addr).collect();
+        sorted.sort();
+        assert_eq!(store.addresses_after(None, 3).unwrap(), sorted[..3]);
+        assert_eq!(
+            store.addresses_after(Some(&sorted[2]), 10).unwrap(),
+            sorted[3..]
+        );
+        assert!(store
+            .addresses_after(Some(&sorted[4]), 10)
+            .unwrap()
+            .is_empty());
+
+        assert_eq!(store.scrub_position().unwrap(), ScrubPosition::default());
+        let at = ScrubPosition {
+            passes: 7,
+            objects: 3,
+            after: Some(sorted[2]),
+        };
+        store.save_scrub_position_blocking(at).unwrap();
+        drop(store);
+        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        assert_eq!(store.scrub_position().unwrap(), at);
+        assert_eq!(ScrubPosition::decode(&at.encode()[..20]), None);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -1,10 +1,16 @@
 //! What an admin request asks for, and its answer. Routing reads counters and the
 //! control thread's latest copy; it does no I/O.
 
-use ron_codec::http::head::{Method, RequestHead};
-use ron_link::policy::constant_time_eq;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
-use super::Answers;
+use ron_codec::http::head::{Method, RequestHead};
+use ron_codec::Address;
+use ron_link::link::ToShard;
+use ron_link::policy::constant_time_eq;
+use serde_json::json;
+
+use super::{Answers, ADMIN_REPAIR_WAIT_MS};
 use crate::view::sample;
 use crate::{prometheus, reports};
 
@@ -26,12 +32,16 @@ impl Request {
     }
 }
 
-/// Picks the answer. Probes (`/healthz`, `/readyz`) need no token.
+/// Picks the answer. Probes (`/healthz`, `/readyz`) need no token. Reads are GET (or
+/// HEAD); the operator's storage requests are POST.
 pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
-    if !matches!(request.method, Method::Get | Method::Head) {
-        return Reply::text(405, "admin endpoints are GET only\n");
-    }
     let path = request.path.as_str();
+    let operator = path.starts_with("/admin/scrub/") || path.starts_with("/admin/repair/");
+    match (operator, request.method) {
+        (false, Method::Get | Method::Head) | (true, Method::Post) => {}
+        (false, _) => return Reply::text(405, "admin endpoints are GET only, but for the POST ones in /admin/scrub/ and /admin/repair/\n"),
+        (true, _) => return Reply::text(405, format!("{path} takes POST\n")),
+    }
     let probe = matches!(path, "/healthz" | "/readyz");
     if !probe && !authorized(request, answers.admin_token.as_deref()) {
         return Reply::text(
@@ -60,7 +70,75 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
             Reply::json(200, reports::stats(&samples, &published.shards))
         }
         "/version" => Reply::json(200, reports::version(answers.version)),
-        _ => Reply::text(404, "not found\n"),
+        "/admin/scrub" => {
+            let samples = sample(&answers.shards, &answers.requests);
+            Reply::json(200, reports::scrub(&samples))
+        }
+        "/admin/scrub/pause" => pause_scrub(answers, true),
+        "/admin/scrub/resume" => pause_scrub(answers, false),
+        _ => match path.strip_prefix("/admin/repair/") {
+            Some(hash) => check_object(answers, hash),
+            None => Reply::text(404, "not found\n"),
+        },
+    }
+}
+
+/// Tells every shard to pause or resume its scrubber; 503 if a shard's inbox is full.
+fn pause_scrub(answers: &Answers, paused: bool) -> Reply {
+    let shards = answers.mailboxes.shard_count();
+    let refused: Vec<usize> = (0..shards)
+        .filter(|&shard| !answers.mailboxes.send(shard, ToShard::PauseScrub(paused)))
+        .collect();
+    if !refused.is_empty() {
+        return Reply::text(
+            503,
+            format!("shards {refused:?} did not take the request (inbox full); try again\n"),
+        );
+    }
+    let verb = if paused { "paused" } else { "resumed" };
+    Reply::json(202, json!({ "scrub": verb, "shards": shards }).to_string())
+}
+
+/// Asks the object's owner shard to read and check every block of it now, and waits
+/// for the report (at most [`ADMIN_REPAIR_WAIT_MS`]).
+fn check_object(answers: &Answers, hash: &str) -> Reply {
+    let Ok(addr) = Address::parse(hash.as_bytes()) else {
+        return Reply::text(
+            400,
+            format!("{hash:?} is not an object address (b3: and 64 lower-case hex digits)\n"),
+        );
+    };
+    let shard = usize::from(answers.routing.owner(&addr).0);
+    let (reply, report) = std::sync::mpsc::sync_channel(1);
+    let message = ToShard::CheckObject {
+        addr: *addr.as_bytes(),
+        reply,
+    };
+    if !answers.mailboxes.send(shard, message) {
+        return Reply::text(
+            503,
+            format!("shard {shard} did not take the request (inbox full); try again\n"),
+        );
+    }
+    match report.recv_timeout(Duration::from_millis(ADMIN_REPAIR_WAIT_MS)) {
+        Ok(report) => {
+            let status = match report.outcome {
+                "not_found" => 404,
+                "failed" => 500,
+                _ => 200,
+            };
+            let mut body = serde_json::to_value(&report).unwrap_or_default();
+            body["hash"] = json!(addr.to_string());
+            body["shard"] = json!(shard);
+            Reply::json(status, body.to_string())
+        }
+        Err(RecvTimeoutError::Timeout) => Reply::text(
+            504,
+            format!("the check of {addr} on shard {shard} is still running after {ADMIN_REPAIR_WAIT_MS} ms; its repairs show in ron_ec_repair_bytes_total\n"),
+        ),
+        Err(RecvTimeoutError::Disconnected) => {
+            Reply::text(503, format!("shard {shard} is stopping; the check did not run\n"))
+        }
     }
 }
 
@@ -122,8 +200,9 @@ impl Reply {
 mod tests {
     use super::*;
     use crate::view::Board;
+    use ron_codec::PartitionTable;
     use ron_link::requests::RequestCounters;
-    use ron_shards::ShardMetrics;
+    use ron_shards::{Routing, ShardMetrics};
     use std::sync::Arc;
 
     fn request(method: Method, path: &str, authorization: Option<&str>) -> Request {
@@ -149,6 +228,8 @@ mod tests {
             version: "9.9.9",
             admin_token: token.map(String::from),
             board: Arc::new(Board::new(Default::default())),
+            mailboxes: ron_link::link::links(1).0.mailboxes(),
+            routing: Routing::new(PartitionTable::round_robin(1).unwrap(), 1),
         };
         let status = |r: &Request| route(r, &answers).status;
         assert_eq!(status(&request(Method::Get, "/healthz", None)), 200);

@@ -166,13 +166,15 @@ impl Admission {
     }
 
     /// One period of the shard's side of the control link: install what the control
-    /// thread sent, then report demand, refusals and (each second, if changed) latency.
-    pub fn tick(&self, link: &ShardLink) {
+    /// thread sent (an operator's request about storage goes to `operator`), then report
+    /// demand, refusals and (each second, if changed) latency.
+    pub fn tick(&self, link: &ShardLink, mut operator: impl FnMut(ToShard)) {
         let now = Instant::now();
         while let Some(message) = link.poll() {
             match message {
                 ToShard::Policy(policy) => self.install(Policy::clone(&policy)),
                 ToShard::Shares(shares) => self.quotas.borrow_mut().apply_shares(&shares, now),
+                other => operator(other),
             }
         }
         let latency = self.latency_to_publish(now);

@@ -332,6 +332,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.ec, ec_or_auto, v),
     },
     Key {
+        key: "scrub_bytes_per_s",
+        flag: "scrub-rate",
+        value: "SIZE",
+        default: Some("50MiB"),
+        help: "scrubber's read rate for the node, bytes per second (split over shards); 0 = no scrubber",
+        apply: |c, v| set(&mut c.scrub_bytes_per_s, size, v),
+    },
+    Key {
         key: "object_bytes_max",
         flag: "max-object-bytes",
         value: "SIZE",

@@ -83,6 +83,9 @@ pub struct Config {
     /// until resolved means "auto" (`EcParams::default_for` the node's data dirs).
     #[serde(serialize_with = "ec_text")]
     pub ec: Option<EcParams>,
+    /// The scrubber's read rate for the whole node, bytes per second (each shard gets
+    /// its share); 0: no scrubber.
+    pub scrub_bytes_per_s: u64,
     /// OAP/1: requests in flight per connection (HELLO's `max_inflight`).
     pub oap_max_inflight: u32,
     /// OAP/1: largest frame accepted and sent, bytes (128 KiB to 1 MiB).
@@ -192,6 +195,7 @@ impl Config {
             open_files_max: 0,
             index_bytes_max: 0,
             ec: None,
+            scrub_bytes_per_s: 0,
             oap_max_inflight: 0,
             oap_max_frame: 0,
             inflate_ratio_max: 0,

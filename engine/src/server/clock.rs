@@ -5,8 +5,12 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ron_link::link::{ShardLink, REPORT_PERIOD_MS};
-use ron_shards::ShardMetrics;
+use std::rc::Rc;
+
+use ron_codec::Address;
+use ron_link::link::{ObjectCheckReport, ShardLink, ToShard, REPORT_PERIOD_MS};
+use ron_shards::scrub::ObjectCheck;
+use ron_shards::{Shard, ShardError, ShardMetrics};
 
 use crate::admission::Admission;
 use crate::limits;
@@ -19,6 +23,7 @@ use crate::limits;
 /// arrives, so an idle node stays asleep (docs/OPERATIONS.md "Idle cost").
 pub(super) struct ShardClock<'a> {
     pub admission: &'a Admission,
+    pub shard: &'a Rc<Shard>,
     pub metrics: &'a ShardMetrics,
     pub link: &'a ShardLink,
     pub stop: &'a AtomicBool,
@@ -40,7 +45,8 @@ impl ShardClock<'_> {
                 self.admission.heartbeat(now.saturating_duration_since(due));
             }
             if now >= next_report {
-                self.admission.tick(self.link);
+                self.admission
+                    .tick(self.link, |message| operator_request(self.shard, message));
                 next_report = now + report_period;
             }
         }
@@ -60,6 +66,51 @@ impl ShardClock<'_> {
         };
         futures_lite::future::or(idle, self.first_connection.wait()).await;
         None
+    }
+}
+
+/// An operator's request about this shard's storage (from the admin server).
+fn operator_request(shard: &Rc<Shard>, message: ToShard) {
+    match message {
+        ToShard::PauseScrub(paused) => shard.pause_scrub(paused),
+        ToShard::CheckObject { addr, reply } => {
+            let shard = Rc::clone(shard);
+            glommio::spawn_local(async move {
+                let checked = shard.check_object(&Address::from_bytes(addr)).await;
+                let _ = reply.try_send(check_report(checked));
+            })
+            .detach();
+        }
+        ToShard::Policy(_) | ToShard::Shares(_) => {}
+    }
+}
+
+fn check_report(checked: Result<ObjectCheck, ShardError>) -> ObjectCheckReport {
+    match checked {
+        Ok(check) => ObjectCheckReport {
+            outcome: match (check.bad_blocks, check.unrepairable_blocks()) {
+                (0, _) => "healthy",
+                (_, 0) => "repaired",
+                _ => "damaged",
+            },
+            protected: check.protected,
+            blocks_checked: check.blocks_checked,
+            bytes_checked: check.bytes_checked,
+            bad_blocks: check.bad_blocks,
+            repaired_blocks: check.repaired_blocks,
+            repaired_bytes: check.repaired_bytes,
+            unrepairable_blocks: check.unrepairable_blocks(),
+            error: None,
+        },
+        Err(ShardError::NotFound { .. }) => ObjectCheckReport {
+            outcome: "not_found",
+            ..ObjectCheckReport::default()
+        },
+        Err(e) => ObjectCheckReport {
+            outcome: "failed",
+            error: Some(e.to_string()),
+            ..ObjectCheckReport::default()
+        },
     }
 }
 

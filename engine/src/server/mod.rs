@@ -107,7 +107,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         })
         .collect();
     let (control_link, shard_links) = ron_link::link::links(usize::from(shards));
-    let control = shard::start_control(&resolved, &counters, control_link, &signals)?;
+    let control = shard::start_control(&resolved, &counters, control_link, &signals, &routing)?;
     let plan = ShardPlan {
         config: Arc::new(config),
         tls,

@@ -58,6 +58,7 @@ pub(super) fn start_control(
     counters: &[Counters],
     link: ControlLink,
     signals: &Signals,
+    routing: &Routing,
 ) -> Result<Control, StartError> {
     let config = &resolved.config;
     let stop = Arc::new(AtomicBool::new(false));
@@ -74,6 +75,7 @@ pub(super) fn start_control(
             load: reload_policy(resolved.clone()),
             hangup: Arc::clone(&signals.hangup),
         }),
+        routing: routing.clone(),
     };
     let (admin_addr, thread) =
         ron_control::spawn(config.admin, state).map_err(|source| StartError::Admin {
@@ -285,7 +287,13 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         start.quotas,
     ));
     let draining = Rc::new(Cell::new(false));
-    let fronts = FrontEnds::new(&config, shard, &admission, &draining, start.tls.is_some());
+    let fronts = FrontEnds::new(
+        &config,
+        Rc::clone(&shard),
+        &admission,
+        &draining,
+        start.tls.is_some(),
+    );
     let first_connection = Rc::new(Alarm::default());
     let acceptors = fronts.accept(
         listeners,
@@ -297,6 +305,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     start.counters.shard.ready.store(true, Ordering::Relaxed);
     let clock = ShardClock {
         admission: &admission,
+        shard: &shard,
         metrics: &start.counters.shard,
         link: &start.link,
         stop: &start.stop,
@@ -331,6 +340,7 @@ async fn open_shard(start: &mut ShardStart) -> Result<Rc<Shard>, StartError> {
         index_bytes_max: config.index_bytes_max as usize,
         commit_batch_max: limits::COMMIT_BATCH_RECORDS_MAX,
         ec: config.ec_params(),
+        scrub_bytes_per_s: config.scrub_bytes_per_s.div_ceil(shards),
     };
     let routing = start.routing.clone();
     let shard = Shard::start(start.index, routing, shard_config, mesh, metrics).await?;

@@ -370,6 +370,7 @@ mod tests {
                 commit_batch_max: 64,
                 // No parity: the rotten group must fail, not be rebuilt.
                 ec: ron_shards::ec::EcParams::OFF,
+                scrub_bytes_per_s: 0,
             };
             let metrics = std::sync::Arc::new(ShardMetrics::default());
             let shard = Shard::start(ShardIndex(0), routing.clone(), config, None, metrics)

@@ -137,6 +137,7 @@ impl Node {
             .arg(self.admin.to_string())
             .arg("--oap")
             .arg(self.oap.to_string())
+            .args(self.default_flags())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -161,6 +162,15 @@ impl Node {
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Flags every test node gets unless the test gives its own: no scrubber, so what
+    /// a test counts (degraded reads, repairs, bad blocks) is what its requests did.
+    fn default_flags(&self) -> Vec<&'static str> {
+        match self.args.iter().any(|a| a == "--scrub-rate") {
+            true => vec![],
+            false => vec!["--scrub-rate", "0"],
         }
     }
 

@@ -1,0 +1,221 @@
+//! The scrubber and the operator's check of one object, against the real binary: rot in
+//! objects nobody reads is found and rebuilt on disk, the scrub keeps to its rate, a
+//! pause holds and survives a restart, and `ron repair` checks and repairs one object.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ron_codec::Address;
+
+const GROUP: u64 = 65_536;
+
+fn parity_file(n: &Node, addr: &Address) -> PathBuf {
+    let mut path = n.object_file(addr).into_os_string();
+    path.push(".parity");
+    PathBuf::from(path)
+}
+
+/// A labelled or fractional series, as text parsed to f64 (e.g. a ratio per shard).
+fn gauge(admin: SocketAddr, series: &str) -> Option<f64> {
+    let text = String::from_utf8(get(admin, "/metrics").unwrap().body).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.parse().unwrap())
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ron(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn file_is(path: &Path, want: &[u8]) {
+    let stored = std::fs::read(path).unwrap();
+    assert!(
+        stored == want,
+        "{} differs from what it should hold",
+        path.display()
+    );
+}
+
+#[test]
+fn the_scrubber_finds_rot_nobody_reads_and_rebuilds_it_on_disk() {
+    let dir = temp_dir("scrub-rot");
+    let mut n = Node::start(&dir, &["--shards", "1"]);
+    let a = bytes(51, 9 * GROUP as usize + 300);
+    let b = bytes(52, 6 * GROUP as usize);
+    let small = bytes(53, 4000);
+    let (addr_a, addr_b) = (upload(&n, &a), upload(&n, &b));
+    upload(&n, &small);
+    let parity_b = std::fs::read(parity_file(&n, &addr_b)).unwrap();
+    assert_eq!(n.stop().code(), Some(0));
+    // A data block of A's stripe 1 and B's stripe 1 parity block: both within 4+1.
+    flip_byte(&n.object_file(&addr_a), 5 * GROUP + 11);
+    flip_byte(&parity_file(&n, &addr_b), GROUP + 99);
+
+    n.restart(&["--shards", "1", "--scrub-rate", "8MiB"]);
+    wait_for("a whole scrub pass", Duration::from_secs(20), || {
+        gauge(n.admin, "ron_scrub_passes{shard=\"0\"}") >= Some(1.0)
+    });
+    assert_eq!(metric(n.admin, "ron_scrub_objects_total"), 3);
+    let stored = a.len() + b.len() + small.len() + 5 * GROUP as usize;
+    assert_eq!(metric(n.admin, "ron_scrub_bytes_total"), stored as u64);
+    assert_eq!(metric(n.admin, "ron_scrub_bad_blocks_total"), 2);
+    assert_eq!(metric(n.admin, "ron_scrub_unrepairable_blocks_total"), 0);
+    assert_eq!(metric(n.admin, "ron_ec_repair_bytes_total"), 2 * GROUP);
+    assert_eq!(
+        metric(n.admin, "ron_ec_degraded_reads_total"),
+        0,
+        "nobody read"
+    );
+    file_is(&n.object_file(&addr_a), &a);
+    file_is(&parity_file(&n, &addr_b), &parity_b);
+    assert_parity_intact(&n, &addr_a, &a, 4, 1);
+    let status = get(n.admin, "/admin/scrub").unwrap().json();
+    assert_eq!(
+        (status["passes"].as_u64(), status["bad_blocks"].as_u64()),
+        (Some(1), Some(2))
+    );
+}
+
+#[test]
+fn the_scrub_keeps_to_its_rate_and_a_pause_holds_across_a_restart() {
+    let dir = temp_dir("scrub-pace");
+    let mut n = Node::start(&dir, &["--shards", "1"]);
+    for seed in 0..12 {
+        upload(&n, &bytes(60 + seed, 16 * GROUP as usize));
+    }
+    assert_eq!(n.stop().code(), Some(0));
+
+    // 12 MiB of data and 3 MiB of parity at 1 MiB/s: a pass takes ~15 s.
+    let rate = 1u64 << 20;
+    let launched = Instant::now();
+    n.restart(&["--shards", "1", "--scrub-rate", "1MiB"]);
+    let admin = n.admin.to_string();
+    let mut checks = 0;
+    while launched.elapsed() < Duration::from_secs(3) {
+        let scrubbed = metric(n.admin, "ron_scrub_bytes_total");
+        // Reads start only once those before them are paid for: one stripe (4 data and
+        // 1 parity block) may be read ahead of the rate.
+        let allowed = rate * launched.elapsed().as_millis() as u64 / 1000 + 5 * GROUP;
+        assert!(
+            scrubbed <= allowed,
+            "scrubbed {scrubbed} B, more than {allowed} B"
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        checks > 5 && metric(n.admin, "ron_scrub_bytes_total") > 0,
+        "it scrubs"
+    );
+
+    let paused = ron(&["scrub", "pause", "--admin", &admin]);
+    assert!(paused.status.success(), "{paused:?}");
+    wait_for("the pause", Duration::from_secs(5), || {
+        gauge(n.admin, "ron_scrub_paused{shard=\"0\"}") == Some(1.0)
+    });
+    // The object under way (1.25 MiB: 1.25 s at this rate) ends; then nothing moves.
+    std::thread::sleep(Duration::from_millis(2500));
+    let held = metric(n.admin, "ron_scrub_bytes_total");
+    let progress = gauge(n.admin, "ron_scrub_progress_ratio{shard=\"0\"}").unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(metric(n.admin, "ron_scrub_bytes_total"), held, "paused");
+    assert!(progress > 0.0 && progress < 1.0, "mid-pass: {progress}");
+    let status = ron(&["scrub", "status", "--admin", &admin]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["paused"], true);
+
+    // A restart resumes where the pause saved the scrub, not at the start (slowly, so
+    // that no object is done before the progress is read: one takes 5 s at this rate).
+    assert_eq!(n.stop().code(), Some(0));
+    n.restart(&["--shards", "1", "--scrub-rate", "256KiB"]);
+    let resumed = gauge(n.admin, "ron_scrub_progress_ratio{shard=\"0\"}").unwrap();
+    assert!(
+        (resumed - progress).abs() < 1e-9,
+        "resumed at {resumed}, paused at {progress}"
+    );
+    let resumed_ok = ron(&["scrub", "resume", "--admin", &admin]);
+    assert!(resumed_ok.status.success(), "{resumed_ok:?}");
+}
+
+#[test]
+fn ron_repair_checks_one_object_now_and_rebuilds_what_its_parity_covers() {
+    let dir = temp_dir("scrub-repair");
+    let mut n = Node::start(&dir, &["--shards", "2"]);
+    let data = bytes(71, 8 * GROUP as usize + 17);
+    let addr = upload(&n, &data);
+    let parity = std::fs::read(parity_file(&n, &addr)).unwrap();
+    assert_eq!(n.stop().code(), Some(0));
+    flip_byte(&n.object_file(&addr), 2 * GROUP + 5);
+    flip_byte(&parity_file(&n, &addr), GROUP + 5);
+    n.restart(&["--shards", "2", "--ec", "off"]);
+    let admin = n.admin.to_string();
+    let hash = addr.to_string();
+
+    let out = ron(&["repair", &hash, "--admin", &admin]);
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "repaired");
+    assert_eq!(report["hash"], hash.as_str());
+    // Three stripes (4 + 4 + 1 groups), each with one parity block.
+    assert_eq!(report["blocks_checked"], 9 + 3);
+    assert_eq!(
+        (
+            report["bad_blocks"].as_u64(),
+            report["repaired_blocks"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    file_is(&n.object_file(&addr), &data);
+    file_is(&parity_file(&n, &addr), &parity);
+    let again = ron(&["repair", &hash, "--admin", &admin]);
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["outcome"], "healthy");
+
+    // Written with --ec off: rot is found and reported, not repairable; exit 1.
+    let plain = bytes(72, 3 * GROUP as usize);
+    let plain_addr = upload(&n, &plain);
+    flip_byte(&n.object_file(&plain_addr), GROUP + 1);
+    let out = ron(&["repair", &plain_addr.to_string(), "--admin", &admin]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"outcome\":\"damaged\"") && stderr.contains("\"protected\":false"),
+        "{stderr}"
+    );
+
+    let absent = Address::of(b"never stored").to_string();
+    let out = ron(&["repair", &absent, "--admin", &admin]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+    let r = request(
+        n.admin,
+        b"POST /admin/repair/b3:xyz HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    let r = request(
+        n.admin,
+        format!("GET /admin/repair/{hash} HTTP/1.1\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 405);
+}

@@ -1,0 +1,461 @@
+//! The paced scrubber and the check of one object (issue 14; docs/design/
+//! erasure-coding.md, "Scrubber"). Reads only find rot in the blocks clients ask for, and
+//! parity blocks are read only when a data block fails; the scrubber reads every stored
+//! block in the background and checks it, so rot is found and rebuilt before a second
+//! bad block in the same stripe makes it unrecoverable.
+//!
+//! One task per shard, in the shard's background task queue (low shares, so client
+//! work runs first when both are ready), walks each store's index in key order: every
+//! block of every object — data groups against their chaining values, parity blocks
+//! against their checksums, packed needles against their tree — and rebuilds and writes
+//! back the bad blocks of a stripe at once. It reads through its own few open files
+//! (never the read path's open-file cache) with O_DIRECT reads (never the page cache),
+//! paced by [`Pacer`] at the shard's share of the node's `scrub_bytes_per_s`. Where it
+//! is in each store ([`ScrubPosition`]) is saved in the store's index every
+//! [`SCRUB_SAVE_PERIOD_MS`] and at the end of each store's pass, so a restart resumes
+//! near where it stopped. An operator may pause and resume it; [`check_object`] is the
+//! same check of one object, unpaced, for `ron repair`.
+
+use std::cell::Cell;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ron_codec::tree::GroupIndex;
+use ron_codec::Address;
+
+use crate::disk::ObjectFiles;
+use crate::ec::{StripeCodes, StripeIndex, BLOCK_BYTES};
+use crate::error::ShardError;
+use crate::metrics::ShardMetrics;
+use crate::record::{Location, ObjectMeta, Parity};
+use crate::repair;
+use crate::store::{self, ScrubPosition, Store};
+
+/// Addresses taken from the index at a time.
+pub const SCRUB_BATCH_OBJECTS: usize = 64;
+/// How often the position in the store under way is saved, at most (a crash re-reads
+/// at most this much of the scrub).
+pub const SCRUB_SAVE_PERIOD_MS: u64 = 10_000;
+/// How often a paused scrubber looks whether it was resumed.
+pub const SCRUB_PAUSE_POLL_MS: u64 = 250;
+/// After a failure to read the index or save a position, the scrubber waits this long
+/// before it tries again (a failing disk is not hammered).
+pub const SCRUB_RETRY_MS: u64 = 10_000;
+/// The shortest round over every store: a node holding little (or nothing) is not
+/// re-read, and its index not re-committed, in a busy loop.
+pub const SCRUB_ROUND_MIN_MS: u64 = 60_000;
+/// Files the scrubber keeps open (its own: it never churns the read path's cache).
+pub const SCRUB_OPEN_FILES_MAX: usize = 8;
+/// Groups of an object without parity checked per read (512 KiB).
+pub const SCRUB_RUN_GROUPS_MAX: u64 = 8;
+
+/// Spaces reads so that the bytes read from `start` to `t` never exceed
+/// `bytes_per_s · (t − start)` plus one read: each read may start only once the reads
+/// before it are paid for. Idle time is not saved up, so there are no bursts.
+#[derive(Debug)]
+pub struct Pacer {
+    bytes_per_s: u64,
+    next: Instant,
+}
+
+impl Pacer {
+    pub fn new(bytes_per_s: u64, now: Instant) -> Pacer {
+        Pacer {
+            bytes_per_s: bytes_per_s.max(1),
+            next: now,
+        }
+    }
+
+    /// How long a read of `bytes` must wait at `now`; books it.
+    pub fn delay(&mut self, bytes: u64, now: Instant) -> Duration {
+        let start = self.next.max(now);
+        let cost_ns = u128::from(bytes) * 1_000_000_000 / u128::from(self.bytes_per_s);
+        self.next = start + Duration::from_nanos(cost_ns.min(u128::from(u64::MAX)) as u64);
+        start - now
+    }
+
+    async fn wait(&mut self, bytes: u64) {
+        let delay = self.delay(bytes, Instant::now());
+        if !delay.is_zero() {
+            glommio::timer::sleep(delay).await;
+        }
+    }
+}
+
+/// What a check of one object found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjectCheck {
+    /// Whether the object has parity (a file of its own, written with `--ec K+M`).
+    pub protected: bool,
+    pub blocks_checked: u64,
+    pub bytes_checked: u64,
+    /// Blocks missing, unreadable or failing their check.
+    pub bad_blocks: u64,
+    /// Of those, the ones rebuilt and written back, and their bytes.
+    pub repaired_blocks: u64,
+    pub repaired_bytes: u64,
+}
+
+impl ObjectCheck {
+    pub fn unrepairable_blocks(&self) -> u64 {
+        self.bad_blocks - self.repaired_blocks
+    }
+
+    fn add(&mut self, other: ObjectCheck) {
+        self.blocks_checked += other.blocks_checked;
+        self.bytes_checked += other.bytes_checked;
+        self.bad_blocks += other.bad_blocks;
+        self.repaired_blocks += other.repaired_blocks;
+        self.repaired_bytes += other.repaired_bytes;
+    }
+}
+
+/// Reads and checks every stored block of `meta`'s object, rebuilding and writing back
+/// the bad blocks of each stripe its parity can rebuild; paced by `pacer` if given.
+pub(crate) async fn check_object(
+    files: &ObjectFiles,
+    codes: &StripeCodes,
+    store: &Store,
+    meta: &ObjectMeta,
+    mut pacer: Option<&mut Pacer>,
+) -> ObjectCheck {
+    match (&meta.parity, meta.location) {
+        (Some(parity), Location::OwnFile) => {
+            let mut check = ObjectCheck {
+                protected: true,
+                ..ObjectCheck::default()
+            };
+            let stripes = parity.geometry(meta.len()).stripes();
+            for stripe in (0..stripes).map(StripeIndex) {
+                let stripe_check = check_stripe(files, codes, store, meta, parity, stripe);
+                check
+                    .add(paced(&mut pacer, stripe_bytes(meta, parity, stripe), stripe_check).await);
+            }
+            check
+        }
+        _ => {
+            let mut check = ObjectCheck::default();
+            let groups = meta.tree.group_count();
+            for first in (0..groups).step_by(SCRUB_RUN_GROUPS_MAX as usize) {
+                let count = SCRUB_RUN_GROUPS_MAX.min(groups - first);
+                let bytes = (meta.len() - first * BLOCK_BYTES).min(count * BLOCK_BYTES);
+                let run = check_groups(files, store, meta, GroupIndex(first), count);
+                check.add(paced(&mut pacer, bytes, run).await);
+            }
+            check
+        }
+    }
+}
+
+async fn paced(
+    pacer: &mut Option<&mut Pacer>,
+    bytes: u64,
+    check: impl std::future::Future<Output = ObjectCheck>,
+) -> ObjectCheck {
+    if let Some(pacer) = pacer {
+        pacer.wait(bytes).await;
+    }
+    check.await
+}
+
+/// Bytes of `stripe` on disk: its data groups and its parity blocks.
+fn stripe_bytes(meta: &ObjectMeta, parity: &Parity, stripe: StripeIndex) -> u64 {
+    let geometry = parity.geometry(meta.len());
+    let data: u64 = geometry
+        .groups_of(stripe)
+        .map(|g| geometry.group_len(GroupIndex(g)))
+        .sum();
+    data + u64::from(parity.params.parity) * BLOCK_BYTES
+}
+
+async fn check_stripe(
+    files: &ObjectFiles,
+    codes: &StripeCodes,
+    store: &Store,
+    meta: &ObjectMeta,
+    parity: &Parity,
+    stripe: StripeIndex,
+) -> ObjectCheck {
+    let mut read = repair::read_stripe(files, store, meta, parity, stripe).await;
+    let groups = parity.geometry(meta.len()).groups_of(stripe);
+    let bad = read.bad_columns().len() as u64;
+    let mut check = ObjectCheck {
+        protected: true,
+        blocks_checked: groups.end - groups.start + u64::from(parity.params.parity),
+        bytes_checked: stripe_bytes(meta, parity, stripe),
+        bad_blocks: bad,
+        ..ObjectCheck::default()
+    };
+    if bad == 0 {
+        return check;
+    }
+    let code = codes.get(parity.params);
+    match repair::repair_blocks(&code, store, meta, parity, stripe, &mut read).await {
+        Ok(written) => {
+            check.repaired_blocks = bad;
+            check.repaired_bytes = written;
+        }
+        Err(e) => tracing::warn!(
+            object = %meta.addr(),
+            stripe = stripe.0,
+            bad_blocks = bad,
+            error = %e,
+            "scrub: stripe not repaired"
+        ),
+    }
+    check
+}
+
+/// Checks groups `first..first + count` of an object without parity: bad ones are
+/// found and counted, not rebuilt.
+async fn check_groups(
+    files: &ObjectFiles,
+    store: &Store,
+    meta: &ObjectMeta,
+    first: GroupIndex,
+    count: u64,
+) -> ObjectCheck {
+    let mut check = ObjectCheck {
+        blocks_checked: count,
+        ..ObjectCheck::default()
+    };
+    let read = files.read_groups(store, meta, first, count).await;
+    for g in (first.0..first.0 + count).map(GroupIndex) {
+        let len = ron_codec::tree::group_len(meta.len(), g).unwrap_or(0);
+        check.bytes_checked += len;
+        let good = match &read {
+            Ok(read) => meta.tree.verify_group(g, &read.group(g, len)).is_ok(),
+            Err(_) => false,
+        };
+        check.bad_blocks += u64::from(!good);
+    }
+    if check.bad_blocks > 0 {
+        tracing::warn!(
+            object = %meta.addr(),
+            first_group = first.0,
+            bad_blocks = check.bad_blocks,
+            "scrub: bad blocks in an object without parity (not repairable here)"
+        );
+    }
+    check
+}
+
+/// One shard's scrubber. It holds the shard's pause switch weakly and ends when the
+/// shard is gone.
+pub(crate) struct Scrubber {
+    /// The shard's stores, in id order, and where the scrubber is in each.
+    stores: Vec<(Store, ScrubPosition)>,
+    files: ObjectFiles,
+    codes: Rc<StripeCodes>,
+    metrics: Arc<ShardMetrics>,
+    paused: Weak<Cell<bool>>,
+    pacer: Pacer,
+}
+
+impl Scrubber {
+    pub fn new(
+        stores: Vec<Store>,
+        codes: Rc<StripeCodes>,
+        metrics: Arc<ShardMetrics>,
+        paused: Weak<Cell<bool>>,
+        bytes_per_s: u64,
+    ) -> Result<Scrubber, ShardError> {
+        let mut positioned = Vec::with_capacity(stores.len());
+        for store in stores {
+            let at = store.scrub_position()?;
+            positioned.push((store, at));
+        }
+        positioned.sort_by_key(|(store, _)| store.id());
+        let scrubber = Scrubber {
+            stores: positioned,
+            files: ObjectFiles::new(SCRUB_OPEN_FILES_MAX),
+            codes,
+            metrics,
+            paused,
+            pacer: Pacer::new(bytes_per_s, Instant::now()),
+        };
+        let current = match scrubber.next_store() {
+            Some(i) => Some((i, scrubber.stores[i].0.stats()?.objects)),
+            None => None,
+        };
+        scrubber.publish_progress(current);
+        Ok(scrubber)
+    }
+
+    /// Scrubs store after store, the one with the fewest passes first, forever; a
+    /// round over every store takes at least [`SCRUB_ROUND_MIN_MS`].
+    pub async fn run(mut self) {
+        let mut round_started = Instant::now();
+        let mut rounds = self.rounds_done();
+        while let Some(i) = self.next_store() {
+            if self.rounds_done() > rounds {
+                rounds = self.rounds_done();
+                let rest = Duration::from_millis(SCRUB_ROUND_MIN_MS)
+                    .saturating_sub(round_started.elapsed());
+                glommio::timer::sleep(rest).await;
+                round_started = Instant::now();
+            }
+            match self.scrub_store(i).await {
+                Ok(Some(())) => {}
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(store = self.stores[i].0.id().0, error = %e, "scrub: store skipped for now");
+                    glommio::timer::sleep(Duration::from_millis(SCRUB_RETRY_MS)).await;
+                }
+            }
+        }
+    }
+
+    /// Passes every store has completed.
+    fn rounds_done(&self) -> u64 {
+        self.stores
+            .iter()
+            .map(|(_, at)| at.passes)
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn next_store(&self) -> Option<usize> {
+        (0..self.stores.len()).min_by_key(|&i| (self.stores[i].1.passes, i))
+    }
+
+    /// Scrubs store `i` from where it stopped to its end (`Some`), or until the shard is
+    /// gone (`None`).
+    async fn scrub_store(&mut self, i: usize) -> Result<Option<()>, ShardError> {
+        let mut saved = Instant::now();
+        let mut stored = self.stores[i].0.stats()?.objects;
+        loop {
+            let store = self.stores[i].0.clone();
+            let after = self.stores[i].1.after;
+            let batch = store.addresses_after(after.as_ref(), SCRUB_BATCH_OBJECTS)?;
+            if batch.is_empty() {
+                let at = &mut self.stores[i].1;
+                *at = ScrubPosition {
+                    passes: at.passes + 1,
+                    objects: 0,
+                    after: None,
+                };
+                self.save(i).await?;
+                self.publish_progress(None);
+                return Ok(Some(()));
+            }
+            for addr in batch {
+                if !self.wait_while_paused(i).await? {
+                    return Ok(None);
+                }
+                self.scrub_one(&store, &addr).await?;
+                let at = &mut self.stores[i].1;
+                at.objects += 1;
+                at.after = Some(addr);
+                self.publish_progress(Some((i, stored)));
+            }
+            if saved.elapsed() >= Duration::from_millis(SCRUB_SAVE_PERIOD_MS) {
+                self.save(i).await?;
+                saved = Instant::now();
+                stored = store.stats()?.objects;
+            }
+        }
+    }
+
+    async fn scrub_one(&mut self, store: &Store, addr: &Address) -> Result<(), ShardError> {
+        let meta = match store::read_record(store, addr).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Ok(()),
+            Err(e @ ShardError::Index { .. }) => return Err(e),
+            Err(e) => {
+                // A record that fails its own check: nothing of the object can be
+                // trusted or rebuilt; counted with the unrepairable blocks.
+                tracing::warn!(object = %addr, error = %e, "scrub: bad index record");
+                ShardMetrics::add(&self.metrics.scrub_bad_blocks, 1);
+                ShardMetrics::add(&self.metrics.scrub_unrepairable, 1);
+                return Ok(());
+            }
+        };
+        let check = check_object(
+            &self.files,
+            &self.codes,
+            store,
+            &meta,
+            Some(&mut self.pacer),
+        )
+        .await;
+        let m = &self.metrics;
+        ShardMetrics::add(&m.scrub_bytes, check.bytes_checked);
+        ShardMetrics::add(&m.scrub_objects, 1);
+        ShardMetrics::add(&m.scrub_bad_blocks, check.bad_blocks);
+        ShardMetrics::add(&m.scrub_unrepairable, check.unrepairable_blocks());
+        ShardMetrics::add(&m.ec_repair_bytes, check.repaired_bytes);
+        Ok(())
+    }
+
+    /// Waits while the operator has the scrubber paused, having saved where it is in
+    /// store `i` (a restart while paused resumes there); `false` once the shard is gone.
+    async fn wait_while_paused(&self, i: usize) -> Result<bool, ShardError> {
+        let mut saved = false;
+        loop {
+            match self.paused.upgrade() {
+                None => return Ok(false),
+                Some(paused) if !paused.get() => return Ok(true),
+                Some(_) if !saved => {
+                    self.save(i).await?;
+                    saved = true;
+                }
+                Some(_) => glommio::timer::sleep(Duration::from_millis(SCRUB_PAUSE_POLL_MS)).await,
+            }
+        }
+    }
+
+    async fn save(&self, i: usize) -> Result<(), ShardError> {
+        let (store, at) = (self.stores[i].0.clone(), self.stores[i].1);
+        glommio::executor()
+            .spawn_blocking(move || store.save_scrub_position_blocking(at))
+            .await
+    }
+
+    /// Publishes the passes every store has completed and how far the pass under way
+    /// is: stores already past it count whole, the one under way (`current`: its index
+    /// and how many objects it holds) by the share of its objects checked.
+    fn publish_progress(&self, current: Option<(usize, u64)>) {
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        let passes = self
+            .stores
+            .iter()
+            .map(|(_, at)| at.passes)
+            .min()
+            .unwrap_or(0);
+        let ahead = self
+            .stores
+            .iter()
+            .filter(|(_, at)| at.passes > passes)
+            .count() as f64;
+        let partial = current.map_or(0.0, |(i, stored)| {
+            let at = &self.stores[i].1;
+            (at.objects as f64 / stored.max(1) as f64).min(1.0)
+        });
+        let stores = self.stores.len().max(1) as f64;
+        let ppm = ((ahead + partial) / stores * 1e6) as u64;
+        self.metrics.scrub_passes.store(passes, relaxed);
+        self.metrics
+            .scrub_progress_ppm
+            .store(ppm.min(1_000_000), relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pacer_never_lets_reads_run_ahead_of_the_rate_and_saves_no_idle_credit() {
+        let t0 = Instant::now();
+        let mut pacer = Pacer::new(1_000_000, t0);
+        assert_eq!(pacer.delay(500_000, t0), Duration::ZERO);
+        assert_eq!(pacer.delay(500_000, t0), Duration::from_millis(500));
+        assert_eq!(pacer.delay(1, t0), Duration::from_millis(1000));
+        // Idle for 10 s: the next read goes at once, the one after waits its turn.
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(pacer.delay(2_000_000, later), Duration::ZERO);
+        assert_eq!(pacer.delay(1, later), Duration::from_secs(2));
+    }
+}
