@@ -6,7 +6,7 @@
 //! with [`verify_group`], where it keeps it (in an arena of the verified cache, or in
 //! ordinary memory), so the bytes checked are the bytes sent.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -38,6 +38,24 @@ enum FileKey {
 /// group reads.
 pub(crate) struct ObjectFiles {
     files: RefCell<ClockCache<FileKey, Rc<DmaFile>>>,
+    /// Reads submitted and not yet completed (the scrubber yields to the read path's).
+    reads_in_flight: Rc<Cell<u32>>,
+}
+
+/// One read in `reads_in_flight` for as long as it lives.
+struct ReadInFlight(Rc<Cell<u32>>);
+
+impl ReadInFlight {
+    fn start(count: &Rc<Cell<u32>>) -> ReadInFlight {
+        count.set(count.get() + 1);
+        ReadInFlight(Rc::clone(count))
+    }
+}
+
+impl Drop for ReadInFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl std::fmt::Debug for ObjectFiles {
@@ -53,7 +71,13 @@ impl ObjectFiles {
     pub(crate) fn new(open_files_max: usize) -> ObjectFiles {
         ObjectFiles {
             files: RefCell::new(ClockCache::new(open_files_max)),
+            reads_in_flight: Rc::new(Cell::new(0)),
         }
+    }
+
+    /// The count of this instance's reads in flight, to watch.
+    pub(crate) fn reads_in_flight(&self) -> Rc<Cell<u32>> {
+        Rc::clone(&self.reads_in_flight)
     }
 
     /// Reads `count` groups of an object of `store` from `first` on, with one aligned
@@ -82,6 +106,7 @@ impl ObjectFiles {
             ),
         };
         let file = self.open(key, &path).await?;
+        let _in_flight = ReadInFlight::start(&self.reads_in_flight);
         let read = match meta.location {
             Location::OwnFile => {
                 let span_bytes = (last.0 + 1 - first.0) * GROUP_LEN_BYTES;
@@ -124,6 +149,7 @@ impl ObjectFiles {
         let path = upload::parity_path(&store.object_path(&addr));
         let file = self.open(FileKey::Parity(addr), &path).await?;
         let at = code.geometry(meta.len()).parity_block_at(stripe, parity);
+        let _in_flight = ReadInFlight::start(&self.reads_in_flight);
         let read = file
             .read_at_aligned(at.offset.0, BLOCK_BYTES as usize)
             .await

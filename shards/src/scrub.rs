@@ -52,18 +52,26 @@ pub const SCRUB_RUN_GROUPS_MAX: u64 = 8;
 
 /// Spaces reads so that the bytes read from `start` to `t` never exceed
 /// `bytes_per_s · (t − start)` plus one read: each read may start only once the reads
-/// before it are paid for. Idle time is not saved up, so there are no bursts.
+/// before it are paid for. Idle time is not saved up, so there are no bursts. When it
+/// watches the read path's reads in flight, a read due while clients' reads are on the
+/// disk waits for them, at most [`SCRUB_YIELD_MS_MAX`]: the rate is a ceiling, and
+/// under client load the scrub slows rather than queue beside their reads.
 #[derive(Debug)]
 pub struct Pacer {
     bytes_per_s: u64,
     next: Instant,
+    client_reads: Option<Rc<Cell<u32>>>,
 }
+
+/// The longest one scrub read waits for clients' reads to leave the disk.
+pub const SCRUB_YIELD_MS_MAX: u64 = 10;
 
 impl Pacer {
     pub fn new(bytes_per_s: u64, now: Instant) -> Pacer {
         Pacer {
             bytes_per_s: bytes_per_s.max(1),
             next: now,
+            client_reads: None,
         }
     }
 
@@ -80,6 +88,17 @@ impl Pacer {
         if !delay.is_zero() {
             glommio::timer::sleep(delay).await;
         }
+        let Some(client_reads) = &self.client_reads else {
+            return;
+        };
+        let yielded = Instant::now();
+        while client_reads.get() > 0
+            && yielded.elapsed() < Duration::from_millis(SCRUB_YIELD_MS_MAX)
+        {
+            glommio::timer::sleep(Duration::from_micros(500)).await;
+        }
+        // Time spent yielding is not owed back: the next read is paced from now.
+        self.next = self.next.max(Instant::now());
     }
 }
 
@@ -254,12 +273,14 @@ pub(crate) struct Scrubber {
 }
 
 impl Scrubber {
+    /// `client_reads`: the read path's reads in flight, which the scrub yields to.
     pub fn new(
         stores: Vec<Store>,
         codes: Rc<StripeCodes>,
         metrics: Arc<ShardMetrics>,
         paused: Weak<Cell<bool>>,
         bytes_per_s: u64,
+        client_reads: Rc<Cell<u32>>,
     ) -> Result<Scrubber, ShardError> {
         let mut positioned = Vec::with_capacity(stores.len());
         for store in stores {
@@ -273,7 +294,10 @@ impl Scrubber {
             codes,
             metrics,
             paused,
-            pacer: Pacer::new(bytes_per_s, Instant::now()),
+            pacer: Pacer {
+                client_reads: Some(client_reads),
+                ..Pacer::new(bytes_per_s, Instant::now())
+            },
         };
         let current = match scrubber.next_store() {
             Some(i) => Some((i, scrubber.stores[i].0.stats()?.objects)),

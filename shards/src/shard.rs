@@ -757,6 +757,7 @@ fn start_scrubber(shard: &Rc<Shard>, queue: glommio::TaskQueueHandle) -> Result<
         Arc::clone(&shard.metrics),
         Rc::downgrade(&shard.scrub_paused),
         rate,
+        shard.files.reads_in_flight(),
     )?;
     glommio::spawn_local_into(scrubber.run(), queue)
         .map_err(task_error("start the scrubber"))?

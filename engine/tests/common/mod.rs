@@ -26,8 +26,13 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A fresh dir for one test, `ron-test-<pid>-<seq>-<name>` in the temp dir. Tests keep
+/// their dirs (a failure leaves them to look at); the first call in each test process
+/// removes those of test processes that have ended, so runs do not pile up.
 pub fn temp_dir(name: &str) -> PathBuf {
     static SEQ: AtomicU16 = AtomicU16::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_dirs_of_ended_tests);
     let dir = std::env::temp_dir().join(format!(
         "ron-test-{}-{}-{name}",
         std::process::id(),
@@ -36,6 +41,22 @@ pub fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+fn remove_dirs_of_ended_tests() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("ron-test-")) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 pub struct Node {
