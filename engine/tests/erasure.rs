@@ -5,19 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use ron_codec::Address;
 
 const GROUP: u64 = 65_536;
-
-fn parity_file(n: &Node, addr: &Address) -> PathBuf {
-    let mut path = n.object_file(addr).into_os_string();
-    path.push(".parity");
-    PathBuf::from(path)
-}
 
 /// Waits until repair wrote at least `at_least` bytes and no queued repair is left.
 fn wait_for_repairs(n: &Node, at_least: u64) {
@@ -39,15 +31,6 @@ fn wait_for_repairs(n: &Node, at_least: u64) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn file_is(path: &Path, want: &[u8]) {
-    let stored = std::fs::read(path).unwrap();
-    assert!(
-        stored == want,
-        "{} differs from what it should hold",
-        path.display()
-    );
 }
 
 #[test]

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -13,23 +11,6 @@ use common::*;
 use ron_codec::Address;
 
 const GROUP: u64 = 65_536;
-
-fn parity_file(n: &Node, addr: &Address) -> PathBuf {
-    let mut path = n.object_file(addr).into_os_string();
-    path.push(".parity");
-    PathBuf::from(path)
-}
-
-/// A labelled or fractional series, as text parsed to f64 (e.g. a ratio per shard).
-fn gauge(admin: SocketAddr, series: &str) -> Option<f64> {
-    let text = String::from_utf8(get(admin, "/metrics").unwrap().body).unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .map(|v| v.parse().unwrap())
-}
 
 fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -44,15 +25,6 @@ fn ron(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn file_is(path: &Path, want: &[u8]) {
-    let stored = std::fs::read(path).unwrap();
-    assert!(
-        stored == want,
-        "{} differs from what it should hold",
-        path.display()
-    );
 }
 
 #[test]

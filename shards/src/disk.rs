@@ -43,16 +43,16 @@ pub(crate) struct ObjectFiles {
 }
 
 /// One read in `reads_in_flight` for as long as it lives.
-struct ReadInFlight(Rc<Cell<u32>>);
+struct ReadInFlight<'a>(&'a Cell<u32>);
 
-impl ReadInFlight {
-    fn start(count: &Rc<Cell<u32>>) -> ReadInFlight {
+impl ReadInFlight<'_> {
+    fn start(count: &Cell<u32>) -> ReadInFlight<'_> {
         count.set(count.get() + 1);
-        ReadInFlight(Rc::clone(count))
+        ReadInFlight(count)
     }
 }
 
-impl Drop for ReadInFlight {
+impl Drop for ReadInFlight<'_> {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
     }

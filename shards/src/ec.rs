@@ -11,7 +11,10 @@
 //! `(c + rot) mod n`; a dir keeps, per object, its data columns in one data file and
 //! its parity columns in one parity file, stripe after stripe.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
+use std::rc::Rc;
 use std::str::FromStr;
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
@@ -413,16 +416,16 @@ impl StripeCode {
 /// The codes of one shard, one per `k+m` met, each built once (its matrices).
 #[derive(Debug, Default)]
 pub struct StripeCodes {
-    codes: std::cell::RefCell<std::collections::HashMap<EcParams, std::rc::Rc<StripeCode>>>,
+    codes: RefCell<HashMap<EcParams, Rc<StripeCode>>>,
 }
 
 impl StripeCodes {
-    pub fn get(&self, params: EcParams) -> std::rc::Rc<StripeCode> {
+    pub fn get(&self, params: EcParams) -> Rc<StripeCode> {
         let mut codes = self.codes.borrow_mut();
-        std::rc::Rc::clone(
+        Rc::clone(
             codes
                 .entry(params)
-                .or_insert_with(|| std::rc::Rc::new(StripeCode::new(params))),
+                .or_insert_with(|| Rc::new(StripeCode::new(params))),
         )
     }
 }

@@ -489,12 +489,6 @@ impl Shard {
     /// repair`), and rebuilds and writes back what its parity can rebuild. On the
     /// object's owner only: another shard answers `Mesh`.
     pub async fn check_object(&self, addr: &Address) -> Result<ObjectCheck, ShardError> {
-        if self.owner(addr).is_some() {
-            return Err(ShardError::Mesh {
-                shard: self.index.0,
-                reason: "asked to check an object of a store it does not own",
-            });
-        }
         let store = self.local_store(addr)?;
         let meta = store::read_record(store, addr)
             .await?

@@ -1,5 +1,7 @@
 //! What an admin request asks for, and its answer. Routing reads counters and the
-//! control thread's latest copy; it does no I/O.
+//! control thread's latest copy, and sends the operator's storage requests to the
+//! shards' inboxes; the check of one object waits (bounded) for the owner's report.
+//! It does no socket or disk I/O.
 
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use std::rc::Rc;
 
-use ron_codec::Address;
-use ron_link::link::{ObjectCheckReport, ShardLink, ToShard, REPORT_PERIOD_MS};
-use ron_shards::scrub::ObjectCheck;
-use ron_shards::{Shard, ShardError, ShardMetrics};
+use ron_link::link::{ShardLink, REPORT_PERIOD_MS};
+use ron_shards::{Shard, ShardMetrics};
 
+use super::operator::operator_request;
 use crate::admission::Admission;
 use crate::limits;
 
@@ -66,51 +65,6 @@ impl ShardClock<'_> {
         };
         futures_lite::future::or(idle, self.first_connection.wait()).await;
         None
-    }
-}
-
-/// An operator's request about this shard's storage (from the admin server).
-fn operator_request(shard: &Rc<Shard>, message: ToShard) {
-    match message {
-        ToShard::PauseScrub(paused) => shard.pause_scrub(paused),
-        ToShard::CheckObject { addr, reply } => {
-            let shard = Rc::clone(shard);
-            glommio::spawn_local(async move {
-                let checked = shard.check_object(&Address::from_bytes(addr)).await;
-                let _ = reply.try_send(check_report(checked));
-            })
-            .detach();
-        }
-        ToShard::Policy(_) | ToShard::Shares(_) => {}
-    }
-}
-
-fn check_report(checked: Result<ObjectCheck, ShardError>) -> ObjectCheckReport {
-    match checked {
-        Ok(check) => ObjectCheckReport {
-            outcome: match (check.bad_blocks, check.unrepairable_blocks()) {
-                (0, _) => "healthy",
-                (_, 0) => "repaired",
-                _ => "damaged",
-            },
-            protected: check.protected,
-            blocks_checked: check.blocks_checked,
-            bytes_checked: check.bytes_checked,
-            bad_blocks: check.bad_blocks,
-            repaired_blocks: check.repaired_blocks,
-            repaired_bytes: check.repaired_bytes,
-            unrepairable_blocks: check.unrepairable_blocks(),
-            error: None,
-        },
-        Err(ShardError::NotFound { .. }) => ObjectCheckReport {
-            outcome: "not_found",
-            ..ObjectCheckReport::default()
-        },
-        Err(e) => ObjectCheckReport {
-            outcome: "failed",
-            error: Some(e.to_string()),
-            ..ObjectCheckReport::default()
-        },
     }
 }
 

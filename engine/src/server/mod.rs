@@ -16,6 +16,7 @@
 
 mod clock;
 mod notify;
+mod operator;
 mod shard;
 
 use std::net::SocketAddr;

@@ -468,10 +468,23 @@ pub fn metric_reaching(admin: SocketAddr, name: &str, want: u64, within: Duratio
 
 /// A series' value, if `/metrics` has it yet.
 pub fn try_metric(admin: SocketAddr, name: &str) -> Option<u64> {
+    series_text(admin, name).map(|v| v.parse().unwrap())
+}
+
+/// A series that is not a whole number (a ratio), or is labelled: give the name with
+/// its labels, `ron_scrub_passes{shard="0"}`.
+pub fn gauge(admin: SocketAddr, series: &str) -> Option<f64> {
+    series_text(admin, series).map(|v| v.parse().unwrap())
+}
+
+fn series_text(admin: SocketAddr, series: &str) -> Option<String> {
     let text = String::from_utf8(get(admin, "/metrics").unwrap().body).unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.parse().unwrap())
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(str::to_owned)
 }
 
 /// Uploads `data` with `PUT /o`; asserts 201/200 and returns the address.
@@ -545,14 +558,30 @@ pub fn flip_byte(path: &std::path::Path, offset: u64) {
     file.sync_all().unwrap();
 }
 
+/// The parity file beside the object file of `addr`.
+pub fn parity_file(n: &Node, addr: &Address) -> PathBuf {
+    let mut path = n.object_file(addr).into_os_string();
+    path.push(".parity");
+    PathBuf::from(path)
+}
+
+/// Asserts the file at `path` holds exactly `want`.
+pub fn file_is(path: &Path, want: &[u8]) {
+    let stored = std::fs::read(path).unwrap();
+    assert!(
+        stored == want,
+        "{} differs from what it should hold",
+        path.display()
+    );
+}
+
 /// Checks that `data`, stored at `addr` in a file of its own with parity at `k+m`, has
 /// its whole parity file beside it: every stripe's blocks as the code computes them.
 pub fn assert_parity_intact(n: &Node, addr: &Address, data: &[u8], k: u8, m: u8) {
     use ron_shards::ec::{EcParams, StripeCode};
     let block = 65_536;
-    let mut path = n.object_file(addr).into_os_string();
-    path.push(".parity");
-    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{addr}: no parity file: {e}"));
+    let stored = std::fs::read(parity_file(n, addr))
+        .unwrap_or_else(|e| panic!("{addr}: no parity file: {e}"));
     let code = StripeCode::new(EcParams::new(k, m).unwrap());
     let stripes: Vec<&[u8]> = data.chunks(usize::from(k) * block).collect();
     assert_eq!(
