@@ -210,7 +210,12 @@ pub fn resolve(
     if config.ec.is_none() {
         let ec = config.ec_params();
         config.ec = Some(ec);
-        origins.insert("ec", Origin::Auto(format!("{ec} for 1 data dir")));
+        let dirs = config.data_dirs.len();
+        let why = format!(
+            "{ec} for {dirs} data dir{}",
+            if dirs == 1 { "" } else { "s" }
+        );
+        origins.insert("ec", Origin::Auto(why));
     }
     Ok(Resolved {
         config,
@@ -250,6 +255,11 @@ fn apply_flags(
     for (flag, value) in flags.iter().filter(|(n, _)| n != "config") {
         let setting =
             keys::find_flag(flag).ok_or_else(|| usage(format!("unknown option --{flag}")))?;
+        if !matches!(origins.get(setting.key), Some(Origin::Flag(_))) {
+            // A list given by flags replaces what the layers below set (a scalar key
+            // refuses the empty list and is left as it is).
+            let _ = (setting.apply)(config, keys::Value::List(&[]));
+        }
         (setting.apply)(config, keys::Value::Flag(value)).map_err(|reason| ConfigError::Flag {
             flag: flag.clone(),
             key: setting.key,
@@ -508,7 +518,7 @@ mod tests {
     fn help_lists_every_flag_with_its_default() {
         assert!(HELP.starts_with("ron — the RustyOnions data-plane node\n"));
         assert!(HELP.contains(
-            "  --config FILE               TOML file with any of the keys below\n  --data-dir DIR              data directory [./ron-data]\n"
+            "  --config FILE               TOML file with any of the keys below\n  --data-dir DIR              data directory, one per disk (repeatable; key data_dirs) [./ron-data]\n"
         ));
         for line in [
             "  --cert FILE                 PEM certificate chain for --tls (key tls_cert)\n",

@@ -65,7 +65,7 @@ impl Harness {
         let _ = std::fs::remove_dir_all(data_dir);
         std::fs::create_dir_all(data_dir).expect("create the data dir");
         let config = Config {
-            data_dir: data_dir.to_path_buf(),
+            data_dirs: vec![data_dir.to_path_buf()],
             shards: 1,
             cache_bytes: 8 << 20,
             meta_cache_bytes: 4 << 20,
@@ -83,10 +83,12 @@ impl Harness {
             requests: Arc::new(RequestCounters::default()),
         };
         let (fronts, admission) = executor.run(async {
-            let table = layout::open_data_dir(&config.data_dir, 1).expect("open the data dir");
-            layout::clean_tmp(&config.data_dir).expect("make the temp dir");
+            let table = layout::open_data_dirs(&config.data_dirs(), 1, 0)
+                .expect("open the data dir")
+                .table;
+            layout::clean_tmp(data_dir).expect("make the temp dir");
             let shard_config = ShardConfig {
-                data_dir: config.data_dir.clone(),
+                data_dirs: config.data_dirs(),
                 cache_bytes_max: config.cache_bytes as usize,
                 meta_bytes_max: config.meta_cache_bytes as usize,
                 open_files_max: config.open_files_max,

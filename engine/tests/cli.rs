@@ -265,10 +265,10 @@ fn the_packaged_config_is_the_sample_and_lists_every_key() {
         packaged, sample,
         "packaging/ron.toml is stale: ron config sample --data-dir /var/lib/ron > packaging/ron.toml"
     );
-    assert!(sample.contains("\ndata_dir = \"/var/lib/ron\"\n"));
+    assert!(sample.contains("\ndata_dirs = [\"/var/lib/ron\"]\n"));
     for key in ron_engine::config::keys::KEYS {
         assert!(
-            sample.contains(&format!("\n#{} = ", key.key)) || key.key == "data_dir",
+            sample.contains(&format!("\n#{} = ", key.key)) || key.key == "data_dirs",
             "{} missing",
             key.key
         );

@@ -75,26 +75,32 @@ struct PendingCommit {
     done: LocalSender<Result<(), ShardError>>,
 }
 
-/// Where a staged file is, and the name it gets in its store.
+/// Where an object's staged files are, and the names they get in its store, in each
+/// file's dir: parity files first, so that an object file in a store has its parity.
 struct StagedMove {
-    tmp_path: PathBuf,
-    object_path: PathBuf,
-    /// The staged parity file, moved beside the object file (`upload::parity_path`).
-    parity_tmp_path: Option<PathBuf>,
+    files: Vec<(PathBuf, PathBuf)>,
 }
 
 impl StagedMove {
-    /// (staged, final) paths of its files: the parity file first, so that an object
-    /// file in a store has its parity beside it.
-    fn paths(&self) -> impl Iterator<Item = (&Path, PathBuf)> {
-        let parity = self
-            .parity_tmp_path
-            .as_deref()
-            .map(|tmp| (tmp, upload::parity_path(&self.object_path)));
-        parity.into_iter().chain(std::iter::once((
-            self.tmp_path.as_path(),
-            self.object_path.clone(),
-        )))
+    fn new(store: &Store, addr: &Address, staged: Vec<upload::StagedFile>) -> StagedMove {
+        let files = staged
+            .into_iter()
+            .map(|f| {
+                let to = match f.parity {
+                    true => store.parity_path(addr, f.dir),
+                    false => store.object_path(addr, f.dir),
+                };
+                (f.path, to)
+            })
+            .collect();
+        StagedMove { files }
+    }
+
+    /// (staged, final) paths of its files.
+    fn paths(&self) -> impl Iterator<Item = (&Path, &Path)> {
+        self.files
+            .iter()
+            .map(|(tmp, to)| (tmp.as_path(), to.as_path()))
     }
 }
 
@@ -407,17 +413,10 @@ async fn write_batch(commits: &GroupCommit, batch: Vec<PendingCommit>) -> Writte
         });
         let meta = p.staged.meta;
         match p.staged.body {
-            StagedBody::TempFile { data, parity } => {
+            StagedBody::TempFiles(staged) => {
                 files.push((meta.addr(), p.done));
-                let object_path = entry.store.object_path(&meta.addr());
-                entry.files.push((
-                    meta,
-                    StagedMove {
-                        tmp_path: data,
-                        object_path,
-                        parity_tmp_path: parity,
-                    },
-                ));
+                let moves = StagedMove::new(&entry.store, &meta.addr(), staged);
+                entry.files.push((meta, moves));
             }
             StagedBody::Packed(body) => {
                 packed.push((meta.addr(), p.done));
@@ -629,7 +628,9 @@ fn pack_durably(batch: &mut StoreBatch) -> Result<Packed, ShardError> {
     }
     let log = match &mut batch.segments {
         Some(log) => log,
-        None => batch.segments.insert(SegmentLog::open(batch.store.root())?),
+        None => batch
+            .segments
+            .insert(SegmentLog::open(batch.store.segments_root())?),
     };
     let needles: Vec<Needle<'_>> = batch
         .packed
@@ -663,7 +664,7 @@ fn move_durably(moves: &[&StagedMove]) -> Result<(), ShardError> {
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
     for (tmp, object_path) in moves.iter().flat_map(|m| m.paths()) {
-        std::fs::rename(tmp, &object_path).map_err(ShardError::io("rename", &object_path))?;
+        std::fs::rename(tmp, object_path).map_err(ShardError::io("rename", object_path))?;
         if let Some(dir) = object_path.parent() {
             if !dirs.iter().any(|d| d == dir) {
                 dirs.push(dir.to_path_buf());

@@ -1,6 +1,8 @@
 //! The disk end of the read path: this shard's open object files and segments, and
 //! group reads from them, one io_uring DMA read per run of 64 KiB groups (aligned for
-//! an object's own file; around the needle for a packed object).
+//! an object's own file; around the needle for a packed object). An object spread over
+//! several data dirs has a data file in each dir its columns map to: a run of groups
+//! is one read per contiguous stretch of one of them, all in flight at once.
 //!
 //! Bytes come off disk unverified ([`DiskGroups`]); the shard checks each group once,
 //! with [`verify_group`], where it keeps it (in an arena of the verified cache, or in
@@ -17,20 +19,20 @@ use ron_codec::Address;
 
 use crate::arena::GroupBytes;
 use crate::cache::ClockCache;
-use crate::ec::{parity_checksum, StripeIndex, BLOCK_BYTES};
+use crate::ec::{parity_checksum, DirIndex, StripeIndex, BLOCK_BYTES};
 use crate::error::ShardError;
 use crate::metrics::ShardMetrics;
-use crate::record::{Location, ObjectMeta};
+use crate::record::{Location, ObjectMeta, Parity};
 use crate::segment::SegmentId;
 use crate::store::{Store, StoreId};
-use crate::upload;
 
 /// A file the read path opens: an object's own file or a segment of packed objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum FileKey {
-    Object(Address),
-    /// An object's parity file (`upload::parity_path`).
-    Parity(Address),
+    /// An object's data file in one dir.
+    Object(Address, DirIndex),
+    /// An object's parity file in one dir (`upload::parity_path`).
+    Parity(Address, DirIndex),
     Segment(StoreId, SegmentId),
 }
 
@@ -80,9 +82,11 @@ impl ObjectFiles {
         Rc::clone(&self.reads_in_flight)
     }
 
-    /// Reads `count` groups of an object of `store` from `first` on, with one aligned
-    /// DMA read. The bytes are not verified here: the shard checks each group once,
-    /// where it keeps it (`Shard::group`).
+    /// Reads `count` groups of an object of `store` from `first` on: one aligned DMA
+    /// read per run of them that lies contiguous in one file (one read for an object in
+    /// one dir; one per block when its columns are spread over dirs), all in flight at
+    /// once. The bytes are not verified here: the shard checks each group once, where it
+    /// keeps it (`Shard::group`).
     pub(crate) async fn read_groups(
         &self,
         store: &Store,
@@ -96,43 +100,126 @@ impl ObjectFiles {
             .map(|len| last.start_offset() - first.start_offset() + len)
             .ok_or(ShardError::NotFound { addr })?;
         if expected == 0 {
-            return Ok(DiskGroups { first, read: None });
+            return Ok(DiskGroups::Empty);
         }
-        let (key, path) = match meta.location {
-            Location::OwnFile => (FileKey::Object(addr), store.object_path(&addr)),
-            Location::Packed(at) => (
-                FileKey::Segment(store.id(), at.segment),
-                store.segment_path(at.segment),
-            ),
+        if let Location::Packed(at) = meta.location {
+            return self
+                .read_needle_groups(store, meta, at, first, expected)
+                .await;
+        }
+        let parity = match &meta.parity {
+            Some(parity) if parity.dirs > 1 => parity,
+            // One dir: the data file is the groups in order.
+            _ => {
+                let run = FileRun {
+                    dir: DirIndex(0),
+                    offset: first.start_offset(),
+                    first,
+                    count: last.0 - first.0 + 1,
+                };
+                let read = self.read_run(store, meta, &run, expected).await?;
+                return Ok(DiskGroups::One { first, read });
+            }
         };
-        let file = self.open(key, &path).await?;
-        let _in_flight = ReadInFlight::start(&self.reads_in_flight);
-        let read = match meta.location {
-            Location::OwnFile => {
-                let span_bytes = (last.0 + 1 - first.0) * GROUP_LEN_BYTES;
-                file.read_at_aligned(first.start_offset(), span_bytes as usize)
-                    .await
-            }
-            // A needle lies anywhere in its segment: glommio aligns the read around it.
-            Location::Packed(at) => {
-                file.read_at(at.body.0 + first.start_offset(), expected as usize)
-                    .await
-            }
+        let runs = file_runs(meta, parity, first, last);
+        if let [run] = runs.as_slice() {
+            let read = self.read_run(store, meta, run, expected).await?;
+            return Ok(DiskGroups::One { first, read });
         }
-        .map_err(|e| ShardError::io("read", &path)(e.into()))?;
+        let _in_flight = ReadInFlight::start(&self.reads_in_flight);
+        let mut reads = Vec::with_capacity(runs.len());
+        for run in &runs {
+            let file = self.open_data_file(store, &addr, run.dir).await?;
+            let span_bytes = run.count * GROUP_LEN_BYTES;
+            let at = run.offset;
+            let read =
+                glommio::spawn_local(
+                    async move { file.read_at_aligned(at, span_bytes as usize).await },
+                );
+            reads.push(read);
+        }
+        let mut done = Vec::with_capacity(runs.len());
+        for (run, read) in runs.into_iter().zip(reads) {
+            let path = store.object_path(&addr, run.dir);
+            let read = read
+                .await
+                .map_err(|e| ShardError::io("read", &path)(e.into()))?;
+            check_read_len(meta, &run, &read, path)?;
+            done.push((run.first, read));
+        }
+        Ok(DiskGroups::Many(done))
+    }
+
+    /// One run's read, awaited here (the common case: every group in one file).
+    async fn read_run(
+        &self,
+        store: &Store,
+        meta: &ObjectMeta,
+        run: &FileRun,
+        expected: u64,
+    ) -> Result<ReadResult, ShardError> {
+        let addr = meta.addr();
+        let file = self.open_data_file(store, &addr, run.dir).await?;
+        let path = || store.object_path(&addr, run.dir);
+        let _in_flight = ReadInFlight::start(&self.reads_in_flight);
+        let read = file
+            .read_at_aligned(run.offset, (run.count * GROUP_LEN_BYTES) as usize)
+            .await
+            .map_err(|e| ShardError::io("read", path())(e.into()))?;
         if (read.len() as u64) < expected {
             return Err(ShardError::ShortRead {
                 addr,
+                group: run.first.0,
+                got: read.len(),
+                expected,
+                path: path(),
+            });
+        }
+        Ok(read)
+    }
+
+    /// Groups of a packed object: its needle lies anywhere in its segment, and glommio
+    /// aligns the read around it.
+    async fn read_needle_groups(
+        &self,
+        store: &Store,
+        meta: &ObjectMeta,
+        at: crate::segment::NeedleAt,
+        first: GroupIndex,
+        expected: u64,
+    ) -> Result<DiskGroups, ShardError> {
+        let path = store.segment_path(at.segment);
+        let file = self
+            .open(FileKey::Segment(store.id(), at.segment), &path)
+            .await?;
+        let _in_flight = ReadInFlight::start(&self.reads_in_flight);
+        let read = file
+            .read_at(at.body.0 + first.start_offset(), expected as usize)
+            .await
+            .map_err(|e| ShardError::io("read", &path)(e.into()))?;
+        if (read.len() as u64) < expected {
+            return Err(ShardError::ShortRead {
+                addr: meta.addr(),
                 group: first.0,
                 got: read.len(),
                 expected,
                 path,
             });
         }
-        Ok(DiskGroups {
-            first,
-            read: Some(read),
-        })
+        Ok(DiskGroups::One { first, read })
+    }
+
+    async fn open_data_file(
+        &self,
+        store: &Store,
+        addr: &Address,
+        dir: DirIndex,
+    ) -> Result<Rc<DmaFile>, ShardError> {
+        let key = FileKey::Object(*addr, dir);
+        if let Some(file) = self.files.borrow_mut().get(&key) {
+            return Ok(file);
+        }
+        self.open(key, &store.object_path(addr, dir)).await
     }
 
     /// Reads parity block `parity` of `stripe` of an object stored with parity, and
@@ -146,9 +233,9 @@ impl ObjectFiles {
     ) -> Result<Vec<u8>, ShardError> {
         let addr = meta.addr();
         let code = meta.parity.as_ref().ok_or(ShardError::NotFound { addr })?;
-        let path = upload::parity_path(&store.object_path(&addr));
-        let file = self.open(FileKey::Parity(addr), &path).await?;
         let at = code.geometry(meta.len()).parity_block_at(stripe, parity);
+        let path = store.parity_path(&addr, at.dir);
+        let file = self.open(FileKey::Parity(addr, at.dir), &path).await?;
         let _in_flight = ReadInFlight::start(&self.reads_in_flight);
         let read = file
             .read_at_aligned(at.offset.0, BLOCK_BYTES as usize)
@@ -167,11 +254,14 @@ impl ObjectFiles {
         }
     }
 
-    /// Forgets the open files of `addr` (after repair rewrote or recreated one).
-    pub(crate) fn forget(&self, addr: &Address) {
+    /// Forgets the open files of `addr` in `dirs` dirs (after repair rewrote or
+    /// recreated one).
+    pub(crate) fn forget(&self, addr: &Address, dirs: u8) {
         let mut files = self.files.borrow_mut();
-        files.remove(&FileKey::Object(*addr));
-        files.remove(&FileKey::Parity(*addr));
+        for d in 0..dirs.max(1) {
+            files.remove(&FileKey::Object(*addr, DirIndex(d)));
+            files.remove(&FileKey::Parity(*addr, DirIndex(d)));
+        }
     }
 
     async fn open(&self, key: FileKey, path: &Path) -> Result<Rc<DmaFile>, ShardError> {
@@ -187,20 +277,90 @@ impl ObjectFiles {
     }
 }
 
-/// Groups as one DMA read brought them off disk, not yet verified.
-pub(crate) struct DiskGroups {
+/// Groups of one object that lie back to back in one of its files: from `first`,
+/// `count` of them, at `offset` in the data file of `dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileRun {
+    dir: DirIndex,
+    offset: u64,
     first: GroupIndex,
-    read: Option<ReadResult>,
+    count: u64,
+}
+
+/// The runs groups `first..=last` of an object spread over several dirs lie in, in
+/// group order: one per contiguous stretch of a dir's data file.
+fn file_runs(
+    meta: &ObjectMeta,
+    parity: &Parity,
+    first: GroupIndex,
+    last: GroupIndex,
+) -> Vec<FileRun> {
+    let geometry = parity.geometry(meta.len());
+    let mut runs: Vec<FileRun> = Vec::new();
+    for g in first.0..=last.0 {
+        let at = geometry.data_block_at(GroupIndex(g));
+        match runs.last_mut() {
+            Some(run)
+                if run.dir == at.dir && run.offset + run.count * BLOCK_BYTES == at.offset.0 =>
+            {
+                run.count += 1;
+            }
+            _ => runs.push(FileRun {
+                dir: at.dir,
+                offset: at.offset.0,
+                first: GroupIndex(g),
+                count: 1,
+            }),
+        }
+    }
+    runs
+}
+
+/// A run's read must hold all its groups (the object's last one may be short).
+fn check_read_len(
+    meta: &ObjectMeta,
+    run: &FileRun,
+    read: &ReadResult,
+    path: std::path::PathBuf,
+) -> Result<(), ShardError> {
+    let last = GroupIndex(run.first.0 + run.count - 1);
+    let expected = (run.count - 1) * GROUP_LEN_BYTES + group_len(meta.len(), last).unwrap_or(0);
+    match (read.len() as u64) < expected {
+        true => Err(ShardError::ShortRead {
+            addr: meta.addr(),
+            group: run.first.0,
+            got: read.len(),
+            expected,
+            path,
+        }),
+        false => Ok(()),
+    }
+}
+
+/// Groups as DMA reads brought them off disk, not yet verified.
+pub(crate) enum DiskGroups {
+    /// Nothing to read: an empty object.
+    Empty,
+    /// One read from `first` on.
+    One { first: GroupIndex, read: ReadResult },
+    /// Several reads, each from its first group on, in group order.
+    Many(Vec<(GroupIndex, ReadResult)>),
 }
 
 impl DiskGroups {
     /// The bytes of group `group` (one the read covers), `expected` long, where they
     /// lie in the read's DMA buffer.
     pub(crate) fn group(&self, group: GroupIndex, expected: u64) -> GroupBytes {
-        let Some(read) = &self.read else {
-            return GroupBytes::in_memory(Bytes::new());
+        let (first, read) = match self {
+            DiskGroups::Empty => return GroupBytes::in_memory(Bytes::new()),
+            DiskGroups::One { first, read } => (*first, read),
+            DiskGroups::Many(reads) => {
+                let at = reads.partition_point(|(first, _)| first.0 <= group.0);
+                let (first, read) = &reads[at.saturating_sub(1)];
+                (*first, read)
+            }
         };
-        let from = ((group.0 - self.first.0) * GROUP_LEN_BYTES) as usize;
+        let from = ((group.0 - first.0) * GROUP_LEN_BYTES) as usize;
         let slice = ReadResult::slice(read, from, expected as usize)
             .expect("the read covers the group (checked against its length)");
         GroupBytes::in_disk_read(slice)

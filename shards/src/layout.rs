@@ -1,12 +1,22 @@
-//! The data dir: the partition table and the stores.
+//! The data dirs: the partition table, the stores, and which dir is which.
 //!
 //! ```text
-//! <data>/partitions.bin    PartitionTable encoding: 4096 partitions -> store id
-//! <data>/stores/<id>/      one Store per id in 0..store_count
-//! <data>/tmp/              uploads in flight; emptied at every start-up
+//! <dir>/ron-dir.bin        DirMarker: node id, this dir's position, the dir count
+//! <dir>/partitions.bin     PartitionTable encoding: 4096 partitions -> store id
+//!                          (the same in every dir)
+//! <dir>/stores/<id>/       this dir's part of store <id> (its object and parity
+//!                          files; the index replica when the dir holds one)
+//! <dir>/tmp/               uploads in flight; emptied at every start-up
+//! <dir>/LOCK               held by the running node
 //! ```
 //!
-//! The table is written once, when the data dir is created, with one store per shard.
+//! A node has 1..=[`DIRS_MAX`] data dirs, fixed when it is created: each gets a marker
+//! naming the node and its position, checked at every start, so a dir given at another
+//! position, of another node, or with another dir count is refused. A dir without a
+//! marker among marked ones is a *replacement* (a new disk): it gets the layout and
+//! its marker, and the scrubber rebuilds its blocks while the node serves.
+//!
+//! The table is written once, when the node is created, with one store per shard.
 //! A later start with a different `--shards` keeps the table and the stores as they are
 //! and only reassigns stores to shards (`store % shards`), so no object moves and every
 //! object is found. With more shards than stores, the extra shards own no store: they
@@ -17,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use ron_codec::{Address, PartitionTable};
 
+use crate::ec::{DirIndex, DIRS_MAX};
 use crate::error::ShardError;
 use crate::store::StoreId;
 
@@ -71,35 +82,325 @@ impl Routing {
     }
 }
 
+/// The node's data dirs, in the order they were given: the `i`-th is `DirIndex(i)`.
+/// Cheap to clone (shared).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDirs {
+    dirs: std::sync::Arc<[PathBuf]>,
+}
+
+impl DataDirs {
+    /// At least one dir; at most [`DIRS_MAX`] (checked by [`open_data_dirs`]).
+    pub fn new(dirs: Vec<PathBuf>) -> DataDirs {
+        assert!(!dirs.is_empty(), "a node has at least one data dir");
+        DataDirs { dirs: dirs.into() }
+    }
+
+    pub fn one(dir: &Path) -> DataDirs {
+        DataDirs::new(vec![dir.to_path_buf()])
+    }
+
+    pub fn count(&self) -> u8 {
+        self.dirs.len().min(usize::from(DIRS_MAX)) as u8
+    }
+
+    pub fn dir(&self, d: DirIndex) -> &Path {
+        &self.dirs[usize::from(d.0)]
+    }
+
+    /// The first dir: where a one-dir node keeps everything.
+    pub fn first(&self) -> &Path {
+        &self.dirs[0]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (DirIndex, &Path)> {
+        self.dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (DirIndex(i as u8), d.as_path()))
+    }
+
+    /// Store `store`'s root in every dir, in dir order.
+    pub fn store_roots(&self, store: StoreId) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| store_dir(d, store)).collect()
+    }
+
+    /// The temp dir of every dir, in dir order.
+    pub fn tmp_dirs(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| tmp_dir(d)).collect()
+    }
+}
+
 pub fn store_dir(data_dir: &Path, store: StoreId) -> PathBuf {
     data_dir.join("stores").join(store.0.to_string())
 }
 
-/// Loads the partition table, or creates the data dir with `shards` stores. Blocking;
-/// start-up only. Cost is independent of the number of stored objects.
-pub fn open_data_dir(data_dir: &Path, shards: u16) -> Result<PartitionTable, ShardError> {
-    let layout = |reason: String| ShardError::Layout {
-        path: data_dir.to_path_buf(),
-        reason,
-    };
-    std::fs::create_dir_all(data_dir).map_err(ShardError::io("create dir", data_dir))?;
-    let path = data_dir.join(TABLE_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => PartitionTable::decode(&bytes).map_err(|e| layout(e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let table = PartitionTable::round_robin(shards).map_err(|e| layout(e.to_string()))?;
-            let tmp = data_dir.join(format!("{TABLE_FILE}.tmp"));
-            write_durably(&tmp, &table.encode())?;
-            std::fs::rename(&tmp, &path).map_err(ShardError::io("rename", &path))?;
-            sync_dir(data_dir)?;
-            Ok(table)
+const MARKER_FILE: &str = "ron-dir.bin";
+const MARKER_MAGIC: &str = "ron data dir v1";
+
+/// What `ron-dir.bin` says: the node the dir belongs to, its position among the node's
+/// dirs and how many there are. Text, so an operator can read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirMarker {
+    pub node: [u8; 16],
+    pub position: DirIndex,
+    pub dirs: u8,
+}
+
+impl DirMarker {
+    fn encode(&self) -> String {
+        let node: String = self.node.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{MARKER_MAGIC}\nnode {node}\nposition {}\ndirs {}\n",
+            self.position.0, self.dirs
+        )
+    }
+
+    fn decode(text: &str) -> Option<DirMarker> {
+        let mut lines = text.lines();
+        (lines.next()? == MARKER_MAGIC).then_some(())?;
+        let mut field = |name: &str| lines.next()?.strip_prefix(name)?.strip_prefix(' ');
+        let hex = field("node")?;
+        let position = field("position")?.parse().ok()?;
+        let dirs = field("dirs")?.parse().ok()?;
+        let mut node = [0u8; 16];
+        (hex.len() == 32).then_some(())?;
+        for (i, byte) in node.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
         }
+        Some(DirMarker {
+            node,
+            position: DirIndex(position),
+            dirs,
+        })
+    }
+
+    fn node_hex(&self) -> String {
+        self.node.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// What [`open_data_dirs`] found and made.
+#[derive(Debug)]
+pub struct OpenedDirs {
+    pub table: PartitionTable,
+    /// Dirs that had no marker among marked ones: replacements, to be rebuilt.
+    pub replaced: Vec<DirIndex>,
+}
+
+/// Checks every dir's marker against its position, loads the partition table (or
+/// creates the node with `shards` stores), and readies replacement dirs: at most
+/// `replaceable` of them (the parity blocks per stripe; more empty dirs at once would
+/// leave stripes that cannot be rebuilt, so nothing is written and the start refused).
+/// Blocking; start-up only. Cost is independent of the number of stored objects.
+pub fn open_data_dirs(
+    dirs: &DataDirs,
+    shards: u16,
+    replaceable: u8,
+) -> Result<OpenedDirs, ShardError> {
+    if dirs.dirs.len() > usize::from(DIRS_MAX) {
+        return Err(ShardError::Layout {
+            path: dirs.first().to_path_buf(),
+            reason: format!("{} data dirs: at most {DIRS_MAX}", dirs.dirs.len()),
+        });
+    }
+    let n = dirs.count();
+    let mut markers = Vec::with_capacity(usize::from(n));
+    for (d, dir) in dirs.iter() {
+        std::fs::create_dir_all(dir).map_err(ShardError::io("create dir", dir))?;
+        markers.push(read_marker(dir)?);
+        if let Some(marker) = markers[usize::from(d.0)] {
+            check_marker(dir, d, n, &marker)?;
+        }
+    }
+    let node = match markers.iter().flatten().next() {
+        Some(marker) => {
+            check_one_node(dirs, &markers)?;
+            marker.node
+        }
+        None => new_node_id(dirs)?,
+    };
+    let any_marked = markers.iter().any(Option::is_some);
+    let mut replaced = Vec::new();
+    for (d, dir) in dirs.iter() {
+        if markers[usize::from(d.0)].is_some() {
+            continue;
+        }
+        if n > 1 && dir.join(TABLE_FILE).exists() {
+            return Err(ShardError::Layout {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "it holds data but has no {MARKER_FILE}: it was made for a node with one \
+                     data dir, and a node's dirs are fixed when it is created (this one was \
+                     given {n}); give it alone, or an empty dir"
+                ),
+            });
+        }
+        if any_marked {
+            replaced.push(d);
+        }
+    }
+    check_replaceable(dirs, &replaced, replaceable)?;
+    // Markers before the table: a crash in between leaves marked dirs, which the next
+    // start takes as they are, never a table without a marker, which it would refuse.
+    for (d, dir) in dirs.iter() {
+        if markers[usize::from(d.0)].is_none() {
+            let marker = DirMarker {
+                node,
+                position: d,
+                dirs: n,
+            };
+            write_atomically(dir, MARKER_FILE, marker.encode().as_bytes())?;
+        }
+    }
+    let table = open_table(dirs, shards)?;
+    Ok(OpenedDirs { table, replaced })
+}
+
+fn check_replaceable(
+    dirs: &DataDirs,
+    replaced: &[DirIndex],
+    replaceable: u8,
+) -> Result<(), ShardError> {
+    if replaced.len() <= usize::from(replaceable) {
+        return Ok(());
+    }
+    let names: Vec<String> = replaced
+        .iter()
+        .map(|d| dirs.dir(*d).display().to_string())
+        .collect();
+    Err(ShardError::Layout {
+        path: dirs.dir(replaced[0]).to_path_buf(),
+        reason: format!(
+            "{} data dirs are empty ({}), more than the {replaceable} the erasure code can \
+             rebuild: objects would be lost. Restore the dirs' contents, or replace at most \
+             {replaceable} at a time",
+            replaced.len(),
+            names.join(", "),
+        ),
+    })
+}
+
+fn read_marker(dir: &Path) -> Result<Option<DirMarker>, ShardError> {
+    let path = dir.join(MARKER_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => DirMarker::decode(&text)
+            .map(Some)
+            .ok_or_else(|| ShardError::Layout {
+                path,
+                reason: "not a data dir marker this version of ron can read".into(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ShardError::Io {
             op: "read",
             path,
             source: e,
         }),
     }
+}
+
+fn check_marker(dir: &Path, at: DirIndex, n: u8, marker: &DirMarker) -> Result<(), ShardError> {
+    let reason = if marker.dirs != n {
+        format!(
+            "it is dir {} of a node with {} data dirs, and {n} were given: a node's dirs are \
+             fixed when it is created",
+            marker.position.0, marker.dirs
+        )
+    } else if marker.position != at {
+        format!(
+            "it is dir {} of this node's data dirs but was given as dir {}: give the dirs \
+             in their original order",
+            marker.position.0, at.0
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ShardError::Layout {
+        path: dir.to_path_buf(),
+        reason,
+    })
+}
+
+fn check_one_node(dirs: &DataDirs, markers: &[Option<DirMarker>]) -> Result<(), ShardError> {
+    let mut marked = dirs
+        .iter()
+        .zip(markers)
+        .filter_map(|((_, dir), m)| Some((dir, (*m)?)));
+    let Some((first_dir, first)) = marked.next() else {
+        return Ok(());
+    };
+    match marked.find(|(_, m)| m.node != first.node) {
+        None => Ok(()),
+        Some((dir, other)) => Err(ShardError::Layout {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "it belongs to node {}, while {} belongs to node {}: the dirs of two nodes \
+                 were mixed",
+                other.node_hex(),
+                first_dir.display(),
+                first.node_hex()
+            ),
+        }),
+    }
+}
+
+/// A new node's id: 16 bytes from the kernel's random source.
+fn new_node_id(dirs: &DataDirs) -> Result<[u8; 16], ShardError> {
+    use std::io::Read;
+    let mut id = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut id))
+        .map_err(ShardError::io("read a new node id", dirs.first()))?;
+    Ok(id)
+}
+
+/// Loads the partition table from the first dir holding it (writing it into every dir
+/// that lacks it), or creates it with one store per shard.
+fn open_table(dirs: &DataDirs, shards: u16) -> Result<PartitionTable, ShardError> {
+    let mut table = None;
+    for (_, dir) in dirs.iter() {
+        let path = dir.join(TABLE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let decoded = PartitionTable::decode(&bytes).map_err(|e| ShardError::Layout {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                table = Some(decoded);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ShardError::Io {
+                    op: "read",
+                    path,
+                    source: e,
+                })
+            }
+        }
+    }
+    let table = match table {
+        Some(table) => table,
+        None => PartitionTable::round_robin(shards).map_err(|e| ShardError::Layout {
+            path: dirs.first().to_path_buf(),
+            reason: e.to_string(),
+        })?,
+    };
+    for (_, dir) in dirs.iter() {
+        if !dir.join(TABLE_FILE).exists() {
+            write_atomically(dir, TABLE_FILE, &table.encode())?;
+        }
+    }
+    Ok(table)
+}
+
+/// Writes `dir/name` through a synced temp file and a rename, then syncs `dir`.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ShardError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    write_durably(&tmp, bytes)?;
+    std::fs::rename(&tmp, &path).map_err(ShardError::io("rename", &path))?;
+    sync_dir(dir)
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), ShardError> {
@@ -133,4 +434,108 @@ pub fn clean_tmp(data_dir: &Path) -> Result<usize, ShardError> {
         removed += 1;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("ron-layout-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        root
+    }
+
+    fn dirs(root: &Path, names: &[&str]) -> DataDirs {
+        DataDirs::new(names.iter().map(|n| root.join(n)).collect())
+    }
+
+    fn refusal(dirs: &DataDirs) -> String {
+        open_data_dirs(dirs, 2, 2).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn markers_round_trip_and_odd_text_is_refused() {
+        let marker = DirMarker {
+            node: *b"0123456789abcdef",
+            position: DirIndex(3),
+            dirs: 4,
+        };
+        assert_eq!(DirMarker::decode(&marker.encode()), Some(marker));
+        assert_eq!(DirMarker::decode("ron data dir v1\nnode 00\n"), None);
+        assert_eq!(DirMarker::decode("hello"), None);
+    }
+
+    #[test]
+    fn dirs_keep_their_positions_a_new_empty_dir_is_a_replacement_and_mixups_are_refused() {
+        let root = temp("dirs");
+        let four = dirs(&root, &["a", "b", "c", "d"]);
+        let opened = open_data_dirs(&four, 2, 2).unwrap();
+        assert!(opened.replaced.is_empty(), "a new node replaces nothing");
+        let table = opened.table.encode();
+        for (_, dir) in four.iter() {
+            assert_eq!(std::fs::read(dir.join(TABLE_FILE)).unwrap(), table);
+        }
+        assert!(open_data_dirs(&four, 2, 2).unwrap().replaced.is_empty());
+
+        let swapped = dirs(&root, &["a", "c", "b", "d"]);
+        let e = refusal(&swapped);
+        assert!(
+            e.contains("it is dir 2 of this node's data dirs but was given as dir 1"),
+            "{e}"
+        );
+        let three = dirs(&root, &["a", "b", "c"]);
+        let e = refusal(&three);
+        assert!(
+            e.contains("it is dir 0 of a node with 4 data dirs, and 3 were given"),
+            "{e}"
+        );
+
+        std::fs::remove_dir_all(root.join("b")).unwrap();
+        std::fs::remove_dir_all(root.join("c")).unwrap();
+        let e = open_data_dirs(&four, 2, 1).unwrap_err().to_string();
+        assert!(e.contains("2 data dirs are empty"), "{e}");
+        assert!(
+            read_marker(&root.join("c")).unwrap().is_none(),
+            "nothing written"
+        );
+        let opened = open_data_dirs(&four, 2, 2).unwrap();
+        assert_eq!(opened.replaced, vec![DirIndex(1), DirIndex(2)]);
+        std::fs::remove_dir_all(root.join("c")).unwrap();
+        let opened = open_data_dirs(&four, 2, 2).unwrap();
+        assert_eq!(opened.replaced, vec![DirIndex(2)]);
+        assert_eq!(opened.table.encode(), table);
+        assert_eq!(
+            read_marker(&root.join("c")).unwrap().unwrap().position,
+            DirIndex(2)
+        );
+
+        let other = temp("dirs-other");
+        open_data_dirs(&dirs(&other, &["a", "b", "c", "d"]), 2, 2).unwrap();
+        std::fs::remove_dir_all(root.join("d")).unwrap();
+        std::fs::rename(other.join("d"), root.join("d")).unwrap();
+        let e = refusal(&four);
+        assert!(e.contains("the dirs of two nodes were mixed"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_dir_all(&other);
+    }
+
+    #[test]
+    fn a_one_dir_node_from_before_markers_gets_one_and_cannot_grow_dirs() {
+        let root = temp("legacy");
+        let one = dirs(&root, &["a"]);
+        std::fs::create_dir_all(one.first()).unwrap();
+        let table = PartitionTable::round_robin(3).unwrap();
+        std::fs::write(one.first().join(TABLE_FILE), table.encode()).unwrap();
+        let opened = open_data_dirs(&one, 1, 1).unwrap();
+        assert_eq!(opened.table.encode(), table.encode(), "the table is kept");
+        assert!(opened.replaced.is_empty());
+        std::fs::remove_file(one.first().join(MARKER_FILE)).unwrap();
+        let e = refusal(&dirs(&root, &["a", "b"]));
+        assert!(
+            e.contains("it was made for a node with one data dir"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

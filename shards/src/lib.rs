@@ -1,11 +1,15 @@
 //! # ron-shards — one pinned shard and its storage
 //!
 //! ## What it owns
-//! - [`layout`]: the data dir — the fixed partition table (4096 partitions → stores),
-//!   the stores, the temp dir — and [`layout::Routing`]: address → store → shard.
-//! - [`store`]: one storage partition: an LMDB index (heed) of [`record::ObjectMeta`]
-//!   (length, content type, chunk tree, [`record::Location`]), one file per object over
-//!   64 KiB, named by address, and segments packing the smaller ones.
+//! - [`layout`]: the data dirs — each marked with the node and its position
+//!   (`ron-dir.bin`), the fixed partition table (4096 partitions → stores) in each, the
+//!   stores, the temp dirs, replacement dirs — and [`layout::Routing`]: address → store
+//!   → shard.
+//! - [`store`]: one storage partition spread over the dirs: an LMDB index (heed) of
+//!   [`record::ObjectMeta`] (length, content type, chunk tree, [`record::Location`],
+//!   parity) with replicas in `m + 1` dirs, each object over 64 KiB in its own files —
+//!   in each dir, the data and parity blocks its columns map there, named by address —
+//!   and segments packing the smaller ones (one-dir nodes).
 //! - [`segment`]: append-only segment files of small objects (needles), the log that
 //!   appends a whole batch of them with one write and one data sync, and the start-up
 //!   scan of the needles past the index's checkpoint.
@@ -16,7 +20,8 @@
 //!   through the handler it gives the mesh.
 //! - `disk` (private): the disk end of the read path — this shard's open object files
 //!   (bounded by count) and one aligned DMA read per run of groups (one group, both
-//!   groups of a range, a read-ahead batch).
+//!   groups of a range, a read-ahead batch), or per contiguous stretch of a dir's file
+//!   for an object spread over dirs, all in flight at once.
 //! - [`upload`]: an upload in progress (hashed while it is kept in memory, for a small
 //!   object, or written to a temp file) and the [`upload::StagedObject`] it becomes.
 //! - [`commit`]: the group commit, two stages — data (segment appends; staged files

@@ -71,6 +71,12 @@ pub enum Location {
     Packed(NeedleAt),
 }
 
+/// The object length a record states (bytes 1..9 of every version), undecoded: for
+/// counting an index without checking each tree.
+pub fn object_len_of(record: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(*record.get(1..9)?.first_chunk::<8>()?))
+}
+
 impl ObjectMeta {
     pub fn addr(&self) -> Address {
         self.tree.root()

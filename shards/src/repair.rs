@@ -22,7 +22,6 @@ use crate::error::ShardError;
 use crate::layout;
 use crate::record::{ObjectMeta, Parity};
 use crate::store::Store;
-use crate::upload;
 
 /// Stripes waiting for repair on one shard, at most. Past it a damaged stripe is
 /// still served rebuilt; it is counted (`ec_repairs_dropped`) and left for the next
@@ -225,21 +224,21 @@ pub(crate) fn block_writes(
     read: &mut StripeBlocks,
 ) -> Vec<BlockWrite> {
     let k = usize::from(geometry.params().data);
-    let object_path = store.object_path(&meta.addr());
+    let addr = meta.addr();
     let first = geometry.groups_of(stripe).start;
     columns
         .iter()
         .filter_map(|&column| {
             let bytes = read.blocks[column].take()?;
             let (path, at) = match column < k {
-                true => (
-                    object_path.clone(),
-                    geometry.data_block_at(GroupIndex(first + column as u64)),
-                ),
-                false => (
-                    upload::parity_path(&object_path),
-                    geometry.parity_block_at(stripe, (column - k) as u8),
-                ),
+                true => {
+                    let at = geometry.data_block_at(GroupIndex(first + column as u64));
+                    (store.object_path(&addr, at.dir), at)
+                }
+                false => {
+                    let at = geometry.parity_block_at(stripe, (column - k) as u8);
+                    (store.parity_path(&addr, at.dir), at)
+                }
             };
             Some(BlockWrite {
                 path,

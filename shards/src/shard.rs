@@ -8,7 +8,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -25,14 +24,14 @@ use crate::commit::{CommitOutcome, GroupCommit};
 use crate::disk::{self, ObjectFiles};
 use crate::ec::{EcParams, StripeCodes, StripeIndex};
 use crate::error::ShardError;
-use crate::layout::{self, Routing, ShardIndex};
+use crate::layout::{DataDirs, Routing, ShardIndex};
 use crate::mesh::{Mesh, MeshHandler, MeshOp, MeshReply};
 use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
 use crate::repair::{self, RepairQueue, StripeKey};
 use crate::scrub::{self, ObjectCheck, Scrubber};
 use crate::store::{self, Replay, Store, StoreId};
-use crate::upload::{self, StagedObject, Upload};
+use crate::upload::{self, Placement, StagedObject, Upload};
 
 /// An object larger than this share of the verified cache (a quarter) is not cached:
 /// reading it whole would evict a quarter of everything else, and a cold stream of it
@@ -46,8 +45,8 @@ pub const BACKGROUND_SHARES: usize = 50;
 /// Start-up sizing of one shard; every cache and table has a limit.
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
-    /// The data dir (`layout.rs`): partition table, stores, temp dir.
-    pub data_dir: PathBuf,
+    /// The data dirs (`layout.rs`): partition table, stores, temp dirs.
+    pub data_dirs: DataDirs,
     /// Budget of this shard's verified-group cache, bytes.
     pub cache_bytes_max: usize,
     /// Budget of this shard's metadata cache, bytes (chunk trees included: 32 B per
@@ -139,8 +138,9 @@ impl Shard {
         let mut stores = HashMap::new();
         let mut replays = Vec::new();
         for id in routing.stores_of(index) {
-            let dir = layout::store_dir(&config.data_dir, id);
-            let store = Store::open(&dir, id, config.index_bytes_max)?;
+            let dirs = &config.data_dirs;
+            let replicas = store::index_replica_dirs(id, dirs.count(), config.ec.parity);
+            let store = Store::open(dirs.store_roots(id), &replicas, id, config.index_bytes_max)?;
             replays.push((id, store.replay_blocking()?));
             let stats = store.stats()?;
             ShardMetrics::add(&metrics.objects_stored, stats.objects);
@@ -480,7 +480,7 @@ impl Shard {
         let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe).await;
         let code = self.codes.get(parity.params);
         let written = repair::repair_blocks(&code, store, meta, parity, stripe, &mut read).await?;
-        self.files.forget(&meta.addr());
+        self.files.forget(&meta.addr(), store.dir_count());
         ShardMetrics::add(&self.metrics.ec_repair_bytes, written);
         Ok(written)
     }
@@ -494,7 +494,7 @@ impl Shard {
             .await?
             .ok_or(ShardError::NotFound { addr: *addr })?;
         let check = scrub::check_object(&self.files, &self.codes, store, &meta, None).await;
-        self.files.forget(addr);
+        self.files.forget(addr, store.dir_count());
         ShardMetrics::add(&self.metrics.ec_repair_bytes, check.repaired_bytes);
         Ok(check)
     }
@@ -624,11 +624,12 @@ impl Shard {
         let seq = self.upload_seq.get();
         self.upload_seq.set(seq + 1);
         let name = format!("upload-{}-{}-{seq}", self.index.0, std::process::id());
-        Upload::new(
-            layout::tmp_dir(&self.config.data_dir).join(name),
-            expected_len,
-            self.config.ec,
-        )
+        let placement = Placement {
+            dirs: self.config.data_dirs.clone(),
+            // Spreads column 0 of successive uploads over the dirs.
+            rot: seq as u8,
+        };
+        Upload::new(placement, name, expected_len, self.config.ec)
     }
 
     /// Makes a staged object visible on its owner shard and returns once it is durable.

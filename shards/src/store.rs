@@ -1,10 +1,18 @@
-//! One storage partition ("store"): an LMDB index, object files and a temp dir.
+//! One storage partition ("store"): an LMDB index, object files and segments, spread
+//! over the node's data dirs (`layout.rs`).
 //!
 //! ```text
-//! <data>/stores/<id>/index/      LMDB env: address (32 bytes) -> record (record.rs)
-//! <data>/stores/<id>/objects/hh/<hex>   object bytes, named by address
-//! <data>/stores/<id>/segments/<id>      small objects, packed (segment.rs)
+//! <dir>/stores/<id>/index/      LMDB env: address (32 bytes) -> record (record.rs), in
+//!                               the dirs of `index_replica_dirs`
+//! <dir>/stores/<id>/objects/hh/<hex>          the object's data blocks this dir holds
+//! <dir>/stores/<id>/objects/hh/<hex>.parity   its parity blocks this dir holds
+//! <dir 0>/stores/<id>/segments/<id>           small objects, packed (segment.rs)
 //! ```
+//!
+//! Index replicas: every commit commits each replica in the same order, each counting
+//! its commits; records are only ever added, so at start-up replicas whose counts
+//! differ (a crash between two replicas' commits, a replica new in a replaced dir)
+//! are brought to their union before the store serves. Reads use the first replica.
 //!
 //! Visibility rule: an object in its own file exists only once its index record is
 //! committed, and the record is committed only after the file is durable under its final
@@ -19,11 +27,13 @@
 //! syscall-free); commits — which fsync — run on the blocking pool (`commit_blocking`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use heed::types::Bytes as RawBytes;
-use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use ron_codec::Address;
 
+use crate::ec::DirIndex;
 use crate::error::ShardError;
 use crate::record::ObjectMeta;
 use crate::segment::{self, Checkpoint, SegmentId};
@@ -32,20 +42,21 @@ use crate::segment::{self, Checkpoint, SegmentId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StoreId(pub u16);
 
-/// A store's handle. Cheap to clone (the LMDB env is reference counted) and `Send`, so a
-/// clone can go to the blocking pool for commits.
+/// A store's handle. Cheap to clone (shared) and `Send`, so a clone can go to the
+/// blocking pool for commits.
 #[derive(Clone)]
 pub struct Store {
     id: StoreId,
-    root: PathBuf,
-    env: Env<WithoutTls>,
-    db: Database<RawBytes, RawBytes>,
-    /// `stats`: objects and bytes stored, updated in every commit; `checkpoint`: how
-    /// far the index has taken in the segments.
-    stats: Database<RawBytes, RawBytes>,
+    /// The store's root in each data dir, in dir order.
+    roots: Arc<[PathBuf]>,
+    /// The index replicas, the one serving reads first. Each has the `objects`
+    /// database and `stats`: objects and bytes stored and the commit count, updated in
+    /// every commit; `checkpoint`: how far the index has taken in the segments.
+    replicas: Arc<[Index]>,
 }
 
 const STATS_KEY: &[u8] = b"stats";
+const COMMITS_KEY: &[u8] = b"commits";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const SCRUB_KEY: &[u8] = b"scrub";
 
@@ -194,24 +205,28 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("id", &self.id)
-            .field("root", &self.root)
+            .field("roots", &self.roots)
+            .field("replicas", &self.replicas.len())
             .finish()
     }
 }
 
-impl Store {
-    /// Opens (creating if needed) the store at `root`. Blocking; runs at start-up.
-    pub fn open(root: &Path, id: StoreId, index_bytes_max: usize) -> Result<Store, ShardError> {
-        let index_dir = root.join("index");
-        std::fs::create_dir_all(&index_dir).map_err(ShardError::io("create dir", &index_dir))?;
-        let segments = root.join("segments");
-        std::fs::create_dir_all(&segments).map_err(ShardError::io("create dir", &segments))?;
-        for hh in 0..=255u8 {
-            let dir = root.join("objects").join(format!("{hh:02x}"));
-            std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
-        }
+/// One copy of a store's index: an LMDB env in one data dir.
+#[derive(Clone)]
+struct Index {
+    env: Env<WithoutTls>,
+    db: Database<RawBytes, RawBytes>,
+    stats: Database<RawBytes, RawBytes>,
+    path: PathBuf,
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path`; a new one starts its segment
+    /// replay at `start`. Blocking.
+    fn open(path: PathBuf, index_bytes_max: usize, start: Checkpoint) -> Result<Index, ShardError> {
+        std::fs::create_dir_all(&path).map_err(ShardError::io("create dir", &path))?;
         let lmdb = |op| {
-            let path = index_dir.clone();
+            let path = path.clone();
             move |source| ShardError::Index { op, path, source }
         };
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
@@ -223,7 +238,7 @@ impl Store {
         // every store exactly once) and nothing else writes its files; LMDB's own lock
         // file guards against a second process.
         #[allow(unsafe_code)]
-        let env = unsafe { options.open(&index_dir) }.map_err(lmdb("open"))?;
+        let env = unsafe { options.open(&path) }.map_err(lmdb("open"))?;
         let mut wtxn = env.write_txn().map_err(lmdb("begin"))?;
         let db = env
             .create_database::<RawBytes, RawBytes>(&mut wtxn, Some("objects"))
@@ -236,130 +251,68 @@ impl Store {
             .map_err(lmdb("get"))?
             .is_none()
         {
-            // A new store replays from its first needle; a store whose segments were
-            // written before checkpoints existed had every acknowledged needle indexed
-            // before its answer, so its replay starts past them.
-            let start = first_checkpoint(root)?;
             stats
                 .put(&mut wtxn, CHECKPOINT_KEY, &start.encode())
                 .map_err(lmdb("put"))?;
         }
         wtxn.commit().map_err(lmdb("commit"))?;
-        Ok(Store {
-            id,
-            root: root.to_path_buf(),
+        Ok(Index {
             env,
             db,
             stats,
+            path,
         })
-    }
-
-    /// Indexes the needles past the checkpoint: acknowledged packed objects whose
-    /// records a crash kept from the index. Each is checked against its address; a
-    /// segment's scan stops at its first bad needle. Blocking; at start-up, before the
-    /// store serves.
-    pub fn replay_blocking(&self) -> Result<Replay, ShardError> {
-        let from = self.checkpoint()?;
-        let scan = segment::scan_past(&self.root, from)?;
-        let mut records = Vec::with_capacity(scan.needles.len());
-        for found in scan.needles {
-            let meta = ObjectMeta {
-                tree: found.tree,
-                content_type: found.content_type,
-                location: crate::record::Location::Packed(found.at),
-                parity: None,
-            };
-            if !self.contains(&meta.addr())? {
-                records.push(CommitRecord::of(&meta));
-            }
-        }
-        let indexed = records.len() as u64;
-        if scan.end != from {
-            self.commit_blocking(&records, Some(scan.end))?;
-        }
-        Ok(Replay {
-            indexed,
-            torn: scan.torn,
-        })
-    }
-
-    /// How far the index has taken in the store's segments.
-    pub fn checkpoint(&self) -> Result<Checkpoint, ShardError> {
-        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
-        let raw = self
-            .stats
-            .get(&rtxn, CHECKPOINT_KEY)
-            .map_err(self.lmdb("get"))?;
-        raw.and_then(Checkpoint::decode)
-            .ok_or_else(|| ShardError::Layout {
-                path: self.root.join("index"),
-                reason: "the index has no valid segment checkpoint".into(),
-            })
-    }
-
-    pub fn id(&self) -> StoreId {
-        self.id
     }
 
     fn lmdb(&self, op: &'static str) -> impl FnOnce(heed::Error) -> ShardError + '_ {
         move |source| ShardError::Index {
             op,
-            path: self.root.join("index"),
+            path: self.path.clone(),
             source,
         }
     }
 
-    /// The object's record if it is at most `record_bytes_max` long (checking a record's
-    /// tree costs one merge per group, so long ones are for [`Store::get`] on the
-    /// blocking pool).
-    pub fn get_inline(
+    fn stat(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        self.stat_in(&rtxn, key)
+    }
+
+    fn stat_in(
         &self,
-        addr: &Address,
-        record_bytes_max: usize,
-    ) -> Result<Lookup, ShardError> {
-        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
-        match self
-            .db
-            .get(&rtxn, addr.as_bytes())
-            .map_err(self.lmdb("get"))?
-        {
-            Some(bytes) if bytes.len() > record_bytes_max => Ok(Lookup::Long),
-            Some(bytes) => ObjectMeta::decode(*addr, bytes).map(Lookup::Found),
-            None => Ok(Lookup::Absent),
-        }
+        txn: &RoTxn<'_, WithoutTls>,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, ShardError> {
+        let raw = self.stats.get(txn, key).map_err(self.lmdb("get"))?;
+        Ok(raw.map(<[u8]>::to_vec))
     }
 
-    /// The object's index record, its chunk tree checked against the address.
-    pub fn get(&self, addr: &Address) -> Result<Option<ObjectMeta>, ShardError> {
-        match self.get_inline(addr, usize::MAX)? {
-            Lookup::Found(meta) => Ok(Some(meta)),
-            Lookup::Absent => Ok(None),
-            Lookup::Long => unreachable!("no record is longer than usize::MAX"),
-        }
+    /// Commits counted so far (replicas that a crash left apart differ in it).
+    fn commits(&self) -> Result<u64, ShardError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        self.commits_in(&rtxn)
     }
 
-    pub fn contains(&self, addr: &Address) -> Result<bool, ShardError> {
+    fn commits_in(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<u64, ShardError> {
+        let raw = self.stat_in(txn, COMMITS_KEY)?;
+        Ok(raw
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, ShardError> {
         let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        self.checkpoint_in(&rtxn)
+    }
+
+    fn checkpoint_in(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<Option<Checkpoint>, ShardError> {
         Ok(self
-            .db
-            .get(&rtxn, addr.as_bytes())
-            .map_err(self.lmdb("get"))?
-            .is_some())
+            .stat_in(txn, CHECKPOINT_KEY)?
+            .as_deref()
+            .and_then(Checkpoint::decode))
     }
 
-    /// Objects and bytes stored.
-    pub fn stats(&self) -> Result<StoreStats, ShardError> {
-        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
-        let raw = self.stats.get(&rtxn, STATS_KEY).map_err(self.lmdb("get"))?;
-        Ok(StoreStats::decode(raw))
-    }
-
-    /// Commits a batch of records, the updated stats and, when given, the segment
-    /// checkpoint the records reach (if it is past the stored one), in one durable LMDB
-    /// transaction; returns what the batch added (records already present count
-    /// nothing).
-    /// Blocking (fsync): call from the blocking pool only.
-    pub fn commit_blocking(
+    /// [`Store::commit_blocking`] on this replica.
+    fn commit(
         &self,
         records: &[CommitRecord],
         checkpoint: Option<Checkpoint>,
@@ -387,6 +340,10 @@ impl Store {
         self.stats
             .put(&mut wtxn, STATS_KEY, &stats.encode())
             .map_err(self.lmdb("put"))?;
+        let commits = self.commits_in(&wtxn)? + 1;
+        self.stats
+            .put(&mut wtxn, COMMITS_KEY, &commits.to_be_bytes())
+            .map_err(self.lmdb("put"))?;
         // Never backwards: an older commit finishing last (a retry) keeps the newer one.
         let stored = self
             .stats
@@ -402,6 +359,228 @@ impl Store {
         Ok(added)
     }
 
+    fn put_stat(&self, key: &[u8], value: &[u8]) -> Result<(), ShardError> {
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
+        self.stats
+            .put(&mut wtxn, key, value)
+            .map_err(self.lmdb("put"))?;
+        wtxn.commit().map_err(self.lmdb("commit"))
+    }
+
+    /// Copies into this replica every record of `from` it lacks, then recounts its
+    /// stats and takes the furthest checkpoint and the most commits of the two.
+    /// Returns the records copied. Blocking; start-up only.
+    fn take_missing(&self, from: &Index) -> Result<u64, ShardError> {
+        let rtxn = from.env.read_txn().map_err(from.lmdb("read"))?;
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
+        let mut copied = 0;
+        for entry in from.db.iter(&rtxn).map_err(from.lmdb("iterate"))? {
+            let (key, record) = entry.map_err(from.lmdb("iterate"))?;
+            if self.db.get(&wtxn, key).map_err(self.lmdb("get"))?.is_none() {
+                self.db
+                    .put(&mut wtxn, key, record)
+                    .map_err(self.lmdb("put"))?;
+                copied += 1;
+            }
+        }
+        let mut stats = StoreStats::default();
+        for entry in self.db.iter(&wtxn).map_err(self.lmdb("iterate"))? {
+            let (_, record) = entry.map_err(self.lmdb("iterate"))?;
+            stats.objects += 1;
+            stats.bytes += crate::record::object_len_of(record).unwrap_or(0);
+        }
+        self.stats
+            .put(&mut wtxn, STATS_KEY, &stats.encode())
+            .map_err(self.lmdb("put"))?;
+        let commits = self.commits_in(&wtxn)?.max(from.commits_in(&rtxn)?);
+        self.stats
+            .put(&mut wtxn, COMMITS_KEY, &commits.to_be_bytes())
+            .map_err(self.lmdb("put"))?;
+        let furthest = self.checkpoint_in(&wtxn)?.max(from.checkpoint_in(&rtxn)?);
+        if let Some(checkpoint) = furthest {
+            self.stats
+                .put(&mut wtxn, CHECKPOINT_KEY, &checkpoint.encode())
+                .map_err(self.lmdb("put"))?;
+        }
+        if self.stat_in(&wtxn, SCRUB_KEY)?.is_none() {
+            if let Some(scrub) = from.stat_in(&rtxn, SCRUB_KEY)? {
+                self.stats
+                    .put(&mut wtxn, SCRUB_KEY, &scrub)
+                    .map_err(self.lmdb("put"))?;
+            }
+        }
+        wtxn.commit().map_err(self.lmdb("commit"))?;
+        Ok(copied)
+    }
+}
+
+/// Where a store's index replicas live: `min(m + 1, n)` dirs from `store mod n` on, so
+/// that losing the `m` dirs a stripe survives leaves a replica (one dir: the only
+/// one). `parity` is the node's `m`.
+pub fn index_replica_dirs(store: StoreId, dirs: u8, parity: u8) -> Vec<DirIndex> {
+    let n = u16::from(dirs.max(1));
+    let replicas = (u16::from(parity) + 1).min(n);
+    (0..replicas)
+        .map(|i| DirIndex(((store.0 % n + i) % n) as u8))
+        .collect()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store whose root in each data dir is `roots`
+    /// (dir order), with index replicas in `replica_dirs` (the first one serves reads).
+    /// Replicas a crash or a replaced dir left apart are merged first: records are only
+    /// ever added, so their union is the index. Blocking; runs at start-up.
+    pub fn open(
+        roots: Vec<PathBuf>,
+        replica_dirs: &[DirIndex],
+        id: StoreId,
+        index_bytes_max: usize,
+    ) -> Result<Store, ShardError> {
+        assert!(!roots.is_empty() && !replica_dirs.is_empty());
+        for root in &roots {
+            for hh in 0..=255u8 {
+                let dir = root.join("objects").join(format!("{hh:02x}"));
+                std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
+            }
+        }
+        let segments = roots[0].join("segments");
+        std::fs::create_dir_all(&segments).map_err(ShardError::io("create dir", &segments))?;
+        // A new index replays from the first needle; one whose segments were written
+        // before checkpoints existed had every acknowledged needle indexed before its
+        // answer, so its replay starts past them.
+        let start = first_checkpoint(&roots[0])?;
+        let replicas: Vec<Index> = replica_dirs
+            .iter()
+            .map(|d| {
+                Index::open(
+                    roots[usize::from(d.0)].join("index"),
+                    index_bytes_max,
+                    start,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        merge_replicas(&replicas)?;
+        Ok(Store {
+            id,
+            roots: roots.into(),
+            replicas: replicas.into(),
+        })
+    }
+
+    /// Indexes the needles past the checkpoint: acknowledged packed objects whose
+    /// records a crash kept from the index. Each is checked against its address; a
+    /// segment's scan stops at its first bad needle. Blocking; at start-up, before the
+    /// store serves.
+    pub fn replay_blocking(&self) -> Result<Replay, ShardError> {
+        let from = self.checkpoint()?;
+        let scan = segment::scan_past(self.segments_root(), from)?;
+        let mut records = Vec::with_capacity(scan.needles.len());
+        for found in scan.needles {
+            let meta = ObjectMeta {
+                tree: found.tree,
+                content_type: found.content_type,
+                location: crate::record::Location::Packed(found.at),
+                parity: None,
+            };
+            if !self.contains(&meta.addr())? {
+                records.push(CommitRecord::of(&meta));
+            }
+        }
+        let indexed = records.len() as u64;
+        if scan.end != from {
+            self.commit_blocking(&records, Some(scan.end))?;
+        }
+        Ok(Replay {
+            indexed,
+            torn: scan.torn,
+        })
+    }
+
+    /// The replica that serves reads.
+    fn index(&self) -> &Index {
+        &self.replicas[0]
+    }
+
+    /// How far the index has taken in the store's segments.
+    pub fn checkpoint(&self) -> Result<Checkpoint, ShardError> {
+        self.index()
+            .checkpoint()?
+            .ok_or_else(|| ShardError::Layout {
+                path: self.index().path.clone(),
+                reason: "the index has no valid segment checkpoint".into(),
+            })
+    }
+
+    pub fn id(&self) -> StoreId {
+        self.id
+    }
+
+    fn lmdb(&self, op: &'static str) -> impl FnOnce(heed::Error) -> ShardError + '_ {
+        self.index().lmdb(op)
+    }
+
+    /// The object's record if it is at most `record_bytes_max` long (checking a record's
+    /// tree costs one merge per group, so long ones are for [`Store::get`] on the
+    /// blocking pool).
+    pub fn get_inline(
+        &self,
+        addr: &Address,
+        record_bytes_max: usize,
+    ) -> Result<Lookup, ShardError> {
+        let index = self.index();
+        let rtxn = index.env.read_txn().map_err(self.lmdb("read"))?;
+        match index
+            .db
+            .get(&rtxn, addr.as_bytes())
+            .map_err(self.lmdb("get"))?
+        {
+            Some(bytes) if bytes.len() > record_bytes_max => Ok(Lookup::Long),
+            Some(bytes) => ObjectMeta::decode(*addr, bytes).map(Lookup::Found),
+            None => Ok(Lookup::Absent),
+        }
+    }
+
+    /// The object's index record, its chunk tree checked against the address.
+    pub fn get(&self, addr: &Address) -> Result<Option<ObjectMeta>, ShardError> {
+        match self.get_inline(addr, usize::MAX)? {
+            Lookup::Found(meta) => Ok(Some(meta)),
+            Lookup::Absent => Ok(None),
+            Lookup::Long => unreachable!("no record is longer than usize::MAX"),
+        }
+    }
+
+    pub fn contains(&self, addr: &Address) -> Result<bool, ShardError> {
+        let index = self.index();
+        let rtxn = index.env.read_txn().map_err(self.lmdb("read"))?;
+        Ok(index
+            .db
+            .get(&rtxn, addr.as_bytes())
+            .map_err(self.lmdb("get"))?
+            .is_some())
+    }
+
+    /// Objects and bytes stored.
+    pub fn stats(&self) -> Result<StoreStats, ShardError> {
+        Ok(StoreStats::decode(self.index().stat(STATS_KEY)?.as_deref()))
+    }
+
+    /// Commits a batch of records, the updated stats and, when given, the segment
+    /// checkpoint the records reach (if it is past the stored one), in one durable LMDB
+    /// transaction per index replica, the replicas in order; returns what the batch
+    /// added (records already present count nothing).
+    /// Blocking (fsync): call from the blocking pool only.
+    pub fn commit_blocking(
+        &self,
+        records: &[CommitRecord],
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<StoreStats, ShardError> {
+        let added = self.index().commit(records, checkpoint)?;
+        for replica in &self.replicas[1..] {
+            replica.commit(records, checkpoint)?;
+        }
+        Ok(added)
+    }
+
     /// Up to `limit` addresses stored after `after` (from the first when `None`), in key
     /// order. A read transaction: inline on the shard, like a lookup.
     pub fn addresses_after(
@@ -410,14 +589,15 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Address>, ShardError> {
         use std::ops::Bound;
-        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        let index = self.index();
+        let rtxn = index.env.read_txn().map_err(self.lmdb("read"))?;
         let from: Bound<&[u8]> = match after {
             Some(addr) => Bound::Excluded(addr.as_bytes().as_slice()),
             None => Bound::Unbounded,
         };
         let range = (from, Bound::Unbounded);
         let mut addresses = Vec::with_capacity(limit.min(1024));
-        for entry in self.db.range(&rtxn, &range).map_err(self.lmdb("range"))? {
+        for entry in index.db.range(&rtxn, &range).map_err(self.lmdb("range"))? {
             if addresses.len() >= limit {
                 break;
             }
@@ -432,36 +612,79 @@ impl Store {
     /// Where the scrubber stopped in this store (the start of a first pass if it never
     /// ran, or if what it saved cannot be read).
     pub fn scrub_position(&self) -> Result<ScrubPosition, ShardError> {
-        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
-        let raw = self.stats.get(&rtxn, SCRUB_KEY).map_err(self.lmdb("get"))?;
-        Ok(raw.and_then(ScrubPosition::decode).unwrap_or_default())
+        let raw = self.index().stat(SCRUB_KEY)?;
+        Ok(raw
+            .as_deref()
+            .and_then(ScrubPosition::decode)
+            .unwrap_or_default())
     }
 
-    /// Saves where the scrubber is. Blocking (an LMDB commit): the blocking pool only.
+    /// Saves where the scrubber is, in every replica. Blocking (LMDB commits): the
+    /// blocking pool only.
     pub fn save_scrub_position_blocking(&self, position: ScrubPosition) -> Result<(), ShardError> {
-        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
-        self.stats
-            .put(&mut wtxn, SCRUB_KEY, &position.encode())
-            .map_err(self.lmdb("put"))?;
-        wtxn.commit().map_err(self.lmdb("commit"))
+        self.replicas
+            .iter()
+            .try_for_each(|r| r.put_stat(SCRUB_KEY, &position.encode()))
     }
 
-    /// The store's directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The store's root in dir 0, where its segments of packed objects are.
+    pub fn segments_root(&self) -> &Path {
+        &self.roots[0]
     }
 
     /// Where a packed object's segment is.
     pub fn segment_path(&self, id: SegmentId) -> PathBuf {
-        segment::segment_path(&self.root, id)
+        segment::segment_path(self.segments_root(), id)
     }
 
-    /// Where the bytes of an object in its own file live.
-    pub fn object_path(&self, addr: &Address) -> PathBuf {
+    /// Where the data blocks of an object with a file of its own that dir `dir` holds
+    /// are (an object without parity: all of them, in dir 0).
+    pub fn object_path(&self, addr: &Address, dir: DirIndex) -> PathBuf {
         let hex = addr.hex();
         let hex = std::str::from_utf8(&hex).unwrap_or_default();
-        self.root.join("objects").join(&hex[..2]).join(hex)
+        self.root_in(dir).join("objects").join(&hex[..2]).join(hex)
     }
+
+    /// Where the parity blocks of an object that dir `dir` holds are.
+    pub fn parity_path(&self, addr: &Address, dir: DirIndex) -> PathBuf {
+        crate::upload::parity_path(&self.object_path(addr, dir))
+    }
+
+    /// Data dirs the store spans.
+    pub fn dir_count(&self) -> u8 {
+        self.roots.len() as u8
+    }
+
+    fn root_in(&self, dir: DirIndex) -> &Path {
+        // A record names at most the dirs it was written with; a node's dirs are fixed.
+        self.roots.get(usize::from(dir.0)).unwrap_or(&self.roots[0])
+    }
+}
+
+/// Brings every replica to the union of all: replicas that a crash left one commit
+/// apart, or a new one in a replaced dir. Equal commit counts: nothing to do.
+fn merge_replicas(replicas: &[Index]) -> Result<(), ShardError> {
+    let counts: Vec<u64> = replicas
+        .iter()
+        .map(Index::commits)
+        .collect::<Result<_, _>>()?;
+    if counts.iter().all(|c| *c == counts[0]) {
+        return Ok(());
+    }
+    for (t, target) in replicas.iter().enumerate() {
+        for (f, from) in replicas.iter().enumerate() {
+            if t != f && counts[t] != counts[f] {
+                let copied = target.take_missing(from)?;
+                tracing::info!(
+                    index = %target.path.display(),
+                    from = %from.path.display(),
+                    records = copied,
+                    "index replica brought up to date"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -471,6 +694,16 @@ mod tests {
     use crate::segment::{Appended, ByteOffset, Needle, SegmentLog};
 
     const INDEX_BYTES: usize = 64 << 20;
+
+    /// A store in one dir, as a one-dir node has it.
+    fn open_one(root: &Path) -> Result<Store, ShardError> {
+        Store::open(
+            vec![root.to_path_buf()],
+            &[DirIndex(0)],
+            StoreId(0),
+            INDEX_BYTES,
+        )
+    }
 
     fn temp_root(name: &str) -> PathBuf {
         let root = std::env::temp_dir().join(format!("ron-store-{name}-{}", std::process::id()));
@@ -517,7 +750,7 @@ mod tests {
     #[test]
     fn acknowledged_needles_past_the_checkpoint_are_indexed_at_the_next_open() {
         let root = temp_root("replay");
-        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let store = open_one(&root).unwrap();
         assert_eq!(store.checkpoint().unwrap(), Checkpoint::START);
         let mut log = SegmentLog::open(&root).unwrap();
         let (indexed, unindexed) = (bodies(3, 1), bodies(2, 50));
@@ -528,7 +761,7 @@ mod tests {
         assert!(!store.contains(&Address::of(&unindexed[0])).unwrap());
         drop((store, log));
 
-        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let store = open_one(&root).unwrap();
         let replay = store.replay_blocking().unwrap();
         assert_eq!((replay.indexed, replay.torn.len()), (2, 0));
         for (body, at) in unindexed.iter().zip(&second.places) {
@@ -550,7 +783,7 @@ mod tests {
     #[test]
     fn a_torn_or_damaged_needle_ends_its_segments_replay_and_later_segments_still_count() {
         let root = temp_root("torn");
-        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let store = open_one(&root).unwrap();
         let mut log = SegmentLog::open(&root).unwrap();
         let damaged = bodies(3, 7);
         let first = append(&mut log, &damaged);
@@ -571,7 +804,7 @@ mod tests {
         std::io::Write::write_all(&mut file, b"RONn\0\0").unwrap();
         drop((store, log, file));
 
-        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let store = open_one(&root).unwrap();
         let replay = store.replay_blocking().unwrap();
         assert_eq!(replay.indexed, 2);
         assert!(store.contains(&Address::of(&damaged[0])).unwrap());
@@ -598,7 +831,7 @@ mod tests {
         let root = temp_root("upgrade");
         std::fs::create_dir_all(root.join("segments")).unwrap();
         let appended = append(&mut SegmentLog::open(&root).unwrap(), &bodies(2, 3));
-        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let store = open_one(&root).unwrap();
         assert_eq!(store.checkpoint().unwrap(), appended.end);
         assert_eq!(store.replay_blocking().unwrap().indexed, 0);
         std::fs::remove_dir_all(&root).unwrap();
@@ -618,7 +851,7 @@ mod tests {
     #[test]
     fn the_scrubber_walks_addresses_in_key_order_and_its_position_survives_a_reopen() {
         let root = temp_root("scrub");
-        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let store = open_one(&root).unwrap();
         let metas: Vec<ObjectMeta> = (0..5u8)
             .map(|i| ObjectMeta {
                 tree: ron_codec::ChunkTree::of(&[i; 100]),
@@ -649,9 +882,66 @@ mod tests {
         };
         store.save_scrub_position_blocking(at).unwrap();
         drop(store);
-        let store = Store::open(&root, StoreId(0), INDEX_BYTES).unwrap();
+        let store = open_one(&root).unwrap();
         assert_eq!(store.scrub_position().unwrap(), at);
         assert_eq!(ScrubPosition::decode(&at.encode()[..20]), None);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn replicas_a_crash_left_apart_or_a_replaced_dir_lost_are_merged_at_open() {
+        let root = temp_root("replicas");
+        let roots: Vec<PathBuf> = (0..3).map(|d| root.join(format!("d{d}"))).collect();
+        let replicas = index_replica_dirs(StoreId(1), 3, 2);
+        assert_eq!(replicas, vec![DirIndex(1), DirIndex(2), DirIndex(0)]);
+        assert_eq!(index_replica_dirs(StoreId(5), 1, 2), vec![DirIndex(0)]);
+        assert_eq!(
+            index_replica_dirs(StoreId(5), 4, 1),
+            vec![DirIndex(1), DirIndex(2)]
+        );
+        let open = || Store::open(roots.clone(), &replicas, StoreId(1), INDEX_BYTES).unwrap();
+        let records: Vec<CommitRecord> = (0..4u8)
+            .map(|i| {
+                CommitRecord::of(&ObjectMeta {
+                    tree: ron_codec::ChunkTree::of(&vec![i; 1000 * (usize::from(i) + 1)]),
+                    content_type: String::new(),
+                    location: Location::OwnFile,
+                    parity: None,
+                })
+            })
+            .collect();
+        let store = open();
+        store.commit_blocking(&records[..2], None).unwrap();
+        // A crash after the first replica's commit of the next batch.
+        store.index().commit(&records[2..3], None).unwrap();
+        drop(store);
+        let store = open();
+        for replica in store.replicas.iter() {
+            assert_eq!(replica.commits().unwrap(), 2);
+            let rtxn = replica.env.read_txn().unwrap();
+            assert_eq!(
+                replica.db.len(&rtxn).unwrap(),
+                3,
+                "{}",
+                replica.path.display()
+            );
+        }
+        assert_eq!(
+            store.stats().unwrap(),
+            StoreStats {
+                objects: 3,
+                bytes: 6000
+            }
+        );
+        store.commit_blocking(&records[3..], None).unwrap();
+        drop(store);
+        // The serving replica's disk replaced: rebuilt from the others.
+        std::fs::remove_dir_all(&roots[1]).unwrap();
+        let store = open();
+        assert!(records.iter().all(|r| store.contains(&r.addr).unwrap()));
+        assert_eq!(store.stats().unwrap().objects, 4);
+        assert!(roots[1].join("objects").join("ff").is_dir());
+        drop(store);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

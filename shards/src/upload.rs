@@ -12,11 +12,14 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
-use ron_codec::tree::GROUP_LEN_BYTES;
+use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::TreeHasher;
 
-use crate::ec::{parity_checksum, EcParams, StripeCode, BLOCK_BYTES};
+use crate::ec::{
+    parity_checksum, DirIndex, EcParams, StripeCode, StripeGeometry, StripeIndex, BLOCK_BYTES,
+};
 use crate::error::ShardError;
+use crate::layout::{self, DataDirs};
 use crate::record::{Location, ObjectMeta, Parity};
 use crate::segment::PACKED_OBJECT_BYTES_MAX;
 
@@ -32,58 +35,95 @@ pub struct StagedObject {
 /// Where a staged object's bytes wait for the commit.
 #[derive(Debug, Clone)]
 pub enum StagedBody {
-    /// A temp file, written with direct I/O, renamed into the store by the commit, and
-    /// the temp file of its parity blocks when it has them.
-    TempFile {
-        data: PathBuf,
-        parity: Option<PathBuf>,
-    },
+    /// Temp files written with direct I/O, renamed into the store by the commit: the
+    /// data file and the parity file of each dir that holds blocks of the object,
+    /// parity files first.
+    TempFiles(Vec<StagedFile>),
     /// In memory: an object small enough to be packed into a segment
     /// ([`PACKED_OBJECT_BYTES_MAX`]).
     Packed(Bytes),
 }
 
-/// An upload in progress: bytes are hashed (root + group CVs) as they arrive. The
-/// first [`PACKED_OBJECT_BYTES_MAX`] are kept in memory: an object no longer than that
-/// is packed into a segment by its commit and never has a file of its own. Past it
-/// (or from the start, when the announced length is longer), the bytes go to a temp
-/// file with aligned O_DIRECT writes of [`WRITE_BYTES`], up to [`WRITES_IN_FLIGHT`] at
+/// One staged file: the dir it belongs to, whether it holds parity, its temp path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedFile {
+    pub dir: DirIndex,
+    pub parity: bool,
+    pub path: PathBuf,
+}
+
+/// Where an upload's blocks go: the node's data dirs and the rotation of its columns
+/// over them (kept in its record).
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub dirs: DataDirs,
+    pub rot: u8,
+}
+
+/// An upload in progress: bytes are hashed (root + group CVs) as they arrive. On a
+/// one-dir node the first [`PACKED_OBJECT_BYTES_MAX`] are kept in memory: an object no
+/// longer than that is packed into a segment by its commit and never has a file of its
+/// own. Past it (or from the start, when the announced length is longer, or the node
+/// spreads objects over several dirs), the bytes go to temp files with aligned
+/// O_DIRECT writes of at least [`WRITE_BYTES`], up to [`WRITES_IN_FLIGHT`] per file at
 /// once while the next bytes arrive. Nothing is visible until [`crate::Shard::commit`],
 /// whose group commit makes the bytes durable: direct writes leave no dirty page cache
 /// behind, so that `fdatasync` only flushes the file's metadata and the device cache
 /// instead of writing the whole object back.
 ///
-/// With parity on (`EcParams`, m ≥ 1), writes are whole stripes: before each is issued
-/// the parity blocks of its stripes are computed from the DMA buffer itself and written
-/// to a second temp file (the object file's path plus `.parity`), their checksums kept
-/// for the record (version 3). Packed objects have no parity (yet: the design note's
-/// lanes).
+/// With parity on (`EcParams`, m ≥ 1), data is cut in whole stripes: before a stripe's
+/// blocks are written its parity blocks are computed from them and written to the
+/// parity temp file of their dir (the data file's name plus `.parity`), checksums kept
+/// for the record (version 3). With one dir the data file is the object's bytes in
+/// order (the DMA buffer goes to disk as it is); with several, each block is appended
+/// to the data file of the dir its column maps to (`ec::StripeGeometry`). Packed
+/// objects have no parity (yet: the design note's lanes), so several-dir nodes do not
+/// pack: a small object there is a one-block stripe, `m + 1` blocks in as many dirs.
 ///
 /// The last write is padded to the file's alignment and the file truncated to its
 /// length. An upload of an object already stored is written and then discarded (the
 /// page cache used to absorb it; see docs/design/storage.md).
 pub struct Upload {
-    path: PathBuf,
-    /// The bytes so far while the object may still be packed; empty once `file` holds
+    placement: Placement,
+    /// The temp files' name, the same in each dir's temp dir.
+    name: String,
+    /// The bytes so far while the object may still be packed; empty once `data` holds
     /// them.
     head: Vec<u8>,
-    /// False when the announced length is too long to pack: the bytes go to the temp
-    /// file from the first one.
+    /// False when the announced length is too long to pack, or the node does not pack:
+    /// the bytes go to temp files from the first one.
     packable: bool,
-    file: Option<TempFileWriter>,
-    /// The code new objects get; parity is made only for objects with a file.
+    data: Option<DataWriter>,
+    /// The code new objects get; parity is made only for objects with files.
     ec: EcParams,
     parity: Option<ParityWriter>,
     hasher: TreeHasher,
 }
 
-/// The parity side of an upload: the code, a scratch stripe of parity blocks, the
-/// parity temp file and the checksums so far.
+/// The data side of an upload.
+enum DataWriter {
+    /// Every group in one file, in order: one dir, or no parity.
+    One(TempFileWriter),
+    /// Groups spread over the dirs: whole stripes are gathered, their parity made, and
+    /// each block appended to its dir's data file (created at its first block).
+    Spread {
+        gather: Vec<u8>,
+        gather_bytes: usize,
+        files: Vec<Option<TempFileWriter>>,
+        /// The group the gathered bytes start with.
+        next_group: u64,
+    },
+}
+
+/// The parity side of an upload: the code, where blocks go, a scratch stripe of
+/// parity blocks, each dir's parity temp file (created at its first block) and the
+/// checksums so far.
 struct ParityWriter {
-    path: PathBuf,
     code: StripeCode,
+    geometry: StripeGeometry,
     blocks: Vec<Vec<u8>>,
-    file: TempFileWriter,
+    files: Vec<Option<TempFileWriter>>,
+    next_stripe: u64,
     checksums: Vec<[u8; 32]>,
 }
 
@@ -93,6 +133,7 @@ struct ParityWriter {
 /// polled spuriously by its socket or a timer; glommio's `StreamWriter` unwraps its
 /// pending write when polled early and would panic the shard).
 struct TempFileWriter {
+    path: PathBuf,
     file: Rc<DmaFile>,
     /// Bytes per write: a whole number of stripes.
     write_bytes: usize,
@@ -108,16 +149,16 @@ struct TempFileWriter {
 impl std::fmt::Debug for Upload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upload")
-            .field("path", &self.path)
+            .field("name", &self.name)
             .field("len", &self.hasher.object_len())
-            .field("packable", &self.file.is_none())
+            .field("packable", &self.data.is_none())
             .finish()
     }
 }
 
 /// Bytes per direct write at least (eight groups): large enough for the device's rate;
 /// with the writes in flight and the buffer filling, an upload holds 1.5 MiB of DMA
-/// buffers (plus its parity's share).
+/// buffers per file it writes.
 const WRITE_BYTES: usize = 8 * GROUP_LEN_BYTES as usize;
 
 /// Bytes per data write for a code: the smallest whole number of stripes that is at
@@ -127,21 +168,30 @@ fn data_write_bytes(ec: EcParams) -> usize {
     WRITE_BYTES.div_ceil(stripe) * stripe
 }
 
-/// Direct writes one upload keeps in flight while it receives the next bytes.
+/// Direct writes one file of an upload keeps in flight while it receives the next
+/// bytes.
 const WRITES_IN_FLIGHT: usize = 2;
 
 impl Upload {
-    /// An upload whose temp file, if it needs one, will be `path` (which must not
-    /// exist). `expected_len`, when announced, sizes the in-memory head (or skips it
-    /// for an object too long to pack).
-    pub(crate) fn new(path: PathBuf, expected_len: Option<u64>, ec: EcParams) -> Upload {
-        let packable = expected_len.is_none_or(|len| len <= PACKED_OBJECT_BYTES_MAX);
+    /// An upload whose temp files, if it needs them, will be named `name` in the temp
+    /// dir of each data dir of `placement` (no such file may exist). `expected_len`,
+    /// when announced, sizes the in-memory head (or skips it for an object too long to
+    /// pack).
+    pub fn new(
+        placement: Placement,
+        name: String,
+        expected_len: Option<u64>,
+        ec: EcParams,
+    ) -> Upload {
+        let packable = placement.dirs.count() == 1
+            && expected_len.is_none_or(|len| len <= PACKED_OBJECT_BYTES_MAX);
         let head_bytes = expected_len.filter(|_| packable).unwrap_or(0);
         Upload {
-            path,
+            placement,
+            name,
             head: Vec::with_capacity(head_bytes as usize),
             packable,
-            file: None,
+            data: None,
             ec,
             parity: None,
             hasher: TreeHasher::new(),
@@ -159,53 +209,84 @@ impl Upload {
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), ShardError> {
         self.hasher.update(data);
-        if let Some(file) = &mut self.file {
-            return write_striped(file, data, &self.path, self.parity.as_mut()).await;
-        }
-        if self.packable && self.len() <= PACKED_OBJECT_BYTES_MAX {
-            self.head.extend_from_slice(data);
-            return Ok(());
-        }
-        // Held before the first write, so that `abort` removes the files whatever fails.
-        let path = &self.path;
-        let file = TempFileWriter::create(path, data_write_bytes(self.ec)).await?;
-        let file = self.file.insert(file);
-        if !self.ec.is_off() {
-            self.parity = Some(ParityWriter::create(path, self.ec).await?);
+        if self.data.is_none() {
+            if self.packable && self.len() <= PACKED_OBJECT_BYTES_MAX {
+                self.head.extend_from_slice(data);
+                return Ok(());
+            }
+            self.start_files().await?;
         }
         let head = std::mem::take(&mut self.head);
-        write_striped(file, &head, path, self.parity.as_mut()).await?;
-        write_striped(file, data, path, self.parity.as_mut()).await
+        let names = TempDirs {
+            dirs: &self.placement.dirs,
+            name: &self.name,
+        };
+        let writer = self.data.as_mut().expect("started");
+        writer.write(&head, self.parity.as_mut(), &names).await?;
+        writer.write(data, self.parity.as_mut(), &names).await
     }
 
-    /// Makes the bytes ready to commit: the head as it is, or the temp file with what
-    /// is pending written, its padding cut and closed. Returns them with the chunk tree.
-    pub async fn finish(mut self, content_type: String) -> Result<StagedObject, ShardError> {
-        // Without a file every byte is in the head (at most PACKED_OBJECT_BYTES_MAX).
-        let mut parity = None;
-        let body = match self.file.take() {
-            None => StagedBody::Packed(Bytes::from(std::mem::take(&mut self.head))),
-            Some(file) => {
-                file.finish(&self.path, self.parity.as_mut()).await?;
-                let parity_path = match self.parity.take() {
-                    None => None,
-                    Some(writer) => {
-                        let (path, checksums) = writer.finish().await?;
-                        parity = Some(checksums);
-                        Some(path)
-                    }
+    /// Makes the upload's writers: past this, `abort` removes what they made.
+    async fn start_files(&mut self) -> Result<(), ShardError> {
+        let dirs = self.placement.dirs.count();
+        let spread = dirs > 1 && !self.ec.is_off();
+        if !self.ec.is_off() {
+            self.parity = Some(ParityWriter::new(self.ec, dirs, self.placement.rot));
+        }
+        let write_bytes = data_write_bytes(self.ec);
+        let data = match spread {
+            false => {
+                let names = TempDirs {
+                    dirs: &self.placement.dirs,
+                    name: &self.name,
                 };
-                StagedBody::TempFile {
-                    data: self.path,
-                    parity: parity_path,
+                let path = names.temp_path(DirIndex(0), false);
+                DataWriter::One(TempFileWriter::create(path, write_bytes).await?)
+            }
+            true => DataWriter::Spread {
+                gather: vec![0u8; write_bytes],
+                gather_bytes: 0,
+                files: (0..dirs).map(|_| None).collect(),
+                next_group: 0,
+            },
+        };
+        self.data = Some(data);
+        Ok(())
+    }
+
+    /// Makes the bytes ready to commit: the head as it is, or the temp files with what
+    /// is pending written, their padding cut and closed. Returns them with the chunk
+    /// tree.
+    pub async fn finish(mut self, content_type: String) -> Result<StagedObject, ShardError> {
+        if self.data.is_none() && !self.packable {
+            // An empty upload on a node that does not pack still gets its files.
+            self.start_files().await?;
+        }
+        let mut checksums = None;
+        let body = match self.data.take() {
+            // Without a writer every byte is in the head (at most PACKED_OBJECT_BYTES_MAX).
+            None => StagedBody::Packed(Bytes::from(std::mem::take(&mut self.head))),
+            Some(writer) => {
+                let mut staged = Vec::new();
+                let names = TempDirs {
+                    dirs: &self.placement.dirs,
+                    name: &self.name,
+                };
+                let data = writer.finish(self.parity.as_mut(), &names).await?;
+                if let Some(parity) = self.parity.take() {
+                    let (files, sums) = parity.finish().await?;
+                    checksums = Some(sums);
+                    staged.extend(files);
                 }
+                staged.extend(data);
+                StagedBody::TempFiles(staged)
             }
         };
         let tree = self.hasher.finalize();
-        let parity = parity.map(|checksums| Parity {
+        let parity = checksums.map(|checksums| Parity {
             params: self.ec,
-            dirs: 1,
-            rot: tree.root().as_bytes()[1],
+            dirs: self.placement.dirs.count(),
+            rot: self.placement.rot,
             checksums,
         });
         Ok(StagedObject {
@@ -219,47 +300,172 @@ impl Upload {
         })
     }
 
-    /// Drops the upload and its temp file, if it has one (after its writes end: they
-    /// hold the file).
+    /// Drops the upload and its temp files, if it has them (after their writes end:
+    /// they hold the files).
     pub async fn abort(self) {
-        if let Some(file) = self.file {
-            file.abort(&self.path).await;
-        }
-        if let Some(parity) = self.parity {
-            parity.file.abort(&parity.path).await;
+        let files = match self.data {
+            Some(DataWriter::One(file)) => vec![file],
+            Some(DataWriter::Spread { files, .. }) => files.into_iter().flatten().collect(),
+            None => Vec::new(),
+        };
+        let parity = self
+            .parity
+            .into_iter()
+            .flat_map(|p| p.files.into_iter().flatten());
+        for file in files.into_iter().chain(parity) {
+            file.abort().await;
         }
     }
 }
 
-/// Writes `data` to the upload's temp file, with its parity when the upload has it.
-async fn write_striped(
-    file: &mut TempFileWriter,
-    data: &[u8],
-    path: &Path,
-    parity: Option<&mut ParityWriter>,
-) -> Result<(), ShardError> {
-    match parity {
-        Some(parity) => file.write_with_parity(data, path, parity).await,
-        None => file.write(data, path).await,
+/// Names an upload's temp files: the same name in each dir's temp dir.
+struct TempDirs<'a> {
+    dirs: &'a DataDirs,
+    name: &'a str,
+}
+
+impl TempDirs<'_> {
+    fn temp_path(&self, dir: DirIndex, parity: bool) -> PathBuf {
+        let path = layout::tmp_dir(self.dirs.dir(dir)).join(self.name);
+        match parity {
+            true => parity_path(&path),
+            false => path,
+        }
+    }
+}
+
+impl DataWriter {
+    async fn write(
+        &mut self,
+        data: &[u8],
+        parity: Option<&mut ParityWriter>,
+        names: &TempDirs<'_>,
+    ) -> Result<(), ShardError> {
+        match self {
+            DataWriter::One(file) => match parity {
+                Some(parity) => file.write_with_parity(data, parity, names).await,
+                None => file.write(data).await,
+            },
+            DataWriter::Spread { .. } => {
+                let parity = parity.expect("spread uploads have parity");
+                self.write_spread(data, parity, names).await
+            }
+        }
+    }
+
+    /// Gathers `data`; each full gather buffer (whole stripes) is scattered.
+    async fn write_spread(
+        &mut self,
+        mut data: &[u8],
+        parity: &mut ParityWriter,
+        names: &TempDirs<'_>,
+    ) -> Result<(), ShardError> {
+        while !data.is_empty() {
+            let DataWriter::Spread {
+                gather,
+                gather_bytes,
+                ..
+            } = self
+            else {
+                unreachable!("write_spread on a spread writer only");
+            };
+            let room = gather.len() - *gather_bytes;
+            let (now, rest) = data.split_at(room.min(data.len()));
+            gather[*gather_bytes..*gather_bytes + now.len()].copy_from_slice(now);
+            *gather_bytes += now.len();
+            data = rest;
+            if *gather_bytes == gather.len() {
+                self.scatter(parity, names).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the gathered stripes' parity and appends each gathered block to the data
+    /// file of its dir.
+    async fn scatter(
+        &mut self,
+        parity: &mut ParityWriter,
+        names: &TempDirs<'_>,
+    ) -> Result<(), ShardError> {
+        let DataWriter::Spread {
+            gather,
+            gather_bytes,
+            files,
+            next_group,
+        } = self
+        else {
+            return Ok(());
+        };
+        let bytes = &gather[..*gather_bytes];
+        parity.add_stripes(bytes, names).await?;
+        for block in bytes.chunks(BLOCK_BYTES as usize) {
+            let dir = parity.geometry.data_block_at(GroupIndex(*next_group)).dir;
+            let file = match &mut files[usize::from(dir.0)] {
+                Some(file) => file,
+                slot => {
+                    let path = names.temp_path(dir, false);
+                    slot.insert(TempFileWriter::create(path, WRITE_BYTES).await?)
+                }
+            };
+            file.write(block).await?;
+            *next_group += 1;
+        }
+        *gather_bytes = 0;
+        Ok(())
+    }
+
+    /// Writes what is pending and closes the files; returns them.
+    async fn finish(
+        mut self,
+        mut parity: Option<&mut ParityWriter>,
+        names: &TempDirs<'_>,
+    ) -> Result<Vec<StagedFile>, ShardError> {
+        if let (DataWriter::Spread { .. }, Some(parity)) = (&self, parity.as_deref_mut()) {
+            self.scatter(parity, names).await?;
+        }
+        let files = match self {
+            DataWriter::One(file) => {
+                file.finish(parity, names).await?;
+                return Ok(vec![StagedFile {
+                    dir: DirIndex(0),
+                    parity: false,
+                    path: names.temp_path(DirIndex(0), false),
+                }]);
+            }
+            DataWriter::Spread { files, .. } => files,
+        };
+        let mut staged = Vec::new();
+        for (d, file) in files.into_iter().enumerate() {
+            if let Some(file) = file {
+                let path = file.path.clone();
+                file.finish(None, names).await?;
+                staged.push(StagedFile {
+                    dir: DirIndex(d as u8),
+                    parity: false,
+                    path,
+                });
+            }
+        }
+        Ok(staged)
     }
 }
 
 impl ParityWriter {
-    async fn create(data_path: &Path, ec: EcParams) -> Result<ParityWriter, ShardError> {
-        let path = parity_path(data_path);
-        let file = TempFileWriter::create(&path, WRITE_BYTES).await?;
-        Ok(ParityWriter {
-            path,
+    fn new(ec: EcParams, dirs: u8, rot: u8) -> ParityWriter {
+        ParityWriter {
             code: StripeCode::new(ec),
+            geometry: StripeGeometry::new(ec, dirs, rot, u64::MAX),
             blocks: vec![vec![0u8; BLOCK_BYTES as usize]; usize::from(ec.parity)],
-            file,
+            files: (0..dirs).map(|_| None).collect(),
+            next_stripe: 0,
             checksums: Vec::new(),
-        })
+        }
     }
 
     /// Computes and writes the parity of `data`: whole stripes, except that the last
     /// stripe of an object may be short.
-    async fn add_stripes(&mut self, data: &[u8]) -> Result<(), ShardError> {
+    async fn add_stripes(&mut self, data: &[u8], names: &TempDirs<'_>) -> Result<(), ShardError> {
         let stripe_bytes = usize::from(self.code.params().data) * BLOCK_BYTES as usize;
         for stripe in data.chunks(stripe_bytes) {
             let blocks: Vec<&[u8]> = stripe.chunks(BLOCK_BYTES as usize).collect();
@@ -267,20 +473,43 @@ impl ParityWriter {
             self.code
                 .encode(&blocks, &mut parity)
                 .map_err(|source| ShardError::Encode {
-                    path: self.path.clone(),
+                    path: names.temp_path(DirIndex(0), true),
                     source,
                 })?;
-            for block in &self.blocks {
+            for p in 0..self.code.params().parity {
+                let block = &self.blocks[usize::from(p)];
                 self.checksums.push(parity_checksum(block));
-                self.file.write(block, &self.path).await?;
+                let at = self
+                    .geometry
+                    .parity_block_at(StripeIndex(self.next_stripe), p);
+                let file = match &mut self.files[usize::from(at.dir.0)] {
+                    Some(file) => file,
+                    slot => {
+                        let path = names.temp_path(at.dir, true);
+                        slot.insert(TempFileWriter::create(path, WRITE_BYTES).await?)
+                    }
+                };
+                file.write(block).await?;
             }
+            self.next_stripe += 1;
         }
         Ok(())
     }
 
-    async fn finish(self) -> Result<(PathBuf, Vec<[u8; 32]>), ShardError> {
-        self.file.finish(&self.path, None).await?;
-        Ok((self.path, self.checksums))
+    async fn finish(self) -> Result<(Vec<StagedFile>, Vec<[u8; 32]>), ShardError> {
+        let mut staged = Vec::new();
+        for (d, file) in self.files.into_iter().enumerate() {
+            if let Some(file) = file {
+                let path = file.path.clone();
+                file.finish_plain().await?;
+                staged.push(StagedFile {
+                    dir: DirIndex(d as u8),
+                    parity: true,
+                    path,
+                });
+            }
+        }
+        Ok((staged, self.checksums))
     }
 }
 
@@ -292,15 +521,16 @@ pub fn parity_path(data_path: &Path) -> PathBuf {
 }
 
 impl TempFileWriter {
-    async fn create(path: &Path, write_bytes: usize) -> Result<TempFileWriter, ShardError> {
+    async fn create(path: PathBuf, write_bytes: usize) -> Result<TempFileWriter, ShardError> {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .dma_open(path)
+            .dma_open(&path)
             .await
-            .map_err(|e| ShardError::io("create", path)(e.into()))?;
+            .map_err(|e| ShardError::io("create", &path)(e.into()))?;
         let pending = file.alloc_dma_buffer(write_bytes);
         Ok(TempFileWriter {
+            path,
             file: Rc::new(file),
             write_bytes,
             pending,
@@ -311,10 +541,10 @@ impl TempFileWriter {
     }
 
     /// Copies `data` into the pending buffer, issuing each full one.
-    async fn write(&mut self, mut data: &[u8], path: &Path) -> Result<(), ShardError> {
+    async fn write(&mut self, mut data: &[u8]) -> Result<(), ShardError> {
         while !data.is_empty() {
             if self.fill(&mut data) {
-                self.issue_pending(path).await?;
+                self.issue_pending().await?;
             }
         }
         Ok(())
@@ -324,13 +554,13 @@ impl TempFileWriter {
     async fn write_with_parity(
         &mut self,
         mut data: &[u8],
-        path: &Path,
         parity: &mut ParityWriter,
+        names: &TempDirs<'_>,
     ) -> Result<(), ShardError> {
         while !data.is_empty() {
             if self.fill(&mut data) {
-                parity.add_stripes(self.pending_bytes()).await?;
-                self.issue_pending(path).await?;
+                parity.add_stripes(self.pending_bytes(), names).await?;
+                self.issue_pending().await?;
             }
         }
         Ok(())
@@ -353,9 +583,9 @@ impl TempFileWriter {
 
     /// Starts the write of the pending bytes (padded to the file's alignment) at the end
     /// of the file, first waiting for the oldest write if the most are in flight.
-    async fn issue_pending(&mut self, path: &Path) -> Result<(), ShardError> {
+    async fn issue_pending(&mut self) -> Result<(), ShardError> {
         while self.in_flight.len() >= WRITES_IN_FLIGHT {
-            self.wait_oldest(path).await?;
+            self.wait_oldest().await?;
         }
         let len = self.pending_len;
         let aligned = self.file.align_up(len as u64) as usize;
@@ -373,51 +603,58 @@ impl TempFileWriter {
 
     /// Waits for the oldest write. A regular file takes a write short only when its
     /// file system is full, so a short write is that error.
-    async fn wait_oldest(&mut self, path: &Path) -> Result<(), ShardError> {
+    async fn wait_oldest(&mut self) -> Result<(), ShardError> {
         let Some((write, len)) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let n = write.await.map_err(ShardError::io("write", path))?;
+        let n = write.await.map_err(ShardError::io("write", &self.path))?;
         if n < len {
             let short = std::io::Error::new(
                 std::io::ErrorKind::StorageFull,
                 format!("short write: {n} of {len} bytes"),
             );
-            return Err(ShardError::io("write", path)(short));
+            return Err(ShardError::io("write", &self.path)(short));
         }
         Ok(())
     }
 
     /// Writes what is pending (its parity first), cuts the padding and closes the file.
     async fn finish(
-        mut self,
-        path: &Path,
+        self,
         parity: Option<&mut ParityWriter>,
+        names: &TempDirs<'_>,
     ) -> Result<(), ShardError> {
         if self.pending_len > 0 {
             if let Some(parity) = parity {
-                parity.add_stripes(self.pending_bytes()).await?;
+                parity.add_stripes(self.pending_bytes(), names).await?;
             }
-            self.issue_pending(path).await?;
+        }
+        self.finish_plain().await
+    }
+
+    /// Writes what is pending, cuts the padding and closes the file.
+    async fn finish_plain(mut self) -> Result<(), ShardError> {
+        if self.pending_len > 0 {
+            self.issue_pending().await?;
         }
         while !self.in_flight.is_empty() {
-            self.wait_oldest(path).await?;
+            self.wait_oldest().await?;
         }
         if !self.issued.is_multiple_of(self.file.alignment()) {
             self.file
                 .truncate(self.issued)
                 .await
-                .map_err(|e| ShardError::io("truncate", path)(e.into()))?;
+                .map_err(|e| ShardError::io("truncate", &self.path)(e.into()))?;
         }
-        close(self.file, path).await
+        close(self.file, &self.path).await
     }
 
-    async fn abort(mut self, path: &Path) {
+    async fn abort(mut self) {
         while let Some((write, _)) = self.in_flight.pop_front() {
             let _ = write.await;
         }
-        let _ = close(self.file, path).await;
-        let _ = glommio::io::remove(path).await;
+        let _ = close(self.file, &self.path).await;
+        let _ = glommio::io::remove(&self.path).await;
     }
 }
 
@@ -432,10 +669,9 @@ async fn close(file: Rc<DmaFile>, path: &std::path::Path) -> Result<(), ShardErr
 /// Removes a staged object that will not be committed (digest mismatch, error, or an
 /// object already stored).
 pub async fn discard(staged: StagedObject) {
-    if let StagedBody::TempFile { data, parity } = &staged.body {
-        let _ = glommio::io::remove(data).await;
-        if let Some(parity) = parity {
-            let _ = glommio::io::remove(parity).await;
+    if let StagedBody::TempFiles(files) = &staged.body {
+        for file in files {
+            let _ = glommio::io::remove(&file.path).await;
         }
     }
 }
@@ -459,41 +695,62 @@ mod tests {
         panic!("the work never finished");
     }
 
+    /// Data dirs under `root` (each with its temp dir) for an upload.
+    fn placement(root: &Path, dirs: usize, rot: u8) -> Placement {
+        let dirs: Vec<PathBuf> = (0..dirs).map(|d| root.join(format!("d{d}"))).collect();
+        for dir in &dirs {
+            std::fs::create_dir_all(layout::tmp_dir(dir)).unwrap();
+        }
+        Placement {
+            dirs: DataDirs::new(dirs),
+            rot,
+        }
+    }
+
+    fn temp_root(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("ron-upload-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        root
+    }
+
+    /// The one staged file of `files` in `dir` of the kind asked for.
+    fn staged_file(files: &[StagedFile], dir: u8, parity: bool) -> Option<&Path> {
+        files
+            .iter()
+            .find(|f| f.dir == DirIndex(dir) && f.parity == parity)
+            .map(|f| f.path.as_path())
+    }
+
     #[test]
     fn writes_and_close_polled_before_their_io_completes_wait_instead_of_panicking() {
-        let dir = std::env::temp_dir().join(format!("ron-upload-spurious-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("upload");
+        let root = temp_root("spurious");
         let data: Vec<u8> = (0..3 * WRITE_BYTES + 5).map(|i| i as u8).collect();
         let staged = glommio::LocalExecutor::default().run(async {
-            let mut upload = Upload::new(path.clone(), None, EcParams::OFF);
+            let mut upload = Upload::new(placement(&root, 1, 0), "u".into(), None, EcParams::OFF);
             for piece in data.chunks(10_000) {
                 poll_spuriously(upload.write(piece)).await.unwrap();
             }
             poll_spuriously(upload.finish(String::new())).await.unwrap()
         });
-        let StagedBody::TempFile { data: written, .. } = &staged.body else {
+        let StagedBody::TempFiles(files) = &staged.body else {
             panic!("{} bytes were not written to a temp file", data.len());
         };
+        let written = staged_file(files, 0, false).unwrap();
         assert_eq!(std::fs::read(written).unwrap(), data);
         assert_eq!(staged.meta.tree, ron_codec::ChunkTree::of(&data));
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     /// Uploads `data` in pieces of `piece` bytes, announcing `expected` bytes.
-    fn upload(path: &Path, data: &[u8], piece: usize, expected: Option<u64>) -> StagedObject {
-        upload_coded(path, data, piece, expected, EcParams::OFF)
-    }
-
-    fn upload_coded(
-        path: &Path,
+    fn upload(
+        placement: Placement,
         data: &[u8],
         piece: usize,
         expected: Option<u64>,
         ec: EcParams,
     ) -> StagedObject {
         glommio::LocalExecutor::default().run(async {
-            let mut upload = Upload::new(path.to_path_buf(), expected, ec);
+            let mut upload = Upload::new(placement, "u".into(), expected, ec);
             for bytes in data.chunks(piece) {
                 upload.write(bytes).await.unwrap();
             }
@@ -503,8 +760,7 @@ mod tests {
 
     #[test]
     fn objects_up_to_one_group_stay_in_memory_to_be_packed_and_longer_ones_get_a_file() {
-        let dir = std::env::temp_dir().join(format!("ron-upload-pack-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let root = temp_root("pack");
         let max = PACKED_OBJECT_BYTES_MAX as usize;
         for (len, expected) in [
             (0, None),
@@ -515,32 +771,48 @@ mod tests {
             (max + 1, None),
             (max + 1, Some(max as u64 + 1)),
         ] {
-            let path = dir.join(format!("upload-{len}-{expected:?}"));
+            let at = root.join(format!("{len}-{expected:?}"));
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let staged = upload(&path, &data, 1000, expected);
+            let staged = upload(placement(&at, 1, 0), &data, 1000, expected, EcParams::OFF);
             assert_eq!(staged.meta.tree, ron_codec::ChunkTree::of(&data));
             match &staged.body {
                 StagedBody::Packed(body) => {
                     assert!(len <= max, "{len} bytes kept in memory");
                     assert_eq!(&body[..], &data[..]);
-                    assert!(!path.exists(), "a packed upload made a temp file");
+                    let temp = layout::tmp_dir(&at.join("d0"));
+                    assert_eq!(std::fs::read_dir(temp).unwrap().count(), 0, "a temp file");
                 }
-                StagedBody::TempFile { data: file, parity } => {
+                StagedBody::TempFiles(files) => {
                     assert!(len > max, "{len} bytes went to a file");
+                    assert_eq!(files.len(), 1, "no parity with the code off");
+                    let file = staged_file(files, 0, false).unwrap();
                     assert_eq!(std::fs::read(file).unwrap(), data);
-                    assert_eq!(*parity, None, "no parity with the code off");
                 }
             }
         }
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The code's own encoding of every stripe of `data`.
+    fn expected_parity(ec: EcParams, data: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let block = BLOCK_BYTES as usize;
+        let code = StripeCode::new(ec);
+        data.chunks(usize::from(ec.data) * block)
+            .map(|stripe| {
+                let blocks: Vec<&[u8]> = stripe.chunks(block).collect();
+                let mut want = vec![vec![0u8; block]; usize::from(ec.parity)];
+                let mut out: Vec<&mut [u8]> = want.iter_mut().map(|b| &mut b[..]).collect();
+                code.encode(&blocks, &mut out).unwrap();
+                want
+            })
+            .collect()
     }
 
     /// The parity file an upload wrote: every stripe's blocks, each matching the code's
     /// own encoding of that stripe and the checksum in the record.
     #[test]
     fn uploads_write_each_stripes_parity_beside_the_data_with_its_checksums() {
-        let dir = std::env::temp_dir().join(format!("ron-upload-parity-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let root = temp_root("parity");
         let block = BLOCK_BYTES as usize;
         for (k, m, len) in [
             (4, 1, 10 * block + 500),
@@ -549,27 +821,21 @@ mod tests {
         ] {
             let ec = EcParams::new(k, m).unwrap();
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
-            let path = dir.join(format!("upload-{k}-{m}-{len}"));
-            let staged = upload_coded(&path, &data, 70_000, None, ec);
-            let StagedBody::TempFile {
-                data: file,
-                parity: Some(parity_file),
-            } = &staged.body
-            else {
-                panic!("{len} bytes at {ec} staged without a parity file");
+            let at = root.join(format!("{k}-{m}-{len}"));
+            let staged = upload(placement(&at, 1, 0), &data, 70_000, None, ec);
+            let StagedBody::TempFiles(files) = &staged.body else {
+                panic!("{len} bytes at {ec} staged in memory");
             };
+            assert_eq!(files.len(), 2);
+            assert!(files[0].parity, "parity first");
+            let file = staged_file(files, 0, false).unwrap();
             assert_eq!(std::fs::read(file).unwrap(), data);
             let parity = staged.meta.parity.as_ref().unwrap();
             let stripes = len.div_ceil(k as usize * block);
-            let stored = std::fs::read(parity_file).unwrap();
+            let stored = std::fs::read(staged_file(files, 0, true).unwrap()).unwrap();
             assert_eq!(stored.len(), stripes * usize::from(m) * block);
             assert_eq!(parity.checksums.len(), stripes * usize::from(m));
-            let code = StripeCode::new(ec);
-            for (s, stripe) in data.chunks(usize::from(k) * block).enumerate() {
-                let blocks: Vec<&[u8]> = stripe.chunks(block).collect();
-                let mut want = vec![vec![0u8; block]; usize::from(m)];
-                let mut out: Vec<&mut [u8]> = want.iter_mut().map(|b| &mut b[..]).collect();
-                code.encode(&blocks, &mut out).unwrap();
+            for (s, want) in expected_parity(ec, &data).iter().enumerate() {
                 for (p, want) in want.iter().enumerate() {
                     let at = (s * usize::from(m) + p) * block;
                     assert!(stored[at..at + block] == want[..], "stripe {s} parity {p}");
@@ -580,6 +846,58 @@ mod tests {
                 }
             }
         }
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// With several dirs every block is in the file of the dir its column maps to, at
+    /// the offset the geometry says, and small objects get files too (no packing).
+    #[test]
+    fn uploads_over_several_dirs_put_each_block_where_the_geometry_says() {
+        let root = temp_root("spread");
+        let block = BLOCK_BYTES as usize;
+        for (k, m, dirs, rot, len) in [
+            (2, 2, 4, 3, 9 * block + 77),
+            (2, 2, 4, 0, 100),
+            (4, 2, 3, 1, 13 * block),
+            (2, 1, 3, 2, 0),
+        ] {
+            let ec = EcParams::new(k, m).unwrap();
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+            let at = root.join(format!("{k}-{m}-{dirs}-{len}"));
+            let staged = upload(placement(&at, dirs, rot), &data, 50_000, None, ec);
+            let StagedBody::TempFiles(files) = &staged.body else {
+                panic!("{len} bytes over {dirs} dirs staged in memory");
+            };
+            let parity = staged.meta.parity.as_ref().expect("a parity record");
+            assert_eq!((parity.dirs, parity.rot), (dirs as u8, rot));
+            let geometry = parity.geometry(len as u64);
+            for d in 0..dirs as u8 {
+                let read = |p| staged_file(files, d, p).map(|f| std::fs::read(f).unwrap());
+                let data_file = read(false).unwrap_or_default();
+                assert_eq!(data_file.len() as u64, geometry.data_file_len(DirIndex(d)));
+                let parity_file = read(true).unwrap_or_default();
+                assert_eq!(
+                    parity_file.len() as u64,
+                    geometry.parity_file_len(DirIndex(d))
+                );
+                for (g, group) in data.chunks(block).enumerate() {
+                    let at = geometry.data_block_at(GroupIndex(g as u64));
+                    if at.dir == DirIndex(d) {
+                        let from = at.offset.0 as usize;
+                        assert!(data_file[from..from + group.len()] == *group, "group {g}");
+                    }
+                }
+                for (s, want) in expected_parity(ec, &data).iter().enumerate() {
+                    for (p, want) in want.iter().enumerate() {
+                        let at = geometry.parity_block_at(StripeIndex(s as u64), p as u8);
+                        if at.dir == DirIndex(d) {
+                            let from = at.offset.0 as usize;
+                            assert!(parity_file[from..from + block] == want[..], "{s}/{p}");
+                        }
+                    }
+                }
+            }
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

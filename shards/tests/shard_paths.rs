@@ -39,7 +39,7 @@ impl Drop for DataDir {
 
 fn config(data_dir: &Path, index_bytes_max: usize) -> ShardConfig {
     ShardConfig {
-        data_dir: data_dir.to_path_buf(),
+        data_dirs: layout::DataDirs::one(data_dir),
         cache_bytes_max: 4 << 20,
         meta_bytes_max: 1 << 20,
         open_files_max: 16,
@@ -52,7 +52,9 @@ fn config(data_dir: &Path, index_bytes_max: usize) -> ShardConfig {
 
 /// Opens (creating) the data dir for `shards` shards, as the engine does at start-up.
 fn routing(data_dir: &Path, shards: u16) -> Routing {
-    let table = layout::open_data_dir(data_dir, shards).expect("data dir");
+    let table = layout::open_data_dirs(&layout::DataDirs::one(data_dir), shards, 0)
+        .expect("data dir")
+        .table;
     layout::clean_tmp(data_dir).expect("clean tmp");
     Routing::new(table, shards)
 }

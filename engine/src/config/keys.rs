@@ -231,6 +231,17 @@ fn set<T>(
     Ok(())
 }
 
+/// A list of paths: a flag appends, a variable or TOML string is one path, a TOML
+/// array replaces (a path may hold a comma).
+fn set_paths(field: &mut Vec<PathBuf>, v: Value) -> Result<(), ValueError> {
+    match v {
+        Value::Flag(item) => field.push(PathBuf::from(item)),
+        Value::Text(text) => *field = vec![PathBuf::from(text)],
+        Value::List(items) => *field = items.iter().map(PathBuf::from).collect(),
+    }
+    Ok(())
+}
+
 /// A list: a flag appends, a variable or TOML string is comma-separated, a TOML array
 /// replaces.
 fn set_list(field: &mut Vec<String>, v: Value) -> Result<(), ValueError> {
@@ -252,12 +263,12 @@ fn set_list(field: &mut Vec<String>, v: Value) -> Result<(), ValueError> {
 /// Every setting but the file-only tables, in `ron help` order.
 pub const KEYS: &[Key] = &[
     Key {
-        key: "data_dir",
+        key: "data_dirs",
         flag: "data-dir",
         value: "DIR",
         default: Some("./ron-data"),
-        help: "data directory",
-        apply: |c, v| set(&mut c.data_dir, path, v),
+        help: "data directory, one per disk (repeatable)",
+        apply: |c, v| set_paths(&mut c.data_dirs, v),
     },
     Key {
         key: "http",

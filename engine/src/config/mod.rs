@@ -36,7 +36,8 @@ pub const RELOADABLE_KEYS: [&str; 3] = ["tokens", "tenants", "quota_default"];
 /// The node's configuration. Field names are the TOML keys.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
-    pub data_dir: PathBuf,
+    /// The data dirs, each a disk (a failure domain); fixed when the node is created.
+    pub data_dirs: Vec<PathBuf>,
     pub http: SocketAddr,
     /// OAP/1 listener (plain TCP).
     pub oap: SocketAddr,
@@ -161,10 +162,16 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The erasure code new objects get: the configured one, or the default for one
-    /// data dir when the configuration was not resolved (tests, `Config::default()`).
+    /// The erasure code new objects get: the configured one, or the default for the
+    /// node's data dirs when the configuration was not resolved.
     pub fn ec_params(&self) -> EcParams {
-        self.ec.unwrap_or(EcParams::default_for(1))
+        let dirs = self.data_dirs.len().min(usize::from(u8::MAX)) as u8;
+        self.ec.unwrap_or(EcParams::default_for(dirs))
+    }
+
+    /// The data dirs as the shards take them.
+    pub fn data_dirs(&self) -> ron_shards::layout::DataDirs {
+        ron_shards::layout::DataDirs::new(self.data_dirs.clone())
     }
 
     /// Every field before the key table's defaults apply: placeholders that
@@ -173,7 +180,7 @@ impl Config {
     fn unset() -> Config {
         let nowhere = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         Config {
-            data_dir: PathBuf::new(),
+            data_dirs: Vec::new(),
             http: nowhere,
             oap: nowhere,
             admin: nowhere,

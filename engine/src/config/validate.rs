@@ -13,7 +13,36 @@ impl Config {
         self.validate_oap()?;
         self.validate_tokens()?;
         self.validate_quotas()?;
-        self.validate_limits()
+        self.validate_limits()?;
+        self.validate_dirs()
+    }
+
+    /// The data dirs: at least one, none twice, and an erasure code that survives the
+    /// loss of one whole dir when there are several.
+    fn validate_dirs(&self) -> Result<(), ConfigError> {
+        let refuse = |m: String| Err(ConfigError::Refused(m));
+        let dirs = &self.data_dirs;
+        if dirs.is_empty() {
+            return refuse("data_dirs: at least one data dir".into());
+        }
+        if let Some(twice) = dirs
+            .iter()
+            .enumerate()
+            .find(|(i, d)| dirs[..*i].contains(d))
+        {
+            return refuse(format!("data_dirs: {} is given twice", twice.1.display()));
+        }
+        let ec = self.ec_params();
+        if dirs.len() > 1 && ec.is_off() {
+            return refuse(format!(
+                "ec = off over {} data dirs: losing one disk would lose objects; use an \
+                 erasure code (e.g. {}), or one data dir on a RAID",
+                dirs.len(),
+                ron_shards::ec::EcParams::default_for(dirs.len().min(64) as u8)
+            ));
+        }
+        ec.check_dirs(dirs.len())
+            .or_else(|e| refuse(format!("data_dirs: {e}")))
     }
 
     /// The write rule on every data listener, and TLS's certificate and key.

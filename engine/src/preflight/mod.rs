@@ -133,18 +133,19 @@ impl Report {
 /// Runs every check against `config` on this host.
 pub fn run(config: &Config) -> Report {
     let shards = u64::from(config.shard_count());
-    Report {
-        findings: vec![
-            checks::config(config),
-            checks::io_uring(),
-            checks::kernel(),
-            checks::memlock(shards),
-            checks::open_files(config),
-            checks::cpus(shards),
-            checks::data_dir(&config.data_dir),
-            checks::free_space(&config.data_dir),
-            checks::congestion_control(),
-            checks::shmem_huge_pages(),
-        ],
+    let mut findings = vec![
+        checks::config(config),
+        checks::io_uring(),
+        checks::kernel(),
+        checks::memlock(shards),
+        checks::open_files(config),
+        checks::cpus(shards),
+    ];
+    for dir in &config.data_dirs {
+        findings.push(checks::data_dir(dir));
+        findings.push(checks::free_space(dir));
     }
+    findings.push(checks::congestion_control());
+    findings.push(checks::shmem_huge_pages());
+    Report { findings }
 }

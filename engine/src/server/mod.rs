@@ -86,10 +86,17 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     preflight(&config)?;
     config.connections_max = crate::preflight::connections_within_open_files(&config);
     let shards = config.shard_count();
-    // The lock comes first: creating the partition table, cleaning tmp/ and opening the
-    // stores are for the one node that owns the data dir.
-    let _lock = lock_data_dir(&config.data_dir)?;
-    let table = layout::open_data_dir(&config.data_dir, shards)?;
+    // The locks come first: creating the partition table, cleaning tmp/ and opening the
+    // stores are for the one node that owns the data dirs.
+    let _locks = config
+        .data_dirs
+        .iter()
+        .map(|dir| lock_data_dir(dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dirs = config.data_dirs();
+    let opened = layout::open_data_dirs(&dirs, shards, config.ec_params().parity)?;
+    warn_replaced(&dirs, &opened.replaced);
+    let table = opened.table;
     for (_, addr) in config.data_listeners() {
         probe_port(addr)?;
     }
@@ -97,7 +104,9 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         (Some(cert), Some(key)) => Some(ron_io::tls::server_config(cert, key)?),
         _ => None,
     };
-    clean_tmp(&config.data_dir)?;
+    for (_, dir) in dirs.iter() {
+        clean_tmp(dir)?;
+    }
     let routing = Routing::new(table, shards);
     warn_if_shards_idle(&routing);
     let signals = install_signals()?;
@@ -190,6 +199,19 @@ fn clean_tmp(data_dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Replacement dirs (empty where a marked dir was expected; `open_data_dirs` took at
+/// most `m` of them) are rebuilt by the scrubber while the node serves.
+fn warn_replaced(dirs: &layout::DataDirs, replaced: &[ron_shards::ec::DirIndex]) {
+    for d in replaced {
+        tracing::warn!(
+            dir = %dirs.dir(*d).display(),
+            position = d.0,
+            "data dir is empty: taken as a replacement disk; the scrubber rebuilds its blocks \
+             while the node serves (watch ron_scrub_passes and ron_ec_repair_bytes_total)"
+        );
+    }
+}
+
 fn warn_if_shards_idle(routing: &Routing) {
     let (shards, stores) = (routing.shard_count(), routing.store_count());
     if shards > stores {
@@ -251,7 +273,12 @@ fn print_banner(config: &Config, shards: u16, admin: SocketAddr) {
     println!(
         "ron {} serving {} with {shards} shard(s)\n  http   http://{}   ({writes})\n  oap    {}{tls}{cache}\n  admin  http://{admin}   (/healthz /readyz /metrics /version)\ntry:\n  ron put FILE\n  ron get b3:<hex> -o FILE\n  curl -T FILE http://{}/o",
         env!("CARGO_PKG_VERSION"),
-        config.data_dir.display(),
+        config
+            .data_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         config.http,
         config.oap,
         config.http,

@@ -333,7 +333,7 @@ async fn open_shard(start: &mut ShardStart) -> Result<Rc<Shard>, StartError> {
     let shards = u64::from(start.routing.shard_count());
     let per_shard = |total: u64| (total / shards) as usize;
     let shard_config = ShardConfig {
-        data_dir: config.data_dir.clone(),
+        data_dirs: config.data_dirs(),
         cache_bytes_max: per_shard(config.cache_bytes),
         meta_bytes_max: per_shard(config.meta_cache_bytes),
         open_files_max: config.open_files_max,

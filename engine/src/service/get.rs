@@ -359,10 +359,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&data_dir);
         let dir = data_dir.clone();
         let work = move || async move {
-            let routing = Routing::new(layout::open_data_dir(&dir, 1).unwrap(), 1);
+            let dirs = layout::DataDirs::one(&dir);
+            let routing = Routing::new(layout::open_data_dirs(&dirs, 1, 0).unwrap().table, 1);
             layout::clean_tmp(&dir).unwrap();
             let config = ShardConfig {
-                data_dir: dir.clone(),
+                data_dirs: dirs,
                 cache_bytes_max: 64 << 20,
                 meta_bytes_max: 1 << 20,
                 open_files_max: 16,
