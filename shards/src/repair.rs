@@ -3,9 +3,12 @@
 //! is rebuilt from the other blocks of its stripe (data blocks checked by their
 //! chaining values, parity blocks by their checksums) and checked against its own
 //! chaining value before it is served. The stripe then waits in a bounded queue, one
-//! entry per stripe, for durable repair: the shard's repair task takes the most-asked
-//! stripe first, reads it again from disk, rebuilds every bad block, checks it, and
-//! writes it back in place with a data sync, on the blocking pool.
+//! entry per stripe, for durable repair, holding the blocks the read rebuilt and checked
+//! (up to [`REPAIR_HELD_BYTES_MAX`]): the shard's repair task takes the most-asked
+//! stripe and up to 63 more of its object, writes back the held blocks as they are —
+//! rereading, rebuilding and checking the stripes queued without them — and syncs each
+//! file once, on the blocking pool. A degraded stream then costs its parity reads and
+//! the write-back, not a second read of every stripe.
 
 use std::cell::RefCell;
 use std::os::unix::fs::FileExt;
@@ -16,7 +19,7 @@ use ron_codec::tree::GroupIndex;
 use ron_codec::Address;
 
 use crate::cache::AddressMap;
-use crate::disk::ObjectFiles;
+use crate::disk::{DiskGroups, ObjectFiles};
 use crate::ec::{parity_checksum, StripeCode, StripeGeometry, StripeIndex};
 use crate::error::ShardError;
 use crate::layout;
@@ -68,6 +71,48 @@ pub(crate) async fn read_stripe(
     )
     .await;
     let (mut blocks, data_lens) = data;
+    blocks.extend(parity_blocks);
+    StripeBlocks { blocks, data_lens }
+}
+
+/// [`read_stripe`] for a stripe met in a run of groups already read (`batch`, groups
+/// `in_batch`): its data blocks in the run are taken from there (checked), only the
+/// others are read, beside its parity blocks. A stream's degraded group then costs
+/// the parity reads, not a second read of its stripe.
+pub(crate) async fn read_stripe_around(
+    files: &ObjectFiles,
+    store: &Store,
+    meta: &ObjectMeta,
+    parity: &Parity,
+    stripe: StripeIndex,
+    batch: &DiskGroups,
+    in_batch: std::ops::Range<u64>,
+) -> StripeBlocks {
+    let data = async {
+        let geometry = parity.geometry(meta.len());
+        let k = usize::from(parity.params.data);
+        let groups = geometry.groups_of(stripe);
+        let mut blocks = Vec::with_capacity(usize::from(parity.params.width()));
+        let mut data_lens = vec![0; k];
+        for (column, g) in (groups.start..groups.start + k as u64).enumerate() {
+            let group = GroupIndex(g);
+            if !groups.contains(&g) {
+                blocks.push(Some(Vec::new()));
+                continue;
+            }
+            let len = geometry.group_len(group);
+            data_lens[column] = len as usize;
+            let block = match in_batch.contains(&g) {
+                true => checked(meta, group, &batch.group(group, len)),
+                false => read_data_block(files, store, meta, group, len).await,
+            };
+            blocks.push(block);
+        }
+        (blocks, data_lens)
+    };
+    let ((mut blocks, data_lens), parity_blocks) =
+        futures_lite::future::zip(data, read_stripe_parity(files, store, meta, parity, stripe))
+            .await;
     blocks.extend(parity_blocks);
     StripeBlocks { blocks, data_lens }
 }
@@ -249,43 +294,66 @@ pub(crate) fn block_writes(
         .collect()
 }
 
-/// Writes blocks in place and syncs their files (and the dir of a file it had to
-/// create). Blocking; returns the bytes written.
+/// Writes blocks in place and syncs each file once, after its last block (and the dir
+/// of a file it had to create). Blocking; returns the bytes written.
 pub(crate) fn write_blocks_blocking(writes: &[BlockWrite]) -> Result<u64, ShardError> {
+    let mut paths: Vec<&PathBuf> = writes.iter().map(|w| &w.path).collect();
+    paths.sort();
+    paths.dedup();
     let mut written = 0;
-    for w in writes {
-        let created = !w.path.exists();
+    for path in paths {
+        let created = !path.exists();
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&w.path)
-            .map_err(ShardError::io("open for repair", &w.path))?;
-        file.write_all_at(&w.bytes, w.offset)
-            .and_then(|()| file.sync_data())
-            .map_err(ShardError::io("repair write", &w.path))?;
-        if let (true, Some(dir)) = (created, w.path.parent()) {
+            .open(path)
+            .map_err(ShardError::io("open for repair", path))?;
+        for w in writes.iter().filter(|w| &w.path == path) {
+            file.write_all_at(&w.bytes, w.offset)
+                .map_err(ShardError::io("repair write", path))?;
+            written += w.bytes.len() as u64;
+        }
+        file.sync_data()
+            .map_err(ShardError::io("repair sync", path))?;
+        if let (true, Some(dir)) = (created, path.parent()) {
             layout::sync_dir(dir)?;
         }
-        written += w.bytes.len() as u64;
     }
     Ok(written)
 }
 
+/// Bytes of rebuilt blocks the repair queue holds, at most: a stripe queued past it
+/// holds none and is read and rebuilt again by the repair task.
+pub const REPAIR_HELD_BYTES_MAX: usize = 32 << 20;
+
 /// A stripe waiting for repair: its object, how often reads met it, how many of its
-/// blocks were bad when it was queued.
+/// blocks were bad when it was queued, and the writes of its blocks as the degraded
+/// read rebuilt and checked them (when the queue had room to hold them).
 #[derive(Debug)]
 struct Queued {
     meta: Rc<ObjectMeta>,
     asks: u64,
     bad_blocks: u64,
+    rebuilt: Option<Vec<BlockWrite>>,
 }
 
+/// A stripe taken off the queue: which, its bad blocks when queued, its rebuilt
+/// blocks' writes if held.
+pub(crate) type TakenStripe = (StripeIndex, u64, Option<Vec<BlockWrite>>);
+
 /// The shard's repair queue, bounded by [`REPAIR_QUEUE_STRIPES_MAX`], one entry per
-/// stripe.
+/// stripe, and by [`REPAIR_HELD_BYTES_MAX`] of rebuilt blocks.
 #[derive(Debug, Default)]
 pub(crate) struct RepairQueue {
     stripes: RefCell<AddressMap<StripeKey, Queued>>,
+    held_bytes: std::cell::Cell<usize>,
+}
+
+fn write_bytes(writes: &Option<Vec<BlockWrite>>) -> usize {
+    writes
+        .as_ref()
+        .map_or(0, |w| w.iter().map(|w| w.bytes.len()).sum())
 }
 
 /// What [`RepairQueue::add`] did.
@@ -297,7 +365,16 @@ pub(crate) enum Added {
 }
 
 impl RepairQueue {
-    pub fn add(&self, key: StripeKey, meta: &Rc<ObjectMeta>, bad_blocks: u64) -> Added {
+    /// Queues `key` with `rebuilt`, the writes of its bad blocks as a read rebuilt and
+    /// checked them (kept while the queue's budget allows: the repair task then writes
+    /// them without reading the stripe again).
+    pub fn add(
+        &self,
+        key: StripeKey,
+        meta: &Rc<ObjectMeta>,
+        bad_blocks: u64,
+        rebuilt: Option<Vec<BlockWrite>>,
+    ) -> Added {
         let mut stripes = self.stripes.borrow_mut();
         if let Some(queued) = stripes.get_mut(&key) {
             queued.asks += 1;
@@ -306,22 +383,49 @@ impl RepairQueue {
         if stripes.len() >= REPAIR_QUEUE_STRIPES_MAX {
             return Added::Full;
         }
+        let held = self.held_bytes.get() + write_bytes(&rebuilt);
+        let rebuilt = match held <= REPAIR_HELD_BYTES_MAX {
+            true => {
+                self.held_bytes.set(held);
+                rebuilt
+            }
+            false => None,
+        };
         let queued = Queued {
             meta: Rc::clone(meta),
             asks: 1,
             bad_blocks,
+            rebuilt,
         };
         stripes.insert(key, queued);
         Added::New
     }
 
-    /// The most-asked stripe, taken off the queue, with the bad blocks it was queued
-    /// with.
-    pub fn take_hottest(&self) -> Option<(StripeKey, Rc<ObjectMeta>, u64)> {
+    /// The most-asked stripe and up to `limit - 1` other queued stripes of its object
+    /// (repaired together: one write and one sync per file), taken off the queue, in
+    /// stripe order, with the object and the bad blocks they were queued with.
+    pub fn take_hottest(&self, limit: usize) -> Option<(Rc<ObjectMeta>, Vec<TakenStripe>)> {
         let mut stripes = self.stripes.borrow_mut();
-        let key = *stripes.iter().max_by_key(|(_, q)| q.asks)?.0;
-        let queued = stripes.remove(&key)?;
-        Some((key, queued.meta, queued.bad_blocks))
+        let hottest = *stripes.iter().max_by_key(|(_, q)| q.asks)?.0;
+        let mut keys: Vec<StripeKey> = stripes
+            .keys()
+            .filter(|k| k.addr == hottest.addr && **k != hottest)
+            .copied()
+            .collect();
+        keys.sort_by_key(|k| k.stripe);
+        keys.truncate(limit.saturating_sub(1));
+        keys.push(hottest);
+        keys.sort_by_key(|k| k.stripe);
+        let mut meta = None;
+        let mut taken = Vec::with_capacity(keys.len());
+        for key in keys {
+            let queued = stripes.remove(&key)?;
+            let held = self.held_bytes.get() - write_bytes(&queued.rebuilt);
+            self.held_bytes.set(held);
+            taken.push((key.stripe, queued.bad_blocks, queued.rebuilt));
+            meta = Some(queued.meta);
+        }
+        Some((meta?, taken))
     }
 
     #[cfg(test)]
@@ -353,19 +457,54 @@ mod tests {
             addr: m.addr(),
             stripe: StripeIndex(s),
         };
-        assert_eq!(queue.add(key(&a, 0), &a, 1), Added::New);
-        assert_eq!(queue.add(key(&b, 3), &b, 2), Added::New);
-        assert_eq!(queue.add(key(&b, 3), &b, 2), Added::AlreadyQueued);
+        assert_eq!(queue.add(key(&a, 0), &a, 1, None), Added::New);
+        assert_eq!(queue.add(key(&b, 3), &b, 2, None), Added::New);
+        assert_eq!(queue.add(key(&b, 3), &b, 2, None), Added::AlreadyQueued);
         assert_eq!(queue.len(), 2);
-        let (first, _, bad) = queue.take_hottest().unwrap();
-        assert_eq!((first, bad), (key(&b, 3), 2));
-        assert_eq!(queue.take_hottest().unwrap().0, key(&a, 0));
-        assert!(queue.take_hottest().is_none());
+        let (first, stripes) = queue.take_hottest(8).unwrap();
+        assert_eq!(first.addr(), b.addr());
+        assert_eq!(
+            stripes
+                .iter()
+                .map(|(s, bad, _)| (*s, *bad))
+                .collect::<Vec<_>>(),
+            vec![(StripeIndex(3), 2)]
+        );
+        assert_eq!(queue.take_hottest(8).unwrap().0.addr(), a.addr());
+        assert!(queue.take_hottest(8).is_none());
+        // The hottest stripe brings the object's other stripes, up to the limit.
+        for s in [9, 2, 5, 7] {
+            queue.add(key(&a, s), &a, 1, None);
+        }
+        queue.add(key(&b, 1), &b, 1, None);
+        queue.add(key(&a, 7), &a, 1, None);
+        let (object, stripes) = queue.take_hottest(3).unwrap();
+        assert_eq!(object.addr(), a.addr());
+        let taken: Vec<u64> = stripes.iter().map(|(s, _, _)| s.0).collect();
+        assert_eq!(taken, vec![2, 5, 7]);
+        assert_eq!(queue.len(), 2);
+        while queue.take_hottest(64).is_some() {}
+        // Rebuilt blocks are held up to the budget; past it a stripe is queued bare.
+        let block = |len| {
+            Some(vec![BlockWrite {
+                path: PathBuf::from("x"),
+                offset: 0,
+                bytes: vec![0; len],
+            }])
+        };
+        let half = REPAIR_HELD_BYTES_MAX / 2;
+        queue.add(key(&a, 0), &a, 1, block(half));
+        queue.add(key(&a, 1), &a, 1, block(half));
+        queue.add(key(&a, 2), &a, 1, block(1));
+        let (_, stripes) = queue.take_hottest(8).unwrap();
+        let held: Vec<bool> = stripes.iter().map(|(_, _, w)| w.is_some()).collect();
+        assert_eq!(held, vec![true, true, false]);
+        assert_eq!(queue.held_bytes.get(), 0);
         for s in 0..REPAIR_QUEUE_STRIPES_MAX as u64 {
-            assert_eq!(queue.add(key(&a, s), &a, 1), Added::New);
+            assert_eq!(queue.add(key(&a, s), &a, 1, None), Added::New);
         }
         let over = REPAIR_QUEUE_STRIPES_MAX as u64;
-        assert_eq!(queue.add(key(&a, over), &a, 1), Added::Full);
+        assert_eq!(queue.add(key(&a, over), &a, 1, None), Added::Full);
         assert_eq!(queue.len(), REPAIR_QUEUE_STRIPES_MAX);
     }
 }

@@ -22,7 +22,7 @@ use crate::arena::{ArenaCache, GroupBytes};
 use crate::cache::{AddressMap, ClockCache, GroupKey};
 use crate::commit::{CommitOutcome, GroupCommit};
 use crate::disk::{self, ObjectFiles};
-use crate::ec::{EcParams, StripeCodes, StripeIndex};
+use crate::ec::{EcParams, StripeCodes};
 use crate::error::ShardError;
 use crate::layout::{DataDirs, Routing, ShardIndex};
 use crate::mesh::{Mesh, MeshHandler, MeshOp, MeshReply};
@@ -41,6 +41,11 @@ pub const CACHE_ADMIT_SHARE: u64 = 4;
 /// Task-queue shares of the shard's background work (repair, scrub) against the 1,000
 /// of the queue that serves clients: when both have work, clients get ~95 % of the CPU.
 pub const BACKGROUND_SHARES: usize = 50;
+
+/// Stripes of one object the repair task rebuilds before one write-back with one sync
+/// per file: 64 stripes of 4+1 are 16 MiB of reads, and 4 MiB of writes held for one
+/// bad block per stripe.
+const REPAIR_BATCH_STRIPES: usize = 64;
 
 /// Start-up sizing of one shard; every cache and table has a limit.
 #[derive(Debug, Clone)]
@@ -326,7 +331,7 @@ impl Shard {
                 let store = self.local_store(&key.addr)?;
                 match self.disk_group(store, meta, key).await {
                     Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
-                        self.degraded_group(store, meta, key, e).await
+                        self.degraded_group(store, meta, key, e, None).await
                     }
                     read => read,
                 }
@@ -377,7 +382,8 @@ impl Shard {
                     let expected = group_len(meta.len(), key.group).unwrap_or(0);
                     match self.keep_verified(meta, key, read.group(key.group, expected)) {
                         Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
-                            self.degraded_group(store, meta, key, e).await?
+                            let batch = Some((&read, first.0..first.0 + count));
+                            self.degraded_group(store, meta, key, e, batch).await?
                         }
                         kept => kept?,
                     }
@@ -415,48 +421,63 @@ impl Shard {
 
     /// A group whose block failed (`cause`), rebuilt from the rest of its stripe and
     /// checked against its chaining value; the stripe is queued for repair. More bad
-    /// blocks than the parity covers: a clean failure, counted.
+    /// blocks than the parity covers: a clean failure, counted. `batch`: the run of
+    /// groups the failed one came in, whose other blocks of the stripe are not read
+    /// again.
     async fn degraded_group(
         &self,
         store: &Store,
         meta: &ObjectMeta,
         key: GroupKey,
         cause: ShardError,
+        batch: Option<(&disk::DiskGroups, std::ops::Range<u64>)>,
     ) -> Result<GroupBytes, ShardError> {
         let Some(parity) = &meta.parity else {
             return Err(cause);
         };
         let geometry = parity.geometry(meta.len());
         let stripe = geometry.stripe_of(key.group);
-        let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe).await;
-        let bad = read.bad_columns().len() as u64;
+        let files = &self.files;
+        let mut read = match batch {
+            Some((batch, in_batch)) => {
+                repair::read_stripe_around(files, store, meta, parity, stripe, batch, in_batch)
+                    .await
+            }
+            None => repair::read_stripe(files, store, meta, parity, stripe).await,
+        };
+        let bad = read.bad_columns();
         let code = self.codes.get(parity.params);
         if let Err(e) = repair::rebuild(&code, meta, parity, stripe, &mut read) {
             ShardMetrics::add(&self.metrics.ec_unrecoverable, 1);
             return Err(e);
         }
         let column = (key.group.0 - geometry.groups_of(stripe).start) as usize;
-        let rebuilt = read.blocks[column].take().unwrap_or_default();
+        let rebuilt = read.blocks[column].clone().unwrap_or_default();
         ShardMetrics::add(&self.metrics.ec_degraded_reads, 1);
-        if bad > 0 {
-            self.queue_repair(
-                meta,
-                StripeKey {
-                    addr: key.addr,
-                    stripe,
-                },
-                bad,
-            );
+        if !bad.is_empty() {
+            // The rebuilt blocks are checked: repair writes them as they are.
+            let writes = repair::block_writes(store, meta, &geometry, stripe, &bad, &mut read);
+            let key = StripeKey {
+                addr: key.addr,
+                stripe,
+            };
+            self.queue_repair(meta, key, bad.len() as u64, Some(writes));
         }
         self.keep_verified(meta, key, GroupBytes::in_memory(Bytes::from(rebuilt)))
     }
 
-    fn queue_repair(&self, meta: &ObjectMeta, key: StripeKey, bad_blocks: u64) {
+    fn queue_repair(
+        &self,
+        meta: &ObjectMeta,
+        key: StripeKey,
+        bad_blocks: u64,
+        rebuilt: Option<Vec<repair::BlockWrite>>,
+    ) {
         let meta = match self.cached_meta(&key.addr) {
             Some(meta) => meta,
             None => Rc::new(meta.clone()),
         };
-        match self.repairs.add(key, &meta, bad_blocks) {
+        match self.repairs.add(key, &meta, bad_blocks, rebuilt) {
             repair::Added::New => {
                 ShardMetrics::add(&self.metrics.ec_missing_blocks, bad_blocks);
                 let _ = self.repair_wake.try_send(());
@@ -466,23 +487,50 @@ impl Shard {
         }
     }
 
-    /// Reads `stripe` again from disk, rebuilds its bad blocks, checks them and writes
-    /// them back in place, synced (on the blocking pool). Returns the bytes written.
-    async fn repair_stripe(
-        &self,
-        meta: &ObjectMeta,
-        stripe: StripeIndex,
-    ) -> Result<u64, ShardError> {
-        let Some(parity) = &meta.parity else {
-            return Ok(0);
+    /// Writes back the bad blocks of `stripes` of one object: those a degraded read
+    /// rebuilt and checked as they are, the others read again from disk, rebuilt and
+    /// checked here; one write per block and one sync per file (on the blocking pool).
+    /// Returns how many stripes could not be repaired.
+    async fn repair_stripes(&self, meta: &ObjectMeta, stripes: Vec<repair::TakenStripe>) -> u64 {
+        let all = stripes.len() as u64;
+        let (Some(parity), Ok(store)) = (&meta.parity, self.local_store(&meta.addr())) else {
+            return all;
         };
-        let store = self.local_store(&meta.addr())?;
-        let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe).await;
         let code = self.codes.get(parity.params);
-        let written = repair::repair_blocks(&code, store, meta, parity, stripe, &mut read).await?;
+        let geometry = parity.geometry(meta.len());
+        let mut writes = Vec::new();
+        let mut failed = 0;
+        for (stripe, _, rebuilt) in stripes {
+            if let Some(rebuilt) = rebuilt {
+                writes.extend(rebuilt);
+                continue;
+            }
+            let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe).await;
+            let bad = read.bad_columns();
+            if bad.is_empty() {
+                continue;
+            }
+            match repair::rebuild(&code, meta, parity, stripe, &mut read) {
+                Ok(()) => writes.extend(repair::block_writes(
+                    store, meta, &geometry, stripe, &bad, &mut read,
+                )),
+                Err(_) => failed += 1,
+            }
+        }
+        if writes.is_empty() {
+            return failed;
+        }
+        let written = glommio::executor()
+            .spawn_blocking(move || repair::write_blocks_blocking(&writes))
+            .await;
         self.files.forget(&meta.addr(), store.dir_count());
-        ShardMetrics::add(&self.metrics.ec_repair_bytes, written);
-        Ok(written)
+        match written {
+            Ok(bytes) => {
+                ShardMetrics::add(&self.metrics.ec_repair_bytes, bytes);
+                failed
+            }
+            Err(_) => all,
+        }
     }
 
     /// Reads and checks every stored block of `addr`'s object now, unpaced (`ron
@@ -719,12 +767,13 @@ fn start_repairs(
                     let Some(shard) = shard.upgrade() else {
                         return;
                     };
-                    let Some((key, meta, bad_blocks)) = shard.repairs.take_hottest() else {
+                    let Some((meta, stripes)) = shard.repairs.take_hottest(REPAIR_BATCH_STRIPES)
+                    else {
                         break;
                     };
-                    if shard.repair_stripe(&meta, key.stripe).await.is_err() {
-                        ShardMetrics::add(&shard.metrics.ec_repair_failures, 1);
-                    }
+                    let bad_blocks: u64 = stripes.iter().map(|(_, bad, _)| bad).sum();
+                    let failed = shard.repair_stripes(&meta, stripes).await;
+                    ShardMetrics::add(&shard.metrics.ec_repair_failures, failed);
                     shard
                         .metrics
                         .ec_missing_blocks
