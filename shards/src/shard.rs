@@ -370,6 +370,7 @@ impl Shard {
             Err(e) => return Err(e),
         };
         let mut groups = Vec::with_capacity(count as usize);
+        let mut damaged = Vec::new();
         for g in first.0..first.0 + count {
             let key = GroupKey {
                 addr,
@@ -382,14 +383,29 @@ impl Shard {
                     let expected = group_len(meta.len(), key.group).unwrap_or(0);
                     match self.keep_verified(meta, key, read.group(key.group, expected)) {
                         Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
-                            let batch = Some((&read, first.0..first.0 + count));
-                            self.degraded_group(store, meta, key, e, batch).await?
+                            damaged.push((groups.len(), key, e));
+                            GroupBytes::in_memory(Bytes::new())
                         }
                         kept => kept?,
                     }
                 }
             };
             groups.push(kept);
+        }
+        // The batch's damaged groups are rebuilt at once: their stripes' parity reads
+        // are in flight together rather than one after another.
+        let in_batch = first.0..first.0 + count;
+        let rebuilds = damaged.into_iter().map(|(at, key, cause)| {
+            let batch = Some((&read, in_batch.clone()));
+            async move {
+                (
+                    at,
+                    self.degraded_group(store, meta, key, cause, batch).await,
+                )
+            }
+        });
+        for (at, rebuilt) in join_all(rebuilds.collect()).await {
+            groups[at] = rebuilt?;
         }
         Ok(groups)
     }
@@ -750,6 +766,27 @@ fn mesh_handler(shard: &Rc<Shard>) -> MeshHandler {
         let shard = Rc::clone(&shard);
         Box::pin(async move { shard.answer(op).await })
     })
+}
+
+/// Runs `futures` concurrently on this task and returns their outputs in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                if let std::task::Poll::Ready(done) = future.as_mut().poll(cx) {
+                    *output = Some(done);
+                }
+            }
+        }
+        match outputs.iter().all(Option::is_some) {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// The shard's repair task: woken when a stripe is queued, it repairs the most-asked
