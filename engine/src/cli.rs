@@ -375,6 +375,44 @@ mod tests {
     }
 
     #[test]
+    fn a_list_given_by_flags_replaces_the_one_below_and_repeated_flags_add_to_it() {
+        let dir = std::env::temp_dir().join(format!("ron-cli-lists-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ron.toml");
+        std::fs::write(
+            &file,
+            "data_dirs = [\"/f0\", \"/f1\"]\ntokens = [\"file\"]\n",
+        )
+        .unwrap();
+        let file_arg = file.to_string_lossy().to_string();
+        let resolved = |extra: &[&str]| {
+            let mut all = vec!["config", "print", "--config", &file_arg];
+            all.extend_from_slice(extra);
+            let Command::PrintConfig(r) = parse(args(&all), no_env()).unwrap() else {
+                panic!()
+            };
+            r.config
+        };
+        let from_file = resolved(&[]);
+        assert_eq!(
+            from_file.data_dirs,
+            vec![PathBuf::from("/f0"), PathBuf::from("/f1")]
+        );
+        assert_eq!(from_file.tokens, vec!["file"]);
+        let flagged = resolved(&["--data-dir", "/a", "--token", "t", "--data-dir", "/b"]);
+        assert_eq!(
+            flagged.data_dirs,
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert_eq!(flagged.tokens, vec!["t"]);
+        let Command::Serve(c) = parse(args(&["serve"]), no_env()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.config.data_dirs, vec![PathBuf::from("./ron-data")]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn layers_apply_in_order_and_record_their_origin() {
         let dir = std::env::temp_dir().join(format!("ron-cli-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

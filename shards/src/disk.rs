@@ -117,13 +117,13 @@ impl ObjectFiles {
                     first,
                     count: last.0 - first.0 + 1,
                 };
-                let read = self.read_run(store, meta, &run, expected).await?;
+                let read = self.read_run(store, meta, &run).await?;
                 return Ok(DiskGroups::One { first, read });
             }
         };
         let runs = file_runs(meta, parity, first, last);
         if let [run] = runs.as_slice() {
-            let read = self.read_run(store, meta, run, expected).await?;
+            let read = self.read_run(store, meta, run).await?;
             return Ok(DiskGroups::One { first, read });
         }
         let _in_flight = ReadInFlight::start(&self.reads_in_flight);
@@ -140,10 +140,10 @@ impl ObjectFiles {
         }
         let mut done = Vec::with_capacity(runs.len());
         for (run, read) in runs.into_iter().zip(reads) {
-            let path = store.object_path(&addr, run.dir);
+            let path = || store.object_path(&addr, run.dir);
             let read = read
                 .await
-                .map_err(|e| ShardError::io("read", &path)(e.into()))?;
+                .map_err(|e| ShardError::io("read", path())(e.into()))?;
             check_read_len(meta, &run, &read, path)?;
             done.push((run.first, read));
         }
@@ -156,7 +156,6 @@ impl ObjectFiles {
         store: &Store,
         meta: &ObjectMeta,
         run: &FileRun,
-        expected: u64,
     ) -> Result<ReadResult, ShardError> {
         let addr = meta.addr();
         let file = self.open_data_file(store, &addr, run.dir).await?;
@@ -166,15 +165,7 @@ impl ObjectFiles {
             .read_at_aligned(run.offset, (run.count * GROUP_LEN_BYTES) as usize)
             .await
             .map_err(|e| ShardError::io("read", path())(e.into()))?;
-        if (read.len() as u64) < expected {
-            return Err(ShardError::ShortRead {
-                addr,
-                group: run.first.0,
-                got: read.len(),
-                expected,
-                path: path(),
-            });
-        }
+        check_read_len(meta, run, &read, path)?;
         Ok(read)
     }
 
@@ -321,7 +312,7 @@ fn check_read_len(
     meta: &ObjectMeta,
     run: &FileRun,
     read: &ReadResult,
-    path: std::path::PathBuf,
+    path: impl FnOnce() -> std::path::PathBuf,
 ) -> Result<(), ShardError> {
     let last = GroupIndex(run.first.0 + run.count - 1);
     let expected = (run.count - 1) * GROUP_LEN_BYTES + group_len(meta.len(), last).unwrap_or(0);
@@ -331,7 +322,7 @@ fn check_read_len(
             group: run.first.0,
             got: read.len(),
             expected,
-            path,
+            path: path(),
         }),
         false => Ok(()),
     }

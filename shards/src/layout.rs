@@ -149,10 +149,11 @@ pub struct DirMarker {
 
 impl DirMarker {
     fn encode(&self) -> String {
-        let node: String = self.node.iter().map(|b| format!("{b:02x}")).collect();
         format!(
-            "{MARKER_MAGIC}\nnode {node}\nposition {}\ndirs {}\n",
-            self.position.0, self.dirs
+            "{MARKER_MAGIC}\nnode {}\nposition {}\ndirs {}\n",
+            self.node_hex(),
+            self.position.0,
+            self.dirs
         )
     }
 

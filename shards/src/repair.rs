@@ -56,63 +56,28 @@ impl StripeBlocks {
     }
 }
 
-/// Reads every block of `stripe` and checks each one: its data blocks with one read
-/// (one per block if that read fails) while its parity blocks are read.
+/// A run of groups already read from disk (`DiskGroups`, groups `.1`) whose blocks of a
+/// stripe need not be read again.
+pub(crate) type ReadBatch<'a> = (&'a DiskGroups, std::ops::Range<u64>);
+
+/// Reads every block of `stripe` and checks each one, its data blocks while its parity
+/// blocks are read. Data blocks in `batch` (a stream's run of groups that met a
+/// damaged one) are taken from there; without a batch the stripe's data is read with
+/// one read. Blocks neither covers (or that the read did not bring) are read one by one.
 pub(crate) async fn read_stripe(
     files: &ObjectFiles,
     store: &Store,
     meta: &ObjectMeta,
     parity: &Parity,
     stripe: StripeIndex,
+    batch: Option<ReadBatch<'_>>,
 ) -> StripeBlocks {
     let (data, parity_blocks) = futures_lite::future::zip(
-        read_stripe_data(files, store, meta, parity, stripe),
+        read_stripe_data(files, store, meta, parity, stripe, batch),
         read_stripe_parity(files, store, meta, parity, stripe),
     )
     .await;
     let (mut blocks, data_lens) = data;
-    blocks.extend(parity_blocks);
-    StripeBlocks { blocks, data_lens }
-}
-
-/// [`read_stripe`] for a stripe met in a run of groups already read (`batch`, groups
-/// `in_batch`): its data blocks in the run are taken from there (checked), only the
-/// others are read, beside its parity blocks. A stream's degraded group then costs
-/// the parity reads, not a second read of its stripe.
-pub(crate) async fn read_stripe_around(
-    files: &ObjectFiles,
-    store: &Store,
-    meta: &ObjectMeta,
-    parity: &Parity,
-    stripe: StripeIndex,
-    batch: &DiskGroups,
-    in_batch: std::ops::Range<u64>,
-) -> StripeBlocks {
-    let data = async {
-        let geometry = parity.geometry(meta.len());
-        let k = usize::from(parity.params.data);
-        let groups = geometry.groups_of(stripe);
-        let mut blocks = Vec::with_capacity(usize::from(parity.params.width()));
-        let mut data_lens = vec![0; k];
-        for (column, g) in (groups.start..groups.start + k as u64).enumerate() {
-            let group = GroupIndex(g);
-            if !groups.contains(&g) {
-                blocks.push(Some(Vec::new()));
-                continue;
-            }
-            let len = geometry.group_len(group);
-            data_lens[column] = len as usize;
-            let block = match in_batch.contains(&g) {
-                true => checked(meta, group, &batch.group(group, len)),
-                false => read_data_block(files, store, meta, group, len).await,
-            };
-            blocks.push(block);
-        }
-        (blocks, data_lens)
-    };
-    let ((mut blocks, data_lens), parity_blocks) =
-        futures_lite::future::zip(data, read_stripe_parity(files, store, meta, parity, stripe))
-            .await;
     blocks.extend(parity_blocks);
     StripeBlocks { blocks, data_lens }
 }
@@ -125,19 +90,25 @@ async fn read_stripe_data(
     meta: &ObjectMeta,
     parity: &Parity,
     stripe: StripeIndex,
+    batch: Option<ReadBatch<'_>>,
 ) -> (Vec<Option<Vec<u8>>>, Vec<usize>) {
     let geometry = parity.geometry(meta.len());
     let k = usize::from(parity.params.data);
     let groups = geometry.groups_of(stripe);
-    let whole = files
-        .read_groups(
-            store,
-            meta,
-            GroupIndex(groups.start),
-            groups.end - groups.start,
-        )
-        .await
-        .ok();
+    let whole;
+    let (batch, in_batch) = match batch {
+        Some(batch) => batch,
+        None => {
+            let count = groups.end - groups.start;
+            whole = files
+                .read_groups(store, meta, GroupIndex(groups.start), count)
+                .await;
+            match &whole {
+                Ok(read) => (read, groups.clone()),
+                Err(_) => (&DiskGroups::Empty, 0..0),
+            }
+        }
+    };
     let mut blocks = Vec::with_capacity(usize::from(parity.params.width()));
     let mut data_lens = vec![0; k];
     for (column, g) in (groups.start..groups.start + k as u64).enumerate() {
@@ -148,9 +119,9 @@ async fn read_stripe_data(
         }
         let len = geometry.group_len(group);
         data_lens[column] = len as usize;
-        let block = match &whole {
-            Some(read) => checked(meta, group, &read.group(group, len)),
-            None => read_data_block(files, store, meta, group, len).await,
+        let block = match in_batch.contains(&g) {
+            true => checked(meta, group, &batch.group(group, len)),
+            false => read_data_block(files, store, meta, group, len).await,
         };
         blocks.push(block);
     }

@@ -196,7 +196,7 @@ async fn check_stripe(
     parity: &Parity,
     stripe: StripeIndex,
 ) -> ObjectCheck {
-    let mut read = repair::read_stripe(files, store, meta, parity, stripe).await;
+    let mut read = repair::read_stripe(files, store, meta, parity, stripe, None).await;
     let groups = parity.geometry(meta.len()).groups_of(stripe);
     let bad = read.bad_columns().len() as u64;
     let mut check = ObjectCheck {

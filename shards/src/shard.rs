@@ -392,6 +392,9 @@ impl Shard {
             };
             groups.push(kept);
         }
+        if damaged.is_empty() {
+            return Ok(groups);
+        }
         // The batch's damaged groups are rebuilt at once: their stripes' parity reads
         // are in flight together rather than one after another.
         let in_batch = first.0..first.0 + count;
@@ -446,21 +449,14 @@ impl Shard {
         meta: &ObjectMeta,
         key: GroupKey,
         cause: ShardError,
-        batch: Option<(&disk::DiskGroups, std::ops::Range<u64>)>,
+        batch: Option<repair::ReadBatch<'_>>,
     ) -> Result<GroupBytes, ShardError> {
         let Some(parity) = &meta.parity else {
             return Err(cause);
         };
         let geometry = parity.geometry(meta.len());
         let stripe = geometry.stripe_of(key.group);
-        let files = &self.files;
-        let mut read = match batch {
-            Some((batch, in_batch)) => {
-                repair::read_stripe_around(files, store, meta, parity, stripe, batch, in_batch)
-                    .await
-            }
-            None => repair::read_stripe(files, store, meta, parity, stripe).await,
-        };
+        let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe, batch).await;
         let bad = read.bad_columns();
         let code = self.codes.get(parity.params);
         if let Err(e) = repair::rebuild(&code, meta, parity, stripe, &mut read) {
@@ -521,7 +517,8 @@ impl Shard {
                 writes.extend(rebuilt);
                 continue;
             }
-            let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe).await;
+            let read = repair::read_stripe(&self.files, store, meta, parity, stripe, None);
+            let mut read = read.await;
             let bad = read.bad_columns();
             if bad.is_empty() {
                 continue;

@@ -429,7 +429,8 @@ impl Store {
     /// Opens (creating if needed) the store whose root in each data dir is `roots`
     /// (dir order), with index replicas in `replica_dirs` (the first one serves reads).
     /// Replicas a crash or a replaced dir left apart are merged first: records are only
-    /// ever added, so their union is the index. Blocking; runs at start-up.
+    /// ever added, so their union is the index (a pass over the records, only when the
+    /// replicas' commit counts differ). Blocking; runs at start-up.
     pub fn open(
         roots: Vec<PathBuf>,
         replica_dirs: &[DirIndex],

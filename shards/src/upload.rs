@@ -84,9 +84,9 @@ pub struct Placement {
 /// length. An upload of an object already stored is written and then discarded (the
 /// page cache used to absorb it; see docs/design/storage.md).
 pub struct Upload {
-    placement: Placement,
-    /// The temp files' name, the same in each dir's temp dir.
-    name: String,
+    names: TempNames,
+    /// The rotation of the object's columns over the dirs (kept in its record).
+    rot: u8,
     /// The bytes so far while the object may still be packed; empty once `data` holds
     /// them.
     head: Vec<u8>,
@@ -96,23 +96,30 @@ pub struct Upload {
     data: Option<DataWriter>,
     /// The code new objects get; parity is made only for objects with files.
     ec: EcParams,
-    parity: Option<ParityWriter>,
     hasher: TreeHasher,
 }
 
-/// The data side of an upload.
+/// The files side of an upload.
 enum DataWriter {
-    /// Every group in one file, in order: one dir, or no parity.
-    One(TempFileWriter),
-    /// Groups spread over the dirs: whole stripes are gathered, their parity made, and
-    /// each block appended to its dir's data file (created at its first block).
-    Spread {
-        gather: Vec<u8>,
-        gather_bytes: usize,
-        files: Vec<Option<TempFileWriter>>,
-        /// The group the gathered bytes start with.
-        next_group: u64,
+    /// Every group in one file, in order (one dir, or no parity), and the parity, if
+    /// any, in that dir's parity file.
+    One {
+        file: TempFileWriter,
+        parity: Option<ParityWriter>,
     },
+    /// Groups spread over the dirs.
+    Spread(SpreadWriter),
+}
+
+/// Whole stripes are gathered, their parity made, and each block appended to its
+/// dir's data file (created at its first block).
+struct SpreadWriter {
+    gather: Vec<u8>,
+    gather_bytes: usize,
+    files: Vec<Option<TempFileWriter>>,
+    /// The group the gathered bytes start with.
+    next_group: u64,
+    parity: ParityWriter,
 }
 
 /// The parity side of an upload: the code, where blocks go, a scratch stripe of
@@ -149,7 +156,7 @@ struct TempFileWriter {
 impl std::fmt::Debug for Upload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upload")
-            .field("name", &self.name)
+            .field("name", &self.names.name)
             .field("len", &self.hasher.object_len())
             .field("packable", &self.data.is_none())
             .finish()
@@ -187,13 +194,15 @@ impl Upload {
             && expected_len.is_none_or(|len| len <= PACKED_OBJECT_BYTES_MAX);
         let head_bytes = expected_len.filter(|_| packable).unwrap_or(0);
         Upload {
-            placement,
-            name,
+            names: TempNames {
+                dirs: placement.dirs,
+                name,
+            },
+            rot: placement.rot,
             head: Vec::with_capacity(head_bytes as usize),
             packable,
             data: None,
             ec,
-            parity: None,
             hasher: TreeHasher::new(),
         }
     }
@@ -209,49 +218,45 @@ impl Upload {
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), ShardError> {
         self.hasher.update(data);
-        if self.data.is_none() {
-            if self.packable && self.len() <= PACKED_OBJECT_BYTES_MAX {
+        let in_head = self.packable && self.len() <= PACKED_OBJECT_BYTES_MAX;
+        let writer = match &mut self.data {
+            Some(writer) => writer,
+            None if in_head => {
                 self.head.extend_from_slice(data);
                 return Ok(());
             }
-            self.start_files().await?;
-        }
-        let head = std::mem::take(&mut self.head);
-        let names = TempDirs {
-            dirs: &self.placement.dirs,
-            name: &self.name,
+            None => {
+                let mut writer = self.start_files().await?;
+                let head = std::mem::take(&mut self.head);
+                let written = writer.write(&head, &self.names).await;
+                // Held before its result counts, so that `abort` removes its files.
+                let writer = self.data.insert(writer);
+                written?;
+                writer
+            }
         };
-        let writer = self.data.as_mut().expect("started");
-        writer.write(&head, self.parity.as_mut(), &names).await?;
-        writer.write(data, self.parity.as_mut(), &names).await
+        writer.write(data, &self.names).await
     }
 
-    /// Makes the upload's writers: past this, `abort` removes what they made.
-    async fn start_files(&mut self) -> Result<(), ShardError> {
-        let dirs = self.placement.dirs.count();
-        let spread = dirs > 1 && !self.ec.is_off();
-        if !self.ec.is_off() {
-            self.parity = Some(ParityWriter::new(self.ec, dirs, self.placement.rot));
-        }
+    /// Makes the upload's writers (creating the data file of a one-dir object).
+    async fn start_files(&self) -> Result<DataWriter, ShardError> {
+        let dirs = self.names.dirs.count();
+        let parity = (!self.ec.is_off()).then(|| ParityWriter::new(self.ec, dirs, self.rot));
         let write_bytes = data_write_bytes(self.ec);
-        let data = match spread {
-            false => {
-                let names = TempDirs {
-                    dirs: &self.placement.dirs,
-                    name: &self.name,
-                };
-                let path = names.temp_path(DirIndex(0), false);
-                DataWriter::One(TempFileWriter::create(path, write_bytes).await?)
-            }
-            true => DataWriter::Spread {
+        match parity {
+            Some(parity) if dirs > 1 => Ok(DataWriter::Spread(SpreadWriter {
                 gather: vec![0u8; write_bytes],
                 gather_bytes: 0,
                 files: (0..dirs).map(|_| None).collect(),
                 next_group: 0,
-            },
-        };
-        self.data = Some(data);
-        Ok(())
+                parity,
+            })),
+            parity => {
+                let path = self.names.temp_path(DirIndex(0), false);
+                let file = TempFileWriter::create(path, write_bytes).await?;
+                Ok(DataWriter::One { file, parity })
+            }
+        }
     }
 
     /// Makes the bytes ready to commit: the head as it is, or the temp files with what
@@ -260,33 +265,24 @@ impl Upload {
     pub async fn finish(mut self, content_type: String) -> Result<StagedObject, ShardError> {
         if self.data.is_none() && !self.packable {
             // An empty upload on a node that does not pack still gets its files.
-            self.start_files().await?;
+            self.data = Some(self.start_files().await?);
         }
-        let mut checksums = None;
-        let body = match self.data.take() {
+        let (body, checksums) = match self.data.take() {
             // Without a writer every byte is in the head (at most PACKED_OBJECT_BYTES_MAX).
-            None => StagedBody::Packed(Bytes::from(std::mem::take(&mut self.head))),
+            None => (
+                StagedBody::Packed(Bytes::from(std::mem::take(&mut self.head))),
+                None,
+            ),
             Some(writer) => {
-                let mut staged = Vec::new();
-                let names = TempDirs {
-                    dirs: &self.placement.dirs,
-                    name: &self.name,
-                };
-                let data = writer.finish(self.parity.as_mut(), &names).await?;
-                if let Some(parity) = self.parity.take() {
-                    let (files, sums) = parity.finish().await?;
-                    checksums = Some(sums);
-                    staged.extend(files);
-                }
-                staged.extend(data);
-                StagedBody::TempFiles(staged)
+                let (files, checksums) = writer.finish(&self.names).await?;
+                (StagedBody::TempFiles(files), checksums)
             }
         };
         let tree = self.hasher.finalize();
         let parity = checksums.map(|checksums| Parity {
             params: self.ec,
-            dirs: self.placement.dirs.count(),
-            rot: self.placement.rot,
+            dirs: self.names.dirs.count(),
+            rot: self.rot,
             checksums,
         });
         Ok(StagedObject {
@@ -303,30 +299,22 @@ impl Upload {
     /// Drops the upload and its temp files, if it has them (after their writes end:
     /// they hold the files).
     pub async fn abort(self) {
-        let files = match self.data {
-            Some(DataWriter::One(file)) => vec![file],
-            Some(DataWriter::Spread { files, .. }) => files.into_iter().flatten().collect(),
-            None => Vec::new(),
-        };
-        let parity = self
-            .parity
-            .into_iter()
-            .flat_map(|p| p.files.into_iter().flatten());
-        for file in files.into_iter().chain(parity) {
+        let files = self.data.map(DataWriter::into_files).unwrap_or_default();
+        for file in files {
             file.abort().await;
         }
     }
 }
 
 /// Names an upload's temp files: the same name in each dir's temp dir.
-struct TempDirs<'a> {
-    dirs: &'a DataDirs,
-    name: &'a str,
+struct TempNames {
+    dirs: DataDirs,
+    name: String,
 }
 
-impl TempDirs<'_> {
+impl TempNames {
     fn temp_path(&self, dir: DirIndex, parity: bool) -> PathBuf {
-        let path = layout::tmp_dir(self.dirs.dir(dir)).join(self.name);
+        let path = layout::tmp_dir(self.dirs.dir(dir)).join(&self.name);
         match parity {
             true => parity_path(&path),
             false => path,
@@ -335,47 +323,70 @@ impl TempDirs<'_> {
 }
 
 impl DataWriter {
-    async fn write(
-        &mut self,
-        data: &[u8],
-        parity: Option<&mut ParityWriter>,
-        names: &TempDirs<'_>,
-    ) -> Result<(), ShardError> {
+    async fn write(&mut self, data: &[u8], names: &TempNames) -> Result<(), ShardError> {
         match self {
-            DataWriter::One(file) => match parity {
-                Some(parity) => file.write_with_parity(data, parity, names).await,
-                None => file.write(data).await,
-            },
-            DataWriter::Spread { .. } => {
-                let parity = parity.expect("spread uploads have parity");
-                self.write_spread(data, parity, names).await
-            }
+            DataWriter::One {
+                file,
+                parity: Some(parity),
+            } => file.write_with_parity(data, parity, names).await,
+            DataWriter::One { file, parity: None } => file.write(data).await,
+            DataWriter::Spread(spread) => spread.write(data, names).await,
         }
     }
 
+    /// Writes what is pending and closes the files; returns them (parity files first)
+    /// and the parity checksums, if the object has parity.
+    async fn finish(
+        self,
+        names: &TempNames,
+    ) -> Result<(Vec<StagedFile>, Option<Vec<[u8; 32]>>), ShardError> {
+        let (data, parity) = match self {
+            DataWriter::One { file, mut parity } => {
+                let path = file.path.clone();
+                file.finish(parity.as_mut(), names).await?;
+                let data = StagedFile {
+                    dir: DirIndex(0),
+                    parity: false,
+                    path,
+                };
+                (vec![data], parity)
+            }
+            DataWriter::Spread(mut spread) => {
+                spread.scatter(names).await?;
+                let data = finish_files(spread.files, false).await?;
+                (data, Some(spread.parity))
+            }
+        };
+        let Some(parity) = parity else {
+            return Ok((data, None));
+        };
+        let mut staged = finish_files(parity.files, true).await?;
+        staged.extend(data);
+        Ok((staged, Some(parity.checksums)))
+    }
+
+    /// Every temp file the writer holds.
+    fn into_files(self) -> Vec<TempFileWriter> {
+        let (data, parity) = match self {
+            DataWriter::One { file, parity } => (vec![Some(file)], parity),
+            DataWriter::Spread(spread) => (spread.files, Some(spread.parity)),
+        };
+        let parity = parity.into_iter().flat_map(|p| p.files);
+        data.into_iter().chain(parity).flatten().collect()
+    }
+}
+
+impl SpreadWriter {
     /// Gathers `data`; each full gather buffer (whole stripes) is scattered.
-    async fn write_spread(
-        &mut self,
-        mut data: &[u8],
-        parity: &mut ParityWriter,
-        names: &TempDirs<'_>,
-    ) -> Result<(), ShardError> {
+    async fn write(&mut self, mut data: &[u8], names: &TempNames) -> Result<(), ShardError> {
         while !data.is_empty() {
-            let DataWriter::Spread {
-                gather,
-                gather_bytes,
-                ..
-            } = self
-            else {
-                unreachable!("write_spread on a spread writer only");
-            };
-            let room = gather.len() - *gather_bytes;
+            let room = self.gather.len() - self.gather_bytes;
             let (now, rest) = data.split_at(room.min(data.len()));
-            gather[*gather_bytes..*gather_bytes + now.len()].copy_from_slice(now);
-            *gather_bytes += now.len();
+            self.gather[self.gather_bytes..self.gather_bytes + now.len()].copy_from_slice(now);
+            self.gather_bytes += now.len();
             data = rest;
-            if *gather_bytes == gather.len() {
-                self.scatter(parity, names).await?;
+            if self.gather_bytes == self.gather.len() {
+                self.scatter(names).await?;
             }
         }
         Ok(())
@@ -383,72 +394,53 @@ impl DataWriter {
 
     /// Makes the gathered stripes' parity and appends each gathered block to the data
     /// file of its dir.
-    async fn scatter(
-        &mut self,
-        parity: &mut ParityWriter,
-        names: &TempDirs<'_>,
-    ) -> Result<(), ShardError> {
-        let DataWriter::Spread {
-            gather,
-            gather_bytes,
-            files,
-            next_group,
-        } = self
-        else {
-            return Ok(());
-        };
-        let bytes = &gather[..*gather_bytes];
-        parity.add_stripes(bytes, names).await?;
+    async fn scatter(&mut self, names: &TempNames) -> Result<(), ShardError> {
+        let bytes = &self.gather[..self.gather_bytes];
+        self.parity.add_stripes(bytes, names).await?;
         for block in bytes.chunks(BLOCK_BYTES as usize) {
-            let dir = parity.geometry.data_block_at(GroupIndex(*next_group)).dir;
-            let file = match &mut files[usize::from(dir.0)] {
-                Some(file) => file,
-                slot => {
-                    let path = names.temp_path(dir, false);
-                    slot.insert(TempFileWriter::create(path, WRITE_BYTES).await?)
-                }
-            };
+            let at = self
+                .parity
+                .geometry
+                .data_block_at(GroupIndex(self.next_group));
+            let slot = &mut self.files[usize::from(at.dir.0)];
+            let file = created(slot, || names.temp_path(at.dir, false)).await?;
             file.write(block).await?;
-            *next_group += 1;
+            self.next_group += 1;
         }
-        *gather_bytes = 0;
+        self.gather_bytes = 0;
         Ok(())
     }
+}
 
-    /// Writes what is pending and closes the files; returns them.
-    async fn finish(
-        mut self,
-        mut parity: Option<&mut ParityWriter>,
-        names: &TempDirs<'_>,
-    ) -> Result<Vec<StagedFile>, ShardError> {
-        if let (DataWriter::Spread { .. }, Some(parity)) = (&self, parity.as_deref_mut()) {
-            self.scatter(parity, names).await?;
-        }
-        let files = match self {
-            DataWriter::One(file) => {
-                file.finish(parity, names).await?;
-                return Ok(vec![StagedFile {
-                    dir: DirIndex(0),
-                    parity: false,
-                    path: names.temp_path(DirIndex(0), false),
-                }]);
-            }
-            DataWriter::Spread { files, .. } => files,
-        };
-        let mut staged = Vec::new();
-        for (d, file) in files.into_iter().enumerate() {
-            if let Some(file) = file {
-                let path = file.path.clone();
-                file.finish(None, names).await?;
-                staged.push(StagedFile {
-                    dir: DirIndex(d as u8),
-                    parity: false,
-                    path,
-                });
-            }
-        }
-        Ok(staged)
+/// The temp file in `slot`, created at `path()` on first use.
+async fn created(
+    slot: &mut Option<TempFileWriter>,
+    path: impl FnOnce() -> PathBuf,
+) -> Result<&mut TempFileWriter, ShardError> {
+    match slot {
+        Some(file) => Ok(file),
+        slot => Ok(slot.insert(TempFileWriter::create(path(), WRITE_BYTES).await?)),
     }
+}
+
+/// Closes the temp files in `slots` (one per dir) and names them for the commit.
+async fn finish_files(
+    slots: Vec<Option<TempFileWriter>>,
+    parity: bool,
+) -> Result<Vec<StagedFile>, ShardError> {
+    let mut staged = Vec::new();
+    for (d, file) in slots.into_iter().enumerate() {
+        if let Some(file) = file {
+            let path = file.path.clone();
+            file.finish_plain().await?;
+            staged.push(StagedFile {
+                dir: DirIndex(d as u8),
+                parity,
+                path,
+            });
+        }
+    }
+    Ok(staged)
 }
 
 impl ParityWriter {
@@ -465,7 +457,7 @@ impl ParityWriter {
 
     /// Computes and writes the parity of `data`: whole stripes, except that the last
     /// stripe of an object may be short.
-    async fn add_stripes(&mut self, data: &[u8], names: &TempDirs<'_>) -> Result<(), ShardError> {
+    async fn add_stripes(&mut self, data: &[u8], names: &TempNames) -> Result<(), ShardError> {
         let stripe_bytes = usize::from(self.code.params().data) * BLOCK_BYTES as usize;
         for stripe in data.chunks(stripe_bytes) {
             let blocks: Vec<&[u8]> = stripe.chunks(BLOCK_BYTES as usize).collect();
@@ -482,34 +474,13 @@ impl ParityWriter {
                 let at = self
                     .geometry
                     .parity_block_at(StripeIndex(self.next_stripe), p);
-                let file = match &mut self.files[usize::from(at.dir.0)] {
-                    Some(file) => file,
-                    slot => {
-                        let path = names.temp_path(at.dir, true);
-                        slot.insert(TempFileWriter::create(path, WRITE_BYTES).await?)
-                    }
-                };
+                let slot = &mut self.files[usize::from(at.dir.0)];
+                let file = created(slot, || names.temp_path(at.dir, true)).await?;
                 file.write(block).await?;
             }
             self.next_stripe += 1;
         }
         Ok(())
-    }
-
-    async fn finish(self) -> Result<(Vec<StagedFile>, Vec<[u8; 32]>), ShardError> {
-        let mut staged = Vec::new();
-        for (d, file) in self.files.into_iter().enumerate() {
-            if let Some(file) = file {
-                let path = file.path.clone();
-                file.finish_plain().await?;
-                staged.push(StagedFile {
-                    dir: DirIndex(d as u8),
-                    parity: true,
-                    path,
-                });
-            }
-        }
-        Ok((staged, self.checksums))
     }
 }
 
@@ -555,7 +526,7 @@ impl TempFileWriter {
         &mut self,
         mut data: &[u8],
         parity: &mut ParityWriter,
-        names: &TempDirs<'_>,
+        names: &TempNames,
     ) -> Result<(), ShardError> {
         while !data.is_empty() {
             if self.fill(&mut data) {
@@ -622,7 +593,7 @@ impl TempFileWriter {
     async fn finish(
         self,
         parity: Option<&mut ParityWriter>,
-        names: &TempDirs<'_>,
+        names: &TempNames,
     ) -> Result<(), ShardError> {
         if self.pending_len > 0 {
             if let Some(parity) = parity {

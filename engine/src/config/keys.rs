@@ -47,7 +47,8 @@ pub enum ValueError {
 pub enum Value<'a> {
     /// A `RON_*` variable or a TOML scalar; a list key splits it at commas.
     Text(&'a str),
-    /// A flag; a list key appends it (the flag repeats).
+    /// A flag; a list key appends it (the flag repeats) to the list the first of its
+    /// flags started: flags replace a list a lower layer set (`cli::apply_flags`).
     Flag(&'a str),
     /// A TOML array of strings: a list key's whole list.
     List(&'a [String]),
