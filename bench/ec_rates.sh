@@ -91,12 +91,15 @@ for run in $(seq 1 "$RUNS"); do
   row=$(printf '%s\t%s\t%s\t%s\t%s' "$run" "$put_on" "$put_off" "$h" "$d")
   echo "$row"; rows+=("$row")
 done
+metric() { curl -sf "http://127.0.0.1:18780/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+# Repairs write back behind the reads (deferred while reads are in flight): wait for them.
+for _ in $(seq 1 100); do [ "$(metric ron_ec_missing_shards)" = 0 ] && break; sleep 0.1; done
 degraded_reads=$(curl -sf "http://127.0.0.1:18780/metrics" | awk '/^ron_ec_degraded_reads_total/ { print $2 }')
 repaired=$(curl -sf "http://127.0.0.1:18780/metrics" | awk '/^ron_ec_repair_bytes_total/ { print $2 }')
 col() { printf '%s\n' "${rows[@]}" | cut -f"$1" | median; }
 echo
 echo "medians of $RUNS runs, GB/s (1e9 B/s): ron $(git rev-parse --short HEAD), --ec $EC vs off, cache $CACHE"
-echo "degraded reads served: $degraded_reads groups; repair wrote $repaired bytes"
+echo "degraded reads served: $degraded_reads groups; repair wrote $repaired bytes; blocks still missing: $(metric ron_ec_missing_shards)"
 python3 - "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" <<'EOF'
 import sys
 on, off, healthy, degraded = map(float, sys.argv[1:])

@@ -4,14 +4,15 @@
 //! chaining values, parity blocks by their checksums) and checked against its own
 //! chaining value before it is served. The stripe then waits in a bounded queue, one
 //! entry per stripe, for durable repair, holding the blocks the read rebuilt and checked
-//! (up to [`REPAIR_HELD_BYTES_MAX`]): the shard's repair task takes the most-asked
-//! stripe and up to 63 more of its object, writes back the held blocks as they are —
-//! rereading, rebuilding and checking the stripes queued without them — and syncs each
-//! file once, on the blocking pool. A degraded stream then costs its parity reads and
-//! the write-back, not a second read of every stripe.
+//! (up to [`REPAIR_HELD_BYTES_MAX`]): the shard's repair task waits for the read path
+//! to leave the disk (at most `REPAIR_DEFER_MS_MAX`), takes the most-asked stripe and
+//! up to 63 more of its object, writes back the held blocks as they are — rereading,
+//! rebuilding and checking the stripes queued without them — with O_DIRECT, and syncs
+//! each file once, on the blocking pool. A degraded stream then costs its parity reads
+//! and the write-back after it, not a second read of every stripe.
 
 use std::cell::RefCell;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -20,7 +21,7 @@ use ron_codec::Address;
 
 use crate::cache::AddressMap;
 use crate::disk::{DiskGroups, ObjectFiles};
-use crate::ec::{parity_checksum, StripeCode, StripeGeometry, StripeIndex};
+use crate::ec::{parity_checksum, StripeCode, StripeGeometry, StripeIndex, BLOCK_BYTES};
 use crate::error::ShardError;
 use crate::layout;
 use crate::record::{ObjectMeta, Parity};
@@ -56,9 +57,30 @@ impl StripeBlocks {
     }
 }
 
-/// A run of groups already read from disk (`DiskGroups`, groups `.1`) whose blocks of a
-/// stripe need not be read again.
-pub(crate) type ReadBatch<'a> = (&'a DiskGroups, std::ops::Range<u64>);
+/// A run of groups already read from disk whose blocks of a stripe need not be read
+/// again: `read` holds groups `first..first + checked.len()`, and `checked[i]` says
+/// whether group `first + i` already passed its check as read (it is then taken as it
+/// is, not hashed a second time).
+#[derive(Clone, Copy)]
+pub(crate) struct ReadBatch<'a> {
+    pub read: &'a DiskGroups,
+    pub first: u64,
+    pub checked: &'a [bool],
+}
+
+impl ReadBatch<'_> {
+    /// Group `group`'s block from the batch (`None` if the batch does not hold it):
+    /// a copy if it is the group's bytes, `Some(None)` if it fails its check.
+    fn block(&self, meta: &ObjectMeta, group: GroupIndex, len: u64) -> Option<Option<Vec<u8>>> {
+        let at = usize::try_from(group.0.checked_sub(self.first)?).ok()?;
+        let was_checked = *self.checked.get(at)?;
+        let bytes = self.read.group(group, len);
+        Some(match was_checked {
+            true => Some(bytes.to_vec()),
+            false => checked(meta, group, &bytes),
+        })
+    }
+}
 
 /// Reads every block of `stripe` and checks each one, its data blocks while its parity
 /// blocks are read. Data blocks in `batch` (a stream's run of groups that met a
@@ -96,17 +118,20 @@ async fn read_stripe_data(
     let k = usize::from(parity.params.data);
     let groups = geometry.groups_of(stripe);
     let whole;
-    let (batch, in_batch) = match batch {
-        Some(batch) => batch,
+    let unchecked;
+    let batch = match batch {
+        Some(batch) => Some(batch),
         None => {
             let count = groups.end - groups.start;
             whole = files
                 .read_groups(store, meta, GroupIndex(groups.start), count)
                 .await;
-            match &whole {
-                Ok(read) => (read, groups.clone()),
-                Err(_) => (&DiskGroups::Empty, 0..0),
-            }
+            unchecked = vec![false; count as usize];
+            whole.as_ref().ok().map(|read| ReadBatch {
+                read,
+                first: groups.start,
+                checked: &unchecked,
+            })
         }
     };
     let mut blocks = Vec::with_capacity(usize::from(parity.params.width()));
@@ -119,9 +144,9 @@ async fn read_stripe_data(
         }
         let len = geometry.group_len(group);
         data_lens[column] = len as usize;
-        let block = match in_batch.contains(&g) {
-            true => checked(meta, group, &batch.group(group, len)),
-            false => read_data_block(files, store, meta, group, len).await,
+        let block = match batch.and_then(|batch| batch.block(meta, group, len)) {
+            Some(block) => block,
+            None => read_data_block(files, store, meta, group, len).await,
         };
         blocks.push(block);
     }
@@ -271,27 +296,90 @@ pub(crate) fn write_blocks_blocking(writes: &[BlockWrite]) -> Result<u64, ShardE
     let mut paths: Vec<&PathBuf> = writes.iter().map(|w| &w.path).collect();
     paths.sort();
     paths.dedup();
+    let mut staging = AlignedBlock::new();
     let mut written = 0;
     for path in paths {
         let created = !path.exists();
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(ShardError::io("open for repair", path))?;
+        let file = RepairFile::open(path)?;
         for w in writes.iter().filter(|w| &w.path == path) {
-            file.write_all_at(&w.bytes, w.offset)
-                .map_err(ShardError::io("repair write", path))?;
+            file.write(w, &mut staging)?;
             written += w.bytes.len() as u64;
         }
-        file.sync_data()
-            .map_err(ShardError::io("repair sync", path))?;
+        file.sync(path)?;
         if let (true, Some(dir)) = (created, path.parent()) {
             layout::sync_dir(dir)?;
         }
     }
     Ok(written)
+}
+
+/// Alignment of O_DIRECT offsets, lengths and buffers (the largest logical block size
+/// a data disk is expected to have).
+const DIRECT_ALIGN_BYTES: usize = 4096;
+
+/// One block's worth of memory aligned for O_DIRECT, without `unsafe`: the aligned
+/// window of a slightly larger allocation.
+struct AlignedBlock {
+    raw: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBlock {
+    fn new() -> AlignedBlock {
+        let raw = vec![0; BLOCK_BYTES as usize + DIRECT_ALIGN_BYTES];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN_BYTES);
+        AlignedBlock { raw, start }
+    }
+
+    /// `bytes` copied into the aligned window (at most one block).
+    fn holding(&mut self, bytes: &[u8]) -> &[u8] {
+        let window = &mut self.raw[self.start..self.start + bytes.len()];
+        window.copy_from_slice(bytes);
+        window
+    }
+}
+
+/// A file repairs write into: with O_DIRECT where the filesystem allows it, so that
+/// written blocks never sit dirty in the page cache of a file the read path reads
+/// with O_DIRECT (the kernel would flush and drop them around every direct read of
+/// it), and buffered for the writes O_DIRECT cannot take (a short last block).
+struct RepairFile {
+    direct: Option<std::fs::File>,
+    buffered: std::fs::File,
+}
+
+impl RepairFile {
+    fn open(path: &PathBuf) -> Result<RepairFile, ShardError> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        let buffered = options
+            .open(path)
+            .map_err(ShardError::io("open for repair", path))?;
+        options.custom_flags(nix::fcntl::OFlag::O_DIRECT.bits());
+        // A filesystem without O_DIRECT (EINVAL) gets buffered writes.
+        let direct = options.open(path).ok();
+        Ok(RepairFile { direct, buffered })
+    }
+
+    fn write(&self, w: &BlockWrite, staging: &mut AlignedBlock) -> Result<(), ShardError> {
+        let aligned = |n: u64| n.is_multiple_of(DIRECT_ALIGN_BYTES as u64);
+        let fits = w.bytes.len() as u64 <= BLOCK_BYTES;
+        match &self.direct {
+            Some(direct) if fits && aligned(w.offset) && aligned(w.bytes.len() as u64) => direct
+                .write_all_at(staging.holding(&w.bytes), w.offset)
+                .map_err(ShardError::io("repair write (direct)", &w.path)),
+            _ => self
+                .buffered
+                .write_all_at(&w.bytes, w.offset)
+                .map_err(ShardError::io("repair write", &w.path)),
+        }
+    }
+
+    fn sync(&self, path: &PathBuf) -> Result<(), ShardError> {
+        self.buffered
+            .sync_data()
+            .map_err(ShardError::io("repair sync", path))
+    }
 }
 
 /// Bytes of rebuilt blocks the repair queue holds, at most: a stripe queued past it
@@ -336,6 +424,11 @@ pub(crate) enum Added {
 }
 
 impl RepairQueue {
+    /// Bytes of rebuilt blocks held now.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes.get()
+    }
+
     /// Queues `key` with `rebuilt`, the writes of its bad blocks as a read rebuilt and
     /// checked them (kept while the queue's budget allows: the repair task then writes
     /// them without reading the stripe again).
@@ -418,6 +511,42 @@ mod tests {
             location: Location::OwnFile,
             parity: None,
         })
+    }
+
+    #[test]
+    fn write_back_puts_whole_blocks_and_a_short_last_one_in_place_over_old_bytes() {
+        let dir = std::env::temp_dir().join(format!("ron-repair-write-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("object");
+        let block = BLOCK_BYTES as usize;
+        std::fs::write(&path, vec![0xEE; 2 * block + 100]).unwrap();
+        let write = |offset: u64, bytes: Vec<u8>| BlockWrite {
+            path: path.clone(),
+            offset,
+            bytes,
+        };
+        // A whole block (O_DIRECT where the filesystem allows it) and the short last
+        // block (buffered), given out of order.
+        let writes = [
+            write(2 * BLOCK_BYTES, vec![3; 100]),
+            write(BLOCK_BYTES, vec![2; block]),
+        ];
+        assert_eq!(write_blocks_blocking(&writes).unwrap(), block as u64 + 100);
+        let mut expected = vec![0xEE; block];
+        expected.extend(vec![2; block]);
+        expected.extend(vec![3; 100]);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        // A lost file is created again from its blocks.
+        let lost = dir.join("lost");
+        let writes = [BlockWrite {
+            path: lost.clone(),
+            offset: 0,
+            bytes: vec![7; 300],
+        }];
+        write_blocks_blocking(&writes).unwrap();
+        assert_eq!(std::fs::read(&lost).unwrap(), vec![7; 300]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

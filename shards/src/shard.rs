@@ -10,6 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
@@ -46,6 +47,17 @@ pub const BACKGROUND_SHARES: usize = 50;
 /// per file: 64 stripes of 4+1 are 16 MiB of reads, and 4 MiB of writes held for one
 /// bad block per stripe.
 const REPAIR_BATCH_STRIPES: usize = 64;
+/// How long the repair task lets clients' reads have the disk before it writes, at
+/// most: a degraded stream's write-back then follows the stream, in few large batches,
+/// instead of splitting the disk with it in many small ones.
+pub const REPAIR_DEFER_MS_MAX: u64 = 500;
+
+/// Whether a group about to be kept was checked already, where its bytes lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    No,
+    WhereItLies,
+}
 
 /// Start-up sizing of one shard; every cache and table has a limit.
 #[derive(Debug, Clone)]
@@ -371,6 +383,9 @@ impl Shard {
         };
         let mut groups = Vec::with_capacity(count as usize);
         let mut damaged = Vec::new();
+        // Which of the read's groups passed their check as read (not those served
+        // from the cache instead): a rebuild takes them without hashing them again.
+        let mut checked = vec![false; count as usize];
         for g in first.0..first.0 + count {
             let key = GroupKey {
                 addr,
@@ -386,7 +401,10 @@ impl Shard {
                             damaged.push((groups.len(), key, e));
                             GroupBytes::in_memory(Bytes::new())
                         }
-                        kept => kept?,
+                        kept => {
+                            checked[groups.len()] = true;
+                            kept?
+                        }
                     }
                 }
             };
@@ -397,9 +415,13 @@ impl Shard {
         }
         // The batch's damaged groups are rebuilt at once: their stripes' parity reads
         // are in flight together rather than one after another.
-        let in_batch = first.0..first.0 + count;
+        let batch = repair::ReadBatch {
+            read: &read,
+            first: first.0,
+            checked: &checked,
+        };
         let rebuilds = damaged.into_iter().map(|(at, key, cause)| {
-            let batch = Some((&read, in_batch.clone()));
+            let batch = Some(batch);
             async move {
                 (
                     at,
@@ -464,7 +486,9 @@ impl Shard {
             return Err(e);
         }
         let column = (key.group.0 - geometry.groups_of(stripe).start) as usize;
-        let rebuilt = read.blocks[column].clone().unwrap_or_default();
+        // The bytes served are the bytes the rebuild checked; the write-back gets a copy.
+        let rebuilt = read.blocks[column].take().unwrap_or_default();
+        read.blocks[column] = Some(rebuilt.clone());
         ShardMetrics::add(&self.metrics.ec_degraded_reads, 1);
         if !bad.is_empty() {
             // The rebuilt blocks are checked: repair writes them as they are.
@@ -475,7 +499,7 @@ impl Shard {
             };
             self.queue_repair(meta, key, bad.len() as u64, Some(writes));
         }
-        self.keep_verified(meta, key, GroupBytes::in_memory(Bytes::from(rebuilt)))
+        self.keep_rebuilt(meta, key, GroupBytes::in_memory(Bytes::from(rebuilt)))
     }
 
     fn queue_repair(
@@ -496,6 +520,26 @@ impl Shard {
             }
             repair::Added::AlreadyQueued => {}
             repair::Added::Full => ShardMetrics::add(&self.metrics.ec_repairs_dropped, 1),
+        }
+    }
+
+    /// Returns once the read path has had no read in flight for two ticks in a row, or
+    /// the repair queue holds half its budget of rebuilt blocks, or after
+    /// [`REPAIR_DEFER_MS_MAX`].
+    async fn wait_for_quiet_disk(&self) {
+        const TICK: Duration = Duration::from_millis(1);
+        let reads = self.files.reads_in_flight();
+        let since = Instant::now();
+        let mut quiet_ticks = 0;
+        while quiet_ticks < 2
+            && self.repairs.held_bytes() < repair::REPAIR_HELD_BYTES_MAX / 2
+            && since.elapsed() < Duration::from_millis(REPAIR_DEFER_MS_MAX)
+        {
+            quiet_ticks = match reads.get() {
+                0 => quiet_ticks + 1,
+                _ => 0,
+            };
+            glommio::timer::sleep(TICK).await;
         }
     }
 
@@ -615,6 +659,27 @@ impl Shard {
         key: GroupKey,
         group: GroupBytes,
     ) -> Result<GroupBytes, ShardError> {
+        self.keep(meta, key, group, Checked::No)
+    }
+
+    /// Keeps a group a rebuild has just checked where it lies: checked again only if
+    /// it is copied into the verified cache.
+    fn keep_rebuilt(
+        &self,
+        meta: &ObjectMeta,
+        key: GroupKey,
+        group: GroupBytes,
+    ) -> Result<GroupBytes, ShardError> {
+        self.keep(meta, key, group, Checked::WhereItLies)
+    }
+
+    fn keep(
+        &self,
+        meta: &ObjectMeta,
+        key: GroupKey,
+        group: GroupBytes,
+        checked: Checked,
+    ) -> Result<GroupBytes, ShardError> {
         let placed = if self.admits_to_cache(meta) {
             self.groups.borrow_mut().place(&group)
         } else {
@@ -628,7 +693,9 @@ impl Shard {
                 kept
             }
             None => {
-                disk::verify_group(meta, key.group, &group, &self.metrics)?;
+                if checked == Checked::No {
+                    disk::verify_group(meta, key.group, &group, &self.metrics)?;
+                }
                 group
             }
         };
@@ -801,6 +868,7 @@ fn start_repairs(
                     let Some(shard) = shard.upgrade() else {
                         return;
                     };
+                    shard.wait_for_quiet_disk().await;
                     let Some((meta, stripes)) = shard.repairs.take_hottest(REPAIR_BATCH_STRIPES)
                     else {
                         break;
