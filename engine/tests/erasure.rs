@@ -116,3 +116,84 @@ fn a_lost_object_file_is_served_from_its_parity_and_written_again() {
     wait_for_repairs(&n, data.len() as u64);
     file_is(&object, &data);
 }
+
+/// Lane 1 of the segment lane 0's `segment` is in (`segments.1/` beside `segments/`).
+fn lane_1(segment: &std::path::Path) -> std::path::PathBuf {
+    let store = segment.parent().unwrap().parent().unwrap();
+    store.join("segments.1").join(segment.file_name().unwrap())
+}
+
+#[test]
+fn packed_objects_have_a_copy_in_each_lane_that_reads_and_repairs_fall_back_on() {
+    // One dir, 4+1 by default: small objects are packed, their needles in 2 lanes.
+    let dir = temp_dir("ec-lanes");
+    let mut n = Node::start(&dir, &["--shards", "1"]);
+    let objects: Vec<(Address, Vec<u8>)> = (0..12u8)
+        .map(|i| {
+            let data = bytes(80 + u64::from(i), 100 + usize::from(i) * 3000);
+            (upload(&n, &data), data)
+        })
+        .collect();
+    let (lane0, rotten_at) = n.stored_at(&objects[3].0);
+    let lane1 = lane_1(&lane0);
+    let segment = std::fs::read(&lane0).unwrap();
+    file_is(&lane1, &segment);
+    assert_eq!(n.stop().code(), Some(0));
+
+    // One needle rotten in lane 0: served from lane 1, lane 0 written again.
+    flip_byte(&lane0, rotten_at + 10);
+    n.restart(&["--shards", "1"]);
+    let (addr, data) = &objects[3];
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!((r.status, &r.body), (200, data), "served verified");
+    assert_eq!(metric(n.admin, "ron_ec_degraded_reads_total"), 1);
+    wait_for_repairs(&n, data.len() as u64);
+    file_is(&lane0, &segment);
+
+    // Lane 0's segment lost: every object served from lane 1, and the repairs of the
+    // reads write the whole segment again.
+    assert_eq!(n.stop().code(), Some(0));
+    std::fs::remove_file(&lane0).unwrap();
+    n.restart(&["--shards", "1"]);
+    for (addr, data) in &objects {
+        let r = get(n.http, &format!("/o/{addr}")).unwrap();
+        assert_eq!((r.status, &r.body), (200, data), "{addr} served verified");
+    }
+    assert_eq!(metric(n.admin, "ron_ec_degraded_reads_total"), 12);
+    let total: u64 = objects.iter().map(|(_, d)| d.len() as u64).sum();
+    wait_for_repairs(&n, total);
+    file_is(&lane0, &segment);
+
+    // Rot in lane 1 of an object nobody reads: `ron repair` finds it and writes it again.
+    let (quiet, _) = &objects[7];
+    let (_, quiet_at) = n.stored_at(quiet);
+    flip_byte(&lane1, quiet_at + 1);
+    let repair = format!("POST /admin/repair/{quiet} HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    let r = request(n.admin, repair.as_bytes()).unwrap();
+    assert_eq!(r.status, 200);
+    let report = r.json();
+    assert_eq!(report["outcome"], "repaired");
+    assert_eq!(
+        (
+            report["blocks_checked"].as_u64(),
+            report["bad_blocks"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    file_is(&lane1, &segment);
+
+    // Bad in both lanes: a clean failure, counted; the others still served.
+    assert_eq!(n.stop().code(), Some(0));
+    let (both, _) = &objects[5];
+    let (_, both_at) = n.stored_at(both);
+    flip_byte(&lane0, both_at + 2);
+    flip_byte(&lane1, both_at + 3);
+    n.restart(&["--shards", "1"]);
+    let r = get(n.http, &format!("/o/{both}")).unwrap();
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["code"], "bad_digest");
+    assert_eq!(metric(n.admin, "ron_ec_unrecoverable_total"), 1);
+    let (addr, data) = &objects[6];
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!((r.status, &r.body), (200, data));
+}

@@ -35,23 +35,39 @@ fn the_scrubber_finds_rot_nobody_reads_and_rebuilds_it_on_disk() {
     let b = bytes(52, 6 * GROUP as usize);
     let small = bytes(53, 4000);
     let (addr_a, addr_b) = (upload(&n, &a), upload(&n, &b));
-    upload(&n, &small);
+    let small_addr = upload(&n, &small);
     let parity_b = std::fs::read(parity_file(&n, &addr_b)).unwrap();
     assert_eq!(n.stop().code(), Some(0));
-    // A data block of A's stripe 1 and B's stripe 1 parity block: both within 4+1.
+    // A data block of A's stripe 1 and B's stripe 1 parity block: both within 4+1;
+    // and the small object's copy in its segment's lane 1 (`segments.1/`).
     flip_byte(&n.object_file(&addr_a), 5 * GROUP + 11);
     flip_byte(&parity_file(&n, &addr_b), GROUP + 99);
+    let (segment, small_at) = n.stored_at(&small_addr);
+    let lane_1 = segment
+        .parent()
+        .unwrap()
+        .with_file_name("segments.1")
+        .join(segment.file_name().unwrap());
+    let segment_bytes = std::fs::read(&segment).unwrap();
+    flip_byte(&lane_1, small_at + 7);
 
     n.restart(&["--shards", "1", "--scrub-rate", "8MiB"]);
     wait_for("a whole scrub pass", Duration::from_secs(20), || {
         gauge(n.admin, "ron_scrub_passes{shard=\"0\"}") >= Some(1.0)
     });
     assert_eq!(metric(n.admin, "ron_scrub_objects_total"), 3);
-    let stored = a.len() + b.len() + small.len() + 5 * GROUP as usize;
+    // Parity: 3 + 2 stripes of A and B; the small object: a copy in each of 2 lanes.
+    let stored = a.len() + b.len() + 2 * small.len() + 5 * GROUP as usize;
     assert_eq!(metric(n.admin, "ron_scrub_bytes_total"), stored as u64);
-    assert_eq!(metric(n.admin, "ron_scrub_bad_blocks_total"), 2);
+    assert_eq!(metric(n.admin, "ron_scrub_bad_blocks_total"), 3);
     assert_eq!(metric(n.admin, "ron_scrub_unrepairable_blocks_total"), 0);
-    assert_eq!(metric(n.admin, "ron_ec_repair_bytes_total"), 2 * GROUP);
+    // Two blocks, and the small object's whole needle (head, body, padding).
+    let repaired = metric(n.admin, "ron_ec_repair_bytes_total");
+    let needle_max = small.len() as u64 + 41 + 255 + 7;
+    assert!(
+        (2 * GROUP + small.len() as u64..=2 * GROUP + needle_max).contains(&repaired),
+        "{repaired} bytes repaired"
+    );
     assert_eq!(
         metric(n.admin, "ron_ec_degraded_reads_total"),
         0,
@@ -59,11 +75,12 @@ fn the_scrubber_finds_rot_nobody_reads_and_rebuilds_it_on_disk() {
     );
     file_is(&n.object_file(&addr_a), &a);
     file_is(&parity_file(&n, &addr_b), &parity_b);
+    file_is(&lane_1, &segment_bytes);
     assert_parity_intact(&n, &addr_a, &a, 4, 1);
     let status = get(n.admin, "/admin/scrub").unwrap().json();
     assert_eq!(
         (status["passes"].as_u64(), status["bad_blocks"].as_u64()),
-        (Some(1), Some(2))
+        (Some(1), Some(3))
     );
 }
 

@@ -628,9 +628,10 @@ fn pack_durably(batch: &mut StoreBatch) -> Result<Packed, ShardError> {
     }
     let log = match &mut batch.segments {
         Some(log) => log,
-        None => batch
-            .segments
-            .insert(SegmentLog::open(batch.store.segments_root())?),
+        None => batch.segments.insert(SegmentLog::open(
+            batch.store.segments_root(),
+            batch.store.segment_lanes(),
+        )?),
     };
     let needles: Vec<Needle<'_>> = batch
         .packed

@@ -23,7 +23,7 @@ use crate::ec::{parity_checksum, DirIndex, StripeIndex, BLOCK_BYTES};
 use crate::error::ShardError;
 use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta, Parity};
-use crate::segment::SegmentId;
+use crate::segment::{LaneIndex, SegmentId};
 use crate::store::{Store, StoreId};
 
 /// A file the read path opens: an object's own file or a segment of packed objects.
@@ -33,7 +33,8 @@ enum FileKey {
     Object(Address, DirIndex),
     /// An object's parity file in one dir (`upload::parity_path`).
     Parity(Address, DirIndex),
-    Segment(StoreId, SegmentId),
+    /// A segment in one lane.
+    Segment(StoreId, SegmentId, LaneIndex),
 }
 
 /// This shard's object files and segments: an open-file cache (bounded by count) and
@@ -104,7 +105,7 @@ impl ObjectFiles {
         }
         if let Location::Packed(at) = meta.location {
             return self
-                .read_needle_groups(store, meta, at, first, expected)
+                .read_needle_groups(store, meta, at, LaneIndex(0), first, expected)
                 .await;
         }
         let parity = match &meta.parity {
@@ -169,19 +170,37 @@ impl ObjectFiles {
         Ok(read)
     }
 
-    /// Groups of a packed object: its needle lies anywhere in its segment, and glommio
-    /// aligns the read around it.
+    /// The body of packed object `meta` (not checked) as lane `lane` holds it.
+    pub async fn read_needle_in_lane(
+        &self,
+        store: &Store,
+        meta: &ObjectMeta,
+        lane: LaneIndex,
+    ) -> Result<DiskGroups, ShardError> {
+        let Location::Packed(at) = meta.location else {
+            return Err(ShardError::NotFound { addr: meta.addr() });
+        };
+        if meta.is_empty() {
+            return Ok(DiskGroups::Empty);
+        }
+        self.read_needle_groups(store, meta, at, lane, GroupIndex(0), meta.len())
+            .await
+    }
+
+    /// Groups of a packed object in lane `lane`: its needle lies anywhere in its
+    /// segment, and glommio aligns the read around it.
     async fn read_needle_groups(
         &self,
         store: &Store,
         meta: &ObjectMeta,
         at: crate::segment::NeedleAt,
+        lane: LaneIndex,
         first: GroupIndex,
         expected: u64,
     ) -> Result<DiskGroups, ShardError> {
-        let path = store.segment_path(at.segment);
+        let path = store.segment_path(lane, at.segment);
         let file = self
-            .open(FileKey::Segment(store.id(), at.segment), &path)
+            .open(FileKey::Segment(store.id(), at.segment, lane), &path)
             .await?;
         let _in_flight = ReadInFlight::start(&self.reads_in_flight);
         let read = file
@@ -252,6 +271,14 @@ impl ObjectFiles {
         for d in 0..dirs.max(1) {
             files.remove(&FileKey::Object(*addr, DirIndex(d)));
             files.remove(&FileKey::Parity(*addr, DirIndex(d)));
+        }
+    }
+
+    /// Closes segment `segment` of `store` in every lane (a repair rewrote or created it).
+    pub(crate) fn forget_segment(&self, store: &Store, segment: SegmentId) {
+        let mut files = self.files.borrow_mut();
+        for lane in (0..store.lanes_on_disk()).map(LaneIndex) {
+            files.remove(&FileKey::Segment(store.id(), segment, lane));
         }
     }
 

@@ -11,8 +11,9 @@
 //!   in each dir, the data and parity blocks its columns map there, named by address —
 //!   and segments packing the smaller ones (one-dir nodes).
 //! - [`segment`]: append-only segment files of small objects (needles), the log that
-//!   appends a whole batch of them with one write and one data sync, and the start-up
-//!   scan of the needles past the index's checkpoint.
+//!   appends a whole batch of them with one write and one data sync per lane (`m + 1`
+//!   copies of every segment), and the start-up scan of the needles past the index's
+//!   checkpoint (a bad needle taken from another lane).
 //! - [`shard`]: the per-executor state and its read path — metadata and verified groups
 //!   from the cache, the shard's own disk (io_uring DMA) or the owner over the mesh —
 //!   and the entry points of the write path: `begin_upload`, and `commit`, which it

@@ -82,6 +82,11 @@ impl ObjectMeta {
         self.tree.root()
     }
 
+    /// Whether the object is a needle in its store's segments.
+    pub fn is_packed(&self) -> bool {
+        matches!(self.location, Location::Packed(_))
+    }
+
     pub fn len(&self) -> u64 {
         self.tree.object_len()
     }

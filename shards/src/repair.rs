@@ -24,7 +24,8 @@ use crate::disk::{DiskGroups, ObjectFiles};
 use crate::ec::{parity_checksum, StripeCode, StripeGeometry, StripeIndex, BLOCK_BYTES};
 use crate::error::ShardError;
 use crate::layout;
-use crate::record::{ObjectMeta, Parity};
+use crate::record::{Location, ObjectMeta, Parity};
+use crate::segment::{self, LaneIndex, Needle};
 use crate::store::Store;
 
 /// Stripes waiting for repair on one shard, at most. Past it a damaged stripe is
@@ -245,6 +246,77 @@ pub(crate) async fn repair_blocks(
     glommio::executor()
         .spawn_blocking(move || write_blocks_blocking(&writes))
         .await
+}
+
+/// What the lanes of a packed object hold: the body from the first lane whose copy
+/// passes its check, and the lanes whose copies do not (missing, unreadable, short or
+/// failing their check).
+#[derive(Debug)]
+pub(crate) struct LaneCheck {
+    pub body: Option<Vec<u8>>,
+    pub bad: Vec<LaneIndex>,
+}
+
+/// Reads and checks the copy of packed object `meta` in every lane on disk.
+pub(crate) async fn check_lanes(
+    files: &ObjectFiles,
+    store: &Store,
+    meta: &ObjectMeta,
+) -> LaneCheck {
+    let mut check = LaneCheck {
+        body: None,
+        bad: Vec::new(),
+    };
+    for lane in (0..store.lanes_on_disk()).map(LaneIndex) {
+        match lane_copy(files, store, meta, lane).await {
+            Some(body) => {
+                check.body.get_or_insert(body);
+            }
+            None => check.bad.push(lane),
+        }
+    }
+    check
+}
+
+/// Packed object `meta`'s body as lane `lane` holds it, if it passes its check.
+pub(crate) async fn lane_copy(
+    files: &ObjectFiles,
+    store: &Store,
+    meta: &ObjectMeta,
+    lane: LaneIndex,
+) -> Option<Vec<u8>> {
+    let read = files.read_needle_in_lane(store, meta, lane).await.ok()?;
+    checked(meta, GroupIndex(0), &read.group(GroupIndex(0), meta.len()))
+}
+
+/// The writes that put packed object `meta`'s whole needle (head, `body`, padding)
+/// back into `lanes`, where its record says it lies.
+pub(crate) fn needle_writes(
+    store: &Store,
+    meta: &ObjectMeta,
+    lanes: &[LaneIndex],
+    body: &[u8],
+) -> Vec<BlockWrite> {
+    let Location::Packed(at) = meta.location else {
+        return Vec::new();
+    };
+    let needle = Needle {
+        addr: meta.addr(),
+        content_type: &meta.content_type,
+        body,
+    };
+    let (bytes, body_at) = segment::encode_needle(&needle);
+    let Some(offset) = at.body.0.checked_sub(body_at) else {
+        return Vec::new();
+    };
+    lanes
+        .iter()
+        .map(|&lane| BlockWrite {
+            path: store.segment_path(lane, at.segment),
+            offset,
+            bytes: bytes.clone(),
+        })
+        .collect()
 }
 
 /// One block to write back: its file, offset and bytes.

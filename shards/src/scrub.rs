@@ -153,6 +153,15 @@ pub(crate) async fn check_object(
             }
             check
         }
+        (_, Location::Packed(_)) if store.lanes_on_disk() > 1 => {
+            let lanes = u64::from(store.lanes_on_disk());
+            paced(
+                &mut pacer,
+                lanes * meta.len(),
+                check_lanes(files, store, meta),
+            )
+            .await
+        }
         _ => {
             let mut check = ObjectCheck::default();
             let groups = meta.tree.group_count();
@@ -222,6 +231,42 @@ async fn check_stripe(
             error = %e,
             "scrub: stripe not repaired"
         ),
+    }
+    check
+}
+
+/// Checks the copy of packed object `meta` in every lane and writes a good one over the
+/// bad ones.
+async fn check_lanes(files: &ObjectFiles, store: &Store, meta: &ObjectMeta) -> ObjectCheck {
+    let lanes = repair::check_lanes(files, store, meta).await;
+    let lane_count = u64::from(store.lanes_on_disk());
+    let bad = lanes.bad.len() as u64;
+    let mut check = ObjectCheck {
+        protected: true,
+        blocks_checked: lane_count,
+        bytes_checked: lane_count * meta.len(),
+        bad_blocks: bad,
+        ..ObjectCheck::default()
+    };
+    let Some(body) = lanes.body.filter(|_| bad > 0) else {
+        if bad > 0 {
+            tracing::warn!(object = %meta.addr(), lanes = bad, "scrub: packed object bad in every lane");
+        }
+        return check;
+    };
+    let writes = repair::needle_writes(store, meta, &lanes.bad, &body);
+    let written = glommio::executor()
+        .spawn_blocking(move || repair::write_blocks_blocking(&writes))
+        .await;
+    if let Location::Packed(at) = meta.location {
+        files.forget_segment(store, at.segment);
+    }
+    match written {
+        Ok(bytes) => {
+            check.repaired_blocks = bad;
+            check.repaired_bytes = bytes;
+        }
+        Err(e) => tracing::warn!(object = %meta.addr(), error = %e, "scrub: lanes not repaired"),
     }
     check
 }

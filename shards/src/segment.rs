@@ -26,6 +26,13 @@
 //! Each start of the node (and any failed append) opens a new segment, so a segment is
 //! only ever appended past bytes that were synced by the process that wrote them.
 //! Nothing is deleted from a segment (objects are immutable and there is no delete).
+//!
+//! Lanes (docs/design/erasure-coding.md, "Small objects"): a packed object has no
+//! parity; with a code of `m` parity blocks its needle is written to `m + 1` lanes,
+//! lane 0 in `segments/`, lane `l` in `segments.<l>/`, every lane taking the same
+//! batches in the same order (one write and one data sync per lane), so a needle lies
+//! at the same segment and offset in every lane and its record names it once. A read
+//! or a start-up scan that finds a needle bad in one lane takes it from another.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -131,17 +138,46 @@ pub(crate) struct Appended {
     pub end: Checkpoint,
 }
 
-/// The path of segment `id` of the store at `store_root`.
+/// Lanes a store writes at most (one more than the most parity blocks a code has).
+pub const SEGMENT_LANES_MAX: u8 = 1 + crate::ec::PARITY_BLOCKS_MAX;
+
+/// One of the copies of a store's segments: lane 0 is `segments/`, lane `l`
+/// `segments.<l>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LaneIndex(pub u8);
+
+/// The dir of lane `lane` of the store at `store_root`.
+pub fn lane_dir(store_root: &Path, lane: LaneIndex) -> PathBuf {
+    match lane.0 {
+        0 => store_root.join("segments"),
+        l => store_root.join(format!("segments.{l}")),
+    }
+}
+
+/// The path of segment `id` of the store at `store_root` (lane 0).
 pub fn segment_path(store_root: &Path, id: SegmentId) -> PathBuf {
-    store_root.join("segments").join(id.to_string())
+    lane_segment_path(store_root, LaneIndex(0), id)
+}
+
+/// The path of segment `id` in lane `lane` of the store at `store_root`.
+pub fn lane_segment_path(store_root: &Path, lane: LaneIndex, id: SegmentId) -> PathBuf {
+    lane_dir(store_root, lane).join(id.to_string())
+}
+
+/// How many lanes the store at `store_root` has on disk (at least 1: lane 0). Blocking.
+pub fn lanes_on_disk(store_root: &Path) -> u8 {
+    (1..SEGMENT_LANES_MAX)
+        .find(|&l| !lane_dir(store_root, LaneIndex(l)).is_dir())
+        .unwrap_or(SEGMENT_LANES_MAX)
 }
 
 /// A store's segments as its owner's commit task appends to them: the segment taking
-/// needles and the id the next one gets. It moves to the blocking pool with each batch
-/// and back; only one batch of a store is ever appending.
+/// needles (in every lane) and the id the next one gets. It moves to the blocking pool
+/// with each batch and back; only one batch of a store is ever appending.
 #[derive(Debug)]
 pub(crate) struct SegmentLog {
-    dir: PathBuf,
+    store_root: PathBuf,
+    lanes: u8,
     next_id: SegmentId,
     active: Option<ActiveSegment>,
 }
@@ -149,30 +185,40 @@ pub(crate) struct SegmentLog {
 #[derive(Debug)]
 struct ActiveSegment {
     id: SegmentId,
-    path: PathBuf,
-    file: File,
-    /// Bytes written and synced.
+    /// The segment's file in each lane, lane 0 first.
+    files: Vec<(PathBuf, File)>,
+    /// Bytes written and synced (the same in every lane).
     len: u64,
 }
 
 impl SegmentLog {
-    /// The log of the store at `store_root`; its first append opens a segment past
-    /// every existing one. Blocking (reads the directory).
-    pub(crate) fn open(store_root: &Path) -> Result<SegmentLog, ShardError> {
-        let next_id = segment_ids(store_root)?
-            .last()
-            .map_or(SegmentId(0), |last| SegmentId(last.0.saturating_add(1)));
+    /// The log of the store at `store_root`, writing `lanes` copies (1..=
+    /// [`SEGMENT_LANES_MAX`]); its first append opens a segment past every existing one
+    /// in any lane. Blocking (reads the directories, creates missing lane dirs).
+    pub(crate) fn open(store_root: &Path, lanes: u8) -> Result<SegmentLog, ShardError> {
+        let lanes = lanes.clamp(1, SEGMENT_LANES_MAX);
+        let mut last = None;
+        for lane in (0..lanes).map(LaneIndex) {
+            let dir = lane_dir(store_root, lane);
+            if !dir.is_dir() {
+                std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
+                layout::sync_dir(store_root)?;
+            }
+            last = last.max(lane_segment_ids(store_root, lane)?.last().copied());
+        }
+        let next_id = last.map_or(SegmentId(0), |last| SegmentId(last.0.saturating_add(1)));
         Ok(SegmentLog {
-            dir: store_root.join("segments"),
+            store_root: store_root.to_path_buf(),
+            lanes,
             next_id,
             active: None,
         })
     }
 
-    /// Appends one needle per body with one write and one data sync and returns where
-    /// each body lies, in order. Blocking. After a failure the segment is abandoned
-    /// (what a failed write or sync left in it is unknown) and the next append opens a
-    /// new one.
+    /// Appends one needle per body to every lane, with one write and one data sync per
+    /// lane, and returns where each body lies, in order. Blocking. After a failure the
+    /// segment is abandoned in every lane (what a failed write or sync left in it is
+    /// unknown) and the next append opens a new one.
     pub(crate) fn append_durably(
         &mut self,
         needles: &[Needle<'_>],
@@ -184,14 +230,9 @@ impl SegmentLog {
         }
         let segment = self.active.as_mut().expect("a segment was just opened");
         let at = segment.len;
-        let written = segment
-            .file
-            .write_all_at(&batch, at)
-            .and_then(|()| segment.file.sync_data());
-        if let Err(source) = written {
-            let path = segment.path.clone();
+        if let Err(e) = write_lanes_durably(&segment.files, &batch, at) {
             self.active = None;
-            return Err(ShardError::io("append to segment", &path)(source));
+            return Err(e);
         }
         segment.len += batch.len() as u64;
         let id = segment.id;
@@ -209,32 +250,71 @@ impl SegmentLog {
         Ok(Appended { places, end })
     }
 
-    /// Creates the next segment and makes its name durable.
+    /// Creates the next segment in every lane and makes its names durable.
     fn create_segment(&mut self) -> Result<ActiveSegment, ShardError> {
         let id = self.next_id;
         self.next_id = SegmentId(id.0.checked_add(1).ok_or_else(|| ShardError::Layout {
-            path: self.dir.clone(),
+            path: lane_dir(&self.store_root, LaneIndex(0)),
             reason: "segment ids exhausted".into(),
         })?);
-        let path = self.dir.join(id.to_string());
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(ShardError::io("create segment", &path))?;
-        layout::sync_dir(&self.dir)?;
-        Ok(ActiveSegment {
-            id,
-            path,
-            file,
-            len: 0,
-        })
+        let mut files = Vec::with_capacity(usize::from(self.lanes));
+        for lane in (0..self.lanes).map(LaneIndex) {
+            let path = lane_segment_path(&self.store_root, lane, id);
+            let file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(ShardError::io("create segment", &path))?;
+            layout::sync_dir(&lane_dir(&self.store_root, lane))?;
+            files.push((path, file));
+        }
+        Ok(ActiveSegment { id, files, len: 0 })
     }
 }
 
-/// The ids of a store's segments, in order. Blocking (reads the directory).
+/// Writes `batch` at `at` in every lane's file and syncs it, the lanes past the first
+/// on threads of their own so that their syncs overlap rather than add up.
+fn write_lanes_durably(files: &[(PathBuf, File)], batch: &[u8], at: u64) -> Result<(), ShardError> {
+    let write = |(path, file): &(PathBuf, File)| {
+        file.write_all_at(batch, at)
+            .and_then(|()| file.sync_data())
+            .map_err(ShardError::io("append to segment", path))
+    };
+    let Some((first, others)) = files.split_first() else {
+        return Ok(());
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = others
+            .iter()
+            .map(|lane| scope.spawn(move || write(lane)))
+            .collect();
+        let mut result = write(first);
+        for lane in others {
+            let lane = lane.join().unwrap_or_else(|_| {
+                Err(ShardError::io("append to segment", &first.0)(
+                    std::io::Error::other("a lane's writer panicked"),
+                ))
+            });
+            result = result.and(lane);
+        }
+        result
+    })
+}
+
+/// The whole needle of a packed object (head, body, padding) as its segments hold it,
+/// and where in it the body starts: what a repair writes into a lane that lost it.
+pub(crate) fn encode_needle(needle: &Needle<'_>) -> (Vec<u8>, u64) {
+    let (bytes, bodies) = encode_needles(std::slice::from_ref(needle));
+    (bytes, bodies[0])
+}
+
+/// The ids of a store's segments (lane 0), in order. Blocking (reads the directory).
 pub(crate) fn segment_ids(store_root: &Path) -> Result<Vec<SegmentId>, ShardError> {
-    let dir = store_root.join("segments");
+    lane_segment_ids(store_root, LaneIndex(0))
+}
+
+fn lane_segment_ids(store_root: &Path, lane: LaneIndex) -> Result<Vec<SegmentId>, ShardError> {
+    let dir = lane_dir(store_root, lane);
     let entries = std::fs::read_dir(&dir).map_err(ShardError::io("list", &dir))?;
     let mut ids = Vec::new();
     for entry in entries {
@@ -272,16 +352,24 @@ pub(crate) struct Scan {
     pub torn: Vec<(SegmentId, ByteOffset)>,
 }
 
-/// Reads back every needle past `from`, in order, each checked against its address.
-/// Blocking; at start-up. Memory: one needle at a time besides the results (at most what
-/// the commit task left unindexed, bounded in `commit`).
+/// Reads back every needle past `from`, in order, each checked against its address; a
+/// needle cut short or failing its check in lane 0 is taken from the next lane that
+/// holds it whole. Blocking; at start-up. Memory: one needle at a time besides the
+/// results (at most what the commit task left unindexed, bounded in `commit`).
 pub(crate) fn scan_past(store_root: &Path, from: Checkpoint) -> Result<Scan, ShardError> {
     let mut scan = Scan {
         needles: Vec::new(),
         end: from,
         torn: Vec::new(),
     };
-    for id in segment_ids(store_root)? {
+    let lanes = lanes_on_disk(store_root);
+    let mut ids = Vec::new();
+    for lane in (0..lanes).map(LaneIndex) {
+        ids.extend(lane_segment_ids(store_root, lane)?);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
         if id < from.segment {
             continue;
         }
@@ -290,33 +378,107 @@ pub(crate) fn scan_past(store_root: &Path, from: Checkpoint) -> Result<Scan, Sha
         } else {
             ByteOffset(0)
         };
-        scan_segment(&segment_path(store_root, id), id, start, &mut scan)?;
+        let copies = LaneCopies::open(store_root, lanes, id)?;
+        scan_segment(copies, id, start, &mut scan)?;
     }
     Ok(scan)
 }
 
+/// One segment's file in each lane that has it, each read forward from where the
+/// last needle taken from it ended.
+struct LaneCopies {
+    copies: Vec<LaneCopy>,
+}
+
+struct LaneCopy {
+    path: PathBuf,
+    reader: BufReader<File>,
+    len: u64,
+    /// Where `reader` is.
+    at: u64,
+}
+
+impl LaneCopies {
+    fn open(store_root: &Path, lanes: u8, id: SegmentId) -> Result<LaneCopies, ShardError> {
+        let mut copies = Vec::new();
+        for lane in (0..lanes).map(LaneIndex) {
+            let path = lane_segment_path(store_root, lane, id);
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ShardError::io("open segment", &path)(e)),
+            };
+            let len = file
+                .metadata()
+                .map_err(ShardError::io("stat segment", &path))?
+                .len();
+            let reader = BufReader::with_capacity(1 << 20, file);
+            copies.push(LaneCopy {
+                path,
+                reader,
+                len,
+                at: 0,
+            });
+        }
+        Ok(LaneCopies { copies })
+    }
+
+    /// The longest copy's length: where a scan is done.
+    fn len(&self) -> u64 {
+        self.copies.iter().map(|c| c.len).max().unwrap_or(0)
+    }
+
+    /// The whole, checked needle at `at` from the first lane that has one. An error
+    /// only when no lane has it and a lane's read failed (the device's error, not a
+    /// torn tail).
+    fn needle_at(
+        &mut self,
+        id: SegmentId,
+        at: u64,
+    ) -> Result<Option<(FoundNeedle, u64)>, ShardError> {
+        let mut failed = None;
+        for copy in &mut self.copies {
+            let read = copy.needle_at(id, at);
+            match read {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(e) => failed = failed.or(Some(ShardError::io("read segment", &copy.path)(e))),
+            }
+        }
+        failed.map_or(Ok(None), Err)
+    }
+}
+
+impl LaneCopy {
+    fn needle_at(&mut self, id: SegmentId, at: u64) -> std::io::Result<Option<(FoundNeedle, u64)>> {
+        if self.at != at {
+            self.reader.seek(SeekFrom::Start(at))?;
+            self.at = at;
+        }
+        let read = read_needle(&mut self.reader, id, at, self.len);
+        // Where the reader is after a failed or partial read is unknown.
+        self.at = match &read {
+            Ok(Some((_, next))) => *next,
+            _ => u64::MAX,
+        };
+        read
+    }
+}
+
 fn scan_segment(
-    path: &Path,
+    mut copies: LaneCopies,
     id: SegmentId,
     start: ByteOffset,
     scan: &mut Scan,
 ) -> Result<(), ShardError> {
-    let mut file = File::open(path).map_err(ShardError::io("open segment", path))?;
-    let file_len = file
-        .metadata()
-        .map_err(ShardError::io("stat segment", path))?
-        .len();
-    file.seek(SeekFrom::Start(start.0))
-        .map_err(ShardError::io("seek segment", path))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let file_len = copies.len();
     let mut at = start.0;
     scan.end = Checkpoint {
         segment: id,
         end: start,
     };
     while at < file_len {
-        let read = read_needle(&mut reader, id, at, file_len);
-        let Some(found) = read.map_err(ShardError::io("read segment", path))? else {
+        let Some(found) = copies.needle_at(id, at)? else {
             scan.torn.push((id, ByteOffset(at)));
             return Ok(());
         };
@@ -424,7 +586,7 @@ mod tests {
                 body: b,
             })
             .collect();
-        let mut log = SegmentLog::open(&root).unwrap();
+        let mut log = SegmentLog::open(&root, 1).unwrap();
         let first = log.append_durably(&needles[..2]).unwrap().places;
         let rest = log.append_durably(&needles[2..]).unwrap().places;
         let file = std::fs::read(segment_path(&root, SegmentId(0))).unwrap();
@@ -449,6 +611,89 @@ mod tests {
     }
 
     #[test]
+    fn every_lane_holds_the_same_needles_and_a_scan_takes_a_bad_one_from_another_lane() {
+        let root = temp_store("lanes");
+        let bodies: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+        let needles: Vec<Needle<'_>> = bodies
+            .iter()
+            .map(|b| Needle {
+                addr: Address::of(b),
+                content_type: "a/b",
+                body: b,
+            })
+            .collect();
+        let mut log = SegmentLog::open(&root, 3).unwrap();
+        let places = log.append_durably(&needles[..3]).unwrap().places;
+        log.append_durably(&needles[3..]).unwrap();
+        assert_eq!(lanes_on_disk(&root), 3);
+        let lane = |l| lane_segment_path(&root, LaneIndex(l), SegmentId(0));
+        let lane0 = std::fs::read(lane(0)).unwrap();
+        assert_eq!(std::fs::read(lane(1)).unwrap(), lane0);
+        assert_eq!(std::fs::read(lane(2)).unwrap(), lane0);
+        let whole = scan_past(&root, Checkpoint::START).unwrap();
+        assert_eq!((whole.needles.len(), whole.torn.len()), (6, 0));
+
+        // Needle 1 rotten in lane 0 and in lane 1: the scan takes it from lane 2 and
+        // goes on in lane 0.
+        let rot = |l, at: u64| {
+            let mut bytes = std::fs::read(lane(l)).unwrap();
+            bytes[at as usize] ^= 1;
+            std::fs::write(lane(l), bytes).unwrap();
+        };
+        rot(0, places[1].body.0 + 3);
+        rot(1, places[1].body.0 + 9);
+        let scan = scan_past(&root, Checkpoint::START).unwrap();
+        assert_eq!(scan.torn, vec![]);
+        assert_eq!(scan.end, whole.end);
+        let found: Vec<_> = scan.needles.iter().map(|n| (n.tree.root(), n.at)).collect();
+        let expected: Vec<_> = whole
+            .needles
+            .iter()
+            .map(|n| (n.tree.root(), n.at))
+            .collect();
+        assert_eq!(found, expected);
+        // Lane 0's file gone, and the needle rotten in lane 2 too: torn there.
+        std::fs::remove_file(lane(0)).unwrap();
+        rot(2, places[1].body.0 + 1);
+        let scan = scan_past(&root, Checkpoint::START).unwrap();
+        assert_eq!(scan.needles.len(), 1);
+        assert_eq!(
+            scan.torn,
+            vec![(
+                SegmentId(0),
+                ByteOffset(places[1].body.0 - NEEDLE_HEAD_BYTES_MIN - 3)
+            )]
+        );
+        // A reopened log starts past the segments of every lane.
+        let again = SegmentLog::open(&root, 3)
+            .unwrap()
+            .append_durably(&needles[..1])
+            .unwrap();
+        assert_eq!(again.end.segment, SegmentId(1));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_needle_encoded_alone_is_the_needle_the_log_wrote() {
+        let root = temp_store("encode-one");
+        let body = vec![9u8; 777];
+        let needle = Needle {
+            addr: Address::of(&body),
+            content_type: "text/plain",
+            body: &body,
+        };
+        let mut log = SegmentLog::open(&root, 1).unwrap();
+        let at = log.append_durably(&[needle]).unwrap().places[0];
+        let (bytes, body_at) = encode_needle(&needle);
+        assert_eq!(body_at, at.body.0);
+        assert_eq!(
+            std::fs::read(segment_path(&root, SegmentId(0))).unwrap(),
+            bytes
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn a_reopened_log_starts_a_new_segment_past_the_last() {
         let root = temp_store("reopen");
         let body = [5u8; 100];
@@ -457,11 +702,11 @@ mod tests {
             content_type: "t/t",
             body: &body,
         }];
-        SegmentLog::open(&root)
+        SegmentLog::open(&root, 1)
             .unwrap()
             .append_durably(&needle)
             .unwrap();
-        let again = SegmentLog::open(&root)
+        let again = SegmentLog::open(&root, 1)
             .unwrap()
             .append_durably(&needle)
             .unwrap()
@@ -469,7 +714,7 @@ mod tests {
         assert_eq!(again[0].segment, SegmentId(1));
         assert_eq!(again[0].body, ByteOffset(NEEDLE_HEAD_BYTES_MIN + 3));
         std::fs::write(root.join("segments").join("junk"), b"").unwrap();
-        let err = SegmentLog::open(&root).unwrap_err().to_string();
+        let err = SegmentLog::open(&root, 1).unwrap_err().to_string();
         assert!(err.contains("not a segment file"), "{err}");
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -23,14 +23,15 @@ use crate::arena::{ArenaCache, GroupBytes};
 use crate::cache::{AddressMap, ClockCache, GroupKey};
 use crate::commit::{CommitOutcome, GroupCommit};
 use crate::disk::{self, ObjectFiles};
-use crate::ec::{EcParams, StripeCodes};
+use crate::ec::{EcParams, StripeCodes, StripeIndex};
 use crate::error::ShardError;
 use crate::layout::{DataDirs, Routing, ShardIndex};
 use crate::mesh::{Mesh, MeshHandler, MeshOp, MeshReply};
 use crate::metrics::ShardMetrics;
-use crate::record::ObjectMeta;
+use crate::record::{Location, ObjectMeta};
 use crate::repair::{self, RepairQueue, StripeKey};
 use crate::scrub::{self, ObjectCheck, Scrubber};
+use crate::segment::LaneIndex;
 use crate::store::{self, Replay, Store, StoreId};
 use crate::upload::{self, Placement, StagedObject, Upload};
 
@@ -157,7 +158,18 @@ impl Shard {
         for id in routing.stores_of(index) {
             let dirs = &config.data_dirs;
             let replicas = store::index_replica_dirs(id, dirs.count(), config.ec.parity);
-            let store = Store::open(dirs.store_roots(id), &replicas, id, config.index_bytes_max)?;
+            // Packed objects (one-dir nodes only) get `m + 1` copies: the lanes.
+            let lanes = match dirs.count() {
+                1 => config.ec.parity + 1,
+                _ => 1,
+            };
+            let store = Store::open(
+                dirs.store_roots(id),
+                &replicas,
+                lanes,
+                id,
+                config.index_bytes_max,
+            )?;
             replays.push((id, store.replay_blocking()?));
             let stats = store.stats()?;
             ShardMetrics::add(&metrics.objects_stored, stats.objects);
@@ -345,6 +357,9 @@ impl Shard {
                     Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
                         self.degraded_group(store, meta, key, e, None).await
                     }
+                    Err(e) if meta.is_packed() && e.is_stored_damage() => {
+                        self.group_from_lanes(store, meta, key, e).await
+                    }
                     read => read,
                 }
             }
@@ -502,6 +517,35 @@ impl Shard {
         self.keep_rebuilt(meta, key, GroupBytes::in_memory(Bytes::from(rebuilt)))
     }
 
+    /// A packed object whose copy in lane 0 failed (`cause`), from the first other lane
+    /// whose copy passes its check; lane 0 is queued for repair. No lane good: a clean
+    /// failure, counted.
+    async fn group_from_lanes(
+        &self,
+        store: &Store,
+        meta: &ObjectMeta,
+        key: GroupKey,
+        cause: ShardError,
+    ) -> Result<GroupBytes, ShardError> {
+        for lane in (1..store.lanes_on_disk()).map(LaneIndex) {
+            let Some(body) = repair::lane_copy(&self.files, store, meta, lane).await else {
+                continue;
+            };
+            ShardMetrics::add(&self.metrics.ec_degraded_reads, 1);
+            let writes = repair::needle_writes(store, meta, &[LaneIndex(0)], &body);
+            let stripe = StripeKey {
+                addr: key.addr,
+                stripe: StripeIndex(0),
+            };
+            self.queue_repair(meta, stripe, 1, Some(writes));
+            return self.keep_rebuilt(meta, key, GroupBytes::in_memory(Bytes::from(body)));
+        }
+        if store.lanes_on_disk() > 1 {
+            ShardMetrics::add(&self.metrics.ec_unrecoverable, 1);
+        }
+        Err(cause)
+    }
+
     fn queue_repair(
         &self,
         meta: &ObjectMeta,
@@ -548,6 +592,9 @@ impl Shard {
     /// checked here; one write per block and one sync per file (on the blocking pool).
     /// Returns how many stripes could not be repaired.
     async fn repair_stripes(&self, meta: &ObjectMeta, stripes: Vec<repair::TakenStripe>) -> u64 {
+        if meta.is_packed() {
+            return self.repair_lanes(meta, stripes).await;
+        }
         let all = stripes.len() as u64;
         let (Some(parity), Ok(store)) = (&meta.parity, self.local_store(&meta.addr())) else {
             return all;
@@ -587,6 +634,38 @@ impl Shard {
                 failed
             }
             Err(_) => all,
+        }
+    }
+
+    /// Writes back the lanes of a packed object whose copies a read found bad: the
+    /// needle the read checked, or, if the queue could not hold it, the lanes read and
+    /// checked again. Returns 1 if the repair failed, else 0.
+    async fn repair_lanes(&self, meta: &ObjectMeta, stripes: Vec<repair::TakenStripe>) -> u64 {
+        let (Ok(store), Location::Packed(at)) = (self.local_store(&meta.addr()), meta.location)
+        else {
+            return 1;
+        };
+        let held = stripes.into_iter().find_map(|(_, _, held)| held);
+        let writes = match held {
+            Some(writes) => writes,
+            None => {
+                let check = repair::check_lanes(&self.files, store, meta).await;
+                match &check.body {
+                    Some(body) => repair::needle_writes(store, meta, &check.bad, body),
+                    None => return 1,
+                }
+            }
+        };
+        let written = glommio::executor()
+            .spawn_blocking(move || repair::write_blocks_blocking(&writes))
+            .await;
+        self.files.forget_segment(store, at.segment);
+        match written {
+            Ok(bytes) => {
+                ShardMetrics::add(&self.metrics.ec_repair_bytes, bytes);
+                0
+            }
+            Err(_) => 1,
         }
     }
 

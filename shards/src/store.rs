@@ -53,6 +53,10 @@ pub struct Store {
     /// database and `stats`: objects and bytes stored and the commit count, updated in
     /// every commit; `checkpoint`: how far the index has taken in the segments.
     replicas: Arc<[Index]>,
+    /// Lanes new segments are written to (`segment.rs`), and lanes reads may find a
+    /// packed object's needle in (those on disk: more if the code once had more parity).
+    segment_lanes: u8,
+    lanes_on_disk: u8,
 }
 
 const STATS_KEY: &[u8] = b"stats";
@@ -430,10 +434,12 @@ impl Store {
     /// (dir order), with index replicas in `replica_dirs` (the first one serves reads).
     /// Replicas a crash or a replaced dir left apart are merged first: records are only
     /// ever added, so their union is the index (a pass over the records, only when the
-    /// replicas' commit counts differ). Blocking; runs at start-up.
+    /// replicas' commit counts differ). New segments are written to `segment_lanes`
+    /// lanes (1 to [`segment::SEGMENT_LANES_MAX`]). Blocking; runs at start-up.
     pub fn open(
         roots: Vec<PathBuf>,
         replica_dirs: &[DirIndex],
+        segment_lanes: u8,
         id: StoreId,
         index_bytes_max: usize,
     ) -> Result<Store, ShardError> {
@@ -444,8 +450,12 @@ impl Store {
                 std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
             }
         }
-        let segments = roots[0].join("segments");
-        std::fs::create_dir_all(&segments).map_err(ShardError::io("create dir", &segments))?;
+        let segment_lanes = segment_lanes.clamp(1, segment::SEGMENT_LANES_MAX);
+        for lane in (0..segment_lanes).map(segment::LaneIndex) {
+            let dir = segment::lane_dir(&roots[0], lane);
+            std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
+        }
+        let lanes_on_disk = segment::lanes_on_disk(&roots[0]);
         // A new index replays from the first needle; one whose segments were written
         // before checkpoints existed had every acknowledged needle indexed before its
         // answer, so its replay starts past them.
@@ -465,6 +475,8 @@ impl Store {
             id,
             roots: roots.into(),
             replicas: replicas.into(),
+            segment_lanes,
+            lanes_on_disk,
         })
     }
 
@@ -633,9 +645,19 @@ impl Store {
         &self.roots[0]
     }
 
-    /// Where a packed object's segment is.
-    pub fn segment_path(&self, id: SegmentId) -> PathBuf {
-        segment::segment_path(self.segments_root(), id)
+    /// Lanes new segments are written to.
+    pub fn segment_lanes(&self) -> u8 {
+        self.segment_lanes
+    }
+
+    /// Lanes a packed object's needle may be found in.
+    pub fn lanes_on_disk(&self) -> u8 {
+        self.lanes_on_disk
+    }
+
+    /// Where a packed object's segment is in lane `lane`.
+    pub fn segment_path(&self, lane: segment::LaneIndex, id: SegmentId) -> PathBuf {
+        segment::lane_segment_path(self.segments_root(), lane, id)
     }
 
     /// Where the data blocks of an object with a file of its own that dir `dir` holds
@@ -701,6 +723,7 @@ mod tests {
         Store::open(
             vec![root.to_path_buf()],
             &[DirIndex(0)],
+            1,
             StoreId(0),
             INDEX_BYTES,
         )
@@ -753,7 +776,7 @@ mod tests {
         let root = temp_root("replay");
         let store = open_one(&root).unwrap();
         assert_eq!(store.checkpoint().unwrap(), Checkpoint::START);
-        let mut log = SegmentLog::open(&root).unwrap();
+        let mut log = SegmentLog::open(&root, 1).unwrap();
         let (indexed, unindexed) = (bodies(3, 1), bodies(2, 50));
         let first = append(&mut log, &indexed);
         index(&store, &indexed, &first);
@@ -785,7 +808,7 @@ mod tests {
     fn a_torn_or_damaged_needle_ends_its_segments_replay_and_later_segments_still_count() {
         let root = temp_root("torn");
         let store = open_one(&root).unwrap();
-        let mut log = SegmentLog::open(&root).unwrap();
+        let mut log = SegmentLog::open(&root, 1).unwrap();
         let damaged = bodies(3, 7);
         let first = append(&mut log, &damaged);
         // A flipped byte in the second body: it and the needle after it are not indexed.
@@ -795,7 +818,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         // The next start's segment, and a half-written needle after its one whole one.
         let later = bodies(1, 90);
-        let mut log = SegmentLog::open(&root).unwrap();
+        let mut log = SegmentLog::open(&root, 1).unwrap();
         let second = append(&mut log, &later);
         let later_path = segment::segment_path(&root, second.end.segment);
         let mut file = std::fs::OpenOptions::new()
@@ -831,7 +854,7 @@ mod tests {
     fn a_store_whose_segments_predate_checkpoints_starts_past_them() {
         let root = temp_root("upgrade");
         std::fs::create_dir_all(root.join("segments")).unwrap();
-        let appended = append(&mut SegmentLog::open(&root).unwrap(), &bodies(2, 3));
+        let appended = append(&mut SegmentLog::open(&root, 1).unwrap(), &bodies(2, 3));
         let store = open_one(&root).unwrap();
         assert_eq!(store.checkpoint().unwrap(), appended.end);
         assert_eq!(store.replay_blocking().unwrap().indexed, 0);
@@ -900,7 +923,7 @@ mod tests {
             index_replica_dirs(StoreId(5), 4, 1),
             vec![DirIndex(1), DirIndex(2)]
         );
-        let open = || Store::open(roots.clone(), &replicas, StoreId(1), INDEX_BYTES).unwrap();
+        let open = || Store::open(roots.clone(), &replicas, 1, StoreId(1), INDEX_BYTES).unwrap();
         let records: Vec<CommitRecord> = (0..4u8)
             .map(|i| {
                 CommitRecord::of(&ObjectMeta {
