@@ -44,7 +44,8 @@ pub struct ObjectCheckReport {
     /// (bad blocks left: no parity, or more than it covers), `not_found`, or `failed`
     /// (the check itself could not run; see `error`).
     pub outcome: &'static str,
-    /// Whether the object has parity (a file of its own written with `--ec K+M`).
+    /// Whether the object can be rebuilt: parity (a file of its own written with `--ec
+    /// K+M`), or a packed object's copies in more than one lane.
     pub protected: bool,
     pub blocks_checked: u64,
     pub bytes_checked: u64,

@@ -243,6 +243,12 @@ pub(crate) async fn repair_blocks(
     rebuild(code, meta, parity, stripe, read)?;
     let geometry = parity.geometry(meta.len());
     let writes = block_writes(store, meta, &geometry, stripe, &bad, read);
+    write_back(writes).await
+}
+
+/// Writes `writes` in place and syncs each file once, on the blocking pool. Returns the
+/// bytes written.
+pub(crate) async fn write_back(writes: Vec<BlockWrite>) -> Result<u64, ShardError> {
     glommio::executor()
         .spawn_blocking(move || write_blocks_blocking(&writes))
         .await
@@ -364,7 +370,7 @@ pub(crate) fn block_writes(
 
 /// Writes blocks in place and syncs each file once, after its last block (and the dir
 /// of a file it had to create). Blocking; returns the bytes written.
-pub(crate) fn write_blocks_blocking(writes: &[BlockWrite]) -> Result<u64, ShardError> {
+fn write_blocks_blocking(writes: &[BlockWrite]) -> Result<u64, ShardError> {
     let mut paths: Vec<&PathBuf> = writes.iter().map(|w| &w.path).collect();
     paths.sort();
     paths.dedup();

@@ -105,7 +105,8 @@ impl Pacer {
 /// What a check of one object found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ObjectCheck {
-    /// Whether the object has parity (a file of its own, written with `--ec K+M`).
+    /// Whether the object can be rebuilt: parity (a file of its own, written with `--ec
+    /// K+M`), or a packed object's copies in more than one lane.
     pub protected: bool,
     pub blocks_checked: u64,
     pub bytes_checked: u64,
@@ -248,16 +249,15 @@ async fn check_lanes(files: &ObjectFiles, store: &Store, meta: &ObjectMeta) -> O
         bad_blocks: bad,
         ..ObjectCheck::default()
     };
-    let Some(body) = lanes.body.filter(|_| bad > 0) else {
-        if bad > 0 {
-            tracing::warn!(object = %meta.addr(), lanes = bad, "scrub: packed object bad in every lane");
-        }
+    if bad == 0 {
+        return check;
+    }
+    let Some(body) = lanes.body else {
+        tracing::warn!(object = %meta.addr(), lanes = bad, "scrub: packed object bad in every lane");
         return check;
     };
     let writes = repair::needle_writes(store, meta, &lanes.bad, &body);
-    let written = glommio::executor()
-        .spawn_blocking(move || repair::write_blocks_blocking(&writes))
-        .await;
+    let written = repair::write_back(writes).await;
     if let Location::Packed(at) = meta.location {
         files.forget_segment(store, at.segment);
     }

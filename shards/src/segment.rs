@@ -164,6 +164,23 @@ pub fn lane_segment_path(store_root: &Path, lane: LaneIndex, id: SegmentId) -> P
     lane_dir(store_root, lane).join(id.to_string())
 }
 
+/// Creates the dirs of lanes `0..lanes` of the store at `store_root` that are missing,
+/// durably (a lane's synced segments must not vanish with its dir's name). Blocking.
+pub(crate) fn create_lane_dirs(store_root: &Path, lanes: u8) -> Result<(), ShardError> {
+    let mut created = false;
+    for lane in (0..lanes).map(LaneIndex) {
+        let dir = lane_dir(store_root, lane);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
+            created = true;
+        }
+    }
+    match created {
+        true => layout::sync_dir(store_root),
+        false => Ok(()),
+    }
+}
+
 /// How many lanes the store at `store_root` has on disk (at least 1: lane 0). Blocking.
 pub fn lanes_on_disk(store_root: &Path) -> u8 {
     (1..SEGMENT_LANES_MAX)
@@ -193,17 +210,13 @@ struct ActiveSegment {
 
 impl SegmentLog {
     /// The log of the store at `store_root`, writing `lanes` copies (1..=
-    /// [`SEGMENT_LANES_MAX`]); its first append opens a segment past every existing one
-    /// in any lane. Blocking (reads the directories, creates missing lane dirs).
+    /// [`SEGMENT_LANES_MAX`]; their dirs made by [`create_lane_dirs`]); its first
+    /// append opens a segment past every existing one in any lane. Blocking (reads the
+    /// directories).
     pub(crate) fn open(store_root: &Path, lanes: u8) -> Result<SegmentLog, ShardError> {
         let lanes = lanes.clamp(1, SEGMENT_LANES_MAX);
         let mut last = None;
         for lane in (0..lanes).map(LaneIndex) {
-            let dir = lane_dir(store_root, lane);
-            if !dir.is_dir() {
-                std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
-                layout::sync_dir(store_root)?;
-            }
             last = last.max(lane_segment_ids(store_root, lane)?.last().copied());
         }
         let next_id = last.map_or(SegmentId(0), |last| SegmentId(last.0.saturating_add(1)));
@@ -622,6 +635,7 @@ mod tests {
                 body: b,
             })
             .collect();
+        create_lane_dirs(&root, 3).unwrap();
         let mut log = SegmentLog::open(&root, 3).unwrap();
         let places = log.append_durably(&needles[..3]).unwrap().places;
         log.append_durably(&needles[3..]).unwrap();

@@ -417,8 +417,9 @@ impl Shard {
                             GroupBytes::in_memory(Bytes::new())
                         }
                         kept => {
+                            let kept = kept?;
                             checked[groups.len()] = true;
-                            kept?
+                            kept
                         }
                     }
                 }
@@ -501,9 +502,12 @@ impl Shard {
             return Err(e);
         }
         let column = (key.group.0 - geometry.groups_of(stripe).start) as usize;
-        // The bytes served are the bytes the rebuild checked; the write-back gets a copy.
+        // The bytes served are the bytes the rebuild checked; the write-back of a bad
+        // block gets a copy.
         let rebuilt = read.blocks[column].take().unwrap_or_default();
-        read.blocks[column] = Some(rebuilt.clone());
+        if bad.contains(&column) {
+            read.blocks[column] = Some(rebuilt.clone());
+        }
         ShardMetrics::add(&self.metrics.ec_degraded_reads, 1);
         if !bad.is_empty() {
             // The rebuilt blocks are checked: repair writes them as they are.
@@ -624,9 +628,7 @@ impl Shard {
         if writes.is_empty() {
             return failed;
         }
-        let written = glommio::executor()
-            .spawn_blocking(move || repair::write_blocks_blocking(&writes))
-            .await;
+        let written = repair::write_back(writes).await;
         self.files.forget(&meta.addr(), store.dir_count());
         match written {
             Ok(bytes) => {
@@ -656,9 +658,7 @@ impl Shard {
                 }
             }
         };
-        let written = glommio::executor()
-            .spawn_blocking(move || repair::write_blocks_blocking(&writes))
-            .await;
+        let written = repair::write_back(writes).await;
         self.files.forget_segment(store, at.segment);
         match written {
             Ok(bytes) => {

@@ -451,10 +451,7 @@ impl Store {
             }
         }
         let segment_lanes = segment_lanes.clamp(1, segment::SEGMENT_LANES_MAX);
-        for lane in (0..segment_lanes).map(segment::LaneIndex) {
-            let dir = segment::lane_dir(&roots[0], lane);
-            std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
-        }
+        segment::create_lane_dirs(&roots[0], segment_lanes)?;
         let lanes_on_disk = segment::lanes_on_disk(&roots[0]);
         // A new index replays from the first needle; one whose segments were written
         // before checkpoints existed had every acknowledged needle indexed before its
