@@ -1,0 +1,725 @@
+//! `ProviderStore`: libp2p-kad's `RecordStore` on LMDB, so provider records survive a
+//! restart and a node can provide millions of keys (libp2p's `MemoryStore` holds 1,024
+//! provided keys and nothing across restarts). Design note: `docs/design/dht.md`.
+//!
+//! Two databases in one LMDB environment (`<data dir 0>/dht/`):
+//! - `providers` — records other nodes published to us. Key: `len(record key)` ‖ record
+//!   key ‖ provider `PeerId`; value: expiry (u64 ms since the epoch, big-endian) ‖ the
+//!   provider's addresses. A key's providers are one contiguous range; at most
+//!   [`StoreLimits::providers_per_key_max`] per key and
+//!   [`StoreLimits::provider_records_max`] in all (refused past them, counted).
+//! - `provided` — the keys this node provides. Key: `sha256(record key)` (the Kademlia
+//!   distance key) ‖ record key; value: when it was last published (u64 ms, 0 = never).
+//!   Ordered by distance key, so a region of the key space is a contiguous range: what
+//!   the reprovide sweep walks ([`ProviderStore::provided_from`]).
+//!
+//! Writes of others' records are buffered and committed together by
+//! [`ProviderStore::flush`] (the DHT thread calls it every tick and a full buffer calls
+//! it at once): one LMDB commit (one fsync) per batch, not per received record, so a
+//! flood of ADD_PROVIDER messages costs the disk one sync per tick. A crash loses at
+//! most the last tick of others' records, which their providers republish anyway. Our
+//! own keys are written by [`ProviderStore::provide`] in one commit per batch.
+//!
+//! `provided()` — the trait's walk over our own records, used only by libp2p-kad's
+//! built-in republish job — yields nothing: that job collects every record into memory
+//! and runs one lookup per key, so it is disabled (`set_provider_publication_interval(None)`)
+//! and the sweep publishes instead.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use heed::types::Bytes as RawBytes;
+use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+use libp2p::kad::store::{Error as RecordStoreError, RecordStore};
+use libp2p::kad::{KBucketKey, ProviderRecord, Record, RecordKey};
+use libp2p::{Multiaddr, PeerId};
+
+use crate::error::DhtError;
+
+/// The longest record key stored (ron's keys are 34 B: a BLAKE3 multihash).
+pub const RECORD_KEY_BYTES_MAX: usize = 64;
+/// Addresses kept per provider record; the rest of a claim is dropped.
+pub const PROVIDER_ADDRS_MAX: usize = 4;
+/// The longest address kept in a provider record.
+pub const PROVIDER_ADDR_BYTES_MAX: usize = 96;
+/// Others' record writes buffered before a flush is forced.
+pub const PENDING_WRITES_MAX: usize = 4_096;
+const DISTANCE_KEY_BYTES: usize = 32;
+const PUBLISHED_NEVER_MS: u64 = 0;
+
+/// Sizes fixed at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// LMDB map size: the most the two databases may take on disk.
+    pub map_bytes_max: usize,
+    /// Records from others, all keys together.
+    pub provider_records_max: u64,
+    /// Providers kept per key (the first ones win: a flood of fake providers for a key
+    /// cannot push out the real ones).
+    pub providers_per_key_max: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            map_bytes_max: 8 << 30,
+            provider_records_max: 4_000_000,
+            providers_per_key_max: 20,
+        }
+    }
+}
+
+/// What the store did that an operator may want to see.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCounters {
+    /// Others' records refused: the store or the key was full, or the record was malformed.
+    pub records_refused: u64,
+    /// Expired records of others removed by [`ProviderStore::remove_expired`].
+    pub records_expired: u64,
+    /// LMDB writes that failed (logged with the error).
+    pub write_failures: u64,
+}
+
+/// A key this node provides, as the sweep sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvidedKey {
+    pub key: RecordKey,
+    /// `sha256(key)`: its place in the Kademlia key space.
+    pub distance_key: [u8; DISTANCE_KEY_BYTES],
+    /// When it was last published (ms since the epoch), `None` if never.
+    pub published_ms: Option<u64>,
+}
+
+/// The LMDB provider store; see the module doc.
+#[derive(Debug)]
+pub struct ProviderStore {
+    env: Env<WithoutTls>,
+    providers: Database<RawBytes, RawBytes>,
+    provided: Database<RawBytes, RawBytes>,
+    local: PeerId,
+    limits: StoreLimits,
+    /// Others' record writes not yet committed: `providers` key → value (`None`: delete).
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    counters: StoreCounters,
+    path: PathBuf,
+}
+
+impl ProviderStore {
+    /// Opens (creating if needed) the store in `dir`. Blocking.
+    pub fn open(dir: &Path, local: PeerId, limits: StoreLimits) -> Result<Self, DhtError> {
+        std::fs::create_dir_all(dir).map_err(|source| DhtError::Io {
+            op: "create dir",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lmdb = |op| {
+            let path = dir.to_path_buf();
+            move |source| DhtError::Store { op, path, source }
+        };
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(limits.map_bytes_max).max_dbs(2);
+        // SAFETY: the DHT dir is opened once, by the DHT thread of the one process that
+        // holds the data dir's lock; nothing else writes its files.
+        #[allow(unsafe_code)]
+        let env = unsafe { options.open(dir) }.map_err(lmdb("open"))?;
+        let mut wtxn = env.write_txn().map_err(lmdb("begin"))?;
+        let providers = env
+            .create_database(&mut wtxn, Some("providers"))
+            .map_err(lmdb("create database"))?;
+        let provided = env
+            .create_database(&mut wtxn, Some("provided"))
+            .map_err(lmdb("create database"))?;
+        wtxn.commit().map_err(lmdb("commit"))?;
+        Ok(ProviderStore {
+            env,
+            providers,
+            provided,
+            local,
+            limits,
+            pending: BTreeMap::new(),
+            counters: StoreCounters::default(),
+            path: dir.to_path_buf(),
+        })
+    }
+
+    pub fn counters(&self) -> StoreCounters {
+        self.counters
+    }
+
+    fn lmdb(&self, op: &'static str) -> impl FnOnce(heed::Error) -> DhtError + '_ {
+        move |source| DhtError::Store {
+            op,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records this node as a provider of `keys` (never published yet unless already
+    /// provided), in one commit. Returns how many were new.
+    pub fn provide(&mut self, keys: &[RecordKey]) -> Result<usize, DhtError> {
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
+        let mut added = 0;
+        for key in keys
+            .iter()
+            .filter(|k| k.as_ref().len() <= RECORD_KEY_BYTES_MAX)
+        {
+            let db_key = provided_db_key(key);
+            if self
+                .provided
+                .get(&wtxn, &db_key)
+                .map_err(self.lmdb("get"))?
+                .is_none()
+            {
+                let never = PUBLISHED_NEVER_MS.to_be_bytes();
+                self.provided
+                    .put(&mut wtxn, &db_key, &never)
+                    .map_err(self.lmdb("put"))?;
+                added += 1;
+            }
+        }
+        wtxn.commit().map_err(self.lmdb("commit"))?;
+        Ok(added)
+    }
+
+    /// Stops providing `keys` (one commit).
+    pub fn unprovide(&mut self, keys: &[RecordKey]) -> Result<(), DhtError> {
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
+        for key in keys {
+            self.provided
+                .delete(&mut wtxn, &provided_db_key(key))
+                .map_err(self.lmdb("delete"))?;
+        }
+        wtxn.commit().map_err(self.lmdb("commit"))
+    }
+
+    /// Records that `keys` were published at `at_ms` (one commit).
+    pub fn mark_published(&mut self, keys: &[RecordKey], at_ms: u64) -> Result<(), DhtError> {
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
+        for key in keys {
+            let db_key = provided_db_key(key);
+            // A key unprovided since its publication started stays gone.
+            if self
+                .provided
+                .get(&wtxn, &db_key)
+                .map_err(self.lmdb("get"))?
+                .is_some()
+            {
+                self.provided
+                    .put(&mut wtxn, &db_key, &at_ms.to_be_bytes())
+                    .map_err(self.lmdb("put"))?;
+            }
+        }
+        wtxn.commit().map_err(self.lmdb("commit"))
+    }
+
+    pub fn is_provided(&self, key: &RecordKey) -> Result<bool, DhtError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("begin"))?;
+        let found = self
+            .provided
+            .get(&rtxn, &provided_db_key(key))
+            .map_err(self.lmdb("get"))?;
+        Ok(found.is_some())
+    }
+
+    /// How many keys this node provides (LMDB keeps the count: O(1)).
+    pub fn provided_count(&self) -> Result<u64, DhtError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("begin"))?;
+        self.provided.len(&rtxn).map_err(self.lmdb("count"))
+    }
+
+    /// How many records of others are stored (committed ones).
+    pub fn provider_record_count(&self) -> Result<u64, DhtError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("begin"))?;
+        self.providers.len(&rtxn).map_err(self.lmdb("count"))
+    }
+
+    /// Up to `limit` provided keys in distance-key order, from the first whose distance
+    /// key is `>= from`: one region of the key space per call, for the sweep.
+    pub fn provided_from(
+        &self,
+        from: &[u8; DISTANCE_KEY_BYTES],
+        limit: usize,
+    ) -> Result<Vec<ProvidedKey>, DhtError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("begin"))?;
+        let range = (
+            std::ops::Bound::Included(&from[..]),
+            std::ops::Bound::Unbounded,
+        );
+        let iter = self
+            .provided
+            .range(&rtxn, &range)
+            .map_err(self.lmdb("range"))?;
+        let mut out = Vec::with_capacity(limit.min(4_096));
+        for entry in iter.take(limit) {
+            let (db_key, value) = entry.map_err(self.lmdb("range"))?;
+            if let Some(key) = decode_provided(db_key, value) {
+                out.push(key);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds records of others in one commit (the sweep's batches from one peer); the
+    /// same rules as [`RecordStore::add_provider`]. Returns how many were stored.
+    pub fn add_providers(&mut self, records: Vec<ProviderRecord>) -> Result<usize, DhtError> {
+        let mut stored = 0;
+        for record in records {
+            if self.add_provider(record).is_ok() {
+                stored += 1;
+            }
+        }
+        self.flush()?;
+        Ok(stored)
+    }
+
+    /// Commits the buffered writes of others' records (one LMDB commit).
+    pub fn flush(&mut self) -> Result<(), DhtError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let result = self.commit_pending(&pending);
+        if result.is_err() {
+            self.counters.write_failures += 1;
+        }
+        result
+    }
+
+    fn commit_pending(&self, pending: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<(), DhtError> {
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
+        for (db_key, value) in pending {
+            match value {
+                Some(value) => self.providers.put(&mut wtxn, db_key, value),
+                None => self.providers.delete(&mut wtxn, db_key).map(drop),
+            }
+            .map_err(self.lmdb("write"))?;
+        }
+        wtxn.commit().map_err(self.lmdb("commit"))
+    }
+
+    /// Removes up to `limit` expired records of others, walking from the start of the
+    /// database each time (expired records are deleted, so the walk moves on). Returns
+    /// how many were removed.
+    pub fn remove_expired(&mut self, now_ms: u64, limit: usize) -> Result<usize, DhtError> {
+        self.flush()?;
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
+        let mut expired = Vec::new();
+        {
+            let iter = self.providers.iter(&wtxn).map_err(self.lmdb("iterate"))?;
+            for entry in iter {
+                let (db_key, value) = entry.map_err(self.lmdb("iterate"))?;
+                if expiry_ms(value).is_none_or(|at| at <= now_ms) {
+                    expired.push(db_key.to_vec());
+                    if expired.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        for db_key in &expired {
+            self.providers
+                .delete(&mut wtxn, db_key)
+                .map_err(self.lmdb("delete"))?;
+        }
+        wtxn.commit().map_err(self.lmdb("commit"))?;
+        self.counters.records_expired += expired.len() as u64;
+        Ok(expired.len())
+    }
+
+    /// Others' records for `key`: committed ones overlaid with the pending writes.
+    fn others(&self, key: &RecordKey) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, DhtError> {
+        let prefix = providers_db_prefix(key);
+        let rtxn = self.env.read_txn().map_err(self.lmdb("begin"))?;
+        let mut found = BTreeMap::new();
+        let iter = self
+            .providers
+            .prefix_iter(&rtxn, &prefix)
+            .map_err(self.lmdb("prefix"))?;
+        for entry in iter {
+            let (db_key, value) = entry.map_err(self.lmdb("prefix"))?;
+            found.insert(db_key.to_vec(), value.to_vec());
+        }
+        for (db_key, value) in self.pending.range(prefix.clone()..) {
+            if !db_key.starts_with(&prefix) {
+                break;
+            }
+            match value {
+                Some(value) => found.insert(db_key.clone(), value.clone()),
+                None => found.remove(db_key),
+            };
+        }
+        Ok(found)
+    }
+
+    fn add_others_record(&mut self, record: ProviderRecord) -> Result<(), RecordStoreError> {
+        if record.key.as_ref().len() > RECORD_KEY_BYTES_MAX {
+            self.counters.records_refused += 1;
+            return Err(RecordStoreError::ValueTooLarge);
+        }
+        let db_key = providers_db_key(&record.key, &record.provider);
+        let value = encode_provider_value(&record);
+        let others = self.others(&record.key).map_err(|e| {
+            tracing::warn!("provider store: {e}");
+            RecordStoreError::MaxProvidedKeys
+        })?;
+        if !others.contains_key(&db_key) {
+            let total = self.provider_record_count().unwrap_or(u64::MAX);
+            let full =
+                total.saturating_add(self.pending.len() as u64) >= self.limits.provider_records_max;
+            if others.len() >= self.limits.providers_per_key_max || full {
+                self.counters.records_refused += 1;
+                return Err(RecordStoreError::MaxProvidedKeys);
+            }
+        }
+        self.pending.insert(db_key, Some(value));
+        if self.pending.len() >= PENDING_WRITES_MAX {
+            if let Err(e) = self.flush() {
+                tracing::warn!("provider store: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn own_record(&self, key: &RecordKey) -> Option<ProviderRecord> {
+        match self.is_provided(key) {
+            Ok(true) => Some(ProviderRecord::new(key.clone(), self.local, Vec::new())),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!("provider store: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl RecordStore for ProviderStore {
+    type RecordsIter<'a> = std::iter::Empty<Cow<'a, Record>>;
+    type ProvidedIter<'a> = std::iter::Empty<Cow<'a, ProviderRecord>>;
+
+    /// ron publishes no value records: there are none to get.
+    fn get(&self, _key: &RecordKey) -> Option<Cow<'_, Record>> {
+        None
+    }
+
+    /// ron accepts no value records (providers only): an unauthenticated value from any
+    /// peer is a place to park data on our disk.
+    fn put(&mut self, _record: Record) -> Result<(), RecordStoreError> {
+        Err(RecordStoreError::MaxRecords)
+    }
+
+    fn remove(&mut self, _key: &RecordKey) {}
+
+    fn records(&self) -> Self::RecordsIter<'_> {
+        std::iter::empty()
+    }
+
+    fn add_provider(&mut self, record: ProviderRecord) -> Result<(), RecordStoreError> {
+        if record.provider == self.local {
+            return self
+                .provide(std::slice::from_ref(&record.key))
+                .map(drop)
+                .map_err(|e| {
+                    tracing::warn!("provider store: {e}");
+                    RecordStoreError::MaxProvidedKeys
+                });
+        }
+        self.add_others_record(record)
+    }
+
+    fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
+        let others = self.others(key).unwrap_or_else(|e| {
+            tracing::warn!("provider store: {e}");
+            BTreeMap::new()
+        });
+        let now = (Instant::now(), SystemTime::now());
+        let mut records: Vec<ProviderRecord> = self.own_record(key).into_iter().collect();
+        records.extend(
+            others
+                .iter()
+                .filter_map(|(db_key, value)| decode_provider(key, db_key, value, now)),
+        );
+        records
+    }
+
+    /// Empty: see the module doc (the sweep publishes our keys).
+    fn provided(&self) -> Self::ProvidedIter<'_> {
+        std::iter::empty()
+    }
+
+    fn remove_provider(&mut self, key: &RecordKey, provider: &PeerId) {
+        if *provider == self.local {
+            if let Err(e) = self.unprovide(std::slice::from_ref(key)) {
+                tracing::warn!("provider store: {e}");
+            }
+            return;
+        }
+        self.pending.insert(providers_db_key(key, provider), None);
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn distance_key(key: &RecordKey) -> [u8; DISTANCE_KEY_BYTES] {
+    let mut out = [0; DISTANCE_KEY_BYTES];
+    out.copy_from_slice(KBucketKey::new(key.clone()).hashed_bytes());
+    out
+}
+
+fn provided_db_key(key: &RecordKey) -> Vec<u8> {
+    let mut db_key = Vec::with_capacity(DISTANCE_KEY_BYTES + key.as_ref().len());
+    db_key.extend_from_slice(&distance_key(key));
+    db_key.extend_from_slice(key.as_ref());
+    db_key
+}
+
+fn decode_provided(db_key: &[u8], value: &[u8]) -> Option<ProvidedKey> {
+    let (distance, key) = db_key.split_at_checked(DISTANCE_KEY_BYTES)?;
+    let published = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    Some(ProvidedKey {
+        key: RecordKey::new(&key),
+        distance_key: distance.try_into().ok()?,
+        published_ms: (published != PUBLISHED_NEVER_MS).then_some(published),
+    })
+}
+
+fn providers_db_prefix(key: &RecordKey) -> Vec<u8> {
+    let bytes = key.as_ref();
+    let mut prefix = Vec::with_capacity(1 + bytes.len() + 40);
+    // Callers keep keys within RECORD_KEY_BYTES_MAX (< 256).
+    prefix.push(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
+    prefix.extend_from_slice(bytes);
+    prefix
+}
+
+fn providers_db_key(key: &RecordKey, provider: &PeerId) -> Vec<u8> {
+    let mut db_key = providers_db_prefix(key);
+    db_key.extend_from_slice(&provider.to_bytes());
+    db_key
+}
+
+fn encode_provider_value(record: &ProviderRecord) -> Vec<u8> {
+    let expires_ms = record.expires.map_or(u64::MAX, |at| {
+        let left = at.saturating_duration_since(Instant::now());
+        unix_ms(SystemTime::now() + left)
+    });
+    let addrs: Vec<Vec<u8>> = record
+        .addresses
+        .iter()
+        .map(Multiaddr::to_vec)
+        .filter(|a| a.len() <= PROVIDER_ADDR_BYTES_MAX)
+        .take(PROVIDER_ADDRS_MAX)
+        .collect();
+    let mut value = Vec::with_capacity(9 + addrs.iter().map(|a| a.len() + 1).sum::<usize>());
+    value.extend_from_slice(&expires_ms.to_be_bytes());
+    value.push(addrs.len() as u8);
+    for addr in addrs {
+        value.push(addr.len() as u8);
+        value.extend_from_slice(&addr);
+    }
+    value
+}
+
+fn expiry_ms(value: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?))
+}
+
+fn decode_addrs(mut rest: &[u8]) -> Option<Vec<Multiaddr>> {
+    let (&count, tail) = rest.split_first()?;
+    rest = tail;
+    let mut addrs = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (&len, tail) = rest.split_first()?;
+        let (addr, tail) = tail.split_at_checked(usize::from(len))?;
+        addrs.push(Multiaddr::try_from(addr.to_vec()).ok()?);
+        rest = tail;
+    }
+    Some(addrs)
+}
+
+fn decode_provider(
+    key: &RecordKey,
+    db_key: &[u8],
+    value: &[u8],
+    (now, now_wall): (Instant, SystemTime),
+) -> Option<ProviderRecord> {
+    let peer = db_key.get(1 + key.as_ref().len()..)?;
+    let provider = PeerId::from_bytes(peer).ok()?;
+    let expires_ms = expiry_ms(value)?;
+    let expires = match expires_ms {
+        u64::MAX => None,
+        at => {
+            let left = at.saturating_sub(unix_ms(now_wall));
+            Some(now + Duration::from_millis(left))
+        }
+    };
+    Some(ProviderRecord {
+        key: key.clone(),
+        provider,
+        expires,
+        addresses: decode_addrs(value.get(8..)?)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ron-dht-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn key(n: u32) -> RecordKey {
+        RecordKey::new(&[&[0x1e, 0x20][..], &[n as u8; 28], &n.to_be_bytes()].concat())
+    }
+
+    fn others_record(k: &RecordKey, provider: PeerId, ttl: Option<Duration>) -> ProviderRecord {
+        ProviderRecord {
+            key: k.clone(),
+            provider,
+            expires: ttl.map(|t| Instant::now() + t),
+            addresses: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn provided_keys_survive_a_reopen_in_distance_order() {
+        let dir = scratch("provided");
+        let local = PeerId::random();
+        let keys: Vec<RecordKey> = (0..100).map(key).collect();
+        {
+            let mut store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
+            assert_eq!(store.provide(&keys).unwrap(), 100);
+            assert_eq!(store.provide(&keys[..10]).unwrap(), 0, "already provided");
+            store.mark_published(&keys[..5], 1_234).unwrap();
+        }
+        let store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
+        assert_eq!(store.provided_count().unwrap(), 100);
+        let all = store.provided_from(&[0; 32], 1_000).unwrap();
+        assert_eq!(all.len(), 100);
+        assert!(all
+            .windows(2)
+            .all(|w| w[0].distance_key < w[1].distance_key));
+        for p in &all {
+            assert_eq!(p.distance_key, distance_key(&p.key));
+            let n = u32::from_be_bytes(p.key.as_ref()[30..34].try_into().unwrap());
+            let expected = (n < 5).then_some(1_234);
+            assert_eq!(p.published_ms, expected, "key {n}");
+        }
+        let second_half = store.provided_from(&all[50].distance_key, 1_000).unwrap();
+        assert_eq!(second_half, all[50..].to_vec());
+        let own = store.providers(&keys[7]);
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].provider, local);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn others_records_are_buffered_then_committed_and_capped() {
+        let dir = scratch("others");
+        let limits = StoreLimits {
+            providers_per_key_max: 3,
+            provider_records_max: 5,
+            ..StoreLimits::default()
+        };
+        let k = key(1);
+        let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        {
+            let mut store = ProviderStore::open(&dir, PeerId::random(), limits).unwrap();
+            for p in &peers[..3] {
+                store
+                    .add_provider(others_record(&k, *p, Some(Duration::from_secs(60))))
+                    .unwrap();
+            }
+            assert_eq!(store.providers(&k).len(), 3, "pending records are visible");
+            assert!(store
+                .add_provider(others_record(&k, peers[3], None))
+                .is_err());
+            // Refreshing a known provider is not a new record.
+            store
+                .add_provider(others_record(&k, peers[0], None))
+                .unwrap();
+            store.remove_provider(&k, &peers[1]);
+            assert_eq!(store.providers(&k).len(), 2);
+            store.flush().unwrap();
+            for n in 2..5 {
+                store
+                    .add_provider(others_record(&key(n), peers[0], None))
+                    .unwrap();
+            }
+            assert!(
+                store
+                    .add_provider(others_record(&key(9), peers[0], None))
+                    .is_err(),
+                "5 records in all"
+            );
+            assert_eq!(store.counters().records_refused, 2);
+            store.flush().unwrap();
+        }
+        let store = ProviderStore::open(&dir, PeerId::random(), limits).unwrap();
+        assert_eq!(store.provider_record_count().unwrap(), 5);
+        let mut found = store.providers(&k);
+        found.sort_by_key(|r| r.provider == peers[0]);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[1].provider, peers[0]);
+        assert_eq!(found[1].expires, None, "the refresh replaced the record");
+        assert_eq!(found[0].provider, peers[2]);
+        let left = found[0].expires.unwrap() - Instant::now();
+        assert!(left > Duration::from_secs(55) && left <= Duration::from_secs(60));
+        assert_eq!(
+            found[0].addresses,
+            vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn expired_records_are_removed_in_bounded_steps() {
+        let dir = scratch("expired");
+        let mut store =
+            ProviderStore::open(&dir, PeerId::random(), StoreLimits::default()).unwrap();
+        let p = PeerId::random();
+        for n in 0..10 {
+            let ttl = if n % 2 == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(3_600)
+            };
+            store
+                .add_provider(others_record(&key(n), p, Some(ttl)))
+                .unwrap();
+        }
+        let now = unix_ms(SystemTime::now()) + 1;
+        assert_eq!(store.remove_expired(now, 3).unwrap(), 3);
+        assert_eq!(store.remove_expired(now, 100).unwrap(), 2);
+        assert_eq!(store.remove_expired(now, 100).unwrap(), 0);
+        assert_eq!(store.provider_record_count().unwrap(), 5);
+        assert_eq!(store.counters().records_expired, 5);
+        assert!(store.providers(&key(0)).is_empty());
+        assert_eq!(store.providers(&key(1)).len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn value_records_and_oversized_keys_are_refused() {
+        let dir = scratch("refused");
+        let mut store =
+            ProviderStore::open(&dir, PeerId::random(), StoreLimits::default()).unwrap();
+        let record = Record::new(key(1), b"parked data".to_vec());
+        assert!(store.put(record).is_err());
+        assert!(store.get(&key(1)).is_none());
+        let long = RecordKey::new(&vec![7u8; RECORD_KEY_BYTES_MAX + 1]);
+        assert!(store
+            .add_provider(others_record(&long, PeerId::random(), None))
+            .is_err());
+        assert_eq!(store.provide(&[long]).unwrap(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
