@@ -4,6 +4,8 @@
 
 pub mod error;
 pub mod identity;
+pub mod node;
+pub mod protocol;
 pub mod store;
 
 pub use error::DhtError;

@@ -23,6 +23,7 @@
 //! shard ── `ShardReport { demand, quota_rejections, latency, .. }` ──▶ control thread
 //! shard ── `RequestCounters` (atomics, read at scrape) ──▶ control thread
 
+pub mod dht;
 pub mod latency;
 pub mod link;
 pub mod policy;

@@ -1,0 +1,172 @@
+//! What shards and the admin threads say to the DHT thread (`ron-dht`), and the DHT's
+//! counters. Nothing here knows libp2p: a shard sends addresses, an admin thread gets
+//! node ids and OAP addresses back.
+//!
+//! Two mailboxes, both bounded:
+//! - announcements: a shard `try_send`s the addresses of acknowledged objects (a std
+//!   channel: no wake-up, no lock on the shard's side); the DHT thread collects them on
+//!   its tick. A full mailbox drops the batch and counts it.
+//! - requests ([`DhtRequest`], a tokio channel): they wake the DHT thread at once, so
+//!   a lookup does not wait for a tick.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+
+use std::sync::Arc;
+use tokio::sync::mpsc::error::TrySendError;
+
+/// Requests (and, separately, announcements) waiting for the DHT thread, all senders
+/// together.
+pub const DHT_MAILBOX_LEN: usize = 1_024;
+/// Addresses in one announce message.
+pub const ANNOUNCE_BATCH_MAX: usize = 4_096;
+/// Providers one resolve may return.
+pub const RESOLVE_LIMIT_MAX: usize = 64;
+
+/// A provider of an object, as `/resolve` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Provider {
+    /// The provider's libp2p `PeerId` (base58).
+    pub node_id: String,
+    /// Where it serves OAP/1, when the DHT thread learned it (from the provider itself,
+    /// at the address it was reached on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oap: Option<SocketAddr>,
+    /// Whether it is this node.
+    pub local: bool,
+}
+
+/// Why a resolve has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("the DHT is busy: {0} requests are waiting")]
+    Busy(usize),
+    #[error("the DHT thread is not running")]
+    Stopped,
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+}
+
+#[derive(Debug)]
+pub enum DhtRequest {
+    /// Who provides `addr`: at most `limit` providers, answered on `reply` within
+    /// `deadline_ms`.
+    Resolve {
+        addr: [u8; 32],
+        limit: usize,
+        deadline_ms: u64,
+        reply: SyncSender<Vec<Provider>>,
+    },
+}
+
+/// The senders' end of the DHT mailbox (cheap to clone: one per shard and admin).
+#[derive(Debug, Clone)]
+pub struct DhtClient {
+    announces: SyncSender<Vec<[u8; 32]>>,
+    requests: tokio::sync::mpsc::Sender<DhtRequest>,
+    pub metrics: Arc<DhtMetrics>,
+    /// This node's id (base58), for the banner and `/admin/stats`.
+    pub node_id: Arc<str>,
+}
+
+impl DhtClient {
+    pub fn new(
+        announces: SyncSender<Vec<[u8; 32]>>,
+        requests: tokio::sync::mpsc::Sender<DhtRequest>,
+        metrics: Arc<DhtMetrics>,
+        node_id: Arc<str>,
+    ) -> Self {
+        DhtClient {
+            announces,
+            requests,
+            metrics,
+            node_id,
+        }
+    }
+
+    /// Queues an announcement (never waits; a full mailbox drops it, counted).
+    pub fn announce(&self, addrs: Vec<[u8; 32]>) {
+        let count = addrs.len() as u64;
+        if self.announces.try_send(addrs).is_err() {
+            self.metrics
+                .announce_dropped_total
+                .fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks who provides `addr` and waits for the answer (admin threads only: blocking).
+    pub fn resolve(
+        &self,
+        addr: [u8; 32],
+        limit: usize,
+        deadline_ms: u64,
+    ) -> Result<Vec<Provider>, ResolveError> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let request = DhtRequest::Resolve {
+            addr,
+            limit: limit.clamp(1, RESOLVE_LIMIT_MAX),
+            deadline_ms,
+            reply,
+        };
+        match self.requests.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(ResolveError::Busy(DHT_MAILBOX_LEN)),
+            Err(TrySendError::Closed(_)) => return Err(ResolveError::Stopped),
+        }
+        // The DHT thread answers by its deadline; a little slack covers its tick.
+        let wait = std::time::Duration::from_millis(deadline_ms + 1_000);
+        answer.recv_timeout(wait).map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => ResolveError::Timeout(deadline_ms),
+            std::sync::mpsc::RecvTimeoutError::Disconnected => ResolveError::Stopped,
+        })
+    }
+}
+
+/// Upper bounds of the lookup-latency buckets, milliseconds (`ron_dht_lookup_ms`).
+pub const LOOKUP_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
+
+/// The DHT thread's counters (it writes them, relaxed; the admin threads read them).
+#[derive(Debug, Default)]
+pub struct DhtMetrics {
+    /// Provider lookups by latency: `lookup_ms_buckets[i]` counts lookups of at most
+    /// `LOOKUP_BUCKETS_MS[i]` (not cumulative; the renderer sums), the last one the rest.
+    pub lookup_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
+    pub lookup_ms_sum: AtomicU64,
+    pub lookups_total: AtomicU64,
+    /// Lookups that found no provider.
+    pub missing_records_total: AtomicU64,
+    pub providers_found_total: AtomicU64,
+    /// Keys this node provides (gauge).
+    pub provided_keys: AtomicU64,
+    /// Records of other nodes held here (gauge).
+    pub provider_records: AtomicU64,
+    pub provider_records_refused_total: AtomicU64,
+    pub provider_records_expired_total: AtomicU64,
+    /// Keys published to the closest peers (first time and republished).
+    pub keys_published_total: AtomicU64,
+    /// Batches no peer accepted (left for the next sweep).
+    pub publish_failures_total: AtomicU64,
+    pub announce_dropped_total: AtomicU64,
+    /// Peers with an open connection (gauge).
+    pub peers_connected: AtomicU64,
+    /// Peers in the Kademlia routing table (gauge).
+    pub routing_table_peers: AtomicU64,
+}
+
+impl DhtMetrics {
+    pub fn record_lookup(&self, elapsed_ms: u64, providers: usize) {
+        let bucket = LOOKUP_BUCKETS_MS
+            .iter()
+            .position(|le| elapsed_ms <= *le)
+            .unwrap_or(LOOKUP_BUCKETS_MS.len());
+        self.lookup_ms_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.lookup_ms_sum.fetch_add(elapsed_ms, Ordering::Relaxed);
+        self.lookups_total.fetch_add(1, Ordering::Relaxed);
+        self.providers_found_total
+            .fetch_add(providers as u64, Ordering::Relaxed);
+        if providers == 0 {
+            self.missing_records_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
