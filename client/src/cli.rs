@@ -32,6 +32,10 @@ CLIENT:
   ron get b3:<hex> [-o FILE] [--range FIRST-LAST]
                                fetch an object, verified against its address
   ron stat b3:<hex>            print the object's length
+  ron stat --providers b3:<hex>
+                               the nodes providing the object, from the node's DHT (its
+                               admin port): one line each, node id and OAP address (exit 1
+                               if none)
   ron cert --dev [--out DIR] [--name HOST]...
                                write a self-signed cert.pem + key.pem for local TLS
   ron repair b3:<hex>          read and check every block of the object on the node now,
@@ -53,7 +57,8 @@ CLIENT OPTIONS:
   -o, --output FILE           where `get` writes (default stdout)
   --range FIRST-LAST          inclusive byte range for `get`
   -q, --quiet                 no progress bar (drawn on stderr when stdout is a terminal)
-  --admin HOST:PORT           the node's admin port, for repair and scrub [127.0.0.1:9600]
+  --admin HOST:PORT           the node's admin port, for repair, scrub and stat
+                              --providers [127.0.0.1:9600]
   --admin-token TOKEN         its admin token (or RON_ADMIN_TOKEN in the environment)
 
 CLIENT EXIT CODES: 0 done; 1 the node answered with an error (its message is printed);
@@ -82,6 +87,8 @@ pub enum Action {
         range: Option<ByteRange>,
     },
     Stat(Address),
+    /// `ron stat --providers`: who provides the object, from the node's DHT.
+    Providers(Address),
     DevCert {
         dir: PathBuf,
         names: Vec<String>,
@@ -117,6 +124,7 @@ struct Flags {
     range: Option<ByteRange>,
     quiet: bool,
     dev: bool,
+    providers: bool,
     dir: Option<PathBuf>,
     names: Vec<String>,
     admin: Option<String>,
@@ -138,6 +146,7 @@ impl Flags {
             output: None,
             range: None,
             quiet: false,
+            providers: false,
             dev: false,
             dir: None,
             names: Vec::new(),
@@ -195,6 +204,7 @@ impl Flags {
             "--range" => self.range = Some(parse_range(&value()?)?),
             "-q" | "--quiet" => self.quiet = true,
             "--dev" => self.dev = true,
+            "--providers" => self.providers = true,
             "--out" => self.dir = Some(PathBuf::from(value()?)),
             "--name" => self.names.push(value()?),
             "--admin" => self.admin = Some(value()?),
@@ -222,6 +232,7 @@ impl Flags {
                 output: self.output.take(),
                 range: self.range.take(),
             },
+            "stat" if self.providers => Action::Providers(address(&words)?),
             "stat" => Action::Stat(address(&words)?),
             "cert" if self.dev && words.is_empty() => Action::DevCert {
                 dir: self
@@ -387,6 +398,11 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
             println!("{addr} {len}");
             Ok(())
         }
+        Action::Providers(addr) => {
+            let path = format!("/resolve?hash={addr}");
+            let answer = admin::request(&command.admin, "GET", &path, command.options.timeout)?;
+            print_providers(answer)
+        }
         Action::Repair(addr) => {
             // The node waits up to a minute for the check; so does this, and a little more.
             let timeout = command.options.timeout.max(REPAIR_TIMEOUT);
@@ -414,6 +430,39 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
 /// How long `ron repair` waits for its answer at least (the node waits 60 s for the
 /// check).
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(70);
+
+/// Prints one line per provider of a `/resolve` answer: node id, OAP address (`-` if
+/// unknown), and `local` for the node asked. None found is an error (exit 1).
+fn print_providers(answer: admin::AdminAnswer) -> Result<(), ClientError> {
+    let value: Option<serde_json::Value> = serde_json::from_str(&answer.body).ok();
+    let providers = value
+        .as_ref()
+        .and_then(|v| v["providers"].as_array())
+        .filter(|_| answer.status == 200);
+    let Some(providers) = providers else {
+        return print_admin_answer(answer, |_| false);
+    };
+    if providers.is_empty() {
+        return Err(ClientError::Server {
+            status: 404,
+            code: "not_found".into(),
+            message: "no provider found in the DHT".into(),
+            retryable: false,
+            retry_after_ms: None,
+        });
+    }
+    for p in providers {
+        let node = p["node_id"].as_str().unwrap_or("?");
+        let oap = p["oap"].as_str().unwrap_or("-");
+        let local = if p["local"].as_bool() == Some(true) {
+            " local"
+        } else {
+            ""
+        };
+        println!("{node} {oap}{local}");
+    }
+    Ok(())
+}
 
 /// Prints a 2xx answer whose body `good` accepts; anything else is the node's error.
 fn print_admin_answer(

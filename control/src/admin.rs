@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ron_link::dht::DhtClient;
 use ron_link::link::Mailboxes;
 use ron_link::requests::RequestCounters;
 use ron_shards::{Routing, ShardMetrics};
@@ -67,6 +68,8 @@ pub(crate) struct Answers {
     /// (scrub pause/resume, the check of one object).
     pub mailboxes: Mailboxes,
     pub routing: Routing,
+    /// The DHT thread, on a node with `--p2p` (`/resolve`, the DHT's metrics).
+    pub dht: Option<DhtClient>,
 }
 
 /// The running admin server; dropping it stops the acceptor and waits for it.

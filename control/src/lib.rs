@@ -56,6 +56,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ron_link::dht::DhtClient;
 use ron_link::link::ControlLink;
 use ron_link::policy::{Policy, REBALANCE_PERIOD_MS};
 use ron_link::requests::RequestCounters;
@@ -91,6 +92,8 @@ pub struct ControlState {
     pub reloader: Option<Reloader>,
     /// Which shard owns an object (the operator's check of one object goes there).
     pub routing: Routing,
+    /// The DHT thread, on a node with `--p2p`.
+    pub dht: Option<DhtClient>,
 }
 
 /// Binds the admin listener, starts the admin server and the control thread. Returns
@@ -123,6 +126,7 @@ pub fn spawn(
         board: Arc::clone(&board),
         mailboxes: state.link.mailboxes(),
         routing: state.routing,
+        dht: state.dht,
     };
     let control = Control {
         admin: AdminServer::spawn(listener, answers)?,

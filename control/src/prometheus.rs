@@ -244,6 +244,106 @@ fn escape_label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The DHT's families, appended on a node with `--p2p`.
+pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
+    use ron_link::dht::LOOKUP_BUCKETS_MS;
+    use std::sync::atomic::Ordering::Relaxed;
+    let name = "ron_dht_lookup_ms";
+    out.push_str(&format!(
+        "# HELP {name} Provider lookups (resolves) by time to answer, milliseconds.\n# TYPE {name} histogram\n"
+    ));
+    let mut cumulative = 0;
+    for (i, le) in LOOKUP_BUCKETS_MS.iter().enumerate() {
+        cumulative += dht.lookup_ms_buckets[i].load(Relaxed);
+        out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+    }
+    cumulative += dht.lookup_ms_buckets[LOOKUP_BUCKETS_MS.len()].load(Relaxed);
+    out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
+    out.push_str(&format!("{name}_sum {}\n", dht.lookup_ms_sum.load(Relaxed)));
+    out.push_str(&format!("{name}_count {cumulative}\n"));
+    let families: [(&str, Kind, &str, &std::sync::atomic::AtomicU64); 12] = [
+        (
+            "ron_dht_missing_records",
+            Counter,
+            "Provider lookups that found no provider.",
+            &dht.missing_records_total,
+        ),
+        (
+            "ron_dht_providers_found_total",
+            Counter,
+            "Providers returned by lookups.",
+            &dht.providers_found_total,
+        ),
+        (
+            "ron_dht_provided_keys",
+            Gauge,
+            "Objects this node provides (its own provider records).",
+            &dht.provided_keys,
+        ),
+        (
+            "ron_dht_provider_records",
+            Gauge,
+            "Provider records of other nodes held here.",
+            &dht.provider_records,
+        ),
+        (
+            "ron_dht_provider_records_refused_total",
+            Counter,
+            "Records of other nodes refused (store or key full, malformed).",
+            &dht.provider_records_refused_total,
+        ),
+        (
+            "ron_dht_provider_records_expired_total",
+            Counter,
+            "Records of other nodes removed at their expiry.",
+            &dht.provider_records_expired_total,
+        ),
+        (
+            "ron_dht_keys_published_total",
+            Counter,
+            "Own keys published to their closest peers (first time and republished).",
+            &dht.keys_published_total,
+        ),
+        (
+            "ron_dht_publish_failures_total",
+            Counter,
+            "Publication batches no peer accepted (left for the sweep).",
+            &dht.publish_failures_total,
+        ),
+        (
+            "ron_dht_announce_dropped_total",
+            Counter,
+            "Stored objects not announced at once (DHT mailbox full; the sweep announces them).",
+            &dht.announce_dropped_total,
+        ),
+        (
+            "ron_dht_peers_connected",
+            Gauge,
+            "Peers with an open libp2p connection.",
+            &dht.peers_connected,
+        ),
+        (
+            "ron_dht_routing_table_peers",
+            Gauge,
+            "Peers in the Kademlia routing table.",
+            &dht.routing_table_peers,
+        ),
+        (
+            "ron_dht_lookups_total",
+            Counter,
+            "Provider lookups answered.",
+            &dht.lookups_total,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {}\n{name} {}\n",
+            kind.as_str(),
+            value.load(Relaxed)
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,8 @@ pub fn readiness(shards: &[MetricsSnapshot]) -> Readiness {
 
 /// The `/admin/stats` report: what each shard holds and serves. `status` is what each
 /// shard last reported (same order as `shards`).
-pub fn stats(shards: &[ShardSample], status: &[ShardStatus]) -> String {
+/// `/admin/stats`; `node_id` is the node's libp2p id on a node with `--p2p`.
+pub fn stats(shards: &[ShardSample], status: &[ShardStatus], node_id: Option<&str>) -> String {
     let per_shard: Vec<_> = shards
         .iter()
         .enumerate()
@@ -62,13 +63,16 @@ pub fn stats(shards: &[ShardSample], status: &[ShardStatus]) -> String {
             })
         })
         .collect();
-    json!({
+    let mut stats = json!({
         "objects": shards.iter().map(|s| s.metrics.objects_stored).sum::<u64>(),
         "bytes": shards.iter().map(|s| s.metrics.bytes_stored).sum::<u64>(),
         "scrub": scrub_value(shards),
         "shards": per_shard,
-    })
-    .to_string()
+    });
+    if let Some(node_id) = node_id {
+        stats["node_id"] = json!(node_id);
+    }
+    stats.to_string()
 }
 
 /// The scrubber's state (`GET /admin/scrub`, and the `scrub` part of `/admin/stats`):
@@ -156,7 +160,8 @@ mod tests {
             tenants_tracked: 5,
             policy_version: 2,
         }];
-        let report: serde_json::Value = serde_json::from_str(&stats(&shards, &status)).unwrap();
+        let report: serde_json::Value =
+            serde_json::from_str(&stats(&shards, &status, None)).unwrap();
         assert_eq!(
             (report["objects"].as_u64(), report["bytes"].as_u64()),
             (Some(5), Some(70))

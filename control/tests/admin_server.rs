@@ -62,6 +62,7 @@ impl Server {
                 ron_codec::PartitionTable::round_robin(shards as u16).unwrap(),
                 shards as u16,
             ),
+            dht: None,
         };
         let (addr, control) = ron_control::spawn("127.0.0.1:0".parse().unwrap(), state).unwrap();
         Server {

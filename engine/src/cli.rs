@@ -511,6 +511,7 @@ mod tests {
             tls: Some("127.0.0.1:1".parse().unwrap()),
             tls_cert: Some("c".into()),
             tls_key: Some("k".into()),
+            p2p: Some("127.0.0.1:2".parse().unwrap()),
             ..Config::default()
         };
         let rendered = toml::to_string(&with_all).unwrap();

@@ -96,6 +96,7 @@ impl Harness {
                 commit_batch_max: limits::COMMIT_BATCH_RECORDS_MAX,
                 ec: config.ec_params(),
                 scrub_bytes_per_s: 0,
+                dht: None,
             };
             let shard = Shard::start(
                 ShardIndex(0),

@@ -45,6 +45,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use ron_codec::Address;
+use ron_link::dht::{DhtClient, ANNOUNCE_BATCH_MAX};
 
 use crate::cache::AddressMap;
 use crate::error::ShardError;
@@ -183,6 +184,10 @@ pub(crate) struct GroupCommit {
     index_failure: RefCell<Option<Arc<ShardError>>>,
     wakeup: LocalSender<()>,
     metrics: Arc<ShardMetrics>,
+    /// Where acknowledged objects are announced (the DHT thread), when the node has one.
+    dht: Option<DhtClient>,
+    /// Objects acknowledged since the last announcement.
+    announced: RefCell<Vec<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -201,6 +206,7 @@ impl GroupCommit {
         shard: ShardIndex,
         batch_max: usize,
         metrics: Arc<ShardMetrics>,
+        dht: Option<DhtClient>,
     ) -> Rc<GroupCommit> {
         assert!(
             (1..=BATCH_RECORDS_MAX).contains(&batch_max),
@@ -219,6 +225,8 @@ impl GroupCommit {
             index_failure: RefCell::new(None),
             wakeup,
             metrics,
+            dht,
+            announced: RefCell::new(Vec::new()),
         });
         glommio::spawn_local(commit_loop(Rc::clone(&commits), wakeups)).detach();
         commits
@@ -488,6 +496,17 @@ impl GroupCommit {
                 self.answer(waiter, None);
             }
         }
+        self.send_announcements();
+    }
+
+    /// Hands the objects acknowledged since the last call to the DHT thread (never
+    /// waits: a full mailbox drops them, counted; its sweep and restarts announce them).
+    fn send_announcements(&self) {
+        let Some(dht) = &self.dht else { return };
+        let announced = std::mem::take(&mut *self.announced.borrow_mut());
+        for batch in announced.chunks(ANNOUNCE_BATCH_MAX) {
+            dht.announce(batch.to_vec());
+        }
     }
 
     /// Whether the backlog must be indexed now: own-file uploads wait for it, or the
@@ -500,6 +519,9 @@ impl GroupCommit {
     /// Answers one upload: durable, or the stage's failure shared by `records` uploads.
     fn answer(&self, (addr, waiter): Waiter, failure: Option<(usize, &Arc<ShardError>)>) {
         self.settle(&addr, failure.is_none());
+        if failure.is_none() && self.dht.is_some() {
+            self.announced.borrow_mut().push(*addr.as_bytes());
+        }
         let result = match failure {
             None => Ok(()),
             Some((records, source)) => Err(ShardError::GroupCommit {
@@ -542,6 +564,7 @@ async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) {
             for waiter in waiters {
                 commits.answer(waiter, None);
             }
+            commits.send_announcements();
         }
         Err(source) => {
             let failure = Arc::new(source);

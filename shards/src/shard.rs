@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
+use ron_link::dht::DhtClient;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::{Latency, Shares};
@@ -81,6 +82,9 @@ pub struct ShardConfig {
     pub ec: EcParams,
     /// This shard's share of the node's scrub rate, bytes per second; 0: no scrubber.
     pub scrub_bytes_per_s: u64,
+    /// The DHT thread's mailboxes, when the node is in a network (`--p2p`): stored
+    /// objects are announced there.
+    pub dht: Option<DhtClient>,
 }
 
 /// Requests waiting for a metadata load: told its outcome (`None`: it failed).
@@ -184,7 +188,12 @@ impl Shard {
             "create a memfd arena for the verified-group cache",
             "memfd:ron-verified-groups",
         ))?;
-        let commits = GroupCommit::start(index, config.commit_batch_max, Arc::clone(&metrics));
+        let commits = GroupCommit::start(
+            index,
+            config.commit_batch_max,
+            Arc::clone(&metrics),
+            config.dht.clone(),
+        );
         let (repair_wake, repair_wakes) = local_channel::new_bounded(1);
         let shard = Rc::new(Shard {
             index,

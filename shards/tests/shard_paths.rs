@@ -47,6 +47,7 @@ fn config(data_dir: &Path, index_bytes_max: usize) -> ShardConfig {
         commit_batch_max: 64,
         ec: ron_shards::ec::EcParams::default_for(1),
         scrub_bytes_per_s: 0,
+        dht: None,
     }
 }
 

@@ -8,11 +8,17 @@ use std::time::Duration;
 
 use ron_codec::http::head::{Method, RequestHead};
 use ron_codec::Address;
+use ron_link::dht::{ResolveError, RESOLVE_LIMIT_MAX};
 use ron_link::link::ToShard;
 use ron_link::policy::constant_time_eq;
 use serde_json::json;
 
 use super::{Answers, ADMIN_REPAIR_WAIT_MS};
+
+/// Providers a resolve returns unless `limit` says otherwise.
+pub const RESOLVE_LIMIT_DEFAULT: usize = 16;
+/// The longest a resolve waits for the DHT (lookup and greetings of the providers).
+pub const RESOLVE_DEADLINE_MS: u64 = 5_000;
 use crate::view::sample;
 use crate::{prometheus, reports};
 
@@ -21,6 +27,8 @@ use crate::{prometheus, reports};
 pub(super) struct Request {
     pub(super) method: Method,
     path: String,
+    /// The query string (after `?`), empty if none.
+    query: String,
     authorization: Option<Vec<u8>>,
 }
 
@@ -29,6 +37,10 @@ impl Request {
         Request {
             method: head.method,
             path: head.path().to_owned(),
+            query: head
+                .target
+                .split_once('?')
+                .map_or(String::new(), |(_, q)| q.to_owned()),
             authorization: head.authorization.map(<[u8]>::to_vec),
         }
     }
@@ -60,18 +72,23 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
         }
         "/metrics" => {
             let published = answers.board.latest();
-            let body = prometheus::render_metrics(
+            let mut body = prometheus::render_metrics(
                 &sample(&answers.shards, &answers.requests),
                 &published.extra,
             );
+            if let Some(dht) = &answers.dht {
+                prometheus::render_dht(&mut body, &dht.metrics);
+            }
             Reply::new(200, "text/plain; version=0.0.4", body.into_bytes())
         }
         "/admin/stats" => {
             let published = answers.board.latest();
             let samples = sample(&answers.shards, &answers.requests);
-            Reply::json(200, reports::stats(&samples, &published.shards))
+            let node_id = answers.dht.as_ref().map(|d| d.node_id.as_ref());
+            Reply::json(200, reports::stats(&samples, &published.shards, node_id))
         }
         "/version" => Reply::json(200, reports::version(answers.version)),
+        "/resolve" => resolve(answers, &request.query),
         "/admin/scrub" => {
             let samples = sample(&answers.shards, &answers.requests);
             Reply::json(200, reports::scrub(&samples))
@@ -144,6 +161,46 @@ fn check_object(answers: &Answers, hash: &str) -> Reply {
     }
 }
 
+/// `GET /resolve?hash=b3:<hex>&limit=N`: the object's providers, from the DHT thread
+/// (waited for at most [`RESOLVE_DEADLINE_MS`]).
+fn resolve(answers: &Answers, query: &str) -> Reply {
+    let Some(dht) = &answers.dht else {
+        return Reply::text(
+            404,
+            "this node is not in a network: /resolve needs --p2p (and --peer)\n",
+        );
+    };
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    };
+    let Some(hash) = param("hash") else {
+        return Reply::text(400, "/resolve needs ?hash=b3:<hex>\n");
+    };
+    let Ok(addr) = Address::parse(hash.as_bytes()) else {
+        return Reply::text(
+            400,
+            format!("{hash:?} is not an object address (b3: and 64 lower-case hex digits)\n"),
+        );
+    };
+    let limit = match param("limit").map(str::parse::<usize>) {
+        None => RESOLVE_LIMIT_DEFAULT,
+        Some(Ok(n)) if (1..=RESOLVE_LIMIT_MAX).contains(&n) => n,
+        Some(_) => return Reply::text(400, format!("limit must be 1..={RESOLVE_LIMIT_MAX}\n")),
+    };
+    match dht.resolve(*addr.as_bytes(), limit, RESOLVE_DEADLINE_MS) {
+        Ok(providers) => Reply::json(
+            200,
+            json!({ "hash": addr.to_string(), "providers": providers }).to_string(),
+        ),
+        Err(e @ (ResolveError::Busy(_) | ResolveError::Stopped)) => {
+            Reply::text(503, format!("{e}; try again\n"))
+        }
+        Err(e @ ResolveError::Timeout(_)) => Reply::text(504, format!("{e}\n")),
+    }
+}
+
 /// With an admin token configured, the request must carry it as a bearer token.
 fn authorized(request: &Request, admin_token: Option<&str>) -> bool {
     let Some(token) = admin_token else {
@@ -207,10 +264,12 @@ mod tests {
     use ron_shards::{Routing, ShardMetrics};
     use std::sync::Arc;
 
-    fn request(method: Method, path: &str, authorization: Option<&str>) -> Request {
+    fn request(method: Method, target: &str, authorization: Option<&str>) -> Request {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
         Request {
             method,
             path: path.into(),
+            query: query.into(),
             authorization: authorization.map(|a| a.as_bytes().to_vec()),
         }
     }
@@ -232,6 +291,7 @@ mod tests {
             board: Arc::new(Board::new(Default::default())),
             mailboxes: ron_link::link::links(1).0.mailboxes(),
             routing: Routing::new(PartitionTable::round_robin(1).unwrap(), 1),
+            dht: None,
         };
         let status = |r: &Request| route(r, &answers).status;
         assert_eq!(status(&request(Method::Get, "/healthz", None)), 200);
@@ -246,6 +306,87 @@ mod tests {
         );
         let missing = request(Method::Get, "/nope", Some("Bearer s3cret"));
         assert_eq!(status(&missing), 404);
+    }
+
+    fn answers_with(dht: Option<ron_link::dht::DhtClient>) -> Answers {
+        Answers {
+            shards: vec![Arc::new(ShardMetrics::default())],
+            requests: vec![Arc::new(RequestCounters::default())],
+            version: "9.9.9",
+            admin_token: None,
+            board: Arc::new(Board::new(Default::default())),
+            mailboxes: ron_link::link::links(1).0.mailboxes(),
+            routing: Routing::new(PartitionTable::round_robin(1).unwrap(), 1),
+            dht,
+        }
+    }
+
+    /// `/resolve` against a stand-in for the DHT thread that answers one provider.
+    #[test]
+    fn resolve_checks_its_query_and_answers_the_providers() {
+        use ron_link::dht::{DhtClient, DhtMetrics, DhtRequest, Provider};
+        let get = |answers: &Answers, target: &str| {
+            let reply = route(&request(Method::Get, target, None), answers);
+            (reply.status, String::from_utf8(reply.body).unwrap())
+        };
+        let hash = format!("b3:{}", "ab".repeat(32));
+        let (status, body) = get(&answers_with(None), &format!("/resolve?hash={hash}"));
+        assert_eq!(status, 404);
+        assert_eq!(
+            body,
+            "this node is not in a network: /resolve needs --p2p (and --peer)\n"
+        );
+
+        let (announces, _announced) = std::sync::mpsc::sync_channel(1);
+        let (requests, mut dht) = tokio::sync::mpsc::channel(4);
+        let client = DhtClient::new(
+            announces,
+            requests,
+            Arc::new(DhtMetrics::default()),
+            "me".into(),
+        );
+        let answers = answers_with(Some(client));
+        let thread = std::thread::spawn(move || {
+            let mut limits = Vec::new();
+            while let Some(DhtRequest::Resolve {
+                addr, limit, reply, ..
+            }) = dht.blocking_recv()
+            {
+                limits.push((addr[0], limit));
+                let provider = Provider {
+                    node_id: "12D3KooWpeer".into(),
+                    oap: Some("127.0.0.1:9444".parse().unwrap()),
+                    local: false,
+                };
+                reply.send(vec![provider]).unwrap();
+            }
+            limits
+        });
+        let (status, body) = get(&answers, &format!("/resolve?limit=3&hash={hash}"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            format!(
+                r#"{{"hash":"{hash}","providers":[{{"local":false,"node_id":"12D3KooWpeer","oap":"127.0.0.1:9444"}}]}}"#
+            )
+        );
+        assert_eq!(get(&answers, &format!("/resolve?hash={hash}")).0, 200);
+        let cases = [
+            ("/resolve", "/resolve needs ?hash=b3:<hex>\n"),
+            (
+                "/resolve?hash=b3:12",
+                "\"b3:12\" is not an object address (b3: and 64 lower-case hex digits)\n",
+            ),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(get(&answers, target), (400, expected.to_string()));
+        }
+        for limit in ["0", "65", "x"] {
+            let (status, body) = get(&answers, &format!("/resolve?hash={hash}&limit={limit}"));
+            assert_eq!((status, body.as_str()), (400, "limit must be 1..=64\n"));
+        }
+        drop(answers);
+        assert_eq!(thread.join().unwrap(), vec![(0xab, 3), (0xab, 16)]);
     }
 
     #[test]

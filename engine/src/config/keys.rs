@@ -320,6 +320,22 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.admin, addr, v),
     },
     Key {
+        key: "p2p",
+        flag: "p2p",
+        value: "ADDR",
+        default: None,
+        help: "libp2p listener (TCP): join a network of nodes through the DHT (off unless set)",
+        apply: |c, v| set(&mut c.p2p, |s| addr(s).map(Some), v),
+    },
+    Key {
+        key: "peers",
+        flag: "peer",
+        value: "HOST:PORT",
+        default: None,
+        help: "a bootstrap peer's --p2p address, or a multiaddr ending /p2p/<id> (repeatable)",
+        apply: |c, v| set_list(&mut c.peers, v),
+    },
+    Key {
         key: "shards",
         flag: "shards",
         value: "N",
@@ -558,11 +574,20 @@ mod tests {
             .collect();
         assert_eq!(
             none,
-            ["tls", "tls_cert", "tls_key", "tokens", "admin_token"]
+            [
+                "tls",
+                "tls_cert",
+                "tls_key",
+                "p2p",
+                "peers",
+                "tokens",
+                "admin_token"
+            ]
         );
         let c = Config::default();
         assert!(c.tls.is_none() && c.tls_cert.is_none() && c.tls_key.is_none());
         assert!(c.tokens.is_empty() && c.admin_token.is_none());
+        assert!(c.p2p.is_none() && c.peers.is_empty());
     }
 
     /// The rows of docs/OPERATIONS.md's configuration reference, as cells.

@@ -102,6 +102,11 @@ pub struct Config {
     /// PEM private key for `tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// libp2p listener (TCP): the node joins the DHT; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p2p: Option<SocketAddr>,
+    /// Bootstrap peers: `HOST:PORT` (their `p2p`) or multiaddrs with `/p2p/<id>`.
+    pub peers: Vec<String>,
     /// Log lines as `text` or `json`.
     pub log_format: LogFormat,
     /// Least severe events logged: error, warn, info, debug (adds one line per request).
@@ -207,6 +212,8 @@ impl Config {
             oap_max_frame: 0,
             inflate_ratio_max: 0,
             tls: None,
+            p2p: None,
+            peers: Vec::new(),
             tls_cert: None,
             tls_key: None,
             log_format: LogFormat::Text,

@@ -14,7 +14,24 @@ impl Config {
         self.validate_tokens()?;
         self.validate_quotas()?;
         self.validate_limits()?;
+        self.validate_p2p()?;
         self.validate_dirs()
+    }
+
+    /// Peers need a p2p listener, and each must be an address libp2p can dial.
+    fn validate_p2p(&self) -> Result<(), ConfigError> {
+        let refuse = |m: String| Err(ConfigError::Refused(m));
+        if self.p2p.is_none() && !self.peers.is_empty() {
+            return refuse(
+                "peers: a node with peers needs its own p2p listener (--p2p HOST:PORT)".into(),
+            );
+        }
+        for peer in &self.peers {
+            if let Err(e) = ron_dht::node::parse_peer(peer) {
+                return refuse(format!("peers: {e}"));
+            }
+        }
+        Ok(())
     }
 
     /// The data dirs: at least one, none twice, and an erasure code that survives the

@@ -71,6 +71,8 @@ pub enum StartError {
     Shard { shard: u16, source: Box<StartError> },
     #[error("shard {shard} stopped: {reason}")]
     ShardPanicked { shard: u16, reason: String },
+    #[error(transparent)]
+    Dht(#[from] ron_dht::DhtError),
 }
 
 /// The process-wide flags the signal handlers set.
@@ -116,13 +118,23 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
             requests: Arc::new(RequestCounters::default()),
         })
         .collect();
+    let dht = start_dht(&config)?;
+    let dht_client = dht.as_ref().map(|d| d.client.clone());
     let (control_link, shard_links) = ron_link::link::links(usize::from(shards));
-    let control = shard::start_control(&resolved, &counters, control_link, &signals, &routing)?;
+    let control = shard::start_control(
+        &resolved,
+        &counters,
+        control_link,
+        &signals,
+        &routing,
+        dht_client.clone(),
+    )?;
     let plan = ShardPlan {
         config: Arc::new(config),
         tls,
         routing,
         stop: Arc::clone(&signals.stop),
+        dht: dht_client,
     };
     let handles = shard::start_shards(&plan, &counters, shard_links)?;
     wait_until_ready(&counters, &handles, &plan.stop);
@@ -130,11 +142,14 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         .iter()
         .all(|c| c.shard.ready.load(Ordering::Relaxed))
     {
-        print_banner(&plan.config, shards, control.admin_addr);
+        print_banner(&plan.config, shards, control.admin_addr, dht.as_ref());
         notify::ready(shards);
     }
     let failure = handles.join(&plan.stop);
     control.stop();
+    if let Some(dht) = dht {
+        dht.stop();
+    }
     match failure {
         Some(e) => Err(e),
         None => {
@@ -142,6 +157,29 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
             Ok(())
         }
     }
+}
+
+/// Starts the DHT thread on a node with `--p2p`: the node key and the provider store
+/// live in data dir 0.
+fn start_dht(config: &Config) -> Result<Option<ron_dht::node::DhtThread>, StartError> {
+    let Some(listen) = config.p2p else {
+        return Ok(None);
+    };
+    let peers = config
+        .peers
+        .iter()
+        .map(|p| ron_dht::node::parse_peer(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartError::Dht(ron_dht::DhtError::Start(e)))?;
+    let dht = ron_dht::node::spawn(ron_dht::node::DhtConfig {
+        data_dir: config.data_dirs[0].clone(),
+        listen,
+        peers,
+        oap: config.oap,
+        limits: ron_dht::store::StoreLimits::default(),
+    })?;
+    tracing::info!(node_id = %dht.client.node_id, p2p = %dht.listen, "joined the DHT");
+    Ok(Some(dht))
 }
 
 /// Refuses to start, with one line per problem, when a shard could not start on this
@@ -255,7 +293,12 @@ fn wait_until_ready(counters: &[Counters], handles: &ShardHandles, stop: &Atomic
     }
 }
 
-fn print_banner(config: &Config, shards: u16, admin: SocketAddr) {
+fn print_banner(
+    config: &Config,
+    shards: u16,
+    admin: SocketAddr,
+    dht: Option<&ron_dht::node::DhtThread>,
+) {
     let writes = if !config.has_tokens() {
         "writes open (loopback, no tokens)"
     } else {
@@ -265,13 +308,16 @@ fn print_banner(config: &Config, shards: u16, admin: SocketAddr) {
         .tls
         .map(|addr| format!("\n  tls    {addr}   (ALPN oap/1 and http/1.1)"))
         .unwrap_or_default();
+    let p2p = dht
+        .map(|d| format!("\n  p2p    {}   (node {})", d.listen, d.client.node_id))
+        .unwrap_or_default();
     let cache = format!(
         "\n  cache  {} of verified groups ({} per shard; `ron config print` says how it was sized)",
         keys::size_text(config.cache_bytes),
         keys::size_text(config.cache_bytes / u64::from(shards.max(1))),
     );
     println!(
-        "ron {} serving {} with {shards} shard(s)\n  http   http://{}   ({writes})\n  oap    {}{tls}{cache}\n  admin  http://{admin}   (/healthz /readyz /metrics /version)\ntry:\n  ron put FILE\n  ron get b3:<hex> -o FILE\n  curl -T FILE http://{}/o",
+        "ron {} serving {} with {shards} shard(s)\n  http   http://{}   ({writes})\n  oap    {}{tls}{p2p}{cache}\n  admin  http://{admin}   (/healthz /readyz /metrics /version)\ntry:\n  ron put FILE\n  ron get b3:<hex> -o FILE\n  curl -T FILE http://{}/o",
         env!("CARGO_PKG_VERSION"),
         config
             .data_dirs

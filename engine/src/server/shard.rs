@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_io::tls::AppProtocol;
+use ron_link::dht::DhtClient;
 use ron_link::link::{ControlLink, ShardLink};
 use ron_shards::layout::{Routing, ShardIndex};
 use ron_shards::mesh::{self, Mesh, MeshEnds};
@@ -36,6 +37,8 @@ pub(super) struct ShardPlan {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub routing: Routing,
     pub stop: Arc<AtomicBool>,
+    /// The DHT thread's mailboxes, on a node with `--p2p`.
+    pub dht: Option<DhtClient>,
 }
 
 /// The running control thread.
@@ -59,6 +62,7 @@ pub(super) fn start_control(
     link: ControlLink,
     signals: &Signals,
     routing: &Routing,
+    dht: Option<DhtClient>,
 ) -> Result<Control, StartError> {
     let config = &resolved.config;
     let stop = Arc::new(AtomicBool::new(false));
@@ -76,6 +80,7 @@ pub(super) fn start_control(
             hangup: Arc::clone(&signals.hangup),
         }),
         routing: routing.clone(),
+        dht,
     };
     let (admin_addr, thread) =
         ron_control::spawn(config.admin, state).map_err(|source| StartError::Admin {
@@ -174,6 +179,7 @@ struct ShardStart {
     stop: Arc<AtomicBool>,
     quotas: ShardQuotas,
     link: ShardLink,
+    dht: Option<DhtClient>,
 }
 
 pub(super) fn start_shards(
@@ -210,6 +216,7 @@ pub(super) fn start_shards(
                 plan.config.quota_tenants_max,
             ),
             link,
+            dht: plan.dht.clone(),
         };
         let executor = LocalExecutorBuilder::new(placement(&cpus, i))
             .name(&format!("ron-shard-{i}"))
@@ -341,6 +348,7 @@ async fn open_shard(start: &mut ShardStart) -> Result<Rc<Shard>, StartError> {
         commit_batch_max: limits::COMMIT_BATCH_RECORDS_MAX,
         ec: config.ec_params(),
         scrub_bytes_per_s: config.scrub_bytes_per_s.div_ceil(shards),
+        dht: start.dht.clone(),
     };
     let routing = start.routing.clone();
     let shard = Shard::start(start.index, routing, shard_config, mesh, metrics).await?;

@@ -372,6 +372,7 @@ mod tests {
                 // No parity: the rotten group must fail, not be rebuilt.
                 ec: ron_shards::ec::EcParams::OFF,
                 scrub_bytes_per_s: 0,
+                dht: None,
             };
             let metrics = std::sync::Arc::new(ShardMetrics::default());
             let shard = Shard::start(ShardIndex(0), routing.clone(), config, None, metrics)

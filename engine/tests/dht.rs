@@ -1,0 +1,185 @@
+//! Many nodes (issue 15), against the real binary on loopback: five `ron serve`
+//! processes joined by `--p2p`/`--peer`; an object stored on one is announced and every
+//! other resolves it (admin `/resolve`, `ron stat --providers`) to the storing node's id
+//! and OAP address; node ids, provided keys and others' records survive restarts.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ron_codec::Address;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn p2p_flags(p2p: u16, peer: Option<u16>) -> Vec<String> {
+    let mut flags = vec![
+        "--shards".into(),
+        "1".into(),
+        "--p2p".into(),
+        format!("127.0.0.1:{p2p}"),
+    ];
+    if let Some(peer) = peer {
+        flags.extend(["--peer".into(), format!("127.0.0.1:{peer}")]);
+    }
+    flags
+}
+
+fn start(dir: &std::path::Path, flags: &[String]) -> Node {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Node::start(dir, &flags)
+}
+
+fn node_id(n: &Node) -> String {
+    let stats = get(n.admin, "/admin/stats").unwrap().json();
+    stats["node_id"]
+        .as_str()
+        .expect("node_id in /admin/stats")
+        .to_string()
+}
+
+fn providers(n: &Node, addr: &Address) -> serde_json::Value {
+    let r = get(n.admin, &format!("/resolve?hash={addr}")).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["providers"].clone()
+}
+
+fn resolves_to(n: &Node, addr: &Address, id: &str) -> Option<serde_json::Value> {
+    let found = providers(n, addr);
+    found
+        .as_array()?
+        .iter()
+        .find(|p| p["node_id"] == id)
+        .cloned()
+}
+
+fn ron(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let dirs: Vec<_> = (0..5).map(|i| temp_dir(&format!("dht-{i}"))).collect();
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..5 {
+        let peer = (i > 0).then_some(ports[0]);
+        nodes.push(start(&dirs[i], &p2p_flags(ports[i], peer)));
+    }
+    let a_id = node_id(&nodes[0]);
+    assert!(a_id.starts_with("12D3KooW"), "an Ed25519 peer id: {a_id}");
+    let banner = std::fs::read_to_string(nodes[0].log_dir.join("stdout")).unwrap();
+    assert!(
+        banner.contains(&format!("p2p    127.0.0.1:{}   (node {a_id})", ports[0])),
+        "{banner}"
+    );
+
+    let data = bytes(15, 100_000);
+    let addr = upload(&nodes[0], &data);
+    wait_for("A publishes the object", || {
+        try_metric(nodes[0].admin, "ron_dht_keys_published_total").unwrap_or(0) >= 1
+    });
+    assert_eq!(metric(nodes[0].admin, "ron_dht_provided_keys"), 1);
+    for n in &nodes[1..] {
+        let mut found = None;
+        wait_for("a resolve finds A", || {
+            found = resolves_to(n, &addr, &a_id);
+            found.is_some()
+        });
+        let found = found.unwrap();
+        assert_eq!(found["oap"], nodes[0].oap.to_string(), "{found}");
+        assert_eq!(found["local"], false);
+    }
+    let own = resolves_to(&nodes[0], &addr, &a_id).expect("A lists itself");
+    assert_eq!(own["local"], true);
+
+    // `ron stat --providers` asks the admin port of the node it is given.
+    let admin = nodes[4].admin.to_string();
+    let out = ron(&["stat", "--providers", "--admin", &admin, &addr.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == format!("{a_id} {}", nodes[0].oap)),
+        "{stdout}"
+    );
+    let missing = Address::of(b"stored nowhere");
+    let out = ron(&[
+        "stat",
+        "--providers",
+        "--admin",
+        &admin,
+        &missing.to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no provider found in the DHT"),
+        "{out:?}"
+    );
+    assert!(metric(nodes[4].admin, "ron_dht_missing_records") >= 1);
+    assert!(metric(nodes[4].admin, "ron_dht_lookup_ms_count") >= 2);
+
+    // C holds A's record (k = 20 > 5 nodes: every node does); restarted, it still has it.
+    wait_for("C holds A's record", || {
+        try_metric(nodes[2].admin, "ron_dht_provider_records").unwrap_or(0) >= 1
+    });
+    nodes[2].stop();
+    nodes[2].restart(
+        &p2p_flags(ports[2], Some(ports[1]))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(metric(nodes[2].admin, "ron_dht_provider_records") >= 1);
+
+    // A restarts: the same node id, still providing the object.
+    nodes[0].stop();
+    nodes[0].restart(
+        &p2p_flags(ports[0], Some(ports[3]))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(node_id(&nodes[0]), a_id);
+    assert_eq!(metric(nodes[0].admin, "ron_dht_provided_keys"), 1);
+    wait_for("E still resolves A", || {
+        resolves_to(&nodes[4], &addr, &a_id).is_some()
+    });
+    for n in &mut nodes {
+        n.stop();
+    }
+}
+
+#[test]
+fn p2p_settings_are_checked_before_the_node_starts() {
+    let dir = temp_dir("dht-refused");
+    let out = run_ron(&dir, &["--peer", "127.0.0.1:4001"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("peers: a node with peers needs its own p2p listener (--p2p HOST:PORT)"),
+        "{stderr}"
+    );
+    let out = run_ron(
+        &dir,
+        &["--p2p", "127.0.0.1:0", "--peer", "peer.example:4001"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("peers: \"peer.example:4001\" is not HOST:PORT with an IP address"),
+        "{stderr}"
+    );
+}
