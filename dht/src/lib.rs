@@ -1,6 +1,48 @@
-//! # ron-dht — the node's identity, Kademlia, and where objects are
+//! # ron-dht — the node's identity, Kademlia, and who provides an object
 //!
-//! Work in progress (issue 15): identity and the provider store.
+//! ## What it owns
+//! - [`identity`]: the node key (`node.key` in data dir 0, Ed25519), created once; its
+//!   `PeerId` is the node id peers and `/resolve` answers know this node by.
+//! - [`store`]: [`store::ProviderStore`], libp2p-kad's `RecordStore` on LMDB (`dht/` in
+//!   data dir 0): the keys this node provides, ordered by Kademlia distance key for the
+//!   sweep, and the records other nodes published to it, capped per key and in all.
+//! - [`protocol`]: `/ron/provide/1`, the greeting (each side's libp2p and OAP ports)
+//!   and the sweep's batches of keys.
+//! - [`node`]: the DHT thread. One OS thread runs a tokio current-thread runtime that
+//!   drives one libp2p `Swarm`: TCP + noise + yamux, `libp2p-kad` (α = 3, k = 20, its
+//!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/1`, and connection
+//!   limits. It publishes our keys, answers others' queries from the store, and runs
+//!   the lookups the admin port asks for.
+//!
+//! ## Invariants
+//! - Nothing of it runs on a shard. Shards `try_send` the addresses of acknowledged
+//!   objects into a bounded std channel the thread drains on its tick (no wake-up, no
+//!   lock on the shard's side); admin threads send resolves on a bounded tokio channel
+//!   (it wakes the thread) and wait, bounded, for the answer.
+//! - Everything has a limit: others' records (`StoreLimits`), keys per batch
+//!   ([`protocol::PROVIDE_KEYS_MAX`]) and message bytes, announced keys waiting
+//!   ([`node::FRESH_KEYS_MAX`]), remembered peers, resolves in flight, connections
+//!   (inbound, pending, per peer), every query ([`node::QUERY_TIMEOUT`]).
+//! - A peer's claims are checked or bounded: its `PeerId` is the one noise
+//!   authenticated; the address stored for it is the IP its connection came from with
+//!   the port it claims; value records (anyone's bytes on our disk) are refused; a
+//!   key's first providers are kept and later ones refused, so a flood of fake
+//!   providers cannot push the real ones out.
+//! - Our own keys are durable when announced (one LMDB commit per tick's
+//!   announcements). Others' records are committed once per tick: a crash loses at
+//!   most a tick of them, which their providers republish.
+//!
+//! ## Data flow
+//! ```text
+//! shard commit ──addresses (std channel)──▶ tick: store.provide ─▶ publisher.fresh
+//! publisher: fresh keys, else the sweep's next region of keys due (12 h)
+//!    └─ get_closest_peers(first key) ─▶ /ron/provide/1 batch to each ─▶ mark_published
+//! peer's batch ─▶ store.add_providers (for the authenticated sender, at its IP)
+//! admin /resolve ──tokio channel──▶ get_providers ─▶ dial unknown providers (greeting)
+//!    └─ answer: node id + OAP address per provider, within the deadline
+//! ```
+//! The design note, and what is still a plan (peer fetch, coalescing, origin mode):
+//! `docs/design/dht.md`.
 
 pub mod error;
 pub mod identity;

@@ -40,6 +40,11 @@ pub const PROVIDER_TTL: Duration = Duration::from_secs(24 * 3_600);
 pub const REPUBLISH_AFTER: Duration = Duration::from_secs(12 * 3_600);
 /// A Kademlia query gives up after this long.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Kademlia's k: providers are published to the k peers closest to a key.
+pub const K_VALUE: usize = 20;
+/// The sweep rests this long after a whole pass over our keys (keys fall due 12 h
+/// after their last publication; new ones are published as they come).
+pub const SWEEP_REST: Duration = Duration::from_secs(600);
 /// Announced keys waiting for their first publication; past it they wait for the sweep.
 pub const FRESH_KEYS_MAX: usize = 65_536;
 /// Peers whose greeting (ports) is remembered.
@@ -48,8 +53,8 @@ pub const PEERS_MAX: usize = 4_096;
 pub const RESOLVES_MAX: usize = 256;
 /// How long a resolve waits for the greeting of a provider it dialed.
 const GREETING_WAIT: Duration = Duration::from_secs(2);
-/// Expired records of others removed per tick (a bounded step, not a stall).
-const EXPIRE_STEP: usize = 10_000;
+/// Records of others looked at per expiry step (a bounded step, not a stall).
+const EXPIRE_STEP: usize = 100_000;
 const EXPIRE_PERIOD: Duration = Duration::from_secs(60);
 /// Connections: inbound ones established and pending, and per peer.
 const INBOUND_CONNECTIONS_MAX: u32 = 512;
@@ -319,7 +324,7 @@ fn build_swarm(
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config
                 .set_parallelism(NonZeroUsize::new(3).expect("3 > 0"))
-                .set_replication_factor(NonZeroUsize::new(20).expect("20 > 0"))
+                .set_replication_factor(NonZeroUsize::new(K_VALUE).expect("k > 0"))
                 .set_query_timeout(QUERY_TIMEOUT)
                 .set_provider_record_ttl(Some(PROVIDER_TTL))
                 .set_provider_publication_interval(None)
@@ -823,18 +828,16 @@ impl Node {
     }
 
     /// Starts the next batch when none is in flight and some peer is connected: fresh
-    /// keys first, then the sweep's next region.
+    /// keys first, then the sweep's next batch. A batch is cut to one region of the key
+    /// space ([`region_bits`]): its keys share the closest peers of its first key.
     fn publish_next(&mut self) {
         if self.publisher.current.is_some() || self.swarm.connected_peers().next().is_none() {
             return;
         }
-        let mut keys: Vec<RecordKey> = {
-            let fresh = &mut self.publisher.fresh;
-            let take = fresh.len().min(PROVIDE_KEYS_MAX);
-            fresh.drain(..take).collect()
-        };
+        let bits = region_bits(self.metrics.routing_table_peers.load(Ordering::Relaxed));
+        let mut keys = self.fresh_batch(bits);
         if keys.is_empty() {
-            keys = self.sweep_batch();
+            keys = self.sweep_batch(bits);
         }
         let Some(first) = keys.first() else {
             return;
@@ -852,9 +855,30 @@ impl Node {
         });
     }
 
-    /// The sweep's next batch: keys from where it stopped, in distance order, that were
-    /// never published or not within [`REPUBLISH_AFTER`].
-    fn sweep_batch(&mut self) -> Vec<RecordKey> {
+    /// Up to a batch of fresh keys in one region: the first region of those waiting, in
+    /// distance order; the others go back to the front of the queue.
+    fn fresh_batch(&mut self, bits: u32) -> Vec<RecordKey> {
+        let fresh = &mut self.publisher.fresh;
+        let take = fresh.len().min(PROVIDE_KEYS_MAX);
+        let mut batch: Vec<([u8; 32], RecordKey)> = fresh
+            .drain(..take)
+            .map(|k| (crate::store::distance_key(&k), k))
+            .collect();
+        batch.sort_unstable_by_key(|(distance, _)| *distance);
+        let Some(first) = batch.first().map(|(d, _)| region_of(d, bits)) else {
+            return Vec::new();
+        };
+        let cut = batch.partition_point(|(d, _)| region_of(d, bits) == first);
+        for (_, key) in batch.drain(cut..).rev() {
+            fresh.push_front(key);
+        }
+        batch.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// The sweep's next batch: keys from where it stopped, in distance order and in one
+    /// region, that were never published or not within [`REPUBLISH_AFTER`]. After a
+    /// whole pass it rests for [`SWEEP_REST`].
+    fn sweep_batch(&mut self, bits: u32) -> Vec<RecordKey> {
         let now = Instant::now();
         if self.publisher.sweep_idle_until.is_some_and(|at| now < at) {
             return Vec::new();
@@ -862,7 +886,7 @@ impl Node {
         let from = self.publisher.sweep_from.unwrap_or([0; 32]);
         let due_before =
             unix_ms(SystemTime::now()).saturating_sub(REPUBLISH_AFTER.as_millis() as u64);
-        let region = match self.store().provided_from(&from, PROVIDE_KEYS_MAX) {
+        let mut region = match self.store().provided_from(&from, PROVIDE_KEYS_MAX) {
             Ok(region) => region,
             Err(e) => {
                 tracing::warn!("{e}");
@@ -870,14 +894,20 @@ impl Node {
             }
         };
         let full = region.len() == PROVIDE_KEYS_MAX;
-        self.publisher.sweep_from = match region.last() {
-            Some(last) if full => next_distance_key(&last.distance_key),
-            _ => None,
+        let first = region.first().map(|p| region_of(&p.distance_key, bits));
+        let cut = region.partition_point(|p| Some(region_of(&p.distance_key, bits)) == first);
+        self.publisher.sweep_from = match region.get(cut) {
+            Some(next) => Some(next.distance_key),
+            None if full => region
+                .last()
+                .and_then(|l| next_distance_key(&l.distance_key)),
+            None => None,
         };
-        if self.publisher.sweep_from.is_none() {
-            // A pass is over: look again in a minute (new keys come through `fresh`).
-            self.publisher.sweep_idle_until = Some(now + EXPIRE_PERIOD);
-        }
+        region.truncate(cut);
+        self.publisher.sweep_idle_until = match self.publisher.sweep_from {
+            Some(_) => None,
+            None => Some(now + SWEEP_REST),
+        };
         region
             .into_iter()
             .filter(|p| p.published_ms.is_none_or(|at| at <= due_before))
@@ -951,6 +981,34 @@ impl Node {
     }
 }
 
+/// How many leading bits of the distance key name a region: about `N / k` regions for
+/// `N` nodes, so the k closest peers of a region's first key are, near enough, those
+/// of all its keys. The routing table's size stands in for `N` (it underestimates a
+/// large network: regions come out larger, lookups fewer, and a record may land a few
+/// peers off its closest ones, where lookups passing near still find it). Up to `k`
+/// peers: one region, every key published to every peer.
+pub fn region_bits(routing_table_peers: u64) -> u32 {
+    let regions = routing_table_peers / K_VALUE as u64;
+    match regions {
+        0 | 1 => 0,
+        n => (n - 1).ilog2() + 1,
+    }
+    .min(32)
+}
+
+fn region_of(distance_key: &[u8; 32], bits: u32) -> u32 {
+    let head = u32::from_be_bytes([
+        distance_key[0],
+        distance_key[1],
+        distance_key[2],
+        distance_key[3],
+    ]);
+    match bits {
+        0 => 0,
+        bits => head >> (32 - bits),
+    }
+}
+
 /// The distance key just after `key` (`None` past the last one).
 fn next_distance_key(key: &[u8; 32]) -> Option<[u8; 32]> {
     let mut next = *key;
@@ -990,6 +1048,22 @@ mod tests {
             err.contains("expected /ip4|ip6/…/tcp/PORT[/p2p/ID]"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn regions_grow_finer_with_the_network() {
+        assert_eq!(region_bits(0), 0);
+        assert_eq!(region_bits(39), 0);
+        assert_eq!(region_bits(40), 1);
+        assert_eq!(region_bits(80), 2);
+        assert_eq!(region_bits(81), 2);
+        assert_eq!(region_bits(100), 3);
+        assert_eq!(region_bits(u64::MAX), 32);
+        let mut key = [0u8; 32];
+        key[0] = 0b1010_0000;
+        assert_eq!(region_of(&key, 0), 0);
+        assert_eq!(region_of(&key, 1), 1);
+        assert_eq!(region_of(&key, 3), 0b101);
     }
 
     #[test]

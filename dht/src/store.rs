@@ -102,6 +102,8 @@ pub struct ProviderStore {
     limits: StoreLimits,
     /// Others' record writes not yet committed: `providers` key → value (`None`: delete).
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Where the expiry walk goes on (`None`: from the start).
+    expire_from: Option<Vec<u8>>,
     counters: StoreCounters,
     path: PathBuf,
 }
@@ -139,6 +141,7 @@ impl ProviderStore {
             local,
             limits,
             pending: BTreeMap::new(),
+            expire_from: None,
             counters: StoreCounters::default(),
             path: dir.to_path_buf(),
         })
@@ -299,25 +302,39 @@ impl ProviderStore {
         wtxn.commit().map_err(self.lmdb("commit"))
     }
 
-    /// Removes up to `limit` expired records of others, walking from the start of the
-    /// database each time (expired records are deleted, so the walk moves on). Returns
-    /// how many were removed.
-    pub fn remove_expired(&mut self, now_ms: u64, limit: usize) -> Result<usize, DhtError> {
+    /// Looks at up to `scan_max` records of others, from where the last call stopped
+    /// (the start after the end), and removes the expired ones: a bounded step of a walk
+    /// over the whole database, not a stall. Returns how many were removed.
+    pub fn remove_expired(&mut self, now_ms: u64, scan_max: usize) -> Result<usize, DhtError> {
         self.flush()?;
-        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
+        // LMDB takes no empty key: a walk from the start begins at the smallest one.
+        let from = self.expire_from.take().unwrap_or_else(|| vec![0]);
         let mut expired = Vec::new();
         {
-            let iter = self.providers.iter(&wtxn).map_err(self.lmdb("iterate"))?;
-            for entry in iter {
-                let (db_key, value) = entry.map_err(self.lmdb("iterate"))?;
+            let rtxn = self.env.read_txn().map_err(self.lmdb("begin"))?;
+            let range = (
+                std::ops::Bound::Included(from.as_slice()),
+                std::ops::Bound::Unbounded,
+            );
+            let iter = self
+                .providers
+                .range(&rtxn, &range)
+                .map_err(self.lmdb("range"))?;
+            for (seen, entry) in iter.enumerate() {
+                let (db_key, value) = entry.map_err(self.lmdb("range"))?;
+                if seen == scan_max {
+                    self.expire_from = Some(db_key.to_vec());
+                    break;
+                }
                 if expiry_ms(value).is_none_or(|at| at <= now_ms) {
                     expired.push(db_key.to_vec());
-                    if expired.len() == limit {
-                        break;
-                    }
                 }
             }
         }
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
         for db_key in &expired {
             self.providers
                 .delete(&mut wtxn, db_key)
@@ -465,7 +482,8 @@ pub fn unix_ms(at: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn distance_key(key: &RecordKey) -> [u8; DISTANCE_KEY_BYTES] {
+/// `sha256(key)`: the key's place in the Kademlia key space.
+pub fn distance_key(key: &RecordKey) -> [u8; DISTANCE_KEY_BYTES] {
     let mut out = [0; DISTANCE_KEY_BYTES];
     out.copy_from_slice(KBucketKey::new(key.clone()).hashed_bytes());
     out
@@ -697,7 +715,9 @@ mod tests {
                 .unwrap();
         }
         let now = unix_ms(SystemTime::now()) + 1;
-        assert_eq!(store.remove_expired(now, 3).unwrap(), 3);
+        // Six records looked at, three of them expired; then the other four (two
+        // expired); then a new walk finds nothing left to remove.
+        assert_eq!(store.remove_expired(now, 6).unwrap(), 3);
         assert_eq!(store.remove_expired(now, 100).unwrap(), 2);
         assert_eq!(store.remove_expired(now, 100).unwrap(), 0);
         assert_eq!(store.provider_record_count().unwrap(), 5);
