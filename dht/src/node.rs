@@ -24,7 +24,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
-use ron_link::dht::{DhtClient, DhtMetrics, DhtRequest, Provider, DHT_MAILBOX_LEN};
+use ron_link::dht::{DhtClient, DhtMetrics, DhtRequest, Provider, ResolveError, DHT_MAILBOX_LEN};
 
 use crate::error::DhtError;
 use crate::protocol::{Ports, ProvideCodec, ProvideRequest, ProvideResponse, PROVIDE_KEYS_MAX};
@@ -47,9 +47,10 @@ pub const K_VALUE: usize = 20;
 pub const SWEEP_REST: Duration = Duration::from_secs(600);
 /// Announced keys waiting for their first publication; past it they wait for the sweep.
 pub const FRESH_KEYS_MAX: usize = 65_536;
-/// Peers whose greeting (ports) is remembered.
+/// Peers whose greeting (ports) is remembered; past it, any one is forgotten for the
+/// newcomer (a forgotten peer is greeted again when next connected).
 pub const PEERS_MAX: usize = 4_096;
-/// Resolves in progress at once (more are answered empty at once).
+/// Resolves in progress at once (more are refused at once: `TooManyLookups`).
 pub const RESOLVES_MAX: usize = 256;
 /// How long a resolve waits for the greeting of a provider it dialed.
 const GREETING_WAIT: Duration = Duration::from_secs(2);
@@ -239,7 +240,7 @@ fn run(
                 return;
             }
         };
-        let listen = node.wait_for_listener().await;
+        let listen = node.wait_for_listener(config.listen).await;
         let _ = started.send(listen);
         node.run(inbox).await;
     });
@@ -263,7 +264,7 @@ struct Resolve {
     query_done: bool,
     /// Set once the query is done: how long to wait for greetings of dialed providers.
     greeting_deadline: Option<Instant>,
-    reply: SyncSender<Vec<Provider>>,
+    reply: SyncSender<Result<Vec<Provider>, ResolveError>>,
 }
 
 /// One batch of keys on its way to the peers closest to its region.
@@ -392,7 +393,7 @@ impl Node {
     }
 
     /// Waits for the listener's address (the port, when `--p2p` said 0), or its error.
-    async fn wait_for_listener(&mut self) -> Result<SocketAddr, DhtError> {
+    async fn wait_for_listener(&mut self, requested: SocketAddr) -> Result<SocketAddr, DhtError> {
         loop {
             match self.swarm.select_next_some().await {
                 SwarmEvent::NewListenAddr {
@@ -412,13 +413,13 @@ impl Node {
                     ..
                 } if listener_id == self.listen_id => {
                     return Err(DhtError::Listen {
-                        addr: self.ports.p2p.to_string(),
+                        addr: requested.to_string(),
                         reason: format!("{reason:?}"),
                     });
                 }
                 SwarmEvent::ListenerError { error, .. } => {
                     return Err(DhtError::Listen {
-                        addr: self.ports.p2p.to_string(),
+                        addr: requested.to_string(),
                         reason: error.to_string(),
                     });
                 }
@@ -551,10 +552,10 @@ impl Node {
         key: RecordKey,
         limit: usize,
         deadline_ms: u64,
-        reply: SyncSender<Vec<Provider>>,
+        reply: SyncSender<Result<Vec<Provider>, ResolveError>>,
     ) {
         if self.resolves.len() >= RESOLVES_MAX {
-            let _ = reply.try_send(Vec::new());
+            let _ = reply.try_send(Err(ResolveError::TooManyLookups(RESOLVES_MAX)));
             return;
         }
         let now = Instant::now();
@@ -621,7 +622,11 @@ impl Node {
             return;
         };
         if self.peers.len() >= PEERS_MAX && !self.peers.contains_key(&peer) {
-            return;
+            // Any one goes: a peer forgotten is greeted again when next connected.
+            let evicted = self.peers.keys().next().copied();
+            if let Some(evicted) = evicted {
+                self.peers.remove(&evicted);
+            }
         }
         self.peers.insert(peer, PeerPorts { ip, ports });
         self.swarm
@@ -808,7 +813,7 @@ impl Node {
             .map(|peer| self.provider(peer))
             .collect();
         tracing::debug!(key = ?resolve.key, elapsed_ms, "dht: resolved");
-        let _ = resolve.reply.try_send(providers);
+        let _ = resolve.reply.try_send(Ok(providers));
     }
 
     fn provider(&self, peer: &PeerId) -> Provider {

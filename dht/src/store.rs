@@ -390,13 +390,19 @@ impl ProviderStore {
                 return Err(RecordStoreError::MaxProvidedKeys);
             }
         }
-        self.pending.insert(db_key, Some(value));
+        self.buffer_write(db_key, Some(value));
+        Ok(())
+    }
+
+    /// Buffers a write of others' records (`None`: a delete); a full buffer is
+    /// committed at once.
+    fn buffer_write(&mut self, db_key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.pending.insert(db_key, value);
         if self.pending.len() >= PENDING_WRITES_MAX {
             if let Err(e) = self.flush() {
                 tracing::warn!("provider store: {e}");
             }
         }
-        Ok(())
     }
 
     fn own_record(&self, key: &RecordKey) -> Option<ProviderRecord> {
@@ -472,7 +478,7 @@ impl RecordStore for ProviderStore {
             }
             return;
         }
-        self.pending.insert(providers_db_key(key, provider), None);
+        self.buffer_write(providers_db_key(key, provider), None);
     }
 }
 

@@ -9,15 +9,6 @@ use std::process::{Command, Output, Stdio};
 
 use common::*;
 
-fn ron(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ron"))
-        .args(args)
-        .env_remove("RON_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),

@@ -45,14 +45,6 @@ fn get_with_head(stream: &mut TcpStream, pending: &mut Vec<u8>, headers: &str) -
     read_response(stream, pending, false).unwrap()
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn hangup(n: &Node) {
     let pid = n.pid().to_string();
     let status = std::process::Command::new("kill")

@@ -5,21 +5,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use ron_codec::Address;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn p2p_flags(p2p: u16, peer: Option<u16>) -> Vec<String> {
     let mut flags = vec![
@@ -62,13 +53,6 @@ fn resolves_to(n: &Node, addr: &Address, id: &str) -> Option<serde_json::Value> 
         .cloned()
 }
 
-fn ron(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ron"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
     let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
@@ -88,13 +72,13 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
 
     let data = bytes(15, 100_000);
     let addr = upload(&nodes[0], &data);
-    wait_for("A publishes the object", || {
+    wait_for("A publishes the object", WAIT, || {
         try_metric(nodes[0].admin, "ron_dht_keys_published_total").unwrap_or(0) >= 1
     });
     assert_eq!(metric(nodes[0].admin, "ron_dht_provided_keys"), 1);
     for n in &nodes[1..] {
         let mut found = None;
-        wait_for("a resolve finds A", || {
+        wait_for("a resolve finds A", WAIT, || {
             found = resolves_to(n, &addr, &a_id);
             found.is_some()
         });
@@ -133,7 +117,7 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
     assert!(metric(nodes[4].admin, "ron_dht_lookup_ms_count") >= 2);
 
     // C holds A's record (k = 20 > 5 nodes: every node does); restarted, it still has it.
-    wait_for("C holds A's record", || {
+    wait_for("C holds A's record", WAIT, || {
         try_metric(nodes[2].admin, "ron_dht_provider_records").unwrap_or(0) >= 1
     });
     nodes[2].stop();
@@ -155,7 +139,7 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
     );
     assert_eq!(node_id(&nodes[0]), a_id);
     assert_eq!(metric(nodes[0].admin, "ron_dht_provided_keys"), 1);
-    wait_for("E still resolves A", || {
+    wait_for("E still resolves A", WAIT, || {
         resolves_to(&nodes[4], &addr, &a_id).is_some()
     });
     for n in &mut nodes {

@@ -4,28 +4,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
 use ron_codec::Address;
 
 const GROUP: u64 = 65_536;
-
-fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn ron(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ron"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn the_scrubber_finds_rot_nobody_reads_and_rebuilds_it_on_disk() {

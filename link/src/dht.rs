@@ -42,6 +42,8 @@ pub struct Provider {
 pub enum ResolveError {
     #[error("the DHT is busy: {0} requests are waiting")]
     Busy(usize),
+    #[error("the DHT has {0} lookups running, its most")]
+    TooManyLookups(usize),
     #[error("the DHT thread is not running")]
     Stopped,
     #[error("no answer within {0} ms")]
@@ -56,7 +58,7 @@ pub enum DhtRequest {
         addr: [u8; 32],
         limit: usize,
         deadline_ms: u64,
-        reply: SyncSender<Vec<Provider>>,
+        reply: SyncSender<Result<Vec<Provider>, ResolveError>>,
     },
 }
 
@@ -116,9 +118,9 @@ impl DhtClient {
         }
         // The DHT thread answers by its deadline; a little slack covers its tick.
         let wait = std::time::Duration::from_millis(deadline_ms + 1_000);
-        answer.recv_timeout(wait).map_err(|e| match e {
-            std::sync::mpsc::RecvTimeoutError::Timeout => ResolveError::Timeout(deadline_ms),
-            std::sync::mpsc::RecvTimeoutError::Disconnected => ResolveError::Stopped,
+        answer.recv_timeout(wait).unwrap_or_else(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => Err(ResolveError::Timeout(deadline_ms)),
+            std::sync::mpsc::RecvTimeoutError::Disconnected => Err(ResolveError::Stopped),
         })
     }
 }

@@ -503,9 +503,10 @@ impl GroupCommit {
     /// waits: a full mailbox drops them, counted; its sweep and restarts announce them).
     fn send_announcements(&self) {
         let Some(dht) = &self.dht else { return };
-        let announced = std::mem::take(&mut *self.announced.borrow_mut());
-        for batch in announced.chunks(ANNOUNCE_BATCH_MAX) {
-            dht.announce(batch.to_vec());
+        let mut announced = std::mem::take(&mut *self.announced.borrow_mut());
+        while !announced.is_empty() {
+            let rest = announced.split_off(announced.len().min(ANNOUNCE_BATCH_MAX));
+            dht.announce(std::mem::replace(&mut announced, rest));
         }
     }
 

@@ -194,9 +194,9 @@ fn resolve(answers: &Answers, query: &str) -> Reply {
             200,
             json!({ "hash": addr.to_string(), "providers": providers }).to_string(),
         ),
-        Err(e @ (ResolveError::Busy(_) | ResolveError::Stopped)) => {
-            Reply::text(503, format!("{e}; try again\n"))
-        }
+        Err(
+            e @ (ResolveError::Busy(_) | ResolveError::TooManyLookups(_) | ResolveError::Stopped),
+        ) => Reply::text(503, format!("{e}; try again\n")),
         Err(e @ ResolveError::Timeout(_)) => Reply::text(504, format!("{e}\n")),
     }
 }
@@ -353,12 +353,16 @@ mod tests {
             }) = dht.blocking_recv()
             {
                 limits.push((addr[0], limit));
+                if limit == 5 {
+                    reply.send(Err(ResolveError::TooManyLookups(256))).unwrap();
+                    continue;
+                }
                 let provider = Provider {
                     node_id: "12D3KooWpeer".into(),
                     oap: Some("127.0.0.1:9444".parse().unwrap()),
                     local: false,
                 };
-                reply.send(vec![provider]).unwrap();
+                reply.send(Ok(vec![provider])).unwrap();
             }
             limits
         });
@@ -371,6 +375,14 @@ mod tests {
             )
         );
         assert_eq!(get(&answers, &format!("/resolve?hash={hash}")).0, 200);
+        let busy = get(&answers, &format!("/resolve?hash={hash}&limit=5"));
+        assert_eq!(
+            busy,
+            (
+                503,
+                "the DHT has 256 lookups running, its most; try again\n".into()
+            )
+        );
         let cases = [
             ("/resolve", "/resolve needs ?hash=b3:<hex>\n"),
             (
@@ -386,7 +398,10 @@ mod tests {
             assert_eq!((status, body.as_str()), (400, "limit must be 1..=64\n"));
         }
         drop(answers);
-        assert_eq!(thread.join().unwrap(), vec![(0xab, 3), (0xab, 16)]);
+        assert_eq!(
+            thread.join().unwrap(),
+            vec![(0xab, 3), (0xab, 16), (0xab, 5)]
+        );
     }
 
     #[test]

@@ -494,6 +494,26 @@ pub fn upload(n: &Node, data: &[u8]) -> Address {
     r.json()["obj"].as_str().unwrap().parse().unwrap()
 }
 
+/// Runs a `ron` command (a client one: no stdin, no `RON_TOKEN` from the environment)
+/// to completion.
+pub fn ron(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(args)
+        .env_remove("RON_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Polls `done` every 50 ms until it holds; fails the test naming `what` past `within`.
+pub fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Runs `ron serve` with `args` to completion (for start-up refusals).
 pub fn run_ron(data_dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ron"))
