@@ -50,6 +50,12 @@ pub enum ErrorCode {
     NotImplemented,
     /// 507: the node has no space left to store an upload (project addition).
     InsufficientStorage,
+    /// 502: a read-through found no provider or origin that delivered a verified copy
+    /// (project addition).
+    BadGateway,
+    /// 504: a read-through's upstream did not deliver within its deadline (project
+    /// addition).
+    GatewayTimeout,
     /// 503: the inflight gate is full.
     Overloaded,
     /// 503: the node is not ready yet.
@@ -58,7 +64,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every variant, for exhaustive tests and documentation tables.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadRequest,
         ErrorCode::BadFrame,
         ErrorCode::BadVersion,
@@ -77,6 +83,8 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::StoredDigestMismatch,
         ErrorCode::NotImplemented,
+        ErrorCode::BadGateway,
+        ErrorCode::GatewayTimeout,
         ErrorCode::Overloaded,
         ErrorCode::NotReady,
         ErrorCode::InsufficientStorage,
@@ -102,6 +110,8 @@ impl ErrorCode {
             ErrorCode::HeadTooLarge => 431,
             ErrorCode::Internal | ErrorCode::StoredDigestMismatch => 500,
             ErrorCode::NotImplemented => 501,
+            ErrorCode::BadGateway => 502,
+            ErrorCode::GatewayTimeout => 504,
             ErrorCode::Overloaded | ErrorCode::NotReady => 503,
             ErrorCode::InsufficientStorage => 507,
         }
@@ -134,6 +144,8 @@ impl ErrorCode {
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::NotReady => "not_ready",
+            ErrorCode::BadGateway => "bad_gateway",
+            ErrorCode::GatewayTimeout => "gateway_timeout",
             ErrorCode::InsufficientStorage => "insufficient_storage",
         }
     }
@@ -142,7 +154,11 @@ impl ErrorCode {
     pub const fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::OverQuota | ErrorCode::Overloaded | ErrorCode::NotReady
+            ErrorCode::OverQuota
+                | ErrorCode::Overloaded
+                | ErrorCode::NotReady
+                | ErrorCode::BadGateway
+                | ErrorCode::GatewayTimeout
         )
     }
 
@@ -347,6 +363,8 @@ mod tests {
             (ErrorCode::Internal, 500, "internal", false),
             (ErrorCode::StoredDigestMismatch, 500, "bad_digest", false),
             (ErrorCode::NotImplemented, 501, "not_implemented", false),
+            (ErrorCode::BadGateway, 502, "bad_gateway", true),
+            (ErrorCode::GatewayTimeout, 504, "gateway_timeout", true),
             (ErrorCode::Overloaded, 503, "overloaded", true),
             (ErrorCode::NotReady, 503, "not_ready", true),
             (

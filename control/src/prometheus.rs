@@ -63,6 +63,8 @@ enum Series {
     Rejections,
     /// By `tenant` and `limit`, as reported.
     QuotaRejections,
+    /// Read-through attempts by `reason`, every reason.
+    FetchFailures,
 }
 
 #[derive(Debug)]
@@ -84,7 +86,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, series: Seri
 
 /// Every family, in the order it is rendered.
 #[rustfmt::skip]
-const FAMILIES: [Family; 47] = [
+const FAMILIES: [Family; 53] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -104,6 +106,12 @@ const FAMILIES: [Family; 47] = [
     family("ron_scrub_passes", Gauge, "Full scrub passes over every store of the shard.", Series::PerShard(|s| s.metrics.scrub_passes)),
     family("ron_scrub_progress_ratio", Gauge, "How far the shard's scrub pass under way is, 0 to 1.", Series::PerShardPpm(|s| s.metrics.scrub_progress_ppm)),
     family("ron_scrub_paused", Gauge, "1 while an operator has the shard's scrubber paused.", Series::PerShard(|s| s.metrics.scrub_paused)),
+    family("ron_fetches_total", Counter, "Read-through fetches started (one per object missed, however many requests wait on it).", Series::Sum(|s| s.metrics.fetches)),
+    family("ron_fetches_stored_total", Counter, "Read-through fetches that ended with the object verified and stored.", Series::Sum(|s| s.metrics.fetches_stored)),
+    family("ron_fetch_bytes_total", Counter, "Verified bytes read through from providers and origins.", Series::Sum(|s| s.metrics.fetch_bytes)),
+    family("ron_fetch_failures_total", Counter, "Read-through upstream attempts that failed, by reason (a fetch may go on from the next provider).", Series::FetchFailures),
+    family("ron_fetch_hedges_total", Counter, "Second providers asked because the first was slow to its first verified group.", Series::Sum(|s| s.metrics.fetch_hedges)),
+    family("ron_fetch_coalesced_waiters_total", Counter, "Requests that joined a read-through already under way instead of starting their own.", Series::Sum(|s| s.metrics.fetch_coalesced_waiters)),
     family("ron_ec_repairs_dropped_total", Counter, "Stripes found damaged but not queued for repair because the repair queue was full.", Series::Sum(|s| s.metrics.ec_repairs_dropped)),
     family("ron_cache_hits_total", Counter, "Verified-group cache hits.", Series::Sum(|s| s.metrics.cache_hits)),
     family("ron_cache_misses_total", Counter, "Verified-group cache misses.", Series::Sum(|s| s.metrics.cache_misses)),
@@ -165,6 +173,7 @@ pub fn render_metrics(shards: &[ShardSample], extra: &Extra) -> String {
             Series::Latency => render_latency(&mut out, name, &extra.latency),
             Series::Rejections => render_rejections(&mut out, name, shards),
             Series::QuotaRejections => render_quota_rejections(&mut out, name, extra),
+            Series::FetchFailures => render_fetch_failures(&mut out, name, shards),
         }
     }
     out
@@ -212,6 +221,16 @@ fn render_latency(out: &mut String, name: &str, latency: &LatencySet) {
                 seconds(latency.sum_us(protocol, op)),
             ));
         }
+    }
+}
+
+fn render_fetch_failures(out: &mut String, name: &str, shards: &[ShardSample]) {
+    for (i, reason) in ron_shards::metrics::FETCH_FAILURE_REASONS
+        .iter()
+        .enumerate()
+    {
+        let n: u64 = shards.iter().map(|s| s.metrics.fetch_failures[i]).sum();
+        out.push_str(&format!("{name}{{reason=\"{reason}\"}} {n}\n"));
     }
 }
 

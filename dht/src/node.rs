@@ -24,7 +24,9 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
-use ron_link::dht::{DhtClient, DhtMetrics, DhtRequest, Provider, ResolveError, DHT_MAILBOX_LEN};
+use ron_link::dht::{
+    DhtClient, DhtMetrics, DhtRequest, Provider, ResolveError, ResolveReply, DHT_MAILBOX_LEN,
+};
 
 use crate::error::DhtError;
 use crate::protocol::{Ports, ProvideCodec, ProvideRequest, ProvideResponse, PROVIDE_KEYS_MAX};
@@ -264,7 +266,7 @@ struct Resolve {
     query_done: bool,
     /// Set once the query is done: how long to wait for greetings of dialed providers.
     greeting_deadline: Option<Instant>,
-    reply: SyncSender<Result<Vec<Provider>, ResolveError>>,
+    reply: ResolveReply,
 }
 
 /// One batch of keys on its way to the peers closest to its region.
@@ -552,10 +554,10 @@ impl Node {
         key: RecordKey,
         limit: usize,
         deadline_ms: u64,
-        reply: SyncSender<Result<Vec<Provider>, ResolveError>>,
+        reply: ResolveReply,
     ) {
         if self.resolves.len() >= RESOLVES_MAX {
-            let _ = reply.try_send(Err(ResolveError::TooManyLookups(RESOLVES_MAX)));
+            reply.send(Err(ResolveError::TooManyLookups(RESOLVES_MAX)));
             return;
         }
         let now = Instant::now();
@@ -813,7 +815,7 @@ impl Node {
             .map(|peer| self.provider(peer))
             .collect();
         tracing::debug!(key = ?resolve.key, elapsed_ms, "dht: resolved");
-        let _ = resolve.reply.try_send(Ok(providers));
+        resolve.reply.send(Ok(providers));
     }
 
     fn provider(&self, peer: &PeerId) -> Provider {

@@ -512,6 +512,8 @@ mod tests {
             tls_cert: Some("c".into()),
             tls_key: Some("k".into()),
             p2p: Some("127.0.0.1:2".parse().unwrap()),
+            origin: Some("http://127.0.0.1:3".into()),
+            oap_advertised_port: Some(4),
             ..Config::default()
         };
         let rendered = toml::to_string(&with_all).unwrap();

@@ -120,7 +120,7 @@ impl Harness {
                 quotas,
             ));
             let draining = Rc::new(Cell::new(false));
-            let fronts = FrontEnds::new(&config, shard, &admission, &draining, false);
+            let fronts = FrontEnds::new(&config, shard, &admission, &draining, false, None);
             (fronts, admission)
         });
         Harness {

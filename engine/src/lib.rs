@@ -12,6 +12,11 @@
 //!   range resolver, the first verified group before any head, the group stream with
 //!   prefetch), STAT, uploads (write rule, size limit, announced length and digest,
 //!   commit outcome).
+//! - [`fetch`]: read-through — a GET of an object this node lacks is fetched from a
+//!   provider the DHT names (OAP/1 with proofs, every group verified as it arrives,
+//!   hedged, resumed at the failed group by the next provider) or the HTTP origin
+//!   (verified whole), streamed to every request waiting on it (one fetch per object per
+//!   shard) and stored.
 //! - [`admission`]: what every request passes first and is accounted to — the tenant's
 //!   token buckets (429 `over_quota`), the shard's in-flight gate (503 `overloaded`),
 //!   tenant identity, counters by protocol/op/status and latency histograms; its timer
@@ -50,7 +55,8 @@
 //!
 //! ## Data flow
 //! accept (plain, or TLS then ALPN) → `http::serve_connection` | `oap::serve_connection`
-//! → parse (head | frame) → `Admission::admit` → `Service::find` + `Span::resolve` +
+//! → parse (head | frame) → `Admission::admit` → `Service::find` (a miss with read-through
+//! on joins or starts a `fetch::Flight`) + `Span::resolve` +
 //! `Service::stream` (GET) | `Service::begin_upload` → `UploadSession::{write, finish}`
 //! (PUT) → encode (response | frames) → `Admission::finish` (bytes charged, counted,
 //! latency recorded).
@@ -59,6 +65,7 @@ pub mod admission;
 pub mod buffers;
 pub mod cli;
 pub mod config;
+pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

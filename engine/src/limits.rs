@@ -109,3 +109,7 @@ pub const DRAIN_POLL_PERIOD: Duration = Duration::from_millis(10);
 
 /// Longest wait at start-up for every shard to become ready before the banner.
 pub const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// Read-through fetches under way per shard (each holds one upstream connection, a
+/// window of at most 4 MiB of verified groups and an upload); a miss past it is 503.
+pub const FETCHES_PER_SHARD_MAX: usize = 64;

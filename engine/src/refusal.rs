@@ -91,6 +91,20 @@ pub enum Refusal {
     },
     #[error("DATA names {named} but START announced {announced}")]
     DataNamesOther { named: Address, announced: Address },
+
+    // --- read-through (a GET of an object this node lacks) ---
+    /// Every upstream tried (providers, then the origin) failed; `last` says how the last
+    /// one did.
+    #[error("{addr} is not stored here and no upstream delivered a verified copy ({tried} tried; last: {last})")]
+    BadGateway {
+        addr: Address,
+        tried: u32,
+        last: String,
+    },
+    #[error("{addr} is not stored here and its upstream delivered nothing verified within {timeout_ms} ms")]
+    GatewayTimeout { addr: Address, timeout_ms: u64 },
+    #[error("shard {shard} has {fetches} read-through fetches under way, its most")]
+    TooManyFetches { shard: u16, fetches: usize },
 }
 
 fn unauthorized_text(tenant_id: Option<u128>, token_given: bool, carrier: &str) -> String {
@@ -131,6 +145,9 @@ impl Refusal {
             | PutWithoutData { .. }
             | DataOutOfOrder { .. }
             | DataNamesOther { .. } => ErrorCode::BadRequest,
+            BadGateway { .. } => ErrorCode::BadGateway,
+            GatewayTimeout { .. } => ErrorCode::GatewayTimeout,
+            TooManyFetches { .. } => ErrorCode::Overloaded,
         }
     }
 

@@ -142,7 +142,59 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
     wait_for("E still resolves A", WAIT, || {
         resolves_to(&nodes[4], &addr, &a_id).is_some()
     });
-    for n in &mut nodes {
+
+    // E lacks the object: a GET reads it through from A, verified, and E stores it.
+    let e = &nodes[4];
+    let r = get(e.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body == data, "E served A's bytes");
+    assert_eq!(metric(e.admin, "ron_fetches_total"), 1);
+    // The answer streams while the fetch stores the object: the commit may come after.
+    assert_eq!(
+        metric_reaching(e.admin, "ron_fetches_stored_total", 1, WAIT),
+        1
+    );
+    assert_eq!(metric(e.admin, "ron_fetch_bytes_total"), data.len() as u64);
+    // Stored: the project's verifying client gets it from E over OAP with proofs, and
+    // E does not fetch again.
+    let out_file = dirs[4].join("got");
+    let out = ron(&[
+        "get",
+        "--server",
+        &e.oap.to_string(),
+        &addr.to_string(),
+        "-o",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(std::fs::read(&out_file).unwrap() == data);
+    assert_eq!(metric(e.admin, "ron_fetches_total"), 1);
+    // E announces what it stored, like any upload.
+    let e_id = node_id(e);
+    wait_for("D resolves E", WAIT, || {
+        resolves_to(&nodes[3], &addr, &e_id).is_some()
+    });
+
+    // A stops: D reads the object through from E (A, if D still lists it, is refused).
+    nodes[0].stop();
+    let d = &nodes[3];
+    let r = get(d.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body == data, "D served E's copy");
+    assert_eq!(
+        metric_reaching(d.admin, "ron_fetches_stored_total", 1, WAIT),
+        1
+    );
+
+    // Nobody has it: 502, retryable, nothing stored.
+    let r = get(d.http, &format!("/o/{missing}")).unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.json()["code"], "bad_gateway");
+    assert_eq!(
+        gauge(d.admin, "ron_fetch_failures_total{reason=\"no_provider\"}"),
+        Some(1.0)
+    );
+    for n in &mut nodes[1..] {
         n.stop();
     }
 }

@@ -50,6 +50,31 @@ pub enum ResolveError {
     Timeout(u64),
 }
 
+/// What a resolve answers.
+pub type Resolved = Result<Vec<Provider>, ResolveError>;
+
+/// Where the DHT thread sends a resolve's answer: a blocking admin thread waits on a
+/// std channel, a shard task on a oneshot it can await on its own executor.
+#[derive(Debug)]
+pub enum ResolveReply {
+    Blocking(SyncSender<Resolved>),
+    Awaited(tokio::sync::oneshot::Sender<Resolved>),
+}
+
+impl ResolveReply {
+    /// Sends the answer; an asker that has gone away is not an error.
+    pub fn send(self, answer: Resolved) {
+        match self {
+            ResolveReply::Blocking(reply) => {
+                let _ = reply.try_send(answer);
+            }
+            ResolveReply::Awaited(reply) => {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum DhtRequest {
     /// Who provides `addr`: at most `limit` providers, answered on `reply` within
@@ -58,7 +83,7 @@ pub enum DhtRequest {
         addr: [u8; 32],
         limit: usize,
         deadline_ms: u64,
-        reply: SyncSender<Result<Vec<Provider>, ResolveError>>,
+        reply: ResolveReply,
     },
 }
 
@@ -98,13 +123,38 @@ impl DhtClient {
     }
 
     /// Asks who provides `addr` and waits for the answer (admin threads only: blocking).
-    pub fn resolve(
+    pub fn resolve(&self, addr: [u8; 32], limit: usize, deadline_ms: u64) -> Resolved {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.ask(addr, limit, deadline_ms, ResolveReply::Blocking(reply))?;
+        // The DHT thread answers by its deadline; a little slack covers its tick.
+        let wait = std::time::Duration::from_millis(deadline_ms + 1_000);
+        answer.recv_timeout(wait).unwrap_or_else(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => Err(ResolveError::Timeout(deadline_ms)),
+            std::sync::mpsc::RecvTimeoutError::Disconnected => Err(ResolveError::Stopped),
+        })
+    }
+
+    /// Asks who provides `addr` without blocking: the answer arrives on the returned
+    /// oneshot, which any executor can await (a shard bounds the wait with its own
+    /// timer). A full mailbox is refused at once.
+    pub fn resolve_later(
         &self,
         addr: [u8; 32],
         limit: usize,
         deadline_ms: u64,
-    ) -> Result<Vec<Provider>, ResolveError> {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    ) -> Result<tokio::sync::oneshot::Receiver<Resolved>, ResolveError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.ask(addr, limit, deadline_ms, ResolveReply::Awaited(reply))?;
+        Ok(answer)
+    }
+
+    fn ask(
+        &self,
+        addr: [u8; 32],
+        limit: usize,
+        deadline_ms: u64,
+        reply: ResolveReply,
+    ) -> Result<(), ResolveError> {
         let request = DhtRequest::Resolve {
             addr,
             limit: limit.clamp(1, RESOLVE_LIMIT_MAX),
@@ -112,16 +162,10 @@ impl DhtClient {
             reply,
         };
         match self.requests.try_send(request) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(ResolveError::Busy(DHT_MAILBOX_LEN)),
-            Err(TrySendError::Closed(_)) => return Err(ResolveError::Stopped),
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(ResolveError::Busy(DHT_MAILBOX_LEN)),
+            Err(TrySendError::Closed(_)) => Err(ResolveError::Stopped),
         }
-        // The DHT thread answers by its deadline; a little slack covers its tick.
-        let wait = std::time::Duration::from_millis(deadline_ms + 1_000);
-        answer.recv_timeout(wait).unwrap_or_else(|e| match e {
-            std::sync::mpsc::RecvTimeoutError::Timeout => Err(ResolveError::Timeout(deadline_ms)),
-            std::sync::mpsc::RecvTimeoutError::Disconnected => Err(ResolveError::Stopped),
-        })
     }
 }
 

@@ -70,9 +70,34 @@ pub struct ShardMetrics {
     pub scrub_progress_ppm: AtomicU64,
     /// 1 while an operator has paused the scrubber.
     pub scrub_paused: AtomicU64,
+    /// Read-through (engine `fetch`): upstream fetches started, and finished with the
+    /// object verified and stored.
+    pub fetches: AtomicU64,
+    pub fetches_stored: AtomicU64,
+    /// Verified bytes received from providers and origins.
+    pub fetch_bytes: AtomicU64,
+    /// Upstream attempts that failed, by [`FETCH_FAILURE_REASONS`].
+    pub fetch_failures: [AtomicU64; FETCH_FAILURE_REASONS.len()],
+    /// Second providers asked because the first was slow to its first group.
+    pub fetch_hedges: AtomicU64,
+    /// Requests that joined a fetch already under way instead of starting one.
+    pub fetch_coalesced_waiters: AtomicU64,
     /// Set once the shard's listeners accept.
     pub ready: AtomicBool,
 }
+
+/// Why an upstream attempt of a read-through failed (`ron_fetch_failures_total`'s
+/// `reason` label), in the order of [`ShardMetrics::fetch_failures`].
+pub const FETCH_FAILURE_REASONS: [&str; 8] = [
+    "no_provider",
+    "connect",
+    "refused",
+    "bad_group",
+    "protocol",
+    "timeout",
+    "too_large",
+    "storage",
+];
 
 impl ShardMetrics {
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -127,6 +152,12 @@ impl ShardMetrics {
             scrub_passes: self.scrub_passes.load(Relaxed),
             scrub_progress_ppm: self.scrub_progress_ppm.load(Relaxed),
             scrub_paused: self.scrub_paused.load(Relaxed),
+            fetches: self.fetches.load(Relaxed),
+            fetches_stored: self.fetches_stored.load(Relaxed),
+            fetch_bytes: self.fetch_bytes.load(Relaxed),
+            fetch_failures: std::array::from_fn(|i| self.fetch_failures[i].load(Relaxed)),
+            fetch_hedges: self.fetch_hedges.load(Relaxed),
+            fetch_coalesced_waiters: self.fetch_coalesced_waiters.load(Relaxed),
             ready: self.ready.load(Relaxed),
         }
     }
@@ -183,6 +214,12 @@ pub struct MetricsSnapshot {
     pub scrub_passes: u64,
     pub scrub_progress_ppm: u64,
     pub scrub_paused: u64,
+    pub fetches: u64,
+    pub fetches_stored: u64,
+    pub fetch_bytes: u64,
+    pub fetch_failures: [u64; FETCH_FAILURE_REASONS.len()],
+    pub fetch_hedges: u64,
+    pub fetch_coalesced_waiters: u64,
     pub ready: bool,
 }
 

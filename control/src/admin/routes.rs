@@ -354,7 +354,7 @@ mod tests {
             {
                 limits.push((addr[0], limit));
                 if limit == 5 {
-                    reply.send(Err(ResolveError::TooManyLookups(256))).unwrap();
+                    reply.send(Err(ResolveError::TooManyLookups(256)));
                     continue;
                 }
                 let provider = Provider {
@@ -362,7 +362,7 @@ mod tests {
                     oap: Some("127.0.0.1:9444".parse().unwrap()),
                     local: false,
                 };
-                reply.send(Ok(vec![provider])).unwrap();
+                reply.send(Ok(vec![provider]));
             }
             limits
         });

@@ -336,6 +336,38 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set_list(&mut c.peers, v),
     },
     Key {
+        key: "oap_advertised_port",
+        flag: "oap-advertised-port",
+        value: "PORT",
+        default: None,
+        help: "the OAP port other nodes are told to fetch from (a port-forward or proxy in front of --oap; default its port)",
+        apply: |c, v| set(&mut c.oap_advertised_port, |s| num(s).map(Some), v),
+    },
+    Key {
+        key: "origin",
+        flag: "origin",
+        value: "URL",
+        default: None,
+        help: "HTTP origin a miss no peer provides is read through from (http://HOST[:PORT][/PREFIX], verified whole)",
+        apply: |c, v| set(&mut c.origin, |s| Ok(Some(s.to_owned())), v),
+    },
+    Key {
+        key: "fetch_timeout_ms",
+        flag: "fetch-timeout-ms",
+        value: "N",
+        default: Some("10000"),
+        help: "read-through: resolve plus first verified group, and each later group",
+        apply: |c, v| set(&mut c.fetch_timeout_ms, num, v),
+    },
+    Key {
+        key: "fetch_hedge_ms",
+        flag: "fetch-hedge-ms",
+        value: "N",
+        default: Some("300"),
+        help: "read-through: ask a second provider when the first has sent nothing verified by then",
+        apply: |c, v| set(&mut c.fetch_hedge_ms, num, v),
+    },
+    Key {
         key: "shards",
         flag: "shards",
         value: "N",
@@ -580,6 +612,8 @@ mod tests {
                 "tls_key",
                 "p2p",
                 "peers",
+                "oap_advertised_port",
+                "origin",
                 "tokens",
                 "admin_token"
             ]
@@ -587,7 +621,7 @@ mod tests {
         let c = Config::default();
         assert!(c.tls.is_none() && c.tls_cert.is_none() && c.tls_key.is_none());
         assert!(c.tokens.is_empty() && c.admin_token.is_none());
-        assert!(c.p2p.is_none() && c.peers.is_empty());
+        assert!(c.p2p.is_none() && c.peers.is_empty() && c.origin.is_none());
     }
 
     /// The rows of docs/OPERATIONS.md's configuration reference, as cells.

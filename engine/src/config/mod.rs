@@ -107,6 +107,16 @@ pub struct Config {
     pub p2p: Option<SocketAddr>,
     /// Bootstrap peers: `HOST:PORT` (their `p2p`) or multiaddrs with `/p2p/<id>`.
     pub peers: Vec<String>,
+    /// The OAP port announced to other nodes, when it is not `oap`'s (a port-forward).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oap_advertised_port: Option<u16>,
+    /// HTTP origin of read-through (`http://HOST[:PORT][/PREFIX]`); off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Read-through: bound on the resolve plus the first verified group, and per group.
+    pub fetch_timeout_ms: u64,
+    /// Read-through: when a second provider is asked.
+    pub fetch_hedge_ms: u64,
     /// Log lines as `text` or `json`.
     pub log_format: LogFormat,
     /// Least severe events logged: error, warn, info, debug (adds one line per request).
@@ -214,6 +224,10 @@ impl Config {
             tls: None,
             p2p: None,
             peers: Vec::new(),
+            oap_advertised_port: None,
+            origin: None,
+            fetch_timeout_ms: 0,
+            fetch_hedge_ms: 0,
             tls_cert: None,
             tls_key: None,
             log_format: LogFormat::Text,

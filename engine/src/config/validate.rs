@@ -31,6 +31,16 @@ impl Config {
                 return refuse(format!("peers: {e}"));
             }
         }
+        if let Some(origin) = &self.origin {
+            if !origin.starts_with("http://") || origin.len() <= "http://".len() {
+                return refuse(format!(
+                    "origin: {origin:?} is not http://HOST[:PORT][/PREFIX] (https origins are not supported)"
+                ));
+            }
+        }
+        if self.fetch_timeout_ms == 0 {
+            return refuse("fetch_timeout_ms: must be at least 1".into());
+        }
         Ok(())
     }
 

@@ -6,14 +6,14 @@ use ron_codec::Address;
 use ron_io::stream::Transport;
 use std::os::fd::AsFd;
 
-use ron_shards::{GroupBytes, ObjectMeta, ShardMetrics};
+use ron_shards::{GroupBytes, ShardMetrics};
 
 use super::request::{quoted_etag, CorrId, Request};
 use super::respond::{self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE};
 use super::{write_out, Abort, Conn, HttpContext};
 use crate::limits::{COALESCE_BODY_BYTES_MAX, HEAD_WITH_BODY_BYTES_MAX};
 use crate::refusal::Refusal;
-use crate::service::{GroupStream, Span};
+use crate::service::{GroupStream, Object, Span};
 
 pub(super) async fn get<S: Transport>(
     ctx: &HttpContext,
@@ -24,8 +24,8 @@ pub(super) async fn get<S: Transport>(
 ) -> Result<u16, Abort> {
     match plan(ctx, req, addr).await {
         Ok(Plan::NotModified) => not_modified(ctx, conn, req, addr, close).await,
-        Ok(Plan::Send(meta, span, stream)) => {
-            write_head(ctx, conn, req, &meta, span, close);
+        Ok(Plan::Send(object, span, stream)) => {
+            write_head(ctx, conn, req, &object, span, close);
             match stream {
                 Some(mut stream) => {
                     conn.object_bytes = span.len;
@@ -47,23 +47,23 @@ pub(super) async fn get<S: Transport>(
 enum Plan {
     NotModified,
     /// The object, the bytes to send, and their groups (none for HEAD or no bytes).
-    Send(std::rc::Rc<ObjectMeta>, Span, Option<GroupStream>),
+    Send(Object, Span, Option<GroupStream>),
 }
 
 /// Everything decided before the head is written; a failure here is a clean error.
 async fn plan(ctx: &HttpContext, req: &Request, addr: &Address) -> Result<Plan, Refusal> {
-    let meta = ctx.service.find(addr).await?;
+    let object = ctx.service.find(addr).await?;
     let etag = quoted_etag(addr);
     if req.if_none_match.as_ref().is_some_and(|c| c.matches(&etag)) {
         return Ok(Plan::NotModified);
     }
     let range = req.range.as_ref().filter(|_| !req.if_range_failed);
-    let span = Span::resolve(range, meta.len())?;
+    let span = Span::resolve(range, object.len())?;
     if req.method != Method::Get || span.len == 0 {
-        return Ok(Plan::Send(meta, span, None));
+        return Ok(Plan::Send(object, span, None));
     }
-    let stream = ctx.service.stream(std::rc::Rc::clone(&meta), span).await?;
-    Ok(Plan::Send(meta, span, Some(stream)))
+    let stream = ctx.service.stream(&object, span).await?;
+    Ok(Plan::Send(object, span, Some(stream)))
 }
 
 async fn not_modified<S: Transport>(
@@ -88,19 +88,19 @@ fn write_head<S>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
     req: &Request,
-    meta: &ObjectMeta,
+    object: &Object,
     span: Span,
     close: bool,
 ) {
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, span.status());
     common_headers(ctx, &mut head, &req.corr_id, close);
-    let content_type = match meta.content_type.as_bytes() {
+    let content_type = match object.content_type().as_bytes() {
         [] => DEFAULT_CONTENT_TYPE,
         given => given,
     };
     head.content_length(span.len)
-        .header("ETag", &quoted_etag(&meta.addr()))
+        .header("ETag", &quoted_etag(&object.addr()))
         .header("Cache-Control", CACHE_CONTROL)
         .header("Accept-Ranges", b"bytes")
         .header("Content-Type", content_type);
@@ -261,7 +261,7 @@ fn body_aborted(
     tracing::warn!(
         corr_id = corr.as_str(),
         shard = ctx.service.shard().index().0,
-        obj = %stream.meta().addr(),
+        obj = %stream.addr(),
         reason = %refusal,
         "body aborted: a later group could not be served"
     );

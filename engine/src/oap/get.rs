@@ -18,7 +18,7 @@ use super::writer::reply_frame;
 use super::OapContext;
 use crate::admission::Ticket;
 use crate::refusal::Refusal;
-use crate::service::{GroupStream, Span, VerifiedGroup};
+use crate::service::{GroupStream, Object, Span, VerifiedGroup};
 
 /// A GET as the request task needs it.
 pub(super) struct GetRequest {
@@ -58,15 +58,20 @@ pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetReques
 /// What a GET finds before its START frame: the object, the bytes to send, and the
 /// first of their groups, already verified (a rotten first group is a clean error).
 async fn open(ctx: &OapContext, req: &GetRequest) -> Result<GroupStream, Refusal> {
-    let meta = ctx.service.find(&req.addr).await?;
+    // A proof needs the object's whole tree: one being read through is served once stored.
+    let object = if req.proof {
+        Object::Stored(ctx.service.find_stored(&req.addr).await?)
+    } else {
+        ctx.service.find(&req.addr).await?
+    };
     let range = req.range.map(|r| {
         RangeSet::one(RangeSpec::FromTo {
             first: r.first,
             last: r.last,
         })
     });
-    let span = Span::resolve(range.as_ref(), meta.len())?;
-    ctx.service.stream(meta, span).await
+    let span = Span::resolve(range.as_ref(), object.len())?;
+    ctx.service.stream(&object, span).await
 }
 
 /// The frames of one GET.
@@ -158,7 +163,6 @@ impl DataFrames<'_> {
         mut head: BytesMut,
         last: bool,
     ) -> OutFrame {
-        let meta = stream.meta();
         let (raw_offset, raw) = if self.proof {
             (group.index.start_offset(), group.bytes.to_bytes())
         } else {
@@ -166,7 +170,7 @@ impl DataFrames<'_> {
             (offset, slice.to_bytes())
         };
         let mut parents = Vec::new();
-        if self.proof {
+        if let Some(meta) = stream.meta().filter(|_| self.proof) {
             let range = GroupRange::covering(self.span.first, self.span.len);
             parents_before(&meta.tree, range, group.index, &mut parents);
         }
@@ -178,9 +182,9 @@ impl DataFrames<'_> {
             corr_id: self.corr_id,
         };
         let header = DataHeader {
-            obj: Some(meta.addr()),
+            obj: Some(self.addr),
             offset: raw_offset,
-            total_len: meta.len(),
+            total_len: self.span.total,
         };
         head.reserve(HEADER_LEN + header.encoded_len() + 2 * parents.len() + 16);
         let max_frame = self.ctx.limits.max_frame;
@@ -210,10 +214,10 @@ pub(super) async fn stat(
 ) {
     let account = Account::Admitted(ticket, 0);
     match ctx.service.find(&addr).await {
-        Ok(meta) => {
+        Ok(object) => {
             let info = ObjectInfo {
                 obj: addr,
-                len: meta.len(),
+                len: object.len(),
             };
             let frame = reply_frame(Flags::END, 200, corr_id, &info.to_payload());
             answer(&ctx, &out, corr_id, frame, 200, account).await;

@@ -73,6 +73,8 @@ pub enum StartError {
     ShardPanicked { shard: u16, reason: String },
     #[error(transparent)]
     Dht(#[from] ron_dht::DhtError),
+    #[error("{0}")]
+    Origin(String),
 }
 
 /// The process-wide flags the signal handlers set.
@@ -109,6 +111,12 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     for (_, dir) in dirs.iter() {
         clean_tmp(dir)?;
     }
+    let origin = config
+        .origin
+        .as_deref()
+        .map(crate::fetch::Origin::resolve)
+        .transpose()
+        .map_err(StartError::Origin)?;
     let routing = Routing::new(table, shards);
     warn_if_shards_idle(&routing);
     let signals = install_signals()?;
@@ -135,6 +143,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         routing,
         stop: Arc::clone(&signals.stop),
         dht: dht_client,
+        origin,
     };
     let handles = shard::start_shards(&plan, &counters, shard_links)?;
     wait_until_ready(&counters, &handles, &plan.stop);
@@ -175,7 +184,10 @@ fn start_dht(config: &Config) -> Result<Option<ron_dht::node::DhtThread>, StartE
         data_dir: config.data_dirs[0].clone(),
         listen,
         peers,
-        oap: config.oap,
+        oap: std::net::SocketAddr::new(
+            config.oap.ip(),
+            config.oap_advertised_port.unwrap_or(config.oap.port()),
+        ),
         limits: ron_dht::store::StoreLimits::default(),
     })?;
     tracing::info!(node_id = %dht.client.node_id, p2p = %dht.listen, "joined the DHT");

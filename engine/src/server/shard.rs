@@ -26,6 +26,7 @@ use crate::admission::{Admission, Counters};
 use crate::buffers::BufferPool;
 use crate::cli::Resolved;
 use crate::config::Config;
+use crate::fetch::{FetchConfig, Origin, ReadThrough};
 use crate::http::{self, HttpContext, HttpLimits};
 use crate::limits;
 use crate::oap::{self, OapContext, OapLimits};
@@ -39,6 +40,8 @@ pub(super) struct ShardPlan {
     pub stop: Arc<AtomicBool>,
     /// The DHT thread's mailboxes, on a node with `--p2p`.
     pub dht: Option<DhtClient>,
+    /// The read-through origin, resolved.
+    pub origin: Option<Origin>,
 }
 
 /// The running control thread.
@@ -180,6 +183,7 @@ struct ShardStart {
     quotas: ShardQuotas,
     link: ShardLink,
     dht: Option<DhtClient>,
+    origin: Option<Origin>,
 }
 
 pub(super) fn start_shards(
@@ -217,6 +221,7 @@ pub(super) fn start_shards(
             ),
             link,
             dht: plan.dht.clone(),
+            origin: plan.origin.clone(),
         };
         let executor = LocalExecutorBuilder::new(placement(&cpus, i))
             .name(&format!("ron-shard-{i}"))
@@ -294,12 +299,24 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         start.quotas,
     ));
     let draining = Rc::new(Cell::new(false));
+    let read_through = ReadThrough::new(
+        Rc::clone(&shard),
+        start.dht.clone(),
+        start.origin.take(),
+        FetchConfig {
+            timeout: Duration::from_millis(config.fetch_timeout_ms),
+            hedge_after: Duration::from_millis(config.fetch_hedge_ms),
+            object_bytes_max: config.object_bytes_max,
+            flights_max: limits::FETCHES_PER_SHARD_MAX,
+        },
+    );
     let fronts = FrontEnds::new(
         &config,
         Rc::clone(&shard),
         &admission,
         &draining,
         start.tls.is_some(),
+        read_through,
     );
     let first_connection = Rc::new(Alarm::default());
     let acceptors = fronts.accept(
@@ -413,9 +430,10 @@ impl FrontEnds {
         admission: &Rc<Admission>,
         draining: &Rc<Cell<bool>>,
         tls: bool,
+        read_through: Option<Rc<ReadThrough>>,
     ) -> FrontEnds {
         let shard_count = shard.routing().shard_count();
-        let service = Rc::new(Service::new(shard, config.object_bytes_max));
+        let service = Rc::new(Service::new(shard, config.object_bytes_max, read_through));
         let http_limits = HttpLimits {
             head_bytes_max: config.head_bytes_max,
             header_timeout: Duration::from_millis(config.header_timeout_ms),

@@ -6,8 +6,10 @@ use std::rc::Rc;
 
 use ron_codec::http::range::{RangeResolution, RangeSet};
 use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
+use ron_codec::Address;
 use ron_shards::{GroupBytes, ObjectMeta, ReadAheadPermit, Shard, ShardError};
 
+use crate::fetch::{Flight, GroupAt};
 use crate::limits::{VERIFY_BEFORE_HEAD_BYTES_MAX, VERIFY_BEFORE_HEAD_GROUPS_MAX};
 use crate::refusal::Refusal;
 
@@ -110,12 +112,156 @@ struct Batch {
     permit: ReadAheadPermit,
 }
 
-/// The verified groups of a span, in order. The first group (every group of a small
-/// span) is verified when the stream opens — the groups of a small span with one disk
-/// read. After that the stream reads ahead: batches of groups, each one disk read, up
-/// to [`READ_AHEAD_BATCHES`] in flight, so the disk works while the caller sends.
+/// The verified groups of a span, in order: of a stored object, or of one being read
+/// through (its groups as they arrive, then the store's).
 #[derive(Debug)]
-pub struct GroupStream {
+pub enum GroupStream {
+    Stored(StoredStream),
+    Fetching(FetchStream),
+}
+
+impl GroupStream {
+    pub fn span(&self) -> Span {
+        match self {
+            GroupStream::Stored(s) => s.span,
+            GroupStream::Fetching(f) => f.span,
+        }
+    }
+
+    pub fn addr(&self) -> Address {
+        match self {
+            GroupStream::Stored(s) => s.meta.addr(),
+            GroupStream::Fetching(f) => f.flight.addr,
+        }
+    }
+
+    /// The object's verified metadata, for a stored object (a proof needs its tree).
+    pub fn meta(&self) -> Option<&Rc<ObjectMeta>> {
+        match self {
+            GroupStream::Stored(s) => Some(&s.meta),
+            GroupStream::Fetching(_) => None,
+        }
+    }
+
+    /// Whether every group has been handed out.
+    pub fn is_finished(&self) -> bool {
+        match self {
+            GroupStream::Stored(s) => s.is_finished(),
+            GroupStream::Fetching(f) => f.is_finished(),
+        }
+    }
+
+    /// The next verified group, or `None` after the last. An error here comes after
+    /// the caller may have sent part of the body: it must abort, not pad.
+    pub async fn next(&mut self) -> Option<Result<VerifiedGroup, Refusal>> {
+        match self {
+            GroupStream::Stored(s) => s.next().await,
+            GroupStream::Fetching(f) => f.next().await,
+        }
+    }
+
+    pub fn next_ready(&mut self) -> Option<VerifiedGroup> {
+        match self {
+            GroupStream::Stored(s) => s.next_ready(),
+            GroupStream::Fetching(f) if f.first.is_none() => f.stored.as_mut()?.next_ready(),
+            GroupStream::Fetching(_) => None,
+        }
+    }
+}
+
+/// The groups of an object being read through: from the fetch's window of verified
+/// groups while it runs, from the store once it is stored (a stream that fell behind
+/// the window continues there).
+#[derive(Debug)]
+pub struct FetchStream {
+    shard: Rc<Shard>,
+    flight: Rc<Flight>,
+    span: Span,
+    next: u64,
+    last: u64,
+    /// The span's first group, verified before the caller writes any head.
+    first: Option<VerifiedGroup>,
+    stored: Option<StoredStream>,
+}
+
+impl FetchStream {
+    pub(super) async fn open(
+        shard: Rc<Shard>,
+        flight: Rc<Flight>,
+        span: Span,
+    ) -> Result<FetchStream, Refusal> {
+        let (first, last) = span.groups().map_or((1, 0), |(f, l)| (f.0, l.0));
+        let mut stream = FetchStream {
+            shard,
+            flight,
+            span,
+            next: first,
+            last,
+            first: None,
+            stored: None,
+        };
+        if let Some(group) = stream.next().await {
+            stream.first = Some(group?);
+        }
+        Ok(stream)
+    }
+
+    fn is_finished(&self) -> bool {
+        match &self.stored {
+            _ if self.first.is_some() => false,
+            Some(stored) => stored.is_finished(),
+            None => self.next > self.last,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Result<VerifiedGroup, Refusal>> {
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        if let Some(stored) = &mut self.stored {
+            return stored.next().await;
+        }
+        if self.next > self.last {
+            return None;
+        }
+        let index = GroupIndex(self.next);
+        match self.flight.group(self.next).await {
+            Ok(GroupAt::Here(bytes)) => {
+                self.next += 1;
+                let bytes = GroupBytes::in_memory(bytes);
+                Some(Ok(VerifiedGroup { index, bytes }))
+            }
+            Ok(GroupAt::Stored) => match self.open_stored().await {
+                Ok(()) => self.stored.as_mut()?.next().await,
+                Err(refusal) => Some(Err(refusal)),
+            },
+            Err(refusal) => Some(Err(refusal)),
+        }
+    }
+
+    /// Goes on from the store, at the next group, once the object is stored there.
+    async fn open_stored(&mut self) -> Result<(), Refusal> {
+        let meta = self.shard.meta(&self.flight.addr).await?;
+        let from = GroupIndex(self.next).start_offset().max(self.span.first);
+        let end = self.span.first + self.span.len;
+        let rest = Span {
+            first: from,
+            len: end - from,
+            ..self.span
+        };
+        let stream = StoredStream::open(Rc::clone(&self.shard), meta, rest).await?;
+        self.stored = Some(stream);
+        Ok(())
+    }
+}
+
+/// The verified groups of a span of a stored object, in order. The first group (every
+/// group of a small span) is verified when the stream opens — the groups of a small
+/// span with one disk read. After that the stream reads ahead: batches of groups, each
+/// one disk read, up to [`READ_AHEAD_BATCHES`] in flight, so the disk works while the
+/// caller sends.
+#[derive(Debug)]
+pub struct StoredStream {
     shard: Rc<Shard>,
     meta: Rc<ObjectMeta>,
     span: Span,
@@ -134,12 +280,12 @@ pub struct GroupStream {
     singly_until: u64,
 }
 
-impl GroupStream {
+impl StoredStream {
     pub(super) async fn open(
         shard: Rc<Shard>,
         meta: Rc<ObjectMeta>,
         span: Span,
-    ) -> Result<GroupStream, Refusal> {
+    ) -> Result<StoredStream, Refusal> {
         let (first, last) = span.groups().map_or((1, 0), |(f, l)| (f.0, l.0));
         let groups = (last + 1).saturating_sub(first);
         let early = if span.verified_before_head(groups) {
@@ -153,7 +299,7 @@ impl GroupStream {
             1 => ready.push_back(shard.group(&meta, GroupIndex(first)).await?),
             n => ready.extend(shard.groups(&meta, GroupIndex(first), n).await?),
         }
-        Ok(GroupStream {
+        Ok(StoredStream {
             shard,
             meta,
             span,
@@ -167,22 +313,11 @@ impl GroupStream {
         })
     }
 
-    pub fn meta(&self) -> &Rc<ObjectMeta> {
-        &self.meta
-    }
-
-    pub fn span(&self) -> Span {
-        self.span
-    }
-
-    /// Whether every group has been handed out.
-    pub fn is_finished(&self) -> bool {
+    fn is_finished(&self) -> bool {
         self.next > self.last
     }
 
-    /// The next verified group, or `None` after the last. An error here comes after
-    /// the caller may have sent part of the body: it must abort, not pad.
-    pub async fn next(&mut self) -> Option<Result<VerifiedGroup, Refusal>> {
+    async fn next(&mut self) -> Option<Result<VerifiedGroup, Refusal>> {
         if self.next > self.last {
             return None;
         }
@@ -200,7 +335,7 @@ impl GroupStream {
     }
 
     /// The next group if it is verified and at hand already (no wait), else `None`.
-    pub fn next_ready(&mut self) -> Option<VerifiedGroup> {
+    fn next_ready(&mut self) -> Option<VerifiedGroup> {
         if self.next > self.last {
             return None;
         }
@@ -413,7 +548,7 @@ mod tests {
             let batch_bytes = READ_AHEAD_BATCH_GROUPS * GROUP_LEN_BYTES;
             let _others = shard.reserve_read_ahead(READ_AHEAD_BYTES_MAX - batch_bytes);
             let span = Span::resolve(None, data.len() as u64).unwrap();
-            let mut stream = GroupStream::open(Rc::clone(&shard), meta, span)
+            let mut stream = StoredStream::open(Rc::clone(&shard), meta, span)
                 .await
                 .unwrap();
             for g in 0..12usize {

@@ -21,13 +21,15 @@ mod get;
 mod upload;
 
 use std::rc::Rc;
+use std::time::Instant;
 
-use ron_codec::Address;
+use ron_codec::{Address, ErrorCode};
 use ron_shards::{ObjectMeta, Shard};
 
+use crate::fetch::{Flight, ReadThrough};
 use crate::refusal::Refusal;
 
-pub use get::{GroupStream, Span, VerifiedGroup};
+pub use get::{FetchStream, GroupStream, Span, StoredStream, VerifiedGroup};
 pub use upload::{Stored, UploadSession, WriteCredential};
 
 /// One shard's object service, shared by its connections of both protocols.
@@ -36,13 +38,61 @@ pub struct Service {
     shard: Rc<Shard>,
     /// Largest object an upload may store, bytes.
     object_bytes_max: u64,
+    /// Where a miss is fetched from, when the node has peers or an origin.
+    read_through: Option<Rc<ReadThrough>>,
+}
+
+/// An object a GET found: stored here, or being read through.
+#[derive(Debug, Clone)]
+pub enum Object {
+    /// Its metadata, the chunk tree verified against the address.
+    Stored(Rc<ObjectMeta>),
+    /// Its fetch, with the length and content type its upstream gave.
+    Fetching {
+        flight: Rc<Flight>,
+        len: u64,
+        content_type: Rc<str>,
+    },
+}
+
+impl Object {
+    pub fn addr(&self) -> Address {
+        match self {
+            Object::Stored(meta) => meta.addr(),
+            Object::Fetching { flight, .. } => flight.addr,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Object::Stored(meta) => meta.len(),
+            Object::Fetching { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Empty when none was given (served as application/octet-stream).
+    pub fn content_type(&self) -> &str {
+        match self {
+            Object::Stored(meta) => &meta.content_type,
+            Object::Fetching { content_type, .. } => content_type,
+        }
+    }
 }
 
 impl Service {
-    pub fn new(shard: Rc<Shard>, object_bytes_max: u64) -> Service {
+    pub fn new(
+        shard: Rc<Shard>,
+        object_bytes_max: u64,
+        read_through: Option<Rc<ReadThrough>>,
+    ) -> Service {
         Service {
             shard,
             object_bytes_max,
+            read_through,
         }
     }
 
@@ -50,14 +100,61 @@ impl Service {
         &self.shard
     }
 
-    /// The object's metadata, its chunk tree verified against `addr`.
-    pub async fn find(&self, addr: &Address) -> Result<Rc<ObjectMeta>, Refusal> {
-        Ok(self.shard.meta(addr).await?)
+    /// The object: its verified metadata when it is stored here; else, with read-through
+    /// on, its fetch once the first group has arrived verified (or it is stored).
+    pub async fn find(&self, addr: &Address) -> Result<Object, Refusal> {
+        match self.shard.meta(addr).await {
+            Ok(meta) => Ok(Object::Stored(meta)),
+            Err(e) if e.code() == ErrorCode::NotFound => match &self.read_through {
+                Some(read_through) => self.read_through(read_through, addr).await,
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The object stored here: one being read through is waited for until it is stored
+    /// (a proof needs the whole tree).
+    pub async fn find_stored(&self, addr: &Address) -> Result<Rc<ObjectMeta>, Refusal> {
+        match self.find(addr).await? {
+            Object::Stored(meta) => Ok(meta),
+            Object::Fetching { flight, .. } => {
+                flight.wait_stored().await?;
+                Ok(self.shard.meta(addr).await?)
+            }
+        }
+    }
+
+    async fn read_through(
+        &self,
+        read_through: &Rc<ReadThrough>,
+        addr: &Address,
+    ) -> Result<Object, Refusal> {
+        let flight = read_through.join(*addr)?;
+        let timeout = read_through.timeout();
+        let deadline = Instant::now() + timeout;
+        let timeout_ms = timeout.as_millis() as u64;
+        match flight.wait_open(deadline, timeout_ms).await? {
+            None => Ok(Object::Stored(self.shard.meta(addr).await?)),
+            Some((len, content_type)) => Ok(Object::Fetching {
+                flight,
+                len,
+                content_type,
+            }),
+        }
     }
 
     /// The verified groups of `span`, the first ones fetched before this returns.
-    pub async fn stream(&self, meta: Rc<ObjectMeta>, span: Span) -> Result<GroupStream, Refusal> {
-        GroupStream::open(Rc::clone(&self.shard), meta, span).await
+    pub async fn stream(&self, object: &Object, span: Span) -> Result<GroupStream, Refusal> {
+        let shard = Rc::clone(&self.shard);
+        Ok(match object {
+            Object::Stored(meta) => {
+                GroupStream::Stored(StoredStream::open(shard, Rc::clone(meta), span).await?)
+            }
+            Object::Fetching { flight, .. } => {
+                GroupStream::Fetching(FetchStream::open(shard, Rc::clone(flight), span).await?)
+            }
+        })
     }
 
     /// Starts an upload after the write rule and the size limit allow it.

@@ -1,0 +1,330 @@
+//! One fetch under way and the requests waiting on it.
+//!
+//! The fetch task is the only writer: it sets the object's length once an upstream has
+//! answered, pushes each group once it is verified, and sets the outcome last. Waiters
+//! only read, and wait on the flight's [`Signal`], which wakes them all when anything
+//! changes. Verified groups are kept in a window of at most
+//! [`FLIGHT_WINDOW_BYTES_MAX`]: the fetch never waits for a waiter, and a waiter that
+//! falls behind the window reads the rest from the store once the object is stored.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use ron_codec::Address;
+
+use crate::refusal::Refusal;
+
+/// Verified groups a flight keeps for its waiters (64 groups).
+pub const FLIGHT_WINDOW_BYTES_MAX: usize = 4 << 20;
+
+/// Wakes every task waiting for a change. Single-threaded: a flight lives on one shard.
+#[derive(Debug, Default)]
+struct Signal {
+    version: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Signal {
+    fn version(&self) -> u64 {
+        self.version.get()
+    }
+
+    fn notify(&self) {
+        self.version.set(self.version.get() + 1);
+        for waker in self.wakers.take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once the version moved past `seen`.
+    fn changed(&self, seen: u64) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.version.get() != seen {
+                return Poll::Ready(());
+            }
+            let mut wakers = self.wakers.borrow_mut();
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+}
+
+/// How a fetch ended for its waiters.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The object is verified and stored: read it from the store.
+    Stored,
+    /// No upstream delivered it: every waiter gets this answer.
+    Failed(Failure),
+}
+
+/// Why a fetch failed, as its waiters answer it.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Nothing verified arrived within the fetch timeout (504).
+    TimedOut { timeout_ms: u64 },
+    /// Every upstream tried failed (502); `last` says how the last one did.
+    NoVerifiedCopy { tried: u32, last: Rc<str> },
+}
+
+impl Failure {
+    pub fn refusal(&self, addr: Address) -> Refusal {
+        match self {
+            Failure::TimedOut { timeout_ms } => Refusal::GatewayTimeout {
+                addr,
+                timeout_ms: *timeout_ms,
+            },
+            Failure::NoVerifiedCopy { tried, last } => Refusal::BadGateway {
+                addr,
+                tried: *tried,
+                last: last.to_string(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct FlightState {
+    /// The object's length and content type, once an upstream answered.
+    head: Option<(u64, Rc<str>)>,
+    /// Verified groups `window_first ..` in order.
+    window: VecDeque<Bytes>,
+    window_first: u64,
+    window_bytes: usize,
+    outcome: Option<Outcome>,
+}
+
+impl FlightState {
+    fn received(&self) -> u64 {
+        self.window_first + self.window.len() as u64
+    }
+}
+
+/// A fetch of one object, shared by every request that missed it meanwhile.
+#[derive(Debug)]
+pub struct Flight {
+    pub addr: Address,
+    state: RefCell<FlightState>,
+    signal: Signal,
+}
+
+/// What a waiter finds for a group it asks for.
+#[derive(Debug)]
+pub enum GroupAt {
+    /// Verified bytes from the window.
+    Here(Bytes),
+    /// The object is stored: read the group (and the rest) from the store.
+    Stored,
+}
+
+impl Flight {
+    pub fn new(addr: Address) -> Rc<Flight> {
+        Rc::new(Flight {
+            addr,
+            state: RefCell::default(),
+            signal: Signal::default(),
+        })
+    }
+
+    // --- the fetch task's side ---
+
+    pub fn set_head(&self, len: u64, content_type: Rc<str>) {
+        self.state.borrow_mut().head = Some((len, content_type));
+        self.signal.notify();
+    }
+
+    /// Adds the next verified group, dropping the oldest past the window.
+    pub fn push(&self, group: Bytes) {
+        let mut state = self.state.borrow_mut();
+        state.window_bytes += group.len();
+        state.window.push_back(group);
+        while state.window_bytes > FLIGHT_WINDOW_BYTES_MAX && state.window.len() > 1 {
+            if let Some(old) = state.window.pop_front() {
+                state.window_bytes -= old.len();
+                state.window_first += 1;
+            }
+        }
+        drop(state);
+        self.signal.notify();
+    }
+
+    pub fn finish(&self, outcome: Outcome) {
+        let mut state = self.state.borrow_mut();
+        state.outcome = Some(outcome);
+        // A stored object is read from the store from now on; a failed one must not be
+        // served from what was received.
+        state.window.clear();
+        state.window_first = u64::MAX;
+        state.window_bytes = 0;
+        drop(state);
+        self.signal.notify();
+    }
+
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.state.borrow().outcome.clone()
+    }
+
+    // --- the waiters' side ---
+
+    /// Waits until the object can be answered: its head is known and its first group
+    /// verified (or it is empty), or the fetch ended. `Ok(None)`: stored, read it from
+    /// the store. Past `deadline` this waiter gives up alone (504); the fetch goes on.
+    pub async fn wait_open(
+        &self,
+        deadline: Instant,
+        timeout_ms: u64,
+    ) -> Result<Option<(u64, Rc<str>)>, Refusal> {
+        let timed_out = || Refusal::GatewayTimeout {
+            addr: self.addr,
+            timeout_ms,
+        };
+        loop {
+            let seen = self.signal.version();
+            {
+                let state = self.state.borrow();
+                match (&state.outcome, &state.head) {
+                    (Some(Outcome::Stored), _) => return Ok(None),
+                    (Some(Outcome::Failed(failure)), _) => return Err(failure.refusal(self.addr)),
+                    (None, Some((len, ct))) if *len == 0 || state.received() > 0 => {
+                        return Ok(Some((*len, Rc::clone(ct))))
+                    }
+                    (None, _) => {}
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            let woke = futures_lite::future::or(
+                async {
+                    self.signal.changed(seen).await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(left).await;
+                    false
+                },
+            )
+            .await;
+            if !woke {
+                return Err(timed_out());
+            }
+        }
+    }
+
+    /// Waits until the fetch has ended, stored (`Ok`) or failed.
+    pub async fn wait_stored(&self) -> Result<(), Refusal> {
+        // No object has 2^64 groups: this waits for the outcome.
+        self.group(u64::MAX).await.map(|_| ())
+    }
+
+    /// Waits for verified group `group`. The fetch's own stall timer bounds the wait:
+    /// a fetch that stops delivering fails, and that ends every wait.
+    pub async fn group(&self, group: u64) -> Result<GroupAt, Refusal> {
+        loop {
+            let seen = self.signal.version();
+            {
+                let state = self.state.borrow();
+                match &state.outcome {
+                    Some(Outcome::Stored) => return Ok(GroupAt::Stored),
+                    Some(Outcome::Failed(failure)) => return Err(failure.refusal(self.addr)),
+                    None => {}
+                }
+                if group >= state.window_first && group < state.received() {
+                    let at = (group - state.window_first) as usize;
+                    return Ok(GroupAt::Here(state.window[at].clone()));
+                }
+                // Behind the window: the rest comes from the store once it is stored.
+            }
+            self.signal.changed(seen).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::LocalExecutorBuilder;
+    use std::time::Duration;
+
+    fn run<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        LocalExecutorBuilder::default()
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// Waiters see groups as they are pushed, a waiter behind the window is told to read
+    /// the store, and a failed flight fails every waiter, however far it got.
+    #[test]
+    fn waiters_follow_the_window_and_the_outcome() {
+        run(|| async {
+            let addr = Address::of(b"x");
+            let flight = Flight::new(addr);
+            let waiter = Rc::clone(&flight);
+            let opened = glommio::spawn_local(async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                waiter.wait_open(deadline, 5_000).await.unwrap()
+            });
+            flight.set_head(3 * 65_536, "text/plain".into());
+            glommio::yield_if_needed().await;
+            flight.push(Bytes::from(vec![1u8; 65_536]));
+            let (len, ct) = opened.await.unwrap();
+            assert_eq!((len, &*ct), (3 * 65_536, "text/plain"));
+            match flight.group(0).await.unwrap() {
+                GroupAt::Here(bytes) => assert_eq!(bytes[0], 1),
+                GroupAt::Stored => panic!("group 0 is in the window"),
+            }
+            let window_groups = FLIGHT_WINDOW_BYTES_MAX / 65_536;
+            for _ in 0..window_groups {
+                flight.push(Bytes::from(vec![2u8; 65_536]));
+            }
+            let behind = Rc::clone(&flight);
+            let late = glommio::spawn_local(async move { behind.group(0).await });
+            glommio::yield_if_needed().await;
+            flight.finish(Outcome::Stored);
+            assert!(matches!(late.await.unwrap(), GroupAt::Stored));
+
+            let failed = Flight::new(addr);
+            failed.set_head(65_536, "".into());
+            failed.push(Bytes::from(vec![3u8; 65_536]));
+            failed.finish(Outcome::Failed(Failure::NoVerifiedCopy {
+                tried: 2,
+                last: "bad group".into(),
+            }));
+            let refused = failed.group(0).await.unwrap_err();
+            assert_eq!(refused.status(), 502);
+            assert!(refused.to_string().contains("2 tried"), "{refused}");
+        });
+    }
+
+    /// Each waiter has its own deadline: one that joined late times out later, and a
+    /// timeout does not end the flight.
+    #[test]
+    fn each_waiter_times_out_on_its_own_deadline() {
+        run(|| async {
+            let flight = Flight::new(Address::of(b"y"));
+            let start = Instant::now();
+            let early = flight
+                .wait_open(start + Duration::from_millis(50), 50)
+                .await
+                .unwrap_err();
+            assert_eq!(early.status(), 504);
+            assert!(start.elapsed() >= Duration::from_millis(50));
+            let late = flight
+                .wait_open(Instant::now() + Duration::from_millis(80), 80)
+                .await
+                .unwrap_err();
+            assert!(start.elapsed() >= Duration::from_millis(130), "{late}");
+            assert!(flight.outcome().is_none(), "the flight goes on");
+        });
+    }
+}

@@ -1,0 +1,501 @@
+//! Read-through: a GET for an object this node lacks fetches it from a provider the DHT
+//! names (OAP/1, verified streaming) or, failing that, from the configured HTTP origin,
+//! serves it while it arrives, and stores it.
+//!
+//! ## What it owns
+//! - [`ReadThrough`] (one per shard): the shard's fetches under way ([`Flight`]s, by
+//!   address, at most `flights_max`) and how each one runs — resolve, hedged open,
+//!   stream, store.
+//! - [`flight`]: one fetch and its waiters (window of verified groups, outcome,
+//!   per-waiter deadlines).
+//! - [`peer`]: the verified OAP/1 GET from one provider.
+//! - [`origin`]: the HTTP origin, verified whole.
+//!
+//! ## Invariants
+//! - No byte reaches a waiter or the store unverified: a provider's group is checked
+//!   against the address through its proof before it enters the window or the upload;
+//!   an origin's body is hashed whole, and only an upload whose root is the address is
+//!   committed (an origin's bytes are served from the store, never before).
+//! - One fetch per object per shard: concurrent misses join the flight under way.
+//!   The fetch runs in its own task, at the upstream's pace: it never waits for a
+//!   waiter (a waiter behind the window reads the store once the object is stored), so
+//!   a slow client stalls no one, and a waiter leaving cancels nothing.
+//! - A failed fetch satisfies no waiter and leaves nothing behind: its upload is
+//!   aborted, the flight leaves the table before its waiters are told, and the next
+//!   request starts a new fetch.
+//! - Every wait is bounded: the resolve and the first verified group by the fetch
+//!   timeout (from the fetch's start; each waiter also by its own, from its arrival),
+//!   every later group by the same timeout as a stall limit.
+//!
+//! ## Data flow
+//! `Service::find` miss → [`ReadThrough::join`] → (new flight) task: DHT resolve →
+//! [`peer::PeerGet::open`] on the first provider, a second one too if the first is
+//! slow to its first group (hedge), the faster kept → each group: window → upload →
+//! next group; a bad group or a stall drops that provider and the next one resumes at
+//! the same group → `Upload::finish` → `Shard::commit` (durable, announced like any
+//! upload) → outcome `Stored`. Waiters: `Flight::wait_open` → groups from the window →
+//! the store once it is stored.
+
+pub mod flight;
+pub mod origin;
+pub mod peer;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use ron_codec::tree::group_count;
+use ron_codec::Address;
+use ron_link::dht::DhtClient;
+use ron_shards::{Shard, ShardMetrics};
+
+pub use flight::{Failure, Flight, GroupAt, Outcome};
+pub use origin::Origin;
+use peer::PeerGet;
+
+use crate::refusal::Refusal;
+
+/// Providers asked for per fetch.
+const PROVIDERS_MAX: usize = 8;
+
+/// Why one upstream attempt failed: the `reason` label of `ron_fetch_failures_total`,
+/// in the order of `ron_shards::metrics::FETCH_FAILURE_REASONS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    NoProvider = 0,
+    Connect = 1,
+    Refused = 2,
+    BadGroup = 3,
+    Protocol = 4,
+    Timeout = 5,
+    TooLarge = 6,
+    Storage = 7,
+}
+
+/// One upstream attempt that failed: who, why, and what it said or did.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{upstream}: {detail}")]
+pub struct AttemptError {
+    pub upstream: String,
+    pub reason: Reason,
+    pub detail: String,
+}
+
+/// How read-through behaves (from the configuration).
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Bound on the resolve plus the first verified group, and on each later group.
+    pub timeout: Duration,
+    /// Ask a second provider when the first has sent no verified group by then.
+    pub hedge_after: Duration,
+    /// Largest object fetched (the node's object limit).
+    pub object_bytes_max: u64,
+    /// Fetches under way per shard.
+    pub flights_max: usize,
+}
+
+/// A shard's read-through: where to fetch from and the fetches under way.
+#[derive(Debug)]
+pub struct ReadThrough {
+    shard: Rc<Shard>,
+    dht: Option<DhtClient>,
+    origin: Option<Origin>,
+    config: FetchConfig,
+    flights: RefCell<HashMap<Address, Rc<Flight>>>,
+}
+
+impl ReadThrough {
+    /// Read-through is on when the node is in a network or has an origin.
+    pub fn new(
+        shard: Rc<Shard>,
+        dht: Option<DhtClient>,
+        origin: Option<Origin>,
+        config: FetchConfig,
+    ) -> Option<Rc<ReadThrough>> {
+        (dht.is_some() || origin.is_some()).then(|| {
+            Rc::new(ReadThrough {
+                shard,
+                dht,
+                origin,
+                config,
+                flights: RefCell::default(),
+            })
+        })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    fn metrics(&self) -> &ShardMetrics {
+        self.shard.metrics()
+    }
+
+    /// The fetch of `addr`: the one under way, or a new one started now.
+    pub fn join(self: &Rc<Self>, addr: Address) -> Result<Rc<Flight>, Refusal> {
+        if let Some(flight) = self.flights.borrow().get(&addr) {
+            ShardMetrics::add(&self.metrics().fetch_coalesced_waiters, 1);
+            return Ok(Rc::clone(flight));
+        }
+        let under_way = self.flights.borrow().len();
+        if under_way >= self.config.flights_max {
+            return Err(Refusal::TooManyFetches {
+                shard: self.shard.index().0,
+                fetches: under_way,
+            });
+        }
+        let flight = Flight::new(addr);
+        self.flights.borrow_mut().insert(addr, Rc::clone(&flight));
+        ShardMetrics::add(&self.metrics().fetches, 1);
+        let (this, fetching) = (Rc::clone(self), Rc::clone(&flight));
+        glommio::spawn_local(async move { this.run(fetching).await }).detach();
+        Ok(flight)
+    }
+
+    async fn run(&self, flight: Rc<Flight>) {
+        let started = Instant::now();
+        let outcome = match self.fetch(&flight).await {
+            Ok(()) => {
+                ShardMetrics::add(&self.metrics().fetches_stored, 1);
+                Outcome::Stored
+            }
+            Err(failure) => Outcome::Failed(failure),
+        };
+        tracing::debug!(
+            obj = %flight.addr,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            ?outcome,
+            "read-through ended"
+        );
+        // Out of the table first: a request after a failure starts a new fetch.
+        self.flights.borrow_mut().remove(&flight.addr);
+        flight.finish(outcome);
+    }
+
+    async fn fetch(&self, flight: &Flight) -> Result<(), Failure> {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut attempts = Attempts::default();
+        let mut peers = self.providers(flight.addr, deadline, &mut attempts).await;
+        if !peers.is_empty() {
+            match self
+                .stream_from_peers(flight, &mut peers, deadline, &mut attempts)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(Streamed::Partly) => return Err(attempts.failure(&self.config, false)),
+                Err(Streamed::Nothing) => {}
+            }
+        }
+        let Some(origin) = &self.origin else {
+            return Err(attempts.failure(&self.config, Instant::now() >= deadline));
+        };
+        match self.read_origin(origin, flight.addr).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                attempts.note(self.metrics(), flight.addr, e);
+                Err(attempts.failure(&self.config, false))
+            }
+        }
+    }
+
+    /// The OAP addresses of the object's providers (other nodes), from the DHT.
+    async fn providers(
+        &self,
+        addr: Address,
+        deadline: Instant,
+        attempts: &mut Attempts,
+    ) -> VecDeque<SocketAddr> {
+        let Some(dht) = &self.dht else {
+            return VecDeque::new();
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let no_provider = |detail: String| AttemptError {
+            upstream: "the DHT".into(),
+            reason: Reason::NoProvider,
+            detail,
+        };
+        let left_ms = left.as_millis() as u64;
+        let answer = match dht.resolve_later(*addr.as_bytes(), PROVIDERS_MAX, left_ms) {
+            Ok(answer) => answer,
+            Err(e) => {
+                attempts.note(self.metrics(), addr, no_provider(e.to_string()));
+                return VecDeque::new();
+            }
+        };
+        let answered = futures_lite::future::or(async { Some(answer.await) }, async {
+            glommio::timer::sleep(left).await;
+            None
+        })
+        .await;
+        let providers = match answered {
+            Some(Ok(Ok(providers))) => providers,
+            Some(Ok(Err(e))) => {
+                attempts.note(self.metrics(), addr, no_provider(e.to_string()));
+                return VecDeque::new();
+            }
+            Some(Err(_)) | None => {
+                let detail = format!("no answer within {left_ms} ms");
+                attempts.note(self.metrics(), addr, no_provider(detail));
+                return VecDeque::new();
+            }
+        };
+        let peers: VecDeque<SocketAddr> = providers
+            .iter()
+            .filter(|p| !p.local)
+            .filter_map(|p| p.oap)
+            .collect();
+        if peers.is_empty() {
+            let detail = "no other node provides it".to_string();
+            attempts.note(self.metrics(), addr, no_provider(detail));
+        }
+        peers
+    }
+
+    /// Streams the object from `peers`, resuming at the group where a provider failed
+    /// with the next one, and stores it.
+    async fn stream_from_peers(
+        &self,
+        flight: &Flight,
+        peers: &mut VecDeque<SocketAddr>,
+        deadline: Instant,
+        attempts: &mut Attempts,
+    ) -> Result<(), Streamed> {
+        let addr = flight.addr;
+        let mut get = self
+            .open_hedged(addr, peers, 0, None, deadline, attempts)
+            .await
+            .ok_or(Streamed::Nothing)?;
+        let total_len = get.total_len;
+        flight.set_head(total_len, Rc::from(""));
+        let groups = if total_len == 0 {
+            0
+        } else {
+            group_count(total_len)
+        };
+        let mut upload = self.shard.begin_upload(Some(total_len));
+        let mut next = 0;
+        while next < groups {
+            let group = match get.next_group(addr).await {
+                Ok(group) => group,
+                Err(e) => {
+                    attempts.note(self.metrics(), addr, e);
+                    let resume_by = Instant::now() + self.config.timeout;
+                    let resumed = self
+                        .open_hedged(addr, peers, next, Some(total_len), resume_by, attempts)
+                        .await;
+                    match resumed {
+                        Some(other) => get = other,
+                        None => {
+                            upload.abort().await;
+                            return Err(Streamed::Partly);
+                        }
+                    }
+                    continue;
+                }
+            };
+            ShardMetrics::add(&self.metrics().fetch_bytes, group.len() as u64);
+            flight.push(group.clone());
+            if let Err(e) = upload.write(&group).await {
+                upload.abort().await;
+                attempts.note(self.metrics(), addr, storage_error(e));
+                return Err(Streamed::Partly);
+            }
+            next += 1;
+        }
+        self.store(upload, addr)
+            .await
+            .map_err(|e| attempts.note(self.metrics(), addr, e))
+            .map_err(|()| Streamed::Partly)
+    }
+
+    /// Finishes a fetched object's upload and commits it (durable before it returns).
+    async fn store(&self, upload: ron_shards::Upload, addr: Address) -> Result<(), AttemptError> {
+        let staged = upload.finish(String::new()).await.map_err(storage_error)?;
+        // Every group was verified against `addr`; a different root is a broken invariant.
+        if staged.meta.addr() != addr {
+            let computed = staged.meta.addr();
+            ron_shards::discard(staged).await;
+            return Err(storage_error(format!(
+                "verified groups hash to {computed}, not {addr}"
+            )));
+        }
+        self.shard.commit(staged).await.map_err(storage_error)?;
+        Ok(())
+    }
+
+    async fn read_origin(&self, origin: &Origin, addr: Address) -> Result<(), AttemptError> {
+        let max = self.config.object_bytes_max;
+        let (staged, len) = origin
+            .fetch(&self.shard, addr, max, self.config.timeout)
+            .await?;
+        self.shard.commit(staged).await.map_err(storage_error)?;
+        ShardMetrics::add(&self.metrics().fetch_bytes, len);
+        Ok(())
+    }
+
+    /// Opens a verified GET of groups `from..` on the first provider of `peers` that
+    /// delivers its first group, asking a second one when the first is slow. The slower
+    /// is dropped, and goes back to the end of `peers`: it failed at nothing, and may
+    /// resume the object if the faster one fails later. `None` when every provider
+    /// failed or `deadline` passed.
+    async fn open_hedged(
+        &self,
+        addr: Address,
+        peers: &mut VecDeque<SocketAddr>,
+        from: u64,
+        expect_len: Option<u64>,
+        deadline: Instant,
+        attempts: &mut Attempts,
+    ) -> Option<PeerGet> {
+        let mut running: Vec<Attempt> = Vec::new();
+        loop {
+            if running.is_empty() {
+                let peer = peers.pop_front()?;
+                running.push(self.attempt(peer, addr, from, expect_len));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let hedge = running.len() < 2 && !peers.is_empty();
+            let wait = if hedge {
+                self.config.hedge_after.min(left)
+            } else {
+                left
+            };
+            let done =
+                futures_lite::future::or(async { Some(first_done(&mut running).await) }, async {
+                    glommio::timer::sleep(wait).await;
+                    None
+                })
+                .await;
+            match done {
+                Some((i, Ok(get))) => {
+                    running.swap_remove(i);
+                    peers.extend(running.iter().map(|a| a.peer));
+                    return Some(get);
+                }
+                Some((i, Err(e))) => {
+                    running.swap_remove(i);
+                    attempts.note(self.metrics(), addr, e);
+                }
+                None if Instant::now() >= deadline => {
+                    attempts.note(
+                        self.metrics(),
+                        addr,
+                        AttemptError {
+                            upstream: format!("{} provider(s)", running.len()),
+                            reason: Reason::Timeout,
+                            detail: format!(
+                                "no verified group within {} ms",
+                                self.config.timeout.as_millis()
+                            ),
+                        },
+                    );
+                    return None;
+                }
+                None => {
+                    if let Some(peer) = peers.pop_front() {
+                        ShardMetrics::add(&self.metrics().fetch_hedges, 1);
+                        running.push(self.attempt(peer, addr, from, expect_len));
+                    }
+                }
+            }
+        }
+    }
+
+    fn attempt(
+        &self,
+        peer: SocketAddr,
+        addr: Address,
+        from: u64,
+        expect_len: Option<u64>,
+    ) -> Attempt {
+        let (max, stall) = (self.config.object_bytes_max, self.config.timeout);
+        let open = PeerGet::open(peer, addr, from, expect_len, max, stall);
+        Attempt {
+            peer,
+            task: glommio::spawn_local(open),
+        }
+    }
+}
+
+/// How far a fetch from providers got before it failed.
+#[derive(Debug)]
+enum Streamed {
+    /// No provider delivered a first group: the origin may still be tried.
+    Nothing,
+    /// Groups were served already: no other source can continue them verified.
+    Partly,
+}
+
+fn storage_error(e: impl ToString) -> AttemptError {
+    AttemptError {
+        upstream: "this node's store".into(),
+        reason: Reason::Storage,
+        detail: e.to_string(),
+    }
+}
+
+/// One provider being opened, in its own task (dropping it cancels the attempt).
+#[derive(Debug)]
+struct Attempt {
+    peer: SocketAddr,
+    task: glommio::Task<Result<PeerGet, AttemptError>>,
+}
+
+/// The first of `attempts` to finish, and its index.
+fn first_done(
+    attempts: &mut [Attempt],
+) -> impl Future<Output = (usize, Result<PeerGet, AttemptError>)> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (i, attempt) in attempts.iter_mut().enumerate() {
+            if let Poll::Ready(out) = Pin::new(&mut attempt.task).poll(cx) {
+                return Poll::Ready((i, out));
+            }
+        }
+        Poll::Pending
+    })
+}
+
+/// The attempts of one fetch: how many failed and how the last one did.
+#[derive(Debug, Default)]
+struct Attempts {
+    failed: u32,
+    last: Option<AttemptError>,
+}
+
+impl Attempts {
+    fn note(&mut self, metrics: &ShardMetrics, addr: Address, e: AttemptError) {
+        ShardMetrics::add(&metrics.fetch_failures[e.reason as usize], 1);
+        if e.reason == Reason::BadGroup {
+            tracing::warn!(obj = %addr, upstream = %e.upstream, reason = %e.detail, "read-through: an upstream sent bytes that failed verification; dropped for this object");
+        } else {
+            tracing::debug!(obj = %addr, upstream = %e.upstream, reason = %e.detail, "read-through: upstream attempt failed");
+        }
+        self.failed += 1;
+        self.last = Some(e);
+    }
+
+    fn failure(&self, config: &FetchConfig, deadline_passed: bool) -> Failure {
+        let timed_out = self
+            .last
+            .as_ref()
+            .is_some_and(|e| e.reason == Reason::Timeout);
+        if timed_out || deadline_passed {
+            return Failure::TimedOut {
+                timeout_ms: config.timeout.as_millis() as u64,
+            };
+        }
+        let last = match &self.last {
+            Some(e) => e.to_string(),
+            None => "no provider or origin is known".into(),
+        };
+        Failure::NoVerifiedCopy {
+            tried: self.failed,
+            last: Rc::from(last),
+        }
+    }
+}

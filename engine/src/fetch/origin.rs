@@ -1,0 +1,231 @@
+//! Read-through from an HTTP origin (`--origin http://HOST[:PORT][/PREFIX]`): `GET
+//! PREFIX/o/b3:<hex>` from another ron, or from nginx serving files named by their
+//! address. Plain HTTP carries no proof, so the body is verified whole: it is written
+//! to an upload (hashed as it arrives, into a temp file for a large object) and only
+//! an upload whose tree's root is the address is committed — nothing from an origin is
+//! served before that.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use ron_codec::Address;
+use ron_shards::{Shard, StagedObject};
+
+use super::{AttemptError, Reason};
+
+/// Largest response head accepted from an origin.
+const HEAD_BYTES_MAX: usize = 16 * 1024;
+/// Bytes read from the socket at a time.
+const READ_BYTES: usize = 256 * 1024;
+/// Longest content type kept from an origin's answer.
+const CONTENT_TYPE_BYTES_MAX: usize = 256;
+
+/// Where the origin is: resolved once at start-up.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub url: String,
+    addr: SocketAddr,
+    host: String,
+    prefix: String,
+}
+
+impl Origin {
+    /// Parses `http://HOST[:PORT][/PREFIX]` and resolves HOST (at start-up: it blocks).
+    pub fn resolve(url: &str) -> Result<Origin, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("origin {url:?}: only http:// origins are supported"))?;
+        let (host, prefix) = match rest.find('/') {
+            Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if host.is_empty() {
+            return Err(format!("origin {url:?}: no host"));
+        }
+        let with_port = if host.contains(':') && !host.ends_with(']') {
+            host.to_string()
+        } else {
+            format!("{host}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("origin {url:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("origin {url:?}: {host} has no address"))?;
+        Ok(Origin {
+            url: url.to_string(),
+            addr,
+            host: host.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn error(&self, reason: Reason, detail: impl ToString) -> AttemptError {
+        AttemptError {
+            upstream: self.url.clone(),
+            reason,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Fetches `addr` into an upload on `shard` and returns it staged, verified whole,
+    /// with the origin's content type. Every read must come within `stall`.
+    pub async fn fetch(
+        &self,
+        shard: &Shard,
+        addr: Address,
+        len_max: u64,
+        stall: Duration,
+    ) -> Result<(StagedObject, u64), AttemptError> {
+        let mut stream = TcpStream::connect_timeout(self.addr, stall)
+            .await
+            .map_err(|e| self.error(Reason::Connect, e))?;
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                self.error(Reason::Timeout, e)
+            }
+            _ => self.error(Reason::Protocol, e),
+        };
+        let timeouts = stream
+            .set_read_timeout(Some(stall))
+            .and_then(|()| stream.set_write_timeout(Some(stall)));
+        timeouts.map_err(|e| self.error(Reason::Connect, e))?;
+        let request = format!(
+            "GET {}/o/{addr} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ron/{} read-through\r\nConnection: close\r\n\r\n",
+            self.prefix,
+            self.host,
+            env!("CARGO_PKG_VERSION")
+        );
+        stream.write_all(request.as_bytes()).await.map_err(io)?;
+
+        let mut buf = vec![0u8; READ_BYTES];
+        let mut filled = 0;
+        let (len, content_type, head_len) = loop {
+            let n = stream.read(&mut buf[filled..]).await.map_err(io)?;
+            if n == 0 {
+                return Err(self.error(Reason::Protocol, "closed before a whole response head"));
+            }
+            filled += n;
+            if let Some(head) = self.parse_head(&buf[..filled], len_max)? {
+                break head;
+            }
+            if filled >= HEAD_BYTES_MAX {
+                return Err(self.error(Reason::Protocol, "response head over 16 KiB"));
+            }
+        };
+        let mut upload = shard.begin_upload(Some(len));
+        let early = (filled - head_len).min(len as usize);
+        let stored = |e: ron_shards::ShardError| self.error(Reason::Storage, e);
+        upload
+            .write(&buf[head_len..head_len + early])
+            .await
+            .map_err(stored)?;
+        let mut received = early as u64;
+        let started = Instant::now();
+        while received < len {
+            let want = ((len - received) as usize).min(buf.len());
+            let n = stream.read(&mut buf[..want]).await;
+            let n = match n {
+                Ok(0) => {
+                    upload.abort().await;
+                    return Err(self.error(
+                        Reason::Protocol,
+                        format!("closed after {received} of {len} body bytes"),
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    upload.abort().await;
+                    return Err(io(e));
+                }
+            };
+            if let Err(e) = upload.write(&buf[..n]).await {
+                upload.abort().await;
+                return Err(stored(e));
+            }
+            received += n as u64;
+        }
+        tracing::debug!(origin = %self.url, obj = %addr, len, elapsed_ms = started.elapsed().as_millis() as u64, "origin body received");
+        let staged = upload.finish(content_type).await.map_err(stored)?;
+        let computed = staged.meta.addr();
+        if computed != addr {
+            ron_shards::discard(staged).await;
+            return Err(self.error(
+                Reason::BadGroup,
+                format!("the body hashes to {computed}, not to {addr}"),
+            ));
+        }
+        Ok((staged, len))
+    }
+
+    /// The response head, once it is whole: the body's length, its content type and
+    /// where the body starts. Anything but a 200 with a Content-Length is refused.
+    fn parse_head(
+        &self,
+        bytes: &[u8],
+        len_max: u64,
+    ) -> Result<Option<(u64, String, usize)>, AttemptError> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        let head_len = match response.parse(bytes) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(self.error(Reason::Protocol, format!("response head: {e}"))),
+        };
+        let status = response.code.unwrap_or(0);
+        if status != 200 {
+            return Err(self.error(Reason::Refused, format!("answered {status}")));
+        }
+        let header = |name: &str| {
+            response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        if header("transfer-encoding").is_some() {
+            return Err(self.error(
+                Reason::Protocol,
+                "answered with Transfer-Encoding; a read-through needs Content-Length",
+            ));
+        }
+        let len = header("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| self.error(Reason::Protocol, "answered without a Content-Length"))?;
+        if len > len_max {
+            return Err(self.error(
+                Reason::TooLarge,
+                format!("answered {len} bytes, over the object limit of {len_max}"),
+            ));
+        }
+        let content_type = header("content-type")
+            .filter(|v| v.len() <= CONTENT_TYPE_BYTES_MAX)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or_default()
+            .to_string();
+        Ok(Some((len, content_type, head_len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_urls_are_http_with_an_optional_prefix() {
+        let o = Origin::resolve("http://127.0.0.1:8080/cdn/").unwrap();
+        assert_eq!((o.addr.port(), o.prefix.as_str()), (8080, "/cdn"));
+        assert_eq!(o.host, "127.0.0.1:8080");
+        let bare = Origin::resolve("http://127.0.0.1").unwrap();
+        assert_eq!((bare.addr.port(), bare.prefix.as_str()), (80, ""));
+        let tls = Origin::resolve("https://example.invalid").unwrap_err();
+        assert_eq!(
+            tls,
+            "origin \"https://example.invalid\": only http:// origins are supported"
+        );
+        assert!(Origin::resolve("http:///x").is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! A verified GET from a provider over OAP/1, on the shard's executor: HELLO and a GET
+//! with `"proof":true` in one write, then one DATA frame per whole group, each checked
+//! against the address (through the parents the provider sends) before it is handed on.
+//! Nothing a provider says is taken on trust: the object's length is bounded, every frame
+//! must be the one expected, and each group must arrive within the stall timeout.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use ron_codec::frame::{Flags, Frame, FrameDecoder, MAX_FRAME_BYTES};
+use ron_codec::messages::{DataHeader, GetStart, HelloRequest, InclusiveRange, ObjectRequest};
+use ron_codec::proof::{GroupRange, RangeVerifier};
+use ron_codec::tree::{group_count, GroupIndex};
+use ron_codec::Address;
+
+use super::{AttemptError, Reason};
+
+/// Bytes read from the socket at a time.
+const READ_BYTES: usize = 128 * 1024;
+/// The GET's correlation id (HELLO is 1).
+const GET_CORR_ID: u64 = 2;
+
+/// An open verified GET: the object's length is known, groups come in order.
+#[derive(Debug)]
+pub struct PeerGet {
+    stream: TcpStream,
+    pub peer: SocketAddr,
+    decoder: FrameDecoder,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    /// Set once START says how long the object is (none for an empty object).
+    verifier: Option<RangeVerifier>,
+    next: u64,
+    pub total_len: u64,
+    stall: Duration,
+    /// The first group, verified while opening (it is what "first byte" means).
+    first: Option<Bytes>,
+}
+
+impl PeerGet {
+    /// Connects, asks for groups `from..` of `addr` and verifies the first of them. A
+    /// provider that claims a different length than `expect_len` (when one is known) or
+    /// more than `len_max` bytes is refused.
+    pub async fn open(
+        peer: SocketAddr,
+        addr: Address,
+        from: u64,
+        expect_len: Option<u64>,
+        len_max: u64,
+        stall: Duration,
+    ) -> Result<PeerGet, AttemptError> {
+        let fail = |reason, detail: String| AttemptError {
+            upstream: peer.to_string(),
+            reason,
+            detail,
+        };
+        let stream = TcpStream::connect_timeout(peer, stall)
+            .await
+            .map_err(|e| fail(Reason::Connect, e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(stall))
+            .map_err(|e| fail(Reason::Connect, e.to_string()))?;
+        stream
+            .set_write_timeout(Some(stall))
+            .map_err(|e| fail(Reason::Connect, e.to_string()))?;
+        let mut get = PeerGet {
+            stream,
+            peer,
+            decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+            rbuf: Vec::with_capacity(READ_BYTES),
+            rpos: 0,
+            verifier: None,
+            next: from,
+            total_len: 0,
+            stall,
+            first: None,
+        };
+        get.request(addr, from, expect_len).await?;
+        get.expect_hello().await?;
+        get.expect_start(addr, from, expect_len, len_max).await?;
+        if get.total_len > 0 {
+            let first = get.receive_group(addr).await?;
+            get.first = Some(first);
+        }
+        Ok(get)
+    }
+
+    fn error(&self, reason: Reason, detail: impl ToString) -> AttemptError {
+        AttemptError {
+            upstream: self.peer.to_string(),
+            reason,
+            detail: detail.to_string(),
+        }
+    }
+
+    async fn request(
+        &mut self,
+        addr: Address,
+        from: u64,
+        expect_len: Option<u64>,
+    ) -> Result<(), AttemptError> {
+        let range = match (from, expect_len) {
+            (0, _) | (_, None) => None,
+            (g, Some(len)) => Some(InclusiveRange {
+                first: GroupIndex(g).start_offset(),
+                last: len - 1,
+            }),
+        };
+        let get = ObjectRequest::Get {
+            addr,
+            range,
+            proof: true,
+        }
+        .frame(GET_CORR_ID, 0, Bytes::new())
+        .map_err(|e| self.error(Reason::Protocol, e))?;
+        let hello = HelloRequest {
+            ua: Some(concat!("ron/", env!("CARGO_PKG_VERSION"), " read-through").into()),
+        }
+        .frame(1);
+        let mut wire = BytesMut::new();
+        hello.encode_into(&mut wire);
+        get.encode_into(&mut wire);
+        self.stream
+            .write_all(&wire)
+            .await
+            .map_err(|e| self.io_error(e))
+    }
+
+    fn io_error(&self, e: std::io::Error) -> AttemptError {
+        let reason = match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Reason::Timeout,
+            _ => Reason::Protocol,
+        };
+        self.error(reason, e)
+    }
+
+    async fn expect_hello(&mut self) -> Result<(), AttemptError> {
+        let hello = self.read_frame(Instant::now() + self.stall).await?;
+        if hello.header.corr_id != 1 || hello.header.code != 200 {
+            return Err(self.refused(&hello));
+        }
+        Ok(())
+    }
+
+    async fn expect_start(
+        &mut self,
+        addr: Address,
+        from: u64,
+        expect_len: Option<u64>,
+        len_max: u64,
+    ) -> Result<(), AttemptError> {
+        let frame = self.expect_get_frame(Instant::now() + self.stall).await?;
+        let start = GetStart::parse(&frame.payload).map_err(|e| self.error(Reason::Protocol, e))?;
+        if start.total_len > len_max {
+            return Err(self.error(
+                Reason::TooLarge,
+                format!(
+                    "claims {} bytes, over the object limit of {len_max}",
+                    start.total_len
+                ),
+            ));
+        }
+        let offset = GroupIndex(from).start_offset();
+        let whole = start.obj == addr
+            && expect_len.is_none_or(|len| len == start.total_len)
+            && (start.total_len == 0
+                || (start.offset == offset && start.offset + start.len == start.total_len));
+        if !whole {
+            return Err(self.error(
+                Reason::Protocol,
+                format!(
+                    "asked for {addr} from byte {offset}, answered {} bytes {}+{} of {}",
+                    start.obj, start.offset, start.len, start.total_len
+                ),
+            ));
+        }
+        self.total_len = start.total_len;
+        if start.total_len == 0 {
+            if addr != Address::of(b"") {
+                return Err(self.error(Reason::BadGroup, "says the object is empty"));
+            }
+            return Ok(());
+        }
+        let last = GroupIndex(group_count(start.total_len) - 1);
+        let verifier = RangeVerifier::new(
+            addr,
+            start.total_len,
+            GroupRange {
+                first: GroupIndex(from),
+                last,
+            },
+        )
+        .map_err(|e| self.error(Reason::Protocol, e))?;
+        self.verifier = Some(verifier);
+        Ok(())
+    }
+
+    /// The next verified group, in order.
+    pub async fn next_group(&mut self, addr: Address) -> Result<Bytes, AttemptError> {
+        match self.first.take() {
+            Some(first) => Ok(first),
+            None => self.receive_group(addr).await,
+        }
+    }
+
+    /// Reads one DATA frame and checks its group against the tree above it. The whole
+    /// group must arrive within the stall timeout, however the provider paces its bytes.
+    async fn receive_group(&mut self, addr: Address) -> Result<Bytes, AttemptError> {
+        let frame = self.expect_get_frame(Instant::now() + self.stall).await?;
+        if frame.header.flags.contains(Flags::END) || frame.header.flags.contains(Flags::START) {
+            return Err(self.error(
+                Reason::Protocol,
+                format!("the answer ended before group {}", self.next),
+            ));
+        }
+        let (data, parents, raw) = DataHeader::split_with_parents(&frame.payload)
+            .map_err(|e| self.error(Reason::Protocol, e))?;
+        let group = GroupIndex(self.next);
+        if data.offset != group.start_offset() || data.obj.is_some_and(|o| o != addr) {
+            return Err(self.error(
+                Reason::Protocol,
+                format!(
+                    "DATA at offset {}, expected group {} at {}",
+                    data.offset,
+                    group.0,
+                    group.start_offset()
+                ),
+            ));
+        }
+        let checked = match self.verifier.as_mut() {
+            Some(verifier) => verifier.verify(group, &parents, &raw),
+            None => return Err(self.error(Reason::Protocol, "DATA for an empty object")),
+        };
+        checked.map_err(|e| self.error(Reason::BadGroup, e))?;
+        self.next += 1;
+        Ok(raw)
+    }
+
+    /// The next frame of the GET; an error answer is a refusal.
+    async fn expect_get_frame(&mut self, deadline: Instant) -> Result<Frame, AttemptError> {
+        let frame = self.read_frame(deadline).await?;
+        let ours = frame.header.corr_id == GET_CORR_ID && frame.header.flags.contains(Flags::RESP);
+        if !ours || frame.header.code >= 400 {
+            return Err(self.refused(&frame));
+        }
+        Ok(frame)
+    }
+
+    fn refused(&self, frame: &Frame) -> AttemptError {
+        let message = serde_json::from_slice::<serde_json::Value>(&frame.payload)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        self.error(
+            Reason::Refused,
+            format!(
+                "answered code {} for corr_id {}: {message}",
+                frame.header.code, frame.header.corr_id
+            ),
+        )
+    }
+
+    async fn read_frame(&mut self, deadline: Instant) -> Result<Frame, AttemptError> {
+        loop {
+            let mut input = &self.rbuf[self.rpos..];
+            let before = input.len();
+            let decoded = self.decoder.decode(&mut input);
+            self.rpos += before - input.len();
+            match decoded {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => return Err(self.error(Reason::Protocol, e)),
+            }
+            if Instant::now() > deadline {
+                return Err(self.error(
+                    Reason::Timeout,
+                    format!("no whole frame within {} ms", self.stall.as_millis()),
+                ));
+            }
+            self.rbuf.resize(READ_BYTES, 0);
+            let n = self.stream.read(&mut self.rbuf).await;
+            let n = n.map_err(|e| self.io_error(e))?;
+            self.rbuf.truncate(n);
+            self.rpos = 0;
+            if n == 0 {
+                return Err(self.error(Reason::Protocol, "closed the connection"));
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Read-through (issue 15), against the real binary on loopback: a provider that lies
+//! (a proxy in front of it flips a byte in one DATA frame) never gets a bad byte served
+//! or stored, and an honest provider finishes the object from where the liar was
+//! dropped; concurrent misses at an edge share one upstream fetch; a stalled origin
+//! times every waiter out and the next request fetches again.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::*;
+use ron_codec::frame::{Flags, FrameDecoder, MAX_FRAME_BYTES};
+use ron_codec::Address;
+
+const WAIT: Duration = Duration::from_secs(30);
+const GROUP: usize = 65_536;
+
+/// What a proxy does to the bytes coming back from the node behind it.
+#[derive(Clone, Copy)]
+enum Mischief {
+    /// Flips one byte of the data in the `n`-th DATA frame (0-based) of each connection.
+    FlipDataFrame(usize),
+    /// Holds the first bytes back this long on each connection.
+    DelayFirstByte(Duration),
+}
+
+/// A TCP proxy to `target` on its own threads; counts the connections it took.
+struct Proxy {
+    addr: SocketAddr,
+    connections: Arc<AtomicU64>,
+}
+
+fn proxy(listener: TcpListener, target: SocketAddr, mischief: Mischief) -> Proxy {
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&connections);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            counted.fetch_add(1, Ordering::Relaxed);
+            let Ok(node) = TcpStream::connect(target) else {
+                continue;
+            };
+            let (mut up_from, mut up_to) = (client.try_clone().unwrap(), node.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up_from, &mut up_to);
+                let _ = up_to.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || pump_back(node, client, mischief));
+        }
+    });
+    Proxy { addr, connections }
+}
+
+/// Copies the node's answer back to the client, with the mischief done to it.
+fn pump_back(mut node: TcpStream, mut client: TcpStream, mischief: Mischief) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut data_frames = 0;
+    let mut first = true;
+    loop {
+        let n = match node.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let out = match mischief {
+            Mischief::DelayFirstByte(delay) => {
+                if std::mem::take(&mut first) {
+                    std::thread::sleep(delay);
+                }
+                buf[..n].to_vec()
+            }
+            Mischief::FlipDataFrame(target) => {
+                let mut input = &buf[..n];
+                let mut out = BytesMut::new();
+                while let Ok(Some(mut frame)) = decoder.decode(&mut input) {
+                    let is_data = !frame.header.flags.contains(Flags::START)
+                        && !frame.header.flags.contains(Flags::END)
+                        && frame.header.corr_id == 2;
+                    if is_data {
+                        if data_frames == target {
+                            let mut payload = frame.payload.to_vec();
+                            let last = payload.len() - 1;
+                            payload[last] ^= 0x01;
+                            frame.payload = payload.into();
+                        }
+                        data_frames += 1;
+                    }
+                    frame.encode_into(&mut out);
+                }
+                out.to_vec()
+            }
+        };
+        if client.write_all(&out).is_err() {
+            break;
+        }
+    }
+    let _ = client.shutdown(std::net::Shutdown::Write);
+}
+
+fn node_id(n: &Node) -> String {
+    let stats = get(n.admin, "/admin/stats").unwrap().json();
+    stats["node_id"].as_str().unwrap().to_string()
+}
+
+/// The OAP address a node's DHT reports for provider `id` of `addr`, once it does.
+fn provider_oap(n: &Node, addr: &Address, id: &str) -> Option<String> {
+    let r = get(n.admin, &format!("/resolve?hash={addr}")).ok()?;
+    let providers = r.json()["providers"].clone();
+    providers
+        .as_array()?
+        .iter()
+        .find(|p| p["node_id"] == id)
+        .map(|p| p["oap"].as_str().unwrap_or_default().to_string())
+}
+
+/// A GET read to the end of what the node sends (it may cut the body): status and
+/// the body bytes received.
+fn get_all(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let status = std::str::from_utf8(&all[9..12]).unwrap().parse().unwrap();
+    (status, all[head_end..].to_vec())
+}
+
+fn bad_groups(n: &Node) -> f64 {
+    gauge(n.admin, "ron_fetch_failures_total{reason=\"bad_group\"}").unwrap()
+}
+
+#[test]
+fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
+    let p2p: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let liar_front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let honest_front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let flags = |i: usize, front: Option<&TcpListener>| {
+        let mut f = vec![
+            "--shards".to_string(),
+            "1".into(),
+            "--p2p".into(),
+            format!("127.0.0.1:{}", p2p[i]),
+            "--fetch-hedge-ms".into(),
+            "300".into(),
+        ];
+        if i > 0 {
+            f.extend(["--peer".into(), format!("127.0.0.1:{}", p2p[0])]);
+        }
+        if let Some(front) = front {
+            let port = front.local_addr().unwrap().port();
+            f.extend(["--oap-advertised-port".into(), port.to_string()]);
+        }
+        f
+    };
+    let start = |name: &str, f: Vec<String>| {
+        let f: Vec<&str> = f.iter().map(String::as_str).collect();
+        Node::start(&temp_dir(name), &f)
+    };
+    let mut liar = start("rt-liar", flags(0, Some(&liar_front)));
+    let mut honest = start("rt-honest", flags(1, Some(&honest_front)));
+    let mut edge = start("rt-edge", flags(2, None));
+    // The liar's answers lose one bit in the third group; the honest node's answers
+    // start a second late (so a hedge always tries the liar too).
+    let liar_proxy = proxy(liar_front, liar.oap, Mischief::FlipDataFrame(2));
+    let honest_proxy = proxy(
+        honest_front,
+        honest.oap,
+        Mischief::DelayFirstByte(Duration::from_secs(1)),
+    );
+
+    let data = bytes(21, 5 * GROUP + 123);
+    let addr = upload(&liar, &data);
+    let liar_id = node_id(&liar);
+    let mut seen = None;
+    wait_for("the edge resolves the liar", WAIT, || {
+        seen = provider_oap(&edge, &addr, &liar_id);
+        seen.is_some()
+    });
+    assert_eq!(seen.unwrap(), liar_proxy.addr.to_string());
+
+    // Only the liar has it: the two good groups are served, then the body stops short;
+    // nothing is stored, and the failure is not cached.
+    for attempt in 1..=2u64 {
+        let (status, body) = get_all(edge.http, &format!("/o/{addr}"));
+        assert_eq!(status, 200);
+        assert!(body.len() < data.len(), "cut short, not padded");
+        assert!(body == data[..body.len()], "no bad byte served");
+        assert!(body.len() <= 2 * GROUP, "nothing past the bad group");
+        assert_eq!(metric(edge.admin, "ron_fetches_total"), attempt);
+        assert_eq!(bad_groups(&edge), attempt as f64);
+    }
+    assert_eq!(metric(edge.admin, "ron_fetches_stored_total"), 0);
+    assert_eq!(metric(edge.admin, "ron_objects_stored"), 0);
+
+    // The honest node stores it too: the liar is dropped at its bad group and the
+    // honest one resumes there, whichever of them the edge tried first.
+    let honest_id = node_id(&honest);
+    assert_eq!(upload(&honest, &data), addr);
+    wait_for("the edge resolves the honest node", WAIT, || {
+        provider_oap(&edge, &addr, &honest_id).is_some()
+    });
+    let (status, body) = get_all(edge.http, &format!("/o/{addr}"));
+    assert_eq!(status, 200);
+    assert!(body == data, "the whole object, verified");
+    assert_eq!(bad_groups(&edge), 3.0, "the liar was used and dropped");
+    assert!(honest_proxy.connections.load(Ordering::Relaxed) >= 1);
+    assert_eq!(
+        metric_reaching(edge.admin, "ron_fetches_stored_total", 1, WAIT),
+        1
+    );
+    // Stored on the edge: served from its store, no fetch, verified by the client.
+    let r = get(edge.http, &format!("/o/{addr}")).unwrap();
+    assert!(r.status == 200 && r.body == data);
+    assert_eq!(metric(edge.admin, "ron_fetches_total"), 3);
+    for n in [&mut liar, &mut honest, &mut edge] {
+        n.stop();
+    }
+}
+
+/// `n` concurrent GETs of `path`: each one's status and body, and how long it took.
+fn concurrent_gets(addr: SocketAddr, path: &str, n: usize) -> Vec<(u16, Vec<u8>, Duration)> {
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let r = get(addr, &path).unwrap();
+                (r.status, r.body, started.elapsed())
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn concurrent_misses_at_an_edge_share_one_origin_fetch() {
+    let mut origin = Node::start(&temp_dir("rt-origin"), &["--shards", "1"]);
+    let data = bytes(22, 3 << 20);
+    let addr = upload(&origin, &data);
+    // The origin answers half a second late: every request below misses meanwhile.
+    let front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let slow = proxy(
+        front,
+        origin.http,
+        Mischief::DelayFirstByte(Duration::from_millis(500)),
+    );
+    let url = format!("http://{}", slow.addr);
+    let mut edge = Node::start(
+        &temp_dir("rt-cdn-edge"),
+        &["--shards", "1", "--origin", &url],
+    );
+    let answers = concurrent_gets(edge.http, &format!("/o/{addr}"), 100);
+    for (status, body, _) in &answers {
+        assert_eq!(*status, 200);
+        assert_eq!(Address::of(body), addr, "verified");
+    }
+    assert_eq!(
+        slow.connections.load(Ordering::Relaxed),
+        1,
+        "one upstream fetch"
+    );
+    assert_eq!(metric(edge.admin, "ron_fetches_total"), 1);
+    assert_eq!(metric(edge.admin, "ron_fetch_coalesced_waiters_total"), 99);
+    assert_eq!(
+        metric(edge.admin, "ron_fetch_bytes_total"),
+        data.len() as u64
+    );
+    assert_eq!(metric(edge.admin, "ron_fetches_stored_total"), 1);
+    for n in [&mut origin, &mut edge] {
+        n.stop();
+    }
+}
+
+#[test]
+fn a_stalled_origin_times_each_waiter_out_and_the_next_request_fetches_again() {
+    // An origin that takes connections and never answers.
+    let stalled = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", stalled.local_addr().unwrap());
+    let taken = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&taken);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in stalled.incoming().flatten() {
+            counted.fetch_add(1, Ordering::Relaxed);
+            held.push(c);
+        }
+    });
+    let mut edge = Node::start(
+        &temp_dir("rt-stalled-edge"),
+        &[
+            "--shards",
+            "1",
+            "--origin",
+            &url,
+            "--fetch-timeout-ms",
+            "1000",
+        ],
+    );
+    let addr = Address::of(b"the stalled origin never sends this");
+    let answers = concurrent_gets(edge.http, &format!("/o/{addr}"), 20);
+    for (status, body, took) in &answers {
+        assert_eq!(*status, 504, "{}", String::from_utf8_lossy(body));
+        assert!(
+            *took < Duration::from_millis(2_500),
+            "timed out in {took:?}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(json["code"], "gateway_timeout");
+        assert_eq!(json["retryable"], true);
+    }
+    assert_eq!(
+        taken.load(Ordering::Relaxed),
+        1,
+        "one upstream fetch for all"
+    );
+    let (status, _) = get_all(edge.http, &format!("/o/{addr}"));
+    assert_eq!(status, 504);
+    assert_eq!(
+        taken.load(Ordering::Relaxed),
+        2,
+        "the next request fetched again"
+    );
+    assert_eq!(metric(edge.admin, "ron_fetches_total"), 2);
+    assert_eq!(
+        gauge(edge.admin, "ron_fetch_failures_total{reason=\"timeout\"}"),
+        Some(2.0)
+    );
+    edge.stop();
+}
