@@ -519,7 +519,7 @@ impl Node {
     }
 
     /// Stores every announced key as ours (one commit for the tick's announcements) and
-    /// queues it for its first publication.
+    /// queues the new ones for their first publication.
     fn take_announcements(&mut self, announces: &Receiver<Vec<[u8; 32]>>) {
         let keys: Vec<RecordKey> = announces
             .try_iter()
@@ -530,12 +530,16 @@ impl Node {
         if keys.is_empty() {
             return;
         }
-        if let Err(e) = self.store().provide(&keys) {
-            tracing::warn!("{e}");
-            return;
-        }
+        // Keys provided already (announced again by a start-up walk) wait for the sweep.
+        let new = match self.store().provide(&keys) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return;
+            }
+        };
         let room = FRESH_KEYS_MAX.saturating_sub(self.publisher.fresh.len());
-        self.publisher.fresh.extend(keys.into_iter().take(room));
+        self.publisher.fresh.extend(new.into_iter().take(room));
     }
 
     fn on_request(&mut self, request: DhtRequest) {

@@ -160,10 +160,10 @@ impl ProviderStore {
     }
 
     /// Records this node as a provider of `keys` (never published yet unless already
-    /// provided), in one commit. Returns how many were new.
-    pub fn provide(&mut self, keys: &[RecordKey]) -> Result<usize, DhtError> {
+    /// provided), in one commit. Returns the keys that were new.
+    pub fn provide(&mut self, keys: &[RecordKey]) -> Result<Vec<RecordKey>, DhtError> {
         let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
-        let mut added = 0;
+        let mut added = Vec::new();
         for key in keys
             .iter()
             .filter(|k| k.as_ref().len() <= RECORD_KEY_BYTES_MAX)
@@ -179,7 +179,7 @@ impl ProviderStore {
                 self.provided
                     .put(&mut wtxn, &db_key, &never)
                     .map_err(self.lmdb("put"))?;
-                added += 1;
+                added.push(key.clone());
             }
         }
         wtxn.commit().map_err(self.lmdb("commit"))?;
@@ -620,8 +620,12 @@ mod tests {
         let keys: Vec<RecordKey> = (0..100).map(key).collect();
         {
             let mut store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
-            assert_eq!(store.provide(&keys).unwrap(), 100);
-            assert_eq!(store.provide(&keys[..10]).unwrap(), 0, "already provided");
+            assert_eq!(store.provide(&keys).unwrap().len(), 100);
+            assert_eq!(
+                store.provide(&keys[..10]).unwrap().len(),
+                0,
+                "already provided"
+            );
             store.mark_published(&keys[..5], 1_234).unwrap();
         }
         let store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
@@ -745,7 +749,7 @@ mod tests {
         assert!(store
             .add_provider(others_record(&long, PeerId::random(), None))
             .is_err());
-        assert_eq!(store.provide(&[long]).unwrap(), 0);
+        assert_eq!(store.provide(&[long]).unwrap().len(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

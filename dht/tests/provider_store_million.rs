@@ -27,7 +27,7 @@ fn a_million_provided_keys_survive_a_restart() {
         let mut start = 0;
         while start < KEYS {
             let batch: Vec<RecordKey> = (start..(start + BATCH).min(KEYS)).map(key).collect();
-            assert_eq!(store.provide(&batch).unwrap(), batch.len());
+            assert_eq!(store.provide(&batch).unwrap().len(), batch.len());
             start += BATCH;
         }
     }

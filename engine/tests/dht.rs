@@ -219,3 +219,45 @@ fn p2p_settings_are_checked_before_the_node_starts() {
         "{stderr}"
     );
 }
+
+#[test]
+fn objects_stored_before_p2p_was_turned_on_are_announced_at_start() {
+    let dirs: Vec<_> = (0..2).map(|i| temp_dir(&format!("dht-late-{i}"))).collect();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let mut old = Node::start(&dirs[0], &["--shards", "1"]);
+    let addrs: Vec<Address> = (0..3)
+        .map(|i| upload(&old, &bytes(30 + i, 5_000)))
+        .collect();
+    old.stop();
+    let mut seed = start(&dirs[1], &p2p_flags(ports[1], None));
+    old.restart(
+        &p2p_flags(ports[0], Some(ports[1]))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let old_id = node_id(&old);
+    for addr in &addrs {
+        wait_for(
+            "the seed resolves an object stored before --p2p",
+            WAIT,
+            || resolves_to(&seed, addr, &old_id).is_some(),
+        );
+    }
+    assert_eq!(metric(old.admin, "ron_dht_provided_keys"), 3);
+    // A second start announces them again; the DHT keeps what it provides already.
+    old.stop();
+    old.restart(
+        &p2p_flags(ports[0], Some(ports[1]))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    // Published within 12 h already: the walk's keys wait for the sweep, none goes out
+    // again at once (the DHT's tick takes the walk in well within this pause).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(metric(old.admin, "ron_dht_provided_keys"), 3);
+    assert_eq!(metric(old.admin, "ron_dht_keys_published_total"), 0);
+    seed.stop();
+    old.stop();
+}

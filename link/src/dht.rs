@@ -122,6 +122,17 @@ impl DhtClient {
         }
     }
 
+    /// Queues an announcement unless the mailbox is full, in which case the batch comes
+    /// back (for a sender that would rather wait than drop: the start-up walk). `None`
+    /// once the DHT thread has stopped.
+    pub fn try_announce(&self, addrs: Vec<[u8; 32]>) -> Option<Result<(), Vec<[u8; 32]>>> {
+        match self.announces.try_send(addrs) {
+            Ok(()) => Some(Ok(())),
+            Err(std::sync::mpsc::TrySendError::Full(back)) => Some(Err(back)),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => None,
+        }
+    }
+
     /// Asks who provides `addr` and waits for the answer (admin threads only: blocking).
     pub fn resolve(&self, addr: [u8; 32], limit: usize, deadline_ms: u64) -> Resolved {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);

@@ -223,6 +223,7 @@ impl Shard {
         );
         start_repairs(&shard, repair_wakes, background)?;
         start_scrubber(&shard, background)?;
+        start_announce_walk(&shard, background)?;
         if let Some(mesh) = &shard.mesh {
             Rc::clone(mesh).serve(mesh_handler(&shard));
         }
@@ -997,6 +998,60 @@ fn start_scrubber(shard: &Rc<Shard>, queue: glommio::TaskQueueHandle) -> Result<
         .map_err(task_error("start the scrubber"))?
         .detach();
     Ok(())
+}
+
+/// On a node in a network, announces once at start-up every object the shard's stores
+/// hold, so that objects stored before `--p2p` was turned on (or whose announcement a
+/// full mailbox dropped) are found too. The DHT thread keeps what it already provides
+/// (only keys new to it are published at once; the sweep republishes the rest). A full
+/// mailbox makes the walk wait, never drop; it runs in the background queue.
+fn start_announce_walk(
+    shard: &Rc<Shard>,
+    queue: glommio::TaskQueueHandle,
+) -> Result<(), ShardError> {
+    let Some(dht) = shard.config.dht.clone() else {
+        return Ok(());
+    };
+    let stores: Vec<Store> = shard.stores.values().cloned().collect();
+    glommio::spawn_local_into(announce_stored(stores, dht), queue)
+        .map_err(task_error("start the announce walk"))?
+        .detach();
+    Ok(())
+}
+
+async fn announce_stored(stores: Vec<Store>, dht: DhtClient) {
+    use ron_link::dht::ANNOUNCE_BATCH_MAX;
+    for store in stores {
+        let mut after = None;
+        loop {
+            let batch = match store.addresses_after(after.as_ref(), ANNOUNCE_BATCH_MAX) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(store = store.id().0, error = %e, "announce walk stopped");
+                    break;
+                }
+            };
+            let Some(last) = batch.last().copied() else {
+                break;
+            };
+            let mut keys: Vec<[u8; 32]> = batch.iter().map(|a| *a.as_bytes()).collect();
+            loop {
+                match dht.try_announce(keys) {
+                    Some(Ok(())) => break,
+                    Some(Err(back)) => {
+                        keys = back;
+                        glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    None => return,
+                }
+            }
+            if batch.len() < ANNOUNCE_BATCH_MAX {
+                break;
+            }
+            after = Some(last);
+            glommio::yield_if_needed().await;
+        }
+    }
 }
 
 fn task_error(op: &'static str) -> impl FnOnce(glommio::GlommioError<()>) -> ShardError {
