@@ -213,6 +213,56 @@ impl Origin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn origin() -> Origin {
+        Origin::resolve("http://127.0.0.1:1").unwrap()
+    }
+
+    #[test]
+    fn only_a_200_with_a_bounded_content_length_is_taken() {
+        let o = origin();
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/css\r\n\r\nhello";
+        let (len, ct, at) = o.parse_head(head, 10).unwrap().unwrap();
+        assert_eq!(
+            (len, ct.as_str(), &head[at..]),
+            (5, "text/css", &b"hello"[..])
+        );
+        assert!(o
+            .parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", 10)
+            .unwrap()
+            .is_none());
+        let refusal = |bytes: &[u8]| o.parse_head(bytes, 10).unwrap_err();
+        let missing = refusal(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            (missing.reason, missing.detail.as_str()),
+            (Reason::Refused, "answered 404")
+        );
+        let big = refusal(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n");
+        assert_eq!(big.reason, Reason::TooLarge);
+        assert_eq!(big.detail, "answered 11 bytes, over the object limit of 10");
+        let chunked = refusal(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(chunked.reason, Reason::Protocol);
+        let no_len = refusal(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(no_len.detail, "answered without a Content-Length");
+        assert_eq!(
+            no_len.to_string(),
+            "http://127.0.0.1:1: answered without a Content-Length"
+        );
+    }
+
+    proptest! {
+        /// Whatever an origin sends as its head, the answer is a refusal or a length
+        /// within the limit, never a panic.
+        #[test]
+        fn any_response_head_is_refused_or_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(Some((len, ct, at))) = origin().parse_head(&bytes, 1 << 20) {
+                prop_assert!(len <= 1 << 20);
+                prop_assert!(ct.len() <= CONTENT_TYPE_BYTES_MAX);
+                prop_assert!(at <= bytes.len());
+            }
+        }
+    }
 
     #[test]
     fn origin_urls_are_http_with_an_optional_prefix() {
