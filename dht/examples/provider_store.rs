@@ -5,49 +5,19 @@
 //! (the reprovide sweep's read), the database's size on disk, and the process's peak
 //! resident memory.
 
+mod common;
+
 use std::time::Instant;
 
+use common::{key, peak_rss_kib};
 use libp2p::kad::RecordKey;
 use libp2p::PeerId;
 use ron_dht::store::{ProviderStore, StoreLimits};
 
 const BATCH: u64 = 4_096;
 
-fn key(n: u64) -> RecordKey {
-    let mut bytes = vec![0x1e, 0x20];
-    bytes.extend_from_slice(blake3_like(n).as_slice());
-    RecordKey::new(&bytes)
-}
-
-/// 32 well-spread bytes per n (what a BLAKE3 address looks like to the store).
-fn blake3_like(n: u64) -> Vec<u8> {
-    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
-    (0..4)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_be_bytes()
-        })
-        .collect()
-}
-
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let count: u64 = args
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let root = args.next().map_or_else(std::env::temp_dir, Into::into);
+    let (count, root) = common::args();
     let dir = root.join(format!("ron-provider-store-{}", std::process::id()));
     let local = PeerId::random();
     let started = Instant::now();

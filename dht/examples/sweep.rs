@@ -6,34 +6,16 @@
 //! the lookups it took (one per batch), the records the other nodes hold, and the
 //! process's peak resident memory (all five nodes are in this process).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{key, peak_rss_kib};
 use libp2p::kad::RecordKey;
 use ron_dht::node::{parse_peer, spawn, DhtConfig, DhtThread};
 use ron_dht::store::{ProviderStore, StoreLimits};
 
 const BATCH: u64 = 4_096;
-
-fn key(n: u64) -> RecordKey {
-    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
-    let mut bytes = vec![0x1e, 0x20];
-    for _ in 0..4 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        bytes.extend_from_slice(&x.to_be_bytes());
-    }
-    RecordKey::new(&bytes)
-}
-
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn node(dir: &std::path::Path, peer: Option<std::net::SocketAddr>) -> DhtThread {
     spawn(DhtConfig {
@@ -50,12 +32,7 @@ fn node(dir: &std::path::Path, peer: Option<std::net::SocketAddr>) -> DhtThread 
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let count: u64 = args
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let root = args.next().map_or_else(std::env::temp_dir, Into::into);
+    let (count, root) = common::args();
     let root = root.join(format!("ron-sweep-{}", std::process::id()));
     let dirs: Vec<_> = (0..5).map(|i| root.join(format!("node{i}"))).collect();
     for d in &dirs {
