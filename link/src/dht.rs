@@ -115,7 +115,7 @@ impl DhtClient {
     /// Queues an announcement (never waits; a full mailbox drops it, counted).
     pub fn announce(&self, addrs: Vec<[u8; 32]>) {
         let count = addrs.len() as u64;
-        if self.announces.try_send(addrs).is_err() {
+        if !matches!(self.try_announce(addrs), Some(Ok(()))) {
             self.metrics
                 .announce_dropped_total
                 .fetch_add(count, Ordering::Relaxed);

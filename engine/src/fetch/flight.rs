@@ -158,10 +158,9 @@ impl Flight {
     pub fn finish(&self, outcome: Outcome) {
         let mut state = self.state.borrow_mut();
         state.outcome = Some(outcome);
-        // A stored object is read from the store from now on; a failed one must not be
-        // served from what was received.
+        // Waiters look at the outcome first: a stored object is read from the store, a
+        // failed one is never served from what was received. The window is only freed.
         state.window.clear();
-        state.window_first = u64::MAX;
         state.window_bytes = 0;
         drop(state);
         self.signal.notify();
@@ -221,8 +220,14 @@ impl Flight {
 
     /// Waits until the fetch has ended, stored (`Ok`) or failed.
     pub async fn wait_stored(&self) -> Result<(), Refusal> {
-        // No object has 2^64 groups: this waits for the outcome.
-        self.group(u64::MAX).await.map(|_| ())
+        loop {
+            let seen = self.signal.version();
+            match self.outcome() {
+                Some(Outcome::Stored) => return Ok(()),
+                Some(Outcome::Failed(failure)) => return Err(failure.refusal(self.addr)),
+                None => self.signal.changed(seen).await,
+            }
+        }
     }
 
     /// Waits for verified group `group`. The fetch's own stall timer bounds the wait:

@@ -307,10 +307,11 @@ impl ReadThrough {
             }
             next += 1;
         }
-        self.store(upload, addr)
-            .await
-            .map_err(|e| attempts.note(self.metrics(), addr, e))
-            .map_err(|()| Streamed::Partly)
+        if let Err(e) = self.store(upload, addr).await {
+            attempts.note(self.metrics(), addr, e);
+            return Err(Streamed::Partly);
+        }
+        Ok(())
     }
 
     /// Finishes a fetched object's upload and commits it (durable before it returns).
@@ -496,6 +497,31 @@ impl Attempts {
         Failure::NoVerifiedCopy {
             tried: self.failed,
             last: Rc::from(last),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+    use ron_shards::metrics::FETCH_FAILURE_REASONS;
+
+    /// A reason's counter is the metric label of the same name.
+    #[test]
+    fn reasons_index_their_metric_labels() {
+        let named = [
+            (Reason::NoProvider, "no_provider"),
+            (Reason::Connect, "connect"),
+            (Reason::Refused, "refused"),
+            (Reason::BadGroup, "bad_group"),
+            (Reason::Protocol, "protocol"),
+            (Reason::Timeout, "timeout"),
+            (Reason::TooLarge, "too_large"),
+            (Reason::Storage, "storage"),
+        ];
+        assert_eq!(named.len(), FETCH_FAILURE_REASONS.len());
+        for (reason, label) in named {
+            assert_eq!(FETCH_FAILURE_REASONS[reason as usize], label);
         }
     }
 }

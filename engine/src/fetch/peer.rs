@@ -29,8 +29,10 @@ pub struct PeerGet {
     stream: TcpStream,
     pub peer: SocketAddr,
     decoder: FrameDecoder,
+    /// Bytes read and not yet decoded: `rbuf[rpos..rlen]`.
     rbuf: Vec<u8>,
     rpos: usize,
+    rlen: usize,
     /// Set once START says how long the object is (none for an empty object).
     verifier: Option<RangeVerifier>,
     next: u64,
@@ -71,8 +73,9 @@ impl PeerGet {
             stream,
             peer,
             decoder: FrameDecoder::new(MAX_FRAME_BYTES),
-            rbuf: Vec::with_capacity(READ_BYTES),
+            rbuf: vec![0; READ_BYTES],
             rpos: 0,
+            rlen: 0,
             verifier: None,
             next: from,
             total_len: 0,
@@ -266,7 +269,7 @@ impl PeerGet {
 
     async fn read_frame(&mut self, deadline: Instant) -> Result<Frame, AttemptError> {
         loop {
-            let mut input = &self.rbuf[self.rpos..];
+            let mut input = &self.rbuf[self.rpos..self.rlen];
             let before = input.len();
             let decoded = self.decoder.decode(&mut input);
             self.rpos += before - input.len();
@@ -281,11 +284,9 @@ impl PeerGet {
                     format!("no whole frame within {} ms", self.stall.as_millis()),
                 ));
             }
-            self.rbuf.resize(READ_BYTES, 0);
             let n = self.stream.read(&mut self.rbuf).await;
             let n = n.map_err(|e| self.io_error(e))?;
-            self.rbuf.truncate(n);
-            self.rpos = 0;
+            (self.rpos, self.rlen) = (0, n);
             if n == 0 {
                 return Err(self.error(Reason::Protocol, "closed the connection"));
             }
