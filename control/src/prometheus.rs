@@ -86,7 +86,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, series: Seri
 
 /// Every family, in the order it is rendered.
 #[rustfmt::skip]
-const FAMILIES: [Family; 53] = [
+const FAMILIES: [Family; 58] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -112,6 +112,11 @@ const FAMILIES: [Family; 53] = [
     family("ron_fetch_failures_total", Counter, "Read-through upstream attempts that failed, by reason (a fetch may go on from the next provider).", Series::FetchFailures),
     family("ron_fetch_hedges_total", Counter, "Second providers asked because the first was slow to its first verified group.", Series::Sum(|s| s.metrics.fetch_hedges)),
     family("ron_fetch_coalesced_waiters_total", Counter, "Requests that joined a read-through already under way instead of starting their own.", Series::Sum(|s| s.metrics.fetch_coalesced_waiters)),
+    family("ron_fetched_objects", Gauge, "Fetched copies held as a cache (evictable).", Series::Sum(|s| s.metrics.evictable_objects)),
+    family("ron_fetched_bytes", Gauge, "Bytes of fetched copies held as a cache (evictable).", Series::Sum(|s| s.metrics.evictable_bytes)),
+    family("ron_fetched_bytes_max", Gauge, "Budget of fetched copies (fetched_bytes_max); past it the oldest are evicted.", Series::Sum(|s| s.metrics.fetched_bytes_max)),
+    family("ron_evictions_total", Counter, "Fetched copies evicted to keep within fetched_bytes_max.", Series::Sum(|s| s.metrics.evictions)),
+    family("ron_evicted_bytes_total", Counter, "Bytes of fetched copies evicted.", Series::Sum(|s| s.metrics.evicted_bytes)),
     family("ron_ec_repairs_dropped_total", Counter, "Stripes found damaged but not queued for repair because the repair queue was full.", Series::Sum(|s| s.metrics.ec_repairs_dropped)),
     family("ron_cache_hits_total", Counter, "Verified-group cache hits.", Series::Sum(|s| s.metrics.cache_hits)),
     family("ron_cache_misses_total", Counter, "Verified-group cache misses.", Series::Sum(|s| s.metrics.cache_misses)),

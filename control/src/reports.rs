@@ -67,12 +67,26 @@ pub fn stats(shards: &[ShardSample], status: &[ShardStatus], node_id: Option<&st
         "objects": shards.iter().map(|s| s.metrics.objects_stored).sum::<u64>(),
         "bytes": shards.iter().map(|s| s.metrics.bytes_stored).sum::<u64>(),
         "scrub": scrub_value(shards),
+        "fetched": fetched_value(shards),
         "shards": per_shard,
     });
     if let Some(node_id) = node_id {
         stats["node_id"] = json!(node_id);
     }
     stats.to_string()
+}
+
+/// Fetched copies held as a cache (read-through): objects, bytes, the budget, and what
+/// was evicted.
+fn fetched_value(shards: &[ShardSample]) -> serde_json::Value {
+    let sum = |f: fn(&MetricsSnapshot) -> u64| shards.iter().map(|s| f(&s.metrics)).sum::<u64>();
+    json!({
+        "objects": sum(|m| m.evictable_objects),
+        "bytes": sum(|m| m.evictable_bytes),
+        "bytes_max": sum(|m| m.fetched_bytes_max),
+        "evicted_objects": sum(|m| m.evictions),
+        "evicted_bytes": sum(|m| m.evicted_bytes),
+    })
 }
 
 /// The scrubber's state (`GET /admin/scrub`, and the `scrub` part of `/admin/stats`):

@@ -25,7 +25,8 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use ron_link::dht::{
-    DhtClient, DhtMetrics, DhtRequest, Provider, ResolveError, ResolveReply, DHT_MAILBOX_LEN,
+    DhtClient, DhtMetrics, DhtRequest, Provider, ProviderChange, ResolveError, ResolveReply,
+    DHT_MAILBOX_LEN,
 };
 
 use crate::error::DhtError;
@@ -211,7 +212,7 @@ pub fn spawn(config: DhtConfig) -> Result<DhtThread, DhtError> {
 }
 
 struct Inbox {
-    announces: Receiver<Vec<[u8; 32]>>,
+    announces: Receiver<ProviderChange>,
     requests: tokio::sync::mpsc::Receiver<DhtRequest>,
     stop: Arc<AtomicBool>,
 }
@@ -464,7 +465,7 @@ impl Node {
         }
     }
 
-    fn on_tick(&mut self, announces: &Receiver<Vec<[u8; 32]>>) {
+    fn on_tick(&mut self, announces: &Receiver<ProviderChange>) {
         self.take_announcements(announces);
         self.flush_store();
         self.answer_due_resolves();
@@ -518,15 +519,26 @@ impl Node {
             .store(counters.records_expired, Ordering::Relaxed);
     }
 
-    /// Stores every announced key as ours (one commit for the tick's announcements) and
-    /// queues the new ones for their first publication.
-    fn take_announcements(&mut self, announces: &Receiver<Vec<[u8; 32]>>) {
-        let keys: Vec<RecordKey> = announces
-            .try_iter()
-            .take(DHT_MAILBOX_LEN)
-            .flatten()
-            .map(|addr| record_key(&addr))
-            .collect();
+    /// Takes the tick's provider changes in order: announced keys are stored as ours
+    /// (one commit per run of announcements) and the new ones queued for their first
+    /// publication; withdrawn keys are no longer provided nor published.
+    fn take_announcements(&mut self, announces: &Receiver<ProviderChange>) {
+        let mut provided: Vec<RecordKey> = Vec::new();
+        for change in announces.try_iter().take(DHT_MAILBOX_LEN) {
+            match change {
+                ProviderChange::Provide(addrs) => {
+                    provided.extend(addrs.iter().map(record_key));
+                }
+                ProviderChange::Withdraw(addrs) => {
+                    self.provide(std::mem::take(&mut provided));
+                    self.withdraw(addrs.iter().map(record_key).collect());
+                }
+            }
+        }
+        self.provide(provided);
+    }
+
+    fn provide(&mut self, keys: Vec<RecordKey>) {
         if keys.is_empty() {
             return;
         }
@@ -540,6 +552,14 @@ impl Node {
         };
         let room = FRESH_KEYS_MAX.saturating_sub(self.publisher.fresh.len());
         self.publisher.fresh.extend(new.into_iter().take(room));
+    }
+
+    fn withdraw(&mut self, keys: Vec<RecordKey>) {
+        if let Err(e) = self.store().unprovide(&keys) {
+            tracing::warn!("{e}");
+        }
+        let gone: std::collections::HashSet<&RecordKey> = keys.iter().collect();
+        self.publisher.fresh.retain(|k| !gone.contains(k));
     }
 
     fn on_request(&mut self, request: DhtRequest) {

@@ -133,3 +133,27 @@ fn five_nodes_announce_resolve_and_keep_records_across_a_restart() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+#[test]
+fn a_withdrawn_key_is_no_longer_provided_nor_answered_as_ours() {
+    let dir = scratch("withdraw");
+    let node = start(&dir, 7100, &[]);
+    let id = node.client.node_id.to_string();
+    let (kept, evicted) = ([0x51u8; 32], [0x52u8; 32]);
+    node.client.announce(vec![kept, evicted]);
+    let provided = || node.client.metrics.provided_keys.load(Ordering::Relaxed);
+    wait_for("both keys provided", || provided() == 2);
+    assert_eq!(node.client.try_withdraw(vec![evicted]), Some(Ok(())));
+    wait_for("the withdrawn key dropped", || provided() == 1);
+    let own = |key| {
+        let found = node.client.resolve(key, 16, 2_000).unwrap();
+        found.iter().any(|p| p.local && p.node_id == id)
+    };
+    assert!(own(kept));
+    assert!(!own(evicted), "no longer answered as ours");
+    // Announced again (fetched again): provided again, in order.
+    node.client.announce(vec![evicted]);
+    wait_for("the key provided again", || provided() == 2);
+    node.stop();
+    std::fs::remove_dir_all(dir).unwrap();
+}

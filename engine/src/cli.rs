@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 
 pub use crate::config::parse_size;
-use crate::config::{keys, memory, Config, ConfigError, FILE_ONLY_KEYS, KEYS};
+use crate::config::{disk, keys, memory, Config, ConfigError, FILE_ONLY_KEYS, KEYS};
 
 const HELP_HEAD: &str = "\
 ron — the RustyOnions data-plane node
@@ -206,6 +206,11 @@ pub fn resolve(
         let (bytes, why) = memory::auto_cache_bytes(limit.as_ref());
         config.cache_bytes = bytes;
         origins.insert("cache_bytes", Origin::Auto(why));
+    }
+    if config.fetched_bytes_max == 0 {
+        let (bytes, why) = disk::auto_fetched_bytes(&config.data_dirs);
+        config.fetched_bytes_max = bytes;
+        origins.insert("fetched_bytes_max", Origin::Auto(why));
     }
     if config.ec.is_none() {
         let ec = config.ec_params();

@@ -97,6 +97,7 @@ impl Harness {
                 ec: config.ec_params(),
                 scrub_bytes_per_s: 0,
                 dht: None,
+                evictable_bytes_max: None,
             };
             let shard = Shard::start(
                 ShardIndex(0),

@@ -321,6 +321,12 @@ fn a_stalled_origin_times_each_waiter_out_and_the_next_request_fetches_again() {
         1,
         "one upstream fetch for all"
     );
+    // The waiters' deadlines run from their arrival, the fetch's from its start: once
+    // its failure is counted it has left the table, and the next request starts anew.
+    let timeouts = "ron_fetch_failures_total{reason=\"timeout\"}";
+    wait_for("the fetch's end", WAIT, || {
+        gauge(edge.admin, timeouts) == Some(1.0)
+    });
     let (status, _) = get_all(edge.http, &format!("/o/{addr}"));
     assert_eq!(status, 504);
     assert_eq!(
@@ -334,4 +340,133 @@ fn a_stalled_origin_times_each_waiter_out_and_the_next_request_fetches_again() {
         Some(2.0)
     );
     edge.stop();
+}
+
+/// Whether `n` holds a file of `addr`'s own (its data blocks) in any store.
+fn has_object_file(n: &Node, addr: &Address) -> bool {
+    let hex = addr.to_string()[3..].to_string();
+    std::fs::read_dir(n.data_dir.join("stores"))
+        .unwrap()
+        .any(|store| {
+            let store = store.unwrap().path();
+            store.join("objects").join(&hex[..2]).join(&hex).exists()
+        })
+}
+
+/// Waits for a gauge to read `want` (the evicter publishes it after its commits).
+fn gauge_becomes(n: &Node, name: &str, want: u64) {
+    wait_for(&format!("{name} = {want}"), WAIT, || {
+        try_metric(n.admin, name) == Some(want)
+    });
+}
+
+fn read_through(edge: &Node, addr: &Address) {
+    let r = get(edge.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(Address::of(&r.body), *addr, "verified");
+}
+
+#[test]
+fn fetched_copies_past_the_budget_are_evicted_oldest_first_and_uploads_are_kept() {
+    const MIB: u64 = 1 << 20;
+    let mut origin = Node::start(&temp_dir("rt-evict-origin"), &["--shards", "1"]);
+    let objects: Vec<Address> = (0..5)
+        .map(|i| upload(&origin, &bytes(40 + i, MIB as usize)))
+        .collect();
+    let url = format!("http://{}", origin.http);
+    let budget = (5 * MIB / 2).to_string();
+    let flags = [
+        "--shards",
+        "1",
+        "--origin",
+        &url,
+        "--fetched-bytes-max",
+        &budget,
+    ];
+    let mut edge = Node::start(&temp_dir("rt-evict-edge"), &flags);
+    gauge_becomes(&edge, "ron_fetched_bytes_max", 5 * MIB / 2);
+    let stats = get(edge.admin, "/admin/stats").unwrap().json();
+    assert_eq!(stats["fetched"]["bytes_max"], 5 * MIB / 2);
+    let evictions = |want| metric_reaching(edge.admin, "ron_evictions_total", want, WAIT);
+
+    // Three copies, 3 MiB past a 2.5 MiB budget: the oldest goes, files and all.
+    for addr in &objects[..3] {
+        read_through(&edge, addr);
+    }
+    assert_eq!(evictions(1), 1);
+    assert!(
+        !has_object_file(&edge, &objects[0]),
+        "evicted: its files unlinked"
+    );
+    assert!(objects[1..3].iter().all(|a| has_object_file(&edge, a)));
+    gauge_becomes(&edge, "ron_fetched_bytes", 2 * MIB);
+    gauge_becomes(&edge, "ron_fetched_objects", 2);
+    assert_eq!(metric(edge.admin, "ron_evicted_bytes_total"), MIB);
+    gauge_becomes(&edge, "ron_objects_stored", 2);
+    let stats = get(edge.admin, "/admin/stats").unwrap().json();
+    assert_eq!(stats["fetched"]["evicted_objects"], 1);
+    assert_eq!(stats["fetched"]["objects"], 2);
+
+    // Asked again, the evicted one is read through again; the oldest left goes.
+    read_through(&edge, &objects[0]);
+    assert_eq!(metric(edge.admin, "ron_fetches_total"), 4);
+    assert_eq!(evictions(2), 2);
+    assert!(!has_object_file(&edge, &objects[1]));
+
+    // An upload of a fetched copy keeps it: no longer counted, never evicted.
+    let kept = bytes(42, MIB as usize);
+    assert_eq!(Address::of(&kept), objects[2]);
+    let r = put(edge.http, "/o", &kept, "");
+    assert!(r.status == 200 || r.status == 201, "{r:?}");
+    gauge_becomes(&edge, "ron_fetched_bytes", MIB);
+    for addr in &objects[3..5] {
+        read_through(&edge, addr);
+    }
+    assert_eq!(evictions(3), 3, "3 MiB of copies: the oldest copy goes");
+    assert!(!has_object_file(&edge, &objects[0]));
+    assert!(has_object_file(&edge, &objects[2]), "the kept object stays");
+    read_through(&edge, &objects[2]);
+    assert_eq!(
+        metric(edge.admin, "ron_fetches_total"),
+        6,
+        "served from the store"
+    );
+
+    // The accounting survives a restart.
+    edge.restart(&flags);
+    gauge_becomes(&edge, "ron_fetched_bytes", 2 * MIB);
+    gauge_becomes(&edge, "ron_objects_stored", 3);
+    for n in [&mut origin, &mut edge] {
+        n.stop();
+    }
+}
+
+#[test]
+fn an_evicted_copy_is_a_miss_on_every_shard_and_is_read_through_again() {
+    let mut origin = Node::start(&temp_dir("rt-evict2-origin"), &["--shards", "1"]);
+    let addr = upload(&origin, &bytes(50, 300_000));
+    let url = format!("http://{}", origin.http);
+    // No room for any copy: each is evicted once a second old.
+    let flags = [
+        "--shards",
+        "2",
+        "--origin",
+        &url,
+        "--fetched-bytes-max",
+        "1",
+    ];
+    let mut edge = Node::start(&temp_dir("rt-evict2-edge"), &flags);
+    // Fresh connections land on both shards; each caches the metadata it loads, and
+    // must forget it when the owner evicts the copy.
+    for round in 1..=6 {
+        read_through(&edge, &addr);
+        let evicted = metric_reaching(edge.admin, "ron_evictions_total", round, WAIT);
+        assert_eq!(evicted, round);
+        assert!(!has_object_file(&edge, &addr));
+    }
+    assert_eq!(metric(edge.admin, "ron_fetches_total"), 6);
+    gauge_becomes(&edge, "ron_fetched_bytes", 0);
+    for n in [&mut origin, &mut edge] {
+        n.stop();
+    }
 }

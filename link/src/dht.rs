@@ -3,9 +3,10 @@
 //! node ids and OAP addresses back.
 //!
 //! Two mailboxes, both bounded:
-//! - announcements: a shard `try_send`s the addresses of acknowledged objects (a std
-//!   channel: no wake-up, no lock on the shard's side); the DHT thread collects them on
-//!   its tick. A full mailbox drops the batch and counts it.
+//! - provider changes ([`ProviderChange`]): a shard `try_send`s the addresses of
+//!   acknowledged objects, and of evicted ones (a std channel: no wake-up, no lock on
+//!   the shard's side); the DHT thread takes them in order on its tick. A full mailbox
+//!   drops an announcement and counts it; a withdrawal comes back to its sender.
 //! - requests ([`DhtRequest`], a tokio channel): they wake the DHT thread at once, so
 //!   a lookup does not wait for a tick.
 
@@ -75,6 +76,15 @@ impl ResolveReply {
     }
 }
 
+/// What a shard tells the DHT thread about the objects it holds.
+#[derive(Debug)]
+pub enum ProviderChange {
+    /// Stored: provide them (and publish the new ones).
+    Provide(Vec<[u8; 32]>),
+    /// Evicted: stop providing them (other nodes' records lapse at their TTL).
+    Withdraw(Vec<[u8; 32]>),
+}
+
 #[derive(Debug)]
 pub enum DhtRequest {
     /// Who provides `addr`: at most `limit` providers, answered on `reply` within
@@ -90,7 +100,7 @@ pub enum DhtRequest {
 /// The senders' end of the DHT mailbox (cheap to clone: one per shard and admin).
 #[derive(Debug, Clone)]
 pub struct DhtClient {
-    announces: SyncSender<Vec<[u8; 32]>>,
+    announces: SyncSender<ProviderChange>,
     requests: tokio::sync::mpsc::Sender<DhtRequest>,
     pub metrics: Arc<DhtMetrics>,
     /// This node's id (base58), for the banner and `/admin/stats`.
@@ -99,7 +109,7 @@ pub struct DhtClient {
 
 impl DhtClient {
     pub fn new(
-        announces: SyncSender<Vec<[u8; 32]>>,
+        announces: SyncSender<ProviderChange>,
         requests: tokio::sync::mpsc::Sender<DhtRequest>,
         metrics: Arc<DhtMetrics>,
         node_id: Arc<str>,
@@ -126,9 +136,22 @@ impl DhtClient {
     /// back (for a sender that would rather wait than drop: the start-up walk). `None`
     /// once the DHT thread has stopped.
     pub fn try_announce(&self, addrs: Vec<[u8; 32]>) -> Option<Result<(), Vec<[u8; 32]>>> {
-        match self.announces.try_send(addrs) {
+        self.try_change(ProviderChange::Provide(addrs))
+    }
+
+    /// Queues a withdrawal unless the mailbox is full, in which case the batch comes
+    /// back (the evicter waits and sends it again). `None` once the DHT thread has
+    /// stopped.
+    pub fn try_withdraw(&self, addrs: Vec<[u8; 32]>) -> Option<Result<(), Vec<[u8; 32]>>> {
+        self.try_change(ProviderChange::Withdraw(addrs))
+    }
+
+    fn try_change(&self, change: ProviderChange) -> Option<Result<(), Vec<[u8; 32]>>> {
+        match self.announces.try_send(change) {
             Ok(()) => Some(Ok(())),
-            Err(std::sync::mpsc::TrySendError::Full(back)) => Some(Err(back)),
+            Err(std::sync::mpsc::TrySendError::Full(
+                ProviderChange::Provide(back) | ProviderChange::Withdraw(back),
+            )) => Some(Err(back)),
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => None,
         }
     }

@@ -32,7 +32,13 @@
 //! Uploads of one address are serialized: an address stays in the pending table from
 //! its queueing until it is answered; a second upload of it waits for that outcome —
 //! answered "already stored" if the first became durable, queued itself if not — and
-//! never renames over a file whose commit is in flight.
+//! never renames over a file whose commit is in flight. An eviction claims its addresses
+//! the same way ([`GroupCommit::claim_for_eviction`]): an upload of an address being
+//! evicted waits for the eviction to end, then stores the object anew.
+//!
+//! Retention: a staged object marked evictable (a fetched copy) is committed with an
+//! evictable record; an upload of an object stored as an evictable copy is answered
+//! once its record is committed again as kept ([`crate::store::CommitRecord`]).
 //!
 //! This module knows neither the shard nor the mesh.
 
@@ -51,7 +57,7 @@ use crate::cache::AddressMap;
 use crate::error::ShardError;
 use crate::layout::{self, ShardIndex};
 use crate::metrics::ShardMetrics;
-use crate::record::{Location, ObjectMeta};
+use crate::record::{Location, ObjectMeta, Retention};
 use crate::segment::{Checkpoint, Needle, SegmentLog};
 use crate::store::{CommitRecord, Store, StoreId, StoreStats};
 use crate::upload::{self, StagedBody, StagedObject};
@@ -117,9 +123,13 @@ struct StoreBatch {
     segments: Option<SegmentLog>,
 }
 
-/// Uploads of an address waiting for the outcome of its commit in flight: told
-/// whether it became durable.
-type AddressWaiters = Vec<LocalSender<bool>>;
+/// An address with a commit (or an eviction) queued or running: the uploads waiting
+/// for its outcome, told whether it became durable, and the retention it is committed
+/// with.
+struct InFlight {
+    waiters: Vec<LocalSender<bool>>,
+    retention: Retention,
+}
 
 /// An upload waiting for its answer.
 type Waiter = (Address, LocalSender<Result<(), ShardError>>);
@@ -169,13 +179,14 @@ pub(crate) struct GroupCommit {
     /// Most records in one group commit (`ShardConfig::commit_batch_max`), at least 1.
     batch_max: usize,
     pending: RefCell<Vec<PendingCommit>>,
-    /// Addresses with a commit queued or running, and the uploads waiting on each.
-    in_flight: RefCell<HashMap<Address, AddressWaiters>>,
+    /// Addresses with a commit or an eviction queued or running, and the uploads
+    /// waiting on each.
+    in_flight: RefCell<HashMap<Address, InFlight>>,
     /// The segment log of each store this shard has packed objects into, while no
     /// batch holds it.
     segments: RefCell<HashMap<StoreId, SegmentLog>>,
     /// Packed objects answered whose index records are not yet committed.
-    unindexed: RefCell<AddressMap<Address, ObjectMeta>>,
+    unindexed: RefCell<AddressMap<Address, (ObjectMeta, Retention)>>,
     /// Records for the next index commit.
     backlog: RefCell<IndexBacklog>,
     /// An index commit is running.
@@ -188,6 +199,8 @@ pub(crate) struct GroupCommit {
     dht: Option<DhtClient>,
     /// Objects acknowledged since the last announcement.
     announced: RefCell<Vec<[u8; 32]>>,
+    /// Woken after each index commit (the shard's evicter), if it has one.
+    evicter: Option<LocalSender<()>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -207,6 +220,7 @@ impl GroupCommit {
         batch_max: usize,
         metrics: Arc<ShardMetrics>,
         dht: Option<DhtClient>,
+        evicter: Option<LocalSender<()>>,
     ) -> Rc<GroupCommit> {
         assert!(
             (1..=BATCH_RECORDS_MAX).contains(&batch_max),
@@ -227,6 +241,7 @@ impl GroupCommit {
             metrics,
             dht,
             announced: RefCell::new(Vec::new()),
+            evicter,
         });
         glommio::spawn_local(commit_loop(Rc::clone(&commits), wakeups)).detach();
         commits
@@ -246,17 +261,77 @@ impl GroupCommit {
         }
         loop {
             if self.unindexed.borrow().contains_key(&addr) || store.contains(&addr)? {
+                let retention = staged.retention;
                 upload::discard(staged).await;
+                if retention == Retention::Kept {
+                    self.keep(store, &addr).await?;
+                }
                 return Ok(CommitOutcome::AlreadyStored);
             }
             let Some(outcome) = self.wait_for_commit_in_flight(&addr) else {
                 return self.commit_queued(store, staged).await;
             };
-            // Another upload of these bytes is being committed: its outcome decides.
-            if outcome.recv().await == Some(true) {
-                upload::discard(staged).await;
-                return Ok(CommitOutcome::AlreadyStored);
+            // Another upload of these bytes is being committed, or the object is being
+            // evicted: wait for the outcome, then look again.
+            outcome.recv().await;
+        }
+    }
+
+    /// Makes a stored object kept if it is an evictable copy (an upload of an object
+    /// this node fetched): its record is committed again as kept, and the upload is
+    /// answered once that is durable.
+    async fn keep(&self, store: &Store, addr: &Address) -> Result<(), ShardError> {
+        let unindexed = self.unindexed.borrow().get(addr).cloned();
+        let meta = match unindexed {
+            Some((meta, Retention::Evictable)) => meta,
+            Some((_, Retention::Kept)) => return Ok(()),
+            None if store.is_evictable(addr)? => crate::store::read_record(store, addr)
+                .await?
+                .ok_or(ShardError::NotFound { addr: *addr })?,
+            None => return Ok(()),
+        };
+        let (done, result) = local_channel::new_bounded(1);
+        {
+            let mut backlog = self.backlog.borrow_mut();
+            backlog.store(store).records.push(CommitRecord::of(&meta));
+            backlog.waiters.push((*addr, done));
+        }
+        let _ = self.wakeup.try_send(());
+        result
+            .recv()
+            .await
+            .unwrap_or(Err(ShardError::CommitStopped {
+                shard: self.shard.0,
+            }))
+    }
+
+    /// Claims `addrs` for an eviction: those with no commit or eviction in flight and
+    /// none waiting for its index record. Until [`GroupCommit::release_evicted`], an
+    /// upload of a claimed address waits, then looks again (and stores it anew).
+    pub(crate) fn claim_for_eviction(&self, addrs: &[Address]) -> Vec<Address> {
+        let unindexed = self.unindexed.borrow();
+        let mut in_flight = self.in_flight.borrow_mut();
+        let mut claimed = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            if unindexed.contains_key(addr) || in_flight.contains_key(addr) {
+                continue;
             }
+            in_flight.insert(
+                *addr,
+                InFlight {
+                    waiters: Vec::new(),
+                    retention: Retention::Evictable,
+                },
+            );
+            claimed.push(*addr);
+        }
+        claimed
+    }
+
+    /// Ends the claims of an eviction; uploads waiting on them look again.
+    pub(crate) fn release_evicted(&self, addrs: &[Address]) {
+        for addr in addrs {
+            self.settle(addr, false);
         }
     }
 
@@ -285,15 +360,18 @@ impl GroupCommit {
     /// The metadata of a packed object that is durable and answered but not yet in
     /// its store's index.
     pub(crate) fn unindexed_meta(&self, addr: &Address) -> Option<ObjectMeta> {
-        self.unindexed.borrow().get(addr).cloned()
+        self.unindexed
+            .borrow()
+            .get(addr)
+            .map(|(meta, _)| meta.clone())
     }
 
     /// A receiver of the outcome of `addr`'s commit in flight, if there is one.
     fn wait_for_commit_in_flight(&self, addr: &Address) -> Option<LocalReceiver<bool>> {
         let mut in_flight = self.in_flight.borrow_mut();
-        let waiters = in_flight.get_mut(addr)?;
+        let entry = in_flight.get_mut(addr)?;
         let (tell, outcome) = local_channel::new_bounded(1);
-        waiters.push(tell);
+        entry.waiters.push(tell);
         Some(outcome)
     }
 
@@ -304,7 +382,11 @@ impl GroupCommit {
         staged: StagedObject,
     ) -> Result<CommitOutcome, ShardError> {
         let addr = staged.meta.addr();
-        self.in_flight.borrow_mut().insert(addr, Vec::new());
+        let entry = InFlight {
+            waiters: Vec::new(),
+            retention: staged.retention,
+        };
+        self.in_flight.borrow_mut().insert(addr, entry);
         let (done, result) = local_channel::new_bounded(1);
         self.pending.borrow_mut().push(PendingCommit {
             store: store.clone(),
@@ -324,8 +406,8 @@ impl GroupCommit {
 
     /// Ends `addr`'s commit in flight and tells the uploads waiting on it.
     fn settle(&self, addr: &Address, durable: bool) {
-        let waiters = self.in_flight.borrow_mut().remove(addr);
-        for waiter in waiters.into_iter().flatten() {
+        let entry = self.in_flight.borrow_mut().remove(addr);
+        for waiter in entry.into_iter().flat_map(|e| e.waiters) {
             let _ = waiter.try_send(durable);
         }
     }
@@ -481,14 +563,18 @@ impl GroupCommit {
                 backlog.files_added.bytes += file.object_len;
             }
             let queued = backlog.store(&store.store);
-            queued.records.extend(done.files);
+            for mut record in done.files {
+                record.retention = self.retention_of(&record.addr);
+                queued.records.push(record);
+            }
             queued.checkpoint = queued.checkpoint.max(done.checkpoint);
             let mut unindexed = self.unindexed.borrow_mut();
-            for (meta, record) in done.packed {
+            for (meta, mut record) in done.packed {
                 // Stored from now on: counted as it is answered.
                 ShardMetrics::add(&self.metrics.objects_stored, 1);
                 ShardMetrics::add(&self.metrics.bytes_stored, meta.len());
-                unindexed.insert(meta.addr(), meta);
+                record.retention = self.retention_of(&record.addr);
+                unindexed.insert(meta.addr(), (meta, record.retention));
                 queued.records.push(record);
             }
             drop((unindexed, backlog));
@@ -497,6 +583,14 @@ impl GroupCommit {
             }
         }
         self.send_announcements();
+    }
+
+    /// The retention `addr` is being committed with.
+    fn retention_of(&self, addr: &Address) -> Retention {
+        self.in_flight
+            .borrow()
+            .get(addr)
+            .map_or(Retention::Kept, |e| e.retention)
     }
 
     /// Hands the objects acknowledged since the last call to the DHT thread (never
@@ -554,6 +648,10 @@ async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) {
     let succeeded = outcome.is_ok();
     match outcome {
         Ok(()) => {
+            // Copies stored, or made kept: the evicter looks at the budget again.
+            if let Some(evicter) = &commits.evicter {
+                let _ = evicter.try_send(());
+            }
             *commits.index_failure.borrow_mut() = None;
             ShardMetrics::add(&commits.metrics.objects_stored, files_added.objects);
             ShardMetrics::add(&commits.metrics.bytes_stored, files_added.bytes);

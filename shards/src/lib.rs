@@ -9,7 +9,9 @@
 //!   [`record::ObjectMeta`] (length, content type, chunk tree, [`record::Location`],
 //!   parity) with replicas in `m + 1` dirs, each object over 64 KiB in its own files —
 //!   in each dir, the data and parity blocks its columns map there, named by address —
-//!   and segments packing the smaller ones (one-dir nodes).
+//!   and segments packing the smaller ones (one-dir nodes); `store/evictable.rs`: which
+//!   objects are evictable copies fetched by read-through, oldest first, and the
+//!   markers of evictions whose files are not yet unlinked.
 //! - [`segment`]: append-only segment files of small objects (needles), the log that
 //!   appends a whole batch of them with one write and one data sync per lane (`m + 1`
 //!   copies of every segment), and the start-up scan of the needles past the index's
@@ -39,6 +41,11 @@
 //! - [`scrub`]: the paced scrubber (one low-priority task per shard reading and checking
 //!   every stored block, rebuilding what parity allows, resumable from the index) and
 //!   the check of one object that `ron repair` asks for.
+//! - `evict` (private): the evicter, one background task per shard keeping the
+//!   evictable copies within the shard's share of `fetched_bytes_max`, oldest first
+//!   (claims in the commit queue, records out of every replica, metadata forgotten on
+//!   every shard over the mesh, files unlinked, DHT told); and the claims by which the
+//!   scrubber, the repair task and the evicter keep off each other's objects.
 //! - [`cache`]: CLOCK caches with weight budgets (metadata by bytes, open files by
 //!   count).
 //! - [`mesh`]: request/reply between shards over a full mesh of glommio shared
@@ -50,7 +57,8 @@
 //!
 //! Imports point one way: `shard` → `mesh` → `commit` → `upload` → the storage
 //! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `metrics`, `error`);
-//! `shard` → `scrub` → `repair` → the storage modules and `ec`.
+//! `shard` → `scrub` → `repair` → the storage modules and `ec`; `shard` → `evict` →
+//! `commit`, and `scrub` → `evict` for the claims.
 //! Nothing imports `shard`; the mesh reaches the shard only through the handler it is
 //! given.
 //!
@@ -67,7 +75,8 @@
 //!   file is durable under its final name and its record is committed; a packed object
 //!   once its needle is synced in its segment (the log; its record follows, and the
 //!   start-up replay indexes any needle past the checkpoint). Commits (fsync + LMDB)
-//!   run on the blocking pool, never inline.
+//!   run on the blocking pool, never inline. An evicted copy's record leaves every
+//!   index replica, and every shard's metadata cache, before its files are unlinked.
 //! - Everything a shard holds is bounded at start-up ([`ShardConfig`]): cache bytes,
 //!   metadata bytes, open files, commit batch, mesh channel length.
 //! - No lock is shared between shards: each shard's state is `Rc`/`RefCell` on its own
@@ -91,6 +100,7 @@ pub mod commit;
 mod disk;
 pub mod ec;
 pub mod error;
+mod evict;
 pub mod layout;
 pub mod mesh;
 pub mod metrics;
@@ -107,6 +117,6 @@ pub use commit::CommitOutcome;
 pub use error::ShardError;
 pub use layout::{Routing, ShardIndex};
 pub use metrics::{MetricsSnapshot, ShardMetrics};
-pub use record::{Location, ObjectMeta, Parity};
+pub use record::{Location, ObjectMeta, Parity, Retention};
 pub use shard::{ReadAheadPermit, Shard, ShardConfig};
 pub use upload::{discard, StagedBody, StagedObject, Upload};

@@ -8,7 +8,8 @@
 //! shard thread; clones dropped by two shards at once corrupted the heap.)
 //!
 //! A shard that is not an object's owner asks the owner for the object's metadata, for
-//! one verified group, or to commit a staged upload. Each request carries an id; the
+//! one verified group, or to commit a staged upload; an owner that evicted objects tells
+//! every other shard to forget their metadata. Each request carries an id; the
 //! owner answers on the same mesh and the asker completes the waiting future. Channels
 //! are bounded (`MESH_CHANNEL_LEN`); receiver tasks never block on a send (handlers run
 //! in their own tasks), so requests and replies sharing a channel cannot deadlock.
@@ -46,8 +47,13 @@ pub const MESH_CHANNEL_LEN: usize = 1024;
 #[derive(Debug)]
 pub enum MeshOp {
     Meta(Address),
-    Group { addr: Address, group: GroupIndex },
+    Group {
+        addr: Address,
+        group: GroupIndex,
+    },
     Commit(StagedObject),
+    /// Drop these objects' cached metadata (they were evicted).
+    Forget(Vec<Address>),
 }
 
 #[derive(Debug)]
@@ -55,6 +61,7 @@ pub enum MeshReply {
     Meta(ObjectMeta),
     Group(Bytes),
     Committed(CommitOutcome),
+    Forgotten,
 }
 
 /// What the owner side of the mesh runs for each request it receives.

@@ -82,6 +82,13 @@ pub struct ShardMetrics {
     pub fetch_hedges: AtomicU64,
     /// Requests that joined a fetch already under way instead of starting one.
     pub fetch_coalesced_waiters: AtomicU64,
+    /// Fetched copies held (evictable), their bytes, and this shard's budget for them.
+    pub evictable_objects: AtomicU64,
+    pub evictable_bytes: AtomicU64,
+    pub fetched_bytes_max: AtomicU64,
+    /// Fetched copies evicted, and their bytes.
+    pub evictions: AtomicU64,
+    pub evicted_bytes: AtomicU64,
     /// Set once the shard's listeners accept.
     pub ready: AtomicBool,
 }
@@ -158,6 +165,11 @@ impl ShardMetrics {
             fetch_failures: std::array::from_fn(|i| self.fetch_failures[i].load(Relaxed)),
             fetch_hedges: self.fetch_hedges.load(Relaxed),
             fetch_coalesced_waiters: self.fetch_coalesced_waiters.load(Relaxed),
+            evictable_objects: self.evictable_objects.load(Relaxed),
+            evictable_bytes: self.evictable_bytes.load(Relaxed),
+            fetched_bytes_max: self.fetched_bytes_max.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            evicted_bytes: self.evicted_bytes.load(Relaxed),
             ready: self.ready.load(Relaxed),
         }
     }
@@ -220,6 +232,11 @@ pub struct MetricsSnapshot {
     pub fetch_failures: [u64; FETCH_FAILURE_REASONS.len()],
     pub fetch_hedges: u64,
     pub fetch_coalesced_waiters: u64,
+    pub evictable_objects: u64,
+    pub evictable_bytes: u64,
+    pub fetched_bytes_max: u64,
+    pub evictions: u64,
+    pub evicted_bytes: u64,
     pub ready: bool,
 }
 

@@ -27,6 +27,17 @@ const STRIPED_VERSION: u8 = 3;
 /// Longest stored Content-Type.
 pub const CONTENT_TYPE_LEN_MAX: usize = 255;
 
+/// Whether the store keeps an object until an operator removes it, or may evict it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Retention {
+    /// Uploaded: kept.
+    #[default]
+    Kept,
+    /// A copy fetched from a peer or an origin: a cache, evicted oldest first past the
+    /// node's `fetched_bytes_max` (`store/evictable.rs`).
+    Evictable,
+}
+
 /// What the index knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {

@@ -27,6 +27,7 @@ use ron_codec::Address;
 use crate::disk::ObjectFiles;
 use crate::ec::{StripeCodes, StripeIndex, BLOCK_BYTES};
 use crate::error::ShardError;
+use crate::evict::BackgroundClaims;
 use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta, Parity};
 use crate::repair;
@@ -315,6 +316,8 @@ pub(crate) struct Scrubber {
     metrics: Arc<ShardMetrics>,
     paused: Weak<Cell<bool>>,
     pacer: Pacer,
+    /// Objects the evicter or the repair task holds: skipped.
+    claims: BackgroundClaims,
 }
 
 impl Scrubber {
@@ -326,6 +329,7 @@ impl Scrubber {
         paused: Weak<Cell<bool>>,
         bytes_per_s: u64,
         client_reads: Rc<Cell<u32>>,
+        claims: BackgroundClaims,
     ) -> Result<Scrubber, ShardError> {
         let mut positioned = Vec::with_capacity(stores.len());
         for store in stores {
@@ -343,6 +347,7 @@ impl Scrubber {
                 client_reads: Some(client_reads),
                 ..Pacer::new(bytes_per_s, Instant::now())
             },
+            claims,
         };
         let current = match scrubber.next_store() {
             Some(i) => Some((i, scrubber.stores[i].0.stats()?.objects)),
@@ -428,6 +433,10 @@ impl Scrubber {
     }
 
     async fn scrub_one(&mut self, store: &Store, addr: &Address) -> Result<(), ShardError> {
+        // Being evicted (or repaired): skipped this pass.
+        let Some(_claim) = self.claims.try_claim(*addr) else {
+            return Ok(());
+        };
         let meta = match store::read_record(store, addr).await {
             Ok(Some(meta)) => meta,
             Ok(None) => return Ok(()),

@@ -25,7 +25,8 @@
 //! check (a torn tail: bytes never acknowledged), so a torn tail is never indexed.
 //! Each start of the node (and any failed append) opens a new segment, so a segment is
 //! only ever appended past bytes that were synced by the process that wrote them.
-//! Nothing is deleted from a segment (objects are immutable and there is no delete).
+//! Nothing is deleted from a segment: objects are immutable, and an evicted packed copy
+//! (`store/evictable.rs`) leaves its needle as dead space.
 //!
 //! Lanes (docs/design/erasure-coding.md, "Small objects"): a packed object has no
 //! parity; with a code of `m` parity blocks its needle is written to `m + 1` lanes,

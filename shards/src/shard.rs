@@ -26,10 +26,11 @@ use crate::commit::{CommitOutcome, GroupCommit};
 use crate::disk::{self, ObjectFiles};
 use crate::ec::{EcParams, StripeCodes, StripeIndex};
 use crate::error::ShardError;
+use crate::evict::{BackgroundClaims, Evicter, Forget};
 use crate::layout::{DataDirs, Routing, ShardIndex};
 use crate::mesh::{Mesh, MeshHandler, MeshOp, MeshReply};
 use crate::metrics::ShardMetrics;
-use crate::record::{Location, ObjectMeta};
+use crate::record::{Location, ObjectMeta, Retention};
 use crate::repair::{self, RepairQueue, StripeKey};
 use crate::scrub::{self, ObjectCheck, Scrubber};
 use crate::segment::LaneIndex;
@@ -85,6 +86,9 @@ pub struct ShardConfig {
     /// The DHT thread's mailboxes, when the node is in a network (`--p2p`): stored
     /// objects are announced there.
     pub dht: Option<DhtClient>,
+    /// This shard's share of the node's `fetched_bytes_max`: the evictable copies
+    /// (read-through) its stores may hold, bytes; `None`: never evicted.
+    pub evictable_bytes_max: Option<u64>,
 }
 
 /// Requests waiting for a metadata load: told its outcome (`None`: it failed).
@@ -117,6 +121,8 @@ pub struct Shard {
     codes: Rc<StripeCodes>,
     /// Set while an operator has the scrubber paused (the scrubber holds it weakly).
     scrub_paused: Rc<Cell<bool>>,
+    /// Objects the scrubber, the repair task or the evicter is working on.
+    claims: BackgroundClaims,
     metrics: Arc<ShardMetrics>,
 }
 
@@ -188,11 +194,19 @@ impl Shard {
             "create a memfd arena for the verified-group cache",
             "memfd:ron-verified-groups",
         ))?;
+        let (evicter_wake, evicter_wakes) = match config.evictable_bytes_max {
+            Some(_) => {
+                let (wake, wakes) = local_channel::new_bounded(1);
+                (Some(wake), Some(wakes))
+            }
+            None => (None, None),
+        };
         let commits = GroupCommit::start(
             index,
             config.commit_batch_max,
             Arc::clone(&metrics),
             config.dht.clone(),
+            evicter_wake,
         );
         let (repair_wake, repair_wakes) = local_channel::new_bounded(1);
         let shard = Rc::new(Shard {
@@ -214,6 +228,7 @@ impl Shard {
             repair_wake,
             codes: Rc::new(StripeCodes::default()),
             scrub_paused: Rc::new(Cell::new(false)),
+            claims: BackgroundClaims::default(),
             metrics,
         });
         let background = glommio::executor().create_task_queue(
@@ -224,6 +239,9 @@ impl Shard {
         start_repairs(&shard, repair_wakes, background)?;
         start_scrubber(&shard, background)?;
         start_announce_walk(&shard, background)?;
+        if let Some(wakes) = evicter_wakes {
+            start_evicter(&shard, wakes, background)?;
+        }
         if let Some(mesh) = &shard.mesh {
             Rc::clone(mesh).serve(mesh_handler(&shard));
         }
@@ -364,6 +382,11 @@ impl Shard {
             None => {
                 let store = self.local_store(&key.addr)?;
                 match self.disk_group(store, meta, key).await {
+                    // Evicted since its metadata was loaded: a miss, not damage.
+                    Err(_) if !store.contains(&key.addr).unwrap_or(true) => {
+                        self.forget_metas(&[key.addr]);
+                        Err(ShardError::NotFound { addr: key.addr })
+                    }
                     Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
                         self.degraded_group(store, meta, key, e, None).await
                     }
@@ -374,7 +397,16 @@ impl Shard {
                 }
             }
             Some(owner) => {
-                let bytes = self.remote_group(owner, key).await?;
+                let bytes = match self.remote_group(owner, key).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        if e.code() == ron_codec::ErrorCode::NotFound {
+                            // Evicted since its metadata was cached here.
+                            self.forget_metas(&[key.addr]);
+                        }
+                        return Err(e);
+                    }
+                };
                 // Trust boundary: the owner checked it, and so does this shard.
                 self.keep_verified(meta, key, GroupBytes::in_memory(bytes))
             }
@@ -679,6 +711,14 @@ impl Shard {
         }
     }
 
+    /// Whether `meta`'s object still has its record (not evicted since).
+    fn still_stored(&self, meta: &ObjectMeta) -> bool {
+        let addr = meta.addr();
+        self.local_store(&addr)
+            .and_then(|store| store.contains(&addr))
+            .unwrap_or(false)
+    }
+
     /// Reads and checks every stored block of `addr`'s object now, unpaced (`ron
     /// repair`), and rebuilds and writes back what its parity can rebuild. On the
     /// object's owner only: another shard answers `Mesh`.
@@ -862,7 +902,9 @@ impl Shard {
 
     async fn commit_local(&self, staged: StagedObject) -> Result<CommitOutcome, ShardError> {
         let store = self.local_store(&staged.meta.addr())?;
-        if self.cached_meta(&staged.meta.addr()).is_some() {
+        // An upload of a stored object may have to make it kept: the commit queue looks.
+        let evictable = staged.retention == Retention::Evictable;
+        if evictable && self.cached_meta(&staged.meta.addr()).is_some() {
             upload::discard(staged).await;
             return Ok(CommitOutcome::AlreadyStored);
         }
@@ -879,6 +921,39 @@ impl Shard {
                 Ok(MeshReply::Group(group.to_bytes()))
             }
             MeshOp::Commit(staged) => self.commit_local(staged).await.map(MeshReply::Committed),
+            MeshOp::Forget(addrs) => {
+                self.forget_metas(&addrs);
+                Ok(MeshReply::Forgotten)
+            }
+        }
+    }
+
+    /// Drops the cached metadata of `addrs` (evicted objects): the next request for
+    /// one loads it again, and misses.
+    fn forget_metas(&self, addrs: &[Address]) {
+        let mut metas = self.metas.borrow_mut();
+        let mut oversized = self.oversized_meta.borrow_mut();
+        for addr in addrs {
+            metas.remove(addr);
+            if oversized.as_ref().is_some_and(|m| m.addr() == *addr) {
+                *oversized = None;
+            }
+        }
+    }
+
+    /// Drops the metadata of `addrs` on every shard, this one first; returns once all
+    /// have (a shard that cannot be asked has its cache healed by its next miss).
+    async fn forget_everywhere(&self, addrs: Vec<Address>) {
+        self.forget_metas(&addrs);
+        let Some(mesh) = &self.mesh else { return };
+        let others = (0..self.routing.shard_count())
+            .map(ShardIndex)
+            .filter(|s| *s != self.index);
+        let asks = others.map(|s| mesh.call(s, MeshOp::Forget(addrs.clone())));
+        for answer in join_all(asks.collect()).await {
+            if let Err(e) = answer {
+                tracing::warn!(error = %e, "a shard did not forget evicted objects");
+            }
         }
     }
 }
@@ -963,7 +1038,13 @@ fn start_repairs(
                         break;
                     };
                     let bad_blocks: u64 = stripes.iter().map(|(_, bad, _)| bad).sum();
-                    let failed = shard.repair_stripes(&meta, stripes).await;
+                    // Being evicted, or gone: nothing to repair.
+                    let claim = shard.claims.try_claim(meta.addr());
+                    let failed = match claim.is_some() && shard.still_stored(&meta) {
+                        true => shard.repair_stripes(&meta, stripes).await,
+                        false => 0,
+                    };
+                    drop(claim);
                     ShardMetrics::add(&shard.metrics.ec_repair_failures, failed);
                     shard
                         .metrics
@@ -976,6 +1057,38 @@ fn start_repairs(
     )
     .map_err(task_error("start the repair task"))?;
     task.detach();
+    Ok(())
+}
+
+/// The shard's evicter (`evict.rs`): keeps the evictable copies within the shard's
+/// share of `fetched_bytes_max`. Woken once at start and after each index commit that
+/// stored evictable copies.
+fn start_evicter(
+    shard: &Rc<Shard>,
+    wakes: LocalReceiver<()>,
+    queue: glommio::TaskQueueHandle,
+) -> Result<(), ShardError> {
+    let weak = Rc::downgrade(shard);
+    let forget: Forget = Rc::new(move |addrs| {
+        let shard = weak.clone();
+        Box::pin(async move {
+            if let Some(shard) = shard.upgrade() {
+                shard.forget_everywhere(addrs).await;
+            }
+        })
+    });
+    let evicter = Evicter {
+        stores: shard.stores.values().cloned().collect(),
+        budget_bytes: shard.config.evictable_bytes_max.unwrap_or(u64::MAX),
+        commits: Rc::downgrade(&shard.commits),
+        forget,
+        metrics: Arc::clone(&shard.metrics),
+        dht: shard.config.dht.clone(),
+        claims: shard.claims.clone(),
+    };
+    glommio::spawn_local_into(evicter.run(wakes), queue)
+        .map_err(task_error("start the evicter"))?
+        .detach();
     Ok(())
 }
 
@@ -993,6 +1106,7 @@ fn start_scrubber(shard: &Rc<Shard>, queue: glommio::TaskQueueHandle) -> Result<
         Rc::downgrade(&shard.scrub_paused),
         rate,
         shard.files.reads_in_flight(),
+        shard.claims.clone(),
     )?;
     glommio::spawn_local_into(scrubber.run(), queue)
         .map_err(task_error("start the scrubber"))?

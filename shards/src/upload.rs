@@ -20,7 +20,7 @@ use crate::ec::{
 };
 use crate::error::ShardError;
 use crate::layout::{self, DataDirs};
-use crate::record::{Location, ObjectMeta, Parity};
+use crate::record::{Location, ObjectMeta, Parity, Retention};
 use crate::segment::PACKED_OBJECT_BYTES_MAX;
 
 /// A finished upload, ready to commit, not yet visible.
@@ -30,6 +30,8 @@ pub struct StagedObject {
     /// [`StagedBody::Packed`] body and says where.
     pub meta: ObjectMeta,
     pub body: StagedBody,
+    /// Kept (an upload) unless the caller marks it an evictable copy (read-through).
+    pub retention: Retention,
 }
 
 /// Where a staged object's bytes wait for the commit.
@@ -293,6 +295,7 @@ impl Upload {
                 parity,
             },
             body,
+            retention: Retention::Kept,
         })
     }
 

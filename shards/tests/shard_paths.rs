@@ -48,6 +48,7 @@ fn config(data_dir: &Path, index_bytes_max: usize) -> ShardConfig {
         ec: ron_shards::ec::EcParams::default_for(1),
         scrub_bytes_per_s: 0,
         dht: None,
+        evictable_bytes_max: None,
     }
 }
 

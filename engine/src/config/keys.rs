@@ -368,6 +368,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.fetch_hedge_ms, num, v),
     },
     Key {
+        key: "fetched_bytes_max",
+        flag: "fetched-bytes-max",
+        value: "SIZE",
+        default: Some("auto"),
+        help: "read-through: fetched copies kept, oldest evicted past it; auto = half the data dirs' filesystems",
+        apply: |c, v| set(&mut c.fetched_bytes_max, size_or_auto, v),
+    },
+    Key {
         key: "shards",
         flag: "shards",
         value: "N",

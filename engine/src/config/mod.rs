@@ -10,6 +10,7 @@
 //! The layers themselves (defaults < file < `RON_*` < flags, and where each value came
 //! from) are put together by `crate::cli::resolve`.
 
+pub mod disk;
 pub mod file;
 pub mod keys;
 pub mod memory;
@@ -117,6 +118,9 @@ pub struct Config {
     pub fetch_timeout_ms: u64,
     /// Read-through: when a second provider is asked.
     pub fetch_hedge_ms: u64,
+    /// Read-through: bytes of fetched copies kept (evicted oldest first past it); 0
+    /// until resolved means "auto" (`disk::auto_fetched_bytes`).
+    pub fetched_bytes_max: u64,
     /// Log lines as `text` or `json`.
     pub log_format: LogFormat,
     /// Least severe events logged: error, warn, info, debug (adds one line per request).
@@ -228,6 +232,7 @@ impl Config {
             origin: None,
             fetch_timeout_ms: 0,
             fetch_hedge_ms: 0,
+            fetched_bytes_max: 0,
             tls_cert: None,
             tls_key: None,
             log_format: LogFormat::Text,

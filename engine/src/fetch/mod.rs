@@ -325,6 +325,12 @@ impl ReadThrough {
                 "verified groups hash to {computed}, not {addr}"
             )));
         }
+        self.commit_copy(staged).await
+    }
+
+    /// Commits a verified fetched object as an evictable copy (docs/design/eviction.md).
+    async fn commit_copy(&self, mut staged: ron_shards::StagedObject) -> Result<(), AttemptError> {
+        staged.retention = ron_shards::Retention::Evictable;
         self.shard.commit(staged).await.map_err(storage_error)?;
         Ok(())
     }
@@ -334,7 +340,7 @@ impl ReadThrough {
         let (staged, len) = origin
             .fetch(&self.shard, addr, max, self.config.timeout)
             .await?;
-        self.shard.commit(staged).await.map_err(storage_error)?;
+        self.commit_copy(staged).await?;
         ShardMetrics::add(&self.metrics().fetch_bytes, len);
         Ok(())
     }

@@ -328,8 +328,15 @@ fn print_banner(
         keys::size_text(config.cache_bytes),
         keys::size_text(config.cache_bytes / u64::from(shards.max(1))),
     );
+    let fetched = match config.p2p.is_some() || config.origin.is_some() {
+        true => format!(
+            "\n  fetch  read-through copies kept up to {} (oldest evicted past it)",
+            keys::size_text(config.fetched_bytes_max)
+        ),
+        false => String::new(),
+    };
     println!(
-        "ron {} serving {} with {shards} shard(s)\n  http   http://{}   ({writes})\n  oap    {}{tls}{p2p}{cache}\n  admin  http://{admin}   (/healthz /readyz /metrics /version)\ntry:\n  ron put FILE\n  ron get b3:<hex> -o FILE\n  curl -T FILE http://{}/o",
+        "ron {} serving {} with {shards} shard(s)\n  http   http://{}   ({writes})\n  oap    {}{tls}{p2p}{cache}{fetched}\n  admin  http://{admin}   (/healthz /readyz /metrics /version)\ntry:\n  ron put FILE\n  ron get b3:<hex> -o FILE\n  curl -T FILE http://{}/o",
         env!("CARGO_PKG_VERSION"),
         config
             .data_dirs

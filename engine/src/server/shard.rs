@@ -366,11 +366,21 @@ async fn open_shard(start: &mut ShardStart) -> Result<Rc<Shard>, StartError> {
         ec: config.ec_params(),
         scrub_bytes_per_s: config.scrub_bytes_per_s.div_ceil(shards),
         dht: start.dht.clone(),
+        evictable_bytes_max: Some(evictable_share(config.fetched_bytes_max, start)),
     };
     let routing = start.routing.clone();
     let shard = Shard::start(start.index, routing, shard_config, mesh, metrics).await?;
     log_replays(&shard);
     Ok(shard)
+}
+
+/// This shard's share of the node's budget of fetched copies: the share of the stores
+/// it owns (a shard owning none holds none).
+fn evictable_share(fetched_bytes_max: u64, start: &ShardStart) -> u64 {
+    let routing = &start.routing;
+    let owned = routing.stores_of(start.index).len() as u128;
+    let stores = u128::from(routing.store_count().max(1));
+    (u128::from(fetched_bytes_max) * owned / stores) as u64
 }
 
 /// Says what the start-up replay of the segments did: acknowledged small objects whose

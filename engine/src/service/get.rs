@@ -508,6 +508,7 @@ mod tests {
                 ec: ron_shards::ec::EcParams::OFF,
                 scrub_bytes_per_s: 0,
                 dht: None,
+                evictable_bytes_max: None,
             };
             let metrics = std::sync::Arc::new(ShardMetrics::default());
             let shard = Shard::start(ShardIndex(0), routing.clone(), config, None, metrics)

@@ -10,9 +10,12 @@
 //! ```
 //!
 //! Index replicas: every commit commits each replica in the same order, each counting
-//! its commits; records are only ever added, so at start-up replicas whose counts
-//! differ (a crash between two replicas' commits, a replica new in a replaced dir)
-//! are brought to their union before the store serves. Reads use the first replica.
+//! its commits; at start-up replicas whose counts differ (a crash between two replicas'
+//! commits, a replica new in a replaced dir) are brought to their union before the
+//! store serves. Reads use the first replica. Records are only added, except evictable
+//! copies of fetched objects ([`evictable`]): an eviction's files are unlinked only
+//! after every replica committed it, so a union that brings a record back finds its
+//! files.
 //!
 //! Visibility rule: an object in its own file exists only once its index record is
 //! committed, and the record is committed only after the file is durable under its final
@@ -35,8 +38,12 @@ use ron_codec::Address;
 
 use crate::ec::DirIndex;
 use crate::error::ShardError;
-use crate::record::ObjectMeta;
+use crate::record::{ObjectMeta, Retention};
 use crate::segment::{self, Checkpoint, SegmentId};
+
+mod evictable;
+pub use evictable::EvictableObject;
+use evictable::{EvictRule, EvictableDbs};
 
 /// Identifies a store: the value the partition table maps a partition to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,20 +194,25 @@ pub enum Lookup {
     Long,
 }
 
-/// One record to commit: the object's address, its encoded record and its length.
+/// One record to commit: the object's address, its encoded record, its length and its
+/// retention. An evictable record new to the store is marked evictable; a kept record
+/// of an object already stored makes it kept (an upload of a fetched copy).
 #[derive(Debug, Clone)]
 pub struct CommitRecord {
     pub addr: Address,
     pub record: Vec<u8>,
     pub object_len: u64,
+    pub retention: Retention,
 }
 
 impl CommitRecord {
+    /// The record of a kept object.
     pub fn of(meta: &ObjectMeta) -> CommitRecord {
         CommitRecord {
             addr: meta.addr(),
             record: meta.encode(),
             object_len: meta.len(),
+            retention: Retention::Kept,
         }
     }
 }
@@ -221,6 +233,7 @@ struct Index {
     env: Env<WithoutTls>,
     db: Database<RawBytes, RawBytes>,
     stats: Database<RawBytes, RawBytes>,
+    evictable: EvictableDbs,
     path: PathBuf,
 }
 
@@ -236,7 +249,7 @@ impl Index {
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options
             .map_size(index_bytes_max)
-            .max_dbs(2)
+            .max_dbs(5)
             .max_readers(512);
         // SAFETY: each store's index dir is opened once by this process (start-up opens
         // every store exactly once) and nothing else writes its files; LMDB's own lock
@@ -250,6 +263,7 @@ impl Index {
         let stats = env
             .create_database::<RawBytes, RawBytes>(&mut wtxn, Some("stats"))
             .map_err(lmdb("create database"))?;
+        let evictable = EvictableDbs::create(&env, &mut wtxn).map_err(lmdb("create database"))?;
         if stats
             .get(&wtxn, CHECKPOINT_KEY)
             .map_err(lmdb("get"))?
@@ -264,6 +278,7 @@ impl Index {
             env,
             db,
             stats,
+            evictable,
             path,
         })
     }
@@ -325,6 +340,7 @@ impl Index {
         let raw = self.stats.get(&wtxn, STATS_KEY).map_err(self.lmdb("get"))?;
         let mut stats = StoreStats::decode(raw);
         let mut added = StoreStats::default();
+        let now_us = evictable::now_us();
         for r in records {
             let present = self
                 .db
@@ -334,6 +350,15 @@ impl Index {
             self.db
                 .put(&mut wtxn, r.addr.as_bytes(), &r.record)
                 .map_err(self.lmdb("put"))?;
+            match (present, r.retention) {
+                (false, Retention::Evictable) => {
+                    self.add_evictable(&mut wtxn, &r.addr, r.object_len, now_us)?
+                }
+                (true, Retention::Kept) => {
+                    self.remove_evictable(&mut wtxn, &r.addr)?;
+                }
+                _ => {}
+            }
             if !present {
                 added.objects += 1;
                 added.bytes += r.object_len;
@@ -384,9 +409,15 @@ impl Index {
                 self.db
                     .put(&mut wtxn, key, record)
                     .map_err(self.lmdb("put"))?;
+                if let (Some((at, len)), Ok(addr)) =
+                    (from.evictable_entry(&rtxn, key)?, <[u8; 32]>::try_from(key))
+                {
+                    self.add_evictable(&mut wtxn, &Address::from_bytes(addr), len, at)?;
+                }
                 copied += 1;
             }
         }
+        self.recount_evictable(&mut wtxn)?;
         let mut stats = StoreStats::default();
         for entry in self.db.iter(&wtxn).map_err(self.lmdb("iterate"))? {
             let (_, record) = entry.map_err(self.lmdb("iterate"))?;
@@ -432,9 +463,9 @@ pub fn index_replica_dirs(store: StoreId, dirs: u8, parity: u8) -> Vec<DirIndex>
 impl Store {
     /// Opens (creating if needed) the store whose root in each data dir is `roots`
     /// (dir order), with index replicas in `replica_dirs` (the first one serves reads).
-    /// Replicas a crash or a replaced dir left apart are merged first: records are only
-    /// ever added, so their union is the index (a pass over the records, only when the
-    /// replicas' commit counts differ). New segments are written to `segment_lanes`
+    /// Replicas a crash or a replaced dir left apart are merged first: their union is the
+    /// index (a pass over the records, only when the replicas' commit counts differ);
+    /// then evictions a crash interrupted are finished. New segments are written to `segment_lanes`
     /// lanes (1 to [`segment::SEGMENT_LANES_MAX`]). Blocking; runs at start-up.
     pub fn open(
         roots: Vec<PathBuf>,
@@ -468,13 +499,22 @@ impl Store {
             })
             .collect::<Result<_, _>>()?;
         merge_replicas(&replicas)?;
-        Ok(Store {
+        let store = Store {
             id,
             roots: roots.into(),
             replicas: replicas.into(),
             segment_lanes,
             lanes_on_disk,
-        })
+        };
+        let unlinked = store.finish_evictions()?;
+        if unlinked > 0 {
+            tracing::info!(
+                store = id.0,
+                objects = unlinked,
+                "interrupted evictions finished"
+            );
+        }
+        Ok(store)
     }
 
     /// Indexes the needles past the checkpoint: acknowledged packed objects whose
@@ -572,6 +612,94 @@ impl Store {
     /// Objects and bytes stored.
     pub fn stats(&self) -> Result<StoreStats, ShardError> {
         Ok(StoreStats::decode(self.index().stat(STATS_KEY)?.as_deref()))
+    }
+
+    /// Evictable objects and their bytes (`store/evictable.rs`).
+    pub fn evictable_stats(&self) -> Result<StoreStats, ShardError> {
+        let index = self.index();
+        let rtxn = index.env.read_txn().map_err(self.lmdb("read"))?;
+        index.evictable_stats_in(&rtxn)
+    }
+
+    /// Whether `addr` is stored as an evictable copy.
+    pub fn is_evictable(&self, addr: &Address) -> Result<bool, ShardError> {
+        let index = self.index();
+        let rtxn = index.env.read_txn().map_err(self.lmdb("read"))?;
+        index.is_evictable_in(&rtxn, addr)
+    }
+
+    /// Up to `limit` evictable objects, oldest first. A read transaction: inline.
+    pub fn oldest_evictable(&self, limit: usize) -> Result<Vec<EvictableObject>, ShardError> {
+        self.index().oldest_evictable(limit)
+    }
+
+    /// Evicts those of `addrs` still evictable: their records leave every replica (the
+    /// first decides, the others follow), each leaving an `evicted` marker until
+    /// [`Store::unlink_evicted_blocking`]. Returns what was evicted. Blocking (fsync).
+    pub fn evict_blocking(&self, addrs: &[Address]) -> Result<Vec<EvictableObject>, ShardError> {
+        let evicted = self.index().evict(addrs, EvictRule::Choose)?;
+        if evicted.is_empty() {
+            return Ok(evicted);
+        }
+        let chosen: Vec<Address> = evicted.iter().map(|e| e.addr).collect();
+        for replica in &self.replicas[1..] {
+            replica.evict(&chosen, EvictRule::Follow)?;
+        }
+        Ok(evicted)
+    }
+
+    /// Removes the files of evicted objects (data and parity, in every dir; a packed
+    /// object has none: its needle stays as dead space), syncs their dirs, then clears
+    /// their markers. Every replica must have committed the eviction first.
+    /// Blocking (unlink, fsync).
+    pub fn unlink_evicted_blocking(&self, addrs: &[Address]) -> Result<(), ShardError> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for addr in addrs {
+            for d in 0..self.dir_count() {
+                let data = self.object_path(addr, DirIndex(d));
+                for path in [self.parity_path(addr, DirIndex(d)), data] {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(ShardError::io("unlink evicted object", &path)(e)),
+                    }
+                    if let Some(dir) = path.parent().filter(|d| !dirs.iter().any(|x| x == d)) {
+                        dirs.push(dir.to_path_buf());
+                    }
+                }
+            }
+        }
+        dirs.iter()
+            .try_for_each(|dir| crate::layout::sync_dir(dir))?;
+        self.replicas
+            .iter()
+            .try_for_each(|r| r.clear_evicted(addrs))
+    }
+
+    /// Finishes evictions a crash interrupted: the files of marked addresses without a
+    /// record are unlinked; a marked address with a record keeps its files. Blocking;
+    /// at start-up, after the replicas are merged. Returns the objects unlinked.
+    fn finish_evictions(&self) -> Result<usize, ShardError> {
+        let mut marked: Vec<Address> = Vec::new();
+        for replica in self.replicas.iter() {
+            for addr in replica.evicted_markers()? {
+                if !marked.contains(&addr) {
+                    marked.push(addr);
+                }
+            }
+        }
+        let (mut stored, mut gone) = (Vec::new(), Vec::new());
+        for addr in marked {
+            match self.contains(&addr)? {
+                true => stored.push(addr),
+                false => gone.push(addr),
+            }
+        }
+        self.replicas
+            .iter()
+            .try_for_each(|r| r.clear_evicted(&stored))?;
+        self.unlink_evicted_blocking(&gone)?;
+        Ok(gone.len())
     }
 
     /// Commits a batch of records, the updated stats and, when given, the segment
@@ -681,8 +809,8 @@ impl Store {
     }
 }
 
-/// Brings every replica to the union of all: replicas that a crash left one commit
-/// apart, or a new one in a replaced dir. Equal commit counts: nothing to do.
+/// Brings every replica to the union of all (records and their evictable entries):
+/// replicas that a crash left one commit apart, or a new one in a replaced dir. Equal commit counts: nothing to do.
 fn merge_replicas(replicas: &[Index]) -> Result<(), ShardError> {
     let counts: Vec<u64> = replicas
         .iter()
@@ -963,6 +1091,160 @@ mod tests {
         assert_eq!(store.stats().unwrap().objects, 4);
         assert!(roots[1].join("objects").join("ff").is_dir());
         drop(store);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Own-file records of `count` objects (`len` bytes each, distinct), with a file
+    /// of that many bytes at each one's path in dir 0.
+    fn own_files(store: &Store, count: u8, len: usize, retention: Retention) -> Vec<CommitRecord> {
+        (0..count)
+            .map(|i| {
+                let body = vec![i; len];
+                let meta = ObjectMeta {
+                    tree: ron_codec::ChunkTree::of(&body),
+                    content_type: String::new(),
+                    location: Location::OwnFile,
+                    parity: None,
+                };
+                std::fs::write(store.object_path(&meta.addr(), DirIndex(0)), &body).unwrap();
+                CommitRecord {
+                    retention,
+                    ..CommitRecord::of(&meta)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fetched_objects_are_evicted_oldest_first_and_an_upload_makes_one_kept() {
+        let root = temp_root("evict");
+        let store = open_one(&root).unwrap();
+        let fetched = own_files(&store, 4, 1000, Retention::Evictable);
+        for record in &fetched {
+            store
+                .commit_blocking(std::slice::from_ref(record), None)
+                .unwrap();
+        }
+        let uploaded = own_files(&store, 1, 3000, Retention::Kept);
+        store.commit_blocking(&uploaded, None).unwrap();
+        let counted = |objects, bytes| StoreStats { objects, bytes };
+        assert_eq!(store.evictable_stats().unwrap(), counted(4, 4000));
+        assert_eq!(store.stats().unwrap(), counted(5, 7000));
+        let oldest: Vec<Address> = store
+            .oldest_evictable(3)
+            .unwrap()
+            .iter()
+            .map(|e| e.addr)
+            .collect();
+        let order: Vec<Address> = fetched.iter().map(|r| r.addr).collect();
+        assert_eq!(oldest, order[..3], "in the order they were stored");
+
+        // An upload of the oldest fetched copy keeps it.
+        store
+            .commit_blocking(
+                &[CommitRecord {
+                    retention: Retention::Kept,
+                    ..fetched[0].clone()
+                }],
+                None,
+            )
+            .unwrap();
+        assert!(!store.is_evictable(&order[0]).unwrap());
+        assert_eq!(store.evictable_stats().unwrap(), counted(3, 3000));
+
+        let evicted = store.evict_blocking(&order[..2]).unwrap();
+        assert_eq!(
+            evicted.iter().map(|e| e.addr).collect::<Vec<_>>(),
+            order[1..2],
+            "kept: not evicted"
+        );
+        assert_eq!(evicted[0].len, 1000);
+        assert!(!store.contains(&order[1]).unwrap() && store.contains(&order[0]).unwrap());
+        assert!(
+            store.object_path(&order[1], DirIndex(0)).exists(),
+            "files outlive the record until unlinked"
+        );
+        store.unlink_evicted_blocking(&[order[1]]).unwrap();
+        assert!(!store.object_path(&order[1], DirIndex(0)).exists());
+        assert!(store.object_path(&order[0], DirIndex(0)).exists());
+        assert_eq!(store.evictable_stats().unwrap(), counted(2, 2000));
+        assert_eq!(store.stats().unwrap(), counted(4, 6000));
+        assert!(store.index().evicted_markers().unwrap().is_empty());
+
+        // Fetched again after its eviction: evictable again, the newest.
+        store.commit_blocking(&fetched[1..2], None).unwrap();
+        let oldest: Vec<Address> = store
+            .oldest_evictable(10)
+            .unwrap()
+            .iter()
+            .map(|e| e.addr)
+            .collect();
+        assert_eq!(oldest, vec![order[2], order[3], order[1]]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn an_eviction_a_crash_interrupted_is_finished_at_open() {
+        let root = temp_root("evict-crash");
+        let store = open_one(&root).unwrap();
+        let fetched = own_files(&store, 3, 2000, Retention::Evictable);
+        store.commit_blocking(&fetched, None).unwrap();
+        let addrs: Vec<Address> = fetched.iter().map(|r| r.addr).collect();
+        // The crash: records removed, files not yet unlinked.
+        assert_eq!(store.evict_blocking(&addrs[..2]).unwrap().len(), 2);
+        // One of them fetched and stored again before the crash.
+        store.commit_blocking(&fetched[1..2], None).unwrap();
+        drop(store);
+        let store = open_one(&root).unwrap();
+        assert!(
+            !store.object_path(&addrs[0], DirIndex(0)).exists(),
+            "unlinked at open"
+        );
+        assert!(
+            store.object_path(&addrs[1], DirIndex(0)).exists(),
+            "stored again: kept"
+        );
+        assert!(store.contains(&addrs[1]).unwrap() && !store.contains(&addrs[0]).unwrap());
+        assert!(store.index().evicted_markers().unwrap().is_empty());
+        assert_eq!(store.evictable_stats().unwrap().objects, 2);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn an_eviction_only_one_replica_committed_is_undone_at_open() {
+        let root = temp_root("evict-replicas");
+        let roots: Vec<PathBuf> = (0..2).map(|d| root.join(format!("d{d}"))).collect();
+        let replicas = index_replica_dirs(StoreId(0), 2, 1);
+        let open = || Store::open(roots.clone(), &replicas, 1, StoreId(0), INDEX_BYTES).unwrap();
+        let store = open();
+        let fetched = own_files(&store, 2, 500, Retention::Evictable);
+        store.commit_blocking(&fetched, None).unwrap();
+        // A crash after the first replica's eviction commit: no file was unlinked yet.
+        store
+            .index()
+            .evict(&[fetched[0].addr], EvictRule::Choose)
+            .unwrap();
+        drop(store);
+        let store = open();
+        for replica in store.replicas.iter() {
+            let rtxn = replica.env.read_txn().unwrap();
+            assert_eq!(
+                replica.db.len(&rtxn).unwrap(),
+                2,
+                "{}",
+                replica.path.display()
+            );
+            assert!(replica.is_evictable_in(&rtxn, &fetched[0].addr).unwrap());
+        }
+        assert!(store.object_path(&fetched[0].addr, DirIndex(0)).exists());
+        assert_eq!(
+            store.evictable_stats().unwrap(),
+            StoreStats {
+                objects: 2,
+                bytes: 1000
+            }
+        );
+        assert_eq!(store.evict_blocking(&[fetched[0].addr]).unwrap().len(), 1);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

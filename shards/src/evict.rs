@@ -1,0 +1,261 @@
+//! The evicter: one background task per shard that keeps the evictable copies in the
+//! shard's stores (objects fetched by read-through, `store/evictable.rs`) within the
+//! shard's share of `fetched_bytes_max`, oldest first (docs/design/eviction.md).
+//!
+//! Woken at start and after each index commit that stored evictable copies, it sums the
+//! stores' evictable bytes (one stat read per store) and, while they exceed the budget,
+//! evicts a batch: the oldest copies across the shard's stores until the excess is
+//! covered (at most [`EVICT_BATCH_MAX`]), once the youngest of them is
+//! [`EVICT_AGE_MIN_US`] old. For each store of the batch:
+//!
+//! 1. claim the addresses in the commit queue, so that an upload of one waits
+//!    ([`GroupCommit::claim_for_eviction`]);
+//! 2. remove their records from every index replica, leaving markers (blocking pool);
+//! 3. have every shard forget their metadata (`forget`: the mesh), so that a new request
+//!    misses and reads through again instead of reading files about to go;
+//! 4. unlink their files and clear the markers (blocking pool);
+//! 5. release the claims, count them, and tell the DHT the node no longer provides them.
+//!
+//! A request already streaming an evicted object from its file keeps reading it while
+//! the shard's open-files cache holds the file open (the inode outlives its name).
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use futures_lite::future::BoxedLocal;
+use glommio::channels::local_channel::LocalReceiver;
+use ron_codec::Address;
+use ron_link::dht::DhtClient;
+
+use crate::cache::AddressMap;
+use crate::commit::GroupCommit;
+use crate::error::ShardError;
+use crate::metrics::ShardMetrics;
+use crate::store::{EvictableObject, Store};
+
+/// Most objects evicted in one batch (one index commit per store of the batch).
+pub const EVICT_BATCH_MAX: usize = 256;
+
+/// Youngest copy evicted, µs: requests that waited on its fetch move from the fetch's
+/// window to the store when it is stored, and must find it there.
+pub const EVICT_AGE_MIN_US: u64 = 1_000_000;
+
+/// Drops the metadata of evicted objects from every shard's cache; resolves once all
+/// have.
+pub type Forget = Rc<dyn Fn(Vec<Address>) -> BoxedLocal<()>>;
+
+/// Objects a background task of the shard (scrub, repair, eviction) is working on. Each
+/// skips an object another holds, so that no repair writes back blocks of an object
+/// being evicted and no eviction unlinks files a repair is writing.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct BackgroundClaims(Rc<RefCell<AddressMap<Address, ()>>>);
+
+/// A claim on one object, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct BackgroundClaim {
+    claims: BackgroundClaims,
+    addr: Address,
+}
+
+impl BackgroundClaims {
+    /// Claims `addr`, unless another background task holds it.
+    pub(crate) fn try_claim(&self, addr: Address) -> Option<BackgroundClaim> {
+        let mut held = self.0.borrow_mut();
+        if held.contains_key(&addr) {
+            return None;
+        }
+        held.insert(addr, ());
+        Some(BackgroundClaim {
+            claims: self.clone(),
+            addr,
+        })
+    }
+}
+
+impl Drop for BackgroundClaim {
+    fn drop(&mut self) {
+        self.claims.0.borrow_mut().remove(&self.addr);
+    }
+}
+
+/// What the evicter of one shard works with.
+pub(crate) struct Evicter {
+    pub stores: Vec<Store>,
+    /// This shard's share of the node's `fetched_bytes_max`.
+    pub budget_bytes: u64,
+    pub commits: Weak<GroupCommit>,
+    pub forget: Forget,
+    pub metrics: Arc<ShardMetrics>,
+    pub dht: Option<DhtClient>,
+    pub claims: BackgroundClaims,
+}
+
+impl Evicter {
+    /// Runs until the shard is gone: each wake-up evicts until within the budget.
+    pub(crate) async fn run(self, wakes: LocalReceiver<()>) {
+        self.publish_budget();
+        loop {
+            if let Err(e) = self.evict_to_budget().await {
+                tracing::warn!(error = %e, "eviction stopped until the next commit");
+            }
+            if wakes.recv().await.is_none() {
+                return;
+            }
+        }
+    }
+
+    fn publish_budget(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics
+            .fetched_bytes_max
+            .store(self.budget_bytes, Relaxed);
+    }
+
+    /// Evictable bytes held, summed over the shard's stores (and published).
+    fn held(&self) -> Result<u64, ShardError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut held = crate::store::StoreStats::default();
+        for store in &self.stores {
+            let stats = store.evictable_stats()?;
+            held.objects += stats.objects;
+            held.bytes += stats.bytes;
+        }
+        self.metrics.evictable_objects.store(held.objects, Relaxed);
+        self.metrics.evictable_bytes.store(held.bytes, Relaxed);
+        Ok(held.bytes)
+    }
+
+    async fn evict_to_budget(&self) -> Result<(), ShardError> {
+        loop {
+            let held = self.held()?;
+            if held <= self.budget_bytes {
+                return Ok(());
+            }
+            let batch = self.oldest_covering(held - self.budget_bytes)?;
+            let now_us = now_us();
+            let youngest = batch
+                .iter()
+                .map(|(_, o)| o.fetched_at_us)
+                .max()
+                .unwrap_or(0);
+            let wait_us = (youngest + EVICT_AGE_MIN_US).saturating_sub(now_us);
+            if wait_us > 0 {
+                glommio::timer::sleep(std::time::Duration::from_micros(wait_us)).await;
+            }
+            let mut evicted = 0;
+            for store in &self.stores {
+                let mine: Vec<Address> = batch
+                    .iter()
+                    .filter(|(s, _)| s.id() == store.id())
+                    .map(|(_, o)| o.addr)
+                    .collect();
+                if !mine.is_empty() {
+                    evicted += self.evict(store, &mine).await?;
+                }
+            }
+            if evicted == 0 {
+                // Every candidate is being committed again or read through: the next
+                // commit wakes the evicter.
+                return Ok(());
+            }
+        }
+    }
+
+    /// The oldest evictable copies across the stores whose bytes cover `excess`, at
+    /// most [`EVICT_BATCH_MAX`], with their stores.
+    fn oldest_covering(&self, excess: u64) -> Result<Vec<(&Store, EvictableObject)>, ShardError> {
+        let mut oldest: Vec<(&Store, EvictableObject)> = Vec::new();
+        for store in &self.stores {
+            let candidates = store.oldest_evictable(EVICT_BATCH_MAX)?;
+            oldest.extend(candidates.into_iter().map(|o| (store, o)));
+        }
+        oldest.sort_by_key(|(_, o)| o.fetched_at_us);
+        let mut covered = 0;
+        let take = oldest
+            .iter()
+            .take_while(|(_, o)| {
+                let before = covered;
+                covered += o.len;
+                before < excess
+            })
+            .count();
+        oldest.truncate(take.clamp(1, EVICT_BATCH_MAX));
+        Ok(oldest)
+    }
+
+    /// Evicts `addrs` of `store` (steps 1–5 of the module doc); returns how many were.
+    async fn evict(&self, store: &Store, addrs: &[Address]) -> Result<usize, ShardError> {
+        let Some(commits) = self.commits.upgrade() else {
+            return Ok(0);
+        };
+        let held: Vec<BackgroundClaim> = addrs
+            .iter()
+            .filter_map(|a| self.claims.try_claim(*a))
+            .collect();
+        let free: Vec<Address> = held.iter().map(|c| c.addr).collect();
+        let claimed = commits.claim_for_eviction(&free);
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let (owned, to_evict) = (store.clone(), claimed.clone());
+        let evicted = glommio::executor()
+            .spawn_blocking(move || owned.evict_blocking(&to_evict))
+            .await;
+        let evicted = match evicted {
+            Ok(evicted) => evicted,
+            Err(e) => {
+                commits.release_evicted(&claimed);
+                return Err(e);
+            }
+        };
+        let gone: Vec<Address> = evicted.iter().map(|o| o.addr).collect();
+        (self.forget)(gone.clone()).await;
+        let (owned, to_unlink) = (store.clone(), gone.clone());
+        let unlinked = glommio::executor()
+            .spawn_blocking(move || owned.unlink_evicted_blocking(&to_unlink))
+            .await;
+        commits.release_evicted(&claimed);
+        if let Err(e) = unlinked {
+            // Their records are gone; the next start unlinks what is left.
+            tracing::warn!(store = store.id().0, error = %e, "evicted objects' files kept until restart");
+        }
+        self.count(&evicted);
+        drop(held);
+        if let Some(dht) = &self.dht {
+            withdraw(dht, gone.iter().map(|a| *a.as_bytes()).collect()).await;
+        }
+        Ok(evicted.len())
+    }
+
+    fn count(&self, evicted: &[EvictableObject]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bytes: u64 = evicted.iter().map(|o| o.len).sum();
+        let objects = evicted.len() as u64;
+        let m = &self.metrics;
+        ShardMetrics::add(&m.evictions, objects);
+        ShardMetrics::add(&m.evicted_bytes, bytes);
+        m.objects_stored.fetch_sub(objects, Relaxed);
+        m.bytes_stored.fetch_sub(bytes, Relaxed);
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Tells the DHT thread the node no longer provides `keys`, waiting while its mailbox
+/// is full (a withdrawal dropped would keep a key republished that the node lacks).
+async fn withdraw(dht: &DhtClient, mut keys: Vec<[u8; 32]>) {
+    loop {
+        match dht.try_withdraw(keys) {
+            Some(Ok(())) | None => return,
+            Some(Err(back)) => {
+                keys = back;
+                glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
