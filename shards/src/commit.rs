@@ -297,6 +297,14 @@ impl GroupCommit {
             backlog.waiters.push((*addr, done));
         }
         let _ = self.wakeup.try_send(());
+        self.answered(result).await
+    }
+
+    /// The answer the commit task sends on `result` (the task gone: `CommitStopped`).
+    async fn answered(
+        &self,
+        result: LocalReceiver<Result<(), ShardError>>,
+    ) -> Result<(), ShardError> {
         result
             .recv()
             .await
@@ -394,12 +402,7 @@ impl GroupCommit {
             done,
         });
         let _ = self.wakeup.try_send(());
-        result
-            .recv()
-            .await
-            .unwrap_or(Err(ShardError::CommitStopped {
-                shard: self.shard.0,
-            }))?;
+        self.answered(result).await?;
         ShardMetrics::add(&self.metrics.objects_created, 1);
         Ok(CommitOutcome::Created)
     }

@@ -32,7 +32,7 @@ use crate::cache::AddressMap;
 use crate::commit::GroupCommit;
 use crate::error::ShardError;
 use crate::metrics::ShardMetrics;
-use crate::store::{EvictableObject, Store};
+use crate::store::{now_us, EvictableObject, Store};
 
 /// Most objects evicted in one batch (one index commit per store of the batch).
 pub const EVICT_BATCH_MAX: usize = 256;
@@ -238,12 +238,6 @@ impl Evicter {
         m.objects_stored.fetch_sub(objects, Relaxed);
         m.bytes_stored.fetch_sub(bytes, Relaxed);
     }
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Tells the DHT thread the node no longer provides `keys`, waiting while its mailbox

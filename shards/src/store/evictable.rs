@@ -66,8 +66,8 @@ impl EvictableDbs {
     }
 }
 
-/// Now, µs since the epoch (0 if the clock is before it).
-pub(super) fn now_us() -> u64 {
+/// Now, µs since the epoch (0 if the clock is before it): when a copy was stored.
+pub fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)

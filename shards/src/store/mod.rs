@@ -42,7 +42,7 @@ use crate::record::{ObjectMeta, Retention};
 use crate::segment::{self, Checkpoint, SegmentId};
 
 mod evictable;
-pub use evictable::EvictableObject;
+pub use evictable::{now_us, EvictableObject};
 use evictable::{EvictRule, EvictableDbs};
 
 /// Identifies a store: the value the partition table maps a partition to.
