@@ -142,10 +142,12 @@ fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
     let p2p: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let liar_front = TcpListener::bind("127.0.0.1:0").unwrap();
     let honest_front = TcpListener::bind("127.0.0.1:0").unwrap();
+    // The edge has two shards: a miss on the shard that does not own the object
+    // follows the owner's fetch over the mesh.
     let flags = |i: usize, front: Option<&TcpListener>| {
         let mut f = vec![
             "--shards".to_string(),
-            "1".into(),
+            if i == 2 { "2" } else { "1" }.into(),
             "--p2p".into(),
             format!("127.0.0.1:{}", p2p[i]),
             "--fetch-hedge-ms".into(),
@@ -207,10 +209,25 @@ fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
     wait_for("the edge resolves the honest node", WAIT, || {
         provider_oap(&edge, &addr, &honest_id).is_some()
     });
-    let (status, body) = get_all(edge.http, &format!("/o/{addr}"));
-    assert_eq!(status, 200);
-    assert!(body == data, "the whole object, verified");
+    // Twenty at once, over both shards: one fetch for the node.
+    let gets: Vec<_> = (0..20)
+        .map(|_| {
+            let (http, path) = (edge.http, format!("/o/{addr}"));
+            std::thread::spawn(move || get_all(http, &path))
+        })
+        .collect();
+    for got in gets {
+        let (status, body) = got.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(body == data, "the whole object, verified");
+    }
     assert_eq!(bad_groups(&edge), 3.0, "the liar was used and dropped");
+    for shard in 0..2 {
+        let answered = format!("ron_shard_requests_total{{shard=\"{shard}\"}}");
+        wait_for(&format!("shard {shard} to answer"), WAIT, || {
+            gauge(edge.admin, &answered).unwrap_or(0.0) > 0.0
+        });
+    }
     assert!(honest_proxy.connections.load(Ordering::Relaxed) >= 1);
     assert_eq!(
         metric_reaching(edge.admin, "ron_fetches_stored_total", 1, WAIT),
@@ -253,9 +270,11 @@ fn concurrent_misses_at_an_edge_share_one_origin_fetch() {
         Mischief::DelayFirstByte(Duration::from_millis(500)),
     );
     let url = format!("http://{}", slow.addr);
+    // Two shards: the requests land on both; the object's owner shard leads the one
+    // fetch and the other follows it over the mesh.
     let mut edge = Node::start(
         &temp_dir("rt-cdn-edge"),
-        &["--shards", "1", "--origin", &url],
+        &["--shards", "2", "--origin", &url],
     );
     let answers = concurrent_gets(edge.http, &format!("/o/{addr}"), 100);
     for (status, body, _) in &answers {
@@ -274,6 +293,14 @@ fn concurrent_misses_at_an_edge_share_one_origin_fetch() {
         data.len() as u64
     );
     assert_eq!(metric(edge.admin, "ron_fetches_stored_total"), 1);
+    for shard in 0..2 {
+        let answered = format!("ron_shard_requests_total{{shard=\"{shard}\"}}");
+        wait_for(
+            &format!("shard {shard} to answer some of the 100"),
+            WAIT,
+            || gauge(edge.admin, &answered).unwrap_or(0.0) > 0.0,
+        );
+    }
     for n in [&mut origin, &mut edge] {
         n.stop();
     }

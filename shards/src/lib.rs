@@ -116,6 +116,7 @@ pub use arena::{GroupBytes, MemFile, MemFileSpan};
 pub use commit::CommitOutcome;
 pub use error::ShardError;
 pub use layout::{Routing, ShardIndex};
+pub use mesh::{FlightHandler, FlightPart};
 pub use metrics::{MetricsSnapshot, ShardMetrics};
 pub use record::{Location, ObjectMeta, Parity, Retention};
 pub use shard::{ReadAheadPermit, Shard, ShardConfig};

@@ -9,7 +9,8 @@
 //!
 //! A shard that is not an object's owner asks the owner for the object's metadata, for
 //! one verified group, or to commit a staged upload; an owner that evicted objects tells
-//! every other shard to forget their metadata. Each request carries an id; the
+//! every other shard to forget their metadata; a shard that misses an object asks its
+//! owner for the verified groups of the owner's read-through of it ([`FlightPart`]). Each request carries an id; the
 //! owner answers on the same mesh and the asker completes the waiting future. Channels
 //! are bounded (`MESH_CHANNEL_LEN`); receiver tasks never block on a send (handlers run
 //! in their own tasks), so requests and replies sharing a channel cannot deadlock.
@@ -54,6 +55,12 @@ pub enum MeshOp {
     Commit(StagedObject),
     /// Drop these objects' cached metadata (they were evicted).
     Forget(Vec<Address>),
+    /// Verified groups of the owner's read-through of `addr`, from group `from` on
+    /// (`from` 0 joins the owner's fetch, or starts it).
+    Flight {
+        addr: Address,
+        from: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -62,7 +69,27 @@ pub enum MeshReply {
     Group(Bytes),
     Committed(CommitOutcome),
     Forgotten,
+    Flight(FlightPart),
 }
+
+/// What the owner's read-through of an object has for a shard following it.
+#[derive(Debug, Clone)]
+pub enum FlightPart {
+    /// The object's length and content type, and verified groups from the one asked for
+    /// on (at least one: what the owner's window holds, up to a bound).
+    Open {
+        len: u64,
+        content_type: String,
+        groups: Vec<Bytes>,
+    },
+    /// Stored on the owner: read it from the store.
+    Stored,
+    /// The owner's fetch failed (or was refused): the answer every waiter gets.
+    Failed { code: ErrorCode, message: String },
+}
+
+/// The owner side of [`MeshOp::Flight`]: the engine's read-through, given to the shard.
+pub type FlightHandler = Rc<dyn Fn(Address, u64) -> BoxedLocal<FlightPart>>;
 
 /// What the owner side of the mesh runs for each request it receives.
 pub type MeshHandler = Rc<dyn Fn(MeshOp) -> BoxedLocal<Result<MeshReply, ShardError>>>;

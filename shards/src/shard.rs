@@ -28,7 +28,7 @@ use crate::ec::{EcParams, StripeCodes, StripeIndex};
 use crate::error::ShardError;
 use crate::evict::{BackgroundClaims, Evicter, Forget};
 use crate::layout::{DataDirs, Routing, ShardIndex};
-use crate::mesh::{Mesh, MeshHandler, MeshOp, MeshReply};
+use crate::mesh::{FlightHandler, FlightPart, Mesh, MeshHandler, MeshOp, MeshReply};
 use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta, Retention};
 use crate::repair::{self, RepairQueue, StripeKey};
@@ -123,6 +123,9 @@ pub struct Shard {
     scrub_paused: Rc<Cell<bool>>,
     /// Objects the scrubber, the repair task or the evicter is working on.
     claims: BackgroundClaims,
+    /// The read-through that answers other shards' [`MeshOp::Flight`] (the engine's,
+    /// once it has one).
+    flights: RefCell<Option<FlightHandler>>,
     metrics: Arc<ShardMetrics>,
 }
 
@@ -229,6 +232,7 @@ impl Shard {
             codes: Rc::new(StripeCodes::default()),
             scrub_paused: Rc::new(Cell::new(false)),
             claims: BackgroundClaims::default(),
+            flights: RefCell::new(None),
             metrics,
         });
         let background = glommio::executor().create_task_queue(
@@ -267,7 +271,7 @@ impl Shard {
     }
 
     /// The owner of `addr` when it is another shard; `None` when it is this one.
-    fn owner(&self, addr: &Address) -> Option<ShardIndex> {
+    pub fn owner(&self, addr: &Address) -> Option<ShardIndex> {
         let owner = self.routing.owner(addr);
         (owner != self.index).then_some(owner)
     }
@@ -925,6 +929,40 @@ impl Shard {
                 self.forget_metas(&addrs);
                 Ok(MeshReply::Forgotten)
             }
+            MeshOp::Flight { addr, from } => {
+                let handler = self.flights.borrow().clone();
+                let part = match handler {
+                    Some(serve) => serve(addr, from).await,
+                    None => FlightPart::Failed {
+                        code: ron_codec::ErrorCode::NotFound,
+                        message: ShardError::NotFound { addr }.to_string(),
+                    },
+                };
+                Ok(MeshReply::Flight(part))
+            }
+        }
+    }
+
+    /// Gives the shard the read-through that answers other shards following a fetch of
+    /// an object it owns.
+    pub fn serve_flights(&self, handler: FlightHandler) {
+        *self.flights.borrow_mut() = Some(handler);
+    }
+
+    /// Verified groups from group `from` on of the owner's read-through of `addr`.
+    pub async fn follow_flight(
+        &self,
+        owner: ShardIndex,
+        addr: Address,
+        from: u64,
+    ) -> Result<FlightPart, ShardError> {
+        match self
+            .mesh()?
+            .call(owner, MeshOp::Flight { addr, from })
+            .await?
+        {
+            MeshReply::Flight(part) => Ok(part),
+            _ => Err(mesh_confused(owner)),
         }
     }
 

@@ -72,6 +72,13 @@ pub enum Failure {
     TimedOut { timeout_ms: u64 },
     /// Every upstream tried failed (502); `last` says how the last one did.
     NoVerifiedCopy { tried: u32, last: Rc<str> },
+    /// The owner shard's fetch, which this shard followed, failed or was refused: its
+    /// answer, as the owner gave it.
+    Owner {
+        shard: u16,
+        code: ron_codec::ErrorCode,
+        message: Rc<str>,
+    },
 }
 
 impl Failure {
@@ -86,6 +93,15 @@ impl Failure {
                 tried: *tried,
                 last: last.to_string(),
             },
+            Failure::Owner {
+                shard,
+                code,
+                message,
+            } => Refusal::Shard(ron_shards::ShardError::Remote {
+                shard: *shard,
+                code: *code,
+                message: message.to_string(),
+            }),
         }
     }
 }
@@ -171,6 +187,16 @@ impl Flight {
     }
 
     // --- the waiters' side ---
+
+    /// Verified groups from `from` on that the window holds, at most `max`.
+    pub fn window_from(&self, from: u64, max: usize) -> Vec<Bytes> {
+        let state = self.state.borrow();
+        let skip = from.saturating_sub(state.window_first) as usize;
+        if from < state.window_first {
+            return Vec::new();
+        }
+        state.window.iter().skip(skip).take(max).cloned().collect()
+    }
 
     /// Waits until the object can be answered: its head is known and its first group
     /// verified (or it is empty), or the fetch ended. `Ok(None)`: stored, read it from

@@ -8,6 +8,8 @@
 //!   stream, store.
 //! - [`flight`]: one fetch and its waiters (window of verified groups, outcome,
 //!   per-waiter deadlines).
+//! - `follow`: the node's one fetch per object — led by the object's owner shard; a
+//!   miss on another shard follows the owner's fetch over the mesh.
 //! - [`peer`]: the verified OAP/1 GET from one provider.
 //! - [`origin`]: the HTTP origin, verified whole.
 //!
@@ -16,7 +18,8 @@
 //!   against the address through its proof before it enters the window or the upload;
 //!   an origin's body is hashed whole, and only an upload whose root is the address is
 //!   committed (an origin's bytes are served from the store, never before).
-//! - One fetch per object per shard: concurrent misses join the flight under way.
+//! - One upstream fetch per object per node: concurrent misses on a shard join its
+//!   flight; the owner shard's flight fetches, the other shards' follow it.
 //!   The fetch runs in its own task, at the upstream's pace: it never waits for a
 //!   waiter (a waiter behind the window reads the store once the object is stored), so
 //!   a slow client stalls no one, and a waiter leaving cancels nothing.
@@ -34,9 +37,12 @@
 //! next group; a bad group or a stall drops that provider and the next one resumes at
 //! the same group → `Upload::finish` → `Shard::commit` (durable, announced like any
 //! upload) → outcome `Stored`. Waiters: `Flight::wait_open` → groups from the window →
-//! the store once it is stored.
+//! the store once it is stored. On a shard that does not own the object, the flight's
+//! task follows the owner's instead (`follow`): `MeshOp::Flight` → the owner's window →
+//! this flight's window, then the owner's outcome.
 
 pub mod flight;
+mod follow;
 pub mod origin;
 pub mod peer;
 
@@ -151,9 +157,17 @@ impl ReadThrough {
         }
         let flight = Flight::new(addr);
         self.flights.borrow_mut().insert(addr, Rc::clone(&flight));
-        ShardMetrics::add(&self.metrics().fetches, 1);
         let (this, fetching) = (Rc::clone(self), Rc::clone(&flight));
-        glommio::spawn_local(async move { this.run(fetching).await }).detach();
+        match self.shard.owner(&addr) {
+            // Another shard owns it: that shard leads the node's one fetch of it.
+            Some(owner) => {
+                glommio::spawn_local(async move { this.follow(owner, fetching).await }).detach();
+            }
+            None => {
+                ShardMetrics::add(&self.metrics().fetches, 1);
+                glommio::spawn_local(async move { this.run(fetching).await }).detach();
+            }
+        }
         Ok(flight)
     }
 

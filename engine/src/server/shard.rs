@@ -310,6 +310,9 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
             flights_max: limits::FETCHES_PER_SHARD_MAX,
         },
     );
+    if let Some(read_through) = &read_through {
+        shard.serve_flights(follower_answers(read_through));
+    }
     let fronts = FrontEnds::new(
         &config,
         Rc::clone(&shard),
@@ -344,6 +347,24 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     drop(acceptors); // cancels the accept loops and closes the listeners
     drain(&admission, Duration::from_millis(config.drain_timeout_ms)).await;
     Ok(())
+}
+
+/// What this shard's read-through answers other shards following a fetch of an object
+/// it owns (`fetch/follow.rs`).
+fn follower_answers(read_through: &Rc<ReadThrough>) -> ron_shards::FlightHandler {
+    let weak = Rc::downgrade(read_through);
+    Rc::new(move |addr, from| {
+        let read_through = weak.clone();
+        Box::pin(async move {
+            match read_through.upgrade() {
+                Some(read_through) => read_through.serve_flight(addr, from).await,
+                None => ron_shards::FlightPart::Failed {
+                    code: ron_codec::ErrorCode::NotReady,
+                    message: "the shard is stopping".into(),
+                },
+            }
+        })
+    })
 }
 
 /// Joins the mesh and opens the shard's stores.
