@@ -45,6 +45,9 @@ pub const EVICT_AGE_MIN_US: u64 = 1_000_000;
 /// have.
 pub type Forget = Rc<dyn Fn(Vec<Address>) -> BoxedLocal<()>>;
 
+/// How often a task waiting for a claim looks again.
+const CLAIM_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Objects a background task of the shard (scrub, repair, eviction) is working on. Each
 /// skips an object another holds, so that no repair writes back blocks of an object
 /// being evicted and no eviction unlinks files a repair is writing.
@@ -59,6 +62,17 @@ pub(crate) struct BackgroundClaim {
 }
 
 impl BackgroundClaims {
+    /// Claims `addr` once no other background task holds it (each holds an object for
+    /// one check, repair or eviction).
+    pub(crate) async fn claim(&self, addr: Address) -> BackgroundClaim {
+        loop {
+            if let Some(claim) = self.try_claim(addr) {
+                return claim;
+            }
+            glommio::timer::sleep(CLAIM_RETRY).await;
+        }
+    }
+
     /// Claims `addr`, unless another background task holds it.
     pub(crate) fn try_claim(&self, addr: Address) -> Option<BackgroundClaim> {
         let mut held = self.0.borrow_mut();

@@ -1076,9 +1076,10 @@ fn start_repairs(
                         break;
                     };
                     let bad_blocks: u64 = stripes.iter().map(|(_, bad, _)| bad).sum();
-                    // Being evicted, or gone: nothing to repair.
-                    let claim = shard.claims.try_claim(meta.addr());
-                    let failed = match claim.is_some() && shard.still_stored(&meta) {
+                    // Waits out a scrub or an eviction of the object; evicted: nothing
+                    // to repair.
+                    let claim = shard.claims.claim(meta.addr()).await;
+                    let failed = match shard.still_stored(&meta) {
                         true => shard.repair_stripes(&meta, stripes).await,
                         false => 0,
                     };

@@ -191,10 +191,10 @@ impl Flight {
     /// Verified groups from `from` on that the window holds, at most `max`.
     pub fn window_from(&self, from: u64, max: usize) -> Vec<Bytes> {
         let state = self.state.borrow();
-        let skip = from.saturating_sub(state.window_first) as usize;
         if from < state.window_first {
             return Vec::new();
         }
+        let skip = (from - state.window_first) as usize;
         state.window.iter().skip(skip).take(max).cloned().collect()
     }
 
