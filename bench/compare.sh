@@ -54,7 +54,7 @@
 # Time: RUNS x (2 x DURATION + WARMUP + 1) s per workload and server (6 x 2 by default),
 # plus about a minute for the datasets and the correctness phase and
 # 2 x RUNS x (DURATION + WARMUP) s of equal load.
-# Variables: RUNS DURATION WARMUP CONNS BIG_CONNS DIST ZIPF_S CACHE WRK_TIMEOUT SEED ONLY PROFILE
+# Variables: RUNS DURATION WARMUP CONNS BIG_CONNS DIST ZIPF_S CACHE WRK_TIMEOUT SEED ONLY PROFILE RON
 # PROFILE_TOOLS
 # WORK RON_PORT NGINX_PORT ADMIN_PORT OAP_PORT.
 # Prints the machine, versions, the workloads, a table per tool and the ron/nginx ratios.
@@ -78,7 +78,7 @@ NGINX_PORT=${NGINX_PORT:-18081}
 ADMIN_PORT=${ADMIN_PORT:-18600}
 OAP_PORT=${OAP_PORT:-18444}    # ron listens for OAP/1 anyway: not on the default 9444
 WORK=${WORK:-/tmp/ron-compare}
-RON=target/release/ron
+RON=${RON:-target/release/ron}      # another build to compare (A/B), e.g. RON=/tmp/other/ron
 BENCH=target/release/ron-bench
 
 [[ $ZIPF_S =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "ZIPF_S must be a number, not $ZIPF_S" >&2; exit 2; }
@@ -102,8 +102,7 @@ if [ ! -x "$RON" ] || [ ! -x "$BENCH" ]; then cargo build --release -p ron-engin
 
 rm -rf "$WORK"; mkdir -p "$WORK/www" "$WORK/nginx" "$WORK/lua" "$WORK/json" "$WORK/lists"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+trap stop_started EXIT
 
 # shellcheck source=workloads.sh
 source bench/workloads.sh
@@ -447,7 +446,7 @@ fi
 echo
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | xargs), kernel $(uname -r)"
 echo "congestion control: $(sysctl -n net.ipv4.tcp_congestion_control); $RUNS runs x ${DURATION}s (+${WARMUP}s warm-up for ron-bench), $CONNS connections ($BIG_CONNS for get_256MiB), generators on CPU 1, servers on CPU 0; took ${SECONDS}s"
-echo "nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), ron $(git rev-parse --short HEAD), ron --cache-bytes $CACHE"
+echo "nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), ron $(git rev-parse --short HEAD) at $RON, ron --cache-bytes $CACHE"
 echo
 echo "workloads ($(dist_text) popularity over each dataset, the same URLs and ranges for ron-bench and wrk):"
 for w in $WORKLOADS; do printf '  %-17s %s\n' "$w" "${DESC[$w]}"; done

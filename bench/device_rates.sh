@@ -4,6 +4,7 @@
 #
 #   bash bench/device_rates.sh                # RUNS=3: about 2 minutes
 #   RUNS=5 SIZE_MIB=512 bash bench/device_rates.sh
+#   EC=off bash bench/device_rates.sh         # no parity: every byte PUT is written once
 #
 # ron --shards 1 pinned to CPU 0 with a verified cache (CACHE, default 64 MiB) much
 # smaller than the objects, clients (curl) on CPU 1. Per run, interleaved:
@@ -23,6 +24,7 @@ RUNS=${RUNS:-3}
 SIZE_MIB=${SIZE_MIB:-256}
 PARALLEL=${PARALLEL:-4}
 CACHE=${CACHE:-64MiB}
+EC=${EC:-auto}                 # the node's --ec: auto is 4+1 on one data dir (1.25x the bytes)
 PORT=${PORT:-18280}
 ADMIN_PORT=${ADMIN_PORT:-18680}
 OAP_PORT=${OAP_PORT:-18644}
@@ -31,13 +33,15 @@ RON=target/release/ron
 [ -x "$RON" ] || cargo build --release -p ron-engine
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+# shellcheck source=workloads.sh
+source bench/workloads.sh  # stop_started
+cleanup() { stop_started; rm -rf "$WORK"; }
 trap cleanup EXIT
 mkdir -p "$WORK"
 
 taskset -c 0 "$RON" serve --shards 1 --data-dir "$WORK/data" --http "127.0.0.1:$PORT" \
   --admin "127.0.0.1:$ADMIN_PORT" --oap "127.0.0.1:$OAP_PORT" --cache-bytes "$CACHE" \
-  >"$WORK/ron.log" 2>&1 &
+  --ec "$EC" >"$WORK/ron.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.1; done
 
@@ -88,7 +92,7 @@ median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 col() { printf '%s\n' "${results[@]}" | cut -f"$1" | median; }
 r=$(col 2); g=$(col 3); w=$(col 4); p=$(col 5); q=$(col 6)
 echo
-echo "medians of $RUNS runs, GB/s (1e9 B/s): ron $(git rev-parse --short HEAD), cache $CACHE, ${SIZE_MIB} MiB objects"
+echo "medians of $RUNS runs, GB/s (1e9 B/s): ron $(git rev-parse --short HEAD), cache $CACHE, --ec $EC, ${SIZE_MIB} MiB objects"
 printf '| measure | device | ron | ron / device |\n|---|---:|---:|---:|\n'
 row() { awk -v name="$1" -v d="$2" -v r="$3" 'BEGIN { printf "| %s | %.2f | %.2f | %.2f |\n", name, d / 1e9, r / 1e9, r / d }'; }
 row "cold whole-object GET vs dd iflag=direct bs=1M" "$r" "$g"

@@ -30,7 +30,9 @@ BENCH=target/release/ron-bench
 [ -x "$RON" ] && [ -x "$BENCH" ] || cargo build --release -p ron-engine -p ron-bench
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+# shellcheck source=workloads.sh
+source bench/workloads.sh  # stop_started
+cleanup() { stop_started; rm -rf "$WORK"; }
 trap cleanup EXIT
 mkdir -p "$WORK"
 

@@ -31,8 +31,7 @@ TRANSPORTS="http oap http+tls oap+tls"
 [ -x "$RON" ] && [ -x "$BENCH" ] || cargo build --release -p ron-engine -p ron-bench
 rm -rf "$WORK"; mkdir -p "$WORK/json"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+trap stop_started EXIT
 
 # shellcheck source=workloads.sh
 source bench/workloads.sh

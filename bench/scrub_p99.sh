@@ -32,7 +32,9 @@ BENCH=target/release/ron-bench
 HTTP=127.0.0.1:18390
 ADMIN=127.0.0.1:18790
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+# shellcheck source=workloads.sh
+source bench/workloads.sh  # stop_started
+cleanup() { stop_started; rm -rf "$WORK"; }
 trap cleanup EXIT
 mkdir -p "$WORK"
 

@@ -37,3 +37,12 @@ declare -A DESC=(
 )
 # shellcheck disable=SC2034
 WORKLOADS="get_4KiB get_1MiB get_256MiB range_64KiB put_1MiB get_4KiB_one_url"
+
+# Stops the processes in the array `pids` (started by the caller) and waits up to 30 s
+# for each to exit: a node still draining on the same ports would share them
+# (SO_REUSEPORT) with the next script's node and answer some of its connections with
+# resets.
+stop_started() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do timeout 30 tail --pid="$p" -f /dev/null 2>/dev/null || true; done
+}

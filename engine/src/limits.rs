@@ -17,9 +17,10 @@ use ron_codec::tree::GROUP_LEN_BYTES;
 
 // --- answers (both protocols) ---
 
-/// A body slice of at most this many bytes is copied behind its head (HTTP response
-/// head, OAP frame head) into one send; larger slices go out straight from the
-/// verified buffer, because copying them would cost more than the send it saves.
+/// A body slice of at most this many bytes leaves with its head in one send: an HTTP
+/// response gathers head and slice in one `sendmsg` on plain TCP (copied behind the
+/// head only over TLS), an OAP frame copies it behind its head. Larger slices go out on
+/// their own, from the arena with `sendfile` or straight from the verified buffer.
 pub const COALESCE_BODY_BYTES_MAX: usize = 16 * 1024;
 
 /// A head sent ahead of a zero-copy body waits for it (`MSG_MORE`) only when head and

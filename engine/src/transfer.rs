@@ -97,6 +97,11 @@ fn counted(e: io::Error, metrics: &ShardMetrics) -> io::Error {
     e
 }
 
+/// A read waits at most as long as these bytes are owed, however large the buffer it
+/// fills (a body read straight into a 512 KiB write buffer must not buy a slow peer
+/// eight times the time a read into the connection's buffer gets).
+const READ_WAIT_BYTES_MAX: usize = 64 * 1024;
+
 /// Parks one request's slot for a wait (`None`: the wait holds no slot).
 pub(crate) fn park_one<'a>(ticket: Option<&'a Ticket>) -> impl Fn() -> Option<Parked<'a>> + 'a {
     move || ticket.map(Ticket::park)
@@ -149,7 +154,8 @@ pub(crate) async fn read<R: AsyncRead + Unpin, G>(
     let n = match poll_once(r.read(buf)).await {
         Some(read) => read?,
         None => {
-            let left = transfer.wait_limit(buf.len(), metrics)?;
+            let owed = buf.len().min(READ_WAIT_BYTES_MAX);
+            let left = transfer.wait_limit(owed, metrics)?;
             let _parked = park();
             set_timeout(r, left);
             r.read(buf).await.map_err(|e| counted(e, metrics))?

@@ -71,6 +71,14 @@ impl<'a> PlainSocket<'a> {
         )?)
     }
 
+    /// Sends what of `head`, then `body`, fits now in one `sendmsg`: the kernel gathers
+    /// both, so the body is never copied behind the head in user space.
+    pub fn send_gathered(&self, head: &[u8], body: &[u8]) -> io::Result<usize> {
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        let slices = [io::IoSlice::new(head), io::IoSlice::new(body)];
+        socket2::SockRef::from(&self.0).send_vectored_with_flags(&slices, flags)
+    }
+
     /// Sends what of `buf` fits now, telling the kernel more follows at once (the bytes
     /// wait to share a segment with the next send instead of leaving alone).
     pub fn send_more(&self, buf: &[u8]) -> io::Result<usize> {

@@ -240,6 +240,34 @@ impl Upload {
         writer.write(data, &self.names).await
     }
 
+    /// Room for at most `max` more bytes in the data file's pending direct-write buffer,
+    /// for the caller to receive the body straight into (no copy on its way to the
+    /// disk), once the upload writes one data file (one data dir; parity, if any, is
+    /// made from the buffer when it is full). `None` otherwise: use [`Self::write`].
+    /// The bytes count once [`Self::filled`] is told how many arrived.
+    pub fn room(&mut self, max: usize) -> Option<&mut [u8]> {
+        match &mut self.data {
+            Some(DataWriter::One { file, .. }) if max > 0 => Some(file.room(max)),
+            _ => None,
+        }
+    }
+
+    /// Takes the first `n` bytes of [`Self::room`] as received: hashed and written as
+    /// [`Self::write`] of them would be.
+    pub async fn filled(&mut self, n: usize) -> Result<(), ShardError> {
+        let Upload {
+            data: Some(DataWriter::One { file, parity }),
+            hasher,
+            names,
+            ..
+        } = self
+        else {
+            panic!("filled({n}) without room: the upload writes no single data file");
+        };
+        hasher.update(file.received(n));
+        file.take_received(n, parity.as_mut(), names).await
+    }
+
     /// Makes the upload's writers (creating the data file of a one-dir object).
     async fn start_files(&self) -> Result<DataWriter, ShardError> {
         let dirs = self.names.dirs.count();
@@ -328,11 +356,7 @@ impl TempNames {
 impl DataWriter {
     async fn write(&mut self, data: &[u8], names: &TempNames) -> Result<(), ShardError> {
         match self {
-            DataWriter::One {
-                file,
-                parity: Some(parity),
-            } => file.write_with_parity(data, parity, names).await,
-            DataWriter::One { file, parity: None } => file.write(data).await,
+            DataWriter::One { file, parity } => file.write(data, parity.as_mut(), names).await,
             DataWriter::Spread(spread) => spread.write(data, names).await,
         }
     }
@@ -407,7 +431,7 @@ impl SpreadWriter {
                 .data_block_at(GroupIndex(self.next_group));
             let slot = &mut self.files[usize::from(at.dir.0)];
             let file = created(slot, || names.temp_path(at.dir, false)).await?;
-            file.write(block).await?;
+            file.write_plain(block).await?;
             self.next_group += 1;
         }
         self.gather_bytes = 0;
@@ -479,7 +503,7 @@ impl ParityWriter {
                     .parity_block_at(StripeIndex(self.next_stripe), p);
                 let slot = &mut self.files[usize::from(at.dir.0)];
                 let file = created(slot, || names.temp_path(at.dir, true)).await?;
-                file.write(block).await?;
+                file.write_plain(block).await?;
             }
             self.next_stripe += 1;
         }
@@ -514,8 +538,25 @@ impl TempFileWriter {
         })
     }
 
-    /// Copies `data` into the pending buffer, issuing each full one.
-    async fn write(&mut self, mut data: &[u8]) -> Result<(), ShardError> {
+    /// Copies `data` into the pending buffer, issuing each full one (its parity made
+    /// first, when the file has parity).
+    async fn write(
+        &mut self,
+        mut data: &[u8],
+        mut parity: Option<&mut ParityWriter>,
+        names: &TempNames,
+    ) -> Result<(), ShardError> {
+        while !data.is_empty() {
+            if self.fill(&mut data) {
+                self.issue_full(parity.as_deref_mut(), names).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the pending buffer, issuing each full one (a file without
+    /// parity of its own: a parity file, or one dir's blocks of a spread object).
+    async fn write_plain(&mut self, mut data: &[u8]) -> Result<(), ShardError> {
         while !data.is_empty() {
             if self.fill(&mut data) {
                 self.issue_pending().await?;
@@ -524,20 +565,46 @@ impl TempFileWriter {
         Ok(())
     }
 
-    /// [`Self::write`], each full buffer's parity made before it is issued.
-    async fn write_with_parity(
+    /// The free part of the pending buffer, at most `max` bytes (never empty).
+    fn room(&mut self, max: usize) -> &mut [u8] {
+        let end = self.write_bytes.min(self.pending_len.saturating_add(max));
+        &mut self.pending.as_bytes_mut()[self.pending_len..end]
+    }
+
+    /// The first `n` bytes of [`Self::room`], as they arrived.
+    fn received(&self, n: usize) -> &[u8] {
+        &self.pending.as_bytes()[self.pending_len..self.pending_len + n]
+    }
+
+    /// Counts the first `n` bytes of [`Self::room`] as pending, issuing the buffer when
+    /// it is full.
+    async fn take_received(
         &mut self,
-        mut data: &[u8],
-        parity: &mut ParityWriter,
+        n: usize,
+        parity: Option<&mut ParityWriter>,
         names: &TempNames,
     ) -> Result<(), ShardError> {
-        while !data.is_empty() {
-            if self.fill(&mut data) {
-                parity.add_stripes(self.pending_bytes(), names).await?;
-                self.issue_pending().await?;
-            }
+        assert!(
+            self.pending_len + n <= self.write_bytes,
+            "more than the room"
+        );
+        self.pending_len += n;
+        if self.pending_len == self.write_bytes {
+            self.issue_full(parity, names).await?;
         }
         Ok(())
+    }
+
+    /// Issues the full pending buffer, its parity made first.
+    async fn issue_full(
+        &mut self,
+        parity: Option<&mut ParityWriter>,
+        names: &TempNames,
+    ) -> Result<(), ShardError> {
+        if let Some(parity) = parity {
+            parity.add_stripes(self.pending_bytes(), names).await?;
+        }
+        self.issue_pending().await
     }
 
     /// Moves what fits of `data` into the pending buffer; true when it is full.
@@ -820,6 +887,94 @@ mod tests {
                 }
             }
         }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Uploads `data`: its first `piece` bytes written, the rest received straight into
+    /// the upload's room, at most `piece` bytes at a time (as socket reads land).
+    fn upload_into_room(
+        placement: Placement,
+        data: &[u8],
+        piece: usize,
+        ec: EcParams,
+    ) -> StagedObject {
+        glommio::LocalExecutor::default().run(async {
+            let len = data.len() as u64;
+            let mut upload = Upload::new(placement, "u".into(), Some(len), ec);
+            assert!(
+                upload.room(piece).is_none(),
+                "room before the data file exists"
+            );
+            let (first, mut rest) = data.split_at(piece.min(data.len()));
+            upload.write(first).await.unwrap();
+            while !rest.is_empty() {
+                let room = upload.room(rest.len()).expect("room in a one-file upload");
+                let n = room.len().min(piece);
+                room[..n].copy_from_slice(&rest[..n]);
+                upload.filled(n).await.unwrap();
+                rest = &rest[n..];
+            }
+            upload.finish(String::new()).await.unwrap()
+        })
+    }
+
+    /// A staged file's dir, kind (parity or not) and bytes.
+    type FileBytes = (u8, bool, Vec<u8>);
+
+    /// Every file's bytes of a staged object, by dir and kind, and its parity checksums.
+    fn staged_bytes(staged: &StagedObject) -> (Vec<FileBytes>, Option<Vec<[u8; 32]>>) {
+        let StagedBody::TempFiles(files) = &staged.body else {
+            panic!("staged in memory");
+        };
+        let mut bytes: Vec<_> = files
+            .iter()
+            .map(|f| (f.dir.0, f.parity, std::fs::read(&f.path).unwrap()))
+            .collect();
+        bytes.sort();
+        let checksums = staged.meta.parity.as_ref().map(|p| p.checksums.clone());
+        (bytes, checksums)
+    }
+
+    #[test]
+    fn bytes_received_into_the_room_are_staged_exactly_as_written_ones() {
+        let root = temp_root("room");
+        let block = BLOCK_BYTES as usize;
+        for ec in [
+            EcParams::OFF,
+            EcParams::new(4, 1).unwrap(),
+            EcParams::new(3, 2).unwrap(),
+        ] {
+            for (len, piece) in [
+                (3 * WRITE_BYTES + 5, 70_000),
+                (2 * WRITE_BYTES, 4096),
+                (block + 1, 1000),
+                (10 * block + 500, 3 * block + 7),
+            ] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+                let at = root.join(format!("{ec}-{len}-{piece}"));
+                let written = upload(placement(&at.join("w"), 1, 0), &data, piece, None, ec);
+                let received = upload_into_room(placement(&at.join("r"), 1, 0), &data, piece, ec);
+                assert_eq!(received.meta.tree, ron_codec::ChunkTree::of(&data));
+                assert_eq!(received.meta.tree, written.meta.tree);
+                assert!(
+                    staged_bytes(&written) == staged_bytes(&received),
+                    "{ec} {len} {piece}"
+                );
+            }
+        }
+        // A spread object (several dirs) gathers whole stripes first: no room to offer.
+        glommio::LocalExecutor::default().run(async {
+            let ec = EcParams::new(2, 1).unwrap();
+            let mut upload = Upload::new(
+                placement(&root.join("spread"), 3, 0),
+                "u".into(),
+                Some(1 << 20),
+                ec,
+            );
+            upload.write(&[7; 1000]).await.unwrap();
+            assert!(upload.room(1 << 20).is_none());
+            upload.abort().await;
+        });
         std::fs::remove_dir_all(&root).unwrap();
     }
 

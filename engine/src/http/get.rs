@@ -139,8 +139,7 @@ async fn send_body<S: Transport>(
             if zero_copy && head_fits_body_packet {
                 send_head_more(ctx, conn).await?;
             } else if !zero_copy && slice.len() <= COALESCE_BODY_BYTES_MAX {
-                conn.wbuf.extend_from_slice(&slice);
-                write_out(ctx, conn).await?;
+                send_head_with(ctx, conn, &slice).await?;
                 continue;
             } else {
                 write_out(ctx, conn).await?;
@@ -183,6 +182,36 @@ fn follows(run: &[GroupBytes], next: &GroupBytes) -> bool {
         }
         _ => false,
     }
+}
+
+/// Sends the head in `wbuf` and a small body slice in one gathered send on plain TCP
+/// (no copy of the body in user space); what the socket does not take now, and a TLS
+/// stream's whole answer, is queued behind the head and written the ordinary way.
+async fn send_head_with<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    body: &[u8],
+) -> Result<(), Abort> {
+    let sent = match conn
+        .stream
+        .plain_socket()
+        .map(|s| s.send_gathered(&conn.wbuf, body))
+    {
+        Some(Ok(n)) => n,
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Some(Err(_)) => return Err(Abort),
+        None => 0,
+    };
+    conn.transfer.moved += sent as u64;
+    ShardMetrics::add(&ctx.metrics().bytes_out, sent as u64);
+    if sent == conn.wbuf.len() + body.len() {
+        conn.wbuf.clear();
+        return Ok(());
+    }
+    let head_sent = sent.min(conn.wbuf.len());
+    bytes::Buf::advance(&mut conn.wbuf, head_sent);
+    conn.wbuf.extend_from_slice(&body[sent - head_sent..]);
+    write_out(ctx, conn).await
 }
 
 /// Sends the head in `wbuf` telling the kernel the body follows at once; what the

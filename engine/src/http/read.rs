@@ -6,7 +6,7 @@
 
 use std::io;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::future::poll_once;
@@ -86,11 +86,8 @@ impl ReadBuf {
         ticket: Option<&Ticket>,
         metrics: &ShardMetrics,
     ) -> io::Result<usize> {
-        let set_timeout = |s: &S, left| {
-            let _ = s.tcp().set_read_timeout(Some(left));
-        };
         let park = transfer::park_one(ticket);
-        let n = transfer::read(stream, self.room(), transfer, park, metrics, set_timeout).await?;
+        let n = transfer::read(stream, self.room(), transfer, park, metrics, read_deadline).await?;
         self.end += n;
         Ok(n)
     }
@@ -172,6 +169,11 @@ pub(super) async fn read_head<S: Transport>(
     }
 }
 
+/// Sets the socket's read timeout to what is left of a deadline.
+fn read_deadline<S: Transport>(stream: &S, left: Duration) {
+    let _ = stream.tcp().set_read_timeout(Some(left));
+}
+
 /// Why a request body could not be received.
 pub(super) enum BodyFailure {
     /// The peer went away or stalled: nothing more can be said.
@@ -208,6 +210,10 @@ async fn receive_length<S: Transport>(
 ) -> Result<(), BodyFailure> {
     while left > 0 {
         if conn.rbuf.filled().is_empty() {
+            if let Some(n) = read_into_upload(ctx, conn, upload).await? {
+                left -= n as u64;
+                continue;
+            }
             read_more(ctx, conn).await?;
         }
         let take = (conn.rbuf.filled().len() as u64).min(left) as usize;
@@ -217,6 +223,35 @@ async fn receive_length<S: Transport>(
         ShardMetrics::add(&ctx.metrics().bytes_in, take as u64);
     }
     Ok(())
+}
+
+/// Reads body bytes from the socket straight into the upload's direct-write buffer when
+/// it offers room (a body of declared length going to one data file), so they reach the
+/// disk without a copy through the read buffer. Returns the bytes read, or `None` when
+/// the upload offers no room.
+async fn read_into_upload<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    upload: &mut UploadSession,
+) -> Result<Option<usize>, BodyFailure> {
+    let Conn {
+        stream,
+        transfer,
+        ticket,
+        ..
+    } = conn;
+    let Some(room) = upload.room() else {
+        return Ok(None);
+    };
+    let metrics = ctx.metrics();
+    let park = transfer::park_one(ticket.as_ref());
+    let n = match transfer::read(stream, room, transfer, park, metrics, read_deadline).await {
+        Ok(0) | Err(_) => return Err(BodyFailure::Connection),
+        Ok(n) => n,
+    };
+    upload.filled(n).await?;
+    ShardMetrics::add(&metrics.bytes_in, n as u64);
+    Ok(Some(n))
 }
 
 async fn receive_chunked<S: Transport>(

@@ -108,6 +108,21 @@ impl UploadSession {
         Ok(self.upload.write(data).await?)
     }
 
+    /// Room to receive the rest of a body of declared length straight into the upload's
+    /// direct-write buffer, at most what the declaration still allows; `None` when the
+    /// upload offers none (no declared length, nothing left, or not yet one data file):
+    /// use `write`.
+    pub fn room(&mut self) -> Option<&mut [u8]> {
+        let left = self.declared?.checked_sub(self.received())?;
+        self.upload
+            .room(usize::try_from(left).unwrap_or(usize::MAX))
+    }
+
+    /// Takes the first `n` bytes of [`Self::room`] as received.
+    pub async fn filled(&mut self, n: usize) -> Result<(), Refusal> {
+        Ok(self.upload.filled(n).await?)
+    }
+
     /// Checks the upload is complete and matches its announced address, then commits
     /// it on the owner shard; returns once it is durable.
     pub async fn finish(self, content_type: String) -> Result<Stored, Refusal> {
