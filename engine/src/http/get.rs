@@ -3,7 +3,7 @@
 use ron_codec::http::head::Method;
 use ron_codec::http::response::ResponseHead;
 use ron_codec::Address;
-use ron_io::stream::Transport;
+use ron_io::stream::{PlainSocket, Transport};
 use std::os::fd::AsFd;
 
 use ron_shards::{GroupBytes, ShardMetrics};
@@ -192,18 +192,7 @@ async fn send_head_with<S: Transport>(
     conn: &mut Conn<S>,
     body: &[u8],
 ) -> Result<(), Abort> {
-    let sent = match conn
-        .stream
-        .plain_socket()
-        .map(|s| s.send_gathered(&conn.wbuf, body))
-    {
-        Some(Ok(n)) => n,
-        Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Some(Err(_)) => return Err(Abort),
-        None => 0,
-    };
-    conn.transfer.moved += sent as u64;
-    ShardMetrics::add(&ctx.metrics().bytes_out, sent as u64);
+    let sent = sent_now(ctx, conn, |socket, head| socket.send_gathered(head, body))?;
     if sent == conn.wbuf.len() + body.len() {
         conn.wbuf.clear();
         return Ok(());
@@ -217,7 +206,20 @@ async fn send_head_with<S: Transport>(
 /// Sends the head in `wbuf` telling the kernel the body follows at once; what the
 /// socket does not take now is written the ordinary way.
 async fn send_head_more<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<(), Abort> {
-    let sent = match conn.stream.plain_socket().map(|s| s.send_more(&conn.wbuf)) {
+    let sent = sent_now(ctx, conn, |socket, head| socket.send_more(head))?;
+    bytes::Buf::advance(&mut conn.wbuf, sent);
+    write_out(ctx, conn).await
+}
+
+/// What one non-blocking `send` of the head in `wbuf` (and what `send` adds to it) on
+/// the plain socket took, counted as moved: 0 when the socket is full or the stream is
+/// TLS; `Abort` when the socket failed.
+fn sent_now<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    send: impl FnOnce(PlainSocket<'_>, &[u8]) -> std::io::Result<usize>,
+) -> Result<usize, Abort> {
+    let sent = match conn.stream.plain_socket().map(|s| send(s, &conn.wbuf)) {
         Some(Ok(n)) => n,
         Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
         Some(Err(_)) => return Err(Abort),
@@ -225,8 +227,7 @@ async fn send_head_more<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> 
     };
     conn.transfer.moved += sent as u64;
     ShardMetrics::add(&ctx.metrics().bytes_out, sent as u64);
-    let _ = conn.wbuf.split_to(sent);
-    write_out(ctx, conn).await
+    Ok(sent)
 }
 
 /// Sends a run of verified slices with one `sendfile` from their arena when they lie end
