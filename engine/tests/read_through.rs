@@ -460,6 +460,7 @@ fn fetched_copies_past_the_budget_are_evicted_oldest_first_and_uploads_are_kept(
     );
 
     // The accounting survives a restart.
+    edge.stop();
     edge.restart(&flags);
     gauge_becomes(&edge, "ron_fetched_bytes", 2 * MIB);
     gauge_becomes(&edge, "ron_objects_stored", 3);
