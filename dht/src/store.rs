@@ -20,34 +20,49 @@
 //! most the last tick of others' records, which their providers republish anyway. Our
 //! own keys are written by [`ProviderStore::provide`] in one commit per batch.
 //!
+//! Checked at the trust boundary, in pairs: a record of others is checked before it
+//! is committed ([`ProviderStore::flush`], `assert!`: a broken one is a bug of this
+//! node, and is never written) and after it is read back from LMDB (`debug_assert!`;
+//! release builds use what they read as before, skipping a record that does not
+//! decode). Per record: its key's length, a sane expiry, the count and sizes of its
+//! addresses (`layout::record_flaw`). Per key: its providers stay within
+//! [`StoreLimits::providers_per_key_max`] (asserted as a record is buffered; checked
+//! in debug builds as a key's records are read, since a store opened with a lower cap
+//! than it was filled under may hold more). In all: a commit never takes the records
+//! past [`StoreLimits::provider_records_max`], nor grows them while past it. The
+//! on-disk layout, its encoding and decoding, and the per-record checks live in
+//! `store/layout.rs`.
+//!
 //! `provided()` — the trait's walk over our own records, used only by libp2p-kad's
 //! built-in republish job — yields nothing: that job collects every record into memory
 //! and runs one lookup per key, so it is disabled (`set_provider_publication_interval(None)`)
 //! and the sweep publishes instead.
 
+mod layout;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use heed::types::Bytes as RawBytes;
 use heed::{Database, Env, EnvOpenOptions, WithoutTls};
 use libp2p::kad::store::{Error as RecordStoreError, RecordStore};
-use libp2p::kad::{KBucketKey, ProviderRecord, Record, RecordKey};
-use libp2p::{Multiaddr, PeerId};
+use libp2p::kad::{ProviderRecord, Record, RecordKey};
+use libp2p::PeerId;
 
 use crate::error::DhtError;
+use layout::{
+    decode_provided, decode_provider, encode_provider_value, expiry_ms, provided_db_key,
+    providers_db_key, providers_db_prefix, record_flaw, DISTANCE_KEY_BYTES, PUBLISHED_NEVER_MS,
+};
+pub use layout::{
+    distance_key, unix_ms, ProvidedKey, PROVIDER_ADDRS_MAX, PROVIDER_ADDR_BYTES_MAX,
+    PROVIDER_TTL_MAX, RECORD_KEY_BYTES_MAX,
+};
 
-/// The longest record key stored (ron's keys are 34 B: a BLAKE3 multihash).
-pub const RECORD_KEY_BYTES_MAX: usize = 64;
-/// Addresses kept per provider record; the rest of a claim is dropped.
-pub const PROVIDER_ADDRS_MAX: usize = 4;
-/// The longest address kept in a provider record.
-pub const PROVIDER_ADDR_BYTES_MAX: usize = 96;
 /// Others' record writes buffered before a flush is forced.
 pub const PENDING_WRITES_MAX: usize = 4_096;
-const DISTANCE_KEY_BYTES: usize = 32;
-const PUBLISHED_NEVER_MS: u64 = 0;
 
 /// Sizes fixed at start-up.
 #[derive(Debug, Clone, Copy)]
@@ -80,16 +95,6 @@ pub struct StoreCounters {
     pub records_expired: u64,
     /// LMDB writes that failed (logged with the error).
     pub write_failures: u64,
-}
-
-/// A key this node provides, as the sweep sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProvidedKey {
-    pub key: RecordKey,
-    /// `sha256(key)`: its place in the Kademlia key space.
-    pub distance_key: [u8; DISTANCE_KEY_BYTES],
-    /// When it was last published (ms since the epoch), `None` if never.
-    pub published_ms: Option<u64>,
 }
 
 /// The LMDB provider store; see the module doc.
@@ -290,15 +295,35 @@ impl ProviderStore {
         result
     }
 
+    /// Writes the buffered records in one transaction; each record is checked first,
+    /// and the records' count after it (see the module doc: paired checks).
     fn commit_pending(&self, pending: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<(), DhtError> {
+        let now_ms = unix_ms(SystemTime::now());
         let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
+        let before = self.providers.len(&wtxn).map_err(self.lmdb("count"))?;
         for (db_key, value) in pending {
             match value {
-                Some(value) => self.providers.put(&mut wtxn, db_key, value),
+                Some(value) => {
+                    let flaw = record_flaw(db_key, value, now_ms);
+                    assert!(
+                        flaw.is_none(),
+                        "provider store: a record of others about to be committed breaks \
+                         its invariant: {}",
+                        flaw.unwrap_or_default()
+                    );
+                    self.providers.put(&mut wtxn, db_key, value)
+                }
                 None => self.providers.delete(&mut wtxn, db_key).map(drop),
             }
             .map_err(self.lmdb("write"))?;
         }
+        let after = self.providers.len(&wtxn).map_err(self.lmdb("count"))?;
+        let cap = self.limits.provider_records_max;
+        assert!(
+            after <= before.max(cap),
+            "provider store: provider_records_max: a commit takes the records of others \
+             from {before} to {after}, past the cap of {cap}"
+        );
         wtxn.commit().map_err(self.lmdb("commit"))
     }
 
@@ -354,8 +379,14 @@ impl ProviderStore {
             .providers
             .prefix_iter(&rtxn, &prefix)
             .map_err(self.lmdb("prefix"))?;
+        let now_ms = unix_ms(SystemTime::now());
         for entry in iter {
             let (db_key, value) = entry.map_err(self.lmdb("prefix"))?;
+            debug_assert!(
+                record_flaw(db_key, value, now_ms).is_none(),
+                "provider store: a record of others read back breaks its invariant: {}",
+                record_flaw(db_key, value, now_ms).unwrap_or_default()
+            );
             found.insert(db_key.to_vec(), value.to_vec());
         }
         for (db_key, value) in self.pending.range(prefix.clone()..) {
@@ -367,6 +398,13 @@ impl ProviderStore {
                 None => found.remove(db_key),
             };
         }
+        debug_assert!(
+            found.len() <= self.limits.providers_per_key_max,
+            "provider store: providers_per_key_max: a key holds {} providers, past the cap \
+             of {}",
+            found.len(),
+            self.limits.providers_per_key_max
+        );
         Ok(found)
     }
 
@@ -381,7 +419,8 @@ impl ProviderStore {
             tracing::warn!("provider store: {e}");
             RecordStoreError::MaxProvidedKeys
         })?;
-        if !others.contains_key(&db_key) {
+        let known = others.contains_key(&db_key);
+        if !known {
             let total = self.provider_record_count().unwrap_or(u64::MAX);
             let full =
                 total.saturating_add(self.pending.len() as u64) >= self.limits.provider_records_max;
@@ -390,6 +429,14 @@ impl ProviderStore {
                 return Err(RecordStoreError::MaxProvidedKeys);
             }
         }
+        // Paired with the check in `others` as a key's records are read.
+        assert!(
+            known || others.len() < self.limits.providers_per_key_max,
+            "provider store: providers_per_key_max: a new provider for a key that holds {} \
+             already (cap {})",
+            others.len(),
+            self.limits.providers_per_key_max
+        );
         self.buffer_write(db_key, Some(value));
         Ok(())
     }
@@ -482,116 +529,12 @@ impl RecordStore for ProviderStore {
     }
 }
 
-/// Milliseconds since the epoch.
-pub fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// `sha256(key)`: the key's place in the Kademlia key space.
-pub fn distance_key(key: &RecordKey) -> [u8; DISTANCE_KEY_BYTES] {
-    let mut out = [0; DISTANCE_KEY_BYTES];
-    out.copy_from_slice(KBucketKey::new(key.clone()).hashed_bytes());
-    out
-}
-
-fn provided_db_key(key: &RecordKey) -> Vec<u8> {
-    let mut db_key = Vec::with_capacity(DISTANCE_KEY_BYTES + key.as_ref().len());
-    db_key.extend_from_slice(&distance_key(key));
-    db_key.extend_from_slice(key.as_ref());
-    db_key
-}
-
-fn decode_provided(db_key: &[u8], value: &[u8]) -> Option<ProvidedKey> {
-    let (distance, key) = db_key.split_at_checked(DISTANCE_KEY_BYTES)?;
-    let published = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
-    Some(ProvidedKey {
-        key: RecordKey::new(&key),
-        distance_key: distance.try_into().ok()?,
-        published_ms: (published != PUBLISHED_NEVER_MS).then_some(published),
-    })
-}
-
-fn providers_db_prefix(key: &RecordKey) -> Vec<u8> {
-    let bytes = key.as_ref();
-    let mut prefix = Vec::with_capacity(1 + bytes.len() + 40);
-    // Callers keep keys within RECORD_KEY_BYTES_MAX (< 256).
-    prefix.push(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
-    prefix.extend_from_slice(bytes);
-    prefix
-}
-
-fn providers_db_key(key: &RecordKey, provider: &PeerId) -> Vec<u8> {
-    let mut db_key = providers_db_prefix(key);
-    db_key.extend_from_slice(&provider.to_bytes());
-    db_key
-}
-
-fn encode_provider_value(record: &ProviderRecord) -> Vec<u8> {
-    let expires_ms = record.expires.map_or(u64::MAX, |at| {
-        let left = at.saturating_duration_since(Instant::now());
-        unix_ms(SystemTime::now() + left)
-    });
-    let addrs: Vec<Vec<u8>> = record
-        .addresses
-        .iter()
-        .map(Multiaddr::to_vec)
-        .filter(|a| a.len() <= PROVIDER_ADDR_BYTES_MAX)
-        .take(PROVIDER_ADDRS_MAX)
-        .collect();
-    let mut value = Vec::with_capacity(9 + addrs.iter().map(|a| a.len() + 1).sum::<usize>());
-    value.extend_from_slice(&expires_ms.to_be_bytes());
-    value.push(addrs.len() as u8);
-    for addr in addrs {
-        value.push(addr.len() as u8);
-        value.extend_from_slice(&addr);
-    }
-    value
-}
-
-fn expiry_ms(value: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?))
-}
-
-fn decode_addrs(mut rest: &[u8]) -> Option<Vec<Multiaddr>> {
-    let (&count, tail) = rest.split_first()?;
-    rest = tail;
-    let mut addrs = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        let (&len, tail) = rest.split_first()?;
-        let (addr, tail) = tail.split_at_checked(usize::from(len))?;
-        addrs.push(Multiaddr::try_from(addr.to_vec()).ok()?);
-        rest = tail;
-    }
-    Some(addrs)
-}
-
-fn decode_provider(
-    key: &RecordKey,
-    db_key: &[u8],
-    value: &[u8],
-    (now, now_wall): (Instant, SystemTime),
-) -> Option<ProviderRecord> {
-    let peer = db_key.get(1 + key.as_ref().len()..)?;
-    let provider = PeerId::from_bytes(peer).ok()?;
-    let expires_ms = expiry_ms(value)?;
-    let expires = match expires_ms {
-        u64::MAX => None,
-        at => {
-            let left = at.saturating_sub(unix_ms(now_wall));
-            Some(now + Duration::from_millis(left))
-        }
-    };
-    Some(ProviderRecord {
-        key: key.clone(),
-        provider,
-        expires,
-        addresses: decode_addrs(value.get(8..)?)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use libp2p::Multiaddr;
+
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
@@ -735,6 +678,17 @@ mod tests {
         assert!(store.providers(&key(0)).is_empty());
         assert_eq!(store.providers(&key(1)).len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    #[should_panic(expected = "about to be committed breaks its invariant: expiry")]
+    fn a_malformed_record_is_never_committed() {
+        let dir = scratch("malformed");
+        let mut store =
+            ProviderStore::open(&dir, PeerId::random(), StoreLimits::default()).unwrap();
+        let db_key = providers_db_key(&key(1), &PeerId::random());
+        store.pending.insert(db_key, Some(vec![0; 7]));
+        let _ = store.flush();
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ron_dht::node::{self, DhtConfig, DhtThread};
-use ron_dht::store::StoreLimits;
+use ron_dht::node::{self, DhtConfig, DhtThread, STOP_WAIT_MS};
+use ron_dht::store::{ProviderStore, StoreLimits};
 use ron_link::dht::Provider;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -155,5 +155,36 @@ fn a_withdrawn_key_is_no_longer_provided_nor_answered_as_ours() {
     node.client.announce(vec![evicted]);
     wait_for("the key provided again", || provided() == 2);
     node.stop();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The thread ended (stopped or dropped): its provider store is closed, so it opens
+/// here (LMDB refuses a second open in one process), with the keys it committed.
+fn provided_keys_after_the_thread(dir: &Path) -> u64 {
+    let local = ron_dht::identity::load_or_create(dir)
+        .unwrap()
+        .public()
+        .to_peer_id();
+    let store = ProviderStore::open(&dir.join("dht"), local, StoreLimits::default()).unwrap();
+    store.provided_count().unwrap()
+}
+
+#[test]
+fn stop_and_drop_end_the_thread_within_the_bound() {
+    let dir = scratch("stop");
+    let node = start(&dir, 7200, &[]);
+    node.client.announce(vec![[0x61; 32]]);
+    wait_for("the key provided", || {
+        node.client.metrics.provided_keys.load(Ordering::Relaxed) == 1
+    });
+    let stopping = Instant::now();
+    node.stop();
+    assert!(stopping.elapsed() < Duration::from_millis(STOP_WAIT_MS));
+    assert_eq!(provided_keys_after_the_thread(&dir), 1);
+    let node = start(&dir, 7200, &[]);
+    let stopping = Instant::now();
+    drop(node);
+    assert!(stopping.elapsed() < Duration::from_millis(STOP_WAIT_MS));
+    assert_eq!(provided_keys_after_the_thread(&dir), 1);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -179,7 +179,7 @@ fn start_dht(config: &Config) -> Result<Option<ron_dht::node::DhtThread>, StartE
         .iter()
         .map(|p| ron_dht::node::parse_peer(p))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StartError::Dht(ron_dht::DhtError::Start(e)))?;
+        .map_err(StartError::Dht)?;
     let dht = ron_dht::node::spawn(ron_dht::node::DhtConfig {
         data_dir: config.data_dirs[0].clone(),
         listen,

@@ -1,0 +1,123 @@
+//! How ron names peers and objects to libp2p: a `--peer` as a multiaddr, a socket
+//! address as `/ip…/tcp/…` and back, the `/p2p/` id in a multiaddr, and an object's
+//! record key.
+
+use std::net::{IpAddr, SocketAddr};
+
+use libp2p::kad::RecordKey;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+
+use crate::error::DhtError;
+
+/// Parses a `--peer`: `HOST:PORT` (an IP address) or a multiaddr such as
+/// `/ip4/10.0.0.2/tcp/4001/p2p/12D3Koo…`.
+pub fn parse_peer(text: &str) -> Result<Multiaddr, DhtError> {
+    if text.starts_with('/') {
+        let addr: Multiaddr = text.parse().map_err(|source| DhtError::PeerMultiaddr {
+            text: text.to_owned(),
+            source,
+        })?;
+        return match tcp_socket(&addr) {
+            Some(_) => Ok(addr),
+            None => Err(DhtError::PeerNotTcp {
+                text: text.to_owned(),
+            }),
+        };
+    }
+    let socket: SocketAddr = text.parse().map_err(|source| DhtError::PeerSocket {
+        text: text.to_owned(),
+        source,
+    })?;
+    Ok(tcp_multiaddr(socket.ip(), socket.port()))
+}
+
+pub(super) fn tcp_multiaddr(ip: IpAddr, port: u16) -> Multiaddr {
+    let mut addr = Multiaddr::empty();
+    addr.push(match ip {
+        IpAddr::V4(v4) => Protocol::Ip4(v4),
+        IpAddr::V6(v6) => Protocol::Ip6(v6),
+    });
+    addr.push(Protocol::Tcp(port));
+    addr
+}
+
+/// The IP and TCP port of an `/ip…/tcp/…` multiaddr.
+pub(super) fn tcp_socket(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut parts = addr.iter();
+    let ip = match parts.next()? {
+        Protocol::Ip4(v4) => IpAddr::V4(v4),
+        Protocol::Ip6(v6) => IpAddr::V6(v6),
+        _ => return None,
+    };
+    match parts.next()? {
+        Protocol::Tcp(port) => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
+}
+
+pub(super) fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// ron's record key for an object: the multihash of its BLAKE3 address (code 0x1e).
+pub fn record_key(addr: &[u8; 32]) -> RecordKey {
+    let mut bytes = Vec::with_capacity(34);
+    bytes.extend_from_slice(&[0x1e, 0x20]);
+    bytes.extend_from_slice(addr);
+    RecordKey::new(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_from_host_port_and_multiaddr() {
+        assert_eq!(
+            parse_peer("127.0.0.1:4001").unwrap().to_string(),
+            "/ip4/127.0.0.1/tcp/4001"
+        );
+        assert_eq!(
+            parse_peer("[::1]:4001").unwrap().to_string(),
+            "/ip6/::1/tcp/4001"
+        );
+        let id = PeerId::random();
+        let full = format!("/ip4/10.0.0.2/tcp/4001/p2p/{id}");
+        let parsed = parse_peer(&full).unwrap();
+        assert_eq!(peer_in(&parsed), Some(id));
+        // Each refusal: its variant, and a message with the text given and what is wrong.
+        let refusals = [
+            (
+                "example.com:4001",
+                "PeerSocket",
+                "\"example.com:4001\" is not HOST:PORT with an IP address: ",
+            ),
+            (
+                "/dns4/example.com/tcp/1",
+                "PeerNotTcp",
+                "\"/dns4/example.com/tcp/1\": expected /ip4|ip6/…/tcp/PORT[/p2p/ID]",
+            ),
+            (
+                "/ip4/10.0.0.2/tcp/x",
+                "PeerMultiaddr",
+                "\"/ip4/10.0.0.2/tcp/x\" is not a multiaddr: ",
+            ),
+        ];
+        for (text, variant, message) in refusals {
+            let err = parse_peer(text).unwrap_err();
+            assert!(format!("{err:?}").starts_with(variant), "{err:?}");
+            assert!(err.to_string().starts_with(message), "{err}");
+        }
+    }
+
+    #[test]
+    fn record_keys_are_blake3_multihashes() {
+        let key = record_key(&[7; 32]);
+        assert_eq!(&key.as_ref()[..2], &[0x1e, 0x20]);
+        assert_eq!(&key.as_ref()[2..], &[7; 32]);
+    }
+}

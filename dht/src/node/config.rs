@@ -1,0 +1,66 @@
+//! What the engine configures ([`DhtConfig`]) and every fixed limit and period of the
+//! DHT thread, in one place: ticks, TTLs, Kademlia's parameters, the bounds on what the
+//! thread holds (announced keys, peers, resolves, connections) and how long a stop
+//! waits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, StreamProtocol};
+
+use crate::store::{StoreLimits, PROVIDER_TTL_MAX};
+
+/// How often the DHT thread looks at announcements, flushes the store and publishes.
+pub const DHT_TICK_MS: u64 = 100;
+/// How long [`crate::node::DhtThread::stop`] waits for the thread to finish its tick,
+/// commit the store's buffered writes and exit.
+pub const STOP_WAIT_MS: u64 = 5_000;
+/// Kademlia's protocol name: ron's DHT is its own network, not the IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ron/kad/1.0.0");
+/// Provider records live this long unless republished (the seeds' plan: 24 h).
+pub const PROVIDER_TTL: Duration = Duration::from_secs(24 * 3_600);
+/// Our keys are published again after this long (the seeds' plan: 12 h).
+pub const REPUBLISH_AFTER: Duration = Duration::from_secs(12 * 3_600);
+/// A Kademlia query gives up after this long.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Kademlia's k: providers are published to the k peers closest to a key.
+pub const K_VALUE: usize = 20;
+/// The sweep rests this long after a whole pass over our keys (keys fall due 12 h
+/// after their last publication; new ones are published as they come).
+pub const SWEEP_REST: Duration = Duration::from_secs(600);
+/// Announced keys waiting for their first publication; past it they wait for the sweep.
+pub const FRESH_KEYS_MAX: usize = 65_536;
+/// Peers whose greeting (ports) is remembered; past it, any one is forgotten for the
+/// newcomer (a forgotten peer is greeted again when next connected).
+pub const PEERS_MAX: usize = 4_096;
+/// Resolves in progress at once (more are refused at once: `TooManyLookups`).
+pub const RESOLVES_MAX: usize = 256;
+/// How long a resolve waits for the greeting of a provider it dialed.
+pub(super) const GREETING_WAIT: Duration = Duration::from_secs(2);
+/// Records of others looked at per expiry step (a bounded step, not a stall).
+pub(super) const EXPIRE_STEP: usize = 100_000;
+pub(super) const EXPIRE_PERIOD: Duration = Duration::from_secs(60);
+/// Connections: inbound ones established and pending, and per peer.
+pub(super) const INBOUND_CONNECTIONS_MAX: u32 = 512;
+pub(super) const PENDING_INBOUND_MAX: u32 = 64;
+pub(super) const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+/// A connection with no stream open is closed after this long.
+pub(super) const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+// The store asserts that no record of others outlives the longest TTL it knows of.
+const _: () = assert!(PROVIDER_TTL.as_secs() <= PROVIDER_TTL_MAX.as_secs());
+
+/// What the engine configures.
+#[derive(Debug, Clone)]
+pub struct DhtConfig {
+    /// Data dir 0: `node.key` and `dht/` live there.
+    pub data_dir: PathBuf,
+    /// `--p2p`: where libp2p listens.
+    pub listen: SocketAddr,
+    /// `--peer`: bootstrap peers.
+    pub peers: Vec<Multiaddr>,
+    /// Where this node serves OAP/1 (what resolves report for it).
+    pub oap: SocketAddr,
+    pub limits: StoreLimits,
+}

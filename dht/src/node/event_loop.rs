@@ -1,0 +1,242 @@
+//! The DHT thread's body and its loop: a tokio current-thread runtime, the listener
+//! awaited before [`crate::node::spawn`] returns, then one `select!` over swarm events,
+//! the admin threads' requests, the stop signal and the tick. Each event is handed to
+//! the file that owns its concern (`peers.rs`, `resolve.rs`, `publish.rs`); the tick
+//! does the periodic work: announcements, the store's commit, due resolves, the next
+//! publication, the expiry step and the gauges.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use libp2p::kad::{self, GetClosestPeersOk, GetProvidersOk, QueryResult};
+use libp2p::swarm::SwarmEvent;
+use ron_link::dht::{DhtMetrics, DhtRequest, ProviderChange};
+use tokio::sync::oneshot;
+
+use crate::error::DhtError;
+use crate::node::address::{peer_in, record_key, tcp_socket};
+use crate::node::config::{DhtConfig, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP};
+use crate::node::state::Node;
+use crate::node::swarm::BehaviourEvent;
+use crate::store::{unix_ms, ProviderStore};
+
+/// What the thread is told: the shards' provider changes (drained on the tick), the
+/// admin threads' requests (they wake it), and the stop signal (it wakes it; a
+/// dropped sender stops it too).
+pub(super) struct Inbox {
+    pub(super) announces: Receiver<ProviderChange>,
+    pub(super) requests: tokio::sync::mpsc::Receiver<DhtRequest>,
+    pub(super) stop: oneshot::Receiver<()>,
+}
+
+/// The thread's body: builds the runtime and the node, reports the listener's address
+/// (or the error) on `started`, then runs the loop until stopped.
+pub(super) fn run_thread(
+    config: DhtConfig,
+    keypair: libp2p::identity::Keypair,
+    store: ProviderStore,
+    metrics: Arc<DhtMetrics>,
+    inbox: Inbox,
+    started: SyncSender<Result<SocketAddr, DhtError>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = started.send(Err(DhtError::Start(format!("tokio runtime: {e}"))));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut node = match Node::start(&config, keypair, store, metrics) {
+            Ok(node) => node,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        let listen = node.wait_for_listener(config.listen).await;
+        let _ = started.send(listen);
+        node.run(inbox).await;
+    });
+}
+
+impl Node {
+    /// Waits for the listener's address (the port, when `--p2p` said 0), or its error.
+    async fn wait_for_listener(&mut self, requested: SocketAddr) -> Result<SocketAddr, DhtError> {
+        loop {
+            match self.swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } if listener_id == self.listen_id => {
+                    let Some(socket) = tcp_socket(&address) else {
+                        continue;
+                    };
+                    self.ports.p2p = socket.port();
+                    tracing::info!(node_id = %self.local, listen = %address, "dht listening");
+                    return Ok(socket);
+                }
+                SwarmEvent::ListenerClosed {
+                    listener_id,
+                    reason,
+                    ..
+                } if listener_id == self.listen_id => {
+                    return Err(DhtError::Listen {
+                        addr: requested.to_string(),
+                        reason: format!("{reason:?}"),
+                    });
+                }
+                SwarmEvent::ListenerError { error, .. } => {
+                    return Err(DhtError::Listen {
+                        addr: requested.to_string(),
+                        reason: error.to_string(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The loop, until the stop signal (or its sender's drop); then the store's
+    /// buffered writes are committed.
+    async fn run(&mut self, mut inbox: Inbox) {
+        self.dial_bootstrap_peers();
+        let mut tick = tokio::time::interval(Duration::from_millis(DHT_TICK_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_event(event),
+                Some(request) = inbox.requests.recv() => self.on_request(request),
+                _ = &mut inbox.stop => break,
+                _ = tick.tick() => self.on_tick(&inbox.announces),
+            }
+        }
+        self.flush_store();
+        tracing::info!("dht stopped");
+    }
+
+    fn dial_bootstrap_peers(&mut self) {
+        for addr in self.bootstrap_peers.clone() {
+            if let Some(peer) = peer_in(&addr) {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, addr.clone());
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(peer = %addr, "dht: cannot dial bootstrap peer: {e}");
+            }
+        }
+    }
+
+    fn on_tick(&mut self, announces: &Receiver<ProviderChange>) {
+        self.take_announcements(announces);
+        self.flush_store();
+        self.answer_due_resolves();
+        self.publish_next();
+        if self.last_expiry.elapsed() >= EXPIRE_PERIOD {
+            self.last_expiry = Instant::now();
+            self.remove_expired();
+        }
+        self.update_gauges();
+    }
+
+    fn flush_store(&mut self) {
+        if let Err(e) = self.store().flush() {
+            tracing::warn!("{e}");
+        }
+    }
+
+    fn remove_expired(&mut self) {
+        let now_ms = unix_ms(SystemTime::now());
+        if let Err(e) = self.store().remove_expired(now_ms, EXPIRE_STEP) {
+            tracing::warn!("{e}");
+        }
+    }
+
+    fn update_gauges(&mut self) {
+        let connected = self.swarm.connected_peers().count() as u64;
+        let routing: usize = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum();
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let counters = store.counters();
+        let provided = store.provided_count().unwrap_or(0);
+        let records = store.provider_record_count().unwrap_or(0);
+        let m = &self.metrics;
+        m.peers_connected.store(connected, Ordering::Relaxed);
+        m.routing_table_peers
+            .store(routing as u64, Ordering::Relaxed);
+        m.provided_keys.store(provided, Ordering::Relaxed);
+        m.provider_records.store(records, Ordering::Relaxed);
+        m.provider_records_refused_total
+            .store(counters.records_refused, Ordering::Relaxed);
+        m.provider_records_expired_total
+            .store(counters.records_expired, Ordering::Relaxed);
+    }
+
+    fn on_request(&mut self, request: DhtRequest) {
+        match request {
+            DhtRequest::Resolve {
+                addr,
+                limit,
+                deadline_ms,
+                reply,
+            } => self.start_resolve(record_key(&addr), limit, deadline_ms, reply),
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => self.on_connected(peer_id, connection_id, &endpoint),
+            SwarmEvent::ConnectionClosed { connection_id, .. } => {
+                self.connections.remove(&connection_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Provide(event)) => self.on_provide(event),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, "dht: dial failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = event
+        else {
+            return;
+        };
+        match result {
+            QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
+                self.on_providers_found(id, providers)
+            }
+            QueryResult::GetProviders(_) if step.last => self.on_providers_done(id),
+            QueryResult::GetClosestPeers(result) => {
+                let peers = match result {
+                    Ok(GetClosestPeersOk { peers, .. }) => peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                self.send_publication(id, peers);
+            }
+            _ => {}
+        }
+    }
+}

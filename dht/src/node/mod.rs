@@ -1,0 +1,186 @@
+//! The DHT thread: one tokio current-thread runtime driving one libp2p `Swarm`
+//! (TCP + noise + yamux; Kademlia with α = 3, k = 20 on `/ron/kad/1.0.0`, backed by
+//! the LMDB [`ProviderStore`]; `/ron/provide/1` beside it, [`crate::protocol`]).
+//!
+//! It wakes on swarm events, on requests from the admin threads (a tokio channel), on
+//! the stop signal, and on a tick every [`DHT_TICK_MS`]: then it takes the shards'
+//! announcements, commits the store's buffered writes, answers resolves whose deadline
+//! passed, and moves the publication on (the publisher, `publish.rs`).
+//!
+//! ## Files
+//! - `mod.rs` (this file): the handle the engine holds, [`DhtThread`] — [`spawn`]
+//!   opens the identity and the store and starts the thread; [`DhtThread::stop`]
+//!   signals it and waits, bounded ([`STOP_WAIT_MS`]).
+//! - `config.rs`: [`DhtConfig`] and every fixed limit and period.
+//! - `address.rs`: [`parse_peer`] (a `--peer`), multiaddr ↔ socket address, an
+//!   object's [`record_key`].
+//! - `swarm.rs`: the behaviour (connection limits, Kademlia, `/ron/provide/1`) and
+//!   the swarm built around it.
+//! - `state.rs`: what the thread holds — `Node`, the swarm and its tables (greeted
+//!   peers, connections' IPs, resolves in flight, the publisher) — and those tables'
+//!   entries. The files below add `Node`'s methods by concern.
+//! - `event_loop.rs`: the thread's body (runtime, listener, loop), the tick, and the
+//!   dispatch of swarm events and requests to the files below.
+//! - `peers.rs`: connections, the greeting, the peer table, and others' batches of
+//!   keys stored as their provider records.
+//! - `resolve.rs`: resolves and their deadlines.
+//! - `publish.rs`: announcements, the publisher and the sweep, regions of the key
+//!   space.
+//!
+//! Imports go one way, down this list: `config.rs` and `address.rs` name no other
+//! file of the node; `swarm.rs` names `config.rs`; `state.rs` names those; `peers.rs`,
+//! `resolve.rs`, `publish.rs` and `event_loop.rs` name `state.rs` and what is under
+//! it, never each other (they call each other's methods on `Node`); `mod.rs` names the
+//! files and none names it.
+//!
+//! ## Data flow
+//! ```text
+//! shards ──ProviderChange (std channel)──▶ tick: take_announcements ─▶ store, publisher.fresh
+//! admin  ──DhtRequest (tokio channel)────▶ start_resolve ─▶ kad get_providers
+//! swarm  ──events────────────────────────▶ on_event: peers (greetings, batches),
+//!                                          resolve (providers found), publish (closest peers)
+//! tick   ─▶ flush store ─▶ answer due resolves ─▶ publish_next ─▶ expiry step ─▶ gauges
+//! stop   ─▶ leave the loop ─▶ flush store ─▶ the thread ends
+//! ```
+
+mod address;
+mod config;
+mod event_loop;
+mod peers;
+mod publish;
+mod resolve;
+mod state;
+mod swarm;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ron_link::dht::{DhtClient, DhtMetrics, DHT_MAILBOX_LEN};
+use tokio::sync::oneshot;
+
+pub use address::{parse_peer, record_key};
+pub use config::{
+    DhtConfig, DHT_TICK_MS, FRESH_KEYS_MAX, KAD_PROTOCOL, K_VALUE, PEERS_MAX, PROVIDER_TTL,
+    QUERY_TIMEOUT, REPUBLISH_AFTER, RESOLVES_MAX, STOP_WAIT_MS, SWEEP_REST,
+};
+pub use publish::region_bits;
+
+use crate::error::DhtError;
+use crate::store::ProviderStore;
+use event_loop::{run_thread, Inbox};
+
+/// The running DHT thread, as the engine holds it.
+#[derive(Debug)]
+pub struct DhtThread {
+    pub client: DhtClient,
+    /// Where libp2p listens (the port chosen when `--p2p` said 0).
+    pub listen: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    /// Disconnected when the thread ends (its sender is dropped then, even on a panic).
+    exited: Receiver<Infallible>,
+}
+
+impl DhtThread {
+    /// Stops the thread and waits for it, at most [`STOP_WAIT_MS`]: the signal wakes
+    /// it at once (between two events: a tick in progress is finished first), it
+    /// commits the store's buffered writes and exits. Past the bound it logs a warning
+    /// and returns, abandoning the thread: it goes on (and still commits, if it gets
+    /// there) until the process exits; what it had not committed by then — at most a
+    /// tick of others' records, which their providers republish — is lost, and its
+    /// store stays open (a new DHT thread on the same data dir in this process cannot
+    /// open it until the old one ends).
+    ///
+    /// Dropping the handle does the same.
+    pub fn stop(mut self) {
+        self.stop_and_wait();
+    }
+
+    fn stop_and_wait(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        if let Some(stop) = self.stop.take() {
+            // An error means the thread has gone already: the join below says how.
+            let _ = stop.send(());
+        }
+        match self
+            .exited
+            .recv_timeout(Duration::from_millis(STOP_WAIT_MS))
+        {
+            Err(RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    waited_ms = STOP_WAIT_MS,
+                    "dht: the DHT thread did not stop in time; left running, its last \
+                     writes to the provider store may not be committed"
+                );
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                if thread.join().is_err() {
+                    tracing::warn!("dht: the DHT thread panicked");
+                }
+            }
+            Ok(never) => match never {},
+        }
+    }
+}
+
+impl Drop for DhtThread {
+    fn drop(&mut self) {
+        self.stop_and_wait();
+    }
+}
+
+/// Opens the identity and the store, binds the listener and starts the thread.
+pub fn spawn(config: DhtConfig) -> Result<DhtThread, DhtError> {
+    let keypair = crate::identity::load_or_create(&config.data_dir)?;
+    let local = keypair.public().to_peer_id();
+    let store = ProviderStore::open(&config.data_dir.join("dht"), local, config.limits)?;
+    let metrics = Arc::new(DhtMetrics::default());
+    let (announce_tx, announces) = std::sync::mpsc::sync_channel(DHT_MAILBOX_LEN);
+    let (request_tx, requests) = tokio::sync::mpsc::channel(DHT_MAILBOX_LEN);
+    let client = DhtClient::new(
+        announce_tx,
+        request_tx,
+        Arc::clone(&metrics),
+        local.to_base58().into(),
+    );
+    let (stop, stop_rx) = oneshot::channel();
+    let (exited_tx, exited) = std::sync::mpsc::sync_channel::<Infallible>(0);
+    let (started_tx, started) = std::sync::mpsc::sync_channel(1);
+    let inbox = Inbox {
+        announces,
+        requests,
+        stop: stop_rx,
+    };
+    let thread = std::thread::Builder::new()
+        .name("ron-dht".into())
+        .spawn(move || {
+            let _exited = exited_tx;
+            run_thread(config, keypair, store, metrics, inbox, started_tx);
+        })
+        .map_err(|e| DhtError::Start(format!("cannot start the DHT thread: {e}")))?;
+    match started.recv() {
+        Ok(Ok(listen)) => Ok(DhtThread {
+            client,
+            listen,
+            thread: Some(thread),
+            stop: Some(stop),
+            exited,
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(DhtError::Start(
+                "the DHT thread stopped while starting".into(),
+            ))
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The peers this node talks to: the IP each connection came from, the greeting a
+//! dialer sends on every new connection (each side learns the other's ports), the
+//! table of greeted peers ([`PEERS_MAX`]), and the batches of keys peers send over
+//! `/ron/provide/1`, stored as their provider records at the address their connection
+//! came from.
+
+use std::time::Instant;
+
+use libp2p::core::ConnectedPoint;
+use libp2p::kad;
+use libp2p::request_response;
+use libp2p::swarm::ConnectionId;
+use libp2p::PeerId;
+
+use crate::node::address::{tcp_multiaddr, tcp_socket};
+use crate::node::config::{PEERS_MAX, PROVIDER_TTL};
+use crate::node::state::{Node, PeerPorts};
+use crate::protocol::{Ports, ProvideRequest, ProvideResponse};
+
+impl Node {
+    pub(super) fn on_connected(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        endpoint: &ConnectedPoint,
+    ) {
+        if let Some(socket) = tcp_socket(endpoint.get_remote_address()) {
+            self.connections.insert(connection, socket.ip());
+        }
+        if endpoint.is_dialer() {
+            // The greeting: the other side learns our ports, we learn its ports.
+            let greeting = ProvideRequest {
+                ports: self.ports,
+                keys: Vec::new(),
+            };
+            self.swarm
+                .behaviour_mut()
+                .provide
+                .send_request(&peer, greeting);
+            if !self.bootstrapped {
+                self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+            }
+        }
+    }
+
+    /// Remembers a peer's ports at the IP its connection came from, and tells Kademlia
+    /// where it listens.
+    fn learn_peer(&mut self, peer: PeerId, connection: ConnectionId, ports: Ports) {
+        let Some(ip) = self.connections.get(&connection).copied() else {
+            return;
+        };
+        if self.peers.len() >= PEERS_MAX && !self.peers.contains_key(&peer) {
+            // Any one goes: a peer forgotten is greeted again when next connected.
+            let evicted = self.peers.keys().next().copied();
+            if let Some(evicted) = evicted {
+                self.peers.remove(&evicted);
+            }
+        }
+        self.peers.insert(peer, PeerPorts { ip, ports });
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .add_address(&peer, tcp_multiaddr(ip, ports.p2p));
+    }
+
+    pub(super) fn on_provide(
+        &mut self,
+        event: request_response::Event<ProvideRequest, ProvideResponse>,
+    ) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                connection_id,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+            } => {
+                self.learn_peer(peer, connection_id, request.ports);
+                let stored = self.store_provided_by(peer, connection_id, request);
+                let response = ProvideResponse {
+                    ports: self.ports,
+                    stored,
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .provide
+                    .send_response(channel, response);
+            }
+            Event::Message {
+                peer,
+                connection_id,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+            } => {
+                self.learn_peer(peer, connection_id, response.ports);
+                self.on_published(request_id, true);
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, "dht: /ron/provide/1 request failed: {error}");
+                self.on_published(request_id, false);
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "dht: /ron/provide/1 inbound failed: {error}");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Stores a provider record per key of a batch, for the peer that sent it, at the
+    /// address its connection came from.
+    fn store_provided_by(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: ProvideRequest,
+    ) -> u16 {
+        if request.keys.is_empty() {
+            return 0;
+        }
+        let Some(ip) = self.connections.get(&connection).copied() else {
+            return 0;
+        };
+        let address = tcp_multiaddr(ip, request.ports.p2p);
+        let expires = Some(Instant::now() + PROVIDER_TTL);
+        let records = request
+            .keys
+            .into_iter()
+            .map(|key| kad::ProviderRecord {
+                key,
+                provider: peer,
+                expires,
+                addresses: vec![address.clone()],
+            })
+            .collect();
+        match self.store().add_providers(records) {
+            Ok(stored) => u16::try_from(stored).unwrap_or(u16::MAX),
+            Err(e) => {
+                tracing::warn!("{e}");
+                0
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! What the DHT thread holds: [`Node`] — the swarm and the tables beside it — and the
+//! entries of those tables (a peer's ports, a resolve in progress, the publisher's
+//! queue and its batch in flight). The files beside this one add `Node`'s methods by
+//! concern; the types live here so that none of them needs another.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use libp2p::kad::{QueryId, RecordKey};
+use libp2p::request_response::OutboundRequestId;
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId, Swarm};
+use ron_link::dht::{DhtMetrics, ResolveReply};
+
+use crate::error::DhtError;
+use crate::node::address::tcp_multiaddr;
+use crate::node::config::DhtConfig;
+use crate::node::swarm::{build_swarm, Behaviour};
+use crate::protocol::Ports;
+use crate::store::ProviderStore;
+
+/// Where a peer serves, from its greeting.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerPorts {
+    pub(super) ip: IpAddr,
+    pub(super) ports: Ports,
+}
+
+/// A resolve in progress: its query, then the greetings of the providers it found.
+#[derive(Debug)]
+pub(super) struct Resolve {
+    pub(super) key: RecordKey,
+    pub(super) limit: usize,
+    pub(super) started: Instant,
+    pub(super) deadline: Instant,
+    pub(super) found: Vec<PeerId>,
+    pub(super) query_done: bool,
+    /// Set once the query is done: how long to wait for greetings of dialed providers.
+    pub(super) greeting_deadline: Option<Instant>,
+    pub(super) reply: ResolveReply,
+}
+
+/// One batch of keys on its way to the peers closest to its region.
+#[derive(Debug)]
+pub(super) struct Publication {
+    pub(super) keys: Vec<RecordKey>,
+    pub(super) lookup: Option<QueryId>,
+    pub(super) outstanding: HashSet<OutboundRequestId>,
+    pub(super) accepted: usize,
+}
+
+/// Publishes our keys: newly announced ones first (in order), then the sweep, which
+/// walks the `provided` database in distance-key order and publishes the keys not
+/// published within [`REPUBLISH_AFTER`](crate::node::REPUBLISH_AFTER). One batch in
+/// flight at a time: one `get_closest_peers` lookup for the batch's region, then the
+/// batch to each of those peers over `/ron/provide/1`.
+#[derive(Debug, Default)]
+pub(super) struct Publisher {
+    pub(super) fresh: VecDeque<RecordKey>,
+    pub(super) current: Option<Publication>,
+    /// Where the sweep goes on; `None` when a pass is done (starts again after a tick
+    /// with nothing fresh).
+    pub(super) sweep_from: Option<[u8; 32]>,
+    pub(super) sweep_idle_until: Option<Instant>,
+}
+
+pub(super) struct Node {
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) local: PeerId,
+    pub(super) ports: Ports,
+    pub(super) oap: SocketAddr,
+    pub(super) metrics: Arc<DhtMetrics>,
+    pub(super) peers: HashMap<PeerId, PeerPorts>,
+    pub(super) connections: HashMap<ConnectionId, IpAddr>,
+    pub(super) resolves: HashMap<QueryId, Resolve>,
+    pub(super) publisher: Publisher,
+    pub(super) last_expiry: Instant,
+    pub(super) listen_id: libp2p::core::transport::ListenerId,
+    pub(super) bootstrap_peers: Vec<Multiaddr>,
+    pub(super) bootstrapped: bool,
+}
+
+impl Node {
+    pub(super) fn start(
+        config: &DhtConfig,
+        keypair: libp2p::identity::Keypair,
+        store: ProviderStore,
+        metrics: Arc<DhtMetrics>,
+    ) -> Result<Node, DhtError> {
+        let local = keypair.public().to_peer_id();
+        let mut swarm = build_swarm(keypair, store)?;
+        let listen = tcp_multiaddr(config.listen.ip(), config.listen.port());
+        let listen_id = swarm.listen_on(listen).map_err(|e| DhtError::Listen {
+            addr: config.listen.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Node {
+            swarm,
+            local,
+            ports: Ports {
+                p2p: config.listen.port(),
+                oap: config.oap.port(),
+            },
+            oap: config.oap,
+            metrics,
+            peers: HashMap::new(),
+            connections: HashMap::new(),
+            resolves: HashMap::new(),
+            publisher: Publisher::default(),
+            last_expiry: Instant::now(),
+            listen_id,
+            bootstrap_peers: config.peers.clone(),
+            bootstrapped: false,
+        })
+    }
+
+    pub(super) fn store(&mut self) -> &mut ProviderStore {
+        self.swarm.behaviour_mut().kad.store_mut()
+    }
+}

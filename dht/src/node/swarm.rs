@@ -1,0 +1,78 @@
+//! The libp2p side of the DHT thread: one `Swarm` over TCP + noise + yamux, whose
+//! behaviour is the connection limits, Kademlia (α = 3, k = [`K_VALUE`], its own
+//! protocol name [`KAD_PROTOCOL`], server mode, records in the LMDB
+//! [`ProviderStore`]) and `/ron/provide/1` ([`crate::protocol`]).
+
+use std::num::NonZeroUsize;
+
+use libp2p::kad;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{PeerId, Swarm};
+
+use crate::error::DhtError;
+use crate::node::config::{
+    CONNECTIONS_PER_PEER_MAX, IDLE_CONNECTION_TIMEOUT, INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL,
+    K_VALUE, PENDING_INBOUND_MAX, PROVIDER_TTL, QUERY_TIMEOUT,
+};
+use crate::protocol::ProvideCodec;
+use crate::store::ProviderStore;
+
+#[derive(NetworkBehaviour)]
+pub(super) struct Behaviour {
+    pub(super) limits: libp2p::connection_limits::Behaviour,
+    pub(super) kad: kad::Behaviour<ProviderStore>,
+    pub(super) provide: request_response::Behaviour<ProvideCodec>,
+}
+
+pub(super) fn build_swarm(
+    keypair: libp2p::identity::Keypair,
+    store: ProviderStore,
+) -> Result<Swarm<Behaviour>, DhtError> {
+    let start = |what: &str, e: &dyn std::fmt::Display| DhtError::Start(format!("{what}: {e}"));
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .map_err(|e| start("noise", &e))?
+        .with_behaviour(|key| behaviour(key.public().to_peer_id(), store))
+        .map_err(|e| start("behaviour", &e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    Ok(swarm)
+}
+
+fn behaviour(local: PeerId, store: ProviderStore) -> Behaviour {
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    kad_config
+        .set_parallelism(NonZeroUsize::new(3).expect("3 > 0"))
+        .set_replication_factor(NonZeroUsize::new(K_VALUE).expect("k > 0"))
+        .set_query_timeout(QUERY_TIMEOUT)
+        .set_provider_record_ttl(Some(PROVIDER_TTL))
+        .set_provider_publication_interval(None)
+        .set_record_ttl(None)
+        .set_replication_interval(None)
+        .set_publication_interval(None);
+    let mut kad = kad::Behaviour::with_config(local, store, kad_config);
+    // Every ron node serves the DHT: without this, a node that has confirmed no
+    // external address (any node on a private network) would be a client only.
+    kad.set_mode(Some(kad::Mode::Server));
+    let limits = libp2p::connection_limits::ConnectionLimits::default()
+        .with_max_established_incoming(Some(INBOUND_CONNECTIONS_MAX))
+        .with_max_pending_incoming(Some(PENDING_INBOUND_MAX))
+        .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX));
+    Behaviour {
+        limits: libp2p::connection_limits::Behaviour::new(limits),
+        kad,
+        provide: request_response::Behaviour::with_codec(
+            ProvideCodec,
+            [(crate::protocol::PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(QUERY_TIMEOUT)
+                .with_max_concurrent_streams(64),
+        ),
+    }
+}
