@@ -110,12 +110,12 @@ fn put(http: SocketAddr, path: &str, body: &[u8], token: Option<&str>) -> std::i
     s.write_all(body)?;
     let mut reply = Vec::new();
     s.read_to_end(&mut reply)?;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    resp.parse(&reply)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    resp.code
-        .ok_or_else(|| std::io::Error::other("no status in reply"))
+    use ron_codec::http::head::HEAD_LEN_MAX_DEFAULT;
+    use ron_codec::http::reply::{parse_response_head, ReplyParse};
+    match parse_response_head(&reply, HEAD_LEN_MAX_DEFAULT).map_err(std::io::Error::other)? {
+        ReplyParse::Complete(reply) => Ok(reply.status),
+        ReplyParse::Partial => Err(std::io::Error::other("no whole response head")),
+    }
 }
 
 #[cfg(test)]

@@ -597,21 +597,24 @@ impl Conn {
 
 /// (status, head length, body length) once a whole head is buffered.
 fn parse_head(buf: &[u8]) -> std::io::Result<Option<(u16, usize, usize)>> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(buf) {
-        Ok(httparse::Status::Complete(head_len)) => {
-            let body_len = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                .unwrap_or(0);
-            Ok(Some((resp.code.unwrap_or(0), head_len, body_len)))
+    use ron_codec::http::head::{Method, HEAD_LEN_MAX_DEFAULT};
+    use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
+    let bad = |e: String| std::io::Error::other(format!("bad response head: {e}"));
+    let reply = match parse_response_head(buf, HEAD_LEN_MAX_DEFAULT) {
+        Ok(ReplyParse::Complete(reply)) => reply,
+        Ok(ReplyParse::Partial) => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let body_len = match reply.body(Method::Get) {
+        ReplyBody::Empty => 0,
+        ReplyBody::Length(len) => usize::try_from(len).map_err(|e| bad(e.to_string()))?,
+        other => {
+            return Err(bad(format!(
+                "{other:?}: the load generator reads Content-Length bodies"
+            )))
         }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => Err(std::io::Error::other(format!("bad response head: {e}"))),
-    }
+    };
+    Ok(Some((reply.status, reply.head_len, body_len)))
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use ron_codec::http::head::HEAD_LEN_MAX_DEFAULT;
+use ron_codec::http::reply::{parse_response_head, ReplyParse};
+
 use crate::ClientError;
 
 /// The environment variable holding the admin token: the node's own (`admin_token`),
@@ -72,23 +75,18 @@ pub fn request(
 }
 
 fn parse_answer(addr: &str, answer: &[u8]) -> Result<AdminAnswer, ClientError> {
-    let protocol = |reason: &str| ClientError::Protocol {
+    let protocol = |reason: String| ClientError::Protocol {
         addr: addr.to_string(),
-        reason: reason.to_string(),
+        reason: format!("the admin answer: {reason}"),
     };
-    let text = String::from_utf8_lossy(answer);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| protocol("the admin answer has no complete head"))?;
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| protocol("the admin answer has no HTTP/1.1 status line"))?;
-    Ok(AdminAnswer {
-        status,
-        body: body.to_string(),
-    })
+    match parse_response_head(answer, HEAD_LEN_MAX_DEFAULT) {
+        Ok(ReplyParse::Complete(reply)) => Ok(AdminAnswer {
+            status: reply.status,
+            body: String::from_utf8_lossy(&answer[reply.head_len..]).into_owned(),
+        }),
+        Ok(ReplyParse::Partial) => Err(protocol("no complete head".into())),
+        Err(e) => Err(protocol(e.to_string())),
+    }
 }
 
 #[cfg(test)]

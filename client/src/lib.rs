@@ -11,16 +11,18 @@
 //! - [`http`]: the HTTP side — PUT with `Content-Length`, GET verified against the
 //!   address as a whole before a byte is handed on (HTTP carries no proofs), STAT by HEAD.
 //! - [`ClientError`]: what went wrong, with the node's own message when it answered.
-//! - [`cli`]: the `ron put | get | stat | cert --dev` commands (parsing, progress bar,
-//!   `-o FILE` through `FILE.part`); the `ron` binary dispatches them here.
+//! - [`cli`]: the `ron put | get | stat | cert --dev | repair | scrub` commands (parsing,
+//!   progress bar, `-o FILE` through `FILE.part`), one file per command; the `ron`
+//!   binary dispatches them here.
 //!
 //! ## Invariants
 //! - A GET hands the caller's sink only bytes verified against the address the caller
 //!   asked for: per 64 KiB group over OAP, per object over HTTP (spooled to a temp
 //!   file first). A verification failure writes nothing more and is
 //!   [`ClientError::Verification`].
-//! - Every frame the node sends goes through the codec's bounded decoder; every wait
-//!   has the connection's timeout.
+//! - Every frame the node sends goes through the codec's bounded decoder (its
+//!   `FrameReader`), every HTTP response head through the codec's parser
+//!   (`http::reply`); every wait has the connection's timeout.
 //!
 //! ## Data flow
 //! `ron put FILE` → hash the file (address, length) → PUT START(addr, len) → DATA frames
@@ -30,6 +32,8 @@
 pub mod admin;
 pub mod cli;
 pub mod error;
+#[cfg(test)]
+mod fake_node;
 pub mod http;
 pub mod oap;
 pub mod transport;

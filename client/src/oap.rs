@@ -3,7 +3,9 @@
 use std::io::{Read, Write};
 
 use bytes::{Bytes, BytesMut};
-use ron_codec::frame::{Flags, Frame, FrameDecoder, FrameMeta, APP_OBJECTS, MAX_FRAME_BYTES};
+use ron_codec::frame::{
+    Flags, Frame, FrameMeta, FrameReader, APP_OBJECTS, MAX_FRAME_BYTES, READ_BUF_BYTES_DEFAULT,
+};
 use ron_codec::messages::{
     DataHeader, GetEnd, GetStart, HelloReply, HelloRequest, InclusiveRange, ObjectInfo,
     ObjectRequest,
@@ -24,12 +26,25 @@ pub struct OapClient {
     stream: Box<dyn Stream>,
     addr: String,
     options: Options,
-    decoder: FrameDecoder,
-    rbuf: Vec<u8>,
-    rpos: usize,
+    /// The node's frames, decoded as they are read.
+    reader: FrameReader,
     next_corr_id: u64,
     /// What the node said in HELLO.
     pub hello: HelloReply,
+}
+
+/// What the client assumes of a node until its HELLO answers.
+fn hello_assumed() -> HelloReply {
+    HelloReply {
+        max_frame: MAX_FRAME_BYTES,
+        max_inflight: 1,
+        flags_supported: 0,
+        versions: vec![1],
+        transports: Vec::new(),
+        node_id: None,
+        shards: None,
+        chunk: None,
+    }
 }
 
 impl OapClient {
@@ -39,20 +54,9 @@ impl OapClient {
         let mut client = OapClient {
             stream,
             addr: endpoint.addr.clone(),
-            decoder: FrameDecoder::new(MAX_FRAME_BYTES),
-            rbuf: Vec::new(),
-            rpos: 0,
+            reader: FrameReader::new(MAX_FRAME_BYTES, READ_BUF_BYTES_DEFAULT),
             next_corr_id: 1,
-            hello: HelloReply {
-                max_frame: MAX_FRAME_BYTES,
-                max_inflight: 1,
-                flags_supported: 0,
-                versions: vec![1],
-                transports: Vec::new(),
-                node_id: None,
-                shards: None,
-                chunk: None,
-            },
+            hello: hello_assumed(),
             options,
         };
         let corr_id = client.corr_id();
@@ -95,31 +99,24 @@ impl OapClient {
             .map_err(ClientError::io(&self.addr, "send"))
     }
 
-    /// Reads the next frame.
+    /// Reads the next frame. The node closing inside a frame is a protocol error (the
+    /// codec's `TruncatedFrame`), between frames an unexpected end of file.
     fn read_frame(&mut self) -> Result<Frame, ClientError> {
         loop {
-            let mut input = &self.rbuf[self.rpos..];
-            let before = input.len();
-            let decoded = self.decoder.decode(&mut input);
-            self.rpos += before - input.len();
-            match decoded {
-                Ok(Some(frame)) => return Ok(frame),
-                Ok(None) => {}
-                Err(e) => return Err(self.protocol(e)),
+            if let Some(frame) = self.reader.next_frame().map_err(|e| self.protocol(e))? {
+                return Ok(frame);
             }
-            self.rbuf.clear();
-            self.rpos = 0;
-            self.rbuf.resize(64 * 1024, 0);
             let n = self
                 .stream
-                .read(&mut self.rbuf)
+                .read(self.reader.read_buf())
                 .map_err(ClientError::io(&self.addr, "receive"))?;
-            self.rbuf.truncate(n);
             if n == 0 {
+                self.reader.end_of_stream().map_err(|e| self.protocol(e))?;
                 return Err(ClientError::io(&self.addr, "receive")(
                     std::io::ErrorKind::UnexpectedEof.into(),
                 ));
             }
+            self.reader.filled(n);
         }
     }
 
@@ -325,5 +322,50 @@ impl OapClient {
         }
         let info = ObjectInfo::parse(&reply.payload).map_err(|e| self.protocol(e))?;
         Ok(info.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_node::{frame_reader, read_frame, serve, trickle};
+    use crate::transport::Protocol;
+    use ron_codec::messages::response_frame;
+
+    fn hello_reply() -> Frame {
+        hello_assumed().frame(1)
+    }
+
+    #[test]
+    fn frames_trickled_byte_by_byte_are_read_whole() {
+        let addr = Address::of(b"stat me");
+        let (endpoint, node) = serve(Protocol::Oap, move |mut stream| {
+            let mut reader = frame_reader();
+            assert_eq!(read_frame(&mut stream, &mut reader).header.corr_id, 1);
+            trickle(&mut stream, &hello_reply().to_bytes());
+            let stat = read_frame(&mut stream, &mut reader);
+            let info = ObjectInfo { obj: addr, len: 7 };
+            let reply = response_frame(Flags::END, 200, stat.header.corr_id, info.to_payload());
+            trickle(&mut stream, &reply.unwrap().to_bytes());
+        });
+        let mut client = OapClient::connect(&endpoint, Options::default()).unwrap();
+        assert_eq!(client.stat(addr).unwrap(), 7);
+        node.join().unwrap();
+    }
+
+    #[test]
+    fn a_node_closing_inside_a_frame_is_a_protocol_error() {
+        let (endpoint, node) = serve(Protocol::Oap, |mut stream| {
+            read_frame(&mut stream, &mut frame_reader());
+            let wire = hello_reply().to_bytes();
+            trickle(&mut stream, &wire[..wire.len() - 3]);
+        });
+        let err = OapClient::connect(&endpoint, Options::default()).unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Protocol { reason, .. }
+                if reason == "the stream ended 3 bytes short of a whole frame"),
+            "{err}"
+        );
+        node.join().unwrap();
     }
 }

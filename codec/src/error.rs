@@ -295,6 +295,14 @@ pub enum Error {
     UnsupportedTransferEncoding { value: String },
     #[error("malformed chunked body: {reason}")]
     BadChunkedBody { reason: &'static str },
+    #[error("response head exceeds the {limit_bytes}-byte limit")]
+    ResponseHeadTooLarge { limit_bytes: usize },
+    #[error("response head has more than {limit} header fields")]
+    TooManyResponseHeaders { limit: usize },
+    #[error("malformed response head: {reason}")]
+    BadResponseHead { reason: &'static str },
+    #[error("the stream ended {missing} bytes short of a whole frame")]
+    TruncatedFrame { missing: usize },
 }
 
 impl Error {
@@ -302,6 +310,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::FrameTooShort { .. }
+            | Error::TruncatedFrame { .. }
             | Error::UnknownFlags { .. }
             | Error::CapabilityWithoutStart { .. }
             | Error::CapabilityOverrun { .. }
@@ -324,6 +333,10 @@ impl Error {
             Error::GroupMismatch { .. } | Error::ProofMismatch { .. } => {
                 ErrorCode::StoredDigestMismatch
             }
+            // What an upstream answered: a read-through reports it as a bad gateway.
+            Error::ResponseHeadTooLarge { .. }
+            | Error::TooManyResponseHeaders { .. }
+            | Error::BadResponseHead { .. } => ErrorCode::BadGateway,
         }
     }
 }

@@ -8,11 +8,15 @@
 //! aside a single byte for the body: `len` below the header or above `max_frame`, a
 //! version other than 1, unknown flag bits, a capability without START or larger than
 //! the frame are all rejected from the header alone. Once it has rejected a frame the
-//! decoder stays failed; the connection answers once and closes.
+//! decoder stays failed; the connection answers once and closes. [`FrameReader`] pairs
+//! the decoder with a read buffer, for a connection's read loop (blocking or async).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::Error;
+
+pub mod reader;
+pub use reader::{FrameReader, READ_BUF_BYTES_DEFAULT};
 
 /// One header field: its name and size in bytes.
 #[derive(Debug, Clone, Copy)]

@@ -7,7 +7,8 @@
 //! ## What it owns
 //! - [`frame`]: OAP/1 framing. A header layout derived from one field list, a
 //!   [`FrameDecoder`] that is fed any split of the input and validates each header
-//!   before it reserves a byte for the body, and the encoder.
+//!   before it reserves a byte for the body, the encoder, and a [`FrameReader`] (the
+//!   decoder with its read buffer) that a blocking or an async read loop drives.
 //! - [`messages`]: OAP/1 payloads — HELLO, the object-plane requests (GET, PUT, STAT)
 //!   and replies, and DATA frames (`[u16 len][JSON header][raw bytes]`).
 //! - [`inflate`]: COMP payloads, zstd with an output bound of `8 × max_frame` and a
@@ -22,8 +23,9 @@
 //!   sends before each group of a range (bao-style pre-order), and the client's
 //!   [`proof::RangeVerifier`] that checks every group against the root it asked for
 //!   before the caller may use a byte of it.
-//! - [`http`]: HTTP/1.1 request heads (via `httparse`), Range, chunked bodies, and a
-//!   response-head writer that reuses the caller's buffer.
+//! - [`http`]: HTTP/1.1 request heads (via `httparse`), Range, chunked bodies, a
+//!   response-head writer that reuses the caller's buffer, and the response-head parser
+//!   of clients and read-through ([`http::reply`]).
 //!
 //! ## Invariants
 //! - No parser here panics on any input, and each one's memory is bounded by a limit
@@ -54,5 +56,5 @@ pub mod tree;
 
 pub use address::{Address, PartitionId, PartitionTable, ShardId};
 pub use error::{Envelope, Error, ErrorCode};
-pub use frame::{Flags, Frame, FrameDecoder, FrameHeader, FrameMeta};
+pub use frame::{Flags, Frame, FrameDecoder, FrameHeader, FrameMeta, FrameReader};
 pub use tree::{ChainingValue, ChunkTree, GroupIndex, TreeHasher};

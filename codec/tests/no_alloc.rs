@@ -1,5 +1,6 @@
 //! The common HTTP request costs no allocation in the codec: head parse, address parse,
-//! Range parse and resolve, and the response head written into a reused buffer.
+//! Range parse and resolve, and the response head written into a reused buffer; nor does
+//! a client's (or a read-through's) parse of that response head.
 //! A counting global allocator (this test binary only) proves it.
 #![allow(unsafe_code)]
 
@@ -9,6 +10,7 @@ use std::cell::Cell;
 use bytes::BytesMut;
 use ron_codec::http::head::{parse_request_head, HeadParse, HEAD_LEN_MAX_DEFAULT};
 use ron_codec::http::range::{RangeResolution, RangeSet};
+use ron_codec::http::reply::{parse_response_head, ContentRange, ReplyParse};
 use ron_codec::http::response::ResponseHead;
 use ron_codec::Address;
 
@@ -43,6 +45,17 @@ fn allocations() -> u64 {
     ALLOCATIONS.with(|n| n.get())
 }
 
+/// Runs `f` once to warm up (thread-locals, lazy statics), then 100 times, which must
+/// not allocate.
+fn allocates_nothing(what: &str, mut f: impl FnMut()) {
+    f();
+    let before = allocations();
+    for _ in 0..100 {
+        f();
+    }
+    assert_eq!(allocations() - before, 0, "{what} allocated");
+}
+
 fn serve_one(request: &[u8], out: &mut BytesMut) -> u64 {
     let HeadParse::Complete(head) = parse_request_head(request, HEAD_LEN_MAX_DEFAULT).unwrap()
     else {
@@ -71,23 +84,50 @@ fn serve_one(request: &[u8], out: &mut BytesMut) -> u64 {
     r.len()
 }
 
+/// A GET of `range` of the test object, as curl sends it.
+fn ranged_get(range: &str) -> String {
+    format!(
+        "GET /o/{} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/8\r\nAccept: */*\r\nRange: bytes={range}\r\nX-Corr-ID: abc-123\r\n\r\n",
+        Address::of(b"object")
+    )
+}
+
 #[test]
 fn a_ranged_get_allocates_nothing_in_the_codec() {
-    let request = format!(
-        "GET /o/{} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/8\r\nAccept: */*\r\nRange: bytes=65536-131071\r\nX-Corr-ID: abc-123\r\n\r\n",
-        Address::of(b"object")
-    );
+    let request = ranged_get("65536-131071");
     let mut out = BytesMut::with_capacity(1024);
-    serve_one(request.as_bytes(), &mut out); // warm-up: thread-locals, lazy statics
-    let before = allocations();
-    for _ in 0..100 {
+    allocates_nothing("the request path", || {
         assert_eq!(serve_one(request.as_bytes(), &mut out), 65536);
-    }
-    assert_eq!(allocations() - before, 0, "the request path allocated");
+    });
     assert!(out.starts_with(b"HTTP/1.1 206 Partial Content\r\n"));
     // The counter itself works: one boxed value is one allocation.
     let before = allocations();
     let boxed = std::hint::black_box(Box::new(7u64));
     assert_eq!(allocations() - before, 1);
     drop(boxed);
+}
+
+#[test]
+fn a_response_head_parses_without_allocating() {
+    let mut answer = BytesMut::with_capacity(1024);
+    serve_one(ranged_get("0-99").as_bytes(), &mut answer);
+    allocates_nothing("the response-head parse", || {
+        let ReplyParse::Complete(reply) =
+            parse_response_head(&answer, HEAD_LEN_MAX_DEFAULT).unwrap()
+        else {
+            panic!("partial head")
+        };
+        assert_eq!(
+            (reply.status, reply.content_length, reply.etag_address()),
+            (206, Some(100), Some(Address::of(b"object")))
+        );
+        assert_eq!(
+            reply.parsed_content_range(),
+            Ok(Some(ContentRange::Bytes {
+                first: 0,
+                last: 99,
+                total: Some(10_000_000)
+            }))
+        );
+    });
 }

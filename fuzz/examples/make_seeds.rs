@@ -1,7 +1,7 @@
 //! Writes the committed seed inputs under `fuzz/seeds/<target>/`: real OAP/1 frames
-//! (from ron-codec's own encoders), real HTTP request heads and chunked bodies, Range
-//! values, real zstd frames, verified-stream shapes, and whole client sessions for
-//! `front_end`. Deterministic: running it again rewrites the same bytes.
+//! (from ron-codec's own encoders), real HTTP request heads and chunked bodies, response
+//! heads (from the node's head writer, and an origin's), Range values, real zstd frames,
+//! verified-stream shapes, and whole client sessions for `front_end`. Deterministic: running it again rewrites the same bytes.
 //!
 //! ```sh
 //! cd fuzz && cargo run --example make_seeds
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use ron_codec::frame::{Flags, FrameMeta, APP_HELLO, APP_OBJECTS, HEADER_LEN, MAX_FRAME_BYTES};
+use ron_codec::http::response::ResponseHead;
 use ron_codec::inflate::{Inflater, INFLATE_RATIO_DEFAULT};
 use ron_codec::messages::{
     response_frame, DataHeader, GetStart, HelloReply, HelloRequest, InclusiveRange, ObjectRequest,
@@ -367,6 +368,93 @@ fn http_head(root: &Path) {
     }
 }
 
+/// A response as the node's own head writer produces it, then `body`.
+fn written(status: u16, fill: impl FnOnce(&mut ResponseHead<'_>), body: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let mut head = ResponseHead::start(&mut out, status);
+    fill(&mut head);
+    head.finish();
+    cat(&[&out[..], body])
+}
+
+fn response_head(root: &Path) {
+    let s = Seeds::new(root, "response_head");
+    let addr = Address::of(OBJECT);
+    let len = OBJECT.len() as u64;
+    s.put(
+        "get_200",
+        &written(
+            200,
+            |h| {
+                h.content_length(len)
+                    .header("Accept-Ranges", b"bytes")
+                    .etag(&addr)
+                    .header("X-Corr-ID", b"seed-1");
+            },
+            OBJECT,
+        ),
+    );
+    s.put(
+        "range_206",
+        &written(
+            206,
+            |h| {
+                h.content_length(19).content_range(2, 20, len).etag(&addr);
+            },
+            &OBJECT[2..=20],
+        ),
+    );
+    s.put(
+        "unsatisfied_416",
+        &written(
+            416,
+            |h| {
+                h.content_range_unsatisfied(len).content_length(0);
+            },
+            b"",
+        ),
+    );
+    let created = format!(r#"{{"obj":"{}","len":{len}}}"#, addr_text(&addr));
+    s.put(
+        "continue_then_created",
+        &cat(&[
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            &written(
+                201,
+                |h| {
+                    h.content_length(created.len() as u64)
+                        .header("Location", format!("/o/{}", addr_text(&addr)).as_bytes());
+                },
+                created.as_bytes(),
+            ),
+        ]),
+    );
+    let busy = br#"{"code":"overloaded","message":"busy","retryable":true,"corr_id":"seed-2","retry_after_ms":1000}"#;
+    s.put(
+        "overloaded_503",
+        &written(
+            503,
+            |h| {
+                h.header_u64("Retry-After", 1)
+                    .header("Content-Type", b"application/json")
+                    .content_length(busy.len() as u64)
+                    .header("Connection", b"close");
+            },
+            busy,
+        ),
+    );
+    s.put(
+        "origin_chunked",
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.24.0\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+          Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\
+          Connection: keep-alive\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    s.put(
+        "http10_until_close",
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello",
+    );
+}
+
 // ---- Range, chunked ------------------------------------------------------------------
 
 fn range(root: &Path) {
@@ -534,6 +622,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
     frame_decoder(&root);
     http_head(&root);
+    response_head(&root);
     range(&root);
     chunked(&root);
     inflate(&root);

@@ -4,6 +4,7 @@
 //! Framing is strict, because a lenient parser behind a proxy is a smuggling hole:
 //! Content-Length and Transfer-Encoding together, a repeated or non-decimal
 //! Content-Length, or a Transfer-Encoding other than exactly `chunked` are refused.
+//! Response heads ([`super::reply`]) share these rules (`Framing`) and the limits.
 
 use crate::error::Error;
 
@@ -65,37 +66,28 @@ impl RequestHead<'_> {
     }
 }
 
-/// Outcome of offering the bytes read so far.
+/// Outcome of offering the bytes read so far to a head parser.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeadParse<'a> {
-    Complete(RequestHead<'a>),
+pub enum Parsed<H> {
+    Complete(H),
     /// The head is not complete yet and still within the limit: read more.
     Partial,
 }
 
+/// What [`parse_request_head`] makes of the bytes read so far.
+pub type HeadParse<'a> = Parsed<RequestHead<'a>>;
+
 fn bad(reason: &'static str) -> Error {
-    Error::BadHead { reason }
+    HeadKind::Request.bad(reason)
 }
 
 /// Parses the head at the front of `buf`, never looking past `head_len_max` bytes.
 pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'_>, Error> {
-    let window = &buf[..buf.len().min(head_len_max)];
     let mut fields = [httparse::EMPTY_HEADER; HEADER_COUNT_MAX];
     let mut req = httparse::Request::new(&mut fields);
-    let head_len = match req.parse(window) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if window.len() >= head_len_max => {
-            return Err(Error::HeadTooLarge {
-                limit_bytes: head_len_max,
-            })
-        }
-        Ok(httparse::Status::Partial) => return Ok(HeadParse::Partial),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Error::TooManyHeaders {
-                limit: HEADER_COUNT_MAX,
-            })
-        }
-        Err(e) => return Err(bad(httparse_reason(e))),
+    let tokenised = tokenise(buf, head_len_max, HeadKind::Request, |w| req.parse(w))?;
+    let Some(head_len) = tokenised else {
+        return Ok(HeadParse::Partial);
     };
     let (Some(method_text), Some(target), Some(minor_version)) =
         (req.method, req.path, req.version)
@@ -125,52 +117,32 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         content_type: None,
         head_len,
     };
-    let mut content_length = None;
-    let mut chunked = false;
+    let mut framing = Framing::new(minor_version);
     for field in req.headers.iter() {
         let name = field.name.as_bytes();
         let value = trim(field.value);
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        if is("content-length") {
-            if content_length.is_some() {
-                return Err(bad("repeated Content-Length"));
-            }
-            content_length = Some(parse_content_length(value)?);
-        } else if is("transfer-encoding") {
-            if chunked || !value.eq_ignore_ascii_case(b"chunked") {
-                return Err(Error::UnsupportedTransferEncoding {
-                    value: String::from_utf8_lossy(value).into_owned(),
-                });
-            }
-            chunked = true;
-        } else if is("connection") {
-            for token in value.split(|&b| b == b',').map(trim) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    head.keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor_version == 0 {
-                    head.keep_alive = true;
-                }
-            }
-        } else if is("expect") {
-            head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
-        } else {
-            let slot = match () {
-                _ if is("range") => &mut head.range,
-                _ if is("if-none-match") => &mut head.if_none_match,
-                _ if is("if-range") => &mut head.if_range,
-                _ if is("x-corr-id") => &mut head.corr_id,
-                _ if is("authorization") => &mut head.authorization,
-                _ if is("content-type") => &mut head.content_type,
-                _ => continue,
-            };
-            // A repeated singleton field is invalid; an empty value makes it fail to
-            // parse downstream (a bad Range is then ignored, a bad token refused).
-            *slot = Some(if slot.is_some() { &[][..] } else { value });
+        if framing.take(HeadKind::Request, name, value)? {
+            continue;
         }
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("expect") {
+            head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+            continue;
+        }
+        let slot = match () {
+            _ if is("range") => &mut head.range,
+            _ if is("if-none-match") => &mut head.if_none_match,
+            _ if is("if-range") => &mut head.if_range,
+            _ if is("x-corr-id") => &mut head.corr_id,
+            _ if is("authorization") => &mut head.authorization,
+            _ if is("content-type") => &mut head.content_type,
+            _ => continue,
+        };
+        set_once(slot, value);
     }
-    head.body = match (content_length, chunked) {
-        (Some(_), true) => return Err(bad("both Content-Length and Transfer-Encoding")),
-        (_, true) if minor_version == 0 => return Err(bad("Transfer-Encoding in HTTP/1.0")),
+    framing.check(HeadKind::Request)?;
+    head.keep_alive = framing.keep_alive;
+    head.body = match (framing.content_length, framing.chunked) {
         (_, true) => BodyFraming::Chunked,
         (None, false) => BodyFraming::Empty,
         (Some(n), false) => BodyFraming::Length(n),
@@ -178,11 +150,98 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
     Ok(HeadParse::Complete(head))
 }
 
-fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
+/// Sets a singleton field. A repeated one is invalid: its value becomes empty, so it
+/// fails to parse downstream (a bad Range is then ignored, a bad token refused).
+pub(crate) fn set_once<'a>(slot: &mut Option<&'a [u8]>, value: &'a [u8]) {
+    *slot = Some(if slot.is_some() { &[][..] } else { value });
+}
+
+/// The fields that say where a message's body ends and whether the connection goes on
+/// after it, read the same way from request and response heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framing {
+    minor_version: u8,
+    pub(crate) content_length: Option<u64>,
+    pub(crate) chunked: bool,
+    pub(crate) keep_alive: bool,
+}
+
+impl Framing {
+    pub(crate) fn new(minor_version: u8) -> Framing {
+        Framing {
+            minor_version,
+            content_length: None,
+            chunked: false,
+            keep_alive: minor_version >= 1,
+        }
+    }
+
+    /// Takes the field `name: value` if it is Content-Length, Transfer-Encoding or
+    /// Connection (true); a repeated Content-Length, or a Transfer-Encoding other than
+    /// one `chunked`, is refused.
+    pub(crate) fn take(
+        &mut self,
+        kind: HeadKind,
+        name: &[u8],
+        value: &[u8],
+    ) -> Result<bool, Error> {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if self.content_length.is_some() {
+                return Err(kind.bad("repeated Content-Length"));
+            }
+            self.content_length = Some(
+                parse_content_length(value)
+                    .map_err(|()| kind.bad("Content-Length is not a decimal number"))?,
+            );
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if self.chunked || !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(match kind {
+                    HeadKind::Request => Error::UnsupportedTransferEncoding {
+                        value: String::from_utf8_lossy(value).into_owned(),
+                    },
+                    HeadKind::Response => kind.bad("Transfer-Encoding is not exactly chunked"),
+                });
+            }
+            self.chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            self.keep_alive = keep_alive_after(value, self.minor_version, self.keep_alive);
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Refuses what the fields say together: both Content-Length and Transfer-Encoding,
+    /// or Transfer-Encoding in HTTP/1.0.
+    pub(crate) fn check(&self, kind: HeadKind) -> Result<(), Error> {
+        match (self.content_length, self.chunked) {
+            (Some(_), true) => Err(kind.bad("both Content-Length and Transfer-Encoding")),
+            (_, true) if self.minor_version == 0 => Err(kind.bad("Transfer-Encoding in HTTP/1.0")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// At most 19 decimal digits: every such number fits a u64.
+fn parse_content_length(value: &[u8]) -> Result<u64, ()> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return Err(bad("Content-Length is not a decimal number"));
+        return Err(());
     }
     Ok(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Whether the connection stays open after a message with this `Connection` value:
+/// `close` ends it, `keep-alive` keeps an HTTP/1.0 one open, anything else leaves
+/// `keep_alive` as it was.
+fn keep_alive_after(value: &[u8], minor_version: u8, mut keep_alive: bool) -> bool {
+    for token in value.split(|&b| b == b',').map(trim) {
+        if token.eq_ignore_ascii_case(b"close") {
+            keep_alive = false;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") && minor_version == 0 {
+            keep_alive = true;
+        }
+    }
+    keep_alive
 }
 
 /// Strips optional white space (SP / HTAB) at both ends.
@@ -194,6 +253,55 @@ pub fn trim(value: &[u8]) -> &[u8] {
         .rposition(|b| !is_ows(b))
         .map_or(start, |e| e + 1);
     &value[start..end]
+}
+
+/// Which kind of head a step shared by both parsers is reading: it picks the errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadKind {
+    Request,
+    Response,
+}
+
+impl HeadKind {
+    /// A malformed head of this kind, `reason` saying how.
+    pub(crate) fn bad(self, reason: &'static str) -> Error {
+        match self {
+            HeadKind::Request => Error::BadHead { reason },
+            HeadKind::Response => Error::BadResponseHead { reason },
+        }
+    }
+}
+
+/// Runs `parse` (`httparse`) over at most the first `head_len_max` bytes of `buf`: the
+/// head's length once it is whole, `None` while it is incomplete and within the limit.
+pub(crate) fn tokenise<'b>(
+    buf: &'b [u8],
+    head_len_max: usize,
+    kind: HeadKind,
+    parse: impl FnOnce(&'b [u8]) -> httparse::Result<usize>,
+) -> Result<Option<usize>, Error> {
+    let window = &buf[..buf.len().min(head_len_max)];
+    match parse(window) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if window.len() >= head_len_max => Err(match kind {
+            HeadKind::Request => Error::HeadTooLarge {
+                limit_bytes: head_len_max,
+            },
+            HeadKind::Response => Error::ResponseHeadTooLarge {
+                limit_bytes: head_len_max,
+            },
+        }),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(match kind {
+            HeadKind::Request => Error::TooManyHeaders {
+                limit: HEADER_COUNT_MAX,
+            },
+            HeadKind::Response => Error::TooManyResponseHeaders {
+                limit: HEADER_COUNT_MAX,
+            },
+        }),
+        Err(e) => Err(kind.bad(httparse_reason(e))),
+    }
 }
 
 fn httparse_reason(e: httparse::Error) -> &'static str {

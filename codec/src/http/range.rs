@@ -166,7 +166,7 @@ fn parse_spec(element: &[u8]) -> Option<RangeSpec> {
     }
 }
 
-fn parse_u64(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -175,7 +175,7 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
     })
 }
 
-fn split_once(bytes: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+pub(crate) fn split_once(bytes: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
     let at = bytes.iter().position(|&b| b == sep)?;
     Some((&bytes[..at], &bytes[at + 1..]))
 }

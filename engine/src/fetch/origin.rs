@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use ron_codec::http::head::Method;
+use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
 use ron_codec::Address;
 use ron_shards::{Shard, StagedObject};
 
@@ -111,17 +113,14 @@ impl Origin {
             if let Some(head) = self.parse_head(&buf[..filled], len_max)? {
                 break head;
             }
-            if filled >= HEAD_BYTES_MAX {
-                return Err(self.error(Reason::Protocol, "response head over 16 KiB"));
-            }
         };
         let mut upload = shard.begin_upload(Some(len));
         let early = (filled - head_len).min(len as usize);
         let stored = |e: ron_shards::ShardError| self.error(Reason::Storage, e);
-        upload
-            .write(&buf[head_len..head_len + early])
-            .await
-            .map_err(stored)?;
+        if let Err(e) = upload.write(&buf[head_len..head_len + early]).await {
+            upload.abort().await;
+            return Err(stored(e));
+        }
         let mut received = early as u64;
         let started = Instant::now();
         while received < len {
@@ -167,46 +166,38 @@ impl Origin {
         bytes: &[u8],
         len_max: u64,
     ) -> Result<Option<(u64, String, usize)>, AttemptError> {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut headers);
-        let head_len = match response.parse(bytes) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(self.error(Reason::Protocol, format!("response head: {e}"))),
+        let reply = match parse_response_head(bytes, HEAD_BYTES_MAX) {
+            Ok(ReplyParse::Complete(reply)) => reply,
+            Ok(ReplyParse::Partial) => return Ok(None),
+            Err(e) => return Err(self.error(Reason::Protocol, e)),
         };
-        let status = response.code.unwrap_or(0);
-        if status != 200 {
+        if reply.status != 200 {
+            let status = reply.status;
             return Err(self.error(Reason::Refused, format!("answered {status}")));
         }
-        let header = |name: &str| {
-            response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value)
+        let len = match reply.body(Method::Get) {
+            ReplyBody::Length(len) => len,
+            ReplyBody::Chunked => {
+                return Err(self.error(
+                    Reason::Protocol,
+                    "answered with Transfer-Encoding; a read-through needs Content-Length",
+                ))
+            }
+            _ => return Err(self.error(Reason::Protocol, "answered without a Content-Length")),
         };
-        if header("transfer-encoding").is_some() {
-            return Err(self.error(
-                Reason::Protocol,
-                "answered with Transfer-Encoding; a read-through needs Content-Length",
-            ));
-        }
-        let len = header("content-length")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| self.error(Reason::Protocol, "answered without a Content-Length"))?;
         if len > len_max {
             return Err(self.error(
                 Reason::TooLarge,
                 format!("answered {len} bytes, over the object limit of {len_max}"),
             ));
         }
-        let content_type = header("content-type")
+        let content_type = reply
+            .content_type
             .filter(|v| v.len() <= CONTENT_TYPE_BYTES_MAX)
             .and_then(|v| std::str::from_utf8(v).ok())
             .unwrap_or_default()
             .to_string();
-        Ok(Some((len, content_type, head_len)))
+        Ok(Some((len, content_type, reply.head_len)))
     }
 }
 

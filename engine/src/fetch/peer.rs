@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use ron_codec::frame::{Flags, Frame, FrameDecoder, MAX_FRAME_BYTES};
+use ron_codec::frame::{Flags, Frame, FrameReader, MAX_FRAME_BYTES};
 use ron_codec::messages::{DataHeader, GetStart, HelloRequest, InclusiveRange, ObjectRequest};
 use ron_codec::proof::{GroupRange, RangeVerifier};
 use ron_codec::tree::{group_count, GroupIndex};
@@ -28,11 +28,8 @@ const GET_CORR_ID: u64 = 2;
 pub struct PeerGet {
     stream: TcpStream,
     pub peer: SocketAddr,
-    decoder: FrameDecoder,
-    /// Bytes read and not yet decoded: `rbuf[rpos..rlen]`.
-    rbuf: Vec<u8>,
-    rpos: usize,
-    rlen: usize,
+    /// The frames the provider sends, and the bytes read and not yet decoded.
+    reader: FrameReader,
     /// Set once START says how long the object is (none for an empty object).
     verifier: Option<RangeVerifier>,
     next: u64,
@@ -72,10 +69,7 @@ impl PeerGet {
         let mut get = PeerGet {
             stream,
             peer,
-            decoder: FrameDecoder::new(MAX_FRAME_BYTES),
-            rbuf: vec![0; READ_BYTES],
-            rpos: 0,
-            rlen: 0,
+            reader: FrameReader::new(MAX_FRAME_BYTES, READ_BYTES),
             verifier: None,
             next: from,
             total_len: 0,
@@ -269,11 +263,7 @@ impl PeerGet {
 
     async fn read_frame(&mut self, deadline: Instant) -> Result<Frame, AttemptError> {
         loop {
-            let mut input = &self.rbuf[self.rpos..self.rlen];
-            let before = input.len();
-            let decoded = self.decoder.decode(&mut input);
-            self.rpos += before - input.len();
-            match decoded {
+            match self.reader.next_frame() {
                 Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
                 Err(e) => return Err(self.error(Reason::Protocol, e)),
@@ -284,12 +274,15 @@ impl PeerGet {
                     format!("no whole frame within {} ms", self.stall.as_millis()),
                 ));
             }
-            let n = self.stream.read(&mut self.rbuf).await;
+            let n = self.stream.read(self.reader.read_buf()).await;
             let n = n.map_err(|e| self.io_error(e))?;
-            (self.rpos, self.rlen) = (0, n);
             if n == 0 {
+                if let Err(e) = self.reader.end_of_stream() {
+                    return Err(self.error(Reason::Protocol, e));
+                }
                 return Err(self.error(Reason::Protocol, "closed the connection"));
             }
+            self.reader.filled(n);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `ron put | get | stat | cert | repair | scrub`: the command-line client, the dev
 //! certificate, and the operator's storage requests to the admin port (`admin.rs`).
+//! This module parses the command line and dispatches; each command is its own file.
 //!
 //! The client speaks OAP/1 by default (verified streaming: every group is checked
 //! against the requested address before its bytes are written), HTTP/1.1 with
@@ -7,15 +8,27 @@
 //! renames it when the transfer verified and completed, so FILE never holds a partial
 //! or unverified object. The `ron` binary (ron-engine) dispatches [`COMMANDS`] here.
 
+mod cert;
+mod get;
+mod progress;
+mod put;
+mod repair;
+mod scrub;
+mod shared;
+mod stat;
+
 use std::ffi::OsString;
-use std::io::{IsTerminal, Seek, Write};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use ron_codec::Address;
 
-use crate::admin::{self, AdminEndpoint, ADMIN_DEFAULT, ADMIN_TOKEN_VAR};
-use crate::{ByteRange, Client, ClientError, Endpoint, Options, Protocol, TlsOptions};
+use crate::admin::{AdminEndpoint, ADMIN_DEFAULT, ADMIN_TOKEN_VAR};
+use crate::{ByteRange, ClientError, Endpoint, Options, Protocol, TlsOptions};
+use progress::ProgressBar;
+pub use scrub::ScrubVerb;
+use shared::usage;
 
 /// The command words the client handles (`ron put ...`).
 pub const COMMANDS: [&str; 6] = ["put", "get", "stat", "cert", "repair", "scrub"];
@@ -95,17 +108,6 @@ pub enum Action {
     },
     Repair(Address),
     Scrub(ScrubVerb),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScrubVerb {
-    Status,
-    Pause,
-    Resume,
-}
-
-fn usage(message: impl Into<String>) -> ClientError {
-    ClientError::Usage(message.into())
 }
 
 /// The options of a command line, as given.
@@ -354,263 +356,26 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
     // Interactive use (stdout a terminal) gets a bar; pipes and scripts stay quiet.
     let show_progress = !command.quiet && std::io::stdout().is_terminal();
     let mut bar = ProgressBar::new(show_progress);
-    match command.action {
-        Action::DevCert { dir, names } => write_dev_cert(&dir, &names),
-        Action::Put(path) => {
-            let mut client = Client::connect(&command.endpoint, command.options)?;
-            let stored = match path {
-                Some(path) => {
-                    bar.total = std::fs::metadata(&path).ok().map(|m| m.len());
-                    client.put_file(&path, &mut |n| bar.update(n))?
-                }
-                None => {
-                    let (mut spool, addr, len) = spool_stdin()?;
-                    bar.total = Some(len);
-                    client.put(&mut spool, addr, len, &mut |n| bar.update(n))?
-                }
-            };
-            bar.finish();
-            println!("{}", stored.addr);
-            Ok(())
-        }
+    let ClientCommand {
+        action,
+        endpoint,
+        admin,
+        options,
+        quiet: _,
+    } = command;
+    let timeout = options.timeout;
+    match action {
+        Action::DevCert { dir, names } => cert::run(&dir, &names),
+        Action::Put(path) => put::run(&endpoint, options, path, &mut bar),
         Action::Get {
             addr,
             output,
             range,
-        } => {
-            let mut client = Client::connect(&command.endpoint, command.options)?;
-            let result = match &output {
-                None => {
-                    let stdout = std::io::stdout();
-                    let mut sink = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
-                    let got = client.get(addr, range, &mut sink, &mut |n| bar.update(n));
-                    sink.flush().map_err(ClientError::Output)?;
-                    got.map(drop)
-                }
-                Some(path) => get_to_file(&mut client, addr, range, path, &mut bar),
-            };
-            bar.finish();
-            result
-        }
-        Action::Stat(addr) => {
-            let mut client = Client::connect(&command.endpoint, command.options)?;
-            let len = client.stat(addr)?;
-            println!("{addr} {len}");
-            Ok(())
-        }
-        Action::Providers(addr) => {
-            let path = format!("/resolve?hash={addr}");
-            let answer = admin::request(&command.admin, "GET", &path, command.options.timeout)?;
-            print_providers(answer)
-        }
-        Action::Repair(addr) => {
-            // The node waits up to a minute for the check; so does this, and a little more.
-            let timeout = command.options.timeout.max(REPAIR_TIMEOUT);
-            let path = format!("/admin/repair/{addr}");
-            let answer = admin::request(&command.admin, "POST", &path, timeout)?;
-            print_admin_answer(answer, |body| {
-                let outcome = serde_json::from_str::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|v| v["outcome"].as_str().map(String::from));
-                matches!(outcome.as_deref(), Some("healthy" | "repaired"))
-            })
-        }
-        Action::Scrub(verb) => {
-            let (method, path) = match verb {
-                ScrubVerb::Status => ("GET", "/admin/scrub"),
-                ScrubVerb::Pause => ("POST", "/admin/scrub/pause"),
-                ScrubVerb::Resume => ("POST", "/admin/scrub/resume"),
-            };
-            let answer = admin::request(&command.admin, method, path, command.options.timeout)?;
-            print_admin_answer(answer, |_| true)
-        }
-    }
-}
-
-/// How long `ron repair` waits for its answer at least (the node waits 60 s for the
-/// check).
-const REPAIR_TIMEOUT: Duration = Duration::from_secs(70);
-
-/// Prints one line per provider of a `/resolve` answer: node id, OAP address (`-` if
-/// unknown), and `local` for the node asked. None found is an error (exit 1).
-fn print_providers(answer: admin::AdminAnswer) -> Result<(), ClientError> {
-    let value: Option<serde_json::Value> = serde_json::from_str(&answer.body).ok();
-    let providers = value
-        .as_ref()
-        .and_then(|v| v["providers"].as_array())
-        .filter(|_| answer.status == 200);
-    let Some(providers) = providers else {
-        return print_admin_answer(answer, |_| false);
-    };
-    if providers.is_empty() {
-        return Err(ClientError::Server {
-            status: 404,
-            code: "not_found".into(),
-            message: "no provider found in the DHT".into(),
-            retryable: false,
-            retry_after_ms: None,
-        });
-    }
-    for p in providers {
-        let node = p["node_id"].as_str().unwrap_or("?");
-        let oap = p["oap"].as_str().unwrap_or("-");
-        let local = if p["local"].as_bool() == Some(true) {
-            " local"
-        } else {
-            ""
-        };
-        println!("{node} {oap}{local}");
-    }
-    Ok(())
-}
-
-/// Prints a 2xx answer whose body `good` accepts; anything else is the node's error.
-fn print_admin_answer(
-    answer: admin::AdminAnswer,
-    good: impl Fn(&str) -> bool,
-) -> Result<(), ClientError> {
-    let body = answer.body.trim_end();
-    if (200..300).contains(&answer.status) && good(body) {
-        println!("{body}");
-        return Ok(());
-    }
-    Err(ClientError::Server {
-        status: answer.status,
-        code: "admin".into(),
-        message: body.to_string(),
-        retryable: answer.status == 503,
-        retry_after_ms: None,
-    })
-}
-
-/// Writes `path.part`, renamed to `path` once the whole transfer verified.
-fn get_to_file(
-    client: &mut Client,
-    addr: Address,
-    range: Option<ByteRange>,
-    path: &Path,
-    bar: &mut ProgressBar,
-) -> Result<(), ClientError> {
-    let mut part = path.as_os_str().to_owned();
-    part.push(".part");
-    let part = PathBuf::from(part);
-    let file_error = |op, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ClientError::File { op, path, source }
-    };
-    let file = std::fs::File::create(&part).map_err(file_error("create", &part))?;
-    let mut sink = std::io::BufWriter::with_capacity(256 * 1024, file);
-    let got = client
-        .get(addr, range, &mut sink, &mut |n| bar.update(n))
-        .and_then(|_| sink.flush().map_err(ClientError::Output));
-    if let Err(e) = got {
-        let _ = std::fs::remove_file(&part);
-        return Err(e);
-    }
-    std::fs::rename(&part, path).map_err(file_error("rename", path))
-}
-
-/// Copies stdin to an unnamed temp file, hashing it on the way.
-fn spool_stdin() -> Result<(std::fs::File, Address, u64), ClientError> {
-    let mut spool = crate::temp_file().map_err(ClientError::Output)?;
-    let (addr, len) = crate::hash_copy(&mut std::io::stdin().lock(), &mut spool)?;
-    spool.rewind().map_err(ClientError::Output)?;
-    Ok((spool, addr, len))
-}
-
-fn write_dev_cert(dir: &Path, names: &[String]) -> Result<(), ClientError> {
-    let dev = ron_io::tls::dev_certificate(names).map_err(|e| ClientError::Tls(e.to_string()))?;
-    let file_error = |op, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ClientError::File { op, path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(file_error("create", dir))?;
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    for path in [&cert, &key] {
-        if path.exists() {
-            return Err(usage(format!(
-                "{} exists; remove it or choose another --out",
-                path.display()
-            )));
-        }
-    }
-    std::fs::write(&cert, &dev.cert_pem).map_err(file_error("write", &cert))?;
-    write_private(&key, dev.key_pem.as_bytes()).map_err(file_error("write", &key))?;
-    println!(
-        "wrote {} and {} (self-signed; localhost, 127.0.0.1, ::1{}).\nserve:   ron serve --tls 127.0.0.1:9443 --cert {} --key {}\nclient:  ron get --tls --ca {} b3:<hex>",
-        cert.display(),
-        key.display(),
-        names.iter().map(|n| format!(", {n}")).collect::<String>(),
-        cert.display(),
-        key.display(),
-        cert.display(),
-    );
-    Ok(())
-}
-
-/// Creates `path` readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)
-}
-
-/// A one-line progress bar on stderr, redrawn at most ten times a second.
-struct ProgressBar {
-    enabled: bool,
-    total: Option<u64>,
-    started: Instant,
-    drawn: Instant,
-    shown: bool,
-}
-
-impl ProgressBar {
-    fn new(enabled: bool) -> ProgressBar {
-        let now = Instant::now();
-        ProgressBar {
-            enabled,
-            total: None,
-            started: now,
-            drawn: now,
-            shown: false,
-        }
-    }
-
-    fn update(&mut self, done: u64) {
-        // Short transfers stay quiet: the bar appears after half a second.
-        if !self.enabled
-            || self.started.elapsed() < Duration::from_millis(500)
-            || self.drawn.elapsed() < Duration::from_millis(100)
-        {
-            return;
-        }
-        self.drawn = Instant::now();
-        self.shown = true;
-        let mib = done as f64 / (1 << 20) as f64;
-        let rate = mib / self.started.elapsed().as_secs_f64().max(1e-3);
-        let line = match self.total.filter(|t| *t > 0) {
-            Some(total) => {
-                let fraction = (done as f64 / total as f64).min(1.0);
-                let filled = (fraction * 30.0) as usize;
-                format!(
-                    "\r[{:<30}] {:5.1}%  {mib:9.1} MiB  {rate:8.1} MiB/s",
-                    "#".repeat(filled),
-                    fraction * 100.0
-                )
-            }
-            None => format!("\r{mib:9.1} MiB  {rate:8.1} MiB/s"),
-        };
-        let _ = std::io::stderr().write_all(line.as_bytes());
-    }
-
-    fn finish(&mut self) {
-        if self.shown {
-            let _ = std::io::stderr().write_all(b"\n");
-        }
+        } => get::run(&endpoint, options, addr, range, output.as_deref(), &mut bar),
+        Action::Stat(addr) => stat::run(&endpoint, options, addr),
+        Action::Providers(addr) => stat::providers(&admin, addr, timeout),
+        Action::Repair(addr) => repair::run(&admin, addr, timeout),
+        Action::Scrub(verb) => scrub::run(&admin, verb, timeout),
     }
 }
 

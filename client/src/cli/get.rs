@@ -1,0 +1,61 @@
+//! `ron get b3:<hex> [-o FILE] [--range FIRST-LAST]`: the verified bytes to stdout, or
+//! to `FILE.part`, renamed to FILE once the whole transfer verified.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ron_codec::Address;
+
+use super::progress::ProgressBar;
+use super::shared::file_error;
+use crate::{ByteRange, Client, ClientError, Endpoint, Options};
+
+/// Bytes buffered between the client and stdout or the file.
+const SINK_BUF_BYTES: usize = 256 * 1024;
+
+/// Fetches `addr` (or `range` of it) to `output`, stdout if `None`.
+pub(super) fn run(
+    endpoint: &Endpoint,
+    options: Options,
+    addr: Address,
+    range: Option<ByteRange>,
+    output: Option<&Path>,
+    bar: &mut ProgressBar,
+) -> Result<(), ClientError> {
+    let mut client = Client::connect(endpoint, options)?;
+    let result = match output {
+        None => {
+            let stdout = std::io::stdout();
+            let mut sink = std::io::BufWriter::with_capacity(SINK_BUF_BYTES, stdout.lock());
+            let got = client.get(addr, range, &mut sink, &mut |n| bar.update(n));
+            sink.flush().map_err(ClientError::Output)?;
+            got.map(drop)
+        }
+        Some(path) => get_to_file(&mut client, addr, range, path, bar),
+    };
+    bar.finish();
+    result
+}
+
+/// Writes `path.part`, renamed to `path` once the whole transfer verified.
+fn get_to_file(
+    client: &mut Client,
+    addr: Address,
+    range: Option<ByteRange>,
+    path: &Path,
+    bar: &mut ProgressBar,
+) -> Result<(), ClientError> {
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let file = std::fs::File::create(&part).map_err(file_error("create", &part))?;
+    let mut sink = std::io::BufWriter::with_capacity(SINK_BUF_BYTES, file);
+    let got = client
+        .get(addr, range, &mut sink, &mut |n| bar.update(n))
+        .and_then(|_| sink.flush().map_err(ClientError::Output));
+    if let Err(e) = got {
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
+    std::fs::rename(&part, path).map_err(file_error("rename", path))
+}

@@ -1,0 +1,40 @@
+//! What more than one command needs: the usage error, a file error with its path, and
+//! printing an admin-port answer.
+
+use std::path::Path;
+
+use crate::admin::AdminAnswer;
+use crate::ClientError;
+
+/// A usage error (exit 2) saying `message`.
+pub(super) fn usage(message: impl Into<String>) -> ClientError {
+    ClientError::Usage(message.into())
+}
+
+/// Maps an I/O error of `op` on the local file `path`.
+pub(super) fn file_error(
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> ClientError {
+    let path = path.to_path_buf();
+    move |source| ClientError::File { op, path, source }
+}
+
+/// Prints a 2xx answer whose body `good` accepts; anything else is the node's error.
+pub(super) fn print_admin_answer(
+    answer: AdminAnswer,
+    good: impl Fn(&str) -> bool,
+) -> Result<(), ClientError> {
+    let body = answer.body.trim_end();
+    if (200..300).contains(&answer.status) && good(body) {
+        println!("{body}");
+        return Ok(());
+    }
+    Err(ClientError::Server {
+        status: answer.status,
+        code: "admin".into(),
+        message: body.to_string(),
+        retryable: answer.status == 503,
+        retry_after_ms: None,
+    })
+}
