@@ -8,7 +8,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput};
-use ron_shards::ec::{EcParams, StripeCode, BLOCK_BYTES};
+use ron_shards::ec::{EcParams, StripeCode};
+use ron_shards::limits::BLOCK_BYTES;
 
 fn stripe(k: usize) -> Vec<Vec<u8>> {
     (0..k)

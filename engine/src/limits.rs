@@ -108,6 +108,18 @@ pub const ACCEPT_ERROR_LOG_PERIOD: Duration = Duration::from_secs(10);
 /// How often a draining shard looks whether its in-flight requests have finished.
 pub const DRAIN_POLL_PERIOD: Duration = Duration::from_millis(10);
 
+/// Longest wait, at a stop, for a shard's read-through fetches to end once abandoned
+/// (each ends at its next await).
+pub const FETCH_STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// Longest wait, at a stop, for a shard's background services and group commit to
+/// finish what they are doing (a repair's write-back, a batch's sync and index commit).
+pub const SHARD_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Longest wait, at a stop, for the other shards to reach the same step (drained, or
+/// stopped): a shard that never arrives (failed) holds the others no longer.
+pub const STOP_STEP_WAIT: Duration = Duration::from_secs(10);
+
 /// Longest wait at start-up for every shard to become ready before the banner.
 pub const READY_WAIT: Duration = Duration::from_secs(60);
 

@@ -55,11 +55,12 @@ use ron_link::dht::{DhtClient, ANNOUNCE_BATCH_MAX};
 
 use crate::cache::AddressMap;
 use crate::error::ShardError;
-use crate::layout::{self, ShardIndex};
+use crate::ids::{ShardIndex, StoreId};
+use crate::layout;
 use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta, Retention};
 use crate::segment::{Checkpoint, Needle, SegmentLog};
-use crate::store::{CommitRecord, Store, StoreId, StoreStats};
+use crate::store::{CommitRecord, Store, StoreStats};
 use crate::upload::{self, StagedBody, StagedObject};
 
 /// Unindexed packed records that start an index commit even while uploads keep coming.
@@ -191,6 +192,11 @@ pub(crate) struct GroupCommit {
     backlog: RefCell<IndexBacklog>,
     /// An index commit is running.
     indexing: std::cell::Cell<bool>,
+    /// Set by [`GroupCommit::stop`]: new commits are refused, the task finishes what it
+    /// holds and ends.
+    closing: std::cell::Cell<bool>,
+    /// The commit task, until [`GroupCommit::stop`] awaits it.
+    task: RefCell<Option<glommio::Task<()>>>,
     /// Why the last index commit failed, until one succeeds.
     index_failure: RefCell<Option<Arc<ShardError>>>,
     wakeup: LocalSender<()>,
@@ -236,6 +242,8 @@ impl GroupCommit {
             unindexed: RefCell::new(AddressMap::default()),
             backlog: RefCell::new(IndexBacklog::default()),
             indexing: std::cell::Cell::new(false),
+            closing: std::cell::Cell::new(false),
+            task: RefCell::new(None),
             index_failure: RefCell::new(None),
             wakeup,
             metrics,
@@ -243,8 +251,32 @@ impl GroupCommit {
             announced: RefCell::new(Vec::new()),
             evicter,
         });
-        glommio::spawn_local(commit_loop(Rc::clone(&commits), wakeups)).detach();
+        let task = glommio::spawn_local(commit_loop(Rc::clone(&commits), wakeups));
+        *commits.task.borrow_mut() = Some(task);
         commits
+    }
+
+    /// Refuses new commits and waits, at most `within`, for the commit task to make
+    /// what it holds durable and to index it; `false` if it had not finished by then
+    /// (its uploads were not acknowledged; a packed object's synced needle is indexed
+    /// by the next start's replay).
+    pub(crate) async fn stop(&self, within: std::time::Duration) -> bool {
+        self.closing.set(true);
+        let _ = self.wakeup.try_send(());
+        let Some(task) = self.task.borrow_mut().take() else {
+            return true;
+        };
+        futures_lite::future::or(
+            async {
+                task.await;
+                true
+            },
+            async {
+                glommio::timer::sleep(within).await;
+                false
+            },
+        )
+        .await
     }
 
     /// Makes `staged` visible in `store` (which must be the owner's store of its
@@ -255,6 +287,12 @@ impl GroupCommit {
         staged: StagedObject,
     ) -> Result<CommitOutcome, ShardError> {
         let addr = staged.meta.addr();
+        if self.closing.get() {
+            upload::discard(staged).await;
+            return Err(ShardError::Stopping {
+                shard: self.shard.0,
+            });
+        }
         if let Err(refused) = self.index_healthy().await {
             upload::discard(staged).await;
             return Err(refused);
@@ -425,7 +463,8 @@ impl GroupCommit {
 
 /// Waits for pending uploads and writes them batch by batch until the queue is empty,
 /// starting index commits as the module doc says: one at a time, overlapping the next
-/// batches' writes.
+/// batches' writes. Once closing, it writes what is queued, indexes the whole backlog
+/// and ends.
 async fn commit_loop(commits: Rc<GroupCommit>, wakeups: LocalReceiver<()>) {
     let mut indexing: Option<glommio::Task<()>> = None;
     while wakeups.recv().await.is_some() {
@@ -451,8 +490,14 @@ async fn commit_loop(commits: Rc<GroupCommit>, wakeups: LocalReceiver<()>) {
             }
             indexing = start_indexing(&commits);
         }
+        if commits.closing.get() {
+            break;
+        }
     }
-    if let Some(last) = indexing {
+    if let Some(running) = indexing {
+        running.await;
+    }
+    if let Some(last) = start_indexing(&commits) {
         last.await;
     }
 }

@@ -19,19 +19,20 @@ use ron_codec::Address;
 
 use crate::arena::GroupBytes;
 use crate::cache::ClockCache;
-use crate::ec::{parity_checksum, DirIndex, StripeIndex, BLOCK_BYTES};
+use crate::ec::parity_checksum;
 use crate::error::ShardError;
+use crate::ids::{DirIndex, LaneIndex, SegmentId, StoreId, StripeIndex};
+use crate::limits::BLOCK_BYTES;
 use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta, Parity};
-use crate::segment::{LaneIndex, SegmentId};
-use crate::store::{Store, StoreId};
+use crate::store::Store;
 
 /// A file the read path opens: an object's own file or a segment of packed objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum FileKey {
     /// An object's data file in one dir.
     Object(Address, DirIndex),
-    /// An object's parity file in one dir (`upload::parity_path`).
+    /// An object's parity file in one dir (`layout::parity_path`).
     Parity(Address, DirIndex),
     /// A segment in one lane.
     Segment(StoreId, SegmentId, LaneIndex),

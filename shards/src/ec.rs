@@ -18,28 +18,10 @@ use std::rc::Rc;
 use std::str::FromStr;
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
-use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
+use ron_codec::tree::GroupIndex;
 
-use crate::segment::ByteOffset;
-
-/// Bytes of one block: a group, or a parity block.
-pub const BLOCK_BYTES: u64 = GROUP_LEN_BYTES;
-
-/// Most data blocks per stripe: a degraded read reads `k` blocks to rebuild one, so
-/// wider stripes make every rebuild slower.
-pub const DATA_BLOCKS_MAX: u8 = 16;
-/// Most parity blocks per stripe.
-pub const PARITY_BLOCKS_MAX: u8 = 4;
-/// Most data dirs a node takes.
-pub const DIRS_MAX: u8 = 64;
-
-/// A data dir's position in the node's list of dirs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DirIndex(pub u8);
-
-/// A stripe of an object: its groups `s·k .. s·k + k`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StripeIndex(pub u64);
+use crate::ids::{ByteOffset, DirIndex, StripeIndex};
+use crate::limits::{BLOCK_BYTES, DATA_BLOCKS_MAX, DIRS_MAX, PARITY_BLOCKS_MAX};
 
 /// The code a node writes new objects with: `k` data blocks and `m` parity blocks per
 /// stripe ("4+1"); `m = 0` is no parity at all ("off").

@@ -85,6 +85,8 @@ pub enum ShardError {
     },
     #[error("shard {shard}: the group commit task stopped before answering")]
     CommitStopped { shard: u16 },
+    #[error("shard {shard} is stopping: it takes no new writes")]
+    Stopping { shard: u16 },
 }
 
 fn remote_text(shard: u16, code: ErrorCode, message: &str) -> String {
@@ -116,6 +118,7 @@ impl ShardError {
                 ErrorCode::StoredDigestMismatch
             }
             ShardError::Remote { code, .. } => *code,
+            ShardError::Stopping { .. } => ErrorCode::NotReady,
             _ if self.is_out_of_space() => ErrorCode::InsufficientStorage,
             _ => ErrorCode::Internal,
         }

@@ -31,6 +31,7 @@ use ron_link::dht::DhtClient;
 use crate::cache::AddressMap;
 use crate::commit::GroupCommit;
 use crate::error::ShardError;
+use crate::lifecycle::StopSignal;
 use crate::metrics::ShardMetrics;
 use crate::store::{now_us, EvictableObject, Store};
 
@@ -103,17 +104,27 @@ pub(crate) struct Evicter {
     pub metrics: Arc<ShardMetrics>,
     pub dht: Option<DhtClient>,
     pub claims: BackgroundClaims,
+    /// The shard's stop: the evicter stops between evictions.
+    pub stop: StopSignal,
 }
 
 impl Evicter {
-    /// Runs until the shard is gone: each wake-up evicts until within the budget.
+    /// Runs until the shard stops: each wake-up evicts until within the budget. An
+    /// eviction under way is finished first (its steps are each durable, and the next
+    /// open finishes one a crash cut short).
     pub(crate) async fn run(self, wakes: LocalReceiver<()>) {
         self.publish_budget();
-        loop {
+        while !self.stop.is_stopped() {
             if let Err(e) = self.evict_to_budget().await {
                 tracing::warn!(error = %e, "eviction stopped until the next commit");
             }
-            if wakes.recv().await.is_none() {
+            if self
+                .stop
+                .unless_stopped(wakes.recv())
+                .await
+                .flatten()
+                .is_none()
+            {
                 return;
             }
         }
@@ -141,7 +152,7 @@ impl Evicter {
     }
 
     async fn evict_to_budget(&self) -> Result<(), ShardError> {
-        loop {
+        while !self.stop.is_stopped() {
             let held = self.held()?;
             if held <= self.budget_bytes {
                 return Ok(());
@@ -154,8 +165,9 @@ impl Evicter {
                 .max()
                 .unwrap_or(0);
             let wait_us = (youngest + EVICT_AGE_MIN_US).saturating_sub(now_us);
-            if wait_us > 0 {
-                glommio::timer::sleep(std::time::Duration::from_micros(wait_us)).await;
+            let wait = std::time::Duration::from_micros(wait_us);
+            if wait_us > 0 && !self.stop.sleep(wait).await {
+                return Ok(());
             }
             let mut evicted = 0;
             for store in &self.stores {
@@ -174,6 +186,7 @@ impl Evicter {
                 return Ok(());
             }
         }
+        Ok(())
     }
 
     /// The oldest evictable copies across the stores whose bytes cover `excess`, at

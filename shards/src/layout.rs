@@ -27,15 +27,11 @@ use std::path::{Path, PathBuf};
 
 use ron_codec::{Address, PartitionTable};
 
-use crate::ec::{DirIndex, DIRS_MAX};
 use crate::error::ShardError;
-use crate::store::StoreId;
+use crate::ids::{DirIndex, ShardIndex, StoreId};
+use crate::limits::DIRS_MAX;
 
 const TABLE_FILE: &str = "partitions.bin";
-
-/// A shard's index among the running shards (0..shards).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ShardIndex(pub u16);
 
 /// The data dir's fixed routing: partition table plus the running shard count.
 #[derive(Debug, Clone)]
@@ -417,6 +413,13 @@ pub fn sync_dir(dir: &Path) -> Result<(), ShardError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(ShardError::io("fsync dir", dir))
+}
+
+/// Where the parity of the object staged or stored at `data_path` is.
+pub fn parity_path(data_path: &Path) -> PathBuf {
+    let mut name = data_path.as_os_str().to_owned();
+    name.push(".parity");
+    PathBuf::from(name)
 }
 
 pub fn tmp_dir(data_dir: &Path) -> PathBuf {

@@ -16,11 +16,19 @@
 //!   appends a whole batch of them with one write and one data sync per lane (`m + 1`
 //!   copies of every segment), and the start-up scan of the needles past the index's
 //!   checkpoint (a bad needle taken from another lane).
-//! - [`shard`]: the per-executor state and its read path — metadata and verified groups
-//!   from the cache, the shard's own disk (io_uring DMA) or the owner over the mesh —
-//!   and the entry points of the write path: `begin_upload`, and `commit`, which it
-//!   runs itself or forwards to the owner. It answers other shards' mesh requests
-//!   through the handler it gives the mesh.
+//! - [`ids`] and [`limits`]: the leaves every module may import — one newtype per id
+//!   (`ShardIndex`, `StoreId`, `DirIndex`, `StripeIndex`, `SegmentId`, `LaneIndex`,
+//!   `ByteOffset`) and the fixed limits of the formats (block size, most data and parity
+//!   blocks, most dirs, the packed-object and segment sizes).
+//! - [`shard`]: the per-executor state (`shard/mod.rs`) and its operations beside it,
+//!   one file each: reading (`read.rs`: metadata and verified groups from the cache, the
+//!   shard's own disk or the owner over the mesh), keeping verified groups
+//!   (`caching.rs`), degraded reads and their repair (`degraded.rs`), the write path's
+//!   entry points (`write.rs`: `begin_upload`, and `commit`, run here or forwarded to
+//!   the owner), mesh answers and flights (`peers.rs`), and the background services
+//!   (`services.rs`). `Shard::start` and `Shard::stop` are its lifecycle.
+//! - [`lifecycle`]: the stop signal and the background tasks a shard starts, stops and
+//!   awaits within a bound (`docs/design/lifecycle.md`).
 //! - `disk` (private): the disk end of the read path — this shard's open object files
 //!   (bounded by count) and one aligned DMA read per run of groups (one group, both
 //!   groups of a range, a read-ahead batch), or per contiguous stretch of a dir's file
@@ -58,9 +66,9 @@
 //! Imports point one way: `shard` → `mesh` → `commit` → `upload` → the storage
 //! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `metrics`, `error`);
 //! `shard` → `scrub` → `repair` → the storage modules and `ec`; `shard` → `evict` →
-//! `commit`, and `scrub` → `evict` for the claims.
+//! `commit`, and `scrub` → `evict` for the claims; every module → `ids`, `limits`.
 //! Nothing imports `shard`; the mesh reaches the shard only through the handler it is
-//! given.
+//! given. No two files import each other (`../shared/tools/module-cycles` checks).
 //!
 //! ## Invariants
 //! - A byte leaves this crate only inside a group that passed
@@ -101,7 +109,10 @@ mod disk;
 pub mod ec;
 pub mod error;
 mod evict;
+pub mod ids;
 pub mod layout;
+pub mod lifecycle;
+pub mod limits;
 pub mod mesh;
 pub mod metrics;
 pub mod record;
@@ -115,7 +126,8 @@ pub mod upload;
 pub use arena::{GroupBytes, MemFile, MemFileSpan};
 pub use commit::CommitOutcome;
 pub use error::ShardError;
-pub use layout::{Routing, ShardIndex};
+pub use ids::{ByteOffset, DirIndex, LaneIndex, SegmentId, ShardIndex, StoreId, StripeIndex};
+pub use layout::Routing;
 pub use mesh::{FlightHandler, FlightPart};
 pub use metrics::{MetricsSnapshot, ShardMetrics};
 pub use record::{Location, ObjectMeta, Parity, Retention};

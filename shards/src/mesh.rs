@@ -36,7 +36,7 @@ use ron_codec::{Address, ErrorCode};
 
 use crate::commit::CommitOutcome;
 use crate::error::ShardError;
-use crate::layout::ShardIndex;
+use crate::ids::ShardIndex;
 use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
 use crate::upload::StagedObject;

@@ -17,9 +17,11 @@
 
 use ron_codec::{Address, ChunkTree};
 
-use crate::ec::{EcParams, StripeGeometry, StripeIndex, DIRS_MAX};
+use crate::ec::{EcParams, StripeGeometry};
 use crate::error::ShardError;
-use crate::segment::{ByteOffset, NeedleAt, SegmentId};
+use crate::ids::{ByteOffset, SegmentId, StripeIndex};
+use crate::limits::DIRS_MAX;
+use crate::segment::NeedleAt;
 
 const OWN_FILE_VERSION: u8 = 1;
 const PACKED_VERSION: u8 = 2;

@@ -21,11 +21,13 @@ use ron_codec::Address;
 
 use crate::cache::AddressMap;
 use crate::disk::{DiskGroups, ObjectFiles};
-use crate::ec::{parity_checksum, StripeCode, StripeGeometry, StripeIndex, BLOCK_BYTES};
+use crate::ec::{parity_checksum, StripeCode, StripeGeometry};
 use crate::error::ShardError;
+use crate::ids::{LaneIndex, StripeIndex};
 use crate::layout;
+use crate::limits::BLOCK_BYTES;
 use crate::record::{Location, ObjectMeta, Parity};
-use crate::segment::{self, LaneIndex, Needle};
+use crate::segment::{self, Needle};
 use crate::store::Store;
 
 /// Stripes waiting for repair on one shard, at most. Past it a damaged stripe is

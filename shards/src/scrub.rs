@@ -25,9 +25,12 @@ use ron_codec::tree::GroupIndex;
 use ron_codec::Address;
 
 use crate::disk::ObjectFiles;
-use crate::ec::{StripeCodes, StripeIndex, BLOCK_BYTES};
+use crate::ec::StripeCodes;
 use crate::error::ShardError;
 use crate::evict::BackgroundClaims;
+use crate::ids::StripeIndex;
+use crate::lifecycle::StopSignal;
+use crate::limits::BLOCK_BYTES;
 use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta, Parity};
 use crate::repair;
@@ -62,6 +65,8 @@ pub struct Pacer {
     bytes_per_s: u64,
     next: Instant,
     client_reads: Option<Rc<Cell<u32>>>,
+    /// The scrubber's stop: a wait for the next read ends at once when it comes.
+    stop: Option<StopSignal>,
 }
 
 /// The longest one scrub read waits for clients' reads to leave the disk.
@@ -73,6 +78,7 @@ impl Pacer {
             bytes_per_s: bytes_per_s.max(1),
             next: now,
             client_reads: None,
+            stop: None,
         }
     }
 
@@ -84,13 +90,26 @@ impl Pacer {
         start - now
     }
 
-    async fn wait(&mut self, bytes: u64) {
+    /// Waits until a read of `bytes` is due; `false` if a stop came first.
+    async fn wait(&mut self, bytes: u64) -> bool {
         let delay = self.delay(bytes, Instant::now());
+        if self.stop.as_ref().is_some_and(StopSignal::is_stopped) {
+            return false;
+        }
         if !delay.is_zero() {
-            glommio::timer::sleep(delay).await;
+            let slept = match &self.stop {
+                Some(stop) => stop.sleep(delay).await,
+                None => {
+                    glommio::timer::sleep(delay).await;
+                    true
+                }
+            };
+            if !slept {
+                return false;
+            }
         }
         let Some(client_reads) = &self.client_reads else {
-            return;
+            return true;
         };
         let yielded = Instant::now();
         while client_reads.get() > 0
@@ -100,6 +119,7 @@ impl Pacer {
         }
         // Time spent yielding is not owed back: the next read is paced from now.
         self.next = self.next.max(Instant::now());
+        true
     }
 }
 
@@ -133,7 +153,9 @@ impl ObjectCheck {
 }
 
 /// Reads and checks every stored block of `meta`'s object, rebuilding and writing back
-/// the bad blocks of each stripe its parity can rebuild; paced by `pacer` if given.
+/// the bad blocks of each stripe its parity can rebuild; paced by `pacer` if given. A
+/// stop the pacer sees ends the check between stripes (or runs): what it returns then
+/// covers only the part checked.
 pub(crate) async fn check_object(
     files: &ObjectFiles,
     codes: &StripeCodes,
@@ -150,8 +172,11 @@ pub(crate) async fn check_object(
             let stripes = parity.geometry(meta.len()).stripes();
             for stripe in (0..stripes).map(StripeIndex) {
                 let stripe_check = check_stripe(files, codes, store, meta, parity, stripe);
-                check
-                    .add(paced(&mut pacer, stripe_bytes(meta, parity, stripe), stripe_check).await);
+                let bytes = stripe_bytes(meta, parity, stripe);
+                let Some(checked) = paced(&mut pacer, bytes, stripe_check).await else {
+                    break;
+                };
+                check.add(checked);
             }
             check
         }
@@ -163,6 +188,7 @@ pub(crate) async fn check_object(
                 check_lanes(files, store, meta),
             )
             .await
+            .unwrap_or_default()
         }
         _ => {
             let mut check = ObjectCheck::default();
@@ -171,7 +197,10 @@ pub(crate) async fn check_object(
                 let count = SCRUB_RUN_GROUPS_MAX.min(groups - first);
                 let bytes = (meta.len() - first * BLOCK_BYTES).min(count * BLOCK_BYTES);
                 let run = check_groups(files, store, meta, GroupIndex(first), count);
-                check.add(paced(&mut pacer, bytes, run).await);
+                let Some(checked) = paced(&mut pacer, bytes, run).await else {
+                    break;
+                };
+                check.add(checked);
             }
             check
         }
@@ -182,11 +211,13 @@ async fn paced(
     pacer: &mut Option<&mut Pacer>,
     bytes: u64,
     check: impl std::future::Future<Output = ObjectCheck>,
-) -> ObjectCheck {
+) -> Option<ObjectCheck> {
     if let Some(pacer) = pacer {
-        pacer.wait(bytes).await;
+        if !pacer.wait(bytes).await {
+            return None;
+        }
     }
-    check.await
+    Some(check.await)
 }
 
 /// Bytes of `stripe` on disk: its data groups and its parity blocks.
@@ -306,15 +337,21 @@ async fn check_groups(
     check
 }
 
-/// One shard's scrubber. It holds the shard's pause switch weakly and ends when the
-/// shard is gone.
+/// What the shard tells its scrubber: pause (the operator's switch, held weakly) and
+/// stop.
+pub(crate) struct ScrubControl {
+    pub paused: Weak<Cell<bool>>,
+    pub stop: StopSignal,
+}
+
+/// One shard's scrubber. It ends when the shard stops (its position saved) or is gone.
 pub(crate) struct Scrubber {
     /// The shard's stores, in id order, and where the scrubber is in each.
     stores: Vec<(Store, ScrubPosition)>,
     files: ObjectFiles,
     codes: Rc<StripeCodes>,
     metrics: Arc<ShardMetrics>,
-    paused: Weak<Cell<bool>>,
+    control: ScrubControl,
     pacer: Pacer,
     /// Objects the evicter or the repair task holds: skipped.
     claims: BackgroundClaims,
@@ -326,7 +363,7 @@ impl Scrubber {
         stores: Vec<Store>,
         codes: Rc<StripeCodes>,
         metrics: Arc<ShardMetrics>,
-        paused: Weak<Cell<bool>>,
+        control: ScrubControl,
         bytes_per_s: u64,
         client_reads: Rc<Cell<u32>>,
         claims: BackgroundClaims,
@@ -337,14 +374,16 @@ impl Scrubber {
             positioned.push((store, at));
         }
         positioned.sort_by_key(|(store, _)| store.id());
+        let stop = control.stop.clone();
         let scrubber = Scrubber {
             stores: positioned,
             files: ObjectFiles::new(SCRUB_OPEN_FILES_MAX),
             codes,
             metrics,
-            paused,
+            control,
             pacer: Pacer {
                 client_reads: Some(client_reads),
+                stop: Some(stop),
                 ..Pacer::new(bytes_per_s, Instant::now())
             },
             claims,
@@ -367,7 +406,9 @@ impl Scrubber {
                 rounds = self.rounds_done();
                 let rest = Duration::from_millis(SCRUB_ROUND_MIN_MS)
                     .saturating_sub(round_started.elapsed());
-                glommio::timer::sleep(rest).await;
+                if !self.control.stop.sleep(rest).await {
+                    return;
+                }
                 round_started = Instant::now();
             }
             match self.scrub_store(i).await {
@@ -375,7 +416,10 @@ impl Scrubber {
                 Ok(None) => return,
                 Err(e) => {
                     tracing::warn!(store = self.stores[i].0.id().0, error = %e, "scrub: store skipped for now");
-                    glommio::timer::sleep(Duration::from_millis(SCRUB_RETRY_MS)).await;
+                    let retry = Duration::from_millis(SCRUB_RETRY_MS);
+                    if !self.control.stop.sleep(retry).await {
+                        return;
+                    }
                 }
             }
         }
@@ -394,8 +438,8 @@ impl Scrubber {
         (0..self.stores.len()).min_by_key(|&i| (self.stores[i].1.passes, i))
     }
 
-    /// Scrubs store `i` from where it stopped to its end (`Some`), or until the shard is
-    /// gone (`None`).
+    /// Scrubs store `i` from where it stopped to its end (`Some`), or until the shard
+    /// stops or is gone (`None`; its position saved when it stops).
     async fn scrub_store(&mut self, i: usize) -> Result<Option<()>, ShardError> {
         let mut saved = Instant::now();
         let mut stored = self.stores[i].0.stats()?.objects;
@@ -419,6 +463,11 @@ impl Scrubber {
                     return Ok(None);
                 }
                 self.scrub_one(&store, &addr).await?;
+                if self.control.stop.is_stopped() {
+                    // Cut short between stripes: checked again from its start next time.
+                    self.save(i).await?;
+                    return Ok(None);
+                }
                 let at = &mut self.stores[i].1;
                 at.objects += 1;
                 at.after = Some(addr);
@@ -468,18 +517,28 @@ impl Scrubber {
     }
 
     /// Waits while the operator has the scrubber paused, having saved where it is in
-    /// store `i` (a restart while paused resumes there); `false` once the shard is gone.
+    /// store `i` (a restart while paused resumes there); `false` once the shard stops
+    /// (where it is saved) or is gone.
     async fn wait_while_paused(&self, i: usize) -> Result<bool, ShardError> {
         let mut saved = false;
         loop {
-            match self.paused.upgrade() {
+            if self.control.stop.is_stopped() {
+                if !saved {
+                    self.save(i).await?;
+                }
+                return Ok(false);
+            }
+            match self.control.paused.upgrade() {
                 None => return Ok(false),
                 Some(paused) if !paused.get() => return Ok(true),
                 Some(_) if !saved => {
                     self.save(i).await?;
                     saved = true;
                 }
-                Some(_) => glommio::timer::sleep(Duration::from_millis(SCRUB_PAUSE_POLL_MS)).await,
+                Some(_) => {
+                    let poll = Duration::from_millis(SCRUB_PAUSE_POLL_MS);
+                    self.control.stop.sleep(poll).await;
+                }
             }
         }
     }

@@ -40,36 +40,17 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ron_codec::tree::GROUP_LEN_BYTES;
 use ron_codec::{Address, ChunkTree};
 
 use crate::error::ShardError;
+use crate::ids::{ByteOffset, LaneIndex, SegmentId};
 use crate::layout;
-
-/// Objects up to this length (one group) are packed into segments.
-pub const PACKED_OBJECT_BYTES_MAX: u64 = GROUP_LEN_BYTES;
-
-/// A segment stops taking needles once it holds this much (a batch never splits).
-pub const SEGMENT_BYTES_MAX: u64 = 256 << 20;
+use crate::limits::{PACKED_OBJECT_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_LANES_MAX};
 
 const NEEDLE_MAGIC: &[u8; 4] = b"RONn";
 /// Magic, body length, address, content type length (the content type follows).
 pub const NEEDLE_HEAD_BYTES_MIN: u64 = 4 + 4 + 32 + 1;
 const NEEDLE_ALIGN_BYTES: u64 = 8;
-
-/// Names a segment within its store; shown as its file name (8 hex digits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SegmentId(pub u32);
-
-impl std::fmt::Display for SegmentId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:08x}", self.0)
-    }
-}
-
-/// A position in a file, bytes from its start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteOffset(pub u64);
 
 /// One object to pack.
 #[derive(Debug, Clone, Copy)]
@@ -138,14 +119,6 @@ pub(crate) struct Appended {
     pub places: Vec<NeedleAt>,
     pub end: Checkpoint,
 }
-
-/// Lanes a store writes at most (one more than the most parity blocks a code has).
-pub const SEGMENT_LANES_MAX: u8 = 1 + crate::ec::PARITY_BLOCKS_MAX;
-
-/// One of the copies of a store's segments: lane 0 is `segments/`, lane `l`
-/// `segments.<l>/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LaneIndex(pub u8);
 
 /// The dir of lane `lane` of the store at `store_root`.
 pub fn lane_dir(store_root: &Path, lane: LaneIndex) -> PathBuf {

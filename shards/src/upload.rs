@@ -6,7 +6,7 @@
 //! [`StagedObject`] to the owner shard as plain data.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -15,13 +15,12 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::TreeHasher;
 
-use crate::ec::{
-    parity_checksum, DirIndex, EcParams, StripeCode, StripeGeometry, StripeIndex, BLOCK_BYTES,
-};
+use crate::ec::{parity_checksum, EcParams, StripeCode, StripeGeometry};
 use crate::error::ShardError;
+use crate::ids::{DirIndex, StripeIndex};
 use crate::layout::{self, DataDirs};
+use crate::limits::{BLOCK_BYTES, PACKED_OBJECT_BYTES_MAX};
 use crate::record::{Location, ObjectMeta, Parity, Retention};
-use crate::segment::PACKED_OBJECT_BYTES_MAX;
 
 /// A finished upload, ready to commit, not yet visible.
 #[derive(Debug, Clone)]
@@ -347,7 +346,7 @@ impl TempNames {
     fn temp_path(&self, dir: DirIndex, parity: bool) -> PathBuf {
         let path = layout::tmp_dir(self.dirs.dir(dir)).join(&self.name);
         match parity {
-            true => parity_path(&path),
+            true => layout::parity_path(&path),
             false => path,
         }
     }
@@ -509,13 +508,6 @@ impl ParityWriter {
         }
         Ok(())
     }
-}
-
-/// Where the parity of the object staged or stored at `data_path` is.
-pub fn parity_path(data_path: &Path) -> PathBuf {
-    let mut name = data_path.as_os_str().to_owned();
-    name.push(".parity");
-    PathBuf::from(name)
 }
 
 impl TempFileWriter {
@@ -722,6 +714,7 @@ mod tests {
     use super::*;
     use futures_lite::future::poll_once;
     use std::future::Future;
+    use std::path::Path;
 
     /// Drives `work` to completion polling it again every 5 µs, whether or not its I/O
     /// has completed: what a request task woken by its socket or a timer does.

@@ -12,9 +12,10 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_codec::tree::{group_count, group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, ChunkTree, ErrorCode};
-use ron_shards::layout::{self, Routing, ShardIndex};
+use ron_shards::layout::{self, Routing};
 use ron_shards::mesh::{self, Mesh};
 use ron_shards::shard::READ_AHEAD_BYTES_MAX;
+use ron_shards::ShardIndex;
 use ron_shards::{CommitOutcome, Shard, ShardConfig, ShardError, ShardMetrics};
 
 /// A fresh data dir under the system temp dir, removed when dropped.

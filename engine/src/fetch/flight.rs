@@ -79,6 +79,8 @@ pub enum Failure {
         code: ron_codec::ErrorCode,
         message: Rc<str>,
     },
+    /// The shard stopped while the fetch was under way: it was abandoned (503).
+    Stopping,
 }
 
 impl Failure {
@@ -102,6 +104,7 @@ impl Failure {
                 code: *code,
                 message: message.to_string(),
             }),
+            Failure::Stopping => Refusal::ShuttingDown,
         }
     }
 }

@@ -28,7 +28,8 @@ impl ReadThrough {
     /// A follower's flight task: mirrors the owner's flight into `flight`, then ends it
     /// as the owner's ended.
     pub(super) async fn follow(&self, owner: ShardIndex, flight: Rc<Flight>) {
-        let outcome = self.follow_owner(owner, &flight).await;
+        let followed = self.stop.unless_stopped(self.follow_owner(owner, &flight));
+        let outcome = followed.await.unwrap_or(Outcome::Failed(Failure::Stopping));
         // Out of the table first, as for a fetch: the next request starts anew.
         self.flights.borrow_mut().remove(&flight.addr);
         flight.finish(outcome);

@@ -46,7 +46,7 @@ mod follow;
 pub mod origin;
 pub mod peer;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 use ron_codec::tree::group_count;
 use ron_codec::Address;
 use ron_link::dht::DhtClient;
+use ron_shards::lifecycle::StopSignal;
 use ron_shards::{Shard, ShardMetrics};
 
 pub use flight::{Failure, Flight, GroupAt, Outcome};
@@ -65,6 +66,22 @@ pub use origin::Origin;
 use peer::PeerGet;
 
 use crate::refusal::Refusal;
+
+/// Counts a fetch task as running until dropped (at its end, or with its task).
+struct Running(Rc<Cell<usize>>);
+
+impl Running {
+    fn start(running: &Rc<Cell<usize>>) -> Running {
+        running.set(running.get() + 1);
+        Running(Rc::clone(running))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
 
 /// Providers asked for per fetch.
 const PROVIDERS_MAX: usize = 8;
@@ -113,6 +130,10 @@ pub struct ReadThrough {
     origin: Option<Origin>,
     config: FetchConfig,
     flights: RefCell<HashMap<Address, Rc<Flight>>>,
+    /// Raised by [`ReadThrough::stop`]: every fetch under way is abandoned.
+    stop: StopSignal,
+    /// Fetch and follow tasks running (each ends by itself, or at a stop).
+    running: Rc<Cell<usize>>,
 }
 
 impl ReadThrough {
@@ -130,6 +151,8 @@ impl ReadThrough {
                 origin,
                 config,
                 flights: RefCell::default(),
+                stop: StopSignal::default(),
+                running: Rc::default(),
             })
         })
     }
@@ -158,27 +181,50 @@ impl ReadThrough {
         let flight = Flight::new(addr);
         self.flights.borrow_mut().insert(addr, Rc::clone(&flight));
         let (this, fetching) = (Rc::clone(self), Rc::clone(&flight));
+        let running = Running::start(&self.running);
         match self.shard.owner(&addr) {
             // Another shard owns it: that shard leads the node's one fetch of it.
             Some(owner) => {
-                glommio::spawn_local(async move { this.follow(owner, fetching).await }).detach();
+                glommio::spawn_local(async move {
+                    this.follow(owner, fetching).await;
+                    drop(running);
+                })
+                .detach();
             }
             None => {
                 ShardMetrics::add(&self.metrics().fetches, 1);
-                glommio::spawn_local(async move { this.run(fetching).await }).detach();
+                glommio::spawn_local(async move {
+                    this.run(fetching).await;
+                    drop(running);
+                })
+                .detach();
             }
         }
         Ok(flight)
     }
 
+    /// Abandons every fetch under way (its upload's temp files are left for the shard's
+    /// stop to remove, its waiters answered 503) and waits for their tasks to end, at
+    /// most `within`; returns how many had not ended by then.
+    pub async fn stop(&self, within: Duration) -> usize {
+        self.stop.stop();
+        let deadline = Instant::now() + within;
+        while self.running.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(crate::limits::DRAIN_POLL_PERIOD).await;
+        }
+        self.running.get()
+    }
+
     async fn run(&self, flight: Rc<Flight>) {
         let started = Instant::now();
-        let outcome = match self.fetch(&flight).await {
-            Ok(()) => {
+        let fetched = self.stop.unless_stopped(self.fetch(&flight)).await;
+        let outcome = match fetched {
+            Some(Ok(())) => {
                 ShardMetrics::add(&self.metrics().fetches_stored, 1);
                 Outcome::Stored
             }
-            Err(failure) => Outcome::Failed(failure),
+            Some(Err(failure)) => Outcome::Failed(failure),
+            None => Outcome::Failed(Failure::Stopping),
         };
         tracing::debug!(
             obj = %flight.addr,

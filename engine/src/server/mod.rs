@@ -33,6 +33,7 @@ use crate::admission::Counters;
 use crate::cli::Resolved;
 use crate::config::{keys, Config};
 use crate::limits::READY_WAIT;
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use shard::FrontEnds;
 use shard::{ShardHandles, ShardPlan};
 
@@ -74,7 +75,7 @@ pub enum StartError {
     #[error(transparent)]
     Dht(#[from] ron_dht::DhtError),
     #[error("{0}")]
-    Origin(String),
+    Origin(crate::fetch::origin::OriginError),
 }
 
 /// The process-wide flags the signal handlers set.
@@ -144,6 +145,8 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         stop: Arc::clone(&signals.stop),
         dht: dht_client,
         origin,
+        drained: shard::StopStep::new(shards),
+        stopped: shard::StopStep::new(shards),
     };
     let handles = shard::start_shards(&plan, &counters, shard_links)?;
     wait_until_ready(&counters, &handles, &plan.stop);
@@ -251,7 +254,7 @@ fn clean_tmp(data_dir: &Path) -> Result<(), StartError> {
 
 /// Replacement dirs (empty where a marked dir was expected; `open_data_dirs` took at
 /// most `m` of them) are rebuilt by the scrubber while the node serves.
-fn warn_replaced(dirs: &layout::DataDirs, replaced: &[ron_shards::ec::DirIndex]) {
+fn warn_replaced(dirs: &layout::DataDirs, replaced: &[ron_shards::DirIndex]) {
     for d in replaced {
         tracing::warn!(
             dir = %dirs.dir(*d).display(),

@@ -15,8 +15,9 @@ use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_io::tls::AppProtocol;
 use ron_link::dht::DhtClient;
 use ron_link::link::{ControlLink, ShardLink};
-use ron_shards::layout::{Routing, ShardIndex};
+use ron_shards::layout::Routing;
 use ron_shards::mesh::{self, Mesh, MeshEnds};
+use ron_shards::ShardIndex;
 use ron_shards::{Shard, ShardConfig, ShardMetrics};
 
 use super::clock::{Alarm, ShardClock};
@@ -42,6 +43,39 @@ pub(super) struct ShardPlan {
     pub dht: Option<DhtClient>,
     /// The read-through origin, resolved.
     pub origin: Option<Origin>,
+    /// The steps of a stop every shard reaches before any goes on ([`run_shard`]).
+    pub drained: StopStep,
+    pub stopped: StopStep,
+}
+
+/// A step of the node's stop that every shard reaches before any goes past it, bounded
+/// by [`limits::STOP_STEP_WAIT`] (a shard that failed never arrives).
+#[derive(Debug, Clone)]
+pub(super) struct StopStep {
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
+    shards: usize,
+}
+
+impl StopStep {
+    pub fn new(shards: u16) -> StopStep {
+        StopStep {
+            arrived: Arc::default(),
+            shards: usize::from(shards),
+        }
+    }
+
+    /// Arrives, and waits for every shard to have; `false` if the wait ran out.
+    async fn arrive_and_wait(&self) -> bool {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        let deadline = Instant::now() + limits::STOP_STEP_WAIT;
+        while self.arrived.load(Ordering::Acquire) < self.shards {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            glommio::timer::sleep(limits::DRAIN_POLL_PERIOD).await;
+        }
+        true
+    }
 }
 
 /// The running control thread.
@@ -184,6 +218,8 @@ struct ShardStart {
     link: ShardLink,
     dht: Option<DhtClient>,
     origin: Option<Origin>,
+    drained: StopStep,
+    stopped: StopStep,
 }
 
 pub(super) fn start_shards(
@@ -222,6 +258,8 @@ pub(super) fn start_shards(
             link,
             dht: plan.dht.clone(),
             origin: plan.origin.clone(),
+            drained: plan.drained.clone(),
+            stopped: plan.stopped.clone(),
         };
         let executor = LocalExecutorBuilder::new(placement(&cpus, i))
             .name(&format!("ron-shard-{i}"))
@@ -319,13 +357,13 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         &admission,
         &draining,
         start.tls.is_some(),
-        read_through,
+        read_through.clone(),
     );
     let first_connection = Rc::new(Alarm::default());
     let acceptors = fronts.accept(
         listeners,
         &first_connection,
-        start.tls,
+        start.tls.clone(),
         &start.counters.shard,
         config.connections_max,
     );
@@ -346,7 +384,42 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     draining.set(true);
     drop(acceptors); // cancels the accept loops and closes the listeners
     drain(&admission, Duration::from_millis(config.drain_timeout_ms)).await;
+    let steps = [&start.drained, &start.stopped];
+    stop_behind_requests(steps, &shard, read_through.as_deref()).await;
     Ok(())
+}
+
+/// The stop after the drain, in steps every shard takes together: the read-through's
+/// fetches are abandoned; once every shard has drained, the shard's background services
+/// and group commit stop (a commit forwarded by a shard still draining finds its owner
+/// taking it); once every shard has stopped, the executor may end (nothing asks over
+/// the mesh any more).
+async fn stop_behind_requests(
+    [drained, stopped]: [&StopStep; 2],
+    shard: &Shard,
+    fetches: Option<&ReadThrough>,
+) {
+    let index = shard.index().0;
+    if let Some(fetches) = fetches {
+        let left = fetches.stop(limits::FETCH_STOP_WAIT).await;
+        if left > 0 {
+            tracing::warn!(
+                shard = index,
+                fetches = left,
+                "read-through fetches still running at the stop"
+            );
+        }
+    }
+    if !drained.arrive_and_wait().await {
+        tracing::warn!(shard = index, "stopping before every shard drained");
+    }
+    let abandoned = shard.stop(limits::SHARD_STOP_WAIT).await;
+    if !abandoned.is_empty() {
+        tracing::warn!(shard = index, ?abandoned, "stopped with work abandoned");
+    }
+    if !stopped.arrive_and_wait().await {
+        tracing::warn!(shard = index, "ending before every shard stopped");
+    }
 }
 
 /// What this shard's read-through answers other shards following a fetch of an object

@@ -483,8 +483,9 @@ mod tests {
     fn a_failed_batch_is_served_up_to_its_bad_group_before_any_cached_group_after_it() {
         use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
         use ron_codec::ErrorCode;
-        use ron_shards::layout::{self, Routing, ShardIndex};
+        use ron_shards::layout::{self, Routing};
         use ron_shards::shard::READ_AHEAD_BYTES_MAX;
+        use ron_shards::ShardIndex;
         use ron_shards::{ShardConfig, ShardMetrics};
         use std::io::{Read, Seek, SeekFrom, Write};
 

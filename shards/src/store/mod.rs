@@ -36,18 +36,15 @@ use heed::types::Bytes as RawBytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use ron_codec::Address;
 
-use crate::ec::DirIndex;
 use crate::error::ShardError;
+use crate::ids::{ByteOffset, DirIndex, LaneIndex, SegmentId, StoreId};
+use crate::limits::SEGMENT_LANES_MAX;
 use crate::record::{ObjectMeta, Retention};
-use crate::segment::{self, Checkpoint, SegmentId};
+use crate::segment::{self, Checkpoint};
 
 mod evictable;
 pub use evictable::{now_us, EvictableObject};
 use evictable::{EvictRule, EvictableDbs};
-
-/// Identifies a store: the value the partition table maps a partition to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StoreId(pub u16);
 
 /// A store's handle. Cheap to clone (shared) and `Send`, so a clone can go to the
 /// blocking pool for commits.
@@ -118,7 +115,7 @@ pub struct Replay {
     /// Needles past the checkpoint that had no record and now have one.
     pub indexed: u64,
     /// Segments whose tail was not a whole, matching needle (never acknowledged).
-    pub torn: Vec<(SegmentId, segment::ByteOffset)>,
+    pub torn: Vec<(SegmentId, ByteOffset)>,
 }
 
 /// What a store holds, kept up to date by each commit (O(1) to read at start-up).
@@ -161,7 +158,7 @@ fn first_checkpoint(root: &Path) -> Result<Checkpoint, ShardError> {
         .len();
     Ok(Checkpoint {
         segment: last,
-        end: segment::ByteOffset(len),
+        end: ByteOffset(len),
     })
 }
 
@@ -466,7 +463,7 @@ impl Store {
     /// Replicas a crash or a replaced dir left apart are merged first: their union is the
     /// index (a pass over the records, only when the replicas' commit counts differ);
     /// then evictions a crash interrupted are finished. New segments are written to `segment_lanes`
-    /// lanes (1 to [`segment::SEGMENT_LANES_MAX`]). Blocking; runs at start-up.
+    /// lanes (1 to [`SEGMENT_LANES_MAX`]). Blocking; runs at start-up.
     pub fn open(
         roots: Vec<PathBuf>,
         replica_dirs: &[DirIndex],
@@ -481,7 +478,7 @@ impl Store {
                 std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
             }
         }
-        let segment_lanes = segment_lanes.clamp(1, segment::SEGMENT_LANES_MAX);
+        let segment_lanes = segment_lanes.clamp(1, SEGMENT_LANES_MAX);
         segment::create_lane_dirs(&roots[0], segment_lanes)?;
         let lanes_on_disk = segment::lanes_on_disk(&roots[0]);
         // A new index replays from the first needle; one whose segments were written
@@ -781,7 +778,7 @@ impl Store {
     }
 
     /// Where a packed object's segment is in lane `lane`.
-    pub fn segment_path(&self, lane: segment::LaneIndex, id: SegmentId) -> PathBuf {
+    pub fn segment_path(&self, lane: LaneIndex, id: SegmentId) -> PathBuf {
         segment::lane_segment_path(self.segments_root(), lane, id)
     }
 
@@ -795,7 +792,7 @@ impl Store {
 
     /// Where the parity blocks of an object that dir `dir` holds are.
     pub fn parity_path(&self, addr: &Address, dir: DirIndex) -> PathBuf {
-        crate::upload::parity_path(&self.object_path(addr, dir))
+        crate::layout::parity_path(&self.object_path(addr, dir))
     }
 
     /// Data dirs the store spans.
@@ -838,8 +835,9 @@ fn merge_replicas(replicas: &[Index]) -> Result<(), ShardError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ByteOffset;
     use crate::record::Location;
-    use crate::segment::{Appended, ByteOffset, Needle, SegmentLog};
+    use crate::segment::{Appended, Needle, SegmentLog};
 
     const INDEX_BYTES: usize = 64 << 20;
 

@@ -1,0 +1,205 @@
+//! Keeping verified groups: the shard's verified-group cache (memfd arenas), where a
+//! group is checked once where it is kept — in its arena after the copy, or where it
+//! lies when it is not cached — and the read-ahead budget of streams. Also the
+//! metadata cache's forgetting of evicted objects.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
+use ron_codec::Address;
+
+use crate::arena::GroupBytes;
+use crate::cache::GroupKey;
+use crate::disk;
+use crate::error::ShardError;
+use crate::metrics::ShardMetrics;
+use crate::record::ObjectMeta;
+use crate::shard::state::Shard;
+
+/// An object larger than this share of the verified cache (a quarter) is not cached:
+/// reading it whole would evict a quarter of everything else, and a cold stream of it
+/// would spend more on arena churn (allocate, zero, map, unmap) than on sending.
+pub const CACHE_ADMIT_SHARE: u64 = 4;
+
+/// Read-ahead held on one shard at most, bytes: 128 streams at full depth. Past it,
+/// streams read one group at a time, so a crowd of cold streams (or of slow readers
+/// holding their read-ahead) cannot hold more than this in DMA buffers.
+pub const READ_AHEAD_BYTES_MAX: u64 = 256 << 20;
+
+/// Whether a group about to be kept was checked already, where its bytes lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    No,
+    WhereItLies,
+}
+
+/// A share of the shard's read-ahead budget, given back when dropped.
+#[derive(Debug)]
+pub struct ReadAheadPermit {
+    held: Rc<Cell<u64>>,
+    bytes: u64,
+}
+
+impl Drop for ReadAheadPermit {
+    fn drop(&mut self) {
+        self.held.set(self.held.get() - self.bytes);
+    }
+}
+
+impl Shard {
+    /// Groups `first..first + count` if the cache holds every one of them.
+    pub fn cached_groups(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+    ) -> Option<Vec<GroupBytes>> {
+        let addr = meta.addr();
+        let all_cached = {
+            let cache = self.groups.borrow();
+            (first.0..first.0 + count).all(|g| {
+                cache.contains(&GroupKey {
+                    addr,
+                    group: GroupIndex(g),
+                })
+            })
+        };
+        all_cached.then(|| {
+            (first.0..first.0 + count)
+                .filter_map(|g| {
+                    let key = GroupKey {
+                        addr,
+                        group: GroupIndex(g),
+                    };
+                    self.cached_group(meta, &key)
+                })
+                .collect()
+        })
+    }
+
+    pub(super) fn cached_group(&self, meta: &ObjectMeta, key: &GroupKey) -> Option<GroupBytes> {
+        let cached = self.groups.borrow_mut().get(key)?;
+        ShardMetrics::add(&self.metrics.cache_hits, 1);
+        debug_assert_group_len(meta, key.group, &cached);
+        Some(cached)
+    }
+
+    /// Checks `group` once, where it is kept: copied into an arena of the verified
+    /// cache and checked there when the object is admitted and there is room (the bytes
+    /// checked are the bytes sent), else checked where it is (its DMA buffer, or the
+    /// bytes off the mesh) and sent from there.
+    pub(super) fn keep_verified(
+        &self,
+        meta: &ObjectMeta,
+        key: GroupKey,
+        group: GroupBytes,
+    ) -> Result<GroupBytes, ShardError> {
+        self.keep(meta, key, group, Checked::No)
+    }
+
+    /// Keeps a group a rebuild has just checked where it lies: checked again only if
+    /// it is copied into the verified cache.
+    pub(super) fn keep_rebuilt(
+        &self,
+        meta: &ObjectMeta,
+        key: GroupKey,
+        group: GroupBytes,
+    ) -> Result<GroupBytes, ShardError> {
+        self.keep(meta, key, group, Checked::WhereItLies)
+    }
+
+    fn keep(
+        &self,
+        meta: &ObjectMeta,
+        key: GroupKey,
+        group: GroupBytes,
+        checked: Checked,
+    ) -> Result<GroupBytes, ShardError> {
+        let placed = if self.admits_to_cache(meta) {
+            self.groups.borrow_mut().place(&group)
+        } else {
+            None
+        };
+        let kept = match placed {
+            Some(placed) => {
+                disk::verify_group(meta, key.group, &placed.group, &self.metrics)?;
+                let kept = self.groups.borrow_mut().keep(key, placed);
+                self.publish_cache_size();
+                kept
+            }
+            None => {
+                if checked == Checked::No {
+                    disk::verify_group(meta, key.group, &group, &self.metrics)?;
+                }
+                group
+            }
+        };
+        debug_assert_group_len(meta, key.group, &kept);
+        Ok(kept)
+    }
+
+    /// Reserves `bytes` of the shard's read-ahead budget ([`READ_AHEAD_BYTES_MAX`]), or
+    /// `None` when it is spent.
+    pub fn reserve_read_ahead(&self, bytes: u64) -> Option<ReadAheadPermit> {
+        let held = self.read_ahead_bytes.get();
+        (held + bytes <= READ_AHEAD_BYTES_MAX).then(|| {
+            self.read_ahead_bytes.set(held + bytes);
+            ReadAheadPermit {
+                held: Rc::clone(&self.read_ahead_bytes),
+                bytes,
+            }
+        })
+    }
+
+    /// Whether groups of this object may enter the verified cache: not those of an
+    /// object larger than a [`CACHE_ADMIT_SHARE`]th of it, whose every read would push
+    /// out that share of everything else (a scan). Those are verified in the DMA
+    /// buffers they were read into and sent from there, cheaper than arenas.
+    fn admits_to_cache(&self, meta: &ObjectMeta) -> bool {
+        meta.len() <= self.config.cache_bytes_max as u64 / CACHE_ADMIT_SHARE
+    }
+
+    fn publish_cache_size(&self) {
+        let groups = self.groups.borrow();
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.metrics
+            .cache_bytes
+            .store(groups.weight() as u64, relaxed);
+        self.metrics
+            .cache_entries
+            .store(groups.len() as u64, relaxed);
+    }
+
+    /// Drops the cached metadata of `addrs` (evicted objects): the next request for
+    /// one loads it again, and misses.
+    pub(super) fn forget_metas(&self, addrs: &[Address]) {
+        let mut metas = self.metas.borrow_mut();
+        let mut oversized = self.oversized_meta.borrow_mut();
+        for addr in addrs {
+            metas.remove(addr);
+            if oversized.as_ref().is_some_and(|m| m.addr() == *addr) {
+                *oversized = None;
+            }
+        }
+    }
+}
+
+/// Postcondition of every group this shard hands out: at most one 64 KiB group, and
+/// exactly as long as the object's length says group `group` is.
+fn debug_assert_group_len(meta: &ObjectMeta, group: GroupIndex, bytes: &[u8]) {
+    debug_assert!(
+        bytes.len() as u64 <= GROUP_LEN_BYTES,
+        "group {} of {} is {} bytes, more than a group",
+        group.0,
+        meta.addr(),
+        bytes.len()
+    );
+    debug_assert_eq!(
+        Some(bytes.len() as u64),
+        group_len(meta.len(), group),
+        "group {} of {} has the wrong length",
+        group.0,
+        meta.addr()
+    );
+}

@@ -1,0 +1,247 @@
+//! Damage met on the read path, and its repair: a group whose block is bad is rebuilt
+//! from the rest of its stripe (or, for a packed object, taken from another lane),
+//! checked, served, and queued for the repair task (`services.rs`), which writes the
+//! rebuilt blocks back once the disk is quiet. `ron repair`'s check of one object too.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ron_codec::Address;
+
+use crate::arena::GroupBytes;
+use crate::cache::GroupKey;
+use crate::error::ShardError;
+use crate::ids::{LaneIndex, StripeIndex};
+use crate::metrics::ShardMetrics;
+use crate::record::{Location, ObjectMeta};
+use crate::repair::{self, StripeKey};
+use crate::scrub::{self, ObjectCheck};
+use crate::shard::state::Shard;
+use crate::store::{self, Store};
+
+/// How long the repair task lets clients' reads have the disk before it writes, at
+/// most: a degraded stream's write-back then follows the stream, in few large batches,
+/// instead of splitting the disk with it in many small ones.
+pub const REPAIR_DEFER_MS_MAX: u64 = 500;
+
+impl Shard {
+    /// A group whose block failed (`cause`), rebuilt from the rest of its stripe and
+    /// checked against its chaining value; the stripe is queued for repair. More bad
+    /// blocks than the parity covers: a clean failure, counted. `batch`: the run of
+    /// groups the failed one came in, whose other blocks of the stripe are not read
+    /// again.
+    pub(super) async fn degraded_group(
+        &self,
+        store: &Store,
+        meta: &ObjectMeta,
+        key: GroupKey,
+        cause: ShardError,
+        batch: Option<repair::ReadBatch<'_>>,
+    ) -> Result<GroupBytes, ShardError> {
+        let Some(parity) = &meta.parity else {
+            return Err(cause);
+        };
+        let geometry = parity.geometry(meta.len());
+        let stripe = geometry.stripe_of(key.group);
+        let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe, batch).await;
+        let bad = read.bad_columns();
+        let code = self.codes.get(parity.params);
+        if let Err(e) = repair::rebuild(&code, meta, parity, stripe, &mut read) {
+            ShardMetrics::add(&self.metrics.ec_unrecoverable, 1);
+            return Err(e);
+        }
+        let column = (key.group.0 - geometry.groups_of(stripe).start) as usize;
+        // The bytes served are the bytes the rebuild checked; the write-back of a bad
+        // block gets a copy.
+        let rebuilt = read.blocks[column].take().unwrap_or_default();
+        if bad.contains(&column) {
+            read.blocks[column] = Some(rebuilt.clone());
+        }
+        ShardMetrics::add(&self.metrics.ec_degraded_reads, 1);
+        if !bad.is_empty() {
+            // The rebuilt blocks are checked: repair writes them as they are.
+            let writes = repair::block_writes(store, meta, &geometry, stripe, &bad, &mut read);
+            let key = StripeKey {
+                addr: key.addr,
+                stripe,
+            };
+            self.queue_repair(meta, key, bad.len() as u64, Some(writes));
+        }
+        self.keep_rebuilt(meta, key, GroupBytes::in_memory(Bytes::from(rebuilt)))
+    }
+
+    /// A packed object whose copy in lane 0 failed (`cause`), from the first other lane
+    /// whose copy passes its check; lane 0 is queued for repair. No lane good: a clean
+    /// failure, counted.
+    pub(super) async fn group_from_lanes(
+        &self,
+        store: &Store,
+        meta: &ObjectMeta,
+        key: GroupKey,
+        cause: ShardError,
+    ) -> Result<GroupBytes, ShardError> {
+        for lane in (1..store.lanes_on_disk()).map(LaneIndex) {
+            let Some(body) = repair::lane_copy(&self.files, store, meta, lane).await else {
+                continue;
+            };
+            ShardMetrics::add(&self.metrics.ec_degraded_reads, 1);
+            let writes = repair::needle_writes(store, meta, &[LaneIndex(0)], &body);
+            let stripe = StripeKey {
+                addr: key.addr,
+                stripe: StripeIndex(0),
+            };
+            self.queue_repair(meta, stripe, 1, Some(writes));
+            return self.keep_rebuilt(meta, key, GroupBytes::in_memory(Bytes::from(body)));
+        }
+        if store.lanes_on_disk() > 1 {
+            ShardMetrics::add(&self.metrics.ec_unrecoverable, 1);
+        }
+        Err(cause)
+    }
+
+    fn queue_repair(
+        &self,
+        meta: &ObjectMeta,
+        key: StripeKey,
+        bad_blocks: u64,
+        rebuilt: Option<Vec<repair::BlockWrite>>,
+    ) {
+        let meta = match self.cached_meta(&key.addr) {
+            Some(meta) => meta,
+            None => Rc::new(meta.clone()),
+        };
+        match self.repairs.add(key, &meta, bad_blocks, rebuilt) {
+            repair::Added::New => {
+                ShardMetrics::add(&self.metrics.ec_missing_blocks, bad_blocks);
+                let _ = self.repair_wake.try_send(());
+            }
+            repair::Added::AlreadyQueued => {}
+            repair::Added::Full => ShardMetrics::add(&self.metrics.ec_repairs_dropped, 1),
+        }
+    }
+
+    /// Returns once the read path has had no read in flight for two ticks in a row, or
+    /// the repair queue holds half its budget of rebuilt blocks, or after
+    /// [`REPAIR_DEFER_MS_MAX`].
+    pub(super) async fn wait_for_quiet_disk(&self) {
+        const TICK: Duration = Duration::from_millis(1);
+        let reads = self.files.reads_in_flight();
+        let since = Instant::now();
+        let mut quiet_ticks = 0;
+        while quiet_ticks < 2
+            && self.repairs.held_bytes() < repair::REPAIR_HELD_BYTES_MAX / 2
+            && since.elapsed() < Duration::from_millis(REPAIR_DEFER_MS_MAX)
+        {
+            quiet_ticks = match reads.get() {
+                0 => quiet_ticks + 1,
+                _ => 0,
+            };
+            glommio::timer::sleep(TICK).await;
+        }
+    }
+
+    /// Writes back the bad blocks of `stripes` of one object: those a degraded read
+    /// rebuilt and checked as they are, the others read again from disk, rebuilt and
+    /// checked here; one write per block and one sync per file (on the blocking pool).
+    /// Returns how many stripes could not be repaired.
+    pub(super) async fn repair_stripes(
+        &self,
+        meta: &ObjectMeta,
+        stripes: Vec<repair::TakenStripe>,
+    ) -> u64 {
+        if meta.is_packed() {
+            return self.repair_lanes(meta, stripes).await;
+        }
+        let all = stripes.len() as u64;
+        let (Some(parity), Ok(store)) = (&meta.parity, self.local_store(&meta.addr())) else {
+            return all;
+        };
+        let code = self.codes.get(parity.params);
+        let geometry = parity.geometry(meta.len());
+        let mut writes = Vec::new();
+        let mut failed = 0;
+        for (stripe, _, rebuilt) in stripes {
+            if let Some(rebuilt) = rebuilt {
+                writes.extend(rebuilt);
+                continue;
+            }
+            let read = repair::read_stripe(&self.files, store, meta, parity, stripe, None);
+            let mut read = read.await;
+            let bad = read.bad_columns();
+            if bad.is_empty() {
+                continue;
+            }
+            match repair::rebuild(&code, meta, parity, stripe, &mut read) {
+                Ok(()) => writes.extend(repair::block_writes(
+                    store, meta, &geometry, stripe, &bad, &mut read,
+                )),
+                Err(_) => failed += 1,
+            }
+        }
+        if writes.is_empty() {
+            return failed;
+        }
+        let written = repair::write_back(writes).await;
+        self.files.forget(&meta.addr(), store.dir_count());
+        match written {
+            Ok(bytes) => {
+                ShardMetrics::add(&self.metrics.ec_repair_bytes, bytes);
+                failed
+            }
+            Err(_) => all,
+        }
+    }
+
+    /// Writes back the lanes of a packed object whose copies a read found bad: the
+    /// needle the read checked, or, if the queue could not hold it, the lanes read and
+    /// checked again. Returns 1 if the repair failed, else 0.
+    async fn repair_lanes(&self, meta: &ObjectMeta, stripes: Vec<repair::TakenStripe>) -> u64 {
+        let (Ok(store), Location::Packed(at)) = (self.local_store(&meta.addr()), meta.location)
+        else {
+            return 1;
+        };
+        let held = stripes.into_iter().find_map(|(_, _, held)| held);
+        let writes = match held {
+            Some(writes) => writes,
+            None => {
+                let check = repair::check_lanes(&self.files, store, meta).await;
+                match &check.body {
+                    Some(body) => repair::needle_writes(store, meta, &check.bad, body),
+                    None => return 1,
+                }
+            }
+        };
+        let written = repair::write_back(writes).await;
+        self.files.forget_segment(store, at.segment);
+        match written {
+            Ok(bytes) => {
+                ShardMetrics::add(&self.metrics.ec_repair_bytes, bytes);
+                0
+            }
+            Err(_) => 1,
+        }
+    }
+
+    /// Whether `meta`'s object still has its record (not evicted since).
+    pub(super) fn still_stored(&self, meta: &ObjectMeta) -> bool {
+        let addr = meta.addr();
+        self.local_store(&addr)
+            .and_then(|store| store.contains(&addr))
+            .unwrap_or(false)
+    }
+
+    /// Reads and checks every stored block of `addr`'s object now, unpaced (`ron
+    /// repair`), and rebuilds and writes back what its parity can rebuild. On the
+    /// object's owner only: another shard answers `Mesh`.
+    pub async fn check_object(&self, addr: &Address) -> Result<ObjectCheck, ShardError> {
+        let store = self.local_store(addr)?;
+        let meta = store::read_record(store, addr)
+            .await?
+            .ok_or(ShardError::NotFound { addr: *addr })?;
+        let check = scrub::check_object(&self.files, &self.codes, store, &meta, None).await;
+        self.files.forget(addr, store.dir_count());
+        ShardMetrics::add(&self.metrics.ec_repair_bytes, check.repaired_bytes);
+        Ok(check)
+    }
+}

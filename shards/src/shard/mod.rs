@@ -1,0 +1,189 @@
+//! One shard: the state a pinned executor owns (`state.rs`), its lifecycle (this file:
+//! start and stop), and its operations beside them, each in its own file with the state
+//! it may touch:
+//!
+//! | file | operation | state it uses |
+//! |---|---|---|
+//! | `read.rs` | metadata and verified groups: cache → own disk → owner over the mesh | `metas`, `meta_loads`, `files`, `stores` |
+//! | `caching.rs` | keeping verified groups (memfd arenas), the read-ahead budget | `groups`, `read_ahead_bytes`, `metas` (forgetting) |
+//! | `degraded.rs` | a bad block rebuilt from its stripe or lane, queued for repair; `ron repair` | `codes`, `repairs`, `files` |
+//! | `write.rs` | an upload begun here, committed on the owner | `upload_seq`, `commits` |
+//! | `peers.rs` | what other shards ask over the mesh, flights of read-throughs | `mesh`, `flights` |
+//! | `services.rs` | the background services: repair, scrubber, evicter, announce walk | `background`, `claims`, `scrub_paused` |
+//!
+//! Lifecycle: [`Shard::start`] opens the stores (start-up work, blocking opens) and
+//! starts the group commit, the background services and the mesh service;
+//! [`Shard::stop`], once the front ends have drained, stops the background services
+//! (bounded), then the group commit (what it holds is made durable and indexed).
+//!
+//! Everything here is `!Send` and lives on one executor thread. The only things shared
+//! with other threads are the metrics (written only here) and the mesh channels.
+
+mod caching;
+mod degraded;
+mod peers;
+mod read;
+mod services;
+mod state;
+mod write;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::local_channel;
+use glommio::{Latency, Shares};
+
+use crate::arena::ArenaCache;
+use crate::cache::{AddressMap, ClockCache};
+use crate::commit::GroupCommit;
+use crate::disk::ObjectFiles;
+use crate::ec::StripeCodes;
+use crate::error::ShardError;
+use crate::evict::BackgroundClaims;
+use crate::ids::ShardIndex;
+use crate::layout::Routing;
+use crate::mesh::Mesh;
+use crate::metrics::ShardMetrics;
+use crate::repair::RepairQueue;
+use crate::shard::peers::mesh_handler;
+use crate::shard::services::start_all;
+use crate::store::{self, Store};
+
+pub use crate::shard::caching::{ReadAheadPermit, CACHE_ADMIT_SHARE, READ_AHEAD_BYTES_MAX};
+pub use crate::shard::degraded::REPAIR_DEFER_MS_MAX;
+pub use crate::shard::state::{Shard, ShardConfig};
+
+/// Task-queue shares of the shard's background work (repair, scrub) against the 1,000
+/// of the queue that serves clients: when both have work, clients get ~95 % of the CPU.
+pub const BACKGROUND_SHARES: usize = 50;
+
+impl Shard {
+    /// Opens the stores this shard owns and starts its group commit, its background
+    /// services (`services.rs`) and its mesh service. Blocking opens are start-up work,
+    /// before the shard accepts.
+    pub async fn start(
+        index: ShardIndex,
+        routing: Routing,
+        config: ShardConfig,
+        mesh: Option<Mesh>,
+        metrics: Arc<ShardMetrics>,
+    ) -> Result<Rc<Shard>, ShardError> {
+        let mut stores = HashMap::new();
+        let mut replays = Vec::new();
+        for id in routing.stores_of(index) {
+            let dirs = &config.data_dirs;
+            let replicas = store::index_replica_dirs(id, dirs.count(), config.ec.parity);
+            // Packed objects (one-dir nodes only) get `m + 1` copies: the lanes.
+            let lanes = match dirs.count() {
+                1 => config.ec.parity + 1,
+                _ => 1,
+            };
+            let store = Store::open(
+                dirs.store_roots(id),
+                &replicas,
+                lanes,
+                id,
+                config.index_bytes_max,
+            )?;
+            replays.push((id, store.replay_blocking()?));
+            let stats = store.stats()?;
+            ShardMetrics::add(&metrics.objects_stored, stats.objects);
+            ShardMetrics::add(&metrics.bytes_stored, stats.bytes);
+            stores.insert(id, store);
+        }
+        metrics.cache_bytes_max.store(
+            config.cache_bytes_max as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let groups = ArenaCache::new(config.cache_bytes_max).map_err(ShardError::io(
+            "create a memfd arena for the verified-group cache",
+            "memfd:ron-verified-groups",
+        ))?;
+        let (evicter_wake, evicter_wakes) = match config.evictable_bytes_max {
+            Some(_) => {
+                let (wake, wakes) = local_channel::new_bounded(1);
+                (Some(wake), Some(wakes))
+            }
+            None => (None, None),
+        };
+        let commits = GroupCommit::start(
+            index,
+            config.commit_batch_max,
+            Arc::clone(&metrics),
+            config.dht.clone(),
+            evicter_wake,
+        );
+        let (repair_wake, repair_wakes) = local_channel::new_bounded(1);
+        let shard = Rc::new(Shard {
+            index,
+            routing,
+            groups: RefCell::new(groups),
+            metas: RefCell::new(ClockCache::new(config.meta_bytes_max)),
+            oversized_meta: RefCell::new(None),
+            meta_loads: RefCell::new(AddressMap::default()),
+            files: ObjectFiles::new(config.open_files_max),
+            config,
+            stores,
+            commits,
+            replays,
+            upload_seq: Cell::new(0),
+            mesh: mesh.map(Rc::new),
+            read_ahead_bytes: Rc::new(Cell::new(0)),
+            repairs: RepairQueue::default(),
+            repair_wake,
+            codes: Rc::new(StripeCodes::default()),
+            scrub_paused: Rc::new(Cell::new(false)),
+            claims: BackgroundClaims::default(),
+            flights: RefCell::new(None),
+            background: RefCell::new(None),
+            metrics,
+        });
+        let background = glommio::executor().create_task_queue(
+            Shares::Static(BACKGROUND_SHARES),
+            Latency::NotImportant,
+            "ron-background",
+        );
+        let services = start_all(&shard, repair_wakes, evicter_wakes, background)?;
+        *shard.background.borrow_mut() = Some(services);
+        if let Some(mesh) = &shard.mesh {
+            Rc::clone(mesh).serve(mesh_handler(&shard));
+        }
+        Ok(shard)
+    }
+
+    /// Stops the shard's work behind the requests, once its front ends have drained:
+    /// the background services (in start order, all within `within`; a service still
+    /// running then is cancelled and named in the answer), then the group commit (within
+    /// `within` again)
+    /// (commits queued are made durable and the index backlog committed, so a restart
+    /// replays nothing), then removes the temp files of uploads the stop cut off. The
+    /// mesh keeps answering until the executor ends, so a shard still stopping can ask
+    /// this one.
+    pub async fn stop(&self, within: Duration) -> Vec<&'static str> {
+        let background = self.background.borrow_mut().take();
+        let mut abandoned = match background {
+            Some(services) => services.stop(within).await,
+            None => Vec::new(),
+        };
+        if !self.commits.stop(within).await {
+            abandoned.push("group commit");
+        }
+        match self.remove_abandoned_uploads().await {
+            Ok(0) => {}
+            Ok(uploads) => {
+                tracing::info!(
+                    shard = self.index.0,
+                    uploads,
+                    "removed the temp files of uploads cut off by the stop"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(shard = self.index.0, error = %e, "abandoned uploads' temp files left for the next start")
+            }
+        }
+        abandoned
+    }
+}

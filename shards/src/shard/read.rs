@@ -1,0 +1,294 @@
+//! The read path: an object's metadata (its chunk tree checked against the address
+//! once, then cached) and its verified groups — from the cache (`caching.rs`), this
+//! shard's disk (`disk.rs`; a damaged block rebuilt by `degraded.rs`) or the owner
+//! shard over the mesh. Concurrent loads of one object's metadata share one load.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver};
+use ron_codec::tree::{group_len, GroupIndex};
+use ron_codec::Address;
+
+use crate::arena::GroupBytes;
+use crate::cache::GroupKey;
+use crate::error::ShardError;
+use crate::ids::ShardIndex;
+use crate::mesh::{MeshOp, MeshReply};
+use crate::metrics::ShardMetrics;
+use crate::record::ObjectMeta;
+use crate::repair;
+use crate::shard::state::{join_all, mesh_confused, Shard};
+use crate::store::{self, Store};
+
+impl Shard {
+    /// The object's metadata (chunk tree verified against the address), from this
+    /// shard's cache, its own store, or the owner shard. Objects are immutable, so any
+    /// shard may cache any object's metadata. Concurrent requests for metadata being
+    /// loaded wait for that load instead of repeating it; if it fails, each tries once
+    /// itself (so each gets its own error).
+    pub async fn meta(&self, addr: &Address) -> Result<Rc<ObjectMeta>, ShardError> {
+        if let Some(meta) = self.cached_meta(addr) {
+            return Ok(meta);
+        }
+        if let Some(waiting) = self.join_meta_load(addr) {
+            ShardMetrics::add(&self.metrics.meta_load_waits, 1);
+            if let Some(Some(meta)) = waiting.recv().await {
+                return Ok(meta);
+            }
+            return self.load_meta(addr).await;
+        }
+        let load = MetaLoad::lead(self, *addr);
+        let loaded = self.load_meta(addr).await;
+        load.settle(loaded.as_ref().ok());
+        loaded
+    }
+
+    pub(super) fn cached_meta(&self, addr: &Address) -> Option<Rc<ObjectMeta>> {
+        if let Some(meta) = self.metas.borrow_mut().get(addr) {
+            return Some(meta);
+        }
+        let oversized = self.oversized_meta.borrow();
+        oversized
+            .as_ref()
+            .filter(|meta| meta.addr() == *addr)
+            .map(Rc::clone)
+    }
+
+    /// A receiver for the outcome of a load of `addr` already running, if one is.
+    fn join_meta_load(&self, addr: &Address) -> Option<LocalReceiver<Option<Rc<ObjectMeta>>>> {
+        let mut loads = self.meta_loads.borrow_mut();
+        let waiters = loads.get_mut(addr)?;
+        let (tell, told) = local_channel::new_bounded(1);
+        waiters.push(tell);
+        Some(told)
+    }
+
+    async fn load_meta(&self, addr: &Address) -> Result<Rc<ObjectMeta>, ShardError> {
+        let meta = match self.owner(addr) {
+            None => self.local_meta(addr).await?,
+            Some(owner) => match self.mesh()?.call(owner, MeshOp::Meta(*addr)).await? {
+                MeshReply::Meta(meta) => meta,
+                _ => return Err(mesh_confused(owner)),
+            },
+        };
+        let meta = Rc::new(meta);
+        let weight = meta.footprint_bytes();
+        if weight > self.config.meta_bytes_max {
+            // Too big for the cache: kept beside it (one such tree per shard), so a
+            // huge object is not re-read and re-checked on every request.
+            *self.oversized_meta.borrow_mut() = Some(Rc::clone(&meta));
+        } else {
+            self.metas
+                .borrow_mut()
+                .insert(*addr, Rc::clone(&meta), weight);
+        }
+        Ok(meta)
+    }
+
+    /// Reads and checks the object's record from this shard's store: inline when short,
+    /// on the blocking pool when checking its tree would stall the shard.
+    async fn local_meta(&self, addr: &Address) -> Result<ObjectMeta, ShardError> {
+        let store = self.local_store(addr)?;
+        if let Some(meta) = self.commits.unindexed_meta(addr) {
+            return Ok(meta);
+        }
+        ShardMetrics::add(&self.metrics.meta_loads, 1);
+        store::read_record(store, addr)
+            .await?
+            .ok_or(ShardError::NotFound { addr: *addr })
+    }
+
+    /// One whole verified group: from the cache, this shard's disk, or the owner.
+    pub async fn group(
+        &self,
+        meta: &ObjectMeta,
+        group: GroupIndex,
+    ) -> Result<GroupBytes, ShardError> {
+        let key = GroupKey {
+            addr: meta.addr(),
+            group,
+        };
+        if let Some(cached) = self.cached_group(meta, &key) {
+            return Ok(cached);
+        }
+        ShardMetrics::add(&self.metrics.cache_misses, 1);
+        match self.owner(&key.addr) {
+            None => {
+                let store = self.local_store(&key.addr)?;
+                match self.disk_group(store, meta, key).await {
+                    // Evicted since its metadata was loaded: a miss, not damage.
+                    Err(_) if !store.contains(&key.addr).unwrap_or(true) => {
+                        self.forget_metas(&[key.addr]);
+                        Err(ShardError::NotFound { addr: key.addr })
+                    }
+                    Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
+                        self.degraded_group(store, meta, key, e, None).await
+                    }
+                    Err(e) if meta.is_packed() && e.is_stored_damage() => {
+                        self.group_from_lanes(store, meta, key, e).await
+                    }
+                    read => read,
+                }
+            }
+            Some(owner) => {
+                let bytes = match self.remote_group(owner, key).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        if e.code() == ron_codec::ErrorCode::NotFound {
+                            // Evicted since its metadata was cached here.
+                            self.forget_metas(&[key.addr]);
+                        }
+                        return Err(e);
+                    }
+                };
+                // Trust boundary: the owner checked it, and so does this shard.
+                self.keep_verified(meta, key, GroupBytes::in_memory(bytes))
+            }
+        }
+    }
+
+    /// Groups `first..first + count`, verified: from the cache when all are there;
+    /// else, for an object this shard owns, one DMA read for the whole run (read-ahead
+    /// for streams, both groups of a range at once); else one group at a time.
+    pub async fn groups(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+    ) -> Result<Vec<GroupBytes>, ShardError> {
+        if let Some(cached) = self.cached_groups(meta, first, count) {
+            return Ok(cached);
+        }
+        let addr = meta.addr();
+        if self.owner(&addr).is_some() || count == 1 {
+            return self.groups_one_by_one(meta, first, count).await;
+        }
+        let store = self.local_store(&addr)?;
+        let read = match self.files.read_groups(store, meta, first, count).await {
+            Ok(read) => read,
+            // One group at a time: each rebuilt from its stripe if it must be.
+            Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
+                return self.groups_one_by_one(meta, first, count).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut groups = Vec::with_capacity(count as usize);
+        let mut damaged = Vec::new();
+        // Which of the read's groups passed their check as read (not those served
+        // from the cache instead): a rebuild takes them without hashing them again.
+        let mut checked = vec![false; count as usize];
+        for g in first.0..first.0 + count {
+            let key = GroupKey {
+                addr,
+                group: GroupIndex(g),
+            };
+            let kept = match self.cached_group(meta, &key) {
+                Some(cached) => cached,
+                None => {
+                    ShardMetrics::add(&self.metrics.cache_misses, 1);
+                    let expected = group_len(meta.len(), key.group).unwrap_or(0);
+                    match self.keep_verified(meta, key, read.group(key.group, expected)) {
+                        Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
+                            damaged.push((groups.len(), key, e));
+                            GroupBytes::in_memory(Bytes::new())
+                        }
+                        kept => {
+                            let kept = kept?;
+                            checked[groups.len()] = true;
+                            kept
+                        }
+                    }
+                }
+            };
+            groups.push(kept);
+        }
+        if damaged.is_empty() {
+            return Ok(groups);
+        }
+        // The batch's damaged groups are rebuilt at once: their stripes' parity reads
+        // are in flight together rather than one after another.
+        let batch = repair::ReadBatch {
+            read: &read,
+            first: first.0,
+            checked: &checked,
+        };
+        let rebuilds = damaged.into_iter().map(|(at, key, cause)| {
+            let batch = Some(batch);
+            async move {
+                (
+                    at,
+                    self.degraded_group(store, meta, key, cause, batch).await,
+                )
+            }
+        });
+        for (at, rebuilt) in join_all(rebuilds.collect()).await {
+            groups[at] = rebuilt?;
+        }
+        Ok(groups)
+    }
+
+    async fn groups_one_by_one(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+    ) -> Result<Vec<GroupBytes>, ShardError> {
+        let mut groups = Vec::with_capacity(count as usize);
+        for g in first.0..first.0 + count {
+            groups.push(self.group(meta, GroupIndex(g)).await?);
+        }
+        Ok(groups)
+    }
+
+    /// One group of an object this shard owns, read from disk and checked.
+    async fn disk_group(
+        &self,
+        store: &Store,
+        meta: &ObjectMeta,
+        key: GroupKey,
+    ) -> Result<GroupBytes, ShardError> {
+        let read = self.files.read_groups(store, meta, key.group, 1).await?;
+        let expected = group_len(meta.len(), key.group).unwrap_or(0);
+        self.keep_verified(meta, key, read.group(key.group, expected))
+    }
+
+    async fn remote_group(&self, owner: ShardIndex, key: GroupKey) -> Result<Bytes, ShardError> {
+        let op = MeshOp::Group {
+            addr: key.addr,
+            group: key.group,
+        };
+        match self.mesh()?.call(owner, op).await? {
+            MeshReply::Group(bytes) => Ok(bytes),
+            _ => Err(mesh_confused(owner)),
+        }
+    }
+}
+
+/// The load of one object's metadata that other requests wait for. Dropped without
+/// [`MetaLoad::settle`] (its request went away), it still ends: its waiters see the
+/// channel close and load for themselves.
+struct MetaLoad<'a> {
+    shard: &'a Shard,
+    addr: Address,
+}
+
+impl<'a> MetaLoad<'a> {
+    fn lead(shard: &'a Shard, addr: Address) -> MetaLoad<'a> {
+        shard.meta_loads.borrow_mut().insert(addr, Vec::new());
+        MetaLoad { shard, addr }
+    }
+
+    fn settle(self, meta: Option<&Rc<ObjectMeta>>) {
+        let waiters = self.shard.meta_loads.borrow_mut().remove(&self.addr);
+        for waiter in waiters.into_iter().flatten() {
+            let _ = waiter.try_send(meta.map(Rc::clone));
+        }
+    }
+}
+
+impl Drop for MetaLoad<'_> {
+    fn drop(&mut self) {
+        self.shard.meta_loads.borrow_mut().remove(&self.addr);
+    }
+}

@@ -1,0 +1,84 @@
+//! The write path's entry points: an upload begins on the shard its connection is on
+//! (`upload.rs` hashes and stages it) and is committed on the owner of its address
+//! (`commit.rs`'s group commit), forwarded over the mesh when that is another shard.
+
+use crate::commit::CommitOutcome;
+use crate::error::ShardError;
+use crate::mesh::{MeshOp, MeshReply};
+use crate::record::Retention;
+use crate::shard::state::{mesh_confused, Shard};
+use crate::upload::{self, Placement, StagedObject, Upload};
+
+impl Shard {
+    /// Starts an upload of `expected_len` bytes if announced; a long one gets a temp
+    /// file in the data dir's temp area, a small one is kept in memory to be packed.
+    pub fn begin_upload(&self, expected_len: Option<u64>) -> Upload {
+        let seq = self.upload_seq.get();
+        self.upload_seq.set(seq + 1);
+        let name = format!("{}{seq}", self.upload_prefix());
+        let placement = Placement {
+            dirs: self.config.data_dirs.clone(),
+            // Spreads column 0 of successive uploads over the dirs.
+            rot: seq as u8,
+        };
+        Upload::new(placement, name, expected_len, self.config.ec)
+    }
+
+    /// Makes a staged object visible on its owner shard and returns once it is durable.
+    pub async fn commit(&self, staged: StagedObject) -> Result<CommitOutcome, ShardError> {
+        match self.owner(&staged.meta.addr()) {
+            None => self.commit_local(staged).await,
+            Some(owner) => match self.mesh()?.call(owner, MeshOp::Commit(staged)).await? {
+                MeshReply::Committed(outcome) => Ok(outcome),
+                _ => Err(mesh_confused(owner)),
+            },
+        }
+    }
+
+    pub(super) async fn commit_local(
+        &self,
+        staged: StagedObject,
+    ) -> Result<CommitOutcome, ShardError> {
+        let store = self.local_store(&staged.meta.addr())?;
+        // An upload of a stored object may have to make it kept: the commit queue looks.
+        let evictable = staged.retention == Retention::Evictable;
+        if evictable && self.cached_meta(&staged.meta.addr()).is_some() {
+            upload::discard(staged).await;
+            return Ok(CommitOutcome::AlreadyStored);
+        }
+        self.commits.commit(store, staged).await
+    }
+
+    /// What the temp files of this shard's uploads are named by: the shard and the
+    /// process, so that no other shard's or process's files match.
+    fn upload_prefix(&self) -> String {
+        format!("upload-{}-{}-", self.index.0, std::process::id())
+    }
+
+    /// Removes the temp files of this shard's uploads that were abandoned (a request or
+    /// a fetch cut off by a stop) and returns how many there were. Called by
+    /// [`Shard::stop`] once nothing of this shard uploads or commits any more.
+    pub(super) async fn remove_abandoned_uploads(&self) -> Result<usize, ShardError> {
+        let (dirs, prefix) = (self.config.data_dirs.tmp_dirs(), self.upload_prefix());
+        glommio::executor()
+            .spawn_blocking(move || remove_named(&dirs, &prefix))
+            .await
+    }
+}
+
+/// Removes the files of `dirs` whose names start with `prefix`. Blocking.
+fn remove_named(dirs: &[std::path::PathBuf], prefix: &str) -> Result<usize, ShardError> {
+    let mut removed = 0;
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir).map_err(ShardError::io("list", dir))?;
+        for entry in entries {
+            let entry = entry.map_err(ShardError::io("list", dir))?;
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(ShardError::io("remove", &path))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
