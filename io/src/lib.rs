@@ -14,7 +14,9 @@
 //! - [`tls`]: rustls server configuration (ring provider, ALPN `oap/1` and `http/1.1`)
 //!   and the self-signed development certificate.
 //!
-//! Later: DMA file helpers, pools of 4 KiB-aligned buffers.
+//! Not here: the aligned DMA buffers and file I/O of the storage live with the shard
+//! (`ron-shards`: `disk.rs`, `upload.rs`, `arena.rs`), and the front ends' pooled read
+//! buffers with the engine (`engine/src/buffers.rs`), beside their only users.
 //!
 //! ## Invariants
 //! Nothing here blocks the reactor thread; a listener is created on the executor
