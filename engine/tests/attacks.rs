@@ -17,6 +17,18 @@ use common::*;
 /// The p99 a well-behaved client must keep while an attack runs.
 const WELL_BEHAVED_P99: Duration = Duration::from_millis(250);
 
+/// Held by each case for its whole run: the cases run one at a time, so what a probe
+/// measures is the cost of its own attack, not of the other cases' nodes and attackers
+/// sharing the machine's two cores (run together, they pushed a probe's p99 past the
+/// bound under any build, the node unchanged).
+static ONE_CASE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CASE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `count` GETs of `path` with `headers`, each on a fresh connection, expecting
 /// `status`; returns their p99 latency.
 fn probe_p99(addr: SocketAddr, path: &str, headers: &str, status: u16, count: usize) -> Duration {
@@ -140,6 +152,7 @@ fn trickle_reader(
 
 #[test]
 fn slow_readers_cannot_fill_the_inflight_gate() {
+    let _alone = alone();
     // The case: eight (here sixteen) clients that GET a large object through a
     // 4 KiB receive buffer and never read leave a ninth client's small range unharmed.
     let n = Node::start(
@@ -160,6 +173,7 @@ fn slow_readers_cannot_fill_the_inflight_gate() {
 
 #[test]
 fn oap_slow_readers_cannot_fill_the_inflight_gate() {
+    let _alone = alone();
     use ron_codec::messages::ObjectRequest;
     let n = Node::start(
         &temp_dir("atk-oap-slow-readers"),
@@ -193,6 +207,7 @@ fn oap_slow_readers_cannot_fill_the_inflight_gate() {
 
 #[test]
 fn a_reader_slower_than_the_minimum_rate_is_cut_off_and_a_fast_one_is_not() {
+    let _alone = alone();
     let n = Node::start(
         &temp_dir("atk-min-rate"),
         &[
@@ -232,6 +247,7 @@ fn a_reader_slower_than_the_minimum_rate_is_cut_off_and_a_fast_one_is_not() {
 
 #[test]
 fn slow_uploads_cannot_fill_the_gate_and_are_cut_off_leaving_nothing() {
+    let _alone = alone();
     let n = Node::start(
         &temp_dir("atk-slow-uploads"),
         &[
@@ -328,6 +344,7 @@ fn trickle_upload(http: SocketAddr, byte: u8, stop: &AtomicBool) -> Trickle {
 
 #[test]
 fn a_trickled_tls_handshake_is_cut_at_its_deadline_and_holds_a_connection_meanwhile() {
+    let _alone = alone();
     let t = tls_node(
         "atk-tls-trickle",
         &["--shards", "1", "--header-timeout-ms", "1000"],
@@ -433,6 +450,7 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_refuses_uploads_with_507_keeps_serving_reads_and_recovers() {
+    let _alone = alone();
     let disk = SmallDisk::mount("atk-disk-full", "24m");
     let mut n = Node::start(&disk.path.join("data"), &["--shards", "1"]);
     let kept = bytes(5, 300_000);
@@ -480,6 +498,7 @@ fn a_full_disk_refuses_uploads_with_507_keeps_serving_reads_and_recovers() {
 
 #[test]
 fn a_connection_flood_under_a_low_descriptor_limit_waits_in_the_backlog_and_recovers() {
+    let _alone = alone();
     // 300 descriptors: enough to start (preflight's floor for one shard with 16 open
     // object files is 272), far fewer than the connections this test opens. The node
     // lowers its connection limit to what the descriptors allow, so the flood waits in
@@ -575,6 +594,7 @@ fn idle_node(name: &str) -> Node {
 
 #[test]
 fn ten_thousand_idle_http_connections_cost_at_most_16_kib_each() {
+    let _alone = alone();
     let n = idle_node("atk-idle-http");
     let kept = upload(&n, b"an object each idle connection asked for once");
     let raw = format!("GET /o/{kept} HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -594,6 +614,7 @@ fn ten_thousand_idle_http_connections_cost_at_most_16_kib_each() {
 
 #[test]
 fn ten_thousand_idle_oap_connections_cost_at_most_16_kib_each() {
+    let _alone = alone();
     use ron_codec::frame::FrameDecoder;
     use ron_codec::messages::ObjectRequest;
 
@@ -676,6 +697,7 @@ fn reset(stream: TcpStream) {
 
 #[test]
 fn slow_loris_heads_get_408_at_the_header_deadline() {
+    let _alone = alone();
     let n = Node::start(
         &temp_dir("atk-slowloris"),
         &["--shards", "1", "--header-timeout-ms", "1000"],
@@ -707,6 +729,7 @@ fn slow_loris_heads_get_408_at_the_header_deadline() {
 
 #[test]
 fn oversized_and_garbage_heads_are_refused_and_closed() {
+    let _alone = alone();
     let n = Node::start(&temp_dir("atk-heads"), &["--shards", "1"]);
     let kept = upload(&n, b"served while heads are garbage");
     let (oversized, garbage) = during(n.http, &format!("/o/{kept}"), move |stop| {
@@ -737,6 +760,7 @@ fn oversized_and_garbage_heads_are_refused_and_closed() {
 
 #[test]
 fn ten_thousand_ranges_in_one_header_cost_one_whole_body_answer() {
+    let _alone = alone();
     // 10,000 ranges need a head of ~90 KB: allowed here so the ranges reach the parser.
     let n = Node::start(
         &temp_dir("atk-ranges"),
@@ -778,6 +802,7 @@ fn ten_thousand_ranges_in_one_header_cost_one_whole_body_answer() {
 
 #[test]
 fn a_pipelining_flood_is_answered_in_order_without_starving_others() {
+    let _alone = alone();
     let n = Node::start(&temp_dir("atk-pipeline"), &["--shards", "1"]);
     const BODY: &[u8] = b"one small object, asked for ten thousand times";
     let kept = upload(&n, BODY);
@@ -807,6 +832,7 @@ fn a_pipelining_flood_is_answered_in_order_without_starving_others() {
 
 #[test]
 fn half_closed_connections_get_their_answer_then_are_closed() {
+    let _alone = alone();
     let n = Node::start(&temp_dir("atk-halfclosed"), &["--shards", "1"]);
     let kept = upload(&n, b"an answer for a client that stopped sending");
     let path = format!("/o/{kept}");
@@ -846,6 +872,7 @@ fn half_closed_connections_get_their_answer_then_are_closed() {
 
 #[test]
 fn resets_mid_upload_and_mid_download_leave_nothing_behind() {
+    let _alone = alone();
     let n = Node::start(&temp_dir("atk-resets"), &["--shards", "1"]);
     let big = bytes(11, 8 << 20);
     let big_addr = upload(&n, &big);
@@ -918,6 +945,7 @@ fn oap_answer(addr: SocketAddr, raw: &[u8]) -> (u16, bool) {
 
 #[test]
 fn oversized_and_garbage_frames_bombs_and_request_floods_are_refused_and_closed() {
+    let _alone = alone();
     use ron_codec::frame::Flags;
     let n = Node::start(
         &temp_dir("atk-frames"),
@@ -1004,6 +1032,7 @@ fn oversized_and_garbage_frames_bombs_and_request_floods_are_refused_and_closed(
 
 #[test]
 fn a_client_rotating_tenant_names_is_limited_by_its_address_alone() {
+    let _alone = alone();
     let dir = temp_dir("atk-tenants");
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("ron.toml");
@@ -1061,6 +1090,7 @@ fn a_client_rotating_tenant_names_is_limited_by_its_address_alone() {
 
 #[test]
 fn admin_probes_keep_their_latency_while_clients_trickle_heads() {
+    let _alone = alone();
     let n = Node::start(&temp_dir("atk-admin-trickle"), &["--shards", "1"]);
     let admin = n.admin;
     let closed = during(admin, "/healthz", move |stop| {
