@@ -5,7 +5,8 @@
 //!   (`ron-dir.bin`), the fixed partition table (4096 partitions → stores) in each, the
 //!   stores, the temp dirs, replacement dirs — and [`layout::Routing`]: address → store
 //!   → shard.
-//! - [`store`]: one storage partition spread over the dirs: an LMDB index (heed) of
+//! - [`store`]: one storage partition spread over the dirs: an LMDB index (heed;
+//!   `store/index.rs`: one replica, its databases and encodings, replica merging) of
 //!   [`record::ObjectMeta`] (length, content type, chunk tree, [`record::Location`],
 //!   parity) with replicas in `m + 1` dirs, each object over 64 KiB in its own files —
 //!   in each dir, the data and parity blocks its columns map there, named by address —

@@ -23,22 +23,13 @@
 //! missed the eviction brought the record back, or it was stored again) keeps its
 //! files. A packed object's needle stays in its segment as dead space.
 
-use heed::types::Bytes as RawBytes;
-use heed::{Database, Env, RwTxn, WithoutTls};
+use heed::{RwTxn, WithoutTls};
 use ron_codec::Address;
 
-use super::{Index, StoreStats};
 use crate::error::ShardError;
+use crate::store::index::{Index, StoreStats, COMMITS_KEY, STATS_KEY};
 
 pub(super) const EVICTABLE_STATS_KEY: &[u8] = b"evictable";
-
-/// The databases of one replica.
-#[derive(Clone)]
-pub(super) struct EvictableDbs {
-    by_addr: Database<RawBytes, RawBytes>,
-    by_age: Database<RawBytes, RawBytes>,
-    evicted: Database<RawBytes, RawBytes>,
-}
 
 /// Which of the addresses given to [`Index::evict`] a replica evicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,23 +45,6 @@ pub struct EvictableObject {
     /// When it was stored, µs since the epoch.
     pub fetched_at_us: u64,
     pub len: u64,
-}
-
-impl EvictableDbs {
-    pub(super) fn create(env: &Env<WithoutTls>, wtxn: &mut RwTxn<'_>) -> heed::Result<Self> {
-        Ok(EvictableDbs {
-            by_addr: env.create_database(wtxn, Some("evictable"))?,
-            by_age: env.create_database(wtxn, Some("evictable_by_age"))?,
-            evicted: env.create_database(wtxn, Some("evicted"))?,
-        })
-    }
-}
-
-/// Now, µs since the epoch (0 if the clock is before it): when a copy was stored.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn age_key(fetched_at_us: u64, addr: &Address) -> [u8; 40] {
@@ -201,7 +175,7 @@ impl Index {
     ) -> Result<Vec<EvictableObject>, ShardError> {
         let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
         let mut evicted = Vec::with_capacity(addrs.len());
-        let mut stats = StoreStats::decode(self.stat_in(&wtxn, super::STATS_KEY)?.as_deref());
+        let mut stats = StoreStats::decode(self.stat_in(&wtxn, STATS_KEY)?.as_deref());
         for addr in addrs {
             let entry = self.evictable_entry(&wtxn, addr.as_bytes())?;
             if entry.is_none() && rule == EvictRule::Choose {
@@ -232,11 +206,11 @@ impl Index {
             });
         }
         self.stats
-            .put(&mut wtxn, super::STATS_KEY, &stats.encode())
+            .put(&mut wtxn, STATS_KEY, &stats.encode())
             .map_err(self.lmdb("put"))?;
         let commits = self.commits_in(&wtxn)? + 1;
         self.stats
-            .put(&mut wtxn, super::COMMITS_KEY, &commits.to_be_bytes())
+            .put(&mut wtxn, COMMITS_KEY, &commits.to_be_bytes())
             .map_err(self.lmdb("put"))?;
         wtxn.commit().map_err(self.lmdb("commit"))?;
         Ok(evicted)

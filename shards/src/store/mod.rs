@@ -32,19 +32,20 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use heed::types::Bytes as RawBytes;
-use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use ron_codec::Address;
 
 use crate::error::ShardError;
 use crate::ids::{ByteOffset, DirIndex, LaneIndex, SegmentId, StoreId};
 use crate::limits::SEGMENT_LANES_MAX;
-use crate::record::{ObjectMeta, Retention};
+use crate::record::ObjectMeta;
 use crate::segment::{self, Checkpoint};
 
 mod evictable;
-pub use evictable::{now_us, EvictableObject};
-use evictable::{EvictRule, EvictableDbs};
+mod index;
+use evictable::EvictRule;
+pub use evictable::EvictableObject;
+use index::{merge_replicas, Index, SCRUB_KEY, STATS_KEY};
+pub use index::{now_us, CommitRecord, ScrubPosition, StoreStats};
 
 /// A store's handle. Cheap to clone (shared) and `Send`, so a clone can go to the
 /// blocking pool for commits.
@@ -63,52 +64,6 @@ pub struct Store {
     lanes_on_disk: u8,
 }
 
-const STATS_KEY: &[u8] = b"stats";
-const COMMITS_KEY: &[u8] = b"commits";
-const CHECKPOINT_KEY: &[u8] = b"checkpoint";
-const SCRUB_KEY: &[u8] = b"scrub";
-
-/// Where the scrubber is in a store (`scrub.rs`), kept in the store's `stats` database so
-/// that a restart resumes: full passes done, objects checked in the pass under way, and
-/// the last address checked (`None`: the pass starts at the first).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScrubPosition {
-    pub passes: u64,
-    pub objects: u64,
-    pub after: Option<Address>,
-}
-
-impl ScrubPosition {
-    const ENCODED_BYTES: usize = 8 + 8 + 1 + 32;
-
-    fn encode(&self) -> [u8; Self::ENCODED_BYTES] {
-        let mut out = [0u8; Self::ENCODED_BYTES];
-        out[..8].copy_from_slice(&self.passes.to_be_bytes());
-        out[8..16].copy_from_slice(&self.objects.to_be_bytes());
-        if let Some(after) = &self.after {
-            out[16] = 1;
-            out[17..].copy_from_slice(after.as_bytes());
-        }
-        out
-    }
-
-    /// `None` for bytes no version of this code wrote (the scrubber then starts over).
-    fn decode(bytes: &[u8]) -> Option<ScrubPosition> {
-        let bytes: &[u8; Self::ENCODED_BYTES] = bytes.try_into().ok()?;
-        let word = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
-        let after = match bytes[16] {
-            0 => None,
-            1 => Some(Address::from_bytes(bytes[17..].try_into().ok()?)),
-            _ => return None,
-        };
-        Some(ScrubPosition {
-            passes: word(0),
-            objects: word(8),
-            after,
-        })
-    }
-}
-
 /// What [`Store::replay_blocking`] did at start-up.
 #[derive(Debug, Default)]
 pub struct Replay {
@@ -116,34 +71,6 @@ pub struct Replay {
     pub indexed: u64,
     /// Segments whose tail was not a whole, matching needle (never acknowledged).
     pub torn: Vec<(SegmentId, ByteOffset)>,
-}
-
-/// What a store holds, kept up to date by each commit (O(1) to read at start-up).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreStats {
-    pub objects: u64,
-    pub bytes: u64,
-}
-
-impl StoreStats {
-    fn decode(bytes: Option<&[u8]>) -> StoreStats {
-        let word = |at: usize| {
-            bytes
-                .and_then(|b| b.get(at..at + 8))
-                .map_or(0, |w| u64::from_be_bytes(w.try_into().unwrap_or([0; 8])))
-        };
-        StoreStats {
-            objects: word(0),
-            bytes: word(8),
-        }
-    }
-
-    fn encode(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&self.objects.to_be_bytes());
-        out[8..].copy_from_slice(&self.bytes.to_be_bytes());
-        out
-    }
 }
 
 /// The checkpoint a store without one starts from: the start of its segments, or the
@@ -191,29 +118,6 @@ pub enum Lookup {
     Long,
 }
 
-/// One record to commit: the object's address, its encoded record, its length and its
-/// retention. An evictable record new to the store is marked evictable; a kept record
-/// of an object already stored makes it kept (an upload of a fetched copy).
-#[derive(Debug, Clone)]
-pub struct CommitRecord {
-    pub addr: Address,
-    pub record: Vec<u8>,
-    pub object_len: u64,
-    pub retention: Retention,
-}
-
-impl CommitRecord {
-    /// The record of a kept object.
-    pub fn of(meta: &ObjectMeta) -> CommitRecord {
-        CommitRecord {
-            addr: meta.addr(),
-            record: meta.encode(),
-            object_len: meta.len(),
-            retention: Retention::Kept,
-        }
-    }
-}
-
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -221,228 +125,6 @@ impl std::fmt::Debug for Store {
             .field("roots", &self.roots)
             .field("replicas", &self.replicas.len())
             .finish()
-    }
-}
-
-/// One copy of a store's index: an LMDB env in one data dir.
-#[derive(Clone)]
-struct Index {
-    env: Env<WithoutTls>,
-    db: Database<RawBytes, RawBytes>,
-    stats: Database<RawBytes, RawBytes>,
-    evictable: EvictableDbs,
-    path: PathBuf,
-}
-
-impl Index {
-    /// Opens (creating if needed) the index at `path`; a new one starts its segment
-    /// replay at `start`. Blocking.
-    fn open(path: PathBuf, index_bytes_max: usize, start: Checkpoint) -> Result<Index, ShardError> {
-        std::fs::create_dir_all(&path).map_err(ShardError::io("create dir", &path))?;
-        let lmdb = |op| {
-            let path = path.clone();
-            move |source| ShardError::Index { op, path, source }
-        };
-        let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options
-            .map_size(index_bytes_max)
-            .max_dbs(5)
-            .max_readers(512);
-        // SAFETY: each store's index dir is opened once by this process (start-up opens
-        // every store exactly once) and nothing else writes its files; LMDB's own lock
-        // file guards against a second process.
-        #[allow(unsafe_code)]
-        let env = unsafe { options.open(&path) }.map_err(lmdb("open"))?;
-        let mut wtxn = env.write_txn().map_err(lmdb("begin"))?;
-        let db = env
-            .create_database::<RawBytes, RawBytes>(&mut wtxn, Some("objects"))
-            .map_err(lmdb("create database"))?;
-        let stats = env
-            .create_database::<RawBytes, RawBytes>(&mut wtxn, Some("stats"))
-            .map_err(lmdb("create database"))?;
-        let evictable = EvictableDbs::create(&env, &mut wtxn).map_err(lmdb("create database"))?;
-        if stats
-            .get(&wtxn, CHECKPOINT_KEY)
-            .map_err(lmdb("get"))?
-            .is_none()
-        {
-            stats
-                .put(&mut wtxn, CHECKPOINT_KEY, &start.encode())
-                .map_err(lmdb("put"))?;
-        }
-        wtxn.commit().map_err(lmdb("commit"))?;
-        Ok(Index {
-            env,
-            db,
-            stats,
-            evictable,
-            path,
-        })
-    }
-
-    fn lmdb(&self, op: &'static str) -> impl FnOnce(heed::Error) -> ShardError + '_ {
-        move |source| ShardError::Index {
-            op,
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    fn stat(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
-        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
-        self.stat_in(&rtxn, key)
-    }
-
-    fn stat_in(
-        &self,
-        txn: &RoTxn<'_, WithoutTls>,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, ShardError> {
-        let raw = self.stats.get(txn, key).map_err(self.lmdb("get"))?;
-        Ok(raw.map(<[u8]>::to_vec))
-    }
-
-    /// Commits counted so far (replicas that a crash left apart differ in it).
-    fn commits(&self) -> Result<u64, ShardError> {
-        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
-        self.commits_in(&rtxn)
-    }
-
-    fn commits_in(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<u64, ShardError> {
-        let raw = self.stat_in(txn, COMMITS_KEY)?;
-        Ok(raw
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes))
-    }
-
-    fn checkpoint(&self) -> Result<Option<Checkpoint>, ShardError> {
-        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
-        self.checkpoint_in(&rtxn)
-    }
-
-    fn checkpoint_in(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<Option<Checkpoint>, ShardError> {
-        Ok(self
-            .stat_in(txn, CHECKPOINT_KEY)?
-            .as_deref()
-            .and_then(Checkpoint::decode))
-    }
-
-    /// [`Store::commit_blocking`] on this replica.
-    fn commit(
-        &self,
-        records: &[CommitRecord],
-        checkpoint: Option<Checkpoint>,
-    ) -> Result<StoreStats, ShardError> {
-        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
-        let raw = self.stats.get(&wtxn, STATS_KEY).map_err(self.lmdb("get"))?;
-        let mut stats = StoreStats::decode(raw);
-        let mut added = StoreStats::default();
-        let now_us = evictable::now_us();
-        for r in records {
-            let present = self
-                .db
-                .get(&wtxn, r.addr.as_bytes())
-                .map_err(self.lmdb("get"))?
-                .is_some();
-            self.db
-                .put(&mut wtxn, r.addr.as_bytes(), &r.record)
-                .map_err(self.lmdb("put"))?;
-            match (present, r.retention) {
-                (false, Retention::Evictable) => {
-                    self.add_evictable(&mut wtxn, &r.addr, r.object_len, now_us)?
-                }
-                (true, Retention::Kept) => {
-                    self.remove_evictable(&mut wtxn, &r.addr)?;
-                }
-                _ => {}
-            }
-            if !present {
-                added.objects += 1;
-                added.bytes += r.object_len;
-            }
-        }
-        stats.objects += added.objects;
-        stats.bytes += added.bytes;
-        self.stats
-            .put(&mut wtxn, STATS_KEY, &stats.encode())
-            .map_err(self.lmdb("put"))?;
-        let commits = self.commits_in(&wtxn)? + 1;
-        self.stats
-            .put(&mut wtxn, COMMITS_KEY, &commits.to_be_bytes())
-            .map_err(self.lmdb("put"))?;
-        // Never backwards: an older commit finishing last (a retry) keeps the newer one.
-        let stored = self
-            .stats
-            .get(&wtxn, CHECKPOINT_KEY)
-            .map_err(self.lmdb("get"))?
-            .and_then(Checkpoint::decode);
-        if let Some(checkpoint) = checkpoint.filter(|c| stored.is_none_or(|s| *c > s)) {
-            self.stats
-                .put(&mut wtxn, CHECKPOINT_KEY, &checkpoint.encode())
-                .map_err(self.lmdb("put"))?;
-        }
-        wtxn.commit().map_err(self.lmdb("commit"))?;
-        Ok(added)
-    }
-
-    fn put_stat(&self, key: &[u8], value: &[u8]) -> Result<(), ShardError> {
-        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
-        self.stats
-            .put(&mut wtxn, key, value)
-            .map_err(self.lmdb("put"))?;
-        wtxn.commit().map_err(self.lmdb("commit"))
-    }
-
-    /// Copies into this replica every record of `from` it lacks, then recounts its
-    /// stats and takes the furthest checkpoint and the most commits of the two.
-    /// Returns the records copied. Blocking; start-up only.
-    fn take_missing(&self, from: &Index) -> Result<u64, ShardError> {
-        let rtxn = from.env.read_txn().map_err(from.lmdb("read"))?;
-        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
-        let mut copied = 0;
-        for entry in from.db.iter(&rtxn).map_err(from.lmdb("iterate"))? {
-            let (key, record) = entry.map_err(from.lmdb("iterate"))?;
-            if self.db.get(&wtxn, key).map_err(self.lmdb("get"))?.is_none() {
-                self.db
-                    .put(&mut wtxn, key, record)
-                    .map_err(self.lmdb("put"))?;
-                if let (Some((at, len)), Ok(addr)) =
-                    (from.evictable_entry(&rtxn, key)?, <[u8; 32]>::try_from(key))
-                {
-                    self.add_evictable(&mut wtxn, &Address::from_bytes(addr), len, at)?;
-                }
-                copied += 1;
-            }
-        }
-        self.recount_evictable(&mut wtxn)?;
-        let mut stats = StoreStats::default();
-        for entry in self.db.iter(&wtxn).map_err(self.lmdb("iterate"))? {
-            let (_, record) = entry.map_err(self.lmdb("iterate"))?;
-            stats.objects += 1;
-            stats.bytes += crate::record::object_len_of(record).unwrap_or(0);
-        }
-        self.stats
-            .put(&mut wtxn, STATS_KEY, &stats.encode())
-            .map_err(self.lmdb("put"))?;
-        let commits = self.commits_in(&wtxn)?.max(from.commits_in(&rtxn)?);
-        self.stats
-            .put(&mut wtxn, COMMITS_KEY, &commits.to_be_bytes())
-            .map_err(self.lmdb("put"))?;
-        let furthest = self.checkpoint_in(&wtxn)?.max(from.checkpoint_in(&rtxn)?);
-        if let Some(checkpoint) = furthest {
-            self.stats
-                .put(&mut wtxn, CHECKPOINT_KEY, &checkpoint.encode())
-                .map_err(self.lmdb("put"))?;
-        }
-        if self.stat_in(&wtxn, SCRUB_KEY)?.is_none() {
-            if let Some(scrub) = from.stat_in(&rtxn, SCRUB_KEY)? {
-                self.stats
-                    .put(&mut wtxn, SCRUB_KEY, &scrub)
-                    .map_err(self.lmdb("put"))?;
-            }
-        }
-        wtxn.commit().map_err(self.lmdb("commit"))?;
-        Ok(copied)
     }
 }
 
@@ -806,37 +488,11 @@ impl Store {
     }
 }
 
-/// Brings every replica to the union of all (records and their evictable entries):
-/// replicas that a crash left one commit apart, or a new one in a replaced dir. Equal commit counts: nothing to do.
-fn merge_replicas(replicas: &[Index]) -> Result<(), ShardError> {
-    let counts: Vec<u64> = replicas
-        .iter()
-        .map(Index::commits)
-        .collect::<Result<_, _>>()?;
-    if counts.iter().all(|c| *c == counts[0]) {
-        return Ok(());
-    }
-    for (t, target) in replicas.iter().enumerate() {
-        for (f, from) in replicas.iter().enumerate() {
-            if t != f && counts[t] != counts[f] {
-                let copied = target.take_missing(from)?;
-                tracing::info!(
-                    index = %target.path.display(),
-                    from = %from.path.display(),
-                    records = copied,
-                    "index replica brought up to date"
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ids::ByteOffset;
-    use crate::record::Location;
+    use crate::record::{Location, Retention};
     use crate::segment::{Appended, Needle, SegmentLog};
 
     const INDEX_BYTES: usize = 64 << 20;
