@@ -36,7 +36,8 @@
 //!   for an object spread over dirs, all in flight at once.
 //! - [`upload`]: an upload in progress (hashed while it is kept in memory, for a small
 //!   object, or written to a temp file) and the [`upload::StagedObject`] it becomes.
-//! - [`commit`]: the group commit, two stages — data (segment appends; staged files
+//! - [`commit`]: the group commit (`commit/`: `queue.rs` what it holds, `write.rs` stage
+//!   one, `index.rs` stage two, `mod.rs` the entry and its task), two stages — data (segment appends; staged files
 //!   synced and renamed into the store), then index commits (one LMDB transaction per
 //!   store, with its segment checkpoint) that run beside later writes — the unindexed
 //!   map of packed objects answered before their index commit, and

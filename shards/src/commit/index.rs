@@ -1,0 +1,95 @@
+//! Stage two of a group commit: the index backlog's records (and each store's segment
+//! checkpoint) committed in one LMDB transaction per store on the blocking pool, one
+//! index commit at a time, overlapping the next batches' writes.
+
+use std::sync::Arc;
+
+use crate::commit::queue::{GroupCommit, IndexBacklog, StoreBacklog};
+use crate::error::ShardError;
+use crate::metrics::ShardMetrics;
+use crate::store::CommitRecord;
+
+/// Stage two: commits the backlog's records (and each store's checkpoint) on the
+/// blocking pool, then takes its packed objects out of the unindexed map and answers
+/// the own-file uploads. On failure the packed records (answered already, durable in
+/// their segments) go back to the backlog, and the next upload retries
+/// ([`GroupCommit::index_healthy`]). Ends with `indexing` cleared; after a success it
+/// wakes the commit loop to index what came meanwhile.
+pub(super) async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) {
+    let IndexBacklog {
+        stores,
+        waiters,
+        files_added,
+        packed,
+    } = backlog;
+    let stores: Vec<StoreBacklog> = stores.into_values().collect();
+    let (outcome, stores) = glommio::executor()
+        .spawn_blocking(move || (index_durably(&stores), stores))
+        .await;
+    let succeeded = outcome.is_ok();
+    match outcome {
+        Ok(()) => {
+            // Copies stored, or made kept: the evicter looks at the budget again.
+            if let Some(evicter) = &commits.evicter {
+                let _ = evicter.try_send(());
+            }
+            *commits.index_failure.borrow_mut() = None;
+            ShardMetrics::add(&commits.metrics.objects_stored, files_added.objects);
+            ShardMetrics::add(&commits.metrics.bytes_stored, files_added.bytes);
+            let mut unindexed = commits.unindexed.borrow_mut();
+            for record in stores.iter().flat_map(|s| &s.records) {
+                unindexed.remove(&record.addr);
+            }
+            drop(unindexed);
+            for waiter in waiters {
+                commits.answer(waiter, None);
+            }
+            commits.send_announcements();
+        }
+        Err(source) => {
+            let failure = Arc::new(source);
+            let records = waiters.len();
+            for waiter in waiters {
+                commits.answer(waiter, Some((records, &failure)));
+            }
+            commits.requeue_packed(stores, packed);
+            *commits.index_failure.borrow_mut() = Some(failure);
+        }
+    }
+    commits.indexing.set(false);
+    if succeeded {
+        let _ = commits.wakeup.try_send(());
+    }
+}
+
+impl GroupCommit {
+    /// Puts the packed records of a failed index commit back in the backlog (they are
+    /// still in the unindexed map); own-file records are dropped with their answers.
+    fn requeue_packed(&self, stores: Vec<StoreBacklog>, packed: usize) {
+        let unindexed = self.unindexed.borrow();
+        let mut backlog = self.backlog.borrow_mut();
+        backlog.packed += packed;
+        for failed in stores {
+            let queued = backlog.store(&failed.store);
+            let mut records: Vec<CommitRecord> = failed
+                .records
+                .into_iter()
+                .filter(|r| unindexed.contains_key(&r.addr))
+                .collect();
+            records.append(&mut queued.records);
+            queued.records = records;
+            queued.checkpoint = queued.checkpoint.max(failed.checkpoint);
+        }
+    }
+}
+
+/// Commits each store's records and checkpoint in one LMDB transaction per store.
+/// Blocking (fsync).
+fn index_durably(stores: &[StoreBacklog]) -> Result<(), ShardError> {
+    for queued in stores {
+        queued
+            .store
+            .commit_blocking(&queued.records, queued.checkpoint)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! What the group commit holds ([`GroupCommit`]): the queue of uploads waiting for a
+//! batch, the addresses with a commit or an eviction in flight, the packed objects
+//! answered but not yet indexed, and the index backlog — and the small steps every stage
+//! takes on them (answering an upload, settling an address, announcing). The stages
+//! themselves are `write.rs` (one) and `index.rs` (two); `mod.rs` is the entry and the
+//! task that runs them.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use glommio::channels::local_channel::LocalSender;
+use ron_codec::Address;
+use ron_link::dht::{DhtClient, ANNOUNCE_BATCH_MAX};
+
+use crate::cache::AddressMap;
+use crate::error::ShardError;
+use crate::ids::{ShardIndex, StoreId};
+use crate::metrics::ShardMetrics;
+use crate::record::{ObjectMeta, Retention};
+use crate::segment::{Checkpoint, SegmentLog};
+use crate::store::{CommitRecord, Store, StoreStats};
+use crate::upload::StagedObject;
+
+/// Unindexed packed records that start an index commit even while uploads keep coming.
+pub const CHECKPOINT_RECORDS: usize = 4096;
+
+/// Most uploads in one batch (`commit_batch_max` is at most this).
+pub const BATCH_RECORDS_MAX: usize = 1024;
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Created,
+    AlreadyStored,
+}
+
+/// One upload waiting for the next group commit.
+pub(super) struct PendingCommit {
+    pub(super) store: Store,
+    pub(super) staged: StagedObject,
+    pub(super) done: LocalSender<Result<(), ShardError>>,
+}
+
+/// An address with a commit (or an eviction) queued or running: the uploads waiting
+/// for its outcome, told whether it became durable, and the retention it is committed
+/// with.
+pub(super) struct InFlight {
+    pub(super) waiters: Vec<LocalSender<bool>>,
+    pub(super) retention: Retention,
+}
+
+/// An upload waiting for its answer.
+pub(super) type Waiter = (Address, LocalSender<Result<(), ShardError>>);
+
+/// Records waiting for the next index commit, per store, and the uploads answered
+/// when it is durable.
+#[derive(Default)]
+pub(super) struct IndexBacklog {
+    pub(super) stores: HashMap<StoreId, StoreBacklog>,
+    /// Own-file uploads: answered once their records are committed.
+    pub(super) waiters: Vec<Waiter>,
+    /// What those uploads add to the shard's stored counts once committed (an upload is
+    /// queued only when its address is not stored: each is a new object).
+    pub(super) files_added: StoreStats,
+    pub(super) packed: usize,
+}
+
+pub(super) struct StoreBacklog {
+    pub(super) store: Store,
+    pub(super) records: Vec<CommitRecord>,
+    /// Where the store's packed records reach in its segments, if any are here.
+    pub(super) checkpoint: Option<Checkpoint>,
+}
+
+impl IndexBacklog {
+    pub(super) fn store(&mut self, store: &Store) -> &mut StoreBacklog {
+        self.stores
+            .entry(store.id())
+            .or_insert_with(|| StoreBacklog {
+                store: store.clone(),
+                records: Vec::new(),
+                checkpoint: None,
+            })
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.stores.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// A shard's commit queue and the task that drains it.
+pub(crate) struct GroupCommit {
+    pub(super) shard: ShardIndex,
+    /// Most records in one group commit (`ShardConfig::commit_batch_max`), at least 1.
+    pub(super) batch_max: usize,
+    pub(super) pending: RefCell<Vec<PendingCommit>>,
+    /// Addresses with a commit or an eviction queued or running, and the uploads
+    /// waiting on each.
+    pub(super) in_flight: RefCell<HashMap<Address, InFlight>>,
+    /// The segment log of each store this shard has packed objects into, while no
+    /// batch holds it.
+    pub(super) segments: RefCell<HashMap<StoreId, SegmentLog>>,
+    /// Packed objects answered whose index records are not yet committed.
+    pub(super) unindexed: RefCell<AddressMap<Address, (ObjectMeta, Retention)>>,
+    /// Records for the next index commit.
+    pub(super) backlog: RefCell<IndexBacklog>,
+    /// An index commit is running.
+    pub(super) indexing: std::cell::Cell<bool>,
+    /// Set by [`GroupCommit::stop`]: new commits are refused, the task finishes what it
+    /// holds and ends.
+    pub(super) closing: std::cell::Cell<bool>,
+    /// The commit task, until [`GroupCommit::stop`] awaits it.
+    pub(super) task: RefCell<Option<glommio::Task<()>>>,
+    /// Why the last index commit failed, until one succeeds.
+    pub(super) index_failure: RefCell<Option<Arc<ShardError>>>,
+    pub(super) wakeup: LocalSender<()>,
+    pub(super) metrics: Arc<ShardMetrics>,
+    /// Where acknowledged objects are announced (the DHT thread), when the node has one.
+    pub(super) dht: Option<DhtClient>,
+    /// Objects acknowledged since the last announcement.
+    pub(super) announced: RefCell<Vec<[u8; 32]>>,
+    /// Woken after each index commit (the shard's evicter), if it has one.
+    pub(super) evicter: Option<LocalSender<()>>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("shard", &self.shard)
+            .field("batch_max", &self.batch_max)
+            .field("pending", &self.pending.borrow().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupCommit {
+    /// The metadata of a packed object that is durable and answered but not yet in
+    /// its store's index.
+    pub(crate) fn unindexed_meta(&self, addr: &Address) -> Option<ObjectMeta> {
+        self.unindexed
+            .borrow()
+            .get(addr)
+            .map(|(meta, _)| meta.clone())
+    }
+
+    /// Ends `addr`'s commit in flight and tells the uploads waiting on it.
+    pub(super) fn settle(&self, addr: &Address, durable: bool) {
+        let entry = self.in_flight.borrow_mut().remove(addr);
+        for waiter in entry.into_iter().flat_map(|e| e.waiters) {
+            let _ = waiter.try_send(durable);
+        }
+    }
+
+    /// Takes the next batch off the queue: at most `batch_max` records, oldest first.
+    pub(super) fn next_batch(&self) -> Vec<PendingCommit> {
+        let mut pending = self.pending.borrow_mut();
+        let take = pending.len().min(self.batch_max);
+        pending.drain(..take).collect()
+    }
+
+    /// The retention `addr` is being committed with.
+    pub(super) fn retention_of(&self, addr: &Address) -> Retention {
+        self.in_flight
+            .borrow()
+            .get(addr)
+            .map_or(Retention::Kept, |e| e.retention)
+    }
+
+    /// Hands the objects acknowledged since the last call to the DHT thread (never
+    /// waits: a full mailbox drops them, counted; its sweep and restarts announce them).
+    pub(super) fn send_announcements(&self) {
+        let Some(dht) = &self.dht else { return };
+        let mut announced = std::mem::take(&mut *self.announced.borrow_mut());
+        while !announced.is_empty() {
+            let rest = announced.split_off(announced.len().min(ANNOUNCE_BATCH_MAX));
+            dht.announce(std::mem::replace(&mut announced, rest));
+        }
+    }
+
+    /// Whether the backlog must be indexed now: own-file uploads wait for it, or the
+    /// unindexed records reached a checkpoint's worth.
+    pub(super) fn index_due(&self) -> bool {
+        let backlog = self.backlog.borrow();
+        !backlog.waiters.is_empty() || backlog.packed >= CHECKPOINT_RECORDS
+    }
+
+    /// Answers one upload: durable, or the stage's failure shared by `records` uploads.
+    pub(super) fn answer(
+        &self,
+        (addr, waiter): Waiter,
+        failure: Option<(usize, &Arc<ShardError>)>,
+    ) {
+        self.settle(&addr, failure.is_none());
+        if failure.is_none() && self.dht.is_some() {
+            self.announced.borrow_mut().push(*addr.as_bytes());
+        }
+        let result = match failure {
+            None => Ok(()),
+            Some((records, source)) => Err(ShardError::GroupCommit {
+                records,
+                source: Arc::clone(source),
+            }),
+        };
+        let _ = waiter.try_send(result);
+    }
+}
