@@ -1,0 +1,218 @@
+//! The docs, kept honest where a machine can check them: every path ARCHITECTURE.md
+//! names exists; every admin endpoint HTTP-API.md lists is routed by the real node and
+//! every route is listed; every metric it lists is exported and every exported one is
+//! listed; every `ron` command in the README's code blocks is one the binary accepts.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The `code spans` of a Markdown text.
+fn code_spans(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+/// The lines of `text` from its `## {heading}` line to the next heading of that level.
+fn section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
+    text.lines()
+        .skip_while(|l| !l.starts_with(&format!("## {heading}")))
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .collect()
+}
+
+#[test]
+fn every_path_architecture_names_exists() {
+    let text = read("docs/ARCHITECTURE.md");
+    let looks_like_path = |s: &str| {
+        let path_chars = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c));
+        let file = [".rs", ".md", ".sh", ".toml"]
+            .iter()
+            .any(|e| s.ends_with(e));
+        path_chars && !s.starts_with('/') && !s.starts_with('.') && (s.contains('/') || file)
+    };
+    let mut missing = Vec::new();
+    for span in code_spans(&text).into_iter().filter(|s| looks_like_path(s)) {
+        if !repo().join(span).exists() {
+            missing.push(span);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names paths that are not in the repository (write them from the repository root): {missing:?}"
+    );
+}
+
+/// The admin endpoints HTTP-API.md lists: (method, path with placeholders filled in).
+fn listed_admin_endpoints(addr: &str) -> Vec<(String, String)> {
+    let text = read("docs/HTTP-API.md");
+    let mut endpoints = Vec::new();
+    for row in section(&text, "Admin")
+        .iter()
+        .filter(|l| l.starts_with("| `"))
+    {
+        let first_cell = row.split('|').nth(1).unwrap_or_default();
+        for span in code_spans(first_cell) {
+            let (method, path) = match span.split_once(' ') {
+                Some((method, path)) => (method, path),
+                None => ("GET", span),
+            };
+            if !path.starts_with('/') {
+                continue;
+            }
+            endpoints.push((method.to_string(), path.replace("b3:<hex>", addr)));
+        }
+    }
+    endpoints
+}
+
+/// The paths and path prefixes the admin router matches, read from its source.
+fn routed_admin_paths() -> BTreeSet<String> {
+    let source = read("control/src/admin/routes.rs");
+    let router = source.split("#[cfg(test)]").next().unwrap_or_default();
+    let route = router
+        .split("pub(super) fn route(")
+        .nth(1)
+        .expect("the admin router's route function");
+    let body = route.split("\n}\n").next().unwrap_or_default();
+    body.split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with('/') && !s.contains(' '))
+        .map(|s| s.trim_end_matches('/').to_string())
+        .collect()
+}
+
+#[test]
+fn every_admin_endpoint_listed_is_routed_and_every_route_is_listed() {
+    let dir = temp_dir("docs-admin");
+    let mut node = Node::start(&dir, &["--shards", "1", "--p2p", "127.0.0.1:0"]);
+    let addr = upload(&node, b"an object the repair endpoint can check").to_string();
+    let listed = listed_admin_endpoints(&addr);
+    assert!(listed.len() >= 9, "HTTP-API.md's admin table: {listed:?}");
+    for (method, path) in &listed {
+        let raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        let r = request(node.admin, raw.as_bytes()).unwrap();
+        let unrouted = r.status == 404 && r.body == b"not found\n";
+        assert!(
+            !unrouted,
+            "HTTP-API.md lists {method} {path}, the node does not route it"
+        );
+        assert!(r.status < 500 || r.status == 503, "{method} {path}: {r:?}");
+    }
+    let listed_text = read("docs/HTTP-API.md");
+    let admin_table = section(&listed_text, "Admin").join("\n");
+    for path in routed_admin_paths() {
+        assert!(
+            admin_table.contains(&format!("`{path}")) || admin_table.contains(&format!(" {path}")),
+            "the admin router routes {path}, HTTP-API.md's admin table does not list it"
+        );
+    }
+    node.stop();
+}
+
+/// The metric families HTTP-API.md's metrics table lists.
+fn listed_metrics() -> BTreeSet<String> {
+    let text = read("docs/HTTP-API.md");
+    text.lines()
+        .filter(|l| l.starts_with("| `ron_"))
+        .flat_map(|row| code_spans(row.split('|').nth(1).unwrap_or_default()))
+        .filter(|s| s.starts_with("ron_"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_metric_listed_is_exported_and_every_exported_one_is_listed() {
+    let dir = temp_dir("docs-metrics");
+    let mut node = Node::start(&dir, &["--shards", "2", "--p2p", "127.0.0.1:0"]);
+    let body = get(node.admin, "/metrics").unwrap().body;
+    let exported: BTreeSet<String> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let listed = listed_metrics();
+    let unlisted: Vec<_> = exported.difference(&listed).collect();
+    let absent: Vec<_> = listed.difference(&exported).collect();
+    assert!(
+        unlisted.is_empty(),
+        "exported, not in HTTP-API.md: {unlisted:?}"
+    );
+    assert!(
+        absent.is_empty(),
+        "in HTTP-API.md, not exported: {absent:?}"
+    );
+    node.stop();
+}
+
+/// A README line that runs `ron`, as the arguments after `ron` (`serve` becomes
+/// `config print`, which resolves the same flags without serving).
+fn ron_arguments(line: &str, addr: &str) -> Option<Vec<String>> {
+    let command = line.split(" # ").next()?.trim();
+    let rest = command
+        .strip_prefix("ron ")
+        .or_else(|| command.strip_prefix("target/release/ron "))
+        .or_else(|| command.split_once(" -p ron-engine -- ").map(|(_, r)| r))?;
+    let mut args: Vec<String> = rest
+        .split_whitespace()
+        .map(|w| w.replace("b3:<hex>", addr))
+        .collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        args.splice(0..1, ["config".to_string(), "print".to_string()]);
+    }
+    Some(args)
+}
+
+#[test]
+fn every_ron_command_in_the_readme_is_one_the_binary_accepts() {
+    let readme = read("README.md");
+    let addr = ron_codec::Address::of(b"any object").to_string();
+    let blocks: Vec<&str> = readme.split("```").skip(1).step_by(2).collect();
+    let commands: Vec<Vec<String>> = blocks
+        .iter()
+        .flat_map(|b| b.lines())
+        .filter_map(|l| ron_arguments(l, &addr))
+        .collect();
+    assert!(commands.len() >= 10, "README commands found: {commands:?}");
+    // What the README's commands read: a file, the config it writes, the dev cert.
+    let dir = temp_dir("docs-readme");
+    std::fs::write(dir.join("myfile"), b"a file to put").unwrap();
+    std::fs::write(
+        dir.join("ron.toml"),
+        "[quota_default]\nrequests_per_s = 200\n",
+    )
+    .unwrap();
+    for args in &commands {
+        let out = Command::new(env!("CARGO_BIN_EXE_ron"))
+            .args(args)
+            .current_dir(&dir)
+            // No node runs on the default ports in a test: a client fails to connect,
+            // quickly, after its arguments were accepted.
+            .env("RON_TOKEN", "")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() != Some(2) && !stderr.contains("for usage"),
+            "README: `ron {}` is refused by the binary: {stderr}",
+            args.join(" ")
+        );
+    }
+}
