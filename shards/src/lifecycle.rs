@@ -93,6 +93,16 @@ impl StopSignal {
     }
 }
 
+/// `work`'s output if it finishes within `limit`, else `None` (then `work` is dropped: a
+/// glommio task handle dropped so is cancelled).
+pub async fn finished_within<F: Future>(limit: Duration, work: F) -> Option<F::Output> {
+    futures_lite::future::or(async { Some(work.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
 /// A shard's running background services, in the order they were started.
 #[derive(Debug, Default)]
 pub struct BackgroundTasks {
@@ -129,18 +139,7 @@ impl BackgroundTasks {
         let mut abandoned = Vec::new();
         for (name, task) in self.running {
             let left = deadline.saturating_duration_since(Instant::now());
-            let finished = futures_lite::future::or(
-                async {
-                    task.await;
-                    true
-                },
-                async {
-                    glommio::timer::sleep(left).await;
-                    false
-                },
-            )
-            .await;
-            if !finished {
+            if finished_within(left, task).await.is_none() {
                 tracing::warn!(
                     service = name,
                     within_ms = within.as_millis() as u64,

@@ -230,18 +230,10 @@ impl Flight {
             if left.is_zero() {
                 return Err(timed_out());
             }
-            let woke = futures_lite::future::or(
-                async {
-                    self.signal.changed(seen).await;
-                    true
-                },
-                async {
-                    glommio::timer::sleep(left).await;
-                    false
-                },
-            )
-            .await;
-            if !woke {
+            if ron_shards::lifecycle::finished_within(left, self.signal.changed(seen))
+                .await
+                .is_none()
+            {
                 return Err(timed_out());
             }
         }

@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use ron_codec::tree::group_count;
 use ron_codec::Address;
 use ron_link::dht::DhtClient;
-use ron_shards::lifecycle::StopSignal;
+use ron_shards::lifecycle::{finished_within, StopSignal};
 use ron_shards::{Shard, ShardMetrics};
 
 pub use flight::{Failure, Flight, GroupAt, Outcome};
@@ -287,11 +287,7 @@ impl ReadThrough {
                 return VecDeque::new();
             }
         };
-        let answered = futures_lite::future::or(async { Some(answer.await) }, async {
-            glommio::timer::sleep(left).await;
-            None
-        })
-        .await;
+        let answered = finished_within(left, answer).await;
         let providers = match answered {
             Some(Ok(Ok(providers))) => providers,
             Some(Ok(Err(e))) => {
@@ -432,12 +428,7 @@ impl ReadThrough {
             } else {
                 left
             };
-            let done =
-                futures_lite::future::or(async { Some(first_done(&mut running).await) }, async {
-                    glommio::timer::sleep(wait).await;
-                    None
-                })
-                .await;
+            let done = finished_within(wait, first_done(&mut running)).await;
             match done {
                 Some((i, Ok(get))) => {
                     running.swap_remove(i);

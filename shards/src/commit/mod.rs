@@ -119,17 +119,9 @@ impl GroupCommit {
         let Some(task) = self.task.borrow_mut().take() else {
             return true;
         };
-        futures_lite::future::or(
-            async {
-                task.await;
-                true
-            },
-            async {
-                glommio::timer::sleep(within).await;
-                false
-            },
-        )
-        .await
+        crate::lifecycle::finished_within(within, task)
+            .await
+            .is_some()
     }
 
     /// Makes `staged` visible in `store` (which must be the owner's store of its

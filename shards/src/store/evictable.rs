@@ -27,7 +27,7 @@ use heed::{RwTxn, WithoutTls};
 use ron_codec::Address;
 
 use crate::error::ShardError;
-use crate::store::index::{Index, StoreStats, COMMITS_KEY, STATS_KEY};
+use crate::store::index::{Index, StoreStats, STATS_KEY};
 
 pub(super) const EVICTABLE_STATS_KEY: &[u8] = b"evictable";
 
@@ -205,13 +205,7 @@ impl Index {
                 len,
             });
         }
-        self.stats
-            .put(&mut wtxn, STATS_KEY, &stats.encode())
-            .map_err(self.lmdb("put"))?;
-        let commits = self.commits_in(&wtxn)? + 1;
-        self.stats
-            .put(&mut wtxn, COMMITS_KEY, &commits.to_be_bytes())
-            .map_err(self.lmdb("put"))?;
+        self.put_stats_counting_commit(&mut wtxn, &stats)?;
         wtxn.commit().map_err(self.lmdb("commit"))?;
         Ok(evicted)
     }

@@ -282,13 +282,7 @@ impl Index {
         }
         stats.objects += added.objects;
         stats.bytes += added.bytes;
-        self.stats
-            .put(&mut wtxn, STATS_KEY, &stats.encode())
-            .map_err(self.lmdb("put"))?;
-        let commits = self.commits_in(&wtxn)? + 1;
-        self.stats
-            .put(&mut wtxn, COMMITS_KEY, &commits.to_be_bytes())
-            .map_err(self.lmdb("put"))?;
+        self.put_stats_counting_commit(&mut wtxn, &stats)?;
         // Never backwards: an older commit finishing last (a retry) keeps the newer one.
         let stored = self
             .stats
@@ -302,6 +296,24 @@ impl Index {
         }
         wtxn.commit().map_err(self.lmdb("commit"))?;
         Ok(added)
+    }
+
+    /// Writes `stats` and counts one more commit, in `wtxn`: every transaction that
+    /// changes the records does both (the replicas' commit counts are how an open finds
+    /// one that missed a commit).
+    pub(super) fn put_stats_counting_commit(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        stats: &StoreStats,
+    ) -> Result<(), ShardError> {
+        self.stats
+            .put(wtxn, STATS_KEY, &stats.encode())
+            .map_err(self.lmdb("put"))?;
+        let commits = self.commits_in(wtxn)? + 1;
+        self.stats
+            .put(wtxn, COMMITS_KEY, &commits.to_be_bytes())
+            .map_err(self.lmdb("put"))?;
+        Ok(())
     }
 
     pub(super) fn put_stat(&self, key: &[u8], value: &[u8]) -> Result<(), ShardError> {
