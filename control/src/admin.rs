@@ -25,6 +25,7 @@ use ron_link::link::Mailboxes;
 use ron_link::requests::RequestCounters;
 use ron_shards::{Routing, ShardMetrics};
 
+use crate::prometheus::Scrapes;
 use crate::view::Board;
 use connection::serve;
 use routes::Reply;
@@ -70,6 +71,8 @@ pub(crate) struct Answers {
     pub routing: Routing,
     /// The DHT thread, on a node with `--p2p` (`/resolve`, the DHT's metrics).
     pub dht: Option<DhtClient>,
+    /// What the last `/metrics` read of the counters, to hold the next to.
+    pub scrapes: Scrapes,
 }
 
 /// The running admin server; dropping it stops the acceptor and waits for it.

@@ -25,7 +25,14 @@
 //!   [`admin::ADMIN_HEAD_BYTES_MAX`], gets its answer within
 //!   [`admin::ADMIN_WRITE_TIMEOUT_MS`], and is closed after it.
 //! - The one lock between the control thread and the admin threads ([`view::Board`]) is
-//!   held only to swap or clone an `Arc`: never during socket I/O or rendering.
+//!   held only to swap or clone an `Arc`: never during socket I/O or rendering. The one
+//!   lock among admin threads ([`prometheus::Scrapes`]) is held only while a `/metrics`
+//!   scrape reads the shards' counters.
+//! - What crosses a trust boundary is checked on both sides (`assert!`, once per reload,
+//!   period or scrape): what goes down the mailboxes and what comes up
+//!   ([`ron_link::link`]); a tenant's shares add up to its limit ([`shares`]); a good
+//!   reload raises the version by one ([`view`]); a counter never goes back between
+//!   scrapes and a histogram's buckets add up ([`prometheus`]).
 //! - The control thread's own work is bounded: a period's tenant reports are capped
 //!   ([`ron_link::policy::REPORT_TENANTS_MAX`]), a reload runs once per change.
 //! - Setting [`ControlState::stop`] ends the control thread within [`CONTROL_TICK_MS`];
@@ -65,6 +72,7 @@ use ron_shards::{Routing, ShardMetrics};
 pub use reload::{LoadPolicy, ReloadError, Reloaded, Reloader};
 
 use admin::{AdminServer, Answers};
+use prometheus::Scrapes;
 use reload::Reloads;
 use view::{Board, View};
 
@@ -127,6 +135,7 @@ pub fn spawn(
         mailboxes: state.link.mailboxes(),
         routing: state.routing,
         dht: state.dht,
+        scrapes: Scrapes::default(),
     };
     let control = Control {
         admin: AdminServer::spawn(listener, answers)?,

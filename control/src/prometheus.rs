@@ -3,25 +3,15 @@
 //! the names, help texts and label sets are an interface (dashboards, alerts,
 //! `docs/HTTP-API.md`) and change only on purpose.
 
-use ron_link::latency::{LatencySet, EXPORTED_BUCKETS_US};
-use ron_link::policy::Exhausted;
-use ron_link::requests::{Op, Protocol, Rejection, COUNTED_STATUSES};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::view::ShardSample;
+use ron_link::latency::{LatencySet, EXPORTED_BUCKETS_US};
+use ron_link::requests::{Op, Protocol, Rejection, RequestCounters, COUNTED_STATUSES};
+use ron_shards::ShardMetrics;
+
+use crate::view::{sample, Extra, ShardSample};
 
 use self::Kind::{Counter, Gauge, Histogram};
-
-/// What `/metrics` shows beyond the shards' counters (kept by the control thread).
-#[derive(Debug, Default)]
-pub struct Extra {
-    pub latency: LatencySet,
-    /// (tenant label, bucket, refusals) summed over shards.
-    pub quota_rejections: Vec<(String, Exhausted, u64)>,
-    pub quota_tenants_tracked: u64,
-    pub config_version: u64,
-    pub reloads_ok: u64,
-    pub reloads_failed: u64,
-}
 
 /// A family's Prometheus type.
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +137,64 @@ const FAMILIES: [Family; 58] = [
     family("ron_config_reloads_total", Counter, "Reloads applied.", Series::Control(|e| e.reloads_ok)),
 ];
 
+/// The counter families (sums and per-shard series) as the last scrape read them: the
+/// floor of the next, since a counter never goes back.
+#[derive(Debug, Default)]
+pub struct Scrapes {
+    counters: Mutex<Vec<(&'static str, u64)>>,
+}
+
+impl Scrapes {
+    /// Reads every shard's counters ([`sample`]) and holds the counter families to the
+    /// last scrape's (`assert!`, once per scrape). The read is under the lock, so two
+    /// scrapes at once compare in the order they read; no I/O or rendering is.
+    pub fn sample(
+        &self,
+        metrics: &[Arc<ShardMetrics>],
+        requests: &[Arc<RequestCounters>],
+    ) -> Vec<ShardSample> {
+        let mut last = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        let samples = sample(metrics, requests);
+        let before = std::mem::replace(&mut *last, counters(&samples));
+        let now = last.clone();
+        drop(last);
+        // The floor moved first: a broken counter fails one scrape, not every one after.
+        assert_counters_grow(&before, &now);
+        samples
+    }
+}
+
+/// Every unlabelled or per-shard counter family's samples, in render order.
+fn counters(shards: &[ShardSample]) -> Vec<(&'static str, u64)> {
+    let mut out = Vec::new();
+    for family in FAMILIES.iter().filter(|f| matches!(f.kind, Counter)) {
+        match family.series {
+            Series::Sum(get) => out.push((family.name, shards.iter().map(get).sum())),
+            Series::PerShard(get) => out.extend(shards.iter().map(|s| (family.name, get(s)))),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn assert_counters_grow(before: &[(&str, u64)], now: &[(&str, u64)]) {
+    for (&(name, was), &(_, is)) in before.iter().zip(now) {
+        assert!(
+            is >= was,
+            "metrics invariant: counter {name} never goes back between scrapes ({was} then {is})"
+        );
+    }
+}
+
+/// A histogram's buckets are cumulative: each counts at least what the one below it
+/// does, and none more than the whole (`+Inf`, `_count`). Checked as rendered.
+fn assert_cumulative(series: &str, below: u64, here: u64, count: u64) {
+    assert!(
+        below <= here && here <= count,
+        "metrics invariant: histogram {series} buckets add up ({here} after {below}, of {count})"
+    );
+}
+
 /// Prometheus text: counters summed over shards, per-shard series where useful. Series
 /// by protocol/op/status appear once they are non-zero.
 pub fn render_metrics(shards: &[ShardSample], extra: &Extra) -> String {
@@ -212,11 +260,14 @@ fn render_latency(out: &mut String, name: &str, latency: &LatencySet) {
                 continue;
             }
             let labels = format!("protocol=\"{}\",op=\"{}\"", protocol.as_str(), op.as_str());
+            let mut below = 0;
             for bound in EXPORTED_BUCKETS_US {
+                let here = latency.count_at_or_below(protocol, op, bound);
+                assert_cumulative(&labels, below, here, count);
+                below = here;
                 out.push_str(&format!(
-                    "{name}_bucket{{{labels},le=\"{}\"}} {}\n",
+                    "{name}_bucket{{{labels},le=\"{}\"}} {here}\n",
                     seconds(bound),
-                    latency.count_at_or_below(protocol, op, bound)
                 ));
             }
             out.push_str(&format!(
@@ -371,8 +422,7 @@ pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ron_link::requests::RequestCounters;
-    use ron_shards::ShardMetrics;
+    use ron_link::policy::Exhausted;
     use std::sync::atomic::Ordering;
 
     fn samples(shards: &[(&ShardMetrics, &RequestCounters)]) -> Vec<ShardSample> {
@@ -430,6 +480,47 @@ mod tests {
             );
         }
         assert_eq!(seen.len(), FAMILIES.len());
+    }
+
+    #[test]
+    fn scrapes_hold_counters_to_the_last_scrape() {
+        let metrics = vec![Arc::new(ShardMetrics::default())];
+        let requests = vec![Arc::new(RequestCounters::default())];
+        let scrapes = Scrapes::default();
+        ShardMetrics::add(&metrics[0].bytes_in, 10);
+        metrics[0].connections_open.store(5, Ordering::Relaxed);
+        assert_eq!(scrapes.sample(&metrics, &requests)[0].metrics.bytes_in, 10);
+        // Gauges may fall; counters stay or grow.
+        metrics[0].connections_open.store(0, Ordering::Relaxed);
+        ShardMetrics::add(&metrics[0].bytes_in, 1);
+        let again = scrapes.sample(&metrics, &requests);
+        assert_eq!(
+            (again[0].metrics.bytes_in, again[0].metrics.connections_open),
+            (11, 0)
+        );
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "metrics invariant: counter ron_bytes_received_total never goes back between scrapes (10 then 4)"
+    )]
+    fn a_counter_that_goes_back_fails_the_scrape() {
+        let metrics = vec![Arc::new(ShardMetrics::default())];
+        let requests = vec![Arc::new(RequestCounters::default())];
+        let scrapes = Scrapes::default();
+        ShardMetrics::add(&metrics[0].bytes_in, 10);
+        scrapes.sample(&metrics, &requests);
+        metrics[0].bytes_in.store(4, Ordering::Relaxed);
+        scrapes.sample(&metrics, &requests);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "metrics invariant: histogram protocol=\"http\" buckets add up (3 after 5, of 9)"
+    )]
+    fn histogram_buckets_that_do_not_add_up_fail_the_scrape() {
+        assert_cumulative("protocol=\"http\"", 2, 5, 9);
+        assert_cumulative("protocol=\"http\"", 5, 3, 9);
     }
 
     #[test]

@@ -18,8 +18,27 @@ use crate::view::View;
 /// How often the configuration file's modification time is looked at.
 pub const WATCH_PERIOD_MS: u64 = 1_000;
 
-/// Why a reload was refused: the loader's own error (for the log, with its sources).
-pub type ReloadError = Box<dyn std::error::Error + Send + Sync>;
+/// Why a reload was refused; the running policy stays. The loader (the engine) says
+/// which part of the configuration is at fault; the message is what the log shows.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration file at `path` could not be read or parsed, or sets a key the
+    /// node does not have (`reason` says which).
+    #[error("config file {}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+    /// `key`'s value does not parse, as given `at` (`config file PATH`, `environment
+    /// RON_…` or `--flag`); `reason` names the value given and what was expected.
+    #[error("{at} (key {key}): {reason}")]
+    Value {
+        at: String,
+        key: &'static str,
+        reason: String,
+    },
+    /// Every value parsed but the configuration as a whole was refused; the reason
+    /// names the key at fault.
+    #[error("{0}")]
+    Refused(String),
+}
 
 /// What a reload loaded.
 #[derive(Debug, Clone)]
@@ -80,7 +99,7 @@ impl Reloads {
                 view.reload_failed();
                 tracing::error!(
                     version = view.policy().version,
-                    reason = %Chain(error.as_ref()),
+                    reason = %Chain(&error),
                     "configuration reload failed; keeping the running configuration"
                 );
             }
@@ -203,7 +222,11 @@ mod tests {
     fn a_refused_reload_keeps_the_policy_and_is_counted() {
         let (control, shards) = links(1);
         let mut view = View::new(policy(&["t"]), 1);
-        let load: LoadPolicy = Box::new(|| Err("tenants.a.requests_per_s must be ≥ 0".into()));
+        let load: LoadPolicy = Box::new(|| {
+            Err(ReloadError::Refused(
+                "tenants.a.requests_per_s must be ≥ 0".into(),
+            ))
+        });
         let (mut reloads, hangup) = reloads(load);
         hangup.store(true, Ordering::Relaxed);
         assert!(reloads.poll(Instant::now(), &control, &mut view));
@@ -218,7 +241,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ron.toml");
         std::fs::write(&path, "").unwrap();
-        let (mut reloads, _) = reloads(Box::new(|| Err("unused".into())));
+        let (mut reloads, _) = reloads(Box::new(|| Err(ReloadError::Refused("unused".into()))));
         reloads.reloader.watch = Some(path.clone());
         reloads.watched = modified(&path);
         let now = Instant::now();
@@ -250,10 +273,30 @@ mod tests {
                 Some(&self.0)
             }
         }
-        let error: ReloadError = Box::new(Outer(inner));
         assert_eq!(
-            Chain(error.as_ref()).to_string(),
+            Chain(&Outer(inner)).to_string(),
             "cannot read ron.toml: permission denied"
+        );
+    }
+
+    #[test]
+    fn a_reload_error_names_the_file_or_the_key() {
+        let file = ReloadError::File {
+            path: PathBuf::from("/etc/ron.toml"),
+            reason: "unknown key \"shardz\"".into(),
+        };
+        assert_eq!(
+            file.to_string(),
+            "config file /etc/ron.toml: unknown key \"shardz\""
+        );
+        let value = ReloadError::Value {
+            at: "environment RON_SHARDS".into(),
+            key: "shards",
+            reason: "invalid number \"x\"".into(),
+        };
+        assert_eq!(
+            value.to_string(),
+            "environment RON_SHARDS (key shards): invalid number \"x\""
         );
     }
 }

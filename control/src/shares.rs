@@ -29,13 +29,27 @@ pub fn rebalance(link: &ControlLink, reports: &[ShardReport]) {
     }
     let mut per_shard: Vec<Vec<(QuotaKey, f64)>> = vec![Vec::new(); shards];
     for (key, by_shard) in demand {
-        for (shard, share) in shares(&by_shard).into_iter().enumerate() {
+        let split = shares(&by_shard);
+        assert_whole(&split);
+        for (shard, share) in split.into_iter().enumerate() {
             per_shard[shard].push((key, share));
         }
     }
     for (shard, shares) in per_shard.into_iter().enumerate() {
         link.send(shard, ToShard::Shares(shares));
     }
+}
+
+/// A tenant's shares over the shards add up to its whole limit: more would let the node
+/// admit more than the limit, less would hold the tenant under it. Checked before the
+/// shares are sent (once per tenant per period); each shard's share is checked again in
+/// range on both ends of its mailbox (`ron_link::link`).
+fn assert_whole(split: &[f64]) {
+    let total: f64 = split.iter().sum();
+    assert!(
+        (total - 1.0).abs() < 1e-9,
+        "quota invariant: a tenant's shares over the shards add up to 1, not {total}"
+    );
 }
 
 /// The control thread's split of one tenant's limit over the shards, from each shard's
@@ -84,6 +98,41 @@ mod tests {
             idle.iter().all(|s| (s - 1.0 / 3.0).abs() < 1e-9),
             "{idle:?}"
         );
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "quota invariant: a tenant's shares over the shards add up to 1, not 1.1"
+    )]
+    fn shares_over_the_whole_are_not_sent() {
+        assert_whole(&shares(&[(1.0, 0.0), (3.0, 0.0)]));
+        assert_whole(&[0.6, 0.5]);
+    }
+
+    #[test]
+    fn rebalance_sends_every_shard_its_share() {
+        let (control, shards) = ron_link::link::links(2);
+        let reports: Vec<ShardReport> = (0..2)
+            .map(|shard| ShardReport {
+                shard,
+                demand: vec![ron_link::policy::Demand {
+                    key: QuotaKey(9),
+                    requests: if shard == 0 { 10.0 } else { 0.0 },
+                    bytes: 0.0,
+                }],
+                ..ShardReport::default()
+            })
+            .collect();
+        rebalance(&control, &reports);
+        let got: Vec<f64> = shards
+            .iter()
+            .map(|end| match end.poll() {
+                Some(ToShard::Shares(s)) => s[0].1,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!((got.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{got:?}");
+        assert!(got[0] > got[1], "{got:?}");
     }
 
     proptest! {

@@ -12,8 +12,6 @@ use ron_link::policy::{Exhausted, Policy};
 use ron_link::requests::{RequestCounters, RequestSnapshot};
 use ron_shards::{MetricsSnapshot, ShardMetrics};
 
-use crate::prometheus::Extra;
-
 /// The control thread's own state; only that thread reads or writes it.
 #[derive(Debug)]
 pub(crate) struct View {
@@ -51,8 +49,15 @@ impl View {
         &self.reports
     }
 
-    /// A reload was applied and `policy` sent to every shard.
+    /// A reload was applied and `policy` sent to every shard. Each good reload raises
+    /// the version by one (`ron_config_version` is the start's plus the good reloads).
     pub(crate) fn reloaded(&mut self, policy: Arc<Policy>) {
+        assert!(
+            policy.version == self.policy.version + 1,
+            "reload invariant: a good reload raises the policy version by one (v{} after v{})",
+            policy.version,
+            self.policy.version
+        );
         self.policy = policy;
         self.reloads_ok += 1;
     }
@@ -127,6 +132,19 @@ pub struct Published {
     pub extra: Extra,
     /// For `/admin/stats`, one per shard, in shard order.
     pub shards: Vec<ShardStatus>,
+}
+
+/// What `/metrics` shows beyond the shards' counters (kept by the control thread; the
+/// Prometheus renderer reads it).
+#[derive(Debug, Default)]
+pub struct Extra {
+    pub latency: LatencySet,
+    /// (tenant label, bucket, refusals) summed over shards.
+    pub quota_rejections: Vec<(String, Exhausted, u64)>,
+    pub quota_tenants_tracked: u64,
+    pub config_version: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
 }
 
 /// What a shard last reported about itself.
@@ -246,6 +264,17 @@ mod tests {
         assert!(shards[0].poll().is_none());
         assert!(matches!(shards[1].poll(), Some(ToShard::Policy(p)) if p.version == 3));
         assert_eq!(view.reports()[1].policy_version, 2);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "reload invariant: a good reload raises the policy version by one (v3 after v1)"
+    )]
+    fn a_reload_that_skips_a_version_is_refused() {
+        let mut view = View::new(Policy::new(&[], vec![], QuotaLimits::default()), 1);
+        let mut next = Policy::new(&["t".into()], vec![], QuotaLimits::default());
+        next.version = 3;
+        view.reloaded(Arc::new(next));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A one-shard node without sockets, for fuzzing the front ends (`fuzz/` target
 //! `front_end`): the real object service on a scratch data dir, the real HTTP and OAP/1
 //! front ends, fed a client's bytes through `ron_io::memory::MemoryStream`. Not part of
-//! the node; hidden from the docs.
+//! the node: compiled only with the `fuzzing` feature (`fuzz/` turns it on) and in the
+//! engine's unit tests; hidden from the docs.
 
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;

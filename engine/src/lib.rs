@@ -66,6 +66,9 @@ pub mod buffers;
 pub mod cli;
 pub mod config;
 pub mod fetch;
+/// The in-memory harness of the `front_end` fuzz target: only in unit tests and with
+/// the `fuzzing` feature (which `fuzz/` turns on), never in the node.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

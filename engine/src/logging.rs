@@ -2,8 +2,10 @@
 //! above `log_level`. Request logs are at debug, so the hot path stays quiet at the
 //! default `info`: a disabled event costs one comparison with the level filter. Every
 //! error event of a request carries `corr_id`, `shard` and `reason`.
+//!
+//! A leaf: the configuration's key table parses `log_format` and `log_level` into the
+//! types here; nothing here reads the configuration.
 
-use crate::config::ValueError;
 use serde::{Deserialize, Serialize};
 use tracing::level_filters::LevelFilter;
 
@@ -13,20 +15,6 @@ use tracing::level_filters::LevelFilter;
 pub enum LogFormat {
     Text,
     Json,
-}
-
-impl LogFormat {
-    pub fn parse(text: &str) -> Result<LogFormat, ValueError> {
-        match text {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err(ValueError::Choice {
-                what: "log format",
-                given: text.to_string(),
-                choices: "text or json",
-            }),
-        }
-    }
 }
 
 /// The least severe events written.
@@ -41,23 +29,6 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    pub fn parse(text: &str) -> Result<LogLevel, ValueError> {
-        Ok(match text {
-            "error" => LogLevel::Error,
-            "warn" => LogLevel::Warn,
-            "info" => LogLevel::Info,
-            "debug" => LogLevel::Debug,
-            "trace" => LogLevel::Trace,
-            _ => {
-                return Err(ValueError::Choice {
-                    what: "log level",
-                    given: text.to_string(),
-                    choices: "error, warn, info, debug or trace",
-                })
-            }
-        })
-    }
-
     fn filter(self) -> LevelFilter {
         match self {
             LogLevel::Error => LevelFilter::ERROR,

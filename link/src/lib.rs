@@ -17,6 +17,10 @@
 //!   fresher one).
 //! - Counters are written only by the shard that owns them (relaxed atomics); the
 //!   control thread only reads them.
+//! - What crosses a mailbox is checked by its sender before the write and by its
+//!   receiver after the read ([`link`]): a policy is whole
+//!   ([`policy::Policy::assert_valid`]) and its versions never go back, a quota share is
+//!   in (0, 1], quota demand is a finite number ≥ 0.
 //!
 //! ## Data flow
 //! control thread ── `ToShard::{Policy, Shares}` ──▶ shard (admission installs them)

@@ -7,7 +7,13 @@
 //!   reference count is shared across cores), and the shard's quota shares.
 //! - shard → control: quota demand, quota refusals, and, when it changed, a copy of the
 //!   shard's latency histograms.
+//!
+//! Both ends check what crosses (`assert!`: once per reload or period, never per
+//! request), the sender before the write and the receiver after the read: a policy is
+//! whole ([`Policy::assert_valid`]) and its versions along a shard's mailbox never go
+//! back; a quota share is in (0, 1]; quota demand is a finite number ≥ 0.
 
+use std::cell::Cell;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -35,6 +41,37 @@ pub enum ToShard {
         addr: [u8; 32],
         reply: SyncSender<ObjectCheckReport>,
     },
+}
+
+impl ToShard {
+    /// What a message to a shard holds (see the module's invariants).
+    fn assert_valid(&self) {
+        match self {
+            ToShard::Policy(policy) => policy.assert_valid(),
+            ToShard::Shares(shares) => {
+                for &(key, share) in shares {
+                    assert!(
+                        share > 0.0 && share <= 1.0,
+                        "link invariant: a quota share is in (0, 1], not {share} (quota key {})",
+                        key.0
+                    );
+                }
+            }
+            ToShard::PauseScrub(_) | ToShard::CheckObject { .. } => {}
+        }
+    }
+}
+
+/// The policy versions along one shard's mailbox never go back: `last` is the latest
+/// version sent (or taken), `policy` the next.
+fn assert_policy_follows(last: &Cell<u64>, policy: &Policy) {
+    assert!(
+        policy.version >= last.get(),
+        "link invariant: the policy versions along a shard's mailbox never go back (v{} after v{})",
+        policy.version,
+        last.get()
+    );
+    last.set(policy.version);
 }
 
 /// What a check of one object found (`POST /admin/repair/b3:<hex>`).
@@ -71,6 +108,7 @@ impl Mailboxes {
 
     /// Whether the message reached the shard's inbox.
     pub fn send(&self, shard: usize, message: ToShard) -> bool {
+        message.assert_valid();
         self.to_shards
             .get(shard)
             .is_some_and(|tx| tx.try_send(message).is_ok())
@@ -90,22 +128,47 @@ pub struct ShardReport {
     pub policy_version: u64,
 }
 
+impl ShardReport {
+    /// What a report holds: demand the control thread can split by (see the module's
+    /// invariants).
+    fn assert_valid(&self) {
+        for d in &self.demand {
+            let finite = |x: f64| x.is_finite() && x >= 0.0;
+            assert!(
+                finite(d.requests) && finite(d.bytes),
+                "link invariant: quota demand is a finite number ≥ 0, not {} requests and {} bytes (shard {})",
+                d.requests,
+                d.bytes,
+                self.shard
+            );
+        }
+    }
+}
+
 /// A shard's end.
 #[derive(Debug)]
 pub struct ShardLink {
     pub shard: usize,
     inbox: Receiver<ToShard>,
     reports: SyncSender<ShardReport>,
+    /// The version of the latest policy taken from the inbox.
+    policy_taken: Cell<u64>,
 }
 
 impl ShardLink {
     /// The next message, if any (never waits).
     pub fn poll(&self) -> Option<ToShard> {
-        self.inbox.try_recv().ok()
+        let message = self.inbox.try_recv().ok()?;
+        message.assert_valid();
+        if let ToShard::Policy(policy) = &message {
+            assert_policy_follows(&self.policy_taken, policy);
+        }
+        Some(message)
     }
 
     /// Sends a report unless the mailbox is full (never waits).
     pub fn report(&self, report: ShardReport) {
+        report.assert_valid();
         let _ = self.reports.try_send(report);
     }
 }
@@ -115,6 +178,8 @@ impl ShardLink {
 pub struct ControlLink {
     to_shards: Vec<SyncSender<ToShard>>,
     reports: Receiver<ShardReport>,
+    /// Per shard, the version of the latest policy sent.
+    policy_sent: Vec<Cell<u64>>,
 }
 
 impl ControlLink {
@@ -130,6 +195,10 @@ impl ControlLink {
     }
 
     pub fn send(&self, shard: usize, message: ToShard) {
+        message.assert_valid();
+        if let (ToShard::Policy(policy), Some(sent)) = (&message, self.policy_sent.get(shard)) {
+            assert_policy_follows(sent, policy);
+        }
         if let Some(tx) = self.to_shards.get(shard) {
             let _ = tx.try_send(message);
         }
@@ -137,7 +206,10 @@ impl ControlLink {
 
     /// Every report waiting now.
     pub fn drain(&self) -> Vec<ShardReport> {
-        self.reports.try_iter().collect()
+        self.reports
+            .try_iter()
+            .inspect(ShardReport::assert_valid)
+            .collect()
     }
 }
 
@@ -153,7 +225,90 @@ pub fn links(shards: usize) -> (ControlLink, Vec<ShardLink>) {
             shard,
             inbox,
             reports: report_tx.clone(),
+            policy_taken: Cell::new(0),
         });
     }
-    (ControlLink { to_shards, reports }, ends)
+    let policy_sent = (0..shards).map(|_| Cell::new(0)).collect();
+    let control = ControlLink {
+        to_shards,
+        reports,
+        policy_sent,
+    };
+    (control, ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::QuotaLimits;
+
+    fn policy(version: u64) -> Arc<Policy> {
+        let mut policy = Policy::new(&[], vec![], QuotaLimits::default());
+        policy.version = version;
+        Arc::new(policy)
+    }
+
+    fn demand(requests: f64) -> ShardReport {
+        ShardReport {
+            demand: vec![Demand {
+                key: QuotaKey(7),
+                requests,
+                bytes: 0.0,
+            }],
+            ..ShardReport::default()
+        }
+    }
+
+    #[test]
+    fn what_is_in_range_crosses_both_ways() {
+        let (control, shards) = links(1);
+        control.send(0, ToShard::Policy(policy(2)));
+        control.send(0, ToShard::Policy(policy(2))); // sent again to a shard behind
+        control.send(0, ToShard::Shares(vec![(QuotaKey(7), 1.0)]));
+        assert!(matches!(shards[0].poll(), Some(ToShard::Policy(p)) if p.version == 2));
+        assert!(matches!(shards[0].poll(), Some(ToShard::Policy(p)) if p.version == 2));
+        assert!(matches!(shards[0].poll(), Some(ToShard::Shares(s)) if s.len() == 1));
+        shards[0].report(demand(3.0));
+        assert_eq!(control.drain()[0].demand[0].requests, 3.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "link invariant: a quota share is in (0, 1], not NaN")]
+    fn a_share_out_of_range_is_not_sent() {
+        let (control, _shards) = links(2);
+        control.send(1, ToShard::Shares(vec![(QuotaKey(7), f64::NAN)]));
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "link invariant: the policy versions along a shard's mailbox never go back (v2 after v3)"
+    )]
+    fn an_older_policy_is_not_sent() {
+        let (control, _shards) = links(1);
+        control.send(0, ToShard::Policy(policy(3)));
+        control.send(0, ToShard::Policy(policy(2)));
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "link invariant: the policy versions along a shard's mailbox never go back (v2 after v3)"
+    )]
+    fn a_shard_does_not_take_an_older_policy() {
+        // The admin threads' senders keep no versions: the shard's check is the one left.
+        let (control, shards) = links(1);
+        let mailboxes = control.mailboxes();
+        for version in [3, 2] {
+            assert!(mailboxes.send(0, ToShard::Policy(policy(version))));
+            shards[0].poll();
+        }
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "link invariant: quota demand is a finite number ≥ 0, not -1 requests"
+    )]
+    fn negative_demand_is_not_reported() {
+        let (_control, shards) = links(1);
+        shards[0].report(demand(-1.0));
+    }
 }

@@ -56,18 +56,27 @@ impl QuotaLimits {
     }
 
     /// Names the first bad value, for the configuration error.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), LimitsError> {
         let fields = [
             ("requests_per_s", self.requests_per_s),
             ("requests_burst", self.requests_burst),
         ];
-        for (name, value) in fields {
-            if !value.is_finite() || value < 0.0 {
-                return Err(format!("{name} must be a finite number ≥ 0, not {value}"));
+        for (field, given) in fields {
+            if !given.is_finite() || given < 0.0 {
+                return Err(LimitsError::OutOfRange { field, given });
             }
         }
         Ok(())
     }
+}
+
+/// Why a tenant's limits are refused. The message starts with the field; the caller
+/// puts the table in front (`quota_default.`, `tenants.NAME.`).
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum LimitsError {
+    /// A request rate or burst that is negative, NaN or infinite.
+    #[error("{field} must be a finite number ≥ 0, not {given}")]
+    OutOfRange { field: &'static str, given: f64 },
 }
 
 /// A bucket's refill rate and capacity (before the shard's share is applied).
@@ -186,6 +195,34 @@ impl Policy {
     pub fn label(&self, tenant: Option<TenantIndex>) -> &str {
         tenant.map_or("other", |i| self.tenants[i.0 as usize].name.as_str())
     }
+
+    /// What a policy crossing to a shard holds, checked by the sender before the write
+    /// and by the shard after the read (once per reload): a version, every token's
+    /// tenant configured (`limits` and `label` index by it on the request path), and
+    /// every limit in range (the buckets divide by them).
+    pub fn assert_valid(&self) {
+        assert!(
+            self.version >= 1,
+            "policy invariant: a policy sent to a shard has a version ≥ 1, not {}",
+            self.version
+        );
+        let tenants = self.tenants.len();
+        for (_, tenant) in &self.tokens {
+            if let Some(TenantIndex(i)) = *tenant {
+                assert!(
+                    (i as usize) < tenants,
+                    "policy invariant: every token names a configured tenant (tenant {i} of {tenants})"
+                );
+            }
+        }
+        let limits = std::iter::once(("quota_default", &self.default_limits))
+            .chain(self.tenants.iter().map(|t| (t.name.as_str(), &t.limits)));
+        for (name, limits) in limits {
+            if let Err(e) = limits.check() {
+                panic!("policy invariant: every limit is a finite number ≥ 0 ({name}: {e})");
+            }
+        }
+    }
 }
 
 /// A write token that matched, and the tenant it names (if any).
@@ -284,5 +321,69 @@ mod tests {
         assert_eq!(policy.tenant(None, None), Tenant::Public);
         assert_eq!(policy.token(b"nope"), None);
         assert!(!policy.writes_open());
+    }
+
+    fn one_tenant() -> Policy {
+        Policy::new(
+            &[],
+            vec![("a".into(), vec!["t".into()], limits(1.0, 1.0))],
+            QuotaLimits::default(),
+        )
+    }
+
+    #[test]
+    #[should_panic(expected = "policy invariant: a policy sent to a shard has a version ≥ 1")]
+    fn a_policy_without_a_version_is_not_sent() {
+        let mut policy = one_tenant();
+        policy.assert_valid();
+        policy.version = 0;
+        policy.assert_valid();
+    }
+
+    #[test]
+    #[should_panic(expected = "policy invariant: every token names a configured tenant")]
+    fn a_token_of_a_tenant_gone_is_not_sent() {
+        let mut policy = one_tenant();
+        policy.tenants.clear();
+        policy.assert_valid();
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "policy invariant: every limit is a finite number ≥ 0 (a: requests_burst must be"
+    )]
+    fn a_limit_out_of_range_is_not_sent() {
+        let mut policy = one_tenant();
+        policy.tenants[0].limits.requests_burst = -1.0;
+        policy.assert_valid();
+    }
+
+    #[test]
+    fn a_bad_limit_names_its_field_and_the_value_given() {
+        assert_eq!(limits(2.5, 0.0).check(), Ok(()));
+        let negative = limits(-3.0, 0.0).check().unwrap_err();
+        assert_eq!(
+            negative,
+            LimitsError::OutOfRange {
+                field: "requests_per_s",
+                given: -3.0
+            }
+        );
+        assert_eq!(
+            negative.to_string(),
+            "requests_per_s must be a finite number ≥ 0, not -3"
+        );
+        let burst = limits(1.0, f64::INFINITY).check().unwrap_err();
+        assert_eq!(
+            burst.to_string(),
+            "requests_burst must be a finite number ≥ 0, not inf"
+        );
+        assert!(matches!(
+            limits(f64::NAN, 0.0).check(),
+            Err(LimitsError::OutOfRange {
+                field: "requests_per_s",
+                ..
+            })
+        ));
     }
 }

@@ -73,7 +73,7 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
         "/metrics" => {
             let published = answers.board.latest();
             let mut body = prometheus::render_metrics(
-                &sample(&answers.shards, &answers.requests),
+                &answers.scrapes.sample(&answers.shards, &answers.requests),
                 &published.extra,
             );
             if let Some(dht) = &answers.dht {
@@ -292,6 +292,7 @@ mod tests {
             mailboxes: ron_link::link::links(1).0.mailboxes(),
             routing: Routing::new(PartitionTable::round_robin(1).unwrap(), 1),
             dht: None,
+            scrapes: Default::default(),
         };
         let status = |r: &Request| route(r, &answers).status;
         assert_eq!(status(&request(Method::Get, "/healthz", None)), 200);
@@ -318,6 +319,7 @@ mod tests {
             mailboxes: ron_link::link::links(1).0.mailboxes(),
             routing: Routing::new(PartitionTable::round_robin(1).unwrap(), 1),
             dht,
+            scrapes: Default::default(),
         }
     }
 

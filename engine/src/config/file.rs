@@ -10,8 +10,8 @@ use std::path::Path;
 use ron_link::policy::QuotaLimits;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::keys::{self, Value, ValueError, FILE_ONLY_KEYS};
-use super::{Config, ConfigError};
+use crate::config::keys::{self, Value, ValueError, FILE_ONLY_KEYS};
+use crate::config::{Config, ConfigError};
 
 /// Limits of a tenant; 0 means unlimited. Byte limits accept sizes (`"10MiB"`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
@@ -93,19 +93,25 @@ struct Tables {
 
 /// Applies the file at `path` to `config`; returns the keys it set.
 pub(super) fn apply(config: &mut Config, path: &Path) -> Result<Vec<&'static str>, ConfigError> {
-    let file = |reason: String| ConfigError::File {
+    let not_toml = |source| ConfigError::Toml {
         path: path.to_path_buf(),
-        reason,
+        source,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| file(e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(not_toml)?;
     let mut set = Vec::new();
     for (name, value) in &table {
         if let Some(table_key) = FILE_ONLY_KEYS.iter().find(|k| *k == name) {
             set.push(*table_key);
             continue;
         }
-        let key = keys::find(name).ok_or_else(|| file(format!("unknown key {name:?}")))?;
+        let key = keys::find(name).ok_or_else(|| ConfigError::UnknownKey {
+            path: path.to_path_buf(),
+            key: name.clone(),
+        })?;
         apply_value(config, key, value).map_err(|reason| ConfigError::Key {
             path: path.to_path_buf(),
             key: key.key,
@@ -113,7 +119,7 @@ pub(super) fn apply(config: &mut Config, path: &Path) -> Result<Vec<&'static str
         })?;
         set.push(key.key);
     }
-    let tables: Tables = toml::from_str(&text).map_err(|e| file(e.to_string()))?;
+    let tables: Tables = toml::from_str(&text).map_err(not_toml)?;
     if let Some(quota) = tables.quota_default {
         config.quota_default = quota;
     }
@@ -149,7 +155,7 @@ fn apply_value(
 mod tests {
     use super::*;
 
-    fn load(name: &str, text: &str) -> Result<Config, String> {
+    fn load(name: &str, text: &str) -> Result<Config, ConfigError> {
         let dir = std::env::temp_dir().join(format!("ron-config-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
@@ -157,7 +163,7 @@ mod tests {
         let mut config = Config::default();
         let result = apply(&mut config, &path).map(|_| config);
         std::fs::remove_file(&path).unwrap();
-        result.map_err(|e| e.to_string())
+        result
     }
 
     #[test]
@@ -180,6 +186,12 @@ mod tests {
     #[test]
     fn bad_values_name_the_key_and_the_file() {
         let e = load("bad.toml", "shards = \"x\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Key { path, key: "shards", reason: ValueError::Number(given) }
+                if path.ends_with("bad.toml") && given == "x"),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.starts_with("config file "), "{e}");
         assert!(
             e.ends_with("bad.toml (key shards): invalid number \"x\""),
@@ -187,11 +199,42 @@ mod tests {
         );
         let e = load("list.toml", "http = [\"a\"]\n").unwrap_err();
         assert!(
+            matches!(
+                e,
+                ConfigError::Key {
+                    key: "http",
+                    reason: ValueError::NotOneValue,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = e.to_string();
+        assert!(
             e.ends_with("(key http): expected one value, not a list"),
             "{e}"
         );
         let e = load("unknown.toml", "shardz = 3\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::UnknownKey { key, .. } if key == "shardz"),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.ends_with("unknown.toml: unknown key \"shardz\""), "{e}");
+        let e = load("broken.toml", "shards = \n").unwrap_err();
+        assert!(matches!(e, ConfigError::Toml { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("config file "), "{e}");
+        let gone = Path::new("/nonexistent/ron.toml");
+        let e = apply(&mut Config::default(), gone).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Read { path, .. } if path == gone),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("config file /nonexistent/ron.toml: "),
+            "{e}"
+        );
     }
 
     #[test]
@@ -206,11 +249,15 @@ mod tests {
         assert_eq!(c.tenants["edge"].bytes_burst, 4096);
         assert_eq!(c.tenants["edge"].tokens, vec!["t"]);
         let e = load("lots.toml", "[quota_default]\nbytes_per_s = \"lots\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Toml { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.contains("bytes_per_s") && e.contains("invalid size \"lots\""),
             "{e}"
         );
-        let e = load("field.toml", "[tenants.a]\nrequests_per_sec = 1\n").unwrap_err();
+        let e = load("field.toml", "[tenants.a]\nrequests_per_sec = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `requests_per_sec`"), "{e}");
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use ron_shards::ec::{EcParams, EcParamsError};
 
-use super::Config;
+use crate::config::Config;
 use crate::logging::{LogFormat, LogLevel};
 
 /// Why a value does not parse, whatever layer it came from (the caller names the key
@@ -220,6 +220,35 @@ fn boolean(v: &str) -> Result<bool, ValueError> {
 
 fn path(v: &str) -> Result<PathBuf, ValueError> {
     Ok(PathBuf::from(v))
+}
+
+fn log_format(v: &str) -> Result<LogFormat, ValueError> {
+    match v {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(ValueError::Choice {
+            what: "log format",
+            given: v.to_string(),
+            choices: "text or json",
+        }),
+    }
+}
+
+fn log_level(v: &str) -> Result<LogLevel, ValueError> {
+    Ok(match v {
+        "error" => LogLevel::Error,
+        "warn" => LogLevel::Warn,
+        "info" => LogLevel::Info,
+        "debug" => LogLevel::Debug,
+        "trace" => LogLevel::Trace,
+        _ => {
+            return Err(ValueError::Choice {
+                what: "log level",
+                given: v.to_string(),
+                choices: "error, warn, info, debug or trace",
+            })
+        }
+    })
 }
 
 /// Sets a scalar field from a value, with `parse`.
@@ -557,7 +586,7 @@ pub const KEYS: &[Key] = &[
         value: "text|json",
         default: Some("text"),
         help: "log lines as text or JSON lines",
-        apply: |c, v| set(&mut c.log_format, LogFormat::parse, v),
+        apply: |c, v| set(&mut c.log_format, log_format, v),
     },
     Key {
         key: "log_level",
@@ -565,7 +594,7 @@ pub const KEYS: &[Key] = &[
         value: "LEVEL",
         default: Some("info"),
         help: "error, warn, info, debug (one line per request)",
-        apply: |c, v| set(&mut c.log_level, LogLevel::parse, v),
+        apply: |c, v| set(&mut c.log_level, log_level, v),
     },
     Key {
         key: "quota_tenants_max",

@@ -153,8 +153,23 @@ impl Default for Config {
 pub enum ConfigError {
     #[error("{0}")]
     Usage(String),
-    #[error("config file {path}: {reason}")]
-    File { path: PathBuf, reason: String },
+    /// The file at `path` could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file at `path` is not TOML, or one of its tables (`quota_default`,
+    /// `[tenants.NAME]`) does not fit: the parser's message names the table, the line
+    /// and what was expected.
+    #[error("config file {path}: {source}")]
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    /// The file at `path` sets `key`, which is not a key of the node.
+    #[error("config file {path}: unknown key {key:?}")]
+    UnknownKey { path: PathBuf, key: String },
     /// A bad value for `key` in the file at `path`.
     #[error("config file {path} (key {key}): {reason}")]
     Key {
@@ -178,6 +193,44 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Refused(String),
+}
+
+/// A reload the control thread asked for failed: the same message, with the file or
+/// the key at fault.
+impl From<ConfigError> for ron_control::ReloadError {
+    fn from(error: ConfigError) -> Self {
+        use ron_control::ReloadError as Reload;
+        match error {
+            ConfigError::Read { path, source } => Reload::File {
+                path,
+                reason: source.to_string(),
+            },
+            ConfigError::Toml { path, source } => Reload::File {
+                path,
+                reason: source.to_string(),
+            },
+            ConfigError::UnknownKey { path, key } => Reload::File {
+                path,
+                reason: format!("unknown key {key:?}"),
+            },
+            ConfigError::Key { path, key, reason } => Reload::Value {
+                at: format!("config file {}", path.display()),
+                key,
+                reason: reason.to_string(),
+            },
+            ConfigError::Env { var, key, reason } => Reload::Value {
+                at: format!("environment {var}"),
+                key,
+                reason: reason.to_string(),
+            },
+            ConfigError::Flag { flag, key, reason } => Reload::Value {
+                at: format!("--{flag}"),
+                key,
+                reason: reason.to_string(),
+            },
+            ConfigError::Usage(message) | ConfigError::Refused(message) => Reload::Refused(message),
+        }
+    }
 }
 
 impl Config {
@@ -321,5 +374,53 @@ mod tests {
         let err = Config::from_toml(&path).unwrap_err().to_string();
         assert!(err.contains("unknown key \"shardz\""), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_refused_reload_logs_what_the_config_error_says() {
+        use ron_control::ReloadError;
+        let path = PathBuf::from("/etc/ron.toml");
+        let number = || ValueError::Number("x".into());
+        let errors = [
+            ConfigError::Usage("no data dir".into()),
+            ConfigError::Read {
+                path: path.clone(),
+                source: std::io::Error::other("permission denied"),
+            },
+            ConfigError::Toml {
+                path: path.clone(),
+                source: toml::from_str::<toml::Table>("shards =").unwrap_err(),
+            },
+            ConfigError::UnknownKey {
+                path: path.clone(),
+                key: "shardz".into(),
+            },
+            ConfigError::Key {
+                path: path.clone(),
+                key: "shards",
+                reason: number(),
+            },
+            ConfigError::Env {
+                var: "RON_SHARDS".into(),
+                key: "shards",
+                reason: number(),
+            },
+            ConfigError::Flag {
+                flag: "shards".into(),
+                key: "shards",
+                reason: number(),
+            },
+            ConfigError::Refused("tenants.a.requests_per_s must be a finite number ≥ 0".into()),
+        ];
+        for error in errors {
+            let said = error.to_string();
+            let reload = ReloadError::from(error);
+            assert_eq!(reload.to_string(), said);
+            match reload {
+                ReloadError::File { path: p, .. } => assert_eq!(p, path),
+                ReloadError::Value { key, .. } => assert_eq!(key, "shards"),
+                ReloadError::Refused(_) => {}
+            }
+        }
     }
 }

@@ -33,18 +33,39 @@ pub struct Origin {
     prefix: String,
 }
 
+/// Why the origin (`origin`, `--origin`) cannot be used: found once, at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// Not an `http://` URL (https and other schemes are not supported).
+    #[error("origin {url:?}: only http:// origins are supported")]
+    Scheme { url: String },
+    /// Nothing between `http://` and the path.
+    #[error("origin {url:?}: no host")]
+    NoHost { url: String },
+    /// `HOST[:PORT]` is not an address, or the name lookup failed.
+    #[error("origin {url:?}: {source}")]
+    Lookup { url: String, source: std::io::Error },
+    /// The name lookup of `host` returned no address.
+    #[error("origin {url:?}: {host} has no address")]
+    NoAddress { url: String, host: String },
+}
+
 impl Origin {
     /// Parses `http://HOST[:PORT][/PREFIX]` and resolves HOST (at start-up: it blocks).
-    pub fn resolve(url: &str) -> Result<Origin, String> {
+    pub fn resolve(url: &str) -> Result<Origin, OriginError> {
         let rest = url
             .strip_prefix("http://")
-            .ok_or_else(|| format!("origin {url:?}: only http:// origins are supported"))?;
+            .ok_or_else(|| OriginError::Scheme {
+                url: url.to_string(),
+            })?;
         let (host, prefix) = match rest.find('/') {
             Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
             None => (rest, ""),
         };
         if host.is_empty() {
-            return Err(format!("origin {url:?}: no host"));
+            return Err(OriginError::NoHost {
+                url: url.to_string(),
+            });
         }
         let with_port = if host.contains(':') && !host.ends_with(']') {
             host.to_string()
@@ -53,9 +74,15 @@ impl Origin {
         };
         let addr = with_port
             .to_socket_addrs()
-            .map_err(|e| format!("origin {url:?}: {e}"))?
+            .map_err(|source| OriginError::Lookup {
+                url: url.to_string(),
+                source,
+            })?
             .next()
-            .ok_or_else(|| format!("origin {url:?}: {host} has no address"))?;
+            .ok_or_else(|| OriginError::NoAddress {
+                url: url.to_string(),
+                host: host.to_string(),
+            })?;
         Ok(Origin {
             url: url.to_string(),
             addr,
@@ -263,10 +290,27 @@ mod tests {
         let bare = Origin::resolve("http://127.0.0.1").unwrap();
         assert_eq!((bare.addr.port(), bare.prefix.as_str()), (80, ""));
         let tls = Origin::resolve("https://example.invalid").unwrap_err();
+        assert!(
+            matches!(&tls, OriginError::Scheme { url } if url == "https://example.invalid"),
+            "{tls:?}"
+        );
         assert_eq!(
-            tls,
+            tls.to_string(),
             "origin \"https://example.invalid\": only http:// origins are supported"
         );
-        assert!(Origin::resolve("http:///x").is_err());
+        let no_host = Origin::resolve("http:///x").unwrap_err();
+        assert!(matches!(no_host, OriginError::NoHost { .. }), "{no_host:?}");
+        assert_eq!(no_host.to_string(), "origin \"http:///x\": no host");
+        let bad_port = Origin::resolve("http://127.0.0.1:http").unwrap_err();
+        assert!(
+            matches!(bad_port, OriginError::Lookup { .. }),
+            "{bad_port:?}"
+        );
+        assert!(
+            bad_port
+                .to_string()
+                .starts_with("origin \"http://127.0.0.1:http\": "),
+            "{bad_port}"
+        );
     }
 }
