@@ -11,16 +11,27 @@
 //! exits 1. Under systemd (`Type=notify`), READY=1 is sent once every shard is ready
 //! and STOPPING=1 when a stop begins ([`notify`]).
 //! SIGINT/SIGTERM: every shard stops accepting, lets in-flight requests finish (bounded
-//! by `drain_timeout_ms`), and exits; the process exits 0. SIGHUP (or a change of the
+//! by `drain_timeout_ms`), abandons its fetches, stops its background services and group
+//! commit once every shard has drained, and exits; then the control thread and the DHT
+//! thread stop; the process exits 0 (docs/design/lifecycle.md). SIGHUP (or a change of the
 //! configuration file) reloads tokens, tenants and quotas through the control thread.
+//!
+//! Files: this one (the order of start and stop), `shard.rs` (a shard's thread),
+//! `front.rs` (its listeners, front ends and accept loops), `control.rs` (the control
+//! thread's handle), `clock.rs` (a shard's periodic work), `operator.rs` (the operator's
+//! requests a shard answers), `notify.rs` (systemd), `signals.rs`, `error.rs`.
 
 mod clock;
+mod control;
+mod error;
+mod front;
 mod notify;
 mod operator;
 mod shard;
+mod signals;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,56 +44,11 @@ use crate::admission::Counters;
 use crate::cli::Resolved;
 use crate::config::{keys, Config};
 use crate::limits::READY_WAIT;
+pub use crate::server::error::StartError;
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) use shard::FrontEnds;
-use shard::{ShardHandles, ShardPlan};
-
-/// Why the node did not start, or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// One line per problem found by [`crate::preflight`], each with its fix.
-    #[error("{}", .0.join("\nron: "))]
-    Preflight(Vec<String>),
-    #[error("data dir {path}: {reason}")]
-    DataDirLock { path: PathBuf, reason: String },
-    #[error(transparent)]
-    DataDir(#[from] ron_shards::ShardError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Tls(#[from] ron_io::tls::TlsError),
-    #[error("cannot install the {signal} handler: {source}")]
-    Signal {
-        signal: &'static str,
-        source: std::io::Error,
-    },
-    #[error("admin listener on {addr}: {source}")]
-    Admin {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("shard {shard}: cannot start its executor: {reason}")]
-    Executor { shard: u16, reason: String },
-    #[error("shard {shard}: {source}")]
-    Shard { shard: u16, source: Box<StartError> },
-    #[error("shard {shard} stopped: {reason}")]
-    ShardPanicked { shard: u16, reason: String },
-    #[error(transparent)]
-    Dht(#[from] ron_dht::DhtError),
-    #[error("{0}")]
-    Origin(crate::fetch::origin::OriginError),
-}
-
-/// The process-wide flags the signal handlers set.
-struct Signals {
-    stop: Arc<AtomicBool>,
-    hangup: Arc<AtomicBool>,
-}
+pub(crate) use crate::server::front::FrontEnds;
+use crate::server::shard::{ShardHandles, ShardPlan, StopStep};
+use crate::server::signals::install_signals;
 
 pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     let mut config = resolved.config.clone();
@@ -130,7 +96,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     let dht = start_dht(&config)?;
     let dht_client = dht.as_ref().map(|d| d.client.clone());
     let (control_link, shard_links) = ron_link::link::links(usize::from(shards));
-    let control = shard::start_control(
+    let control = crate::server::control::start_control(
         &resolved,
         &counters,
         control_link,
@@ -145,8 +111,8 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         stop: Arc::clone(&signals.stop),
         dht: dht_client,
         origin,
-        drained: shard::StopStep::new(shards),
-        stopped: shard::StopStep::new(shards),
+        drained: StopStep::new(shards),
+        stopped: StopStep::new(shards),
     };
     let handles = shard::start_shards(&plan, &counters, shard_links)?;
     wait_until_ready(&counters, &handles, &plan.stop);
@@ -274,24 +240,6 @@ fn warn_if_shards_idle(routing: &Routing) {
             "more shards than stores; shards from {stores} on own no store and forward every object request",
         );
     }
-}
-
-fn install_signals() -> Result<Signals, StartError> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let signals = Signals {
-        stop: Arc::new(AtomicBool::new(false)),
-        hangup: Arc::new(AtomicBool::new(false)),
-    };
-    let flags = [
-        (SIGINT, "SIGINT", &signals.stop),
-        (SIGTERM, "SIGTERM", &signals.stop),
-        (SIGHUP, "SIGHUP", &signals.hangup),
-    ];
-    for (number, signal, flag) in flags {
-        signal_hook::flag::register(number, Arc::clone(flag))
-            .map_err(|source| StartError::Signal { signal, source })?;
-    }
-    Ok(signals)
 }
 
 fn wait_until_ready(counters: &[Counters], handles: &ShardHandles, stop: &AtomicBool) {

@@ -1,37 +1,31 @@
-//! The threads `ron serve` starts: the control thread, and one pinned glommio executor
-//! per shard, each running [`run_shard`] — join the mesh, open the stores, build the
-//! shard's service and front ends, accept until stopped, then drain.
+//! The shard threads: one pinned glommio executor per shard, each running [`run_shard`]
+//! — join the mesh, open the stores, build the shard's service and front ends
+//! (`front.rs`), accept until stopped, then stop in the steps every shard takes together
+//! (docs/design/lifecycle.md).
 
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
-use ron_io::tls::AppProtocol;
 use ron_link::dht::DhtClient;
-use ron_link::link::{ControlLink, ShardLink};
+use ron_link::link::ShardLink;
 use ron_shards::layout::Routing;
 use ron_shards::mesh::{self, Mesh, MeshEnds};
 use ron_shards::ShardIndex;
-use ron_shards::{Shard, ShardConfig, ShardMetrics};
+use ron_shards::{Shard, ShardConfig};
 
-use super::clock::{Alarm, ShardClock};
-use super::{Signals, StartError};
 use crate::admission::buckets::ShardQuotas;
 use crate::admission::{Admission, Counters};
-use crate::buffers::BufferPool;
-use crate::cli::Resolved;
 use crate::config::Config;
 use crate::fetch::{FetchConfig, Origin, ReadThrough};
-use crate::http::{self, HttpContext, HttpLimits};
 use crate::limits;
-use crate::oap::{self, OapContext, OapLimits};
-use crate::service::Service;
+use crate::server::clock::{Alarm, ShardClock};
+use crate::server::error::StartError;
+use crate::server::front::{listen, FrontEnds};
 
 /// What every shard starts from.
 pub(super) struct ShardPlan {
@@ -76,71 +70,6 @@ impl StopStep {
         }
         true
     }
-}
-
-/// The running control thread.
-pub(super) struct Control {
-    pub admin_addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-impl Control {
-    pub fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.thread().unpark();
-        let _ = self.thread.join();
-    }
-}
-
-pub(super) fn start_control(
-    resolved: &Resolved,
-    counters: &[Counters],
-    link: ControlLink,
-    signals: &Signals,
-    routing: &Routing,
-    dht: Option<DhtClient>,
-) -> Result<Control, StartError> {
-    let config = &resolved.config;
-    let stop = Arc::new(AtomicBool::new(false));
-    let state = ron_control::ControlState {
-        shards: counters.iter().map(|c| Arc::clone(&c.shard)).collect(),
-        requests: counters.iter().map(|c| Arc::clone(&c.requests)).collect(),
-        version: env!("CARGO_PKG_VERSION"),
-        stop: Arc::clone(&stop),
-        admin_token: config.admin_token.clone(),
-        link,
-        policy: config.policy(),
-        reloader: Some(ron_control::Reloader {
-            watch: resolved.config_file.clone(),
-            load: reload_policy(resolved.clone()),
-            hangup: Arc::clone(&signals.hangup),
-        }),
-        routing: routing.clone(),
-        dht,
-    };
-    let (admin_addr, thread) =
-        ron_control::spawn(config.admin, state).map_err(|source| StartError::Admin {
-            addr: config.admin,
-            source,
-        })?;
-    Ok(Control {
-        admin_addr,
-        stop,
-        thread,
-    })
-}
-
-/// The control thread's way to read the configuration again: the same layers (file,
-/// environment, flags), validated; only tokens, tenants and quotas apply live.
-fn reload_policy(running: Resolved) -> ron_control::LoadPolicy {
-    Box::new(move || {
-        let again = running.reload()?;
-        Ok(ron_control::Reloaded {
-            restart_keys: running.config.restart_keys_changed(&again.config),
-            policy: again.config.policy(),
-        })
-    })
 }
 
 /// The shard threads, and whether any has failed.
@@ -319,13 +248,6 @@ fn run_executor(
     result
 }
 
-/// The listeners a shard accepts on.
-struct Listeners {
-    http: TcpListener,
-    oap: TcpListener,
-    tls: Option<TcpListener>,
-}
-
 async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     let config = Arc::clone(&start.plan_config);
     let shard = open_shard(&mut start).await?;
@@ -378,7 +300,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     };
     clock.run().await;
     if start.index.0 == 0 {
-        super::notify::stopping();
+        crate::server::notify::stopping();
     }
     start.counters.shard.ready.store(false, Ordering::Relaxed);
     draining.set(true);
@@ -501,204 +423,10 @@ fn log_replays(shard: &Shard) {
     }
 }
 
-fn listen(config: &Config) -> Result<Listeners, StartError> {
-    let bind = |addr: SocketAddr| {
-        ron_io::listener::reuseport_listener(addr, limits::LISTEN_BACKLOG)
-            .map_err(|source| StartError::Listen { addr, source })
-    };
-    Ok(Listeners {
-        http: bind(config.http)?,
-        oap: bind(config.oap)?,
-        tls: config.tls.map(bind).transpose()?,
-    })
-}
-
 /// Waits for admitted requests (worked on or parked) to finish, at most `timeout`.
 async fn drain(admission: &Admission, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while admission.admitted() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(limits::DRAIN_POLL_PERIOD).await;
-    }
-}
-
-/// The shard's two front ends over one object service.
-pub(crate) struct FrontEnds {
-    pub(crate) http: Rc<HttpContext>,
-    pub(crate) oap: Rc<OapContext>,
-}
-
-impl FrontEnds {
-    pub(crate) fn new(
-        config: &Config,
-        shard: Rc<Shard>,
-        admission: &Rc<Admission>,
-        draining: &Rc<Cell<bool>>,
-        tls: bool,
-        read_through: Option<Rc<ReadThrough>>,
-    ) -> FrontEnds {
-        let shard_count = shard.routing().shard_count();
-        let service = Rc::new(Service::new(shard, config.object_bytes_max, read_through));
-        let http_limits = HttpLimits {
-            head_bytes_max: config.head_bytes_max,
-            header_timeout: Duration::from_millis(config.header_timeout_ms),
-            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
-            body_timeout: Duration::from_millis(config.body_timeout_ms),
-            body_rate_min_bytes_per_s: config.body_rate_min_bytes_per_s,
-        };
-        let mut transports = vec!["tcp".to_string()];
-        if tls {
-            transports.push("tls".into());
-        }
-        let oap_limits = OapLimits {
-            max_frame: config.oap_max_frame,
-            requests_per_connection_max: config.oap_max_inflight,
-            inflate_ratio_max: config.inflate_ratio_max,
-            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
-            body_timeout: Duration::from_millis(config.body_timeout_ms),
-            body_rate_min_bytes_per_s: config.body_rate_min_bytes_per_s,
-            transports,
-        };
-        let oap = Rc::new(OapContext {
-            service: Rc::clone(&service),
-            admission: Rc::clone(admission),
-            limits: oap_limits,
-            draining: Rc::clone(draining),
-            shard_count,
-            inflater: std::cell::RefCell::new(None),
-            read_buffers: BufferPool::new(
-                limits::OAP_READ_BUFFER_BYTES,
-                limits::READ_BUFFERS_POOLED_MAX,
-            ),
-        });
-        let http = Rc::new(HttpContext::new(
-            service,
-            Rc::clone(admission),
-            http_limits,
-            Rc::clone(draining),
-        ));
-        FrontEnds { http, oap }
-    }
-
-    /// Starts the accept loops; dropping the returned tasks stops them.
-    fn accept(
-        &self,
-        listeners: Listeners,
-        first_connection: &Rc<Alarm>,
-        tls: Option<Arc<rustls::ServerConfig>>,
-        metrics: &Arc<ShardMetrics>,
-        connections_max: u32,
-    ) -> Vec<glommio::Task<()>> {
-        let accept = |listener, serve: Rc<dyn Fn(TcpStream)>| {
-            let (metrics, alarm) = (Arc::clone(metrics), Rc::clone(first_connection));
-            glommio::spawn_local(accept_loop(
-                listener,
-                metrics,
-                connections_max,
-                alarm,
-                serve,
-            ))
-        };
-        let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
-        let mut acceptors = vec![
-            accept(
-                listeners.http,
-                Rc::new(move |s| spawn(http::serve_connection(Rc::clone(&http), s))),
-            ),
-            accept(
-                listeners.oap,
-                Rc::new(move |s| spawn(oap::serve_connection(Rc::clone(&oap), s))),
-            ),
-        ];
-        if let (Some(listener), Some(tls)) = (listeners.tls, tls) {
-            acceptors.push(accept(listener, self.tls_handler(tls)));
-        }
-        acceptors
-    }
-
-    /// Completes the handshake, then hands the stream to the front end ALPN names.
-    fn tls_handler(&self, tls: Arc<rustls::ServerConfig>) -> Rc<dyn Fn(TcpStream)> {
-        let acceptor = Rc::new(ron_io::tls::acceptor(tls));
-        let handshake_timeout = self.http.limits.header_timeout;
-        let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
-        Rc::new(move |s| {
-            let (http, oap, acceptor) = (Rc::clone(&http), Rc::clone(&oap), Rc::clone(&acceptor));
-            spawn(async move {
-                let metrics = Arc::clone(http.service.shard().metrics());
-                let handshake = {
-                    // A handshake holds a connection: counted against connections_max.
-                    let _open = metrics.open_connection();
-                    ron_io::tls::accept(&acceptor, s, handshake_timeout).await
-                };
-                let Ok((stream, protocol)) = handshake else {
-                    ShardMetrics::add(&metrics.tls_handshake_failures, 1);
-                    return;
-                };
-                match protocol {
-                    AppProtocol::Oap => oap::serve_connection(oap, stream).await,
-                    AppProtocol::Http => http::serve_connection(http, stream).await,
-                }
-            })
-        })
-    }
-}
-
-fn spawn(connection: impl std::future::Future<Output = ()> + 'static) {
-    glommio::spawn_local(connection).detach();
-}
-
-/// Accepts connections while the shard has room for them and hands each to `serve`.
-async fn accept_loop(
-    listener: TcpListener,
-    metrics: Arc<ShardMetrics>,
-    connections_max: u32,
-    first_connection: Rc<Alarm>,
-    serve: Rc<dyn Fn(TcpStream)>,
-) {
-    let mut failures = AcceptFailures::default();
-    loop {
-        if metrics.connections_open.load(Ordering::Relaxed) >= u64::from(connections_max) {
-            glommio::timer::sleep(limits::ACCEPT_FULL_BACKOFF).await;
-            continue;
-        }
-        match listener.accept().await {
-            Ok(stream) => {
-                if metrics.connections_open.load(Ordering::Relaxed) == 0 {
-                    first_connection.ring();
-                }
-                serve(stream)
-            }
-            Err(e) => {
-                ShardMetrics::add(&metrics.accept_failures, 1);
-                failures.failed(&e);
-                glommio::timer::sleep(limits::ACCEPT_ERROR_BACKOFF).await;
-            }
-        }
-    }
-}
-
-/// Accept failures (e.g. out of file descriptors: the connection waits in the backlog)
-/// logged without a storm: the first, then at most one line with the count per
-/// [`limits::ACCEPT_ERROR_LOG_PERIOD`]. Every failure is counted in `accept_failures`.
-#[derive(Default)]
-struct AcceptFailures {
-    /// Failures since the last line logged, and when that was.
-    unlogged: u64,
-    logged_at: Option<Instant>,
-}
-
-impl AcceptFailures {
-    fn failed(&mut self, e: &glommio::GlommioError<()>) {
-        let now = Instant::now();
-        let due = self
-            .logged_at
-            .is_none_or(|at| now.duration_since(at) >= limits::ACCEPT_ERROR_LOG_PERIOD);
-        if !due {
-            self.unlogged += 1;
-            return;
-        }
-        let failures = self.unlogged + 1;
-        tracing::warn!(reason = %e, failures, "accept failing; new connections wait in the backlog");
-        self.unlogged = 0;
-        self.logged_at = Some(now);
     }
 }

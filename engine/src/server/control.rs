@@ -1,0 +1,81 @@
+//! The control thread as `ron serve` holds it: started with the shards' counters and
+//! mailboxes, the policy and its reload, and stopped (joined) after the shards.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use ron_link::dht::DhtClient;
+use ron_link::link::ControlLink;
+use ron_shards::layout::Routing;
+
+use crate::admission::Counters;
+use crate::cli::Resolved;
+use crate::server::error::StartError;
+use crate::server::signals::Signals;
+
+/// The running control thread.
+pub(super) struct Control {
+    pub admin_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Control {
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
+}
+
+pub(super) fn start_control(
+    resolved: &Resolved,
+    counters: &[Counters],
+    link: ControlLink,
+    signals: &Signals,
+    routing: &Routing,
+    dht: Option<DhtClient>,
+) -> Result<Control, StartError> {
+    let config = &resolved.config;
+    let stop = Arc::new(AtomicBool::new(false));
+    let state = ron_control::ControlState {
+        shards: counters.iter().map(|c| Arc::clone(&c.shard)).collect(),
+        requests: counters.iter().map(|c| Arc::clone(&c.requests)).collect(),
+        version: env!("CARGO_PKG_VERSION"),
+        stop: Arc::clone(&stop),
+        admin_token: config.admin_token.clone(),
+        link,
+        policy: config.policy(),
+        reloader: Some(ron_control::Reloader {
+            watch: resolved.config_file.clone(),
+            load: reload_policy(resolved.clone()),
+            hangup: Arc::clone(&signals.hangup),
+        }),
+        routing: routing.clone(),
+        dht,
+    };
+    let (admin_addr, thread) =
+        ron_control::spawn(config.admin, state).map_err(|source| StartError::Admin {
+            addr: config.admin,
+            source,
+        })?;
+    Ok(Control {
+        admin_addr,
+        stop,
+        thread,
+    })
+}
+
+/// The control thread's way to read the configuration again: the same layers (file,
+/// environment, flags), validated; only tokens, tenants and quotas apply live.
+fn reload_policy(running: Resolved) -> ron_control::LoadPolicy {
+    Box::new(move || {
+        let again = running.reload()?;
+        Ok(ron_control::Reloaded {
+            restart_keys: running.config.restart_keys_changed(&again.config),
+            policy: again.config.policy(),
+        })
+    })
+}

@@ -1,0 +1,226 @@
+//! A shard's front ends: its listeners, the HTTP/1.1 and OAP/1 contexts over one object
+//! service, the accept loops (bounded by `connections_max`, failures logged without a
+//! storm) and the TLS handshake that hands a stream to the front end ALPN names.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::{TcpListener, TcpStream};
+use ron_io::tls::AppProtocol;
+use ron_shards::{Shard, ShardMetrics};
+
+use crate::admission::Admission;
+use crate::buffers::BufferPool;
+use crate::config::Config;
+use crate::fetch::ReadThrough;
+use crate::http::{self, HttpContext, HttpLimits};
+use crate::limits;
+use crate::oap::{self, OapContext, OapLimits};
+use crate::server::clock::Alarm;
+use crate::server::error::StartError;
+use crate::service::Service;
+
+/// The listeners a shard accepts on.
+pub(super) struct Listeners {
+    http: TcpListener,
+    oap: TcpListener,
+    tls: Option<TcpListener>,
+}
+
+pub(super) fn listen(config: &Config) -> Result<Listeners, StartError> {
+    let bind = |addr: SocketAddr| {
+        ron_io::listener::reuseport_listener(addr, limits::LISTEN_BACKLOG)
+            .map_err(|source| StartError::Listen { addr, source })
+    };
+    Ok(Listeners {
+        http: bind(config.http)?,
+        oap: bind(config.oap)?,
+        tls: config.tls.map(bind).transpose()?,
+    })
+}
+
+/// The shard's two front ends over one object service.
+pub(crate) struct FrontEnds {
+    pub(crate) http: Rc<HttpContext>,
+    pub(crate) oap: Rc<OapContext>,
+}
+
+impl FrontEnds {
+    pub(crate) fn new(
+        config: &Config,
+        shard: Rc<Shard>,
+        admission: &Rc<Admission>,
+        draining: &Rc<Cell<bool>>,
+        tls: bool,
+        read_through: Option<Rc<ReadThrough>>,
+    ) -> FrontEnds {
+        let shard_count = shard.routing().shard_count();
+        let service = Rc::new(Service::new(shard, config.object_bytes_max, read_through));
+        let http_limits = HttpLimits {
+            head_bytes_max: config.head_bytes_max,
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+            body_rate_min_bytes_per_s: config.body_rate_min_bytes_per_s,
+        };
+        let mut transports = vec!["tcp".to_string()];
+        if tls {
+            transports.push("tls".into());
+        }
+        let oap_limits = OapLimits {
+            max_frame: config.oap_max_frame,
+            requests_per_connection_max: config.oap_max_inflight,
+            inflate_ratio_max: config.inflate_ratio_max,
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+            body_rate_min_bytes_per_s: config.body_rate_min_bytes_per_s,
+            transports,
+        };
+        let oap = Rc::new(OapContext {
+            service: Rc::clone(&service),
+            admission: Rc::clone(admission),
+            limits: oap_limits,
+            draining: Rc::clone(draining),
+            shard_count,
+            inflater: std::cell::RefCell::new(None),
+            read_buffers: BufferPool::new(
+                limits::OAP_READ_BUFFER_BYTES,
+                limits::READ_BUFFERS_POOLED_MAX,
+            ),
+        });
+        let http = Rc::new(HttpContext::new(
+            service,
+            Rc::clone(admission),
+            http_limits,
+            Rc::clone(draining),
+        ));
+        FrontEnds { http, oap }
+    }
+
+    /// Starts the accept loops; dropping the returned tasks stops them.
+    pub(super) fn accept(
+        &self,
+        listeners: Listeners,
+        first_connection: &Rc<Alarm>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        metrics: &Arc<ShardMetrics>,
+        connections_max: u32,
+    ) -> Vec<glommio::Task<()>> {
+        let accept = |listener, serve: Rc<dyn Fn(TcpStream)>| {
+            let (metrics, alarm) = (Arc::clone(metrics), Rc::clone(first_connection));
+            glommio::spawn_local(accept_loop(
+                listener,
+                metrics,
+                connections_max,
+                alarm,
+                serve,
+            ))
+        };
+        let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
+        let mut acceptors = vec![
+            accept(
+                listeners.http,
+                Rc::new(move |s| spawn(http::serve_connection(Rc::clone(&http), s))),
+            ),
+            accept(
+                listeners.oap,
+                Rc::new(move |s| spawn(oap::serve_connection(Rc::clone(&oap), s))),
+            ),
+        ];
+        if let (Some(listener), Some(tls)) = (listeners.tls, tls) {
+            acceptors.push(accept(listener, self.tls_handler(tls)));
+        }
+        acceptors
+    }
+
+    /// Completes the handshake, then hands the stream to the front end ALPN names.
+    fn tls_handler(&self, tls: Arc<rustls::ServerConfig>) -> Rc<dyn Fn(TcpStream)> {
+        let acceptor = Rc::new(ron_io::tls::acceptor(tls));
+        let handshake_timeout = self.http.limits.header_timeout;
+        let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
+        Rc::new(move |s| {
+            let (http, oap, acceptor) = (Rc::clone(&http), Rc::clone(&oap), Rc::clone(&acceptor));
+            spawn(async move {
+                let metrics = Arc::clone(http.service.shard().metrics());
+                let handshake = {
+                    // A handshake holds a connection: counted against connections_max.
+                    let _open = metrics.open_connection();
+                    ron_io::tls::accept(&acceptor, s, handshake_timeout).await
+                };
+                let Ok((stream, protocol)) = handshake else {
+                    ShardMetrics::add(&metrics.tls_handshake_failures, 1);
+                    return;
+                };
+                match protocol {
+                    AppProtocol::Oap => oap::serve_connection(oap, stream).await,
+                    AppProtocol::Http => http::serve_connection(http, stream).await,
+                }
+            })
+        })
+    }
+}
+
+fn spawn(connection: impl std::future::Future<Output = ()> + 'static) {
+    glommio::spawn_local(connection).detach();
+}
+
+/// Accepts connections while the shard has room for them and hands each to `serve`.
+async fn accept_loop(
+    listener: TcpListener,
+    metrics: Arc<ShardMetrics>,
+    connections_max: u32,
+    first_connection: Rc<Alarm>,
+    serve: Rc<dyn Fn(TcpStream)>,
+) {
+    let mut failures = AcceptFailures::default();
+    loop {
+        if metrics.connections_open.load(Ordering::Relaxed) >= u64::from(connections_max) {
+            glommio::timer::sleep(limits::ACCEPT_FULL_BACKOFF).await;
+            continue;
+        }
+        match listener.accept().await {
+            Ok(stream) => {
+                if metrics.connections_open.load(Ordering::Relaxed) == 0 {
+                    first_connection.ring();
+                }
+                serve(stream)
+            }
+            Err(e) => {
+                ShardMetrics::add(&metrics.accept_failures, 1);
+                failures.failed(&e);
+                glommio::timer::sleep(limits::ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Accept failures (e.g. out of file descriptors: the connection waits in the backlog)
+/// logged without a storm: the first, then at most one line with the count per
+/// [`limits::ACCEPT_ERROR_LOG_PERIOD`]. Every failure is counted in `accept_failures`.
+#[derive(Default)]
+struct AcceptFailures {
+    /// Failures since the last line logged, and when that was.
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl AcceptFailures {
+    fn failed(&mut self, e: &glommio::GlommioError<()>) {
+        let now = Instant::now();
+        let due = self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= limits::ACCEPT_ERROR_LOG_PERIOD);
+        if !due {
+            self.unlogged += 1;
+            return;
+        }
+        let failures = self.unlogged + 1;
+        tracing::warn!(reason = %e, failures, "accept failing; new connections wait in the backlog");
+        self.unlogged = 0;
+        self.logged_at = Some(now);
+    }
+}
