@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ron_codec::Address;
+use ron_link::counters::ShardCounters;
 use ron_link::dht::DhtClient;
 use ron_link::link::Mailboxes;
-use ron_link::requests::RequestCounters;
-use ron_shards::{Routing, ShardMetrics};
 
 use crate::prometheus::Scrapes;
 use crate::view::Board;
@@ -57,18 +57,40 @@ pub const ADMIN_STOP_POLL_MS: u64 = 100;
 /// the answer on its way.
 pub const ADMIN_LINGER_MS: u64 = 200;
 
+/// Which shard owns an object, as the engine routes it: the control thread knows the
+/// shards' count, not their storage.
+#[derive(Clone)]
+pub struct OwnerOf(Arc<dyn Fn(&Address) -> usize + Send + Sync>);
+
+impl OwnerOf {
+    pub fn new(owner: impl Fn(&Address) -> usize + Send + Sync + 'static) -> OwnerOf {
+        OwnerOf(Arc::new(owner))
+    }
+
+    /// The index of the shard that owns `addr`.
+    pub fn shard(&self, addr: &Address) -> usize {
+        (self.0)(addr)
+    }
+}
+
+impl std::fmt::Debug for OwnerOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnerOf(..)")
+    }
+}
+
 /// What every admin answer may read.
 #[derive(Debug)]
 pub(crate) struct Answers {
-    pub shards: Vec<Arc<ShardMetrics>>,
-    pub requests: Vec<Arc<RequestCounters>>,
+    /// Each shard's counters, in shard order.
+    pub shards: Vec<ShardCounters>,
     pub version: &'static str,
     pub admin_token: Option<String>,
     pub board: Arc<Board>,
     /// The shards' inboxes and which shard owns an object, for operator requests
     /// (scrub pause/resume, the check of one object).
     pub mailboxes: Mailboxes,
-    pub routing: Routing,
+    pub owner: OwnerOf,
     /// The DHT thread, on a node with `--p2p` (`/resolve`, the DHT's metrics).
     pub dht: Option<DhtClient>,
     /// What the last `/metrics` read of the counters, to hold the next to.

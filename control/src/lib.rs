@@ -16,8 +16,11 @@
 //!
 //! ## Invariants
 //! - Nothing on a shard waits on these threads: they read the shards' relaxed atomic
-//!   counters ([`ShardMetrics`], [`RequestCounters`]) and talk to shards only through
-//!   bounded mailboxes that both sides poll ([`ron_link::link`]).
+//!   counters ([`ShardCounters`]: storage, front, requests) and talk to shards only
+//!   through bounded mailboxes that both sides poll ([`ron_link::link`]).
+//! - It knows the shards only through `ron-link`'s types and what the engine hands it:
+//!   the counters (rendered by the families `ron-link` declares with them) and which
+//!   shard owns an object ([`OwnerOf`]), not the storage.
 //! - No admin client can delay another, a probe, or the control thread: connections are
 //!   served concurrently, at most [`admin::ADMIN_CONNECTIONS_MAX`] at once (one more is
 //!   answered 503 at once); each must send its whole head within
@@ -44,7 +47,7 @@
 //! shards ──ShardReport (mailbox)──▶ control thread ──ToShard::{Policy, Shares}──▶ shards
 //! engine ──LoadPolicy (SIGHUP, file change)──▶ control thread
 //! control thread ──Published (Arc swap on the Board)──▶ admin threads
-//! shards ──ShardMetrics, RequestCounters (atomics)──▶ admin threads ──HTTP──▶ clients
+//! shards ──ShardCounters (atomics)──▶ admin threads ──HTTP──▶ clients
 //! admin threads ──ToShard::{PauseScrub, CheckObject} (inbox; a check answers on its
 //!                 own channel, waited for at most ADMIN_REPAIR_WAIT_MS)──▶ shards
 //! ```
@@ -63,12 +66,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ron_link::counters::ShardCounters;
 use ron_link::dht::DhtClient;
 use ron_link::link::ControlLink;
 use ron_link::policy::{Policy, REBALANCE_PERIOD_MS};
-use ron_link::requests::RequestCounters;
-use ron_shards::{Routing, ShardMetrics};
 
+pub use admin::OwnerOf;
 pub use reload::{LoadPolicy, ReloadError, Reloaded, Reloader};
 
 use admin::{AdminServer, Answers};
@@ -83,10 +86,8 @@ pub const CONTROL_TICK_MS: u64 = REBALANCE_PERIOD_MS;
 /// What the control thread reads and owns.
 #[derive(Debug)]
 pub struct ControlState {
-    /// Each shard's counters, in shard order.
-    pub shards: Vec<Arc<ShardMetrics>>,
-    /// Each shard's requests by protocol/op/status (same order as `shards`).
-    pub requests: Vec<Arc<RequestCounters>>,
+    /// Each shard's counters (storage, front, requests), in shard order.
+    pub shards: Vec<ShardCounters>,
     pub version: &'static str,
     /// Set by the engine to stop the control thread and the admin server.
     pub stop: Arc<AtomicBool>,
@@ -99,7 +100,7 @@ pub struct ControlState {
     pub policy: Policy,
     pub reloader: Option<Reloader>,
     /// Which shard owns an object (the operator's check of one object goes there).
-    pub routing: Routing,
+    pub owner: OwnerOf,
     /// The DHT thread, on a node with `--p2p`.
     pub dht: Option<DhtClient>,
 }
@@ -112,13 +113,12 @@ pub fn spawn(
     state: ControlState,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let shards = state.link.shard_count();
-    if state.shards.len() != shards || state.requests.len() != shards {
+    if state.shards.len() != shards {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             format!(
-                "control state for {shards} shards has {} metrics and {} request counters",
-                state.shards.len(),
-                state.requests.len()
+                "control state for {shards} shards has counters for {}",
+                state.shards.len()
             ),
         ));
     }
@@ -128,12 +128,11 @@ pub fn spawn(
     let board = Arc::new(Board::new(view.publish()));
     let answers = Answers {
         shards: state.shards,
-        requests: state.requests,
         version: state.version,
         admin_token: state.admin_token,
         board: Arc::clone(&board),
         mailboxes: state.link.mailboxes(),
-        routing: state.routing,
+        owner: state.owner,
         dht: state.dht,
         scrapes: Scrapes::default(),
     };

@@ -1,48 +1,33 @@
 //! `/metrics`: the Prometheus text format (0.0.4). Every family is one row of
-//! `FAMILIES` (name, type, help, where its samples come from), rendered in that order;
-//! the names, help texts and label sets are an interface (dashboards, alerts,
-//! `docs/HTTP-API.md`) and change only on purpose.
+//! `FAMILIES`, rendered in that order: a shard counter's family as `ron-link` declares
+//! it with the counter (`ron_link::counters`: name, type, help, how the shards' values
+//! are shown), or one of the control thread's own (name, type, help, where its samples
+//! come from). The names, help texts and label sets are an interface (dashboards,
+//! alerts, `docs/HTTP-API.md`) and change only on purpose.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
+use ron_link::counters::{FrontSnapshot, ShardCounters, StorageSnapshot, FRONT, STORAGE};
+use ron_link::families::{Across, Family, Kind};
 use ron_link::latency::{LatencySet, EXPORTED_BUCKETS_US};
-use ron_link::requests::{Op, Protocol, Rejection, RequestCounters, COUNTED_STATUSES};
-use ron_shards::ShardMetrics;
+use ron_link::requests::{Op, Protocol, Rejection, COUNTED_STATUSES};
 
 use crate::view::{sample, Extra, ShardSample};
 
-use self::Kind::{Counter, Gauge, Histogram};
-
-/// A family's Prometheus type.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        }
-    }
-}
+use Kind::{Counter, Gauge, Histogram};
 
 /// Reads one value out of a shard's sample.
 type Reader = fn(&ShardSample) -> u64;
 
-/// Where a family's samples come from.
-#[derive(Debug, Clone, Copy)]
+/// Where a row's samples come from.
+#[derive(Debug)]
 enum Series {
-    /// One unlabelled sample: the sum over shards.
-    Sum(Reader),
+    /// A counter of the shards' storage, shown as its family in ron-link says.
+    Storage(Family<StorageSnapshot>),
+    /// A counter of the shards' front, shown as its family in ron-link says.
+    Front(Family<FrontSnapshot>),
     /// One sample per shard, labelled `shard`.
     PerShard(Reader),
-    /// One sample per shard, labelled `shard`: millionths, shown as a ratio.
-    PerShardPpm(Reader),
     /// One unlabelled value the control thread holds.
     Control(fn(&Extra) -> u64),
     /// By `protocol`, `op` and `status`; only series that are non-zero.
@@ -53,20 +38,20 @@ enum Series {
     Rejections,
     /// By `tenant` and `limit`, as reported.
     QuotaRejections,
-    /// Read-through attempts by `reason`, every reason.
-    FetchFailures,
 }
 
+/// One family of `/metrics`: a counter's family as ron-link declares it, or one the
+/// control thread makes of its own.
 #[derive(Debug)]
-struct Family {
+struct Row {
     name: &'static str,
     kind: Kind,
     help: &'static str,
     series: Series,
 }
 
-const fn family(name: &'static str, kind: Kind, help: &'static str, series: Series) -> Family {
-    Family {
+const fn family(name: &'static str, kind: Kind, help: &'static str, series: Series) -> Row {
+    Row {
         name,
         kind,
         help,
@@ -74,63 +59,83 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, series: Seri
     }
 }
 
-/// Every family, in the order it is rendered.
+const fn storage(family: Family<StorageSnapshot>) -> Row {
+    Row {
+        name: family.name,
+        kind: family.kind,
+        help: family.help,
+        series: Series::Storage(family),
+    }
+}
+
+const fn front(family: Family<FrontSnapshot>) -> Row {
+    Row {
+        name: family.name,
+        kind: family.kind,
+        help: family.help,
+        series: Series::Front(family),
+    }
+}
+
+/// Every family, in the order it is rendered: the shards' counters by their field (their
+/// name, type, help and labels are declared with them, `ron_link::counters`), the rest
+/// here.
 #[rustfmt::skip]
-const FAMILIES: [Family; 58] = [
+const FAMILIES: [Row; 58] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
     family("ron_quota_rejections_total", Counter, "Requests refused 429 by a tenant's token bucket; tenant is a configured name or \"other\".", Series::QuotaRejections),
-    family("ron_bytes_received_total", Counter, "Bytes read from clients (heads, frames and bodies).", Series::Sum(|s| s.metrics.bytes_in)),
-    family("ron_bytes_sent_total", Counter, "Bytes written to clients.", Series::Sum(|s| s.metrics.bytes_out)),
-    family("ron_verify_failures_total", Counter, "64 KiB groups that failed verification (never sent).", Series::Sum(|s| s.metrics.verify_failures)),
-    family("ron_ec_degraded_reads_total", Counter, "64 KiB groups served rebuilt from their stripe's other blocks (their own block missing, unreadable or failing its check).", Series::Sum(|s| s.metrics.ec_degraded_reads)),
-    family("ron_ec_unrecoverable_total", Counter, "Reads that met a stripe with more bad blocks than its parity covers (answered with a clean failure).", Series::Sum(|s| s.metrics.ec_unrecoverable)),
-    family("ron_ec_missing_shards", Gauge, "Blocks (data or parity) found missing or bad, in stripes queued for repair or being repaired.", Series::Sum(|s| s.metrics.ec_missing_blocks)),
-    family("ron_ec_repair_bytes_total", Counter, "Bytes of rebuilt blocks written back to disk by repair.", Series::Sum(|s| s.metrics.ec_repair_bytes)),
-    family("ron_ec_repair_failures_total", Counter, "Repairs that could not rebuild a queued stripe or write it back (the next read or scrub finds it again).", Series::Sum(|s| s.metrics.ec_repair_failures)),
-    family("ron_scrub_bytes_total", Counter, "Bytes the scrubber read and checked (data and parity blocks, packed objects).", Series::Sum(|s| s.metrics.scrub_bytes)),
-    family("ron_scrub_objects_total", Counter, "Objects the scrubber checked whole.", Series::Sum(|s| s.metrics.scrub_objects)),
-    family("ron_scrub_bad_blocks_total", Counter, "Bad blocks (missing, unreadable or failing their check) the scrubber found; each is rebuilt when its stripe allows.", Series::Sum(|s| s.metrics.scrub_bad_blocks)),
-    family("ron_scrub_unrepairable_blocks_total", Counter, "Bad blocks the scrubber found and could not rebuild (an object without parity, or a stripe with more bad blocks than parity).", Series::Sum(|s| s.metrics.scrub_unrepairable)),
-    family("ron_scrub_passes", Gauge, "Full scrub passes over every store of the shard.", Series::PerShard(|s| s.metrics.scrub_passes)),
-    family("ron_scrub_progress_ratio", Gauge, "How far the shard's scrub pass under way is, 0 to 1.", Series::PerShardPpm(|s| s.metrics.scrub_progress_ppm)),
-    family("ron_scrub_paused", Gauge, "1 while an operator has the shard's scrubber paused.", Series::PerShard(|s| s.metrics.scrub_paused)),
-    family("ron_fetches_total", Counter, "Read-through fetches started (one per object missed, however many requests wait on it).", Series::Sum(|s| s.metrics.fetches)),
-    family("ron_fetches_stored_total", Counter, "Read-through fetches that ended with the object verified and stored.", Series::Sum(|s| s.metrics.fetches_stored)),
-    family("ron_fetch_bytes_total", Counter, "Verified bytes read through from providers and origins.", Series::Sum(|s| s.metrics.fetch_bytes)),
-    family("ron_fetch_failures_total", Counter, "Read-through upstream attempts that failed, by reason (a fetch may go on from the next provider).", Series::FetchFailures),
-    family("ron_fetch_hedges_total", Counter, "Second providers asked because the first was slow to its first verified group.", Series::Sum(|s| s.metrics.fetch_hedges)),
-    family("ron_fetch_coalesced_waiters_total", Counter, "Requests that joined a read-through already under way instead of starting their own.", Series::Sum(|s| s.metrics.fetch_coalesced_waiters)),
-    family("ron_fetched_objects", Gauge, "Fetched copies held as a cache (evictable).", Series::Sum(|s| s.metrics.evictable_objects)),
-    family("ron_fetched_bytes", Gauge, "Bytes of fetched copies held as a cache (evictable).", Series::Sum(|s| s.metrics.evictable_bytes)),
-    family("ron_fetched_bytes_max", Gauge, "Budget of fetched copies (fetched_bytes_max); past it the oldest are evicted.", Series::Sum(|s| s.metrics.fetched_bytes_max)),
-    family("ron_evictions_total", Counter, "Fetched copies evicted to keep within fetched_bytes_max.", Series::Sum(|s| s.metrics.evictions)),
-    family("ron_evicted_bytes_total", Counter, "Bytes of fetched copies evicted.", Series::Sum(|s| s.metrics.evicted_bytes)),
-    family("ron_ec_repairs_dropped_total", Counter, "Stripes found damaged but not queued for repair because the repair queue was full.", Series::Sum(|s| s.metrics.ec_repairs_dropped)),
-    family("ron_cache_hits_total", Counter, "Verified-group cache hits.", Series::Sum(|s| s.metrics.cache_hits)),
-    family("ron_cache_misses_total", Counter, "Verified-group cache misses.", Series::Sum(|s| s.metrics.cache_misses)),
-    family("ron_meta_loads_total", Counter, "Object index records read and checked against their address (metadata cache misses).", Series::Sum(|s| s.metrics.meta_loads)),
-    family("ron_meta_load_waits_total", Counter, "Requests that waited for a load of the same object's metadata already running instead of loading it again.", Series::Sum(|s| s.metrics.meta_load_waits)),
-    family("ron_connections_total", Counter, "Connections accepted.", Series::Sum(|s| s.metrics.connections_total)),
-    family("ron_overload_rejections_total", Counter, "Requests answered 503 overloaded by the in-flight gate.", Series::Sum(|s| s.metrics.overload_rejections)),
-    family("ron_accept_failures_total", Counter, "Accepts that failed (e.g. out of file descriptors); the connection waits in the kernel backlog.", Series::Sum(|s| s.metrics.accept_failures)),
-    family("ron_tls_handshake_failures_total", Counter, "TLS handshakes that failed or timed out.", Series::Sum(|s| s.metrics.tls_handshake_failures)),
-    family("ron_mesh_requests_total", Counter, "Requests forwarded to an owner shard.", Series::Sum(|s| s.metrics.mesh_requests)),
-    family("ron_objects_created_total", Counter, "Objects made durable and visible.", Series::Sum(|s| s.metrics.objects_created)),
-    family("ron_inflight_requests", Gauge, "Requests being worked on now (the in-flight gate's count).", Series::Sum(|s| s.metrics.inflight)),
-    family("ron_parked_requests", Gauge, "Admitted requests waiting on a slow peer, their in-flight slot given back.", Series::Sum(|s| s.metrics.parked)),
-    family("ron_transfer_deadline_drops_total", Counter, "Connections ended because a body fell behind its transfer deadline (body_timeout_ms + bytes / body_rate_min).", Series::Sum(|s| s.metrics.transfer_deadline_drops)),
-    family("ron_objects_stored", Gauge, "Objects in the node's stores.", Series::Sum(|s| s.metrics.objects_stored)),
-    family("ron_bytes_stored", Gauge, "Bytes of objects in the node's stores.", Series::Sum(|s| s.metrics.bytes_stored)),
-    family("ron_cache_bytes", Gauge, "Bytes held by the verified-group caches.", Series::Sum(|s| s.metrics.cache_bytes)),
-    family("ron_cache_entries", Gauge, "Groups held by the verified-group caches.", Series::Sum(|s| s.metrics.cache_entries)),
-    family("ron_connections_open", Gauge, "Open client connections.", Series::Sum(|s| s.metrics.connections_open)),
+    front(FRONT.bytes_in),
+    front(FRONT.bytes_out),
+    storage(STORAGE.verify_failures),
+    storage(STORAGE.ec_degraded_reads),
+    storage(STORAGE.ec_unrecoverable),
+    storage(STORAGE.ec_missing_blocks),
+    storage(STORAGE.ec_repair_bytes),
+    storage(STORAGE.ec_repair_failures),
+    storage(STORAGE.scrub_bytes),
+    storage(STORAGE.scrub_objects),
+    storage(STORAGE.scrub_bad_blocks),
+    storage(STORAGE.scrub_unrepairable),
+    storage(STORAGE.scrub_passes),
+    storage(STORAGE.scrub_progress_ppm),
+    storage(STORAGE.scrub_paused),
+    front(FRONT.fetches),
+    front(FRONT.fetches_stored),
+    front(FRONT.fetch_bytes),
+    front(FRONT.fetch_failures),
+    front(FRONT.fetch_hedges),
+    front(FRONT.fetch_coalesced_waiters),
+    storage(STORAGE.evictable_objects),
+    storage(STORAGE.evictable_bytes),
+    storage(STORAGE.fetched_bytes_max),
+    storage(STORAGE.evictions),
+    storage(STORAGE.evicted_bytes),
+    storage(STORAGE.ec_repairs_dropped),
+    storage(STORAGE.cache_hits),
+    storage(STORAGE.cache_misses),
+    storage(STORAGE.meta_loads),
+    storage(STORAGE.meta_load_waits),
+    front(FRONT.connections_total),
+    front(FRONT.overload_rejections),
+    front(FRONT.accept_failures),
+    front(FRONT.tls_handshake_failures),
+    storage(STORAGE.mesh_requests),
+    storage(STORAGE.objects_created),
+    front(FRONT.inflight),
+    front(FRONT.parked),
+    front(FRONT.transfer_deadline_drops),
+    storage(STORAGE.objects_stored),
+    storage(STORAGE.bytes_stored),
+    storage(STORAGE.cache_bytes),
+    storage(STORAGE.cache_entries),
+    front(FRONT.connections_open),
     family("ron_shard_requests_total", Counter, "Requests answered by each shard.", Series::PerShard(|s| s.requests.total())),
-    family("ron_shard_ready", Gauge, "1 when the shard accepts connections.", Series::PerShard(|s| u64::from(s.metrics.ready))),
-    family("ron_shard_saturated", Gauge, "1 while the shard's in-flight gate is full.", Series::PerShard(|s| u64::from(s.metrics.saturated()))),
-    family("ron_reactor_stalls_total", Counter, "Times the shard's 10 ms heartbeat woke more than 20 ms late (a task held the reactor).", Series::PerShard(|s| s.metrics.reactor_stalls)),
-    family("ron_reactor_stall_us_total", Counter, "Total lateness of those stalled heartbeats, microseconds.", Series::PerShard(|s| s.metrics.reactor_stall_us)),
+    front(FRONT.ready),
+    family("ron_shard_saturated", Gauge, "1 while the shard's in-flight gate is full.", Series::PerShard(|s| u64::from(s.front.saturated()))),
+    front(FRONT.reactor_stalls),
+    front(FRONT.reactor_stall_us),
     family("ron_quota_tenants_tracked", Gauge, "Tenants with token buckets on the shards (summed over shards).", Series::Control(|e| e.quota_tenants_tracked)),
     family("ron_config_version", Gauge, "Version of the running tokens/tenants/quotas (1 at start, +1 per good reload).", Series::Control(|e| e.config_version)),
     family("ron_config_reload_failures_total", Counter, "Reloads refused (bad file); the running configuration was kept.", Series::Control(|e| e.reloads_failed)),
@@ -148,13 +153,9 @@ impl Scrapes {
     /// Reads every shard's counters ([`sample`]) and holds the counter families to the
     /// last scrape's (`assert!`, once per scrape). The read is under the lock, so two
     /// scrapes at once compare in the order they read; no I/O or rendering is.
-    pub fn sample(
-        &self,
-        metrics: &[Arc<ShardMetrics>],
-        requests: &[Arc<RequestCounters>],
-    ) -> Vec<ShardSample> {
+    pub fn sample(&self, shards: &[ShardCounters]) -> Vec<ShardSample> {
         let mut last = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        let samples = sample(metrics, requests);
+        let samples = sample(shards);
         let before = std::mem::replace(&mut *last, counters(&samples));
         let now = last.clone();
         drop(last);
@@ -167,14 +168,30 @@ impl Scrapes {
 /// Every unlabelled or per-shard counter family's samples, in render order.
 fn counters(shards: &[ShardSample]) -> Vec<(&'static str, u64)> {
     let mut out = Vec::new();
-    for family in FAMILIES.iter().filter(|f| matches!(f.kind, Counter)) {
-        match family.series {
-            Series::Sum(get) => out.push((family.name, shards.iter().map(get).sum())),
-            Series::PerShard(get) => out.extend(shards.iter().map(|s| (family.name, get(s)))),
+    for row in FAMILIES.iter().filter(|r| matches!(r.kind, Counter)) {
+        match &row.series {
+            Series::Storage(family) => counter_samples(&mut out, family, shards, |s| &s.storage),
+            Series::Front(family) => counter_samples(&mut out, family, shards, |s| &s.front),
+            Series::PerShard(get) => out.extend(shards.iter().map(|s| (row.name, get(s)))),
             _ => {}
         }
     }
     out
+}
+
+/// A ron-link counter family's samples: its sum, or its value on each shard.
+fn counter_samples<S>(
+    out: &mut Vec<(&'static str, u64)>,
+    family: &Family<S>,
+    shards: &[ShardSample],
+    of: fn(&ShardSample) -> &S,
+) {
+    let name = family.name;
+    match family.across {
+        Across::Sum => out.push((name, shards.iter().map(|s| family.value(of(s))).sum())),
+        Across::PerShard => out.extend(shards.iter().map(|s| (name, family.value(of(s))))),
+        Across::PerShardPpm | Across::Labelled(..) => {}
+    }
 }
 
 fn assert_counters_grow(before: &[(&str, u64)], now: &[(&str, u64)]) {
@@ -199,26 +216,18 @@ fn assert_cumulative(series: &str, below: u64, here: u64, count: u64) {
 /// by protocol/op/status appear once they are non-zero.
 pub fn render_metrics(shards: &[ShardSample], extra: &Extra) -> String {
     let mut out = String::with_capacity(8192);
-    for family in &FAMILIES {
-        let (name, kind) = (family.name, family.kind.as_str());
+    for row in &FAMILIES {
+        let (name, kind) = (row.name, row.kind.as_str());
         out.push_str(&format!(
             "# HELP {name} {}\n# TYPE {name} {kind}\n",
-            family.help
+            row.help
         ));
-        match family.series {
-            Series::Sum(get) => {
-                let total: u64 = shards.iter().map(get).sum();
-                out.push_str(&format!("{name} {total}\n"));
-            }
+        match &row.series {
+            Series::Storage(family) => render_counter(&mut out, family, shards, |s| &s.storage),
+            Series::Front(family) => render_counter(&mut out, family, shards, |s| &s.front),
             Series::PerShard(get) => {
                 for (i, s) in shards.iter().enumerate() {
                     out.push_str(&format!("{name}{{shard=\"{i}\"}} {}\n", get(s)));
-                }
-            }
-            Series::PerShardPpm(get) => {
-                for (i, s) in shards.iter().enumerate() {
-                    let ratio = get(s) as f64 / 1e6;
-                    out.push_str(&format!("{name}{{shard=\"{i}\"}} {ratio}\n"));
                 }
             }
             Series::Control(get) => out.push_str(&format!("{name} {}\n", get(extra))),
@@ -226,10 +235,43 @@ pub fn render_metrics(shards: &[ShardSample], extra: &Extra) -> String {
             Series::Latency => render_latency(&mut out, name, &extra.latency),
             Series::Rejections => render_rejections(&mut out, name, shards),
             Series::QuotaRejections => render_quota_rejections(&mut out, name, extra),
-            Series::FetchFailures => render_fetch_failures(&mut out, name, shards),
         }
     }
     out
+}
+
+/// The samples of a ron-link counter family, as its `across` says.
+fn render_counter<S>(
+    out: &mut String,
+    family: &Family<S>,
+    shards: &[ShardSample],
+    of: fn(&ShardSample) -> &S,
+) {
+    let name = family.name;
+    match family.across {
+        Across::Sum => {
+            let total: u64 = shards.iter().map(|s| family.value(of(s))).sum();
+            out.push_str(&format!("{name} {total}\n"));
+        }
+        Across::PerShard => {
+            for (i, s) in shards.iter().enumerate() {
+                let value = family.value(of(s));
+                out.push_str(&format!("{name}{{shard=\"{i}\"}} {value}\n"));
+            }
+        }
+        Across::PerShardPpm => {
+            for (i, s) in shards.iter().enumerate() {
+                let ratio = family.value(of(s)) as f64 / 1e6;
+                out.push_str(&format!("{name}{{shard=\"{i}\"}} {ratio}\n"));
+            }
+        }
+        Across::Labelled(label, values) => {
+            for (at, value) in values.iter().enumerate() {
+                let n: u64 = shards.iter().map(|s| family.value_at(of(s), at)).sum();
+                out.push_str(&format!("{name}{{{label}=\"{value}\"}} {n}\n"));
+            }
+        }
+    }
 }
 
 fn render_requests(out: &mut String, name: &str, shards: &[ShardSample]) {
@@ -277,16 +319,6 @@ fn render_latency(out: &mut String, name: &str, latency: &LatencySet) {
                 seconds(latency.sum_us(protocol, op)),
             ));
         }
-    }
-}
-
-fn render_fetch_failures(out: &mut String, name: &str, shards: &[ShardSample]) {
-    for (i, reason) in ron_shards::metrics::FETCH_FAILURE_REASONS
-        .iter()
-        .enumerate()
-    {
-        let n: u64 = shards.iter().map(|s| s.metrics.fetch_failures[i]).sum();
-        out.push_str(&format!("{name}{{reason=\"{reason}\"}} {n}\n"));
     }
 }
 
@@ -422,28 +454,23 @@ pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ron_link::counters::{FetchFailure, FrontCounters, StorageCounters};
     use ron_link::policy::Exhausted;
     use std::sync::atomic::Ordering;
 
-    fn samples(shards: &[(&ShardMetrics, &RequestCounters)]) -> Vec<ShardSample> {
-        shards
-            .iter()
-            .map(|(m, r)| ShardSample {
-                metrics: m.snapshot(),
-                requests: r.snapshot(),
-            })
-            .collect()
-    }
-
     #[test]
     fn metrics_sum_shards_and_register_each_family_once() {
-        let (a, b) = (ShardMetrics::default(), ShardMetrics::default());
-        let (ra, rb) = (RequestCounters::default(), RequestCounters::default());
-        ra.record(Protocol::Http, Op::Get, 200);
-        rb.record(Protocol::Http, Op::Get, 200);
-        rb.record(Protocol::Oap, Op::Put, 429);
-        ShardMetrics::add(&a.verify_failures, 2);
-        b.ready.store(true, Ordering::Relaxed);
+        let (a, b) = (ShardCounters::default(), ShardCounters::default());
+        a.requests.record(Protocol::Http, Op::Get, 200);
+        b.requests.record(Protocol::Http, Op::Get, 200);
+        b.requests.record(Protocol::Oap, Op::Put, 429);
+        StorageCounters::add(&a.storage.verify_failures, 2);
+        b.front.ready.store(true, Ordering::Relaxed);
+        a.front.fetch_failed(FetchFailure::Timeout);
+        b.front.fetch_failed(FetchFailure::Timeout);
+        b.storage
+            .scrub_progress_ppm
+            .store(250_000, Ordering::Relaxed);
         let mut extra = Extra::default();
         extra.latency.record(Protocol::Http, Op::Get, 120);
         extra.latency.record(Protocol::Http, Op::Get, 3_000_000);
@@ -451,7 +478,7 @@ mod tests {
             .quota_rejections
             .push(("a\"b".into(), Exhausted::Requests, 1));
         extra.reloads_ok = 4;
-        let text = render_metrics(&samples(&[(&a, &ra), (&b, &rb)]), &extra);
+        let text = render_metrics(&sample(&[a, b]), &extra);
         for line in [
             "ron_requests_total{protocol=\"http\",op=\"get\",status=\"200\"} 2\n",
             "ron_requests_total{protocol=\"oap\",op=\"put\",status=\"429\"} 1\n",
@@ -462,6 +489,9 @@ mod tests {
             "ron_shard_requests_total{shard=\"0\"} 1\n",
             "ron_shard_requests_total{shard=\"1\"} 2\n",
             "ron_shard_ready{shard=\"1\"} 1\n",
+            "ron_fetch_failures_total{reason=\"timeout\"} 2\n",
+            "ron_fetch_failures_total{reason=\"storage\"} 0\n",
+            "ron_scrub_progress_ratio{shard=\"1\"} 0.25\n",
             "ron_config_reloads_total 4\n",
             "# TYPE ron_inflight_requests gauge\n",
             "ron_request_duration_seconds_bucket{protocol=\"http\",op=\"get\",le=\"+Inf\"} 2\n",
@@ -484,18 +514,18 @@ mod tests {
 
     #[test]
     fn scrapes_hold_counters_to_the_last_scrape() {
-        let metrics = vec![Arc::new(ShardMetrics::default())];
-        let requests = vec![Arc::new(RequestCounters::default())];
+        let shards = vec![ShardCounters::default()];
+        let front = &shards[0].front;
         let scrapes = Scrapes::default();
-        ShardMetrics::add(&metrics[0].bytes_in, 10);
-        metrics[0].connections_open.store(5, Ordering::Relaxed);
-        assert_eq!(scrapes.sample(&metrics, &requests)[0].metrics.bytes_in, 10);
+        FrontCounters::add(&front.bytes_in, 10);
+        front.connections_open.store(5, Ordering::Relaxed);
+        assert_eq!(scrapes.sample(&shards)[0].front.bytes_in, 10);
         // Gauges may fall; counters stay or grow.
-        metrics[0].connections_open.store(0, Ordering::Relaxed);
-        ShardMetrics::add(&metrics[0].bytes_in, 1);
-        let again = scrapes.sample(&metrics, &requests);
+        front.connections_open.store(0, Ordering::Relaxed);
+        FrontCounters::add(&front.bytes_in, 1);
+        let again = scrapes.sample(&shards);
         assert_eq!(
-            (again[0].metrics.bytes_in, again[0].metrics.connections_open),
+            (again[0].front.bytes_in, again[0].front.connections_open),
             (11, 0)
         );
     }
@@ -505,13 +535,12 @@ mod tests {
         expected = "metrics invariant: counter ron_bytes_received_total never goes back between scrapes (10 then 4)"
     )]
     fn a_counter_that_goes_back_fails_the_scrape() {
-        let metrics = vec![Arc::new(ShardMetrics::default())];
-        let requests = vec![Arc::new(RequestCounters::default())];
+        let shards = vec![ShardCounters::default()];
         let scrapes = Scrapes::default();
-        ShardMetrics::add(&metrics[0].bytes_in, 10);
-        scrapes.sample(&metrics, &requests);
-        metrics[0].bytes_in.store(4, Ordering::Relaxed);
-        scrapes.sample(&metrics, &requests);
+        FrontCounters::add(&shards[0].front.bytes_in, 10);
+        scrapes.sample(&shards);
+        shards[0].front.bytes_in.store(4, Ordering::Relaxed);
+        scrapes.sample(&shards);
     }
 
     #[test]
@@ -530,5 +559,25 @@ mod tests {
             let counter = f.name.ends_with("_total");
             assert_eq!(counter, matches!(f.kind, Kind::Counter), "{}", f.name);
         }
+    }
+
+    /// A family ron-link declares with a counter is rendered, once.
+    #[test]
+    fn every_counter_family_of_ron_link_is_rendered_once() {
+        let declared = STORAGE.all().into_iter().map(|f| f.name);
+        let declared: Vec<_> = declared
+            .chain(FRONT.all().into_iter().map(|f| f.name))
+            .collect();
+        for name in &declared {
+            let rows = FAMILIES.iter().filter(|r| r.name == *name).count();
+            assert_eq!(
+                rows, 1,
+                "{name} is declared in ron-link and rendered {rows} times"
+            );
+        }
+        let linked = FAMILIES
+            .iter()
+            .filter(|r| matches!(r.series, Series::Storage(_) | Series::Front(_)));
+        assert_eq!(linked.count(), declared.len());
     }
 }

@@ -2,7 +2,7 @@
 //! `/version` ([`version`]). Pure functions of what was read; the admin server sends
 //! them.
 
-use ron_shards::MetricsSnapshot;
+use ron_link::counters::{FrontSnapshot, StorageSnapshot};
 use serde_json::json;
 
 use crate::view::{ShardSample, ShardStatus};
@@ -17,7 +17,7 @@ pub struct Readiness {
 }
 
 /// Ready when every shard accepts and none has its in-flight gate full.
-pub fn readiness(shards: &[MetricsSnapshot]) -> Readiness {
+pub fn readiness(shards: &[FrontSnapshot]) -> Readiness {
     let all_up = shards.iter().all(|s| s.ready);
     let saturated = shards.iter().any(|s| s.saturated());
     let ready = all_up && !saturated && !shards.is_empty();
@@ -46,26 +46,26 @@ pub fn stats(shards: &[ShardSample], status: &[ShardStatus], node_id: Option<&st
         .enumerate()
         .map(|(i, s)| {
             let status = status.get(i).copied().unwrap_or_default();
-            let m = &s.metrics;
+            let (storage, front) = (&s.storage, &s.front);
             json!({
                 "shard": i,
-                "objects": m.objects_stored,
-                "bytes": m.bytes_stored,
-                "cache_bytes": m.cache_bytes,
-                "cache_bytes_max": m.cache_bytes_max,
-                "cache_entries": m.cache_entries,
-                "connections": m.connections_open,
-                "inflight": m.inflight,
+                "objects": storage.objects_stored,
+                "bytes": storage.bytes_stored,
+                "cache_bytes": storage.cache_bytes,
+                "cache_bytes_max": storage.cache_bytes_max,
+                "cache_entries": storage.cache_entries,
+                "connections": front.connections_open,
+                "inflight": front.inflight,
                 "requests": s.requests.total(),
-                "reactor_stalls": m.reactor_stalls,
+                "reactor_stalls": front.reactor_stalls,
                 "quota_tenants_tracked": status.tenants_tracked,
                 "policy_version": status.policy_version,
             })
         })
         .collect();
     let mut stats = json!({
-        "objects": shards.iter().map(|s| s.metrics.objects_stored).sum::<u64>(),
-        "bytes": shards.iter().map(|s| s.metrics.bytes_stored).sum::<u64>(),
+        "objects": shards.iter().map(|s| s.storage.objects_stored).sum::<u64>(),
+        "bytes": shards.iter().map(|s| s.storage.bytes_stored).sum::<u64>(),
         "scrub": scrub_value(shards),
         "fetched": fetched_value(shards),
         "shards": per_shard,
@@ -79,7 +79,7 @@ pub fn stats(shards: &[ShardSample], status: &[ShardStatus], node_id: Option<&st
 /// Fetched copies held as a cache (read-through): objects, bytes, the budget, and what
 /// was evicted.
 fn fetched_value(shards: &[ShardSample]) -> serde_json::Value {
-    let sum = |f: fn(&MetricsSnapshot) -> u64| shards.iter().map(|s| f(&s.metrics)).sum::<u64>();
+    let sum = |f: fn(&StorageSnapshot) -> u64| shards.iter().map(|s| f(&s.storage)).sum::<u64>();
     json!({
         "objects": sum(|m| m.evictable_objects),
         "bytes": sum(|m| m.evictable_bytes),
@@ -96,13 +96,13 @@ pub fn scrub(shards: &[ShardSample]) -> String {
 }
 
 fn scrub_value(shards: &[ShardSample]) -> serde_json::Value {
-    let sum = |f: fn(&MetricsSnapshot) -> u64| shards.iter().map(|s| f(&s.metrics)).sum::<u64>();
-    let progress = |m: &MetricsSnapshot| m.scrub_progress_ppm as f64 / 1e6;
+    let sum = |f: fn(&StorageSnapshot) -> u64| shards.iter().map(|s| f(&s.storage)).sum::<u64>();
+    let progress = |m: &StorageSnapshot| m.scrub_progress_ppm as f64 / 1e6;
     let count = shards.len().max(1) as f64;
     json!({
-        "paused": shards.iter().any(|s| s.metrics.scrub_paused > 0),
-        "passes": shards.iter().map(|s| s.metrics.scrub_passes).min().unwrap_or(0),
-        "progress": shards.iter().map(|s| progress(&s.metrics)).sum::<f64>() / count,
+        "paused": shards.iter().any(|s| s.storage.scrub_paused > 0),
+        "passes": shards.iter().map(|s| s.storage.scrub_passes).min().unwrap_or(0),
+        "progress": shards.iter().map(|s| progress(&s.storage)).sum::<f64>() / count,
         "bytes": sum(|m| m.scrub_bytes),
         "objects": sum(|m| m.scrub_objects),
         "bad_blocks": sum(|m| m.scrub_bad_blocks),
@@ -110,10 +110,10 @@ fn scrub_value(shards: &[ShardSample]) -> serde_json::Value {
         "repair_bytes": sum(|m| m.ec_repair_bytes),
         "shards": shards.iter().enumerate().map(|(i, s)| json!({
             "shard": i,
-            "paused": s.metrics.scrub_paused > 0,
-            "passes": s.metrics.scrub_passes,
-            "progress": progress(&s.metrics),
-            "bytes": s.metrics.scrub_bytes,
+            "paused": s.storage.scrub_paused > 0,
+            "passes": s.storage.scrub_passes,
+            "progress": progress(&s.storage),
+            "bytes": s.storage.scrub_bytes,
         })).collect::<Vec<_>>(),
     })
 }
@@ -126,14 +126,14 @@ pub fn version(version: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ron_link::counters::{FrontCounters, StorageCounters};
     use ron_link::requests::{Op, Protocol, RequestCounters};
-    use ron_shards::ShardMetrics;
     use std::sync::atomic::Ordering;
 
     #[test]
     fn ready_only_when_every_shard_is_up_and_none_saturated() {
-        let a = ShardMetrics::default();
-        let b = ShardMetrics::default();
+        let a = FrontCounters::default();
+        let b = FrontCounters::default();
         for m in [&a, &b] {
             m.inflight_max.store(2, Ordering::Relaxed);
         }
@@ -153,20 +153,21 @@ mod tests {
 
     #[test]
     fn stats_sum_the_stores_and_name_each_shard() {
-        let (a, b) = (ShardMetrics::default(), ShardMetrics::default());
-        ShardMetrics::add(&a.objects_stored, 2);
-        ShardMetrics::add(&b.objects_stored, 3);
-        ShardMetrics::add(&b.bytes_stored, 70);
+        let (a, b) = (StorageCounters::default(), StorageCounters::default());
+        StorageCounters::add(&a.objects_stored, 2);
+        StorageCounters::add(&b.objects_stored, 3);
+        StorageCounters::add(&b.bytes_stored, 70);
         let requests = RequestCounters::default();
         requests.record(Protocol::Http, Op::Get, 200);
         requests.record(Protocol::Oap, Op::Stat, 404);
         let shards = [
             ShardSample {
-                metrics: a.snapshot(),
+                storage: a.snapshot(),
                 requests: requests.snapshot(),
+                ..ShardSample::default()
             },
             ShardSample {
-                metrics: b.snapshot(),
+                storage: b.snapshot(),
                 ..ShardSample::default()
             },
         ];

@@ -6,11 +6,11 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use ron_link::counters::{FrontSnapshot, ShardCounters, StorageSnapshot};
 use ron_link::latency::LatencySet;
 use ron_link::link::{ControlLink, ShardReport, ToShard};
 use ron_link::policy::{Exhausted, Policy};
-use ron_link::requests::{RequestCounters, RequestSnapshot};
-use ron_shards::{MetricsSnapshot, ShardMetrics};
+use ron_link::requests::RequestSnapshot;
 
 /// The control thread's own state; only that thread reads or writes it.
 #[derive(Debug)]
@@ -189,23 +189,24 @@ impl Board {
 /// One shard's counters, read when an answer is made.
 #[derive(Debug, Clone, Default)]
 pub struct ShardSample {
-    pub metrics: MetricsSnapshot,
+    pub storage: StorageSnapshot,
+    pub front: FrontSnapshot,
     pub requests: RequestSnapshot,
 }
 
-/// Reads every shard's counters (`requests` in the same shard order as `metrics`).
-pub fn sample(
-    metrics: &[Arc<ShardMetrics>],
-    requests: &[Arc<RequestCounters>],
-) -> Vec<ShardSample> {
-    metrics
-        .iter()
-        .enumerate()
-        .map(|(i, m)| ShardSample {
-            metrics: m.snapshot(),
-            requests: requests.get(i).map(|r| r.snapshot()).unwrap_or_default(),
-        })
-        .collect()
+impl ShardSample {
+    pub fn of(counters: &ShardCounters) -> ShardSample {
+        ShardSample {
+            storage: counters.storage.snapshot(),
+            front: counters.front.snapshot(),
+            requests: counters.requests.snapshot(),
+        }
+    }
+}
+
+/// Reads every shard's counters, in shard order.
+pub fn sample(shards: &[ShardCounters]) -> Vec<ShardSample> {
+    shards.iter().map(ShardSample::of).collect()
 }
 
 #[cfg(test)]

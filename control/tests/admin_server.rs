@@ -10,11 +10,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ron_control::admin::{ADMIN_CONNECTIONS_MAX, ADMIN_HEAD_BYTES_MAX, ADMIN_HEAD_TIMEOUT_MS};
-use ron_control::{ControlState, LoadPolicy, Reloaded, Reloader};
+use ron_control::{ControlState, LoadPolicy, OwnerOf, Reloaded, Reloader};
+use ron_link::counters::ShardCounters;
 use ron_link::link::{links, ShardLink, ShardReport};
 use ron_link::policy::{Exhausted, Policy, QuotaLimits};
 use ron_link::requests::{Op, Protocol, RequestCounters};
-use ron_shards::ShardMetrics;
 
 struct Server {
     addr: SocketAddr,
@@ -28,15 +28,11 @@ struct Server {
 impl Server {
     fn start(shards: usize, token: Option<&str>) -> Server {
         let (link, ends) = links(shards);
-        let metrics: Vec<_> = (0..shards)
-            .map(|_| Arc::new(ShardMetrics::default()))
-            .collect();
-        for m in &metrics {
-            m.ready.store(true, Ordering::Relaxed);
+        let counters: Vec<_> = (0..shards).map(|_| ShardCounters::default()).collect();
+        for c in &counters {
+            c.front.ready.store(true, Ordering::Relaxed);
         }
-        let requests: Vec<_> = (0..shards)
-            .map(|_| Arc::new(RequestCounters::default()))
-            .collect();
+        let requests: Vec<_> = counters.iter().map(|c| Arc::clone(&c.requests)).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let hangup = Arc::new(AtomicBool::new(false));
         let load: LoadPolicy = Box::new(|| {
@@ -46,8 +42,7 @@ impl Server {
             })
         });
         let state = ControlState {
-            shards: metrics,
-            requests: requests.clone(),
+            shards: counters,
             version: "0.0.0-test",
             stop: Arc::clone(&stop),
             admin_token: token.map(String::from),
@@ -58,10 +53,7 @@ impl Server {
                 load,
                 hangup: Arc::clone(&hangup),
             }),
-            routing: ron_shards::Routing::new(
-                ron_codec::PartitionTable::round_robin(shards as u16).unwrap(),
-                shards as u16,
-            ),
+            owner: OwnerOf::new(|_| 0),
             dht: None,
         };
         let (addr, control) = ron_control::spawn("127.0.0.1:0".parse().unwrap(), state).unwrap();

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use ron_io::memory::MemoryStream;
-use ron_link::requests::RequestCounters;
+use ron_link::counters::{FrontCounters, ShardCounters};
 use ron_shards::layout::{self, Routing};
-use ron_shards::{Shard, ShardConfig, ShardIndex, ShardMetrics};
+use ron_shards::{Shard, ShardConfig, ShardIndex};
 
 use crate::admission::buckets::ShardQuotas;
-use crate::admission::{Admission, Counters};
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::server::FrontEnds;
 use crate::{http, limits, oap};
@@ -46,7 +46,7 @@ pub struct Harness {
     executor: LocalExecutor,
     fronts: FrontEnds,
     admission: Rc<Admission>,
-    metrics: Arc<ShardMetrics>,
+    metrics: Arc<FrontCounters>,
     data_dir: PathBuf,
 }
 
@@ -78,11 +78,8 @@ impl Harness {
             .name("ron-fuzz")
             .make()
             .expect("a glommio executor (io_uring, locked memory)");
-        let metrics = Arc::new(ShardMetrics::default());
-        let counters = Counters {
-            shard: Arc::clone(&metrics),
-            requests: Arc::new(RequestCounters::default()),
-        };
+        let counters = ShardCounters::default();
+        let metrics = Arc::clone(&counters.front);
         let (fronts, admission) = executor.run(async {
             let table = layout::open_data_dirs(&config.data_dirs(), 1, 0)
                 .expect("open the data dir")
@@ -105,7 +102,7 @@ impl Harness {
                 Routing::new(table, 1),
                 shard_config,
                 None,
-                Arc::clone(&counters.shard),
+                Arc::clone(&counters.storage),
             )
             .await
             .expect("start the shard");

@@ -7,7 +7,10 @@
 //!   fixed limit, with its unit and why.
 //! - [`server`]: start-up (data dir lock, ports, TLS, signals, the control thread, one
 //!   pinned glommio executor per shard) and graceful shutdown; its errors name what
-//!   failed.
+//!   failed. It makes each shard's counters (`ron_link::counters::ShardCounters`: the
+//!   storage's, handed to the shard, the front's and the requests', held by admission)
+//!   and hands them to the control thread, with which shard owns an object as a
+//!   function over the routing.
 //! - [`service`]: the object service, once for both protocols — GET (metadata, the one
 //!   range resolver, the first verified group before any head, the group stream with
 //!   prefetch), STAT, uploads (write rule, size limit, announced length and digest,
@@ -19,7 +22,10 @@
 //!   shard) and stored.
 //! - [`admission`]: what every request passes first and is accounted to — the tenant's
 //!   token buckets (429 `over_quota`), the shard's in-flight gate (503 `overloaded`),
-//!   tenant identity, counters by protocol/op/status and latency histograms; its timer
+//!   tenant identity, counters by protocol/op/status and latency histograms, and the
+//!   front's counters the front ends and read-through write
+//!   (`ron_link::counters::FrontCounters`: connections, bytes, the gate, deadlines,
+//!   fetches, readiness; [`admission::Admission::front`]); its timer
 //!   tick is the shard's end of the control link (`ron_link`). Nothing here imports the
 //!   control thread's crate.
 //! - [`refusal`]: [`refusal::Refusal`], every error answer, written the same way by both

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::poll_once;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use ron_shards::ShardMetrics;
+use ron_link::counters::FrontCounters;
 
 use crate::admission::{Parked, Ticket};
 
@@ -73,7 +73,7 @@ impl Transfer {
     }
 
     /// The time left for the next `len` bytes, or the deadline error (counted).
-    fn wait_limit(&self, len: usize, metrics: &ShardMetrics) -> io::Result<Duration> {
+    fn wait_limit(&self, len: usize, metrics: &FrontCounters) -> io::Result<Duration> {
         let through = self.moved + len as u64;
         self.pace
             .time_left(through, Instant::now())
@@ -81,8 +81,8 @@ impl Transfer {
     }
 }
 
-fn behind(metrics: &ShardMetrics) -> io::Error {
-    ShardMetrics::add(&metrics.transfer_deadline_drops, 1);
+fn behind(metrics: &FrontCounters) -> io::Error {
+    FrontCounters::add(&metrics.transfer_deadline_drops, 1);
     io::Error::new(
         io::ErrorKind::TimedOut,
         "the peer fell behind the transfer deadline",
@@ -90,9 +90,9 @@ fn behind(metrics: &ShardMetrics) -> io::Error {
 }
 
 /// Counts a socket wait that ran out as a deadline drop.
-fn counted(e: io::Error, metrics: &ShardMetrics) -> io::Error {
+fn counted(e: io::Error, metrics: &FrontCounters) -> io::Error {
     if e.kind() == io::ErrorKind::TimedOut {
-        ShardMetrics::add(&metrics.transfer_deadline_drops, 1);
+        FrontCounters::add(&metrics.transfer_deadline_drops, 1);
     }
     e
 }
@@ -115,7 +115,7 @@ pub(crate) async fn write_all<W: AsyncWrite + Unpin, G>(
     buf: &[u8],
     transfer: &mut Transfer,
     park: impl Fn() -> G,
-    metrics: &ShardMetrics,
+    metrics: &FrontCounters,
     set_timeout: impl Fn(&W, Duration),
 ) -> io::Result<()> {
     let mut done = 0;
@@ -148,7 +148,7 @@ pub(crate) async fn read<R: AsyncRead + Unpin, G>(
     buf: &mut [u8],
     transfer: &mut Transfer,
     park: impl FnOnce() -> G,
-    metrics: &ShardMetrics,
+    metrics: &FrontCounters,
     set_timeout: impl Fn(&R, Duration),
 ) -> io::Result<usize> {
     let n = match poll_once(r.read(buf)).await {

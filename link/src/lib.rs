@@ -9,6 +9,14 @@
 //!   charged to ([`policy::Tenant`]), and the quota words both sides use.
 //! - [`requests`]: what a request is for counting (protocol, op, status, refusal
 //!   reason) and [`requests::RequestCounters`], one shard's table of answered requests.
+//! - [`counters`]: the rest of a shard's counters, by who writes them —
+//!   [`counters::StorageCounters`] (ron-shards) and [`counters::FrontCounters`]
+//!   (ron-engine) — each declared once with its Prometheus family, their snapshots, the
+//!   read-through's failure reasons ([`counters::FetchFailure`]), and
+//!   [`counters::ShardCounters`], one shard's set.
+//! - [`families`]: how a group of counters is declared (`declare_counters!`: the atomic
+//!   struct, its snapshot, `snapshot()` and the families, from one line per counter) and
+//!   what a family is ([`families::Family`]: name, kind, help, how shards are shown).
 //! - [`latency`]: request latency as HDR histograms per protocol and op.
 //!
 //! ## Invariants
@@ -25,9 +33,11 @@
 //! ## Data flow
 //! control thread ── `ToShard::{Policy, Shares}` ──▶ shard (admission installs them)
 //! shard ── `ShardReport { demand, quota_rejections, latency, .. }` ──▶ control thread
-//! shard ── `RequestCounters` (atomics, read at scrape) ──▶ control thread
+//! shard ── `ShardCounters` (storage, front, requests: atomics read at scrape) ──▶ control thread
 
+pub mod counters;
 pub mod dht;
+pub mod families;
 pub mod latency;
 pub mod link;
 pub mod policy;

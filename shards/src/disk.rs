@@ -16,6 +16,7 @@ use bytes::Bytes;
 use glommio::io::{DmaFile, ReadResult};
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 
 use crate::arena::GroupBytes;
 use crate::cache::ClockCache;
@@ -23,7 +24,6 @@ use crate::ec::parity_checksum;
 use crate::error::ShardError;
 use crate::ids::{DirIndex, LaneIndex, SegmentId, StoreId, StripeIndex};
 use crate::limits::BLOCK_BYTES;
-use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta, Parity};
 use crate::store::Store;
 
@@ -392,10 +392,10 @@ pub(crate) fn verify_group(
     meta: &ObjectMeta,
     group: GroupIndex,
     bytes: &[u8],
-    metrics: &ShardMetrics,
+    metrics: &StorageCounters,
 ) -> Result<(), ShardError> {
     meta.tree.verify_group(group, bytes).map_err(|_| {
-        ShardMetrics::add(&metrics.verify_failures, 1);
+        StorageCounters::add(&metrics.verify_failures, 1);
         ShardError::StoredBytesCorrupt {
             addr: meta.addr(),
             group: group.0,

@@ -26,13 +26,13 @@ use std::sync::Arc;
 use futures_lite::future::BoxedLocal;
 use glommio::channels::local_channel::LocalReceiver;
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 use ron_link::dht::DhtClient;
 
 use crate::cache::AddressMap;
 use crate::commit::GroupCommit;
 use crate::error::ShardError;
 use crate::lifecycle::StopSignal;
-use crate::metrics::ShardMetrics;
 use crate::store::{now_us, EvictableObject, Store};
 
 /// Most objects evicted in one batch (one index commit per store of the batch).
@@ -101,7 +101,7 @@ pub(crate) struct Evicter {
     pub budget_bytes: u64,
     pub commits: Weak<GroupCommit>,
     pub forget: Forget,
-    pub metrics: Arc<ShardMetrics>,
+    pub metrics: Arc<StorageCounters>,
     pub dht: Option<DhtClient>,
     pub claims: BackgroundClaims,
     /// The shard's stop: the evicter stops between evictions.
@@ -260,8 +260,8 @@ impl Evicter {
         let bytes: u64 = evicted.iter().map(|o| o.len).sum();
         let objects = evicted.len() as u64;
         let m = &self.metrics;
-        ShardMetrics::add(&m.evictions, objects);
-        ShardMetrics::add(&m.evicted_bytes, bytes);
+        StorageCounters::add(&m.evictions, objects);
+        StorageCounters::add(&m.evicted_bytes, bytes);
         m.objects_stored.fetch_sub(objects, Relaxed);
         m.bytes_stored.fetch_sub(bytes, Relaxed);
     }

@@ -61,12 +61,14 @@
 //! - [`mesh`]: request/reply between shards over a full mesh of glommio shared
 //!   channels. It carries plain data (metadata, groups, staged objects) and runs a
 //!   handler for each request; it does not know the shard.
-//! - [`metrics`]: shard-local atomic counters and a latency histogram.
+//! - Counters: the storage writes its shard's [`ron_link::counters::StorageCounters`]
+//!   (relaxed atomics, declared in ron-link with their Prometheus families; the control
+//!   thread reads them), handed to [`Shard::start`] and the mesh by the engine.
 //! - [`error`]: [`ShardError`], naming the operation and what it touched; a failed group
 //!   commit reaches each of its uploads as `ShardError::GroupCommit`.
 //!
 //! Imports point one way: `shard` → `mesh` → `commit` → `upload` → the storage
-//! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `metrics`, `error`);
+//! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `error`);
 //! `shard` → `scrub` → `repair` → the storage modules and `ec`; `shard` → `evict` →
 //! `commit`, and `scrub` → `evict` for the claims; every module → `ids`, `limits`.
 //! Nothing imports `shard`; the mesh reaches the shard only through the handler it is
@@ -116,7 +118,6 @@ pub mod layout;
 pub mod lifecycle;
 pub mod limits;
 pub mod mesh;
-pub mod metrics;
 pub mod record;
 mod repair;
 pub mod scrub;
@@ -131,7 +132,6 @@ pub use error::ShardError;
 pub use ids::{ByteOffset, DirIndex, LaneIndex, SegmentId, ShardIndex, StoreId, StripeIndex};
 pub use layout::Routing;
 pub use mesh::{FlightHandler, FlightPart};
-pub use metrics::{MetricsSnapshot, ShardMetrics};
 pub use record::{Location, ObjectMeta, Parity, Retention};
 pub use shard::{ReadAheadPermit, Shard, ShardConfig};
 pub use upload::{discard, StagedBody, StagedObject, Upload};

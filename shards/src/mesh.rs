@@ -33,11 +33,11 @@ use glommio::channels::shared_channel::{
 };
 use ron_codec::tree::GroupIndex;
 use ron_codec::{Address, ErrorCode};
+use ron_link::counters::StorageCounters;
 
 use crate::commit::CommitOutcome;
 use crate::error::ShardError;
 use crate::ids::ShardIndex;
-use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
 use crate::upload::StagedObject;
 
@@ -161,7 +161,7 @@ pub struct Mesh {
     receivers: RefCell<Vec<ConnectedReceiver<MeshMessage>>>,
     next_id: Cell<u64>,
     waiting: RefCell<HashMap<u64, LocalSender<Result<MeshReply, RemoteError>>>>,
-    metrics: Arc<ShardMetrics>,
+    metrics: Arc<StorageCounters>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -175,7 +175,7 @@ impl std::fmt::Debug for Mesh {
 impl Mesh {
     /// Connects this shard's ends; returns once every other shard has connected the
     /// other halves (or dropped them: sends to a shard that never started fail).
-    pub async fn join(ends: MeshEnds, metrics: Arc<ShardMetrics>) -> Mesh {
+    pub async fn join(ends: MeshEnds, metrics: Arc<StorageCounters>) -> Mesh {
         // Every connect waits for the other half's, so all run at once (in order, two
         // shards would each wait on a channel the other has not reached yet).
         let senders: Vec<_> = ends
@@ -216,7 +216,7 @@ impl Mesh {
         self.next_id.set(id + 1);
         let (tx, rx) = local_channel::new_bounded(1);
         self.waiting.borrow_mut().insert(id, tx);
-        ShardMetrics::add(&self.metrics.mesh_requests, 1);
+        StorageCounters::add(&self.metrics.mesh_requests, 1);
         let request = MeshMessage::Request {
             from: self.me.0,
             id,

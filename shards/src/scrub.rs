@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use ron_codec::tree::GroupIndex;
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 
 use crate::disk::ObjectFiles;
 use crate::ec::StripeCodes;
@@ -31,7 +32,6 @@ use crate::evict::BackgroundClaims;
 use crate::ids::StripeIndex;
 use crate::lifecycle::StopSignal;
 use crate::limits::BLOCK_BYTES;
-use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta, Parity};
 use crate::repair;
 use crate::store::{self, ScrubPosition, Store};
@@ -350,7 +350,7 @@ pub(crate) struct Scrubber {
     stores: Vec<(Store, ScrubPosition)>,
     files: ObjectFiles,
     codes: Rc<StripeCodes>,
-    metrics: Arc<ShardMetrics>,
+    metrics: Arc<StorageCounters>,
     control: ScrubControl,
     pacer: Pacer,
     /// Objects the evicter or the repair task holds: skipped.
@@ -362,7 +362,7 @@ impl Scrubber {
     pub fn new(
         stores: Vec<Store>,
         codes: Rc<StripeCodes>,
-        metrics: Arc<ShardMetrics>,
+        metrics: Arc<StorageCounters>,
         control: ScrubControl,
         bytes_per_s: u64,
         client_reads: Rc<Cell<u32>>,
@@ -494,8 +494,8 @@ impl Scrubber {
                 // A record that fails its own check: nothing of the object can be
                 // trusted or rebuilt; counted with the unrepairable blocks.
                 tracing::warn!(object = %addr, error = %e, "scrub: bad index record");
-                ShardMetrics::add(&self.metrics.scrub_bad_blocks, 1);
-                ShardMetrics::add(&self.metrics.scrub_unrepairable, 1);
+                StorageCounters::add(&self.metrics.scrub_bad_blocks, 1);
+                StorageCounters::add(&self.metrics.scrub_unrepairable, 1);
                 return Ok(());
             }
         };
@@ -508,11 +508,11 @@ impl Scrubber {
         )
         .await;
         let m = &self.metrics;
-        ShardMetrics::add(&m.scrub_bytes, check.bytes_checked);
-        ShardMetrics::add(&m.scrub_objects, 1);
-        ShardMetrics::add(&m.scrub_bad_blocks, check.bad_blocks);
-        ShardMetrics::add(&m.scrub_unrepairable, check.unrepairable_blocks());
-        ShardMetrics::add(&m.ec_repair_bytes, check.repaired_bytes);
+        StorageCounters::add(&m.scrub_bytes, check.bytes_checked);
+        StorageCounters::add(&m.scrub_objects, 1);
+        StorageCounters::add(&m.scrub_bad_blocks, check.bad_blocks);
+        StorageCounters::add(&m.scrub_unrepairable, check.unrepairable_blocks());
+        StorageCounters::add(&m.ec_repair_bytes, check.repaired_bytes);
         Ok(())
     }
 

@@ -12,11 +12,12 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_codec::tree::{group_count, group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, ChunkTree, ErrorCode};
+use ron_link::counters::StorageCounters;
 use ron_shards::layout::{self, Routing};
 use ron_shards::mesh::{self, Mesh};
 use ron_shards::shard::READ_AHEAD_BYTES_MAX;
 use ron_shards::ShardIndex;
-use ron_shards::{CommitOutcome, Shard, ShardConfig, ShardError, ShardMetrics};
+use ron_shards::{CommitOutcome, Shard, ShardConfig, ShardError};
 
 /// A fresh data dir under the system temp dir, removed when dropped.
 struct DataDir(PathBuf);
@@ -122,7 +123,7 @@ fn one_shard_uploads_commits_and_reads_verified_groups() {
     let data_dir = dir.0.clone();
     on_executor("one-shard", move || async move {
         let routing = routing(&data_dir, 1);
-        let metrics = Arc::new(ShardMetrics::default());
+        let metrics = Arc::new(StorageCounters::default());
         let shard = Shard::start(
             ShardIndex(0),
             routing,
@@ -172,7 +173,7 @@ fn two_shards_commit_and_read_across_the_mesh() {
             let data_dir = dir.0.clone();
             on_executor(&format!("shard-{i}"), move || async move {
                 let index = ShardIndex(i);
-                let metrics = Arc::new(ShardMetrics::default());
+                let metrics = Arc::new(StorageCounters::default());
                 let mesh = Mesh::join(ends, Arc::clone(&metrics)).await;
                 let config = config(&data_dir, 1 << 26);
                 let shard = Shard::start(index, routing, config, Some(mesh), metrics)
@@ -230,7 +231,7 @@ fn a_failed_group_commit_reaches_its_uploads_as_one_typed_error() {
         let routing = routing(&data_dir, 1);
         // An index map of a few pages: it opens, and fills after a few records.
         let config = config(&data_dir, 8 * 4096);
-        let metrics = Arc::new(ShardMetrics::default());
+        let metrics = Arc::new(StorageCounters::default());
         let shard = Shard::start(ShardIndex(0), routing, config, None, metrics)
             .await
             .expect("start");
@@ -274,7 +275,7 @@ fn read_ahead_shares_one_budget_per_shard_and_gets_it_back() {
     let dir = DataDir::new("read-ahead");
     let data_dir = dir.0.clone();
     on_executor("read-ahead", move || async move {
-        let metrics = Arc::new(ShardMetrics::default());
+        let metrics = Arc::new(StorageCounters::default());
         let shard = Shard::start(
             ShardIndex(0),
             routing(&data_dir, 1),

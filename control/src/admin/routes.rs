@@ -66,14 +66,14 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
     match path {
         "/healthz" => Reply::text(200, "ok\n"),
         "/readyz" => {
-            let metrics: Vec<_> = answers.shards.iter().map(|m| m.snapshot()).collect();
-            let verdict = reports::readiness(&metrics);
+            let fronts: Vec<_> = answers.shards.iter().map(|c| c.front.snapshot()).collect();
+            let verdict = reports::readiness(&fronts);
             Reply::json(if verdict.ready { 200 } else { 503 }, verdict.body)
         }
         "/metrics" => {
             let published = answers.board.latest();
             let mut body = prometheus::render_metrics(
-                &answers.scrapes.sample(&answers.shards, &answers.requests),
+                &answers.scrapes.sample(&answers.shards),
                 &published.extra,
             );
             if let Some(dht) = &answers.dht {
@@ -83,14 +83,14 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
         }
         "/admin/stats" => {
             let published = answers.board.latest();
-            let samples = sample(&answers.shards, &answers.requests);
+            let samples = sample(&answers.shards);
             let node_id = answers.dht.as_ref().map(|d| d.node_id.as_ref());
             Reply::json(200, reports::stats(&samples, &published.shards, node_id))
         }
         "/version" => Reply::json(200, reports::version(answers.version)),
         "/resolve" => resolve(answers, &request.query),
         "/admin/scrub" => {
-            let samples = sample(&answers.shards, &answers.requests);
+            let samples = sample(&answers.shards);
             Reply::json(200, reports::scrub(&samples))
         }
         "/admin/scrub/pause" => pause_scrub(answers, true),
@@ -127,7 +127,7 @@ fn check_object(answers: &Answers, hash: &str) -> Reply {
             format!("{hash:?} is not an object address (b3: and 64 lower-case hex digits)\n"),
         );
     };
-    let shard = usize::from(answers.routing.owner(&addr).0);
+    let shard = answers.owner.shard(&addr);
     let (reply, report) = std::sync::mpsc::sync_channel(1);
     let message = ToShard::CheckObject {
         addr: *addr.as_bytes(),
@@ -258,10 +258,9 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::OwnerOf;
     use crate::view::Board;
-    use ron_codec::PartitionTable;
-    use ron_link::requests::RequestCounters;
-    use ron_shards::{Routing, ShardMetrics};
+    use ron_link::counters::ShardCounters;
     use std::sync::Arc;
 
     fn request(method: Method, target: &str, authorization: Option<&str>) -> Request {
@@ -284,13 +283,12 @@ mod tests {
         let right = request(Method::Get, "/metrics", Some("Bearer s3cret"));
         assert!(authorized(&right, token));
         let answers = Answers {
-            shards: vec![Arc::new(ShardMetrics::default())],
-            requests: vec![Arc::new(RequestCounters::default())],
+            shards: vec![ShardCounters::default()],
             version: "9.9.9",
             admin_token: token.map(String::from),
             board: Arc::new(Board::new(Default::default())),
             mailboxes: ron_link::link::links(1).0.mailboxes(),
-            routing: Routing::new(PartitionTable::round_robin(1).unwrap(), 1),
+            owner: OwnerOf::new(|_| 0),
             dht: None,
             scrapes: Default::default(),
         };
@@ -311,13 +309,12 @@ mod tests {
 
     fn answers_with(dht: Option<ron_link::dht::DhtClient>) -> Answers {
         Answers {
-            shards: vec![Arc::new(ShardMetrics::default())],
-            requests: vec![Arc::new(RequestCounters::default())],
+            shards: vec![ShardCounters::default()],
             version: "9.9.9",
             admin_token: None,
             board: Arc::new(Board::new(Default::default())),
             mailboxes: ron_link::link::links(1).0.mailboxes(),
-            routing: Routing::new(PartitionTable::round_robin(1).unwrap(), 1),
+            owner: OwnerOf::new(|_| 0),
             dht,
             scrapes: Default::default(),
         }

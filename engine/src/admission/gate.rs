@@ -13,29 +13,30 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ron_shards::{ShardIndex, ShardMetrics};
+use ron_link::counters::FrontCounters;
+use ron_shards::ShardIndex;
 
 use crate::refusal::Refusal;
 
 /// Makes the gate's limit visible to the control thread (saturation in `/readyz`).
-pub(super) fn publish_limit(metrics: &ShardMetrics, inflight_max: u32) {
+pub(super) fn publish_limit(metrics: &FrontCounters, inflight_max: u32) {
     metrics
         .inflight_max
         .store(u64::from(inflight_max), Ordering::Relaxed);
 }
 
-pub(super) fn inflight(metrics: &ShardMetrics) -> u64 {
+pub(super) fn inflight(metrics: &FrontCounters) -> u64 {
     metrics.inflight.load(Ordering::Relaxed)
 }
 
-pub(super) fn parked(metrics: &ShardMetrics) -> u64 {
+pub(super) fn parked(metrics: &FrontCounters) -> u64 {
     metrics.parked.load(Ordering::Relaxed)
 }
 
 /// One slot of the gate, released when dropped.
 #[derive(Debug)]
 pub(crate) struct InflightSlot {
-    metrics: Arc<ShardMetrics>,
+    metrics: Arc<FrontCounters>,
     /// False while parked: the slot is given back to the gate.
     held: Cell<bool>,
 }
@@ -43,13 +44,13 @@ pub(crate) struct InflightSlot {
 impl InflightSlot {
     pub(super) fn take(
         shard: ShardIndex,
-        metrics: &Arc<ShardMetrics>,
+        metrics: &Arc<FrontCounters>,
         limit: u32,
     ) -> Result<InflightSlot, Refusal> {
         let limit = u64::from(limit);
         let inflight = inflight(metrics);
         if inflight >= limit {
-            ShardMetrics::add(&metrics.overload_rejections, 1);
+            FrontCounters::add(&metrics.overload_rejections, 1);
             return Err(Refusal::Overloaded {
                 shard: shard.0,
                 inflight,
@@ -104,7 +105,7 @@ mod tests {
 
     #[test]
     fn the_gate_refuses_past_its_limit_and_reopens_when_a_slot_is_dropped() {
-        let metrics = Arc::new(ShardMetrics::default());
+        let metrics = Arc::new(FrontCounters::default());
         let first = InflightSlot::take(ShardIndex(3), &metrics, 1).unwrap();
         let refused = InflightSlot::take(ShardIndex(3), &metrics, 1).unwrap_err();
         assert_eq!(
@@ -120,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_parked_slot_lets_another_request_in_and_is_taken_back_past_the_limit() {
-        let metrics = Arc::new(ShardMetrics::default());
+        let metrics = Arc::new(FrontCounters::default());
         let slow = InflightSlot::take(ShardIndex(0), &metrics, 1).unwrap();
         let parked = slow.park();
         assert_eq!(metrics.parked.load(Ordering::Relaxed), 1);

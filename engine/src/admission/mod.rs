@@ -4,7 +4,8 @@
 //! [`Admission::finish`], which charges its object bytes, counts it by
 //! protocol/op/status and records its latency. Everything here is the shard's own (no
 //! lock, no atomic shared with another shard). The control thread reads the relaxed
-//! counters and talks to the shard only through the shard's [`ShardLink`]: policy and
+//! counters (the shard's `ShardCounters`: admission writes the in-flight gate's and the
+//! heartbeat's front counters and the request counts) and talks to the shard only through the shard's [`ShardLink`]: policy and
 //! quota shares come down, demand, refusals and latency go up, on a timer tick
 //! ([`Admission::tick`]).
 
@@ -16,11 +17,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ron_link::counters::{FrontCounters, ShardCounters};
 use ron_link::latency::LatencySet;
 use ron_link::link::{ShardLink, ShardReport, ToShard, LATENCY_PUBLISH_PERIOD_MS};
 use ron_link::policy::{Policy, QuotaKey, Tenant, TokenMatch};
-use ron_link::requests::{Op, Protocol, RequestCounters};
-use ron_shards::{ShardIndex, ShardMetrics};
+use ron_link::requests::{Op, Protocol};
+use ron_shards::ShardIndex;
 
 use crate::limits::STALL_THRESHOLD;
 use crate::refusal::Refusal;
@@ -62,18 +64,13 @@ impl Ticket {
     }
 }
 
-/// The shard's counters that admission writes.
-#[derive(Debug, Clone)]
-pub struct Counters {
-    pub shard: Arc<ShardMetrics>,
-    pub requests: Arc<RequestCounters>,
-}
-
 /// The shard's admission state.
 #[derive(Debug)]
 pub struct Admission {
     shard: ShardIndex,
-    counters: Counters,
+    /// The shard's counters: admission writes the front's (the in-flight gate, the
+    /// heartbeat) and the requests'; the front ends write theirs through [`Admission::front`].
+    counters: ShardCounters,
     inflight_max: u32,
     quotas: RefCell<ShardQuotas>,
     latency: RefCell<LatencySet>,
@@ -84,11 +81,11 @@ pub struct Admission {
 impl Admission {
     pub fn new(
         shard: ShardIndex,
-        counters: Counters,
+        counters: ShardCounters,
         inflight_max: u32,
         quotas: ShardQuotas,
     ) -> Admission {
-        gate::publish_limit(&counters.shard, inflight_max);
+        gate::publish_limit(&counters.front, inflight_max);
         Admission {
             shard,
             counters,
@@ -129,7 +126,7 @@ impl Admission {
                 limit: refused.limit,
                 retry_after_ms: refused.retry_after_ms,
             })?;
-        let slot = InflightSlot::take(self.shard, &self.counters.shard, self.inflight_max)?;
+        let slot = InflightSlot::take(self.shard, &self.counters.front, self.inflight_max)?;
         Ok(Ticket {
             slot,
             quota,
@@ -155,14 +152,20 @@ impl Admission {
         self.latency_changed.set(true);
     }
 
+    /// The shard's front counters (connections, bytes, deadlines, read-through), which
+    /// the front ends write.
+    pub fn front(&self) -> &Arc<FrontCounters> {
+        &self.counters.front
+    }
+
     /// Requests being worked on by this shard (the in-flight gate's count).
     pub fn inflight(&self) -> u64 {
-        gate::inflight(&self.counters.shard)
+        gate::inflight(&self.counters.front)
     }
 
     /// Requests admitted and not yet answered: worked on, or parked on a slow peer.
     pub fn admitted(&self) -> u64 {
-        gate::inflight(&self.counters.shard) + gate::parked(&self.counters.shard)
+        gate::inflight(&self.counters.front) + gate::parked(&self.counters.front)
     }
 
     /// One period of the shard's side of the control link: install what the control
@@ -214,9 +217,9 @@ impl Admission {
     /// Counts a heartbeat that woke `late` after its due time.
     pub fn heartbeat(&self, late: Duration) {
         if late > STALL_THRESHOLD {
-            ShardMetrics::add(&self.counters.shard.reactor_stalls, 1);
-            ShardMetrics::add(
-                &self.counters.shard.reactor_stall_us,
+            FrontCounters::add(&self.counters.front.reactor_stalls, 1);
+            FrontCounters::add(
+                &self.counters.front.reactor_stall_us,
                 late.as_micros() as u64,
             );
         }

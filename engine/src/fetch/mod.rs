@@ -52,14 +52,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ron_codec::tree::group_count;
 use ron_codec::Address;
+use ron_link::counters::{FetchFailure, FrontCounters};
 use ron_link::dht::DhtClient;
 use ron_shards::lifecycle::{finished_within, StopSignal};
-use ron_shards::{Shard, ShardMetrics};
+use ron_shards::Shard;
 
 pub use flight::{Failure, Flight, GroupAt, Outcome};
 pub use origin::Origin;
@@ -86,26 +88,13 @@ impl Drop for Running {
 /// Providers asked for per fetch.
 const PROVIDERS_MAX: usize = 8;
 
-/// Why one upstream attempt failed: the `reason` label of `ron_fetch_failures_total`,
-/// in the order of `ron_shards::metrics::FETCH_FAILURE_REASONS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    NoProvider = 0,
-    Connect = 1,
-    Refused = 2,
-    BadGroup = 3,
-    Protocol = 4,
-    Timeout = 5,
-    TooLarge = 6,
-    Storage = 7,
-}
-
 /// One upstream attempt that failed: who, why, and what it said or did.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{upstream}: {detail}")]
 pub struct AttemptError {
     pub upstream: String,
-    pub reason: Reason,
+    /// Why it failed: the `reason` label of `ron_fetch_failures_total`.
+    pub reason: FetchFailure,
     pub detail: String,
 }
 
@@ -126,6 +115,8 @@ pub struct FetchConfig {
 #[derive(Debug)]
 pub struct ReadThrough {
     shard: Rc<Shard>,
+    /// The shard's front counters: fetches, their bytes, failures, hedges and waiters.
+    counters: Arc<FrontCounters>,
     dht: Option<DhtClient>,
     origin: Option<Origin>,
     config: FetchConfig,
@@ -140,6 +131,7 @@ impl ReadThrough {
     /// Read-through is on when the node is in a network or has an origin.
     pub fn new(
         shard: Rc<Shard>,
+        counters: Arc<FrontCounters>,
         dht: Option<DhtClient>,
         origin: Option<Origin>,
         config: FetchConfig,
@@ -147,6 +139,7 @@ impl ReadThrough {
         (dht.is_some() || origin.is_some()).then(|| {
             Rc::new(ReadThrough {
                 shard,
+                counters,
                 dht,
                 origin,
                 config,
@@ -161,14 +154,14 @@ impl ReadThrough {
         self.config.timeout
     }
 
-    fn metrics(&self) -> &ShardMetrics {
-        self.shard.metrics()
+    fn metrics(&self) -> &FrontCounters {
+        &self.counters
     }
 
     /// The fetch of `addr`: the one under way, or a new one started now.
     pub fn join(self: &Rc<Self>, addr: Address) -> Result<Rc<Flight>, Refusal> {
         if let Some(flight) = self.flights.borrow().get(&addr) {
-            ShardMetrics::add(&self.metrics().fetch_coalesced_waiters, 1);
+            FrontCounters::add(&self.metrics().fetch_coalesced_waiters, 1);
             return Ok(Rc::clone(flight));
         }
         let under_way = self.flights.borrow().len();
@@ -192,7 +185,7 @@ impl ReadThrough {
                 .detach();
             }
             None => {
-                ShardMetrics::add(&self.metrics().fetches, 1);
+                FrontCounters::add(&self.metrics().fetches, 1);
                 glommio::spawn_local(async move {
                     this.run(fetching).await;
                     drop(running);
@@ -220,7 +213,7 @@ impl ReadThrough {
         let fetched = self.stop.unless_stopped(self.fetch(&flight)).await;
         let outcome = match fetched {
             Some(Ok(())) => {
-                ShardMetrics::add(&self.metrics().fetches_stored, 1);
+                FrontCounters::add(&self.metrics().fetches_stored, 1);
                 Outcome::Stored
             }
             Some(Err(failure)) => Outcome::Failed(failure),
@@ -276,7 +269,7 @@ impl ReadThrough {
         let left = deadline.saturating_duration_since(Instant::now());
         let no_provider = |detail: String| AttemptError {
             upstream: "the DHT".into(),
-            reason: Reason::NoProvider,
+            reason: FetchFailure::NoProvider,
             detail,
         };
         let left_ms = left.as_millis() as u64;
@@ -354,7 +347,7 @@ impl ReadThrough {
                     continue;
                 }
             };
-            ShardMetrics::add(&self.metrics().fetch_bytes, group.len() as u64);
+            FrontCounters::add(&self.metrics().fetch_bytes, group.len() as u64);
             flight.push(group.clone());
             if let Err(e) = upload.write(&group).await {
                 upload.abort().await;
@@ -397,7 +390,7 @@ impl ReadThrough {
             .fetch(&self.shard, addr, max, self.config.timeout)
             .await?;
         self.commit_copy(staged).await?;
-        ShardMetrics::add(&self.metrics().fetch_bytes, len);
+        FrontCounters::add(&self.metrics().fetch_bytes, len);
         Ok(())
     }
 
@@ -445,7 +438,7 @@ impl ReadThrough {
                         addr,
                         AttemptError {
                             upstream: format!("{} provider(s)", running.len()),
-                            reason: Reason::Timeout,
+                            reason: FetchFailure::Timeout,
                             detail: format!(
                                 "no verified group within {} ms",
                                 self.config.timeout.as_millis()
@@ -456,7 +449,7 @@ impl ReadThrough {
                 }
                 None => {
                     if let Some(peer) = peers.pop_front() {
-                        ShardMetrics::add(&self.metrics().fetch_hedges, 1);
+                        FrontCounters::add(&self.metrics().fetch_hedges, 1);
                         running.push(self.attempt(peer, addr, from, expect_len));
                     }
                 }
@@ -492,7 +485,7 @@ enum Streamed {
 fn storage_error(e: impl ToString) -> AttemptError {
     AttemptError {
         upstream: "this node's store".into(),
-        reason: Reason::Storage,
+        reason: FetchFailure::Storage,
         detail: e.to_string(),
     }
 }
@@ -526,9 +519,9 @@ struct Attempts {
 }
 
 impl Attempts {
-    fn note(&mut self, metrics: &ShardMetrics, addr: Address, e: AttemptError) {
-        ShardMetrics::add(&metrics.fetch_failures[e.reason as usize], 1);
-        if e.reason == Reason::BadGroup {
+    fn note(&mut self, metrics: &FrontCounters, addr: Address, e: AttemptError) {
+        metrics.fetch_failed(e.reason);
+        if e.reason == FetchFailure::BadGroup {
             tracing::warn!(obj = %addr, upstream = %e.upstream, reason = %e.detail, "read-through: an upstream sent bytes that failed verification; dropped for this object");
         } else {
             tracing::debug!(obj = %addr, upstream = %e.upstream, reason = %e.detail, "read-through: upstream attempt failed");
@@ -541,7 +534,7 @@ impl Attempts {
         let timed_out = self
             .last
             .as_ref()
-            .is_some_and(|e| e.reason == Reason::Timeout);
+            .is_some_and(|e| e.reason == FetchFailure::Timeout);
         if timed_out || deadline_passed {
             return Failure::TimedOut {
                 timeout_ms: config.timeout.as_millis() as u64,
@@ -554,31 +547,6 @@ impl Attempts {
         Failure::NoVerifiedCopy {
             tried: self.failed,
             last: Rc::from(last),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Reason;
-    use ron_shards::metrics::FETCH_FAILURE_REASONS;
-
-    /// A reason's counter is the metric label of the same name.
-    #[test]
-    fn reasons_index_their_metric_labels() {
-        let named = [
-            (Reason::NoProvider, "no_provider"),
-            (Reason::Connect, "connect"),
-            (Reason::Refused, "refused"),
-            (Reason::BadGroup, "bad_group"),
-            (Reason::Protocol, "protocol"),
-            (Reason::Timeout, "timeout"),
-            (Reason::TooLarge, "too_large"),
-            (Reason::Storage, "storage"),
-        ];
-        assert_eq!(named.len(), FETCH_FAILURE_REASONS.len());
-        for (reason, label) in named {
-            assert_eq!(FETCH_FAILURE_REASONS[reason as usize], label);
         }
     }
 }

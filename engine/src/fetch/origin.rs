@@ -13,9 +13,10 @@ use glommio::net::TcpStream;
 use ron_codec::http::head::Method;
 use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
 use ron_codec::Address;
+use ron_link::counters::FetchFailure;
 use ron_shards::{Shard, StagedObject};
 
-use super::{AttemptError, Reason};
+use crate::fetch::AttemptError;
 
 /// Largest response head accepted from an origin.
 const HEAD_BYTES_MAX: usize = 16 * 1024;
@@ -91,7 +92,7 @@ impl Origin {
         })
     }
 
-    fn error(&self, reason: Reason, detail: impl ToString) -> AttemptError {
+    fn error(&self, reason: FetchFailure, detail: impl ToString) -> AttemptError {
         AttemptError {
             upstream: self.url.clone(),
             reason,
@@ -110,17 +111,17 @@ impl Origin {
     ) -> Result<(StagedObject, u64), AttemptError> {
         let mut stream = TcpStream::connect_timeout(self.addr, stall)
             .await
-            .map_err(|e| self.error(Reason::Connect, e))?;
+            .map_err(|e| self.error(FetchFailure::Connect, e))?;
         let io = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                self.error(Reason::Timeout, e)
+                self.error(FetchFailure::Timeout, e)
             }
-            _ => self.error(Reason::Protocol, e),
+            _ => self.error(FetchFailure::Protocol, e),
         };
         let timeouts = stream
             .set_read_timeout(Some(stall))
             .and_then(|()| stream.set_write_timeout(Some(stall)));
-        timeouts.map_err(|e| self.error(Reason::Connect, e))?;
+        timeouts.map_err(|e| self.error(FetchFailure::Connect, e))?;
         let request = format!(
             "GET {}/o/{addr} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ron/{} read-through\r\nConnection: close\r\n\r\n",
             self.prefix,
@@ -134,7 +135,10 @@ impl Origin {
         let (len, content_type, head_len) = loop {
             let n = stream.read(&mut buf[filled..]).await.map_err(io)?;
             if n == 0 {
-                return Err(self.error(Reason::Protocol, "closed before a whole response head"));
+                return Err(self.error(
+                    FetchFailure::Protocol,
+                    "closed before a whole response head",
+                ));
             }
             filled += n;
             if let Some(head) = self.parse_head(&buf[..filled], len_max)? {
@@ -143,7 +147,7 @@ impl Origin {
         };
         let mut upload = shard.begin_upload(Some(len));
         let early = (filled - head_len).min(len as usize);
-        let stored = |e: ron_shards::ShardError| self.error(Reason::Storage, e);
+        let stored = |e: ron_shards::ShardError| self.error(FetchFailure::Storage, e);
         if let Err(e) = upload.write(&buf[head_len..head_len + early]).await {
             upload.abort().await;
             return Err(stored(e));
@@ -157,7 +161,7 @@ impl Origin {
                 Ok(0) => {
                     upload.abort().await;
                     return Err(self.error(
-                        Reason::Protocol,
+                        FetchFailure::Protocol,
                         format!("closed after {received} of {len} body bytes"),
                     ));
                 }
@@ -179,7 +183,7 @@ impl Origin {
         if computed != addr {
             ron_shards::discard(staged).await;
             return Err(self.error(
-                Reason::BadGroup,
+                FetchFailure::BadGroup,
                 format!("the body hashes to {computed}, not to {addr}"),
             ));
         }
@@ -196,25 +200,27 @@ impl Origin {
         let reply = match parse_response_head(bytes, HEAD_BYTES_MAX) {
             Ok(ReplyParse::Complete(reply)) => reply,
             Ok(ReplyParse::Partial) => return Ok(None),
-            Err(e) => return Err(self.error(Reason::Protocol, e)),
+            Err(e) => return Err(self.error(FetchFailure::Protocol, e)),
         };
         if reply.status != 200 {
             let status = reply.status;
-            return Err(self.error(Reason::Refused, format!("answered {status}")));
+            return Err(self.error(FetchFailure::Refused, format!("answered {status}")));
         }
         let len = match reply.body(Method::Get) {
             ReplyBody::Length(len) => len,
             ReplyBody::Chunked => {
                 return Err(self.error(
-                    Reason::Protocol,
+                    FetchFailure::Protocol,
                     "answered with Transfer-Encoding; a read-through needs Content-Length",
                 ))
             }
-            _ => return Err(self.error(Reason::Protocol, "answered without a Content-Length")),
+            _ => {
+                return Err(self.error(FetchFailure::Protocol, "answered without a Content-Length"))
+            }
         };
         if len > len_max {
             return Err(self.error(
-                Reason::TooLarge,
+                FetchFailure::TooLarge,
                 format!("answered {len} bytes, over the object limit of {len_max}"),
             ));
         }
@@ -254,13 +260,13 @@ mod tests {
         let missing = refusal(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(
             (missing.reason, missing.detail.as_str()),
-            (Reason::Refused, "answered 404")
+            (FetchFailure::Refused, "answered 404")
         );
         let big = refusal(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n");
-        assert_eq!(big.reason, Reason::TooLarge);
+        assert_eq!(big.reason, FetchFailure::TooLarge);
         assert_eq!(big.detail, "answered 11 bytes, over the object limit of 10");
         let chunked = refusal(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert_eq!(chunked.reason, Reason::Protocol);
+        assert_eq!(chunked.reason, FetchFailure::Protocol);
         let no_len = refusal(b"HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!(no_len.detail, "answered without a Content-Length");
         assert_eq!(

@@ -15,8 +15,9 @@ use ron_codec::messages::{DataHeader, GetStart, HelloRequest, InclusiveRange, Ob
 use ron_codec::proof::{GroupRange, RangeVerifier};
 use ron_codec::tree::{group_count, GroupIndex};
 use ron_codec::Address;
+use ron_link::counters::FetchFailure;
 
-use super::{AttemptError, Reason};
+use crate::fetch::AttemptError;
 
 /// Bytes read from the socket at a time.
 const READ_BYTES: usize = 128 * 1024;
@@ -58,14 +59,14 @@ impl PeerGet {
         };
         let stream = TcpStream::connect_timeout(peer, stall)
             .await
-            .map_err(|e| fail(Reason::Connect, e.to_string()))?;
+            .map_err(|e| fail(FetchFailure::Connect, e.to_string()))?;
         let _ = stream.set_nodelay(true);
         stream
             .set_read_timeout(Some(stall))
-            .map_err(|e| fail(Reason::Connect, e.to_string()))?;
+            .map_err(|e| fail(FetchFailure::Connect, e.to_string()))?;
         stream
             .set_write_timeout(Some(stall))
-            .map_err(|e| fail(Reason::Connect, e.to_string()))?;
+            .map_err(|e| fail(FetchFailure::Connect, e.to_string()))?;
         let mut get = PeerGet {
             stream,
             peer,
@@ -86,7 +87,7 @@ impl PeerGet {
         Ok(get)
     }
 
-    fn error(&self, reason: Reason, detail: impl ToString) -> AttemptError {
+    fn error(&self, reason: FetchFailure, detail: impl ToString) -> AttemptError {
         AttemptError {
             upstream: self.peer.to_string(),
             reason,
@@ -113,7 +114,7 @@ impl PeerGet {
             proof: true,
         }
         .frame(GET_CORR_ID, 0, Bytes::new())
-        .map_err(|e| self.error(Reason::Protocol, e))?;
+        .map_err(|e| self.error(FetchFailure::Protocol, e))?;
         let hello = HelloRequest {
             ua: Some(concat!("ron/", env!("CARGO_PKG_VERSION"), " read-through").into()),
         }
@@ -129,8 +130,8 @@ impl PeerGet {
 
     fn io_error(&self, e: std::io::Error) -> AttemptError {
         let reason = match e.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Reason::Timeout,
-            _ => Reason::Protocol,
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => FetchFailure::Timeout,
+            _ => FetchFailure::Protocol,
         };
         self.error(reason, e)
     }
@@ -151,10 +152,11 @@ impl PeerGet {
         len_max: u64,
     ) -> Result<(), AttemptError> {
         let frame = self.expect_get_frame(Instant::now() + self.stall).await?;
-        let start = GetStart::parse(&frame.payload).map_err(|e| self.error(Reason::Protocol, e))?;
+        let start =
+            GetStart::parse(&frame.payload).map_err(|e| self.error(FetchFailure::Protocol, e))?;
         if start.total_len > len_max {
             return Err(self.error(
-                Reason::TooLarge,
+                FetchFailure::TooLarge,
                 format!(
                     "claims {} bytes, over the object limit of {len_max}",
                     start.total_len
@@ -168,7 +170,7 @@ impl PeerGet {
                 || (start.offset == offset && start.offset + start.len == start.total_len));
         if !whole {
             return Err(self.error(
-                Reason::Protocol,
+                FetchFailure::Protocol,
                 format!(
                     "asked for {addr} from byte {offset}, answered {} bytes {}+{} of {}",
                     start.obj, start.offset, start.len, start.total_len
@@ -178,7 +180,7 @@ impl PeerGet {
         self.total_len = start.total_len;
         if start.total_len == 0 {
             if addr != Address::of(b"") {
-                return Err(self.error(Reason::BadGroup, "says the object is empty"));
+                return Err(self.error(FetchFailure::BadGroup, "says the object is empty"));
             }
             return Ok(());
         }
@@ -191,7 +193,7 @@ impl PeerGet {
                 last,
             },
         )
-        .map_err(|e| self.error(Reason::Protocol, e))?;
+        .map_err(|e| self.error(FetchFailure::Protocol, e))?;
         self.verifier = Some(verifier);
         Ok(())
     }
@@ -210,16 +212,16 @@ impl PeerGet {
         let frame = self.expect_get_frame(Instant::now() + self.stall).await?;
         if frame.header.flags.contains(Flags::END) || frame.header.flags.contains(Flags::START) {
             return Err(self.error(
-                Reason::Protocol,
+                FetchFailure::Protocol,
                 format!("the answer ended before group {}", self.next),
             ));
         }
         let (data, parents, raw) = DataHeader::split_with_parents(&frame.payload)
-            .map_err(|e| self.error(Reason::Protocol, e))?;
+            .map_err(|e| self.error(FetchFailure::Protocol, e))?;
         let group = GroupIndex(self.next);
         if data.offset != group.start_offset() || data.obj.is_some_and(|o| o != addr) {
             return Err(self.error(
-                Reason::Protocol,
+                FetchFailure::Protocol,
                 format!(
                     "DATA at offset {}, expected group {} at {}",
                     data.offset,
@@ -230,9 +232,9 @@ impl PeerGet {
         }
         let checked = match self.verifier.as_mut() {
             Some(verifier) => verifier.verify(group, &parents, &raw),
-            None => return Err(self.error(Reason::Protocol, "DATA for an empty object")),
+            None => return Err(self.error(FetchFailure::Protocol, "DATA for an empty object")),
         };
-        checked.map_err(|e| self.error(Reason::BadGroup, e))?;
+        checked.map_err(|e| self.error(FetchFailure::BadGroup, e))?;
         self.next += 1;
         Ok(raw)
     }
@@ -253,7 +255,7 @@ impl PeerGet {
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
             .unwrap_or_default();
         self.error(
-            Reason::Refused,
+            FetchFailure::Refused,
             format!(
                 "answered code {} for corr_id {}: {message}",
                 frame.header.code, frame.header.corr_id
@@ -266,11 +268,11 @@ impl PeerGet {
             match self.reader.next_frame() {
                 Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
-                Err(e) => return Err(self.error(Reason::Protocol, e)),
+                Err(e) => return Err(self.error(FetchFailure::Protocol, e)),
             }
             if Instant::now() > deadline {
                 return Err(self.error(
-                    Reason::Timeout,
+                    FetchFailure::Timeout,
                     format!("no whole frame within {} ms", self.stall.as_millis()),
                 ));
             }
@@ -278,9 +280,9 @@ impl PeerGet {
             let n = n.map_err(|e| self.io_error(e))?;
             if n == 0 {
                 if let Err(e) = self.reader.end_of_stream() {
-                    return Err(self.error(Reason::Protocol, e));
+                    return Err(self.error(FetchFailure::Protocol, e));
                 }
-                return Err(self.error(Reason::Protocol, "closed the connection"));
+                return Err(self.error(FetchFailure::Protocol, "closed the connection"));
             }
             self.reader.filled(n);
         }

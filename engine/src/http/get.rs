@@ -6,7 +6,8 @@ use ron_codec::Address;
 use ron_io::stream::{PlainSocket, Transport};
 use std::os::fd::AsFd;
 
-use ron_shards::{GroupBytes, ShardMetrics};
+use ron_link::counters::FrontCounters;
+use ron_shards::GroupBytes;
 
 use super::request::{quoted_etag, CorrId, Request};
 use super::respond::{self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE};
@@ -226,7 +227,7 @@ fn sent_now<S: Transport>(
         None => 0,
     };
     conn.transfer.moved += sent as u64;
-    ShardMetrics::add(&ctx.metrics().bytes_out, sent as u64);
+    FrontCounters::add(&ctx.metrics().bytes_out, sent as u64);
     Ok(sent)
 }
 
@@ -254,7 +255,7 @@ async fn send_file_run<S: Transport>(
             Ok(n) => {
                 done += n;
                 conn.transfer.moved += n as u64;
-                ShardMetrics::add(&ctx.metrics().bytes_out, n as u64);
+                FrontCounters::add(&ctx.metrics().bytes_out, n as u64);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let page = page_at(run, done);

@@ -24,8 +24,8 @@ use futures_lite::AsyncWriteExt;
 use ron_codec::http::head::{BodyFraming, Method};
 use ron_codec::http::response::HTTP_DATE_LEN;
 use ron_io::stream::Transport;
+use ron_link::counters::FrontCounters;
 use ron_link::requests::{Op, Protocol};
-use ron_shards::ShardMetrics;
 
 use crate::admission::{Admission, Ticket};
 use crate::buffers::BufferPool;
@@ -92,8 +92,8 @@ impl HttpContext {
         }
     }
 
-    fn metrics(&self) -> &ShardMetrics {
-        self.service.shard().metrics()
+    fn metrics(&self) -> &FrontCounters {
+        self.admission.front()
     }
 }
 
@@ -168,7 +168,7 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
         zero_copy,
     };
     let open = ctx.metrics().open_connection();
-    ShardMetrics::add(&ctx.metrics().connections_total, 1);
+    FrontCounters::add(&ctx.metrics().connections_total, 1);
     let ended = loop {
         match serve_one(&ctx, &mut conn).await {
             Ok(After::KeepAlive) => continue,
@@ -207,7 +207,7 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         }
     };
     conn.rbuf.consume(head_len);
-    ShardMetrics::add(&ctx.metrics().bytes_in, head_len as u64);
+    FrontCounters::add(&ctx.metrics().bytes_in, head_len as u64);
     let op = request.op();
     let ticket = match ctx
         .admission
@@ -350,6 +350,6 @@ async fn send<S: Transport>(
     };
     let park = transfer::park_one(ticket);
     transfer::write_all(stream, bytes, transfer, park, ctx.metrics(), set_timeout).await?;
-    ShardMetrics::add(&ctx.metrics().bytes_out, bytes.len() as u64);
+    FrontCounters::add(&ctx.metrics().bytes_out, bytes.len() as u64);
     Ok(())
 }

@@ -14,7 +14,7 @@ use futures_lite::AsyncReadExt;
 use ron_codec::http::chunked::{ChunkedDecoder, ChunkedStep};
 use ron_codec::http::head::{parse_request_head, BodyFraming, HeadParse};
 use ron_io::stream::Transport;
-use ron_shards::ShardMetrics;
+use ron_link::counters::FrontCounters;
 
 use super::request::Request;
 use super::{Abort, Conn, HttpContext};
@@ -84,7 +84,7 @@ impl ReadBuf {
         stream: &mut S,
         transfer: &mut Transfer,
         ticket: Option<&Ticket>,
-        metrics: &ShardMetrics,
+        metrics: &FrontCounters,
     ) -> io::Result<usize> {
         let park = transfer::park_one(ticket);
         let n = transfer::read(stream, self.room(), transfer, park, metrics, read_deadline).await?;
@@ -220,7 +220,7 @@ async fn receive_length<S: Transport>(
         upload.write(&conn.rbuf.filled()[..take]).await?;
         conn.rbuf.consume(take);
         left -= take as u64;
-        ShardMetrics::add(&ctx.metrics().bytes_in, take as u64);
+        FrontCounters::add(&ctx.metrics().bytes_in, take as u64);
     }
     Ok(())
 }
@@ -250,7 +250,7 @@ async fn read_into_upload<S: Transport>(
         Ok(n) => n,
     };
     upload.filled(n).await?;
-    ShardMetrics::add(&metrics.bytes_in, n as u64);
+    FrontCounters::add(&metrics.bytes_in, n as u64);
     Ok(Some(n))
 }
 
@@ -272,12 +272,12 @@ async fn receive_chunked<S: Transport>(
             ChunkedStep::NeedMore => true,
             ChunkedStep::Done => {
                 conn.rbuf.consume(used);
-                ShardMetrics::add(&ctx.metrics().bytes_in, used as u64);
+                FrontCounters::add(&ctx.metrics().bytes_in, used as u64);
                 return Ok(());
             }
         };
         conn.rbuf.consume(used);
-        ShardMetrics::add(&ctx.metrics().bytes_in, used as u64);
+        FrontCounters::add(&ctx.metrics().bytes_in, used as u64);
         if need_more {
             read_more(ctx, conn).await?;
         }

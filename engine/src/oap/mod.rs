@@ -32,7 +32,7 @@ use ron_codec::frame::{Flags, FrameDecoder};
 use ron_codec::inflate::Inflater;
 use ron_codec::messages::{HelloReply, DATA_CHUNK_BYTES};
 use ron_io::stream::{split, Transport};
-use ron_shards::ShardMetrics;
+use ron_link::counters::FrontCounters;
 
 use crate::admission::Admission;
 use crate::buffers::BufferPool;
@@ -92,8 +92,8 @@ impl std::fmt::Debug for OapContext {
 }
 
 impl OapContext {
-    fn metrics(&self) -> &ShardMetrics {
-        self.service.shard().metrics()
+    fn metrics(&self) -> &FrontCounters {
+        self.admission.front()
     }
 
     fn pace(&self, started: Instant) -> TransferPace {
@@ -124,7 +124,7 @@ pub async fn serve_connection<S: Transport>(ctx: Rc<OapContext>, stream: S) {
     let _ = stream.tcp().set_nodelay(true);
     let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
     let _open = ctx.metrics().open_connection();
-    ShardMetrics::add(&ctx.metrics().connections_total, 1);
+    FrontCounters::add(&ctx.metrics().connections_total, 1);
     let (read_half, write_half) = split(stream);
     write_half.set_write_timeout(Some(ctx.limits.body_timeout));
     let out: SharedOutboxes = Rc::new(RefCell::new(Outboxes::new()));

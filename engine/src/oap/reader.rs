@@ -12,8 +12,8 @@ use ron_codec::frame::{Flags, Frame, FrameDecoder, APP_HELLO, APP_OBJECTS};
 use ron_codec::inflate::Inflater;
 use ron_codec::messages::{HelloRequest, ObjectRequest};
 use ron_io::stream::{ReadHalf, Transport};
+use ron_link::counters::FrontCounters;
 use ron_link::requests::{Op, Protocol};
-use ron_shards::ShardMetrics;
 
 use super::answer::{refuse, Account};
 use super::get::{self, GetRequest};
@@ -90,7 +90,7 @@ impl<S: Transport> Reader<S> {
                 Ok(read) => read,
                 Err(end) => return end,
             };
-            ShardMetrics::add(&self.ctx.metrics().bytes_in, n as u64);
+            FrontCounters::add(&self.ctx.metrics().bytes_in, n as u64);
             let mut input = &buf[..n];
             loop {
                 match self.decoder.decode(&mut input) {

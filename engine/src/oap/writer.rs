@@ -9,7 +9,7 @@ use futures_lite::AsyncWriteExt;
 use ron_codec::frame::Flags;
 use ron_codec::messages::write_response_frame;
 use ron_io::stream::{Transport, WriteHalf};
-use ron_shards::ShardMetrics;
+use ron_link::counters::FrontCounters;
 use std::rc::Rc;
 
 use super::outbox::{Next, OutFrame, SharedOutboxes, WriterState};
@@ -109,7 +109,7 @@ async fn add_frame<S: Transport>(
     frame: OutFrame,
     busy: &mut Transfer,
 ) -> std::io::Result<()> {
-    ShardMetrics::add(&ctx.metrics().bytes_out, frame.len() as u64);
+    FrontCounters::add(&ctx.metrics().bytes_out, frame.len() as u64);
     wbuf.extend_from_slice(&frame.head);
     if frame.body.len() <= COALESCE_BODY_BYTES_MAX {
         wbuf.extend_from_slice(&frame.body);

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use std::rc::Rc;
 
+use ron_link::counters::FrontCounters;
 use ron_link::link::{ShardLink, REPORT_PERIOD_MS};
-use ron_shards::{Shard, ShardMetrics};
+use ron_shards::Shard;
 
 use super::operator::operator_request;
 use crate::admission::Admission;
@@ -23,7 +24,7 @@ use crate::limits;
 pub(super) struct ShardClock<'a> {
     pub admission: &'a Admission,
     pub shard: &'a Rc<Shard>,
-    pub metrics: &'a ShardMetrics,
+    pub metrics: &'a FrontCounters,
     pub link: &'a ShardLink,
     pub stop: &'a AtomicBool,
     pub first_connection: &'a Alarm,

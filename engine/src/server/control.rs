@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use ron_link::counters::ShardCounters;
 use ron_link::dht::DhtClient;
 use ron_link::link::ControlLink;
 use ron_shards::layout::Routing;
 
-use crate::admission::Counters;
 use crate::cli::Resolved;
 use crate::server::error::StartError;
 use crate::server::signals::Signals;
@@ -32,7 +32,7 @@ impl Control {
 
 pub(super) fn start_control(
     resolved: &Resolved,
-    counters: &[Counters],
+    counters: &[ShardCounters],
     link: ControlLink,
     signals: &Signals,
     routing: &Routing,
@@ -41,8 +41,7 @@ pub(super) fn start_control(
     let config = &resolved.config;
     let stop = Arc::new(AtomicBool::new(false));
     let state = ron_control::ControlState {
-        shards: counters.iter().map(|c| Arc::clone(&c.shard)).collect(),
-        requests: counters.iter().map(|c| Arc::clone(&c.requests)).collect(),
+        shards: counters.to_vec(),
         version: env!("CARGO_PKG_VERSION"),
         stop: Arc::clone(&stop),
         admin_token: config.admin_token.clone(),
@@ -53,7 +52,7 @@ pub(super) fn start_control(
             load: reload_policy(resolved.clone()),
             hangup: Arc::clone(&signals.hangup),
         }),
-        routing: routing.clone(),
+        owner: owner_of(routing.clone()),
         dht,
     };
     let (admin_addr, thread) =
@@ -66,6 +65,12 @@ pub(super) fn start_control(
         stop,
         thread,
     })
+}
+
+/// Which shard owns an object, for the operator's check of one object: the control
+/// thread gets the shards' routing as a function, not the storage's types.
+fn owner_of(routing: Routing) -> ron_control::OwnerOf {
+    ron_control::OwnerOf::new(move |addr| usize::from(routing.owner(addr).0))
 }
 
 /// The control thread's way to read the configuration again: the same layers (file,

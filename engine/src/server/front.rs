@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
 use ron_io::tls::AppProtocol;
-use ron_shards::{Shard, ShardMetrics};
+use ron_link::counters::FrontCounters;
+use ron_shards::Shard;
 
 use crate::admission::Admission;
 use crate::buffers::BufferPool;
@@ -107,7 +108,7 @@ impl FrontEnds {
         listeners: Listeners,
         first_connection: &Rc<Alarm>,
         tls: Option<Arc<rustls::ServerConfig>>,
-        metrics: &Arc<ShardMetrics>,
+        metrics: &Arc<FrontCounters>,
         connections_max: u32,
     ) -> Vec<glommio::Task<()>> {
         let accept = |listener, serve: Rc<dyn Fn(TcpStream)>| {
@@ -132,27 +133,35 @@ impl FrontEnds {
             ),
         ];
         if let (Some(listener), Some(tls)) = (listeners.tls, tls) {
-            acceptors.push(accept(listener, self.tls_handler(tls)));
+            acceptors.push(accept(listener, self.tls_handler(tls, metrics)));
         }
         acceptors
     }
 
     /// Completes the handshake, then hands the stream to the front end ALPN names.
-    fn tls_handler(&self, tls: Arc<rustls::ServerConfig>) -> Rc<dyn Fn(TcpStream)> {
+    fn tls_handler(
+        &self,
+        tls: Arc<rustls::ServerConfig>,
+        metrics: &Arc<FrontCounters>,
+    ) -> Rc<dyn Fn(TcpStream)> {
         let acceptor = Rc::new(ron_io::tls::acceptor(tls));
         let handshake_timeout = self.http.limits.header_timeout;
-        let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
+        let (http, oap, metrics) = (
+            Rc::clone(&self.http),
+            Rc::clone(&self.oap),
+            Arc::clone(metrics),
+        );
         Rc::new(move |s| {
             let (http, oap, acceptor) = (Rc::clone(&http), Rc::clone(&oap), Rc::clone(&acceptor));
+            let metrics = Arc::clone(&metrics);
             spawn(async move {
-                let metrics = Arc::clone(http.service.shard().metrics());
                 let handshake = {
                     // A handshake holds a connection: counted against connections_max.
                     let _open = metrics.open_connection();
                     ron_io::tls::accept(&acceptor, s, handshake_timeout).await
                 };
                 let Ok((stream, protocol)) = handshake else {
-                    ShardMetrics::add(&metrics.tls_handshake_failures, 1);
+                    FrontCounters::add(&metrics.tls_handshake_failures, 1);
                     return;
                 };
                 match protocol {
@@ -171,7 +180,7 @@ fn spawn(connection: impl std::future::Future<Output = ()> + 'static) {
 /// Accepts connections while the shard has room for them and hands each to `serve`.
 async fn accept_loop(
     listener: TcpListener,
-    metrics: Arc<ShardMetrics>,
+    metrics: Arc<FrontCounters>,
     connections_max: u32,
     first_connection: Rc<Alarm>,
     serve: Rc<dyn Fn(TcpStream)>,
@@ -190,7 +199,7 @@ async fn accept_loop(
                 serve(stream)
             }
             Err(e) => {
-                ShardMetrics::add(&metrics.accept_failures, 1);
+                FrontCounters::add(&metrics.accept_failures, 1);
                 failures.failed(&e);
                 glommio::timer::sleep(limits::ACCEPT_ERROR_BACKOFF).await;
             }

@@ -36,11 +36,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ron_link::requests::RequestCounters;
+use ron_link::counters::ShardCounters;
 use ron_shards::layout::{self, Routing};
-use ron_shards::ShardMetrics;
 
-use crate::admission::Counters;
 use crate::cli::Resolved;
 use crate::config::{keys, Config};
 use crate::limits::READY_WAIT;
@@ -87,12 +85,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     let routing = Routing::new(table, shards);
     warn_if_shards_idle(&routing);
     let signals = install_signals()?;
-    let counters: Vec<Counters> = (0..shards)
-        .map(|_| Counters {
-            shard: Arc::new(ShardMetrics::default()),
-            requests: Arc::new(RequestCounters::default()),
-        })
-        .collect();
+    let counters: Vec<ShardCounters> = (0..shards).map(|_| ShardCounters::default()).collect();
     let dht = start_dht(&config)?;
     let dht_client = dht.as_ref().map(|d| d.client.clone());
     let (control_link, shard_links) = ron_link::link::links(usize::from(shards));
@@ -118,7 +111,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     wait_until_ready(&counters, &handles, &plan.stop);
     if counters
         .iter()
-        .all(|c| c.shard.ready.load(Ordering::Relaxed))
+        .all(|c| c.front.ready.load(Ordering::Relaxed))
     {
         print_banner(&plan.config, shards, control.admin_addr, dht.as_ref());
         notify::ready(shards);
@@ -242,12 +235,12 @@ fn warn_if_shards_idle(routing: &Routing) {
     }
 }
 
-fn wait_until_ready(counters: &[Counters], handles: &ShardHandles, stop: &AtomicBool) {
+fn wait_until_ready(counters: &[ShardCounters], handles: &ShardHandles, stop: &AtomicBool) {
     let deadline = Instant::now() + READY_WAIT;
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         if counters
             .iter()
-            .all(|c| c.shard.ready.load(Ordering::Relaxed))
+            .all(|c| c.front.ready.load(Ordering::Relaxed))
             || handles.failed()
         {
             return;

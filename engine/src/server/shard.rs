@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use ron_link::counters::ShardCounters;
 use ron_link::dht::DhtClient;
 use ron_link::link::ShardLink;
 use ron_shards::layout::Routing;
@@ -19,7 +20,7 @@ use ron_shards::ShardIndex;
 use ron_shards::{Shard, ShardConfig};
 
 use crate::admission::buckets::ShardQuotas;
-use crate::admission::{Admission, Counters};
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::fetch::{FetchConfig, Origin, ReadThrough};
 use crate::limits;
@@ -141,7 +142,7 @@ struct ShardStart {
     routing: Routing,
     /// This shard's ends of the mesh (none on a one-shard node).
     mesh: Option<MeshEnds>,
-    counters: Counters,
+    counters: ShardCounters,
     stop: Arc<AtomicBool>,
     quotas: ShardQuotas,
     link: ShardLink,
@@ -153,7 +154,7 @@ struct ShardStart {
 
 pub(super) fn start_shards(
     plan: &ShardPlan,
-    counters: &[Counters],
+    counters: &[ShardCounters],
     links: Vec<ShardLink>,
 ) -> Result<ShardHandles, StartError> {
     let shards = plan.routing.shard_count();
@@ -261,6 +262,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     let draining = Rc::new(Cell::new(false));
     let read_through = ReadThrough::new(
         Rc::clone(&shard),
+        Arc::clone(&start.counters.front),
         start.dht.clone(),
         start.origin.take(),
         FetchConfig {
@@ -286,14 +288,14 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         listeners,
         &first_connection,
         start.tls.clone(),
-        &start.counters.shard,
+        &start.counters.front,
         config.connections_max,
     );
-    start.counters.shard.ready.store(true, Ordering::Relaxed);
+    start.counters.front.ready.store(true, Ordering::Relaxed);
     let clock = ShardClock {
         admission: &admission,
         shard: &shard,
-        metrics: &start.counters.shard,
+        metrics: &start.counters.front,
         link: &start.link,
         stop: &start.stop,
         first_connection: &first_connection,
@@ -302,7 +304,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     if start.index.0 == 0 {
         crate::server::notify::stopping();
     }
-    start.counters.shard.ready.store(false, Ordering::Relaxed);
+    start.counters.front.ready.store(false, Ordering::Relaxed);
     draining.set(true);
     drop(acceptors); // cancels the accept loops and closes the listeners
     drain(&admission, Duration::from_millis(config.drain_timeout_ms)).await;
@@ -364,7 +366,7 @@ fn follower_answers(read_through: &Rc<ReadThrough>) -> ron_shards::FlightHandler
 
 /// Joins the mesh and opens the shard's stores.
 async fn open_shard(start: &mut ShardStart) -> Result<Rc<Shard>, StartError> {
-    let metrics = Arc::clone(&start.counters.shard);
+    let metrics = Arc::clone(&start.counters.storage);
     let mesh = match start.mesh.take() {
         Some(ends) => Some(Mesh::join(ends, Arc::clone(&metrics)).await),
         None => None,

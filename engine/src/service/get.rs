@@ -483,10 +483,11 @@ mod tests {
     fn a_failed_batch_is_served_up_to_its_bad_group_before_any_cached_group_after_it() {
         use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
         use ron_codec::ErrorCode;
+        use ron_link::counters::StorageCounters;
         use ron_shards::layout::{self, Routing};
         use ron_shards::shard::READ_AHEAD_BYTES_MAX;
+        use ron_shards::ShardConfig;
         use ron_shards::ShardIndex;
-        use ron_shards::{ShardConfig, ShardMetrics};
         use std::io::{Read, Seek, SeekFrom, Write};
 
         let group = GROUP_LEN_BYTES as usize;
@@ -511,7 +512,7 @@ mod tests {
                 dht: None,
                 evictable_bytes_max: None,
             };
-            let metrics = std::sync::Arc::new(ShardMetrics::default());
+            let metrics = std::sync::Arc::new(StorageCounters::default());
             let shard = Shard::start(ShardIndex(0), routing.clone(), config, None, metrics)
                 .await
                 .unwrap();

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use ron_link::counters::StorageCounters;
+
 use crate::commit::queue::{GroupCommit, IndexBacklog, StoreBacklog};
 use crate::error::ShardError;
-use crate::metrics::ShardMetrics;
 use crate::store::CommitRecord;
 
 /// Stage two: commits the backlog's records (and each store's checkpoint) on the
@@ -34,8 +35,8 @@ pub(super) async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) 
                 let _ = evicter.try_send(());
             }
             *commits.index_failure.borrow_mut() = None;
-            ShardMetrics::add(&commits.metrics.objects_stored, files_added.objects);
-            ShardMetrics::add(&commits.metrics.bytes_stored, files_added.bytes);
+            StorageCounters::add(&commits.metrics.objects_stored, files_added.objects);
+            StorageCounters::add(&commits.metrics.bytes_stored, files_added.bytes);
             let mut unindexed = commits.unindexed.borrow_mut();
             for record in stores.iter().flat_map(|s| &s.records) {
                 unindexed.remove(&record.addr);

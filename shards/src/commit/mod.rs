@@ -56,6 +56,7 @@ use std::sync::Arc;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 use ron_link::dht::DhtClient;
 
 use crate::cache::AddressMap;
@@ -64,7 +65,6 @@ use crate::commit::queue::{InFlight, IndexBacklog, PendingCommit};
 use crate::commit::write::write_batch;
 use crate::error::ShardError;
 use crate::ids::ShardIndex;
-use crate::metrics::ShardMetrics;
 use crate::record::Retention;
 use crate::store::{CommitRecord, Store};
 use crate::upload::{self, StagedObject};
@@ -77,7 +77,7 @@ impl GroupCommit {
     pub(crate) fn start(
         shard: ShardIndex,
         batch_max: usize,
-        metrics: Arc<ShardMetrics>,
+        metrics: Arc<StorageCounters>,
         dht: Option<DhtClient>,
         evicter: Option<LocalSender<()>>,
     ) -> Rc<GroupCommit> {
@@ -277,7 +277,7 @@ impl GroupCommit {
         });
         let _ = self.wakeup.try_send(());
         self.answered(result).await?;
-        ShardMetrics::add(&self.metrics.objects_created, 1);
+        StorageCounters::add(&self.metrics.objects_created, 1);
         Ok(CommitOutcome::Created)
     }
 }

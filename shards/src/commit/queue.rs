@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use glommio::channels::local_channel::LocalSender;
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 use ron_link::dht::{DhtClient, ANNOUNCE_BATCH_MAX};
 
 use crate::cache::AddressMap;
 use crate::error::ShardError;
 use crate::ids::{ShardIndex, StoreId};
-use crate::metrics::ShardMetrics;
 use crate::record::{ObjectMeta, Retention};
 use crate::segment::{Checkpoint, SegmentLog};
 use crate::store::{CommitRecord, Store, StoreStats};
@@ -115,7 +115,7 @@ pub(crate) struct GroupCommit {
     /// Why the last index commit failed, until one succeeds.
     pub(super) index_failure: RefCell<Option<Arc<ShardError>>>,
     pub(super) wakeup: LocalSender<()>,
-    pub(super) metrics: Arc<ShardMetrics>,
+    pub(super) metrics: Arc<StorageCounters>,
     /// Where acknowledged objects are announced (the DHT thread), when the node has one.
     pub(super) dht: Option<DhtClient>,
     /// Objects acknowledged since the last announcement.

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 
 use crate::commit::queue::{GroupCommit, PendingCommit, Waiter};
 use crate::error::ShardError;
 use crate::ids::StoreId;
 use crate::layout;
-use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta};
 use crate::segment::{Checkpoint, Needle, SegmentLog};
 use crate::store::{CommitRecord, Store};
@@ -168,8 +168,8 @@ impl GroupCommit {
             let mut unindexed = self.unindexed.borrow_mut();
             for (meta, mut record) in done.packed {
                 // Stored from now on: counted as it is answered.
-                ShardMetrics::add(&self.metrics.objects_stored, 1);
-                ShardMetrics::add(&self.metrics.bytes_stored, meta.len());
+                StorageCounters::add(&self.metrics.objects_stored, 1);
+                StorageCounters::add(&self.metrics.bytes_stored, meta.len());
                 record.retention = self.retention_of(&record.addr);
                 unindexed.insert(meta.addr(), (meta, record.retention));
                 queued.records.push(record);

@@ -8,12 +8,12 @@ use std::rc::Rc;
 
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 
 use crate::arena::GroupBytes;
 use crate::cache::GroupKey;
 use crate::disk;
 use crate::error::ShardError;
-use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
 use crate::shard::state::Shard;
 
@@ -80,7 +80,7 @@ impl Shard {
 
     pub(super) fn cached_group(&self, meta: &ObjectMeta, key: &GroupKey) -> Option<GroupBytes> {
         let cached = self.groups.borrow_mut().get(key)?;
-        ShardMetrics::add(&self.metrics.cache_hits, 1);
+        StorageCounters::add(&self.metrics.cache_hits, 1);
         debug_assert_group_len(meta, key.group, &cached);
         Some(cached)
     }

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 
 use crate::arena::GroupBytes;
 use crate::cache::GroupKey;
 use crate::error::ShardError;
 use crate::ids::{LaneIndex, StripeIndex};
-use crate::metrics::ShardMetrics;
 use crate::record::{Location, ObjectMeta};
 use crate::repair::{self, StripeKey};
 use crate::scrub::{self, ObjectCheck};
@@ -48,7 +48,7 @@ impl Shard {
         let bad = read.bad_columns();
         let code = self.codes.get(parity.params);
         if let Err(e) = repair::rebuild(&code, meta, parity, stripe, &mut read) {
-            ShardMetrics::add(&self.metrics.ec_unrecoverable, 1);
+            StorageCounters::add(&self.metrics.ec_unrecoverable, 1);
             return Err(e);
         }
         let column = (key.group.0 - geometry.groups_of(stripe).start) as usize;
@@ -58,7 +58,7 @@ impl Shard {
         if bad.contains(&column) {
             read.blocks[column] = Some(rebuilt.clone());
         }
-        ShardMetrics::add(&self.metrics.ec_degraded_reads, 1);
+        StorageCounters::add(&self.metrics.ec_degraded_reads, 1);
         if !bad.is_empty() {
             // The rebuilt blocks are checked: repair writes them as they are.
             let writes = repair::block_writes(store, meta, &geometry, stripe, &bad, &mut read);
@@ -85,7 +85,7 @@ impl Shard {
             let Some(body) = repair::lane_copy(&self.files, store, meta, lane).await else {
                 continue;
             };
-            ShardMetrics::add(&self.metrics.ec_degraded_reads, 1);
+            StorageCounters::add(&self.metrics.ec_degraded_reads, 1);
             let writes = repair::needle_writes(store, meta, &[LaneIndex(0)], &body);
             let stripe = StripeKey {
                 addr: key.addr,
@@ -95,7 +95,7 @@ impl Shard {
             return self.keep_rebuilt(meta, key, GroupBytes::in_memory(Bytes::from(body)));
         }
         if store.lanes_on_disk() > 1 {
-            ShardMetrics::add(&self.metrics.ec_unrecoverable, 1);
+            StorageCounters::add(&self.metrics.ec_unrecoverable, 1);
         }
         Err(cause)
     }
@@ -113,11 +113,11 @@ impl Shard {
         };
         match self.repairs.add(key, &meta, bad_blocks, rebuilt) {
             repair::Added::New => {
-                ShardMetrics::add(&self.metrics.ec_missing_blocks, bad_blocks);
+                StorageCounters::add(&self.metrics.ec_missing_blocks, bad_blocks);
                 let _ = self.repair_wake.try_send(());
             }
             repair::Added::AlreadyQueued => {}
-            repair::Added::Full => ShardMetrics::add(&self.metrics.ec_repairs_dropped, 1),
+            repair::Added::Full => StorageCounters::add(&self.metrics.ec_repairs_dropped, 1),
         }
     }
 
@@ -186,7 +186,7 @@ impl Shard {
         self.files.forget(&meta.addr(), store.dir_count());
         match written {
             Ok(bytes) => {
-                ShardMetrics::add(&self.metrics.ec_repair_bytes, bytes);
+                StorageCounters::add(&self.metrics.ec_repair_bytes, bytes);
                 failed
             }
             Err(_) => all,
@@ -216,7 +216,7 @@ impl Shard {
         self.files.forget_segment(store, at.segment);
         match written {
             Ok(bytes) => {
-                ShardMetrics::add(&self.metrics.ec_repair_bytes, bytes);
+                StorageCounters::add(&self.metrics.ec_repair_bytes, bytes);
                 0
             }
             Err(_) => 1,
@@ -241,7 +241,7 @@ impl Shard {
             .ok_or(ShardError::NotFound { addr: *addr })?;
         let check = scrub::check_object(&self.files, &self.codes, store, &meta, None).await;
         self.files.forget(addr, store.dir_count());
-        ShardMetrics::add(&self.metrics.ec_repair_bytes, check.repaired_bytes);
+        StorageCounters::add(&self.metrics.ec_repair_bytes, check.repaired_bytes);
         Ok(check)
     }
 }

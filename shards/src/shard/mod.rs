@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use glommio::channels::local_channel;
 use glommio::{Latency, Shares};
+use ron_link::counters::StorageCounters;
 
 use crate::arena::ArenaCache;
 use crate::cache::{AddressMap, ClockCache};
@@ -46,7 +47,6 @@ use crate::evict::BackgroundClaims;
 use crate::ids::ShardIndex;
 use crate::layout::Routing;
 use crate::mesh::Mesh;
-use crate::metrics::ShardMetrics;
 use crate::repair::RepairQueue;
 use crate::shard::peers::mesh_handler;
 use crate::shard::services::start_all;
@@ -69,7 +69,7 @@ impl Shard {
         routing: Routing,
         config: ShardConfig,
         mesh: Option<Mesh>,
-        metrics: Arc<ShardMetrics>,
+        metrics: Arc<StorageCounters>,
     ) -> Result<Rc<Shard>, ShardError> {
         let mut stores = HashMap::new();
         let mut replays = Vec::new();
@@ -90,8 +90,8 @@ impl Shard {
             )?;
             replays.push((id, store.replay_blocking()?));
             let stats = store.stats()?;
-            ShardMetrics::add(&metrics.objects_stored, stats.objects);
-            ShardMetrics::add(&metrics.bytes_stored, stats.bytes);
+            StorageCounters::add(&metrics.objects_stored, stats.objects);
+            StorageCounters::add(&metrics.bytes_stored, stats.bytes);
             stores.insert(id, store);
         }
         metrics.cache_bytes_max.store(

@@ -9,13 +9,13 @@ use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver};
 use ron_codec::tree::{group_len, GroupIndex};
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 
 use crate::arena::GroupBytes;
 use crate::cache::GroupKey;
 use crate::error::ShardError;
 use crate::ids::ShardIndex;
 use crate::mesh::{MeshOp, MeshReply};
-use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
 use crate::repair;
 use crate::shard::state::{join_all, mesh_confused, Shard};
@@ -32,7 +32,7 @@ impl Shard {
             return Ok(meta);
         }
         if let Some(waiting) = self.join_meta_load(addr) {
-            ShardMetrics::add(&self.metrics.meta_load_waits, 1);
+            StorageCounters::add(&self.metrics.meta_load_waits, 1);
             if let Some(Some(meta)) = waiting.recv().await {
                 return Ok(meta);
             }
@@ -93,7 +93,7 @@ impl Shard {
         if let Some(meta) = self.commits.unindexed_meta(addr) {
             return Ok(meta);
         }
-        ShardMetrics::add(&self.metrics.meta_loads, 1);
+        StorageCounters::add(&self.metrics.meta_loads, 1);
         store::read_record(store, addr)
             .await?
             .ok_or(ShardError::NotFound { addr: *addr })
@@ -112,7 +112,7 @@ impl Shard {
         if let Some(cached) = self.cached_group(meta, &key) {
             return Ok(cached);
         }
-        ShardMetrics::add(&self.metrics.cache_misses, 1);
+        StorageCounters::add(&self.metrics.cache_misses, 1);
         match self.owner(&key.addr) {
             None => {
                 let store = self.local_store(&key.addr)?;
@@ -186,7 +186,7 @@ impl Shard {
             let kept = match self.cached_group(meta, &key) {
                 Some(cached) => cached,
                 None => {
-                    ShardMetrics::add(&self.metrics.cache_misses, 1);
+                    StorageCounters::add(&self.metrics.cache_misses, 1);
                     let expected = group_len(meta.len(), key.group).unwrap_or(0);
                     match self.keep_verified(meta, key, read.group(key.group, expected)) {
                         Err(e) if meta.parity.is_some() && e.is_stored_damage() => {

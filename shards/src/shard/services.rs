@@ -16,12 +16,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use glommio::channels::local_channel::LocalReceiver;
+use ron_link::counters::StorageCounters;
 use ron_link::dht::{DhtClient, ANNOUNCE_BATCH_MAX};
 
 use crate::error::ShardError;
 use crate::evict::{Evicter, Forget};
 use crate::lifecycle::{BackgroundTasks, StopSignal};
-use crate::metrics::ShardMetrics;
 use crate::scrub::{ScrubControl, Scrubber};
 use crate::shard::state::Shard;
 use crate::store::Store;
@@ -84,7 +84,7 @@ async fn repair(shard: std::rc::Weak<Shard>, wakes: LocalReceiver<()>, stop: Sto
                 false => 0,
             };
             drop(claim);
-            ShardMetrics::add(&shard.metrics.ec_repair_failures, failed);
+            StorageCounters::add(&shard.metrics.ec_repair_failures, failed);
             shard
                 .metrics
                 .ec_missing_blocks

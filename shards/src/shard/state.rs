@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use glommio::channels::local_channel::LocalSender;
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 use ron_link::dht::DhtClient;
 
 use crate::arena::ArenaCache;
@@ -22,7 +23,6 @@ use crate::ids::{ShardIndex, StoreId};
 use crate::layout::{DataDirs, Routing};
 use crate::lifecycle::BackgroundTasks;
 use crate::mesh::{FlightHandler, Mesh};
-use crate::metrics::ShardMetrics;
 use crate::record::ObjectMeta;
 use crate::repair::RepairQueue;
 use crate::store::{Replay, Store};
@@ -93,7 +93,7 @@ pub struct Shard {
     pub(super) flights: RefCell<Option<FlightHandler>>,
     /// The background services (`services.rs`), until [`Shard::stop`] takes them.
     pub(super) background: RefCell<Option<BackgroundTasks>>,
-    pub(super) metrics: Arc<ShardMetrics>,
+    pub(super) metrics: Arc<StorageCounters>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -120,7 +120,7 @@ impl Shard {
         &self.routing
     }
 
-    pub fn metrics(&self) -> &Arc<ShardMetrics> {
+    pub fn metrics(&self) -> &Arc<StorageCounters> {
         &self.metrics
     }
 

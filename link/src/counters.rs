@@ -1,0 +1,328 @@
+//! One shard's counters, in two groups by who writes them: [`StorageCounters`] (written
+//! by the shard's storage, ron-shards) and [`FrontCounters`] (written by the front ends,
+//! admission and read-through, ron-engine). Each counter is declared once, below, with
+//! its Prometheus family if it has one; the atomic structs, their snapshots
+//! ([`StorageSnapshot`], [`FrontSnapshot`]) and the families ([`STORAGE`], [`FRONT`]) are
+//! made from that (`crate::families`). Relaxed atomics: each shard writes only its own,
+//! so no cross-core lock and no contended line while serving; the control thread reads
+//! and sums them at scrape time. [`ShardCounters`] is one shard's set, with its
+//! [`RequestCounters`].
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::families::declare_counters;
+use crate::requests::RequestCounters;
+
+declare_counters! {
+    /// What the shard's storage counts: the verified-group and metadata caches, the
+    /// stores, erasure coding and repair, the scrubber, eviction, the mesh. Written only
+    /// by ron-shards.
+    pub struct StorageCounters;
+    /// Plain values read from one shard's [`StorageCounters`].
+    pub struct StorageSnapshot;
+    /// The family of each exported counter of [`StorageCounters`], by field.
+    pub struct StorageFamilies = STORAGE;
+    {
+        verify_failures: AtomicU64 => Counter "ron_verify_failures_total", Sum,
+            "64 KiB groups that failed verification (never sent).",
+        cache_hits: AtomicU64 => Counter "ron_cache_hits_total", Sum,
+            "Verified-group cache hits.",
+        cache_misses: AtomicU64 => Counter "ron_cache_misses_total", Sum,
+            "Verified-group cache misses.",
+        /// Index records read and checked against their address (metadata cache misses).
+        meta_loads: AtomicU64 => Counter "ron_meta_loads_total", Sum,
+            "Object index records read and checked against their address (metadata cache misses).",
+        /// Requests that waited for a load of the same record already running.
+        meta_load_waits: AtomicU64 => Counter "ron_meta_load_waits_total", Sum,
+            "Requests that waited for a load of the same object's metadata already running instead of loading it again.",
+        mesh_requests: AtomicU64 => Counter "ron_mesh_requests_total", Sum,
+            "Requests forwarded to an owner shard.",
+        objects_created: AtomicU64 => Counter "ron_objects_created_total", Sum,
+            "Objects made durable and visible.",
+        /// Objects in the stores this shard owns (the stores' stats at start-up, then
+        /// counted at each commit and eviction).
+        objects_stored: AtomicU64 => Gauge "ron_objects_stored", Sum,
+            "Objects in the node's stores.",
+        /// Bytes of those objects.
+        bytes_stored: AtomicU64 => Gauge "ron_bytes_stored", Sum,
+            "Bytes of objects in the node's stores.",
+        /// Bytes held by the verified-group cache.
+        cache_bytes: AtomicU64 => Gauge "ron_cache_bytes", Sum,
+            "Bytes held by the verified-group caches.",
+        /// The verified-group cache's budget (shown in `/admin/stats`).
+        cache_bytes_max: AtomicU64,
+        /// Groups held by the verified-group cache.
+        cache_entries: AtomicU64 => Gauge "ron_cache_entries", Sum,
+            "Groups held by the verified-group caches.",
+        /// Groups served rebuilt from their stripe (their block missing, unreadable or bad).
+        ec_degraded_reads: AtomicU64 => Counter "ron_ec_degraded_reads_total", Sum,
+            "64 KiB groups served rebuilt from their stripe's other blocks (their own block missing, unreadable or failing its check).",
+        /// Reads of a stripe with more bad blocks than its parity covers (clean failures).
+        ec_unrecoverable: AtomicU64 => Counter "ron_ec_unrecoverable_total", Sum,
+            "Reads that met a stripe with more bad blocks than its parity covers (answered with a clean failure).",
+        /// Bad blocks of the stripes queued for repair (or being repaired).
+        ec_missing_blocks: AtomicU64 => Gauge "ron_ec_missing_shards", Sum,
+            "Blocks (data or parity) found missing or bad, in stripes queued for repair or being repaired.",
+        /// Repairs that could not rebuild or write back their stripe.
+        ec_repair_failures: AtomicU64 => Counter "ron_ec_repair_failures_total", Sum,
+            "Repairs that could not rebuild a queued stripe or write it back (the next read or scrub finds it again).",
+        /// Bytes of rebuilt blocks written back by repair.
+        ec_repair_bytes: AtomicU64 => Counter "ron_ec_repair_bytes_total", Sum,
+            "Bytes of rebuilt blocks written back to disk by repair.",
+        /// Stripes not queued for repair because the queue was full.
+        ec_repairs_dropped: AtomicU64 => Counter "ron_ec_repairs_dropped_total", Sum,
+            "Stripes found damaged but not queued for repair because the repair queue was full.",
+        /// Bytes the scrubber read and checked (data, parity, packed needles).
+        scrub_bytes: AtomicU64 => Counter "ron_scrub_bytes_total", Sum,
+            "Bytes the scrubber read and checked (data and parity blocks, packed objects).",
+        scrub_objects: AtomicU64 => Counter "ron_scrub_objects_total", Sum,
+            "Objects the scrubber checked whole.",
+        scrub_bad_blocks: AtomicU64 => Counter "ron_scrub_bad_blocks_total", Sum,
+            "Bad blocks (missing, unreadable or failing their check) the scrubber found; each is rebuilt when its stripe allows.",
+        /// Bad blocks the scrubber found but could not rebuild: the object has no parity
+        /// (packed, version 1, `--ec off`) or its stripe has more bad blocks than parity.
+        scrub_unrepairable: AtomicU64 => Counter "ron_scrub_unrepairable_blocks_total", Sum,
+            "Bad blocks the scrubber found and could not rebuild (an object without parity, or a stripe with more bad blocks than parity).",
+        scrub_passes: AtomicU64 => Gauge "ron_scrub_passes", PerShard,
+            "Full scrub passes over every store of the shard.",
+        /// How far the pass under way is, millionths.
+        scrub_progress_ppm: AtomicU64 => Gauge "ron_scrub_progress_ratio", PerShardPpm,
+            "How far the shard's scrub pass under way is, 0 to 1.",
+        scrub_paused: AtomicU64 => Gauge "ron_scrub_paused", PerShard,
+            "1 while an operator has the shard's scrubber paused.",
+        /// Fetched copies held (evictable).
+        evictable_objects: AtomicU64 => Gauge "ron_fetched_objects", Sum,
+            "Fetched copies held as a cache (evictable).",
+        evictable_bytes: AtomicU64 => Gauge "ron_fetched_bytes", Sum,
+            "Bytes of fetched copies held as a cache (evictable).",
+        /// This shard's budget for fetched copies.
+        fetched_bytes_max: AtomicU64 => Gauge "ron_fetched_bytes_max", Sum,
+            "Budget of fetched copies (fetched_bytes_max); past it the oldest are evicted.",
+        evictions: AtomicU64 => Counter "ron_evictions_total", Sum,
+            "Fetched copies evicted to keep within fetched_bytes_max.",
+        evicted_bytes: AtomicU64 => Counter "ron_evicted_bytes_total", Sum,
+            "Bytes of fetched copies evicted.",
+    }
+}
+
+declare_counters! {
+    /// What the shard's front counts: connections and their bytes, the in-flight gate,
+    /// transfer deadlines, accept and TLS failures, the reactor's heartbeat, read-through
+    /// fetches, readiness. Written only by ron-engine.
+    pub struct FrontCounters;
+    /// Plain values read from one shard's [`FrontCounters`].
+    pub struct FrontSnapshot;
+    /// The family of each exported counter of [`FrontCounters`], by field.
+    pub struct FrontFamilies = FRONT;
+    {
+        bytes_in: AtomicU64 => Counter "ron_bytes_received_total", Sum,
+            "Bytes read from clients (heads, frames and bodies).",
+        bytes_out: AtomicU64 => Counter "ron_bytes_sent_total", Sum,
+            "Bytes written to clients.",
+        /// Open connections and TLS handshakes ([`FrontCounters::open_connection`]).
+        connections_open: AtomicU64 => Gauge "ron_connections_open", Sum,
+            "Open client connections.",
+        connections_total: AtomicU64 => Counter "ron_connections_total", Sum,
+            "Connections accepted.",
+        /// The in-flight gate's count.
+        inflight: AtomicU64 => Gauge "ron_inflight_requests", Sum,
+            "Requests being worked on now (the in-flight gate's count).",
+        /// The in-flight gate's limit; the shard is saturated while `inflight` reaches it.
+        inflight_max: AtomicU64,
+        /// Admitted requests waiting on their peer (a full socket, an upload's next bytes)
+        /// with their in-flight slot given back.
+        parked: AtomicU64 => Gauge "ron_parked_requests", Sum,
+            "Admitted requests waiting on a slow peer, their in-flight slot given back.",
+        /// Connections ended because a body fell behind its transfer deadline.
+        transfer_deadline_drops: AtomicU64 => Counter "ron_transfer_deadline_drops_total", Sum,
+            "Connections ended because a body fell behind its transfer deadline (body_timeout_ms + bytes / body_rate_min).",
+        overload_rejections: AtomicU64 => Counter "ron_overload_rejections_total", Sum,
+            "Requests answered 503 overloaded by the in-flight gate.",
+        /// Accepts that failed (e.g. out of file descriptors).
+        accept_failures: AtomicU64 => Counter "ron_accept_failures_total", Sum,
+            "Accepts that failed (e.g. out of file descriptors); the connection waits in the kernel backlog.",
+        tls_handshake_failures: AtomicU64 => Counter "ron_tls_handshake_failures_total", Sum,
+            "TLS handshakes that failed or timed out.",
+        /// Times the shard's heartbeat woke late by more than the stall threshold.
+        reactor_stalls: AtomicU64 => Counter "ron_reactor_stalls_total", PerShard,
+            "Times the shard's 10 ms heartbeat woke more than 20 ms late (a task held the reactor).",
+        /// The total lateness of those wakes.
+        reactor_stall_us: AtomicU64 => Counter "ron_reactor_stall_us_total", PerShard,
+            "Total lateness of those stalled heartbeats, microseconds.",
+        /// Read-through: upstream fetches started.
+        fetches: AtomicU64 => Counter "ron_fetches_total", Sum,
+            "Read-through fetches started (one per object missed, however many requests wait on it).",
+        /// Read-through fetches finished with the object verified and stored.
+        fetches_stored: AtomicU64 => Counter "ron_fetches_stored_total", Sum,
+            "Read-through fetches that ended with the object verified and stored.",
+        /// Verified bytes received from providers and origins.
+        fetch_bytes: AtomicU64 => Counter "ron_fetch_bytes_total", Sum,
+            "Verified bytes read through from providers and origins.",
+        /// Upstream attempts that failed, by [`FetchFailure`] ([`FrontCounters::fetch_failed`]).
+        fetch_failures: [AtomicU64; FetchFailure::ALL.len()] => Counter "ron_fetch_failures_total", Labelled("reason", &FetchFailure::LABELS),
+            "Read-through upstream attempts that failed, by reason (a fetch may go on from the next provider).",
+        /// Second providers asked because the first was slow to its first group.
+        fetch_hedges: AtomicU64 => Counter "ron_fetch_hedges_total", Sum,
+            "Second providers asked because the first was slow to its first verified group.",
+        /// Requests that joined a fetch already under way instead of starting one.
+        fetch_coalesced_waiters: AtomicU64 => Counter "ron_fetch_coalesced_waiters_total", Sum,
+            "Requests that joined a read-through already under way instead of starting their own.",
+        /// Set once the shard's listeners accept.
+        ready: AtomicBool => Gauge "ron_shard_ready", PerShard,
+            "1 when the shard accepts connections.",
+    }
+}
+
+impl FrontCounters {
+    /// Counts one open connection (a TLS handshake, a served connection) in
+    /// `connections_open` for as long as the guard lives.
+    pub fn open_connection(&self) -> OpenConnection<'_> {
+        self.connections_open.fetch_add(1, Relaxed);
+        OpenConnection(self)
+    }
+
+    /// Counts one failed upstream attempt of a read-through.
+    pub fn fetch_failed(&self, reason: FetchFailure) {
+        self.fetch_failures[reason as usize].fetch_add(1, Relaxed);
+    }
+}
+
+impl FrontSnapshot {
+    /// Whether the in-flight gate is full (the shard refuses new requests).
+    pub fn saturated(&self) -> bool {
+        self.inflight_max > 0 && self.inflight >= self.inflight_max
+    }
+}
+
+/// One connection in `connections_open`; dropping it takes it out.
+#[derive(Debug)]
+pub struct OpenConnection<'a>(&'a FrontCounters);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Why an upstream attempt of a read-through failed: the `reason` label of
+/// `ron_fetch_failures_total`, and the index of its counter in
+/// [`FrontCounters::fetch_failures`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchFailure {
+    NoProvider = 0,
+    Connect = 1,
+    Refused = 2,
+    BadGroup = 3,
+    Protocol = 4,
+    Timeout = 5,
+    TooLarge = 6,
+    Storage = 7,
+}
+
+impl FetchFailure {
+    pub const ALL: [FetchFailure; 8] = [
+        FetchFailure::NoProvider,
+        FetchFailure::Connect,
+        FetchFailure::Refused,
+        FetchFailure::BadGroup,
+        FetchFailure::Protocol,
+        FetchFailure::Timeout,
+        FetchFailure::TooLarge,
+        FetchFailure::Storage,
+    ];
+
+    /// Every reason's label, in the order of [`FetchFailure::ALL`].
+    pub const LABELS: [&'static str; FetchFailure::ALL.len()] = {
+        let mut labels = [""; FetchFailure::ALL.len()];
+        let mut i = 0;
+        while i < labels.len() {
+            labels[i] = FetchFailure::ALL[i].label();
+            i += 1;
+        }
+        labels
+    };
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            FetchFailure::NoProvider => "no_provider",
+            FetchFailure::Connect => "connect",
+            FetchFailure::Refused => "refused",
+            FetchFailure::BadGroup => "bad_group",
+            FetchFailure::Protocol => "protocol",
+            FetchFailure::Timeout => "timeout",
+            FetchFailure::TooLarge => "too_large",
+            FetchFailure::Storage => "storage",
+        }
+    }
+}
+
+/// One shard's counters: shared (`Arc`) by the shard, which writes them, and the
+/// control thread, which reads them at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct ShardCounters {
+    pub storage: Arc<StorageCounters>,
+    pub front: Arc<FrontCounters>,
+    pub requests: Arc<RequestCounters>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::families::{Across, Kind};
+
+    #[test]
+    fn each_reason_counts_under_its_own_label() {
+        let front = FrontCounters::default();
+        for (i, reason) in FetchFailure::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "{reason:?} is at its index in ALL");
+            for _ in 0..=i {
+                front.fetch_failed(reason);
+            }
+        }
+        let family = &FRONT.fetch_failures;
+        assert_eq!(
+            family.across,
+            Across::Labelled("reason", &FetchFailure::LABELS)
+        );
+        let snapshot = front.snapshot();
+        for (i, label) in FetchFailure::LABELS.iter().enumerate() {
+            assert_eq!(*label, FetchFailure::ALL[i].label());
+            assert_eq!(family.value_at(&snapshot, i), i as u64 + 1);
+        }
+    }
+
+    #[test]
+    fn snapshots_copy_every_counter_and_families_read_them() {
+        let (storage, front) = (StorageCounters::default(), FrontCounters::default());
+        StorageCounters::add(&storage.verify_failures, 3);
+        storage.scrub_progress_ppm.store(250_000, Relaxed);
+        front.ready.store(true, Relaxed);
+        front.inflight_max.store(2, Relaxed);
+        front.inflight.store(2, Relaxed);
+        {
+            let _open = front.open_connection();
+            assert_eq!(front.snapshot().connections_open, 1);
+        }
+        let (s, f) = (storage.snapshot(), front.snapshot());
+        assert_eq!((s.verify_failures, s.scrub_progress_ppm), (3, 250_000));
+        assert_eq!(STORAGE.verify_failures.value(&s), 3);
+        assert_eq!(STORAGE.scrub_progress_ppm.across, Across::PerShardPpm);
+        assert_eq!(FRONT.ready.value(&f), 1);
+        assert_eq!(f.connections_open, 0);
+        assert!(f.saturated());
+    }
+
+    #[test]
+    fn every_family_is_named_and_typed_by_the_conventions() {
+        let names = STORAGE.all().into_iter().map(|f| (f.name, f.kind, f.help));
+        let names = names.chain(FRONT.all().into_iter().map(|f| (f.name, f.kind, f.help)));
+        let mut seen = std::collections::HashSet::new();
+        for (name, kind, help) in names {
+            assert!(name.starts_with("ron_") && !help.is_empty(), "{name}");
+            assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
+            assert!(seen.insert(name), "{name} declared twice");
+        }
+        assert_eq!(seen.len(), 29 + 19);
+    }
+}
