@@ -329,7 +329,7 @@ impl StoredStream {
         }
         Some(
             fetched
-                .map(|bytes| VerifiedGroup { index, bytes })
+                .map(|bytes| self.before_send(index, bytes))
                 .map_err(Refusal::from),
         )
     }
@@ -343,7 +343,19 @@ impl StoredStream {
         let index = GroupIndex(self.next);
         self.advance();
         self.read_ahead();
-        Some(VerifiedGroup { index, bytes })
+        Some(self.before_send(index, bytes))
+    }
+
+    /// The check paired with the one a group passed off the disk or the mesh (debug
+    /// builds): what leaves the store for a socket still verifies against the tree.
+    fn before_send(&self, index: GroupIndex, bytes: GroupBytes) -> VerifiedGroup {
+        debug_assert!(
+            self.meta.tree.verify_group(index, &bytes).is_ok(),
+            "a group is sent only if it verifies against its object's chunk tree: group {} of {}",
+            index.0,
+            self.meta.addr()
+        );
+        VerifiedGroup { index, bytes }
     }
 
     async fn take_next(&mut self) -> Result<GroupBytes, ShardError> {

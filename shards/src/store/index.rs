@@ -127,6 +127,25 @@ impl CommitRecord {
             retention: Retention::Kept,
         }
     }
+
+    /// Precondition of every commit, paired with the check of each read-back (a loaded
+    /// record's chunk tree must hash to the address it is stored under): what is written
+    /// under an address decodes to that address and length. Cheap (the tree's parents
+    /// only), and on the blocking pool. A one-group object's record holds no chaining
+    /// values (its address is its group's hash, checked when the group is read), so for
+    /// it only the length is checked here.
+    pub(super) fn assert_decodes_to_its_address(&self) {
+        let decoded = ObjectMeta::decode(self.addr, &self.record);
+        assert!(
+            decoded
+                .as_ref()
+                .is_ok_and(|meta| meta.addr() == self.addr && meta.len() == self.object_len),
+            "a record committed under {} decodes to that address and {} bytes: {:?}",
+            self.addr,
+            self.object_len,
+            decoded.map(|meta| (meta.addr(), meta.len()))
+        );
+    }
 }
 
 /// Now, µs since the epoch (0 if the clock is before it): when a copy was stored.

@@ -391,6 +391,9 @@ impl Store {
         records: &[CommitRecord],
         checkpoint: Option<Checkpoint>,
     ) -> Result<StoreStats, ShardError> {
+        records
+            .iter()
+            .for_each(CommitRecord::assert_decodes_to_its_address);
         let added = self.index().commit(records, checkpoint)?;
         for replica in &self.replicas[1..] {
             replica.commit(records, checkpoint)?;
@@ -767,6 +770,19 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    #[should_panic(expected = "decodes to that address")]
+    fn a_record_filed_under_another_address_is_never_committed() {
+        let root = temp_root("misfiled");
+        let store = open_one(&root).unwrap();
+        let records = own_files(&store, 2, 200_000, Retention::Kept);
+        let misfiled = CommitRecord {
+            addr: records[1].addr,
+            ..records[0].clone()
+        };
+        let _ = store.commit_blocking(&[misfiled], None);
     }
 
     #[test]
