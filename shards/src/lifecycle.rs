@@ -18,27 +18,72 @@ use std::time::{Duration, Instant};
 
 use crate::error::ShardError;
 
-/// Tasks that may wait on one signal at once: the shard's services and the few tasks
-/// they wait beside. Past it a waiting task is still woken (by polling), never lost.
-const STOP_WAITERS_MAX: usize = 16;
-
-/// The request to stop, shared by a shard's background services. Set once; never
-/// cleared.
+/// The request to stop, shared by a shard's background services and the tasks that
+/// wait beside them (read-through fetches). Set once; never cleared.
 #[derive(Clone, Default)]
 pub struct StopSignal(Rc<StopState>);
 
 #[derive(Default)]
 struct StopState {
     stopped: Cell<bool>,
-    /// One waker per task waiting (deduplicated with `will_wake`), woken by `stop`.
-    waiting: RefCell<Vec<Waker>>,
+    /// The waker of each [`Stopped`] future waiting now, by its ticket; a future takes
+    /// its entry out when it ends, so this holds only the waiters alive (a waiter per
+    /// task that exists: services, fetches in flight), never those of ended tasks.
+    waiting: RefCell<Vec<(u64, Waker)>>,
+    next_ticket: Cell<u64>,
 }
 
 impl std::fmt::Debug for StopSignal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StopSignal")
             .field("stopped", &self.is_stopped())
+            .field("waiting", &self.0.waiting.borrow().len())
             .finish()
+    }
+}
+
+/// Resolves once the signal is raised; leaves the signal's waiters when dropped.
+struct Stopped<'a> {
+    signal: &'a StopState,
+    ticket: Option<u64>,
+}
+
+impl Future for Stopped<'_> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.signal.stopped.get() {
+            return Poll::Ready(());
+        }
+        let mut waiting = self.signal.waiting.borrow_mut();
+        match self.ticket {
+            Some(ticket) => {
+                if let Some((_, waker)) = waiting.iter_mut().find(|(t, _)| *t == ticket) {
+                    if !waker.will_wake(cx.waker()) {
+                        waker.clone_from(cx.waker());
+                    }
+                }
+            }
+            None => {
+                let ticket = self.signal.next_ticket.get();
+                self.signal.next_ticket.set(ticket + 1);
+                waiting.push((ticket, cx.waker().clone()));
+                drop(waiting);
+                self.ticket = Some(ticket);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            let mut waiting = self.signal.waiting.borrow_mut();
+            if let Some(at) = waiting.iter().position(|(t, _)| *t == ticket) {
+                waiting.swap_remove(at);
+            }
+        }
     }
 }
 
@@ -46,7 +91,8 @@ impl StopSignal {
     /// Asks every service holding this signal to stop, and wakes those waiting.
     pub fn stop(&self) {
         self.0.stopped.set(true);
-        for waker in self.0.waiting.borrow_mut().drain(..) {
+        let waiting = std::mem::take(&mut *self.0.waiting.borrow_mut());
+        for (_, waker) in waiting {
             waker.wake();
         }
     }
@@ -57,23 +103,16 @@ impl StopSignal {
 
     /// Resolves once [`StopSignal::stop`] has been called.
     pub async fn stopped(&self) {
-        std::future::poll_fn(|cx| {
-            if self.is_stopped() {
-                return Poll::Ready(());
-            }
-            let mut waiting = self.0.waiting.borrow_mut();
-            if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
-                if waiting.len() >= STOP_WAITERS_MAX {
-                    // Full: this task is woken at once and polls again, so it sees the
-                    // stop on a later poll rather than never.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                waiting.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
+        Stopped {
+            signal: &self.0,
+            ticket: None,
+        }
         .await
+    }
+
+    /// Futures waiting for the stop now (a test's view of the list of waiters).
+    pub fn waiting(&self) -> usize {
+        self.0.waiting.borrow().len()
     }
 
     /// `work`'s output, or `None` if a stop came first (then `work` is dropped).
@@ -184,6 +223,29 @@ mod tests {
                 !signal.sleep(Duration::from_secs(60)).await,
                 "stopped stays stopped"
             );
+        });
+    }
+
+    #[test]
+    fn a_waiter_that_ends_leaves_the_signal() {
+        run(async {
+            let signal = StopSignal::default();
+            for _ in 0..100 {
+                let done = signal.unless_stopped(async { 7 }).await;
+                assert_eq!(done, Some(7));
+                let slept = signal.sleep(Duration::from_millis(1)).await;
+                assert!(slept);
+            }
+            assert_eq!(signal.waiting(), 0, "ended waiters left no waker behind");
+            let waiter = {
+                let signal = signal.clone();
+                glommio::spawn_local(async move { signal.sleep(Duration::from_secs(60)).await })
+            };
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            assert_eq!(signal.waiting(), 1);
+            signal.stop();
+            assert!(!waiter.await);
+            assert_eq!(signal.waiting(), 0);
         });
     }
 
