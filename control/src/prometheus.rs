@@ -368,7 +368,7 @@ pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
     out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
     out.push_str(&format!("{name}_sum {}\n", dht.lookup_ms_sum.load(Relaxed)));
     out.push_str(&format!("{name}_count {cumulative}\n"));
-    let families: [(&str, Kind, &str, &std::sync::atomic::AtomicU64); 12] = [
+    let families: [(&str, Kind, &str, &std::sync::atomic::AtomicU64); 13] = [
         (
             "ron_dht_missing_records",
             Counter,
@@ -416,6 +416,12 @@ pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
             Counter,
             "Publication batches no peer accepted (left for the sweep).",
             &dht.publish_failures_total,
+        ),
+        (
+            "ron_dht_publish_keys_deferred_total",
+            Counter,
+            "Keys of a publication batch whose k closest peers its lookup may have missed (looked up on their own).",
+            &dht.publish_keys_deferred_total,
         ),
         (
             "ron_dht_announce_dropped_total",

@@ -6,6 +6,10 @@
 //! - [`store`]: [`store::ProviderStore`], libp2p-kad's `RecordStore` on LMDB (`dht/` in
 //!   data dir 0): the keys this node provides, ordered by Kademlia distance key for the
 //!   sweep, and the records other nodes published to it, capped per key and in all.
+//! - [`closest`]: pure — which of a lookup's peers are each key's k closest, and the
+//!   network's size estimated from a lookup.
+//! - [`placement`]: pure — the holders of an object: the `replicas` live nodes closest
+//!   to its key, spread over zones (replication, docs/design/replication.md).
 //! - [`protocol`]: `/ron/provide/1`, the greeting (each side's libp2p and OAP ports)
 //!   and the sweep's batches of keys.
 //! - [`node`]: the DHT thread. One OS thread runs a tokio current-thread runtime that
@@ -36,7 +40,8 @@
 //! ```text
 //! shard commit ──addresses (std channel)──▶ tick: store.provide ─▶ publisher.fresh
 //! publisher: fresh keys, else the sweep's next region of keys due (12 h)
-//!    └─ get_closest_peers(first key) ─▶ /ron/provide/1 batch to each ─▶ mark_published
+//!    └─ the 2k closest peers of its first key ─▶ each key to its own k closest of them
+//!       over /ron/provide/1 (keys they may not cover: back to the queue) ─▶ mark_published
 //! peer's batch ─▶ store.add_providers (for the authenticated sender, at its IP)
 //! admin /resolve ──tokio channel──▶ get_providers ─▶ dial unknown providers (greeting)
 //!    └─ answer: node id + OAP address per provider, within the deadline
@@ -44,9 +49,11 @@
 //! The design note, and what is still a plan (peer fetch, coalescing, origin mode):
 //! `docs/design/dht.md`.
 
+pub mod closest;
 pub mod error;
 pub mod identity;
 pub mod node;
+pub mod placement;
 pub mod protocol;
 pub mod store;
 

@@ -227,6 +227,9 @@ pub struct DhtMetrics {
     pub keys_published_total: AtomicU64,
     /// Batches no peer accepted (left for the next sweep).
     pub publish_failures_total: AtomicU64,
+    /// Keys of a batch whose k closest peers its lookup may have missed, sent back to
+    /// be looked up on their own.
+    pub publish_keys_deferred_total: AtomicU64,
     pub announce_dropped_total: AtomicU64,
     /// Peers with an open connection (gauge).
     pub peers_connected: AtomicU64,

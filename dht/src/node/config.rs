@@ -26,9 +26,15 @@ pub const REPUBLISH_AFTER: Duration = Duration::from_secs(12 * 3_600);
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kademlia's k: providers are published to the k peers closest to a key.
 pub const K_VALUE: usize = 20;
+/// Peers a publication's lookup asks for: twice k, so that the keys of a region near
+/// its first key have their k closest among them (`crate::closest`).
+pub const PUBLISH_LOOKUP_PEERS: usize = 2 * K_VALUE;
 /// The sweep rests this long after a whole pass over our keys (keys fall due 12 h
 /// after their last publication; new ones are published as they come).
 pub const SWEEP_REST: Duration = Duration::from_secs(600);
+/// A batch no peer took is published again by a sweep pass started this long after
+/// (not after the sweep's rest).
+pub const PUBLISH_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Announced keys waiting for their first publication; past it they wait for the sweep.
 pub const FRESH_KEYS_MAX: usize = 65_536;
 /// Peers whose greeting (ports) is remembered; past it, any one is forgotten for the

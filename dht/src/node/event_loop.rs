@@ -19,7 +19,9 @@ use tokio::sync::oneshot;
 
 use crate::error::DhtError;
 use crate::node::address::{peer_in, record_key, tcp_socket};
-use crate::node::config::{DhtConfig, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP};
+use crate::node::config::{
+    DhtConfig, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP, PUBLISH_LOOKUP_PEERS,
+};
 use crate::node::state::Node;
 use crate::node::swarm::BehaviourEvent;
 use crate::store::{unix_ms, ProviderStore};
@@ -230,11 +232,14 @@ impl Node {
             }
             QueryResult::GetProviders(_) if step.last => self.on_providers_done(id),
             QueryResult::GetClosestPeers(result) => {
-                let peers = match result {
-                    Ok(GetClosestPeersOk { peers, .. }) => peers,
-                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                let (peers, exhaustive) = match result {
+                    Ok(GetClosestPeersOk { peers, .. }) => {
+                        let all = peers.len() < PUBLISH_LOOKUP_PEERS;
+                        (peers, all)
+                    }
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (peers, false),
                 };
-                self.send_publication(id, peers);
+                self.send_publication(id, peers, exhaustive);
             }
             _ => {}
         }

@@ -65,7 +65,8 @@ use tokio::sync::oneshot;
 pub use address::{parse_peer, record_key};
 pub use config::{
     DhtConfig, DHT_TICK_MS, FRESH_KEYS_MAX, KAD_PROTOCOL, K_VALUE, PEERS_MAX, PROVIDER_TTL,
-    QUERY_TIMEOUT, REPUBLISH_AFTER, RESOLVES_MAX, STOP_WAIT_MS, SWEEP_REST,
+    PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, QUERY_TIMEOUT, REPUBLISH_AFTER, RESOLVES_MAX,
+    STOP_WAIT_MS, SWEEP_REST,
 };
 pub use publish::region_bits;
 

@@ -1,11 +1,14 @@
 //! Publishing our keys. The shards' announcements are taken on the tick: announced keys
 //! are stored as ours and the new ones queued (at most [`FRESH_KEYS_MAX`]); withdrawn
 //! ones are forgotten. The publisher sends one batch at a time, fresh keys first, then
-//! the sweep's next region of keys due ([`REPUBLISH_AFTER`]); a batch is one
-//! `get_closest_peers` lookup for its region's first key, then the batch to each of
-//! those peers over `/ron/provide/1`; a batch that reached a peer is marked published.
+//! the sweep's next region of keys due ([`REPUBLISH_AFTER`]). A batch is one lookup of
+//! the [`PUBLISH_LOOKUP_PEERS`] peers closest to its region's first key; each key goes to
+//! its own k closest among them over `/ron/provide/1`, and a key whose k closest may lie
+//! outside them goes back to the queue for a lookup of its own (`crate::closest`). A key
+//! that reached a peer is marked published.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Instant, SystemTime};
@@ -14,11 +17,17 @@ use libp2p::kad::{self, QueryId, RecordKey};
 use libp2p::request_response::OutboundRequestId;
 use ron_link::dht::{ProviderChange, DHT_MAILBOX_LEN};
 
+use crate::closest::{network_size_estimate, peer_position, split_by_closest, DistanceKey};
 use crate::node::address::record_key;
-use crate::node::config::{FRESH_KEYS_MAX, K_VALUE, REPUBLISH_AFTER, SWEEP_REST};
+use crate::node::config::{
+    FRESH_KEYS_MAX, K_VALUE, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, REPUBLISH_AFTER, SWEEP_REST,
+};
 use crate::node::state::{Node, Publication};
 use crate::protocol::{ProvideRequest, PROVIDE_KEYS_MAX};
-use crate::store::unix_ms;
+use crate::store::{distance_key, unix_ms};
+
+/// Weight of a new lookup's estimate of the network's size in the running one.
+const ESTIMATE_WEIGHT: f64 = 0.25;
 
 impl Node {
     /// Takes the tick's provider changes in order: announced keys are stored as ours
@@ -66,12 +75,13 @@ impl Node {
 
     /// Starts the next batch when none is in flight and some peer is connected: fresh
     /// keys first, then the sweep's next batch. A batch is cut to one region of the key
-    /// space ([`region_bits`]): its keys share the closest peers of its first key.
+    /// space ([`region_bits`]), about k/2 peers wide, so that most of its keys share
+    /// their k closest peers with its first key.
     pub(super) fn publish_next(&mut self) {
         if self.publisher.current.is_some() || self.swarm.connected_peers().next().is_none() {
             return;
         }
-        let bits = region_bits(self.metrics.routing_table_peers.load(Ordering::Relaxed));
+        let bits = region_bits(self.network_peers());
         let mut keys = self.fresh_batch(bits);
         if keys.is_empty() {
             keys = self.sweep_batch(bits);
@@ -79,17 +89,33 @@ impl Node {
         let Some(first) = keys.first() else {
             return;
         };
+        let peers = NonZeroUsize::new(PUBLISH_LOOKUP_PEERS).expect("2k > 0");
         let lookup = self
             .swarm
             .behaviour_mut()
             .kad
-            .get_closest_peers(first.to_vec());
+            .get_n_closest_peers(first.to_vec(), peers);
         self.publisher.current = Some(Publication {
+            taken: vec![false; keys.len()],
             keys,
             lookup: Some(lookup),
-            outstanding: HashSet::new(),
-            accepted: 0,
+            outstanding: HashMap::new(),
         });
+    }
+
+    /// The network's size as this node sees it: the lookups' estimate, and at least
+    /// the peers in its routing table and itself.
+    fn network_peers(&self) -> f64 {
+        let routing = self.metrics.routing_table_peers.load(Ordering::Relaxed) as f64;
+        self.publisher.network_peers_estimate.max(routing + 1.0)
+    }
+
+    fn note_network_size(&mut self, peers: f64) {
+        let estimate = &mut self.publisher.network_peers_estimate;
+        *estimate = match *estimate {
+            0.0 => peers,
+            running => running + ESTIMATE_WEIGHT * (peers - running),
+        };
     }
 
     /// Up to a batch of fresh keys in one region: the first region of those waiting, in
@@ -97,10 +123,8 @@ impl Node {
     fn fresh_batch(&mut self, bits: u32) -> Vec<RecordKey> {
         let fresh = &mut self.publisher.fresh;
         let take = fresh.len().min(PROVIDE_KEYS_MAX);
-        let mut batch: Vec<([u8; 32], RecordKey)> = fresh
-            .drain(..take)
-            .map(|k| (crate::store::distance_key(&k), k))
-            .collect();
+        let mut batch: Vec<([u8; 32], RecordKey)> =
+            fresh.drain(..take).map(|k| (distance_key(&k), k)).collect();
         batch.sort_unstable_by_key(|(distance, _)| *distance);
         let Some(first) = batch.first().map(|(d, _)| region_of(d, bits)) else {
             return Vec::new();
@@ -143,8 +167,12 @@ impl Node {
         region.truncate(cut);
         self.publisher.sweep_idle_until = match self.publisher.sweep_from {
             Some(_) => None,
+            None if self.publisher.retry_soon => Some(now + PUBLISH_RETRY_AFTER),
             None => Some(now + SWEEP_REST),
         };
+        if self.publisher.sweep_from.is_none() {
+            self.publisher.retry_soon = false;
+        }
         region
             .into_iter()
             .filter(|p| p.published_ms.is_none_or(|at| at <= due_before))
@@ -152,7 +180,15 @@ impl Node {
             .collect()
     }
 
-    pub(super) fn send_publication(&mut self, lookup: QueryId, peers: Vec<kad::PeerInfo>) {
+    /// The lookup of the batch in flight answered with `peers` (`exhaustive`: all the
+    /// peers there are): each key goes to its k closest of them; keys that may have
+    /// closer peers elsewhere go back to the front of the queue.
+    pub(super) fn send_publication(
+        &mut self,
+        lookup: QueryId,
+        peers: Vec<kad::PeerInfo>,
+        exhaustive: bool,
+    ) {
         let Some(current) = self.publisher.current.as_mut() else {
             return;
         };
@@ -161,18 +197,43 @@ impl Node {
         }
         current.lookup = None;
         let keys = current.keys.clone();
-        let mut outstanding = HashSet::new();
-        for peer in peers.into_iter().filter(|p| p.peer_id != self.local) {
+        let peers: Vec<kad::PeerInfo> = peers
+            .into_iter()
+            .filter(|p| p.peer_id != self.local)
+            .collect();
+        let positions: Vec<DistanceKey> = peers.iter().map(|p| peer_position(&p.peer_id)).collect();
+        let key_positions: Vec<DistanceKey> = keys.iter().map(distance_key).collect();
+        match exhaustive {
+            true => self.note_network_size(positions.len() as f64 + 1.0),
+            false if positions.len() >= K_VALUE => {
+                if let Some(size) = network_size_estimate(&key_positions[0], &positions) {
+                    self.note_network_size(size);
+                }
+            }
+            false => {}
+        }
+        let split = split_by_closest(&key_positions, &positions, K_VALUE, exhaustive);
+        self.metrics
+            .publish_keys_deferred_total
+            .fetch_add(split.deferred.len() as u64, Ordering::Relaxed);
+        for at in split.deferred.iter().rev() {
+            self.publisher.fresh.push_front(keys[*at].clone());
+        }
+        let mut outstanding = HashMap::new();
+        for (peer, carried) in peers.into_iter().zip(split.per_candidate) {
+            if carried.is_empty() {
+                continue;
+            }
             let request = ProvideRequest {
                 ports: self.ports,
-                keys: keys.clone(),
+                keys: carried.iter().map(|at| keys[*at].clone()).collect(),
             };
             let id = self
                 .swarm
                 .behaviour_mut()
                 .provide
                 .send_request_with_addresses(&peer.peer_id, request, peer.addrs);
-            outstanding.insert(id);
+            outstanding.insert(id, carried);
         }
         let empty = outstanding.is_empty();
         if let Some(current) = self.publisher.current.as_mut() {
@@ -187,50 +248,69 @@ impl Node {
         let Some(current) = self.publisher.current.as_mut() else {
             return;
         };
-        if !current.outstanding.remove(&request) {
+        let Some(carried) = current.outstanding.remove(&request) else {
             return;
+        };
+        if accepted {
+            carried.iter().for_each(|at| current.taken[*at] = true);
         }
-        current.accepted += usize::from(accepted);
         if current.outstanding.is_empty() {
             self.finish_publication();
         }
     }
 
-    /// A batch that reached at least one peer is marked published; one that reached
-    /// none is left for the sweep.
+    /// The keys some peer took are marked published; a batch none of whose keys
+    /// reached a peer counts as a failure and is left for the sweep.
     fn finish_publication(&mut self) {
         let Some(done) = self.publisher.current.take() else {
             return;
         };
-        if done.accepted == 0 {
+        let published: Vec<RecordKey> = done
+            .keys
+            .into_iter()
+            .zip(done.taken)
+            .filter_map(|(key, taken)| taken.then_some(key))
+            .collect();
+        if published.is_empty() {
             self.metrics
                 .publish_failures_total
                 .fetch_add(1, Ordering::Relaxed);
+            // The sweep publishes what was never published: the next pass starts soon
+            // (now, if it rests; else right after this one), not after its rest.
+            let publisher = &mut self.publisher;
+            publisher.retry_soon = true;
+            if publisher.sweep_from.is_none() {
+                let retry_at = Instant::now() + PUBLISH_RETRY_AFTER;
+                if publisher
+                    .sweep_idle_until
+                    .is_none_or(|until| until > retry_at)
+                {
+                    publisher.sweep_idle_until = Some(retry_at);
+                }
+            }
             return;
         }
         let now_ms = unix_ms(SystemTime::now());
-        if let Err(e) = self.store().mark_published(&done.keys, now_ms) {
+        if let Err(e) = self.store().mark_published(&published, now_ms) {
             tracing::warn!("{e}");
         }
         self.metrics
             .keys_published_total
-            .fetch_add(done.keys.len() as u64, Ordering::Relaxed);
+            .fetch_add(published.len() as u64, Ordering::Relaxed);
     }
 }
 
-/// How many leading bits of the distance key name a region: about `N / k` regions for
-/// `N` nodes, so the k closest peers of a region's first key are, near enough, those
-/// of all its keys. The routing table's size stands in for `N` (it underestimates a
-/// large network: regions come out larger, lookups fewer, and a record may land a few
-/// peers off its closest ones, where lookups passing near still find it). Up to `k`
-/// peers: one region, every key published to every peer.
-pub fn region_bits(routing_table_peers: u64) -> u32 {
-    let regions = routing_table_peers / K_VALUE as u64;
-    match regions {
-        0 | 1 => 0,
-        n => (n - 1).ilog2() + 1,
+/// How many leading bits of the distance key name a region: about `2N / k` regions
+/// for a network of `N` peers, each about k/2 peers wide, so that the k closest peers
+/// of most of a region's keys are among the 2k closest of its first key (the others are
+/// looked up on their own). Up to k/2 peers: one region.
+pub fn region_bits(network_peers: f64) -> u32 {
+    let regions = 2.0 * network_peers / K_VALUE as f64;
+    if regions <= 1.0 {
+        0
+    } else {
+        (regions.log2().ceil() as u32).min(32)
     }
-    .min(32)
 }
 
 fn region_of(distance_key: &[u8; 32], bits: u32) -> u32 {
@@ -266,13 +346,13 @@ mod tests {
 
     #[test]
     fn regions_grow_finer_with_the_network() {
-        assert_eq!(region_bits(0), 0);
-        assert_eq!(region_bits(39), 0);
-        assert_eq!(region_bits(40), 1);
-        assert_eq!(region_bits(80), 2);
-        assert_eq!(region_bits(81), 2);
-        assert_eq!(region_bits(100), 3);
-        assert_eq!(region_bits(u64::MAX), 32);
+        assert_eq!(region_bits(0.0), 0);
+        assert_eq!(region_bits(10.0), 0);
+        assert_eq!(region_bits(11.0), 1);
+        assert_eq!(region_bits(20.0), 1);
+        assert_eq!(region_bits(100.0), 4);
+        assert_eq!(region_bits(1e6), 17);
+        assert_eq!(region_bits(f64::MAX), 32);
         let mut key = [0u8; 32];
         key[0] = 0b1010_0000;
         assert_eq!(region_of(&key, 0), 0);

@@ -3,7 +3,7 @@
 //! queue and its batch in flight). The files beside this one add `Node`'s methods by
 //! concern; the types live here so that none of them needs another.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,20 +42,22 @@ pub(super) struct Resolve {
     pub(super) reply: ResolveReply,
 }
 
-/// One batch of keys on its way to the peers closest to its region.
+/// One batch of keys on its way to the peers closest to each of them.
 #[derive(Debug)]
 pub(super) struct Publication {
     pub(super) keys: Vec<RecordKey>,
     pub(super) lookup: Option<QueryId>,
-    pub(super) outstanding: HashSet<OutboundRequestId>,
-    pub(super) accepted: usize,
+    /// Requests sent, each with the indexes of the keys it carries.
+    pub(super) outstanding: HashMap<OutboundRequestId, Vec<usize>>,
+    /// Per key: whether some peer took it.
+    pub(super) taken: Vec<bool>,
 }
 
 /// Publishes our keys: newly announced ones first (in order), then the sweep, which
 /// walks the `provided` database in distance-key order and publishes the keys not
 /// published within [`REPUBLISH_AFTER`](crate::node::REPUBLISH_AFTER). One batch in
 /// flight at a time: one `get_closest_peers` lookup for the batch's region, then the
-/// batch to each of those peers over `/ron/provide/1`.
+/// batch to each of those peers over `/ron/provide/1`, each key to its k closest.
 #[derive(Debug, Default)]
 pub(super) struct Publisher {
     pub(super) fresh: VecDeque<RecordKey>,
@@ -64,6 +66,14 @@ pub(super) struct Publisher {
     /// with nothing fresh).
     pub(super) sweep_from: Option<[u8; 32]>,
     pub(super) sweep_idle_until: Option<Instant>,
+    /// A batch failed: the next pass starts after [`PUBLISH_RETRY_AFTER`] rather than
+    /// the sweep's rest.
+    ///
+    /// [`PUBLISH_RETRY_AFTER`]: crate::node::PUBLISH_RETRY_AFTER
+    pub(super) retry_soon: bool,
+    /// How many peers the network holds, as the publication lookups estimate it
+    /// (smoothed); 0 before the first.
+    pub(super) network_peers_estimate: f64,
 }
 
 pub(super) struct Node {

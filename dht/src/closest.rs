@@ -1,0 +1,231 @@
+//! Who is closest to a key, worked out for a batch of keys from one lookup (pure: no
+//! swarm, no I/O).
+//!
+//! A Kademlia lookup for a key returns the peers closest to it. The publisher sends a
+//! whole region of keys after one lookup for the region's first key, asking for more
+//! peers than `k` ([`crate::node::PUBLISH_LOOKUP_PEERS`]). [`split_by_closest`] then
+//! ranks those candidates for every key of the batch and keeps a key only when its `k`
+//! closest are certainly among them: any peer the lookup did not return is at least
+//! `reach` from the first key (the farthest candidate's distance), hence, by the
+//! triangle inequality of the XOR metric, at least `reach − d(first, key)` from the key.
+//! A key whose `k`-th closest candidate is nearer than that bound has its true `k`
+//! closest in hand; the others are deferred to a lookup of their own. A region sized
+//! too large costs lookups, never a record on the wrong peers.
+
+use libp2p::kad::{KBucketKey, U256};
+use libp2p::PeerId;
+
+/// A position in the Kademlia key space: `sha256` of a peer id or of a record key.
+pub type DistanceKey = [u8; 32];
+
+/// A peer's position in the key space.
+pub fn peer_position(peer: &PeerId) -> DistanceKey {
+    let mut out = [0; 32];
+    out.copy_from_slice(KBucketKey::from(*peer).hashed_bytes());
+    out
+}
+
+/// How one lookup's peers are shared out among a batch's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Per candidate, in the order given: the indexes of the keys it is one of the `k`
+    /// closest peers of.
+    pub per_candidate: Vec<Vec<usize>>,
+    /// Indexes of the keys whose `k` closest peers the candidates may not all be.
+    pub deferred: Vec<usize>,
+}
+
+/// The XOR distance between two positions.
+pub fn distance(a: &DistanceKey, b: &DistanceKey) -> U256 {
+    U256::from_big_endian(a) ^ U256::from_big_endian(b)
+}
+
+/// Shares out the peers a lookup for `keys[0]` returned (`candidates`, each as its
+/// position) among `keys`: every key gets its `k` closest candidates, or is deferred
+/// when peers the lookup did not return could be closer. `exhaustive`: the lookup
+/// returned every peer there is (fewer than it asked for, and it did not time out).
+/// The first key is never deferred: it had the lookup of its own, and a lookup that
+/// timed out is the best there is for it.
+pub fn split_by_closest(
+    keys: &[DistanceKey],
+    candidates: &[DistanceKey],
+    k: usize,
+    exhaustive: bool,
+) -> Split {
+    let mut split = Split {
+        per_candidate: vec![Vec::new(); candidates.len()],
+        deferred: Vec::new(),
+    };
+    let Some(first) = keys.first() else {
+        return split;
+    };
+    let reach = candidates.iter().map(|c| distance(first, c)).max();
+    let mut ranked: Vec<(U256, usize)> = Vec::with_capacity(candidates.len());
+    for (at, key) in keys.iter().enumerate() {
+        ranked.clear();
+        ranked.extend(
+            candidates
+                .iter()
+                .enumerate()
+                .map(|(c, p)| (distance(key, p), c)),
+        );
+        ranked.sort_unstable();
+        ranked.truncate(k);
+        let certain = at == 0
+            || exhaustive
+            || match (ranked.last(), reach) {
+                (Some((kth, _)), Some(reach)) if ranked.len() == k => reach
+                    .checked_sub(distance(first, key))
+                    .is_some_and(|nearest_unseen| *kth <= nearest_unseen),
+                _ => false,
+            };
+        if certain {
+            ranked
+                .iter()
+                .for_each(|(_, c)| split.per_candidate[*c].push(at));
+        } else {
+            split.deferred.push(at);
+        }
+    }
+    split
+}
+
+/// How many peers the network holds, estimated from a lookup's closest peers to `key`:
+/// with `N` ids spread evenly over the key space, the `n`-th closest lies about
+/// `n / N` of the space away. `None` with no candidate.
+pub fn network_size_estimate(key: &DistanceKey, candidates: &[DistanceKey]) -> Option<f64> {
+    let reach = candidates.iter().map(|c| distance(key, c)).max()?;
+    let share = share_of_key_space(reach);
+    (share > 0.0).then(|| candidates.len() as f64 / share)
+}
+
+/// `d / 2^256` as a float (its top 64 significant bits).
+fn share_of_key_space(d: U256) -> f64 {
+    if d.is_zero() {
+        return 0.0;
+    }
+    let zeros = d.leading_zeros();
+    let top = (d << zeros as usize >> 192usize).low_u64();
+    top as f64 / 2f64.powi(64) / 2f64.powi(zeros as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn position(seed: u64) -> DistanceKey {
+        let mut out = [0u8; 32];
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for chunk in out.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_be_bytes());
+        }
+        out
+    }
+
+    /// The true `k` closest of `key` among all `peers`, by index.
+    fn closest(key: &DistanceKey, peers: &[DistanceKey], k: usize) -> Vec<usize> {
+        let mut ranked: Vec<(U256, usize)> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (distance(key, p), i))
+            .collect();
+        ranked.sort_unstable();
+        let mut out: Vec<usize> = ranked.into_iter().take(k).map(|(_, i)| i).collect();
+        out.sort_unstable();
+        out
+    }
+
+    proptest! {
+        /// Given the true `n` closest peers of the first key (what a converged lookup
+        /// returns), every key kept gets exactly its true `k` closest peers, and the
+        /// first key is always kept.
+        #[test]
+        fn kept_keys_reach_exactly_their_k_closest(
+            nodes in 1usize..300,
+            seeds in proptest::collection::vec(any::<u64>(), 1..40),
+            node_seed: u64,
+            prefix_bits in 0u32..12,
+        ) {
+            let (k, n) = (20, 40);
+            let peers: Vec<DistanceKey> =
+                (0..nodes as u64).map(|i| position(node_seed ^ i.rotate_left(17))).collect();
+            // Keys in one region, as the publisher batches them: a shared prefix.
+            let first = position(seeds[0]);
+            let keys: Vec<DistanceKey> = seeds
+                .iter()
+                .map(|s| {
+                    let mut key = position(*s);
+                    let mask = U256::MAX >> prefix_bits as usize;
+                    let merged = (U256::from_big_endian(&first) & !mask)
+                        | (U256::from_big_endian(&key) & mask);
+                    key = merged.to_big_endian();
+                    key
+                })
+                .collect();
+            let lookup = closest(&keys[0], &peers, n);
+            let candidates: Vec<DistanceKey> = lookup.iter().map(|i| peers[*i]).collect();
+            let split = split_by_closest(&keys, &candidates, k, nodes < n);
+            prop_assert!(!split.deferred.contains(&0));
+            for (at, key) in keys.iter().enumerate() {
+                if split.deferred.contains(&at) {
+                    continue;
+                }
+                let mut got: Vec<usize> = split
+                    .per_candidate
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, keys)| keys.contains(&at))
+                    .map(|(c, _)| lookup[c])
+                    .collect();
+                got.sort_unstable();
+                prop_assert_eq!(got, closest(key, &peers, k), "key {}", at);
+            }
+        }
+    }
+
+    #[test]
+    fn keys_near_the_first_are_kept_and_far_ones_deferred() {
+        let peers: Vec<DistanceKey> = (0..1000).map(position).collect();
+        let first = position(5_000);
+        let mut near = first;
+        near[31] ^= 1;
+        let far = position(6_000);
+        let lookup = closest(&first, &peers, 40);
+        let candidates: Vec<DistanceKey> = lookup.iter().map(|i| peers[*i]).collect();
+        let split = split_by_closest(&[first, near, far], &candidates, 20, false);
+        assert_eq!(split.deferred, vec![2]);
+        let reached = split
+            .per_candidate
+            .iter()
+            .filter(|k| k.contains(&1))
+            .count();
+        assert_eq!(reached, 20);
+    }
+
+    #[test]
+    fn the_network_size_is_estimated_within_a_factor_of_two() {
+        for nodes in [100usize, 1_000, 10_000] {
+            let peers: Vec<DistanceKey> = (0..nodes as u64).map(position).collect();
+            let mut estimates: Vec<f64> = (0..9)
+                .map(|i| {
+                    let key = position(1_000_000 + i);
+                    let lookup = closest(&key, &peers, 40);
+                    let candidates: Vec<DistanceKey> = lookup.iter().map(|i| peers[*i]).collect();
+                    network_size_estimate(&key, &candidates).unwrap()
+                })
+                .collect();
+            estimates.sort_by(f64::total_cmp);
+            let median = estimates[4];
+            assert!(
+                median > nodes as f64 / 2.0 && median < nodes as f64 * 2.0,
+                "{nodes} nodes estimated as {median}"
+            );
+        }
+        assert_eq!(network_size_estimate(&[0; 32], &[]), None);
+        assert_eq!(share_of_key_space(U256::MAX >> 1usize), 0.5);
+    }
+}
