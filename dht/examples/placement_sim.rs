@@ -10,23 +10,10 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use ron_dht::closest::scattered_positions as positions;
 use ron_dht::placement::{PlacedNode, Placement};
 
 type Position = [u8; 32];
-
-fn positions(seed: u64) -> impl Iterator<Item = Position> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    std::iter::repeat_with(move || {
-        let mut out = [0u8; 32];
-        for chunk in out.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_be_bytes());
-        }
-        out
-    })
-}
 
 /// Holders (node ids) of `objects` keys, placed in parallel on every core.
 fn place_all(placement: &Placement<u32>, objects: &[Position], replicas: usize) -> Vec<u32> {

@@ -99,6 +99,23 @@ pub fn network_size_estimate(key: &DistanceKey, candidates: &[DistanceKey]) -> O
     (share > 0.0).then(|| candidates.len() as f64 / share)
 }
 
+/// Positions spread evenly over the key space, the same sequence for the same seed
+/// (xorshift): for tests and the placement simulation, where real positions (`sha256`
+/// of ids) would only be slower to make.
+pub fn scattered_positions(seed: u64) -> impl Iterator<Item = DistanceKey> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    std::iter::repeat_with(move || {
+        let mut out = [0u8; 32];
+        for chunk in out.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_be_bytes());
+        }
+        out
+    })
+}
+
 /// `d / 2^256` as a float (its top 64 significant bits).
 fn share_of_key_space(d: U256) -> f64 {
     if d.is_zero() {
@@ -115,15 +132,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn position(seed: u64) -> DistanceKey {
-        let mut out = [0u8; 32];
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        for chunk in out.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_be_bytes());
-        }
-        out
+        scattered_positions(seed)
+            .next()
+            .expect("an endless sequence")
     }
 
     /// The true `k` closest of `key` among all `peers`, by index.

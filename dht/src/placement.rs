@@ -168,18 +168,13 @@ fn prefix_bounds(key: &DistanceKey, bits: usize) -> (DistanceKey, DistanceKey) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::closest::scattered_positions;
     use proptest::prelude::*;
 
     fn position(seed: u64) -> DistanceKey {
-        let mut out = [0u8; 32];
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        for chunk in out.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_be_bytes());
-        }
-        out
+        scattered_positions(seed)
+            .next()
+            .expect("an endless sequence")
     }
 
     fn network(nodes: usize, zones: usize, seed: u64) -> Placement<usize> {
