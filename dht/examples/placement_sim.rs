@@ -1,7 +1,7 @@
 //! The placement function (`ron_dht::placement`) at sizes this machine cannot run as
 //! processes: N nodes over Z zones, M objects, `replicas` copies each; in-process, no
-//! sockets. Prints, per network size: objects per node (max / mean), the share of all
-//! copies that move when one node joins and when one leaves (against the ideal,
+//! sockets. Prints, per network size: objects per node (max / mean), the copies that
+//! move when one node joins and when one leaves, as a share of the data (against the ideal,
 //! `replicas / N`), and how many zones each object's copies span.
 //!
 //!   cargo run --release -p ron-dht --example placement_sim -- 1000,10000 10000000 3 3
@@ -14,6 +14,9 @@ use ron_dht::closest::scattered_positions as positions;
 use ron_dht::placement::{PlacedNode, Placement};
 
 type Position = [u8; 32];
+
+/// Joins and leaves simulated (one at a time) per network size.
+const CHURN_TRIALS: usize = 5;
 
 /// Holders (node ids) of `objects` keys, placed in parallel on every core.
 fn place_all(placement: &Placement<u32>, objects: &[Position], replicas: usize) -> Vec<u32> {
@@ -41,7 +44,8 @@ fn place_all(placement: &Placement<u32>, objects: &[Position], replicas: usize) 
     })
 }
 
-/// Copies placed on a different node than before, as a share of all copies.
+/// Copies placed on a different node than before, as a share of the data (one copy of
+/// every object): a node joining a balanced network takes `replicas / N` of it.
 fn moved_share(before: &[u32], after: &[u32], replicas: usize) -> f64 {
     let moved: usize = before
         .chunks(replicas)
@@ -51,7 +55,7 @@ fn moved_share(before: &[u32], after: &[u32], replicas: usize) -> f64 {
             a.iter().filter(|n| !old.contains(n)).count()
         })
         .sum();
-    moved as f64 / before.len() as f64
+    moved as f64 / (before.len() / replicas) as f64
 }
 
 fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize) {
@@ -79,18 +83,30 @@ fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize) {
         spans[zones_used.len()] += 1;
     }
 
-    let mut joined = members.clone();
-    joined.push(PlacedNode {
-        id: nodes as u32,
-        position: positions(u64::MAX - 7).next().expect("a position"),
-        zone: format!("zone-{}", nodes % zones),
-    });
-    let after_join = place_all(&Placement::new(joined), objects, replicas);
-    let left: Vec<PlacedNode<u32>> = members.into_iter().skip(1).collect();
-    let after_leave = place_all(&Placement::new(left), objects, replicas);
+    // One join and one leave at a time, each from the same start, averaged over a few:
+    // a single node's share varies with its stretch of the key space.
+    let (mut join, mut leave) = (0.0, 0.0);
+    for trial in 0..CHURN_TRIALS {
+        let mut joined = members.clone();
+        joined.push(PlacedNode {
+            id: nodes as u32,
+            position: positions(u64::MAX - 7 - trial as u64)
+                .next()
+                .expect("a position"),
+            zone: format!("zone-{}", (nodes + trial) % zones),
+        });
+        let after_join = place_all(&Placement::new(joined), objects, replicas);
+        join += moved_share(&before, &after_join, replicas) / CHURN_TRIALS as f64;
+        let leaver = trial * nodes / CHURN_TRIALS;
+        let left: Vec<PlacedNode<u32>> = members
+            .iter()
+            .filter(|n| n.id as usize != leaver)
+            .cloned()
+            .collect();
+        let after_leave = place_all(&Placement::new(left), objects, replicas);
+        leave += moved_share(&before, &after_leave, replicas) / CHURN_TRIALS as f64;
+    }
     let ideal = replicas as f64 / nodes as f64;
-    let join = moved_share(&before, &after_join, replicas);
-    let leave = moved_share(&before, &after_leave, replicas);
 
     println!(
         "| {nodes} | {} | {zones} | {replicas} | {max} / {mean:.0} = {:.2} | {:.5} ({:.2}× ideal {:.5}) | {:.5} ({:.2}× ideal) | {} | {:.0} s |",

@@ -26,6 +26,8 @@ fn node(dir: &std::path::Path, peer: Option<std::net::SocketAddr>) -> DhtThread 
             .into_iter()
             .collect(),
         oap: "127.0.0.1:9444".parse().unwrap(),
+        zone: String::new(),
+        replicas: 1,
         limits: StoreLimits::default(),
     })
     .unwrap()

@@ -8,13 +8,14 @@
 //!   sweep, and the records other nodes published to it, capped per key and in all.
 //! - [`closest`]: pure — which of a lookup's peers are each key's k closest, and the
 //!   network's size estimated from a lookup.
-//! - [`placement`]: pure — the holders of an object: the `replicas` live nodes closest
-//!   to its key, spread over zones (replication, docs/design/replication.md).
-//! - [`protocol`]: `/ron/provide/1`, the greeting (each side's libp2p and OAP ports)
+//! - [`placement`]: pure — the holders of an object: `replicas` of the live nodes
+//!   closest to its key, chosen by rendezvous score within each zone's window, spread
+//!   over zones (replication, docs/design/replication.md).
+//! - [`protocol`]: `/ron/provide/2`, the greeting (each side's libp2p and OAP ports, its zone)
 //!   and the sweep's batches of keys.
 //! - [`node`]: the DHT thread. One OS thread runs a tokio current-thread runtime that
 //!   drives one libp2p `Swarm`: TCP + noise + yamux, `libp2p-kad` (α = 3, k = 20, its
-//!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/1`, and connection
+//!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/2`, and connection
 //!   limits. It publishes our keys, answers others' queries from the store, and runs
 //!   the lookups the admin port asks for.
 //!
@@ -41,7 +42,7 @@
 //! shard commit ──addresses (std channel)──▶ tick: store.provide ─▶ publisher.fresh
 //! publisher: fresh keys, else the sweep's next region of keys due (12 h)
 //!    └─ the 2k closest peers of its first key ─▶ each key to its own k closest of them
-//!       over /ron/provide/1 (keys they may not cover: back to the queue) ─▶ mark_published
+//!       over /ron/provide/2 (keys they may not cover: back to the queue) ─▶ mark_published
 //! peer's batch ─▶ store.add_providers (for the authenticated sender, at its IP)
 //! admin /resolve ──tokio channel──▶ get_providers ─▶ dial unknown providers (greeting)
 //!    └─ answer: node id + OAP address per provider, within the deadline

@@ -1,20 +1,23 @@
-//! `/ron/provide/1`: the one request-response protocol ron adds beside Kademlia.
+//! `/ron/provide/2`: ron's request-response protocol beside Kademlia for who provides
+//! what.
 //!
-//! - A request carries the sender's ports (libp2p and OAP) and up to
+//! - A request carries the sender's ports (libp2p and OAP), its zone and up to
 //!   [`PROVIDE_KEYS_MAX`] record keys it provides: with no keys it is the greeting a
 //!   dialer sends on every new connection (each side learns where the other serves
-//!   OAP and listens for libp2p); with keys it is a batch of the reprovide sweep, and
+//!   OAP and listens for libp2p, and the zone placement counts it in); with keys it is a batch of the reprovide sweep, and
 //!   the receiver stores one provider record per key for the sender.
-//! - The response carries the receiver's ports and how many records it stored.
+//! - The response carries the receiver's ports and zone and how many records it stored.
 //!
 //! Addresses are never taken from a message: the IP is the one the connection came
 //! from, the ports are the peer's claim (so a peer cannot point others at a third
 //! host). The sender's `PeerId` is the connection's, authenticated by noise.
 //!
-//! Wire format (big-endian): request = `1` ‖ p2p port u16 ‖ OAP port u16 ‖ key count
-//! u16 ‖ per key: length u8 ‖ bytes; response = `1` ‖ p2p port u16 ‖ OAP port u16 ‖
-//! stored u16. A message longer than [`MESSAGE_BYTES_MAX`], a key longer than
-//! [`crate::store::RECORD_KEY_BYTES_MAX`] or an unknown version fails the stream
+//! Wire format (big-endian): request = `2` ‖ p2p port u16 ‖ OAP port u16 ‖ zone
+//! length u8 ‖ zone ‖ key count u16 ‖ per key: length u8 ‖ bytes; response = `2` ‖ p2p
+//! port u16 ‖ OAP port u16 ‖ zone length u8 ‖ zone ‖ stored u16. A zone is at most
+//! [`ZONE_BYTES_MAX`] bytes of `A-Z a-z 0-9 . _ -` (empty: no zone). A message longer than [`MESSAGE_BYTES_MAX`], a key longer than
+//! [`crate::store::RECORD_KEY_BYTES_MAX`], a zone that is not a zone name or an unknown
+//! version fails the stream
 //! (`InvalidData`).
 
 use std::io;
@@ -25,12 +28,15 @@ use libp2p::StreamProtocol;
 
 use crate::store::RECORD_KEY_BYTES_MAX;
 
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/ron/provide/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/ron/provide/2");
+/// A zone name's length at most.
+pub const ZONE_BYTES_MAX: usize = 64;
 /// Keys in one request.
 pub const PROVIDE_KEYS_MAX: usize = 4_096;
 /// The largest message read: a full batch of the longest keys.
-pub const MESSAGE_BYTES_MAX: usize = 7 + PROVIDE_KEYS_MAX * (1 + RECORD_KEY_BYTES_MAX);
-const VERSION: u8 = 1;
+pub const MESSAGE_BYTES_MAX: usize =
+    8 + ZONE_BYTES_MAX + PROVIDE_KEYS_MAX * (1 + RECORD_KEY_BYTES_MAX);
+const VERSION: u8 = 2;
 
 /// Where a node listens, as it says itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,19 +48,29 @@ pub struct Ports {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvideRequest {
     pub ports: Ports,
+    pub zone: String,
     pub keys: Vec<RecordKey>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvideResponse {
     pub ports: Ports,
+    pub zone: String,
     pub stored: u16,
+}
+
+/// Whether `zone` is a zone name (or empty: no zone).
+pub fn is_zone_name(zone: &str) -> bool {
+    zone.len() <= ZONE_BYTES_MAX
+        && zone
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn invalid(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("/ron/provide/1: {what}"),
+        format!("/ron/provide/2: {what}"),
     )
 }
 
@@ -62,10 +78,8 @@ pub fn encode_request(request: &ProvideRequest) -> io::Result<Vec<u8>> {
     if request.keys.len() > PROVIDE_KEYS_MAX {
         return Err(invalid("too many keys"));
     }
-    let mut out = Vec::with_capacity(7 + request.keys.len() * 35);
-    out.push(VERSION);
-    out.extend_from_slice(&request.ports.p2p.to_be_bytes());
-    out.extend_from_slice(&request.ports.oap.to_be_bytes());
+    let mut out = Vec::with_capacity(8 + request.zone.len() + request.keys.len() * 35);
+    greeting(&mut out, request.ports, &request.zone)?;
     out.extend_from_slice(&(request.keys.len() as u16).to_be_bytes());
     for key in &request.keys {
         let bytes = key.as_ref();
@@ -78,26 +92,48 @@ pub fn encode_request(request: &ProvideRequest) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn ports_and_count(message: &[u8]) -> io::Result<(Ports, u16, &[u8])> {
+/// Writes what both messages start with: the version, the ports and the zone.
+fn greeting(out: &mut Vec<u8>, ports: Ports, zone: &str) -> io::Result<()> {
+    if !is_zone_name(zone) {
+        return Err(invalid("not a zone name"));
+    }
+    out.push(VERSION);
+    out.extend_from_slice(&ports.p2p.to_be_bytes());
+    out.extend_from_slice(&ports.oap.to_be_bytes());
+    out.push(zone.len() as u8);
+    out.extend_from_slice(zone.as_bytes());
+    Ok(())
+}
+
+/// What both messages start with, then their count (keys, or records stored).
+fn greeting_and_count(message: &[u8]) -> io::Result<(Ports, String, u16, &[u8])> {
     let (head, rest) = message
-        .split_at_checked(7)
+        .split_at_checked(6)
         .ok_or_else(|| invalid("short message"))?;
     if head[0] != VERSION {
         return Err(invalid("unknown version"));
     }
     let word = |i: usize| u16::from_be_bytes([head[i], head[i + 1]]);
-    Ok((
-        Ports {
-            p2p: word(1),
-            oap: word(3),
-        },
-        word(5),
-        rest,
-    ))
+    let ports = Ports {
+        p2p: word(1),
+        oap: word(3),
+    };
+    let (zone, rest) = rest
+        .split_at_checked(usize::from(head[5]))
+        .ok_or_else(|| invalid("short message"))?;
+    let zone = std::str::from_utf8(zone)
+        .ok()
+        .filter(|z| is_zone_name(z))
+        .ok_or_else(|| invalid("not a zone name"))?;
+    let (count, rest) = rest
+        .split_at_checked(2)
+        .ok_or_else(|| invalid("short message"))?;
+    let count = u16::from_be_bytes([count[0], count[1]]);
+    Ok((ports, zone.to_owned(), count, rest))
 }
 
 pub fn decode_request(message: &[u8]) -> io::Result<ProvideRequest> {
-    let (ports, count, mut rest) = ports_and_count(message)?;
+    let (ports, zone, count, mut rest) = greeting_and_count(message)?;
     if usize::from(count) > PROVIDE_KEYS_MAX {
         return Err(invalid("too many keys"));
     }
@@ -116,24 +152,26 @@ pub fn decode_request(message: &[u8]) -> io::Result<ProvideRequest> {
     if !rest.is_empty() {
         return Err(invalid("bytes after the last key"));
     }
-    Ok(ProvideRequest { ports, keys })
+    Ok(ProvideRequest { ports, zone, keys })
 }
 
-pub fn encode_response(response: &ProvideResponse) -> Vec<u8> {
-    let mut out = Vec::with_capacity(7);
-    out.push(VERSION);
-    out.extend_from_slice(&response.ports.p2p.to_be_bytes());
-    out.extend_from_slice(&response.ports.oap.to_be_bytes());
+pub fn encode_response(response: &ProvideResponse) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(8 + response.zone.len());
+    greeting(&mut out, response.ports, &response.zone)?;
     out.extend_from_slice(&response.stored.to_be_bytes());
-    out
+    Ok(out)
 }
 
 pub fn decode_response(message: &[u8]) -> io::Result<ProvideResponse> {
-    let (ports, stored, rest) = ports_and_count(message)?;
+    let (ports, zone, stored, rest) = greeting_and_count(message)?;
     if !rest.is_empty() {
         return Err(invalid("bytes after the response"));
     }
-    Ok(ProvideResponse { ports, stored })
+    Ok(ProvideResponse {
+        ports,
+        zone,
+        stored,
+    })
 }
 
 /// Reads a whole message (the stream's end delimits it), at most `MESSAGE_BYTES_MAX`.
@@ -205,7 +243,7 @@ impl libp2p::request_response::Codec for ProvideCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_message(io, &encode_response(&response)).await
+        write_message(io, &encode_response(&response)?).await
     }
 }
 
@@ -216,13 +254,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn requests_round_trip(p2p: u16, oap: u16, keys in proptest::collection::vec(
+        fn requests_round_trip(p2p: u16, oap: u16, zone in "[a-zA-Z0-9._-]{0,64}",
+            keys in proptest::collection::vec(
             proptest::collection::vec(any::<u8>(), 0..=RECORD_KEY_BYTES_MAX), 0..50)) {
             let request = ProvideRequest {
                 ports: Ports { p2p, oap },
+                zone: zone.clone(),
                 keys: keys.iter().map(RecordKey::new).collect(),
             };
             prop_assert_eq!(decode_request(&encode_request(&request).unwrap()).unwrap(), request);
+            let response = ProvideResponse { ports: Ports { p2p, oap }, zone, stored: oap };
+            prop_assert_eq!(decode_response(&encode_response(&response).unwrap()).unwrap(), response);
         }
 
         #[test]
@@ -236,30 +278,39 @@ mod tests {
     fn malformed_messages_get_named_errors() {
         let ok = encode_request(&ProvideRequest {
             ports: Ports { p2p: 1, oap: 2 },
+            zone: "eu".into(),
             keys: vec![RecordKey::new(&[9u8; 34])],
         })
         .unwrap();
-        let cases: [(Vec<u8>, &str); 5] = [
+        let head = 10; // version, ports, zone "eu", count
+        let cases: [(Vec<u8>, &str); 8] = [
             (ok[..5].to_vec(), "short message"),
-            ([&[2u8][..], &ok[1..]].concat(), "unknown version"),
+            (ok[..7].to_vec(), "short message"),
+            ([&[1u8][..], &ok[1..]].concat(), "unknown version"),
+            ([&ok[..6], b"e/", &ok[8..]].concat(), "not a zone name"),
             (ok[..ok.len() - 1].to_vec(), "short key"),
             ([&ok[..], &[0u8][..]].concat(), "bytes after the last key"),
             (
-                [&ok[..7], &[65u8][..], &[0u8; 65][..]].concat(),
+                [&ok[..head], &[65u8][..], &[0u8; 65][..]].concat(),
                 "key too long",
+            ),
+            (
+                [&ok[..5], &[200u8][..], &[b'a'; 200][..]].concat(),
+                "not a zone name",
             ),
         ];
         for (bytes, expected) in cases {
             let err = decode_request(&bytes).unwrap_err();
-            assert_eq!(err.to_string(), format!("/ron/provide/1: {expected}"));
+            assert_eq!(err.to_string(), format!("/ron/provide/2: {expected}"));
         }
-        let response = ProvideResponse {
+        let long_zone = ProvideResponse {
             ports: Ports { p2p: 3, oap: 4 },
+            zone: "z".repeat(ZONE_BYTES_MAX + 1),
             stored: 7,
         };
         assert_eq!(
-            decode_response(&encode_response(&response)).unwrap(),
-            response
+            encode_response(&long_zone).unwrap_err().to_string(),
+            "/ron/provide/2: not a zone name"
         );
     }
 }

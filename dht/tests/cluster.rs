@@ -29,6 +29,8 @@ fn start(dir: &Path, oap_port: u16, peers: &[SocketAddr]) -> DhtThread {
             .map(|p| node::parse_peer(&p.to_string()).unwrap())
             .collect(),
         oap: SocketAddr::from(([127, 0, 0, 1], oap_port)),
+        zone: String::new(),
+        replicas: 1,
         limits: StoreLimits::default(),
     })
     .unwrap()

@@ -212,6 +212,14 @@ pub fn resolve(
         config.fetched_bytes_max = bytes;
         origins.insert("fetched_bytes_max", Origin::Auto(why));
     }
+    if config.replicas == 0 {
+        config.replicas = config.replicas_target();
+        let why = match config.p2p {
+            Some(_) => "3 in a network (--p2p)",
+            None => "1 without --p2p",
+        };
+        origins.insert("replicas", Origin::Auto(why.into()));
+    }
     if config.ec.is_none() {
         let ec = config.ec_params();
         config.ec = Some(ec);
@@ -519,6 +527,7 @@ mod tests {
             p2p: Some("127.0.0.1:2".parse().unwrap()),
             origin: Some("http://127.0.0.1:3".into()),
             oap_advertised_port: Some(4),
+            zone: Some("eu".into()),
             ..Config::default()
         };
         let rendered = toml::to_string(&with_all).unwrap();

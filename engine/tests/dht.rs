@@ -60,7 +60,11 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..5 {
         let peer = (i > 0).then_some(ports[0]);
-        nodes.push(start(&dirs[i], &p2p_flags(ports[i], peer)));
+        let mut flags = p2p_flags(ports[i], peer);
+        if i == 0 {
+            flags.extend(["--zone".into(), "rack-a".into()]);
+        }
+        nodes.push(start(&dirs[i], &flags));
     }
     let a_id = node_id(&nodes[0]);
     assert!(a_id.starts_with("12D3KooW"), "an Ed25519 peer id: {a_id}");
@@ -84,6 +88,7 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
         });
         let found = found.unwrap();
         assert_eq!(found["oap"], nodes[0].oap.to_string(), "{found}");
+        assert_eq!(found["zone"], "rack-a", "{found}");
         assert_eq!(found["local"], false);
     }
     let own = resolves_to(&nodes[0], &addr, &a_id).expect("A lists itself");
@@ -218,6 +223,26 @@ fn p2p_settings_are_checked_before_the_node_starts() {
         stderr.contains("peers: \"peer.example:4001\" is not HOST:PORT with an IP address"),
         "{stderr}"
     );
+    let refusals: [(&[&str], &str); 3] = [
+        (
+            &["--replicas", "2"],
+            "replicas: 2 copies need other nodes: join a network with --p2p HOST:PORT, or set replicas = 1",
+        ),
+        (
+            &["--p2p", "127.0.0.1:0", "--replicas", "17"],
+            "replicas: 17 copies; at most 16",
+        ),
+        (
+            &["--p2p", "127.0.0.1:0", "--zone", "eu west"],
+            "zone: \"eu west\" is not a zone name (1 to 64 of A-Z a-z 0-9 . _ -)",
+        ),
+    ];
+    for (args, expected) in refusals {
+        let out = run_ron(&dir, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

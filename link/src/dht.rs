@@ -34,6 +34,9 @@ pub struct Provider {
     /// at the address it was reached on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oap: Option<SocketAddr>,
+    /// Its zone (`--zone`), when it has one and the DHT thread learned it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Whether it is this node.
     pub local: bool,
 }

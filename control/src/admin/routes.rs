@@ -359,6 +359,7 @@ mod tests {
                 let provider = Provider {
                     node_id: "12D3KooWpeer".into(),
                     oap: Some("127.0.0.1:9444".parse().unwrap()),
+                    zone: None,
                     local: false,
                 };
                 reply.send(Ok(vec![provider]));

@@ -68,5 +68,9 @@ pub struct DhtConfig {
     pub peers: Vec<Multiaddr>,
     /// Where this node serves OAP/1 (what resolves report for it).
     pub oap: SocketAddr,
+    /// `--zone`: this node's failure domain ("": none), told to peers in the greeting.
+    pub zone: String,
+    /// `--replicas`: copies of every object the network keeps.
+    pub replicas: usize,
     pub limits: StoreLimits,
 }

@@ -1,6 +1,6 @@
 //! The DHT thread: one tokio current-thread runtime driving one libp2p `Swarm`
 //! (TCP + noise + yamux; Kademlia with α = 3, k = 20 on `/ron/kad/1.0.0`, backed by
-//! the LMDB [`ProviderStore`]; `/ron/provide/1` beside it, [`crate::protocol`]).
+//! the LMDB [`ProviderStore`]; `/ron/provide/2` beside it, [`crate::protocol`]).
 //!
 //! It wakes on swarm events, on requests from the admin threads (a tokio channel), on
 //! the stop signal, and on a tick every [`DHT_TICK_MS`]: then it takes the shards'
@@ -14,7 +14,7 @@
 //! - `config.rs`: [`DhtConfig`] and every fixed limit and period.
 //! - `address.rs`: [`parse_peer`] (a `--peer`), multiaddr ↔ socket address, an
 //!   object's [`record_key`].
-//! - `swarm.rs`: the behaviour (connection limits, Kademlia, `/ron/provide/1`) and
+//! - `swarm.rs`: the behaviour (connection limits, Kademlia, `/ron/provide/2`) and
 //!   the swarm built around it.
 //! - `state.rs`: what the thread holds — `Node`, the swarm and its tables (greeted
 //!   peers, connections' IPs, resolves in flight, the publisher) — and those tables'

@@ -1,7 +1,7 @@
 //! The peers this node talks to: the IP each connection came from, the greeting a
 //! dialer sends on every new connection (each side learns the other's ports), the
 //! table of greeted peers ([`PEERS_MAX`]), and the batches of keys peers send over
-//! `/ron/provide/1`, stored as their provider records at the address their connection
+//! `/ron/provide/2`, stored as their provider records at the address their connection
 //! came from.
 
 use std::time::Instant;
@@ -14,7 +14,7 @@ use libp2p::PeerId;
 
 use crate::node::address::{tcp_multiaddr, tcp_socket};
 use crate::node::config::{PEERS_MAX, PROVIDER_TTL};
-use crate::node::state::{Node, PeerPorts};
+use crate::node::state::{KnownPeer, Node};
 use crate::protocol::{Ports, ProvideRequest, ProvideResponse};
 
 impl Node {
@@ -31,6 +31,7 @@ impl Node {
             // The greeting: the other side learns our ports, we learn its ports.
             let greeting = ProvideRequest {
                 ports: self.ports,
+                zone: self.zone.clone(),
                 keys: Vec::new(),
             };
             self.swarm
@@ -43,9 +44,9 @@ impl Node {
         }
     }
 
-    /// Remembers a peer's ports at the IP its connection came from, and tells Kademlia
-    /// where it listens.
-    fn learn_peer(&mut self, peer: PeerId, connection: ConnectionId, ports: Ports) {
+    /// Remembers a peer's ports at the IP its connection came from, and its zone, and
+    /// tells Kademlia where it listens.
+    fn learn_peer(&mut self, peer: PeerId, connection: ConnectionId, ports: Ports, zone: String) {
         let Some(ip) = self.connections.get(&connection).copied() else {
             return;
         };
@@ -56,7 +57,8 @@ impl Node {
                 self.peers.remove(&evicted);
             }
         }
-        self.peers.insert(peer, PeerPorts { ip, ports });
+        tracing::debug!(%peer, %ip, oap = ports.oap, zone = %zone, "dht: greeted");
+        self.peers.insert(peer, KnownPeer { ip, ports, zone });
         self.swarm
             .behaviour_mut()
             .kad
@@ -74,13 +76,17 @@ impl Node {
                 connection_id,
                 message:
                     Message::Request {
-                        request, channel, ..
+                        mut request,
+                        channel,
+                        ..
                     },
             } => {
-                self.learn_peer(peer, connection_id, request.ports);
+                let zone = std::mem::take(&mut request.zone);
+                self.learn_peer(peer, connection_id, request.ports, zone);
                 let stored = self.store_provided_by(peer, connection_id, request);
                 let response = ProvideResponse {
                     ports: self.ports,
+                    zone: self.zone.clone(),
                     stored,
                 };
                 let _ = self
@@ -98,7 +104,7 @@ impl Node {
                         response,
                     },
             } => {
-                self.learn_peer(peer, connection_id, response.ports);
+                self.learn_peer(peer, connection_id, response.ports, response.zone);
                 self.on_published(request_id, true);
             }
             Event::OutboundFailure {
@@ -107,11 +113,11 @@ impl Node {
                 error,
                 ..
             } => {
-                tracing::debug!(%peer, "dht: /ron/provide/1 request failed: {error}");
+                tracing::debug!(%peer, "dht: /ron/provide/2 request failed: {error}");
                 self.on_published(request_id, false);
             }
             Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, "dht: /ron/provide/1 inbound failed: {error}");
+                tracing::debug!(%peer, "dht: /ron/provide/2 inbound failed: {error}");
             }
             Event::ResponseSent { .. } => {}
         }

@@ -3,7 +3,7 @@
 //! ones are forgotten. The publisher sends one batch at a time, fresh keys first, then
 //! the sweep's next region of keys due ([`REPUBLISH_AFTER`]). A batch is one lookup of
 //! the [`PUBLISH_LOOKUP_PEERS`] peers closest to its region's first key; each key goes to
-//! its own k closest among them over `/ron/provide/1`, and a key whose k closest may lie
+//! its own k closest among them over `/ron/provide/2`, and a key whose k closest may lie
 //! outside them goes back to the queue for a lookup of its own (`crate::closest`). A key
 //! that reached a peer is marked published.
 
@@ -226,6 +226,7 @@ impl Node {
             }
             let request = ProvideRequest {
                 ports: self.ports,
+                zone: self.zone.clone(),
                 keys: carried.iter().map(|at| keys[*at].clone()).collect(),
             };
             let id = self

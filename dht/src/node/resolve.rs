@@ -119,16 +119,18 @@ impl Node {
 
     fn provider(&self, peer: &PeerId) -> Provider {
         let local = *peer == self.local;
-        let oap = match local {
-            true => Some(self.oap),
-            false => self
-                .peers
-                .get(peer)
-                .map(|p| SocketAddr::new(p.ip, p.ports.oap)),
+        let (oap, zone) = match (local, self.peers.get(peer)) {
+            (true, _) => (Some(self.oap), Some(self.zone.clone())),
+            (false, Some(p)) => (
+                Some(SocketAddr::new(p.ip, p.ports.oap)),
+                Some(p.zone.clone()),
+            ),
+            (false, None) => (None, None),
         };
         Provider {
             node_id: peer.to_base58(),
             oap,
+            zone: zone.filter(|z| !z.is_empty()),
             local,
         }
     }

@@ -21,11 +21,12 @@ use crate::node::swarm::{build_swarm, Behaviour};
 use crate::protocol::Ports;
 use crate::store::ProviderStore;
 
-/// Where a peer serves, from its greeting.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct PeerPorts {
+/// Where a peer serves and its zone, from its greeting.
+#[derive(Debug, Clone)]
+pub(super) struct KnownPeer {
     pub(super) ip: IpAddr,
     pub(super) ports: Ports,
+    pub(super) zone: String,
 }
 
 /// A resolve in progress: its query, then the greetings of the providers it found.
@@ -57,7 +58,7 @@ pub(super) struct Publication {
 /// walks the `provided` database in distance-key order and publishes the keys not
 /// published within [`REPUBLISH_AFTER`](crate::node::REPUBLISH_AFTER). One batch in
 /// flight at a time: one `get_closest_peers` lookup for the batch's region, then the
-/// batch to each of those peers over `/ron/provide/1`, each key to its k closest.
+/// batch to each of those peers over `/ron/provide/2`, each key to its k closest.
 #[derive(Debug, Default)]
 pub(super) struct Publisher {
     pub(super) fresh: VecDeque<RecordKey>,
@@ -80,9 +81,11 @@ pub(super) struct Node {
     pub(super) swarm: Swarm<Behaviour>,
     pub(super) local: PeerId,
     pub(super) ports: Ports,
+    /// This node's zone ("": none).
+    pub(super) zone: String,
     pub(super) oap: SocketAddr,
     pub(super) metrics: Arc<DhtMetrics>,
-    pub(super) peers: HashMap<PeerId, PeerPorts>,
+    pub(super) peers: HashMap<PeerId, KnownPeer>,
     pub(super) connections: HashMap<ConnectionId, IpAddr>,
     pub(super) resolves: HashMap<QueryId, Resolve>,
     pub(super) publisher: Publisher,
@@ -113,6 +116,7 @@ impl Node {
                 p2p: config.listen.port(),
                 oap: config.oap.port(),
             },
+            zone: config.zone.clone(),
             oap: config.oap,
             metrics,
             peers: HashMap::new(),

@@ -1,7 +1,7 @@
 //! The libp2p side of the DHT thread: one `Swarm` over TCP + noise + yamux, whose
 //! behaviour is the connection limits, Kademlia (α = 3, k = [`K_VALUE`], its own
 //! protocol name [`KAD_PROTOCOL`], server mode, records in the LMDB
-//! [`ProviderStore`]) and `/ron/provide/1` ([`crate::protocol`]).
+//! [`ProviderStore`]) and `/ron/provide/2` ([`crate::protocol`]).
 
 use std::num::NonZeroUsize;
 

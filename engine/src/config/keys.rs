@@ -190,6 +190,14 @@ fn size_or_auto(v: &str) -> Result<u64, ValueError> {
     }
 }
 
+/// A count, or `auto` (0: chosen when the layers are resolved).
+fn count_or_auto(v: &str) -> Result<usize, ValueError> {
+    match v {
+        "auto" => Ok(0),
+        _ => num(v),
+    }
+}
+
 /// An erasure code (`4+1`, `off`), or `auto` (`None`: chosen for the node's data dirs
 /// when the layers are resolved).
 fn ec_or_auto(v: &str) -> Result<Option<EcParams>, ValueError> {
@@ -403,6 +411,22 @@ pub const KEYS: &[Key] = &[
         default: Some("auto"),
         help: "read-through: fetched copies kept, oldest evicted past it; auto = half the data dirs' filesystems",
         apply: |c, v| set(&mut c.fetched_bytes_max, size_or_auto, v),
+    },
+    Key {
+        key: "replicas",
+        flag: "replicas",
+        value: "N",
+        default: Some("auto"),
+        help: "copies of every object kept on the nodes its placement names (1 to 16); auto = 3 with --p2p, 1 without",
+        apply: |c, v| set(&mut c.replicas, count_or_auto, v),
+    },
+    Key {
+        key: "zone",
+        flag: "zone",
+        value: "NAME",
+        default: None,
+        help: "this node's failure domain (rack, data center): copies of an object go to different zones",
+        apply: |c, v| set(&mut c.zone, |s| Ok(Some(s.to_owned())), v),
     },
     Key {
         key: "shards",
@@ -651,6 +675,7 @@ mod tests {
                 "peers",
                 "oap_advertised_port",
                 "origin",
+                "zone",
                 "tokens",
                 "admin_token"
             ]

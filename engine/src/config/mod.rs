@@ -121,6 +121,12 @@ pub struct Config {
     /// Read-through: bytes of fetched copies kept (evicted oldest first past it); 0
     /// until resolved means "auto" (`disk::auto_fetched_bytes`).
     pub fetched_bytes_max: u64,
+    /// Copies of every object the network keeps (placement, docs/design/replication.md);
+    /// 0 until resolved means "auto" ([`Config::replicas_target`]).
+    pub replicas: usize,
+    /// This node's failure domain; copies of an object go to different zones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Log lines as `text` or `json`.
     pub log_format: LogFormat,
     /// Least severe events logged: error, warn, info, debug (adds one line per request).
@@ -241,6 +247,17 @@ impl Config {
         self.ec.unwrap_or(EcParams::default_for(dirs))
     }
 
+    /// Copies of every object: the configured number, or when unresolved ("auto") 3 on
+    /// a node in a network and 1 without one. The placement caps it by the nodes that
+    /// exist.
+    pub fn replicas_target(&self) -> usize {
+        match (self.replicas, self.p2p) {
+            (0, Some(_)) => 3,
+            (0, None) => 1,
+            (n, _) => n,
+        }
+    }
+
     /// The data dirs as the shards take them.
     pub fn data_dirs(&self) -> ron_shards::layout::DataDirs {
         ron_shards::layout::DataDirs::new(self.data_dirs.clone())
@@ -286,6 +303,8 @@ impl Config {
             fetch_timeout_ms: 0,
             fetch_hedge_ms: 0,
             fetched_bytes_max: 0,
+            replicas: 0,
+            zone: None,
             tls_cert: None,
             tls_key: None,
             log_format: LogFormat::Text,

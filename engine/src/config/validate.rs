@@ -4,6 +4,8 @@
 
 use ron_link::policy::TENANT_NAME_BYTES_MAX;
 
+use ron_dht::protocol::ZONE_BYTES_MAX;
+
 use super::{Config, ConfigError};
 
 impl Config {
@@ -40,6 +42,30 @@ impl Config {
         }
         if self.fetch_timeout_ms == 0 {
             return refuse("fetch_timeout_ms: must be at least 1".into());
+        }
+        self.validate_replication()
+    }
+
+    /// Copies need a network, and a zone name is a short label.
+    fn validate_replication(&self) -> Result<(), ConfigError> {
+        let refuse = |m: String| Err(ConfigError::Refused(m));
+        let replicas = self.replicas_target();
+        let max = ron_dht::placement::REPLICAS_MAX;
+        if replicas > max {
+            return refuse(format!("replicas: {replicas} copies; at most {max}"));
+        }
+        if replicas > 1 && self.p2p.is_none() {
+            return refuse(format!(
+                "replicas: {replicas} copies need other nodes: join a network with --p2p HOST:PORT, or set replicas = 1"
+            ));
+        }
+        if let Some(zone) = &self.zone {
+            let label = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+            if zone.is_empty() || zone.len() > ZONE_BYTES_MAX || !zone.bytes().all(label) {
+                return refuse(format!(
+                    "zone: {zone:?} is not a zone name (1 to {ZONE_BYTES_MAX} of A-Z a-z 0-9 . _ -)"
+                ));
+            }
         }
         Ok(())
     }
