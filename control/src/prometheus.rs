@@ -368,7 +368,7 @@ pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
     out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
     out.push_str(&format!("{name}_sum {}\n", dht.lookup_ms_sum.load(Relaxed)));
     out.push_str(&format!("{name}_count {cumulative}\n"));
-    let families: [(&str, Kind, &str, &std::sync::atomic::AtomicU64); 13] = [
+    let families: [(&str, Kind, &str, &std::sync::atomic::AtomicU64); 14] = [
         (
             "ron_dht_missing_records",
             Counter,
@@ -434,6 +434,12 @@ pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
             Gauge,
             "Peers with an open libp2p connection.",
             &dht.peers_connected,
+        ),
+        (
+            "ron_dht_peers_alive",
+            Gauge,
+            "Peers that answered a libp2p ping within the last 60 s.",
+            &dht.peers_alive,
         ),
         (
             "ron_dht_routing_table_peers",

@@ -15,8 +15,9 @@
 //!   and the sweep's batches of keys.
 //! - [`node`]: the DHT thread. One OS thread runs a tokio current-thread runtime that
 //!   drives one libp2p `Swarm`: TCP + noise + yamux, `libp2p-kad` (α = 3, k = 20, its
-//!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/2`, and connection
-//!   limits. It publishes our keys, answers others' queries from the store, and runs
+//!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/2`, libp2p's
+//!   identify and ping (what standard libp2p peers need; ping is liveness), and
+//!   connection limits. It publishes our keys, answers others' queries from the store, and runs
 //!   the lookups the admin port asks for.
 //!
 //! ## Invariants

@@ -93,6 +93,12 @@ fn five_nodes_announce_resolve_and_keep_records_across_a_restart() {
     }
     let own = nodes[0].client.resolve(object, 16, 2_000).unwrap();
     assert!(own.iter().any(|p| p.local && p.node_id == a_id), "{own:?}");
+    // libp2p ping runs on every connection: each node counts the peers that answered.
+    for node in &nodes {
+        wait_for("a ping answered", || {
+            node.client.metrics.peers_alive.load(Ordering::Relaxed) >= 1
+        });
+    }
     let unknown = nodes[3].client.resolve([0x43; 32], 16, 2_000).unwrap();
     assert!(unknown.is_empty(), "{unknown:?}");
     let m = &nodes[3].client.metrics;

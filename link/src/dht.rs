@@ -236,6 +236,8 @@ pub struct DhtMetrics {
     pub announce_dropped_total: AtomicU64,
     /// Peers with an open connection (gauge).
     pub peers_connected: AtomicU64,
+    /// Peers that answered a libp2p ping within the last 60 s (gauge).
+    pub peers_alive: AtomicU64,
     /// Peers in the Kademlia routing table (gauge).
     pub routing_table_peers: AtomicU64,
 }

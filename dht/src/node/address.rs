@@ -9,6 +9,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
 use crate::error::DhtError;
+use crate::node::config::IDENTIFIED_ADDRESSES_MAX;
 
 /// Parses a `--peer`: `HOST:PORT` (an IP address) or a multiaddr such as
 /// `/ip4/10.0.0.2/tcp/4001/p2p/12D3Koo…`.
@@ -56,6 +57,22 @@ pub(super) fn tcp_socket(addr: &Multiaddr) -> Option<SocketAddr> {
     }
 }
 
+/// Where a peer that reached us on `ip` listens, from the listen addresses its identify
+/// answer claims: the connection's IP with each distinct TCP port claimed, at most
+/// [`IDENTIFIED_ADDRESSES_MAX`] (a claimed IP is never taken).
+pub(super) fn identified_addresses(ip: IpAddr, claimed: &[Multiaddr]) -> Vec<Multiaddr> {
+    let mut ports: Vec<u16> = Vec::new();
+    for port in claimed
+        .iter()
+        .filter_map(|a| tcp_socket(a).map(|s| s.port()))
+    {
+        if !ports.contains(&port) && ports.len() < IDENTIFIED_ADDRESSES_MAX {
+            ports.push(port);
+        }
+    }
+    ports.into_iter().map(|p| tcp_multiaddr(ip, p)).collect()
+}
+
 pub(super) fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
         Protocol::P2p(id) => Some(id),
@@ -74,6 +91,38 @@ pub fn record_key(addr: &[u8; 32]) -> RecordKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identified_addresses_keep_the_connection_ip_and_the_claimed_ports() {
+        let claimed: Vec<Multiaddr> = [
+            "/ip4/203.0.113.9/tcp/4001",
+            "/ip6/::1/tcp/4001",
+            "/ip4/10.0.0.1/tcp/4002/p2p/12D3KooWLRPJAA5o6Z6RwQprCXpX8FMTQKR5NoUzLQMC2LuXkxP6",
+            "/ip4/10.0.0.1/udp/4003/quic-v1",
+            "/dns4/example.com/tcp/4004",
+            "/ip4/10.0.0.1/tcp/5001",
+            "/ip4/10.0.0.1/tcp/5002",
+            "/ip4/10.0.0.1/tcp/5003",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let ip: IpAddr = "127.0.0.7".parse().unwrap();
+        let got: Vec<String> = identified_addresses(ip, &claimed)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "/ip4/127.0.0.7/tcp/4001",
+                "/ip4/127.0.0.7/tcp/4002",
+                "/ip4/127.0.0.7/tcp/5001",
+                "/ip4/127.0.0.7/tcp/5002"
+            ]
+        );
+        assert!(identified_addresses(ip, &[]).is_empty());
+    }
 
     #[test]
     fn peers_parse_from_host_port_and_multiaddr() {

@@ -176,8 +176,10 @@ impl Node {
         let counters = store.counters();
         let provided = store.provided_count().unwrap_or(0);
         let records = store.provider_record_count().unwrap_or(0);
+        let alive = self.count_alive() as u64;
         let m = &self.metrics;
         m.peers_connected.store(connected, Ordering::Relaxed);
+        m.peers_alive.store(alive, Ordering::Relaxed);
         m.routing_table_peers
             .store(routing as u64, Ordering::Relaxed);
         m.provided_keys.store(provided, Ordering::Relaxed);
@@ -212,6 +214,8 @@ impl Node {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
             SwarmEvent::Behaviour(BehaviourEvent::Provide(event)) => self.on_provide(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, "dht: dial failed: {error}");
             }

@@ -7,13 +7,13 @@
 use std::time::Instant;
 
 use libp2p::core::ConnectedPoint;
-use libp2p::kad;
 use libp2p::request_response;
 use libp2p::swarm::ConnectionId;
 use libp2p::PeerId;
+use libp2p::{identify, kad, ping};
 
-use crate::node::address::{tcp_multiaddr, tcp_socket};
-use crate::node::config::{PEERS_MAX, PROVIDER_TTL};
+use crate::node::address::{identified_addresses, tcp_multiaddr, tcp_socket};
+use crate::node::config::{ALIVE_WITHIN, KAD_PROTOCOL, PEERS_MAX, PROVIDER_TTL};
 use crate::node::state::{KnownPeer, Node};
 use crate::protocol::{Ports, ProvideRequest, ProvideResponse};
 
@@ -63,6 +63,59 @@ impl Node {
             .behaviour_mut()
             .kad
             .add_address(&peer, tcp_multiaddr(ip, ports.p2p));
+    }
+
+    /// A peer's identify answer: when it speaks our Kademlia, Kademlia learns where it
+    /// listens — the IP its connection came from with the ports it claims (as for the
+    /// greeting: a peer cannot point others at a third host). How a standard libp2p
+    /// peer that never sends ron's greeting gets into the routing table.
+    pub(super) fn on_identify(&mut self, event: identify::Event) {
+        let identify::Event::Received {
+            connection_id,
+            peer_id,
+            info,
+        } = event
+        else {
+            return;
+        };
+        if !info.protocols.contains(&KAD_PROTOCOL) {
+            return;
+        }
+        let Some(ip) = self.connections.get(&connection_id).copied() else {
+            return;
+        };
+        tracing::debug!(peer = %peer_id, agent = %info.agent_version, "dht: identified");
+        for address in identified_addresses(ip, &info.listen_addrs) {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer_id, address);
+        }
+    }
+
+    /// A ping answered marks the peer alive (liveness for placement and repair).
+    pub(super) fn on_ping(&mut self, event: ping::Event) {
+        match event.result {
+            Ok(_) => {
+                if self.alive.len() >= PEERS_MAX && !self.alive.contains_key(&event.peer) {
+                    self.forget_silent_peers();
+                }
+                if self.alive.len() < PEERS_MAX {
+                    self.alive.insert(event.peer, Instant::now());
+                }
+            }
+            Err(e) => tracing::debug!(peer = %event.peer, "dht: ping failed: {e}"),
+        }
+    }
+
+    /// Peers whose last ping answer is recent enough (those that are not are forgotten).
+    pub(super) fn count_alive(&mut self) -> usize {
+        self.forget_silent_peers();
+        self.alive.len()
+    }
+
+    fn forget_silent_peers(&mut self) {
+        self.alive.retain(|_, at| at.elapsed() < ALIVE_WITHIN);
     }
 
     pub(super) fn on_provide(

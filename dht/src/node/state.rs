@@ -86,6 +86,10 @@ pub(super) struct Node {
     pub(super) oap: SocketAddr,
     pub(super) metrics: Arc<DhtMetrics>,
     pub(super) peers: HashMap<PeerId, KnownPeer>,
+    /// When each peer last answered a libp2p ping (at most [`PEERS_MAX`] peers).
+    ///
+    /// [`PEERS_MAX`]: crate::node::PEERS_MAX
+    pub(super) alive: HashMap<PeerId, Instant>,
     pub(super) connections: HashMap<ConnectionId, IpAddr>,
     pub(super) resolves: HashMap<QueryId, Resolve>,
     pub(super) publisher: Publisher,
@@ -120,6 +124,7 @@ impl Node {
             oap: config.oap,
             metrics,
             peers: HashMap::new(),
+            alive: HashMap::new(),
             connections: HashMap::new(),
             resolves: HashMap::new(),
             publisher: Publisher::default(),

@@ -1,19 +1,22 @@
 //! The libp2p side of the DHT thread: one `Swarm` over TCP + noise + yamux, whose
 //! behaviour is the connection limits, Kademlia (α = 3, k = [`K_VALUE`], its own
 //! protocol name [`KAD_PROTOCOL`], server mode, records in the LMDB
-//! [`ProviderStore`]) and `/ron/provide/2` ([`crate::protocol`]).
+//! [`ProviderStore`]), `/ron/provide/2` ([`crate::protocol`]), and libp2p's identify
+//! (`/ipfs/id/1.0.0`) and ping (`/ipfs/ping/1.0.0`), which standard libp2p peers
+//! require before they trust a peer, and which tell this node who is alive.
 
 use std::num::NonZeroUsize;
 
-use libp2p::kad;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
+use libp2p::{identify, kad, ping};
 use libp2p::{PeerId, Swarm};
 
 use crate::error::DhtError;
 use crate::node::config::{
-    CONNECTIONS_PER_PEER_MAX, IDLE_CONNECTION_TIMEOUT, INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL,
-    K_VALUE, PENDING_INBOUND_MAX, PROVIDER_TTL, QUERY_TIMEOUT,
+    CONNECTIONS_PER_PEER_MAX, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
+    INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL, K_VALUE, PENDING_INBOUND_MAX, PING_INTERVAL,
+    PROVIDER_TTL, QUERY_TIMEOUT,
 };
 use crate::protocol::ProvideCodec;
 use crate::store::ProviderStore;
@@ -23,6 +26,8 @@ pub(super) struct Behaviour {
     pub(super) limits: libp2p::connection_limits::Behaviour,
     pub(super) kad: kad::Behaviour<ProviderStore>,
     pub(super) provide: request_response::Behaviour<ProvideCodec>,
+    pub(super) identify: identify::Behaviour,
+    pub(super) ping: ping::Behaviour,
 }
 
 pub(super) fn build_swarm(
@@ -38,14 +43,15 @@ pub(super) fn build_swarm(
             libp2p::yamux::Config::default,
         )
         .map_err(|e| start("noise", &e))?
-        .with_behaviour(|key| behaviour(key.public().to_peer_id(), store))
+        .with_behaviour(|key| behaviour(key.public(), store))
         .map_err(|e| start("behaviour", &e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     Ok(swarm)
 }
 
-fn behaviour(local: PeerId, store: ProviderStore) -> Behaviour {
+fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behaviour {
+    let local: PeerId = public.to_peer_id();
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config
         .set_parallelism(NonZeroUsize::new(3).expect("3 > 0"))
@@ -74,5 +80,11 @@ fn behaviour(local: PeerId, store: ProviderStore) -> Behaviour {
                 .with_request_timeout(QUERY_TIMEOUT)
                 .with_max_concurrent_streams(64),
         ),
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), public)
+                .with_agent_version(concat!("ron/", env!("CARGO_PKG_VERSION")).into())
+                .with_cache_size(0),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
     }
 }
