@@ -5,7 +5,8 @@
 //! `replicas / N`), and how many zones each object's copies span.
 //!
 //!   cargo run --release -p ron-dht --example placement_sim -- 1000,10000 10000000 3 3
-//!   (network sizes, objects, zones, replicas; the figures in docs/PERF.md)
+//!   (network sizes, objects, zones, replicas, and optionally joins and leaves
+//!   simulated, default 5; the figures in docs/PERF.md)
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -15,7 +16,7 @@ use ron_dht::placement::{PlacedNode, Placement};
 
 type Position = [u8; 32];
 
-/// Joins and leaves simulated (one at a time) per network size.
+/// Joins and leaves simulated (one at a time) per network size, unless given.
 const CHURN_TRIALS: usize = 5;
 
 /// Holders (node ids) of `objects` keys, placed in parallel on every core.
@@ -58,7 +59,7 @@ fn moved_share(before: &[u32], after: &[u32], replicas: usize) -> f64 {
     moved as f64 / (before.len() / replicas) as f64
 }
 
-fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize) {
+fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize, trials: usize) {
     let started = Instant::now();
     let members: Vec<PlacedNode<u32>> = positions(nodes as u64)
         .take(nodes)
@@ -86,7 +87,7 @@ fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize) {
     // One join and one leave at a time, each from the same start, averaged over a few:
     // a single node's share varies with its stretch of the key space.
     let (mut join, mut leave) = (0.0, 0.0);
-    for trial in 0..CHURN_TRIALS {
+    for trial in 0..trials {
         let mut joined = members.clone();
         joined.push(PlacedNode {
             id: nodes as u32,
@@ -96,15 +97,15 @@ fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize) {
             zone: format!("zone-{}", (nodes + trial) % zones),
         });
         let after_join = place_all(&Placement::new(joined), objects, replicas);
-        join += moved_share(&before, &after_join, replicas) / CHURN_TRIALS as f64;
-        let leaver = trial * nodes / CHURN_TRIALS;
+        join += moved_share(&before, &after_join, replicas) / trials as f64;
+        let leaver = trial * nodes / trials;
         let left: Vec<PlacedNode<u32>> = members
             .iter()
             .filter(|n| n.id as usize != leaver)
             .cloned()
             .collect();
         let after_leave = place_all(&Placement::new(left), objects, replicas);
-        leave += moved_share(&before, &after_leave, replicas) / CHURN_TRIALS as f64;
+        leave += moved_share(&before, &after_leave, replicas) / trials as f64;
     }
     let ideal = replicas as f64 / nodes as f64;
 
@@ -138,14 +139,17 @@ fn main() {
     let objects: usize = arg(1, "10000000").parse().expect("objects: a number");
     let zones: usize = arg(2, "3").parse().expect("zones: a number");
     let replicas: usize = arg(3, "3").parse().expect("replicas: a number");
+    let trials: usize = arg(4, &CHURN_TRIALS.to_string())
+        .parse()
+        .expect("joins and leaves: a number");
     assert!(
-        zones >= 1 && replicas >= 1,
-        "at least one zone and one replica"
+        zones >= 1 && replicas >= 1 && trials >= 1,
+        "at least one zone, one replica, one join and leave"
     );
     let keys: Vec<Position> = positions(42).take(objects).collect();
     println!("| nodes | objects | zones | replicas | objects per node, max / mean | copies moved by a join | by a leave | zones spanned per object | time |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     for nodes in sizes {
-        simulate(nodes, &keys, zones, replicas);
+        simulate(nodes, &keys, zones, replicas, trials);
     }
 }
