@@ -125,11 +125,12 @@ fn share_of_key_space(d: U256) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn position(seed: u64) -> DistanceKey {
+    /// One scattered position per seed.
+    pub(crate) fn position(seed: u64) -> DistanceKey {
         scattered_positions(seed)
             .next()
             .expect("an endless sequence")

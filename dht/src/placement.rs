@@ -85,7 +85,7 @@ impl<Id: Clone> Placement<Id> {
         if replicas == 0 {
             return Vec::new();
         }
-        let mut candidates = (ZONE_WINDOW * self.zones).max(replicas * 4);
+        let mut candidates = ZONE_WINDOW.max(replicas) * self.zones;
         loop {
             let (from, to) = self.run_around(key, candidates);
             let covers_all = from == 0 && to == self.nodes.len();
@@ -204,14 +204,8 @@ fn prefix_bounds(key: &DistanceKey, bits: usize) -> (DistanceKey, DistanceKey) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::closest::scattered_positions;
+    use crate::closest::tests::position;
     use proptest::prelude::*;
-
-    fn position(seed: u64) -> DistanceKey {
-        scattered_positions(seed)
-            .next()
-            .expect("an endless sequence")
-    }
 
     fn network(nodes: usize, zones: usize, seed: u64) -> Placement<usize> {
         Placement::new(

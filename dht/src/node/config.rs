@@ -78,7 +78,5 @@ pub struct DhtConfig {
     pub oap: SocketAddr,
     /// `--zone`: this node's failure domain ("": none), told to peers in the greeting.
     pub zone: String,
-    /// `--replicas`: copies of every object the network keeps.
-    pub replicas: usize,
     pub limits: StoreLimits,
 }

@@ -4,7 +4,7 @@
 
 use ron_link::policy::TENANT_NAME_BYTES_MAX;
 
-use ron_dht::protocol::ZONE_BYTES_MAX;
+use ron_dht::protocol::{is_zone_name, ZONE_BYTES_MAX};
 
 use super::{Config, ConfigError};
 
@@ -60,8 +60,7 @@ impl Config {
             ));
         }
         if let Some(zone) = &self.zone {
-            let label = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
-            if zone.is_empty() || zone.len() > ZONE_BYTES_MAX || !zone.bytes().all(label) {
+            if zone.is_empty() || !is_zone_name(zone) {
                 return refuse(format!(
                     "zone: {zone:?} is not a zone name (1 to {ZONE_BYTES_MAX} of A-Z a-z 0-9 . _ -)"
                 ));

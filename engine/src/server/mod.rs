@@ -151,7 +151,6 @@ fn start_dht(config: &Config) -> Result<Option<ron_dht::node::DhtThread>, StartE
             config.oap_advertised_port.unwrap_or(config.oap.port()),
         ),
         zone: config.zone.clone().unwrap_or_default(),
-        replicas: config.replicas_target(),
         limits: ron_dht::store::StoreLimits::default(),
     })?;
     tracing::info!(node_id = %dht.client.node_id, p2p = %dht.listen, "joined the DHT");
