@@ -8,6 +8,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use ron_link::counters::{FrontSnapshot, ShardCounters, StorageSnapshot, FRONT, STORAGE};
+use ron_link::dht::CopyOutcome;
 use ron_link::families::{Across, Family, Kind};
 use ron_link::latency::{LatencySet, EXPORTED_BUCKETS_US};
 use ron_link::requests::{Op, Protocol, Rejection, COUNTED_STATUSES};
@@ -81,7 +82,7 @@ const fn front(family: Family<FrontSnapshot>) -> Row {
 /// name, type, help and labels are declared with them, `ron_link::counters`), the rest
 /// here.
 #[rustfmt::skip]
-const FAMILIES: [Row; 58] = [
+const FAMILIES: [Row; 60] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -107,6 +108,8 @@ const FAMILIES: [Row; 58] = [
     front(FRONT.fetch_failures),
     front(FRONT.fetch_hedges),
     front(FRONT.fetch_coalesced_waiters),
+    front(FRONT.replica_pulls_held),
+    front(FRONT.replication_bytes),
     storage(STORAGE.evictable_objects),
     storage(STORAGE.evictable_bytes),
     storage(STORAGE.fetched_bytes_max),
@@ -368,7 +371,19 @@ pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
     out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
     out.push_str(&format!("{name}_sum {}\n", dht.lookup_ms_sum.load(Relaxed)));
     out.push_str(&format!("{name}_count {cumulative}\n"));
-    let families: [(&str, Kind, &str, &std::sync::atomic::AtomicU64); 14] = [
+    let families: [(&str, Kind, &str, &std::sync::atomic::AtomicU64); 16] = [
+        (
+            "ron_replication_target",
+            Gauge,
+            "Copies each kept object should have (the replicas setting).",
+            &dht.replication_target,
+        ),
+        (
+            "ron_replication_accepted_total",
+            Counter,
+            "Copies other nodes asked this node to hold that it accepted and handed to a shard.",
+            &dht.copies_accepted_total,
+        ),
         (
             "ron_dht_missing_records",
             Counter,
@@ -459,6 +474,17 @@ pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
             "# HELP {name} {help}\n# TYPE {name} {}\n{name} {}\n",
             kind.as_str(),
             value.load(Relaxed)
+        ));
+    }
+    let name = "ron_replication_copies_total";
+    out.push_str(&format!(
+        "# HELP {name} Answers of the holders this node asked to take copies of its kept objects, by outcome.\n# TYPE {name} counter\n"
+    ));
+    for outcome in CopyOutcome::ALL {
+        let count = dht.copies_asked_total[outcome.index()].load(Relaxed);
+        out.push_str(&format!(
+            "{name}{{outcome=\"{}\"}} {count}\n",
+            outcome.label()
         ));
     }
 }

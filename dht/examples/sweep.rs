@@ -27,6 +27,8 @@ fn node(dir: &std::path::Path, peer: Option<std::net::SocketAddr>) -> DhtThread 
             .collect(),
         oap: "127.0.0.1:9444".parse().unwrap(),
         zone: String::new(),
+        replicas: 1,
+        pulls: None,
         limits: StoreLimits::default(),
     })
     .unwrap()

@@ -13,6 +13,8 @@
 //!   over zones (replication, docs/design/replication.md).
 //! - [`protocol`]: `/ron/provide/2`, the greeting (each side's libp2p and OAP ports, its zone)
 //!   and the sweep's batches of keys.
+//! - [`replicate`]: `/ron/replicate/1`, a holder of kept copies asking the other
+//!   holders its placement names to take them, and their answers.
 //! - [`node`]: the DHT thread. One OS thread runs a tokio current-thread runtime that
 //!   drives one libp2p `Swarm`: TCP + noise + yamux, `libp2p-kad` (α = 3, k = 20, its
 //!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/2`, libp2p's
@@ -57,6 +59,7 @@ pub mod identity;
 pub mod node;
 pub mod placement;
 pub mod protocol;
+pub mod replicate;
 pub mod store;
 
 pub use error::DhtError;

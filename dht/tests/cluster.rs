@@ -30,6 +30,8 @@ fn start(dir: &Path, oap_port: u16, peers: &[SocketAddr]) -> DhtThread {
             .collect(),
         oap: SocketAddr::from(([127, 0, 0, 1], oap_port)),
         zone: String::new(),
+        replicas: 1,
+        pulls: None,
         limits: StoreLimits::default(),
     })
     .unwrap()

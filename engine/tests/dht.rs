@@ -61,6 +61,8 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
     for i in 0..5 {
         let peer = (i > 0).then_some(ports[0]);
         let mut flags = p2p_flags(ports[i], peer);
+        // One copy per object: this test is about announcing and reading through.
+        flags.extend(["--replicas".into(), "1".into()]);
         if i == 0 {
             flags.extend(["--zone".into(), "rack-a".into()]);
         }
@@ -127,20 +129,28 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
     });
     nodes[2].stop();
     nodes[2].restart(
-        &p2p_flags(ports[2], Some(ports[1]))
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        &[
+            p2p_flags(ports[2], Some(ports[1])),
+            vec!["--replicas".into(), "1".into()],
+        ]
+        .concat()
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
     );
     assert!(metric(nodes[2].admin, "ron_dht_provider_records") >= 1);
 
     // A restarts: the same node id, still providing the object.
     nodes[0].stop();
     nodes[0].restart(
-        &p2p_flags(ports[0], Some(ports[3]))
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        &[
+            p2p_flags(ports[0], Some(ports[3])),
+            vec!["--replicas".into(), "1".into()],
+        ]
+        .concat()
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
     );
     assert_eq!(node_id(&nodes[0]), a_id);
     assert_eq!(metric(nodes[0].admin, "ron_dht_provided_keys"), 1);
@@ -201,6 +211,115 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
     );
     for n in &mut nodes[1..] {
         n.stop();
+    }
+}
+
+/// Whether `n` holds `addr` itself: the owner shard reads and checks every block of it
+/// (`POST /admin/repair`: 200 healthy; 404 when it does not hold it).
+fn holds(n: &Node, addr: &Address) -> bool {
+    let raw = format!(
+        "POST /admin/repair/{addr} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let r = request(n.admin, raw.as_bytes()).unwrap();
+    match r.status {
+        200 => {
+            assert_eq!(r.json()["outcome"], "healthy", "{r:?}");
+            true
+        }
+        404 => false,
+        _ => panic!("repair probe of {addr}: {r:?}"),
+    }
+}
+
+#[test]
+fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
+    const NODES: usize = 6;
+    let zone = |i: usize| format!("z{}", i % 3);
+    let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
+    let nodes: Vec<Node> = (0..NODES)
+        .map(|i| {
+            let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
+            flags.extend(["--zone".into(), zone(i), "--replicas".into(), "3".into()]);
+            start(&temp_dir(&format!("placement-{i}")), &flags)
+        })
+        .collect();
+    wait_for("A knows every other node", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= NODES as u64 - 1
+    });
+    assert_eq!(metric(nodes[0].admin, "ron_replication_target"), 3);
+    // Small objects (packed in segments) and large ones (files of their own).
+    let objects: Vec<(Address, Vec<u8>)> = (0..24u64)
+        .map(|i| {
+            let data = bytes(100 + i, 700 + (i as usize % 6) * 40_000);
+            (upload(&nodes[0], &data), data)
+        })
+        .collect();
+    // Each node probed in its own thread (a probe waits for the owner shard's tick).
+    let held_by = || -> Vec<Vec<usize>> {
+        let per_node: Vec<Vec<bool>> = std::thread::scope(|scope| {
+            let probes: Vec<_> = nodes
+                .iter()
+                .map(|n| scope.spawn(|| objects.iter().map(|(a, _)| holds(n, a)).collect()))
+                .collect();
+            probes.into_iter().map(|p| p.join().unwrap()).collect()
+        });
+        (0..objects.len())
+            .map(|o| (0..NODES).filter(|i| per_node[*i][o]).collect())
+            .collect()
+    };
+    let mut held = Vec::new();
+    wait_for(
+        "every upload on three nodes or more",
+        Duration::from_secs(60),
+        || {
+            held = held_by();
+            held.iter().all(|h| h.len() >= 3)
+        },
+    );
+    let mut copies_made = 0;
+    for ((addr, data), held) in objects.iter().zip(&held) {
+        let copies: Vec<usize> = held.iter().copied().filter(|i| *i != 0).collect();
+        copies_made += copies.len() as u64;
+        // The placement's three holders, one per zone; A keeps its upload besides
+        // when it is not one of them.
+        let mut zones: Vec<String> = copies.iter().map(|i| zone(*i)).collect();
+        if copies.len() == 2 {
+            zones.push(zone(0));
+        }
+        zones.sort();
+        zones.dedup();
+        assert_eq!(zones.len(), 3, "{addr} held by {held:?}");
+        assert!((2..=3).contains(&copies.len()), "{addr} held by {held:?}");
+        // A holder serves its own copy: the bytes, without reading through.
+        let holder = &nodes[copies[0]];
+        let r = get(holder.http, &format!("/o/{addr}")).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body == *data, "{addr} from node {}", copies[0]);
+    }
+    // Every copy was asked for, pulled and kept — none is an evictable cache.
+    let pulled: u64 = nodes
+        .iter()
+        .map(|n| metric(n.admin, "ron_replication_pulls_total"))
+        .sum();
+    assert_eq!(pulled, copies_made);
+    assert_eq!(
+        gauge(
+            nodes[0].admin,
+            "ron_replication_copies_total{outcome=\"held\"}"
+        ),
+        Some(copies_made as f64)
+    );
+    let bytes_copied: u64 = nodes
+        .iter()
+        .map(|n| metric(n.admin, "ron_replication_bytes_total"))
+        .sum();
+    assert!(bytes_copied > 0);
+    for n in &nodes {
+        assert_eq!(
+            metric(n.admin, "ron_fetched_objects"),
+            0,
+            "no evictable copies"
+        );
     }
 }
 

@@ -168,6 +168,12 @@ declare_counters! {
         /// Requests that joined a fetch already under way instead of starting one.
         fetch_coalesced_waiters: AtomicU64 => Counter "ron_fetch_coalesced_waiters_total", Sum,
             "Requests that joined a read-through already under way instead of starting their own.",
+        /// Copies the placement asked this node to hold, now held kept and durable.
+        replica_pulls_held: AtomicU64 => Counter "ron_replication_pulls_total", Sum,
+            "Copies other nodes asked this node to hold for the placement, held kept and durable (fetched or held already).",
+        /// Verified bytes fetched to make placement copies.
+        replication_bytes: AtomicU64 => Counter "ron_replication_bytes_total", Sum,
+            "Verified bytes fetched from other nodes to make the copies the placement asks this node to hold.",
         /// Set once the shard's listeners accept.
         ready: AtomicBool => Gauge "ron_shard_ready", PerShard,
             "1 when the shard accepts connections.",
@@ -323,6 +329,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 29 + 19);
+        assert_eq!(seen.len(), 29 + 21);
     }
 }

@@ -9,6 +9,11 @@
 //!   drops an announcement and counts it; a withdrawal comes back to its sender.
 //! - requests ([`DhtRequest`], a tokio channel): they wake the DHT thread at once, so
 //!   a lookup does not wait for a tick.
+//!
+//! And one the other way ([`PullRoutes`]): copies the DHT thread accepted to make for
+//! the placement (replication, docs/design/replication.md) go to the shard owning each
+//! address on a bounded tokio channel per shard, which the shard awaits; each carries a
+//! oneshot for the outcome.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +89,9 @@ impl ResolveReply {
 pub enum ProviderChange {
     /// Stored: provide them (and publish the new ones).
     Provide(Vec<[u8; 32]>),
+    /// Stored as kept copies (uploads, placement copies): provide and publish them, then
+    /// ask the other holders the placement names to take them.
+    ProvideKept(Vec<[u8; 32]>),
     /// Evicted: stop providing them (other nodes' records lapse at their TTL).
     Withdraw(Vec<[u8; 32]>),
 }
@@ -127,8 +135,21 @@ impl DhtClient {
 
     /// Queues an announcement (never waits; a full mailbox drops it, counted).
     pub fn announce(&self, addrs: Vec<[u8; 32]>) {
-        let count = addrs.len() as u64;
-        if !matches!(self.try_announce(addrs), Some(Ok(()))) {
+        self.announce_change(ProviderChange::Provide(addrs));
+    }
+
+    /// Queues an announcement of kept copies, which the placement's other holders are
+    /// then asked to take (never waits; a full mailbox drops it, counted).
+    pub fn announce_kept(&self, addrs: Vec<[u8; 32]>) {
+        self.announce_change(ProviderChange::ProvideKept(addrs));
+    }
+
+    fn announce_change(&self, change: ProviderChange) {
+        let count = match &change {
+            ProviderChange::Provide(a) | ProviderChange::ProvideKept(a) => a.len() as u64,
+            ProviderChange::Withdraw(a) => a.len() as u64,
+        };
+        if !matches!(self.try_change(change), Some(Ok(()))) {
             self.metrics
                 .announce_dropped_total
                 .fetch_add(count, Ordering::Relaxed);
@@ -153,7 +174,9 @@ impl DhtClient {
         match self.announces.try_send(change) {
             Ok(()) => Some(Ok(())),
             Err(std::sync::mpsc::TrySendError::Full(
-                ProviderChange::Provide(back) | ProviderChange::Withdraw(back),
+                ProviderChange::Provide(back)
+                | ProviderChange::ProvideKept(back)
+                | ProviderChange::Withdraw(back),
             )) => Some(Err(back)),
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => None,
         }
@@ -240,6 +263,127 @@ pub struct DhtMetrics {
     pub peers_alive: AtomicU64,
     /// Peers in the Kademlia routing table (gauge).
     pub routing_table_peers: AtomicU64,
+    /// The `replicas` setting: copies each kept object should have (gauge).
+    pub replication_target: AtomicU64,
+    /// Answers of holders asked to take a copy, by outcome ([`CopyOutcome`] order).
+    pub copies_asked_total: [AtomicU64; CopyOutcome::ALL.len()],
+    /// Copies this node accepted to make for others (pulls handed to a shard).
+    pub copies_accepted_total: AtomicU64,
+}
+
+/// How a holder asked to take a copy answered (`ron_replication_copies_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOutcome {
+    /// It holds a verified kept copy, durably.
+    Held,
+    /// It does not count itself among the object's holders.
+    NotHolder,
+    /// Its pull failed (no source had a verified copy, or its store refused).
+    Failed,
+    /// It had too many copies under way.
+    Busy,
+    /// Still copying when it answered.
+    Pending,
+    /// No answer (the connection or the request failed or timed out).
+    Unanswered,
+}
+
+impl CopyOutcome {
+    pub const ALL: [CopyOutcome; 6] = [
+        CopyOutcome::Held,
+        CopyOutcome::NotHolder,
+        CopyOutcome::Failed,
+        CopyOutcome::Busy,
+        CopyOutcome::Pending,
+        CopyOutcome::Unanswered,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CopyOutcome::Held => "held",
+            CopyOutcome::NotHolder => "not_holder",
+            CopyOutcome::Failed => "failed",
+            CopyOutcome::Busy => "busy",
+            CopyOutcome::Pending => "pending",
+            CopyOutcome::Unanswered => "unanswered",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Copies waiting for a shard, per shard.
+pub const PULL_MAILBOX_LEN: usize = 256;
+
+/// A copy the DHT thread accepted to make: the owner shard pulls `addr` from `source`
+/// (the asking node's OAP/1 address) or another provider, verified, and keeps it.
+#[derive(Debug)]
+pub struct Pull {
+    pub addr: [u8; 32],
+    pub source: SocketAddr,
+    pub reply: tokio::sync::oneshot::Sender<PullOutcome>,
+}
+
+/// A shard's end of its pull mailbox (a tokio channel: any executor can await it).
+pub type PullMailbox = tokio::sync::mpsc::Receiver<Pull>;
+
+/// How a shard's pull ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullOutcome {
+    /// Held durably as a kept copy (fetched now, or held already).
+    Held,
+    /// The shard has too many copies under way.
+    Busy,
+    /// Why no verified copy could be made.
+    Failed(String),
+}
+
+/// Which shard owns an address (the engine's partition table, as a function).
+pub type OwnerOf = Arc<dyn Fn(&[u8; 32]) -> usize + Send + Sync>;
+
+/// The DHT thread's way to the shards' pull mailboxes.
+#[derive(Clone)]
+pub struct PullRoutes {
+    shards: Vec<tokio::sync::mpsc::Sender<Pull>>,
+    owner_of: OwnerOf,
+}
+
+impl std::fmt::Debug for PullRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullRoutes")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PullRoutes {
+    /// Routes to `shards` mailboxes of [`PULL_MAILBOX_LEN`], and their receiving ends
+    /// (one per shard, in shard order).
+    pub fn new(shards: usize, owner_of: OwnerOf) -> (PullRoutes, Vec<PullMailbox>) {
+        let (senders, receivers) = (0..shards.max(1))
+            .map(|_| tokio::sync::mpsc::channel(PULL_MAILBOX_LEN))
+            .unzip();
+        (
+            PullRoutes {
+                shards: senders,
+                owner_of,
+            },
+            receivers,
+        )
+    }
+
+    /// Hands `pull` to its owner shard; a full mailbox or a stopped shard gives it back.
+    pub fn try_send(&self, pull: Pull) -> Result<(), Pull> {
+        let owner = (self.owner_of)(&pull.addr);
+        let Some(shard) = self.shards.get(owner) else {
+            return Err(pull);
+        };
+        shard.try_send(pull).map_err(|e| match e {
+            TrySendError::Full(pull) | TrySendError::Closed(pull) => pull,
+        })
+    }
 }
 
 impl DhtMetrics {

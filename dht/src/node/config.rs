@@ -59,6 +59,21 @@ pub(super) const EXPIRE_PERIOD: Duration = Duration::from_secs(60);
 pub(super) const INBOUND_CONNECTIONS_MAX: u32 = 512;
 pub(super) const PENDING_INBOUND_MAX: u32 = 64;
 pub(super) const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+/// A holder asked for copies answers within this long; what is still copying then is
+/// answered `pending` (and goes on).
+pub const REPLICATE_ANSWER_WITHIN: Duration = Duration::from_secs(60);
+/// How long the asker waits for that answer.
+pub(super) const REPLICATE_REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
+/// Copies one peer may have this node make at once (past it: `busy`).
+pub const PULLS_PER_PEER_MAX: usize = 64;
+/// Copies under way at once, for all peers together.
+pub const PULLS_MAX: usize = 1_024;
+/// Kept keys waiting for their publication, after which their holders are asked.
+pub const COPIES_WAITING_MAX: usize = FRESH_KEYS_MAX;
+/// A node accepts a copy when fewer than this many times its zone's window of the
+/// nodes it knows in its zone are closer to the key: the asker's view and its own may
+/// differ by a few nodes, and a node outside every window is still refused.
+pub(super) const ACCEPT_WINDOW_SLACK: usize = 2;
 /// A connection with no stream open is closed after this long.
 pub(super) const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -78,5 +93,10 @@ pub struct DhtConfig {
     pub oap: SocketAddr,
     /// `--zone`: this node's failure domain ("": none), told to peers in the greeting.
     pub zone: String,
+    /// `--replicas`: copies of each kept object, this one included (1: none asked for).
+    pub replicas: usize,
+    /// Where accepted copies go: the owner shard of each address (none: copies are
+    /// refused, answered `failed`).
+    pub pulls: Option<ron_link::dht::PullRoutes>,
     pub limits: StoreLimits,
 }

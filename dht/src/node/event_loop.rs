@@ -115,6 +115,7 @@ impl Node {
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
+                Some(done) = self.copies.pulled.next() => self.on_pull_done(done),
                 Some(request) = inbox.requests.recv() => self.on_request(request),
                 _ = &mut inbox.stop => break,
                 _ = tick.tick() => self.on_tick(&inbox.announces),
@@ -142,6 +143,7 @@ impl Node {
         self.take_announcements(announces);
         self.flush_store();
         self.answer_due_resolves();
+        self.answer_due_copies();
         self.publish_next();
         if self.last_expiry.elapsed() >= EXPIRE_PERIOD {
             self.last_expiry = Instant::now();
@@ -214,6 +216,7 @@ impl Node {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
             SwarmEvent::Behaviour(BehaviourEvent::Provide(event)) => self.on_provide(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Replicate(event)) => self.on_replicate(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {

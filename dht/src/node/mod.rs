@@ -26,25 +26,32 @@
 //! - `resolve.rs`: resolves and their deadlines.
 //! - `publish.rs`: announcements, the publisher and the sweep, regions of the key
 //!   space.
+//! - `copies.rs`: replication's `/ron/replicate/1` — asking the holders of kept keys
+//!   after their publication, accepting peers' copies and handing them to the shards.
 //!
 //! Imports go one way, down this list: `config.rs` and `address.rs` name no other
 //! file of the node; `swarm.rs` names `config.rs`; `state.rs` names those; `peers.rs`,
-//! `resolve.rs`, `publish.rs` and `event_loop.rs` name `state.rs` and what is under
-//! it, never each other (they call each other's methods on `Node`); `mod.rs` names the
-//! files and none names it.
+//! `resolve.rs`, `publish.rs`, `copies.rs` and `event_loop.rs` name `state.rs` and what
+//! is under it, never each other (they call each other's methods on `Node`); `mod.rs`
+//! names the files and none names it.
 //!
 //! ## Data flow
 //! ```text
 //! shards ──ProviderChange (std channel)──▶ tick: take_announcements ─▶ store, publisher.fresh
 //! admin  ──DhtRequest (tokio channel)────▶ start_resolve ─▶ kad get_providers
 //! swarm  ──events────────────────────────▶ on_event: peers (greetings, batches),
-//!                                          resolve (providers found), publish (closest peers)
+//!                                          resolve (providers found), publish (closest peers),
+//!                                          copies (peers' requests, holders' answers)
+//! publication done (kept keys) ─▶ placement among its peers ─▶ /ron/replicate/1 to holders
+//! peer's copies ─▶ accepted ─▶ PullRoutes (tokio channel per shard) ─▶ shard pulls, keeps
+//!        ◀── each outcome (oneshot) ── answer when all are done or at the deadline
 //! tick   ─▶ flush store ─▶ answer due resolves ─▶ publish_next ─▶ expiry step ─▶ gauges
 //! stop   ─▶ leave the loop ─▶ flush store ─▶ the thread ends
 //! ```
 
 mod address;
 mod config;
+mod copies;
 mod event_loop;
 mod peers;
 mod publish;
@@ -64,9 +71,10 @@ use tokio::sync::oneshot;
 
 pub use address::{parse_peer, record_key};
 pub use config::{
-    DhtConfig, DHT_TICK_MS, FRESH_KEYS_MAX, KAD_PROTOCOL, K_VALUE, PEERS_MAX, PROVIDER_TTL,
-    PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, QUERY_TIMEOUT, REPUBLISH_AFTER, RESOLVES_MAX,
-    STOP_WAIT_MS, SWEEP_REST,
+    DhtConfig, COPIES_WAITING_MAX, DHT_TICK_MS, FRESH_KEYS_MAX, KAD_PROTOCOL, K_VALUE, PEERS_MAX,
+    PROVIDER_TTL, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, PULLS_MAX, PULLS_PER_PEER_MAX,
+    QUERY_TIMEOUT, REPLICATE_ANSWER_WITHIN, REPUBLISH_AFTER, RESOLVES_MAX, STOP_WAIT_MS,
+    SWEEP_REST,
 };
 pub use publish::region_bits;
 

@@ -7,7 +7,7 @@
 //! outside them goes back to the queue for a lookup of its own (`crate::closest`). A key
 //! that reached a peer is marked published.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -40,6 +40,11 @@ impl Node {
                 ProviderChange::Provide(addrs) => {
                     provided.extend(addrs.iter().map(record_key));
                 }
+                ProviderChange::ProvideKept(addrs) => {
+                    let keys: Vec<RecordKey> = addrs.iter().map(record_key).collect();
+                    self.wait_to_ask_holders(&keys);
+                    provided.extend(keys);
+                }
                 ProviderChange::Withdraw(addrs) => {
                     self.provide(std::mem::take(&mut provided));
                     self.withdraw(addrs.iter().map(record_key).collect());
@@ -61,8 +66,18 @@ impl Node {
                 return;
             }
         };
+        // A kept copy of a key provided already (an evictable copy made kept) is
+        // published again: its holders are asked once it is.
+        let new_keys: HashSet<&RecordKey> = new.iter().collect();
+        let again: Vec<RecordKey> = keys
+            .iter()
+            .filter(|k| !new_keys.contains(k) && self.copies.waiting.contains(*k))
+            .cloned()
+            .collect();
         let room = FRESH_KEYS_MAX.saturating_sub(self.publisher.fresh.len());
-        self.publisher.fresh.extend(new.into_iter().take(room));
+        self.publisher
+            .fresh
+            .extend(new.into_iter().chain(again).take(room));
     }
 
     fn withdraw(&mut self, keys: Vec<RecordKey>) {
@@ -100,6 +115,7 @@ impl Node {
             keys,
             lookup: Some(lookup),
             outstanding: HashMap::new(),
+            peers: Vec::new(),
         });
     }
 
@@ -212,6 +228,7 @@ impl Node {
             }
             false => {}
         }
+        let found: Vec<libp2p::PeerId> = peers.iter().map(|p| p.peer_id).collect();
         let split = split_by_closest(&key_positions, &positions, K_VALUE, exhaustive);
         self.metrics
             .publish_keys_deferred_total
@@ -239,6 +256,7 @@ impl Node {
         let empty = outstanding.is_empty();
         if let Some(current) = self.publisher.current.as_mut() {
             current.outstanding = outstanding;
+            current.peers = found;
         }
         if empty {
             self.finish_publication();
@@ -298,6 +316,7 @@ impl Node {
         self.metrics
             .keys_published_total
             .fetch_add(published.len() as u64, Ordering::Relaxed);
+        self.ask_holders(&published, &done.peers);
     }
 }
 

@@ -3,22 +3,27 @@
 //! queue and its batch in flight). The files beside this one add `Node`'s methods by
 //! concern; the types live here so that none of them needs another.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::stream::FuturesUnordered;
 use libp2p::kad::{QueryId, RecordKey};
-use libp2p::request_response::OutboundRequestId;
+use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, Swarm};
-use ron_link::dht::{DhtMetrics, ResolveReply};
+use ron_link::dht::{CopyOutcome, DhtMetrics, PullRoutes, ResolveReply};
 
 use crate::error::DhtError;
 use crate::node::address::tcp_multiaddr;
 use crate::node::config::DhtConfig;
 use crate::node::swarm::{build_swarm, Behaviour};
 use crate::protocol::Ports;
+use crate::replicate::ReplicateResponse;
 use crate::store::ProviderStore;
 
 /// Where a peer serves and its zone, from its greeting.
@@ -52,6 +57,45 @@ pub(super) struct Publication {
     pub(super) outstanding: HashMap<OutboundRequestId, Vec<usize>>,
     /// Per key: whether some peer took it.
     pub(super) taken: Vec<bool>,
+    /// The peers the lookup found (the candidates of the keys' placement).
+    pub(super) peers: Vec<PeerId>,
+}
+
+/// Replication's tables: kept keys whose holders are still to be asked, the requests
+/// this node sent, and the copies it is making for others.
+#[derive(Default)]
+pub(super) struct Copies {
+    /// Kept keys whose holders are asked after their next publication (at most
+    /// [`COPIES_WAITING_MAX`](crate::node::COPIES_WAITING_MAX)).
+    pub(super) waiting: HashSet<RecordKey>,
+    /// Requests sent, each with how many addresses it carries.
+    pub(super) asked: HashMap<OutboundRequestId, usize>,
+    /// Peers' requests being worked on, by their number here.
+    pub(super) answering: HashMap<u64, Answering>,
+    pub(super) next_answering: u64,
+    /// Copies under way, per asking peer and in all.
+    pub(super) per_peer: HashMap<PeerId, usize>,
+    pub(super) under_way: usize,
+    /// The shards' pull mailboxes (none: copies are answered `failed`).
+    pub(super) pulls: Option<PullRoutes>,
+    /// The shards' answers, as they come.
+    pub(super) pulled: FuturesUnordered<Pin<Box<dyn Future<Output = PullDone>>>>,
+}
+
+/// A peer's request for copies being worked on.
+pub(super) struct Answering {
+    pub(super) channel: ResponseChannel<ReplicateResponse>,
+    /// Per address of the request: its outcome once known.
+    pub(super) outcomes: Vec<Option<CopyOutcome>>,
+    pub(super) deadline: Instant,
+}
+
+/// One copy a shard finished (or gave up).
+pub(super) struct PullDone {
+    pub(super) answering: u64,
+    pub(super) index: usize,
+    pub(super) peer: PeerId,
+    pub(super) outcome: CopyOutcome,
 }
 
 /// Publishes our keys: newly announced ones first (in order), then the sweep, which
@@ -83,6 +127,9 @@ pub(super) struct Node {
     pub(super) ports: Ports,
     /// This node's zone ("": none).
     pub(super) zone: String,
+    /// Copies of each kept object, this one included.
+    pub(super) replicas: usize,
+    pub(super) copies: Copies,
     pub(super) oap: SocketAddr,
     pub(super) metrics: Arc<DhtMetrics>,
     pub(super) peers: HashMap<PeerId, KnownPeer>,
@@ -107,6 +154,9 @@ impl Node {
         metrics: Arc<DhtMetrics>,
     ) -> Result<Node, DhtError> {
         let local = keypair.public().to_peer_id();
+        metrics
+            .replication_target
+            .store(config.replicas as u64, Ordering::Relaxed);
         let mut swarm = build_swarm(keypair, store)?;
         let listen = tcp_multiaddr(config.listen.ip(), config.listen.port());
         let listen_id = swarm.listen_on(listen).map_err(|e| DhtError::Listen {
@@ -121,6 +171,11 @@ impl Node {
                 oap: config.oap.port(),
             },
             zone: config.zone.clone(),
+            replicas: config.replicas,
+            copies: Copies {
+                pulls: config.pulls.clone(),
+                ..Copies::default()
+            },
             oap: config.oap,
             metrics,
             peers: HashMap::new(),

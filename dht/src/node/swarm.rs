@@ -1,7 +1,8 @@
 //! The libp2p side of the DHT thread: one `Swarm` over TCP + noise + yamux, whose
 //! behaviour is the connection limits, Kademlia (α = 3, k = [`K_VALUE`], its own
 //! protocol name [`KAD_PROTOCOL`], server mode, records in the LMDB
-//! [`ProviderStore`]), `/ron/provide/2` ([`crate::protocol`]), and libp2p's identify
+//! [`ProviderStore`]), `/ron/provide/2` ([`crate::protocol`]), `/ron/replicate/1`
+//! ([`crate::replicate`]), and libp2p's identify
 //! (`/ipfs/id/1.0.0`) and ping (`/ipfs/ping/1.0.0`), which standard libp2p peers
 //! require before they trust a peer, and which tell this node who is alive.
 
@@ -16,9 +17,10 @@ use crate::error::DhtError;
 use crate::node::config::{
     CONNECTIONS_PER_PEER_MAX, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
     INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL, K_VALUE, PENDING_INBOUND_MAX, PING_INTERVAL,
-    PROVIDER_TTL, QUERY_TIMEOUT,
+    PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT,
 };
 use crate::protocol::ProvideCodec;
+use crate::replicate::ReplicateCodec;
 use crate::store::ProviderStore;
 
 #[derive(NetworkBehaviour)]
@@ -26,6 +28,7 @@ pub(super) struct Behaviour {
     pub(super) limits: libp2p::connection_limits::Behaviour,
     pub(super) kad: kad::Behaviour<ProviderStore>,
     pub(super) provide: request_response::Behaviour<ProvideCodec>,
+    pub(super) replicate: request_response::Behaviour<ReplicateCodec>,
     pub(super) identify: identify::Behaviour,
     pub(super) ping: ping::Behaviour,
 }
@@ -78,6 +81,13 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
             [(crate::protocol::PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(QUERY_TIMEOUT)
+                .with_max_concurrent_streams(64),
+        ),
+        replicate: request_response::Behaviour::with_codec(
+            ReplicateCodec,
+            [(crate::replicate::PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(REPLICATE_REQUEST_TIMEOUT)
                 .with_max_concurrent_streams(64),
         ),
         identify: identify::Behaviour::new(

@@ -130,6 +130,11 @@ impl FlightState {
 #[derive(Debug)]
 pub struct Flight {
     pub addr: Address,
+    /// Asked first, before the providers the DHT names: the node that asked this one
+    /// to hold a copy (replication).
+    pub source: Option<std::net::SocketAddr>,
+    /// Commit what is fetched as a kept copy (a placement copy), not an evictable one.
+    pub keep: std::cell::Cell<bool>,
     state: RefCell<FlightState>,
     signal: Signal,
 }
@@ -144,9 +149,11 @@ pub enum GroupAt {
 }
 
 impl Flight {
-    pub fn new(addr: Address) -> Rc<Flight> {
+    pub fn new(addr: Address, source: Option<std::net::SocketAddr>) -> Rc<Flight> {
         Rc::new(Flight {
             addr,
+            source,
+            keep: std::cell::Cell::new(false),
             state: RefCell::default(),
             signal: Signal::default(),
         })
@@ -294,7 +301,7 @@ mod tests {
     fn waiters_follow_the_window_and_the_outcome() {
         run(|| async {
             let addr = Address::of(b"x");
-            let flight = Flight::new(addr);
+            let flight = Flight::new(addr, None);
             let waiter = Rc::clone(&flight);
             let opened = glommio::spawn_local(async move {
                 let deadline = Instant::now() + Duration::from_secs(5);
@@ -319,7 +326,7 @@ mod tests {
             flight.finish(Outcome::Stored);
             assert!(matches!(late.await.unwrap(), GroupAt::Stored));
 
-            let failed = Flight::new(addr);
+            let failed = Flight::new(addr, None);
             failed.set_head(65_536, "".into());
             failed.push(Bytes::from(vec![3u8; 65_536]));
             failed.finish(Outcome::Failed(Failure::NoVerifiedCopy {
@@ -337,7 +344,7 @@ mod tests {
     #[test]
     fn each_waiter_times_out_on_its_own_deadline() {
         run(|| async {
-            let flight = Flight::new(Address::of(b"y"));
+            let flight = Flight::new(Address::of(b"y"), None);
             let start = Instant::now();
             let early = flight
                 .wait_open(start + Duration::from_millis(50), 50)

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use ron_codec::tree::group_count;
 use ron_codec::Address;
 use ron_link::counters::{FetchFailure, FrontCounters};
-use ron_link::dht::DhtClient;
+use ron_link::dht::{DhtClient, PullMailbox, PullOutcome};
 use ron_shards::lifecycle::{finished_within, StopSignal};
 use ron_shards::Shard;
 
@@ -160,6 +160,62 @@ impl ReadThrough {
 
     /// The fetch of `addr`: the one under way, or a new one started now.
     pub fn join(self: &Rc<Self>, addr: Address) -> Result<Rc<Flight>, Refusal> {
+        self.join_from(addr, None)
+    }
+
+    /// A copy the placement asks this shard (the owner of `addr`) to hold: kept if it
+    /// holds it already; else fetched — from `source` first (the node that asked), then
+    /// the providers the DHT names — verified, coalesced with any read of it, and
+    /// committed as kept. Answers once the kept copy is durable, or why it failed.
+    pub async fn pull(self: &Rc<Self>, addr: Address, source: SocketAddr) -> PullOutcome {
+        match self.shard.keep_if_stored(&addr).await {
+            Ok(true) => return PullOutcome::Held,
+            Ok(false) => {}
+            Err(e) => return PullOutcome::Failed(e.to_string()),
+        }
+        let flight = match self.join_from(addr, Some(source)) {
+            Ok(flight) => flight,
+            Err(_) => return PullOutcome::Busy,
+        };
+        flight.keep.set(true);
+        if let Err(refused) = flight.wait_stored().await {
+            return PullOutcome::Failed(refused.to_string());
+        }
+        // A flight that committed before this pull joined it made an evictable copy.
+        match self.shard.keep_if_stored(&addr).await {
+            Ok(true) => {
+                FrontCounters::add(&self.metrics().replica_pulls_held, 1);
+                PullOutcome::Held
+            }
+            Ok(false) => PullOutcome::Failed("fetched, then evicted before it was kept".into()),
+            Err(e) => PullOutcome::Failed(e.to_string()),
+        }
+    }
+
+    /// Serves the copies the DHT thread hands this shard (it owns their addresses), each
+    /// in its own task, until the DHT thread drops its end. The DHT thread bounds how
+    /// many are under way; past `flights_max` fetches a copy is answered busy.
+    pub fn serve_pulls(self: &Rc<Self>, mut pulls: PullMailbox) {
+        let this = Rc::clone(self);
+        glommio::spawn_local(async move {
+            while let Some(pull) = pulls.recv().await {
+                let copying = Rc::clone(&this);
+                glommio::spawn_local(async move {
+                    let addr = Address::from_bytes(pull.addr);
+                    let outcome = copying.pull(addr, pull.source).await;
+                    let _ = pull.reply.send(outcome);
+                })
+                .detach();
+            }
+        })
+        .detach();
+    }
+
+    fn join_from(
+        self: &Rc<Self>,
+        addr: Address,
+        source: Option<SocketAddr>,
+    ) -> Result<Rc<Flight>, Refusal> {
         if let Some(flight) = self.flights.borrow().get(&addr) {
             FrontCounters::add(&self.metrics().fetch_coalesced_waiters, 1);
             return Ok(Rc::clone(flight));
@@ -171,7 +227,7 @@ impl ReadThrough {
                 fetches: under_way,
             });
         }
-        let flight = Flight::new(addr);
+        let flight = Flight::new(addr, source);
         self.flights.borrow_mut().insert(addr, Rc::clone(&flight));
         let (this, fetching) = (Rc::clone(self), Rc::clone(&flight));
         let running = Running::start(&self.running);
@@ -233,7 +289,19 @@ impl ReadThrough {
     async fn fetch(&self, flight: &Flight) -> Result<(), Failure> {
         let deadline = Instant::now() + self.config.timeout;
         let mut attempts = Attempts::default();
+        if let Some(source) = flight.source {
+            let mut first = VecDeque::from([source]);
+            match self
+                .stream_from_peers(flight, &mut first, deadline, &mut attempts)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(Streamed::Partly) => return Err(attempts.failure(&self.config, false)),
+                Err(Streamed::Nothing) => {}
+            }
+        }
         let mut peers = self.providers(flight.addr, deadline, &mut attempts).await;
+        peers.retain(|p| Some(*p) != flight.source);
         if !peers.is_empty() {
             match self
                 .stream_from_peers(flight, &mut peers, deadline, &mut attempts)
@@ -348,6 +416,9 @@ impl ReadThrough {
                 }
             };
             FrontCounters::add(&self.metrics().fetch_bytes, group.len() as u64);
+            if flight.keep.get() {
+                FrontCounters::add(&self.metrics().replication_bytes, group.len() as u64);
+            }
             flight.push(group.clone());
             if let Err(e) = upload.write(&group).await {
                 upload.abort().await;
@@ -356,7 +427,7 @@ impl ReadThrough {
             }
             next += 1;
         }
-        if let Err(e) = self.store(upload, addr).await {
+        if let Err(e) = self.store(upload, flight).await {
             attempts.note(self.metrics(), addr, e);
             return Err(Streamed::Partly);
         }
@@ -364,7 +435,8 @@ impl ReadThrough {
     }
 
     /// Finishes a fetched object's upload and commits it (durable before it returns).
-    async fn store(&self, upload: ron_shards::Upload, addr: Address) -> Result<(), AttemptError> {
+    async fn store(&self, upload: ron_shards::Upload, flight: &Flight) -> Result<(), AttemptError> {
+        let addr = flight.addr;
         let staged = upload.finish(String::new()).await.map_err(storage_error)?;
         // Every group was verified against `addr`; a different root is a broken invariant.
         if staged.meta.addr() != addr {
@@ -374,12 +446,20 @@ impl ReadThrough {
                 "verified groups hash to {computed}, not {addr}"
             )));
         }
-        self.commit_copy(staged).await
+        self.commit_copy(staged, flight.keep.get()).await
     }
 
-    /// Commits a verified fetched object as an evictable copy (docs/design/eviction.md).
-    async fn commit_copy(&self, mut staged: ron_shards::StagedObject) -> Result<(), AttemptError> {
-        staged.retention = ron_shards::Retention::Evictable;
+    /// Commits a verified fetched object: a placement copy as kept, a read-through copy
+    /// as evictable (docs/design/eviction.md).
+    async fn commit_copy(
+        &self,
+        mut staged: ron_shards::StagedObject,
+        keep: bool,
+    ) -> Result<(), AttemptError> {
+        staged.retention = match keep {
+            true => ron_shards::Retention::Kept,
+            false => ron_shards::Retention::Evictable,
+        };
         self.shard.commit(staged).await.map_err(storage_error)?;
         Ok(())
     }
@@ -389,7 +469,7 @@ impl ReadThrough {
         let (staged, len) = origin
             .fetch(&self.shard, addr, max, self.config.timeout)
             .await?;
-        self.commit_copy(staged).await?;
+        self.commit_copy(staged, false).await?;
         FrontCounters::add(&self.metrics().fetch_bytes, len);
         Ok(())
     }

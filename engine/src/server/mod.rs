@@ -86,7 +86,18 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     warn_if_shards_idle(&routing);
     let signals = install_signals()?;
     let counters: Vec<ShardCounters> = (0..shards).map(|_| ShardCounters::default()).collect();
-    let dht = start_dht(&config)?;
+    let (pull_routes, mut pull_mailboxes) = match config.p2p {
+        Some(_) => {
+            let (routes, mailboxes) = ron_link::dht::PullRoutes::new(
+                usize::from(shards),
+                owner_of_address(routing.clone()),
+            );
+            (Some(routes), mailboxes.into_iter().map(Some).collect())
+        }
+        None => (None, Vec::new()),
+    };
+    pull_mailboxes.resize_with(usize::from(shards), || None);
+    let dht = start_dht(&config, pull_routes)?;
     let dht_client = dht.as_ref().map(|d| d.client.clone());
     let (control_link, shard_links) = ron_link::link::links(usize::from(shards));
     let control = crate::server::control::start_control(
@@ -107,7 +118,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         drained: StopStep::new(shards),
         stopped: StopStep::new(shards),
     };
-    let handles = shard::start_shards(&plan, &counters, shard_links)?;
+    let handles = shard::start_shards(&plan, &counters, shard_links, pull_mailboxes)?;
     wait_until_ready(&counters, &handles, &plan.stop);
     if counters
         .iter()
@@ -130,9 +141,18 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     }
 }
 
+/// Which shard owns an address, for the DHT thread's copies (`PullRoutes`).
+fn owner_of_address(routing: Routing) -> ron_link::dht::OwnerOf {
+    Arc::new(move |addr| usize::from(routing.owner(&ron_codec::Address::from_bytes(*addr)).0))
+}
+
 /// Starts the DHT thread on a node with `--p2p`: the node key and the provider store
-/// live in data dir 0.
-fn start_dht(config: &Config) -> Result<Option<ron_dht::node::DhtThread>, StartError> {
+/// live in data dir 0. Copies the placement asks this node to hold go to the owner
+/// shard through `pulls`.
+fn start_dht(
+    config: &Config,
+    pulls: Option<ron_link::dht::PullRoutes>,
+) -> Result<Option<ron_dht::node::DhtThread>, StartError> {
     let Some(listen) = config.p2p else {
         return Ok(None);
     };
@@ -151,6 +171,8 @@ fn start_dht(config: &Config) -> Result<Option<ron_dht::node::DhtThread>, StartE
             config.oap_advertised_port.unwrap_or(config.oap.port()),
         ),
         zone: config.zone.clone().unwrap_or_default(),
+        replicas: config.replicas_target(),
+        pulls,
         limits: ron_dht::store::StoreLimits::default(),
     })?;
     tracing::info!(node_id = %dht.client.node_id, p2p = %dht.listen, "joined the DHT");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_link::counters::ShardCounters;
-use ron_link::dht::DhtClient;
+use ron_link::dht::{DhtClient, PullMailbox};
 use ron_link::link::ShardLink;
 use ron_shards::layout::Routing;
 use ron_shards::mesh::{self, Mesh, MeshEnds};
@@ -147,6 +147,8 @@ struct ShardStart {
     quotas: ShardQuotas,
     link: ShardLink,
     dht: Option<DhtClient>,
+    /// Copies the DHT thread hands this shard to pull (a node in a network).
+    pulls: Option<PullMailbox>,
     origin: Option<Origin>,
     drained: StopStep,
     stopped: StopStep,
@@ -156,6 +158,7 @@ pub(super) fn start_shards(
     plan: &ShardPlan,
     counters: &[ShardCounters],
     links: Vec<ShardLink>,
+    pulls: Vec<Option<PullMailbox>>,
 ) -> Result<ShardHandles, StartError> {
     let shards = plan.routing.shard_count();
     let mut mesh_ends = if shards == 1 {
@@ -170,7 +173,7 @@ pub(super) fn start_shards(
     let hasher = std::collections::hash_map::RandomState::new();
     let policy = plan.config.policy();
     let mut handles = Vec::with_capacity(usize::from(shards));
-    for (i, link) in (0..shards).zip(links) {
+    for ((i, link), pulls) in (0..shards).zip(links).zip(pulls) {
         let start = ShardStart {
             index: ShardIndex(i),
             plan_config: Arc::clone(&plan.config),
@@ -187,6 +190,7 @@ pub(super) fn start_shards(
             ),
             link,
             dht: plan.dht.clone(),
+            pulls,
             origin: plan.origin.clone(),
             drained: plan.drained.clone(),
             stopped: plan.stopped.clone(),
@@ -274,6 +278,9 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     );
     if let Some(read_through) = &read_through {
         shard.serve_flights(follower_answers(read_through));
+        if let Some(pulls) = start.pulls.take() {
+            read_through.serve_pulls(pulls);
+        }
     }
     let fronts = FrontEnds::new(
         &config,

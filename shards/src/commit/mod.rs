@@ -102,6 +102,7 @@ impl GroupCommit {
             metrics,
             dht,
             announced: RefCell::new(Vec::new()),
+            announced_kept: RefCell::new(Vec::new()),
             evicter,
         });
         let task = glommio::spawn_local(commit_loop(Rc::clone(&commits), wakeups));
@@ -156,6 +157,26 @@ impl GroupCommit {
             };
             // Another upload of these bytes is being committed, or the object is being
             // evicted: wait for the outcome, then look again.
+            outcome.recv().await;
+        }
+    }
+
+    /// Makes `addr` kept if `store` holds it (a copy the placement asks this node to
+    /// hold, which it may hold already as an evictable copy); waits for a commit or an
+    /// eviction of it in flight first. `false`: not stored.
+    pub(crate) async fn keep_if_stored(
+        &self,
+        store: &Store,
+        addr: &Address,
+    ) -> Result<bool, ShardError> {
+        loop {
+            if self.unindexed.borrow().contains_key(addr) || store.contains(addr)? {
+                self.keep(store, addr).await?;
+                return Ok(true);
+            }
+            let Some(outcome) = self.wait_for_commit_in_flight(addr) else {
+                return Ok(false);
+            };
             outcome.recv().await;
         }
     }

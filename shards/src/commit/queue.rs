@@ -118,8 +118,11 @@ pub(crate) struct GroupCommit {
     pub(super) metrics: Arc<StorageCounters>,
     /// Where acknowledged objects are announced (the DHT thread), when the node has one.
     pub(super) dht: Option<DhtClient>,
-    /// Objects acknowledged since the last announcement.
+    /// Evictable copies acknowledged since the last announcement.
     pub(super) announced: RefCell<Vec<[u8; 32]>>,
+    /// Kept objects acknowledged since the last announcement (their placement's other
+    /// holders are asked to take them).
+    pub(super) announced_kept: RefCell<Vec<[u8; 32]>>,
     /// Woken after each index commit (the shard's evicter), if it has one.
     pub(super) evicter: Option<LocalSender<()>>,
 }
@@ -171,10 +174,13 @@ impl GroupCommit {
     /// waits: a full mailbox drops them, counted; its sweep and restarts announce them).
     pub(super) fn send_announcements(&self) {
         let Some(dht) = &self.dht else { return };
-        let mut announced = std::mem::take(&mut *self.announced.borrow_mut());
-        while !announced.is_empty() {
-            let rest = announced.split_off(announced.len().min(ANNOUNCE_BATCH_MAX));
-            dht.announce(std::mem::replace(&mut announced, rest));
+        let evictable = std::mem::take(&mut *self.announced.borrow_mut());
+        for batch in evictable.chunks(ANNOUNCE_BATCH_MAX) {
+            dht.announce(batch.to_vec());
+        }
+        let kept = std::mem::take(&mut *self.announced_kept.borrow_mut());
+        for batch in kept.chunks(ANNOUNCE_BATCH_MAX) {
+            dht.announce_kept(batch.to_vec());
         }
     }
 
@@ -191,9 +197,14 @@ impl GroupCommit {
         (addr, waiter): Waiter,
         failure: Option<(usize, &Arc<ShardError>)>,
     ) {
+        let retention = self.retention_of(&addr);
         self.settle(&addr, failure.is_none());
         if failure.is_none() && self.dht.is_some() {
-            self.announced.borrow_mut().push(*addr.as_bytes());
+            let announced = match retention {
+                Retention::Kept => &self.announced_kept,
+                Retention::Evictable => &self.announced,
+            };
+            announced.borrow_mut().push(*addr.as_bytes());
         }
         let result = match failure {
             None => Ok(()),

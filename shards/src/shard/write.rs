@@ -2,6 +2,8 @@
 //! (`upload.rs` hashes and stages it) and is committed on the owner of its address
 //! (`commit.rs`'s group commit), forwarded over the mesh when that is another shard.
 
+use ron_codec::Address;
+
 use crate::commit::CommitOutcome;
 use crate::error::ShardError;
 use crate::mesh::{MeshOp, MeshReply};
@@ -33,6 +35,17 @@ impl Shard {
                 _ => Err(mesh_confused(owner)),
             },
         }
+    }
+
+    /// Makes `addr` a kept copy if this shard holds it (durable before it returns);
+    /// `false` when it does not hold it. Only the owner shard holds an object: on
+    /// another shard it answers `false`.
+    pub async fn keep_if_stored(&self, addr: &Address) -> Result<bool, ShardError> {
+        if self.owner(addr).is_some() {
+            return Ok(false);
+        }
+        let store = self.local_store(addr)?;
+        self.commits.keep_if_stored(store, addr).await
     }
 
     pub(super) async fn commit_local(

@@ -1,0 +1,392 @@
+//! Copies for the placement (docs/design/replication.md), both sides of
+//! `/ron/replicate/1`.
+//!
+//! Asking: a kept key announced by a shard waits in `copies.waiting` until its
+//! publication; the publication's lookup has just found the key's closest peers and
+//! greeted them (their zones are known), so the placement is computed among them and
+//! this node, and each holder other than this node is asked for the keys it holds.
+//! Their answers are counted by outcome (`ron_replication_copies_total`).
+//!
+//! Accepting: a peer's request is checked address by address — a node takes a copy
+//! only when it is near the key in its zone among the nodes it knows, with slack
+//! ([`ACCEPT_WINDOW_SLACK`]) since two views of the network differ — and bounded
+//! ([`PULLS_PER_PEER_MAX`], [`PULLS_MAX`]). Each accepted address goes to its owner
+//! shard's pull mailbox; the shard pulls it from the asker (the IP its connection came
+//! from, the OAP port it claims) or other providers, verified, and keeps it. The
+//! answer goes back once every accepted copy is durable, or at
+//! [`REPLICATE_ANSWER_WITHIN`] with `pending` for the rest (they go on).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use libp2p::kad::RecordKey;
+use libp2p::request_response::{self, ResponseChannel};
+use libp2p::swarm::ConnectionId;
+use libp2p::PeerId;
+use ron_link::dht::{CopyOutcome, Pull, PullOutcome};
+
+use crate::closest::{distance, peer_position, DistanceKey};
+use crate::node::config::{
+    ACCEPT_WINDOW_SLACK, COPIES_WAITING_MAX, PULLS_MAX, PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
+};
+use crate::node::state::{Answering, Node, PullDone};
+use crate::placement::{PlacedNode, Placement, ZONE_WINDOW};
+use crate::replicate::{ReplicateRequest, ReplicateResponse, REPLICATE_KEYS_MAX};
+use crate::store::distance_key;
+
+impl Node {
+    /// Kept keys: their holders are asked after their next publication.
+    pub(super) fn wait_to_ask_holders(&mut self, keys: &[RecordKey]) {
+        if self.replicas <= 1 {
+            return;
+        }
+        let waiting = &mut self.copies.waiting;
+        let room = COPIES_WAITING_MAX.saturating_sub(waiting.len());
+        waiting.extend(keys.iter().take(room).cloned());
+    }
+
+    /// Asks the holders of the `published` keys that wait for it, placed among
+    /// `peers` (the publication's lookup) and this node, to take them.
+    pub(super) fn ask_holders(&mut self, published: &[RecordKey], peers: &[PeerId]) {
+        if self.copies.waiting.is_empty() {
+            return;
+        }
+        let keys: Vec<&RecordKey> = published
+            .iter()
+            .filter(|k| self.copies.waiting.remove(*k))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let placement = self.placement_among(peers);
+        let mut per_holder: HashMap<PeerId, Vec<[u8; 32]>> = HashMap::new();
+        for key in keys {
+            let Some(addr) = address_of(key) else {
+                continue;
+            };
+            for holder in placement.holders(&distance_key(key), self.replicas) {
+                if let Some(peer) = holder.id {
+                    per_holder.entry(peer).or_default().push(addr);
+                }
+            }
+        }
+        for (peer, addrs) in per_holder {
+            for batch in addrs.chunks(REPLICATE_KEYS_MAX) {
+                let request = ReplicateRequest {
+                    oap_port: self.ports.oap,
+                    addrs: batch.to_vec(),
+                };
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .replicate
+                    .send_request(&peer, request);
+                self.copies.asked.insert(id, batch.len());
+            }
+        }
+    }
+
+    /// This node (id `None`) and those of `peers` whose zone is known (greeted).
+    fn placement_among(&self, peers: &[PeerId]) -> Placement<Option<PeerId>> {
+        let me = PlacedNode {
+            id: None,
+            position: peer_position(&self.local),
+            zone: self.zone.clone(),
+        };
+        let others = peers.iter().filter_map(|peer| {
+            self.peers.get(peer).map(|known| PlacedNode {
+                id: Some(*peer),
+                position: peer_position(peer),
+                zone: known.zone.clone(),
+            })
+        });
+        Placement::new(std::iter::once(me).chain(others).collect())
+    }
+
+    pub(super) fn on_replicate(
+        &mut self,
+        event: request_response::Event<ReplicateRequest, ReplicateResponse>,
+    ) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                connection_id,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+            } => self.take_copies(peer, connection_id, request, channel),
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                self.copies.asked.remove(&request_id);
+                for outcome in response.outcomes {
+                    self.count_copy(outcome, 1);
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, "dht: /ron/replicate/1 request failed: {error}");
+                if let Some(count) = self.copies.asked.remove(&request_id) {
+                    self.count_copy(CopyOutcome::Unanswered, count as u64);
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "dht: /ron/replicate/1 inbound failed: {error}");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn count_copy(&self, outcome: CopyOutcome, count: u64) {
+        self.metrics.copies_asked_total[outcome.index()].fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// A peer asks this node to hold copies: each address accepted goes to its shard.
+    fn take_copies(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: ReplicateRequest,
+        channel: ResponseChannel<ReplicateResponse>,
+    ) {
+        let source = self
+            .connections
+            .get(&connection)
+            .map(|ip| SocketAddr::new(*ip, request.oap_port));
+        let answering = self.copies.next_answering;
+        self.copies.next_answering += 1;
+        let nearer = self.nearer_in_zone_counter();
+        let outcomes: Vec<Option<CopyOutcome>> = request
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(index, addr)| {
+                if !nearer.accepts(addr) {
+                    return Some(CopyOutcome::NotHolder);
+                }
+                let source = source?;
+                self.start_pull(peer, *addr, source, answering, index)
+            })
+            .collect();
+        let entry = Answering {
+            channel,
+            outcomes,
+            deadline: Instant::now() + REPLICATE_ANSWER_WITHIN,
+        };
+        if entry.outcomes.iter().all(Option::is_some) {
+            self.send_copies_answer(entry);
+        } else {
+            self.copies.answering.insert(answering, entry);
+        }
+    }
+
+    /// Hands one copy to its shard: `None` once it is under way, else the outcome.
+    fn start_pull(
+        &mut self,
+        peer: PeerId,
+        addr: [u8; 32],
+        source: SocketAddr,
+        answering: u64,
+        index: usize,
+    ) -> Option<CopyOutcome> {
+        let copies = &mut self.copies;
+        let of_peer = copies.per_peer.get(&peer).copied().unwrap_or(0);
+        if copies.under_way >= PULLS_MAX || of_peer >= PULLS_PER_PEER_MAX {
+            return Some(CopyOutcome::Busy);
+        }
+        let Some(pulls) = &copies.pulls else {
+            return Some(CopyOutcome::Failed);
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if pulls
+            .try_send(Pull {
+                addr,
+                source,
+                reply,
+            })
+            .is_err()
+        {
+            return Some(CopyOutcome::Busy);
+        }
+        copies.under_way += 1;
+        *copies.per_peer.entry(peer).or_insert(0) += 1;
+        self.metrics
+            .copies_accepted_total
+            .fetch_add(1, Ordering::Relaxed);
+        copies.pulled.push(Box::pin(async move {
+            let outcome = match answer.await {
+                Ok(PullOutcome::Held) => CopyOutcome::Held,
+                Ok(PullOutcome::Busy) => CopyOutcome::Busy,
+                Ok(PullOutcome::Failed(reason)) => {
+                    tracing::debug!(%peer, "dht: a copy asked for failed: {reason}");
+                    CopyOutcome::Failed
+                }
+                Err(_) => CopyOutcome::Failed,
+            };
+            PullDone {
+                answering,
+                index,
+                peer,
+                outcome,
+            }
+        }));
+        None
+    }
+
+    /// A shard finished a copy: its request is answered once all of its are done.
+    pub(super) fn on_pull_done(&mut self, done: PullDone) {
+        let copies = &mut self.copies;
+        copies.under_way -= 1;
+        if let Some(n) = copies.per_peer.get_mut(&done.peer) {
+            *n -= 1;
+            if *n == 0 {
+                copies.per_peer.remove(&done.peer);
+            }
+        }
+        let Some(entry) = copies.answering.get_mut(&done.answering) else {
+            return;
+        };
+        entry.outcomes[done.index] = Some(done.outcome);
+        if entry.outcomes.iter().all(Option::is_some) {
+            if let Some(entry) = copies.answering.remove(&done.answering) {
+                self.send_copies_answer(entry);
+            }
+        }
+    }
+
+    /// Answers the requests whose deadline passed: what is still copying is `pending`.
+    pub(super) fn answer_due_copies(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .copies
+            .answering
+            .iter()
+            .filter(|(_, entry)| entry.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(entry) = self.copies.answering.remove(&id) {
+                self.send_copies_answer(entry);
+            }
+        }
+    }
+
+    fn send_copies_answer(&mut self, entry: Answering) {
+        let outcomes = entry
+            .outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(CopyOutcome::Pending))
+            .collect();
+        // An asker that has gone away is not an error: its copies are made all the same.
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .replicate
+            .send_response(entry.channel, ReplicateResponse { outcomes });
+    }
+
+    /// Who this node counts as nearer than itself to a key, in its zone.
+    fn nearer_in_zone_counter(&self) -> NearerInZone {
+        let others = self
+            .peers
+            .iter()
+            .filter(|(_, known)| known.zone == self.zone)
+            .map(|(peer, _)| peer_position(peer))
+            .collect();
+        NearerInZone {
+            me: peer_position(&self.local),
+            others,
+            window: ZONE_WINDOW.max(self.replicas) * ACCEPT_WINDOW_SLACK,
+        }
+    }
+}
+
+/// The acceptance rule of a copy: fewer than `window` known nodes of this node's zone
+/// are closer to the key than this node.
+struct NearerInZone {
+    me: DistanceKey,
+    others: Vec<DistanceKey>,
+    window: usize,
+}
+
+impl NearerInZone {
+    fn accepts(&self, addr: &[u8; 32]) -> bool {
+        let key = distance_key(&crate::node::address::record_key(addr));
+        let mine = distance(&key, &self.me);
+        let nearer = self
+            .others
+            .iter()
+            .filter(|p| distance(&key, p) < mine)
+            .take(self.window)
+            .count();
+        nearer < self.window
+    }
+}
+
+/// The object address of a record key (a BLAKE3-256 multihash: `0x1e 0x20 ‖ digest`).
+fn address_of(key: &RecordKey) -> Option<[u8; 32]> {
+    match key.as_ref() {
+        [0x1e, 0x20, digest @ ..] => digest.try_into().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::closest::tests::position;
+
+    #[test]
+    fn record_keys_give_back_their_address() {
+        let addr = [0x5a; 32];
+        let key = crate::node::address::record_key(&addr);
+        assert_eq!(address_of(&key), Some(addr));
+        assert_eq!(address_of(&RecordKey::new(&[0x12, 0x20, 1])), None);
+        assert_eq!(address_of(&RecordKey::new(&[0x1e, 0x20, 1, 2])), None);
+    }
+
+    #[test]
+    fn a_node_accepts_only_keys_it_is_near_in_its_zone() {
+        let others: Vec<DistanceKey> = (0..200).map(position).collect();
+        let me = position(999);
+        let rule = NearerInZone {
+            me,
+            others: others.clone(),
+            window: 16,
+        };
+        let (mut accepted, mut tried) = (0, 0);
+        for seed in 0..2_000u64 {
+            let addr = *blake3::hash(&seed.to_be_bytes()).as_bytes();
+            let key = distance_key(&crate::node::address::record_key(&addr));
+            let mine = distance(&key, &me);
+            let nearer = others.iter().filter(|p| distance(&key, p) < mine).count();
+            assert_eq!(rule.accepts(&addr), nearer < 16, "seed {seed}");
+            tried += 1;
+            accepted += usize::from(nearer < 16);
+        }
+        // 201 nodes, a window of 16: about 16/201 of the keys.
+        assert!(
+            accepted > tried * 4 / 100 && accepted < tried * 12 / 100,
+            "{accepted}"
+        );
+        let alone = NearerInZone {
+            me,
+            others: Vec::new(),
+            window: 16,
+        };
+        assert!(alone.accepts(&[1; 32]));
+    }
+}

@@ -1,0 +1,282 @@
+//! `/ron/replicate/1`: a holder of kept copies asks the other holders its placement
+//! names to take them (replication, docs/design/replication.md).
+//!
+//! - A request carries the asker's OAP/1 port and up to [`REPLICATE_KEYS_MAX`] object
+//!   addresses. The receiver pulls each address it accepts from the asker (at the IP
+//!   its connection came from, with that port) or another provider, verified against
+//!   the address, and keeps it.
+//! - The response carries one [`CopyOutcome`] per address, in order, once every
+//!   accepted copy is durable or [`crate::node::REPLICATE_ANSWER_WITHIN`] passed
+//!   (`pending`: still copying).
+//!
+//! Wire format (big-endian): request = `1` ‖ OAP port u16 ‖ count u16 ‖ count × 32-byte
+//! address; response = `1` ‖ count u16 ‖ count × outcome u8 (0 held, 1 not a holder,
+//! 2 failed, 3 busy, 4 pending). Anything else (another version, a count past the
+//! limit, a short or long message, an unknown outcome) fails the stream
+//! (`InvalidData`).
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use ron_link::dht::CopyOutcome;
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/ron/replicate/1");
+/// Addresses in one request.
+pub const REPLICATE_KEYS_MAX: usize = 256;
+/// The largest message read: a full request.
+pub const MESSAGE_BYTES_MAX: usize = 5 + REPLICATE_KEYS_MAX * 32;
+const VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicateRequest {
+    /// Where the asker serves OAP/1 (its claim; the IP is the connection's).
+    pub oap_port: u16,
+    pub addrs: Vec<[u8; 32]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicateResponse {
+    /// One per address of the request, in its order.
+    pub outcomes: Vec<CopyOutcome>,
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("/ron/replicate/1: {what}"),
+    )
+}
+
+fn count_of(len: usize) -> io::Result<u16> {
+    match len <= REPLICATE_KEYS_MAX {
+        true => Ok(len as u16),
+        false => Err(invalid("too many addresses")),
+    }
+}
+
+pub fn encode_request(request: &ReplicateRequest) -> io::Result<Vec<u8>> {
+    let count = count_of(request.addrs.len())?;
+    let mut out = Vec::with_capacity(5 + request.addrs.len() * 32);
+    out.push(VERSION);
+    out.extend_from_slice(&request.oap_port.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    request.addrs.iter().for_each(|a| out.extend_from_slice(a));
+    Ok(out)
+}
+
+/// The version checked and the count read: (count, the rest).
+fn head(message: &[u8], fixed: usize) -> io::Result<(&[u8], usize, &[u8])> {
+    let (&version, rest) = message
+        .split_first()
+        .ok_or_else(|| invalid("short message"))?;
+    if version != VERSION {
+        return Err(invalid("unknown version"));
+    }
+    let (fields, rest) = rest
+        .split_at_checked(fixed + 2)
+        .ok_or_else(|| invalid("short message"))?;
+    let count = usize::from(u16::from_be_bytes([fields[fixed], fields[fixed + 1]]));
+    if count > REPLICATE_KEYS_MAX {
+        return Err(invalid("too many addresses"));
+    }
+    Ok((&fields[..fixed], count, rest))
+}
+
+pub fn decode_request(message: &[u8]) -> io::Result<ReplicateRequest> {
+    let (port, count, rest) = head(message, 2)?;
+    if rest.len() != count * 32 {
+        return Err(invalid("addresses do not match their count"));
+    }
+    let addrs = rest
+        .chunks_exact(32)
+        .map(|a| a.try_into().expect("32-byte chunks"))
+        .collect();
+    Ok(ReplicateRequest {
+        oap_port: u16::from_be_bytes([port[0], port[1]]),
+        addrs,
+    })
+}
+
+pub fn encode_response(response: &ReplicateResponse) -> io::Result<Vec<u8>> {
+    let count = count_of(response.outcomes.len())?;
+    let mut out = Vec::with_capacity(3 + response.outcomes.len());
+    out.push(VERSION);
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend(response.outcomes.iter().map(|o| outcome_byte(*o)));
+    Ok(out)
+}
+
+pub fn decode_response(message: &[u8]) -> io::Result<ReplicateResponse> {
+    let (_, count, rest) = head(message, 0)?;
+    if rest.len() != count {
+        return Err(invalid("outcomes do not match their count"));
+    }
+    let outcomes = rest
+        .iter()
+        .map(|b| outcome_of(*b).ok_or_else(|| invalid("unknown outcome")))
+        .collect::<io::Result<_>>()?;
+    Ok(ReplicateResponse { outcomes })
+}
+
+fn outcome_byte(outcome: CopyOutcome) -> u8 {
+    match outcome {
+        CopyOutcome::Held => 0,
+        CopyOutcome::NotHolder => 1,
+        CopyOutcome::Failed => 2,
+        CopyOutcome::Busy => 3,
+        CopyOutcome::Pending => 4,
+        // Never sent: the asker's own word for a request nobody answered.
+        CopyOutcome::Unanswered => 2,
+    }
+}
+
+fn outcome_of(byte: u8) -> Option<CopyOutcome> {
+    Some(match byte {
+        0 => CopyOutcome::Held,
+        1 => CopyOutcome::NotHolder,
+        2 => CopyOutcome::Failed,
+        3 => CopyOutcome::Busy,
+        4 => CopyOutcome::Pending,
+        _ => return None,
+    })
+}
+
+async fn read_message<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut message = Vec::new();
+    io.take(MESSAGE_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut message)
+        .await?;
+    if message.len() > MESSAGE_BYTES_MAX {
+        return Err(invalid("message too long"));
+    }
+    Ok(message)
+}
+
+async fn write_message<T: AsyncWrite + Unpin + Send>(io: &mut T, message: &[u8]) -> io::Result<()> {
+    io.write_all(message).await?;
+    io.close().await
+}
+
+/// The request-response codec for [`PROTOCOL`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplicateCodec;
+
+impl libp2p::request_response::Codec for ReplicateCodec {
+    type Protocol = StreamProtocol;
+    type Request = ReplicateRequest;
+    type Response = ReplicateResponse;
+
+    async fn read_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<ReplicateRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        decode_request(&read_message(io).await?)
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<ReplicateResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        decode_response(&read_message(io).await?)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: ReplicateRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_message(io, &encode_request(&request)?).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: ReplicateResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_message(io, &encode_response(&response)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn outcome() -> impl Strategy<Value = CopyOutcome> {
+        (0u8..5).prop_map(|b| outcome_of(b).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip(oap_port: u16,
+            addrs in proptest::collection::vec(any::<[u8; 32]>(), 0..=REPLICATE_KEYS_MAX),
+            outcomes in proptest::collection::vec(outcome(), 0..=REPLICATE_KEYS_MAX)) {
+            let request = ReplicateRequest { oap_port, addrs };
+            prop_assert_eq!(decode_request(&encode_request(&request).unwrap()).unwrap(), request);
+            let response = ReplicateResponse { outcomes };
+            prop_assert_eq!(decode_response(&encode_response(&response).unwrap()).unwrap(), response);
+        }
+
+        #[test]
+        fn no_input_panics_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_request(&bytes);
+            let _ = decode_response(&bytes);
+        }
+    }
+
+    #[test]
+    fn malformed_messages_get_named_errors() {
+        let ok = encode_request(&ReplicateRequest {
+            oap_port: 9,
+            addrs: vec![[7; 32], [8; 32]],
+        })
+        .unwrap();
+        let cases: [(Vec<u8>, &str); 5] = [
+            (ok[..3].to_vec(), "short message"),
+            ([&[2u8][..], &ok[1..]].concat(), "unknown version"),
+            (
+                ok[..ok.len() - 1].to_vec(),
+                "addresses do not match their count",
+            ),
+            (
+                [&ok[..], &[0u8][..]].concat(),
+                "addresses do not match their count",
+            ),
+            ([&ok[..3], &[1u8, 1][..]].concat(), "too many addresses"),
+        ];
+        for (bytes, expected) in cases {
+            let err = decode_request(&bytes).unwrap_err();
+            assert_eq!(err.to_string(), format!("/ron/replicate/1: {expected}"));
+        }
+        let answer = [VERSION, 0, 2, 0, 9];
+        assert_eq!(
+            decode_response(&answer).unwrap_err().to_string(),
+            "/ron/replicate/1: unknown outcome"
+        );
+        let too_many = ReplicateRequest {
+            oap_port: 1,
+            addrs: vec![[0; 32]; REPLICATE_KEYS_MAX + 1],
+        };
+        assert_eq!(
+            encode_request(&too_many).unwrap_err().to_string(),
+            "/ron/replicate/1: too many addresses"
+        );
+    }
+}
