@@ -240,6 +240,7 @@ impl Workload {
                 let start = ObjectRequest::Put {
                     len: size,
                     addr: *addr,
+                    copies: None,
                 }
                 .frame(corr_id, 0, token)
                 .expect("a PUT start frame is small");

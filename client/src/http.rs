@@ -165,7 +165,11 @@ impl HttpClient {
         progress: Progress<'_>,
     ) -> Result<Stored, ClientError> {
         let extra = format!("Content-Length: {len}\r\n{}", self.auth_header());
-        self.send_head("PUT", &format!("/o/{addr}"), &extra)?;
+        let target = match self.options.copies {
+            Some(n) => format!("/o/{addr}?copies={n}"),
+            None => format!("/o/{addr}"),
+        };
+        self.send_head("PUT", &target, &extra)?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut sent = 0u64;
         while sent < len {
@@ -192,6 +196,8 @@ impl HttpClient {
         struct Reply {
             obj: Address,
             len: u64,
+            #[serde(default)]
+            copies: Option<usize>,
         }
         let reply: Reply = serde_json::from_slice(&reply).map_err(|e| self.protocol(e))?;
         if reply.obj != addr || reply.len != len {
@@ -201,6 +207,7 @@ impl HttpClient {
             addr,
             len,
             created: head.status == 201,
+            copies: reply.copies,
         })
     }
 

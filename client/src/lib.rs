@@ -62,6 +62,8 @@ pub struct Options {
     pub timeout: std::time::Duration,
     /// User agent sent in HELLO / User-Agent.
     pub user_agent: String,
+    /// `put` waits until this many nodes hold the object durably (`copies`).
+    pub copies: Option<u32>,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             tenant_id: 0,
             timeout: std::time::Duration::from_secs(60),
             user_agent: format!("ron/{}", env!("CARGO_PKG_VERSION")),
+            copies: None,
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct Stored {
     pub len: u64,
     /// False when the node already had it (200 rather than 201).
     pub created: bool,
+    /// Nodes holding it durably, when the upload asked for copies.
+    pub copies: Option<usize>,
 }
 
 /// What a GET delivered.

@@ -154,9 +154,13 @@ impl OapClient {
         progress: Progress<'_>,
     ) -> Result<Stored, ClientError> {
         let corr_id = self.corr_id();
-        let start = ObjectRequest::Put { len, addr }
-            .frame(corr_id, self.options.tenant_id, self.capability())
-            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let start = ObjectRequest::Put {
+            len,
+            addr,
+            copies: self.options.copies,
+        }
+        .frame(corr_id, self.options.tenant_id, self.capability())
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
         self.send(&start)?;
         let max_raw = PUT_DATA_BYTES.min(self.hello.max_frame as usize - 1024);
         let mut buf = vec![0u8; max_raw];
@@ -207,6 +211,7 @@ impl OapClient {
             addr: info.obj,
             len: info.len,
             created: reply.header.code == 201,
+            copies: info.copies,
         })
     }
 
@@ -344,7 +349,11 @@ mod tests {
             assert_eq!(read_frame(&mut stream, &mut reader).header.corr_id, 1);
             trickle(&mut stream, &hello_reply().to_bytes());
             let stat = read_frame(&mut stream, &mut reader);
-            let info = ObjectInfo { obj: addr, len: 7 };
+            let info = ObjectInfo {
+                obj: addr,
+                len: 7,
+                copies: None,
+            };
             let reply = response_frame(Flags::END, 200, stat.header.corr_id, info.to_payload());
             trickle(&mut stream, &reply.unwrap().to_bytes());
         });

@@ -127,6 +127,10 @@ pub enum ObjectRequest {
         len: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         addr: Option<Address>,
+        /// Durable copies to wait for before the answer, this node's included (1 to 16,
+        /// at most the network's `replicas`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        copies: Option<u32>,
     },
     Stat {
         addr: Address,
@@ -150,6 +154,8 @@ enum ObjectRequestJson<'a> {
         len: u64,
         #[serde(default, borrow)]
         addr: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        copies: Option<u32>,
     },
     Stat {
         #[serde(borrow)]
@@ -174,9 +180,14 @@ impl ObjectRequest {
                 range,
                 proof,
             },
-            ObjectRequestJson::Put { len, addr: a } => ObjectRequest::Put {
+            ObjectRequestJson::Put {
+                len,
+                addr: a,
+                copies,
+            } => ObjectRequest::Put {
                 len,
                 addr: a.as_deref().map(addr).transpose()?,
+                copies,
             },
             ObjectRequestJson::Stat { addr: a } => ObjectRequest::Stat { addr: addr(&a)? },
         })
@@ -216,11 +227,14 @@ pub struct GetEnd {
     pub len: u64,
 }
 
-/// Reply to PUT (201/200) and STAT (200): `{"obj":..,"len":..}`.
+/// Reply to PUT (201/200) and STAT (200): `{"obj":..,"len":..}`, and `"copies"` for a
+/// PUT that asked for copies (how many durable copies exist, this node's included).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectInfo {
     pub obj: Address,
     pub len: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies: Option<usize>,
 }
 
 macro_rules! json_payload {
@@ -565,13 +579,21 @@ mod tests {
 
     #[test]
     fn put_of_zero_bytes_ends_on_start() {
-        let put0 = ObjectRequest::Put { len: 0, addr: None }
-            .frame(1, 0, Bytes::new())
-            .unwrap();
+        let put0 = ObjectRequest::Put {
+            len: 0,
+            addr: None,
+            copies: None,
+        }
+        .frame(1, 0, Bytes::new())
+        .unwrap();
         assert!(put0.header.flags.contains(Flags::END));
-        let put = ObjectRequest::Put { len: 5, addr: None }
-            .frame(1, 0, Bytes::new())
-            .unwrap();
+        let put = ObjectRequest::Put {
+            len: 5,
+            addr: None,
+            copies: None,
+        }
+        .frame(1, 0, Bytes::new())
+        .unwrap();
         assert!(!put.header.flags.contains(Flags::END));
     }
 

@@ -131,6 +131,7 @@ fn put_start_with_token() {
     let put = ObjectRequest::Put {
         len: 3,
         addr: Some(abc()),
+        copies: None,
     };
     let f = check(
         "put_start",

@@ -123,6 +123,13 @@ pub const STOP_STEP_WAIT: Duration = Duration::from_secs(10);
 /// Longest wait at start-up for every shard to become ready before the banner.
 pub const READY_WAIT: Duration = Duration::from_secs(60);
 
+/// Most copies an upload may ask for (the most `replicas` allows).
+pub const COPIES_MAX: usize = 16;
+
+/// Longest wait of an upload that asks for copies on other nodes (`PUT /o?copies=N`)
+/// once it is durable here; past it the answer is 504 with the copies made so far.
+pub const COPIES_WAIT: Duration = Duration::from_secs(30);
+
 /// Read-through fetches under way per shard (each holds one upstream connection, a
 /// window of at most 4 MiB of verified groups and an upload); a miss past it is 503.
 pub const FETCHES_PER_SHARD_MAX: usize = 64;

@@ -105,6 +105,25 @@ pub enum Refusal {
     GatewayTimeout { addr: Address, timeout_ms: u64 },
     #[error("shard {shard} has {fetches} read-through fetches under way, its most")]
     TooManyFetches { shard: u16, fetches: usize },
+
+    // --- copies on other nodes (PUT ?copies=N) ---
+    #[error("copies must be a whole number from 1 to 16, not {given:?}")]
+    BadCopies { given: String },
+    #[error("copies={asked}: this network keeps {replicas} copies of an object (replicas = {replicas}); an upload can wait for at most that many")]
+    CopiesOverReplicas { asked: usize, replicas: usize },
+    #[error("{addr} is stored durably here, but only {copies} of the {want} copies asked for exist: the placement names no other node that could take it now (every holder asked answered, or no other node is connected)")]
+    TooFewCopies {
+        addr: Address,
+        copies: usize,
+        want: usize,
+    },
+    #[error("{addr} is stored durably here; {copies} of the {want} copies asked for exist after {waited_ms} ms (the others may follow)")]
+    CopiesTimedOut {
+        addr: Address,
+        copies: usize,
+        want: usize,
+        waited_ms: u64,
+    },
 }
 
 fn unauthorized_text(tenant_id: Option<u128>, token_given: bool, carrier: &str) -> String {
@@ -148,6 +167,9 @@ impl Refusal {
             BadGateway { .. } => ErrorCode::BadGateway,
             GatewayTimeout { .. } => ErrorCode::GatewayTimeout,
             TooManyFetches { .. } => ErrorCode::Overloaded,
+            BadCopies { .. } | CopiesOverReplicas { .. } => ErrorCode::BadRequest,
+            TooFewCopies { .. } => ErrorCode::NotReady,
+            CopiesTimedOut { .. } => ErrorCode::GatewayTimeout,
         }
     }
 

@@ -964,6 +964,7 @@ fn oversized_and_garbage_frames_bombs_and_request_floods_are_refused_and_closed(
     let mut upload_bomb = ron_codec::messages::ObjectRequest::Put {
         len: 64 << 20,
         addr: None,
+        copies: None,
     }
     .frame(2, 0, bytes::Bytes::new())
     .unwrap()

@@ -324,6 +324,99 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
 }
 
 #[test]
+fn an_upload_waits_for_the_copies_it_asks_for() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
+            flags.extend([
+                "--zone".into(),
+                format!("z{i}"),
+                "--replicas".into(),
+                "3".into(),
+            ]);
+            start(&temp_dir(&format!("copies-{i}")), &flags)
+        })
+        .collect();
+    wait_for("A knows the two others", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 2
+    });
+    let data = bytes(71, 150_000);
+    let r = put(nodes[0].http, "/o?copies=3", &data, "");
+    assert_eq!(r.status, 201, "{r:?}");
+    let addr = Address::of(&data);
+    assert_eq!(r.json()["copies"], 3, "{r:?}");
+    assert_eq!(r.json()["obj"], addr.to_string());
+    // Answered only once all three hold it: no waiting here.
+    for n in &nodes {
+        assert!(holds(n, &addr), "{addr} on {}", n.http);
+    }
+    // Uploaded again: already stored; answered as soon as two holders say they hold it.
+    let r = put(nodes[0].http, "/o?copies=2", &data, "");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.json()["copies"].as_u64() >= Some(2), "{r:?}");
+
+    // Over OAP/1 (`"copies":3` in START), with the project's client.
+    let file = temp_dir("copies-oap").join("object");
+    let over_oap = bytes(73, 90_000);
+    std::fs::write(&file, &over_oap).unwrap();
+    let out = ron(&[
+        "put",
+        "--server",
+        &nodes[1].oap.to_string(),
+        "--copies",
+        "3",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let addr = Address::of(&over_oap);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        addr.to_string()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("3 copies"),
+        "{out:?}"
+    );
+    for n in &nodes {
+        assert!(holds(n, &addr), "{addr} on {}", n.http);
+    }
+
+    // Asking for what cannot be: 400 before a byte is stored.
+    for (query, message) in [
+        ("copies=4", "copies=4: this network keeps 3 copies of an object (replicas = 3); an upload can wait for at most that many"),
+        ("copies=x", "copies must be a whole number from 1 to 16, not \"x\""),
+        ("copies=0", "copies must be a whole number from 1 to 16, not \"0\""),
+    ] {
+        let r = put(nodes[0].http, &format!("/o?{query}"), b"never stored", "");
+        assert_eq!(r.status, 400, "{r:?}");
+        assert_eq!(r.json()["code"], "bad_request");
+        assert_eq!(r.json()["message"], message);
+    }
+    let never = Address::of(b"never stored");
+    assert!(!holds(&nodes[0], &never));
+
+    // Two of three nodes down: the upload is durable here and the answer says how many
+    // copies exist.
+    nodes[1].stop();
+    nodes[2].stop();
+    wait_for("A sees no peer", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_peers_connected") == 0
+    });
+    let alone = bytes(72, 5_000);
+    let r = put(nodes[0].http, "/o?copies=3", &alone, "");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.json()["code"], "not_ready");
+    let addr = Address::of(&alone);
+    assert_eq!(
+        r.json()["message"],
+        format!("{addr} is stored durably here, but only 1 of the 3 copies asked for exist: the placement names no other node that could take it now (every holder asked answered, or no other node is connected)")
+    );
+    let r = get(nodes[0].http, &format!("/o/{addr}")).unwrap();
+    assert!(r.status == 200 && r.body == alone);
+}
+
+#[test]
 fn p2p_settings_are_checked_before_the_node_starts() {
     let dir = temp_dir("dht-refused");
     let out = run_ron(&dir, &["--peer", "127.0.0.1:4001"]);

@@ -132,6 +132,7 @@ fn put_on(
         &ObjectRequest::Put {
             len,
             addr: announce,
+            copies: None,
         },
         corr_id,
     ));
@@ -356,6 +357,7 @@ fn requests_delivered_one_byte_at_a_time_are_answered() {
         &ObjectRequest::Put {
             len: 3000,
             addr: Some(Address::of(&data)),
+            copies: None,
         },
         1,
     )
@@ -491,6 +493,7 @@ fn every_protocol_error_is_answered_once_then_the_connection_closes() {
         &ObjectRequest::Put {
             len: 10,
             addr: None,
+            copies: None,
         },
         1,
     );
@@ -507,6 +510,7 @@ fn every_protocol_error_is_answered_once_then_the_connection_closes() {
             &ObjectRequest::Put {
                 len: 10,
                 addr: None,
+                copies: None,
             },
             corr_id,
         ));
@@ -565,6 +569,7 @@ fn a_bomb_in_the_data_of_a_refused_upload_is_dropped_unread_and_after_admission_
     let put_start = ObjectRequest::Put {
         len: 64 << 20,
         addr: None,
+        copies: None,
     };
     // Before admission: a PUT without the write token is refused (401) and the bombs
     // that follow as its DATA are skipped without being inflated; the connection lives.
@@ -606,6 +611,7 @@ fn writes_need_a_token_in_the_capability_section_when_tokens_are_set() {
     let with_token = ObjectRequest::Put {
         len: 5000,
         addr: None,
+        copies: None,
     }
     .frame(2, 77, Bytes::from_static(b"s3cret"))
     .unwrap();
@@ -624,6 +630,7 @@ fn a_dropped_upload_stores_nothing() {
             &ObjectRequest::Put {
                 len: data.len() as u64,
                 addr: None,
+                copies: None,
             },
             1,
         ));

@@ -165,6 +165,7 @@ fn oap_sessions() -> Vec<(&'static str, Vec<u8>)> {
     let put = ObjectRequest::Put {
         len: OBJECT.len() as u64,
         addr: Some(addr),
+        copies: None,
     };
     let get_range = ObjectRequest::Get {
         addr,
@@ -230,7 +231,7 @@ fn oap_sessions() -> Vec<(&'static str, Vec<u8>)> {
                     9,
                     b"",
                 ),
-                &request(&ObjectRequest::Put { len: 0, addr: None }, 10, b""),
+                &request(&ObjectRequest::Put { len: 0, addr: None, copies: None }, 10, b""),
                 &comp(Flags::REQ, APP_HELLO, 11, b"", b"{}"),
             ]),
         ),

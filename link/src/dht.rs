@@ -96,6 +96,27 @@ pub enum ProviderChange {
     Withdraw(Vec<[u8; 32]>),
 }
 
+/// How a wait for copies ended (`PUT ?copies=N`): `copies` counts this node's copy and
+/// every holder that answered `held`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopiesMade {
+    pub copies: usize,
+    pub ended: CopiesEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopiesEnd {
+    /// At least the copies wanted.
+    Reached,
+    /// Every holder asked answered, and fewer hold it (the network has fewer nodes, or
+    /// they refused or failed).
+    Fewer,
+    /// The deadline passed first.
+    TimedOut,
+    /// The DHT thread has too many waits for copies under way.
+    Busy,
+}
+
 #[derive(Debug)]
 pub enum DhtRequest {
     /// Who provides `addr`: at most `limit` providers, answered on `reply` within
@@ -105,6 +126,15 @@ pub enum DhtRequest {
         limit: usize,
         deadline_ms: u64,
         reply: ResolveReply,
+    },
+    /// Publish `addr` (a kept object this node holds) now, ask its holders to take it,
+    /// and answer once `want` copies exist, every holder answered, or `deadline_ms`
+    /// passed.
+    Copies {
+        addr: [u8; 32],
+        want: usize,
+        deadline_ms: u64,
+        reply: tokio::sync::oneshot::Sender<CopiesMade>,
     },
 }
 
@@ -206,6 +236,29 @@ impl DhtClient {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.ask(addr, limit, deadline_ms, ResolveReply::Awaited(reply))?;
         Ok(answer)
+    }
+
+    /// Asks for `want` copies of `addr` (this node's included) without blocking: the
+    /// answer arrives on the returned oneshot by `deadline_ms` (a shard bounds the wait
+    /// with its own timer too). A full mailbox is refused at once.
+    pub fn copies_later(
+        &self,
+        addr: [u8; 32],
+        want: usize,
+        deadline_ms: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<CopiesMade>, ResolveError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = DhtRequest::Copies {
+            addr,
+            want,
+            deadline_ms,
+            reply,
+        };
+        match self.requests.try_send(request) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => Err(ResolveError::Busy(DHT_MAILBOX_LEN)),
+            Err(TrySendError::Closed(_)) => Err(ResolveError::Stopped),
+        }
     }
 
     fn ask(

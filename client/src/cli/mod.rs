@@ -67,6 +67,8 @@ CLIENT OPTIONS:
   --token TOKEN               write token (or RON_TOKEN in the environment)
   --tenant N                  OAP tenant_id header field [0] (a label: quotas follow --token)
   --timeout-ms N              longest wait for any read or write [60000]
+  --copies N                  `put` waits until N nodes hold the object durably (1-16,
+                              at most the network's replicas); prints how many did
   -o, --output FILE           where `get` writes (default stdout)
   --range FIRST-LAST          inclusive byte range for `get`
   -q, --quiet                 no progress bar (drawn on stderr when stdout is a terminal)
@@ -121,6 +123,7 @@ struct Flags {
     insecure: bool,
     token: Option<String>,
     tenant: u128,
+    copies: Option<u32>,
     timeout_ms: u64,
     output: Option<PathBuf>,
     range: Option<ByteRange>,
@@ -144,6 +147,7 @@ impl Flags {
             insecure: false,
             token: env_token,
             tenant: 0,
+            copies: None,
             timeout_ms: 60_000,
             output: None,
             range: None,
@@ -196,6 +200,15 @@ impl Flags {
                 self.tenant = value()?
                     .parse()
                     .map_err(|_| usage("--tenant: not a number"))?
+            }
+            "--copies" => {
+                let copies: u32 = value()?
+                    .parse()
+                    .map_err(|_| usage("--copies: not a number"))?;
+                if !(1..=16).contains(&copies) {
+                    return Err(usage("--copies: from 1 to 16"));
+                }
+                self.copies = Some(copies);
             }
             "--timeout-ms" => {
                 self.timeout_ms = value()?
@@ -307,6 +320,7 @@ pub fn parse(
         token: flags.token,
         tenant_id: flags.tenant,
         timeout: Duration::from_millis(flags.timeout_ms.max(1)),
+        copies: flags.copies,
         ..Options::default()
     };
     Ok(ClientCommand {

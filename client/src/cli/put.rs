@@ -31,6 +31,9 @@ pub(super) fn run(
     };
     bar.finish();
     println!("{}", stored.addr);
+    if let Some(copies) = stored.copies {
+        eprintln!("{copies} copies");
+    }
     Ok(())
 }
 

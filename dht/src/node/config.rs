@@ -68,6 +68,9 @@ pub(super) const REPLICATE_REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
 pub const PULLS_PER_PEER_MAX: usize = 64;
 /// Copies under way at once, for all peers together.
 pub const PULLS_MAX: usize = 1_024;
+/// Addresses clients wait to see copied at once (`PUT ?copies=N`); more are answered
+/// busy.
+pub const COPY_WATCHES_MAX: usize = 1_024;
 /// Kept keys waiting for their publication, after which their holders are asked.
 pub const COPIES_WAITING_MAX: usize = FRESH_KEYS_MAX;
 /// A node accepts a copy when fewer than this many times its zone's window of the

@@ -19,19 +19,20 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::kad::RecordKey;
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::PeerId;
-use ron_link::dht::{CopyOutcome, Pull, PullOutcome};
+use ron_link::dht::{CopiesEnd, CopiesMade, CopyOutcome, Pull, PullOutcome};
 
 use crate::closest::{distance, peer_position, DistanceKey};
 use crate::node::config::{
-    ACCEPT_WINDOW_SLACK, COPIES_WAITING_MAX, PULLS_MAX, PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
+    ACCEPT_WINDOW_SLACK, COPIES_WAITING_MAX, COPY_WATCHES_MAX, PULLS_MAX, PULLS_PER_PEER_MAX,
+    REPLICATE_ANSWER_WITHIN,
 };
-use crate::node::state::{Answering, Node, PullDone};
+use crate::node::state::{Answering, CopiesWaiter, Node, PullDone};
 use crate::placement::{PlacedNode, Placement, ZONE_WINDOW};
 use crate::replicate::{ReplicateRequest, ReplicateResponse, REPLICATE_KEYS_MAX};
 use crate::store::distance_key;
@@ -62,14 +63,22 @@ impl Node {
         }
         let placement = self.placement_among(peers);
         let mut per_holder: HashMap<PeerId, Vec<[u8; 32]>> = HashMap::new();
+        let mut watched = Vec::new();
         for key in keys {
             let Some(addr) = address_of(key) else {
                 continue;
             };
+            let mut others = 0;
             for holder in placement.holders(&distance_key(key), self.replicas) {
                 if let Some(peer) = holder.id {
                     per_holder.entry(peer).or_default().push(addr);
+                    others += 1;
                 }
+            }
+            if let Some(watch) = self.copies.watches.get_mut(&addr) {
+                watch.asked += others;
+                watch.asked_yet = true;
+                watched.push(addr);
             }
         }
         for (peer, addrs) in per_holder {
@@ -83,8 +92,107 @@ impl Node {
                     .behaviour_mut()
                     .replicate
                     .send_request(&peer, request);
-                self.copies.asked.insert(id, batch.len());
+                self.copies.asked.insert(id, batch.to_vec());
             }
+        }
+        // A key with no other holder (a network of one) is settled at once.
+        for addr in watched {
+            self.settle_watch(&addr, Instant::now());
+        }
+    }
+
+    /// A client waits for `want` copies of `addr` (`PUT ?copies=N`): the key is
+    /// published first thing and its holders asked; the answer comes from
+    /// [`Node::settle_watch`] as they answer, or at the deadline.
+    pub(super) fn watch_copies(
+        &mut self,
+        addr: [u8; 32],
+        want: usize,
+        deadline_ms: u64,
+        reply: tokio::sync::oneshot::Sender<CopiesMade>,
+    ) {
+        let now = Instant::now();
+        let watches = &mut self.copies.watches;
+        if watches.len() >= COPY_WATCHES_MAX && !watches.contains_key(&addr) {
+            let _ = reply.send(CopiesMade {
+                copies: 1,
+                ended: CopiesEnd::Busy,
+            });
+            return;
+        }
+        let watch = watches.entry(addr).or_default();
+        watch.asked_yet = false;
+        watch.waiters.push(CopiesWaiter {
+            want,
+            deadline: now + Duration::from_millis(deadline_ms),
+            reply,
+        });
+        let key = crate::node::address::record_key(&addr);
+        self.copies.waiting.insert(key.clone());
+        if !self.publisher.fresh.contains(&key) {
+            self.publisher.fresh.push_front(key);
+        }
+        self.settle_watch(&addr, now);
+    }
+
+    /// Answers the waiters of `addr` that can be answered: enough copies, every holder
+    /// answered or no peer connected (fewer copies), or their deadline passed.
+    fn settle_watch(&mut self, addr: &[u8; 32], now: Instant) {
+        // With no peer connected, no holder can be asked: fewer copies, said at once.
+        let alone = self.swarm.connected_peers().next().is_none();
+        let Some(watch) = self.copies.watches.get_mut(addr) else {
+            return;
+        };
+        let copies = 1 + watch.held;
+        let all_answered = alone || (watch.asked_yet && watch.answered >= watch.asked);
+        let (done, waiting): (Vec<CopiesWaiter>, Vec<CopiesWaiter>) =
+            std::mem::take(&mut watch.waiters)
+                .into_iter()
+                .partition(|w| copies >= w.want || all_answered || w.deadline <= now);
+        watch.waiters = waiting;
+        if watch.waiters.is_empty() {
+            self.copies.watches.remove(addr);
+        }
+        for waiter in done {
+            let ended = if copies >= waiter.want {
+                CopiesEnd::Reached
+            } else if all_answered {
+                CopiesEnd::Fewer
+            } else {
+                CopiesEnd::TimedOut
+            };
+            let _ = waiter.reply.send(CopiesMade { copies, ended });
+        }
+    }
+
+    /// Answers the waits for copies whose deadline passed, and all of them when no peer
+    /// is connected.
+    pub(super) fn settle_due_watches(&mut self) {
+        let now = Instant::now();
+        let alone = self.swarm.connected_peers().next().is_none();
+        let due: Vec<[u8; 32]> = self
+            .copies
+            .watches
+            .iter()
+            .filter(|(_, w)| alone || w.waiters.iter().any(|w| w.deadline <= now))
+            .map(|(addr, _)| *addr)
+            .collect();
+        for addr in due {
+            self.settle_watch(&addr, now);
+        }
+    }
+
+    /// A holder's answer for `addrs` (`None`: no answer), counted and told to watches.
+    fn on_copies_answered(&mut self, addrs: &[[u8; 32]], outcomes: Option<Vec<CopyOutcome>>) {
+        let outcomes = outcomes.unwrap_or_else(|| vec![CopyOutcome::Unanswered; addrs.len()]);
+        for (addr, outcome) in addrs.iter().zip(outcomes) {
+            self.metrics.copies_asked_total[outcome.index()].fetch_add(1, Ordering::Relaxed);
+            let Some(watch) = self.copies.watches.get_mut(addr) else {
+                continue;
+            };
+            watch.answered += 1;
+            watch.held += usize::from(outcome == CopyOutcome::Held);
+            self.settle_watch(addr, Instant::now());
         }
     }
 
@@ -127,9 +235,11 @@ impl Node {
                     },
                 ..
             } => {
-                self.copies.asked.remove(&request_id);
-                for outcome in response.outcomes {
-                    self.count_copy(outcome, 1);
+                if let Some(addrs) = self.copies.asked.remove(&request_id) {
+                    let mut outcomes = response.outcomes;
+                    // A short answer leaves the rest unanswered; a long one is cut.
+                    outcomes.resize(addrs.len(), CopyOutcome::Unanswered);
+                    self.on_copies_answered(&addrs, Some(outcomes));
                 }
             }
             Event::OutboundFailure {
@@ -139,8 +249,8 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(%peer, "dht: /ron/replicate/1 request failed: {error}");
-                if let Some(count) = self.copies.asked.remove(&request_id) {
-                    self.count_copy(CopyOutcome::Unanswered, count as u64);
+                if let Some(addrs) = self.copies.asked.remove(&request_id) {
+                    self.on_copies_answered(&addrs, None);
                 }
             }
             Event::InboundFailure { peer, error, .. } => {
@@ -148,10 +258,6 @@ impl Node {
             }
             Event::ResponseSent { .. } => {}
         }
-    }
-
-    fn count_copy(&self, outcome: CopyOutcome, count: u64) {
-        self.metrics.copies_asked_total[outcome.index()].fetch_add(count, Ordering::Relaxed);
     }
 
     /// A peer asks this node to hold copies: each address accepted goes to its shard.

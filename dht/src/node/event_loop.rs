@@ -144,6 +144,7 @@ impl Node {
         self.flush_store();
         self.answer_due_resolves();
         self.answer_due_copies();
+        self.settle_due_watches();
         self.publish_next();
         if self.last_expiry.elapsed() >= EXPIRE_PERIOD {
             self.last_expiry = Instant::now();
@@ -200,6 +201,12 @@ impl Node {
                 deadline_ms,
                 reply,
             } => self.start_resolve(record_key(&addr), limit, deadline_ms, reply),
+            DhtRequest::Copies {
+                addr,
+                want,
+                deadline_ms,
+                reply,
+            } => self.watch_copies(addr, want, deadline_ms, reply),
         }
     }
 

@@ -16,7 +16,7 @@ use libp2p::kad::{QueryId, RecordKey};
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, Swarm};
-use ron_link::dht::{CopyOutcome, DhtMetrics, PullRoutes, ResolveReply};
+use ron_link::dht::{CopiesMade, CopyOutcome, DhtMetrics, PullRoutes, ResolveReply};
 
 use crate::error::DhtError;
 use crate::node::address::tcp_multiaddr;
@@ -68,8 +68,11 @@ pub(super) struct Copies {
     /// Kept keys whose holders are asked after their next publication (at most
     /// [`COPIES_WAITING_MAX`](crate::node::COPIES_WAITING_MAX)).
     pub(super) waiting: HashSet<RecordKey>,
-    /// Requests sent, each with how many addresses it carries.
-    pub(super) asked: HashMap<OutboundRequestId, usize>,
+    /// Requests sent, each with the addresses it carries.
+    pub(super) asked: HashMap<OutboundRequestId, Vec<[u8; 32]>>,
+    /// Addresses a client waits to see copied (`PUT ?copies=N`), at most
+    /// [`COPY_WATCHES_MAX`](crate::node::COPY_WATCHES_MAX).
+    pub(super) watches: HashMap<[u8; 32], Watch>,
     /// Peers' requests being worked on, by their number here.
     pub(super) answering: HashMap<u64, Answering>,
     pub(super) next_answering: u64,
@@ -80,6 +83,25 @@ pub(super) struct Copies {
     pub(super) pulls: Option<PullRoutes>,
     /// The shards' answers, as they come.
     pub(super) pulled: FuturesUnordered<Pin<Box<dyn Future<Output = PullDone>>>>,
+}
+
+/// The copies of one address clients wait for, as its holders answer.
+#[derive(Default)]
+pub(super) struct Watch {
+    /// Holders asked (other than this node), since the watch began.
+    pub(super) asked: usize,
+    pub(super) answered: usize,
+    /// Of those, the ones that answered `held`.
+    pub(super) held: usize,
+    /// Whether its holders have been asked yet (after its publication).
+    pub(super) asked_yet: bool,
+    pub(super) waiters: Vec<CopiesWaiter>,
+}
+
+pub(super) struct CopiesWaiter {
+    pub(super) want: usize,
+    pub(super) deadline: Instant,
+    pub(super) reply: tokio::sync::oneshot::Sender<CopiesMade>,
 }
 
 /// A peer's request for copies being worked on.

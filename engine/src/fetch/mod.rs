@@ -154,6 +154,11 @@ impl ReadThrough {
         self.config.timeout
     }
 
+    /// The DHT thread, when the node is in a network.
+    pub fn dht(&self) -> Option<&DhtClient> {
+        self.dht.as_ref()
+    }
+
     fn metrics(&self) -> &FrontCounters {
         &self.counters
     }

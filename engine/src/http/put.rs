@@ -36,7 +36,12 @@ pub(super) async fn upload<S: Transport>(
         Route::Object(addr) => Some(*addr),
         _ => None,
     };
-    let begun = match credential.check().and(declared) {
+    let copies = req
+        .copies
+        .clone()
+        .map_err(|given| Refusal::BadCopies { given })
+        .and_then(|want| ctx.service.check_copies(want).map(|()| want));
+    let begun = match credential.check().and(copies).and(declared) {
         Ok(declared) => {
             ctx.service
                 .begin_upload(&credential, declared, announced)
@@ -67,7 +72,16 @@ pub(super) async fn upload<S: Transport>(
         .finish(req.content_type.clone().unwrap_or_default())
         .await
     {
-        Ok(stored) => created(ctx, conn, req, stored, keep).await,
+        Ok(stored) => match req.copies {
+            Ok(want) if want > 1 => match ctx.service.wait_for_copies(stored.addr, want).await {
+                Ok(copies) => created(ctx, conn, req, stored, Some(copies), keep).await,
+                Err(refusal) => {
+                    respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep).await?;
+                    Ok((refusal.status(), After::keep_if(keep)))
+                }
+            },
+            _ => created(ctx, conn, req, stored, None, keep).await,
+        },
         // The body was read whole: the connection is still in step.
         Err(refusal @ Refusal::DigestMismatch { .. }) => {
             respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep).await?;
@@ -88,17 +102,22 @@ async fn refuse_upload<S: Transport>(
     Ok((refusal.status(), After::Close))
 }
 
-/// 201 (or 200 when the object was already stored) with `{"obj":..,"len":..}`.
+/// 201 (or 200 when the object was already stored) with `{"obj":..,"len":..}`, and
+/// `"copies"` when the upload asked for copies.
 async fn created<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
     req: &Request,
     stored: Stored,
+    copies: Option<usize>,
     keep: bool,
 ) -> Result<(u16, After), Abort> {
     let Stored { addr, len, .. } = stored;
     let status = stored.status();
-    let body = format!("{{\"obj\":\"{addr}\",\"len\":{len}}}");
+    let body = match copies {
+        Some(copies) => format!("{{\"obj\":\"{addr}\",\"len\":{len},\"copies\":{copies}}}"),
+        None => format!("{{\"obj\":\"{addr}\",\"len\":{len}}}"),
+    };
     let location = format!("/o/{addr}");
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, status);

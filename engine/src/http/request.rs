@@ -12,7 +12,7 @@ use ron_shards::record::CONTENT_TYPE_LEN_MAX;
 
 use super::HttpContext;
 use crate::admission::{Claims, Identity};
-use crate::limits::CORR_ID_BYTES_MAX;
+use crate::limits::{COPIES_MAX, CORR_ID_BYTES_MAX};
 
 pub(super) struct Request {
     pub method: Method,
@@ -28,6 +28,9 @@ pub(super) struct Request {
     /// An `Authorization: Bearer` token was presented.
     pub token_given: bool,
     pub content_type: Option<String>,
+    /// `?copies=N` (1 when absent): durable copies an upload waits for, this node's
+    /// included; `Err` holds what was given instead of a number from 1 to 16.
+    pub copies: Result<usize, String>,
     pub corr_id: CorrId,
 }
 
@@ -127,11 +130,27 @@ impl Request {
             identity: ctx.admission.identify(claims),
             token_given: token.is_some(),
             content_type: content_type(head.content_type),
+            copies: copies_asked(head.target),
             corr_id: head
                 .corr_id
                 .and_then(CorrId::from_request)
                 .unwrap_or_else(|| ctx.new_corr_id()),
         }
+    }
+}
+
+/// The `copies=N` query parameter: 1 when absent, `Err` with (the start of) what was
+/// given when it is not a number from 1 to [`COPIES_MAX`].
+fn copies_asked(target: &str) -> Result<usize, String> {
+    let Some((_, query)) = target.split_once('?') else {
+        return Ok(1);
+    };
+    let Some(value) = query.split('&').find_map(|p| p.strip_prefix("copies=")) else {
+        return Ok(1);
+    };
+    match value.parse::<usize>() {
+        Ok(n) if (1..=COPIES_MAX).contains(&n) => Ok(n),
+        _ => Err(value.chars().take(32).collect()),
     }
 }
 
@@ -196,6 +215,12 @@ mod tests {
         let tags = IfNoneMatch::parse(b"W/\"a\", \"b\"");
         assert!(tags.matches(b"\"a\"") && tags.matches(b"\"b\"") && !tags.matches(b"\"c\""));
         assert!(IfNoneMatch::parse(b" * ").matches(b"\"x\""));
+        assert_eq!(copies_asked("/o"), Ok(1));
+        assert_eq!(copies_asked("/o?x=1&copies=3"), Ok(3));
+        assert_eq!(copies_asked("/o?copies=16"), Ok(16));
+        assert_eq!(copies_asked("/o?copies=0"), Err("0".into()));
+        assert_eq!(copies_asked("/o?copies=17"), Err("17".into()));
+        assert_eq!(copies_asked("/o?copies=three"), Err("three".into()));
     }
 
     #[test]

@@ -218,6 +218,7 @@ pub(super) async fn stat(
             let info = ObjectInfo {
                 obj: addr,
                 len: object.len(),
+                copies: None,
             };
             let frame = reply_frame(Flags::END, 200, corr_id, &info.to_payload());
             answer(&ctx, &out, corr_id, frame, 200, account).await;

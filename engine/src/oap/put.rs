@@ -13,17 +13,12 @@ use super::outbox::SharedOutboxes;
 use super::writer::reply_frame;
 use super::OapContext;
 use crate::admission::Ticket;
+use crate::limits::COPIES_MAX;
 use crate::refusal::Refusal;
 use crate::service::{UploadSession, WriteCredential};
 
 /// Where OAP/1 carries a write token, for the 401 message.
 pub(super) const TOKEN_CARRIER: &str = "in the START frame's capability section";
-
-/// An upload being received.
-pub(super) struct PutState {
-    pub session: UploadSession,
-    pub ticket: Ticket,
-}
 
 /// What a START frame for a PUT says.
 pub(super) struct PutStart {
@@ -32,18 +27,42 @@ pub(super) struct PutStart {
     /// DATA frames follow (START did not carry END).
     pub has_more: bool,
     pub credential: WriteCredential,
+    /// Durable copies to wait for (`copies`), this node's included.
+    pub copies: Option<u32>,
+}
+
+/// What a PUT's answer waits for once the upload is durable: copies on other nodes.
+pub(super) struct PutState {
+    pub session: UploadSession,
+    pub ticket: Ticket,
+    pub copies: usize,
 }
 
 /// Opens the upload a PUT's START frame asks for, or says why not.
-pub(super) async fn begin(ctx: &OapContext, start: PutStart) -> Result<UploadSession, Refusal> {
+pub(super) async fn begin(
+    ctx: &OapContext,
+    start: PutStart,
+) -> Result<(UploadSession, usize), Refusal> {
     ctx.service
         .check_upload(&start.credential, Some(start.len))?;
+    let copies = match start.copies {
+        None => 1,
+        Some(n) if (1..=COPIES_MAX as u32).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(Refusal::BadCopies {
+                given: n.to_string(),
+            })
+        }
+    };
+    ctx.service.check_copies(copies)?;
     if start.len > 0 && !start.has_more {
         return Err(Refusal::PutWithoutData { len: start.len });
     }
-    ctx.service
+    let session = ctx
+        .service
         .begin_upload(&start.credential, Some(start.len), start.announced)
-        .await
+        .await?;
+    Ok((session, copies))
 }
 
 /// Appends one DATA frame's bytes to an upload after checking its DATA header against
@@ -71,13 +90,26 @@ pub(super) async fn receive(put: &mut PutState, payload: &Bytes) -> Result<(), R
 
 /// Finishes an upload: length and digest checks, then commit; answers either way.
 pub(super) async fn commit(ctx: Rc<OapContext>, out: SharedOutboxes, corr_id: u64, put: PutState) {
-    let PutState { session, ticket } = put;
+    let PutState {
+        session,
+        ticket,
+        copies,
+    } = put;
     let account = Account::Admitted(ticket, session.received());
-    match session.finish(String::new()).await {
-        Ok(stored) => {
+    let finished = match session.finish(String::new()).await {
+        Ok(stored) if copies > 1 => match ctx.service.wait_for_copies(stored.addr, copies).await {
+            Ok(made) => Ok((stored, Some(made))),
+            Err(refusal) => Err(refusal),
+        },
+        Ok(stored) => Ok((stored, None)),
+        Err(refusal) => Err(refusal),
+    };
+    match finished {
+        Ok((stored, copies)) => {
             let info = ObjectInfo {
                 obj: stored.addr,
                 len: stored.len,
+                copies,
             };
             let status = stored.status();
             let frame = reply_frame(Flags::END, status, corr_id, &info.to_payload());

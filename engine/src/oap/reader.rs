@@ -317,10 +317,11 @@ impl<S: Transport> Reader<S> {
             ObjectRequest::Stat { addr } => {
                 glommio::spawn_local(get::stat(ctx, out, corr_id, addr, ticket)).detach();
             }
-            ObjectRequest::Put { len, addr } => {
+            ObjectRequest::Put { len, addr, copies } => {
                 let start = PutStart {
                     len,
                     announced: addr,
+                    copies,
                     has_more: !frame.header.flags.contains(Flags::END),
                     credential: WriteCredential {
                         may_write: identity.may_write,
@@ -342,8 +343,12 @@ impl<S: Transport> Reader<S> {
         ticket: Ticket,
     ) -> Result<(), Refusal> {
         let has_more = start.has_more;
-        let session = put::begin(&self.ctx, start).await?;
-        let put = PutState { session, ticket };
+        let (session, copies) = put::begin(&self.ctx, start).await?;
+        let put = PutState {
+            session,
+            ticket,
+            copies,
+        };
         if has_more {
             self.inbound
                 .insert(corr_id, Inbound::Receiving(Box::new(put)));
@@ -386,7 +391,9 @@ impl<S: Transport> Reader<S> {
                 glommio::spawn_local(put::commit(ctx, out, corr_id, *put)).detach();
             }
             Err(refusal) => {
-                let PutState { session, ticket } = *put;
+                let PutState {
+                    session, ticket, ..
+                } = *put;
                 let account = Account::Admitted(ticket, session.received());
                 session.abort().await;
                 if !end {

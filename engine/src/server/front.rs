@@ -23,7 +23,7 @@ use crate::limits;
 use crate::oap::{self, OapContext, OapLimits};
 use crate::server::clock::Alarm;
 use crate::server::error::StartError;
-use crate::service::Service;
+use crate::service::{CopyPolicy, Service};
 
 /// The listeners a shard accepts on.
 pub(super) struct Listeners {
@@ -60,7 +60,16 @@ impl FrontEnds {
         read_through: Option<Rc<ReadThrough>>,
     ) -> FrontEnds {
         let shard_count = shard.routing().shard_count();
-        let service = Rc::new(Service::new(shard, config.object_bytes_max, read_through));
+        let copies = CopyPolicy {
+            dht: read_through.as_ref().and_then(|r| r.dht().cloned()),
+            replicas: config.replicas_target(),
+        };
+        let service = Rc::new(Service::new(
+            shard,
+            config.object_bytes_max,
+            read_through,
+            copies,
+        ));
         let http_limits = HttpLimits {
             head_bytes_max: config.head_bytes_max,
             header_timeout: Duration::from_millis(config.header_timeout_ms),

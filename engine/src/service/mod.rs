@@ -26,7 +26,11 @@ use std::time::Instant;
 use ron_codec::{Address, ErrorCode};
 use ron_shards::{ObjectMeta, Shard};
 
+use ron_link::dht::{CopiesEnd, DhtClient};
+use ron_shards::lifecycle::finished_within;
+
 use crate::fetch::{Flight, ReadThrough};
+use crate::limits::COPIES_WAIT;
 use crate::refusal::Refusal;
 
 pub use get::{FetchStream, GroupStream, Span, StoredStream, VerifiedGroup};
@@ -40,6 +44,17 @@ pub struct Service {
     object_bytes_max: u64,
     /// Where a miss is fetched from, when the node has peers or an origin.
     read_through: Option<Rc<ReadThrough>>,
+    /// Copies on other nodes an upload may wait for.
+    copies: CopyPolicy,
+}
+
+/// What an upload may ask of the network (`PUT ?copies=N`).
+#[derive(Debug, Clone)]
+pub struct CopyPolicy {
+    /// The DHT thread, when the node is in a network.
+    pub dht: Option<DhtClient>,
+    /// Copies the network keeps of each object (`replicas`): the most one can wait for.
+    pub replicas: usize,
 }
 
 /// An object a GET found: stored here, or being read through.
@@ -88,11 +103,60 @@ impl Service {
         shard: Rc<Shard>,
         object_bytes_max: u64,
         read_through: Option<Rc<ReadThrough>>,
+        copies: CopyPolicy,
     ) -> Service {
         Service {
             shard,
             object_bytes_max,
             read_through,
+            copies,
+        }
+    }
+
+    /// Checks a `copies` request before the upload (at most `replicas`).
+    pub fn check_copies(&self, want: usize) -> Result<(), Refusal> {
+        match want > self.copies.replicas {
+            true => Err(Refusal::CopiesOverReplicas {
+                asked: want,
+                replicas: self.copies.replicas,
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// Waits until `want` copies of a stored object exist (this node's included): the
+    /// DHT thread publishes it at once and asks its holders; the answer is how many
+    /// exist, or why fewer do (every holder answered: 503; the wait ran out: 504).
+    pub async fn wait_for_copies(&self, addr: Address, want: usize) -> Result<usize, Refusal> {
+        let Some(dht) = self.copies.dht.as_ref().filter(|_| want > 1) else {
+            return Ok(1);
+        };
+        let started = Instant::now();
+        let waited_ms = || started.elapsed().as_millis() as u64;
+        let wait_ms = COPIES_WAIT.as_millis() as u64;
+        let timed_out = |copies| Refusal::CopiesTimedOut {
+            addr,
+            copies,
+            want,
+            waited_ms: waited_ms(),
+        };
+        let answer = dht
+            .copies_later(*addr.as_bytes(), want, wait_ms)
+            .map_err(|_| timed_out(1))?;
+        // The DHT thread answers by the deadline; a little slack covers its tick.
+        let slack = std::time::Duration::from_millis(1_000);
+        let made = match finished_within(COPIES_WAIT + slack, answer).await {
+            Some(Ok(made)) => made,
+            _ => return Err(timed_out(1)),
+        };
+        match made.ended {
+            CopiesEnd::Reached => Ok(made.copies),
+            CopiesEnd::Fewer => Err(Refusal::TooFewCopies {
+                addr,
+                copies: made.copies,
+                want,
+            }),
+            CopiesEnd::TimedOut | CopiesEnd::Busy => Err(timed_out(made.copies)),
         }
     }
 
