@@ -43,6 +43,7 @@ fn frames(c: &mut Criterion) {
         addr: obj,
         range: None,
         proof: false,
+        local: false,
     }
     .frame(9, 0, Bytes::new())
     .unwrap();

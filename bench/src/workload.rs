@@ -219,6 +219,7 @@ impl Workload {
                 addr: data.objects[index].addr,
                 range,
                 proof: false,
+                local: false,
             };
             let frame = request
                 .frame(corr_id, 0, bytes::Bytes::new())

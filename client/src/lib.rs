@@ -64,6 +64,9 @@ pub struct Options {
     pub user_agent: String,
     /// `put` waits until this many nodes hold the object durably (`copies`).
     pub copies: Option<u32>,
+    /// OAP `get` asks for the node's own copy only (`"local":true`: 404, never a
+    /// read-through).
+    pub local_only: bool,
 }
 
 impl Default for Options {
@@ -74,6 +77,7 @@ impl Default for Options {
             timeout: std::time::Duration::from_secs(60),
             user_agent: format!("ron/{}", env!("CARGO_PKG_VERSION")),
             copies: None,
+            local_only: false,
         }
     }
 }

@@ -232,6 +232,7 @@ impl OapClient {
                 last: r.last,
             }),
             proof: true,
+            local: self.options.local_only,
         };
         let frame = request
             .frame(corr_id, self.options.tenant_id, self.capability())

@@ -122,6 +122,10 @@ pub enum ObjectRequest {
         /// the parent nodes that prove it against `addr`.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         proof: bool,
+        /// Only a copy this node holds: 404 when it holds none (no read-through). What
+        /// nodes send each other (a peer fetch, an audit), so that a GET never cascades.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     Put {
         len: u64,
@@ -149,6 +153,8 @@ enum ObjectRequestJson<'a> {
         range: Option<InclusiveRange>,
         #[serde(default)]
         proof: bool,
+        #[serde(default)]
+        local: bool,
     },
     Put {
         len: u64,
@@ -175,10 +181,12 @@ impl ObjectRequest {
                 addr: a,
                 range,
                 proof,
+                local,
             } => ObjectRequest::Get {
                 addr: addr(&a)?,
                 range,
                 proof,
+                local,
             },
             ObjectRequestJson::Put {
                 len,
@@ -533,6 +541,7 @@ mod tests {
             addr: addr(),
             range: Some(InclusiveRange { first: 0, last: 99 }),
             proof: false,
+            local: false,
         };
         let json = serde_json::to_string(&get).unwrap();
         assert_eq!(

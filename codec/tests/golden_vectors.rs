@@ -116,6 +116,7 @@ fn get_request() {
         addr: abc(),
         range: None,
         proof: false,
+        local: false,
     };
     let f = check(
         "get",

@@ -71,7 +71,7 @@ use ron_link::dht::DhtClient;
 use ron_link::link::ControlLink;
 use ron_link::policy::{Policy, REBALANCE_PERIOD_MS};
 
-pub use admin::OwnerOf;
+pub use admin::{AuditOutcome, Auditor, OwnerOf};
 pub use reload::{LoadPolicy, ReloadError, Reloaded, Reloader};
 
 use admin::{AdminServer, Answers};
@@ -103,6 +103,8 @@ pub struct ControlState {
     pub owner: OwnerOf,
     /// The DHT thread, on a node with `--p2p`.
     pub dht: Option<DhtClient>,
+    /// How `/admin/placement` checks a holder's copy (the engine's OAP/1 audit).
+    pub auditor: Option<Auditor>,
 }
 
 /// Binds the admin listener, starts the admin server and the control thread. Returns
@@ -134,6 +136,7 @@ pub fn spawn(
         mailboxes: state.link.mailboxes(),
         owner: state.owner,
         dht: state.dht,
+        auditor: state.auditor,
         scrapes: Scrapes::default(),
     };
     let control = Control {

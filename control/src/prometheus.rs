@@ -8,7 +8,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use ron_link::counters::{FrontSnapshot, ShardCounters, StorageSnapshot, FRONT, STORAGE};
-use ron_link::dht::CopyOutcome;
+use ron_link::dht::{CopyOutcome, AUDIT_OUTCOMES};
 use ron_link::families::{Across, Family, Kind};
 use ron_link::latency::{LatencySet, EXPORTED_BUCKETS_US};
 use ron_link::requests::{Op, Protocol, Rejection, COUNTED_STATUSES};
@@ -486,6 +486,14 @@ pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
             "{name}{{outcome=\"{}\"}} {count}\n",
             outcome.label()
         ));
+    }
+    let name = "ron_replica_audits_total";
+    out.push_str(&format!(
+        "# HELP {name} Audits of the copies holders keep (a random 64 KiB group with its proof, checked against the address), by outcome.\n# TYPE {name} counter\n"
+    ));
+    for (outcome, count) in AUDIT_OUTCOMES.iter().zip(&dht.audits_total) {
+        let count = count.load(Relaxed);
+        out.push_str(&format!("{name}{{outcome=\"{outcome}\"}} {count}\n"));
     }
 }
 

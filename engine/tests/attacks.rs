@@ -186,6 +186,7 @@ fn oap_slow_readers_cannot_fill_the_inflight_gate() {
             addr,
             range: None,
             proof: false,
+            local: false,
         };
         req.frame(corr_id, 0, bytes::Bytes::new())
             .unwrap()

@@ -236,7 +236,7 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
     const NODES: usize = 6;
     let zone = |i: usize| format!("z{}", i % 3);
     let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
-    let nodes: Vec<Node> = (0..NODES)
+    let mut nodes: Vec<Node> = (0..NODES)
         .map(|i| {
             let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
             flags.extend(["--zone".into(), zone(i), "--replicas".into(), "3".into()]);
@@ -321,6 +321,83 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
             "no evictable copies"
         );
     }
+
+    // The operator's view agrees with what each node holds: every holder the placement
+    // names holds the object, audited (a random group, verified) from another node.
+    let node_at = |oap: &str| nodes.iter().position(|n| n.oap.to_string() == oap);
+    let placement = |n: &Node, addr: &Address| {
+        let r = get(n.admin, &format!("/admin/placement?hash={addr}")).unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()
+    };
+    for ((addr, _), held) in objects.iter().zip(&held) {
+        let p = placement(&nodes[5], addr);
+        assert_eq!(
+            (p["rf_target"].as_u64(), p["rf_observed"].as_u64()),
+            (Some(3), Some(3)),
+            "{p}"
+        );
+        for holder in p["placement"].as_array().unwrap() {
+            let at = node_at(holder["oap"].as_str().unwrap()).expect("a node of the test");
+            assert!(
+                held.contains(&at),
+                "{addr}: {holder} names node {at}, held by {held:?}"
+            );
+            assert_eq!(
+                (holder["holds"].as_bool(), holder["audit"].as_str()),
+                (Some(true), Some("verified")),
+                "{holder}"
+            );
+            assert_eq!(holder["zone"], zone(at));
+            assert_eq!(holder["local"], at == 5);
+        }
+    }
+    assert!(
+        metric_of(&nodes[5], "ron_replica_audits_total{outcome=\"verified\"}")
+            >= 3 * objects.len() as u64
+    );
+
+    let admin = nodes[5].admin.to_string();
+    let report = |addr: &Address| ron(&["placement", "--admin", &admin, &addr.to_string()]);
+    let out = report(&objects[0].0);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"rf_observed\":3"),
+        "{out:?}"
+    );
+
+    // A holder killed: the placement names a node that cannot answer or does not hold
+    // the object, and says so — 2 of 3 copies observed.
+    let (addr, _) = &objects[0];
+    let victim = held[0]
+        .iter()
+        .copied()
+        .find(|i| *i != 0 && *i != 5)
+        .expect("a holder");
+    nodes[victim].kill9();
+    let p = placement(&nodes[5], addr);
+    assert_eq!(p["rf_observed"], 2, "{p}");
+    let failing: Vec<&serde_json::Value> = p["placement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["holds"] == false)
+        .collect();
+    assert_eq!(failing.len(), 1, "{p}");
+    assert!(
+        ["missing", "failed"].contains(&failing[0]["audit"].as_str().unwrap()),
+        "{p}"
+    );
+    let out = report(addr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "fewer verified copies than replicas: {out:?}"
+    );
+}
+
+fn metric_of(n: &Node, series: &str) -> u64 {
+    gauge(n.admin, series).unwrap_or_else(|| panic!("no series {series}")) as u64
 }
 
 #[test]

@@ -100,6 +100,7 @@ fn get_req(addr: Address, corr_id: u64) -> Frame {
             addr,
             range: None,
             proof: false,
+            local: false,
         },
         corr_id,
     )
@@ -251,6 +252,7 @@ fn put_get_stat_ranges_and_per_request_errors_keep_the_connection() {
             last: 140_000,
         }),
         proof: false,
+        local: false,
     };
     let (status, body, end) = get_on(&mut w, request(&ranged, 4));
     assert_eq!((status, end), (206, 206));
@@ -285,6 +287,7 @@ fn put_get_stat_ranges_and_per_request_errors_keep_the_connection() {
             last: 200_001,
         }),
         proof: false,
+        local: false,
     };
     assert_eq!(get_on(&mut w, request(&past, 20)).0, 416);
     let missing = Address::of(b"missing");
@@ -780,6 +783,7 @@ fn metadata_loads_are_coalesced_and_a_tree_bigger_than_the_cache_is_not_reloaded
             last: 70_100_000,
         }),
         proof: true,
+        local: false,
     };
     let (status, _, end) = get_on(&mut w, request(&proof_get, 30));
     assert_eq!((status, end), (206, 206));

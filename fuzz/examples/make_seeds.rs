@@ -171,11 +171,13 @@ fn oap_sessions() -> Vec<(&'static str, Vec<u8>)> {
         addr,
         range: Some(InclusiveRange { first: 2, last: 20 }),
         proof: false,
+        local: false,
     };
     let get_proof = ObjectRequest::Get {
         addr,
         range: None,
         proof: true,
+        local: false,
     };
     let stat = ObjectRequest::Stat { addr };
     let dh = |offset: usize| DataHeader {
@@ -227,6 +229,7 @@ fn oap_sessions() -> Vec<(&'static str, Vec<u8>)> {
                         addr: Address::of(b"absent"),
                         range: None,
                         proof: false,
+                        local: false,
                     },
                     9,
                     b"",

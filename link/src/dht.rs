@@ -127,6 +127,13 @@ pub enum DhtRequest {
         deadline_ms: u64,
         reply: ResolveReply,
     },
+    /// The holders the placement names for `addr` (in pick order), from a lookup of its
+    /// closest peers, answered on `reply` within `deadline_ms`.
+    Placement {
+        addr: [u8; 32],
+        deadline_ms: u64,
+        reply: ResolveReply,
+    },
     /// Publish `addr` (a kept object this node holds) now, ask its holders to take it,
     /// and answer once `want` copies exist, every holder answered, or `deadline_ms`
     /// passed.
@@ -217,6 +224,27 @@ impl DhtClient {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.ask(addr, limit, deadline_ms, ResolveReply::Blocking(reply))?;
         // The DHT thread answers by its deadline; a little slack covers its tick.
+        let wait = std::time::Duration::from_millis(deadline_ms + 1_000);
+        answer.recv_timeout(wait).unwrap_or_else(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => Err(ResolveError::Timeout(deadline_ms)),
+            std::sync::mpsc::RecvTimeoutError::Disconnected => Err(ResolveError::Stopped),
+        })
+    }
+
+    /// Asks which nodes the placement names for `addr` and waits for the answer (admin
+    /// threads only: blocking).
+    pub fn placement(&self, addr: [u8; 32], deadline_ms: u64) -> Resolved {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let request = DhtRequest::Placement {
+            addr,
+            deadline_ms,
+            reply: ResolveReply::Blocking(reply),
+        };
+        match self.requests.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(ResolveError::Busy(DHT_MAILBOX_LEN)),
+            Err(TrySendError::Closed(_)) => return Err(ResolveError::Stopped),
+        }
         let wait = std::time::Duration::from_millis(deadline_ms + 1_000);
         answer.recv_timeout(wait).unwrap_or_else(|e| match e {
             std::sync::mpsc::RecvTimeoutError::Timeout => Err(ResolveError::Timeout(deadline_ms)),
@@ -322,7 +350,12 @@ pub struct DhtMetrics {
     pub copies_asked_total: [AtomicU64; CopyOutcome::ALL.len()],
     /// Copies this node accepted to make for others (pulls handed to a shard).
     pub copies_accepted_total: AtomicU64,
+    /// Audits of holders' copies, by outcome ([`AUDIT_OUTCOMES`] order).
+    pub audits_total: [AtomicU64; AUDIT_OUTCOMES.len()],
 }
+
+/// How an audit of a holder's copy ends (`ron_replica_audits_total{outcome}`).
+pub const AUDIT_OUTCOMES: [&str; 3] = ["verified", "missing", "failed"];
 
 /// How a holder asked to take a copy answered (`ron_replication_copies_total{outcome}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,6 +473,13 @@ impl PullRoutes {
 }
 
 impl DhtMetrics {
+    /// Counts one audit by its outcome's label (one of [`AUDIT_OUTCOMES`]).
+    pub fn count_audit(&self, outcome: &str) {
+        if let Some(at) = AUDIT_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.audits_total[at].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn record_lookup(&self, elapsed_ms: u64, providers: usize) {
         let bucket = LOOKUP_BUCKETS_MS
             .iter()

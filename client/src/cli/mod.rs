@@ -31,7 +31,7 @@ pub use scrub::ScrubVerb;
 use shared::usage;
 
 /// The command words the client handles (`ron put ...`).
-pub const COMMANDS: [&str; 6] = ["put", "get", "stat", "cert", "repair", "scrub"];
+pub const COMMANDS: [&str; 7] = ["put", "get", "stat", "cert", "repair", "scrub", "placement"];
 
 /// The environment variable holding the write token (`--token` overrides it).
 pub const TOKEN_VAR: &str = "RON_TOKEN";
@@ -56,6 +56,10 @@ CLIENT:
                                bad blocks are left, or the node lacks the object)
   ron scrub status|pause|resume
                                the node's background scrubber: progress, or pause/resume
+  ron placement b3:<hex>       the nodes the placement names for the object (from the
+                               node's DHT) and whether each holds a verified copy (each
+                               audited: a random 64 KiB group and its proof); prints the
+                               report (exit 1 if fewer verified copies than replicas)
 
 CLIENT OPTIONS:
   --server HOST:PORT          node to talk to [OAP 127.0.0.1:9444, HTTP 127.0.0.1:8080,
@@ -109,6 +113,7 @@ pub enum Action {
         names: Vec<String>,
     },
     Repair(Address),
+    Placement(Address),
     Scrub(ScrubVerb),
 }
 
@@ -258,6 +263,7 @@ impl Flags {
             },
             "cert" => return Err(usage("only `ron cert --dev` is supported")),
             "repair" => Action::Repair(address(&words)?),
+            "placement" => Action::Placement(address(&words)?),
             "scrub" => Action::Scrub(match words.as_slice() {
                 [] => ScrubVerb::Status,
                 [one] if one == "status" => ScrubVerb::Status,
@@ -389,6 +395,7 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
         Action::Stat(addr) => stat::run(&endpoint, options, addr),
         Action::Providers(addr) => stat::providers(&admin, addr, timeout),
         Action::Repair(addr) => repair::run(&admin, addr, timeout),
+        Action::Placement(addr) => repair::placement(&admin, addr, timeout),
         Action::Scrub(verb) => scrub::run(&admin, verb, timeout),
     }
 }

@@ -1,6 +1,8 @@
 //! `ron repair b3:<hex>`: the node reads and checks every block of the object now and
 //! rebuilds what its parity can; the report is printed (exit 1 unless healthy or
-//! repaired).
+//! repaired). `ron placement b3:<hex>`: the holders the network's placement names, each
+//! audited; the report is printed (exit 1 unless every copy the target asks for is
+//! verified).
 
 use std::time::Duration;
 
@@ -29,5 +31,20 @@ pub(super) fn run(
             .ok()
             .and_then(|v| v["outcome"].as_str().map(String::from));
         matches!(outcome.as_deref(), Some("healthy" | "repaired"))
+    })
+}
+
+/// `GET /admin/placement?hash=<addr>` and its report.
+pub(super) fn placement(
+    admin: &AdminEndpoint,
+    addr: Address,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let path = format!("/admin/placement?hash={addr}");
+    let answer = admin::request(admin, "GET", &path, timeout)?;
+    print_admin_answer(answer, |body| {
+        let report = serde_json::from_str::<serde_json::Value>(body).unwrap_or_default();
+        let count = |field: &str| report[field].as_u64();
+        matches!((count("rf_observed"), count("rf_target")), (Some(seen), Some(target)) if seen >= target)
     })
 }

@@ -1,7 +1,8 @@
 //! What an admin request asks for, and its answer. Routing reads counters and the
 //! control thread's latest copy, and sends the operator's storage requests to the
 //! shards' inboxes; the check of one object waits (bounded) for the owner's report.
-//! It does no socket or disk I/O.
+//! It does no socket or disk I/O itself: `/admin/placement` audits holders through the
+//! engine's [`super::Auditor`].
 
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use ron_link::link::ToShard;
 use ron_link::policy::constant_time_eq;
 use serde_json::json;
 
-use super::{Answers, ADMIN_REPAIR_WAIT_MS};
+use super::{Answers, AuditOutcome, ADMIN_REPAIR_WAIT_MS};
 
 /// Providers a resolve returns unless `limit` says otherwise.
 pub const RESOLVE_LIMIT_DEFAULT: usize = 16;
@@ -89,6 +90,7 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
         }
         "/version" => Reply::json(200, reports::version(answers.version)),
         "/resolve" => resolve(answers, &request.query),
+        "/admin/placement" => placement(answers, &request.query),
         "/admin/scrub" => {
             let samples = sample(&answers.shards);
             Reply::json(200, reports::scrub(&samples))
@@ -201,6 +203,75 @@ fn resolve(answers: &Answers, query: &str) -> Reply {
     }
 }
 
+/// `GET /admin/placement?hash=b3:<hex>`: the holders the placement names for the
+/// object (a lookup of its closest peers), each audited — asked for a random 64 KiB
+/// group of its own copy with its proof, checked against the address — and how many
+/// hold a verified copy (`rf_observed`) against the target (`rf_target`).
+fn placement(answers: &Answers, query: &str) -> Reply {
+    let (Some(dht), Some(auditor)) = (&answers.dht, &answers.auditor) else {
+        return Reply::text(
+            404,
+            "this node is not in a network: /admin/placement needs --p2p (and --peer)\n",
+        );
+    };
+    let hash = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("hash="))
+        .unwrap_or("");
+    let Ok(addr) = Address::parse(hash.as_bytes()) else {
+        return Reply::text(
+            400,
+            format!("/admin/placement needs ?hash=b3:<hex> (b3: and 64 lower-case hex digits), not {hash:?}\n"),
+        );
+    };
+    let holders = match dht.placement(*addr.as_bytes(), RESOLVE_DEADLINE_MS) {
+        Ok(holders) => holders,
+        Err(
+            e @ (ResolveError::Busy(_) | ResolveError::TooManyLookups(_) | ResolveError::Stopped),
+        ) => return Reply::text(503, format!("{e}; try again\n")),
+        Err(e @ ResolveError::Timeout(_)) => return Reply::text(504, format!("{e}\n")),
+    };
+    let audited: Vec<serde_json::Value> = holders
+        .iter()
+        .map(|holder| {
+            let outcome = match holder.oap {
+                Some(oap) => auditor.audit(oap, &addr),
+                None => AuditOutcome::Failed("its OAP/1 address is not known".into()),
+            };
+            dht.metrics.count_audit(outcome.label());
+            let mut entry = json!({
+                "node_id": holder.node_id,
+                "oap": holder.oap,
+                "zone": holder.zone,
+                "local": holder.local,
+                "holds": matches!(outcome, AuditOutcome::Verified { .. }),
+                "audit": outcome.label(),
+            });
+            match outcome {
+                AuditOutcome::Verified { group } => entry["group"] = json!(group),
+                AuditOutcome::Failed(reason) => entry["reason"] = json!(reason),
+                AuditOutcome::Missing => {}
+            }
+            entry
+        })
+        .collect();
+    let observed = audited.iter().filter(|h| h["holds"] == true).count();
+    let target = dht
+        .metrics
+        .replication_target
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Reply::json(
+        200,
+        json!({
+            "hash": addr.to_string(),
+            "rf_target": target,
+            "rf_observed": observed,
+            "placement": audited,
+        })
+        .to_string(),
+    )
+}
+
 /// With an admin token configured, the request must carry it as a bearer token.
 fn authorized(request: &Request, admin_token: Option<&str>) -> bool {
     let Some(token) = admin_token else {
@@ -290,6 +361,7 @@ mod tests {
             mailboxes: ron_link::link::links(1).0.mailboxes(),
             owner: OwnerOf::new(|_| 0),
             dht: None,
+            auditor: None,
             scrapes: Default::default(),
         };
         let status = |r: &Request| route(r, &answers).status;
@@ -316,6 +388,7 @@ mod tests {
             mailboxes: ron_link::link::links(1).0.mailboxes(),
             owner: OwnerOf::new(|_| 0),
             dht,
+            auditor: None,
             scrapes: Default::default(),
         }
     }

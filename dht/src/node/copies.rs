@@ -197,7 +197,7 @@ impl Node {
     }
 
     /// This node (id `None`) and those of `peers` whose zone is known (greeted).
-    fn placement_among(&self, peers: &[PeerId]) -> Placement<Option<PeerId>> {
+    pub(super) fn placement_among(&self, peers: &[PeerId]) -> Placement<Option<PeerId>> {
         let me = PlacedNode {
             id: None,
             position: peer_position(&self.local),

@@ -143,6 +143,7 @@ impl Node {
         self.take_announcements(announces);
         self.flush_store();
         self.answer_due_resolves();
+        self.answer_due_placements();
         self.answer_due_copies();
         self.settle_due_watches();
         self.publish_next();
@@ -201,6 +202,11 @@ impl Node {
                 deadline_ms,
                 reply,
             } => self.start_resolve(record_key(&addr), limit, deadline_ms, reply),
+            DhtRequest::Placement {
+                addr,
+                deadline_ms,
+                reply,
+            } => self.start_placement(addr, deadline_ms, reply),
             DhtRequest::Copies {
                 addr,
                 want,
@@ -253,7 +259,10 @@ impl Node {
                     }
                     Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (peers, false),
                 };
-                self.send_publication(id, peers, exhaustive);
+                let found = peers.iter().map(|p| p.peer_id).collect();
+                if !self.on_placement_peers(id, found) {
+                    self.send_publication(id, peers, exhaustive);
+                }
             }
             _ => {}
         }

@@ -117,7 +117,7 @@ impl Node {
         resolve.reply.send(Ok(providers));
     }
 
-    fn provider(&self, peer: &PeerId) -> Provider {
+    pub(super) fn provider(&self, peer: &PeerId) -> Provider {
         let local = *peer == self.local;
         let (oap, zone) = match (local, self.peers.get(peer)) {
             (true, _) => (Some(self.oap), Some(self.zone.clone())),

@@ -48,6 +48,16 @@ pub(super) struct Resolve {
     pub(super) reply: ResolveReply,
 }
 
+/// A placement lookup in progress: its key's closest peers, then their greetings.
+#[derive(Debug)]
+pub(super) struct PlacementLookup {
+    pub(super) addr: [u8; 32],
+    pub(super) deadline: Instant,
+    /// The lookup's peers, once it answered, and how long to wait for their greetings.
+    pub(super) found: Option<(Vec<PeerId>, Instant)>,
+    pub(super) reply: ResolveReply,
+}
+
 /// One batch of keys on its way to the peers closest to each of them.
 #[derive(Debug)]
 pub(super) struct Publication {
@@ -161,6 +171,7 @@ pub(super) struct Node {
     pub(super) alive: HashMap<PeerId, Instant>,
     pub(super) connections: HashMap<ConnectionId, IpAddr>,
     pub(super) resolves: HashMap<QueryId, Resolve>,
+    pub(super) placements: HashMap<QueryId, PlacementLookup>,
     pub(super) publisher: Publisher,
     pub(super) last_expiry: Instant,
     pub(super) listen_id: libp2p::core::transport::ListenerId,
@@ -204,6 +215,7 @@ impl Node {
             alive: HashMap::new(),
             connections: HashMap::new(),
             resolves: HashMap::new(),
+            placements: HashMap::new(),
             publisher: Publisher::default(),
             last_expiry: Instant::now(),
             listen_id,

@@ -112,6 +112,7 @@ impl PeerGet {
             addr,
             range,
             proof: true,
+            local: true,
         }
         .frame(GET_CORR_ID, 0, Bytes::new())
         .map_err(|e| self.error(FetchFailure::Protocol, e))?;

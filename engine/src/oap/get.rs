@@ -27,6 +27,8 @@ pub(super) struct GetRequest {
     pub range: Option<InclusiveRange>,
     /// Verified streaming: whole groups, each DATA header with its proof's parents.
     pub proof: bool,
+    /// Only a copy this node holds (no read-through): what peers ask.
+    pub local: bool,
 }
 
 pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, ticket: Ticket) {
@@ -59,7 +61,9 @@ pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetReques
 /// first of their groups, already verified (a rotten first group is a clean error).
 async fn open(ctx: &OapContext, req: &GetRequest) -> Result<GroupStream, Refusal> {
     // A proof needs the object's whole tree: one being read through is served once stored.
-    let object = if req.proof {
+    let object = if req.local {
+        Object::Stored(ctx.service.find_held(&req.addr).await?)
+    } else if req.proof {
         Object::Stored(ctx.service.find_stored(&req.addr).await?)
     } else {
         ctx.service.find(&req.addr).await?

@@ -304,12 +304,18 @@ impl<S: Transport> Reader<S> {
         let corr_id = frame.header.corr_id;
         let (ctx, out) = (Rc::clone(&self.ctx), Rc::clone(&self.out));
         match request {
-            ObjectRequest::Get { addr, range, proof } => {
+            ObjectRequest::Get {
+                addr,
+                range,
+                proof,
+                local,
+            } => {
                 let request = GetRequest {
                     corr_id,
                     addr,
                     range,
                     proof,
+                    local,
                 };
                 let task = glommio::spawn_local(get::get(ctx, out, request, ticket));
                 self.out.borrow_mut().streams.insert(corr_id, task);

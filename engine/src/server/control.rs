@@ -53,6 +53,9 @@ pub(super) fn start_control(
             hangup: Arc::clone(&signals.hangup),
         }),
         owner: owner_of(routing.clone()),
+        auditor: dht
+            .is_some()
+            .then(|| ron_control::Auditor::new(crate::server::audit::audit_copy)),
         dht,
     };
     let (admin_addr, thread) =

@@ -17,10 +17,12 @@
 //! configuration file) reloads tokens, tenants and quotas through the control thread.
 //!
 //! Files: this one (the order of start and stop), `shard.rs` (a shard's thread),
+//! `audit.rs` (the OAP/1 audit of a holder's copy `/admin/placement` runs),
 //! `front.rs` (its listeners, front ends and accept loops), `control.rs` (the control
 //! thread's handle), `clock.rs` (a shard's periodic work), `operator.rs` (the operator's
 //! requests a shard answers), `notify.rs` (systemd), `signals.rs`, `error.rs`.
 
+mod audit;
 mod clock;
 mod control;
 mod error;

@@ -179,6 +179,11 @@ impl Service {
 
     /// The object stored here: one being read through is waited for until it is stored
     /// (a proof needs the whole tree).
+    /// The object only if this node holds it: never read through (404 otherwise).
+    pub async fn find_held(&self, addr: &Address) -> Result<Rc<ObjectMeta>, Refusal> {
+        Ok(self.shard.meta(addr).await?)
+    }
+
     pub async fn find_stored(&self, addr: &Address) -> Result<Rc<ObjectMeta>, Refusal> {
         match self.find(addr).await? {
             Object::Stored(meta) => Ok(meta),
