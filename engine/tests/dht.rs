@@ -324,7 +324,8 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
 
     // The operator's view agrees with what each node holds: every holder the placement
     // names holds the object, audited (a random group, verified) from another node.
-    let node_at = |oap: &str| nodes.iter().position(|n| n.oap.to_string() == oap);
+    let oaps: Vec<String> = nodes.iter().map(|n| n.oap.to_string()).collect();
+    let node_at = |oap: &str| oaps.iter().position(|o| o == oap);
     let placement = |n: &Node, addr: &Address| {
         let r = get(n.admin, &format!("/admin/placement?hash={addr}")).unwrap();
         assert_eq!(r.status, 200, "{r:?}");
@@ -394,6 +395,28 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
         Some(1),
         "fewer verified copies than replicas: {out:?}"
     );
+
+    // The operator repairs it: the holder now named takes a verified copy.
+    let out = ron(&["repair", "--cluster", "--admin", &admin, &addr.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let repaired: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            repaired["rf_before"].as_u64(),
+            repaired["rf_observed"].as_u64()
+        ),
+        (Some(2), Some(3)),
+        "{repaired}"
+    );
+    assert_eq!(
+        repaired["asked"].as_array().map(Vec::len),
+        Some(1),
+        "{repaired}"
+    );
+    for holder in repaired["placement"].as_array().unwrap() {
+        let at = node_at(holder["oap"].as_str().unwrap()).expect("a node of the test");
+        assert!(at != victim && holds(&nodes[at], addr), "{repaired}");
+    }
 }
 
 fn metric_of(n: &Node, series: &str) -> u64 {

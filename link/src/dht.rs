@@ -104,6 +104,27 @@ pub struct CopiesMade {
     pub ended: CopiesEnd,
 }
 
+/// Where the DHT thread sends a wait for copies' answer (as [`ResolveReply`]).
+#[derive(Debug)]
+pub enum CopiesReply {
+    Blocking(SyncSender<CopiesMade>),
+    Awaited(tokio::sync::oneshot::Sender<CopiesMade>),
+}
+
+impl CopiesReply {
+    /// Sends the answer; an asker that has gone away is not an error.
+    pub fn send(self, made: CopiesMade) {
+        match self {
+            CopiesReply::Blocking(reply) => {
+                let _ = reply.try_send(made);
+            }
+            CopiesReply::Awaited(reply) => {
+                let _ = reply.send(made);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopiesEnd {
     /// At least the copies wanted.
@@ -134,14 +155,16 @@ pub enum DhtRequest {
         deadline_ms: u64,
         reply: ResolveReply,
     },
-    /// Publish `addr` (a kept object this node holds) now, ask its holders to take it,
-    /// and answer once `want` copies exist, every holder answered, or `deadline_ms`
-    /// passed.
+    /// Ask for copies of `addr` and answer once `want` copies exist (this node's
+    /// counted), every node asked answered, or `deadline_ms` passed. With `to` empty:
+    /// publish it now (a kept object this node holds) and ask the holders its placement
+    /// names; else ask the nodes `to` names (node ids) directly (an operator's repair).
     Copies {
         addr: [u8; 32],
         want: usize,
         deadline_ms: u64,
-        reply: tokio::sync::oneshot::Sender<CopiesMade>,
+        to: Vec<String>,
+        reply: CopiesReply,
     },
 }
 
@@ -276,14 +299,42 @@ impl DhtClient {
         deadline_ms: u64,
     ) -> Result<tokio::sync::oneshot::Receiver<CopiesMade>, ResolveError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = DhtRequest::Copies {
+        self.send_request(DhtRequest::Copies {
             addr,
             want,
             deadline_ms,
-            reply,
-        };
+            to: Vec::new(),
+            reply: CopiesReply::Awaited(reply),
+        })?;
+        Ok(answer)
+    }
+
+    /// Asks the nodes `to` (node ids) to take a copy of `addr` and waits for their
+    /// answers, at most `deadline_ms` (admin threads only: blocking).
+    pub fn copy_to(
+        &self,
+        addr: [u8; 32],
+        to: Vec<String>,
+        deadline_ms: u64,
+    ) -> Result<CopiesMade, ResolveError> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.send_request(DhtRequest::Copies {
+            addr,
+            want: to.len() + 1,
+            deadline_ms,
+            to,
+            reply: CopiesReply::Blocking(reply),
+        })?;
+        let wait = std::time::Duration::from_millis(deadline_ms + 1_000);
+        answer.recv_timeout(wait).map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => ResolveError::Timeout(deadline_ms),
+            std::sync::mpsc::RecvTimeoutError::Disconnected => ResolveError::Stopped,
+        })
+    }
+
+    fn send_request(&self, request: DhtRequest) -> Result<(), ResolveError> {
         match self.requests.try_send(request) {
-            Ok(()) => Ok(answer),
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(ResolveError::Busy(DHT_MAILBOX_LEN)),
             Err(TrySendError::Closed(_)) => Err(ResolveError::Stopped),
         }

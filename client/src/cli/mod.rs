@@ -56,6 +56,11 @@ CLIENT:
                                bad blocks are left, or the node lacks the object)
   ron scrub status|pause|resume
                                the node's background scrubber: progress, or pause/resume
+  ron repair --cluster b3:<hex>
+                               check the object's copies on the network now (as
+                               `ron placement`) and have each holder without a verified
+                               copy take one; prints the report (exit 1 if fewer
+                               verified copies than replicas are left)
   ron placement b3:<hex>       the nodes the placement names for the object (from the
                                node's DHT) and whether each holds a verified copy (each
                                audited: a random 64 KiB group and its proof); prints the
@@ -113,6 +118,7 @@ pub enum Action {
         names: Vec<String>,
     },
     Repair(Address),
+    RepairCluster(Address),
     Placement(Address),
     Scrub(ScrubVerb),
 }
@@ -135,6 +141,7 @@ struct Flags {
     quiet: bool,
     dev: bool,
     providers: bool,
+    cluster: bool,
     dir: Option<PathBuf>,
     names: Vec<String>,
     admin: Option<String>,
@@ -158,6 +165,7 @@ impl Flags {
             range: None,
             quiet: false,
             providers: false,
+            cluster: false,
             dev: false,
             dir: None,
             names: Vec::new(),
@@ -225,6 +233,7 @@ impl Flags {
             "-q" | "--quiet" => self.quiet = true,
             "--dev" => self.dev = true,
             "--providers" => self.providers = true,
+            "--cluster" => self.cluster = true,
             "--out" => self.dir = Some(PathBuf::from(value()?)),
             "--name" => self.names.push(value()?),
             "--admin" => self.admin = Some(value()?),
@@ -262,6 +271,7 @@ impl Flags {
                 names: std::mem::take(&mut self.names),
             },
             "cert" => return Err(usage("only `ron cert --dev` is supported")),
+            "repair" if self.cluster => Action::RepairCluster(address(&words)?),
             "repair" => Action::Repair(address(&words)?),
             "placement" => Action::Placement(address(&words)?),
             "scrub" => Action::Scrub(match words.as_slice() {
@@ -396,6 +406,7 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
         Action::Providers(addr) => stat::providers(&admin, addr, timeout),
         Action::Repair(addr) => repair::run(&admin, addr, timeout),
         Action::Placement(addr) => repair::placement(&admin, addr, timeout),
+        Action::RepairCluster(addr) => repair::cluster(&admin, addr, timeout),
         Action::Scrub(verb) => scrub::run(&admin, verb, timeout),
     }
 }

@@ -34,6 +34,10 @@ pub(super) fn run(
     })
 }
 
+/// How long `ron repair --cluster` waits for its answer at least (the node waits a
+/// minute for the holders it asks, and audits before and after).
+const CLUSTER_REPAIR_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// `GET /admin/placement?hash=<addr>` and its report.
 pub(super) fn placement(
     admin: &AdminEndpoint,
@@ -42,9 +46,24 @@ pub(super) fn placement(
 ) -> Result<(), ClientError> {
     let path = format!("/admin/placement?hash={addr}");
     let answer = admin::request(admin, "GET", &path, timeout)?;
-    print_admin_answer(answer, |body| {
-        let report = serde_json::from_str::<serde_json::Value>(body).unwrap_or_default();
-        let count = |field: &str| report[field].as_u64();
-        matches!((count("rf_observed"), count("rf_target")), (Some(seen), Some(target)) if seen >= target)
-    })
+    print_admin_answer(answer, enough_copies)
+}
+
+/// `POST /admin/replicate/<addr>` and its report.
+pub(super) fn cluster(
+    admin: &AdminEndpoint,
+    addr: Address,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let path = format!("/admin/replicate/{addr}");
+    let timeout = timeout.max(CLUSTER_REPAIR_TIMEOUT);
+    let answer = admin::request(admin, "POST", &path, timeout)?;
+    print_admin_answer(answer, enough_copies)
+}
+
+/// Whether a placement report counts at least as many verified copies as the target.
+fn enough_copies(body: &str) -> bool {
+    let report = serde_json::from_str::<serde_json::Value>(body).unwrap_or_default();
+    let count = |field: &str| report[field].as_u64();
+    matches!((count("rf_observed"), count("rf_target")), (Some(seen), Some(target)) if seen >= target)
 }

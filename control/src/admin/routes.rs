@@ -9,17 +9,19 @@ use std::time::Duration;
 
 use ron_codec::http::head::{Method, RequestHead};
 use ron_codec::Address;
-use ron_link::dht::{ResolveError, RESOLVE_LIMIT_MAX};
+use ron_link::dht::{DhtClient, Provider, ResolveError, RESOLVE_LIMIT_MAX};
 use ron_link::link::ToShard;
 use ron_link::policy::constant_time_eq;
 use serde_json::json;
 
-use super::{Answers, AuditOutcome, ADMIN_REPAIR_WAIT_MS};
+use super::{Answers, AuditOutcome, Auditor, ADMIN_REPAIR_WAIT_MS};
 
 /// Providers a resolve returns unless `limit` says otherwise.
 pub const RESOLVE_LIMIT_DEFAULT: usize = 16;
 /// The longest a resolve waits for the DHT (lookup and greetings of the providers).
 pub const RESOLVE_DEADLINE_MS: u64 = 5_000;
+/// The longest `/admin/replicate` waits for the holders it asks to take a copy.
+pub const REPLICATE_WAIT_MS: u64 = 60_000;
 use crate::view::sample;
 use crate::{prometheus, reports};
 
@@ -51,10 +53,12 @@ impl Request {
 /// HEAD); the operator's storage requests are POST.
 pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
     let path = request.path.as_str();
-    let operator = path.starts_with("/admin/scrub/") || path.starts_with("/admin/repair/");
+    let operator = ["/admin/scrub/", "/admin/repair/", "/admin/replicate/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
     match (operator, request.method) {
         (false, Method::Get | Method::Head) | (true, Method::Post) => {}
-        (false, _) => return Reply::text(405, "admin endpoints are GET only, but for the POST ones in /admin/scrub/ and /admin/repair/\n"),
+        (false, _) => return Reply::text(405, "admin endpoints are GET only, but for the POST ones in /admin/scrub/, /admin/repair/ and /admin/replicate/\n"),
         (true, _) => return Reply::text(405, format!("{path} takes POST\n")),
     }
     let probe = matches!(path, "/healthz" | "/readyz");
@@ -97,9 +101,13 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
         }
         "/admin/scrub/pause" => pause_scrub(answers, true),
         "/admin/scrub/resume" => pause_scrub(answers, false),
-        _ => match path.strip_prefix("/admin/repair/") {
-            Some(hash) => check_object(answers, hash),
-            None => Reply::text(404, "not found\n"),
+        _ => match (
+            path.strip_prefix("/admin/repair/"),
+            path.strip_prefix("/admin/replicate/"),
+        ) {
+            (Some(hash), _) => check_object(answers, hash),
+            (_, Some(hash)) => replicate(answers, hash),
+            _ => Reply::text(404, "not found\n"),
         },
     }
 }
@@ -208,34 +216,104 @@ fn resolve(answers: &Answers, query: &str) -> Reply {
 /// group of its own copy with its proof, checked against the address — and how many
 /// hold a verified copy (`rf_observed`) against the target (`rf_target`).
 fn placement(answers: &Answers, query: &str) -> Reply {
-    let (Some(dht), Some(auditor)) = (&answers.dht, &answers.auditor) else {
-        return Reply::text(
-            404,
-            "this node is not in a network: /admin/placement needs --p2p (and --peer)\n",
-        );
-    };
     let hash = query
         .split('&')
         .find_map(|pair| pair.strip_prefix("hash="))
         .unwrap_or("");
-    let Ok(addr) = Address::parse(hash.as_bytes()) else {
-        return Reply::text(
-            400,
-            format!("/admin/placement needs ?hash=b3:<hex> (b3: and 64 lower-case hex digits), not {hash:?}\n"),
-        );
+    let (dht, auditor, addr) = match placement_request(answers, "/admin/placement", hash) {
+        Ok(parts) => parts,
+        Err(reply) => return reply,
     };
-    let holders = match dht.placement(*addr.as_bytes(), RESOLVE_DEADLINE_MS) {
+    let holders = match holders_of(dht, &addr) {
         Ok(holders) => holders,
-        Err(
-            e @ (ResolveError::Busy(_) | ResolveError::TooManyLookups(_) | ResolveError::Stopped),
-        ) => return Reply::text(503, format!("{e}; try again\n")),
-        Err(e @ ResolveError::Timeout(_)) => return Reply::text(504, format!("{e}\n")),
+        Err(reply) => return reply,
     };
+    let (audited, observed) = audit_holders(dht, auditor, &holders, &addr);
+    Reply::json(
+        200,
+        placement_report(dht, &addr, audited, observed).to_string(),
+    )
+}
+
+/// `POST /admin/replicate/b3:<hex>`: checks and repairs one object now — the placement
+/// and its audits as `/admin/placement`, then each named holder without a verified copy
+/// (other than this node) is asked to take one (it pulls it verified from this node or
+/// the providers the DHT names), waited for at most [`REPLICATE_WAIT_MS`], and every
+/// holder audited again.
+fn replicate(answers: &Answers, hash: &str) -> Reply {
+    let (dht, auditor, addr) = match placement_request(answers, "/admin/replicate", hash) {
+        Ok(parts) => parts,
+        Err(reply) => return reply,
+    };
+    let holders = match holders_of(dht, &addr) {
+        Ok(holders) => holders,
+        Err(reply) => return reply,
+    };
+    let (before, rf_before) = audit_holders(dht, auditor, &holders, &addr);
+    let asked: Vec<String> = holders
+        .iter()
+        .zip(&before)
+        .filter(|(holder, audit)| !holder.local && audit["holds"] != true)
+        .map(|(holder, _)| holder.node_id.clone())
+        .collect();
+    if !asked.is_empty() {
+        if let Err(e) = dht.copy_to(*addr.as_bytes(), asked.clone(), REPLICATE_WAIT_MS) {
+            tracing::warn!(obj = %addr, "admin replicate: {e}");
+        }
+    }
+    let (after, observed) = match asked.is_empty() {
+        true => (before, rf_before),
+        false => audit_holders(dht, auditor, &holders, &addr),
+    };
+    let mut report = placement_report(dht, &addr, after, observed);
+    report["rf_before"] = json!(rf_before);
+    report["asked"] = json!(asked);
+    Reply::json(200, report.to_string())
+}
+
+/// The DHT, the auditor and the address a placement request needs, or its refusal.
+fn placement_request<'a>(
+    answers: &'a Answers,
+    endpoint: &str,
+    hash: &str,
+) -> Result<(&'a DhtClient, &'a Auditor, Address), Reply> {
+    let (Some(dht), Some(auditor)) = (&answers.dht, &answers.auditor) else {
+        return Err(Reply::text(
+            404,
+            format!("this node is not in a network: {endpoint} needs --p2p (and --peer)\n"),
+        ));
+    };
+    let Ok(addr) = Address::parse(hash.as_bytes()) else {
+        return Err(Reply::text(
+            400,
+            format!("{endpoint} needs an object address (b3: and 64 lower-case hex digits), not {hash:?}\n"),
+        ));
+    };
+    Ok((dht, auditor, addr))
+}
+
+fn holders_of(dht: &DhtClient, addr: &Address) -> Result<Vec<Provider>, Reply> {
+    dht.placement(*addr.as_bytes(), RESOLVE_DEADLINE_MS)
+        .map_err(|e| match e {
+            ResolveError::Busy(_) | ResolveError::TooManyLookups(_) | ResolveError::Stopped => {
+                Reply::text(503, format!("{e}; try again\n"))
+            }
+            ResolveError::Timeout(_) => Reply::text(504, format!("{e}\n")),
+        })
+}
+
+/// Each holder audited (counted in `ron_replica_audits_total`), and how many verified.
+fn audit_holders(
+    dht: &DhtClient,
+    auditor: &Auditor,
+    holders: &[Provider],
+    addr: &Address,
+) -> (Vec<serde_json::Value>, usize) {
     let audited: Vec<serde_json::Value> = holders
         .iter()
         .map(|holder| {
             let outcome = match holder.oap {
-                Some(oap) => auditor.audit(oap, &addr),
+                Some(oap) => auditor.audit(oap, addr),
                 None => AuditOutcome::Failed("its OAP/1 address is not known".into()),
             };
             dht.metrics.count_audit(outcome.label());
@@ -256,20 +334,25 @@ fn placement(answers: &Answers, query: &str) -> Reply {
         })
         .collect();
     let observed = audited.iter().filter(|h| h["holds"] == true).count();
+    (audited, observed)
+}
+
+fn placement_report(
+    dht: &DhtClient,
+    addr: &Address,
+    audited: Vec<serde_json::Value>,
+    observed: usize,
+) -> serde_json::Value {
     let target = dht
         .metrics
         .replication_target
         .load(std::sync::atomic::Ordering::Relaxed);
-    Reply::json(
-        200,
-        json!({
-            "hash": addr.to_string(),
-            "rf_target": target,
-            "rf_observed": observed,
-            "placement": audited,
-        })
-        .to_string(),
-    )
+    json!({
+        "hash": addr.to_string(),
+        "rf_target": target,
+        "rf_observed": observed,
+        "placement": audited,
+    })
 }
 
 /// With an admin token configured, the request must carry it as a bearer token.

@@ -25,7 +25,7 @@ use libp2p::kad::RecordKey;
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::PeerId;
-use ron_link::dht::{CopiesEnd, CopiesMade, CopyOutcome, Pull, PullOutcome};
+use ron_link::dht::{CopiesEnd, CopiesMade, CopiesReply, CopyOutcome, Pull, PullOutcome};
 
 use crate::closest::{distance, peer_position, DistanceKey};
 use crate::node::config::{
@@ -101,38 +101,70 @@ impl Node {
         }
     }
 
-    /// A client waits for `want` copies of `addr` (`PUT ?copies=N`): the key is
-    /// published first thing and its holders asked; the answer comes from
-    /// [`Node::settle_watch`] as they answer, or at the deadline.
+    /// A client waits for `want` copies of `addr`. With `to` empty (`PUT ?copies=N`),
+    /// the key is published first thing and the holders its placement names asked;
+    /// else the nodes `to` names are asked at once (an operator's repair). The answer
+    /// comes from [`Node::settle_watch`] as they answer, or at the deadline.
     pub(super) fn watch_copies(
         &mut self,
         addr: [u8; 32],
         want: usize,
         deadline_ms: u64,
-        reply: tokio::sync::oneshot::Sender<CopiesMade>,
+        to: &[String],
+        reply: CopiesReply,
     ) {
         let now = Instant::now();
         let watches = &mut self.copies.watches;
         if watches.len() >= COPY_WATCHES_MAX && !watches.contains_key(&addr) {
-            let _ = reply.send(CopiesMade {
+            reply.send(CopiesMade {
                 copies: 1,
                 ended: CopiesEnd::Busy,
             });
             return;
         }
         let watch = watches.entry(addr).or_default();
-        watch.asked_yet = false;
         watch.waiters.push(CopiesWaiter {
             want,
             deadline: now + Duration::from_millis(deadline_ms),
             reply,
         });
-        let key = crate::node::address::record_key(&addr);
-        self.copies.waiting.insert(key.clone());
-        if !self.publisher.fresh.contains(&key) {
-            self.publisher.fresh.push_front(key);
+        if to.is_empty() {
+            watch.asked_yet = false;
+            let key = crate::node::address::record_key(&addr);
+            self.copies.waiting.insert(key.clone());
+            if !self.publisher.fresh.contains(&key) {
+                self.publisher.fresh.push_front(key);
+            }
+        } else {
+            watch.asked_yet = true;
+            self.ask_nodes(addr, to);
         }
         self.settle_watch(&addr, now);
+    }
+
+    /// Asks the nodes named by id to take `addr` (ids that do not parse, and this
+    /// node, are skipped).
+    fn ask_nodes(&mut self, addr: [u8; 32], to: &[String]) {
+        let peers: Vec<PeerId> = to
+            .iter()
+            .filter_map(|id| id.parse::<PeerId>().ok())
+            .filter(|peer| *peer != self.local)
+            .collect();
+        if let Some(watch) = self.copies.watches.get_mut(&addr) {
+            watch.asked += peers.len();
+        }
+        for peer in peers {
+            let request = ReplicateRequest {
+                oap_port: self.ports.oap,
+                addrs: vec![addr],
+            };
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .replicate
+                .send_request(&peer, request);
+            self.copies.asked.insert(id, vec![addr]);
+        }
     }
 
     /// Answers the waiters of `addr` that can be answered: enough copies, every holder
@@ -161,7 +193,7 @@ impl Node {
             } else {
                 CopiesEnd::TimedOut
             };
-            let _ = waiter.reply.send(CopiesMade { copies, ended });
+            waiter.reply.send(CopiesMade { copies, ended });
         }
     }
 

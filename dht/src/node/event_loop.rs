@@ -211,8 +211,9 @@ impl Node {
                 addr,
                 want,
                 deadline_ms,
+                to,
                 reply,
-            } => self.watch_copies(addr, want, deadline_ms, reply),
+            } => self.watch_copies(addr, want, deadline_ms, &to, reply),
         }
     }
 

@@ -16,7 +16,7 @@ use libp2p::kad::{QueryId, RecordKey};
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, Swarm};
-use ron_link::dht::{CopiesMade, CopyOutcome, DhtMetrics, PullRoutes, ResolveReply};
+use ron_link::dht::{CopiesReply, CopyOutcome, DhtMetrics, PullRoutes, ResolveReply};
 
 use crate::error::DhtError;
 use crate::node::address::tcp_multiaddr;
@@ -111,7 +111,7 @@ pub(super) struct Watch {
 pub(super) struct CopiesWaiter {
     pub(super) want: usize,
     pub(super) deadline: Instant,
-    pub(super) reply: tokio::sync::oneshot::Sender<CopiesMade>,
+    pub(super) reply: CopiesReply,
 }
 
 /// A peer's request for copies being worked on.
