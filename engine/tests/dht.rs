@@ -396,8 +396,16 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
         "fewer verified copies than replicas: {out:?}"
     );
 
-    // The operator repairs it: the holder now named takes a verified copy.
-    let out = ron(&["repair", "--cluster", "--admin", &admin, &addr.to_string()]);
+    // The operator repairs it from a node holding it (A took the upload; the new holder
+    // pulls from the asking node first): the holder now named takes a verified copy.
+    let a_admin = nodes[0].admin.to_string();
+    let out = ron(&[
+        "repair",
+        "--cluster",
+        "--admin",
+        &a_admin,
+        &addr.to_string(),
+    ]);
     assert!(out.status.success(), "{out:?}");
     let repaired: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -421,6 +429,71 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
 
 fn metric_of(n: &Node, series: &str) -> u64 {
     gauge(n.admin, series).unwrap_or_else(|| panic!("no series {series}")) as u64
+}
+
+#[test]
+fn the_repair_sweep_restores_three_verified_copies_after_a_holder_is_killed() {
+    const NODES: usize = 5;
+    let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
+    let mut nodes: Vec<Node> = (0..NODES)
+        .map(|i| {
+            let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
+            flags.extend(["--zone".into(), format!("z{}", i % 3)]);
+            flags.extend(["--replication-interval-ms".into(), "1000".into()]);
+            start(&temp_dir(&format!("sweep-{i}")), &flags)
+        })
+        .collect();
+    wait_for("A knows every other node", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= NODES as u64 - 1
+    });
+    let objects: Vec<Address> = (0..12u64)
+        .map(|i| upload(&nodes[0], &bytes(300 + i, 1_000 + (i as usize) * 11_000)))
+        .collect();
+    let held_by = |nodes: &[Node], addr: &Address| -> Vec<usize> {
+        (0..nodes.len())
+            .filter(|i| holds(&nodes[*i], addr))
+            .collect()
+    };
+    wait_for("every upload on three nodes or more", WAIT, || {
+        objects.iter().all(|a| held_by(&nodes, a).len() >= 3)
+    });
+    let victim = held_by(&nodes, &objects[0])
+        .into_iter()
+        .find(|i| *i != 0)
+        .expect("a holder besides A");
+    let pulled = |nodes: &[&Node]| -> u64 {
+        nodes
+            .iter()
+            .map(|n| metric(n.admin, "ron_replication_pulls_total"))
+            .sum()
+    };
+    let survivors: Vec<usize> = (0..NODES).filter(|i| *i != victim).collect();
+    let before = pulled(&survivors.iter().map(|i| &nodes[*i]).collect::<Vec<_>>());
+    nodes[victim].kill9();
+    let rf_observed = |addr: &Address| {
+        let r = get(nodes[0].admin, &format!("/admin/placement?hash={addr}")).unwrap();
+        r.json()["rf_observed"].as_u64()
+    };
+    // Nobody asks: the sweep finds the copies the killed node held and has them made.
+    wait_for(
+        "every object back to 3 verified copies",
+        Duration::from_secs(90),
+        || objects.iter().all(|a| rf_observed(a) == Some(3)),
+    );
+    let live: Vec<&Node> = (0..NODES)
+        .filter(|i| *i != victim)
+        .map(|i| &nodes[i])
+        .collect();
+    wait_for("a sweep pass finds nothing short", WAIT, || {
+        live.iter()
+            .all(|n| metric_of(n, "ron_objects_under_replicated") == 0)
+    });
+    let checks: u64 = live
+        .iter()
+        .map(|n| metric(n.admin, "ron_replication_checks_total"))
+        .sum();
+    assert!(checks >= objects.len() as u64, "{checks}");
+    assert!(pulled(&live) > before, "the sweep had copies made");
 }
 
 #[test]

@@ -174,6 +174,18 @@ declare_counters! {
         /// Verified bytes fetched to make placement copies.
         replication_bytes: AtomicU64 => Counter "ron_replication_bytes_total", Sum,
             "Verified bytes fetched from other nodes to make the copies the placement asks this node to hold.",
+        /// Kept objects the repair sweep checked (placement looked up, holders audited).
+        replication_checks: AtomicU64 => Counter "ron_replication_checks_total", Sum,
+            "Kept objects the repair sweep checked: placement looked up, holders audited, missing copies asked for.",
+        /// Objects the last sweep pass found with fewer verified copies than replicas.
+        under_replicated: AtomicU64 => Gauge "ron_objects_under_replicated", Sum,
+            "Objects the last repair sweep pass found with fewer verified copies than replicas (copies were asked for).",
+        /// Repair sweep passes finished.
+        replication_sweeps: AtomicU64 => Counter "ron_replication_sweeps_total", PerShard,
+            "Passes of the repair sweep over the kept objects this shard owns.",
+        /// When the last pass finished, Unix seconds (0: none yet).
+        replication_sweep_at: AtomicU64 => Gauge "ron_replication_last_sweep_timestamp_seconds", PerShard,
+            "When this shard's last repair sweep pass finished, Unix time (0: none yet).",
         /// Set once the shard's listeners accept.
         ready: AtomicBool => Gauge "ron_shard_ready", PerShard,
             "1 when the shard accepts connections.",
@@ -329,6 +341,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 29 + 21);
+        assert_eq!(seen.len(), 29 + 25);
     }
 }

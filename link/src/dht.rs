@@ -309,6 +309,41 @@ impl DhtClient {
         Ok(answer)
     }
 
+    /// The placement's holders of `addr` without blocking (a shard's repair sweep):
+    /// the answer arrives on the returned oneshot by `deadline_ms`.
+    pub fn placement_later(
+        &self,
+        addr: [u8; 32],
+        deadline_ms: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<Resolved>, ResolveError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send_request(DhtRequest::Placement {
+            addr,
+            deadline_ms,
+            reply: ResolveReply::Awaited(reply),
+        })?;
+        Ok(answer)
+    }
+
+    /// Asks the nodes `to` (node ids) to take a copy of `addr` without blocking; the
+    /// answer arrives on the returned oneshot by `deadline_ms`.
+    pub fn copy_to_later(
+        &self,
+        addr: [u8; 32],
+        to: Vec<String>,
+        deadline_ms: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<CopiesMade>, ResolveError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send_request(DhtRequest::Copies {
+            addr,
+            want: to.len() + 1,
+            deadline_ms,
+            to,
+            reply: CopiesReply::Awaited(reply),
+        })?;
+        Ok(answer)
+    }
+
     /// Asks the nodes `to` (node ids) to take a copy of `addr` and waits for their
     /// answers, at most `deadline_ms` (admin threads only: blocking).
     pub fn copy_to(

@@ -421,6 +421,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.replicas, count_or_auto, v),
     },
     Key {
+        key: "replication_interval_ms",
+        flag: "replication-interval-ms",
+        value: "N",
+        default: Some("600000"),
+        help: "how often each node checks the copies of the objects it keeps (audits them, has missing ones made); 0 = never",
+        apply: |c, v| set(&mut c.replication_interval_ms, num, v),
+    },
+    Key {
         key: "zone",
         flag: "zone",
         value: "NAME",

@@ -118,6 +118,8 @@ pub struct Config {
     pub fetch_timeout_ms: u64,
     /// Read-through: when a second provider is asked.
     pub fetch_hedge_ms: u64,
+    /// How often the repair sweep checks the copies of kept objects (0: never).
+    pub replication_interval_ms: u64,
     /// Read-through: bytes of fetched copies kept (evicted oldest first past it); 0
     /// until resolved means "auto" (`disk::auto_fetched_bytes`).
     pub fetched_bytes_max: u64,
@@ -302,6 +304,7 @@ impl Config {
             origin: None,
             fetch_timeout_ms: 0,
             fetch_hedge_ms: 0,
+            replication_interval_ms: 0,
             fetched_bytes_max: 0,
             replicas: 0,
             zone: None,

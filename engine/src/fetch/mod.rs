@@ -12,6 +12,8 @@
 //!   miss on another shard follows the owner's fetch over the mesh.
 //! - [`peer`]: the verified OAP/1 GET from one provider.
 //! - [`origin`]: the HTTP origin, verified whole.
+//! - `sweep`: the repair sweep — the kept objects this shard owns, their holders
+//!   audited and missing copies asked for (replication).
 //!
 //! ## Invariants
 //! - No byte reaches a waiter or the store unverified: a provider's group is checked
@@ -45,6 +47,7 @@ pub mod flight;
 mod follow;
 pub mod origin;
 pub mod peer;
+mod sweep;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};

@@ -281,6 +281,11 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         if let Some(pulls) = start.pulls.take() {
             read_through.serve_pulls(pulls);
         }
+        let replicas = config.replicas_target();
+        if replicas > 1 && config.replication_interval_ms > 0 {
+            let interval = Duration::from_millis(config.replication_interval_ms);
+            read_through.sweep_copies(interval, replicas);
+        }
     }
     let fronts = FrontEnds::new(
         &config,

@@ -22,6 +22,37 @@ use crate::shard::state::{join_all, mesh_confused, Shard};
 use crate::store::{self, Store};
 
 impl Shard {
+    /// The kept objects (uploads, placement copies — not evictable copies) among the
+    /// next `limit` objects of this shard's stores in address order after `after`, and
+    /// where the walk goes on (`None`: done) — the repair sweep's walk. One read
+    /// transaction per store, inline.
+    pub fn kept_after(
+        &self,
+        after: Option<&Address>,
+        limit: usize,
+    ) -> Result<(Vec<Address>, Option<Address>), ShardError> {
+        let mut found = Vec::new();
+        for store in self.stores.values() {
+            found.extend(store.addresses_after(after, limit)?);
+        }
+        found.sort_unstable();
+        found.truncate(limit);
+        let next = (found.len() == limit)
+            .then(|| found.last().copied())
+            .flatten();
+        let mut kept = Vec::with_capacity(found.len());
+        for addr in found {
+            let evictable = match self.local_store(&addr) {
+                Ok(store) => store.is_evictable(&addr)?,
+                Err(_) => continue,
+            };
+            if !evictable {
+                kept.push(addr);
+            }
+        }
+        Ok((kept, next))
+    }
+
     /// The object's metadata (chunk tree verified against the address), from this
     /// shard's cache, its own store, or the owner shard. Objects are immutable, so any
     /// shard may cache any object's metadata. Concurrent requests for metadata being

@@ -1,0 +1,176 @@
+//! The repair sweep (docs/design/replication.md): every `replication_interval_ms`, a
+//! shard goes over the kept objects it owns and, for each, makes sure the holders its
+//! placement names hold a verified copy.
+//!
+//! For one object: the placement from a fresh lookup (`DhtClient::placement_later`; a
+//! node the network lost is no longer found, so the placement names another). Only the
+//! first holder named checks it — or any node holding a kept copy the placement does not
+//! name (an upload's node), which is then its only checker — so that each object is
+//! checked about once per pass, not by every holder. Each other holder is audited: its
+//! own copy only (`"local":true`), one random 64 KiB group, verified against the address
+//! as any peer fetch is (`PeerGet`). A holder that fails is asked to take a copy
+//! (`copy_to_later`): it pulls it from this node, verified, and keeps it. Objects are
+//! checked one at a time, so a pass costs one lookup and a few group reads in flight
+//! per shard.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ron_codec::tree::{group_count, GROUP_LEN_BYTES};
+use ron_codec::Address;
+use ron_link::counters::FrontCounters;
+use ron_link::dht::{DhtClient, Provider};
+use ron_shards::lifecycle::finished_within;
+
+use super::peer::PeerGet;
+use super::ReadThrough;
+
+/// Objects looked at per step of the walk (one read transaction per store).
+const SWEEP_BATCH: usize = 256;
+/// The longest a placement lookup may take.
+const PLACEMENT_WAIT_MS: u64 = 5_000;
+/// The longest the holders asked for copies are waited for.
+const COPIES_WAIT_MS: u64 = 60_000;
+
+/// What one check of one object found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Another holder is named first: it checks this object.
+    NotMine,
+    /// Every holder named holds a verified copy.
+    Whole,
+    /// Some did not: copies were asked for.
+    Short,
+    /// The placement could not be had (the DHT busy or slow): tried next pass.
+    Unknown,
+}
+
+impl ReadThrough {
+    /// Runs the sweep every `interval` until the read-through stops.
+    pub fn sweep_copies(self: &Rc<Self>, interval: Duration, replicas: usize) {
+        let Some(dht) = self.dht.clone() else {
+            return;
+        };
+        let this = Rc::clone(self);
+        glommio::spawn_local(async move {
+            while this.stop.sleep(interval).await {
+                this.sweep_pass(&dht, replicas).await;
+            }
+        })
+        .detach();
+    }
+
+    async fn sweep_pass(&self, dht: &DhtClient, replicas: usize) {
+        let mut after: Option<Address> = None;
+        let mut short = 0;
+        loop {
+            let (kept, next) = match self.shard.kept_after(after.as_ref(), SWEEP_BATCH) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(shard = self.shard.index().0, "repair sweep stopped: {e}");
+                    return;
+                }
+            };
+            for addr in kept {
+                if self.stop.is_stopped() {
+                    return;
+                }
+                FrontCounters::add(&self.metrics().replication_checks, 1);
+                if self.check_copies(dht, addr, replicas).await == Checked::Short {
+                    short += 1;
+                }
+            }
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let metrics = self.metrics();
+        metrics
+            .under_replicated
+            .store(short, std::sync::atomic::Ordering::Relaxed);
+        FrontCounters::add(&metrics.replication_sweeps, 1);
+        let now_s = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        metrics
+            .replication_sweep_at
+            .store(now_s, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn check_copies(&self, dht: &DhtClient, addr: Address, replicas: usize) -> Checked {
+        let Some(holders) = placement(dht, addr).await else {
+            return Checked::Unknown;
+        };
+        let named_here = holders.iter().position(|h| h.local);
+        if named_here.is_some_and(|at| at > 0) {
+            return Checked::NotMine;
+        }
+        let Ok(meta) = self.shard.meta(&addr).await else {
+            return Checked::Unknown;
+        };
+        let mut verified = usize::from(named_here.is_some());
+        let mut missing = Vec::new();
+        for holder in holders.iter().filter(|h| !h.local) {
+            let held = match holder.oap {
+                Some(oap) => self.audit(dht, oap, addr, meta.len()).await,
+                None => false,
+            };
+            match held {
+                true => verified += 1,
+                false => missing.push(holder.node_id.clone()),
+            }
+        }
+        if missing.is_empty() && verified >= replicas.min(holders.len()) {
+            return Checked::Whole;
+        }
+        if !missing.is_empty() {
+            tracing::info!(obj = %addr, holders = missing.len(), "repair sweep: asking holders without a verified copy to take one");
+            if let Ok(answer) = dht.copy_to_later(*addr.as_bytes(), missing, COPIES_WAIT_MS) {
+                let wait = Duration::from_millis(COPIES_WAIT_MS + 1_000);
+                let _ = finished_within(wait, answer).await;
+            }
+        }
+        Checked::Short
+    }
+
+    /// Whether the holder at `oap` sends a random group of its own copy, verified.
+    async fn audit(
+        &self,
+        dht: &DhtClient,
+        oap: std::net::SocketAddr,
+        addr: Address,
+        len: u64,
+    ) -> bool {
+        let groups = if len == 0 { 1 } else { group_count(len) };
+        let group = random_below(groups, &addr);
+        let stall = self.config.timeout;
+        let opened =
+            PeerGet::open(oap, addr, group, Some(len), len.max(GROUP_LEN_BYTES), stall).await;
+        let outcome = match &opened {
+            Ok(_) => "verified",
+            Err(e) if e.detail.starts_with("answered code 404") => "missing",
+            Err(_) => "failed",
+        };
+        dht.metrics.count_audit(outcome);
+        opened.is_ok()
+    }
+}
+
+async fn placement(dht: &DhtClient, addr: Address) -> Option<Vec<Provider>> {
+    let answer = dht
+        .placement_later(*addr.as_bytes(), PLACEMENT_WAIT_MS)
+        .ok()?;
+    let wait = Duration::from_millis(PLACEMENT_WAIT_MS + 1_000);
+    match finished_within(wait, answer).await {
+        Some(Ok(Ok(holders))) => Some(holders),
+        _ => None,
+    }
+}
+
+/// A group index below `groups`, different from pass to pass and object to object.
+fn random_below(groups: u64, addr: &Address) -> u64 {
+    use std::hash::BuildHasher;
+    let seed = (Instant::now(), *addr.as_bytes());
+    std::collections::hash_map::RandomState::new().hash_one(seed) % groups.max(1)
+}
