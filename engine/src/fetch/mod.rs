@@ -112,6 +112,8 @@ pub struct FetchConfig {
     pub object_bytes_max: u64,
     /// Fetches under way per shard.
     pub flights_max: usize,
+    /// This node's zone: providers in it are asked first (the others after the hedge).
+    pub zone: Option<String>,
 }
 
 /// A shard's read-through: where to fetch from and the fetches under way.
@@ -369,11 +371,7 @@ impl ReadThrough {
                 return VecDeque::new();
             }
         };
-        let peers: VecDeque<SocketAddr> = providers
-            .iter()
-            .filter(|p| !p.local)
-            .filter_map(|p| p.oap)
-            .collect();
+        let peers = near_first(&providers, self.config.zone.as_deref());
         if peers.is_empty() {
             let detail = "no other node provides it".to_string();
             attempts.note(self.metrics(), addr, no_provider(detail));
@@ -561,6 +559,18 @@ impl ReadThrough {
     }
 }
 
+/// The OAP addresses of the other providers, those in `zone` first (in the DHT's
+/// order otherwise): a miss is served from the near copy, and hedges to a remote one
+/// only when the near one is slow.
+fn near_first(providers: &[ron_link::dht::Provider], zone: Option<&str>) -> VecDeque<SocketAddr> {
+    let mut others: Vec<&ron_link::dht::Provider> = providers
+        .iter()
+        .filter(|p| !p.local && p.oap.is_some())
+        .collect();
+    others.sort_by_key(|p| zone.is_none() || p.zone.as_deref() != zone);
+    others.into_iter().filter_map(|p| p.oap).collect()
+}
+
 /// How far a fetch from providers got before it failed.
 #[derive(Debug)]
 enum Streamed {
@@ -636,5 +646,35 @@ impl Attempts {
             tried: self.failed,
             last: Rc::from(last),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ron_link::dht::Provider;
+
+    fn provider(port: u16, zone: Option<&str>, local: bool) -> Provider {
+        Provider {
+            node_id: format!("n{port}"),
+            oap: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            zone: zone.map(String::from),
+            local,
+        }
+    }
+
+    #[test]
+    fn providers_in_this_zone_come_first_and_this_node_never() {
+        let found = [
+            provider(1, Some("eu"), false),
+            provider(2, Some("us"), false),
+            provider(3, None, false),
+            provider(4, Some("us"), false),
+            provider(5, Some("us"), true),
+        ];
+        let ports = |q: VecDeque<SocketAddr>| q.iter().map(|a| a.port()).collect::<Vec<_>>();
+        assert_eq!(ports(near_first(&found, Some("us"))), [2, 4, 1, 3]);
+        assert_eq!(ports(near_first(&found, Some("ap"))), [1, 2, 3, 4]);
+        assert_eq!(ports(near_first(&found, None)), [1, 2, 3, 4]);
     }
 }

@@ -274,6 +274,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
             hedge_after: Duration::from_millis(config.fetch_hedge_ms),
             object_bytes_max: config.object_bytes_max,
             flights_max: limits::FETCHES_PER_SHARD_MAX,
+            zone: config.zone.clone(),
         },
     );
     if let Some(read_through) = &read_through {
