@@ -494,6 +494,45 @@ fn the_repair_sweep_restores_three_verified_copies_after_a_holder_is_killed() {
         .sum();
     assert!(checks >= objects.len() as u64, "{checks}");
     assert!(pulled(&live) > before, "the sweep had copies made");
+
+    // A node joins: the sweep gives it the copies the placement now names it for, and
+    // a displaced copy becomes evictable only once the holders named have theirs — no
+    // object ever shows fewer than 3 verified copies meanwhile.
+    let mut flags = p2p_flags(free_port(), Some(ports[0]));
+    flags.extend(["--zone".into(), "z1".into()]);
+    flags.extend(["--replication-interval-ms".into(), "1000".into()]);
+    let joiner = start(&temp_dir("sweep-joiner"), &flags);
+    let everyone: Vec<&Node> = live.iter().copied().chain([&joiner]).collect();
+    let mut lowest = usize::MAX;
+    wait_for(
+        "the joiner holds its share",
+        Duration::from_secs(90),
+        || {
+            for addr in &objects {
+                let copies = everyone.iter().filter(|n| holds(n, addr)).count();
+                lowest = lowest.min(copies);
+            }
+            metric(joiner.admin, "ron_replication_pulls_total") > 0
+                && objects.iter().all(|a| rf_observed(a) == Some(3))
+        },
+    );
+    assert!(
+        lowest >= 3,
+        "an object fell to {lowest} copies during the move"
+    );
+    let moved = metric(joiner.admin, "ron_replication_bytes_total");
+    let total: u64 = (0..12u64).map(|i| 1_000 + i * 11_000).sum();
+    eprintln!(
+        "join: {} objects, {moved} of {total} bytes moved to the joiner (ideal: replicas/N = 3/5 of the data, {})",
+        metric(joiner.admin, "ron_replication_pulls_total"),
+        total * 3 / 5
+    );
+    assert!(moved > 0 && moved <= total, "{moved}");
+    let demoted: u64 = live
+        .iter()
+        .map(|n| metric(n.admin, "ron_replication_demoted_total"))
+        .sum();
+    assert!(demoted > 0, "copies no longer named were made evictable");
 }
 
 #[test]

@@ -180,6 +180,10 @@ declare_counters! {
         /// Objects the last sweep pass found with fewer verified copies than replicas.
         under_replicated: AtomicU64 => Gauge "ron_objects_under_replicated", Sum,
             "Objects the last repair sweep pass found with fewer verified copies than replicas (copies were asked for).",
+        /// Kept copies made evictable: the placement no longer names this node, and every
+        /// holder it names proved its copy.
+        replication_demoted: AtomicU64 => Counter "ron_replication_demoted_total", Sum,
+            "Kept copies made evictable by the repair sweep: the placement no longer names this node and every holder it names proved its copy.",
         /// Repair sweep passes finished.
         replication_sweeps: AtomicU64 => Counter "ron_replication_sweeps_total", PerShard,
             "Passes of the repair sweep over the kept objects this shard owns.",
@@ -341,6 +345,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 29 + 25);
+        assert_eq!(seen.len(), 29 + 26);
     }
 }

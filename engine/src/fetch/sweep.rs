@@ -3,15 +3,17 @@
 //! placement names hold a verified copy.
 //!
 //! For one object: the placement from a fresh lookup (`DhtClient::placement_later`; a
-//! node the network lost is no longer found, so the placement names another). Only the
-//! first holder named checks it — or any node holding a kept copy the placement does not
-//! name (an upload's node), which is then its only checker — so that each object is
-//! checked about once per pass, not by every holder. Each other holder is audited: its
-//! own copy only (`"local":true`), one random 64 KiB group, verified against the address
-//! as any peer fetch is (`PeerGet`). A holder that fails is asked to take a copy
-//! (`copy_to_later`): it pulls it from this node, verified, and keeps it. Objects are
-//! checked one at a time, so a pass costs one lookup and a few group reads in flight
-//! per shard.
+//! node the network lost is no longer found, so the placement names another). A holder
+//! named after others first audits those before it and leaves the object to the first
+//! that proves its copy; so the first named holder checks it (or the next, when the first
+//! is a joiner without it), and so does a node holding a kept copy the placement does not
+//! name (the node that took the upload, or one a join displaced). Auditing is asking a
+//! holder for its own copy only (`"local":true`), one random 64 KiB group, verified
+//! against the address as any peer fetch is (`PeerGet`). A holder that fails is asked to
+//! take a copy (`copy_to_later`): it pulls it from this node, verified, and keeps it.
+//! When every holder named proves its copy, a kept copy here that the placement does not
+//! name becomes evictable. Objects are checked one at a time, so a pass costs one lookup
+//! and a few group reads in flight per shard.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -102,51 +104,71 @@ impl ReadThrough {
         let Some(holders) = placement(dht, addr).await else {
             return Checked::Unknown;
         };
-        let named_here = holders.iter().position(|h| h.local);
-        if named_here.is_some_and(|at| at > 0) {
-            return Checked::NotMine;
-        }
         let Ok(meta) = self.shard.meta(&addr).await else {
             return Checked::Unknown;
         };
-        let mut verified = usize::from(named_here.is_some());
-        let mut missing = Vec::new();
-        for holder in holders.iter().filter(|h| !h.local) {
-            let held = match holder.oap {
-                Some(oap) => self.audit(dht, oap, addr, meta.len()).await,
-                None => false,
-            };
-            match held {
-                true => verified += 1,
-                false => missing.push(holder.node_id.clone()),
+        let named_at = holders.iter().position(|h| h.local);
+        let mut held: Vec<Option<bool>> = vec![None; holders.len()];
+        // A holder named after another yields to the first before it that proves its
+        // copy: that one checks the object (one audit here, not a check per holder).
+        if let Some(at) = named_at {
+            for (before, holder) in holders[..at].iter().enumerate() {
+                let proved = self.audit(dht, holder, addr, meta.len()).await;
+                held[before] = Some(proved);
+                if proved {
+                    return Checked::NotMine;
+                }
             }
         }
-        if missing.is_empty() && verified >= replicas.min(holders.len()) {
+        let mut missing = Vec::new();
+        for (i, holder) in holders.iter().enumerate() {
+            let proved = match (holder.local, held[i]) {
+                (true, _) => true,
+                (false, Some(known)) => known,
+                (false, None) => self.audit(dht, holder, addr, meta.len()).await,
+            };
+            if !proved {
+                missing.push(holder.node_id.clone());
+            }
+        }
+        if missing.is_empty() {
+            // Every holder named proves its copy: a kept copy here that the placement no
+            // longer names (the node that took the upload, or one a join displaced)
+            // becomes evictable — never before the holders have theirs.
+            if named_at.is_none() && holders.len() >= replicas {
+                self.demote(addr).await;
+            }
             return Checked::Whole;
         }
-        if !missing.is_empty() {
-            tracing::info!(obj = %addr, holders = missing.len(), "repair sweep: asking holders without a verified copy to take one");
-            if let Ok(answer) = dht.copy_to_later(*addr.as_bytes(), missing, COPIES_WAIT_MS) {
-                let wait = Duration::from_millis(COPIES_WAIT_MS + 1_000);
-                let _ = finished_within(wait, answer).await;
-            }
+        tracing::info!(obj = %addr, holders = missing.len(), "repair sweep: asking holders without a verified copy to take one");
+        if let Ok(answer) = dht.copy_to_later(*addr.as_bytes(), missing, COPIES_WAIT_MS) {
+            let wait = Duration::from_millis(COPIES_WAIT_MS + 1_000);
+            let _ = finished_within(wait, answer).await;
         }
         Checked::Short
     }
 
-    /// Whether the holder at `oap` sends a random group of its own copy, verified.
-    async fn audit(
-        &self,
-        dht: &DhtClient,
-        oap: std::net::SocketAddr,
-        addr: Address,
-        len: u64,
-    ) -> bool {
+    async fn demote(&self, addr: Address) {
+        match self.shard.demote_if_kept(&addr).await {
+            Ok(true) => FrontCounters::add(&self.metrics().replication_demoted, 1),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(obj = %addr, "repair sweep: cannot make a displaced copy evictable: {e}")
+            }
+        }
+    }
+
+    /// Whether `holder` sends a random group of its own copy, verified.
+    async fn audit(&self, dht: &DhtClient, holder: &Provider, addr: Address, len: u64) -> bool {
+        let Some(oap) = holder.oap else {
+            dht.metrics.count_audit("failed");
+            return false;
+        };
         let groups = if len == 0 { 1 } else { group_count(len) };
         let group = random_below(groups, &addr);
         let stall = self.config.timeout;
-        let opened =
-            PeerGet::open(oap, addr, group, Some(len), len.max(GROUP_LEN_BYTES), stall).await;
+        let len_max = len.max(GROUP_LEN_BYTES);
+        let opened = PeerGet::open(oap, addr, group, Some(len), len_max, stall).await;
         let outcome = match &opened {
             Ok(_) => "verified",
             Err(e) if e.detail.starts_with("answered code 404") => "missing",

@@ -181,6 +181,44 @@ impl GroupCommit {
         }
     }
 
+    /// Makes a kept object evictable (a copy the placement no longer names, once the
+    /// holders it names have theirs): its record is committed again as evictable, and
+    /// this returns once that is durable. `false`: not stored, or evictable already.
+    pub(crate) async fn demote(&self, store: &Store, addr: &Address) -> Result<bool, ShardError> {
+        if self.in_flight.borrow().contains_key(addr) {
+            // A commit or an eviction of it is under way: the next sweep looks again.
+            return Ok(false);
+        }
+        let unindexed = self.unindexed.borrow().get(addr).cloned();
+        let meta = match unindexed {
+            Some((meta, Retention::Kept)) => meta,
+            Some((_, Retention::Evictable)) => return Ok(false),
+            None if !store.contains(addr)? || store.is_evictable(addr)? => return Ok(false),
+            None => crate::store::read_record(store, addr)
+                .await?
+                .ok_or(ShardError::NotFound { addr: *addr })?,
+        };
+        // In flight as evictable: uploads of it wait, and its answer announces it plainly
+        // (no copies asked for).
+        self.in_flight.borrow_mut().insert(
+            *addr,
+            InFlight {
+                waiters: Vec::new(),
+                retention: Retention::Evictable,
+            },
+        );
+        let (done, result) = local_channel::new_bounded(1);
+        {
+            let mut backlog = self.backlog.borrow_mut();
+            let mut record = CommitRecord::of(&meta);
+            record.retention = Retention::Evictable;
+            backlog.store(store).records.push(record);
+            backlog.waiters.push((*addr, done));
+        }
+        let _ = self.wakeup.try_send(());
+        self.answered(result).await.map(|()| true)
+    }
+
     /// Makes a stored object kept if it is an evictable copy (an upload of an object
     /// this node fetched): its record is committed again as kept, and the upload is
     /// answered once that is durable.

@@ -48,6 +48,16 @@ impl Shard {
         self.commits.keep_if_stored(store, addr).await
     }
 
+    /// Makes `addr` evictable if this shard holds it kept (durable before it returns);
+    /// `false` when it does not hold it kept. Only on the owner shard.
+    pub async fn demote_if_kept(&self, addr: &Address) -> Result<bool, ShardError> {
+        if self.owner(addr).is_some() {
+            return Ok(false);
+        }
+        let store = self.local_store(addr)?;
+        self.commits.demote(store, addr).await
+    }
+
     pub(super) async fn commit_local(
         &self,
         staged: StagedObject,

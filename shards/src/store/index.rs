@@ -108,7 +108,9 @@ impl StoreStats {
 
 /// One record to commit: the object's address, its encoded record, its length and its
 /// retention. An evictable record new to the store is marked evictable; a kept record
-/// of an object already stored makes it kept (an upload of a fetched copy).
+/// of an object already stored makes it kept (an upload of a fetched copy); an
+/// evictable record of a kept object makes it evictable (a copy the placement no longer
+/// names, once its holders have theirs).
 #[derive(Debug, Clone)]
 pub struct CommitRecord {
     pub addr: Address,
@@ -291,6 +293,10 @@ impl Index {
                 }
                 (true, Retention::Kept) => {
                     self.remove_evictable(&mut wtxn, &r.addr)?;
+                }
+                // A kept copy the placement no longer names, made evictable.
+                (true, Retention::Evictable) if !self.is_evictable_in(&wtxn, &r.addr)? => {
+                    self.add_evictable(&mut wtxn, &r.addr, r.object_len, now_us)?
                 }
                 _ => {}
             }
