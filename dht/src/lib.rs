@@ -17,10 +17,12 @@
 //!   holders its placement names to take them, and their answers.
 //! - [`node`]: the DHT thread. One OS thread runs a tokio current-thread runtime that
 //!   drives one libp2p `Swarm`: TCP + noise + yamux, `libp2p-kad` (α = 3, k = 20, its
-//!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/2`, libp2p's
+//!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/2`,
+//!   `/ron/replicate/1`, libp2p's
 //!   identify and ping (what standard libp2p peers need; ping is liveness), and
-//!   connection limits. It publishes our keys, answers others' queries from the store, and runs
-//!   the lookups the admin port asks for.
+//!   connection limits. It publishes our keys, answers others' queries from the store,
+//!   runs the lookups the admin port and the shards ask for, asks the holders of kept
+//!   objects to take copies, and hands the copies others ask of it to the shards.
 //!
 //! ## Invariants
 //! - Nothing of it runs on a shard. Shards `try_send` the addresses of acknowledged
@@ -30,7 +32,12 @@
 //! - Everything has a limit: others' records (`StoreLimits`), keys per batch
 //!   ([`protocol::PROVIDE_KEYS_MAX`]) and message bytes, announced keys waiting
 //!   ([`node::FRESH_KEYS_MAX`]), remembered peers, resolves in flight, connections
-//!   (inbound, pending, per peer), every query ([`node::QUERY_TIMEOUT`]).
+//!   (inbound, pending, per peer), every query ([`node::QUERY_TIMEOUT`]), copies made
+//!   for others ([`node::PULLS_PER_PEER_MAX`], [`node::PULLS_MAX`]) and waited for
+//!   ([`node::COPY_WATCHES_MAX`], [`node::COPIES_WAITING_MAX`]).
+//! - A peer asking this node to hold a copy proves nothing by asking: the node takes
+//!   only keys it is near in its zone, and stores only bytes verified against the
+//!   address; a holder counts as one only after an audit of its own copy.
 //! - A peer's claims are checked or bounded: its `PeerId` is the one noise
 //!   authenticated; the address stored for it is the IP its connection came from with
 //!   the port it claims; value records (anyone's bytes on our disk) are refused; a
@@ -49,6 +56,10 @@
 //! peer's batch ─▶ store.add_providers (for the authenticated sender, at its IP)
 //! admin /resolve ──tokio channel──▶ get_providers ─▶ dial unknown providers (greeting)
 //!    └─ answer: node id + OAP address per provider, within the deadline
+//! kept keys published ─▶ placement among the lookup's peers ─▶ /ron/replicate/1 to holders
+//! peer's /ron/replicate/1 ─▶ accepted keys ─▶ owner shard's pull mailbox ─▶ answer held
+//! admin /admin/placement, a shard's sweep ──▶ get_closest_peers ─▶ placement ─▶ holders
+//! PUT ?copies=N, /admin/replicate, the sweep ──▶ ask holders ─▶ count `held` ─▶ answer
 //! ```
 //! The design note, and what is still a plan (peer fetch, coalescing, origin mode):
 //! `docs/design/dht.md`.

@@ -152,6 +152,9 @@ fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
             format!("127.0.0.1:{}", p2p[i]),
             "--fetch-hedge-ms".into(),
             "300".into(),
+            // One copy per object: what is read through here is never a placement copy.
+            "--replicas".into(),
+            "1".into(),
         ];
         if i > 0 {
             f.extend(["--peer".into(), format!("127.0.0.1:{}", p2p[0])]);
