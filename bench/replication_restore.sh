@@ -72,7 +72,7 @@ for i in $(seq 1 $((NODES - 1))); do
   n=$(metric "$i" ron_objects_stored)
   if [ "${n:-0}" -gt "$most" ]; then most=$n; victim=$i; fi
 done
-live=$(for i in $all; do [ "$i" != "$victim" ] && echo "$i"; done)
+live=$(for i in $all; do if [ "$i" != "$victim" ]; then echo "$i"; fi; done)
 before=$(sum_metric ron_replication_pulls_total $live)
 kill -9 "${pids[$victim]}"
 t3=$(now)

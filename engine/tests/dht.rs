@@ -629,6 +629,29 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
 }
 
 #[test]
+fn a_node_started_before_its_bootstrap_peer_joins_once_it_answers() {
+    let ports = [free_port(), free_port()];
+    let single = ["--replicas".to_string(), "1".into()];
+    let early = start(
+        &temp_dir("early"),
+        &[p2p_flags(ports[1], Some(ports[0])), single.to_vec()].concat(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let late = start(
+        &temp_dir("late"),
+        &[p2p_flags(ports[0], None), single.to_vec()].concat(),
+    );
+    wait_for(
+        "the early node is connected to its bootstrap peer",
+        WAIT,
+        || {
+            metric(early.admin, "ron_dht_peers_connected") >= 1
+                && metric(late.admin, "ron_dht_routing_table_peers") >= 1
+        },
+    );
+}
+
+#[test]
 fn p2p_settings_are_checked_before_the_node_starts() {
     let dir = temp_dir("dht-refused");
     let out = run_ron(&dir, &["--peer", "127.0.0.1:4001"]);

@@ -77,6 +77,9 @@ pub const COPIES_WAITING_MAX: usize = FRESH_KEYS_MAX;
 /// nodes it knows in its zone are closer to the key: the asker's view and its own may
 /// differ by a few nodes, and a node outside every window is still refused.
 pub(super) const ACCEPT_WINDOW_SLACK: usize = 2;
+/// While no peer is connected, the bootstrap peers are dialed again this often (a node
+/// started before its bootstrap peer, or cut off from every peer, joins once one answers).
+pub(super) const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
 /// A connection with no stream open is closed after this long.
 pub(super) const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 

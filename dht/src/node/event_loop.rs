@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::error::DhtError;
 use crate::node::address::{peer_in, record_key, tcp_socket};
 use crate::node::config::{
-    DhtConfig, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP, PUBLISH_LOOKUP_PEERS,
+    DhtConfig, BOOTSTRAP_RETRY, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP, PUBLISH_LOOKUP_PEERS,
 };
 use crate::node::state::Node;
 use crate::node::swarm::BehaviourEvent;
@@ -126,6 +126,7 @@ impl Node {
     }
 
     fn dial_bootstrap_peers(&mut self) {
+        self.bootstrap_dialed = Instant::now();
         for addr in self.bootstrap_peers.clone() {
             if let Some(peer) = peer_in(&addr) {
                 self.swarm
@@ -140,6 +141,10 @@ impl Node {
     }
 
     fn on_tick(&mut self, announces: &Receiver<ProviderChange>) {
+        let alone = self.swarm.connected_peers().next().is_none();
+        if alone && self.bootstrap_dialed.elapsed() >= BOOTSTRAP_RETRY {
+            self.dial_bootstrap_peers();
+        }
         self.take_announcements(announces);
         self.flush_store();
         self.answer_due_resolves();

@@ -177,6 +177,8 @@ pub(super) struct Node {
     pub(super) listen_id: libp2p::core::transport::ListenerId,
     pub(super) bootstrap_peers: Vec<Multiaddr>,
     pub(super) bootstrapped: bool,
+    /// When the bootstrap peers were last dialed (again while no peer is connected).
+    pub(super) bootstrap_dialed: Instant,
 }
 
 impl Node {
@@ -221,6 +223,7 @@ impl Node {
             listen_id,
             bootstrap_peers: config.peers.clone(),
             bootstrapped: false,
+            bootstrap_dialed: Instant::now(),
         })
     }
 
