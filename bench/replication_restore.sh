@@ -10,8 +10,8 @@
 #
 # Prints: the upload time; the copy phase (uploaded → every object on 3 nodes: bytes
 # copied per second, ron_replication_bytes_total summed); the victim's objects; the
-# restore (kill → as many copies made again as the victim held, and → a sweep pass on
-# every live node finding nothing short). Stops what it started; loopback only.
+# restore (kill → two sweep passes on every live node, the last finding nothing short).
+# Stops what it started; loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${RON:-}" ]; then
@@ -33,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 port() { echo $((BASE + 10 * $1 + $2)); } # node, 0 http 1 oap 2 admin 3 p2p
 admin() { echo "http://127.0.0.1:$(port "$1" 2)"; }
-metric() { curl -fs "$(admin "$1")/metrics" | awk -v n="$2" '$1 == n {print $2; exit}'; }
+metric() { curl -fs "$(admin "$1")/metrics" | awk -v n="$2" '$1 == n && !seen {print $2; seen = 1}'; }
 sum_metric() { # name, nodes...
   local name=$1 total=0 v; shift
   for i in "$@"; do v=$(metric "$i" "$name"); total=$((total + ${v:-0})); done
@@ -74,14 +74,19 @@ for i in $(seq 1 $((NODES - 1))); do
 done
 live=$(for i in $all; do if [ "$i" != "$victim" ]; then echo "$i"; fi; done)
 before=$(sum_metric ron_replication_pulls_total $live)
+sweep_of() { metric "$1" 'ron_replication_sweeps_total{shard="0"}'; }
+declare -A s0
+for i in $live; do s0[$i]=$(sweep_of "$i"); done
 kill -9 "${pids[$victim]}"
 t3=$(now)
 echo "victim=node$victim objects=$most"
-until [ "$(sum_metric ron_replication_pulls_total $live)" -ge $((before + most)) ]; do sleep 0.5; done
+# Restored: every live node has finished two sweep passes begun after the kill (the
+# first finds what is short and has it copied, the second audits the result) and the
+# last pass of each found nothing short.
+passes_done() {
+  for i in $live; do [ "$(sweep_of "$i")" -ge $((s0[$i] + 2)) ] || return 1; done
+}
+until passes_done && [ "$(sum_metric ron_objects_under_replicated $live)" -eq 0 ]; do sleep 0.5; done
 t4=$(now)
-echo "restore_copies_s=$(echo "$t4 - $t3" | bc) (as many copies made again as the victim held)"
-sweeps() { sum_metric 'ron_replication_sweeps_total{shard="0"}' $live; }
-s0=$(sweeps)
-until [ "$(sweeps)" -ge $((s0 + 2 * (NODES - 1))) ] && [ "$(sum_metric ron_objects_under_replicated $live)" -eq 0 ]; do sleep 1; done
-t5=$(now)
-echo "restore_clean_pass_s=$(echo "$t5 - $t3" | bc) (two more sweep passes per node, the last finding nothing short)"
+made=$(($(sum_metric ron_replication_pulls_total $live) - before))
+echo "restore_s=$(echo "$t4 - $t3" | bc) copies_pulled_after_kill=$made (copies the placement moved to nodes holding one already are kept, not pulled)"
