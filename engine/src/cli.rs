@@ -5,7 +5,7 @@
 //! parser, whatever layer its value comes from (the key table, [`crate::config::keys`]),
 //! so a bad value is reported the same way with the key and the layer named. `ron config
 //! print` shows the result and, per key, the layer it came from. The client commands
-//! (`ron put | get | stat | cert | repair | scrub`) are parsed by `ron_client::cli`; the variables the
+//! (`ron put | get | stat | cert | repair | scrub | placement`) are parsed by `ron_client::cli`; the variables the
 //! client reads (`RON_TOKEN`) are not the node's.
 
 use std::collections::BTreeMap;

@@ -40,7 +40,7 @@
 //!   files, CPUs, the data dir); checked before any shard starts and printed by
 //!   `ron doctor`.
 //!
-//! The client commands (`ron put | get | stat | cert --dev | repair | scrub`) live in `ron_client::cli`;
+//! The client commands (`ron put | get | stat | cert --dev | repair | scrub | placement`) live in `ron_client::cli`;
 //! the binary dispatches them there.
 //!
 //! ## Invariants

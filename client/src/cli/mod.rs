@@ -1,4 +1,4 @@
-//! `ron put | get | stat | cert | repair | scrub`: the command-line client, the dev
+//! `ron put | get | stat | cert | repair | scrub | placement`: the command-line client, the dev
 //! certificate, and the operator's storage requests to the admin port (`admin.rs`).
 //! This module parses the command line and dispatches; each command is its own file.
 //!
