@@ -315,7 +315,10 @@ impl Node {
                 if !nearer.accepts(addr) {
                     return Some(CopyOutcome::NotHolder);
                 }
-                let source = source?;
+                let Some(source) = source else {
+                    // The connection's IP is unknown: there is no one to pull from.
+                    return Some(CopyOutcome::Failed);
+                };
                 self.start_pull(peer, *addr, source, answering, index)
             })
             .collect();
