@@ -72,5 +72,6 @@ pub mod placement;
 pub mod protocol;
 pub mod replicate;
 pub mod store;
+mod wire;
 
 pub use error::DhtError;

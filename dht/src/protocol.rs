@@ -22,9 +22,11 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::kad::RecordKey;
 use libp2p::StreamProtocol;
+
+use crate::wire::{read_message, write_message};
 
 use crate::store::RECORD_KEY_BYTES_MAX;
 
@@ -68,10 +70,7 @@ pub fn is_zone_name(zone: &str) -> bool {
 }
 
 fn invalid(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("/ron/provide/2: {what}"),
-    )
+    crate::wire::invalid(PROTOCOL.as_ref(), what)
 }
 
 pub fn encode_request(request: &ProvideRequest) -> io::Result<Vec<u8>> {
@@ -174,23 +173,6 @@ pub fn decode_response(message: &[u8]) -> io::Result<ProvideResponse> {
     })
 }
 
-/// Reads a whole message (the stream's end delimits it), at most `MESSAGE_BYTES_MAX`.
-async fn read_message<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut message = Vec::new();
-    io.take(MESSAGE_BYTES_MAX as u64 + 1)
-        .read_to_end(&mut message)
-        .await?;
-    if message.len() > MESSAGE_BYTES_MAX {
-        return Err(invalid("message too long"));
-    }
-    Ok(message)
-}
-
-async fn write_message<T: AsyncWrite + Unpin + Send>(io: &mut T, message: &[u8]) -> io::Result<()> {
-    io.write_all(message).await?;
-    io.close().await
-}
-
 /// The request-response codec for [`PROTOCOL`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProvideCodec;
@@ -208,7 +190,7 @@ impl libp2p::request_response::Codec for ProvideCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        decode_request(&read_message(io).await?)
+        decode_request(&read_message(io, MESSAGE_BYTES_MAX, PROTOCOL.as_ref()).await?)
     }
 
     async fn read_response<T>(
@@ -219,7 +201,7 @@ impl libp2p::request_response::Codec for ProvideCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        decode_response(&read_message(io).await?)
+        decode_response(&read_message(io, MESSAGE_BYTES_MAX, PROTOCOL.as_ref()).await?)
     }
 
     async fn write_request<T>(

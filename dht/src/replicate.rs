@@ -17,8 +17,10 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
+
+use crate::wire::{read_message, write_message};
 use ron_link::dht::CopyOutcome;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/ron/replicate/1");
@@ -42,10 +44,7 @@ pub struct ReplicateResponse {
 }
 
 fn invalid(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("/ron/replicate/1: {what}"),
-    )
+    crate::wire::invalid(PROTOCOL.as_ref(), what)
 }
 
 fn count_of(len: usize) -> io::Result<u16> {
@@ -103,7 +102,9 @@ pub fn encode_response(response: &ReplicateResponse) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(3 + response.outcomes.len());
     out.push(VERSION);
     out.extend_from_slice(&count.to_be_bytes());
-    out.extend(response.outcomes.iter().map(|o| outcome_byte(*o)));
+    for outcome in &response.outcomes {
+        out.push(outcome_byte(*outcome).ok_or_else(|| invalid("unanswered is not an answer"))?);
+    }
     Ok(out)
 }
 
@@ -119,16 +120,16 @@ pub fn decode_response(message: &[u8]) -> io::Result<ReplicateResponse> {
     Ok(ReplicateResponse { outcomes })
 }
 
-fn outcome_byte(outcome: CopyOutcome) -> u8 {
-    match outcome {
+/// The wire byte of an answer; `Unanswered` is the asker's own word, never sent.
+fn outcome_byte(outcome: CopyOutcome) -> Option<u8> {
+    Some(match outcome {
         CopyOutcome::Held => 0,
         CopyOutcome::NotHolder => 1,
         CopyOutcome::Failed => 2,
         CopyOutcome::Busy => 3,
         CopyOutcome::Pending => 4,
-        // Never sent: the asker's own word for a request nobody answered.
-        CopyOutcome::Unanswered => 2,
-    }
+        CopyOutcome::Unanswered => return None,
+    })
 }
 
 fn outcome_of(byte: u8) -> Option<CopyOutcome> {
@@ -140,22 +141,6 @@ fn outcome_of(byte: u8) -> Option<CopyOutcome> {
         4 => CopyOutcome::Pending,
         _ => return None,
     })
-}
-
-async fn read_message<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut message = Vec::new();
-    io.take(MESSAGE_BYTES_MAX as u64 + 1)
-        .read_to_end(&mut message)
-        .await?;
-    if message.len() > MESSAGE_BYTES_MAX {
-        return Err(invalid("message too long"));
-    }
-    Ok(message)
-}
-
-async fn write_message<T: AsyncWrite + Unpin + Send>(io: &mut T, message: &[u8]) -> io::Result<()> {
-    io.write_all(message).await?;
-    io.close().await
 }
 
 /// The request-response codec for [`PROTOCOL`].
@@ -175,7 +160,7 @@ impl libp2p::request_response::Codec for ReplicateCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        decode_request(&read_message(io).await?)
+        decode_request(&read_message(io, MESSAGE_BYTES_MAX, PROTOCOL.as_ref()).await?)
     }
 
     async fn read_response<T>(
@@ -186,7 +171,7 @@ impl libp2p::request_response::Codec for ReplicateCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        decode_response(&read_message(io).await?)
+        decode_response(&read_message(io, MESSAGE_BYTES_MAX, PROTOCOL.as_ref()).await?)
     }
 
     async fn write_request<T>(
@@ -277,6 +262,13 @@ mod tests {
         assert_eq!(
             encode_request(&too_many).unwrap_err().to_string(),
             "/ron/replicate/1: too many addresses"
+        );
+        let unanswered = ReplicateResponse {
+            outcomes: vec![CopyOutcome::Held, CopyOutcome::Unanswered],
+        };
+        assert_eq!(
+            encode_response(&unanswered).unwrap_err().to_string(),
+            "/ron/replicate/1: unanswered is not an answer"
         );
     }
 }

@@ -62,27 +62,32 @@ pub enum ResolveError {
 /// What a resolve answers.
 pub type Resolved = Result<Vec<Provider>, ResolveError>;
 
-/// Where the DHT thread sends a resolve's answer: a blocking admin thread waits on a
-/// std channel, a shard task on a oneshot it can await on its own executor.
+/// Where the DHT thread sends an answer: a blocking admin thread waits on a std
+/// channel, a shard task on a oneshot it can await on its own executor.
 #[derive(Debug)]
-pub enum ResolveReply {
-    Blocking(SyncSender<Resolved>),
-    Awaited(tokio::sync::oneshot::Sender<Resolved>),
+pub enum Reply<T> {
+    Blocking(SyncSender<T>),
+    Awaited(tokio::sync::oneshot::Sender<T>),
 }
 
-impl ResolveReply {
+impl<T> Reply<T> {
     /// Sends the answer; an asker that has gone away is not an error.
-    pub fn send(self, answer: Resolved) {
+    pub fn send(self, answer: T) {
         match self {
-            ResolveReply::Blocking(reply) => {
+            Reply::Blocking(reply) => {
                 let _ = reply.try_send(answer);
             }
-            ResolveReply::Awaited(reply) => {
+            Reply::Awaited(reply) => {
                 let _ = reply.send(answer);
             }
         }
     }
 }
+
+/// Where a resolve's (or a placement's) answer goes.
+pub type ResolveReply = Reply<Resolved>;
+/// Where a wait for copies' answer goes.
+pub type CopiesReply = Reply<CopiesMade>;
 
 /// What a shard tells the DHT thread about the objects it holds.
 #[derive(Debug)]
@@ -102,27 +107,6 @@ pub enum ProviderChange {
 pub struct CopiesMade {
     pub copies: usize,
     pub ended: CopiesEnd,
-}
-
-/// Where the DHT thread sends a wait for copies' answer (as [`ResolveReply`]).
-#[derive(Debug)]
-pub enum CopiesReply {
-    Blocking(SyncSender<CopiesMade>),
-    Awaited(tokio::sync::oneshot::Sender<CopiesMade>),
-}
-
-impl CopiesReply {
-    /// Sends the answer; an asker that has gone away is not an error.
-    pub fn send(self, made: CopiesMade) {
-        match self {
-            CopiesReply::Blocking(reply) => {
-                let _ = reply.try_send(made);
-            }
-            CopiesReply::Awaited(reply) => {
-                let _ = reply.send(made);
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,20 +179,19 @@ impl DhtClient {
 
     /// Queues an announcement (never waits; a full mailbox drops it, counted).
     pub fn announce(&self, addrs: Vec<[u8; 32]>) {
-        self.announce_change(ProviderChange::Provide(addrs));
+        let count = addrs.len() as u64;
+        self.announce_change(ProviderChange::Provide(addrs), count);
     }
 
     /// Queues an announcement of kept copies, which the placement's other holders are
     /// then asked to take (never waits; a full mailbox drops it, counted).
     pub fn announce_kept(&self, addrs: Vec<[u8; 32]>) {
-        self.announce_change(ProviderChange::ProvideKept(addrs));
+        let count = addrs.len() as u64;
+        self.announce_change(ProviderChange::ProvideKept(addrs), count);
     }
 
-    fn announce_change(&self, change: ProviderChange) {
-        let count = match &change {
-            ProviderChange::Provide(a) | ProviderChange::ProvideKept(a) => a.len() as u64,
-            ProviderChange::Withdraw(a) => a.len() as u64,
-        };
+    /// Queues `change` of `count` addresses; a full mailbox drops it, counted.
+    fn announce_change(&self, change: ProviderChange, count: u64) {
         if !matches!(self.try_change(change), Some(Ok(()))) {
             self.metrics
                 .announce_dropped_total
@@ -244,35 +227,14 @@ impl DhtClient {
 
     /// Asks who provides `addr` and waits for the answer (admin threads only: blocking).
     pub fn resolve(&self, addr: [u8; 32], limit: usize, deadline_ms: u64) -> Resolved {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        self.ask(addr, limit, deadline_ms, ResolveReply::Blocking(reply))?;
-        // The DHT thread answers by its deadline; a little slack covers its tick.
-        let wait = std::time::Duration::from_millis(deadline_ms + 1_000);
-        answer.recv_timeout(wait).unwrap_or_else(|e| match e {
-            std::sync::mpsc::RecvTimeoutError::Timeout => Err(ResolveError::Timeout(deadline_ms)),
-            std::sync::mpsc::RecvTimeoutError::Disconnected => Err(ResolveError::Stopped),
-        })
-    }
-
-    /// Asks which nodes the placement names for `addr` and waits for the answer (admin
-    /// threads only: blocking).
-    pub fn placement(&self, addr: [u8; 32], deadline_ms: u64) -> Resolved {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let request = DhtRequest::Placement {
+        let limit = limit.clamp(1, RESOLVE_LIMIT_MAX);
+        self.ask_blocking(deadline_ms, |reply| DhtRequest::Resolve {
             addr,
+            limit,
             deadline_ms,
-            reply: ResolveReply::Blocking(reply),
-        };
-        match self.requests.try_send(request) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(ResolveError::Busy(DHT_MAILBOX_LEN)),
-            Err(TrySendError::Closed(_)) => return Err(ResolveError::Stopped),
-        }
-        let wait = std::time::Duration::from_millis(deadline_ms + 1_000);
-        answer.recv_timeout(wait).unwrap_or_else(|e| match e {
-            std::sync::mpsc::RecvTimeoutError::Timeout => Err(ResolveError::Timeout(deadline_ms)),
-            std::sync::mpsc::RecvTimeoutError::Disconnected => Err(ResolveError::Stopped),
+            reply,
         })
+        .and_then(|answer| answer)
     }
 
     /// Asks who provides `addr` without blocking: the answer arrives on the returned
@@ -284,9 +246,38 @@ impl DhtClient {
         limit: usize,
         deadline_ms: u64,
     ) -> Result<tokio::sync::oneshot::Receiver<Resolved>, ResolveError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.ask(addr, limit, deadline_ms, ResolveReply::Awaited(reply))?;
-        Ok(answer)
+        let limit = limit.clamp(1, RESOLVE_LIMIT_MAX);
+        self.ask_later(|reply| DhtRequest::Resolve {
+            addr,
+            limit,
+            deadline_ms,
+            reply,
+        })
+    }
+
+    /// Asks which nodes the placement names for `addr` and waits for the answer (admin
+    /// threads only: blocking).
+    pub fn placement(&self, addr: [u8; 32], deadline_ms: u64) -> Resolved {
+        self.ask_blocking(deadline_ms, |reply| DhtRequest::Placement {
+            addr,
+            deadline_ms,
+            reply,
+        })
+        .and_then(|answer| answer)
+    }
+
+    /// The placement's holders of `addr` without blocking (a shard's repair sweep):
+    /// the answer arrives on the returned oneshot by `deadline_ms`.
+    pub fn placement_later(
+        &self,
+        addr: [u8; 32],
+        deadline_ms: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<Resolved>, ResolveError> {
+        self.ask_later(|reply| DhtRequest::Placement {
+            addr,
+            deadline_ms,
+            reply,
+        })
     }
 
     /// Asks for `want` copies of `addr` (this node's included) without blocking: the
@@ -298,50 +289,13 @@ impl DhtClient {
         want: usize,
         deadline_ms: u64,
     ) -> Result<tokio::sync::oneshot::Receiver<CopiesMade>, ResolveError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.send_request(DhtRequest::Copies {
+        self.ask_later(|reply| DhtRequest::Copies {
             addr,
             want,
             deadline_ms,
             to: Vec::new(),
-            reply: CopiesReply::Awaited(reply),
-        })?;
-        Ok(answer)
-    }
-
-    /// The placement's holders of `addr` without blocking (a shard's repair sweep):
-    /// the answer arrives on the returned oneshot by `deadline_ms`.
-    pub fn placement_later(
-        &self,
-        addr: [u8; 32],
-        deadline_ms: u64,
-    ) -> Result<tokio::sync::oneshot::Receiver<Resolved>, ResolveError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.send_request(DhtRequest::Placement {
-            addr,
-            deadline_ms,
-            reply: ResolveReply::Awaited(reply),
-        })?;
-        Ok(answer)
-    }
-
-    /// Asks the nodes `to` (node ids) to take a copy of `addr` without blocking; the
-    /// answer arrives on the returned oneshot by `deadline_ms`.
-    pub fn copy_to_later(
-        &self,
-        addr: [u8; 32],
-        to: Vec<String>,
-        deadline_ms: u64,
-    ) -> Result<tokio::sync::oneshot::Receiver<CopiesMade>, ResolveError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.send_request(DhtRequest::Copies {
-            addr,
-            want: to.len() + 1,
-            deadline_ms,
-            to,
-            reply: CopiesReply::Awaited(reply),
-        })?;
-        Ok(answer)
+            reply,
+        })
     }
 
     /// Asks the nodes `to` (node ids) to take a copy of `addr` and waits for their
@@ -352,14 +306,31 @@ impl DhtClient {
         to: Vec<String>,
         deadline_ms: u64,
     ) -> Result<CopiesMade, ResolveError> {
+        self.ask_blocking(deadline_ms, |reply| {
+            copy_to_request(addr, to, deadline_ms, reply)
+        })
+    }
+
+    /// Asks the nodes `to` (node ids) to take a copy of `addr` without blocking; the
+    /// answer arrives on the returned oneshot by `deadline_ms`.
+    pub fn copy_to_later(
+        &self,
+        addr: [u8; 32],
+        to: Vec<String>,
+        deadline_ms: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<CopiesMade>, ResolveError> {
+        self.ask_later(|reply| copy_to_request(addr, to, deadline_ms, reply))
+    }
+
+    /// Sends the request `ask` makes and waits for its answer: the DHT thread answers
+    /// by `deadline_ms`, and a little slack covers its tick.
+    fn ask_blocking<T>(
+        &self,
+        deadline_ms: u64,
+        ask: impl FnOnce(Reply<T>) -> DhtRequest,
+    ) -> Result<T, ResolveError> {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        self.send_request(DhtRequest::Copies {
-            addr,
-            want: to.len() + 1,
-            deadline_ms,
-            to,
-            reply: CopiesReply::Blocking(reply),
-        })?;
+        self.send_request(ask(Reply::Blocking(reply)))?;
         let wait = std::time::Duration::from_millis(deadline_ms + 1_000);
         answer.recv_timeout(wait).map_err(|e| match e {
             std::sync::mpsc::RecvTimeoutError::Timeout => ResolveError::Timeout(deadline_ms),
@@ -367,6 +338,17 @@ impl DhtClient {
         })
     }
 
+    /// Sends the request `ask` makes; its answer arrives on the returned oneshot.
+    fn ask_later<T>(
+        &self,
+        ask: impl FnOnce(Reply<T>) -> DhtRequest,
+    ) -> Result<tokio::sync::oneshot::Receiver<T>, ResolveError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send_request(ask(Reply::Awaited(reply)))?;
+        Ok(answer)
+    }
+
+    /// Queues a request; a full mailbox is refused at once.
     fn send_request(&self, request: DhtRequest) -> Result<(), ResolveError> {
         match self.requests.try_send(request) {
             Ok(()) => Ok(()),
@@ -374,25 +356,21 @@ impl DhtClient {
             Err(TrySendError::Closed(_)) => Err(ResolveError::Stopped),
         }
     }
+}
 
-    fn ask(
-        &self,
-        addr: [u8; 32],
-        limit: usize,
-        deadline_ms: u64,
-        reply: ResolveReply,
-    ) -> Result<(), ResolveError> {
-        let request = DhtRequest::Resolve {
-            addr,
-            limit: limit.clamp(1, RESOLVE_LIMIT_MAX),
-            deadline_ms,
-            reply,
-        };
-        match self.requests.try_send(request) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(ResolveError::Busy(DHT_MAILBOX_LEN)),
-            Err(TrySendError::Closed(_)) => Err(ResolveError::Stopped),
-        }
+/// Copies of `addr` asked of the nodes `to` directly: one each, and this node's.
+fn copy_to_request(
+    addr: [u8; 32],
+    to: Vec<String>,
+    deadline_ms: u64,
+    reply: CopiesReply,
+) -> DhtRequest {
+    DhtRequest::Copies {
+        addr,
+        want: to.len() + 1,
+        deadline_ms,
+        to,
+        reply,
     }
 }
 

@@ -238,7 +238,7 @@ impl Node {
         let others = peers.iter().filter_map(|peer| {
             self.peers.get(peer).map(|known| PlacedNode {
                 id: Some(*peer),
-                position: peer_position(peer),
+                position: known.position,
                 zone: known.zone.clone(),
             })
         });
@@ -445,7 +445,7 @@ impl Node {
             .peers
             .iter()
             .filter(|(_, known)| known.zone == self.zone)
-            .map(|(peer, _)| peer_position(peer))
+            .map(|(_, known)| known.position)
             .collect();
         NearerInZone {
             me: peer_position(&self.local),

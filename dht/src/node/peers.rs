@@ -12,6 +12,7 @@ use libp2p::swarm::ConnectionId;
 use libp2p::PeerId;
 use libp2p::{identify, kad, ping};
 
+use crate::closest::peer_position;
 use crate::node::address::{identified_addresses, tcp_multiaddr, tcp_socket};
 use crate::node::config::{ALIVE_WITHIN, KAD_PROTOCOL, PEERS_MAX, PROVIDER_TTL};
 use crate::node::state::{KnownPeer, Node};
@@ -58,7 +59,14 @@ impl Node {
             }
         }
         tracing::debug!(%peer, %ip, oap = ports.oap, zone = %zone, "dht: greeted");
-        self.peers.insert(peer, KnownPeer { ip, ports, zone });
+        let position = peer_position(&peer);
+        let known = KnownPeer {
+            ip,
+            ports,
+            zone,
+            position,
+        };
+        self.peers.insert(peer, known);
         self.swarm
             .behaviour_mut()
             .kad

@@ -32,6 +32,8 @@ pub(super) struct KnownPeer {
     pub(super) ip: IpAddr,
     pub(super) ports: Ports,
     pub(super) zone: String,
+    /// Its position in the key space (placement, acceptance of copies).
+    pub(super) position: crate::closest::DistanceKey,
 }
 
 /// A resolve in progress: its query, then the greetings of the providers it found.

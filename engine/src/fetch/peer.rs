@@ -250,6 +250,11 @@ impl PeerGet {
         Ok(frame)
     }
 
+    /// Whether `e` is a provider's own "not found" (404): it holds no copy.
+    pub fn says_not_held(e: &AttemptError) -> bool {
+        e.reason == FetchFailure::Refused && e.detail.starts_with("answered code 404 ")
+    }
+
     fn refused(&self, frame: &Frame) -> AttemptError {
         let message = serde_json::from_slice::<serde_json::Value>(&frame.payload)
             .ok()

@@ -171,7 +171,7 @@ impl ReadThrough {
         let opened = PeerGet::open(oap, addr, group, Some(len), len_max, stall).await;
         let outcome = match &opened {
             Ok(_) => "verified",
-            Err(e) if e.detail.starts_with("answered code 404") => "missing",
+            Err(e) if PeerGet::says_not_held(e) => "missing",
             Err(_) => "failed",
         };
         dht.metrics.count_audit(outcome);

@@ -130,7 +130,10 @@ impl Request {
             identity: ctx.admission.identify(claims),
             token_given: token.is_some(),
             content_type: content_type(head.content_type),
-            copies: copies_asked(head.target),
+            copies: match head.method {
+                Method::Put | Method::Post => copies_asked(head.target),
+                _ => Ok(1),
+            },
             corr_id: head
                 .corr_id
                 .and_then(CorrId::from_request)

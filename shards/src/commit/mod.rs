@@ -207,16 +207,11 @@ impl GroupCommit {
                 retention: Retention::Evictable,
             },
         );
-        let (done, result) = local_channel::new_bounded(1);
-        {
-            let mut backlog = self.backlog.borrow_mut();
-            let mut record = CommitRecord::of(&meta);
-            record.retention = Retention::Evictable;
-            backlog.store(store).records.push(record);
-            backlog.waiters.push((*addr, done));
-        }
-        let _ = self.wakeup.try_send(());
-        self.answered(result).await.map(|()| true)
+        let mut record = CommitRecord::of(&meta);
+        record.retention = Retention::Evictable;
+        self.commit_record_again(store, addr, record)
+            .await
+            .map(|()| true)
     }
 
     /// Makes a stored object kept if it is an evictable copy (an upload of an object
@@ -232,10 +227,22 @@ impl GroupCommit {
                 .ok_or(ShardError::NotFound { addr: *addr })?,
             None => return Ok(()),
         };
+        self.commit_record_again(store, addr, CommitRecord::of(&meta))
+            .await
+    }
+
+    /// Commits the record of a stored object again (with another retention) in the
+    /// next index commit, and returns once it is durable.
+    async fn commit_record_again(
+        &self,
+        store: &Store,
+        addr: &Address,
+        record: CommitRecord,
+    ) -> Result<(), ShardError> {
         let (done, result) = local_channel::new_bounded(1);
         {
             let mut backlog = self.backlog.borrow_mut();
-            backlog.store(store).records.push(CommitRecord::of(&meta));
+            backlog.store(store).records.push(record);
             backlog.waiters.push((*addr, done));
         }
         let _ = self.wakeup.try_send(());
