@@ -15,6 +15,8 @@
 //!   and the sweep's batches of keys.
 //! - [`replicate`]: `/ron/replicate/1`, a holder of kept copies asking the other
 //!   holders its placement names to take them, and their answers.
+//! - `wire`: one message of either protocol on its stream (bounded, the stream's end
+//!   delimits it).
 //! - [`node`]: the DHT thread. One OS thread runs a tokio current-thread runtime that
 //!   drives one libp2p `Swarm`: TCP + noise + yamux, `libp2p-kad` (α = 3, k = 20, its
 //!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/2`,
