@@ -368,13 +368,15 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
     );
 
     // A holder killed: the placement names a node that cannot answer or does not hold
-    // the object, and says so — 2 of 3 copies observed.
+    // the object, and says so — 2 of 3 copies observed. The victim is the holder in
+    // zone z1: in z0 the uploader A still holds its copy and would stand in for it once
+    // lookups no longer find the victim, and z2's holder is the asking node 5.
     let (addr, _) = &objects[0];
     let victim = held[0]
         .iter()
         .copied()
-        .find(|i| *i != 0 && *i != 5)
-        .expect("a holder");
+        .find(|i| zone(*i) == "z1")
+        .expect("a holder in z1");
     nodes[victim].kill9();
     let p = placement(&nodes[5], addr);
     assert_eq!(p["rf_observed"], 2, "{p}");
