@@ -47,7 +47,7 @@ for i in $(seq 0 $((NODES - 1))); do
   "$RON" serve --data-dir "$dir/n$i" --shards 1 --http "127.0.0.1:$(port "$i" 0)" \
     --oap "127.0.0.1:$(port "$i" 1)" --admin "127.0.0.1:$(port "$i" 2)" \
     --p2p "127.0.0.1:$(port "$i" 3)" "${peer[@]}" --zone "z$((i % 3))" --replicas 3 \
-    --replication-interval-ms "$INTERVAL_MS" >"$dir/log$i" 2>&1 &
+    --replication-interval-ms "$INTERVAL_MS" --peer-dead-ms 0 >"$dir/log$i" 2>&1 &
   pids+=($!)
 done
 for i in $(seq 0 $((NODES - 1))); do

@@ -28,6 +28,7 @@ fn node(dir: &std::path::Path, peer: Option<std::net::SocketAddr>) -> DhtThread 
         oap: "127.0.0.1:9444".parse().unwrap(),
         zone: String::new(),
         replicas: 1,
+        peer_dead: std::time::Duration::ZERO,
         pulls: None,
         limits: StoreLimits::default(),
     })

@@ -31,6 +31,7 @@ fn start(dir: &Path, oap_port: u16, peers: &[SocketAddr]) -> DhtThread {
         oap: SocketAddr::from(([127, 0, 0, 1], oap_port)),
         zone: String::new(),
         replicas: 1,
+        peer_dead: std::time::Duration::ZERO,
         pulls: None,
         limits: StoreLimits::default(),
     })

@@ -234,12 +234,14 @@ fn holds(n: &Node, addr: &Address) -> bool {
 #[test]
 fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
     const NODES: usize = 6;
+    const PEER_DEAD_MS: u64 = 8_000;
     let zone = |i: usize| format!("z{}", i % 3);
     let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
     let mut nodes: Vec<Node> = (0..NODES)
         .map(|i| {
             let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
             flags.extend(["--zone".into(), zone(i), "--replicas".into(), "3".into()]);
+            flags.extend(["--peer-dead-ms".into(), PEER_DEAD_MS.to_string()]);
             start(&temp_dir(&format!("placement-{i}")), &flags)
         })
         .collect();
@@ -377,7 +379,30 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
         .copied()
         .find(|i| zone(*i) == "z1")
         .expect("a holder in z1");
+    let victim_id = node_id(&nodes[victim]);
     nodes[victim].kill9();
+    let killed_at = std::time::Instant::now();
+    // Within peer_dead_ms the placement still names the victim: a restart would move
+    // nothing.
+    let p = placement(&nodes[5], addr);
+    assert!(
+        killed_at.elapsed().as_millis() < u128::from(PEER_DEAD_MS),
+        "{p}"
+    );
+    assert_eq!(p["rf_observed"], 2, "{p}");
+    let failing: Vec<&serde_json::Value> = p["placement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["holds"] == false)
+        .collect();
+    assert_eq!(failing.len(), 1, "{p}");
+    assert_eq!(failing[0]["node_id"], victim_id.as_str(), "{p}");
+    assert_eq!(failing[0]["audit"], "failed", "{p}");
+    // Past it, the victim counts as gone: the placement names another node of its zone,
+    // which does not hold the object yet.
+    let gone_at = Duration::from_millis(PEER_DEAD_MS + 1_000);
+    std::thread::sleep(gone_at.saturating_sub(killed_at.elapsed()));
     let p = placement(&nodes[5], addr);
     assert_eq!(p["rf_observed"], 2, "{p}");
     let failing: Vec<&serde_json::Value> = p["placement"]
@@ -387,10 +412,8 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
         .filter(|h| h["holds"] == false)
         .collect();
     assert_eq!(failing.len(), 1, "{p}");
-    assert!(
-        ["missing", "failed"].contains(&failing[0]["audit"].as_str().unwrap()),
-        "{p}"
-    );
+    assert_ne!(failing[0]["node_id"], victim_id.as_str(), "{p}");
+    assert_eq!(failing[0]["audit"], "missing", "{p}");
     let out = report(addr);
     assert_eq!(
         out.status.code(),
@@ -434,7 +457,7 @@ fn metric_of(n: &Node, series: &str) -> u64 {
 }
 
 #[test]
-fn the_repair_sweep_restores_three_verified_copies_after_a_holder_is_killed() {
+fn the_repair_sweep_restores_three_verified_copies_after_two_holders_are_killed() {
     const NODES: usize = 5;
     let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
     let mut nodes: Vec<Node> = (0..NODES)
@@ -442,6 +465,7 @@ fn the_repair_sweep_restores_three_verified_copies_after_a_holder_is_killed() {
             let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
             flags.extend(["--zone".into(), format!("z{}", i % 3)]);
             flags.extend(["--replication-interval-ms".into(), "1000".into()]);
+            flags.extend(["--peer-dead-ms".into(), "2000".into()]);
             start(&temp_dir(&format!("sweep-{i}")), &flags)
         })
         .collect();
@@ -459,33 +483,43 @@ fn the_repair_sweep_restores_three_verified_copies_after_a_holder_is_killed() {
     wait_for("every upload on three nodes or more", WAIT, || {
         objects.iter().all(|a| held_by(&nodes, a).len() >= 3)
     });
-    let victim = held_by(&nodes, &objects[0])
+    // Two holders of the first object killed at once: for it, only A's copy is left.
+    let victims: Vec<usize> = held_by(&nodes, &objects[0])
         .into_iter()
-        .find(|i| *i != 0)
-        .expect("a holder besides A");
+        .filter(|i| *i != 0)
+        .take(2)
+        .collect();
+    assert_eq!(victims.len(), 2, "two holders besides A");
     let pulled = |nodes: &[&Node]| -> u64 {
         nodes
             .iter()
             .map(|n| metric(n.admin, "ron_replication_pulls_total"))
             .sum()
     };
-    let survivors: Vec<usize> = (0..NODES).filter(|i| *i != victim).collect();
+    let survivors: Vec<usize> = (0..NODES).filter(|i| !victims.contains(i)).collect();
     let before = pulled(&survivors.iter().map(|i| &nodes[*i]).collect::<Vec<_>>());
-    nodes[victim].kill9();
+    for victim in &victims {
+        nodes[*victim].kill9();
+    }
     let rf_observed = |addr: &Address| {
         let r = get(nodes[0].admin, &format!("/admin/placement?hash={addr}")).unwrap();
         r.json()["rf_observed"].as_u64()
     };
-    // Nobody asks: the sweep finds the copies the killed node held and has them made.
+    // Nobody asks: once peer_dead_ms passed, the sweep finds the copies the killed nodes
+    // held and has them made — on the three nodes left, every object.
     wait_for(
         "every object back to 3 verified copies",
         Duration::from_secs(90),
         || objects.iter().all(|a| rf_observed(a) == Some(3)),
     );
-    let live: Vec<&Node> = (0..NODES)
-        .filter(|i| *i != victim)
-        .map(|i| &nodes[i])
-        .collect();
+    let live: Vec<&Node> = survivors.iter().map(|i| &nodes[*i]).collect();
+    for addr in &objects {
+        // `holds` reads back every block of the node's copy against the address.
+        assert!(
+            live.iter().all(|n| holds(n, addr)),
+            "{addr} on every node left"
+        );
+    }
     wait_for("a sweep pass finds nothing short", WAIT, || {
         live.iter()
             .all(|n| metric_of(n, "ron_objects_under_replicated") == 0)
@@ -525,9 +559,10 @@ fn the_repair_sweep_restores_three_verified_copies_after_a_holder_is_killed() {
     let moved = metric(joiner.admin, "ron_replication_bytes_total");
     let total: u64 = (0..12u64).map(|i| 1_000 + i * 11_000).sum();
     eprintln!(
-        "join: {} objects, {moved} of {total} bytes moved to the joiner (ideal: replicas/N = 3/5 of the data, {})",
+        "join: {} objects, {moved} of {total} bytes moved to the joiner (ideal: replicas/N = 3/{} of the data, {})",
         metric(joiner.admin, "ron_replication_pulls_total"),
-        total * 3 / 5
+        everyone.len(),
+        total * 3 / everyone.len() as u64
     );
     assert!(moved > 0 && moved <= total, "{moved}");
     let demoted: u64 = live
@@ -535,6 +570,100 @@ fn the_repair_sweep_restores_three_verified_copies_after_a_holder_is_killed() {
         .map(|n| metric(n.admin, "ron_replication_demoted_total"))
         .sum();
     assert!(demoted > 0, "copies no longer named were made evictable");
+}
+
+/// Flips one byte in each of the first `groups` 64 KiB groups of `addr`'s copy on `n`;
+/// a packed copy in every lane (its needle lies at the same place in each).
+fn rot(n: &Node, addr: &Address, groups: u64) {
+    let (path, offset) = n.stored_at(addr);
+    let mut copies = vec![path.clone()];
+    if offset > 0 {
+        let segment = path.file_name().unwrap();
+        let store = path.parent().and_then(|lane| lane.parent()).unwrap();
+        for entry in std::fs::read_dir(store).unwrap() {
+            let lane = entry.unwrap().path();
+            let name = lane.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("segments.") {
+                copies.push(lane.join(segment));
+            }
+        }
+    }
+    for copy in &copies {
+        for g in 0..groups {
+            flip_byte(copy, offset + g * 65_536 + 7);
+        }
+    }
+}
+
+#[test]
+fn a_copy_rotted_past_its_parity_is_caught_by_the_audit_and_fetched_again() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let flags_of = |i: usize| -> Vec<String> {
+        let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
+        flags.extend([
+            "--zone".into(),
+            format!("z{i}"),
+            "--replicas".into(),
+            "3".into(),
+        ]);
+        flags.extend(["--replication-interval-ms".into(), "1000".into()]);
+        flags
+    };
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| start(&temp_dir(&format!("rot-{i}")), &flags_of(i)))
+        .collect();
+    wait_for("A knows the two others", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 2
+    });
+    // A small object (packed, one lane: no parity) and a large one (its own file, 4+1
+    // parity: four bad blocks of one stripe are past what parity rebuilds).
+    let small = bytes(81, 20_000);
+    let large = bytes(82, 300_000);
+    let objects = [
+        (upload(&nodes[0], &small), small),
+        (upload(&nodes[0], &large), large),
+    ];
+    wait_for("both on every node", WAIT, || {
+        objects
+            .iter()
+            .all(|(a, _)| nodes.iter().all(|n| holds(n, a)))
+    });
+    // Node 1's copies rot while it is down (a restart: nothing verified in its cache).
+    nodes[1].kill9();
+    rot(&nodes[1], &objects[0].0, 1);
+    rot(&nodes[1], &objects[1].0, 4);
+    let flags: Vec<String> = flags_of(1);
+    nodes[1].restart(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let broken = get(nodes[1].http, &format!("/o/{}", objects[0].0)).unwrap();
+    assert_eq!(broken.status, 500, "a rotted copy is never served");
+
+    // Nobody asks: the sweep's audits (this node's own, or another holder's of it) find
+    // the damage; node 1 checks its copy whole, removes it and fetches it verified.
+    wait_for(
+        "both rotted copies replaced",
+        Duration::from_secs(60),
+        || metric(nodes[1].admin, "ron_replication_damaged_copies_total") == 2,
+    );
+    for (addr, data) in &objects {
+        wait_for("node 1 serves its own copy again", WAIT, || {
+            get(nodes[1].http, &format!("/o/{addr}")).is_ok_and(|r| r.status == 200)
+        });
+        let r = get(nodes[1].http, &format!("/o/{addr}")).unwrap();
+        assert!(r.body == *data, "{addr}");
+        assert!(
+            holds(&nodes[1], addr),
+            "{addr}: every block of the new copy checks"
+        );
+        let p = get(nodes[2].admin, &format!("/admin/placement?hash={addr}"))
+            .unwrap()
+            .json();
+        assert_eq!(p["rf_observed"], 3, "{p}");
+    }
+    assert_eq!(
+        metric(nodes[1].admin, "ron_fetched_objects"),
+        0,
+        "the copies fetched again are kept, not cache"
+    );
 }
 
 #[test]

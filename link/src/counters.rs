@@ -103,6 +103,10 @@ declare_counters! {
             "Fetched copies evicted to keep within fetched_bytes_max.",
         evicted_bytes: AtomicU64 => Counter "ron_evicted_bytes_total", Sum,
             "Bytes of fetched copies evicted.",
+        /// Copies found damaged beyond their parity when a holder asked this node to
+        /// hold them, removed to be fetched again verified.
+        damaged_copies_discarded: AtomicU64 => Counter "ron_replication_damaged_copies_total", Sum,
+            "Copies found damaged beyond their parity when the placement asked for them, removed and fetched again.",
     }
 }
 

@@ -213,8 +213,31 @@ impl Evicter {
 
     /// Evicts `addrs` of `store` (steps 1–5 of the module doc); returns how many were.
     async fn evict(&self, store: &Store, addrs: &[Address]) -> Result<usize, ShardError> {
+        let evicted = self.evict_quietly(store, addrs).await?;
+        self.count(&evicted);
+        if let Some(dht) = &self.dht {
+            withdraw(dht, evicted.iter().map(|o| *o.addr.as_bytes()).collect()).await;
+        }
+        Ok(evicted.len())
+    }
+
+    /// Removes `addr`'s copy in `store`, which must be evictable (a damaged copy made
+    /// so to be fetched again): steps 1–4, the DHT not told (the copy fetched in its
+    /// place is announced as usual). `false`: another task holds it, or it is gone.
+    pub(crate) async fn discard(&self, store: &Store, addr: Address) -> Result<bool, ShardError> {
+        let discarded = self.evict_quietly(store, &[addr]).await?;
+        self.count_stored(&discarded);
+        Ok(discarded.len() == 1)
+    }
+
+    /// Steps 1–4: the objects evicted.
+    async fn evict_quietly(
+        &self,
+        store: &Store,
+        addrs: &[Address],
+    ) -> Result<Vec<EvictableObject>, ShardError> {
         let Some(commits) = self.commits.upgrade() else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let held: Vec<BackgroundClaim> = addrs
             .iter()
@@ -223,7 +246,7 @@ impl Evicter {
         let free: Vec<Address> = held.iter().map(|c| c.addr).collect();
         let claimed = commits.claim_for_eviction(&free);
         if claimed.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let (owned, to_evict) = (store.clone(), claimed.clone());
         let evicted = glommio::executor()
@@ -247,21 +270,23 @@ impl Evicter {
             // Their records are gone; the next start unlinks what is left.
             tracing::warn!(store = store.id().0, error = %e, "evicted objects' files kept until restart");
         }
-        self.count(&evicted);
         drop(held);
-        if let Some(dht) = &self.dht {
-            withdraw(dht, gone.iter().map(|a| *a.as_bytes()).collect()).await;
-        }
-        Ok(evicted.len())
+        Ok(evicted)
     }
 
     fn count(&self, evicted: &[EvictableObject]) {
-        use std::sync::atomic::Ordering::Relaxed;
         let bytes: u64 = evicted.iter().map(|o| o.len).sum();
-        let objects = evicted.len() as u64;
+        StorageCounters::add(&self.metrics.evictions, evicted.len() as u64);
+        StorageCounters::add(&self.metrics.evicted_bytes, bytes);
+        self.count_stored(evicted);
+    }
+
+    /// The objects and bytes stored, less `removed`.
+    fn count_stored(&self, removed: &[EvictableObject]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bytes: u64 = removed.iter().map(|o| o.len).sum();
+        let objects = removed.len() as u64;
         let m = &self.metrics;
-        StorageCounters::add(&m.evictions, objects);
-        StorageCounters::add(&m.evicted_bytes, bytes);
         m.objects_stored.fetch_sub(objects, Relaxed);
         m.bytes_stored.fetch_sub(bytes, Relaxed);
     }

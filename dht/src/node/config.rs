@@ -101,6 +101,9 @@ pub struct DhtConfig {
     pub zone: String,
     /// `--replicas`: copies of each kept object, this one included (1: none asked for).
     pub replicas: usize,
+    /// `--peer-dead-ms`: how long a peer whose connections all closed still counts in
+    /// placements (a restart or a short outage moves no copies); 0: gone at once.
+    pub peer_dead: Duration,
     /// Where accepted copies go: the owner shard of each address (none: copies are
     /// refused, answered `failed`).
     pub pulls: Option<ron_link::dht::PullRoutes>,

@@ -228,14 +228,16 @@ impl Node {
         }
     }
 
-    /// This node (id `None`) and those of `peers` whose zone is known (greeted).
+    /// This node (id `None`), those of `peers` whose zone is known (greeted), and the
+    /// greeted peers lost less than `peer_dead_ms` ago (not counted gone yet).
     pub(super) fn placement_among(&self, peers: &[PeerId]) -> Placement<Option<PeerId>> {
         let me = PlacedNode {
             id: None,
             position: peer_position(&self.local),
             zone: self.zone.clone(),
         };
-        let others = peers.iter().filter_map(|peer| {
+        let lost = self.lost_but_not_dead().filter(|p| !peers.contains(p));
+        let others = peers.iter().chain(lost).filter_map(|peer| {
             self.peers.get(peer).map(|known| PlacedNode {
                 id: Some(*peer),
                 position: known.position,

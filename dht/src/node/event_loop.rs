@@ -230,8 +230,16 @@ impl Node {
                 endpoint,
                 ..
             } => self.on_connected(peer_id, connection_id, &endpoint),
-            SwarmEvent::ConnectionClosed { connection_id, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
                 self.connections.remove(&connection_id);
+                if num_established == 0 {
+                    self.on_lost(peer_id);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
             SwarmEvent::Behaviour(BehaviourEvent::Provide(event)) => self.on_provide(event),

@@ -28,6 +28,7 @@ impl Node {
         if let Some(socket) = tcp_socket(endpoint.get_remote_address()) {
             self.connections.insert(connection, socket.ip());
         }
+        self.lost.remove(&peer);
         if endpoint.is_dialer() {
             // The greeting: the other side learns our ports, we learn its ports.
             let greeting = ProvideRequest {
@@ -117,6 +118,28 @@ impl Node {
     }
 
     /// Peers whose last ping answer is recent enough (those that are not are forgotten).
+    /// A greeted peer's last connection closed: from now, placements name it for
+    /// `peer_dead` more (`lost_but_not_dead`), then it is counted gone.
+    pub(super) fn on_lost(&mut self, peer: PeerId) {
+        if self.peer_dead.is_zero() || !self.peers.contains_key(&peer) {
+            return;
+        }
+        let peer_dead = self.peer_dead;
+        self.lost.retain(|_, at| at.elapsed() < peer_dead);
+        if self.lost.len() < PEERS_MAX {
+            self.lost.insert(peer, Instant::now());
+        }
+    }
+
+    /// Greeted peers lost less than `peer_dead` ago: not found by lookups, not yet gone.
+    pub(super) fn lost_but_not_dead(&self) -> impl Iterator<Item = &PeerId> {
+        let peer_dead = self.peer_dead;
+        self.lost
+            .iter()
+            .filter(move |(_, at)| at.elapsed() < peer_dead)
+            .map(|(peer, _)| peer)
+    }
+
     pub(super) fn count_alive(&mut self) -> usize {
         self.forget_silent_peers();
         self.alive.len()

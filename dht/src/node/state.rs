@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use libp2p::kad::{QueryId, RecordKey};
@@ -171,6 +171,13 @@ pub(super) struct Node {
     ///
     /// [`PEERS_MAX`]: crate::node::PEERS_MAX
     pub(super) alive: HashMap<PeerId, Instant>,
+    /// Greeted peers whose last connection closed, and when (at most [`PEERS_MAX`]):
+    /// placements still name them for `peer_dead` after that, though lookups no longer
+    /// find them.
+    ///
+    /// [`PEERS_MAX`]: crate::node::PEERS_MAX
+    pub(super) lost: HashMap<PeerId, Instant>,
+    pub(super) peer_dead: Duration,
     pub(super) connections: HashMap<ConnectionId, IpAddr>,
     pub(super) resolves: HashMap<QueryId, Resolve>,
     pub(super) placements: HashMap<QueryId, PlacementLookup>,
@@ -217,6 +224,8 @@ impl Node {
             metrics,
             peers: HashMap::new(),
             alive: HashMap::new(),
+            lost: HashMap::new(),
+            peer_dead: config.peer_dead,
             connections: HashMap::new(),
             resolves: HashMap::new(),
             placements: HashMap::new(),

@@ -429,6 +429,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.replication_interval_ms, num, v),
     },
     Key {
+        key: "peer_dead_ms",
+        flag: "peer-dead-ms",
+        value: "N",
+        default: Some("60000"),
+        help: "how long a holder whose connections closed still counts before its copies are made elsewhere (a restart moves nothing); 0 = at once",
+        apply: |c, v| set(&mut c.peer_dead_ms, num, v),
+    },
+    Key {
         key: "zone",
         flag: "zone",
         value: "NAME",

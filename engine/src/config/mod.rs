@@ -120,6 +120,9 @@ pub struct Config {
     pub fetch_hedge_ms: u64,
     /// How often the repair sweep checks the copies of kept objects (0: never).
     pub replication_interval_ms: u64,
+    /// How long a peer that stopped answering still counts as a holder before the
+    /// placement names another (0: as soon as lookups stop finding it).
+    pub peer_dead_ms: u64,
     /// Read-through: bytes of fetched copies kept (evicted oldest first past it); 0
     /// until resolved means "auto" (`disk::auto_fetched_bytes`).
     pub fetched_bytes_max: u64,
@@ -305,6 +308,7 @@ impl Config {
             fetch_timeout_ms: 0,
             fetch_hedge_ms: 0,
             replication_interval_ms: 0,
+            peer_dead_ms: 0,
             fetched_bytes_max: 0,
             replicas: 0,
             zone: None,

@@ -177,19 +177,32 @@ impl ReadThrough {
     /// holds it already; else fetched — from `source` first (the node that asked), then
     /// the providers the DHT names — verified, coalesced with any read of it, and
     /// committed as kept. Answers once the kept copy is durable, or why it failed.
-    pub async fn pull(self: &Rc<Self>, addr: Address, source: SocketAddr) -> PullOutcome {
+    ///
+    /// A holder asks for a copy this node holds only when its audit of it failed, so a
+    /// copy held is checked whole first (`Shard::check_object`, which rebuilds what
+    /// parity can); one damaged beyond that is removed and fetched again verified.
+    pub async fn pull(self: &Rc<Self>, addr: Address, source: Option<SocketAddr>) -> PullOutcome {
+        let mut replacing = false;
         match self.shard.keep_if_stored(&addr).await {
-            Ok(true) => return PullOutcome::Held,
+            Ok(true) if self.copy_is_whole(&addr).await => return PullOutcome::Held,
+            Ok(true) => match self.shard.discard_damaged(&addr).await {
+                Ok(true) => replacing = true,
+                Ok(false) => {
+                    return PullOutcome::Failed("a damaged copy is busy; asked again later".into())
+                }
+                Err(e) => return PullOutcome::Failed(e.to_string()),
+            },
             Ok(false) => {}
             Err(e) => return PullOutcome::Failed(e.to_string()),
         }
-        let flight = match self.join_from(addr, Some(source)) {
+        let flight = match self.join_from(addr, source) {
             Ok(flight) => flight,
-            Err(_) => return PullOutcome::Busy,
+            Err(_) => return self.pull_failed(addr, replacing, PullOutcome::Busy),
         };
         flight.keep.set(true);
         if let Err(refused) = flight.wait_stored().await {
-            return PullOutcome::Failed(refused.to_string());
+            let failed = PullOutcome::Failed(refused.to_string());
+            return self.pull_failed(addr, replacing, failed);
         }
         // A flight that committed before this pull joined it made an evictable copy.
         match self.shard.keep_if_stored(&addr).await {
@@ -202,6 +215,32 @@ impl ReadThrough {
         }
     }
 
+    /// Whether this shard's copy of `addr` reads back whole, after what its parity
+    /// rebuilt. Logged when it does not: the copy is about to be replaced.
+    async fn copy_is_whole(&self, addr: &Address) -> bool {
+        match self.shard.check_object(addr).await {
+            Ok(check) if check.unrepairable_blocks() == 0 => true,
+            Ok(check) => {
+                let bad = check.unrepairable_blocks();
+                tracing::warn!(obj = %addr, bad_blocks = bad, "a copy asked for is damaged beyond its parity: fetching it again");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(obj = %addr, "a copy asked for cannot be checked: {e}; fetching it again");
+                false
+            }
+        }
+    }
+
+    /// The answer to a pull that made no copy; when it removed a damaged one first, the
+    /// DHT is told this node no longer provides it.
+    fn pull_failed(&self, addr: Address, replaced: bool, outcome: PullOutcome) -> PullOutcome {
+        if let (true, Some(dht)) = (replaced, &self.dht) {
+            let _ = dht.try_withdraw(vec![*addr.as_bytes()]);
+        }
+        outcome
+    }
+
     /// Serves the copies the DHT thread hands this shard (it owns their addresses), each
     /// in its own task, until the DHT thread drops its end. The DHT thread bounds how
     /// many are under way; past `flights_max` fetches a copy is answered busy.
@@ -212,7 +251,7 @@ impl ReadThrough {
                 let copying = Rc::clone(&this);
                 glommio::spawn_local(async move {
                     let addr = Address::from_bytes(pull.addr);
-                    let outcome = copying.pull(addr, pull.source).await;
+                    let outcome = copying.pull(addr, Some(pull.source)).await;
                     let _ = pull.reply.send(outcome);
                 })
                 .detach();

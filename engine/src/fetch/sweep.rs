@@ -10,19 +10,24 @@
 //! name (the node that took the upload, or one a join displaced). Auditing is asking a
 //! holder for its own copy only (`"local":true`), one random 64 KiB group, verified
 //! against the address as any peer fetch is (`PeerGet`). A holder that fails is asked to
-//! take a copy (`copy_to_later`): it pulls it from this node, verified, and keeps it.
+//! take a copy (`copy_to_later`): it pulls it from this node, verified, and keeps it
+//! (a holder asked for a copy it has checks it whole, and replaces it if it is damaged
+//! past its parity). The checker's own copy gets the same audit, read from its disk
+//! rather than its cache; one that fails is checked whole and replaced the same way.
 //! When every holder named proves its copy, a kept copy here that the placement does not
 //! name becomes evictable. Objects are checked one at a time, so a pass costs one lookup
 //! and a few group reads in flight per shard.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ron_codec::tree::{group_count, GROUP_LEN_BYTES};
+use ron_codec::tree::{group_count, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
 use ron_link::counters::FrontCounters;
 use ron_link::dht::{DhtClient, Provider};
 use ron_shards::lifecycle::finished_within;
+use ron_shards::record::ObjectMeta;
 
 use super::peer::PeerGet;
 use super::ReadThrough;
@@ -62,7 +67,7 @@ impl ReadThrough {
         .detach();
     }
 
-    async fn sweep_pass(&self, dht: &DhtClient, replicas: usize) {
+    async fn sweep_pass(self: &Rc<Self>, dht: &DhtClient, replicas: usize) {
         let mut after: Option<Address> = None;
         let mut short = 0;
         loop {
@@ -100,7 +105,12 @@ impl ReadThrough {
             .store(now_s, std::sync::atomic::Ordering::Relaxed);
     }
 
-    async fn check_copies(&self, dht: &DhtClient, addr: Address, replicas: usize) -> Checked {
+    async fn check_copies(
+        self: &Rc<Self>,
+        dht: &DhtClient,
+        addr: Address,
+        replicas: usize,
+    ) -> Checked {
         let Some(holders) = placement(dht, addr).await else {
             return Checked::Unknown;
         };
@@ -121,17 +131,27 @@ impl ReadThrough {
             }
         }
         let mut missing = Vec::new();
+        let mut sources = Vec::new();
+        let mut own_whole = true;
         for (i, holder) in holders.iter().enumerate() {
             let proved = match (holder.local, held[i]) {
-                (true, _) => true,
+                (true, _) => {
+                    own_whole = self.audit_own(dht, &meta).await;
+                    continue;
+                }
                 (false, Some(known)) => known,
                 (false, None) => self.audit(dht, holder, addr, meta.len()).await,
             };
-            if !proved {
-                missing.push(holder.node_id.clone());
+            match (proved, holder.oap) {
+                (true, Some(oap)) => sources.push(oap),
+                (true, None) => {}
+                (false, _) => missing.push(holder.node_id.clone()),
             }
         }
-        if missing.is_empty() {
+        if !own_whole {
+            self.replace_own(addr, &sources).await;
+        }
+        if missing.is_empty() && own_whole {
             // Every holder named proves its copy: a kept copy here that the placement no
             // longer names (the node that took the upload, or one a join displaced)
             // becomes evictable — never before the holders have theirs.
@@ -139,6 +159,9 @@ impl ReadThrough {
                 self.demote(addr).await;
             }
             return Checked::Whole;
+        }
+        if missing.is_empty() {
+            return Checked::Short;
         }
         tracing::info!(obj = %addr, holders = missing.len(), "repair sweep: asking holders without a verified copy to take one");
         if let Ok(answer) = dht.copy_to_later(*addr.as_bytes(), missing, COPIES_WAIT_MS) {
@@ -156,6 +179,25 @@ impl ReadThrough {
                 tracing::warn!(obj = %addr, "repair sweep: cannot make a displaced copy evictable: {e}")
             }
         }
+    }
+
+    /// Whether this node's own copy reads a random group back verified from its disk
+    /// (rebuilt from parity if it must be): the audit it asks of other holders.
+    async fn audit_own(&self, dht: &DhtClient, meta: &ObjectMeta) -> bool {
+        let groups = group_count(meta.len()).max(1);
+        let group = GroupIndex(random_below(groups, &meta.addr()));
+        let read = self.shard.group_from_disk(meta, group).await;
+        let outcome = if read.is_ok() { "verified" } else { "failed" };
+        dht.metrics.count_audit(outcome);
+        read.is_ok()
+    }
+
+    /// This node's copy failed its own audit: it is checked whole and, if damaged past
+    /// its parity, replaced by one fetched verified from a holder that proved its copy
+    /// (`sources`; else the providers the DHT names).
+    async fn replace_own(self: &Rc<Self>, addr: Address, sources: &[SocketAddr]) {
+        let outcome = self.pull(addr, sources.first().copied()).await;
+        tracing::info!(obj = %addr, ?outcome, "repair sweep: this node's own copy failed its audit");
     }
 
     /// Whether `holder` sends a random group of its own copy, verified.

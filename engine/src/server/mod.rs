@@ -174,6 +174,7 @@ fn start_dht(
         ),
         zone: config.zone.clone().unwrap_or_default(),
         replicas: config.replicas_target(),
+        peer_dead: std::time::Duration::from_millis(config.peer_dead_ms),
         pulls,
         limits: ron_dht::store::StoreLimits::default(),
     })?;

@@ -145,23 +145,7 @@ impl Shard {
         }
         StorageCounters::add(&self.metrics.cache_misses, 1);
         match self.owner(&key.addr) {
-            None => {
-                let store = self.local_store(&key.addr)?;
-                match self.disk_group(store, meta, key).await {
-                    // Evicted since its metadata was loaded: a miss, not damage.
-                    Err(_) if !store.contains(&key.addr).unwrap_or(true) => {
-                        self.forget_metas(&[key.addr]);
-                        Err(ShardError::NotFound { addr: key.addr })
-                    }
-                    Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
-                        self.degraded_group(store, meta, key, e, None).await
-                    }
-                    Err(e) if meta.is_packed() && e.is_stored_damage() => {
-                        self.group_from_lanes(store, meta, key, e).await
-                    }
-                    read => read,
-                }
-            }
+            None => self.group_from_disk(meta, group).await,
             Some(owner) => {
                 let bytes = match self.remote_group(owner, key).await {
                     Ok(bytes) => bytes,
@@ -176,6 +160,35 @@ impl Shard {
                 // Trust boundary: the owner checked it, and so does this shard.
                 self.keep_verified(meta, key, GroupBytes::in_memory(bytes))
             }
+        }
+    }
+
+    /// One whole verified group of an object this shard owns, read from its disk (never
+    /// the cache: how the repair sweep audits its own copy), rebuilt from parity or
+    /// another lane when its block is damaged.
+    pub async fn group_from_disk(
+        &self,
+        meta: &ObjectMeta,
+        group: GroupIndex,
+    ) -> Result<GroupBytes, ShardError> {
+        let key = GroupKey {
+            addr: meta.addr(),
+            group,
+        };
+        let store = self.local_store(&key.addr)?;
+        match self.disk_group(store, meta, key).await {
+            // Evicted since its metadata was loaded: a miss, not damage.
+            Err(_) if !store.contains(&key.addr).unwrap_or(true) => {
+                self.forget_metas(&[key.addr]);
+                Err(ShardError::NotFound { addr: key.addr })
+            }
+            Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
+                self.degraded_group(store, meta, key, e, None).await
+            }
+            Err(e) if meta.is_packed() && e.is_stored_damage() => {
+                self.group_from_lanes(store, meta, key, e).await
+            }
+            read => read,
         }
     }
 

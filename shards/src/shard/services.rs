@@ -96,7 +96,7 @@ async fn repair(shard: std::rc::Weak<Shard>, wakes: LocalReceiver<()>, stop: Sto
 /// The evicter (`evict.rs`): keeps the evictable copies within the shard's share of
 /// `fetched_bytes_max`. Woken once at start and after each index commit that stored
 /// evictable copies.
-fn evicter(shard: &Rc<Shard>, stop: StopSignal) -> Evicter {
+pub(super) fn evicter(shard: &Rc<Shard>, stop: StopSignal) -> Evicter {
     let weak = Rc::downgrade(shard);
     let forget: Forget = Rc::new(move |addrs| {
         let shard = weak.clone();

@@ -2,10 +2,14 @@
 //! (`upload.rs` hashes and stages it) and is committed on the owner of its address
 //! (`commit.rs`'s group commit), forwarded over the mesh when that is another shard.
 
+use std::rc::Rc;
+
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
 
 use crate::commit::CommitOutcome;
 use crate::error::ShardError;
+use crate::lifecycle::StopSignal;
 use crate::mesh::{MeshOp, MeshReply};
 use crate::record::Retention;
 use crate::shard::state::{mesh_confused, Shard};
@@ -56,6 +60,27 @@ impl Shard {
         }
         let store = self.local_store(addr)?;
         self.commits.demote(store, addr).await
+    }
+
+    /// Removes the copy of `addr` this shard holds, kept or not, so that a verified copy
+    /// can be fetched in its place: for a copy found damaged beyond what its parity can
+    /// rebuild. It is made evictable first (durable), then evicted as the evicter would
+    /// (its record, every shard's cached metadata, its files). `false`: not held here, or
+    /// a commit, eviction or repair of it is under way (the caller asks again later).
+    pub async fn discard_damaged(self: &Rc<Self>, addr: &Address) -> Result<bool, ShardError> {
+        if self.owner(addr).is_some() {
+            return Ok(false);
+        }
+        let store = self.local_store(addr)?.clone();
+        self.commits.demote(&store, addr).await?;
+        let evicter = super::services::evicter(self, StopSignal::default());
+        let discarded = evicter.discard(&store, *addr).await?;
+        // The open files of the removed copy: the copy fetched next takes their names.
+        self.files.forget(addr, store.dir_count());
+        if discarded {
+            StorageCounters::add(&self.metrics.damaged_copies_discarded, 1);
+        }
+        Ok(discarded)
     }
 
     pub(super) async fn commit_local(
