@@ -33,6 +33,11 @@
 //! on-disk layout, its encoding and decoding, and the per-record checks live in
 //! `store/layout.rs`.
 //!
+//! A provider's addresses are never what its record claims: the IP its connection came
+//! from with the TCP ports it claims (`ProviderStore::peer_connected` tells the store
+//! each peer's IP), so a record cannot make this node hand out a third host; a record
+//! from a peer with no connection left keeps no address.
+//!
 //! `provided()` — the trait's walk over our own records, used only by libp2p-kad's
 //! built-in republish job — yields nothing: that job collects every record into memory
 //! and runs one lookup per key, so it is disabled (`set_provider_publication_interval(None)`)
@@ -41,7 +46,8 @@
 mod layout;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -52,6 +58,7 @@ use libp2p::kad::{ProviderRecord, Record, RecordKey};
 use libp2p::PeerId;
 
 use crate::error::DhtError;
+use crate::node::address::identified_addresses;
 use layout::{
     decode_provided, decode_provider, encode_provider_value, expiry_ms, provided_db_key,
     providers_db_key, providers_db_prefix, record_flaw, DISTANCE_KEY_BYTES, PUBLISHED_NEVER_MS,
@@ -111,6 +118,9 @@ pub struct ProviderStore {
     expire_from: Option<Vec<u8>>,
     counters: StoreCounters,
     path: PathBuf,
+    /// The IP each connected peer's connection came from (the DHT thread keeps it
+    /// current; bounded by its connection limits).
+    peer_ips: HashMap<PeerId, IpAddr>,
 }
 
 impl ProviderStore {
@@ -149,7 +159,18 @@ impl ProviderStore {
             expire_from: None,
             counters: StoreCounters::default(),
             path: dir.to_path_buf(),
+            peer_ips: HashMap::new(),
         })
+    }
+
+    /// `peer` is connected from `ip`: where its records say it is from now on.
+    pub fn peer_connected(&mut self, peer: PeerId, ip: IpAddr) {
+        self.peer_ips.insert(peer, ip);
+    }
+
+    /// `peer`'s last connection closed.
+    pub fn peer_disconnected(&mut self, peer: &PeerId) {
+        self.peer_ips.remove(peer);
     }
 
     pub fn counters(&self) -> StoreCounters {
@@ -485,7 +506,7 @@ impl RecordStore for ProviderStore {
         std::iter::empty()
     }
 
-    fn add_provider(&mut self, record: ProviderRecord) -> Result<(), RecordStoreError> {
+    fn add_provider(&mut self, mut record: ProviderRecord) -> Result<(), RecordStoreError> {
         if record.provider == self.local {
             return self
                 .provide(std::slice::from_ref(&record.key))
@@ -495,6 +516,10 @@ impl RecordStore for ProviderStore {
                     RecordStoreError::MaxProvidedKeys
                 });
         }
+        record.addresses = match self.peer_ips.get(&record.provider) {
+            Some(ip) => identified_addresses(*ip, &record.addresses),
+            None => Vec::new(),
+        };
         self.add_others_record(record)
     }
 
@@ -605,6 +630,7 @@ mod tests {
         {
             let mut store = ProviderStore::open(&dir, PeerId::random(), limits).unwrap();
             for p in &peers[..3] {
+                store.peer_connected(*p, "127.0.0.1".parse().unwrap());
                 store
                     .add_provider(others_record(&k, *p, Some(Duration::from_secs(60))))
                     .unwrap();
@@ -648,6 +674,41 @@ mod tests {
             found[0].addresses,
             vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_providers_address_is_its_connections_ip_never_the_one_it_claims() {
+        let dir = scratch("claimed");
+        let mut store =
+            ProviderStore::open(&dir, PeerId::random(), StoreLimits::default()).unwrap();
+        let (connected, gone) = (PeerId::random(), PeerId::random());
+        store.peer_connected(connected, "127.0.0.9".parse().unwrap());
+        store.peer_connected(gone, "127.0.0.10".parse().unwrap());
+        store.peer_disconnected(&gone);
+        let claiming = |provider| ProviderRecord {
+            addresses: vec![
+                "/ip4/192.0.2.7/tcp/4001".parse().unwrap(),
+                "/dns4/example.com/tcp/4002".parse().unwrap(),
+            ],
+            ..others_record(&key(3), provider, None)
+        };
+        store.add_provider(claiming(connected)).unwrap();
+        store.add_provider(claiming(gone)).unwrap();
+        store.flush().unwrap();
+        let found = store.providers(&key(3));
+        let addresses_of = |peer| {
+            found
+                .iter()
+                .find(|r| r.provider == peer)
+                .map(|r| r.addresses.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            addresses_of(connected),
+            vec!["/ip4/127.0.0.9/tcp/4001".parse::<Multiaddr>().unwrap()]
+        );
+        assert!(addresses_of(gone).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -29,6 +29,9 @@ const JS_TIMEOUT_S: u64 = 120;
 /// How long the JS peer may take to report all its steps (each step has its own 20 s).
 const JS_STEPS: Duration = Duration::from_secs(90);
 const NODE_MAJOR_MIN: u32 = 20;
+/// An address the JS peer claims in its provider records and identify answers but
+/// does not connect from (TEST-NET-1).
+const CLAIMED_IP: &str = "192.0.2.7";
 
 fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/js-libp2p")
@@ -269,6 +272,9 @@ fn a_js_libp2p_peer_finds_ron_providers_and_provides_to_ron() {
             hex(&offered),
             "--timeout".into(),
             JS_TIMEOUT_S.to_string(),
+            // A host it does not connect from: ron must never hand it out.
+            "--claim".into(),
+            format!("/ip4/{CLAIMED_IP}/tcp/4001"),
         ],
         &nodes[0].log_dir,
     );
@@ -338,6 +344,38 @@ fn a_js_libp2p_peer_finds_ron_providers_and_provides_to_ron() {
     assert!(found["oap"].is_null(), "{found}");
     assert_eq!(found["local"], false, "{found}");
 
+    // A second JS peer, dialing node 2 only, finds the first as the key's provider —
+    // at the IP its connection came from, never at the host its records and identify
+    // answers claim (a provider cannot point others at a third host).
+    let other = Address::of(format!("second peer, {:?}", Instant::now()).as_bytes());
+    let mut second = JsPeer::start(
+        &[
+            "--bootstrap".into(),
+            format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", ports[2], ids[2]),
+            "--find".into(),
+            hex(&offered),
+            "--provide".into(),
+            hex(&other),
+            "--timeout".into(),
+            JS_TIMEOUT_S.to_string(),
+        ],
+        &nodes[2].log_dir,
+    );
+    let deadline = Instant::now() + JS_STEPS;
+    let providers = second.step("providers", deadline);
+    assert!(
+        strings(&providers["found"]).contains(&js_id),
+        "the second JS peer finds the first providing {offered}: {providers}"
+    );
+    let handed_out = strings(&providers["addrs"][js_id.as_str()]);
+    assert!(!handed_out.is_empty(), "{providers}");
+    assert!(
+        handed_out
+            .iter()
+            .all(|a| a.starts_with("/ip4/127.0.0.1/tcp/")),
+        "a claimed host ({CLAIMED_IP}) handed out: {providers}"
+    );
+    second.finish(Duration::from_secs(10));
     js.finish(Duration::from_secs(10));
     eprintln!(
         "libp2p interop: npm set-up {prepared:?}, JS steps {js_steps:?}, whole test {:?}; \

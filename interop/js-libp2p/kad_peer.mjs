@@ -2,10 +2,13 @@
 //
 //   node kad_peer.mjs --bootstrap /ip4/127.0.0.1/tcp/P/p2p/ID [--bootstrap ...]
 //                     --find <b3 hex> --provide <b3 hex> [--timeout <seconds>]
+//                     [--claim <multiaddr>]
 //
 // It dials the bootstrap peers (TCP + noise + yamux), waits for their identify answers,
 // pings them, waits until they are in its Kademlia routing table, looks up the
-// providers of --find, provides --provide, then stays up (so ron can reach it) until
+// providers of --find (and the addresses peers hand out for them), provides --provide
+// (its records and identify answers also claiming --claim, an address it does not listen
+// on), then stays up (so ron can reach it) until
 // stdin closes or --timeout seconds have passed since start. One JSON line per step on
 // stdout; a failed step prints {"step":"error",...} and exits 1. libp2p's own logs go
 // to stderr with DEBUG=libp2p:* as usual.
@@ -45,7 +48,7 @@ function emit (line) {
 }
 
 function parseArgs (argv) {
-  const args = { bootstrap: [], find: null, provide: null, timeout: 60 }
+  const args = { bootstrap: [], find: null, provide: null, timeout: 60, claim: [] }
   for (let i = 0; i < argv.length; i++) {
     const value = argv[i + 1]
     switch (argv[i]) {
@@ -53,6 +56,7 @@ function parseArgs (argv) {
       case '--find': args.find = value; i++; break
       case '--provide': args.provide = value; i++; break
       case '--timeout': args.timeout = Number(value); i++; break
+      case '--claim': args.claim.push(value); i++; break
       default: throw new Error(`unknown argument ${argv[i]}`)
     }
   }
@@ -138,12 +142,17 @@ async function run (args, node) {
 
   const wanted = cidOf(args.find)
   const found = new Set()
+  const addrs = {}
   for await (const event of dht.findProviders(wanted, { signal: AbortSignal.timeout(STEP_MS) })) {
     if (event.name === 'PROVIDER') {
-      for (const provider of event.providers) found.add(provider.id.toString())
+      for (const provider of event.providers) {
+        const id = provider.id.toString()
+        found.add(id)
+        addrs[id] = [...new Set([...(addrs[id] ?? []), ...provider.multiaddrs.map(String)])]
+      }
     }
   }
-  emit({ step: 'providers', cid: wanted.toString(), found: [...found] })
+  emit({ step: 'providers', cid: wanted.toString(), found: [...found], addrs })
 
   const offered = cidOf(args.provide)
   const sentTo = new Set()
@@ -172,7 +181,7 @@ async function main () {
 
   const node = await createLibp2p({
     start: false,
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'], appendAnnounce: args.claim },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],

@@ -60,7 +60,7 @@ pub(super) fn tcp_socket(addr: &Multiaddr) -> Option<SocketAddr> {
 /// Where a peer that reached us on `ip` listens, from the listen addresses its identify
 /// answer claims: the connection's IP with each distinct TCP port claimed, at most
 /// [`IDENTIFIED_ADDRESSES_MAX`] (a claimed IP is never taken).
-pub(super) fn identified_addresses(ip: IpAddr, claimed: &[Multiaddr]) -> Vec<Multiaddr> {
+pub(crate) fn identified_addresses(ip: IpAddr, claimed: &[Multiaddr]) -> Vec<Multiaddr> {
     let mut ports: Vec<u16> = Vec::new();
     for port in claimed
         .iter()

@@ -238,6 +238,7 @@ impl Node {
             } => {
                 self.connections.remove(&connection_id);
                 if num_established == 0 {
+                    self.store().peer_disconnected(&peer_id);
                     self.on_lost(peer_id);
                 }
             }

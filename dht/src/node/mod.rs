@@ -51,7 +51,7 @@
 //! stop   ─▶ leave the loop ─▶ flush store ─▶ the thread ends
 //! ```
 
-mod address;
+pub(crate) mod address;
 mod config;
 mod copies;
 mod event_loop;

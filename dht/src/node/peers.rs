@@ -27,6 +27,7 @@ impl Node {
     ) {
         if let Some(socket) = tcp_socket(endpoint.get_remote_address()) {
             self.connections.insert(connection, socket.ip());
+            self.store().peer_connected(peer, socket.ip());
         }
         self.lost.remove(&peer);
         if endpoint.is_dialer() {
