@@ -117,6 +117,13 @@ pub enum Refusal {
         copies: usize,
         want: usize,
     },
+    #[error("{addr} is stored durably here, but only {copies} of the {want} copies asked for are proven: {unproven} holder(s) answered that they hold it and failed an audit of their copy (a random 64 KiB group, checked against the address)")]
+    CopiesUnproven {
+        addr: Address,
+        copies: usize,
+        want: usize,
+        unproven: usize,
+    },
     #[error("{addr} is stored durably here; {copies} of the {want} copies asked for exist after {waited_ms} ms (the others may follow)")]
     CopiesTimedOut {
         addr: Address,
@@ -168,7 +175,7 @@ impl Refusal {
             GatewayTimeout { .. } => ErrorCode::GatewayTimeout,
             TooManyFetches { .. } => ErrorCode::Overloaded,
             BadCopies { .. } | CopiesOverReplicas { .. } => ErrorCode::BadRequest,
-            TooFewCopies { .. } => ErrorCode::NotReady,
+            TooFewCopies { .. } | CopiesUnproven { .. } => ErrorCode::NotReady,
             CopiesTimedOut { .. } => ErrorCode::GatewayTimeout,
         }
     }

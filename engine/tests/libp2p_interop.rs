@@ -14,12 +14,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use common::js::{prepare_js, JsPeer};
 use common::*;
 use serde_json::Value;
 
@@ -28,176 +25,9 @@ const WAIT: Duration = Duration::from_secs(30);
 const JS_TIMEOUT_S: u64 = 120;
 /// How long the JS peer may take to report all its steps (each step has its own 20 s).
 const JS_STEPS: Duration = Duration::from_secs(90);
-const NODE_MAJOR_MIN: u32 = 20;
 /// An address the JS peer claims in its provider records and identify answers but
 /// does not connect from (TEST-NET-1).
 const CLAIMED_IP: &str = "192.0.2.7";
-
-fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/js-libp2p")
-}
-
-/// Checks Node.js is there and new enough, and installs the locked npm packages when
-/// `node_modules` is missing or older than `package-lock.json`.
-fn prepare_js() {
-    let version = Command::new("node")
-        .arg("--version")
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "this test needs Node.js ≥ {NODE_MAJOR_MIN} and npm on PATH \
-                 (`node --version`: {e}); .ci/run installs them"
-            )
-        });
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
-    let major: u32 = version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        major >= NODE_MAJOR_MIN,
-        "this test needs Node.js ≥ {NODE_MAJOR_MIN} (js-libp2p); `node --version` says {version:?}"
-    );
-    let dir = js_dir();
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let lock =
-        modified(&dir.join("package-lock.json")).expect("interop/js-libp2p/package-lock.json");
-    let installed = modified(&dir.join("node_modules/.package-lock.json"));
-    if installed.is_some_and(|at| at >= lock) {
-        return;
-    }
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("this test needs npm on PATH (`npm ci`: {e})"));
-    assert!(
-        out.status.success(),
-        "npm ci in {} failed ({}):\n{}\n{}",
-        dir.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The running JS peer: its JSON lines as they come, killed (by its own handle) when
-/// dropped, so a failed assertion never leaves it behind.
-struct JsPeer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: PathBuf,
-    seen: Vec<String>,
-}
-
-impl JsPeer {
-    fn start(args: &[String], log_dir: &Path) -> JsPeer {
-        std::fs::create_dir_all(log_dir).unwrap();
-        let stderr = log_dir.join("kad_peer.stderr");
-        let mut child = Command::new("node")
-            .arg("kad_peer.mjs")
-            .args(args)
-            .current_dir(js_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("spawn node kad_peer.mjs");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        JsPeer {
-            child,
-            stdin,
-            lines,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "JS peer's lines so far:\n{}\nits stderr:\n{}",
-            self.seen.join("\n"),
-            std::fs::read_to_string(&self.stderr).unwrap_or_default()
-        )
-    }
-
-    /// The next line whose `step` is `want`, by `deadline`; fails on an `error` line,
-    /// an exit, or the deadline.
-    fn step(&mut self, want: &str, deadline: Instant) -> Value {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match self.lines.recv_timeout(left) {
-                Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("JS peer: no {want:?} step in time.\n{}", self.context())
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().ok();
-                    panic!(
-                        "JS peer exited ({status:?}) before its {want:?} step.\n{}",
-                        self.context()
-                    )
-                }
-            };
-            self.seen.push(line.clone());
-            let Ok(value) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            match value["step"].as_str() {
-                Some(step) if step == want => return value,
-                Some("error") => panic!("JS peer failed.\n{}", self.context()),
-                _ => {}
-            }
-        }
-    }
-
-    /// Closes its stdin (it stops then) and waits, bounded, for a clean exit.
-    fn finish(&mut self, within: Duration) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.flush();
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "JS peer exited {status}.\n{}",
-                    self.context()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "JS peer still running {within:?} after its stdin closed.\n{}",
-                self.context()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for JsPeer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
 
 fn node_id(n: &Node) -> String {
     get(n.admin, "/admin/stats").unwrap().json()["node_id"]
@@ -263,6 +93,7 @@ fn a_js_libp2p_peer_finds_ron_providers_and_provides_to_ron() {
     let offered = Address::of(format!("provided by js-libp2p, {:?}", Instant::now()).as_bytes());
 
     let mut js = JsPeer::start(
+        "kad_peer.mjs",
         &[
             "--bootstrap".into(),
             format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", ports[1], ids[1]),
@@ -300,14 +131,14 @@ fn a_js_libp2p_peer_finds_ron_providers_and_provides_to_ron() {
         identify["kad"], true,
         "identify lists /ron/kad/1.0.0: {identify}"
     );
-    let ping = js.step("ping", deadline);
-    assert!(ping["rtt_ms"].as_f64().is_some(), "{ping}");
     let routing = js.step("routing", deadline);
     assert!(routing["peers"].as_u64().unwrap_or(0) >= 1, "{routing}");
     assert!(
         strings(&routing["ron_peers"]).contains(&ids[1]),
         "{routing}"
     );
+    let ping = js.step("ping", deadline);
+    assert!(ping["rtt_ms"].as_f64().is_some(), "{ping}");
 
     // (2) The storing node found through node 1.
     let providers = js.step("providers", deadline);
@@ -349,6 +180,7 @@ fn a_js_libp2p_peer_finds_ron_providers_and_provides_to_ron() {
     // answers claim (a provider cannot point others at a third host).
     let other = Address::of(format!("second peer, {:?}", Instant::now()).as_bytes());
     let mut second = JsPeer::start(
+        "kad_peer.mjs",
         &[
             "--bootstrap".into(),
             format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", ports[2], ids[2]),

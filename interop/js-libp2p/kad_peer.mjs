@@ -121,8 +121,6 @@ async function run (args, node) {
       kad: info.protocols.includes(KAD_PROTOCOL),
       protocols: info.protocols
     })
-    const rtt = await node.services.ping.ping(peer, { signal: AbortSignal.timeout(STEP_MS) })
-    emit({ step: 'ping', peer: id, rtt_ms: rtt })
   }
 
   // A peer is added once identify says it speaks KAD_PROTOCOL and it answers a ping.
@@ -139,6 +137,14 @@ async function run (args, node) {
     return found.length > 0 ? found : null
   })
   emit({ step: 'routing', peers: dht.routingTable.size, ron_peers: ids })
+
+  // Pinged only now: the routing table pinged each new contact before adding it, and
+  // rust-libp2p's ping answers one ping stream per connection at a time (a second one
+  // at once resets the first, and the routing table then drops the contact).
+  for (const peer of bootstrap) {
+    const rtt = await node.services.ping.ping(peer, { signal: AbortSignal.timeout(STEP_MS) })
+    emit({ step: 'ping', peer: peer.toString(), rtt_ms: rtt })
+  }
 
   const wanted = cidOf(args.find)
   const found = new Set()

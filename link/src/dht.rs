@@ -102,11 +102,13 @@ pub enum ProviderChange {
 }
 
 /// How a wait for copies ended (`PUT ?copies=N`): `copies` counts this node's copy and
-/// every holder that answered `held`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// every holder that answered `held`, which are `held_by` — claims, until an audit of
+/// each holder's copy proves them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopiesMade {
     pub copies: usize,
     pub ended: CopiesEnd,
+    pub held_by: Vec<Provider>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -119,6 +119,7 @@ impl Node {
             reply.send(CopiesMade {
                 copies: 1,
                 ended: CopiesEnd::Busy,
+                held_by: Vec::new(),
             });
             return;
         }
@@ -175,16 +176,18 @@ impl Node {
         let Some(watch) = self.copies.watches.get_mut(addr) else {
             return;
         };
-        let copies = 1 + watch.held;
+        let copies = 1 + watch.held_by.len();
         let all_answered = alone || (watch.asked_yet && watch.answered >= watch.asked);
         let (done, waiting): (Vec<CopiesWaiter>, Vec<CopiesWaiter>) =
             std::mem::take(&mut watch.waiters)
                 .into_iter()
                 .partition(|w| copies >= w.want || all_answered || w.deadline <= now);
         watch.waiters = waiting;
+        let held_by = watch.held_by.clone();
         if watch.waiters.is_empty() {
             self.copies.watches.remove(addr);
         }
+        let held_by: Vec<_> = held_by.iter().map(|peer| self.provider(peer)).collect();
         for waiter in done {
             let ended = if copies >= waiter.want {
                 CopiesEnd::Reached
@@ -193,7 +196,11 @@ impl Node {
             } else {
                 CopiesEnd::TimedOut
             };
-            waiter.reply.send(CopiesMade { copies, ended });
+            waiter.reply.send(CopiesMade {
+                copies,
+                ended,
+                held_by: held_by.clone(),
+            });
         }
     }
 
@@ -214,8 +221,13 @@ impl Node {
         }
     }
 
-    /// A holder's answer for `addrs` (`None`: no answer), counted and told to watches.
-    fn on_copies_answered(&mut self, addrs: &[[u8; 32]], outcomes: Option<Vec<CopyOutcome>>) {
+    /// `peer`'s answer for `addrs` (`None`: no answer), counted and told to watches.
+    fn on_copies_answered(
+        &mut self,
+        peer: PeerId,
+        addrs: &[[u8; 32]],
+        outcomes: Option<Vec<CopyOutcome>>,
+    ) {
         let outcomes = outcomes.unwrap_or_else(|| vec![CopyOutcome::Unanswered; addrs.len()]);
         for (addr, outcome) in addrs.iter().zip(outcomes) {
             self.metrics.copies_asked_total[outcome.index()].fetch_add(1, Ordering::Relaxed);
@@ -223,7 +235,9 @@ impl Node {
                 continue;
             };
             watch.answered += 1;
-            watch.held += usize::from(outcome == CopyOutcome::Held);
+            if outcome == CopyOutcome::Held && !watch.held_by.contains(&peer) {
+                watch.held_by.push(peer);
+            }
             self.settle_watch(addr, Instant::now());
         }
     }
@@ -262,6 +276,7 @@ impl Node {
                     },
             } => self.take_copies(peer, connection_id, request, channel),
             Event::Message {
+                peer,
                 message:
                     Message::Response {
                         request_id,
@@ -273,7 +288,7 @@ impl Node {
                     let mut outcomes = response.outcomes;
                     // A short answer leaves the rest unanswered; a long one is cut.
                     outcomes.resize(addrs.len(), CopyOutcome::Unanswered);
-                    self.on_copies_answered(&addrs, Some(outcomes));
+                    self.on_copies_answered(peer, &addrs, Some(outcomes));
                 }
             }
             Event::OutboundFailure {
@@ -284,7 +299,7 @@ impl Node {
             } => {
                 tracing::debug!(%peer, "dht: /ron/replicate/1 request failed: {error}");
                 if let Some(addrs) = self.copies.asked.remove(&request_id) {
-                    self.on_copies_answered(&addrs, None);
+                    self.on_copies_answered(peer, &addrs, None);
                 }
             }
             Event::InboundFailure { peer, error, .. } => {

@@ -37,6 +37,7 @@ impl Node {
         let lookup = PlacementLookup {
             addr,
             deadline: Instant::now() + Duration::from_millis(deadline_ms),
+            deadline_ms,
             found: None,
             reply,
         };
@@ -79,8 +80,15 @@ impl Node {
         }
     }
 
+    /// The placement among the lookup's peers; none when the lookup had not answered by
+    /// the deadline (a placement of this node alone would name the wrong holders).
     fn answer_placement(&self, lookup: PlacementLookup) {
-        let peers = lookup.found.map(|(peers, _)| peers).unwrap_or_default();
+        let Some((peers, _)) = lookup.found else {
+            lookup
+                .reply
+                .send(Err(ResolveError::Timeout(lookup.deadline_ms)));
+            return;
+        };
         let placement = self.placement_among(&peers);
         let key = distance_key(&record_key(&lookup.addr));
         let holders = placement

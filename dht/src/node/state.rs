@@ -55,6 +55,7 @@ pub(super) struct Resolve {
 pub(super) struct PlacementLookup {
     pub(super) addr: [u8; 32],
     pub(super) deadline: Instant,
+    pub(super) deadline_ms: u64,
     /// The lookup's peers, once it answered, and how long to wait for their greetings.
     pub(super) found: Option<(Vec<PeerId>, Instant)>,
     pub(super) reply: ResolveReply,
@@ -103,8 +104,8 @@ pub(super) struct Watch {
     /// Holders asked (other than this node), since the watch began.
     pub(super) asked: usize,
     pub(super) answered: usize,
-    /// Of those, the ones that answered `held`.
-    pub(super) held: usize,
+    /// Of those, the ones that answered `held` (each once).
+    pub(super) held_by: Vec<PeerId>,
     /// Whether its holders have been asked yet (after its publication).
     pub(super) asked_yet: bool,
     pub(super) waiters: Vec<CopiesWaiter>,

@@ -15,8 +15,8 @@
 //! past its parity). The checker's own copy gets the same audit, read from its disk
 //! rather than its cache; one that fails is checked whole and replaced the same way.
 //! When every holder named proves its copy, a kept copy here that the placement does not
-//! name becomes evictable. Objects are checked one at a time, so a pass costs one lookup
-//! and a few group reads in flight per shard.
+//! name becomes evictable. A shard checks [`SWEEP_CHECKS_AT_ONCE`] objects at a time, so
+//! a pass keeps at most that many lookups and their few group reads in flight.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -26,7 +26,7 @@ use ron_codec::tree::{group_count, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
 use ron_link::counters::FrontCounters;
 use ron_link::dht::{DhtClient, Provider};
-use ron_shards::lifecycle::finished_within;
+use ron_shards::lifecycle::{finished_within, join_all};
 use ron_shards::record::ObjectMeta;
 
 use super::peer::PeerGet;
@@ -34,6 +34,10 @@ use super::ReadThrough;
 
 /// Objects looked at per step of the walk (one read transaction per store).
 const SWEEP_BATCH: usize = 256;
+/// Objects a shard checks at once: their lookups and audits overlap (a lookup is
+/// network round trips, not work), and a shard's share of the DHT thread's lookups
+/// stays small (it takes 256 at once, `RESOLVES_MAX`).
+const SWEEP_CHECKS_AT_ONCE: usize = 8;
 /// The longest a placement lookup may take.
 const PLACEMENT_WAIT_MS: u64 = 5_000;
 /// The longest the holders asked for copies are waited for.
@@ -78,14 +82,16 @@ impl ReadThrough {
                     return;
                 }
             };
-            for addr in kept {
+            for batch in kept.chunks(SWEEP_CHECKS_AT_ONCE) {
                 if self.stop.is_stopped() {
                     return;
                 }
-                FrontCounters::add(&self.metrics().replication_checks, 1);
-                if self.check_copies(dht, addr, replicas).await == Checked::Short {
-                    short += 1;
-                }
+                FrontCounters::add(&self.metrics().replication_checks, batch.len() as u64);
+                let checks = batch
+                    .iter()
+                    .map(|addr| self.check_copies(dht, *addr, replicas));
+                let checked = join_all(checks.collect()).await;
+                short += checked.iter().filter(|c| **c == Checked::Short).count() as u64;
             }
             match next {
                 Some(next) => after = Some(next),
@@ -201,7 +207,13 @@ impl ReadThrough {
     }
 
     /// Whether `holder` sends a random group of its own copy, verified.
-    async fn audit(&self, dht: &DhtClient, holder: &Provider, addr: Address, len: u64) -> bool {
+    pub(crate) async fn audit(
+        &self,
+        dht: &DhtClient,
+        holder: &Provider,
+        addr: Address,
+        len: u64,
+    ) -> bool {
         let Some(oap) = holder.oap else {
             dht.metrics.count_audit("failed");
             return false;

@@ -26,8 +26,8 @@ use std::time::Instant;
 use ron_codec::{Address, ErrorCode};
 use ron_shards::{ObjectMeta, Shard};
 
-use ron_link::dht::{CopiesEnd, DhtClient};
-use ron_shards::lifecycle::finished_within;
+use ron_link::dht::{CopiesEnd, DhtClient, Provider};
+use ron_shards::lifecycle::{finished_within, join_all};
 
 use crate::fetch::{Flight, ReadThrough};
 use crate::limits::COPIES_WAIT;
@@ -127,37 +127,72 @@ impl Service {
     /// Waits until `want` copies of a stored object exist (this node's included): the
     /// DHT thread publishes it at once and asks its holders; the answer is how many
     /// exist, or why fewer do (every holder answered: 503; the wait ran out: 504).
+    ///
+    /// A holder's `held` is a claim: each is audited before it counts. When the claims
+    /// reached `want` but some failed their audit, the wait goes on for that many more
+    /// claims (other holders may still be copying), within the same deadline.
     pub async fn wait_for_copies(&self, addr: Address, want: usize) -> Result<usize, Refusal> {
         let Some(dht) = self.copies.dht.as_ref().filter(|_| want > 1) else {
             return Ok(1);
         };
         let started = Instant::now();
         let waited_ms = || started.elapsed().as_millis() as u64;
-        let wait_ms = COPIES_WAIT.as_millis() as u64;
         let timed_out = |copies| Refusal::CopiesTimedOut {
             addr,
             copies,
             want,
             waited_ms: waited_ms(),
         };
-        let answer = dht
-            .copies_later(*addr.as_bytes(), want, wait_ms)
-            .map_err(|_| timed_out(1))?;
-        // The DHT thread answers by the deadline; a little slack covers its tick.
-        let slack = std::time::Duration::from_millis(1_000);
-        let made = match finished_within(COPIES_WAIT + slack, answer).await {
-            Some(Ok(made)) => made,
-            _ => return Err(timed_out(1)),
-        };
-        match made.ended {
-            CopiesEnd::Reached => Ok(made.copies),
-            CopiesEnd::Fewer => Err(Refusal::TooFewCopies {
-                addr,
-                copies: made.copies,
-                want,
-            }),
-            CopiesEnd::TimedOut | CopiesEnd::Busy => Err(timed_out(made.copies)),
+        let mut claims_wanted = want;
+        loop {
+            let left = COPIES_WAIT.saturating_sub(started.elapsed());
+            let answer = dht
+                .copies_later(*addr.as_bytes(), claims_wanted, left.as_millis() as u64)
+                .map_err(|_| timed_out(1))?;
+            // The DHT thread answers by the deadline; a little slack covers its tick.
+            let slack = std::time::Duration::from_millis(1_000);
+            let made = match finished_within(left + slack, answer).await {
+                Some(Ok(made)) => made,
+                _ => return Err(timed_out(1)),
+            };
+            let copies = 1 + self.proven_holders(dht, addr, &made.held_by).await;
+            let unproven = made.copies - copies;
+            match made.ended {
+                _ if copies >= want => return Ok(copies),
+                CopiesEnd::Reached if started.elapsed() < COPIES_WAIT => {
+                    claims_wanted = want + unproven;
+                }
+                CopiesEnd::Reached | CopiesEnd::Fewer if unproven > 0 => {
+                    return Err(Refusal::CopiesUnproven {
+                        addr,
+                        copies,
+                        want,
+                        unproven,
+                    })
+                }
+                CopiesEnd::Reached | CopiesEnd::Fewer => {
+                    return Err(Refusal::TooFewCopies { addr, copies, want })
+                }
+                CopiesEnd::TimedOut | CopiesEnd::Busy => return Err(timed_out(copies)),
+            }
         }
+    }
+
+    /// How many of `holders` send a random group of their own copy of `addr`, verified
+    /// (audited at once; none without a read-through to audit with).
+    async fn proven_holders(&self, dht: &DhtClient, addr: Address, holders: &[Provider]) -> usize {
+        let (Some(read_through), Ok(meta)) = (&self.read_through, self.shard.meta(&addr).await)
+        else {
+            return 0;
+        };
+        let audits = holders
+            .iter()
+            .map(|holder| read_through.audit(dht, holder, addr, meta.len()));
+        join_all(audits.collect())
+            .await
+            .into_iter()
+            .filter(|proved| *proved)
+            .count()
     }
 
     pub fn shard(&self) -> &Rc<Shard> {

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 pub use ron_codec::Address;
 
+pub mod js;
+
 /// Ports handed out by this test binary: distinct within it (SO_REUSEPORT would let two
 /// nodes share a port otherwise), probed free before use, and below Linux's ephemeral
 /// range (32768 on), where a client connection could take a node's port between a stop

@@ -8,8 +8,9 @@ use ron_codec::Address;
 
 use crate::error::ShardError;
 use crate::ids::ShardIndex;
+use crate::lifecycle::join_all;
 use crate::mesh::{FlightHandler, FlightPart, MeshHandler, MeshOp, MeshReply};
-use crate::shard::state::{join_all, mesh_confused, Shard};
+use crate::shard::state::{mesh_confused, Shard};
 
 impl Shard {
     /// The owner side of the mesh: what this shard answers to another shard's request.

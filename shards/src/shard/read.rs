@@ -15,10 +15,11 @@ use crate::arena::GroupBytes;
 use crate::cache::GroupKey;
 use crate::error::ShardError;
 use crate::ids::ShardIndex;
+use crate::lifecycle::join_all;
 use crate::mesh::{MeshOp, MeshReply};
 use crate::record::ObjectMeta;
 use crate::repair;
-use crate::shard::state::{join_all, mesh_confused, Shard};
+use crate::shard::state::{mesh_confused, Shard};
 use crate::store::{self, Store};
 
 impl Shard {

@@ -154,27 +154,6 @@ impl Shard {
     }
 }
 
-/// Runs `futures` concurrently on this task and returns their outputs in order.
-pub(super) async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                if let std::task::Poll::Ready(done) = future.as_mut().poll(cx) {
-                    *output = Some(done);
-                }
-            }
-        }
-        match outputs.iter().all(Option::is_some) {
-            true => std::task::Poll::Ready(()),
-            false => std::task::Poll::Pending,
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
-
 /// The error for an owner shard that answered a mesh request with another kind of reply.
 pub(super) fn mesh_confused(owner: ShardIndex) -> ShardError {
     ShardError::Mesh {

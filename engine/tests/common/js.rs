@@ -1,0 +1,219 @@
+//! The js-libp2p peers of `interop/js-libp2p` (`kad_peer.mjs`, `liar_peer.mjs`; the npm
+//! packages pinned in its `package-lock.json`): Node.js checked and the packages
+//! installed ([`prepare_js`]), a peer run as a child process whose JSON lines (one per
+//! step, `{"step":...}`) are read as they come ([`JsPeer`]), killed when dropped.
+//!
+//! Needs Node.js ≥ 20 and npm (a test using it fails without them, it does not skip);
+//! when `interop/js-libp2p/node_modules` is missing or older than the lock file,
+//! [`prepare_js`] runs `npm ci` there first.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const NODE_MAJOR_MIN: u32 = 20;
+
+pub fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/js-libp2p")
+}
+
+/// Checks Node.js is there and new enough, and installs the locked npm packages when
+/// `node_modules` is missing or older than `package-lock.json`.
+pub fn prepare_js() {
+    let version = Command::new("node")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "this test needs Node.js ≥ {NODE_MAJOR_MIN} and npm on PATH \
+                 (`node --version`: {e}); .ci/run installs them"
+            )
+        });
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= NODE_MAJOR_MIN,
+        "this test needs Node.js ≥ {NODE_MAJOR_MIN} (js-libp2p); `node --version` says {version:?}"
+    );
+    let dir = js_dir();
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let lock =
+        modified(&dir.join("package-lock.json")).expect("interop/js-libp2p/package-lock.json");
+    let installed = modified(&dir.join("node_modules/.package-lock.json"));
+    if installed.is_some_and(|at| at >= lock) {
+        return;
+    }
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("this test needs npm on PATH (`npm ci`: {e})"));
+    assert!(
+        out.status.success(),
+        "npm ci in {} failed ({}):\n{}\n{}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running JS peer: its JSON lines as they come, killed (by its own handle) when
+/// dropped, so a failed assertion never leaves it behind. Each script ends by itself
+/// too (its `--timeout`, or when its stdin closes).
+pub struct JsPeer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: PathBuf,
+    /// Every line read so far, in order.
+    pub seen: Vec<String>,
+}
+
+impl JsPeer {
+    /// Runs `node <script> <args>` in `interop/js-libp2p`; its stderr goes to
+    /// `<log_dir>/<script>.stderr` (and its lines, once it is dropped, to `<script>.stdout`).
+    pub fn start(script: &str, args: &[String], log_dir: &Path) -> JsPeer {
+        std::fs::create_dir_all(log_dir).unwrap();
+        let stderr = log_dir.join(format!("{script}.stderr"));
+        let mut child = Command::new("node")
+            .arg(script)
+            .args(args)
+            .current_dir(js_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn node {script}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        JsPeer {
+            child,
+            stdin,
+            lines,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn context(&self) -> String {
+        format!(
+            "JS peer's lines so far:\n{}\nits stderr:\n{}",
+            self.seen.join("\n"),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+
+    /// Keeps `line`; its JSON, if it is JSON. Fails on an `error` step.
+    fn take(&mut self, line: String) -> Option<Value> {
+        self.seen.push(line.clone());
+        let value = serde_json::from_str::<Value>(&line).ok()?;
+        if value["step"] == "error" {
+            panic!("JS peer failed.\n{}", self.context());
+        }
+        Some(value)
+    }
+
+    /// The next line whose `step` is `want`, by `deadline`; fails on an `error` line,
+    /// an exit, or the deadline.
+    pub fn step(&mut self, want: &str, deadline: Instant) -> Value {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("JS peer: no {want:?} step in time.\n{}", self.context())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    panic!(
+                        "JS peer exited ({status:?}) before its {want:?} step.\n{}",
+                        self.context()
+                    )
+                }
+            };
+            if let Some(value) = self.take(line) {
+                if value["step"] == want {
+                    return value;
+                }
+            }
+        }
+    }
+
+    /// Takes the lines that came so far without waiting; fails on an `error` line.
+    pub fn drain(&mut self) {
+        loop {
+            match self.lines.try_recv() {
+                Ok(line) => {
+                    self.take(line);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Every line read so far whose `step` is `want`.
+    pub fn steps_seen(&self, want: &str) -> Vec<Value> {
+        self.seen
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|value| value["step"] == want)
+            .collect()
+    }
+
+    /// Closes its stdin (it stops then) and waits, bounded, for a clean exit.
+    pub fn finish(&mut self, within: Duration) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.flush();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "JS peer exited {status}.\n{}",
+                    self.context()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "JS peer still running {within:?} after its stdin closed.\n{}",
+                self.context()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for JsPeer {
+    /// Kills it if it still runs, and leaves its lines beside its stderr
+    /// (`<script>.stdout`) to look at after a failure.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        self.seen.extend(self.lines.try_iter());
+        let _ = std::fs::write(self.stderr.with_extension("stdout"), self.seen.join("\n"));
+    }
+}
