@@ -220,6 +220,7 @@ impl Workload {
                 range,
                 proof: false,
                 local: false,
+                node: None,
             };
             let frame = request
                 .frame(corr_id, 0, bytes::Bytes::new())

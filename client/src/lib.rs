@@ -67,6 +67,9 @@ pub struct Options {
     /// OAP `get` asks for the node's own copy only (`"local":true`: 404, never a
     /// read-through).
     pub local_only: bool,
+    /// With `local_only`: the node id the endpoint must be (`"node"`; another node
+    /// answers 404): an audit cannot be passed by a neighbour's port.
+    pub node: Option<String>,
 }
 
 impl Default for Options {
@@ -78,6 +81,7 @@ impl Default for Options {
             user_agent: format!("ron/{}", env!("CARGO_PKG_VERSION")),
             copies: None,
             local_only: false,
+            node: None,
         }
     }
 }

@@ -233,6 +233,7 @@ impl OapClient {
             }),
             proof: true,
             local: self.options.local_only,
+            node: self.options.node.clone(),
         };
         let frame = request
             .frame(corr_id, self.options.tenant_id, self.capability())

@@ -110,6 +110,21 @@ impl From<InclusiveRange> for [u64; 2] {
     }
 }
 
+/// The longest node id a GET may name (a base58 Ed25519 `PeerId` is 52 bytes).
+pub const NODE_ID_BYTES_MAX: usize = 64;
+
+/// A GET's `node`: base58 characters, at most [`NODE_ID_BYTES_MAX`].
+fn node_id(text: std::borrow::Cow<'_, str>) -> Result<String, Error> {
+    let base58 = |c: char| c.is_ascii_alphanumeric() && !"0OIl".contains(c);
+    if text.is_empty() || text.len() > NODE_ID_BYTES_MAX || !text.chars().all(base58) {
+        return Err(Error::BadMessage {
+            what: "object request",
+            reason: "node must be a node id (1 to 64 base58 characters)",
+        });
+    }
+    Ok(text.into_owned())
+}
+
 /// The operation named by a `REQ|START` frame's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -126,6 +141,11 @@ pub enum ObjectRequest {
         /// nodes send each other (a peer fetch, an audit), so that a GET never cascades.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         local: bool,
+        /// With `local`: the node id (base58 `PeerId`) the asker means to reach; another
+        /// node answers `not_found`, so a peer cannot pass an audit by pointing at a
+        /// neighbour's port (at most [`NODE_ID_BYTES_MAX`] bytes).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     Put {
         len: u64,
@@ -155,6 +175,8 @@ enum ObjectRequestJson<'a> {
         proof: bool,
         #[serde(default)]
         local: bool,
+        #[serde(default, borrow)]
+        node: Option<std::borrow::Cow<'a, str>>,
     },
     Put {
         len: u64,
@@ -182,11 +204,13 @@ impl ObjectRequest {
                 range,
                 proof,
                 local,
+                node,
             } => ObjectRequest::Get {
                 addr: addr(&a)?,
                 range,
                 proof,
                 local,
+                node: node.map(node_id).transpose()?,
             },
             ObjectRequestJson::Put {
                 len,
@@ -542,6 +566,7 @@ mod tests {
             range: Some(InclusiveRange { first: 0, last: 99 }),
             proof: false,
             local: false,
+            node: None,
         };
         let json = serde_json::to_string(&get).unwrap();
         assert_eq!(
@@ -708,5 +733,30 @@ mod tests {
         assert_eq!(HelloRequest::parse(b"").unwrap(), HelloRequest::default());
         let h = HelloRequest::parse(br#"{"ua":"x/1","future":true}"#).unwrap();
         assert_eq!(h.ua.as_deref(), Some("x/1"));
+    }
+
+    #[test]
+    fn a_get_names_a_node_by_its_base58_id_or_is_refused() {
+        let id = "12D3KooWJCFQJPfqrRaNMcwoMQn9n6vEJfmQVw7Qch5VGisrhXtp";
+        let addr = format!("b3:{}", "ab".repeat(32));
+        let parsed = ObjectRequest::parse(
+            format!(r#"{{"op":"get","addr":"{addr}","local":true,"node":"{id}"}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(parsed, ObjectRequest::Get { node: Some(n), .. } if n == id));
+        for bad in [
+            "",
+            "0OIl",
+            "not base58!",
+            &"a".repeat(NODE_ID_BYTES_MAX + 1),
+        ] {
+            let payload = format!(r#"{{"op":"get","addr":"{addr}","node":"{bad}"}}"#);
+            let err = ObjectRequest::parse(payload.as_bytes()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "object request: node must be a node id (1 to 64 base58 characters)",
+                "{bad:?}"
+            );
+        }
     }
 }

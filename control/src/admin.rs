@@ -105,17 +105,18 @@ impl AuditOutcome {
 #[derive(Clone)]
 pub struct Auditor(Arc<AuditFn>);
 
-type AuditFn = dyn Fn(SocketAddr, &Address) -> AuditOutcome + Send + Sync;
+/// Audits the copy of an object held by the node with an id at an OAP address.
+type AuditFn = dyn Fn(SocketAddr, &str, &Address) -> AuditOutcome + Send + Sync;
 
 impl Auditor {
     pub fn new(
-        audit: impl Fn(SocketAddr, &Address) -> AuditOutcome + Send + Sync + 'static,
+        audit: impl Fn(SocketAddr, &str, &Address) -> AuditOutcome + Send + Sync + 'static,
     ) -> Auditor {
         Auditor(Arc::new(audit))
     }
 
-    pub fn audit(&self, node: SocketAddr, addr: &Address) -> AuditOutcome {
-        (self.0)(node, addr)
+    pub fn audit(&self, oap: SocketAddr, node_id: &str, addr: &Address) -> AuditOutcome {
+        (self.0)(oap, node_id, addr)
     }
 }
 

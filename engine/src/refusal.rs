@@ -106,6 +106,9 @@ pub enum Refusal {
     #[error("shard {shard} has {fetches} read-through fetches under way, its most")]
     TooManyFetches { shard: u16, fetches: usize },
 
+    #[error("this node is not {asked}: it answers for its own copies only")]
+    NotThisNode { asked: String },
+
     // --- copies on other nodes (PUT ?copies=N) ---
     #[error("copies must be a whole number from 1 to 16, not {given:?}")]
     BadCopies { given: String },
@@ -157,7 +160,7 @@ impl Refusal {
             TooLarge { .. } => ErrorCode::TooLarge,
             DigestMismatch { .. } => ErrorCode::UploadDigestMismatch,
             LengthRequired => ErrorCode::LengthRequired,
-            NoRoute => ErrorCode::NotFound,
+            NoRoute | NotThisNode { .. } => ErrorCode::NotFound,
             MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             HeadTimeout { .. } => ErrorCode::RequestTimeout,
             ClientFlags { .. } | DuplicateCorrId { .. } | DataWithoutUpload { .. } => {

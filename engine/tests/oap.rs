@@ -101,6 +101,7 @@ fn get_req(addr: Address, corr_id: u64) -> Frame {
             range: None,
             proof: false,
             local: false,
+            node: None,
         },
         corr_id,
     )
@@ -253,6 +254,7 @@ fn put_get_stat_ranges_and_per_request_errors_keep_the_connection() {
         }),
         proof: false,
         local: false,
+        node: None,
     };
     let (status, body, end) = get_on(&mut w, request(&ranged, 4));
     assert_eq!((status, end), (206, 206));
@@ -288,6 +290,7 @@ fn put_get_stat_ranges_and_per_request_errors_keep_the_connection() {
         }),
         proof: false,
         local: false,
+        node: None,
     };
     assert_eq!(get_on(&mut w, request(&past, 20)).0, 416);
     let missing = Address::of(b"missing");
@@ -784,8 +787,48 @@ fn metadata_loads_are_coalesced_and_a_tree_bigger_than_the_cache_is_not_reloaded
         }),
         proof: true,
         local: false,
+        node: None,
     };
     let (status, _, end) = get_on(&mut w, request(&proof_get, 30));
     assert_eq!((status, end), (206, 206));
     assert_eq!(metric(n.admin, "ron_meta_loads_total") - loads_before, 1);
+}
+
+/// An audit names the node it means (`"node"`): a node answers for its own copies only,
+/// so a peer that claims a neighbour's OAP port cannot pass an audit with the
+/// neighbour's copy.
+#[test]
+fn a_get_naming_another_node_is_not_found() {
+    let p2p = free_port().to_string();
+    let n = node(
+        "oap-node-id",
+        &["--shards", "1", "--p2p", &format!("127.0.0.1:{p2p}")],
+    );
+    let stats = get(n.admin, "/admin/stats").unwrap().json();
+    let own = stats["node_id"].as_str().expect("node_id").to_owned();
+    let data = bytes(31, 100_000);
+    let addr = upload(&n, &data);
+    let get_as = |node: &str, corr_id| {
+        request(
+            &ObjectRequest::Get {
+                addr,
+                range: None,
+                proof: true,
+                local: true,
+                node: Some(node.to_owned()),
+            },
+            corr_id,
+        )
+    };
+    let mut w = Wire::open(n.oap);
+    let (status, body, end) = get_on(&mut w, get_as(&own, 1));
+    assert_eq!((status, end), (200, 200));
+    assert!(body == data);
+    let other = "12D3KooWJCFQJPfqrRaNMcwoMQn9n6vEJfmQVw7Qch5VGisrhXtp";
+    assert_ne!(own, other);
+    let (status, _, _) = get_on(&mut w, get_as(other, 2));
+    assert_eq!(
+        status, 404,
+        "another node's audit is not answered with this copy"
+    );
 }

@@ -1,12 +1,13 @@
 //! A liar never counts as a copy. A js-libp2p peer (`interop/js-libp2p/liar_peer.mjs`)
 //! joins three real `ron serve` processes in its own zone: it greets them over
-//! `/ron/provide/2` like a ron node (its libp2p port, a claimed OAP/1 port where nothing
-//! listens, its zone), so their placements name it for about three objects in four, and
+//! `/ron/provide/2` like a ron node (its libp2p port, a claimed OAP/1 port — B's, so
+//! audits sent to "it" reach an honest node that holds the objects, its zone), so their placements name it for about three objects in four, and
 //! it answers `held` to every `/ron/replicate/1` request without fetching a byte. The
 //! test checks (1) that its messages are the ones ron's own encoders and decoders write
 //! and read (no network: `--codec-check`); (2) that ron takes it in — every ron node
 //! learns its zone and OAP port (`/admin/placement` names it), asks it for copies, and
-//! audits it as `failed`, so `rf_observed` leaves it out; (3) that a `PUT ?copies=3`
+//! audits it as `missing` (B answers for its own copies only: every audit names the node
+//! it means), so `rf_observed` leaves it out; (3) that a `PUT ?copies=3`
 //! answer never counts the liar, against the copies ron nodes really hold (`POST
 //! /admin/repair` on each, after the copies under way landed): a 201/200 whose
 //! `"copies"` is that number, or a 503 (504) saying fewer than 3 exist and no more than
@@ -282,8 +283,9 @@ fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
     };
 
     // The liar, in zone z3, dials all three (each learns its zone from its greeting);
-    // it claims an OAP/1 port where nothing listens.
-    let liar_oap = free_port();
+    // it claims B's OAP/1 port: on one host, audits of "the liar" reach B, which holds
+    // many of the objects — and must not answer them as the liar's copies.
+    let liar_oap = nodes[1].oap.port();
     let mut args: Vec<String> = Vec::new();
     for (port, id) in ports.iter().zip(&ids) {
         args.extend([
@@ -357,7 +359,7 @@ fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
             .unwrap();
         assert_eq!(
             (entry["holds"].as_bool(), entry["audit"].as_str()),
-            (Some(false), Some("failed")),
+            (Some(false), Some("missing")),
             "{seen}"
         );
         probed.push((probe, since.elapsed()));
@@ -391,7 +393,8 @@ fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
     let uploaded = started.elapsed();
 
     // The placements, as B sees them: every ron holder named holds a verified copy; the
-    // liar, when named, is audited `failed` and left out of rf_observed.
+    // liar, when named, is audited `missing` (B is not the liar) and left out of
+    // rf_observed.
     let mut placements: Vec<Value> = Vec::new();
     for u in &uploads {
         let mut p = Value::Null;
@@ -419,7 +422,7 @@ fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
                 assert_eq!(h["oap"], liar_oap_addr.as_str(), "{p}");
                 assert_eq!(
                     (h["holds"].as_bool(), h["audit"].as_str()),
-                    (Some(false), Some("failed")),
+                    (Some(false), Some("missing")),
                     "the liar's audit: {p}"
                 );
                 assert_eq!(p["rf_observed"], 2, "the liar left out: {p}");

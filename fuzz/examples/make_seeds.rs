@@ -172,12 +172,14 @@ fn oap_sessions() -> Vec<(&'static str, Vec<u8>)> {
         range: Some(InclusiveRange { first: 2, last: 20 }),
         proof: false,
         local: false,
+        node: None,
     };
     let get_proof = ObjectRequest::Get {
         addr,
         range: None,
         proof: true,
         local: false,
+        node: None,
     };
     let stat = ObjectRequest::Stat { addr };
     let dh = |offset: usize| DataHeader {
@@ -230,6 +232,7 @@ fn oap_sessions() -> Vec<(&'static str, Vec<u8>)> {
                         range: None,
                         proof: false,
                         local: false,
+                        node: None,
                     },
                     9,
                     b"",

@@ -313,7 +313,7 @@ fn audit_holders(
         .iter()
         .map(|holder| {
             let outcome = match holder.oap {
-                Some(oap) => auditor.audit(oap, addr),
+                Some(oap) => auditor.audit(oap, &holder.node_id, addr),
                 None => AuditOutcome::Failed("its OAP/1 address is not known".into()),
             };
             dht.metrics.count_audit(outcome.label());

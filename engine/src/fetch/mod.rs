@@ -590,7 +590,7 @@ impl ReadThrough {
         expect_len: Option<u64>,
     ) -> Attempt {
         let (max, stall) = (self.config.object_bytes_max, self.config.timeout);
-        let open = PeerGet::open(peer, addr, from, expect_len, max, stall);
+        let open = PeerGet::open(peer, None, addr, from, expect_len, max, stall);
         Attempt {
             peer,
             task: glommio::spawn_local(open),

@@ -43,9 +43,11 @@ pub struct PeerGet {
 impl PeerGet {
     /// Connects, asks for groups `from..` of `addr` and verifies the first of them. A
     /// provider that claims a different length than `expect_len` (when one is known) or
-    /// more than `len_max` bytes is refused.
+    /// more than `len_max` bytes is refused. With `node`, the peer must be that node (an
+    /// audit: another node at that address answers `not_found`).
     pub async fn open(
         peer: SocketAddr,
+        node: Option<&str>,
         addr: Address,
         from: u64,
         expect_len: Option<u64>,
@@ -77,7 +79,7 @@ impl PeerGet {
             stall,
             first: None,
         };
-        get.request(addr, from, expect_len).await?;
+        get.request(addr, node, from, expect_len).await?;
         get.expect_hello().await?;
         get.expect_start(addr, from, expect_len, len_max).await?;
         if get.total_len > 0 {
@@ -98,6 +100,7 @@ impl PeerGet {
     async fn request(
         &mut self,
         addr: Address,
+        node: Option<&str>,
         from: u64,
         expect_len: Option<u64>,
     ) -> Result<(), AttemptError> {
@@ -113,6 +116,7 @@ impl PeerGet {
             range,
             proof: true,
             local: true,
+            node: node.map(str::to_owned),
         }
         .frame(GET_CORR_ID, 0, Bytes::new())
         .map_err(|e| self.error(FetchFailure::Protocol, e))?;

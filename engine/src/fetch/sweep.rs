@@ -222,7 +222,8 @@ impl ReadThrough {
         let group = random_below(groups, &addr);
         let stall = self.config.timeout;
         let len_max = len.max(GROUP_LEN_BYTES);
-        let opened = PeerGet::open(oap, addr, group, Some(len), len_max, stall).await;
+        let node = Some(holder.node_id.as_str());
+        let opened = PeerGet::open(oap, node, addr, group, Some(len), len_max, stall).await;
         let outcome = match &opened {
             Ok(_) => "verified",
             Err(e) if PeerGet::says_not_held(e) => "missing",

@@ -29,6 +29,8 @@ pub(super) struct GetRequest {
     pub proof: bool,
     /// Only a copy this node holds (no read-through): what peers ask.
     pub local: bool,
+    /// The node the asker means (an audit): answered `not_found` by any other.
+    pub node: Option<String>,
 }
 
 pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, ticket: Ticket) {
@@ -61,6 +63,11 @@ pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetReques
 /// first of their groups, already verified (a rotten first group is a clean error).
 async fn open(ctx: &OapContext, req: &GetRequest) -> Result<GroupStream, Refusal> {
     // A proof needs the object's whole tree: one being read through is served once stored.
+    if let Some(node) = req.node.as_deref().filter(|id| !ctx.service.is_node(id)) {
+        return Err(Refusal::NotThisNode {
+            asked: node.to_owned(),
+        });
+    }
     let object = if req.local {
         Object::Stored(ctx.service.find_held(&req.addr).await?)
     } else if req.proof {

@@ -309,6 +309,7 @@ impl<S: Transport> Reader<S> {
                 range,
                 proof,
                 local,
+                node,
             } => {
                 let request = GetRequest {
                     corr_id,
@@ -316,6 +317,7 @@ impl<S: Transport> Reader<S> {
                     range,
                     proof,
                     local,
+                    node,
                 };
                 let task = glommio::spawn_local(get::get(ctx, out, request, ticket));
                 self.out.borrow_mut().streams.insert(corr_id, task);

@@ -17,8 +17,8 @@ use ron_control::AuditOutcome;
 /// Longest wait for any read or write of one audit.
 const AUDIT_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub(super) fn audit_copy(node: SocketAddr, addr: &Address) -> AuditOutcome {
-    match audit(node, addr) {
+pub(super) fn audit_copy(node: SocketAddr, node_id: &str, addr: &Address) -> AuditOutcome {
+    match audit(node, node_id, addr) {
         Ok(group) => AuditOutcome::Verified { group },
         Err(ClientError::Server { status: 404, .. }) => AuditOutcome::Missing,
         Err(e) => AuditOutcome::Failed(e.to_string()),
@@ -27,7 +27,7 @@ pub(super) fn audit_copy(node: SocketAddr, addr: &Address) -> AuditOutcome {
 
 /// Asks for the first byte (which says the length, and proves group 0), then for a
 /// random group; returns the group checked.
-fn audit(node: SocketAddr, addr: &Address) -> Result<u64, ClientError> {
+fn audit(node: SocketAddr, node_id: &str, addr: &Address) -> Result<u64, ClientError> {
     let endpoint = Endpoint {
         addr: node.to_string(),
         protocol: Protocol::Oap,
@@ -36,6 +36,7 @@ fn audit(node: SocketAddr, addr: &Address) -> Result<u64, ClientError> {
     let options = Options {
         timeout: AUDIT_TIMEOUT,
         local_only: true,
+        node: Some(node_id.to_owned()),
         ..Options::default()
     };
     let mut client = Client::connect(&endpoint, options)?;

@@ -195,6 +195,14 @@ impl Service {
             .count()
     }
 
+    /// Whether `node_id` names this node (none does off a network: it has no id).
+    pub fn is_node(&self, node_id: &str) -> bool {
+        self.copies
+            .dht
+            .as_ref()
+            .is_some_and(|dht| *dht.node_id == *node_id)
+    }
+
     pub fn shard(&self) -> &Rc<Shard> {
         &self.shard
     }
