@@ -1015,3 +1015,44 @@ fn objects_stored_before_p2p_was_turned_on_are_announced_at_start() {
     seed.stop();
     old.stop();
 }
+
+#[test]
+fn placement_copies_are_paced_at_replication_bytes_per_s() {
+    const RATE: u64 = 256 * 1024;
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
+            flags.extend([
+                "--zone".into(),
+                format!("z{i}"),
+                "--replicas".into(),
+                "2".into(),
+            ]);
+            if i == 1 {
+                flags.extend(["--replication-bytes-per-s".into(), RATE.to_string()]);
+            }
+            start(&temp_dir(&format!("paced-{i}")), &flags)
+        })
+        .collect();
+    wait_for("A knows B", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 1
+    });
+    // 1 MiB: B may take the first group at once, and each of the other 15 only once the
+    // ones before it are paid for at 256 KiB/s — 3.75 s at least.
+    let data = bytes(61, 1 << 20);
+    let started = std::time::Instant::now();
+    let r = put(nodes[0].http, "/o?copies=2", &data, "");
+    let took = started.elapsed();
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["copies"], 2);
+    assert!(
+        took >= Duration::from_millis(3_700),
+        "B pulled 1 MiB in {took:?}"
+    );
+    assert_eq!(
+        metric(nodes[1].admin, "ron_replication_bytes_total"),
+        1 << 20
+    );
+    assert!(holds(&nodes[1], &Address::of(&data)));
+}

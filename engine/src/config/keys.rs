@@ -437,6 +437,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.peer_dead_ms, num, v),
     },
     Key {
+        key: "replication_bytes_per_s",
+        flag: "replication-bytes-per-s",
+        value: "SIZE",
+        default: Some("100MiB"),
+        help: "bytes of placement copies (after uploads, repair, joins) this node pulls per second, at most; 0 = unpaced",
+        apply: |c, v| set(&mut c.replication_bytes_per_s, size, v),
+    },
+    Key {
         key: "zone",
         flag: "zone",
         value: "NAME",

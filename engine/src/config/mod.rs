@@ -123,6 +123,9 @@ pub struct Config {
     /// How long a peer that stopped answering still counts as a holder before the
     /// placement names another (0: as soon as lookups stop finding it).
     pub peer_dead_ms: u64,
+    /// Bytes of placement copies (after an upload, repair, a join) this node pulls per
+    /// second, at most, split evenly over its shards (0: unpaced).
+    pub replication_bytes_per_s: u64,
     /// Read-through: bytes of fetched copies kept (evicted oldest first past it); 0
     /// until resolved means "auto" (`disk::auto_fetched_bytes`).
     pub fetched_bytes_max: u64,
@@ -309,6 +312,7 @@ impl Config {
             fetch_hedge_ms: 0,
             replication_interval_ms: 0,
             peer_dead_ms: 0,
+            replication_bytes_per_s: 0,
             fetched_bytes_max: 0,
             replicas: 0,
             zone: None,

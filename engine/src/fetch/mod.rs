@@ -64,6 +64,7 @@ use ron_codec::Address;
 use ron_link::counters::{FetchFailure, FrontCounters};
 use ron_link::dht::{DhtClient, PullMailbox, PullOutcome};
 use ron_shards::lifecycle::{finished_within, StopSignal};
+use ron_shards::scrub::Pacer;
 use ron_shards::Shard;
 
 pub use flight::{Failure, Flight, GroupAt, Outcome};
@@ -114,6 +115,9 @@ pub struct FetchConfig {
     pub flights_max: usize,
     /// This node's zone: providers in it are asked first (the others after the hedge).
     pub zone: Option<String>,
+    /// This shard's share of `replication_bytes_per_s`: the bytes of placement copies
+    /// it pulls per second, at most (0: unpaced).
+    pub copy_bytes_per_s: u64,
 }
 
 /// A shard's read-through: where to fetch from and the fetches under way.
@@ -130,6 +134,8 @@ pub struct ReadThrough {
     stop: StopSignal,
     /// Fetch and follow tasks running (each ends by itself, or at a stop).
     running: Rc<Cell<usize>>,
+    /// Spaces the groups of placement copies (`copy_bytes_per_s`; none: unpaced).
+    copy_pacer: RefCell<Option<Pacer>>,
 }
 
 impl ReadThrough {
@@ -147,10 +153,14 @@ impl ReadThrough {
                 counters,
                 dht,
                 origin,
-                config,
                 flights: RefCell::default(),
                 stop: StopSignal::default(),
                 running: Rc::default(),
+                copy_pacer: RefCell::new(
+                    (config.copy_bytes_per_s > 0)
+                        .then(|| Pacer::new(config.copy_bytes_per_s, Instant::now())),
+                ),
+                config,
             })
         })
     }
@@ -463,6 +473,7 @@ impl ReadThrough {
             FrontCounters::add(&self.metrics().fetch_bytes, group.len() as u64);
             if flight.keep.get() {
                 FrontCounters::add(&self.metrics().replication_bytes, group.len() as u64);
+                self.pace_copy(group.len() as u64).await;
             }
             flight.push(group.clone());
             if let Err(e) = upload.write(&group).await {
@@ -477,6 +488,19 @@ impl ReadThrough {
             return Err(Streamed::Partly);
         }
         Ok(())
+    }
+
+    /// Holds a placement copy's transfer back (the sender waits on TCP's window) until
+    /// its last group is paid for at `copy_bytes_per_s`, so repair after a loss cannot
+    /// take a node's whole link; a stop ends the wait.
+    async fn pace_copy(&self, bytes: u64) {
+        let delay = match self.copy_pacer.borrow_mut().as_mut() {
+            Some(pacer) => pacer.delay(bytes, Instant::now()),
+            None => return,
+        };
+        if !delay.is_zero() {
+            self.stop.sleep(delay).await;
+        }
     }
 
     /// Finishes a fetched object's upload and commits it (durable before it returns).

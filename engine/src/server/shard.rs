@@ -275,6 +275,9 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
             object_bytes_max: config.object_bytes_max,
             flights_max: limits::FETCHES_PER_SHARD_MAX,
             zone: config.zone.clone(),
+            copy_bytes_per_s: config
+                .replication_bytes_per_s
+                .div_ceil(u64::from(start.routing.shard_count())),
         },
     );
     if let Some(read_through) = &read_through {
