@@ -256,13 +256,17 @@ fn a_tenant_busy_on_one_shard_gets_its_limit_there_after_a_rebalance() {
     let mut conn = connect(n.http);
     let mut pending = Vec::new();
     let mut admitted = 0;
+    let burst_started = Instant::now();
     while get_as(&mut conn, &mut pending, "steady").status == 404 {
         admitted += 1;
         assert!(admitted < 100, "the bucket never ran out");
     }
+    // Half of the burst (20), plus what the shard's half of the rate (20/s) refilled
+    // while the requests ran: a loaded machine runs them slower.
+    let refilled = (20.0 * burst_started.elapsed().as_secs_f64()).ceil() as u32;
     assert!(
-        (19..=22).contains(&admitted),
-        "half of the burst first: {admitted}"
+        (19..=22 + refilled).contains(&admitted),
+        "half of the burst first: {admitted} ({refilled} refilled meanwhile)"
     );
     // Keep asking for 3 s; the shares follow the demand within a period or two.
     let started = Instant::now();

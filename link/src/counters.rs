@@ -349,6 +349,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 29 + 26);
+        assert_eq!(seen.len(), 30 + 26);
     }
 }
