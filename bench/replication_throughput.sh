@@ -46,9 +46,11 @@ start() { # node, bootstrap node or -, replicas, zone
   pids+=($!)
   for _ in $(seq 1 3000); do curl -fs "$(admin "$1")/readyz" >/dev/null && return; sleep 0.01; done
 }
-upload_all() { # node
+upload_all() { # node: one answer file per upload (parallel writes to one pipe interleave)
+  mkdir -p "$dir/up$1"
   seq 1 "$OBJECTS" | xargs -P 8 -I{} sh -c \
-    "head -c $SIZE /dev/urandom | curl -fs -T - http://127.0.0.1:$(port "$1" 0)/o; echo"
+    "head -c $SIZE /dev/urandom | curl -fs -T - http://127.0.0.1:$(port "$1" 0)/o >$dir/up$1/{}"
+  cat "$dir/up$1"/* | grep -o '"obj":"b3:[0-9a-f]*"' | cut -d'"' -f4
 }
 
 start 0 - 2 z0
@@ -66,7 +68,7 @@ echo "copies: objects=$OBJECTS size=$SIZE rate=$RATE upload_s=$(echo "$t1 - $t0"
 start 2 - 1 z0
 start 3 2 1 z1
 until [ "$(metric 2 ron_dht_routing_table_peers)" -ge 1 ]; do sleep 0.2; done
-upload_all 2 | sed -n 's/.*"obj":"\(b3:[0-9a-f]*\)".*/\1/p' >"$dir/addrs"
+upload_all 2 >"$dir/addrs"
 # Read through D once every address is announced (published to D by C).
 until [ "$(metric 2 ron_dht_keys_published_total)" -ge "$OBJECTS" ]; do sleep 0.2; done
 t3=$(now)
