@@ -9,7 +9,9 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
 use crate::error::DhtError;
-use crate::node::config::IDENTIFIED_ADDRESSES_MAX;
+
+/// Listen addresses taken from one identify answer (a peer may claim many).
+const IDENTIFIED_ADDRESSES_MAX: usize = 4;
 
 /// Parses a `--peer`: `HOST:PORT` (an IP address) or a multiaddr such as
 /// `/ip4/10.0.0.2/tcp/4001/p2p/12D3Koo…`.

@@ -20,8 +20,6 @@ pub const STOP_WAIT_MS: u64 = 5_000;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ron/kad/1.0.0");
 /// What identify says this node speaks (`/ipfs/id/1.0.0`'s `protocolVersion`).
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/ron/1.0.0";
-/// Listen addresses taken from one identify answer (a peer may claim many).
-pub(super) const IDENTIFIED_ADDRESSES_MAX: usize = 4;
 /// libp2p ping on every connection this often (its answer within 20 s, libp2p's default).
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// A peer whose last ping answer is older than this is not counted alive.
