@@ -30,14 +30,6 @@ fn start(dir: &std::path::Path, flags: &[String]) -> Node {
     Node::start(dir, &flags)
 }
 
-fn node_id(n: &Node) -> String {
-    let stats = get(n.admin, "/admin/stats").unwrap().json();
-    stats["node_id"]
-        .as_str()
-        .expect("node_id in /admin/stats")
-        .to_string()
-}
-
 fn providers(n: &Node, addr: &Address) -> serde_json::Value {
     let r = get(n.admin, &format!("/resolve?hash={addr}")).unwrap();
     assert_eq!(r.status, 200, "{r:?}");
@@ -211,31 +203,6 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
     );
     for n in &mut nodes[1..] {
         n.stop();
-    }
-}
-
-/// Whether `n` holds `addr` itself: the owner shard reads and checks every block of it
-/// (`POST /admin/repair`: 200 healthy; 404 when it does not hold it). A shard's
-/// operator inbox holds 8 requests: a full one (503) is asked again.
-fn holds(n: &Node, addr: &Address) -> bool {
-    let raw = format!(
-        "POST /admin/repair/{addr} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    let mut r = request(n.admin, raw.as_bytes()).unwrap();
-    for _ in 0..40 {
-        if r.status != 503 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        r = request(n.admin, raw.as_bytes()).unwrap();
-    }
-    match r.status {
-        200 => {
-            assert_eq!(r.json()["outcome"], "healthy", "{r:?}");
-            true
-        }
-        404 => false,
-        _ => panic!("repair probe of {addr}: {r:?}"),
     }
 }
 

@@ -29,20 +29,6 @@ const JS_STEPS: Duration = Duration::from_secs(90);
 /// does not connect from (TEST-NET-1).
 const CLAIMED_IP: &str = "192.0.2.7";
 
-fn node_id(n: &Node) -> String {
-    get(n.admin, "/admin/stats").unwrap().json()["node_id"]
-        .as_str()
-        .expect("node_id in /admin/stats")
-        .to_string()
-}
-
-fn hex(addr: &Address) -> String {
-    addr.to_string()
-        .strip_prefix("b3:")
-        .expect("b3:<hex>")
-        .to_string()
-}
-
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {

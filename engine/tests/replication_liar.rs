@@ -56,37 +56,6 @@ fn from_hex(text: &Value) -> Vec<u8> {
         .collect()
 }
 
-fn hex(addr: &Address) -> String {
-    addr.to_string()
-        .strip_prefix("b3:")
-        .expect("b3:<hex>")
-        .to_string()
-}
-
-fn node_id(n: &Node) -> String {
-    get(n.admin, "/admin/stats").unwrap().json()["node_id"]
-        .as_str()
-        .expect("node_id in /admin/stats")
-        .to_string()
-}
-
-/// Whether `n` holds `addr` itself: the owner shard reads and checks every block of it
-/// (`POST /admin/repair`: 200 healthy; 404 when it does not hold it). As in dht.rs.
-fn holds(n: &Node, addr: &Address) -> bool {
-    let raw = format!(
-        "POST /admin/repair/{addr} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    let r = request(n.admin, raw.as_bytes()).unwrap();
-    match r.status {
-        200 => {
-            assert_eq!(r.json()["outcome"], "healthy", "{r:?}");
-            true
-        }
-        404 => false,
-        _ => panic!("repair probe of {addr}: {r:?}"),
-    }
-}
-
 fn placement(n: &Node, addr: &Address) -> Value {
     let r = get(n.admin, &format!("/admin/placement?hash={addr}")).unwrap();
     assert_eq!(r.status, 200, "{r:?}");

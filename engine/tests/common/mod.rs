@@ -623,3 +623,44 @@ pub fn assert_parity_intact(n: &Node, addr: &Address, data: &[u8], k: u8, m: u8)
         );
     }
 }
+
+pub fn node_id(n: &Node) -> String {
+    let stats = get(n.admin, "/admin/stats").unwrap().json();
+    stats["node_id"]
+        .as_str()
+        .expect("node_id in /admin/stats")
+        .to_string()
+}
+
+/// Whether `n` holds `addr` itself: the owner shard reads and checks every block of it
+/// (`POST /admin/repair`: 200 healthy; 404 when it does not hold it). A shard's
+/// operator inbox holds 8 requests: a full one (503) is asked again.
+pub fn holds(n: &Node, addr: &Address) -> bool {
+    let raw = format!(
+        "POST /admin/repair/{addr} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let mut r = request(n.admin, raw.as_bytes()).unwrap();
+    for _ in 0..40 {
+        if r.status != 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        r = request(n.admin, raw.as_bytes()).unwrap();
+    }
+    match r.status {
+        200 => {
+            assert_eq!(r.json()["outcome"], "healthy", "{r:?}");
+            true
+        }
+        404 => false,
+        _ => panic!("repair probe of {addr}: {r:?}"),
+    }
+}
+
+/// An address's hex digits, without `b3:` (what libp2p peers are given).
+pub fn hex(addr: &Address) -> String {
+    addr.to_string()
+        .strip_prefix("b3:")
+        .expect("b3:<hex>")
+        .to_string()
+}
