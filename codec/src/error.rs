@@ -34,6 +34,8 @@ pub enum ErrorCode {
     RequestTimeout,
     /// 411: a PUT/POST body with neither Content-Length nor chunked (project addition).
     LengthRequired,
+    /// 412: an `If-Match` no ETag of the object satisfies (project addition).
+    PreconditionFailed,
     /// 413: frame, body or inflate bound exceeded.
     TooLarge,
     /// 416: a range wholly outside the object.
@@ -64,7 +66,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every variant, for exhaustive tests and documentation tables.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::BadRequest,
         ErrorCode::BadFrame,
         ErrorCode::BadVersion,
@@ -76,6 +78,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::RequestTimeout,
         ErrorCode::LengthRequired,
+        ErrorCode::PreconditionFailed,
         ErrorCode::TooLarge,
         ErrorCode::RangeNotSatisfiable,
         ErrorCode::OverQuota,
@@ -104,6 +107,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::LengthRequired => 411,
+            ErrorCode::PreconditionFailed => 412,
             ErrorCode::TooLarge => 413,
             ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::OverQuota => 429,
@@ -136,6 +140,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::LengthRequired => "length_required",
+            ErrorCode::PreconditionFailed => "precondition_failed",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::OverQuota => "over_quota",
@@ -369,6 +374,12 @@ mod tests {
                 ErrorCode::RangeNotSatisfiable,
                 416,
                 "range_not_satisfiable",
+                false,
+            ),
+            (
+                ErrorCode::PreconditionFailed,
+                412,
+                "precondition_failed",
                 false,
             ),
             (ErrorCode::OverQuota, 429, "over_quota", true),

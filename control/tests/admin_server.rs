@@ -150,7 +150,7 @@ fn a_trickling_client_neither_delays_probes_nor_outlives_the_head_deadline() {
     });
     for _ in 0..3 {
         let asked = Instant::now();
-        let raw = b"GET /healthz HTTP/1.1\r\n\r\n";
+        let raw = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
         let (status, body) = ask(server.addr, raw, Duration::from_secs(1)).unwrap();
         assert_eq!((status, body.as_str()), (200, "ok\n"));
         assert!(asked.elapsed() < Duration::from_secs(1));
@@ -187,13 +187,13 @@ fn past_the_connection_cap_a_client_gets_503_at_once() {
 #[test]
 fn heads_over_the_limit_or_malformed_get_400_and_tokens_guard_the_rest() {
     let server = Server::start(1, Some("s3cret"));
-    let mut huge = b"GET /healthz HTTP/1.1\r\nX-Pad: ".to_vec();
+    let mut huge = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: ".to_vec();
     huge.resize(ADMIN_HEAD_BYTES_MAX + 100, b'a');
     let (status, body) = ask(server.addr, &huge, Duration::from_secs(5)).unwrap();
     assert_eq!(status, 400, "{body}");
     assert_eq!(get(server.addr, "/version").0, 401);
     assert_eq!(get(server.addr, "/readyz").0, 200);
-    let raw = b"GET /version HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n";
+    let raw = b"GET /version HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer s3cret\r\n\r\n";
     let (status, body) = ask(server.addr, raw, Duration::from_secs(5)).unwrap();
     assert_eq!(
         (status, body.as_str()),

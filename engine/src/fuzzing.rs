@@ -195,11 +195,11 @@ mod tests {
             );
             written.bytes()
         };
-        let put = b"PUT /o HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+        let put = b"PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello";
         assert!(serve(FrontEnd::Http, put).starts_with(b"HTTP/1.1 201 "));
         let addr = ron_codec::Address::of(b"hello");
         let get = format!(
-            "GET /o/{} HTTP/1.1\r\nRange: bytes=1-3\r\n\r\n",
+            "GET /o/{} HTTP/1.1\r\nHost: t\r\nRange: bytes=1-3\r\n\r\n",
             std::str::from_utf8(&addr.text()).unwrap()
         );
         let out = serve(FrontEnd::Http, get.as_bytes());

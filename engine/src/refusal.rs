@@ -64,6 +64,8 @@ pub enum Refusal {
     MethodNotAllowed { allowed: &'static str },
     #[error("request head not complete within {timeout_ms} ms")]
     HeadTimeout { timeout_ms: u64 },
+    #[error("If-Match names no current ETag of {addr}: its one ETag is the strong \"{addr}\"")]
+    PreconditionFailed { addr: Address },
 
     // --- OAP/1 framing (each closes the connection) ---
     #[error("frame flags {flags:#06x}: a client frame carries REQ and only REQ, START, END, COMP (unsupported: {unsupported:#06x})")]
@@ -103,6 +105,8 @@ pub enum Refusal {
     },
     #[error("{addr} is not stored here and its upstream delivered nothing verified within {timeout_ms} ms")]
     GatewayTimeout { addr: Address, timeout_ms: u64 },
+    #[error("{addr} is not stored here and the origin {upstream} has no such object")]
+    UpstreamNotFound { addr: Address, upstream: String },
     #[error("shard {shard} has {fetches} read-through fetches under way, its most")]
     TooManyFetches { shard: u16, fetches: usize },
 
@@ -160,9 +164,10 @@ impl Refusal {
             TooLarge { .. } => ErrorCode::TooLarge,
             DigestMismatch { .. } => ErrorCode::UploadDigestMismatch,
             LengthRequired => ErrorCode::LengthRequired,
-            NoRoute | NotThisNode { .. } => ErrorCode::NotFound,
+            NoRoute | NotThisNode { .. } | UpstreamNotFound { .. } => ErrorCode::NotFound,
             MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             HeadTimeout { .. } => ErrorCode::RequestTimeout,
+            PreconditionFailed { .. } => ErrorCode::PreconditionFailed,
             ClientFlags { .. } | DuplicateCorrId { .. } | DataWithoutUpload { .. } => {
                 ErrorCode::BadFrame
             }

@@ -735,7 +735,10 @@ fn oversized_and_garbage_heads_are_refused_and_closed() {
     let n = Node::start(&temp_dir("atk-heads"), &["--shards", "1"]);
     let kept = upload(&n, b"served while heads are garbage");
     let (oversized, garbage) = during(n.http, &format!("/o/{kept}"), move |stop| {
-        let big = format!("GET /o HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(64 << 10));
+        let big = format!(
+            "GET /o HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(64 << 10)
+        );
         let mut junk = bytes(3, 4096);
         junk.extend_from_slice(b"\r\n\r\n");
         let (mut oversized, mut garbage) = (Vec::new(), Vec::new());

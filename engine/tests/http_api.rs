@@ -247,13 +247,99 @@ fn errors_use_the_envelope() {
     assert_eq!(r.status, 501);
     let r = request(
         n.http,
-        b"PUT /o HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
     )
     .unwrap();
     assert_eq!(
         (r.status, r.json()["code"].as_str()),
         (400, Some("bad_request"))
     );
+}
+
+#[test]
+fn heads_targets_and_preconditions_as_rfc_9110_and_9112_ask() {
+    let n = node("rfc", &[]);
+    let addr = upload(&n, &bytes(9, 3000));
+    let path = format!("/o/{addr}");
+    let etag = format!("\"{addr}\"");
+    let raw = |head: &str| request(n.http, head.as_bytes()).unwrap();
+
+    // RFC 9112 §3.2: one Host in HTTP/1.1, at most one in HTTP/1.0.
+    for (head, why) in [
+        (
+            format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            "without Host",
+        ),
+        (
+            format!("GET {path} HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n"),
+            "more than one Host",
+        ),
+        (
+            format!("GET {path} HTTP/1.1\r\nHost: a/b\r\n\r\n"),
+            "Host is not",
+        ),
+    ] {
+        let r = raw(&head);
+        assert_eq!(
+            (r.status, r.json()["code"].as_str()),
+            (400, Some("bad_request"))
+        );
+        let message = r.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains(why), "{message}");
+    }
+    assert_eq!(raw(&format!("GET {path} HTTP/1.0\r\n\r\n")).status, 200);
+
+    // §3.2.2: an absolute-form target is served by its path.
+    let r = raw(&format!(
+        "GET http://cdn.example{path} HTTP/1.1\r\nHost: cdn.example\r\nConnection: close\r\n\r\n"
+    ));
+    assert_eq!((r.status, Address::of(&r.body)), (200, addr));
+
+    // RFC 9110 §13.1.1: If-Match compares strongly; a miss is 412 and sends nothing.
+    for ok in [etag.clone(), "*".into(), format!("\"b3:00\", {etag}")] {
+        let r = get_with(n.http, &path, &format!("If-Match: {ok}\r\n"));
+        assert_eq!((r.status, r.body.len()), (200, 3000), "{ok}");
+    }
+    for bad in [format!("W/{etag}"), "\"other\"".into()] {
+        let r = get_with(n.http, &path, &format!("If-Match: {bad}\r\n"));
+        assert_eq!(r.status, 412, "{bad}");
+        assert_eq!(r.json()["code"], "precondition_failed");
+        assert_eq!(
+            r.json()["message"],
+            format!(
+                "If-Match names no current ETag of {addr}: its one ETag is the strong \"{addr}\""
+            )
+        );
+        assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    }
+    let absent = format!("/o/{}", Address::of(b"never stored"));
+    assert_eq!(get_with(n.http, &absent, "If-Match: *\r\n").status, 404);
+    // If-Match is evaluated before If-None-Match (§13.2.2).
+    let both = format!("If-Match: \"other\"\r\nIf-None-Match: {etag}\r\n");
+    assert_eq!(get_with(n.http, &path, &both).status, 412);
+
+    // §5.3: a condition split over two lines is one list.
+    let split = format!("If-None-Match: \"b3:00\"\r\nIf-None-Match: {etag}\r\n");
+    assert_eq!(get_with(n.http, &path, &split).status, 304);
+    let split = format!("If-Match: \"b3:00\"\r\nIf-Match: {etag}\r\n");
+    assert_eq!(get_with(n.http, &path, &split).status, 200);
+
+    // §15.5.6: a 405 names what the route serves.
+    let r = raw(&format!(
+        "DELETE {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    ));
+    assert_eq!((r.status, r.header("Allow")), (405, Some("GET, HEAD, PUT")));
+    let r = get(n.http, "/o").unwrap();
+    assert_eq!((r.status, r.header("Allow")), (405, Some("PUT, POST")));
+
+    // Errors are never stored by a cache (RFC 9111 §5.2.2.5).
+    for r in [
+        get(n.http, &absent).unwrap(),
+        get(n.http, "/o/b3:xyz").unwrap(),
+    ] {
+        assert!(r.status >= 400);
+        assert_eq!(r.header("Cache-Control"), Some("no-store"), "{}", r.status);
+    }
 }
 
 #[test]
@@ -291,7 +377,10 @@ fn limits_head_size_slow_loris_and_body_size() {
         "limits",
         &["--header-timeout-ms", "400", "--max-object-bytes", "1000"],
     );
-    let big = format!("GET /o HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET /o HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let r = request(n.http, big.as_bytes()).unwrap();
     assert_eq!(
         (r.status, r.json()["code"].as_str()),
@@ -318,7 +407,7 @@ fn limits_head_size_slow_loris_and_body_size() {
         (r.status, r.json()["code"].as_str()),
         (413, Some("too_large"))
     );
-    let mut raw = b"POST /o HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut raw = b"POST /o HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     raw.extend_from_slice(b"3e9\r\n");
     raw.extend_from_slice(&[1u8; 1001]);
     raw.extend_from_slice(b"\r\n0\r\n\r\n");

@@ -11,6 +11,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(HeadParse::Complete(head)) = parse_request_head(data, limit) {
         assert!(head.head_len <= data.len().min(limit));
         let _ = head.path();
+        let scheme = head.target.get(..7);
+        assert!(!scheme.is_some_and(|s| s.eq_ignore_ascii_case("http://")));
+        for tag in head.if_none_match.members().chain(head.if_match.members()) {
+            assert!(!tag.is_empty());
+        }
         if let Some(set) = head.range.and_then(RangeSet::parse) {
             let _ = set.resolve(1 << 20);
         }

@@ -166,6 +166,9 @@ declare_counters! {
         /// Upstream attempts that failed, by [`FetchFailure`] ([`FrontCounters::fetch_failed`]).
         fetch_failures: [AtomicU64; FetchFailure::ALL.len()] => Counter "ron_fetch_failures_total", Labelled("reason", &FetchFailure::LABELS),
             "Read-through upstream attempts that failed, by reason (a fetch may go on from the next provider).",
+        /// Read-through requests answered from a remembered "no such object".
+        fetch_misses_remembered: AtomicU64 => Counter "ron_fetch_misses_remembered_total", Sum,
+            "Read-through requests answered 404 from an origin's 404 remembered for fetch_miss_ms, without asking it again.",
         /// Second providers asked because the first was slow to its first group.
         fetch_hedges: AtomicU64 => Counter "ron_fetch_hedges_total", Sum,
             "Second providers asked because the first was slow to its first verified group.",
@@ -244,10 +247,11 @@ pub enum FetchFailure {
     Timeout = 5,
     TooLarge = 6,
     Storage = 7,
+    NotFound = 8,
 }
 
 impl FetchFailure {
-    pub const ALL: [FetchFailure; 8] = [
+    pub const ALL: [FetchFailure; 9] = [
         FetchFailure::NoProvider,
         FetchFailure::Connect,
         FetchFailure::Refused,
@@ -256,6 +260,7 @@ impl FetchFailure {
         FetchFailure::Timeout,
         FetchFailure::TooLarge,
         FetchFailure::Storage,
+        FetchFailure::NotFound,
     ];
 
     /// Every reason's label, in the order of [`FetchFailure::ALL`].
@@ -279,6 +284,7 @@ impl FetchFailure {
             FetchFailure::Timeout => "timeout",
             FetchFailure::TooLarge => "too_large",
             FetchFailure::Storage => "storage",
+            FetchFailure::NotFound => "not_found",
         }
     }
 }
@@ -349,6 +355,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 30 + 26);
+        assert_eq!(seen.len(), 30 + 27);
     }
 }

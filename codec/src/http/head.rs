@@ -12,6 +12,9 @@ use crate::error::Error;
 pub const HEAD_LEN_MAX_DEFAULT: usize = 16 * 1024;
 /// Most header fields in one head; more is answered like an oversized head (431).
 pub const HEADER_COUNT_MAX: usize = 64;
+/// Most lines of one list-valued field (`If-None-Match`, `If-Match`) a head may carry;
+/// more is a malformed head (400).
+pub const FIELD_LINES_MAX: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -50,7 +53,8 @@ pub struct RequestHead<'a> {
     /// `Expect: 100-continue`.
     pub expect_continue: bool,
     pub range: Option<&'a [u8]>,
-    pub if_none_match: Option<&'a [u8]>,
+    pub if_none_match: FieldLines<'a>,
+    pub if_match: FieldLines<'a>,
     pub if_range: Option<&'a [u8]>,
     pub corr_id: Option<&'a [u8]>,
     pub authorization: Option<&'a [u8]>,
@@ -63,6 +67,40 @@ impl RequestHead<'_> {
     /// The target without its query string.
     pub fn path(&self) -> &str {
         self.target.split_once('?').map_or(self.target, |(p, _)| p)
+    }
+}
+
+/// Every line of a field whose value is a comma-separated list: RFC 9110 §5.3 makes
+/// several lines one list, so a condition split over two lines is read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FieldLines<'a> {
+    lines: [&'a [u8]; FIELD_LINES_MAX],
+    count: usize,
+}
+
+impl<'a> FieldLines<'a> {
+    /// Adds one line; false when [`FIELD_LINES_MAX`] lines are held already.
+    fn push(&mut self, value: &'a [u8]) -> bool {
+        let Some(slot) = self.lines.get_mut(self.count) else {
+            return false;
+        };
+        *slot = value;
+        self.count += 1;
+        true
+    }
+
+    /// Whether the field was sent at all.
+    pub fn is_present(&self) -> bool {
+        self.count > 0
+    }
+
+    /// The list's members over every line, trimmed, empty ones skipped.
+    pub fn members(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.lines[..self.count]
+            .iter()
+            .flat_map(|line| line.split(|&b| b == b','))
+            .map(trim)
+            .filter(|m| !m.is_empty())
     }
 }
 
@@ -94,6 +132,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
     else {
         return Err(bad("incomplete request line"));
     };
+    let target = origin_form(target);
     let method = match method_text {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
@@ -110,7 +149,8 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         keep_alive: minor_version >= 1,
         expect_continue: false,
         range: None,
-        if_none_match: None,
+        if_none_match: FieldLines::default(),
+        if_match: FieldLines::default(),
         if_range: None,
         corr_id: None,
         authorization: None,
@@ -118,6 +158,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         head_len,
     };
     let mut framing = Framing::new(minor_version);
+    let mut hosts = 0;
     for field in req.headers.iter() {
         let name = field.name.as_bytes();
         let value = trim(field.value);
@@ -129,9 +170,26 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
             head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
             continue;
         }
+        if is("host") {
+            hosts += 1;
+            if !is_valid_host(value) {
+                return Err(bad("Host is not a host[:port]"));
+            }
+            continue;
+        }
+        let lines = match () {
+            _ if is("if-none-match") => Some(&mut head.if_none_match),
+            _ if is("if-match") => Some(&mut head.if_match),
+            _ => None,
+        };
+        if let Some(lines) = lines {
+            if !lines.push(value) {
+                return Err(bad("a condition repeated on more than 8 lines"));
+            }
+            continue;
+        }
         let slot = match () {
             _ if is("range") => &mut head.range,
-            _ if is("if-none-match") => &mut head.if_none_match,
             _ if is("if-range") => &mut head.if_range,
             _ if is("x-corr-id") => &mut head.corr_id,
             _ if is("authorization") => &mut head.authorization,
@@ -141,6 +199,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         set_once(slot, value);
     }
     framing.check(HeadKind::Request)?;
+    check_host_count(hosts, minor_version)?;
     head.keep_alive = framing.keep_alive;
     head.body = match (framing.content_length, framing.chunked) {
         (_, true) => BodyFraming::Chunked,
@@ -148,6 +207,66 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         (Some(n), false) => BodyFraming::Length(n),
     };
     Ok(HeadParse::Complete(head))
+}
+
+/// The origin form of a request target (RFC 9112 §3.2): an absolute-form target
+/// (`http://host/path?query`, what a client sends to a proxy and a server must accept,
+/// §3.2.2) loses its scheme and authority; `http://host` alone means `/`.
+fn origin_form(target: &str) -> &str {
+    let scheme_len = ["http://", "https://"].into_iter().find_map(|scheme| {
+        let starts = target
+            .get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme));
+        starts.then_some(scheme.len())
+    });
+    let Some(scheme_len) = scheme_len else {
+        return target;
+    };
+    let rest = &target[scheme_len..];
+    match rest.find(['/', '?']) {
+        Some(at) if rest.as_bytes()[at] == b'/' => &rest[at..],
+        _ => "/",
+    }
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host line; HTTP/1.0 at most
+/// one.
+fn check_host_count(hosts: usize, minor_version: u8) -> Result<(), Error> {
+    match hosts {
+        0 if minor_version >= 1 => Err(bad("an HTTP/1.1 request without Host")),
+        0 | 1 => Ok(()),
+        _ => Err(bad("more than one Host line")),
+    }
+}
+
+/// A Host value (RFC 9110 §7.2: `uri-host [ ":" port ]`, possibly empty): the
+/// characters of a reg-name, an IP literal in brackets and a port, nothing that would
+/// make it a path, a user or a second field.
+fn is_valid_host(value: &[u8]) -> bool {
+    value.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    })
 }
 
 /// Sets a singleton field. A repeated one is invalid: its value becomes empty, so it
@@ -334,7 +453,9 @@ mod tests {
         assert_eq!(h.method, Method::Get);
         assert_eq!(h.path(), "/o/b3:ab");
         assert_eq!(h.range, Some(&b"bytes=0-99"[..]));
-        assert_eq!(h.if_none_match, Some(&b"\"b3:ab\""[..]));
+        let tags: Vec<&[u8]> = h.if_none_match.members().collect();
+        assert_eq!(tags, [&b"\"b3:ab\""[..]]);
+        assert!(!h.if_match.is_present());
         assert_eq!(h.corr_id, Some(&b"c1"[..]));
         assert_eq!(h.body, BodyFraming::Empty);
         assert!(h.keep_alive);
@@ -343,11 +464,13 @@ mod tests {
 
     #[test]
     fn body_framing_and_keep_alive() {
-        let h = complete(b"PUT /o HTTP/1.1\r\nContent-Length: 42\r\nConnection: close\r\n\r\n");
+        let h = complete(
+            b"PUT /o HTTP/1.1\r\nHost: a\r\nContent-Length: 42\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!(h.body, BodyFraming::Length(42));
         assert!(!h.keep_alive);
         let h = complete(
-            b"POST /o HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n",
+            b"POST /o HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n",
         );
         assert_eq!(h.body, BodyFraming::Chunked);
         assert!(h.expect_continue);
@@ -422,7 +545,75 @@ mod tests {
 
     #[test]
     fn repeated_range_is_emptied() {
-        let h = complete(b"GET /o HTTP/1.1\r\nRange: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n");
+        let h =
+            complete(b"GET /o HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n");
         assert_eq!(h.range, Some(&b""[..]));
+    }
+
+    #[test]
+    fn host_is_required_once_in_http_1_1() {
+        let err = |raw: &[u8]| parse_request_head(raw, HEAD_LEN_MAX_DEFAULT).unwrap_err();
+        assert_eq!(
+            err(b"GET /o HTTP/1.1\r\n\r\n").to_string(),
+            "malformed request head: an HTTP/1.1 request without Host"
+        );
+        assert_eq!(
+            err(b"GET /o HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n").to_string(),
+            "malformed request head: more than one Host line"
+        );
+        assert_eq!(
+            err(b"GET /o HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n")
+                .code()
+                .status(),
+            400
+        );
+        assert_eq!(
+            err(b"GET /o HTTP/1.1\r\nHost: a/b\r\n\r\n").to_string(),
+            "malformed request head: Host is not a host[:port]"
+        );
+        for ok in [
+            &b"GET /o HTTP/1.0\r\n\r\n"[..],
+            b"GET /o HTTP/1.1\r\nHost:\r\n\r\n",
+            b"GET /o HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+            b"GET /o HTTP/1.1\r\nHost: cdn.example.com\r\n\r\n",
+        ] {
+            complete(ok);
+        }
+    }
+
+    #[test]
+    fn absolute_form_targets_are_routed_by_their_path() {
+        let cases = [
+            ("http://h:1/o/b3:ab?x=1", "/o/b3:ab?x=1"),
+            ("HTTPS://h/o", "/o"),
+            ("http://h", "/"),
+            ("http://h?q", "/"),
+            ("/o/b3:ab", "/o/b3:ab"),
+            ("httpx://h/o", "httpx://h/o"),
+        ];
+        for (target, want) in cases {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(complete(raw.as_bytes()).target, want, "{target}");
+        }
+    }
+
+    #[test]
+    fn conditions_over_several_lines_are_one_list() {
+        let h = complete(
+            b"GET /o HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"x\", \r\nIf-None-Match: W/\"y\"\r\nIf-Match: *\r\n\r\n",
+        );
+        let tags: Vec<&[u8]> = h.if_none_match.members().collect();
+        assert_eq!(tags, [&b"\"x\""[..], b"W/\"y\""]);
+        assert_eq!(h.if_match.members().collect::<Vec<_>>(), [&b"*"[..]]);
+        let mut raw = String::from("GET /o HTTP/1.1\r\nHost: a\r\n");
+        for _ in 0..=FIELD_LINES_MAX {
+            raw.push_str("If-Match: \"x\"\r\n");
+        }
+        raw.push_str("\r\n");
+        let err = parse_request_head(raw.as_bytes(), HEAD_LEN_MAX_DEFAULT).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "malformed request head: a condition repeated on more than 8 lines"
+        );
     }
 }

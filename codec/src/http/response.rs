@@ -22,13 +22,17 @@ pub const fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
         416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        507 => "Insufficient Storage",
         _ => "Unknown",
     }
 }
@@ -159,6 +163,14 @@ impl<'o> ResponseHead<'o> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_status_this_node_sends_has_its_reason_phrase() {
+        let sent = crate::error::ErrorCode::ALL.map(|c| c.status());
+        for status in sent.into_iter().chain([100, 200, 201, 204, 206, 304]) {
+            assert_ne!(reason_phrase(status), "Unknown", "{status}");
+        }
+    }
 
     #[test]
     fn writes_a_full_206_head() {

@@ -405,6 +405,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.fetch_hedge_ms, num, v),
     },
     Key {
+        key: "fetch_miss_ms",
+        flag: "fetch-miss-ms",
+        value: "N",
+        default: Some("5000"),
+        help: "read-through: how long an origin's 404 is remembered and answered 404 without asking again; 0 = never",
+        apply: |c, v| set(&mut c.fetch_miss_ms, num, v),
+    },
+    Key {
         key: "fetched_bytes_max",
         flag: "fetched-bytes-max",
         value: "SIZE",

@@ -118,6 +118,9 @@ pub struct Config {
     pub fetch_timeout_ms: u64,
     /// Read-through: when a second provider is asked.
     pub fetch_hedge_ms: u64,
+    /// Read-through: how long an origin's "no such object" (404) is remembered, so a
+    /// flood of requests for a missing address costs the origin one request per period.
+    pub fetch_miss_ms: u64,
     /// How often the repair sweep checks the copies of kept objects (0: never).
     pub replication_interval_ms: u64,
     /// How long a peer that stopped answering still counts as a holder before the
@@ -310,6 +313,7 @@ impl Config {
             origin: None,
             fetch_timeout_ms: 0,
             fetch_hedge_ms: 0,
+            fetch_miss_ms: 0,
             replication_interval_ms: 0,
             peer_dead_ms: 0,
             replication_bytes_per_s: 0,

@@ -81,6 +81,9 @@ pub enum Failure {
     },
     /// The shard stopped while the fetch was under way: it was abandoned (503).
     Stopping,
+    /// The origin answered that it has no such object (404), now or within
+    /// `fetch_miss_ms` before.
+    NotFound { upstream: Rc<str> },
 }
 
 impl Failure {
@@ -105,6 +108,10 @@ impl Failure {
                 message: message.to_string(),
             }),
             Failure::Stopping => Refusal::ShuttingDown,
+            Failure::NotFound { upstream } => Refusal::UpstreamNotFound {
+                addr,
+                upstream: upstream.to_string(),
+            },
         }
     }
 }

@@ -91,6 +91,34 @@ impl Drop for Running {
 
 /// Providers asked for per fetch.
 const PROVIDERS_MAX: usize = 8;
+/// Origin 404s a shard remembers at once; past it, a new one is not remembered until
+/// older ones expire (a flood of distinct missing addresses cannot grow the table).
+const MISSES_REMEMBERED_MAX: usize = 4096;
+
+/// The addresses an origin answered 404 for, each until a deadline
+/// (`fetch_miss_ms`): a request for one is answered 404 without asking again.
+#[derive(Debug, Default)]
+struct Misses {
+    until: HashMap<Address, Instant>,
+}
+
+impl Misses {
+    fn remembers(&self, addr: &Address, now: Instant) -> bool {
+        self.until.get(addr).is_some_and(|until| now < *until)
+    }
+
+    fn remember(&mut self, addr: Address, until: Instant, now: Instant) {
+        if until <= now {
+            return;
+        }
+        if self.until.len() >= MISSES_REMEMBERED_MAX {
+            self.until.retain(|_, until| now < *until);
+        }
+        if self.until.len() < MISSES_REMEMBERED_MAX || self.until.contains_key(&addr) {
+            self.until.insert(addr, until);
+        }
+    }
+}
 
 /// One upstream attempt that failed: who, why, and what it said or did.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -109,6 +137,8 @@ pub struct FetchConfig {
     pub timeout: Duration,
     /// Ask a second provider when the first has sent no verified group by then.
     pub hedge_after: Duration,
+    /// How long an origin's 404 is remembered (zero: not at all).
+    pub miss_remembered: Duration,
     /// Largest object fetched (the node's object limit).
     pub object_bytes_max: u64,
     /// Fetches under way per shard.
@@ -130,6 +160,8 @@ pub struct ReadThrough {
     origin: Option<Origin>,
     config: FetchConfig,
     flights: RefCell<HashMap<Address, Rc<Flight>>>,
+    /// Addresses the origin answered 404 for, until when that answer stands.
+    misses: RefCell<Misses>,
     /// Raised by [`ReadThrough::stop`]: every fetch under way is abandoned.
     stop: StopSignal,
     /// Fetch and follow tasks running (each ends by itself, or at a stop).
@@ -154,6 +186,7 @@ impl ReadThrough {
                 dht,
                 origin,
                 flights: RefCell::default(),
+                misses: RefCell::default(),
                 stop: StopSignal::default(),
                 running: Rc::default(),
                 copy_pacer: RefCell::new(
@@ -325,7 +358,16 @@ impl ReadThrough {
 
     async fn run(&self, flight: Rc<Flight>) {
         let started = Instant::now();
-        let fetched = self.stop.unless_stopped(self.fetch(&flight)).await;
+        let fetched = match self.remembered_miss(&flight, started) {
+            Some(failure) => Some(Err(failure)),
+            None => self.stop.unless_stopped(self.fetch(&flight)).await,
+        };
+        if let Some(Err(Failure::NotFound { .. })) = &fetched {
+            let until = started + self.config.miss_remembered;
+            self.misses
+                .borrow_mut()
+                .remember(flight.addr, until, started);
+        }
         let outcome = match fetched {
             Some(Ok(())) => {
                 FrontCounters::add(&self.metrics().fetches_stored, 1);
@@ -343,6 +385,22 @@ impl ReadThrough {
         // Out of the table first: a request after a failure starts a new fetch.
         self.flights.borrow_mut().remove(&flight.addr);
         flight.finish(outcome);
+    }
+
+    /// The origin's 404 for `flight`'s object, when it is remembered still. A copy
+    /// another node asks for (a flight with a source) asks its source regardless.
+    fn remembered_miss(&self, flight: &Flight, now: Instant) -> Option<Failure> {
+        if flight.source.is_some() {
+            return None;
+        }
+        let upstream = self.origin.as_ref()?;
+        if !self.misses.borrow().remembers(&flight.addr, now) {
+            return None;
+        }
+        FrontCounters::add(&self.metrics().fetch_misses_remembered, 1);
+        Some(Failure::NotFound {
+            upstream: Rc::from(upstream.url.as_str()),
+        })
     }
 
     async fn fetch(&self, flight: &Flight) -> Result<(), Failure> {
@@ -376,6 +434,14 @@ impl ReadThrough {
         };
         match self.read_origin(origin, flight.addr).await {
             Ok(()) => Ok(()),
+            // The origin is the authority of last resort: its "no such object" is the
+            // answer (404), not an upstream failure (502).
+            Err(e) if e.reason == FetchFailure::NotFound => {
+                attempts.note(self.metrics(), flight.addr, e);
+                Err(Failure::NotFound {
+                    upstream: Rc::from(origin.url.as_str()),
+                })
+            }
             Err(e) => {
                 attempts.note(self.metrics(), flight.addr, e);
                 Err(attempts.failure(&self.config, false))

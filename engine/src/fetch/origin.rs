@@ -202,9 +202,10 @@ impl Origin {
             Ok(ReplyParse::Partial) => return Ok(None),
             Err(e) => return Err(self.error(FetchFailure::Protocol, e)),
         };
-        if reply.status != 200 {
-            let status = reply.status;
-            return Err(self.error(FetchFailure::Refused, format!("answered {status}")));
+        match reply.status {
+            200 => {}
+            404 => return Err(self.error(FetchFailure::NotFound, "answered 404")),
+            status => return Err(self.error(FetchFailure::Refused, format!("answered {status}"))),
         }
         let len = match reply.body(Method::Get) {
             ReplyBody::Length(len) => len,
@@ -260,7 +261,7 @@ mod tests {
         let missing = refusal(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(
             (missing.reason, missing.detail.as_str()),
-            (FetchFailure::Refused, "answered 404")
+            (FetchFailure::NotFound, "answered 404")
         );
         let big = refusal(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n");
         assert_eq!(big.reason, FetchFailure::TooLarge);

@@ -54,8 +54,10 @@ enum Plan {
 /// Everything decided before the head is written; a failure here is a clean error.
 async fn plan(ctx: &HttpContext, req: &Request, addr: &Address) -> Result<Plan, Refusal> {
     let object = ctx.service.find(addr).await?;
-    let etag = quoted_etag(addr);
-    if req.if_none_match.as_ref().is_some_and(|c| c.matches(&etag)) {
+    if req.conditions.if_match_failed {
+        return Err(Refusal::PreconditionFailed { addr: *addr });
+    }
+    if req.conditions.if_none_match_hit {
         return Ok(Plan::NotModified);
     }
     let range = req.range.as_ref().filter(|_| !req.if_range_failed);

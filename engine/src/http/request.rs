@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use ron_codec::http::head::{trim, BodyFraming, Method, RequestHead};
+use ron_codec::http::head::{trim, BodyFraming, FieldLines, Method, RequestHead};
 use ron_codec::http::range::RangeSet;
 use ron_codec::http::response::is_safe_header_value;
 use ron_codec::Address;
@@ -23,7 +23,8 @@ pub(super) struct Request {
     pub range: Option<RangeSet>,
     /// If-Range present and not our ETag: serve the whole object.
     pub if_range_failed: bool,
-    pub if_none_match: Option<IfNoneMatch>,
+    /// `If-Match` and `If-None-Match` against the object's ETag.
+    pub conditions: Conditions,
     pub identity: Identity,
     /// An `Authorization: Bearer` token was presented.
     pub token_given: bool,
@@ -62,29 +63,25 @@ impl Route {
     }
 }
 
-pub(super) enum IfNoneMatch {
-    Any,
-    Tags(Vec<u8>),
+/// What the preconditions of a GET or HEAD say about the object named (RFC 9110
+/// §13.1), decided from the head, before the object is looked up: they apply only if it
+/// exists (§13.2.1), and `If-Match` is evaluated first (§13.2.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Conditions {
+    /// `If-Match` was sent and names neither `*` nor the object's strong ETag (412).
+    pub if_match_failed: bool,
+    /// `If-None-Match` names `*` or the object's ETag, weakly compared (304).
+    pub if_none_match_hit: bool,
 }
 
-impl IfNoneMatch {
-    fn parse(value: &[u8]) -> IfNoneMatch {
-        if trim(value) == b"*" {
-            IfNoneMatch::Any
-        } else {
-            IfNoneMatch::Tags(value.to_vec())
-        }
-    }
-
-    /// Weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
-    pub fn matches(&self, etag: &[u8]) -> bool {
-        match self {
-            IfNoneMatch::Any => true,
-            IfNoneMatch::Tags(list) => list
-                .split(|&b| b == b',')
-                .map(trim)
-                .map(|t| t.strip_prefix(b"W/").unwrap_or(t))
-                .any(|t| t == etag),
+impl Conditions {
+    fn of(if_match: &FieldLines<'_>, if_none_match: &FieldLines<'_>, etag: &[u8]) -> Self {
+        // Strong comparison: a weak tag never matches (§13.1.1).
+        let strong = |tag: &[u8]| tag == b"*" || tag == etag;
+        let weak = |tag: &[u8]| tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag;
+        Conditions {
+            if_match_failed: if_match.is_present() && !if_match.members().any(strong),
+            if_none_match_hit: if_none_match.members().any(weak),
         }
     }
 }
@@ -108,6 +105,12 @@ impl Request {
 
     pub fn from_head(head: &RequestHead<'_>, ctx: &HttpContext, peer: Option<IpAddr>) -> Request {
         let route = Route::of_path(head.path());
+        let conditions = match &route {
+            Route::Object(addr) => {
+                Conditions::of(&head.if_match, &head.if_none_match, &quoted_etag(addr))
+            }
+            _ => Conditions::default(),
+        };
         let if_range_failed = match (head.if_range, &route) {
             (Some(v), Route::Object(addr)) => trim(v) != &quoted_etag(addr)[..],
             (Some(_), _) => true,
@@ -126,7 +129,7 @@ impl Request {
             expect_continue: head.expect_continue,
             range: head.range.and_then(RangeSet::parse),
             if_range_failed,
-            if_none_match: head.if_none_match.map(IfNoneMatch::parse),
+            conditions,
             identity: ctx.admission.identify(claims),
             token_given: token.is_some(),
             content_type: content_type(head.content_type),
@@ -208,6 +211,15 @@ impl CorrId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ron_codec::http::head::{parse_request_head, HeadParse};
+
+    fn conditions(fields: &str, etag: &[u8]) -> Conditions {
+        let raw = format!("GET /o HTTP/1.1\r\nHost: t\r\n{fields}\r\n");
+        let Ok(HeadParse::Complete(head)) = parse_request_head(raw.as_bytes(), 4096) else {
+            panic!("{raw:?} does not parse")
+        };
+        Conditions::of(&head.if_match, &head.if_none_match, etag)
+    }
 
     #[test]
     fn routes_and_conditions() {
@@ -215,9 +227,16 @@ mod tests {
         assert!(matches!(Route::of_path("/o/xyz"), Route::BadAddress(_)));
         assert!(matches!(Route::of_path("/other"), Route::Unknown));
         assert!(matches!(Route::of_path("/ox"), Route::Unknown));
-        let tags = IfNoneMatch::parse(b"W/\"a\", \"b\"");
-        assert!(tags.matches(b"\"a\"") && tags.matches(b"\"b\"") && !tags.matches(b"\"c\""));
-        assert!(IfNoneMatch::parse(b" * ").matches(b"\"x\""));
+        let none_match = "If-None-Match: W/\"a\", \"b\"\r\n";
+        for (etag, hit) in [(&b"\"a\""[..], true), (b"\"b\"", true), (b"\"c\"", false)] {
+            assert_eq!(conditions(none_match, etag).if_none_match_hit, hit);
+        }
+        assert!(conditions("If-None-Match:  * \r\n", b"\"x\"").if_none_match_hit);
+        let weak_only = conditions("If-Match: W/\"a\"\r\n", b"\"a\"");
+        assert!(weak_only.if_match_failed, "If-Match compares strongly");
+        assert!(!conditions("If-Match: \"z\", \"a\"\r\n", b"\"a\"").if_match_failed);
+        assert!(!conditions("If-Match: *\r\n", b"\"a\"").if_match_failed);
+        assert_eq!(conditions("", b"\"a\""), Conditions::default());
         assert_eq!(copies_asked("/o"), Ok(1));
         assert_eq!(copies_asked("/o?x=1&copies=3"), Ok(3));
         assert_eq!(copies_asked("/o?copies=16"), Ok(16));

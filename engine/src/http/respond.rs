@@ -9,6 +9,10 @@ use super::{send, write_out, Abort, Conn, HttpContext};
 use crate::refusal::Refusal;
 
 pub(super) const CACHE_CONTROL: &[u8] = b"public, max-age=31536000, immutable";
+/// Errors are never stored by a cache: an object missing now may be uploaded (or
+/// fetched by an edge) the next moment, and a refusal (429, 503) is about this moment
+/// (docs/HTTP-API.md, "Caching").
+pub(super) const ERROR_CACHE_CONTROL: &[u8] = b"no-store";
 pub(super) const DEFAULT_CONTENT_TYPE: &[u8] = b"application/octet-stream";
 
 impl HttpContext {
@@ -41,9 +45,10 @@ pub(super) fn common_headers(
     }
 }
 
-/// Answers with `refusal`'s error envelope (logged once here). Codes that carry a wait
-/// get `Retry-After` in whole seconds (rounded up) beside `retry_after_ms`; a 416 names
-/// the object's length in `Content-Range`.
+/// Answers with `refusal`'s error envelope (logged once here), never to be stored by a
+/// cache. Codes that carry a wait get `Retry-After` in whole seconds (rounded up) beside
+/// `retry_after_ms`; a 416 names the object's length in `Content-Range`; a 405 names the
+/// methods the route serves in `Allow`.
 pub(super) async fn refuse<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
@@ -58,7 +63,11 @@ pub(super) async fn refuse<S: Transport>(
     let mut head = ResponseHead::start(&mut conn.wbuf, refusal.status());
     common_headers(ctx, &mut head, corr, close);
     head.header("Content-Type", b"application/json")
+        .header("Cache-Control", ERROR_CACHE_CONTROL)
         .content_length(body.len() as u64);
+    if let Refusal::MethodNotAllowed { allowed } = refusal {
+        head.header("Allow", allowed.as_bytes());
+    }
     if let Some(ms) = refusal.retry_after_ms() {
         let mut seconds = itoa::Buffer::new();
         head.header("Retry-After", seconds.format(ms.div_ceil(1000)).as_bytes());

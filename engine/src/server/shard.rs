@@ -272,6 +272,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         FetchConfig {
             timeout: Duration::from_millis(config.fetch_timeout_ms),
             hedge_after: Duration::from_millis(config.fetch_hedge_ms),
+            miss_remembered: Duration::from_millis(config.fetch_miss_ms),
             object_bytes_max: config.object_bytes_max,
             flights_max: limits::FETCHES_PER_SHARD_MAX,
             zone: config.zone.clone(),

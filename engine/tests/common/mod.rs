@@ -400,7 +400,7 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
 /// GET with `Authorization: Bearer <token>`.
 pub fn get_bearer(addr: SocketAddr, token: &str, path: &str) -> Response {
     let raw = format!(
-        "GET {path} HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
     request(addr, raw.as_bytes()).unwrap()
 }

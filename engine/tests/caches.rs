@@ -1,0 +1,187 @@
+//! The node behind and in front of real HTTP software it did not write: Varnish 7 as a
+//! cache in front of a node, nginx as the origin behind an edge. What is at stake is what
+//! those programs do with the node's headers, so they are the judges.
+//!
+//! Needs `varnishd` and `nginx` on the PATH (or in /usr/sbin): the tests fail without
+//! them, they do not skip (`.ci/run` installs both).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A program this project did not write, run in the foreground as a child of the test,
+/// listening on `addr`; killed (by its PID) on drop.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn program(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{name} is not installed (apt-get install {name}); .ci/run installs it")
+}
+
+fn spawn(mut command: Command, addr: SocketAddr, dir: PathBuf) -> Daemon {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let daemon = Daemon { child, addr, dir };
+    wait_for("the daemon to listen", WAIT, || try_connect(addr).is_ok());
+    daemon
+}
+
+/// Varnish with its built-in VCL (what a user gets from `-b`) in front of `backend`.
+fn varnish(backend: SocketAddr) -> Daemon {
+    let dir = temp_dir("varnish");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = Command::new(program("varnishd"));
+    command
+        .args(["-F", "-j", "none", "-s", "malloc,32m"])
+        .arg("-n")
+        .arg(dir.join("work"))
+        .args(["-a", &addr.to_string(), "-b", &backend.to_string()]);
+    spawn(command, addr, dir)
+}
+
+/// nginx serving the files of `root` as an origin (`root/o/b3:<hex>`), with an access
+/// log the test reads to count what reached it.
+fn nginx_origin(root: &Path) -> Daemon {
+    let dir = temp_dir("nginx");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+         error_log {d}/error.log;
+         events {{ worker_connections 256; }}
+         http {{
+           access_log {d}/access.log;
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+           fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+           server {{ listen {addr}; root {}; }}
+         }}",
+        root.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut command = Command::new(program("nginx"));
+    command
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"));
+    spawn(command, addr, dir)
+}
+
+/// Lines of nginx's access log that asked for `path`.
+fn origin_requests(nginx: &Daemon, path: &str) -> usize {
+    let log = std::fs::read_to_string(nginx.dir.join("access.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains(&format!("GET {path} ")))
+        .count()
+}
+
+#[test]
+fn varnish_never_keeps_a_404_and_caches_the_object_once_it_exists() {
+    let mut n = Node::start(&temp_dir("behind-varnish"), &["--shards", "1"]);
+    let cache = varnish(n.http);
+    let data = bytes(31, 20_000);
+    let addr = Address::of(&data);
+    let path = format!("/o/{addr}");
+
+    let missing = get(cache.addr, &path).unwrap();
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("Cache-Control"), Some("no-store"));
+    // Uploaded a moment later: Varnish's default is to keep a 404 for 120 s, unless told.
+    assert_eq!(upload(&n, &data), addr);
+    let found = get(cache.addr, &path).unwrap();
+    assert_eq!((found.status, Address::of(&found.body)), (200, addr));
+
+    // Now a hit: the node is not asked again, and Varnish answers conditions itself.
+    // (The node publishes its counts every 250 ms: read them settled.)
+    let requests = "ron_shard_requests_total{shard=\"0\"}";
+    std::thread::sleep(Duration::from_millis(600));
+    let served = gauge(n.admin, requests);
+    let again = get(cache.addr, &path).unwrap();
+    assert_eq!((again.status, again.body.len()), (200, data.len()));
+    assert!(again.header("Age").is_some());
+    let etag = found.header("ETag").unwrap().to_string();
+    let not_modified = get_with(cache.addr, &path, &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!(not_modified.status, 304);
+    let ranged = get_with(cache.addr, &path, "Range: bytes=100-199\r\n");
+    assert_eq!((ranged.status, &ranged.body[..]), (206, &data[100..200]));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(gauge(n.admin, requests), served, "answered from the cache");
+    n.stop();
+}
+
+#[test]
+fn an_edge_answers_an_origins_404_as_404_and_asks_again_only_after_fetch_miss_ms() {
+    let root = temp_dir("nginx-root");
+    std::fs::create_dir_all(root.join("o")).unwrap();
+    let origin = nginx_origin(&root);
+    let url = format!("http://{}", origin.addr);
+    // Two shards: requests land on both, the owner shard fetches and remembers.
+    let mut edge = Node::start(
+        &temp_dir("edge-404"),
+        &["--shards", "2", "--origin", &url, "--fetch-miss-ms", "3000"],
+    );
+    let data = bytes(32, 300_000);
+    let addr = Address::of(&data);
+    let path = format!("/o/{addr}");
+
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let asks: Vec<_> = (0..50)
+            .map(|_| s.spawn(|| get(edge.http, &path).unwrap()))
+            .collect();
+        asks.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    for r in &answers {
+        assert_eq!(r.status, 404);
+        assert_eq!(r.json()["code"], "not_found");
+        assert_eq!(r.json()["retryable"], false);
+        assert_eq!(r.header("Cache-Control"), Some("no-store"));
+        assert!(r.header("Retry-After").is_none());
+    }
+    let message = answers[0].json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("has no such object"), "{message}");
+    assert_eq!(
+        origin_requests(&origin, &path),
+        1,
+        "one origin request for 50 misses"
+    );
+
+    // The file appears at the origin; the edge keeps its answer for fetch_miss_ms.
+    std::fs::write(root.join("o").join(addr.to_string()), &data).unwrap();
+    assert_eq!(get(edge.http, &path).unwrap().status, 404);
+    assert_eq!(origin_requests(&origin, &path), 1);
+    assert!(metric(edge.admin, "ron_fetch_misses_remembered_total") >= 1);
+    let not_found = gauge(edge.admin, "ron_fetch_failures_total{reason=\"not_found\"}");
+    assert_eq!(not_found, Some(1.0));
+
+    std::thread::sleep(Duration::from_millis(3100));
+    let r = get(edge.http, &path).unwrap();
+    assert_eq!((r.status, Address::of(&r.body)), (200, addr), "verified");
+    assert_eq!(origin_requests(&origin, &path), 2);
+    edge.stop();
+}
