@@ -200,7 +200,7 @@ fn counter_samples<S>(
     match family.across {
         Across::Sum => out.push((name, shards.iter().map(|s| family.value(of(s))).sum())),
         Across::PerShard => out.extend(shards.iter().map(|s| (name, family.value(of(s))))),
-        Across::PerShardPpm | Across::Labelled(..) => {}
+        Across::PerShardMillionths | Across::Labelled(..) => {}
     }
 }
 
@@ -269,7 +269,7 @@ fn render_counter<S>(
                 out.push_str(&format!("{name}{{shard=\"{i}\"}} {value}\n"));
             }
         }
-        Across::PerShardPpm => {
+        Across::PerShardMillionths => {
             for (i, s) in shards.iter().enumerate() {
                 let ratio = family.value(of(s)) as f64 / 1e6;
                 out.push_str(&format!("{name}{{shard=\"{i}\"}} {ratio}\n"));

@@ -145,8 +145,9 @@ fn a_four_dir_node_loses_a_dir_while_serving_and_rebuilds_it_onto_an_empty_repla
         "a scrub pass on each shard",
         Duration::from_secs(60),
         || {
-            (0..2)
-                .all(|s| gauge(n.admin, &format!("ron_scrub_passes{{shard=\"{s}\"}}")) >= Some(1.0))
+            (0..2).all(|s| {
+                gauge(n.admin, &format!("ron_scrub_passes_total{{shard=\"{s}\"}}")) >= Some(1.0)
+            })
         },
     );
     wait_for("queued repairs", Duration::from_secs(20), || {

@@ -37,7 +37,7 @@ fn the_scrubber_finds_rot_nobody_reads_and_rebuilds_it_on_disk() {
 
     n.restart(&["--shards", "1", "--scrub-rate", "8MiB"]);
     wait_for("a whole scrub pass", Duration::from_secs(20), || {
-        gauge(n.admin, "ron_scrub_passes{shard=\"0\"}") >= Some(1.0)
+        gauge(n.admin, "ron_scrub_passes_total{shard=\"0\"}") >= Some(1.0)
     });
     assert_eq!(metric(n.admin, "ron_scrub_objects_total"), 3);
     // Parity: 3 + 2 stripes of A and B; the small object: a copy in each of 2 lanes.

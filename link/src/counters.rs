@@ -84,10 +84,10 @@ declare_counters! {
         /// (packed, version 1, `--ec off`) or its stripe has more bad blocks than parity.
         scrub_unrepairable: AtomicU64 => Counter "ron_scrub_unrepairable_blocks_total", Sum,
             "Bad blocks the scrubber found and could not rebuild (an object without parity, or a stripe with more bad blocks than parity).",
-        scrub_passes: AtomicU64 => Gauge "ron_scrub_passes", PerShard,
+        scrub_passes: AtomicU64 => Counter "ron_scrub_passes_total", PerShard,
             "Full scrub passes over every store of the shard.",
         /// How far the pass under way is, millionths.
-        scrub_progress_ppm: AtomicU64 => Gauge "ron_scrub_progress_ratio", PerShardPpm,
+        scrub_progress_ppm: AtomicU64 => Gauge "ron_scrub_progress_ratio", PerShardMillionths,
             "How far the shard's scrub pass under way is, 0 to 1.",
         scrub_paused: AtomicU64 => Gauge "ron_scrub_paused", PerShard,
             "1 while an operator has the shard's scrubber paused.",
@@ -151,9 +151,9 @@ declare_counters! {
         /// Times the shard's heartbeat woke late by more than the stall threshold.
         reactor_stalls: AtomicU64 => Counter "ron_reactor_stalls_total", PerShard,
             "Times the shard's 10 ms heartbeat woke more than 20 ms late (a task held the reactor).",
-        /// The total lateness of those wakes.
-        reactor_stall_us: AtomicU64 => Counter "ron_reactor_stall_us_total", PerShard,
-            "Total lateness of those stalled heartbeats, microseconds.",
+        /// The total lateness of those wakes, microseconds (shown in seconds).
+        reactor_stall_us: AtomicU64 => Counter "ron_reactor_stall_seconds_total", PerShardMillionths,
+            "Total lateness of those stalled heartbeats, seconds.",
         /// Read-through: upstream fetches started.
         fetches: AtomicU64 => Counter "ron_fetches_total", Sum,
             "Read-through fetches started (one per object missed, however many requests wait on it).",
@@ -339,7 +339,10 @@ mod tests {
         let (s, f) = (storage.snapshot(), front.snapshot());
         assert_eq!((s.verify_failures, s.scrub_progress_ppm), (3, 250_000));
         assert_eq!(STORAGE.verify_failures.value(&s), 3);
-        assert_eq!(STORAGE.scrub_progress_ppm.across, Across::PerShardPpm);
+        assert_eq!(
+            STORAGE.scrub_progress_ppm.across,
+            Across::PerShardMillionths
+        );
         assert_eq!(FRONT.ready.value(&f), 1);
         assert_eq!(f.connections_open, 0);
         assert!(f.saturated());

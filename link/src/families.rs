@@ -32,8 +32,9 @@ pub enum Across {
     Sum,
     /// One sample per shard, labelled `shard`.
     PerShard,
-    /// One sample per shard, labelled `shard`: millionths, shown as a ratio.
-    PerShardPpm,
+    /// One sample per shard, labelled `shard`: millionths (a ratio in ppm, seconds in
+    /// µs), shown in the whole unit, as Prometheus names ask (base units).
+    PerShardMillionths,
     /// One sample per value of the label (name, values; the counter is an array in the
     /// same order), each summed over shards.
     Labelled(&'static str, &'static [&'static str]),

@@ -245,7 +245,7 @@ fn warn_replaced(dirs: &layout::DataDirs, replaced: &[ron_shards::DirIndex]) {
             dir = %dirs.dir(*d).display(),
             position = d.0,
             "data dir is empty: taken as a replacement disk; the scrubber rebuilds its blocks \
-             while the node serves (watch ron_scrub_passes and ron_ec_repair_bytes_total)"
+             while the node serves (watch ron_scrub_passes_total and ron_ec_repair_bytes_total)"
         );
     }
 }

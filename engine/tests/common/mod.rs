@@ -474,7 +474,7 @@ pub fn try_metric(admin: SocketAddr, name: &str) -> Option<u64> {
 }
 
 /// A series that is not a whole number (a ratio), or is labelled: give the name with
-/// its labels, `ron_scrub_passes{shard="0"}`.
+/// its labels, `ron_scrub_passes_total{shard="0"}`.
 pub fn gauge(admin: SocketAddr, series: &str) -> Option<f64> {
     series_text(admin, series).map(|v| v.parse().unwrap())
 }
