@@ -456,6 +456,41 @@ fn refuses_to_start_open_on_a_public_address() {
 }
 
 #[test]
+fn two_listeners_on_one_address_are_refused_with_one_line() {
+    let dir = temp_dir("one-address");
+    let port = free_port();
+    let on = |ip: &str| format!("{ip}:{port}");
+    let (local, wild) = (on("127.0.0.1"), on("0.0.0.0"));
+    let cases = [
+        (
+            vec!["--http", &local, "--oap", &local],
+            format!("http (127.0.0.1:{port}) and oap (127.0.0.1:{port}) listen on one address"),
+        ),
+        (
+            vec!["--oap", &local, "--admin", &wild],
+            format!("oap (127.0.0.1:{port}) and admin (0.0.0.0:{port})"),
+        ),
+        (
+            vec!["--http", &local, "--p2p", &local],
+            format!("http (127.0.0.1:{port}) and p2p (127.0.0.1:{port})"),
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run_ron(&dir, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    // One port on two different IPs is two addresses.
+    let mut n = Node::start(
+        &temp_dir("two-ips"),
+        &["--http", &local, "--oap", &on("127.0.0.2")],
+    );
+    n.stop();
+}
+
+#[test]
 fn a_second_node_cannot_share_the_data_dir_or_port() {
     let n = node("exclusive", &[]);
     let out = run_ron(

@@ -374,6 +374,15 @@ impl Config {
     }
 
     /// The listeners that serve objects, by name.
+    /// Every TCP listener of the node, named by its key.
+    pub fn every_listener(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out = vec![("http", self.http), ("oap", self.oap)];
+        out.extend(self.tls.map(|addr| ("tls", addr)));
+        out.push(("admin", self.admin));
+        out.extend(self.p2p.map(|addr| ("p2p", addr)));
+        out
+    }
+
     pub fn data_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
         let mut out = vec![("HTTP", self.http), ("OAP", self.oap)];
         out.extend(self.tls.map(|addr| ("TLS", addr)));

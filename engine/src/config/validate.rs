@@ -6,11 +6,22 @@ use ron_link::policy::TENANT_NAME_BYTES_MAX;
 
 use ron_dht::protocol::{is_zone_name, ZONE_BYTES_MAX};
 
+use std::net::SocketAddr;
+
 use super::{Config, ConfigError};
+
+/// Whether two listeners would take the same connections: one port (other than 0, which
+/// the kernel picks), and one IP or a wildcard on either side.
+fn overlap(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
 
 impl Config {
     /// Checks the limits and the write rule (HTTP-API.md "Who may write").
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_distinct_listeners()?;
         self.validate_listeners()?;
         self.validate_oap()?;
         self.validate_tokens()?;
@@ -122,6 +133,23 @@ impl Config {
             }
             (None, _, _) => {
                 return refuse("--cert/--key given without --tls ADDR (key tls)".into())
+            }
+        }
+        Ok(())
+    }
+
+    /// No two listeners of the node on one address. Each is bound with SO_REUSEPORT
+    /// (one socket per shard), so the kernel would accept a second listener on the same
+    /// address and split connections between the two protocols.
+    fn validate_distinct_listeners(&self) -> Result<(), ConfigError> {
+        let listeners = self.every_listener();
+        for (i, (name, addr)) in listeners.iter().enumerate() {
+            let earlier = listeners[..i].iter().find(|(_, a)| overlap(a, addr));
+            if let Some((first, first_addr)) = earlier {
+                return Err(ConfigError::Refused(format!(
+                    "{first} ({first_addr}) and {name} ({addr}) listen on one address: each \
+                     listener needs its own port, or the kernel splits connections between them"
+                )));
             }
         }
         Ok(())
