@@ -42,6 +42,8 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     /// 429: the tenant's token bucket is empty.
     OverQuota,
+    /// 451: the node's denylist blocks the address (project addition).
+    Blocked,
     /// 431: a request head larger than the head limit (project addition).
     HeadTooLarge,
     /// 500: an internal failure (I/O, a broken invariant).
@@ -66,7 +68,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every variant, for exhaustive tests and documentation tables.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::BadRequest,
         ErrorCode::BadFrame,
         ErrorCode::BadVersion,
@@ -83,6 +85,7 @@ impl ErrorCode {
         ErrorCode::RangeNotSatisfiable,
         ErrorCode::OverQuota,
         ErrorCode::HeadTooLarge,
+        ErrorCode::Blocked,
         ErrorCode::Internal,
         ErrorCode::StoredDigestMismatch,
         ErrorCode::NotImplemented,
@@ -112,6 +115,7 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::OverQuota => 429,
             ErrorCode::HeadTooLarge => 431,
+            ErrorCode::Blocked => 451,
             ErrorCode::Internal | ErrorCode::StoredDigestMismatch => 500,
             ErrorCode::NotImplemented => 501,
             ErrorCode::BadGateway => 502,
@@ -145,6 +149,7 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::OverQuota => "over_quota",
             ErrorCode::HeadTooLarge => "head_too_large",
+            ErrorCode::Blocked => "blocked",
             ErrorCode::Internal => "internal",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::Overloaded => "overloaded",
@@ -384,6 +389,7 @@ mod tests {
             ),
             (ErrorCode::OverQuota, 429, "over_quota", true),
             (ErrorCode::HeadTooLarge, 431, "head_too_large", false),
+            (ErrorCode::Blocked, 451, "blocked", false),
             (ErrorCode::Internal, 500, "internal", false),
             (ErrorCode::StoredDigestMismatch, 500, "bad_digest", false),
             (ErrorCode::NotImplemented, 501, "not_implemented", false),

@@ -82,7 +82,7 @@ const fn front(family: Family<FrontSnapshot>) -> Row {
 /// name, type, help and labels are declared with them, `ron_link::counters`), the rest
 /// here.
 #[rustfmt::skip]
-const FAMILIES: [Row; 67] = [
+const FAMILIES: [Row; 68] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -147,6 +147,7 @@ const FAMILIES: [Row; 67] = [
     front(FRONT.reactor_stalls),
     front(FRONT.reactor_stall_us),
     family("ron_quota_tenants_tracked", Gauge, "Tenants with token buckets on the shards (summed over shards).", Series::Control(|e| e.quota_tenants_tracked)),
+    family("ron_denylist_rules", Gauge, "Rules of the denylist the shards enforce (denylist_dir's *.deny files; 0 without one).", Series::Control(|e| e.denylist_rules)),
     family("ron_config_version", Gauge, "Version of the running tokens/tenants/quotas (1 at start, +1 per good reload).", Series::Control(|e| e.config_version)),
     family("ron_config_reload_failures_total", Counter, "Reloads refused (bad file); the running configuration was kept.", Series::Control(|e| e.reloads_failed)),
     family("ron_config_reloads_total", Counter, "Reloads applied.", Series::Control(|e| e.reloads_ok)),

@@ -1,15 +1,18 @@
-//! Live reload of the policy (tokens, tenants, limits). The engine hands the control
-//! thread a [`Reloader`]: a way to load the configuration again ([`LoadPolicy`]), the
-//! file to watch, and the flag its SIGHUP handler sets. When the flag is set or the
-//! file's modification time changes, the control thread loads the policy once; a good
-//! one that differs from the running one gets the next version and goes to every shard,
-//! a bad one is logged with its reason and the running policy stays.
+//! Live reload of the policy (tokens, tenants, limits, the denylist). The engine hands
+//! the control thread a [`Reloader`]: a way to load the configuration again
+//! ([`LoadPolicy`]), the file and the denylist directory to watch, and the flag its
+//! SIGHUP handler sets. When the flag is set or what is watched changes (the file's
+//! modification time; the directory's `*.deny` files, their names, times and sizes), the
+//! control thread loads the policy once; a good one that differs from the running one
+//! gets the next version and goes to every shard, a bad one is logged with its reason
+//! and the running policy stays.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use ron_link::denylist::deny_files;
 use ron_link::link::{ControlLink, ToShard};
 use ron_link::policy::Policy;
 
@@ -56,6 +59,8 @@ pub type LoadPolicy = Box<dyn Fn() -> Result<Reloaded, ReloadError> + Send>;
 pub struct Reloader {
     /// The configuration file, watched for changes (None: SIGHUP only).
     pub watch: Option<PathBuf>,
+    /// The denylist directory, whose `*.deny` files are watched.
+    pub watch_dir: Option<PathBuf>,
     pub load: LoadPolicy,
     /// Set by the SIGHUP handler.
     pub hangup: Arc<AtomicBool>,
@@ -69,18 +74,21 @@ impl std::fmt::Debug for Reloader {
     }
 }
 
-/// The control thread's side of a [`Reloader`]: when the file was last seen changed.
+/// What the watched files looked like: each one's path, modification time and size.
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+/// The control thread's side of a [`Reloader`]: what was last seen of what it watches.
 #[derive(Debug)]
 pub(crate) struct Reloads {
     reloader: Reloader,
-    watched: Option<SystemTime>,
+    watched: Fingerprint,
     next_watch: Instant,
 }
 
 impl Reloads {
     pub(crate) fn new(reloader: Reloader) -> Reloads {
         Reloads {
-            watched: reloader.watch.as_deref().and_then(modified),
+            watched: fingerprint(&reloader),
             reloader,
             next_watch: Instant::now(),
         }
@@ -92,7 +100,7 @@ impl Reloads {
             return false;
         }
         // One reload per change, whether a signal or the watcher saw it first.
-        self.watched = self.reloader.watch.as_deref().and_then(modified);
+        self.watched = fingerprint(&self.reloader);
         match (self.reloader.load)() {
             Ok(reloaded) => apply(reloaded, link, view),
             Err(error) => {
@@ -111,7 +119,7 @@ impl Reloads {
         let mut due = self.reloader.hangup.swap(false, Ordering::Relaxed);
         if now >= self.next_watch {
             self.next_watch = now + Duration::from_millis(WATCH_PERIOD_MS);
-            let seen = self.reloader.watch.as_deref().and_then(modified);
+            let seen = fingerprint(&self.reloader);
             if seen != self.watched {
                 self.watched = seen;
                 due = true;
@@ -146,13 +154,32 @@ fn apply(reloaded: Reloaded, link: &ControlLink, view: &mut View) {
     tracing::info!(
         version = policy.version,
         tenants = policy.tenants.len(),
-        "configuration reloaded (tokens, tenants and quotas)"
+        denylist_rules = policy.denylist.len(),
+        "configuration reloaded (tokens, tenants, quotas and the denylist)"
     );
     view.reloaded(policy);
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// The configuration file and the denylist's files as they are now (a file that
+/// cannot be read is seen without a time: its return is a change too).
+fn fingerprint(reloader: &Reloader) -> Fingerprint {
+    let denylists = reloader
+        .watch_dir
+        .as_deref()
+        .and_then(|dir| deny_files(dir).ok())
+        .unwrap_or_default();
+    reloader
+        .watch
+        .iter()
+        .cloned()
+        .chain(denylists)
+        .map(|path| {
+            let meta = std::fs::metadata(&path).ok();
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            let len = meta.map_or(0, |m| m.len());
+            (path, modified, len)
+        })
+        .collect()
 }
 
 /// An error and its sources, `outer: inner: …`.
@@ -185,6 +212,7 @@ mod tests {
         let hangup = Arc::new(AtomicBool::new(false));
         let reloader = Reloader {
             watch: None,
+            watch_dir: None,
             load,
             hangup: Arc::clone(&hangup),
         };
@@ -243,7 +271,8 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         let (mut reloads, _) = reloads(Box::new(|| Err(ReloadError::Refused("unused".into()))));
         reloads.reloader.watch = Some(path.clone());
-        reloads.watched = modified(&path);
+        reloads.reloader.watch_dir = Some(dir.clone());
+        reloads.watched = fingerprint(&reloads.reloader);
         let now = Instant::now();
         assert!(!reloads.due(now), "unchanged");
         let earlier = SystemTime::now() - Duration::from_secs(60);
@@ -254,7 +283,15 @@ mod tests {
             .set_modified(earlier)
             .unwrap();
         assert!(!reloads.due(now), "looked at once per period");
-        assert!(reloads.due(now + Duration::from_millis(WATCH_PERIOD_MS)));
+        let period = Duration::from_millis(WATCH_PERIOD_MS);
+        assert!(reloads.due(now + period));
+        // The denylist directory: a new `*.deny` file is a change, another file is not.
+        std::fs::write(dir.join("notes.txt"), "x").unwrap();
+        assert!(!reloads.due(now + 2 * period), "not a denylist");
+        std::fs::write(dir.join("a.deny"), "b3:00").unwrap();
+        assert!(reloads.due(now + 3 * period), "a new list");
+        std::fs::write(dir.join("a.deny"), "b3:0000").unwrap();
+        assert!(reloads.due(now + 4 * period), "a list that grew");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

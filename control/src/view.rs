@@ -109,6 +109,7 @@ impl View {
             quota_rejections: rejections,
             quota_tenants_tracked: self.reports.iter().map(|r| r.tenants_tracked as u64).sum(),
             config_version: self.policy.version,
+            denylist_rules: self.policy.denylist.len() as u64,
             reloads_ok: self.reloads_ok,
             reloads_failed: self.reloads_failed,
         };
@@ -143,6 +144,8 @@ pub struct Extra {
     pub quota_rejections: Vec<(String, Exhausted, u64)>,
     pub quota_tenants_tracked: u64,
     pub config_version: u64,
+    /// Rules of the denylist enforced.
+    pub denylist_rules: u64,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
 }

@@ -50,6 +50,7 @@ impl Server {
             policy: Policy::new(&[], vec![], QuotaLimits::default()),
             reloader: Some(Reloader {
                 watch: None,
+                watch_dir: None,
                 load,
                 hangup: Arc::clone(&hangup),
             }),

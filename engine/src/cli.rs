@@ -528,6 +528,7 @@ mod tests {
             origin: Some("http://127.0.0.1:3".into()),
             oap_advertised_port: Some(4),
             zone: Some("eu".into()),
+            denylist_dir: Some("/etc/ron/deny".into()),
             ..Config::default()
         };
         let rendered = toml::to_string(&with_all).unwrap();

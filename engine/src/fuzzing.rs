@@ -107,7 +107,9 @@ impl Harness {
             .await
             .expect("start the shard");
             let quotas = ShardQuotas::new(
-                config.policy(),
+                config
+                    .policy()
+                    .expect("the default configuration has no denylist to read"),
                 1,
                 RandomState::new(),
                 config.quota_tenants_max,
@@ -119,7 +121,15 @@ impl Harness {
                 quotas,
             ));
             let draining = Rc::new(Cell::new(false));
-            let fronts = FrontEnds::new(&config, shard, &admission, &draining, false, None);
+            let fronts = FrontEnds::new(
+                &config,
+                shard,
+                &admission,
+                &draining,
+                false,
+                None,
+                Rc::default(),
+            );
             (fronts, admission)
         });
         Harness {

@@ -30,6 +30,9 @@
 //!   control thread's crate.
 //! - [`refusal`]: [`refusal::Refusal`], every error answer, written the same way by both
 //!   protocols.
+//! - [`blocked`]: the shard's copy of the operator's denylist (read by `config` from
+//!   `denylist_dir`, sent with each policy); every path that serves, fetches, announces,
+//!   copies or stores an object asks it first (451 `blocked`).
 //! - [`http`] and [`oap`]: thin protocol adapters (parse → admit → service → encode),
 //!   each split by concern (connection loop, read side, writer side, GET, PUT), generic
 //!   over `ron_io::stream::Transport` (plain or TLS, chosen by ALPN on the TLS port).
@@ -40,8 +43,8 @@
 //!   files, CPUs, the data dir); checked before any shard starts and printed by
 //!   `ron doctor`.
 //!
-//! The client commands (`ron put | get | stat | cert --dev | repair | scrub | placement`) live in `ron_client::cli`;
-//! the binary dispatches them there.
+//! The client commands (`ron put | get | stat | rm | cert --dev | repair | scrub |
+//! placement`) live in `ron_client::cli`; the binary dispatches them there.
 //!
 //! ## Invariants
 //! - Each socket has one writer. HTTP answers pipelined requests in order from one
@@ -55,6 +58,9 @@
 //!   with the bytes moved (`body_timeout + bytes / body_rate_min`); connections and
 //!   in-flight requests per shard (a request waiting on a slow peer parks its slot);
 //!   object size.
+//! - A blocked address (the denylist) is answered 451 before any lookup, fetch or
+//!   commit: the first thing `Service::find`, `Service::begin_upload` (and the upload's
+//!   commit), `ReadThrough::join`, `ReadThrough::pull` and the repair sweep do.
 //! - Only verified bytes are written: bodies are slices of groups the shard verified
 //!   against the object's tree; a group failing verification before the head is a 500
 //!   `bad_digest`, after it an aborted stream.
@@ -68,6 +74,7 @@
 //! latency recorded).
 
 pub mod admission;
+pub mod blocked;
 pub mod buffers;
 pub mod cli;
 pub mod config;

@@ -110,6 +110,14 @@ pub enum Refusal {
     #[error("shard {shard} has {fetches} read-through fetches under way, its most")]
     TooManyFetches { shard: u16, fetches: usize },
 
+    #[error("removing an object needs the admin token (Authorization: Bearer <admin_token>)")]
+    AdminTokenNeeded,
+    #[error("{0}")]
+    AdminTokenRefused(&'static str),
+    #[error("{addr} is being committed, evicted or repaired on this node; ask again")]
+    RemoveBusy { addr: Address },
+    #[error("{addr} is blocked on this node by its operator's denylist")]
+    Blocked { addr: Address },
     #[error("this node is not {asked}: it answers for its own copies only")]
     NotThisNode { asked: String },
 
@@ -185,6 +193,10 @@ impl Refusal {
             BadCopies { .. } | CopiesOverReplicas { .. } => ErrorCode::BadRequest,
             TooFewCopies { .. } | CopiesUnproven { .. } => ErrorCode::NotReady,
             CopiesTimedOut { .. } => ErrorCode::GatewayTimeout,
+            Blocked { .. } => ErrorCode::Blocked,
+            AdminTokenNeeded => ErrorCode::Unauthorized,
+            AdminTokenRefused(_) => ErrorCode::Forbidden,
+            RemoveBusy { .. } => ErrorCode::NotReady,
         }
     }
 

@@ -224,7 +224,7 @@ fn errors_use_the_envelope() {
     assert_eq!(r.header("X-Corr-ID"), Some("trace-42"));
 
     assert_eq!(get(n.http, "/elsewhere").unwrap().status, 404);
-    let r = request(n.http, b"DELETE /o/b3:0000000000000000000000000000000000000000000000000000000000000000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let r = request(n.http, b"PATCH /o/b3:0000000000000000000000000000000000000000000000000000000000000000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
     assert_eq!(
         (r.status, r.json()["code"].as_str()),
         (405, Some("method_not_allowed"))
@@ -326,9 +326,12 @@ fn heads_targets_and_preconditions_as_rfc_9110_and_9112_ask() {
 
     // §15.5.6: a 405 names what the route serves.
     let r = raw(&format!(
-        "DELETE {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        "PATCH {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     ));
-    assert_eq!((r.status, r.header("Allow")), (405, Some("GET, HEAD, PUT")));
+    assert_eq!(
+        (r.status, r.header("Allow")),
+        (405, Some("GET, HEAD, PUT, DELETE"))
+    );
     let r = get(n.http, "/o").unwrap();
     assert_eq!((r.status, r.header("Allow")), (405, Some("PUT, POST")));
 

@@ -1,5 +1,5 @@
-//! The reloadable policy: write tokens, configured tenants and their limits, and who a
-//! request is charged to. The control thread builds it (at start-up and at every good
+//! The reloadable policy: write tokens, configured tenants and their limits, who a
+//! request is charged to, and the denylist ([`crate::denylist`]). The control thread builds it (at start-up and at every good
 //! reload) and sends each shard its own copy; the shard's token buckets
 //! (`ron-engine`'s `admission::buckets`) enforce it. Also the words both sides use for
 //! quota accounting: [`QuotaKey`], [`Demand`], [`Exhausted`].
@@ -7,8 +7,11 @@
 //! The scheme is in `docs/design/quotas.md`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::denylist::Denylist;
 
 /// How often shards report demand and the control thread sends new shares.
 pub const REBALANCE_PERIOD_MS: u64 = 250;
@@ -105,7 +108,8 @@ pub struct TenantPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TenantIndex(pub u32);
 
-/// The reloadable part of the configuration: tokens, tenants and their limits.
+/// The reloadable part of the configuration: tokens, tenants and their limits, and the
+/// denylist.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     /// Bumped by every successful reload (1 at start-up).
@@ -115,6 +119,8 @@ pub struct Policy {
     pub tenants: Vec<TenantPolicy>,
     /// Limits of every tenant not configured by name (each its own buckets).
     pub default_limits: QuotaLimits,
+    /// The addresses this node refuses (shared: a policy is cloned per shard).
+    pub denylist: Arc<Denylist>,
 }
 
 impl Policy {
@@ -143,6 +149,15 @@ impl Policy {
             tokens,
             tenants: configured,
             default_limits,
+            denylist: Arc::default(),
+        }
+    }
+
+    /// The same policy with `denylist`.
+    pub fn with_denylist(self, denylist: Denylist) -> Policy {
+        Policy {
+            denylist: Arc::new(denylist),
+            ..self
         }
     }
 

@@ -294,7 +294,7 @@ impl Evicter {
 
 /// Tells the DHT thread the node no longer provides `keys`, waiting while its mailbox
 /// is full (a withdrawal dropped would keep a key republished that the node lacks).
-async fn withdraw(dht: &DhtClient, mut keys: Vec<[u8; 32]>) {
+pub async fn withdraw(dht: &DhtClient, mut keys: Vec<[u8; 32]>) {
     loop {
         match dht.try_withdraw(keys) {
             Some(Ok(())) | None => return,

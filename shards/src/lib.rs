@@ -129,6 +129,7 @@ pub mod upload;
 pub use arena::{GroupBytes, MemFile, MemFileSpan};
 pub use commit::CommitOutcome;
 pub use error::ShardError;
+pub use evict::withdraw;
 pub use ids::{ByteOffset, DirIndex, LaneIndex, SegmentId, ShardIndex, StoreId, StripeIndex};
 pub use layout::Routing;
 pub use mesh::{FlightHandler, FlightPart};

@@ -55,6 +55,8 @@ pub enum MeshOp {
     Commit(StagedObject),
     /// Drop these objects' cached metadata (they were evicted).
     Forget(Vec<Address>),
+    /// Remove this node's copy of the object (an operator's DELETE).
+    Remove(Address),
     /// Verified groups of the owner's read-through of `addr`, from group `from` on
     /// (`from` 0 joins the owner's fetch, or starts it).
     Flight {
@@ -69,6 +71,8 @@ pub enum MeshReply {
     Group(Bytes),
     Committed(CommitOutcome),
     Forgotten,
+    /// Whether a copy was removed.
+    Removed(bool),
     Flight(FlightPart),
 }
 

@@ -1,4 +1,4 @@
-//! `ron put | get | stat | cert | repair | scrub | placement`: the command-line client, the dev
+//! `ron put | get | stat | rm | cert | repair | scrub | placement`: the command-line client, the dev
 //! certificate, and the operator's storage requests to the admin port (`admin.rs`).
 //! This module parses the command line and dispatches; each command is its own file.
 //!
@@ -12,6 +12,7 @@ mod cert;
 mod get;
 mod progress;
 mod put;
+mod remove;
 mod repair;
 mod scrub;
 mod shared;
@@ -31,7 +32,16 @@ pub use scrub::ScrubVerb;
 use shared::usage;
 
 /// The command words the client handles (`ron put ...`).
-pub const COMMANDS: [&str; 7] = ["put", "get", "stat", "cert", "repair", "scrub", "placement"];
+pub const COMMANDS: [&str; 8] = [
+    "put",
+    "get",
+    "stat",
+    "rm",
+    "cert",
+    "repair",
+    "scrub",
+    "placement",
+];
 
 /// The environment variable holding the write token (`--token` overrides it).
 pub const TOKEN_VAR: &str = "RON_TOKEN";
@@ -45,6 +55,9 @@ CLIENT:
   ron get b3:<hex> [-o FILE] [--range FIRST-LAST]
                                fetch an object, verified against its address
   ron stat b3:<hex>            print the object's length
+  ron rm b3:<hex>              remove the node's copy of the object (DELETE on its HTTP
+                               port, plain TCP, with --admin-token) and withdraw its DHT
+                               record
   ron stat --providers b3:<hex>
                                the nodes providing the object, from the node's DHT (its
                                admin port): one line each, node id and OAP address (exit 1
@@ -111,6 +124,8 @@ pub enum Action {
         range: Option<ByteRange>,
     },
     Stat(Address),
+    /// `ron rm`: the node removes its copy (over HTTP, with the admin token).
+    Remove(Address),
     /// `ron stat --providers`: who provides the object, from the node's DHT.
     Providers(Address),
     DevCert {
@@ -263,6 +278,11 @@ impl Flags {
             },
             "stat" if self.providers => Action::Providers(address(&words)?),
             "stat" => Action::Stat(address(&words)?),
+            "rm" if self.tls => return Err(usage("`ron rm` speaks plain HTTP: no --tls")),
+            "rm" => {
+                self.http = true;
+                Action::Remove(address(&words)?)
+            }
             "cert" if self.dev && words.is_empty() => Action::DevCert {
                 dir: self
                     .dir
@@ -403,6 +423,7 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
             range,
         } => get::run(&endpoint, options, addr, range, output.as_deref(), &mut bar),
         Action::Stat(addr) => stat::run(&endpoint, options, addr),
+        Action::Remove(addr) => remove::run(&endpoint, &admin, addr, timeout),
         Action::Providers(addr) => stat::providers(&admin, addr, timeout),
         Action::Repair(addr) => repair::run(&admin, addr, timeout),
         Action::Placement(addr) => repair::placement(&admin, addr, timeout),

@@ -22,6 +22,8 @@ pub enum Method {
     Head,
     Put,
     Post,
+    /// Removes this node's copy (the operator's, with the admin token).
+    Delete,
     /// Any other method: the data plane answers 405.
     Other,
 }
@@ -138,6 +140,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         "HEAD" => Method::Head,
         "PUT" => Method::Put,
         "POST" => Method::Post,
+        "DELETE" => Method::Delete,
         _ => Method::Other,
     };
     let mut head = RequestHead {

@@ -175,7 +175,11 @@ impl Admission {
         let now = Instant::now();
         while let Some(message) = link.poll() {
             match message {
-                ToShard::Policy(policy) => self.install(Policy::clone(&policy)),
+                ToShard::Policy(policy) => {
+                    self.install(Policy::clone(&policy));
+                    // The denylist is the shard's storage's business too.
+                    operator(ToShard::Policy(policy));
+                }
                 ToShard::Shares(shares) => self.quotas.borrow_mut().apply_shares(&shares, now),
                 other => operator(other),
             }

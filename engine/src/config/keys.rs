@@ -389,6 +389,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.origin, |s| Ok(Some(s.to_owned())), v),
     },
     Key {
+        key: "denylist_dir",
+        flag: "denylist",
+        value: "DIR",
+        default: None,
+        help: "directory of *.deny files (IPIP-383 compact denylists, plus b3:<hex> lines): those addresses are answered 451 and never fetched, announced or copied; reloaded live",
+        apply: |c, v| set(&mut c.denylist_dir, |s| path(s).map(Some), v),
+    },
+    Key {
         key: "fetch_timeout_ms",
         flag: "fetch-timeout-ms",
         value: "N",
@@ -707,6 +715,7 @@ mod tests {
                 "peers",
                 "oap_advertised_port",
                 "origin",
+                "denylist_dir",
                 "zone",
                 "tokens",
                 "admin_token"

@@ -10,6 +10,7 @@
 //! The layers themselves (defaults < file < `RON_*` < flags, and where each value came
 //! from) are put together by `crate::cli::resolve`.
 
+mod denylist;
 pub mod disk;
 pub mod file;
 pub mod keys;
@@ -114,6 +115,10 @@ pub struct Config {
     /// HTTP origin of read-through (`http://HOST[:PORT][/PREFIX]`); off when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// Directory of `*.deny` files: addresses refused on every path (read at start,
+    /// reloaded when a file changes or on SIGHUP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denylist_dir: Option<PathBuf>,
     /// Read-through: bound on the resolve plus the first verified group, and per group.
     pub fetch_timeout_ms: u64,
     /// Read-through: when a second provider is asked.
@@ -170,6 +175,10 @@ impl Default for Config {
 pub enum ConfigError {
     #[error("{0}")]
     Usage(String),
+    /// The denylist directory, or one of its `*.deny` files, could not be read or was
+    /// refused (`reason` names the file).
+    #[error("denylist_dir {}: {reason}", dir.display())]
+    Denylist { dir: PathBuf, reason: String },
     /// The file at `path` could not be read.
     #[error("config file {path}: {source}")]
     Read {
@@ -246,6 +255,7 @@ impl From<ConfigError> for ron_control::ReloadError {
                 reason: reason.to_string(),
             },
             ConfigError::Usage(message) | ConfigError::Refused(message) => Reload::Refused(message),
+            e @ ConfigError::Denylist { .. } => Reload::Refused(e.to_string()),
         }
     }
 }
@@ -311,6 +321,7 @@ impl Config {
             peers: Vec::new(),
             oap_advertised_port: None,
             origin: None,
+            denylist_dir: None,
             fetch_timeout_ms: 0,
             fetch_hedge_ms: 0,
             fetch_miss_ms: 0,
@@ -342,14 +353,19 @@ impl Config {
         file::apply(self, path)
     }
 
-    /// The tokens, tenants and limits the shards enforce (version 1).
-    pub fn policy(&self) -> Policy {
+    /// The tokens, tenants and limits the shards enforce (version 1), and the denylist
+    /// read from `denylist_dir` now.
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
         let tenants = self
             .tenants
             .iter()
             .map(|(name, t)| (name.clone(), t.tokens.clone(), t.quota().limits()))
             .collect();
-        Policy::new(&self.tokens, tenants, self.quota_default.limits())
+        let policy = Policy::new(&self.tokens, tenants, self.quota_default.limits());
+        match &self.denylist_dir {
+            Some(dir) => Ok(policy.with_denylist(denylist::load(dir)?)),
+            None => Ok(policy),
+        }
     }
 
     /// Whether any write token is configured (globally or for a tenant).
@@ -373,7 +389,6 @@ impl Config {
         keys
     }
 
-    /// The listeners that serve objects, by name.
     /// Every TCP listener of the node, named by its key.
     pub fn every_listener(&self) -> Vec<(&'static str, SocketAddr)> {
         let mut out = vec![("http", self.http), ("oap", self.oap)];
@@ -383,6 +398,7 @@ impl Config {
         out
     }
 
+    /// The listeners that serve objects, by name.
     pub fn data_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
         let mut out = vec![("HTTP", self.http), ("OAP", self.oap)];
         out.extend(self.tls.map(|addr| ("TLS", addr)));

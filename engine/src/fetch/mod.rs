@@ -71,6 +71,7 @@ pub use flight::{Failure, Flight, GroupAt, Outcome};
 pub use origin::Origin;
 use peer::PeerGet;
 
+use crate::blocked::Blocked;
 use crate::refusal::Refusal;
 
 /// Counts a fetch task as running until dropped (at its end, or with its task).
@@ -168,6 +169,8 @@ pub struct ReadThrough {
     running: Rc<Cell<usize>>,
     /// Spaces the groups of placement copies (`copy_bytes_per_s`; none: unpaced).
     copy_pacer: RefCell<Option<Pacer>>,
+    /// The denylist: a blocked address is never fetched, pulled or swept.
+    blocked: Rc<Blocked>,
 }
 
 impl ReadThrough {
@@ -178,6 +181,7 @@ impl ReadThrough {
         dht: Option<DhtClient>,
         origin: Option<Origin>,
         config: FetchConfig,
+        blocked: Rc<Blocked>,
     ) -> Option<Rc<ReadThrough>> {
         (dht.is_some() || origin.is_some()).then(|| {
             Rc::new(ReadThrough {
@@ -194,6 +198,7 @@ impl ReadThrough {
                         .then(|| Pacer::new(config.copy_bytes_per_s, Instant::now())),
                 ),
                 config,
+                blocked,
             })
         })
     }
@@ -225,6 +230,9 @@ impl ReadThrough {
     /// copy held is checked whole first (`Shard::check_object`, which rebuilds what
     /// parity can); one damaged beyond that is removed and fetched again verified.
     pub async fn pull(self: &Rc<Self>, addr: Address, source: Option<SocketAddr>) -> PullOutcome {
+        if self.blocked.blocks(&addr) {
+            return PullOutcome::Failed("blocked by this node's denylist".into());
+        }
         let mut replacing = false;
         match self.shard.keep_if_stored(&addr).await {
             Ok(true) if self.copy_is_whole(&addr).await => return PullOutcome::Held,
@@ -308,6 +316,7 @@ impl ReadThrough {
         addr: Address,
         source: Option<SocketAddr>,
     ) -> Result<Rc<Flight>, Refusal> {
+        self.blocked.check(&addr)?;
         if let Some(flight) = self.flights.borrow().get(&addr) {
             FrontCounters::add(&self.metrics().fetch_coalesced_waiters, 1);
             return Ok(Rc::clone(flight));

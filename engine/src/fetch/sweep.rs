@@ -48,6 +48,8 @@ const COPIES_WAIT_MS: u64 = 60_000;
 enum Checked {
     /// Another holder is named first: it checks this object.
     NotMine,
+    /// The denylist blocks it: it is not copied anywhere.
+    Blocked,
     /// Every holder named holds a verified copy.
     Whole,
     /// Some did not: copies were asked for.
@@ -117,6 +119,9 @@ impl ReadThrough {
         addr: Address,
         replicas: usize,
     ) -> Checked {
+        if self.blocked.blocks(&addr) {
+            return Checked::Blocked;
+        }
         let Some(holders) = placement(dht, addr).await else {
             return Checked::Unknown;
         };

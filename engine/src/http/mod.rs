@@ -8,6 +8,7 @@
 //! Object bytes are slices of verified groups; a rotten group before the head is a
 //! clean 500, after it an aborted connection (no wrong or padded byte is ever sent).
 
+mod delete;
 mod get;
 mod put;
 mod read;
@@ -59,6 +60,8 @@ pub struct HttpContext {
     read_buffers: Rc<BufferPool>,
     corr_seq: Cell<u64>,
     date: RefCell<(u64, [u8; HTTP_DATE_LEN])>,
+    /// The node's admin token: a DELETE must bear it (none: DELETE from loopback only).
+    admin_token: Option<Box<[u8]>>,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -76,6 +79,7 @@ impl HttpContext {
         admission: Rc<Admission>,
         limits: HttpLimits,
         draining: Rc<Cell<bool>>,
+        admin_token: Option<&str>,
     ) -> Self {
         let read_buffers = BufferPool::new(
             http_read_buffer_bytes(limits.head_bytes_max),
@@ -89,7 +93,12 @@ impl HttpContext {
             draining,
             corr_seq: Cell::new(0),
             date: RefCell::new((u64::MAX, [0; HTTP_DATE_LEN])),
+            admin_token: admin_token.map(|t| t.as_bytes().into()),
         }
+    }
+
+    fn admin_token(&self) -> Option<&[u8]> {
+        self.admin_token.as_deref()
     }
 
     fn metrics(&self) -> &FrontCounters {
@@ -288,13 +297,16 @@ async fn answer_without_body<S: Transport>(
         (Route::Object(addr), Method::Get | Method::Head) => {
             return get::get(ctx, conn, req, addr, close).await
         }
+        (Route::Object(addr), Method::Delete) => {
+            return delete::remove(ctx, conn, req, addr, close).await
+        }
         (Route::BadAddress(e), _) => Refusal::Codec(e.clone()),
         (Route::Unknown, _) => Refusal::NoRoute,
         (Route::Objects, _) => Refusal::MethodNotAllowed {
             allowed: "PUT, POST",
         },
         (Route::Object(_), _) => Refusal::MethodNotAllowed {
-            allowed: "GET, HEAD, PUT",
+            allowed: "GET, HEAD, PUT, DELETE",
         },
     };
     respond::refuse(ctx, conn, &refusal, &req.corr_id, close).await?;

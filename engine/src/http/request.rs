@@ -7,6 +7,7 @@ use ron_codec::http::head::{trim, BodyFraming, FieldLines, Method, RequestHead};
 use ron_codec::http::range::RangeSet;
 use ron_codec::http::response::is_safe_header_value;
 use ron_codec::Address;
+use ron_link::policy::constant_time_eq;
 use ron_link::requests::Op;
 use ron_shards::record::CONTENT_TYPE_LEN_MAX;
 
@@ -28,6 +29,8 @@ pub(super) struct Request {
     pub identity: Identity,
     /// An `Authorization: Bearer` token was presented.
     pub token_given: bool,
+    /// Whether the request may do what only the operator may (DELETE).
+    pub operator: OperatorAccess,
     pub content_type: Option<String>,
     /// `?copies=N` (1 when absent): durable copies an upload waits for, this node's
     /// included; `Err` holds what was given instead of a number from 1 to 16.
@@ -59,6 +62,31 @@ impl Route {
                 Err(e) => Route::BadAddress(e),
             },
             None => Route::Unknown,
+        }
+    }
+}
+
+/// Whether a request is the operator's: it bears the admin token, or no admin token is
+/// configured and it comes from loopback (as the admin endpoints are open on loopback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OperatorAccess {
+    Granted,
+    /// An admin token is configured and none was presented (401).
+    NoToken,
+    /// The token presented is not the admin token (403).
+    WrongToken,
+    /// No admin token is configured and the client is not on loopback (403).
+    NotLoopback,
+}
+
+impl OperatorAccess {
+    fn of(admin_token: Option<&[u8]>, bearer: Option<&[u8]>, peer: Option<IpAddr>) -> Self {
+        match (admin_token, bearer) {
+            (Some(admin), Some(given)) if constant_time_eq(admin, given) => Self::Granted,
+            (Some(_), Some(_)) => Self::WrongToken,
+            (Some(_), None) => Self::NoToken,
+            (None, _) if peer.is_some_and(|ip| ip.is_loopback()) => Self::Granted,
+            (None, _) => Self::NotLoopback,
         }
     }
 }
@@ -132,6 +160,7 @@ impl Request {
             conditions,
             identity: ctx.admission.identify(claims),
             token_given: token.is_some(),
+            operator: OperatorAccess::of(ctx.admin_token(), token, peer),
             content_type: content_type(head.content_type),
             copies: match head.method {
                 Method::Put | Method::Post => copies_asked(head.target),

@@ -12,7 +12,7 @@ pub(super) const CACHE_CONTROL: &[u8] = b"public, max-age=31536000, immutable";
 /// Errors are never stored by a cache: an object missing now may be uploaded (or
 /// fetched by an edge) the next moment, and a refusal (429, 503) is about this moment
 /// (docs/HTTP-API.md, "Caching").
-pub(super) const ERROR_CACHE_CONTROL: &[u8] = b"no-store";
+pub(super) const NO_STORE: &[u8] = b"no-store";
 pub(super) const DEFAULT_CONTENT_TYPE: &[u8] = b"application/octet-stream";
 
 impl HttpContext {
@@ -63,7 +63,7 @@ pub(super) async fn refuse<S: Transport>(
     let mut head = ResponseHead::start(&mut conn.wbuf, refusal.status());
     common_headers(ctx, &mut head, corr, close);
     head.header("Content-Type", b"application/json")
-        .header("Cache-Control", ERROR_CACHE_CONTROL)
+        .header("Cache-Control", NO_STORE)
         .content_length(body.len() as u64);
     if let Refusal::MethodNotAllowed { allowed } = refusal {
         head.header("Allow", allowed.as_bytes());

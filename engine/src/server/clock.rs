@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 use std::rc::Rc;
 
 use ron_link::counters::FrontCounters;
+use ron_link::dht::DhtClient;
 use ron_link::link::{ShardLink, REPORT_PERIOD_MS};
 use ron_shards::Shard;
 
-use super::operator::operator_request;
+use super::operator::{operator_request, Operated};
 use crate::admission::Admission;
+use crate::blocked::Blocked;
 use crate::limits;
 
 /// The shard's one timer, until the stop flag (SIGINT/SIGTERM, or a failed shard) is
@@ -24,6 +26,8 @@ use crate::limits;
 pub(super) struct ShardClock<'a> {
     pub admission: &'a Admission,
     pub shard: &'a Rc<Shard>,
+    pub blocked: &'a Blocked,
+    pub dht: Option<&'a DhtClient>,
     pub metrics: &'a FrontCounters,
     pub link: &'a ShardLink,
     pub stop: &'a AtomicBool,
@@ -45,8 +49,13 @@ impl ShardClock<'_> {
                 self.admission.heartbeat(now.saturating_duration_since(due));
             }
             if now >= next_report {
+                let operated = Operated {
+                    shard: self.shard,
+                    blocked: self.blocked,
+                    dht: self.dht,
+                };
                 self.admission
-                    .tick(self.link, |message| operator_request(self.shard, message));
+                    .tick(self.link, |message| operator_request(&operated, message));
                 next_report = now + report_period;
             }
         }

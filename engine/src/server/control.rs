@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use ron_link::counters::ShardCounters;
 use ron_link::dht::DhtClient;
 use ron_link::link::ControlLink;
+use ron_link::policy::Policy;
 use ron_shards::layout::Routing;
 
 use crate::cli::Resolved;
@@ -37,6 +38,7 @@ pub(super) fn start_control(
     signals: &Signals,
     routing: &Routing,
     dht: Option<DhtClient>,
+    policy: Policy,
 ) -> Result<Control, StartError> {
     let config = &resolved.config;
     let stop = Arc::new(AtomicBool::new(false));
@@ -46,9 +48,10 @@ pub(super) fn start_control(
         stop: Arc::clone(&stop),
         admin_token: config.admin_token.clone(),
         link,
-        policy: config.policy(),
+        policy,
         reloader: Some(ron_control::Reloader {
             watch: resolved.config_file.clone(),
+            watch_dir: config.denylist_dir.clone(),
             load: reload_policy(resolved.clone()),
             hangup: Arc::clone(&signals.hangup),
         }),
@@ -77,13 +80,18 @@ fn owner_of(routing: Routing) -> ron_control::OwnerOf {
 }
 
 /// The control thread's way to read the configuration again: the same layers (file,
-/// environment, flags), validated; only tokens, tenants and quotas apply live.
+/// environment, flags), validated; only tokens, tenants and quotas apply live, and the
+/// denylist, read again from the directory the node started with (a new
+/// `denylist_dir` is for a restart: that is the directory watched).
 fn reload_policy(running: Resolved) -> ron_control::LoadPolicy {
     Box::new(move || {
         let again = running.reload()?;
+        let restart_keys = running.config.restart_keys_changed(&again.config);
+        let mut live = again.config;
+        live.denylist_dir.clone_from(&running.config.denylist_dir);
         Ok(ron_control::Reloaded {
-            restart_keys: running.config.restart_keys_changed(&again.config),
-            policy: again.config.policy(),
+            restart_keys,
+            policy: live.policy()?,
         })
     })
 }

@@ -15,6 +15,7 @@ use ron_link::counters::FrontCounters;
 use ron_shards::Shard;
 
 use crate::admission::Admission;
+use crate::blocked::Blocked;
 use crate::buffers::BufferPool;
 use crate::config::Config;
 use crate::fetch::ReadThrough;
@@ -58,6 +59,7 @@ impl FrontEnds {
         draining: &Rc<Cell<bool>>,
         tls: bool,
         read_through: Option<Rc<ReadThrough>>,
+        blocked: Rc<Blocked>,
     ) -> FrontEnds {
         let shard_count = shard.routing().shard_count();
         let copies = CopyPolicy {
@@ -69,6 +71,7 @@ impl FrontEnds {
             config.object_bytes_max,
             read_through,
             copies,
+            blocked,
         ));
         let http_limits = HttpLimits {
             head_bytes_max: config.head_bytes_max,
@@ -107,6 +110,7 @@ impl FrontEnds {
             Rc::clone(admission),
             http_limits,
             Rc::clone(draining),
+            config.admin_token.as_deref(),
         ));
         FrontEnds { http, oap }
     }

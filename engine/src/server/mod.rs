@@ -54,6 +54,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     let mut config = resolved.config.clone();
     crate::logging::init(config.log_format, config.log_level);
     config.validate()?;
+    let policy = config.policy()?;
     preflight(&config)?;
     config.connections_max = crate::preflight::connections_within_open_files(&config);
     let shards = config.shard_count();
@@ -109,9 +110,11 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         &signals,
         &routing,
         dht_client.clone(),
+        policy.clone(),
     )?;
     let plan = ShardPlan {
         config: Arc::new(config),
+        policy,
         tls,
         routing,
         stop: Arc::clone(&signals.stop),

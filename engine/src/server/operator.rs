@@ -1,17 +1,33 @@
 //! An operator's requests about a shard's storage, sent by the admin server through the
-//! shard's inbox and taken at its clock's tick: pause or resume the scrubber, and check
-//! one object now (`ron repair`), answered on the request's own channel.
+//! shard's inbox and taken at its clock's tick: pause or resume the scrubber, check one
+//! object now (`ron repair`, answered on the request's own channel), and a new policy's
+//! denylist (installed; what it newly blocks by name is withdrawn from the DHT).
 
 use std::rc::Rc;
 
 use ron_codec::Address;
+use ron_link::dht::DhtClient;
 use ron_link::link::{ObjectCheckReport, ToShard};
 use ron_shards::scrub::ObjectCheck;
 use ron_shards::{Shard, ShardError};
 
+use crate::blocked::Blocked;
+
+/// What an operator's request may act on.
+pub(super) struct Operated<'a> {
+    pub shard: &'a Rc<Shard>,
+    pub blocked: &'a Blocked,
+    pub dht: Option<&'a DhtClient>,
+}
+
 /// An operator's request about this shard's storage (from the admin server).
-pub(super) fn operator_request(shard: &Rc<Shard>, message: ToShard) {
+pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
+    let shard = on.shard;
     match message {
+        ToShard::Policy(policy) => {
+            let newly = on.blocked.install(&policy.denylist);
+            withdraw_blocked(shard, on.dht, newly);
+        }
         ToShard::PauseScrub(paused) => shard.pause_scrub(paused),
         ToShard::CheckObject { addr, reply } => {
             let shard = Rc::clone(shard);
@@ -21,8 +37,29 @@ pub(super) fn operator_request(shard: &Rc<Shard>, message: ToShard) {
             })
             .detach();
         }
-        ToShard::Policy(_) | ToShard::Shares(_) => {}
+        ToShard::Shares(_) => {}
     }
+}
+
+/// Withdraws from the DHT the blocked addresses this shard owns (whether it holds them
+/// or not: withdrawing a key not provided changes nothing).
+pub(super) fn withdraw_blocked(shard: &Shard, dht: Option<&DhtClient>, blocked: Vec<Address>) {
+    let owned: Vec<[u8; 32]> = blocked
+        .iter()
+        .filter(|addr| shard.owner(addr).is_none())
+        .map(|addr| *addr.as_bytes())
+        .collect();
+    let Some(dht) = dht.filter(|_| !owned.is_empty()).cloned() else {
+        return;
+    };
+    tracing::info!(
+        shard = shard.index().0,
+        objects = owned.len(),
+        "denylist: blocked addresses withdrawn from the DHT"
+    );
+    // Waits while the DHT's mailbox is full: a dropped withdrawal would keep the key
+    // republished.
+    glommio::spawn_local(async move { ron_shards::withdraw(&dht, owned).await }).detach();
 }
 
 fn check_report(checked: Result<ObjectCheck, ShardError>) -> ObjectCheckReport {

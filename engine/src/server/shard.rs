@@ -11,9 +11,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use ron_codec::Address;
 use ron_link::counters::ShardCounters;
+use ron_link::denylist::Denylist;
 use ron_link::dht::{DhtClient, PullMailbox};
 use ron_link::link::ShardLink;
+use ron_link::policy::Policy;
 use ron_shards::layout::Routing;
 use ron_shards::mesh::{self, Mesh, MeshEnds};
 use ron_shards::ShardIndex;
@@ -21,16 +24,20 @@ use ron_shards::{Shard, ShardConfig};
 
 use crate::admission::buckets::ShardQuotas;
 use crate::admission::Admission;
+use crate::blocked::Blocked;
 use crate::config::Config;
 use crate::fetch::{FetchConfig, Origin, ReadThrough};
 use crate::limits;
 use crate::server::clock::{Alarm, ShardClock};
 use crate::server::error::StartError;
 use crate::server::front::{listen, FrontEnds};
+use crate::server::operator::withdraw_blocked;
 
 /// What every shard starts from.
 pub(super) struct ShardPlan {
     pub config: Arc<Config>,
+    /// Tokens, tenants, limits and the denylist, as read at start.
+    pub policy: Policy,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub routing: Routing,
     pub stop: Arc<AtomicBool>,
@@ -150,6 +157,8 @@ struct ShardStart {
     /// Copies the DHT thread hands this shard to pull (a node in a network).
     pulls: Option<PullMailbox>,
     origin: Option<Origin>,
+    /// The denylist read at start (later ones arrive with each reloaded policy).
+    denylist: Arc<Denylist>,
     drained: StopStep,
     stopped: StopStep,
 }
@@ -171,7 +180,7 @@ pub(super) fn start_shards(
     let failed = Arc::new(AtomicBool::new(false));
     // One hasher for the node: a tenant has the same quota key on every shard.
     let hasher = std::collections::hash_map::RandomState::new();
-    let policy = plan.config.policy();
+    let policy = &plan.policy;
     let mut handles = Vec::with_capacity(usize::from(shards));
     for ((i, link), pulls) in (0..shards).zip(links).zip(pulls) {
         let start = ShardStart {
@@ -192,6 +201,7 @@ pub(super) fn start_shards(
             dht: plan.dht.clone(),
             pulls,
             origin: plan.origin.clone(),
+            denylist: Arc::clone(&policy.denylist),
             drained: plan.drained.clone(),
             stopped: plan.stopped.clone(),
         };
@@ -264,6 +274,12 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         start.quotas,
     ));
     let draining = Rc::new(Cell::new(false));
+    let blocked = Rc::new(Blocked::new(Arc::clone(&start.denylist)));
+    let blocked_at_start = start
+        .denylist
+        .blocked_by_name()
+        .map(|d| Address::from_bytes(*d));
+    withdraw_blocked(&shard, start.dht.as_ref(), blocked_at_start.collect());
     let read_through = ReadThrough::new(
         Rc::clone(&shard),
         Arc::clone(&start.counters.front),
@@ -280,6 +296,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
                 .replication_bytes_per_s
                 .div_ceil(u64::from(start.routing.shard_count())),
         },
+        Rc::clone(&blocked),
     );
     if let Some(read_through) = &read_through {
         shard.serve_flights(follower_answers(read_through));
@@ -299,6 +316,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         &draining,
         start.tls.is_some(),
         read_through.clone(),
+        Rc::clone(&blocked),
     );
     let first_connection = Rc::new(Alarm::default());
     let acceptors = fronts.accept(
@@ -312,6 +330,8 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     let clock = ShardClock {
         admission: &admission,
         shard: &shard,
+        blocked: &blocked,
+        dht: start.dht.as_ref(),
         metrics: &start.counters.front,
         link: &start.link,
         stop: &start.stop,

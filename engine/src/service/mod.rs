@@ -29,6 +29,7 @@ use ron_shards::{ObjectMeta, Shard};
 use ron_link::dht::{CopiesEnd, DhtClient, Provider};
 use ron_shards::lifecycle::{finished_within, join_all};
 
+use crate::blocked::Blocked;
 use crate::fetch::{Flight, ReadThrough};
 use crate::limits::COPIES_WAIT;
 use crate::refusal::Refusal;
@@ -46,6 +47,8 @@ pub struct Service {
     read_through: Option<Rc<ReadThrough>>,
     /// Copies on other nodes an upload may wait for.
     copies: CopyPolicy,
+    /// The denylist: a blocked address is answered 451 on every path.
+    blocked: Rc<Blocked>,
 }
 
 /// What an upload may ask of the network (`PUT ?copies=N`).
@@ -104,12 +107,14 @@ impl Service {
         object_bytes_max: u64,
         read_through: Option<Rc<ReadThrough>>,
         copies: CopyPolicy,
+        blocked: Rc<Blocked>,
     ) -> Service {
         Service {
             shard,
             object_bytes_max,
             read_through,
             copies,
+            blocked,
         }
     }
 
@@ -210,6 +215,7 @@ impl Service {
     /// The object: its verified metadata when it is stored here; else, with read-through
     /// on, its fetch once the first group has arrived verified (or it is stored).
     pub async fn find(&self, addr: &Address) -> Result<Object, Refusal> {
+        self.blocked.check(addr)?;
         match self.shard.meta(addr).await {
             Ok(meta) => Ok(Object::Stored(meta)),
             Err(e) if e.code() == ErrorCode::NotFound => match &self.read_through {
@@ -220,13 +226,14 @@ impl Service {
         }
     }
 
-    /// The object stored here: one being read through is waited for until it is stored
-    /// (a proof needs the whole tree).
     /// The object only if this node holds it: never read through (404 otherwise).
     pub async fn find_held(&self, addr: &Address) -> Result<Rc<ObjectMeta>, Refusal> {
+        self.blocked.check(addr)?;
         Ok(self.shard.meta(addr).await?)
     }
 
+    /// The object stored here: one being read through is waited for until it is stored
+    /// (a proof needs the whole tree).
     pub async fn find_stored(&self, addr: &Address) -> Result<Rc<ObjectMeta>, Refusal> {
         match self.find(addr).await? {
             Object::Stored(meta) => Ok(meta),
@@ -269,6 +276,22 @@ impl Service {
         })
     }
 
+    /// Removes this node's copy of `addr` (the operator's DELETE; blocked or not) and
+    /// withdraws its record from the DHT. 404 when none is held; 503 when a commit,
+    /// eviction or repair of it is under way. Other holders keep theirs, and the
+    /// placement may copy it here again unless the denylist blocks it.
+    pub async fn remove(&self, addr: &Address) -> Result<(), Refusal> {
+        self.shard.meta(addr).await?;
+        if !self.shard.remove(addr).await? {
+            return Err(Refusal::RemoveBusy { addr: *addr });
+        }
+        if let Some(dht) = &self.copies.dht {
+            let _ = dht.try_withdraw(vec![*addr.as_bytes()]);
+        }
+        tracing::info!(obj = %addr, "object removed by the operator");
+        Ok(())
+    }
+
     /// Starts an upload after the write rule and the size limit allow it.
     pub async fn begin_upload(
         &self,
@@ -277,6 +300,9 @@ impl Service {
         announced: Option<Address>,
     ) -> Result<UploadSession, Refusal> {
         self.check_upload(credential, declared_len)?;
+        if let Some(addr) = &announced {
+            self.blocked.check(addr)?;
+        }
         let upload = self.shard.begin_upload(declared_len);
         Ok(UploadSession::new(
             Rc::clone(&self.shard),
@@ -284,6 +310,7 @@ impl Service {
             declared_len,
             announced,
             self.object_bytes_max,
+            Rc::clone(&self.blocked),
         ))
     }
 

@@ -1,6 +1,7 @@
 //! Uploads: the write rule, the size limit, the announced length and digest, and the
 //! commit outcome — the same for a streamed OAP PUT and an HTTP PUT/POST body.
 
+use crate::blocked::Blocked;
 use std::rc::Rc;
 
 use ron_codec::Address;
@@ -62,6 +63,8 @@ pub struct UploadSession {
     declared: Option<u64>,
     announced: Option<Address>,
     limit: u64,
+    /// Checked against the computed address before the commit.
+    blocked: Rc<Blocked>,
 }
 
 impl UploadSession {
@@ -71,8 +74,10 @@ impl UploadSession {
         declared: Option<u64>,
         announced: Option<Address>,
         limit: u64,
+        blocked: Rc<Blocked>,
     ) -> UploadSession {
         UploadSession {
+            blocked,
             shard,
             upload,
             declared,
@@ -139,6 +144,10 @@ impl UploadSession {
                 computed: addr,
                 announced,
             });
+        }
+        if let Err(refused) = self.blocked.check(&addr) {
+            ron_shards::discard(staged).await;
+            return Err(refused);
         }
         let outcome = self.shard.commit(staged).await?;
         Ok(Stored { addr, len, outcome })

@@ -14,7 +14,7 @@ use crate::shard::state::{mesh_confused, Shard};
 
 impl Shard {
     /// The owner side of the mesh: what this shard answers to another shard's request.
-    async fn answer(&self, op: MeshOp) -> Result<MeshReply, ShardError> {
+    async fn answer(self: &Rc<Self>, op: MeshOp) -> Result<MeshReply, ShardError> {
         match op {
             MeshOp::Meta(addr) => Ok(MeshReply::Meta((*self.meta(&addr).await?).clone())),
             MeshOp::Group { addr, group } => {
@@ -27,6 +27,7 @@ impl Shard {
                 self.forget_metas(&addrs);
                 Ok(MeshReply::Forgotten)
             }
+            MeshOp::Remove(addr) => self.remove_local(&addr).await.map(MeshReply::Removed),
             MeshOp::Flight { addr, from } => {
                 let handler = self.flights.borrow().clone();
                 let part = match handler {

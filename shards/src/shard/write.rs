@@ -64,23 +64,43 @@ impl Shard {
 
     /// Removes the copy of `addr` this shard holds, kept or not, so that a verified copy
     /// can be fetched in its place: for a copy found damaged beyond what its parity can
-    /// rebuild. It is made evictable first (durable), then evicted as the evicter would
-    /// (its record, every shard's cached metadata, its files). `false`: not held here, or
-    /// a commit, eviction or repair of it is under way (the caller asks again later).
+    /// rebuild ([`Shard::remove_local`]). `false`: not held here, or a commit, eviction
+    /// or repair of it is under way (the caller asks again later).
     pub async fn discard_damaged(self: &Rc<Self>, addr: &Address) -> Result<bool, ShardError> {
         if self.owner(addr).is_some() {
             return Ok(false);
         }
-        let store = self.local_store(addr)?.clone();
-        self.commits.demote(&store, addr).await?;
-        let evicter = super::services::evicter(self, StopSignal::default());
-        let discarded = evicter.discard(&store, *addr).await?;
-        // The open files of the removed copy: the copy fetched next takes their names.
-        self.files.forget(addr, store.dir_count());
+        let discarded = self.remove_local(addr).await?;
         if discarded {
             StorageCounters::add(&self.metrics.damaged_copies_discarded, 1);
         }
         Ok(discarded)
+    }
+
+    /// Removes this node's copy of `addr` (an operator's DELETE), on whichever shard
+    /// owns it. `false`: none is held, or a commit, eviction or repair of it is under
+    /// way. The DHT is not told here: the caller withdraws the record.
+    pub async fn remove(self: &Rc<Self>, addr: &Address) -> Result<bool, ShardError> {
+        match self.owner(addr) {
+            None => self.remove_local(addr).await,
+            Some(owner) => match self.mesh()?.call(owner, MeshOp::Remove(*addr)).await? {
+                MeshReply::Removed(removed) => Ok(removed),
+                _ => Err(mesh_confused(owner)),
+            },
+        }
+    }
+
+    /// Removes the copy of `addr` this (owner) shard holds, kept or not, crash-safely:
+    /// made evictable first (durable), then evicted as the evicter would (its record,
+    /// every shard's cached metadata, its files).
+    pub(super) async fn remove_local(self: &Rc<Self>, addr: &Address) -> Result<bool, ShardError> {
+        let store = self.local_store(addr)?.clone();
+        self.commits.demote(&store, addr).await?;
+        let evicter = super::services::evicter(self, StopSignal::default());
+        let removed = evicter.discard(&store, *addr).await?;
+        // The open files of the removed copy: a copy stored later takes their names.
+        self.files.forget(addr, store.dir_count());
+        Ok(removed)
     }
 
     pub(super) async fn commit_local(

@@ -1,0 +1,343 @@
+//! A public node refuses what its operator's denylist names (`--denylist DIR`, IPIP-383
+//! `*.deny` files), and removes copies on request: against the real binary, over HTTP,
+//! OAP/1, the DHT and the placement's copies.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+const WAIT: Duration = Duration::from_secs(30);
+const ADMIN_TOKEN: &str = "operator-secret";
+
+/// The object's CIDv1 (raw, BLAKE3) in base32, as kubo prints it.
+fn cid_base32(addr: &Address) -> String {
+    let mut cid = vec![0x01, 0x55, 0x1e, 0x20];
+    cid.extend_from_slice(addr.as_bytes());
+    format!(
+        "b{}",
+        data_encoding::BASE32_NOPAD
+            .encode(&cid)
+            .to_ascii_lowercase()
+    )
+}
+
+/// The legacy ("badbits") double-hashed rule of an object: sha2-256 of `<CID>/`.
+fn legacy_double_hash(addr: &Address) -> String {
+    let digest = Sha256::digest(format!("{}/", cid_base32(addr)).as_bytes());
+    data_encoding::HEXLOWER.encode(&digest)
+}
+
+fn write_list(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+/// Waits until every shard enforces policy version `version` (the control thread reads
+/// the changed files within a second; each shard installs the list at its next tick).
+fn wait_for_policy(n: &Node, version: u64) {
+    wait_for(&format!("policy {version} on every shard"), WAIT, || {
+        let stats = get(n.admin, "/admin/stats").unwrap().json();
+        let shards = stats["shards"].as_array().unwrap().clone();
+        shards.iter().all(|s| s["policy_version"] == version)
+    });
+}
+
+fn status_of(n: &Node, addr: &Address) -> u16 {
+    get(n.http, &format!("/o/{addr}")).unwrap().status
+}
+
+fn delete(n: &Node, addr: &Address, token: Option<&str>) -> Response {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let raw = format!("DELETE /o/{addr} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n");
+    request(n.http, raw.as_bytes()).unwrap()
+}
+
+fn stored_objects(n: &Node) -> u64 {
+    get(n.admin, "/admin/stats").unwrap().json()["objects"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_denylist_blocks_every_path_live_and_the_operator_removes_copies() {
+    let lists = temp_dir("denylists");
+    let dir_arg = lists.to_str().unwrap().to_string();
+    let flags = ["--shards", "2", "--denylist", &dir_arg];
+    let mut n = Node::start(&temp_dir("deny-node"), &flags);
+    let (x_data, y_data, z_data) = (bytes(1, 100_000), bytes(2, 3_000), bytes(3, 7_000));
+    let (x, y) = (upload(&n, &x_data), upload(&n, &y_data));
+    let z = Address::of(&z_data);
+    assert_eq!(metric(n.admin, "ron_denylist_rules"), 0);
+
+    // A takedown: a plain rule for x and a CID rule for z, picked up without a restart.
+    write_list(
+        &lists,
+        "10-takedown.deny",
+        &format!(
+            "version: 1\nname: test\n---\n# notice 1\nb3:{}\n/ipfs/{}\n",
+            hex(&x),
+            cid_base32(&z)
+        ),
+    );
+    wait_for_policy(&n, 2);
+    let r = get(n.http, &format!("/o/{x}")).unwrap();
+    assert_eq!(r.json()["code"], "blocked");
+    assert_eq!(r.json()["retryable"], false);
+    assert_eq!(
+        r.json()["message"],
+        format!("{x} is blocked on this node by its operator's denylist")
+    );
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    let head = request(
+        n.http,
+        format!("HEAD /o/{x} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(head.status, 451);
+    assert_eq!(status_of(&n, &y), 200, "what is not listed is served");
+    assert_eq!(metric(n.admin, "ron_denylist_rules"), 2);
+
+    // OAP/1: GET and STAT answer the documented error.
+    for command in ["get", "stat"] {
+        let out = ron(&[command, "--server", &n.oap.to_string(), &x.to_string()]);
+        assert_eq!(out.status.code(), Some(1), "{command}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("451") && err.contains("blocked"),
+            "{command}: {err}"
+        );
+    }
+    // A blocked address is not stored by an upload, to /o or to its address.
+    let r = put(n.http, "/o", &z_data, "");
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (451, Some("blocked"))
+    );
+    let r = put(n.http, &format!("/o/{z}"), &z_data, "");
+    assert_eq!(r.status, 451);
+    assert_eq!(stored_objects(&n), 2);
+
+    // The double-hashed form, in a second file: y is blocked without being named.
+    write_list(
+        &lists,
+        "20-hashed.deny",
+        &format!("//{}\n", legacy_double_hash(&y)),
+    );
+    wait_for_policy(&n, 3);
+    assert_eq!(status_of(&n, &y), 451);
+    // An exception in a later file un-blocks x (the last rule on an object decides).
+    write_list(&lists, "30-appeal.deny", &format!("!b3:{}\n", hex(&x)));
+    wait_for_policy(&n, 4);
+    assert_eq!((status_of(&n, &x), status_of(&n, &y)), (200, 451));
+
+    // A broken list is refused whole: the running one stays, the failure is counted.
+    let failed = metric(n.admin, "ron_config_reload_failures_total");
+    write_list(&lists, "40-broken.deny", "version: 2\n---\n");
+    wait_for("the broken list to be refused", WAIT, || {
+        metric(n.admin, "ron_config_reload_failures_total") > failed
+    });
+    assert_eq!((status_of(&n, &x), status_of(&n, &y)), (200, 451));
+    std::fs::remove_file(lists.join("40-broken.deny")).unwrap();
+
+    // The operator removes copies (no admin token is configured: from loopback), a
+    // blocked one too: a purge.
+    let r = delete(&n, &y, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["removed"], true);
+    assert!(!holds(&n, &y));
+    assert_eq!(delete(&n, &y, None).status, 404);
+    // `ron rm`, the same over the CLI.
+    let out = ron(&["rm", "--server", &n.http.to_string(), &x.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(status_of(&n, &x), 404);
+    assert_eq!(stored_objects(&n), 0);
+
+    // Removal is durable: killed at once, the node restarts without either copy, and
+    // with the list it had.
+    n.kill9();
+    n.restart(&flags);
+    assert_eq!((status_of(&n, &x), status_of(&n, &y)), (404, 451));
+    assert!(!holds(&n, &x) && !holds(&n, &y));
+    n.stop();
+}
+
+#[test]
+fn removing_a_copy_needs_the_admin_token_when_one_is_configured() {
+    let mut n = Node::start(
+        &temp_dir("rm-token"),
+        &["--shards", "1", "--admin-token", ADMIN_TOKEN],
+    );
+    let (a, b) = (upload(&n, &bytes(21, 1000)), upload(&n, &bytes(22, 1000)));
+    let r = delete(&n, &a, None);
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert_eq!(
+        r.json()["message"],
+        "removing an object needs the admin token (Authorization: Bearer <admin_token>)"
+    );
+    let r = delete(&n, &a, Some("guess"));
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert_eq!(status_of(&n, &a), 200, "refused removals remove nothing");
+    let r = delete(&n, &a, Some(ADMIN_TOKEN));
+    assert_eq!((r.status, r.json()["removed"].as_bool()), (200, Some(true)));
+    assert_eq!(status_of(&n, &a), 404);
+    let server = n.http.to_string();
+    let rm = |token: &str| {
+        ron(&[
+            "rm",
+            "--server",
+            &server,
+            "--admin-token",
+            token,
+            &b.to_string(),
+        ])
+    };
+    let out = rm("guess");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+        "{out:?}"
+    );
+    assert!(rm(ADMIN_TOKEN).status.success());
+    assert_eq!(status_of(&n, &b), 404);
+    n.stop();
+}
+
+#[test]
+fn a_broken_denylist_refuses_the_start_with_one_line() {
+    let lists = temp_dir("denylists-bad");
+    write_list(&lists, "a.deny", "version: 3\n---\n");
+    let out = run_ron(
+        &temp_dir("deny-bad-node"),
+        &["--denylist", lists.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a.deny: header says version 3; only version 1 is read"),
+        "{err}"
+    );
+    let missing = run_ron(
+        &temp_dir("deny-missing"),
+        &["--denylist", "/nonexistent/ron-deny"],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("denylist_dir /nonexistent/ron-deny"));
+}
+
+fn p2p_node(name: &str, p2p: u16, peer: Option<u16>, extra: &[&str]) -> Node {
+    let p2p_addr = format!("127.0.0.1:{p2p}");
+    let mut flags = vec!["--shards", "1", "--p2p", &p2p_addr];
+    let peer_addr = peer.map(|p| format!("127.0.0.1:{p}"));
+    if let Some(peer) = &peer_addr {
+        flags.extend(["--peer", peer]);
+    }
+    flags.extend_from_slice(extra);
+    Node::start(&temp_dir(name), &flags)
+}
+
+#[test]
+fn a_blocked_address_is_never_fetched_served_to_peers_or_copied_here() {
+    let lists = temp_dir("denylists-net");
+    let (w_data, v_data) = (bytes(11, 200_000), bytes(12, 50_000));
+    let (w, v) = (Address::of(&w_data), Address::of(&v_data));
+    write_list(
+        &lists,
+        "net.deny",
+        &format!("b3:{}\nb3:{}\n", hex(&w), hex(&v)),
+    );
+    let (pa, pb) = (free_port(), free_port());
+    let common = ["--replicas", "2", "--replication-interval-ms", "500"];
+    let lists_arg = lists.to_str().unwrap();
+    let mut a: Vec<&str> = vec!["--zone", "z0", "--denylist", lists_arg];
+    a.extend_from_slice(&common);
+    let mut b: Vec<&str> = vec!["--zone", "z1"];
+    b.extend_from_slice(&common);
+    let mut blocking = p2p_node("deny-a", pa, None, &a);
+    let mut other = p2p_node("deny-b", pb, Some(pa), &b);
+    wait_for("the two nodes to meet", WAIT, || {
+        metric(blocking.admin, "ron_dht_routing_table_peers") >= 1
+            && metric(other.admin, "ron_dht_routing_table_peers") >= 1
+    });
+
+    // B takes w: its placement names A, which refuses the copy, sweep after sweep.
+    assert_eq!(upload(&other, &w_data), w);
+    let sweeps_of_b = || gauge(other.admin, "ron_replication_sweeps_total{shard=\"0\"}").unwrap();
+    let sweeps = sweeps_of_b();
+    wait_for("B to sweep three times", WAIT, || {
+        sweeps_of_b() >= sweeps + 3.0
+    });
+    assert_eq!(
+        metric(other.admin, "ron_objects_under_replicated"),
+        1,
+        "B's sweep finds w short of its 2 copies: A was named and refused"
+    );
+    assert!(!holds(&blocking, &w), "A never stores what it blocks");
+    assert_eq!(metric(blocking.admin, "ron_replication_pulls_total"), 0);
+
+    // A client asks A for w: 451 at once, nothing fetched from B.
+    assert_eq!(status_of(&blocking, &w), 451);
+    assert_eq!(metric(blocking.admin, "ron_fetches_total"), 0);
+    assert_eq!(metric(blocking.admin, "ron_fetch_bytes_total"), 0);
+
+    // v is stored on A before A blocks it (started without the list), then the list
+    // arrives: A withdraws it and serves it to no one, B included.
+    blocking.stop();
+    blocking.restart(&[
+        "--shards",
+        "1",
+        "--p2p",
+        &format!("127.0.0.1:{pa}"),
+        "--zone",
+        "z0",
+        "--replicas",
+        "1",
+    ]);
+    assert_eq!(upload(&blocking, &v_data), v);
+    wait_for("B to resolve v to A", WAIT, || {
+        let r = get(other.admin, &format!("/resolve?hash={v}")).unwrap();
+        r.json()["providers"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    });
+    blocking.stop();
+    blocking.restart(&[
+        "--shards",
+        "1",
+        "--p2p",
+        &format!("127.0.0.1:{pa}"),
+        "--zone",
+        "z0",
+        "--replicas",
+        "1",
+        "--denylist",
+        lists_arg,
+    ]);
+    assert!(holds(&blocking, &v), "blocked, still on disk until removed");
+    let r = get(other.http, &format!("/o/{v}")).unwrap();
+    assert_ne!(r.status, 200, "B gets no byte of v from A: {r:?}");
+    assert_eq!(metric(other.admin, "ron_fetch_bytes_total"), 0);
+    // A answered B's peer fetch (OAP/1) with the documented error, if B asked it
+    // (B's provider record of A outlives A's withdrawal until it expires).
+    let refused = "ron_requests_total{protocol=\"oap\",op=\"get\",status=\"451\"}";
+    let asked = gauge(blocking.admin, refused).unwrap_or(0.0);
+    let fetch_failures = gauge(other.admin, "ron_fetch_failures_total{reason=\"refused\"}");
+    assert_eq!(
+        asked > 0.0,
+        fetch_failures > Some(0.0),
+        "A's refusals are B's failures"
+    );
+    for n in [&mut blocking, &mut other] {
+        n.stop();
+    }
+}
