@@ -26,6 +26,8 @@
 //! - [`http`]: HTTP/1.1 request heads (via `httparse`), Range, chunked bodies, a
 //!   response-head writer that reuses the caller's buffer, and the response-head parser
 //!   of clients and read-through ([`http::reply`]).
+//! - [`proxy`]: the PROXY protocol header (v1 text, v2 binary) a load balancer puts in
+//!   front of a connection to name its client.
 //!
 //! ## Invariants
 //! - No parser here panics on any input, and each one's memory is bounded by a limit
@@ -52,6 +54,7 @@ pub mod http;
 pub mod inflate;
 pub mod messages;
 pub mod proof;
+pub mod proxy;
 pub mod tree;
 
 pub use address::{Address, PartitionId, PartitionTable, ShardId};

@@ -129,7 +129,8 @@ impl Harness {
                 false,
                 None,
                 Rc::default(),
-            );
+            )
+            .expect("the default configuration's front ends");
             (fronts, admission)
         });
         Harness {
@@ -149,8 +150,8 @@ impl Harness {
         self.executor.run(async move {
             let connection = async move {
                 match front {
-                    FrontEnd::Http => http::serve_connection(http, stream).await,
-                    FrontEnd::Oap => oap::serve_connection(oap, stream).await,
+                    FrontEnd::Http => http::serve_connection(http, stream, None).await,
+                    FrontEnd::Oap => oap::serve_connection(oap, stream, None).await,
                 }
                 true
             };

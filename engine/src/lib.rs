@@ -36,6 +36,8 @@
 //! - [`http`] and [`oap`]: thin protocol adapters (parse → admit → service → encode),
 //!   each split by concern (connection loop, read side, writer side, GET, PUT), generic
 //!   over `ron_io::stream::Transport` (plain or TLS, chosen by ALPN on the TLS port).
+//! - [`client_addr`]: who the client is behind a load balancer — the PROXY protocol
+//!   header and `X-Forwarded-For`, believed only from `trusted_proxies`.
 //! - [`transfer`]: body deadlines that grow with the bytes moved, and in-flight slots
 //!   given back while a request waits on a slow peer.
 //! - [`logging`]: `tracing` to stderr as text or JSON lines.
@@ -77,6 +79,7 @@ pub mod admission;
 pub mod blocked;
 pub mod buffers;
 pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod fetch;
 /// The in-memory harness of the `front_end` fuzz target: only in unit tests and with

@@ -12,8 +12,8 @@ use crate::error::Error;
 pub const HEAD_LEN_MAX_DEFAULT: usize = 16 * 1024;
 /// Most header fields in one head; more is answered like an oversized head (431).
 pub const HEADER_COUNT_MAX: usize = 64;
-/// Most lines of one list-valued field (`If-None-Match`, `If-Match`) a head may carry;
-/// more is a malformed head (400).
+/// Most lines of one list-valued field (`If-None-Match`, `If-Match`, `X-Forwarded-For`)
+/// a head may carry; more is a malformed head (400).
 pub const FIELD_LINES_MAX: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub struct RequestHead<'a> {
     pub range: Option<&'a [u8]>,
     pub if_none_match: FieldLines<'a>,
     pub if_match: FieldLines<'a>,
+    /// `X-Forwarded-For` (believed only from a trusted proxy; the engine decides).
+    pub x_forwarded_for: FieldLines<'a>,
     pub if_range: Option<&'a [u8]>,
     pub corr_id: Option<&'a [u8]>,
     pub authorization: Option<&'a [u8]>,
@@ -154,6 +156,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         range: None,
         if_none_match: FieldLines::default(),
         if_match: FieldLines::default(),
+        x_forwarded_for: FieldLines::default(),
         if_range: None,
         corr_id: None,
         authorization: None,
@@ -183,11 +186,12 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         let lines = match () {
             _ if is("if-none-match") => Some(&mut head.if_none_match),
             _ if is("if-match") => Some(&mut head.if_match),
+            _ if is("x-forwarded-for") => Some(&mut head.x_forwarded_for),
             _ => None,
         };
         if let Some(lines) = lines {
             if !lines.push(value) {
-                return Err(bad("a condition repeated on more than 8 lines"));
+                return Err(bad("a list field repeated on more than 8 lines"));
             }
             continue;
         }
@@ -616,7 +620,7 @@ mod tests {
         let err = parse_request_head(raw.as_bytes(), HEAD_LEN_MAX_DEFAULT).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "malformed request head: a condition repeated on more than 8 lines"
+            "malformed request head: a list field repeated on more than 8 lines"
         );
     }
 }

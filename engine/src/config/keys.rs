@@ -573,6 +573,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set_list(&mut c.tokens, v),
     },
     Key {
+        key: "trusted_proxies",
+        flag: "trusted-proxy",
+        value: "CIDR",
+        default: None,
+        help: "a load balancer whose PROXY protocol header (v1/v2) and X-Forwarded-For name the client, for quotas and logs (repeatable; ADDRESS[/PREFIX])",
+        apply: |c, v| set_list(&mut c.trusted_proxies, v),
+    },
+    Key {
         key: "allow_open_writes",
         flag: "allow-open-writes",
         value: "",
@@ -718,6 +726,7 @@ mod tests {
                 "denylist_dir",
                 "zone",
                 "tokens",
+                "trusted_proxies",
                 "admin_token"
             ]
         );

@@ -143,6 +143,9 @@ pub struct Config {
     /// This node's failure domain; copies of an object go to different zones.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// Load balancers (`ADDRESS[/PREFIX]`) believed about the client: their PROXY
+    /// protocol header and `X-Forwarded-For` (docs/design/client-address.md).
+    pub trusted_proxies: Vec<String>,
     /// Log lines as `text` or `json`.
     pub log_format: LogFormat,
     /// Least severe events logged: error, warn, info, debug (adds one line per request).
@@ -321,6 +324,7 @@ impl Config {
             peers: Vec::new(),
             oap_advertised_port: None,
             origin: None,
+            trusted_proxies: Vec::new(),
             denylist_dir: None,
             fetch_timeout_ms: 0,
             fetch_hedge_ms: 0,

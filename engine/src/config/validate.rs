@@ -9,6 +9,7 @@ use ron_dht::protocol::{is_zone_name, ZONE_BYTES_MAX};
 use std::net::SocketAddr;
 
 use super::{Config, ConfigError};
+use crate::client_addr::TrustedProxies;
 
 /// Whether two listeners would take the same connections: one port (other than 0, which
 /// the kernel picks), and one IP or a wildcard on either side.
@@ -28,6 +29,7 @@ impl Config {
         self.validate_quotas()?;
         self.validate_limits()?;
         self.validate_p2p()?;
+        self.trusted_proxies()?;
         self.validate_dirs()
     }
 
@@ -153,6 +155,12 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The trusted proxies, parsed (a bad block is refused, naming it).
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+        TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| ConfigError::Refused(format!("trusted_proxies: {e}")))
     }
 
     /// OAP/1's frame size, requests per connection and inflate ratio.

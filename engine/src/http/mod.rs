@@ -30,6 +30,7 @@ use ron_link::requests::{Op, Protocol};
 
 use crate::admission::{Admission, Ticket};
 use crate::buffers::BufferPool;
+use crate::client_addr::TrustedProxies;
 use crate::limits::{http_read_buffer_bytes, READ_BUFFERS_POOLED_MAX};
 use crate::refusal::Refusal;
 use crate::service::Service;
@@ -62,6 +63,8 @@ pub struct HttpContext {
     date: RefCell<(u64, [u8; HTTP_DATE_LEN])>,
     /// The node's admin token: a DELETE must bear it (none: DELETE from loopback only).
     admin_token: Option<Box<[u8]>>,
+    /// Load balancers whose word about the client is believed (PROXY, X-Forwarded-For).
+    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -80,6 +83,7 @@ impl HttpContext {
         limits: HttpLimits,
         draining: Rc<Cell<bool>>,
         admin_token: Option<&str>,
+        trusted_proxies: TrustedProxies,
     ) -> Self {
         let read_buffers = BufferPool::new(
             http_read_buffer_bytes(limits.head_bytes_max),
@@ -94,6 +98,7 @@ impl HttpContext {
             corr_seq: Cell::new(0),
             date: RefCell::new((u64::MAX, [0; HTTP_DATE_LEN])),
             admin_token: admin_token.map(|t| t.as_bytes().into()),
+            trusted_proxies,
         }
     }
 
@@ -155,14 +160,19 @@ impl HttpLimits {
     }
 }
 
-/// Serves one connection until it closes.
-pub async fn serve_connection<S: Transport>(ctx: Rc<HttpContext>, stream: S) {
+/// Serves one connection until it closes; `client` is who it is for (the socket's peer,
+/// or the client a trusted proxy's PROXY header named).
+pub async fn serve_connection<S: Transport>(
+    ctx: Rc<HttpContext>,
+    stream: S,
+    client: Option<IpAddr>,
+) {
     let _ = stream.tcp().set_nodelay(true);
     // Every body write sets its own deadline; this bounds the close (a TLS close_notify).
     let _ = stream
         .tcp()
         .set_write_timeout(Some(ctx.limits.body_timeout));
-    let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
+    let peer = client;
     let zero_copy = stream
         .plain_socket()
         .is_some_and(|socket| socket.make_nonblocking().is_ok());
@@ -243,6 +253,7 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         shard = ctx.service.shard().index().0,
         op = op.as_str(),
         status,
+        client = ?request.client,
         "http request"
     );
     Ok(After::keep_if(

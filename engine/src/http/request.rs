@@ -27,6 +27,9 @@ pub(super) struct Request {
     /// `If-Match` and `If-None-Match` against the object's ETag.
     pub conditions: Conditions,
     pub identity: Identity,
+    /// Who the request is for: the connection's client, or the one a trusted proxy's
+    /// X-Forwarded-For names.
+    pub client: Option<IpAddr>,
     /// An `Authorization: Bearer` token was presented.
     pub token_given: bool,
     /// Whether the request may do what only the operator may (DELETE).
@@ -148,6 +151,14 @@ impl Request {
             .authorization
             .and_then(|v| v.strip_prefix(b"Bearer "))
             .map(trim);
+        // Behind a trusted balancer, X-Forwarded-For names the client.
+        let peer = match peer {
+            Some(sender) => ctx
+                .trusted_proxies
+                .forwarded_client(sender, &head.x_forwarded_for)
+                .or(Some(sender)),
+            None => None,
+        };
         let claims = Claims { token, peer };
         Request {
             method: head.method,
@@ -159,6 +170,7 @@ impl Request {
             if_range_failed,
             conditions,
             identity: ctx.admission.identify(claims),
+            client: peer,
             token_given: token.is_some(),
             operator: OperatorAccess::of(ctx.admin_token(), token, peer),
             content_type: content_type(head.content_type),

@@ -119,10 +119,15 @@ impl OapContext {
     }
 }
 
-/// Serves one OAP/1 connection until it closes.
-pub async fn serve_connection<S: Transport>(ctx: Rc<OapContext>, stream: S) {
+/// Serves one OAP/1 connection until it closes; `client` is who it is for (the
+/// socket's peer, or the client a trusted proxy's PROXY header named).
+pub async fn serve_connection<S: Transport>(
+    ctx: Rc<OapContext>,
+    stream: S,
+    client: Option<std::net::IpAddr>,
+) {
     let _ = stream.tcp().set_nodelay(true);
-    let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
+    let peer = client;
     let _open = ctx.metrics().open_connection();
     FrontCounters::add(&ctx.metrics().connections_total, 1);
     let (read_half, write_half) = split(stream);

@@ -17,7 +17,8 @@ use ron_shards::Shard;
 use crate::admission::Admission;
 use crate::blocked::Blocked;
 use crate::buffers::BufferPool;
-use crate::config::Config;
+use crate::client_addr::{self, TrustedProxies};
+use crate::config::{Config, ConfigError};
 use crate::fetch::ReadThrough;
 use crate::http::{self, HttpContext, HttpLimits};
 use crate::limits;
@@ -60,7 +61,8 @@ impl FrontEnds {
         tls: bool,
         read_through: Option<Rc<ReadThrough>>,
         blocked: Rc<Blocked>,
-    ) -> FrontEnds {
+    ) -> Result<FrontEnds, ConfigError> {
+        let trusted_proxies = config.trusted_proxies()?;
         let shard_count = shard.routing().shard_count();
         let copies = CopyPolicy {
             dht: read_through.as_ref().and_then(|r| r.dht().cloned()),
@@ -111,8 +113,9 @@ impl FrontEnds {
             http_limits,
             Rc::clone(draining),
             config.admin_token.as_deref(),
+            trusted_proxies,
         ));
-        FrontEnds { http, oap }
+        Ok(FrontEnds { http, oap })
     }
 
     /// Starts the accept loops; dropping the returned tasks stops them.
@@ -135,14 +138,30 @@ impl FrontEnds {
             ))
         };
         let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
+        let who = self.client_reader();
+        let http_who = who.clone();
         let mut acceptors = vec![
             accept(
                 listeners.http,
-                Rc::new(move |s| spawn(http::serve_connection(Rc::clone(&http), s))),
+                Rc::new(move |mut s| {
+                    let (http, who) = (Rc::clone(&http), http_who.clone());
+                    spawn(async move {
+                        if let Ok(client) = who.client_of(&mut s).await {
+                            http::serve_connection(http, s, client).await;
+                        }
+                    })
+                }),
             ),
             accept(
                 listeners.oap,
-                Rc::new(move |s| spawn(oap::serve_connection(Rc::clone(&oap), s))),
+                Rc::new(move |mut s| {
+                    let (oap, who) = (Rc::clone(&oap), who.clone());
+                    spawn(async move {
+                        if let Ok(client) = who.client_of(&mut s).await {
+                            oap::serve_connection(oap, s, client).await;
+                        }
+                    })
+                }),
             ),
         ];
         if let (Some(listener), Some(tls)) = (listeners.tls, tls) {
@@ -159,15 +178,20 @@ impl FrontEnds {
     ) -> Rc<dyn Fn(TcpStream)> {
         let acceptor = Rc::new(ron_io::tls::acceptor(tls));
         let handshake_timeout = self.http.limits.header_timeout;
+        let who = self.client_reader();
         let (http, oap, metrics) = (
             Rc::clone(&self.http),
             Rc::clone(&self.oap),
             Arc::clone(metrics),
         );
-        Rc::new(move |s| {
+        Rc::new(move |mut s| {
             let (http, oap, acceptor) = (Rc::clone(&http), Rc::clone(&oap), Rc::clone(&acceptor));
-            let metrics = Arc::clone(&metrics);
+            let (metrics, who) = (Arc::clone(&metrics), who.clone());
             spawn(async move {
+                // A balancer's PROXY header comes before the TLS handshake.
+                let Ok(client) = who.client_of(&mut s).await else {
+                    return;
+                };
                 let handshake = {
                     // A handshake holds a connection: counted against connections_max.
                     let _open = metrics.open_connection();
@@ -178,11 +202,33 @@ impl FrontEnds {
                     return;
                 };
                 match protocol {
-                    AppProtocol::Oap => oap::serve_connection(oap, stream).await,
-                    AppProtocol::Http => http::serve_connection(http, stream).await,
+                    AppProtocol::Oap => oap::serve_connection(oap, stream, client).await,
+                    AppProtocol::Http => http::serve_connection(http, stream, client).await,
                 }
             })
         })
+    }
+}
+
+/// Reads who a new connection is for, before its protocol starts.
+#[derive(Clone)]
+struct ClientReader {
+    trusted: Rc<TrustedProxies>,
+    deadline: Duration,
+}
+
+impl ClientReader {
+    async fn client_of(&self, stream: &mut TcpStream) -> Result<Option<std::net::IpAddr>, ()> {
+        client_addr::client_of(stream, &self.trusted, self.deadline).await
+    }
+}
+
+impl FrontEnds {
+    fn client_reader(&self) -> ClientReader {
+        ClientReader {
+            trusted: Rc::new(self.http.trusted_proxies.clone()),
+            deadline: self.http.limits.header_timeout,
+        }
     }
 }
 

@@ -317,7 +317,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         start.tls.is_some(),
         read_through.clone(),
         Rc::clone(&blocked),
-    );
+    )?;
     let first_connection = Rc::new(Alarm::default());
     let acceptors = fronts.accept(
         listeners,
