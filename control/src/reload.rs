@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ron_link::denylist::deny_files;
 use ron_link::link::{ControlLink, ToShard};
 use ron_link::policy::Policy;
+use rustls::sign::CertifiedKey;
 
 use crate::view::View;
 
@@ -50,6 +51,9 @@ pub struct Reloaded {
     pub policy: Policy,
     /// Keys that changed but only take effect at a restart (named in the log).
     pub restart_keys: Vec<String>,
+    /// The TLS certificate and key read again (none without TLS); `Err` names why the
+    /// pair was refused: the running one stays.
+    pub certificate: Option<Result<Arc<CertifiedKey>, String>>,
 }
 
 /// Loads the reloadable configuration again.
@@ -57,8 +61,9 @@ pub type LoadPolicy = Box<dyn Fn() -> Result<Reloaded, ReloadError> + Send>;
 
 /// How the policy is reloaded.
 pub struct Reloader {
-    /// The configuration file, watched for changes (None: SIGHUP only).
-    pub watch: Option<PathBuf>,
+    /// Files watched for changes: the configuration file, the TLS certificate and key
+    /// (none: SIGHUP only).
+    pub watch: Vec<PathBuf>,
     /// The denylist directory, whose `*.deny` files are watched.
     pub watch_dir: Option<PathBuf>,
     pub load: LoadPolicy,
@@ -77,12 +82,14 @@ impl std::fmt::Debug for Reloader {
 /// What the watched files looked like: each one's path, modification time and size.
 type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
-/// The control thread's side of a [`Reloader`]: what was last seen of what it watches.
+/// The control thread's side of a [`Reloader`]: what was last seen of what it watches,
+/// and the certificate last sent to the shards.
 #[derive(Debug)]
 pub(crate) struct Reloads {
     reloader: Reloader,
     watched: Fingerprint,
     next_watch: Instant,
+    certificate: Option<Arc<CertifiedKey>>,
 }
 
 impl Reloads {
@@ -91,6 +98,7 @@ impl Reloads {
             watched: fingerprint(&reloader),
             reloader,
             next_watch: Instant::now(),
+            certificate: None,
         }
     }
 
@@ -102,7 +110,11 @@ impl Reloads {
         // One reload per change, whether a signal or the watcher saw it first.
         self.watched = fingerprint(&self.reloader);
         match (self.reloader.load)() {
-            Ok(reloaded) => apply(reloaded, link, view),
+            Ok(mut reloaded) => {
+                let certificate = reloaded.certificate.take();
+                apply(reloaded, link, view);
+                self.rotate(certificate, link, view);
+            }
             Err(error) => {
                 view.reload_failed();
                 tracing::error!(
@@ -113,6 +125,37 @@ impl Reloads {
             }
         }
         true
+    }
+
+    /// Sends a changed certificate to every shard; a refused pair is logged and counted
+    /// as a failed reload, and the running certificate stays.
+    fn rotate(
+        &mut self,
+        loaded: Option<Result<Arc<CertifiedKey>, String>>,
+        link: &ControlLink,
+        view: &mut View,
+    ) {
+        match loaded {
+            None => {}
+            Some(Err(reason)) => {
+                view.reload_failed();
+                tracing::error!(%reason, "TLS certificate reload refused; new handshakes keep the running certificate");
+            }
+            Some(Ok(identity)) => {
+                let unchanged = self
+                    .certificate
+                    .as_ref()
+                    .is_some_and(|c| c.cert == identity.cert);
+                if unchanged {
+                    return;
+                }
+                for shard in 0..link.shard_count() {
+                    link.send(shard, ToShard::Certificate(Arc::clone(&identity)));
+                }
+                tracing::info!("TLS certificate reloaded; new handshakes present it");
+                self.certificate = Some(identity);
+            }
+        }
     }
 
     fn due(&mut self, now: Instant) -> bool {
@@ -134,6 +177,7 @@ fn apply(reloaded: Reloaded, link: &ControlLink, view: &mut View) {
     let Reloaded {
         mut policy,
         restart_keys,
+        certificate: _,
     } = reloaded;
     if !restart_keys.is_empty() {
         tracing::warn!(
@@ -211,7 +255,7 @@ mod tests {
     fn reloads(load: LoadPolicy) -> (Reloads, Arc<AtomicBool>) {
         let hangup = Arc::new(AtomicBool::new(false));
         let reloader = Reloader {
-            watch: None,
+            watch: Vec::new(),
             watch_dir: None,
             load,
             hangup: Arc::clone(&hangup),
@@ -227,6 +271,7 @@ mod tests {
             Ok(Reloaded {
                 policy: policy(&["t"]),
                 restart_keys: vec!["idle_timeout_ms".into()],
+                certificate: None,
             })
         });
         let (mut reloads, hangup) = reloads(load);
@@ -270,7 +315,7 @@ mod tests {
         let path = dir.join("ron.toml");
         std::fs::write(&path, "").unwrap();
         let (mut reloads, _) = reloads(Box::new(|| Err(ReloadError::Refused("unused".into()))));
-        reloads.reloader.watch = Some(path.clone());
+        reloads.reloader.watch = vec![path.clone()];
         reloads.reloader.watch_dir = Some(dir.clone());
         reloads.watched = fingerprint(&reloads.reloader);
         let now = Instant::now();

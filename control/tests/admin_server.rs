@@ -39,6 +39,7 @@ impl Server {
             Ok(Reloaded {
                 policy: Policy::new(&["new".into()], vec![], QuotaLimits::default()),
                 restart_keys: vec![],
+                certificate: None,
             })
         });
         let state = ControlState {
@@ -49,7 +50,7 @@ impl Server {
             link,
             policy: Policy::new(&[], vec![], QuotaLimits::default()),
             reloader: Some(Reloader {
-                watch: None,
+                watch: Vec::new(),
                 watch_dir: None,
                 load,
                 hangup: Arc::clone(&hangup),

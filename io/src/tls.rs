@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 /// ALPN protocol id of OAP/1.
 pub const ALPN_OAP: &[u8] = b"oap/1";
@@ -58,6 +60,12 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Loads a PEM certificate chain and private key into a server configuration that
 /// offers `oap/1` and `http/1.1`.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let identity = certified_key(cert, key)?;
+    Ok(server_config_for(Arc::new(ReloadableCert::new(identity)))?.0)
+}
+
+/// Loads a PEM certificate chain and its private key, checked to belong together.
+pub fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let cert_error = |reason: String| TlsError::Certificate {
         path: cert.to_path_buf(),
         reason,
@@ -73,15 +81,56 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         path: key.to_path_buf(),
         reason: e.to_string(),
     })?;
+    let identity = CertifiedKey::from_der(chain, key_der, &provider())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(Arc::new(identity))
+}
+
+/// A server configuration offering `oap/1` and `http/1.1` that presents whatever
+/// certificate `resolver` holds at each handshake.
+pub fn server_config_for(
+    resolver: Arc<ReloadableCert>,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<ReloadableCert>), TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
     config.alpn_protocols = vec![ALPN_OAP.to_vec(), ALPN_HTTP.to_vec()];
     config.send_half_rtt_data = false;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), resolver))
+}
+
+/// The certificate a shard presents, replaced when the operator rotates it (the
+/// control thread loads the new pair, the shard installs it). Each shard has its own:
+/// its lock is taken by that shard's handshakes and, rarely, its own install, never by
+/// another core. Connections already established keep the session they negotiated.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    current: std::sync::Mutex<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    pub fn new(identity: Arc<CertifiedKey>) -> ReloadableCert {
+        ReloadableCert {
+            current: std::sync::Mutex::new(identity),
+        }
+    }
+
+    /// New handshakes present `identity` from now on.
+    pub fn install(&self, identity: Arc<CertifiedKey>) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = identity;
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.current.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
 }
 
 /// Accepts TLS on a freshly accepted socket, on the calling shard. The whole handshake

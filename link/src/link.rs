@@ -41,6 +41,9 @@ pub enum ToShard {
         addr: [u8; 32],
         reply: SyncSender<ObjectCheckReport>,
     },
+    /// The TLS certificate and key new handshakes present (a rotation, loaded and
+    /// checked by the control thread).
+    Certificate(Arc<rustls::sign::CertifiedKey>),
 }
 
 impl ToShard {
@@ -57,6 +60,10 @@ impl ToShard {
                     );
                 }
             }
+            ToShard::Certificate(identity) => assert!(
+                !identity.cert.is_empty(),
+                "link invariant: a certificate sent to a shard has a chain"
+            ),
             ToShard::PauseScrub(_) | ToShard::CheckObject { .. } => {}
         }
     }

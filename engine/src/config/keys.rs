@@ -337,7 +337,7 @@ pub const KEYS: &[Key] = &[
         flag: "cert",
         value: "FILE",
         default: None,
-        help: "PEM certificate chain for --tls",
+        help: "PEM certificate chain for --tls (reloaded when it or the key changes, or on SIGHUP)",
         apply: |c, v| set(&mut c.tls_cert, |s| path(s).map(Some), v),
     },
     Key {

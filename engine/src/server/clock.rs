@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use std::rc::Rc;
 
+use ron_io::tls::ReloadableCert;
 use ron_link::counters::FrontCounters;
 use ron_link::dht::DhtClient;
 use ron_link::link::{ShardLink, REPORT_PERIOD_MS};
@@ -28,6 +29,7 @@ pub(super) struct ShardClock<'a> {
     pub shard: &'a Rc<Shard>,
     pub blocked: &'a Blocked,
     pub dht: Option<&'a DhtClient>,
+    pub certificate: Option<&'a ReloadableCert>,
     pub metrics: &'a FrontCounters,
     pub link: &'a ShardLink,
     pub stop: &'a AtomicBool,
@@ -53,6 +55,7 @@ impl ShardClock<'_> {
                     shard: self.shard,
                     blocked: self.blocked,
                     dht: self.dht,
+                    certificate: self.certificate,
                 };
                 self.admission
                     .tick(self.link, |message| operator_request(&operated, message));

@@ -11,6 +11,7 @@ use ron_link::dht::DhtClient;
 use ron_link::link::ControlLink;
 use ron_link::policy::Policy;
 use ron_shards::layout::Routing;
+use rustls::sign::CertifiedKey;
 
 use crate::cli::Resolved;
 use crate::server::error::StartError;
@@ -50,7 +51,7 @@ pub(super) fn start_control(
         link,
         policy,
         reloader: Some(ron_control::Reloader {
-            watch: resolved.config_file.clone(),
+            watch: watched_files(resolved),
             watch_dir: config.denylist_dir.clone(),
             load: reload_policy(resolved.clone()),
             hangup: Arc::clone(&signals.hangup),
@@ -73,10 +74,28 @@ pub(super) fn start_control(
     })
 }
 
+/// The TLS pair read again from the files the node started with (a rotation replaces
+/// their contents; new paths take a restart), or why it was refused.
+fn certificate_of(config: &crate::config::Config) -> Option<Result<Arc<CertifiedKey>, String>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return None;
+    };
+    Some(ron_io::tls::certified_key(cert, key).map_err(|e| e.to_string()))
+}
+
 /// Which shard owns an object, for the operator's check of one object: the control
 /// thread gets the shards' routing as a function, not the storage's types.
 fn owner_of(routing: Routing) -> ron_control::OwnerOf {
     ron_control::OwnerOf::new(move |addr| usize::from(routing.owner(addr).0))
+}
+
+/// The files whose change is a reload: the configuration file, and the TLS certificate
+/// and key (a rotation by an ACME client).
+fn watched_files(resolved: &Resolved) -> Vec<std::path::PathBuf> {
+    let config = &resolved.config;
+    let tls = [&config.tls_cert, &config.tls_key];
+    let files = resolved.config_file.iter().chain(tls.into_iter().flatten());
+    files.cloned().collect()
 }
 
 /// The control thread's way to read the configuration again: the same layers (file,
@@ -92,6 +111,7 @@ fn reload_policy(running: Resolved) -> ron_control::LoadPolicy {
         Ok(ron_control::Reloaded {
             restart_keys,
             policy: live.policy()?,
+            certificate: certificate_of(&running.config),
         })
     })
 }

@@ -73,7 +73,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         probe_port(addr)?;
     }
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(ron_io::tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(ron_io::tls::certified_key(cert, key)?),
         _ => None,
     };
     for (_, dir) in dirs.iter() {

@@ -1,11 +1,13 @@
 //! An operator's requests about a shard's storage, sent by the admin server through the
 //! shard's inbox and taken at its clock's tick: pause or resume the scrubber, check one
-//! object now (`ron repair`, answered on the request's own channel), and a new policy's
-//! denylist (installed; what it newly blocks by name is withdrawn from the DHT).
+//! object now (`ron repair`, answered on the request's own channel), a new policy's
+//! denylist (installed; what it newly blocks by name is withdrawn from the DHT), and a
+//! rotated TLS certificate (new handshakes present it).
 
 use std::rc::Rc;
 
 use ron_codec::Address;
+use ron_io::tls::ReloadableCert;
 use ron_link::dht::DhtClient;
 use ron_link::link::{ObjectCheckReport, ToShard};
 use ron_shards::scrub::ObjectCheck;
@@ -18,6 +20,8 @@ pub(super) struct Operated<'a> {
     pub shard: &'a Rc<Shard>,
     pub blocked: &'a Blocked,
     pub dht: Option<&'a DhtClient>,
+    /// The shard's TLS certificate, when it has a TLS listener.
+    pub certificate: Option<&'a ReloadableCert>,
 }
 
 /// An operator's request about this shard's storage (from the admin server).
@@ -36,6 +40,11 @@ pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
                 let _ = reply.try_send(check_report(checked));
             })
             .detach();
+        }
+        ToShard::Certificate(identity) => {
+            if let Some(certificate) = on.certificate {
+                certificate.install(identity);
+            }
         }
         ToShard::Shares(_) => {}
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_codec::Address;
+use ron_io::tls::ReloadableCert;
 use ron_link::counters::ShardCounters;
 use ron_link::denylist::Denylist;
 use ron_link::dht::{DhtClient, PullMailbox};
@@ -21,6 +22,7 @@ use ron_shards::layout::Routing;
 use ron_shards::mesh::{self, Mesh, MeshEnds};
 use ron_shards::ShardIndex;
 use ron_shards::{Shard, ShardConfig};
+use rustls::sign::CertifiedKey;
 
 use crate::admission::buckets::ShardQuotas;
 use crate::admission::Admission;
@@ -38,7 +40,9 @@ pub(super) struct ShardPlan {
     pub config: Arc<Config>,
     /// Tokens, tenants, limits and the denylist, as read at start.
     pub policy: Policy,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS certificate and key read at start (rotations arrive from the control
+    /// thread).
+    pub tls: Option<Arc<CertifiedKey>>,
     pub routing: Routing,
     pub stop: Arc<AtomicBool>,
     /// The DHT thread's mailboxes, on a node with `--p2p`.
@@ -145,7 +149,7 @@ impl Drop for StopOnFailure {
 struct ShardStart {
     index: ShardIndex,
     plan_config: Arc<Config>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<CertifiedKey>>,
     routing: Routing,
     /// This shard's ends of the mesh (none on a one-shard node).
     mesh: Option<MeshEnds>,
@@ -309,12 +313,19 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
             read_through.sweep_copies(interval, replicas);
         }
     }
+    // This shard's own TLS configuration and certificate: a rotation is installed by
+    // the shard itself (its clock), so no other core touches it.
+    let tls = start
+        .tls
+        .clone()
+        .map(|identity| ron_io::tls::server_config_for(Arc::new(ReloadableCert::new(identity))))
+        .transpose()?;
     let fronts = FrontEnds::new(
         &config,
         Rc::clone(&shard),
         &admission,
         &draining,
-        start.tls.is_some(),
+        tls.is_some(),
         read_through.clone(),
         Rc::clone(&blocked),
     )?;
@@ -322,7 +333,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     let acceptors = fronts.accept(
         listeners,
         &first_connection,
-        start.tls.clone(),
+        tls.as_ref().map(|(config, _)| Arc::clone(config)),
         &start.counters.front,
         config.connections_max,
     );
@@ -332,6 +343,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         shard: &shard,
         blocked: &blocked,
         dht: start.dht.as_ref(),
+        certificate: tls.as_ref().map(|(_, resolver)| &**resolver),
         metrics: &start.counters.front,
         link: &start.link,
         stop: &start.stop,

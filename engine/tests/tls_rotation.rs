@@ -1,0 +1,148 @@
+//! A TLS certificate rotated under a running node (what an ACME client does every 60–90
+//! days): new handshakes get the new pair within a few seconds, connections already
+//! open go on, and a broken pair is refused while the running one stays.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn dev_cert(dir: &Path) -> Vec<u8> {
+    let out = ron(&["cert", "--dev", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read(dir.join("cert.pem")).unwrap()
+}
+
+fn der(pem: &[u8]) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem).unwrap()
+}
+
+/// A client that trusts both development certificates.
+fn client(trusted: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in trusted {
+        roots.add(der(pem)).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A TLS connection to `addr` and the certificate the node presented.
+fn handshake(
+    config: &Arc<rustls::ClientConfig>,
+    addr: &str,
+) -> (TlsStream, CertificateDer<'static>) {
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.flush().unwrap();
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    let served = tls.conn.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned();
+    (tls, served)
+}
+
+/// One keep-alive GET on an open TLS connection: the status.
+fn get_over(tls: &mut TlsStream, path: &str) -> u16 {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    tls.write_all(raw.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let len: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; len];
+    tls.read_exact(&mut body).unwrap();
+    text[9..12].parse().unwrap()
+}
+
+fn install(live: &Path, from: &Path) {
+    for file in ["key.pem", "cert.pem"] {
+        let tmp = live.join(format!(".{file}.tmp"));
+        std::fs::copy(from.join(file), &tmp).unwrap();
+        std::fs::rename(tmp, live.join(file)).unwrap();
+    }
+}
+
+#[test]
+fn a_rotated_certificate_is_served_to_new_handshakes_and_open_connections_go_on() {
+    let base = temp_dir("tls-rotation");
+    let (a, b, live) = (base.join("a"), base.join("b"), base.join("live"));
+    let (cert_a, cert_b) = (dev_cert(&a), dev_cert(&b));
+    std::fs::create_dir_all(&live).unwrap();
+    install(&live, &a);
+    let tls_addr = format!("127.0.0.1:{}", free_port());
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    let flags = [
+        "--shards",
+        "2",
+        "--tls",
+        &tls_addr,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let mut n = Node::start(&base.join("node"), &flags);
+    let object = upload(&n, &bytes(8, 10_000));
+    let path = format!("/o/{object}");
+    let config = client(&[&cert_a, &cert_b]);
+
+    let (mut open, served) = handshake(&config, &tls_addr);
+    assert_eq!(served, der(&cert_a));
+    assert_eq!(get_over(&mut open, &path), 200);
+
+    install(&live, &b);
+    wait_for(
+        "new handshakes to present the new certificate",
+        WAIT,
+        || (0..4).all(|_| handshake(&config, &tls_addr).1 == der(&cert_b)),
+    );
+    assert_eq!(
+        get_over(&mut open, &path),
+        200,
+        "the open connection goes on"
+    );
+
+    // A broken pair (a key that is not the certificate's) is refused; B stays.
+    let failures = metric(n.admin, "ron_config_reload_failures_total");
+    std::fs::copy(a.join("key.pem"), live.join(".key.tmp")).unwrap();
+    std::fs::rename(live.join(".key.tmp"), live.join("key.pem")).unwrap();
+    wait_for("the mismatched pair to be refused", WAIT, || {
+        metric(n.admin, "ron_config_reload_failures_total") > failures
+    });
+    assert!((0..4).all(|_| handshake(&config, &tls_addr).1 == der(&cert_b)));
+    assert!(
+        n.stderr().contains("TLS certificate reload refused"),
+        "{}",
+        n.stderr()
+    );
+    n.stop();
+}
