@@ -529,6 +529,7 @@ mod tests {
             oap_advertised_port: Some(4),
             zone: Some("eu".into()),
             denylist_dir: Some("/etc/ron/deny".into()),
+            origin_ca: Some("/etc/ron/origin-ca.pem".into()),
             ..Config::default()
         };
         let rendered = toml::to_string(&with_all).unwrap();
@@ -577,7 +578,7 @@ mod tests {
             "  --config FILE               TOML file with any of the keys below\n  --data-dir DIR              data directory, one per disk (repeatable; key data_dirs) [./ron-data]\n"
         ));
         for line in [
-            "  --cert FILE                 PEM certificate chain for --tls (key tls_cert)\n",
+            "  --cert FILE                 PEM certificate chain for --tls (reloaded when it or the key changes, or on SIGHUP; key tls_cert)\n",
             "  --max-inflight N            requests in flight per shard; more get 503 (key inflight_max) [4096]\n",
             "  --token TOKEN               a bearer token allowed to write (repeatable; key tokens)\n",
             "  --allow-open-writes         allow writes without tokens on a non-loopback listener\n",

@@ -68,8 +68,21 @@ fn varnish(backend: SocketAddr) -> Daemon {
 /// nginx serving the files of `root` as an origin (`root/o/b3:<hex>`), with an access
 /// log the test reads to count what reached it.
 fn nginx_origin(root: &Path) -> Daemon {
+    nginx_serving(root, None)
+}
+
+/// The same over HTTPS with the certificate and key in `tls_dir` (`ron cert --dev`).
+fn nginx_serving(root: &Path, tls_dir: Option<&Path>) -> Daemon {
     let dir = temp_dir("nginx");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = match tls_dir {
+        None => format!("listen {addr};"),
+        Some(tls) => format!(
+            "listen {addr} ssl; ssl_certificate {}; ssl_certificate_key {};",
+            tls.join("cert.pem").display(),
+            tls.join("key.pem").display()
+        ),
+    };
     let d = dir.display();
     let conf = format!(
         "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
@@ -79,7 +92,7 @@ fn nginx_origin(root: &Path) -> Daemon {
            access_log {d}/access.log;
            client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
            fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-           server {{ listen {addr}; root {}; }}
+           server {{ {listen} root {}; }}
          }}",
         root.display()
     );
@@ -184,4 +197,56 @@ fn an_edge_answers_an_origins_404_as_404_and_asks_again_only_after_fetch_miss_ms
     assert_eq!((r.status, Address::of(&r.body)), (200, addr), "verified");
     assert_eq!(origin_requests(&origin, &path), 2);
     edge.stop();
+}
+
+fn dev_cert(dir: &Path) {
+    let out = ron(&["cert", "--dev", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn an_edge_reads_through_an_https_origin_and_checks_its_certificate() {
+    let root = temp_dir("https-root");
+    std::fs::create_dir_all(root.join("o")).unwrap();
+    let data = bytes(33, 700_000);
+    let addr = Address::of(&data);
+    std::fs::write(root.join("o").join(addr.to_string()), &data).unwrap();
+    let (ours, theirs) = (temp_dir("origin-tls"), temp_dir("other-tls"));
+    dev_cert(&ours);
+    dev_cert(&theirs);
+    let origin = nginx_serving(&root, Some(&ours));
+    let impostor = nginx_serving(&root, Some(&theirs));
+    let ca = ours.join("cert.pem");
+    let edge_of = |name: &str, at: SocketAddr| {
+        let url = format!("https://{at}");
+        Node::start(
+            &temp_dir(name),
+            &[
+                "--shards",
+                "1",
+                "--origin",
+                &url,
+                "--origin-ca",
+                ca.to_str().unwrap(),
+            ],
+        )
+    };
+    let mut edge = edge_of("https-edge", origin.addr);
+    let r = get(edge.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!((r.status, Address::of(&r.body)), (200, addr), "verified");
+    assert_eq!(origin_requests(&origin, &format!("/o/{addr}")), 1);
+
+    // An origin whose certificate does not chain to the CA given: nothing is taken.
+    let mut fooled = edge_of("https-fooled", impostor.addr);
+    let r = get(fooled.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (502, Some("bad_gateway"))
+    );
+    let message = r.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("TLS"), "{message}");
+    assert_eq!(origin_requests(&impostor, &format!("/o/{addr}")), 0);
+    for n in [&mut edge, &mut fooled] {
+        n.stop();
+    }
 }

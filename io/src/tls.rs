@@ -16,6 +16,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+pub use futures_rustls::TlsConnector;
+
 /// ALPN protocol id of OAP/1.
 pub const ALPN_OAP: &[u8] = b"oap/1";
 /// ALPN protocol id of HTTP/1.1.
@@ -163,6 +165,77 @@ pub async fn accept(
 }
 
 /// The acceptor for a server configuration.
+/// Where a system keeps its trusted CA bundle (Debian/Ubuntu, RHEL/Fedora, Alpine and
+/// others, BSDs); `SSL_CERT_FILE` comes first when it is set.
+const SYSTEM_CA_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/usr/local/share/certs/ca-root-nss.crt",
+];
+
+/// The CAs a TLS client of ron (an HTTPS origin) trusts: the PEM certificates of
+/// `ca_file`, else the system's bundle.
+pub fn client_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
+    let from_env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let file = match ca_file {
+        Some(file) => file.to_path_buf(),
+        None => from_env
+            .into_iter()
+            .chain(SYSTEM_CA_BUNDLES.iter().map(PathBuf::from))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                TlsError::Config(format!(
+                    "no system CA bundle (looked for SSL_CERT_FILE, {}); give one with --origin-ca",
+                    SYSTEM_CA_BUNDLES.join(", ")
+                ))
+            })?,
+    };
+    let cert_error = |reason: String| TlsError::Certificate {
+        path: file.clone(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&file).map_err(|e| cert_error(e.to_string()))? {
+        let cert = cert.map_err(|e| cert_error(e.to_string()))?;
+        roots.add(cert).map_err(|e| cert_error(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(cert_error("no CERTIFICATE block in the file".into()));
+    }
+    Ok(roots)
+}
+
+/// A TLS client configuration trusting `roots` (no client certificate).
+pub fn client_connector(
+    roots: rustls::RootCertStore,
+) -> Result<futures_rustls::TlsConnector, TlsError> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(futures_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Opens TLS to `name` over a connected socket; the handshake completes within
+/// `deadline` (the socket's own read and write timeouts apply too).
+pub async fn connect(
+    connector: &futures_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+    stream: glommio::net::TcpStream,
+    deadline: std::time::Duration,
+) -> std::io::Result<futures_rustls::client::TlsStream<glommio::net::TcpStream>> {
+    let expired = async {
+        glommio::timer::sleep(deadline).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake not complete in time",
+        ))
+    };
+    futures_lite::future::or(connector.connect(name, stream), expired).await
+}
+
 pub fn acceptor(config: Arc<rustls::ServerConfig>) -> futures_rustls::TlsAcceptor {
     futures_rustls::TlsAcceptor::from(config)
 }

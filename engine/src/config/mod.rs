@@ -115,6 +115,10 @@ pub struct Config {
     /// HTTP origin of read-through (`http://HOST[:PORT][/PREFIX]`); off when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// CA certificates (PEM) an `https://` origin is checked against; none: the
+    /// system's bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_ca: Option<PathBuf>,
     /// Directory of `*.deny` files: addresses refused on every path (read at start,
     /// reloaded when a file changes or on SIGHUP).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -325,6 +329,7 @@ impl Config {
             oap_advertised_port: None,
             origin: None,
             trusted_proxies: Vec::new(),
+            origin_ca: None,
             denylist_dir: None,
             fetch_timeout_ms: 0,
             fetch_hedge_ms: 0,

@@ -47,11 +47,22 @@ impl Config {
             }
         }
         if let Some(origin) = &self.origin {
-            if !origin.starts_with("http://") || origin.len() <= "http://".len() {
+            let rest = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            if rest.is_none_or(str::is_empty) {
                 return refuse(format!(
-                    "origin: {origin:?} is not http://HOST[:PORT][/PREFIX] (https origins are not supported)"
+                    "origin: {origin:?} is not http[s]://HOST[:PORT][/PREFIX]"
                 ));
             }
+        }
+        if self.origin_ca.is_some()
+            && !self
+                .origin
+                .as_deref()
+                .is_some_and(|o| o.starts_with("https://"))
+        {
+            return refuse("origin_ca: only an https:// origin has a certificate to check".into());
         }
         if self.fetch_timeout_ms == 0 {
             return refuse("fetch_timeout_ms: must be at least 1".into());

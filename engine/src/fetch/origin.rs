@@ -1,20 +1,24 @@
-//! Read-through from an HTTP origin (`--origin http://HOST[:PORT][/PREFIX]`): `GET
-//! PREFIX/o/b3:<hex>` from another ron, or from nginx serving files named by their
-//! address. Plain HTTP carries no proof, so the body is verified whole: it is written
-//! to an upload (hashed as it arrives, into a temp file for a large object) and only
-//! an upload whose tree's root is the address is committed — nothing from an origin is
-//! served before that.
+//! Read-through from an HTTP or HTTPS origin (`--origin http[s]://HOST[:PORT][/PREFIX]`):
+//! `GET PREFIX/o/b3:<hex>` from another ron, or from nginx or a bucket serving files
+//! named by their address. HTTPS is rustls, trusting the system's CA bundle or the
+//! operator's (`--origin-ca FILE`), the certificate checked against HOST. The bytes
+//! carry no proof either way, so the body is verified whole: it is written to an upload
+//! (hashed as it arrives, into a temp file for a large object) and only an upload whose
+//! tree's root is the address is committed — nothing from an origin is served before
+//! that. TLS proves who sent the bytes; only the address proves they are right.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ron_codec::http::head::Method;
 use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
 use ron_codec::Address;
 use ron_link::counters::FetchFailure;
 use ron_shards::{Shard, StagedObject};
+use rustls::pki_types::ServerName;
 
 use crate::fetch::AttemptError;
 
@@ -32,14 +36,34 @@ pub struct Origin {
     addr: SocketAddr,
     host: String,
     prefix: String,
+    /// HTTPS: the TLS client and the name the certificate must carry.
+    tls: Option<OriginTls>,
+}
+
+#[derive(Clone)]
+struct OriginTls {
+    connector: ron_io::tls::TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for OriginTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginTls")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// Why the origin (`origin`, `--origin`) cannot be used: found once, at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
-    /// Not an `http://` URL (https and other schemes are not supported).
-    #[error("origin {url:?}: only http:// origins are supported")]
+    /// Not an `http://` or `https://` URL.
+    #[error("origin {url:?}: only http:// and https:// origins are supported")]
     Scheme { url: String },
+    /// An HTTPS origin whose CAs could not be read, or whose host is not a name a
+    /// certificate can carry.
+    #[error("origin {url:?}: {reason}")]
+    Tls { url: String, reason: String },
     /// Nothing between `http://` and the path.
     #[error("origin {url:?}: no host")]
     NoHost { url: String },
@@ -52,13 +76,18 @@ pub enum OriginError {
 }
 
 impl Origin {
-    /// Parses `http://HOST[:PORT][/PREFIX]` and resolves HOST (at start-up: it blocks).
-    pub fn resolve(url: &str) -> Result<Origin, OriginError> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| OriginError::Scheme {
-                url: url.to_string(),
-            })?;
+    /// Parses `http[s]://HOST[:PORT][/PREFIX]` and resolves HOST (at start-up: it
+    /// blocks); an HTTPS origin trusts the CAs of `ca_file`, else the system's.
+    pub fn resolve(url: &str, ca_file: Option<&Path>) -> Result<Origin, OriginError> {
+        let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => {
+                return Err(OriginError::Scheme {
+                    url: url.to_string(),
+                })
+            }
+        };
         let (host, prefix) = match rest.find('/') {
             Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
             None => (rest, ""),
@@ -68,10 +97,11 @@ impl Origin {
                 url: url.to_string(),
             });
         }
+        let default_port = if https { 443 } else { 80 };
         let with_port = if host.contains(':') && !host.ends_with(']') {
             host.to_string()
         } else {
-            format!("{host}:80")
+            format!("{host}:{default_port}")
         };
         let addr = with_port
             .to_socket_addrs()
@@ -84,11 +114,19 @@ impl Origin {
                 url: url.to_string(),
                 host: host.to_string(),
             })?;
+        let tls = https
+            .then(|| origin_tls(host, ca_file))
+            .transpose()
+            .map_err(|reason| OriginError::Tls {
+                url: url.to_string(),
+                reason,
+            })?;
         Ok(Origin {
             url: url.to_string(),
             addr,
             host: host.to_string(),
             prefix: prefix.to_string(),
+            tls,
         })
     }
 
@@ -109,19 +147,38 @@ impl Origin {
         len_max: u64,
         stall: Duration,
     ) -> Result<(StagedObject, u64), AttemptError> {
-        let mut stream = TcpStream::connect_timeout(self.addr, stall)
+        let stream = TcpStream::connect_timeout(self.addr, stall)
             .await
             .map_err(|e| self.error(FetchFailure::Connect, e))?;
+        let timeouts = stream
+            .set_read_timeout(Some(stall))
+            .and_then(|()| stream.set_write_timeout(Some(stall)));
+        timeouts.map_err(|e| self.error(FetchFailure::Connect, e))?;
+        match &self.tls {
+            None => self.exchange(stream, shard, addr, len_max).await,
+            Some(tls) => {
+                let secured = ron_io::tls::connect(&tls.connector, tls.name.clone(), stream, stall)
+                    .await
+                    .map_err(|e| self.error(FetchFailure::Connect, format!("TLS: {e}")))?;
+                self.exchange(secured, shard, addr, len_max).await
+            }
+        }
+    }
+
+    /// The request and its answer over an open connection (plain or TLS).
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        shard: &Shard,
+        addr: Address,
+        len_max: u64,
+    ) -> Result<(StagedObject, u64), AttemptError> {
         let io = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
                 self.error(FetchFailure::Timeout, e)
             }
             _ => self.error(FetchFailure::Protocol, e),
         };
-        let timeouts = stream
-            .set_read_timeout(Some(stall))
-            .and_then(|()| stream.set_write_timeout(Some(stall)));
-        timeouts.map_err(|e| self.error(FetchFailure::Connect, e))?;
         let request = format!(
             "GET {}/o/{addr} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ron/{} read-through\r\nConnection: close\r\n\r\n",
             self.prefix,
@@ -189,7 +246,24 @@ impl Origin {
         }
         Ok((staged, len))
     }
+}
 
+/// The TLS client of an HTTPS origin: the CAs to trust and the name its certificate
+/// must carry (HOST without its port; an IP address is checked as one).
+fn origin_tls(host: &str, ca_file: Option<&Path>) -> Result<OriginTls, String> {
+    let bare = match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let bare = bare.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(bare.to_string())
+        .map_err(|e| format!("{bare:?} is not a name a certificate can carry: {e}"))?;
+    let roots = ron_io::tls::client_roots(ca_file).map_err(|e| e.to_string())?;
+    let connector = ron_io::tls::client_connector(roots).map_err(|e| e.to_string())?;
+    Ok(OriginTls { connector, name })
+}
+
+impl Origin {
     /// The response head, once it is whole: the body's length, its content type and
     /// where the body starts. Anything but a 200 with a Content-Length is refused.
     fn parse_head(
@@ -241,7 +315,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn origin() -> Origin {
-        Origin::resolve("http://127.0.0.1:1").unwrap()
+        Origin::resolve("http://127.0.0.1:1", None).unwrap()
     }
 
     #[test]
@@ -290,25 +364,34 @@ mod tests {
     }
 
     #[test]
-    fn origin_urls_are_http_with_an_optional_prefix() {
-        let o = Origin::resolve("http://127.0.0.1:8080/cdn/").unwrap();
+    fn origin_urls_are_http_or_https_with_an_optional_prefix() {
+        let o = Origin::resolve("http://127.0.0.1:8080/cdn/", None).unwrap();
         assert_eq!((o.addr.port(), o.prefix.as_str()), (8080, "/cdn"));
         assert_eq!(o.host, "127.0.0.1:8080");
-        let bare = Origin::resolve("http://127.0.0.1").unwrap();
+        assert!(o.tls.is_none());
+        let bare = Origin::resolve("http://127.0.0.1", None).unwrap();
         assert_eq!((bare.addr.port(), bare.prefix.as_str()), (80, ""));
-        let tls = Origin::resolve("https://example.invalid").unwrap_err();
+        let ftp = Origin::resolve("ftp://example.invalid", None).unwrap_err();
         assert!(
-            matches!(&tls, OriginError::Scheme { url } if url == "https://example.invalid"),
-            "{tls:?}"
+            matches!(&ftp, OriginError::Scheme { url } if url == "ftp://example.invalid"),
+            "{ftp:?}"
         );
         assert_eq!(
-            tls.to_string(),
-            "origin \"https://example.invalid\": only http:// origins are supported"
+            ftp.to_string(),
+            "origin \"ftp://example.invalid\": only http:// and https:// origins are supported"
         );
-        let no_host = Origin::resolve("http:///x").unwrap_err();
+        let missing_ca =
+            Origin::resolve("https://127.0.0.1", Some(Path::new("/nonexistent/ca.pem")));
+        let missing_ca = missing_ca.unwrap_err().to_string();
+        assert!(
+            missing_ca
+                .starts_with("origin \"https://127.0.0.1\": TLS certificate /nonexistent/ca.pem"),
+            "{missing_ca}"
+        );
+        let no_host = Origin::resolve("http:///x", None).unwrap_err();
         assert!(matches!(no_host, OriginError::NoHost { .. }), "{no_host:?}");
         assert_eq!(no_host.to_string(), "origin \"http:///x\": no host");
-        let bad_port = Origin::resolve("http://127.0.0.1:http").unwrap_err();
+        let bad_port = Origin::resolve("http://127.0.0.1:http", None).unwrap_err();
         assert!(
             matches!(bad_port, OriginError::Lookup { .. }),
             "{bad_port:?}"

@@ -82,7 +82,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     let origin = config
         .origin
         .as_deref()
-        .map(crate::fetch::Origin::resolve)
+        .map(|url| crate::fetch::Origin::resolve(url, config.origin_ca.as_deref()))
         .transpose()
         .map_err(StartError::Origin)?;
     let routing = Routing::new(table, shards);
