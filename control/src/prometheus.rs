@@ -366,18 +366,20 @@ fn escape_label(value: &str) -> String {
 pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
     use ron_link::dht::LOOKUP_BUCKETS_MS;
     use std::sync::atomic::Ordering::Relaxed;
-    let name = "ron_dht_lookup_ms";
+    let name = "ron_dht_lookup_duration_seconds";
     out.push_str(&format!(
-        "# HELP {name} Provider lookups (resolves) by time to answer, milliseconds.\n# TYPE {name} histogram\n"
+        "# HELP {name} Provider lookups (resolves) by time to answer, seconds.\n# TYPE {name} histogram\n"
     ));
     let mut cumulative = 0;
-    for (i, le) in LOOKUP_BUCKETS_MS.iter().enumerate() {
+    for (i, le_ms) in LOOKUP_BUCKETS_MS.iter().enumerate() {
         cumulative += dht.lookup_ms_buckets[i].load(Relaxed);
+        let le = *le_ms as f64 / 1e3;
         out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
     }
     cumulative += dht.lookup_ms_buckets[LOOKUP_BUCKETS_MS.len()].load(Relaxed);
     out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
-    out.push_str(&format!("{name}_sum {}\n", dht.lookup_ms_sum.load(Relaxed)));
+    let sum_s = dht.lookup_ms_sum.load(Relaxed) as f64 / 1e3;
+    out.push_str(&format!("{name}_sum {sum_s}\n"));
     out.push_str(&format!("{name}_count {cumulative}\n"));
     let families: [(&str, Kind, &str, &std::sync::atomic::AtomicU64); 16] = [
         (
@@ -393,7 +395,7 @@ pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
             &dht.copies_accepted_total,
         ),
         (
-            "ron_dht_missing_records",
+            "ron_dht_missing_records_total",
             Counter,
             "Provider lookups that found no provider.",
             &dht.missing_records_total,

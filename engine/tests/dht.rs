@@ -112,8 +112,8 @@ fn five_nodes_announce_and_resolve_and_keep_their_records_across_restarts() {
         String::from_utf8_lossy(&out.stderr).contains("no provider found in the DHT"),
         "{out:?}"
     );
-    assert!(metric(nodes[4].admin, "ron_dht_missing_records") >= 1);
-    assert!(metric(nodes[4].admin, "ron_dht_lookup_ms_count") >= 2);
+    assert!(metric(nodes[4].admin, "ron_dht_missing_records_total") >= 1);
+    assert!(metric(nodes[4].admin, "ron_dht_lookup_duration_seconds_count") >= 2);
 
     // C holds A's record (k = 20 > 5 nodes: every node does); restarted, it still has it.
     wait_for("C holds A's record", WAIT, || {

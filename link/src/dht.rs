@@ -376,7 +376,8 @@ fn copy_to_request(
     }
 }
 
-/// Upper bounds of the lookup-latency buckets, milliseconds (`ron_dht_lookup_ms`).
+/// Upper bounds of the lookup-latency buckets, milliseconds
+/// (`ron_dht_lookup_duration_seconds`, shown in seconds).
 pub const LOOKUP_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
 
 /// The DHT thread's counters (it writes them, relaxed; the admin threads read them).

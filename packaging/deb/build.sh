@@ -20,6 +20,11 @@ install -D -m 0755 "$bin" "$stage/usr/bin/ron"
 install -D -m 0644 packaging/ron.service "$stage/lib/systemd/system/ron.service"
 install -D -m 0644 packaging/ron.toml "$stage/etc/ron/ron.toml"
 install -D -m 0644 packaging/deb/sysusers.conf "$stage/usr/lib/sysusers.d/ron.conf"
+# Alert rules (with their promtool tests) and a Grafana dashboard, for the operator to
+# load into their Prometheus and Grafana.
+for file in prometheus/ron-alerts.yml prometheus/ron-alerts.test.yml grafana/ron-dashboard.json; do
+  install -D -m 0644 "packaging/$file" "$stage/usr/share/ron/$file"
+done
 for doc in README.md docs/OPERATIONS.md docs/HTTP-API.md docs/OAP-1.md; do
   install -D -m 0644 "$doc" "$stage/usr/share/doc/ron/$(basename "$doc")"
 done
