@@ -38,7 +38,7 @@ Architecture: $arch
 Maintainer: RustyOnions <ron@example.invalid>
 Section: net
 Priority: optional
-Depends: passwd
+Depends: passwd, init-system-helpers (>= 1.54~)
 Installed-Size: $(du -sk "$stage" | cut -f1)
 Homepage: https://example.invalid/rustyonions/ron
 Description: RustyOnions data-plane node

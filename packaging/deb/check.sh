@@ -24,6 +24,11 @@ getent passwd ron >/dev/null || fail "no ron user"
 [ "$(stat -c '%U:%G %a' /etc/ron/ron.toml)" = "root:ron 640" ] || fail "ron.toml owner/mode"
 [ "$(stat -c '%U:%G %a' /var/lib/ron)" = "ron:ron 750" ] || fail "/var/lib/ron owner/mode"
 /usr/bin/ron --version
+# Enabled through deb-systemd-helper even with no systemd running (an image built in a
+# chroot boots with the node enabled).
+wants=/etc/systemd/system/multi-user.target.wants/ron.service
+[ -L "$wants" ] || fail "ron.service not enabled (no $wants)"
+[ -f /usr/share/ron/prometheus/ron-alerts.yml ] || fail "alert rules not installed"
 
 if command -v systemd-analyze >/dev/null; then
   step "systemd-analyze verify ron.service"
@@ -76,6 +81,8 @@ dpkg -r ron >/dev/null
 [ ! -e /usr/bin/ron ] || fail "/usr/bin/ron left after remove"
 [ -f /etc/ron/ron.toml ] || fail "conffile removed before purge"
 dpkg --purge ron >/dev/null
+[ ! -e "$wants" ] && [ ! -L "$wants" ] || fail "purge left $wants behind"
+[ ! -e /etc/systemd/system/ron.service ] || fail "purge left a mask of ron.service"
 [ -d /var/lib/ron/stores ] || fail "data removed"
 getent passwd ron >/dev/null || fail "user removed"
 echo "check.sh: ok"
