@@ -25,8 +25,11 @@ USAGE:
   ron config print [OPTIONS]   show the effective configuration and where each value came from
   ron config sample [OPTIONS]  a configuration file of every key with its meaning and default
                                (keys given as OPTIONS are set, the rest commented)
-  ron doctor [OPTIONS]         check this host for the configuration (io_uring, limits, CPUs,
-                               data dir); exits 1 if `ron serve` would refuse to start
+  ron doctor [OPTIONS] [--unit ron.service]
+                               check this host for the configuration (io_uring, limits, CPUs,
+                               data dir); exits 1 if `ron serve` would refuse to start. With
+                               --unit, as that systemd unit runs the node: its User=,
+                               LimitMEMLOCK= and LimitNOFILE= (run it as root)
   ron help | --help            this text
   ron --version
 
@@ -60,7 +63,11 @@ pub enum Command {
     Client(Box<ron_client::cli::ClientCommand>),
     PrintConfig(Box<Resolved>),
     SampleConfig(Box<Resolved>),
-    Doctor(Box<Resolved>),
+    /// `ron doctor`, as `unit` (a systemd unit's name or file) would run the node.
+    Doctor {
+        resolved: Box<Resolved>,
+        unit: Option<String>,
+    },
     Help,
     Version,
 }
@@ -124,7 +131,13 @@ pub fn parse(
         ["serve"] => Ok(Command::Serve(Box::new(resolve(&flags, env)?))),
         ["config", "print"] => Ok(Command::PrintConfig(Box::new(resolve(&flags, env)?))),
         ["config", "sample"] => Ok(Command::SampleConfig(Box::new(resolve(&flags, env)?))),
-        ["doctor"] => Ok(Command::Doctor(Box::new(resolve(&flags, env)?))),
+        ["doctor"] => {
+            let (unit, flags): (Vec<_>, Vec<_>) = flags.into_iter().partition(|(n, _)| n == "unit");
+            Ok(Command::Doctor {
+                resolved: Box::new(resolve(&flags, env)?),
+                unit: unit.into_iter().last().map(|(_, v)| v),
+            })
+        }
         ["help"] => Ok(Command::Help),
         [] => Err(usage("missing command")),
         other => Err(usage(format!("unknown command {:?}", other.join(" ")))),

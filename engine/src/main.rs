@@ -29,8 +29,19 @@ fn main() -> ExitCode {
             print!("{}", resolved.sample());
             ExitCode::SUCCESS
         }
-        Ok(Command::Doctor(resolved)) => {
-            let report = ron_engine::preflight::run(&resolved.config);
+        Ok(Command::Doctor { resolved, unit }) => {
+            let unit = match unit.as_deref().map(ron_engine::preflight::UnitLimits::read) {
+                None => None,
+                Some(Ok(limits)) => Some(limits),
+                Some(Err(reason)) => {
+                    eprintln!("ron: {reason}");
+                    return ExitCode::from(1);
+                }
+            };
+            if let Some(limits) = &unit {
+                print!("{}", limits.describe());
+            }
+            let report = ron_engine::preflight::run_as(&resolved.config, unit.as_ref());
             print!("{}", report.render());
             match report.failures().count() {
                 0 => ExitCode::SUCCESS,

@@ -449,7 +449,7 @@ fn writes_need_a_token_when_tokens_are_configured() {
 #[test]
 fn refuses_to_start_open_on_a_public_address() {
     let dir = temp_dir("public");
-    let out = run_ron(&dir, &["--http", "0.0.0.0:1", "--admin", "127.0.0.1:1"]);
+    let out = run_ron(&dir, &["--http", "0.0.0.0:1", "--admin", "127.0.0.1:2"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -498,13 +498,13 @@ fn a_second_node_cannot_share_the_data_dir_or_port() {
     let n = node("exclusive", &[]);
     let out = run_ron(
         &n.data_dir,
-        &["--http", "127.0.0.1:1", "--admin", "127.0.0.1:1"],
+        &["--http", "127.0.0.1:1", "--admin", "127.0.0.1:2"],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another ron process"));
     let other = temp_dir("exclusive2");
     let http = n.http.to_string();
-    let out = run_ron(&other, &["--http", &http, "--admin", "127.0.0.1:1"]);
+    let out = run_ron(&other, &["--http", &http, "--admin", "127.0.0.1:2"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
 }

@@ -216,6 +216,64 @@ fn doctor_prints_every_check_and_exits_by_the_worst() {
 }
 
 #[test]
+fn doctor_with_a_unit_checks_its_limits_and_its_users_access() {
+    let dir = temp_dir("doctor-unit");
+    let doctor = |unit: &std::path::Path, data: &std::path::Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ron"));
+        command
+            .args(["doctor", "--shards", "1", "--unit"])
+            .arg(unit)
+            .arg("--data-dir")
+            .arg(data);
+        run_bounded(command, Duration::from_secs(10))
+    };
+    // The packaged unit: its limits are what the checks see, whatever this shell has.
+    let packaged =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/ron.service");
+    let out = doctor(&packaged, &dir.join("data"));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.starts_with(&format!(
+            "checked as {} runs the node: User=ron, LimitMEMLOCK=infinity, LimitNOFILE=1048576\n",
+            packaged.display()
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains("ok    memlock     locked-memory limit unlimited"),
+        "{table}"
+    );
+    assert!(
+        table.contains("ok    open files  open-files limit 1048576 soft, 1048576 hard"),
+        "{table}"
+    );
+
+    // A unit whose user cannot write the data dir: FAIL, with the owner and the fix.
+    let unit = dir.join("nobody.service");
+    std::fs::write(
+        &unit,
+        "[Service]\nUser=nobody\nLimitNOFILE=8\nLimitMEMLOCK=64K\n",
+    )
+    .unwrap();
+    let locked = dir.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let out = doctor(&unit, &locked);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for fail in ["FAIL  memlock", "FAIL  open files", "FAIL  dir owner"] {
+        assert!(table.contains(fail), "{fail}: {table}");
+    }
+    assert!(table.contains("nobody cannot write it"), "{table}");
+    // A unit that is not there: one line, exit 1.
+    let missing = doctor(std::path::Path::new("no-such-unit.service"), &locked);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("unit no-such-unit.service: not found")
+    );
+}
+
+#[test]
 fn systemd_hears_ready_once_every_shard_serves_and_stopping_at_sigterm() {
     let dir = temp_dir("notify");
     let socket_path = dir.join("notify.sock");

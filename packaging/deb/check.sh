@@ -35,6 +35,10 @@ if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify /lib/systemd/system/ron.service
 fi
 
+step "ron doctor as root, checked as ron.service runs the node (--unit)"
+/usr/bin/ron doctor --config /etc/ron/ron.toml --unit ron.service >/dev/null \
+  || { /usr/bin/ron doctor --config /etc/ron/ron.toml --unit ron.service; fail "ron doctor --unit"; }
+
 step "ron doctor as ron with the unit's limits"
 "${as_ron[@]}" /usr/bin/ron doctor --config /etc/ron/ron.toml
 

@@ -50,7 +50,7 @@ pub mod peer;
 mod sweep;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -87,6 +87,27 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
+    }
+}
+
+/// A pull under way for an address, registered while it lives (the first ask only).
+struct Pulling<'a> {
+    set: &'a RefCell<HashSet<Address>>,
+    addr: Address,
+}
+
+impl<'a> Pulling<'a> {
+    /// `None` when another pull of `addr` is under way.
+    fn start(set: &'a RefCell<HashSet<Address>>, addr: Address) -> Option<Pulling<'a>> {
+        set.borrow_mut()
+            .insert(addr)
+            .then_some(Pulling { set, addr })
+    }
+}
+
+impl Drop for Pulling<'_> {
+    fn drop(&mut self) {
+        self.set.borrow_mut().remove(&self.addr);
     }
 }
 
@@ -171,6 +192,9 @@ pub struct ReadThrough {
     copy_pacer: RefCell<Option<Pacer>>,
     /// The denylist: a blocked address is never fetched, pulled or swept.
     blocked: Rc<Blocked>,
+    /// Addresses a pull is under way for: a second ask meanwhile waits on the same
+    /// flight and is not counted again (`ron_replication_pulls_total` counts copies).
+    pulling: RefCell<HashSet<Address>>,
 }
 
 impl ReadThrough {
@@ -199,6 +223,7 @@ impl ReadThrough {
                 ),
                 config,
                 blocked,
+                pulling: RefCell::default(),
             })
         })
     }
@@ -251,6 +276,7 @@ impl ReadThrough {
             Err(_) => return self.pull_failed(addr, replacing, PullOutcome::Busy),
         };
         flight.keep.set(true);
+        let first = Pulling::start(&self.pulling, addr);
         if let Err(refused) = flight.wait_stored().await {
             let failed = PullOutcome::Failed(refused.to_string());
             return self.pull_failed(addr, replacing, failed);
@@ -258,7 +284,9 @@ impl ReadThrough {
         // A flight that committed before this pull joined it made an evictable copy.
         match self.shard.keep_if_stored(&addr).await {
             Ok(true) => {
-                FrontCounters::add(&self.metrics().replica_pulls_held, 1);
+                if first.is_some() {
+                    FrontCounters::add(&self.metrics().replica_pulls_held, 1);
+                }
                 PullOutcome::Held
             }
             Ok(false) => PullOutcome::Failed("fetched, then evicted before it was kept".into()),

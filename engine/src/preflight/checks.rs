@@ -130,9 +130,16 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-pub(super) fn memlock(shards: u64) -> Finding {
-    let soft = getrlimit(Resource::RLIMIT_MEMLOCK).map_or(0, |(soft, _)| soft);
-    memlock_verdict(soft, shards, has_capability(CAP_IPC_LOCK_BIT))
+/// The locked-memory limit: this process's, or `unit`'s (`LimitMEMLOCK=`; a unit's
+/// capabilities are not looked at).
+pub(super) fn memlock(shards: u64, unit: Option<u64>) -> Finding {
+    match unit {
+        Some(soft) => memlock_verdict(soft, shards, false),
+        None => {
+            let soft = getrlimit(Resource::RLIMIT_MEMLOCK).map_or(0, |(soft, _)| soft);
+            memlock_verdict(soft, shards, has_capability(CAP_IPC_LOCK_BIT))
+        }
+    }
 }
 
 fn memlock_verdict(soft: u64, shards: u64, cap_ipc_lock: bool) -> Finding {
@@ -211,9 +218,41 @@ pub fn connections_within_open_files(config: &Config) -> u32 {
     allowed
 }
 
-pub(super) fn open_files(config: &Config) -> Finding {
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((0, 0));
+/// The open-files limit: this process's, or `unit`'s (`LimitNOFILE=`).
+pub(super) fn open_files(config: &Config, unit: Option<(u64, u64)>) -> Finding {
+    let (soft, hard) = unit.unwrap_or_else(|| getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((0, 0)));
     open_files_verdict(soft, hard, open_files_needed(config), config)
+}
+
+/// Whether the unit's user can write the data dir (the doctor itself may be root).
+pub(super) fn data_dir_for(unit: &super::UnitLimits, dir: &Path) -> Finding {
+    let user = unit.user.as_deref().unwrap_or("root");
+    let needed = format!("{user} can write {}", dir.display());
+    if unit.manages(dir) {
+        let found = format!("systemd gives it to {user} at each start (StateDirectory=)");
+        return Finding::ok("dir owner", found, &needed);
+    }
+    match super::unit::user_can_write(user, dir) {
+        Some(Ok(())) => Finding::ok("dir owner", format!("{user} can write it"), &needed),
+        Some(Err(why)) => Finding {
+            check: "dir owner",
+            verdict: Verdict::Fail,
+            found: why,
+            needed,
+            fix: format!(
+                "chown -R {user}: {} (ron.service: StateDirectory=ron does it at start)",
+                dir.display()
+            ),
+        },
+        None => Finding {
+            check: "dir owner",
+            verdict: Verdict::Warn,
+            found: format!("no user {user} on this system"),
+            needed,
+            fix: "install the package (it creates the ron user) or set User= to an existing user"
+                .into(),
+        },
+    }
 }
 
 fn open_files_verdict(soft: u64, hard: u64, needs: (u64, u64), config: &Config) -> Finding {

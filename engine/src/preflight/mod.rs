@@ -15,12 +15,14 @@
 
 mod checks;
 mod probe;
+mod unit;
 
 use std::fmt;
 
 use crate::config::Config;
 
 pub use checks::{allowed_cpus, connections_within_open_files, raise_open_files};
+pub use unit::UnitLimits;
 
 /// How a finding bears on `ron serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,17 +134,28 @@ impl Report {
 
 /// Runs every check against `config` on this host.
 pub fn run(config: &Config) -> Report {
+    run_as(config, None)
+}
+
+/// Runs every check as `unit` would run the node (its user and limits), or as this
+/// process when there is none (`ron doctor --unit`).
+pub fn run_as(config: &Config, unit: Option<&UnitLimits>) -> Report {
     let shards = u64::from(config.shard_count());
+    let memlock = unit.and_then(|u| u.memlock);
+    let nofile = unit.and_then(|u| u.nofile);
     let mut findings = vec![
         checks::config(config),
         checks::io_uring(),
         checks::kernel(),
-        checks::memlock(shards),
-        checks::open_files(config),
+        checks::memlock(shards, memlock),
+        checks::open_files(config, nofile),
         checks::cpus(shards),
     ];
     for dir in &config.data_dirs {
         findings.push(checks::data_dir(dir));
+        if let Some(unit) = unit {
+            findings.push(checks::data_dir_for(unit, dir));
+        }
         findings.push(checks::free_space(dir));
     }
     findings.push(checks::congestion_control());
