@@ -96,6 +96,7 @@ impl Harness {
                 scrub_bytes_per_s: 0,
                 dht: None,
                 evictable_bytes_max: None,
+                announce_filter: Default::default(),
             };
             let shard = Shard::start(
                 ShardIndex(0),

@@ -304,6 +304,9 @@ fn a_blocked_address_is_never_fetched_served_to_peers_or_copied_here() {
         "1",
     ]);
     assert_eq!(upload(&blocking, &v_data), v);
+    wait_for("A to provide v", WAIT, || {
+        metric(blocking.admin, "ron_dht_provided_keys") == 1
+    });
     wait_for("B to resolve v to A", WAIT, || {
         let r = get(other.admin, &format!("/resolve?hash={v}")).unwrap();
         r.json()["providers"]
@@ -324,6 +327,10 @@ fn a_blocked_address_is_never_fetched_served_to_peers_or_copied_here() {
         lists_arg,
     ]);
     assert!(holds(&blocking, &v), "blocked, still on disk until removed");
+    // Withdrawn at start: A no longer provides (or republishes) it.
+    wait_for("A to withdraw v", WAIT, || {
+        metric(blocking.admin, "ron_dht_provided_keys") == 0
+    });
     let r = get(other.http, &format!("/o/{v}")).unwrap();
     assert_ne!(r.status, 200, "B gets no byte of v from A: {r:?}");
     assert_eq!(metric(other.admin, "ron_fetch_bytes_total"), 0);

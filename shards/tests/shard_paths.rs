@@ -51,6 +51,7 @@ fn config(data_dir: &Path, index_bytes_max: usize) -> ShardConfig {
         scrub_bytes_per_s: 0,
         dht: None,
         evictable_bytes_max: None,
+        announce_filter: Default::default(),
     }
 }
 

@@ -99,9 +99,10 @@ struct Pulling<'a> {
 impl<'a> Pulling<'a> {
     /// `None` when another pull of `addr` is under way.
     fn start(set: &'a RefCell<HashSet<Address>>, addr: Address) -> Option<Pulling<'a>> {
-        set.borrow_mut()
-            .insert(addr)
-            .then_some(Pulling { set, addr })
+        // The borrow ends before a guard exists: only the first ask gets one (whose
+        // drop unregisters the address).
+        let first = set.borrow_mut().insert(addr);
+        first.then(|| Pulling { set, addr })
     }
 }
 
@@ -818,6 +819,25 @@ impl Attempts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_pull_of_an_address_under_way_is_not_registered_again() {
+        let set = RefCell::new(HashSet::new());
+        let addr = Address::of(b"pulled");
+        let first = Pulling::start(&set, addr);
+        assert!(first.is_some());
+        assert!(Pulling::start(&set, addr).is_none(), "under way");
+        assert!(
+            set.borrow().contains(&addr),
+            "the second ask left it registered"
+        );
+        drop(first);
+        assert!(set.borrow().is_empty());
+        assert!(
+            Pulling::start(&set, addr).is_some(),
+            "a later pull is counted again"
+        );
+    }
     use ron_link::dht::Provider;
 
     fn provider(port: u16, zone: Option<&str>, local: bool) -> Provider {

@@ -21,7 +21,7 @@ use ron_link::policy::Policy;
 use ron_shards::layout::Routing;
 use ron_shards::mesh::{self, Mesh, MeshEnds};
 use ron_shards::ShardIndex;
-use ron_shards::{Shard, ShardConfig};
+use ron_shards::{AnnounceFilter, Shard, ShardConfig};
 use rustls::sign::CertifiedKey;
 
 use crate::admission::buckets::ShardQuotas;
@@ -269,7 +269,8 @@ fn run_executor(
 
 async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     let config = Arc::clone(&start.plan_config);
-    let shard = open_shard(&mut start).await?;
+    let blocked = Rc::new(Blocked::new(Arc::clone(&start.denylist)));
+    let shard = open_shard(&mut start, &blocked).await?;
     let listeners = listen(&config)?;
     let admission = Rc::new(Admission::new(
         start.index,
@@ -278,7 +279,6 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         start.quotas,
     ));
     let draining = Rc::new(Cell::new(false));
-    let blocked = Rc::new(Blocked::new(Arc::clone(&start.denylist)));
     let blocked_at_start = start
         .denylist
         .blocked_by_name()
@@ -414,7 +414,10 @@ fn follower_answers(read_through: &Rc<ReadThrough>) -> ron_shards::FlightHandler
 }
 
 /// Joins the mesh and opens the shard's stores.
-async fn open_shard(start: &mut ShardStart) -> Result<Rc<Shard>, StartError> {
+async fn open_shard(
+    start: &mut ShardStart,
+    blocked: &Rc<Blocked>,
+) -> Result<Rc<Shard>, StartError> {
     let metrics = Arc::clone(&start.counters.storage);
     let mesh = match start.mesh.take() {
         Some(ends) => Some(Mesh::join(ends, Arc::clone(&metrics)).await),
@@ -434,6 +437,10 @@ async fn open_shard(start: &mut ShardStart) -> Result<Rc<Shard>, StartError> {
         scrub_bytes_per_s: config.scrub_bytes_per_s.div_ceil(shards),
         dht: start.dht.clone(),
         evictable_bytes_max: Some(evictable_share(config.fetched_bytes_max, start)),
+        announce_filter: {
+            let blocked = Rc::clone(blocked);
+            AnnounceFilter::new(move |addr| !blocked.blocks(addr))
+        },
     };
     let routing = start.routing.clone();
     let shard = Shard::start(start.index, routing, shard_config, mesh, metrics).await?;

@@ -523,6 +523,7 @@ mod tests {
                 scrub_bytes_per_s: 0,
                 dht: None,
                 evictable_bytes_max: None,
+                announce_filter: Default::default(),
             };
             let metrics = std::sync::Arc::new(StorageCounters::default());
             let shard = Shard::start(ShardIndex(0), routing.clone(), config, None, metrics)

@@ -54,7 +54,7 @@ use crate::store::{self, Store};
 
 pub use crate::shard::caching::{ReadAheadPermit, CACHE_ADMIT_SHARE, READ_AHEAD_BYTES_MAX};
 pub use crate::shard::degraded::REPAIR_DEFER_MS_MAX;
-pub use crate::shard::state::{Shard, ShardConfig};
+pub use crate::shard::state::{AnnounceFilter, Shard, ShardConfig};
 
 /// Task-queue shares of the shard's background work (repair, scrub) against the 1,000
 /// of the queue that serves clients: when both have work, clients get ~95 % of the CPU.

@@ -23,6 +23,7 @@ use crate::error::ShardError;
 use crate::evict::{Evicter, Forget};
 use crate::lifecycle::{BackgroundTasks, StopSignal};
 use crate::scrub::{ScrubControl, Scrubber};
+use crate::shard::state::AnnounceFilter;
 use crate::shard::state::Shard;
 use crate::store::Store;
 
@@ -57,7 +58,12 @@ pub(super) fn start_all(
     }
     if let Some(dht) = shard.config.dht.clone() {
         let stores = shard.stores.values().cloned().collect();
-        tasks.start("announce walk", queue, announce_stored(stores, dht, stop))?;
+        let filter = shard.config.announce_filter.clone();
+        tasks.start(
+            "announce walk",
+            queue,
+            announce_stored(stores, dht, filter, stop),
+        )?;
     }
     Ok(tasks)
 }
@@ -141,11 +147,16 @@ fn scrubber(shard: &Rc<Shard>, stop: StopSignal) -> Result<Option<Scrubber>, Sha
 }
 
 /// On a node in a network, announces once at start-up every object the shard's stores
-/// hold, so that objects stored before `--p2p` was turned on (or whose announcement a
+/// hold (that `filter` allows: a blocked one is not announced), so that objects stored before `--p2p` was turned on (or whose announcement a
 /// full mailbox dropped) are found too. The DHT thread keeps what it already provides
 /// (only keys new to it are published at once; the sweep republishes the rest). A full
 /// mailbox makes the walk wait, never drop.
-async fn announce_stored(stores: Vec<Store>, dht: DhtClient, stop: StopSignal) {
+async fn announce_stored(
+    stores: Vec<Store>,
+    dht: DhtClient,
+    filter: AnnounceFilter,
+    stop: StopSignal,
+) {
     for store in stores {
         let mut after = None;
         while !stop.is_stopped() {
@@ -159,8 +170,12 @@ async fn announce_stored(stores: Vec<Store>, dht: DhtClient, stop: StopSignal) {
             let Some(last) = batch.last().copied() else {
                 break;
             };
-            let keys: Vec<[u8; 32]> = batch.iter().map(|a| *a.as_bytes()).collect();
-            if !announce_waiting(&dht, keys, &stop).await {
+            let keys: Vec<[u8; 32]> = batch
+                .iter()
+                .filter(|a| filter.allows(a))
+                .map(|a| *a.as_bytes())
+                .collect();
+            if !keys.is_empty() && !announce_waiting(&dht, keys, &stop).await {
                 return;
             }
             if batch.len() < ANNOUNCE_BATCH_MAX {

@@ -54,6 +54,38 @@ pub struct ShardConfig {
     /// This shard's share of the node's `fetched_bytes_max`: the evictable copies
     /// (read-through) its stores may hold, bytes; `None`: never evicted.
     pub evictable_bytes_max: Option<u64>,
+    /// Which stored objects the start-up walk announces (the node's denylist keeps
+    /// blocked ones out).
+    pub announce_filter: AnnounceFilter,
+}
+
+/// Decides whether the start-up walk announces a stored object; the default announces
+/// every one. Read at each batch, so a filter that changes (a reloaded denylist) is
+/// followed from then on.
+#[derive(Clone, Default)]
+pub struct AnnounceFilter(Option<Rc<AllowsAddress>>);
+
+/// Whether an address may be announced.
+type AllowsAddress = dyn Fn(&Address) -> bool;
+
+impl AnnounceFilter {
+    pub fn new(allows: impl Fn(&Address) -> bool + 'static) -> AnnounceFilter {
+        AnnounceFilter(Some(Rc::new(allows)))
+    }
+
+    pub fn allows(&self, addr: &Address) -> bool {
+        self.0.as_ref().is_none_or(|allows| allows(addr))
+    }
+}
+
+impl std::fmt::Debug for AnnounceFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "AnnounceFilter(set)"
+        } else {
+            "AnnounceFilter(all)"
+        })
+    }
 }
 
 /// Requests waiting for a metadata load: told its outcome (`None`: it failed).
