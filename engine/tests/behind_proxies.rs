@@ -10,9 +10,10 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::daemon::{program, spawn, Daemon};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -20,20 +21,8 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Two requests at once from a fresh bucket, then one every 10 s.
 const QUOTA: &str = "[quota_default]\nrequests_per_s = 0.1\nrequests_burst = 2\n";
 
-struct HaProxy {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// HAProxy in TCP mode in front of `backend`, announcing each client with PROXY v2.
-fn haproxy(backend: SocketAddr) -> HaProxy {
+fn haproxy(backend: SocketAddr) -> Daemon {
     let dir = temp_dir("haproxy");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = format!(
@@ -44,20 +33,9 @@ fn haproxy(backend: SocketAddr) -> HaProxy {
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, config).unwrap();
-    let binary = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("haproxy is not installed (apt-get install haproxy); .ci/run installs it");
-    let child = Command::new(binary)
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("haproxy to listen", WAIT, || try_connect(addr).is_ok());
-    HaProxy { child, addr }
+    let mut command = Command::new(program("haproxy"));
+    command.arg("-db").arg("-f").arg(&path);
+    spawn(command, addr, dir)
 }
 
 /// A connection to `to` from the loopback address `from`.

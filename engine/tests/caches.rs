@@ -8,49 +8,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use common::daemon::{program, spawn, Daemon};
 use common::*;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// A program this project did not write, run in the foreground as a child of the test,
-/// listening on `addr`; killed (by its PID) on drop.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn program(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin"] {
-        let path = Path::new(dir).join(name);
-        if path.exists() {
-            return path;
-        }
-    }
-    panic!("{name} is not installed (apt-get install {name}); .ci/run installs it")
-}
-
-fn spawn(mut command: Command, addr: SocketAddr, dir: PathBuf) -> Daemon {
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    let daemon = Daemon { child, addr, dir };
-    wait_for("the daemon to listen", WAIT, || try_connect(addr).is_ok());
-    daemon
-}
 
 /// Varnish with its built-in VCL (what a user gets from `-b`) in front of `backend`.
 fn varnish(backend: SocketAddr) -> Daemon {
@@ -197,11 +160,6 @@ fn an_edge_answers_an_origins_404_as_404_and_asks_again_only_after_fetch_miss_ms
     assert_eq!((r.status, Address::of(&r.body)), (200, addr), "verified");
     assert_eq!(origin_requests(&origin, &path), 2);
     edge.stop();
-}
-
-fn dev_cert(dir: &Path) {
-    let out = ron(&["cert", "--dev", "--out", dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]

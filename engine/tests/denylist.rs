@@ -292,17 +292,26 @@ fn a_blocked_address_is_never_fetched_served_to_peers_or_copied_here() {
 
     // v is stored on A before A blocks it (started without the list), then the list
     // arrives: A withdraws it and serves it to no one, B included.
-    blocking.stop();
-    blocking.restart(&[
-        "--shards",
-        "1",
-        "--p2p",
-        &format!("127.0.0.1:{pa}"),
-        "--zone",
-        "z0",
-        "--replicas",
-        "1",
-    ]);
+    let a_alone = |list: &[&str]| {
+        let p2p = format!("127.0.0.1:{pa}");
+        let mut flags = vec![
+            "--shards",
+            "1",
+            "--p2p",
+            &p2p,
+            "--zone",
+            "z0",
+            "--replicas",
+            "1",
+        ];
+        flags.extend_from_slice(list);
+        flags.iter().map(|f| f.to_string()).collect::<Vec<String>>()
+    };
+    let restart = |n: &mut Node, flags: Vec<String>| {
+        n.stop();
+        n.restart(&flags.iter().map(String::as_str).collect::<Vec<&str>>());
+    };
+    restart(&mut blocking, a_alone(&[]));
     assert_eq!(upload(&blocking, &v_data), v);
     wait_for("A to provide v", WAIT, || {
         metric(blocking.admin, "ron_dht_provided_keys") == 1
@@ -313,19 +322,7 @@ fn a_blocked_address_is_never_fetched_served_to_peers_or_copied_here() {
             .as_array()
             .is_some_and(|p| !p.is_empty())
     });
-    blocking.stop();
-    blocking.restart(&[
-        "--shards",
-        "1",
-        "--p2p",
-        &format!("127.0.0.1:{pa}"),
-        "--zone",
-        "z0",
-        "--replicas",
-        "1",
-        "--denylist",
-        lists_arg,
-    ]);
+    restart(&mut blocking, a_alone(&["--denylist", lists_arg]));
     assert!(holds(&blocking, &v), "blocked, still on disk until removed");
     // Withdrawn at start: A no longer provides (or republishes) it.
     wait_for("A to withdraw v", WAIT, || {

@@ -25,6 +25,19 @@ fn p2p_flags(p2p: u16, peer: Option<u16>) -> Vec<String> {
     flags
 }
 
+/// Node `i`'s flags in a network bootstrapped from `ports[0]`: its p2p port, its zone
+/// and the network's replicas.
+fn zoned_flags(ports: &[u16], i: usize, zone: String, replicas: usize) -> Vec<String> {
+    let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
+    flags.extend([
+        "--zone".into(),
+        zone,
+        "--replicas".into(),
+        replicas.to_string(),
+    ]);
+    flags
+}
+
 fn start(dir: &std::path::Path, flags: &[String]) -> Node {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Node::start(dir, &flags)
@@ -214,8 +227,7 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
     let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
     let mut nodes: Vec<Node> = (0..NODES)
         .map(|i| {
-            let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
-            flags.extend(["--zone".into(), zone(i), "--replicas".into(), "3".into()]);
+            let mut flags = zoned_flags(&ports, i, zone(i), 3);
             flags.extend(["--peer-dead-ms".into(), PEER_DEAD_MS.to_string()]);
             start(&temp_dir(&format!("placement-{i}")), &flags)
         })
@@ -593,13 +605,7 @@ fn eight_nodes_keep_exactly_three_copies_and_a_ninth_takes_its_share() {
     const OBJECTS: u64 = 200;
     let ports: Vec<u16> = (0..NODES + 1).map(|_| free_port()).collect();
     let flags_of = |i: usize| -> Vec<String> {
-        let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
-        flags.extend([
-            "--zone".into(),
-            format!("z{}", i % 3),
-            "--replicas".into(),
-            "3".into(),
-        ]);
+        let mut flags = zoned_flags(&ports, i, format!("z{}", i % 3), 3);
         flags.extend(["--replication-interval-ms".into(), "2000".into()]);
         flags
     };
@@ -712,13 +718,7 @@ fn rot(n: &Node, addr: &Address, groups: u64) {
 fn a_copy_rotted_past_its_parity_is_caught_by_the_audit_and_fetched_again() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let flags_of = |i: usize| -> Vec<String> {
-        let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
-        flags.extend([
-            "--zone".into(),
-            format!("z{i}"),
-            "--replicas".into(),
-            "3".into(),
-        ]);
+        let mut flags = zoned_flags(&ports, i, format!("z{i}"), 3);
         flags.extend(["--replication-interval-ms".into(), "1000".into()]);
         flags
     };
@@ -789,13 +789,7 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| {
-            let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
-            flags.extend([
-                "--zone".into(),
-                format!("z{i}"),
-                "--replicas".into(),
-                "3".into(),
-            ]);
+            let flags = zoned_flags(&ports, i, format!("z{i}"), 3);
             start(&temp_dir(&format!("copies-{i}")), &flags)
         })
         .collect();
@@ -989,13 +983,7 @@ fn placement_copies_are_paced_at_replication_bytes_per_s() {
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
     let nodes: Vec<Node> = (0..2)
         .map(|i| {
-            let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
-            flags.extend([
-                "--zone".into(),
-                format!("z{i}"),
-                "--replicas".into(),
-                "2".into(),
-            ]);
+            let mut flags = zoned_flags(&ports, i, format!("z{i}"), 2);
             if i == 1 {
                 flags.extend(["--replication-bytes-per-s".into(), RATE.to_string()]);
             }

@@ -18,12 +18,6 @@ const WAIT: Duration = Duration::from_secs(20);
 
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
-fn dev_cert(dir: &Path) -> Vec<u8> {
-    let out = ron(&["cert", "--dev", "--out", dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    std::fs::read(dir.join("cert.pem")).unwrap()
-}
-
 fn der(pem: &[u8]) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(pem).unwrap()
 }

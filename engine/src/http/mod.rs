@@ -64,7 +64,7 @@ pub struct HttpContext {
     /// The node's admin token: a DELETE must bear it (none: DELETE from loopback only).
     admin_token: Option<Box<[u8]>>,
     /// Load balancers whose word about the client is believed (PROXY, X-Forwarded-For).
-    pub(crate) trusted_proxies: TrustedProxies,
+    pub(crate) trusted_proxies: Rc<TrustedProxies>,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -83,7 +83,7 @@ impl HttpContext {
         limits: HttpLimits,
         draining: Rc<Cell<bool>>,
         admin_token: Option<&str>,
-        trusted_proxies: TrustedProxies,
+        trusted_proxies: Rc<TrustedProxies>,
     ) -> Self {
         let read_buffers = BufferPool::new(
             http_read_buffer_bytes(limits.head_bytes_max),

@@ -62,7 +62,7 @@ impl FrontEnds {
         read_through: Option<Rc<ReadThrough>>,
         blocked: Rc<Blocked>,
     ) -> Result<FrontEnds, ConfigError> {
-        let trusted_proxies = config.trusted_proxies()?;
+        let trusted_proxies = Rc::new(config.trusted_proxies()?);
         let shard_count = shard.routing().shard_count();
         let copies = CopyPolicy {
             dht: read_through.as_ref().and_then(|r| r.dht().cloned()),
@@ -226,7 +226,7 @@ impl ClientReader {
 impl FrontEnds {
     fn client_reader(&self) -> ClientReader {
         ClientReader {
-            trusted: Rc::new(self.http.trusted_proxies.clone()),
+            trusted: Rc::clone(&self.http.trusted_proxies),
             deadline: self.http.limits.header_timeout,
         }
     }

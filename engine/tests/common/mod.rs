@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub use ron_codec::Address;
 
+pub mod daemon;
 pub mod js;
 
 /// Ports handed out by this test binary: distinct within it (SO_REUSEPORT would let two
@@ -535,6 +536,14 @@ pub struct TlsNode {
 
 /// Writes a dev certificate (checking `ron cert --dev` refuses to overwrite it) and starts
 /// a node serving TLS with it, plus `extra` flags.
+/// Writes a development certificate and key (`ron cert --dev`) into `dir`; the
+/// certificate's PEM.
+pub fn dev_cert(dir: &Path) -> Vec<u8> {
+    let out = ron(&["cert", "--dev", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read(dir.join("cert.pem")).unwrap()
+}
+
 pub fn tls_node(name: &str, extra: &[&str]) -> TlsNode {
     let dir = temp_dir(name);
     let tls_dir = dir.with_extension("tls");
