@@ -1,12 +1,14 @@
 //! HTTP/1.1 over a blocking stream, keep-alive, one request at a time.
 //!
-//! HTTP carries no proofs, so a GET is verified as a whole: the body (the whole object,
-//! even for a range) is hashed while it is spooled to an anonymous temp file, and only
-//! once it matches the address is the requested part copied to the sink. Use OAP for
-//! ranges of large objects: it verifies per group and fetches only the range.
+//! A GET asks for the bao encoding (`Accept: application/x-bao; chunk-group-log=6`, and
+//! a Range for a range): each 64 KiB leaf is checked against the address through the
+//! parents before it as it arrives, and only checked bytes reach the sink — a range
+//! costs the range (and 64 bytes a level), never the whole object.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 
+use ron_codec::bao::{ChunkGroupLog, Decoded, SliceAsk, SliceDecoder};
+use ron_codec::http::accept::BAO_MEDIA_TYPE;
 use ron_codec::http::reply::{parse_response_head, ReplyParse};
 use ron_codec::Address;
 
@@ -16,6 +18,10 @@ use crate::{ByteRange, Fetched, Options, Progress, Stored};
 
 /// Longest response head accepted.
 const HEAD_BYTES_MAX: usize = ron_codec::http::head::HEAD_LEN_MAX_DEFAULT;
+/// The chunk-group log `ron get --http` asks for: ron's own 64 KiB group, whose
+/// parents the node looks up without hashing (0.1 % of the bytes on the wire).
+const BAO_LOG: ChunkGroupLog = ChunkGroupLog::GROUP;
+
 /// Longest error or JSON body read into memory.
 const SMALL_BODY_BYTES_MAX: u64 = 64 * 1024;
 
@@ -33,6 +39,7 @@ struct Head {
     status: u16,
     content_length: Option<u64>,
     chunked: bool,
+    content_type: Option<Vec<u8>>,
 }
 
 impl HttpClient {
@@ -71,6 +78,7 @@ impl HttpClient {
                         status: reply.status,
                         content_length: reply.content_length,
                         chunked: reply.chunked,
+                        content_type: reply.content_type.map(<[u8]>::to_vec),
                     };
                     let interim = reply.is_interim();
                     self.buffered.drain(..reply.head_len);
@@ -211,7 +219,8 @@ impl HttpClient {
         })
     }
 
-    /// `GET /o/<addr>` of the whole object, verified, then the range copied to `sink`.
+    /// `GET /o/<addr>` of the object's bao encoding (or the slice proving `range`):
+    /// each leaf checked before its bytes inside the range go to `sink`.
     pub fn get(
         &mut self,
         addr: Address,
@@ -219,60 +228,54 @@ impl HttpClient {
         sink: &mut dyn Write,
         progress: Progress<'_>,
     ) -> Result<Fetched, ClientError> {
-        let auth = self.auth_header();
-        self.send_head("GET", &format!("/o/{addr}"), &auth)?;
-        let head = self.read_head()?;
-        if head.status != 200 {
-            return Err(if head.status >= 400 {
-                self.error_of(&head)?
-            } else {
-                self.protocol(format!("unexpected status {}", head.status))
-            });
+        let mut extra = format!(
+            "Accept: {BAO_MEDIA_TYPE}; chunk-group-log={}\r\n",
+            BAO_LOG.get()
+        );
+        if let Some(r) = range {
+            extra.push_str(&format!("Range: bytes={}-{}\r\n", r.first, r.last));
         }
-        let total = head
-            .content_length
-            .ok_or_else(|| self.protocol("GET answered without Content-Length"))?;
-        let mut spool = crate::temp_file().map_err(ClientError::Output)?;
-        let mut hasher = blake3::Hasher::new();
+        extra.push_str(&self.auth_header());
+        self.send_head("GET", &format!("/o/{addr}"), &extra)?;
+        let head = self.read_head()?;
+        if head.status >= 400 {
+            return Err(self.error_of(&head)?);
+        }
+        let encoded_len = self.check_bao_head(&head)?;
+        let ask = match range {
+            None => SliceAsk::Whole,
+            Some(r) => SliceAsk::From {
+                first: r.first,
+                last: Some(r.last),
+            },
+        };
+        let mut slice = VerifiedSlice::new(addr, ask);
         let mut received = 0u64;
-        self.read_body(total, &mut |bytes| {
-            hasher.update(bytes);
-            spool.write_all(bytes).map_err(ClientError::Output)?;
+        self.read_body(encoded_len, &mut |bytes| {
             received += bytes.len() as u64;
             progress(received);
-            Ok(())
+            slice.feed(bytes, sink)
         })?;
-        if Address::from_bytes(*hasher.finalize().as_bytes()) != addr {
-            return Err(ClientError::Verification {
-                addr: addr.to_string(),
-                reason: format!("the {total} bytes received do not hash to it"),
-            });
+        slice.finish(sink)
+    }
+
+    /// A bao answer, or why this is not one (a 206 is a proxy's byte range of it).
+    fn check_bao_head(&self, head: &Head) -> Result<u64, ClientError> {
+        let want = format!("{BAO_MEDIA_TYPE}; chunk-group-log={}", BAO_LOG.get());
+        if head.status != 200 || head.content_type.as_deref() != Some(want.as_bytes()) {
+            let media = head.content_type.as_deref().map(String::from_utf8_lossy);
+            return Err(self.protocol(format!(
+                "answered {} {} instead of a bao answer ({want}): a node before bao, or a \
+                 proxy that cut the encoding into a byte range",
+                head.status,
+                media.as_deref().unwrap_or("without a Content-Type"),
+            )));
         }
-        let (first, len) = match range {
-            None => (0, total),
-            Some(r) if r.first >= total || r.first > r.last => {
-                return Err(ClientError::Server {
-                    status: 416,
-                    code: "range_not_satisfiable".into(),
-                    message: format!(
-                        "range {}-{} is outside the object's {total} bytes",
-                        r.first, r.last
-                    ),
-                    retryable: false,
-                    retry_after_ms: None,
-                })
-            }
-            Some(r) => (r.first, r.last.min(total - 1) - r.first + 1),
-        };
-        spool
-            .seek(SeekFrom::Start(first))
-            .map_err(ClientError::Output)?;
-        let copied =
-            std::io::copy(&mut (&mut spool).take(len), sink).map_err(ClientError::Output)?;
-        Ok(Fetched {
-            total_len: total,
-            len: copied,
-        })
+        if head.chunked {
+            return Err(self.protocol("answered with a chunked body"));
+        }
+        head.content_length
+            .ok_or_else(|| self.protocol("GET answered without Content-Length"))
     }
 
     /// `HEAD /o/<addr>`: the object's length.
@@ -297,6 +300,86 @@ impl HttpClient {
         }
         head.content_length
             .ok_or_else(|| self.protocol("HEAD answered without Content-Length"))
+    }
+}
+
+/// A bao answer being checked: bytes received and not yet a whole piece, and the
+/// decoder's progress; only checked bytes within the asked range reach the sink.
+struct VerifiedSlice {
+    addr: Address,
+    decoder: SliceDecoder,
+    pending: Vec<u8>,
+    /// The bytes to write (`first..=last`), known once the length header is read.
+    wanted: Option<(u64, u64)>,
+    ask: SliceAsk,
+    total_len: u64,
+    written: u64,
+}
+
+impl VerifiedSlice {
+    fn new(addr: Address, ask: SliceAsk) -> VerifiedSlice {
+        VerifiedSlice {
+            addr,
+            decoder: SliceDecoder::new(addr, BAO_LOG, ask),
+            pending: Vec::new(),
+            wanted: None,
+            ask,
+            total_len: 0,
+            written: 0,
+        }
+    }
+
+    fn fail(&self, reason: String) -> ClientError {
+        ClientError::Verification {
+            addr: self.addr.to_string(),
+            reason,
+        }
+    }
+
+    /// Takes received bytes; checks and writes every whole piece among them.
+    fn feed(&mut self, bytes: &[u8], sink: &mut dyn Write) -> Result<(), ClientError> {
+        self.pending.extend_from_slice(bytes);
+        let mut used = 0;
+        while let Some(n) = self.decoder.wanted() {
+            let Some(piece) = self.pending.get(used..used + n) else {
+                break;
+            };
+            let step = self.decoder.step(piece);
+            let decoded = step.map_err(|e| self.fail(e.to_string()))?;
+            let piece = &self.pending[used..used + n];
+            match decoded {
+                Decoded::Length(len) => {
+                    self.total_len = len;
+                    self.wanted = self.ask.resolve(len);
+                }
+                Decoded::Data { offset } => {
+                    let (first, last) = self.wanted.unwrap_or((1, 0));
+                    let from = first.saturating_sub(offset).min(n as u64) as usize;
+                    let to = (last + 1).saturating_sub(offset).min(n as u64) as usize;
+                    if from < to {
+                        sink.write_all(&piece[from..to])
+                            .map_err(ClientError::Output)?;
+                        self.written += (to - from) as u64;
+                    }
+                }
+                Decoded::Parent => {}
+            }
+            used += n;
+        }
+        self.pending.drain(..used);
+        Ok(())
+    }
+
+    /// The answer is over: whole, with nothing after it.
+    fn finish(mut self, sink: &mut dyn Write) -> Result<Fetched, ClientError> {
+        self.feed(&[], sink)?;
+        if self.decoder.wanted().is_some() || !self.pending.is_empty() {
+            return Err(self.fail("the bao answer is not the length its walk needs".into()));
+        }
+        Ok(Fetched {
+            total_len: self.total_len,
+            len: self.written,
+        })
     }
 }
 

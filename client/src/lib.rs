@@ -17,8 +17,8 @@
 //!
 //! ## Invariants
 //! - A GET hands the caller's sink only bytes verified against the address the caller
-//!   asked for: per 64 KiB group over OAP, per object over HTTP (spooled to a temp
-//!   file first). A verification failure writes nothing more and is
+//!   asked for: per 64 KiB group, over OAP with its proofs, over HTTP as a bao answer
+//!   (`ron_codec::bao`). A verification failure writes nothing more and is
 //!   [`ClientError::Verification`].
 //! - Every frame the node sends goes through the codec's bounded decoder (its
 //!   `FrameReader`), every HTTP response head through the codec's parser

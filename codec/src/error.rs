@@ -36,6 +36,9 @@ pub enum ErrorCode {
     LengthRequired,
     /// 412: an `If-Match` no ETag of the object satisfies (project addition).
     PreconditionFailed,
+    /// 406: no representation the request's `Accept` allows is served (project addition:
+    /// a bao chunk-group log out of range).
+    NotAcceptable,
     /// 413: frame, body or inflate bound exceeded.
     TooLarge,
     /// 416: a range wholly outside the object.
@@ -68,7 +71,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every variant, for exhaustive tests and documentation tables.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadRequest,
         ErrorCode::BadFrame,
         ErrorCode::BadVersion,
@@ -81,6 +84,7 @@ impl ErrorCode {
         ErrorCode::RequestTimeout,
         ErrorCode::LengthRequired,
         ErrorCode::PreconditionFailed,
+        ErrorCode::NotAcceptable,
         ErrorCode::TooLarge,
         ErrorCode::RangeNotSatisfiable,
         ErrorCode::OverQuota,
@@ -108,6 +112,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::NotAcceptable => 406,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::LengthRequired => 411,
             ErrorCode::PreconditionFailed => 412,
@@ -145,6 +150,7 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::LengthRequired => "length_required",
             ErrorCode::PreconditionFailed => "precondition_failed",
+            ErrorCode::NotAcceptable => "not_acceptable",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::OverQuota => "over_quota",
@@ -293,6 +299,8 @@ pub enum Error {
     },
     #[error("verified stream, group {group}: {reason}")]
     ProofMismatch { group: u64, reason: &'static str },
+    #[error("bao answer, chunk {chunk}: {reason}")]
+    BaoMismatch { chunk: u64, reason: &'static str },
     #[error("group {group} is past the last group ({group_count} groups)")]
     GroupOutOfRange { group: u64, group_count: u64 },
     #[error("request head exceeds the {limit_bytes}-byte limit")]
@@ -340,9 +348,9 @@ impl Error {
             | Error::TreeRootMismatch { .. }
             | Error::GroupLength { .. }
             | Error::GroupOutOfRange { .. } => ErrorCode::Internal,
-            Error::GroupMismatch { .. } | Error::ProofMismatch { .. } => {
-                ErrorCode::StoredDigestMismatch
-            }
+            Error::GroupMismatch { .. }
+            | Error::ProofMismatch { .. }
+            | Error::BaoMismatch { .. } => ErrorCode::StoredDigestMismatch,
             // What an upstream answered: a read-through reports it as a bad gateway.
             Error::ResponseHeadTooLarge { .. }
             | Error::TooManyResponseHeaders { .. }
@@ -372,6 +380,7 @@ mod tests {
                 "method_not_allowed",
                 false,
             ),
+            (ErrorCode::NotAcceptable, 406, "not_acceptable", false),
             (ErrorCode::RequestTimeout, 408, "request_timeout", false),
             (ErrorCode::LengthRequired, 411, "length_required", false),
             (ErrorCode::TooLarge, 413, "too_large", false),

@@ -23,6 +23,10 @@
 //!   sends before each group of a range (bao-style pre-order), and the client's
 //!   [`proof::RangeVerifier`] that checks every group against the root it asked for
 //!   before the caller may use a byte of it.
+//! - [`bao`]: the same verified streaming in the wire format of the `bao` crate and
+//!   `bao-tree` (any chunk-group log up to 6), for HTTP clients that ask for
+//!   `application/x-bao`: the encoder of encodings, slices and outboards from a
+//!   [`ChunkTree`] and the groups' bytes, and the decoder that checks them.
 //! - [`http`]: HTTP/1.1 request heads (via `httparse`), Range, chunked bodies, a
 //!   response-head writer that reuses the caller's buffer, and the response-head parser
 //!   of clients and read-through ([`http::reply`]).
@@ -48,6 +52,7 @@
 //! frames) stream through a [`TreeHasher`]; its [`ChunkTree`] is stored beside the data.
 
 pub mod address;
+pub mod bao;
 pub mod error;
 pub mod frame;
 pub mod http;

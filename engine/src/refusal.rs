@@ -66,6 +66,14 @@ pub enum Refusal {
     HeadTimeout { timeout_ms: u64 },
     #[error("If-Match names no current ETag of {addr}: its one ETag is the strong \"{addr}\"")]
     PreconditionFailed { addr: Address },
+    #[error(
+        "If-Match names no current ETag of this bao answer: its one ETag is the strong {etag}"
+    )]
+    BaoPreconditionFailed { etag: String },
+    #[error("Accept asks for application/x-bao only at a chunk-group-log this node does not serve (0 through 6)")]
+    NotAcceptable,
+    #[error("chunk-group-log={given:?}: outboards are served at chunk-group-log 0 through 6")]
+    BadChunkGroupLog { given: String },
 
     // --- OAP/1 framing (each closes the connection) ---
     #[error("frame flags {flags:#06x}: a client frame carries REQ and only REQ, START, END, COMP (unsupported: {unsupported:#06x})")]
@@ -175,7 +183,11 @@ impl Refusal {
             NoRoute | NotThisNode { .. } | UpstreamNotFound { .. } => ErrorCode::NotFound,
             MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             HeadTimeout { .. } => ErrorCode::RequestTimeout,
-            PreconditionFailed { .. } => ErrorCode::PreconditionFailed,
+            PreconditionFailed { .. } | BaoPreconditionFailed { .. } => {
+                ErrorCode::PreconditionFailed
+            }
+            NotAcceptable => ErrorCode::NotAcceptable,
+            BadChunkGroupLog { .. } => ErrorCode::BadRequest,
             ClientFlags { .. } | DuplicateCorrId { .. } | DataWithoutUpload { .. } => {
                 ErrorCode::BadFrame
             }

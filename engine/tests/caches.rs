@@ -28,6 +28,25 @@ fn varnish(backend: SocketAddr) -> Daemon {
     spawn(command, addr, dir)
 }
 
+/// Varnish with `vcl` (VCL 4.1, the backend named `default` pointing at `backend`).
+fn varnish_with(backend: SocketAddr, vcl: &str) -> Daemon {
+    let dir = temp_dir("varnish-vcl");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (host, port) = (backend.ip(), backend.port());
+    let file = dir.join("default.vcl");
+    let text =
+        format!("vcl 4.1;\nbackend default {{ .host = \"{host}\"; .port = \"{port}\"; }}\n{vcl}");
+    std::fs::write(&file, text).unwrap();
+    let mut command = Command::new(program("varnishd"));
+    command
+        .args(["-F", "-j", "none", "-s", "malloc,32m"])
+        .arg("-n")
+        .arg(dir.join("work"))
+        .args(["-a", &addr.to_string(), "-f"])
+        .arg(&file);
+    spawn(command, addr, dir)
+}
+
 /// nginx serving the files of `root` as an origin (`root/o/b3:<hex>`), with an access
 /// log the test reads to count what reached it.
 fn nginx_origin(root: &Path) -> Daemon {
@@ -207,4 +226,132 @@ fn an_edge_reads_through_an_https_origin_and_checks_its_certificate() {
     for n in [&mut edge, &mut fooled] {
         n.stop();
     }
+}
+
+/// The VCL docs/OPERATIONS.md gives for bao slices behind Varnish.
+const BAO_SLICES_VCL: &str = r#"
+sub vcl_recv {
+  if (req.http.Range && req.http.Accept ~ "application/x-bao") {
+    set req.http.Bao-Slice-Range = req.http.Range;
+    unset req.http.Range;
+  }
+}
+sub vcl_hash {
+  if (req.http.Bao-Slice-Range) {
+    hash_data(req.http.Bao-Slice-Range);
+  }
+}
+sub vcl_backend_fetch {
+  if (bereq.http.Bao-Slice-Range) {
+    set bereq.http.Range = bereq.http.Bao-Slice-Range;
+    unset bereq.http.Bao-Slice-Range;
+  }
+}
+sub vcl_backend_response {
+  if (beresp.http.Bao-Range) {
+    set beresp.http.Vary = "Accept";
+  }
+}
+"#;
+
+#[test]
+fn varnish_keeps_an_objects_bytes_and_its_bao_encoding_apart() {
+    let mut n = Node::start(&temp_dir("bao-behind-varnish"), &["--shards", "1"]);
+    let cache = varnish(n.http);
+    let data = bytes(32, 300_000);
+    let addr = upload(&n, &data);
+    let path = format!("/o/{addr}");
+    let bao = "Accept: application/x-bao; chunk-group-log=4\r\n";
+    let encoding = get_with(n.http, &path, bao).body;
+    assert_ne!(encoding, data);
+
+    let plain = get(cache.addr, &path).unwrap();
+    assert!(plain.body == data, "the plain bytes");
+    let first = get_with(cache.addr, &path, bao);
+    assert!(
+        first.body == encoding,
+        "the bao encoding, not the cached bytes"
+    );
+    let requests = "ron_shard_requests_total{shard=\"0\"}";
+    std::thread::sleep(Duration::from_millis(600));
+    let served = gauge(n.admin, requests);
+    for _ in 0..2 {
+        assert!(
+            get(cache.addr, &path).unwrap().body == data,
+            "plain again: the bytes"
+        );
+        let hit = get_with(cache.addr, &path, bao);
+        assert!(
+            hit.body == encoding && hit.header("Age").is_some(),
+            "bao again, cached"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        gauge(n.admin, requests),
+        served,
+        "both answered from the cache"
+    );
+
+    // The built-in VCL fetches without Range and cuts its own 206 out of the cached
+    // encoding: not a slice, and `ron get --http` says so instead of using it.
+    let server = cache.addr.to_string();
+    let addr_text = addr.to_string();
+    let get_range = [
+        "get",
+        &addr_text,
+        "--range",
+        "100000-100999",
+        "--server",
+        &server,
+        "--http",
+    ];
+    let refused = ron(&get_range);
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("answered 206"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    drop(cache);
+
+    // With the VCL of docs/OPERATIONS.md, each slice is fetched with its Range and
+    // cached under it: the second ask is a hit.
+    let cache = varnish_with(n.http, BAO_SLICES_VCL);
+    let server = cache.addr.to_string();
+    let get_range = [
+        "get",
+        &addr_text,
+        "--range",
+        "100000-100999",
+        "--server",
+        &server,
+        "--http",
+    ];
+    let sliced = ron(&get_range);
+    assert!(
+        sliced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sliced.stderr)
+    );
+    assert!(sliced.stdout == data[100_000..=100_999]);
+    std::thread::sleep(Duration::from_millis(600));
+    let served = gauge(n.admin, requests);
+    let again = ron(&get_range);
+    assert!(again.status.success() && again.stdout == data[100_000..=100_999]);
+    let other = ron(&[
+        "get", &addr_text, "--range", "5-9", "--server", &server, "--http",
+    ]);
+    assert!(
+        other.status.success() && other.stdout == data[5..=9],
+        "another slice, its own"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let now = gauge(n.admin, requests);
+    assert_eq!(now, served.map(|s| s + 1.0), "the repeated slice was a hit");
+    assert!(
+        get(cache.addr, &path).unwrap().body == data,
+        "plain bytes still cached apart"
+    );
+    n.stop();
 }

@@ -3,6 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ron_codec::http::accept::negotiate;
 use ron_codec::http::head::{parse_request_head, HeadParse};
 use ron_codec::http::range::RangeSet;
 
@@ -16,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         for tag in head.if_none_match.members().chain(head.if_match.members()) {
             assert!(!tag.is_empty());
         }
+        let _ = negotiate(&head.accept);
         if let Some(set) = head.range.and_then(RangeSet::parse) {
             let _ = set.resolve(1 << 20);
         }

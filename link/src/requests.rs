@@ -5,9 +5,9 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Status codes counted individually; anything else is counted as "other".
-pub const COUNTED_STATUSES: [u16; 25] = [
-    200, 201, 206, 304, 400, 401, 403, 404, 405, 408, 411, 412, 413, 416, 429, 431, 451, 500, 501,
-    502, 503, 504, 507, 100, 0,
+pub const COUNTED_STATUSES: [u16; 26] = [
+    200, 201, 206, 304, 400, 401, 403, 404, 405, 406, 408, 411, 412, 413, 416, 429, 431, 451, 500,
+    501, 502, 503, 504, 507, 100, 0,
 ];
 
 /// Front ends a request can arrive by (TLS counts as the protocol it carries).

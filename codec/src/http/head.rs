@@ -57,6 +57,8 @@ pub struct RequestHead<'a> {
     pub range: Option<&'a [u8]>,
     pub if_none_match: FieldLines<'a>,
     pub if_match: FieldLines<'a>,
+    /// `Accept`: the object's bytes or its bao encoding ([`super::accept`]).
+    pub accept: FieldLines<'a>,
     /// `X-Forwarded-For` (believed only from a trusted proxy; the engine decides).
     pub x_forwarded_for: FieldLines<'a>,
     pub if_range: Option<&'a [u8]>,
@@ -156,6 +158,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         range: None,
         if_none_match: FieldLines::default(),
         if_match: FieldLines::default(),
+        accept: FieldLines::default(),
         x_forwarded_for: FieldLines::default(),
         if_range: None,
         corr_id: None,
@@ -186,6 +189,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         let lines = match () {
             _ if is("if-none-match") => Some(&mut head.if_none_match),
             _ if is("if-match") => Some(&mut head.if_match),
+            _ if is("accept") => Some(&mut head.accept),
             _ if is("x-forwarded-for") => Some(&mut head.x_forwarded_for),
             _ => None,
         };

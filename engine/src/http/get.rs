@@ -80,7 +80,8 @@ async fn not_modified<S: Transport>(
     let mut head = ResponseHead::start(&mut conn.wbuf, 304);
     common_headers(ctx, &mut head, &req.corr_id, close);
     head.header("ETag", &quoted_etag(addr))
-        .header("Cache-Control", CACHE_CONTROL);
+        .header("Cache-Control", CACHE_CONTROL)
+        .header("Vary", b"Accept");
     head.finish();
     write_out(ctx, conn).await?;
     Ok(304)
@@ -105,6 +106,8 @@ fn write_head<S>(
     head.content_length(span.len)
         .header("ETag", &quoted_etag(&object.addr()))
         .header("Cache-Control", CACHE_CONTROL)
+        // The same URL answers `Accept: application/x-bao` with the bao encoding.
+        .header("Vary", b"Accept")
         .header("Accept-Ranges", b"bytes")
         .header("Content-Type", content_type);
     if span.partial {

@@ -8,6 +8,7 @@
 //! Object bytes are slices of verified groups; a rotten group before the head is a
 //! clean 500, after it an aborted connection (no wrong or padded byte is ever sent).
 
+mod bao;
 mod delete;
 mod get;
 mod put;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::AsyncWriteExt;
+use ron_codec::http::accept::Representation;
 use ron_codec::http::head::{BodyFraming, Method};
 use ron_codec::http::response::HTTP_DATE_LEN;
 use ron_io::stream::Transport;
@@ -305,13 +307,28 @@ async fn answer_without_body<S: Transport>(
 ) -> Result<u16, Abort> {
     let close = !keep;
     let refusal = match (&req.route, req.method) {
-        (Route::Object(addr), Method::Get | Method::Head) => {
-            return get::get(ctx, conn, req, addr, close).await
+        (Route::Object(addr), Method::Get | Method::Head) => match req.representation {
+            Representation::Bytes => return get::get(ctx, conn, req, addr, close).await,
+            Representation::Bao(log) => {
+                let kind = bao::BaoKind::Encoding(log);
+                return bao::get(ctx, conn, req, addr, kind, close).await;
+            }
+            Representation::BaoUnservable => Refusal::NotAcceptable,
+        },
+        (Route::Outboard(addr, log), Method::Get | Method::Head) => {
+            let kind = bao::BaoKind::Outboard(*log);
+            return bao::get(ctx, conn, req, addr, kind, close).await;
         }
         (Route::Object(addr), Method::Delete) => {
             return delete::remove(ctx, conn, req, addr, close).await
         }
         (Route::BadAddress(e), _) => Refusal::Codec(e.clone()),
+        (Route::BadChunkGroupLog(given), _) => Refusal::BadChunkGroupLog {
+            given: given.clone(),
+        },
+        (Route::Outboard(..), _) => Refusal::MethodNotAllowed {
+            allowed: "GET, HEAD",
+        },
         (Route::Unknown, _) => Refusal::NoRoute,
         (Route::Objects, _) => Refusal::MethodNotAllowed {
             allowed: "PUT, POST",

@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use ron_codec::bao::ChunkGroupLog;
+use ron_codec::http::accept::{self, Representation, CHUNK_GROUP_LOG_PARAM};
 use ron_codec::http::head::{trim, BodyFraming, FieldLines, Method, RequestHead};
 use ron_codec::http::range::RangeSet;
 use ron_codec::http::response::is_safe_header_value;
@@ -26,6 +28,11 @@ pub(super) struct Request {
     pub if_range_failed: bool,
     /// `If-Match` and `If-None-Match` against the object's ETag.
     pub conditions: Conditions,
+    /// What `Accept` asks of an object: its bytes or its bao encoding.
+    pub representation: Representation,
+    /// The validators a bao answer is checked against once its ETag is known (kept only
+    /// for bao and outboard requests: a slice's ETag needs the object's length).
+    pub bao_validators: Option<Box<Validators>>,
     pub identity: Identity,
     /// Who the request is for: the connection's client, or the one a trusted proxy's
     /// X-Forwarded-For names.
@@ -46,26 +53,92 @@ pub(super) enum Route {
     Objects,
     /// `/o/<addr>`
     Object(Address),
+    /// `/o/<addr>?outboard[&chunk-group-log=N]` (log 0 when absent), or
+    /// `/o/<addr>.obao` (log 6): the object's pre-order bao outboard.
+    Outboard(Address, ChunkGroupLog),
+    /// An outboard asked for at a chunk-group log not served; what was given.
+    BadChunkGroupLog(String),
     /// `/o/<something that is not an address>`
     BadAddress(ron_codec::Error),
     Unknown,
 }
 
 impl Route {
-    fn of_path(path: &str) -> Route {
+    fn of_target(target: &str) -> Route {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let Some(rest) = path.strip_prefix("/o") else {
             return Route::Unknown;
         };
         if rest.is_empty() {
             return Route::Objects;
         }
-        match rest.strip_prefix('/') {
-            Some(text) => match Address::parse(text.as_bytes()) {
-                Ok(addr) => Route::Object(addr),
-                Err(e) => Route::BadAddress(e),
-            },
-            None => Route::Unknown,
+        let Some(text) = rest.strip_prefix('/') else {
+            return Route::Unknown;
+        };
+        let (text, obao) = match text.strip_suffix(".obao") {
+            Some(addr) => (addr, true),
+            None => (text, false),
+        };
+        let addr = match Address::parse(text.as_bytes()) {
+            Ok(addr) => addr,
+            Err(e) => return Route::BadAddress(e),
+        };
+        if obao {
+            return Route::Outboard(addr, ChunkGroupLog::GROUP);
         }
+        let mut params = query.split('&');
+        if !params
+            .clone()
+            .any(|p| p == "outboard" || p.starts_with("outboard="))
+        {
+            return Route::Object(addr);
+        }
+        let log_param = params.find_map(|p| {
+            p.strip_prefix(CHUNK_GROUP_LOG_PARAM)
+                .and_then(|v| v.strip_prefix('='))
+        });
+        match log_param.map(|v| accept::chunk_group_log(v.as_bytes()).ok_or(v)) {
+            None => Route::Outboard(addr, ChunkGroupLog::BAO),
+            Some(Ok(log)) => Route::Outboard(addr, log),
+            Some(Err(given)) => Route::BadChunkGroupLog(given.chars().take(32).collect()),
+        }
+    }
+}
+
+/// The conditional fields of a request, owned, for an answer whose ETag is known only
+/// once the object is found (a bao slice's names its bytes).
+#[derive(Debug, Default)]
+pub(super) struct Validators {
+    if_match: Option<Vec<Box<[u8]>>>,
+    if_none_match: Vec<Box<[u8]>>,
+    if_range: Option<Box<[u8]>>,
+}
+
+impl Validators {
+    fn of(head: &RequestHead<'_>) -> Validators {
+        let owned = |lines: &FieldLines<'_>| lines.members().map(Box::from).collect();
+        Validators {
+            if_match: head.if_match.is_present().then(|| owned(&head.if_match)),
+            if_none_match: owned(&head.if_none_match),
+            if_range: head.if_range.map(|v| Box::from(trim(v))),
+        }
+    }
+
+    /// The conditions against `etag`.
+    pub fn conditions(&self, etag: &[u8]) -> Conditions {
+        fn members(tags: &[Box<[u8]>]) -> Vec<&[u8]> {
+            tags.iter().map(|t| &t[..]).collect()
+        }
+        let if_match = self.if_match.as_deref().map(members);
+        Conditions::of_members(if_match.as_deref(), &members(&self.if_none_match), etag)
+    }
+
+    /// Whether an `If-Range` names a tag other than those given (then the whole
+    /// representation is sent).
+    pub fn if_range_failed(&self, etags: &[&[u8]]) -> bool {
+        self.if_range
+            .as_deref()
+            .is_some_and(|tag| !etags.contains(&tag))
     }
 }
 
@@ -107,12 +180,19 @@ pub(super) struct Conditions {
 
 impl Conditions {
     fn of(if_match: &FieldLines<'_>, if_none_match: &FieldLines<'_>, etag: &[u8]) -> Self {
+        let if_match: Option<Vec<&[u8]>> =
+            if_match.is_present().then(|| if_match.members().collect());
+        let if_none_match: Vec<&[u8]> = if_none_match.members().collect();
+        Self::of_members(if_match.as_deref(), &if_none_match, etag)
+    }
+
+    fn of_members(if_match: Option<&[&[u8]]>, if_none_match: &[&[u8]], etag: &[u8]) -> Self {
         // Strong comparison: a weak tag never matches (§13.1.1).
-        let strong = |tag: &[u8]| tag == b"*" || tag == etag;
-        let weak = |tag: &[u8]| tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag;
+        let strong = |tag: &&[u8]| *tag == b"*" || *tag == etag;
+        let weak = |tag: &&[u8]| *tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag;
         Conditions {
-            if_match_failed: if_match.is_present() && !if_match.members().any(strong),
-            if_none_match_hit: if_none_match.members().any(weak),
+            if_match_failed: if_match.is_some_and(|tags| !tags.iter().any(strong)),
+            if_none_match_hit: if_none_match.iter().any(weak),
         }
     }
 }
@@ -127,15 +207,21 @@ pub(super) fn quoted_etag(addr: &Address) -> [u8; 69] {
 impl Request {
     pub fn op(&self) -> Op {
         match (&self.route, self.method) {
-            (Route::Object(_), Method::Get) => Op::Get,
-            (Route::Object(_), Method::Head) => Op::Head,
+            (Route::Object(_) | Route::Outboard(..), Method::Get) => Op::Get,
+            (Route::Object(_) | Route::Outboard(..), Method::Head) => Op::Head,
             (Route::Objects | Route::Object(_), Method::Put | Method::Post) => Op::Put,
             _ => Op::Other,
         }
     }
 
     pub fn from_head(head: &RequestHead<'_>, ctx: &HttpContext, peer: Option<IpAddr>) -> Request {
-        let route = Route::of_path(head.path());
+        let route = Route::of_target(head.target);
+        let representation = accept::negotiate(&head.accept);
+        let bao = matches!(route, Route::Outboard(..))
+            || matches!(
+                (&route, representation),
+                (Route::Object(_), Representation::Bao(_))
+            );
         let conditions = match &route {
             Route::Object(addr) => {
                 Conditions::of(&head.if_match, &head.if_none_match, &quoted_etag(addr))
@@ -169,6 +255,8 @@ impl Request {
             range: head.range.and_then(RangeSet::parse),
             if_range_failed,
             conditions,
+            representation,
+            bao_validators: bao.then(|| Box::new(Validators::of(head))),
             identity: ctx.admission.identify(claims),
             client: peer,
             token_given: token.is_some(),
@@ -264,10 +352,39 @@ mod tests {
 
     #[test]
     fn routes_and_conditions() {
-        assert!(matches!(Route::of_path("/o"), Route::Objects));
-        assert!(matches!(Route::of_path("/o/xyz"), Route::BadAddress(_)));
-        assert!(matches!(Route::of_path("/other"), Route::Unknown));
-        assert!(matches!(Route::of_path("/ox"), Route::Unknown));
+        assert!(matches!(Route::of_target("/o"), Route::Objects));
+        assert!(matches!(Route::of_target("/o?copies=2"), Route::Objects));
+        assert!(matches!(Route::of_target("/o/xyz"), Route::BadAddress(_)));
+        assert!(matches!(Route::of_target("/other"), Route::Unknown));
+        assert!(matches!(Route::of_target("/ox"), Route::Unknown));
+        let hex = "ab".repeat(32);
+        let log = |n| ChunkGroupLog::new(n).unwrap();
+        let outboard = |target: &str| match Route::of_target(target) {
+            Route::Outboard(_, log) => Some(log),
+            _ => None,
+        };
+        assert!(matches!(
+            Route::of_target(&format!("/o/b3:{hex}?x")),
+            Route::Object(_)
+        ));
+        assert_eq!(outboard(&format!("/o/b3:{hex}?outboard")), Some(log(0)));
+        assert_eq!(
+            outboard(&format!("/o/b3:{hex}?outboard&chunk-group-log=4")),
+            Some(log(4))
+        );
+        assert_eq!(
+            outboard(&format!("/o/b3:{hex}?chunk-group-log=6&outboard")),
+            Some(log(6))
+        );
+        assert_eq!(outboard(&format!("/o/b3:{hex}.obao")), Some(log(6)));
+        assert!(matches!(
+            Route::of_target(&format!("/o/b3:{hex}?outboard&chunk-group-log=7")),
+            Route::BadChunkGroupLog(given) if given == "7"
+        ));
+        assert!(matches!(
+            Route::of_target(&format!("/o/b3:{hex}.bao")),
+            Route::BadAddress(_)
+        ));
         let none_match = "If-None-Match: W/\"a\", \"b\"\r\n";
         for (etag, hit) in [(&b"\"a\""[..], true), (b"\"b\"", true), (b"\"c\"", false)] {
             assert_eq!(conditions(none_match, etag).if_none_match_hit, hit);

@@ -1,0 +1,270 @@
+//! GET and HEAD of an object's bao encoding, a bao slice of it, or its outboard
+//! (docs/HTTP-API.md, "Verified bytes: bao"): bytes any client can check against the
+//! address with the `bao` crate's or bao-tree's decoders.
+//!
+//! A slice answers a Range but is not a byte range of a representation, so it is a
+//! `200` whose `Bao-Range` names the bytes it proves, with `Vary: Accept, Range` — never
+//! a `206` a cache could splice into (or serve as) the bytes of another answer. Every
+//! leaf is a group the store verified, hashed again where the walk needs CVs below
+//! the group (`ron_codec::bao`), so a byte is checked right before it is sent.
+
+use std::rc::Rc;
+
+use ron_codec::bao::{BaoShape, ChunkGroupLog, GroupInput, GroupTail};
+use ron_codec::http::accept::{BAO_MEDIA_TYPE, BAO_OUTBOARD_MEDIA_TYPE, CHUNK_GROUP_LOG_PARAM};
+use ron_codec::http::head::Method;
+use ron_codec::http::response::ResponseHead;
+use ron_codec::tree::GroupIndex;
+use ron_codec::Address;
+use ron_io::stream::Transport;
+use ron_shards::ObjectMeta;
+
+use super::request::{quoted_etag, Request};
+use super::respond::{self, common_headers, CACHE_CONTROL};
+use super::{write_out, Abort, Conn, HttpContext};
+use crate::refusal::Refusal;
+use crate::service::{GroupStream, Object, Span};
+
+/// Bytes of an answer queued before they are written (an outboard's parents, or a
+/// group's encoding at log 0).
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Which bao answer a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BaoKind {
+    /// The encoding, or with a Range the slice proving it.
+    Encoding(ChunkGroupLog),
+    Outboard(ChunkGroupLog),
+}
+
+impl BaoKind {
+    fn log(self) -> ChunkGroupLog {
+        match self {
+            BaoKind::Encoding(log) | BaoKind::Outboard(log) => log,
+        }
+    }
+}
+
+pub(super) async fn get<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+    addr: &Address,
+    kind: BaoKind,
+    close: bool,
+) -> Result<u16, Abort> {
+    let answer = match plan(ctx, req, addr, kind).await {
+        Ok(answer) => answer,
+        Err(refusal) => {
+            respond::refuse(ctx, conn, &refusal, &req.corr_id, close).await?;
+            return Ok(refusal.status());
+        }
+    };
+    write_head(ctx, conn, req, &answer, close);
+    if answer.not_modified || req.method != Method::Get {
+        write_out(ctx, conn).await?;
+        return Ok(answer.status());
+    }
+    conn.wbuf.extend_from_slice(&answer.shape.length_header());
+    conn.object_bytes = answer.shape.encoded_len();
+    send_body(ctx, conn, req, answer).await?;
+    Ok(200)
+}
+
+/// Everything decided before the head is written; a failure here is a clean error.
+struct Answer {
+    meta: Rc<ObjectMeta>,
+    shape: BaoShape,
+    kind: BaoKind,
+    /// The bytes a slice proves (`Bao-Range`), `None` for a whole encoding or outboard.
+    slice: Option<Span>,
+    etag: String,
+    not_modified: bool,
+    /// The groups the body needs, the first already verified (none for an outboard at
+    /// log 6 or a HEAD).
+    groups: Option<GroupStream>,
+}
+
+impl Answer {
+    fn status(&self) -> u16 {
+        if self.not_modified {
+            304
+        } else {
+            200
+        }
+    }
+}
+
+async fn plan(
+    ctx: &HttpContext,
+    req: &Request,
+    addr: &Address,
+    kind: BaoKind,
+) -> Result<Answer, Refusal> {
+    // The walk needs the whole tree: an object being read through is answered once stored.
+    let meta = ctx.service.find_stored(addr).await?;
+    let len = meta.tree.object_len();
+    let whole_etag = etag(addr, kind, None);
+    let validators = req.bao_validators.as_deref();
+    let range = match (kind, validators) {
+        (BaoKind::Outboard(_), _) => None,
+        (BaoKind::Encoding(_), Some(v))
+            if v.if_range_failed(&[whole_etag.as_bytes(), &quoted_etag(addr)]) =>
+        {
+            None
+        }
+        (BaoKind::Encoding(_), _) => req.range.as_ref(),
+    };
+    let span = Span::resolve(range, len)?;
+    let (shape, slice) = match kind {
+        BaoKind::Outboard(log) => (BaoShape::outboard(len, log), None),
+        BaoKind::Encoding(log) if span.partial => (
+            BaoShape::slice(len, log, span.first, span.last()),
+            Some(span),
+        ),
+        BaoKind::Encoding(log) => (BaoShape::encoding(len, log), None),
+    };
+    let etag = etag(addr, kind, slice);
+    let conditions = validators.map(|v| v.conditions(etag.as_bytes()));
+    if conditions.is_some_and(|c| c.if_match_failed) {
+        return Err(Refusal::BaoPreconditionFailed { etag });
+    }
+    let not_modified = conditions.is_some_and(|c| c.if_none_match_hit);
+    let groups = match shape.groups() {
+        Some((first, last)) if !not_modified && req.method == Method::Get => {
+            let span = groups_span(len, first, last);
+            let object = Object::Stored(Rc::clone(&meta));
+            Some(ctx.service.stream(&object, span).await?)
+        }
+        _ => None,
+    };
+    Ok(Answer {
+        meta,
+        shape,
+        kind,
+        slice,
+        etag,
+        not_modified,
+        groups,
+    })
+}
+
+/// The bytes of groups `first..=last` of an object of `len` bytes.
+fn groups_span(len: u64, first: GroupIndex, last: GroupIndex) -> Span {
+    let start = first.start_offset();
+    let end = GroupIndex(last.0 + 1).start_offset().min(len);
+    Span {
+        first: start,
+        len: end - start,
+        partial: true,
+        total: len,
+    }
+}
+
+/// The ETag of a bao answer: the object's, with the kind, the chunk-group log and, for
+/// a slice, the bytes it proves — never the plain bytes' tag, and different for every
+/// distinct answer.
+fn etag(addr: &Address, kind: BaoKind, slice: Option<Span>) -> String {
+    let kind_name = match kind {
+        BaoKind::Encoding(_) => "bao",
+        BaoKind::Outboard(_) => "obao",
+    };
+    let mut tag = format!("\"{addr}.{kind_name}{}", kind.log().get());
+    if let Some(span) = slice {
+        tag.push_str(&format!(".{}-{}", span.first, span.last()));
+    }
+    tag.push('"');
+    tag
+}
+
+fn write_head<S>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+    answer: &Answer,
+    close: bool,
+) {
+    conn.wbuf.clear();
+    let mut head = ResponseHead::start(&mut conn.wbuf, answer.status());
+    common_headers(ctx, &mut head, &req.corr_id, close);
+    head.header("ETag", answer.etag.as_bytes())
+        .header("Cache-Control", CACHE_CONTROL);
+    match answer.kind {
+        // The answer to a GET of the object's URL depends on Accept and, for bao, Range.
+        BaoKind::Encoding(_) => head.header("Vary", b"Accept, Range"),
+        // `?outboard` and `.obao` name their answer in the URL alone.
+        BaoKind::Outboard(_) => &mut head,
+    };
+    if !answer.not_modified {
+        let media = match answer.kind {
+            BaoKind::Encoding(_) => BAO_MEDIA_TYPE,
+            BaoKind::Outboard(_) => BAO_OUTBOARD_MEDIA_TYPE,
+        };
+        let content_type = format!(
+            "{media}; {CHUNK_GROUP_LOG_PARAM}={}",
+            answer.kind.log().get()
+        );
+        head.header("Content-Type", content_type.as_bytes())
+            .content_length(answer.shape.encoded_len());
+        if let Some(span) = answer.slice {
+            let value = format!("bytes {}-{}/{}", span.first, span.last(), span.total);
+            head.header("Bao-Range", value.as_bytes());
+        }
+    }
+    head.finish();
+}
+
+/// Writes the head (in `wbuf`), the length header and the walk, group by group. A group
+/// that fails its check mid-body aborts the connection: the client sees a short answer
+/// (which its decoder rejects), never a wrong byte.
+async fn send_body<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+    mut answer: Answer,
+) -> Result<(), Abort> {
+    let tree = &answer.meta.tree;
+    let mut encoded = Vec::new();
+    let Some(stream) = answer.groups.as_mut() else {
+        for g in 0..tree.group_count() {
+            answer
+                .shape
+                .encode_group(tree, GroupIndex(g), GroupInput::Absent, &mut encoded)
+                .map_err(|e| aborted(ctx, req, &answer.meta, &Refusal::Codec(e)))?;
+            conn.wbuf.extend_from_slice(&encoded);
+            encoded.clear();
+            if conn.wbuf.len() >= FLUSH_BYTES {
+                write_out(ctx, conn).await?;
+            }
+        }
+        return write_out(ctx, conn).await;
+    };
+    while let Some(group) = stream.next().await {
+        let group = group.map_err(|refusal| aborted(ctx, req, &answer.meta, &refusal))?;
+        let bytes = GroupInput::Verified(&group.bytes);
+        let tail = answer
+            .shape
+            .encode_group(tree, group.index, bytes, &mut encoded)
+            .map_err(|e| aborted(ctx, req, &answer.meta, &Refusal::Codec(e)))?;
+        conn.wbuf.extend_from_slice(&encoded);
+        encoded.clear();
+        if tail == GroupTail::WholeGroup {
+            conn.wbuf.extend_from_slice(&group.bytes);
+        }
+        if conn.wbuf.len() >= FLUSH_BYTES || stream.is_finished() {
+            write_out(ctx, conn).await?;
+        }
+    }
+    write_out(ctx, conn).await
+}
+
+fn aborted(ctx: &HttpContext, req: &Request, meta: &ObjectMeta, refusal: &Refusal) -> Abort {
+    tracing::warn!(
+        corr_id = req.corr_id.as_str(),
+        shard = ctx.service.shard().index().0,
+        obj = %meta.tree.root(),
+        reason = %refusal,
+        "bao body aborted: a group could not be served"
+    );
+    Abort
+}
