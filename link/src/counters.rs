@@ -163,6 +163,12 @@ declare_counters! {
         /// Verified bytes received from providers and origins.
         fetch_bytes: AtomicU64 => Counter "ron_fetch_bytes_total", Sum,
             "Verified bytes read through from providers and origins.",
+        /// Origin fetches verified group by group against the origin's outboard.
+        fetch_origin_streamed: AtomicU64 => Counter "ron_fetch_origin_streamed_total", Sum,
+            "Origin fetches verified group by group against the origin's bao outboard and streamed to waiters as they arrived.",
+        /// Outboards an origin served that did not check out against the address.
+        fetch_outboards_refused: AtomicU64 => Counter "ron_fetch_origin_outboards_refused_total", Sum,
+            "Outboards an origin served that did not check out against the address (that body was verified whole).",
         /// Upstream attempts that failed, by [`FetchFailure`] ([`FrontCounters::fetch_failed`]).
         fetch_failures: [AtomicU64; FetchFailure::ALL.len()] => Counter "ron_fetch_failures_total", Labelled("reason", &FetchFailure::LABELS),
             "Read-through upstream attempts that failed, by reason (a fetch may go on from the next provider).",

@@ -11,15 +11,18 @@
 //! - `follow`: the node's one fetch per object — led by the object's owner shard; a
 //!   miss on another shard follows the owner's fetch over the mesh.
 //! - [`peer`]: the verified OAP/1 GET from one provider.
-//! - [`origin`]: the HTTP origin, verified whole.
+//! - [`origin`]: the HTTP origin, verified group by group against its outboard when it
+//!   serves one (`<hash>.obao`), else whole.
 //! - `sweep`: the repair sweep — the kept objects this shard owns, their holders
 //!   audited and missing copies asked for (replication).
 //!
 //! ## Invariants
 //! - No byte reaches a waiter or the store unverified: a provider's group is checked
-//!   against the address through its proof before it enters the window or the upload;
-//!   an origin's body is hashed whole, and only an upload whose root is the address is
-//!   committed (an origin's bytes are served from the store, never before).
+//!   against the address through its proof before it enters the window or the upload,
+//!   an origin's against the chunk tree of its outboard once that checked out against
+//!   the address; an origin's body without an outboard is hashed whole, and only an
+//!   upload whose root is the address is committed (served from the store, never
+//!   before).
 //! - One upstream fetch per object per node: concurrent misses on a shard join its
 //!   flight; the owner shard's flight fetches, the other shards' follow it.
 //!   The fetch runs in its own task, at the upstream's pace: it never waits for a
@@ -470,7 +473,7 @@ impl ReadThrough {
         let Some(origin) = &self.origin else {
             return Err(attempts.failure(&self.config, Instant::now() >= deadline));
         };
-        match self.read_origin(origin, flight.addr).await {
+        match self.read_origin(origin, flight).await {
             Ok(()) => Ok(()),
             // The origin is the authority of last resort: its "no such object" is the
             // answer (404), not an upstream failure (502).
@@ -637,10 +640,16 @@ impl ReadThrough {
         Ok(())
     }
 
-    async fn read_origin(&self, origin: &Origin, addr: Address) -> Result<(), AttemptError> {
+    async fn read_origin(&self, origin: &Origin, flight: &Flight) -> Result<(), AttemptError> {
         let max = self.config.object_bytes_max;
         let (staged, len) = origin
-            .fetch(&self.shard, addr, max, self.config.timeout)
+            .fetch(
+                &self.shard,
+                flight,
+                max,
+                self.config.timeout,
+                self.metrics(),
+            )
             .await?;
         self.commit_copy(staged, false).await?;
         FrontCounters::add(&self.metrics().fetch_bytes, len);

@@ -1,25 +1,35 @@
 //! Read-through from an HTTP or HTTPS origin (`--origin http[s]://HOST[:PORT][/PREFIX]`):
 //! `GET PREFIX/o/b3:<hex>` from another ron, or from nginx or a bucket serving files
 //! named by their address. HTTPS is rustls, trusting the system's CA bundle or the
-//! operator's (`--origin-ca FILE`), the certificate checked against HOST. The bytes
-//! carry no proof either way, so the body is verified whole: it is written to an upload
-//! (hashed as it arrives, into a temp file for a large object) and only an upload whose
-//! tree's root is the address is committed — nothing from an origin is served before
-//! that. TLS proves who sent the bytes; only the address proves they are right.
+//! operator's (`--origin-ca FILE`), the certificate checked against HOST. TLS proves who
+//! sent the bytes; only the address proves they are right.
+//!
+//! The object is asked for right behind its bao outboard, `PREFIX/o/b3:<hex>.obao` (both
+//! requests in one write on one connection, HTTP/1.1 pipelining: no extra round trip).
+//! An outboard that checks out against the address (`ron_codec::bao`, any chunk-group
+//! log up to 6) gives every 64 KiB group's chaining value, so the body is verified group
+//! by group as it arrives and each group goes to the flight's waiters at once, as a
+//! peer's does. Without one (a 404, or one that does not check out) the body is
+//! verified whole: written to an upload, hashed as it arrives, and only an upload whose
+//! root is the address is committed — nothing of it is served before that.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
+use ron_codec::bao::outboard_group_cvs;
 use ron_codec::http::head::Method;
 use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
-use ron_codec::Address;
-use ron_link::counters::FetchFailure;
-use ron_shards::{Shard, StagedObject};
+use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
+use ron_codec::{Address, ChunkTree};
+use ron_link::counters::{FetchFailure, FrontCounters};
+use ron_shards::{Shard, StagedObject, Upload};
 use rustls::pki_types::ServerName;
 
+use crate::fetch::flight::Flight;
 use crate::fetch::AttemptError;
 
 /// Largest response head accepted from an origin.
@@ -28,6 +38,49 @@ const HEAD_BYTES_MAX: usize = 16 * 1024;
 const READ_BYTES: usize = 256 * 1024;
 /// Longest content type kept from an origin's answer.
 const CONTENT_TYPE_BYTES_MAX: usize = 256;
+/// Largest outboard taken from an origin: a 1 GiB object's at chunk-group log 0, a
+/// 64 GiB object's at log 6 (larger ones are verified whole).
+const OUTBOARD_BYTES_MAX: u64 = 64 << 20;
+/// Largest body of a refused outboard request read past to reach the object's answer.
+const SKIPPED_BODY_BYTES_MAX: u64 = 64 * 1024;
+
+/// What an origin connection reads and writes: TCP, or TLS over it.
+trait OriginIo: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> OriginIo for T {}
+
+/// One connection to the origin and its read buffer (`start..end` not consumed yet).
+struct OriginConn {
+    stream: Box<dyn OriginIo>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// A response head, as far as a read-through needs it.
+struct ReplyHead {
+    status: u16,
+    body: ReplyBody,
+    content_type: String,
+    /// The origin keeps the connection open after this answer.
+    keep_alive: bool,
+}
+
+/// The object's answer: its length and content type (the body follows on the connection).
+struct ObjectHead {
+    len: u64,
+    content_type: String,
+}
+
+/// What the outboard request gave.
+enum OutboardAnswer {
+    /// Checked against the address: the chunk tree the body is verified against.
+    Tree(ChunkTree),
+    /// None to use; the object's answer follows on the same connection.
+    Absent,
+    /// None to use, and the connection cannot reach the object's answer (an answer
+    /// without a length, or too long to read past): ask again on a new one.
+    Spent,
+}
 
 /// Where the origin is: resolved once at start-up.
 #[derive(Debug, Clone)]
@@ -138,104 +191,53 @@ impl Origin {
         }
     }
 
-    /// Fetches `addr` into an upload on `shard` and returns it staged, verified whole,
-    /// with the origin's content type. Every read must come within `stall`.
+    /// Fetches `flight`'s object into an upload on `shard` and returns it staged and
+    /// verified, with its length: group by group into the flight's window when the
+    /// origin's outboard checks out, else whole. Every read must come within `stall`.
     pub async fn fetch(
         &self,
         shard: &Shard,
-        addr: Address,
+        flight: &Flight,
         len_max: u64,
         stall: Duration,
+        metrics: &FrontCounters,
     ) -> Result<(StagedObject, u64), AttemptError> {
-        let stream = TcpStream::connect_timeout(self.addr, stall)
-            .await
-            .map_err(|e| self.error(FetchFailure::Connect, e))?;
-        let timeouts = stream
-            .set_read_timeout(Some(stall))
-            .and_then(|()| stream.set_write_timeout(Some(stall)));
-        timeouts.map_err(|e| self.error(FetchFailure::Connect, e))?;
-        match &self.tls {
-            None => self.exchange(stream, shard, addr, len_max).await,
-            Some(tls) => {
-                let secured = ron_io::tls::connect(&tls.connector, tls.name.clone(), stream, stall)
-                    .await
-                    .map_err(|e| self.error(FetchFailure::Connect, format!("TLS: {e}")))?;
-                self.exchange(secured, shard, addr, len_max).await
-            }
-        }
-    }
-
-    /// The request and its answer over an open connection (plain or TLS).
-    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        mut stream: S,
-        shard: &Shard,
-        addr: Address,
-        len_max: u64,
-    ) -> Result<(StagedObject, u64), AttemptError> {
-        let io = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                self.error(FetchFailure::Timeout, e)
-            }
-            _ => self.error(FetchFailure::Protocol, e),
-        };
-        let request = format!(
-            "GET {}/o/{addr} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ron/{} read-through\r\nConnection: close\r\n\r\n",
-            self.prefix,
-            self.host,
-            env!("CARGO_PKG_VERSION")
+        let addr = flight.addr;
+        let mut conn = self.connect(stall).await?;
+        let both = format!(
+            "{}{}",
+            self.request(addr, ".obao", false),
+            self.request(addr, "", true)
         );
-        stream.write_all(request.as_bytes()).await.map_err(io)?;
-
-        let mut buf = vec![0u8; READ_BYTES];
-        let mut filled = 0;
-        let (len, content_type, head_len) = loop {
-            let n = stream.read(&mut buf[filled..]).await.map_err(io)?;
-            if n == 0 {
-                return Err(self.error(
-                    FetchFailure::Protocol,
-                    "closed before a whole response head",
-                ));
-            }
-            filled += n;
-            if let Some(head) = self.parse_head(&buf[..filled], len_max)? {
-                break head;
+        conn.send(self, both.as_bytes()).await?;
+        let tree = match self.outboard(&mut conn, addr, metrics).await {
+            OutboardAnswer::Tree(tree) => Some(tree),
+            OutboardAnswer::Absent => None,
+            OutboardAnswer::Spent => {
+                conn = self.connect(stall).await?;
+                conn.send(self, self.request(addr, "", true).as_bytes())
+                    .await?;
+                None
             }
         };
-        let mut upload = shard.begin_upload(Some(len));
-        let early = (filled - head_len).min(len as usize);
-        let stored = |e: ron_shards::ShardError| self.error(FetchFailure::Storage, e);
-        if let Err(e) = upload.write(&buf[head_len..head_len + early]).await {
-            upload.abort().await;
-            return Err(stored(e));
-        }
-        let mut received = early as u64;
-        let started = Instant::now();
-        while received < len {
-            let want = ((len - received) as usize).min(buf.len());
-            let n = stream.read(&mut buf[..want]).await;
-            let n = match n {
-                Ok(0) => {
-                    upload.abort().await;
-                    return Err(self.error(
-                        FetchFailure::Protocol,
-                        format!("closed after {received} of {len} body bytes"),
-                    ));
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    upload.abort().await;
-                    return Err(io(e));
-                }
-            };
-            if let Err(e) = upload.write(&buf[..n]).await {
-                upload.abort().await;
-                return Err(stored(e));
+        let head = self.object_head(&mut conn, len_max).await?;
+        let mut upload = shard.begin_upload(Some(head.len));
+        let received = match tree.filter(|t| t.object_len() == head.len) {
+            Some(tree) => {
+                FrontCounters::add(&metrics.fetch_origin_streamed, 1);
+                let content_type = std::rc::Rc::from(head.content_type.as_str());
+                flight.set_head(head.len, content_type);
+                self.receive_groups(&mut conn, &mut upload, flight, &tree)
+                    .await
             }
-            received += n as u64;
+            None => self.receive_whole(&mut conn, &mut upload, head.len).await,
+        };
+        if let Err(e) = received {
+            upload.abort().await;
+            return Err(e);
         }
-        tracing::debug!(origin = %self.url, obj = %addr, len, elapsed_ms = started.elapsed().as_millis() as u64, "origin body received");
-        let staged = upload.finish(content_type).await.map_err(stored)?;
+        let stored = |e: ron_shards::ShardError| self.error(FetchFailure::Storage, e);
+        let staged = upload.finish(head.content_type).await.map_err(stored)?;
         let computed = staged.meta.addr();
         if computed != addr {
             ron_shards::discard(staged).await;
@@ -244,7 +246,250 @@ impl Origin {
                 format!("the body hashes to {computed}, not to {addr}"),
             ));
         }
-        Ok((staged, len))
+        Ok((staged, head.len))
+    }
+
+    /// A new connection (TLS when the origin is HTTPS) whose reads and writes each
+    /// time out after `stall`.
+    async fn connect(&self, stall: Duration) -> Result<OriginConn, AttemptError> {
+        let stream = TcpStream::connect_timeout(self.addr, stall)
+            .await
+            .map_err(|e| self.error(FetchFailure::Connect, e))?;
+        let timeouts = stream
+            .set_read_timeout(Some(stall))
+            .and_then(|()| stream.set_write_timeout(Some(stall)));
+        timeouts.map_err(|e| self.error(FetchFailure::Connect, e))?;
+        let stream: Box<dyn OriginIo> = match &self.tls {
+            None => Box::new(stream),
+            Some(tls) => Box::new(
+                ron_io::tls::connect(&tls.connector, tls.name.clone(), stream, stall)
+                    .await
+                    .map_err(|e| self.error(FetchFailure::Connect, format!("TLS: {e}")))?,
+            ),
+        };
+        Ok(OriginConn {
+            stream,
+            buf: vec![0u8; READ_BYTES],
+            start: 0,
+            end: 0,
+        })
+    }
+
+    /// `GET PREFIX/o/<addr><suffix>`; the last request of a connection closes it.
+    fn request(&self, addr: Address, suffix: &str, last: bool) -> String {
+        let connection = if last { "close" } else { "keep-alive" };
+        format!(
+            "GET {}/o/{addr}{suffix} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ron/{} read-through\r\nConnection: {connection}\r\n\r\n",
+            self.prefix,
+            self.host,
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    fn io_error(&self, e: std::io::Error) -> AttemptError {
+        match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                self.error(FetchFailure::Timeout, e)
+            }
+            _ => self.error(FetchFailure::Protocol, e),
+        }
+    }
+
+    /// Reads the outboard's answer. A missing, refused or unusable outboard is no
+    /// failure: the body is then verified whole.
+    async fn outboard(
+        &self,
+        conn: &mut OriginConn,
+        addr: Address,
+        metrics: &FrontCounters,
+    ) -> OutboardAnswer {
+        let Ok(head) = conn.read_head(self).await else {
+            return OutboardAnswer::Spent;
+        };
+        let ReplyBody::Length(len) = head.body else {
+            return OutboardAnswer::Spent;
+        };
+        // An origin that closes after one answer has dropped the object's request.
+        let spent_after = |answer| match head.keep_alive {
+            true => answer,
+            false => OutboardAnswer::Spent,
+        };
+        if head.status != 200 {
+            return match len <= SKIPPED_BODY_BYTES_MAX && conn.skip(self, len).await.is_ok() {
+                true => spent_after(OutboardAnswer::Absent),
+                false => OutboardAnswer::Spent,
+            };
+        }
+        if len > OUTBOARD_BYTES_MAX {
+            return OutboardAnswer::Spent;
+        }
+        let mut outboard = Vec::with_capacity(len as usize);
+        while (outboard.len() as u64) < len {
+            match conn.body_bytes(self, len - outboard.len() as u64).await {
+                Ok(bytes) => outboard.extend_from_slice(bytes),
+                Err(_) => return OutboardAnswer::Spent,
+            }
+        }
+        let answer = match self.checked_tree(addr, &outboard) {
+            Ok(tree) => OutboardAnswer::Tree(tree),
+            Err(e) => {
+                tracing::warn!(origin = %self.url, obj = %addr, reason = %e, "the origin's outboard does not check out: the body is verified whole");
+                FrontCounters::add(&metrics.fetch_outboards_refused, 1);
+                OutboardAnswer::Absent
+            }
+        };
+        spent_after(answer)
+    }
+
+    /// The chunk tree an outboard describes, checked against the address.
+    fn checked_tree(&self, addr: Address, outboard: &[u8]) -> Result<ChunkTree, ron_codec::Error> {
+        let header: [u8; 8] = outboard
+            .get(..8)
+            .and_then(|h| h.try_into().ok())
+            .unwrap_or_default();
+        let len = u64::from_le_bytes(header);
+        let cvs = outboard_group_cvs(addr, len, outboard)?;
+        ChunkTree::from_stored(len, addr, &cvs)
+    }
+
+    /// The object's answer head: a 200 with a Content-Length within `len_max`.
+    async fn object_head(
+        &self,
+        conn: &mut OriginConn,
+        len_max: u64,
+    ) -> Result<ObjectHead, AttemptError> {
+        let head = conn.read_head(self).await?;
+        self.object_of(head, len_max)
+    }
+
+    /// Receives the body whole into `upload` (which hashes it as it arrives).
+    async fn receive_whole(
+        &self,
+        conn: &mut OriginConn,
+        upload: &mut Upload,
+        len: u64,
+    ) -> Result<(), AttemptError> {
+        let started = Instant::now();
+        let mut received = 0;
+        while received < len {
+            let bytes = conn.body_bytes(self, len - received).await?;
+            received += bytes.len() as u64;
+            upload
+                .write(bytes)
+                .await
+                .map_err(|e| self.error(FetchFailure::Storage, e))?;
+        }
+        tracing::debug!(origin = %self.url, len, elapsed_ms = started.elapsed().as_millis() as u64, "origin body received");
+        Ok(())
+    }
+
+    /// Receives the body group by group, each checked against `tree` before it goes to
+    /// the flight's waiters and into `upload`. A group that does not match ends the
+    /// fetch: waiters see a short body, never a wrong byte, and nothing is stored.
+    async fn receive_groups(
+        &self,
+        conn: &mut OriginConn,
+        upload: &mut Upload,
+        flight: &Flight,
+        tree: &ChunkTree,
+    ) -> Result<(), AttemptError> {
+        let len = tree.object_len();
+        let mut group = Vec::with_capacity(GROUP_LEN_BYTES as usize);
+        let mut index = GroupIndex(0);
+        let mut received = 0;
+        while received < len {
+            let mut bytes = conn.body_bytes(self, len - received).await?;
+            received += bytes.len() as u64;
+            while !bytes.is_empty() {
+                let whole = group_len(len, index).unwrap_or(0) as usize;
+                let take = (whole - group.len()).min(bytes.len());
+                group.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                if group.len() < whole {
+                    continue;
+                }
+                tree.verify_group(index, &group).map_err(|e| {
+                    self.error(
+                        FetchFailure::BadGroup,
+                        format!("does not match its outboard: {e}"),
+                    )
+                })?;
+                let verified = Bytes::from(std::mem::replace(
+                    &mut group,
+                    Vec::with_capacity(GROUP_LEN_BYTES as usize),
+                ));
+                flight.push(verified.clone());
+                upload
+                    .write(&verified)
+                    .await
+                    .map_err(|e| self.error(FetchFailure::Storage, e))?;
+                index = GroupIndex(index.0 + 1);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OriginConn {
+    async fn send(&mut self, origin: &Origin, bytes: &[u8]) -> Result<(), AttemptError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| origin.io_error(e))
+    }
+
+    /// Reads more into the buffer (moving what is left to its front); 0 at the end.
+    async fn fill(&mut self, origin: &Origin) -> Result<usize, AttemptError> {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        let n = self
+            .stream
+            .read(&mut self.buf[self.end..])
+            .await
+            .map_err(|e| origin.io_error(e))?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// The next response head (what follows it stays buffered).
+    async fn read_head(&mut self, origin: &Origin) -> Result<ReplyHead, AttemptError> {
+        loop {
+            if let Some((head, len)) = origin.parse_reply(&self.buf[self.start..self.end])? {
+                self.start += len;
+                return Ok(head);
+            }
+            if self.fill(origin).await? == 0 {
+                return Err(origin.error(
+                    FetchFailure::Protocol,
+                    "closed before a whole response head",
+                ));
+            }
+        }
+    }
+
+    /// The next body bytes, at most `left`: what is buffered, else one read.
+    async fn body_bytes(&mut self, origin: &Origin, left: u64) -> Result<&[u8], AttemptError> {
+        if self.start == self.end && self.fill(origin).await? == 0 {
+            return Err(origin.error(
+                FetchFailure::Protocol,
+                format!("closed {left} bytes before the end of the body"),
+            ));
+        }
+        let take = ((self.end - self.start) as u64).min(left) as usize;
+        let bytes = &self.buf[self.start..self.start + take];
+        self.start += take;
+        Ok(bytes)
+    }
+
+    async fn skip(&mut self, origin: &Origin, mut len: u64) -> Result<(), AttemptError> {
+        while len > 0 {
+            len -= self.body_bytes(origin, len).await?.len() as u64;
+        }
+        Ok(())
     }
 }
 
@@ -264,24 +509,37 @@ fn origin_tls(host: &str, ca_file: Option<&Path>) -> Result<OriginTls, String> {
 }
 
 impl Origin {
-    /// The response head, once it is whole: the body's length, its content type and
-    /// where the body starts. Anything but a 200 with a Content-Length is refused.
-    fn parse_head(
-        &self,
-        bytes: &[u8],
-        len_max: u64,
-    ) -> Result<Option<(u64, String, usize)>, AttemptError> {
+    /// A response head at the front of `bytes`, once it is whole, and its length.
+    fn parse_reply(&self, bytes: &[u8]) -> Result<Option<(ReplyHead, usize)>, AttemptError> {
         let reply = match parse_response_head(bytes, HEAD_BYTES_MAX) {
             Ok(ReplyParse::Complete(reply)) => reply,
             Ok(ReplyParse::Partial) => return Ok(None),
             Err(e) => return Err(self.error(FetchFailure::Protocol, e)),
         };
-        match reply.status {
+        let content_type = reply
+            .content_type
+            .filter(|v| v.len() <= CONTENT_TYPE_BYTES_MAX)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or_default()
+            .to_string();
+        let head = ReplyHead {
+            status: reply.status,
+            body: reply.body(Method::Get),
+            content_type,
+            keep_alive: reply.keep_alive,
+        };
+        Ok(Some((head, reply.head_len)))
+    }
+
+    /// The object's answer: anything but a 200 with a Content-Length within `len_max`
+    /// is refused (a 404 as `NotFound`: the origin's word that there is no such object).
+    fn object_of(&self, head: ReplyHead, len_max: u64) -> Result<ObjectHead, AttemptError> {
+        match head.status {
             200 => {}
             404 => return Err(self.error(FetchFailure::NotFound, "answered 404")),
             status => return Err(self.error(FetchFailure::Refused, format!("answered {status}"))),
         }
-        let len = match reply.body(Method::Get) {
+        let len = match head.body {
             ReplyBody::Length(len) => len,
             ReplyBody::Chunked => {
                 return Err(self.error(
@@ -299,13 +557,10 @@ impl Origin {
                 format!("answered {len} bytes, over the object limit of {len_max}"),
             ));
         }
-        let content_type = reply
-            .content_type
-            .filter(|v| v.len() <= CONTENT_TYPE_BYTES_MAX)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .unwrap_or_default()
-            .to_string();
-        Ok(Some((len, content_type, reply.head_len)))
+        Ok(ObjectHead {
+            len,
+            content_type: head.content_type,
+        })
     }
 }
 
@@ -316,6 +571,22 @@ mod tests {
 
     fn origin() -> Origin {
         Origin::resolve("http://127.0.0.1:1", None).unwrap()
+    }
+
+    impl Origin {
+        /// The object's answer head at the front of `bytes`: length, content type and
+        /// where the body starts.
+        fn parse_head(
+            &self,
+            bytes: &[u8],
+            len_max: u64,
+        ) -> Result<Option<(u64, String, usize)>, AttemptError> {
+            let Some((head, at)) = self.parse_reply(bytes)? else {
+                return Ok(None);
+            };
+            let object = self.object_of(head, len_max)?;
+            Ok(Some((object.len, object.content_type, at)))
+        }
     }
 
     #[test]

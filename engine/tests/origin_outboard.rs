@@ -1,0 +1,364 @@
+//! An edge reading through from an HTTP origin that serves each object's bao outboard
+//! beside it (`<hash>.obao`): the body is verified group by group and streamed to the
+//! edge's clients as it arrives. The outboards here are bao-tree's (n0's code), the
+//! origins a small file server of the test's own (paced, counting what it sent) and
+//! another ron. A corrupted byte is never served; an outboard that lies is refused and
+//! the body verified whole.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bao_tree::io::outboard::PreOrderMemOutboard;
+use bao_tree::BlockSize;
+use common::*;
+use ron_codec::Address;
+
+const GROUP: usize = 64 * 1024;
+
+/// What the test origin serves at `/o/<addr>` and `/o/<addr>.obao`.
+struct Files {
+    path: String,
+    body: Vec<u8>,
+    /// None: the outboard is answered 404.
+    outboard: Option<Vec<u8>>,
+    /// Body bytes per second (0: as fast as the socket takes them).
+    rate_bytes_per_s: u64,
+}
+
+/// A file server for one object: HTTP/1.1 with keep-alive and pipelining, paced, and
+/// counting the body bytes it has handed to the socket. Stops when dropped.
+struct TestOrigin {
+    addr: SocketAddr,
+    body_bytes_sent: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for TestOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl TestOrigin {
+    fn start(files: Files) -> TestOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let origin = TestOrigin {
+            addr: listener.local_addr().unwrap(),
+            body_bytes_sent: Arc::default(),
+            requests: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (sent, requests, stop) = (
+            Arc::clone(&origin.body_bytes_sent),
+            Arc::clone(&origin.requests),
+            Arc::clone(&origin.stop),
+        );
+        let files = Arc::new(files);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (files, sent, requests, stop) = (
+                            Arc::clone(&files),
+                            Arc::clone(&sent),
+                            Arc::clone(&requests),
+                            Arc::clone(&stop),
+                        );
+                        std::thread::spawn(move || {
+                            let _ = serve(conn, &files, &sent, &requests, &stop);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        origin
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn serve(
+    mut conn: TcpStream,
+    files: &Files,
+    sent: &AtomicU64,
+    requests: &AtomicU64,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut pending = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = conn.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            pending.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
+        pending.drain(..head_end);
+        requests.fetch_add(1, Ordering::Relaxed);
+        let target = head.split(' ').nth(1).unwrap_or("").to_string();
+        let close = head.to_ascii_lowercase().contains("connection: close");
+        let (status, body, paced): (&str, &[u8], bool) = if target == files.path {
+            ("200 OK", &files.body, true)
+        } else if target == format!("{}.obao", files.path) && files.outboard.is_some() {
+            ("200 OK", files.outboard.as_deref().unwrap(), false)
+        } else {
+            ("404 Not Found", b"not here", false)
+        };
+        let answer_head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: video/mp4\r\n{}\r\n",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        conn.write_all(answer_head.as_bytes())?;
+        let started = Instant::now();
+        let mut at = 0;
+        for piece in body.chunks(GROUP) {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            conn.write_all(piece)?;
+            at += piece.len() as u64;
+            if paced {
+                sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                if files.rate_bytes_per_s > 0 {
+                    let due = Duration::from_secs_f64(at as f64 / files.rate_bytes_per_s as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+        }
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// An object of `len` bytes that is fast to make in a debug build: 64 KiB groups, each
+/// a fixed pattern with its own index in front.
+fn object(len: usize) -> Vec<u8> {
+    let pattern: Vec<u8> = (0..GROUP).map(|i| (i * 131 % 251) as u8).collect();
+    let mut data = Vec::with_capacity(len);
+    let mut g = 0u64;
+    while data.len() < len {
+        let start = data.len();
+        data.extend_from_slice(&pattern[..GROUP.min(len - start)]);
+        let index = g.to_le_bytes();
+        let n = index.len().min(data.len() - start);
+        data[start..start + n].copy_from_slice(&index[..n]);
+        g += 1;
+    }
+    data
+}
+
+/// bao-tree's pre-order outboard with its length header, and the object's address.
+fn outboard(data: &[u8], log: u8) -> (Vec<u8>, Address) {
+    let outboard = PreOrderMemOutboard::create(data, BlockSize::from_chunk_log(log));
+    let addr = Address::from_bytes(*outboard.root.as_bytes());
+    (outboard.into_inner_with_prefix(), addr)
+}
+
+/// Sends a GET to the edge and returns the connection with the response head read and
+/// the body bytes that came with it.
+fn open_get(edge: SocketAddr, path: &str) -> (TcpStream, String, Vec<u8>) {
+    let mut s = connect(edge);
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "closed before a head: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&chunk[..n]);
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..at]).into_owned();
+            return (s, head, got[at + 4..].to_vec());
+        }
+    }
+}
+
+#[test]
+fn an_edge_sends_a_cold_gib_before_its_origin_has_sent_one_percent() {
+    let len = 1 << 30;
+    let data = object(len);
+    let (obao, addr) = outboard(&data, 6);
+    assert_eq!(
+        obao.len(),
+        8 + 64 * (16384 - 1),
+        "1 MiB of parents for 1 GiB"
+    );
+    // 50 MB/s: a fast origin link, so that 1 % of the object takes 200 ms to send.
+    let first_8_mib = data[..8 << 20].to_vec();
+    let origin = TestOrigin::start(Files {
+        path: format!("/o/{addr}"),
+        body: data,
+        outboard: Some(obao),
+        rate_bytes_per_s: 50_000_000,
+    });
+    let dir = temp_dir("obao-gib-edge");
+    let edge = Node::start(&dir, &["--shards", "1", "--origin", &origin.url()]);
+
+    let (mut s, head, mut body) = open_get(edge.http, &format!("/o/{addr}"));
+    let mut chunk = [0u8; 65536];
+    while body.is_empty() {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "no body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let sent_at_first_byte = origin.body_bytes_sent.load(Ordering::Relaxed);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains(&format!("Content-Length: {len}")), "{head}");
+    assert!(
+        sent_at_first_byte < len as u64 / 100,
+        "the origin had sent {sent_at_first_byte} bytes before the first byte reached the client"
+    );
+    eprintln!("first byte after the origin sent {sent_at_first_byte} of {len} bytes");
+    // The next 8 MiB, as the origin sends them, verified and right.
+    while body.len() < 8 << 20 {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "cut at {}", body.len());
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(8 << 20);
+    assert!(body == first_8_mib, "the streamed bytes are the object's");
+    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 1);
+}
+
+#[test]
+fn an_edge_streams_from_another_ron_by_its_obao() {
+    let origin = Node::start(&temp_dir("obao-ron-origin"), &["--shards", "1"]);
+    let data = bytes(61, 3 * GROUP * 10 + 123);
+    let addr = upload(&origin, &data);
+    let url = format!("http://{}", origin.http);
+    let edge = Node::start(
+        &temp_dir("obao-ron-edge"),
+        &["--shards", "2", "--origin", &url],
+    );
+    let got = get(edge.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!(got.status, 200);
+    assert!(got.body == data);
+    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 1);
+    assert_eq!(
+        metric(edge.admin, "ron_fetch_origin_outboards_refused_total"),
+        0
+    );
+    // Stored verified: the edge answers again without its origin.
+    drop(origin);
+    assert!(get(edge.http, &format!("/o/{addr}")).unwrap().body == data);
+}
+
+#[test]
+fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
+    let data = object(20 * GROUP + 777);
+    let (obao, addr) = outboard(&data, 0);
+    let path = format!("/o/{addr}");
+
+    // One flipped byte in group 12, with the true outboard: groups 0..12 stream, then
+    // the answer is cut; nothing is stored, and the next request asks again.
+    // (Paced, so the client has read the good groups before the edge resets the
+    // connection: a reset drops what the client has not read yet.)
+    let mut rotten = data.clone();
+    rotten[12 * GROUP + 5000] ^= 0x40;
+    let origin = TestOrigin::start(Files {
+        path: path.clone(),
+        body: rotten,
+        outboard: Some(obao.clone()),
+        rate_bytes_per_s: 4_000_000,
+    });
+    let edge = Node::start(
+        &temp_dir("obao-rotten-edge"),
+        &["--shards", "1", "--origin", &origin.url()],
+    );
+    let (mut s, head, mut body) = open_get(edge.http, &path);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let _ = s.read_to_end(&mut body);
+    assert!(body.len() < data.len(), "the answer is cut short");
+    assert!(
+        body.len() <= 12 * GROUP,
+        "no byte of the bad group: {}",
+        body.len()
+    );
+    assert!(body[..] == data[..body.len()], "what came is right");
+    let failed = "ron_fetch_failures_total{reason=\"bad_group\"}";
+    assert_eq!(gauge(edge.admin, failed), Some(1.0));
+    let requests = origin.requests.load(Ordering::Relaxed);
+    if let Ok(again) = get(edge.http, &path) {
+        assert!(
+            again.body.len() < data.len() || again.status != 200,
+            "{again:?}"
+        );
+    }
+    assert!(
+        origin.requests.load(Ordering::Relaxed) > requests,
+        "asked again: nothing stored"
+    );
+    drop(edge);
+    drop(origin);
+
+    // An outboard of the right length whose parents lie: refused, the body (right)
+    // verified whole and served.
+    let mut lying = obao;
+    lying[8 + 64 * 3] ^= 1;
+    let origin = TestOrigin::start(Files {
+        path: path.clone(),
+        body: data.clone(),
+        outboard: Some(lying),
+        rate_bytes_per_s: 0,
+    });
+    let edge = Node::start(
+        &temp_dir("obao-liar-edge"),
+        &["--shards", "1", "--origin", &origin.url()],
+    );
+    let got = get(edge.http, &path).unwrap();
+    assert_eq!(got.status, 200);
+    assert!(got.body == data);
+    assert_eq!(
+        metric(edge.admin, "ron_fetch_origin_outboards_refused_total"),
+        1
+    );
+    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 0);
+    drop(edge);
+    drop(origin);
+
+    // No outboard at all (404): verified whole, as before.
+    let origin = TestOrigin::start(Files {
+        path: path.clone(),
+        body: data.clone(),
+        outboard: None,
+        rate_bytes_per_s: 0,
+    });
+    let edge = Node::start(
+        &temp_dir("obao-none-edge"),
+        &["--shards", "1", "--origin", &origin.url()],
+    );
+    let got = get(edge.http, &path).unwrap();
+    assert!(got.status == 200 && got.body == data);
+    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 0);
+    assert_eq!(
+        origin.requests.load(Ordering::Relaxed),
+        2,
+        "outboard and object, one connection"
+    );
+}
