@@ -684,7 +684,11 @@ fn eight_nodes_keep_exactly_three_copies_and_a_ninth_takes_its_share() {
         NODES + 1,
         moved_bytes as f64 / ideal as f64
     );
-    assert_eq!(kept_copies(&nodes[NODES]), moved_objects);
+    // A copy the joiner took while its routing table was young, and its own sweep later
+    // found the placement does not name it for (every named holder proven), it made
+    // evictable: pulled, but no longer kept.
+    let demoted = metric(nodes[NODES].admin, "ron_replication_demoted_total");
+    assert_eq!(kept_copies(&nodes[NODES]) + demoted, moved_objects);
     assert!(
         moved_bytes > 0 && moved_bytes <= 3 * ideal,
         "{moved_bytes} vs {ideal}"
