@@ -489,6 +489,19 @@ fn ron_get_over_http_checks_a_range_as_it_streams() {
 
     let whole = ron(&["get", &addr, "--server", &http, "--http"]);
     assert!(whole.status.success() && whole.stdout == data);
+    let empty = upload(&node, b"").to_string();
+    let got = ron(&["get", &empty, "--server", &http, "--http"]);
+    assert!(got.status.success() && got.stdout.is_empty(), "{got:?}");
+    let past = ron(&[
+        "get",
+        &addr,
+        "--range",
+        "5000000-5000001",
+        "--server",
+        &http,
+        "--http",
+    ]);
+    assert_eq!(past.status.code(), Some(1), "the node's 416: {past:?}");
 
     // A flipped byte in the leaf: nothing of it is written, exit 4 (verification).
     let proxy = corrupting_proxy(node.http, vec![8 + 6 * 64 + 100, 3]).to_string();

@@ -11,17 +11,18 @@
 use std::rc::Rc;
 
 use ron_codec::bao::{BaoShape, ChunkGroupLog, GroupInput, GroupTail};
-use ron_codec::http::accept::{BAO_MEDIA_TYPE, BAO_OUTBOARD_MEDIA_TYPE, CHUNK_GROUP_LOG_PARAM};
 use ron_codec::http::head::Method;
 use ron_codec::http::response::ResponseHead;
 use ron_codec::tree::GroupIndex;
 use ron_codec::Address;
 use ron_io::stream::Transport;
-use ron_shards::ObjectMeta;
+use ron_shards::{GroupBytes, ObjectMeta};
 
+use super::get::{follows, send_file_run, send_head_more};
 use super::request::{quoted_etag, Request};
 use super::respond::{self, common_headers, CACHE_CONTROL};
 use super::{write_out, Abort, Conn, HttpContext};
+use crate::limits::COALESCE_BODY_BYTES_MAX;
 use crate::refusal::Refusal;
 use crate::service::{GroupStream, Object, Span};
 
@@ -78,7 +79,7 @@ struct Answer {
     kind: BaoKind,
     /// The bytes a slice proves (`Bao-Range`), `None` for a whole encoding or outboard.
     slice: Option<Span>,
-    etag: String,
+    etag: Vec<u8>,
     not_modified: bool,
     /// The groups the body needs, the first already verified (none for an outboard at
     /// log 6 or a HEAD).
@@ -104,12 +105,11 @@ async fn plan(
     // The walk needs the whole tree: an object being read through is answered once stored.
     let meta = ctx.service.find_stored(addr).await?;
     let len = meta.tree.object_len();
-    let whole_etag = etag(addr, kind, None);
     let validators = req.bao_validators.as_deref();
     let range = match (kind, validators) {
         (BaoKind::Outboard(_), _) => None,
         (BaoKind::Encoding(_), Some(v))
-            if v.if_range_failed(&[whole_etag.as_bytes(), &quoted_etag(addr)]) =>
+            if v.if_range_failed(&[&etag(addr, kind, None), &quoted_etag(addr)]) =>
         {
             None
         }
@@ -125,8 +125,9 @@ async fn plan(
         BaoKind::Encoding(log) => (BaoShape::encoding(len, log), None),
     };
     let etag = etag(addr, kind, slice);
-    let conditions = validators.map(|v| v.conditions(etag.as_bytes()));
+    let conditions = validators.map(|v| v.conditions(&etag));
     if conditions.is_some_and(|c| c.if_match_failed) {
+        let etag = String::from_utf8_lossy(&etag).into_owned();
         return Err(Refusal::BaoPreconditionFailed { etag });
     }
     let not_modified = conditions.is_some_and(|c| c.if_none_match_hit);
@@ -164,18 +165,48 @@ fn groups_span(len: u64, first: GroupIndex, last: GroupIndex) -> Span {
 /// The ETag of a bao answer: the object's, with the kind, the chunk-group log and, for
 /// a slice, the bytes it proves — never the plain bytes' tag, and different for every
 /// distinct answer.
-fn etag(addr: &Address, kind: BaoKind, slice: Option<Span>) -> String {
-    let kind_name = match kind {
-        BaoKind::Encoding(_) => "bao",
-        BaoKind::Outboard(_) => "obao",
+fn etag(addr: &Address, kind: BaoKind, slice: Option<Span>) -> Vec<u8> {
+    let kind_name: &[u8] = match kind {
+        BaoKind::Encoding(_) => b".bao",
+        BaoKind::Outboard(_) => b".obao",
     };
-    let mut tag = format!("\"{addr}.{kind_name}{}", kind.log().get());
+    let mut tag = Vec::with_capacity(112);
+    tag.push(b'"');
+    tag.extend_from_slice(&addr.text());
+    tag.extend_from_slice(kind_name);
+    tag.push(b'0' + kind.log().get());
     if let Some(span) = slice {
-        tag.push_str(&format!(".{}-{}", span.first, span.last()));
+        let mut number = itoa::Buffer::new();
+        tag.push(b'.');
+        tag.extend_from_slice(number.format(span.first).as_bytes());
+        tag.push(b'-');
+        tag.extend_from_slice(number.format(span.last()).as_bytes());
     }
-    tag.push('"');
+    tag.push(b'"');
     tag
 }
+
+/// `Content-Type` of an encoding or slice, by chunk-group log.
+const BAO_CONTENT_TYPES: [&str; 7] = [
+    "application/x-bao; chunk-group-log=0",
+    "application/x-bao; chunk-group-log=1",
+    "application/x-bao; chunk-group-log=2",
+    "application/x-bao; chunk-group-log=3",
+    "application/x-bao; chunk-group-log=4",
+    "application/x-bao; chunk-group-log=5",
+    "application/x-bao; chunk-group-log=6",
+];
+
+/// `Content-Type` of an outboard, by chunk-group log.
+const OUTBOARD_CONTENT_TYPES: [&str; 7] = [
+    "application/x-bao-outboard; chunk-group-log=0",
+    "application/x-bao-outboard; chunk-group-log=1",
+    "application/x-bao-outboard; chunk-group-log=2",
+    "application/x-bao-outboard; chunk-group-log=3",
+    "application/x-bao-outboard; chunk-group-log=4",
+    "application/x-bao-outboard; chunk-group-log=5",
+    "application/x-bao-outboard; chunk-group-log=6",
+];
 
 fn write_head<S>(
     ctx: &HttpContext,
@@ -187,7 +218,7 @@ fn write_head<S>(
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, answer.status());
     common_headers(ctx, &mut head, &req.corr_id, close);
-    head.header("ETag", answer.etag.as_bytes())
+    head.header("ETag", &answer.etag)
         .header("Cache-Control", CACHE_CONTROL);
     match answer.kind {
         // The answer to a GET of the object's URL depends on Accept and, for bao, Range.
@@ -196,14 +227,10 @@ fn write_head<S>(
         BaoKind::Outboard(_) => &mut head,
     };
     if !answer.not_modified {
-        let media = match answer.kind {
-            BaoKind::Encoding(_) => BAO_MEDIA_TYPE,
-            BaoKind::Outboard(_) => BAO_OUTBOARD_MEDIA_TYPE,
+        let content_type = match answer.kind {
+            BaoKind::Encoding(log) => BAO_CONTENT_TYPES[usize::from(log.get())],
+            BaoKind::Outboard(log) => OUTBOARD_CONTENT_TYPES[usize::from(log.get())],
         };
-        let content_type = format!(
-            "{media}; {CHUNK_GROUP_LOG_PARAM}={}",
-            answer.kind.log().get()
-        );
         head.header("Content-Type", content_type.as_bytes())
             .content_length(answer.shape.encoded_len());
         if let Some(span) = answer.slice {
@@ -239,6 +266,10 @@ async fn send_body<S: Transport>(
         }
         return write_out(ctx, conn).await;
     };
+    // Whole verified groups in the cache's arenas go out with sendfile, those that lie
+    // end to end with no parent between them in one call, as a plain GET's do; what
+    // precedes them (head, parents) goes with MSG_MORE so it shares their packets.
+    let mut run: Vec<GroupBytes> = Vec::new();
     while let Some(group) = stream.next().await {
         let group = group.map_err(|refusal| aborted(ctx, req, &answer.meta, &refusal))?;
         let bytes = GroupInput::Verified(&group.bytes);
@@ -246,6 +277,24 @@ async fn send_body<S: Transport>(
             .shape
             .encode_group(tree, group.index, bytes, &mut encoded)
             .map_err(|e| aborted(ctx, req, &answer.meta, &Refusal::Codec(e)))?;
+        let zero_copy = conn.zero_copy
+            && group.bytes.file.is_some()
+            && group.bytes.len() > COALESCE_BODY_BYTES_MAX;
+        if tail == GroupTail::WholeGroup && zero_copy {
+            if encoded.is_empty() && follows(&run, &group.bytes) {
+                run.push(group.bytes);
+                continue;
+            }
+            send_run(ctx, conn, &mut run).await?;
+            conn.wbuf.extend_from_slice(&encoded);
+            encoded.clear();
+            if !conn.wbuf.is_empty() {
+                send_head_more(ctx, conn).await?;
+            }
+            run.push(group.bytes);
+            continue;
+        }
+        send_run(ctx, conn, &mut run).await?;
         conn.wbuf.extend_from_slice(&encoded);
         encoded.clear();
         if tail == GroupTail::WholeGroup {
@@ -255,7 +304,21 @@ async fn send_body<S: Transport>(
             write_out(ctx, conn).await?;
         }
     }
+    send_run(ctx, conn, &mut run).await?;
     write_out(ctx, conn).await
+}
+
+/// Sends a run of whole groups that lie end to end in one arena, and empties it.
+async fn send_run<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    run: &mut Vec<GroupBytes>,
+) -> Result<(), Abort> {
+    if !run.is_empty() {
+        send_file_run(ctx, conn, run).await?;
+        run.clear();
+    }
+    Ok(())
 }
 
 fn aborted(ctx: &HttpContext, req: &Request, meta: &ObjectMeta, refusal: &Refusal) -> Abort {

@@ -177,7 +177,7 @@ async fn send_body<S: Transport>(
 }
 
 /// Whether `next` lies right after the last slice of `run` in the same arena.
-fn follows(run: &[GroupBytes], next: &GroupBytes) -> bool {
+pub(super) fn follows(run: &[GroupBytes], next: &GroupBytes) -> bool {
     match (
         run.last()
             .and_then(|last| last.file.as_ref().map(|f| (f, last.len()))),
@@ -211,7 +211,10 @@ async fn send_head_with<S: Transport>(
 
 /// Sends the head in `wbuf` telling the kernel the body follows at once; what the
 /// socket does not take now is written the ordinary way.
-async fn send_head_more<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<(), Abort> {
+pub(super) async fn send_head_more<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+) -> Result<(), Abort> {
     let sent = sent_now(ctx, conn, |socket, head| socket.send_more(head))?;
     bytes::Buf::advance(&mut conn.wbuf, sent);
     write_out(ctx, conn).await
@@ -241,7 +244,7 @@ fn sent_now<S: Transport>(
 /// is the stream's own write of the next verified bytes (at most a page, copied), which
 /// waits in glommio's reactor under the request's transfer deadline — glommio 0.9 has
 /// no readiness wait for a raw fd (docs/design/zero-copy-sends.md).
-async fn send_file_run<S: Transport>(
+pub(super) async fn send_file_run<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
     run: &[GroupBytes],
