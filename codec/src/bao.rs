@@ -239,9 +239,9 @@ impl BaoShape {
         hi - lo == 1 || (self.query.covers(lo, hi) && hi - lo <= self.cgl.leaf_chunks())
     }
 
-    /// Bytes of the object in chunks `lo..hi`.
+    /// Bytes of the object in chunks `lo..hi` (a lying length near `u64::MAX` saturates).
     fn byte_len(&self, lo: u64, hi: u64) -> u64 {
-        (hi * CHUNK_LEN_BYTES).min(self.object_len) - lo * CHUNK_LEN_BYTES
+        hi.saturating_mul(CHUNK_LEN_BYTES).min(self.object_len) - lo * CHUNK_LEN_BYTES
     }
 
     /// The first and last 64 KiB group whose bytes the answer needs; `None` when it
@@ -540,6 +540,14 @@ fn split_pair(pair: &[u8; PARENT_LEN_BYTES]) -> ([u8; CV_LEN_BYTES], [u8; CV_LEN
     left.copy_from_slice(&pair[..CV_LEN_BYTES]);
     right.copy_from_slice(&pair[CV_LEN_BYTES..]);
     (left, right)
+}
+
+/// Whether `outboard_len` bytes is the length of an outboard (any log from 0 to 6) of an
+/// object of `object_len` bytes: checked on an origin's answer before it is read.
+pub fn is_outboard_len(object_len: u64, outboard_len: u64) -> bool {
+    (0..=ChunkGroupLog::MAX)
+        .filter_map(ChunkGroupLog::new)
+        .any(|cgl| BaoShape::outboard(object_len, cgl).encoded_len() == outboard_len)
 }
 
 /// Reads a pre-order outboard (8-byte length, then parents; any chunk-group log up to

@@ -342,6 +342,25 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
     drop(edge);
     drop(origin);
 
+    // A `.obao` answered with something that is no outboard of this object (an error
+    // page served 200): not read past its first bytes; the object is asked for again
+    // on a new connection and verified whole.
+    let origin = TestOrigin::start(Files {
+        path: path.clone(),
+        body: data.clone(),
+        outboard: Some(b"<html><body>Welcome to our CDN</body></html>".repeat(200)),
+        rate_bytes_per_s: 0,
+    });
+    let edge = Node::start(
+        &temp_dir("obao-page-edge"),
+        &["--shards", "1", "--origin", &origin.url()],
+    );
+    let got = get(edge.http, &path).unwrap();
+    assert!(got.status == 200 && got.body == data);
+    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 0);
+    drop(edge);
+    drop(origin);
+
     // No outboard at all (404): verified whole, as before.
     let origin = TestOrigin::start(Files {
         path: path.clone(),

@@ -271,3 +271,26 @@ fn asks_resolve_as_ranges_do() {
     assert_eq!(SliceAsk::Suffix(40).resolve(10), Some((0, 9)));
     assert_eq!(SliceAsk::Suffix(0).resolve(10), None);
 }
+
+#[test]
+fn a_length_header_near_the_end_of_u64_is_refused_without_a_panic() {
+    let root = Address::of(b"x");
+    for len in [u64::MAX, u64::MAX - 1, u64::MAX - 1023, 1 << 63] {
+        let mut decoder = SliceDecoder::new(root, cgl(0), SliceAsk::Whole);
+        assert_eq!(
+            decoder.step(&len.to_le_bytes()).unwrap(),
+            Decoded::Length(len)
+        );
+        assert_eq!(decoder.wanted(), Some(64));
+        assert!(
+            decoder.step(&[0; 64]).is_err(),
+            "a parent that does not merge to the root"
+        );
+        let mut slice = SliceDecoder::new(root, cgl(4), SliceAsk::Suffix(10));
+        slice.step(&len.to_le_bytes()).unwrap();
+        assert!(!is_outboard_len(len, 8 << 20));
+    }
+    assert!(is_outboard_len(1 << 20, 8 + 15 * 64));
+    assert!(is_outboard_len(1 << 20, 8 + 1023 * 64));
+    assert!(!is_outboard_len(1 << 20, 8 + 16 * 64));
+}

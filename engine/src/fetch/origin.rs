@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
-use ron_codec::bao::outboard_group_cvs;
+use ron_codec::bao::{is_outboard_len, outboard_group_cvs};
 use ron_codec::http::head::Method;
 use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
@@ -78,7 +78,8 @@ enum OutboardAnswer {
     /// None to use; the object's answer follows on the same connection.
     Absent,
     /// None to use, and the connection cannot reach the object's answer (an answer
-    /// without a length, or too long to read past): ask again on a new one.
+    /// without a length, too long to read past, or not an outboard of the object it
+    /// names): ask again on a new one.
     Spent,
 }
 
@@ -210,7 +211,7 @@ impl Origin {
             self.request(addr, "", true)
         );
         conn.send(self, both.as_bytes()).await?;
-        let tree = match self.outboard(&mut conn, addr, metrics).await {
+        let tree = match self.outboard(&mut conn, addr, metrics).await? {
             OutboardAnswer::Tree(tree) => Some(tree),
             OutboardAnswer::Absent => None,
             OutboardAnswer::Spent => {
@@ -296,18 +297,17 @@ impl Origin {
     }
 
     /// Reads the outboard's answer. A missing, refused or unusable outboard is no
-    /// failure: the body is then verified whole.
+    /// failure (the body is then verified whole); an origin that stalls or breaks the
+    /// protocol on it fails the fetch, as it would on the object.
     async fn outboard(
         &self,
         conn: &mut OriginConn,
         addr: Address,
         metrics: &FrontCounters,
-    ) -> OutboardAnswer {
-        let Ok(head) = conn.read_head(self).await else {
-            return OutboardAnswer::Spent;
-        };
+    ) -> Result<OutboardAnswer, AttemptError> {
+        let head = conn.read_head(self).await?;
         let ReplyBody::Length(len) = head.body else {
-            return OutboardAnswer::Spent;
+            return Ok(OutboardAnswer::Spent);
         };
         // An origin that closes after one answer has dropped the object's request.
         let spent_after = |answer| match head.keep_alive {
@@ -315,19 +315,23 @@ impl Origin {
             false => OutboardAnswer::Spent,
         };
         if head.status != 200 {
-            return match len <= SKIPPED_BODY_BYTES_MAX && conn.skip(self, len).await.is_ok() {
-                true => spent_after(OutboardAnswer::Absent),
-                false => OutboardAnswer::Spent,
-            };
+            if len > SKIPPED_BODY_BYTES_MAX {
+                return Ok(OutboardAnswer::Spent);
+            }
+            conn.skip(self, len).await?;
+            return Ok(spent_after(OutboardAnswer::Absent));
         }
-        if len > OUTBOARD_BYTES_MAX {
-            return OutboardAnswer::Spent;
+        if !(8..=OUTBOARD_BYTES_MAX).contains(&len) {
+            return Ok(OutboardAnswer::Spent);
         }
         let mut outboard = Vec::with_capacity(len as usize);
         while (outboard.len() as u64) < len {
-            match conn.body_bytes(self, len - outboard.len() as u64).await {
-                Ok(bytes) => outboard.extend_from_slice(bytes),
-                Err(_) => return OutboardAnswer::Spent,
+            let bytes = conn.body_bytes(self, len - outboard.len() as u64).await?;
+            outboard.extend_from_slice(bytes);
+            // Not an outboard of the object it names (an error page, another file): not
+            // read further, and the object is asked for again on a new connection.
+            if outboard.len() >= 8 && !is_outboard_len(object_len_of(&outboard), len) {
+                return Ok(OutboardAnswer::Spent);
             }
         }
         let answer = match self.checked_tree(addr, &outboard) {
@@ -338,16 +342,12 @@ impl Origin {
                 OutboardAnswer::Absent
             }
         };
-        spent_after(answer)
+        Ok(spent_after(answer))
     }
 
     /// The chunk tree an outboard describes, checked against the address.
     fn checked_tree(&self, addr: Address, outboard: &[u8]) -> Result<ChunkTree, ron_codec::Error> {
-        let header: [u8; 8] = outboard
-            .get(..8)
-            .and_then(|h| h.try_into().ok())
-            .unwrap_or_default();
-        let len = u64::from_le_bytes(header);
+        let len = object_len_of(outboard);
         let cvs = outboard_group_cvs(addr, len, outboard)?;
         ChunkTree::from_stored(len, addr, &cvs)
     }
@@ -491,6 +491,15 @@ impl OriginConn {
         }
         Ok(())
     }
+}
+
+/// The object length an outboard's header states (0 when it has no header).
+fn object_len_of(outboard: &[u8]) -> u64 {
+    let header: [u8; 8] = outboard
+        .get(..8)
+        .and_then(|h| h.try_into().ok())
+        .unwrap_or_default();
+    u64::from_le_bytes(header)
 }
 
 /// The TLS client of an HTTPS origin: the CAs to trust and the name its certificate
