@@ -121,8 +121,6 @@ for w in $WORKLOADS; do
   done
 done
 
-cpu0() { awk '$1 == "cpu0" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 # wrk once: "req/s wire_bytes/s busy"
 wrk_run() {
   local before after out
@@ -134,7 +132,7 @@ wrk_run() {
   rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
   bps=$(echo "$out" | awk '/Transfer\/sec/ { v = $2; n = v + 0; if (v ~ /GB$/) n *= 1073741824;
         else if (v ~ /MB$/) n *= 1048576; else if (v ~ /KB$/) n *= 1024; print n }')
-  echo "$rps $bps $(echo "$before $after" | awk '{ printf "%.3f", ($3 - $1) / ($4 - $2) }')"
+  echo "$rps $bps $(busy_share "$before" "$after")"
 }
 
 echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"

@@ -254,11 +254,6 @@ end
 EOF
 head -c $((1 << 20)) /dev/urandom > "$WORK/put.bin"
 
-# Busy and total jiffies of CPU 0 from /proc/stat: includes the softirq network work on
-# the server's CPU, which a process's own CPU time misses.
-cpu0() { awk '$1 == "cpu0" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat; }
-busy_share() { echo "$1 $2" | awk '{ printf "%.3f", ($3 - $1) / ($4 - $2) }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 json_field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; }
 port_of() { [ "$1" = ron ] && echo "$RON_PORT" || echo "$NGINX_PORT"; }
 conns_for() { [ "$1" = get_256MiB ] && echo "$BIG_CONNS" || echo "$CONNS"; }

@@ -68,7 +68,6 @@ nginx -c "$WORK/nginx/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 &
 pids+=("$!")
 sleep 0.5
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r); origin rate: ${RATE/#0/unlimited}"
 printf '%-9s %4s %10s %10s %10s\n' origin run ttfb_s total_s MB/s
 for mode in whole outboard; do

@@ -58,10 +58,10 @@ flags() {
   esac
 }
 
-# Busy and total jiffies of CPU 0 (server) and CPU 1 (client) from /proc/stat.
+# Busy and total jiffies of CPU 0 (server) and CPU 1 (client) from /proc/stat, and both
+# CPUs' busy shares between two such readings.
 cpus() { awk '$1 == "cpu0" || $1 == "cpu1" { b = $2 + $3 + $4 + $7 + $8 + $9; printf "%d %d ", b, b + $5 + $6 }' /proc/stat; }
-busy_share() { echo "$1 $2" | awk '{ printf "%.3f %.3f", ($5 - $1) / ($6 - $2), ($7 - $3) / ($8 - $4) }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+busy_shares() { echo "$1 $2" | awk '{ printf "%.3f %.3f", ($5 - $1) / ($6 - $2), ($7 - $3) / ($8 - $4) }'; }
 json_field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; }
 
 echo "== load and verify (every body checked)" >&2
@@ -89,7 +89,7 @@ for w in $WORKLOADS; do
       after=$(cpus)
       errors=$(json_field "$json" "d['unexpected_statuses'] + d['io_errors']")
       [ "$errors" = 0 ] || echo "  $t $w: $errors errors" >&2
-      LINES[$t,$w]+="$(json_field "$json" "d['req_per_s']") $(json_field "$json" "d['body_bytes_per_s']") $(json_field "$json" "d['latency_us']['p99']") $(busy_share "$before" "$after")"$'\n'
+      LINES[$t,$w]+="$(json_field "$json" "d['req_per_s']") $(json_field "$json" "d['body_bytes_per_s']") $(json_field "$json" "d['latency_us']['p99']") $(busy_shares "$before" "$after")"$'\n'
     done
   done
 done

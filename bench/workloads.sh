@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # The named workloads shared by bench/compare.sh, bench/protocols.sh,
-# bench/control_cost.sh and perf/flame.sh (sourced by all).
+# bench/control_cost.sh, bench/bao.sh, bench/origin_stream.sh and perf/flame.sh (sourced
+# by all), and the helpers they share (stop_started, cpu0, busy_share, median).
 # DATA: the deterministic dataset (ron-bench flags: object i is generated from seed+i);
 # MODE: what the requests are; DESC: one line for people.
 # Reads pick their object at random over the whole dataset (uniform unless the caller
@@ -46,3 +47,11 @@ stop_started() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do timeout 30 tail --pid="$p" -f /dev/null 2>/dev/null || true; done
 }
+
+# Busy and total jiffies of CPU 0 from /proc/stat: includes the softirq network work on
+# the server's CPU, which a process's own CPU time misses.
+cpu0() { awk '$1 == "cpu0" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat; }
+# CPU 0's busy share between two `cpu0` readings.
+busy_share() { echo "$1 $2" | awk '{ printf "%.3f", ($3 - $1) / ($4 - $2) }'; }
+# The median of the numbers on stdin, one per line.
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

@@ -22,13 +22,15 @@
 //! right before they are sent. Only a leaf that is a whole group the store has just
 //! verified goes out without another hash (N = 6: the cost of a plain GET).
 
-use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode};
+use blake3::hazmat::HasherExt;
 use blake3::Hasher;
 
 use crate::address::Address;
 use crate::error::Error;
-use crate::proof::PARENT_LEN_BYTES;
-use crate::tree::{group_count, ChunkTree, GroupIndex, CV_LEN_BYTES};
+use crate::proof::{parents_before, GroupRange, PARENT_LEN_BYTES};
+use crate::tree::{
+    group_count, left_subtree_groups, merge_cvs, split_parent, ChunkTree, GroupIndex, CV_LEN_BYTES,
+};
 
 /// Bytes in one BLAKE3 chunk, the unit of a bao query.
 pub const CHUNK_LEN_BYTES: u64 = 1024;
@@ -101,9 +103,9 @@ impl ChunkRange {
     }
 }
 
-/// Largest power of two strictly below `n` (n ≥ 2): the left subtree's size.
-const fn left_subtree_len(n: u64) -> u64 {
-    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
+/// Largest power of two strictly below `n` (n ≥ 2): the left subtree's size, in chunks.
+fn left_subtree_len(n: u64) -> u64 {
+    left_subtree_groups(n as usize) as u64
 }
 
 /// The CV of the subtree of chunks starting at `start_chunk` holding `data` (the root
@@ -116,14 +118,6 @@ fn subtree_cv(start_chunk: u64, data: &[u8], is_root: bool) -> [u8; CV_LEN_BYTES
     hasher.set_input_offset(start_chunk * CHUNK_LEN_BYTES);
     hasher.update(data);
     hasher.finalize_non_root()
-}
-
-fn merge(left: &[u8; CV_LEN_BYTES], right: &[u8; CV_LEN_BYTES], is_root: bool) -> [u8; 32] {
-    if is_root {
-        *merge_subtrees_root(left, right, Mode::Hash).as_bytes()
-    } else {
-        merge_subtrees_non_root(left, right, Mode::Hash)
-    }
 }
 
 /// How a group's bytes reach [`BaoShape::encode_group`].
@@ -271,7 +265,13 @@ impl BaoShape {
     ) -> Result<GroupTail, Error> {
         debug_assert_eq!(tree.object_len(), self.object_len, "the answer's own tree");
         let start = out.len();
-        self.parents_above(tree, group, out);
+        // Every node above a group is made of whole groups: its CV is a lookup, and the
+        // parents come in the order the OAP/1 proofs send them.
+        let groups = GroupRange {
+            first: GroupIndex(self.query.first / GROUP_CHUNKS),
+            last: GroupIndex((self.query.end - 1) / GROUP_CHUNKS),
+        };
+        parents_before(tree, groups, group, out);
         let first_chunk = group.0 * GROUP_CHUNKS;
         let end_chunk = (first_chunk + GROUP_CHUNKS).min(chunk_count(self.object_len));
         let single = tree.group_count() == 1;
@@ -300,25 +300,6 @@ impl BaoShape {
         Ok(GroupTail::Nothing)
     }
 
-    /// The parents above group `group` whose first group in the query it is, top-down:
-    /// each a lookup in the tree (every node above a group is made of whole groups).
-    fn parents_above(&self, tree: &ChunkTree, group: GroupIndex, out: &mut Vec<u8>) {
-        let first_group = self.query.first / GROUP_CHUNKS;
-        let (mut lo, mut hi) = (0u64, tree.group_cvs().len() as u64);
-        while hi - lo >= 2 {
-            let mid = lo + left_subtree_len(hi - lo);
-            if lo.max(first_group) == group.0 {
-                out.extend_from_slice(&tree.subtree_cv(lo, mid).0);
-                out.extend_from_slice(&tree.subtree_cv(mid, hi).0);
-            }
-            if group.0 < mid {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-    }
-
     /// Appends the walk of the node starting at `start_chunk` that holds `data` (inside
     /// one group) and returns its CV — every byte of `data` hashed, sent or not.
     fn encode_node(
@@ -344,7 +325,7 @@ impl BaoShape {
         let right = self.encode_node(start_chunk + left_chunks, right_data, false, out);
         out[at..at + CV_LEN_BYTES].copy_from_slice(&left);
         out[at + CV_LEN_BYTES..at + PARENT_LEN_BYTES].copy_from_slice(&right);
-        merge(&left, &right, is_root)
+        merge_cvs(&left, &right, is_root)
     }
 }
 
@@ -485,8 +466,8 @@ impl SliceDecoder {
         let pair: &[u8; PARENT_LEN_BYTES] = input
             .try_into()
             .map_err(|_| fail(node.lo, "a parent node is not 64 bytes"))?;
-        let (left, right) = split_pair(pair);
-        if merge(&left, &right, node.is_root) != node.cv {
+        let (left, right) = split_parent(pair);
+        if merge_cvs(&left, &right, node.is_root) != node.cv {
             return Err(fail(
                 node.lo,
                 "parent node does not match the tree above it",
@@ -532,14 +513,6 @@ impl SliceDecoder {
         });
         Ok(Decoded::Length(object_len))
     }
-}
-
-fn split_pair(pair: &[u8; PARENT_LEN_BYTES]) -> ([u8; CV_LEN_BYTES], [u8; CV_LEN_BYTES]) {
-    let mut left = [0; CV_LEN_BYTES];
-    let mut right = [0; CV_LEN_BYTES];
-    left.copy_from_slice(&pair[..CV_LEN_BYTES]);
-    right.copy_from_slice(&pair[CV_LEN_BYTES..]);
-    (left, right)
 }
 
 /// Whether `outboard_len` bytes is the length of an outboard (any log from 0 to 6) of an
@@ -617,8 +590,8 @@ impl OutboardWalk<'_> {
             .split_first_chunk::<PARENT_LEN_BYTES>()
             .ok_or(fail("the outboard ends early"))?;
         self.parents = rest;
-        let (left, right) = split_pair(pair);
-        if merge(&left, &right, is_root) != cv {
+        let (left, right) = split_parent(pair);
+        if merge_cvs(&left, &right, is_root) != cv {
             return Err(fail("outboard parent does not match the tree above it"));
         }
         let mid = lo + left_subtree_len(hi - lo);

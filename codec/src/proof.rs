@@ -15,12 +15,11 @@
 //! whole range. The server looks each parent's children up in the loaded tree's inner
 //! nodes (`ChunkTree`): no hashing, one lookup per level.
 
-use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, Mode};
-
 use crate::address::Address;
 use crate::error::Error;
 use crate::tree::{
-    check_group, group_count, left_subtree_groups, ChunkTree, GroupIndex, CV_LEN_BYTES,
+    check_group, group_count, left_subtree_groups, merge_cvs, split_parent, ChunkTree, GroupIndex,
+    CV_LEN_BYTES,
 };
 
 /// Bytes of one parent node on the wire: left CV then right CV.
@@ -137,15 +136,9 @@ impl RangeVerifier {
                 return check_group(self.object_len, group, data, &node.cv, node.is_root);
             }
             let pair = pairs.next().ok_or(fail("a parent node is missing"))?;
-            let (left, right) = pair.split_at(CV_LEN_BYTES);
-            let left: [u8; CV_LEN_BYTES] = left.try_into().expect("split at CV length");
-            let right: [u8; CV_LEN_BYTES] = right.try_into().expect("split at CV length");
-            let merged = if node.is_root {
-                *merge_subtrees_root(&left, &right, Mode::Hash).as_bytes()
-            } else {
-                merge_subtrees_non_root(&left, &right, Mode::Hash)
-            };
-            if merged != node.cv {
+            let pair = pair.try_into().expect("chunks of the parent length");
+            let (left, right) = split_parent(pair);
+            if merge_cvs(&left, &right, node.is_root) != node.cv {
                 return Err(fail("parent node does not match the tree above it"));
             }
             let mid = node.lo + left_subtree_groups((node.hi - node.lo) as usize) as u64;

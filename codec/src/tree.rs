@@ -89,6 +89,31 @@ pub(crate) fn left_subtree_groups(n: usize) -> usize {
     1 << (usize::BITS - 1 - (n - 1).leading_zeros())
 }
 
+/// The CV of a parent whose children have CVs `left` and `right` (the root hash's bytes
+/// when `is_root`).
+pub(crate) fn merge_cvs(
+    left: &[u8; CV_LEN_BYTES],
+    right: &[u8; CV_LEN_BYTES],
+    is_root: bool,
+) -> [u8; CV_LEN_BYTES] {
+    if is_root {
+        *merge_subtrees_root(left, right, Mode::Hash).as_bytes()
+    } else {
+        merge_subtrees_non_root(left, right, Mode::Hash)
+    }
+}
+
+/// A parent node as sent (64 bytes): its left and right children's CVs.
+pub(crate) fn split_parent(
+    pair: &[u8; 2 * CV_LEN_BYTES],
+) -> ([u8; CV_LEN_BYTES], [u8; CV_LEN_BYTES]) {
+    let mut left = [0; CV_LEN_BYTES];
+    let mut right = [0; CV_LEN_BYTES];
+    left.copy_from_slice(&pair[..CV_LEN_BYTES]);
+    right.copy_from_slice(&pair[CV_LEN_BYTES..]);
+    (left, right)
+}
+
 /// Builds the inner nodes of the subtree of groups `lo..hi` (at least two) into `inner`
 /// (see [`ChunkTree`]) and returns its two children's CVs. One merge per inner node.
 fn build_inner(

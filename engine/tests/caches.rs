@@ -17,18 +17,11 @@ use common::*;
 
 /// Varnish with its built-in VCL (what a user gets from `-b`) in front of `backend`.
 fn varnish(backend: SocketAddr) -> Daemon {
-    let dir = temp_dir("varnish");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut command = Command::new(program("varnishd"));
-    command
-        .args(["-F", "-j", "none", "-s", "malloc,32m"])
-        .arg("-n")
-        .arg(dir.join("work"))
-        .args(["-a", &addr.to_string(), "-b", &backend.to_string()]);
-    spawn(command, addr, dir)
+    varnish_with(backend, "")
 }
 
-/// Varnish with `vcl` (VCL 4.1, the backend named `default` pointing at `backend`).
+/// Varnish with `vcl` (VCL 4.1, the backend named `default` pointing at `backend`),
+/// followed by the built-in VCL as always.
 fn varnish_with(backend: SocketAddr, vcl: &str) -> Daemon {
     let dir = temp_dir("varnish-vcl");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -295,18 +288,14 @@ fn varnish_keeps_an_objects_bytes_and_its_bao_encoding_apart() {
 
     // The built-in VCL fetches without Range and cuts its own 206 out of the cached
     // encoding: not a slice, and `ron get --http` says so instead of using it.
-    let server = cache.addr.to_string();
     let addr_text = addr.to_string();
-    let get_range = [
-        "get",
-        &addr_text,
-        "--range",
-        "100000-100999",
-        "--server",
-        &server,
-        "--http",
-    ];
-    let refused = ron(&get_range);
+    let get_range = |cache: &Daemon, range: &str| {
+        let server = cache.addr.to_string();
+        ron(&[
+            "get", &addr_text, "--range", range, "--server", &server, "--http",
+        ])
+    };
+    let refused = get_range(&cache, "100000-100999");
     assert_eq!(refused.status.code(), Some(3), "{refused:?}");
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("answered 206"),
@@ -318,17 +307,7 @@ fn varnish_keeps_an_objects_bytes_and_its_bao_encoding_apart() {
     // With the VCL of docs/OPERATIONS.md, each slice is fetched with its Range and
     // cached under it: the second ask is a hit.
     let cache = varnish_with(n.http, BAO_SLICES_VCL);
-    let server = cache.addr.to_string();
-    let get_range = [
-        "get",
-        &addr_text,
-        "--range",
-        "100000-100999",
-        "--server",
-        &server,
-        "--http",
-    ];
-    let sliced = ron(&get_range);
+    let sliced = get_range(&cache, "100000-100999");
     assert!(
         sliced.status.success(),
         "{}",
@@ -337,11 +316,9 @@ fn varnish_keeps_an_objects_bytes_and_its_bao_encoding_apart() {
     assert!(sliced.stdout == data[100_000..=100_999]);
     std::thread::sleep(Duration::from_millis(600));
     let served = gauge(n.admin, requests);
-    let again = ron(&get_range);
+    let again = get_range(&cache, "100000-100999");
     assert!(again.status.success() && again.stdout == data[100_000..=100_999]);
-    let other = ron(&[
-        "get", &addr_text, "--range", "5-9", "--server", &server, "--http",
-    ]);
+    let other = get_range(&cache, "5-9");
     assert!(
         other.status.success() && other.stdout == data[5..=9],
         "another slice, its own"

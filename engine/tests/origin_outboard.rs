@@ -151,6 +151,16 @@ fn serve(
     }
 }
 
+/// A test origin serving `files`, and an edge (one shard) reading through from it.
+fn origin_and_edge(files: Files, edge_name: &str) -> (TestOrigin, Node) {
+    let origin = TestOrigin::start(files);
+    let edge = Node::start(
+        &temp_dir(edge_name),
+        &["--shards", "1", "--origin", &origin.url()],
+    );
+    (origin, edge)
+}
+
 /// An object of `len` bytes that is fast to make in a debug build: 64 KiB groups, each
 /// a fixed pattern with its own index in front.
 fn object(len: usize) -> Vec<u8> {
@@ -211,14 +221,15 @@ fn an_edge_sends_a_cold_gib_before_its_origin_has_sent_one_percent() {
     );
     // 50 MB/s: a fast origin link, so that 1 % of the object takes 200 ms to send.
     let first_8_mib = data[..8 << 20].to_vec();
-    let origin = TestOrigin::start(Files {
-        path: format!("/o/{addr}"),
-        body: data,
-        outboard: Some(obao),
-        rate_bytes_per_s: 50_000_000,
-    });
-    let dir = temp_dir("obao-gib-edge");
-    let edge = Node::start(&dir, &["--shards", "1", "--origin", &origin.url()]);
+    let (origin, edge) = origin_and_edge(
+        Files {
+            path: format!("/o/{addr}"),
+            body: data,
+            outboard: Some(obao),
+            rate_bytes_per_s: 50_000_000,
+        },
+        "obao-gib-edge",
+    );
 
     let (mut s, head, mut body) = open_get(edge.http, &format!("/o/{addr}"));
     let mut chunk = [0u8; 65536];
@@ -281,15 +292,14 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
     // connection: a reset drops what the client has not read yet.)
     let mut rotten = data.clone();
     rotten[12 * GROUP + 5000] ^= 0x40;
-    let origin = TestOrigin::start(Files {
-        path: path.clone(),
-        body: rotten,
-        outboard: Some(obao.clone()),
-        rate_bytes_per_s: 4_000_000,
-    });
-    let edge = Node::start(
-        &temp_dir("obao-rotten-edge"),
-        &["--shards", "1", "--origin", &origin.url()],
+    let (origin, edge) = origin_and_edge(
+        Files {
+            path: path.clone(),
+            body: rotten,
+            outboard: Some(obao.clone()),
+            rate_bytes_per_s: 4_000_000,
+        },
+        "obao-rotten-edge",
     );
     let (mut s, head, mut body) = open_get(edge.http, &path);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -321,15 +331,14 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
     // verified whole and served.
     let mut lying = obao;
     lying[8 + 64 * 3] ^= 1;
-    let origin = TestOrigin::start(Files {
-        path: path.clone(),
-        body: data.clone(),
-        outboard: Some(lying),
-        rate_bytes_per_s: 0,
-    });
-    let edge = Node::start(
-        &temp_dir("obao-liar-edge"),
-        &["--shards", "1", "--origin", &origin.url()],
+    let (origin, edge) = origin_and_edge(
+        Files {
+            path: path.clone(),
+            body: data.clone(),
+            outboard: Some(lying),
+            rate_bytes_per_s: 0,
+        },
+        "obao-liar-edge",
     );
     let got = get(edge.http, &path).unwrap();
     assert_eq!(got.status, 200);
@@ -345,15 +354,14 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
     // A `.obao` answered with something that is no outboard of this object (an error
     // page served 200): not read past its first bytes; the object is asked for again
     // on a new connection and verified whole.
-    let origin = TestOrigin::start(Files {
-        path: path.clone(),
-        body: data.clone(),
-        outboard: Some(b"<html><body>Welcome to our CDN</body></html>".repeat(200)),
-        rate_bytes_per_s: 0,
-    });
-    let edge = Node::start(
-        &temp_dir("obao-page-edge"),
-        &["--shards", "1", "--origin", &origin.url()],
+    let (origin, edge) = origin_and_edge(
+        Files {
+            path: path.clone(),
+            body: data.clone(),
+            outboard: Some(b"<html><body>Welcome to our CDN</body></html>".repeat(200)),
+            rate_bytes_per_s: 0,
+        },
+        "obao-page-edge",
     );
     let got = get(edge.http, &path).unwrap();
     assert!(got.status == 200 && got.body == data);
@@ -362,15 +370,14 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
     drop(origin);
 
     // No outboard at all (404): verified whole, as before.
-    let origin = TestOrigin::start(Files {
-        path: path.clone(),
-        body: data.clone(),
-        outboard: None,
-        rate_bytes_per_s: 0,
-    });
-    let edge = Node::start(
-        &temp_dir("obao-none-edge"),
-        &["--shards", "1", "--origin", &origin.url()],
+    let (origin, edge) = origin_and_edge(
+        Files {
+            path: path.clone(),
+            body: data.clone(),
+            outboard: None,
+            rate_bytes_per_s: 0,
+        },
+        "obao-none-edge",
     );
     let got = get(edge.http, &path).unwrap();
     assert!(got.status == 200 && got.body == data);

@@ -325,13 +325,17 @@ impl Origin {
             return Ok(OutboardAnswer::Spent);
         }
         let mut outboard = Vec::with_capacity(len as usize);
+        let mut header_checked = false;
         while (outboard.len() as u64) < len {
             let bytes = conn.body_bytes(self, len - outboard.len() as u64).await?;
             outboard.extend_from_slice(bytes);
             // Not an outboard of the object it names (an error page, another file): not
             // read further, and the object is asked for again on a new connection.
-            if outboard.len() >= 8 && !is_outboard_len(object_len_of(&outboard), len) {
-                return Ok(OutboardAnswer::Spent);
+            if !header_checked && outboard.len() >= 8 {
+                header_checked = true;
+                if !is_outboard_len(object_len_of(&outboard), len) {
+                    return Ok(OutboardAnswer::Spent);
+                }
             }
         }
         let answer = match self.checked_tree(addr, &outboard) {

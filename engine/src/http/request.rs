@@ -126,11 +126,12 @@ impl Validators {
 
     /// The conditions against `etag`.
     pub fn conditions(&self, etag: &[u8]) -> Conditions {
-        fn members(tags: &[Box<[u8]>]) -> Vec<&[u8]> {
-            tags.iter().map(|t| &t[..]).collect()
-        }
-        let if_match = self.if_match.as_deref().map(members);
-        Conditions::of_members(if_match.as_deref(), &members(&self.if_none_match), etag)
+        let if_match = self
+            .if_match
+            .as_deref()
+            .map(|tags| tags.iter().map(|t| &t[..]));
+        let if_none_match = self.if_none_match.iter().map(|t| &t[..]);
+        Conditions::of_members(if_match, if_none_match, etag)
     }
 
     /// Whether an `If-Range` names a tag other than those given (then the whole
@@ -180,19 +181,23 @@ pub(super) struct Conditions {
 
 impl Conditions {
     fn of(if_match: &FieldLines<'_>, if_none_match: &FieldLines<'_>, etag: &[u8]) -> Self {
-        let if_match: Option<Vec<&[u8]>> =
-            if_match.is_present().then(|| if_match.members().collect());
-        let if_none_match: Vec<&[u8]> = if_none_match.members().collect();
-        Self::of_members(if_match.as_deref(), &if_none_match, etag)
+        let if_match = if_match.is_present().then(|| if_match.members());
+        Self::of_members(if_match, if_none_match.members(), etag)
     }
 
-    fn of_members(if_match: Option<&[&[u8]]>, if_none_match: &[&[u8]], etag: &[u8]) -> Self {
+    /// The conditions of the listed tags (`if_match` `None`: no If-Match sent), without
+    /// collecting them.
+    fn of_members<'t>(
+        if_match: Option<impl Iterator<Item = &'t [u8]>>,
+        mut if_none_match: impl Iterator<Item = &'t [u8]>,
+        etag: &[u8],
+    ) -> Self {
         // Strong comparison: a weak tag never matches (§13.1.1).
-        let strong = |tag: &&[u8]| *tag == b"*" || *tag == etag;
-        let weak = |tag: &&[u8]| *tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag;
+        let strong = |tag: &[u8]| tag == b"*" || tag == etag;
+        let weak = |tag: &[u8]| tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag;
         Conditions {
-            if_match_failed: if_match.is_some_and(|tags| !tags.iter().any(strong)),
-            if_none_match_hit: if_none_match.iter().any(weak),
+            if_match_failed: if_match.is_some_and(|mut tags| !tags.any(strong)),
+            if_none_match_hit: if_none_match.any(weak),
         }
     }
 }
