@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use ron_codec::Address;
@@ -687,8 +687,16 @@ fn eight_nodes_keep_exactly_three_copies_and_a_ninth_takes_its_share() {
     // A copy the joiner took while its routing table was young, and its own sweep later
     // found the placement does not name it for (every named holder proven), it made
     // evictable: pulled, but no longer kept.
-    let demoted = metric(nodes[NODES].admin, "ron_replication_demoted_total");
-    assert_eq!(kept_copies(&nodes[NODES]) + demoted, moved_objects);
+    // The stored-object gauges are published every 250 ms: read them settled.
+    let accounted = || {
+        let demoted = metric(nodes[NODES].admin, "ron_replication_demoted_total");
+        kept_copies(&nodes[NODES]) + demoted
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while accounted() != moved_objects && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(accounted(), moved_objects);
     assert!(
         moved_bytes > 0 && moved_bytes <= 3 * ideal,
         "{moved_bytes} vs {ideal}"
