@@ -121,19 +121,6 @@ for w in $WORKLOADS; do
   done
 done
 
-# wrk once: "req/s wire_bytes/s busy"
-wrk_run() {
-  local before after out
-  before=$(cpu0)
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$1" --timeout 30s -s "$2" "$base/" 2>&1)
-  after=$(cpu0)
-  if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then echo "$out" | grep -E 'Non-2xx|Socket errors' >&2; fi
-  local rps bps
-  rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
-  bps=$(echo "$out" | awk '/Transfer\/sec/ { v = $2; n = v + 0; if (v ~ /GB$/) n *= 1073741824;
-        else if (v ~ /MB$/) n *= 1048576; else if (v ~ /KB$/) n *= 1024; print n }')
-  echo "$rps $bps $(busy_share "$before" "$after")"
-}
 
 echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
 echo "== ron $("$RON" --version 2>/dev/null || echo '?'), wrk $(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
@@ -144,9 +131,9 @@ for w in $WORKLOADS; do
   object_bytes=$([ "$range" -gt 0 ] && echo "$range" || echo "$size")
   plain_per_core=""
   for m in $MODES; do
-    wrk_run "${WARMUP}s" "$WORK/lua/$w.$m.lua" >/dev/null
+    wrk_measured "${WARMUP}s" "$WORK/lua/$w.$m.lua" >/dev/null
     lines=()
-    for _ in $(seq 1 "$RUNS"); do lines+=("$(wrk_run "${DURATION}s" "$WORK/lua/$w.$m.lua")"); done
+    for _ in $(seq 1 "$RUNS"); do lines+=("$(wrk_measured "${DURATION}s" "$WORK/lua/$w.$m.lua")"); done
     col() { printf '%s\n' "${lines[@]}" | awk -v c="$1" '{ print $c }' | median; }
     per_core=$(printf '%s\n' "${lines[@]}" | awk '{ print ($3 > 0 ? $1 / $3 : 0) }' | median)
     [ "$m" = plain ] && plain_per_core=$per_core

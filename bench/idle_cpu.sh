@@ -22,7 +22,7 @@ for _ in $(seq 1 3000); do
 done
 sleep 2
 # CPU time in ns of every thread (schedstat: exact, unlike the 10 ms ticks of stat).
-ticks() { cat /proc/"$pid"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+ticks() { cat /proc/"$pid"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }  # %d: mawk clamps at 2^31
 switches() { cat /proc/"$pid"/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s}'; }
 t0=$(ticks); s0=$(switches)
 sleep "$IDLE"

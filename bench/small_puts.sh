@@ -8,7 +8,10 @@
 #
 # Per run: a fresh data dir, `ron serve --shards 1` pinned to CPU 0, `ron-bench run
 # --workload put` on CPU 1 (every PUT a new body; closed loop, CONNS connections).
-# Prints each run (PUT/s, p50, p99, how busy CPU 0 was) and the medians. Talks only to
+# Prints each run (PUT/s, p50, p99, how busy CPU 0 was) and the medians, and first what
+# the disk's own sync costs in the same directory: 500 writes of SIZE bytes, each
+# followed by fdatasync, one at a time (p50, p99, max) — a PUT's p99 cannot beat that
+# disk's sync p99 plus the time a batch waits for the sync before it. Talks only to
 # 127.0.0.1, stops only what it started (by PID).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +23,8 @@ DURATION=${DURATION:-10}
 PORT=${PORT:-18380}
 ADMIN_PORT=${ADMIN_PORT:-18780}
 WORK=${WORK:-$(mktemp -d /var/tmp/ron-small-puts.XXXXXX)}
-RON=target/release/ron
-BENCH=target/release/ron-bench
+RON=${RON:-target/release/ron}
+BENCH=${BENCH:-target/release/ron-bench}
 [ -x "$RON" ] && [ -x "$BENCH" ] || cargo build --release -p ron-engine -p ron-bench
 
 ron_pid=
@@ -51,6 +54,22 @@ print(f'{r["req_per_s"]:.0f} {lat["p50"] / 1000:.2f} {lat["p99"] / 1000:.2f} {10
 EOF
 }
 
+python3 - "$WORK/sync.probe" "$SIZE" <<'EOF'
+import os, statistics, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+block = os.urandom(int(sys.argv[2]))
+lat = []
+for i in range(500):
+    t = time.perf_counter()
+    os.pwrite(fd, block, i * len(block))
+    os.fdatasync(fd)
+    lat.append((time.perf_counter() - t) * 1000)
+os.close(fd)
+os.unlink(sys.argv[1])
+lat.sort()
+print(f"the disk's own sync ({len(block)}-byte write + fdatasync, 500 in a row): "
+      f"p50 {statistics.median(lat):.2f} ms  p99 {lat[494]:.2f} ms  max {lat[-1]:.2f} ms")
+EOF
 echo "ron --shards 1 (CPU 0), ron-bench on CPU 1: $SIZE-byte PUTs, $CONNS connections, ${DURATION}s runs"
 echo "run  put/s  p50_ms  p99_ms  cpu0_busy_%"
 results=()

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # The named workloads shared by bench/compare.sh, bench/protocols.sh,
-# bench/control_cost.sh, bench/bao.sh, bench/origin_stream.sh and perf/flame.sh (sourced
-# by all), and the helpers they share (stop_started, cpu0, busy_share, median).
+# bench/control_cost.sh, bench/bao.sh, bench/origin_stream.sh, bench/two_cores.sh,
+# bench/mesh_cost.sh, bench/bundle.sh and perf/flame.sh (sourced by all), and the helpers
+# they share (nginx_config, stop_started, cpu0, busy_share, median, wrk_measured).
 # DATA: the deterministic dataset (ron-bench flags: object i is generated from seed+i);
 # MODE: what the requests are; DESC: one line for people.
 # Reads pick their object at random over the whole dataset (uniform unless the caller
@@ -39,6 +40,41 @@ declare -A DESC=(
 # shellcheck disable=SC2034
 WORKLOADS="get_4KiB get_1MiB get_256MiB range_64KiB put_1MiB get_4KiB_one_url"
 
+# nginx's configuration for the side-by-side benchmarks, on stdout: WORKERS workers
+# (worker_cpu_affinity AFFINITY), the files under ROOT served on 127.0.0.1:PORT with
+# sendfile and an open-file cache of CACHED_FILES, access log off, a dav location /put/
+# for PUTs; pid, error log and request-body files under DIR.
+#   nginx_config DIR ROOT PORT WORKERS AFFINITY CACHED_FILES
+nginx_config() {
+  cat <<EOF
+user $(id -un) $(id -gn);
+worker_processes $4;
+# open_file_cache keeps every file open: room for all of them plus the connections.
+worker_rlimit_nofile $(($6 + 4096));
+worker_cpu_affinity $5;
+pid $1/nginx.pid;
+error_log $1/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush off;
+  tcp_nodelay on;
+  keepalive_requests 10000000;
+  keepalive_timeout 75s;
+  open_file_cache max=$6 inactive=60s;
+  default_type application/octet-stream;
+  client_body_temp_path $1/body;
+  client_max_body_size 2g;
+  server {
+    listen 127.0.0.1:$3;
+    root $2;
+    location /put/ { dav_methods PUT; create_full_put_path on; }
+  }
+}
+EOF
+}
+
 # Stops the processes in the array `pids` (started by the caller) and waits up to 30 s
 # for each to exit: a node still draining on the same ports would share them
 # (SO_REUSEPORT) with the next script's node and answer some of its connections with
@@ -55,3 +91,21 @@ cpu0() { awk '$1 == "cpu0" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + 
 busy_share() { echo "$1 $2" | awk '{ printf "%.3f", ($3 - $1) / ($4 - $2) }'; }
 # The median of the numbers on stdin, one per line.
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# One wrk run of DURATION with the Lua script SCRIPT against $base (wrk -t1 on CPU 1,
+# $CONNS connections), CPU 0's busy share measured around it: "req/s wire_bytes/s busy".
+# Prints wrk's non-2xx and socket-error lines on stderr.
+#   wrk_measured DURATION SCRIPT
+wrk_measured() {
+  local before after out
+  before=$(cpu0)
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$1" --timeout 30s -s "$2" "$base/" 2>&1)
+  after=$(cpu0)
+  if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then echo "$out" | grep -E 'Non-2xx|Socket errors' >&2; fi
+  local rps bps
+  rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
+  bps=$(echo "$out" | awk '/Transfer\/sec/ { v = $2; n = v + 0; if (v ~ /GB$/) n *= 1073741824;
+        else if (v ~ /MB$/) n *= 1048576; else if (v ~ /KB$/) n *= 1024; print n }')
+  echo "$rps $bps $(busy_share "$before" "$after")"
+}
+

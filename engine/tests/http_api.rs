@@ -159,6 +159,33 @@ fn ranges_across_groups_of_a_large_object() {
     }
 }
 
+/// A connection lands on either shard; an object it asks for that the other shard owns
+/// comes over the mesh in round trips of up to 32 groups (one per read-ahead batch of 8),
+/// not one per group: 16 objects of 32 groups cost at most 6 trips each that cross (its
+/// metadata, the first group, 4 batches), where one trip per group would be 33.
+#[test]
+fn objects_another_shard_owns_come_over_the_mesh_in_batches() {
+    let n = node("meshbatch", &["--shards", "2"]);
+    let objects: Vec<_> = (0..16u64)
+        .map(|i| bytes(40 + i, 32 * 65_536 - 100))
+        .collect();
+    let addrs: Vec<_> = objects.iter().map(|data| upload(&n, data)).collect();
+    std::thread::sleep(Duration::from_millis(600));
+    let before = metric(n.admin, "ron_mesh_requests_total");
+    for (data, addr) in objects.iter().zip(&addrs) {
+        let r = get(n.http, &format!("/o/{addr}")).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body == *data, "{addr}: the bytes stored");
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let trips = metric(n.admin, "ron_mesh_requests_total") - before;
+    assert!(trips > 0, "some of 16 objects are owned by the other shard");
+    assert!(
+        trips <= 6 * 16,
+        "{trips} mesh requests for 16 objects of 32 groups"
+    );
+}
+
 #[test]
 fn conditional_requests() {
     let n = node("cond", &[]);

@@ -1,8 +1,9 @@
 //! The verified-group cache, kept where the kernel can send it without a copy.
 //!
-//! Cached groups live in *arenas*: memfd files, allocated (`fallocate`) and mapped
-//! read-only (`MAP_POPULATE`) on the blocking pool, sealed against shrinking, filled
-//! front to back with `pwrite` on the shard, and sealed against writes once full. A group
+//! Cached groups live in *arenas*: memfd files, allocated and mapped read-only on the
+//! blocking pool (in 2 MiB folios where the kernel grants them, [`memory`]), sealed
+//! against shrinking, filled front to back with `pwrite` on the shard, and sealed
+//! against writes once full. A group
 //! is verified where it lies in its arena, so the bytes checked are the bytes sent: a
 //! plain TCP connection sends them with `sendfile(2)` from the memfd ([`MemFileSpan`]:
 //! the socket takes page references, no user→kernel copy); everything else (TLS, OAP/1
@@ -29,16 +30,19 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::io::ReadResult;
-use nix::fcntl::{fcntl, FallocateFlags, FcntlArg, SealFlag};
-use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 
 use crate::cache::{AddressMap, GroupKey};
+
+mod memory;
+
+pub use memory::huge_bytes_of_a_fresh_arena;
+use memory::ArenaMemory;
 
 /// The largest arena, bytes: big enough that creating one is rare, small enough that
 /// evicting one drops a small share of a large cache.
@@ -138,59 +142,6 @@ impl std::ops::Deref for GroupBytes {
             Held::Shared(bytes) => bytes,
             Held::DiskRead(read) => read,
         }
-    }
-}
-
-/// An arena's memory as the blocking pool makes it (`Send`): the memfd and a read-only
-/// view of all of it.
-#[derive(Debug)]
-struct ArenaMemory {
-    fd: OwnedFd,
-    view: Bytes,
-}
-
-impl ArenaMemory {
-    /// Creates, allocates and maps an arena of `bytes`. Blocking: allocating and
-    /// mapping every page is what keeps page faults and allocation off the shard.
-    ///
-    /// The pages are allocated through the mapping after `MADV_HUGEPAGE`, so that where
-    /// the kernel allows huge pages for shared memory (`shmem_enabled` = `advise`,
-    /// `within_size` or `always`) the arena is made of large folios: a `sendfile` of
-    /// a large body then looks up and references one folio per 2 MiB instead of one page
-    /// per 4 KiB (docs/design/zero-copy-sends.md has the figures).
-    fn create(bytes: usize) -> std::io::Result<ArenaMemory> {
-        let flags = MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING;
-        let fd = memfd_create(c"ron-verified-groups", flags)?;
-        let len = i64::try_from(bytes).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-        nix::unistd::ftruncate(&fd, len)?;
-        // Its size is fixed from here: the mapping can never see a truncated file.
-        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
-        fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            FcntlArg::F_ADD_SEALS(seals),
-        )?;
-        let file = File::from(fd);
-        #[allow(unsafe_code)]
-        // SAFETY: the mapping is of a memfd this process created and never hands out;
-        // the seals above forbid shrinking it, so no access through the mapping can
-        // fault past its end. Bytes are written only by `pwrite` into the unused tail
-        // of the arena, and a region is handed out as `&[u8]` only once written; it is
-        // never written again (the module's invariant), so no handed-out slice changes.
-        let mut map = unsafe { memmap2::MmapOptions::new().map(&file)? };
-        // Refused only by kernels without transparent huge pages: 4 KiB pages then.
-        let _ = map.advise(memmap2::Advice::HugePage);
-        if map.advise(memmap2::Advice::PopulateRead).is_err() {
-            // Before Linux 5.14 (no MADV_POPULATE_READ): allocate, then map populated.
-            nix::fcntl::fallocate(file.as_raw_fd(), FallocateFlags::empty(), 0, len)?;
-            #[allow(unsafe_code)]
-            // SAFETY: as for the mapping above, of the same sealed memfd.
-            let populated = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-            map = populated;
-        }
-        Ok(ArenaMemory {
-            fd: OwnedFd::from(file),
-            view: Bytes::from_owner(map),
-        })
     }
 }
 

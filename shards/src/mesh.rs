@@ -8,12 +8,14 @@
 //! shard thread; clones dropped by two shards at once corrupted the heap.)
 //!
 //! A shard that is not an object's owner asks the owner for the object's metadata, for
-//! one verified group, or to commit a staged upload; an owner that evicted objects tells
-//! every other shard to forget their metadata; a shard that misses an object asks its
-//! owner for the verified groups of the owner's read-through of it ([`FlightPart`]). Each request carries an id; the
-//! owner answers on the same mesh and the asker completes the waiting future. Channels
-//! are bounded (`MESH_CHANNEL_LEN`); receiver tasks never block on a send (handlers run
-//! in their own tasks), so requests and replies sharing a channel cannot deadlock.
+//! a run of verified groups, or to commit a staged upload; an owner that evicted objects
+//! tells every other shard to forget their metadata; a shard that misses an object asks
+//! its owner for the verified groups of the owner's read-through of it ([`FlightPart`]).
+//! Each request carries an id; the owner answers on the same mesh and the asker
+//! completes the waiting future. Channels
+//! are bounded ([`mesh_channel_len`]: a shard's 1,024 slots shared among its peers);
+//! receiver tasks never block on a send (handlers run in their own tasks), so requests
+//! and replies sharing a channel cannot deadlock.
 //!
 //! The mesh does not know the shard: [`Mesh::serve`] takes a [`MeshHandler`] that turns
 //! a [`MeshOp`] into a [`MeshReply`]; the mesh sends the answer back and completes the
@@ -41,22 +43,44 @@ use crate::ids::ShardIndex;
 use crate::record::ObjectMeta;
 use crate::upload::StagedObject;
 
-/// Messages in flight per channel (per ordered pair of shards).
-pub const MESH_CHANNEL_LEN: usize = 1024;
+/// Messages a shard can have queued towards all its peers together; each channel (one
+/// per ordered pair of shards) gets an equal share ([`mesh_channel_len`]). glommio
+/// initialises every slot (232 bytes) at start-up, so a fixed length per channel would
+/// cost N(N−1) × 232 KiB: 914 MiB at 64 shards before the first request.
+const MESH_SLOTS_PER_SHARD: usize = 1024;
+
+/// The shortest channel: room for a burst of read-ahead trips from one peer.
+const MESH_CHANNEL_LEN_MIN: usize = 32;
+
+/// Messages in flight per channel in a mesh of `shards` shards: 1,024 at 2 shards, 68
+/// at 16 (glommio rounds up to 128), 32 at 64.
+pub fn mesh_channel_len(shards: u16) -> usize {
+    let peers = usize::from(shards.saturating_sub(1)).max(1);
+    (MESH_SLOTS_PER_SHARD / peers).max(MESH_CHANNEL_LEN_MIN)
+}
+
+/// The most groups one [`MeshOp::Groups`] asks for (2 MiB): a stream's read-ahead batch
+/// is 8; an owner refuses more.
+pub const MESH_GROUPS_MAX: u64 = 32;
 
 /// What one shard asks of an object's owner.
 #[derive(Debug)]
 pub enum MeshOp {
     Meta(Address),
-    Group {
+    /// Groups `first..first + count` in one round trip (at most [`MESH_GROUPS_MAX`]):
+    /// the owner reads a run with one disk read, or takes it from its cache.
+    Groups {
         addr: Address,
-        group: GroupIndex,
+        first: GroupIndex,
+        count: u64,
     },
     Commit(StagedObject),
     /// Drop these objects' cached metadata (they were evicted).
     Forget(Vec<Address>),
     /// Remove this node's copy of the object (an operator's DELETE).
     Remove(Address),
+    /// Whether this node keeps the object (not an evictable copy): an audit's question.
+    Kept(Address),
     /// Verified groups of the owner's read-through of `addr`, from group `from` on
     /// (`from` 0 joins the owner's fetch, or starts it).
     Flight {
@@ -68,11 +92,12 @@ pub enum MeshOp {
 #[derive(Debug)]
 pub enum MeshReply {
     Meta(ObjectMeta),
-    Group(Bytes),
+    Groups(Vec<Bytes>),
     Committed(CommitOutcome),
     Forgotten,
     /// Whether a copy was removed.
     Removed(bool),
+    Kept(bool),
     Flight(FlightPart),
 }
 
@@ -140,6 +165,7 @@ pub struct MeshEnds {
 /// The channels of a full mesh of `shards` shards, each shard's ends at its index.
 pub fn mesh_ends(shards: u16) -> Vec<MeshEnds> {
     let n = usize::from(shards);
+    let len = mesh_channel_len(shards);
     let mut ends: Vec<MeshEnds> = (0..shards)
         .map(|i| MeshEnds {
             me: ShardIndex(i),
@@ -149,7 +175,7 @@ pub fn mesh_ends(shards: u16) -> Vec<MeshEnds> {
         .collect();
     for sender in 0..n {
         for receiver in (0..n).filter(|&r| r != sender) {
-            let (tx, rx) = shared_channel::new_bounded(MESH_CHANNEL_LEN);
+            let (tx, rx) = shared_channel::new_bounded(len);
             ends[sender].to[receiver] = Some(tx);
             ends[receiver].from[sender] = Some(rx);
         }
@@ -291,5 +317,22 @@ impl Mesh {
             Some(Some(sender)) => sender.send(message).await.map_err(drop),
             _ => Err(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shards_slots_are_shared_among_its_peers_with_a_floor() {
+        assert_eq!(mesh_channel_len(1), MESH_SLOTS_PER_SHARD);
+        assert_eq!(mesh_channel_len(2), 1024);
+        assert_eq!(mesh_channel_len(16), 68);
+        assert_eq!(mesh_channel_len(64), MESH_CHANNEL_LEN_MIN);
+        assert_eq!(mesh_channel_len(1024), MESH_CHANNEL_LEN_MIN);
+        // Slots allocated for the whole mesh at 64 shards: 4,032 channels.
+        let slots_64 = 64 * 63 * mesh_channel_len(64).next_power_of_two();
+        assert!(slots_64 * 232 < 32 << 20, "{slots_64} slots");
     }
 }

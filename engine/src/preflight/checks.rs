@@ -392,18 +392,34 @@ pub(super) fn congestion_control() -> Finding {
     }
 }
 
-/// Whether the verified cache's memfd arenas can be made of huge pages (they ask with
-/// `MADV_HUGEPAGE`): a `sendfile` of a large body then references one folio per 2 MiB
-/// instead of one page per 4 KiB (docs/design/zero-copy-sends.md).
+/// Whether the verified cache's memfd arenas are made of 2 MiB folios: a `sendfile` of
+/// a large body then references one folio per 2 MiB instead of one page per 4 KiB
+/// (docs/design/zero-copy-sends.md). Asked of the kernel with a small test arena made as
+/// the shards make theirs (Linux 6.1+ collapses it whatever `shmem_enabled` says short
+/// of `deny`; older kernels need `advise`).
 pub(super) fn shmem_huge_pages() -> Finding {
     let setting = read_trimmed("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
-    shmem_huge_pages_verdict(setting.as_deref().and_then(selected_mode))
+    let mode = setting.as_deref().and_then(selected_mode);
+    let probe = ron_shards::arena::huge_bytes_of_a_fresh_arena(HUGE_PAGE_PROBE_BYTES);
+    shmem_huge_pages_verdict(mode, probe.ok())
 }
 
-fn shmem_huge_pages_verdict(mode: Option<&str>) -> Finding {
-    let needed = "advise, within_size or always: the verified cache's arenas ask for huge pages";
-    let found = mode.unwrap_or("no transparent huge pages").to_string();
-    if matches!(mode, Some("advise" | "within_size" | "always" | "force")) {
+/// The test arena `ron doctor` makes: two huge pages.
+const HUGE_PAGE_PROBE_BYTES: usize = 4 << 20;
+
+fn shmem_huge_pages_verdict(mode: Option<&str>, huge_bytes: Option<u64>) -> Finding {
+    let needed = "the verified cache's arenas in 2 MiB folios";
+    let mode = mode.unwrap_or("absent: no transparent huge pages");
+    let probe = HUGE_PAGE_PROBE_BYTES as u64;
+    let found = match huge_bytes {
+        Some(huge) => format!(
+            "{} of {} MiB of a test arena in 2 MiB folios (shmem_enabled {mode})",
+            huge >> 20,
+            probe >> 20
+        ),
+        None => format!("no test arena could be made (shmem_enabled {mode})"),
+    };
+    if huge_bytes == Some(probe) {
         return Finding::ok("huge pages", found, needed);
     }
     Finding {
@@ -491,20 +507,32 @@ mod tests {
     }
 
     #[test]
-    fn shmem_huge_pages_are_a_note_with_the_fix_unless_the_kernel_allows_them() {
+    fn huge_pages_are_a_note_with_the_fix_unless_the_test_arena_has_them() {
         let modes = "always within_size advise [never] deny force";
         assert_eq!(selected_mode(modes), Some("never"));
         assert_eq!(selected_mode("[advise] never"), Some("advise"));
         assert_eq!(selected_mode("no brackets"), None);
-        let off = shmem_huge_pages_verdict(Some("never"));
-        assert_eq!(off.verdict, Verdict::Note);
-        assert!(off
+        let small = shmem_huge_pages_verdict(Some("deny"), Some(0));
+        assert_eq!(small.verdict, Verdict::Note);
+        assert_eq!(
+            small.found,
+            "0 of 4 MiB of a test arena in 2 MiB folios (shmem_enabled deny)"
+        );
+        assert!(small
             .fix
             .starts_with("echo advise > /sys/kernel/mm/transparent_hugepage/"));
-        assert_eq!(shmem_huge_pages_verdict(None).verdict, Verdict::Note);
-        for allowed in ["advise", "within_size", "always"] {
-            assert_eq!(shmem_huge_pages_verdict(Some(allowed)).verdict, Verdict::Ok);
-        }
+        let none = shmem_huge_pages_verdict(None, None);
+        assert_eq!(none.verdict, Verdict::Note);
+        assert_eq!(
+            none.found,
+            "no test arena could be made (shmem_enabled absent: no transparent huge pages)"
+        );
+        let huge = shmem_huge_pages_verdict(Some("never"), Some(4 << 20));
+        assert_eq!(huge.verdict, Verdict::Ok);
+        assert_eq!(
+            huge.found,
+            "4 of 4 MiB of a test arena in 2 MiB folios (shmem_enabled never)"
+        );
     }
 
     #[test]

@@ -231,7 +231,8 @@ impl FetchStream {
                 let bytes = GroupBytes::in_memory(bytes);
                 Some(Ok(VerifiedGroup { index, bytes }))
             }
-            Ok(GroupAt::Stored) => match self.open_stored().await {
+            // Boxed: once per read-through stream, and no group's wait should carry it.
+            Ok(GroupAt::Stored) => match Box::pin(self.open_stored()).await {
                 Ok(()) => self.stored.as_mut()?.next().await,
                 Err(refusal) => Some(Err(refusal)),
             },

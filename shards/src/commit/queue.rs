@@ -22,8 +22,10 @@ use crate::segment::{Checkpoint, SegmentLog};
 use crate::store::{CommitRecord, Store, StoreStats};
 use crate::upload::StagedObject;
 
-/// Unindexed packed records that start an index commit even while uploads keep coming.
-pub const CHECKPOINT_RECORDS: usize = 4096;
+/// Unindexed packed records that start an index commit even while uploads keep coming:
+/// large, because each commit writes back every random B-tree leaf it touches and the
+/// segment syncs beside it slow down while it does (docs/design/storage.md).
+pub const CHECKPOINT_RECORDS: usize = 16_384;
 
 /// Most uploads in one batch (`commit_batch_max` is at most this).
 pub const BATCH_RECORDS_MAX: usize = 1024;
@@ -140,6 +142,25 @@ impl std::fmt::Debug for GroupCommit {
 impl GroupCommit {
     /// The metadata of a packed object that is durable and answered but not yet in
     /// its store's index.
+    /// How `addr` is stored here — kept or evictable — or `None`: not stored. A
+    /// committed object waiting in the unindexed map counts as stored, as reads see it.
+    pub(crate) fn stored_retention(
+        &self,
+        store: &Store,
+        addr: &Address,
+    ) -> Result<Option<Retention>, ShardError> {
+        if let Some((_, retention)) = self.unindexed.borrow().get(addr) {
+            return Ok(Some(*retention));
+        }
+        if !store.contains(addr)? {
+            return Ok(None);
+        }
+        Ok(Some(match store.is_evictable(addr)? {
+            true => Retention::Evictable,
+            false => Retention::Kept,
+        }))
+    }
+
     pub(crate) fn unindexed_meta(&self, addr: &Address) -> Option<ObjectMeta> {
         self.unindexed
             .borrow()

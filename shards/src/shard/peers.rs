@@ -9,18 +9,23 @@ use ron_codec::Address;
 use crate::error::ShardError;
 use crate::ids::ShardIndex;
 use crate::lifecycle::join_all;
-use crate::mesh::{FlightHandler, FlightPart, MeshHandler, MeshOp, MeshReply};
+use crate::mesh::{FlightHandler, FlightPart, MeshHandler, MeshOp, MeshReply, MESH_GROUPS_MAX};
+use crate::record::ObjectMeta;
 use crate::shard::state::{mesh_confused, Shard};
+use ron_codec::tree::GroupIndex;
 
 impl Shard {
     /// The owner side of the mesh: what this shard answers to another shard's request.
     async fn answer(self: &Rc<Self>, op: MeshOp) -> Result<MeshReply, ShardError> {
         match op {
             MeshOp::Meta(addr) => Ok(MeshReply::Meta((*self.meta(&addr).await?).clone())),
-            MeshOp::Group { addr, group } => {
+            MeshOp::Groups { addr, first, count } => {
                 let meta = self.meta(&addr).await?;
-                let group = self.group(&meta, group).await?;
-                Ok(MeshReply::Group(group.to_bytes()))
+                check_group_run(&meta, first, count, self.index())?;
+                let groups = self.groups(&meta, first, count).await?;
+                Ok(MeshReply::Groups(
+                    groups.iter().map(|g| g.to_bytes()).collect(),
+                ))
             }
             MeshOp::Commit(staged) => self.commit_local(staged).await.map(MeshReply::Committed),
             MeshOp::Forget(addrs) => {
@@ -28,6 +33,7 @@ impl Shard {
                 Ok(MeshReply::Forgotten)
             }
             MeshOp::Remove(addr) => self.remove_local(&addr).await.map(MeshReply::Removed),
+            MeshOp::Kept(addr) => self.is_kept_local(&addr).map(MeshReply::Kept),
             MeshOp::Flight { addr, from } => {
                 let handler = self.flights.borrow().clone();
                 let part = match handler {
@@ -90,4 +96,24 @@ pub(super) fn mesh_handler(shard: &Rc<Shard>) -> MeshHandler {
         let shard = Rc::clone(&shard);
         Box::pin(async move { shard.answer(op).await })
     })
+}
+
+/// A run of groups another shard may ask for: within the object and at most
+/// [`MESH_GROUPS_MAX`] (a bug on the asking side must not make this shard read without
+/// bound).
+fn check_group_run(
+    meta: &ObjectMeta,
+    first: GroupIndex,
+    count: u64,
+    shard: ShardIndex,
+) -> Result<(), ShardError> {
+    let end = first.0.checked_add(count);
+    let within = end.is_some_and(|end| end <= meta.tree.group_count());
+    if count == 0 || count > MESH_GROUPS_MAX || !within {
+        return Err(ShardError::Mesh {
+            shard: shard.0,
+            reason: "asked for groups past the object's end or too many at once",
+        });
+    }
+    Ok(())
 }

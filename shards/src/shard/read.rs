@@ -16,8 +16,8 @@ use crate::cache::GroupKey;
 use crate::error::ShardError;
 use crate::ids::ShardIndex;
 use crate::lifecycle::join_all;
-use crate::mesh::{MeshOp, MeshReply};
-use crate::record::ObjectMeta;
+use crate::mesh::{MeshOp, MeshReply, MESH_GROUPS_MAX};
+use crate::record::{ObjectMeta, Retention};
 use crate::repair;
 use crate::shard::state::{mesh_confused, Shard};
 use crate::store::{self, Store};
@@ -52,6 +52,24 @@ impl Shard {
             }
         }
         Ok((kept, next))
+    }
+
+    /// Whether this node keeps `addr` (an upload or a placement copy): `false` for an
+    /// evictable copy and for none. Asked of the owner shard; one read transaction.
+    pub async fn is_kept(&self, addr: &Address) -> Result<bool, ShardError> {
+        match self.owner(addr) {
+            None => self.is_kept_local(addr),
+            Some(owner) => match self.mesh()?.call(owner, MeshOp::Kept(*addr)).await? {
+                MeshReply::Kept(kept) => Ok(kept),
+                _ => Err(mesh_confused(owner)),
+            },
+        }
+    }
+
+    pub(super) fn is_kept_local(&self, addr: &Address) -> Result<bool, ShardError> {
+        let store = self.local_store(addr)?;
+        let retention = self.commits.stored_retention(store, addr)?;
+        Ok(retention == Some(Retention::Kept))
     }
 
     /// The object's metadata (chunk tree verified against the address), from this
@@ -144,22 +162,14 @@ impl Shard {
         if let Some(cached) = self.cached_group(meta, &key) {
             return Ok(cached);
         }
-        StorageCounters::add(&self.metrics.cache_misses, 1);
         match self.owner(&key.addr) {
-            None => self.group_from_disk(meta, group).await,
+            None => {
+                StorageCounters::add(&self.metrics.cache_misses, 1);
+                self.group_from_disk(meta, group).await
+            }
             Some(owner) => {
-                let bytes = match self.remote_group(owner, key).await {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        if e.code() == ron_codec::ErrorCode::NotFound {
-                            // Evicted since its metadata was cached here.
-                            self.forget_metas(&[key.addr]);
-                        }
-                        return Err(e);
-                    }
-                };
-                // Trust boundary: the owner checked it, and so does this shard.
-                self.keep_verified(meta, key, GroupBytes::in_memory(bytes))
+                let mut one = self.remote_groups(owner, meta, group, 1).await?;
+                one.pop().ok_or_else(|| mesh_confused(owner))
             }
         }
     }
@@ -184,10 +194,11 @@ impl Shard {
                 Err(ShardError::NotFound { addr: key.addr })
             }
             Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
-                self.degraded_group(store, meta, key, e, None).await
+                // Boxed (rare: damage only): every read's state would carry its size.
+                Box::pin(self.degraded_group(store, meta, key, e, None)).await
             }
             Err(e) if meta.is_packed() && e.is_stored_damage() => {
-                self.group_from_lanes(store, meta, key, e).await
+                Box::pin(self.group_from_lanes(store, meta, key, e)).await
             }
             read => read,
         }
@@ -195,7 +206,8 @@ impl Shard {
 
     /// Groups `first..first + count`, verified: from the cache when all are there;
     /// else, for an object this shard owns, one DMA read for the whole run (read-ahead
-    /// for streams, both groups of a range at once); else one group at a time.
+    /// for streams, both groups of a range at once); for one another shard owns, one
+    /// mesh round trip per [`MESH_GROUPS_MAX`] groups.
     pub async fn groups(
         &self,
         meta: &ObjectMeta,
@@ -206,7 +218,10 @@ impl Shard {
             return Ok(cached);
         }
         let addr = meta.addr();
-        if self.owner(&addr).is_some() || count == 1 {
+        if let Some(owner) = self.owner(&addr) {
+            return self.remote_groups(owner, meta, first, count).await;
+        }
+        if count == 1 {
             return self.groups_one_by_one(meta, first, count).await;
         }
         let store = self.local_store(&addr)?;
@@ -298,15 +313,59 @@ impl Shard {
         self.keep_verified(meta, key, read.group(key.group, expected))
     }
 
-    async fn remote_group(&self, owner: ShardIndex, key: GroupKey) -> Result<Bytes, ShardError> {
-        let op = MeshOp::Group {
-            addr: key.addr,
-            group: key.group,
-        };
-        match self.mesh()?.call(owner, op).await? {
-            MeshReply::Group(bytes) => Ok(bytes),
-            _ => Err(mesh_confused(owner)),
+    /// Groups `first..first + count` of an object `owner` holds: asked for in round trips
+    /// of up to [`MESH_GROUPS_MAX`] groups (not one per group: each trip wakes both
+    /// shards), each group checked here before it is kept or sent — unless this shard's
+    /// cache has it by the time the answer arrives (kept once, counted a hit).
+    async fn remote_groups(
+        &self,
+        owner: ShardIndex,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+    ) -> Result<Vec<GroupBytes>, ShardError> {
+        let addr = meta.addr();
+        let mut groups = Vec::with_capacity(count as usize);
+        let (mut at, end) = (first.0, first.0 + count);
+        while at < end {
+            let trip = (end - at).min(MESH_GROUPS_MAX);
+            let op = MeshOp::Groups {
+                addr,
+                first: GroupIndex(at),
+                count: trip,
+            };
+            let answered = match self.mesh()?.call(owner, op).await {
+                Ok(MeshReply::Groups(answered)) if answered.len() as u64 == trip => answered,
+                Ok(_) => return Err(mesh_confused(owner)),
+                Err(e) => return Err(self.forget_if_gone(&addr, e)),
+            };
+            for (g, bytes) in (at..).zip(answered) {
+                let key = GroupKey {
+                    addr,
+                    group: GroupIndex(g),
+                };
+                let kept = match self.cached_group(meta, &key) {
+                    Some(cached) => cached,
+                    None => {
+                        StorageCounters::add(&self.metrics.cache_misses, 1);
+                        // Trust boundary: the owner checked it, and so does this shard.
+                        self.keep_verified(meta, key, GroupBytes::in_memory(bytes))?
+                    }
+                };
+                groups.push(kept);
+            }
+            at += trip;
         }
+        Ok(groups)
+    }
+
+    /// A mesh error as this shard returns it; a not-found means the object was evicted
+    /// since its metadata was cached here, so the metadata is forgotten too.
+    fn forget_if_gone(&self, addr: &Address, e: ShardError) -> ShardError {
+        if e.code() == ron_codec::ErrorCode::NotFound {
+            self.forget_metas(&[*addr]);
+        }
+        e
     }
 }
 
