@@ -44,6 +44,7 @@ fn frames(c: &mut Criterion) {
         range: None,
         proof: false,
         local: false,
+        kept: false,
         node: None,
     }
     .frame(9, 0, Bytes::new())

@@ -220,6 +220,7 @@ impl Workload {
                 range,
                 proof: false,
                 local: false,
+                kept: false,
                 node: None,
             };
             let frame = request

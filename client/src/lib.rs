@@ -11,7 +11,7 @@
 //! - [`http`]: the HTTP side — PUT with `Content-Length`, GET verified against the
 //!   address as a whole before a byte is handed on (HTTP carries no proofs), STAT by HEAD.
 //! - [`ClientError`]: what went wrong, with the node's own message when it answered.
-//! - [`cli`]: the `ron put | get | stat | cert --dev | repair | scrub` commands (parsing,
+//! - [`cli`]: the `ron put | pack | get | stat | cert --dev | repair | scrub` commands (parsing,
 //!   progress bar, `-o FILE` through `FILE.part`), one file per command; the `ron`
 //!   binary dispatches them here.
 //!
@@ -67,6 +67,9 @@ pub struct Options {
     /// OAP `get` asks for the node's own copy only (`"local":true`: 404, never a
     /// read-through).
     pub local_only: bool,
+    /// With `local_only`: only a copy the node keeps, not an evictable one (`"kept"`:
+    /// 404 otherwise) — what an audit asks.
+    pub kept_only: bool,
     /// With `local_only`: the node id the endpoint must be (`"node"`; another node
     /// answers 404): an audit cannot be passed by a neighbour's port.
     pub node: Option<String>,
@@ -81,6 +84,7 @@ impl Default for Options {
             user_agent: format!("ron/{}", env!("CARGO_PKG_VERSION")),
             copies: None,
             local_only: false,
+            kept_only: false,
             node: None,
         }
     }

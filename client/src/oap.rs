@@ -233,6 +233,7 @@ impl OapClient {
             }),
             proof: true,
             local: self.options.local_only,
+            kept: self.options.kept_only,
             node: self.options.node.clone(),
         };
         let frame = request

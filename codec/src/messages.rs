@@ -141,6 +141,11 @@ pub enum ObjectRequest {
         /// nodes send each other (a peer fetch, an audit), so that a GET never cascades.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         local: bool,
+        /// With `local`: only a copy this node *keeps* (an upload or a placement copy),
+        /// not one it may evict: 404 for an evictable copy. What an audit asks, so that
+        /// a holder whose copy was made evictable does not pass for one that keeps it.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        kept: bool,
         /// With `local`: the node id (base58 `PeerId`) the asker means to reach; another
         /// node answers `not_found`, so a peer cannot pass an audit by pointing at a
         /// neighbour's port (at most [`NODE_ID_BYTES_MAX`] bytes).
@@ -175,6 +180,8 @@ enum ObjectRequestJson<'a> {
         proof: bool,
         #[serde(default)]
         local: bool,
+        #[serde(default)]
+        kept: bool,
         #[serde(default, borrow)]
         node: Option<std::borrow::Cow<'a, str>>,
     },
@@ -204,12 +211,14 @@ impl ObjectRequest {
                 range,
                 proof,
                 local,
+                kept,
                 node,
             } => ObjectRequest::Get {
                 addr: addr(&a)?,
                 range,
                 proof,
                 local,
+                kept,
                 node: node.map(node_id).transpose()?,
             },
             ObjectRequestJson::Put {
@@ -566,6 +575,7 @@ mod tests {
             range: Some(InclusiveRange { first: 0, last: 99 }),
             proof: false,
             local: false,
+            kept: false,
             node: None,
         };
         let json = serde_json::to_string(&get).unwrap();
@@ -743,7 +753,23 @@ mod tests {
             format!(r#"{{"op":"get","addr":"{addr}","local":true,"node":"{id}"}}"#).as_bytes(),
         )
         .unwrap();
-        assert!(matches!(parsed, ObjectRequest::Get { node: Some(n), .. } if n == id));
+        assert!(matches!(parsed, ObjectRequest::Get { node: Some(n), kept: false, .. } if n == id));
+        let audit = ObjectRequest::Get {
+            addr: Address::parse(addr.as_bytes()).unwrap(),
+            range: None,
+            proof: true,
+            local: true,
+            kept: true,
+            node: Some(id.into()),
+        };
+        let json = serde_json::to_string(&audit).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"op":"get","addr":"{addr}","proof":true,"local":true,"kept":true,"node":"{id}"}}"#
+            )
+        );
+        assert_eq!(ObjectRequest::parse(json.as_bytes()).unwrap(), audit);
         for bad in [
             "",
             "0OIl",

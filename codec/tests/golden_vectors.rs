@@ -117,6 +117,7 @@ fn get_request() {
         range: None,
         proof: false,
         local: false,
+        kept: false,
         node: None,
     };
     let f = check(

@@ -102,6 +102,27 @@ pub enum Refusal {
     #[error("DATA names {named} but START announced {announced}")]
     DataNamesOther { named: Address, announced: Address },
 
+    // --- bundles (`/o/<manifest>/<path>`) ---
+    #[error("bundle {bundle} has no entry {path:?}")]
+    NoBundleEntry { bundle: Address, path: String },
+    #[error(
+        "bundle {bundle}: {dir:?} is a directory without index.html (directories are not listed)"
+    )]
+    NoBundleIndex { bundle: Address, dir: String },
+    #[error("bundle path {path:?}: {reason}")]
+    BadBundlePath { path: String, reason: String },
+    #[error("bundle {bundle}: its manifest says {path:?} is {claimed} bytes in {coding}, the object {piece} holds {stored}")]
+    BundlePieceLength {
+        bundle: Address,
+        path: String,
+        coding: &'static str,
+        piece: Address,
+        claimed: u64,
+        stored: u64,
+    },
+    #[error("Accept-Encoding refuses identity and every coding {path:?} is stored in ({stored})")]
+    NoAcceptableCoding { path: String, stored: String },
+
     // --- read-through (a GET of an object this node lacks) ---
     /// Every upstream tried (providers, then the origin) failed; `last` says how the last
     /// one did.
@@ -128,6 +149,8 @@ pub enum Refusal {
     Blocked { addr: Address },
     #[error("this node is not {asked}: it answers for its own copies only")]
     NotThisNode { asked: String },
+    #[error("{addr} is held here only as an evictable copy, not kept")]
+    NotKept { addr: Address },
 
     // --- copies on other nodes (PUT ?copies=N) ---
     #[error("copies must be a whole number from 1 to 16, not {given:?}")]
@@ -180,13 +203,18 @@ impl Refusal {
             TooLarge { .. } => ErrorCode::TooLarge,
             DigestMismatch { .. } => ErrorCode::UploadDigestMismatch,
             LengthRequired => ErrorCode::LengthRequired,
-            NoRoute | NotThisNode { .. } | UpstreamNotFound { .. } => ErrorCode::NotFound,
+            NoRoute | NotThisNode { .. } | NotKept { .. } | UpstreamNotFound { .. } => {
+                ErrorCode::NotFound
+            }
             MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             HeadTimeout { .. } => ErrorCode::RequestTimeout,
             PreconditionFailed { .. } | BaoPreconditionFailed { .. } => {
                 ErrorCode::PreconditionFailed
             }
-            NotAcceptable => ErrorCode::NotAcceptable,
+            NotAcceptable | NoAcceptableCoding { .. } => ErrorCode::NotAcceptable,
+            NoBundleEntry { .. } | NoBundleIndex { .. } => ErrorCode::NotFound,
+            BadBundlePath { .. } => ErrorCode::BadRequest,
+            BundlePieceLength { .. } => ErrorCode::BadGateway,
             BadChunkGroupLog { .. } => ErrorCode::BadRequest,
             ClientFlags { .. } | DuplicateCorrId { .. } | DataWithoutUpload { .. } => {
                 ErrorCode::BadFrame

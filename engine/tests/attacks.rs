@@ -187,6 +187,7 @@ fn oap_slow_readers_cannot_fill_the_inflight_gate() {
             range: None,
             proof: false,
             local: false,
+            kept: false,
             node: None,
         };
         req.frame(corr_id, 0, bytes::Bytes::new())

@@ -254,6 +254,18 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
             held.iter().all(|h| h.len() >= 3)
         },
     );
+    // Three holders may include A's upload while the placement's third copy is still
+    // being pulled: wait until every holder the placement names has verified its copy.
+    wait_for(
+        "every placement holder with its copy",
+        Duration::from_secs(60),
+        || {
+            addrs
+                .iter()
+                .all(|a| placement_of(&nodes[0], a)["rf_observed"] == 3)
+        },
+    );
+    held = held_by();
     let mut copies_made = 0;
     for ((addr, data), held) in objects.iter().zip(&held) {
         let copies: Vec<usize> = held.iter().copied().filter(|i| *i != 0).collect();
@@ -696,7 +708,16 @@ fn eight_nodes_keep_exactly_three_copies_and_a_ninth_takes_its_share() {
     while accounted() != moved_objects && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(accounted(), moved_objects);
+    let joiner = nodes[NODES].admin;
+    assert_eq!(
+        accounted(),
+        moved_objects,
+        "the joiner's copies: stored {}, evictable {}, demoted {}, pulls {}",
+        metric(joiner, "ron_objects_stored"),
+        metric(joiner, "ron_fetched_objects"),
+        metric(joiner, "ron_replication_demoted_total"),
+        metric(joiner, "ron_replication_pulls_total"),
+    );
     assert!(
         moved_bytes > 0 && moved_bytes <= 3 * ideal,
         "{moved_bytes} vs {ideal}"

@@ -101,6 +101,7 @@ fn get_req(addr: Address, corr_id: u64) -> Frame {
             range: None,
             proof: false,
             local: false,
+            kept: false,
             node: None,
         },
         corr_id,
@@ -254,6 +255,7 @@ fn put_get_stat_ranges_and_per_request_errors_keep_the_connection() {
         }),
         proof: false,
         local: false,
+        kept: false,
         node: None,
     };
     let (status, body, end) = get_on(&mut w, request(&ranged, 4));
@@ -290,6 +292,7 @@ fn put_get_stat_ranges_and_per_request_errors_keep_the_connection() {
         }),
         proof: false,
         local: false,
+        kept: false,
         node: None,
     };
     assert_eq!(get_on(&mut w, request(&past, 20)).0, 416);
@@ -787,6 +790,7 @@ fn metadata_loads_are_coalesced_and_a_tree_bigger_than_the_cache_is_not_reloaded
         }),
         proof: true,
         local: false,
+        kept: false,
         node: None,
     };
     let (status, _, end) = get_on(&mut w, request(&proof_get, 30));
@@ -815,6 +819,7 @@ fn a_get_naming_another_node_is_not_found() {
                 range: None,
                 proof: true,
                 local: true,
+                kept: false,
                 node: Some(node.to_owned()),
             },
             corr_id,
@@ -831,4 +836,70 @@ fn a_get_naming_another_node_is_not_found() {
         status, 404,
         "another node's audit is not answered with this copy"
     );
+}
+
+/// An audit asks for a copy the node keeps (`"kept":true`): a read-through copy, which
+/// the node may evict, answers 404 with the reason, and the uploader's copy passes. The
+/// edge has two shards and each object is asked on four connections, so connections
+/// land on the object's owner shard and on the other, which asks the owner over the mesh.
+#[test]
+fn an_audit_is_answered_only_from_a_kept_copy() {
+    let origin = node("oap-kept-origin", &["--shards", "1"]);
+    let objects: Vec<(Address, Vec<u8>)> = (0..4u64)
+        .map(|i| {
+            let data = bytes(40 + i, 70_000 + i as usize);
+            (upload(&origin, &data), data)
+        })
+        .collect();
+    let url = format!("http://{}", origin.http);
+    let edge = node("oap-kept-edge", &["--shards", "2", "--origin", &url]);
+    let ask = |addr: Address, kept: bool, corr_id: u64| {
+        request(
+            &ObjectRequest::Get {
+                addr,
+                range: None,
+                proof: true,
+                local: true,
+                kept,
+                node: None,
+            },
+            corr_id,
+        )
+    };
+    for (addr, data) in &objects {
+        let through = get(edge.http, &format!("/o/{addr}")).unwrap();
+        assert_eq!(through.status, 200);
+        assert!(through.body == *data, "read through and stored, evictable");
+    }
+    wait_for(
+        "the copies read through are stored",
+        Duration::from_secs(10),
+        || metric(edge.admin, "ron_fetches_stored_total") == objects.len() as u64,
+    );
+    for (addr, data) in &objects {
+        for corr_id in 0..4 {
+            let mut w = Wire::open(edge.oap);
+            let (status, body, _) = get_on(&mut w, ask(*addr, false, corr_id));
+            assert_eq!(status, 200, "held: a peer fetch is answered");
+            assert!(body == *data);
+            w.send(&ask(*addr, true, corr_id + 10));
+            let refused = w.recv().expect("an answer");
+            assert_eq!(refused.header.code, 404);
+            let envelope: serde_json::Value = serde_json::from_slice(&refused.payload).unwrap();
+            assert_eq!(envelope["code"], "not_found", "{envelope}");
+            assert_eq!(
+                envelope["message"],
+                format!("{addr} is held here only as an evictable copy, not kept"),
+                "{envelope}"
+            );
+        }
+        let mut w = Wire::open(origin.oap);
+        let (status, body, _) = get_on(&mut w, ask(*addr, true, 1));
+        assert_eq!(status, 200, "the uploader keeps its copy");
+        assert!(body == *data);
+    }
+    let missing = Address::of(b"never stored");
+    let mut w = Wire::open(edge.oap);
+    let (status, _, _) = get_on(&mut w, ask(missing, true, 1));
+    assert_eq!(status, 404);
 }

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ron_codec::Address;
+use ron_shards::CommitOutcome;
 
 use crate::refusal::Refusal;
 
@@ -142,6 +143,8 @@ pub struct Flight {
     pub source: Option<std::net::SocketAddr>,
     /// Commit what is fetched as a kept copy (a placement copy), not an evictable one.
     pub keep: std::cell::Cell<bool>,
+    /// The commit made a new copy (not one already stored), until a pull claims it.
+    new_copy: Cell<bool>,
     state: RefCell<FlightState>,
     signal: Signal,
 }
@@ -161,6 +164,7 @@ impl Flight {
             addr,
             source,
             keep: std::cell::Cell::new(false),
+            new_copy: Cell::new(false),
             state: RefCell::default(),
             signal: Signal::default(),
         })
@@ -186,6 +190,17 @@ impl Flight {
         }
         drop(state);
         self.signal.notify();
+    }
+
+    /// Records what the commit of the fetched object did.
+    pub fn committed(&self, outcome: CommitOutcome) {
+        self.new_copy.set(matches!(outcome, CommitOutcome::Created));
+    }
+
+    /// Whether this flight made a new copy not claimed yet: `true` for one caller only,
+    /// so several pulls waiting on one flight count one copy.
+    pub fn claim_new_copy(&self) -> bool {
+        self.new_copy.replace(false)
     }
 
     pub fn finish(&self, outcome: Outcome) {
@@ -366,5 +381,19 @@ mod tests {
             assert!(start.elapsed() >= Duration::from_millis(130), "{late}");
             assert!(flight.outcome().is_none(), "the flight goes on");
         });
+    }
+
+    /// Several pulls waiting on one flight count one copy, and a flight whose object
+    /// was stored already (a second fetch that raced the first one's commit) none.
+    #[test]
+    fn a_new_copy_is_claimed_once() {
+        let flight = Flight::new(Address::of(b"z"), None);
+        assert!(!flight.claim_new_copy(), "nothing committed yet");
+        flight.committed(CommitOutcome::Created);
+        assert!(flight.claim_new_copy());
+        assert!(!flight.claim_new_copy(), "a second waiter");
+        let again = Flight::new(Address::of(b"z"), None);
+        again.committed(CommitOutcome::AlreadyStored);
+        assert!(!again.claim_new_copy());
     }
 }

@@ -53,7 +53,7 @@ pub mod peer;
 mod sweep;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -68,7 +68,7 @@ use ron_link::counters::{FetchFailure, FrontCounters};
 use ron_link::dht::{DhtClient, PullMailbox, PullOutcome};
 use ron_shards::lifecycle::{finished_within, StopSignal};
 use ron_shards::scrub::Pacer;
-use ron_shards::Shard;
+use ron_shards::{CommitOutcome, Shard};
 
 pub use flight::{Failure, Flight, GroupAt, Outcome};
 pub use origin::Origin;
@@ -90,28 +90,6 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
-    }
-}
-
-/// A pull under way for an address, registered while it lives (the first ask only).
-struct Pulling<'a> {
-    set: &'a RefCell<HashSet<Address>>,
-    addr: Address,
-}
-
-impl<'a> Pulling<'a> {
-    /// `None` when another pull of `addr` is under way.
-    fn start(set: &'a RefCell<HashSet<Address>>, addr: Address) -> Option<Pulling<'a>> {
-        // The borrow ends before a guard exists: only the first ask gets one (whose
-        // drop unregisters the address).
-        let first = set.borrow_mut().insert(addr);
-        first.then(|| Pulling { set, addr })
-    }
-}
-
-impl Drop for Pulling<'_> {
-    fn drop(&mut self) {
-        self.set.borrow_mut().remove(&self.addr);
     }
 }
 
@@ -196,9 +174,6 @@ pub struct ReadThrough {
     copy_pacer: RefCell<Option<Pacer>>,
     /// The denylist: a blocked address is never fetched, pulled or swept.
     blocked: Rc<Blocked>,
-    /// Addresses a pull is under way for: a second ask meanwhile waits on the same
-    /// flight and is not counted again (`ron_replication_pulls_total` counts copies).
-    pulling: RefCell<HashSet<Address>>,
 }
 
 impl ReadThrough {
@@ -227,7 +202,6 @@ impl ReadThrough {
                 ),
                 config,
                 blocked,
-                pulling: RefCell::default(),
             })
         })
     }
@@ -280,7 +254,6 @@ impl ReadThrough {
             Err(_) => return self.pull_failed(addr, replacing, PullOutcome::Busy),
         };
         flight.keep.set(true);
-        let first = Pulling::start(&self.pulling, addr);
         if let Err(refused) = flight.wait_stored().await {
             let failed = PullOutcome::Failed(refused.to_string());
             return self.pull_failed(addr, replacing, failed);
@@ -288,7 +261,11 @@ impl ReadThrough {
         // A flight that committed before this pull joined it made an evictable copy.
         match self.shard.keep_if_stored(&addr).await {
             Ok(true) => {
-                if first.is_some() {
+                // `ron_replication_pulls_total` counts copies made: of the pulls that
+                // waited on one flight only the first counts it, and a second flight of
+                // an object already stored (a pull that looked just before the first
+                // one's commit) made none.
+                if flight.claim_new_copy() {
                     FrontCounters::add(&self.metrics().replica_pulls_held, 1);
                 }
                 PullOutcome::Held
@@ -398,6 +375,11 @@ impl ReadThrough {
     }
 
     async fn run(&self, flight: Rc<Flight>) {
+        if self.stored_meanwhile(&flight).await {
+            self.flights.borrow_mut().remove(&flight.addr);
+            flight.finish(Outcome::Stored);
+            return;
+        }
         let started = Instant::now();
         let fetched = match self.remembered_miss(&flight, started) {
             Some(failure) => Some(Err(failure)),
@@ -426,6 +408,13 @@ impl ReadThrough {
         // Out of the table first: a request after a failure starts a new fetch.
         self.flights.borrow_mut().remove(&flight.addr);
         flight.finish(outcome);
+    }
+
+    /// Whether `flight` is a placement copy of an object committed between its pull's
+    /// look at the store and this flight's start (a flight of it that had just ended):
+    /// then it is kept as it is (made kept now), not fetched a second time.
+    async fn stored_meanwhile(&self, flight: &Flight) -> bool {
+        flight.keep.get() && matches!(self.shard.keep_if_stored(&flight.addr).await, Ok(true))
     }
 
     /// The origin's 404 for `flight`'s object, when it is remembered still. A copy
@@ -622,7 +611,9 @@ impl ReadThrough {
                 "verified groups hash to {computed}, not {addr}"
             )));
         }
-        self.commit_copy(staged, flight.keep.get()).await
+        let outcome = self.commit_copy(staged, flight.keep.get()).await?;
+        flight.committed(outcome);
+        Ok(())
     }
 
     /// Commits a verified fetched object: a placement copy as kept, a read-through copy
@@ -631,13 +622,12 @@ impl ReadThrough {
         &self,
         mut staged: ron_shards::StagedObject,
         keep: bool,
-    ) -> Result<(), AttemptError> {
+    ) -> Result<CommitOutcome, AttemptError> {
         staged.retention = match keep {
             true => ron_shards::Retention::Kept,
             false => ron_shards::Retention::Evictable,
         };
-        self.shard.commit(staged).await.map_err(storage_error)?;
-        Ok(())
+        self.shard.commit(staged).await.map_err(storage_error)
     }
 
     async fn read_origin(&self, origin: &Origin, flight: &Flight) -> Result<(), AttemptError> {
@@ -651,7 +641,8 @@ impl ReadThrough {
                 self.metrics(),
             )
             .await?;
-        self.commit_copy(staged, false).await?;
+        let outcome = self.commit_copy(staged, false).await?;
+        flight.committed(outcome);
         FrontCounters::add(&self.metrics().fetch_bytes, len);
         Ok(())
     }
@@ -829,24 +820,6 @@ impl Attempts {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_second_pull_of_an_address_under_way_is_not_registered_again() {
-        let set = RefCell::new(HashSet::new());
-        let addr = Address::of(b"pulled");
-        let first = Pulling::start(&set, addr);
-        assert!(first.is_some());
-        assert!(Pulling::start(&set, addr).is_none(), "under way");
-        assert!(
-            set.borrow().contains(&addr),
-            "the second ask left it registered"
-        );
-        drop(first);
-        assert!(set.borrow().is_empty());
-        assert!(
-            Pulling::start(&set, addr).is_some(),
-            "a later pull is counted again"
-        );
-    }
     use ron_link::dht::Provider;
 
     fn provider(port: u16, zone: Option<&str>, local: bool) -> Provider {

@@ -116,6 +116,8 @@ impl PeerGet {
             range,
             proof: true,
             local: true,
+            // An audit (a node named) counts only a copy the holder keeps.
+            kept: node.is_some(),
             node: node.map(str::to_owned),
         }
         .frame(GET_CORR_ID, 0, Bytes::new())

@@ -8,7 +8,9 @@
 //! that proves its copy; so the first named holder checks it (or the next, when the first
 //! is a joiner without it), and so does a node holding a kept copy the placement does not
 //! name (the node that took the upload, or one a join displaced). Auditing is asking a
-//! holder for its own copy only (`"local":true`), one random 64 KiB group, verified
+//! holder for its own kept copy only (`"local":true,"kept":true`: a displaced copy made
+//! evictable and named again fails, so the next holder checks the object and has that
+//! copy kept — its own sweep walks kept copies only), one random 64 KiB group, verified
 //! against the address as any peer fetch is (`PeerGet`). A holder that fails is asked to
 //! take a copy (`copy_to_later`): it pulls it from this node, verified, and keeps it
 //! (a holder asked for a copy it has checks it whole, and replaces it if it is damaged

@@ -29,6 +29,8 @@ pub(super) struct GetRequest {
     pub proof: bool,
     /// Only a copy this node holds (no read-through): what peers ask.
     pub local: bool,
+    /// With `local`: only a copy this node keeps (an audit), not an evictable one.
+    pub kept: bool,
     /// The node the asker means (an audit): answered `not_found` by any other.
     pub node: Option<String>,
 }
@@ -68,7 +70,9 @@ async fn open(ctx: &OapContext, req: &GetRequest) -> Result<GroupStream, Refusal
             asked: node.to_owned(),
         });
     }
-    let object = if req.local {
+    let object = if req.local && req.kept {
+        Object::Stored(ctx.service.find_kept(&req.addr).await?)
+    } else if req.local {
         Object::Stored(ctx.service.find_held(&req.addr).await?)
     } else if req.proof {
         Object::Stored(ctx.service.find_stored(&req.addr).await?)

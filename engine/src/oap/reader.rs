@@ -309,6 +309,7 @@ impl<S: Transport> Reader<S> {
                 range,
                 proof,
                 local,
+                kept,
                 node,
             } => {
                 let request = GetRequest {
@@ -317,6 +318,7 @@ impl<S: Transport> Reader<S> {
                     range,
                     proof,
                     local,
+                    kept,
                     node,
                 };
                 let task = glommio::spawn_local(get::get(ctx, out, request, ticket));

@@ -1,6 +1,7 @@
 //! The audit of a holder's copy, for `/admin/placement` (the control thread calls it,
-//! blocking): over OAP/1, the holder's own copy only (`"local":true`, never a
-//! read-through), one random 64 KiB group with its proof, checked against the address
+//! blocking): over OAP/1, the holder's own kept copy only (`"local":true,"kept":true`:
+//! never a read-through, and an evictable copy is not one the placement can count on),
+//! one random 64 KiB group with its proof, checked against the address
 //! by the client's verifier. A holder that lost, rotted or never had the object fails;
 //! one that answers from anywhere but its own store cannot, since it is asked for its
 //! own copy, and a lie about the bytes does not verify.
@@ -36,6 +37,7 @@ fn audit(node: SocketAddr, node_id: &str, addr: &Address) -> Result<u64, ClientE
     let options = Options {
         timeout: AUDIT_TIMEOUT,
         local_only: true,
+        kept_only: true,
         node: Some(node_id.to_owned()),
         ..Options::default()
     };

@@ -232,6 +232,16 @@ impl Service {
         Ok(self.shard.meta(addr).await?)
     }
 
+    /// The object only if this node keeps it (an upload or a placement copy): an
+    /// evictable copy is 404, as none is — what an audit of this node asks.
+    pub async fn find_kept(&self, addr: &Address) -> Result<Rc<ObjectMeta>, Refusal> {
+        let meta = self.find_held(addr).await?;
+        match self.shard.is_kept(addr).await? {
+            true => Ok(meta),
+            false => Err(Refusal::NotKept { addr: *addr }),
+        }
+    }
+
     /// The object stored here: one being read through is waited for until it is stored
     /// (a proof needs the whole tree).
     pub async fn find_stored(&self, addr: &Address) -> Result<Rc<ObjectMeta>, Refusal> {

@@ -227,8 +227,8 @@ impl Shard {
     pub(super) fn still_stored(&self, meta: &ObjectMeta) -> bool {
         let addr = meta.addr();
         self.local_store(&addr)
-            .and_then(|store| store.contains(&addr))
-            .unwrap_or(false)
+            .and_then(|store| self.commits.stored_retention(store, &addr))
+            .is_ok_and(|retention| retention.is_some())
     }
 
     /// Reads and checks every stored block of `addr`'s object now, unpaced (`ron
@@ -236,9 +236,13 @@ impl Shard {
     /// object's owner only: another shard answers `Mesh`.
     pub async fn check_object(&self, addr: &Address) -> Result<ObjectCheck, ShardError> {
         let store = self.local_store(addr)?;
-        let meta = store::read_record(store, addr)
-            .await?
-            .ok_or(ShardError::NotFound { addr: *addr })?;
+        // Committed but not yet indexed: the commit queue has its record.
+        let meta = match self.commits.unindexed_meta(addr) {
+            Some(meta) => meta,
+            None => store::read_record(store, addr)
+                .await?
+                .ok_or(ShardError::NotFound { addr: *addr })?,
+        };
         let check = scrub::check_object(&self.files, &self.codes, store, &meta, None).await;
         self.files.forget(addr, store.dir_count());
         StorageCounters::add(&self.metrics.ec_repair_bytes, check.repaired_bytes);
