@@ -262,6 +262,8 @@ pub enum Error {
     InflateCorrupt { reason: String },
     #[error("{what}: invalid JSON: {reason}")]
     BadJson { what: &'static str, reason: String },
+    #[error("bundle manifest: {reason}")]
+    BadManifest { reason: String },
     #[error("{what}: {reason}")]
     BadMessage {
         what: &'static str,
@@ -337,6 +339,7 @@ impl Error {
             Error::FrameTooLarge { .. } | Error::InflateTooLarge { .. } => ErrorCode::TooLarge,
             Error::UnsupportedVersion { .. } => ErrorCode::BadVersion,
             Error::BadJson { .. }
+            | Error::BadManifest { .. }
             | Error::BadMessage { .. }
             | Error::BadHead { .. }
             | Error::BadChunkedBody { .. } => ErrorCode::BadRequest,

@@ -27,6 +27,9 @@
 //!   `bao-tree` (any chunk-group log up to 6), for HTTP clients that ask for
 //!   `application/x-bao`: the encoder of encodings, slices and outboards from a
 //!   [`ChunkTree`] and the groups' bytes, and the decoder that checks them.
+//! - [`bundle`]: bundle manifests — the canonical JSON that names a site's or an app's
+//!   files (each an object, with precompressed variants), parsed and checked against
+//!   path, size and count limits before a server trusts an entry.
 //! - [`http`]: HTTP/1.1 request heads (via `httparse`), Range, chunked bodies, a
 //!   response-head writer that reuses the caller's buffer, and the response-head parser
 //!   of clients and read-through ([`http::reply`]).
@@ -53,6 +56,7 @@
 
 pub mod address;
 pub mod bao;
+pub mod bundle;
 pub mod error;
 pub mod frame;
 pub mod http;

@@ -34,8 +34,9 @@
 //!   `denylist_dir`, sent with each policy); every path that serves, fetches, announces,
 //!   copies or stores an object asks it first (451 `blocked`).
 //! - [`http`] and [`oap`]: thin protocol adapters (parse → admit → service → encode),
-//!   each split by concern (connection loop, read side, writer side, GET, PUT), generic
-//!   over `ron_io::stream::Transport` (plain or TLS, chosen by ALPN on the TLS port).
+//!   each split by concern (connection loop, read side, writer side, GET, PUT, bao,
+//!   bundle entries), generic over `ron_io::stream::Transport` (plain or TLS, chosen by
+//!   ALPN on the TLS port).
 //! - [`client_addr`]: who the client is behind a load balancer — the PROXY protocol
 //!   header and `X-Forwarded-For`, believed only from `trusted_proxies`.
 //! - [`transfer`]: body deadlines that grow with the bytes moved, and in-flight slots
@@ -45,7 +46,7 @@
 //!   files, CPUs, the data dir); checked before any shard starts and printed by
 //!   `ron doctor`.
 //!
-//! The client commands (`ron put | get | stat | rm | cert --dev | repair | scrub |
+//! The client commands (`ron put | pack | get | stat | rm | cert --dev | repair | scrub |
 //! placement`) live in `ron_client::cli`; the binary dispatches them there.
 //!
 //! ## Invariants

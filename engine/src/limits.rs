@@ -4,7 +4,7 @@
 //! properties of the design and change only with it.
 //!
 //! The other threads' limits stay beside the code that enforces them: the mesh channel
-//! length (`ron_shards::mesh::MESH_CHANNEL_LEN`), the stored content-type length
+//! length (`ron_shards::mesh::mesh_channel_len`), the stored content-type length
 //! (`ron_shards::record::CONTENT_TYPE_LEN_MAX`), the control link's periods and report
 //! size (`ron_link::link`, `ron_link::policy`), the admin server's connections, head
 //! size and deadlines (`ron_control::admin`), TLS send buffering
@@ -133,3 +133,12 @@ pub const COPIES_WAIT: Duration = Duration::from_secs(30);
 /// Read-through fetches under way per shard (each holds one upstream connection, a
 /// window of at most 4 MiB of verified groups and an upload); a miss past it is 503.
 pub const FETCHES_PER_SHARD_MAX: usize = 64;
+
+/// Parsed bundle manifests a shard's HTTP front end keeps (`http/bundle.rs`), at most.
+pub const MANIFEST_CACHE_ENTRIES_MAX: usize = 64;
+/// Bytes of those manifests (their encoded form), at most.
+pub const MANIFEST_CACHE_BYTES_MAX: usize = 32 << 20;
+/// Manifests a shard reads and parses at once, at most (each up to 16 MiB in memory).
+pub const MANIFEST_LOADS_MAX: u64 = 4;
+/// Manifests up to this size are parsed on the shard; larger ones on the blocking pool.
+pub const MANIFEST_INLINE_PARSE_BYTES_MAX: usize = 64 * 1024;

@@ -23,6 +23,11 @@ fn varnish(backend: SocketAddr) -> Daemon {
 /// Varnish with `vcl` (VCL 4.1, the backend named `default` pointing at `backend`),
 /// followed by the built-in VCL as always.
 fn varnish_with(backend: SocketAddr, vcl: &str) -> Daemon {
+    varnish_with_params(backend, vcl, &[])
+}
+
+/// The same with runtime parameters (`-p name=value` each).
+fn varnish_with_params(backend: SocketAddr, vcl: &str, params: &[&str]) -> Daemon {
     let dir = temp_dir("varnish-vcl");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (host, port) = (backend.ip(), backend.port());
@@ -37,6 +42,9 @@ fn varnish_with(backend: SocketAddr, vcl: &str) -> Daemon {
         .arg(dir.join("work"))
         .args(["-a", &addr.to_string(), "-f"])
         .arg(&file);
+    for param in params {
+        command.args(["-p", param]);
+    }
     spawn(command, addr, dir)
 }
 
@@ -331,4 +339,73 @@ fn varnish_keeps_an_objects_bytes_and_its_bao_encoding_apart() {
         "plain bytes still cached apart"
     );
     n.stop();
+}
+
+/// A bundle entry stored as identity and br, and its manifest's address.
+fn bundle_of_one(n: &Node, page: &[u8]) -> (Address, ron_codec::bundle::Piece) {
+    use ron_codec::bundle::{Encoding, Entry, Manifest, Piece};
+    let mut br = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams::default();
+    brotli::BrotliCompress(&mut &page[..], &mut br, &params).unwrap();
+    let variant = Piece {
+        hash: upload(n, &br),
+        len: br.len() as u64,
+    };
+    let entry = Entry {
+        path: "index.html".into(),
+        hash: upload(n, page),
+        len: page.len() as u64,
+        media_type: "text/html; charset=utf-8".into(),
+        variants: [(Encoding::Br, variant)].into(),
+    };
+    let manifest = Manifest::new(vec![entry], Default::default()).unwrap();
+    (upload(n, &manifest.encode()), variant)
+}
+
+/// Varnish in front of a bundle: with its default `http_gzip_support` it asks the node
+/// for gzip or nothing (so identity comes back, never a coding the client did not ask
+/// for); with the client's `Accept-Encoding` passed through, `Vary: Accept-Encoding`
+/// keeps the br and identity answers apart, each cached.
+#[test]
+fn varnish_keeps_a_bundle_entrys_codings_apart() {
+    let n = Node::start(&temp_dir("bundle-behind-varnish"), &["--shards", "1"]);
+    let page = b"<p>a page worth compressing</p>".repeat(200);
+    let (bundle, br) = bundle_of_one(&n, &page);
+    let path = format!("/o/{bundle}/");
+    let browser = "Accept-Encoding: br, gzip;q=0.8\r\n";
+
+    let cache = varnish(n.http);
+    let r = get_with(cache.addr, &path, browser);
+    assert_eq!((r.status, r.header("Content-Encoding")), (200, None));
+    assert!(r.body == page, "identity: Varnish asked for gzip only");
+    drop(cache);
+
+    let cache = varnish_with_params(n.http, "", &["http_gzip_support=off"]);
+    let served = |coding: &str| {
+        let series = format!("ron_bundle_entries_served_total{{encoding=\"{coding}\"}}");
+        gauge(n.admin, &series).unwrap_or(0.0)
+    };
+    std::thread::sleep(Duration::from_millis(600));
+    let before = (served("br"), served("identity"));
+    for round in 0..2 {
+        let r = get_with(cache.addr, &path, browser);
+        assert_eq!(r.header("Content-Encoding"), Some("br"), "round {round}");
+        assert_eq!(r.header("ETag"), Some(format!("\"{}\"", br.hash).as_str()));
+        assert_eq!(r.body.len() as u64, br.len);
+        let r = get(cache.addr, &path).unwrap();
+        assert_eq!(r.header("Content-Encoding"), None, "round {round}");
+        assert!(
+            r.body == page,
+            "identity for a client without Accept-Encoding"
+        );
+        if round == 1 {
+            assert!(r.header("Age").is_some(), "cached");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        (served("br"), served("identity")),
+        (before.0 + 1.0, before.1 + 1.0),
+        "each coding fetched once, then served from the cache"
+    );
 }

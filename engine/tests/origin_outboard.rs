@@ -161,6 +161,30 @@ fn origin_and_edge(files: Files, edge_name: &str) -> (TestOrigin, Node) {
     (origin, edge)
 }
 
+/// An edge reading `data` at `path` through an origin whose `.obao` answer (`outboard`,
+/// `None`: 404) it must not use: the object is served whole, verified, nothing streamed.
+fn served_verified_whole(
+    path: &str,
+    data: &[u8],
+    outboard: Option<Vec<u8>>,
+    edge_name: &str,
+) -> (TestOrigin, Node) {
+    let (origin, edge) = origin_and_edge(
+        Files {
+            path: path.to_string(),
+            body: data.to_vec(),
+            outboard,
+            rate_bytes_per_s: 0,
+        },
+        edge_name,
+    );
+    let got = get(edge.http, path).unwrap();
+    assert_eq!(got.status, 200, "{edge_name}");
+    assert!(got.body == data, "{edge_name}: the object's bytes");
+    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 0);
+    (origin, edge)
+}
+
 /// An object of `len` bytes that is fast to make in a debug build: 64 KiB groups, each
 /// a fixed pattern with its own index in front.
 fn object(len: usize) -> Vec<u8> {
@@ -331,57 +355,24 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
     // verified whole and served.
     let mut lying = obao;
     lying[8 + 64 * 3] ^= 1;
-    let (origin, edge) = origin_and_edge(
-        Files {
-            path: path.clone(),
-            body: data.clone(),
-            outboard: Some(lying),
-            rate_bytes_per_s: 0,
-        },
-        "obao-liar-edge",
-    );
-    let got = get(edge.http, &path).unwrap();
-    assert_eq!(got.status, 200);
-    assert!(got.body == data);
+    let (origin, edge) = served_verified_whole(&path, &data, Some(lying), "obao-liar-edge");
     assert_eq!(
         metric(edge.admin, "ron_fetch_origin_outboards_refused_total"),
         1
     );
-    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 0);
     drop(edge);
     drop(origin);
 
     // A `.obao` answered with something that is no outboard of this object (an error
     // page served 200): not read past its first bytes; the object is asked for again
     // on a new connection and verified whole.
-    let (origin, edge) = origin_and_edge(
-        Files {
-            path: path.clone(),
-            body: data.clone(),
-            outboard: Some(b"<html><body>Welcome to our CDN</body></html>".repeat(200)),
-            rate_bytes_per_s: 0,
-        },
-        "obao-page-edge",
-    );
-    let got = get(edge.http, &path).unwrap();
-    assert!(got.status == 200 && got.body == data);
-    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 0);
+    let page = b"<html><body>Welcome to our CDN</body></html>".repeat(200);
+    let (origin, edge) = served_verified_whole(&path, &data, Some(page), "obao-page-edge");
     drop(edge);
     drop(origin);
 
     // No outboard at all (404): verified whole, as before.
-    let (origin, edge) = origin_and_edge(
-        Files {
-            path: path.clone(),
-            body: data.clone(),
-            outboard: None,
-            rate_bytes_per_s: 0,
-        },
-        "obao-none-edge",
-    );
-    let got = get(edge.http, &path).unwrap();
-    assert!(got.status == 200 && got.body == data);
-    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 0);
+    let (origin, _edge) = served_verified_whole(&path, &data, None, "obao-none-edge");
     assert_eq!(
         origin.requests.load(Ordering::Relaxed),
         2,

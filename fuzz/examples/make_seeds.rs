@@ -172,6 +172,7 @@ fn oap_sessions() -> Vec<(&'static str, Vec<u8>)> {
         range: Some(InclusiveRange { first: 2, last: 20 }),
         proof: false,
         local: false,
+        kept: false,
         node: None,
     };
     let get_proof = ObjectRequest::Get {
@@ -179,6 +180,7 @@ fn oap_sessions() -> Vec<(&'static str, Vec<u8>)> {
         range: None,
         proof: true,
         local: false,
+        kept: false,
         node: None,
     };
     let stat = ObjectRequest::Stat { addr };
@@ -232,6 +234,7 @@ fn oap_sessions() -> Vec<(&'static str, Vec<u8>)> {
                         range: None,
                         proof: false,
                         local: false,
+                        kept: false,
                         node: None,
                     },
                     9,
@@ -625,8 +628,48 @@ fn front_end(root: &Path) {
     );
 }
 
+fn bundle_manifest(root: &Path) {
+    use ron_codec::bundle::{media_type_of, Encoding, Entry, Manifest, Piece};
+    use std::collections::BTreeMap;
+    let s = Seeds::new(root, "bundle_manifest");
+    let entry = |path: &str, variants: &[Encoding]| Entry {
+        path: path.into(),
+        hash: Address::of(path.as_bytes()),
+        len: path.len() as u64,
+        media_type: media_type_of(path).into(),
+        variants: variants
+            .iter()
+            .map(|e| {
+                let piece = Piece {
+                    hash: Address::of(e.token().as_bytes()),
+                    len: 1,
+                };
+                (*e, piece)
+            })
+            .collect(),
+    };
+    let meta = BTreeMap::from([("tld".to_string(), "site".to_string())]);
+    let site = Manifest::new(
+        vec![
+            entry("index.html", &[Encoding::Br, Encoding::Zstd]),
+            entry("css/site.css", &[Encoding::Gzip]),
+            entry("a-b/c.js", &[]),
+        ],
+        meta,
+    )
+    .unwrap();
+    s.put("site", &site.encode());
+    let one = Manifest::new(vec![entry("f", &[])], BTreeMap::new()).unwrap();
+    s.put("one_entry", &one.encode());
+    // Near misses: a file that is also a directory, a dotted segment.
+    let text = String::from_utf8(site.encode()).unwrap();
+    s.put("file_and_dir", text.replace("a-b/c.js", "index.html/c.js").as_bytes());
+    s.put("dot_dot", text.replace("css/site.css", "css/../x").as_bytes());
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    bundle_manifest(&root);
     frame_decoder(&root);
     http_head(&root);
     response_head(&root);

@@ -1,9 +1,12 @@
-//! Request-head parser (and the Range parser on whatever Range it finds): never panics,
-//! never reports a head longer than the input or the limit.
+//! Request-head parser (and the Range parser on whatever Range it finds, the Accept
+//! negotiation, and the Accept-Encoding ranking of a bundle entry's codings): never
+//! panics, never reports a head longer than the input or the limit, never ranks a coding
+//! that is not stored or one twice.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ron_codec::http::accept::negotiate;
+use ron_codec::bundle::Encoding;
+use ron_codec::http::accept::{content_coding, negotiate, ranked_codings};
 use ron_codec::http::head::{parse_request_head, HeadParse};
 use ron_codec::http::range::RangeSet;
 
@@ -18,6 +21,17 @@ fuzz_target!(|data: &[u8]| {
             assert!(!tag.is_empty());
         }
         let _ = negotiate(&head.accept);
+        let stored = [(Encoding::Br, 300), (Encoding::Zstd, 320)];
+        let ranked = ranked_codings(head.accept_encoding.members(), &stored, 1000);
+        assert!(ranked.len() <= 3);
+        for (i, coding) in ranked.iter().enumerate() {
+            assert!(!ranked[..i].contains(coding), "{coding:?} ranked twice");
+            assert!(coding.is_none_or(|c| stored.iter().any(|(s, _)| *s == c)));
+        }
+        assert_eq!(
+            content_coding(head.accept_encoding.members(), &stored, 1000),
+            ranked.first().copied()
+        );
         if let Some(set) = head.range.and_then(RangeSet::parse) {
             let _ = set.resolve(1 << 20);
         }

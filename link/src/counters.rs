@@ -178,6 +178,16 @@ declare_counters! {
         /// Second providers asked because the first was slow to its first group.
         fetch_hedges: AtomicU64 => Counter "ron_fetch_hedges_total", Sum,
             "Second providers asked because the first was slow to its first verified group.",
+        /// Bundle entries answered (200, 206, 304), by the content coding sent
+        /// ([`FrontCounters::bundle_entry_served`]).
+        bundle_entries_served: [AtomicU64; BUNDLE_CODINGS.len()] => Counter "ron_bundle_entries_served_total", Labelled("encoding", &BUNDLE_CODINGS),
+            "Bundle entries answered (200, 206 or 304), by the content coding of the representation sent (identity or a precompressed variant).",
+        /// Object and bundle-entry answers that were a range (206).
+        range_answers: AtomicU64 => Counter "ron_http_range_answers_total", Sum,
+            "GET answers of objects and bundle entries that sent a byte range (206).",
+        /// Object and bundle-entry answers that were 304 (a conditional hit).
+        not_modified_answers: AtomicU64 => Counter "ron_http_not_modified_total", Sum,
+            "GET and HEAD answers of objects and bundle entries that were 304 Not Modified (the client's copy is current).",
         /// Requests that joined a fetch already under way instead of starting one.
         fetch_coalesced_waiters: AtomicU64 => Counter "ron_fetch_coalesced_waiters_total", Sum,
             "Requests that joined a read-through already under way instead of starting their own.",
@@ -215,6 +225,11 @@ impl FrontCounters {
     pub fn open_connection(&self) -> OpenConnection<'_> {
         self.connections_open.fetch_add(1, Relaxed);
         OpenConnection(self)
+    }
+
+    /// Counts one bundle entry answered in `coding` (an index of [`BUNDLE_CODINGS`]).
+    pub fn bundle_entry_served(&self, coding: usize) {
+        self.bundle_entries_served[coding].fetch_add(1, Relaxed);
     }
 
     /// Counts one failed upstream attempt of a read-through.
@@ -295,6 +310,10 @@ impl FetchFailure {
     }
 }
 
+/// The `encoding` labels of `ron_bundle_entries_served_total`: identity, then the
+/// content codings a bundle's variants may be stored in (`ron_codec::bundle::Encoding`).
+pub const BUNDLE_CODINGS: [&str; 4] = ["identity", "br", "zstd", "gzip"];
+
 /// One shard's counters: shared (`Arc`) by the shard, which writes them, and the
 /// control thread, which reads them at scrape time.
 #[derive(Debug, Clone, Default)]
@@ -364,6 +383,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 30 + 29);
+        assert_eq!(seen.len(), 30 + 32);
     }
 }

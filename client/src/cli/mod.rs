@@ -1,4 +1,4 @@
-//! `ron put | get | stat | rm | cert | repair | scrub | placement`: the command-line client, the dev
+//! `ron put | pack | get | stat | rm | cert | repair | scrub | placement`: the command-line client, the dev
 //! certificate, and the operator's storage requests to the admin port (`admin.rs`).
 //! This module parses the command line and dispatches; each command is its own file.
 //!
@@ -10,6 +10,7 @@
 
 mod cert;
 mod get;
+mod pack;
 mod progress;
 mod put;
 mod remove;
@@ -32,8 +33,9 @@ pub use scrub::ScrubVerb;
 use shared::usage;
 
 /// The command words the client handles (`ron put ...`).
-pub const COMMANDS: [&str; 8] = [
+pub const COMMANDS: [&str; 9] = [
     "put",
+    "pack",
     "get",
     "stat",
     "rm",
@@ -52,9 +54,16 @@ pub const ENV_VARS: [&str; 1] = [TOKEN_VAR];
 pub const CLIENT_HELP: &str = "\
 CLIENT:
   ron put FILE|-               store a file (or stdin); prints b3:<hex>
+  ron pack PATH [--tld TYPE] [--meta KEY=VALUE]...
+                               store a file or a directory tree as a bundle: each file an
+                               object (with brotli and zstd variants where they save at
+                               least 5 %), then its manifest; prints the manifest's
+                               b3:<hex>, which names the bundle (docs/design/bundles.md)
   ron get b3:<hex> [-o FILE] [--range FIRST-LAST]
                                fetch an object, verified against its address
-  ron stat b3:<hex>            print the object's length
+  ron stat b3:<hex>            print the object's length; for a bundle's manifest, then
+                               one line per entry: path, length, media type, address and
+                               its variants (coding:length:address)
   ron rm b3:<hex>              remove the node's copy of the object (DELETE on its HTTP
                                port, plain TCP, with --admin-token) and withdraw its DHT
                                record
@@ -118,6 +127,7 @@ pub struct ClientCommand {
 pub enum Action {
     /// `None`: standard input.
     Put(Option<PathBuf>),
+    Pack(pack::PackRequest),
     Get {
         addr: Address,
         output: Option<PathBuf>,
@@ -161,6 +171,8 @@ struct Flags {
     names: Vec<String>,
     admin: Option<String>,
     admin_token: Option<String>,
+    /// `ron pack`'s manifest metadata, in order given.
+    meta: Vec<(String, String)>,
 }
 
 impl Flags {
@@ -186,6 +198,7 @@ impl Flags {
             names: Vec::new(),
             admin: None,
             admin_token: None,
+            meta: Vec::new(),
         }
     }
 
@@ -253,6 +266,14 @@ impl Flags {
             "--name" => self.names.push(value()?),
             "--admin" => self.admin = Some(value()?),
             "--admin-token" => self.admin_token = Some(value()?),
+            "--tld" => self.meta.push(("tld".into(), value()?)),
+            "--meta" => {
+                let pair = value()?;
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| usage(format!("--meta {pair:?}: use KEY=VALUE")))?;
+                self.meta.push((key.into(), value.into()));
+            }
             other => return Err(usage(format!("unknown option {other}"))),
         }
         Ok(())
@@ -270,6 +291,13 @@ impl Flags {
                 [one] if one == "-" => Action::Put(None),
                 [one] => Action::Put(Some(PathBuf::from(one))),
                 _ => return Err(usage("`ron put` takes one FILE, or - for stdin")),
+            },
+            "pack" => match words.as_slice() {
+                [one] => Action::Pack(pack::PackRequest {
+                    path: PathBuf::from(one),
+                    meta: std::mem::take(&mut self.meta).into_iter().collect(),
+                }),
+                _ => return Err(usage("`ron pack` takes one PATH (a file or a directory)")),
             },
             "get" => Action::Get {
                 addr: address(&words)?,
@@ -417,6 +445,7 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
     match action {
         Action::DevCert { dir, names } => cert::run(&dir, &names),
         Action::Put(path) => put::run(&endpoint, options, path, &mut bar),
+        Action::Pack(request) => pack::run(&endpoint, options, request),
         Action::Get {
             addr,
             output,

@@ -1,20 +1,71 @@
-//! `ron stat b3:<hex>`: the object's length, from the node; `ron stat --providers`: the
-//! nodes providing it, from the node's DHT through its admin port.
+//! `ron stat b3:<hex>`: the object's length, from the node — and for a bundle's manifest
+//! its entries; `ron stat --providers`: the nodes providing it, from the node's DHT
+//! through its admin port.
 
 use std::time::Duration;
 
+use ron_codec::bundle::{self, Manifest};
 use ron_codec::Address;
 
 use super::shared::print_admin_answer;
 use crate::admin::{self, AdminAnswer, AdminEndpoint};
-use crate::{Client, ClientError, Endpoint, Options};
+use crate::{ByteRange, Client, ClientError, Endpoint, Options};
 
-/// Prints `b3:<hex> <len>`.
+/// How every manifest `ron pack` stores begins (the canonical form): only an object that
+/// begins so is read whole to list its entries.
+const MANIFEST_PREFIX: &[u8] = b"{\"format\":\"ron-bundle/1\"";
+
+/// Prints `b3:<hex> <len>`; for a manifest, then one line per entry: path, length,
+/// media type, address, and each variant as `coding:<len>:<address>`.
 pub(super) fn run(endpoint: &Endpoint, options: Options, addr: Address) -> Result<(), ClientError> {
     let mut client = Client::connect(endpoint, options)?;
     let len = client.stat(addr)?;
     println!("{addr} {len}");
+    if let Some(manifest) = manifest(&mut client, addr, len)? {
+        for entry in &manifest.entries {
+            let mut line = format!(
+                "{}\t{}\t{}\t{}",
+                entry.path, entry.len, entry.media_type, entry.hash
+            );
+            for (coding, piece) in &entry.variants {
+                line.push_str(&format!(
+                    "\t{}:{}:{}",
+                    coding.token(),
+                    piece.len,
+                    piece.hash
+                ));
+            }
+            println!("{line}");
+        }
+    }
     Ok(())
+}
+
+/// The object as a manifest, when it is one in the canonical form (its first bytes
+/// read, verified, before the whole).
+fn manifest(client: &mut Client, addr: Address, len: u64) -> Result<Option<Manifest>, ClientError> {
+    let prefix_len = MANIFEST_PREFIX.len() as u64;
+    if len < prefix_len || len > bundle::MANIFEST_BYTES_MAX as u64 {
+        return Ok(None);
+    }
+    let mut start = Vec::new();
+    let first = ByteRange {
+        first: 0,
+        last: prefix_len - 1,
+    };
+    client.get(addr, Some(first), &mut start, &mut |_| {})?;
+    if start != MANIFEST_PREFIX {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    client.get(addr, None, &mut bytes, &mut |_| {})?;
+    match Manifest::parse(&bytes) {
+        Ok(manifest) => Ok(Some(manifest)),
+        Err(e) => {
+            eprintln!("{addr} begins as a manifest but is not one: {e}");
+            Ok(None)
+        }
+    }
 }
 
 /// Asks the admin port's `/resolve` who provides `addr` and prints them.

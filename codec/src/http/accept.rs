@@ -1,8 +1,10 @@
 //! Content negotiation of an object (RFC 9110 §12.5.1): its bytes, or its bao encoding
-//! when `Accept` names `application/x-bao` (with `chunk-group-log=N`, 0 when absent).
+//! when `Accept` names `application/x-bao` (with `chunk-group-log=N`, 0 when absent);
+//! and of a bundle entry's content coding (§12.5.3, [`content_coding`]).
 
 use super::head::{trim, FieldLines};
 use crate::bao::ChunkGroupLog;
+use crate::bundle::Encoding;
 
 /// The media type of a bao encoding or slice.
 pub const BAO_MEDIA_TYPE: &str = "application/x-bao";
@@ -64,6 +66,143 @@ pub fn chunk_group_log(value: &[u8]) -> Option<ChunkGroupLog> {
     }
     let log = value.iter().fold(0u8, |n, d| n * 10 + (d - b'0'));
     ChunkGroupLog::new(log)
+}
+
+/// The content coding to send a bundle entry in, from the codings it is stored in
+/// (`available`, each with its length) and the members of the request's
+/// `Accept-Encoding` (`FieldLines::members`):
+/// `Some(None)` identity, `Some(Some(e))` the variant in `e`, `None` nothing acceptable
+/// (406).
+///
+/// RFC 9110 §12.5.3, as nginx's `brotli_static`/`gzip_static` read it: no field, or
+/// nothing usable in it, asks for identity only; members are `coding[;q=w]`, a weight
+/// of 0 refusing it; `*` stands for every coding not named, identity included; identity
+/// stays acceptable unless refused by name or by `*;q=0` with identity not named. The
+/// highest weight wins; among equal weights the fewest bytes (identity last on a tie).
+/// Members that do not parse are passed over (garbage is identity, never an error).
+pub fn content_coding<'m>(
+    accept_encoding: impl Iterator<Item = &'m [u8]>,
+    available: &[(Encoding, u64)],
+    identity_len: u64,
+) -> Option<Option<Encoding>> {
+    ranked_codings(accept_encoding, available, identity_len)
+        .first()
+        .copied()
+}
+
+/// Every acceptable representation, best first, by the rules of [`content_coding`]:
+/// what a server falls back to when the best one cannot be served (a stored variant
+/// that fails verification).
+pub fn ranked_codings<'m>(
+    accept_encoding: impl Iterator<Item = &'m [u8]>,
+    available: &[(Encoding, u64)],
+    identity_len: u64,
+) -> Vec<Option<Encoding>> {
+    let weights = CodingWeights::of(accept_encoding);
+    let identity = weights.identity().map(|w| (w, identity_len, 1u8, None));
+    let variants = available
+        .iter()
+        .filter_map(|&(e, len)| weights.of_coding(e).map(|w| (w, len, 0u8, Some(e))));
+    let mut acceptable: Vec<_> = variants.chain(identity).filter(|c| c.0 > 0).collect();
+    // Highest weight, then fewest bytes, then a variant before identity.
+    acceptable.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    acceptable.into_iter().map(|(.., coding)| coding).collect()
+}
+
+/// The weights (0–1000) an `Accept-Encoding` gives each coding.
+#[derive(Debug, Default)]
+struct CodingWeights {
+    named: [Option<u16>; 3],
+    identity: Option<u16>,
+    star: Option<u16>,
+    /// Any usable member was sent.
+    any: bool,
+}
+
+impl CodingWeights {
+    fn of<'m>(members: impl Iterator<Item = &'m [u8]>) -> CodingWeights {
+        let mut weights = CodingWeights::default();
+        for member in members {
+            let mut parts = member.split(|&b| b == b';');
+            let coding = parts.next().map(trim).unwrap_or_default();
+            let mut weight = Some(1000);
+            for param in parts {
+                let param = trim(param);
+                match param
+                    .strip_prefix(b"q=")
+                    .or_else(|| param.strip_prefix(b"Q="))
+                {
+                    Some(value) => weight = qvalue(trim(value)),
+                    None => weight = None,
+                }
+            }
+            let Some(weight) = weight else {
+                continue;
+            };
+            let slot = if coding == b"*" {
+                &mut weights.star
+            } else if coding.eq_ignore_ascii_case(b"identity") {
+                &mut weights.identity
+            } else if let Some(at) = Encoding::ALL
+                .iter()
+                .position(|e| coding.eq_ignore_ascii_case(e.token().as_bytes()))
+            {
+                &mut weights.named[at]
+            } else if is_token(coding) {
+                weights.any = true;
+                continue;
+            } else {
+                continue;
+            };
+            weights.any = true;
+            // A coding named twice keeps its first weight.
+            slot.get_or_insert(weight);
+        }
+        weights
+    }
+
+    fn of_coding(&self, coding: Encoding) -> Option<u16> {
+        let at = Encoding::ALL.iter().position(|e| *e == coding)?;
+        self.named[at].or(self.star)
+    }
+
+    fn identity(&self) -> Option<u16> {
+        if !self.any {
+            return Some(1000);
+        }
+        // `*` covers identity when it is not named; otherwise identity is acceptable
+        // unless refused, at the lowest usable weight.
+        Some(self.identity.or(self.star).unwrap_or(1))
+    }
+}
+
+fn is_token(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+}
+
+/// A qvalue (`0`, `0.5`, `1.000`) as thousandths; `None` when it is not one.
+fn qvalue(value: &[u8]) -> Option<u16> {
+    let (int, frac) = match value.iter().position(|&b| b == b'.') {
+        Some(at) => (&value[..at], &value[at + 1..]),
+        None => (value, &b""[..]),
+    };
+    if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut thousandths: u16 = frac
+        .iter()
+        .chain(std::iter::repeat(&b'0'))
+        .take(3)
+        .fold(0, |n, d| n * 10 + u16::from(d - b'0'));
+    match int {
+        b"0" => {}
+        b"1" if thousandths == 0 => thousandths = 1000,
+        _ => return None,
+    }
+    Some(thousandths)
 }
 
 /// `q=0`, `q=0.`, `q=0.000` (RFC 9110 §12.4.2): "not acceptable".
@@ -132,5 +271,88 @@ mod tests {
             log(4),
             "a servable member after an unservable one"
         );
+    }
+
+    fn coding_for(fields: &[&str], available: &[(Encoding, u64)]) -> Option<Option<Encoding>> {
+        let raw: String = fields
+            .iter()
+            .map(|f| format!("Accept-Encoding: {f}\r\n"))
+            .collect();
+        let raw = format!("GET /o HTTP/1.1\r\nHost: t\r\n{raw}\r\n");
+        let Ok(crate::http::head::HeadParse::Complete(head)) =
+            crate::http::head::parse_request_head(raw.as_bytes(), 4096)
+        else {
+            panic!("{raw:?} does not parse")
+        };
+        content_coding(head.accept_encoding.members(), available, 1000)
+    }
+
+    /// What browsers, curl and caches send, against an entry stored as identity (1000
+    /// bytes), br (300) and zstd (320).
+    #[test]
+    fn the_content_coding_follows_accept_encoding() {
+        use Encoding::{Br, Gzip, Zstd};
+        let both = [(Br, 300), (Zstd, 320)];
+        let cases: [(&[&str], Option<Option<Encoding>>); 16] = [
+            (&[], Some(None)),
+            (&[""], Some(None)),
+            (&["gzip, deflate, br, zstd"], Some(Some(Br))),
+            (&["gzip, deflate, br"], Some(Some(Br))),
+            (&["br;q=0.5, zstd"], Some(Some(Zstd))),
+            (&["br, gzip;q=0.8"], Some(Some(Br))),
+            (&["zstd"], Some(Some(Zstd))),
+            (&["gzip"], Some(None)),
+            (&["identity"], Some(None)),
+            (&["identity;q=0"], None),
+            (&["identity;q=0, zstd;q=0.1"], Some(Some(Zstd))),
+            (&["*;q=0"], None),
+            (&["*"], Some(Some(Br))),
+            (&["br;q=0, *"], Some(Some(Zstd))),
+            (&["@@@, ;;q=x, br;q=1.5"], Some(None)),
+            (&["gzip", "br"], Some(Some(Br))),
+        ];
+        for (fields, want) in cases {
+            assert_eq!(coding_for(fields, &both), want, "{fields:?}");
+        }
+        // A variant larger than identity loses the tie to it; a gzip variant is used.
+        assert_eq!(coding_for(&["*"], &[(Br, 2000)]), Some(None));
+        assert_eq!(coding_for(&["gzip, br"], &[(Gzip, 400)]), Some(Some(Gzip)));
+        assert_eq!(coding_for(&["identity;q=0"], &[]), None);
+    }
+
+    /// The order a server falls back in: weight, then size, identity last on a tie.
+    #[test]
+    fn acceptable_codings_are_ranked_for_fallback() {
+        use Encoding::{Br, Zstd};
+        let ranked = |field: &str, available: &[(Encoding, u64)]| {
+            let raw = format!("GET /o HTTP/1.1\r\nHost: t\r\nAccept-Encoding: {field}\r\n\r\n");
+            let Ok(crate::http::head::HeadParse::Complete(head)) =
+                crate::http::head::parse_request_head(raw.as_bytes(), 4096)
+            else {
+                panic!("{raw:?}")
+            };
+            ranked_codings(head.accept_encoding.members(), available, 1000)
+        };
+        let both = [(Br, 300), (Zstd, 320)];
+        assert_eq!(ranked("br, zstd", &both), [Some(Br), Some(Zstd), None]);
+        assert_eq!(
+            ranked("zstd;q=0.9, br;q=0.5", &both),
+            [Some(Zstd), Some(Br), None]
+        );
+        assert_eq!(ranked("br, identity;q=0", &both), [Some(Br)]);
+        assert_eq!(ranked("*", &[(Br, 1000)]), [Some(Br), None]);
+        assert!(ranked("*;q=0", &both).is_empty());
+    }
+
+    #[test]
+    fn qvalues_are_read_to_thousandths() {
+        assert_eq!(qvalue(b"1"), Some(1000));
+        assert_eq!(qvalue(b"1.000"), Some(1000));
+        assert_eq!(qvalue(b"0.8"), Some(800));
+        assert_eq!(qvalue(b"0.125"), Some(125));
+        assert_eq!(qvalue(b"0"), Some(0));
+        for bad in [&b"1.5"[..], b"2", b"0.1234", b"", b".5", b"-1", b"0,5"] {
+            assert_eq!(qvalue(bad), None, "{bad:?}");
+        }
     }
 }

@@ -59,6 +59,9 @@ pub struct RequestHead<'a> {
     pub if_match: FieldLines<'a>,
     /// `Accept`: the object's bytes or its bao encoding ([`super::accept`]).
     pub accept: FieldLines<'a>,
+    /// `Accept-Encoding`: which stored content coding of a bundle entry is sent
+    /// ([`super::accept::content_coding`]).
+    pub accept_encoding: FieldLines<'a>,
     /// `X-Forwarded-For` (believed only from a trusted proxy; the engine decides).
     pub x_forwarded_for: FieldLines<'a>,
     pub if_range: Option<&'a [u8]>,
@@ -159,6 +162,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         if_none_match: FieldLines::default(),
         if_match: FieldLines::default(),
         accept: FieldLines::default(),
+        accept_encoding: FieldLines::default(),
         x_forwarded_for: FieldLines::default(),
         if_range: None,
         corr_id: None,
@@ -190,6 +194,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
             _ if is("if-none-match") => Some(&mut head.if_none_match),
             _ if is("if-match") => Some(&mut head.if_match),
             _ if is("accept") => Some(&mut head.accept),
+            _ if is("accept-encoding") => Some(&mut head.accept_encoding),
             _ if is("x-forwarded-for") => Some(&mut head.x_forwarded_for),
             _ => None,
         };

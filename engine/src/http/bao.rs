@@ -56,10 +56,7 @@ pub(super) async fn get<S: Transport>(
 ) -> Result<u16, Abort> {
     let answer = match plan(ctx, req, addr, kind).await {
         Ok(answer) => answer,
-        Err(refusal) => {
-            respond::refuse(ctx, conn, &refusal, &req.corr_id, close).await?;
-            return Ok(refusal.status());
-        }
+        Err(refusal) => return respond::refuse_request(ctx, conn, req, &refusal, close).await,
     };
     write_head(ctx, conn, req, &answer, close);
     if answer.not_modified || req.method != Method::Get {
@@ -105,7 +102,7 @@ async fn plan(
     // The walk needs the whole tree: an object being read through is answered once stored.
     let meta = ctx.service.find_stored(addr).await?;
     let len = meta.tree.object_len();
-    let validators = req.bao_validators.as_deref();
+    let validators = req.late_validators.as_deref();
     let range = match (kind, validators) {
         (BaoKind::Outboard(_), _) => None,
         (BaoKind::Encoding(_), Some(v))

@@ -23,8 +23,7 @@ pub(super) async fn remove<S: Transport>(
         Err(refusal) => Err(refusal),
     };
     if let Err(refusal) = removed {
-        respond::refuse(ctx, conn, &refusal, &req.corr_id, close).await?;
-        return Ok(refusal.status());
+        return respond::refuse_request(ctx, conn, req, &refusal, close).await;
     }
     let body = format!("{{\"obj\":\"{addr}\",\"removed\":true}}");
     conn.wbuf.clear();

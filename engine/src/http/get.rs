@@ -9,12 +9,27 @@ use std::os::fd::AsFd;
 use ron_link::counters::FrontCounters;
 use ron_shards::GroupBytes;
 
-use super::request::{quoted_etag, CorrId, Request};
+use super::request::{quoted_etag, Conditions, CorrId, Request};
 use super::respond::{self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE};
 use super::{write_out, Abort, Conn, HttpContext};
 use crate::limits::{COALESCE_BODY_BYTES_MAX, HEAD_WITH_BODY_BYTES_MAX};
 use crate::refusal::Refusal;
 use crate::service::{GroupStream, Object, Span};
+
+/// A bundle entry's representation: the object is sent as the manifest shows it.
+pub(super) struct Shown<'a> {
+    pub media_type: &'a str,
+    /// `Content-Encoding` (none: identity).
+    pub coding: Option<&'static str>,
+    /// The preconditions against the representation's ETag (its address).
+    pub conditions: Conditions,
+    pub if_range_failed: bool,
+    /// What the manifest says the object holds: a different length is refused.
+    pub claimed_len: u64,
+    /// For the refusal's message: the bundle and the entry's path.
+    pub bundle: Address,
+    pub path: &'a str,
+}
 
 pub(super) async fn get<S: Transport>(
     ctx: &HttpContext,
@@ -23,10 +38,39 @@ pub(super) async fn get<S: Transport>(
     addr: &Address,
     close: bool,
 ) -> Result<u16, Abort> {
-    match plan(ctx, req, addr).await {
-        Ok(Plan::NotModified) => not_modified(ctx, conn, req, addr, close).await,
-        Ok(Plan::Send(object, span, stream)) => {
-            write_head(ctx, conn, req, &object, span, close);
+    match try_get(ctx, conn, req, addr, None, close).await? {
+        Ok(status) => Ok(status),
+        Err(refusal) => respond::refuse_request(ctx, conn, req, &refusal, close).await,
+    }
+}
+
+/// GET or HEAD of `addr`, as itself or (`shown`) as a bundle entry's representation. A
+/// refusal found before anything is sent is returned unanswered: the caller answers it,
+/// or (a bundle entry whose variant failed verification) tries another representation.
+pub(super) async fn try_get<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+    addr: &Address,
+    shown: Option<&Shown<'_>>,
+    close: bool,
+) -> Result<Result<u16, Refusal>, Abort> {
+    let planned = match plan(ctx, req, addr, shown).await {
+        Ok(planned) => planned,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    match planned {
+        Plan::NotModified => {
+            FrontCounters::add(&ctx.metrics().not_modified_answers, 1);
+            not_modified(ctx, conn, req, addr, shown, close)
+                .await
+                .map(Ok)
+        }
+        Plan::Send(object, span, stream) => {
+            if span.partial {
+                FrontCounters::add(&ctx.metrics().range_answers, 1);
+            }
+            write_head(ctx, conn, req, &object, span, shown, close);
             match stream {
                 Some(mut stream) => {
                     conn.object_bytes = span.len;
@@ -34,11 +78,7 @@ pub(super) async fn get<S: Transport>(
                 }
                 None => write_out(ctx, conn).await?,
             }
-            Ok(span.status())
-        }
-        Err(refusal) => {
-            respond::refuse(ctx, conn, &refusal, &req.corr_id, close).await?;
-            Ok(refusal.status())
+            Ok(Ok(span.status()))
         }
     }
 }
@@ -52,15 +92,27 @@ enum Plan {
 }
 
 /// Everything decided before the head is written; a failure here is a clean error.
-async fn plan(ctx: &HttpContext, req: &Request, addr: &Address) -> Result<Plan, Refusal> {
+async fn plan(
+    ctx: &HttpContext,
+    req: &Request,
+    addr: &Address,
+    shown: Option<&Shown<'_>>,
+) -> Result<Plan, Refusal> {
     let object = ctx.service.find(addr).await?;
-    if req.conditions.if_match_failed {
+    let (conditions, if_range_failed) = match shown {
+        Some(shown) => {
+            check_claimed_len(shown, addr, object.len())?;
+            (shown.conditions, shown.if_range_failed)
+        }
+        None => (req.conditions, req.if_range_failed),
+    };
+    if conditions.if_match_failed {
         return Err(Refusal::PreconditionFailed { addr: *addr });
     }
-    if req.conditions.if_none_match_hit {
+    if conditions.if_none_match_hit {
         return Ok(Plan::NotModified);
     }
-    let range = req.range.as_ref().filter(|_| !req.if_range_failed);
+    let range = req.range.as_ref().filter(|_| !if_range_failed);
     let span = Span::resolve(range, object.len())?;
     if req.method != Method::Get || span.len == 0 {
         return Ok(Plan::Send(object, span, None));
@@ -69,11 +121,37 @@ async fn plan(ctx: &HttpContext, req: &Request, addr: &Address) -> Result<Plan, 
     Ok(Plan::Send(object, span, Some(stream)))
 }
 
+/// A bundle's piece must be the length its manifest says: a manifest that lies about a
+/// piece is a bad upstream of that piece, never served.
+fn check_claimed_len(shown: &Shown<'_>, piece: &Address, stored: u64) -> Result<(), Refusal> {
+    if stored == shown.claimed_len {
+        return Ok(());
+    }
+    Err(Refusal::BundlePieceLength {
+        bundle: shown.bundle,
+        path: shown.path.to_string(),
+        coding: shown.coding.unwrap_or("identity"),
+        piece: *piece,
+        claimed: shown.claimed_len,
+        stored,
+    })
+}
+
+/// What the answer varies on: `Accept` for an object (its bao encoding), the coding
+/// for a bundle entry.
+fn vary(shown: Option<&Shown<'_>>) -> &'static [u8] {
+    match shown {
+        Some(_) => b"Accept-Encoding",
+        None => b"Accept",
+    }
+}
+
 async fn not_modified<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
     req: &Request,
     addr: &Address,
+    shown: Option<&Shown<'_>>,
     close: bool,
 ) -> Result<u16, Abort> {
     conn.wbuf.clear();
@@ -81,7 +159,7 @@ async fn not_modified<S: Transport>(
     common_headers(ctx, &mut head, &req.corr_id, close);
     head.header("ETag", &quoted_etag(addr))
         .header("Cache-Control", CACHE_CONTROL)
-        .header("Vary", b"Accept");
+        .header("Vary", vary(shown));
     head.finish();
     write_out(ctx, conn).await?;
     Ok(304)
@@ -94,22 +172,28 @@ fn write_head<S>(
     req: &Request,
     object: &Object,
     span: Span,
+    shown: Option<&Shown<'_>>,
     close: bool,
 ) {
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, span.status());
     common_headers(ctx, &mut head, &req.corr_id, close);
-    let content_type = match object.content_type().as_bytes() {
-        [] => DEFAULT_CONTENT_TYPE,
-        given => given,
+    let content_type = match (shown, object.content_type().as_bytes()) {
+        (Some(shown), _) => shown.media_type.as_bytes(),
+        (None, []) => DEFAULT_CONTENT_TYPE,
+        (None, given) => given,
     };
     head.content_length(span.len)
         .header("ETag", &quoted_etag(&object.addr()))
         .header("Cache-Control", CACHE_CONTROL)
-        // The same URL answers `Accept: application/x-bao` with the bao encoding.
-        .header("Vary", b"Accept")
+        // An object's URL answers `Accept: application/x-bao` with the bao encoding; a
+        // bundle entry's answers in the coding `Accept-Encoding` allows.
+        .header("Vary", vary(shown))
         .header("Accept-Ranges", b"bytes")
         .header("Content-Type", content_type);
+    if let Some(coding) = shown.and_then(|s| s.coding) {
+        head.header("Content-Encoding", coding.as_bytes());
+    }
     if span.partial {
         head.content_range(span.first, span.last(), span.total);
     }

@@ -9,6 +9,7 @@
 //! clean 500, after it an aborted connection (no wrong or padded byte is ever sent).
 
 mod bao;
+mod bundle;
 mod delete;
 mod get;
 mod put;
@@ -67,6 +68,10 @@ pub struct HttpContext {
     admin_token: Option<Box<[u8]>>,
     /// Load balancers whose word about the client is believed (PROXY, X-Forwarded-For).
     pub(crate) trusted_proxies: Rc<TrustedProxies>,
+    /// Parsed bundle manifests, most recently used (`bundle.rs`).
+    manifests: RefCell<bundle::ManifestCache>,
+    /// Manifest loads under way (`MANIFEST_LOADS_MAX`).
+    manifest_loads: glommio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -101,6 +106,8 @@ impl HttpContext {
             date: RefCell::new((u64::MAX, [0; HTTP_DATE_LEN])),
             admin_token: admin_token.map(|t| t.as_bytes().into()),
             trusted_proxies,
+            manifests: RefCell::default(),
+            manifest_loads: glommio::sync::Semaphore::new(crate::limits::MANIFEST_LOADS_MAX),
         }
     }
 
@@ -287,7 +294,9 @@ async fn route<S: Transport>(
 ) -> Result<(u16, After), Abort> {
     let keep = req.keep_alive && !ctx.draining.get();
     if req.is_upload() {
-        return put::upload(ctx, conn, req, keep).await;
+        // Boxed: an upload's state is five times a read's, and every request's state is
+        // moved into its box (`serve_one`) — a read must not pay for an upload's size.
+        return Box::pin(put::upload(ctx, conn, req, keep)).await;
     }
     if !req.body_is_empty() {
         // A body we will not read would desynchronise the stream: answer, then close.
@@ -315,6 +324,9 @@ async fn answer_without_body<S: Transport>(
             }
             Representation::BaoUnservable => Refusal::NotAcceptable,
         },
+        (Route::BundleEntry(addr, path), Method::Get | Method::Head) => {
+            return Box::pin(bundle::get(ctx, conn, req, addr, path, close)).await;
+        }
         (Route::Outboard(addr, log), Method::Get | Method::Head) => {
             let kind = bao::BaoKind::Outboard(*log);
             return bao::get(ctx, conn, req, addr, kind, close).await;
@@ -326,7 +338,7 @@ async fn answer_without_body<S: Transport>(
         (Route::BadChunkGroupLog(given), _) => Refusal::BadChunkGroupLog {
             given: given.clone(),
         },
-        (Route::Outboard(..), _) => Refusal::MethodNotAllowed {
+        (Route::Outboard(..) | Route::BundleEntry(..), _) => Refusal::MethodNotAllowed {
             allowed: "GET, HEAD",
         },
         (Route::Unknown, _) => Refusal::NoRoute,
@@ -337,8 +349,7 @@ async fn answer_without_body<S: Transport>(
             allowed: "GET, HEAD, PUT, DELETE",
         },
     };
-    respond::refuse(ctx, conn, &refusal, &req.corr_id, close).await?;
-    Ok(refusal.status())
+    respond::refuse_request(ctx, conn, req, &refusal, close).await
 }
 
 impl Request {

@@ -30,9 +30,13 @@ pub(super) struct Request {
     pub conditions: Conditions,
     /// What `Accept` asks of an object: its bytes or its bao encoding.
     pub representation: Representation,
-    /// The validators a bao answer is checked against once its ETag is known (kept only
-    /// for bao and outboard requests: a slice's ETag needs the object's length).
-    pub bao_validators: Option<Box<Validators>>,
+    /// The validators an answer is checked against once its ETag is known (kept only for
+    /// bao and outboard requests — a slice's ETag needs the object's length — and bundle
+    /// entries, whose ETag is the representation's address).
+    pub late_validators: Option<Box<Validators>>,
+    /// `Accept-Encoding`, owned (bundle entries only: their content coding is chosen once
+    /// the entry is found).
+    pub accept_encoding: AcceptEncoding,
     pub identity: Identity,
     /// Who the request is for: the connection's client, or the one a trusted proxy's
     /// X-Forwarded-For names.
@@ -53,6 +57,9 @@ pub(super) enum Route {
     Objects,
     /// `/o/<addr>`
     Object(Address),
+    /// `/o/<addr>/<path>`: an entry of the bundle whose manifest is `addr`; the path as
+    /// sent (percent-encoded, `""` for the root), without the query.
+    BundleEntry(Address, String),
     /// `/o/<addr>?outboard[&chunk-group-log=N]` (log 0 when absent), or
     /// `/o/<addr>.obao` (log 6): the object's pre-order bao outboard.
     Outboard(Address, ChunkGroupLog),
@@ -75,6 +82,12 @@ impl Route {
         let Some(text) = rest.strip_prefix('/') else {
             return Route::Unknown;
         };
+        if let Some((addr, path)) = text.split_once('/') {
+            return match Address::parse(addr.as_bytes()) {
+                Ok(addr) => Route::BundleEntry(addr, path.to_string()),
+                Err(e) => Route::BadAddress(e),
+            };
+        }
         let (text, obao) = match text.strip_suffix(".obao") {
             Some(addr) => (addr, true),
             None => (text, false),
@@ -102,6 +115,33 @@ impl Route {
             Some(Ok(log)) => Route::Outboard(addr, log),
             Some(Err(given)) => Route::BadChunkGroupLog(given.chars().take(32).collect()),
         }
+    }
+}
+
+/// The members of a request's `Accept-Encoding`, owned: one comma-separated list of
+/// all its lines (within the head limit).
+#[derive(Debug, Default)]
+pub(super) struct AcceptEncoding {
+    list: Vec<u8>,
+}
+
+impl AcceptEncoding {
+    fn of(lines: &FieldLines<'_>) -> AcceptEncoding {
+        let mut list = Vec::new();
+        for member in lines.members() {
+            if !list.is_empty() {
+                list.push(b',');
+            }
+            list.extend_from_slice(member);
+        }
+        AcceptEncoding { list }
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &[u8]> {
+        self.list
+            .split(|&b| b == b',')
+            .map(trim)
+            .filter(|m| !m.is_empty())
     }
 }
 
@@ -212,8 +252,12 @@ pub(super) fn quoted_etag(addr: &Address) -> [u8; 69] {
 impl Request {
     pub fn op(&self) -> Op {
         match (&self.route, self.method) {
-            (Route::Object(_) | Route::Outboard(..), Method::Get) => Op::Get,
-            (Route::Object(_) | Route::Outboard(..), Method::Head) => Op::Head,
+            (Route::Object(_) | Route::Outboard(..) | Route::BundleEntry(..), Method::Get) => {
+                Op::Get
+            }
+            (Route::Object(_) | Route::Outboard(..) | Route::BundleEntry(..), Method::Head) => {
+                Op::Head
+            }
             (Route::Objects | Route::Object(_), Method::Put | Method::Post) => Op::Put,
             _ => Op::Other,
         }
@@ -221,8 +265,9 @@ impl Request {
 
     pub fn from_head(head: &RequestHead<'_>, ctx: &HttpContext, peer: Option<IpAddr>) -> Request {
         let route = Route::of_target(head.target);
+        let route_is_bundle = matches!(route, Route::BundleEntry(..));
         let representation = accept::negotiate(&head.accept);
-        let bao = matches!(route, Route::Outboard(..))
+        let validated_later = matches!(route, Route::Outboard(..) | Route::BundleEntry(..))
             || matches!(
                 (&route, representation),
                 (Route::Object(_), Representation::Bao(_))
@@ -261,7 +306,11 @@ impl Request {
             if_range_failed,
             conditions,
             representation,
-            bao_validators: bao.then(|| Box::new(Validators::of(head))),
+            late_validators: validated_later.then(|| Box::new(Validators::of(head))),
+            accept_encoding: match route_is_bundle {
+                true => AcceptEncoding::of(&head.accept_encoding),
+                false => AcceptEncoding::default(),
+            },
             identity: ctx.admission.identify(claims),
             client: peer,
             token_given: token.is_some(),

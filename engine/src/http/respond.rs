@@ -4,7 +4,7 @@
 use ron_codec::http::response::{http_date, ResponseHead, HTTP_DATE_LEN};
 use ron_io::stream::Transport;
 
-use super::request::CorrId;
+use super::request::{CorrId, Request};
 use super::{send, write_out, Abort, Conn, HttpContext};
 use crate::refusal::Refusal;
 
@@ -43,6 +43,18 @@ pub(super) fn common_headers(
     if close || ctx.draining.get() {
         head.header("Connection", b"close");
     }
+}
+
+/// Answers `refusal` for request `req` and returns the status sent.
+pub(super) async fn refuse_request<S: Transport>(
+    ctx: &HttpContext,
+    conn: &mut Conn<S>,
+    req: &Request,
+    refusal: &Refusal,
+    close: bool,
+) -> Result<u16, Abort> {
+    refuse(ctx, conn, refusal, &req.corr_id, close).await?;
+    Ok(refusal.status())
 }
 
 /// Answers with `refusal`'s error envelope (logged once here), never to be stored by a
