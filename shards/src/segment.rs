@@ -39,6 +39,9 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use ron_codec::{Address, ChunkTree};
 
@@ -163,21 +166,24 @@ pub fn lanes_on_disk(store_root: &Path) -> u8 {
 }
 
 /// A store's segments as its owner's commit task appends to them: the segment taking
-/// needles (in every lane) and the id the next one gets. It moves to the blocking pool
-/// with each batch and back; only one batch of a store is ever appending.
+/// needles (in every lane), the id the next one gets, and the writers of the lanes past
+/// the first. It moves to the blocking pool with each batch and back; only one batch of
+/// a store is ever appending.
 #[derive(Debug)]
 pub(crate) struct SegmentLog {
     store_root: PathBuf,
     lanes: u8,
     next_id: SegmentId,
     active: Option<ActiveSegment>,
+    /// One per lane past the first, started with the first append.
+    lane_writers: Vec<LaneWriter>,
 }
 
 #[derive(Debug)]
 struct ActiveSegment {
     id: SegmentId,
-    /// The segment's file in each lane, lane 0 first.
-    files: Vec<(PathBuf, File)>,
+    /// The segment's file in each lane, lane 0 first (shared with the lanes' writers).
+    files: Vec<(PathBuf, Arc<File>)>,
     /// Bytes written and synced (the same in every lane).
     len: u64,
 }
@@ -199,6 +205,7 @@ impl SegmentLog {
             lanes,
             next_id,
             active: None,
+            lane_writers: Vec::new(),
         })
     }
 
@@ -211,13 +218,15 @@ impl SegmentLog {
         needles: &[Needle<'_>],
     ) -> Result<Appended, ShardError> {
         let (batch, bodies) = encode_needles(needles);
+        let batch = Arc::new(batch);
         let fits = |s: &ActiveSegment| s.len + batch.len() as u64 <= SEGMENT_BYTES_MAX;
         if !self.active.as_ref().is_some_and(fits) {
             self.active = Some(self.create_segment()?);
         }
+        self.start_lane_writers()?;
         let segment = self.active.as_mut().expect("a segment was just opened");
         let at = segment.len;
-        if let Err(e) = write_lanes_durably(&segment.files, &batch, at) {
+        if let Err(e) = write_lanes_durably(&segment.files, &self.lane_writers, &batch, at) {
             self.active = None;
             return Err(e);
         }
@@ -253,39 +262,133 @@ impl SegmentLog {
                 .open(&path)
                 .map_err(ShardError::io("create segment", &path))?;
             layout::sync_dir(&lane_dir(&self.store_root, lane))?;
-            files.push((path, file));
+            files.push((path, Arc::new(file)));
         }
         Ok(ActiveSegment { id, files, len: 0 })
     }
+
+    /// Starts the lanes' writers, or all of them again when one has stopped (a failed
+    /// append after it abandoned its segment).
+    fn start_lane_writers(&mut self) -> Result<(), ShardError> {
+        if self.lane_writers.iter().any(LaneWriter::stopped) {
+            self.lane_writers.clear();
+        }
+        for lane in (self.lane_writers.len() + 1..usize::from(self.lanes)).map(|l| l as u8) {
+            let lane = LaneIndex(lane);
+            let writer = LaneWriter::start(lane).map_err(ShardError::io(
+                "start the writer of",
+                &lane_dir(&self.store_root, lane),
+            ))?;
+            self.lane_writers.push(writer);
+        }
+        Ok(())
+    }
 }
 
-/// Writes `batch` at `at` in every lane's file and syncs it, the lanes past the first
-/// on threads of their own so that their syncs overlap rather than add up.
-fn write_lanes_durably(files: &[(PathBuf, File)], batch: &[u8], at: u64) -> Result<(), ShardError> {
-    let write = |(path, file): &(PathBuf, File)| {
-        file.write_all_at(batch, at)
-            .and_then(|()| file.sync_data())
-            .map_err(ShardError::io("append to segment", path))
-    };
-    let Some((first, others)) = files.split_first() else {
+/// The writer of one lane past the first: a thread of its own for the log's life, so
+/// that a batch's lanes are written and synced at once (their syncs overlap rather than
+/// add up) without a thread started per batch. It takes one batch at a time and reports
+/// each before it takes the next.
+#[derive(Debug)]
+struct LaneWriter {
+    batches: Option<SyncSender<LaneBatch>>,
+    written: Receiver<std::io::Result<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// One batch for a lane: its bytes, shared with the other lanes, and where they go.
+struct LaneBatch {
+    file: Arc<File>,
+    bytes: Arc<Vec<u8>>,
+    at: u64,
+}
+
+impl LaneWriter {
+    fn start(lane: LaneIndex) -> std::io::Result<LaneWriter> {
+        let (batches, inbox) = sync_channel::<LaneBatch>(1);
+        let (report, written) = sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("ron-lane-{}", lane.0))
+            .spawn(move || {
+                for batch in inbox {
+                    let result = write_durably(&batch.file, &batch.bytes, batch.at);
+                    if report.send(result).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(LaneWriter {
+            batches: Some(batches),
+            written,
+            thread: Some(thread),
+        })
+    }
+
+    fn stopped(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Hands the writer a batch; `false` if it has stopped.
+    fn write(&self, batch: LaneBatch) -> bool {
+        self.batches
+            .as_ref()
+            .is_some_and(|batches| batches.send(batch).is_ok())
+    }
+
+    /// The outcome of the batch handed to it last.
+    fn wait(&self) -> std::io::Result<()> {
+        self.written
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the lane's writer stopped")))
+    }
+}
+
+impl Drop for LaneWriter {
+    fn drop(&mut self) {
+        // Its inbox closed, the thread ends after the batch it is writing, if any.
+        self.batches = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_durably(file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    file.write_all_at(bytes, at).and_then(|()| file.sync_data())
+}
+
+/// Writes `batch` at `at` in every lane's file and syncs it: lane 0 on this thread, the
+/// others by their writers at the same time. Returns once every lane has answered.
+fn write_lanes_durably(
+    files: &[(PathBuf, Arc<File>)],
+    writers: &[LaneWriter],
+    batch: &Arc<Vec<u8>>,
+    at: u64,
+) -> Result<(), ShardError> {
+    let Some(((first_path, first), others)) = files.split_first() else {
         return Ok(());
     };
-    std::thread::scope(|scope| {
-        let others: Vec<_> = others
-            .iter()
-            .map(|lane| scope.spawn(move || write(lane)))
-            .collect();
-        let mut result = write(first);
-        for lane in others {
-            let lane = lane.join().unwrap_or_else(|_| {
-                Err(ShardError::io("append to segment", &first.0)(
-                    std::io::Error::other("a lane's writer panicked"),
-                ))
-            });
-            result = result.and(lane);
-        }
-        result
-    })
+    let handed: Vec<bool> = others
+        .iter()
+        .zip(writers)
+        .map(|((_, file), writer)| {
+            writer.write(LaneBatch {
+                file: Arc::clone(file),
+                bytes: Arc::clone(batch),
+                at,
+            })
+        })
+        .collect();
+    let mut result =
+        write_durably(first, batch, at).map_err(ShardError::io("append to segment", first_path));
+    for (((path, _), writer), handed) in others.iter().zip(writers).zip(handed) {
+        let lane = match handed {
+            true => writer.wait(),
+            false => Err(std::io::Error::other("the lane's writer stopped")),
+        };
+        result = result.and(lane.map_err(ShardError::io("append to segment", path)));
+    }
+    result
 }
 
 /// The whole needle of a packed object (head, body, padding) as its segments hold it,
@@ -594,6 +697,58 @@ mod tests {
             previous_end = head_start + needle.stored_bytes() as usize;
         }
         assert_eq!(previous_end, file.len());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_lanes_past_the_first_are_written_by_the_same_threads_batch_after_batch() {
+        let root = temp_store("lane-writers");
+        create_lane_dirs(&root, 3).unwrap();
+        let mut log = SegmentLog::open(&root, 3).unwrap();
+        let writers = |log: &SegmentLog| -> Vec<std::thread::ThreadId> {
+            let threads = log.lane_writers.iter().filter_map(|w| w.thread.as_ref());
+            threads.map(|t| t.thread().id()).collect()
+        };
+        let bodies: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 500 + usize::from(i)]).collect();
+        let mut ends = Vec::new();
+        for body in &bodies {
+            let needle = Needle {
+                addr: Address::of(body),
+                content_type: "a/b",
+                body,
+            };
+            ends.push(log.append_durably(&[needle]).unwrap().end);
+            if ends.len() == 1 {
+                assert_eq!(writers(&log).len(), 2, "one writer per lane past the first");
+            }
+        }
+        let first = writers(&log);
+        assert_eq!(first.len(), 2);
+        assert_ne!(first[0], first[1]);
+        assert!(ends.windows(2).all(|w| w[0].end < w[1].end));
+        // One writer stopped (as after a panic): the next append starts them again.
+        log.lane_writers[1].batches = None;
+        while !log.lane_writers[1].stopped() {
+            std::thread::yield_now();
+        }
+        let needle = Needle {
+            addr: Address::of(b"after"),
+            content_type: "a/b",
+            body: b"after",
+        };
+        log.append_durably(&[needle]).unwrap();
+        let again = writers(&log);
+        assert_eq!(again.len(), 2);
+        assert!(again.iter().all(|t| !first.contains(t)), "started again");
+        let lane = |l| std::fs::read(lane_segment_path(&root, LaneIndex(l), SegmentId(0)));
+        let lane0 = lane(0).unwrap();
+        assert_eq!(lane(1).unwrap(), lane0);
+        assert_eq!(lane(2).unwrap(), lane0);
+        assert_eq!(
+            scan_past(&root, Checkpoint::START).unwrap().needles.len(),
+            41
+        );
+        drop(log);
         std::fs::remove_dir_all(&root).unwrap();
     }
 
