@@ -45,7 +45,10 @@
 #    ron-bench: req/s and latency of the requests sent in the measured window, MB/s of
 #    the body bytes that arrived in it, server CPU busy = CPU 0's /proc/stat share over
 #    it (--busy-cpu 0: not the dataset generation or the warm-up); wrk: its own figures,
-#    CPU 0 over its run;
+#    CPU 0 over its run, and both CPUs over it: per busy *machine* CPU, the figure that
+#    does not depend on where the loopback's receive work runs (a server that transmits
+#    from its own CPU also delivers into wrk's socket there, in its softirq: work a NIC
+#    would leave to the client machine; docs/PERF.md, "Which generator is right");
 # 3. equal load: ron-bench open loop at the same fixed rate on both servers (half of
 #    nginx's peak get_4KiB rate under wrk), latency from the intended send time; medians.
 # 4. with PROFILE=1, one more ron-bench run per read workload and server with CPU 0
@@ -254,13 +257,13 @@ ron_bench() {
 d['latency_us']['p99'], d['busy_share'] or 0, d['latency_us']['p50'], d['latency_us']['p99_9']))"
 }
 
-# wrk once: prints "req/s body_bytes/s p99_us busy errors" (errors: non-2xx answers and
-# socket errors)
+# wrk once: prints "req/s body_bytes/s p99_us busy errors machine" (errors: non-2xx
+# answers and socket errors; machine: CPUs busy, both together)
 wrk_run() {
-  local before after out
-  before=$(cpu0)
+  local before after out all_before all_after
+  before=$(cpu0); all_before=$(cpus_all)
   out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout "$WRK_TIMEOUT" --latency "$@" 2>&1)
-  after=$(cpu0)
+  after=$(cpu0); all_after=$(cpus_all)
   echo "$out" | grep -E 'Non-2xx|Socket errors' >&2 || true
   local rps bps p99 errors
   rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
@@ -270,7 +273,7 @@ wrk_run() {
         else if (v ~ /s$/) n *= 1000000; print n }')
   errors=$(echo "$out" | awk '/Non-2xx/ { e += $NF } /Socket errors/ { gsub(/,/, ""); e += $4 + $6 + $8 + $10 }
         END { print e + 0 }')
-  echo "${rps:-0} ${bps:-0} ${p99:-0} $(busy_share "$before" "$after") $errors"
+  echo "${rps:-0} ${bps:-0} ${p99:-0} $(busy_share "$before" "$after") $errors $(busy_cpus "$all_before" "$all_after")"
 }
 
 # wrk once on a workload: PUTs from put.lua, the one-URL case on its URL (no script:
@@ -301,6 +304,11 @@ record() {
   local body=0; [ "$w" = put_1MiB ] && body=$((1 << 20))
   R[$tool,$w,$s,5]=$(printf '%s\n' "$@" | awk -v b=$body '{ t = (b > 0 ? $1 * b : $2); print ($4 > 0 ? t / $4 : 0) }' | median)
   R[$tool,$w,$s,6]=$(printf '%s\n' "$@" | awk '{ print ($4 > 0 ? $1 / $4 : 0) }' | median)
+  # wrk: body bytes per CPU-second of the whole machine (field 6), which does not
+  # depend on which CPU the loopback's receive work lands on.
+  [ "$tool" = wrk ] && R[$tool,$w,$s,7]=$(printf '%s\n' "$@" \
+    | awk -v b=$body '{ t = (b > 0 ? $1 * b : $2); print ($6 > 0 ? t / $6 : 0) }' | median)
+  [ "$tool" = wrk ] && R[$tool,$w,$s,8]=$(printf '%s\n' "$@" | awk '{ print $6 + 0 }' | median)
   [ "$w" = put_1MiB ] && R[$tool,$w,$s,2]=$(awk -v r="${R[$tool,$w,$s,1]}" 'BEGIN { print r * 1048576 }')
   return 0
 }
@@ -344,7 +352,7 @@ echo "== correctness: wrk's scripts, every answer 2xx (${SECONDS}s)" >&2
 for w in $WORKLOADS; do
   for s in ron nginx; do
     line=$(DURATION=1 CONNS=2 BIG_CONNS=2 wrk_for "$s" "$w" 2>/dev/null)
-    read -r rps _ _ _ errors <<<"$line"
+    read -r rps _ _ _ errors _ <<<"$line"
     awk -v r="$rps" -v e="$errors" 'BEGIN { exit !(e == 0 && r > 0) }' \
       || { echo "wrk failed: $s $w: $rps req/s, $errors errors" >&2; exit 1; }
   done
@@ -439,6 +447,15 @@ for tool in ron-bench wrk; do
     done
   done
 done
+echo
+echo "wrk, the whole machine (both CPUs: server, wrk, and the loopback's receive work wherever it ran):"
+printf '| workload | server | CPUs busy | MB/s per busy CPU |\n|---|---|---:|---:|\n'
+for w in $WORKLOADS; do
+  for s in ron nginx; do
+    awk -v w="$w" -v s=$s -v u="${R[wrk,$w,$s,8]:-0}" -v t="${R[wrk,$w,$s,7]:-0}" \
+      'BEGIN { printf "| %s | %s | %.2f | %.0f |\n", w, s, u, t / 1048576 }'
+  done
+done
 [ "$rate" -gt 0 ] && {
 echo
 echo "equal load, open loop (ron-bench --rate $rate, latency from intended send time, medians):"
@@ -450,13 +467,14 @@ done
 }
 echo
 echo "ron / nginx:"
-printf '| workload | req/s (ron-bench) | req/s (wrk) | per-core throughput (ron-bench) | per-core throughput (wrk) | p99 (wrk) |\n|---|---:|---:|---:|---:|---:|\n'
+printf '| workload | req/s (ron-bench) | req/s (wrk) | per-core throughput (ron-bench) | per-core throughput (wrk) | per machine-CPU throughput (wrk) | p99 (wrk) |\n|---|---:|---:|---:|---:|---:|---:|\n'
 for w in $WORKLOADS; do
   awk -v w="$w" -v a="${R[ron-bench,$w,ron,1]}" -v b="${R[ron-bench,$w,nginx,1]}" -v c="${R[wrk,$w,ron,1]}" \
       -v d="${R[wrk,$w,nginx,1]}" -v e="${R[ron-bench,$w,ron,5]}" -v f="${R[ron-bench,$w,nginx,5]}" \
       -v g="${R[wrk,$w,ron,5]}" -v h="${R[wrk,$w,nginx,5]}" -v i="${R[wrk,$w,ron,3]}" -v j="${R[wrk,$w,nginx,3]}" \
+      -v k="${R[wrk,$w,ron,7]:-0}" -v l="${R[wrk,$w,nginx,7]:-0}" \
     'function q(x, y) { return y > 0 ? x / y : 0 }
-     BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |\n", w, q(a, b), q(c, d), q(e, f), q(g, h), q(i, j) }'
+     BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", w, q(a, b), q(c, d), q(e, f), q(g, h), q(k, l), q(i, j) }'
 done
 if [ "$rate" -gt 0 ]; then
   awk -v a="${OPEN[ron,p99]}" -v b="${OPEN[nginx,p99]}" 'BEGIN { printf "| get_4KiB at equal load | p99 %.2f |\n", (b > 0 ? a / b : 0) }'

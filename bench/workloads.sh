@@ -89,6 +89,12 @@ stop_started() {
 cpu0() { awk '$1 == "cpu0" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat; }
 # CPU 0's busy share between two `cpu0` readings.
 busy_share() { echo "$1 $2" | awk '{ printf "%.3f", ($3 - $1) / ($4 - $2) }'; }
+# Busy and total jiffies of every CPU together: the server, the generator, and the
+# loopback's receive work wherever it ran (on loopback the sender's CPU often delivers
+# the packet into the receiver's socket in its own softirq).
+cpus_all() { awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat; }
+# CPUs kept busy between two `cpus_all` readings (0 to the number of CPUs).
+busy_cpus() { echo "$1 $2" | awk -v n="$(nproc)" '{ printf "%.3f", n * ($3 - $1) / ($4 - $2) }'; }
 # The median of the numbers on stdin, one per line.
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
