@@ -63,6 +63,10 @@ pub fn http_read_buffer_bytes(head_bytes_max: usize) -> usize {
 /// not the connections.
 pub const READ_BUFFERS_POOLED_MAX: usize = 64;
 
+/// Free HTTP write buffers a shard keeps for reuse (each at most
+/// `buffers::WRITE_BUFFER_KEPT_BYTES_MAX`, 32 KiB: 2 MiB per shard at most).
+pub const WRITE_BUFFERS_POOLED_MAX: usize = 64;
+
 // --- OAP/1 ---
 
 /// Response frames a request may have queued before its task waits for the writer:

@@ -32,9 +32,9 @@ use ron_link::counters::FrontCounters;
 use ron_link::requests::{Op, Protocol};
 
 use crate::admission::{Admission, Ticket};
-use crate::buffers::BufferPool;
+use crate::buffers::{BufferPool, WriteBufferPool};
 use crate::client_addr::TrustedProxies;
-use crate::limits::{http_read_buffer_bytes, READ_BUFFERS_POOLED_MAX};
+use crate::limits::{http_read_buffer_bytes, READ_BUFFERS_POOLED_MAX, WRITE_BUFFERS_POOLED_MAX};
 use crate::refusal::Refusal;
 use crate::service::Service;
 use crate::transfer::{self, Transfer, TransferPace};
@@ -62,6 +62,8 @@ pub struct HttpContext {
     /// Read buffers (`head_bytes_max` + one group), lent only while a connection has
     /// bytes to parse or a body to receive.
     read_buffers: Rc<BufferPool>,
+    /// Write buffers, lent while a connection answers (`crate::buffers`).
+    write_buffers: Rc<WriteBufferPool>,
     corr_seq: Cell<u64>,
     date: RefCell<(u64, [u8; HTTP_DATE_LEN])>,
     /// The node's admin token: a DELETE must bear it (none: DELETE from loopback only).
@@ -98,6 +100,7 @@ impl HttpContext {
         );
         HttpContext {
             read_buffers,
+            write_buffers: WriteBufferPool::new(WRITE_BUFFERS_POOLED_MAX),
             service,
             admission,
             limits,

@@ -8,7 +8,6 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use futures_lite::future::poll_once;
 use futures_lite::AsyncReadExt;
 use ron_codec::http::chunked::{ChunkedDecoder, ChunkedStep};
@@ -129,13 +128,16 @@ pub(super) async fn read_head<S: Transport>(
             Some(read) => read,
             None => {
                 // Idle for real: hold no write buffer either while waiting.
-                conn.wbuf = BytesMut::new();
+                ctx.write_buffers.give_back(std::mem::take(&mut conn.wbuf));
                 conn.rbuf.fill_idle(&mut conn.stream).await
             }
         };
         match first {
             Ok(0) | Err(_) => return Ok(HeadOutcome::Closed),
             Ok(_) => {}
+        }
+        if conn.wbuf.capacity() == 0 {
+            conn.wbuf = ctx.write_buffers.take();
         }
     }
     let deadline = Instant::now() + limits.header_timeout;
