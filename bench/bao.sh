@@ -77,13 +77,8 @@ for w in $WORKLOADS; do
       sed 's/.*/  "&",/' "${LIST[$w]}"
       echo "}"
       echo "local size, range_len, accept, seed = $(flag "${DATA[$w]}" --size), $(range_of "$w"), \"$(accept_of "$m")\", $SEED"
+      wrk_lua_seeded_threads
       cat <<'EOF'
-local threads = 0
-function setup(thread) thread:set("id", threads); threads = threads + 1 end
-function init(args)
-  math.randomseed(seed + 7919 * (id or 0))
-  for _ = 1, 16 do math.random() end
-end
 function request()
   local headers = {}
   if accept ~= "" then headers["Accept"] = accept end

@@ -76,13 +76,8 @@ for m in $MODES; do
     esac
     echo "}"
     echo "local accept_encoding, seed = \"$([ "$m" = br ] && echo 'br, gzip' || echo '')\", $SEED"
+    wrk_lua_seeded_threads
     cat <<'EOF'
-local threads = 0
-function setup(thread) thread:set("id", threads); threads = threads + 1 end
-function init(args)
-  math.randomseed(seed + 7919 * (id or 0))
-  for _ = 1, 16 do math.random() end
-end
 function request()
   local headers = {}
   if accept_encoding ~= "" then headers["Accept-Encoding"] = accept_encoding end

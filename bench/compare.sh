@@ -159,7 +159,8 @@ curl -so /dev/null "http://127.0.0.1:$NGINX_PORT/" \
 # wrk's request(): a random object of the dataset's URL list (uniform, or Zipf by a
 # cumulative table, binary-searched), the whole object or a random unaligned range of it.
 # compare.sh prepends `paths` (the URL list) and the constants per workload.
-cat > "$WORK/lua/pick.lua" <<'EOF'
+{
+cat <<'EOF'
 local n = #paths
 local cdf = nil
 if dist == "zipf" then
@@ -185,17 +186,9 @@ local function pick()
   end
   return lo
 end
-
-local threads = 0
-function setup(thread)
-  thread:set("id", threads)
-  threads = threads + 1
-end
-
-function init(args)
-  math.randomseed(seed + 7919 * (id or 0))
-  for _ = 1, 16 do math.random() end
-end
+EOF
+wrk_lua_seeded_threads
+cat <<'EOF'
 
 function request()
   local path = paths[pick()]
@@ -206,6 +199,7 @@ function request()
   return wrk.format("GET", path)
 end
 EOF
+} >"$WORK/lua/pick.lua"
 # One script per read workload over a list of URLs: $WORK/lua/<workload>.lua.
 for w in $WORKLOADS; do
   is_put "$w" && continue

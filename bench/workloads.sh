@@ -95,6 +95,18 @@ busy_share() { echo "$1 $2" | awk '{ printf "%.3f", ($3 - $1) / ($4 - $2) }'; }
 cpus_all() { awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat; }
 # CPUs kept busy between two `cpus_all` readings (0 to the number of CPUs).
 busy_cpus() { echo "$1 $2" | awk -v n="$(nproc)" '{ printf "%.3f", n * ($3 - $1) / ($4 - $2) }'; }
+# The Lua that starts every generated wrk script's threads: each numbered, its random
+# sequence seeded from the script's `seed` and that number (so runs repeat, threads differ).
+wrk_lua_seeded_threads() {
+  cat <<'EOF'
+local threads = 0
+function setup(thread) thread:set("id", threads); threads = threads + 1 end
+function init(args)
+  math.randomseed(seed + 7919 * (id or 0))
+  for _ = 1, 16 do math.random() end
+end
+EOF
+}
 # The median of the numbers on stdin, one per line.
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 

@@ -130,14 +130,16 @@ impl WriteBufferPool {
             .unwrap_or_else(|| BytesMut::with_capacity(WRITE_BUFFER_BYTES))
     }
 
-    /// Takes `buffer` back for the next answer, emptied; frees it when the pool is full
-    /// or it grew past [`WRITE_BUFFER_KEPT_BYTES_MAX`].
+    /// Takes `buffer` back for the next answer, emptied; frees it when the pool is full,
+    /// it grew past [`WRITE_BUFFER_KEPT_BYTES_MAX`], or it cannot hold
+    /// [`WRITE_BUFFER_BYTES`] without allocating (a connection's buffer before its first
+    /// answer holds no memory at all: nothing to keep).
     pub fn give_back(&self, mut buffer: BytesMut) {
         buffer.clear();
-        // Empty and not shared: reclaims what was consumed from its front (no copy).
-        buffer.reserve(WRITE_BUFFER_BYTES);
+        // Empty and not shared: takes back what was consumed from its front, no copy.
+        let roomy = buffer.try_reclaim(WRITE_BUFFER_BYTES);
         let mut free = self.free.borrow_mut();
-        if free.len() < self.free_max && buffer.capacity() <= WRITE_BUFFER_KEPT_BYTES_MAX {
+        if roomy && free.len() < self.free_max && buffer.capacity() <= WRITE_BUFFER_KEPT_BYTES_MAX {
             free.push(buffer);
         }
     }
@@ -222,6 +224,9 @@ mod tests {
         let again = pool.take();
         assert!(again.is_empty());
         assert!(again.capacity() >= WRITE_BUFFER_BYTES);
+        assert_eq!(pool.free_count(), 0);
+        // A connection's buffer that never held memory is not kept (nor allocated).
+        pool.give_back(BytesMut::new());
         assert_eq!(pool.free_count(), 0);
         // Grown past the bound: freed, not kept; and no more than free_max are kept.
         let mut grown = pool.take();

@@ -798,6 +798,20 @@ fn metadata_loads_are_coalesced_and_a_tree_bigger_than_the_cache_is_not_reloaded
     assert_eq!(metric(n.admin, "ron_meta_loads_total") - loads_before, 1);
 }
 
+/// A GET of this node's own copy only, with proofs, as peers ask: with `kept`, only a
+/// copy it keeps; with `node`, only if it is that node (an audit).
+fn local_get(addr: Address, kept: bool, node: Option<&str>, corr_id: u64) -> Frame {
+    let get = ObjectRequest::Get {
+        addr,
+        range: None,
+        proof: true,
+        local: true,
+        kept,
+        node: node.map(str::to_owned),
+    };
+    request(&get, corr_id)
+}
+
 /// An audit names the node it means (`"node"`): a node answers for its own copies only,
 /// so a peer that claims a neighbour's OAP port cannot pass an audit with the
 /// neighbour's copy.
@@ -812,19 +826,7 @@ fn a_get_naming_another_node_is_not_found() {
     let own = stats["node_id"].as_str().expect("node_id").to_owned();
     let data = bytes(31, 100_000);
     let addr = upload(&n, &data);
-    let get_as = |node: &str, corr_id| {
-        request(
-            &ObjectRequest::Get {
-                addr,
-                range: None,
-                proof: true,
-                local: true,
-                kept: false,
-                node: Some(node.to_owned()),
-            },
-            corr_id,
-        )
-    };
+    let get_as = |node: &str, corr_id| local_get(addr, false, Some(node), corr_id);
     let mut w = Wire::open(n.oap);
     let (status, body, end) = get_on(&mut w, get_as(&own, 1));
     assert_eq!((status, end), (200, 200));
@@ -853,19 +855,7 @@ fn an_audit_is_answered_only_from_a_kept_copy() {
         .collect();
     let url = format!("http://{}", origin.http);
     let edge = node("oap-kept-edge", &["--shards", "2", "--origin", &url]);
-    let ask = |addr: Address, kept: bool, corr_id: u64| {
-        request(
-            &ObjectRequest::Get {
-                addr,
-                range: None,
-                proof: true,
-                local: true,
-                kept,
-                node: None,
-            },
-            corr_id,
-        )
-    };
+    let ask = |addr: Address, kept: bool, corr_id: u64| local_get(addr, kept, None, corr_id);
     for (addr, data) in &objects {
         let through = get(edge.http, &format!("/o/{addr}")).unwrap();
         assert_eq!(through.status, 200);
