@@ -4,12 +4,18 @@
 #
 #   bash bench/ab.sh before=/tmp/ron-before after=target/release/ron
 #   W=get_256MiB ROUNDS=5 bash bench/ab.sh a=/tmp/a b=/tmp/b
+#   RATE=60000 bash bench/ab.sh a=/tmp/a b=/tmp/b   # open loop at 60,000 req/s
 #
 # Per round, each build in turn: a fresh node (--shards 1, --cache-bytes $CACHE, CPU 0,
-# its own data dir), the workload's dataset uploaded (bench/workloads.sh), one ron-bench
-# run on CPU 1 (64 connections, 4 for get_256MiB; --no-verify; DURATION s after a 1 s
-# warm-up), the node stopped. Prints one line per run — build, req/s and MB/s per busy
-# core of CPU 0, CPU 0 busy share, p99 µs — then the median and best of each build.
+# its own data dir), the workload's dataset uploaded (bench/workloads.sh), a 1 s warm-up
+# and one ron-bench run on CPU 1 (64 connections, 4 for get_256MiB; --no-verify; DURATION
+# s; closed loop, or open loop at RATE req/s with latency from the intended send time),
+# the node stopped. Prints one line per run — build, req/s and MB/s per busy core of
+# CPU 0, CPU 0 busy share, p99 µs, reschedule IPIs CPU 0 took per request (the RES row
+# of /proc/interrupts over the run: what a wake-up that interrupts a running shard
+# costs, docs/design/readiness.md), MB/s per busy machine CPU (both CPUs over the run:
+# where loopback's receive work runs depends on the sender, docs/PERF.md "Which
+# generator is right") — then the medians of each build.
 # Talks only to 127.0.0.1, stops only what it started (by PID).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,14 +52,23 @@ for round in $(seq 1 "$ROUNDS"); do
     # shellcheck disable=SC2086
     taskset -c 1 "$BENCH" run --target "127.0.0.1:$PORT" --load ${DATA[$W]} --duration 0.2 \
       --warmup 0 --connections 1 --cpus 1 >/dev/null
-    # shellcheck disable=SC2086
-    taskset -c 1 "$BENCH" run --target "127.0.0.1:$PORT" ${DATA[$W]} ${MODE[$W]} \
-      --connections "$conns" --cpus 1 --duration "$DURATION" --warmup 1 --busy-cpu 0 \
-      --no-verify --json "$WORK/run.json" >/dev/null
+    for phase in warm-up measured; do
+      duration=$DURATION; [ "$phase" = warm-up ] && duration=1
+      ipis_before=$(cpu0_reschedule_ipis); all_before=$(cpus_all)
+      # shellcheck disable=SC2086
+      taskset -c 1 "$BENCH" run --target "127.0.0.1:$PORT" ${DATA[$W]} ${MODE[$W]} \
+        --connections "$conns" --cpus 1 --duration "$duration" --warmup 0 --busy-cpu 0 \
+        --no-verify ${RATE:+--rate "$RATE"} --json "$WORK/run.json" >/dev/null
+      ipis=$(( $(cpu0_reschedule_ipis) - ipis_before )); machine=$(busy_cpus "$all_before" "$(cpus_all)")
+    done
     row=$(python3 -c "import json, sys
 d = json.load(open(sys.argv[1])); busy = max(d['busy_share'] or 0, 0.01)
+requests = max(d['req_per_s'] * float(sys.argv[4]), 1)
+machine = max(float(sys.argv[5]), 0.01)
 print(sys.argv[2], round(d['req_per_s'] / busy), round(d['window_body_bytes_per_s'] / busy / 1e6),
-      round(busy, 2), d['latency_us']['p99'])" "$WORK/run.json" "$name")
+      round(busy, 2), d['latency_us']['p99'], round(int(sys.argv[3]) / requests, 3),
+      round(d['window_body_bytes_per_s'] / machine / 1e6))" \
+      "$WORK/run.json" "$name" "$ipis" "$DURATION" "$machine")
     echo "round $round: $row"; results+=("$row")
     stop_started
     # shellcheck disable=SC2034  # read by stop_started
@@ -62,11 +77,14 @@ print(sys.argv[2], round(d['req_per_s'] / busy), round(d['window_body_bytes_per_
 done
 
 echo
-echo "$W, $ROUNDS rounds of ${DURATION}s, req/s per busy core of CPU 0:"
+echo "$W${RATE:+ at $RATE req/s (open loop)}, $ROUNDS rounds of ${DURATION}s, medians per build:"
 printf '%s\n' "${results[@]}" | python3 -c "import statistics, sys
 runs = {}
 for line in sys.stdin:
-    name, rate = line.split()[:2]
-    runs.setdefault(name, []).append(int(rate))
-for name, rates in runs.items():
-    print(f'  {name}: median {statistics.median(rates):.0f}, best {max(rates)}, runs {sorted(rates)}')"
+    name, *values = line.split()
+    runs.setdefault(name, []).append([float(v) for v in values])
+print('  build: req/s per busy core (runs) | MB/s per busy core | CPU 0 busy | p99 us | reschedule IPIs per request | MB/s per busy machine CPU')
+for name, rows in runs.items():
+    col = lambda i: statistics.median(r[i] for r in rows)
+    rates = sorted(int(r[0]) for r in rows)
+    print(f'  {name}: {col(0):.0f} ({rates}) | {col(1):.0f} | {col(2):.2f} | {col(3):.0f} | {col(4):.3f} | {col(5):.0f}')"

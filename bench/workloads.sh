@@ -87,6 +87,8 @@ stop_started() {
 # Busy and total jiffies of CPU 0 from /proc/stat: includes the softirq network work on
 # the server's CPU, which a process's own CPU time misses.
 cpu0() { awk '$1 == "cpu0" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat; }
+# Reschedule IPIs CPU 0 has taken since boot (the RES row of /proc/interrupts).
+cpu0_reschedule_ipis() { awk '$1 == "RES:" { print $2 }' /proc/interrupts; }
 # CPU 0's busy share between two `cpu0` readings.
 busy_share() { echo "$1 $2" | awk '{ printf "%.3f", ($3 - $1) / ($4 - $2) }'; }
 # Busy and total jiffies of every CPU together: the server, the generator, and the

@@ -8,7 +8,7 @@
 //! left for the bytes it moves, so the whole transfer is bounded, and a slow peer is cut
 //! off once it falls behind the minimum rate (counted in `transfer_deadline_drops`).
 //!
-//! A write the socket takes at once (the common case: glommio tries a non-blocking send
+//! A write the socket takes at once (the common case: every send is tried non-blocking
 //! first) costs nothing more. Only when the socket is full — or, reading, empty — does
 //! the request park its in-flight slot ([`Ticket::park`]) for the wait, so peers slower
 //! than the node cannot fill the shard's in-flight gate.

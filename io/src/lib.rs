@@ -9,6 +9,9 @@
 //!   each front end is written once; [`stream::PlainSocket`], the sends glommio 0.9
 //!   lacks on a plain TCP socket (`sendfile`, `MSG_MORE`), non-blocking; and a single-threaded split into read and write
 //!   halves for protocols with one reader task and one writer task (OAP/1).
+//! - [`readiness`]: one edge-triggered epoll set per shard thread and the pump task
+//!   that wakes the connections waiting on it ([`stream::PolledTcp`]), so a busy shard
+//!   is not interrupted by an io_uring poll completing for every request.
 //! - [`memory`]: an in-memory `Transport` (given input, collected output, no socket)
 //!   that drives the front ends without the network (fuzzing, tests).
 //! - [`tls`]: rustls server configuration (ring provider, ALPN `oap/1` and `http/1.1`)
@@ -24,5 +27,6 @@
 
 pub mod listener;
 pub mod memory;
+pub mod readiness;
 pub mod stream;
 pub mod tls;

@@ -17,8 +17,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use glommio::net::TcpStream;
+use glommio::timer::Timer;
+
+use crate::readiness::{poll_io, Direction, Readiness, Registration};
 
 /// A connection's byte stream: plain TCP, TLS over TCP, or an in-memory stream. `tcp`
 /// reaches the socket underneath for timeouts and options.
@@ -35,7 +38,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
 /// A plain TCP socket for the sends glommio 0.9 does not offer: `sendfile(2)` from a
 /// file, and a send that tells the kernel more follows (`MSG_MORE`). Every call is
 /// non-blocking and fails with `WouldBlock` when the socket is full; waiting for room is
-/// the caller's (through the stream's own write, which waits in glommio's reactor).
+/// the caller's (through the stream's own write, which waits for room).
 #[derive(Debug, Clone, Copy)]
 pub struct PlainSocket<'a>(BorrowedFd<'a>);
 
@@ -96,6 +99,7 @@ pub struct SocketRef<'a>(Socket<'a>);
 #[derive(Debug, Clone, Copy)]
 enum Socket<'a> {
     Tcp(&'a TcpStream),
+    Polled(&'a PolledTcp),
     None { peer: Option<SocketAddr> },
 }
 
@@ -113,6 +117,7 @@ impl<'a> SocketRef<'a> {
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self.0 {
             Socket::Tcp(tcp) => Ok(tcp.set_read_timeout(timeout)?),
+            Socket::Polled(polled) => polled.read.set_timeout(timeout),
             Socket::None { .. } => Ok(()),
         }
     }
@@ -121,6 +126,7 @@ impl<'a> SocketRef<'a> {
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self.0 {
             Socket::Tcp(tcp) => Ok(tcp.set_write_timeout(timeout)?),
+            Socket::Polled(polled) => polled.write.set_timeout(timeout),
             Socket::None { .. } => Ok(()),
         }
     }
@@ -128,6 +134,7 @@ impl<'a> SocketRef<'a> {
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         match self.0 {
             Socket::Tcp(tcp) => Ok(tcp.set_nodelay(nodelay)?),
+            Socket::Polled(polled) => Ok(polled.tcp.set_nodelay(nodelay)?),
             Socket::None { .. } => Ok(()),
         }
     }
@@ -135,6 +142,7 @@ impl<'a> SocketRef<'a> {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         match self.0 {
             Socket::Tcp(tcp) => Ok(tcp.peer_addr()?),
+            Socket::Polled(polled) => Ok(polled.tcp.peer_addr()?),
             Socket::None { peer } => peer.ok_or_else(|| io::ErrorKind::NotConnected.into()),
         }
     }
@@ -145,6 +153,9 @@ impl<'a> SocketRef<'a> {
     pub fn reset_on_close(&self) -> io::Result<()> {
         match self.0 {
             Socket::Tcp(tcp) => socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO)),
+            Socket::Polled(polled) => {
+                socket2::SockRef::from(&polled.tcp).set_linger(Some(Duration::ZERO))
+            }
             Socket::None { .. } => Ok(()),
         }
     }
@@ -163,6 +174,160 @@ impl Transport for TcpStream {
 impl Transport for futures_rustls::server::TlsStream<TcpStream> {
     fn tcp(&self) -> SocketRef<'_> {
         SocketRef::tcp(self.get_ref().0)
+    }
+}
+
+/// An accepted TCP connection whose waits go through its shard's epoll set
+/// ([`crate::readiness`]) instead of an io_uring poll per wait: reads and writes are
+/// plain non-blocking calls, and a socket that is empty (or full) is waited for by the
+/// shard's pump. Timeouts bound each wait as glommio's do: a read or write that waits
+/// longer than its timeout fails with `TimedOut`.
+#[derive(Debug)]
+pub struct PolledTcp {
+    tcp: TcpStream,
+    registration: Registration,
+    read: WaitDeadline,
+    write: WaitDeadline,
+}
+
+impl PolledTcp {
+    /// Makes the socket non-blocking and registers it with this shard's epoll set. Must
+    /// be called on the glommio thread that will use it.
+    pub fn new(tcp: TcpStream) -> io::Result<PolledTcp> {
+        let socket = PlainSocket::of(&tcp);
+        socket.make_nonblocking()?;
+        let registration = Readiness::of_this_thread()?.register(socket.0)?;
+        Ok(PolledTcp {
+            tcp,
+            registration,
+            read: WaitDeadline::default(),
+            write: WaitDeadline::default(),
+        })
+    }
+
+    /// Polls a non-blocking call in `direction`: its result, or `Pending` with the
+    /// waker left for the socket's next edge — unless the wait has outlasted its
+    /// timeout (`TimedOut`).
+    fn poll_call(
+        &self,
+        direction: Direction,
+        cx: &mut Context<'_>,
+        call: impl FnMut() -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let deadline = match direction {
+            Direction::Read => &self.read,
+            Direction::Write => &self.write,
+        };
+        match poll_io(&self.registration, direction, cx, call) {
+            Poll::Ready(result) => {
+                deadline.end_wait();
+                Poll::Ready(result)
+            }
+            Poll::Pending => deadline.poll_expired(cx),
+        }
+    }
+}
+
+/// The timeout of one direction's waits and the timer of the wait under way.
+#[derive(Debug, Default)]
+struct WaitDeadline {
+    timeout: std::cell::Cell<Option<Duration>>,
+    timer: RefCell<Option<Timer>>,
+}
+
+impl WaitDeadline {
+    fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        if timeout == Some(Duration::ZERO) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a zero timeout would fail every wait",
+            ));
+        }
+        self.timeout.set(timeout);
+        self.end_wait();
+        Ok(())
+    }
+
+    fn end_wait(&self) {
+        if let Ok(mut timer) = self.timer.try_borrow_mut() {
+            timer.take();
+        }
+    }
+
+    /// `Pending`, with the timer of this wait started (on its first poll) and polled;
+    /// `TimedOut` once it has fired.
+    fn poll_expired(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(timeout) = self.timeout.get() else {
+            return Poll::Pending;
+        };
+        let mut timer = self.timer.borrow_mut();
+        let timer = timer.get_or_insert_with(|| Timer::new(timeout));
+        match timer.poll(cx) {
+            Poll::Ready(_) => {
+                drop(self.timer.try_borrow_mut().map(|mut t| t.take()));
+                Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Transport for PolledTcp {
+    fn tcp(&self) -> SocketRef<'_> {
+        SocketRef(Socket::Polled(self))
+    }
+
+    fn plain_socket(&self) -> Option<PlainSocket<'_>> {
+        Some(PlainSocket::of(&self.tcp))
+    }
+}
+
+impl Transport for futures_rustls::server::TlsStream<PolledTcp> {
+    fn tcp(&self) -> SocketRef<'_> {
+        self.get_ref().0.tcp()
+    }
+}
+
+impl AsyncRead for PolledTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let socket = socket2::SockRef::from(&self.tcp);
+        self.poll_call(Direction::Read, cx, || io::Read::read(&mut &*socket, buf))
+    }
+}
+
+impl AsyncWrite for PolledTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let socket = socket2::SockRef::from(&self.tcp);
+        self.poll_call(Direction::Write, cx, || {
+            io::Write::write(&mut &*socket, buf)
+        })
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let socket = socket2::SockRef::from(&self.tcp);
+        self.poll_call(Direction::Write, cx, || {
+            io::Write::write_vectored(&mut &*socket, bufs)
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&self.tcp).shutdown(std::net::Shutdown::Write))
     }
 }
 

@@ -141,14 +141,15 @@ impl ResolvesServerCert for ReloadableCert {
 /// the protocol its client chose by ALPN.
 pub async fn accept(
     acceptor: &futures_rustls::TlsAcceptor,
-    stream: glommio::net::TcpStream,
+    stream: crate::stream::PolledTcp,
     deadline: std::time::Duration,
 ) -> std::io::Result<(
-    futures_rustls::server::TlsStream<glommio::net::TcpStream>,
+    futures_rustls::server::TlsStream<crate::stream::PolledTcp>,
     AppProtocol,
 )> {
-    stream.set_read_timeout(Some(deadline))?;
-    stream.set_write_timeout(Some(deadline))?;
+    use crate::stream::Transport;
+    stream.tcp().set_read_timeout(Some(deadline))?;
+    stream.tcp().set_write_timeout(Some(deadline))?;
     let expired = async {
         glommio::timer::sleep(deadline).await;
         Err(std::io::Error::new(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
+use ron_io::stream::PolledTcp;
 use ron_io::tls::AppProtocol;
 use ron_link::counters::FrontCounters;
 use ron_shards::Shard;
@@ -147,6 +148,7 @@ impl FrontEnds {
                     let (http, who) = (Rc::clone(&http), http_who.clone());
                     spawn(async move {
                         if let Ok(client) = who.client_of(&mut s).await {
+                            let Some(s) = polled(s) else { return };
                             http::serve_connection(http, s, client).await;
                         }
                     })
@@ -158,6 +160,7 @@ impl FrontEnds {
                     let (oap, who) = (Rc::clone(&oap), who.clone());
                     spawn(async move {
                         if let Ok(client) = who.client_of(&mut s).await {
+                            let Some(s) = polled(s) else { return };
                             oap::serve_connection(oap, s, client).await;
                         }
                     })
@@ -192,6 +195,7 @@ impl FrontEnds {
                 let Ok(client) = who.client_of(&mut s).await else {
                     return;
                 };
+                let Some(s) = polled(s) else { return };
                 let handshake = {
                     // A handshake holds a connection: counted against connections_max.
                     let _open = metrics.open_connection();
@@ -228,6 +232,19 @@ impl FrontEnds {
         ClientReader {
             trusted: Rc::clone(&self.http.trusted_proxies),
             deadline: self.http.limits.header_timeout,
+        }
+    }
+}
+
+/// The connection with its waits on the shard's epoll set (`ron_io::readiness`); `None`
+/// (the connection closed unanswered) when the socket cannot be registered — the
+/// kernel is out of memory for epoll entries, or the socket already failed.
+fn polled(stream: TcpStream) -> Option<PolledTcp> {
+    match PolledTcp::new(stream) {
+        Ok(polled) => Some(polled),
+        Err(e) => {
+            tracing::warn!(reason = %e, "a connection could not be registered for readiness; closed");
+            None
         }
     }
 }
