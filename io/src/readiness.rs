@@ -385,7 +385,7 @@ mod tests {
             let mut buf = [0u8; 16];
             let n = polled.read(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"ping");
-            let _peer = late.await;
+            let mut peer = late.await;
             polled
                 .tcp()
                 .set_read_timeout(Some(Duration::from_millis(200)))
@@ -396,6 +396,15 @@ mod tests {
             let waited = started.elapsed();
             assert!(waited >= Duration::from_millis(200), "{waited:?}");
             assert!(waited < Duration::from_secs(3), "{waited:?}");
+            // A wait after a timeout gets a deadline of its own.
+            let again = glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                peer.write_all(b"pong").await.unwrap();
+                peer
+            });
+            let n = polled.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"pong");
+            let _peer = again.await;
         });
     }
 

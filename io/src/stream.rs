@@ -260,15 +260,14 @@ impl WaitDeadline {
         let Some(timeout) = self.timeout.get() else {
             return Poll::Pending;
         };
-        let mut timer = self.timer.borrow_mut();
-        let timer = timer.get_or_insert_with(|| Timer::new(timeout));
-        match timer.poll(cx) {
-            Poll::Ready(_) => {
-                drop(self.timer.try_borrow_mut().map(|mut t| t.take()));
-                Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
-            }
-            Poll::Pending => Poll::Pending,
+        let mut slot = self.timer.borrow_mut();
+        let timer = slot.get_or_insert_with(|| Timer::new(timeout));
+        if timer.poll(cx).is_pending() {
+            return Poll::Pending;
         }
+        // The next wait starts a timer of its own.
+        *slot = None;
+        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
     }
 }
 
