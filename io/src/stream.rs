@@ -293,8 +293,17 @@ impl AsyncRead for PolledTcp {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        if self.registration.read_drained() {
+            self.registration.wait(Direction::Read, cx);
+            return self.read.poll_expired(cx);
+        }
         let socket = socket2::SockRef::from(&self.tcp);
-        self.poll_call(Direction::Read, cx, || io::Read::read(&mut &*socket, buf))
+        let asked = buf.len();
+        let read = self.poll_call(Direction::Read, cx, || io::Read::read(&mut &*socket, buf));
+        if matches!(read, Poll::Ready(Ok(n)) if n > 0 && n < asked) {
+            self.registration.mark_read_drained();
+        }
+        read
     }
 }
 
