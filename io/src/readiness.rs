@@ -21,7 +21,9 @@
 //!   A read that came back short emptied the socket's queue: until the next input
 //!   edge, the connection's next read waits at once instead of asking the kernel
 //!   for the `EAGAIN` it would get (one system call per request of a keep-alive
-//!   connection).
+//!   connection) — unless the peer has closed or reset: that edge may have come
+//!   before the short read returned the bytes ahead of it, so once seen, reads are
+//!   always tried.
 //! - The shard's pump task collects the ready list with a non-blocking `epoll_wait`
 //!   and wakes the waiters named; while it finds some, its next round runs behind the
 //!   tasks it woke, and every [`YIELD_ROUNDS_MAX`] rounds after glommio has polled its
@@ -71,6 +73,10 @@ struct Slot {
     /// A read came back short (the socket's queue was emptied) and no input edge has
     /// come since: the next read would find nothing.
     read_drained: bool,
+    /// The peer closed or reset, or the socket failed: a state that lasts, whose one
+    /// edge may have been taken before a short read returned the last bytes ahead of
+    /// it — so a read must always be tried from then on.
+    hung_up: bool,
     read: Option<Waker>,
     write: Option<Waker>,
 }
@@ -207,6 +213,9 @@ impl Slots {
             return;
         };
         let trouble = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
+        if events.intersects(EpollFlags::EPOLLRDHUP | trouble) {
+            slot.hung_up = true;
+        }
         if events.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | trouble) {
             slot.read_drained = false;
             if let Some(waker) = slot.read.take() {
@@ -253,7 +262,7 @@ impl Registration {
     /// its queue is empty, and bytes that come after it raise an edge that clears this.
     pub fn mark_read_drained(&self) {
         if let Some(slot) = self.readiness.slots.borrow_mut().slot(self.token) {
-            slot.read_drained = true;
+            slot.read_drained = !slot.hung_up;
         }
     }
 }
@@ -343,10 +352,6 @@ pub fn poll_io(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::{PolledTcp, Transport};
-    use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    use glommio::net::{TcpListener, TcpStream};
-    use std::time::Instant;
 
     #[test]
     fn tokens_round_trip_and_reused_slots_change_generation() {
@@ -359,162 +364,5 @@ mod tests {
         assert_ne!(b.generation, a.generation);
         assert!(slots.slot(a).is_none(), "a stale token finds nobody");
         assert!(slots.slot(b).is_some());
-    }
-
-    /// Runs `test` on a glommio executor of its own, as a spawned task: glommio polls
-    /// its main future on every round whether woken or not, which would hide a missing
-    /// wake-up. The whole test must end well before a wait's 5 s bound (a waiter whose
-    /// wake-up never came is woken by its timer, and finds its bytes then).
-    fn on_executor<F, Fut>(test: F)
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + 'static,
-    {
-        let started = Instant::now();
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(|| async move { glommio::spawn_local(test()).await })
-            .unwrap()
-            .join()
-            .unwrap();
-        let took = started.elapsed();
-        assert!(
-            took < Duration::from_secs(3),
-            "every wait ended by its wake-up: {took:?}"
-        );
-    }
-
-    /// An accepted connection waiting through the epoll set, and its peer (a plain
-    /// glommio socket).
-    /// Its waits are bounded (5 s), so a wake-up that never comes fails the test
-    /// rather than hangs it.
-    async fn pair() -> (PolledTcp, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peer = glommio::spawn_local(async move { TcpStream::connect(addr).await.unwrap() });
-        let polled = PolledTcp::new(listener.accept().await.unwrap()).unwrap();
-        let bound = Some(Duration::from_secs(5));
-        polled.tcp().set_read_timeout(bound).unwrap();
-        polled.tcp().set_write_timeout(bound).unwrap();
-        (polled, peer.await)
-    }
-
-    #[test]
-    fn a_read_waits_for_bytes_then_times_out() {
-        on_executor(|| async {
-            let (mut polled, mut peer) = pair().await;
-            let late = glommio::spawn_local(async move {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-                peer.write_all(b"ping").await.unwrap();
-                peer
-            });
-            let mut buf = [0u8; 16];
-            let n = polled.read(&mut buf).await.unwrap();
-            assert_eq!(&buf[..n], b"ping");
-            let mut peer = late.await;
-            polled
-                .tcp()
-                .set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let started = Instant::now();
-            let err = polled.read(&mut buf).await.unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-            let waited = started.elapsed();
-            assert!(waited >= Duration::from_millis(200), "{waited:?}");
-            assert!(waited < Duration::from_secs(3), "{waited:?}");
-            // A wait after a timeout gets a deadline of its own.
-            let again = glommio::spawn_local(async move {
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-                peer.write_all(b"pong").await.unwrap();
-                peer
-            });
-            let n = polled.read(&mut buf).await.unwrap();
-            assert_eq!(&buf[..n], b"pong");
-            let _peer = again.await;
-        });
-    }
-
-    /// The pump sleeps on the epoll set once a round finds nothing: bytes that come
-    /// after a quiet spell still wake the reader.
-    #[test]
-    fn bytes_after_a_quiet_spell_wake_the_reader() {
-        on_executor(|| async {
-            let (mut polled, mut peer) = pair().await;
-            let mut buf = [0u8; 16];
-            for round in 0..3u8 {
-                let sender = glommio::spawn_local(async move {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                    peer.write_all(&[round]).await.unwrap();
-                    peer
-                });
-                let n = polled.read(&mut buf).await.unwrap();
-                assert_eq!(&buf[..n], &[round]);
-                peer = sender.await;
-            }
-            drop(peer);
-            assert_eq!(
-                polled.read(&mut buf).await.unwrap(),
-                0,
-                "the peer's close is seen"
-            );
-        });
-    }
-
-    /// A writer that fills the socket waits for room and resumes as the peer reads:
-    /// every byte arrives in order; one that nobody drains times out.
-    #[test]
-    fn a_full_socket_is_waited_for_and_a_stalled_one_times_out() {
-        on_executor(|| async {
-            let (mut polled, mut peer) = pair().await;
-            let body: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
-            let expected = body.clone();
-            let reader = glommio::spawn_local(async move {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-                let mut got = vec![0u8; expected.len()];
-                peer.read_exact(&mut got).await.unwrap();
-                assert!(got == expected, "the body arrives whole and in order");
-                peer
-            });
-            polled.write_all(&body).await.unwrap();
-            let _peer = reader.await;
-
-            polled
-                .tcp()
-                .set_write_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let started = Instant::now();
-            let err = polled.write_all(&body).await.unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-            assert!(started.elapsed() >= Duration::from_millis(200));
-        });
-    }
-
-    /// Many connections waiting at once are each woken by their own bytes, however the
-    /// pump's rounds split them.
-    #[test]
-    fn many_waiting_connections_are_each_woken() {
-        on_executor(|| async {
-            let mut pairs = Vec::new();
-            for _ in 0..64 {
-                pairs.push(pair().await);
-            }
-            let mut readers = Vec::new();
-            let mut peers = Vec::new();
-            for (i, (mut polled, peer)) in pairs.into_iter().enumerate() {
-                readers.push(glommio::spawn_local(async move {
-                    let mut buf = [0u8; 8];
-                    let n = polled.read(&mut buf).await.unwrap();
-                    assert_eq!(&buf[..n], &(i as u64).to_le_bytes()[..n]);
-                    n
-                }));
-                peers.push(peer);
-            }
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-            for (i, peer) in peers.iter_mut().enumerate().rev() {
-                peer.write_all(&(i as u64).to_le_bytes()).await.unwrap();
-            }
-            for reader in readers {
-                assert!(reader.await > 0);
-            }
-        });
     }
 }

@@ -394,3 +394,204 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteHalf<S> {
         Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
     }
 }
+
+/// `PolledTcp`'s waits on the shard's epoll set (`crate::readiness`), over real sockets.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use glommio::net::TcpListener;
+    use std::time::Instant;
+
+    /// Runs `test` on a glommio executor of its own, as a spawned task: glommio polls
+    /// its main future on every round whether woken or not, which would hide a missing
+    /// wake-up. The whole test must end well before a wait's 5 s bound (a waiter whose
+    /// wake-up never came is woken by its timer, and finds its bytes then).
+    fn on_executor<F, Fut>(test: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let started = Instant::now();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async move { glommio::spawn_local(test()).await })
+            .unwrap()
+            .join()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "every wait ended by its wake-up: {took:?}"
+        );
+    }
+
+    /// An accepted connection waiting through the epoll set, and its peer (a plain
+    /// glommio socket).
+    /// Its waits are bounded (5 s), so a wake-up that never comes fails the test
+    /// rather than hangs it.
+    async fn pair() -> (PolledTcp, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = glommio::spawn_local(async move { TcpStream::connect(addr).await.unwrap() });
+        let polled = PolledTcp::new(listener.accept().await.unwrap()).unwrap();
+        let bound = Some(Duration::from_secs(5));
+        polled.tcp().set_read_timeout(bound).unwrap();
+        polled.tcp().set_write_timeout(bound).unwrap();
+        (polled, peer.await)
+    }
+
+    #[test]
+    fn a_read_waits_for_bytes_then_times_out() {
+        on_executor(|| async {
+            let (mut polled, mut peer) = pair().await;
+            let late = glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                peer.write_all(b"ping").await.unwrap();
+                peer
+            });
+            let mut buf = [0u8; 16];
+            let n = polled.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"ping");
+            let mut peer = late.await;
+            polled
+                .tcp()
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let started = Instant::now();
+            let err = polled.read(&mut buf).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+            let waited = started.elapsed();
+            assert!(waited >= Duration::from_millis(200), "{waited:?}");
+            assert!(waited < Duration::from_secs(3), "{waited:?}");
+            // A wait after a timeout gets a deadline of its own.
+            let again = glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                peer.write_all(b"pong").await.unwrap();
+                peer
+            });
+            let n = polled.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"pong");
+            let _peer = again.await;
+        });
+    }
+
+    /// The pump sleeps on the epoll set once a round finds nothing: bytes that come
+    /// after a quiet spell still wake the reader.
+    #[test]
+    fn bytes_after_a_quiet_spell_wake_the_reader() {
+        on_executor(|| async {
+            let (mut polled, mut peer) = pair().await;
+            let mut buf = [0u8; 16];
+            for round in 0..3u8 {
+                let sender = glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    peer.write_all(&[round]).await.unwrap();
+                    peer
+                });
+                let n = polled.read(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], &[round]);
+                peer = sender.await;
+            }
+            drop(peer);
+            assert_eq!(
+                polled.read(&mut buf).await.unwrap(),
+                0,
+                "the peer's close is seen"
+            );
+        });
+    }
+
+    /// A writer that fills the socket waits for room and resumes as the peer reads:
+    /// every byte arrives in order; one that nobody drains times out.
+    #[test]
+    fn a_full_socket_is_waited_for_and_a_stalled_one_times_out() {
+        on_executor(|| async {
+            let (mut polled, mut peer) = pair().await;
+            let body: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+            let expected = body.clone();
+            let reader = glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                let mut got = vec![0u8; expected.len()];
+                peer.read_exact(&mut got).await.unwrap();
+                assert!(got == expected, "the body arrives whole and in order");
+                peer
+            });
+            polled.write_all(&body).await.unwrap();
+            let _peer = reader.await;
+
+            polled
+                .tcp()
+                .set_write_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let started = Instant::now();
+            // More than the two sockets' buffers can hold between them.
+            let stalled = vec![7u8; 64 << 20];
+            let err = polled.write_all(&stalled).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+            assert!(started.elapsed() >= Duration::from_millis(200));
+        });
+    }
+
+    /// Many connections waiting at once are each woken by their own bytes, however the
+    /// pump's rounds split them.
+    #[test]
+    fn many_waiting_connections_are_each_woken() {
+        on_executor(|| async {
+            let mut pairs = Vec::new();
+            for _ in 0..64 {
+                pairs.push(pair().await);
+            }
+            let mut readers = Vec::new();
+            let mut peers = Vec::new();
+            for (i, (mut polled, peer)) in pairs.into_iter().enumerate() {
+                readers.push(glommio::spawn_local(async move {
+                    let mut buf = [0u8; 8];
+                    let n = polled.read(&mut buf).await.unwrap();
+                    assert_eq!(&buf[..n], &(i as u64).to_le_bytes()[..n]);
+                    n
+                }));
+                peers.push(peer);
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            for (i, peer) in peers.iter_mut().enumerate().rev() {
+                peer.write_all(&(i as u64).to_le_bytes()).await.unwrap();
+            }
+            for reader in readers {
+                assert!(reader.await > 0);
+            }
+        });
+    }
+
+    /// The peer's bytes, then its close (FIN) or reset, reach the socket before it is
+    /// read, and the pump takes their one edge first: the read that returns the bytes
+    /// comes back short, and the next one must still see the end, not wait for an edge
+    /// that has already come.
+    #[test]
+    fn an_end_whose_edge_came_before_the_last_bytes_were_read_is_seen() {
+        for reset in [false, true] {
+            on_executor(move || async move {
+                let (mut polled, mut peer) = pair().await;
+                peer.write_all(b"last words").await.unwrap();
+                if reset {
+                    socket2::SockRef::from(&peer)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                    drop(peer);
+                } else {
+                    peer.shutdown(std::net::Shutdown::Write).await.unwrap();
+                }
+                // The pump's rounds take the edges while nobody reads.
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                let mut buf = [0u8; 64];
+                let n = polled.read(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], b"last words");
+                let end = polled.read(&mut buf).await;
+                match (reset, end) {
+                    (false, Ok(0)) => {}
+                    (true, Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                    (_, other) => panic!("reset {reset}: the end was not seen: {other:?}"),
+                }
+            });
+        }
+    }
+}
