@@ -18,12 +18,6 @@
 //!   socket empty (or full) leaves its waker in its slot and waits; the edge that
 //!   follows — new bytes, or room — is what wakes it. Bytes that arrived before the
 //!   waker was left were seen by the call that came first, so no edge is missed.
-//!   A read that came back short emptied the socket's queue: until the next input
-//!   edge, the connection's next read waits at once instead of asking the kernel
-//!   for the `EAGAIN` it would get (one system call per request of a keep-alive
-//!   connection) — unless the peer has closed or reset: that edge may have come
-//!   before the short read returned the bytes ahead of it, so once seen, reads are
-//!   always tried.
 //! - The shard's pump task collects the ready list with a non-blocking `epoll_wait`
 //!   and wakes the waiters named; while it finds some, its next round runs behind the
 //!   tasks it woke, and every [`YIELD_ROUNDS_MAX`] rounds after glommio has polled its
@@ -70,13 +64,6 @@ pub enum Direction {
 struct Slot {
     generation: u32,
     in_use: bool,
-    /// A read came back short (the socket's queue was emptied) and no input edge has
-    /// come since: the next read would find nothing.
-    read_drained: bool,
-    /// The peer closed or reset, or the socket failed: a state that lasts, whose one
-    /// edge may have been taken before a short read returned the last bytes ahead of
-    /// it — so a read must always be tried from then on.
-    hung_up: bool,
     read: Option<Waker>,
     write: Option<Waker>,
 }
@@ -213,11 +200,7 @@ impl Slots {
             return;
         };
         let trouble = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
-        if events.intersects(EpollFlags::EPOLLRDHUP | trouble) {
-            slot.hung_up = true;
-        }
         if events.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | trouble) {
-            slot.read_drained = false;
             if let Some(waker) = slot.read.take() {
                 waker.wake();
             }
@@ -246,23 +229,6 @@ impl Registration {
         match waiter {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             _ => *waiter = Some(cx.waker().clone()),
-        }
-    }
-}
-
-impl Registration {
-    /// Whether the socket's input is known to be empty: a read came back short and no
-    /// input edge has come since, so a read would only find `EAGAIN`.
-    pub fn read_drained(&self) -> bool {
-        let mut slots = self.readiness.slots.borrow_mut();
-        slots.slot(self.token).is_some_and(|slot| slot.read_drained)
-    }
-
-    /// Notes that a read came back short: a stream socket's read stops short only when
-    /// its queue is empty, and bytes that come after it raise an edge that clears this.
-    pub fn mark_read_drained(&self) {
-        if let Some(slot) = self.readiness.slots.borrow_mut().slot(self.token) {
-            slot.read_drained = !slot.hung_up;
         }
     }
 }
