@@ -4,9 +4,9 @@
 //!
 //! Both halves share the stream through an `Rc<RefCell<_>>`: a shard is one thread and
 //! each `poll_*` call borrows the stream only for its own duration, so the two halves
-//! never borrow it at once. glommio keeps separate io_uring sources (and wakers) for the
-//! receive and the send side of a socket, so a reader parked on the socket does not
-//! hide a writer parked on it.
+//! never borrow it at once. A [`PolledTcp`] keeps separate wakers for the receive and the
+//! send side of its socket, so a reader parked on the socket does not hide a writer parked
+//! on it.
 
 use std::cell::RefCell;
 use std::io;
@@ -51,10 +51,9 @@ impl<'a> PlainSocket<'a> {
         PlainSocket(fd)
     }
 
-    /// Makes the socket non-blocking, so that `send_file` never blocks the shard.
-    /// glommio's own reads and writes are non-blocking calls (`MSG_DONTWAIT`) and
-    /// readiness polls either way, so they behave the same.
-    pub fn make_nonblocking(&self) -> io::Result<()> {
+    /// Makes the socket non-blocking: every read, write and `send_file` on it returns
+    /// `WouldBlock` rather than blocking the shard.
+    fn make_nonblocking(&self) -> io::Result<()> {
         use nix::fcntl::{fcntl, FcntlArg, OFlag};
         let fd = self.0.as_raw_fd();
         let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
@@ -98,16 +97,11 @@ pub struct SocketRef<'a>(Socket<'a>);
 
 #[derive(Debug, Clone, Copy)]
 enum Socket<'a> {
-    Tcp(&'a TcpStream),
     Polled(&'a PolledTcp),
     None { peer: Option<SocketAddr> },
 }
 
 impl<'a> SocketRef<'a> {
-    pub fn tcp(tcp: &'a TcpStream) -> SocketRef<'a> {
-        SocketRef(Socket::Tcp(tcp))
-    }
-
     /// A stream with no socket; `peer` is what `peer_addr` reports.
     pub fn none(peer: Option<SocketAddr>) -> SocketRef<'static> {
         SocketRef(Socket::None { peer })
@@ -116,7 +110,6 @@ impl<'a> SocketRef<'a> {
     /// Reads wait at most `timeout`, then fail with `TimedOut` (`None`: for ever).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self.0 {
-            Socket::Tcp(tcp) => Ok(tcp.set_read_timeout(timeout)?),
             Socket::Polled(polled) => polled.read.set_timeout(timeout),
             Socket::None { .. } => Ok(()),
         }
@@ -125,7 +118,6 @@ impl<'a> SocketRef<'a> {
     /// Writes wait at most `timeout`, then fail with `TimedOut` (`None`: for ever).
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self.0 {
-            Socket::Tcp(tcp) => Ok(tcp.set_write_timeout(timeout)?),
             Socket::Polled(polled) => polled.write.set_timeout(timeout),
             Socket::None { .. } => Ok(()),
         }
@@ -133,7 +125,6 @@ impl<'a> SocketRef<'a> {
 
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         match self.0 {
-            Socket::Tcp(tcp) => Ok(tcp.set_nodelay(nodelay)?),
             Socket::Polled(polled) => Ok(polled.tcp.set_nodelay(nodelay)?),
             Socket::None { .. } => Ok(()),
         }
@@ -141,7 +132,6 @@ impl<'a> SocketRef<'a> {
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         match self.0 {
-            Socket::Tcp(tcp) => Ok(tcp.peer_addr()?),
             Socket::Polled(polled) => Ok(polled.tcp.peer_addr()?),
             Socket::None { peer } => peer.ok_or_else(|| io::ErrorKind::NotConnected.into()),
         }
@@ -152,28 +142,11 @@ impl<'a> SocketRef<'a> {
     /// mistake for the end of a complete body. Unsent bytes are discarded, never sent.
     pub fn reset_on_close(&self) -> io::Result<()> {
         match self.0 {
-            Socket::Tcp(tcp) => socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO)),
             Socket::Polled(polled) => {
                 socket2::SockRef::from(&polled.tcp).set_linger(Some(Duration::ZERO))
             }
             Socket::None { .. } => Ok(()),
         }
-    }
-}
-
-impl Transport for TcpStream {
-    fn tcp(&self) -> SocketRef<'_> {
-        SocketRef::tcp(self)
-    }
-
-    fn plain_socket(&self) -> Option<PlainSocket<'_>> {
-        Some(PlainSocket::of(self))
-    }
-}
-
-impl Transport for futures_rustls::server::TlsStream<TcpStream> {
-    fn tcp(&self) -> SocketRef<'_> {
-        SocketRef::tcp(self.get_ref().0)
     }
 }
 

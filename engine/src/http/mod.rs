@@ -185,9 +185,8 @@ pub async fn serve_connection<S: Transport>(
         .tcp()
         .set_write_timeout(Some(ctx.limits.body_timeout));
     let peer = client;
-    let zero_copy = stream
-        .plain_socket()
-        .is_some_and(|socket| socket.make_nonblocking().is_ok());
+    // Every plain socket is non-blocking already (`PolledTcp::new`).
+    let zero_copy = stream.plain_socket().is_some();
     let mut conn = Conn {
         stream,
         rbuf: ReadBuf::new(Rc::clone(&ctx.read_buffers)),
