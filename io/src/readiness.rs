@@ -26,18 +26,33 @@
 //!   readable, through glommio: one io_uring poll for all of the shard's connections,
 //!   so an idle shard sleeps in glommio's reactor as before, and only its first
 //!   wake-up after a quiet spell can interrupt it.
+//! - A wait with a timeout writes its deadline into its slot; the pump keeps the
+//!   earliest deadlines in a heap (one entry per waiting direction at most), fails the
+//!   waits whose deadline has passed on its rounds through the reactor, and sleeps no
+//!   longer than the earliest. Per wait that is a clock read and a field, where a
+//!   glommio timer was an allocation, an insert into the reactor's timer map and a
+//!   removal when the wait ended — nearly every wait ends long before its deadline.
 //!
 //! ## Limits
 //! Slots are reused (a generation in each token tells a stale event from a new
 //! socket's); [`EVENTS_PER_ROUND_MAX`] events are taken per `epoll_wait` (more remain
-//! on the list for the next round).
+//! on the list for the next round). The deadline heap holds at most two live entries
+//! per slot; entries of closed sockets are dropped when they come up, or all at once
+//! when they outnumber the live ones ([`Slots::compact_deadlines`]). A deadline is
+//! noticed at most [`YIELD_ROUNDS_MAX`] pump rounds late on a busy shard.
 
 use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, FutureExt};
+use glommio::timer::Timer;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
@@ -59,19 +74,49 @@ pub enum Direction {
     Write,
 }
 
-/// One registered socket's waiters; `generation` changes each time the slot is reused.
+impl Direction {
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Direction::Read => 0,
+            Direction::Write => 1,
+        }
+    }
+}
+
+/// One registered socket's waiters (read, write); `generation` changes each time the
+/// slot is reused.
 #[derive(Debug, Default)]
 struct Slot {
     generation: u32,
     in_use: bool,
-    read: Option<Waker>,
-    write: Option<Waker>,
+    waiters: [Waiter; 2],
 }
+
+/// One direction's wait under way.
+#[derive(Debug, Default)]
+struct Waiter {
+    waker: Option<Waker>,
+    /// When the wait under way fails (none: no wait, or no timeout).
+    deadline: Option<Instant>,
+    /// The deadline passed: the waiter's next call that would block fails instead.
+    expired: bool,
+    /// The earliest entry the heap holds for this waiter: never after `deadline`.
+    /// Entries of the waiter at other times are stale (a deadline that came earlier
+    /// replaced them) and dropped when they come up.
+    queued: Option<Instant>,
+}
+
+/// A deadline in the heap: when, whose (token data) and which direction (index).
+type Queued = Reverse<(Instant, u64, usize)>;
 
 #[derive(Debug, Default)]
 struct Slots {
     slots: Vec<Slot>,
     free: Vec<u32>,
+    deadlines: BinaryHeap<Queued>,
+    /// The earliest deadline the sleeping pump will wake for (`None` inside: none), and
+    /// its waker; none while the pump runs.
+    pump_sleep: Option<(Option<Instant>, Waker)>,
 }
 
 /// A socket's place in its shard's epoll set, for as long as the socket lives.
@@ -161,6 +206,11 @@ impl Readiness {
         }
         found
     }
+
+    /// Fails the waits whose deadline is not after `now`; the earliest deadline left.
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        self.slots.borrow_mut().expire(now)
+    }
 }
 
 impl Slots {
@@ -200,36 +250,163 @@ impl Slots {
             return;
         };
         let trouble = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
+        let [read, write] = &mut slot.waiters;
         if events.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | trouble) {
-            if let Some(waker) = slot.read.take() {
+            if let Some(waker) = read.waker.take() {
                 waker.wake();
             }
         }
         if events.intersects(EpollFlags::EPOLLOUT | trouble) {
-            if let Some(waker) = slot.write.take() {
+            if let Some(waker) = write.waker.take() {
                 waker.wake();
             }
         }
     }
-}
 
-impl Registration {
-    /// Leaves `cx`'s waker to be woken by the socket's next edge in `direction`. Call
-    /// only after a non-blocking call found the socket empty (or full): an edge is a
-    /// change, and one that came before is not repeated.
-    pub fn wait(&self, direction: Direction, cx: &Context<'_>) {
-        let mut slots = self.readiness.slots.borrow_mut();
-        let Some(slot) = slots.slot(self.token) else {
+    /// Starts the deadline of `token`'s wait in `direction`, `timeout` from now, unless
+    /// one is running; queues it unless the heap holds an earlier entry for the waiter
+    /// (that entry, when it comes up, re-queues the later deadline). A deadline earlier
+    /// than the sleeping pump's wakes the pump, to sleep less.
+    fn start_deadline(&mut self, token: Token, direction: Direction, timeout: Duration) {
+        let Some(slot) = self.slot(token) else {
             return;
         };
-        let waiter = match direction {
-            Direction::Read => &mut slot.read,
-            Direction::Write => &mut slot.write,
+        let waiter = &mut slot.waiters[direction.index()];
+        if waiter.deadline.is_some() {
+            return;
+        }
+        let at = Instant::now() + timeout;
+        waiter.deadline = Some(at);
+        if waiter.queued.is_some_and(|queued| queued <= at) {
+            return;
+        }
+        waiter.queued = Some(at);
+        self.deadlines
+            .push(Reverse((at, token.to_data(), direction.index())));
+        self.compact_deadlines();
+        let sleeps_past = |&(until, _): &(Option<Instant>, Waker)| until.is_none_or(|u| at < u);
+        if let Some((_, pump)) = self.pump_sleep.take_if(|sleep| sleeps_past(sleep)) {
+            pump.wake();
+        }
+    }
+
+    /// Ends `token`'s wait in `direction`: its deadline (its heap entry stays, and is
+    /// dropped when it comes up) and a timeout not yet reported.
+    fn end_wait(&mut self, token: Token, direction: Direction) {
+        if let Some(slot) = self.slot(token) {
+            let waiter = &mut slot.waiters[direction.index()];
+            waiter.deadline = None;
+            waiter.expired = false;
+        }
+    }
+
+    /// Whether `token`'s wait in `direction` has outlasted its deadline; if so the wait
+    /// is over (the next one gets a deadline of its own).
+    fn take_expired(&mut self, token: Token, direction: Direction) -> bool {
+        let Some(slot) = self.slot(token) else {
+            return false;
         };
+        let waiter = &mut slot.waiters[direction.index()];
+        std::mem::take(&mut waiter.expired)
+    }
+
+    /// Marks the waits whose deadline is not after `now` expired and wakes them; entries
+    /// that come up for a wait that has ended are dropped, for a later deadline of the
+    /// same waiter re-queued. The earliest entry left.
+    fn expire(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(&Reverse((at, data, direction))) = self.deadlines.peek() {
+            if at > now {
+                return Some(at);
+            }
+            self.deadlines.pop();
+            let token = Token::from_data(data);
+            let Some(slot) = self.slot(token) else {
+                continue;
+            };
+            let waiter = &mut slot.waiters[direction];
+            if waiter.queued != Some(at) {
+                continue;
+            }
+            waiter.queued = None;
+            match waiter.deadline {
+                Some(deadline) if deadline <= now => {
+                    waiter.deadline = None;
+                    waiter.expired = true;
+                    if let Some(waker) = waiter.waker.take() {
+                        waker.wake();
+                    }
+                }
+                Some(later) => {
+                    waiter.queued = Some(later);
+                    self.deadlines.push(Reverse((later, data, direction)));
+                }
+                None => {}
+            }
+        }
+        None
+    }
+
+    /// Drops the stale entries (of closed sockets, and replaced by an earlier deadline)
+    /// once the heap holds more than twice as many as it can hold live ones: a flood of
+    /// short connections, or of shrinking timeouts, would otherwise grow it for as long
+    /// as the longest timeout. Amortized, a few entries looked at per entry queued.
+    fn compact_deadlines(&mut self) {
+        let live_max = 2 * self.slots.len();
+        if self.deadlines.len() <= 2 * live_max + DEADLINES_SLACK {
+            return;
+        }
+        let slots = &self.slots;
+        self.deadlines.retain(|&Reverse((at, data, direction))| {
+            let token = Token::from_data(data);
+            slots.get(token.index as usize).is_some_and(|slot| {
+                slot.in_use
+                    && slot.generation == token.generation
+                    && slot.waiters[direction].queued == Some(at)
+            })
+        });
+    }
+}
+
+/// Stale heap entries tolerated past twice the live ones before the heap is compacted.
+const DEADLINES_SLACK: usize = 1024;
+
+impl Registration {
+    /// Leaves `cx`'s waker to be woken by the socket's next edge in `direction`, and
+    /// starts the wait's deadline `timeout` from now if it has none running; or, when
+    /// that deadline has passed, ends the wait with `TimedOut`. Call only after a
+    /// non-blocking call found the socket empty (or full): an edge is a change, and one
+    /// that came before is not repeated.
+    fn wait(
+        &self,
+        direction: Direction,
+        cx: &Context<'_>,
+        timeout: Option<Duration>,
+    ) -> Poll<io::Result<usize>> {
+        let mut slots = self.readiness.slots.borrow_mut();
+        if slots.take_expired(self.token, direction) {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        let Some(slot) = slots.slot(self.token) else {
+            return Poll::Pending;
+        };
+        let waiter = &mut slot.waiters[direction.index()].waker;
         match waiter {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             _ => *waiter = Some(cx.waker().clone()),
         }
+        if let Some(timeout) = timeout {
+            slots.start_deadline(self.token, direction, timeout);
+        }
+        Poll::Pending
+    }
+
+    /// Ends the wait in `direction` (the call it waited for went through, or its
+    /// timeout changed): its deadline stops, and a timeout not yet reported is dropped.
+    pub fn end_wait(&self, direction: Direction) {
+        self.readiness
+            .slots
+            .borrow_mut()
+            .end_wait(self.token, direction);
     }
 }
 
@@ -249,57 +426,87 @@ impl Drop for Registration {
 /// returning to glommio's reactor in between — each return costs an `io_uring_enter`
 /// that re-arms glommio's preemption timer. Every [`YIELD_ROUNDS_MAX`] rounds one
 /// waits for the reactor instead (a timer of [`ROUND_TIMER`]), so disk completions
-/// and timers are never held back by a stream of ready sockets.
+/// and timers are never held back by a stream of ready sockets. Deadlines are checked
+/// on those rounds and before every sleep.
 async fn pump(readiness: Rc<Readiness>) {
     let mut events = vec![EpollEvent::empty(); EVENTS_PER_ROUND_MAX];
     let mut rounds_without_reactor = 0;
     loop {
         if readiness.collect(&mut events) == 0 {
             rounds_without_reactor = 0;
-            if epoll_set_readable(&readiness.epoll).await.is_err() {
-                // No io_uring poll could be made: go on a round at a time rather than stop.
-                glommio::timer::sleep(ROUND_TIMER).await;
-            }
+            let earliest = readiness.expire(Instant::now());
+            sleep_until_ready_or(&readiness, earliest).await;
         } else if rounds_without_reactor < YIELD_ROUNDS_MAX {
             rounds_without_reactor += 1;
             futures_lite::future::yield_now().await;
         } else {
             rounds_without_reactor = 0;
+            readiness.expire(Instant::now());
             glommio::timer::sleep(ROUND_TIMER).await;
         }
     }
 }
 
-/// Waits in glommio's reactor until the epoll set has something on its ready list.
+/// Waits in glommio's reactor until the epoll set has something on its ready list, the
+/// `earliest` deadline comes, or a wait starts a deadline earlier than that.
+async fn sleep_until_ready_or(readiness: &Readiness, earliest: Option<Instant>) {
+    let Ok(mut watcher) = epoll_watcher(&readiness.epoll) else {
+        // No io_uring poll could be made: go on a round at a time rather than stop.
+        glommio::timer::sleep(ROUND_TIMER).await;
+        return;
+    };
+    let mut alarm = earliest.map(|at| Timer::new(at.saturating_duration_since(Instant::now())));
+    let mut byte = [0u8; 1];
+    let mut asleep = false;
+    std::future::poll_fn(|cx| {
+        // Ready (with an error: an epoll set is not a socket) once the poll has fired.
+        if Pin::new(&mut watcher).poll_read(cx, &mut byte).is_ready() {
+            return Poll::Ready(());
+        }
+        if alarm
+            .as_mut()
+            .is_some_and(|timer| timer.poll(cx).is_ready())
+        {
+            return Poll::Ready(());
+        }
+        let mut slots = readiness.slots.borrow_mut();
+        // Taken by a wait whose deadline comes before `earliest` (`start_deadline`).
+        if asleep && slots.pump_sleep.is_none() {
+            return Poll::Ready(());
+        }
+        asleep = true;
+        slots.pump_sleep = Some((earliest, cx.waker().clone()));
+        Poll::Pending
+    })
+    .await;
+    readiness.slots.borrow_mut().pump_sleep = None;
+}
+
+/// A glommio socket on a duplicate of the epoll set's descriptor, whose first read waits
+/// for the set to become readable.
 ///
 /// glommio 0.9 offers no readiness wait for a raw descriptor; a glommio socket made
 /// from one arms an io_uring read-readiness poll on it at once, and its first read
-/// waits for that poll — which is all that is used of it. It is given its own
-/// duplicate of the set's descriptor, closed when it is dropped.
-async fn epoll_set_readable(epoll: &Epoll) -> io::Result<()> {
+/// waits for that poll — which is all that is used of it. It owns its duplicate and
+/// closes it when dropped.
+fn epoll_watcher(epoll: &Epoll) -> io::Result<glommio::net::UnixStream> {
     let fd: OwnedFd = epoll.0.as_fd().try_clone_to_owned()?;
     let raw = fd.into_raw_fd();
     #[allow(unsafe_code)]
     // SAFETY: `raw` is a descriptor this function owns (a fresh duplicate, released by
     // `into_raw_fd`); the glommio socket takes it over and closes it when dropped.
-    let mut watcher =
-        unsafe { <glommio::net::UnixStream as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let mut byte = [0u8; 1];
-    // Ready (with an error: an epoll set is not a socket) once the poll has fired.
-    let _ = std::future::poll_fn(|cx| {
-        futures_lite::AsyncRead::poll_read(std::pin::Pin::new(&mut watcher), cx, &mut byte)
-            .map(|_| Ok::<(), io::Error>(()))
-    })
-    .await;
-    Ok(())
+    let watcher = unsafe { <glommio::net::UnixStream as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    Ok(watcher)
 }
 
 /// Polls a non-blocking call on a registered socket: its result, or — when it would
-/// block — the waker left for the socket's next edge in `direction` and `Pending`.
+/// block — the waker left for the socket's next edge in `direction` and `Pending`,
+/// unless the wait has outlasted `timeout` (`TimedOut`; `None`: waits for ever).
 pub fn poll_io(
     registration: &Registration,
     direction: Direction,
     cx: &Context<'_>,
+    timeout: Option<Duration>,
     mut call: impl FnMut() -> io::Result<usize>,
 ) -> Poll<io::Result<usize>> {
     loop {
@@ -307,10 +514,12 @@ pub fn poll_io(
         match &result {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                registration.wait(direction, cx);
-                return Poll::Pending;
+                return registration.wait(direction, cx, timeout);
             }
-            _ => return Poll::Ready(result),
+            _ => {
+                registration.end_wait(direction);
+                return Poll::Ready(result);
+            }
         }
     }
 }
@@ -330,5 +539,65 @@ mod tests {
         assert_ne!(b.generation, a.generation);
         assert!(slots.slot(a).is_none(), "a stale token finds nobody");
         assert!(slots.slot(b).is_some());
+    }
+
+    #[test]
+    fn a_deadline_expires_once_and_an_ended_wait_never_does() {
+        let mut slots = Slots::default();
+        let (a, b) = (slots.take(), slots.take());
+        slots.start_deadline(a, Direction::Read, Duration::from_millis(10));
+        slots.start_deadline(b, Direction::Write, Duration::from_millis(10));
+        slots.end_wait(b, Direction::Write);
+        let later = Instant::now() + Duration::from_millis(20);
+        assert_eq!(slots.expire(later), None, "both entries came up");
+        assert!(slots.take_expired(a, Direction::Read));
+        assert!(!slots.take_expired(a, Direction::Read), "reported once");
+        assert!(!slots.take_expired(a, Direction::Write));
+        assert!(
+            !slots.take_expired(b, Direction::Write),
+            "its wait had ended"
+        );
+    }
+
+    /// A deadline that replaces a later one is queued on its own and comes up on time;
+    /// the later entry then finds nothing to do.
+    #[test]
+    fn an_earlier_deadline_is_queued_ahead_of_a_later_one() {
+        let mut slots = Slots::default();
+        let a = slots.take();
+        slots.start_deadline(a, Direction::Read, Duration::from_secs(60));
+        slots.end_wait(a, Direction::Read);
+        slots.start_deadline(a, Direction::Read, Duration::from_millis(10));
+        let soon = Instant::now() + Duration::from_millis(20);
+        let next = slots.expire(soon).expect("the 60 s entry is left");
+        assert!(next > soon + Duration::from_secs(50));
+        assert!(slots.take_expired(a, Direction::Read));
+        // The next wait queues its own entry; the stale 60 s one is dropped unheeded.
+        slots.start_deadline(a, Direction::Read, Duration::from_secs(120));
+        let left = slots.expire(next).expect("the 120 s entry");
+        assert!(left > next + Duration::from_secs(50));
+        assert!(!slots.take_expired(a, Direction::Read));
+        assert_eq!(slots.deadlines.len(), 1);
+    }
+
+    /// Stale entries (closed sockets, replaced deadlines) never outgrow the bound, however
+    /// many waits come and go.
+    #[test]
+    fn the_heap_stays_bounded_under_churn_and_shrinking_timeouts() {
+        let mut slots = Slots::default();
+        let live: Vec<Token> = (0..8).map(|_| slots.take()).collect();
+        for round in 0..20_000u64 {
+            // A short connection that waits once with a long timeout, then closes.
+            let short = slots.take();
+            slots.start_deadline(short, Direction::Read, Duration::from_secs(60));
+            slots.give_back(short);
+            // A live one whose every wait is shorter than the last.
+            let token = live[(round % 8) as usize];
+            slots.end_wait(token, Direction::Read);
+            let timeout = Duration::from_secs(1_000_000 - round);
+            slots.start_deadline(token, Direction::Read, timeout);
+            let bound = 4 * slots.slots.len() + DEADLINES_SLACK + 1;
+            assert!(slots.deadlines.len() <= bound, "{}", slots.deadlines.len());
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! send side of its socket, so a reader parked on the socket does not hide a writer parked
 //! on it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -17,9 +17,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
+use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
-use glommio::timer::Timer;
 
 use crate::readiness::{poll_io, Direction, Readiness, Registration};
 
@@ -110,7 +109,7 @@ impl<'a> SocketRef<'a> {
     /// Reads wait at most `timeout`, then fail with `TimedOut` (`None`: for ever).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self.0 {
-            Socket::Polled(polled) => polled.read.set_timeout(timeout),
+            Socket::Polled(polled) => polled.set_timeout(Direction::Read, timeout),
             Socket::None { .. } => Ok(()),
         }
     }
@@ -118,7 +117,7 @@ impl<'a> SocketRef<'a> {
     /// Writes wait at most `timeout`, then fail with `TimedOut` (`None`: for ever).
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self.0 {
-            Socket::Polled(polled) => polled.write.set_timeout(timeout),
+            Socket::Polled(polled) => polled.set_timeout(Direction::Write, timeout),
             Socket::None { .. } => Ok(()),
         }
     }
@@ -159,8 +158,8 @@ impl<'a> SocketRef<'a> {
 pub struct PolledTcp {
     tcp: TcpStream,
     registration: Registration,
-    read: WaitDeadline,
-    write: WaitDeadline,
+    /// How long a read's (write's) wait may last.
+    timeouts: [Cell<Option<Duration>>; 2],
 }
 
 impl PolledTcp {
@@ -173,8 +172,7 @@ impl PolledTcp {
         Ok(PolledTcp {
             tcp,
             registration,
-            read: WaitDeadline::default(),
-            write: WaitDeadline::default(),
+            timeouts: Default::default(),
         })
     }
 
@@ -187,60 +185,21 @@ impl PolledTcp {
         cx: &mut Context<'_>,
         call: impl FnMut() -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
-        let deadline = match direction {
-            Direction::Read => &self.read,
-            Direction::Write => &self.write,
-        };
-        match poll_io(&self.registration, direction, cx, call) {
-            Poll::Ready(result) => {
-                deadline.end_wait();
-                Poll::Ready(result)
-            }
-            Poll::Pending => deadline.poll_expired(cx),
-        }
+        let timeout = self.timeouts[direction.index()].get();
+        poll_io(&self.registration, direction, cx, timeout, call)
     }
-}
 
-/// The timeout of one direction's waits and the timer of the wait under way.
-#[derive(Debug, Default)]
-struct WaitDeadline {
-    timeout: std::cell::Cell<Option<Duration>>,
-    timer: RefCell<Option<Timer>>,
-}
-
-impl WaitDeadline {
-    fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+    /// Sets the timeout of the waits in `direction` and ends the wait under way.
+    fn set_timeout(&self, direction: Direction, timeout: Option<Duration>) -> io::Result<()> {
         if timeout == Some(Duration::ZERO) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a zero timeout would fail every wait",
             ));
         }
-        self.timeout.set(timeout);
-        self.end_wait();
+        self.timeouts[direction.index()].set(timeout);
+        self.registration.end_wait(direction);
         Ok(())
-    }
-
-    fn end_wait(&self) {
-        if let Ok(mut timer) = self.timer.try_borrow_mut() {
-            timer.take();
-        }
-    }
-
-    /// `Pending`, with the timer of this wait started (on its first poll) and polled;
-    /// `TimedOut` once it has fired.
-    fn poll_expired(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let Some(timeout) = self.timeout.get() else {
-            return Poll::Pending;
-        };
-        let mut slot = self.timer.borrow_mut();
-        let timer = slot.get_or_insert_with(|| Timer::new(timeout));
-        if timer.poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        // The next wait starts a timer of its own.
-        *slot = None;
-        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
     }
 }
 
@@ -436,6 +395,39 @@ mod tests {
             let n = polled.read(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"pong");
             let _peer = again.await;
+        });
+    }
+
+    /// A short timeout that starts while the pump sleeps towards a later deadline wakes
+    /// the pump to sleep less: the short wait fails on time, the long one still waits.
+    #[test]
+    fn a_short_deadline_is_kept_while_a_longer_one_is_waited_for() {
+        on_executor(|| async {
+            let (mut long, mut long_peer) = pair().await;
+            let (mut short, _short_peer) = pair().await;
+            long.tcp()
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let long_reader = glommio::spawn_local(async move {
+                let mut buf = [0u8; 8];
+                let n = long.read(&mut buf).await.unwrap();
+                buf[..n].to_vec()
+            });
+            // The pump goes to sleep with the 2 s deadline the earliest.
+            glommio::timer::sleep(Duration::from_millis(30)).await;
+            short
+                .tcp()
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let started = Instant::now();
+            let mut buf = [0u8; 8];
+            let err = short.read(&mut buf).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+            let waited = started.elapsed();
+            assert!(waited >= Duration::from_millis(100), "{waited:?}");
+            assert!(waited < Duration::from_millis(1_000), "{waited:?}");
+            long_peer.write_all(b"late").await.unwrap();
+            assert_eq!(long_reader.await, b"late");
         });
     }
 
