@@ -138,8 +138,9 @@ impl Reloads {
         match loaded {
             None => {}
             Some(Err(reason)) => {
-                view.reload_failed();
+                // Logged before it is counted: whoever sees the count finds the reason.
                 tracing::error!(%reason, "TLS certificate reload refused; new handshakes keep the running certificate");
+                view.reload_failed();
             }
             Some(Ok(identity)) => {
                 let unchanged = self
