@@ -221,13 +221,11 @@ pub async fn serve_connection<S: Transport>(
 /// Reads one head, admits the request and answers it.
 async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Result<After, Abort> {
     let head = read::read_head(ctx, conn).await?;
-    // One clock read per request: its latency and its body deadline start here.
-    let started = Instant::now();
-    conn.transfer = Transfer::new(ctx.limits.pace(started));
-    let (request, head_len) = match head {
-        HeadOutcome::Complete(request, len) => (request, len),
+    let (request, head_len, started) = match head {
+        HeadOutcome::Complete(request, len, started) => (request, len, started),
         HeadOutcome::Closed => return Ok(After::Close),
-        HeadOutcome::Rejected(refusal) => {
+        HeadOutcome::Rejected(refusal, started) => {
+            conn.transfer = Transfer::new(ctx.limits.pace(started));
             let corr = ctx.new_corr_id();
             respond::refuse(ctx, conn, &refusal, &corr, true).await?;
             let status = refusal.status();
@@ -236,6 +234,8 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
             return Ok(After::Close);
         }
     };
+    // Its latency and its body deadline start when its head's first bytes were in hand.
+    conn.transfer = Transfer::new(ctx.limits.pace(started));
     conn.rbuf.consume(head_len);
     FrontCounters::add(&ctx.metrics().bytes_in, head_len as u64);
     let op = request.op();
@@ -300,11 +300,10 @@ async fn route<S: Transport>(
         // moved into its box (`serve_one`) — a read must not pay for an upload's size.
         return Box::pin(put::upload(ctx, conn, req, keep)).await;
     }
-    if !req.body_is_empty() {
-        // A body we will not read would desynchronise the stream: answer, then close.
-        let status = answer_without_body(ctx, conn, req, false).await?;
-        return Ok((status, After::Close));
-    }
+    // A body we will not read would desynchronise the stream: answer, then close. One
+    // call site: two would each get a slot in this future, which is moved whole into
+    // its box on every request (`serve_one`).
+    let keep = keep && req.body_is_empty();
     let status = answer_without_body(ctx, conn, req, keep).await?;
     Ok((status, After::keep_if(keep)))
 }

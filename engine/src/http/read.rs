@@ -107,11 +107,13 @@ impl ReadBuf {
 // Inline on purpose: boxing the request would allocate on every request.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum HeadOutcome {
-    /// The request, and the length of its head in the read buffer.
-    Complete(Request, usize),
+    /// The request, the length of its head in the read buffer, and when its first bytes
+    /// were in hand (the request's start: its latency and body deadline count from it).
+    Complete(Request, usize, Instant),
     /// The peer closed or stayed idle past the idle timeout between requests.
     Closed,
-    Rejected(Refusal),
+    /// A head refused, and when its first bytes were in hand.
+    Rejected(Refusal, Instant),
 }
 
 pub(super) async fn read_head<S: Transport>(
@@ -140,20 +142,21 @@ pub(super) async fn read_head<S: Transport>(
             conn.wbuf = ctx.write_buffers.take();
         }
     }
-    let deadline = Instant::now() + limits.header_timeout;
+    // The one clock read of a request that is already here.
+    let started = Instant::now();
+    let deadline = started + limits.header_timeout;
     let timed_out = || {
-        HeadOutcome::Rejected(Refusal::HeadTimeout {
-            timeout_ms: limits.header_timeout.as_millis() as u64,
-        })
+        let timeout_ms = limits.header_timeout.as_millis() as u64;
+        HeadOutcome::Rejected(Refusal::HeadTimeout { timeout_ms }, started)
     };
     loop {
         match parse_request_head(conn.rbuf.filled(), limits.head_bytes_max) {
             Ok(HeadParse::Complete(head)) => {
                 let request = Request::from_head(&head, ctx, conn.peer);
-                return Ok(HeadOutcome::Complete(request, head.head_len));
+                return Ok(HeadOutcome::Complete(request, head.head_len, started));
             }
             Ok(HeadParse::Partial) => {}
-            Err(e) => return Ok(HeadOutcome::Rejected(e.into())),
+            Err(e) => return Ok(HeadOutcome::Rejected(e.into(), started)),
         }
         let Some(left) = deadline
             .checked_duration_since(Instant::now())
