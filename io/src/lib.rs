@@ -12,6 +12,8 @@
 //! - [`readiness`]: one edge-triggered epoll set per shard thread and the pump task
 //!   that wakes the connections waiting on it ([`stream::PolledTcp`]), so a busy shard
 //!   is not interrupted by an io_uring poll completing for every request.
+//! - [`socket_calls`]: `recv`, `send` and `sendmsg` as raw system calls (libc's
+//!   wrappers add two atomics per call for thread cancellation, which ron never uses).
 //! - [`memory`]: an in-memory `Transport` (given input, collected output, no socket)
 //!   that drives the front ends without the network (fuzzing, tests).
 //! - [`tls`]: rustls server configuration (ring provider, ALPN `oap/1` and `http/1.1`)
@@ -28,5 +30,6 @@
 pub mod listener;
 pub mod memory;
 pub mod readiness;
+pub mod socket_calls;
 pub mod stream;
 pub mod tls;

@@ -21,6 +21,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use crate::readiness::{poll_io, Direction, Readiness, Registration};
+use crate::socket_calls;
 
 /// A connection's byte stream: plain TCP, TLS over TCP, or an in-memory stream. `tcp`
 /// reaches the socket underneath for timeouts and options.
@@ -75,16 +76,14 @@ impl<'a> PlainSocket<'a> {
     /// Sends what of `head`, then `body`, fits now in one `sendmsg`: the kernel gathers
     /// both, so the body is never copied behind the head in user space.
     pub fn send_gathered(&self, head: &[u8], body: &[u8]) -> io::Result<usize> {
-        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
         let slices = [io::IoSlice::new(head), io::IoSlice::new(body)];
-        socket2::SockRef::from(&self.0).send_vectored_with_flags(&slices, flags)
+        socket_calls::send_slices(self.0, &slices, 0)
     }
 
     /// Sends what of `buf` fits now, telling the kernel more follows at once (the bytes
     /// wait to share a segment with the next send instead of leaving alone).
     pub fn send_more(&self, buf: &[u8]) -> io::Result<usize> {
-        let flags = libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-        socket2::SockRef::from(&self.0).send_with_flags(buf, flags)
+        socket_calls::send(self.0, buf, libc::MSG_MORE)
     }
 }
 
@@ -225,8 +224,8 @@ impl AsyncRead for PolledTcp {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let socket = socket2::SockRef::from(&self.tcp);
-        self.poll_call(Direction::Read, cx, || io::Read::read(&mut &*socket, buf))
+        let socket = PlainSocket::of(&self.tcp).0;
+        self.poll_call(Direction::Read, cx, || socket_calls::recv(socket, buf))
     }
 }
 
@@ -236,10 +235,8 @@ impl AsyncWrite for PolledTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let socket = socket2::SockRef::from(&self.tcp);
-        self.poll_call(Direction::Write, cx, || {
-            io::Write::write(&mut &*socket, buf)
-        })
+        let socket = PlainSocket::of(&self.tcp).0;
+        self.poll_call(Direction::Write, cx, || socket_calls::send(socket, buf, 0))
     }
 
     fn poll_write_vectored(
@@ -247,9 +244,9 @@ impl AsyncWrite for PolledTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let socket = socket2::SockRef::from(&self.tcp);
+        let socket = PlainSocket::of(&self.tcp).0;
         self.poll_call(Direction::Write, cx, || {
-            io::Write::write_vectored(&mut &*socket, bufs)
+            socket_calls::send_slices(socket, bufs, 0)
         })
     }
 
