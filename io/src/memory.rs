@@ -39,6 +39,8 @@ struct WrittenState {
     total: u64,
     cap: usize,
     closed: bool,
+    /// Each write's length and whether it said more follows (`poll_write_more`).
+    sends: Vec<(usize, bool)>,
 }
 
 impl Written {
@@ -55,6 +57,23 @@ impl Written {
     /// Whether the server closed its side (`poll_close`).
     pub fn closed(&self) -> bool {
         self.0.borrow().closed
+    }
+
+    /// Each write's length and whether it told the stream more follows at once.
+    pub fn sends(&self) -> Vec<(usize, bool)> {
+        self.0.borrow().sends.clone()
+    }
+
+    fn write(&self, buf: &[u8], more: bool) -> io::Result<usize> {
+        let mut w = self.0.borrow_mut();
+        if w.closed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let room = w.cap.saturating_sub(w.bytes.len());
+        w.bytes.extend_from_slice(&buf[..buf.len().min(room)]);
+        w.total += buf.len() as u64;
+        w.sends.push((buf.len(), more));
+        Ok(buf.len())
     }
 }
 
@@ -120,14 +139,7 @@ impl AsyncWrite for MemoryStream {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut w = self.written.0.borrow_mut();
-        if w.closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        let room = w.cap.saturating_sub(w.bytes.len());
-        w.bytes.extend_from_slice(&buf[..buf.len().min(room)]);
-        w.total += buf.len() as u64;
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(self.written.write(buf, false))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -143,6 +155,15 @@ impl AsyncWrite for MemoryStream {
 impl Transport for MemoryStream {
     fn tcp(&self) -> SocketRef<'_> {
         SocketRef::none(self.peer)
+    }
+
+    /// Recorded as such (`Written::sends`), so tests can check who says more follows.
+    fn poll_write_more(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.written.write(buf, true))
     }
 }
 

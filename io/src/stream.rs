@@ -33,6 +33,20 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
     fn plain_socket(&self) -> Option<PlainSocket<'_>> {
         None
     }
+
+    /// Writes like `poll_write`, telling the kernel that more bytes follow at once
+    /// (`MSG_MORE`): a TCP socket holds a short last segment back to fill it with them.
+    /// A writer that uses it must end with a plain write, or the held bytes wait. With
+    /// BBR pacing in the socket (loopback, or any device without the fq qdisc), a short
+    /// segment sent right behind a full one waits on a pacing timer, one per short
+    /// segment. Streams without a plain socket write as `poll_write` does.
+    fn poll_write_more(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write(cx, buf)
+    }
 }
 
 /// A plain TCP socket for the sends glommio 0.9 does not offer: `sendfile(2)` from a
@@ -210,6 +224,17 @@ impl Transport for PolledTcp {
     fn plain_socket(&self) -> Option<PlainSocket<'_>> {
         Some(PlainSocket::of(&self.tcp))
     }
+
+    fn poll_write_more(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let socket = PlainSocket::of(&self.tcp).0;
+        self.poll_call(Direction::Write, cx, || {
+            socket_calls::send(socket, buf, libc::MSG_MORE)
+        })
+    }
 }
 
 impl Transport for futures_rustls::server::TlsStream<PolledTcp> {
@@ -284,6 +309,12 @@ impl<S: Transport> ReadHalf<S> {
 impl<S: Transport> WriteHalf<S> {
     pub fn set_write_timeout(&self, timeout: Option<Duration>) {
         let _ = self.0.borrow().tcp().set_write_timeout(timeout);
+    }
+
+    /// The write half's `poll_write` telling the kernel more follows at once
+    /// ([`Transport::poll_write_more`]).
+    pub fn poll_write_more(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write_more(cx, buf)
     }
 }
 

@@ -5,12 +5,14 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::poll_once;
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncWrite, AsyncWriteExt};
 use ron_codec::frame::Flags;
 use ron_codec::messages::write_response_frame;
 use ron_io::stream::{Transport, WriteHalf};
 use ron_link::counters::FrontCounters;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use super::outbox::{Next, OutFrame, SharedOutboxes, WriterState};
 use super::OapContext;
@@ -74,6 +76,13 @@ struct Batch<'a> {
 }
 
 impl Batch<'_> {
+    /// Every send but the batch's last tells the kernel more follows (`MSG_MORE`), so
+    /// the batch leaves in full segments and at most one short one: a large body's head
+    /// and the body itself used to be pushed separately, and each short segment behind
+    /// a full one waited on a BBR pacing timer in the socket (loopback has no fq qdisc)
+    /// — 7 hrtimers per 1 MiB GET, and half the throughput in the runs where pacing
+    /// bound (docs/PERF.md, "OAP/1 sends"). The next frame is taken before this one's
+    /// body is sent, to know whether anything follows it.
     async fn send<S: Transport>(
         self,
         half: &mut WriteHalf<S>,
@@ -86,37 +95,66 @@ impl Batch<'_> {
             wbuf,
             busy,
         } = self;
-        add_frame(ctx, half, wbuf, first, busy).await?;
-        while !last && wbuf.len() < WRITE_BATCH_BYTES_MAX {
-            let Some(frame) = out.borrow_mut().take_next() else {
-                break;
+        let mut frame = first;
+        loop {
+            let batch_full = gathered_after(wbuf.len(), &frame) >= WRITE_BATCH_BYTES_MAX;
+            let next = match last || batch_full {
+                true => None,
+                false => out.borrow_mut().take_next(),
             };
-            add_frame(ctx, half, wbuf, frame, busy).await?;
+            let body_follows = match next.is_some() || !frame.tail.is_empty() {
+                true => Follows::More,
+                false => Follows::Nothing,
+            };
+            add_frame(ctx, half, wbuf, frame, busy, body_follows).await?;
+            match next {
+                Some(following) => frame = following,
+                None => break,
+            }
         }
         if !wbuf.is_empty() {
-            send(ctx, half, wbuf, busy).await?;
+            send(ctx, half, wbuf, busy, Follows::Nothing).await?;
             wbuf.clear();
         }
         Ok(())
     }
 }
 
-/// Appends `frame` to the batch; a large body is sent straight from its buffer.
+/// How many gathered bytes the batch holds once `frame` is added to `gathered`: a large
+/// body goes straight out and takes what was gathered with its head.
+fn gathered_after(gathered: usize, frame: &OutFrame) -> usize {
+    match frame.body.len() <= COALESCE_BODY_BYTES_MAX {
+        true => gathered + frame.len(),
+        false => frame.tail.len(),
+    }
+}
+
+/// Whether more bytes of the batch follow a send at once.
+#[derive(Clone, Copy)]
+enum Follows {
+    More,
+    Nothing,
+}
+
+/// Appends `frame` to the batch; a large body is sent straight from its buffer, right
+/// behind what was gathered (its head with it), then `body_follows` says whether the
+/// batch sends more after it.
 async fn add_frame<S: Transport>(
     ctx: &OapContext,
     half: &mut WriteHalf<S>,
     wbuf: &mut BytesMut,
     frame: OutFrame,
     busy: &mut Transfer,
+    body_follows: Follows,
 ) -> std::io::Result<()> {
     FrontCounters::add(&ctx.metrics().bytes_out, frame.len() as u64);
     wbuf.extend_from_slice(&frame.head);
     if frame.body.len() <= COALESCE_BODY_BYTES_MAX {
         wbuf.extend_from_slice(&frame.body);
     } else {
-        send(ctx, half, wbuf, busy).await?;
+        send(ctx, half, wbuf, busy, Follows::More).await?;
         wbuf.clear();
-        send(ctx, half, &frame.body, busy).await?;
+        send(ctx, half, &frame.body, busy, body_follows).await?;
     }
     wbuf.extend_from_slice(&frame.tail);
     Ok(())
@@ -128,9 +166,40 @@ async fn send<S: Transport>(
     half: &mut WriteHalf<S>,
     bytes: &[u8],
     busy: &mut Transfer,
+    follows: Follows,
 ) -> std::io::Result<()> {
-    let set_timeout = |h: &WriteHalf<S>, left| h.set_write_timeout(Some(left));
-    transfer::write_all(half, bytes, busy, || (), ctx.metrics(), set_timeout).await
+    match follows {
+        Follows::Nothing => {
+            let set_timeout = |h: &WriteHalf<S>, left| h.set_write_timeout(Some(left));
+            transfer::write_all(half, bytes, busy, || (), ctx.metrics(), set_timeout).await
+        }
+        Follows::More => {
+            let set_timeout = |h: &MoreFollows<'_, S>, left| h.0.set_write_timeout(Some(left));
+            let mut half = MoreFollows(half);
+            transfer::write_all(&mut half, bytes, busy, || (), ctx.metrics(), set_timeout).await
+        }
+    }
+}
+
+/// The write half, every write of which tells the kernel more follows at once.
+struct MoreFollows<'a, S>(&'a mut WriteHalf<S>);
+
+impl<S: Transport> AsyncWrite for MoreFollows<'_, S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.0.poll_write_more(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_close(cx)
+    }
 }
 
 /// A refusal's error envelope as an END frame on `corr_id`.
@@ -150,5 +219,89 @@ pub(super) fn reply_frame(flags: Flags, status: u16, corr_id: u64, payload: &[u8
         head: head.freeze(),
         body: Bytes::new(),
         tail: Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use ron_codec::messages::{HelloRequest, ObjectRequest};
+    use ron_codec::{Address, FrameDecoder};
+    use ron_io::memory::MemoryStream;
+
+    use crate::fuzzing::{FrontEnd, Harness, Served};
+
+    /// A GET of several groups: each large body's head tells the stream more follows
+    /// (it must not go out alone), and the last send says nothing follows (no byte is
+    /// left held back); the body arrives whole.
+    #[test]
+    fn large_bodies_follow_their_heads_and_the_last_send_pushes() {
+        let dir = std::env::temp_dir().join(format!("ron-oap-writer-{}", std::process::id()));
+        let harness = Harness::new(&dir);
+        let served = |front, input: Vec<u8>| {
+            let stream = MemoryStream::new(input, 0, 1 << 21);
+            let written = stream.written();
+            let served = harness.serve(front, stream, Duration::from_secs(10));
+            let all_done = Served {
+                finished: true,
+                settled: true,
+            };
+            assert_eq!(served, all_done);
+            written
+        };
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut put = format!(
+            "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        put.extend_from_slice(&body);
+        assert!(served(FrontEnd::Http, put)
+            .bytes()
+            .starts_with(b"HTTP/1.1 201 "));
+
+        let get = ObjectRequest::Get {
+            addr: Address::of(&body),
+            range: None,
+            proof: false,
+            local: false,
+            kept: false,
+            node: None,
+        };
+        let mut input = HelloRequest::default().frame(1).to_bytes().to_vec();
+        input.extend_from_slice(&get.frame(2, 0, Bytes::new()).unwrap().to_bytes());
+        let written = served(FrontEnd::Oap, input);
+
+        let out = written.bytes();
+        let mut decoder = FrameDecoder::new(ron_codec::frame::MAX_FRAME_BYTES);
+        let mut received = 0;
+        let mut rest = &out[..];
+        while let Some(frame) = decoder.decode(&mut rest).unwrap() {
+            if frame.header.corr_id == 2 {
+                received += frame.payload.len();
+            }
+        }
+        assert!(received >= body.len(), "the body arrives: {received} bytes");
+
+        let sends = written.sends();
+        let large: Vec<usize> = (1..sends.len())
+            .filter(|&i| sends[i].0 > 16 << 10)
+            .collect();
+        assert!(large.len() >= 4, "one send per group body: {sends:?}");
+        for i in large {
+            assert!(
+                sends[i - 1].1,
+                "the head before send {i} said more follows: {sends:?}"
+            );
+        }
+        assert_eq!(
+            sends.last().map(|&(_, more)| more),
+            Some(false),
+            "{sends:?}"
+        );
+        drop(harness);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
