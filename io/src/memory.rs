@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use crate::stream::{SocketRef, Transport};
+use crate::stream::{SocketRef, Transport, WriteMore};
 
 /// One end of an in-memory connection (see the module docs).
 #[derive(Debug)]
@@ -156,8 +156,10 @@ impl Transport for MemoryStream {
     fn tcp(&self) -> SocketRef<'_> {
         SocketRef::none(self.peer)
     }
+}
 
-    /// Recorded as such (`Written::sends`), so tests can check who says more follows.
+/// Recorded as such (`Written::sends`), so tests can check who says more follows.
+impl WriteMore for MemoryStream {
     fn poll_write_more(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,

@@ -25,7 +25,7 @@ use crate::socket_calls;
 
 /// A connection's byte stream: plain TCP, TLS over TCP, or an in-memory stream. `tcp`
 /// reaches the socket underneath for timeouts and options.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
+pub trait Transport: AsyncRead + WriteMore + 'static {
     fn tcp(&self) -> SocketRef<'_>;
 
     /// The socket, when bytes written to it reach the peer as they are: plain TCP only
@@ -33,19 +33,50 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
     fn plain_socket(&self) -> Option<PlainSocket<'_>> {
         None
     }
+}
 
-    /// Writes like `poll_write`, telling the kernel that more bytes follow at once
-    /// (`MSG_MORE`): a TCP socket holds a short last segment back to fill it with them.
-    /// A writer that uses it must end with a plain write, or the held bytes wait. With
-    /// BBR pacing in the socket (loopback, or any device without the fq qdisc), a short
-    /// segment sent right behind a full one waits on a pacing timer, one per short
-    /// segment. Streams without a plain socket write as `poll_write` does.
+/// A writer that can tell the kernel more bytes follow at once (`MSG_MORE`): a TCP
+/// socket then holds a short last segment back to fill it with them. With BBR pacing in
+/// the socket (loopback, or any device without the fq qdisc) a short segment sent right
+/// behind a full one waits on a pacing timer. The OAP/1 writer says so for every send
+/// of a batch but the last (docs/PERF.md, "OAP/1 sends"). A writer that says more
+/// follows must end with a plain write, or the bytes held back wait for the next one.
+/// Writers with no socket write as `poll_write` does.
+pub trait WriteMore: AsyncWrite + Unpin {
     fn poll_write_more(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.poll_write(cx, buf)
+    }
+}
+
+/// A writer every write of which says more follows at once ([`WriteMore`]).
+#[derive(Debug)]
+pub struct MoreFollows<'a, W>(pub &'a mut W);
+
+impl<W> MoreFollows<'_, W> {
+    pub fn get_ref(&self) -> &W {
+        self.0
+    }
+}
+
+impl<W: WriteMore> AsyncWrite for MoreFollows<'_, W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write_more(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_close(cx)
     }
 }
 
@@ -173,6 +204,9 @@ pub struct PolledTcp {
     registration: Registration,
     /// How long a read's (write's) wait may last.
     timeouts: [Cell<Option<Duration>>; 2],
+    /// Writes say more follows (`MSG_MORE`): set for the duration of a
+    /// `poll_write_more`, through TLS too.
+    more_follows: Cell<bool>,
 }
 
 impl PolledTcp {
@@ -186,6 +220,7 @@ impl PolledTcp {
             tcp,
             registration,
             timeouts: Default::default(),
+            more_follows: Cell::new(false),
         })
     }
 
@@ -200,6 +235,13 @@ impl PolledTcp {
     ) -> Poll<io::Result<usize>> {
         let timeout = self.timeouts[direction.index()].get();
         poll_io(&self.registration, direction, cx, timeout, call)
+    }
+
+    fn send_flags(&self) -> libc::c_int {
+        match self.more_follows.get() {
+            true => libc::MSG_MORE,
+            false => 0,
+        }
     }
 
     /// Sets the timeout of the waits in `direction` and ends the wait under way.
@@ -224,22 +266,41 @@ impl Transport for PolledTcp {
     fn plain_socket(&self) -> Option<PlainSocket<'_>> {
         Some(PlainSocket::of(&self.tcp))
     }
+}
 
+impl WriteMore for PolledTcp {
     fn poll_write_more(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let socket = PlainSocket::of(&self.tcp).0;
-        self.poll_call(Direction::Write, cx, || {
-            socket_calls::send(socket, buf, libc::MSG_MORE)
-        })
+        let this = self.get_mut();
+        this.more_follows.set(true);
+        let written = Pin::new(&mut *this).poll_write(cx, buf);
+        this.more_follows.set(false);
+        written
     }
 }
 
 impl Transport for futures_rustls::server::TlsStream<PolledTcp> {
     fn tcp(&self) -> SocketRef<'_> {
         self.get_ref().0.tcp()
+    }
+}
+
+/// The records that a write of plaintext produces go out saying more follows (OAP/1
+/// over TLS: +10 % at 1 MiB GETs, docs/PERF.md "OAP/1 sends").
+impl WriteMore for futures_rustls::server::TlsStream<PolledTcp> {
+    fn poll_write_more(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.get_ref().0.more_follows.set(true);
+        let written = Pin::new(&mut *this).poll_write(cx, buf);
+        this.get_ref().0.more_follows.set(false);
+        written
     }
 }
 
@@ -261,7 +322,10 @@ impl AsyncWrite for PolledTcp {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let socket = PlainSocket::of(&self.tcp).0;
-        self.poll_call(Direction::Write, cx, || socket_calls::send(socket, buf, 0))
+        let flags = self.send_flags();
+        self.poll_call(Direction::Write, cx, || {
+            socket_calls::send(socket, buf, flags)
+        })
     }
 
     fn poll_write_vectored(
@@ -270,8 +334,9 @@ impl AsyncWrite for PolledTcp {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let socket = PlainSocket::of(&self.tcp).0;
+        let flags = self.send_flags();
         self.poll_call(Direction::Write, cx, || {
-            socket_calls::send_slices(socket, bufs, 0)
+            socket_calls::send_slices(socket, bufs, flags)
         })
     }
 
@@ -310,10 +375,14 @@ impl<S: Transport> WriteHalf<S> {
     pub fn set_write_timeout(&self, timeout: Option<Duration>) {
         let _ = self.0.borrow().tcp().set_write_timeout(timeout);
     }
+}
 
-    /// The write half's `poll_write` telling the kernel more follows at once
-    /// ([`Transport::poll_write_more`]).
-    pub fn poll_write_more(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+impl<S: Transport> WriteMore for WriteHalf<S> {
+    fn poll_write_more(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_write_more(cx, buf)
     }
 }

@@ -5,14 +5,12 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::poll_once;
-use futures_lite::{AsyncWrite, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use ron_codec::frame::Flags;
 use ron_codec::messages::write_response_frame;
-use ron_io::stream::{Transport, WriteHalf};
+use ron_io::stream::{MoreFollows, Transport, WriteHalf};
 use ron_link::counters::FrontCounters;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
 use super::outbox::{Next, OutFrame, SharedOutboxes, WriterState};
 use super::OapContext;
@@ -174,31 +172,11 @@ async fn send<S: Transport>(
             transfer::write_all(half, bytes, busy, || (), ctx.metrics(), set_timeout).await
         }
         Follows::More => {
-            let set_timeout = |h: &MoreFollows<'_, S>, left| h.0.set_write_timeout(Some(left));
+            let set_timeout =
+                |h: &MoreFollows<'_, WriteHalf<S>>, left| h.get_ref().set_write_timeout(Some(left));
             let mut half = MoreFollows(half);
             transfer::write_all(&mut half, bytes, busy, || (), ctx.metrics(), set_timeout).await
         }
-    }
-}
-
-/// The write half, every write of which tells the kernel more follows at once.
-struct MoreFollows<'a, S>(&'a mut WriteHalf<S>);
-
-impl<S: Transport> AsyncWrite for MoreFollows<'_, S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.0.poll_write_more(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0).poll_close(cx)
     }
 }
 
