@@ -170,6 +170,21 @@ impl Harness {
         })
     }
 
+    /// Serves `input` as one connection that must finish and settle within 10 s; what
+    /// the connection wrote. For tests.
+    #[cfg(test)]
+    pub fn serve_to_end(&self, front: FrontEnd, input: Vec<u8>) -> ron_io::memory::Written {
+        let stream = MemoryStream::new(input, 7, 1 << 21);
+        let written = stream.written();
+        let served = self.serve(front, stream, Duration::from_secs(10));
+        let all_done = Served {
+            finished: true,
+            settled: true,
+        };
+        assert_eq!(served, all_done);
+        written
+    }
+
     /// The scratch data dir (objects stored by earlier connections stay there).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -193,20 +208,7 @@ mod tests {
     fn serves_http_and_oap_over_memory_streams() {
         let dir = std::env::temp_dir().join(format!("ron-fuzzing-test-{}", std::process::id()));
         let harness = Harness::new(&dir);
-        let bound = Duration::from_secs(10);
-        let serve = |front, input: &[u8]| {
-            let stream = MemoryStream::new(input.to_vec(), 7, 1 << 16);
-            let written = stream.written();
-            let served = harness.serve(front, stream, bound);
-            assert_eq!(
-                served,
-                Served {
-                    finished: true,
-                    settled: true
-                }
-            );
-            written.bytes()
-        };
+        let serve = |front, input: &[u8]| harness.serve_to_end(front, input.to_vec()).bytes();
         let put = b"PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello";
         assert!(serve(FrontEnd::Http, put).starts_with(b"HTTP/1.1 201 "));
         let addr = ron_codec::Address::of(b"hello");

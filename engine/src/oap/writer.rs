@@ -202,14 +202,10 @@ pub(super) fn reply_frame(flags: Flags, status: u16, corr_id: u64, payload: &[u8
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
+    use crate::fuzzing::{FrontEnd, Harness};
     use bytes::Bytes;
     use ron_codec::messages::{HelloRequest, ObjectRequest};
     use ron_codec::{Address, FrameDecoder};
-    use ron_io::memory::MemoryStream;
-
-    use crate::fuzzing::{FrontEnd, Harness, Served};
 
     /// A GET of several groups: each large body's head tells the stream more follows
     /// (it must not go out alone), and the last send says nothing follows (no byte is
@@ -218,17 +214,7 @@ mod tests {
     fn large_bodies_follow_their_heads_and_the_last_send_pushes() {
         let dir = std::env::temp_dir().join(format!("ron-oap-writer-{}", std::process::id()));
         let harness = Harness::new(&dir);
-        let served = |front, input: Vec<u8>| {
-            let stream = MemoryStream::new(input, 0, 1 << 21);
-            let written = stream.written();
-            let served = harness.serve(front, stream, Duration::from_secs(10));
-            let all_done = Served {
-                finished: true,
-                settled: true,
-            };
-            assert_eq!(served, all_done);
-            written
-        };
+        let served = |front, input| harness.serve_to_end(front, input);
         let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let mut put = format!(
             "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
