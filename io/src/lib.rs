@@ -7,8 +7,10 @@
 //!   start-up.
 //! - [`stream`]: the [`stream::Transport`] trait over plain TCP and TLS-over-TCP, so
 //!   each front end is written once; [`stream::PlainSocket`], the sends glommio 0.9
-//!   lacks on a plain TCP socket (`sendfile`, `MSG_MORE`), non-blocking; and a single-threaded split into read and write
-//!   halves for protocols with one reader task and one writer task (OAP/1).
+//!   lacks on a plain TCP socket (`sendfile`, `MSG_MORE`), non-blocking;
+//!   [`stream::WriteMore`], a write that says more follows at once (through TLS too);
+//!   and a single-threaded split into read and write halves for protocols with one
+//!   reader task and one writer task (OAP/1).
 //! - [`readiness`]: one edge-triggered epoll set per shard thread and the pump task
 //!   that wakes the connections waiting on it ([`stream::PolledTcp`]), so a busy shard
 //!   is not interrupted by an io_uring poll completing for every request.
