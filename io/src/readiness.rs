@@ -38,7 +38,7 @@
 //! socket's); [`EVENTS_PER_ROUND_MAX`] events are taken per `epoll_wait` (more remain
 //! on the list for the next round). The deadline heap holds at most two live entries
 //! per slot; entries of closed sockets are dropped when they come up, or all at once
-//! when they outnumber the live ones ([`Slots::compact_deadlines`]). A deadline is
+//! when they outnumber the live ones (`Slots::compact_deadlines`). A deadline is
 //! noticed at most [`YIELD_ROUNDS_MAX`] pump rounds late on a busy shard.
 
 use std::cell::RefCell;
