@@ -302,3 +302,49 @@ fn read_ahead_shares_one_budget_per_shard_and_gets_it_back() {
     .join()
     .expect("shard thread");
 }
+
+/// A run read cold lies end to end in the verified cache even when one of its groups
+/// was cached on its own before, so a range over both leaves in one `sendfile`; and the
+/// bytes are the object's.
+#[test]
+fn a_run_read_cold_is_kept_end_to_end_in_one_arena() {
+    let dir = DataDir::new("run");
+    let data_dir = dir.0.clone();
+    on_executor("run", move || async move {
+        let metrics = Arc::new(StorageCounters::default());
+        let shard = Shard::start(
+            ShardIndex(0),
+            routing(&data_dir, 1),
+            config(&data_dir, 1 << 26),
+            None,
+            Arc::clone(&metrics),
+        )
+        .await
+        .expect("start");
+        let group = GROUP_LEN_BYTES as usize;
+        let data = object(4 * group, 9);
+        put(&shard, &data, "").await.expect("put");
+        let meta = shard
+            .meta(&ChunkTree::of(&data).root())
+            .await
+            .expect("meta");
+        // Group 2 alone first, as a range that touched only it would leave it.
+        shard.group(&meta, GroupIndex(2)).await.expect("group 2");
+        let run = shard
+            .groups(&meta, GroupIndex(1), 2)
+            .await
+            .expect("groups 1-2");
+        assert!(run[0][..] == data[group..2 * group]);
+        assert!(run[1][..] == data[2 * group..3 * group]);
+        let cached = shard
+            .cached_groups(&meta, GroupIndex(1), 2)
+            .expect("both cached");
+        let (first, second) = (&cached[0], &cached[1]);
+        let (a, b) = (first.file.as_ref().unwrap(), second.file.as_ref().unwrap());
+        assert!(Rc::ptr_eq(&a.file, &b.file), "one arena");
+        assert_eq!(a.offset + first.len() as u64, b.offset, "end to end");
+        assert!(second[..] == data[2 * group..3 * group]);
+    })
+    .join()
+    .expect("shard thread");
+}

@@ -243,11 +243,23 @@ impl Shard {
                 addr,
                 group: GroupIndex(g),
             };
+            let expected = group_len(meta.len(), key.group).unwrap_or(0);
             let kept = match self.cached_group(meta, &key) {
-                Some(cached) => cached,
+                // Kept again from the read, after the groups before it: a run read cold
+                // then lies end to end in one arena and leaves in one `sendfile` (a
+                // range that found one of its two groups cached paid two). The old copy
+                // goes with its arena; a read that fails its check leaves the cached one.
+                Some(cached) => {
+                    match self.keep_verified(meta, key, read.group(key.group, expected)) {
+                        Ok(kept) => {
+                            checked[groups.len()] = true;
+                            kept
+                        }
+                        Err(_) => cached,
+                    }
+                }
                 None => {
                     StorageCounters::add(&self.metrics.cache_misses, 1);
-                    let expected = group_len(meta.len(), key.group).unwrap_or(0);
                     match self.keep_verified(meta, key, read.group(key.group, expected)) {
                         Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
                             damaged.push((groups.len(), key, e));
