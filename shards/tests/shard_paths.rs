@@ -77,6 +77,19 @@ where
         .expect("executor")
 }
 
+/// One shard alone on `data_dir` (no mesh), with its own counters.
+async fn one_shard(data_dir: &Path) -> Rc<Shard> {
+    Shard::start(
+        ShardIndex(0),
+        routing(data_dir, 1),
+        config(data_dir, 1 << 26),
+        None,
+        Arc::new(StorageCounters::default()),
+    )
+    .await
+    .expect("start")
+}
+
 fn object(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31) ^ seed)
@@ -276,16 +289,7 @@ fn read_ahead_shares_one_budget_per_shard_and_gets_it_back() {
     let dir = DataDir::new("read-ahead");
     let data_dir = dir.0.clone();
     on_executor("read-ahead", move || async move {
-        let metrics = Arc::new(StorageCounters::default());
-        let shard = Shard::start(
-            ShardIndex(0),
-            routing(&data_dir, 1),
-            config(&data_dir, 1 << 26),
-            None,
-            metrics,
-        )
-        .await
-        .expect("start");
+        let shard = one_shard(&data_dir).await;
         let batch = 512 * 1024;
         let permits: Vec<_> = (0..READ_AHEAD_BYTES_MAX / batch)
             .map(|i| {
@@ -311,16 +315,7 @@ fn a_run_read_cold_is_kept_end_to_end_in_one_arena() {
     let dir = DataDir::new("run");
     let data_dir = dir.0.clone();
     on_executor("run", move || async move {
-        let metrics = Arc::new(StorageCounters::default());
-        let shard = Shard::start(
-            ShardIndex(0),
-            routing(&data_dir, 1),
-            config(&data_dir, 1 << 26),
-            None,
-            Arc::clone(&metrics),
-        )
-        .await
-        .expect("start");
+        let shard = one_shard(&data_dir).await;
         let group = GROUP_LEN_BYTES as usize;
         let data = object(4 * group, 9);
         put(&shard, &data, "").await.expect("put");
