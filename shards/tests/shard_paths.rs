@@ -308,8 +308,8 @@ fn read_ahead_shares_one_budget_per_shard_and_gets_it_back() {
 }
 
 /// A run read cold lies end to end in the verified cache even when one of its groups
-/// was cached on its own before, so a range over both leaves in one `sendfile`; and the
-/// bytes are the object's.
+/// was cached on its own before, so a range over both leaves in one `sendfile`; a run
+/// mostly cached keeps its cached groups where they are; the bytes are the object's.
 #[test]
 fn a_run_read_cold_is_kept_end_to_end_in_one_arena() {
     let dir = DataDir::new("run");
@@ -339,6 +339,24 @@ fn a_run_read_cold_is_kept_end_to_end_in_one_arena() {
         assert!(Rc::ptr_eq(&a.file, &b.file), "one arena");
         assert_eq!(a.offset + first.len() as u64, b.offset, "end to end");
         assert!(second[..] == data[2 * group..3 * group]);
+
+        // A run mostly cached already (groups 0-2 of 0-3) keeps its cached groups where
+        // they are: kept again, they would cost more checks than the read itself.
+        let before = a.offset;
+        shard.group(&meta, GroupIndex(0)).await.expect("group 0");
+        let run = shard
+            .groups(&meta, GroupIndex(0), 4)
+            .await
+            .expect("groups 0-3");
+        assert!(run.iter().flat_map(|g| g.iter()).eq(data.iter()));
+        let again = shard
+            .cached_groups(&meta, GroupIndex(1), 1)
+            .expect("cached");
+        assert_eq!(
+            again[0].file.as_ref().unwrap().offset,
+            before,
+            "group 1 stayed"
+        );
     })
     .join()
     .expect("shard thread");

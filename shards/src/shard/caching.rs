@@ -56,16 +56,7 @@ impl Shard {
         count: u64,
     ) -> Option<Vec<GroupBytes>> {
         let addr = meta.addr();
-        let all_cached = {
-            let cache = self.groups.borrow();
-            (first.0..first.0 + count).all(|g| {
-                cache.contains(&GroupKey {
-                    addr,
-                    group: GroupIndex(g),
-                })
-            })
-        };
-        all_cached.then(|| {
+        (self.cached_count(meta, first, count) == count).then(|| {
             (first.0..first.0 + count)
                 .filter_map(|g| {
                     let key = GroupKey {
@@ -76,6 +67,21 @@ impl Shard {
                 })
                 .collect()
         })
+    }
+
+    /// How many of groups `first..first + count` the cache holds.
+    pub(super) fn cached_count(&self, meta: &ObjectMeta, first: GroupIndex, count: u64) -> u64 {
+        let addr = meta.addr();
+        let cache = self.groups.borrow();
+        let range = first.0..first.0 + count;
+        range
+            .filter(|&g| {
+                cache.contains(&GroupKey {
+                    addr,
+                    group: GroupIndex(g),
+                })
+            })
+            .count() as u64
     }
 
     pub(super) fn cached_group(&self, meta: &ObjectMeta, key: &GroupKey) -> Option<GroupBytes> {

@@ -238,6 +238,13 @@ impl Shard {
         // Which of the read's groups passed their check as read (not those served
         // from the cache instead): a rebuild takes them without hashing them again.
         let mut checked = vec![false; count as usize];
+        // A run read cold is kept end to end in one arena, so that it leaves in one
+        // `sendfile` (a range that found one of its two groups cached paid two): its
+        // cached groups are kept again from the read, after the groups before it — when
+        // they are at most half the run, so that the extra checks and copies never cost
+        // more than the read's own (a read-ahead batch that missed one group of eight
+        // keeps the other seven where they are). Old copies go with their arenas.
+        let keep_cached_again = 2 * self.cached_count(meta, first, count) <= count;
         for g in first.0..first.0 + count {
             let key = GroupKey {
                 addr,
@@ -245,10 +252,9 @@ impl Shard {
             };
             let expected = group_len(meta.len(), key.group).unwrap_or(0);
             let kept = match self.cached_group(meta, &key) {
-                // Kept again from the read, after the groups before it: a run read cold
-                // then lies end to end in one arena and leaves in one `sendfile` (a
-                // range that found one of its two groups cached paid two). The old copy
-                // goes with its arena; a read that fails its check leaves the cached one.
+                Some(cached) if !keep_cached_again => cached,
+                // A read that fails its check (counted in `verify_failures`) leaves the
+                // cached copy in use.
                 Some(cached) => {
                     match self.keep_verified(meta, key, read.group(key.group, expected)) {
                         Ok(kept) => {
