@@ -39,9 +39,13 @@ struct WrittenState {
     total: u64,
     cap: usize,
     closed: bool,
-    /// Each write's length and whether it said more follows (`poll_write_more`).
+    /// Each write's length and whether it said more follows (`poll_write_more`): the
+    /// first [`SENDS_RECORDED_MAX`].
     sends: Vec<(usize, bool)>,
 }
+
+/// Writes a stream records the kind of (a fuzzed connection may write without end).
+const SENDS_RECORDED_MAX: usize = 4096;
 
 impl Written {
     /// The first bytes written, at most the stream's `keep` bytes.
@@ -59,7 +63,8 @@ impl Written {
         self.0.borrow().closed
     }
 
-    /// Each write's length and whether it told the stream more follows at once.
+    /// Each write's length and whether it told the stream more follows at once (the
+    /// first 4,096 writes).
     pub fn sends(&self) -> Vec<(usize, bool)> {
         self.0.borrow().sends.clone()
     }
@@ -72,7 +77,9 @@ impl Written {
         let room = w.cap.saturating_sub(w.bytes.len());
         w.bytes.extend_from_slice(&buf[..buf.len().min(room)]);
         w.total += buf.len() as u64;
-        w.sends.push((buf.len(), more));
+        if w.sends.len() < SENDS_RECORDED_MAX {
+            w.sends.push((buf.len(), more));
+        }
         Ok(buf.len())
     }
 }

@@ -92,6 +92,13 @@ struct Slot {
     waiters: [Waiter; 2],
 }
 
+impl Slot {
+    /// Whether the slot is `token`'s socket's (not free, not reused since).
+    fn holds(&self, token: Token) -> bool {
+        self.in_use && self.generation == token.generation
+    }
+}
+
 /// One direction's wait under way.
 #[derive(Debug, Default)]
 struct Waiter {
@@ -242,7 +249,7 @@ impl Slots {
     fn slot(&mut self, token: Token) -> Option<&mut Slot> {
         self.slots
             .get_mut(token.index as usize)
-            .filter(|slot| slot.in_use && slot.generation == token.generation)
+            .filter(|slot| slot.holds(token))
     }
 
     fn wake(&mut self, token: Token, events: EpollFlags) {
@@ -358,11 +365,9 @@ impl Slots {
         let slots = &self.slots;
         self.deadlines.retain(|&Reverse((at, data, direction))| {
             let token = Token::from_data(data);
-            slots.get(token.index as usize).is_some_and(|slot| {
-                slot.in_use
-                    && slot.generation == token.generation
-                    && slot.waiters[direction].queued == Some(at)
-            })
+            slots
+                .get(token.index as usize)
+                .is_some_and(|slot| slot.holds(token) && slot.waiters[direction].queued == Some(at))
         });
     }
 }
@@ -402,7 +407,7 @@ impl Registration {
 
     /// Ends the wait in `direction` (the call it waited for went through, or its
     /// timeout changed): its deadline stops, and a timeout not yet reported is dropped.
-    pub fn end_wait(&self, direction: Direction) {
+    pub(crate) fn end_wait(&self, direction: Direction) {
         self.readiness
             .slots
             .borrow_mut()

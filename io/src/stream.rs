@@ -274,11 +274,7 @@ impl WriteMore for PolledTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.more_follows.set(true);
-        let written = Pin::new(&mut *this).poll_write(cx, buf);
-        this.more_follows.set(false);
-        written
+        poll_write_saying_more(self.get_mut(), |tcp| tcp, cx, buf)
     }
 }
 
@@ -296,12 +292,22 @@ impl WriteMore for futures_rustls::server::TlsStream<PolledTcp> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.get_ref().0.more_follows.set(true);
-        let written = Pin::new(&mut *this).poll_write(cx, buf);
-        this.get_ref().0.more_follows.set(false);
-        written
+        poll_write_saying_more(self.get_mut(), |tls| tls.get_ref().0, cx, buf)
     }
+}
+
+/// `poll_write` on `stream`, the sends of whose socket (`socket` reaches it) say more
+/// follows for the duration of the call.
+fn poll_write_saying_more<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    socket: impl Fn(&W) -> &PolledTcp,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+) -> Poll<io::Result<usize>> {
+    socket(stream).more_follows.set(true);
+    let written = Pin::new(&mut *stream).poll_write(cx, buf);
+    socket(stream).more_follows.set(false);
+    written
 }
 
 impl AsyncRead for PolledTcp {
