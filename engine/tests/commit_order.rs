@@ -13,9 +13,9 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::strace;
 use common::*;
 
 /// One traced system call: thread, entry time (s since the epoch), name, arguments
@@ -101,47 +101,6 @@ fn rename_paths(call: &Call) -> (String, String) {
     (quoted[1].to_string(), quoted[3].to_string())
 }
 
-fn attach_strace(pid: u32, out: &Path) -> Child {
-    let child = Command::new("strace")
-        .args(["-f", "-ttt", "-T", "-y", "-o"])
-        .arg(out)
-        .args([
-            "-e",
-            "trace=rename,renameat,renameat2,fsync,fdatasync,pwrite64",
-        ])
-        .args(["-p", &pid.to_string()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strace is needed for this test (apt-get install strace; .ci/run installs it)");
-    // strace reports once it has attached every thread.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| {
-            !s.lines()
-                .any(|l| l.starts_with("TracerPid:") && l.trim() != "TracerPid:\t0")
-        })
-        .unwrap_or(true)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "strace did not attach within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    child
-}
-
-fn detach_strace(mut strace: Child) {
-    let pid = strace.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while strace.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "strace did not detach");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn now_epoch() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -191,7 +150,11 @@ fn every_acknowledged_small_upload_is_appended_and_synced_before_its_answer() {
 /// strace; returns the calls traced and the answers.
 fn upload_traced(n: &Node, same: &[u8], distinct: Vec<Vec<u8>>) -> (Vec<Call>, Vec<Answered>) {
     let trace_path = n.data_dir.with_extension("strace");
-    let strace = attach_strace(n.pid(), &trace_path);
+    let strace = strace::attach(
+        n.pid(),
+        &trace_path,
+        "rename,renameat,renameat2,fsync,fdatasync,pwrite64",
+    );
     let bodies = std::iter::repeat_n(same.to_vec(), 8).chain(distinct);
     let clients: Vec<_> = bodies
         .map(|body| {
@@ -209,7 +172,7 @@ fn upload_traced(n: &Node, same: &[u8], distinct: Vec<Vec<u8>>) -> (Vec<Call>, V
         })
         .collect();
     let answers: Vec<Answered> = clients.into_iter().map(|c| c.join().unwrap()).collect();
-    detach_strace(strace);
+    strace::detach(strace);
     let calls = parse_trace(&std::fs::read_to_string(&trace_path).unwrap());
     (calls, answers)
 }

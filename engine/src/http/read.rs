@@ -4,11 +4,11 @@
 //! bodies (length-delimited or chunked) streamed into an upload within the request's
 //! transfer deadline (`crate::transfer`).
 
+use std::future::Future;
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::future::poll_once;
 use futures_lite::AsyncReadExt;
 use ron_codec::http::chunked::{ChunkedDecoder, ChunkedStep};
 use ron_codec::http::head::{parse_request_head, BodyFraming, HeadParse};
@@ -126,14 +126,19 @@ pub(super) async fn read_head<S: Transport>(
             .stream
             .tcp()
             .set_read_timeout(Some(limits.idle_timeout));
-        let first = match poll_once(conn.rbuf.fill_idle(&mut conn.stream)).await {
-            Some(read) => read,
-            None => {
-                // Idle for real: hold no write buffer either while waiting.
-                ctx.write_buffers.give_back(std::mem::take(&mut conn.wbuf));
-                conn.rbuf.fill_idle(&mut conn.stream).await
+        // One read, polled once per wake: while it waits (the socket had nothing) the
+        // connection holds no write buffer either. Polling it again before the wake, or
+        // a second read, would only meet the same empty socket (`EAGAIN`) once more.
+        let mut idle = std::pin::pin!(conn.rbuf.fill_idle(&mut conn.stream));
+        let wbuf = &mut conn.wbuf;
+        let first = std::future::poll_fn(|cx| {
+            let read = idle.as_mut().poll(cx);
+            if read.is_pending() && wbuf.capacity() > 0 {
+                ctx.write_buffers.give_back(std::mem::take(wbuf));
             }
-        };
+            read
+        })
+        .await;
         match first {
             Ok(0) | Err(_) => return Ok(HeadOutcome::Closed),
             Ok(_) => {}
