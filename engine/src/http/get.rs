@@ -201,7 +201,7 @@ fn write_head<S>(
 }
 
 /// Writes the head (in `wbuf`) and the body, one verified group slice at a time. A
-/// small first slice rides with the head (one send). Larger slices that lie in the
+/// small whole body rides with the head (one send). Larger slices that lie in the
 /// verified cache's arenas go out with `sendfile` on plain TCP (no copy; the head is sent
 /// with `MSG_MORE` so it shares the body's packet when both fit one, else alone — see
 /// `HEAD_WITH_BODY_BYTES_MAX`), one call per run of slices
@@ -220,8 +220,13 @@ async fn send_body<S: Transport>(
         // sees a short body, never a wrong byte.
         let group = group.map_err(|refusal| body_aborted(ctx, corr, stream, &refusal))?;
         let (_, slice) = span.slice(group.index, &group.bytes);
-        let zero_copy =
-            conn.zero_copy && slice.file.is_some() && slice.len() > COALESCE_BODY_BYTES_MAX;
+        let zero_copy = conn.zero_copy && slice.file.is_some() && {
+            // A small slice is copied only when that saves a system call: a small body
+            // that is one slice, gathered behind its head. A slice of a longer body
+            // joins the slices beside it in the arena, in the `sendfile` of the rest.
+            let part_of_body = (slice.len() as u64) < span.len;
+            slice.len() > COALESCE_BODY_BYTES_MAX || part_of_body
+        };
         if !head_sent {
             head_sent = true;
             let head_fits_body_packet =
