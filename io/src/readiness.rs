@@ -90,6 +90,14 @@ struct Slot {
     generation: u32,
     in_use: bool,
     waiters: [Waiter; 2],
+    /// A read came back short and no input edge has come since: the socket is known
+    /// empty, and the next read waits for the edge without asking the kernel first.
+    drained: bool,
+    /// An edge said the peer closed, reset or failed. Sticky: that edge comes once, and
+    /// it may be taken before the short read that returns the bytes ahead of it — so a
+    /// socket that had it is never taken for drained (its next read returns 0 or the
+    /// error).
+    input_ended: bool,
 }
 
 impl Slot {
@@ -257,8 +265,11 @@ impl Slots {
             return;
         };
         let trouble = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
+        let ended = EpollFlags::EPOLLRDHUP | trouble;
+        slot.input_ended |= events.intersects(ended);
         let [read, write] = &mut slot.waiters;
-        if events.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | trouble) {
+        if events.intersects(EpollFlags::EPOLLIN | ended) {
+            slot.drained = false;
             if let Some(waker) = read.waker.take() {
                 waker.wake();
             }
@@ -268,6 +279,19 @@ impl Slots {
                 waker.wake();
             }
         }
+    }
+
+    /// A read on `token`'s socket returned `read` bytes into room for `room`: fewer (and
+    /// not end of stream) means it emptied the socket.
+    fn note_read(&mut self, token: Token, read: usize, room: usize) {
+        if let Some(slot) = self.slot(token) {
+            slot.drained = (1..room).contains(&read) && !slot.input_ended;
+        }
+    }
+
+    /// Whether `token`'s socket is known empty (`Slot::drained`).
+    fn drained(&mut self, token: Token) -> bool {
+        self.slot(token).is_some_and(|slot| slot.drained)
     }
 
     /// Starts the deadline of `token`'s wait in `direction`, `timeout` from now, unless
@@ -405,6 +429,19 @@ impl Registration {
         Poll::Pending
     }
 
+    /// Records what a read returned (`read` bytes into room for `room`): a short one
+    /// means the socket is empty until its next input edge.
+    fn drained(&self) -> bool {
+        self.readiness.slots.borrow_mut().drained(self.token)
+    }
+
+    pub(crate) fn note_read(&self, read: usize, room: usize) {
+        self.readiness
+            .slots
+            .borrow_mut()
+            .note_read(self.token, read, room);
+    }
+
     /// Ends the wait in `direction` (the call it waited for went through, or its
     /// timeout changed): its deadline stops, and a timeout not yet reported is dropped.
     pub(crate) fn end_wait(&self, direction: Direction) {
@@ -507,6 +544,10 @@ fn epoll_watcher(epoll: &Epoll) -> io::Result<glommio::net::UnixStream> {
 /// Polls a non-blocking call on a registered socket: its result, or — when it would
 /// block — the waker left for the socket's next edge in `direction` and `Pending`,
 /// unless the wait has outlasted `timeout` (`TimedOut`; `None`: waits for ever).
+///
+/// A read on a socket known empty (the last one came back short, no input edge since)
+/// waits at once: the call would only meet `EAGAIN` (nginx's `ready` flag does the
+/// same). The caller reports each read's result with [`Registration::note_read`].
 pub fn poll_io(
     registration: &Registration,
     direction: Direction,
@@ -514,6 +555,9 @@ pub fn poll_io(
     timeout: Option<Duration>,
     mut call: impl FnMut() -> io::Result<usize>,
 ) -> Poll<io::Result<usize>> {
+    if direction == Direction::Read && registration.drained() {
+        return registration.wait(direction, cx, timeout);
+    }
     loop {
         let result = call();
         match &result {
@@ -544,6 +588,32 @@ mod tests {
         assert_ne!(b.generation, a.generation);
         assert!(slots.slot(a).is_none(), "a stale token finds nobody");
         assert!(slots.slot(b).is_some());
+    }
+
+    #[test]
+    fn a_short_read_leaves_the_socket_drained_until_an_input_edge_and_never_after_an_end() {
+        let mut slots = Slots::default();
+        let a = slots.take();
+        assert!(!slots.drained(a), "a new socket may hold bytes already");
+        slots.note_read(a, 100, 4096);
+        assert!(slots.drained(a));
+        slots.wake(a, EpollFlags::EPOLLOUT);
+        assert!(slots.drained(a), "room to write says nothing of input");
+        slots.wake(a, EpollFlags::EPOLLIN);
+        assert!(!slots.drained(a));
+        slots.note_read(a, 4096, 4096);
+        assert!(!slots.drained(a), "a full read may have left more");
+        slots.note_read(a, 0, 4096);
+        assert!(!slots.drained(a), "the end of the stream is read again");
+        slots.wake(a, EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP);
+        slots.note_read(a, 10, 4096);
+        assert!(
+            !slots.drained(a),
+            "after the peer's end, the next read returns it"
+        );
+        slots.give_back(a);
+        let b = slots.take();
+        assert!(!slots.drained(b), "a reused slot starts afresh");
     }
 
     #[test]

@@ -317,7 +317,12 @@ impl AsyncRead for PolledTcp {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let socket = PlainSocket::of(&self.tcp).0;
-        self.poll_call(Direction::Read, cx, || socket_calls::recv(socket, buf))
+        let room = buf.len();
+        let read = self.poll_call(Direction::Read, cx, || socket_calls::recv(socket, buf));
+        if let Poll::Ready(Ok(n)) = read {
+            self.registration.note_read(n, room);
+        }
+        read
     }
 }
 
