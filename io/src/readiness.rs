@@ -18,6 +18,9 @@
 //!   socket empty (or full) leaves its waker in its slot and waits; the edge that
 //!   follows — new bytes, or room — is what wakes it. Bytes that arrived before the
 //!   waker was left were seen by the call that came first, so no edge is missed.
+//! - A read that came back short emptied the socket: the next one waits for the input
+//!   edge without a call that would only meet `EAGAIN` — unless an edge has said the
+//!   peer ended, which comes once and may have been taken before that short read.
 //! - The shard's pump task collects the ready list with a non-blocking `epoll_wait`
 //!   and wakes the waiters named; while it finds some, its next round runs behind the
 //!   tasks it woke, and every [`YIELD_ROUNDS_MAX`] rounds after glommio has polled its
