@@ -432,12 +432,14 @@ impl Registration {
         Poll::Pending
     }
 
-    /// Records what a read returned (`read` bytes into room for `room`): a short one
-    /// means the socket is empty until its next input edge.
+    /// Whether the socket is known empty: its last read came back short and no input
+    /// edge has come since.
     fn drained(&self) -> bool {
         self.readiness.slots.borrow_mut().drained(self.token)
     }
 
+    /// Records what a read returned (`read` bytes into room for `room`): a short one
+    /// means the socket is empty until its next input edge.
     pub(crate) fn note_read(&self, read: usize, room: usize) {
         self.readiness
             .slots
