@@ -440,7 +440,7 @@ impl Registration {
 
     /// Records what a read returned (`read` bytes into room for `room`): a short one
     /// means the socket is empty until its next input edge.
-    pub(crate) fn note_read(&self, read: usize, room: usize) {
+    fn note_read(&self, read: usize, room: usize) {
         self.readiness
             .slots
             .borrow_mut()
@@ -546,13 +546,30 @@ fn epoll_watcher(epoll: &Epoll) -> io::Result<glommio::net::UnixStream> {
     Ok(watcher)
 }
 
+/// [`poll_io`] for a read of at most `room` bytes. On a socket known empty (the last
+/// read came back short, no input edge since) it waits at once: the call would only
+/// meet `EAGAIN` (nginx's `ready` flag does the same). A read that comes back short
+/// marks the socket so.
+pub fn poll_read_io(
+    registration: &Registration,
+    cx: &Context<'_>,
+    timeout: Option<Duration>,
+    room: usize,
+    read: impl FnMut() -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    if registration.drained() {
+        return registration.wait(Direction::Read, cx, timeout);
+    }
+    let polled = poll_io(registration, Direction::Read, cx, timeout, read);
+    if let Poll::Ready(Ok(n)) = polled {
+        registration.note_read(n, room);
+    }
+    polled
+}
+
 /// Polls a non-blocking call on a registered socket: its result, or — when it would
 /// block — the waker left for the socket's next edge in `direction` and `Pending`,
 /// unless the wait has outlasted `timeout` (`TimedOut`; `None`: waits for ever).
-///
-/// A read on a socket known empty (the last one came back short, no input edge since)
-/// waits at once: the call would only meet `EAGAIN` (nginx's `ready` flag does the
-/// same). The caller reports each read's result with [`Registration::note_read`].
 pub fn poll_io(
     registration: &Registration,
     direction: Direction,
@@ -560,9 +577,6 @@ pub fn poll_io(
     timeout: Option<Duration>,
     mut call: impl FnMut() -> io::Result<usize>,
 ) -> Poll<io::Result<usize>> {
-    if direction == Direction::Read && registration.drained() {
-        return registration.wait(direction, cx, timeout);
-    }
     loop {
         let result = call();
         match &result {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-use crate::readiness::{poll_io, Direction, Readiness, Registration};
+use crate::readiness::{poll_io, poll_read_io, Direction, Readiness, Registration};
 use crate::socket_calls;
 
 /// A connection's byte stream: plain TCP, TLS over TCP, or an in-memory stream. `tcp`
@@ -317,12 +317,11 @@ impl AsyncRead for PolledTcp {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let socket = PlainSocket::of(&self.tcp).0;
+        let timeout = self.timeouts[Direction::Read.index()].get();
         let room = buf.len();
-        let read = self.poll_call(Direction::Read, cx, || socket_calls::recv(socket, buf));
-        if let Poll::Ready(Ok(n)) = read {
-            self.registration.note_read(n, room);
-        }
-        read
+        poll_read_io(&self.registration, cx, timeout, room, || {
+            socket_calls::recv(socket, buf)
+        })
     }
 }
 

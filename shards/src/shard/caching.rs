@@ -56,8 +56,9 @@ impl Shard {
         count: u64,
     ) -> Option<Vec<GroupBytes>> {
         let addr = meta.addr();
-        (self.cached_count(meta, first, count) == count).then(|| {
-            (first.0..first.0 + count)
+        let range = first.0..first.0 + count;
+        range.clone().all(|g| self.is_cached(addr, g)).then(|| {
+            range
                 .filter_map(|g| {
                     let key = GroupKey {
                         addr,
@@ -72,16 +73,19 @@ impl Shard {
     /// How many of groups `first..first + count` the cache holds.
     pub(super) fn cached_count(&self, meta: &ObjectMeta, first: GroupIndex, count: u64) -> u64 {
         let addr = meta.addr();
-        let cache = self.groups.borrow();
-        let range = first.0..first.0 + count;
-        range
-            .filter(|&g| {
-                cache.contains(&GroupKey {
-                    addr,
-                    group: GroupIndex(g),
-                })
-            })
+        (first.0..first.0 + count)
+            .filter(|&g| self.is_cached(addr, g))
             .count() as u64
+    }
+
+    /// Whether the cache holds group `group` of `addr` (without touching its place in
+    /// the eviction order).
+    fn is_cached(&self, addr: Address, group: u64) -> bool {
+        let key = GroupKey {
+            addr,
+            group: GroupIndex(group),
+        };
+        self.groups.borrow().contains(&key)
     }
 
     pub(super) fn cached_group(&self, meta: &ObjectMeta, key: &GroupKey) -> Option<GroupBytes> {
