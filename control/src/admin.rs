@@ -45,6 +45,10 @@ pub const ADMIN_HEAD_TIMEOUT_MS: u64 = 2_000;
 /// (`POST /admin/repair/b3:<hex>`): reading a 64 GiB object at device speed takes about
 /// this; past it the answer is 504 and the check goes on (its repairs show in metrics).
 pub const ADMIN_REPAIR_WAIT_MS: u64 = 60_000;
+/// The longest an admin thread waits for the owner shard's removal of one object's copy
+/// (`POST /admin/remove/b3:<hex>`): a durable commit of its new state and the files'
+/// removal, behind whatever the shard's storage is doing.
+pub const ADMIN_REMOVE_WAIT_MS: u64 = 30_000;
 /// To write a whole answer (the largest, `/metrics`, is tens of KiB).
 pub const ADMIN_WRITE_TIMEOUT_MS: u64 = 2_000;
 /// How long the acceptor backs off after a failed accept (e.g. out of descriptors), and

@@ -143,6 +143,8 @@ pub enum Refusal {
     AdminTokenNeeded,
     #[error("{0}")]
     AdminTokenRefused(&'static str),
+    #[error("no admin token is configured, so this data port grants no operator action: remove the copy through the admin port {admin} (`ron rm b3:<hex> --admin {admin}`), or set --admin-token (key admin_token) and send it as Authorization: Bearer")]
+    NoAdminToken { admin: std::net::SocketAddr },
     #[error("{addr} is being committed, evicted or repaired on this node; ask again")]
     RemoveBusy { addr: Address },
     #[error("{addr} is blocked on this node by its operator's denylist")]
@@ -235,7 +237,7 @@ impl Refusal {
             CopiesTimedOut { .. } => ErrorCode::GatewayTimeout,
             Blocked { .. } => ErrorCode::Blocked,
             AdminTokenNeeded => ErrorCode::Unauthorized,
-            AdminTokenRefused(_) => ErrorCode::Forbidden,
+            AdminTokenRefused(_) | NoAdminToken { .. } => ErrorCode::Forbidden,
             RemoveBusy { .. } => ErrorCode::NotReady,
         }
     }

@@ -1,42 +1,27 @@
-//! A node behind a load balancer: a real HAProxy (`send-proxy-v2`) in front of it, and
-//! X-Forwarded-For from a trusted sender. Quotas key on the client the balancer names;
-//! nobody else's claim counts. Clients take their own loopback source addresses
-//! (127.0.0.2, 127.0.0.3, …) so the node can tell them apart.
+//! A node behind the proxies users put in front of it — nginx (`proxy_pass`), HAProxy in
+//! TCP mode with and without `send-proxy-v2` — and every rule of docs/design/trust.md
+//! that a proxy could bend: operator actions need the admin token whatever address a
+//! request comes from, writes need a write token once tokens are configured, quotas key
+//! on the client a *trusted* balancer names and on nobody else's claim. Clients take
+//! their own loopback source addresses (127.0.0.2, 127.0.0.3, …) so the node can tell
+//! them apart.
 //!
-//! Needs `haproxy` (Debian's package; `.ci/run` installs it): the test fails without
-//! it, it does not skip.
+//! Needs `haproxy` and `nginx` (Debian's packages; `.ci/run` installs them): the tests
+//! fail without them, they do not skip.
 
 mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{program, spawn, Daemon};
+use common::daemon::{haproxy, nginx_proxy, Daemon, ProxyHeader};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Two requests at once from a fresh bucket, then one every 10 s.
 const QUOTA: &str = "[quota_default]\nrequests_per_s = 0.1\nrequests_burst = 2\n";
-
-/// HAProxy in TCP mode in front of `backend`, announcing each client with PROXY v2.
-fn haproxy(backend: SocketAddr) -> Daemon {
-    let dir = temp_dir("haproxy");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = format!(
-        "global\n  maxconn 256\n\
-         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-         frontend front\n  bind {addr}\n  default_backend ron\n\
-         backend ron\n  server node {backend} send-proxy-v2\n"
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, config).unwrap();
-    let mut command = Command::new(program("haproxy"));
-    command.arg("-db").arg("-f").arg(&path);
-    spawn(command, addr, dir)
-}
 
 /// A connection to `to` from the loopback address `from`.
 fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
@@ -50,14 +35,182 @@ fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     stream
 }
 
+/// One request (`method path`, `headers`, `body`) on a fresh connection from `from`.
+fn request_from(
+    from: &str,
+    to: SocketAddr,
+    method_path: &str,
+    headers: &str,
+    body: &[u8],
+) -> Response {
+    let mut s = connect_from(from, to);
+    let head = format!(
+        "{method_path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    read_response(&mut s, &mut Vec::new(), false).unwrap()
+}
+
 /// One GET on a fresh connection from `from`, with `headers`; the status.
 fn get_from(from: &str, to: SocketAddr, path: &str, headers: &str) -> u16 {
-    let mut s = connect_from(from, to);
-    let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n");
-    s.write_all(raw.as_bytes()).unwrap();
-    read_response(&mut s, &mut Vec::new(), false)
-        .unwrap()
-        .status
+    request_from(from, to, &format!("GET {path}"), headers, b"").status
+}
+
+fn bearer(token: Option<&str>) -> String {
+    token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"))
+}
+
+/// The proxies a node is put behind on the same host: nginx, and HAProxy in TCP mode
+/// without and with the PROXY protocol. Every request reaches the node from 127.0.0.1.
+fn proxies_in_front(node: &Node) -> Vec<Daemon> {
+    vec![
+        nginx_proxy(node.http),
+        haproxy(node.http, ProxyHeader::None),
+        haproxy(node.http, ProxyHeader::V2),
+    ]
+}
+
+const ADMIN_TOKEN: &str = "operator-secret";
+const WRITE_TOKEN: &str = "writer-secret";
+
+#[test]
+fn no_address_grants_an_operator_action_with_no_admin_token_configured() {
+    // 127.0.0.1 trusted, so the PROXY header and X-Forwarded-For are believed: the
+    // clients the node sees are 127.0.0.1 and 127.0.0.2 themselves, loopback all.
+    let mut n = Node::start(
+        &temp_dir("trust-no-admin-token"),
+        &["--shards", "1", "--trusted-proxy", "127.0.0.1/32"],
+    );
+    let addr = upload(&n, &bytes(7, 4000));
+    let fronts = proxies_in_front(&n);
+    let doors = fronts.iter().map(|d| d.addr).chain([n.http]);
+    for door in doors {
+        for from in ["127.0.0.1", "127.0.0.2"] {
+            let r = request_from(from, door, &format!("DELETE /o/{addr}"), "", b"");
+            assert_eq!(
+                (r.status, r.json()["code"].as_str()),
+                (403, Some("forbidden")),
+                "DELETE through {door} from {from}: {r:?}"
+            );
+            let message = r.json()["message"].as_str().unwrap().to_string();
+            assert!(
+                message.contains("--admin-token") && message.contains(&n.admin.to_string()),
+                "{message}"
+            );
+        }
+    }
+    assert_eq!(get(n.http, &format!("/o/{addr}")).unwrap().status, 200);
+    // The admin port removes it (`ron rm`).
+    let out = ron(&["rm", "--admin", &n.admin.to_string(), &addr.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(get(n.http, &format!("/o/{addr}")).unwrap().status, 404);
+    // The banner says what a proxy in front would open.
+    let banner = std::fs::read_to_string(n.log_dir.join("stdout")).unwrap();
+    assert!(
+        banner.contains("A proxy in front on this host") && banner.contains("no admin token"),
+        "{banner}"
+    );
+    n.stop();
+}
+
+#[test]
+fn behind_a_proxy_writes_and_removals_need_their_tokens() {
+    let mut n = Node::start(
+        &temp_dir("trust-tokens"),
+        &[
+            "--shards",
+            "1",
+            "--trusted-proxy",
+            "127.0.0.1/32",
+            "--token",
+            WRITE_TOKEN,
+            "--admin-token",
+            ADMIN_TOKEN,
+        ],
+    );
+    let fronts = proxies_in_front(&n);
+    for (seed, door) in fronts.iter().map(|d| d.addr).enumerate() {
+        let data = bytes(40 + seed as u64, 5000);
+        let put = |token| request_from("127.0.0.2", door, "PUT /o", &bearer(token), &data);
+        let r = put(None);
+        assert_eq!(
+            (r.status, r.json()["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{door}"
+        );
+        assert_eq!(
+            put(Some(ADMIN_TOKEN)).status,
+            401,
+            "{door}: not a write token"
+        );
+        let r = put(Some(WRITE_TOKEN));
+        assert!(r.status == 201 || r.status == 200, "{door}: {r:?}");
+        let addr = Address::of(&data);
+
+        let delete = |token| {
+            request_from(
+                "127.0.0.1",
+                door,
+                &format!("DELETE /o/{addr}"),
+                &bearer(token),
+                b"",
+            )
+        };
+        assert_eq!(delete(None).status, 401, "{door}");
+        assert_eq!(delete(Some(WRITE_TOKEN)).status, 403, "{door}");
+        assert_eq!(get(n.http, &format!("/o/{addr}")).unwrap().status, 200);
+        let r = delete(Some(ADMIN_TOKEN));
+        assert_eq!(
+            (r.status, r.json()["removed"].as_bool()),
+            (200, Some(true)),
+            "{door}"
+        );
+        assert_eq!(get(n.http, &format!("/o/{addr}")).unwrap().status, 404);
+    }
+    n.stop();
+}
+
+#[test]
+fn a_forged_x_forwarded_for_through_nginx_buys_no_fresh_bucket() {
+    let mut n = node_with_quota("trust-xff-nginx", &["--trusted-proxy", "127.0.0.1/32"]);
+    let addr = upload(&n, &bytes(8, 4000));
+    let path = format!("/o/{addr}");
+    let web = nginx_proxy(n.http);
+    // nginx appends the address it saw; the node reads the list from the right, so a
+    // client's own entries (a new one per request) name nobody.
+    let forged = |i: u32| format!("X-Forwarded-For: 198.51.100.{i}\r\n");
+    let answers: Vec<u16> = (1..=3)
+        .map(|i| get_from("127.0.0.2", web.addr, &path, &forged(i)))
+        .collect();
+    assert_eq!(answers, [200, 200, 429]);
+    assert_eq!(get_from("127.0.0.3", web.addr, &path, &forged(4)), 200);
+    n.stop();
+}
+
+#[test]
+fn haproxy_without_the_proxy_protocol_is_one_client_and_its_header_is_believed_only_when_trusted() {
+    // Without send-proxy-v2 the node cannot tell HAProxy's clients apart: they share
+    // 127.0.0.1's bucket, which the upload (made from 127.0.0.1) has spent half of.
+    let mut n = node_with_quota("trust-haproxy-plain", &["--trusted-proxy", "127.0.0.1/32"]);
+    let addr = upload(&n, &bytes(9, 4000));
+    let path = format!("/o/{addr}");
+    let lb = haproxy(n.http, ProxyHeader::None);
+    assert_eq!(get_from("127.0.0.2", lb.addr, &path, ""), 200);
+    assert_eq!(get_from("127.0.0.3", lb.addr, &path, ""), 429);
+    n.stop();
+
+    // A balancer that sends PROXY v2 to a node that does not trust it gets no answer
+    // from its header: the header is the request's first bytes, a malformed request.
+    let mut n = node_with_quota("trust-haproxy-untrusted", &[]);
+    let addr = upload(&n, &bytes(10, 4000));
+    let lb = haproxy(n.http, ProxyHeader::V2);
+    assert_eq!(
+        get_from("127.0.0.2", lb.addr, &format!("/o/{addr}"), ""),
+        400
+    );
+    n.stop();
 }
 
 fn node_with_quota(name: &str, extra: &[&str]) -> Node {
@@ -74,7 +227,7 @@ fn haproxy_with_send_proxy_v2_names_each_client_and_quotas_follow_them() {
     let mut n = node_with_quota("behind-haproxy", &["--trusted-proxy", "127.0.0.1/32"]);
     let addr = upload(&n, &bytes(5, 4000));
     let path = format!("/o/{addr}");
-    let lb = haproxy(n.http);
+    let lb = haproxy(n.http, ProxyHeader::V2);
     // Every connection reaches the node from HAProxy's 127.0.0.1; PROXY v2 names the
     // client: 127.0.0.2 spends its own burst, 127.0.0.3 still has its own.
     let first: Vec<u16> = (0..3)

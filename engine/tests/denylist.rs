@@ -57,6 +57,14 @@ fn delete(n: &Node, addr: &Address, token: Option<&str>) -> Response {
     request(n.http, raw.as_bytes()).unwrap()
 }
 
+/// `POST /admin/remove/<addr>` on the node's admin port (no admin token configured).
+fn remove_through_admin(n: &Node, addr: &Address) -> Response {
+    let raw = format!(
+        "POST /admin/remove/{addr} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    request(n.admin, raw.as_bytes()).unwrap()
+}
+
 fn stored_objects(n: &Node) -> u64 {
     get(n.admin, "/admin/stats").unwrap().json()["objects"]
         .as_u64()
@@ -144,15 +152,21 @@ fn a_denylist_blocks_every_path_live_and_the_operator_removes_copies() {
     assert_eq!((status_of(&n, &x), status_of(&n, &y)), (200, 451));
     std::fs::remove_file(lists.join("40-broken.deny")).unwrap();
 
-    // The operator removes copies (no admin token is configured: from loopback), a
-    // blocked one too: a purge.
+    // The operator removes copies through the admin port (no admin token is
+    // configured: the data port removes nothing), a blocked one too: a purge.
     let r = delete(&n, &y, None);
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert!(holds(&n, &y), "a refused removal removes nothing");
+    let r = remove_through_admin(&n, &y);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["removed"], true);
     assert!(!holds(&n, &y));
-    assert_eq!(delete(&n, &y, None).status, 404);
+    assert_eq!(remove_through_admin(&n, &y).status, 404);
     // `ron rm`, the same over the CLI.
-    let out = ron(&["rm", "--server", &n.http.to_string(), &x.to_string()]);
+    let out = ron(&["rm", "--admin", &n.admin.to_string(), &x.to_string()]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(status_of(&n, &x), 404);
     assert_eq!(stored_objects(&n), 0);
@@ -191,12 +205,12 @@ fn removing_a_copy_needs_the_admin_token_when_one_is_configured() {
     let r = delete(&n, &a, Some(ADMIN_TOKEN));
     assert_eq!((r.status, r.json()["removed"].as_bool()), (200, Some(true)));
     assert_eq!(status_of(&n, &a), 404);
-    let server = n.http.to_string();
+    let admin = n.admin.to_string();
     let rm = |token: &str| {
         ron(&[
             "rm",
-            "--server",
-            &server,
+            "--admin",
+            &admin,
             "--admin-token",
             token,
             &b.to_string(),
@@ -205,9 +219,10 @@ fn removing_a_copy_needs_the_admin_token_when_one_is_configured() {
     let out = rm("guess");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+        String::from_utf8_lossy(&out.stderr).contains("admin endpoints need"),
         "{out:?}"
     );
+    assert_eq!(status_of(&n, &b), 200);
     assert!(rm(ADMIN_TOKEN).status.success());
     assert_eq!(status_of(&n, &b), 404);
     n.stop();

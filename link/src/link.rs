@@ -41,6 +41,13 @@ pub enum ToShard {
         addr: [u8; 32],
         reply: SyncSender<ObjectCheckReport>,
     },
+    /// Remove this node's copy of one object this shard owns and withdraw its DHT record
+    /// (`ron rm`, `POST /admin/remove/b3:<hex>`), and answer on `reply` (the admin
+    /// thread waits for it).
+    RemoveObject {
+        addr: [u8; 32],
+        reply: SyncSender<RemovalReport>,
+    },
     /// The TLS certificate and key new handshakes present (a rotation, loaded and
     /// checked by the control thread).
     Certificate(Arc<rustls::sign::CertifiedKey>),
@@ -64,7 +71,8 @@ impl ToShard {
                 !identity.cert.is_empty(),
                 "link invariant: a certificate sent to a shard has a chain"
             ),
-            ToShard::PauseScrub(_) | ToShard::CheckObject { .. } => {}
+            ToShard::PauseScrub(_) | ToShard::CheckObject { .. } | ToShard::RemoveObject { .. } => {
+            }
         }
     }
 }
@@ -99,6 +107,19 @@ pub struct ObjectCheckReport {
     pub unrepairable_blocks: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// What removing one object's copy did (`POST /admin/remove/b3:<hex>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemovalReport {
+    /// The copy is gone (durably) and its DHT record withdrawn.
+    Removed,
+    /// This node holds no copy.
+    NotFound,
+    /// A commit, eviction or repair of it is under way; ask again.
+    Busy(String),
+    /// The removal could not run: why.
+    Failed(String),
 }
 
 /// Senders to every shard's inbox, for the admin threads' operator requests. A full

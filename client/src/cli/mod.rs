@@ -64,9 +64,8 @@ CLIENT:
   ron stat b3:<hex>            print the object's length; for a bundle's manifest, then
                                one line per entry: path, length, media type, address and
                                its variants (coding:length:address)
-  ron rm b3:<hex>              remove the node's copy of the object (DELETE on its HTTP
-                               port, plain TCP, with --admin-token) and withdraw its DHT
-                               record
+  ron rm b3:<hex>              remove the node's copy of the object and withdraw its DHT
+                               record (through its admin port: --admin, --admin-token)
   ron stat --providers b3:<hex>
                                the nodes providing the object, from the node's DHT (its
                                admin port): one line each, node id and OAP address (exit 1
@@ -103,8 +102,8 @@ CLIENT OPTIONS:
   -o, --output FILE           where `get` writes (default stdout)
   --range FIRST-LAST          inclusive byte range for `get`
   -q, --quiet                 no progress bar (drawn on stderr when stdout is a terminal)
-  --admin HOST:PORT           the node's admin port, for repair, scrub and stat
-                              --providers [127.0.0.1:9600]
+  --admin HOST:PORT           the node's admin port, for rm, repair, scrub, placement
+                              and stat --providers [127.0.0.1:9600]
   --admin-token TOKEN         its admin token (or RON_ADMIN_TOKEN in the environment)
 
 CLIENT EXIT CODES: 0 done; 1 the node answered with an error (its message is printed);
@@ -134,7 +133,7 @@ pub enum Action {
         range: Option<ByteRange>,
     },
     Stat(Address),
-    /// `ron rm`: the node removes its copy (over HTTP, with the admin token).
+    /// `ron rm`: the node removes its copy (through its admin port).
     Remove(Address),
     /// `ron stat --providers`: who provides the object, from the node's DHT.
     Providers(Address),
@@ -306,11 +305,13 @@ impl Flags {
             },
             "stat" if self.providers => Action::Providers(address(&words)?),
             "stat" => Action::Stat(address(&words)?),
-            "rm" if self.tls => return Err(usage("`ron rm` speaks plain HTTP: no --tls")),
-            "rm" => {
-                self.http = true;
-                Action::Remove(address(&words)?)
+            "rm" if self.tls || self.server.is_some() => {
+                return Err(usage(
+                    "`ron rm` removes through the node's admin port: give --admin HOST:PORT \
+                     (and --admin-token), not --server or --tls",
+                ))
             }
+            "rm" => Action::Remove(address(&words)?),
             "cert" if self.dev && words.is_empty() => Action::DevCert {
                 dir: self
                     .dir
@@ -452,7 +453,7 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
             range,
         } => get::run(&endpoint, options, addr, range, output.as_deref(), &mut bar),
         Action::Stat(addr) => stat::run(&endpoint, options, addr),
-        Action::Remove(addr) => remove::run(&endpoint, &admin, addr, timeout),
+        Action::Remove(addr) => remove::run(&admin, addr, timeout),
         Action::Providers(addr) => stat::providers(&admin, addr, timeout),
         Action::Repair(addr) => repair::run(&admin, addr, timeout),
         Action::Placement(addr) => repair::placement(&admin, addr, timeout),

@@ -1,6 +1,7 @@
-//! `ron rm b3:<hex>`: the node removes its copy of the object (`DELETE /o/b3:<hex>` on
-//! its HTTP port, with the admin token) and withdraws its DHT record; the answer is
-//! printed (exit 1 if the node refused or holds no copy).
+//! `ron rm b3:<hex>`: the node removes its copy of the object and withdraws its DHT
+//! record (`POST /admin/remove/b3:<hex>` on its admin port, with the admin token when
+//! one is configured); the answer is printed (exit 1 if the node refused or holds no
+//! copy). A data port removes only with the admin token (docs/design/trust.md).
 
 use std::time::Duration;
 
@@ -8,20 +9,14 @@ use ron_codec::Address;
 
 use super::shared::print_admin_answer;
 use crate::admin::{self, AdminEndpoint};
-use crate::transport::Endpoint;
 use crate::ClientError;
 
-/// `DELETE /o/<addr>` on the node's HTTP port, bearing the admin token of `admin`.
+/// `POST /admin/remove/<addr>` on the node's admin port.
 pub(super) fn run(
-    server: &Endpoint,
     admin: &AdminEndpoint,
     addr: Address,
     timeout: Duration,
 ) -> Result<(), ClientError> {
-    let node = AdminEndpoint {
-        addr: server.addr.clone(),
-        token: admin.token.clone(),
-    };
-    let answer = admin::request(&node, "DELETE", &format!("/o/{addr}"), timeout)?;
+    let answer = admin::request(admin, "POST", &format!("/admin/remove/{addr}"), timeout)?;
     print_admin_answer(answer, |_| true)
 }

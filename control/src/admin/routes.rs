@@ -10,11 +10,11 @@ use std::time::Duration;
 use ron_codec::http::head::{Method, RequestHead};
 use ron_codec::Address;
 use ron_link::dht::{DhtClient, Provider, ResolveError, RESOLVE_LIMIT_MAX};
-use ron_link::link::ToShard;
+use ron_link::link::{RemovalReport, ToShard};
 use ron_link::policy::constant_time_eq;
 use serde_json::json;
 
-use super::{Answers, AuditOutcome, Auditor, ADMIN_REPAIR_WAIT_MS};
+use super::{Answers, AuditOutcome, Auditor, ADMIN_REMOVE_WAIT_MS, ADMIN_REPAIR_WAIT_MS};
 
 /// Providers a resolve returns unless `limit` says otherwise.
 pub const RESOLVE_LIMIT_DEFAULT: usize = 16;
@@ -53,12 +53,17 @@ impl Request {
 /// HEAD); the operator's storage requests are POST.
 pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
     let path = request.path.as_str();
-    let operator = ["/admin/scrub/", "/admin/repair/", "/admin/replicate/"]
-        .iter()
-        .any(|prefix| path.starts_with(prefix));
+    let operator = [
+        "/admin/scrub/",
+        "/admin/repair/",
+        "/admin/replicate/",
+        "/admin/remove/",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix));
     match (operator, request.method) {
         (false, Method::Get | Method::Head) | (true, Method::Post) => {}
-        (false, _) => return Reply::text(405, "admin endpoints are GET only, but for the POST ones in /admin/scrub/, /admin/repair/ and /admin/replicate/\n"),
+        (false, _) => return Reply::text(405, "admin endpoints are GET only, but for the POST ones in /admin/scrub/, /admin/repair/, /admin/replicate/ and /admin/remove/\n"),
         (true, _) => return Reply::text(405, format!("{path} takes POST\n")),
     }
     let probe = matches!(path, "/healthz" | "/readyz");
@@ -101,14 +106,21 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
         }
         "/admin/scrub/pause" => pause_scrub(answers, true),
         "/admin/scrub/resume" => pause_scrub(answers, false),
-        _ => match (
-            path.strip_prefix("/admin/repair/"),
-            path.strip_prefix("/admin/replicate/"),
-        ) {
-            (Some(hash), _) => check_object(answers, hash),
-            (_, Some(hash)) => replicate(answers, hash),
-            _ => Reply::text(404, "not found\n"),
-        },
+        _ => operator_request(answers, path),
+    }
+}
+
+/// The POST requests on one object: `/admin/repair/`, `/admin/replicate/` and
+/// `/admin/remove/` followed by its address.
+fn operator_request(answers: &Answers, path: &str) -> Reply {
+    let Some(rest) = path.strip_prefix("/admin/") else {
+        return Reply::text(404, "not found\n");
+    };
+    match rest.split_once('/') {
+        Some(("repair", hash)) => check_object(answers, hash),
+        Some(("replicate", hash)) => replicate(answers, hash),
+        Some(("remove", hash)) => remove_object(answers, hash),
+        _ => Reply::text(404, "not found\n"),
     }
 }
 
@@ -131,11 +143,9 @@ fn pause_scrub(answers: &Answers, paused: bool) -> Reply {
 /// Asks the object's owner shard to read and check every block of it now, and waits
 /// for the report (at most [`ADMIN_REPAIR_WAIT_MS`]).
 fn check_object(answers: &Answers, hash: &str) -> Reply {
-    let Ok(addr) = Address::parse(hash.as_bytes()) else {
-        return Reply::text(
-            400,
-            format!("{hash:?} is not an object address (b3: and 64 lower-case hex digits)\n"),
-        );
+    let addr = match parse_address(hash) {
+        Ok(addr) => addr,
+        Err(reply) => return reply,
     };
     let shard = answers.owner.shard(&addr);
     let (reply, report) = std::sync::mpsc::sync_channel(1);
@@ -144,10 +154,7 @@ fn check_object(answers: &Answers, hash: &str) -> Reply {
         reply,
     };
     if !answers.mailboxes.send(shard, message) {
-        return Reply::text(
-            503,
-            format!("shard {shard} did not take the request (inbox full); try again\n"),
-        );
+        return inbox_full(shard);
     }
     match report.recv_timeout(Duration::from_millis(ADMIN_REPAIR_WAIT_MS)) {
         Ok(report) => {
@@ -169,6 +176,63 @@ fn check_object(answers: &Answers, hash: &str) -> Reply {
             Reply::text(503, format!("shard {shard} is stopping; the check did not run\n"))
         }
     }
+}
+
+/// Asks the object's owner shard to remove this node's copy (durably) and withdraw its
+/// DHT record, and waits for the answer (at most [`ADMIN_REMOVE_WAIT_MS`]): 200
+/// `{"obj","removed":true}`, 404 when no copy is held, 503 while a commit, eviction or
+/// repair of it is under way.
+fn remove_object(answers: &Answers, hash: &str) -> Reply {
+    let addr = match parse_address(hash) {
+        Ok(addr) => addr,
+        Err(reply) => return reply,
+    };
+    let shard = answers.owner.shard(&addr);
+    let (reply, report) = std::sync::mpsc::sync_channel(1);
+    let message = ToShard::RemoveObject {
+        addr: *addr.as_bytes(),
+        reply,
+    };
+    if !answers.mailboxes.send(shard, message) {
+        return inbox_full(shard);
+    }
+    match report.recv_timeout(Duration::from_millis(ADMIN_REMOVE_WAIT_MS)) {
+        Ok(RemovalReport::Removed) => Reply::json(
+            200,
+            json!({ "obj": addr.to_string(), "removed": true }).to_string(),
+        ),
+        Ok(RemovalReport::NotFound) => {
+            Reply::text(404, format!("{addr}: this node holds no copy of it\n"))
+        }
+        Ok(RemovalReport::Busy(why)) => Reply::text(503, format!("{why}\n")),
+        Ok(RemovalReport::Failed(why)) => {
+            Reply::text(500, format!("removing {addr} failed: {why}\n"))
+        }
+        Err(RecvTimeoutError::Timeout) => Reply::text(
+            504,
+            format!("the removal of {addr} on shard {shard} is still running after {ADMIN_REMOVE_WAIT_MS} ms\n"),
+        ),
+        Err(RecvTimeoutError::Disconnected) => {
+            Reply::text(503, format!("shard {shard} is stopping; the removal did not run\n"))
+        }
+    }
+}
+
+/// An object address from a request path, or the 400 that says what one looks like.
+fn parse_address(hash: &str) -> Result<Address, Reply> {
+    Address::parse(hash.as_bytes()).map_err(|_| {
+        Reply::text(
+            400,
+            format!("{hash:?} is not an object address (b3: and 64 lower-case hex digits)\n"),
+        )
+    })
+}
+
+fn inbox_full(shard: usize) -> Reply {
+    Reply::text(
+        503,
+        format!("shard {shard} did not take the request (inbox full); try again\n"),
+    )
 }
 
 /// `GET /resolve?hash=b3:<hex>&limit=N`: the object's providers, from the DHT thread

@@ -382,15 +382,10 @@ impl ReadThrough {
         }
         let started = Instant::now();
         let fetched = match self.remembered_miss(&flight, started) {
+            // Answered from the origin's earlier 404: remembered until then, not again.
             Some(failure) => Some(Err(failure)),
-            None => self.stop.unless_stopped(self.fetch(&flight)).await,
+            None => self.fetch_remembering_a_miss(&flight).await,
         };
-        if let Some(Err(Failure::NotFound { .. })) = &fetched {
-            let until = started + self.config.miss_remembered;
-            self.misses
-                .borrow_mut()
-                .remember(flight.addr, until, started);
-        }
         let outcome = match fetched {
             Some(Ok(())) => {
                 FrontCounters::add(&self.metrics().fetches_stored, 1);
@@ -408,6 +403,18 @@ impl ReadThrough {
         // Out of the table first: a request after a failure starts a new fetch.
         self.flights.borrow_mut().remove(&flight.addr);
         flight.finish(outcome);
+    }
+
+    /// Fetches `flight`'s object; an origin's 404 is remembered for `fetch_miss_ms` from
+    /// when it was said, whatever asks for the object meanwhile.
+    async fn fetch_remembering_a_miss(&self, flight: &Flight) -> Option<Result<(), Failure>> {
+        let fetched = self.stop.unless_stopped(self.fetch(flight)).await;
+        if let Some(Err(Failure::NotFound { .. })) = &fetched {
+            let now = Instant::now();
+            let until = now + self.config.miss_remembered;
+            self.misses.borrow_mut().remember(flight.addr, until, now);
+        }
+        fetched
     }
 
     /// Whether `flight` is a placement copy of an object committed between its pull's

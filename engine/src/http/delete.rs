@@ -1,6 +1,6 @@
 //! DELETE /o/<addr>: the operator removes this node's copy of an object (a takedown, a
 //! purge after blocking it), crash-safely, and its DHT record is withdrawn. Only with
-//! the admin token (or from loopback when none is configured).
+//! the admin token; with none configured, never (removal goes through the admin port).
 
 use ron_codec::http::response::ResponseHead;
 use ron_codec::Address;
@@ -18,7 +18,7 @@ pub(super) async fn remove<S: Transport>(
     addr: &Address,
     close: bool,
 ) -> Result<u16, Abort> {
-    let removed = match access(req.operator) {
+    let removed = match access(req.operator, ctx) {
         Ok(()) => ctx.service.remove(addr).await,
         Err(refusal) => Err(refusal),
     };
@@ -38,15 +38,15 @@ pub(super) async fn remove<S: Transport>(
     Ok(200)
 }
 
-fn access(operator: OperatorAccess) -> Result<(), Refusal> {
+fn access(operator: OperatorAccess, ctx: &HttpContext) -> Result<(), Refusal> {
     match operator {
         OperatorAccess::Granted => Ok(()),
         OperatorAccess::NoToken => Err(Refusal::AdminTokenNeeded),
         OperatorAccess::WrongToken => Err(Refusal::AdminTokenRefused(
             "the bearer token is not this node's admin token",
         )),
-        OperatorAccess::NotLoopback => Err(Refusal::AdminTokenRefused(
-            "no admin_token is configured: objects are removed only from loopback",
-        )),
+        OperatorAccess::NotConfigured => Err(Refusal::NoAdminToken {
+            admin: ctx.admin_listener,
+        }),
     }
 }

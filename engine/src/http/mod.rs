@@ -52,6 +52,14 @@ pub struct HttpLimits {
     pub body_rate_min_bytes_per_s: u64,
 }
 
+/// What grants an operator action (DELETE) on a data port: the admin token, only.
+#[derive(Debug, Clone, Copy)]
+pub struct OperatorRule<'a> {
+    pub admin_token: Option<&'a str>,
+    /// Where removal goes when no admin token is configured (named in the refusal).
+    pub admin_listener: std::net::SocketAddr,
+}
+
 /// Per-shard state shared by its HTTP connections.
 pub struct HttpContext {
     pub service: Rc<Service>,
@@ -66,8 +74,10 @@ pub struct HttpContext {
     write_buffers: Rc<WriteBufferPool>,
     corr_seq: Cell<u64>,
     date: RefCell<(u64, [u8; HTTP_DATE_LEN])>,
-    /// The node's admin token: a DELETE must bear it (none: DELETE from loopback only).
+    /// The node's admin token: a DELETE must bear it (none: no DELETE on a data port).
     admin_token: Option<Box<[u8]>>,
+    /// The admin listener, named in the refusal of a DELETE when no token is configured.
+    pub(crate) admin_listener: std::net::SocketAddr,
     /// Load balancers whose word about the client is believed (PROXY, X-Forwarded-For).
     pub(crate) trusted_proxies: Rc<TrustedProxies>,
     /// Parsed bundle manifests, most recently used (`bundle.rs`).
@@ -91,7 +101,7 @@ impl HttpContext {
         admission: Rc<Admission>,
         limits: HttpLimits,
         draining: Rc<Cell<bool>>,
-        admin_token: Option<&str>,
+        operator: OperatorRule<'_>,
         trusted_proxies: Rc<TrustedProxies>,
     ) -> Self {
         let read_buffers = BufferPool::new(
@@ -107,7 +117,8 @@ impl HttpContext {
             draining,
             corr_seq: Cell::new(0),
             date: RefCell::new((u64::MAX, [0; HTTP_DATE_LEN])),
-            admin_token: admin_token.map(|t| t.as_bytes().into()),
+            admin_token: operator.admin_token.map(|t| t.as_bytes().into()),
+            admin_listener: operator.admin_listener,
             trusted_proxies,
             manifests: RefCell::default(),
             manifest_loads: glommio::sync::Semaphore::new(crate::limits::MANIFEST_LOADS_MAX),

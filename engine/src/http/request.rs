@@ -183,8 +183,9 @@ impl Validators {
     }
 }
 
-/// Whether a request is the operator's: it bears the admin token, or no admin token is
-/// configured and it comes from loopback (as the admin endpoints are open on loopback).
+/// Whether a request is the operator's: it bears the admin token. Never by where it
+/// comes from: behind a proxy on the same host every client is loopback
+/// (docs/design/trust.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum OperatorAccess {
     Granted,
@@ -192,18 +193,17 @@ pub(super) enum OperatorAccess {
     NoToken,
     /// The token presented is not the admin token (403).
     WrongToken,
-    /// No admin token is configured and the client is not on loopback (403).
-    NotLoopback,
+    /// No admin token is configured: a data port grants no operator action (403).
+    NotConfigured,
 }
 
 impl OperatorAccess {
-    fn of(admin_token: Option<&[u8]>, bearer: Option<&[u8]>, peer: Option<IpAddr>) -> Self {
+    fn of(admin_token: Option<&[u8]>, bearer: Option<&[u8]>) -> Self {
         match (admin_token, bearer) {
             (Some(admin), Some(given)) if constant_time_eq(admin, given) => Self::Granted,
             (Some(_), Some(_)) => Self::WrongToken,
             (Some(_), None) => Self::NoToken,
-            (None, _) if peer.is_some_and(|ip| ip.is_loopback()) => Self::Granted,
-            (None, _) => Self::NotLoopback,
+            (None, _) => Self::NotConfigured,
         }
     }
 }
@@ -314,7 +314,7 @@ impl Request {
             identity: ctx.admission.identify(claims),
             client: peer,
             token_given: token.is_some(),
-            operator: OperatorAccess::of(ctx.admin_token(), token, peer),
+            operator: OperatorAccess::of(ctx.admin_token(), token),
             content_type: content_type(head.content_type),
             copies: match head.method {
                 Method::Put | Method::Post => copies_asked(head.target),
@@ -395,6 +395,18 @@ impl CorrId {
 mod tests {
     use super::*;
     use ron_codec::http::head::{parse_request_head, HeadParse};
+
+    #[test]
+    fn only_the_admin_token_grants_an_operator_action() {
+        use OperatorAccess::*;
+        let admin = Some(&b"s3cret"[..]);
+        assert_eq!(OperatorAccess::of(admin, Some(b"s3cret")), Granted);
+        assert_eq!(OperatorAccess::of(admin, Some(b"s3cre")), WrongToken);
+        assert_eq!(OperatorAccess::of(admin, None), NoToken);
+        // With none configured, nothing a request carries grants it.
+        assert_eq!(OperatorAccess::of(None, Some(b"s3cret")), NotConfigured);
+        assert_eq!(OperatorAccess::of(None, None), NotConfigured);
+    }
 
     fn conditions(fields: &str, etag: &[u8]) -> Conditions {
         let raw = format!("GET /o HTTP/1.1\r\nHost: t\r\n{fields}\r\n");

@@ -21,7 +21,7 @@ use crate::buffers::BufferPool;
 use crate::client_addr::{self, TrustedProxies};
 use crate::config::{Config, ConfigError};
 use crate::fetch::ReadThrough;
-use crate::http::{self, HttpContext, HttpLimits};
+use crate::http::{self, HttpContext, HttpLimits, OperatorRule};
 use crate::limits;
 use crate::oap::{self, OapContext, OapLimits};
 use crate::server::clock::Alarm;
@@ -113,7 +113,10 @@ impl FrontEnds {
             Rc::clone(admission),
             http_limits,
             Rc::clone(draining),
-            config.admin_token.as_deref(),
+            OperatorRule {
+                admin_token: config.admin_token.as_deref(),
+                admin_listener: config.admin,
+            },
             trusted_proxies,
         ));
         Ok(FrontEnds { http, oap })

@@ -284,10 +284,9 @@ fn print_banner(
     admin: SocketAddr,
     dht: Option<&ron_dht::node::DhtThread>,
 ) {
-    let writes = if !config.has_tokens() {
-        "writes open (loopback, no tokens)"
-    } else {
-        "writes need a bearer token"
+    let writes = match config.has_tokens() {
+        false => "writes open: no write token",
+        true => "writes need a bearer token",
     };
     let tls = config
         .tls
@@ -321,4 +320,28 @@ fn print_banner(
         config.oap,
         config.http,
     );
+    for warning in trust_warnings(config) {
+        println!("warning: {warning}");
+    }
+}
+
+/// What the banner says about rights a newcomer may not expect (docs/design/trust.md).
+fn trust_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !config.has_tokens() {
+        warnings.push(
+            "writes need no token: anyone who reaches a data port may store objects. A proxy \
+             in front on this host (nginx, HAProxy, Caddy, an SSH tunnel) makes that everyone \
+             it serves; set --token before putting one in front."
+                .to_string(),
+        );
+    }
+    if config.admin_token.is_none() {
+        warnings.push(format!(
+            "no admin token: operator actions only on the admin port {} (`ron rm`); the data \
+             ports remove nothing. Never put a proxy in front of the admin port.",
+            config.admin
+        ));
+    }
+    warnings
 }

@@ -1,19 +1,23 @@
 //! An operator's requests about a shard's storage, sent by the admin server through the
 //! shard's inbox and taken at its clock's tick: pause or resume the scrubber, check one
-//! object now (`ron repair`, answered on the request's own channel), a new policy's
+//! object now (`ron repair`) or remove this node's copy of one (`ron rm`), each answered
+//! on the request's own channel, a new policy's
 //! denylist (installed; what it newly blocks by name is withdrawn from the DHT), and a
 //! rotated TLS certificate (new handshakes present it).
 
 use std::rc::Rc;
 
 use ron_codec::Address;
+use ron_codec::ErrorCode;
 use ron_io::tls::ReloadableCert;
 use ron_link::dht::DhtClient;
-use ron_link::link::{ObjectCheckReport, ToShard};
+use ron_link::link::{ObjectCheckReport, RemovalReport, ToShard};
 use ron_shards::scrub::ObjectCheck;
 use ron_shards::{Shard, ShardError};
 
 use crate::blocked::Blocked;
+use crate::refusal::Refusal;
+use crate::service::remove_copy;
 
 /// What an operator's request may act on.
 pub(super) struct Operated<'a> {
@@ -38,6 +42,15 @@ pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
             glommio::spawn_local(async move {
                 let checked = shard.check_object(&Address::from_bytes(addr)).await;
                 let _ = reply.try_send(check_report(checked));
+            })
+            .detach();
+        }
+        ToShard::RemoveObject { addr, reply } => {
+            let (shard, dht) = (Rc::clone(shard), on.dht.cloned());
+            glommio::spawn_local(async move {
+                let addr = Address::from_bytes(addr);
+                let removed = remove_copy(&shard, dht.as_ref(), &addr).await;
+                let _ = reply.try_send(removal_report(removed));
             })
             .detach();
         }
@@ -97,5 +110,14 @@ fn check_report(checked: Result<ObjectCheck, ShardError>) -> ObjectCheckReport {
             error: Some(e.to_string()),
             ..ObjectCheckReport::default()
         },
+    }
+}
+
+fn removal_report(removed: Result<(), Refusal>) -> RemovalReport {
+    match removed {
+        Ok(()) => RemovalReport::Removed,
+        Err(refusal) if refusal.code() == ErrorCode::NotFound => RemovalReport::NotFound,
+        Err(refusal @ Refusal::RemoveBusy { .. }) => RemovalReport::Busy(refusal.to_string()),
+        Err(refusal) => RemovalReport::Failed(refusal.to_string()),
     }
 }

@@ -51,6 +51,25 @@ pub struct Service {
     blocked: Rc<Blocked>,
 }
 
+/// The operator's removal of this node's copy of `addr`, on its owner shard (a DELETE
+/// with the admin token on a data port, or `POST /admin/remove/b3:<hex>` on the admin
+/// port): see [`Service::remove`].
+pub(crate) async fn remove_copy(
+    shard: &Rc<Shard>,
+    dht: Option<&DhtClient>,
+    addr: &Address,
+) -> Result<(), Refusal> {
+    shard.meta(addr).await?;
+    if !shard.remove(addr).await? {
+        return Err(Refusal::RemoveBusy { addr: *addr });
+    }
+    if let Some(dht) = dht {
+        let _ = dht.try_withdraw(vec![*addr.as_bytes()]);
+    }
+    tracing::info!(obj = %addr, "object removed by the operator");
+    Ok(())
+}
+
 /// What an upload may ask of the network (`PUT ?copies=N`).
 #[derive(Debug, Clone)]
 pub struct CopyPolicy {
@@ -291,15 +310,7 @@ impl Service {
     /// eviction or repair of it is under way. Other holders keep theirs, and the
     /// placement may copy it here again unless the denylist blocks it.
     pub async fn remove(&self, addr: &Address) -> Result<(), Refusal> {
-        self.shard.meta(addr).await?;
-        if !self.shard.remove(addr).await? {
-            return Err(Refusal::RemoveBusy { addr: *addr });
-        }
-        if let Some(dht) = &self.copies.dht {
-            let _ = dht.try_withdraw(vec![*addr.as_bytes()]);
-        }
-        tracing::info!(obj = %addr, "object removed by the operator");
-        Ok(())
+        remove_copy(&self.shard, self.copies.dht.as_ref(), addr).await
     }
 
     /// Starts an upload after the write rule and the size limit allow it.

@@ -46,3 +46,74 @@ pub fn spawn(mut command: Command, addr: SocketAddr, dir: PathBuf) -> Daemon {
     });
     daemon
 }
+
+/// nginx in the foreground with one `server` block (`{listen}` in `server` is replaced
+/// by a `listen` on a fresh loopback port), an access log in its `dir`.
+pub fn nginx(server: &str) -> Daemon {
+    let dir = super::temp_dir("nginx");
+    let addr: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
+    let d = dir.display();
+    let server = server.replace("{listen}", &format!("listen {addr}"));
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+         error_log {d}/error.log;
+         events {{ worker_connections 256; }}
+         http {{
+           access_log {d}/access.log;
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+           fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+           server {{ {server} }}
+         }}"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut command = Command::new(program("nginx"));
+    command
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"));
+    spawn(command, addr, dir)
+}
+
+/// nginx as the usual reverse proxy in front of `backend` on the same host: every
+/// request reaches the backend from 127.0.0.1, the client named in X-Forwarded-For.
+pub fn nginx_proxy(backend: SocketAddr) -> Daemon {
+    nginx(&format!(
+        "{{listen}}; client_max_body_size 0;
+         location / {{
+           proxy_pass http://{backend};
+           proxy_http_version 1.1;
+           proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+         }}"
+    ))
+}
+
+/// How HAProxy (TCP mode) tells the backend who the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// Nothing: the backend sees HAProxy's address.
+    None,
+    /// A PROXY protocol v2 header before the connection's bytes (`send-proxy-v2`).
+    V2,
+}
+
+/// HAProxy in TCP mode in front of `backend`, on a fresh loopback port.
+pub fn haproxy(backend: SocketAddr, header: ProxyHeader) -> Daemon {
+    let dir = super::temp_dir("haproxy");
+    let addr: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
+    let send = match header {
+        ProxyHeader::None => "",
+        ProxyHeader::V2 => " send-proxy-v2",
+    };
+    let config = format!(
+        "global\n  maxconn 256\n\
+         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+         frontend front\n  bind {addr}\n  default_backend ron\n\
+         backend ron\n  server node {backend}{send}\n"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    let mut command = Command::new(program("haproxy"));
+    command.arg("-db").arg("-f").arg(&path);
+    spawn(command, addr, dir)
+}
