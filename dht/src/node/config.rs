@@ -20,8 +20,12 @@ pub const STOP_WAIT_MS: u64 = 5_000;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ron/kad/1.0.0");
 /// What identify says this node speaks (`/ipfs/id/1.0.0`'s `protocolVersion`).
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/ron/1.0.0";
-/// libp2p ping on every connection this often (its answer within 20 s, libp2p's default).
-pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// libp2p ping on every connection this often; an answer not back within
+/// [`PING_TIMEOUT`] closes the connection, so a peer cut off or stopped is counted lost
+/// within their sum (then `peer_dead_ms` runs) rather than when TCP gives up, minutes
+/// later. A ping is 32 bytes each way: cheap at every connection a node holds.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// A peer whose last ping answer is older than this is not counted alive.
 pub const ALIVE_WITHIN: Duration = Duration::from_secs(60);
 /// Provider records live this long unless republished (the seeds' plan: 24 h).

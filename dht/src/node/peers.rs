@@ -103,7 +103,12 @@ impl Node {
         }
     }
 
-    /// A ping answered marks the peer alive (liveness for placement and repair).
+    /// A ping answered marks the peer alive (liveness for placement and repair). A ping
+    /// unanswered closes its connection (libp2p's ping only reports it): across a
+    /// partition a TCP connection whose segments are dropped stays open for many minutes,
+    /// the peer is never counted lost, and when the network heals the first segment
+    /// through waits out TCP's retransmission backoff (tens of seconds) — a fresh dial
+    /// after the close connects at once (docs/design/faults.md).
     pub(super) fn on_ping(&mut self, event: ping::Event) {
         match event.result {
             Ok(_) => {
@@ -114,7 +119,11 @@ impl Node {
                     self.alive.insert(event.peer, Instant::now());
                 }
             }
-            Err(e) => tracing::debug!(peer = %event.peer, "dht: ping failed: {e}"),
+            Err(ping::Failure::Unsupported) => {}
+            Err(e) => {
+                tracing::debug!(peer = %event.peer, "dht: ping failed, connection closed: {e}");
+                self.swarm.close_connection(event.connection);
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use crate::error::DhtError;
 use crate::node::config::{
     CONNECTIONS_PER_PEER_MAX, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
     INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL, K_VALUE, PENDING_INBOUND_MAX, PING_INTERVAL,
-    PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT,
+    PING_TIMEOUT, PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT,
 };
 use crate::protocol::ProvideCodec;
 use crate::replicate::ReplicateCodec;
@@ -95,6 +95,10 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
                 .with_agent_version(concat!("ron/", env!("CARGO_PKG_VERSION")).into())
                 .with_cache_size(0),
         ),
-        ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(PING_INTERVAL)
+                .with_timeout(PING_TIMEOUT),
+        ),
     }
 }
