@@ -4,7 +4,7 @@
 //! It does no socket or disk I/O itself: `/admin/placement` audits holders through the
 //! engine's [`super::Auditor`].
 
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
 use ron_codec::http::head::{Method, RequestHead};
@@ -143,20 +143,14 @@ fn pause_scrub(answers: &Answers, paused: bool) -> Reply {
 /// Asks the object's owner shard to read and check every block of it now, and waits
 /// for the report (at most [`ADMIN_REPAIR_WAIT_MS`]).
 fn check_object(answers: &Answers, hash: &str) -> Reply {
-    let addr = match parse_address(hash) {
-        Ok(addr) => addr,
-        Err(reply) => return reply,
-    };
-    let shard = answers.owner.shard(&addr);
-    let (reply, report) = std::sync::mpsc::sync_channel(1);
-    let message = ToShard::CheckObject {
-        addr: *addr.as_bytes(),
-        reply,
-    };
-    if !answers.mailboxes.send(shard, message) {
-        return inbox_full(shard);
-    }
-    match report.recv_timeout(Duration::from_millis(ADMIN_REPAIR_WAIT_MS)) {
+    let message = |addr, reply| ToShard::CheckObject { addr, reply };
+    ask_owner(
+        answers,
+        hash,
+        message,
+        ADMIN_REPAIR_WAIT_MS,
+        |addr, shard, report| {
+            match report {
         Ok(report) => {
             let status = match report.outcome {
                 "not_found" => 404,
@@ -176,6 +170,8 @@ fn check_object(answers: &Answers, hash: &str) -> Reply {
             Reply::text(503, format!("shard {shard} is stopping; the check did not run\n"))
         }
     }
+        },
+    )
 }
 
 /// Asks the object's owner shard to remove this node's copy (durably) and withdraw its
@@ -183,20 +179,14 @@ fn check_object(answers: &Answers, hash: &str) -> Reply {
 /// `{"obj","removed":true}`, 404 when no copy is held, 503 while a commit, eviction or
 /// repair of it is under way.
 fn remove_object(answers: &Answers, hash: &str) -> Reply {
-    let addr = match parse_address(hash) {
-        Ok(addr) => addr,
-        Err(reply) => return reply,
-    };
-    let shard = answers.owner.shard(&addr);
-    let (reply, report) = std::sync::mpsc::sync_channel(1);
-    let message = ToShard::RemoveObject {
-        addr: *addr.as_bytes(),
-        reply,
-    };
-    if !answers.mailboxes.send(shard, message) {
-        return inbox_full(shard);
-    }
-    match report.recv_timeout(Duration::from_millis(ADMIN_REMOVE_WAIT_MS)) {
+    let message = |addr, reply| ToShard::RemoveObject { addr, reply };
+    ask_owner(
+        answers,
+        hash,
+        message,
+        ADMIN_REMOVE_WAIT_MS,
+        |addr, shard, report| {
+            match report {
         Ok(RemovalReport::Removed) => Reply::json(
             200,
             json!({ "obj": addr.to_string(), "removed": true }).to_string(),
@@ -216,6 +206,37 @@ fn remove_object(answers: &Answers, hash: &str) -> Reply {
             Reply::text(503, format!("shard {shard} is stopping; the removal did not run\n"))
         }
     }
+        },
+    )
+}
+
+/// Sends the owner shard of the address in `hash` the message `message` makes with a
+/// reply channel, and answers with what `answer` makes of the reply (or of its absence
+/// after `wait_ms`); a bad address is 400 and a full inbox 503.
+fn ask_owner<R>(
+    answers: &Answers,
+    hash: &str,
+    message: impl FnOnce([u8; 32], SyncSender<R>) -> ToShard,
+    wait_ms: u64,
+    answer: impl FnOnce(Address, usize, Result<R, RecvTimeoutError>) -> Reply,
+) -> Reply {
+    let addr = match parse_address(hash) {
+        Ok(addr) => addr,
+        Err(reply) => return reply,
+    };
+    let shard = answers.owner.shard(&addr);
+    let (reply, report) = std::sync::mpsc::sync_channel(1);
+    if !answers
+        .mailboxes
+        .send(shard, message(*addr.as_bytes(), reply))
+    {
+        return inbox_full(shard);
+    }
+    answer(
+        addr,
+        shard,
+        report.recv_timeout(Duration::from_millis(wait_ms)),
+    )
 }
 
 /// An object address from a request path, or the 400 that says what one looks like.

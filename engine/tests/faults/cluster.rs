@@ -300,11 +300,7 @@ fn placement(lab: &Lab, asker: usize, addr: &Address) -> Option<Audited> {
 }
 
 /// Audits of `objects` (`/admin/placement` at a seeded random node each), eight at once.
-fn audit_round(
-    lab: &Lab,
-    seed: u64,
-    objects: &[Address],
-) -> Vec<(Address, Option<Audited>)> {
+fn audit_round(lab: &Lab, seed: u64, objects: &[Address]) -> Vec<(Address, Option<Audited>)> {
     const AT_ONCE: usize = 8;
     let chunk = objects.len().div_ceil(AT_ONCE).max(1);
     std::thread::scope(|s| {

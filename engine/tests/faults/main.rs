@@ -141,6 +141,10 @@ fn all_nodes() -> Vec<usize> {
     (0..ZONES.len()).collect()
 }
 
+fn all_but(skipped: usize) -> Vec<usize> {
+    (0..ZONES.len()).filter(|&i| i != skipped).collect()
+}
+
 /// Zones z0 and z1 (four nodes) cut off from z2 (one) for a minute while clients write
 /// on both sides, then healed.
 #[test]
@@ -167,9 +171,8 @@ fn one_zone_behind_twenty_percent_loss() {
 fn a_holder_paused_for_three_peer_dead_periods() {
     let (mut run, _hub) = Run::set_up("a_holder_paused_for_three_peer_dead_periods");
     let paused = run.rng.below(ZONES.len());
-    let others: Vec<usize> = all_nodes().into_iter().filter(|&i| i != paused).collect();
     run.lab.nodes[paused].pause();
-    run.clients(&[others], Duration::from_millis(3 * PEER_DEAD_MS));
+    run.clients(&[all_but(paused)], Duration::from_millis(3 * PEER_DEAD_MS));
     run.lab.nodes[paused].resume();
     run.heal_and_check();
 }
@@ -179,8 +182,7 @@ fn a_holder_paused_for_three_peer_dead_periods() {
 fn a_one_way_partition() {
     let (mut run, _hub) = Run::set_up("a_one_way_partition");
     let mute = run.rng.below(ZONES.len());
-    let others: Vec<usize> = all_nodes().into_iter().filter(|&i| i != mute).collect();
-    run.lab.drop_between(&[mute], &others);
+    run.lab.drop_between(&[mute], &all_but(mute));
     run.clients(&[all_nodes()], Duration::from_secs(30));
     run.heal_and_check();
 }
