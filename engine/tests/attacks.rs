@@ -452,6 +452,7 @@ impl Drop for SmallDisk {
 }
 
 #[test]
+#[ignore = "needs root (mounts a small tmpfs): run by scripts/test-all.sh"]
 fn a_full_disk_refuses_uploads_with_507_keeps_serving_reads_and_recovers() {
     let _alone = alone();
     let disk = SmallDisk::mount("atk-disk-full", "24m");

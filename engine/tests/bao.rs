@@ -376,7 +376,7 @@ fn bao_cli(args: &[&str]) -> std::process::Output {
         .expect("run bao")
 }
 
-/// `bao` is installed with `cargo install bao_bin` (in ~/.cargo/bin; .ci/run does it).
+/// `bao` is installed with `cargo install bao_bin` (in ~/.cargo/bin; scripts/test-all.sh does it).
 fn program_in_path(name: &str) -> std::path::PathBuf {
     let cargo_bin = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
@@ -389,6 +389,7 @@ fn program_in_path(name: &str) -> std::path::PathBuf {
 }
 
 #[test]
+#[ignore = "needs the bao CLI (cargo install bao_bin): run by scripts/test-all.sh"]
 fn the_bao_cli_decodes_encodings_slices_and_outboards() {
     let dir = temp_dir("bao-cli");
     let node = Node::start(&dir.join("data"), &[]);

@@ -489,6 +489,7 @@ fn tree_files(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 /// from `/`) comes back byte for byte; and through an edge that has never seen it, read
 /// through from the node that holds it, in the coding asked for.
 #[test]
+#[ignore = "needs wget: run by scripts/test-all.sh"]
 fn a_packed_site_mirrors_byte_for_byte_and_an_edge_reads_it_through() {
     let dir = temp_dir("bundle-mirror");
     let site = dir.with_extension("site");

@@ -116,6 +116,7 @@ struct Answered {
 }
 
 #[test]
+#[ignore = "needs strace: run by scripts/test-all.sh"]
 fn every_acknowledged_upload_is_synced_renamed_dir_synced_indexed_then_answered() {
     let n = Node::start(&temp_dir("commit-order"), &["--shards", "2"]);
     // Eight clients upload the same 300 KB at once, eight more distinct bodies.
@@ -132,6 +133,7 @@ fn every_acknowledged_upload_is_synced_renamed_dir_synced_indexed_then_answered(
 /// Small objects are packed: for every one acknowledged, the segment write holding its
 /// needle, then that segment's data sync, ended before the answer.
 #[test]
+#[ignore = "needs strace: run by scripts/test-all.sh"]
 fn every_acknowledged_small_upload_is_appended_and_synced_before_its_answer() {
     let n = Node::start(&temp_dir("commit-order-packed"), &["--shards", "2"]);
     let same = bytes(42, 4_096);

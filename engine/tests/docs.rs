@@ -216,3 +216,66 @@ fn every_ron_command_in_the_readme_is_one_the_binary_accepts() {
         );
     }
 }
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn the_readme_test_command_is_what_ci_runs_and_every_ignored_test_names_its_need() {
+    let readme = read("README.md");
+    let first_block = readme
+        .split("```")
+        .nth(1)
+        .expect("the README's first code block");
+    let test_command = first_block
+        .lines()
+        .skip(1) // the language tag
+        .filter(|l| !l.trim().is_empty())
+        .nth(1)
+        .and_then(|l| l.split(" # ").next())
+        .map(str::trim)
+        .expect("the README's second command");
+    assert_eq!(test_command, "bash scripts/test-all.sh");
+    let ci = read(".ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == test_command),
+        ".ci/run does not run the README's test command {test_command:?}"
+    );
+    let script = read("scripts/test-all.sh");
+    assert!(
+        script.contains("cargo test --workspace --locked -- --include-ignored"),
+        "scripts/test-all.sh runs the ignored tests too"
+    );
+    // A plain `cargo test` leaves out only tests that say what they need and who runs them.
+    let mut ignored = 0;
+    for file in rust_files(&repo().join("engine/tests")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for line in text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("#[ignore"))
+        {
+            ignored += 1;
+            let reason = line
+                .split_once("= \"")
+                .and_then(|(_, r)| r.strip_suffix("\"]"))
+                .unwrap_or_else(|| panic!("{}: {line}: no reason", file.display()));
+            assert!(
+                reason.starts_with("needs ") && reason.ends_with(": run by scripts/test-all.sh"),
+                "{}: {reason:?}: an ignored test says `needs <what>: run by scripts/test-all.sh`",
+                file.display()
+            );
+        }
+    }
+    assert!(ignored > 0, "no ignored test found: the scan is broken");
+}

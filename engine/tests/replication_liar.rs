@@ -98,6 +98,7 @@ fn claimed_copies(r: &Response) -> Result<u64, String> {
 }
 
 #[test]
+#[ignore = "needs Node.js >= 20 and npm: run by scripts/test-all.sh"]
 fn the_liars_messages_are_the_ones_ron_writes_and_reads() {
     prepare_js();
     let addrs = [[0x5a; 32], [0xc3; 32]];
@@ -212,6 +213,7 @@ struct Upload {
 }
 
 #[test]
+#[ignore = "needs Node.js >= 20 and npm: run by scripts/test-all.sh"]
 fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
     let started = Instant::now();
     prepare_js();

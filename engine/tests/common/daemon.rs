@@ -22,7 +22,8 @@ impl Drop for Daemon {
     }
 }
 
-/// Where `name` is installed; the test fails (it does not skip) when it is not.
+/// Where `name` is installed; the test fails when it is not (such tests are `#[ignore]`d
+/// with the program they need, and run by `scripts/test-all.sh`, which installs it).
 pub fn program(name: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin"] {
         let path = Path::new(dir).join(name);
@@ -30,7 +31,7 @@ pub fn program(name: &str) -> PathBuf {
             return path;
         }
     }
-    panic!("{name} is not installed (apt-get install {name}); .ci/run installs it")
+    panic!("{name} is not installed (apt-get install {name}); scripts/test-all.sh installs it")
 }
 
 /// Starts `command` and waits until `addr` takes connections.

@@ -3,7 +3,7 @@
 //! installed ([`prepare_js`]), a peer run as a child process whose JSON lines (one per
 //! step, `{"step":...}`) are read as they come ([`JsPeer`]), killed when dropped.
 //!
-//! Needs Node.js ≥ 20 and npm (a test using it fails without them, it does not skip);
+//! Needs Node.js ≥ 20 and npm (the tests using it are `#[ignore]`d with that reason);
 //! when `interop/js-libp2p/node_modules` is missing or older than the lock file,
 //! [`prepare_js`] runs `npm ci` there first.
 
@@ -30,7 +30,7 @@ pub fn prepare_js() {
         .unwrap_or_else(|e| {
             panic!(
                 "this test needs Node.js ≥ {NODE_MAJOR_MIN} and npm on PATH \
-                 (`node --version`: {e}); .ci/run installs them"
+                 (`node --version`: {e}); scripts/test-all.sh installs them"
             )
         });
     let version = String::from_utf8_lossy(&version.stdout).trim().to_string();

@@ -17,7 +17,7 @@ pub fn attach(pid: u32, out: &Path, calls: &str) -> Child {
         .args(["-p", &pid.to_string()])
         .stderr(Stdio::piped())
         .spawn()
-        .expect("strace is needed for this test (apt-get install strace; .ci/run installs it)");
+        .expect("strace is needed for this test (apt-get install strace; scripts/test-all.sh installs it)");
     // strace reports once it has attached every thread.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_to_string(format!("/proc/{pid}/status"))
