@@ -1,7 +1,10 @@
 //! The docs, kept honest where a machine can check them: every path ARCHITECTURE.md
 //! names exists; every admin endpoint HTTP-API.md lists is routed by the real node and
 //! every route is listed; every metric it lists is exported and every exported one is
-//! listed; every `ron` command in the README's code blocks is one the binary accepts.
+//! listed; every `ron` command in the code blocks of the README, OPERATIONS.md and
+//! HTTP-API.md is one the binary accepts, and every config block one the node takes; the
+//! unit lines OPERATIONS.md quotes are the unit's; `/admin/stats`' keys and the client's
+//! commands are listed; no doc keeps a status list; the README's test command is CI's.
 
 mod common;
 
@@ -180,40 +183,244 @@ fn ron_arguments(line: &str, addr: &str) -> Option<Vec<String>> {
     Some(args)
 }
 
-#[test]
-fn every_ron_command_in_the_readme_is_one_the_binary_accepts() {
-    let readme = read("README.md");
-    let addr = ron_codec::Address::of(b"any object").to_string();
-    let blocks: Vec<&str> = readme.split("```").skip(1).step_by(2).collect();
-    let commands: Vec<Vec<String>> = blocks
-        .iter()
-        .flat_map(|b| b.lines())
-        .filter_map(|l| ron_arguments(l, &addr))
-        .collect();
-    assert!(commands.len() >= 10, "README commands found: {commands:?}");
-    // What the README's commands read: a file, the config it writes, the dev cert.
-    let dir = temp_dir("docs-readme");
+/// The `ron` commands in the code blocks of `doc`, as arguments: a line continued with
+/// `\` is joined to the next, a synopsis (`[--out DIR]`) is left out, and placeholders
+/// are filled (`…` a value, `...` more flags).
+fn ron_commands_in(doc: &str, addr: &str) -> Vec<Vec<String>> {
+    let text = read(doc);
+    let blocks: Vec<&str> = text.split("```").skip(1).step_by(2).collect();
+    let mut commands = Vec::new();
+    for block in blocks {
+        let joined = block.replace("\\\n", " ");
+        for line in joined.lines().filter(|l| !l.contains("[--")) {
+            let filled = line.replace('…', "x");
+            if let Some(args) = ron_arguments(&filled, addr) {
+                commands.push(args.into_iter().filter(|a| a != "...").collect());
+            }
+        }
+    }
+    commands
+}
+
+/// Each of `commands` is accepted by the binary (a client fails to connect, quickly,
+/// after its arguments were accepted: no node runs on the default ports in a test).
+fn assert_accepted(doc: &str, commands: &[Vec<String>]) {
+    // What the commands read: a file, the config the README writes, the dev cert.
+    let dir = temp_dir("docs-commands");
     std::fs::write(dir.join("myfile"), b"a file to put").unwrap();
     std::fs::write(
         dir.join("ron.toml"),
         "[quota_default]\nrequests_per_s = 200\n",
     )
     .unwrap();
-    for args in &commands {
+    for args in commands {
+        // A config file the doc names (/etc/ron/ron.toml) is the one written above.
+        let args: Vec<&str> = args
+            .iter()
+            .zip(std::iter::once("").chain(args.iter().map(String::as_str)))
+            .map(|(arg, before)| match before {
+                "--config" => "ron.toml",
+                _ => arg.as_str(),
+            })
+            .collect();
         let out = Command::new(env!("CARGO_BIN_EXE_ron"))
-            .args(args)
+            .args(&args)
             .current_dir(&dir)
-            // No node runs on the default ports in a test: a client fails to connect,
-            // quickly, after its arguments were accepted.
             .env("RON_TOKEN", "")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.code() != Some(2) && !stderr.contains("for usage"),
-            "README: `ron {}` is refused by the binary: {stderr}",
+            "{doc}: `ron {}` is refused by the binary: {stderr}",
             args.join(" ")
         );
+    }
+}
+
+#[test]
+fn every_ron_command_in_the_readme_operations_and_http_api_is_one_the_binary_accepts() {
+    let addr = ron_codec::Address::of(b"any object").to_string();
+    for (doc, at_least) in [
+        ("README.md", 10),
+        ("docs/OPERATIONS.md", 8),
+        ("docs/HTTP-API.md", 0),
+    ] {
+        let commands = ron_commands_in(doc, &addr);
+        assert!(
+            commands.len() >= at_least,
+            "{doc}: commands found: {commands:?}"
+        );
+        assert_accepted(doc, &commands);
+    }
+}
+
+/// Every TOML block of OPERATIONS.md and HTTP-API.md is a configuration the node takes
+/// (`ron config print --config` refuses an unknown key or section, or a bad value).
+#[test]
+fn every_config_block_in_the_docs_is_one_the_node_takes() {
+    let dir = temp_dir("docs-toml");
+    let mut checked = 0;
+    for doc in ["docs/OPERATIONS.md", "docs/HTTP-API.md"] {
+        let text = read(doc);
+        for block in text.split("```").skip(1).step_by(2) {
+            let Some(toml) = block.strip_prefix("toml\n") else {
+                continue;
+            };
+            let file = dir.join(format!("block-{checked}.toml"));
+            std::fs::write(&file, toml).unwrap();
+            let out = Command::new(env!("CARGO_BIN_EXE_ron"))
+                .args(["config", "print", "--config"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{doc}: a config block the node refuses: {}\n{toml}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no TOML block found");
+}
+
+/// Every systemd directive OPERATIONS.md quotes (`Name=value`) is a line of the unit the
+/// package installs.
+#[test]
+fn every_unit_line_operations_quotes_is_in_the_unit() {
+    let unit = read("packaging/ron.service");
+    let lines: BTreeSet<&str> = unit.lines().map(str::trim).collect();
+    // What the unit says, not what it leaves out ("Not used: `SystemCallFilter=~…`") or
+    // what an operator may add (an item that says `systemctl edit`).
+    let text: String = read("docs/OPERATIONS.md")
+        .split("\n\n")
+        .flat_map(|paragraph| paragraph.split("\n- "))
+        .flat_map(|item| item.split("\n  Not used:").take(1))
+        .filter(|item| !item.contains("systemctl edit"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let directive = |span: &&str| {
+        let (name, _) = span.split_once('=').unwrap_or(("", ""));
+        name.len() > 2
+            && name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && name.chars().all(|c| c.is_ascii_alphanumeric())
+            // Not a notification (`READY=1`): directives are CamelCase.
+            && name.chars().any(|c| c.is_ascii_lowercase())
+    };
+    let quoted: Vec<&str> = code_spans(&text).into_iter().filter(directive).collect();
+    assert!(quoted.len() >= 4, "unit lines quoted: {quoted:?}");
+    for span in quoted {
+        // `LimitNOFILE=` or `LimitNOFILE=N` names the directive; anything else is a line.
+        let named = span.ends_with('=') || span.ends_with("=N");
+        let directive = span.trim_end_matches('N');
+        let said = match named {
+            true => lines.iter().any(|l| l.starts_with(directive)),
+            false => lines.contains(span),
+        };
+        assert!(
+            said,
+            "OPERATIONS.md quotes `{span}`, packaging/ron.service does not say it"
+        );
+    }
+}
+
+/// Lines that say what is built or not: they go stale, and what is not built lives in
+/// the issues. (PERF.md is a dated record and may say what was not built then.)
+#[test]
+fn no_doc_keeps_a_status_list() {
+    let mut docs = vec![repo().join("README.md")];
+    for dir in ["docs", "docs/design"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap().flatten() {
+            let path = entry.path();
+            let markdown = path.extension().is_some_and(|e| e == "md");
+            if markdown && !path.ends_with("PERF.md") {
+                docs.push(path);
+            }
+        }
+    }
+    let stale = [
+        "not built yet",
+        "not yet:",
+        "not yet —",
+        "(open issue)",
+        "status:",
+    ];
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let lower = line.to_lowercase();
+            let said = stale
+                .iter()
+                .find(|s| lower.contains(**s) && (**s != "status:" || lower.starts_with(**s)));
+            assert!(
+                said.is_none(),
+                "{}:{}: {line:?} says what is (not) built: say what it does, and leave what is not built to the issues",
+                doc.display(),
+                i + 1
+            );
+        }
+    }
+}
+
+/// The client commands the README's and ARCHITECTURE.md's crate tables list are the
+/// binary's.
+#[test]
+fn every_client_command_is_in_the_crate_tables() {
+    for (doc, row) in [
+        ("README.md", "`ron-client`"),
+        ("docs/ARCHITECTURE.md", "`ron-client`"),
+    ] {
+        let text = read(doc);
+        let line = text
+            .lines()
+            .find(|l| l.contains(row) && l.starts_with('|'))
+            .unwrap_or_else(|| panic!("{doc}: no ron-client row"));
+        for command in ron_client::cli::COMMANDS {
+            assert!(
+                line.contains(&format!("`{command}`")),
+                "{doc}'s ron-client row does not name `{command}`"
+            );
+        }
+    }
+}
+
+/// Every key `/admin/stats` answers with is named in HTTP-API.md's row for it.
+#[test]
+fn every_admin_stats_key_is_listed() {
+    let mut node = Node::start(&temp_dir("docs-stats"), &["--shards", "2"]);
+    let stats = get(node.admin, "/admin/stats").unwrap().json();
+    node.stop();
+    let text = read("docs/HTTP-API.md");
+    // Its `scrub` object is listed as /admin/scrub's answer.
+    let rows: String = text
+        .lines()
+        .filter(|l| l.starts_with("| `/admin/stats` |") || l.starts_with("| `/admin/scrub` |"))
+        .collect();
+    assert!(
+        rows.contains("/admin/scrub"),
+        "HTTP-API.md's /admin/stats and /admin/scrub rows"
+    );
+    let mut keys = BTreeSet::new();
+    collect_keys(&stats, &mut keys);
+    for key in keys {
+        assert!(
+            rows.contains(&format!("\"{key}\"")),
+            "/admin/stats answers with {key:?}; HTTP-API.md's row does not list it"
+        );
+    }
+}
+
+fn collect_keys(value: &serde_json::Value, keys: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                keys.insert(key.clone());
+                collect_keys(inner, keys);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_keys(v, keys)),
+        _ => {}
     }
 }
 
