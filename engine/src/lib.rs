@@ -20,6 +20,10 @@
 //!   hedged, resumed at the failed group by the next provider) or the HTTP origin
 //!   (verified whole), streamed to every request waiting on it (one fetch per object per
 //!   shard) and stored.
+//! - [`replication`]: on a node in a network, the copies the placement asks this shard
+//!   to keep (pulled through the read-through, verified, committed as kept) and the
+//!   repair sweep that audits each kept object's holders and asks for missing copies;
+//!   started and stopped with the shard.
 //! - [`admission`]: what every request passes first and is accounted to — the tenant's
 //!   token buckets (429 `over_quota`), the shard's in-flight gate (503 `overloaded`),
 //!   tenant identity, counters by protocol/op/status and latency histograms, and the
@@ -63,7 +67,7 @@
 //!   object size.
 //! - A blocked address (the denylist) is answered 451 before any lookup, fetch or
 //!   commit: the first thing `Service::find`, `Service::begin_upload` (and the upload's
-//!   commit), `ReadThrough::join`, `ReadThrough::pull` and the repair sweep do.
+//!   commit), `ReadThrough::join`, `Replication::pull` and the repair sweep do.
 //! - Only verified bytes are written: bodies are slices of groups the shard verified
 //!   against the object's tree; a group failing verification before the head is a 500
 //!   `bad_digest`, after it an aborted stream.
@@ -94,6 +98,7 @@ pub mod logging;
 pub mod oap;
 pub mod preflight;
 pub mod refusal;
+pub mod replication;
 pub mod server;
 pub mod service;
 pub mod transfer;

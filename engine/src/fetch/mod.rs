@@ -13,8 +13,10 @@
 //! - [`peer`]: the verified OAP/1 GET from one provider.
 //! - [`origin`]: the HTTP origin, verified group by group against its outboard when it
 //!   serves one (`<hash>.obao`), else whole.
-//! - `sweep`: the repair sweep — the kept objects this shard owns, their holders
-//!   audited and missing copies asked for (replication).
+//!
+//! Replication (`crate::replication`) reaches it through [`ReadThrough::join_copy`]: a
+//! placement copy is a flight like any other, paced at the shard's share of
+//! `replication_bytes_per_s` and committed as kept.
 //!
 //! ## Invariants
 //! - No byte reaches a waiter or the store unverified: a provider's group is checked
@@ -46,31 +48,32 @@
 //! task follows the owner's instead (`follow`): `MeshOp::Flight` → the owner's window →
 //! this flight's window, then the owner's outcome.
 
+mod attempts;
 pub mod flight;
 mod follow;
+mod misses;
 pub mod origin;
 pub mod peer;
-mod sweep;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ron_codec::tree::group_count;
 use ron_codec::Address;
 use ron_link::counters::{FetchFailure, FrontCounters};
-use ron_link::dht::{DhtClient, PullMailbox, PullOutcome};
+use ron_link::dht::DhtClient;
 use ron_shards::lifecycle::{finished_within, StopSignal};
 use ron_shards::scrub::Pacer;
 use ron_shards::{CommitOutcome, Shard};
 
+pub use attempts::AttemptError;
+use attempts::{first_done, storage_error, Attempt, Attempts};
 pub use flight::{Failure, Flight, GroupAt, Outcome};
+use misses::Misses;
 pub use origin::Origin;
 use peer::PeerGet;
 
@@ -95,45 +98,6 @@ impl Drop for Running {
 
 /// Providers asked for per fetch.
 const PROVIDERS_MAX: usize = 8;
-/// Origin 404s a shard remembers at once; past it, a new one is not remembered until
-/// older ones expire (a flood of distinct missing addresses cannot grow the table).
-const MISSES_REMEMBERED_MAX: usize = 4096;
-
-/// The addresses an origin answered 404 for, each until a deadline
-/// (`fetch_miss_ms`): a request for one is answered 404 without asking again.
-#[derive(Debug, Default)]
-struct Misses {
-    until: HashMap<Address, Instant>,
-}
-
-impl Misses {
-    fn remembers(&self, addr: &Address, now: Instant) -> bool {
-        self.until.get(addr).is_some_and(|until| now < *until)
-    }
-
-    fn remember(&mut self, addr: Address, until: Instant, now: Instant) {
-        if until <= now {
-            return;
-        }
-        if self.until.len() >= MISSES_REMEMBERED_MAX {
-            self.until.retain(|_, until| now < *until);
-        }
-        if self.until.len() < MISSES_REMEMBERED_MAX || self.until.contains_key(&addr) {
-            self.until.insert(addr, until);
-        }
-    }
-}
-
-/// One upstream attempt that failed: who, why, and what it said or did.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{upstream}: {detail}")]
-pub struct AttemptError {
-    pub upstream: String,
-    /// Why it failed: the `reason` label of `ron_fetch_failures_total`.
-    pub reason: FetchFailure,
-    pub detail: String,
-}
-
 /// How read-through behaves (from the configuration).
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -210,6 +174,11 @@ impl ReadThrough {
         self.config.timeout
     }
 
+    /// The shard whose objects it fetches.
+    pub fn shard(&self) -> &Rc<Shard> {
+        &self.shard
+    }
+
     /// The DHT thread, when the node is in a network.
     pub fn dht(&self) -> Option<&DhtClient> {
         self.dht.as_ref()
@@ -224,100 +193,17 @@ impl ReadThrough {
         self.join_from(addr, None)
     }
 
-    /// A copy the placement asks this shard (the owner of `addr`) to hold: kept if it
-    /// holds it already; else fetched — from `source` first (the node that asked), then
-    /// the providers the DHT names — verified, coalesced with any read of it, and
-    /// committed as kept. Answers once the kept copy is durable, or why it failed.
-    ///
-    /// A holder asks for a copy this node holds only when its audit of it failed, so a
-    /// copy held is checked whole first (`Shard::check_object`, which rebuilds what
-    /// parity can); one damaged beyond that is removed and fetched again verified.
-    pub async fn pull(self: &Rc<Self>, addr: Address, source: Option<SocketAddr>) -> PullOutcome {
-        if self.blocked.blocks(&addr) {
-            return PullOutcome::Failed("blocked by this node's denylist".into());
-        }
-        let mut replacing = false;
-        match self.shard.keep_if_stored(&addr).await {
-            Ok(true) if self.copy_is_whole(&addr).await => return PullOutcome::Held,
-            Ok(true) => match self.shard.discard_damaged(&addr).await {
-                Ok(true) => replacing = true,
-                Ok(false) => {
-                    return PullOutcome::Failed("a damaged copy is busy; asked again later".into())
-                }
-                Err(e) => return PullOutcome::Failed(e.to_string()),
-            },
-            Ok(false) => {}
-            Err(e) => return PullOutcome::Failed(e.to_string()),
-        }
-        let flight = match self.join_from(addr, source) {
-            Ok(flight) => flight,
-            Err(_) => return self.pull_failed(addr, replacing, PullOutcome::Busy),
-        };
+    /// The fetch of a copy the placement asks this shard to keep (replication's pull):
+    /// fetched from `source` first (the node that asked), then the providers the DHT
+    /// names, and committed as kept.
+    pub(crate) fn join_copy(
+        self: &Rc<Self>,
+        addr: Address,
+        source: Option<SocketAddr>,
+    ) -> Result<Rc<Flight>, Refusal> {
+        let flight = self.join_from(addr, source)?;
         flight.keep.set(true);
-        if let Err(refused) = flight.wait_stored().await {
-            let failed = PullOutcome::Failed(refused.to_string());
-            return self.pull_failed(addr, replacing, failed);
-        }
-        // A flight that committed before this pull joined it made an evictable copy.
-        match self.shard.keep_if_stored(&addr).await {
-            Ok(true) => {
-                // `ron_replication_pulls_total` counts copies made: of the pulls that
-                // waited on one flight only the first counts it, and a second flight of
-                // an object already stored (a pull that looked just before the first
-                // one's commit) made none.
-                if flight.claim_new_copy() {
-                    FrontCounters::add(&self.metrics().replica_pulls_held, 1);
-                }
-                PullOutcome::Held
-            }
-            Ok(false) => PullOutcome::Failed("fetched, then evicted before it was kept".into()),
-            Err(e) => PullOutcome::Failed(e.to_string()),
-        }
-    }
-
-    /// Whether this shard's copy of `addr` reads back whole, after what its parity
-    /// rebuilt. Logged when it does not: the copy is about to be replaced.
-    async fn copy_is_whole(&self, addr: &Address) -> bool {
-        match self.shard.check_object(addr).await {
-            Ok(check) if check.unrepairable_blocks() == 0 => true,
-            Ok(check) => {
-                let bad = check.unrepairable_blocks();
-                tracing::warn!(obj = %addr, bad_blocks = bad, "a copy asked for is damaged beyond its parity: fetching it again");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(obj = %addr, "a copy asked for cannot be checked: {e}; fetching it again");
-                false
-            }
-        }
-    }
-
-    /// The answer to a pull that made no copy; when it removed a damaged one first, the
-    /// DHT is told this node no longer provides it.
-    fn pull_failed(&self, addr: Address, replaced: bool, outcome: PullOutcome) -> PullOutcome {
-        if let (true, Some(dht)) = (replaced, &self.dht) {
-            let _ = dht.try_withdraw(vec![*addr.as_bytes()]);
-        }
-        outcome
-    }
-
-    /// Serves the copies the DHT thread hands this shard (it owns their addresses), each
-    /// in its own task, until the DHT thread drops its end. The DHT thread bounds how
-    /// many are under way; past `flights_max` fetches a copy is answered busy.
-    pub fn serve_pulls(self: &Rc<Self>, mut pulls: PullMailbox) {
-        let this = Rc::clone(self);
-        glommio::spawn_local(async move {
-            while let Some(pull) = pulls.recv().await {
-                let copying = Rc::clone(&this);
-                glommio::spawn_local(async move {
-                    let addr = Address::from_bytes(pull.addr);
-                    let outcome = copying.pull(addr, Some(pull.source)).await;
-                    let _ = pull.reply.send(outcome);
-                })
-                .detach();
-            }
-        })
-        .detach();
+        Ok(flight)
     }
 
     fn join_from(
@@ -752,75 +638,6 @@ enum Streamed {
     Nothing,
     /// Groups were served already: no other source can continue them verified.
     Partly,
-}
-
-fn storage_error(e: impl ToString) -> AttemptError {
-    AttemptError {
-        upstream: "this node's store".into(),
-        reason: FetchFailure::Storage,
-        detail: e.to_string(),
-    }
-}
-
-/// One provider being opened, in its own task (dropping it cancels the attempt).
-#[derive(Debug)]
-struct Attempt {
-    peer: SocketAddr,
-    task: glommio::Task<Result<PeerGet, AttemptError>>,
-}
-
-/// The first of `attempts` to finish, and its index.
-fn first_done(
-    attempts: &mut [Attempt],
-) -> impl Future<Output = (usize, Result<PeerGet, AttemptError>)> + '_ {
-    std::future::poll_fn(move |cx| {
-        for (i, attempt) in attempts.iter_mut().enumerate() {
-            if let Poll::Ready(out) = Pin::new(&mut attempt.task).poll(cx) {
-                return Poll::Ready((i, out));
-            }
-        }
-        Poll::Pending
-    })
-}
-
-/// The attempts of one fetch: how many failed and how the last one did.
-#[derive(Debug, Default)]
-struct Attempts {
-    failed: u32,
-    last: Option<AttemptError>,
-}
-
-impl Attempts {
-    fn note(&mut self, metrics: &FrontCounters, addr: Address, e: AttemptError) {
-        metrics.fetch_failed(e.reason);
-        if e.reason == FetchFailure::BadGroup {
-            tracing::warn!(obj = %addr, upstream = %e.upstream, reason = %e.detail, "read-through: an upstream sent bytes that failed verification; dropped for this object");
-        } else {
-            tracing::debug!(obj = %addr, upstream = %e.upstream, reason = %e.detail, "read-through: upstream attempt failed");
-        }
-        self.failed += 1;
-        self.last = Some(e);
-    }
-
-    fn failure(&self, config: &FetchConfig, deadline_passed: bool) -> Failure {
-        let timed_out = self
-            .last
-            .as_ref()
-            .is_some_and(|e| e.reason == FetchFailure::Timeout);
-        if timed_out || deadline_passed {
-            return Failure::TimedOut {
-                timeout_ms: config.timeout.as_millis() as u64,
-            };
-        }
-        let last = match &self.last {
-            Some(e) => e.to_string(),
-            None => "no provider or origin is known".into(),
-        };
-        Failure::NoVerifiedCopy {
-            tried: self.failed,
-            last: Rc::from(last),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use crate::blocked::Blocked;
 use crate::config::Config;
 use crate::fetch::{FetchConfig, Origin, ReadThrough};
 use crate::limits;
+use crate::replication::{Replication, ReplicationConfig};
 use crate::server::clock::{Alarm, ShardClock};
 use crate::server::error::StartError;
 use crate::server::front::{listen, FrontEnds};
@@ -304,15 +305,17 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     );
     if let Some(read_through) = &read_through {
         shard.serve_flights(follower_answers(read_through));
-        if let Some(pulls) = start.pulls.take() {
-            read_through.serve_pulls(pulls);
-        }
-        let replicas = config.replicas_target();
-        if replicas > 1 && config.replication_interval_ms > 0 {
-            let interval = Duration::from_millis(config.replication_interval_ms);
-            read_through.sweep_copies(interval, replicas);
-        }
     }
+    let replication = read_through.as_ref().and_then(|read_through| {
+        let config = ReplicationConfig {
+            replicas: config.replicas_target(),
+            sweep_every: (config.replication_interval_ms > 0)
+                .then(|| Duration::from_millis(config.replication_interval_ms)),
+        };
+        let counters = Arc::clone(&start.counters.front);
+        let pulls = start.pulls.take();
+        Replication::start(read_through, Rc::clone(&blocked), counters, pulls, config)
+    });
     // This shard's own TLS configuration and certificate: a rotation is installed by
     // the shard itself (its clock), so no other core touches it.
     let tls = start
@@ -358,30 +361,60 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     drop(acceptors); // cancels the accept loops and closes the listeners
     drain(&admission, Duration::from_millis(config.drain_timeout_ms)).await;
     let steps = [&start.drained, &start.stopped];
-    stop_behind_requests(steps, &shard, read_through.as_deref()).await;
+    let fetching = Fetching {
+        read_through: read_through.as_deref(),
+        replication: replication.as_deref(),
+    };
+    stop_behind_requests(steps, &shard, fetching).await;
     Ok(())
 }
 
-/// The stop after the drain, in steps every shard takes together: the read-through's
-/// fetches are abandoned; once every shard has drained, the shard's background services
+/// What fetches objects from other nodes on a shard: the read-through and, in a
+/// network, replication (which fetches through it).
+struct Fetching<'a> {
+    read_through: Option<&'a ReadThrough>,
+    replication: Option<&'a Replication>,
+}
+
+/// The stop after the drain, in steps every shard takes together: replication stops
+/// starting work, the read-through's fetches are abandoned, and replication's services
+/// and pulls are awaited; once every shard has drained, the shard's background services
 /// and group commit stop (a commit forwarded by a shard still draining finds its owner
 /// taking it); once every shard has stopped, the executor may end (nothing asks over
 /// the mesh any more).
 async fn stop_behind_requests(
     [drained, stopped]: [&StopStep; 2],
     shard: &Shard,
-    fetches: Option<&ReadThrough>,
+    fetching: Fetching<'_>,
 ) {
     let index = shard.index().0;
-    if let Some(fetches) = fetches {
-        let left = fetches.stop(limits::FETCH_STOP_WAIT).await;
-        if left > 0 {
-            tracing::warn!(
-                shard = index,
-                fetches = left,
-                "read-through fetches still running at the stop"
-            );
+    let fetches_stopped = async {
+        match fetching.read_through {
+            Some(fetches) => fetches.stop(limits::FETCH_STOP_WAIT).await,
+            None => 0,
         }
+    };
+    let (left, abandoned) = match fetching.replication {
+        Some(replication) => {
+            replication
+                .stop(limits::FETCH_STOP_WAIT, fetches_stopped)
+                .await
+        }
+        None => (fetches_stopped.await, Vec::new()),
+    };
+    if left > 0 {
+        tracing::warn!(
+            shard = index,
+            fetches = left,
+            "read-through fetches still running at the stop"
+        );
+    }
+    if !abandoned.is_empty() {
+        tracing::warn!(
+            shard = index,
+            ?abandoned,
+            "replication stopped with work abandoned"
+        );
     }
     if !drained.arrive_and_wait().await {
         tracing::warn!(shard = index, "stopping before every shard drained");

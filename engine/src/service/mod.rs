@@ -33,6 +33,7 @@ use crate::blocked::Blocked;
 use crate::fetch::{Flight, ReadThrough};
 use crate::limits::COPIES_WAIT;
 use crate::refusal::Refusal;
+use crate::replication::audit_holder;
 
 pub use get::{FetchStream, GroupStream, Span, StoredStream, VerifiedGroup};
 pub use upload::{Stored, UploadSession, WriteCredential};
@@ -209,9 +210,10 @@ impl Service {
         else {
             return 0;
         };
+        let stall = read_through.timeout();
         let audits = holders
             .iter()
-            .map(|holder| read_through.audit(dht, holder, addr, meta.len()));
+            .map(|holder| audit_holder(dht, holder, addr, meta.len(), stall));
         join_all(audits.collect())
             .await
             .into_iter()

@@ -22,17 +22,17 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use ron_codec::tree::{group_count, GroupIndex, GROUP_LEN_BYTES};
+use ron_codec::tree::{group_count, GroupIndex};
 use ron_codec::Address;
 use ron_link::counters::FrontCounters;
 use ron_link::dht::{DhtClient, Provider};
 use ron_shards::lifecycle::{finished_within, join_all};
 use ron_shards::record::ObjectMeta;
 
-use super::peer::PeerGet;
-use super::ReadThrough;
+use super::audit::random_below;
+use super::Replication;
 
 /// Objects looked at per step of the walk (one read transaction per store).
 const SWEEP_BATCH: usize = 256;
@@ -60,19 +60,13 @@ enum Checked {
     Unknown,
 }
 
-impl ReadThrough {
-    /// Runs the sweep every `interval` until the read-through stops.
-    pub fn sweep_copies(self: &Rc<Self>, interval: Duration, replicas: usize) {
-        let Some(dht) = self.dht.clone() else {
-            return;
-        };
-        let this = Rc::clone(self);
-        glommio::spawn_local(async move {
-            while this.stop.sleep(interval).await {
-                this.sweep_pass(&dht, replicas).await;
-            }
-        })
-        .detach();
+impl Replication {
+    /// The sweep: a pass every `interval` until replication stops.
+    pub(super) async fn sweep_copies(self: Rc<Self>, interval: Duration, replicas: usize) {
+        while self.stop.sleep(interval).await {
+            let dht = self.dht.clone();
+            self.sweep_pass(&dht, replicas).await;
+        }
     }
 
     async fn sweep_pass(self: &Rc<Self>, dht: &DhtClient, replicas: usize) {
@@ -90,11 +84,14 @@ impl ReadThrough {
                 if self.stop.is_stopped() {
                     return;
                 }
-                FrontCounters::add(&self.metrics().replication_checks, batch.len() as u64);
+                FrontCounters::add(&self.counters.replication_checks, batch.len() as u64);
                 let checks = batch
                     .iter()
                     .map(|addr| self.check_copies(dht, *addr, replicas));
-                let checked = join_all(checks.collect()).await;
+                let Some(checked) = self.stop.unless_stopped(join_all(checks.collect())).await
+                else {
+                    return;
+                };
                 short += checked.iter().filter(|c| **c == Checked::Short).count() as u64;
             }
             match next {
@@ -102,7 +99,7 @@ impl ReadThrough {
                 None => break,
             }
         }
-        let metrics = self.metrics();
+        let metrics = &self.counters;
         metrics
             .under_replicated
             .store(short, std::sync::atomic::Ordering::Relaxed);
@@ -186,7 +183,7 @@ impl ReadThrough {
 
     async fn demote(&self, addr: Address) {
         match self.shard.demote_if_kept(&addr).await {
-            Ok(true) => FrontCounters::add(&self.metrics().replication_demoted, 1),
+            Ok(true) => FrontCounters::add(&self.counters.replication_demoted, 1),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(obj = %addr, "repair sweep: cannot make a displaced copy evictable: {e}")
@@ -212,33 +209,6 @@ impl ReadThrough {
         let outcome = self.pull(addr, sources.first().copied()).await;
         tracing::info!(obj = %addr, ?outcome, "repair sweep: this node's own copy failed its audit");
     }
-
-    /// Whether `holder` sends a random group of its own copy, verified.
-    pub(crate) async fn audit(
-        &self,
-        dht: &DhtClient,
-        holder: &Provider,
-        addr: Address,
-        len: u64,
-    ) -> bool {
-        let Some(oap) = holder.oap else {
-            dht.metrics.count_audit("failed");
-            return false;
-        };
-        let groups = if len == 0 { 1 } else { group_count(len) };
-        let group = random_below(groups, &addr);
-        let stall = self.config.timeout;
-        let len_max = len.max(GROUP_LEN_BYTES);
-        let node = Some(holder.node_id.as_str());
-        let opened = PeerGet::open(oap, node, addr, group, Some(len), len_max, stall).await;
-        let outcome = match &opened {
-            Ok(_) => "verified",
-            Err(e) if PeerGet::says_not_held(e) => "missing",
-            Err(_) => "failed",
-        };
-        dht.metrics.count_audit(outcome);
-        opened.is_ok()
-    }
 }
 
 async fn placement(dht: &DhtClient, addr: Address) -> Option<Vec<Provider>> {
@@ -250,11 +220,4 @@ async fn placement(dht: &DhtClient, addr: Address) -> Option<Vec<Provider>> {
         Some(Ok(Ok(holders))) => Some(holders),
         _ => None,
     }
-}
-
-/// A group index below `groups`, different from pass to pass and object to object.
-fn random_below(groups: u64, addr: &Address) -> u64 {
-    use std::hash::BuildHasher;
-    let seed = (Instant::now(), *addr.as_bytes());
-    std::collections::hash_map::RandomState::new().hash_one(seed) % groups.max(1)
 }

@@ -1,0 +1,185 @@
+//! Replication on one shard (docs/design/replication.md): the copies this shard keeps
+//! for the network's placement, and the checks that keep every object it owns at
+//! `replicas` verified copies. The placement itself, the replicate protocol and the
+//! audits' bookkeeping live in the DHT thread (`ron-dht`); this is the shard's side.
+//!
+//! ## What it owns
+//! - [`Replication`] (one per shard, on a node in a network): its two services, started
+//!   into a [`BackgroundTasks`] and stopped with the shard (docs/design/lifecycle.md).
+//! - `pull`: the copies other nodes ask this shard to keep (`/ron/replicate/1`, handed
+//!   over by the DHT thread for the addresses this shard owns) — kept if held and whole,
+//!   else fetched verified through the read-through ([`ReadThrough::join_copy`]: a
+//!   flight like any other, paced at `replication_bytes_per_s`, committed as kept).
+//! - `sweep`: every `replication_interval_ms`, the kept objects this shard owns, their
+//!   holders audited and those without a verified copy asked to take one; copies the
+//!   placement no longer names made evictable once every named holder proved its own.
+//! - `audit`: the audit of one holder's copy ([`audit_holder`]), used by the sweep and by
+//!   `PUT ?copies=N`.
+//!
+//! ## Invariants
+//! - A copy is kept only once every group of it verified against its address (the
+//!   read-through's invariant), and a holder counts only once an audit verified a
+//!   random group of its own kept copy.
+//! - A blocked address is never pulled, swept or copied.
+//! - A kept copy here becomes evictable only after every holder the placement names has
+//!   proved its own: an object never has fewer copies than the placement asks during a
+//!   move.
+//! - Bounded: the DHT thread bounds the pulls under way (per peer and in all), the read-
+//!   through bounds the flights, the sweep checks `SWEEP_CHECKS_AT_ONCE` objects at a
+//!   time; every wait on the DHT or a holder has a deadline, and the stop cuts them short.
+//!
+//! ## Lifecycle
+//! [`Replication::start`] starts the pull server and the sweep; [`Replication::stop`]
+//! raises their signal (no new pull or sweep step starts), lets the read-through stop
+//! (which fails the flights the pulls under way wait on), then waits for the services
+//! and the pulls, bounded.
+
+mod audit;
+mod pull;
+mod sweep;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ron_codec::Address;
+use ron_link::counters::FrontCounters;
+use ron_link::dht::{DhtClient, Provider, PullMailbox};
+use ron_shards::lifecycle::{BackgroundTasks, StopSignal};
+use ron_shards::Shard;
+
+pub use audit::audit_holder;
+
+use crate::blocked::Blocked;
+use crate::fetch::ReadThrough;
+
+/// How replication runs on a shard (from the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicationConfig {
+    /// Copies the network keeps of each object.
+    pub replicas: usize,
+    /// Between two passes of the sweep; `None`: no sweep.
+    pub sweep_every: Option<Duration>,
+}
+
+/// A task under way, counted until it drops.
+struct Running(Rc<Cell<usize>>);
+
+impl Running {
+    fn start(running: &Rc<Cell<usize>>) -> Running {
+        running.set(running.get() + 1);
+        Running(Rc::clone(running))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// A shard's replication: the copies it keeps for the placement and its sweep.
+#[derive(Debug)]
+pub struct Replication {
+    shard: Rc<Shard>,
+    read_through: Rc<ReadThrough>,
+    dht: DhtClient,
+    blocked: Rc<Blocked>,
+    counters: Arc<FrontCounters>,
+    /// The pull server and the sweep; taken by the stop.
+    services: RefCell<Option<BackgroundTasks>>,
+    /// Raised by the stop: no new pull or sweep step starts.
+    stop: StopSignal,
+    /// Pulls under way (each answers its asker, then ends).
+    pulls_running: Rc<Cell<usize>>,
+}
+
+impl Replication {
+    /// Starts replication on a shard in a network (`None` off one): the pull server for
+    /// `pulls` and, with `config.sweep_every`, the sweep.
+    pub fn start(
+        read_through: &Rc<ReadThrough>,
+        blocked: Rc<Blocked>,
+        counters: Arc<FrontCounters>,
+        pulls: Option<PullMailbox>,
+        config: ReplicationConfig,
+    ) -> Option<Rc<Replication>> {
+        let dht = read_through.dht()?.clone();
+        let services = BackgroundTasks::default();
+        let replication = Rc::new(Replication {
+            shard: Rc::clone(read_through.shard()),
+            read_through: Rc::clone(read_through),
+            dht,
+            blocked,
+            counters,
+            stop: services.signal(),
+            services: RefCell::new(Some(services)),
+            pulls_running: Rc::default(),
+        });
+        if let Some(pulls) = pulls {
+            replication.start_service("replication pulls", {
+                let this = Rc::clone(&replication);
+                this.serve_pulls(pulls)
+            });
+        }
+        if let (Some(every), true) = (config.sweep_every, config.replicas > 1) {
+            replication.start_service("replication sweep", {
+                let this = Rc::clone(&replication);
+                this.sweep_copies(every, config.replicas)
+            });
+        }
+        Some(replication)
+    }
+
+    fn start_service(&self, name: &'static str, service: impl Future<Output = ()> + 'static) {
+        let queue = glommio::executor().current_task_queue();
+        let mut services = self.services.borrow_mut();
+        let started = services.as_mut().map(|s| s.start(name, queue, service));
+        if let Some(Err(e)) = started {
+            tracing::error!(shard = self.shard.index().0, "{name} did not start: {e}");
+        }
+    }
+
+    /// Serves the copies the DHT thread hands this shard (it owns their addresses), each
+    /// in its own task, until the stop or until the DHT thread drops its end. The DHT
+    /// thread bounds how many are under way; past the read-through's `flights_max` a
+    /// copy is answered busy.
+    async fn serve_pulls(self: Rc<Self>, mut pulls: PullMailbox) {
+        while let Some(Some(pull)) = self.stop.unless_stopped(pulls.recv()).await {
+            self.start_pull(pull);
+        }
+    }
+
+    /// Whether `holder` sends a random group of its own kept copy of `addr`, verified.
+    pub async fn audit(&self, dht: &DhtClient, holder: &Provider, addr: Address, len: u64) -> bool {
+        audit_holder(dht, holder, addr, len, self.read_through.timeout()).await
+    }
+
+    /// Stops replication: its signal first (no new pull or sweep step starts), then
+    /// `fetches_stopped` (the read-through's stop, which fails the flights the pulls
+    /// under way wait on), then the services and the pulls are waited for until `within`
+    /// has passed. Returns what `fetches_stopped` did and what was abandoned.
+    pub async fn stop<T>(
+        &self,
+        within: Duration,
+        fetches_stopped: impl Future<Output = T>,
+    ) -> (T, Vec<&'static str>) {
+        self.stop.stop();
+        let fetches = fetches_stopped.await;
+        let deadline = Instant::now() + within;
+        let services = self.services.borrow_mut().take();
+        let mut abandoned = match services {
+            Some(services) => services.stop(within).await,
+            None => Vec::new(),
+        };
+        while self.pulls_running.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(crate::limits::DRAIN_POLL_PERIOD).await;
+        }
+        if self.pulls_running.get() > 0 {
+            abandoned.push("replication pulls under way");
+        }
+        (fetches, abandoned)
+    }
+}

@@ -1,0 +1,104 @@
+//! The copies other nodes ask this shard to keep (`/ron/replicate/1`, handed over by the
+//! DHT thread as [`Pull`]s for the addresses this shard owns), and the copy the sweep
+//! asks of this node when its own fails its audit.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use ron_codec::Address;
+use ron_link::counters::FrontCounters;
+use ron_link::dht::{Pull, PullOutcome};
+
+use super::Replication;
+
+impl Replication {
+    /// A copy the placement asks this shard (the owner of `addr`) to hold: kept if it
+    /// holds it already; else fetched — from `source` first (the node that asked), then
+    /// the providers the DHT names — verified, coalesced with any read of it, and
+    /// committed as kept. Answers once the kept copy is durable, or why it failed.
+    ///
+    /// A holder asks for a copy this node holds only when its audit of it failed, so a
+    /// copy held is checked whole first (`Shard::check_object`, which rebuilds what
+    /// parity can); one damaged beyond that is removed and fetched again verified.
+    pub async fn pull(&self, addr: Address, source: Option<SocketAddr>) -> PullOutcome {
+        if self.blocked.blocks(&addr) {
+            return PullOutcome::Failed("blocked by this node's denylist".into());
+        }
+        let mut replacing = false;
+        match self.shard.keep_if_stored(&addr).await {
+            Ok(true) if self.copy_is_whole(&addr).await => return PullOutcome::Held,
+            Ok(true) => match self.shard.discard_damaged(&addr).await {
+                Ok(true) => replacing = true,
+                Ok(false) => {
+                    return PullOutcome::Failed("a damaged copy is busy; asked again later".into())
+                }
+                Err(e) => return PullOutcome::Failed(e.to_string()),
+            },
+            Ok(false) => {}
+            Err(e) => return PullOutcome::Failed(e.to_string()),
+        }
+        let flight = match self.read_through.join_copy(addr, source) {
+            Ok(flight) => flight,
+            Err(_) => return self.pull_failed(addr, replacing, PullOutcome::Busy),
+        };
+        if let Err(refused) = flight.wait_stored().await {
+            let failed = PullOutcome::Failed(refused.to_string());
+            return self.pull_failed(addr, replacing, failed);
+        }
+        // A flight that committed before this pull joined it made an evictable copy.
+        match self.shard.keep_if_stored(&addr).await {
+            Ok(true) => {
+                // `ron_replication_pulls_total` counts copies made: of the pulls that
+                // waited on one flight only the first counts it, and a second flight of
+                // an object already stored (a pull that looked just before the first
+                // one's commit) made none.
+                if flight.claim_new_copy() {
+                    FrontCounters::add(&self.counters.replica_pulls_held, 1);
+                }
+                PullOutcome::Held
+            }
+            Ok(false) => PullOutcome::Failed("fetched, then evicted before it was kept".into()),
+            Err(e) => PullOutcome::Failed(e.to_string()),
+        }
+    }
+
+    /// Whether this shard's copy of `addr` reads back whole, after what its parity
+    /// rebuilt. Logged when it does not: the copy is about to be replaced.
+    async fn copy_is_whole(&self, addr: &Address) -> bool {
+        match self.shard.check_object(addr).await {
+            Ok(check) if check.unrepairable_blocks() == 0 => true,
+            Ok(check) => {
+                let bad = check.unrepairable_blocks();
+                tracing::warn!(obj = %addr, bad_blocks = bad, "a copy asked for is damaged beyond its parity: fetching it again");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(obj = %addr, "a copy asked for cannot be checked: {e}; fetching it again");
+                false
+            }
+        }
+    }
+
+    /// The answer to a pull that made no copy; when it removed a damaged one first, the
+    /// DHT is told this node no longer provides it.
+    fn pull_failed(&self, addr: Address, replaced: bool, outcome: PullOutcome) -> PullOutcome {
+        if replaced {
+            let _ = self.dht.try_withdraw(vec![*addr.as_bytes()]);
+        }
+        outcome
+    }
+
+    /// One copy the DHT thread handed this shard, in a task of its own (counted in
+    /// `pulls_running` until it answers, so the stop can wait for it).
+    pub(super) fn start_pull(self: &Rc<Self>, pull: Pull) {
+        let running = super::Running::start(&self.pulls_running);
+        let this = Rc::clone(self);
+        glommio::spawn_local(async move {
+            let addr = Address::from_bytes(pull.addr);
+            let outcome = this.pull(addr, Some(pull.source)).await;
+            let _ = pull.reply.send(outcome);
+            drop(running);
+        })
+        .detach();
+    }
+}
