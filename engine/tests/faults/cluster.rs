@@ -495,3 +495,54 @@ impl Figures {
         )
     }
 }
+
+/// What clients reading through an edge saw.
+#[derive(Debug, Default)]
+pub struct EdgeReads {
+    pub verified: AtomicU64,
+    /// Answered with an error (504 when the link stalled before the first group).
+    pub refused: AtomicU64,
+    /// A body cut short (the link stalled mid-body: the edge's stall limit).
+    pub cut: AtomicU64,
+    /// The longest any read took, ms.
+    pub slowest_ms: AtomicU64,
+}
+
+/// A client reading known objects through the edge `edge` until `until`: every body
+/// that arrives whole must hash to its address, and every read ends — answered, refused
+/// or cut — within `bound`, whatever the link does.
+pub fn edge_reads_until(
+    lab: &Lab,
+    edge: usize,
+    seed: u64,
+    until: Instant,
+    bound: Duration,
+    traffic: &Traffic,
+    reads: &EdgeReads,
+) {
+    let mut rng = Seeded::new(seed);
+    let http = lab.nodes[edge].host.http();
+    while Instant::now() < until {
+        let known = {
+            let acked = traffic.acked.lock().unwrap();
+            acked[rng.below(acked.len())].addr
+        };
+        let started = Instant::now();
+        let read = read_checked(http, &known);
+        let took = started.elapsed();
+        assert!(
+            took <= bound,
+            "a read of {known} through the edge took {took:?}"
+        );
+        reads
+            .slowest_ms
+            .fetch_max(took.as_millis() as u64, Ordering::Relaxed);
+        let counter = match read {
+            Some(true) => &reads.verified,
+            Some(false) => &reads.refused,
+            None => &reads.cut,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -28,7 +28,7 @@ use crate::common::{read_response, temp_dir, try_connect, Address, Response};
 
 pub const WRITE_TOKEN: &str = "faults-writer";
 pub const ADMIN_TOKEN: &str = "faults-operator";
-const HUB_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
+pub const HUB_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
 const P2P_PORT: u16 = 4001;
 const OAP_PORT: u16 = 9444;
 const HTTP_PORT: u16 = 8080;
@@ -217,21 +217,28 @@ impl Lab {
                 "add chain bridge faults forward { type filter hook forward priority 0; }",
             ],
         );
-        for (index, zone) in zones.iter().enumerate() {
-            let host = lab.add_host(index, zone);
-            let dir = temp_dir(&format!("faults-{name}-n{index}"));
-            let denylist_dir = dir.with_extension("deny");
-            std::fs::create_dir_all(&denylist_dir).unwrap();
-            lab.nodes.push(LabNode {
-                host,
-                data_dir: dir.clone(),
-                denylist_dir,
-                log_dir: dir.with_extension("logs"),
-                args: Vec::new(),
-                child: Mutex::new(None),
-            });
+        for zone in zones {
+            lab.add_node(zone);
         }
         lab
+    }
+
+    /// A namespace and a data dir for one more node (not started); its index.
+    fn add_node(&mut self, zone: &str) -> usize {
+        let index = self.nodes.len();
+        let host = self.add_host(index, zone);
+        let dir = temp_dir(&format!("faults-{}-n{index}", self.name));
+        let denylist_dir = dir.with_extension("deny");
+        std::fs::create_dir_all(&denylist_dir).unwrap();
+        self.nodes.push(LabNode {
+            host,
+            data_dir: dir.clone(),
+            denylist_dir,
+            log_dir: dir.with_extension("logs"),
+            args: Vec::new(),
+            child: Mutex::new(None),
+        });
+        index
     }
 
     /// A namespace with `eth0` on the hub's bridge.
@@ -270,17 +277,9 @@ impl Lab {
             0 => self.nodes[1].host.p2p(),
             _ => self.nodes[0].host.p2p(),
         };
-        let node = &mut self.nodes[i];
-        let h = node.host.clone();
-        let mut args: Vec<String> = [
-            "--data-dir",
-            node.data_dir.to_str().unwrap(),
-            "--http",
-            &h.http().to_string(),
-            "--admin",
-            &h.admin().to_string(),
-            "--oap",
-            &format!("{}:{OAP_PORT}", h.ip),
+        let h = self.nodes[i].host.clone();
+        let mut args = self.common_args(i);
+        for flag in [
             "--p2p",
             &h.p2p(),
             "--peer",
@@ -289,6 +288,39 @@ impl Lab {
             &h.zone,
             "--replicas",
             "3",
+        ] {
+            args.push(flag.to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.nodes[i].args = args;
+        self.restart(i);
+    }
+
+    /// Adds and starts an edge: a node outside the network that reads through from
+    /// `origin` (an HTTP URL), with `extra` flags; its index.
+    pub fn start_edge(&mut self, origin: &str, extra: &[&str]) -> usize {
+        let i = self.add_node("edge");
+        let mut args = self.common_args(i);
+        args.extend(["--origin".to_string(), origin.to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.nodes[i].args = args;
+        self.restart(i);
+        i
+    }
+
+    /// The flags every lab node runs with: its listeners, tokens, denylist, a small cache.
+    fn common_args(&self, i: usize) -> Vec<String> {
+        let node = &self.nodes[i];
+        let h = &node.host;
+        [
+            "--data-dir",
+            node.data_dir.to_str().unwrap(),
+            "--http",
+            &h.http().to_string(),
+            "--admin",
+            &h.admin().to_string(),
+            "--oap",
+            &format!("{}:{OAP_PORT}", h.ip),
             "--shards",
             "1",
             "--token",
@@ -304,10 +336,7 @@ impl Lab {
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        node.args = args;
-        self.restart(i);
+        .collect()
     }
 
     /// Starts node `i` again with the flags it last had, on its data dir.

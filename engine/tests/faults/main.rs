@@ -2,8 +2,9 @@
 //! network namespace of its own (`lab`), and the faults their deployment will meet,
 //! injected from outside them — a partition of zones, packet loss, a one-way partition,
 //! the bootstrap node cut off (nftables rules on the bridge between them), a paused
-//! holder (SIGSTOP/SIGCONT), a kill -9 and restart — while seeded clients write and
-//! read on every side. After each fault heals, every scenario checks the same
+//! holder (SIGSTOP/SIGCONT), a kill -9 and restart, an edge's slow then stalled link to
+//! its origin (a relay the test runs) — while seeded clients write and read on every
+//! side. After each fault heals, every scenario checks the same
 //! properties (`cluster::check_after_heal`): no acknowledged write lost, no byte served
 //! that does not hash to its address, every object back at three verified kept copies
 //! within a bound, the extra copies made meanwhile settled back, each node's store
@@ -24,15 +25,19 @@ mod common;
 
 mod cluster;
 mod lab;
+mod relay;
 
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cluster::{
-    block_everywhere, check_after_heal, clients_until, node_flags, object, seed_of, wait_until,
-    write_before, Seeded, Traffic, PEER_DEAD_MS, REPLICAS, ZONES,
+    block_everywhere, check_after_heal, clients_until, edge_reads_until, node_flags, object,
+    seed_of, wait_until, write_before, EdgeReads, Seeded, Traffic, PEER_DEAD_MS, REPLICAS, ZONES,
 };
 use common::Address;
-use lab::{admin_get, metric, put_object, Lab};
+use lab::{admin_get, metric, put_object, Lab, HUB_IP};
+use relay::Link;
 
 /// Objects written before the fault.
 const OBJECTS_BEFORE: usize = 12;
@@ -218,5 +223,69 @@ fn the_bootstrap_node_cut_off() {
             &run.traffic,
         );
     });
+    run.heal_and_check();
+}
+
+/// The edge's bound on the resolve and first verified group, and on each later group.
+const EDGE_FETCH_TIMEOUT_MS: u64 = 3_000;
+
+/// An edge (outside the network) reading through from node 0's HTTP port over a link the
+/// test runs: slowed to 128 KiB/s for 15 s, then stalled for 15 s, while clients write to
+/// the storage nodes and read through the edge. Every body through the edge verifies;
+/// every read ends — answered, refused (504) or cut at the edge's stall limit — within
+/// a bound, so a stalled upstream holds no client; whole again, the edge serves every
+/// object.
+#[test]
+#[ignore = "needs root, ip (iproute2), nft (nftables): run by scripts/test-all.sh"]
+fn an_edge_behind_a_slow_then_stalled_link() {
+    let (mut run, _hub) = Run::set_up("an_edge_behind_a_slow_then_stalled_link");
+    let link = Link::default();
+    let origin = run.lab.nodes[0].host.http();
+    let relay = relay::start(SocketAddr::from((HUB_IP, 0)), origin, link.clone());
+    let timeout = EDGE_FETCH_TIMEOUT_MS.to_string();
+    let edge = run.lab.start_edge(
+        &format!("http://{relay}"),
+        &["--fetch-timeout-ms", &timeout],
+    );
+    // The edge takes the denylist too.
+    block_everywhere(&run.lab, &run.blocked_bytes);
+    let reads = EdgeReads::default();
+    // A read waits at most the fetch timeout for its head and as long again for each
+    // group after it; twice that and some, on a loaded machine, bounds it.
+    let bound = Duration::from_millis(4 * EDGE_FETCH_TIMEOUT_MS + 2_000);
+    for (phase, lasting) in [("slow", 15), ("stalled", 15)] {
+        match phase {
+            "slow" => link.slow(128 * 1024),
+            _ => link.stall(),
+        }
+        let until = Instant::now() + Duration::from_secs(lasting);
+        let (seed, lab, traffic) = (run.rng.next(), &run.lab, &run.traffic);
+        std::thread::scope(|s| {
+            s.spawn(|| edge_reads_until(lab, edge, seed, until, bound, traffic, &reads));
+            clients_until(
+                lab,
+                &[all_nodes()],
+                seed,
+                CLIENT_PERIOD,
+                &run.blocked_bytes,
+                until,
+                traffic,
+            );
+        });
+    }
+    link.whole();
+    eprintln!(
+        "faults figures: edge reads verified={} refused={} cut={} slowest_ms={}",
+        reads.verified.load(Ordering::Relaxed),
+        reads.refused.load(Ordering::Relaxed),
+        reads.cut.load(Ordering::Relaxed),
+        reads.slowest_ms.load(Ordering::Relaxed)
+    );
+    assert!(
+        reads.verified.load(Ordering::Relaxed) > 0,
+        "no read through the slow link"
+    );
+    let stalled = reads.refused.load(Ordering::Relaxed) + reads.cut.load(Ordering::Relaxed);
+    assert!(stalled > 0, "no read met the stalled link");
     run.heal_and_check();
 }
