@@ -22,11 +22,10 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncWrite};
 use libp2p::kad::RecordKey;
 use libp2p::StreamProtocol;
 
-use crate::wire::{read_message, write_message};
+use crate::wire::{WireCodec, WireMessages};
 
 use crate::store::RECORD_KEY_BYTES_MAX;
 
@@ -173,61 +172,35 @@ pub fn decode_response(message: &[u8]) -> io::Result<ProvideResponse> {
     })
 }
 
-/// The request-response codec for [`PROTOCOL`].
+/// `/ron/provide/2`'s messages, for [`WireCodec`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProvideCodec;
+pub struct ProvideMessages;
 
-impl libp2p::request_response::Codec for ProvideCodec {
-    type Protocol = StreamProtocol;
+impl WireMessages for ProvideMessages {
+    const PROTOCOL: StreamProtocol = PROTOCOL;
+    const MESSAGE_BYTES_MAX: usize = MESSAGE_BYTES_MAX;
     type Request = ProvideRequest;
     type Response = ProvideResponse;
 
-    async fn read_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<ProvideRequest>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        decode_request(&read_message(io, MESSAGE_BYTES_MAX, PROTOCOL.as_ref()).await?)
+    fn encode_request(request: &ProvideRequest) -> io::Result<Vec<u8>> {
+        encode_request(request)
     }
 
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<ProvideResponse>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        decode_response(&read_message(io, MESSAGE_BYTES_MAX, PROTOCOL.as_ref()).await?)
+    fn decode_request(message: &[u8]) -> io::Result<ProvideRequest> {
+        decode_request(message)
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        request: ProvideRequest,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_message(io, &encode_request(&request)?).await
+    fn encode_response(response: &ProvideResponse) -> io::Result<Vec<u8>> {
+        encode_response(response)
     }
 
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        response: ProvideResponse,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_message(io, &encode_response(&response)?).await
+    fn decode_response(message: &[u8]) -> io::Result<ProvideResponse> {
+        decode_response(message)
     }
 }
+
+/// The request-response codec for [`PROTOCOL`].
+pub type ProvideCodec = WireCodec<ProvideMessages>;
 
 #[cfg(test)]
 mod tests {

@@ -17,10 +17,9 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 
-use crate::wire::{read_message, write_message};
+use crate::wire::{WireCodec, WireMessages};
 use ron_link::dht::CopyOutcome;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/ron/replicate/1");
@@ -143,61 +142,35 @@ fn outcome_of(byte: u8) -> Option<CopyOutcome> {
     })
 }
 
-/// The request-response codec for [`PROTOCOL`].
+/// `/ron/replicate/1`'s messages, for [`WireCodec`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ReplicateCodec;
+pub struct ReplicateMessages;
 
-impl libp2p::request_response::Codec for ReplicateCodec {
-    type Protocol = StreamProtocol;
+impl WireMessages for ReplicateMessages {
+    const PROTOCOL: StreamProtocol = PROTOCOL;
+    const MESSAGE_BYTES_MAX: usize = MESSAGE_BYTES_MAX;
     type Request = ReplicateRequest;
     type Response = ReplicateResponse;
 
-    async fn read_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<ReplicateRequest>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        decode_request(&read_message(io, MESSAGE_BYTES_MAX, PROTOCOL.as_ref()).await?)
+    fn encode_request(request: &ReplicateRequest) -> io::Result<Vec<u8>> {
+        encode_request(request)
     }
 
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<ReplicateResponse>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        decode_response(&read_message(io, MESSAGE_BYTES_MAX, PROTOCOL.as_ref()).await?)
+    fn decode_request(message: &[u8]) -> io::Result<ReplicateRequest> {
+        decode_request(message)
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        request: ReplicateRequest,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_message(io, &encode_request(&request)?).await
+    fn encode_response(response: &ReplicateResponse) -> io::Result<Vec<u8>> {
+        encode_response(response)
     }
 
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        response: ReplicateResponse,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_message(io, &encode_response(&response)?).await
+    fn decode_response(message: &[u8]) -> io::Result<ReplicateResponse> {
+        decode_response(message)
     }
 }
+
+/// The request-response codec for [`PROTOCOL`].
+pub type ReplicateCodec = WireCodec<ReplicateMessages>;
 
 #[cfg(test)]
 mod tests {

@@ -77,14 +77,14 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
         limits: libp2p::connection_limits::Behaviour::new(limits),
         kad,
         provide: request_response::Behaviour::with_codec(
-            ProvideCodec,
+            ProvideCodec::default(),
             [(crate::protocol::PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(QUERY_TIMEOUT)
                 .with_max_concurrent_streams(64),
         ),
         replicate: request_response::Behaviour::with_codec(
-            ReplicateCodec,
+            ReplicateCodec::default(),
             [(crate::replicate::PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(REPLICATE_REQUEST_TIMEOUT)
