@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::families::declare_counters;
+use crate::labels::label_enum;
 use crate::requests::RequestCounters;
 
 declare_counters! {
@@ -255,59 +256,34 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-/// Why an upstream attempt of a read-through failed: the `reason` label of
-/// `ron_fetch_failures_total`, and the index of its counter in
-/// [`FrontCounters::fetch_failures`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FetchFailure {
-    NoProvider = 0,
-    Connect = 1,
-    Refused = 2,
-    BadGroup = 3,
-    Protocol = 4,
-    Timeout = 5,
-    TooLarge = 6,
-    Storage = 7,
-    NotFound = 8,
+label_enum! {
+    /// Why an upstream attempt of a read-through failed: the `reason` label of
+    /// `ron_fetch_failures_total`, and the index of its counter in
+    /// [`FrontCounters::fetch_failures`].
+    pub enum FetchFailure {
+        NoProvider = "no_provider",
+        Connect = "connect",
+        Refused = "refused",
+        BadGroup = "bad_group",
+        Protocol = "protocol",
+        Timeout = "timeout",
+        TooLarge = "too_large",
+        Storage = "storage",
+        NotFound = "not_found",
+    }
 }
 
 impl FetchFailure {
-    pub const ALL: [FetchFailure; 9] = [
-        FetchFailure::NoProvider,
-        FetchFailure::Connect,
-        FetchFailure::Refused,
-        FetchFailure::BadGroup,
-        FetchFailure::Protocol,
-        FetchFailure::Timeout,
-        FetchFailure::TooLarge,
-        FetchFailure::Storage,
-        FetchFailure::NotFound,
-    ];
-
     /// Every reason's label, in the order of [`FetchFailure::ALL`].
     pub const LABELS: [&'static str; FetchFailure::ALL.len()] = {
         let mut labels = [""; FetchFailure::ALL.len()];
         let mut i = 0;
         while i < labels.len() {
-            labels[i] = FetchFailure::ALL[i].label();
+            labels[i] = FetchFailure::ALL[i].as_str();
             i += 1;
         }
         labels
     };
-
-    pub const fn label(self) -> &'static str {
-        match self {
-            FetchFailure::NoProvider => "no_provider",
-            FetchFailure::Connect => "connect",
-            FetchFailure::Refused => "refused",
-            FetchFailure::BadGroup => "bad_group",
-            FetchFailure::Protocol => "protocol",
-            FetchFailure::Timeout => "timeout",
-            FetchFailure::TooLarge => "too_large",
-            FetchFailure::Storage => "storage",
-            FetchFailure::NotFound => "not_found",
-        }
-    }
 }
 
 /// The `encoding` labels of `ron_bundle_entries_served_total`: identity, then the
@@ -344,7 +320,7 @@ mod tests {
         );
         let snapshot = front.snapshot();
         for (i, label) in FetchFailure::LABELS.iter().enumerate() {
-            assert_eq!(*label, FetchFailure::ALL[i].label());
+            assert_eq!(*label, FetchFailure::ALL[i].as_str());
             assert_eq!(family.value_at(&snapshot, i), i as u64 + 1);
         }
     }

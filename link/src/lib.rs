@@ -42,6 +42,7 @@ pub mod counters;
 pub mod denylist;
 pub mod dht;
 pub mod families;
+mod labels;
 pub mod latency;
 pub mod link;
 pub mod policy;

@@ -4,76 +4,47 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::labels::label_enum;
+
 /// Status codes counted individually; anything else is counted as "other".
 pub const COUNTED_STATUSES: [u16; 26] = [
     200, 201, 206, 304, 400, 401, 403, 404, 405, 406, 408, 411, 412, 413, 416, 429, 431, 451, 500,
     501, 502, 503, 504, 507, 100, 0,
 ];
 
-/// Front ends a request can arrive by (TLS counts as the protocol it carries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Http = 0,
-    Oap = 1,
-}
-
-impl Protocol {
-    pub const ALL: [Protocol; 2] = [Protocol::Http, Protocol::Oap];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Oap => "oap",
-        }
+label_enum! {
+    /// Front ends a request can arrive by (TLS counts as the protocol it carries).
+    pub enum Protocol {
+        Http = "http",
+        Oap = "oap",
     }
 }
 
-/// What a request does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Get = 0,
-    Head = 1,
-    Put = 2,
-    Stat = 3,
-    /// Unroutable or unparsable requests.
-    Other = 4,
-}
-
-impl Op {
-    pub const ALL: [Op; 5] = [Op::Get, Op::Head, Op::Put, Op::Stat, Op::Other];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Get => "get",
-            Op::Head => "head",
-            Op::Put => "put",
-            Op::Stat => "stat",
-            Op::Other => "other",
-        }
+label_enum! {
+    /// What a request does.
+    pub enum Op {
+        Get = "get",
+        Head = "head",
+        Put = "put",
+        Stat = "stat",
+        /// Unroutable or unparsable requests.
+        Other = "other",
     }
 }
 
-/// Why a request was refused before (or instead of) being served, from its status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    OverQuota = 0,
-    Overloaded = 1,
-    Unauthorized = 2,
-    TooLarge = 3,
-    BadRequest = 4,
-    Timeout = 5,
+label_enum! {
+    /// Why a request was refused before (or instead of) being served, from its status.
+    pub enum Rejection {
+        OverQuota = "over_quota",
+        Overloaded = "overloaded",
+        Unauthorized = "unauthorized",
+        TooLarge = "too_large",
+        BadRequest = "bad_request",
+        Timeout = "timeout",
+    }
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 6] = [
-        Rejection::OverQuota,
-        Rejection::Overloaded,
-        Rejection::Unauthorized,
-        Rejection::TooLarge,
-        Rejection::BadRequest,
-        Rejection::Timeout,
-    ];
-
     /// 429 over quota; 503 overloaded or not ready; 401/403; 413/431; 400/405/411;
     /// 408. Other statuses are answers, not rejections.
     pub fn of_status(status: u16) -> Option<Rejection> {
@@ -86,17 +57,6 @@ impl Rejection {
             408 => Rejection::Timeout,
             _ => return None,
         })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::OverQuota => "over_quota",
-            Rejection::Overloaded => "overloaded",
-            Rejection::Unauthorized => "unauthorized",
-            Rejection::TooLarge => "too_large",
-            Rejection::BadRequest => "bad_request",
-            Rejection::Timeout => "timeout",
-        }
     }
 }
 

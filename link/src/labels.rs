@@ -1,0 +1,33 @@
+//! Enums whose values are a Prometheus label's: [`label_enum!`] declares one with its
+//! `ALL` (every value, in declaration order; a value's index is its discriminant, so it
+//! indexes an array of counters) and `as_str` (its label text), written once.
+
+/// Declares `enum $name { $Variant = "label", … }` with `ALL` and `as_str`.
+macro_rules! label_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$variant_meta:meta])* $variant:ident = $label:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $( $(#[$variant_meta])* $variant ),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order (a value's index is its discriminant).
+            pub const ALL: [$name; [$($label),+].len()] = [$($name::$variant),+];
+
+            /// Its label text.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $label ),+
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use label_enum;
