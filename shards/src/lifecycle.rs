@@ -191,6 +191,44 @@ impl BackgroundTasks {
     }
 }
 
+/// Tasks under way that a stop waits for without holding their handles (detached tasks
+/// that end by themselves): each holds a [`Counted`] until it ends.
+#[derive(Debug, Default, Clone)]
+pub struct TaskCount(Rc<Cell<usize>>);
+
+/// One task counted in a [`TaskCount`] until it drops (at the task's end, or with it).
+#[derive(Debug)]
+pub struct Counted(Rc<Cell<usize>>);
+
+/// How often [`TaskCount::wait_none`] looks again.
+const TASK_COUNT_POLL: Duration = Duration::from_millis(10);
+
+impl TaskCount {
+    pub fn start(&self) -> Counted {
+        self.0.set(self.0.get() + 1);
+        Counted(Rc::clone(&self.0))
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.get()
+    }
+
+    /// Waits until no counted task runs or `within` has passed; how many still run.
+    pub async fn wait_none(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        while self.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(TASK_COUNT_POLL).await;
+        }
+        self.get()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
 /// Runs `futures` concurrently on this task and returns their outputs in order.
 pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
@@ -221,6 +259,27 @@ mod tests {
             .make()
             .expect("an executor")
             .run(test)
+    }
+
+    #[test]
+    fn a_task_count_waits_for_counted_tasks_and_gives_up_at_its_bound() {
+        run(async {
+            let count = TaskCount::default();
+            let counted = count.start();
+            let task = glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(30)).await;
+                drop(counted);
+            });
+            assert_eq!(count.get(), 1);
+            assert_eq!(count.wait_none(Duration::from_secs(5)).await, 0);
+            task.await;
+            let stuck = count.start();
+            let started = Instant::now();
+            assert_eq!(count.wait_none(Duration::from_millis(50)).await, 1);
+            assert!(started.elapsed() < Duration::from_secs(2), "bounded");
+            drop(stuck);
+            assert_eq!(count.get(), 0);
+        });
     }
 
     #[test]

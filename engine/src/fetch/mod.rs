@@ -55,7 +55,7 @@ mod misses;
 pub mod origin;
 pub mod peer;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -66,7 +66,7 @@ use ron_codec::tree::group_count;
 use ron_codec::Address;
 use ron_link::counters::{FetchFailure, FrontCounters};
 use ron_link::dht::DhtClient;
-use ron_shards::lifecycle::{finished_within, StopSignal};
+use ron_shards::lifecycle::{finished_within, StopSignal, TaskCount};
 use ron_shards::scrub::Pacer;
 use ron_shards::{CommitOutcome, Shard};
 
@@ -79,22 +79,6 @@ use peer::PeerGet;
 
 use crate::blocked::Blocked;
 use crate::refusal::Refusal;
-
-/// Counts a fetch task as running until dropped (at its end, or with its task).
-struct Running(Rc<Cell<usize>>);
-
-impl Running {
-    fn start(running: &Rc<Cell<usize>>) -> Running {
-        running.set(running.get() + 1);
-        Running(Rc::clone(running))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
-}
 
 /// Providers asked for per fetch.
 const PROVIDERS_MAX: usize = 8;
@@ -133,7 +117,7 @@ pub struct ReadThrough {
     /// Raised by [`ReadThrough::stop`]: every fetch under way is abandoned.
     stop: StopSignal,
     /// Fetch and follow tasks running (each ends by itself, or at a stop).
-    running: Rc<Cell<usize>>,
+    running: TaskCount,
     /// Spaces the groups of placement copies (`copy_bytes_per_s`; none: unpaced).
     copy_pacer: RefCell<Option<Pacer>>,
     /// The denylist: a blocked address is never fetched, pulled or swept.
@@ -159,7 +143,7 @@ impl ReadThrough {
                 flights: RefCell::default(),
                 misses: RefCell::default(),
                 stop: StopSignal::default(),
-                running: Rc::default(),
+                running: TaskCount::default(),
                 copy_pacer: RefCell::new(
                     (config.copy_bytes_per_s > 0)
                         .then(|| Pacer::new(config.copy_bytes_per_s, Instant::now())),
@@ -226,7 +210,7 @@ impl ReadThrough {
         let flight = Flight::new(addr, source);
         self.flights.borrow_mut().insert(addr, Rc::clone(&flight));
         let (this, fetching) = (Rc::clone(self), Rc::clone(&flight));
-        let running = Running::start(&self.running);
+        let running = self.running.start();
         match self.shard.owner(&addr) {
             // Another shard owns it: that shard leads the node's one fetch of it.
             Some(owner) => {
@@ -253,11 +237,7 @@ impl ReadThrough {
     /// most `within`; returns how many had not ended by then.
     pub async fn stop(&self, within: Duration) -> usize {
         self.stop.stop();
-        let deadline = Instant::now() + within;
-        while self.running.get() > 0 && Instant::now() < deadline {
-            glommio::timer::sleep(crate::limits::DRAIN_POLL_PERIOD).await;
-        }
-        self.running.get()
+        self.running.wait_none(within).await
     }
 
     async fn run(&self, flight: Rc<Flight>) {

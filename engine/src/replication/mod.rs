@@ -38,7 +38,7 @@ mod audit;
 mod pull;
 mod sweep;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use ron_codec::Address;
 use ron_link::counters::FrontCounters;
 use ron_link::dht::{DhtClient, Provider, PullMailbox};
-use ron_shards::lifecycle::{BackgroundTasks, StopSignal};
+use ron_shards::lifecycle::{BackgroundTasks, StopSignal, TaskCount};
 use ron_shards::Shard;
 
 pub use audit::audit_holder;
@@ -64,22 +64,6 @@ pub struct ReplicationConfig {
     pub sweep_every: Option<Duration>,
 }
 
-/// A task under way, counted until it drops.
-struct Running(Rc<Cell<usize>>);
-
-impl Running {
-    fn start(running: &Rc<Cell<usize>>) -> Running {
-        running.set(running.get() + 1);
-        Running(Rc::clone(running))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
-}
-
 /// A shard's replication: the copies it keeps for the placement and its sweep.
 #[derive(Debug)]
 pub struct Replication {
@@ -93,7 +77,7 @@ pub struct Replication {
     /// Raised by the stop: no new pull or sweep step starts.
     stop: StopSignal,
     /// Pulls under way (each answers its asker, then ends).
-    pulls_running: Rc<Cell<usize>>,
+    pulls_running: TaskCount,
 }
 
 impl Replication {
@@ -116,7 +100,7 @@ impl Replication {
             counters,
             stop: services.signal(),
             services: RefCell::new(Some(services)),
-            pulls_running: Rc::default(),
+            pulls_running: TaskCount::default(),
         });
         if let Some(pulls) = pulls {
             replication.start_service("replication pulls", {
@@ -174,10 +158,8 @@ impl Replication {
             Some(services) => services.stop(within).await,
             None => Vec::new(),
         };
-        while self.pulls_running.get() > 0 && Instant::now() < deadline {
-            glommio::timer::sleep(crate::limits::DRAIN_POLL_PERIOD).await;
-        }
-        if self.pulls_running.get() > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if self.pulls_running.wait_none(left).await > 0 {
             abandoned.push("replication pulls under way");
         }
         (fetches, abandoned)
