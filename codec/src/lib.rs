@@ -30,6 +30,8 @@
 //! - [`bundle`]: bundle manifests — the canonical JSON that names a site's or an app's
 //!   files (each an object, with precompressed variants), parsed and checked against
 //!   path, size and count limits before a server trusts an entry.
+//! - [`denylist`]: the addresses a node refuses (IPIP-383 `*.deny` rules, plain and
+//!   double-hashed), read from text and checked per address without allocating.
 //! - [`http`]: HTTP/1.1 request heads (via `httparse`), Range, chunked bodies, a
 //!   response-head writer that reuses the caller's buffer, and the response-head parser
 //!   of clients and read-through ([`http::reply`]).
@@ -57,6 +59,7 @@
 pub mod address;
 pub mod bao;
 pub mod bundle;
+pub mod denylist;
 pub mod error;
 pub mod frame;
 pub mod http;

@@ -7,12 +7,11 @@
 //! gets the next version and goes to every shard, a bad one is logged with its reason
 //! and the running policy stays.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ron_link::denylist::deny_files;
 use ron_link::link::{ControlLink, ToShard};
 use ron_link::policy::Policy;
 use rustls::sign::CertifiedKey;
@@ -240,6 +239,18 @@ impl std::fmt::Display for Chain<'_> {
         }
         Ok(())
     }
+}
+
+/// The files a denylist directory's list is made of: its `*.deny` files, in name order
+/// (IPIP-383: a later list overrides an earlier one). The one place that says so, for
+/// the reader of the list and the watcher of the directory.
+pub fn deny_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "deny") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use ron_codec::denylist::Denylist;
 use ron_codec::Address;
-use ron_link::denylist::Denylist;
 
 use crate::refusal::Refusal;
 

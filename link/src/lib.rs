@@ -7,9 +7,7 @@
 //!   shard's latency histograms.
 //! - [`policy`]: write tokens, configured tenants and their limits, who a request is
 //!   charged to ([`policy::Tenant`]), and the quota words both sides use; the policy
-//!   also carries the node's denylist.
-//! - [`denylist`]: the addresses a node refuses (IPIP-383 `*.deny` rules, plain and
-//!   double-hashed), read from text and checked per address without allocating.
+//!   also carries the node's denylist (`ron_codec::denylist`).
 //! - [`requests`]: what a request is for counting (protocol, op, status, refusal
 //!   reason) and [`requests::RequestCounters`], one shard's table of answered requests.
 //! - [`counters`]: the rest of a shard's counters, by who writes them —
@@ -39,7 +37,6 @@
 //! shard ── `ShardCounters` (storage, front, requests: atomics read at scrape) ──▶ control thread
 
 pub mod counters;
-pub mod denylist;
 pub mod dht;
 pub mod families;
 mod labels;

@@ -1,5 +1,5 @@
 //! The reloadable policy: write tokens, configured tenants and their limits, who a
-//! request is charged to, and the denylist ([`crate::denylist`]). The control thread builds it (at start-up and at every good
+//! request is charged to, and the denylist ([`ron_codec::denylist`]). The control thread builds it (at start-up and at every good
 //! reload) and sends each shard its own copy; the shard's token buckets
 //! (`ron-engine`'s `admission::buckets`) enforce it. Also the words both sides use for
 //! quota accounting: [`QuotaKey`], [`Demand`], [`Exhausted`].
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::denylist::Denylist;
+use ron_codec::denylist::Denylist;
 
 /// How often shards report demand and the control thread sends new shares.
 pub const REBALANCE_PERIOD_MS: u64 = 250;

@@ -1,10 +1,11 @@
-//! Reads the `*.deny` files of `denylist_dir` into one denylist (`ron_link::denylist`
+//! Reads the `*.deny` files of `denylist_dir` into one denylist (`ron_codec::denylist`
 //! parses; this reads the files, in name order, and logs what it skipped). Run at start
 //! and by the control thread at each reload, never on a shard.
 
 use std::path::Path;
 
-use ron_link::denylist::{deny_files, Denylist, DenylistBuilder, DenylistReport};
+use ron_codec::denylist::{Denylist, DenylistBuilder, DenylistReport};
+use ron_control::reload::deny_files;
 
 use super::ConfigError;
 

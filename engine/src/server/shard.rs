@@ -11,10 +11,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use ron_codec::denylist::Denylist;
 use ron_codec::Address;
 use ron_io::tls::ReloadableCert;
 use ron_link::counters::ShardCounters;
-use ron_link::denylist::Denylist;
 use ron_link::dht::{DhtClient, PullMailbox};
 use ron_link::link::ShardLink;
 use ron_link::policy::Policy;

@@ -1,7 +1,8 @@
 //! Denylists: the addresses a public node refuses to serve, fetch, announce or copy,
 //! read from `*.deny` files in the compact denylist format of IPIP-383 (what kubo and
 //! boxo gateways read), plus ron's own `b3:<hex>` lines. This module is the pure part
-//! (text in, rules out, a check per address); the engine reads the files and reloads.
+//! (text in, rules out, a check per address); the engine reads the files
+//! (`ron_control::reload::deny_files` lists them) and the control thread reloads them.
 //!
 //! A file is an optional header (anything before a line `---`, at most 1 MiB; only its
 //! `version` is read: 1 or absent), then one rule per line. `#` comments, blank lines
@@ -30,7 +31,6 @@
 //! BLAKE3 of a 46-byte string only when double-hashed rules exist; nothing allocates.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -137,18 +137,6 @@ impl Denylist {
         }
         keys.into_iter().flatten()
     }
-}
-
-/// The files a denylist directory's list is made of: its `*.deny` files, in name order
-/// (IPIP-383: a later list overrides an earlier one). The one place that says so, for
-/// the reader of the list and the watcher of the directory.
-pub fn deny_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "deny") && p.is_file())
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 /// The base58btc text of the multihash of `digest` (what IPIP-383 double-hashes).
