@@ -10,7 +10,7 @@ use std::time::Duration;
 use ron_codec::http::head::{Method, RequestHead};
 use ron_codec::Address;
 use ron_link::dht::{DhtClient, Provider, ResolveError, RESOLVE_LIMIT_MAX};
-use ron_link::link::{RemovalReport, ToShard};
+use ron_link::link::{ObjectCheckReport, RemovalReport, ToShard};
 use ron_link::policy::constant_time_eq;
 use serde_json::json;
 
@@ -144,34 +144,41 @@ fn pause_scrub(answers: &Answers, paused: bool) -> Reply {
 /// for the report (at most [`ADMIN_REPAIR_WAIT_MS`]).
 fn check_object(answers: &Answers, hash: &str) -> Reply {
     let message = |addr, reply| ToShard::CheckObject { addr, reply };
-    ask_owner(
-        answers,
-        hash,
-        message,
-        ADMIN_REPAIR_WAIT_MS,
-        |addr, shard, report| {
-            match report {
-        Ok(report) => {
-            let status = match report.outcome {
-                "not_found" => 404,
-                "failed" => 500,
-                _ => 200,
-            };
-            let mut body = serde_json::to_value(&report).unwrap_or_default();
-            body["hash"] = json!(addr.to_string());
-            body["shard"] = json!(shard);
-            Reply::json(status, body.to_string())
+    ask_owner(answers, hash, message, ADMIN_REPAIR_WAIT_MS, check_answer)
+}
+
+fn check_answer(
+    addr: Address,
+    shard: usize,
+    report: Result<ObjectCheckReport, RecvTimeoutError>,
+) -> Reply {
+    let report = match report {
+        Ok(report) => report,
+        Err(RecvTimeoutError::Timeout) => {
+            return Reply::text(
+                504,
+                format!(
+                    "the check of {addr} on shard {shard} is still running after \
+                     {ADMIN_REPAIR_WAIT_MS} ms; its repairs show in ron_ec_repair_bytes_total\n"
+                ),
+            )
         }
-        Err(RecvTimeoutError::Timeout) => Reply::text(
-            504,
-            format!("the check of {addr} on shard {shard} is still running after {ADMIN_REPAIR_WAIT_MS} ms; its repairs show in ron_ec_repair_bytes_total\n"),
-        ),
         Err(RecvTimeoutError::Disconnected) => {
-            Reply::text(503, format!("shard {shard} is stopping; the check did not run\n"))
+            return Reply::text(
+                503,
+                format!("shard {shard} is stopping; the check did not run\n"),
+            )
         }
-    }
-        },
-    )
+    };
+    let status = match report.outcome {
+        "not_found" => 404,
+        "failed" => 500,
+        _ => 200,
+    };
+    let mut body = serde_json::to_value(&report).unwrap_or_default();
+    body["hash"] = json!(addr.to_string());
+    body["shard"] = json!(shard);
+    Reply::json(status, body.to_string())
 }
 
 /// Asks the object's owner shard to remove this node's copy (durably) and withdraw its
@@ -180,17 +187,19 @@ fn check_object(answers: &Answers, hash: &str) -> Reply {
 /// repair of it is under way.
 fn remove_object(answers: &Answers, hash: &str) -> Reply {
     let message = |addr, reply| ToShard::RemoveObject { addr, reply };
-    ask_owner(
-        answers,
-        hash,
-        message,
-        ADMIN_REMOVE_WAIT_MS,
-        |addr, shard, report| {
-            match report {
-        Ok(RemovalReport::Removed) => Reply::json(
-            200,
-            json!({ "obj": addr.to_string(), "removed": true }).to_string(),
-        ),
+    ask_owner(answers, hash, message, ADMIN_REMOVE_WAIT_MS, removal_answer)
+}
+
+fn removal_answer(
+    addr: Address,
+    shard: usize,
+    report: Result<RemovalReport, RecvTimeoutError>,
+) -> Reply {
+    match report {
+        Ok(RemovalReport::Removed) => {
+            let body = json!({ "obj": addr.to_string(), "removed": true });
+            Reply::json(200, body.to_string())
+        }
         Ok(RemovalReport::NotFound) => {
             Reply::text(404, format!("{addr}: this node holds no copy of it\n"))
         }
@@ -200,14 +209,16 @@ fn remove_object(answers: &Answers, hash: &str) -> Reply {
         }
         Err(RecvTimeoutError::Timeout) => Reply::text(
             504,
-            format!("the removal of {addr} on shard {shard} is still running after {ADMIN_REMOVE_WAIT_MS} ms\n"),
+            format!(
+                "the removal of {addr} on shard {shard} is still running after \
+                 {ADMIN_REMOVE_WAIT_MS} ms\n"
+            ),
         ),
-        Err(RecvTimeoutError::Disconnected) => {
-            Reply::text(503, format!("shard {shard} is stopping; the removal did not run\n"))
-        }
+        Err(RecvTimeoutError::Disconnected) => Reply::text(
+            503,
+            format!("shard {shard} is stopping; the removal did not run\n"),
+        ),
     }
-        },
-    )
 }
 
 /// Sends the owner shard of the address in `hash` the message `message` makes with a

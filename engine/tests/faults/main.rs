@@ -11,9 +11,9 @@
 //! agreeing with the placement, and a blocked object never back.
 //!
 //! Every choice comes from a seed, printed first; `FAULTS_SEED=<seed> cargo test
-//! --test faults <scenario> -- --nocapture` replays one. The figures (time to heal,
-//! copies at their peak) print as one `faults figures:` line per scenario
-//! (docs/design/faults.md).
+//! --test faults <scenario> -- --include-ignored --nocapture` replays one. The figures
+//! (time to heal, copies at their peak) print as one `faults figures:` line per
+//! scenario (docs/design/faults.md).
 //!
 //! Needs root (network namespaces), `ip` (iproute2) and `nft` (nftables): the scenarios
 //! are `#[ignore]`d with that reason, and `scripts/test-all.sh` installs the tools and
