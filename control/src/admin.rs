@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use ron_codec::Address;
 use ron_link::counters::ShardCounters;
-use ron_link::dht::DhtClient;
+use ron_link::dht::{DhtClient, ReplicationRoutes};
 use ron_link::link::Mailboxes;
 
 use crate::prometheus::Scrapes;
@@ -83,53 +83,6 @@ impl std::fmt::Debug for OwnerOf {
     }
 }
 
-/// How a node's copy of an object fared in an audit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditOutcome {
-    /// It sent the group asked for, and it verified against the address.
-    Verified { group: u64 },
-    /// It holds no copy (its own answer: 404).
-    Missing,
-    /// It could not be asked, or what it sent did not verify.
-    Failed(String),
-}
-
-impl AuditOutcome {
-    pub fn label(&self) -> &'static str {
-        match self {
-            AuditOutcome::Verified { .. } => "verified",
-            AuditOutcome::Missing => "missing",
-            AuditOutcome::Failed(_) => "failed",
-        }
-    }
-}
-
-/// Checks that a node (at its OAP/1 address) holds a verified copy of an object: given
-/// by the engine, which speaks OAP/1 (the control crate does not). Blocking, bounded.
-#[derive(Clone)]
-pub struct Auditor(Arc<AuditFn>);
-
-/// Audits the copy of an object held by the node with an id at an OAP address.
-type AuditFn = dyn Fn(SocketAddr, &str, &Address) -> AuditOutcome + Send + Sync;
-
-impl Auditor {
-    pub fn new(
-        audit: impl Fn(SocketAddr, &str, &Address) -> AuditOutcome + Send + Sync + 'static,
-    ) -> Auditor {
-        Auditor(Arc::new(audit))
-    }
-
-    pub fn audit(&self, oap: SocketAddr, node_id: &str, addr: &Address) -> AuditOutcome {
-        (self.0)(oap, node_id, addr)
-    }
-}
-
-impl std::fmt::Debug for Auditor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Auditor(..)")
-    }
-}
-
 /// What every admin answer may read.
 #[derive(Debug)]
 pub(crate) struct Answers {
@@ -144,8 +97,9 @@ pub(crate) struct Answers {
     pub owner: OwnerOf,
     /// The DHT thread, on a node with `--p2p` (`/resolve`, the DHT's metrics).
     pub dht: Option<DhtClient>,
-    /// How `/admin/placement` checks each holder's copy.
-    pub auditor: Option<Auditor>,
+    /// The shards' replication, which audits holders' copies for `/admin/placement`
+    /// and `/admin/replicate` (a node in a network).
+    pub replication: Option<ReplicationRoutes>,
     /// What the last `/metrics` read of the counters, to hold the next to.
     pub scrapes: Scrapes,
 }

@@ -67,11 +67,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ron_link::counters::ShardCounters;
-use ron_link::dht::DhtClient;
+use ron_link::dht::{DhtClient, ReplicationRoutes};
 use ron_link::link::ControlLink;
 use ron_link::policy::{Policy, REBALANCE_PERIOD_MS};
 
-pub use admin::{AuditOutcome, Auditor, OwnerOf};
+pub use admin::OwnerOf;
 pub use reload::{LoadPolicy, ReloadError, Reloaded, Reloader};
 
 use admin::{AdminServer, Answers};
@@ -103,8 +103,9 @@ pub struct ControlState {
     pub owner: OwnerOf,
     /// The DHT thread, on a node with `--p2p`.
     pub dht: Option<DhtClient>,
-    /// How `/admin/placement` checks a holder's copy (the engine's OAP/1 audit).
-    pub auditor: Option<Auditor>,
+    /// The shards' replication mailboxes, on a node with `--p2p`: `/admin/placement`
+    /// and `/admin/replicate` have the owner shard audit each holder's copy.
+    pub replication: Option<ReplicationRoutes>,
 }
 
 /// Binds the admin listener, starts the admin server and the control thread. Returns
@@ -136,7 +137,7 @@ pub fn spawn(
         mailboxes: state.link.mailboxes(),
         owner: state.owner,
         dht: state.dht,
-        auditor: state.auditor,
+        replication: state.replication,
         scrapes: Scrapes::default(),
     };
     let control = Control {

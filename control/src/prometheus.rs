@@ -8,7 +8,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use ron_link::counters::{FrontSnapshot, ShardCounters, StorageSnapshot, FRONT, STORAGE};
-use ron_link::dht::{CopyOutcome, AUDIT_OUTCOMES};
+use ron_link::dht::{DhtMetrics, DhtSnapshot, DHT, LOOKUP_BUCKETS_MS};
 use ron_link::families::{Across, Family, Kind};
 use ron_link::latency::{LatencySet, EXPORTED_BUCKETS_US};
 use ron_link::requests::{Op, Protocol, Rejection, COUNTED_STATUSES};
@@ -256,13 +256,9 @@ pub fn render_metrics(shards: &[ShardSample], extra: &Extra) -> String {
     out
 }
 
-/// The samples of a ron-link counter family, as its `across` says.
-fn render_counter<S>(
-    out: &mut String,
-    family: &Family<S>,
-    shards: &[ShardSample],
-    of: fn(&ShardSample) -> &S,
-) {
+/// The samples of a ron-link counter family, as its `across` says (`shards`: each
+/// writer's sample, in shard order).
+fn render_counter<T, S>(out: &mut String, family: &Family<S>, shards: &[T], of: fn(&T) -> &S) {
     let name = family.name;
     match family.across {
         Across::Sum => {
@@ -368,148 +364,37 @@ fn escape_label(value: &str) -> String {
 }
 
 /// The DHT's families, appended on a node with `--p2p`.
-pub fn render_dht(out: &mut String, dht: &ron_link::dht::DhtMetrics) {
-    use ron_link::dht::LOOKUP_BUCKETS_MS;
-    use std::sync::atomic::Ordering::Relaxed;
+pub fn render_dht(out: &mut String, dht: &DhtMetrics) {
+    let snapshot = dht.snapshot();
+    render_lookup_histogram(out, &snapshot);
+    for family in DHT.all() {
+        let name = family.name;
+        out.push_str(&format!(
+            "# HELP {name} {}\n# TYPE {name} {}\n",
+            family.help,
+            family.kind.as_str()
+        ));
+        render_counter(out, family, std::slice::from_ref(&snapshot), |s| s);
+    }
+}
+
+/// `ron_dht_lookup_duration_seconds`, from the DHT's non-cumulative millisecond buckets.
+fn render_lookup_histogram(out: &mut String, dht: &DhtSnapshot) {
     let name = "ron_dht_lookup_duration_seconds";
     out.push_str(&format!(
         "# HELP {name} Provider lookups (resolves) by time to answer, seconds.\n# TYPE {name} histogram\n"
     ));
     let mut cumulative = 0;
-    for (i, le_ms) in LOOKUP_BUCKETS_MS.iter().enumerate() {
-        cumulative += dht.lookup_ms_buckets[i].load(Relaxed);
-        let le = *le_ms as f64 / 1e3;
+    for (count, le_ms) in dht.lookup_ms_buckets.iter().zip(LOOKUP_BUCKETS_MS) {
+        cumulative += count;
+        let le = le_ms as f64 / 1e3;
         out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
     }
-    cumulative += dht.lookup_ms_buckets[LOOKUP_BUCKETS_MS.len()].load(Relaxed);
+    cumulative += dht.lookup_ms_buckets[LOOKUP_BUCKETS_MS.len()];
     out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
-    let sum_s = dht.lookup_ms_sum.load(Relaxed) as f64 / 1e3;
+    let sum_s = dht.lookup_ms_sum as f64 / 1e3;
     out.push_str(&format!("{name}_sum {sum_s}\n"));
     out.push_str(&format!("{name}_count {cumulative}\n"));
-    let families: [(&str, Kind, &str, &std::sync::atomic::AtomicU64); 16] = [
-        (
-            "ron_replication_target",
-            Gauge,
-            "Copies each kept object should have (the replicas setting).",
-            &dht.replication_target,
-        ),
-        (
-            "ron_replication_accepted_total",
-            Counter,
-            "Copies other nodes asked this node to hold that it accepted and handed to a shard.",
-            &dht.copies_accepted_total,
-        ),
-        (
-            "ron_dht_missing_records_total",
-            Counter,
-            "Provider lookups that found no provider.",
-            &dht.missing_records_total,
-        ),
-        (
-            "ron_dht_providers_found_total",
-            Counter,
-            "Providers returned by lookups.",
-            &dht.providers_found_total,
-        ),
-        (
-            "ron_dht_provided_keys",
-            Gauge,
-            "Objects this node provides (its own provider records).",
-            &dht.provided_keys,
-        ),
-        (
-            "ron_dht_provider_records",
-            Gauge,
-            "Provider records of other nodes held here.",
-            &dht.provider_records,
-        ),
-        (
-            "ron_dht_provider_records_refused_total",
-            Counter,
-            "Records of other nodes refused (store or key full, malformed).",
-            &dht.provider_records_refused_total,
-        ),
-        (
-            "ron_dht_provider_records_expired_total",
-            Counter,
-            "Records of other nodes removed at their expiry.",
-            &dht.provider_records_expired_total,
-        ),
-        (
-            "ron_dht_keys_published_total",
-            Counter,
-            "Own keys published to their closest peers (first time and republished).",
-            &dht.keys_published_total,
-        ),
-        (
-            "ron_dht_publish_failures_total",
-            Counter,
-            "Publication batches no peer accepted (left for the sweep).",
-            &dht.publish_failures_total,
-        ),
-        (
-            "ron_dht_publish_keys_deferred_total",
-            Counter,
-            "Keys of a publication batch whose k closest peers its lookup may have missed (looked up on their own).",
-            &dht.publish_keys_deferred_total,
-        ),
-        (
-            "ron_dht_announce_dropped_total",
-            Counter,
-            "Stored objects not announced at once (DHT mailbox full; the sweep announces them).",
-            &dht.announce_dropped_total,
-        ),
-        (
-            "ron_dht_peers_connected",
-            Gauge,
-            "Peers with an open libp2p connection.",
-            &dht.peers_connected,
-        ),
-        (
-            "ron_dht_peers_alive",
-            Gauge,
-            "Peers that answered a libp2p ping within the last 60 s.",
-            &dht.peers_alive,
-        ),
-        (
-            "ron_dht_routing_table_peers",
-            Gauge,
-            "Peers in the Kademlia routing table.",
-            &dht.routing_table_peers,
-        ),
-        (
-            "ron_dht_lookups_total",
-            Counter,
-            "Provider lookups answered.",
-            &dht.lookups_total,
-        ),
-    ];
-    for (name, kind, help, value) in families {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {}\n{name} {}\n",
-            kind.as_str(),
-            value.load(Relaxed)
-        ));
-    }
-    let name = "ron_replication_copies_total";
-    out.push_str(&format!(
-        "# HELP {name} Answers of the holders this node asked to take copies of its kept objects, by outcome.\n# TYPE {name} counter\n"
-    ));
-    for outcome in CopyOutcome::ALL {
-        let count = dht.copies_asked_total[outcome.index()].load(Relaxed);
-        out.push_str(&format!(
-            "{name}{{outcome=\"{}\"}} {count}\n",
-            outcome.label()
-        ));
-    }
-    let name = "ron_replica_audits_total";
-    out.push_str(&format!(
-        "# HELP {name} Audits of the copies holders keep (a random 64 KiB group with its proof, checked against the address), by outcome.\n# TYPE {name} counter\n"
-    ));
-    for (outcome, count) in AUDIT_OUTCOMES.iter().zip(&dht.audits_total) {
-        let count = count.load(Relaxed);
-        out.push_str(&format!("{name}{{outcome=\"{outcome}\"}} {count}\n"));
-    }
 }
 
 #[cfg(test)]
@@ -518,6 +403,42 @@ mod tests {
     use ron_link::counters::{FetchFailure, FrontCounters, StorageCounters};
     use ron_link::policy::Exhausted;
     use std::sync::atomic::Ordering;
+
+    #[test]
+    fn the_dht_families_show_each_counter_once_with_its_labels() {
+        let dht = DhtMetrics::default();
+        dht.record_lookup(3, 2);
+        dht.record_lookup(40_000, 0);
+        dht.count_audit("missing");
+        let busy = &dht.copies_asked_total[ron_link::dht::CopyOutcome::Busy as usize];
+        busy.fetch_add(2, Ordering::Relaxed);
+        dht.replication_target.store(3, Ordering::Relaxed);
+        let mut text = String::new();
+        render_dht(&mut text, &dht);
+        for line in [
+            "# TYPE ron_dht_lookup_duration_seconds histogram\n",
+            "ron_dht_lookup_duration_seconds_bucket{le=\"0.002\"} 0\n",
+            "ron_dht_lookup_duration_seconds_bucket{le=\"0.005\"} 1\n",
+            "ron_dht_lookup_duration_seconds_bucket{le=\"30\"} 1\n",
+            "ron_dht_lookup_duration_seconds_bucket{le=\"+Inf\"} 2\n",
+            "ron_dht_lookup_duration_seconds_sum 40.003\n",
+            "ron_dht_lookup_duration_seconds_count 2\n",
+            "ron_dht_lookups_total 2\n",
+            "ron_dht_missing_records_total 1\n",
+            "ron_dht_providers_found_total 2\n",
+            "# TYPE ron_replication_target gauge\n",
+            "ron_replication_target 3\n",
+            "# TYPE ron_dht_peers_alive gauge\n",
+            "ron_replica_audits_total{outcome=\"missing\"} 1\n",
+            "ron_replica_audits_total{outcome=\"verified\"} 0\n",
+            "ron_replication_copies_total{outcome=\"busy\"} 2\n",
+            "ron_replication_copies_total{outcome=\"not_holder\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert_eq!(text.matches("# HELP ").count(), DHT.all().len() + 1);
+        assert_eq!(text.matches("# TYPE ").count(), DHT.all().len() + 1);
+    }
 
     #[test]
     fn metrics_sum_shards_and_register_each_family_once() {

@@ -57,7 +57,7 @@ impl Server {
             }),
             owner: OwnerOf::new(|_| 0),
             dht: None,
-            auditor: None,
+            replication: None,
         };
         let (addr, control) = ron_control::spawn("127.0.0.1:0".parse().unwrap(), state).unwrap();
         Server {

@@ -273,19 +273,6 @@ label_enum! {
     }
 }
 
-impl FetchFailure {
-    /// Every reason's label, in the order of [`FetchFailure::ALL`].
-    pub const LABELS: [&'static str; FetchFailure::ALL.len()] = {
-        let mut labels = [""; FetchFailure::ALL.len()];
-        let mut i = 0;
-        while i < labels.len() {
-            labels[i] = FetchFailure::ALL[i].as_str();
-            i += 1;
-        }
-        labels
-    };
-}
-
 /// The `encoding` labels of `ron_bundle_entries_served_total`: identity, then the
 /// content codings a bundle's variants may be stored in (`ron_codec::bundle::Encoding`).
 pub const BUNDLE_CODINGS: [&str; 4] = ["identity", "br", "zstd", "gzip"];

@@ -10,10 +10,10 @@
 //! - requests ([`DhtRequest`], a tokio channel): they wake the DHT thread at once, so
 //!   a lookup does not wait for a tick.
 //!
-//! And one the other way ([`PullRoutes`]): copies the DHT thread accepted to make for
-//! the placement (replication, docs/design/replication.md) go to the shard owning each
-//! address on a bounded tokio channel per shard, which the shard awaits; each carries a
-//! oneshot for the outcome.
+//! And one the other way ([`ReplicationRoutes`]): copies the DHT thread accepted to make
+//! for the placement (replication, docs/design/replication.md), and the admin thread's
+//! audits of holders, go to the shard owning each address on a bounded tokio channel per
+//! shard, which the shard awaits; each carries a channel for its outcome.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +21,9 @@ use std::sync::mpsc::SyncSender;
 
 use std::sync::Arc;
 use tokio::sync::mpsc::error::TrySendError;
+
+use crate::families::declare_counters;
+use crate::labels::label_enum;
 
 /// Requests (and, separately, announcements) waiting for the DHT thread, all senders
 /// together.
@@ -380,95 +383,106 @@ fn copy_to_request(
 /// (`ron_dht_lookup_duration_seconds`, shown in seconds).
 pub const LOOKUP_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
 
-/// The DHT thread's counters (it writes them, relaxed; the admin threads read them).
-#[derive(Debug, Default)]
-pub struct DhtMetrics {
-    /// Provider lookups by latency: `lookup_ms_buckets[i]` counts lookups of at most
-    /// `LOOKUP_BUCKETS_MS[i]` (not cumulative; the renderer sums), the last one the rest.
-    pub lookup_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
-    pub lookup_ms_sum: AtomicU64,
-    pub lookups_total: AtomicU64,
-    /// Lookups that found no provider.
-    pub missing_records_total: AtomicU64,
-    pub providers_found_total: AtomicU64,
-    /// Keys this node provides (gauge).
-    pub provided_keys: AtomicU64,
-    /// Records of other nodes held here (gauge).
-    pub provider_records: AtomicU64,
-    pub provider_records_refused_total: AtomicU64,
-    pub provider_records_expired_total: AtomicU64,
-    /// Keys published to the closest peers (first time and republished).
-    pub keys_published_total: AtomicU64,
-    /// Batches no peer accepted (left for the next sweep).
-    pub publish_failures_total: AtomicU64,
-    /// Keys of a batch whose k closest peers its lookup may have missed, sent back to
-    /// be looked up on their own.
-    pub publish_keys_deferred_total: AtomicU64,
-    pub announce_dropped_total: AtomicU64,
-    /// Peers with an open connection (gauge).
-    pub peers_connected: AtomicU64,
-    /// Peers that answered a libp2p ping within the last 60 s (gauge).
-    pub peers_alive: AtomicU64,
-    /// Peers in the Kademlia routing table (gauge).
-    pub routing_table_peers: AtomicU64,
-    /// The `replicas` setting: copies each kept object should have (gauge).
-    pub replication_target: AtomicU64,
-    /// Answers of holders asked to take a copy, by outcome ([`CopyOutcome`] order).
-    pub copies_asked_total: [AtomicU64; CopyOutcome::ALL.len()],
-    /// Copies this node accepted to make for others (pulls handed to a shard).
-    pub copies_accepted_total: AtomicU64,
-    /// Audits of holders' copies, by outcome ([`AUDIT_OUTCOMES`] order).
-    pub audits_total: [AtomicU64; AUDIT_OUTCOMES.len()],
+declare_counters! {
+    /// The DHT thread's counters (it writes them, relaxed; the admin threads read them).
+    /// One writer, so each family's `Sum` is its one value.
+    pub struct DhtMetrics;
+    /// Plain values read from [`DhtMetrics`].
+    pub struct DhtSnapshot;
+    /// The family of each exported counter of [`DhtMetrics`], by field (the lookup
+    /// histogram is rendered from its buckets by the control thread).
+    pub struct DhtFamilies = DHT;
+    {
+        /// Provider lookups by latency: `lookup_ms_buckets[i]` counts lookups of at most
+        /// `LOOKUP_BUCKETS_MS[i]` (not cumulative; the renderer sums), the last one the rest.
+        lookup_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
+        lookup_ms_sum: AtomicU64,
+        /// The `replicas` setting: copies each kept object should have.
+        replication_target: AtomicU64 => Gauge "ron_replication_target", Sum,
+            "Copies each kept object should have (the replicas setting).",
+        /// Copies this node accepted to make for others (pulls handed to a shard).
+        copies_accepted_total: AtomicU64 => Counter "ron_replication_accepted_total", Sum,
+            "Copies other nodes asked this node to hold that it accepted and handed to a shard.",
+        /// Lookups that found no provider.
+        missing_records_total: AtomicU64 => Counter "ron_dht_missing_records_total", Sum,
+            "Provider lookups that found no provider.",
+        providers_found_total: AtomicU64 => Counter "ron_dht_providers_found_total", Sum,
+            "Providers returned by lookups.",
+        /// Keys this node provides.
+        provided_keys: AtomicU64 => Gauge "ron_dht_provided_keys", Sum,
+            "Objects this node provides (its own provider records).",
+        /// Records of other nodes held here.
+        provider_records: AtomicU64 => Gauge "ron_dht_provider_records", Sum,
+            "Provider records of other nodes held here.",
+        provider_records_refused_total: AtomicU64 => Counter "ron_dht_provider_records_refused_total", Sum,
+            "Records of other nodes refused (store or key full, malformed).",
+        provider_records_expired_total: AtomicU64 => Counter "ron_dht_provider_records_expired_total", Sum,
+            "Records of other nodes removed at their expiry.",
+        /// Keys published to the closest peers (first time and republished).
+        keys_published_total: AtomicU64 => Counter "ron_dht_keys_published_total", Sum,
+            "Own keys published to their closest peers (first time and republished).",
+        /// Batches no peer accepted (left for the next sweep).
+        publish_failures_total: AtomicU64 => Counter "ron_dht_publish_failures_total", Sum,
+            "Publication batches no peer accepted (left for the sweep).",
+        /// Keys of a batch whose k closest peers its lookup may have missed, sent back to
+        /// be looked up on their own.
+        publish_keys_deferred_total: AtomicU64 => Counter "ron_dht_publish_keys_deferred_total", Sum,
+            "Keys of a publication batch whose k closest peers its lookup may have missed (looked up on their own).",
+        announce_dropped_total: AtomicU64 => Counter "ron_dht_announce_dropped_total", Sum,
+            "Stored objects not announced at once (DHT mailbox full; the sweep announces them).",
+        /// Peers with an open connection.
+        peers_connected: AtomicU64 => Gauge "ron_dht_peers_connected", Sum,
+            "Peers with an open libp2p connection.",
+        /// Peers that answered a libp2p ping within the last 60 s.
+        peers_alive: AtomicU64 => Gauge "ron_dht_peers_alive", Sum,
+            "Peers that answered a libp2p ping within the last 60 s.",
+        /// Peers in the Kademlia routing table.
+        routing_table_peers: AtomicU64 => Gauge "ron_dht_routing_table_peers", Sum,
+            "Peers in the Kademlia routing table.",
+        lookups_total: AtomicU64 => Counter "ron_dht_lookups_total", Sum,
+            "Provider lookups answered.",
+        /// Answers of holders asked to take a copy, by outcome ([`CopyOutcome`] order).
+        copies_asked_total: [AtomicU64; CopyOutcome::ALL.len()] => Counter "ron_replication_copies_total", Labelled("outcome", &CopyOutcome::LABELS),
+            "Answers of the holders this node asked to take copies of its kept objects, by outcome.",
+        /// Audits of holders' copies, by outcome ([`AUDIT_OUTCOMES`] order).
+        audits_total: [AtomicU64; AUDIT_OUTCOMES.len()] => Counter "ron_replica_audits_total", Labelled("outcome", &AUDIT_OUTCOMES),
+            "Audits of the copies holders keep (a random 64 KiB group with its proof, checked against the address), by outcome.",
+    }
 }
 
 /// How an audit of a holder's copy ends (`ron_replica_audits_total{outcome}`).
 pub const AUDIT_OUTCOMES: [&str; 3] = ["verified", "missing", "failed"];
 
-/// How a holder asked to take a copy answered (`ron_replication_copies_total{outcome}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyOutcome {
-    /// It holds a verified kept copy, durably.
-    Held,
-    /// It does not count itself among the object's holders.
-    NotHolder,
-    /// Its pull failed (no source had a verified copy, or its store refused).
-    Failed,
-    /// It had too many copies under way.
-    Busy,
-    /// Still copying when it answered.
-    Pending,
-    /// No answer (the connection or the request failed or timed out).
-    Unanswered,
-}
-
-impl CopyOutcome {
-    pub const ALL: [CopyOutcome; 6] = [
-        CopyOutcome::Held,
-        CopyOutcome::NotHolder,
-        CopyOutcome::Failed,
-        CopyOutcome::Busy,
-        CopyOutcome::Pending,
-        CopyOutcome::Unanswered,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            CopyOutcome::Held => "held",
-            CopyOutcome::NotHolder => "not_holder",
-            CopyOutcome::Failed => "failed",
-            CopyOutcome::Busy => "busy",
-            CopyOutcome::Pending => "pending",
-            CopyOutcome::Unanswered => "unanswered",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
+label_enum! {
+    /// How a holder asked to take a copy answered (`ron_replication_copies_total{outcome}`).
+    pub enum CopyOutcome {
+        /// It holds a verified kept copy, durably.
+        Held = "held",
+        /// It does not count itself among the object's holders.
+        NotHolder = "not_holder",
+        /// Its pull failed (no source had a verified copy, or its store refused).
+        Failed = "failed",
+        /// It had too many copies under way.
+        Busy = "busy",
+        /// Still copying when it answered.
+        Pending = "pending",
+        /// No answer (the connection or the request failed or timed out).
+        Unanswered = "unanswered",
     }
 }
 
-/// Copies waiting for a shard, per shard.
-pub const PULL_MAILBOX_LEN: usize = 256;
+/// Copies and audits waiting for a shard, per shard.
+pub const REPLICATION_MAILBOX_LEN: usize = 256;
+
+/// What a shard's replication is asked on its mailbox.
+#[derive(Debug)]
+pub enum ToReplication {
+    /// A copy the DHT thread accepted to make for the placement.
+    Pull(Pull),
+    /// The audit of holders' copies the admin thread makes for `/admin/placement` and
+    /// `/admin/replicate`: the shard audits them as its sweep does.
+    Audit(AuditHolders),
+}
 
 /// A copy the DHT thread accepted to make: the owner shard pulls `addr` from `source`
 /// (the asking node's OAP/1 address) or another provider, verified, and keeps it.
@@ -479,8 +493,55 @@ pub struct Pull {
     pub reply: tokio::sync::oneshot::Sender<PullOutcome>,
 }
 
-/// A shard's end of its pull mailbox (a tokio channel: any executor can await it).
-pub type PullMailbox = tokio::sync::mpsc::Receiver<Pull>;
+/// Audit each of `holders`' copies of `addr` (at once); the outcomes come back in the
+/// holders' order.
+#[derive(Debug)]
+pub struct AuditHolders {
+    pub addr: [u8; 32],
+    pub holders: Vec<Provider>,
+    pub reply: SyncSender<Vec<AuditOutcome>>,
+}
+
+/// How a node's copy of an object fared in an audit (counted by its label in
+/// `ron_replica_audits_total`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutcome {
+    /// It sent the group asked for, and it verified against the address.
+    Verified { group: u64 },
+    /// It holds no copy (its own answer: 404).
+    Missing,
+    /// It could not be asked, or what it sent did not verify.
+    Failed(String),
+}
+
+impl AuditOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuditOutcome::Verified { .. } => "verified",
+            AuditOutcome::Missing => "missing",
+            AuditOutcome::Failed(_) => "failed",
+        }
+    }
+
+    pub fn is_verified(&self) -> bool {
+        matches!(self, AuditOutcome::Verified { .. })
+    }
+}
+
+/// Why the admin thread's audit has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    #[error(
+        "shard {0} did not take the audit (its replication mailbox is full or stopped); try again"
+    )]
+    NotTaken(usize),
+    #[error("shard {shard} did not finish the audit within {wait_ms} ms")]
+    Timeout { shard: usize, wait_ms: u64 },
+}
+
+/// A shard's end of its replication mailbox (a tokio channel: any executor can await
+/// it, and a send wakes the shard at once).
+pub type ReplicationMailbox = tokio::sync::mpsc::Receiver<ToReplication>;
 
 /// How a shard's pull ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -496,30 +557,32 @@ pub enum PullOutcome {
 /// Which shard owns an address (the engine's partition table, as a function).
 pub type OwnerOf = Arc<dyn Fn(&[u8; 32]) -> usize + Send + Sync>;
 
-/// The DHT thread's way to the shards' pull mailboxes.
+/// The way to the shards' replication mailboxes: the DHT thread's for the copies it
+/// accepted, the admin thread's for audits. Each request goes to the shard that owns
+/// its address.
 #[derive(Clone)]
-pub struct PullRoutes {
-    shards: Vec<tokio::sync::mpsc::Sender<Pull>>,
+pub struct ReplicationRoutes {
+    shards: Vec<tokio::sync::mpsc::Sender<ToReplication>>,
     owner_of: OwnerOf,
 }
 
-impl std::fmt::Debug for PullRoutes {
+impl std::fmt::Debug for ReplicationRoutes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PullRoutes")
+        f.debug_struct("ReplicationRoutes")
             .field("shards", &self.shards.len())
             .finish_non_exhaustive()
     }
 }
 
-impl PullRoutes {
-    /// Routes to `shards` mailboxes of [`PULL_MAILBOX_LEN`], and their receiving ends
-    /// (one per shard, in shard order).
-    pub fn new(shards: usize, owner_of: OwnerOf) -> (PullRoutes, Vec<PullMailbox>) {
+impl ReplicationRoutes {
+    /// Routes to `shards` mailboxes of [`REPLICATION_MAILBOX_LEN`], and their receiving
+    /// ends (one per shard, in shard order).
+    pub fn new(shards: usize, owner_of: OwnerOf) -> (ReplicationRoutes, Vec<ReplicationMailbox>) {
         let (senders, receivers) = (0..shards.max(1))
-            .map(|_| tokio::sync::mpsc::channel(PULL_MAILBOX_LEN))
+            .map(|_| tokio::sync::mpsc::channel(REPLICATION_MAILBOX_LEN))
             .unzip();
         (
-            PullRoutes {
+            ReplicationRoutes {
                 shards: senders,
                 owner_of,
             },
@@ -527,15 +590,43 @@ impl PullRoutes {
         )
     }
 
-    /// Hands `pull` to its owner shard; a full mailbox or a stopped shard gives it back.
-    pub fn try_send(&self, pull: Pull) -> Result<(), Pull> {
+    /// Hands `pull` to its owner shard: whether it took it (a full mailbox or a stopped
+    /// shard does not).
+    pub fn hand_over(&self, pull: Pull) -> bool {
         let owner = (self.owner_of)(&pull.addr);
-        let Some(shard) = self.shards.get(owner) else {
-            return Err(pull);
+        self.try_send_to(owner, ToReplication::Pull(pull))
+    }
+
+    /// Audits `holders`' copies of `addr` on the shard that owns it and waits for the
+    /// outcomes (in the holders' order) at most `wait_ms`. Blocking: for the admin thread.
+    pub fn audit(
+        &self,
+        addr: [u8; 32],
+        holders: Vec<Provider>,
+        wait_ms: u64,
+    ) -> Result<Vec<AuditOutcome>, AuditError> {
+        let owner = (self.owner_of)(&addr);
+        let (reply, outcomes) = std::sync::mpsc::sync_channel(1);
+        let audit = AuditHolders {
+            addr,
+            holders,
+            reply,
         };
-        shard.try_send(pull).map_err(|e| match e {
-            TrySendError::Full(pull) | TrySendError::Closed(pull) => pull,
-        })
+        if !self.try_send_to(owner, ToReplication::Audit(audit)) {
+            return Err(AuditError::NotTaken(owner));
+        }
+        outcomes
+            .recv_timeout(std::time::Duration::from_millis(wait_ms))
+            .map_err(|_| AuditError::Timeout {
+                shard: owner,
+                wait_ms,
+            })
+    }
+
+    fn try_send_to(&self, shard: usize, request: ToReplication) -> bool {
+        self.shards
+            .get(shard)
+            .is_some_and(|mailbox| mailbox.try_send(request).is_ok())
     }
 }
 

@@ -1,20 +1,23 @@
 //! What an admin request asks for, and its answer. Routing reads counters and the
 //! control thread's latest copy, and sends the operator's storage requests to the
 //! shards' inboxes; the check of one object waits (bounded) for the owner's report.
-//! It does no socket or disk I/O itself: `/admin/placement` audits holders through the
-//! engine's [`super::Auditor`].
+//! It does no socket or disk I/O itself: `/admin/placement` and `/admin/replicate` have
+//! the owner shard audit holders (the node's one audit, `ReplicationRoutes::audit`).
 
 use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
 use ron_codec::http::head::{Method, RequestHead};
 use ron_codec::Address;
-use ron_link::dht::{DhtClient, Provider, ResolveError, RESOLVE_LIMIT_MAX};
+use ron_link::dht::{
+    AuditError, AuditOutcome, DhtClient, Provider, ReplicationRoutes, ResolveError,
+    RESOLVE_LIMIT_MAX,
+};
 use ron_link::link::{ObjectCheckReport, RemovalReport, ToShard};
 use ron_link::policy::constant_time_eq;
 use serde_json::json;
 
-use super::{Answers, AuditOutcome, Auditor, ADMIN_REMOVE_WAIT_MS, ADMIN_REPAIR_WAIT_MS};
+use super::{Answers, ADMIN_REMOVE_WAIT_MS, ADMIN_REPAIR_WAIT_MS};
 
 /// Providers a resolve returns unless `limit` says otherwise.
 pub const RESOLVE_LIMIT_DEFAULT: usize = 16;
@@ -22,6 +25,9 @@ pub const RESOLVE_LIMIT_DEFAULT: usize = 16;
 pub const RESOLVE_DEADLINE_MS: u64 = 5_000;
 /// The longest `/admin/replicate` waits for the holders it asks to take a copy.
 pub const REPLICATE_WAIT_MS: u64 = 60_000;
+/// Longest wait for the owner shard's audits of an object's holders (made at once, each
+/// read bounded by the node's `fetch_timeout_ms`).
+pub const AUDIT_WAIT_MS: u64 = 30_000;
 use crate::view::sample;
 use crate::{prometheus, reports};
 
@@ -99,7 +105,7 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
         }
         "/version" => Reply::json(200, reports::version(answers.version)),
         "/resolve" => resolve(answers, &request.query),
-        "/admin/placement" => placement(answers, &request.query),
+        "/admin/placement" => placement(answers, &request.query).unwrap_or_else(|refused| refused),
         "/admin/scrub" => {
             let samples = sample(&answers.shards);
             Reply::json(200, reports::scrub(&samples))
@@ -118,7 +124,7 @@ fn operator_request(answers: &Answers, path: &str) -> Reply {
     };
     match rest.split_once('/') {
         Some(("repair", hash)) => check_object(answers, hash),
-        Some(("replicate", hash)) => replicate(answers, hash),
+        Some(("replicate", hash)) => replicate(answers, hash).unwrap_or_else(|refused| refused),
         Some(("remove", hash)) => remove_object(answers, hash),
         _ => Reply::text(404, "not found\n"),
     }
@@ -311,24 +317,16 @@ fn resolve(answers: &Answers, query: &str) -> Reply {
 /// object (a lookup of its closest peers), each audited — asked for a random 64 KiB
 /// group of its own copy with its proof, checked against the address — and how many
 /// hold a verified copy (`rf_observed`) against the target (`rf_target`).
-fn placement(answers: &Answers, query: &str) -> Reply {
+fn placement(answers: &Answers, query: &str) -> Result<Reply, Reply> {
     let hash = query
         .split('&')
         .find_map(|pair| pair.strip_prefix("hash="))
         .unwrap_or("");
-    let (dht, auditor, addr) = match placement_request(answers, "/admin/placement", hash) {
-        Ok(parts) => parts,
-        Err(reply) => return reply,
-    };
-    let holders = match holders_of(dht, &addr) {
-        Ok(holders) => holders,
-        Err(reply) => return reply,
-    };
-    let (audited, observed) = audit_holders(dht, auditor, &holders, &addr);
-    Reply::json(
-        200,
-        placement_report(dht, &addr, audited, observed).to_string(),
-    )
+    let (dht, replication, addr) = placement_request(answers, "/admin/placement", hash)?;
+    let holders = holders_of(dht, &addr)?;
+    let (audited, observed) = audit_holders(replication, &holders, &addr)?;
+    let report = placement_report(dht, &addr, audited, observed);
+    Ok(Reply::json(200, report.to_string()))
 }
 
 /// `POST /admin/replicate/b3:<hex>`: checks and repairs one object now — the placement
@@ -336,16 +334,10 @@ fn placement(answers: &Answers, query: &str) -> Reply {
 /// (other than this node) is asked to take one (it pulls it verified from this node or
 /// the providers the DHT names), waited for at most [`REPLICATE_WAIT_MS`], and every
 /// holder audited again.
-fn replicate(answers: &Answers, hash: &str) -> Reply {
-    let (dht, auditor, addr) = match placement_request(answers, "/admin/replicate", hash) {
-        Ok(parts) => parts,
-        Err(reply) => return reply,
-    };
-    let holders = match holders_of(dht, &addr) {
-        Ok(holders) => holders,
-        Err(reply) => return reply,
-    };
-    let (before, rf_before) = audit_holders(dht, auditor, &holders, &addr);
+fn replicate(answers: &Answers, hash: &str) -> Result<Reply, Reply> {
+    let (dht, replication, addr) = placement_request(answers, "/admin/replicate", hash)?;
+    let holders = holders_of(dht, &addr)?;
+    let (before, rf_before) = audit_holders(replication, &holders, &addr)?;
     let asked: Vec<String> = holders
         .iter()
         .zip(&before)
@@ -359,21 +351,22 @@ fn replicate(answers: &Answers, hash: &str) -> Reply {
     }
     let (after, observed) = match asked.is_empty() {
         true => (before, rf_before),
-        false => audit_holders(dht, auditor, &holders, &addr),
+        false => audit_holders(replication, &holders, &addr)?,
     };
     let mut report = placement_report(dht, &addr, after, observed);
     report["rf_before"] = json!(rf_before);
     report["asked"] = json!(asked);
-    Reply::json(200, report.to_string())
+    Ok(Reply::json(200, report.to_string()))
 }
 
-/// The DHT, the auditor and the address a placement request needs, or its refusal.
+/// The DHT, the shards' replication and the address a placement request needs, or its
+/// refusal.
 fn placement_request<'a>(
     answers: &'a Answers,
     endpoint: &str,
     hash: &str,
-) -> Result<(&'a DhtClient, &'a Auditor, Address), Reply> {
-    let (Some(dht), Some(auditor)) = (&answers.dht, &answers.auditor) else {
+) -> Result<(&'a DhtClient, &'a ReplicationRoutes, Address), Reply> {
+    let (Some(dht), Some(replication)) = (&answers.dht, &answers.replication) else {
         return Err(Reply::text(
             404,
             format!("this node is not in a network: {endpoint} needs --p2p (and --peer)\n"),
@@ -385,7 +378,7 @@ fn placement_request<'a>(
             format!("{endpoint} needs an object address (b3: and 64 lower-case hex digits), not {hash:?}\n"),
         ));
     };
-    Ok((dht, auditor, addr))
+    Ok((dht, replication, addr))
 }
 
 fn holders_of(dht: &DhtClient, addr: &Address) -> Result<Vec<Provider>, Reply> {
@@ -398,39 +391,40 @@ fn holders_of(dht: &DhtClient, addr: &Address) -> Result<Vec<Provider>, Reply> {
         })
 }
 
-/// Each holder audited (counted in `ron_replica_audits_total`), and how many verified.
+/// Each holder audited by the owner shard (counted there in `ron_replica_audits_total`),
+/// and how many verified.
 fn audit_holders(
-    dht: &DhtClient,
-    auditor: &Auditor,
+    replication: &ReplicationRoutes,
     holders: &[Provider],
     addr: &Address,
-) -> (Vec<serde_json::Value>, usize) {
-    let audited: Vec<serde_json::Value> = holders
-        .iter()
-        .map(|holder| {
-            let outcome = match holder.oap {
-                Some(oap) => auditor.audit(oap, &holder.node_id, addr),
-                None => AuditOutcome::Failed("its OAP/1 address is not known".into()),
-            };
-            dht.metrics.count_audit(outcome.label());
-            let mut entry = json!({
-                "node_id": holder.node_id,
-                "oap": holder.oap,
-                "zone": holder.zone,
-                "local": holder.local,
-                "holds": matches!(outcome, AuditOutcome::Verified { .. }),
-                "audit": outcome.label(),
-            });
-            match outcome {
-                AuditOutcome::Verified { group } => entry["group"] = json!(group),
-                AuditOutcome::Failed(reason) => entry["reason"] = json!(reason),
-                AuditOutcome::Missing => {}
-            }
-            entry
-        })
-        .collect();
+) -> Result<(Vec<serde_json::Value>, usize), Reply> {
+    let outcomes = replication
+        .audit(*addr.as_bytes(), holders.to_vec(), AUDIT_WAIT_MS)
+        .map_err(|e| match e {
+            AuditError::NotTaken(_) => Reply::text(503, format!("{e}\n")),
+            AuditError::Timeout { .. } => Reply::text(504, format!("{e}\n")),
+        })?;
+    let audited: Vec<serde_json::Value> = holders.iter().zip(outcomes).map(audit_entry).collect();
     let observed = audited.iter().filter(|h| h["holds"] == true).count();
-    (audited, observed)
+    Ok((audited, observed))
+}
+
+/// One holder's line of a placement report.
+fn audit_entry((holder, outcome): (&Provider, AuditOutcome)) -> serde_json::Value {
+    let mut entry = json!({
+        "node_id": holder.node_id,
+        "oap": holder.oap,
+        "zone": holder.zone,
+        "local": holder.local,
+        "holds": outcome.is_verified(),
+        "audit": outcome.label(),
+    });
+    match outcome {
+        AuditOutcome::Verified { group } => entry["group"] = json!(group),
+        AuditOutcome::Failed(reason) => entry["reason"] = json!(reason),
+        AuditOutcome::Missing => {}
+    }
+    entry
 }
 
 fn placement_report(
@@ -540,7 +534,7 @@ mod tests {
             mailboxes: ron_link::link::links(1).0.mailboxes(),
             owner: OwnerOf::new(|_| 0),
             dht: None,
-            auditor: None,
+            replication: None,
             scrapes: Default::default(),
         };
         let status = |r: &Request| route(r, &answers).status;
@@ -567,7 +561,7 @@ mod tests {
             mailboxes: ron_link::link::links(1).0.mailboxes(),
             owner: OwnerOf::new(|_| 0),
             dht,
-            auditor: None,
+            replication: None,
             scrapes: Default::default(),
         }
     }

@@ -108,6 +108,6 @@ pub struct DhtConfig {
     pub peer_dead: Duration,
     /// Where accepted copies go: the owner shard of each address (none: copies are
     /// refused, answered `failed`).
-    pub pulls: Option<ron_link::dht::PullRoutes>,
+    pub pulls: Option<ron_link::dht::ReplicationRoutes>,
     pub limits: StoreLimits,
 }

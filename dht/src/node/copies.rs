@@ -230,7 +230,7 @@ impl Node {
     ) {
         let outcomes = outcomes.unwrap_or_else(|| vec![CopyOutcome::Unanswered; addrs.len()]);
         for (addr, outcome) in addrs.iter().zip(outcomes) {
-            self.metrics.copies_asked_total[outcome.index()].fetch_add(1, Ordering::Relaxed);
+            self.metrics.copies_asked_total[outcome as usize].fetch_add(1, Ordering::Relaxed);
             let Some(watch) = self.copies.watches.get_mut(addr) else {
                 continue;
             };
@@ -369,14 +369,11 @@ impl Node {
             return Some(CopyOutcome::Failed);
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if pulls
-            .try_send(Pull {
-                addr,
-                source,
-                reply,
-            })
-            .is_err()
-        {
+        if !pulls.hand_over(Pull {
+            addr,
+            source,
+            reply,
+        }) {
             return Some(CopyOutcome::Busy);
         }
         copies.under_way += 1;

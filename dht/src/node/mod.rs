@@ -45,7 +45,7 @@
 //!                                          resolve (providers found), publish (closest peers),
 //!                                          copies (peers' requests, holders' answers)
 //! publication done (kept keys) ─▶ placement among its peers ─▶ /ron/replicate/1 to holders
-//! peer's copies ─▶ accepted ─▶ PullRoutes (tokio channel per shard) ─▶ shard pulls, keeps
+//! peer's copies ─▶ accepted ─▶ ReplicationRoutes (tokio channel per shard) ─▶ shard pulls, keeps
 //!        ◀── each outcome (oneshot) ── answer when all are done or at the deadline
 //! tick   ─▶ flush store ─▶ answer due resolves ─▶ publish_next ─▶ expiry step ─▶ gauges
 //! stop   ─▶ leave the loop ─▶ flush store ─▶ the thread ends

@@ -16,7 +16,7 @@ use libp2p::kad::{QueryId, RecordKey};
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, Swarm};
-use ron_link::dht::{CopiesReply, CopyOutcome, DhtMetrics, PullRoutes, ResolveReply};
+use ron_link::dht::{CopiesReply, CopyOutcome, DhtMetrics, ReplicationRoutes, ResolveReply};
 
 use crate::error::DhtError;
 use crate::node::address::tcp_multiaddr;
@@ -93,7 +93,7 @@ pub(super) struct Copies {
     pub(super) per_peer: HashMap<PeerId, usize>,
     pub(super) under_way: usize,
     /// The shards' pull mailboxes (none: copies are answered `failed`).
-    pub(super) pulls: Option<PullRoutes>,
+    pub(super) pulls: Option<ReplicationRoutes>,
     /// The shards' answers, as they come.
     pub(super) pulled: FuturesUnordered<Pin<Box<dyn Future<Output = PullDone>>>>,
 }

@@ -158,6 +158,11 @@ impl ReadThrough {
         self.config.timeout
     }
 
+    /// The longest object it fetches.
+    pub fn object_bytes_max(&self) -> u64 {
+        self.config.object_bytes_max
+    }
+
     /// The shard whose objects it fetches.
     pub fn shard(&self) -> &Rc<Shard> {
         &self.shard

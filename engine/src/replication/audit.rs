@@ -1,43 +1,84 @@
-//! The audit of a holder's copy from a shard: asked over OAP/1 for its own kept copy only
+//! The audit of a holder's copy: asked over OAP/1 for its own kept copy only
 //! (`"local":true,"kept":true`: never a read-through, and an evictable copy is not one the
 //! placement can count on), one random 64 KiB group with its proof, verified against the
 //! address as any peer fetch is ([`PeerGet`]). Counted in `ron_replica_audits_total`.
-//! The sweep and `PUT ?copies=N` audit this way; the admin thread's `/admin/placement`
-//! asks the same of a holder through the blocking client (`server/audit.rs`).
+//! The one audit of the node: the sweep, `PUT ?copies=N`, and the admin thread's
+//! `/admin/placement` and `/admin/replicate` (through the replication mailbox,
+//! [`Replication::audit_holders`](super::Replication)) all ask it.
 
 use std::time::{Duration, Instant};
 
 use ron_codec::tree::{group_count, GROUP_LEN_BYTES};
 use ron_codec::Address;
-use ron_link::dht::{DhtClient, Provider};
+use ron_link::dht::{AuditOutcome, DhtClient, Provider};
 
 use crate::fetch::peer::PeerGet;
+use crate::fetch::{AttemptError, ReadThrough};
 
-/// Whether `holder` sends a random group of its own kept copy of `addr` (of `len`
-/// bytes), verified, each read within `stall`.
+/// How long an audit waits on a holder, and the longest object it lets one claim.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditLimits {
+    /// Each read and write of the audit, and its connect.
+    pub stall: Duration,
+    /// When the object's length is not known here, the most a holder may say it is.
+    pub len_max: u64,
+}
+
+impl AuditLimits {
+    /// The read-through's: its stall timeout, and its object limit.
+    pub fn of(read_through: &ReadThrough) -> AuditLimits {
+        AuditLimits {
+            stall: read_through.timeout(),
+            len_max: read_through.object_bytes_max(),
+        }
+    }
+}
+
+/// Audits `holder`'s copy of `addr`: a random group of its own kept copy, verified. With
+/// `len` (the object's length, when this node knows it) the group is picked at once;
+/// without, group 0 comes first, saying the length, then a random one.
 pub async fn audit_holder(
     dht: &DhtClient,
     holder: &Provider,
     addr: Address,
-    len: u64,
-    stall: Duration,
-) -> bool {
-    let Some(oap) = holder.oap else {
-        dht.metrics.count_audit("failed");
-        return false;
+    len: Option<u64>,
+    limits: AuditLimits,
+) -> AuditOutcome {
+    let outcome = match holder.oap {
+        None => AuditOutcome::Failed("its OAP/1 address is not known".into()),
+        Some(oap) => match audit_group(oap, &holder.node_id, addr, len, limits).await {
+            Ok(group) => AuditOutcome::Verified { group },
+            Err(e) if PeerGet::says_not_held(&e) => AuditOutcome::Missing,
+            Err(e) => AuditOutcome::Failed(e.to_string()),
+        },
+    };
+    dht.metrics.count_audit(outcome.label());
+    outcome
+}
+
+/// The group of the holder's copy that verified.
+async fn audit_group(
+    oap: std::net::SocketAddr,
+    node_id: &str,
+    addr: Address,
+    len: Option<u64>,
+    limits: AuditLimits,
+) -> Result<u64, AttemptError> {
+    let node = Some(node_id);
+    let (len, proved) = match len {
+        Some(len) => (len, None),
+        None => {
+            let first = PeerGet::open(oap, node, addr, 0, None, limits.len_max, limits.stall);
+            (first.await?.total_len, Some(0))
+        }
     };
     let groups = if len == 0 { 1 } else { group_count(len) };
     let group = random_below(groups, &addr);
-    let len_max = len.max(GROUP_LEN_BYTES);
-    let node = Some(holder.node_id.as_str());
-    let opened = PeerGet::open(oap, node, addr, group, Some(len), len_max, stall).await;
-    let outcome = match &opened {
-        Ok(_) => "verified",
-        Err(e) if PeerGet::says_not_held(e) => "missing",
-        Err(_) => "failed",
-    };
-    dht.metrics.count_audit(outcome);
-    opened.is_ok()
+    if proved != Some(group) {
+        let len_max = len.max(GROUP_LEN_BYTES);
+        PeerGet::open(oap, node, addr, group, Some(len), len_max, limits.stall).await?;
+    }
+    Ok(group)
 }
 
 /// A group index below `groups`, different from pass to pass and object to object.

@@ -13,8 +13,9 @@
 //! - `sweep`: every `replication_interval_ms`, the kept objects this shard owns, their
 //!   holders audited and those without a verified copy asked to take one; copies the
 //!   placement no longer names made evictable once every named holder proved its own.
-//! - `audit`: the audit of one holder's copy ([`audit_holder`]), used by the sweep and by
-//!   `PUT ?copies=N`.
+//! - `audit`: the audit of one holder's copy ([`audit_holder`]), the node's only one: the
+//!   sweep, `PUT ?copies=N`, and the admin thread's `/admin/placement` and
+//!   `/admin/replicate` (handed over on the same mailbox as the pulls) all use it.
 //!
 //! ## Invariants
 //! - A copy is kept only once every group of it verified against its address (the
@@ -46,11 +47,11 @@ use std::time::{Duration, Instant};
 
 use ron_codec::Address;
 use ron_link::counters::FrontCounters;
-use ron_link::dht::{DhtClient, Provider, PullMailbox};
-use ron_shards::lifecycle::{BackgroundTasks, StopSignal, TaskCount};
+use ron_link::dht::{AuditHolders, DhtClient, Provider, ReplicationMailbox, ToReplication};
+use ron_shards::lifecycle::{join_all, BackgroundTasks, StopSignal, TaskCount};
 use ron_shards::Shard;
 
-pub use audit::audit_holder;
+pub use audit::{audit_holder, AuditLimits};
 
 use crate::blocked::Blocked;
 use crate::fetch::ReadThrough;
@@ -77,17 +78,18 @@ pub struct Replication {
     /// Raised by the stop: no new pull or sweep step starts.
     stop: StopSignal,
     /// Pulls under way (each answers its asker, then ends).
-    pulls_running: TaskCount,
+    /// Pulls and admin audits under way, each in a task of its own.
+    requests_running: TaskCount,
 }
 
 impl Replication {
-    /// Starts replication on a shard in a network (`None` off one): the pull server for
-    /// `pulls` and, with `config.sweep_every`, the sweep.
+    /// Starts replication on a shard in a network (`None` off one): the server of
+    /// `mailbox` (pulls and audits) and, with `config.sweep_every`, the sweep.
     pub fn start(
         read_through: &Rc<ReadThrough>,
         blocked: Rc<Blocked>,
         counters: Arc<FrontCounters>,
-        pulls: Option<PullMailbox>,
+        mailbox: Option<ReplicationMailbox>,
         config: ReplicationConfig,
     ) -> Option<Rc<Replication>> {
         let dht = read_through.dht()?.clone();
@@ -100,12 +102,12 @@ impl Replication {
             counters,
             stop: services.signal(),
             services: RefCell::new(Some(services)),
-            pulls_running: TaskCount::default(),
+            requests_running: TaskCount::default(),
         });
-        if let Some(pulls) = pulls {
-            replication.start_service("replication pulls", {
+        if let Some(mailbox) = mailbox {
+            replication.start_service("replication requests", {
                 let this = Rc::clone(&replication);
-                this.serve_pulls(pulls)
+                this.serve_requests(mailbox)
             });
         }
         if let (Some(every), true) = (config.sweep_every, config.replicas > 1) {
@@ -126,19 +128,48 @@ impl Replication {
         }
     }
 
-    /// Serves the copies the DHT thread hands this shard (it owns their addresses), each
-    /// in its own task, until the stop or until the DHT thread drops its end. The DHT
-    /// thread bounds how many are under way; past the read-through's `flights_max` a
-    /// copy is answered busy.
-    async fn serve_pulls(self: Rc<Self>, mut pulls: PullMailbox) {
-        while let Some(Some(pull)) = self.stop.unless_stopped(pulls.recv()).await {
-            self.start_pull(pull);
+    /// Serves the copies the DHT thread hands this shard (it owns their addresses) and
+    /// the admin thread's audits, each in its own task, until the stop or until the
+    /// senders are gone. The DHT thread bounds the pulls under way; past the
+    /// read-through's `flights_max` a copy is answered busy.
+    async fn serve_requests(self: Rc<Self>, mut mailbox: ReplicationMailbox) {
+        while let Some(Some(request)) = self.stop.unless_stopped(mailbox.recv()).await {
+            match request {
+                ToReplication::Pull(pull) => self.start_pull(pull),
+                ToReplication::Audit(audit) => self.start_audit(audit),
+            }
         }
     }
 
-    /// Whether `holder` sends a random group of its own kept copy of `addr`, verified.
+    /// The admin thread's audit of holders' copies, at once, in a task of its own.
+    fn start_audit(self: &Rc<Self>, audit: AuditHolders) {
+        let running = self.requests_running.start();
+        let this = Rc::clone(self);
+        glommio::spawn_local(async move {
+            let addr = Address::from_bytes(audit.addr);
+            let limits = this.audit_limits();
+            let audits = audit
+                .holders
+                .iter()
+                .map(|holder| audit_holder(&this.dht, holder, addr, None, limits));
+            let outcomes = join_all(audits.collect()).await;
+            let _ = audit.reply.try_send(outcomes);
+            drop(running);
+        })
+        .detach();
+    }
+
+    /// Whether `holder` sends a random group of its own kept copy of `addr` (of `len`
+    /// bytes), verified.
     pub async fn audit(&self, dht: &DhtClient, holder: &Provider, addr: Address, len: u64) -> bool {
-        audit_holder(dht, holder, addr, len, self.read_through.timeout()).await
+        let limits = self.audit_limits();
+        audit_holder(dht, holder, addr, Some(len), limits)
+            .await
+            .is_verified()
+    }
+
+    fn audit_limits(&self) -> AuditLimits {
+        AuditLimits::of(&self.read_through)
     }
 
     /// Stops replication: its signal first (no new pull or sweep step starts), then
@@ -159,8 +190,8 @@ impl Replication {
             None => Vec::new(),
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        if self.pulls_running.wait_none(left).await > 0 {
-            abandoned.push("replication pulls under way");
+        if self.requests_running.wait_none(left).await > 0 {
+            abandoned.push("replication pulls and audits under way");
         }
         (fetches, abandoned)
     }

@@ -89,9 +89,9 @@ impl Replication {
     }
 
     /// One copy the DHT thread handed this shard, in a task of its own (counted in
-    /// `pulls_running` until it answers, so the stop can wait for it).
+    /// `requests_running` until it answers, so the stop can wait for it).
     pub(super) fn start_pull(self: &Rc<Self>, pull: Pull) {
-        let running = self.pulls_running.start();
+        let running = self.requests_running.start();
         let this = Rc::clone(self);
         glommio::spawn_local(async move {
             let addr = Address::from_bytes(pull.addr);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use ron_link::counters::ShardCounters;
-use ron_link::dht::DhtClient;
+use ron_link::dht::{DhtClient, ReplicationRoutes};
 use ron_link::link::ControlLink;
 use ron_link::policy::Policy;
 use ron_shards::layout::Routing;
@@ -32,16 +32,19 @@ impl Control {
     }
 }
 
+/// Starts the control thread and the admin listener; `network` is the DHT thread and the
+/// shards' replication mailboxes, on a node with `--p2p`.
 pub(super) fn start_control(
     resolved: &Resolved,
     counters: &[ShardCounters],
     link: ControlLink,
     signals: &Signals,
     routing: &Routing,
-    dht: Option<DhtClient>,
+    network: Option<(DhtClient, ReplicationRoutes)>,
     policy: Policy,
 ) -> Result<Control, StartError> {
     let config = &resolved.config;
+    let (dht, replication) = network.unzip();
     let stop = Arc::new(AtomicBool::new(false));
     let state = ron_control::ControlState {
         shards: counters.to_vec(),
@@ -57,10 +60,8 @@ pub(super) fn start_control(
             hangup: Arc::clone(&signals.hangup),
         }),
         owner: owner_of(routing.clone()),
-        auditor: dht
-            .is_some()
-            .then(|| ron_control::Auditor::new(crate::server::audit::audit_copy)),
         dht,
+        replication,
     };
     let (admin_addr, thread) =
         ron_control::spawn(config.admin, state).map_err(|source| StartError::Admin {

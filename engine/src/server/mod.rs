@@ -17,12 +17,10 @@
 //! configuration file) reloads tokens, tenants and quotas through the control thread.
 //!
 //! Files: this one (the order of start and stop), `shard.rs` (a shard's thread),
-//! `audit.rs` (the OAP/1 audit of a holder's copy `/admin/placement` runs),
 //! `front.rs` (its listeners, front ends and accept loops), `control.rs` (the control
 //! thread's handle), `clock.rs` (a shard's periodic work), `operator.rs` (the operator's
 //! requests a shard answers), `notify.rs` (systemd), `signals.rs`, `error.rs`.
 
-mod audit;
 mod clock;
 mod control;
 mod error;
@@ -89,9 +87,9 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     warn_if_shards_idle(&routing);
     let signals = install_signals()?;
     let counters: Vec<ShardCounters> = (0..shards).map(|_| ShardCounters::default()).collect();
-    let (pull_routes, mut pull_mailboxes) = match config.p2p {
+    let (replication_routes, mut replication_mailboxes) = match config.p2p {
         Some(_) => {
-            let (routes, mailboxes) = ron_link::dht::PullRoutes::new(
+            let (routes, mailboxes) = ron_link::dht::ReplicationRoutes::new(
                 usize::from(shards),
                 owner_of_address(routing.clone()),
             );
@@ -99,8 +97,8 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         }
         None => (None, Vec::new()),
     };
-    pull_mailboxes.resize_with(usize::from(shards), || None);
-    let dht = start_dht(&config, pull_routes)?;
+    replication_mailboxes.resize_with(usize::from(shards), || None);
+    let dht = start_dht(&config, replication_routes.clone())?;
     let dht_client = dht.as_ref().map(|d| d.client.clone());
     let (control_link, shard_links) = ron_link::link::links(usize::from(shards));
     let control = crate::server::control::start_control(
@@ -109,7 +107,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         control_link,
         &signals,
         &routing,
-        dht_client.clone(),
+        dht_client.clone().zip(replication_routes),
         policy.clone(),
     )?;
     let plan = ShardPlan {
@@ -123,7 +121,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         drained: StopStep::new(shards),
         stopped: StopStep::new(shards),
     };
-    let handles = shard::start_shards(&plan, &counters, shard_links, pull_mailboxes)?;
+    let handles = shard::start_shards(&plan, &counters, shard_links, replication_mailboxes)?;
     wait_until_ready(&counters, &handles, &plan.stop);
     if counters
         .iter()
@@ -146,7 +144,8 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     }
 }
 
-/// Which shard owns an address, for the DHT thread's copies (`PullRoutes`).
+/// Which shard owns an address, for the copies and audits its replication is asked for
+/// (`ReplicationRoutes`).
 fn owner_of_address(routing: Routing) -> ron_link::dht::OwnerOf {
     Arc::new(move |addr| usize::from(routing.owner(&ron_codec::Address::from_bytes(*addr)).0))
 }
@@ -156,7 +155,7 @@ fn owner_of_address(routing: Routing) -> ron_link::dht::OwnerOf {
 /// shard through `pulls`.
 fn start_dht(
     config: &Config,
-    pulls: Option<ron_link::dht::PullRoutes>,
+    pulls: Option<ron_link::dht::ReplicationRoutes>,
 ) -> Result<Option<ron_dht::node::DhtThread>, StartError> {
     let Some(listen) = config.p2p else {
         return Ok(None);

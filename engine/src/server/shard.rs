@@ -15,7 +15,7 @@ use ron_codec::denylist::Denylist;
 use ron_codec::Address;
 use ron_io::tls::ReloadableCert;
 use ron_link::counters::ShardCounters;
-use ron_link::dht::{DhtClient, PullMailbox};
+use ron_link::dht::{DhtClient, ReplicationMailbox};
 use ron_link::link::ShardLink;
 use ron_link::policy::Policy;
 use ron_shards::layout::Routing;
@@ -159,8 +159,8 @@ struct ShardStart {
     quotas: ShardQuotas,
     link: ShardLink,
     dht: Option<DhtClient>,
-    /// Copies the DHT thread hands this shard to pull (a node in a network).
-    pulls: Option<PullMailbox>,
+    /// The copies and audits this shard's replication is asked for (a node in a network).
+    replication_mailbox: Option<ReplicationMailbox>,
     origin: Option<Origin>,
     /// The denylist read at start (later ones arrive with each reloaded policy).
     denylist: Arc<Denylist>,
@@ -172,7 +172,7 @@ pub(super) fn start_shards(
     plan: &ShardPlan,
     counters: &[ShardCounters],
     links: Vec<ShardLink>,
-    pulls: Vec<Option<PullMailbox>>,
+    replication_mailboxes: Vec<Option<ReplicationMailbox>>,
 ) -> Result<ShardHandles, StartError> {
     let shards = plan.routing.shard_count();
     let mut mesh_ends = if shards == 1 {
@@ -187,7 +187,8 @@ pub(super) fn start_shards(
     let hasher = std::collections::hash_map::RandomState::new();
     let policy = &plan.policy;
     let mut handles = Vec::with_capacity(usize::from(shards));
-    for ((i, link), pulls) in (0..shards).zip(links).zip(pulls) {
+    let mailboxes = replication_mailboxes;
+    for ((i, link), replication_mailbox) in (0..shards).zip(links).zip(mailboxes) {
         let start = ShardStart {
             index: ShardIndex(i),
             plan_config: Arc::clone(&plan.config),
@@ -204,7 +205,7 @@ pub(super) fn start_shards(
             ),
             link,
             dht: plan.dht.clone(),
-            pulls,
+            replication_mailbox,
             origin: plan.origin.clone(),
             denylist: Arc::clone(&policy.denylist),
             drained: plan.drained.clone(),
@@ -313,8 +314,8 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
                 .then(|| Duration::from_millis(config.replication_interval_ms)),
         };
         let counters = Arc::clone(&start.counters.front);
-        let pulls = start.pulls.take();
-        Replication::start(read_through, Rc::clone(&blocked), counters, pulls, config)
+        let mailbox = start.replication_mailbox.take();
+        Replication::start(read_through, Rc::clone(&blocked), counters, mailbox, config)
     });
     // This shard's own TLS configuration and certificate: a rotation is installed by
     // the shard itself (its clock), so no other core touches it.

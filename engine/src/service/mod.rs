@@ -33,7 +33,7 @@ use crate::blocked::Blocked;
 use crate::fetch::{Flight, ReadThrough};
 use crate::limits::COPIES_WAIT;
 use crate::refusal::Refusal;
-use crate::replication::audit_holder;
+use crate::replication::{audit_holder, AuditLimits};
 
 pub use get::{FetchStream, GroupStream, Span, StoredStream, VerifiedGroup};
 pub use upload::{Stored, UploadSession, WriteCredential};
@@ -210,14 +210,14 @@ impl Service {
         else {
             return 0;
         };
-        let stall = read_through.timeout();
+        let limits = AuditLimits::of(read_through);
         let audits = holders
             .iter()
-            .map(|holder| audit_holder(dht, holder, addr, meta.len(), stall));
+            .map(|holder| audit_holder(dht, holder, addr, Some(meta.len()), limits));
         join_all(audits.collect())
             .await
-            .into_iter()
-            .filter(|proved| *proved)
+            .iter()
+            .filter(|outcome| outcome.is_verified())
             .count()
     }
 
