@@ -15,6 +15,8 @@
 //!   - [`load`]: executors, connections, the send/receive loop, verification.
 //!   - [`report`]: the table and the JSON.
 //!   - [`cpu`]: how busy a CPU (the server's) was over the measured window.
+//! - `ron-bench network` ([`network`]): N nodes on loopback in Z zones, loaded, killed
+//!   and joined, with the figures of replication at scale (`bench/network.sh`).
 //! - Criterion micro-benchmarks (`benches/codec.rs`, `benches/shard.rs`).
 //! - `compare.sh`: ron vs nginx on the same datasets (many objects picked at random,
 //!   uniform or Zipf, by ron-bench and by wrk through a generated Lua script), one ratio
@@ -30,6 +32,7 @@
 pub mod cpu;
 pub mod dataset;
 pub mod load;
+pub mod network;
 pub mod report;
 pub mod workload;
 

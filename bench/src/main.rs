@@ -12,6 +12,8 @@ use ron_bench::load::{self, RunConfig};
 use ron_bench::report::{Percentiles, Report};
 use ron_bench::workload::{Kind, Popularity, Proto, Workload};
 
+mod network_cli;
+
 const HELP: &str = "\
 ron-bench — HTTP and OAP/1 load generator for ron, thread-per-core (epoll), HDR latency
 
@@ -20,6 +22,8 @@ USAGE:
   ron-bench dataset --dir DIR    write the dataset as DIR/o/b3:<hex> (for nginx)
   ron-bench dataset --list FILE  write its URL paths (/o/b3:<hex>), one a line, in dataset
                                  order: line i is object i, Zipf rank i (both flags may be given)
+  ron-bench network --ron PATH  N nodes on loopback: copies, findability, cost per node
+                                 (`ron-bench network --help`)
   ron-bench help
 
 DATASET (deterministic: object i is generated from seed+i; the same flags give the same objects)
@@ -373,8 +377,18 @@ fn dataset(o: &Options) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let result =
-        parse(std::env::args_os().skip(1)).and_then(|(command, o)| match command.as_str() {
+    let mut args = std::env::args_os().skip(1).peekable();
+    let result = if args.peek().is_some_and(|a| a == "network") {
+        let rest: Vec<OsString> = args.skip(1).collect();
+        match rest.iter().any(|a| a == "--help" || a == "-h") {
+            true => {
+                print!("{}", network_cli::HELP);
+                Ok(())
+            }
+            false => network_cli::network(rest),
+        }
+    } else {
+        parse(args).and_then(|(command, o)| match command.as_str() {
             "help" => {
                 print!("{HELP}");
                 Ok(())
@@ -382,7 +396,8 @@ fn main() -> ExitCode {
             "run" => run(o),
             "dataset" => dataset(&o),
             other => Err(format!("unknown command {other:?}; see `ron-bench help`")),
-        });
+        })
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

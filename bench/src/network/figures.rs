@@ -1,0 +1,620 @@
+//! The phases of a network run and what each measures:
+//!
+//! 1. **formed**: every node ready and its routing table holding peers;
+//! 2. **quiet**: per node, over a window with no requests — CPU, RSS, libp2p
+//!    connections open, peers alive, routing-table peers;
+//! 3. **uploads**: objects of random sizes put on random nodes (a few at a time), each
+//!    then resolved (`/resolve`) from random other nodes until a provider is named —
+//!    the time from its acknowledgement to that, and every resolve's latency;
+//! 4. **copies**: until every object is at `replicas` verified copies in as many zones
+//!    (`/admin/placement` of a random live node, which audits each holder), how many
+//!    are short over time and when the last one got there; objects whose placement
+//!    names no verified copy at all are counted too;
+//! 5. **reads**: objects read through (`GET /o/<addr>`) from random nodes the
+//!    placement does not name, each body checked against its address;
+//! 6. **kill**: 10 % of the nodes (never node 0) killed with -9, then copies again;
+//! 7. **join**: 10 % more nodes started, then copies again; and the per-node costs.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ron_codec::Address;
+use serde_json::{json, Value};
+
+use super::probe::{self, exchange, TICKS_PER_S};
+use super::{Network, ADMIN_TIMEOUT};
+use crate::dataset::object_bytes;
+
+/// Requests the harness has under way at once.
+const WORKERS: usize = 16;
+/// Objects uploaded at once; each batch is resolved before the next is put.
+const UPLOAD_BATCH: usize = 8;
+/// How long a fresh object may take to be resolvable before it counts as not found.
+const FINDABLE_WAIT: Duration = Duration::from_secs(30);
+/// Pause between polls of one object (resolve) or between rounds (copies).
+const POLL_PAUSE: Duration = Duration::from_millis(250);
+
+/// What to do with the network.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub objects: usize,
+    pub size_min: usize,
+    pub size_max: usize,
+    pub seed: u64,
+    /// The quiet window, seconds.
+    pub quiet_s: f64,
+    /// The longest wait for copies in each phase, seconds.
+    pub copies_wait_s: f64,
+    /// Objects read through in the reads phase.
+    pub reads: usize,
+    /// Share of the nodes killed, then joined, in percent (0: no such phase).
+    pub kill_percent: usize,
+    pub join_percent: usize,
+}
+
+/// The median, 90th and 99th percentiles and the largest of some samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    pub count: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    pub fn of(mut values: Vec<f64>) -> Summary {
+        if values.is_empty() {
+            return Summary::default();
+        }
+        values.sort_by(f64::total_cmp);
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        Summary {
+            count: values.len(),
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: values[values.len() - 1],
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"count": self.count, "p50": self.p50, "p90": self.p90, "p99": self.p99, "max": self.max})
+    }
+}
+
+/// What the nodes cost, each a summary over the live nodes.
+#[derive(Debug, Clone, Default)]
+pub struct NodeCosts {
+    pub cpu_percent: Summary,
+    pub rss_mib: Summary,
+    pub connections: Summary,
+    pub peers_alive: Summary,
+    pub routing_peers: Summary,
+}
+
+/// How fresh objects became findable.
+#[derive(Debug, Clone, Default)]
+pub struct Findable {
+    /// From an upload's acknowledgement to the first resolve naming a provider, s.
+    pub found_s: Summary,
+    /// Objects no resolve named a provider for within [`FINDABLE_WAIT`].
+    pub not_found: usize,
+    /// Every resolve's latency, ms.
+    pub resolve_ms: Summary,
+    pub upload_ms: Summary,
+}
+
+/// How objects reached their copies in one phase.
+#[derive(Debug, Clone, Default)]
+pub struct Copies {
+    /// (seconds since the phase began, objects short then), one per round.
+    pub short_over_time: Vec<(f64, usize)>,
+    /// Per object, seconds from the phase's start (or its upload) to complete.
+    pub complete_s: Summary,
+    /// Objects still short at the end.
+    pub short_at_end: usize,
+    /// The most objects, in one round, whose placement named no verified copy.
+    pub without_verified_copy_max: usize,
+    /// Placement requests that failed (node unreachable, 5xx).
+    pub errors: usize,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub nodes: usize,
+    pub zones: usize,
+    pub formed_s: f64,
+    pub quiet: NodeCosts,
+    pub findable: Findable,
+    pub copies: Copies,
+    pub reads_ms: Summary,
+    pub read_failures: usize,
+    pub killed: usize,
+    pub after_kill: Option<Copies>,
+    pub joined: usize,
+    pub after_join: Option<Copies>,
+    pub costs_end: NodeCosts,
+}
+
+/// One object put on the network.
+#[derive(Debug, Clone)]
+struct Put {
+    addr: Address,
+    /// When its upload was acknowledged.
+    acked: Instant,
+    /// The OAP addresses of the holders its last placement named.
+    holders: Vec<SocketAddr>,
+}
+
+/// Runs every phase of `plan` on `network`.
+pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
+    let mut rng = Rng(plan.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut report = Report {
+        nodes: network.nodes.len(),
+        zones: network.config.zones,
+        ..Report::default()
+    };
+    report.formed_s = wait_formed(network)?;
+    report.quiet = node_costs(network, plan.quiet_s);
+    let (mut puts, findable) = upload(network, plan, &mut rng)?;
+    report.findable = findable;
+    let since: Vec<Instant> = puts.iter().map(|p| p.acked).collect();
+    report.copies = watch_copies(network, &mut puts, &since, plan.copies_wait_s, &mut rng);
+    (report.reads_ms, report.read_failures) = read_through(network, &puts, plan.reads, &mut rng);
+    if plan.kill_percent > 0 {
+        let victims = pick_victims(network, plan.kill_percent, &mut rng);
+        report.killed = victims.len();
+        network.kill(&victims);
+        let now = vec![Instant::now(); puts.len()];
+        let copies = watch_copies(network, &mut puts, &now, plan.copies_wait_s, &mut rng);
+        report.after_kill = Some(copies);
+    }
+    if plan.join_percent > 0 {
+        let count = (network.config.nodes * plan.join_percent).div_ceil(100);
+        report.joined = network.join(count)?.len();
+        let now = vec![Instant::now(); puts.len()];
+        let copies = watch_copies(network, &mut puts, &now, plan.copies_wait_s, &mut rng);
+        report.after_join = Some(copies);
+    }
+    report.costs_end = node_costs(network, plan.quiet_s);
+    Ok(report)
+}
+
+/// Seconds until every node's routing table holds `min(nodes - 1, 8)` peers (at most
+/// two minutes; a node short then is left to the phases to show).
+fn wait_formed(network: &Network) -> Result<f64, String> {
+    let started = Instant::now();
+    let want = (network.nodes.len() as u64 - 1).min(8);
+    while started.elapsed() < Duration::from_secs(120) {
+        let tables = parallel_map(&network.live(), |&i| {
+            metric_of(network.nodes[i].admin, "ron_dht_routing_table_peers")
+        });
+        if tables.iter().all(|t| t.is_some_and(|t| t >= want)) {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn metric_of(admin: SocketAddr, name: &str) -> Option<u64> {
+    let answer = exchange(admin, "GET", "/metrics", b"", ADMIN_TIMEOUT).ok()?;
+    probe::metric(std::str::from_utf8(&answer.body).ok()?, name)
+}
+
+/// Each live node's CPU over `window_s` seconds, its RSS and its DHT gauges.
+pub fn node_costs(network: &Network, window_s: f64) -> NodeCosts {
+    let live = network.live();
+    let pids: Vec<u32> = live
+        .iter()
+        .filter_map(|&i| network.nodes[i].pid())
+        .collect();
+    let before: Vec<Option<u64>> = pids.iter().map(|&p| probe::cpu_ticks(p)).collect();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(window_s));
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let cpu = pids.iter().zip(&before).filter_map(|(&pid, before)| {
+        let spent = probe::cpu_ticks(pid)?.checked_sub((*before)?)?;
+        Some(spent as f64 / TICKS_PER_S / elapsed_s * 100.0)
+    });
+    let rss = pids
+        .iter()
+        .filter_map(|&p| probe::rss_kib(p))
+        .map(|k| k as f64 / 1024.0);
+    let gauges = parallel_map(&live, |&i| {
+        let answer = exchange(
+            network.nodes[i].admin,
+            "GET",
+            "/metrics",
+            b"",
+            ADMIN_TIMEOUT,
+        );
+        let text = String::from_utf8(answer.ok()?.body).ok()?;
+        Some(
+            [
+                "ron_dht_peers_connected",
+                "ron_dht_peers_alive",
+                "ron_dht_routing_table_peers",
+            ]
+            .map(|name| probe::metric(&text, name).unwrap_or(0) as f64),
+        )
+    });
+    let column = |at: usize| Summary::of(gauges.iter().flatten().map(|g| g[at]).collect());
+    NodeCosts {
+        cpu_percent: Summary::of(cpu.collect()),
+        rss_mib: Summary::of(rss.collect()),
+        connections: column(0),
+        peers_alive: column(1),
+        routing_peers: column(2),
+    }
+}
+
+/// Puts `plan.objects` objects on random live nodes, a batch at a time, and resolves
+/// each of a batch from a random other node until a provider is named.
+fn upload(network: &Network, plan: &Plan, rng: &mut Rng) -> Result<(Vec<Put>, Findable), String> {
+    let live = network.live();
+    let (mut puts, mut found_s, mut resolve_ms, mut upload_ms) = (vec![], vec![], vec![], vec![]);
+    let mut not_found = 0;
+    for batch_start in (0..plan.objects).step_by(UPLOAD_BATCH) {
+        let end = plan.objects.min(batch_start + UPLOAD_BATCH);
+        let batch: Vec<Upload> = (batch_start..end)
+            .map(|i| Upload::pick(plan, i, &live, rng))
+            .collect();
+        let uploaded = parallel_map(&batch, |upload| {
+            let bytes = object_bytes(upload.seed, upload.len);
+            let node = &network.nodes[upload.node];
+            let started = Instant::now();
+            let answer = exchange(node.http, "PUT", "/o", &bytes, ADMIN_TIMEOUT)?;
+            if answer.status != 201 && answer.status != 200 {
+                return Err(format!("PUT to node {}: {}", node.index, answer.status));
+            }
+            Ok((Address::of(&bytes), Instant::now(), started.elapsed()))
+        });
+        let asks: Vec<_> = uploaded.iter().zip(&batch).collect();
+        let found = parallel_map(&asks, |(put, upload)| {
+            let (addr, acked, _) = put.as_ref().ok()?;
+            let reader = network.nodes[upload.reader].admin;
+            Some(resolve_until_found(reader, addr, *acked))
+        });
+        for (put, found) in uploaded.into_iter().zip(found) {
+            let (addr, acked, took) = put?;
+            upload_ms.push(took.as_secs_f64() * 1e3);
+            let (found_after, latencies) = found.unwrap_or((None, vec![]));
+            resolve_ms.extend(latencies);
+            match found_after {
+                Some(s) => found_s.push(s),
+                None => not_found += 1,
+            }
+            puts.push(Put {
+                addr,
+                acked,
+                holders: vec![],
+            });
+        }
+    }
+    let findable = Findable {
+        found_s: Summary::of(found_s),
+        not_found,
+        resolve_ms: Summary::of(resolve_ms),
+        upload_ms: Summary::of(upload_ms),
+    };
+    Ok((puts, findable))
+}
+
+/// One upload: the object (its seed and length), the node it is put on and the other
+/// node that resolves it.
+struct Upload {
+    seed: u64,
+    len: usize,
+    node: usize,
+    reader: usize,
+}
+
+impl Upload {
+    fn pick(plan: &Plan, object: usize, live: &[usize], rng: &mut Rng) -> Upload {
+        let spread = plan.size_max.saturating_sub(plan.size_min) as u64 + 1;
+        let len = plan.size_min + rng.below(spread) as usize;
+        let at = rng.below(live.len() as u64) as usize;
+        // Any other live node: an offset of 1..len from the uploader.
+        let offset = 1 + rng.below(live.len().saturating_sub(1).max(1) as u64) as usize;
+        Upload {
+            seed: plan.seed.wrapping_add(object as u64),
+            len,
+            node: live[at],
+            reader: live[(at + offset) % live.len()],
+        }
+    }
+}
+
+/// Resolves `addr` at `admin` until a provider is named or [`FINDABLE_WAIT`] has passed
+/// since `acked`: the seconds from `acked` it took, and each resolve's latency (ms).
+fn resolve_until_found(
+    admin: SocketAddr,
+    addr: &Address,
+    acked: Instant,
+) -> (Option<f64>, Vec<f64>) {
+    let path = format!("/resolve?hash={addr}");
+    let mut latencies = Vec::new();
+    while acked.elapsed() < FINDABLE_WAIT {
+        let asked = Instant::now();
+        let answer = exchange(admin, "GET", &path, b"", ADMIN_TIMEOUT);
+        latencies.push(asked.elapsed().as_secs_f64() * 1e3);
+        let named = answer
+            .ok()
+            .and_then(|a| a.json())
+            .is_some_and(|v| v["providers"].as_array().is_some_and(|p| !p.is_empty()));
+        if named {
+            return (Some(acked.elapsed().as_secs_f64()), latencies);
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    (None, latencies)
+}
+
+/// How one placement request saw an object.
+enum Seen {
+    Complete,
+    Short { verified: usize },
+    Failed,
+}
+
+/// Rounds of `/admin/placement` (each object at a random live node) until every object
+/// is complete — `replicas` verified copies in `min(replicas, zones)` zones — or
+/// `wait_s` has passed. An object is timed from its `since`.
+fn watch_copies(
+    network: &Network,
+    puts: &mut [Put],
+    since: &[Instant],
+    wait_s: f64,
+    rng: &mut Rng,
+) -> Copies {
+    let started = Instant::now();
+    let replicas = network.config.replicas;
+    let zones_wanted = replicas.min(network.config.zones);
+    let mut complete_s: Vec<Option<f64>> = vec![None; puts.len()];
+    let mut copies = Copies::default();
+    loop {
+        let live = network.live();
+        let pending: Vec<(usize, SocketAddr)> = (0..puts.len())
+            .filter(|&i| complete_s[i].is_none())
+            .map(|i| {
+                (
+                    i,
+                    network.nodes[live[rng.below(live.len() as u64) as usize]].admin,
+                )
+            })
+            .collect();
+        let holders = Mutex::new(Vec::new());
+        let seen = parallel_map(&pending, |&(i, admin)| {
+            let (seen, named) = placement(admin, &puts[i].addr, replicas, zones_wanted);
+            holders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((i, named));
+            seen
+        });
+        for (i, named) in holders.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            puts[i].holders = named;
+        }
+        let mut without = 0;
+        for (&(i, _), seen) in pending.iter().zip(&seen) {
+            match seen {
+                Seen::Complete => complete_s[i] = Some(since[i].elapsed().as_secs_f64()),
+                Seen::Short { verified: 0 } => without += 1,
+                Seen::Short { .. } => {}
+                Seen::Failed => copies.errors += 1,
+            }
+        }
+        copies.without_verified_copy_max = copies.without_verified_copy_max.max(without);
+        let short = complete_s.iter().filter(|c| c.is_none()).count();
+        copies
+            .short_over_time
+            .push((started.elapsed().as_secs_f64(), short));
+        if short == 0 || started.elapsed().as_secs_f64() >= wait_s {
+            copies.short_at_end = short;
+            break;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    copies.complete_s = Summary::of(complete_s.into_iter().flatten().collect());
+    copies
+}
+
+/// One object's placement as `admin` sees it, and the OAP addresses it names.
+fn placement(
+    admin: SocketAddr,
+    addr: &Address,
+    replicas: usize,
+    zones: usize,
+) -> (Seen, Vec<SocketAddr>) {
+    let path = format!("/admin/placement?hash={addr}");
+    let Some(report) = exchange(admin, "GET", &path, b"", ADMIN_TIMEOUT)
+        .ok()
+        .filter(|a| a.status == 200)
+        .and_then(|a| a.json())
+    else {
+        return (Seen::Failed, vec![]);
+    };
+    let holders = report["placement"].as_array().cloned().unwrap_or_default();
+    let named = holders
+        .iter()
+        .filter_map(|h| h["oap"].as_str()?.parse().ok())
+        .collect();
+    let verified: Vec<&Value> = holders.iter().filter(|h| h["holds"] == true).collect();
+    let in_zones: HashSet<&str> = verified.iter().filter_map(|h| h["zone"].as_str()).collect();
+    let seen = match verified.len() >= replicas && in_zones.len() >= zones {
+        true => Seen::Complete,
+        false => Seen::Short {
+            verified: verified.len(),
+        },
+    };
+    (seen, named)
+}
+
+/// Reads `count` random objects through random live nodes their placement does not
+/// name: each answer's latency (ms, whole body) and how many failed or did not verify.
+fn read_through(network: &Network, puts: &[Put], count: usize, rng: &mut Rng) -> (Summary, usize) {
+    let live = network.live();
+    let picks: Vec<(usize, SocketAddr)> = (0..count.min(puts.len()))
+        .filter_map(|_| {
+            let put = &puts[rng.below(puts.len() as u64) as usize];
+            let readers: Vec<usize> = live
+                .iter()
+                .copied()
+                .filter(|&i| !put.holders.contains(&network.nodes[i].oap))
+                .collect();
+            let reader = *readers.get(rng.below(readers.len().max(1) as u64) as usize)?;
+            let index = puts.iter().position(|p| p.addr == put.addr)?;
+            Some((index, network.nodes[reader].http))
+        })
+        .collect();
+    let reads = parallel_map(&picks, |&(i, http)| {
+        let started = Instant::now();
+        let answer = exchange(
+            http,
+            "GET",
+            &format!("/o/{}", puts[i].addr),
+            b"",
+            ADMIN_TIMEOUT,
+        )
+        .ok()?;
+        let whole = answer.status == 200 && Address::of(&answer.body) == puts[i].addr;
+        whole.then(|| started.elapsed().as_secs_f64() * 1e3)
+    });
+    let failures = reads.iter().filter(|r| r.is_none()).count();
+    (Summary::of(reads.into_iter().flatten().collect()), failures)
+}
+
+/// `percent` of the live nodes, never node 0 (the others bootstrap from it).
+fn pick_victims(network: &Network, percent: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut candidates: Vec<usize> = network.live().into_iter().filter(|&i| i != 0).collect();
+    let count = (network.nodes.len() * percent)
+        .div_ceil(100)
+        .min(candidates.len());
+    let mut victims = Vec::with_capacity(count);
+    for _ in 0..count {
+        let at = rng.below(candidates.len() as u64) as usize;
+        victims.push(candidates.swap_remove(at));
+    }
+    victims
+}
+
+/// `f` over `items` on [`WORKERS`] threads; results in the items' order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS.min(items.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let result = f(item);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.into_iter().flatten().collect()
+}
+
+/// A seeded xorshift64* generator: the same seed picks the same nodes and sizes.
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+impl Report {
+    /// The report as text, one figure a line.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "network: {} nodes in {} zones; formed in {:.1} s\n",
+            self.nodes, self.zones, self.formed_s
+        );
+        out += &costs_text("quiet", &self.quiet);
+        let f = &self.findable;
+        out += &format!(
+            "uploads: {} objects, upload p50 {:.0} ms; resolvable after upload p50 {:.2} s p99 {:.2} s max {:.2} s, {} never within {} s; resolve p50 {:.1} ms p99 {:.1} ms ({} resolves)\n",
+            f.found_s.count + f.not_found, f.upload_ms.p50, f.found_s.p50, f.found_s.p99, f.found_s.max,
+            f.not_found, FINDABLE_WAIT.as_secs(), f.resolve_ms.p50, f.resolve_ms.p99, f.resolve_ms.count
+        );
+        out += &copies_text("copies after upload", &self.copies);
+        out += &format!(
+            "reads through: p50 {:.1} ms p99 {:.1} ms, {} failed of {}\n",
+            self.reads_ms.p50,
+            self.reads_ms.p99,
+            self.read_failures,
+            self.reads_ms.count + self.read_failures
+        );
+        if let Some(c) = &self.after_kill {
+            out += &copies_text(&format!("copies after kill -9 of {}", self.killed), c);
+        }
+        if let Some(c) = &self.after_join {
+            out += &copies_text(&format!("copies after a join of {}", self.joined), c);
+        }
+        out += &costs_text("end", &self.costs_end);
+        out
+    }
+
+    pub fn json(&self) -> Value {
+        let costs = |c: &NodeCosts| {
+            json!({
+                "cpu_percent": c.cpu_percent.json(), "rss_mib": c.rss_mib.json(),
+                "connections": c.connections.json(), "peers_alive": c.peers_alive.json(),
+                "routing_peers": c.routing_peers.json(),
+            })
+        };
+        let copies = |c: &Copies| {
+            json!({
+                "short_over_time": c.short_over_time, "complete_s": c.complete_s.json(),
+                "short_at_end": c.short_at_end, "without_verified_copy_max": c.without_verified_copy_max,
+                "errors": c.errors,
+            })
+        };
+        json!({
+            "nodes": self.nodes, "zones": self.zones, "formed_s": self.formed_s,
+            "quiet": costs(&self.quiet),
+            "findable": {
+                "found_s": self.findable.found_s.json(), "not_found": self.findable.not_found,
+                "resolve_ms": self.findable.resolve_ms.json(), "upload_ms": self.findable.upload_ms.json(),
+            },
+            "copies": copies(&self.copies),
+            "reads_ms": self.reads_ms.json(), "read_failures": self.read_failures,
+            "killed": self.killed, "after_kill": self.after_kill.as_ref().map(copies),
+            "joined": self.joined, "after_join": self.after_join.as_ref().map(copies),
+            "end": costs(&self.costs_end),
+        })
+    }
+}
+
+fn costs_text(phase: &str, c: &NodeCosts) -> String {
+    format!(
+        "{phase}: per node CPU p50 {:.2} % max {:.2} %; RSS p50 {:.1} MiB max {:.1} MiB; connections p50 {:.0} max {:.0}; peers alive p50 {:.0}; routing table p50 {:.0} min-side p90 {:.0}\n",
+        c.cpu_percent.p50, c.cpu_percent.max, c.rss_mib.p50, c.rss_mib.max,
+        c.connections.p50, c.connections.max, c.peers_alive.p50, c.routing_peers.p50, c.routing_peers.p90
+    )
+}
+
+fn copies_text(phase: &str, c: &Copies) -> String {
+    let marks: Vec<String> = c
+        .short_over_time
+        .iter()
+        .map(|(s, short)| format!("{s:.0}s:{short}"))
+        .collect();
+    format!(
+        "{phase}: complete p50 {:.1} s p99 {:.1} s last {:.1} s; short at end {}; at most {} with no verified copy named; {} placement errors; short over time {}\n",
+        c.complete_s.p50, c.complete_s.p99, c.complete_s.max, c.short_at_end,
+        c.without_verified_copy_max, c.errors, marks.join(" ")
+    )
+}
