@@ -23,8 +23,18 @@ ZONES=${ZONES:-6}
 OBJECTS=${OBJECTS:-300}
 OUT=${OUT:-network-$NODES.json}
 dir=$(mktemp -d /var/tmp/ron-network.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
+bench_pid=
+cleanup() {
+  # ron-bench stops its nodes itself; if it was killed, the nodes it started (its
+  # process group, which they keep when orphaned) are stopped here.
+  [ -n "$bench_pid" ] && kill -KILL -- "-$bench_pid" 2>/dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
 # Each node holds a few hundred descriptors; the harness holds some per request.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+set -m # ron-bench and its nodes in a process group of their own
 "$BENCH" network --ron "$RON" --dir "$dir/nodes" --nodes "$NODES" --zones "$ZONES" \
-  --objects "$OBJECTS" --json "$OUT" "$@"
+  --objects "$OBJECTS" --json "$OUT" "$@" &
+bench_pid=$!
+wait "$bench_pid"

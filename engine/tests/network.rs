@@ -36,10 +36,16 @@ fn thirty_nodes_keep_every_object_findable_and_at_three_copies_through_a_kill_an
     print!("{}", report.text());
 
     let findable = &report.findable;
-    assert_eq!(findable.not_found, 0, "fresh objects no other node could resolve");
+    assert_eq!(
+        findable.not_found, 0,
+        "fresh objects no other node could resolve"
+    );
     assert_eq!(findable.found_s.count, plan.objects);
     assert!(findable.found_s.max < 30.0);
-    assert_eq!(report.read_failures, 0, "reads through that failed or did not verify");
+    assert_eq!(
+        report.read_failures, 0,
+        "reads through that failed or did not verify"
+    );
     assert_eq!(report.reads_ms.count, plan.reads);
     assert_eq!(report.killed, 3);
     assert_eq!(report.joined, 3);
@@ -50,7 +56,10 @@ fn thirty_nodes_keep_every_object_findable_and_at_three_copies_through_a_kill_an
     ];
     for (phase, copies) in phases {
         let copies = copies.unwrap();
-        assert_eq!(copies.short_at_end, 0, "objects short of 3 verified copies {phase}");
+        assert_eq!(
+            copies.short_at_end, 0,
+            "objects short of 3 verified copies {phase}"
+        );
         assert_eq!(copies.complete_s.count, plan.objects, "{phase}");
         assert!(copies.complete_s.max < Duration::from_secs(180).as_secs_f64());
     }

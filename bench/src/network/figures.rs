@@ -3,9 +3,10 @@
 //! 1. **formed**: every node ready and its routing table holding peers;
 //! 2. **quiet**: per node, over a window with no requests — CPU, RSS, libp2p
 //!    connections open, peers alive, routing-table peers;
-//! 3. **uploads**: objects of random sizes put on random nodes (a few at a time), each
-//!    then resolved (`/resolve`) from random other nodes until a provider is named —
-//!    the time from its acknowledgement to that, and every resolve's latency;
+//! 3. **uploads**: objects of random sizes put on random nodes, [`WORKERS`] at a time;
+//!    then, at once, 3a and 4 (each object timed from its upload's acknowledgement):
+//!    3a. **findable**: each object resolved (`/resolve`) from another node until a
+//!    provider is named — the time that took, and every resolve's latency;
 //! 4. **copies**: until every object is at `replicas` verified copies in as many zones
 //!    (`/admin/placement` of a random live node, which audits each holder), how many
 //!    are short over time and when the last one got there; objects whose placement
@@ -30,8 +31,6 @@ use crate::dataset::object_bytes;
 
 /// Requests the harness has under way at once.
 const WORKERS: usize = 16;
-/// Objects uploaded at once; each batch is resolved before the next is put.
-const UPLOAD_BATCH: usize = 8;
 /// How long a fresh object may take to be resolvable before it counts as not found.
 const FINDABLE_WAIT: Duration = Duration::from_secs(30);
 /// Pause between polls of one object (resolve) or between rounds (copies).
@@ -121,6 +120,8 @@ pub struct Copies {
     pub without_verified_copy_max: usize,
     /// Placement requests that failed (node unreachable, 5xx).
     pub errors: usize,
+    /// (object, the OAP addresses its placement named), as each was last seen.
+    named: Vec<(usize, Vec<SocketAddr>)>,
 }
 
 /// Everything a run measured.
@@ -147,6 +148,8 @@ struct Put {
     addr: Address,
     /// When its upload was acknowledged.
     acked: Instant,
+    /// The node that resolves it (not the one it was put on).
+    reader: usize,
     /// The OAP addresses of the holders its last placement named.
     holders: Vec<SocketAddr>,
 }
@@ -161,25 +164,32 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     };
     report.formed_s = wait_formed(network)?;
     report.quiet = node_costs(network, plan.quiet_s);
-    let (mut puts, findable) = upload(network, plan, &mut rng)?;
-    report.findable = findable;
+    let (mut puts, upload_ms) = upload(network, plan, &mut rng)?;
     let since: Vec<Instant> = puts.iter().map(|p| p.acked).collect();
-    report.copies = watch_copies(network, &mut puts, &since, plan.copies_wait_s, &mut rng);
+    let shared: &Network = network;
+    let (findable, copies) = std::thread::scope(|scope| {
+        let finding = scope.spawn(|| findable(shared, &puts));
+        let copies = watch_copies(shared, &puts, &since, plan.copies_wait_s, &mut rng);
+        (finding.join(), copies)
+    });
+    report.findable = findable.map_err(|_| "the findability probe panicked")?;
+    report.findable.upload_ms = upload_ms;
+    report.copies = remember_holders(&mut puts, copies);
     (report.reads_ms, report.read_failures) = read_through(network, &puts, plan.reads, &mut rng);
     if plan.kill_percent > 0 {
         let victims = pick_victims(network, plan.kill_percent, &mut rng);
         report.killed = victims.len();
         network.kill(&victims);
         let now = vec![Instant::now(); puts.len()];
-        let copies = watch_copies(network, &mut puts, &now, plan.copies_wait_s, &mut rng);
-        report.after_kill = Some(copies);
+        let copies = watch_copies(network, &puts, &now, plan.copies_wait_s, &mut rng);
+        report.after_kill = Some(remember_holders(&mut puts, copies));
     }
     if plan.join_percent > 0 {
         let count = (network.config.nodes * plan.join_percent).div_ceil(100);
         report.joined = network.join(count)?.len();
         let now = vec![Instant::now(); puts.len()];
-        let copies = watch_copies(network, &mut puts, &now, plan.copies_wait_s, &mut rng);
-        report.after_join = Some(copies);
+        let copies = watch_copies(network, &puts, &now, plan.copies_wait_s, &mut rng);
+        report.after_join = Some(remember_holders(&mut puts, copies));
     }
     report.costs_end = node_costs(network, plan.quiet_s);
     Ok(report)
@@ -254,56 +264,55 @@ pub fn node_costs(network: &Network, window_s: f64) -> NodeCosts {
     }
 }
 
-/// Puts `plan.objects` objects on random live nodes, a batch at a time, and resolves
-/// each of a batch from a random other node until a provider is named.
-fn upload(network: &Network, plan: &Plan, rng: &mut Rng) -> Result<(Vec<Put>, Findable), String> {
+/// Puts `plan.objects` objects on random live nodes, [`WORKERS`] at a time; returns
+/// them and each upload's latency (ms).
+fn upload(network: &Network, plan: &Plan, rng: &mut Rng) -> Result<(Vec<Put>, Summary), String> {
     let live = network.live();
-    let (mut puts, mut found_s, mut resolve_ms, mut upload_ms) = (vec![], vec![], vec![], vec![]);
-    let mut not_found = 0;
-    for batch_start in (0..plan.objects).step_by(UPLOAD_BATCH) {
-        let end = plan.objects.min(batch_start + UPLOAD_BATCH);
-        let batch: Vec<Upload> = (batch_start..end)
-            .map(|i| Upload::pick(plan, i, &live, rng))
-            .collect();
-        let uploaded = parallel_map(&batch, |upload| {
-            let bytes = object_bytes(upload.seed, upload.len);
-            let node = &network.nodes[upload.node];
-            let started = Instant::now();
-            let answer = exchange(node.http, "PUT", "/o", &bytes, ADMIN_TIMEOUT)?;
-            if answer.status != 201 && answer.status != 200 {
-                return Err(format!("PUT to node {}: {}", node.index, answer.status));
-            }
-            Ok((Address::of(&bytes), Instant::now(), started.elapsed()))
-        });
-        let asks: Vec<_> = uploaded.iter().zip(&batch).collect();
-        let found = parallel_map(&asks, |(put, upload)| {
-            let (addr, acked, _) = put.as_ref().ok()?;
-            let reader = network.nodes[upload.reader].admin;
-            Some(resolve_until_found(reader, addr, *acked))
-        });
-        for (put, found) in uploaded.into_iter().zip(found) {
-            let (addr, acked, took) = put?;
-            upload_ms.push(took.as_secs_f64() * 1e3);
-            let (found_after, latencies) = found.unwrap_or((None, vec![]));
-            resolve_ms.extend(latencies);
-            match found_after {
-                Some(s) => found_s.push(s),
-                None => not_found += 1,
-            }
-            puts.push(Put {
-                addr,
-                acked,
-                holders: vec![],
-            });
+    let uploads: Vec<Upload> = (0..plan.objects)
+        .map(|i| Upload::pick(plan, i, &live, rng))
+        .collect();
+    let uploaded = parallel_map(&uploads, |upload| {
+        let bytes = object_bytes(upload.seed, upload.len);
+        let node = &network.nodes[upload.node];
+        let started = Instant::now();
+        let answer = exchange(node.http, "PUT", "/o", &bytes, ADMIN_TIMEOUT)?;
+        if answer.status != 201 && answer.status != 200 {
+            return Err(format!("PUT to node {}: {}", node.index, answer.status));
+        }
+        let put = Put {
+            addr: Address::of(&bytes),
+            acked: Instant::now(),
+            reader: upload.reader,
+            holders: vec![],
+        };
+        Ok((put, started.elapsed().as_secs_f64() * 1e3))
+    });
+    let (puts, upload_ms): (Vec<Put>, Vec<f64>) = uploaded
+        .into_iter()
+        .collect::<Result<Vec<_>, String>>()?
+        .into_iter()
+        .unzip();
+    Ok((puts, Summary::of(upload_ms)))
+}
+
+/// Each object resolved from its reader (another node than the one it was put on)
+/// until a provider is named.
+fn findable(network: &Network, puts: &[Put]) -> Findable {
+    let found = parallel_map(puts, |put| {
+        resolve_until_found(network.nodes[put.reader].admin, &put.addr, put.acked)
+    });
+    let mut findable = Findable::default();
+    let (mut found_s, mut resolve_ms) = (vec![], vec![]);
+    for (found_after, latencies) in found {
+        resolve_ms.extend(latencies);
+        match found_after {
+            Some(s) => found_s.push(s),
+            None => findable.not_found += 1,
         }
     }
-    let findable = Findable {
-        found_s: Summary::of(found_s),
-        not_found,
-        resolve_ms: Summary::of(resolve_ms),
-        upload_ms: Summary::of(upload_ms),
-    };
-    Ok((puts, findable))
+    findable.found_s = Summary::of(found_s);
+    findable.resolve_ms = Summary::of(resolve_ms);
+    findable
 }
 
 /// One upload: the object (its seed and length), the node it is put on and the other
@@ -356,6 +365,17 @@ fn resolve_until_found(
     (None, latencies)
 }
 
+/// Keeps, for each object, the holders the phase's placements named last (the reads
+/// pick nodes outside them).
+fn remember_holders(puts: &mut [Put], mut copies: Copies) -> Copies {
+    for (i, named) in copies.named.drain(..) {
+        if !named.is_empty() {
+            puts[i].holders = named;
+        }
+    }
+    copies
+}
+
 /// How one placement request saw an object.
 enum Seen {
     Complete,
@@ -368,7 +388,7 @@ enum Seen {
 /// `wait_s` has passed. An object is timed from its `since`.
 fn watch_copies(
     network: &Network,
-    puts: &mut [Put],
+    puts: &[Put],
     since: &[Instant],
     wait_s: f64,
     rng: &mut Rng,
@@ -389,20 +409,12 @@ fn watch_copies(
                 )
             })
             .collect();
-        let holders = Mutex::new(Vec::new());
         let seen = parallel_map(&pending, |&(i, admin)| {
-            let (seen, named) = placement(admin, &puts[i].addr, replicas, zones_wanted);
-            holders
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((i, named));
-            seen
+            placement(admin, &puts[i].addr, replicas, zones_wanted)
         });
-        for (i, named) in holders.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            puts[i].holders = named;
-        }
         let mut without = 0;
-        for (&(i, _), seen) in pending.iter().zip(&seen) {
+        for (&(i, _), (seen, named)) in pending.iter().zip(seen) {
+            copies.named.push((i, named));
             match seen {
                 Seen::Complete => complete_s[i] = Some(since[i].elapsed().as_secs_f64()),
                 Seen::Short { verified: 0 } => without += 1,
