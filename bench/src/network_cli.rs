@@ -30,6 +30,7 @@ OPTIONS
   --port-base PORT       first port tried [24000]
   --objects N            [100]         --size-min BYTES      [4096]
   --size-max BYTES       [262144]      --seed N              [1]
+  --settle-s SECS        left alone after forming, before the quiet window [30]
   --quiet-s SECS         the quiet window [10]
   --copies-wait-s SECS   longest wait for copies per phase [300]
   --reads N              reads through [40]
@@ -48,6 +49,7 @@ pub fn network(args: impl IntoIterator<Item = OsString>) -> Result<(), String> {
         size_min: 4_096,
         size_max: 262_144,
         seed: 1,
+        settle_s: 30.0,
         quiet_s: 10.0,
         copies_wait_s: 300.0,
         reads: 40,
@@ -81,6 +83,7 @@ pub fn network(args: impl IntoIterator<Item = OsString>) -> Result<(), String> {
             "size-min" => plan.size_min = num(&flag, &value)?,
             "size-max" => plan.size_max = num(&flag, &value)?,
             "seed" => plan.seed = num(&flag, &value)?,
+            "settle-s" => plan.settle_s = num(&flag, &value)?,
             "quiet-s" => plan.quiet_s = num(&flag, &value)?,
             "copies-wait-s" => plan.copies_wait_s = num(&flag, &value)?,
             "reads" => plan.reads = num(&flag, &value)?,

@@ -24,6 +24,7 @@ fn thirty_nodes_keep_every_object_findable_and_at_three_copies_through_a_kill_an
         size_min: 1,
         size_max: 300_000,
         seed: 53,
+        settle_s: 5.0,
         quiet_s: 3.0,
         copies_wait_s: 180.0,
         reads: 15,

@@ -1,8 +1,8 @@
 //! The phases of a network run and what each measures:
 //!
 //! 1. **formed**: every node ready and its routing table holding peers;
-//! 2. **quiet**: per node, over a window with no requests — CPU, RSS, libp2p
-//!    connections open, peers alive, routing-table peers;
+//! 2. **quiet**: per node, over a window with no requests once the network has settled
+//!    — CPU, RSS, libp2p connections open, peers alive, routing-table peers;
 //! 3. **uploads**: objects of random sizes put on random nodes, [`WORKERS`] at a time;
 //!    then, at once, 3a and 4 (each object timed from its upload's acknowledgement):
 //!    3a. **findable**: each object resolved (`/resolve`) from another node until a
@@ -43,6 +43,9 @@ pub struct Plan {
     pub size_min: usize,
     pub size_max: usize,
     pub seed: u64,
+    /// How long the network is left alone after it formed (its bootstrap lookups, dials
+    /// and greetings done, idle connections closed) before the quiet window, seconds.
+    pub settle_s: f64,
     /// The quiet window, seconds.
     pub quiet_s: f64,
     /// The longest wait for copies in each phase, seconds.
@@ -163,6 +166,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
         ..Report::default()
     };
     report.formed_s = wait_formed(network)?;
+    std::thread::sleep(Duration::from_secs_f64(plan.settle_s));
     report.quiet = node_costs(network, plan.quiet_s);
     let (mut puts, upload_ms) = upload(network, plan, &mut rng)?;
     let since: Vec<Instant> = puts.iter().map(|p| p.acked).collect();
