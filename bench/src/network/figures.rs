@@ -11,7 +11,8 @@
 //!    (`/admin/placement` of a random live node, which audits each holder), how many
 //!    are short over time and when the last one got there; objects whose placement
 //!    names no verified copy at all are counted too;
-//! 5. **reads**: objects read through (`GET /o/<addr>`) from random nodes the
+//! 5. **resolves**: each object resolved once from a random node, now that its copies
+//!    are made; **reads**: objects read through (`GET /o/<addr>`) from random nodes the
 //!    placement does not name, each body checked against its address;
 //! 6. **kill**: 10 % of the nodes (never node 0) killed with -9, then copies again;
 //! 7. **join**: 10 % more nodes started, then copies again; and the per-node costs.
@@ -32,7 +33,7 @@ use crate::dataset::object_bytes;
 /// Requests the harness has under way at once.
 const WORKERS: usize = 16;
 /// How long a fresh object may take to be resolvable before it counts as not found.
-const FINDABLE_WAIT: Duration = Duration::from_secs(30);
+pub(super) const FINDABLE_WAIT: Duration = Duration::from_secs(30);
 /// Pause between polls of one object (resolve) or between rounds (copies).
 const POLL_PAUSE: Duration = Duration::from_millis(250);
 
@@ -83,7 +84,7 @@ impl Summary {
         }
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         json!({"count": self.count, "p50": self.p50, "p90": self.p90, "p99": self.p99, "max": self.max})
     }
 }
@@ -136,6 +137,10 @@ pub struct Report {
     pub quiet: NodeCosts,
     pub findable: Findable,
     pub copies: Copies,
+    /// Once the copies are made: each object resolved once from a random node, ms, and
+    /// how many of those answers named no provider.
+    pub settled_resolve_ms: Summary,
+    pub settled_resolve_empty: usize,
     pub reads_ms: Summary,
     pub read_failures: usize,
     pub killed: usize,
@@ -179,6 +184,8 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     report.findable = findable.map_err(|_| "the findability probe panicked")?;
     report.findable.upload_ms = upload_ms;
     report.copies = remember_holders(&mut puts, copies);
+    (report.settled_resolve_ms, report.settled_resolve_empty) =
+        resolve_each(network, &puts, &mut rng);
     (report.reads_ms, report.read_failures) = read_through(network, &puts, plan.reads, &mut rng);
     if plan.kill_percent > 0 {
         let victims = pick_victims(network, plan.kill_percent, &mut rng);
@@ -380,6 +387,37 @@ fn remember_holders(puts: &mut [Put], mut copies: Copies) -> Copies {
     copies
 }
 
+/// Each object resolved once from a random live node: the latencies (ms) and how many
+/// answers named no provider.
+fn resolve_each(network: &Network, puts: &[Put], rng: &mut Rng) -> (Summary, usize) {
+    let live = network.live();
+    let asks: Vec<(usize, SocketAddr)> = (0..puts.len())
+        .map(|i| {
+            (
+                i,
+                network.nodes[live[rng.below(live.len() as u64) as usize]].admin,
+            )
+        })
+        .collect();
+    let answers = parallel_map(&asks, |&(i, admin)| {
+        let path = format!("/resolve?hash={}", puts[i].addr);
+        let asked = Instant::now();
+        let answer = exchange(admin, "GET", &path, b"", ADMIN_TIMEOUT)
+            .ok()?
+            .json()?;
+        let named = answer["providers"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty());
+        Some((asked.elapsed().as_secs_f64() * 1e3, named))
+    });
+    let empty = answers
+        .iter()
+        .filter(|a| !a.is_some_and(|(_, named)| named))
+        .count();
+    let latencies = answers.into_iter().flatten().map(|(ms, _)| ms).collect();
+    (Summary::of(latencies), empty)
+}
+
 /// How one placement request saw an object.
 enum Seen {
     Complete,
@@ -551,86 +589,51 @@ impl Rng {
     }
 }
 
-impl Report {
-    /// The report as text, one figure a line.
-    pub fn text(&self) -> String {
-        let mut out = format!(
-            "network: {} nodes in {} zones; formed in {:.1} s\n",
-            self.nodes, self.zones, self.formed_s
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_takes_nearest_rank_percentiles() {
+        let s = Summary::of((1..=100).map(f64::from).collect());
+        assert_eq!(
+            (s.count, s.p50, s.p90, s.p99, s.max),
+            (100, 51.0, 90.0, 99.0, 100.0)
         );
-        out += &costs_text("quiet", &self.quiet);
-        let f = &self.findable;
-        out += &format!(
-            "uploads: {} objects, upload p50 {:.0} ms; resolvable after upload p50 {:.2} s p99 {:.2} s max {:.2} s, {} never within {} s; resolve p50 {:.1} ms p99 {:.1} ms ({} resolves)\n",
-            f.found_s.count + f.not_found, f.upload_ms.p50, f.found_s.p50, f.found_s.p99, f.found_s.max,
-            f.not_found, FINDABLE_WAIT.as_secs(), f.resolve_ms.p50, f.resolve_ms.p99, f.resolve_ms.count
-        );
-        out += &copies_text("copies after upload", &self.copies);
-        out += &format!(
-            "reads through: p50 {:.1} ms p99 {:.1} ms, {} failed of {}\n",
-            self.reads_ms.p50,
-            self.reads_ms.p99,
-            self.read_failures,
-            self.reads_ms.count + self.read_failures
-        );
-        if let Some(c) = &self.after_kill {
-            out += &copies_text(&format!("copies after kill -9 of {}", self.killed), c);
-        }
-        if let Some(c) = &self.after_join {
-            out += &copies_text(&format!("copies after a join of {}", self.joined), c);
-        }
-        out += &costs_text("end", &self.costs_end);
-        out
+        assert_eq!(Summary::of(vec![]), Summary::default());
+        assert_eq!(Summary::of(vec![7.0]).p99, 7.0);
     }
 
-    pub fn json(&self) -> Value {
-        let costs = |c: &NodeCosts| {
-            json!({
-                "cpu_percent": c.cpu_percent.json(), "rss_mib": c.rss_mib.json(),
-                "connections": c.connections.json(), "peers_alive": c.peers_alive.json(),
-                "routing_peers": c.routing_peers.json(),
-            })
-        };
-        let copies = |c: &Copies| {
-            json!({
-                "short_over_time": c.short_over_time, "complete_s": c.complete_s.json(),
-                "short_at_end": c.short_at_end, "without_verified_copy_max": c.without_verified_copy_max,
-                "errors": c.errors,
-            })
-        };
-        json!({
-            "nodes": self.nodes, "zones": self.zones, "formed_s": self.formed_s,
-            "quiet": costs(&self.quiet),
-            "findable": {
-                "found_s": self.findable.found_s.json(), "not_found": self.findable.not_found,
-                "resolve_ms": self.findable.resolve_ms.json(), "upload_ms": self.findable.upload_ms.json(),
-            },
-            "copies": copies(&self.copies),
-            "reads_ms": self.reads_ms.json(), "read_failures": self.read_failures,
-            "killed": self.killed, "after_kill": self.after_kill.as_ref().map(copies),
-            "joined": self.joined, "after_join": self.after_join.as_ref().map(copies),
-            "end": costs(&self.costs_end),
-        })
+    #[test]
+    fn parallel_map_keeps_the_items_order() {
+        let items: Vec<u32> = (0..100).collect();
+        assert_eq!(
+            parallel_map(&items, |i| i * 2),
+            (0..100).map(|i| i * 2).collect::<Vec<_>>()
+        );
     }
-}
 
-fn costs_text(phase: &str, c: &NodeCosts) -> String {
-    format!(
-        "{phase}: per node CPU p50 {:.2} % max {:.2} %; RSS p50 {:.1} MiB max {:.1} MiB; connections p50 {:.0} max {:.0}; peers alive p50 {:.0}; routing table p50 {:.0} min-side p90 {:.0}\n",
-        c.cpu_percent.p50, c.cpu_percent.max, c.rss_mib.p50, c.rss_mib.max,
-        c.connections.p50, c.connections.max, c.peers_alive.p50, c.routing_peers.p50, c.routing_peers.p90
-    )
-}
-
-fn copies_text(phase: &str, c: &Copies) -> String {
-    let marks: Vec<String> = c
-        .short_over_time
-        .iter()
-        .map(|(s, short)| format!("{s:.0}s:{short}"))
-        .collect();
-    format!(
-        "{phase}: complete p50 {:.1} s p99 {:.1} s last {:.1} s; short at end {}; at most {} with no verified copy named; {} placement errors; short over time {}\n",
-        c.complete_s.p50, c.complete_s.p99, c.complete_s.max, c.short_at_end,
-        c.without_verified_copy_max, c.errors, marks.join(" ")
-    )
+    #[test]
+    fn an_upload_is_read_back_by_another_node() {
+        let plan = Plan {
+            objects: 1,
+            size_min: 10,
+            size_max: 20,
+            seed: 1,
+            settle_s: 0.0,
+            quiet_s: 0.0,
+            copies_wait_s: 0.0,
+            reads: 0,
+            kill_percent: 0,
+            join_percent: 0,
+        };
+        let mut rng = Rng(3);
+        let live = [2, 5, 9];
+        for i in 0..200 {
+            let upload = Upload::pick(&plan, i, &live, &mut rng);
+            assert_ne!(upload.node, upload.reader);
+            assert!(live.contains(&upload.node) && live.contains(&upload.reader));
+            assert!((10..=20).contains(&upload.len));
+        }
+    }
 }

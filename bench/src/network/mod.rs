@@ -7,10 +7,12 @@
 //! - this file: the nodes' processes ([`Network`]: start, kill, join, stop on drop —
 //!   only the processes it started, by PID);
 //! - `probe`: one HTTP exchange, a metric, a process's RSS and CPU time;
-//! - `figures`: the phases and what each measures ([`figures::run`]).
+//! - `figures`: the phases and what each measures ([`figures::run`]);
+//! - `report`: the report as text and JSON.
 
 pub mod figures;
 pub mod probe;
+mod report;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -82,3 +82,26 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
 /// Clock ticks per second in `/proc/<pid>/stat`: Linux's USER_HZ, 100 on every
 /// architecture it exports to user space (`sysconf(_SC_CLK_TCK)`).
 pub const TICKS_PER_S: f64 = 100.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metric_is_read_by_its_whole_series_name() {
+        let text = "# HELP ron_dht_peers_alive x\n# TYPE ron_dht_peers_alive gauge\n\
+                    ron_dht_peers_alive_total 9\nron_dht_peers_alive 42\n\
+                    ron_dht_peers_connected 3.0\n";
+        assert_eq!(metric(text, "ron_dht_peers_alive"), Some(42));
+        assert_eq!(metric(text, "ron_dht_peers_connected"), Some(3));
+        assert_eq!(metric(text, "ron_dht_routing_table_peers"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_resident_size_and_cpu_time() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).is_some_and(|kib| kib > 0));
+        assert!(cpu_ticks(pid).is_some());
+        assert_eq!(rss_kib(u32::MAX), None);
+    }
+}

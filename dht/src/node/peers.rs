@@ -73,6 +73,9 @@ impl Node {
             .behaviour_mut()
             .kad
             .add_address(&peer, tcp_multiaddr(ip, ports.p2p));
+        // A resolve or placement may have been waiting for this greeting only.
+        self.answer_due_resolves();
+        self.answer_due_placements();
     }
 
     /// A peer's identify answer: when it speaks our Kademlia, Kademlia learns where it

@@ -1,9 +1,13 @@
 //! Resolves: an admin thread's "who provides this object?" as a Kademlia
 //! `get_providers` query, at most [`RESOLVES_MAX`] at once. Providers not greeted yet
-//! are dialed while the query still holds their addresses; a resolve is answered when
-//! its query is done and those greetings arrived (or [`GREETING_WAIT`] passed), or at
-//! its own deadline — whichever comes first — with each provider's node id and OAP
-//! address.
+//! are dialed while the query still holds their addresses. A resolve is answered once
+//! it has found as many providers as the placement keeps copies (`replicas`, or its
+//! limit if lower) or its query is done, and the greetings of those it dialed arrived
+//! (or [`GREETING_WAIT`] passed); or at its own deadline — whichever comes first — with
+//! each provider's node id and OAP address. Answering once the copies are found, not
+//! when the query has asked all k closest peers, is what makes a resolve take a round
+//! trip or two instead of the whole query (a provider record sits on the k closest
+//! peers, and each of them names every provider it holds records of).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -58,28 +62,33 @@ impl Node {
                 }
             }
         }
-        let enough = resolve.found.len() >= resolve.limit;
+        let enough = resolve.found.len() >= resolve.limit.min(self.replicas.max(1));
+        if enough && resolve.greeting_deadline.is_none() {
+            resolve.greeting_deadline = Some(Instant::now() + GREETING_WAIT);
+        }
         for peer in dial {
             // The query still holds the addresses its answers carried for this peer.
             let _ = self.swarm.dial(peer);
         }
         if enough {
-            if let Some(mut running) = self.swarm.behaviour_mut().kad.query_mut(&query) {
-                running.finish();
-            }
+            self.answer_due_resolves();
         }
     }
 
     pub(super) fn on_providers_done(&mut self, query: QueryId) {
         if let Some(resolve) = self.resolves.get_mut(&query) {
             resolve.query_done = true;
-            resolve.greeting_deadline = Some(Instant::now() + GREETING_WAIT);
+            if resolve.greeting_deadline.is_none() {
+                resolve.greeting_deadline = Some(Instant::now() + GREETING_WAIT);
+            }
         }
         self.answer_due_resolves();
     }
 
-    /// Answers the resolves whose query is done and whose providers' greetings arrived
-    /// (or stopped being worth waiting for), and those past their deadline.
+    /// Answers the resolves that found enough providers or whose query is done (either
+    /// sets `greeting_deadline`) and whose providers' greetings arrived (or stopped being
+    /// worth waiting for), and those past their deadline. Called on each of those
+    /// events, on each greeting, and on the tick.
     pub(super) fn answer_due_resolves(&mut self) {
         let now = Instant::now();
         let due: Vec<QueryId> = self
@@ -91,7 +100,8 @@ impl Node {
                     .iter()
                     .all(|p| *p == self.local || self.peers.contains_key(p));
                 let waited = r.greeting_deadline.is_some_and(|at| now >= at);
-                now >= r.deadline || (r.query_done && (greeted || waited))
+                let answerable = r.greeting_deadline.is_some();
+                now >= r.deadline || (answerable && (greeted || waited))
             })
             .map(|(id, _)| *id)
             .collect();

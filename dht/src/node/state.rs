@@ -45,7 +45,8 @@ pub(super) struct Resolve {
     pub(super) deadline: Instant,
     pub(super) found: Vec<PeerId>,
     pub(super) query_done: bool,
-    /// Set once the query is done: how long to wait for greetings of dialed providers.
+    /// Set once enough providers are found or the query is done: how long to wait for
+    /// greetings of dialed providers.
     pub(super) greeting_deadline: Option<Instant>,
     pub(super) reply: ResolveReply,
 }

@@ -1,0 +1,96 @@
+//! A network run's report: one figure a line as text, and the same as JSON.
+
+use serde_json::{json, Value};
+
+use super::figures::{Copies, NodeCosts, Report, FINDABLE_WAIT};
+
+impl Report {
+    /// The report as text, one figure a line.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "network: {} nodes in {} zones; formed in {:.1} s\n",
+            self.nodes, self.zones, self.formed_s
+        );
+        out += &costs_text("quiet", &self.quiet);
+        let f = &self.findable;
+        out += &format!(
+            "uploads: {} objects, upload p50 {:.0} ms; resolvable after upload p50 {:.2} s p99 {:.2} s max {:.2} s, {} never within {} s; resolve p50 {:.1} ms p99 {:.1} ms ({} resolves)\n",
+            f.found_s.count + f.not_found, f.upload_ms.p50, f.found_s.p50, f.found_s.p99, f.found_s.max,
+            f.not_found, FINDABLE_WAIT.as_secs(), f.resolve_ms.p50, f.resolve_ms.p99, f.resolve_ms.count
+        );
+        out += &copies_text("copies after upload", &self.copies);
+        out += &format!(
+            "resolves once copied: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} of {} named no provider\n",
+            self.settled_resolve_ms.p50, self.settled_resolve_ms.p99, self.settled_resolve_ms.max,
+            self.settled_resolve_empty, self.settled_resolve_ms.count
+        );
+        out += &format!(
+            "reads through: p50 {:.1} ms p99 {:.1} ms, {} failed of {}\n",
+            self.reads_ms.p50,
+            self.reads_ms.p99,
+            self.read_failures,
+            self.reads_ms.count + self.read_failures
+        );
+        if let Some(c) = &self.after_kill {
+            out += &copies_text(&format!("copies after kill -9 of {}", self.killed), c);
+        }
+        if let Some(c) = &self.after_join {
+            out += &copies_text(&format!("copies after a join of {}", self.joined), c);
+        }
+        out += &costs_text("end", &self.costs_end);
+        out
+    }
+
+    pub fn json(&self) -> Value {
+        let costs = |c: &NodeCosts| {
+            json!({
+                "cpu_percent": c.cpu_percent.json(), "rss_mib": c.rss_mib.json(),
+                "connections": c.connections.json(), "peers_alive": c.peers_alive.json(),
+                "routing_peers": c.routing_peers.json(),
+            })
+        };
+        let copies = |c: &Copies| {
+            json!({
+                "short_over_time": c.short_over_time, "complete_s": c.complete_s.json(),
+                "short_at_end": c.short_at_end, "without_verified_copy_max": c.without_verified_copy_max,
+                "errors": c.errors,
+            })
+        };
+        json!({
+            "nodes": self.nodes, "zones": self.zones, "formed_s": self.formed_s,
+            "quiet": costs(&self.quiet),
+            "findable": {
+                "found_s": self.findable.found_s.json(), "not_found": self.findable.not_found,
+                "resolve_ms": self.findable.resolve_ms.json(), "upload_ms": self.findable.upload_ms.json(),
+            },
+            "copies": copies(&self.copies),
+            "settled_resolve_ms": self.settled_resolve_ms.json(),
+            "settled_resolve_empty": self.settled_resolve_empty,
+            "reads_ms": self.reads_ms.json(), "read_failures": self.read_failures,
+            "killed": self.killed, "after_kill": self.after_kill.as_ref().map(copies),
+            "joined": self.joined, "after_join": self.after_join.as_ref().map(copies),
+            "end": costs(&self.costs_end),
+        })
+    }
+}
+
+fn costs_text(phase: &str, c: &NodeCosts) -> String {
+    format!(
+        "{phase}: per node CPU p50 {:.2} % max {:.2} %; RSS p50 {:.1} MiB max {:.1} MiB; connections p50 {:.0} max {:.0}; peers alive p50 {:.0}; routing table p50 {:.0} min-side p90 {:.0}\n",
+        c.cpu_percent.p50, c.cpu_percent.max, c.rss_mib.p50, c.rss_mib.max,
+        c.connections.p50, c.connections.max, c.peers_alive.p50, c.routing_peers.p50, c.routing_peers.p90
+    )
+}
+
+fn copies_text(phase: &str, c: &Copies) -> String {
+    let marks: Vec<String> = c
+        .short_over_time
+        .iter()
+        .map(|(s, short)| format!("{s:.0}s:{short}"))
+        .collect();
+    format!(
+        "{phase}: complete p50 {:.1} s p99 {:.1} s last {:.1} s; short at end {}; at most {} with no verified copy named; {} placement errors; short over time {}\n",
+        c.complete_s.p50, c.complete_s.p99, c.complete_s.max, c.short_at_end,
+        c.without_verified_copy_max, c.errors, marks.join(" ")
+    )
+}
