@@ -42,7 +42,6 @@ impl Node {
                 started: now,
                 deadline: now + Duration::from_millis(deadline_ms),
                 found: Vec::new(),
-                query_done: false,
                 greeting_deadline: None,
                 reply,
             },
@@ -77,7 +76,6 @@ impl Node {
 
     pub(super) fn on_providers_done(&mut self, query: QueryId) {
         if let Some(resolve) = self.resolves.get_mut(&query) {
-            resolve.query_done = true;
             if resolve.greeting_deadline.is_none() {
                 resolve.greeting_deadline = Some(Instant::now() + GREETING_WAIT);
             }

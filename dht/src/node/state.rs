@@ -44,7 +44,6 @@ pub(super) struct Resolve {
     pub(super) started: Instant,
     pub(super) deadline: Instant,
     pub(super) found: Vec<PeerId>,
-    pub(super) query_done: bool,
     /// Set once enough providers are found or the query is done: how long to wait for
     /// greetings of dialed providers.
     pub(super) greeting_deadline: Option<Instant>,
