@@ -27,7 +27,7 @@ bench_pid=
 cleanup() {
   # ron-bench stops its nodes itself; if it was killed, the nodes it started (its
   # process group, which they keep when orphaned) are stopped here.
-  [ -n "$bench_pid" ] && kill -KILL -- "-$bench_pid" 2>/dev/null
+  if [ -n "$bench_pid" ]; then kill -KILL -- "-$bench_pid" 2>/dev/null || true; fi
   rm -rf "$dir"
 }
 trap cleanup EXIT
