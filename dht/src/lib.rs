@@ -59,7 +59,7 @@
 //! admin /resolve ──tokio channel──▶ get_providers ─▶ dial unknown providers (greeting)
 //!    └─ answer: node id + OAP address per provider, within the deadline
 //! kept keys published ─▶ placement among the lookup's peers ─▶ /ron/replicate/1 to holders
-//! peer's /ron/replicate/1 ─▶ accepted keys ─▶ owner shard's pull mailbox ─▶ answer held
+//! peer's /ron/replicate/1 ─▶ accepted keys ─▶ owner shard's replication mailbox ─▶ answer held
 //! admin /admin/placement, a shard's sweep ──▶ get_closest_peers ─▶ placement ─▶ holders
 //! PUT ?copies=N, /admin/replicate, the sweep ──▶ ask holders ─▶ count `held` ─▶ answer
 //! ```

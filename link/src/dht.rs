@@ -537,6 +537,8 @@ pub enum AuditError {
     NotTaken(usize),
     #[error("shard {shard} did not finish the audit within {wait_ms} ms")]
     Timeout { shard: usize, wait_ms: u64 },
+    #[error("shard {0} is stopping; the audit did not finish")]
+    Stopped(usize),
 }
 
 /// A shard's end of its replication mailbox (a tokio channel: any executor can await
@@ -615,11 +617,15 @@ impl ReplicationRoutes {
         if !self.try_send_to(owner, ToReplication::Audit(audit)) {
             return Err(AuditError::NotTaken(owner));
         }
+        use std::sync::mpsc::RecvTimeoutError;
         outcomes
             .recv_timeout(std::time::Duration::from_millis(wait_ms))
-            .map_err(|_| AuditError::Timeout {
-                shard: owner,
-                wait_ms,
+            .map_err(|e| match e {
+                RecvTimeoutError::Timeout => AuditError::Timeout {
+                    shard: owner,
+                    wait_ms,
+                },
+                RecvTimeoutError::Disconnected => AuditError::Stopped(owner),
             })
     }
 
@@ -651,5 +657,74 @@ impl DhtMetrics {
         if providers == 0 {
             self.missing_records_total.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_shard() -> (ReplicationRoutes, ReplicationMailbox) {
+        let (routes, mut mailboxes) = ReplicationRoutes::new(1, Arc::new(|_| 0));
+        (routes, mailboxes.remove(0))
+    }
+
+    #[test]
+    fn an_audit_says_why_it_has_no_answer() {
+        let (routes, mailbox) = one_shard();
+        // Not answered in time.
+        let waited = routes.audit([1; 32], Vec::new(), 10);
+        assert_eq!(
+            waited,
+            Err(AuditError::Timeout {
+                shard: 0,
+                wait_ms: 10
+            })
+        );
+        // Taken, then dropped unanswered: the shard stopped.
+        let mut mailbox = mailbox;
+        let taker = std::thread::spawn(move || {
+            let request = mailbox.blocking_recv();
+            assert!(matches!(request, Some(ToReplication::Audit(_))));
+        });
+        let stopped = routes.audit([2; 32], Vec::new(), 5_000);
+        taker.join().unwrap();
+        assert_eq!(stopped, Err(AuditError::Stopped(0)));
+        assert_eq!(
+            stopped.unwrap_err().to_string(),
+            "shard 0 is stopping; the audit did not finish"
+        );
+        // The shard's end is gone: not taken.
+        let not_taken = routes.audit([3; 32], Vec::new(), 5_000);
+        assert_eq!(not_taken, Err(AuditError::NotTaken(0)));
+    }
+
+    #[test]
+    fn an_audit_comes_back_in_the_holders_order() {
+        let (routes, mut mailbox) = one_shard();
+        let shard = std::thread::spawn(move || {
+            let Some(ToReplication::Audit(audit)) = mailbox.blocking_recv() else {
+                panic!("an audit was sent");
+            };
+            let outcomes = audit
+                .holders
+                .iter()
+                .map(|h| AuditOutcome::Failed(h.node_id.clone()))
+                .collect();
+            audit.reply.send(outcomes).unwrap();
+        });
+        let holder = |id: &str| Provider {
+            node_id: id.into(),
+            oap: None,
+            zone: None,
+            local: false,
+        };
+        let outcomes = routes.audit([4; 32], vec![holder("a"), holder("b")], 5_000);
+        shard.join().unwrap();
+        let expected = vec![
+            AuditOutcome::Failed("a".into()),
+            AuditOutcome::Failed("b".into()),
+        ];
+        assert_eq!(outcomes, Ok(expected));
     }
 }

@@ -146,36 +146,34 @@ fn pause_scrub(answers: &Answers, paused: bool) -> Reply {
     Reply::json(202, json!({ "scrub": verb, "shards": shards }).to_string())
 }
 
+/// An operator request an object's owner shard answers: what its answers call it, how
+/// long it is waited for, and what to watch meanwhile when that wait runs out.
+struct OwnerRequest {
+    what: &'static str,
+    wait_ms: u64,
+    meanwhile: &'static str,
+}
+
+const CHECK: OwnerRequest = OwnerRequest {
+    what: "check",
+    wait_ms: ADMIN_REPAIR_WAIT_MS,
+    meanwhile: "; its repairs show in ron_ec_repair_bytes_total",
+};
+
+const REMOVAL: OwnerRequest = OwnerRequest {
+    what: "removal",
+    wait_ms: ADMIN_REMOVE_WAIT_MS,
+    meanwhile: "",
+};
+
 /// Asks the object's owner shard to read and check every block of it now, and waits
 /// for the report (at most [`ADMIN_REPAIR_WAIT_MS`]).
 fn check_object(answers: &Answers, hash: &str) -> Reply {
     let message = |addr, reply| ToShard::CheckObject { addr, reply };
-    ask_owner(answers, hash, message, ADMIN_REPAIR_WAIT_MS, check_answer)
+    ask_owner(answers, hash, &CHECK, message, check_answer)
 }
 
-fn check_answer(
-    addr: Address,
-    shard: usize,
-    report: Result<ObjectCheckReport, RecvTimeoutError>,
-) -> Reply {
-    let report = match report {
-        Ok(report) => report,
-        Err(RecvTimeoutError::Timeout) => {
-            return Reply::text(
-                504,
-                format!(
-                    "the check of {addr} on shard {shard} is still running after \
-                     {ADMIN_REPAIR_WAIT_MS} ms; its repairs show in ron_ec_repair_bytes_total\n"
-                ),
-            )
-        }
-        Err(RecvTimeoutError::Disconnected) => {
-            return Reply::text(
-                503,
-                format!("shard {shard} is stopping; the check did not run\n"),
-            )
-        }
-    };
+fn check_answer(addr: Address, shard: usize, report: ObjectCheckReport) -> Reply {
     let status = match report.outcome {
         "not_found" => 404,
         "failed" => 500,
@@ -193,49 +191,33 @@ fn check_answer(
 /// repair of it is under way.
 fn remove_object(answers: &Answers, hash: &str) -> Reply {
     let message = |addr, reply| ToShard::RemoveObject { addr, reply };
-    ask_owner(answers, hash, message, ADMIN_REMOVE_WAIT_MS, removal_answer)
+    ask_owner(answers, hash, &REMOVAL, message, removal_answer)
 }
 
-fn removal_answer(
-    addr: Address,
-    shard: usize,
-    report: Result<RemovalReport, RecvTimeoutError>,
-) -> Reply {
+fn removal_answer(addr: Address, _shard: usize, report: RemovalReport) -> Reply {
     match report {
-        Ok(RemovalReport::Removed) => {
+        RemovalReport::Removed => {
             let body = json!({ "obj": addr.to_string(), "removed": true });
             Reply::json(200, body.to_string())
         }
-        Ok(RemovalReport::NotFound) => {
+        RemovalReport::NotFound => {
             Reply::text(404, format!("{addr}: this node holds no copy of it\n"))
         }
-        Ok(RemovalReport::Busy(why)) => Reply::text(503, format!("{why}\n")),
-        Ok(RemovalReport::Failed(why)) => {
-            Reply::text(500, format!("removing {addr} failed: {why}\n"))
-        }
-        Err(RecvTimeoutError::Timeout) => Reply::text(
-            504,
-            format!(
-                "the removal of {addr} on shard {shard} is still running after \
-                 {ADMIN_REMOVE_WAIT_MS} ms\n"
-            ),
-        ),
-        Err(RecvTimeoutError::Disconnected) => Reply::text(
-            503,
-            format!("shard {shard} is stopping; the removal did not run\n"),
-        ),
+        RemovalReport::Busy(why) => Reply::text(503, format!("{why}\n")),
+        RemovalReport::Failed(why) => Reply::text(500, format!("removing {addr} failed: {why}\n")),
     }
 }
 
 /// Sends the owner shard of the address in `hash` the message `message` makes with a
-/// reply channel, and answers with what `answer` makes of the reply (or of its absence
-/// after `wait_ms`); a bad address is 400 and a full inbox 503.
+/// reply channel, and answers with what `answer` makes of the reply; a bad address is
+/// 400, a full inbox 503, a shard stopping 503, and no reply within the request's wait
+/// 504.
 fn ask_owner<R>(
     answers: &Answers,
     hash: &str,
+    request: &OwnerRequest,
     message: impl FnOnce([u8; 32], SyncSender<R>) -> ToShard,
-    wait_ms: u64,
-    answer: impl FnOnce(Address, usize, Result<R, RecvTimeoutError>) -> Reply,
+    answer: impl FnOnce(Address, usize, R) -> Reply,
 ) -> Reply {
     let addr = match parse_address(hash) {
         Ok(addr) => addr,
@@ -249,11 +231,24 @@ fn ask_owner<R>(
     {
         return inbox_full(shard);
     }
-    answer(
-        addr,
-        shard,
-        report.recv_timeout(Duration::from_millis(wait_ms)),
-    )
+    let OwnerRequest {
+        what,
+        wait_ms,
+        meanwhile,
+    } = request;
+    match report.recv_timeout(Duration::from_millis(*wait_ms)) {
+        Ok(report) => answer(addr, shard, report),
+        Err(RecvTimeoutError::Timeout) => Reply::text(
+            504,
+            format!(
+                "the {what} of {addr} on shard {shard} is still running after {wait_ms} ms{meanwhile}\n"
+            ),
+        ),
+        Err(RecvTimeoutError::Disconnected) => Reply::text(
+            503,
+            format!("shard {shard} is stopping; the {what} did not run\n"),
+        ),
+    }
 }
 
 /// An object address from a request path, or the 400 that says what one looks like.
@@ -401,7 +396,7 @@ fn audit_holders(
     let outcomes = replication
         .audit(*addr.as_bytes(), holders.to_vec(), AUDIT_WAIT_MS)
         .map_err(|e| match e {
-            AuditError::NotTaken(_) => Reply::text(503, format!("{e}\n")),
+            AuditError::NotTaken(_) | AuditError::Stopped(_) => Reply::text(503, format!("{e}\n")),
             AuditError::Timeout { .. } => Reply::text(504, format!("{e}\n")),
         })?;
     let audited: Vec<serde_json::Value> = holders.iter().zip(outcomes).map(audit_entry).collect();

@@ -92,7 +92,7 @@ pub(super) struct Copies {
     /// Copies under way, per asking peer and in all.
     pub(super) per_peer: HashMap<PeerId, usize>,
     pub(super) under_way: usize,
-    /// The shards' pull mailboxes (none: copies are answered `failed`).
+    /// The shards' replication mailboxes (none: copies are answered `failed`).
     pub(super) pulls: Option<ReplicationRoutes>,
     /// The shards' answers, as they come.
     pub(super) pulled: FuturesUnordered<Pin<Box<dyn Future<Output = PullDone>>>>,

@@ -4,7 +4,7 @@
 //! address as any peer fetch is ([`PeerGet`]). Counted in `ron_replica_audits_total`.
 //! The one audit of the node: the sweep, `PUT ?copies=N`, and the admin thread's
 //! `/admin/placement` and `/admin/replicate` (through the replication mailbox,
-//! [`Replication::audit_holders`](super::Replication)) all ask it.
+//! `Replication::start_audit`) all ask it.
 
 use std::time::{Duration, Instant};
 

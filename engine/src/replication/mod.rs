@@ -30,7 +30,7 @@
 //!   time; every wait on the DHT or a holder has a deadline, and the stop cuts them short.
 //!
 //! ## Lifecycle
-//! [`Replication::start`] starts the pull server and the sweep; [`Replication::stop`]
+//! [`Replication::start`] starts the server of its mailbox (pulls and audits) and the sweep; [`Replication::stop`]
 //! raises their signal (no new pull or sweep step starts), lets the read-through stop
 //! (which fails the flights the pulls under way wait on), then waits for the services
 //! and the pulls, bounded.
@@ -73,7 +73,7 @@ pub struct Replication {
     dht: DhtClient,
     blocked: Rc<Blocked>,
     counters: Arc<FrontCounters>,
-    /// The pull server and the sweep; taken by the stop.
+    /// The mailbox's server and the sweep; taken by the stop.
     services: RefCell<Option<BackgroundTasks>>,
     /// Raised by the stop: no new pull or sweep step starts.
     stop: StopSignal,
