@@ -2,7 +2,11 @@
 //! processes: N nodes over Z zones, M objects, `replicas` copies each; in-process, no
 //! sockets. Prints, per network size: objects per node (max / mean), the copies that
 //! move when one node joins and when one leaves, as a share of the data (against the ideal,
-//! `replicas / N`), and how many zones each object's copies span.
+//! `replicas / N`), and how many zones each object's copies span. Then, per size, what one
+//! node's view names (`ron_dht::placement::holders_in_view`): for keys asked about from
+//! random nodes, how often the view of one lookup (the key's 20 closest, as libp2p-kad
+//! returns them) and the asker is sure of the holders, and how often a sure view names
+//! other holders than the whole network would (never, if the rule is right).
 //!
 //!   cargo run --release -p ron-dht --example placement_sim -- 1000,10000 10000000 3 3
 //!   (network sizes, objects, zones, replicas, and optionally joins and leaves
@@ -11,13 +15,18 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use ron_dht::closest::scattered_positions as positions;
-use ron_dht::placement::{PlacedNode, Placement};
+use ron_dht::closest::{distance, scattered_positions as positions};
+use ron_dht::placement::{holders_in_view, PlacedNode, Placement, Seen};
 
 type Position = [u8; 32];
 
 /// Joins and leaves simulated (one at a time) per network size, unless given.
 const CHURN_TRIALS: usize = 5;
+
+/// Keys whose views are compared per network size.
+const VIEW_KEYS: usize = 2_000;
+/// Peers one libp2p-kad lookup returns at most (its k).
+const LOOKUP: usize = 20;
 
 /// Holders (node ids) of `objects` keys, placed in parallel on every core.
 fn place_all(placement: &Placement<u32>, objects: &[Position], replicas: usize) -> Vec<u32> {
@@ -129,6 +138,53 @@ fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize, t
     );
 }
 
+/// How one node's view of single keys compares with the whole network's placement.
+fn compare_views(nodes: usize, keys: &[Position], zones: usize, replicas: usize) {
+    let members: Vec<PlacedNode<u32>> = positions(nodes as u64)
+        .take(nodes)
+        .enumerate()
+        .map(|(i, position)| PlacedNode {
+            id: i as u32,
+            position,
+            zone: format!("zone-{}", i % zones),
+        })
+        .collect();
+    let whole = Placement::new(members.clone());
+    let (mut sure, mut sure_wrong) = (0usize, 0usize);
+    for (i, key) in keys.iter().enumerate() {
+        let truth: Vec<u32> = whole.holders(key, replicas).iter().map(|n| n.id).collect();
+        let mut ranked: Vec<(libp2p::kad::U256, &PlacedNode<u32>)> = members
+            .iter()
+            .map(|n| (distance(key, &n.position), n))
+            .collect();
+        ranked.sort_unstable_by_key(|(d, _)| *d);
+        let lookup = LOOKUP.min(nodes);
+        let asker = &members[(i * 7_919) % nodes];
+        let mut seen: Vec<Seen<u32>> = ranked[..lookup]
+            .iter()
+            .map(|(_, n)| n)
+            .chain((!ranked[..lookup].iter().any(|(_, n)| n.id == asker.id)).then_some(&asker))
+            .map(|n| Seen {
+                id: n.id,
+                position: n.position,
+                zone: Some(n.zone.clone()),
+            })
+            .collect();
+        seen.dedup_by_key(|s| s.id);
+        let reach = (lookup < nodes).then(|| ranked[lookup - 1].0);
+        let named = holders_in_view(key, seen, reach, replicas);
+        if named.certain {
+            sure += 1;
+            let ids: Vec<u32> = named.holders.iter().map(|n| n.id).collect();
+            sure_wrong += usize::from(ids != truth);
+        }
+    }
+    println!(
+        "| {nodes} | {zones} | {replicas} | {:.1} % | {sure_wrong} |",
+        100.0 * sure as f64 / keys.len() as f64
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.into());
@@ -149,7 +205,14 @@ fn main() {
     let keys: Vec<Position> = positions(42).take(objects).collect();
     println!("| nodes | objects | zones | replicas | objects per node, max / mean | copies moved by a join | by a leave | zones spanned per object | time |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    for nodes in &sizes {
+        simulate(*nodes, &keys, zones, replicas, trials);
+    }
+    println!();
+    println!("| nodes | zones | replicas | views sure (one lookup of 20 + the asker) | sure but other holders than the whole network |");
+    println!("|---:|---:|---:|---:|---:|");
+    let view_keys: Vec<Position> = positions(4_242).take(VIEW_KEYS).collect();
     for nodes in sizes {
-        simulate(nodes, &keys, zones, replicas, trials);
+        compare_views(nodes, &view_keys, zones, replicas);
     }
 }

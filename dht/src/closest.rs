@@ -90,6 +90,14 @@ pub fn split_by_closest(
     split
 }
 
+/// The distance from `key` of the farthest of `positions` (zero with none).
+pub fn farthest(key: &DistanceKey, positions: impl Iterator<Item = DistanceKey>) -> U256 {
+    positions
+        .map(|p| distance(key, &p))
+        .max()
+        .unwrap_or_default()
+}
+
 /// How many peers the network holds, estimated from a lookup's closest peers to `key`:
 /// with `N` ids spread evenly over the key space, the `n`-th closest lies about
 /// `n / N` of the space away. `None` with no candidate.

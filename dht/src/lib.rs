@@ -53,7 +53,7 @@
 //! ```text
 //! shard commit ──addresses (std channel)──▶ tick: store.provide ─▶ publisher.fresh
 //! publisher: fresh keys, else the sweep's next region of keys due (12 h)
-//!    └─ the 2k closest peers of its first key ─▶ each key to its own k closest of them
+//!    └─ the k closest peers of its first key ─▶ each key to its own k/2 closest of them
 //!       over /ron/provide/2 (keys they may not cover: back to the queue) ─▶ mark_published
 //! peer's batch ─▶ store.add_providers (for the authenticated sender, at its IP)
 //! admin /resolve ──tokio channel──▶ get_providers ─▶ dial unknown providers (greeting)

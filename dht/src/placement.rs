@@ -1,20 +1,22 @@
 //! Placement: which nodes hold an object (pure: no swarm, no I/O; docs/design/replication.md).
 //!
-//! The holders of a key are chosen among the live nodes closest to it by Kademlia (XOR)
-//! distance, spread over zones: each zone's window is its [`ZONE_WINDOW`] nodes closest
-//! to the key, and each next holder is the window node with the highest [`score`]
-//! (rendezvous hashing) among the zones holding the fewest copies so far. With at least
-//! `replicas` zones no two copies share a zone; with fewer, copies spread as evenly as
-//! the zones allow. Every node that knows the same live nodes computes the same
-//! holders, without asking anyone: a node's view of who is live comes from
-//! libp2p-kad's routing table and lookups, and one lookup of a key's closest peers
-//! finds its windows. The score within a window is what balances the load: the closest
-//! node alone would inherit whole empty subtrees of the key space.
+//! The holders of a key are chosen among its [`candidates`] — the live nodes closest to
+//! it by Kademlia (XOR) distance, [`CANDIDATES`] (k = 20) of them — spread over zones:
+//! each zone's window is its [`ZONE_WINDOW`] candidates nearest the key, and each next
+//! holder is the window node with the highest [`score`] (rendezvous hashing) among the
+//! zones holding the fewest copies so far. With at least `replicas` zones among the
+//! candidates no two copies share a zone; with fewer, copies spread as evenly as they
+//! allow. Every node that knows the same live nodes computes
+//! the same holders, without asking anyone, and one Kademlia lookup of the key's closest
+//! peers (libp2p-kad returns k = 20 at most) holds every candidate: a node sure of the
+//! key's candidates is sure of its holders ([`holders_in_view`]). The score among the
+//! candidates is what balances the load: the closest node alone would inherit whole
+//! empty subtrees of the key space.
 //!
 //! [`Placement`] keeps the nodes sorted by position, so the closest ones to a key are
 //! those of the smallest subtree of the key space (a contiguous run of the sorted
-//! nodes) around the key holding enough candidates: a placement costs a binary search
-//! and a sort of a few dozen nodes and a hash per window node.
+//! nodes) around the key holding enough candidates: a placement costs a binary search,
+//! a sort of a few dozen nodes and a hash per candidate.
 
 use std::collections::HashMap;
 
@@ -23,9 +25,23 @@ use crate::closest::{distance, DistanceKey};
 /// Copies of an object at most (a limit on the `replicas` setting).
 pub const REPLICAS_MAX: usize = 16;
 
-/// The nodes of each zone closest to a key among which its holders are chosen by score
-/// (`replicas` of them when that is more).
+/// The nodes closest to a key among which its holders are chosen: Kademlia's k, what
+/// one libp2p-kad lookup returns (it returns no more), so one converged lookup holds a
+/// key's every candidate.
+pub const CANDIDATES: usize = 20;
+
+/// Of the candidates, each zone's nearest this many (`replicas` when that is more) are its
+/// window, chosen among by score.
 pub const ZONE_WINDOW: usize = 8;
+
+/// How many candidates a key has with `replicas` copies.
+pub fn candidates(replicas: usize) -> usize {
+    CANDIDATES.max(replicas.min(REPLICAS_MAX))
+}
+
+fn zone_window(replicas: usize) -> usize {
+    ZONE_WINDOW.max(replicas.min(REPLICAS_MAX))
+}
 
 /// A node as placement sees it: its position in the key space and its zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +57,6 @@ pub struct Placement<Id> {
     nodes: Vec<PlacedNode<Id>>,
     /// Each node's zone, as an index.
     zone_of: Vec<usize>,
-    /// Nodes per zone.
-    zone_sizes: Vec<usize>,
     zones: usize,
 }
 
@@ -60,12 +74,9 @@ impl<Id: Clone> Placement<Id> {
             })
             .collect();
         let zones = names.len();
-        let mut zone_sizes = vec![0; zones];
-        zone_of.iter().for_each(|z| zone_sizes[*z] += 1);
         Placement {
             nodes,
             zone_of,
-            zone_sizes,
             zones,
         }
     }
@@ -85,15 +96,11 @@ impl<Id: Clone> Placement<Id> {
         if replicas == 0 {
             return Vec::new();
         }
-        let mut candidates = ZONE_WINDOW.max(replicas) * self.zones;
-        loop {
-            let (from, to) = self.run_around(key, candidates);
-            let covers_all = from == 0 && to == self.nodes.len();
-            if let Some(picked) = self.pick(key, from..to, replicas, covers_all) {
-                return picked.into_iter().map(|i| &self.nodes[i]).collect();
-            }
-            candidates *= 4;
-        }
+        let (from, to) = self.run_around(key, candidates(replicas));
+        self.pick(key, from..to, replicas)
+            .into_iter()
+            .map(|i| &self.nodes[i])
+            .collect()
     }
 
     /// The smallest run of sorted nodes sharing a prefix with `key` that holds at
@@ -123,58 +130,108 @@ impl<Id: Clone> Placement<Id> {
         (from, to)
     }
 
-    /// The rule over a run of sorted nodes: each zone's window is its [`ZONE_WINDOW`]
-    /// nodes closest to the key; each next holder is the window node with the highest
-    /// score among the zones holding the fewest copies so far. `None` when a zone's
-    /// window may reach outside the run (and the run is not every node): every node
-    /// outside the run is farther than every node inside, so what it picks is what the
-    /// rule picks over all nodes.
-    fn pick(
-        &self,
-        key: &DistanceKey,
-        run: std::ops::Range<usize>,
-        replicas: usize,
-        covers_all: bool,
-    ) -> Option<Vec<usize>> {
+    /// The rule over a run of sorted nodes holding the key's candidates: the
+    /// [`candidates`] closest of the run, of which each zone's [`ZONE_WINDOW`] nearest;
+    /// each next holder is the window node with the highest score among the zones
+    /// holding the fewest copies so far.
+    fn pick(&self, key: &DistanceKey, run: std::ops::Range<usize>, replicas: usize) -> Vec<usize> {
         let mut ranked: Vec<(libp2p::kad::U256, usize)> = run
             .map(|i| (distance(key, &self.nodes[i].position), i))
             .collect();
         ranked.sort_unstable();
-        let zone_window = ZONE_WINDOW.max(replicas);
+        ranked.truncate(candidates(replicas));
         let mut in_window = vec![0usize; self.zones];
-        let mut window: Vec<(usize, u64)> = Vec::new();
-        for (_, i) in ranked {
-            let zone = self.zone_of[i];
-            if in_window[zone] < zone_window {
-                in_window[zone] += 1;
-                window.push((i, score(key, &self.nodes[i].position)));
-            }
-        }
-        let windows_whole =
-            (0..self.zones).all(|z| in_window[z] == self.zone_sizes[z].min(zone_window));
-        if !windows_whole && !covers_all {
-            return None;
-        }
+        let scored: Vec<(usize, u64)> = ranked
+            .iter()
+            .filter(|(_, i)| {
+                let zone = &mut in_window[self.zone_of[*i]];
+                *zone += 1;
+                *zone <= zone_window(replicas)
+            })
+            .map(|(_, i)| (*i, score(key, &self.nodes[*i].position)))
+            .collect();
         let mut copies_in_zone = vec![0usize; self.zones];
-        let mut used = vec![false; window.len()];
+        let mut used = vec![false; scored.len()];
         let mut picked = Vec::with_capacity(replicas);
         while picked.len() < replicas {
-            let fewest = (0..window.len())
+            let fewest = (0..scored.len())
                 .filter(|at| !used[*at])
-                .map(|at| copies_in_zone[self.zone_of[window[at].0]])
+                .map(|at| copies_in_zone[self.zone_of[scored[at].0]])
                 .min();
             let Some(fewest) = fewest else {
-                return Some(picked);
+                return picked;
             };
-            let at = (0..window.len())
-                .filter(|at| !used[*at] && copies_in_zone[self.zone_of[window[*at].0]] == fewest)
-                .max_by_key(|at| window[*at].1)
-                .expect("a node with the fewest copies");
+            let at = (0..scored.len())
+                .filter(|at| !used[*at] && copies_in_zone[self.zone_of[scored[*at].0]] == fewest)
+                .max_by_key(|at| scored[*at].1)
+                .expect("a candidate with the fewest copies");
             used[at] = true;
-            copies_in_zone[self.zone_of[window[at].0]] += 1;
-            picked.push(window[at].0);
+            copies_in_zone[self.zone_of[scored[at].0]] += 1;
+            picked.push(scored[at].0);
         }
-        Some(picked)
+        picked
+    }
+}
+
+/// A node a view knows near a key: its zone once greeted (`None`: not yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen<Id> {
+    pub id: Id,
+    pub position: DistanceKey,
+    pub zone: Option<String>,
+}
+
+/// The holders a view names for a key, and whether any node it does not know could
+/// change them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewHolders<Id> {
+    pub holders: Vec<PlacedNode<Id>>,
+    pub certain: bool,
+}
+
+/// The holders of `key` from what one node knows near it: `seen` (a lookup's peers,
+/// itself, peers lost but not yet counted gone), where every node within `known_within`
+/// of the key is (`None`: every node of the network is).
+///
+/// Only the nodes closer to the key than the first of `seen` whose zone is unknown, and
+/// within `known_within`, are placed over: a node beyond them may be missing, and a
+/// node the view happens to know farther out (itself, a peer lost elsewhere) must not
+/// stand among the candidates for a nearer one it does not know. The answer is
+/// `certain` when those nodes include the key's [`candidates`] (then the rule over them
+/// is the rule over the network), or are every node there is.
+pub fn holders_in_view<Id: Clone>(
+    key: &DistanceKey,
+    mut seen: Vec<Seen<Id>>,
+    known_within: Option<libp2p::kad::U256>,
+    replicas: usize,
+) -> ViewHolders<Id> {
+    seen.sort_by_key(|s| distance(key, &s.position));
+    seen.dedup_by(|a, b| a.position == b.position);
+    let known = seen
+        .iter()
+        .take_while(|s| {
+            s.zone.is_some() && known_within.is_none_or(|r| distance(key, &s.position) <= r)
+        })
+        .count();
+    let every_node = known_within.is_none() && known == seen.len();
+    let certain = every_node || known >= candidates(replicas);
+    let nodes: Vec<PlacedNode<Id>> = seen
+        .into_iter()
+        .take(known)
+        .map(|s| PlacedNode {
+            id: s.id,
+            position: s.position,
+            zone: s.zone.unwrap_or_default(),
+        })
+        .collect();
+    let placement = Placement::new(nodes);
+    ViewHolders {
+        holders: placement
+            .holders(key, replicas)
+            .into_iter()
+            .cloned()
+            .collect(),
+        certain,
     }
 }
 
@@ -205,6 +262,7 @@ fn prefix_bounds(key: &DistanceKey, bits: usize) -> (DistanceKey, DistanceKey) {
 mod tests {
     use super::*;
     use crate::closest::tests::position;
+    use libp2p::kad::U256;
     use proptest::prelude::*;
 
     fn network(nodes: usize, zones: usize, seed: u64) -> Placement<usize> {
@@ -228,17 +286,13 @@ mod tests {
         let replicas = replicas.min(p.nodes.len());
         let mut ranked: Vec<usize> = (0..p.nodes.len()).collect();
         ranked.sort_by_key(|i| distance(key, &p.nodes[*i].position));
+        let mut in_window = vec![0usize; p.zones];
         let window: Vec<usize> = ranked
-            .iter()
-            .copied()
+            .into_iter()
+            .take(candidates(replicas))
             .filter(|i| {
-                let zone = p.zone_of[*i];
-                let closer_in_zone = ranked
-                    .iter()
-                    .take_while(|j| *j != i)
-                    .filter(|j| p.zone_of[**j] == zone)
-                    .count();
-                closer_in_zone < ZONE_WINDOW.max(replicas)
+                in_window[p.zone_of[*i]] += 1;
+                in_window[p.zone_of[*i]] <= ZONE_WINDOW.max(replicas)
             })
             .collect();
         let mut copies = vec![0usize; p.zones];
@@ -279,15 +333,22 @@ mod tests {
                 .iter()
                 .map(|n| n.zone.as_str())
                 .collect();
-            prop_assert_eq!(zones_used.len(), got.len().min(p.zones()));
+            let mut ranked: Vec<&PlacedNode<usize>> = p.nodes().iter().collect();
+            ranked.sort_by_key(|n| distance(&key, &n.position));
+            let candidate_zones: std::collections::HashSet<&str> = ranked
+                .iter()
+                .take(candidates(replicas))
+                .map(|n| n.zone.as_str())
+                .collect();
+            prop_assert_eq!(zones_used.len(), got.len().min(candidate_zones.len()));
         }
     }
 
-    /// A join changes a key's holders only where the new node entered its zone's
-    /// window: the new node takes a place, or a holder pushed out of the window is
-    /// replaced by one already in it. Nothing else moves.
+    /// A join changes a key's holders only where the new node entered its candidates:
+    /// the new node takes a place, or a holder pushed out of them is replaced by one
+    /// already among them. Nothing else moves.
     #[test]
-    fn a_join_moves_copies_only_where_the_new_node_entered_the_window() {
+    fn a_join_moves_copies_only_where_the_new_node_entered_the_candidates() {
         let before = network(200, 3, 7);
         let joiner = PlacedNode {
             id: 200,
@@ -307,13 +368,11 @@ mod tests {
                 continue;
             }
             changed += 1;
-            let mut zone_ranked: Vec<&PlacedNode<usize>> = after
-                .nodes()
-                .iter()
-                .filter(|n| n.zone == joiner.zone)
-                .collect();
-            zone_ranked.sort_by_key(|n| distance(&key, &n.position));
-            let window: Vec<usize> = zone_ranked.iter().take(ZONE_WINDOW).map(|n| n.id).collect();
+            let mut ranked: Vec<&PlacedNode<usize>> = after.nodes().iter().collect();
+            ranked.sort_by_key(|n| distance(&key, &n.position));
+            let window: Vec<usize> = ranked.iter().take(CANDIDATES).map(|n| n.id).collect();
+            // (the joiner among the candidates: it entered some zone's window or pushed
+            // a node of its zone out of it)
             assert!(
                 window.contains(&200),
                 "key {k}: {old:?} -> {new:?} without the joiner near"
@@ -326,6 +385,125 @@ mod tests {
             to_others <= changed,
             "{to_others} copies to others for {changed} keys changed"
         );
+    }
+
+    /// What a libp2p-kad lookup returns at most (its k).
+    const LOOKUP: usize = 20;
+
+    /// What a node asking `asker`'s way sees of `key`: the `lookup` nodes closest to it
+    /// (a converged lookup) and itself, all greeted.
+    fn view_of(
+        p: &Placement<usize>,
+        key: &DistanceKey,
+        lookup: usize,
+        asker: usize,
+    ) -> Vec<Seen<usize>> {
+        let mut ranked: Vec<&PlacedNode<usize>> = p.nodes().iter().collect();
+        ranked.sort_by_key(|n| distance(key, &n.position));
+        let mut seen: Vec<Seen<usize>> = ranked
+            .iter()
+            .take(lookup)
+            .chain(
+                p.nodes()
+                    .iter()
+                    .filter(|n| n.id == asker)
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
+            .map(|n| Seen {
+                id: n.id,
+                position: n.position,
+                zone: Some(n.zone.clone()),
+            })
+            .collect();
+        seen.dedup_by_key(|s| s.id);
+        seen
+    }
+
+    fn reach(p: &Placement<usize>, key: &DistanceKey, lookup: usize) -> Option<U256> {
+        let mut distances: Vec<U256> = p
+            .nodes()
+            .iter()
+            .map(|n| distance(key, &n.position))
+            .collect();
+        distances.sort_unstable();
+        (lookup < distances.len()).then(|| distances[lookup - 1])
+    }
+
+    fn ids(nodes: &[PlacedNode<usize>]) -> Vec<usize> {
+        nodes.iter().map(|n| n.id).collect()
+    }
+
+    proptest! {
+        /// A view sure of its holders names those every node would name over the whole
+        /// network, whoever asks; and a converged lookup of k = 20 makes it sure.
+        #[test]
+        fn a_certain_view_names_the_holders_of_the_whole_network(
+            nodes in 1usize..400,
+            zones in 1usize..7,
+            replicas in 1usize..5,
+            seed: u64,
+            key_seed: u64,
+            asker: prop::sample::Index,
+        ) {
+            let p = network(nodes, zones, seed);
+            let key = position(key_seed);
+            let seen = view_of(&p, &key, LOOKUP, asker.index(nodes));
+            let view = holders_in_view(&key, seen, reach(&p, &key, LOOKUP), replicas);
+            let truth: Vec<usize> = p.holders(&key, replicas).iter().map(|n| n.id).collect();
+            prop_assert!(view.certain);
+            prop_assert_eq!(ids(&view.holders), truth);
+        }
+    }
+
+    /// The view of a key from what is known around a nearby key (a page's earlier
+    /// lookups): sure only when that reach, less the distance between the keys, still
+    /// holds the key's candidates — and then right.
+    #[test]
+    fn a_view_around_one_key_places_the_keys_near_it() {
+        let p = network(1_000, 6, 11);
+        let first = position(50_000);
+        let seen = view_of(&p, &first, 3 * LOOKUP, 0);
+        let reach_first = reach(&p, &first, 3 * LOOKUP).unwrap();
+        let mut sure = 0;
+        for k in 0..200u64 {
+            let mut key = position(60_000 + k);
+            key[..2].copy_from_slice(&first[..2]);
+            let reach = reach_first
+                .checked_sub(distance(&first, &key))
+                .unwrap_or_default();
+            let view = holders_in_view(&key, seen.clone(), Some(reach), 3);
+            if view.certain {
+                sure += 1;
+                let truth: Vec<usize> = p.holders(&key, 3).iter().map(|n| n.id).collect();
+                assert_eq!(ids(&view.holders), truth, "key {k}");
+            }
+        }
+        assert!(sure > 0, "no key near the first placed from its lookup");
+    }
+
+    #[test]
+    fn a_peer_not_yet_greeted_cuts_the_view_short() {
+        let p = network(300, 3, 5);
+        let key = position(77);
+        let mut seen = view_of(&p, &key, LOOKUP, 0);
+        seen.sort_by_key(|s| distance(&key, &s.position));
+        seen[6].zone = None;
+        let view = holders_in_view(&key, seen.clone(), reach(&p, &key, LOOKUP), 3);
+        assert!(!view.certain);
+        let closest_six: Vec<usize> = seen[..6].iter().map(|s| s.id).collect();
+        assert!(view.holders.iter().all(|h| closest_six.contains(&h.id)));
+        seen[6].zone = Some("z0".into());
+        let everyone: Vec<Seen<usize>> = p
+            .nodes()
+            .iter()
+            .map(|n| Seen {
+                id: n.id,
+                position: n.position,
+                zone: Some(n.zone.clone()),
+            })
+            .collect();
+        assert!(holders_in_view(&key, everyone, None, 3).certain);
     }
 
     #[test]

@@ -21,6 +21,16 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn start(dir: &Path, oap_port: u16, peers: &[SocketAddr]) -> DhtThread {
+    start_in_zone(dir, oap_port, peers, "", 1)
+}
+
+fn start_in_zone(
+    dir: &Path,
+    oap_port: u16,
+    peers: &[SocketAddr],
+    zone: &str,
+    replicas: usize,
+) -> DhtThread {
     node::spawn(DhtConfig {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -29,8 +39,8 @@ fn start(dir: &Path, oap_port: u16, peers: &[SocketAddr]) -> DhtThread {
             .map(|p| node::parse_peer(&p.to_string()).unwrap())
             .collect(),
         oap: SocketAddr::from(([127, 0, 0, 1], oap_port)),
-        zone: String::new(),
-        replicas: 1,
+        zone: zone.into(),
+        replicas,
         peer_dead: std::time::Duration::ZERO,
         pulls: None,
         limits: StoreLimits::default(),
@@ -351,4 +361,74 @@ fn at_a_hundred_nodes_every_node_resolves_every_fresh_key() {
         node.stop();
     }
     std::fs::remove_dir_all(root).unwrap();
+}
+
+/// A shard's sweep asks for a page of placements at once; each answer is the one a
+/// placement of that address alone gets, from this node and from another.
+#[test]
+fn a_page_of_placements_names_the_holders_each_placement_alone_names() {
+    const NODES: usize = 30;
+    const KEYS: usize = 48;
+    let root = scratch("placements");
+    let mut nodes: Vec<DhtThread> = Vec::with_capacity(NODES);
+    for i in 0..NODES {
+        let peers: Vec<SocketAddr> = nodes.first().map(|n| n.listen).into_iter().collect();
+        let dir = root.join(format!("n{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        nodes.push(start_in_zone(
+            &dir,
+            9000 + i as u16,
+            &peers,
+            &format!("z{}", i % 3),
+            3,
+        ));
+    }
+    let routing = |n: &DhtThread| n.client.metrics.routing_table_peers.load(Ordering::Relaxed);
+    wait_for("routing tables of 20", || {
+        nodes.iter().all(|n| routing(n) >= 20)
+    });
+    let keys: Vec<[u8; 32]> = (0..KEYS as u64)
+        .map(|k| *blake3::hash(&k.to_le_bytes()).as_bytes())
+        .collect();
+    let ids = |holders: &[Provider]| -> Vec<String> {
+        holders.iter().map(|h| h.node_id.clone()).collect()
+    };
+    let (asker, other) = (&nodes[7], &nodes[23]);
+    // Every peer greeted (zones known) before the views are compared.
+    for key in &keys[..4] {
+        asker.client.placement(*key, 10_000).unwrap();
+        other.client.placement(*key, 10_000).unwrap();
+    }
+    let answer = asker.client.placements_later(keys.clone(), 30_000).unwrap();
+    let page = futures::executor::block_on(answer).unwrap();
+    assert_eq!(page.len(), KEYS);
+    for (key, answered) in keys.iter().zip(&page) {
+        let paged = ids(answered.as_ref().unwrap());
+        let alone = ids(&asker.client.placement(*key, 10_000).unwrap());
+        let again = ids(&asker.client.placement(*key, 10_000).unwrap());
+        let at = page.iter().position(|p| ids(p.as_ref().unwrap()) == alone);
+        eprintln!(
+            "{:?} {} {} {:?}",
+            &key[..2],
+            paged == alone,
+            alone == again,
+            at
+        );
+        let elsewhere = ids(&other.client.placement(*key, 10_000).unwrap());
+        assert_eq!(paged.len(), 3, "{paged:?}");
+        assert_eq!(paged, alone, "the page and a placement alone");
+        assert_eq!(paged, elsewhere, "node 7's view and node 23's");
+    }
+    let unsure = nodes
+        .iter()
+        .map(|n| {
+            n.client
+                .metrics
+                .placements_unsure_total
+                .load(Ordering::Relaxed)
+        })
+        .sum::<u64>();
+    assert_eq!(unsure, 0);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&root);
 }

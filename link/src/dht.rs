@@ -144,6 +144,15 @@ pub enum DhtRequest {
         deadline_ms: u64,
         reply: ResolveReply,
     },
+    /// The holders the placement names for each of `addrs` (at most
+    /// [`PLACEMENTS_PER_REQUEST_MAX`]), answered together on `reply`, in their order,
+    /// within `deadline_ms`: one lookup per stretch of the key space they lie in, not one
+    /// per address (a shard's repair sweep).
+    Placements {
+        addrs: Vec<[u8; 32]>,
+        deadline_ms: u64,
+        reply: Reply<Vec<Resolved>>,
+    },
     /// Ask for copies of `addr` and answer once `want` copies exist (this node's
     /// counted), every node asked answered, or `deadline_ms` passed. With `to` empty:
     /// publish it now (a kept object this node holds) and ask the holders its placement
@@ -271,15 +280,22 @@ impl DhtClient {
         .and_then(|answer| answer)
     }
 
-    /// The placement's holders of `addr` without blocking (a shard's repair sweep):
-    /// the answer arrives on the returned oneshot by `deadline_ms`.
-    pub fn placement_later(
+    /// The placement's holders of each of `addrs` without blocking (a shard's repair
+    /// sweep): the answers arrive together, in the order of `addrs`, on the returned
+    /// oneshot by `deadline_ms`. Panics past [`PLACEMENTS_PER_REQUEST_MAX`] addresses (the
+    /// sweep's page is that long at most).
+    pub fn placements_later(
         &self,
-        addr: [u8; 32],
+        addrs: Vec<[u8; 32]>,
         deadline_ms: u64,
-    ) -> Result<tokio::sync::oneshot::Receiver<Resolved>, ResolveError> {
-        self.ask_later(|reply| DhtRequest::Placement {
-            addr,
+    ) -> Result<tokio::sync::oneshot::Receiver<Vec<Resolved>>, ResolveError> {
+        assert!(
+            addrs.len() <= PLACEMENTS_PER_REQUEST_MAX,
+            "a placements request of {} addresses, at most {PLACEMENTS_PER_REQUEST_MAX}",
+            addrs.len()
+        );
+        self.ask_later(|reply| DhtRequest::Placements {
+            addrs,
             deadline_ms,
             reply,
         })
@@ -379,6 +395,9 @@ fn copy_to_request(
     }
 }
 
+/// Addresses one placements request may carry (a page of a shard's repair sweep).
+pub const PLACEMENTS_PER_REQUEST_MAX: usize = 256;
+
 /// Upper bounds of the lookup-latency buckets, milliseconds
 /// (`ron_dht_lookup_duration_seconds`, shown in seconds).
 pub const LOOKUP_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
@@ -424,6 +443,10 @@ declare_counters! {
         /// Batches no peer accepted (left for the next sweep).
         publish_failures_total: AtomicU64 => Counter "ron_dht_publish_failures_total", Sum,
             "Publication batches no peer accepted (left for the sweep).",
+        /// Placements answered from a view not sure of the key's candidates (a lookup
+        /// that timed out).
+        placements_unsure_total: AtomicU64 => Counter "ron_replication_placements_unsure_total", Sum,
+            "Placements named from a view not sure of the key's candidates (its lookup timed out first).",
         /// Keys of a batch whose k closest peers its lookup may have missed, sent back to
         /// be looked up on their own.
         publish_keys_deferred_total: AtomicU64 => Counter "ron_dht_publish_keys_deferred_total", Sum,

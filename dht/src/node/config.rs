@@ -36,9 +36,14 @@ pub const REPUBLISH_AFTER: Duration = Duration::from_secs(12 * 3_600);
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kademlia's k: providers are published to the k peers closest to a key.
 pub const K_VALUE: usize = 20;
-/// Peers a publication's lookup asks for: twice k, so that the keys of a region near
-/// its first key have their k closest among them (`crate::closest`).
-pub const PUBLISH_LOOKUP_PEERS: usize = 2 * K_VALUE;
+/// Peers a lookup asks for: k, the most libp2p-kad returns (it caps
+/// `get_n_closest_peers` at its own k, 20, whatever is asked — asking 40 got 20, which
+/// read as "every peer there is"; docs/design/dht.md).
+pub const PUBLISH_LOOKUP_PEERS: usize = K_VALUE;
+/// Each key is published to its this many closest peers: half the lookup, so that the
+/// keys of a region near the batch's first key have theirs among the lookup's k
+/// (`crate::closest`) and a batch needs one lookup, not one per key.
+pub const PROVIDE_TO_CLOSEST: usize = K_VALUE / 2;
 /// The sweep rests this long after a whole pass over our keys (keys fall due 12 h
 /// after their last publication; new ones are published as they come).
 pub const SWEEP_REST: Duration = Duration::from_secs(600);
@@ -73,10 +78,13 @@ pub const PULLS_MAX: usize = 1_024;
 /// Addresses clients wait to see copied at once (`PUT ?copies=N`); more are answered
 /// busy.
 pub const COPY_WATCHES_MAX: usize = 1_024;
+/// How long the placement lookup of a kept key whose publication could not be sure of
+/// its holders may take.
+pub(super) const COPIES_PLACEMENT_WAIT: Duration = QUERY_TIMEOUT;
 /// Kept keys waiting for their publication, after which their holders are asked.
 pub const COPIES_WAITING_MAX: usize = FRESH_KEYS_MAX;
-/// A node accepts a copy when fewer than this many times its zone's window of the
-/// nodes it knows in its zone are closer to the key: the asker's view and its own may
+/// A node accepts a copy when fewer than this many times the key's candidates
+/// (`placement::candidates`) of the nodes it knows are closer to the key: the asker's view and its own may
 /// differ by a few nodes, and a node outside every window is still refused.
 pub(super) const ACCEPT_WINDOW_SLACK: usize = 2;
 /// While no peer is connected, the bootstrap peers are dialed again this often (a node

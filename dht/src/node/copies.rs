@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use libp2p::kad::RecordKey;
+use libp2p::kad::{RecordKey, U256};
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::PeerId;
@@ -29,11 +29,11 @@ use ron_link::dht::{CopiesEnd, CopiesMade, CopiesReply, CopyOutcome, Pull, PullO
 
 use crate::closest::{distance, peer_position, DistanceKey};
 use crate::node::config::{
-    ACCEPT_WINDOW_SLACK, COPIES_WAITING_MAX, COPY_WATCHES_MAX, PULLS_MAX, PULLS_PER_PEER_MAX,
-    REPLICATE_ANSWER_WITHIN,
+    ACCEPT_WINDOW_SLACK, COPIES_PLACEMENT_WAIT, COPIES_WAITING_MAX, COPY_WATCHES_MAX, PULLS_MAX,
+    PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
 };
-use crate::node::state::{Answering, CopiesWaiter, Node, PullDone};
-use crate::placement::{PlacedNode, Placement, ZONE_WINDOW};
+use crate::node::state::{Answering, CopiesWaiter, Node, PlacementAnswer, PullDone, Ungreeted};
+use crate::placement::candidates;
 use crate::replicate::{ReplicateRequest, ReplicateResponse, REPLICATE_KEYS_MAX};
 use crate::store::distance_key;
 
@@ -48,39 +48,74 @@ impl Node {
         waiting.extend(keys.iter().take(room).cloned());
     }
 
-    /// Asks the holders of the `published` keys that wait for it, placed among
-    /// `peers` (the publication's lookup) and this node, to take them.
-    pub(super) fn ask_holders(&mut self, published: &[RecordKey], peers: &[PeerId]) {
+    /// Asks the holders of the `published` keys that wait for it to take them, placed in
+    /// the publication's view: `peers` (its lookup's, every peer within `reach` of the
+    /// batch's `first` key among them; `None`: every peer there is) and this node. A key
+    /// whose view is not sure of its holders (its windows reach past what the lookup
+    /// found, or a peer there is not greeted yet) gets a placement lookup of its own,
+    /// whose holders are asked when it answers.
+    pub(super) fn ask_holders(
+        &mut self,
+        published: &[RecordKey],
+        peers: &[PeerId],
+        first: &DistanceKey,
+        reach: Option<U256>,
+    ) {
         if self.copies.waiting.is_empty() {
             return;
         }
-        let keys: Vec<&RecordKey> = published
+        let keys: Vec<RecordKey> = published
             .iter()
             .filter(|k| self.copies.waiting.remove(*k))
+            .cloned()
             .collect();
-        if keys.is_empty() {
-            return;
-        }
-        let placement = self.placement_among(peers);
         let mut per_holder: HashMap<PeerId, Vec<[u8; 32]>> = HashMap::new();
-        let mut watched = Vec::new();
         for key in keys {
-            let Some(addr) = address_of(key) else {
+            let Some(addr) = address_of(&key) else {
                 continue;
             };
-            let mut others = 0;
-            for holder in placement.holders(&distance_key(key), self.replicas) {
-                if let Some(peer) = holder.id {
-                    per_holder.entry(peer).or_default().push(addr);
-                    others += 1;
+            let position = distance_key(&key);
+            let key_reach = reach.map(|r| {
+                r.checked_sub(distance(first, &position))
+                    .unwrap_or_default()
+            });
+            let view = self.view_holders(&position, peers, key_reach, Ungreeted::CutsTheView);
+            if !view.certain {
+                let wait_ms = COPIES_PLACEMENT_WAIT.as_millis() as u64;
+                if self
+                    .start_placement(addr, wait_ms, PlacementAnswer::AskHolders)
+                    .is_ok()
+                {
+                    continue;
                 }
             }
-            if let Some(watch) = self.copies.watches.get_mut(&addr) {
-                watch.asked += others;
-                watch.asked_yet = true;
-                watched.push(addr);
+            let others: Vec<PeerId> = view.holders.iter().filter_map(|h| h.id).collect();
+            self.note_asked(addr, others.len());
+            for peer in others {
+                per_holder.entry(peer).or_default().push(addr);
             }
         }
+        self.send_copy_requests(per_holder);
+    }
+
+    /// Asks `holders` to take `addr` (a placement lookup for it answered).
+    pub(super) fn ask_holders_of(&mut self, addr: [u8; 32], holders: &[PeerId]) {
+        self.note_asked(addr, holders.len());
+        let per_holder = holders.iter().map(|peer| (*peer, vec![addr])).collect();
+        self.send_copy_requests(per_holder);
+    }
+
+    /// A watch on `addr` (`PUT ?copies=N`) learns that `holders` were asked; with none
+    /// to ask (a network of one), it is settled at once.
+    fn note_asked(&mut self, addr: [u8; 32], holders: usize) {
+        if let Some(watch) = self.copies.watches.get_mut(&addr) {
+            watch.asked += holders;
+            watch.asked_yet = true;
+            self.settle_watch(&addr, Instant::now());
+        }
+    }
+
+    fn send_copy_requests(&mut self, per_holder: HashMap<PeerId, Vec<[u8; 32]>>) {
         for (peer, addrs) in per_holder {
             for batch in addrs.chunks(REPLICATE_KEYS_MAX) {
                 let request = ReplicateRequest {
@@ -94,10 +129,6 @@ impl Node {
                     .send_request(&peer, request);
                 self.copies.asked.insert(id, batch.to_vec());
             }
-        }
-        // A key with no other holder (a network of one) is settled at once.
-        for addr in watched {
-            self.settle_watch(&addr, Instant::now());
         }
     }
 
@@ -242,25 +273,6 @@ impl Node {
         }
     }
 
-    /// This node (id `None`), those of `peers` whose zone is known (greeted), and the
-    /// greeted peers lost less than `peer_dead_ms` ago (not counted gone yet).
-    pub(super) fn placement_among(&self, peers: &[PeerId]) -> Placement<Option<PeerId>> {
-        let me = PlacedNode {
-            id: None,
-            position: peer_position(&self.local),
-            zone: self.zone.clone(),
-        };
-        let lost = self.lost_but_not_dead().filter(|p| !peers.contains(p));
-        let others = peers.iter().chain(lost).filter_map(|peer| {
-            self.peers.get(peer).map(|known| PlacedNode {
-                id: Some(*peer),
-                position: known.position,
-                zone: known.zone.clone(),
-            })
-        });
-        Placement::new(std::iter::once(me).chain(others).collect())
-    }
-
     pub(super) fn on_replicate(
         &mut self,
         event: request_response::Event<ReplicateRequest, ReplicateResponse>,
@@ -323,7 +335,7 @@ impl Node {
             .map(|ip| SocketAddr::new(*ip, request.oap_port));
         let answering = self.copies.next_answering;
         self.copies.next_answering += 1;
-        let nearer = self.nearer_in_zone_counter();
+        let nearer = self.nearer_counter();
         let outcomes: Vec<Option<CopyOutcome>> = request
             .addrs
             .iter()
@@ -453,31 +465,26 @@ impl Node {
             .send_response(entry.channel, ReplicateResponse { outcomes });
     }
 
-    /// Who this node counts as nearer than itself to a key, in its zone.
-    fn nearer_in_zone_counter(&self) -> NearerInZone {
-        let others = self
-            .peers
-            .iter()
-            .filter(|(_, known)| known.zone == self.zone)
-            .map(|(_, known)| known.position)
-            .collect();
-        NearerInZone {
+    /// Who this node counts as nearer than itself to a key.
+    fn nearer_counter(&self) -> Nearer {
+        let others = self.peers.values().map(|known| known.position).collect();
+        Nearer {
             me: peer_position(&self.local),
             others,
-            window: ZONE_WINDOW.max(self.replicas) * ACCEPT_WINDOW_SLACK,
+            window: candidates(self.replicas) * ACCEPT_WINDOW_SLACK,
         }
     }
 }
 
-/// The acceptance rule of a copy: fewer than `window` known nodes of this node's zone
-/// are closer to the key than this node.
-struct NearerInZone {
+/// The acceptance rule of a copy: fewer than `window` known nodes are closer to the key
+/// than this node.
+struct Nearer {
     me: DistanceKey,
     others: Vec<DistanceKey>,
     window: usize,
 }
 
-impl NearerInZone {
+impl Nearer {
     fn accepts(&self, addr: &[u8; 32]) -> bool {
         let key = distance_key(&crate::node::address::record_key(addr));
         let mine = distance(&key, &self.me);
@@ -514,10 +521,10 @@ mod tests {
     }
 
     #[test]
-    fn a_node_accepts_only_keys_it_is_near_in_its_zone() {
+    fn a_node_accepts_only_keys_it_is_near() {
         let others: Vec<DistanceKey> = (0..200).map(position).collect();
         let me = position(999);
-        let rule = NearerInZone {
+        let rule = Nearer {
             me,
             others: others.clone(),
             window: 16,
@@ -537,7 +544,7 @@ mod tests {
             accepted > tried * 4 / 100 && accepted < tried * 12 / 100,
             "{accepted}"
         );
-        let alone = NearerInZone {
+        let alone = Nearer {
             me,
             others: Vec::new(),
             window: 16,

@@ -19,9 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::error::DhtError;
 use crate::node::address::{peer_in, record_key, tcp_socket};
-use crate::node::config::{
-    DhtConfig, BOOTSTRAP_RETRY, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP, PUBLISH_LOOKUP_PEERS,
-};
+use crate::node::config::{DhtConfig, BOOTSTRAP_RETRY, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP};
 use crate::node::state::Node;
 use crate::node::swarm::BehaviourEvent;
 use crate::store::{unix_ms, ProviderStore};
@@ -211,7 +209,12 @@ impl Node {
                 addr,
                 deadline_ms,
                 reply,
-            } => self.start_placement(addr, deadline_ms, reply),
+            } => self.ask_placement(addr, deadline_ms, reply),
+            DhtRequest::Placements {
+                addrs,
+                deadline_ms,
+                reply,
+            } => self.ask_placements(addrs, deadline_ms, reply),
             DhtRequest::Copies {
                 addr,
                 want,
@@ -267,16 +270,13 @@ impl Node {
             }
             QueryResult::GetProviders(_) if step.last => self.on_providers_done(id),
             QueryResult::GetClosestPeers(result) => {
-                let (peers, exhaustive) = match result {
-                    Ok(GetClosestPeersOk { peers, .. }) => {
-                        let all = peers.len() < PUBLISH_LOOKUP_PEERS;
-                        (peers, all)
-                    }
-                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (peers, false),
+                let (peers, timed_out) = match result {
+                    Ok(GetClosestPeersOk { peers, .. }) => (peers, false),
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (peers, true),
                 };
                 let found = peers.iter().map(|p| p.peer_id).collect();
-                if !self.on_placement_peers(id, found) {
-                    self.send_publication(id, peers, exhaustive);
+                if !self.on_placement_peers(id, found, timed_out) {
+                    self.send_publication(id, peers, timed_out);
                 }
             }
             _ => {}

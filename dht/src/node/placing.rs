@@ -1,56 +1,197 @@
-//! Placement lookups: which nodes the placement names for a key, as an operator asks
-//! (`/admin/placement`). One `get_closest_peers` lookup of the key's
-//! [`PUBLISH_LOOKUP_PEERS`] closest peers (it connects to them, which greets them), then
-//! the placement among those whose zone is known and this node, answered once every
-//! peer found is greeted or [`GREETING_WAIT`] passed, or at the request's deadline. At
-//! most [`RESOLVES_MAX`] at once.
+//! Placement lookups: which nodes the placement names for a key, as an operator or a
+//! shard's sweep asks (`/admin/placement`), or for a kept key whose publication could not
+//! be sure of its holders, or a page of them (a shard's sweep: one lookup at a time for
+//! the nearest address not answered yet, each answering every address its view is sure
+//! of). One `get_closest_peers` lookup of the key's k closest (the placement's
+//! candidates; it connects to them, which greets them); then the placement over those
+//! peers, this node and the peers lost but not yet counted gone, each only when it is
+//! within the lookup's reach of the key ([`holders_in_view`]), answered once every peer
+//! found is greeted or [`GREETING_WAIT`] passed, or at the request's deadline. A view
+//! not sure of the candidates (a lookup that timed out) is answered as it stands and
+//! counted (`ron_replication_placements_unsure_total`). At most [`RESOLVES_MAX`] at once.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use libp2p::kad::QueryId;
+use libp2p::kad::{QueryId, U256};
 use libp2p::PeerId;
-use ron_link::dht::{ResolveError, ResolveReply};
+use ron_link::dht::{Reply, ResolveError, ResolveReply, Resolved};
 
+use crate::closest::{distance, farthest, peer_position, DistanceKey};
 use crate::node::address::record_key;
 use crate::node::config::{GREETING_WAIT, PUBLISH_LOOKUP_PEERS, RESOLVES_MAX};
-use crate::node::state::{Node, PlacementLookup};
+use crate::node::state::{
+    LookupFound, Node, PlacementAnswer, PlacementBatch, PlacementLookup, Ungreeted,
+};
+use crate::placement::{holders_in_view, Seen, ViewHolders};
 use crate::store::distance_key;
 
 impl Node {
+    /// Starts a placement lookup for `addr` (`None` when too many are under way: then
+    /// `answer` is handed back).
     pub(super) fn start_placement(
         &mut self,
         addr: [u8; 32],
         deadline_ms: u64,
-        reply: ResolveReply,
-    ) {
+        answer: PlacementAnswer,
+    ) -> Result<(), PlacementAnswer> {
         if self.placements.len() >= RESOLVES_MAX {
-            reply.send(Err(ResolveError::TooManyLookups(RESOLVES_MAX)));
-            return;
+            return Err(answer);
         }
-        let peers = NonZeroUsize::new(PUBLISH_LOOKUP_PEERS).expect("2k > 0");
-        let query = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .get_n_closest_peers(record_key(&addr).to_vec(), peers);
+        let asked = PUBLISH_LOOKUP_PEERS;
         let lookup = PlacementLookup {
             addr,
             deadline: Instant::now() + Duration::from_millis(deadline_ms),
             deadline_ms,
+            asked,
             found: None,
+            answer,
+        };
+        self.look_up_placement(lookup);
+        Ok(())
+    }
+
+    /// An admin thread or a shard asks for the holders of `addr`.
+    pub(super) fn ask_placement(&mut self, addr: [u8; 32], deadline_ms: u64, reply: ResolveReply) {
+        if let Err(PlacementAnswer::Reply(reply)) =
+            self.start_placement(addr, deadline_ms, PlacementAnswer::Reply(reply))
+        {
+            reply.send(Err(ResolveError::TooManyLookups(RESOLVES_MAX)));
+        }
+    }
+
+    /// A shard asks for the holders of each of `addrs` (its sweep's page): one lookup at
+    /// a time, for the nearest address not answered yet; each answers every address its
+    /// view is sure of.
+    pub(super) fn ask_placements(
+        &mut self,
+        addrs: Vec<[u8; 32]>,
+        deadline_ms: u64,
+        reply: Reply<Vec<Resolved>>,
+    ) {
+        let id = self.next_placement_batch;
+        self.next_placement_batch += 1;
+        let batch = PlacementBatch {
+            answers: vec![None; addrs.len()],
+            addrs: addrs
+                .into_iter()
+                .map(|addr| (addr, distance_key(&record_key(&addr))))
+                .collect(),
+            deadline: Instant::now() + Duration::from_millis(deadline_ms),
+            deadline_ms,
             reply,
         };
+        self.placement_batches.insert(id, batch);
+        self.look_up_next_of_batch(id);
+    }
+
+    /// Starts the lookup for the batch's first address (by position) not answered yet;
+    /// with none left, or no time or room for a lookup, the batch is answered.
+    fn look_up_next_of_batch(&mut self, id: u64) {
+        let Some(batch) = self.placement_batches.get_mut(&id) else {
+            return;
+        };
+        let now = Instant::now();
+        let next = (0..batch.addrs.len())
+            .filter(|at| batch.answers[*at].is_none())
+            .min_by_key(|at| batch.addrs[*at].1);
+        let left_ms = batch.deadline.saturating_duration_since(now).as_millis() as u64;
+        let failed = match next {
+            None => None,
+            Some(_) if left_ms == 0 => Some(ResolveError::Timeout(batch.deadline_ms)),
+            Some(at) => {
+                let addr = batch.addrs[at].0;
+                match self.start_placement(addr, left_ms, PlacementAnswer::Batch(id)) {
+                    Ok(()) => return,
+                    Err(_) => Some(ResolveError::TooManyLookups(RESOLVES_MAX)),
+                }
+            }
+        };
+        if let Some(batch) = self.placement_batches.remove(&id) {
+            let answers = batch
+                .answers
+                .into_iter()
+                .map(|a| a.unwrap_or_else(|| Err(failed.clone().unwrap_or(ResolveError::Stopped))))
+                .collect();
+            batch.reply.send(answers);
+        }
+    }
+
+    /// A batch's lookup answered: every address of the batch not answered yet whose view
+    /// is sure gets its holders, and the lookup's own address in any case (it was looked
+    /// up as wide as it gets).
+    fn answer_batch(&mut self, id: u64, addr: [u8; 32], found: &LookupFound) {
+        let Some(batch) = self.placement_batches.get(&id) else {
+            return;
+        };
+        let looked_up = distance_key(&record_key(&addr));
+        let waiting: Vec<(usize, DistanceKey)> = (0..batch.addrs.len())
+            .filter(|at| batch.answers[*at].is_none())
+            .map(|at| (at, batch.addrs[at].1))
+            .collect();
+        let mut answered = Vec::new();
+        for (at, position) in waiting {
+            let reach = found.reach.map(|r| {
+                r.checked_sub(distance(&looked_up, &position))
+                    .unwrap_or_default()
+            });
+            let view = self.view_holders(&position, &found.peers, reach, Ungreeted::LeftOut);
+            if view.certain || position == looked_up {
+                if !view.certain {
+                    self.metrics
+                        .placements_unsure_total
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let providers = view
+                    .holders
+                    .iter()
+                    .map(|h| self.provider(&h.id.unwrap_or(self.local)))
+                    .collect();
+                answered.push((at, providers));
+            }
+        }
+        if let Some(batch) = self.placement_batches.get_mut(&id) {
+            for (at, providers) in answered {
+                batch.answers[at] = Some(Ok(providers));
+            }
+        }
+        self.look_up_next_of_batch(id);
+    }
+
+    fn look_up_placement(&mut self, lookup: PlacementLookup) {
+        let peers = NonZeroUsize::new(lookup.asked.max(1)).expect("at least one");
+        let query = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_n_closest_peers(record_key(&lookup.addr).to_vec(), peers);
         self.placements.insert(query, lookup);
     }
 
     /// Whether `query` is a placement lookup (then its peers are taken here).
-    pub(super) fn on_placement_peers(&mut self, query: QueryId, peers: Vec<PeerId>) -> bool {
+    pub(super) fn on_placement_peers(
+        &mut self,
+        query: QueryId,
+        peers: Vec<PeerId>,
+        timed_out: bool,
+    ) -> bool {
+        let local = self.local;
         let Some(lookup) = self.placements.get_mut(&query) else {
             return false;
         };
-        let peers: Vec<PeerId> = peers.into_iter().filter(|p| *p != self.local).collect();
-        lookup.found = Some((peers, Instant::now() + GREETING_WAIT));
+        let every_peer = !timed_out && peers.len() < lookup.asked;
+        let peers: Vec<PeerId> = peers.into_iter().filter(|p| *p != local).collect();
+        let key = distance_key(&record_key(&lookup.addr));
+        let reach = match every_peer {
+            true => None,
+            false => Some(farthest(&key, peers.iter().map(peer_position))),
+        };
+        lookup.found = Some(LookupFound {
+            peers,
+            reach,
+            greetings_until: Instant::now() + GREETING_WAIT,
+        });
         self.answer_due_placements();
         true
     }
@@ -64,8 +205,9 @@ impl Node {
             .iter()
             .filter(|(_, lookup)| {
                 now >= lookup.deadline
-                    || lookup.found.as_ref().is_some_and(|(peers, wait_until)| {
-                        now >= *wait_until || peers.iter().all(|p| self.peers.contains_key(p))
+                    || lookup.found.as_ref().is_some_and(|found| {
+                        now >= found.greetings_until
+                            || found.peers.iter().all(|p| self.peers.contains_key(p))
                     })
             })
             .map(|(id, _)| *id)
@@ -80,22 +222,81 @@ impl Node {
         }
     }
 
-    /// The placement among the lookup's peers; none when the lookup had not answered by
-    /// the deadline (a placement of this node alone would name the wrong holders).
-    fn answer_placement(&self, lookup: PlacementLookup) {
-        let Some((peers, _)) = lookup.found else {
-            lookup
-                .reply
-                .send(Err(ResolveError::Timeout(lookup.deadline_ms)));
+    /// The placement in the lookup's view; none when the lookup had not answered by the
+    /// deadline (a placement of this node alone would name the wrong holders). A view
+    /// unsure of its windows is looked up again, wider, while time and the bound allow.
+    fn answer_placement(&mut self, mut lookup: PlacementLookup) {
+        let Some(found) = lookup.found.take() else {
+            match lookup.answer {
+                PlacementAnswer::Reply(reply) => {
+                    reply.send(Err(ResolveError::Timeout(lookup.deadline_ms)))
+                }
+                PlacementAnswer::AskHolders => tracing::debug!(
+                    "dht: a placement lookup for copies found no peer in time; the sweep \
+                     checks the object"
+                ),
+                PlacementAnswer::Batch(id) => self.look_up_next_of_batch(id),
+            }
             return;
         };
-        let placement = self.placement_among(&peers);
         let key = distance_key(&record_key(&lookup.addr));
-        let holders = placement
-            .holders(&key, self.replicas)
-            .into_iter()
-            .map(|holder| self.provider(&holder.id.unwrap_or(self.local)))
-            .collect();
-        lookup.reply.send(Ok(holders));
+        let view = self.view_holders(&key, &found.peers, found.reach, Ungreeted::LeftOut);
+        eprintln!(
+            "DEBUG {:?} peers {} reach {} certain {} batch {}",
+            &lookup.addr[..2],
+            found.peers.len(),
+            found.reach.is_some(),
+            view.certain,
+            matches!(lookup.answer, PlacementAnswer::Batch(_))
+        );
+        if let PlacementAnswer::Batch(id) = lookup.answer {
+            self.answer_batch(id, lookup.addr, &found);
+            return;
+        }
+        if !view.certain {
+            self.metrics
+                .placements_unsure_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let holders = view.holders.iter().map(|h| h.id.unwrap_or(self.local));
+        match lookup.answer {
+            PlacementAnswer::Reply(reply) => {
+                let providers = holders.map(|peer| self.provider(&peer)).collect();
+                reply.send(Ok(providers));
+            }
+            PlacementAnswer::AskHolders => {
+                let others: Vec<PeerId> = holders.filter(|p| *p != self.local).collect();
+                self.ask_holders_of(lookup.addr, &others);
+            }
+            PlacementAnswer::Batch(_) => {}
+        }
+    }
+
+    /// The holders of `key` as this node sees them: `peers` (a lookup's, every peer
+    /// within `reach` of the key among them; `None`: every peer there is), this node and
+    /// the greeted peers lost but not yet counted gone.
+    pub(super) fn view_holders(
+        &self,
+        key: &DistanceKey,
+        peers: &[PeerId],
+        reach: Option<U256>,
+        ungreeted: Ungreeted,
+    ) -> ViewHolders<Option<PeerId>> {
+        let me = Seen {
+            id: None,
+            position: peer_position(&self.local),
+            zone: Some(self.zone.clone()),
+        };
+        let lost = self.lost_but_not_dead().filter(|p| !peers.contains(p));
+        let others = peers.iter().chain(lost).filter_map(|peer| {
+            let zone = self.peers.get(peer).map(|known| known.zone.clone());
+            (zone.is_some() || ungreeted == Ungreeted::CutsTheView).then(|| Seen {
+                id: Some(*peer),
+                position: peer_position(peer),
+                zone,
+            })
+        });
+        let seen = std::iter::once(me).chain(others).collect();
+        holders_in_view(key, seen, reach, self.replicas)
     }
 }

@@ -2,10 +2,10 @@
 //! are stored as ours and the new ones queued (at most [`FRESH_KEYS_MAX`]); withdrawn
 //! ones are forgotten. The publisher sends one batch at a time, fresh keys first, then
 //! the sweep's next region of keys due ([`REPUBLISH_AFTER`]). A batch is one lookup of
-//! the [`PUBLISH_LOOKUP_PEERS`] peers closest to its region's first key; each key goes to
-//! its own k closest among them over `/ron/provide/2`, and a key whose k closest may lie
-//! outside them goes back to the queue for a lookup of its own (`crate::closest`). A key
-//! that reached a peer is marked published.
+//! the [`PUBLISH_LOOKUP_PEERS`] (k) peers closest to its region's first key; each key
+//! goes to its own [`PROVIDE_TO_CLOSEST`] (k/2) closest among them over `/ron/provide/2`,
+//! and a key whose k/2 closest may lie outside them goes back to the queue for a lookup
+//! of its own (`crate::closest`). A key that reached a peer is marked published.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -17,10 +17,13 @@ use libp2p::kad::{self, QueryId, RecordKey};
 use libp2p::request_response::OutboundRequestId;
 use ron_link::dht::{ProviderChange, DHT_MAILBOX_LEN};
 
-use crate::closest::{network_size_estimate, peer_position, split_by_closest, DistanceKey};
+use crate::closest::{
+    farthest, network_size_estimate, peer_position, split_by_closest, DistanceKey,
+};
 use crate::node::address::record_key;
 use crate::node::config::{
-    FRESH_KEYS_MAX, K_VALUE, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, REPUBLISH_AFTER, SWEEP_REST,
+    FRESH_KEYS_MAX, K_VALUE, PROVIDE_TO_CLOSEST, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER,
+    REPUBLISH_AFTER, SWEEP_REST,
 };
 use crate::node::state::{Node, Publication};
 use crate::protocol::{ProvideRequest, PROVIDE_KEYS_MAX};
@@ -104,7 +107,8 @@ impl Node {
         let Some(first) = keys.first() else {
             return;
         };
-        let peers = NonZeroUsize::new(PUBLISH_LOOKUP_PEERS).expect("2k > 0");
+        let asked = PUBLISH_LOOKUP_PEERS;
+        let peers = NonZeroUsize::new(asked).expect("k > 0");
         let lookup = self
             .swarm
             .behaviour_mut()
@@ -115,7 +119,9 @@ impl Node {
             keys,
             lookup: Some(lookup),
             outstanding: HashMap::new(),
+            asked,
             peers: Vec::new(),
+            reach: None,
         });
     }
 
@@ -197,13 +203,13 @@ impl Node {
     }
 
     /// The lookup of the batch in flight answered with `peers` (`exhaustive`: all the
-    /// peers there are): each key goes to its k closest of them; keys that may have
+    /// peers there are): each key goes to its k/2 closest of them; keys that may have
     /// closer peers elsewhere go back to the front of the queue.
     pub(super) fn send_publication(
         &mut self,
         lookup: QueryId,
         peers: Vec<kad::PeerInfo>,
-        exhaustive: bool,
+        timed_out: bool,
     ) {
         let Some(current) = self.publisher.current.as_mut() else {
             return;
@@ -212,6 +218,7 @@ impl Node {
             return;
         }
         current.lookup = None;
+        let exhaustive = !timed_out && peers.len() < current.asked;
         let keys = current.keys.clone();
         let peers: Vec<kad::PeerInfo> = peers
             .into_iter()
@@ -229,7 +236,7 @@ impl Node {
             false => {}
         }
         let found: Vec<libp2p::PeerId> = peers.iter().map(|p| p.peer_id).collect();
-        let split = split_by_closest(&key_positions, &positions, K_VALUE, exhaustive);
+        let split = split_by_closest(&key_positions, &positions, PROVIDE_TO_CLOSEST, exhaustive);
         self.metrics
             .publish_keys_deferred_total
             .fetch_add(split.deferred.len() as u64, Ordering::Relaxed);
@@ -254,9 +261,11 @@ impl Node {
             outstanding.insert(id, carried);
         }
         let empty = outstanding.is_empty();
+        let reach = (!exhaustive).then(|| farthest(&key_positions[0], positions.into_iter()));
         if let Some(current) = self.publisher.current.as_mut() {
             current.outstanding = outstanding;
             current.peers = found;
+            current.reach = reach;
         }
         if empty {
             self.finish_publication();
@@ -284,6 +293,8 @@ impl Node {
         let Some(done) = self.publisher.current.take() else {
             return;
         };
+        // The lookup was for the batch's first key: its reach is measured from there.
+        let first = done.keys.first().map(distance_key).unwrap_or_default();
         let published: Vec<RecordKey> = done
             .keys
             .into_iter()
@@ -316,13 +327,13 @@ impl Node {
         self.metrics
             .keys_published_total
             .fetch_add(published.len() as u64, Ordering::Relaxed);
-        self.ask_holders(&published, &done.peers);
+        self.ask_holders(&published, &done.peers, &first, done.reach);
     }
 }
 
 /// How many leading bits of the distance key name a region: about `2N / k` regions
-/// for a network of `N` peers, each about k/2 peers wide, so that the k closest peers
-/// of most of a region's keys are among the 2k closest of its first key (the others are
+/// for a network of `N` peers, each about k/2 peers wide, so that the k/2 closest peers
+/// of most of a region's keys are among the k closest of its first key (the others are
 /// looked up on their own). Up to k/2 peers: one region.
 pub fn region_bits(network_peers: f64) -> u32 {
     let regions = 2.0 * network_peers / K_VALUE as f64;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
-use libp2p::kad::{QueryId, RecordKey};
+use libp2p::kad::{QueryId, RecordKey, U256};
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, Swarm};
@@ -56,9 +56,55 @@ pub(super) struct PlacementLookup {
     pub(super) addr: [u8; 32],
     pub(super) deadline: Instant,
     pub(super) deadline_ms: u64,
-    /// The lookup's peers, once it answered, and how long to wait for their greetings.
-    pub(super) found: Option<(Vec<PeerId>, Instant)>,
-    pub(super) reply: ResolveReply,
+    /// Peers the lookup asked for: fewer back (and no timeout) is every peer there is.
+    pub(super) asked: usize,
+    /// The lookup's peers, once it answered.
+    pub(super) found: Option<LookupFound>,
+    pub(super) answer: PlacementAnswer,
+}
+
+/// What a placement lookup found.
+#[derive(Debug)]
+pub(super) struct LookupFound {
+    pub(super) peers: Vec<PeerId>,
+    /// How far from the key every peer is known (the farthest found); `None`: the
+    /// lookup found every peer there is.
+    pub(super) reach: Option<U256>,
+    /// How long to wait for the greetings (zones) of the peers found.
+    pub(super) greetings_until: Instant,
+}
+
+/// Who a placement lookup answers.
+#[derive(Debug)]
+pub(super) enum PlacementAnswer {
+    /// An admin thread or a shard (`/admin/placement`, the sweep).
+    Reply(ResolveReply),
+    /// This node: the holders it names are asked to take copies (a kept key whose
+    /// publication's lookup could not be sure of them).
+    AskHolders,
+    /// A batch of placements (its number in `Node::placement_batches`): this lookup
+    /// answers every address of the batch its view is sure of.
+    Batch(u64),
+}
+
+/// Placements asked together (a page of a shard's sweep): one lookup at a time, for the
+/// nearest address not answered yet, until each is.
+#[derive(Debug)]
+pub(super) struct PlacementBatch {
+    /// The addresses, in the order asked, each with its position and answer once known.
+    pub(super) addrs: Vec<([u8; 32], crate::closest::DistanceKey)>,
+    pub(super) answers: Vec<Option<ron_link::dht::Resolved>>,
+    pub(super) deadline: Instant,
+    pub(super) deadline_ms: u64,
+    pub(super) reply: ron_link::dht::Reply<Vec<ron_link::dht::Resolved>>,
+}
+
+/// How a view treats a peer whose greeting (zone) has not come: as one that may still
+/// come (the view ends before it), or as not a ron node (left out, after the wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ungreeted {
+    CutsTheView,
+    LeftOut,
 }
 
 /// One batch of keys on its way to the peers closest to each of them.
@@ -70,8 +116,13 @@ pub(super) struct Publication {
     pub(super) outstanding: HashMap<OutboundRequestId, Vec<usize>>,
     /// Per key: whether some peer took it.
     pub(super) taken: Vec<bool>,
+    /// Peers the lookup asked for (more than a publication needs when the batch has
+    /// kept keys: their placement).
+    pub(super) asked: usize,
     /// The peers the lookup found (the candidates of the keys' placement).
     pub(super) peers: Vec<PeerId>,
+    /// How far from the first key every peer is known; `None`: every peer there is.
+    pub(super) reach: Option<U256>,
 }
 
 /// Replication's tables: kept keys whose holders are still to be asked, the requests
@@ -137,7 +188,7 @@ pub(super) struct PullDone {
 /// walks the `provided` database in distance-key order and publishes the keys not
 /// published within [`REPUBLISH_AFTER`](crate::node::REPUBLISH_AFTER). One batch in
 /// flight at a time: one `get_closest_peers` lookup for the batch's region, then the
-/// batch to each of those peers over `/ron/provide/2`, each key to its k closest.
+/// batch to each of those peers over `/ron/provide/2`, each key to its k/2 closest.
 #[derive(Debug, Default)]
 pub(super) struct Publisher {
     pub(super) fresh: VecDeque<RecordKey>,
@@ -182,6 +233,8 @@ pub(super) struct Node {
     pub(super) connections: HashMap<ConnectionId, IpAddr>,
     pub(super) resolves: HashMap<QueryId, Resolve>,
     pub(super) placements: HashMap<QueryId, PlacementLookup>,
+    pub(super) placement_batches: HashMap<u64, PlacementBatch>,
+    pub(super) next_placement_batch: u64,
     pub(super) publisher: Publisher,
     pub(super) last_expiry: Instant,
     pub(super) listen_id: libp2p::core::transport::ListenerId,
@@ -230,6 +283,8 @@ impl Node {
             connections: HashMap::new(),
             resolves: HashMap::new(),
             placements: HashMap::new(),
+            placement_batches: HashMap::new(),
+            next_placement_batch: 0,
             publisher: Publisher::default(),
             last_expiry: Instant::now(),
             listen_id,

@@ -2,8 +2,11 @@
 //! shard goes over the kept objects it owns and, for each, makes sure the holders its
 //! placement names hold a verified copy.
 //!
-//! For one object: the placement from a fresh lookup (`DhtClient::placement_later`; a
-//! node the network lost is no longer found, so the placement names another). A holder
+//! For each page of kept objects (256): their placements from fresh lookups, asked in
+//! one request (`DhtClient::placements_later`: the DHT thread looks up each stretch of
+//! the key space the page lies in once — a node's kept objects lie near it, so a few
+//! lookups a pass, however many objects; a node the network lost is no longer found, so
+//! the placement names another). For one object: a holder
 //! named after others first audits those before it and leaves the object to the first
 //! that proves its copy; so the first named holder checks it (or the next, when the first
 //! is a joiner without it), and so does a node holding a kept copy the placement does not
@@ -34,14 +37,15 @@ use ron_shards::record::ObjectMeta;
 use super::audit::random_below;
 use super::Replication;
 
-/// Objects looked at per step of the walk (one read transaction per store).
-const SWEEP_BATCH: usize = 256;
+/// Objects looked at per step of the walk (one read transaction per store, one
+/// placements request).
+const SWEEP_BATCH: usize = ron_link::dht::PLACEMENTS_PER_REQUEST_MAX;
 /// Objects a shard checks at once: their lookups and audits overlap (a lookup is
 /// network round trips, not work), and a shard's share of the DHT thread's lookups
 /// stays small (it takes 256 at once, `RESOLVES_MAX`).
 const SWEEP_CHECKS_AT_ONCE: usize = 8;
-/// The longest a placement lookup may take.
-const PLACEMENT_WAIT_MS: u64 = 5_000;
+/// The longest the placements of a page may take (a few lookups, one after another).
+const PLACEMENTS_WAIT_MS: u64 = 30_000;
 /// The longest the holders asked for copies are waited for.
 const COPIES_WAIT_MS: u64 = 60_000;
 
@@ -80,14 +84,20 @@ impl Replication {
                     return;
                 }
             };
-            for batch in kept.chunks(SWEEP_CHECKS_AT_ONCE) {
+            let Some(placed) = self.stop.unless_stopped(placements(dht, &kept)).await else {
+                return;
+            };
+            for (batch, placed) in kept
+                .chunks(SWEEP_CHECKS_AT_ONCE)
+                .zip(placed.chunks(SWEEP_CHECKS_AT_ONCE))
+            {
                 if self.stop.is_stopped() {
                     return;
                 }
                 FrontCounters::add(&self.counters.replication_checks, batch.len() as u64);
-                let checks = batch
-                    .iter()
-                    .map(|addr| self.check_copies(dht, *addr, replicas));
+                let checks = batch.iter().zip(placed).map(|(addr, holders)| {
+                    self.check_copies(dht, *addr, holders.as_deref(), replicas)
+                });
                 let Some(checked) = self.stop.unless_stopped(join_all(checks.collect())).await
                 else {
                     return;
@@ -116,12 +126,13 @@ impl Replication {
         self: &Rc<Self>,
         dht: &DhtClient,
         addr: Address,
+        holders: Option<&[Provider]>,
         replicas: usize,
     ) -> Checked {
         if self.blocked.blocks(&addr) {
             return Checked::Blocked;
         }
-        let Some(holders) = placement(dht, addr).await else {
+        let Some(holders) = holders else {
             return Checked::Unknown;
         };
         let Ok(meta) = self.shard.meta(&addr).await else {
@@ -211,13 +222,23 @@ impl Replication {
     }
 }
 
-async fn placement(dht: &DhtClient, addr: Address) -> Option<Vec<Provider>> {
-    let answer = dht
-        .placement_later(*addr.as_bytes(), PLACEMENT_WAIT_MS)
-        .ok()?;
-    let wait = Duration::from_millis(PLACEMENT_WAIT_MS + 1_000);
+/// The holders of each of `kept` (`None` where the placement could not be had: the DHT
+/// busy or slow), asked in one request: the DHT thread looks up each stretch of the key
+/// space they lie in once.
+async fn placements(dht: &DhtClient, kept: &[Address]) -> Vec<Option<Vec<Provider>>> {
+    let addrs = kept.iter().map(|a| *a.as_bytes()).collect();
+    let answer = match dht.placements_later(addrs, PLACEMENTS_WAIT_MS) {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::debug!("repair sweep: no placements this page: {e}");
+            return vec![None; kept.len()];
+        }
+    };
+    let wait = Duration::from_millis(PLACEMENTS_WAIT_MS + 1_000);
     match finished_within(wait, answer).await {
-        Some(Ok(Ok(holders))) => Some(holders),
-        _ => None,
+        Some(Ok(answers)) if answers.len() == kept.len() => {
+            answers.into_iter().map(Result::ok).collect()
+        }
+        _ => vec![None; kept.len()],
     }
 }
