@@ -78,6 +78,9 @@ pub const PULLS_MAX: usize = 1_024;
 /// Addresses clients wait to see copied at once (`PUT ?copies=N`); more are answered
 /// busy.
 pub const COPY_WATCHES_MAX: usize = 1_024;
+/// Lookups one page of placements (a shard's sweep) keeps in flight: a lookup is round
+/// trips, not work, and most of a page's addresses need one of their own.
+pub(super) const BATCH_LOOKUPS_AT_ONCE: usize = 8;
 /// How long the placement lookup of a kept key whose publication could not be sure of
 /// its holders may take.
 pub(super) const COPIES_PLACEMENT_WAIT: Duration = QUERY_TIMEOUT;

@@ -1,8 +1,8 @@
 //! Placement lookups: which nodes the placement names for a key, as an operator or a
 //! shard's sweep asks (`/admin/placement`), or for a kept key whose publication could not
-//! be sure of its holders, or a page of them (a shard's sweep: one lookup at a time for
-//! the nearest address not answered yet, each answering every address its view is sure
-//! of). One `get_closest_peers` lookup of the key's k closest (the placement's
+//! be sure of its holders, or a page of them (a shard's sweep: lookups for the nearest
+//! addresses not answered yet, [`BATCH_LOOKUPS_AT_ONCE`] at a time, each answering every
+//! address its view is sure of). One `get_closest_peers` lookup of the key's k closest (the placement's
 //! candidates; it connects to them, which greets them); then the placement over those
 //! peers, this node and the peers lost but not yet counted gone, each only when it is
 //! within the lookup's reach of the key ([`holders_in_view`]), answered once every peer
@@ -20,7 +20,9 @@ use ron_link::dht::{Reply, ResolveError, ResolveReply, Resolved};
 
 use crate::closest::{distance, farthest, peer_position, DistanceKey};
 use crate::node::address::record_key;
-use crate::node::config::{GREETING_WAIT, PUBLISH_LOOKUP_PEERS, RESOLVES_MAX};
+use crate::node::config::{
+    BATCH_LOOKUPS_AT_ONCE, GREETING_WAIT, PUBLISH_LOOKUP_PEERS, RESOLVES_MAX,
+};
 use crate::node::state::{
     LookupFound, Node, PlacementAnswer, PlacementBatch, PlacementLookup, Ungreeted,
 };
@@ -61,9 +63,9 @@ impl Node {
         }
     }
 
-    /// A shard asks for the holders of each of `addrs` (its sweep's page): one lookup at
-    /// a time, for the nearest address not answered yet; each answers every address its
-    /// view is sure of.
+    /// A shard asks for the holders of each of `addrs` (its sweep's page): lookups for the
+    /// nearest addresses not answered yet, a few at a time; each answers every address
+    /// its view is sure of.
     pub(super) fn ask_placements(
         &mut self,
         addrs: Vec<[u8; 32]>,
@@ -74,6 +76,8 @@ impl Node {
         self.next_placement_batch += 1;
         let batch = PlacementBatch {
             answers: vec![None; addrs.len()],
+            looking: vec![false; addrs.len()],
+            in_flight: 0,
             addrs: addrs
                 .into_iter()
                 .map(|addr| (addr, distance_key(&record_key(&addr))))
@@ -86,35 +90,69 @@ impl Node {
         self.look_up_next_of_batch(id);
     }
 
-    /// Starts the lookup for the batch's first address (by position) not answered yet;
-    /// with none left, or no time or room for a lookup, the batch is answered.
+    /// Starts lookups for the batch's nearest addresses (by position) neither answered
+    /// nor looked up yet, up to [`BATCH_LOOKUPS_AT_ONCE`] in flight; once every address
+    /// is answered, or time or room for lookups ran out and none is in flight, the batch
+    /// is answered (what no lookup answered: the reason).
     fn look_up_next_of_batch(&mut self, id: u64) {
-        let Some(batch) = self.placement_batches.get_mut(&id) else {
-            return;
-        };
-        let now = Instant::now();
-        let next = (0..batch.addrs.len())
-            .filter(|at| batch.answers[*at].is_none())
-            .min_by_key(|at| batch.addrs[*at].1);
-        let left_ms = batch.deadline.saturating_duration_since(now).as_millis() as u64;
-        let failed = match next {
-            None => None,
-            Some(_) if left_ms == 0 => Some(ResolveError::Timeout(batch.deadline_ms)),
-            Some(at) => {
-                let addr = batch.addrs[at].0;
-                match self.start_placement(addr, left_ms, PlacementAnswer::Batch(id)) {
-                    Ok(()) => return,
-                    Err(_) => Some(ResolveError::TooManyLookups(RESOLVES_MAX)),
+        loop {
+            let Some(batch) = self.placement_batches.get_mut(&id) else {
+                return;
+            };
+            let left_ms = batch
+                .deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64;
+            let next = (0..batch.addrs.len())
+                .filter(|at| batch.answers[*at].is_none() && !batch.looking[*at])
+                .min_by_key(|at| batch.addrs[*at].1);
+            let unanswered = batch.answers.iter().any(Option::is_none);
+            let failed = match next {
+                _ if !unanswered => ResolveError::Stopped,
+                None => return,
+                Some(_) if left_ms == 0 && batch.in_flight > 0 => return,
+                Some(_) if left_ms == 0 => ResolveError::Timeout(batch.deadline_ms),
+                Some(_) if batch.in_flight >= BATCH_LOOKUPS_AT_ONCE => return,
+                Some(at) => {
+                    batch.looking[at] = true;
+                    batch.in_flight += 1;
+                    let addr = batch.addrs[at].0;
+                    if self
+                        .start_placement(addr, left_ms, PlacementAnswer::Batch(id))
+                        .is_ok()
+                    {
+                        continue;
+                    }
+                    let Some(batch) = self.placement_batches.get_mut(&id) else {
+                        return;
+                    };
+                    batch.looking[at] = false;
+                    batch.in_flight -= 1;
+                    if batch.in_flight > 0 {
+                        return;
+                    }
+                    ResolveError::TooManyLookups(RESOLVES_MAX)
                 }
+            };
+            if let Some(batch) = self.placement_batches.remove(&id) {
+                let answers = batch
+                    .answers
+                    .into_iter()
+                    .map(|a| a.unwrap_or_else(|| Err(failed.clone())))
+                    .collect();
+                batch.reply.send(answers);
             }
-        };
-        if let Some(batch) = self.placement_batches.remove(&id) {
-            let answers = batch
-                .answers
-                .into_iter()
-                .map(|a| a.unwrap_or_else(|| Err(failed.clone().unwrap_or(ResolveError::Stopped))))
-                .collect();
-            batch.reply.send(answers);
+            return;
+        }
+    }
+
+    /// One of a batch's lookups ended (answered or not): it is no longer in flight.
+    fn batch_lookup_ended(&mut self, id: u64, addr: &[u8; 32]) {
+        if let Some(batch) = self.placement_batches.get_mut(&id) {
+            batch.in_flight = batch.in_flight.saturating_sub(1);
+            if let Some(at) = batch.addrs.iter().position(|(a, _)| a == addr) {
+                batch.looking[at] = false;
+            }
         }
     }
 
@@ -156,6 +194,7 @@ impl Node {
                 batch.answers[at] = Some(Ok(providers));
             }
         }
+        self.batch_lookup_ended(id, &addr);
         self.look_up_next_of_batch(id);
     }
 
@@ -235,7 +274,10 @@ impl Node {
                     "dht: a placement lookup for copies found no peer in time; the sweep \
                      checks the object"
                 ),
-                PlacementAnswer::Batch(id) => self.look_up_next_of_batch(id),
+                PlacementAnswer::Batch(id) => {
+                    self.batch_lookup_ended(id, &lookup.addr);
+                    self.look_up_next_of_batch(id);
+                }
             }
             return;
         };

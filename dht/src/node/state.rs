@@ -87,13 +87,16 @@ pub(super) enum PlacementAnswer {
     Batch(u64),
 }
 
-/// Placements asked together (a page of a shard's sweep): one lookup at a time, for the
-/// nearest address not answered yet, until each is.
+/// Placements asked together (a page of a shard's sweep): lookups for the nearest
+/// addresses not answered yet, a few at a time, until each is.
 #[derive(Debug)]
 pub(super) struct PlacementBatch {
     /// The addresses, in the order asked, each with its position and answer once known.
     pub(super) addrs: Vec<([u8; 32], crate::closest::DistanceKey)>,
     pub(super) answers: Vec<Option<ron_link::dht::Resolved>>,
+    /// Per address: whether a lookup for it is in flight.
+    pub(super) looking: Vec<bool>,
+    pub(super) in_flight: usize,
     pub(super) deadline: Instant,
     pub(super) deadline_ms: u64,
     pub(super) reply: ron_link::dht::Reply<Vec<ron_link::dht::Resolved>>,
