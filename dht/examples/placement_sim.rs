@@ -68,9 +68,9 @@ fn moved_share(before: &[u32], after: &[u32], replicas: usize) -> f64 {
     moved as f64 / (before.len() / replicas) as f64
 }
 
-fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize, trials: usize) {
-    let started = Instant::now();
-    let members: Vec<PlacedNode<u32>> = positions(nodes as u64)
+/// `nodes` nodes at scattered positions, in `zones` zones by turn.
+fn members(nodes: usize, zones: usize) -> Vec<PlacedNode<u32>> {
+    positions(nodes as u64)
         .take(nodes)
         .enumerate()
         .map(|(i, position)| PlacedNode {
@@ -78,7 +78,12 @@ fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize, t
             position,
             zone: format!("zone-{}", i % zones),
         })
-        .collect();
+        .collect()
+}
+
+fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize, trials: usize) {
+    let started = Instant::now();
+    let members = members(nodes, zones);
     let base = Placement::new(members.clone());
     let before = place_all(&base, objects, replicas);
 
@@ -140,15 +145,7 @@ fn simulate(nodes: usize, objects: &[Position], zones: usize, replicas: usize, t
 
 /// How one node's view of single keys compares with the whole network's placement.
 fn compare_views(nodes: usize, keys: &[Position], zones: usize, replicas: usize) {
-    let members: Vec<PlacedNode<u32>> = positions(nodes as u64)
-        .take(nodes)
-        .enumerate()
-        .map(|(i, position)| PlacedNode {
-            id: i as u32,
-            position,
-            zone: format!("zone-{}", i % zones),
-        })
-        .collect();
+    let members = members(nodes, zones);
     let whole = Placement::new(members.clone());
     let (mut sure, mut sure_wrong) = (0usize, 0usize);
     for (i, key) in keys.iter().enumerate() {
