@@ -425,6 +425,9 @@ enum Seen {
     Failed,
 }
 
+/// Objects still short at the end of a watch whose placements are described.
+const SHORT_DESCRIBED_MAX: usize = 5;
+
 /// Rounds of `/admin/placement` (each object at a random live node) until every object
 /// is complete — `replicas` verified copies in `min(replicas, zones)` zones — or
 /// `wait_s` has passed. An object is timed from its `since`.
@@ -471,12 +474,42 @@ fn watch_copies(
             .push((started.elapsed().as_secs_f64(), short));
         if short == 0 || started.elapsed().as_secs_f64() >= wait_s {
             copies.short_at_end = short;
+            let stuck: Vec<usize> = (0..puts.len())
+                .filter(|&i| complete_s[i].is_none())
+                .collect();
+            describe_short(network, puts, &stuck, rng);
             break;
         }
         std::thread::sleep(POLL_PAUSE);
     }
     copies.complete_s = Summary::of(complete_s.into_iter().flatten().collect());
     copies
+}
+
+/// Objects still short when the watch ends (the first few): what three random live
+/// nodes' placements name for each — holder, zone, whether its copy verified — on
+/// stderr, so a run that ends short says whether the nodes disagree or a holder fails.
+fn describe_short(network: &Network, puts: &[Put], stuck: &[usize], rng: &mut Rng) {
+    let live = network.live();
+    for &i in stuck.iter().take(SHORT_DESCRIBED_MAX) {
+        for _ in 0..3 {
+            let admin = network.nodes[live[rng.below(live.len() as u64) as usize]].admin;
+            let path = format!("/admin/placement?hash={}", puts[i].addr);
+            let answer = exchange(admin, "GET", &path, b"", ADMIN_TIMEOUT);
+            let named: Vec<String> = answer
+                .ok()
+                .and_then(|a| a.json())
+                .and_then(|r| r["placement"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .map(|h| format!("{}@{}:{}", h["oap"], h["zone"], h["holds"]))
+                .collect();
+            eprintln!(
+                "short at the end: {} asked at {admin}: {named:?}",
+                puts[i].addr
+            );
+        }
+    }
 }
 
 /// One object's placement as `admin` sees it, and the OAP addresses it names.
