@@ -78,9 +78,10 @@ pub const PULLS_MAX: usize = 1_024;
 /// Addresses clients wait to see copied at once (`PUT ?copies=N`); more are answered
 /// busy.
 pub const COPY_WATCHES_MAX: usize = 1_024;
-/// Lookups one page of placements (a shard's sweep) keeps in flight: a lookup is round
-/// trips, not work, and most of a page's addresses need one of their own.
-pub(super) const BATCH_LOOKUPS_AT_ONCE: usize = 8;
+/// Lookups one page of placements (a shard's sweep) keeps in flight. One at a time
+/// left a 48-address page past its 30 s on a loaded machine; eight filled 100 saturated
+/// nodes with lookups (admin placements timed out, copies took 4× longer: docs/PERF.md).
+pub(super) const BATCH_LOOKUPS_AT_ONCE: usize = 2;
 /// How long the placement lookup of a kept key whose publication could not be sure of
 /// its holders may take.
 pub(super) const COPIES_PLACEMENT_WAIT: Duration = QUERY_TIMEOUT;

@@ -3,7 +3,7 @@
 //! placement names hold a verified copy.
 //!
 //! For each page of kept objects (256): their placements from fresh lookups, asked in
-//! one request (`DhtClient::placements_later`: the DHT thread keeps eight lookups in
+//! one request (`DhtClient::placements_later`: the DHT thread keeps two lookups in
 //! flight, and each answers every address of the page whose candidates it holds; a
 //! node the network lost is no longer found, so the placement names another). For one object: a holder
 //! named after others first audits those before it and leaves the object to the first
@@ -43,7 +43,7 @@ const SWEEP_BATCH: usize = ron_link::dht::PLACEMENTS_PER_REQUEST_MAX;
 /// network round trips, not work), and a shard's share of the DHT thread's lookups
 /// stays small (it takes 256 at once, `RESOLVES_MAX`).
 const SWEEP_CHECKS_AT_ONCE: usize = 8;
-/// The longest the placements of a page may take (its lookups, eight at a time).
+/// The longest the placements of a page may take (its lookups, two at a time).
 const PLACEMENTS_WAIT_MS: u64 = 60_000;
 /// The longest the holders asked for copies are waited for.
 const COPIES_WAIT_MS: u64 = 60_000;
