@@ -51,7 +51,7 @@ impl Node {
     /// Asks the holders of the `published` keys that wait for it to take them, placed in
     /// the publication's view: `peers` (its lookup's, every peer within `reach` of the
     /// batch's `first` key among them; `None`: every peer there is) and this node. A key
-    /// whose view is not sure of its holders (its windows reach past what the lookup
+    /// whose view is not sure of its holders (its candidates reach past what the lookup
     /// found, or a peer there is not greeted yet) gets a placement lookup of its own,
     /// whose holders are asked when it answers.
     pub(super) fn ask_holders(

@@ -41,12 +41,10 @@ impl Node {
         if self.placements.len() >= RESOLVES_MAX {
             return Err(answer);
         }
-        let asked = PUBLISH_LOOKUP_PEERS;
         let lookup = PlacementLookup {
             addr,
             deadline: Instant::now() + Duration::from_millis(deadline_ms),
             deadline_ms,
-            asked,
             found: None,
             answer,
         };
@@ -199,7 +197,7 @@ impl Node {
     }
 
     fn look_up_placement(&mut self, lookup: PlacementLookup) {
-        let peers = NonZeroUsize::new(lookup.asked.max(1)).expect("at least one");
+        let peers = NonZeroUsize::new(PUBLISH_LOOKUP_PEERS).expect("k > 0");
         let query = self
             .swarm
             .behaviour_mut()
@@ -219,7 +217,7 @@ impl Node {
         let Some(lookup) = self.placements.get_mut(&query) else {
             return false;
         };
-        let every_peer = !timed_out && peers.len() < lookup.asked;
+        let every_peer = !timed_out && peers.len() < PUBLISH_LOOKUP_PEERS;
         let peers: Vec<PeerId> = peers.into_iter().filter(|p| *p != local).collect();
         let key = distance_key(&record_key(&lookup.addr));
         let reach = match every_peer {
@@ -281,20 +279,12 @@ impl Node {
             }
             return;
         };
-        let key = distance_key(&record_key(&lookup.addr));
-        let view = self.view_holders(&key, &found.peers, found.reach, Ungreeted::LeftOut);
-        eprintln!(
-            "DEBUG {:?} peers {} reach {} certain {} batch {}",
-            &lookup.addr[..2],
-            found.peers.len(),
-            found.reach.is_some(),
-            view.certain,
-            matches!(lookup.answer, PlacementAnswer::Batch(_))
-        );
         if let PlacementAnswer::Batch(id) = lookup.answer {
             self.answer_batch(id, lookup.addr, &found);
             return;
         }
+        let key = distance_key(&record_key(&lookup.addr));
+        let view = self.view_holders(&key, &found.peers, found.reach, Ungreeted::LeftOut);
         if !view.certain {
             self.metrics
                 .placements_unsure_total

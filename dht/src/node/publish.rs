@@ -107,8 +107,7 @@ impl Node {
         let Some(first) = keys.first() else {
             return;
         };
-        let asked = PUBLISH_LOOKUP_PEERS;
-        let peers = NonZeroUsize::new(asked).expect("k > 0");
+        let peers = NonZeroUsize::new(PUBLISH_LOOKUP_PEERS).expect("k > 0");
         let lookup = self
             .swarm
             .behaviour_mut()
@@ -119,7 +118,6 @@ impl Node {
             keys,
             lookup: Some(lookup),
             outstanding: HashMap::new(),
-            asked,
             peers: Vec::new(),
             reach: None,
         });
@@ -218,7 +216,7 @@ impl Node {
             return;
         }
         current.lookup = None;
-        let exhaustive = !timed_out && peers.len() < current.asked;
+        let exhaustive = !timed_out && peers.len() < PUBLISH_LOOKUP_PEERS;
         let keys = current.keys.clone();
         let peers: Vec<kad::PeerInfo> = peers
             .into_iter()

@@ -56,8 +56,6 @@ pub(super) struct PlacementLookup {
     pub(super) addr: [u8; 32],
     pub(super) deadline: Instant,
     pub(super) deadline_ms: u64,
-    /// Peers the lookup asked for: fewer back (and no timeout) is every peer there is.
-    pub(super) asked: usize,
     /// The lookup's peers, once it answered.
     pub(super) found: Option<LookupFound>,
     pub(super) answer: PlacementAnswer,
@@ -119,9 +117,6 @@ pub(super) struct Publication {
     pub(super) outstanding: HashMap<OutboundRequestId, Vec<usize>>,
     /// Per key: whether some peer took it.
     pub(super) taken: Vec<bool>,
-    /// Peers the lookup asked for (more than a publication needs when the batch has
-    /// kept keys: their placement).
-    pub(super) asked: usize,
     /// The peers the lookup found (the candidates of the keys' placement).
     pub(super) peers: Vec<PeerId>,
     /// How far from the first key every peer is known; `None`: every peer there is.
