@@ -98,6 +98,20 @@ pub fn farthest(key: &DistanceKey, positions: impl Iterator<Item = DistanceKey>)
         .unwrap_or_default()
 }
 
+/// The distance from `key` of the `n`-th nearest of `positions` (`None` with fewer).
+pub fn nth_nearest(
+    key: &DistanceKey,
+    positions: impl Iterator<Item = DistanceKey>,
+    n: usize,
+) -> Option<U256> {
+    let mut distances: Vec<U256> = positions.map(|p| distance(key, &p)).collect();
+    if n == 0 || distances.len() < n {
+        return None;
+    }
+    let (_, nth, _) = distances.select_nth_unstable(n - 1);
+    Some(*nth)
+}
+
 /// How many peers the network holds, estimated from a lookup's closest peers to `key`:
 /// with `N` ids spread evenly over the key space, the `n`-th closest lies about
 /// `n / N` of the space away. `None` with no candidate.
@@ -155,6 +169,23 @@ pub(crate) mod tests {
         let mut out: Vec<usize> = ranked.into_iter().take(k).map(|(_, i)| i).collect();
         out.sort_unstable();
         out
+    }
+
+    #[test]
+    fn the_nth_nearest_is_counted_from_one() {
+        let key = [0u8; 32];
+        let at = |last: u8| {
+            let mut p = [0u8; 32];
+            p[31] = last;
+            p
+        };
+        let positions = [at(9), at(3), at(5), at(1)];
+        let nth = |n| nth_nearest(&key, positions.iter().copied(), n);
+        assert_eq!(nth(1), Some(U256::from(1u64)));
+        assert_eq!(nth(3), Some(U256::from(5u64)));
+        assert_eq!(nth(4), Some(U256::from(9u64)));
+        assert_eq!(nth(5), None);
+        assert_eq!(nth(0), None);
     }
 
     proptest! {

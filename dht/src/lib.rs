@@ -8,6 +8,8 @@
 //!   sweep, and the records other nodes published to it, capped per key and in all.
 //! - [`closest`]: pure — which of a lookup's peers are each key's k closest, and the
 //!   network's size estimated from a lookup.
+//! - [`coverage`]: pure — the parts of the key space in which a page of placement
+//!   lookups knows every node, so one lookup answers the addresses around it.
 //! - [`placement`]: pure — the holders of an object: `replicas` of the live nodes
 //!   closest to its key, chosen by rendezvous score within each zone's window, spread
 //!   over zones (replication, docs/design/replication.md).
@@ -67,6 +69,7 @@
 //! `docs/design/dht.md`.
 
 pub mod closest;
+pub mod coverage;
 pub mod error;
 pub mod identity;
 pub mod node;

@@ -447,6 +447,9 @@ declare_counters! {
         /// that timed out).
         placements_unsure_total: AtomicU64 => Counter "ron_replication_placements_unsure_total", Sum,
             "Placements named from a view not sure of the key's candidates (its lookup timed out first).",
+        /// Lookups run to name holders (a placement's own, or one of a page's).
+        placement_lookups_total: AtomicU64 => Counter "ron_replication_placement_lookups_total", Sum,
+            "Lookups of a key's closest peers run to name its holders (a placement's own, or one of a sweep page's).",
         /// Keys of a batch whose k closest peers its lookup may have missed, sent back to
         /// be looked up on their own.
         publish_keys_deferred_total: AtomicU64 => Counter "ron_dht_publish_keys_deferred_total", Sum,

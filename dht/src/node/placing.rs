@@ -1,14 +1,20 @@
 //! Placement lookups: which nodes the placement names for a key, as an operator or a
 //! shard's sweep asks (`/admin/placement`), or for a kept key whose publication could not
-//! be sure of its holders, or a page of them (a shard's sweep: lookups for the nearest
-//! addresses not answered yet, [`BATCH_LOOKUPS_AT_ONCE`] at a time, each answering every
-//! address its view is sure of). One `get_closest_peers` lookup of the key's k closest (the placement's
-//! candidates; it connects to them, which greets them); then the placement over those
-//! peers, this node and the peers lost but not yet counted gone, each only when it is
-//! within the lookup's reach of the key ([`holders_in_view`]), answered once every peer
-//! found is greeted or [`GREETING_WAIT`] passed, or at the request's deadline. A view
-//! not sure of the candidates (a lookup that timed out) is answered as it stands and
-//! counted (`ron_replication_placements_unsure_total`). At most [`RESOLVES_MAX`] at once.
+//! be sure of its holders, or a page of them (a shard's sweep). One `get_closest_peers`
+//! lookup of the key's k closest (the placement's candidates; it connects to them, which
+//! greets them); then the placement over those peers, this node and the peers lost but
+//! not yet counted gone, each only when it is within the lookup's reach of the key
+//! ([`holders_in_view`]), answered once every peer found is greeted or [`GREETING_WAIT`]
+//! passed, or at the request's deadline. A view not sure of the candidates (a lookup that
+//! timed out) is answered as it stands and counted
+//! (`ron_replication_placements_unsure_total`). At most [`RESOLVES_MAX`] at once.
+//!
+//! A page keeps the union of its converged lookups' balls ([`Coverage`]) and of the peers
+//! they found: after each lookup, every address whose ball out to its k-th nearest known
+//! node lies in the union is answered (no unknown node can be among its candidates). The
+//! next lookup is of an address outside the union, far from those in flight
+//! ([`PlacementBatch::next_lookup`]), [`BATCH_LOOKUPS_AT_ONCE`] at a time: a page of 48
+//! addresses over 30 nodes takes 3 lookups, not 48.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
@@ -18,7 +24,8 @@ use libp2p::kad::{QueryId, U256};
 use libp2p::PeerId;
 use ron_link::dht::{Reply, ResolveError, ResolveReply, Resolved};
 
-use crate::closest::{distance, farthest, peer_position, DistanceKey};
+use crate::closest::{farthest, nth_nearest, peer_position, DistanceKey};
+use crate::coverage::Coverage;
 use crate::node::address::record_key;
 use crate::node::config::{
     BATCH_LOOKUPS_AT_ONCE, GREETING_WAIT, PUBLISH_LOOKUP_PEERS, RESOLVES_MAX,
@@ -26,7 +33,7 @@ use crate::node::config::{
 use crate::node::state::{
     LookupFound, Node, PlacementAnswer, PlacementBatch, PlacementLookup, Ungreeted,
 };
-use crate::placement::{holders_in_view, Seen, ViewHolders};
+use crate::placement::{candidates, holders_in_view, Seen, ViewHolders};
 use crate::store::distance_key;
 
 impl Node {
@@ -75,6 +82,8 @@ impl Node {
         let batch = PlacementBatch {
             answers: vec![None; addrs.len()],
             looking: vec![false; addrs.len()],
+            coverage: Coverage::default(),
+            peers: Vec::new(),
             in_flight: 0,
             addrs: addrs
                 .into_iter()
@@ -101,9 +110,7 @@ impl Node {
                 .deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis() as u64;
-            let next = (0..batch.addrs.len())
-                .filter(|at| batch.answers[*at].is_none() && !batch.looking[*at])
-                .min_by_key(|at| batch.addrs[*at].1);
+            let next = batch.next_lookup();
             let unanswered = batch.answers.iter().any(Option::is_none);
             let failed = match next {
                 _ if !unanswered => ResolveError::Stopped,
@@ -154,40 +161,57 @@ impl Node {
         }
     }
 
-    /// A batch's lookup answered: every address of the batch not answered yet whose view
-    /// is sure gets its holders, and the lookup's own address in any case (it was looked
-    /// up as wide as it gets).
-    fn answer_batch(&mut self, id: u64, addr: [u8; 32], found: &LookupFound) {
-        let Some(batch) = self.placement_batches.get(&id) else {
+    /// A batch's lookup answered: a converged one adds its ball to the batch's coverage;
+    /// then every address not answered yet whose view is sure gets its holders, and the
+    /// lookup's own address in any case (it was looked up as wide as it gets).
+    fn answer_batch(&mut self, id: u64, addr: [u8; 32], found: LookupFound) {
+        let looked_up = distance_key(&record_key(&addr));
+        let Some(batch) = self.placement_batches.get_mut(&id) else {
             return;
         };
-        let looked_up = distance_key(&record_key(&addr));
+        if found.converged {
+            batch.coverage.add_ball(&looked_up, found.reach);
+        }
+        batch.peers.extend(found.peers.iter().copied());
+        batch.peers.sort_unstable();
+        batch.peers.dedup();
         let waiting: Vec<(usize, DistanceKey)> = (0..batch.addrs.len())
             .filter(|at| batch.answers[*at].is_none())
             .map(|at| (at, batch.addrs[at].1))
             .collect();
+        let peers = std::mem::take(&mut batch.peers);
+        let coverage = std::mem::take(&mut batch.coverage);
+        let known = self.known_positions(&peers);
+        let candidates = candidates(self.replicas);
         let mut answered = Vec::new();
         for (at, position) in waiting {
-            let reach = found.reach.map(|r| {
-                r.checked_sub(distance(&looked_up, &position))
-                    .unwrap_or_default()
-            });
-            let view = self.view_holders(&position, &found.peers, reach, Ungreeted::LeftOut);
-            if view.certain || position == looked_up {
-                if !view.certain {
-                    self.metrics
-                        .placements_unsure_total
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                let providers = view
-                    .holders
-                    .iter()
-                    .map(|h| self.provider(&h.id.unwrap_or(self.local)))
-                    .collect();
-                answered.push((at, providers));
+            let own = position == looked_up;
+            let reach = match nth_nearest(&position, known.iter().copied(), candidates) {
+                _ if coverage.covers_ball(&position, U256::MAX) => None,
+                Some(reach) if coverage.covers_ball(&position, reach) => Some(reach),
+                _ if own => found.reach,
+                _ => continue,
+            };
+            let view = self.view_holders(&position, &peers, reach, Ungreeted::LeftOut);
+            let sure = view.certain && (found.converged || !own);
+            if !sure && !own {
+                continue;
             }
+            if !sure {
+                self.metrics
+                    .placements_unsure_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let providers = view
+                .holders
+                .iter()
+                .map(|h| self.provider(&h.id.unwrap_or(self.local)))
+                .collect();
+            answered.push((at, providers));
         }
         if let Some(batch) = self.placement_batches.get_mut(&id) {
+            batch.peers = peers;
+            batch.coverage = coverage;
             for (at, providers) in answered {
                 batch.answers[at] = Some(Ok(providers));
             }
@@ -197,6 +221,9 @@ impl Node {
     }
 
     fn look_up_placement(&mut self, lookup: PlacementLookup) {
+        self.metrics
+            .placement_lookups_total
+            .fetch_add(1, Ordering::Relaxed);
         let peers = NonZeroUsize::new(PUBLISH_LOOKUP_PEERS).expect("k > 0");
         let query = self
             .swarm
@@ -227,6 +254,7 @@ impl Node {
         lookup.found = Some(LookupFound {
             peers,
             reach,
+            converged: !timed_out,
             greetings_until: Instant::now() + GREETING_WAIT,
         });
         self.answer_due_placements();
@@ -280,12 +308,12 @@ impl Node {
             return;
         };
         if let PlacementAnswer::Batch(id) = lookup.answer {
-            self.answer_batch(id, lookup.addr, &found);
+            self.answer_batch(id, lookup.addr, found);
             return;
         }
         let key = distance_key(&record_key(&lookup.addr));
         let view = self.view_holders(&key, &found.peers, found.reach, Ungreeted::LeftOut);
-        if !view.certain {
+        if !view.certain || !found.converged {
             self.metrics
                 .placements_unsure_total
                 .fetch_add(1, Ordering::Relaxed);
@@ -302,6 +330,21 @@ impl Node {
             }
             PlacementAnswer::Batch(_) => {}
         }
+    }
+
+    /// The positions of the nodes a view over `peers` holds: this node, the greeted ones
+    /// of `peers` and the greeted peers lost but not yet counted gone.
+    fn known_positions(&self, peers: &[PeerId]) -> Vec<DistanceKey> {
+        let lost = self.lost_but_not_dead().filter(|p| !peers.contains(p));
+        std::iter::once(&self.local)
+            .chain(
+                peers
+                    .iter()
+                    .chain(lost)
+                    .filter(|p| self.peers.contains_key(p)),
+            )
+            .map(peer_position)
+            .collect()
     }
 
     /// The holders of `key` as this node sees them: `peers` (a lookup's, every peer

@@ -68,6 +68,9 @@ pub(super) struct LookupFound {
     /// How far from the key every peer is known (the farthest found); `None`: the
     /// lookup found every peer there is.
     pub(super) reach: Option<U256>,
+    /// Whether the lookup ran to its end (not cut by its timeout): only then is every
+    /// peer within `reach` known.
+    pub(super) converged: bool,
     /// How long to wait for the greetings (zones) of the peers found.
     pub(super) greetings_until: Instant,
 }
@@ -94,10 +97,39 @@ pub(super) struct PlacementBatch {
     pub(super) answers: Vec<Option<ron_link::dht::Resolved>>,
     /// Per address: whether a lookup for it is in flight.
     pub(super) looking: Vec<bool>,
+    /// Where the batch's converged lookups know every node, and the peers they found.
+    pub(super) coverage: crate::coverage::Coverage,
+    pub(super) peers: Vec<PeerId>,
     pub(super) in_flight: usize,
     pub(super) deadline: Instant,
     pub(super) deadline_ms: u64,
     pub(super) reply: ron_link::dht::Reply<Vec<ron_link::dht::Resolved>>,
+}
+
+impl PlacementBatch {
+    /// The address to look up next: one outside the coverage before one inside it (its
+    /// ball adds the most), the farthest from the lookups in flight (theirs will cover
+    /// their own neighbours), the lowest position on a tie.
+    pub(super) fn next_lookup(&self) -> Option<usize> {
+        let in_flight: Vec<&crate::closest::DistanceKey> = (0..self.addrs.len())
+            .filter(|at| self.looking[*at])
+            .map(|at| &self.addrs[at].1)
+            .collect();
+        (0..self.addrs.len())
+            .filter(|at| self.answers[*at].is_none() && !self.looking[*at])
+            .map(|at| {
+                let position = &self.addrs[at].1;
+                let outside = !self.coverage.covers_ball(position, U256::zero());
+                let apart = in_flight
+                    .iter()
+                    .map(|other| crate::closest::distance(position, other))
+                    .min()
+                    .unwrap_or(U256::MAX);
+                (outside, apart, std::cmp::Reverse(*position), at)
+            })
+            .max()
+            .map(|(.., at)| at)
+    }
 }
 
 /// How a view treats a peer whose greeting (zone) has not come: as one that may still
