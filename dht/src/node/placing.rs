@@ -241,10 +241,13 @@ impl Node {
         timed_out: bool,
     ) -> bool {
         let local = self.local;
+        let every_peer = self.found_every_peer(peers.len(), timed_out);
+        // Fewer than k back from a node that knows k more: some failed to answer, so
+        // the peers found do not hold every node within their reach.
+        let converged = !timed_out && (every_peer || peers.len() >= PUBLISH_LOOKUP_PEERS);
         let Some(lookup) = self.placements.get_mut(&query) else {
             return false;
         };
-        let every_peer = !timed_out && peers.len() < PUBLISH_LOOKUP_PEERS;
         let peers: Vec<PeerId> = peers.into_iter().filter(|p| *p != local).collect();
         let key = distance_key(&record_key(&lookup.addr));
         let reach = match every_peer {
@@ -254,7 +257,7 @@ impl Node {
         lookup.found = Some(LookupFound {
             peers,
             reach,
-            converged: !timed_out,
+            converged,
             greetings_until: Instant::now() + GREETING_WAIT,
         });
         self.answer_due_placements();

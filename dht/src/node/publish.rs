@@ -123,6 +123,16 @@ impl Node {
         });
     }
 
+    /// Whether a lookup that returned `found` peers found every peer there is: fewer
+    /// than it asks for, not cut by its timeout, and fewer peers answer this node's
+    /// pings. A node with k live peers that gets fewer back had some fail to answer the
+    /// lookup (overloaded), not a network of `found` nodes: taken as every peer, that
+    /// view would name far-away holders for every key (they refuse: `not_holder`).
+    pub(super) fn found_every_peer(&self, found: usize, timed_out: bool) -> bool {
+        let alive = self.metrics.peers_alive.load(Ordering::Relaxed) as usize;
+        !timed_out && found < PUBLISH_LOOKUP_PEERS && alive < PUBLISH_LOOKUP_PEERS
+    }
+
     /// The network's size as this node sees it: the lookups' estimate, and at least
     /// the peers in its routing table and itself.
     fn network_peers(&self) -> f64 {
@@ -209,6 +219,7 @@ impl Node {
         peers: Vec<kad::PeerInfo>,
         timed_out: bool,
     ) {
+        let exhaustive = self.found_every_peer(peers.len(), timed_out);
         let Some(current) = self.publisher.current.as_mut() else {
             return;
         };
@@ -216,7 +227,6 @@ impl Node {
             return;
         }
         current.lookup = None;
-        let exhaustive = !timed_out && peers.len() < PUBLISH_LOOKUP_PEERS;
         let keys = current.keys.clone();
         let peers: Vec<kad::PeerInfo> = peers
             .into_iter()
