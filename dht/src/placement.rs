@@ -421,13 +421,10 @@ mod tests {
     }
 
     fn reach(p: &Placement<usize>, key: &DistanceKey, lookup: usize) -> Option<U256> {
-        let mut distances: Vec<U256> = p
-            .nodes()
-            .iter()
-            .map(|n| distance(key, &n.position))
-            .collect();
-        distances.sort_unstable();
-        (lookup < distances.len()).then(|| distances[lookup - 1])
+        let positions = p.nodes().iter().map(|n| n.position);
+        (lookup < p.nodes().len())
+            .then(|| crate::closest::nth_nearest(key, positions, lookup))
+            .flatten()
     }
 
     fn ids(nodes: &[PlacedNode<usize>]) -> Vec<usize> {

@@ -444,9 +444,9 @@ declare_counters! {
         publish_failures_total: AtomicU64 => Counter "ron_dht_publish_failures_total", Sum,
             "Publication batches no peer accepted (left for the sweep).",
         /// Placements answered from a view not sure of the key's candidates (a lookup
-        /// that timed out).
+        /// that timed out or came back short).
         placements_unsure_total: AtomicU64 => Counter "ron_replication_placements_unsure_total", Sum,
-            "Placements named from a view not sure of the key's candidates (its lookup timed out first).",
+            "Placements named from a view not sure of the key's candidates (its lookup timed out or came back short).",
         /// Lookups run to name holders (a placement's own, or one of a page's).
         placement_lookups_total: AtomicU64 => Counter "ron_replication_placement_lookups_total", Sum,
             "Lookups of a key's closest peers run to name its holders (a placement's own, or one of a sweep page's).",

@@ -37,8 +37,8 @@ use crate::placement::{candidates, holders_in_view, Seen, ViewHolders};
 use crate::store::distance_key;
 
 impl Node {
-    /// Starts a placement lookup for `addr` (`None` when too many are under way: then
-    /// `answer` is handed back).
+    /// Starts a placement lookup for `addr` (when too many are under way, `answer` is
+    /// handed back).
     pub(super) fn start_placement(
         &mut self,
         addr: [u8; 32],
@@ -68,9 +68,8 @@ impl Node {
         }
     }
 
-    /// A shard asks for the holders of each of `addrs` (its sweep's page): lookups for the
-    /// nearest addresses not answered yet, a few at a time; each answers every address
-    /// its view is sure of.
+    /// A shard asks for the holders of each of `addrs` (its sweep's page): lookups, a few
+    /// at a time, until the union of their views is sure of every address.
     pub(super) fn ask_placements(
         &mut self,
         addrs: Vec<[u8; 32]>,
@@ -84,7 +83,6 @@ impl Node {
             looking: vec![false; addrs.len()],
             coverage: Coverage::default(),
             peers: Vec::new(),
-            in_flight: 0,
             addrs: addrs
                 .into_iter()
                 .map(|addr| (addr, distance_key(&record_key(&addr))))
@@ -97,8 +95,8 @@ impl Node {
         self.look_up_next_of_batch(id);
     }
 
-    /// Starts lookups for the batch's nearest addresses (by position) neither answered
-    /// nor looked up yet, up to [`BATCH_LOOKUPS_AT_ONCE`] in flight; once every address
+    /// Starts lookups for the batch's next addresses ([`PlacementBatch::next_lookup`]), up
+    /// to [`BATCH_LOOKUPS_AT_ONCE`] in flight; once every address
     /// is answered, or time or room for lookups ran out and none is in flight, the batch
     /// is answered (what no lookup answered: the reason).
     fn look_up_next_of_batch(&mut self, id: u64) {
@@ -115,12 +113,11 @@ impl Node {
             let failed = match next {
                 _ if !unanswered => ResolveError::Stopped,
                 None => return,
-                Some(_) if left_ms == 0 && batch.in_flight > 0 => return,
+                Some(_) if left_ms == 0 && batch.in_flight() > 0 => return,
                 Some(_) if left_ms == 0 => ResolveError::Timeout(batch.deadline_ms),
-                Some(_) if batch.in_flight >= BATCH_LOOKUPS_AT_ONCE => return,
+                Some(_) if batch.in_flight() >= BATCH_LOOKUPS_AT_ONCE => return,
                 Some(at) => {
                     batch.looking[at] = true;
-                    batch.in_flight += 1;
                     let addr = batch.addrs[at].0;
                     if self
                         .start_placement(addr, left_ms, PlacementAnswer::Batch(id))
@@ -132,8 +129,7 @@ impl Node {
                         return;
                     };
                     batch.looking[at] = false;
-                    batch.in_flight -= 1;
-                    if batch.in_flight > 0 {
+                    if batch.in_flight() > 0 {
                         return;
                     }
                     ResolveError::TooManyLookups(RESOLVES_MAX)
@@ -154,9 +150,10 @@ impl Node {
     /// One of a batch's lookups ended (answered or not): it is no longer in flight.
     fn batch_lookup_ended(&mut self, id: u64, addr: &[u8; 32]) {
         if let Some(batch) = self.placement_batches.get_mut(&id) {
-            batch.in_flight = batch.in_flight.saturating_sub(1);
-            if let Some(at) = batch.addrs.iter().position(|(a, _)| a == addr) {
-                batch.looking[at] = false;
+            for (looking, (a, _)) in batch.looking.iter_mut().zip(&batch.addrs) {
+                if a == addr {
+                    *looking = false;
+                }
             }
         }
     }
@@ -186,11 +183,14 @@ impl Node {
         let mut answered = Vec::new();
         for (at, position) in waiting {
             let own = position == looked_up;
-            let reach = match nth_nearest(&position, known.iter().copied(), candidates) {
-                _ if coverage.covers_ball(&position, U256::MAX) => None,
-                Some(reach) if coverage.covers_ball(&position, reach) => Some(reach),
-                _ if own => found.reach,
-                _ => continue,
+            let reach = if coverage.covers_ball(&position, U256::MAX) {
+                None
+            } else {
+                match nth_nearest(&position, known.iter().copied(), candidates) {
+                    Some(reach) if coverage.covers_ball(&position, reach) => Some(reach),
+                    _ if own => found.reach,
+                    _ => continue,
+                }
             };
             let view = self.view_holders(&position, &peers, reach, Ungreeted::LeftOut);
             let sure = view.certain && (found.converged || !own);
@@ -292,7 +292,7 @@ impl Node {
 
     /// The placement in the lookup's view; none when the lookup had not answered by the
     /// deadline (a placement of this node alone would name the wrong holders). A view
-    /// unsure of its windows is looked up again, wider, while time and the bound allow.
+    /// unsure of the candidates is answered as it stands, and counted.
     fn answer_placement(&mut self, mut lookup: PlacementLookup) {
         let Some(found) = lookup.found.take() else {
             match lookup.answer {

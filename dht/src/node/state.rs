@@ -88,8 +88,8 @@ pub(super) enum PlacementAnswer {
     Batch(u64),
 }
 
-/// Placements asked together (a page of a shard's sweep): lookups for the nearest
-/// addresses not answered yet, a few at a time, until each is.
+/// Placements asked together (a page of a shard's sweep): lookups a few at a time, until
+/// the union of their views is sure of each address.
 #[derive(Debug)]
 pub(super) struct PlacementBatch {
     /// The addresses, in the order asked, each with its position and answer once known.
@@ -100,23 +100,28 @@ pub(super) struct PlacementBatch {
     /// Where the batch's converged lookups know every node, and the peers they found.
     pub(super) coverage: crate::coverage::Coverage,
     pub(super) peers: Vec<PeerId>,
-    pub(super) in_flight: usize,
     pub(super) deadline: Instant,
     pub(super) deadline_ms: u64,
     pub(super) reply: ron_link::dht::Reply<Vec<ron_link::dht::Resolved>>,
 }
 
 impl PlacementBatch {
+    /// Lookups of the batch in flight.
+    pub(super) fn in_flight(&self) -> usize {
+        self.looking.iter().filter(|looking| **looking).count()
+    }
+
     /// The address to look up next: one outside the coverage before one inside it (its
     /// ball adds the most), the farthest from the lookups in flight (theirs will cover
-    /// their own neighbours), the lowest position on a tie.
+    /// their own neighbours), the lowest position on a tie; never an address whose lookup
+    /// is in flight (a page may name one twice).
     pub(super) fn next_lookup(&self) -> Option<usize> {
         let in_flight: Vec<&crate::closest::DistanceKey> = (0..self.addrs.len())
             .filter(|at| self.looking[*at])
             .map(|at| &self.addrs[at].1)
             .collect();
         (0..self.addrs.len())
-            .filter(|at| self.answers[*at].is_none() && !self.looking[*at])
+            .filter(|at| self.answers[*at].is_none() && !in_flight.contains(&&self.addrs[*at].1))
             .map(|at| {
                 let position = &self.addrs[at].1;
                 let outside = !self.coverage.covers_ball(position, U256::zero());

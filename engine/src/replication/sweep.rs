@@ -4,7 +4,7 @@
 //!
 //! For each page of kept objects (256): their placements from fresh lookups, asked in
 //! one request (`DhtClient::placements_later`: the DHT thread keeps two lookups in
-//! flight, and each answers every address of the page whose candidates it holds; a
+//! flight and answers every address of the page whose candidates their union holds; a
 //! node the network lost is no longer found, so the placement names another). For one object: a holder
 //! named after others first audits those before it and leaves the object to the first
 //! that proves its copy; so the first named holder checks it (or the next, when the first
