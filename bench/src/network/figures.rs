@@ -26,15 +26,14 @@ use std::time::{Duration, Instant};
 use ron_codec::Address;
 use serde_json::{json, Value};
 
+use super::findable::{Findable, Prober};
 use super::probe::{self, exchange, TICKS_PER_S};
 use super::{Network, ADMIN_TIMEOUT};
 use crate::dataset::object_bytes;
 
 /// Requests the harness has under way at once.
 const WORKERS: usize = 16;
-/// How long a fresh object may take to be resolvable before it counts as not found.
-pub(super) const FINDABLE_WAIT: Duration = Duration::from_secs(30);
-/// Pause between polls of one object (resolve) or between rounds (copies).
+/// Pause between rounds of the copies watch.
 const POLL_PAUSE: Duration = Duration::from_millis(250);
 
 /// What to do with the network.
@@ -99,18 +98,6 @@ pub struct NodeCosts {
     pub routing_peers: Summary,
 }
 
-/// How fresh objects became findable.
-#[derive(Debug, Clone, Default)]
-pub struct Findable {
-    /// From an upload's acknowledgement to the first resolve naming a provider, s.
-    pub found_s: Summary,
-    /// Objects no resolve named a provider for within [`FINDABLE_WAIT`].
-    pub not_found: usize,
-    /// Every resolve's latency, ms.
-    pub resolve_ms: Summary,
-    pub upload_ms: Summary,
-}
-
 /// How objects reached their copies in one phase.
 #[derive(Debug, Clone, Default)]
 pub struct Copies {
@@ -156,8 +143,6 @@ struct Put {
     addr: Address,
     /// When its upload was acknowledged.
     acked: Instant,
-    /// The node that resolves it (not the one it was put on).
-    reader: usize,
     /// The OAP addresses of the holders its last placement named.
     holders: Vec<SocketAddr>,
 }
@@ -173,16 +158,25 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     report.formed_s = wait_formed(network)?;
     std::thread::sleep(Duration::from_secs_f64(plan.settle_s));
     report.quiet = node_costs(network, plan.quiet_s);
-    let (mut puts, upload_ms) = upload(network, plan, &mut rng)?;
-    let since: Vec<Instant> = puts.iter().map(|p| p.acked).collect();
+    let prober = Prober::default();
     let shared: &Network = network;
-    let (findable, copies) = std::thread::scope(|scope| {
-        let finding = scope.spawn(|| findable(shared, &puts));
-        let copies = watch_copies(shared, &puts, &since, plan.copies_wait_s, &mut rng);
-        (finding.join(), copies)
+    let (uploaded, copies) = std::thread::scope(|scope| {
+        let probing = scope.spawn(|| prober.run());
+        let uploaded = upload(shared, plan, &mut rng, &prober);
+        prober.close();
+        let copies = uploaded.as_ref().ok().map(|(puts, _)| {
+            let since: Vec<Instant> = puts.iter().map(|p| p.acked).collect();
+            watch_copies(shared, puts, &since, plan.copies_wait_s, &mut rng)
+        });
+        let probed = probing.join();
+        (uploaded, copies.filter(|_| probed.is_ok()))
     });
-    report.findable = findable.map_err(|_| "the findability probe panicked")?;
-    report.findable.upload_ms = upload_ms;
+    let (mut puts, upload_ms) = uploaded?;
+    let copies = copies.ok_or("the findability probe panicked")?;
+    report.findable = Findable {
+        upload_ms,
+        ..prober.findable()
+    };
     report.copies = remember_holders(&mut puts, copies);
     (report.settled_resolve_ms, report.settled_resolve_empty) =
         resolve_each(network, &puts, &mut rng);
@@ -275,14 +269,21 @@ pub fn node_costs(network: &Network, window_s: f64) -> NodeCosts {
     }
 }
 
-/// Puts `plan.objects` objects on random live nodes, [`WORKERS`] at a time; returns
-/// them and each upload's latency (ms).
-fn upload(network: &Network, plan: &Plan, rng: &mut Rng) -> Result<(Vec<Put>, Summary), String> {
+/// Puts `plan.objects` objects on random live nodes, [`WORKERS`] at a time, each handed
+/// to `prober` as its upload is acknowledged; returns them and each upload's latency
+/// (ms).
+fn upload(
+    network: &Network,
+    plan: &Plan,
+    rng: &mut Rng,
+    prober: &Prober,
+) -> Result<(Vec<Put>, Summary), String> {
     let live = network.live();
     let uploads: Vec<Upload> = (0..plan.objects)
         .map(|i| Upload::pick(plan, i, &live, rng))
         .collect();
-    let uploaded = parallel_map(&uploads, |upload| {
+    let objects: Vec<(usize, &Upload)> = uploads.iter().enumerate().collect();
+    let uploaded = parallel_map(&objects, |&(object, upload)| {
         let bytes = object_bytes(upload.seed, upload.len);
         let node = &network.nodes[upload.node];
         let started = Instant::now();
@@ -293,9 +294,10 @@ fn upload(network: &Network, plan: &Plan, rng: &mut Rng) -> Result<(Vec<Put>, Su
         let put = Put {
             addr: Address::of(&bytes),
             acked: Instant::now(),
-            reader: upload.reader,
             holders: vec![],
         };
+        let reader = network.nodes[upload.reader].admin;
+        prober.add(object, put.addr, put.acked, reader);
         Ok((put, started.elapsed().as_secs_f64() * 1e3))
     });
     let (puts, upload_ms): (Vec<Put>, Vec<f64>) = uploaded
@@ -304,26 +306,6 @@ fn upload(network: &Network, plan: &Plan, rng: &mut Rng) -> Result<(Vec<Put>, Su
         .into_iter()
         .unzip();
     Ok((puts, Summary::of(upload_ms)))
-}
-
-/// Each object resolved from its reader (another node than the one it was put on)
-/// until a provider is named.
-fn findable(network: &Network, puts: &[Put]) -> Findable {
-    let found = parallel_map(puts, |put| {
-        resolve_until_found(network.nodes[put.reader].admin, &put.addr, put.acked)
-    });
-    let mut findable = Findable::default();
-    let (mut found_s, mut resolve_ms) = (vec![], vec![]);
-    for (found_after, latencies) in found {
-        resolve_ms.extend(latencies);
-        match found_after {
-            Some(s) => found_s.push(s),
-            None => findable.not_found += 1,
-        }
-    }
-    findable.found_s = Summary::of(found_s);
-    findable.resolve_ms = Summary::of(resolve_ms);
-    findable
 }
 
 /// One upload: the object (its seed and length), the node it is put on and the other
@@ -349,31 +331,6 @@ impl Upload {
             reader: live[(at + offset) % live.len()],
         }
     }
-}
-
-/// Resolves `addr` at `admin` until a provider is named or [`FINDABLE_WAIT`] has passed
-/// since `acked`: the seconds from `acked` it took, and each resolve's latency (ms).
-fn resolve_until_found(
-    admin: SocketAddr,
-    addr: &Address,
-    acked: Instant,
-) -> (Option<f64>, Vec<f64>) {
-    let path = format!("/resolve?hash={addr}");
-    let mut latencies = Vec::new();
-    while acked.elapsed() < FINDABLE_WAIT {
-        let asked = Instant::now();
-        let answer = exchange(admin, "GET", &path, b"", ADMIN_TIMEOUT);
-        latencies.push(asked.elapsed().as_secs_f64() * 1e3);
-        let named = answer
-            .ok()
-            .and_then(|a| a.json())
-            .is_some_and(|v| v["providers"].as_array().is_some_and(|p| !p.is_empty()));
-        if named {
-            return (Some(acked.elapsed().as_secs_f64()), latencies);
-        }
-        std::thread::sleep(POLL_PAUSE);
-    }
-    (None, latencies)
 }
 
 /// Keeps, for each object, the holders the phase's placements named last (the reads

@@ -8,9 +8,11 @@
 //!   only the processes it started, by PID);
 //! - `probe`: one HTTP exchange, a metric, a process's RSS and CPU time;
 //! - `figures`: the phases and what each measures ([`figures::run`]);
+//! - `findable`: how soon each fresh object is resolvable, polled from its upload on;
 //! - `report`: the report as text and JSON.
 
 pub mod figures;
+pub mod findable;
 pub mod probe;
 mod report;
 

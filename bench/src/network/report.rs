@@ -2,7 +2,8 @@
 
 use serde_json::{json, Value};
 
-use super::figures::{Copies, NodeCosts, Report, FINDABLE_WAIT};
+use super::figures::{Copies, NodeCosts, Report};
+use super::findable::FINDABLE_WAIT;
 
 impl Report {
     /// The report as text, one figure a line.
@@ -14,9 +15,10 @@ impl Report {
         out += &costs_text("quiet", &self.quiet);
         let f = &self.findable;
         out += &format!(
-            "uploads: {} objects, upload p50 {:.0} ms; resolvable after upload p50 {:.2} s p99 {:.2} s max {:.2} s, {} never within {} s; resolve p50 {:.1} ms p99 {:.1} ms ({} resolves)\n",
+            "uploads: {} objects, upload p50 {:.0} ms; resolvable after upload p50 {:.2} s p99 {:.2} s max {:.2} s, {} never within {} s; resolve p50 {:.1} ms p99 {:.1} ms ({} resolves, sent p50 {:.0} ms p99 {:.0} ms after due)\n",
             f.found_s.count + f.not_found, f.upload_ms.p50, f.found_s.p50, f.found_s.p99, f.found_s.max,
-            f.not_found, FINDABLE_WAIT.as_secs(), f.resolve_ms.p50, f.resolve_ms.p99, f.resolve_ms.count
+            f.not_found, FINDABLE_WAIT.as_secs(), f.resolve_ms.p50, f.resolve_ms.p99, f.resolve_ms.count,
+            f.poll_lag_ms.p50, f.poll_lag_ms.p99
         );
         out += &copies_text("copies after upload", &self.copies);
         out += &format!(
@@ -62,6 +64,7 @@ impl Report {
             "findable": {
                 "found_s": self.findable.found_s.json(), "not_found": self.findable.not_found,
                 "resolve_ms": self.findable.resolve_ms.json(), "upload_ms": self.findable.upload_ms.json(),
+                "poll_lag_ms": self.findable.poll_lag_ms.json(),
             },
             "copies": copies(&self.copies),
             "settled_resolve_ms": self.settled_resolve_ms.json(),

@@ -1,0 +1,258 @@
+//! How soon a fresh object is findable: each object is resolved from another node from
+//! the moment its upload is acknowledged, again every [`POLL_PAUSE`] until a provider is
+//! named or [`FINDABLE_WAIT`] has passed.
+//!
+//! The polls are one schedule for every object, earliest due first, served by
+//! [`PROBE_WORKERS`] threads, and it starts with the first upload, not after the last:
+//! an object's time counts from its own acknowledgement, and no object waits for a free
+//! prober while others are polled. How late each poll started against its due time is
+//! reported ([`Findable::poll_lag_ms`]): a lag near the found times would mean the
+//! harness, not the network, set them.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use ron_codec::Address;
+
+use super::figures::Summary;
+use super::probe::exchange;
+use super::ADMIN_TIMEOUT;
+
+/// How long a fresh object may take to be resolvable before it counts as not found.
+pub const FINDABLE_WAIT: Duration = Duration::from_secs(30);
+/// Pause between one object's resolves.
+const POLL_PAUSE: Duration = Duration::from_millis(250);
+/// Resolves under way at once.
+const PROBE_WORKERS: usize = 32;
+
+/// How fresh objects became findable.
+#[derive(Debug, Clone, Default)]
+pub struct Findable {
+    /// From an upload's acknowledgement to the answer of the first resolve naming a
+    /// provider, s.
+    pub found_s: Summary,
+    /// Objects no resolve named a provider for within [`FINDABLE_WAIT`].
+    pub not_found: usize,
+    /// Every resolve's latency, ms.
+    pub resolve_ms: Summary,
+    /// How long after its due time each resolve was sent, ms.
+    pub poll_lag_ms: Summary,
+    pub upload_ms: Summary,
+}
+
+/// One object to find: where it is resolved and when its upload was acknowledged.
+struct Poll {
+    due: Instant,
+    object: usize,
+    addr: Address,
+    acked: Instant,
+    /// The admin address of the node that resolves it.
+    reader: SocketAddr,
+}
+
+impl PartialEq for Poll {
+    fn eq(&self, other: &Poll) -> bool {
+        (self.due, self.object) == (other.due, other.object)
+    }
+}
+
+impl Eq for Poll {}
+
+impl PartialOrd for Poll {
+    fn partial_cmp(&self, other: &Poll) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Poll {
+    fn cmp(&self, other: &Poll) -> std::cmp::Ordering {
+        (self.due, self.object).cmp(&(other.due, other.object))
+    }
+}
+
+#[derive(Default)]
+struct Schedule {
+    due: BinaryHeap<Reverse<Poll>>,
+    /// No more objects will be added.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Outcomes {
+    found_s: Vec<f64>,
+    not_found: usize,
+    resolve_ms: Vec<f64>,
+    poll_lag_ms: Vec<f64>,
+}
+
+/// The probers' shared state: objects are added as their uploads are acknowledged
+/// ([`Prober::add`]); [`Prober::run`] serves the schedule until it is closed and empty.
+#[derive(Default)]
+pub(super) struct Prober {
+    schedule: Mutex<Schedule>,
+    changed: Condvar,
+    outcomes: Mutex<Outcomes>,
+}
+
+impl Prober {
+    /// Object `object` (`addr`), acknowledged at `acked`, is resolved at `reader` from now.
+    pub(super) fn add(&self, object: usize, addr: Address, acked: Instant, reader: SocketAddr) {
+        let poll = Poll {
+            due: acked,
+            object,
+            addr,
+            acked,
+            reader,
+        };
+        self.lock_schedule().due.push(Reverse(poll));
+        self.changed.notify_one();
+    }
+
+    /// No more objects will be added: the probers end once every one is settled.
+    pub(super) fn close(&self) {
+        self.lock_schedule().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// Serves the schedule with [`PROBE_WORKERS`] threads until it is closed and empty.
+    pub(super) fn run(&self) {
+        std::thread::scope(|scope| {
+            for _ in 0..PROBE_WORKERS {
+                scope.spawn(|| {
+                    while let Some(poll) = self.next_due() {
+                        self.resolve_once(poll);
+                    }
+                });
+            }
+        });
+    }
+
+    /// What was measured.
+    pub(super) fn findable(self) -> Findable {
+        let outcomes = self
+            .outcomes
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        Findable {
+            found_s: Summary::of(outcomes.found_s),
+            not_found: outcomes.not_found,
+            resolve_ms: Summary::of(outcomes.resolve_ms),
+            poll_lag_ms: Summary::of(outcomes.poll_lag_ms),
+            upload_ms: Summary::default(),
+        }
+    }
+
+    /// Waits for the earliest poll to fall due; `None` once the schedule is closed and
+    /// empty.
+    fn next_due(&self) -> Option<Poll> {
+        let mut schedule = self.lock_schedule();
+        loop {
+            let now = Instant::now();
+            match schedule.due.peek() {
+                Some(Reverse(poll)) if poll.due <= now => {
+                    return schedule.due.pop().map(|Reverse(poll)| poll);
+                }
+                Some(Reverse(poll)) => {
+                    let wait = poll.due - now;
+                    schedule = self
+                        .changed
+                        .wait_timeout(schedule, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                None if schedule.closed => return None,
+                None => {
+                    schedule = self
+                        .changed
+                        .wait(schedule)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+
+    /// One resolve of `poll`'s object: found, given up, or put back due after a pause.
+    fn resolve_once(&self, mut poll: Poll) {
+        let asked = Instant::now();
+        let lag_ms = asked.saturating_duration_since(poll.due).as_secs_f64() * 1e3;
+        let path = format!("/resolve?hash={}", poll.addr);
+        let answer = exchange(poll.reader, "GET", &path, b"", ADMIN_TIMEOUT);
+        let answered = Instant::now();
+        let named = answer
+            .ok()
+            .and_then(|a| a.json())
+            .is_some_and(|v| v["providers"].as_array().is_some_and(|p| !p.is_empty()));
+        {
+            let mut outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+            outcomes
+                .resolve_ms
+                .push((answered - asked).as_secs_f64() * 1e3);
+            outcomes.poll_lag_ms.push(lag_ms);
+            let since_ack = answered - poll.acked;
+            match (named, since_ack < FINDABLE_WAIT) {
+                (true, _) => outcomes.found_s.push(since_ack.as_secs_f64()),
+                (false, false) => outcomes.not_found += 1,
+                (false, true) => {}
+            }
+            if named || since_ack >= FINDABLE_WAIT {
+                return;
+            }
+        }
+        poll.due = answered + POLL_PAUSE;
+        self.lock_schedule().due.push(Reverse(poll));
+        self.changed.notify_one();
+    }
+
+    fn lock_schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll(object: usize, due: Instant) -> Poll {
+        Poll {
+            due,
+            object,
+            addr: Address::of(&object.to_le_bytes()),
+            acked: due,
+            reader: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_earliest_poll_is_served_first() {
+        let prober = Prober::default();
+        let now = Instant::now();
+        let later = now + Duration::from_millis(5);
+        prober.lock_schedule().due.push(Reverse(poll(1, later)));
+        prober.lock_schedule().due.push(Reverse(poll(2, now)));
+        prober.close();
+        assert_eq!(prober.next_due().map(|p| p.object), Some(2));
+        assert_eq!(prober.next_due().map(|p| p.object), Some(1));
+        assert!(Instant::now() >= later);
+        assert!(prober.next_due().is_none());
+    }
+
+    #[test]
+    fn a_waiting_prober_wakes_for_an_object_added_and_ends_when_closed() {
+        let prober = Prober::default();
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| {
+                let first = prober.next_due().map(|p| p.object);
+                (first, prober.next_due().is_none())
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            let reader = "127.0.0.1:1".parse().unwrap();
+            prober.add(7, Address::of(b"x"), Instant::now(), reader);
+            std::thread::sleep(Duration::from_millis(20));
+            prober.close();
+            assert_eq!(waiting.join().unwrap(), (Some(7), true));
+        });
+    }
+}
