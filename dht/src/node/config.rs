@@ -50,6 +50,10 @@ pub const SWEEP_REST: Duration = Duration::from_secs(600);
 /// A batch no peer took is published again by a sweep pass started this long after
 /// (not after the sweep's rest).
 pub const PUBLISH_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Publication batches in flight at once (one lookup each, then its provide requests),
+/// the sweep's one of them at most: one at a time made the third fresh object put on a
+/// node wait for the lookups of the first two, seconds each on a loaded network.
+pub const PUBLICATIONS_AT_ONCE: usize = 4;
 /// Announced keys waiting for their first publication; past it they wait for the sweep.
 pub const FRESH_KEYS_MAX: usize = 65_536;
 /// Peers whose greeting (ports) is remembered; past it, any one is forgotten for the
@@ -57,6 +61,11 @@ pub const FRESH_KEYS_MAX: usize = 65_536;
 pub const PEERS_MAX: usize = 4_096;
 /// Resolves in progress at once (more are refused at once: `TooManyLookups`).
 pub const RESOLVES_MAX: usize = 256;
+/// A resolve that found some providers but fewer than the copies kept (a fresh object:
+/// only its uploader provides it until copies are made) is answered this long after the
+/// first, not when its query has asked every one of the k closest peers — seconds on a
+/// loaded network, for the same answer: each of them holds the same records.
+pub(super) const FIRST_PROVIDER_GRACE: Duration = Duration::from_millis(200);
 /// How long a resolve waits for the greeting of a provider it dialed.
 pub(super) const GREETING_WAIT: Duration = Duration::from_secs(2);
 /// Records of others looked at per expiry step (a bounded step, not a stall).

@@ -1,7 +1,8 @@
 //! Publishing our keys. The shards' announcements are taken on the tick: announced keys
 //! are stored as ours and the new ones queued (at most [`FRESH_KEYS_MAX`]); withdrawn
-//! ones are forgotten. The publisher sends one batch at a time, fresh keys first, then
-//! the sweep's next region of keys due ([`REPUBLISH_AFTER`]). A batch is one lookup of
+//! ones are forgotten. The publisher keeps up to [`PUBLICATIONS_AT_ONCE`] batches in
+//! flight, fresh keys first, then the sweep's next region of keys due
+//! ([`REPUBLISH_AFTER`]), one such at a time. A batch is one lookup of
 //! the [`PUBLISH_LOOKUP_PEERS`] (k) peers closest to its region's first key; each key
 //! goes to its own [`PROVIDE_TO_CLOSEST`] (k/2) closest among them over `/ron/provide/2`,
 //! and a key whose k/2 closest may lie outside them goes back to the queue for a lookup
@@ -22,8 +23,8 @@ use crate::closest::{
 };
 use crate::node::address::record_key;
 use crate::node::config::{
-    FRESH_KEYS_MAX, K_VALUE, PROVIDE_TO_CLOSEST, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER,
-    REPUBLISH_AFTER, SWEEP_REST,
+    FRESH_KEYS_MAX, K_VALUE, PROVIDE_TO_CLOSEST, PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS,
+    PUBLISH_RETRY_AFTER, REPUBLISH_AFTER, SWEEP_REST,
 };
 use crate::node::state::{Node, Publication};
 use crate::protocol::{ProvideRequest, PROVIDE_KEYS_MAX};
@@ -91,36 +92,41 @@ impl Node {
         self.publisher.fresh.retain(|k| !gone.contains(k));
     }
 
-    /// Starts the next batch when none is in flight and some peer is connected: fresh
-    /// keys first, then the sweep's next batch. A batch is cut to one region of the key
-    /// space ([`region_bits`]), about k/2 peers wide, so that most of its keys share
-    /// their k closest peers with its first key.
+    /// Starts batches while fewer than [`PUBLICATIONS_AT_ONCE`] are in flight and some
+    /// peer is connected: fresh keys first, then the sweep's next batch when none of its
+    /// own is in flight. A batch is cut to one region of the key space
+    /// ([`region_bits`]), about k/2 peers wide, so that most of its keys share their k
+    /// closest peers with its first key.
     pub(super) fn publish_next(&mut self) {
-        if self.publisher.current.is_some() || self.swarm.connected_peers().next().is_none() {
+        if self.swarm.connected_peers().next().is_none() {
             return;
         }
         let bits = region_bits(self.network_peers());
-        let mut keys = self.fresh_batch(bits);
-        if keys.is_empty() {
-            keys = self.sweep_batch(bits);
+        while self.publisher.in_flight.len() < PUBLICATIONS_AT_ONCE {
+            let mut keys = self.fresh_batch(bits);
+            let swept = keys.is_empty();
+            if swept && !self.publisher.in_flight.iter().any(|p| p.swept) {
+                keys = self.sweep_batch(bits);
+            }
+            let Some(first) = keys.first() else {
+                return;
+            };
+            let peers = NonZeroUsize::new(PUBLISH_LOOKUP_PEERS).expect("k > 0");
+            let lookup = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .get_n_closest_peers(first.to_vec(), peers);
+            self.publisher.in_flight.push(Publication {
+                taken: vec![false; keys.len()],
+                keys,
+                lookup: Some(lookup),
+                outstanding: HashMap::new(),
+                peers: Vec::new(),
+                reach: None,
+                swept,
+            });
         }
-        let Some(first) = keys.first() else {
-            return;
-        };
-        let peers = NonZeroUsize::new(PUBLISH_LOOKUP_PEERS).expect("k > 0");
-        let lookup = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .get_n_closest_peers(first.to_vec(), peers);
-        self.publisher.current = Some(Publication {
-            taken: vec![false; keys.len()],
-            keys,
-            lookup: Some(lookup),
-            outstanding: HashMap::new(),
-            peers: Vec::new(),
-            reach: None,
-        });
     }
 
     /// Whether a lookup that returned `found` peers found every peer there is: fewer
@@ -220,14 +226,13 @@ impl Node {
         timed_out: bool,
     ) {
         let exhaustive = self.found_every_peer(peers.len(), timed_out);
-        let Some(current) = self.publisher.current.as_mut() else {
+        let in_flight = &mut self.publisher.in_flight;
+        let Some(at) = in_flight.iter().position(|p| p.lookup == Some(lookup)) else {
             return;
         };
-        if current.lookup != Some(lookup) {
-            return;
-        }
-        current.lookup = None;
-        let keys = current.keys.clone();
+        let batch = &mut in_flight[at];
+        batch.lookup = None;
+        let keys = batch.keys.clone();
         let peers: Vec<kad::PeerInfo> = peers
             .into_iter()
             .filter(|p| p.peer_id != self.local)
@@ -270,37 +275,37 @@ impl Node {
         }
         let empty = outstanding.is_empty();
         let reach = (!exhaustive).then(|| farthest(&key_positions[0], positions.into_iter()));
-        if let Some(current) = self.publisher.current.as_mut() {
-            current.outstanding = outstanding;
-            current.peers = found;
-            current.reach = reach;
-        }
+        let batch = &mut self.publisher.in_flight[at];
+        batch.outstanding = outstanding;
+        batch.peers = found;
+        batch.reach = reach;
         if empty {
-            self.finish_publication();
+            self.finish_publication(at);
         }
     }
 
     pub(super) fn on_published(&mut self, request: OutboundRequestId, accepted: bool) {
-        let Some(current) = self.publisher.current.as_mut() else {
+        let in_flight = &mut self.publisher.in_flight;
+        let Some(at) = in_flight
+            .iter()
+            .position(|p| p.outstanding.contains_key(&request))
+        else {
             return;
         };
-        let Some(carried) = current.outstanding.remove(&request) else {
-            return;
-        };
+        let batch = &mut in_flight[at];
+        let carried = batch.outstanding.remove(&request).unwrap_or_default();
         if accepted {
-            carried.iter().for_each(|at| current.taken[*at] = true);
+            carried.iter().for_each(|key| batch.taken[*key] = true);
         }
-        if current.outstanding.is_empty() {
-            self.finish_publication();
+        if batch.outstanding.is_empty() {
+            self.finish_publication(at);
         }
     }
 
     /// The keys some peer took are marked published; a batch none of whose keys
     /// reached a peer counts as a failure and is left for the sweep.
-    fn finish_publication(&mut self) {
-        let Some(done) = self.publisher.current.take() else {
-            return;
-        };
+    fn finish_publication(&mut self, at: usize) {
+        let done = self.publisher.in_flight.swap_remove(at);
         // The lookup was for the batch's first key: its reach is measured from there.
         let first = done.keys.first().map(distance_key).unwrap_or_default();
         let published: Vec<RecordKey> = done

@@ -2,9 +2,10 @@
 //! `get_providers` query, at most [`RESOLVES_MAX`] at once. Providers not greeted yet
 //! are dialed while the query still holds their addresses. A resolve is answered once
 //! it has found as many providers as the placement keeps copies (`replicas`, or its
-//! limit if lower) or its query is done, and the greetings of those it dialed arrived
-//! (or [`GREETING_WAIT`] passed); or at its own deadline — whichever comes first — with
-//! each provider's node id and OAP address. Answering once the copies are found, not
+//! limit if lower), or [`FIRST_PROVIDER_GRACE`] after it found the first, or when its
+//! query is done, and the greetings of those it dialed arrived (or [`GREETING_WAIT`]
+//! passed); or at its own deadline — whichever comes first — with each provider's node
+//! id and OAP address. Answering once the copies are found, not
 //! when the query has asked all k closest peers, is what makes a resolve take a round
 //! trip or two instead of the whole query (a provider record sits on the k closest
 //! peers, and each of them names every provider it holds records of).
@@ -17,7 +18,7 @@ use libp2p::kad::{QueryId, RecordKey};
 use libp2p::PeerId;
 use ron_link::dht::{Provider, ResolveError, ResolveReply};
 
-use crate::node::config::{GREETING_WAIT, RESOLVES_MAX};
+use crate::node::config::{FIRST_PROVIDER_GRACE, RESOLVES_MAX};
 use crate::node::state::{Node, Resolve};
 
 impl Node {
@@ -42,7 +43,7 @@ impl Node {
                 started: now,
                 deadline: now + Duration::from_millis(deadline_ms),
                 found: Vec::new(),
-                greeting_deadline: None,
+                answer_from: None,
                 reply,
             },
         );
@@ -61,9 +62,12 @@ impl Node {
                 }
             }
         }
+        let now = Instant::now();
         let enough = resolve.found.len() >= resolve.limit.min(self.replicas.max(1));
-        if enough && resolve.greeting_deadline.is_none() {
-            resolve.greeting_deadline = Some(Instant::now() + GREETING_WAIT);
+        if enough {
+            resolve.answerable_from(now);
+        } else if !resolve.found.is_empty() {
+            resolve.answerable_from(now + FIRST_PROVIDER_GRACE);
         }
         for peer in dial {
             // The query still holds the addresses its answers carried for this peer.
@@ -76,17 +80,13 @@ impl Node {
 
     pub(super) fn on_providers_done(&mut self, query: QueryId) {
         if let Some(resolve) = self.resolves.get_mut(&query) {
-            if resolve.greeting_deadline.is_none() {
-                resolve.greeting_deadline = Some(Instant::now() + GREETING_WAIT);
-            }
+            resolve.answerable_from(Instant::now());
         }
         self.answer_due_resolves();
     }
 
-    /// Answers the resolves that found enough providers or whose query is done (either
-    /// sets `greeting_deadline`) and whose providers' greetings arrived (or stopped being
-    /// worth waiting for), and those past their deadline. Called on each of those
-    /// events, on each greeting, and on the tick.
+    /// Answers the resolves that may be answered ([`Resolve::due`]). Called when
+    /// providers are found, when a query is done, on each greeting, and on the tick.
     pub(super) fn answer_due_resolves(&mut self) {
         let now = Instant::now();
         let due: Vec<QueryId> = self
@@ -97,9 +97,7 @@ impl Node {
                     .found
                     .iter()
                     .all(|p| *p == self.local || self.peers.contains_key(p));
-                let waited = r.greeting_deadline.is_some_and(|at| now >= at);
-                let answerable = r.greeting_deadline.is_some();
-                now >= r.deadline || (answerable && (greeted || waited))
+                r.due(now, greeted)
             })
             .map(|(id, _)| *id)
             .collect();

@@ -20,7 +20,7 @@ use ron_link::dht::{CopiesReply, CopyOutcome, DhtMetrics, ReplicationRoutes, Res
 
 use crate::error::DhtError;
 use crate::node::address::tcp_multiaddr;
-use crate::node::config::DhtConfig;
+use crate::node::config::{DhtConfig, GREETING_WAIT};
 use crate::node::swarm::{build_swarm, Behaviour};
 use crate::protocol::Ports;
 use crate::replicate::ReplicateResponse;
@@ -44,10 +44,30 @@ pub(super) struct Resolve {
     pub(super) started: Instant,
     pub(super) deadline: Instant,
     pub(super) found: Vec<PeerId>,
-    /// Set once enough providers are found or the query is done: how long to wait for
-    /// greetings of dialed providers.
-    pub(super) greeting_deadline: Option<Instant>,
+    /// From when it may be answered with what it found: at once when enough providers
+    /// are found or the query is done, [`FIRST_PROVIDER_GRACE`] after the first provider
+    /// otherwise. The greetings of dialed providers are waited for until
+    /// [`GREETING_WAIT`] past it.
+    ///
+    /// [`FIRST_PROVIDER_GRACE`]: crate::node::config::FIRST_PROVIDER_GRACE
+    /// [`GREETING_WAIT`]: crate::node::config::GREETING_WAIT
+    pub(super) answer_from: Option<Instant>,
     pub(super) reply: ResolveReply,
+}
+
+impl Resolve {
+    /// From `at` on (or from when it could already), the resolve may be answered.
+    pub(super) fn answerable_from(&mut self, at: Instant) {
+        self.answer_from = Some(self.answer_from.map_or(at, |from| from.min(at)));
+    }
+
+    /// Whether to answer now: past its deadline, or answerable and every provider it
+    /// found greeted (or the greetings waited for long enough).
+    pub(super) fn due(&self, now: Instant, greeted: bool) -> bool {
+        let answerable = self.answer_from.filter(|from| now >= *from);
+        now >= self.deadline
+            || answerable.is_some_and(|from| greeted || now >= from + GREETING_WAIT)
+    }
 }
 
 /// A placement lookup in progress: its key's closest peers, then their greetings.
@@ -158,6 +178,8 @@ pub(super) struct Publication {
     pub(super) peers: Vec<PeerId>,
     /// How far from the first key every peer is known; `None`: every peer there is.
     pub(super) reach: Option<U256>,
+    /// A batch of the sweep (else of fresh keys).
+    pub(super) swept: bool,
 }
 
 /// Replication's tables: kept keys whose holders are still to be asked, the requests
@@ -227,7 +249,11 @@ pub(super) struct PullDone {
 #[derive(Debug, Default)]
 pub(super) struct Publisher {
     pub(super) fresh: VecDeque<RecordKey>,
-    pub(super) current: Option<Publication>,
+    /// Batches on their way: at most [`PUBLICATIONS_AT_ONCE`], of which at most one
+    /// the sweep's.
+    ///
+    /// [`PUBLICATIONS_AT_ONCE`]: crate::node::PUBLICATIONS_AT_ONCE
+    pub(super) in_flight: Vec<Publication>,
     /// Where the sweep goes on; `None` when a pass is done (starts again after a tick
     /// with nothing fresh).
     pub(super) sweep_from: Option<[u8; 32]>,
@@ -331,5 +357,49 @@ impl Node {
 
     pub(super) fn store(&mut self) -> &mut ProviderStore {
         self.swarm.behaviour_mut().kad.store_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(now: Instant) -> Resolve {
+        let (reply, _answer) = std::sync::mpsc::sync_channel(1);
+        Resolve {
+            key: RecordKey::new(b"k"),
+            limit: 8,
+            started: now,
+            deadline: now + Duration::from_secs(10),
+            found: Vec::new(),
+            answer_from: None,
+            reply: ResolveReply::Blocking(reply),
+        }
+    }
+
+    #[test]
+    fn a_resolve_waits_for_an_answerable_moment_and_the_greetings() {
+        let now = Instant::now();
+        let mut r = resolve(now);
+        assert!(!r.due(now, true), "nothing found, query running");
+        r.answerable_from(now + Duration::from_millis(200));
+        assert!(!r.due(now, true), "within the first provider's grace");
+        assert!(r.due(now + Duration::from_millis(200), true));
+        assert!(
+            !r.due(now + Duration::from_millis(200), false),
+            "greeting awaited"
+        );
+        assert!(r.due(now + Duration::from_millis(200) + GREETING_WAIT, false));
+        r.answerable_from(now);
+        assert!(r.due(now, true), "enough found, or the query done: at once");
+        r.answerable_from(now + Duration::from_secs(1));
+        assert!(
+            r.due(now, true),
+            "a later moment never delays an earlier one"
+        );
+        assert!(
+            resolve(now).due(now + Duration::from_secs(10), false),
+            "deadline"
+        );
     }
 }
