@@ -220,6 +220,11 @@ pub fn resolve(
         config.cache_bytes = bytes;
         origins.insert("cache_bytes", Origin::Auto(why));
     }
+    if config.io_memory_bytes == 0 {
+        let (bytes, why) = memory::auto_io_memory_bytes(config.cache_bytes, config.shard_count());
+        config.io_memory_bytes = bytes;
+        origins.insert("io_memory_bytes", Origin::Auto(why));
+    }
     if config.fetched_bytes_max == 0 {
         let (bytes, why) = disk::auto_fetched_bytes(&config.data_dirs);
         config.fetched_bytes_max = bytes;

@@ -49,6 +49,10 @@ pub struct Config {
     /// Verified-group cache, bytes, for the whole node (split across shards); 0 until
     /// resolved means "auto" (`memory::auto_cache_bytes`).
     pub cache_bytes: u64,
+    /// io_uring registered buffers of each shard, bytes (pinned and resident from the
+    /// start; reads and writes past them use ordinary buffers); 0 until resolved means
+    /// "auto" (`memory::auto_io_memory_bytes`).
+    pub io_memory_bytes: u64,
     /// Largest object accepted by an upload.
     pub object_bytes_max: u64,
     /// Largest request head.
@@ -303,6 +307,7 @@ impl Config {
             admin: nowhere,
             shards: 0,
             cache_bytes: 0,
+            io_memory_bytes: 0,
             object_bytes_max: 0,
             head_bytes_max: 0,
             header_timeout_ms: 0,

@@ -213,6 +213,7 @@ pub(super) fn start_shards(
         };
         let executor = LocalExecutorBuilder::new(placement(&cpus, i))
             .name(&format!("ron-shard-{i}"))
+            .io_memory(plan.config.io_memory_bytes as usize)
             .blocking_thread_pool_placement(PoolPlacement::Unbound(2));
         let guard = StopOnFailure {
             failed: Arc::clone(&failed),
