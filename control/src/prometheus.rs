@@ -8,7 +8,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use ron_link::counters::{FrontSnapshot, ShardCounters, StorageSnapshot, FRONT, STORAGE};
-use ron_link::dht::{DhtMetrics, DhtSnapshot, DHT, LOOKUP_BUCKETS_MS};
+use ron_link::dht::{DhtMetrics, DhtSnapshot, DHT, LOOKUP_BUCKETS_MS, PUBLISH_DELAY_BUCKETS_MS};
 use ron_link::families::{Across, Family, Kind};
 use ron_link::latency::{LatencySet, EXPORTED_BUCKETS_US};
 use ron_link::requests::{Op, Protocol, Rejection, COUNTED_STATUSES};
@@ -367,6 +367,7 @@ fn escape_label(value: &str) -> String {
 pub fn render_dht(out: &mut String, dht: &DhtMetrics) {
     let snapshot = dht.snapshot();
     render_lookup_histogram(out, &snapshot);
+    render_publish_delay_histogram(out, &snapshot);
     for family in DHT.all() {
         let name = family.name;
         out.push_str(&format!(
@@ -380,19 +381,45 @@ pub fn render_dht(out: &mut String, dht: &DhtMetrics) {
 
 /// `ron_dht_lookup_duration_seconds`, from the DHT's non-cumulative millisecond buckets.
 fn render_lookup_histogram(out: &mut String, dht: &DhtSnapshot) {
-    let name = "ron_dht_lookup_duration_seconds";
-    out.push_str(&format!(
-        "# HELP {name} Provider lookups (resolves) by time to answer, seconds.\n# TYPE {name} histogram\n"
-    ));
+    render_ms_histogram(
+        out,
+        "ron_dht_lookup_duration_seconds",
+        "Provider lookups (resolves) by time to answer, seconds.",
+        (&dht.lookup_ms_buckets, &LOOKUP_BUCKETS_MS),
+        dht.lookup_ms_sum,
+    );
+}
+
+/// `ron_dht_publish_delay_seconds`, likewise.
+fn render_publish_delay_histogram(out: &mut String, dht: &DhtSnapshot) {
+    render_ms_histogram(
+        out,
+        "ron_dht_publish_delay_seconds",
+        "Fresh objects by time from their announcement to the first peer that took their provider record, seconds.",
+        (&dht.publish_delay_ms_buckets, &PUBLISH_DELAY_BUCKETS_MS),
+        dht.publish_delay_ms_sum,
+    );
+}
+
+/// A Prometheus histogram in seconds from non-cumulative counts per millisecond bound
+/// (`counts` has one more entry than `bounds_ms`: the rest).
+fn render_ms_histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    (counts, bounds_ms): (&[u64], &[u64]),
+    sum_ms: u64,
+) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
     let mut cumulative = 0;
-    for (count, le_ms) in dht.lookup_ms_buckets.iter().zip(LOOKUP_BUCKETS_MS) {
+    for (count, le_ms) in counts.iter().zip(bounds_ms) {
         cumulative += count;
-        let le = le_ms as f64 / 1e3;
+        let le = *le_ms as f64 / 1e3;
         out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
     }
-    cumulative += dht.lookup_ms_buckets[LOOKUP_BUCKETS_MS.len()];
+    cumulative += counts[bounds_ms.len()..].iter().sum::<u64>();
     out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
-    let sum_s = dht.lookup_ms_sum as f64 / 1e3;
+    let sum_s = sum_ms as f64 / 1e3;
     out.push_str(&format!("{name}_sum {sum_s}\n"));
     out.push_str(&format!("{name}_count {cumulative}\n"));
 }
@@ -409,6 +436,8 @@ mod tests {
         let dht = DhtMetrics::default();
         dht.record_lookup(3, 2);
         dht.record_lookup(40_000, 0);
+        dht.record_publish_delay(150);
+        dht.record_publish_delay(400_000);
         dht.count_audit("missing");
         let busy = &dht.copies_asked_total[ron_link::dht::CopyOutcome::Busy as usize];
         busy.fetch_add(2, Ordering::Relaxed);
@@ -423,6 +452,13 @@ mod tests {
             "ron_dht_lookup_duration_seconds_bucket{le=\"+Inf\"} 2\n",
             "ron_dht_lookup_duration_seconds_sum 40.003\n",
             "ron_dht_lookup_duration_seconds_count 2\n",
+            "# TYPE ron_dht_publish_delay_seconds histogram\n",
+            "ron_dht_publish_delay_seconds_bucket{le=\"0.1\"} 0\n",
+            "ron_dht_publish_delay_seconds_bucket{le=\"0.2\"} 1\n",
+            "ron_dht_publish_delay_seconds_bucket{le=\"300\"} 1\n",
+            "ron_dht_publish_delay_seconds_bucket{le=\"+Inf\"} 2\n",
+            "ron_dht_publish_delay_seconds_sum 400.15\n",
+            "ron_dht_publish_delay_seconds_count 2\n",
             "ron_dht_lookups_total 2\n",
             "ron_dht_missing_records_total 1\n",
             "ron_dht_providers_found_total 2\n",
@@ -436,8 +472,8 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
-        assert_eq!(text.matches("# HELP ").count(), DHT.all().len() + 1);
-        assert_eq!(text.matches("# TYPE ").count(), DHT.all().len() + 1);
+        assert_eq!(text.matches("# HELP ").count(), DHT.all().len() + 2);
+        assert_eq!(text.matches("# TYPE ").count(), DHT.all().len() + 2);
     }
 
     #[test]

@@ -402,6 +402,12 @@ pub const PLACEMENTS_PER_REQUEST_MAX: usize = 256;
 /// (`ron_dht_lookup_duration_seconds`, shown in seconds).
 pub const LOOKUP_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 30_000];
 
+/// Upper bounds of the publish-delay buckets, milliseconds
+/// (`ron_dht_publish_delay_seconds`, shown in seconds).
+pub const PUBLISH_DELAY_BUCKETS_MS: [u64; 10] = [
+    100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000,
+];
+
 declare_counters! {
     /// The DHT thread's counters (it writes them, relaxed; the admin threads read them).
     /// One writer, so each family's `Sum` is its one value.
@@ -416,6 +422,11 @@ declare_counters! {
         /// `LOOKUP_BUCKETS_MS[i]` (not cumulative; the renderer sums), the last one the rest.
         lookup_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
         lookup_ms_sum: AtomicU64,
+        /// Fresh keys by the time from their announcement to the first peer that took
+        /// their provider record: `publish_delay_ms_buckets[i]` counts those of at most
+        /// `PUBLISH_DELAY_BUCKETS_MS[i]` (not cumulative), the last one the rest.
+        publish_delay_ms_buckets: [AtomicU64; PUBLISH_DELAY_BUCKETS_MS.len() + 1],
+        publish_delay_ms_sum: AtomicU64,
         /// The `replicas` setting: copies each kept object should have.
         replication_target: AtomicU64 => Gauge "ron_replication_target", Sum,
             "Copies each kept object should have (the replicas setting).",
@@ -668,6 +679,17 @@ impl DhtMetrics {
         if let Some(at) = AUDIT_OUTCOMES.iter().position(|o| *o == outcome) {
             self.audits_total[at].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A fresh key some peer took, `elapsed_ms` after it was announced.
+    pub fn record_publish_delay(&self, elapsed_ms: u64) {
+        let bucket = PUBLISH_DELAY_BUCKETS_MS
+            .iter()
+            .position(|le| elapsed_ms <= *le)
+            .unwrap_or(PUBLISH_DELAY_BUCKETS_MS.len());
+        self.publish_delay_ms_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.publish_delay_ms_sum
+            .fetch_add(elapsed_ms, Ordering::Relaxed);
     }
 
     pub fn record_lookup(&self, elapsed_ms: u64, providers: usize) {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use ron_codec::Address;
 use serde_json::{json, Value};
 
-use super::findable::{Findable, Prober};
+use super::findable::{bucket_summary, publish_delay_buckets, Findable, Prober};
 use super::probe::{self, exchange, TICKS_PER_S};
 use super::{Network, ADMIN_TIMEOUT};
 use crate::dataset::object_bytes;
@@ -175,6 +175,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     let copies = copies.ok_or("the findability probe panicked")?;
     report.findable = Findable {
         upload_ms,
+        publish_delay_s: publish_delays(network),
         ..prober.findable()
     };
     report.copies = remember_holders(&mut puts, copies);
@@ -267,6 +268,33 @@ pub fn node_costs(network: &Network, window_s: f64) -> NodeCosts {
         peers_alive: column(1),
         routing_peers: column(2),
     }
+}
+
+/// Every live node's `ron_dht_publish_delay_seconds`, summed bucket by bucket.
+fn publish_delays(network: &Network) -> Summary {
+    let per_node = parallel_map(&network.live(), |&i| {
+        let answer = exchange(
+            network.nodes[i].admin,
+            "GET",
+            "/metrics",
+            b"",
+            ADMIN_TIMEOUT,
+        );
+        let text = String::from_utf8(answer.ok()?.body).ok()?;
+        Some(publish_delay_buckets(&text))
+    });
+    let mut summed: Vec<(f64, u64)> = Vec::new();
+    for buckets in per_node.into_iter().flatten() {
+        if summed.is_empty() {
+            summed = buckets.iter().map(|(le, _)| (*le, 0)).collect();
+        }
+        for ((le, total), (node_le, count)) in summed.iter_mut().zip(&buckets) {
+            if le == node_le {
+                *total += count;
+            }
+        }
+    }
+    bucket_summary(&summed)
 }
 
 /// Puts `plan.objects` objects on random live nodes, [`WORKERS`] at a time, each handed

@@ -41,6 +41,10 @@ pub struct Findable {
     /// How long after its due time each resolve was sent, ms.
     pub poll_lag_ms: Summary,
     pub upload_ms: Summary,
+    /// As the nodes saw it: from each stored object's announcement (uploads and the
+    /// copies made of them) to the first peer that took its provider record, s — the
+    /// upper bounds of `ron_dht_publish_delay_seconds`'s buckets, summed over the nodes.
+    pub publish_delay_s: Summary,
 }
 
 /// One object to find: where it is resolved and when its upload was acknowledged.
@@ -142,6 +146,7 @@ impl Prober {
             resolve_ms: Summary::of(outcomes.resolve_ms),
             poll_lag_ms: Summary::of(outcomes.poll_lag_ms),
             upload_ms: Summary::default(),
+            publish_delay_s: Summary::default(),
         }
     }
 
@@ -211,9 +216,70 @@ impl Prober {
     }
 }
 
+/// The series of `ron_dht_publish_delay_seconds` in a node's `/metrics`: (upper bound
+/// in seconds, cumulative count), in order, `+Inf` last.
+pub(super) fn publish_delay_buckets(metrics: &str) -> Vec<(f64, u64)> {
+    const PREFIX: &str = "ron_dht_publish_delay_seconds_bucket{le=\"";
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(PREFIX)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = match le {
+                "+Inf" => f64::INFINITY,
+                le => le.parse().ok()?,
+            };
+            Some((le, count.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+/// The summary of a cumulative histogram summed over nodes: each quantile is the upper
+/// bound of the first bucket that reaches it.
+pub(super) fn bucket_summary(buckets: &[(f64, u64)]) -> Summary {
+    let count = buckets.last().map_or(0, |(_, c)| *c);
+    let at = |q: f64| {
+        let want = ((count as f64) * q).ceil().max(1.0) as u64;
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= want)
+            .map_or(f64::INFINITY, |(le, _)| *le)
+    };
+    if count == 0 {
+        return Summary::default();
+    }
+    Summary {
+        count: count as usize,
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        max: at(1.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_delays_are_read_from_the_histogram_and_summed() {
+        let node = "# TYPE ron_dht_publish_delay_seconds histogram\n\
+            ron_dht_publish_delay_seconds_bucket{le=\"0.1\"} 0\n\
+            ron_dht_publish_delay_seconds_bucket{le=\"0.5\"} 6\n\
+            ron_dht_publish_delay_seconds_bucket{le=\"2\"} 9\n\
+            ron_dht_publish_delay_seconds_bucket{le=\"+Inf\"} 10\n\
+            ron_dht_publish_delay_seconds_sum 12.5\n";
+        let buckets = publish_delay_buckets(node);
+        assert_eq!(
+            buckets,
+            vec![(0.1, 0), (0.5, 6), (2.0, 9), (f64::INFINITY, 10)]
+        );
+        let summary = bucket_summary(&buckets);
+        assert_eq!(summary.count, 10);
+        assert_eq!((summary.p50, summary.p90), (0.5, 2.0));
+        assert_eq!(summary.p99, f64::INFINITY);
+        assert_eq!(bucket_summary(&[]), Summary::default());
+    }
 
     fn poll(object: usize, due: Instant) -> Poll {
         Poll {

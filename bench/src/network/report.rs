@@ -20,6 +20,10 @@ impl Report {
             f.not_found, FINDABLE_WAIT.as_secs(), f.resolve_ms.p50, f.resolve_ms.p99, f.resolve_ms.count,
             f.poll_lag_ms.p50, f.poll_lag_ms.p99
         );
+        out += &format!(
+            "published (as the nodes saw it, uploads and copies): {} keys, p50 <= {} s p90 <= {} s p99 <= {} s\n",
+            f.publish_delay_s.count, f.publish_delay_s.p50, f.publish_delay_s.p90, f.publish_delay_s.p99
+        );
         out += &copies_text("copies after upload", &self.copies);
         out += &format!(
             "resolves once copied: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} of {} named no provider\n",
@@ -65,6 +69,7 @@ impl Report {
                 "found_s": self.findable.found_s.json(), "not_found": self.findable.not_found,
                 "resolve_ms": self.findable.resolve_ms.json(), "upload_ms": self.findable.upload_ms.json(),
                 "poll_lag_ms": self.findable.poll_lag_ms.json(),
+                "publish_delay_s": self.findable.publish_delay_s.json(),
             },
             "copies": copies(&self.copies),
             "settled_resolve_ms": self.settled_resolve_ms.json(),

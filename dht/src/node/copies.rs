@@ -32,7 +32,9 @@ use crate::node::config::{
     ACCEPT_WINDOW_SLACK, COPIES_PLACEMENT_WAIT, COPIES_WAITING_MAX, COPY_WATCHES_MAX, PULLS_MAX,
     PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
 };
-use crate::node::state::{Answering, CopiesWaiter, Node, PlacementAnswer, PullDone, Ungreeted};
+use crate::node::state::{
+    Answering, CopiesWaiter, FreshKey, Node, PlacementAnswer, PullDone, Ungreeted,
+};
 use crate::placement::candidates;
 use crate::replicate::{ReplicateRequest, ReplicateResponse, REPLICATE_KEYS_MAX};
 use crate::store::distance_key;
@@ -164,8 +166,11 @@ impl Node {
             watch.asked_yet = false;
             let key = crate::node::address::record_key(&addr);
             self.copies.waiting.insert(key.clone());
-            if !self.publisher.fresh.contains(&key) {
-                self.publisher.fresh.push_front(key);
+            if !self.publisher.fresh.iter().any(|f| f.key == key) {
+                self.publisher.fresh.push_front(FreshKey {
+                    key,
+                    queued: Some(now),
+                });
             }
         } else {
             watch.asked_yet = true;

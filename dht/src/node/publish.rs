@@ -26,7 +26,7 @@ use crate::node::config::{
     FRESH_KEYS_MAX, K_VALUE, PROVIDE_TO_CLOSEST, PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS,
     PUBLISH_RETRY_AFTER, REPUBLISH_AFTER, SWEEP_REST,
 };
-use crate::node::state::{Node, Publication};
+use crate::node::state::{FreshKey, Node, Publication};
 use crate::protocol::{ProvideRequest, PROVIDE_KEYS_MAX};
 use crate::store::{distance_key, unix_ms};
 
@@ -79,9 +79,13 @@ impl Node {
             .cloned()
             .collect();
         let room = FRESH_KEYS_MAX.saturating_sub(self.publisher.fresh.len());
-        self.publisher
-            .fresh
-            .extend(new.into_iter().chain(again).take(room));
+        let queued = Some(Instant::now());
+        self.publisher.fresh.extend(
+            new.into_iter()
+                .chain(again)
+                .take(room)
+                .map(|key| FreshKey { key, queued }),
+        );
     }
 
     fn withdraw(&mut self, keys: Vec<RecordKey>) {
@@ -89,7 +93,7 @@ impl Node {
             tracing::warn!("{e}");
         }
         let gone: std::collections::HashSet<&RecordKey> = keys.iter().collect();
-        self.publisher.fresh.retain(|k| !gone.contains(k));
+        self.publisher.fresh.retain(|f| !gone.contains(&f.key));
     }
 
     /// Starts batches while fewer than [`PUBLICATIONS_AT_ONCE`] are in flight and some
@@ -103,7 +107,11 @@ impl Node {
         }
         let bits = region_bits(self.network_peers());
         while self.publisher.in_flight.len() < PUBLICATIONS_AT_ONCE {
-            let mut keys = self.fresh_batch(bits);
+            let (mut keys, queued): (Vec<RecordKey>, Vec<Option<Instant>>) = self
+                .fresh_batch(bits)
+                .into_iter()
+                .map(|f| (f.key, f.queued))
+                .unzip();
             let swept = keys.is_empty();
             if swept && !self.publisher.in_flight.iter().any(|p| p.swept) {
                 keys = self.sweep_batch(bits);
@@ -125,6 +133,7 @@ impl Node {
                 peers: Vec::new(),
                 reach: None,
                 swept,
+                queued,
             });
         }
     }
@@ -156,11 +165,13 @@ impl Node {
 
     /// Up to a batch of fresh keys in one region: the first region of those waiting, in
     /// distance order; the others go back to the front of the queue.
-    fn fresh_batch(&mut self, bits: u32) -> Vec<RecordKey> {
+    fn fresh_batch(&mut self, bits: u32) -> Vec<FreshKey> {
         let fresh = &mut self.publisher.fresh;
         let take = fresh.len().min(PROVIDE_KEYS_MAX);
-        let mut batch: Vec<([u8; 32], RecordKey)> =
-            fresh.drain(..take).map(|k| (distance_key(&k), k)).collect();
+        let mut batch: Vec<([u8; 32], FreshKey)> = fresh
+            .drain(..take)
+            .map(|f| (distance_key(&f.key), f))
+            .collect();
         batch.sort_unstable_by_key(|(distance, _)| *distance);
         let Some(first) = batch.first().map(|(d, _)| region_of(d, bits)) else {
             return Vec::new();
@@ -233,6 +244,7 @@ impl Node {
         let batch = &mut in_flight[at];
         batch.lookup = None;
         let keys = batch.keys.clone();
+        let queued = batch.queued.clone();
         let peers: Vec<kad::PeerInfo> = peers
             .into_iter()
             .filter(|p| p.peer_id != self.local)
@@ -254,7 +266,10 @@ impl Node {
             .publish_keys_deferred_total
             .fetch_add(split.deferred.len() as u64, Ordering::Relaxed);
         for at in split.deferred.iter().rev() {
-            self.publisher.fresh.push_front(keys[*at].clone());
+            self.publisher.fresh.push_front(FreshKey {
+                key: keys[*at].clone(),
+                queued: queued.get(*at).copied().flatten(),
+            });
         }
         let mut outstanding = HashMap::new();
         for (peer, carried) in peers.into_iter().zip(split.per_candidate) {
@@ -308,6 +323,12 @@ impl Node {
         let done = self.publisher.in_flight.swap_remove(at);
         // The lookup was for the batch's first key: its reach is measured from there.
         let first = done.keys.first().map(distance_key).unwrap_or_default();
+        for (queued, taken) in done.queued.iter().zip(&done.taken) {
+            if let (Some(queued), true) = (queued, taken) {
+                let delay_ms = u64::try_from(queued.elapsed().as_millis()).unwrap_or(u64::MAX);
+                self.metrics.record_publish_delay(delay_ms);
+            }
+        }
         let published: Vec<RecordKey> = done
             .keys
             .into_iter()

@@ -180,6 +180,17 @@ pub(super) struct Publication {
     pub(super) reach: Option<U256>,
     /// A batch of the sweep (else of fresh keys).
     pub(super) swept: bool,
+    /// Per key of a fresh batch, when it was announced (empty for the sweep's).
+    pub(super) queued: Vec<Option<Instant>>,
+}
+
+/// A key waiting for its first publication, and when it was announced (the publish
+/// delay counts from there; `None`: a key of the sweep's sent back for a lookup of its
+/// own).
+#[derive(Debug, Clone)]
+pub(super) struct FreshKey {
+    pub(super) key: RecordKey,
+    pub(super) queued: Option<Instant>,
 }
 
 /// Replication's tables: kept keys whose holders are still to be asked, the requests
@@ -248,7 +259,7 @@ pub(super) struct PullDone {
 /// batch to each of those peers over `/ron/provide/2`, each key to its k/2 closest.
 #[derive(Debug, Default)]
 pub(super) struct Publisher {
-    pub(super) fresh: VecDeque<RecordKey>,
+    pub(super) fresh: VecDeque<FreshKey>,
     /// Batches on their way: at most [`PUBLICATIONS_AT_ONCE`], of which at most one
     /// the sweep's.
     ///
