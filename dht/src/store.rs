@@ -15,9 +15,10 @@
 //!
 //! Writes of others' records are buffered and committed together by
 //! [`ProviderStore::flush`] (the DHT thread calls it every tick and a full buffer calls
-//! it at once): one LMDB commit (one fsync) per batch, not per received record, so a
-//! flood of ADD_PROVIDER messages costs the disk one sync per tick. A crash loses at
-//! most the last tick of others' records, which their providers republish anyway. Our
+//! it at once): one LMDB commit (one fsync, its meta page left unsynced:
+//! `NO_META_SYNC`) per batch, not per received record, so a flood of ADD_PROVIDER
+//! messages costs the disk one sync per tick. A crash loses at most the last tick of
+//! others' records, which their providers republish anyway. Our
 //! own keys are written by [`ProviderStore::provide`] in one commit per batch.
 //!
 //! Checked at the trust boundary, in pairs: a record of others is checked before it
@@ -52,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use heed::types::Bytes as RawBytes;
-use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 use libp2p::kad::store::{Error as RecordStoreError, RecordStore};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 use libp2p::PeerId;
@@ -137,6 +138,14 @@ impl ProviderStore {
         };
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options.map_size(limits.map_bytes_max).max_dbs(2);
+        // SAFETY: NO_META_SYNC keeps LMDB's integrity (ACI) and may undo the last commit
+        // after a system crash: soft state here — others' records are republished by
+        // their providers, our own keys re-announced by the shards' start-up walk. It
+        // takes the second of each commit's two fsyncs off the DHT thread.
+        #[allow(unsafe_code)]
+        unsafe {
+            options.flags(EnvFlags::NO_META_SYNC);
+        }
         // SAFETY: the DHT dir is opened once, by the DHT thread of the one process that
         // holds the data dir's lock; nothing else writes its files.
         #[allow(unsafe_code)]
