@@ -472,11 +472,37 @@ fn watch_copies(
 }
 
 /// Objects still short when the watch ends (the first few): what three random live
-/// nodes' placements name for each — holder, zone, whether its copy verified — on
-/// stderr, so a run that ends short says whether the nodes disagree or a holder fails.
+/// nodes' placements name for each — holder, zone, whether its copy verified — and
+/// which providers the DHT names, live or killed, on stderr: so a run that ends short
+/// says whether the nodes disagree, a holder fails, or the copies left are only ones no
+/// placement names (read-through copies), or none.
 fn describe_short(network: &Network, puts: &[Put], stuck: &[usize], rng: &mut Rng) {
     let live = network.live();
     for &i in stuck.iter().take(SHORT_DESCRIBED_MAX) {
+        let admin = network.nodes[live[rng.below(live.len() as u64) as usize]].admin;
+        let path = format!("/resolve?hash={}", puts[i].addr);
+        let answer = exchange(admin, "GET", &path, b"", ADMIN_TIMEOUT);
+        let providers: Vec<String> = answer
+            .ok()
+            .and_then(|a| a.json())
+            .and_then(|r| r["providers"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                let oap = p["oap"].as_str().and_then(|o| o.parse::<SocketAddr>().ok());
+                let node = oap.and_then(|oap| network.nodes.iter().find(|n| n.oap == oap));
+                let state = match node {
+                    Some(n) if n.is_live() => "live",
+                    Some(_) => "killed",
+                    None => "unknown",
+                };
+                format!("{}:{state}", p["oap"])
+            })
+            .collect();
+        eprintln!(
+            "short at the end: {} providers named at {admin}: {providers:?}",
+            puts[i].addr
+        );
         for _ in 0..3 {
             let admin = network.nodes[live[rng.below(live.len() as u64) as usize]].admin;
             let path = format!("/admin/placement?hash={}", puts[i].addr);
