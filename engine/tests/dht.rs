@@ -560,6 +560,93 @@ fn the_repair_sweep_restores_three_verified_copies_after_two_holders_are_killed(
     assert!(demoted > 0, "copies no longer named were made evictable");
 }
 
+/// The last copy of an object is a read-through copy on a node no placement names: every
+/// named holder and the uploader killed at once. The sweep walks kept copies only, so
+/// before its rescue walk nobody repaired it (and the copy was the next to be evicted);
+/// now the node holding it makes it kept, the holders named take copies from it, and
+/// once they prove theirs it is made evictable again.
+#[test]
+fn a_read_through_copy_left_alone_is_rescued_to_three_verified_copies() {
+    const NODES: usize = 8;
+    let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
+    let mut nodes: Vec<Node> = (0..NODES)
+        .map(|i| {
+            let mut flags = zoned_flags(&ports, i, format!("z{}", i % 3), 3);
+            flags.extend(["--replication-interval-ms".into(), "1000".into()]);
+            flags.extend(["--peer-dead-ms".into(), "2000".into()]);
+            start(&temp_dir(&format!("rescue-{i}")), &flags)
+        })
+        .collect();
+    wait_for("A knows every other node", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= NODES as u64 - 1
+    });
+    let data = bytes(4_242, 150_000);
+    let addr = upload(&nodes[0], &data);
+    let oaps: Vec<String> = nodes.iter().map(|n| n.oap.to_string()).collect();
+    let named = |p: &serde_json::Value| -> Vec<usize> {
+        p["placement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let oap = h["oap"].as_str().unwrap();
+                oaps.iter()
+                    .position(|o| o == oap)
+                    .expect("a node of the test")
+            })
+            .collect()
+    };
+    let mut holders = Vec::new();
+    wait_for("three verified copies", Duration::from_secs(60), || {
+        let p = placement_of(&nodes[7], &addr);
+        holders = named(&p);
+        p["rf_observed"] == 3
+    });
+    // A node neither named nor the uploader reads it through: an evictable copy.
+    let reader = (1..NODES)
+        .find(|i| !holders.contains(i))
+        .expect("a node not named");
+    let r = get(nodes[reader].http, &format!("/o/{addr}")).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, data);
+    assert!(
+        holds(&nodes[reader], &addr),
+        "the read-through copy is stored"
+    );
+    assert_eq!(kept_copies(&nodes[reader]), 0, "and evictable");
+
+    let mut victims = holders.clone();
+    victims.push(0);
+    victims.sort_unstable();
+    victims.dedup();
+    for victim in &victims {
+        nodes[*victim].kill9();
+    }
+    let live: Vec<usize> = (0..NODES).filter(|i| !victims.contains(i)).collect();
+    eprintln!("named {holders:?}, uploader 0, reader {reader}; killed {victims:?}, left {live:?}");
+    wait_for(
+        "three verified copies again, from the read-through copy",
+        Duration::from_secs(120),
+        || placement_of(&nodes[reader], &addr)["rf_observed"] == 3,
+    );
+    assert!(
+        metric(nodes[reader].admin, "ron_replication_rescues_total") >= 1,
+        "the reader's sweep rescued it"
+    );
+    let now_named = named(&placement_of(&nodes[reader], &addr));
+    for i in &now_named {
+        assert!(holds(&nodes[*i], &addr), "node {i} holds every block of it");
+        assert_eq!(kept_copies(&nodes[*i]), 1, "node {i} keeps it");
+    }
+    if !now_named.contains(&reader) {
+        wait_for(
+            "the rescued copy evictable again once the holders have theirs",
+            WAIT,
+            || kept_copies(&nodes[reader]) == 0,
+        );
+    }
+}
+
 /// Which of `nodes` hold each of `objects` (`holds`): probed 6 at a time per node, as
 /// a probe waits for the owner shard's next control tick (250 ms) and its inbox holds 8.
 fn holders_of(nodes: &[&Node], objects: &[Address]) -> Vec<Vec<usize>> {

@@ -208,6 +208,10 @@ declare_counters! {
         /// holder it names proved its copy.
         replication_demoted: AtomicU64 => Counter "ron_replication_demoted_total", Sum,
             "Kept copies made evictable by the repair sweep: the placement no longer names this node and every holder it names proved its copy.",
+        /// Evictable copies the sweep made kept: no holder the placement names proved a
+        /// copy, so this one may have been the last.
+        replication_rescues: AtomicU64 => Counter "ron_replication_rescues_total", Sum,
+            "Evictable copies (read-through or displaced) the repair sweep made kept because no holder the placement names proved a copy; the holders were asked to take one from it.",
         /// Repair sweep passes finished.
         replication_sweeps: AtomicU64 => Counter "ron_replication_sweeps_total", PerShard,
             "Passes of the repair sweep over the kept objects this shard owns.",

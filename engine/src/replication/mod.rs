@@ -12,7 +12,9 @@
 //!   flight like any other, paced at `replication_bytes_per_s`, committed as kept).
 //! - `sweep`: every `replication_interval_ms`, the kept objects this shard owns, their
 //!   holders audited and those without a verified copy asked to take one; copies the
-//!   placement no longer names made evictable once every named holder proved its own.
+//!   placement no longer names made evictable once every named holder proved its own;
+//!   then `rescue`: a page of the evictable copies, one made kept and offered to the
+//!   holders when no holder named proves a copy (an object whose holders were all lost).
 //! - `audit`: the audit of one holder's copy ([`audit_holder`]), the node's only one: the
 //!   sweep, `PUT ?copies=N`, and the admin thread's `/admin/placement` and
 //!   `/admin/replicate` (handed over on the same mailbox as the pulls) all use it.
@@ -37,9 +39,10 @@
 
 mod audit;
 mod pull;
+mod rescue;
 mod sweep;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -77,9 +80,10 @@ pub struct Replication {
     services: RefCell<Option<BackgroundTasks>>,
     /// Raised by the stop: no new pull or sweep step starts.
     stop: StopSignal,
-    /// Pulls under way (each answers its asker, then ends).
     /// Pulls and admin audits under way, each in a task of its own.
     requests_running: TaskCount,
+    /// Where the sweep's rescue walk over evictable copies goes on (`None`: the start).
+    rescue_from: Cell<Option<Address>>,
 }
 
 impl Replication {
@@ -103,6 +107,7 @@ impl Replication {
             stop: services.signal(),
             services: RefCell::new(Some(services)),
             requests_running: TaskCount::default(),
+            rescue_from: Cell::new(None),
         });
         if let Some(mailbox) = mailbox {
             replication.start_service("replication requests", {

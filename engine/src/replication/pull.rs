@@ -64,7 +64,7 @@ impl Replication {
 
     /// Whether this shard's copy of `addr` reads back whole, after what its parity
     /// rebuilt. Logged when it does not: the copy is about to be replaced.
-    async fn copy_is_whole(&self, addr: &Address) -> bool {
+    pub(super) async fn copy_is_whole(&self, addr: &Address) -> bool {
         match self.shard.check_object(addr).await {
             Ok(check) if check.unrepairable_blocks() == 0 => true,
             Ok(check) => {

@@ -19,7 +19,8 @@
 //! past its parity). The checker's own copy gets the same audit, read from its disk
 //! rather than its cache; one that fails is checked whole and replaced the same way.
 //! When every holder named proves its copy, a kept copy here that the placement does not
-//! name becomes evictable. A shard checks [`SWEEP_CHECKS_AT_ONCE`] objects at a time, so
+//! name becomes evictable. After the kept copies, one page of evictable copies is looked
+//! at for an object whose named holders were all lost (`rescue.rs`). A shard checks [`SWEEP_CHECKS_AT_ONCE`] objects at a time, so
 //! a pass keeps at most that many lookups and their few group reads in flight.
 
 use std::net::SocketAddr;
@@ -42,15 +43,15 @@ const SWEEP_BATCH: usize = ron_link::dht::PLACEMENTS_PER_REQUEST_MAX;
 /// Objects a shard checks at once: their lookups and audits overlap (a lookup is
 /// network round trips, not work), and a shard's share of the DHT thread's lookups
 /// stays small (it takes 256 at once, `RESOLVES_MAX`).
-const SWEEP_CHECKS_AT_ONCE: usize = 8;
+pub(super) const SWEEP_CHECKS_AT_ONCE: usize = 8;
 /// The longest the placements of a page may take (its lookups, two at a time).
 const PLACEMENTS_WAIT_MS: u64 = 60_000;
 /// The longest the holders asked for copies are waited for.
-const COPIES_WAIT_MS: u64 = 60_000;
+pub(super) const COPIES_WAIT_MS: u64 = 60_000;
 
 /// What one check of one object found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Checked {
+pub(super) enum Checked {
     /// Another holder is named first: it checks this object.
     NotMine,
     /// The denylist blocks it: it is not copied anywhere.
@@ -108,6 +109,10 @@ impl Replication {
                 None => break,
             }
         }
+        let Some(rescued) = self.rescue_page(dht).await else {
+            return;
+        };
+        short += rescued;
         let metrics = &self.counters;
         metrics
             .under_replicated
@@ -224,7 +229,7 @@ impl Replication {
 /// The holders of each of `kept` (`None` where the placement could not be had: the DHT
 /// busy or slow), asked in one request: the DHT thread looks up each stretch of the key
 /// space they lie in once.
-async fn placements(dht: &DhtClient, kept: &[Address]) -> Vec<Option<Vec<Provider>>> {
+pub(super) async fn placements(dht: &DhtClient, kept: &[Address]) -> Vec<Option<Vec<Provider>>> {
     let addrs = kept.iter().map(|a| *a.as_bytes()).collect();
     let answer = match dht.placements_later(addrs, PLACEMENTS_WAIT_MS) {
         Ok(answer) => answer,

@@ -54,6 +54,28 @@ impl Shard {
         Ok((kept, next))
     }
 
+    /// The next `limit` evictable copies of this shard's stores (read-through copies,
+    /// displaced copies) in address order after `after`, and where the walk goes on
+    /// (`None`: done) — the repair sweep's rescue walk, which looks for an object whose
+    /// only copy left is one of these. One read transaction per store, inline.
+    pub fn evictable_after(
+        &self,
+        after: Option<&Address>,
+        limit: usize,
+    ) -> Result<(Vec<Address>, Option<Address>), ShardError> {
+        let mut found = Vec::new();
+        for store in self.stores.values() {
+            found.extend(store.evictable_after(after, limit)?);
+        }
+        found.sort_unstable();
+        found.dedup();
+        found.truncate(limit);
+        let next = (found.len() == limit)
+            .then(|| found.last().copied())
+            .flatten();
+        Ok((found, next))
+    }
+
     /// Whether this node keeps `addr` (an upload or a placement copy): `false` for an
     /// evictable copy and for none. Asked of the owner shard; one read transaction.
     pub async fn is_kept(&self, addr: &Address) -> Result<bool, ShardError> {

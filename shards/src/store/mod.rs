@@ -429,6 +429,17 @@ impl Store {
         Ok(addresses)
     }
 
+    /// Up to `limit` evictable addresses after `after`, in address order (the
+    /// `evictable` database's keys): the repair sweep's rescue walk. A read
+    /// transaction: inline.
+    pub fn evictable_after(
+        &self,
+        after: Option<&Address>,
+        limit: usize,
+    ) -> Result<Vec<Address>, ShardError> {
+        self.index().evictable_after(after, limit)
+    }
+
     /// Where the scrubber stopped in this store (the start of a first pass if it never
     /// ran, or if what it saved cannot be read).
     pub fn scrub_position(&self) -> Result<ScrubPosition, ShardError> {
@@ -808,6 +819,14 @@ mod tests {
             .collect();
         let order: Vec<Address> = fetched.iter().map(|r| r.addr).collect();
         assert_eq!(oldest, order[..3], "in the order they were stored");
+        let mut by_addr = order.clone();
+        by_addr.sort_unstable();
+        assert_eq!(store.evictable_after(None, 3).unwrap(), by_addr[..3]);
+        assert_eq!(
+            store.evictable_after(Some(&by_addr[1]), 10).unwrap(),
+            by_addr[2..],
+            "the rescue walk: evictable copies only, in address order"
+        );
 
         // An upload of the oldest fetched copy keeps it.
         store
