@@ -243,14 +243,7 @@ pub fn node_costs(network: &Network, window_s: f64) -> NodeCosts {
         .filter_map(|&p| probe::rss_kib(p))
         .map(|k| k as f64 / 1024.0);
     let gauges = parallel_map(&live, |&i| {
-        let answer = exchange(
-            network.nodes[i].admin,
-            "GET",
-            "/metrics",
-            b"",
-            ADMIN_TIMEOUT,
-        );
-        let text = String::from_utf8(answer.ok()?.body).ok()?;
+        let text = metrics_text(network.nodes[i].admin)?;
         Some(
             [
                 "ron_dht_peers_connected",
@@ -270,17 +263,16 @@ pub fn node_costs(network: &Network, window_s: f64) -> NodeCosts {
     }
 }
 
+/// A node's `/metrics` text, or `None` when it does not answer.
+fn metrics_text(admin: SocketAddr) -> Option<String> {
+    let answer = exchange(admin, "GET", "/metrics", b"", ADMIN_TIMEOUT).ok()?;
+    String::from_utf8(answer.body).ok()
+}
+
 /// Every live node's `ron_dht_publish_delay_seconds`, summed bucket by bucket.
 fn publish_delays(network: &Network) -> Summary {
     let per_node = parallel_map(&network.live(), |&i| {
-        let answer = exchange(
-            network.nodes[i].admin,
-            "GET",
-            "/metrics",
-            b"",
-            ADMIN_TIMEOUT,
-        );
-        let text = String::from_utf8(answer.ok()?.body).ok()?;
+        let text = metrics_text(network.nodes[i].admin)?;
         Some(publish_delay_buckets(&text))
     });
     let mut summed: Vec<(f64, u64)> = Vec::new();
@@ -481,12 +473,7 @@ fn describe_short(network: &Network, puts: &[Put], stuck: &[usize], rng: &mut Rn
     for &i in stuck.iter().take(SHORT_DESCRIBED_MAX) {
         let admin = network.nodes[live[rng.below(live.len() as u64) as usize]].admin;
         let path = format!("/resolve?hash={}", puts[i].addr);
-        let answer = exchange(admin, "GET", &path, b"", ADMIN_TIMEOUT);
-        let providers: Vec<String> = answer
-            .ok()
-            .and_then(|a| a.json())
-            .and_then(|r| r["providers"].as_array().cloned())
-            .unwrap_or_default()
+        let providers: Vec<String> = admin_list(admin, &path, "providers")
             .iter()
             .map(|p| {
                 let oap = p["oap"].as_str().and_then(|o| o.parse::<SocketAddr>().ok());
@@ -506,12 +493,7 @@ fn describe_short(network: &Network, puts: &[Put], stuck: &[usize], rng: &mut Rn
         for _ in 0..3 {
             let admin = network.nodes[live[rng.below(live.len() as u64) as usize]].admin;
             let path = format!("/admin/placement?hash={}", puts[i].addr);
-            let answer = exchange(admin, "GET", &path, b"", ADMIN_TIMEOUT);
-            let named: Vec<String> = answer
-                .ok()
-                .and_then(|a| a.json())
-                .and_then(|r| r["placement"].as_array().cloned())
-                .unwrap_or_default()
+            let named: Vec<String> = admin_list(admin, &path, "placement")
                 .iter()
                 .map(|h| format!("{}@{}:{}", h["oap"], h["zone"], h["holds"]))
                 .collect();
@@ -521,6 +503,16 @@ fn describe_short(network: &Network, puts: &[Put], stuck: &[usize], rng: &mut Rn
             );
         }
     }
+}
+
+/// The array `field` of the JSON answer to `GET path` at `admin`; empty when the
+/// request, the JSON or the field fails (the description is best effort).
+fn admin_list(admin: SocketAddr, path: &str, field: &str) -> Vec<Value> {
+    exchange(admin, "GET", path, b"", ADMIN_TIMEOUT)
+        .ok()
+        .and_then(|a| a.json())
+        .and_then(|r| r[field].as_array().cloned())
+        .unwrap_or_default()
 }
 
 /// One object's placement as `admin` sees it, and the OAP addresses it names.

@@ -70,14 +70,9 @@ impl Replication {
         addr: Address,
         holders: Option<&[Provider]>,
     ) -> Checked {
-        if self.blocked.blocks(&addr) {
-            return Checked::Blocked;
-        }
-        let Some(holders) = holders else {
-            return Checked::Unknown;
-        };
-        let Ok(meta) = self.shard.meta(&addr).await else {
-            return Checked::Unknown;
+        let (meta, holders) = match self.checkable(addr, holders).await {
+            Ok(checkable) => checkable,
+            Err(checked) => return checked,
         };
         let mut missing = Vec::new();
         for holder in holders.iter().filter(|h| !h.local) {

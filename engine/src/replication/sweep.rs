@@ -133,14 +133,9 @@ impl Replication {
         holders: Option<&[Provider]>,
         replicas: usize,
     ) -> Checked {
-        if self.blocked.blocks(&addr) {
-            return Checked::Blocked;
-        }
-        let Some(holders) = holders else {
-            return Checked::Unknown;
-        };
-        let Ok(meta) = self.shard.meta(&addr).await else {
-            return Checked::Unknown;
+        let (meta, holders) = match self.checkable(addr, holders).await {
+            Ok(checkable) => checkable,
+            Err(checked) => return checked,
         };
         let named_at = holders.iter().position(|h| h.local);
         let mut held: Vec<Option<bool>> = vec![None; holders.len()];
@@ -194,6 +189,21 @@ impl Replication {
             let _ = finished_within(wait, answer).await;
         }
         Checked::Short
+    }
+
+    /// The object's metadata and its placement, or what the check is when it cannot be
+    /// made: the denylist blocks it, or the placement or the metadata could not be had.
+    pub(super) async fn checkable<'h>(
+        &self,
+        addr: Address,
+        holders: Option<&'h [Provider]>,
+    ) -> Result<(Rc<ObjectMeta>, &'h [Provider]), Checked> {
+        if self.blocked.blocks(&addr) {
+            return Err(Checked::Blocked);
+        }
+        let holders = holders.ok_or(Checked::Unknown)?;
+        let meta = self.shard.meta(&addr).await.map_err(|_| Checked::Unknown)?;
+        Ok((meta, holders))
     }
 
     async fn demote(&self, addr: Address) {

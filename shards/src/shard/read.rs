@@ -32,15 +32,8 @@ impl Shard {
         after: Option<&Address>,
         limit: usize,
     ) -> Result<(Vec<Address>, Option<Address>), ShardError> {
-        let mut found = Vec::new();
-        for store in self.stores.values() {
-            found.extend(store.addresses_after(after, limit)?);
-        }
-        found.sort_unstable();
-        found.truncate(limit);
-        let next = (found.len() == limit)
-            .then(|| found.last().copied())
-            .flatten();
+        let (found, next) =
+            self.merged_after(limit, |store| store.addresses_after(after, limit))?;
         let mut kept = Vec::with_capacity(found.len());
         for addr in found {
             let evictable = match self.local_store(&addr) {
@@ -63,9 +56,19 @@ impl Shard {
         after: Option<&Address>,
         limit: usize,
     ) -> Result<(Vec<Address>, Option<Address>), ShardError> {
+        self.merged_after(limit, |store| store.evictable_after(after, limit))
+    }
+
+    /// The first `limit` of the addresses each store gives (`page`), in address order,
+    /// and the last of them when there are `limit` (where the walk goes on).
+    fn merged_after(
+        &self,
+        limit: usize,
+        page: impl Fn(&Store) -> Result<Vec<Address>, ShardError>,
+    ) -> Result<(Vec<Address>, Option<Address>), ShardError> {
         let mut found = Vec::new();
         for store in self.stores.values() {
-            found.extend(store.evictable_after(after, limit)?);
+            found.extend(page(store)?);
         }
         found.sort_unstable();
         found.dedup();

@@ -216,25 +216,7 @@ impl Index {
         after: Option<&Address>,
         limit: usize,
     ) -> Result<Vec<Address>, ShardError> {
-        use std::ops::Bound;
-        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
-        let from: Bound<&[u8]> = match after {
-            Some(addr) => Bound::Excluded(addr.as_bytes().as_slice()),
-            None => Bound::Unbounded,
-        };
-        let range = (from, Bound::Unbounded);
-        let mut addresses = Vec::with_capacity(limit.min(1024));
-        let entries = self.evictable.by_addr.range(&rtxn, &range);
-        for entry in entries.map_err(self.lmdb("range"))? {
-            if addresses.len() >= limit {
-                break;
-            }
-            let (key, _) = entry.map_err(self.lmdb("range"))?;
-            if let Ok(bytes) = <[u8; 32]>::try_from(key) {
-                addresses.push(Address::from_bytes(bytes));
-            }
-        }
-        Ok(addresses)
+        self.keys_after(self.evictable.by_addr, after, limit)
     }
 
     /// Up to `limit` evictable objects, oldest first.

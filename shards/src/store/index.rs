@@ -225,6 +225,34 @@ impl Index {
         }
     }
 
+    /// Up to `limit` addresses keying `db` after `after` (from the first when `None`), in
+    /// key order; keys that are not 32 bytes are skipped. A read transaction.
+    pub(super) fn keys_after(
+        &self,
+        db: Database<RawBytes, RawBytes>,
+        after: Option<&Address>,
+        limit: usize,
+    ) -> Result<Vec<Address>, ShardError> {
+        use std::ops::Bound;
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        let from: Bound<&[u8]> = match after {
+            Some(addr) => Bound::Excluded(addr.as_bytes().as_slice()),
+            None => Bound::Unbounded,
+        };
+        let range = (from, Bound::Unbounded);
+        let mut addresses = Vec::with_capacity(limit.min(1024));
+        for entry in db.range(&rtxn, &range).map_err(self.lmdb("range"))? {
+            if addresses.len() >= limit {
+                break;
+            }
+            let (key, _) = entry.map_err(self.lmdb("range"))?;
+            if let Ok(bytes) = <[u8; 32]>::try_from(key) {
+                addresses.push(Address::from_bytes(bytes));
+            }
+        }
+        Ok(addresses)
+    }
+
     pub(super) fn stat(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
         let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
         self.stat_in(&rtxn, key)

@@ -408,25 +408,8 @@ impl Store {
         after: Option<&Address>,
         limit: usize,
     ) -> Result<Vec<Address>, ShardError> {
-        use std::ops::Bound;
         let index = self.index();
-        let rtxn = index.env.read_txn().map_err(self.lmdb("read"))?;
-        let from: Bound<&[u8]> = match after {
-            Some(addr) => Bound::Excluded(addr.as_bytes().as_slice()),
-            None => Bound::Unbounded,
-        };
-        let range = (from, Bound::Unbounded);
-        let mut addresses = Vec::with_capacity(limit.min(1024));
-        for entry in index.db.range(&rtxn, &range).map_err(self.lmdb("range"))? {
-            if addresses.len() >= limit {
-                break;
-            }
-            let (key, _) = entry.map_err(self.lmdb("range"))?;
-            if let Ok(bytes) = <[u8; 32]>::try_from(key) {
-                addresses.push(Address::from_bytes(bytes));
-            }
-        }
-        Ok(addresses)
+        index.keys_after(index.db, after, limit)
     }
 
     /// Up to `limit` evictable addresses after `after`, in address order (the
