@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# A saturated server core, ron beside nginx, at 1, 2, 4 and 8 cores (issue 54): what an
+# answer costs a core when the server, not the client, is the bottleneck.
+#
+#   bash bench/many_cores.sh                      # SHARDS="1 2 4 8" (those that fit)
+#   SHARDS="1 4" ONLY="range_64KiB" RUNS=5 bash bench/many_cores.sh
+#   QUOTA=0.5 bash bench/many_cores.sh            # the 2-core method (below), forced
+#
+# Servers, for each S: `ron serve --shards S` under `taskset -c 0-(S-1)` (a shard pinned
+# per CPU; its control and admin threads and blocking pools share those CPUs), and nginx
+# with S workers, `worker_cpu_affinity` one per CPU 0..S-1, its master on them too
+# (sendfile, open_file_cache: bench/workloads.sh's nginx_config). The same objects in
+# both: 2,000 x 4 KiB and 200 x 1 MiB (ron-bench's deterministic datasets).
+# Workloads: 4KiB (a whole object, one of 2,000 at random), range_64KiB (bytes=X-(X+65535),
+# X uniform and unaligned, over one of the 200 x 1 MiB objects), 1MiB (a whole object).
+# Load: ron-bench on CPUs S..N-1 (--cpus), 64*S connections (4KiB, range_64KiB) or 16*S
+# (1MiB), --no-verify, RUNS runs of DURATION s after a 1 s warm-up, ron and nginx
+# alternating. Per run, from /proc/stat over the measured window:
+#   - server CPUs busy: CPUs 0..S-1 (user, system, irq, softirq): the servers' own work
+#     and the kernel's network work on their CPUs; the client never runs there;
+#   - machine CPUs busy: every CPU (server, client, the loopback's softirq wherever it ran).
+# Prints req/s, req/s per busy server core and per busy machine CPU (medians of RUNS),
+# and ron / nginx for both. A run whose server CPUs were less than SATURATED (0.90) busy
+# is marked: the client, not the server, set that figure.
+#
+# The 2-core method (fewer than 4 CPUs, or QUOTA set): S = 1, the server on CPU 0 and
+# the client on CPU 1 cannot saturate the server core (one client core costs about what
+# the server's does), so both servers run in a cgroup with a CPU quota of QUOTA cores
+# (default 0.5; cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`): the server is the
+# bottleneck at QUOTA of a core while the client has a whole one. Per busy server core
+# is then req/s / (the server's own CPU time, from /proc/PID/task/*/schedstat, per s):
+# the softirq work on CPU 0 outside the server's threads is left out for both.
+#
+# PROFILE=1: the last run of each workload also counts the servers' system calls and
+# context switches per request and records a software-clock profile of each (`profile`).
+#
+# Variables: SHARDS ONLY RUNS DURATION QUOTA SATURATED PROFILE RON BENCH NGINX WORK PORT.
+# Talks only to 127.0.0.1, stops what it started (by PID), removes its cgroup.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Its helpers (nginx_config, stop_started, median); its workload tables are redefined below.
+# shellcheck source=workloads.sh
+source bench/workloads.sh
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-6}
+SATURATED=${SATURATED:-0.90}
+RON=${RON:-target/release/ron}
+BENCH=${BENCH:-target/release/ron-bench}
+NGINX=${NGINX:-nginx}
+WORK=${WORK:-/tmp/ron-many-cores}
+PORT=${PORT:-18680}
+NGINX_PORT=$((PORT + 1))
+ADMIN=$((PORT + 2))
+WORKLOADS=${ONLY:-"4KiB range_64KiB 1MiB"}
+CPUS=$(nproc)
+if [ -z "${QUOTA:-}" ] && [ "$CPUS" -lt 4 ]; then QUOTA=0.5; fi
+QUOTA=${QUOTA:-}
+if [ -n "$QUOTA" ]; then
+  SHARDS=1
+else
+  SHARDS=${SHARDS:-"1 2 4 8"}
+fi
+declare -A SET=([4KiB]="--objects 2000 --size 4096 --seed 11"
+  [range_64KiB]="--objects 200 --size 1048576 --seed 12"
+  [1MiB]="--objects 200 --size 1048576 --seed 12")
+declare -A MODE=([4KiB]="--workload get" [range_64KiB]="--workload range --range-bytes 65536"
+  [1MiB]="--workload get")
+declare -A CONNS_PER_SHARD=([4KiB]=64 [range_64KiB]=64 [1MiB]=16)
+for w in $WORKLOADS; do
+  [ -n "${SET[$w]:-}" ] || { echo "unknown workload $w (${!SET[*]})" >&2; exit 2; }
+done
+command -v "$NGINX" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
+if [ ! -x "$RON" ] || [ ! -x "$BENCH" ]; then cargo build --release -p ron-engine -p ron-bench; fi
+
+pids=()
+# perf opens an event per thread and counter.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+cgroup=
+cleanup() {
+  stop_started
+  if [ -n "$cgroup" ] && [ -d "$cgroup" ]; then rmdir "$cgroup" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+
+# A cgroup holding QUOTA of a core, for the 2-core method; its path in $cgroup.
+make_cgroup() {
+  local period=100000 quota
+  quota=$(awk -v q="$QUOTA" -v p="$period" 'BEGIN { printf "%d", q * p }')
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control ||
+      echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+    cgroup=/sys/fs/cgroup/ron-many-cores-$$
+    mkdir "$cgroup"
+    echo "$quota $period" >"$cgroup/cpu.max"
+  elif [ -d /sys/fs/cgroup/cpu ]; then
+    cgroup=/sys/fs/cgroup/cpu/ron-many-cores-$$
+    mkdir "$cgroup"
+    echo "$period" >"$cgroup/cpu.cfs_period_us"
+    echo "$quota" >"$cgroup/cpu.cfs_quota_us"
+  else
+    echo "QUOTA needs a cgroup cpu controller (v2 or v1) at /sys/fs/cgroup" >&2
+    exit 2
+  fi
+}
+# Runs "$@" in the background inside $cgroup (when there is one), pinned to CPUs $1;
+# its PID in $started.
+start_pinned() {
+  local cpus=$1 log=$2
+  shift 2
+  if [ -n "$cgroup" ]; then
+    # shellcheck disable=SC2016
+    sh -c 'echo $$ >"$0/cgroup.procs"; exec "$@"' "$cgroup" taskset -c "$cpus" "$@" >"$log" 2>&1 &
+  else
+    taskset -c "$cpus" "$@" >"$log" 2>&1 &
+  fi
+  started=$!
+  pids+=("$started")
+}
+# Busy and total jiffies of CPUs FIRST..LAST together, from /proc/stat.
+cpu_range() {
+  awk -v a="$1" -v b="$2" '$1 ~ /^cpu[0-9]+$/ { n = substr($1, 4) + 0;
+    if (n >= a && n <= b) { busy += $2 + $3 + $4 + $7 + $8 + $9; all += $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 } }
+    END { print busy, all }' /proc/stat
+}
+# CPUs kept busy between two cpu_range readings over COUNT CPUs.
+cores_busy() { echo "$1 $2" | awk -v n="$3" '{ printf "%.3f", n * ($3 - $1) / ($4 - $2) }'; }
+# Run time of every thread of process $1 and its children (nginx's workers), ns.
+tree_ns() {
+  local p all
+  all="$1 $(pgrep -P "$1" | tr '\n' ' ')"
+  for p in $all; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{ s += $1 } END { printf "%.0f", s }'
+}
+# PROFILE=1, the last run of each: the system calls and context switches of the server's
+# threads (nginx: master and workers) over the window, counted by `perf stat` on the
+# syscalls tracepoints, and a software-clock profile (`perf record -e cpu-clock`) whose
+# top symbols go beside it. Writes $2.stat, $2.data and $2.top.
+profile() {
+  local pid=$1 out=$2 tids
+  tids=$(for p in $1 $(pgrep -P "$1"); do ls /proc/"$p"/task; done | paste -sd,)
+  perf record -q -e cpu-clock -F 999 -g -t "$tids" -o "$out.data" -- sleep "$DURATION" 2>/dev/null &
+  local rec=$!
+  local calls="" c
+  for c in $PROFILED_CALLS; do calls+="syscalls:sys_enter_$c,"; done
+  perf stat -x, -e "${calls}raw_syscalls:sys_enter,context-switches" -t "$tids" -o "$out.stat" \
+    -- sleep "$DURATION" 2>/dev/null
+  wait "$rec" || true
+  perf report -i "$out.data" --no-children --sort sym --percent-limit 1.5 --stdio 2>/dev/null |
+    grep -E '^ +[0-9]' | head -25 >"$out.top" || true
+}
+# The calls counted one by one (raw_syscalls:sys_enter counts them all).
+PROFILED_CALLS="sendfile64 sendto sendmsg write writev read readv recvfrom recvmsg \
+epoll_wait epoll_pwait io_uring_enter futex accept4 openat close mmap munmap madvise splice \
+setsockopt getsockopt clock_nanosleep sched_yield"
+# One line per profiled run: the calls made per request (those at 0.05 or more).
+per_request_calls() {
+  python3 - "$1" "$2" "$DURATION" <<'PY'
+import json, sys
+stat, run, duration = sys.argv[1], sys.argv[2], float(sys.argv[3])
+requests = json.load(open(run))["req_per_s"] * duration
+calls = []
+for line in open(stat + ".stat"):
+    f = line.strip().split(",")
+    if len(f) < 3 or not f[0].replace(".", "").isdigit():
+        continue
+    name = f[2].replace("syscalls:sys_enter_", "").replace("raw_syscalls:sys_enter", "all calls")
+    per = float(f[0]) / requests
+    if per >= 0.05:
+        calls.append((per, name))
+calls.sort(reverse=True)
+print(stat.rsplit("/", 1)[-1] + ": " + ", ".join(f"{n} {p:.2f}" for p, n in calls) + " per request")
+PY
+}
+# nginx's worker_cpu_affinity for S workers on CPUs 0..S-1: one bit mask per worker.
+affinity_masks() {
+  local s=$1 i masks=""
+  for ((i = 0; i < s; i++)); do
+    masks+="$(printf '%0*d' "$s" 0 | sed "s/0/1/$((s - i))") "
+  done
+  echo "${masks% }"
+}
+
+[ -n "$QUOTA" ] && make_cgroup
+rm -rf "$WORK"; mkdir -p "$WORK/www" "$WORK/nginx"
+: >"$WORK/runs.txt"; : >"$WORK/profiles.txt"
+for s in $SHARDS; do
+  if [ -z "$QUOTA" ] && [ $((2 * s)) -gt "$CPUS" ]; then
+    echo "S=$s: skipped, $CPUS CPUs leave the client fewer CPUs than the server" >&2
+    continue
+  fi
+  last=$((s - 1))
+  if [ -n "$QUOTA" ]; then client_cpus=1; else client_cpus="$s-$((CPUS - 1))"; fi
+  rm -rf "$WORK/ron-data" "$WORK/nginx"/*
+  start_pinned "0-$last" "$WORK/ron-$s.log" "$RON" serve --shards "$s" --data-dir "$WORK/ron-data" \
+    --http "127.0.0.1:$PORT" --oap "127.0.0.1:$((PORT + 3))" --admin "127.0.0.1:$ADMIN" --cache-bytes 2GiB
+  ron_pid=$started
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null || { echo "ron did not get ready" >&2; exit 1; }
+  # The scrubber would run on the server's CPUs: paused, so neither server pays for it.
+  curl -sf -X POST "http://127.0.0.1:$ADMIN/admin/scrub/pause" >/dev/null
+  for set in "${SET[4KiB]}" "${SET[1MiB]}"; do
+    # shellcheck disable=SC2086
+    "$BENCH" dataset --dir "$WORK/www" $set
+    # shellcheck disable=SC2086
+    "$BENCH" run --target "127.0.0.1:$PORT" --load $set --duration 0.2 --warmup 0 \
+      --connections 1 --cpus "$client_cpus" >/dev/null
+  done
+  nginx_config "$WORK/nginx" "$WORK/www" "$NGINX_PORT" "$s" "$(affinity_masks "$s")" 10000 >"$WORK/nginx/nginx.conf"
+  start_pinned "0-$last" "$WORK/nginx-$s.log" "$NGINX" -c "$WORK/nginx/nginx.conf" -g 'daemon off;'
+  nginx_pid=$started
+  sleep 1
+  for w in $WORKLOADS; do
+    conns=$((CONNS_PER_SHARD[$w] * s))
+    for run in $(seq 1 "$RUNS"); do
+      for server in ron nginx; do
+        if [ $server = ron ]; then port=$PORT; pid=$ron_pid; else port=$NGINX_PORT; pid=$nginx_pid; fi
+        # shellcheck disable=SC2086
+        "$BENCH" run --target "127.0.0.1:$port" ${SET[$w]} ${MODE[$w]} --no-verify \
+          --duration "$DURATION" --warmup 1 --connections "$conns" --cpus "$client_cpus" \
+          --json "$WORK/run.json" >"$WORK/run.txt" &
+        load=$!
+        sleep 1
+        srv0=$(cpu_range 0 "$last"); all0=$(cpu_range 0 $((CPUS - 1))); ns0=$(tree_ns "$pid")
+        if [ "${PROFILE:-0}" = 1 ] && [ "$run" = "$RUNS" ]; then
+          profile "$pid" "$WORK/profile-S$s-$w-$server"
+        else
+          sleep "$DURATION"
+        fi
+        srv1=$(cpu_range 0 "$last"); all1=$(cpu_range 0 $((CPUS - 1))); ns1=$(tree_ns "$pid")
+        wait "$load"
+        if [ "${PROFILE:-0}" = 1 ] && [ "$run" = "$RUNS" ]; then
+          per_request_calls "$WORK/profile-S$s-$w-$server" "$WORK/run.json" >>"$WORK/profiles.txt"
+        fi
+        rps=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["req_per_s"] if r["unexpected_statuses"] + r["io_errors"] == 0 else -1)' "$WORK/run.json")
+        [ "${rps%.*}" -gt 0 ] || { echo "$server $w S=$s: errors or no requests" >&2; cat "$WORK/run.txt" >&2; exit 1; }
+        server_busy=$(cores_busy "$srv0" "$srv1" "$s")
+        machine_busy=$(cores_busy "$all0" "$all1" "$CPUS")
+        own_cores=$(awk -v a="$ns0" -v b="$ns1" -v d="$DURATION" 'BEGIN { printf "%.3f", (b - a) / 1e9 / d }')
+        echo "$s $w $server $rps $server_busy $machine_busy $own_cores" >>"$WORK/runs.txt"
+      done
+    done
+  done
+  stop_started
+  pids=()
+done
+
+git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+echo "machine: $CPUS CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
+echo "ron $git_rev at $RON; nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron-bench --no-verify; $RUNS runs x ${DURATION}s, medians"
+if [ -n "$QUOTA" ]; then
+  echo "2-core method: S = 1, both servers in a cgroup of $QUOTA of a core on CPU 0, the client on CPU 1; per server core = req/s / the server's own CPU time"
+  echo "| S | workload | ron req/s | nginx req/s | ron cores | nginx cores | ron / nginx per server core | CPU 0 busy (ron, nginx) |"
+  echo "|---|---|---:|---:|---:|---:|---:|---|"
+else
+  echo "| S | workload | ron req/s | nginx req/s | ron / nginx per busy server core | per machine CPU | server CPUs busy (ron, nginx) |"
+  echo "|---|---|---:|---:|---:|---:|---|"
+fi
+unsaturated=()
+for s in $SHARDS; do
+  for w in $WORKLOADS; do
+    col() { awk -v s="$s" -v w="$w" -v v="$1" -v c="$2" '$1 == s && $2 == w && $3 == v { print $c }' "$WORK/runs.txt" | median; }
+    per() { awk -v s="$s" -v w="$w" -v v="$1" -v c="$2" '$1 == s && $2 == w && $3 == v { print $4 / $c }' "$WORK/runs.txt" | median; }
+    [ -n "$(col ron 4)" ] || continue
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+    if [ -n "$QUOTA" ]; then
+      echo "| $s | $w | $(col ron 4 | xargs printf '%.0f') | $(col nginx 4 | xargs printf '%.0f') | $(col ron 7) | $(col nginx 7) | **$(ratio "$(per ron 7)" "$(per nginx 7)")** | $(col ron 5), $(col nginx 5) |"
+      for v in ron nginx; do
+        awk -v q="$QUOTA" -v c="$(col $v 7)" -v t="$SATURATED" 'BEGIN { exit !(c < q * t) }' &&
+          unsaturated+=("S=$s $w $v: $(col $v 7) of its $QUOTA cores")
+      done
+    else
+      echo "| $s | $w | $(col ron 4 | xargs printf '%.0f') | $(col nginx 4 | xargs printf '%.0f') | **$(ratio "$(per ron 5)" "$(per nginx 5)")** | $(ratio "$(per ron 6)" "$(per nginx 6)") | $(col ron 5), $(col nginx 5) of $s |"
+      for v in ron nginx; do
+        awk -v s="$s" -v c="$(col $v 5)" -v t="$SATURATED" 'BEGIN { exit !(c < s * t) }' &&
+          unsaturated+=("S=$s $w $v: server CPUs $(col $v 5) of $s busy")
+      done
+    fi
+  done
+done
+if [ "${PROFILE:-0}" = 1 ]; then
+  echo "System calls and context switches per request (perf stat, the last run of each):"
+  sed 's/^/  /' "$WORK/profiles.txt"
+  echo "Profiles (perf record -e cpu-clock, top symbols): $WORK/profile-*.top"
+fi
+if [ ${#unsaturated[@]} -gt 0 ]; then
+  echo "NOT SATURATED (the client set these figures, not the server; more client CPUs or connections):"
+  printf '  %s\n' "${unsaturated[@]}"
+fi
