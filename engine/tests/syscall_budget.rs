@@ -4,7 +4,9 @@
 //! shard waits for the next input edge without asking the kernel again), and a 64 KiB
 //! range over two cached groups answered with its head in one send and its body in one
 //! `sendfile` from the verified cache's arena — no body byte copied through user space,
-//! however the range cuts the groups (a small first or last slice included).
+//! however the range cuts the groups (a small first or last slice included); and a whole
+//! body whose groups lie apart in the arena sent as a `sendfile` per run with the socket
+//! corked between them, uncorked at its end (never corked when it is one run).
 
 mod common;
 
@@ -95,7 +97,11 @@ fn a_keep_alive_range_costs_one_read_one_empty_read_one_head_send_and_one_sendfi
         range(i, &mut client);
     }
     let trace_path = dir.with_extension("strace");
-    let tracer = strace::attach(n.pid(), &trace_path, "recvfrom,sendto,sendmsg,sendfile");
+    let tracer = strace::attach(
+        n.pid(),
+        &trace_path,
+        "recvfrom,sendto,sendmsg,sendfile,setsockopt",
+    );
     for i in 0..REQUESTS {
         range(4 + i, &mut client);
     }
@@ -132,5 +138,81 @@ fn a_keep_alive_range_costs_one_read_one_empty_read_one_head_send_and_one_sendfi
         "no body bytes copied behind a head: {seen}"
     );
     assert_eq!(sendfiles, REQUESTS, "one sendfile per body: {seen}");
+    assert_eq!(
+        count(&calls, "setsockopt", |_| true),
+        0,
+        "a body in one run is never corked: {seen}"
+    );
     assert_eq!(body_bytes, (REQUESTS * RANGE_BYTES) as i64, "{seen}");
+}
+
+/// What `strace -yy` shows of the calls on the connection to `client_port` that shape a
+/// body's segments: `cork`, `uncork`, `sendfile`, and `send` (a head).
+fn segment_calls(trace: &str, client_port: u16) -> Vec<&'static str> {
+    let peer = format!("->127.0.0.1:{client_port}]>");
+    trace
+        .lines()
+        .filter(|line| line.contains(&peer))
+        .filter_map(|line| match line {
+            l if l.contains("TCP_CORK, [1]") => Some("cork"),
+            l if l.contains("TCP_CORK, [0]") => Some("uncork"),
+            l if l.contains(" sendfile(") => Some("sendfile"),
+            l if l.contains(" sendto(") || l.contains(" sendmsg(") => Some("send"),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs strace: run by scripts/test-all.sh"]
+fn a_body_whose_groups_lie_apart_in_the_arena_leaves_corked_and_is_uncorked_at_its_end() {
+    let dir = temp_dir("syscall-budget-runs");
+    let n = Node::start(&dir, &["--shards", "1"]);
+    const GROUPS: usize = 4;
+    let first = bytes(41, GROUPS * RANGE_BYTES);
+    let second = bytes(42, GROUPS * RANGE_BYTES);
+    let (a, b) = (upload(&n, &first), upload(&n, &second));
+    // One group of each object at a time: the arena holds a0 b0 a1 b1 …, so a whole
+    // answer of `a` is a run per group (as on an edge serving ranges and whole objects
+    // of the same files).
+    for group in 0..GROUPS {
+        for (addr, data) in [(&a, &first), (&b, &second)] {
+            let (from, to) = (group * RANGE_BYTES, (group + 1) * RANGE_BYTES - 1);
+            let answer = request(
+                n.http,
+                format!(
+                    "GET /o/{} HTTP/1.1\r\nHost: t\r\nRange: bytes={from}-{to}\r\n\
+                     Connection: close\r\n\r\n",
+                    hex(addr)
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            assert_eq!(answer.status, 206);
+            assert!(answer.body == data[from..=to]);
+        }
+    }
+    let mut client = connect(n.http);
+    let client_port = client.local_addr().unwrap().port();
+    let mut pending = Vec::new();
+    let trace_path = dir.with_extension("strace");
+    let tracer = strace::attach(n.pid(), &trace_path, "sendto,sendmsg,sendfile,setsockopt");
+    for _ in 0..2 {
+        let head = format!("GET /o/{} HTTP/1.1\r\nHost: t\r\n\r\n", hex(&a));
+        client.write_all(head.as_bytes()).unwrap();
+        let answer = read_response(&mut client, &mut pending, false).unwrap();
+        assert_eq!(answer.status, 200);
+        assert!(answer.body == first, "the whole body, in order");
+    }
+    strace::detach(tracer);
+    let trace = std::fs::read_to_string(&trace_path).unwrap();
+    let calls = segment_calls(&trace, client_port);
+    let answer = [
+        "send", "cork", "sendfile", "sendfile", "sendfile", "sendfile", "uncork",
+    ];
+    assert_eq!(
+        calls,
+        [answer, answer].concat(),
+        "each answer: its head alone, then corked, a run per group, uncorked"
+    );
 }

@@ -82,6 +82,25 @@ pub fn send_slices(
 }
 
 /// A raw call's return value: the count, or the error `errno` holds.
+/// Sets or clears `TCP_CORK`: while set, the socket sends only full segments; clearing
+/// it sends what it holds at once.
+pub fn set_cork(socket: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let value = libc::c_int::from(on);
+    #[allow(unsafe_code)]
+    // SAFETY: `value` is a readable `c_int` for the duration of the call and its size is
+    // passed; `socket` is an open descriptor.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    result(set as libc::c_long).map(drop)
+}
+
 fn result(returned: libc::c_long) -> io::Result<usize> {
     usize::try_from(returned).map_err(|_| io::Error::last_os_error())
 }

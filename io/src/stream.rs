@@ -125,6 +125,18 @@ impl<'a> PlainSocket<'a> {
         socket_calls::send_slices(self.0, &slices, 0)
     }
 
+    /// Holds short segments back (`TCP_CORK`) until [`PlainSocket::uncork`]: a body sent
+    /// as several `sendfile` runs then leaves as full segments, not a short one (and,
+    /// with pacing in the socket, a timer) at the end of every run.
+    pub fn cork(&self) -> io::Result<()> {
+        socket_calls::set_cork(self.0, true)
+    }
+
+    /// Sends what [`PlainSocket::cork`] held back.
+    pub fn uncork(&self) -> io::Result<()> {
+        socket_calls::set_cork(self.0, false)
+    }
+
     /// Sends what of `buf` fits now, telling the kernel more follows at once (the bytes
     /// wait to share a segment with the next send instead of leaving alone).
     pub fn send_more(&self, buf: &[u8]) -> io::Result<usize> {

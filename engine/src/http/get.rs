@@ -215,6 +215,7 @@ async fn send_body<S: Transport>(
     let span = stream.span();
     let mut head_sent = false;
     let mut run = Vec::new();
+    let mut body = BodyRuns::new(span.len);
     while let Some(group) = stream.next().await {
         // A group that fails verification mid-body aborts the connection: the client
         // sees a short body, never a wrong byte.
@@ -235,6 +236,7 @@ async fn send_body<S: Transport>(
                 send_head_more(ctx, conn).await?;
             } else if !zero_copy && slice.len() <= COALESCE_BODY_BYTES_MAX {
                 send_head_with(ctx, conn, &slice).await?;
+                body.copied(&slice);
                 continue;
             } else {
                 write_out(ctx, conn).await?;
@@ -242,6 +244,7 @@ async fn send_body<S: Transport>(
         }
         if !zero_copy {
             send_slice(ctx, conn, &slice).await?;
+            body.copied(&slice);
             continue;
         }
         run.push(slice);
@@ -250,19 +253,68 @@ async fn send_body<S: Transport>(
         while let Some(more) = stream.next_ready() {
             let (_, more) = span.slice(more.index, &more.bytes);
             if !follows(&run, &more) {
-                send_file_run(ctx, conn, &run).await?;
+                body.send(ctx, conn, &run).await?;
                 run.clear();
             }
             if more.file.is_none() {
                 send_slice(ctx, conn, &more).await?;
+                body.copied(&more);
                 continue;
             }
             run.push(more);
         }
-        send_file_run(ctx, conn, &run).await?;
+        body.send(ctx, conn, &run).await?;
         run.clear();
     }
+    body.finish(conn);
     Ok(())
+}
+
+/// A body's `sendfile` runs, and whether the socket is corked for them: a run that does
+/// not end the body corks it (the next run's bytes fill the segment this one leaves
+/// short), and the end of the body uncorks it. A body that leaves in one run (its groups
+/// end to end in one arena) pays no `setsockopt`.
+struct BodyRuns {
+    body_bytes: u64,
+    sent_bytes: u64,
+    corked: bool,
+}
+
+impl BodyRuns {
+    fn new(body_bytes: u64) -> BodyRuns {
+        BodyRuns {
+            body_bytes,
+            sent_bytes: 0,
+            corked: false,
+        }
+    }
+
+    /// Counts a slice that went out copied, not in a run.
+    fn copied(&mut self, slice: &[u8]) {
+        self.sent_bytes += slice.len() as u64;
+    }
+
+    async fn send<S: Transport>(
+        &mut self,
+        ctx: &HttpContext,
+        conn: &mut Conn<S>,
+        run: &[GroupBytes],
+    ) -> Result<(), Abort> {
+        let run_bytes: u64 = run.iter().map(|slice| slice.len() as u64).sum();
+        self.sent_bytes += run_bytes;
+        if !self.corked && self.sent_bytes < self.body_bytes {
+            self.corked = conn.stream.plain_socket().is_some_and(|s| s.cork().is_ok());
+        }
+        send_file_run(ctx, conn, run).await
+    }
+
+    fn finish<S: Transport>(self, conn: &Conn<S>) {
+        if self.corked {
+            if let Some(socket) = conn.stream.plain_socket() {
+                let _ = socket.uncork();
+            }
+        }
+    }
 }
 
 /// Whether `next` lies right after the last slice of `run` in the same arena.
