@@ -246,7 +246,7 @@ done
 
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 echo "machine: $CPUS CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
-echo "ron $git_rev at $RON; nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron-bench --no-verify; $RUNS runs x ${DURATION}s, medians"
+echo "ron binary $RON (tree at $git_rev); nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron-bench --no-verify; $RUNS runs x ${DURATION}s, medians"
 if [ -n "$QUOTA" ]; then
   echo "2-core method: S = 1, both servers in a cgroup of $QUOTA of a core on CPU 0, the client on CPU 1; per server core = req/s / the server's own CPU time"
   echo "| S | workload | ron req/s | nginx req/s | ron cores | nginx cores | ron / nginx per server core | CPU 0 busy (ron, nginx) |"
