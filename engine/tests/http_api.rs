@@ -536,6 +536,47 @@ fn a_second_node_cannot_share_the_data_dir_or_port() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
 }
 
+/// A port someone holds for a moment (a node killed just before, whose listener outlived
+/// its exit) is bound once it is free: tried five times, 500 ms apart, as nginx does.
+#[test]
+fn a_port_held_for_a_moment_is_tried_again_until_it_is_free() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = holder.local_addr().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let oap = format!("127.0.0.1:{}", free_port());
+    let dir = temp_dir("port-held");
+    let stderr_path = dir.with_extension("stderr");
+    let started = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["serve", "--data-dir"])
+        .arg(&dir)
+        .args(["--http", &http.to_string(), "--admin", &admin.to_string()])
+        .args(["--oap", &oap])
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(holder);
+    let ready = loop {
+        if get(admin, "/readyz").is_ok_and(|r| r.status == 200) {
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(15) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(ready, "the node started once the port was free: {stderr}");
+    assert!(
+        stderr.contains("port in use; trying again in 500 ms"),
+        "{stderr}"
+    );
+    assert!(get(http, "/o/b3:00").is_err(), "the node is gone");
+}
+
 #[test]
 fn admin_endpoints_and_metrics() {
     let n = node("admin", &["--shards", "2"]);

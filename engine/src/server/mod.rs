@@ -221,11 +221,30 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
 
 /// Shards bind with SO_REUSEPORT, which would let a second process share the port and
 /// silently split its traffic. A plain bind first fails if anyone already listens there.
+/// A port in use is tried again, `PORT_PROBE_ATTEMPTS` times in all and
+/// `PORT_PROBE_RETRY` apart, as nginx does: a node killed a moment ago may still hold
+/// its listener after its exit was reported (seen in engine/tests/faults, a restart
+/// right after kill -9), and a restart must not fail for that.
 fn probe_port(addr: SocketAddr) -> Result<(), StartError> {
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|source| StartError::Listen { addr, source })
+    let mut attempt = 1;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse && attempt < PORT_PROBE_ATTEMPTS =>
+            {
+                tracing::warn!(%addr, attempt, "port in use; trying again in 500 ms");
+                std::thread::sleep(PORT_PROBE_RETRY);
+                attempt += 1;
+            }
+            Err(source) => return Err(StartError::Listen { addr, source }),
+        }
+    }
 }
+
+/// Binds tried before a port in use is an error (nginx: 5, 500 ms apart).
+const PORT_PROBE_ATTEMPTS: u32 = 5;
+const PORT_PROBE_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn clean_tmp(data_dir: &Path) -> Result<(), StartError> {
     let removed = layout::clean_tmp(data_dir)?;
