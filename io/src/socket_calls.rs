@@ -81,7 +81,6 @@ pub fn send_slices(
     result(sent)
 }
 
-/// A raw call's return value: the count, or the error `errno` holds.
 /// Sets or clears `TCP_CORK`: while set, the socket sends only full segments; clearing
 /// it sends what it holds at once.
 pub fn set_cork(socket: BorrowedFd<'_>, on: bool) -> io::Result<()> {
@@ -101,6 +100,7 @@ pub fn set_cork(socket: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     result(set as libc::c_long).map(drop)
 }
 
+/// A raw call's return value: the count, or the error `errno` holds.
 fn result(returned: libc::c_long) -> io::Result<usize> {
     usize::try_from(returned).map_err(|_| io::Error::last_os_error())
 }

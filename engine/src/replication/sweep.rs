@@ -20,8 +20,9 @@
 //! rather than its cache; one that fails is checked whole and replaced the same way.
 //! When every holder named proves its copy, a kept copy here that the placement does not
 //! name becomes evictable. After the kept copies, one page of evictable copies is looked
-//! at for an object whose named holders were all lost (`rescue.rs`). A shard checks [`SWEEP_CHECKS_AT_ONCE`] objects at a time, so
-//! a pass keeps at most that many lookups and their few group reads in flight.
+//! at for an object whose named holders were all lost (`rescue.rs`). A shard checks
+//! [`SWEEP_CHECKS_AT_ONCE`] objects at a time, so a pass keeps at most that many lookups
+//! and their few group reads in flight.
 
 use std::net::SocketAddr;
 use std::rc::Rc;

@@ -210,15 +210,6 @@ impl Index {
         Ok(evicted)
     }
 
-    /// Up to `limit` evictable addresses after `after`, in address order.
-    pub(super) fn evictable_after(
-        &self,
-        after: Option<&Address>,
-        limit: usize,
-    ) -> Result<Vec<Address>, ShardError> {
-        self.keys_after(self.evictable.by_addr, after, limit)
-    }
-
     /// Up to `limit` evictable objects, oldest first.
     pub(super) fn oldest_evictable(
         &self,

@@ -420,7 +420,8 @@ impl Store {
         after: Option<&Address>,
         limit: usize,
     ) -> Result<Vec<Address>, ShardError> {
-        self.index().evictable_after(after, limit)
+        let index = self.index();
+        index.keys_after(index.evictable.by_addr, after, limit)
     }
 
     /// Where the scrubber stopped in this store (the start of a first pass if it never
