@@ -46,7 +46,6 @@ const PROBLEMS_LISTED_MAX: usize = 16;
 const BLAKE3_CODE: u8 = 0x1e;
 const SHA2_256_CODE: u8 = 0x12;
 const DIGEST_BYTES: u8 = 32;
-const RAW_CODEC: u8 = 0x55;
 
 /// The last rule on one key: its position among every rule read, and whether it
 /// blocks or excepts.
@@ -152,16 +151,9 @@ fn base58_multihash(digest: &[u8; 32], out: &mut [u8; 64]) -> usize {
 
 /// `b` + the base32 (lowercase, unpadded) CIDv1 raw BLAKE3 of `digest`, then `/`.
 fn cid_base32_slash(digest: &[u8; 32], out: &mut [u8; 64]) -> usize {
-    let mut cid = [0u8; 36];
-    cid[..4].copy_from_slice(&[1, RAW_CODEC, BLAKE3_CODE, DIGEST_BYTES]);
-    cid[4..].copy_from_slice(digest);
-    let encoding = &data_encoding::BASE32_NOPAD;
-    let len = encoding.encode_len(cid.len());
-    out[0] = b'b';
-    encoding.encode_mut(&cid, &mut out[1..1 + len]);
-    out[1..1 + len].make_ascii_lowercase();
-    out[1 + len] = b'/';
-    len + 2
+    let len = crate::cid::object_cid_base32(&crate::Address::from_bytes(*digest), out);
+    out[len] = b'/';
+    len + 1
 }
 
 /// Why a denylist was refused whole.

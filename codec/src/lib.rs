@@ -30,6 +30,8 @@
 //! - [`bundle`]: bundle manifests — the canonical JSON that names a site's or an app's
 //!   files (each an object, with precompressed variants), parsed and checked against
 //!   path, size and count limits before a server trusts an entry.
+//! - [`cid`]: IPFS content identifiers in any multibase a client sends, and the one form
+//!   that names a ron object (CIDv1, raw codec, BLAKE3-256: the same digest).
 //! - [`denylist`]: the addresses a node refuses (IPIP-383 `*.deny` rules, plain and
 //!   double-hashed), read from text and checked per address without allocating.
 //! - [`http`]: HTTP/1.1 request heads (via `httparse`), Range, chunked bodies, a
@@ -59,6 +61,7 @@
 pub mod address;
 pub mod bao;
 pub mod bundle;
+pub mod cid;
 pub mod denylist;
 pub mod error;
 pub mod frame;

@@ -58,7 +58,7 @@ pub enum Refusal {
     // --- HTTP/1.1 routing ---
     #[error("an upload needs Content-Length or Transfer-Encoding: chunked")]
     LengthRequired,
-    #[error("no such route; objects live under /o")]
+    #[error("no such route; objects live under /o, raw blocks by CID under /ipfs")]
     NoRoute,
     #[error("method not allowed here; allowed: {allowed}")]
     MethodNotAllowed { allowed: &'static str },
@@ -122,6 +122,18 @@ pub enum Refusal {
     },
     #[error("Accept-Encoding refuses identity and every coding {path:?} is stored in ({stored})")]
     NoAcceptableCoding { path: String, stored: String },
+
+    // --- the trustless gateway (`/ipfs/<cid>`) ---
+    #[error("{given:?} is not a CID this gateway reads: {reason}")]
+    BadCid { given: String, reason: String },
+    #[error("{cid}: {why}; a ron object is the raw block of a CIDv1 with a BLAKE3-256 multihash (bafkr4i…)")]
+    CidNotServed { cid: String, why: String },
+    #[error("this trustless gateway answers raw blocks when asked: send ?format=raw or Accept: application/vnd.ipld.raw")]
+    BlockFormatUnsaid,
+    #[error("{asked} is not served here: this gateway answers raw blocks only (?format=raw, Accept: application/vnd.ipld.raw), not CARs, IPNS records or files")]
+    BlockFormatNotServed { asked: String },
+    #[error("{addr} is {len} bytes, over the 2 MiB (2097152 bytes) IPFS clients accept as one block: fetch it from /o/{addr}, verified as it streams with Accept: application/x-bao")]
+    BlockTooLarge { addr: Address, len: u64 },
 
     // --- read-through (a GET of an object this node lacks) ---
     /// Every upstream tried (providers, then the origin) failed; `last` says how the last
@@ -218,6 +230,9 @@ impl Refusal {
             BadBundlePath { .. } => ErrorCode::BadRequest,
             BundlePieceLength { .. } => ErrorCode::BadGateway,
             BadChunkGroupLog { .. } => ErrorCode::BadRequest,
+            BadCid { .. } | CidNotServed { .. } => ErrorCode::BadAddr,
+            BlockFormatUnsaid => ErrorCode::BadRequest,
+            BlockFormatNotServed { .. } | BlockTooLarge { .. } => ErrorCode::NotAcceptable,
             ClientFlags { .. } | DuplicateCorrId { .. } | DataWithoutUpload { .. } => {
                 ErrorCode::BadFrame
             }

@@ -22,7 +22,7 @@ use ron_codec::{Address, ErrorCode};
 use ron_io::stream::Transport;
 use ron_link::counters::BUNDLE_CODINGS;
 
-use super::get::{self, Shown};
+use super::get::{self, Shown, ShownAs};
 use super::request::{quoted_etag, Request};
 use super::respond::{self, common_headers, CACHE_CONTROL};
 use super::{write_out, Abort, Conn, HttpContext};
@@ -91,12 +91,14 @@ async fn serve<S: Transport>(
     let validators = req.late_validators.as_deref();
     let shown = Shown {
         media_type: &entry.media_type,
-        coding: coding.map(Encoding::token),
         conditions: validators.map(|v| v.conditions(&etag)).unwrap_or_default(),
         if_range_failed: validators.is_some_and(|v| v.if_range_failed(&[&etag])),
-        claimed_len: piece.len,
-        bundle: *bundle,
-        path: &entry.path,
+        kind: ShownAs::BundleEntry {
+            coding: coding.map(Encoding::token),
+            claimed_len: piece.len,
+            bundle: *bundle,
+            path: &entry.path,
+        },
     };
     get::try_get(ctx, conn, req, &piece.hash, Some(&shown), close).await
 }

@@ -9,6 +9,7 @@ use std::os::fd::AsFd;
 use ron_link::counters::FrontCounters;
 use ron_shards::GroupBytes;
 
+use super::ipfs::{ipfs_block_headers, IPFS_BLOCK_BYTES_MAX};
 use super::request::{quoted_etag, Conditions, CorrId, Request};
 use super::respond::{self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE};
 use super::{write_out, Abort, Conn, HttpContext};
@@ -16,19 +17,39 @@ use crate::limits::{COALESCE_BODY_BYTES_MAX, HEAD_WITH_BODY_BYTES_MAX};
 use crate::refusal::Refusal;
 use crate::service::{GroupStream, Object, Span};
 
-/// A bundle entry's representation: the object is sent as the manifest shows it.
+/// An object sent as something other than itself: a bundle entry's representation or
+/// an IPFS raw block.
 pub(super) struct Shown<'a> {
     pub media_type: &'a str,
-    /// `Content-Encoding` (none: identity).
-    pub coding: Option<&'static str>,
-    /// The preconditions against the representation's ETag (its address).
+    /// The preconditions against the representation's ETag.
     pub conditions: Conditions,
     pub if_range_failed: bool,
-    /// What the manifest says the object holds: a different length is refused.
-    pub claimed_len: u64,
-    /// For the refusal's message: the bundle and the entry's path.
-    pub bundle: Address,
-    pub path: &'a str,
+    pub kind: ShownAs<'a>,
+}
+
+pub(super) enum ShownAs<'a> {
+    /// As the bundle's manifest shows it; its ETag is the object's address.
+    BundleEntry {
+        /// `Content-Encoding` (none: identity).
+        coding: Option<&'static str>,
+        /// What the manifest says the object holds: a different length is refused.
+        claimed_len: u64,
+        /// For the refusal's message: the bundle and the entry's path.
+        bundle: Address,
+        path: &'a str,
+    },
+    /// As the raw block of a CID (`/ipfs/<cid>`): ETag `"<cid>.raw"`, at most
+    /// [`IPFS_BLOCK_BYTES_MAX`].
+    IpfsBlock { cid: &'a str },
+}
+
+impl Shown<'_> {
+    fn coding(&self) -> Option<&'static str> {
+        match self.kind {
+            ShownAs::BundleEntry { coding, .. } => coding,
+            ShownAs::IpfsBlock { .. } => None,
+        }
+    }
 }
 
 pub(super) async fn get<S: Transport>(
@@ -101,7 +122,7 @@ async fn plan(
     let object = ctx.service.find(addr).await?;
     let (conditions, if_range_failed) = match shown {
         Some(shown) => {
-            check_claimed_len(shown, addr, object.len())?;
+            check_shown_len(shown, addr, object.len())?;
             (shown.conditions, shown.if_range_failed)
         }
         None => (req.conditions, req.if_range_failed),
@@ -122,28 +143,49 @@ async fn plan(
 }
 
 /// A bundle's piece must be the length its manifest says: a manifest that lies about a
-/// piece is a bad upstream of that piece, never served.
-fn check_claimed_len(shown: &Shown<'_>, piece: &Address, stored: u64) -> Result<(), Refusal> {
-    if stored == shown.claimed_len {
-        return Ok(());
+/// piece is a bad upstream of that piece, never served. A raw block is at most what
+/// IPFS clients accept.
+fn check_shown_len(shown: &Shown<'_>, piece: &Address, stored: u64) -> Result<(), Refusal> {
+    match shown.kind {
+        ShownAs::BundleEntry {
+            coding,
+            claimed_len,
+            bundle,
+            path,
+        } if stored != claimed_len => Err(Refusal::BundlePieceLength {
+            bundle,
+            path: path.to_string(),
+            coding: coding.unwrap_or("identity"),
+            piece: *piece,
+            claimed: claimed_len,
+            stored,
+        }),
+        ShownAs::IpfsBlock { .. } if stored > IPFS_BLOCK_BYTES_MAX => Err(Refusal::BlockTooLarge {
+            addr: *piece,
+            len: stored,
+        }),
+        _ => Ok(()),
     }
-    Err(Refusal::BundlePieceLength {
-        bundle: shown.bundle,
-        path: shown.path.to_string(),
-        coding: shown.coding.unwrap_or("identity"),
-        piece: *piece,
-        claimed: shown.claimed_len,
-        stored,
-    })
 }
 
-/// What the answer varies on: `Accept` for an object (its bao encoding), the coding
-/// for a bundle entry.
+/// What the answer varies on: `Accept` for an object (its bao encoding) and a raw block
+/// (its format), the coding for a bundle entry.
 fn vary(shown: Option<&Shown<'_>>) -> &'static [u8] {
-    match shown {
-        Some(_) => b"Accept-Encoding",
-        None => b"Accept",
+    match shown.map(|s| &s.kind) {
+        Some(ShownAs::BundleEntry { .. }) => b"Accept-Encoding",
+        Some(ShownAs::IpfsBlock { .. }) | None => b"Accept",
     }
+}
+
+/// The answer's ETag and Cache-Control, and the headers a raw block adds (the trustless
+/// gateway's: it is an attachment, never sniffed, and names its CID).
+fn validators_and_caching(head: &mut ResponseHead<'_>, addr: &Address, shown: Option<&Shown<'_>>) {
+    let Some(ShownAs::IpfsBlock { cid }) = shown.map(|s| &s.kind) else {
+        head.header("ETag", &quoted_etag(addr))
+            .header("Cache-Control", CACHE_CONTROL);
+        return;
+    };
+    ipfs_block_headers(head, cid);
 }
 
 async fn not_modified<S: Transport>(
@@ -157,9 +199,8 @@ async fn not_modified<S: Transport>(
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, 304);
     common_headers(ctx, &mut head, &req.corr_id, close);
-    head.header("ETag", &quoted_etag(addr))
-        .header("Cache-Control", CACHE_CONTROL)
-        .header("Vary", vary(shown));
+    validators_and_caching(&mut head, addr, shown);
+    head.header("Vary", vary(shown));
     head.finish();
     write_out(ctx, conn).await?;
     Ok(304)
@@ -183,15 +224,14 @@ fn write_head<S>(
         (None, []) => DEFAULT_CONTENT_TYPE,
         (None, given) => given,
     };
-    head.content_length(span.len)
-        .header("ETag", &quoted_etag(&object.addr()))
-        .header("Cache-Control", CACHE_CONTROL)
-        // An object's URL answers `Accept: application/x-bao` with the bao encoding; a
-        // bundle entry's answers in the coding `Accept-Encoding` allows.
-        .header("Vary", vary(shown))
+    head.content_length(span.len);
+    validators_and_caching(&mut head, &object.addr(), shown);
+    // An object's URL answers `Accept: application/x-bao` with the bao encoding; a
+    // bundle entry's answers in the coding `Accept-Encoding` allows.
+    head.header("Vary", vary(shown))
         .header("Accept-Ranges", b"bytes")
         .header("Content-Type", content_type);
-    if let Some(coding) = shown.and_then(|s| s.coding) {
+    if let Some(coding) = shown.and_then(Shown::coding) {
         head.header("Content-Encoding", coding.as_bytes());
     }
     if span.partial {

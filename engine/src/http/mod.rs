@@ -2,9 +2,9 @@
 //!
 //! A connection is a loop ([`serve_connection`]): read a head ([`read`]: idle timeout
 //! before its first byte, header timeout until its last), turn it into a small owned
-//! [`request::Request`], admit it, route it to [`get`] or [`put`], which call the object
-//! service and write the answer through [`respond`] — the socket's only writer —, then
-//! repeat. Pipelined requests stay in the read buffer and are answered in order.
+//! [`request::Request`], admit it, route it to [`get`] or [`put`] (or [`bundle`],
+//! [`bao`], [`ipfs`] for raw blocks by CID), which call the object service and write the
+//! answer through [`respond`] — the socket's only writer —, then repeat. Pipelined requests stay in the read buffer and are answered in order.
 //! Object bytes are slices of verified groups; a rotten group before the head is a
 //! clean 500, after it an aborted connection (no wrong or padded byte is ever sent).
 
@@ -12,6 +12,7 @@ mod bao;
 mod bundle;
 mod delete;
 mod get;
+mod ipfs;
 mod put;
 mod read;
 mod request;
@@ -343,6 +344,9 @@ async fn answer_without_body<S: Transport>(
             let kind = bao::BaoKind::Outboard(*log);
             return bao::get(ctx, conn, req, addr, kind, close).await;
         }
+        (Route::Ipfs(ipfs), Method::Get | Method::Head) => {
+            return ipfs::get(ctx, conn, req, ipfs, close).await
+        }
         (Route::Object(addr), Method::Delete) => {
             return delete::remove(ctx, conn, req, addr, close).await
         }
@@ -350,9 +354,11 @@ async fn answer_without_body<S: Transport>(
         (Route::BadChunkGroupLog(given), _) => Refusal::BadChunkGroupLog {
             given: given.clone(),
         },
-        (Route::Outboard(..) | Route::BundleEntry(..), _) => Refusal::MethodNotAllowed {
-            allowed: "GET, HEAD",
-        },
+        (Route::Outboard(..) | Route::BundleEntry(..) | Route::Ipfs(_), _) => {
+            Refusal::MethodNotAllowed {
+                allowed: "GET, HEAD",
+            }
+        }
         (Route::Unknown, _) => Refusal::NoRoute,
         (Route::Objects, _) => Refusal::MethodNotAllowed {
             allowed: "PUT, POST",

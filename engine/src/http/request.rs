@@ -13,6 +13,7 @@ use ron_link::policy::constant_time_eq;
 use ron_link::requests::Op;
 use ron_shards::record::CONTENT_TYPE_LEN_MAX;
 
+use super::ipfs::{ipfs_target, IpfsRequest};
 use super::HttpContext;
 use crate::admission::{Claims, Identity};
 use crate::limits::{COPIES_MAX, CORR_ID_BYTES_MAX};
@@ -67,6 +68,8 @@ pub(super) enum Route {
     BadChunkGroupLog(String),
     /// `/o/<something that is not an address>`
     BadAddress(ron_codec::Error),
+    /// `/ipfs/<cid>`: a raw block (boxed: rare beside `/o/`, and larger).
+    Ipfs(Box<IpfsRequest>),
     Unknown,
 }
 
@@ -252,26 +255,33 @@ pub(super) fn quoted_etag(addr: &Address) -> [u8; 69] {
 impl Request {
     pub fn op(&self) -> Op {
         match (&self.route, self.method) {
-            (Route::Object(_) | Route::Outboard(..) | Route::BundleEntry(..), Method::Get) => {
-                Op::Get
-            }
-            (Route::Object(_) | Route::Outboard(..) | Route::BundleEntry(..), Method::Head) => {
-                Op::Head
-            }
+            (
+                Route::Object(_) | Route::Outboard(..) | Route::BundleEntry(..) | Route::Ipfs(_),
+                Method::Get,
+            ) => Op::Get,
+            (
+                Route::Object(_) | Route::Outboard(..) | Route::BundleEntry(..) | Route::Ipfs(_),
+                Method::Head,
+            ) => Op::Head,
             (Route::Objects | Route::Object(_), Method::Put | Method::Post) => Op::Put,
             _ => Op::Other,
         }
     }
 
     pub fn from_head(head: &RequestHead<'_>, ctx: &HttpContext, peer: Option<IpAddr>) -> Request {
-        let route = Route::of_target(head.target);
+        let route = match ipfs_target(head.target) {
+            Some((cid, query)) => Route::Ipfs(Box::new(IpfsRequest::of(cid, query, &head.accept))),
+            None => Route::of_target(head.target),
+        };
         let route_is_bundle = matches!(route, Route::BundleEntry(..));
         let representation = accept::negotiate(&head.accept);
-        let validated_later = matches!(route, Route::Outboard(..) | Route::BundleEntry(..))
-            || matches!(
-                (&route, representation),
-                (Route::Object(_), Representation::Bao(_))
-            );
+        let validated_later = matches!(
+            route,
+            Route::Outboard(..) | Route::BundleEntry(..) | Route::Ipfs(_)
+        ) || matches!(
+            (&route, representation),
+            (Route::Object(_), Representation::Bao(_))
+        );
         let conditions = match &route {
             Route::Object(addr) => {
                 Conditions::of(&head.if_match, &head.if_none_match, &quoted_etag(addr))

