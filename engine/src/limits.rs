@@ -15,6 +15,26 @@ use std::time::Duration;
 
 use ron_codec::tree::GROUP_LEN_BYTES;
 
+// --- HTTP/2 (engine/src/http/http2/, docs/design/http2.md) ---
+
+/// Streams a client may have open on one connection (SETTINGS_MAX_CONCURRENT_STREAMS;
+/// nginx's `http2_max_concurrent_streams` default). Each is a request admitted like any
+/// other: the shard's in-flight gate bounds them all together.
+pub const H2_STREAMS_CONCURRENT_MAX: u32 = 128;
+/// Bytes a client may send on one stream before the node reads them (an upload's
+/// window; SETTINGS_INITIAL_WINDOW_SIZE). One DATA frame is held at most per stream.
+pub const H2_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// Bytes a client may send on the whole connection ahead of the node's reads.
+pub const H2_CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Bytes the node queues per stream for sending (the stream waits for window beyond).
+pub const H2_SEND_BUFFER_BYTES_MAX: usize = 64 * 1024;
+/// Streams a client opened and reset before they were served, held at once: past it,
+/// GOAWAY (the rapid-reset attack, CVE-2023-44487).
+pub const H2_PENDING_ACCEPT_RESETS_MAX: usize = 20;
+/// Streams the node reset for a client's protocol errors on one connection: past it,
+/// GOAWAY (a client that makes the node reset streams for ever costs it work each time).
+pub const H2_LOCAL_ERROR_RESETS_MAX: usize = 256;
+
 // --- answers (both protocols) ---
 
 /// A body slice of at most this many bytes leaves with its head in one send: an HTTP

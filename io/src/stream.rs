@@ -153,7 +153,35 @@ pub struct SocketRef<'a>(Socket<'a>);
 #[derive(Debug, Clone, Copy)]
 enum Socket<'a> {
     Polled(&'a PolledTcp),
-    None { peer: Option<SocketAddr> },
+    None {
+        peer: Option<SocketAddr>,
+    },
+    /// A stream within a connection (an HTTP/2 stream): its timeouts are kept for the
+    /// stream's own waits to enforce.
+    Limited {
+        peer: Option<SocketAddr>,
+        limits: &'a WaitLimits,
+    },
+}
+
+/// The wait limits of a stream that has no socket of its own (an HTTP/2 stream): what
+/// [`SocketRef::set_read_timeout`] and [`SocketRef::set_write_timeout`] asked, read by
+/// the stream's own reads and writes, which fail with `TimedOut` past them.
+#[derive(Debug, Default)]
+pub struct WaitLimits {
+    timeouts: [Cell<Option<Duration>>; 2],
+}
+
+impl WaitLimits {
+    /// How long a read may wait (`None`: for ever).
+    pub fn read(&self) -> Option<Duration> {
+        self.timeouts[Direction::Read.index()].get()
+    }
+
+    /// How long a write may wait (`None`: for ever).
+    pub fn write(&self) -> Option<Duration> {
+        self.timeouts[Direction::Write.index()].get()
+    }
 }
 
 impl<'a> SocketRef<'a> {
@@ -162,18 +190,29 @@ impl<'a> SocketRef<'a> {
         SocketRef(Socket::None { peer })
     }
 
+    /// A stream within a connection whose waits `limits` bounds; `peer` is what
+    /// `peer_addr` reports.
+    pub fn limited(peer: Option<SocketAddr>, limits: &'a WaitLimits) -> SocketRef<'a> {
+        SocketRef(Socket::Limited { peer, limits })
+    }
+
     /// Reads wait at most `timeout`, then fail with `TimedOut` (`None`: for ever).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self.0 {
-            Socket::Polled(polled) => polled.set_timeout(Direction::Read, timeout),
-            Socket::None { .. } => Ok(()),
-        }
+        self.set_timeout(Direction::Read, timeout)
     }
 
     /// Writes wait at most `timeout`, then fail with `TimedOut` (`None`: for ever).
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_timeout(Direction::Write, timeout)
+    }
+
+    fn set_timeout(&self, direction: Direction, timeout: Option<Duration>) -> io::Result<()> {
         match self.0 {
-            Socket::Polled(polled) => polled.set_timeout(Direction::Write, timeout),
+            Socket::Polled(polled) => polled.set_timeout(direction, timeout),
+            Socket::Limited { limits, .. } => {
+                limits.timeouts[direction.index()].set(timeout);
+                Ok(())
+            }
             Socket::None { .. } => Ok(()),
         }
     }
@@ -181,14 +220,16 @@ impl<'a> SocketRef<'a> {
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         match self.0 {
             Socket::Polled(polled) => Ok(polled.tcp.set_nodelay(nodelay)?),
-            Socket::None { .. } => Ok(()),
+            Socket::None { .. } | Socket::Limited { .. } => Ok(()),
         }
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         match self.0 {
             Socket::Polled(polled) => Ok(polled.tcp.peer_addr()?),
-            Socket::None { peer } => peer.ok_or_else(|| io::ErrorKind::NotConnected.into()),
+            Socket::None { peer } | Socket::Limited { peer, .. } => {
+                peer.ok_or_else(|| io::ErrorKind::NotConnected.into())
+            }
         }
     }
 
@@ -200,7 +241,7 @@ impl<'a> SocketRef<'a> {
             Socket::Polled(polled) => {
                 socket2::SockRef::from(&polled.tcp).set_linger(Some(Duration::ZERO))
             }
-            Socket::None { .. } => Ok(()),
+            Socket::None { .. } | Socket::Limited { .. } => Ok(()),
         }
     }
 }

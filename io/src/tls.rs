@@ -1,8 +1,8 @@
 //! TLS with rustls (ring provider): the server configuration with ALPN, and the
 //! self-signed development certificate behind `ron cert --dev`.
 //!
-//! One TLS listener serves both protocols; the client's ALPN choice picks the front
-//! end (`oap/1` or `http/1.1`; no ALPN means HTTP). Handshakes and record encryption
+//! One TLS listener serves every protocol; the client's ALPN choice picks the front
+//! end (`h2`, `oap/1` or `http/1.1`; no ALPN means HTTP/1.1). Handshakes and record encryption
 //! run on the shard that accepted the connection (futures-rustls over glommio's
 //! `TcpStream`), so TLS work spreads across cores with the connections. rustls bounds
 //! its buffers: outgoing plaintext waiting for the socket is capped by
@@ -22,6 +22,8 @@ pub use futures_rustls::TlsConnector;
 pub const ALPN_OAP: &[u8] = b"oap/1";
 /// ALPN protocol id of HTTP/1.1.
 pub const ALPN_HTTP: &[u8] = b"http/1.1";
+/// ALPN protocol id of HTTP/2 over TLS (RFC 9113 §3.2).
+pub const ALPN_H2: &[u8] = b"h2";
 /// Plaintext rustls buffers for sending before it pushes back on the writer.
 pub const SEND_BUFFER_BYTES_MAX: usize = 256 * 1024;
 
@@ -42,6 +44,7 @@ pub enum TlsError {
 pub enum AppProtocol {
     Oap,
     Http,
+    Http2,
 }
 
 impl AppProtocol {
@@ -49,6 +52,7 @@ impl AppProtocol {
     pub fn from_alpn(alpn: Option<&[u8]>) -> AppProtocol {
         match alpn {
             Some(ALPN_OAP) => AppProtocol::Oap,
+            Some(ALPN_H2) => AppProtocol::Http2,
             _ => AppProtocol::Http,
         }
     }
@@ -98,7 +102,9 @@ pub fn server_config_for(
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
-    config.alpn_protocols = vec![ALPN_OAP.to_vec(), ALPN_HTTP.to_vec()];
+    // rustls picks the first of these the client offers: a browser offering h2 and
+    // http/1.1 gets h2.
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_OAP.to_vec(), ALPN_HTTP.to_vec()];
     config.send_half_rtt_data = false;
     Ok((Arc::new(config), resolver))
 }
@@ -270,7 +276,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dev_certificate_loads_as_a_server_config_with_both_alpn_ids() {
+    fn dev_certificate_loads_as_a_server_config_with_every_alpn_id() {
         let dir = std::env::temp_dir().join(format!("ron-io-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let dev = dev_certificate(&[]).unwrap();
@@ -280,7 +286,7 @@ mod tests {
         let config = server_config(&cert, &key).unwrap();
         assert_eq!(
             config.alpn_protocols,
-            vec![b"oap/1".to_vec(), b"http/1.1".to_vec()]
+            vec![b"h2".to_vec(), b"oap/1".to_vec(), b"http/1.1".to_vec()]
         );
         let err = server_config(&key, &key).unwrap_err().to_string();
         assert!(err.contains("no CERTIFICATE block"), "{err}");
@@ -294,6 +300,7 @@ mod tests {
     fn alpn_chooses_the_front_end() {
         assert_eq!(AppProtocol::from_alpn(Some(b"oap/1")), AppProtocol::Oap);
         assert_eq!(AppProtocol::from_alpn(Some(b"http/1.1")), AppProtocol::Http);
+        assert_eq!(AppProtocol::from_alpn(Some(b"h2")), AppProtocol::Http2);
         assert_eq!(AppProtocol::from_alpn(None), AppProtocol::Http);
     }
 }

@@ -329,7 +329,7 @@ pub const KEYS: &[Key] = &[
         flag: "tls",
         value: "ADDR",
         default: None,
-        help: "TLS listener for HTTP/1.1 and OAP/1 by ALPN (off unless set)",
+        help: "TLS listener for HTTP/2, HTTP/1.1 and OAP/1 by ALPN (off unless set)",
         apply: |c, v| set(&mut c.tls, |s| addr(s).map(Some), v),
     },
     Key {

@@ -12,6 +12,7 @@ mod bao;
 mod bundle;
 mod delete;
 mod get;
+pub mod http2;
 mod ipfs;
 mod put;
 mod read;
@@ -227,6 +228,25 @@ pub async fn serve_connection<S: Transport>(
         Err(Abort) => {
             let _ = conn.stream.tcp().reset_on_close();
         }
+    }
+}
+
+/// Serves the one request of an exchange: an HTTP/2 stream presented as a connection
+/// that closes after its answer (`http2::exchange`). It is not counted as a connection;
+/// a cut-short answer drops the exchange, which resets the stream.
+async fn serve_exchange<S: Transport>(ctx: &HttpContext, stream: S, client: Option<IpAddr>) {
+    let mut conn = Conn {
+        stream,
+        rbuf: ReadBuf::new(Rc::clone(&ctx.read_buffers)),
+        wbuf: BytesMut::new(),
+        peer: client,
+        object_bytes: 0,
+        transfer: Transfer::new(ctx.limits.pace(Instant::now())),
+        ticket: None,
+        zero_copy: false,
+    };
+    if serve_one(ctx, &mut conn).await.is_ok() {
+        let _ = conn.stream.close().await;
     }
 }
 

@@ -211,6 +211,7 @@ impl FrontEnds {
                 match protocol {
                     AppProtocol::Oap => oap::serve_connection(oap, stream, client).await,
                     AppProtocol::Http => http::serve_connection(http, stream, client).await,
+                    AppProtocol::Http2 => http::http2::serve_connection(http, stream, client).await,
                 }
             })
         })

@@ -1,0 +1,363 @@
+//! HTTP/2 over TLS (ALPN `h2`, issue 55) with a client we did not write: curl, built with
+//! nghttp2. Every HTTP-API row is asked over h2 and over HTTP/1.1 and must answer the
+//! same — status, body, and every header but the per-answer ones (Date, X-Corr-ID) and
+//! the HTTP/1.1 connection's own (Connection) — reads, ranges, conditionals, bao
+//! answers and slices, outboards, raw blocks, bundles with their encodings, refusals,
+//! the denylist, read-through from an origin; uploads with a length and chunked; and
+//! many streams over one connection.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+use ron_codec::Address;
+
+struct Answer {
+    version: String,
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// Headers that differ per answer or describe the HTTP/1.1 connection.
+const PER_ANSWER: [&str; 4] = ["date", "x-corr-id", "connection", "keep-alive"];
+
+fn comparable(headers: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    headers
+        .into_iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v))
+        .filter(|(n, _)| !PER_ANSWER.contains(&n.as_str()))
+        .collect()
+}
+
+/// One request with curl over h2 (`--http2`, TLS, the node's dev certificate trusted).
+fn curl_h2(n: &TlsNode, method: &str, path: &str, headers: &[&str], body: Option<&Path>) -> Answer {
+    let dir = n.node.data_dir.with_extension("curl");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (head_file, body_file) = (dir.join("head"), dir.join("body"));
+    // curl leaves the file alone when no body comes.
+    let _ = std::fs::remove_file(&body_file);
+    let port = n.tls.rsplit(':').next().unwrap();
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "--http2", "--max-time", "20", "--cacert"])
+        .arg(&n.cert)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(["-X", method, "-D"])
+        .arg(&head_file)
+        .arg("-o")
+        .arg(&body_file)
+        .args(["-w", "%{http_version}"]);
+    if method == "HEAD" {
+        curl.arg("-I");
+    }
+    for h in headers {
+        curl.args(["-H", h]);
+    }
+    if let Some(body) = body {
+        curl.arg("--data-binary")
+            .arg(format!("@{}", body.display()));
+    }
+    let out = curl
+        .arg(format!("https://localhost:{port}{path}"))
+        .output()
+        .expect("curl");
+    let head = std::fs::read_to_string(&head_file).unwrap_or_default();
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status in {head:?} ({out:?})"));
+    let headers = comparable(lines.filter_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        Some((n.trim().to_string(), v.trim().to_string()))
+    }));
+    Answer {
+        version: String::from_utf8_lossy(&out.stdout).into_owned(),
+        status,
+        headers,
+        // `-I` writes the head where the body goes.
+        body: match method {
+            "HEAD" => Vec::new(),
+            _ => std::fs::read(&body_file).unwrap_or_default(),
+        },
+    }
+}
+
+fn http1(n: &Node, method: &str, path: &str, headers: &[&str]) -> Answer {
+    let fields: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let raw =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{fields}Connection: close\r\n\r\n");
+    let r = request(n.http, raw.as_bytes()).unwrap();
+    Answer {
+        version: "1.1".into(),
+        status: r.status,
+        headers: comparable(r.headers),
+        body: r.body,
+    }
+}
+
+fn assert_same(n: &TlsNode, method: &str, path: &str, headers: &[&str]) -> Answer {
+    let mut one = http1(&n.node, method, path, headers);
+    let mut two = curl_h2(n, method, path, headers, None);
+    // An error envelope's length varies with its corr_id.
+    if without_corr_id(&one.body) != one.body {
+        one.headers.remove("content-length");
+        two.headers.remove("content-length");
+    }
+    let what = format!("{method} {path} {headers:?}");
+    assert_eq!(two.version, "2", "{what}: not h2");
+    assert_eq!(two.status, one.status, "{what}");
+    assert_eq!(two.headers, one.headers, "{what}");
+    assert!(
+        without_corr_id(&two.body) == without_corr_id(&one.body),
+        "{what}: bodies differ ({} vs {} bytes)",
+        two.body.len(),
+        one.body.len()
+    );
+    two
+}
+
+/// An error envelope without its `corr_id` (it names the answer); other bodies as they are.
+fn without_corr_id(body: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut envelope)) if envelope.contains_key("corr_id") => {
+            envelope.remove("corr_id");
+            serde_json::to_vec(&envelope).unwrap()
+        }
+        _ => body.to_vec(),
+    }
+}
+
+fn cid_of(addr: &Address) -> String {
+    let mut cid = vec![1, 0x55, 0x1e, 32];
+    cid.extend_from_slice(addr.as_bytes());
+    format!(
+        "b{}",
+        data_encoding::BASE32_NOPAD.encode(&cid).to_lowercase()
+    )
+}
+
+#[test]
+fn every_row_answers_on_h2_as_on_http1() {
+    let deny = temp_dir("h2-deny");
+    let blocked_data = bytes(66, 5000);
+    let blocked = Address::of(&blocked_data);
+    std::fs::write(deny.join("ops.deny"), format!("{blocked}\n")).unwrap();
+    let n = tls_node(
+        "h2-rows",
+        &["--shards", "2", "--denylist", deny.to_str().unwrap()],
+    );
+    let data = bytes(2, 300_000);
+    let addr = upload(&n.node, &data);
+    let small = upload(&n.node, &bytes(3, 1000));
+    let etag = format!("\"{addr}\"");
+    let o = format!("/o/{addr}");
+    let rows: Vec<(&str, String, Vec<String>)> = vec![
+        ("GET", o.clone(), vec![]),
+        ("HEAD", o.clone(), vec![]),
+        ("GET", o.clone(), vec!["Range: bytes=1000-70999".into()]),
+        ("GET", o.clone(), vec!["Range: bytes=-100".into()]),
+        ("GET", o.clone(), vec!["Range: bytes=0-1,5-6".into()]),
+        ("GET", o.clone(), vec!["Range: bytes=400000-".into()]),
+        ("GET", o.clone(), vec![format!("If-None-Match: {etag}")]),
+        ("GET", o.clone(), vec!["If-Match: \"b3:other\"".into()]),
+        (
+            "GET",
+            o.clone(),
+            vec![format!("If-Range: {etag}"), "Range: bytes=5-9".into()],
+        ),
+        ("GET", o.clone(), vec!["Accept: application/x-bao".into()]),
+        (
+            "GET",
+            o.clone(),
+            vec![
+                "Accept: application/x-bao; chunk-group-log=4".into(),
+                "Range: bytes=70000-140000".into(),
+            ],
+        ),
+        ("GET", format!("{o}?outboard"), vec![]),
+        ("GET", format!("/o/{small}.obao"), vec![]),
+        (
+            "GET",
+            format!("/ipfs/{}", cid_of(&small)),
+            vec!["Accept: application/vnd.ipld.raw".into()],
+        ),
+        (
+            "GET",
+            format!("/ipfs/{}", cid_of(&addr)),
+            vec!["Accept: */*".into()],
+        ),
+        ("GET", format!("/ipfs/{}?format=car", cid_of(&addr)), vec![]),
+        ("GET", format!("/o/{}", Address::of(b"absent")), vec![]),
+        ("GET", "/o/b3:xyz".into(), vec![]),
+        ("GET", "/elsewhere".into(), vec![]),
+        ("POST", o.clone(), vec![]),
+        ("DELETE", o.clone(), vec![]),
+        ("GET", format!("/o/{blocked}"), vec![]),
+    ];
+    for (method, path, headers) in &rows {
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        assert_same(&n, method, path, &headers);
+    }
+
+    // A bundle: its entries by the coding Accept-Encoding allows.
+    let site = temp_dir("h2-site");
+    std::fs::write(site.join("index.html"), "<p>ron over h2</p>".repeat(400)).unwrap();
+    std::fs::write(site.join("app.js"), "console.log('h2');\n".repeat(300)).unwrap();
+    let server = n.node.oap.to_string();
+    let out = ron(&["pack", site.to_str().unwrap(), "--server", &server]);
+    assert!(out.status.success(), "{out:?}");
+    let bundle = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    for (path, headers) in [
+        ("/", vec![]),
+        ("/index.html", vec!["Accept-Encoding: br, gzip"]),
+        ("/app.js", vec!["Accept-Encoding: gzip"]),
+        (
+            "/app.js",
+            vec!["Accept-Encoding: gzip", "Range: bytes=10-19"],
+        ),
+        ("/missing.css", vec![]),
+    ] {
+        assert_same(&n, "GET", &format!("/o/{bundle}{path}"), &headers);
+    }
+}
+
+#[test]
+fn uploads_over_h2_with_a_length_and_chunked() {
+    let n = tls_node("h2-put", &["--shards", "2"]);
+    let dir = temp_dir("h2-put-files");
+    let data = bytes(9, 1_500_000);
+    let file = dir.join("upload");
+    std::fs::write(&file, &data).unwrap();
+    let addr = Address::of(&data);
+
+    // With a length (curl sends content-length).
+    let put = curl_h2(&n, "PUT", "/o", &[], Some(&file));
+    assert_eq!(
+        (put.version.as_str(), put.status),
+        ("2", 201),
+        "{}",
+        String::from_utf8_lossy(&put.body)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&put.body).unwrap();
+    assert_eq!(json["obj"], addr.to_string());
+    assert_eq!(get(n.node.http, &format!("/o/{addr}")).unwrap().body, data);
+
+    // Without one: curl streams stdin as DATA frames; the node reads it chunked.
+    let other = bytes(10, 700_000);
+    let port = n.tls.rsplit(':').next().unwrap();
+    let mut curl = Command::new("curl")
+        .args(["-s", "--http2", "--max-time", "20", "--cacert"])
+        .arg(&n.cert)
+        .args([
+            "--resolve",
+            &format!("localhost:{port}:127.0.0.1"),
+            "-T",
+            "-",
+        ])
+        .args(["-w", " %{http_version} %{http_code}"])
+        .arg(format!("https://localhost:{port}/o"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = curl.stdin.take().unwrap();
+        for piece in other.chunks(100_000) {
+            stdin.write_all(piece).unwrap();
+        }
+    }
+    let out = curl.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with(" 2 201"), "{text}");
+    assert!(text.contains(&Address::of(&other).to_string()), "{text}");
+
+    // The upload's rules hold: a body that is not the address named is refused.
+    let wrong = curl_h2(
+        &n,
+        "PUT",
+        &format!("/o/{}", Address::of(b"x")),
+        &[],
+        Some(&file),
+    );
+    assert_eq!(
+        wrong.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&wrong.body)
+    );
+    // An empty body is the empty object.
+    let empty = curl_h2(&n, "PUT", "/o", &[], None);
+    assert_eq!(
+        empty.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&empty.body)
+    );
+}
+
+#[test]
+fn read_through_answers_on_h2() {
+    let origin = Node::start(&temp_dir("h2-origin"), &["--shards", "1"]);
+    let data = bytes(21, 400_000);
+    let addr = upload(&origin, &data);
+    let origin_url = format!("http://{}", origin.http);
+    let edge = tls_node("h2-edge", &["--shards", "1", "--origin", &origin_url]);
+    let got = curl_h2(&edge, "GET", &format!("/o/{addr}"), &[], None);
+    assert_eq!((got.version.as_str(), got.status), ("2", 200));
+    assert!(got.body == data, "read-through bytes differ");
+    assert_eq!(got.headers.get("etag"), Some(&format!("\"{addr}\"")));
+}
+
+#[test]
+fn many_streams_share_one_connection() {
+    let n = tls_node("h2-streams", &["--shards", "2"]);
+    let objects: Vec<(Vec<u8>, Address)> = (0..40)
+        .map(|i| {
+            let data = bytes(300 + i, 1000 + (i as usize) * 7919);
+            let addr = upload(&n.node, &data);
+            (data, addr)
+        })
+        .collect();
+    let before = metric(n.node.admin, "ron_connections_total");
+    let port = n.tls.rsplit(':').next().unwrap();
+    let dir = temp_dir("h2-streams-out");
+    let mut curl = Command::new("curl");
+    curl.args([
+        "-s",
+        "--http2",
+        "--max-time",
+        "30",
+        "-Z",
+        "--parallel-max",
+        "40",
+        "--cacert",
+    ])
+    .arg(&n.cert)
+    .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+    .args(["-w", "%{http_version} %{http_code} %{num_connects}\n"]);
+    for (i, (_, addr)) in objects.iter().enumerate() {
+        curl.arg("-o")
+            .arg(dir.join(i.to_string()))
+            .arg(format!("https://localhost:{port}/o/{addr}"));
+    }
+    let out = curl.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), objects.len(), "{text}");
+    assert!(lines.iter().all(|l| l.starts_with("2 200")), "{text}");
+    for (i, (data, _)) in objects.iter().enumerate() {
+        assert!(
+            std::fs::read(dir.join(i.to_string())).unwrap() == *data,
+            "object {i}"
+        );
+    }
+    let connections = metric(n.node.admin, "ron_connections_total") - before;
+    assert_eq!(connections, 1, "40 answers over one connection: {text}");
+}
