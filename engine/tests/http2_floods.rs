@@ -1,0 +1,509 @@
+//! What a hostile HTTP/2 client can stretch (issue 55, docs/design/http2.md), each with a
+//! client that writes raw frames over TLS: rapid reset (CVE-2023-44487), a CONTINUATION
+//! flood and a CONTINUATION trickle (CVE-2024-27316 and kin), SETTINGS and PING floods,
+//! a window that never opens, and streams past the concurrency limit. Each shows the
+//! flooding connection cut off or its stream reset, and the node serving other clients
+//! all along (a client on another connection asks every 20 ms and must be answered).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ron_codec::Address;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const CANCEL: u32 = 0x8;
+const REFUSED_STREAM: u32 = 0x7;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A GET of `path` as an HPACK block: static-table `:method GET`, `:scheme https`, and
+/// literal `:path` and `:authority` (no Huffman, no indexing).
+fn get_block(path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x87, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"localhost");
+    block
+}
+
+/// A literal header field `x-f: <value>` (no indexing) of `len` value bytes (< 16 KiB).
+fn filler_field(len: usize) -> Vec<u8> {
+    let mut field = vec![0x00, 3];
+    field.extend_from_slice(b"x-f");
+    // The value's length as an HPACK integer with a 7-bit prefix.
+    let mut rest = len - 127;
+    field.push(0x7f);
+    while rest >= 128 {
+        field.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    field.push(rest as u8);
+    field.extend(std::iter::repeat_n(b'a', len));
+    field
+}
+
+enum Outcome {
+    Frame(Frame),
+    /// The connection ended.
+    Ended,
+    /// Nothing decisive within the time given.
+    Quiet,
+}
+
+struct Frame {
+    kind: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+/// A client speaking raw HTTP/2 frames over TLS (ALPN h2) to a node.
+struct RawH2 {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    read: Vec<u8>,
+}
+
+impl RawH2 {
+    /// Connects and sends the preface and `settings` (pairs of id and value).
+    fn connect(n: &TlsNode, settings: &[(u16, u32)]) -> RawH2 {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(&n.cert).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let tcp = TcpStream::connect(&n.tls).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut raw = RawH2 {
+            tls: rustls::StreamOwned::new(conn, tcp),
+            read: Vec::new(),
+        };
+        let mut payload = Vec::new();
+        for (id, value) in settings {
+            payload.extend_from_slice(&id.to_be_bytes());
+            payload.extend_from_slice(&value.to_be_bytes());
+        }
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &payload));
+        raw.send(&hello).unwrap();
+        assert_eq!(
+            raw.tls.conn.alpn_protocol(),
+            Some(&b"h2"[..]),
+            "the node agreed to h2"
+        );
+        raw
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.tls.write_all(bytes)?;
+        self.tls.flush()
+    }
+
+    /// Frames until `done` says so, the connection ends (`None` then), or `within`
+    /// passes (a panic).
+    fn until(&mut self, within: Duration, done: impl FnMut(&Frame) -> bool) -> Option<Frame> {
+        match self.read_until(within, done) {
+            Outcome::Frame(f) => Some(f),
+            Outcome::Ended => None,
+            Outcome::Quiet => panic!("nothing decisive within {within:?}"),
+        }
+    }
+
+    fn read_until(&mut self, within: Duration, mut done: impl FnMut(&Frame) -> bool) -> Outcome {
+        let deadline = Instant::now() + within;
+        loop {
+            while self.read.len() >= 9 {
+                let len = (usize::from(self.read[0]) << 16)
+                    | (usize::from(self.read[1]) << 8)
+                    | usize::from(self.read[2]);
+                if self.read.len() < 9 + len {
+                    break;
+                }
+                let f = Frame {
+                    kind: self.read[3],
+                    stream: u32::from_be_bytes(self.read[5..9].try_into().unwrap()) & 0x7fff_ffff,
+                    payload: self.read[9..9 + len].to_vec(),
+                };
+                self.read.drain(..9 + len);
+                if done(&f) {
+                    return Outcome::Frame(f);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Outcome::Quiet;
+            }
+            let mut buf = [0u8; 65536];
+            match self.tls.read(&mut buf) {
+                Ok(0) => return Outcome::Ended,
+                Ok(n) => self.read.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Outcome::Ended,
+            }
+        }
+    }
+
+    /// The error code of a GOAWAY among the frames the node has sent so far.
+    fn goaway_so_far(&mut self) -> Option<u32> {
+        let socket = &self.tls.sock;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let code = match self.read_until(Duration::from_millis(5), |f| f.kind == GOAWAY) {
+            Outcome::Frame(f) => Some(u32::from_be_bytes(f.payload[4..8].try_into().unwrap())),
+            Outcome::Ended | Outcome::Quiet => None,
+        };
+        self.tls
+            .sock
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        code
+    }
+
+    /// The GOAWAY's error code, or `None` when the connection ended without one.
+    fn goaway(&mut self, within: Duration) -> Option<u32> {
+        self.until(within, |f| f.kind == GOAWAY)
+            .map(|f| u32::from_be_bytes(f.payload[4..8].try_into().unwrap()))
+    }
+}
+
+/// A client on its own connection asking every 20 ms while a flood runs; its slowest
+/// answer and its failures when stopped.
+struct Bystander {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(Duration, Vec<String>)>,
+}
+
+impl Bystander {
+    fn start(n: &TlsNode, addr: Address) -> Bystander {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (http, flag) = (n.node.http, Arc::clone(&stop));
+        let handle = std::thread::spawn(move || {
+            let (mut slowest, mut failures) = (Duration::ZERO, Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                match get(http, &format!("/o/{addr}")) {
+                    Ok(r) if r.status == 200 => {}
+                    other => failures.push(format!("{other:?}")),
+                }
+                slowest = slowest.max(asked.elapsed());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (slowest, failures)
+        });
+        Bystander { stop, handle }
+    }
+
+    fn finish(self, what: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (slowest, failures) = self.handle.join().unwrap();
+        assert!(failures.is_empty(), "{what}: others failed: {failures:?}");
+        assert!(
+            slowest < Duration::from_secs(2),
+            "{what}: others waited {slowest:?}"
+        );
+    }
+}
+
+fn rss_kib(n: &Node) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", n.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn rapid_reset_is_sent_goaway_and_others_are_served() {
+    let n = tls_node("h2-rapid-reset", &["--shards", "1"]);
+    let addr = upload(&n.node, &bytes(1, 20_000));
+    let bystander = Bystander::start(&n, addr);
+    let mut raw = RawH2::connect(&n, &[]);
+    let block = get_block(&format!("/o/{addr}"));
+    let streams = 20_000u32;
+    let mut sent = 0;
+    let mut code = None;
+    // Between batches, the node's frames so far are read: its GOAWAY is seen before
+    // writing on into a closed connection (whose reset would discard it).
+    for batch in 0..streams / 100 {
+        let mut bytes = Vec::new();
+        for i in 0..100 {
+            let id = 2 * (batch * 100 + i) + 1;
+            bytes.extend(frame(HEADERS, END_STREAM | END_HEADERS, id, &block));
+            bytes.extend(frame(RST_STREAM, 0, id, &CANCEL.to_be_bytes()));
+        }
+        if raw.send(&bytes).is_err() {
+            break;
+        }
+        sent += 100;
+        code = raw.goaway_so_far();
+        if code.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        code,
+        Some(0xb),
+        "GOAWAY ENHANCE_YOUR_CALM after {sent} streams sent"
+    );
+    assert!(sent < streams, "all {sent} streams were taken");
+    bystander.finish("rapid reset");
+}
+
+#[test]
+fn a_continuation_flood_is_cut_off_and_others_are_served() {
+    let n = tls_node("h2-continuation", &["--shards", "1"]);
+    let addr = upload(&n.node, &bytes(2, 20_000));
+    let rss_before = rss_kib(&n.node);
+    let bystander = Bystander::start(&n, addr);
+    let mut raw = RawH2::connect(&n, &[]);
+    raw.send(&frame(HEADERS, 0, 1, &get_block("/o/x"))).unwrap();
+    let filler = frame(CONTINUATION, 0, 1, &filler_field(8000));
+    let mut sent_bytes = 0usize;
+    // 80 MB of header block offered, without END_HEADERS.
+    for _ in 0..10_000 {
+        if raw.send(&filler).is_err() {
+            break;
+        }
+        sent_bytes += filler.len();
+    }
+    let ended = raw.goaway(Duration::from_secs(15));
+    assert!(
+        sent_bytes < 40_000_000,
+        "the node read {sent_bytes} bytes of one header block (ended: {ended:?})"
+    );
+    let grown = rss_kib(&n.node).saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the node grew {grown} KiB");
+    bystander.finish("CONTINUATION flood");
+}
+
+#[test]
+fn a_trickled_header_block_is_closed_when_idle() {
+    let n = tls_node(
+        "h2-trickle",
+        &["--shards", "1", "--idle-timeout-ms", "1000"],
+    );
+    let mut raw = RawH2::connect(&n, &[]);
+    raw.send(&frame(HEADERS, 0, 1, &get_block("/o/x"))).unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        // One small field every 200 ms: never a whole head.
+        if raw
+            .send(&frame(CONTINUATION, 0, 1, &[0x00, 1, b'y', 1, b'z']))
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        if raw
+            .until(Duration::from_secs(1), |f| f.kind == GOAWAY)
+            .is_some()
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a header block trickled for {:?} was not cut off",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn settings_and_ping_floods_leave_others_served() {
+    let n = tls_node(
+        "h2-settings-ping",
+        &["--shards", "1", "--body-timeout-ms", "2000"],
+    );
+    let addr = upload(&n.node, &bytes(3, 20_000));
+    let rss_before = rss_kib(&n.node);
+    let bystander = Bystander::start(&n, addr);
+    let mut raw = RawH2::connect(&n, &[]);
+    let mut batch = Vec::new();
+    for i in 0..1000u64 {
+        batch.extend(frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]));
+        batch.extend(frame(PING, 0, 0, &i.to_be_bytes()));
+    }
+    // Never read: the node's answers back up until it stops reading this client.
+    let started = Instant::now();
+    let mut frames_sent = 0;
+    while started.elapsed() < Duration::from_secs(20) && raw.send(&batch).is_ok() {
+        frames_sent += 2000;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the node read {frames_sent} SETTINGS and PINGs from a client that reads nothing"
+    );
+    let grown = rss_kib(&n.node).saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the node grew {grown} KiB");
+    bystander.finish("SETTINGS and PING flood");
+}
+
+#[test]
+fn a_window_that_never_opens_is_reset_at_the_deadline_and_streams_past_the_limit_refused() {
+    let n = tls_node(
+        "h2-window",
+        &[
+            "--shards",
+            "1",
+            "--body-timeout-ms",
+            "1500",
+            "--body-rate-min",
+            "64MiB",
+        ],
+    );
+    let big = upload(&n.node, &bytes(4, 1 << 20));
+    let small = upload(&n.node, &bytes(5, 1000));
+    let bystander = Bystander::start(&n, small);
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may carry a byte of DATA.
+    let mut raw = RawH2::connect(&n, &[(0x4, 0)]);
+    let block = get_block(&format!("/o/{big}"));
+    let mut bytes = Vec::new();
+    for i in 0..129u32 {
+        bytes.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &block));
+    }
+    raw.send(&bytes).unwrap();
+    // The 129th stream is over the limit the node announced.
+    let refused = raw
+        .until(Duration::from_secs(5), |f| {
+            f.kind == RST_STREAM && f.stream == 257
+        })
+        .expect("an answer to the 129th stream");
+    assert_eq!(
+        u32::from_be_bytes(refused.payload[..4].try_into().unwrap()),
+        REFUSED_STREAM
+    );
+    // The others wait for a window that never opens, then are reset.
+    let started = Instant::now();
+    let mut reset = 0;
+    let mut data = 0;
+    raw.until(Duration::from_secs(15), |f| {
+        match f.kind {
+            RST_STREAM => reset += 1,
+            DATA => data += 1,
+            _ => {}
+        }
+        reset == 128
+    })
+    .expect("the connection stays open");
+    assert_eq!(data, 0, "DATA sent without a window");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for("every slot is given back", Duration::from_secs(5), || {
+        gauge(n.node.admin, "ron_inflight_requests").unwrap_or(0.0) == 0.0
+    });
+    bystander.finish("stalled windows");
+}
+
+/// An origin that accepts connections and never answers (at most 64, held until the
+/// test ends).
+fn silent_origin() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().take(64) {
+            held.push(conn);
+        }
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    addr
+}
+
+#[test]
+fn streams_reset_while_they_wait_are_bounded_per_connection() {
+    // Every request waits on a read-through from an origin that never answers: a stream
+    // the client resets leaves its task waiting, so resets that come after the node took
+    // the streams pile up tasks unless the connection is cut off.
+    let origin = format!("http://{}", silent_origin());
+    let n = tls_node(
+        "h2-reset-waiting",
+        &[
+            "--shards",
+            "1",
+            "--origin",
+            &origin,
+            "--fetch-timeout-ms",
+            "20000",
+        ],
+    );
+    let stored = upload(&n.node, &bytes(6, 1000));
+    let bystander = Bystander::start(&n, stored);
+    let mut raw = RawH2::connect(&n, &[]);
+    let block = get_block(&format!("/o/{}", Address::of(b"never anywhere")));
+    let mut next_id = 1u32;
+    let mut code = None;
+    for _round in 0..10 {
+        let ids: Vec<u32> = (0..100).map(|i| next_id + 2 * i).collect();
+        next_id += 200;
+        let opened: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| frame(HEADERS, END_STREAM | END_HEADERS, id, &block))
+            .collect();
+        raw.send(&opened).unwrap();
+        // Taken by the node before they are reset: not "reset before accept".
+        std::thread::sleep(Duration::from_millis(100));
+        let reset: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| frame(RST_STREAM, 0, id, &CANCEL.to_be_bytes()))
+            .collect();
+        if raw.send(&reset).is_err() {
+            break;
+        }
+        code = raw.goaway_so_far();
+        if code.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        code,
+        Some(0xb),
+        "GOAWAY ENHANCE_YOUR_CALM once reset streams' tasks outnumber twice the limit ({} streams opened)",
+        next_id / 2
+    );
+    bystander.finish("resets of waiting streams");
+}
