@@ -361,3 +361,65 @@ fn many_streams_share_one_connection() {
     let connections = metric(n.node.admin, "ron_connections_total") - before;
     assert_eq!(connections, 1, "40 answers over one connection: {text}");
 }
+
+#[test]
+#[ignore = "needs nghttp (Debian's nghttp2-client): run by scripts/test-all.sh"]
+fn a_page_and_its_assets_load_over_one_connection_as_a_browser_loads_them() {
+    let n = tls_node("h2-page", &["--shards", "2"]);
+    let site = temp_dir("h2-page-site");
+    std::fs::create_dir_all(site.join("css")).unwrap();
+    std::fs::create_dir_all(site.join("img")).unwrap();
+    let images: String = (0..30)
+        .map(|i| format!("<img src=\"img/{i}.png\">"))
+        .collect();
+    std::fs::write(
+        site.join("index.html"),
+        format!("<!doctype html><html><head><link rel=stylesheet href=\"css/site.css\"><script src=\"app.js\"></script></head><body>{images}</body></html>"),
+    )
+    .unwrap();
+    std::fs::write(site.join("css/site.css"), "body{margin:0}\n".repeat(300)).unwrap();
+    std::fs::write(site.join("app.js"), "console.log('page');\n".repeat(300)).unwrap();
+    for i in 0..30u64 {
+        std::fs::write(
+            site.join(format!("img/{i}.png")),
+            bytes(400 + i, 5000 + 100 * i as usize),
+        )
+        .unwrap();
+    }
+    let server = n.node.oap.to_string();
+    let out = ron(&["pack", site.to_str().unwrap(), "--server", &server]);
+    assert!(out.status.success(), "{out:?}");
+    let bundle = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let before = metric(n.node.admin, "ron_connections_total");
+    let port = n.tls.rsplit(':').next().unwrap();
+    // -a: fetch the page, then the stylesheet, script and images it links, as a browser
+    // does (nghttp resolves the links itself: it writes the address's colon as %3A).
+    let out = Command::new("nghttp")
+        .args(["-a", "-n", "-s", "-y", "-t", "20"])
+        .arg(format!("https://localhost:{port}/o/{bundle}/"))
+        .output()
+        .expect("nghttp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answers: Vec<(&str, &str)> = text
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|t| t.starts_with('+'))
+        })
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            Some((*fields.get(4)?, *fields.last()?))
+        })
+        .collect();
+    assert_eq!(answers.len(), 33, "the page and its 32 assets:\n{text}");
+    assert!(answers.iter().all(|(code, _)| *code == "200"), "{text}");
+    assert!(
+        answers
+            .iter()
+            .any(|(_, path)| path.ends_with("/img/29.png")),
+        "{text}"
+    );
+    let connections = metric(n.node.admin, "ron_connections_total") - before;
+    assert_eq!(connections, 1, "one connection for the page: {text}");
+}

@@ -86,7 +86,7 @@ impl Route {
             return Route::Unknown;
         };
         if let Some((addr, path)) = text.split_once('/') {
-            return match Address::parse(addr.as_bytes()) {
+            return match parse_address(addr) {
                 Ok(addr) => Route::BundleEntry(addr, path.to_string()),
                 Err(e) => Route::BadAddress(e),
             };
@@ -95,7 +95,7 @@ impl Route {
             Some(addr) => (addr, true),
             None => (text, false),
         };
-        let addr = match Address::parse(text.as_bytes()) {
+        let addr = match parse_address(text) {
             Ok(addr) => addr,
             Err(e) => return Route::BadAddress(e),
         };
@@ -118,6 +118,19 @@ impl Route {
             Some(Ok(log)) => Route::Outboard(addr, log),
             Some(Err(given)) => Route::BadChunkGroupLog(given.chars().take(32).collect()),
         }
+    }
+}
+
+/// An address as a path segment: `b3:<hex>`, `<hex>`, or `b3%3A<hex>` — the colon
+/// percent-encoded, as clients that escape reserved characters send it when they resolve
+/// a relative link (nghttp; RFC 3986 makes the two equivalent in a path).
+fn parse_address(segment: &str) -> Result<Address, ron_codec::Error> {
+    match segment
+        .strip_prefix("b3%3A")
+        .or_else(|| segment.strip_prefix("b3%3a"))
+    {
+        Some(hex) => Address::parse(hex.as_bytes()),
+        None => Address::parse(segment.as_bytes()),
     }
 }
 
@@ -442,6 +455,23 @@ mod tests {
         assert!(matches!(
             Route::of_target(&format!("/o/b3:{hex}?x")),
             Route::Object(_)
+        ));
+        for escaped in ["b3%3A", "b3%3a"] {
+            assert!(
+                matches!(
+                    Route::of_target(&format!("/o/{escaped}{hex}")),
+                    Route::Object(_)
+                ),
+                "{escaped}"
+            );
+            assert!(matches!(
+                Route::of_target(&format!("/o/{escaped}{hex}/index.html")),
+                Route::BundleEntry(..)
+            ));
+        }
+        assert!(matches!(
+            Route::of_target(&format!("/o/b3%3B{hex}")),
+            Route::BadAddress(_)
         ));
         assert_eq!(outboard(&format!("/o/b3:{hex}?outboard")), Some(log(0)));
         assert_eq!(
