@@ -37,6 +37,21 @@ impl<S: AsyncWrite + Unpin> tokio::io::AsyncWrite for TokioIo<S> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
 
+    /// h2 writes a DATA frame's header and its payload as two buffers: passed on
+    /// together, TLS seals them in one pass and the socket takes them in one call
+    /// (written one by one, every answer cost two `sendmsg`).
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_flush(cx)
     }

@@ -32,13 +32,13 @@ const RESPONSE_HEAD_BYTES_MAX: usize = 16 * 1024;
 /// SETTINGS_MAX_FRAME_SIZE itself).
 const DATA_SEND_BYTES_MAX: usize = 64 * 1024;
 /// Fields that describe one HTTP/1.1 connection, never sent on h2 (RFC 9113 §8.2.2).
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
+const HOP_BY_HOP: [http::HeaderName; 6] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::TE,
 ];
 
 pub(super) struct Exchange {
@@ -97,21 +97,25 @@ impl Exchange {
         let (httparse::Status::Complete(_), Some(status)) = (complete, parsed.code) else {
             return Err(io::Error::other("response head incomplete"));
         };
-        let mut response = http::Response::builder().status(status);
+        let mut response = http::Response::new(());
+        *response.status_mut() = http::StatusCode::from_u16(status).map_err(io::Error::other)?;
+        let headers = response.headers_mut();
         let mut content_length = None;
         for field in parsed.headers.iter() {
-            let name = field.name.to_ascii_lowercase();
-            if HOP_BY_HOP.contains(&name.as_str()) {
+            // Standard names are recognised without an allocation, in any case.
+            let name =
+                http::HeaderName::from_bytes(field.name.as_bytes()).map_err(io::Error::other)?;
+            if HOP_BY_HOP.contains(&name) {
                 continue;
             }
-            if name == "content-length" {
+            if name == http::header::CONTENT_LENGTH {
                 content_length = std::str::from_utf8(field.value)
                     .ok()
                     .and_then(|v| v.trim().parse::<u64>().ok());
             }
-            response = response.header(name, field.value);
+            let value = http::HeaderValue::from_bytes(field.value).map_err(io::Error::other)?;
+            headers.append(name, value);
         }
-        let response = response.body(()).map_err(io::Error::other)?;
         let respond = self.respond.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
         if (100..200).contains(&status) {
             respond
@@ -142,7 +146,9 @@ impl Exchange {
     fn take_head(&mut self, buf: &[u8]) -> io::Result<usize> {
         let before = self.response_head.len();
         self.response_head.extend_from_slice(buf);
-        let Some(end) = head_end(&self.response_head) else {
+        // The blank line may start in the bytes taken before.
+        let from = before.saturating_sub(3);
+        let Some(end) = head_end(&self.response_head[from..]).map(|end| from + end) else {
             if self.response_head.len() > RESPONSE_HEAD_BYTES_MAX {
                 return Err(io::Error::other("response head too long"));
             }
