@@ -39,8 +39,10 @@
 //!   copies or stores an object asks it first (451 `blocked`).
 //! - [`http`] and [`oap`]: thin protocol adapters (parse → admit → service → encode),
 //!   each split by concern (connection loop, read side, writer side, GET, PUT, bao,
-//!   bundle entries), generic over `ron_io::stream::Transport` (plain or TLS, chosen by
-//!   ALPN on the TLS port).
+//!   bundle entries, IPFS raw blocks), generic over `ron_io::stream::Transport` (plain
+//!   or TLS, chosen by ALPN on the TLS port). HTTP/2 (`http::http2`, ALPN `h2`) runs the
+//!   `h2` crate per connection and serves each stream with the HTTP/1.1 front end as a
+//!   one-request connection (docs/design/http2.md).
 //! - [`client_addr`]: who the client is behind a load balancer — the PROXY protocol
 //!   header and `X-Forwarded-For`, believed only from `trusted_proxies`.
 //! - [`transfer`]: body deadlines that grow with the bytes moved, and in-flight slots
