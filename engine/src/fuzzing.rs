@@ -1,6 +1,7 @@
 //! A one-shard node without sockets, for fuzzing the front ends (`fuzz/` target
-//! `front_end`): the real object service on a scratch data dir, the real HTTP and OAP/1
-//! front ends, fed a client's bytes through `ron_io::memory::MemoryStream`. Not part of
+//! `front_end`): the real object service on a scratch data dir, the real HTTP/1.1,
+//! HTTP/2 and OAP/1 front ends, fed a client's bytes through
+//! `ron_io::memory::MemoryStream`. Not part of
 //! the node: compiled only with the `fuzzing` feature (`fuzz/` turns it on) and in the
 //! engine's unit tests; hidden from the docs.
 
@@ -28,8 +29,14 @@ use crate::{http, limits, oap};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrontEnd {
     Http,
+    /// HTTP/2 as a client that knows the server speaks it (what ALPN `h2` leads to).
+    Http2,
     Oap,
 }
+
+/// How long an HTTP/2 client stays connected after its last byte: h2 ends every stream
+/// when the client's side ends, so its answers must come before.
+pub const H2_CLIENT_LINGER: Duration = Duration::from_millis(50);
 
 /// How a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +159,7 @@ impl Harness {
             let connection = async move {
                 match front {
                     FrontEnd::Http => http::serve_connection(http, stream, None).await,
+                    FrontEnd::Http2 => http::http2::serve_connection(http, stream, None).await,
                     FrontEnd::Oap => oap::serve_connection(oap, stream, None).await,
                 }
                 true
@@ -174,7 +182,7 @@ impl Harness {
     /// the connection wrote. For tests.
     #[cfg(test)]
     pub fn serve_to_end(&self, front: FrontEnd, input: Vec<u8>) -> ron_io::memory::Written {
-        let stream = MemoryStream::new(input, 7, 1 << 21);
+        let stream = MemoryStream::new(input, 7, 1 << 21).with_linger(H2_CLIENT_LINGER);
         let written = stream.written();
         let served = self.serve(front, stream, Duration::from_secs(10));
         let all_done = Served {
@@ -218,6 +226,22 @@ mod tests {
         );
         let out = serve(FrontEnd::Http, get.as_bytes());
         assert!(out.starts_with(b"HTTP/1.1 206 ") && out.ends_with(b"ell"));
+        // HTTP/2: the preface, empty SETTINGS, and a GET of the object on stream 1 (HPACK:
+        // static :method GET and :scheme https, literal :path and :authority).
+        let path = format!("/o/{}", std::str::from_utf8(&addr.text()).unwrap());
+        let mut block = vec![0x82, 0x87, 0x04, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, 1, b't']);
+        let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        h2.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        h2.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x5, 0, 0, 0, 1]);
+        h2.extend_from_slice(&block);
+        let out = serve(FrontEnd::Http2, &h2);
+        assert_eq!(out.get(3), Some(&4), "the server's SETTINGS first: {out:?}");
+        assert!(
+            out.windows(5).any(|w| w == b"hello"),
+            "the object's bytes in a DATA frame: {out:?}"
+        );
         let hello = ron_codec::messages::HelloRequest::default().frame(1);
         let out = serve(FrontEnd::Oap, &hello.to_bytes());
         let mut decoder = ron_codec::FrameDecoder::new(ron_codec::frame::MAX_FRAME_BYTES);

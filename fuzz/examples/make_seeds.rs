@@ -626,6 +626,38 @@ fn front_end(root: &Path) {
         "oap_put_get_stat_pieces13",
         &cat(&[&[1u8 | 13 << 1], &put_get]),
     );
+    s.put("h2_put_then_probe", &cat(&[&[0u8], &h2_session()]));
+}
+
+/// HTTP/2 with prior knowledge: the preface, empty SETTINGS, a PUT of "hello" on stream
+/// 1 (HEADERS, then DATA with END_STREAM), a GET of the `bafkqaaa` probe on stream 3.
+/// HPACK without Huffman: static `:method GET`, `:scheme https`; literal `:method PUT`,
+/// `:path`, `:authority`, `content-length`.
+fn h2_session() -> Vec<u8> {
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let len = (payload.len() as u32).to_be_bytes();
+        cat(&[&len[1..], &[kind, flags], &stream.to_be_bytes(), payload])
+    };
+    let literal = |index: u8, value: &[u8]| cat(&[&[index, value.len() as u8], value]);
+    let put = cat(&[
+        &literal(2, b"PUT"),
+        &[0x87],
+        &literal(4, b"/o"),
+        &literal(1, b"t"),
+        &[0x0f, 0x0d, 1, b'5'],
+    ]);
+    let get = cat(&[
+        &[0x82, 0x87],
+        &literal(4, b"/ipfs/bafkqaaa?format=raw"),
+        &literal(1, b"t"),
+    ]);
+    cat(&[
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        &frame(4, 0, 0, &[]),
+        &frame(1, 4, 1, &put),
+        &frame(0, 1, 1, b"hello"),
+        &frame(1, 5, 3, &get),
+    ])
 }
 
 fn bundle_manifest(root: &Path) {

@@ -1,13 +1,15 @@
-//! The HTTP/1.1 and OAP/1 front ends (`ron_engine::http::serve_connection`,
-//! `ron_engine::oap::serve_connection`) fed the input as a client's byte stream over an
-//! in-memory transport, on one glommio executor and one real shard (scratch data dir on
-//! /dev/shm when present) made once per process. The first byte picks the front end
-//! (bit 0: 0 HTTP, 1 OAP/1) and the size of the pieces the stream arrives in (bits 1-7,
-//! 0: one piece); the rest is the stream, then end of stream.
+//! The HTTP/1.1, HTTP/2 and OAP/1 front ends (`ron_engine::http::serve_connection`,
+//! `ron_engine::http::http2::serve_connection`, `ron_engine::oap::serve_connection`) fed
+//! the input as a client's byte stream over an in-memory transport, on one glommio
+//! executor and one real shard (scratch data dir on /dev/shm when present) made once per
+//! process. The first byte picks the front end (bit 0: 0 HTTP, 1 OAP/1; an HTTP stream
+//! that starts with the HTTP/2 preface goes to HTTP/2) and the size of the pieces the
+//! stream arrives in (bits 1-7, 0: one piece); the rest is the stream, then end of
+//! stream.
 //!
 //! Asserts: no panic; the connection ends within 10 s and leaves no request admitted
-//! and no connection open; HTTP output is HTTP/1.1 responses, OAP/1 output whole valid
-//! response frames. Objects stored by earlier inputs stay (the service is stateful).
+//! and no connection open; HTTP output is HTTP/1.1 responses, HTTP/2 output starts with
+//! the server's SETTINGS, OAP/1 output whole valid response frames. Objects stored by earlier inputs stay (the service is stateful).
 //! `RON_FUZZ_SHOW=1` prints what the server wrote.
 #![no_main]
 
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use ron_codec::frame::{Flags, FrameDecoder, MAX_FRAME_BYTES};
-use ron_engine::fuzzing::{FrontEnd, Harness};
+use ron_engine::fuzzing::{FrontEnd, Harness, H2_CLIENT_LINGER};
 use ron_io::memory::MemoryStream;
 
 const DIR_PREFIX: &str = "ron-fuzz-front-end-";
@@ -58,13 +60,16 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, stream)) = data.split_first() else {
         return;
     };
-    let front = if first & 1 == 0 {
-        FrontEnd::Http
-    } else {
-        FrontEnd::Oap
+    let front = match first & 1 {
+        0 if stream.starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") => FrontEnd::Http2,
+        0 => FrontEnd::Http,
+        _ => FrontEnd::Oap,
     };
     let piece = usize::from(first >> 1);
-    let stream = MemoryStream::new(stream.to_vec(), piece, 1 << 20);
+    let mut stream = MemoryStream::new(stream.to_vec(), piece, 1 << 20);
+    if front == FrontEnd::Http2 {
+        stream = stream.with_linger(H2_CLIENT_LINGER);
+    }
     let written = stream.written();
     let served = HARNESS.with(|h| h.serve(front, stream, Duration::from_secs(10)));
     assert!(served.finished, "the connection did not end");
@@ -82,6 +87,8 @@ fuzz_target!(|data: &[u8]| {
     }
     match front {
         FrontEnd::Http => assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 ")),
+        // A frame header of the server's SETTINGS (type 4) on stream 0.
+        FrontEnd::Http2 => assert!(out.is_empty() || (out.len() >= 9 && out[3] == 4 && out[5..9] == [0; 4])),
         FrontEnd::Oap => {
             let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
             let mut rest = &out[..];

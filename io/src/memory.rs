@@ -10,6 +10,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use std::future::Future;
+use std::time::Duration;
+
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::stream::{SocketRef, Transport, WriteMore};
@@ -25,6 +28,11 @@ pub struct MemoryStream {
     /// other tasks run between pieces as they would between packets.
     pause: bool,
     peer: Option<SocketAddr>,
+    /// After the input, the peer stays connected this long before its end of stream
+    /// (an HTTP/2 client waits for its answers: h2 ends every stream at the end of
+    /// stream).
+    linger: Option<Duration>,
+    lingering: Option<glommio::timer::Timer>,
     written: Written,
 }
 
@@ -94,6 +102,8 @@ impl MemoryStream {
             piece,
             pause: false,
             peer: None,
+            linger: None,
+            lingering: None,
             written: Written(Rc::new(RefCell::new(WrittenState {
                 cap: keep,
                 ..WrittenState::default()
@@ -104,6 +114,12 @@ impl MemoryStream {
     /// The peer address `tcp().peer_addr()` reports (none by default).
     pub fn with_peer(mut self, peer: SocketAddr) -> MemoryStream {
         self.peer = Some(peer);
+        self
+    }
+
+    /// The peer's end of stream comes `linger` after its last byte.
+    pub fn with_linger(mut self, linger: Duration) -> MemoryStream {
+        self.linger = Some(linger);
         self
     }
 
@@ -120,7 +136,19 @@ impl AsyncRead for MemoryStream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.pos == this.input.len() || buf.is_empty() {
+        if this.pos == this.input.len() {
+            if let Some(linger) = this.linger {
+                let timer = this
+                    .lingering
+                    .get_or_insert_with(|| glommio::timer::Timer::new(linger));
+                if Pin::new(timer).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.linger = None;
+            }
+            return Poll::Ready(Ok(0));
+        }
+        if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         if this.pause {
