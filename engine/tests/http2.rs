@@ -423,3 +423,60 @@ fn a_page_and_its_assets_load_over_one_connection_as_a_browser_loads_them() {
     let connections = metric(n.node.admin, "ron_connections_total") - before;
     assert_eq!(connections, 1, "one connection for the page: {text}");
 }
+
+#[test]
+fn quotas_hold_on_h2_streams_as_on_requests() {
+    let dir = temp_dir("h2-quota-config");
+    let config = dir.join("ron.toml");
+    std::fs::write(
+        &config,
+        "[tenants.burst]\ntokens = [\"tok-burst\"]\nrequests_per_s = 1\nrequests_burst = 3\n\n\
+         [tenants.writer]\ntokens = [\"tok-writer\"]\n",
+    )
+    .unwrap();
+    let n = tls_node(
+        "h2-quota",
+        &["--shards", "1", "--config", config.to_str().unwrap()],
+    );
+    let data = bytes(8, 2000);
+    let stored = put(
+        n.node.http,
+        "/o",
+        &data,
+        "Authorization: Bearer tok-writer\r\n",
+    );
+    assert_eq!(stored.status, 201, "{stored:?}");
+    let addr = Address::of(&data);
+    let port = n.tls.rsplit(':').next().unwrap();
+    let url = format!("https://localhost:{port}/o/{addr}");
+    // Ten streams at once on one connection, as the tenant.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http2",
+            "--max-time",
+            "20",
+            "-Z",
+            "--parallel-max",
+            "10",
+            "--cacert",
+        ])
+        .arg(&n.cert)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(["-H", "Authorization: Bearer tok-burst"])
+        .args(["-w", "%{http_version} %{http_code}\n"])
+        .args((0..10).flat_map(|_| ["-o", "/dev/null", url.as_str()]))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |answer: &str| text.lines().filter(|l| *l == answer).count();
+    let (served, refused) = (count("2 200"), count("2 429"));
+    assert_eq!(served + refused, 10, "{text}");
+    assert!(
+        (3..=4).contains(&served),
+        "the burst of 3 (and one refill): {text}"
+    );
+    // Another tenant is not held back.
+    let other = curl_h2(&n, "GET", &format!("/o/{addr}"), &[], None);
+    assert_eq!(other.status, 200);
+}
