@@ -30,7 +30,7 @@ use ron_codec::http::accept::Representation;
 use ron_codec::http::head::{BodyFraming, Method};
 use ron_codec::http::response::HTTP_DATE_LEN;
 use ron_io::stream::Transport;
-use ron_link::counters::FrontCounters;
+use ron_link::counters::{FrontCounters, OpenConnection};
 use ron_link::requests::{Op, Protocol};
 
 use crate::admission::{Admission, Ticket};
@@ -179,6 +179,36 @@ struct Conn<S> {
     zero_copy: bool,
 }
 
+impl<S: Transport> Conn<S> {
+    fn new(ctx: &HttpContext, stream: S, peer: Option<IpAddr>) -> Conn<S> {
+        // Every plain socket is non-blocking already (`PolledTcp::new`).
+        let zero_copy = stream.plain_socket().is_some();
+        Conn {
+            stream,
+            rbuf: ReadBuf::new(Rc::clone(&ctx.read_buffers)),
+            wbuf: BytesMut::new(),
+            peer,
+            object_bytes: 0,
+            transfer: Transfer::new(ctx.limits.pace(Instant::now())),
+            ticket: None,
+            zero_copy,
+        }
+    }
+}
+
+/// What every connection of the HTTP front ends (HTTP/1.1 and HTTP/2) starts with: no
+/// Nagle, writes bounded by the body timeout (every body write sets its own deadline;
+/// this bounds the close, a TLS close_notify), counted in the total and as open while
+/// the guard lives.
+fn opened<'c, S: Transport>(ctx: &'c HttpContext, stream: &S) -> OpenConnection<'c> {
+    let _ = stream.tcp().set_nodelay(true);
+    let _ = stream
+        .tcp()
+        .set_write_timeout(Some(ctx.limits.body_timeout));
+    FrontCounters::add(&ctx.metrics().connections_total, 1);
+    ctx.metrics().open_connection()
+}
+
 impl HttpLimits {
     fn pace(&self, started: Instant) -> TransferPace {
         TransferPace::new(started, self.body_timeout, self.body_rate_min_bytes_per_s)
@@ -192,26 +222,8 @@ pub async fn serve_connection<S: Transport>(
     stream: S,
     client: Option<IpAddr>,
 ) {
-    let _ = stream.tcp().set_nodelay(true);
-    // Every body write sets its own deadline; this bounds the close (a TLS close_notify).
-    let _ = stream
-        .tcp()
-        .set_write_timeout(Some(ctx.limits.body_timeout));
-    let peer = client;
-    // Every plain socket is non-blocking already (`PolledTcp::new`).
-    let zero_copy = stream.plain_socket().is_some();
-    let mut conn = Conn {
-        stream,
-        rbuf: ReadBuf::new(Rc::clone(&ctx.read_buffers)),
-        wbuf: BytesMut::new(),
-        peer,
-        object_bytes: 0,
-        transfer: Transfer::new(ctx.limits.pace(Instant::now())),
-        ticket: None,
-        zero_copy,
-    };
-    let open = ctx.metrics().open_connection();
-    FrontCounters::add(&ctx.metrics().connections_total, 1);
+    let open = opened(&ctx, &stream);
+    let mut conn = Conn::new(&ctx, stream, client);
     let ended = loop {
         match serve_one(&ctx, &mut conn).await {
             Ok(After::KeepAlive) => continue,
@@ -235,16 +247,7 @@ pub async fn serve_connection<S: Transport>(
 /// that closes after its answer (`http2::exchange`). It is not counted as a connection;
 /// a cut-short answer drops the exchange, which resets the stream.
 async fn serve_exchange<S: Transport>(ctx: &HttpContext, stream: S, client: Option<IpAddr>) {
-    let mut conn = Conn {
-        stream,
-        rbuf: ReadBuf::new(Rc::clone(&ctx.read_buffers)),
-        wbuf: BytesMut::new(),
-        peer: client,
-        object_bytes: 0,
-        transfer: Transfer::new(ctx.limits.pace(Instant::now())),
-        ticket: None,
-        zero_copy: false,
-    };
+    let mut conn = Conn::new(ctx, stream, client);
     if serve_one(ctx, &mut conn).await.is_ok() {
         let _ = conn.stream.close().await;
     }

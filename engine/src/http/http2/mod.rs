@@ -34,7 +34,6 @@ use futures_lite::future;
 use h2::server::{Connection, SendResponse};
 use h2::RecvStream;
 use ron_io::stream::Transport;
-use ron_link::counters::FrontCounters;
 
 use super::HttpContext;
 use crate::limits::{
@@ -58,13 +57,8 @@ pub async fn serve_connection<S: Transport>(
     stream: S,
     client: Option<IpAddr>,
 ) {
-    let _ = stream.tcp().set_nodelay(true);
-    let _ = stream
-        .tcp()
-        .set_write_timeout(Some(ctx.limits.body_timeout));
+    let _open = super::opened(&ctx, &stream);
     let peer = stream.tcp().peer_addr().ok();
-    let _open = ctx.metrics().open_connection();
-    FrontCounters::add(&ctx.metrics().connections_total, 1);
     let Some(mut conn) = handshake(&ctx, stream).await else {
         return;
     };
