@@ -480,3 +480,72 @@ fn quotas_hold_on_h2_streams_as_on_requests() {
     let other = curl_h2(&n, "GET", &format!("/o/{addr}"), &[], None);
     assert_eq!(other.status, 200);
 }
+
+/// `h2load -n N` against `url` with `headers` (and a body to POST); the counts of
+/// (2xx, failed + errored) it reports.
+fn h2load(url: &str, n: usize, headers: &[&str], body: Option<&Path>) -> (usize, usize, String) {
+    let mut cmd = Command::new("h2load");
+    cmd.args(["-n", &n.to_string(), "-c", "2", "-m", "8", "-t", "1"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some(body) = body {
+        cmd.arg("-d").arg(body);
+    }
+    let out = cmd.arg(url).output().expect("h2load");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |line: &str, at: usize| -> usize {
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.split_whitespace().nth(at))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line:?} in h2load's report:\n{text}"))
+    };
+    let ok = field("status codes:", 2);
+    let bad = field("requests:", 9) + field("requests:", 11);
+    (ok, bad, text)
+}
+
+#[test]
+#[ignore = "needs h2load (Debian's nghttp2-client): run by scripts/test-all.sh"]
+fn h2load_runs_against_the_rows() {
+    let n = tls_node("h2-h2load", &["--shards", "2"]);
+    let data = bytes(12, 300_000);
+    let addr = upload(&n.node, &data);
+    let small = upload(&n.node, &bytes(13, 3000));
+    let port = n.tls.rsplit(':').next().unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let dir = temp_dir("h2-h2load-files");
+    let body = dir.join("body");
+    std::fs::write(&body, bytes(14, 50_000)).unwrap();
+    let rows: Vec<(String, Vec<&str>, Option<&Path>)> = vec![
+        (format!("{base}/o/{addr}"), vec![], None),
+        (
+            format!("{base}/o/{addr}"),
+            vec!["Range: bytes=1000-66535"],
+            None,
+        ),
+        (
+            format!("{base}/o/{addr}"),
+            vec!["Accept: application/x-bao"],
+            None,
+        ),
+        (
+            format!("{base}/o/{addr}"),
+            vec!["Accept: application/x-bao", "Range: bytes=70000-80000"],
+            None,
+        ),
+        (format!("{base}/o/{addr}?outboard"), vec![], None),
+        (
+            format!("{base}/ipfs/{}?format=raw", cid_of(&small)),
+            vec![],
+            None,
+        ),
+        (format!("{base}/o"), vec![], Some(&body)),
+    ];
+    for (url, headers, body) in &rows {
+        let (ok, bad, text) = h2load(url, 200, headers, *body);
+        assert_eq!((ok, bad), (200, 0), "{url} {headers:?}:\n{text}");
+        assert!(text.contains("Application protocol: h2"), "{text}");
+    }
+}
