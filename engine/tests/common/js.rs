@@ -59,7 +59,8 @@ pub fn prepare_npm(dir: &Path) {
         return;
     }
     let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
+        // No package's install script is needed (and npm 10 would run them, npm 11 not).
+        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
         .current_dir(dir)
         .stdin(Stdio::null())
         .output()
