@@ -1,6 +1,6 @@
 # Helpers of the benchmarks that saturate a server core (bench/many_cores.sh,
 # bench/http2.sh): a cgroup holding QUOTA of a core (the 2-core method), starting a
-# server pinned (and in that cgroup), and the CPU each side used. Sourced; callers set
+# server pinned (and in that cgroup), nginx's CPU masks, and the CPU each side used. Sourced; callers set
 # QUOTA and the array `pids`, and remove $cgroup when they end.
 cgroup=
 # A cgroup holding QUOTA of a core, for the 2-core method; its path in $cgroup.
@@ -50,4 +50,12 @@ tree_ns() {
   local p all
   all="$1 $(pgrep -P "$1" | tr '\n' ' ')"
   for p in $all; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{ s += $1 } END { printf "%.0f", s }'
+}
+# nginx's worker_cpu_affinity for S workers on CPUs 0..S-1: one bit mask per worker.
+affinity_masks() {
+  local s=$1 i masks=""
+  for ((i = 0; i < s; i++)); do
+    masks+="$(printf '%0*d' "$s" 0 | sed "s/0/1/$((s - i))") "
+  done
+  echo "${masks% }"
 }

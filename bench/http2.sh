@@ -22,10 +22,10 @@
 # Talks only to 127.0.0.1, stops what it started (by PID), removes its cgroup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# stop_started, median.
+# nginx_config, stop_started, median.
 # shellcheck source=workloads.sh
 source bench/workloads.sh
-# make_cgroup, start_pinned, tree_ns.
+# make_cgroup, start_pinned, affinity_masks, tree_ns.
 # shellcheck source=cores.sh
 source bench/cores.sh
 
@@ -62,36 +62,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# nginx serving $2 over TLS with HTTP/2 on port $3 with $4 workers pinned to CPUs 0..$4-1.
-nginx_h2_config() {
-  local masks="" i
-  for ((i = 0; i < $4; i++)); do masks+="$(printf '%0*d' "$4" 0 | sed "s/0/1/$(($4 - i))") "; done
-  cat <<EOF
-user $(id -un) $(id -gn);
-worker_processes $4;
-worker_rlimit_nofile 16384;
-worker_cpu_affinity ${masks% };
-pid $1/nginx.pid;
-error_log $1/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nodelay on;
-  keepalive_requests 10000000;
-  keepalive_timeout 75s;
-  open_file_cache max=10000 inactive=60s;
-  default_type application/octet-stream;
-  server {
-    listen 127.0.0.1:$3 ssl http2;
-    ssl_certificate $WORK/tls/cert.pem;
-    ssl_certificate_key $WORK/tls/key.pem;
-    root $2;
-  }
-}
-EOF
-}
-
 [ -n "$QUOTA" ] && make_cgroup
 rm -rf "$WORK"; mkdir -p "$WORK/www" "$WORK/nginx"
 "$RON" cert --dev --out "$WORK/tls" >/dev/null
@@ -113,7 +83,8 @@ for w in $WORKLOADS; do
     --connections 1 >/dev/null
   shuf --random-source=<(yes) "$WORK/$w.paths" >"$WORK/$w.shuffled"
 done
-nginx_h2_config "$WORK/nginx" "$WORK/www" "$NGINX_PORT" "$S" >"$WORK/nginx/nginx.conf"
+nginx_config "$WORK/nginx" "$WORK/www" "$NGINX_PORT" "$S" "$(affinity_masks "$S")" 10000 "$WORK/tls" \
+  >"$WORK/nginx/nginx.conf"
 start_pinned "0-$last" "$WORK/nginx.log" "$NGINX" -c "$WORK/nginx/nginx.conf" -g 'daemon off;'
 nginx_pid=$started
 sleep 1

@@ -42,7 +42,7 @@ cd "$(dirname "$0")/.."
 # Its helpers (nginx_config, stop_started, median); its workload tables are redefined below.
 # shellcheck source=workloads.sh
 source bench/workloads.sh
-# make_cgroup, start_pinned, cpu_range, cores_busy, tree_ns.
+# make_cgroup, start_pinned, affinity_masks, cpu_range, cores_busy, tree_ns.
 # shellcheck source=cores.sh
 source bench/cores.sh
 
@@ -129,14 +129,6 @@ for line in open(stat + ".stat"):
 calls.sort(reverse=True)
 print(stat.rsplit("/", 1)[-1] + ": " + ", ".join(f"{n} {p:.2f}" for p, n in calls) + " per request")
 PY
-}
-# nginx's worker_cpu_affinity for S workers on CPUs 0..S-1: one bit mask per worker.
-affinity_masks() {
-  local s=$1 i masks=""
-  for ((i = 0; i < s; i++)); do
-    masks+="$(printf '%0*d' "$s" 0 | sed "s/0/1/$((s - i))") "
-  done
-  echo "${masks% }"
 }
 
 [ -n "$QUOTA" ] && make_cgroup

@@ -43,9 +43,14 @@ WORKLOADS="get_4KiB get_1MiB get_256MiB range_64KiB put_1MiB get_4KiB_one_url"
 # nginx's configuration for the side-by-side benchmarks, on stdout: WORKERS workers
 # (worker_cpu_affinity AFFINITY), the files under ROOT served on 127.0.0.1:PORT with
 # sendfile and an open-file cache of CACHED_FILES, access log off, a dav location /put/
-# for PUTs; pid, error log and request-body files under DIR.
-#   nginx_config DIR ROOT PORT WORKERS AFFINITY CACHED_FILES
+# for PUTs; pid, error log and request-body files under DIR. With TLS_DIR, the port is
+# TLS with HTTP/2 (`ssl http2`), TLS_DIR/cert.pem and key.pem its certificate.
+#   nginx_config DIR ROOT PORT WORKERS AFFINITY CACHED_FILES [TLS_DIR]
 nginx_config() {
+  local listen="listen 127.0.0.1:$3;"
+  if [ -n "${7:-}" ]; then
+    listen="listen 127.0.0.1:$3 ssl http2; ssl_certificate $7/cert.pem; ssl_certificate_key $7/key.pem;"
+  fi
   cat <<EOF
 user $(id -un) $(id -gn);
 worker_processes $4;
@@ -67,7 +72,7 @@ http {
   client_body_temp_path $1/body;
   client_max_body_size 2g;
   server {
-    listen 127.0.0.1:$3;
+    $listen
     root $2;
     location /put/ { dav_methods PUT; create_full_put_path on; }
   }

@@ -4,13 +4,12 @@
 //! ([`SocketRef::none`]). For fuzzing and testing the front ends without the network.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-
-use std::future::Future;
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};

@@ -71,15 +71,11 @@ impl IpfsRequest {
             format: BlockFormat::of(query, accept),
         }
     }
+}
 
-    /// The answer's ETag, for the conditions: `"<cid>.raw"`, as the path gateway names a
-    /// raw block (none for a request that is refused).
-    pub fn etag(&self) -> Option<String> {
-        match &self.block {
-            Block::Object(_, cid) | Block::Inline(_, cid) => Some(format!("\"{cid}.raw\"")),
-            _ => None,
-        }
-    }
+/// A raw block's ETag: `"<cid>.raw"`, as the path gateway names it.
+fn block_etag(cid: &str) -> String {
+    format!("\"{cid}.raw\"")
 }
 
 impl Block {
@@ -179,7 +175,7 @@ pub(super) async fn get<S: Transport>(
             return inline(ctx, conn, req, bytes, cid, close).await
         }
         (Block::Object(addr, cid), BlockFormat::Raw) => {
-            let etag = ipfs.etag().unwrap_or_default();
+            let etag = block_etag(cid);
             let validators = req.late_validators.as_deref();
             let shown = Shown {
                 media_type: RAW_BLOCK_MEDIA_TYPE,
@@ -207,7 +203,7 @@ async fn inline<S: Transport>(
     cid: &str,
     close: bool,
 ) -> Result<u16, Abort> {
-    let etag = format!("\"{cid}.raw\"");
+    let etag = block_etag(cid);
     let not_modified = req
         .late_validators
         .as_deref()
@@ -234,22 +230,12 @@ async fn inline<S: Transport>(
 /// `/ipfs/`, an attachment never sniffed (bytes from anyone must not render as a page
 /// of this origin), and the CID it answers.
 pub(super) fn ipfs_block_headers(head: &mut ResponseHead<'_>, cid: &str) {
-    let mut etag = Vec::with_capacity(cid.len() + 6);
-    etag.extend_from_slice(b"\"");
-    etag.extend_from_slice(cid.as_bytes());
-    etag.extend_from_slice(b".raw\"");
-    let mut disposition = Vec::with_capacity(cid.len() + 32);
-    disposition.extend_from_slice(b"attachment; filename=\"");
-    disposition.extend_from_slice(cid.as_bytes());
-    disposition.extend_from_slice(b".bin\"");
-    let mut path = Vec::with_capacity(cid.len() + 6);
-    path.extend_from_slice(b"/ipfs/");
-    path.extend_from_slice(cid.as_bytes());
-    head.header("ETag", &etag)
+    let disposition = format!("attachment; filename=\"{cid}.bin\"");
+    head.header("ETag", block_etag(cid).as_bytes())
         .header("Cache-Control", IPFS_CACHE_CONTROL)
         .header("X-Content-Type-Options", b"nosniff")
-        .header("Content-Disposition", &disposition)
-        .header("X-Ipfs-Path", &path)
+        .header("Content-Disposition", disposition.as_bytes())
+        .header("X-Ipfs-Path", format!("/ipfs/{cid}").as_bytes())
         .header("X-Ipfs-Roots", cid.as_bytes());
 }
 

@@ -4,7 +4,8 @@
 //! before its first byte, header timeout until its last), turn it into a small owned
 //! [`request::Request`], admit it, route it to [`get`] or [`put`] (or [`bundle`],
 //! [`bao`], [`ipfs`] for raw blocks by CID), which call the object service and write the
-//! answer through [`respond`] — the socket's only writer —, then repeat. Pipelined requests stay in the read buffer and are answered in order.
+//! answer through [`respond`] — the socket's only writer —, then repeat. Pipelined
+//! requests stay in the read buffer and are answered in order.
 //! Object bytes are slices of verified groups; a rotten group before the head is a
 //! clean 500, after it an aborted connection (no wrong or padded byte is ever sent).
 

@@ -23,6 +23,8 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncWrite, Future};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
+use ron_codec::http::head::{Method, HEADER_COUNT_MAX};
+use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
 use ron_io::stream::{SocketRef, Transport, WaitLimits, WriteMore};
 
 /// The longest response head the front end writes (its own heads are a few hundred
@@ -86,49 +88,39 @@ impl Exchange {
         }
     }
 
-    /// Sends the response head collected in `response_head` as HEADERS (an interim 1xx
-    /// as informational HEADERS, after which the final head is collected anew).
-    fn send_head(&mut self) -> io::Result<()> {
-        let mut fields = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let complete = parsed
-            .parse(&self.response_head)
+    /// Takes head bytes from `buf`; how many were the head's. A whole head is sent as
+    /// HEADERS (an interim 1xx as informational HEADERS, after which the final head is
+    /// collected anew).
+    fn take_head(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let before = self.response_head.len();
+        self.response_head.extend_from_slice(buf);
+        let parsed = parse_response_head(&self.response_head, RESPONSE_HEAD_BYTES_MAX)
             .map_err(io::Error::other)?;
-        let (httparse::Status::Complete(_), Some(status)) = (complete, parsed.code) else {
-            return Err(io::Error::other("response head incomplete"));
+        let ReplyParse::Complete(reply) = parsed else {
+            return Ok(buf.len());
         };
-        let mut response = http::Response::new(());
-        *response.status_mut() = http::StatusCode::from_u16(status).map_err(io::Error::other)?;
-        let headers = response.headers_mut();
-        let mut content_length = None;
-        for field in parsed.headers.iter() {
-            // Standard names are recognised without an allocation, in any case.
-            let name =
-                http::HeaderName::from_bytes(field.name.as_bytes()).map_err(io::Error::other)?;
-            if HOP_BY_HOP.contains(&name) {
-                continue;
-            }
-            if name == http::header::CONTENT_LENGTH {
-                content_length = std::str::from_utf8(field.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-            }
-            let value = http::HeaderValue::from_bytes(field.value).map_err(io::Error::other)?;
-            headers.append(name, value);
-        }
+        // Only HEAD changes what follows a head (nothing), beside the status.
+        let method = if self.request_is_head {
+            Method::Head
+        } else {
+            Method::Get
+        };
+        let (head_len, status, body) = (reply.head_len, reply.status, reply.body(method));
+        let response = h2_response(&self.response_head[..head_len], status)?;
         let respond = self.respond.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
-        if (100..200).contains(&status) {
+        if reply.is_interim() {
             respond
                 .send_informational(response)
                 .map_err(io::Error::other)?;
             self.response_head.clear();
-            return Ok(());
+            return Ok(head_len - before);
         }
-        let bodiless = self.request_is_head || status == 204 || status == 304;
-        let body_len = if bodiless {
-            0
-        } else {
-            content_length.ok_or_else(|| io::Error::other("response without Content-Length"))?
+        let body_len = match body {
+            ReplyBody::Empty => 0,
+            ReplyBody::Length(len) => len,
+            ReplyBody::Chunked | ReplyBody::UntilClose => {
+                return Err(io::Error::other("a response body without Content-Length"))
+            }
         };
         let send = respond
             .send_response(response, body_len == 0)
@@ -139,24 +131,7 @@ impl Exchange {
             0 => self.finished = true,
             _ => self.send = Some(send),
         }
-        Ok(())
-    }
-
-    /// Takes head bytes from `buf`; how many were the head's.
-    fn take_head(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let before = self.response_head.len();
-        self.response_head.extend_from_slice(buf);
-        // The blank line may start in the bytes taken before.
-        let from = before.saturating_sub(3);
-        let Some(end) = head_end(&self.response_head[from..]).map(|end| from + end) else {
-            if self.response_head.len() > RESPONSE_HEAD_BYTES_MAX {
-                return Err(io::Error::other("response head too long"));
-            }
-            return Ok(buf.len());
-        };
-        self.response_head.truncate(end);
-        self.send_head()?;
-        Ok(end - before)
+        Ok(head_len - before)
     }
 
     /// Sends body bytes as the stream's window allows.
@@ -229,6 +204,25 @@ impl Exchange {
 const READ: usize = 0;
 const WRITE: usize = 1;
 
+/// A response head's status and fields as an h2 response, hop-by-hop fields dropped.
+fn h2_response(head: &[u8], status: u16) -> io::Result<http::Response<()>> {
+    let mut fields = [httparse::EMPTY_HEADER; HEADER_COUNT_MAX];
+    let mut parsed = httparse::Response::new(&mut fields);
+    parsed.parse(head).map_err(io::Error::other)?;
+    let mut response = http::Response::new(());
+    *response.status_mut() = http::StatusCode::from_u16(status).map_err(io::Error::other)?;
+    let headers = response.headers_mut();
+    for field in parsed.headers.iter() {
+        // Standard names are recognised without an allocation, in any case.
+        let name = http::HeaderName::from_bytes(field.name.as_bytes()).map_err(io::Error::other)?;
+        if !HOP_BY_HOP.contains(&name) {
+            let value = http::HeaderValue::from_bytes(field.value).map_err(io::Error::other)?;
+            headers.append(name, value);
+        }
+    }
+    Ok(response)
+}
+
 /// The request as an HTTP/1.1 head: its fields as sent (`Host` from `:authority`), the
 /// body's framing, and `Connection: close` (one request per stream).
 fn request_head(parts: &http::request::Parts, body_follows: bool, chunked: bool) -> BytesMut {
@@ -267,14 +261,6 @@ fn field(head: &mut BytesMut, name: &str, value: &[u8]) {
     head.extend_from_slice(b": ");
     head.extend_from_slice(value);
     head.extend_from_slice(b"\r\n");
-}
-
-/// The length of a head ending in an empty line, when `bytes` holds one.
-fn head_end(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| at + 4)
 }
 
 impl AsyncRead for Exchange {
@@ -397,7 +383,5 @@ mod tests {
         let empty_put = parts("PUT", "https://n.example/o", &[]);
         assert!(request_head(&empty_put, false, false)
             .ends_with(b"content-length: 0\r\nconnection: close\r\n\r\n"));
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\na: b\r\n\r\nbody"), Some(25));
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n"), None);
     }
 }
