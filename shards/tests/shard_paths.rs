@@ -361,3 +361,107 @@ fn a_run_read_cold_is_kept_end_to_end_in_one_arena() {
     .join()
     .expect("shard thread");
 }
+
+/// Whether `groups` lie end to end in one arena (what leaves in one `sendfile`).
+fn end_to_end(groups: &[ron_shards::GroupBytes]) -> bool {
+    groups.windows(2).all(|pair| {
+        let (a, b) = (pair[0].file.as_ref(), pair[1].file.as_ref());
+        a.zip(b).is_some_and(|(a, b)| {
+            Rc::ptr_eq(&a.file, &b.file) && a.offset + pair[0].len() as u64 == b.offset
+        })
+    })
+}
+
+#[test]
+fn a_window_of_groups_cached_apart_is_kept_together_when_next_read() {
+    let dir = DataDir::new("window");
+    let data_dir = dir.0.clone();
+    on_executor("window", move || async move {
+        let metrics = Arc::new(StorageCounters::default());
+        let mut config = config(&data_dir, 1 << 26);
+        config.cache_bytes_max = 64 << 20;
+        let shard = Shard::start(
+            ShardIndex(0),
+            routing(&data_dir, 1),
+            config,
+            None,
+            Arc::clone(&metrics),
+        )
+        .await
+        .expect("start");
+        let regrouped = || metrics.cache_regrouped_bytes.load(Ordering::Relaxed);
+        let group = GROUP_LEN_BYTES as usize;
+        let objects: Vec<Vec<u8>> = (0..4).map(|seed| object(16 * group, 20 + seed)).collect();
+        let mut metas = Vec::new();
+        for data in &objects {
+            put(&shard, data, "").await.expect("put");
+            let addr = ChunkTree::of(data).root();
+            metas.push(shard.meta(&addr).await.expect("meta"));
+        }
+        let (a, data_a) = (&metas[0], &objects[0]);
+        // One group of `a`, then one of `b`, …: as ranges leave them, each of `a`'s
+        // groups lies apart from the next.
+        // (A group read while the next arena is still being made is not cached: read
+        // again once it is.)
+        let pause = || glommio::timer::sleep(Duration::from_millis(5));
+        for g in 0..16 {
+            for meta in &metas[..2] {
+                while shard.cached_groups(meta, GroupIndex(g), 1).is_none() {
+                    shard.group(meta, GroupIndex(g)).await.expect("group");
+                    pause().await;
+                }
+            }
+        }
+        let window = |meta, first| shard.cached_groups(meta, GroupIndex(first), 8).unwrap();
+        assert!(!end_to_end(&window(a, 0)) && !end_to_end(&window(a, 8)));
+        assert_eq!(regrouped(), 0);
+
+        // A range's two groups in window 0: the whole window is kept together, checked
+        // where it now lies, and window 1 is left as it was.
+        pause().await;
+        let range = shard.groups(a, GroupIndex(3), 2).await.expect("range");
+        assert!(range
+            .iter()
+            .flat_map(|g| g.iter())
+            .eq(&data_a[3 * group..5 * group]));
+        assert!(end_to_end(&window(a, 0)), "window 0 end to end");
+        assert!(!end_to_end(&window(a, 8)), "window 1 untouched");
+        assert_eq!(regrouped(), 8 * GROUP_LEN_BYTES);
+        assert!(window(a, 0)
+            .iter()
+            .flat_map(|g| g.iter())
+            .eq(&data_a[..8 * group]));
+        assert_eq!(metrics.verify_failures.load(Ordering::Relaxed), 0);
+
+        // Kept together once: reading it again copies nothing.
+        shard
+            .groups(a, GroupIndex(3), 2)
+            .await
+            .expect("range again");
+        assert_eq!(regrouped(), 8 * GROUP_LEN_BYTES);
+
+        // A range across windows 0 and 1 keeps window 1 together too; the range itself
+        // may still leave in two runs.
+        pause().await;
+        shard.groups(a, GroupIndex(7), 2).await.expect("across");
+        assert!(end_to_end(&window(a, 8)), "window 1 end to end");
+        assert_eq!(regrouped(), 16 * GROUP_LEN_BYTES);
+        let whole = shard.cached_groups(a, GroupIndex(0), 16).unwrap();
+        assert!(whole.iter().flat_map(|g| g.iter()).eq(data_a.iter()));
+
+        // A window not all cached is left alone: `c`'s groups 1 and 2, apart.
+        let (c, d) = (&metas[2], &metas[3]);
+        shard.group(c, GroupIndex(1)).await.expect("c 1");
+        shard.group(d, GroupIndex(0)).await.expect("d 0");
+        shard.group(c, GroupIndex(2)).await.expect("c 2");
+        let pair = shard.groups(c, GroupIndex(1), 2).await.expect("c 1-2");
+        assert!(!end_to_end(&pair), "left apart");
+        assert!(pair
+            .iter()
+            .flat_map(|g| g.iter())
+            .eq(&objects[2][group..3 * group]));
+        assert_eq!(regrouped(), 16 * GROUP_LEN_BYTES);
+    })
+    .join()
+    .expect("shard thread");
+}
