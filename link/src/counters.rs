@@ -31,10 +31,6 @@ declare_counters! {
             "Verified-group cache hits.",
         cache_misses: AtomicU64 => Counter "ron_cache_misses_total", Sum,
             "Verified-group cache misses.",
-        /// Bytes of cached groups copied again so that an aligned window of an object's
-        /// groups lies end to end in one arena (`CACHE_WINDOW_GROUPS`).
-        cache_regrouped_bytes: AtomicU64 => Counter "ron_cache_regrouped_bytes_total", Sum,
-            "Bytes of cached groups copied again (and checked) so that a window of an object's groups lies end to end and leaves in one sendfile.",
         /// Index records read and checked against their address (metadata cache misses).
         meta_loads: AtomicU64 => Counter "ron_meta_loads_total", Sum,
             "Object index records read and checked against their address (metadata cache misses).",

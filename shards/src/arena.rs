@@ -324,39 +324,6 @@ impl ArenaCache {
         })
     }
 
-    /// Whether every group of `keys` is cached, each right after the one before it in
-    /// one arena (what leaves in one `sendfile`); `None` when one of them is not cached.
-    pub fn lie_end_to_end(&self, keys: impl IntoIterator<Item = GroupKey>) -> Option<bool> {
-        let mut end_to_end = true;
-        let mut last: Option<Slot> = None;
-        for key in keys {
-            let slot = *self.index.get(&key)?;
-            if let Some(last) = last {
-                end_to_end &= slot.arena == last.arena && slot.offset == last.offset + last.len;
-            }
-            last = Some(slot);
-        }
-        Some(end_to_end)
-    }
-
-    /// Whether `bytes` more can be placed without evicting anything: they fit in the
-    /// arena being filled, or the next arena fits in the budget beside the others.
-    pub fn takes_without_eviction(&self, bytes: usize) -> bool {
-        if self.is_disabled() {
-            return false;
-        }
-        let head_room = self
-            .head()
-            .len()
-            .saturating_sub(self.head().filled.next_multiple_of(PAGE_BYTES));
-        // A roll adds the spare (`next_arena_bytes`) and evicts while the arenas and the
-        // spare it then prepares (twice that, at most the largest) exceed the budget.
-        let after_roll = self.arena_bytes()
-            + self.next_arena_bytes
-            + (self.next_arena_bytes * 2).min(self.arena_bytes_max);
-        bytes <= head_room || after_roll <= self.budget_bytes
-    }
-
     /// Caches a placed group once its bytes are verified; returns them.
     pub fn keep(&mut self, key: GroupKey, placed: Placed) -> GroupBytes {
         let len = placed.group.len();
@@ -571,52 +538,6 @@ mod tests {
             let n = nix::sys::uio::pread(&*span.file, &mut back, span.offset as i64).unwrap();
             assert_eq!((n, &back[..]), (5000, &[7u8; 5000][..]));
             assert!(cache.get(&key(2, 0)).is_none());
-        });
-    }
-
-    #[test]
-    fn groups_kept_one_after_another_lie_end_to_end_and_others_do_not() {
-        run(|| async {
-            let mut cache = ArenaCache::new(64 << 20).unwrap();
-            let group = vec![5u8; 64 * 1024];
-            for g in 0..3 {
-                keep(&mut cache, key(1, g), &group).unwrap();
-            }
-            keep(&mut cache, key(2, 0), &group).unwrap();
-            keep(&mut cache, key(1, 3), &group).unwrap();
-            assert_eq!(cache.lie_end_to_end((0..3).map(|g| key(1, g))), Some(true));
-            assert_eq!(cache.lie_end_to_end((0..4).map(|g| key(1, g))), Some(false));
-            assert_eq!(cache.lie_end_to_end((3..5).map(|g| key(1, g))), None);
-            assert_eq!(cache.lie_end_to_end([key(1, 2), key(1, 1)]), Some(false));
-        });
-    }
-
-    #[test]
-    fn takes_without_eviction_until_the_budget_is_spoken_for() {
-        run(|| async {
-            let budget = 8 << 20;
-            let mut cache = ArenaCache::new(budget).unwrap();
-            let group = vec![3u8; 64 * 1024];
-            assert!(cache.takes_without_eviction(group.len()));
-            let mut evicted_after = None;
-            for n in 0..400u64 {
-                let room = cache.takes_without_eviction(group.len());
-                let arenas_before = cache.arenas().0;
-                let first_before = cache.first_seq;
-                keep(&mut cache, key(1, n), &group);
-                if cache.first_seq != first_before {
-                    assert!(
-                        !room,
-                        "{n}: said it had room, then evicted ({arenas_before} arenas)"
-                    );
-                    evicted_after.get_or_insert(n);
-                }
-                if n % 8 == 0 {
-                    glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
-                }
-            }
-            assert!(evicted_after.is_some(), "the cache never filled");
-            assert!(!cache.takes_without_eviction(budget));
         });
     }
 

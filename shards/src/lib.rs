@@ -100,9 +100,7 @@
 //! copies each into an arena and verifies it there (or, for an object over a quarter
 //! of the cache, verifies it in the DMA buffer and sends it from there), and both the
 //! owner and the asking shard cache the verified bytes (objects are immutable, so any
-//! shard may cache any object). A read that finds an aligned window of an object's
-//! groups all cached but apart copies it end to end first, once, so that it leaves in
-//! one `sendfile` (`CACHE_WINDOW_GROUPS`, docs/design/cache.md). Write: `Shard::begin_upload` → `Upload::write` (hash +
+//! shard may cache any object). Write: `Shard::begin_upload` → `Upload::write` (hash +
 //! keep in memory up to 64 KiB, else direct writes to a temp file) → `Upload::finish` →
 //! `Shard::commit`, which forwards to the owner; the owner packs the object into a
 //! segment (acknowledged once it is synced) or renames its file into the store

@@ -96,10 +96,8 @@ pub struct VerifiedGroup {
 }
 
 /// Groups one read-ahead brings in with one disk read (512 KiB: large reads are what
-/// this kind of disk needs to reach its rate; see docs/design/zero-copy-sends.md): the
-/// cache's window, and batches end on its boundaries, so a batch read cold is a window
-/// kept end to end (docs/design/cache.md).
-const READ_AHEAD_BATCH_GROUPS: u64 = ron_shards::shard::CACHE_WINDOW_GROUPS;
+/// this kind of disk needs to reach its rate; see docs/design/zero-copy-sends.md).
+const READ_AHEAD_BATCH_GROUPS: u64 = 8;
 
 /// Read-ahead batches in flight per stream (2 MiB): with two, the device here sat idle
 /// a quarter of a cold stream's time; with four, a tenth (docs/design/zero-copy-sends.md).
@@ -399,15 +397,14 @@ impl StoredStream {
         let mut started = false;
         while self.requested_to <= self.last {
             let first = GroupIndex(self.requested_to);
-            let to_window_end = READ_AHEAD_BATCH_GROUPS - first.0 % READ_AHEAD_BATCH_GROUPS;
-            let count = to_window_end.min(self.last + 1 - self.requested_to);
+            let count = READ_AHEAD_BATCH_GROUPS.min(self.last + 1 - self.requested_to);
             // Cached groups join `ready` only right behind it: not while groups of a
             // failed batch are still to be fetched singly (`ready` is empty then, and
             // the cached ones would be handed out in their place).
             let ready_ends_at_first = self.batches.is_empty() && self.next >= self.singly_until;
             if ready_ends_at_first && self.ready.len() < window {
                 debug_assert_eq!(self.next + self.ready.len() as u64, self.requested_to);
-                if let Some(cached) = self.shard.cached_groups_together(&self.meta, first, count) {
+                if let Some(cached) = self.shard.cached_groups(&self.meta, first, count) {
                     self.ready.extend(cached);
                     self.requested_to += count;
                     continue;

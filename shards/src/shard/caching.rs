@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use ron_codec::tree::{group_count, group_len, GroupIndex, GROUP_LEN_BYTES};
+use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
 use ron_link::counters::StorageCounters;
 
@@ -21,13 +21,6 @@ use crate::shard::state::Shard;
 /// reading it whole would evict a quarter of everything else, and a cold stream of it
 /// would spend more on arena churn (allocate, zero, map, unmap) than on sending.
 pub const CACHE_ADMIT_SHARE: u64 = 4;
-
-/// An object's groups that the cache keeps together: aligned windows of this many
-/// (512 KiB, one read-ahead batch). A window whose groups are all cached, but apart in
-/// the arenas (ranges brought them in one or two at a time, between other objects'),
-/// is copied again end to end when a read finds it so, so that what reads it next
-/// leaves in one `sendfile` instead of one per piece.
-pub const CACHE_WINDOW_GROUPS: u64 = 8;
 
 /// Read-ahead held on one shard at most, bytes: 128 streams at full depth. Past it,
 /// streams read one group at a time, so a crowd of cold streams (or of slow readers
@@ -75,80 +68,6 @@ impl Shard {
                 })
                 .collect()
         })
-    }
-
-    /// Groups `first..first + count` if the cache holds every one of them, after each
-    /// window of [`CACHE_WINDOW_GROUPS`] they touch whose groups are all cached but lie
-    /// apart has been kept together (copied end to end into the arena being filled,
-    /// checked there) — only while that evicts nothing, so a cache under pressure is
-    /// not churned by it. A window is kept together once: from then on it lies end to
-    /// end, and reads of it leave in one `sendfile`.
-    pub fn cached_groups_together(
-        &self,
-        meta: &ObjectMeta,
-        first: GroupIndex,
-        count: u64,
-    ) -> Option<Vec<GroupBytes>> {
-        let addr = meta.addr();
-        if !(first.0..first.0 + count).all(|g| self.is_cached(addr, g)) {
-            return None;
-        }
-        self.keep_windows_together(meta, first, count);
-        self.cached_groups(meta, first, count)
-    }
-
-    /// Keeps together each window that groups `first..first + count` touch
-    /// ([`Shard::cached_groups_together`]). An object of one group has nothing to keep.
-    pub(super) fn keep_windows_together(&self, meta: &ObjectMeta, first: GroupIndex, count: u64) {
-        let groups = group_count(meta.len());
-        if groups <= 1 || count == 0 {
-            return;
-        }
-        let last = (first.0 + count).min(groups) - 1;
-        let mut window = first.0 / CACHE_WINDOW_GROUPS * CACHE_WINDOW_GROUPS;
-        while window <= last {
-            let end = (window + CACHE_WINDOW_GROUPS).min(groups);
-            self.keep_window_together(meta, window..end);
-            window += CACHE_WINDOW_GROUPS;
-        }
-    }
-
-    /// Copies the groups `window` of `meta`'s object end to end into the arena being
-    /// filled, each checked where it then lies, if all are cached, they lie apart, and
-    /// the cache takes them without evicting. Stops at the first group it cannot place
-    /// (the spare arena not ready): the groups kept so far stay where they now are.
-    fn keep_window_together(&self, meta: &ObjectMeta, window: std::ops::Range<u64>) {
-        let addr = meta.addr();
-        let key = |g: u64| GroupKey {
-            addr,
-            group: GroupIndex(g),
-        };
-        let window_bytes: u64 = window
-            .clone()
-            .map(|g| group_len(meta.len(), GroupIndex(g)).unwrap_or(0))
-            .sum();
-        {
-            let cache = self.groups.borrow();
-            let apart = cache.lie_end_to_end(window.clone().map(key)) == Some(false);
-            if !apart || !cache.takes_without_eviction(window_bytes as usize) {
-                return;
-            }
-        }
-        for g in window {
-            let mut cache = self.groups.borrow_mut();
-            let Some(cached) = cache.get(&key(g)) else {
-                return;
-            };
-            let Some(placed) = cache.place(&cached) else {
-                return;
-            };
-            if disk::verify_group(meta, GroupIndex(g), &placed.group, &self.metrics).is_err() {
-                return;
-            }
-            cache.keep(key(g), placed);
-            StorageCounters::add(&self.metrics.cache_regrouped_bytes, cached.len() as u64);
-        }
-        self.publish_cache_size();
     }
 
     /// How many of groups `first..first + count` the cache holds.

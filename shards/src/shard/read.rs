@@ -174,8 +174,7 @@ impl Shard {
             .ok_or(ShardError::NotFound { addr: *addr })
     }
 
-    /// One whole verified group: from the cache (its window kept together,
-    /// `cached_groups_together`), this shard's disk, or the owner.
+    /// One whole verified group: from the cache, this shard's disk, or the owner.
     pub async fn group(
         &self,
         meta: &ObjectMeta,
@@ -185,9 +184,6 @@ impl Shard {
             addr: meta.addr(),
             group,
         };
-        if self.groups.borrow().contains(&key) {
-            self.keep_windows_together(meta, group, 1);
-        }
         if let Some(cached) = self.cached_group(meta, &key) {
             return Ok(cached);
         }
@@ -233,8 +229,7 @@ impl Shard {
         }
     }
 
-    /// Groups `first..first + count`, verified: from the cache when all are there (their
-    /// windows kept together, `cached_groups_together`);
+    /// Groups `first..first + count`, verified: from the cache when all are there;
     /// else, for an object this shard owns, one DMA read for the whole run (read-ahead
     /// for streams, both groups of a range at once); for one another shard owns, one
     /// mesh round trip per [`MESH_GROUPS_MAX`] groups.
@@ -244,7 +239,7 @@ impl Shard {
         first: GroupIndex,
         count: u64,
     ) -> Result<Vec<GroupBytes>, ShardError> {
-        if let Some(cached) = self.cached_groups_together(meta, first, count) {
+        if let Some(cached) = self.cached_groups(meta, first, count) {
             return Ok(cached);
         }
         let addr = meta.addr();
