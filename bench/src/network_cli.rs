@@ -18,7 +18,8 @@ peers while quiet; each fresh object's time until another node resolves it, and 
 latency; how many objects are short of `replicas` verified copies in as many zones over
 time (`/admin/placement` of random nodes) and when the last got there; reads through
 random non-holders; the same copies after kill -9 of --kill-percent of the nodes and
-after a join of --join-percent more; the costs again. Kills only what it started.
+after a join of --join-percent more; the costs again once the network is left alone
+(--settle-s, then a --quiet-s window). Kills only what it started.
 
 OPTIONS
   --ron PATH             the ron binary (required)
@@ -30,7 +31,8 @@ OPTIONS
   --port-base PORT       first port tried [24000]
   --objects N            [100]         --size-min BYTES      [4096]
   --size-max BYTES       [262144]      --seed N              [1]
-  --settle-s SECS        left alone after forming, before the quiet window [30]
+  --settle-s SECS        left alone after forming, before the quiet window, and again
+                         before the closing quiet window [30]
   --quiet-s SECS         the quiet window [10]
   --copies-wait-s SECS   longest wait for copies per phase [300]
   --reads N              reads through [40]

@@ -66,4 +66,11 @@ fn thirty_nodes_keep_every_object_findable_and_at_three_copies_through_a_kill_an
     }
     // Every node knows most of a network this small.
     assert!(report.quiet.routing_peers.p50 >= 8.0, "{:?}", report.quiet);
+    // The closing costs are of every node still running (30 - 3 killed + 3 joined).
+    assert_eq!(report.costs_end.rss_mib.count, 30, "{:?}", report.costs_end);
+    assert_eq!(
+        report.costs_end.cpu_percent.count, 30,
+        "{:?}",
+        report.costs_end
+    );
 }

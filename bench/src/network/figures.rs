@@ -15,7 +15,10 @@
 //!    are made; **reads**: objects read through (`GET /o/<addr>`) from random nodes the
 //!    placement does not name, each body checked against its address;
 //! 6. **kill**: 10 % of the nodes (never node 0) killed with -9, then copies again;
-//! 7. **join**: 10 % more nodes started, then copies again; and the per-node costs.
+//! 7. **join**: 10 % more nodes started, then copies again;
+//! 8. **quiet at the end**: left alone again (the settle time), then the per-node costs
+//!    over another quiet window — what a node costs once its copies are made, not the
+//!    tail of the harness's own probing and of the repairs and moves it watched.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -44,7 +47,8 @@ pub struct Plan {
     pub size_max: usize,
     pub seed: u64,
     /// How long the network is left alone after it formed (its bootstrap lookups, dials
-    /// and greetings done, idle connections closed) before the quiet window, seconds.
+    /// and greetings done, idle connections closed) before the quiet window, and again
+    /// after the last phase before the closing one, seconds.
     pub settle_s: f64,
     /// The quiet window, seconds.
     pub quiet_s: f64,
@@ -197,6 +201,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
         let copies = watch_copies(network, &puts, &now, plan.copies_wait_s, &mut rng);
         report.after_join = Some(remember_holders(&mut puts, copies));
     }
+    std::thread::sleep(Duration::from_secs_f64(plan.settle_s));
     report.costs_end = node_costs(network, plan.quiet_s);
     Ok(report)
 }
