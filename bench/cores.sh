@@ -1,7 +1,7 @@
 # Helpers of the benchmarks that saturate a server core (bench/many_cores.sh,
 # bench/http2.sh): a cgroup holding QUOTA of a core (the 2-core method), starting a
-# server pinned (and in that cgroup), nginx's CPU masks, and the CPU each side used. Sourced; callers set
-# QUOTA and the array `pids`, and remove $cgroup when they end.
+# server pinned (and in that cgroup), nginx's CPU masks, and the CPU each side used.
+# Sourced; callers set QUOTA and the array `pids`, and remove $cgroup when they end.
 cgroup=
 # A cgroup holding QUOTA of a core, for the 2-core method; its path in $cgroup.
 make_cgroup() {

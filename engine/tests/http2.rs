@@ -33,6 +33,24 @@ fn comparable(headers: impl IntoIterator<Item = (String, String)>) -> BTreeMap<S
         .collect()
 }
 
+/// curl speaking h2 to `n`'s TLS port as `localhost` (the name its dev certificate
+/// carries), trusting that certificate, giving up after `max_time_s`; and the URL of
+/// the node's root there.
+fn curl_h2_to(n: &TlsNode, max_time_s: u32) -> (Command, String) {
+    let port = n.tls.rsplit(':').next().unwrap();
+    let mut curl = Command::new("curl");
+    curl.args([
+        "-s",
+        "--http2",
+        "--max-time",
+        &max_time_s.to_string(),
+        "--cacert",
+    ])
+    .arg(&n.cert)
+    .args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
+    (curl, format!("https://localhost:{port}"))
+}
+
 /// One request with curl over h2 (`--http2`, TLS, the node's dev certificate trusted).
 fn curl_h2(n: &TlsNode, method: &str, path: &str, headers: &[&str], body: Option<&Path>) -> Answer {
     let dir = n.node.data_dir.with_extension("curl");
@@ -40,12 +58,8 @@ fn curl_h2(n: &TlsNode, method: &str, path: &str, headers: &[&str], body: Option
     let (head_file, body_file) = (dir.join("head"), dir.join("body"));
     // curl leaves the file alone when no body comes.
     let _ = std::fs::remove_file(&body_file);
-    let port = n.tls.rsplit(':').next().unwrap();
-    let mut curl = Command::new("curl");
-    curl.args(["-s", "--http2", "--max-time", "20", "--cacert"])
-        .arg(&n.cert)
-        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
-        .args(["-X", method, "-D"])
+    let (mut curl, root) = curl_h2_to(n, 20);
+    curl.args(["-X", method, "-D"])
         .arg(&head_file)
         .arg("-o")
         .arg(&body_file)
@@ -60,10 +74,7 @@ fn curl_h2(n: &TlsNode, method: &str, path: &str, headers: &[&str], body: Option
         curl.arg("--data-binary")
             .arg(format!("@{}", body.display()));
     }
-    let out = curl
-        .arg(format!("https://localhost:{port}{path}"))
-        .output()
-        .expect("curl");
+    let out = curl.arg(format!("{root}{path}")).output().expect("curl");
     let head = std::fs::read_to_string(&head_file).unwrap_or_default();
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or_default();
@@ -250,18 +261,11 @@ fn uploads_over_h2_with_a_length_and_chunked() {
 
     // Without one: curl streams stdin as DATA frames; the node reads it chunked.
     let other = bytes(10, 700_000);
-    let port = n.tls.rsplit(':').next().unwrap();
-    let mut curl = Command::new("curl")
-        .args(["-s", "--http2", "--max-time", "20", "--cacert"])
-        .arg(&n.cert)
-        .args([
-            "--resolve",
-            &format!("localhost:{port}:127.0.0.1"),
-            "-T",
-            "-",
-        ])
+    let (mut curl, root) = curl_h2_to(&n, 20);
+    let mut curl = curl
+        .args(["-T", "-"])
         .args(["-w", " %{http_version} %{http_code}"])
-        .arg(format!("https://localhost:{port}/o"))
+        .arg(format!("{root}/o"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -326,26 +330,14 @@ fn many_streams_share_one_connection() {
         })
         .collect();
     let before = metric(n.node.admin, "ron_connections_total");
-    let port = n.tls.rsplit(':').next().unwrap();
     let dir = temp_dir("h2-streams-out");
-    let mut curl = Command::new("curl");
-    curl.args([
-        "-s",
-        "--http2",
-        "--max-time",
-        "30",
-        "-Z",
-        "--parallel-max",
-        "40",
-        "--cacert",
-    ])
-    .arg(&n.cert)
-    .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
-    .args(["-w", "%{http_version} %{http_code} %{num_connects}\n"]);
+    let (mut curl, root) = curl_h2_to(&n, 30);
+    curl.args(["-Z", "--parallel-max", "40"])
+        .args(["-w", "%{http_version} %{http_code} %{num_connects}\n"]);
     for (i, (_, addr)) in objects.iter().enumerate() {
         curl.arg("-o")
             .arg(dir.join(i.to_string()))
-            .arg(format!("https://localhost:{port}/o/{addr}"));
+            .arg(format!("{root}/o/{addr}"));
     }
     let out = curl.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -447,22 +439,11 @@ fn quotas_hold_on_h2_streams_as_on_requests() {
     );
     assert_eq!(stored.status, 201, "{stored:?}");
     let addr = Address::of(&data);
-    let port = n.tls.rsplit(':').next().unwrap();
-    let url = format!("https://localhost:{port}/o/{addr}");
+    let (mut curl, root) = curl_h2_to(&n, 20);
+    let url = format!("{root}/o/{addr}");
     // Ten streams at once on one connection, as the tenant.
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--http2",
-            "--max-time",
-            "20",
-            "-Z",
-            "--parallel-max",
-            "10",
-            "--cacert",
-        ])
-        .arg(&n.cert)
-        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+    let out = curl
+        .args(["-Z", "--parallel-max", "10"])
         .args(["-H", "Authorization: Bearer tok-burst"])
         .args(["-w", "%{http_version} %{http_code}\n"])
         .args((0..10).flat_map(|_| ["-o", "/dev/null", url.as_str()]))
