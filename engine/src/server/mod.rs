@@ -25,6 +25,7 @@ mod clock;
 mod control;
 mod error;
 mod front;
+mod kick;
 mod notify;
 mod operator;
 mod shard;
@@ -282,15 +283,26 @@ fn warn_if_shards_idle(routing: &Routing) {
     }
 }
 
+/// Waits until every shard is ready (or one failed, or the stop), waking each shard
+/// still starting every [`kick::KICK_PERIOD`]: glommio 0.9 can go to sleep before
+/// running a shard's first task (see `kick`).
 fn wait_until_ready(counters: &[ShardCounters], handles: &ShardHandles, stop: &AtomicBool) {
-    let deadline = Instant::now() + READY_WAIT;
+    let started = Instant::now();
+    let deadline = started + READY_WAIT;
+    let mut next_kick = started + kick::KICK_PERIOD;
+    kick::install_handler();
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-        if counters
-            .iter()
-            .all(|c| c.front.ready.load(Ordering::Relaxed))
-            || handles.failed()
-        {
+        let starting: Vec<usize> = (0..counters.len())
+            .filter(|&i| !counters[i].front.ready.load(Ordering::Relaxed))
+            .collect();
+        if starting.is_empty() || handles.failed() {
             return;
+        }
+        if Instant::now() >= next_kick {
+            next_kick += kick::KICK_PERIOD;
+            for shard in starting {
+                handles.kick(shard);
+            }
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

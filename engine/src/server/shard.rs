@@ -96,6 +96,13 @@ impl ShardHandles {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// Wakes shard `shard`'s thread if it still runs (see `super::kick`).
+    pub fn kick(&self, shard: usize) {
+        if let Some(handle) = self.handles.get(shard).filter(|h| !h.is_finished()) {
+            super::kick::kick(handle);
+        }
+    }
+
     /// Waits for every shard; the first failure (if any) is returned.
     pub fn join(self, stop: &AtomicBool) -> Option<StartError> {
         let mut failure = None;
