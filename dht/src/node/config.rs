@@ -103,6 +103,14 @@ pub(super) const ACCEPT_WINDOW_SLACK: usize = 2;
 /// While no peer is connected, the bootstrap peers are dialed again this often (a node
 /// started before its bootstrap peer, or cut off from every peer, joins once one answers).
 pub(super) const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
+/// How often, on average, a node refreshes its routing table (libp2p-kad's bootstrap: a
+/// lookup of its own id and of a random key in each bucket) — go-libp2p-kad-dht's
+/// refresh period. Each wait is drawn within ± [`ROUTING_REFRESH_SPREAD_PERCENT`] of it
+/// from the node's id: libp2p-kad's own periodic bootstrap (every 5 min from the last,
+/// no jitter) kept nodes started together — a network restarted, a harness — refreshing
+/// together for ever, every node's lookups and dials at once (docs/design/dht.md).
+pub(super) const ROUTING_REFRESH: Duration = Duration::from_secs(600);
+pub(super) const ROUTING_REFRESH_SPREAD_PERCENT: u64 = 25;
 /// A connection with no stream open is closed after this long: a node holds
 /// connections to the peers it talks to, not to every peer it met (an idle network of
 /// 100 nodes: 3 per node instead of 99, and a quarter of the idle CPU; docs/design/dht.md).

@@ -150,6 +150,7 @@ impl Node {
         self.answer_due_copies();
         self.settle_due_watches();
         self.publish_next();
+        self.refresh_routing_when_due();
         if self.last_expiry.elapsed() >= EXPIRE_PERIOD {
             self.last_expiry = Instant::now();
             self.remove_expired();

@@ -20,7 +20,9 @@ use ron_link::dht::{CopiesReply, CopyOutcome, DhtMetrics, ReplicationRoutes, Res
 
 use crate::error::DhtError;
 use crate::node::address::tcp_multiaddr;
-use crate::node::config::{DhtConfig, GREETING_WAIT};
+use crate::node::config::{
+    DhtConfig, GREETING_WAIT, ROUTING_REFRESH, ROUTING_REFRESH_SPREAD_PERCENT,
+};
 use crate::node::swarm::{build_swarm, Behaviour};
 use crate::protocol::Ports;
 use crate::replicate::ReplicateResponse;
@@ -314,6 +316,9 @@ pub(super) struct Node {
     pub(super) bootstrapped: bool,
     /// When the bootstrap peers were last dialed (again while no peer is connected).
     pub(super) bootstrap_dialed: Instant,
+    /// When the routing table is next refreshed, and how many refreshes came before.
+    pub(super) next_refresh: Instant,
+    pub(super) refreshes: u64,
 }
 
 impl Node {
@@ -363,12 +368,43 @@ impl Node {
             bootstrap_peers: config.peers.clone(),
             bootstrapped: false,
             bootstrap_dialed: Instant::now(),
+            next_refresh: Instant::now() + refresh_wait(&local, 0),
+            refreshes: 0,
         })
+    }
+
+    /// Refreshes the routing table when its time has come (libp2p-kad's bootstrap; it
+    /// skips one while a refresh is still running).
+    pub(super) fn refresh_routing_when_due(&mut self) {
+        if Instant::now() < self.next_refresh {
+            return;
+        }
+        self.refreshes += 1;
+        self.next_refresh = Instant::now() + refresh_wait(&self.local, self.refreshes);
+        if self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
+            self.metrics
+                .routing_refreshes_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(super) fn store(&mut self) -> &mut ProviderStore {
         self.swarm.behaviour_mut().kad.store_mut()
     }
+}
+
+/// The wait before a node's `round`-th routing-table refresh: [`ROUTING_REFRESH`] ±
+/// [`ROUTING_REFRESH_SPREAD_PERCENT`], drawn from a hash of the node's id and the round,
+/// so that nodes started at the same moment spread their refreshes over the period.
+pub(super) fn refresh_wait(local: &PeerId, round: u64) -> Duration {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&local.to_bytes());
+    hasher.update(&round.to_le_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    let spread_ms = ROUTING_REFRESH.as_millis() as u64 * ROUTING_REFRESH_SPREAD_PERCENT / 100;
+    let offset_ms = u64::from_le_bytes(first) % (2 * spread_ms + 1);
+    ROUTING_REFRESH - Duration::from_millis(spread_ms) + Duration::from_millis(offset_ms)
 }
 
 #[cfg(test)]
@@ -412,5 +448,31 @@ mod tests {
             resolve(now).due(now + Duration::from_secs(10), false),
             "deadline"
         );
+    }
+
+    #[test]
+    fn routing_refreshes_of_nodes_started_together_spread_over_the_period() {
+        let spread = ROUTING_REFRESH * ROUTING_REFRESH_SPREAD_PERCENT as u32 / 100;
+        let (low, high) = (ROUTING_REFRESH - spread, ROUTING_REFRESH + spread);
+        let nodes: Vec<PeerId> = (0..300)
+            .map(|i: u32| {
+                let mut seed = [0u8; 32];
+                seed[..4].copy_from_slice(&i.to_le_bytes());
+                let key = libp2p::identity::Keypair::ed25519_from_bytes(seed).expect("a key");
+                key.public().to_peer_id()
+            })
+            .collect();
+        let first: Vec<Duration> = nodes.iter().map(|n| refresh_wait(n, 0)).collect();
+        assert!(first.iter().all(|w| (low..=high).contains(w)), "{first:?}");
+        // Ten equal slices of the spread: 300 nodes, about 30 in each.
+        let mut slices = [0usize; 10];
+        for w in &first {
+            let at = (*w - low).as_secs_f64() / (high - low).as_secs_f64();
+            slices[((at * 10.0) as usize).min(9)] += 1;
+        }
+        assert!(slices.iter().all(|&n| n >= 10), "bunched: {slices:?}");
+        let node = nodes[0];
+        let rounds: HashSet<Duration> = (0..8).map(|r| refresh_wait(&node, r)).collect();
+        assert!(rounds.len() >= 7, "one node's rounds repeat: {rounds:?}");
     }
 }
