@@ -10,7 +10,8 @@
 #   NODES=40 ZONES=4 RON=target/debug/ron BENCH=target/debug/ron-bench bash bench/network.sh
 #
 # Extra ron-bench network flags go after the script's name. Writes the report to stdout
-# and as JSON to $OUT (network-<nodes>.json). Kills only the nodes it started.
+# and as JSON to $OUT (network-<nodes>.json). Kills only the nodes it started; a failed
+# run keeps their logs (the path is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${RON:-}" ] || [ -z "${BENCH:-}" ]; then
@@ -25,10 +26,12 @@ OUT=${OUT:-network-$NODES.json}
 dir=$(mktemp -d /var/tmp/ron-network.XXXXXX)
 bench_pid=
 cleanup() {
+  local status=$?
   # ron-bench stops its nodes itself; if it was killed, the nodes it started (its
   # process group, which they keep when orphaned) are stopped here.
   if [ -n "$bench_pid" ]; then kill -KILL -- "-$bench_pid" 2>/dev/null || true; fi
-  rm -rf "$dir"
+  # A failed run keeps the nodes' logs and data for a look; a good one leaves nothing.
+  if [ "$status" -eq 0 ]; then rm -rf "$dir"; else echo "network.sh: the nodes' logs are kept in $dir/nodes" >&2; fi
 }
 trap cleanup EXIT
 # Each node holds a few hundred descriptors; the harness holds some per request.

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// Longest wait for a node to answer ready after its start.
 const READY_WAIT: Duration = Duration::from_secs(180);
+/// Lines of a node's log shown when it does not get ready.
+const LOG_TAIL_LINES: usize = 20;
 /// How long one admin request may take.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -223,6 +225,7 @@ impl Network {
     fn wait_ready(&mut self, index: usize) -> Result<(), String> {
         let started = Instant::now();
         let admin = self.nodes[index].admin;
+        let mut last = String::from("no answer yet");
         while started.elapsed() < READY_WAIT {
             if let Some(child) = self.nodes[index].child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -235,13 +238,33 @@ impl Network {
                 }
             }
             let ready = probe::exchange(admin, "GET", "/readyz", b"", ADMIN_TIMEOUT);
-            if ready.is_ok_and(|a| a.status == 200) {
-                return Ok(());
+            match ready {
+                Ok(answer) if answer.status == 200 => return Ok(()),
+                Ok(answer) => {
+                    last = format!(
+                        "{} {}",
+                        answer.status,
+                        String::from_utf8_lossy(&answer.body).trim()
+                    )
+                }
+                Err(e) => last = e.to_string(),
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(format!("node {index} not ready within {READY_WAIT:?}"))
+        let log = self.config.dir.join(format!("n{index}.log"));
+        Err(format!(
+            "node {index} not ready within {READY_WAIT:?}; its last /readyz: {last}; the end of {}:\n{}",
+            log.display(),
+            log_tail(&log, LOG_TAIL_LINES)
+        ))
     }
+}
+
+/// The last `lines` lines of a node's log (empty when it cannot be read).
+fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl Drop for Network {
