@@ -81,6 +81,17 @@ fn five_nodes_announce_resolve_and_keep_records_across_a_restart() {
         nodes.push(start(dir, 7000 + i as u16, &[bootstrap]));
     }
     let a_id = nodes[0].client.node_id.to_string();
+    // A publishes to the peers its lookup finds: every other node, once each has greeted
+    // it (on a loaded machine a greeting can come after a quick first lookup, and a node
+    // left out would never get the record the restart below expects it to keep).
+    wait_for("A to know every other node", || {
+        nodes[0]
+            .client
+            .metrics
+            .routing_table_peers
+            .load(Ordering::Relaxed)
+            >= 4
+    });
     let object = [0x42u8; 32];
     nodes[0].client.announce(vec![object]);
     wait_for("A to publish", || {
