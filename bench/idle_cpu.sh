@@ -1,75 +1,32 @@
 #!/usr/bin/env bash
-# Issue 53: what an idle node costs, over a window long enough to hold its periodic work
-# (the routing-table refresh comes every 10 min ± 25 %; a 10 s window misses it or is all
-# of it). Starts a network with bench/network.sh (one object, no kill, no join), holds it
-# in its settle phase, and samples the CPU time of its nodes (/proc/<pid>/stat) every
-# SLICE_S: per node, each slice and the window so far, in % of a core. Then stops the
-# harness, which stops its nodes. Kills only what it started.
+# What an idle node costs: CPU time and thread wake-ups over SECONDS (default 60) with
+# no traffic, from /proc (every thread's schedstat run time, voluntary context switches).
 #
-#   NODES=300 WINDOW_S=600 bash bench/idle_cpu.sh
-#   NODES=40 WINDOW_S=120 RON=target/debug/ron BENCH=target/debug/ron-bench bash bench/idle_cpu.sh
+#   bash bench/idle_cpu.sh                 # --shards 2 (this machine's cores)
+#   SECONDS_IDLE=60 SHARDS=1 bash bench/idle_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NODES=${NODES:-300}
-ZONES=${ZONES:-6}
-WINDOW_S=${WINDOW_S:-600}
-SLICE_S=${SLICE_S:-30}
-FORM_S=${FORM_S:-120} # after the last node started, before the window
-if [ -z "${RON:-}" ] || [ -z "${BENCH:-}" ]; then
-  cargo build --release -q --locked -p ron-engine -p ron-bench
-  RON=${RON:-target/release/ron}
-  BENCH=${BENCH:-target/release/ron-bench}
-fi
-log=$(mktemp /var/tmp/ron-idle.XXXXXX)
-NODES=$NODES ZONES=$ZONES OBJECTS=1 OUT=/dev/null RON=$RON BENCH=$BENCH \
-  bash bench/network.sh --settle-s $((FORM_S + WINDOW_S * 2 + 600)) --kill-percent 0 --join-percent 0 \
-  >"$log" 2>&1 &
-harness=$!
-bench_pid=
-nodes_dir=
-node_pids=
-stop() {
-  if [ -n "$bench_pid" ]; then kill -TERM "$bench_pid" 2>/dev/null || true; fi
-  wait "$harness" 2>/dev/null || true
-  # Stopped this way, network.sh keeps the nodes' logs as for a failed run: not wanted.
-  # They go once the nodes have (network.sh kills them; wait up to 10 s).
-  for _ in $(seq 1 100); do
-    local alive=0 pid
-    for pid in $node_pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 1 ] || break
-    sleep 0.1
-  done
-  case "$nodes_dir" in /var/tmp/ron-network.*/nodes) rm -rf "$(dirname "$nodes_dir")" ;; esac
-  rm -f "$log"
-}
-trap stop EXIT
-nodes() { pgrep -P "$bench_pid" || true; }
-ticks() { # utime + stime of the harness's nodes, in clock ticks
-  local total=0 pid stat
-  for pid in $(nodes); do
-    stat=$(cut -d')' -f2 "/proc/$pid/stat" 2>/dev/null) || continue
-    read -r _ _ _ _ _ _ _ _ _ _ _ utime stime _ <<<"$stat"
-    total=$((total + utime + stime))
-  done
-  echo "$total"
-}
-deadline=$((SECONDS + 600))
-until bench_pid=$(pgrep -P "$harness" -x ron-bench) && [ "$(nodes | wc -l)" -ge "$NODES" ]; do
-  if [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "$harness" 2>/dev/null; then
-    echo "idle_cpu.sh: the network did not start:" >&2; cat "$log" >&2; exit 1
-  fi
-  sleep 2
+IDLE=${SECONDS_IDLE:-60}
+SHARDS=${SHARDS:-2}
+PORT=${PORT:-18280}
+bin=target/release/ron
+[ -x "$bin" ] || cargo build --release -p ron-engine
+dir=$(mktemp -d)
+"$bin" serve --shards "$SHARDS" --data-dir "$dir/data" --http "127.0.0.1:$PORT" \
+  --oap 127.0.0.1:$((PORT + 1)) --admin 127.0.0.1:$((PORT + 2)) >"$dir/log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
+for _ in $(seq 1 3000); do
+  curl -fs "http://127.0.0.1:$((PORT + 2))/readyz" >/dev/null && break
+  sleep 0.01
 done
-node_pids=$(nodes)
-nodes_dir=$(tr '\0' '\n' <"/proc/$bench_pid/cmdline" | sed -n '/^--dir$/{n;p}')
-sleep "$FORM_S"
-hz=$(getconf CLK_TCK)
-t0=$(ticks); w0=$(date +%s.%N); tp=$t0; wp=$w0
-echo "$NODES nodes in $ZONES zones, window ${WINDOW_S} s from ${FORM_S} s after the last start"
-while awk -v now="$(date +%s.%N)" -v w0="$w0" -v w="$WINDOW_S" 'BEGIN{exit !(now - w0 < w)}'; do
-  sleep "$SLICE_S"
-  t=$(ticks); now=$(date +%s.%N)
-  awk -v t="$t" -v t0="$t0" -v tp="$tp" -v now="$now" -v w0="$w0" -v wp="$wp" -v n="$NODES" -v hz="$hz" \
-    'BEGIN{printf "+%4.0f s  per node: this slice %.3f %%, window %.3f %% of a core\n", now-w0, (t-tp)/hz/(now-wp)/n*100, (t-t0)/hz/(now-w0)/n*100}'
-  tp=$t; wp=$now
-done
+sleep 2
+# CPU time in ns of every thread (schedstat: exact, unlike the 10 ms ticks of stat).
+ticks() { cat /proc/"$pid"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }  # %d: mawk clamps at 2^31
+switches() { cat /proc/"$pid"/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s}'; }
+t0=$(ticks); s0=$(switches)
+sleep "$IDLE"
+t1=$(ticks); s1=$(switches)
+awk -v t="$((t1 - t0))" -v hz=1000000000 -v s="$((s1 - s0))" -v secs="$IDLE" -v shards="$SHARDS" 'BEGIN {
+  printf "idle %d s, %d shard(s): CPU %.4f s (%.4f%% of one core), %d wake-ups (%.0f/s)\n",
+    secs, shards, t / hz, 100 * t / hz / secs, s, s / secs }'
