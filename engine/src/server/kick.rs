@@ -7,14 +7,14 @@
 //! or a timer: in a shard's first moments, before its clock's timer exists, there is
 //! neither, and the shard never becomes ready. It takes only a shard thread kept off
 //! its CPU for 100 ms at that point — a node started among hundreds on a loaded host
-//! (seen in one start in three of 300 nodes on two cores). Later in a shard's life its
+//! (three starts in seven of 300 nodes on two cores). Later in a shard's life its
 //! clock's timer bounds such a sleep.
 //!
 //! A signal ends the sleep: `io_uring_enter` returns `EINTR`, which glommio takes as a
-//! wake-up, and the loop runs its queues. [`wait_until_ready`](super) signals each
-//! shard not yet ready every [`KICK_PERIOD`] after the first; the handler does
-//! nothing. A shard that is busy starting (replaying its segments) loses nothing: its
-//! own system calls on files are not interrupted, and glommio retries its ring calls.
+//! wake-up, and the loop runs its queues. `serve` signals each shard still not ready
+//! [`KICK_PERIOD`] after the start, and every period after; the handler does nothing.
+//! A shard that is busy starting (replaying its segments) loses nothing: its own system
+//! calls on files are not interrupted, and glommio retries its ring calls.
 
 #![allow(unsafe_code)] // sigaction, pthread_kill: nothing else is shared with the handler
 

@@ -291,18 +291,16 @@ fn wait_until_ready(counters: &[ShardCounters], handles: &ShardHandles, stop: &A
     let deadline = started + READY_WAIT;
     let mut next_kick = started + kick::KICK_PERIOD;
     kick::install_handler();
+    let starting = |shard: &usize| !counters[*shard].front.ready.load(Ordering::Relaxed);
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-        let starting: Vec<usize> = (0..counters.len())
-            .filter(|&i| !counters[i].front.ready.load(Ordering::Relaxed))
-            .collect();
-        if starting.is_empty() || handles.failed() {
+        if !(0..counters.len()).any(|s| starting(&s)) || handles.failed() {
             return;
         }
         if Instant::now() >= next_kick {
             next_kick += kick::KICK_PERIOD;
-            for shard in starting {
-                handles.kick(shard);
-            }
+            (0..counters.len())
+                .filter(starting)
+                .for_each(|s| handles.kick(s));
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
