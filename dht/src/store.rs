@@ -312,6 +312,11 @@ impl ProviderStore {
         Ok(stored)
     }
 
+    /// Whether writes of others' records wait for [`ProviderStore::flush`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Commits the buffered writes of others' records (one LMDB commit).
     pub fn flush(&mut self) -> Result<(), DhtError> {
         if self.pending.is_empty() {

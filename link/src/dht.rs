@@ -4,9 +4,12 @@
 //!
 //! Two mailboxes, both bounded:
 //! - provider changes ([`ProviderChange`]): a shard `try_send`s the addresses of
-//!   acknowledged objects, and of evicted ones (a std channel: no wake-up, no lock on
-//!   the shard's side); the DHT thread takes them in order on its tick. A full mailbox
-//!   drops an announcement and counts it; a withdrawal comes back to its sender.
+//!   acknowledged objects, and of evicted ones (a std channel: no lock on the shard's
+//!   side); the DHT thread takes them in order on its tick. A full mailbox drops an
+//!   announcement and counts it; a withdrawal comes back to its sender. While the DHT
+//!   thread has nothing to do it ticks once a second, not ten times, and says so on
+//!   the [`AnnounceBell`]: the first announcement after that wakes it (one wake-up per
+//!   idle spell, not one per announcement).
 //! - requests ([`DhtRequest`], a tokio channel): they wake the DHT thread at once, so
 //!   a lookup does not wait for a tick.
 //!
@@ -16,10 +19,12 @@
 //! shard, which the shard awaits; each carries a channel for its outcome.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
-
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::families::declare_counters;
@@ -166,10 +171,57 @@ pub enum DhtRequest {
     },
 }
 
+/// How an announcement wakes a DHT thread that sleeps on its idle tick: the thread
+/// says it is asleep, then looks at the mailbox once more; a sender queues its
+/// announcement, then looks at the flag, and the one that finds it set clears it and
+/// wakes the thread. Each side's write comes before its read with a full fence between,
+/// so at least one of them sees the other's (the announcement is taken by that last
+/// look, or the sender rings). A busy thread's flag is clear: senders only read it.
+#[derive(Debug, Default)]
+pub struct AnnounceBell {
+    asleep: AtomicBool,
+    rung: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl AnnounceBell {
+    /// The DHT thread: from now on it sleeps on its idle tick. It must look at the
+    /// mailbox after this (an announcement queued just before did not ring).
+    pub fn fall_asleep(&self) {
+        self.asleep.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The DHT thread: it ticks at its busy pace again (senders need not ring).
+    pub fn wake_up(&self) {
+        self.asleep.store(false, Ordering::Relaxed);
+    }
+
+    /// A sender, after queuing: wakes the thread if it sleeps (once per sleep).
+    fn ring_if_asleep(&self) {
+        fence(Ordering::SeqCst);
+        if self.asleep.load(Ordering::Relaxed) && self.asleep.swap(false, Ordering::AcqRel) {
+            self.rung.store(true, Ordering::Release);
+            self.waker.wake();
+        }
+    }
+
+    /// The DHT thread: ready once a sender rang since the last time it was.
+    pub fn poll_rung(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.rung.swap(false, Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// The senders' end of the DHT mailbox (cheap to clone: one per shard and admin).
 #[derive(Debug, Clone)]
 pub struct DhtClient {
     announces: SyncSender<ProviderChange>,
+    bell: Arc<AnnounceBell>,
     requests: tokio::sync::mpsc::Sender<DhtRequest>,
     pub metrics: Arc<DhtMetrics>,
     /// This node's id (base58), for the banner and `/admin/stats`.
@@ -179,12 +231,14 @@ pub struct DhtClient {
 impl DhtClient {
     pub fn new(
         announces: SyncSender<ProviderChange>,
+        bell: Arc<AnnounceBell>,
         requests: tokio::sync::mpsc::Sender<DhtRequest>,
         metrics: Arc<DhtMetrics>,
         node_id: Arc<str>,
     ) -> Self {
         DhtClient {
             announces,
+            bell,
             requests,
             metrics,
             node_id,
@@ -229,7 +283,10 @@ impl DhtClient {
 
     fn try_change(&self, change: ProviderChange) -> Option<Result<(), Vec<[u8; 32]>>> {
         match self.announces.try_send(change) {
-            Ok(()) => Some(Ok(())),
+            Ok(()) => {
+                self.bell.ring_if_asleep();
+                Some(Ok(()))
+            }
             Err(std::sync::mpsc::TrySendError::Full(
                 ProviderChange::Provide(back)
                 | ProviderChange::ProvideKept(back)
@@ -714,6 +771,86 @@ impl DhtMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Wakes(AtomicU64);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn client() -> (
+        DhtClient,
+        std::sync::mpsc::Receiver<ProviderChange>,
+        Arc<AnnounceBell>,
+    ) {
+        let (announces, mailbox) = std::sync::mpsc::sync_channel(DHT_MAILBOX_LEN);
+        let bell = Arc::new(AnnounceBell::default());
+        let (requests, _) = tokio::sync::mpsc::channel(1);
+        let metrics = Arc::new(DhtMetrics::default());
+        let client = DhtClient::new(announces, Arc::clone(&bell), requests, metrics, "me".into());
+        (client, mailbox, bell)
+    }
+
+    #[test]
+    fn an_announcement_rings_only_a_sleeping_thread_and_only_once() {
+        let (client, mailbox, bell) = client();
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        assert!(bell.poll_rung(&mut cx).is_pending());
+
+        client.announce(vec![[1; 32]]);
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            0,
+            "a busy thread is not woken"
+        );
+        assert!(bell.poll_rung(&mut cx).is_pending());
+
+        bell.fall_asleep();
+        client.announce(vec![[2; 32]]);
+        client.announce_kept(vec![[3; 32]]);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "one wake per sleep");
+        assert!(bell.poll_rung(&mut cx).is_ready());
+        assert!(bell.poll_rung(&mut cx).is_pending(), "a ring is taken once");
+        assert_eq!(mailbox.try_iter().count(), 3, "every announcement queued");
+
+        bell.fall_asleep();
+        bell.wake_up();
+        assert_eq!(client.try_withdraw(vec![[4; 32]]), Some(Ok(())));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "awake again: no ring");
+    }
+
+    #[test]
+    fn an_announcement_racing_the_fall_asleep_is_taken_or_rings() {
+        // The thread falls asleep and then looks at the mailbox; a sender queues and
+        // then looks at the flag. In every interleaving one of them sees the other.
+        for _ in 0..2_000 {
+            let (client, mailbox, bell) = client();
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let sender = {
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || {
+                    start.wait();
+                    client.announce(vec![[7; 32]]);
+                })
+            };
+            start.wait();
+            bell.fall_asleep();
+            let taken = mailbox.try_iter().count();
+            sender.join().expect("the sender");
+            let waker = std::task::Waker::from(Arc::new(Wakes::default()));
+            let rung = bell.poll_rung(&mut Context::from_waker(&waker)).is_ready();
+            assert!(
+                taken == 1 || rung,
+                "the announcement was neither taken nor rung"
+            );
+        }
+    }
 
     fn one_shard() -> (ReplicationRoutes, ReplicationMailbox) {
         let (routes, mut mailboxes) = ReplicationRoutes::new(1, Arc::new(|_| 0));

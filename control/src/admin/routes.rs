@@ -581,6 +581,7 @@ mod tests {
         let (requests, mut dht) = tokio::sync::mpsc::channel(4);
         let client = DhtClient::new(
             announces,
+            Arc::default(),
             requests,
             Arc::new(DhtMetrics::default()),
             "me".into(),

@@ -14,21 +14,27 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use libp2p::kad::{self, GetClosestPeersOk, GetProvidersOk, QueryResult};
 use libp2p::swarm::SwarmEvent;
-use ron_link::dht::{DhtMetrics, DhtRequest, ProviderChange};
+use ron_link::dht::{AnnounceBell, DhtMetrics, DhtRequest, ProviderChange};
 use tokio::sync::oneshot;
 
 use crate::error::DhtError;
 use crate::node::address::{peer_in, record_key, tcp_socket};
-use crate::node::config::{DhtConfig, BOOTSTRAP_RETRY, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP};
+use crate::node::config::{
+    DhtConfig, BOOTSTRAP_RETRY, DHT_IDLE_TICK_MS, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP,
+};
 use crate::node::state::Node;
 use crate::node::swarm::BehaviourEvent;
 use crate::store::{unix_ms, ProviderStore};
 
-/// What the thread is told: the shards' provider changes (drained on the tick), the
-/// admin threads' requests (they wake it), and the stop signal (it wakes it; a
-/// dropped sender stops it too).
+const BUSY_TICK: Duration = Duration::from_millis(DHT_TICK_MS);
+const IDLE_TICK: Duration = Duration::from_millis(DHT_IDLE_TICK_MS);
+
+/// What the thread is told: the shards' provider changes (drained on the tick; the
+/// bell wakes an idle thread for them), the admin threads' requests (they wake it), and
+/// the stop signal (it wakes it; a dropped sender stops it too).
 pub(super) struct Inbox {
     pub(super) announces: Receiver<ProviderChange>,
+    pub(super) bell: Arc<AnnounceBell>,
     pub(super) requests: tokio::sync::mpsc::Receiver<DhtRequest>,
     pub(super) stop: oneshot::Receiver<()>,
 }
@@ -105,22 +111,65 @@ impl Node {
     }
 
     /// The loop, until the stop signal (or its sender's drop); then the store's
-    /// buffered writes are committed.
+    /// buffered writes are committed. After each event the next tick is set from the
+    /// last one: [`DHT_TICK_MS`] on while there is work in hand, [`DHT_IDLE_TICK_MS`]
+    /// when there is none (then the bell is set and the mailbox looked at once more).
     async fn run(&mut self, mut inbox: Inbox) {
         self.dial_bootstrap_peers();
-        let mut tick = tokio::time::interval(Duration::from_millis(DHT_TICK_MS));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.update_gauges();
+        let mut last_tick = Instant::now();
+        let mut asleep = false;
+        let tick = tokio::time::sleep_until((last_tick + BUSY_TICK).into());
+        tokio::pin!(tick);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some(done) = self.copies.pulled.next() => self.on_pull_done(done),
                 Some(request) = inbox.requests.recv() => self.on_request(request),
+                () = std::future::poll_fn(|cx| inbox.bell.poll_rung(cx)) => asleep = false,
                 _ = &mut inbox.stop => break,
-                _ = tick.tick() => self.on_tick(&inbox.announces),
+                () = &mut tick => {
+                    self.on_tick(&inbox.announces);
+                    last_tick = Instant::now();
+                }
+            }
+            let busy = self.has_work();
+            if busy && asleep {
+                asleep = false;
+                inbox.bell.wake_up();
+            } else if !busy && !asleep {
+                inbox.bell.fall_asleep();
+                self.take_announcements(&inbox.announces);
+                // What the work in hand changed, and what that look took, shows now.
+                self.update_gauges();
+                asleep = !self.has_work();
+                if !asleep {
+                    inbox.bell.wake_up();
+                }
+            }
+            let next = last_tick + if asleep { IDLE_TICK } else { BUSY_TICK };
+            if tick.deadline() != next.into() {
+                tick.as_mut().reset(next.into());
             }
         }
         self.flush_store();
         tracing::info!("dht stopped");
+    }
+
+    /// Whether the thread has something in hand a tick moves on: keys to publish (with
+    /// a peer to publish to) or a sweep pass under way, publications, resolves,
+    /// placements, copies or watches in flight, records not committed.
+    fn has_work(&mut self) -> bool {
+        let publishing = !self.publisher.in_flight.is_empty()
+            || self.publisher.sweep_from.is_some()
+            || (!self.publisher.fresh.is_empty() && self.swarm.connected_peers().next().is_some());
+        publishing
+            || !self.resolves.is_empty()
+            || !self.placements.is_empty()
+            || !self.placement_batches.is_empty()
+            || !self.copies.watches.is_empty()
+            || !self.copies.answering.is_empty()
+            || self.store().has_pending()
     }
 
     fn dial_bootstrap_peers(&mut self) {

@@ -3,9 +3,12 @@
 //! the LMDB [`ProviderStore`]; `/ron/provide/2` beside it, [`crate::protocol`]).
 //!
 //! It wakes on swarm events, on requests from the admin threads (a tokio channel), on
-//! the stop signal, and on a tick every [`DHT_TICK_MS`]: then it takes the shards'
-//! announcements, commits the store's buffered writes, answers resolves whose deadline
-//! passed, and moves the publication on (the publisher, `publish.rs`).
+//! the stop signal, and on a tick: then it takes the shards' announcements, commits the
+//! store's buffered writes, answers resolves whose deadline passed, and moves the
+//! publication on (the publisher, `publish.rs`). The tick comes every [`DHT_TICK_MS`]
+//! while the thread has work in hand, every [`DHT_IDLE_TICK_MS`] when it has none; the
+//! first announcement after that rings the [`AnnounceBell`](ron_link::dht::AnnounceBell)
+//! and the next tick comes at once.
 //!
 //! ## Files
 //! - `mod.rs` (this file): the handle the engine holds, [`DhtThread`] — [`spawn`]
@@ -40,6 +43,7 @@
 //! ## Data flow
 //! ```text
 //! shards ──ProviderChange (std channel)──▶ tick: take_announcements ─▶ store, publisher.fresh
+//!        ──AnnounceBell (only while the thread idles)─▶ the next tick at once
 //! admin  ──DhtRequest (tokio channel)────▶ start_resolve ─▶ kad get_providers
 //! swarm  ──events────────────────────────▶ on_event: peers (greetings, batches),
 //!                                          resolve (providers found), publish (closest peers),
@@ -69,13 +73,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ron_link::dht::{DhtClient, DhtMetrics, DHT_MAILBOX_LEN};
+use ron_link::dht::{AnnounceBell, DhtClient, DhtMetrics, DHT_MAILBOX_LEN};
 use tokio::sync::oneshot;
 
 pub use address::{parse_peer, record_key};
 pub use config::{
-    DhtConfig, COPIES_WAITING_MAX, COPY_WATCHES_MAX, DHT_TICK_MS, FRESH_KEYS_MAX, KAD_PROTOCOL,
-    K_VALUE, PEERS_MAX, PROVIDER_TTL, PROVIDE_TO_CLOSEST, PUBLICATIONS_AT_ONCE,
+    DhtConfig, COPIES_WAITING_MAX, COPY_WATCHES_MAX, DHT_IDLE_TICK_MS, DHT_TICK_MS, FRESH_KEYS_MAX,
+    KAD_PROTOCOL, K_VALUE, PEERS_MAX, PROVIDER_TTL, PROVIDE_TO_CLOSEST, PUBLICATIONS_AT_ONCE,
     PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, PULLS_MAX, PULLS_PER_PEER_MAX, QUERY_TIMEOUT,
     REPLICATE_ANSWER_WITHIN, REPUBLISH_AFTER, RESOLVES_MAX, STOP_WAIT_MS, SWEEP_REST,
 };
@@ -154,9 +158,11 @@ pub fn spawn(config: DhtConfig) -> Result<DhtThread, DhtError> {
     let store = ProviderStore::open(&config.data_dir.join("dht"), local, config.limits)?;
     let metrics = Arc::new(DhtMetrics::default());
     let (announce_tx, announces) = std::sync::mpsc::sync_channel(DHT_MAILBOX_LEN);
+    let bell = Arc::new(AnnounceBell::default());
     let (request_tx, requests) = tokio::sync::mpsc::channel(DHT_MAILBOX_LEN);
     let client = DhtClient::new(
         announce_tx,
+        Arc::clone(&bell),
         request_tx,
         Arc::clone(&metrics),
         local.to_base58().into(),
@@ -166,6 +172,7 @@ pub fn spawn(config: DhtConfig) -> Result<DhtThread, DhtError> {
     let (started_tx, started) = std::sync::mpsc::sync_channel(1);
     let inbox = Inbox {
         announces,
+        bell,
         requests,
         stop: stop_rx,
     };
