@@ -524,9 +524,9 @@ declare_counters! {
             "Keys of a publication batch whose k closest peers its lookup may have missed (looked up on their own).",
         announce_dropped_total: AtomicU64 => Counter "ron_dht_announce_dropped_total", Sum,
             "Stored objects not announced at once (DHT mailbox full; the sweep announces them).",
-        /// Routing-table refreshes started (libp2p-kad's bootstrap on the node's schedule).
+        /// Routing-table refreshes started (on the node's schedule: docs/design/dht.md).
         routing_refreshes_total: AtomicU64 => Counter "ron_dht_routing_refreshes_total", Sum,
-            "Routing-table refreshes started (a lookup of this node's id and of a random key per bucket; every 10 min +- 25 %).",
+            "Routing-table refreshes started (a lookup of this node's id and of a random key in each bucket not full; every 10 min +- 25 %).",
         /// Peers with an open connection.
         peers_connected: AtomicU64 => Gauge "ron_dht_peers_connected", Sum,
             "Peers with an open libp2p connection.",

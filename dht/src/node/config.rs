@@ -109,8 +109,8 @@ pub(super) const ACCEPT_WINDOW_SLACK: usize = 2;
 /// While no peer is connected, the bootstrap peers are dialed again this often (a node
 /// started before its bootstrap peer, or cut off from every peer, joins once one answers).
 pub(super) const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
-/// How often, on average, a node refreshes its routing table (libp2p-kad's bootstrap: a
-/// lookup of its own id and of a random key in each bucket) — go-libp2p-kad-dht's
+/// How often, on average, a node refreshes its routing table (a lookup of its own id
+/// and of a random key in each bucket not full: `refresh.rs`) — go-libp2p-kad-dht's
 /// refresh period. Each wait is drawn within ± [`ROUTING_REFRESH_SPREAD_PERCENT`] of it
 /// from the node's id: libp2p-kad's own periodic bootstrap (every 5 min from the last,
 /// no jitter) kept nodes started together — a network restarted, a harness — refreshing

@@ -319,6 +319,7 @@ impl Node {
                 self.on_providers_found(id, providers)
             }
             QueryResult::GetProviders(_) if step.last => self.on_providers_done(id),
+            QueryResult::GetClosestPeers(_) if self.on_refresh_lookup_done(id) => {}
             QueryResult::GetClosestPeers(result) => {
                 let (peers, timed_out) = match result {
                     Ok(GetClosestPeersOk { peers, .. }) => (peers, false),

@@ -31,12 +31,13 @@
 //!   space.
 //! - `placing.rs`: placement lookups — the holders the placement names for a key, as
 //!   the operator asks.
+//! - `refresh.rs`: the routing-table refresh on the node's own schedule.
 //! - `copies.rs`: replication's `/ron/replicate/1` — asking the holders of kept keys
 //!   after their publication, accepting peers' copies and handing them to the shards.
 //!
 //! Imports go one way, down this list: `config.rs` and `address.rs` name no other
 //! file of the node; `swarm.rs` names `config.rs`; `state.rs` names those; `peers.rs`,
-//! `resolve.rs`, `publish.rs`, `placing.rs`, `copies.rs` and `event_loop.rs` name `state.rs` and what
+//! `resolve.rs`, `publish.rs`, `placing.rs`, `copies.rs`, `refresh.rs` and `event_loop.rs` name `state.rs` and what
 //! is under it, never each other (they call each other's methods on `Node`); `mod.rs`
 //! names the files and none names it.
 //!
@@ -62,6 +63,7 @@ mod event_loop;
 mod peers;
 mod placing;
 mod publish;
+mod refresh;
 mod resolve;
 mod state;
 mod swarm;

@@ -281,6 +281,15 @@ pub(super) struct Publisher {
     pub(super) network_peers_estimate: f64,
 }
 
+/// A routing-table refresh under way (`refresh.rs`): its lookups, one at a time.
+#[derive(Debug, Default)]
+pub(super) struct RoutingRefresh {
+    /// The lookup running.
+    pub(super) running: Option<QueryId>,
+    /// The keys still to look up, the next one last.
+    pub(super) targets: Vec<Vec<u8>>,
+}
+
 pub(super) struct Node {
     pub(super) swarm: Swarm<Behaviour>,
     pub(super) local: PeerId,
@@ -316,9 +325,11 @@ pub(super) struct Node {
     pub(super) bootstrapped: bool,
     /// When the bootstrap peers were last dialed (again while no peer is connected).
     pub(super) bootstrap_dialed: Instant,
-    /// When the routing table is next refreshed, and how many refreshes came before.
+    /// When the routing table is next refreshed, how many refreshes came before, and
+    /// the one under way.
     pub(super) next_refresh: Instant,
     pub(super) refreshes: u64,
+    pub(super) refresh: RoutingRefresh,
 }
 
 impl Node {
@@ -370,22 +381,8 @@ impl Node {
             bootstrap_dialed: Instant::now(),
             next_refresh: Instant::now() + refresh_wait(&local, 0),
             refreshes: 0,
+            refresh: RoutingRefresh::default(),
         })
-    }
-
-    /// Refreshes the routing table when its time has come (libp2p-kad's bootstrap; it
-    /// skips one while a refresh is still running).
-    pub(super) fn refresh_routing_when_due(&mut self) {
-        if Instant::now() < self.next_refresh {
-            return;
-        }
-        self.refreshes += 1;
-        self.next_refresh = Instant::now() + refresh_wait(&self.local, self.refreshes);
-        if self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
-            self.metrics
-                .routing_refreshes_total
-                .fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     pub(super) fn store(&mut self) -> &mut ProviderStore {

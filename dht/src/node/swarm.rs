@@ -66,7 +66,8 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
         .set_replication_interval(None)
         .set_publication_interval(None)
         // The routing table is refreshed on the node's own jittered schedule
-        // (config::ROUTING_REFRESH); a refresh when the table is short stays libp2p-kad's.
+        // (config::ROUTING_REFRESH, refresh.rs); a refresh when the table is short and
+        // the first bootstrap stay libp2p-kad's.
         .set_periodic_bootstrap_interval(None);
     let mut kad = kad::Behaviour::with_config(local, store, kad_config);
     // Every ron node serves the DHT: without this, a node that has confirmed no
