@@ -3,8 +3,9 @@
 # (the routing-table refresh comes every 10 min ± 25 %; a 10 s window misses it or is all
 # of it). Starts a network with bench/network.sh (one object, no kill, no join), holds it
 # in its settle phase, and samples the CPU time of its nodes (/proc/<pid>/stat) every
-# SLICE_S: per node, each slice and the window so far, in % of a core. Then stops the
-# harness, which stops its nodes. Kills only what it started.
+# SLICE_S: per node, each slice and the window so far, in % of a core; at the end, each
+# node's RSS, routing refreshes and open connections. Then stops the harness, which
+# stops its nodes. Kills only what it started.
 #
 #   NODES=300 WINDOW_S=600 bash bench/network_idle_cpu.sh
 #   NODES=40 WINDOW_S=120 RON=target/debug/ron BENCH=target/debug/ron-bench bash bench/network_idle_cpu.sh
@@ -54,7 +55,9 @@ ticks() { # utime + stime of the harness's nodes, in clock ticks
   echo "$total"
 }
 deadline=$((SECONDS + 600))
-until bench_pid=$(pgrep -P "$harness" -x ron-bench) && [ "$(nodes | wc -l)" -ge "$NODES" ]; do
+# The harness's child is $BENCH (its name as the kernel keeps it: 15 characters).
+bench_comm=$(basename "$BENCH" | cut -c1-15)
+until bench_pid=$(pgrep -P "$harness" -x "$bench_comm") && [ "$(nodes | wc -l)" -ge "$NODES" ]; do
   if [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "$harness" 2>/dev/null; then
     echo "network_idle_cpu.sh: the network did not start:" >&2; cat "$log" >&2; exit 1
   fi
@@ -73,3 +76,22 @@ while awk -v now="$(date +%s.%N)" -v w0="$w0" -v w="$WINDOW_S" 'BEGIN{exit !(now
     'BEGIN{printf "+%4.0f s  per node: this slice %.3f %%, window %.3f %% of a core\n", now-w0, (t-tp)/hz/(now-wp)/n*100, (t-t0)/hz/(now-w0)/n*100}'
   tp=$t; wp=$now
 done
+# At the window's end, per node: its resident memory, and from its /metrics the routing
+# refreshes it made (so the window is known to hold them) and its open connections.
+summary() { # a list of numbers on stdin -> "p50 X, max Y, sum Z"
+  sort -n | awk '{v[NR]=$1; s+=$1} END{if (NR) printf "p50 %s, max %s, sum %s\n", v[int((NR+1)/2)], v[NR], s}'
+}
+rss=""; private=""; refreshes=""; connected=""
+for pid in $(nodes); do
+  status=$(cat "/proc/$pid/status" 2>/dev/null) || continue
+  rss+="$(awk '/^VmRSS:/{printf "%.1f", $2/1024}' <<<"$status")"$'\n'
+  private+="$(awk '/^(RssAnon|RssShmem):/{k+=$2} END{printf "%.1f", k/1024}' <<<"$status")"$'\n'
+  admin=$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n '/^--admin$/{n;p}')
+  metrics=$(curl -fs --max-time 5 "http://$admin/metrics") || continue
+  refreshes+="$(awk '/^ron_dht_routing_refreshes_total /{print $2}' <<<"$metrics")"$'\n'
+  connected+="$(awk '/^ron_dht_peers_connected /{print $2}' <<<"$metrics")"$'\n'
+done
+echo "at the end, per node: RSS MiB $(grep . <<<"$rss" | summary)"
+echo "  of it not the binary's or libraries' pages (RssAnon + RssShmem) MiB $(grep . <<<"$private" | summary)"
+echo "  routing refreshes so far $(grep . <<<"$refreshes" | summary)"
+echo "  libp2p peers connected $(grep . <<<"$connected" | summary)"
