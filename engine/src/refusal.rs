@@ -171,7 +171,7 @@ pub enum Refusal {
     BadCopies { given: String },
     #[error("copies={asked}: this network keeps {replicas} copies of an object (replicas = {replicas}); an upload can wait for at most that many")]
     CopiesOverReplicas { asked: usize, replicas: usize },
-    #[error("{addr} is stored durably here, but only {copies} of the {want} copies asked for exist: the placement names no other node that could take it now (every holder asked answered, or no other node is connected)")]
+    #[error("{addr} is stored durably here, but only {copies} of the {want} copies asked for exist: the placement names no other node that could take it now (every holder asked answered, or no other node could be reached)")]
     TooFewCopies {
         addr: Address,
         copies: usize,

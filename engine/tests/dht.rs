@@ -1001,6 +1001,16 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
         assert!(holds(n, &addr), "{addr} on {}", n.http);
     }
 
+    // A node whose connections have all idled out (the normal state of an idle network)
+    // is not alone: its publication dials the peers it knows. It answered 503 at once.
+    wait_for("A's connections idle out", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_peers_connected") == 0
+    });
+    let after_idle = bytes(74, 40_000);
+    let r = put(nodes[0].http, "/o?copies=3", &after_idle, "");
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["copies"], 3, "{r:?}");
+
     // Asking for what cannot be: 400 before a byte is stored.
     for (query, message) in [
         ("copies=4", "copies=4: this network keeps 3 copies of an object (replicas = 3); an upload can wait for at most that many"),
@@ -1029,7 +1039,7 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
     let addr = Address::of(&alone);
     assert_eq!(
         r.json()["message"],
-        format!("{addr} is stored durably here, but only 1 of the 3 copies asked for exist: the placement names no other node that could take it now (every holder asked answered, or no other node is connected)")
+        format!("{addr} is stored durably here, but only 1 of the 3 copies asked for exist: the placement names no other node that could take it now (every holder asked answered, or no other node could be reached)")
     );
     let r = get(nodes[0].http, &format!("/o/{addr}")).unwrap();
     assert!(r.status == 200 && r.body == alone);

@@ -106,8 +106,9 @@ pub const COPIES_WAITING_MAX: usize = FRESH_KEYS_MAX;
 /// (`placement::candidates`) of the nodes it knows are closer to the key: the asker's view and its own may
 /// differ by a few nodes, and a node outside every window is still refused.
 pub(super) const ACCEPT_WINDOW_SLACK: usize = 2;
-/// While no peer is connected, the bootstrap peers are dialed again this often (a node
-/// started before its bootstrap peer, or cut off from every peer, joins once one answers).
+/// While a node with no connection has not joined, knows no peer, or saw a ping or a dial
+/// fail since its last connection, the bootstrap peers are dialed again this often (a node started before its
+/// bootstrap peer, or cut off from every peer, joins once one answers).
 pub(super) const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
 /// How often, on average, a node refreshes its routing table (a lookup of its own id
 /// and of a random key in each bucket not full: `refresh.rs`) — go-libp2p-kad-dht's

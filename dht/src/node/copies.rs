@@ -100,6 +100,16 @@ impl Node {
         self.send_copy_requests(per_holder);
     }
 
+    /// A publication of `keys` reached no peer (its lookup found none: every peer this
+    /// node knows is down or cut off): clients waiting for their copies are told now that
+    /// no other node could take them, not at their deadline. The keys stay waiting: the
+    /// sweep publishes them again and asks their holders then.
+    pub(super) fn no_holder_reachable(&mut self, keys: &[RecordKey]) {
+        for addr in keys.iter().filter_map(address_of) {
+            self.note_asked(addr, 0);
+        }
+    }
+
     /// Asks `holders` to take `addr` (a placement lookup for it answered).
     pub(super) fn ask_holders_of(&mut self, addr: [u8; 32], holders: &[PeerId]) {
         self.note_asked(addr, holders.len());
@@ -205,10 +215,10 @@ impl Node {
     }
 
     /// Answers the waiters of `addr` that can be answered: enough copies, every holder
-    /// answered or no peer connected (fewer copies), or their deadline passed.
+    /// answered or no peer known (fewer copies), or their deadline passed.
     fn settle_watch(&mut self, addr: &[u8; 32], now: Instant) {
-        // With no peer connected, no holder can be asked: fewer copies, said at once.
-        let alone = self.swarm.connected_peers().next().is_none();
+        // With no peer known, no holder can be asked: fewer copies, said at once.
+        let alone = self.isolated();
         let Some(watch) = self.copies.watches.get_mut(addr) else {
             return;
         };
@@ -241,10 +251,10 @@ impl Node {
     }
 
     /// Answers the waits for copies whose deadline passed, and all of them when no peer
-    /// is connected.
+    /// is known.
     pub(super) fn settle_due_watches(&mut self) {
         let now = Instant::now();
-        let alone = self.swarm.connected_peers().next().is_none();
+        let alone = self.isolated();
         let due: Vec<[u8; 32]> = self
             .copies
             .watches

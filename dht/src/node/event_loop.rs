@@ -162,7 +162,7 @@ impl Node {
     fn has_work(&mut self) -> bool {
         let publishing = !self.publisher.in_flight.is_empty()
             || self.publisher.sweep_from.is_some()
-            || (!self.publisher.fresh.is_empty() && self.swarm.connected_peers().next().is_some());
+            || (!self.publisher.fresh.is_empty() && !self.isolated());
         publishing
             || !self.resolves.is_empty()
             || !self.placements.is_empty()
@@ -172,7 +172,7 @@ impl Node {
             || self.store().has_pending()
     }
 
-    fn dial_bootstrap_peers(&mut self) {
+    pub(super) fn dial_bootstrap_peers(&mut self) {
         self.bootstrap_dialed = Instant::now();
         for addr in self.bootstrap_peers.clone() {
             if let Some(peer) = peer_in(&addr) {
@@ -188,8 +188,18 @@ impl Node {
     }
 
     fn on_tick(&mut self, announces: &Receiver<ProviderChange>) {
-        let alone = self.swarm.connected_peers().next().is_none();
-        if alone && self.bootstrap_dialed.elapsed() >= BOOTSTRAP_RETRY {
+        // A node with no connection dials its bootstrap peers every BOOTSTRAP_RETRY until
+        // it has joined, while it knows no peer, and after a ping or a dial failed (cut
+        // off: a heal reconnects within the period). Not merely while it has no
+        // connection: in an idle network that is every node now and then (idle
+        // connections close), and every such node dialing them every 2 s kept 200+
+        // connections open on each bootstrap peer at 300 nodes.
+        let unconnected = self.swarm.connected_peers().next().is_none();
+        let joined = self.bootstrapped && !self.routing_table_empty();
+        if unconnected
+            && (!joined || self.contact_failed)
+            && self.bootstrap_dialed.elapsed() >= BOOTSTRAP_RETRY
+        {
             self.dial_bootstrap_peers();
         }
         self.take_announcements(announces);
@@ -302,6 +312,7 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, "dht: dial failed: {error}");
+                self.contact_failed = true;
             }
             _ => {}
         }

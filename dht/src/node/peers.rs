@@ -30,6 +30,7 @@ impl Node {
             self.store().peer_connected(peer, socket.ip());
         }
         self.lost.remove(&peer);
+        self.contact_failed = false;
         if endpoint.is_dialer() {
             // The greeting: the other side learns our ports, we learn its ports.
             let greeting = ProvideRequest {
@@ -125,6 +126,7 @@ impl Node {
             Err(ping::Failure::Unsupported) => {}
             Err(e) => {
                 tracing::debug!(peer = %event.peer, "dht: ping failed, connection closed: {e}");
+                self.contact_failed = true;
                 self.swarm.close_connection(event.connection);
             }
         }

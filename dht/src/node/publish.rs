@@ -102,7 +102,7 @@ impl Node {
     /// ([`region_bits`]), about k/2 peers wide, so that most of its keys share their k
     /// closest peers with its first key.
     pub(super) fn publish_next(&mut self) {
-        if self.swarm.connected_peers().next().is_none() {
+        if self.isolated() {
             return;
         }
         let bits = region_bits(self.network_peers());
@@ -331,14 +331,18 @@ impl Node {
         }
         let published: Vec<RecordKey> = done
             .keys
-            .into_iter()
-            .zip(done.taken)
-            .filter_map(|(key, taken)| taken.then_some(key))
+            .iter()
+            .zip(&done.taken)
+            .filter(|(_, taken)| **taken)
+            .map(|(key, _)| key.clone())
             .collect();
         if published.is_empty() {
             self.metrics
                 .publish_failures_total
                 .fetch_add(1, Ordering::Relaxed);
+            if done.peers.is_empty() {
+                self.no_holder_reachable(&done.keys);
+            }
             // The sweep publishes what was never published: the next pass starts soon
             // (now, if it rests; else right after this one), not after its rest.
             let publisher = &mut self.publisher;

@@ -29,8 +29,13 @@ impl Node {
         }
         self.refreshes += 1;
         self.next_refresh = Instant::now() + refresh_wait(&self.local, self.refreshes);
-        if self.refresh.running.is_some() || self.swarm.connected_peers().next().is_none() {
+        if self.refresh.running.is_some() || self.isolated() {
             return;
+        }
+        if self.swarm.connected_peers().next().is_none() {
+            // Its table's peers may all be gone (a node cut off for long): the bootstrap
+            // peers too, once a refresh.
+            self.dial_bootstrap_peers();
         }
         self.refresh.targets = self.refresh_targets();
         self.metrics

@@ -323,8 +323,13 @@ pub(super) struct Node {
     pub(super) listen_id: libp2p::core::transport::ListenerId,
     pub(super) bootstrap_peers: Vec<Multiaddr>,
     pub(super) bootstrapped: bool,
-    /// When the bootstrap peers were last dialed (again while no peer is connected).
+    /// When the bootstrap peers were last dialed (again while the node has no connection
+    /// and has not joined, knows no peer, or lost its last contact to a failure).
     pub(super) bootstrap_dialed: Instant,
+    /// A ping went unanswered or a dial failed since the last connection was established:
+    /// the node may be cut off, not merely idle (a peer's close of an idle connection
+    /// reads as an I/O error here, so closes are not counted).
+    pub(super) contact_failed: bool,
     /// When the routing table is next refreshed, how many refreshes came before, and
     /// the one under way.
     pub(super) next_refresh: Instant,
@@ -379,10 +384,23 @@ impl Node {
             bootstrap_peers: config.peers.clone(),
             bootstrapped: false,
             bootstrap_dialed: Instant::now(),
+            contact_failed: false,
             next_refresh: Instant::now() + refresh_wait(&local, 0),
             refreshes: 0,
             refresh: RoutingRefresh::default(),
         })
+    }
+
+    /// Whether this node can reach no peer: no connection open and none in its routing
+    /// table. A node of an idle network has its connections closed (they idle out after
+    /// `IDLE_CONNECTION_TIMEOUT`) and is not cut off for that: its lookups dial the peers
+    /// in its table.
+    pub(super) fn isolated(&mut self) -> bool {
+        self.swarm.connected_peers().next().is_none() && self.routing_table_empty()
+    }
+
+    pub(super) fn routing_table_empty(&mut self) -> bool {
+        self.swarm.behaviour_mut().kad.kbuckets().next().is_none()
     }
 
     pub(super) fn store(&mut self) -> &mut ProviderStore {
