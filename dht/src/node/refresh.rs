@@ -3,9 +3,10 @@
 //! key in each bucket past the closest non-empty one that holds fewer than k peers, one
 //! lookup at a time. libp2p-kad's bootstrap looks up a key in every such bucket, full
 //! or not; a full bucket already holds k peers at its distance (what routing needs from
-//! it), and its dead ones are dropped when a lookup fails to reach them — looking it up
-//! again only opened a connection to each of a few dozen far peers, most of a
-//! refresh's cost (docs/design/dht.md "Refreshing the routing table").
+//! it), and a dead one in it gives way to a newly connected peer (libp2p-kad replaces a
+//! bucket's least recently connected entry, when disconnected, with a pending one) —
+//! looking it up again only opened a connection to each of a few dozen far peers, most
+//! of a refresh's cost (docs/design/dht.md "Refreshing the routing table").
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
