@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use libp2p::kad::{self, GetClosestPeersOk, GetProvidersOk, QueryResult};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{DialError, SwarmEvent};
 use ron_link::dht::{AnnounceBell, DhtMetrics, DhtRequest, ProviderChange};
 use tokio::sync::oneshot;
 
@@ -312,7 +312,14 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, "dht: dial failed: {error}");
-                self.contact_failed = true;
+                // A dial skipped (one to that peer already under way or connected) or
+                // aborted says nothing about being cut off.
+                if !matches!(
+                    error,
+                    DialError::DialPeerConditionFalse(_) | DialError::Aborted
+                ) {
+                    self.contact_failed = true;
+                }
             }
             _ => {}
         }

@@ -324,7 +324,8 @@ pub(super) struct Node {
     pub(super) bootstrap_peers: Vec<Multiaddr>,
     pub(super) bootstrapped: bool,
     /// When the bootstrap peers were last dialed (again while the node has no connection
-    /// and has not joined, knows no peer, or lost its last contact to a failure).
+    /// and has not joined, knows no peer, or saw a ping or a dial fail since its last
+    /// connection).
     pub(super) bootstrap_dialed: Instant,
     /// A ping went unanswered or a dial failed since the last connection was established:
     /// the node may be cut off, not merely idle (a peer's close of an idle connection
