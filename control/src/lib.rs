@@ -6,7 +6,9 @@
 //!   and splits each tenant's quota across the shards by demand ([`shares`]); on SIGHUP
 //!   or when the configuration file changes it asks the engine to load the policy again
 //!   and sends a good result to every shard, or logs why it kept the running one
-//!   ([`reload`]); after either it publishes what the admin answers show ([`view`]);
+//!   ([`reload`]); when the shards have answered nothing for a while it hands the
+//!   heap's free pages back to the kernel, at most once a minute ([`heap`]); after any
+//!   of these it publishes what the admin answers show ([`view`]);
 //! - the **admin server** ([`admin`]) on its own port: an acceptor thread and one
 //!   short-lived thread per connection, answering `/healthz` (liveness), `/readyz` (a
 //!   JSON report, 200 only when every shard accepts and none is saturated), `/metrics`
@@ -53,6 +55,7 @@
 //! ```
 
 pub mod admin;
+pub mod heap;
 pub mod prometheus;
 pub mod reload;
 pub mod reports;
@@ -75,6 +78,7 @@ pub use admin::OwnerOf;
 pub use reload::{LoadPolicy, ReloadError, Reloaded, Reloader};
 
 use admin::{AdminServer, Answers};
+use heap::HeapTrimmer;
 use prometheus::Scrapes;
 use reload::Reloads;
 use view::{Board, View};
@@ -129,6 +133,12 @@ pub fn spawn(
     let local = listener.local_addr()?;
     let view = View::new(state.policy, shards);
     let board = Arc::new(Board::new(view.publish()));
+    let requests = state
+        .shards
+        .iter()
+        .map(|s| Arc::clone(&s.requests))
+        .collect();
+    let heap = HeapTrimmer::new(requests, Instant::now());
     let answers = Answers {
         shards: state.shards,
         version: state.version,
@@ -147,6 +157,7 @@ pub fn spawn(
         reloads: state.reloader.map(Reloads::new),
         view,
         board,
+        heap,
     };
     // Should the thread not start, `control` is dropped and the admin server with it.
     let handle = std::thread::Builder::new()
@@ -164,6 +175,7 @@ struct Control {
     view: View,
     board: Arc<Board>,
     admin: AdminServer,
+    heap: HeapTrimmer,
 }
 
 impl Control {
@@ -180,6 +192,10 @@ impl Control {
             }
             if let Some(reloads) = &mut self.reloads {
                 changed |= reloads.poll(now, &self.link, &mut self.view);
+            }
+            if let Some(trims) = self.heap.poll(now) {
+                self.view.heap_trimmed(trims);
+                changed = true;
             }
             if changed {
                 self.board.post(self.view.publish());

@@ -82,7 +82,7 @@ const fn front(family: Family<FrontSnapshot>) -> Row {
 /// name, type, help and labels are declared with them, `ron_link::counters`), the rest
 /// here.
 #[rustfmt::skip]
-const FAMILIES: [Row; 74] = [
+const FAMILIES: [Row; 76] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -157,6 +157,8 @@ const FAMILIES: [Row; 74] = [
     family("ron_config_version", Gauge, "Version of the running tokens/tenants/quotas (1 at start, +1 per good reload).", Series::Control(|e| e.config_version)),
     family("ron_config_reload_failures_total", Counter, "Reloads refused (bad file); the running configuration was kept.", Series::Control(|e| e.reloads_failed)),
     family("ron_config_reloads_total", Counter, "Reloads applied.", Series::Control(|e| e.reloads_ok)),
+    family("ron_heap_trims_total", Counter, "Times the heap's free pages were handed back to the kernel (after 10 s without a request, at most once a minute).", Series::Control(|e| e.heap_trims)),
+    family("ron_heap_trim_released_bytes_total", Counter, "Resident bytes the heap trims gave back (RSS before less after).", Series::Control(|e| e.heap_released_bytes)),
 ];
 
 /// The counter families (sums and per-shard series) as the last scrape read them: the

@@ -12,12 +12,15 @@ use ron_link::link::{ControlLink, ShardReport, ToShard};
 use ron_link::policy::{Exhausted, Policy};
 use ron_link::requests::RequestSnapshot;
 
+use crate::heap::HeapTrims;
+
 /// The control thread's own state; only that thread reads or writes it.
 #[derive(Debug)]
 pub(crate) struct View {
     policy: Arc<Policy>,
     reloads_ok: u64,
     reloads_failed: u64,
+    heap: HeapTrims,
     /// The latest report of each shard.
     reports: Vec<ShardReport>,
     /// The latest latency copy of each shard.
@@ -30,6 +33,7 @@ impl View {
             policy: Arc::new(policy),
             reloads_ok: 0,
             reloads_failed: 0,
+            heap: HeapTrims::default(),
             reports: (0..shards)
                 .map(|shard| ShardReport {
                     shard,
@@ -65,6 +69,11 @@ impl View {
     /// A reload was refused; the running policy stays.
     pub(crate) fn reload_failed(&mut self) {
         self.reloads_failed += 1;
+    }
+
+    /// The heap was trimmed; `trims` is what all the trims so far have done.
+    pub(crate) fn heap_trimmed(&mut self, trims: HeapTrims) {
+        self.heap = trims;
     }
 
     /// Keeps each shard's latest report; a shard that missed a reload (its mailbox was
@@ -112,6 +121,8 @@ impl View {
             denylist_rules: self.policy.denylist.len() as u64,
             reloads_ok: self.reloads_ok,
             reloads_failed: self.reloads_failed,
+            heap_trims: self.heap.trims,
+            heap_released_bytes: self.heap.released_bytes,
         };
         let shards = self
             .reports
@@ -148,6 +159,9 @@ pub struct Extra {
     pub denylist_rules: u64,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// Trims of the heap after a quiet spell, and the resident bytes they gave back.
+    pub heap_trims: u64,
+    pub heap_released_bytes: u64,
 }
 
 /// What a shard last reported about itself.

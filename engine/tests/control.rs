@@ -486,6 +486,48 @@ fn configuration_errors_name_the_key() {
 }
 
 #[test]
+fn a_quiet_node_trims_its_heap_once_and_not_while_it_answers() {
+    use ron_control::heap::{HEAP_TRIM_PERIOD_MS, HEAP_TRIM_QUIET_MS};
+    let quiet = Duration::from_millis(HEAP_TRIM_QUIET_MS);
+    let dir = temp_dir("heap-trim");
+    let n = Node::start(&dir.join("data"), &["--shards", "1"]);
+    let addr = upload(&n, &bytes(53, 1 << 20));
+    // A request every half second, for longer than the quiet spell: no trim.
+    let busy_until = Instant::now() + quiet + Duration::from_secs(2);
+    while Instant::now() < busy_until {
+        assert_eq!(get(n.http, &format!("/o/{addr}")).unwrap().status, 200);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        metric(n.admin, "ron_heap_trims_total"),
+        0,
+        "trimmed while answering"
+    );
+    let last_answer = Instant::now();
+    let trims = metric_reaching(
+        n.admin,
+        "ron_heap_trims_total",
+        1,
+        quiet + Duration::from_secs(5),
+    );
+    assert_eq!(
+        trims,
+        1,
+        "no trim {:?} after the last answer",
+        last_answer.elapsed()
+    );
+    assert!(
+        last_answer.elapsed() + Duration::from_millis(600) >= quiet,
+        "trimmed {:?} after the last answer",
+        last_answer.elapsed()
+    );
+    // Scrapes are not answers of the shards, and the next trim is a period away.
+    std::thread::sleep(Duration::from_secs(2));
+    const { assert!(HEAP_TRIM_PERIOD_MS > 2_000 + HEAP_TRIM_QUIET_MS + 5_000) };
+    assert_eq!(metric(n.admin, "ron_heap_trims_total"), 1);
+}
+
+#[test]
 fn metrics_parse_with_an_independent_prometheus_parser() {
     let config = "tokens = [\"w\"]\n[quota_default]\nrequests_per_s = 1000\n\
                   [tenants.a]\ntokens = [\"tok-a\"]\nrequests_per_s = 1\n";

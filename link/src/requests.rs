@@ -90,6 +90,16 @@ impl RequestCounters {
         }
     }
 
+    /// Every request this shard answered so far (what the control thread watches to
+    /// tell a quiet node; no allocation).
+    pub fn answered_total(&self) -> u64 {
+        self.requests
+            .iter()
+            .flatten()
+            .map(|c| c.load(Relaxed))
+            .sum()
+    }
+
     /// A copy for the scraper.
     pub fn snapshot(&self) -> RequestSnapshot {
         RequestSnapshot {
@@ -151,6 +161,7 @@ mod tests {
             "uncounted status"
         );
         assert_eq!(s.total(), 3);
+        assert_eq!(counters.answered_total(), 3);
         assert_eq!(s.rejections(Rejection::OverQuota), 1);
         assert_eq!(s.rejections(Rejection::Overloaded), 0);
     }
