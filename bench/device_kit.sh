@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The benchmarks that need more cores than this machine has (issue 53's 300 and 1,000
+# nodes, issue 54's saturated server cores beside nginx), packed to run on the tool
+# library's `device` machine: 16 cores, no package registry, no cargo, no nginx, a
+# session's 15 minutes of device time in all (docs/PERF.md "Running the many-core
+# figures on the device").
+#
+#   bash bench/device_kit.sh pack          # here: release build, then target/device-kit/
+#   # then, through the device tool's run, carry ["target/device-kit"]:
+#   bash bench/device_kit.sh check         # what the machine has (seconds)
+#   bash bench/device_kit.sh many_cores    # issue 54's table, S = 1 2 4 8 (~6 min)
+#   bash bench/device_kit.sh network       # issue 53 at NODES (300) nodes (~6 min; its
+#                                          # flags: network.sh's, default --copies-wait-s
+#                                          # 120 --settle-s 20)
+#
+# The kit holds ron and ron-bench (stripped release builds: they need glibc 2.34 or later),
+# and nginx and curl with the shared libraries they link beyond glibc's own, each started
+# through a wrapper that points only its own loader at them. What a mode prints also goes
+# to $OUT (the device tool's folder that comes back) when that is set. Variables of the
+# scripts it runs pass through (RUNS, DURATION, SHARDS, ONLY; NODES, ZONES, OBJECTS).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KIT=${KIT:-target/device-kit}
+mode=${1:-}
+[ $# -gt 0 ] && shift
+
+# The shared libraries BIN loads that the C library does not provide.
+libraries_beyond_libc() {
+  ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' |
+    grep -Ev '/(libc|libm|libpthread|libdl|librt|libresolv|libutil|libanl|libnsl|ld-linux[^/]*)\.so' || true
+}
+
+pack() {
+  cargo build --release -q --locked -p ron-engine -p ron-bench
+  command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
+  rm -rf "$KIT"
+  mkdir -p "$KIT/bin" "$KIT/libexec" "$KIT/lib"
+  strip -o "$KIT/bin/ron" target/release/ron
+  strip -o "$KIT/bin/ron-bench" target/release/ron-bench
+  local tool path
+  for tool in nginx curl; do
+    path=$(command -v "$tool")
+    cp "$path" "$KIT/libexec/$tool"
+    libraries_beyond_libc "$path" | xargs -r cp -L -t "$KIT/lib"
+    # exec keeps the PID the benchmark started (it pins it and reads its threads).
+    cat >"$KIT/bin/$tool" <<EOF
+#!/bin/sh
+kit=\$(cd "\$(dirname "\$0")/.." && pwd)
+LD_LIBRARY_PATH=\$kit/lib exec "\$kit/libexec/$tool" "\$@"
+EOF
+    chmod +x "$KIT/bin/$tool"
+  done
+  git rev-parse HEAD >"$KIT/REVISION"
+  git status --porcelain --untracked-files=no | grep -q . && echo "dirty" >>"$KIT/REVISION"
+  du -sh "$KIT"
+  echo "carry [\"$KIT\"]; run: bash bench/device_kit.sh check|many_cores|network"
+}
+
+# Output of a mode: on stdout, and under $OUT when the device tool set it.
+log_to() {
+  if [ -n "${OUT:-}" ]; then tee "$OUT/$1"; else cat; fi
+}
+
+check() {
+  echo "kit built from $(head -1 "$KIT/REVISION")$(sed -n 2p "$KIT/REVISION" | sed 's/^/, /')"
+  echo "CPUs $(nproc), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
+  echo "C library: $(ldd --version 2>&1 | head -1)"
+  local missing=() c
+  for c in python3 awk taskset pgrep seq paste sed tail timeout; do
+    command -v "$c" >/dev/null || missing+=("$c")
+  done
+  echo "commands missing: ${missing[*]:-none}"
+  "$KIT/bin/nginx" -v 2>&1
+  "$KIT/bin/curl" --version | head -1
+  echo "open files: $(ulimit -n) soft, $(ulimit -Hn) hard"
+  local dir
+  dir=$(mktemp -d)
+  "$KIT/bin/ron" serve --shards 1 --data-dir "$dir/data" --http 127.0.0.1:18990 \
+    --oap 127.0.0.1:18991 --admin 127.0.0.1:18992 >"$dir/ron.log" 2>&1 &
+  local ron=$! ready=no
+  for _ in $(seq 1 50); do
+    "$KIT/bin/curl" -sf http://127.0.0.1:18992/readyz >/dev/null && { ready=yes; break; }
+    sleep 0.1
+  done
+  kill "$ron" 2>/dev/null || true
+  wait "$ron" 2>/dev/null || true
+  echo "ron serve ready: $ready"
+  [ "$ready" = yes ] || tail -20 "$dir/ron.log"
+  rm -rf "$dir"
+}
+
+# bench/many_cores.sh, then network.sh: their own cargo build and apt-get are skipped
+# when the binaries they are given exist.
+tools() {
+  export PATH="$PWD/$KIT/bin:$PATH" RON="$PWD/$KIT/bin/ron" BENCH="$PWD/$KIT/bin/ron-bench"
+  # nginx's compiled-in paths (error log, temp folders) must exist on a bare machine.
+  mkdir -p /var/log/nginx /var/lib/nginx 2>/dev/null || true
+}
+
+case "$mode" in
+  pack) pack ;;
+  check) check 2>&1 | log_to check.txt ;;
+  many_cores)
+    tools
+    NGINX="$PWD/$KIT/bin/nginx" RUNS=${RUNS:-2} DURATION=${DURATION:-4} \
+      bash bench/many_cores.sh "$@" 2>&1 | log_to many_cores.txt
+    ;;
+  network)
+    tools
+    # Bounded so the whole run fits one device call (10 min) at 300 nodes.
+    [ $# -gt 0 ] || set -- --copies-wait-s 120 --settle-s 20
+    NODES=${NODES:-300} OUT=${OUT:+$OUT/network.json} bash bench/network.sh "$@" 2>&1 |
+      log_to "network-${NODES:-300}.txt"
+    ;;
+  *)
+    echo "usage: bash bench/device_kit.sh pack|check|many_cores|network [flags of network.sh]" >&2
+    exit 2
+    ;;
+esac
