@@ -7,16 +7,17 @@
 //! quarter of its RSS. `malloc_trim(0)` walks every arena and hands each free page back
 //! (`MADV_DONTNEED`); it holds each arena's lock while it walks it, so a shard that
 //! allocates then waits. The control thread therefore calls it only when the shards have
-//! answered no request for [`HEAP_TRIM_QUIET_MS`], at most once per
-//! [`HEAP_TRIM_PERIOD_MS`]: never under load, where freed memory is reused anyway, and a
-//! few hundred microseconds a minute when idle.
+//! answered no request and moved no byte to or from a client for [`HEAP_TRIM_QUIET_MS`]
+//! (a long transfer is counted by its bytes as they go, its request only at its end), at
+//! most once per [`HEAP_TRIM_PERIOD_MS`]: never under load, where freed memory is reused
+//! anyway, and a fraction of a millisecond a minute when idle.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ron_link::requests::RequestCounters;
+use ron_link::counters::ShardCounters;
 
-/// How long the shards must have answered no request before the heap is trimmed.
+/// How long the shards must have answered no request and moved no client byte before
+/// the heap is trimmed.
 pub const HEAP_TRIM_QUIET_MS: u64 = 10_000;
 
 /// The least time between two trims.
@@ -31,22 +32,22 @@ pub struct HeapTrims {
     pub released_bytes: u64,
 }
 
-/// The control thread's watch on the shards' answers, and when it last trimmed.
+/// The control thread's watch on the shards' traffic, and when it last trimmed.
 #[derive(Debug)]
 pub(crate) struct HeapTrimmer {
-    requests: Vec<Arc<RequestCounters>>,
-    answered: u64,
+    shards: Vec<ShardCounters>,
+    /// [`traffic`] when last read.
+    traffic: u64,
     quiet_since: Instant,
     trimmed_at: Option<Instant>,
     done: HeapTrims,
 }
 
 impl HeapTrimmer {
-    pub(crate) fn new(requests: Vec<Arc<RequestCounters>>, now: Instant) -> HeapTrimmer {
-        let answered = answered_total(&requests);
+    pub(crate) fn new(shards: Vec<ShardCounters>, now: Instant) -> HeapTrimmer {
         HeapTrimmer {
-            requests,
-            answered,
+            traffic: traffic(&shards),
+            shards,
             quiet_since: now,
             trimmed_at: None,
             done: HeapTrims::default(),
@@ -56,9 +57,9 @@ impl HeapTrimmer {
     /// Trims the heap if the shards have been quiet long enough and the last trim is
     /// far enough back; returns what the trims have done when it did.
     pub(crate) fn poll(&mut self, now: Instant) -> Option<HeapTrims> {
-        let answered = answered_total(&self.requests);
-        if answered != self.answered {
-            self.answered = answered;
+        let traffic = traffic(&self.shards);
+        if traffic != self.traffic {
+            self.traffic = traffic;
             self.quiet_since = now;
             return None;
         }
@@ -74,8 +75,18 @@ impl HeapTrimmer {
     }
 }
 
-fn answered_total(requests: &[Arc<RequestCounters>]) -> u64 {
-    requests.iter().map(|r| r.answered_total()).sum()
+/// Requests answered plus client bytes moved, over all shards: it stays put only while
+/// the shards serve nobody.
+fn traffic(shards: &[ShardCounters]) -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    shards
+        .iter()
+        .map(|s| {
+            s.requests.answered_total()
+                + s.front.bytes_in.load(Relaxed)
+                + s.front.bytes_out.load(Relaxed)
+        })
+        .sum()
 }
 
 /// Whether a trim is due at `now`: quiet for [`HEAP_TRIM_QUIET_MS`] and the last trim
@@ -154,11 +165,11 @@ mod tests {
 
     #[test]
     fn an_answer_restarts_the_quiet_spell() {
-        let counters = Arc::new(RequestCounters::default());
+        let shard = ShardCounters::default();
         let start = Instant::now();
-        let mut trimmer = HeapTrimmer::new(vec![Arc::clone(&counters)], start);
+        let mut trimmer = HeapTrimmer::new(vec![shard.clone()], start);
         let quiet = ms(HEAP_TRIM_QUIET_MS);
-        counters.record(
+        shard.requests.record(
             ron_link::requests::Protocol::Http,
             ron_link::requests::Op::Get,
             200,
@@ -172,5 +183,25 @@ mod tests {
         assert_eq!(trimmer.poll(start + quiet * 3), None, "within the period");
         let later = start + quiet + quiet + ms(HEAP_TRIM_PERIOD_MS);
         assert_eq!(trimmer.poll(later).map(|d| d.trims), Some(2));
+    }
+
+    #[test]
+    fn bytes_of_a_transfer_under_way_hold_a_trim_off() {
+        let shard = ShardCounters::default();
+        let start = Instant::now();
+        let mut trimmer = HeapTrimmer::new(vec![shard.clone()], start);
+        let quiet = ms(HEAP_TRIM_QUIET_MS);
+        // One long answer: its request is counted only at its end, its bytes as they go.
+        for second in 1..=30 {
+            ron_link::counters::FrontCounters::add(&shard.front.bytes_out, 1 << 20);
+            assert_eq!(
+                trimmer.poll(start + ms(second * 1_000)),
+                None,
+                "second {second}"
+            );
+        }
+        let last_byte = start + ms(30_000);
+        assert_eq!(trimmer.poll(last_byte + quiet - ms(1)), None);
+        assert!(trimmer.poll(last_byte + quiet).is_some());
     }
 }

@@ -6,7 +6,7 @@
 //!   and splits each tenant's quota across the shards by demand ([`shares`]); on SIGHUP
 //!   or when the configuration file changes it asks the engine to load the policy again
 //!   and sends a good result to every shard, or logs why it kept the running one
-//!   ([`reload`]); when the shards have answered nothing for a while it hands the
+//!   ([`reload`]); when the shards have served nobody for a while it hands the
 //!   heap's free pages back to the kernel, at most once a minute ([`heap`]); after any
 //!   of these it publishes what the admin answers show ([`view`]);
 //! - the **admin server** ([`admin`]) on its own port: an acceptor thread and one
@@ -133,12 +133,7 @@ pub fn spawn(
     let local = listener.local_addr()?;
     let view = View::new(state.policy, shards);
     let board = Arc::new(Board::new(view.publish()));
-    let requests = state
-        .shards
-        .iter()
-        .map(|s| Arc::clone(&s.requests))
-        .collect();
-    let heap = HeapTrimmer::new(requests, Instant::now());
+    let heap = HeapTrimmer::new(state.shards.clone(), Instant::now());
     let answers = Answers {
         shards: state.shards,
         version: state.version,

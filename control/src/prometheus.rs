@@ -157,7 +157,7 @@ const FAMILIES: [Row; 76] = [
     family("ron_config_version", Gauge, "Version of the running tokens/tenants/quotas (1 at start, +1 per good reload).", Series::Control(|e| e.config_version)),
     family("ron_config_reload_failures_total", Counter, "Reloads refused (bad file); the running configuration was kept.", Series::Control(|e| e.reloads_failed)),
     family("ron_config_reloads_total", Counter, "Reloads applied.", Series::Control(|e| e.reloads_ok)),
-    family("ron_heap_trims_total", Counter, "Times the heap's free pages were handed back to the kernel (after 10 s without a request, at most once a minute).", Series::Control(|e| e.heap_trims)),
+    family("ron_heap_trims_total", Counter, "Times the heap's free pages were handed back to the kernel (after 10 s with no request answered and no client byte moved, at most once a minute).", Series::Control(|e| e.heap_trims)),
     family("ron_heap_trim_released_bytes_total", Counter, "Resident bytes the heap trims gave back (RSS before less after).", Series::Control(|e| e.heap_released_bytes)),
 ];
 
