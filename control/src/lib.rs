@@ -19,7 +19,9 @@
 //! ## Invariants
 //! - Nothing on a shard waits on these threads: they read the shards' relaxed atomic
 //!   counters ([`ShardCounters`]: storage, front, requests) and talk to shards only
-//!   through bounded mailboxes that both sides poll ([`ron_link::link`]).
+//!   through bounded mailboxes that both sides poll ([`ron_link::link`]). The one
+//!   exception is the heap trim ([`heap`]): a shard that allocates during it waits for
+//!   its arena's walk, so it runs only after 10 s in which the shards served nobody.
 //! - It knows the shards only through `ron-link`'s types and what the engine hands it:
 //!   the counters (rendered by the families `ron-link` declares with them) and which
 //!   shard owns an object ([`OwnerOf`]), not the storage.
