@@ -163,11 +163,16 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn an_answer_restarts_the_quiet_spell() {
+    /// A shard's counters and a trimmer watching them from `start`.
+    fn one_shard_watched() -> (ShardCounters, HeapTrimmer, Instant) {
         let shard = ShardCounters::default();
         let start = Instant::now();
-        let mut trimmer = HeapTrimmer::new(vec![shard.clone()], start);
+        (shard.clone(), HeapTrimmer::new(vec![shard], start), start)
+    }
+
+    #[test]
+    fn an_answer_restarts_the_quiet_spell() {
+        let (shard, mut trimmer, start) = one_shard_watched();
         let quiet = ms(HEAP_TRIM_QUIET_MS);
         shard.requests.record(
             ron_link::requests::Protocol::Http,
@@ -187,9 +192,7 @@ mod tests {
 
     #[test]
     fn bytes_of_a_transfer_under_way_hold_a_trim_off() {
-        let shard = ShardCounters::default();
-        let start = Instant::now();
-        let mut trimmer = HeapTrimmer::new(vec![shard.clone()], start);
+        let (shard, mut trimmer, start) = one_shard_watched();
         let quiet = ms(HEAP_TRIM_QUIET_MS);
         // One long answer: its request is counted only at its end, its bytes as they go.
         for second in 1..=30 {
