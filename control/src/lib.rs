@@ -190,8 +190,8 @@ impl Control {
             if let Some(reloads) = &mut self.reloads {
                 changed |= reloads.poll(now, &self.link, &mut self.view);
             }
-            if let Some(trims) = self.heap.poll(now) {
-                self.view.heap_trimmed(trims);
+            if let Some(released_bytes) = self.heap.poll(now) {
+                self.view.heap_trimmed(released_bytes);
                 changed = true;
             }
             if changed {

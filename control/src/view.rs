@@ -12,15 +12,15 @@ use ron_link::link::{ControlLink, ShardReport, ToShard};
 use ron_link::policy::{Exhausted, Policy};
 use ron_link::requests::RequestSnapshot;
 
-use crate::heap::HeapTrims;
-
 /// The control thread's own state; only that thread reads or writes it.
 #[derive(Debug)]
 pub(crate) struct View {
     policy: Arc<Policy>,
     reloads_ok: u64,
     reloads_failed: u64,
-    heap: HeapTrims,
+    heap_trims: u64,
+    /// Resident bytes the heap trims gave back (RSS before less after, each trim).
+    heap_released_bytes: u64,
     /// The latest report of each shard.
     reports: Vec<ShardReport>,
     /// The latest latency copy of each shard.
@@ -33,7 +33,8 @@ impl View {
             policy: Arc::new(policy),
             reloads_ok: 0,
             reloads_failed: 0,
-            heap: HeapTrims::default(),
+            heap_trims: 0,
+            heap_released_bytes: 0,
             reports: (0..shards)
                 .map(|shard| ShardReport {
                     shard,
@@ -71,9 +72,10 @@ impl View {
         self.reloads_failed += 1;
     }
 
-    /// The heap was trimmed; `trims` is what all the trims so far have done.
-    pub(crate) fn heap_trimmed(&mut self, trims: HeapTrims) {
-        self.heap = trims;
+    /// The heap was trimmed, giving back `released_bytes` of resident memory.
+    pub(crate) fn heap_trimmed(&mut self, released_bytes: u64) {
+        self.heap_trims += 1;
+        self.heap_released_bytes += released_bytes;
     }
 
     /// Keeps each shard's latest report; a shard that missed a reload (its mailbox was
@@ -121,8 +123,8 @@ impl View {
             denylist_rules: self.policy.denylist.len() as u64,
             reloads_ok: self.reloads_ok,
             reloads_failed: self.reloads_failed,
-            heap_trims: self.heap.trims,
-            heap_released_bytes: self.heap.released_bytes,
+            heap_trims: self.heap_trims,
+            heap_released_bytes: self.heap_released_bytes,
         };
         let shards = self
             .reports

@@ -107,15 +107,15 @@ fn key_in_bucket(
     bucket: u32,
     round: u64,
 ) -> Option<Vec<u8>> {
+    let mut seed = blake3::Hasher::new();
+    seed.update(local.preimage().to_bytes().as_slice());
+    seed.update(&round.to_le_bytes());
+    seed.update(&bucket.to_le_bytes());
     (0..BUCKET_KEY_TRIES_MAX).find_map(|attempt| {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(local.preimage().to_bytes().as_slice());
-        hasher.update(&round.to_le_bytes());
-        hasher.update(&bucket.to_le_bytes());
+        let mut hasher = seed.clone();
         hasher.update(&attempt.to_le_bytes());
-        let candidate = hasher.finalize().as_bytes().to_vec();
-        let distance = local.distance(&kad::KBucketKey::from(candidate.clone()));
-        (distance.ilog2() == Some(bucket)).then_some(candidate)
+        let candidate = kad::KBucketKey::from(hasher.finalize().as_bytes().to_vec());
+        (local.distance(&candidate).ilog2() == Some(bucket)).then(|| candidate.into_preimage())
     })
 }
 
