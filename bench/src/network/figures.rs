@@ -165,7 +165,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     let prober = Prober::default();
     let shared: &Network = network;
     let (uploaded, copies) = std::thread::scope(|scope| {
-        let probing = scope.spawn(|| prober.run());
+        let probing = scope.spawn(|| prober.run(plan.objects));
         let uploaded = upload(shared, plan, &mut rng, &prober);
         prober.close();
         let copies = uploaded.as_ref().ok().map(|(puts, _)| {
