@@ -370,6 +370,7 @@ fn escape_label(value: &str) -> String {
 pub fn render_dht(out: &mut String, dht: &DhtMetrics) {
     let snapshot = dht.snapshot();
     render_lookup_histogram(out, &snapshot);
+    render_first_provider_histogram(out, &snapshot);
     render_publish_delay_histogram(out, &snapshot);
     for family in DHT.all() {
         let name = family.name;
@@ -390,6 +391,17 @@ fn render_lookup_histogram(out: &mut String, dht: &DhtSnapshot) {
         "Provider lookups (resolves) by time to answer, seconds.",
         (&dht.lookup_ms_buckets, &LOOKUP_BUCKETS_MS),
         dht.lookup_ms_sum,
+    );
+}
+
+/// `ron_dht_lookup_first_provider_seconds`, likewise.
+fn render_first_provider_histogram(out: &mut String, dht: &DhtSnapshot) {
+    render_ms_histogram(
+        out,
+        "ron_dht_lookup_first_provider_seconds",
+        "Provider lookups (resolves) that found a provider, by time to the first one found, seconds; the rest of their time to answer is the wait for more providers and for greetings.",
+        (&dht.first_provider_ms_buckets, &LOOKUP_BUCKETS_MS),
+        dht.first_provider_ms_sum,
     );
 }
 
@@ -439,6 +451,7 @@ mod tests {
         let dht = DhtMetrics::default();
         dht.record_lookup(3, 2);
         dht.record_lookup(40_000, 0);
+        dht.record_first_provider(60);
         dht.record_publish_delay(150);
         dht.record_publish_delay(400_000);
         dht.count_audit("missing");
@@ -455,6 +468,12 @@ mod tests {
             "ron_dht_lookup_duration_seconds_bucket{le=\"+Inf\"} 2\n",
             "ron_dht_lookup_duration_seconds_sum 40.003\n",
             "ron_dht_lookup_duration_seconds_count 2\n",
+            "# TYPE ron_dht_lookup_first_provider_seconds histogram\n",
+            "ron_dht_lookup_first_provider_seconds_bucket{le=\"0.05\"} 0\n",
+            "ron_dht_lookup_first_provider_seconds_bucket{le=\"0.1\"} 1\n",
+            "ron_dht_lookup_first_provider_seconds_bucket{le=\"+Inf\"} 1\n",
+            "ron_dht_lookup_first_provider_seconds_sum 0.06\n",
+            "ron_dht_lookup_first_provider_seconds_count 1\n",
             "# TYPE ron_dht_publish_delay_seconds histogram\n",
             "ron_dht_publish_delay_seconds_bucket{le=\"0.1\"} 0\n",
             "ron_dht_publish_delay_seconds_bucket{le=\"0.2\"} 1\n",
@@ -475,8 +494,9 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
-        assert_eq!(text.matches("# HELP ").count(), DHT.all().len() + 2);
-        assert_eq!(text.matches("# TYPE ").count(), DHT.all().len() + 2);
+        // The counters and gauges, and the three histograms rendered from buckets.
+        assert_eq!(text.matches("# HELP ").count(), DHT.all().len() + 3);
+        assert_eq!(text.matches("# TYPE ").count(), DHT.all().len() + 3);
     }
 
     #[test]

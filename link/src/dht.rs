@@ -479,6 +479,11 @@ declare_counters! {
         /// `LOOKUP_BUCKETS_MS[i]` (not cumulative; the renderer sums), the last one the rest.
         lookup_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
         lookup_ms_sum: AtomicU64,
+        /// Provider lookups that found a provider, by the time to the first one found
+        /// (same buckets): the query's share of `lookup_ms_buckets`, the rest being the
+        /// wait for more providers and for the greetings of those dialed.
+        first_provider_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
+        first_provider_ms_sum: AtomicU64,
         /// Fresh keys by the time from their announcement to the first peer that took
         /// their provider record: `publish_delay_ms_buckets[i]` counts those of at most
         /// `PUBLISH_DELAY_BUCKETS_MS[i]` (not cumulative), the last one the rest.
@@ -753,11 +758,7 @@ impl DhtMetrics {
     }
 
     pub fn record_lookup(&self, elapsed_ms: u64, providers: usize) {
-        let bucket = LOOKUP_BUCKETS_MS
-            .iter()
-            .position(|le| elapsed_ms <= *le)
-            .unwrap_or(LOOKUP_BUCKETS_MS.len());
-        self.lookup_ms_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.lookup_ms_buckets[lookup_bucket(elapsed_ms)].fetch_add(1, Ordering::Relaxed);
         self.lookup_ms_sum.fetch_add(elapsed_ms, Ordering::Relaxed);
         self.lookups_total.fetch_add(1, Ordering::Relaxed);
         self.providers_found_total
@@ -766,6 +767,21 @@ impl DhtMetrics {
             self.missing_records_total.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// A provider lookup found its first provider `elapsed_ms` after it started.
+    pub fn record_first_provider(&self, elapsed_ms: u64) {
+        self.first_provider_ms_buckets[lookup_bucket(elapsed_ms)].fetch_add(1, Ordering::Relaxed);
+        self.first_provider_ms_sum
+            .fetch_add(elapsed_ms, Ordering::Relaxed);
+    }
+}
+
+/// The [`LOOKUP_BUCKETS_MS`] bucket of a lookup's time (the last one: over every bound).
+fn lookup_bucket(elapsed_ms: u64) -> usize {
+    LOOKUP_BUCKETS_MS
+        .iter()
+        .position(|le| elapsed_ms <= *le)
+        .unwrap_or(LOOKUP_BUCKETS_MS.len())
 }
 
 #[cfg(test)]

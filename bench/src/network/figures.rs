@@ -29,11 +29,14 @@ use std::time::{Duration, Instant};
 use ron_codec::Address;
 use serde_json::{json, Value};
 
-use super::findable::{bucket_summary, publish_delay_buckets, Findable, Prober};
+use super::findable::{bucket_summary, histogram_buckets, Findable, Prober};
 use super::probe::{self, exchange, TICKS_PER_S};
 use super::{Network, ADMIN_TIMEOUT};
 use crate::dataset::object_bytes;
 
+/// The nodes' histograms of a resolve's time to answer and to its first provider.
+const LOOKUP_FAMILY: &str = "ron_dht_lookup_duration_seconds";
+const FIRST_PROVIDER_FAMILY: &str = "ron_dht_lookup_first_provider_seconds";
 /// Requests the harness has under way at once.
 const WORKERS: usize = 16;
 /// Pause between rounds of the copies watch.
@@ -132,6 +135,12 @@ pub struct Report {
     /// how many of those answers named no provider.
     pub settled_resolve_ms: Summary,
     pub settled_resolve_empty: usize,
+    /// The same resolves as the nodes timed them (bucket bounds of
+    /// `ron_dht_lookup_duration_seconds`, s): from the query's start to the answer...
+    pub settled_resolve_node_s: Summary,
+    /// ...and to the first provider found (`ron_dht_lookup_first_provider_seconds`):
+    /// the rest of the answer's time is the wait for more providers and greetings.
+    pub settled_first_provider_s: Summary,
     pub reads_ms: Summary,
     pub read_failures: usize,
     pub killed: usize,
@@ -183,8 +192,13 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
         ..prober.findable()
     };
     report.copies = remember_holders(&mut puts, copies);
+    let families = [LOOKUP_FAMILY, FIRST_PROVIDER_FAMILY];
+    let before = families.map(|family| summed_histogram(network, family));
     (report.settled_resolve_ms, report.settled_resolve_empty) =
         resolve_each(network, &puts, &mut rng);
+    let [answered, first] = families.map(|family| summed_histogram(network, family));
+    report.settled_resolve_node_s = bucket_summary(&histogram_since(&before[0], &answered));
+    report.settled_first_provider_s = bucket_summary(&histogram_since(&before[1], &first));
     (report.reads_ms, report.read_failures) = read_through(network, &puts, plan.reads, &mut rng);
     if plan.kill_percent > 0 {
         let victims = pick_victims(network, plan.kill_percent, &mut rng);
@@ -276,9 +290,15 @@ fn metrics_text(admin: SocketAddr) -> Option<String> {
 
 /// Every live node's `ron_dht_publish_delay_seconds`, summed bucket by bucket.
 fn publish_delays(network: &Network) -> Summary {
+    bucket_summary(&summed_histogram(network, "ron_dht_publish_delay_seconds"))
+}
+
+/// Every live node's histogram `family`, summed bucket by bucket: (upper bound in
+/// seconds, cumulative count).
+fn summed_histogram(network: &Network, family: &str) -> Vec<(f64, u64)> {
     let per_node = parallel_map(&network.live(), |&i| {
         let text = metrics_text(network.nodes[i].admin)?;
-        Some(publish_delay_buckets(&text))
+        Some(histogram_buckets(&text, family))
     });
     let mut summed: Vec<(f64, u64)> = Vec::new();
     for buckets in per_node.into_iter().flatten() {
@@ -291,7 +311,19 @@ fn publish_delays(network: &Network) -> Summary {
             }
         }
     }
-    bucket_summary(&summed)
+    summed
+}
+
+/// What the nodes' lookup histograms counted between two readings of
+/// [`summed_histogram`] (`before` may be empty: nothing counted yet).
+fn histogram_since(before: &[(f64, u64)], after: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    after
+        .iter()
+        .map(|(le, count)| {
+            let earlier = before.iter().find(|(b, _)| b == le).map_or(0, |(_, c)| *c);
+            (*le, count.saturating_sub(earlier))
+        })
+        .collect()
 }
 
 /// Puts `plan.objects` objects on random live nodes, [`WORKERS`] at a time, each handed
@@ -633,6 +665,20 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_nodes_counted_between_two_readings_is_the_difference_by_bucket() {
+        let before = [(0.01, 2), (0.05, 5), (f64::INFINITY, 6)];
+        let after = [(0.01, 2), (0.05, 9), (f64::INFINITY, 12)];
+        let since = histogram_since(&before, &after);
+        assert_eq!(since, vec![(0.01, 0), (0.05, 4), (f64::INFINITY, 6)]);
+        assert_eq!(bucket_summary(&since).p50, 0.05);
+        assert_eq!(
+            histogram_since(&[], &after),
+            after.to_vec(),
+            "nothing read before"
+        );
+    }
 
     #[test]
     fn a_summary_takes_nearest_rank_percentiles() {

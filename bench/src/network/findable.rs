@@ -230,14 +230,14 @@ impl Prober {
     }
 }
 
-/// The series of `ron_dht_publish_delay_seconds` in a node's `/metrics`: (upper bound
-/// in seconds, cumulative count), in order, `+Inf` last.
-pub(super) fn publish_delay_buckets(metrics: &str) -> Vec<(f64, u64)> {
-    const PREFIX: &str = "ron_dht_publish_delay_seconds_bucket{le=\"";
+/// The series of the histogram `family` in a node's `/metrics`: (upper bound in
+/// seconds, cumulative count), in order, `+Inf` last.
+pub(super) fn histogram_buckets(metrics: &str, family: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{family}_bucket{{le=\"");
     metrics
         .lines()
         .filter_map(|line| {
-            let rest = line.strip_prefix(PREFIX)?;
+            let rest = line.strip_prefix(prefix.as_str())?;
             let (le, count) = rest.split_once("\"} ")?;
             let le = match le {
                 "+Inf" => f64::INFINITY,
@@ -283,7 +283,7 @@ mod tests {
             ron_dht_publish_delay_seconds_bucket{le=\"2\"} 9\n\
             ron_dht_publish_delay_seconds_bucket{le=\"+Inf\"} 10\n\
             ron_dht_publish_delay_seconds_sum 12.5\n";
-        let buckets = publish_delay_buckets(node);
+        let buckets = histogram_buckets(node, "ron_dht_publish_delay_seconds");
         assert_eq!(
             buckets,
             vec![(0.1, 0), (0.5, 6), (2.0, 9), (f64::INFINITY, 10)]

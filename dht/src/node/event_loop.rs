@@ -1,6 +1,7 @@
 //! The DHT thread's body and its loop: a tokio current-thread runtime, the listener
 //! awaited before [`crate::node::spawn`] returns, then one `select!` over swarm events,
-//! the admin threads' requests, the stop signal and the tick. Each event is handed to
+//! the admin threads' requests, the stop signal, the tick and the alarm of the earliest
+//! resolve's due time (its grace or greeting wait ending). Each event is handed to
 //! the file that owns its concern (`peers.rs`, `resolve.rs`, `publish.rs`); the tick
 //! does the periodic work: announcements, the store's commit, due resolves, the next
 //! publication, the expiry step and the gauges.
@@ -121,8 +122,17 @@ impl Node {
         let mut asleep = false;
         let tick = tokio::time::sleep_until((last_tick + BUSY_TICK).into());
         tokio::pin!(tick);
+        // The earliest resolve's due time (a grace or a greeting wait ending), so it is
+        // answered then and not at the next tick.
+        let resolve_alarm = tokio::time::sleep_until((last_tick + IDLE_TICK).into());
+        tokio::pin!(resolve_alarm);
+        let mut resolve_due = None;
         loop {
             tokio::select! {
+                () = &mut resolve_alarm, if resolve_due.is_some() => {
+                    resolve_due = None;
+                    self.answer_due_resolves();
+                }
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some(done) = self.copies.pulled.next() => self.on_pull_done(done),
                 Some(request) = inbox.requests.recv() => self.on_request(request),
@@ -150,6 +160,13 @@ impl Node {
             let next = last_tick + if asleep { IDLE_TICK } else { BUSY_TICK };
             if tick.deadline() != next.into() {
                 tick.as_mut().reset(next.into());
+            }
+            let due = self.next_resolve_due().filter(|at| *at < next);
+            if due != resolve_due {
+                resolve_due = due;
+                if let Some(at) = due {
+                    resolve_alarm.as_mut().reset(at.into());
+                }
             }
         }
         self.flush_store();

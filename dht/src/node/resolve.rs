@@ -44,6 +44,7 @@ impl Node {
                 deadline: now + Duration::from_millis(deadline_ms),
                 found: Vec::new(),
                 answer_from: None,
+                first_found: None,
                 reply,
             },
         );
@@ -63,6 +64,9 @@ impl Node {
             }
         }
         let now = Instant::now();
+        if !resolve.found.is_empty() {
+            resolve.first_found.get_or_insert(now);
+        }
         let enough = resolve.found.len() >= resolve.limit.min(self.replicas.max(1));
         if enough {
             resolve.answerable_from(now);
@@ -86,19 +90,14 @@ impl Node {
     }
 
     /// Answers the resolves that may be answered ([`Resolve::due`]). Called when
-    /// providers are found, when a query is done, on each greeting, and on the tick.
+    /// providers are found, when a query is done, on each greeting, and when the
+    /// earliest [`Node::next_resolve_due`] comes.
     pub(super) fn answer_due_resolves(&mut self) {
         let now = Instant::now();
         let due: Vec<QueryId> = self
             .resolves
             .iter()
-            .filter(|(_, r)| {
-                let greeted = r
-                    .found
-                    .iter()
-                    .all(|p| *p == self.local || self.peers.contains_key(p));
-                r.due(now, greeted)
-            })
+            .filter(|(_, r)| r.due(now, self.greeted(r)))
             .map(|(id, _)| *id)
             .collect();
         for id in due {
@@ -111,9 +110,35 @@ impl Node {
         }
     }
 
+    /// When the earliest resolve falls due if no event comes first: the event loop
+    /// wakes for it, so a grace or a greeting wait ends on time, not at the next tick
+    /// (up to [`DHT_TICK_MS`] later). `None` when no resolve is in progress.
+    ///
+    /// [`DHT_TICK_MS`]: crate::node::config::DHT_TICK_MS
+    pub(super) fn next_resolve_due(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.resolves
+            .values()
+            .map(|r| r.next_due(now, self.greeted(r)))
+            .min()
+    }
+
+    /// Whether every provider `resolve` found is this node or a greeted peer.
+    fn greeted(&self, resolve: &Resolve) -> bool {
+        resolve
+            .found
+            .iter()
+            .all(|p| *p == self.local || self.peers.contains_key(p))
+    }
+
     fn answer(&self, resolve: Resolve) {
-        let elapsed_ms = u64::try_from(resolve.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = |since: Instant| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed_ms = ms(resolve.started);
         self.metrics.record_lookup(elapsed_ms, resolve.found.len());
+        if let Some(first) = resolve.first_found {
+            self.metrics
+                .record_first_provider(elapsed_ms.saturating_sub(ms(first)));
+        }
         let providers = resolve
             .found
             .iter()

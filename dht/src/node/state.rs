@@ -54,6 +54,9 @@ pub(super) struct Resolve {
     /// [`FIRST_PROVIDER_GRACE`]: crate::node::config::FIRST_PROVIDER_GRACE
     /// [`GREETING_WAIT`]: crate::node::config::GREETING_WAIT
     pub(super) answer_from: Option<Instant>,
+    /// When the first provider was found (`None` until then): the lookup's own share of
+    /// the time to answer, the rest being the wait for more providers and greetings.
+    pub(super) first_found: Option<Instant>,
     pub(super) reply: ResolveReply,
 }
 
@@ -69,6 +72,19 @@ impl Resolve {
         let answerable = self.answer_from.filter(|from| now >= *from);
         now >= self.deadline
             || answerable.is_some_and(|from| greeted || now >= from + GREETING_WAIT)
+    }
+
+    /// When it falls due if no event comes first (a greeting is one: it answers the
+    /// resolves it completes as it arrives): when it becomes answerable if every
+    /// provider it found is greeted, else the end of its wait for greetings; its
+    /// deadline at the latest. Never before `now`.
+    pub(super) fn next_due(&self, now: Instant, greeted: bool) -> Instant {
+        let answerable = match self.answer_from {
+            Some(from) if greeted => from,
+            Some(from) => from + GREETING_WAIT,
+            None => self.deadline,
+        };
+        answerable.min(self.deadline).max(now)
     }
 }
 
@@ -436,7 +452,53 @@ mod tests {
             deadline: now + Duration::from_secs(10),
             found: Vec::new(),
             answer_from: None,
+            first_found: None,
             reply: ResolveReply::Blocking(reply),
+        }
+    }
+
+    #[test]
+    fn a_resolve_names_the_moment_it_falls_due_and_that_moment_is_due() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = resolve(now);
+        assert_eq!(
+            r.next_due(now, true),
+            now + ms(10_000),
+            "nothing found: the deadline"
+        );
+        r.answerable_from(now + ms(200));
+        assert_eq!(r.next_due(now, true), now + ms(200), "the grace's end");
+        assert_eq!(
+            r.next_due(now, false),
+            now + ms(200) + GREETING_WAIT,
+            "and the greetings'"
+        );
+        let after = now + ms(250);
+        assert_eq!(r.next_due(after, true), after, "greeted: at once");
+        assert_eq!(
+            r.next_due(after, false),
+            now + ms(200) + GREETING_WAIT,
+            "the greetings' wait"
+        );
+        r.deadline = now + ms(300);
+        assert_eq!(
+            r.next_due(after, false),
+            now + ms(300),
+            "never past the deadline"
+        );
+        assert_eq!(
+            r.next_due(now + ms(400), false),
+            now + ms(400),
+            "never before now"
+        );
+        // Whatever moment it names, the resolve is due then: the loop's alarm never
+        // fires for nothing, nor spins on a resolve it will not answer.
+        for greeted in [true, false] {
+            for at in [0, 100, 199, 200, 250, 299, 300, 2_500] {
+                let at = now + ms(at);
+                assert!(r.due(r.next_due(at, greeted), greeted), "{at:?} {greeted}");
+            }
         }
     }
 
