@@ -51,6 +51,14 @@ tree_ns() {
   all="$1 $(pgrep -P "$1" | tr '\n' ' ')"
   for p in $all; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{ s += $1 } END { printf "%.0f", s }'
 }
+# Voluntary context switches of every thread of process $1 and its children: how often
+# they went to sleep (a glommio shard parking, an nginx worker in epoll_wait).
+tree_sleeps() {
+  local p all
+  all="$1 $(pgrep -P "$1" | tr '\n' ' ')"
+  for p in $all; do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+    awk '$1 == "voluntary_ctxt_switches:" { s += $2 } END { printf "%.0f", s }'
+}
 # nginx's worker_cpu_affinity for S workers on CPUs 0..S-1: one bit mask per worker.
 affinity_masks() {
   local s=$1 i masks=""

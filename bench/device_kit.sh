@@ -7,7 +7,8 @@
 #
 #   bash bench/device_kit.sh pack          # here: release build, then target/device-kit/
 #   # then, through the device tool's run, carry ["target/device-kit"]:
-#   bash bench/device_kit.sh check         # what the machine has (seconds)
+#   bash bench/device_kit.sh check         # what the machine has, and what a shard's
+#                                          # sleep costs the others (`ron-bench membarrier`)
 #   bash bench/device_kit.sh many_cores    # issue 54's table, S = 1 2 4 8 (~6 min)
 #   bash bench/device_kit.sh network       # issue 53 at NODES (300) nodes (~6 min; its
 #                                          # flags: network.sh's, default --copies-wait-s
@@ -87,6 +88,8 @@ check() {
   echo "ron serve ready: $ready"
   [ "$ready" = yes ] || tail -20 "$dir/ron.log"
   rm -rf "$dir"
+  # What a shard's sleep costs the others here (issue 54's model): seconds.
+  "$KIT/bin/ron-bench" membarrier
 }
 
 # bench/many_cores.sh, then network.sh: their own cargo build and apt-get are skipped

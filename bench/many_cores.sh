@@ -22,8 +22,10 @@
 #     and the kernel's network work on their CPUs; the client never runs there;
 #   - machine CPUs busy: every CPU (server, client, the loopback's softirq wherever it ran).
 # Prints req/s, req/s per busy server core and per busy machine CPU (medians of RUNS),
-# and ron / nginx for both. A run whose server CPUs were less than SATURATED (0.90) busy
-# is marked: the client, not the server, set that figure.
+# and ron / nginx for both, and each server's sleeps per answer (its threads' voluntary
+# context switches: a glommio shard parking, which costs every other busy shard an IPI,
+# `ron-bench membarrier`; an nginx worker in epoll_wait). A run whose server CPUs were
+# less than SATURATED (0.90) busy is marked: the client, not the server, set that figure.
 #
 # The 2-core method (fewer than 4 CPUs, or QUOTA set): S = 1, the server on CPU 0 and
 # the client on CPU 1 cannot saturate the server core (one client core costs about what
@@ -184,13 +186,13 @@ for s in $SHARDS; do
           --json "$WORK/run.json" >"$WORK/run.txt" &
         load=$!
         sleep 1
-        srv0=$(cpu_range 0 "$last"); all0=$(cpu_range 0 $((CPUS - 1))); ns0=$(tree_ns "$pid")
+        srv0=$(cpu_range 0 "$last"); all0=$(cpu_range 0 $((CPUS - 1))); ns0=$(tree_ns "$pid"); sl0=$(tree_sleeps "$pid")
         if [ "${PROFILE:-0}" = 1 ] && [ "$run" = "$RUNS" ]; then
           profile "$pid" "$WORK/profile-S$s-$w-$server"
         else
           sleep "$DURATION"
         fi
-        srv1=$(cpu_range 0 "$last"); all1=$(cpu_range 0 $((CPUS - 1))); ns1=$(tree_ns "$pid")
+        srv1=$(cpu_range 0 "$last"); all1=$(cpu_range 0 $((CPUS - 1))); ns1=$(tree_ns "$pid"); sl1=$(tree_sleeps "$pid")
         wait "$load"
         if [ "${PROFILE:-0}" = 1 ] && [ "$run" = "$RUNS" ]; then
           per_request_calls "$WORK/profile-S$s-$w-$server" "$WORK/run.json" >>"$WORK/profiles.txt"
@@ -200,7 +202,8 @@ for s in $SHARDS; do
         server_busy=$(cores_busy "$srv0" "$srv1" "$s")
         machine_busy=$(cores_busy "$all0" "$all1" "$CPUS")
         own_cores=$(awk -v a="$ns0" -v b="$ns1" -v d="$DURATION" 'BEGIN { printf "%.3f", (b - a) / 1e9 / d }')
-        echo "$s $w $server $rps $server_busy $machine_busy $own_cores" >>"$WORK/runs.txt"
+        sleeps=$(awk -v a="$sl0" -v b="$sl1" -v r="$rps" -v d="$DURATION" 'BEGIN { printf "%.3f", (b - a) / (r * d) }')
+        echo "$s $w $server $rps $server_busy $machine_busy $own_cores $sleeps" >>"$WORK/runs.txt"
       done
     done
   done
@@ -216,8 +219,8 @@ if [ -n "$QUOTA" ]; then
   echo "| S | workload | ron req/s | nginx req/s | ron cores | nginx cores | ron / nginx per server core | CPU 0 busy (ron, nginx) |"
   echo "|---|---|---:|---:|---:|---:|---:|---|"
 else
-  echo "| S | workload | ron req/s | nginx req/s | ron / nginx per busy server core | per machine CPU | server CPUs busy (ron, nginx) |"
-  echo "|---|---|---:|---:|---:|---:|---|"
+  echo "| S | workload | ron req/s | nginx req/s | ron / nginx per busy server core | per machine CPU | server CPUs busy (ron, nginx) | sleeps per answer (ron, nginx) |"
+  echo "|---|---|---:|---:|---:|---:|---|---|"
 fi
 unsaturated=()
 for s in $SHARDS; do
@@ -233,7 +236,7 @@ for s in $SHARDS; do
           unsaturated+=("S=$s $w $v: $(col $v 7) of its $QUOTA cores")
       done
     else
-      echo "| $s | $w | $(col ron 4 | xargs printf '%.0f') | $(col nginx 4 | xargs printf '%.0f') | **$(ratio "$(per ron 5)" "$(per nginx 5)")** | $(ratio "$(per ron 6)" "$(per nginx 6)") | $(col ron 5), $(col nginx 5) of $s |"
+      echo "| $s | $w | $(col ron 4 | xargs printf '%.0f') | $(col nginx 4 | xargs printf '%.0f') | **$(ratio "$(per ron 5)" "$(per nginx 5)")** | $(ratio "$(per ron 6)" "$(per nginx 6)") | $(col ron 5), $(col nginx 5) of $s | $(col ron 8), $(col nginx 8) |"
       for v in ron nginx; do
         awk -v s="$s" -v c="$(col $v 5)" -v t="$SATURATED" 'BEGIN { exit !(c < s * t) }' &&
           unsaturated+=("S=$s $w $v: server CPUs $(col $v 5) of $s busy")

@@ -15,6 +15,9 @@
 //!   - [`load`]: executors, connections, the send/receive loop, verification.
 //!   - [`report`]: the table and the JSON.
 //!   - [`cpu`]: how busy a CPU (the server's) was over the measured window.
+//! - `ron-bench membarrier` ([`barrier`]): what the barrier glommio issues before each
+//!   sleep costs the caller and every other busy thread of the process, by how many are
+//!   busy (the many-core model's growing term, issue 54).
 //! - `ron-bench network` ([`network`]): N nodes on loopback in Z zones, loaded, killed
 //!   and joined, with the figures of replication at scale (`bench/network.sh`).
 //! - Criterion micro-benchmarks (`benches/codec.rs`, `benches/shard.rs`).
@@ -29,6 +32,7 @@
 //! - Honest latency: in open loop a late answer delays nothing that is measured —
 //!   the next request's latency still counts from when it should have been sent.
 
+pub mod barrier;
 pub mod cpu;
 pub mod dataset;
 pub mod load;

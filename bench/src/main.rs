@@ -24,6 +24,11 @@ USAGE:
                                  order: line i is object i, Zipf rank i (both flags may be given)
   ron-bench network --ron PATH  N nodes on loopback: copies, findability, cost per node
                                  (`ron-bench network --help`)
+  ron-bench membarrier [--others LIST] [--calls N]
+                                 what the barrier a glommio shard issues before each
+                                 sleep costs it and every other busy thread: N barriers
+                                 [20000] from CPU 0 with 0, 1, 2, 4, … threads spinning
+                                 on CPUs 1.. (LIST: e.g. 0,1,15)
   ron-bench help
 
 DATASET (deterministic: object i is generated from seed+i; the same flags give the same objects)
@@ -376,9 +381,49 @@ fn dataset(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// `ron-bench membarrier`: one line per spinner count.
+fn membarrier(args: Vec<OsString>) -> Result<(), String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut others = ron_bench::barrier::default_others(cpus);
+    let mut calls: u32 = 20_000;
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .and_then(|v| v.into_string().ok())
+            .ok_or_else(|| format!("{} needs a value", flag.to_string_lossy()))?;
+        match flag.to_str() {
+            Some("--others") => {
+                others = value
+                    .split(',')
+                    .map(|n| {
+                        n.trim()
+                            .parse()
+                            .map_err(|_| format!("--others: bad count {n:?}"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            Some("--calls") => {
+                calls = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("--calls: {value:?} is not a positive count"))?;
+            }
+            _ => return Err(format!("unknown flag {flag:?}; see `ron-bench help`")),
+        }
+    }
+    for count in others {
+        println!("{}", ron_bench::barrier::measure(count, calls)?.line());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1).peekable();
-    let result = if args.peek().is_some_and(|a| a == "network") {
+    let result = if args.peek().is_some_and(|a| a == "membarrier") {
+        membarrier(args.skip(1).collect())
+    } else if args.peek().is_some_and(|a| a == "network") {
         let rest: Vec<OsString> = args.skip(1).collect();
         match rest.iter().any(|a| a == "--help" || a == "-h") {
             true => {
