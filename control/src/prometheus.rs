@@ -369,9 +369,7 @@ fn escape_label(value: &str) -> String {
 /// The DHT's families, appended on a node with `--p2p`.
 pub fn render_dht(out: &mut String, dht: &DhtMetrics) {
     let snapshot = dht.snapshot();
-    render_lookup_histogram(out, &snapshot);
-    render_first_provider_histogram(out, &snapshot);
-    render_publish_delay_histogram(out, &snapshot);
+    render_dht_histograms(out, &snapshot);
     for family in DHT.all() {
         let name = family.name;
         out.push_str(&format!(
@@ -383,58 +381,64 @@ pub fn render_dht(out: &mut String, dht: &DhtMetrics) {
     }
 }
 
-/// `ron_dht_lookup_duration_seconds`, from the DHT's non-cumulative millisecond buckets.
-fn render_lookup_histogram(out: &mut String, dht: &DhtSnapshot) {
-    render_ms_histogram(
-        out,
-        "ron_dht_lookup_duration_seconds",
-        "Provider lookups (resolves) by time to answer, seconds.",
-        (&dht.lookup_ms_buckets, &LOOKUP_BUCKETS_MS),
-        dht.lookup_ms_sum,
-    );
-}
-
-/// `ron_dht_lookup_first_provider_seconds`, likewise.
-fn render_first_provider_histogram(out: &mut String, dht: &DhtSnapshot) {
-    render_ms_histogram(
-        out,
-        "ron_dht_lookup_first_provider_seconds",
-        "Provider lookups (resolves) that found a provider, by time to the first one found, seconds; the rest of their time to answer is the wait for more providers and for greetings.",
-        (&dht.first_provider_ms_buckets, &LOOKUP_BUCKETS_MS),
-        dht.first_provider_ms_sum,
-    );
-}
-
-/// `ron_dht_publish_delay_seconds`, likewise.
-fn render_publish_delay_histogram(out: &mut String, dht: &DhtSnapshot) {
-    render_ms_histogram(
-        out,
-        "ron_dht_publish_delay_seconds",
-        "Fresh objects by time from their announcement to the first peer that took their provider record, seconds.",
-        (&dht.publish_delay_ms_buckets, &PUBLISH_DELAY_BUCKETS_MS),
-        dht.publish_delay_ms_sum,
-    );
-}
-
-/// A Prometheus histogram in seconds from non-cumulative counts per millisecond bound
-/// (`counts` has one more entry than `bounds_ms`: the rest).
-fn render_ms_histogram(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    (counts, bounds_ms): (&[u64], &[u64]),
+/// A histogram kept as non-cumulative counts per millisecond bound (`counts` has one
+/// more entry than `bounds_ms`: the rest), rendered in seconds.
+struct MsHistogram<'a> {
+    name: &'a str,
+    help: &'a str,
+    counts: &'a [u64],
+    bounds_ms: &'a [u64],
     sum_ms: u64,
-) {
+}
+
+/// The DHT's histograms.
+fn render_dht_histograms(out: &mut String, dht: &DhtSnapshot) {
+    let histograms = [
+        MsHistogram {
+            name: "ron_dht_lookup_duration_seconds",
+            help: "Provider lookups (resolves) by time to answer, seconds.",
+            counts: &dht.lookup_ms_buckets,
+            bounds_ms: &LOOKUP_BUCKETS_MS,
+            sum_ms: dht.lookup_ms_sum,
+        },
+        MsHistogram {
+            name: "ron_dht_lookup_first_provider_seconds",
+            help: "Provider lookups (resolves) that found a provider, by time to the first one found, seconds; the rest of their time to answer is the wait for more providers and for greetings.",
+            counts: &dht.first_provider_ms_buckets,
+            bounds_ms: &LOOKUP_BUCKETS_MS,
+            sum_ms: dht.first_provider_ms_sum,
+        },
+        MsHistogram {
+            name: "ron_dht_publish_delay_seconds",
+            help: "Fresh objects by time from their announcement to the first peer that took their provider record, seconds.",
+            counts: &dht.publish_delay_ms_buckets,
+            bounds_ms: &PUBLISH_DELAY_BUCKETS_MS,
+            sum_ms: dht.publish_delay_ms_sum,
+        },
+    ];
+    for histogram in &histograms {
+        render_ms_histogram(out, histogram);
+    }
+}
+
+fn render_ms_histogram(out: &mut String, histogram: &MsHistogram<'_>) {
+    let MsHistogram {
+        name,
+        help,
+        counts,
+        bounds_ms,
+        sum_ms,
+    } = histogram;
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
     let mut cumulative = 0;
-    for (count, le_ms) in counts.iter().zip(bounds_ms) {
+    for (count, le_ms) in counts.iter().zip(bounds_ms.iter()) {
         cumulative += count;
         let le = *le_ms as f64 / 1e3;
         out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
     }
     cumulative += counts[bounds_ms.len()..].iter().sum::<u64>();
     out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
-    let sum_s = sum_ms as f64 / 1e3;
+    let sum_s = *sum_ms as f64 / 1e3;
     out.push_str(&format!("{name}_sum {sum_s}\n"));
     out.push_str(&format!("{name}_count {cumulative}\n"));
 }
