@@ -8,15 +8,16 @@
 //! many-core model that is not flat (docs/PERF.md, issue 54).
 //!
 //! This measures both on the machine at hand: `others` threads of this process spin on
-//! CPUs 1..=others (counting loops), while the calling thread, on CPU 0, issues `calls`
-//! barriers back to back. Reported: the caller's time per barrier, and how much of their
+//! their own CPUs (counting loops), while the calling thread, on another, issues `calls`
+//! barriers back to back; the CPUs are the first of the process's affinity mask (the
+//! caller on the first), so `taskset` chooses them. Reported: the caller's time per barrier, and how much of their
 //! loop rate the spinners kept while the barriers ran (from which, the time each
 //! interrupt took from each of them).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sched::{sched_setaffinity, CpuSet};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 /// `membarrier(2)` commands (linux/membarrier.h); the libc crate does not name them.
@@ -24,7 +25,7 @@ const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 /// How long the spinners' undisturbed rate is measured for.
 const UNDISTURBED: Duration = Duration::from_millis(300);
-/// Spinners at most (CPUs 1..=this).
+/// Spinners at most.
 pub const OTHERS_MAX: usize = 255;
 
 /// What the barriers cost.
@@ -55,15 +56,17 @@ impl BarrierCost {
     }
 }
 
-/// Issues `calls` barriers from CPU 0 with `others` threads spinning on CPUs
-/// 1..=`others`; fails where the kernel has no private expedited membarrier or the
-/// CPUs are not there.
+/// Issues `calls` barriers from the first CPU of the affinity mask with `others`
+/// threads spinning on the next ones; fails where the kernel has no private expedited
+/// membarrier or the mask has too few CPUs.
 pub fn measure(others: usize, calls: u32) -> Result<BarrierCost, String> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if others >= cpus || others > OTHERS_MAX {
+    let cpus = allowed_cpus()?;
+    if others >= cpus.len() || others > OTHERS_MAX {
         return Err(format!(
-            "{others} spinners need CPUs 1..={others}; this machine has {cpus} (at most {})",
-            OTHERS_MAX.min(cpus.saturating_sub(1))
+            "{others} spinners and the caller need {} CPUs; this process may run on {} (at most {} spinners)",
+            others + 1,
+            cpus.len(),
+            OTHERS_MAX.min(cpus.len().saturating_sub(1))
         ));
     }
     membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED)
@@ -73,12 +76,12 @@ pub fn measure(others: usize, calls: u32) -> Result<BarrierCost, String> {
     std::thread::scope(|scope| {
         let spinners: Vec<_> = (0..others)
             .map(|i| {
-                let (stop, count) = (&stop, &loops[i]);
-                scope.spawn(move || spin(i + 1, stop, count))
+                let (stop, count, cpu) = (&stop, &loops[i], cpus[i + 1]);
+                scope.spawn(move || spin(cpu, stop, count))
             })
             .collect();
         // The caller is a thread of its own, so that this one keeps its CPUs.
-        let caller = scope.spawn(|| pin_to(0).and_then(|()| timed(&loops, calls)));
+        let caller = scope.spawn(|| pin_to(cpus[0]).and_then(|()| timed(&loops, calls)));
         let result = caller
             .join()
             .unwrap_or_else(|_| Err("the caller panicked".into()));
@@ -133,6 +136,14 @@ fn spin(cpu: usize, stop: &AtomicBool, count: &AtomicU64) -> Result<(), String> 
         count.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// The CPUs this thread may run on, in order.
+fn allowed_cpus() -> Result<Vec<usize>, String> {
+    let mask = sched_getaffinity(Pid::from_raw(0)).map_err(|e| format!("affinity mask: {e}"))?;
+    Ok((0..CpuSet::count())
+        .filter(|cpu| mask.is_set(*cpu).unwrap_or(false))
+        .collect())
 }
 
 fn pin_to(cpu: usize) -> Result<(), String> {
@@ -190,10 +201,10 @@ mod tests {
 
     #[test]
     fn more_spinners_than_cpus_is_refused_with_the_count() {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = allowed_cpus().unwrap().len();
         let error = measure(cpus, 10).unwrap_err();
         assert!(
-            error.contains(&format!("this machine has {cpus}")),
+            error.contains(&format!("this process may run on {cpus}")),
             "{error}"
         );
     }

@@ -27,8 +27,8 @@ USAGE:
   ron-bench membarrier [--others LIST] [--calls N]
                                  what the barrier a glommio shard issues before each
                                  sleep costs it and every other busy thread: N barriers
-                                 [20000] from CPU 0 with 0, 1, 2, 4, … threads spinning
-                                 on CPUs 1.. (LIST: e.g. 0,1,15)
+                                 [20000] from the first CPU of the affinity mask with 0,
+                                 1, 2, 4, … threads spinning on the next (LIST: 0,1,15)
   ron-bench help
 
 DATASET (deterministic: object i is generated from seed+i; the same flags give the same objects)
