@@ -43,6 +43,25 @@ fn thirty_nodes_keep_every_object_findable_and_at_three_copies_through_a_kill_an
     );
     assert_eq!(findable.found_s.count, plan.objects);
     assert!(findable.found_s.max < 30.0);
+    // A prober per object: the polls went out when due, so the found times are the
+    // network's, not the harness's queue.
+    assert!(
+        findable.poll_lag_ms.p99 < 1_000.0,
+        "{:?}",
+        findable.poll_lag_ms
+    );
+    // The nodes timed every settled resolve they answered, and the first provider of each
+    // that named one.
+    let (answered, first) = (
+        &report.settled_resolve_node_s,
+        &report.settled_first_provider_s,
+    );
+    assert!(answered.count >= plan.objects, "{answered:?}");
+    assert!(
+        first.count >= plan.objects - report.settled_resolve_empty,
+        "{first:?}"
+    );
+    assert!(first.p50 <= answered.p50, "{first:?} {answered:?}");
     assert_eq!(
         report.read_failures, 0,
         "reads through that failed or did not verify"
