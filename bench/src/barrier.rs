@@ -163,8 +163,13 @@ fn membarrier(cmd: libc::c_int) -> std::io::Result<()> {
 }
 
 /// The spinner counts `ron-bench membarrier` measures by default: 0, 1, 2, 4, … and the
-/// most this machine allows (its CPUs less the caller's).
-pub fn default_others(cpus: usize) -> Vec<usize> {
+/// most the process's affinity mask allows (its CPUs less the caller's).
+pub fn default_others() -> Result<Vec<usize>, String> {
+    Ok(others_up_to(allowed_cpus()?.len()))
+}
+
+/// 0, 1, 2, 4, … and `cpus` − 1 (at most [`OTHERS_MAX`]).
+fn others_up_to(cpus: usize) -> Vec<usize> {
     let most = cpus.saturating_sub(1).min(OTHERS_MAX);
     let mut counts: Vec<usize> = std::iter::once(0)
         .chain(std::iter::successors(Some(1usize), |n| n.checked_mul(2)).take_while(|n| *n < most))
@@ -193,10 +198,10 @@ mod tests {
 
     #[test]
     fn the_default_counts_double_up_to_every_other_cpu() {
-        assert_eq!(default_others(1), vec![0]);
-        assert_eq!(default_others(2), vec![0, 1]);
-        assert_eq!(default_others(16), vec![0, 1, 2, 4, 8, 15]);
-        assert_eq!(default_others(9), vec![0, 1, 2, 4, 8]);
+        assert_eq!(others_up_to(1), vec![0]);
+        assert_eq!(others_up_to(2), vec![0, 1]);
+        assert_eq!(others_up_to(16), vec![0, 1, 2, 4, 8, 15]);
+        assert_eq!(others_up_to(9), vec![0, 1, 2, 4, 8]);
     }
 
     #[test]

@@ -383,8 +383,7 @@ fn dataset(o: &Options) -> Result<(), String> {
 
 /// `ron-bench membarrier`: one line per spinner count.
 fn membarrier(args: Vec<OsString>) -> Result<(), String> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut others = ron_bench::barrier::default_others(cpus);
+    let mut others = ron_bench::barrier::default_others()?;
     let mut calls: u32 = 20_000;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {

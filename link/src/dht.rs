@@ -748,17 +748,15 @@ impl DhtMetrics {
 
     /// A fresh key some peer took, `elapsed_ms` after it was announced.
     pub fn record_publish_delay(&self, elapsed_ms: u64) {
-        let bucket = PUBLISH_DELAY_BUCKETS_MS
-            .iter()
-            .position(|le| elapsed_ms <= *le)
-            .unwrap_or(PUBLISH_DELAY_BUCKETS_MS.len());
+        let bucket = bucket_of(&PUBLISH_DELAY_BUCKETS_MS, elapsed_ms);
         self.publish_delay_ms_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.publish_delay_ms_sum
             .fetch_add(elapsed_ms, Ordering::Relaxed);
     }
 
     pub fn record_lookup(&self, elapsed_ms: u64, providers: usize) {
-        self.lookup_ms_buckets[lookup_bucket(elapsed_ms)].fetch_add(1, Ordering::Relaxed);
+        self.lookup_ms_buckets[bucket_of(&LOOKUP_BUCKETS_MS, elapsed_ms)]
+            .fetch_add(1, Ordering::Relaxed);
         self.lookup_ms_sum.fetch_add(elapsed_ms, Ordering::Relaxed);
         self.lookups_total.fetch_add(1, Ordering::Relaxed);
         self.providers_found_total
@@ -770,18 +768,20 @@ impl DhtMetrics {
 
     /// A provider lookup found its first provider `elapsed_ms` after it started.
     pub fn record_first_provider(&self, elapsed_ms: u64) {
-        self.first_provider_ms_buckets[lookup_bucket(elapsed_ms)].fetch_add(1, Ordering::Relaxed);
+        self.first_provider_ms_buckets[bucket_of(&LOOKUP_BUCKETS_MS, elapsed_ms)]
+            .fetch_add(1, Ordering::Relaxed);
         self.first_provider_ms_sum
             .fetch_add(elapsed_ms, Ordering::Relaxed);
     }
 }
 
-/// The [`LOOKUP_BUCKETS_MS`] bucket of a lookup's time (the last one: over every bound).
-fn lookup_bucket(elapsed_ms: u64) -> usize {
-    LOOKUP_BUCKETS_MS
+/// The bucket of `elapsed_ms` among upper bounds `bounds_ms` (`bounds_ms.len()`: over
+/// every bound).
+fn bucket_of(bounds_ms: &[u64], elapsed_ms: u64) -> usize {
+    bounds_ms
         .iter()
         .position(|le| elapsed_ms <= *le)
-        .unwrap_or(LOOKUP_BUCKETS_MS.len())
+        .unwrap_or(bounds_ms.len())
 }
 
 #[cfg(test)]

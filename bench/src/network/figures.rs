@@ -193,12 +193,12 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     };
     report.copies = remember_holders(&mut puts, copies);
     let families = [LOOKUP_FAMILY, FIRST_PROVIDER_FAMILY];
-    let before = families.map(|family| summed_histogram(network, family));
+    let [answered_before, first_before] = families.map(|family| summed_histogram(network, family));
     (report.settled_resolve_ms, report.settled_resolve_empty) =
         resolve_each(network, &puts, &mut rng);
     let [answered, first] = families.map(|family| summed_histogram(network, family));
-    report.settled_resolve_node_s = bucket_summary(&histogram_since(&before[0], &answered));
-    report.settled_first_provider_s = bucket_summary(&histogram_since(&before[1], &first));
+    report.settled_resolve_node_s = bucket_summary(&histogram_since(&answered_before, &answered));
+    report.settled_first_provider_s = bucket_summary(&histogram_since(&first_before, &first));
     (report.reads_ms, report.read_failures) = read_through(network, &puts, plan.reads, &mut rng);
     if plan.kill_percent > 0 {
         let victims = pick_victims(network, plan.kill_percent, &mut rng);
