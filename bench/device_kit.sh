@@ -6,6 +6,8 @@
 # figures on the device").
 #
 #   bash bench/device_kit.sh pack          # here: release build, then target/device-kit/
+#   OTHER_RON=PATH bash bench/device_kit.sh pack   # and a second ron build for many_cores's
+#                                          # A/B (bench/many_cores.sh OTHER_RON)
 #   # then, through the device tool's run, carry ["target/device-kit"]:
 #   bash bench/device_kit.sh check         # what the machine has, and what a shard's
 #                                          # sleep costs the others (`ron-bench membarrier`)
@@ -38,6 +40,7 @@ pack() {
   mkdir -p "$KIT/bin" "$KIT/libexec" "$KIT/lib"
   strip -o "$KIT/bin/ron" target/release/ron
   strip -o "$KIT/bin/ron-bench" target/release/ron-bench
+  if [ -n "${OTHER_RON:-}" ]; then strip -o "$KIT/bin/ron-b" "$OTHER_RON"; fi
   local tool path
   for tool in nginx curl; do
     path=$(command -v "$tool")
@@ -53,6 +56,7 @@ EOF
   done
   git rev-parse HEAD >"$KIT/REVISION"
   git status --porcelain --untracked-files=no | grep -q . && echo "dirty" >>"$KIT/REVISION"
+  if [ -n "${OTHER_RON:-}" ]; then echo "ron B: $OTHER_RON" >>"$KIT/REVISION"; fi
   du -sh "$KIT"
   echo "carry [\"$KIT\"]; run: bash bench/device_kit.sh check|many_cores|network"
 }
@@ -105,6 +109,7 @@ case "$mode" in
   check) check 2>&1 | log_to check.txt ;;
   many_cores)
     tools
+    if [ -x "$KIT/bin/ron-b" ]; then export OTHER_RON=$PWD/$KIT/bin/ron-b; fi
     NGINX="$PWD/$KIT/bin/nginx" RUNS=${RUNS:-2} DURATION=${DURATION:-4} \
       bash bench/many_cores.sh "$@" 2>&1 | log_to many_cores.txt
     ;;

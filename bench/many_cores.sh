@@ -7,6 +7,7 @@
 #   SHARDS="1 4" ONLY="range_64KiB" RUNS=5 bash bench/many_cores.sh
 #   QUOTA=0.5 bash bench/many_cores.sh            # the 2-core method (below), forced
 #   QUOTA=none SHARDS=1 bash bench/many_cores.sh  # the many-core way on 2 CPUs (a check)
+#   OTHER_RON=/path/to/other/ron bash bench/many_cores.sh  # A/B: a second ron build in the same runs
 #
 # Servers, for each S: `ron serve --shards S` under `taskset -c 0-(S-1)` (a shard pinned
 # per CPU; its control and admin threads and blocking pools share those CPUs), and nginx
@@ -17,7 +18,13 @@
 # X uniform and unaligned, over one of the 200 x 1 MiB objects), 1MiB (a whole object).
 # Load: ron-bench on CPUs S..N-1 (--cpus), 64*S connections (4KiB, range_64KiB) or 16*S
 # (1MiB), --no-verify, RUNS runs of DURATION s after a 1 s warm-up, ron and nginx
-# alternating. Per run, from /proc/stat over the measured window:
+# alternating (and OTHER_RON, a second ron build on its own ports, between them: an A/B in
+# the same runs, its own table and ron B / ron per busy core). Before the first run each
+# ron reads random 4 KiB objects and random 64 KiB ranges of the 1 MiB ones for WARM_S (2) s each,
+# so no measured run
+# fills its cache (nginx's page cache holds the files it just wrote); the cache then holds
+# those groups in the order the ranges met them, as a node that served ranges would.
+# Per run, from /proc/stat over the measured window:
 #   - server CPUs busy: CPUs 0..S-1 (user, system, irq, softirq): the servers' own work
 #     and the kernel's network work on their CPUs; the client never runs there;
 #   - machine CPUs busy: every CPU (server, client, the loopback's softirq wherever it ran).
@@ -38,7 +45,8 @@
 # PROFILE=1: the last run of each workload also counts the servers' system calls and
 # context switches per request and records a software-clock profile of each (`profile`).
 #
-# Variables: SHARDS ONLY RUNS DURATION QUOTA SATURATED PROFILE RON BENCH NGINX WORK PORT.
+# Variables: SHARDS ONLY RUNS DURATION WARM_S QUOTA SATURATED PROFILE RON OTHER_RON BENCH NGINX
+# WORK PORT.
 # Talks only to 127.0.0.1, stops what it started (by PID), removes its cgroup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +67,11 @@ WORK=${WORK:-/tmp/ron-many-cores}
 PORT=${PORT:-18680}
 NGINX_PORT=$((PORT + 1))
 ADMIN=$((PORT + 2))
+OTHER_RON=${OTHER_RON:-}
+OTHER_PORT=$((PORT + 4))
+WARM_S=${WARM_S:-2}
+SERVERS="ron ${OTHER_RON:+ron_b }nginx"
+RONS="ron${OTHER_RON:+ ron_b}"
 WORKLOADS=${ONLY:-"4KiB range_64KiB 1MiB"}
 CPUS=$(nproc)
 if [ -z "${QUOTA:-}" ] && [ "$CPUS" -lt 4 ]; then QUOTA=0.5; fi
@@ -88,6 +101,7 @@ for w in $WORKLOADS; do
 done
 command -v "$NGINX" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 if [ ! -x "$RON" ] || [ ! -x "$BENCH" ]; then cargo build --release -p ron-engine -p ron-bench; fi
+[ -z "$OTHER_RON" ] || [ -x "$OTHER_RON" ] || { echo "OTHER_RON=$OTHER_RON: not an executable" >&2; exit 2; }
 
 pids=()
 # perf opens an event per thread and counter.
@@ -140,6 +154,34 @@ print(stat.rsplit("/", 1)[-1] + ": " + ", ".join(f"{n} {p:.2f}" for p, n in call
 PY
 }
 
+# Starts a ron build (its name, binary, HTTP port; admin at +2, OAP at +3) with S shards
+# on CPUs 0..S-1, its scrubber paused, the objects put, and its cache warmed; $started
+# is its PID.
+start_ron() {
+  local name=$1 bin=$2 port=$3 s=$4 set
+  local admin=$((port + 2)) last=$((s - 1))
+  start_pinned "0-$last" "$WORK/$name-$s.log" "$bin" serve --shards "$s" --data-dir "$WORK/$name-data" \
+    --http "127.0.0.1:$port" --oap "127.0.0.1:$((port + 3))" --admin "127.0.0.1:$admin" --cache-bytes 2GiB
+  local pid=$started
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null || { echo "$name did not get ready" >&2; exit 1; }
+  # The scrubber would run on the server's CPUs: paused, so neither server pays for it.
+  curl -sf -X POST "http://127.0.0.1:$admin/admin/scrub/pause" >/dev/null
+  for set in "${SET[4KiB]}" "${SET[1MiB]}"; do
+    # shellcheck disable=SC2086
+    "$BENCH" dataset --dir "$WORK/www" $set
+    # shellcheck disable=SC2086
+    "$BENCH" run --target "127.0.0.1:$port" --load $set --duration 0.2 --warmup 0 \
+      --connections 1 --cpus "$client_cpus" >/dev/null
+  done
+  for w in 4KiB range_64KiB; do
+    # shellcheck disable=SC2086
+    "$BENCH" run --target "127.0.0.1:$port" ${SET[$w]} ${MODE[$w]} --no-verify \
+      --duration "$WARM_S" --warmup 0 --connections $((64 * s)) --cpus "$client_cpus" >/dev/null
+  done
+  started=$pid
+}
+
 [ -n "$QUOTA" ] && make_cgroup
 rm -rf "$WORK"; mkdir -p "$WORK/www" "$WORK/nginx"
 : >"$WORK/runs.txt"; : >"$WORK/profiles.txt"
@@ -156,21 +198,13 @@ for s in $SHARDS; do
   last=$((s - 1))
   # ron-bench takes a list of CPUs, not a range.
   if [ -n "$QUOTA" ]; then client_cpus=1; else client_cpus=$(seq -s, "$s" $((CPUS - 1))); fi
-  rm -rf "$WORK/ron-data" "$WORK/nginx"/*
-  start_pinned "0-$last" "$WORK/ron-$s.log" "$RON" serve --shards "$s" --data-dir "$WORK/ron-data" \
-    --http "127.0.0.1:$PORT" --oap "127.0.0.1:$((PORT + 3))" --admin "127.0.0.1:$ADMIN" --cache-bytes 2GiB
+  rm -rf "$WORK"/*-data "$WORK/nginx"/*
+  start_ron ron "$RON" "$PORT" "$s"
   ron_pid=$started
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
-  curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null || { echo "ron did not get ready" >&2; exit 1; }
-  # The scrubber would run on the server's CPUs: paused, so neither server pays for it.
-  curl -sf -X POST "http://127.0.0.1:$ADMIN/admin/scrub/pause" >/dev/null
-  for set in "${SET[4KiB]}" "${SET[1MiB]}"; do
-    # shellcheck disable=SC2086
-    "$BENCH" dataset --dir "$WORK/www" $set
-    # shellcheck disable=SC2086
-    "$BENCH" run --target "127.0.0.1:$PORT" --load $set --duration 0.2 --warmup 0 \
-      --connections 1 --cpus "$client_cpus" >/dev/null
-  done
+  if [ -n "$OTHER_RON" ]; then
+    start_ron ron_b "$OTHER_RON" "$OTHER_PORT" "$s"
+    ron_b_pid=$started
+  fi
   nginx_config "$WORK/nginx" "$WORK/www" "$NGINX_PORT" "$s" "$(affinity_masks "$s")" 10000 >"$WORK/nginx/nginx.conf"
   start_pinned "0-$last" "$WORK/nginx-$s.log" "$NGINX" -c "$WORK/nginx/nginx.conf" -g 'daemon off;'
   nginx_pid=$started
@@ -178,8 +212,12 @@ for s in $SHARDS; do
   for w in $WORKLOADS; do
     conns=$((CONNS_PER_SHARD[$w] * s))
     for run in $(seq 1 "$RUNS"); do
-      for server in ron nginx; do
-        if [ $server = ron ]; then port=$PORT; pid=$ron_pid; else port=$NGINX_PORT; pid=$nginx_pid; fi
+      for server in $SERVERS; do
+        case $server in
+          ron) port=$PORT pid=$ron_pid ;;
+          ron_b) port=$OTHER_PORT pid=$ron_b_pid ;;
+          nginx) port=$NGINX_PORT pid=$nginx_pid ;;
+        esac
         # shellcheck disable=SC2086
         "$BENCH" run --target "127.0.0.1:$port" ${SET[$w]} ${MODE[$w]} --no-verify \
           --duration "$DURATION" --warmup 1 --connections "$conns" --cpus "$client_cpus" \
@@ -213,35 +251,56 @@ done
 
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 echo "machine: $CPUS CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
-echo "ron binary $RON (tree at $git_rev); nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron-bench --no-verify; $RUNS runs x ${DURATION}s, medians"
-if [ -n "$QUOTA" ]; then
-  echo "2-core method: S = 1, both servers in a cgroup of $QUOTA of a core on CPU 0, the client on CPU 1; per server core = req/s / the server's own CPU time"
-  echo "| S | workload | ron req/s | nginx req/s | ron cores | nginx cores | ron / nginx per server core | CPU 0 busy (ron, nginx) |"
-  echo "|---|---|---:|---:|---:|---:|---:|---|"
-else
-  echo "| S | workload | ron req/s | nginx req/s | ron / nginx per busy server core | per machine CPU | server CPUs busy (ron, nginx) | sleeps per answer (ron, nginx) |"
-  echo "|---|---|---:|---:|---:|---:|---|---|"
-fi
+echo "ron binary $RON (tree at $git_rev)${OTHER_RON:+; ron B binary $OTHER_RON}; nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron-bench --no-verify; $RUNS runs x ${DURATION}s, medians"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# col SERVER FIELD and per SERVER FIELD (req/s over that field) for $s and $w: medians.
+col() { awk -v s="$s" -v w="$w" -v v="$1" -v c="$2" '$1 == s && $2 == w && $3 == v { print $c }' "$WORK/runs.txt" | median; }
+per() { awk -v s="$s" -v w="$w" -v v="$1" -v c="$2" '$1 == s && $2 == w && $3 == v { print $4 / $c }' "$WORK/runs.txt" | median; }
 unsaturated=()
+for v in $RONS; do
+  name=${v/ron_b/ron B}
+  [ -n "$OTHER_RON" ] && echo "$name against nginx:"
+  if [ -n "$QUOTA" ]; then
+    echo "2-core method: S = 1, both servers in a cgroup of $QUOTA of a core on CPU 0, the client on CPU 1; per server core = req/s / the server's own CPU time"
+    echo "| S | workload | $name req/s | nginx req/s | $name cores | nginx cores | $name / nginx per server core | CPU 0 busy ($name, nginx) |"
+    echo "|---|---|---:|---:|---:|---:|---:|---|"
+  else
+    echo "| S | workload | $name req/s | nginx req/s | $name / nginx per busy server core | per machine CPU | server CPUs busy ($name, nginx) | sleeps per answer ($name, nginx) |"
+    echo "|---|---|---:|---:|---:|---:|---|---|"
+  fi
+  for s in $SHARDS; do
+    for w in $WORKLOADS; do
+      [ -n "$(col "$v" 4)" ] || continue
+      if [ -n "$QUOTA" ]; then
+        echo "| $s | $w | $(col "$v" 4 | xargs printf '%.0f') | $(col nginx 4 | xargs printf '%.0f') | $(col "$v" 7) | $(col nginx 7) | **$(ratio "$(per "$v" 7)" "$(per nginx 7)")** | $(col "$v" 5), $(col nginx 5) |"
+      else
+        echo "| $s | $w | $(col "$v" 4 | xargs printf '%.0f') | $(col nginx 4 | xargs printf '%.0f') | **$(ratio "$(per "$v" 5)" "$(per nginx 5)")** | $(ratio "$(per "$v" 6)" "$(per nginx 6)") | $(col "$v" 5), $(col nginx 5) of $s | $(col "$v" 8), $(col nginx 8) |"
+      fi
+    done
+  done
+done
+if [ -n "$OTHER_RON" ]; then
+  echo "ron B / ron per busy server core (per server core under a quota), the same runs:"
+  field=5; [ -n "$QUOTA" ] && field=7
+  for s in $SHARDS; do
+    for w in $WORKLOADS; do
+      [ -n "$(col ron 4)" ] || continue
+      echo "  S=$s $w: $(ratio "$(per ron_b $field)" "$(per ron $field)")"
+    done
+  done
+fi
 for s in $SHARDS; do
   for w in $WORKLOADS; do
-    col() { awk -v s="$s" -v w="$w" -v v="$1" -v c="$2" '$1 == s && $2 == w && $3 == v { print $c }' "$WORK/runs.txt" | median; }
-    per() { awk -v s="$s" -v w="$w" -v v="$1" -v c="$2" '$1 == s && $2 == w && $3 == v { print $4 / $c }' "$WORK/runs.txt" | median; }
     [ -n "$(col ron 4)" ] || continue
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-    if [ -n "$QUOTA" ]; then
-      echo "| $s | $w | $(col ron 4 | xargs printf '%.0f') | $(col nginx 4 | xargs printf '%.0f') | $(col ron 7) | $(col nginx 7) | **$(ratio "$(per ron 7)" "$(per nginx 7)")** | $(col ron 5), $(col nginx 5) |"
-      for v in ron nginx; do
-        awk -v q="$QUOTA" -v c="$(col $v 7)" -v t="$SATURATED" 'BEGIN { exit !(c < q * t) }' &&
-          unsaturated+=("S=$s $w $v: $(col $v 7) of its $QUOTA cores")
-      done
-    else
-      echo "| $s | $w | $(col ron 4 | xargs printf '%.0f') | $(col nginx 4 | xargs printf '%.0f') | **$(ratio "$(per ron 5)" "$(per nginx 5)")** | $(ratio "$(per ron 6)" "$(per nginx 6)") | $(col ron 5), $(col nginx 5) of $s | $(col ron 8), $(col nginx 8) |"
-      for v in ron nginx; do
-        awk -v s="$s" -v c="$(col $v 5)" -v t="$SATURATED" 'BEGIN { exit !(c < s * t) }' &&
-          unsaturated+=("S=$s $w $v: server CPUs $(col $v 5) of $s busy")
-      done
-    fi
+    for v in $SERVERS; do
+      if [ -n "$QUOTA" ]; then
+        awk -v q="$QUOTA" -v c="$(col "$v" 7)" -v t="$SATURATED" 'BEGIN { exit !(c < q * t) }' &&
+          unsaturated+=("S=$s $w $v: $(col "$v" 7) of its $QUOTA cores")
+      else
+        awk -v s="$s" -v c="$(col "$v" 5)" -v t="$SATURATED" 'BEGIN { exit !(c < s * t) }' &&
+          unsaturated+=("S=$s $w $v: server CPUs $(col "$v" 5) of $s busy")
+      fi
+    done
   done
 done
 if [ "${PROFILE:-0}" = 1 ]; then
