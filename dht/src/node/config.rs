@@ -68,11 +68,16 @@ pub const PEERS_MAX: usize = 4_096;
 /// Resolves in progress at once (more are refused at once: `TooManyLookups`).
 pub const RESOLVES_MAX: usize = 256;
 /// A resolve that found some providers but fewer than the copies kept (a fresh object:
-/// only its uploader provides it until copies are made) is answered this long after the
-/// first, not when its query has asked every one of the k closest peers — seconds on a
-/// loaded network, for the same answer: each of them holds the same records.
-pub(super) const FIRST_PROVIDER_GRACE: Duration = Duration::from_millis(200);
-/// How long a resolve waits for the greeting of a provider it dialed.
+/// only its uploader provides it until copies are made) is answered as long after the
+/// first as the lookup took to find it, within these bounds (`Resolve::patience`), not
+/// when its query has asked every one of the k closest peers — seconds on a loaded
+/// network, for the same answer: each of them holds the same records.
+pub(super) const FIRST_PROVIDER_GRACE_MAX: Duration = Duration::from_millis(200);
+/// The shortest such wait: a lookup answered by a peer already connected finds its
+/// first provider in well under a millisecond, before the other responses of its round.
+pub(super) const FIRST_PROVIDER_GRACE_MIN: Duration = Duration::from_millis(10);
+/// How long a resolve that can name none of its providers, and a placement lookup, wait
+/// for the greetings of the peers they dialed.
 pub(super) const GREETING_WAIT: Duration = Duration::from_secs(2);
 /// Records of others looked at per expiry step (a bounded step, not a stall).
 pub(super) const EXPIRE_STEP: usize = 100_000;

@@ -2,13 +2,20 @@
 //! `get_providers` query, at most [`RESOLVES_MAX`] at once. Providers not greeted yet
 //! are dialed while the query still holds their addresses. A resolve is answered once
 //! it has found as many providers as the placement keeps copies (`replicas`, or its
-//! limit if lower), or [`FIRST_PROVIDER_GRACE`] after it found the first, or when its
-//! query is done, and the greetings of those it dialed arrived (or [`GREETING_WAIT`]
-//! passed); or at its own deadline — whichever comes first — with each provider's node
-//! id and OAP address. Answering once the copies are found, not
+//! limit if lower), or when its query is done, or its patience after it found the first
+//! (as long as the lookup took to find it, 10–200 ms: [`Resolve::patience`]), and then
+//! once the greetings of those it dialed arrived — or, with one provider it can name
+//! already, its patience again; with none, up to [`GREETING_WAIT`] — or at its own
+//! deadline, whichever comes first, with each provider's node id and OAP address (none
+//! for a provider still being dialed). Answering once the copies are found, not
 //! when the query has asked all k closest peers, is what makes a resolve take a round
 //! trip or two instead of the whole query (a provider record sits on the k closest
-//! peers, and each of them names every provider it holds records of).
+//! peers, and each of them names every provider it holds records of). Waiting past the
+//! first provider in proportion to the lookup keeps a resolve within about twice the
+//! time the network took to show one provider: the rest of its round's responses, and
+//! a dial and greeting, take about a round trip of the same network.
+//!
+//! [`GREETING_WAIT`]: crate::node::config::GREETING_WAIT
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -18,8 +25,8 @@ use libp2p::kad::{QueryId, RecordKey};
 use libp2p::PeerId;
 use ron_link::dht::{Provider, ResolveError, ResolveReply};
 
-use crate::node::config::{FIRST_PROVIDER_GRACE, RESOLVES_MAX};
-use crate::node::state::{Node, Resolve};
+use crate::node::config::RESOLVES_MAX;
+use crate::node::state::{Greeted, Node, Resolve};
 
 impl Node {
     pub(super) fn start_resolve(
@@ -64,14 +71,15 @@ impl Node {
             }
         }
         let now = Instant::now();
-        if !resolve.found.is_empty() {
-            resolve.first_found.get_or_insert(now);
-        }
         let enough = resolve.found.len() >= resolve.limit.min(self.replicas.max(1));
-        if enough {
-            resolve.answerable_from(now);
-        } else if !resolve.found.is_empty() {
-            resolve.answerable_from(now + FIRST_PROVIDER_GRACE);
+        if !resolve.found.is_empty() {
+            let first = resolve.first_found_at(now);
+            let more_by = if enough {
+                now
+            } else {
+                first + resolve.patience()
+            };
+            resolve.answerable_from(more_by);
         }
         for peer in dial {
             // The query still holds the addresses its answers carried for this peer.
@@ -123,12 +131,14 @@ impl Node {
             .min()
     }
 
-    /// Whether every provider `resolve` found is this node or a greeted peer.
-    fn greeted(&self, resolve: &Resolve) -> bool {
-        resolve
-            .found
-            .iter()
-            .all(|p| *p == self.local || self.peers.contains_key(p))
+    /// How many of the providers `resolve` found are this node or greeted peers.
+    fn greeted(&self, resolve: &Resolve) -> Greeted {
+        let named = |p: &&PeerId| **p == self.local || self.peers.contains_key(*p);
+        match resolve.found.iter().filter(named).count() {
+            n if n == resolve.found.len() => Greeted::All,
+            0 => Greeted::None,
+            _ => Greeted::Some,
+        }
     }
 
     fn answer(&self, resolve: Resolve) {

@@ -21,7 +21,8 @@ use ron_link::dht::{CopiesReply, CopyOutcome, DhtMetrics, ReplicationRoutes, Res
 use crate::error::DhtError;
 use crate::node::address::tcp_multiaddr;
 use crate::node::config::{
-    DhtConfig, GREETING_WAIT, ROUTING_REFRESH, ROUTING_REFRESH_SPREAD_PERCENT,
+    DhtConfig, FIRST_PROVIDER_GRACE_MAX, FIRST_PROVIDER_GRACE_MIN, GREETING_WAIT, ROUTING_REFRESH,
+    ROUTING_REFRESH_SPREAD_PERCENT,
 };
 use crate::node::swarm::{build_swarm, Behaviour};
 use crate::protocol::Ports;
@@ -47,17 +48,22 @@ pub(super) struct Resolve {
     pub(super) deadline: Instant,
     pub(super) found: Vec<PeerId>,
     /// From when it may be answered with what it found: at once when enough providers
-    /// are found or the query is done, [`FIRST_PROVIDER_GRACE`] after the first provider
-    /// otherwise. The greetings of dialed providers are waited for until
-    /// [`GREETING_WAIT`] past it.
-    ///
-    /// [`FIRST_PROVIDER_GRACE`]: crate::node::config::FIRST_PROVIDER_GRACE
-    /// [`GREETING_WAIT`]: crate::node::config::GREETING_WAIT
+    /// are found or the query is done, its [`patience`](Resolve::patience) after the
+    /// first provider otherwise.
     pub(super) answer_from: Option<Instant>,
     /// When the first provider was found (`None` until then): the lookup's own share of
     /// the time to answer, the rest being the wait for more providers and greetings.
     pub(super) first_found: Option<Instant>,
     pub(super) reply: ResolveReply,
+}
+
+/// Whether the providers a resolve found can be named with their addresses: this node
+/// and greeted peers can, a peer still being dialed cannot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Greeted {
+    All,
+    Some,
+    None,
 }
 
 impl Resolve {
@@ -66,25 +72,51 @@ impl Resolve {
         self.answer_from = Some(self.answer_from.map_or(at, |from| from.min(at)));
     }
 
-    /// Whether to answer now: past its deadline, or answerable and every provider it
-    /// found greeted (or the greetings waited for long enough).
-    pub(super) fn due(&self, now: Instant, greeted: bool) -> bool {
-        let answerable = self.answer_from.filter(|from| now >= *from);
-        now >= self.deadline
-            || answerable.is_some_and(|from| greeted || now >= from + GREETING_WAIT)
+    /// Notes the first provider found (`now`), once; returns when it was found.
+    pub(super) fn first_found_at(&mut self, now: Instant) -> Instant {
+        *self.first_found.get_or_insert(now)
+    }
+
+    /// How long to wait past the first provider for more providers, and past the moment
+    /// it may be answered for the greetings of those being dialed while one can already
+    /// be named: as long as the lookup took to find the first, within
+    /// [`FIRST_PROVIDER_GRACE_MIN`]..=[`FIRST_PROVIDER_GRACE_MAX`]. The responses of the
+    /// round that brought the first provider, and a dial and greeting, take about a
+    /// round trip of the same network; a provider that has not come by then is one whose
+    /// record is not where the query looks yet (copies seconds old), which waiting
+    /// longer rarely brings. Before the first provider: the longest.
+    pub(super) fn patience(&self) -> Duration {
+        self.first_found.map_or(FIRST_PROVIDER_GRACE_MAX, |first| {
+            first
+                .saturating_duration_since(self.started)
+                .clamp(FIRST_PROVIDER_GRACE_MIN, FIRST_PROVIDER_GRACE_MAX)
+        })
+    }
+
+    /// Whether to answer now: past its deadline, or answerable and its providers
+    /// greeted — every one, or one at least and its patience spent on the others, or
+    /// [`GREETING_WAIT`] passed.
+    pub(super) fn due(&self, now: Instant, greeted: Greeted) -> bool {
+        now >= self.deadline || self.answerable_at(greeted).is_some_and(|at| now >= at)
     }
 
     /// When it falls due if no event comes first (a greeting is one: it answers the
-    /// resolves it completes as it arrives): when it becomes answerable if every
-    /// provider it found is greeted, else the end of its wait for greetings; its
-    /// deadline at the latest. Never before `now`.
-    pub(super) fn next_due(&self, now: Instant, greeted: bool) -> Instant {
-        let answerable = match self.answer_from {
-            Some(from) if greeted => from,
-            Some(from) => from + GREETING_WAIT,
-            None => self.deadline,
-        };
-        answerable.min(self.deadline).max(now)
+    /// resolves it completes as it arrives); its deadline at the latest. Never before
+    /// `now`.
+    pub(super) fn next_due(&self, now: Instant, greeted: Greeted) -> Instant {
+        let at = self.answerable_at(greeted).unwrap_or(self.deadline);
+        at.min(self.deadline).max(now)
+    }
+
+    /// When it may be answered with the greetings as they stand: `None` before it is
+    /// answerable.
+    fn answerable_at(&self, greeted: Greeted) -> Option<Instant> {
+        let from = self.answer_from?;
+        Some(match greeted {
+            Greeted::All => from,
+            Greeted::Some => from + self.patience(),
+            Greeted::None => from + GREETING_WAIT,
+        })
     }
 }
 
@@ -463,41 +495,49 @@ mod tests {
         let ms = Duration::from_millis;
         let mut r = resolve(now);
         assert_eq!(
-            r.next_due(now, true),
+            r.next_due(now, Greeted::All),
             now + ms(10_000),
             "nothing found: the deadline"
         );
-        r.answerable_from(now + ms(200));
-        assert_eq!(r.next_due(now, true), now + ms(200), "the grace's end");
+        r.first_found_at(now + ms(40));
+        r.answerable_from(now + ms(80));
         assert_eq!(
-            r.next_due(now, false),
-            now + ms(200) + GREETING_WAIT,
-            "and the greetings'"
+            r.next_due(now, Greeted::All),
+            now + ms(80),
+            "the grace's end"
         );
-        let after = now + ms(250);
-        assert_eq!(r.next_due(after, true), after, "greeted: at once");
         assert_eq!(
-            r.next_due(after, false),
-            now + ms(200) + GREETING_WAIT,
-            "the greetings' wait"
+            r.next_due(now, Greeted::Some),
+            now + ms(120),
+            "one to name: the patience again for the others"
         );
+        assert_eq!(
+            r.next_due(now, Greeted::None),
+            now + ms(80) + GREETING_WAIT,
+            "none to name: the greetings' wait"
+        );
+        let after = now + ms(100);
+        assert_eq!(r.next_due(after, Greeted::All), after, "greeted: at once");
         r.deadline = now + ms(300);
         assert_eq!(
-            r.next_due(after, false),
+            r.next_due(after, Greeted::None),
             now + ms(300),
             "never past the deadline"
         );
         assert_eq!(
-            r.next_due(now + ms(400), false),
+            r.next_due(now + ms(400), Greeted::None),
             now + ms(400),
             "never before now"
         );
         // Whatever moment it names, the resolve is due then: the loop's alarm never
         // fires for nothing, nor spins on a resolve it will not answer.
-        for greeted in [true, false] {
-            for at in [0, 100, 199, 200, 250, 299, 300, 2_500] {
+        for greeted in [Greeted::All, Greeted::Some, Greeted::None] {
+            for at in [0, 40, 79, 80, 100, 119, 120, 250, 299, 300, 2_500] {
                 let at = now + ms(at);
-                assert!(r.due(r.next_due(at, greeted), greeted), "{at:?} {greeted}");
+                assert!(
+                    r.due(r.next_due(at, greeted), greeted),
+                    "{at:?} {greeted:?}"
+                );
             }
         }
     }
@@ -505,27 +545,68 @@ mod tests {
     #[test]
     fn a_resolve_waits_for_an_answerable_moment_and_the_greetings() {
         let now = Instant::now();
+        let ms = Duration::from_millis;
         let mut r = resolve(now);
-        assert!(!r.due(now, true), "nothing found, query running");
-        r.answerable_from(now + Duration::from_millis(200));
-        assert!(!r.due(now, true), "within the first provider's grace");
-        assert!(r.due(now + Duration::from_millis(200), true));
+        assert!(!r.due(now, Greeted::All), "nothing found, query running");
+        r.first_found_at(now + ms(50));
+        r.answerable_from(now + ms(100));
+        assert!(!r.due(now + ms(99), Greeted::All), "within the grace");
+        assert!(r.due(now + ms(100), Greeted::All));
         assert!(
-            !r.due(now + Duration::from_millis(200), false),
-            "greeting awaited"
+            !r.due(now + ms(149), Greeted::Some),
+            "the others' greetings"
         );
-        assert!(r.due(now + Duration::from_millis(200) + GREETING_WAIT, false));
+        assert!(
+            r.due(now + ms(150), Greeted::Some),
+            "then the ones it can name"
+        );
+        assert!(!r.due(now + ms(150), Greeted::None), "none to name yet");
+        assert!(r.due(now + ms(100) + GREETING_WAIT, Greeted::None));
         r.answerable_from(now);
-        assert!(r.due(now, true), "enough found, or the query done: at once");
+        assert!(
+            r.due(now, Greeted::All),
+            "enough found, or the query done: at once"
+        );
         r.answerable_from(now + Duration::from_secs(1));
         assert!(
-            r.due(now, true),
+            r.due(now, Greeted::All),
             "a later moment never delays an earlier one"
         );
         assert!(
-            resolve(now).due(now + Duration::from_secs(10), false),
+            resolve(now).due(now + Duration::from_secs(10), Greeted::None),
             "deadline"
         );
+    }
+
+    #[test]
+    fn a_resolve_waits_past_its_first_provider_as_long_as_the_lookup_took_to_find_it() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let patience_after = |first_ms: u64| {
+            let mut r = resolve(now);
+            r.first_found_at(now + ms(first_ms));
+            r.patience()
+        };
+        assert_eq!(
+            resolve(now).patience(),
+            FIRST_PROVIDER_GRACE_MAX,
+            "none found yet"
+        );
+        assert_eq!(patience_after(35), ms(35));
+        assert_eq!(
+            patience_after(0),
+            FIRST_PROVIDER_GRACE_MIN,
+            "a connected peer's answer"
+        );
+        assert_eq!(
+            patience_after(3_000),
+            FIRST_PROVIDER_GRACE_MAX,
+            "a loaded network"
+        );
+        let mut r = resolve(now);
+        r.first_found_at(now + ms(35));
+        r.first_found_at(now + ms(90));
+        assert_eq!(r.patience(), ms(35), "the first provider's moment is kept");
     }
 
     #[test]
