@@ -33,6 +33,9 @@ OPTIONS
   --size-max BYTES       [262144]      --seed N              [1]
   --settle-s SECS        left alone after forming, before the quiet window, and again
                          before the closing quiet window [30]
+  --calm-max-s SECS      then the longest wait until the nodes' CPU p50 is at most
+                         0.5 % of a core (a network still forming its routing tables
+                         would set every later figure) [120]
   --quiet-s SECS         the quiet window [10]
   --copies-wait-s SECS   longest wait for copies per phase [300]
   --reads N              reads through [40]
@@ -52,6 +55,7 @@ pub fn network(args: impl IntoIterator<Item = OsString>) -> Result<(), String> {
         size_max: 262_144,
         seed: 1,
         settle_s: 30.0,
+        calm_max_s: 120.0,
         quiet_s: 10.0,
         copies_wait_s: 300.0,
         reads: 40,
@@ -86,6 +90,7 @@ pub fn network(args: impl IntoIterator<Item = OsString>) -> Result<(), String> {
             "size-max" => plan.size_max = num(&flag, &value)?,
             "seed" => plan.seed = num(&flag, &value)?,
             "settle-s" => plan.settle_s = num(&flag, &value)?,
+            "calm-max-s" => plan.calm_max_s = num(&flag, &value)?,
             "quiet-s" => plan.quiet_s = num(&flag, &value)?,
             "copies-wait-s" => plan.copies_wait_s = num(&flag, &value)?,
             "reads" => plan.reads = num(&flag, &value)?,

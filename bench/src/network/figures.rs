@@ -55,6 +55,11 @@ pub struct Plan {
     pub settle_s: f64,
     /// The quiet window, seconds.
     pub quiet_s: f64,
+    /// After the first settle, the longest wait for the network to be calm (node CPU p50
+    /// at most [`CALM_CPU_PERCENT`]) before the quiet window and the uploads, seconds: a
+    /// large network still forming its routing tables would make every later figure its
+    /// own.
+    pub calm_max_s: f64,
     /// The longest wait for copies in each phase, seconds.
     pub copies_wait_s: f64,
     /// Objects read through in the reads phase.
@@ -128,6 +133,9 @@ pub struct Report {
     pub nodes: usize,
     pub zones: usize,
     pub formed_s: f64,
+    /// Seconds after the first settle until the network was calm; `None`: not within
+    /// `calm_max_s`.
+    pub calm_s: Option<f64>,
     pub quiet: NodeCosts,
     pub findable: Findable,
     pub copies: Copies,
@@ -170,6 +178,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     };
     report.formed_s = wait_formed(network)?;
     std::thread::sleep(Duration::from_secs_f64(plan.settle_s));
+    report.calm_s = wait_calm(network, plan.calm_max_s);
     report.quiet = node_costs(network, plan.quiet_s);
     let prober = Prober::default();
     let shared: &Network = network;
@@ -242,13 +251,37 @@ fn metric_of(admin: SocketAddr, name: &str) -> Option<u64> {
     probe::metric(std::str::from_utf8(&answer.body).ok()?, name)
 }
 
-/// Each live node's CPU over `window_s` seconds, its RSS and its DHT gauges.
-pub fn node_costs(network: &Network, window_s: f64) -> NodeCosts {
-    let live = network.live();
-    let pids: Vec<u32> = live
+/// A node's CPU (p50 over the live nodes, percent of a core) at or below which the
+/// network counts as calm.
+pub const CALM_CPU_PERCENT: f64 = 0.5;
+/// The window each calm check measures, seconds.
+const CALM_WINDOW_S: f64 = 3.0;
+
+/// Seconds until the live nodes' CPU p50 over a [`CALM_WINDOW_S`] window is at most
+/// [`CALM_CPU_PERCENT`]; `None` when it is not within `max_s`.
+fn wait_calm(network: &Network, max_s: f64) -> Option<f64> {
+    let started = Instant::now();
+    loop {
+        let pids = live_pids(network);
+        if nodes_cpu_percent(&pids, CALM_WINDOW_S).p50 <= CALM_CPU_PERCENT {
+            return Some(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed().as_secs_f64() >= max_s {
+            return None;
+        }
+    }
+}
+
+fn live_pids(network: &Network) -> Vec<u32> {
+    network
+        .live()
         .iter()
         .filter_map(|&i| network.nodes[i].pid())
-        .collect();
+        .collect()
+}
+
+/// The CPU of each of `pids` over `window_s` seconds, percent of a core.
+fn nodes_cpu_percent(pids: &[u32], window_s: f64) -> Summary {
     let before: Vec<Option<u64>> = pids.iter().map(|&p| probe::cpu_ticks(p)).collect();
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(window_s));
@@ -257,6 +290,14 @@ pub fn node_costs(network: &Network, window_s: f64) -> NodeCosts {
         let spent = probe::cpu_ticks(pid)?.checked_sub((*before)?)?;
         Some(spent as f64 / TICKS_PER_S / elapsed_s * 100.0)
     });
+    Summary::of(cpu.collect())
+}
+
+/// Each live node's CPU over `window_s` seconds, its RSS and its DHT gauges.
+pub fn node_costs(network: &Network, window_s: f64) -> NodeCosts {
+    let live = network.live();
+    let pids = live_pids(network);
+    let cpu_percent = nodes_cpu_percent(&pids, window_s);
     let rss = pids
         .iter()
         .filter_map(|&p| probe::rss_kib(p))
@@ -274,7 +315,7 @@ pub fn node_costs(network: &Network, window_s: f64) -> NodeCosts {
     });
     let column = |at: usize| Summary::of(gauges.iter().flatten().map(|g| g[at]).collect());
     NodeCosts {
-        cpu_percent: Summary::of(cpu.collect()),
+        cpu_percent,
         rss_mib: Summary::of(rss.collect()),
         connections: column(0),
         peers_alive: column(1),
@@ -709,6 +750,7 @@ mod tests {
             seed: 1,
             settle_s: 0.0,
             quiet_s: 0.0,
+            calm_max_s: 0.0,
             copies_wait_s: 0.0,
             reads: 0,
             kill_percent: 0,

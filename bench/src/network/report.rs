@@ -2,14 +2,18 @@
 
 use serde_json::{json, Value};
 
-use super::figures::{Copies, NodeCosts, Report};
+use super::figures::{Copies, NodeCosts, Report, CALM_CPU_PERCENT};
 use super::findable::FINDABLE_WAIT;
 
 impl Report {
     /// The report as text, one figure a line.
     pub fn text(&self) -> String {
+        let calm = match self.calm_s {
+            Some(s) => format!("calm (node CPU p50 <= {CALM_CPU_PERCENT} %) {s:.0} s after the settle"),
+            None => format!("NOT calm (node CPU p50 <= {CALM_CPU_PERCENT} %) by the end of the wait: every later figure is a busy network's"),
+        };
         let mut out = format!(
-            "network: {} nodes in {} zones; formed in {:.1} s\n",
+            "network: {} nodes in {} zones; formed in {:.1} s; {calm}\n",
             self.nodes, self.zones, self.formed_s
         );
         out += &costs_text("quiet", &self.quiet);
@@ -65,7 +69,7 @@ impl Report {
             })
         };
         json!({
-            "nodes": self.nodes, "zones": self.zones, "formed_s": self.formed_s,
+            "nodes": self.nodes, "zones": self.zones, "formed_s": self.formed_s, "calm_s": self.calm_s,
             "quiet": costs(&self.quiet),
             "findable": {
                 "found_s": self.findable.found_s.json(), "not_found": self.findable.not_found,
