@@ -409,6 +409,13 @@ fn render_dht_histograms(out: &mut String, dht: &DhtSnapshot) {
             sum_ms: dht.first_provider_ms_sum,
         },
         MsHistogram {
+            name: "ron_dht_dial_duration_seconds",
+            help: "Connections this node dialed, by time to establish them (TCP, noise, yamux), seconds.",
+            counts: &dht.dial_ms_buckets,
+            bounds_ms: &LOOKUP_BUCKETS_MS,
+            sum_ms: dht.dial_ms_sum,
+        },
+        MsHistogram {
             name: "ron_dht_publish_delay_seconds",
             help: "Fresh objects by time from their announcement to the first peer that took their provider record, seconds.",
             counts: &dht.publish_delay_ms_buckets,
@@ -456,6 +463,8 @@ mod tests {
         dht.record_lookup(3, 2);
         dht.record_lookup(40_000, 0);
         dht.record_first_provider(60);
+        dht.record_first_provider_requests(4);
+        dht.record_dial(7);
         dht.record_publish_delay(150);
         dht.record_publish_delay(400_000);
         dht.count_audit("missing");
@@ -478,6 +487,11 @@ mod tests {
             "ron_dht_lookup_first_provider_seconds_bucket{le=\"+Inf\"} 1\n",
             "ron_dht_lookup_first_provider_seconds_sum 0.06\n",
             "ron_dht_lookup_first_provider_seconds_count 1\n",
+            "ron_dht_lookup_first_provider_requests_total 4\n",
+            "# TYPE ron_dht_dial_duration_seconds histogram\n",
+            "ron_dht_dial_duration_seconds_bucket{le=\"0.005\"} 0\n",
+            "ron_dht_dial_duration_seconds_bucket{le=\"0.01\"} 1\n",
+            "ron_dht_dial_duration_seconds_sum 0.007\n",
             "# TYPE ron_dht_publish_delay_seconds histogram\n",
             "ron_dht_publish_delay_seconds_bucket{le=\"0.1\"} 0\n",
             "ron_dht_publish_delay_seconds_bucket{le=\"0.2\"} 1\n",
@@ -498,9 +512,9 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
-        // The counters and gauges, and the three histograms rendered from buckets.
-        assert_eq!(text.matches("# HELP ").count(), DHT.all().len() + 3);
-        assert_eq!(text.matches("# TYPE ").count(), DHT.all().len() + 3);
+        // The counters and gauges, and the four histograms rendered from buckets.
+        assert_eq!(text.matches("# HELP ").count(), DHT.all().len() + 4);
+        assert_eq!(text.matches("# TYPE ").count(), DHT.all().len() + 4);
     }
 
     #[test]

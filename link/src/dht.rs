@@ -484,6 +484,10 @@ declare_counters! {
         /// wait for more providers and for the greetings of those dialed.
         first_provider_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
         first_provider_ms_sum: AtomicU64,
+        /// Connections this node dialed, by the time to establish them (TCP, noise,
+        /// yamux; same buckets): what each hop of a lookup to a peer not connected pays.
+        dial_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
+        dial_ms_sum: AtomicU64,
         /// Fresh keys by the time from their announcement to the first peer that took
         /// their provider record: `publish_delay_ms_buckets[i]` counts those of at most
         /// `PUBLISH_DELAY_BUCKETS_MS[i]` (not cumulative), the last one the rest.
@@ -543,6 +547,10 @@ declare_counters! {
             "Peers in the Kademlia routing table.",
         lookups_total: AtomicU64 => Counter "ron_dht_lookups_total", Sum,
             "Provider lookups answered.",
+        /// Requests the provider lookups had sent to peers when each found its first
+        /// provider (none for one this node's own records answered).
+        first_provider_requests_total: AtomicU64 => Counter "ron_dht_lookup_first_provider_requests_total", Sum,
+            "Requests provider lookups had sent to peers when they found their first provider (over ron_dht_lookup_first_provider_seconds_count: about 3 a round of the lookup, its parallelism).",
         /// Answers of holders asked to take a copy, by outcome ([`CopyOutcome`] order).
         copies_asked_total: [AtomicU64; CopyOutcome::ALL.len()] => Counter "ron_replication_copies_total", Labelled("outcome", &CopyOutcome::LABELS),
             "Answers of the holders this node asked to take copies of its kept objects, by outcome.",
@@ -764,6 +772,19 @@ impl DhtMetrics {
         if providers == 0 {
             self.missing_records_total.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A provider lookup found its first provider after sending `requests` to peers.
+    pub fn record_first_provider_requests(&self, requests: u32) {
+        self.first_provider_requests_total
+            .fetch_add(u64::from(requests), Ordering::Relaxed);
+    }
+
+    /// A connection this node dialed was established `elapsed_ms` after the dial began.
+    pub fn record_dial(&self, elapsed_ms: u64) {
+        self.dial_ms_buckets[bucket_of(&LOOKUP_BUCKETS_MS, elapsed_ms)]
+            .fetch_add(1, Ordering::Relaxed);
+        self.dial_ms_sum.fetch_add(elapsed_ms, Ordering::Relaxed);
     }
 
     /// A provider lookup found its first provider `elapsed_ms` after it started.

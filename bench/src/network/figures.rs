@@ -37,6 +37,8 @@ use crate::dataset::object_bytes;
 /// The nodes' histograms of a resolve's time to answer and to its first provider.
 const LOOKUP_FAMILY: &str = "ron_dht_lookup_duration_seconds";
 const FIRST_PROVIDER_FAMILY: &str = "ron_dht_lookup_first_provider_seconds";
+const DIAL_FAMILY: &str = "ron_dht_dial_duration_seconds";
+const FIRST_PROVIDER_REQUESTS: &str = "ron_dht_lookup_first_provider_requests_total";
 /// Requests the harness has under way at once.
 const WORKERS: usize = 16;
 /// Pause between rounds of the copies watch.
@@ -149,6 +151,13 @@ pub struct Report {
     /// ...and to the first provider found (`ron_dht_lookup_first_provider_seconds`):
     /// the rest of the answer's time is the wait for more providers and greetings.
     pub settled_first_provider_s: Summary,
+    /// The connections the nodes dialed meanwhile, by time to establish
+    /// (`ron_dht_dial_duration_seconds` bounds, s): what a lookup's hop to a peer not
+    /// connected pays...
+    pub settled_dial_s: Summary,
+    /// ...and the requests those lookups had sent when they found their first provider,
+    /// per lookup (about 3 a round).
+    pub settled_requests_to_first_provider: f64,
     pub reads_ms: Summary,
     pub read_failures: usize,
     pub killed: usize,
@@ -201,13 +210,19 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
         ..prober.findable()
     };
     report.copies = remember_holders(&mut puts, copies);
-    let families = [LOOKUP_FAMILY, FIRST_PROVIDER_FAMILY];
-    let [answered_before, first_before] = families.map(|family| summed_histogram(network, family));
+    let families = [LOOKUP_FAMILY, FIRST_PROVIDER_FAMILY, DIAL_FAMILY];
+    let [answered_before, first_before, dial_before] =
+        families.map(|family| summed_histogram(network, family));
+    let requests_before = summed_metric(network, FIRST_PROVIDER_REQUESTS);
     (report.settled_resolve_ms, report.settled_resolve_empty) =
         resolve_each(network, &puts, &mut rng);
-    let [answered, first] = families.map(|family| summed_histogram(network, family));
+    let [answered, first, dial] = families.map(|family| summed_histogram(network, family));
     report.settled_resolve_node_s = bucket_summary(&histogram_since(&answered_before, &answered));
     report.settled_first_provider_s = bucket_summary(&histogram_since(&first_before, &first));
+    report.settled_dial_s = bucket_summary(&histogram_since(&dial_before, &dial));
+    let requests = summed_metric(network, FIRST_PROVIDER_REQUESTS).saturating_sub(requests_before);
+    report.settled_requests_to_first_provider =
+        requests as f64 / report.settled_first_provider_s.count.max(1) as f64;
     (report.reads_ms, report.read_failures) = read_through(network, &puts, plan.reads, &mut rng);
     if plan.kill_percent > 0 {
         let victims = pick_victims(network, plan.kill_percent, &mut rng);
@@ -332,6 +347,17 @@ fn metrics_text(admin: SocketAddr) -> Option<String> {
 /// Every live node's `ron_dht_publish_delay_seconds`, summed bucket by bucket.
 fn publish_delays(network: &Network) -> Summary {
     bucket_summary(&summed_histogram(network, "ron_dht_publish_delay_seconds"))
+}
+
+/// Every live node's unlabelled metric `name`, summed (a node that does not answer
+/// counts nothing).
+fn summed_metric(network: &Network, name: &str) -> u64 {
+    parallel_map(&network.live(), |&i| {
+        metric_of(network.nodes[i].admin, name)
+    })
+    .into_iter()
+    .flatten()
+    .sum()
 }
 
 /// Every live node's histogram `family`, summed bucket by bucket: (upper bound in

@@ -308,8 +308,15 @@ impl Node {
                 peer_id,
                 connection_id,
                 endpoint,
+                established_in,
                 ..
-            } => self.on_connected(peer_id, connection_id, &endpoint),
+            } => {
+                if endpoint.is_dialer() {
+                    let ms = u64::try_from(established_in.as_millis()).unwrap_or(u64::MAX);
+                    self.metrics.record_dial(ms);
+                }
+                self.on_connected(peer_id, connection_id, &endpoint)
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
@@ -344,14 +351,17 @@ impl Node {
 
     fn on_kad(&mut self, event: kad::Event) {
         let kad::Event::OutboundQueryProgressed {
-            id, result, step, ..
+            id,
+            result,
+            step,
+            stats,
         } = event
         else {
             return;
         };
         match result {
             QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
-                self.on_providers_found(id, providers)
+                self.on_providers_found(id, providers, stats.num_requests())
             }
             QueryResult::GetProviders(_) if step.last => self.on_providers_done(id),
             QueryResult::GetClosestPeers(_) if self.on_refresh_lookup_done(id) => {}

@@ -57,7 +57,13 @@ impl Node {
         );
     }
 
-    pub(super) fn on_providers_found(&mut self, query: QueryId, providers: HashSet<PeerId>) {
+    /// Providers a resolve's query found, after `requests` to peers in all.
+    pub(super) fn on_providers_found(
+        &mut self,
+        query: QueryId,
+        providers: HashSet<PeerId>,
+        requests: u32,
+    ) {
         let Some(resolve) = self.resolves.get_mut(&query) else {
             return;
         };
@@ -73,6 +79,9 @@ impl Node {
         let now = Instant::now();
         let enough = resolve.found.len() >= resolve.limit.min(self.replicas.max(1));
         if !resolve.found.is_empty() {
+            if resolve.first_found.is_none() {
+                self.metrics.record_first_provider_requests(requests);
+            }
             let first = resolve.first_found_at(now);
             let more_by = if enough {
                 now
