@@ -15,6 +15,8 @@
 #   bash bench/device_kit.sh network       # issue 53 at NODES (300) nodes (~6 min; its
 #                                          # flags: network.sh's, default --copies-wait-s
 #                                          # 120 --settle-s 20)
+#   NODES=1000 OBJECTS=200 bash bench/device_kit.sh network --kill-percent 0 --join-percent 0 \
+#     --copies-wait-s 30 --settle-s 5 --calm-max-s 45 --quiet-s 5   # 1,000 nodes in ~4 min
 #
 # The kit holds ron and ron-bench (stripped release builds: they need glibc 2.34 or later),
 # and nginx and curl with the shared libraries they link beyond glibc's own, each started
