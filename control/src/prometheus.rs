@@ -488,6 +488,7 @@ mod tests {
             "ron_dht_lookup_first_provider_seconds_sum 0.06\n",
             "ron_dht_lookup_first_provider_seconds_count 1\n",
             "ron_dht_lookup_first_provider_requests_total 4\n",
+            "ron_dht_dial_failures_total 0\n",
             "# TYPE ron_dht_dial_duration_seconds histogram\n",
             "ron_dht_dial_duration_seconds_bucket{le=\"0.005\"} 0\n",
             "ron_dht_dial_duration_seconds_bucket{le=\"0.01\"} 1\n",

@@ -122,6 +122,17 @@ fn five_nodes_announce_resolve_and_keep_records_across_a_restart() {
             node.client.metrics.peers_alive.load(Ordering::Relaxed) >= 1
         });
     }
+    // Every node but A dialed A to bootstrap: each timed at least that dial.
+    for node in &nodes[1..] {
+        let dials: u64 = node
+            .client
+            .metrics
+            .dial_ms_buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .sum();
+        assert!(dials >= 1, "no dial timed");
+    }
     let unknown = nodes[3].client.resolve([0x43; 32], 16, 2_000).unwrap();
     assert!(unknown.is_empty(), "{unknown:?}");
     let m = &nodes[3].client.metrics;
@@ -133,6 +144,20 @@ fn five_nodes_announce_resolve_and_keep_records_across_a_restart() {
     let a = nodes.remove(0);
     let a_listen = a.listen;
     a.stop();
+    // A is gone: a lookup that asks it (of a key nobody provides, so the query asks every
+    // peer it knows) cannot dial it, and the node counts the failed dial.
+    let failures = || {
+        nodes[1]
+            .client
+            .metrics
+            .dial_failures_total
+            .load(Ordering::Relaxed)
+    };
+    assert_eq!(failures(), 0, "no dial failed while every node was up");
+    wait_for("a failed dial of A counted", || {
+        let _ = nodes[1].client.resolve([0x44; 32], 16, 2_000);
+        failures() >= 1
+    });
     let b = nodes.remove(0);
     wait_for("B to hold a record", || {
         b.client.metrics.provider_records.load(Ordering::Relaxed) >= 1

@@ -547,6 +547,10 @@ declare_counters! {
             "Peers in the Kademlia routing table.",
         lookups_total: AtomicU64 => Counter "ron_dht_lookups_total", Sum,
             "Provider lookups answered.",
+        /// Dials of this node that failed (refused, timed out, a peer's limits, another
+        /// id at the address); dials skipped or aborted are not counted.
+        dial_failures_total: AtomicU64 => Counter "ron_dht_dial_failures_total", Sum,
+            "Connections this node dialed that failed (refused, timed out, over the peer's limits, another id at the address); skipped or aborted dials are not counted.",
         /// Requests the provider lookups had sent to peers when each found its first
         /// provider (none for one this node's own records answered).
         first_provider_requests_total: AtomicU64 => Counter "ron_dht_lookup_first_provider_requests_total", Sum,

@@ -39,6 +39,7 @@ const LOOKUP_FAMILY: &str = "ron_dht_lookup_duration_seconds";
 const FIRST_PROVIDER_FAMILY: &str = "ron_dht_lookup_first_provider_seconds";
 const DIAL_FAMILY: &str = "ron_dht_dial_duration_seconds";
 const FIRST_PROVIDER_REQUESTS: &str = "ron_dht_lookup_first_provider_requests_total";
+const DIAL_FAILURES: &str = "ron_dht_dial_failures_total";
 /// Requests the harness has under way at once.
 const WORKERS: usize = 16;
 /// Pause between rounds of the copies watch.
@@ -158,6 +159,8 @@ pub struct Report {
     /// ...and the requests those lookups had sent when they found their first provider,
     /// per lookup (about 3 a round).
     pub settled_requests_to_first_provider: f64,
+    /// ...and the dials that failed meanwhile (`ron_dht_dial_failures_total`).
+    pub settled_dial_failures: u64,
     pub reads_ms: Summary,
     pub read_failures: usize,
     pub killed: usize,
@@ -214,6 +217,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     let [answered_before, first_before, dial_before] =
         families.map(|family| summed_histogram(network, family));
     let requests_before = summed_metric(network, FIRST_PROVIDER_REQUESTS);
+    let dial_failures_before = summed_metric(network, DIAL_FAILURES);
     (report.settled_resolve_ms, report.settled_resolve_empty) =
         resolve_each(network, &puts, &mut rng);
     let [answered, first, dial] = families.map(|family| summed_histogram(network, family));
@@ -223,6 +227,8 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     let requests = summed_metric(network, FIRST_PROVIDER_REQUESTS).saturating_sub(requests_before);
     report.settled_requests_to_first_provider =
         requests as f64 / report.settled_first_provider_s.count.max(1) as f64;
+    report.settled_dial_failures =
+        summed_metric(network, DIAL_FAILURES).saturating_sub(dial_failures_before);
     (report.reads_ms, report.read_failures) = read_through(network, &puts, plan.reads, &mut rng);
     if plan.kill_percent > 0 {
         let victims = pick_victims(network, plan.kill_percent, &mut rng);

@@ -343,6 +343,9 @@ impl Node {
                     DialError::DialPeerConditionFalse(_) | DialError::Aborted
                 ) {
                     self.contact_failed = true;
+                    self.metrics
+                        .dial_failures_total
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
             _ => {}
