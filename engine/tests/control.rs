@@ -383,9 +383,11 @@ fn readiness_flips_under_an_in_flight_flood_and_back() {
         .map(|i| upload(&n, &bytes(900 + i, 256 << 10)))
         .collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refusals = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let clients: Vec<_> = (0..8)
         .map(|c| {
             let (stop, addrs, http) = (std::sync::Arc::clone(&stop), addrs.clone(), n.http);
+            let refusals = std::sync::Arc::clone(&refusals);
             std::thread::spawn(move || {
                 let mut refused = 0u64;
                 let deadline = Instant::now() + Duration::from_secs(20);
@@ -400,6 +402,7 @@ fn readiness_flips_under_an_in_flight_flood_and_back() {
                         assert_eq!(r.json()["retry_after_ms"], 1000);
                         assert_eq!(r.header("Retry-After"), Some("1"));
                         refused += 1;
+                        refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     } else {
                         assert_eq!(r.status, 200);
                     }
@@ -410,6 +413,11 @@ fn readiness_flips_under_an_in_flight_flood_and_back() {
         .collect();
     wait_for("saturation", Duration::from_secs(15), || {
         get(n.admin, "/readyz").unwrap().status == 503
+    });
+    // The readiness report can show the four slots taken before a fifth request has
+    // met them: the flood goes on until one has (or the clients' 20 s are up).
+    wait_for("a refusal", Duration::from_secs(15), || {
+        refusals.load(std::sync::atomic::Ordering::Relaxed) > 0
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let refused: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
