@@ -20,10 +20,10 @@
 # (1MiB), --no-verify, RUNS runs of DURATION s after a 1 s warm-up, ron and nginx
 # alternating (and OTHER_RON, a second ron build on its own ports, between them: an A/B in
 # the same runs, its own table and ron B / ron per busy core). Before the first run each
-# ron reads random 4 KiB objects and random 64 KiB ranges of the 1 MiB ones for WARM_S (2) s each,
-# so no measured run
-# fills its cache (nginx's page cache holds the files it just wrote); the cache then holds
-# those groups in the order the ranges met them, as a node that served ranges would.
+# ron reads random 4 KiB objects, then random 64 KiB ranges of the 1 MiB ones, for WARM_S
+# (2) s each, so no measured run fills its cache (nginx's page cache holds the files it
+# just wrote); the cache then holds those groups in the order the ranges met them, as a
+# node that served ranges would.
 # Per run, from /proc/stat over the measured window:
 #   - server CPUs busy: CPUs 0..S-1 (user, system, irq, softirq): the servers' own work
 #     and the kernel's network work on their CPUs; the client never runs there;
@@ -66,7 +66,6 @@ NGINX=${NGINX:-nginx}
 WORK=${WORK:-/tmp/ron-many-cores}
 PORT=${PORT:-18680}
 NGINX_PORT=$((PORT + 1))
-ADMIN=$((PORT + 2))
 OTHER_RON=${OTHER_RON:-}
 OTHER_PORT=$((PORT + 4))
 WARM_S=${WARM_S:-2}
