@@ -34,7 +34,9 @@ use super::probe::{self, exchange, TICKS_PER_S};
 use super::{Network, ADMIN_TIMEOUT};
 use crate::dataset::object_bytes;
 
-/// The nodes' histograms of a resolve's time to answer and to its first provider.
+/// What the nodes count of their resolves, read before and after the settled ones: time
+/// to answer and to the first provider, the dials meanwhile and how many failed, and the
+/// requests sent by the first provider.
 const LOOKUP_FAMILY: &str = "ron_dht_lookup_duration_seconds";
 const FIRST_PROVIDER_FAMILY: &str = "ron_dht_lookup_first_provider_seconds";
 const DIAL_FAMILY: &str = "ron_dht_dial_duration_seconds";
@@ -387,7 +389,7 @@ fn summed_histogram(network: &Network, family: &str) -> Vec<(f64, u64)> {
     summed
 }
 
-/// What the nodes' lookup histograms counted between two readings of
+/// What the nodes' histograms counted between two readings of
 /// [`summed_histogram`] (`before` may be empty: nothing counted yet).
 fn histogram_since(before: &[(f64, u64)], after: &[(f64, u64)]) -> Vec<(f64, u64)> {
     after

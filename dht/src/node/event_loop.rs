@@ -1,7 +1,7 @@
 //! The DHT thread's body and its loop: a tokio current-thread runtime, the listener
 //! awaited before [`crate::node::spawn`] returns, then one `select!` over swarm events,
 //! the admin threads' requests, the stop signal, the tick and the alarm of the earliest
-//! resolve's due time (its grace or greeting wait ending). Each event is handed to
+//! resolve's due time (its patience or greeting wait ending). Each event is handed to
 //! the file that owns its concern (`peers.rs`, `resolve.rs`, `publish.rs`); the tick
 //! does the periodic work: announcements, the store's commit, due resolves, the next
 //! publication, the expiry step and the gauges.
@@ -122,7 +122,7 @@ impl Node {
         let mut asleep = false;
         let tick = tokio::time::sleep_until((last_tick + BUSY_TICK).into());
         tokio::pin!(tick);
-        // The earliest resolve's due time (a grace or a greeting wait ending), so it is
+        // The earliest resolve's due time (a patience or a greeting wait ending), so it is
         // answered then and not at the next tick.
         let resolve_alarm = tokio::time::sleep_until((last_tick + IDLE_TICK).into());
         tokio::pin!(resolve_alarm);

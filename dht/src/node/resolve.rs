@@ -128,7 +128,7 @@ impl Node {
     }
 
     /// When the earliest resolve falls due if no event comes first: the event loop
-    /// wakes for it, so a grace or a greeting wait ends on time, not at the next tick
+    /// wakes for it, so a patience or a greeting wait ends on time, not at the next tick
     /// (up to [`DHT_TICK_MS`] later). `None` when no resolve is in progress.
     ///
     /// [`DHT_TICK_MS`]: crate::node::config::DHT_TICK_MS

@@ -504,7 +504,7 @@ mod tests {
         assert_eq!(
             r.next_due(now, Greeted::All),
             now + ms(80),
-            "the grace's end"
+            "the patience's end"
         );
         assert_eq!(
             r.next_due(now, Greeted::Some),
@@ -550,7 +550,7 @@ mod tests {
         assert!(!r.due(now, Greeted::All), "nothing found, query running");
         r.first_found_at(now + ms(50));
         r.answerable_from(now + ms(100));
-        assert!(!r.due(now + ms(99), Greeted::All), "within the grace");
+        assert!(!r.due(now + ms(99), Greeted::All), "within the patience");
         assert!(r.due(now + ms(100), Greeted::All));
         assert!(
             !r.due(now + ms(149), Greeted::Some),
