@@ -11,6 +11,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use common::strace;
@@ -163,20 +164,11 @@ fn segment_calls(trace: &str, client_port: u16) -> Vec<&'static str> {
         .collect()
 }
 
-#[test]
-#[ignore = "needs strace: run by scripts/test-all.sh"]
-fn a_body_whose_groups_lie_apart_in_the_arena_leaves_corked_and_is_uncorked_at_its_end() {
-    let dir = temp_dir("syscall-budget-runs");
-    let n = Node::start(&dir, &["--shards", "1"]);
-    const GROUPS: usize = 4;
-    let first = bytes(41, GROUPS * RANGE_BYTES);
-    let second = bytes(42, GROUPS * RANGE_BYTES);
-    let (a, b) = (upload(&n, &first), upload(&n, &second));
-    // One group of each object at a time: the arena holds a0 b0 a1 b1 …, so a whole
-    // answer of `a` is a run per group (as on an edge serving ranges and whole objects
-    // of the same files).
-    for group in 0..GROUPS {
-        for (addr, data) in [(&a, &first), (&b, &second)] {
+/// Reads one group of each object at a time, as ranges: `objects` interleaved,
+/// group by group (as on an edge serving ranges of the same files).
+fn read_groups_interleaved(n: &Node, objects: &[(Address, Vec<u8>)], groups: usize) {
+    for group in 0..groups {
+        for (addr, data) in objects {
             let (from, to) = (group * RANGE_BYTES, (group + 1) * RANGE_BYTES - 1);
             let answer = request(
                 n.http,
@@ -192,26 +184,67 @@ fn a_body_whose_groups_lie_apart_in_the_arena_leaves_corked_and_is_uncorked_at_i
             assert!(answer.body == data[from..=to]);
         }
     }
+}
+
+/// The calls that shape the segments of two whole answers of `addr` on one connection
+/// (`segment_calls`).
+fn calls_of_two_answers(n: &Node, dir: &Path, addr: &Address, data: &[u8]) -> Vec<&'static str> {
     let mut client = connect(n.http);
     let client_port = client.local_addr().unwrap().port();
     let mut pending = Vec::new();
-    let trace_path = dir.with_extension("strace");
+    let trace_path = dir.with_extension(format!("{client_port}.strace"));
     let tracer = strace::attach(n.pid(), &trace_path, "sendto,sendmsg,sendfile,setsockopt");
     for _ in 0..2 {
-        let head = format!("GET /o/{} HTTP/1.1\r\nHost: t\r\n\r\n", hex(&a));
+        let head = format!("GET /o/{} HTTP/1.1\r\nHost: t\r\n\r\n", hex(addr));
         client.write_all(head.as_bytes()).unwrap();
         let answer = read_response(&mut client, &mut pending, false).unwrap();
         assert_eq!(answer.status, 200);
-        assert!(answer.body == first, "the whole body, in order");
+        assert!(answer.body == data, "the whole body, in order");
     }
     strace::detach(tracer);
     let trace = std::fs::read_to_string(&trace_path).unwrap();
-    let calls = segment_calls(&trace, client_port);
+    segment_calls(&trace, client_port).to_vec()
+}
+
+#[test]
+#[ignore = "needs strace: run by scripts/test-all.sh"]
+fn a_body_whose_groups_lie_apart_in_the_arena_leaves_corked_and_is_uncorked_at_its_end() {
+    let dir = temp_dir("syscall-budget-runs");
+    let n = Node::start(&dir, &["--shards", "1", "--cache-bytes", "4MiB"]);
+    const GROUPS: usize = 4;
+    let upload_one = |seed| {
+        let data = bytes(seed, GROUPS * RANGE_BYTES);
+        (upload(&n, &data), data)
+    };
+
+    // Below its budget, the cache reads a range's whole window (8 groups, these objects
+    // whole) on its miss: ranges interleaved leave each object end to end, and a whole
+    // answer is one run, never corked.
+    let fresh = [upload_one(41), upload_one(42)];
+    read_groups_interleaved(&n, &fresh, GROUPS);
+    let (a, first) = &fresh[0];
+    assert_eq!(
+        calls_of_two_answers(&n, &dir, a, first),
+        ["send", "sendfile", "send", "sendfile"],
+        "each answer: its head alone, then one run"
+    );
+
+    // At its budget (8 MiB read through 4 MiB), a miss reads only its groups: one of
+    // each object at a time leaves the arena holding c0 d0 c1 d1 …, so a whole answer
+    // of `c` is a run per group.
+    for seed in 0..8 {
+        let other = bytes(100 + seed, 1 << 20);
+        let other_addr = upload(&n, &other);
+        assert!(get(n.http, &format!("/o/{other_addr}")).unwrap().body == other);
+    }
+    let full = [upload_one(43), upload_one(44)];
+    read_groups_interleaved(&n, &full, GROUPS);
+    let (c, third) = &full[0];
     let answer = [
         "send", "cork", "sendfile", "sendfile", "sendfile", "sendfile", "uncork",
     ];
     assert_eq!(
-        calls,
+        calls_of_two_answers(&n, &dir, c, third),
         [answer, answer].concat(),
         "each answer: its head alone, then corked, a run per group, uncorked"
     );

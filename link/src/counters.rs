@@ -31,6 +31,10 @@ declare_counters! {
             "Verified-group cache hits.",
         cache_misses: AtomicU64 => Counter "ron_cache_misses_total", Sum,
             "Verified-group cache misses.",
+        /// Bytes of groups a miss read beyond those asked for, to bring the rest of
+        /// their aligned window into the cache (`CACHE_WINDOW_GROUPS`).
+        cache_window_bytes: AtomicU64 => Counter "ron_cache_window_bytes_total", Sum,
+            "Bytes of groups read beyond those a cache miss asked for, to cache the rest of their 512 KiB window end to end while the cache has room.",
         /// Index records read and checked against their address (metadata cache misses).
         meta_loads: AtomicU64 => Counter "ron_meta_loads_total", Sum,
             "Object index records read and checked against their address (metadata cache misses).",

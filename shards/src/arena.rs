@@ -324,6 +324,26 @@ impl ArenaCache {
         })
     }
 
+    /// Whether `bytes` more can be placed without evicting anything, now or when the
+    /// next arena is started: the cache is still growing into its budget. A cache that
+    /// has reached it says no even while its current arena has room, because filling
+    /// that arena only brings the next eviction closer.
+    pub fn takes_without_eviction(&self, bytes: usize) -> bool {
+        if self.is_disabled() {
+            return false;
+        }
+        let head_room = self
+            .head()
+            .len()
+            .saturating_sub(self.head().filled.next_multiple_of(PAGE_BYTES));
+        // A roll adds the spare (`next_arena_bytes`) and evicts while the arenas and the
+        // spare it then prepares (twice that, at most the largest) exceed the budget.
+        let after_roll = self.arena_bytes()
+            + self.next_arena_bytes
+            + (self.next_arena_bytes * 2).min(self.arena_bytes_max);
+        after_roll <= self.budget_bytes && bytes <= head_room + self.next_arena_bytes
+    }
+
     /// Caches a placed group once its bytes are verified; returns them.
     pub fn keep(&mut self, key: GroupKey, placed: Placed) -> GroupBytes {
         let len = placed.group.len();
@@ -538,6 +558,39 @@ mod tests {
             let n = nix::sys::uio::pread(&*span.file, &mut back, span.offset as i64).unwrap();
             assert_eq!((n, &back[..]), (5000, &[7u8; 5000][..]));
             assert!(cache.get(&key(2, 0)).is_none());
+        });
+    }
+
+    #[test]
+    fn takes_without_eviction_until_the_budget_is_spoken_for() {
+        run(|| async {
+            let budget = 8 << 20;
+            let mut cache = ArenaCache::new(budget).unwrap();
+            let group = vec![3u8; 64 * 1024];
+            assert!(cache.takes_without_eviction(group.len()));
+            let mut evicted_after = None;
+            for n in 0..400u64 {
+                let room = cache.takes_without_eviction(group.len());
+                let arenas_before = cache.arenas().0;
+                let first_before = cache.first_seq;
+                keep(&mut cache, key(1, n), &group);
+                if cache.first_seq != first_before {
+                    assert!(
+                        !room,
+                        "{n}: said it had room, then evicted ({arenas_before} arenas)"
+                    );
+                    evicted_after.get_or_insert(n);
+                }
+                if n % 8 == 0 {
+                    glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            }
+            assert!(evicted_after.is_some(), "the cache never filled");
+            assert!(!cache.takes_without_eviction(budget));
+            assert!(
+                !cache.takes_without_eviction(group.len()),
+                "a cache at its budget takes nothing more, room in its arena or not"
+            );
         });
     }
 

@@ -134,5 +134,5 @@ pub use ids::{ByteOffset, DirIndex, LaneIndex, SegmentId, ShardIndex, StoreId, S
 pub use layout::Routing;
 pub use mesh::{FlightHandler, FlightPart};
 pub use record::{Location, ObjectMeta, Parity, Retention};
-pub use shard::{AnnounceFilter, ReadAheadPermit, Shard, ShardConfig};
+pub use shard::{AnnounceFilter, ReadAheadPermit, Shard, ShardConfig, CACHE_WINDOW_GROUPS};
 pub use upload::{discard, StagedBody, StagedObject, Upload};

@@ -222,6 +222,17 @@ async fn exercise_mesh(shard: &Rc<Shard>) {
         assert_eq!(created, CommitOutcome::Created);
         let again = put(shard, &data, "").await.expect("put again");
         assert_eq!(again, CommitOutcome::AlreadyStored);
+        if shard.routing().owner(&addr) != shard.index() {
+            // A miss of one group of an object the other shard owns brings its whole
+            // window (all 3 groups) across the mesh while the cache has room.
+            let meta = shard.meta(&addr).await.expect("meta");
+            assert!(shard.cached_groups(&meta, GroupIndex(0), 1).is_none());
+            shard.group(&meta, GroupIndex(1)).await.expect("group 1");
+            let window = shard.cached_groups(&meta, GroupIndex(0), 3);
+            let bytes: Option<Vec<u8>> =
+                window.map(|w| w.iter().flat_map(|g| g.iter().copied()).collect());
+            assert!(bytes.as_deref() == Some(&data[..]), "the window, cached");
+        }
         read_back(shard, &data).await;
     }
     assert!(remote > 0, "no object of the 8 is owned by shard 1");
@@ -357,6 +368,163 @@ fn a_run_read_cold_is_kept_end_to_end_in_one_arena() {
             before,
             "group 1 stayed"
         );
+    })
+    .join()
+    .expect("shard thread");
+}
+
+/// Whether `groups` lie end to end in one arena (what leaves in one `sendfile`).
+fn end_to_end(groups: &[ron_shards::GroupBytes]) -> bool {
+    groups.windows(2).all(|pair| {
+        let (a, b) = (pair[0].file.as_ref(), pair[1].file.as_ref());
+        a.zip(b).is_some_and(|(a, b)| {
+            Rc::ptr_eq(&a.file, &b.file) && a.offset + pair[0].len() as u64 == b.offset
+        })
+    })
+}
+
+/// A miss reads the rest of its aligned window while the cache is below its budget: a
+/// range's two groups bring their window in end to end (the others counted as a
+/// window's bytes, not as misses), a range across two windows brings both, one group
+/// its window, an object's short last window what it has; a cache at its budget reads
+/// only the groups asked for.
+#[test]
+fn a_miss_reads_its_window_while_the_cache_is_below_its_budget() {
+    let dir = DataDir::new("window");
+    let data_dir = dir.0.clone();
+    on_executor("window", move || async move {
+        let metrics = Arc::new(StorageCounters::default());
+        let mut config = config(&data_dir, 1 << 26);
+        config.cache_bytes_max = 64 << 20;
+        let shard = Shard::start(
+            ShardIndex(0),
+            routing(&data_dir, 1),
+            config,
+            None,
+            Arc::clone(&metrics),
+        )
+        .await
+        .expect("start");
+        let misses = || metrics.cache_misses.load(Ordering::Relaxed);
+        let window_bytes = || metrics.cache_window_bytes.load(Ordering::Relaxed);
+        let group = GROUP_LEN_BYTES as usize;
+        let lens = [16 * group, 16 * group, 19 * group + 100, 17 * group];
+        let mut objects = Vec::new();
+        for (seed, len) in lens.into_iter().enumerate() {
+            let data = object(len, 40 + seed as u8);
+            put(&shard, &data, "").await.expect("put");
+            let meta = shard
+                .meta(&ChunkTree::of(&data).root())
+                .await
+                .expect("meta");
+            objects.push((meta, data));
+        }
+        // The next arena is made on the blocking pool: a group placed while it is not
+        // ready yet is served and not cached, so the reads leave it time. The first is
+        // made when the first arena (1 MiB) is full: an object of 17 groups fills it.
+        let pause = || glommio::timer::sleep(Duration::from_millis(20));
+        let warm = &objects[3].0;
+        shard.groups(warm, GroupIndex(0), 17).await.expect("warm");
+        pause().await;
+        let (misses_before, window_bytes_before) = (misses(), window_bytes());
+        let misses = || misses() - misses_before;
+        let window_bytes = || window_bytes() - window_bytes_before;
+        let cached = |meta, first, count| shard.cached_groups(meta, GroupIndex(first), count);
+        let bytes_of = |groups: &[ron_shards::GroupBytes]| -> Vec<u8> {
+            groups.iter().flat_map(|g| g.iter().copied()).collect()
+        };
+
+        let (a, data_a) = (&objects[0].0, &objects[0].1);
+        let range = shard.groups(a, GroupIndex(3), 2).await.expect("range");
+        assert!(bytes_of(&range) == data_a[3 * group..5 * group]);
+        let window = cached(a, 0, 8).expect("window 0 cached");
+        assert!(end_to_end(&window), "window 0 end to end");
+        assert!(bytes_of(&window) == data_a[..8 * group]);
+        assert!(cached(a, 8, 1).is_none(), "window 1 not read");
+        assert_eq!(misses(), 2, "the groups asked for");
+        assert_eq!(
+            window_bytes(),
+            6 * GROUP_LEN_BYTES,
+            "the rest of the window"
+        );
+
+        pause().await;
+        let one = shard.group(a, GroupIndex(9)).await.expect("group 9");
+        assert!(one[..] == data_a[9 * group..10 * group]);
+        assert!(end_to_end(&cached(a, 8, 8).expect("window 1 cached")));
+        assert_eq!((misses(), window_bytes()), (3, 13 * GROUP_LEN_BYTES));
+        // Cached now: read again, nothing is read.
+        shard.groups(a, GroupIndex(3), 2).await.expect("again");
+        assert_eq!((misses(), window_bytes()), (3, 13 * GROUP_LEN_BYTES));
+
+        pause().await;
+        let (b, data_b) = (&objects[1].0, &objects[1].1);
+        let across = shard.groups(b, GroupIndex(7), 2).await.expect("across");
+        assert!(bytes_of(&across) == data_b[7 * group..9 * group]);
+        assert!(end_to_end(&cached(b, 0, 8).expect("b's window 0")));
+        assert!(end_to_end(&cached(b, 8, 8).expect("b's window 1")));
+
+        pause().await;
+        let (c, data_c) = (&objects[2].0, &objects[2].1);
+        let last = shard.group(c, GroupIndex(17)).await.expect("c's group 17");
+        assert!(last[..] == data_c[17 * group..18 * group]);
+        let short = cached(c, 16, 4).expect("c's last window, 4 groups");
+        assert!(end_to_end(&short));
+        assert!(bytes_of(&short) == data_c[16 * group..]);
+        assert!(cached(c, 15, 1).is_none(), "c's window 1 not read");
+        assert_eq!(metrics.verify_failures.load(Ordering::Relaxed), 0);
+    })
+    .join()
+    .expect("shard thread");
+
+    // A cache at its budget (4 MiB, read through twice over) reads only what is asked.
+    let dir = DataDir::new("window-full");
+    let data_dir = dir.0.clone();
+    on_executor("window-full", move || async move {
+        let metrics = Arc::new(StorageCounters::default());
+        let shard = Shard::start(
+            ShardIndex(0),
+            routing(&data_dir, 1),
+            config(&data_dir, 1 << 26),
+            None,
+            Arc::clone(&metrics),
+        )
+        .await
+        .expect("start");
+        let group = GROUP_LEN_BYTES as usize;
+        let mut metas = Vec::new();
+        for seed in 0..9 {
+            let data = object(16 * group, 60 + seed);
+            put(&shard, &data, "").await.expect("put");
+            metas.push(
+                shard
+                    .meta(&ChunkTree::of(&data).root())
+                    .await
+                    .expect("meta"),
+            );
+        }
+        for meta in &metas[..8] {
+            for window in [0, 8] {
+                shard
+                    .groups(meta, GroupIndex(window), 8)
+                    .await
+                    .expect("read");
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let window_bytes = metrics.cache_window_bytes.load(Ordering::Relaxed);
+        let misses = metrics.cache_misses.load(Ordering::Relaxed);
+        let last = &metas[8];
+        shard.groups(last, GroupIndex(3), 2).await.expect("range");
+        assert!(
+            shard.cached_groups(last, GroupIndex(0), 1).is_none(),
+            "not read"
+        );
+        assert_eq!(
+            metrics.cache_window_bytes.load(Ordering::Relaxed),
+            window_bytes
+        );
+        assert_eq!(metrics.cache_misses.load(Ordering::Relaxed), misses + 2);
     })
     .join()
     .expect("shard thread");

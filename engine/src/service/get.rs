@@ -7,7 +7,7 @@ use std::rc::Rc;
 use ron_codec::http::range::{RangeResolution, RangeSet};
 use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
-use ron_shards::{GroupBytes, ObjectMeta, ReadAheadPermit, Shard, ShardError};
+use ron_shards::{GroupBytes, ObjectMeta, ReadAheadPermit, Shard, ShardError, CACHE_WINDOW_GROUPS};
 
 use crate::fetch::{Flight, GroupAt};
 use crate::limits::{VERIFY_BEFORE_HEAD_BYTES_MAX, VERIFY_BEFORE_HEAD_GROUPS_MAX};
@@ -96,8 +96,10 @@ pub struct VerifiedGroup {
 }
 
 /// Groups one read-ahead brings in with one disk read (512 KiB: large reads are what
-/// this kind of disk needs to reach its rate; see docs/design/zero-copy-sends.md).
-const READ_AHEAD_BATCH_GROUPS: u64 = 8;
+/// this kind of disk needs to reach its rate; see docs/design/zero-copy-sends.md), at
+/// most to the end of the cache's window, so that a stream read cold leaves each window
+/// end to end (docs/design/cache.md).
+const READ_AHEAD_BATCH_GROUPS: u64 = CACHE_WINDOW_GROUPS;
 
 /// Read-ahead batches in flight per stream (2 MiB): with two, the device here sat idle
 /// a quarter of a cold stream's time; with four, a tenth (docs/design/zero-copy-sends.md).
@@ -397,7 +399,8 @@ impl StoredStream {
         let mut started = false;
         while self.requested_to <= self.last {
             let first = GroupIndex(self.requested_to);
-            let count = READ_AHEAD_BATCH_GROUPS.min(self.last + 1 - self.requested_to);
+            let window_end = (self.requested_to + 1).next_multiple_of(READ_AHEAD_BATCH_GROUPS);
+            let count = (window_end.min(self.last + 1)) - self.requested_to;
             // Cached groups join `ready` only right behind it: not while groups of a
             // failed batch are still to be fetched singly (`ready` is empty then, and
             // the cached ones would be handed out in their place).

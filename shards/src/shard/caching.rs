@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
+use ron_codec::tree::{group_count, group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
 use ron_link::counters::StorageCounters;
 
@@ -21,6 +21,12 @@ use crate::shard::state::Shard;
 /// reading it whole would evict a quarter of everything else, and a cold stream of it
 /// would spend more on arena churn (allocate, zero, map, unmap) than on sending.
 pub const CACHE_ADMIT_SHARE: u64 = 4;
+
+/// An object's groups that a miss reads together while the cache has room: aligned
+/// windows of this many (512 KiB, one read-ahead batch). Ranges would otherwise bring an
+/// object's groups in one or two at a time, between other objects' groups, and every
+/// later answer would leave in a `sendfile` per piece (docs/design/cache.md).
+pub const CACHE_WINDOW_GROUPS: u64 = 8;
 
 /// Read-ahead held on one shard at most, bytes: 128 streams at full depth. Past it,
 /// streams read one group at a time, so a crowd of cold streams (or of slow readers
@@ -68,6 +74,35 @@ impl Shard {
                 })
                 .collect()
         })
+    }
+
+    /// The groups a miss of `first..first + count` reads: the aligned windows of
+    /// [`CACHE_WINDOW_GROUPS`] they touch, when the object is cached at all and the
+    /// cache takes the windows' bytes without evicting anything; else the groups asked
+    /// for. Widened, a range's read brings its whole window in end to end, so the next
+    /// answers from it leave in one `sendfile`; a cache that is full and churning reads
+    /// only what is asked (no read amplification on a working set larger than it).
+    pub(super) fn miss_span(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+    ) -> (GroupIndex, u64) {
+        let groups = group_count(meta.len());
+        let start = first.0 / CACHE_WINDOW_GROUPS * CACHE_WINDOW_GROUPS;
+        let end = (first.0 + count)
+            .next_multiple_of(CACHE_WINDOW_GROUPS)
+            .min(groups);
+        if end <= start || end - start <= count || !self.admits_to_cache(meta) {
+            return (first, count);
+        }
+        let bytes: u64 = (start..end)
+            .filter_map(|g| group_len(meta.len(), GroupIndex(g)))
+            .sum();
+        match self.groups.borrow().takes_without_eviction(bytes as usize) {
+            true => (GroupIndex(start), end - start),
+            false => (first, count),
+        }
     }
 
     /// How many of groups `first..first + count` the cache holds.

@@ -52,7 +52,9 @@ use crate::shard::peers::mesh_handler;
 use crate::shard::services::start_all;
 use crate::store::{self, Store};
 
-pub use crate::shard::caching::{ReadAheadPermit, CACHE_ADMIT_SHARE, READ_AHEAD_BYTES_MAX};
+pub use crate::shard::caching::{
+    ReadAheadPermit, CACHE_ADMIT_SHARE, CACHE_WINDOW_GROUPS, READ_AHEAD_BYTES_MAX,
+};
 pub use crate::shard::degraded::REPAIR_DEFER_MS_MAX;
 pub use crate::shard::state::{AnnounceFilter, Shard, ShardConfig};
 

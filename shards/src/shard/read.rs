@@ -3,6 +3,7 @@
 //! shard's disk (`disk.rs`; a damaged block rebuilt by `degraded.rs`) or the owner
 //! shard over the mesh. Concurrent loads of one object's metadata share one load.
 
+use std::ops::Range;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -174,7 +175,8 @@ impl Shard {
             .ok_or(ShardError::NotFound { addr: *addr })
     }
 
-    /// One whole verified group: from the cache, this shard's disk, or the owner.
+    /// One whole verified group: from the cache, this shard's disk, or the owner — on a
+    /// miss with its window when the cache has room ([`Shard::miss_span`]).
     pub async fn group(
         &self,
         meta: &ObjectMeta,
@@ -187,13 +189,38 @@ impl Shard {
         if let Some(cached) = self.cached_group(meta, &key) {
             return Ok(cached);
         }
+        let (wide_first, wide_count) = self.miss_span(meta, group, 1);
+        if wide_count > 1 {
+            // Boxed: only a first touch of a window reads it, and no hit should carry it.
+            let asked = group.0..group.0 + 1;
+            let wide = Box::pin(self.read_groups(meta, wide_first, wide_count, asked)).await;
+            if let Some(mut wide) = wide_or_exact(wide)? {
+                return Ok(wide.swap_remove((group.0 - wide_first.0) as usize));
+            }
+        }
+        self.group_exact(meta, group).await
+    }
+
+    /// One whole verified group not cached, from this shard's disk or the owner, read
+    /// alone.
+    async fn group_exact(
+        &self,
+        meta: &ObjectMeta,
+        group: GroupIndex,
+    ) -> Result<GroupBytes, ShardError> {
+        let key = GroupKey {
+            addr: meta.addr(),
+            group,
+        };
         match self.owner(&key.addr) {
             None => {
                 StorageCounters::add(&self.metrics.cache_misses, 1);
                 self.group_from_disk(meta, group).await
             }
             Some(owner) => {
-                let mut one = self.remote_groups(owner, meta, group, 1).await?;
+                let mut one = self
+                    .remote_groups(owner, meta, group, 1, group.0..group.0 + 1)
+                    .await?;
                 one.pop().ok_or_else(|| mesh_confused(owner))
             }
         }
@@ -230,9 +257,8 @@ impl Shard {
     }
 
     /// Groups `first..first + count`, verified: from the cache when all are there;
-    /// else, for an object this shard owns, one DMA read for the whole run (read-ahead
-    /// for streams, both groups of a range at once); for one another shard owns, one
-    /// mesh round trip per [`MESH_GROUPS_MAX`] groups.
+    /// else read with the rest of their windows while the cache has room
+    /// ([`Shard::miss_span`]), or alone.
     pub async fn groups(
         &self,
         meta: &ObjectMeta,
@@ -242,9 +268,34 @@ impl Shard {
         if let Some(cached) = self.cached_groups(meta, first, count) {
             return Ok(cached);
         }
+        let (wide_first, wide_count) = self.miss_span(meta, first, count);
+        if wide_count > count {
+            let asked = first.0..first.0 + count;
+            let wide = Box::pin(self.read_groups(meta, wide_first, wide_count, asked)).await;
+            if let Some(mut wide) = wide_or_exact(wide)? {
+                let skip = (first.0 - wide_first.0) as usize;
+                return Ok(wide.drain(skip..skip + count as usize).collect());
+            }
+        }
+        self.read_groups(meta, first, count, first.0..first.0 + count)
+            .await
+    }
+
+    /// Groups `first..first + count`, verified, cached or not: for an object this shard
+    /// owns, one DMA read for the whole run (read-ahead for streams, both groups of a
+    /// range at once, a window); for one another shard owns, one mesh round trip per
+    /// [`MESH_GROUPS_MAX`] groups. Groups not cached count as misses if `asked`, else as
+    /// a window's bytes.
+    async fn read_groups(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+        asked: Range<u64>,
+    ) -> Result<Vec<GroupBytes>, ShardError> {
         let addr = meta.addr();
         if let Some(owner) = self.owner(&addr) {
-            return self.remote_groups(owner, meta, first, count).await;
+            return self.remote_groups(owner, meta, first, count, asked).await;
         }
         if count == 1 {
             return self.groups_one_by_one(meta, first, count).await;
@@ -290,7 +341,7 @@ impl Shard {
                     }
                 }
                 None => {
-                    StorageCounters::add(&self.metrics.cache_misses, 1);
+                    self.count_miss(meta, key.group, &asked);
                     match self.keep_verified(meta, key, read.group(key.group, expected)) {
                         Err(e) if meta.parity.is_some() && e.is_stored_damage() => {
                             damaged.push((groups.len(), key, e));
@@ -339,7 +390,15 @@ impl Shard {
     ) -> Result<Vec<GroupBytes>, ShardError> {
         let mut groups = Vec::with_capacity(count as usize);
         for g in first.0..first.0 + count {
-            groups.push(self.group(meta, GroupIndex(g)).await?);
+            let key = GroupKey {
+                addr: meta.addr(),
+                group: GroupIndex(g),
+            };
+            let group = match self.cached_group(meta, &key) {
+                Some(cached) => cached,
+                None => self.group_exact(meta, key.group).await?,
+            };
+            groups.push(group);
         }
         Ok(groups)
     }
@@ -366,6 +425,7 @@ impl Shard {
         meta: &ObjectMeta,
         first: GroupIndex,
         count: u64,
+        asked: Range<u64>,
     ) -> Result<Vec<GroupBytes>, ShardError> {
         let addr = meta.addr();
         let mut groups = Vec::with_capacity(count as usize);
@@ -390,7 +450,7 @@ impl Shard {
                 let kept = match self.cached_group(meta, &key) {
                     Some(cached) => cached,
                     None => {
-                        StorageCounters::add(&self.metrics.cache_misses, 1);
+                        self.count_miss(meta, key.group, &asked);
                         // Trust boundary: the owner checked it, and so does this shard.
                         self.keep_verified(meta, key, GroupBytes::in_memory(bytes))?
                     }
@@ -402,6 +462,18 @@ impl Shard {
         Ok(groups)
     }
 
+    /// A group read because it was not cached: a miss if the read asked for it, else
+    /// bytes read to fill its window ([`Shard::miss_span`]).
+    fn count_miss(&self, meta: &ObjectMeta, group: GroupIndex, asked: &Range<u64>) {
+        match asked.contains(&group.0) {
+            true => StorageCounters::add(&self.metrics.cache_misses, 1),
+            false => StorageCounters::add(
+                &self.metrics.cache_window_bytes,
+                group_len(meta.len(), group).unwrap_or(0),
+            ),
+        }
+    }
+
     /// A mesh error as this shard returns it; a not-found means the object was evicted
     /// since its metadata was cached here, so the metadata is forgotten too.
     fn forget_if_gone(&self, addr: &Address, e: ShardError) -> ShardError {
@@ -409,6 +481,19 @@ impl Shard {
             self.forget_metas(&[*addr]);
         }
         e
+    }
+}
+
+/// What a widened read gives the request: its groups, or `None` when it met damage
+/// (the request's own groups are then read alone, and any damage among them is
+/// reported or rebuilt as such); any other failure is the request's too.
+fn wide_or_exact(
+    wide: Result<Vec<GroupBytes>, ShardError>,
+) -> Result<Option<Vec<GroupBytes>>, ShardError> {
+    match wide {
+        Ok(wide) => Ok(Some(wide)),
+        Err(e) if e.is_stored_damage() => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
