@@ -194,7 +194,9 @@ impl Shard {
             // Boxed: only a first touch of a window reads it, and no hit should carry it.
             let asked = group.0..group.0 + 1;
             let wide = Box::pin(self.read_groups(meta, wide_first, wide_count, asked)).await;
-            if let Some(mut wide) = wide_or_exact(wide)? {
+            // A widened read that fails (damage in its window, an owner's error about
+            // it) is dropped: the group is read alone, and its own error is the answer.
+            if let Ok(mut wide) = wide {
                 return Ok(wide.swap_remove((group.0 - wide_first.0) as usize));
             }
         }
@@ -272,7 +274,7 @@ impl Shard {
         if wide_count > count {
             let asked = first.0..first.0 + count;
             let wide = Box::pin(self.read_groups(meta, wide_first, wide_count, asked)).await;
-            if let Some(mut wide) = wide_or_exact(wide)? {
+            if let Ok(mut wide) = wide {
                 let skip = (first.0 - wide_first.0) as usize;
                 return Ok(wide.drain(skip..skip + count as usize).collect());
             }
@@ -481,19 +483,6 @@ impl Shard {
             self.forget_metas(&[*addr]);
         }
         e
-    }
-}
-
-/// What a widened read gives the request: its groups, or `None` when it met damage
-/// (the request's own groups are then read alone, and any damage among them is
-/// reported or rebuilt as such); any other failure is the request's too.
-fn wide_or_exact(
-    wide: Result<Vec<GroupBytes>, ShardError>,
-) -> Result<Option<Vec<GroupBytes>>, ShardError> {
-    match wide {
-        Ok(wide) => Ok(Some(wide)),
-        Err(e) if e.is_stored_damage() => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
