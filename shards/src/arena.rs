@@ -1,7 +1,7 @@
 //! The verified-group cache, kept where the kernel can send it without a copy.
 //!
 //! Cached groups live in *arenas*: memfd files, allocated and mapped read-only on the
-//! blocking pool (in 2 MiB folios where the kernel grants them, [`memory`]), sealed
+//! blocking pool (in 2 MiB folios where the kernel grants them, `memory.rs`), sealed
 //! against shrinking, filled front to back with `pwrite` on the shard, and sealed
 //! against writes once full. A group
 //! is verified where it lies in its arena, so the bytes checked are the bytes sent: a

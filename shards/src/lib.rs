@@ -96,7 +96,9 @@
 //!
 //! ## Data flow
 //! Read: `Shard::meta(addr)` → `Shard::group(meta, g)` (or `Shard::groups` for a run)
-//! for the groups a range covers; the owner reads them with one aligned DMA read,
+//! for the groups a range covers — on a miss, with the rest of their aligned 512 KiB
+//! windows while the cache is below its budget, so that ranges leave an object's groups
+//! end to end (docs/design/cache.md); the owner reads them with one aligned DMA read,
 //! copies each into an arena and verifies it there (or, for an object over a quarter
 //! of the cache, verifies it in the DMA buffer and sends it from there), and both the
 //! owner and the asking shard cache the verified bytes (objects are immutable, so any

@@ -189,18 +189,35 @@ impl Shard {
         if let Some(cached) = self.cached_group(meta, &key) {
             return Ok(cached);
         }
-        let (wide_first, wide_count) = self.miss_span(meta, group, 1);
-        if wide_count > 1 {
-            // Boxed: only a first touch of a window reads it, and no hit should carry it.
-            let asked = group.0..group.0 + 1;
-            let wide = Box::pin(self.read_groups(meta, wide_first, wide_count, asked)).await;
-            // A widened read that fails (damage in its window, an owner's error about
-            // it) is dropped: the group is read alone, and its own error is the answer.
-            if let Ok(mut wide) = wide {
-                return Ok(wide.swap_remove((group.0 - wide_first.0) as usize));
+        if let Some(mut widened) = self.read_widened(meta, group, 1).await {
+            if let Some(one) = widened.pop() {
+                return Ok(one);
             }
         }
         self.group_exact(meta, group).await
+    }
+
+    /// Groups `first..first + count`, none of them necessarily cached, read with the
+    /// rest of their windows ([`Shard::miss_span`]); `None` when the cache has no room
+    /// for that or the widened read failed (damage in a window, the owner's error about
+    /// it): the caller then reads its groups alone, and their own error is the answer.
+    async fn read_widened(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+    ) -> Option<Vec<GroupBytes>> {
+        let (wide_first, wide_count) = self.miss_span(meta, first, count);
+        if wide_count <= count {
+            return None;
+        }
+        let asked = first.0..first.0 + count;
+        // Boxed: only a first touch of a window reads it, and no hit should carry it.
+        let mut wide = Box::pin(self.read_groups(meta, wide_first, wide_count, asked))
+            .await
+            .ok()?;
+        let skip = (first.0 - wide_first.0) as usize;
+        Some(wide.drain(skip..skip + count as usize).collect())
     }
 
     /// One whole verified group not cached, from this shard's disk or the owner, read
@@ -210,19 +227,14 @@ impl Shard {
         meta: &ObjectMeta,
         group: GroupIndex,
     ) -> Result<GroupBytes, ShardError> {
-        let key = GroupKey {
-            addr: meta.addr(),
-            group,
-        };
-        match self.owner(&key.addr) {
+        match self.owner(&meta.addr()) {
             None => {
                 StorageCounters::add(&self.metrics.cache_misses, 1);
                 self.group_from_disk(meta, group).await
             }
             Some(owner) => {
-                let mut one = self
-                    .remote_groups(owner, meta, group, 1, group.0..group.0 + 1)
-                    .await?;
+                let asked = group.0..group.0 + 1;
+                let mut one = self.remote_groups(owner, meta, group, 1, asked).await?;
                 one.pop().ok_or_else(|| mesh_confused(owner))
             }
         }
@@ -270,14 +282,8 @@ impl Shard {
         if let Some(cached) = self.cached_groups(meta, first, count) {
             return Ok(cached);
         }
-        let (wide_first, wide_count) = self.miss_span(meta, first, count);
-        if wide_count > count {
-            let asked = first.0..first.0 + count;
-            let wide = Box::pin(self.read_groups(meta, wide_first, wide_count, asked)).await;
-            if let Ok(mut wide) = wide {
-                let skip = (first.0 - wide_first.0) as usize;
-                return Ok(wide.drain(skip..skip + count as usize).collect());
-            }
+        if let Some(widened) = self.read_widened(meta, first, count).await {
+            return Ok(widened);
         }
         self.read_groups(meta, first, count, first.0..first.0 + count)
             .await
