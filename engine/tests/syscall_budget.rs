@@ -237,6 +237,10 @@ fn a_body_whose_groups_lie_apart_in_the_arena_leaves_corked_and_is_uncorked_at_i
         let other_addr = upload(&n, &other);
         assert!(get(n.http, &format!("/o/{other_addr}")).unwrap().body == other);
     }
+    // The next arena is made on the blocking pool after each roll; a group placed
+    // before it is ready is served and not cached, and would leave from memory. Time for
+    // it, so the eight groups below (half an arena, at most one roll) are all cached.
+    std::thread::sleep(Duration::from_millis(200));
     let full = [upload_one(43), upload_one(44)];
     read_groups_interleaved(&n, &full, GROUPS);
     let (c, third) = &full[0];

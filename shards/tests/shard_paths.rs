@@ -222,9 +222,11 @@ async fn exercise_mesh(shard: &Rc<Shard>) {
         assert_eq!(created, CommitOutcome::Created);
         let again = put(shard, &data, "").await.expect("put again");
         assert_eq!(again, CommitOutcome::AlreadyStored);
-        if shard.routing().owner(&addr) != shard.index() {
+        if shard.routing().owner(&addr) != shard.index() && remote == 1 {
             // A miss of one group of an object the other shard owns brings its whole
-            // window (all 3 groups) across the mesh while the cache has room.
+            // window (all 3 groups) across the mesh while the cache has room (checked on
+            // the first: later ones may meet the first arena's roll, before which the
+            // next arena is not made, and be served uncached).
             let meta = shard.meta(&addr).await.expect("meta");
             assert!(shard.cached_groups(&meta, GroupIndex(0), 1).is_none());
             shard.group(&meta, GroupIndex(1)).await.expect("group 1");
@@ -422,7 +424,7 @@ fn a_miss_reads_its_window_while_the_cache_is_below_its_budget() {
         // The next arena is made on the blocking pool: a group placed while it is not
         // ready yet is served and not cached, so the reads leave it time. The first is
         // made when the first arena (1 MiB) is full: an object of 17 groups fills it.
-        let pause = || glommio::timer::sleep(Duration::from_millis(20));
+        let pause = || glommio::timer::sleep(Duration::from_millis(100));
         let warm = &objects[3].0;
         shard.groups(warm, GroupIndex(0), 17).await.expect("warm");
         pause().await;
@@ -509,7 +511,7 @@ fn a_miss_reads_its_window_while_the_cache_is_below_its_budget() {
                     .groups(meta, GroupIndex(window), 8)
                     .await
                     .expect("read");
-                glommio::timer::sleep(Duration::from_millis(20)).await;
+                glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }
         let window_bytes = metrics.cache_window_bytes.load(Ordering::Relaxed);
