@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# What an answer costs a server that is not saturated (issue 54): ron --shards 1 and
-# nginx with one worker, each alone on CPU 0, ron-bench on CPU 1 at fixed open-loop
-# rates, the two servers alternating. Where CDN edges and public nodes mostly run, a
+# What an answer costs a server that is not saturated (issue 54): ron --shards S and
+# nginx with S workers (SHARDS, default 1), each on CPUs 0..S-1, ron-bench on the CPUs
+# after them (on a machine with no CPU left over, the last server CPU, shared) at fixed
+# open-loop rates, the two servers alternating. Where CDN edges and public nodes mostly run, a
 # server sleeps between requests, and what a sleep costs shows here and not in a
 # saturated benchmark.
 #
 #   bash bench/partial_load.sh                         # RATES="20000 60000", 4 KiB GETs
 #   RATES="10000 30000" ROUNDS=3 WORKLOAD=range_64KiB bash bench/partial_load.sh
+#   SHARDS=2 RATES=10000 WORKLOAD=range_64KiB bash bench/partial_load.sh   # a mesh to cross
 #
 # Per run, over MEASURE_S seconds in the middle of the load: the server's own CPU time
 # (its threads' schedstat, nginx's workers included) per answer, and its sleeps per
 # answer (its threads' voluntary context switches: a glommio shard parking, an nginx
 # worker in epoll_wait). Prints one line per run, then the medians.
 #
-# Variables: RATES ROUNDS WORKLOAD MEASURE_S RON BENCH NGINX WORK PORT.
+# Variables: SHARDS RATES ROUNDS WORKLOAD MEASURE_S RON BENCH NGINX WORK PORT.
 # Talks only to 127.0.0.1, stops what it started (by PID).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +40,12 @@ case "$WORKLOAD" in
   range_64KiB) SET="--objects 200 --size 1048576 --seed 12" MODE="--workload range --range-bytes 65536" ;;
   *) echo "WORKLOAD: 4KiB or range_64KiB" >&2; exit 2 ;;
 esac
-[ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs: the server on CPU 0, the client on CPU 1" >&2; exit 2; }
+SHARDS=${SHARDS:-1}
+CPUS=$(nproc)
+[ "$CPUS" -ge 2 ] || { echo "needs 2 CPUs: the server on CPU 0, the client on CPU 1" >&2; exit 2; }
+[ "$SHARDS" -ge 1 ] && [ "$SHARDS" -le "$CPUS" ] || { echo "SHARDS: 1 to $CPUS" >&2; exit 2; }
+SERVER_CPUS=0-$((SHARDS - 1))
+if [ "$SHARDS" -lt "$CPUS" ]; then CLIENT_CPUS=$(seq -s, "$SHARDS" $((CPUS - 1))); else CLIENT_CPUS=$((CPUS - 1)); fi
 command -v "$NGINX" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 if [ ! -x "$RON" ] || [ ! -x "$BENCH" ]; then cargo build --release -p ron-engine -p ron-bench; fi
 
@@ -48,7 +55,7 @@ trap stop_started EXIT
 rm -rf "$WORK"; mkdir -p "$WORK/www" "$WORK/nginx"
 # shellcheck disable=SC2086
 "$BENCH" dataset --dir "$WORK/www" $SET >/dev/null
-start_pinned 0 "$WORK/ron.log" "$RON" serve --shards 1 --data-dir "$WORK/ron-data" \
+start_pinned "$SERVER_CPUS" "$WORK/ron.log" "$RON" serve --shards "$SHARDS" --data-dir "$WORK/ron-data" \
   --http "127.0.0.1:$PORT" --oap "127.0.0.1:$((PORT + 3))" --admin "127.0.0.1:$((PORT + 2))" --cache-bytes 2GiB
 ron_pid=$started
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$((PORT + 2))/readyz" >/dev/null && break; sleep 0.1; done
@@ -56,9 +63,9 @@ curl -sf "http://127.0.0.1:$((PORT + 2))/readyz" >/dev/null || { echo "ron did n
 # The scrubber would run on the server's CPU: paused, so neither server pays for it.
 curl -sf -X POST "http://127.0.0.1:$((PORT + 2))/admin/scrub/pause" >/dev/null
 # shellcheck disable=SC2086
-"$BENCH" run --target "127.0.0.1:$PORT" --load $SET --duration 0.2 --warmup 0 --connections 1 --cpus 1 >/dev/null
-nginx_config "$WORK/nginx" "$WORK/www" $((PORT + 1)) 1 "$(affinity_masks 1)" 10000 >"$WORK/nginx/nginx.conf"
-start_pinned 0 "$WORK/nginx.log" "$NGINX" -c "$WORK/nginx/nginx.conf" -g 'daemon off;'
+"$BENCH" run --target "127.0.0.1:$PORT" --load $SET --duration 0.2 --warmup 0 --connections 1 --cpus "$CLIENT_CPUS" >/dev/null
+nginx_config "$WORK/nginx" "$WORK/www" $((PORT + 1)) "$SHARDS" "$(affinity_masks "$SHARDS")" 10000 >"$WORK/nginx/nginx.conf"
+start_pinned "$SERVER_CPUS" "$WORK/nginx.log" "$NGINX" -c "$WORK/nginx/nginx.conf" -g 'daemon off;'
 nginx_pid=$started
 sleep 1
 
@@ -69,7 +76,7 @@ for rate in $RATES; do
       if [ $server = ron ]; then port=$PORT pid=$ron_pid; else port=$((PORT + 1)) pid=$nginx_pid; fi
       # shellcheck disable=SC2086
       "$BENCH" run --target "127.0.0.1:$port" $SET $MODE --no-verify --rate "$rate" \
-        --duration $((MEASURE_S + 2)) --warmup 1 --connections 64 --cpus 1 --json "$WORK/run.json" >/dev/null &
+        --duration $((MEASURE_S + 2)) --warmup 1 --connections 64 --cpus "$CLIENT_CPUS" --json "$WORK/run.json" >/dev/null &
       load=$!
       sleep 2
       ns0=$(tree_ns "$pid"); sl0=$(tree_sleeps "$pid")
@@ -85,7 +92,7 @@ for rate in $RATES; do
   done
 done
 
-echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r); ron (tree at $(git rev-parse --short HEAD 2>/dev/null || echo '?')), nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); $WORKLOAD, medians of $ROUNDS"
+echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r); ron (tree at $(git rev-parse --short HEAD 2>/dev/null || echo '?')), nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); $SHARDS shards / workers on CPUs $SERVER_CPUS, client on CPUs $CLIENT_CPUS; $WORKLOAD, medians of $ROUNDS"
 echo "| rate | ron us per answer | nginx us per answer | ron / nginx | sleeps per answer (ron, nginx) |"
 echo "|---:|---:|---:|---:|---|"
 for rate in $RATES; do
