@@ -18,11 +18,15 @@
 #   NODES=1000 OBJECTS=200 bash bench/device_kit.sh network --kill-percent 0 --join-percent 0 \
 #     --copies-wait-s 30 --settle-s 5 --calm-max-s 45 --quiet-s 5   # 1,000 nodes in ~4 min
 #
-# The kit holds ron and ron-bench (stripped release builds: they need glibc 2.34 or later),
-# and nginx and curl with the shared libraries they link beyond glibc's own, each started
-# through a wrapper that points only its own loader at them. What a mode prints also goes
-# to $OUT (the device tool's folder that comes back) when that is set. Variables of the
-# scripts it runs pass through (RUNS, DURATION, SHARDS, ONLY; NODES, ZONES, OBJECTS).
+# The kit holds ron and ron-bench (release builds without their debug information, their
+# symbols kept for profiles: they need glibc 2.34 or later), and nginx, curl and perf
+# (where this machine has it: `PROFILE=1 bash bench/device_kit.sh many_cores`) with the
+# shared libraries they link beyond glibc's own, each started through a wrapper that
+# points only its own loader at them; all of it in one gzip'd tar (the device's working
+# tree is limited to 64 MiB), unpacked there by the first mode that needs it. What a mode
+# prints also goes to $OUT (the device tool's folder that comes back) when that is set.
+# Variables of the scripts it runs pass through (RUNS, DURATION, SHARDS, ONLY, PROFILE;
+# NODES, ZONES, OBJECTS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIT=${KIT:-target/device-kit}
@@ -38,29 +42,38 @@ libraries_beyond_libc() {
 pack() {
   cargo build --release -q --locked -p ron-engine -p ron-bench
   command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
-  rm -rf "$KIT"
-  mkdir -p "$KIT/bin" "$KIT/libexec" "$KIT/lib"
-  strip -o "$KIT/bin/ron" target/release/ron
-  strip -o "$KIT/bin/ron-bench" target/release/ron-bench
-  if [ -n "${OTHER_RON:-}" ]; then strip -o "$KIT/bin/ron-b" "$OTHER_RON"; fi
-  local tool path
-  for tool in nginx curl; do
+  local tree=$KIT.tree
+  rm -rf "$KIT" "$tree"
+  mkdir -p "$KIT" "$tree/bin" "$tree/libexec" "$tree/lib"
+  strip --strip-debug -o "$tree/bin/ron" target/release/ron
+  strip --strip-debug -o "$tree/bin/ron-bench" target/release/ron-bench
+  if [ -n "${OTHER_RON:-}" ]; then strip --strip-debug -o "$tree/bin/ron-b" "$OTHER_RON"; fi
+  local tool path tools="nginx curl"
+  command -v perf >/dev/null && tools+=" perf"
+  for tool in $tools; do
     path=$(command -v "$tool")
-    cp "$path" "$KIT/libexec/$tool"
-    libraries_beyond_libc "$path" | xargs -r cp -L -t "$KIT/lib"
+    cp "$path" "$tree/libexec/$tool"
+    libraries_beyond_libc "$path" | xargs -r cp -L -t "$tree/lib"
     # exec keeps the PID the benchmark started (it pins it and reads its threads).
-    cat >"$KIT/bin/$tool" <<EOF
+    cat >"$tree/bin/$tool" <<EOF
 #!/bin/sh
 kit=\$(cd "\$(dirname "\$0")/.." && pwd)
 LD_LIBRARY_PATH=\$kit/lib exec "\$kit/libexec/$tool" "\$@"
 EOF
-    chmod +x "$KIT/bin/$tool"
+    chmod +x "$tree/bin/$tool"
   done
   git rev-parse HEAD >"$KIT/REVISION"
   git status --porcelain --untracked-files=no | grep -q . && echo "dirty" >>"$KIT/REVISION"
   if [ -n "${OTHER_RON:-}" ]; then echo "ron B: $OTHER_RON" >>"$KIT/REVISION"; fi
+  tar -C "$tree" -czf "$KIT/kit.tar.gz" bin libexec lib
+  rm -rf "$tree"
   du -sh "$KIT"
   echo "carry [\"$KIT\"]; run: bash bench/device_kit.sh check|many_cores|network"
+}
+
+# On the device: the kit's programs, unpacked once from the tar that travelled.
+unpack() {
+  [ -x "$KIT/bin/ron" ] || tar -C "$KIT" -xzf "$KIT/kit.tar.gz"
 }
 
 # Output of a mode: on stdout, and under $OUT when the device tool set it.
@@ -79,6 +92,17 @@ check() {
   echo "commands missing: ${missing[*]:-none}"
   "$KIT/bin/nginx" -v 2>&1
   "$KIT/bin/curl" --version | head -1
+  # Whether profiles can be taken here: perf, a software clock, the system call tracepoints.
+  if [ -x "$KIT/bin/perf" ]; then
+    echo "perf: $("$KIT/bin/perf" version 2>&1)"
+    if "$KIT/bin/perf" stat -e cpu-clock -- true >/dev/null 2>&1; then echo "perf cpu-clock: works"
+    else echo "perf cpu-clock: fails: $("$KIT/bin/perf" stat -e cpu-clock -- true 2>&1 | tail -1)"; fi
+    if "$KIT/bin/perf" stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
+      echo "perf system call tracepoints: work"
+    else echo "perf system call tracepoints: missing"; fi
+  else
+    echo "perf: not in the kit"
+  fi
   echo "open files: $(ulimit -n) soft, $(ulimit -Hn) hard"
   local dir
   dir=$(mktemp -d)
@@ -101,6 +125,7 @@ check() {
 # bench/many_cores.sh, then network.sh: their own cargo build and apt-get are skipped
 # when the binaries they are given exist.
 tools() {
+  unpack
   export PATH="$PWD/$KIT/bin:$PATH" RON="$PWD/$KIT/bin/ron" BENCH="$PWD/$KIT/bin/ron-bench"
   # nginx's compiled-in paths (error log, temp folders) must exist on a bare machine.
   mkdir -p /var/log/nginx /var/lib/nginx 2>/dev/null || true
@@ -108,7 +133,7 @@ tools() {
 
 case "$mode" in
   pack) pack ;;
-  check) check 2>&1 | log_to check.txt ;;
+  check) unpack && check 2>&1 | log_to check.txt ;;
   many_cores)
     tools
     if [ -x "$KIT/bin/ron-b" ]; then export OTHER_RON=$PWD/$KIT/bin/ron-b; fi

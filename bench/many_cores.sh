@@ -123,18 +123,22 @@ profile() {
   local rec=$!
   local calls="" c
   for c in $PROFILED_CALLS; do calls+="syscalls:sys_enter_$c,"; done
+  # Where the system call tracepoints are missing (no tracefs) the counts are left out.
   perf stat -x, -e "${calls}raw_syscalls:sys_enter,context-switches" -t "$tids" -o "$out.stat" \
-    -- sleep "$DURATION" 2>/dev/null
+    -- sleep "$DURATION" 2>/dev/null || sleep "$DURATION"
   wait "$rec" || true
-  perf report -i "$out.data" --no-children --sort sym --percent-limit 1.5 --stdio 2>/dev/null |
+  perf report -i "$out.data" --no-children -g none --sort sym --percent-limit 1.5 --stdio 2>/dev/null |
     grep -E '^ +[0-9]' | head -25 >"$out.top" || true
 }
 # The calls counted one by one (raw_syscalls:sys_enter counts them all).
 PROFILED_CALLS="sendfile64 sendto sendmsg write writev read readv recvfrom recvmsg \
 epoll_wait epoll_pwait io_uring_enter futex accept4 openat close mmap munmap madvise splice \
 setsockopt getsockopt clock_nanosleep sched_yield"
-# One line per profiled run: the calls made per request (those at 0.05 or more).
+# One line per profiled run: the calls made per request (those at 0.05 or more), then the
+# top of its profile.
 per_request_calls() {
+  [ -s "$1.top" ] && sed "s|^|    $(basename "$1") |" "$1.top"
+  [ -s "$1.stat" ] || { echo "$(basename "$1"): no system call counts"; return 0; }
   python3 - "$1" "$2" "$DURATION" <<'PY'
 import json, sys
 stat, run, duration = sys.argv[1], sys.argv[2], float(sys.argv[3])
