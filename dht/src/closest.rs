@@ -112,6 +112,34 @@ pub fn nth_nearest(
     Some(*nth)
 }
 
+/// Of `known` peers (a routing table's, as positions), those likely among the closest
+/// of `key` before any lookup: within the share of the key space where `rank` peers of
+/// a network of `network_peers` are expected, nearest first, at most `max`; their
+/// indexes in `known`. A peer that near has fewer than `rank` others nearer on average,
+/// so with `rank` half of the `k` a key is published to, it is one of them unless the
+/// network is much larger than `network_peers` says (then it is merely near: its record
+/// still serves the lookups that pass it).
+pub fn likely_closest(
+    key: &DistanceKey,
+    known: &[DistanceKey],
+    network_peers: f64,
+    rank: usize,
+    max: usize,
+) -> Vec<usize> {
+    if network_peers <= 0.0 {
+        return Vec::new();
+    }
+    let within = rank as f64 / network_peers;
+    let mut near: Vec<(U256, usize)> = known
+        .iter()
+        .enumerate()
+        .map(|(at, p)| (distance(key, p), at))
+        .filter(|(d, _)| share_of_key_space(*d) <= within)
+        .collect();
+    near.sort_unstable();
+    near.into_iter().take(max).map(|(_, at)| at).collect()
+}
+
 /// How many peers the network holds, estimated from a lookup's closest peers to `key`:
 /// with `N` ids spread evenly over the key space, the `n`-th closest lies about
 /// `n / N` of the space away. `None` with no candidate.
@@ -275,6 +303,41 @@ pub(crate) mod tests {
             );
         }
         assert_eq!(network_size_estimate(&[0; 32], &[]), None);
+    }
+
+    #[test]
+    fn likely_closest_peers_are_among_the_true_closest() {
+        // A node knows a routing table's share of a network (every fifth peer here) and
+        // picks, for fresh keys, those within the space where 5 peers are expected: they
+        // must nearly always be among the key's 10 closest of the whole network.
+        const NODES: usize = 1_000;
+        let peers: Vec<DistanceKey> = scattered_positions(7).take(NODES).collect();
+        let known: Vec<DistanceKey> = peers.iter().step_by(5).copied().collect();
+        let (mut picked, mut among) = (0, 0);
+        for key in scattered_positions(8).take(2_000) {
+            let true_closest = closest(&key, &peers, 10);
+            for at in likely_closest(&key, &known, NODES as f64, 5, 2) {
+                picked += 1;
+                if true_closest.contains(&(at * 5)) {
+                    among += 1;
+                }
+            }
+        }
+        assert!(picked > 1_200, "{picked} picks for 2,000 keys");
+        assert!(
+            among * 100 >= picked * 99,
+            "{among} of {picked} picks among the 10 closest"
+        );
+        // Nearest first, at most `max`, none beyond the share.
+        let key = position(9);
+        let picks = likely_closest(&key, &peers, NODES as f64, 5, 3);
+        assert!(!picks.is_empty() && picks.len() <= 3);
+        let ranked = closest(&key, &peers, picks.len());
+        let mut sorted = picks.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, ranked, "the nearest known peers");
+        assert!(likely_closest(&key, &peers, NODES as f64, 0, 3).is_empty());
+        assert!(likely_closest(&key, &peers, 0.0, 5, 3).is_empty());
         assert_eq!(share_of_key_space(U256::MAX >> 1usize), 0.5);
     }
 }

@@ -531,6 +531,10 @@ declare_counters! {
         /// be looked up on their own.
         publish_keys_deferred_total: AtomicU64 => Counter "ron_dht_publish_keys_deferred_total", Sum,
             "Keys of a publication batch whose k closest peers its lookup may have missed (looked up on their own).",
+        /// Requests that took fresh keys to routing-table peers likely among their
+        /// closest before the batch's lookup ended (optimistic provide).
+        publish_early_requests_total: AtomicU64 => Counter "ron_dht_publish_early_requests_total", Sum,
+            "Requests that took fresh keys at once to routing-table peers likely among their closest, before the batch's lookup ended (optimistic provide).",
         announce_dropped_total: AtomicU64 => Counter "ron_dht_announce_dropped_total", Sum,
             "Stored objects not announced at once (DHT mailbox full; the sweep announces them).",
         /// Routing-table refreshes started (on the node's schedule: docs/design/dht.md).

@@ -14,17 +14,17 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Instant, SystemTime};
 
-use libp2p::kad::{self, QueryId, RecordKey};
+use libp2p::kad::{self, KBucketKey, QueryId, RecordKey};
 use libp2p::request_response::OutboundRequestId;
 use ron_link::dht::{ProviderChange, DHT_MAILBOX_LEN};
 
 use crate::closest::{
-    farthest, network_size_estimate, peer_position, split_by_closest, DistanceKey,
+    farthest, likely_closest, network_size_estimate, peer_position, split_by_closest, DistanceKey,
 };
 use crate::node::address::record_key;
 use crate::node::config::{
-    FRESH_KEYS_MAX, K_VALUE, PROVIDE_TO_CLOSEST, PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS,
-    PUBLISH_RETRY_AFTER, REPUBLISH_AFTER, SWEEP_REST,
+    EARLY_PROVIDE_PEERS, EARLY_PROVIDE_RANK, FRESH_KEYS_MAX, K_VALUE, PROVIDE_TO_CLOSEST,
+    PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, REPUBLISH_AFTER, SWEEP_REST,
 };
 use crate::node::state::{FreshKey, Node, Publication};
 use crate::protocol::{ProvideRequest, PROVIDE_KEYS_MAX};
@@ -133,8 +133,69 @@ impl Node {
                 peers: Vec::new(),
                 reach: None,
                 swept,
+                early: HashMap::new(),
+                deferred: Vec::new(),
                 queued,
             });
+            if !swept {
+                self.provide_early(self.publisher.in_flight.len() - 1);
+            }
+        }
+    }
+
+    /// Optimistic provide: the keys of the fresh batch at `at` go at once to the peers of
+    /// the routing table likely among each one's closest ([`EARLY_PROVIDE_RANK`],
+    /// [`EARLY_PROVIDE_PEERS`]), while its lookup runs; the lookup's own sends then skip
+    /// what these carried. The sweep's batches wait for their lookups: nobody is waiting
+    /// to find those keys.
+    fn provide_early(&mut self, at: usize) {
+        let network_peers = self.network_peers();
+        let batch = &self.publisher.in_flight[at];
+        let Some(first) = batch.keys.first().cloned() else {
+            return;
+        };
+        let key_positions: Vec<DistanceKey> = batch.keys.iter().map(distance_key).collect();
+        let known: Vec<libp2p::PeerId> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_closest_local_peers(&KBucketKey::new(first))
+            .take(K_VALUE)
+            .map(|peer| *peer.preimage())
+            .collect();
+        let positions: Vec<DistanceKey> = known.iter().map(peer_position).collect();
+        let mut carried: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (key, position) in key_positions.iter().enumerate() {
+            let near = likely_closest(
+                position,
+                &positions,
+                network_peers,
+                EARLY_PROVIDE_RANK,
+                EARLY_PROVIDE_PEERS,
+            );
+            for peer in near {
+                carried.entry(peer).or_default().push(key);
+            }
+        }
+        for (peer, keys) in carried {
+            let batch = &self.publisher.in_flight[at];
+            let request = ProvideRequest {
+                ports: self.ports,
+                zone: self.zone.clone(),
+                keys: keys.iter().map(|k| batch.keys[*k].clone()).collect(),
+            };
+            let peer = known[peer];
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .provide
+                .send_request(&peer, request);
+            self.metrics
+                .publish_early_requests_total
+                .fetch_add(1, Ordering::Relaxed);
+            let batch = &mut self.publisher.in_flight[at];
+            batch.outstanding.insert(id, keys.clone());
+            batch.early.insert(peer, keys);
         }
     }
 
@@ -244,7 +305,7 @@ impl Node {
         let batch = &mut in_flight[at];
         batch.lookup = None;
         let keys = batch.keys.clone();
-        let queued = batch.queued.clone();
+        let early = std::mem::take(&mut batch.early);
         let peers: Vec<kad::PeerInfo> = peers
             .into_iter()
             .filter(|p| p.peer_id != self.local)
@@ -265,14 +326,24 @@ impl Node {
         self.metrics
             .publish_keys_deferred_total
             .fetch_add(split.deferred.len() as u64, Ordering::Relaxed);
-        for at in split.deferred.iter().rev() {
-            self.publisher.fresh.push_front(FreshKey {
-                key: keys[*at].clone(),
-                queued: queued.get(*at).copied().flatten(),
-            });
+        let batch = &mut self.publisher.in_flight[at];
+        let deferred: Vec<FreshKey> = split
+            .deferred
+            .iter()
+            .map(|key| FreshKey {
+                key: keys[*key].clone(),
+                queued: batch.queued.get_mut(*key).and_then(Option::take),
+            })
+            .collect();
+        batch.deferred = split.deferred;
+        for key in deferred.into_iter().rev() {
+            self.publisher.fresh.push_front(key);
         }
         let mut outstanding = HashMap::new();
-        for (peer, carried) in peers.into_iter().zip(split.per_candidate) {
+        for (peer, mut carried) in peers.into_iter().zip(split.per_candidate) {
+            if let Some(sent) = early.get(&peer.peer_id) {
+                carried.retain(|key| !sent.contains(key));
+            }
             if carried.is_empty() {
                 continue;
             }
@@ -288,13 +359,12 @@ impl Node {
                 .send_request_with_addresses(&peer.peer_id, request, peer.addrs);
             outstanding.insert(id, carried);
         }
-        let empty = outstanding.is_empty();
         let reach = (!exhaustive).then(|| farthest(&key_positions[0], positions.into_iter()));
         let batch = &mut self.publisher.in_flight[at];
-        batch.outstanding = outstanding;
+        batch.outstanding.extend(outstanding);
         batch.peers = found;
         batch.reach = reach;
-        if empty {
+        if batch.outstanding.is_empty() {
             self.finish_publication(at);
         }
     }
@@ -309,10 +379,21 @@ impl Node {
         };
         let batch = &mut in_flight[at];
         let carried = batch.outstanding.remove(&request).unwrap_or_default();
+        let mut delays_ms = Vec::new();
         if accepted {
-            carried.iter().for_each(|key| batch.taken[*key] = true);
+            for key in carried {
+                batch.taken[key] = true;
+                if let Some(queued) = batch.queued.get_mut(key).and_then(Option::take) {
+                    delays_ms.push(u64::try_from(queued.elapsed().as_millis()).unwrap_or(u64::MAX));
+                }
+            }
         }
-        if batch.outstanding.is_empty() {
+        // An early request can be answered before the lookup ends: the batch waits for it.
+        let done = batch.outstanding.is_empty() && batch.lookup.is_none();
+        for delay_ms in delays_ms {
+            self.metrics.record_publish_delay(delay_ms);
+        }
+        if done {
             self.finish_publication(at);
         }
     }
@@ -323,18 +404,12 @@ impl Node {
         let done = self.publisher.in_flight.swap_remove(at);
         // The lookup was for the batch's first key: its reach is measured from there.
         let first = done.keys.first().map(distance_key).unwrap_or_default();
-        for (queued, taken) in done.queued.iter().zip(&done.taken) {
-            if let (Some(queued), true) = (queued, taken) {
-                let delay_ms = u64::try_from(queued.elapsed().as_millis()).unwrap_or(u64::MAX);
-                self.metrics.record_publish_delay(delay_ms);
-            }
-        }
         let published: Vec<RecordKey> = done
             .keys
             .iter()
-            .zip(&done.taken)
-            .filter(|(_, taken)| **taken)
-            .map(|(key, _)| key.clone())
+            .enumerate()
+            .filter(|(at, _)| done.taken[*at] && !done.deferred.contains(at))
+            .map(|(_, key)| key.clone())
             .collect();
         if published.is_empty() {
             self.metrics

@@ -230,7 +230,16 @@ pub(super) struct Publication {
     pub(super) reach: Option<U256>,
     /// A batch of the sweep (else of fresh keys).
     pub(super) swept: bool,
-    /// Per key of a fresh batch, when it was announced (empty for the sweep's).
+    /// The peers a fresh batch's keys went to before its lookup ended (optimistic
+    /// provide: `Node::provide_early`), each with the indexes of the keys it carried.
+    pub(super) early: HashMap<PeerId, Vec<usize>>,
+    /// Indexes of the keys the lookup's peers may not be closest to, sent back to the
+    /// queue for a batch of their own: not this batch's to mark published, even if an
+    /// early request took them.
+    pub(super) deferred: Vec<usize>,
+    /// Per key of a fresh batch, when it was announced (empty for the sweep's); taken
+    /// when its delay is recorded (the first peer that took it) or when it is deferred
+    /// to a batch of its own, so that it is timed once.
     pub(super) queued: Vec<Option<Instant>>,
 }
 
