@@ -402,14 +402,19 @@ fn at_a_hundred_nodes_every_node_resolves_every_fresh_key() {
                 .load(Ordering::Relaxed)
         })
         .sum();
-    let early: u64 = sum(&|n| {
-        let early = &n.client.metrics.publish_early_requests_total;
-        early.load(Ordering::Relaxed)
-    });
+    let early_from = |source: usize| {
+        sum(&|n| {
+            let early = &n.client.metrics.publish_early_requests_total[source];
+            early.load(Ordering::Relaxed)
+        })
+    };
+    let (from_table, from_connections) = (early_from(0), early_from(1));
+    let early = from_table + from_connections;
     let resolves = pairs.len() - misses.len();
     eprintln!(
         "{NODES} nodes, {} keys: published in {publish_ms} ms ({deferred} keys deferred \
-         to a lookup of their own, {early} early requests); {resolves} resolves found the \
+         to a lookup of their own, {from_table} early requests to routing-table peers and \
+         {from_connections} to peers connected meanwhile); {resolves} resolves found the \
          announcer, {} did not ({resolve_ms} ms for all)",
         announced.len(),
         misses.len()

@@ -531,10 +531,11 @@ declare_counters! {
         /// be looked up on their own.
         publish_keys_deferred_total: AtomicU64 => Counter "ron_dht_publish_keys_deferred_total", Sum,
             "Keys of a publication batch whose k closest peers its lookup may have missed (looked up on their own).",
-        /// Requests that took fresh keys to routing-table peers likely among their
-        /// closest before the batch's lookup ended (optimistic provide).
-        publish_early_requests_total: AtomicU64 => Counter "ron_dht_publish_early_requests_total", Sum,
-            "Requests that took fresh keys at once to routing-table peers likely among their closest, before the batch's lookup ended (optimistic provide).",
+        /// Requests that took fresh keys to peers likely among their closest before the
+        /// batch's lookup ended (optimistic provide), by where the peer came from
+        /// ([`EARLY_PROVIDE_SOURCES`] order).
+        publish_early_requests_total: [AtomicU64; EARLY_PROVIDE_SOURCES.len()] => Counter "ron_dht_publish_early_requests_total", Labelled("peer", &EARLY_PROVIDE_SOURCES),
+            "Requests that took fresh keys at once to peers likely among their closest, before the batch's lookup ended (optimistic provide), by where the peer came from: this node's routing table as the lookup started, or a connection opened meanwhile.",
         announce_dropped_total: AtomicU64 => Counter "ron_dht_announce_dropped_total", Sum,
             "Stored objects not announced at once (DHT mailbox full; the sweep announces them).",
         /// Routing-table refreshes started (on the node's schedule: docs/design/dht.md).
@@ -567,6 +568,10 @@ declare_counters! {
             "Audits of the copies holders keep (a random 64 KiB group with its proof, checked against the address), by outcome.",
     }
 }
+
+/// Where an optimistic provide's peer came from (`ron_dht_publish_early_requests_total{peer}`):
+/// the routing table as the batch's lookup started, or a connection opened while it ran.
+pub const EARLY_PROVIDE_SOURCES: [&str; 2] = ["routing_table", "connection"];
 
 /// How an audit of a holder's copy ends (`ron_replica_audits_total{outcome}`).
 pub const AUDIT_OUTCOMES: [&str; 3] = ["verified", "missing", "failed"];

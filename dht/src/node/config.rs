@@ -59,6 +59,9 @@ pub const PROVIDE_TO_CLOSEST: usize = K_VALUE / 2;
 /// many uploads' lookups dial at once: docs/design/dht.md).
 pub const EARLY_PROVIDE_RANK: usize = PROVIDE_TO_CLOSEST / 2;
 pub const EARLY_PROVIDE_PEERS: usize = 2;
+/// A fresh batch with more keys than this gets no early sends on a new connection
+/// (each connection looks at every key of every batch still looking up).
+pub const EARLY_BATCH_KEYS_MAX: usize = 64;
 /// The sweep rests this long after a whole pass over our keys (keys fall due 12 h
 /// after their last publication; new ones are published as they come).
 pub const SWEEP_REST: Duration = Duration::from_secs(600);

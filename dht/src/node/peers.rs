@@ -46,6 +46,7 @@ impl Node {
                 self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
             }
         }
+        self.provide_early_to(peer);
     }
 
     /// Remembers a peer's ports at the IP its connection came from, and its zone, and

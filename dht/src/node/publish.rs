@@ -23,12 +23,20 @@ use crate::closest::{
 };
 use crate::node::address::record_key;
 use crate::node::config::{
-    EARLY_PROVIDE_PEERS, EARLY_PROVIDE_RANK, FRESH_KEYS_MAX, K_VALUE, PROVIDE_TO_CLOSEST,
-    PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, REPUBLISH_AFTER, SWEEP_REST,
+    EARLY_BATCH_KEYS_MAX, EARLY_PROVIDE_PEERS, EARLY_PROVIDE_RANK, FRESH_KEYS_MAX, K_VALUE,
+    PROVIDE_TO_CLOSEST, PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER,
+    REPUBLISH_AFTER, SWEEP_REST,
 };
 use crate::node::state::{FreshKey, Node, Publication};
 use crate::protocol::{ProvideRequest, PROVIDE_KEYS_MAX};
 use crate::store::{distance_key, unix_ms};
+
+/// Where an early send's peer came from (`ron_link::dht::EARLY_PROVIDE_SOURCES` order).
+#[derive(Clone, Copy)]
+enum EarlyPeer {
+    RoutingTable = 0,
+    Connection = 1,
+}
 
 /// Weight of a new lookup's estimate of the network's size in the running one.
 const ESTIMATE_WEIGHT: f64 = 0.25;
@@ -178,25 +186,65 @@ impl Node {
             }
         }
         for (peer, keys) in carried {
-            let batch = &self.publisher.in_flight[at];
-            let request = ProvideRequest {
-                ports: self.ports,
-                zone: self.zone.clone(),
-                keys: keys.iter().map(|k| batch.keys[*k].clone()).collect(),
-            };
-            let peer = known[peer];
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .provide
-                .send_request(&peer, request);
-            self.metrics
-                .publish_early_requests_total
-                .fetch_add(1, Ordering::Relaxed);
-            let batch = &mut self.publisher.in_flight[at];
-            batch.outstanding.insert(id, keys.clone());
-            batch.early.insert(peer, keys);
+            self.send_early(at, known[peer], keys, EarlyPeer::RoutingTable);
         }
+    }
+
+    /// Optimistic provide, continued: a peer just connected (most often one a lookup
+    /// has dialed: the peers of its later rounds lie nearer the key than the routing
+    /// table's) gets each key of a fresh batch still looking up that it lies as near as
+    /// [`EARLY_PROVIDE_RANK`] peers are expected, while the key has gone early to fewer
+    /// than [`EARLY_PROVIDE_PEERS`]. Batches of more than [`EARLY_BATCH_KEYS_MAX`] keys
+    /// are left to their lookups: a connection costs a look at each key.
+    pub(super) fn provide_early_to(&mut self, peer: libp2p::PeerId) {
+        let network_peers = self.network_peers();
+        let position = [peer_position(&peer)];
+        for at in 0..self.publisher.in_flight.len() {
+            let batch = &self.publisher.in_flight[at];
+            if batch.swept
+                || batch.lookup.is_none()
+                || batch.keys.len() > EARLY_BATCH_KEYS_MAX
+                || batch.early.contains_key(&peer)
+            {
+                continue;
+            }
+            let keys: Vec<usize> = (0..batch.keys.len())
+                .filter(|key| {
+                    let sent = batch.early.values().filter(|v| v.contains(key)).count();
+                    sent < EARLY_PROVIDE_PEERS
+                        && !likely_closest(
+                            &distance_key(&batch.keys[*key]),
+                            &position,
+                            network_peers,
+                            EARLY_PROVIDE_RANK,
+                            1,
+                        )
+                        .is_empty()
+                })
+                .collect();
+            if !keys.is_empty() {
+                self.send_early(at, peer, keys, EarlyPeer::Connection);
+            }
+        }
+    }
+
+    /// Sends the keys at `keys` of the batch at `at` to `peer` ahead of its lookup.
+    fn send_early(&mut self, at: usize, peer: libp2p::PeerId, keys: Vec<usize>, from: EarlyPeer) {
+        let batch = &self.publisher.in_flight[at];
+        let request = ProvideRequest {
+            ports: self.ports,
+            zone: self.zone.clone(),
+            keys: keys.iter().map(|k| batch.keys[*k].clone()).collect(),
+        };
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .provide
+            .send_request(&peer, request);
+        self.metrics.publish_early_requests_total[from as usize].fetch_add(1, Ordering::Relaxed);
+        let batch = &mut self.publisher.in_flight[at];
+        batch.outstanding.insert(id, keys.clone());
+        batch.early.insert(peer, keys);
     }
 
     /// Whether a lookup that returned `found` peers found every peer there is: fewer
