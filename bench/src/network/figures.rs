@@ -41,6 +41,11 @@ const LOOKUP_FAMILY: &str = "ron_dht_lookup_duration_seconds";
 const FIRST_PROVIDER_FAMILY: &str = "ron_dht_lookup_first_provider_seconds";
 const DIAL_FAMILY: &str = "ron_dht_dial_duration_seconds";
 const FIRST_PROVIDER_REQUESTS: &str = "ron_dht_lookup_first_provider_requests_total";
+/// Optimistic provides, by where the peer came from.
+const EARLY_REQUESTS: [&str; 2] = [
+    "ron_dht_publish_early_requests_total{peer=\"routing_table\"}",
+    "ron_dht_publish_early_requests_total{peer=\"connection\"}",
+];
 const DIAL_FAILURES: &str = "ron_dht_dial_failures_total";
 /// Requests the harness has under way at once.
 const WORKERS: usize = 16;
@@ -212,6 +217,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     report.findable = Findable {
         upload_ms,
         publish_delay_s: publish_delays(network),
+        early_requests: EARLY_REQUESTS.map(|series| summed_metric(network, series)),
         ..prober.findable()
     };
     report.copies = remember_holders(&mut puts, copies);

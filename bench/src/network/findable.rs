@@ -50,6 +50,9 @@ pub struct Findable {
     /// copies made of them) to the first peer that took its provider record, s — the
     /// upper bounds of `ron_dht_publish_delay_seconds`'s buckets, summed over the nodes.
     pub publish_delay_s: Summary,
+    /// As the nodes counted them: optimistic provides to peers of a routing table and to
+    /// peers connected while a lookup ran (`ron_dht_publish_early_requests_total`).
+    pub early_requests: [u64; 2],
 }
 
 /// One object to find: where it is resolved and when its upload was acknowledged.
@@ -161,6 +164,7 @@ impl Prober {
             poll_lag_ms: Summary::of(outcomes.poll_lag_ms),
             upload_ms: Summary::default(),
             publish_delay_s: Summary::default(),
+            early_requests: [0; 2],
         }
     }
 

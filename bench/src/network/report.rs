@@ -25,8 +25,9 @@ impl Report {
             f.poll_lag_ms.p50, f.poll_lag_ms.p99
         );
         out += &format!(
-            "published (as the nodes saw it, uploads and copies): {} keys, p50 <= {} s p90 <= {} s p99 <= {} s\n",
-            f.publish_delay_s.count, f.publish_delay_s.p50, f.publish_delay_s.p90, f.publish_delay_s.p99
+            "published (as the nodes saw it, uploads and copies): {} keys, p50 <= {} s p90 <= {} s p99 <= {} s; early requests {} to routing-table peers, {} to peers connected meanwhile\n",
+            f.publish_delay_s.count, f.publish_delay_s.p50, f.publish_delay_s.p90, f.publish_delay_s.p99,
+            f.early_requests[0], f.early_requests[1]
         );
         out += &copies_text("copies after upload", &self.copies);
         out += &format!(
@@ -79,6 +80,10 @@ impl Report {
                 "resolve_ms": self.findable.resolve_ms.json(), "upload_ms": self.findable.upload_ms.json(),
                 "poll_lag_ms": self.findable.poll_lag_ms.json(),
                 "publish_delay_s": self.findable.publish_delay_s.json(),
+                "early_requests": {
+                    "routing_table": self.findable.early_requests[0],
+                    "connection": self.findable.early_requests[1],
+                },
             },
             "copies": copies(&self.copies),
             "settled_resolve_ms": self.settled_resolve_ms.json(),
