@@ -17,6 +17,7 @@
 #                                          # 120 --settle-s 20)
 #   NODES=1000 OBJECTS=200 bash bench/device_kit.sh network --kill-percent 0 --join-percent 0 \
 #     --copies-wait-s 30 --settle-s 5 --calm-max-s 45 --quiet-s 5   # 1,000 nodes in ~4 min
+#   KIT_RON=b NODES=1000 … bash bench/device_kit.sh network …   # the same with ron B's nodes
 #
 # The kit holds ron and ron-bench (release builds without their debug information, their
 # symbols kept for profiles: they need glibc 2.34 or later), and nginx, curl and perf
@@ -142,10 +143,15 @@ case "$mode" in
     ;;
   network)
     tools
+    # KIT_RON=b: the nodes run the kit's second build (`OTHER_RON` at pack), so two
+    # networks in one session compare two builds; its output is named -b. (Not a RON_
+    # name: the nodes inherit the environment, and ron reads every RON_* as its config.)
+    variant=
+    if [ "${KIT_RON:-}" = b ]; then RON=$PWD/$KIT/bin/ron-b variant=-b; fi
     # Bounded so the whole run fits one device call (10 min) at 300 nodes.
     [ $# -gt 0 ] || set -- --copies-wait-s 120 --settle-s 20
-    NODES=${NODES:-300} OUT=${OUT:+$OUT/network.json} bash bench/network.sh "$@" 2>&1 |
-      log_to "network-${NODES:-300}.txt"
+    NODES=${NODES:-300} OUT=${OUT:+$OUT/network$variant.json} bash bench/network.sh "$@" 2>&1 |
+      log_to "network-${NODES:-300}$variant.txt"
     ;;
   *)
     echo "usage: bash bench/device_kit.sh pack|check|many_cores|network [flags of network.sh]" >&2
