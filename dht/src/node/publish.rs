@@ -157,7 +157,7 @@ impl Node {
     /// what these carried. The sweep's batches wait for their lookups: nobody is waiting
     /// to find those keys.
     fn provide_early(&mut self, at: usize) {
-        let network_peers = self.network_peers();
+        let network_peers = self.early_network_peers();
         let batch = &self.publisher.in_flight[at];
         let Some(first) = batch.keys.first().cloned() else {
             return;
@@ -197,17 +197,22 @@ impl Node {
     /// than [`EARLY_PROVIDE_PEERS`]. Batches of more than [`EARLY_BATCH_KEYS_MAX`] keys
     /// are left to their lookups: a connection costs a look at each key.
     pub(super) fn provide_early_to(&mut self, peer: libp2p::PeerId) {
-        let network_peers = self.network_peers();
+        let looking: Vec<usize> = (0..self.publisher.in_flight.len())
+            .filter(|at| {
+                let batch = &self.publisher.in_flight[*at];
+                !batch.swept
+                    && batch.lookup.is_some()
+                    && batch.keys.len() <= EARLY_BATCH_KEYS_MAX
+                    && !batch.early.contains_key(&peer)
+            })
+            .collect();
+        if looking.is_empty() {
+            return;
+        }
+        let network_peers = self.early_network_peers();
         let position = [peer_position(&peer)];
-        for at in 0..self.publisher.in_flight.len() {
+        for at in looking {
             let batch = &self.publisher.in_flight[at];
-            if batch.swept
-                || batch.lookup.is_none()
-                || batch.keys.len() > EARLY_BATCH_KEYS_MAX
-                || batch.early.contains_key(&peer)
-            {
-                continue;
-            }
             let keys: Vec<usize> = (0..batch.keys.len())
                 .filter(|key| {
                     let sent = batch.early.values().filter(|v| v.contains(key)).count();
@@ -262,6 +267,34 @@ impl Node {
     fn network_peers(&self) -> f64 {
         let routing = self.metrics.routing_table_peers.load(Ordering::Relaxed) as f64;
         self.publisher.network_peers_estimate.max(routing + 1.0)
+    }
+
+    /// The network's size for optimistic provide: the lookups' estimate once a
+    /// publication has made one, and before that the routing table's own — its k peers
+    /// closest to this node, which the joining lookup of its own id found, lie about
+    /// `k / N` of the key space away. The table's count alone would not do: at 1,000
+    /// nodes a table holds ~131 peers, and a size of 132 would widen the early share
+    /// eightfold, to peers around the key's 40th closest.
+    fn early_network_peers(&mut self) -> f64 {
+        let routing = self.metrics.routing_table_peers.load(Ordering::Relaxed) as f64;
+        if self.publisher.network_peers_estimate > 0.0 {
+            return self.network_peers();
+        }
+        let own = peer_position(&self.local);
+        let nearest: Vec<DistanceKey> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_closest_local_peers(&KBucketKey::from(self.local))
+            .take(K_VALUE)
+            .map(|peer| peer_position(peer.preimage()))
+            .collect();
+        if nearest.len() < K_VALUE {
+            // Fewer than k peers known: the table is the network (or all of it that
+            // can be reached), and every peer is among a key's k closest.
+            return routing + 1.0;
+        }
+        network_size_estimate(&own, &nearest).map_or(routing + 1.0, |n| n.max(routing + 1.0))
     }
 
     fn note_network_size(&mut self, peers: f64) {
