@@ -142,6 +142,7 @@ impl Node {
                 reach: None,
                 swept,
                 early: HashMap::new(),
+                early_requests: HashSet::new(),
                 deferred: Vec::new(),
                 queued,
             });
@@ -249,6 +250,7 @@ impl Node {
         self.metrics.publish_early_requests_total[from as usize].fetch_add(1, Ordering::Relaxed);
         let batch = &mut self.publisher.in_flight[at];
         batch.outstanding.insert(id, keys.clone());
+        batch.early_requests.insert(id);
         batch.early.insert(peer, keys);
     }
 
@@ -445,7 +447,7 @@ impl Node {
         batch.outstanding.extend(outstanding);
         batch.peers = found;
         batch.reach = reach;
-        if batch.outstanding.is_empty() {
+        if batch.may_end() {
             self.finish_publication(at);
         }
     }
@@ -469,8 +471,7 @@ impl Node {
                 }
             }
         }
-        // An early request can be answered before the lookup ends: the batch waits for it.
-        let done = batch.outstanding.is_empty() && batch.lookup.is_none();
+        let done = batch.may_end();
         for delay_ms in delays_ms {
             self.metrics.record_publish_delay(delay_ms);
         }

@@ -233,6 +233,8 @@ pub(super) struct Publication {
     /// The peers a fresh batch's keys went to before its lookup ended (optimistic
     /// provide: `Node::provide_early`), each with the indexes of the keys it carried.
     pub(super) early: HashMap<PeerId, Vec<usize>>,
+    /// The early requests' ids: the batch does not wait for them to end.
+    pub(super) early_requests: HashSet<OutboundRequestId>,
     /// Indexes of the keys the lookup's peers may not be closest to, sent back to the
     /// queue for a batch of their own: not this batch's to mark published, even if an
     /// early request took them.
@@ -241,6 +243,22 @@ pub(super) struct Publication {
     /// when its delay is recorded (the first peer that took it) or when it is deferred
     /// to a batch of its own, so that it is timed once.
     pub(super) queued: Vec<Option<Instant>>,
+}
+
+impl Publication {
+    /// Whether the batch may end: its lookup has ended, every send that followed it was
+    /// answered, and some key reached a peer — then whatever early requests are still
+    /// out are not waited for (a peer that never answers one holds neither the batch
+    /// nor the copies asked after it) — or none is out.
+    pub(super) fn may_end(&self) -> bool {
+        let only_early_out = self
+            .outstanding
+            .keys()
+            .all(|id| self.early_requests.contains(id));
+        self.lookup.is_none()
+            && only_early_out
+            && (self.outstanding.is_empty() || self.taken.contains(&true))
+    }
 }
 
 /// A key waiting for its first publication, and when it was announced (the publish
