@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ron_dht::node::{self, DhtConfig, DhtThread, STOP_WAIT_MS};
 use ron_dht::store::{ProviderStore, StoreLimits};
-use ron_link::dht::Provider;
+use ron_link::dht::{EarlyPeer, Provider};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -402,13 +402,14 @@ fn at_a_hundred_nodes_every_node_resolves_every_fresh_key() {
                 .load(Ordering::Relaxed)
         })
         .sum();
-    let early_from = |source: usize| {
+    let early_from = |source: EarlyPeer| {
         sum(&|n| {
-            let early = &n.client.metrics.publish_early_requests_total[source];
+            let early = &n.client.metrics.publish_early_requests_total[source as usize];
             early.load(Ordering::Relaxed)
         })
     };
-    let (from_table, from_connections) = (early_from(0), early_from(1));
+    let from_table = early_from(EarlyPeer::RoutingTable);
+    let from_connections = early_from(EarlyPeer::Connection);
     let early = from_table + from_connections;
     let resolves = pairs.len() - misses.len();
     eprintln!(

@@ -533,8 +533,8 @@ declare_counters! {
             "Keys of a publication batch whose k closest peers its lookup may have missed (looked up on their own).",
         /// Requests that took fresh keys to peers likely among their closest before the
         /// batch's lookup ended (optimistic provide), by where the peer came from
-        /// ([`EARLY_PROVIDE_SOURCES`] order).
-        publish_early_requests_total: [AtomicU64; EARLY_PROVIDE_SOURCES.len()] => Counter "ron_dht_publish_early_requests_total", Labelled("peer", &EARLY_PROVIDE_SOURCES),
+        /// ([`EarlyPeer`] order).
+        publish_early_requests_total: [AtomicU64; EarlyPeer::ALL.len()] => Counter "ron_dht_publish_early_requests_total", Labelled("peer", &EarlyPeer::LABELS),
             "Requests that took fresh keys at once to peers likely among their closest, before the batch's lookup ended (optimistic provide), by where the peer came from: this node's routing table as the lookup started, or a connection opened meanwhile.",
         announce_dropped_total: AtomicU64 => Counter "ron_dht_announce_dropped_total", Sum,
             "Stored objects not announced at once (DHT mailbox full; the sweep announces them).",
@@ -569,12 +569,19 @@ declare_counters! {
     }
 }
 
-/// Where an optimistic provide's peer came from (`ron_dht_publish_early_requests_total{peer}`):
-/// the routing table as the batch's lookup started, or a connection opened while it ran.
-pub const EARLY_PROVIDE_SOURCES: [&str; 2] = ["routing_table", "connection"];
-
 /// How an audit of a holder's copy ends (`ron_replica_audits_total{outcome}`).
 pub const AUDIT_OUTCOMES: [&str; 3] = ["verified", "missing", "failed"];
+
+label_enum! {
+    /// Where an optimistic provide's peer came from
+    /// (`ron_dht_publish_early_requests_total{peer}`).
+    pub enum EarlyPeer {
+        /// This node's routing table, as the batch's lookup started.
+        RoutingTable = "routing_table",
+        /// A connection opened while the lookup ran (most often one it dialed).
+        Connection = "connection",
+    }
+}
 
 label_enum! {
     /// How a holder asked to take a copy answered (`ron_replication_copies_total{outcome}`).

@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime};
 
 use libp2p::kad::{self, KBucketKey, QueryId, RecordKey};
 use libp2p::request_response::OutboundRequestId;
-use ron_link::dht::{ProviderChange, DHT_MAILBOX_LEN};
+use ron_link::dht::{EarlyPeer, ProviderChange, DHT_MAILBOX_LEN};
 
 use crate::closest::{
     farthest, likely_closest, network_size_estimate, peer_position, split_by_closest, DistanceKey,
@@ -30,13 +30,6 @@ use crate::node::config::{
 use crate::node::state::{FreshKey, Node, Publication};
 use crate::protocol::{ProvideRequest, PROVIDE_KEYS_MAX};
 use crate::store::{distance_key, unix_ms};
-
-/// Where an early send's peer came from (`ron_link::dht::EARLY_PROVIDE_SOURCES` order).
-#[derive(Clone, Copy)]
-enum EarlyPeer {
-    RoutingTable = 0,
-    Connection = 1,
-}
 
 /// Weight of a new lookup's estimate of the network's size in the running one.
 const ESTIMATE_WEIGHT: f64 = 0.25;
@@ -278,9 +271,10 @@ impl Node {
     /// nodes a table holds ~131 peers, and a size of 132 would widen the early share
     /// eightfold, to peers around the key's 40th closest.
     fn early_network_peers(&mut self) -> f64 {
-        let routing = self.metrics.routing_table_peers.load(Ordering::Relaxed) as f64;
+        // Before any lookup's estimate: the routing table's count and this node.
+        let floor = self.network_peers();
         if self.publisher.network_peers_estimate > 0.0 {
-            return self.network_peers();
+            return floor;
         }
         let own = peer_position(&self.local);
         let nearest: Vec<DistanceKey> = self
@@ -294,9 +288,9 @@ impl Node {
         if nearest.len() < K_VALUE {
             // Fewer than k peers known: the table is the network (or all of it that
             // can be reached), and every peer is among a key's k closest.
-            return routing + 1.0;
+            return floor;
         }
-        network_size_estimate(&own, &nearest).map_or(routing + 1.0, |n| n.max(routing + 1.0))
+        network_size_estimate(&own, &nearest).map_or(floor, |n| n.max(floor))
     }
 
     fn note_network_size(&mut self, peers: f64) {
@@ -490,7 +484,7 @@ impl Node {
             .keys
             .iter()
             .enumerate()
-            .filter(|(at, _)| done.taken[*at] && !done.deferred.contains(at))
+            .filter(|(at, _)| done.published(*at))
             .map(|(_, key)| key.clone())
             .collect();
         if published.is_empty() {

@@ -247,9 +247,9 @@ pub(super) struct Publication {
 
 impl Publication {
     /// Whether the batch may end: its lookup has ended, every send that followed it was
-    /// answered, and some key reached a peer — then whatever early requests are still
-    /// out are not waited for (a peer that never answers one holds neither the batch
-    /// nor the copies asked after it) — or none is out.
+    /// answered, and some key of its own (not deferred) reached a peer — then whatever
+    /// early requests are still out are not waited for (a peer that never answers one
+    /// holds neither the batch nor the copies asked after it) — or none is out.
     pub(super) fn may_end(&self) -> bool {
         let only_early_out = self
             .outstanding
@@ -257,7 +257,13 @@ impl Publication {
             .all(|id| self.early_requests.contains(id));
         self.lookup.is_none()
             && only_early_out
-            && (self.outstanding.is_empty() || self.taken.contains(&true))
+            && (self.outstanding.is_empty() || (0..self.keys.len()).any(|at| self.published(at)))
+    }
+
+    /// Whether the key at `at` is this batch's to mark published: some peer took it,
+    /// and it was not deferred to a batch of its own.
+    pub(super) fn published(&self, at: usize) -> bool {
+        self.taken[at] && !self.deferred.contains(&at)
     }
 }
 
