@@ -35,7 +35,8 @@
 //!   (it wakes the thread) and wait, bounded, for the answer.
 //! - Everything has a limit: others' records (`StoreLimits`), keys per batch
 //!   ([`protocol::PROVIDE_KEYS_MAX`]) and message bytes, announced keys waiting
-//!   ([`node::FRESH_KEYS_MAX`]), remembered peers, resolves in flight, connections
+//!   ([`node::FRESH_KEYS_MAX`]), provide requests of ended batches still unanswered
+//!   ([`node::UNANSWERED_PUBLISH_REQUESTS_MAX`]), remembered peers, resolves in flight, connections
 //!   (inbound, pending, per peer), every query ([`node::QUERY_TIMEOUT`]), copies made
 //!   for others ([`node::PULLS_PER_PEER_MAX`], [`node::PULLS_MAX`]) and waited for
 //!   ([`node::COPY_WATCHES_MAX`], [`node::COPIES_WAITING_MAX`]).

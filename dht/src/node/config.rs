@@ -72,6 +72,10 @@ pub const PUBLISH_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// the sweep's one of them at most: one at a time made the third fresh object put on a
 /// node wait for the lookups of the first two, seconds each on a loaded network.
 pub const PUBLICATIONS_AT_ONCE: usize = 4;
+/// Provide requests of ended batches still unanswered (a peer slow or silent: each is
+/// given up at [`QUERY_TIMEOUT`]); while this many are out no new batch starts, so a
+/// network of silent peers costs this many requests, not a batch's slot each.
+pub const UNANSWERED_PUBLISH_REQUESTS_MAX: usize = 256;
 /// Announced keys waiting for their first publication; past it they wait for the sweep.
 pub const FRESH_KEYS_MAX: usize = 65_536;
 /// Peers whose greeting (ports) is remembered; past it, any one is forgotten for the

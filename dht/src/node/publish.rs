@@ -6,7 +6,9 @@
 //! the [`PUBLISH_LOOKUP_PEERS`] (k) peers closest to its region's first key; each key
 //! goes to its own [`PROVIDE_TO_CLOSEST`] (k/2) closest among them over `/ron/provide/2`,
 //! and a key whose k/2 closest may lie outside them goes back to the queue for a lookup
-//! of its own (`crate::closest`). A key that reached a peer is marked published.
+//! of its own (`crate::closest`). A key that reached a peer is marked published; a batch
+//! ends once every key of its own did, without waiting for its other requests (a peer
+//! slow or silent holds no batch: [`Publication::may_end`]).
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -25,7 +27,7 @@ use crate::node::address::record_key;
 use crate::node::config::{
     EARLY_BATCH_KEYS_MAX, EARLY_PROVIDE_PEERS, EARLY_PROVIDE_RANK, FRESH_KEYS_MAX, K_VALUE,
     PROVIDE_TO_CLOSEST, PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER,
-    REPUBLISH_AFTER, SWEEP_REST,
+    REPUBLISH_AFTER, SWEEP_REST, UNANSWERED_PUBLISH_REQUESTS_MAX,
 };
 use crate::node::state::{FreshKey, Node, Publication};
 use crate::protocol::{ProvideRequest, PROVIDE_KEYS_MAX};
@@ -97,7 +99,8 @@ impl Node {
         self.publisher.fresh.retain(|f| !gone.contains(&f.key));
     }
 
-    /// Starts batches while fewer than [`PUBLICATIONS_AT_ONCE`] are in flight and some
+    /// Starts batches while fewer than [`PUBLICATIONS_AT_ONCE`] are in flight, fewer
+    /// than [`UNANSWERED_PUBLISH_REQUESTS_MAX`] requests of ended ones are out, and some
     /// peer is connected: fresh keys first, then the sweep's next batch when none of its
     /// own is in flight. A batch is cut to one region of the key space
     /// ([`region_bits`]), about k/2 peers wide, so that most of its keys share their k
@@ -107,7 +110,9 @@ impl Node {
             return;
         }
         let bits = region_bits(self.network_peers());
-        while self.publisher.in_flight.len() < PUBLICATIONS_AT_ONCE {
+        while self.publisher.in_flight.len() < PUBLICATIONS_AT_ONCE
+            && self.publisher.unanswered.len() < UNANSWERED_PUBLISH_REQUESTS_MAX
+        {
             let (mut keys, queued): (Vec<RecordKey>, Vec<Option<Instant>>) = self
                 .fresh_batch(bits)
                 .into_iter()
@@ -447,6 +452,9 @@ impl Node {
     }
 
     pub(super) fn on_published(&mut self, request: OutboundRequestId, accepted: bool) {
+        if self.publisher.unanswered.remove(&request) {
+            return;
+        }
         let in_flight = &mut self.publisher.in_flight;
         let Some(at) = in_flight
             .iter()
@@ -478,6 +486,9 @@ impl Node {
     /// reached a peer counts as a failure and is left for the sweep.
     fn finish_publication(&mut self, at: usize) {
         let done = self.publisher.in_flight.swap_remove(at);
+        self.publisher
+            .unanswered
+            .extend(done.outstanding.keys().copied());
         // The lookup was for the batch's first key: its reach is measured from there.
         let first = done.keys.first().map(distance_key).unwrap_or_default();
         let published: Vec<RecordKey> = done

@@ -246,18 +246,27 @@ pub(super) struct Publication {
 }
 
 impl Publication {
-    /// Whether the batch may end: its lookup has ended, every send that followed it was
-    /// answered, and some key of its own (not deferred) reached a peer — then whatever
-    /// early requests are still out are not waited for (a peer that never answers one
-    /// holds neither the batch nor the copies asked after it) — or none is out.
+    /// Whether the batch may end: its lookup has ended and either no request is out,
+    /// or every key of its own (not deferred) reached some peer, or only early requests
+    /// are out and some key of its own reached a peer. The requests still out are not
+    /// waited for: their records land all the same, and a peer that is slow or never
+    /// answers would otherwise hold the batch's slot, its keys' marks and the copies
+    /// asked after them for the request's whole timeout.
     pub(super) fn may_end(&self) -> bool {
+        if self.lookup.is_some() {
+            return false;
+        }
+        if self.outstanding.is_empty() {
+            return true;
+        }
+        let mut own = (0..self.keys.len()).filter(|at| !self.deferred.contains(at));
+        let some_own_taken = own.clone().any(|at| self.taken[at]);
+        let every_own_taken = own.all(|at| self.taken[at]);
         let only_early_out = self
             .outstanding
             .keys()
             .all(|id| self.early_requests.contains(id));
-        self.lookup.is_none()
-            && only_early_out
-            && (self.outstanding.is_empty() || (0..self.keys.len()).any(|at| self.published(at)))
+        some_own_taken && (every_own_taken || only_early_out)
     }
 
     /// Whether the key at `at` is this batch's to mark published: some peer took it,
@@ -360,6 +369,10 @@ pub(super) struct Publisher {
     /// How many peers the network holds, as the publication lookups estimate it
     /// (smoothed); 0 before the first.
     pub(super) network_peers_estimate: f64,
+    /// Requests of batches that ended without waiting for them ([`Publication::may_end`]):
+    /// no new batch starts while there are
+    /// [`UNANSWERED_PUBLISH_REQUESTS_MAX`](crate::node::UNANSWERED_PUBLISH_REQUESTS_MAX).
+    pub(super) unanswered: HashSet<OutboundRequestId>,
 }
 
 /// A routing-table refresh under way (`refresh.rs`): its lookups, one at a time.
