@@ -1,8 +1,9 @@
-//! A peer that speaks Kademlia but never answers `/ron/provide/2` (overloaded, or
-//! hostile) costs a publisher one request, not its batch: the batch whose keys other
-//! peers took ends, and its keys are marked published, while the silent peer's request
-//! is still out. Four DHT threads and one silent libp2p peer on loopback, in one
-//! process; every wait is bounded.
+//! A peer that speaks the DHT but never answers (overloaded, or hostile) costs others
+//! a request and its timeout, not their work: a publication batch whose keys other
+//! peers took ends, and its keys are marked published, while the silent peer's
+//! `/ron/provide/2` request is still out; a lookup goes on without a peer that never
+//! answers its Kademlia request once [`KAD_REQUEST_TIMEOUT`] has passed. Four DHT
+//! threads and one silent libp2p peer on loopback, in one process; every wait is bounded.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,9 +14,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, kad, ping, Multiaddr};
-use ron_dht::node::{self, DhtConfig, DhtThread, KAD_PROTOCOL, QUERY_TIMEOUT};
+use libp2p::{identify, kad, ping, Multiaddr, StreamProtocol};
+use ron_dht::node::{self, DhtConfig, DhtThread, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, QUERY_TIMEOUT};
 use ron_dht::protocol::{self, ProvideCodec};
 use ron_dht::store::StoreLimits;
 
@@ -59,44 +61,128 @@ fn wait_for(what: &str, done: impl Fn() -> bool) -> Instant {
     Instant::now()
 }
 
+/// What the silent peer leaves unanswered.
+#[derive(Clone, Copy, PartialEq)]
+enum Silence {
+    /// `/ron/provide/2` only: it answers Kademlia like any peer.
+    Provide,
+    /// `/ron/provide/2` and Kademlia: it takes each request and never answers.
+    ProvideAndKademlia,
+}
+
 #[derive(NetworkBehaviour)]
 struct Silent {
-    kad: kad::Behaviour<kad::store::MemoryStore>,
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    kad_unanswered: Toggle<request_response::Behaviour<Unanswered>>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     provide: request_response::Behaviour<ProvideCodec>,
 }
 
-fn silent_behaviour(key: &libp2p::identity::Keypair) -> Silent {
+/// Takes a request's first bytes on a protocol and leaves it at that: the handler
+/// holds the request's channel and never answers it.
+#[derive(Clone, Default)]
+struct Unanswered;
+
+impl request_response::Codec for Unanswered {
+    type Protocol = StreamProtocol;
+    type Request = ();
+    type Response = ();
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<()>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        let mut first = [0u8; 64];
+        futures::AsyncReadExt::read(io, &mut first)
+            .await
+            .map(|_| ())
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, _: &mut T) -> std::io::Result<()>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        Ok(())
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: (),
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        Ok(())
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: (),
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        Ok(())
+    }
+}
+
+fn silent_behaviour(key: &libp2p::identity::Keypair, silence: Silence) -> Silent {
     let local = key.public().to_peer_id();
-    let mut kad = kad::Behaviour::with_config(
-        local,
-        kad::store::MemoryStore::new(local),
-        kad::Config::new(KAD_PROTOCOL),
-    );
-    kad.set_mode(Some(kad::Mode::Server));
+    // Its own side of a request never gives up before the test is over.
+    let patient = request_response::Config::default().with_request_timeout(SILENT_FOR);
+    let (kad, kad_unanswered) = match silence {
+        Silence::Provide => {
+            let mut kad = kad::Behaviour::with_config(
+                local,
+                kad::store::MemoryStore::new(local),
+                kad::Config::new(KAD_PROTOCOL),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            (Some(kad), None)
+        }
+        Silence::ProvideAndKademlia => {
+            let unanswered = request_response::Behaviour::with_codec(
+                Unanswered,
+                [(KAD_PROTOCOL, ProtocolSupport::Inbound)],
+                patient.clone(),
+            );
+            (None, Some(unanswered))
+        }
+    };
     Silent {
-        kad,
+        kad: kad.into(),
+        kad_unanswered: kad_unanswered.into(),
         identify: identify::Behaviour::new(identify::Config::new(
             "/ron/1.0.0".into(),
             key.public(),
         )),
         ping: ping::Behaviour::default(),
-        // Its own side of a request never gives up before the test is over.
         provide: request_response::Behaviour::with_codec(
             ProvideCodec::default(),
             [(protocol::PROTOCOL, ProtocolSupport::Full)],
-            request_response::Config::default().with_request_timeout(SILENT_FOR),
+            patient,
         ),
     }
 }
 
-/// Starts the silent peer on its own thread: it answers Kademlia, identify and ping
-/// like any peer, takes every `/ron/provide/2` request (greetings included) and never
-/// answers one. Returns where it listens and, per request carrying keys, when it came.
-fn spawn_silent_peer() -> (SocketAddr, mpsc::Receiver<Instant>) {
+/// When the silent peer got each request it left unanswered (greetings left out).
+struct Heard {
+    provide: mpsc::Receiver<Instant>,
+    kad: mpsc::Receiver<Instant>,
+}
+
+/// Starts the silent peer on its own thread: it answers identify and ping like any
+/// peer, takes every request `silence` names (greetings included) and never answers
+/// one. Returns where it listens and what it heard.
+fn spawn_silent_peer(silence: Silence) -> (SocketAddr, Heard) {
     let (listening_tx, listening) = mpsc::channel();
-    let (requests_tx, requests) = mpsc::channel();
+    let (provide_tx, provide) = mpsc::channel();
+    let (kad_tx, kad) = mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -111,13 +197,14 @@ fn spawn_silent_peer() -> (SocketAddr, mpsc::Receiver<Instant>) {
                     libp2p::yamux::Config::default,
                 )
                 .unwrap()
-                .with_behaviour(silent_behaviour)
+                .with_behaviour(|key| silent_behaviour(key, silence))
                 .unwrap()
                 .with_swarm_config(|c| c.with_idle_connection_timeout(SILENT_FOR))
                 .build();
             let any_port: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
             swarm.listen_on(any_port).unwrap();
-            let mut held = Vec::new();
+            let mut held_provides = Vec::new();
+            let mut held_kad = Vec::new();
             let end = tokio::time::sleep(SILENT_FOR);
             tokio::pin!(end);
             loop {
@@ -139,9 +226,18 @@ fn spawn_silent_peer() -> (SocketAddr, mpsc::Receiver<Instant>) {
                         },
                     )) => {
                         if !request.keys.is_empty() {
-                            let _ = requests_tx.send(Instant::now());
+                            let _ = provide_tx.send(Instant::now());
                         }
-                        held.push(channel);
+                        held_provides.push(channel);
+                    }
+                    SwarmEvent::Behaviour(SilentEvent::KadUnanswered(
+                        request_response::Event::Message {
+                            message: request_response::Message::Request { channel, .. },
+                            ..
+                        },
+                    )) => {
+                        let _ = kad_tx.send(Instant::now());
+                        held_kad.push(channel);
                     }
                     _ => {}
                 }
@@ -149,21 +245,13 @@ fn spawn_silent_peer() -> (SocketAddr, mpsc::Receiver<Instant>) {
         });
     });
     let listen = listening.recv_timeout(WAIT).unwrap();
-    (listen, requests)
+    (listen, Heard { provide, kad })
 }
 
-fn tcp_socket(addr: &Multiaddr) -> SocketAddr {
-    let mut parts = addr.iter();
-    match (parts.next(), parts.next()) {
-        (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) => SocketAddr::from((ip, port)),
-        _ => panic!("not an /ip4/…/tcp/… address: {addr}"),
-    }
-}
-
-#[test]
-fn a_peer_that_never_answers_does_not_hold_a_publication() {
-    let (silent, silent_requests) = spawn_silent_peer();
-    let dirs: Vec<PathBuf> = (0..4).map(|i| scratch(&format!("n{i}"))).collect();
+/// A publisher, three peers that answer, and the silent peer; the publisher knows all
+/// four. Returns the publisher first.
+fn network(name: &str, silent: SocketAddr) -> (DhtThread, Vec<DhtThread>, Vec<PathBuf>) {
+    let dirs: Vec<PathBuf> = (0..4).map(|i| scratch(&format!("{name}-n{i}"))).collect();
     let others: Vec<DhtThread> = (1..4)
         .map(|i| start(&dirs[i], 7100 + i as u16, &[]))
         .collect();
@@ -175,15 +263,54 @@ fn a_peer_that_never_answers_does_not_hold_a_publication() {
         "the publisher to know every peer, the silent one too",
         || metrics.routing_table_peers.load(Ordering::Relaxed) >= 4,
     );
+    (publisher, others, dirs)
+}
 
-    // Several keys in one batch: optimistic provide sends each key early to two peers
-    // at most, so the silent peer gets some of them from the lookup's own sends.
+fn stop(publisher: DhtThread, others: Vec<DhtThread>, dirs: Vec<PathBuf>) {
+    publisher.stop();
+    for node in others {
+        node.stop();
+    }
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Announces [`KEYS`] keys on `publisher` (one batch: optimistic provide sends each key
+/// early to two peers at most, so the silent peer gets some of them from the lookup's
+/// own sends) and returns when they were announced and when all were published.
+fn publish(publisher: &DhtThread) -> (Instant, Instant) {
+    let metrics = &publisher.client.metrics;
+    let before = metrics.keys_published_total.load(Ordering::Relaxed);
     let keys: Vec<[u8; 32]> = (1..=KEYS).map(|i| [i; 32]).collect();
+    let announced = Instant::now();
     publisher.client.announce(keys);
     let published = wait_for("the batch's keys to be published", || {
-        metrics.keys_published_total.load(Ordering::Relaxed) >= u64::from(KEYS)
+        metrics.keys_published_total.load(Ordering::Relaxed) >= before + u64::from(KEYS)
     });
-    let first_silent = silent_requests
+    let failures = metrics.publish_failures_total.load(Ordering::Relaxed);
+    assert_eq!(
+        failures, 0,
+        "no batch failed: the other peers took every key"
+    );
+    (announced, published)
+}
+
+fn tcp_socket(addr: &Multiaddr) -> SocketAddr {
+    let mut parts = addr.iter();
+    match (parts.next(), parts.next()) {
+        (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) => SocketAddr::from((ip, port)),
+        _ => panic!("not an /ip4/…/tcp/… address: {addr}"),
+    }
+}
+
+#[test]
+fn a_peer_that_never_answers_a_provide_does_not_hold_the_publication() {
+    let (silent, heard) = spawn_silent_peer(Silence::Provide);
+    let (publisher, others, dirs) = network("provide", silent);
+    let (_, published) = publish(&publisher);
+    let first_silent = heard
+        .provide
         .recv_timeout(WAIT)
         .expect("the silent peer, among every key's closest, got a request with keys");
     assert!(
@@ -192,21 +319,31 @@ fn a_peer_that_never_answers_does_not_hold_a_publication() {
          waited for the request's timeout ({QUERY_TIMEOUT:?})",
         published.saturating_duration_since(first_silent)
     );
-    let failures = metrics.publish_failures_total.load(Ordering::Relaxed);
-    assert_eq!(
-        failures, 0,
-        "no batch failed: the other peers took every key"
-    );
     println!(
         "published {:?} after the silent peer's first request",
         published.saturating_duration_since(first_silent)
     );
+    stop(publisher, others, dirs);
+}
 
-    publisher.stop();
-    for node in others {
-        node.stop();
-    }
-    for dir in dirs {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+#[test]
+fn a_peer_that_never_answers_kademlia_holds_a_lookup_for_the_request_timeout_only() {
+    let (silent, heard) = spawn_silent_peer(Silence::ProvideAndKademlia);
+    let (publisher, others, dirs) = network("kad", silent);
+    let (announced, published) = publish(&publisher);
+    let took = published - announced;
+    assert!(
+        heard.kad.try_iter().count() > 0,
+        "the silent peer was asked by the lookups"
+    );
+    // The batch's lookup needs an answer from every peer of this small network: from the
+    // silent one it waits KAD_REQUEST_TIMEOUT, not the query's whole timeout.
+    assert!(
+        took < QUERY_TIMEOUT,
+        "the keys were published {took:?} after their announcement: the lookup waited for \
+         the silent peer until the query's timeout ({QUERY_TIMEOUT:?}), not \
+         {KAD_REQUEST_TIMEOUT:?}"
+    );
+    println!("published {took:?} after the announcement (a Kademlia request gives up after {KAD_REQUEST_TIMEOUT:?})");
+    stop(publisher, others, dirs);
 }

@@ -40,6 +40,12 @@ pub const PROVIDER_TTL: Duration = Duration::from_secs(24 * 3_600);
 pub const REPUBLISH_AFTER: Duration = Duration::from_secs(12 * 3_600);
 /// A Kademlia query gives up after this long.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A Kademlia request to one peer (`FIND_NODE`, `GET_PROVIDERS`) waits this long for
+/// its answer once its stream is open; past it the peer counts as failed for that query,
+/// which goes on without it. A peer answers one from its routing table or its store in
+/// milliseconds; at libp2p-kad's default (10 s) one peer that never answers, among a
+/// key's k closest, held every lookup of that key until the query's own timeout.
+pub const KAD_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Kademlia's k: providers are published to the k peers closest to a key.
 pub const K_VALUE: usize = 20;
 /// Peers a lookup asks for: k, the most libp2p-kad returns (it caps

@@ -16,8 +16,8 @@ use libp2p::{PeerId, Swarm};
 use crate::error::DhtError;
 use crate::node::config::{
     CONNECTIONS_PER_PEER_MAX, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
-    INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL, K_VALUE, PENDING_INBOUND_MAX, PING_INTERVAL,
-    PING_TIMEOUT, PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT,
+    INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, K_VALUE, PENDING_INBOUND_MAX,
+    PING_INTERVAL, PING_TIMEOUT, PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT,
 };
 use crate::protocol::ProvideCodec;
 use crate::replicate::ReplicateCodec;
@@ -60,6 +60,7 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
         .set_parallelism(NonZeroUsize::new(3).expect("3 > 0"))
         .set_replication_factor(NonZeroUsize::new(K_VALUE).expect("k > 0"))
         .set_query_timeout(QUERY_TIMEOUT)
+        .set_substreams_timeout(KAD_REQUEST_TIMEOUT)
         .set_provider_record_ttl(Some(PROVIDER_TTL))
         .set_provider_publication_interval(None)
         .set_record_ttl(None)
