@@ -172,7 +172,7 @@ pub fn decode_response(message: &[u8]) -> io::Result<ProvideResponse> {
     })
 }
 
-/// `/ron/provide/2`'s messages, for [`WireCodec`].
+/// `/ron/provide/2`'s messages, for the stream codec ([`ProvideCodec`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProvideMessages;
 

@@ -142,7 +142,7 @@ fn outcome_of(byte: u8) -> Option<CopyOutcome> {
     })
 }
 
-/// `/ron/replicate/1`'s messages, for [`WireCodec`].
+/// `/ron/replicate/1`'s messages, for the stream codec ([`ReplicateCodec`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReplicateMessages;
 

@@ -7,7 +7,7 @@
 //! store's buffered writes, answers resolves whose deadline passed, and moves the
 //! publication on (the publisher, `publish.rs`). The tick comes every [`DHT_TICK_MS`]
 //! while the thread has work in hand, every [`DHT_IDLE_TICK_MS`] when it has none; the
-//! first announcement after that rings the [`AnnounceBell`](ron_link::dht::AnnounceBell)
+//! first announcement after that rings the [`AnnounceBell`]
 //! and the next tick comes at once.
 //!
 //! ## Files

@@ -19,7 +19,7 @@
 //! reaches the checkpoint size while an index commit runs waits for it, so while index
 //! commits succeed at most 2 × ([`CHECKPOINT_RECORDS`] + [`BATCH_RECORDS_MAX`]) packed
 //! objects are unindexed (the running commit's and the backlog's); after a failure new
-//! uploads are refused until a retry succeeds ([`GroupCommit::index_healthy`]). A
+//! uploads are refused until a retry succeeds (`GroupCommit::index_healthy`). A
 //! failure reaches every waiter of its stage as [`ShardError::GroupCommit`], sharing the
 //! underlying error.
 //!
