@@ -4,7 +4,9 @@
 //! [`ProviderStore`]), `/ron/provide/2` ([`crate::protocol`]), `/ron/replicate/1`
 //! ([`crate::replicate`]), and libp2p's identify
 //! (`/ipfs/id/1.0.0`) and ping (`/ipfs/ping/1.0.0`), which standard libp2p peers
-//! require before they trust a peer, and which tell this node who is alive.
+//! require before they trust a peer, and which tell this node who is alive. Streams are
+//! negotiated lazily (`V1Lazy`): a request goes with its protocol's name, a round trip
+//! less each (docs/design/dht.md, "Where it runs").
 
 use std::num::NonZeroUsize;
 
@@ -48,7 +50,10 @@ pub(super) fn build_swarm(
         .map_err(|e| start("noise", &e))?
         .with_behaviour(|key| behaviour(key.public(), store))
         .map_err(|e| start("behaviour", &e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
     Ok(swarm)
 }
