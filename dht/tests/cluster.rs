@@ -2,51 +2,18 @@
 //! every other node with the announcer's node id and OAP address; node ids and records
 //! survive a restart. Bounded: every wait gives up after WAIT.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ron_dht::node::{self, DhtConfig, DhtThread, STOP_WAIT_MS};
+use ron_dht::node::{DhtThread, STOP_WAIT_MS};
 use ron_dht::store::{ProviderStore, StoreLimits};
 use ron_link::dht::{EarlyPeer, Provider};
 
-const WAIT: Duration = Duration::from_secs(30);
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ron-dht-cluster-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn start(dir: &Path, oap_port: u16, peers: &[SocketAddr]) -> DhtThread {
-    start_in_zone(dir, oap_port, peers, "", 1)
-}
-
-fn start_in_zone(
-    dir: &Path,
-    oap_port: u16,
-    peers: &[SocketAddr],
-    zone: &str,
-    replicas: usize,
-) -> DhtThread {
-    node::spawn(DhtConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peers: peers
-            .iter()
-            .map(|p| node::parse_peer(&p.to_string()).unwrap())
-            .collect(),
-        oap: SocketAddr::from(([127, 0, 0, 1], oap_port)),
-        zone: zone.into(),
-        replicas,
-        peer_dead: std::time::Duration::ZERO,
-        pulls: None,
-        limits: StoreLimits::default(),
-    })
-    .unwrap()
-}
+use common::{scratch, start, start_in_zone, wait_for, WAIT};
 
 fn resolve_until(
     node: &DhtThread,
@@ -63,17 +30,11 @@ fn resolve_until(
     }
 }
 
-fn wait_for(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn five_nodes_announce_resolve_and_keep_records_across_a_restart() {
-    let dirs: Vec<PathBuf> = (0..5).map(|i| scratch(&format!("n{i}"))).collect();
+    let dirs: Vec<PathBuf> = (0..5)
+        .map(|i| scratch("cluster", &format!("n{i}")))
+        .collect();
     let a = start(&dirs[0], 7000, &[]);
     let mut nodes = vec![a];
     for (i, dir) in dirs.iter().enumerate().skip(1) {
@@ -192,7 +153,7 @@ fn five_nodes_announce_resolve_and_keep_records_across_a_restart() {
 
 #[test]
 fn a_withdrawn_key_is_no_longer_provided_nor_answered_as_ours() {
-    let dir = scratch("withdraw");
+    let dir = scratch("cluster", "withdraw");
     let node = start(&dir, 7100, &[]);
     let id = node.client.node_id.to_string();
     let (kept, evicted) = ([0x51u8; 32], [0x52u8; 32]);
@@ -227,7 +188,7 @@ fn provided_keys_after_the_thread(dir: &Path) -> u64 {
 
 #[test]
 fn stop_and_drop_end_the_thread_within_the_bound() {
-    let dir = scratch("stop");
+    let dir = scratch("cluster", "stop");
     let node = start(&dir, 7200, &[]);
     node.client.announce(vec![[0x61; 32]]);
     wait_for("the key provided", || {
@@ -256,7 +217,7 @@ fn at_a_hundred_nodes_every_node_resolves_every_fresh_key() {
     const NODES: usize = 100;
     const KEYS: usize = 40;
     const RESOLVERS: usize = 8;
-    let root = scratch("hundred");
+    let root = scratch("cluster", "hundred");
     let mut nodes: Vec<DhtThread> = Vec::with_capacity(NODES);
     for i in 0..NODES {
         let peers: Vec<SocketAddr> = nodes.first().map(|n| n.listen).into_iter().collect();
@@ -440,7 +401,7 @@ fn at_a_hundred_nodes_every_node_resolves_every_fresh_key() {
 fn a_page_of_placements_names_the_holders_each_placement_alone_names() {
     const NODES: usize = 30;
     const KEYS: usize = 48;
-    let root = scratch("placements");
+    let root = scratch("cluster", "placements");
     let mut nodes: Vec<DhtThread> = Vec::with_capacity(NODES);
     for i in 0..NODES {
         let peers: Vec<SocketAddr> = nodes.first().map(|n| n.listen).into_iter().collect();

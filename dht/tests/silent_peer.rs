@@ -5,8 +5,11 @@
 //! answers its Kademlia request once [`KAD_REQUEST_TIMEOUT`] has passed. Four DHT
 //! threads and one silent libp2p peer on loopback, in one process; every wait is bounded.
 
+mod common;
+
+use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,49 +20,15 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, kad, ping, Multiaddr, StreamProtocol};
-use ron_dht::node::{self, DhtConfig, DhtThread, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, QUERY_TIMEOUT};
+use ron_dht::node::{DhtThread, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, QUERY_TIMEOUT};
 use ron_dht::protocol::{self, ProvideCodec};
-use ron_dht::store::StoreLimits;
 
-const WAIT: Duration = Duration::from_secs(30);
+use common::{scratch, start, wait_for, WAIT};
+
 /// How long the silent peer runs: past every wait of the test, so it is silent
 /// throughout, and bounded, so it ends by itself.
 const SILENT_FOR: Duration = Duration::from_secs(90);
 const KEYS: u8 = 8;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ron-dht-silent-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn start(dir: &Path, oap_port: u16, peers: &[SocketAddr]) -> DhtThread {
-    node::spawn(DhtConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peers: peers
-            .iter()
-            .map(|p| node::parse_peer(&p.to_string()).unwrap())
-            .collect(),
-        oap: SocketAddr::from(([127, 0, 0, 1], oap_port)),
-        zone: String::new(),
-        replicas: 1,
-        peer_dead: Duration::ZERO,
-        pulls: None,
-        limits: StoreLimits::default(),
-    })
-    .unwrap()
-}
-
-fn wait_for(what: &str, done: impl Fn() -> bool) -> Instant {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Instant::now()
-}
 
 /// What the silent peer leaves unanswered.
 #[derive(Clone, Copy, PartialEq)]
@@ -84,50 +53,35 @@ struct Silent {
 #[derive(Clone, Default)]
 struct Unanswered;
 
+/// What the codec's reads and writes are given (the trait's bounds, named once).
+trait Read: futures::AsyncRead + Unpin + Send {}
+impl<T: futures::AsyncRead + Unpin + Send> Read for T {}
+trait Write: futures::AsyncWrite + Unpin + Send {}
+impl<T: futures::AsyncWrite + Unpin + Send> Write for T {}
+type Proto = StreamProtocol;
+
 impl request_response::Codec for Unanswered {
     type Protocol = StreamProtocol;
     type Request = ();
     type Response = ();
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<()>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
+    async fn read_request<T: Read>(&mut self, _: &Proto, io: &mut T) -> io::Result<()> {
         let mut first = [0u8; 64];
         futures::AsyncReadExt::read(io, &mut first)
             .await
             .map(|_| ())
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, _: &mut T) -> std::io::Result<()>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        Ok(())
+    async fn read_response<T: Read>(&mut self, _: &Proto, _: &mut T) -> io::Result<()> {
+        unreachable!("the silent peer sends no request")
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        _: &mut T,
-        _: (),
-    ) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        Ok(())
+    async fn write_request<T: Write>(&mut self, _: &Proto, _: &mut T, _: ()) -> io::Result<()> {
+        unreachable!("the silent peer sends no request")
     }
 
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        _: &mut T,
-        _: (),
-    ) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        Ok(())
+    async fn write_response<T: Write>(&mut self, _: &Proto, _: &mut T, _: ()) -> io::Result<()> {
+        unreachable!("the silent peer never answers")
     }
 }
 
@@ -251,7 +205,9 @@ fn spawn_silent_peer(silence: Silence) -> (SocketAddr, Heard) {
 /// A publisher, three peers that answer, and the silent peer; the publisher knows all
 /// four. Returns the publisher first.
 fn network(name: &str, silent: SocketAddr) -> (DhtThread, Vec<DhtThread>, Vec<PathBuf>) {
-    let dirs: Vec<PathBuf> = (0..4).map(|i| scratch(&format!("{name}-n{i}"))).collect();
+    let dirs: Vec<PathBuf> = (0..4)
+        .map(|i| scratch("silent", &format!("{name}-n{i}")))
+        .collect();
     let others: Vec<DhtThread> = (1..4)
         .map(|i| start(&dirs[i], 7100 + i as u16, &[]))
         .collect();

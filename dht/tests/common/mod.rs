@@ -1,0 +1,61 @@
+//! What the DHT's integration tests share: scratch directories, DHT threads on
+//! loopback, and bounded waits.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ron_dht::node::{self, DhtConfig, DhtThread};
+use ron_dht::store::StoreLimits;
+
+/// Every wait gives up after this long.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A fresh directory for `test`'s node `name`, under the system's temporary one.
+pub fn scratch(test: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ron-dht-{test}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A DHT thread on a free loopback port, bootstrapped from `peers`, announcing
+/// `oap_port` as its OAP/1 port, with no zone and one copy per object.
+pub fn start(dir: &Path, oap_port: u16, peers: &[SocketAddr]) -> DhtThread {
+    start_in_zone(dir, oap_port, peers, "", 1)
+}
+
+pub fn start_in_zone(
+    dir: &Path,
+    oap_port: u16,
+    peers: &[SocketAddr],
+    zone: &str,
+    replicas: usize,
+) -> DhtThread {
+    node::spawn(DhtConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peers: peers
+            .iter()
+            .map(|p| node::parse_peer(&p.to_string()).unwrap())
+            .collect(),
+        oap: SocketAddr::from(([127, 0, 0, 1], oap_port)),
+        zone: zone.into(),
+        replicas,
+        peer_dead: Duration::ZERO,
+        pulls: None,
+        limits: StoreLimits::default(),
+    })
+    .unwrap()
+}
+
+/// Waits until `done`, at most [`WAIT`] (then fails the test naming `what`); returns when
+/// it saw it done, to within 10 ms.
+pub fn wait_for(what: &str, done: impl Fn() -> bool) -> Instant {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Instant::now()
+}
