@@ -124,9 +124,11 @@ fn silent_behaviour(key: &libp2p::identity::Keypair, silence: Silence) -> Silent
     }
 }
 
-/// When the silent peer got each request it left unanswered (greetings left out).
+/// What the silent peer left unanswered: per `/ron/provide/2` request, when it came,
+/// from whom (base58 id) and whether it carried keys (else a greeting); per Kademlia
+/// request, when it came.
 struct Heard {
-    provide: mpsc::Receiver<Instant>,
+    provide: mpsc::Receiver<(Instant, String, bool)>,
     kad: mpsc::Receiver<Instant>,
 }
 
@@ -172,6 +174,7 @@ fn spawn_silent_peer(silence: Silence) -> (SocketAddr, Heard) {
                     }
                     SwarmEvent::Behaviour(SilentEvent::Provide(
                         request_response::Event::Message {
+                            peer,
                             message:
                                 request_response::Message::Request {
                                     request, channel, ..
@@ -179,9 +182,8 @@ fn spawn_silent_peer(silence: Silence) -> (SocketAddr, Heard) {
                             ..
                         },
                     )) => {
-                        if !request.keys.is_empty() {
-                            let _ = provide_tx.send(Instant::now());
-                        }
+                        let heard = (Instant::now(), peer.to_base58(), !request.keys.is_empty());
+                        let _ = provide_tx.send(heard);
                         held_provides.push(channel);
                     }
                     SwarmEvent::Behaviour(SilentEvent::KadUnanswered(
@@ -265,10 +267,25 @@ fn a_peer_that_never_answers_a_provide_does_not_hold_the_publication() {
     let (silent, heard) = spawn_silent_peer(Silence::Provide);
     let (publisher, others, dirs) = network("provide", silent);
     let (_, published) = publish(&publisher);
-    let first_silent = heard
-        .provide
-        .recv_timeout(WAIT)
-        .expect("the silent peer, among every key's closest, got a request with keys");
+    let from_publisher = publisher.client.node_id.to_string();
+    let held = std::cell::Cell::new(0u64);
+    let take = |heard: (Instant, String, bool)| -> Option<Instant> {
+        let (at, from, keys) = heard;
+        if from != from_publisher {
+            return None;
+        }
+        held.set(held.get() + 1);
+        keys.then_some(at)
+    };
+    let first_silent = loop {
+        let heard = heard
+            .provide
+            .recv_timeout(WAIT)
+            .expect("the silent peer, among every key's closest, got a request with keys");
+        if let Some(at) = take(heard) {
+            break at;
+        }
+    };
     assert!(
         published < first_silent + QUERY_TIMEOUT,
         "the keys were published {:?} after the silent peer got its request: the batch \
@@ -278,6 +295,22 @@ fn a_peer_that_never_answers_a_provide_does_not_hold_the_publication() {
     println!(
         "published {:?} after the silent peer's first request",
         published.saturating_duration_since(first_silent)
+    );
+    // Every request the silent peer holds (greetings and keys) is given up at its
+    // timeout, and counted.
+    wait_for(
+        "the silent peer's requests to be given up and counted",
+        || {
+            heard.provide.try_iter().for_each(|h| {
+                take(h);
+            });
+            let failed = publisher
+                .client
+                .metrics
+                .provide_requests_failed_total
+                .load(Ordering::Relaxed);
+            failed >= held.get()
+        },
     );
     stop(publisher, others, dirs);
 }

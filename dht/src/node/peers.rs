@@ -4,6 +4,7 @@
 //! `/ron/provide/2`, stored as their provider records at the address their connection
 //! came from.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use libp2p::core::ConnectedPoint;
@@ -214,6 +215,9 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(%peer, "dht: /ron/provide/2 request failed: {error}");
+                self.metrics
+                    .provide_requests_failed_total
+                    .fetch_add(1, Ordering::Relaxed);
                 self.on_published(request_id, false);
             }
             Event::InboundFailure { peer, error, .. } => {
