@@ -31,7 +31,7 @@ const SILENT_FOR: Duration = Duration::from_secs(90);
 const KEYS: u8 = 8;
 
 /// What the silent peer leaves unanswered.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Silence {
     /// `/ron/provide/2` only: it answers Kademlia like any peer.
     Provide,

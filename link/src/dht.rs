@@ -521,7 +521,7 @@ declare_counters! {
         publish_failures_total: AtomicU64 => Counter "ron_dht_publish_failures_total", Sum,
             "Publication batches no peer accepted (left for the sweep).",
         /// `/ron/provide/2` requests this node sent that got no answer: timed out (a peer
-        /// slow or silent), refused, or cut with their connection.
+        /// slow or silent), not spoken by the peer, or cut with their connection.
         provide_requests_failed_total: AtomicU64 => Counter "ron_dht_provide_requests_failed_total", Sum,
             "/ron/provide/2 requests this node sent (publications, greetings) that got no answer: timed out (a peer slow or silent), not spoken by the peer, or cut with their connection.",
         /// Placements answered from a view not sure of the key's candidates (a lookup

@@ -276,7 +276,7 @@ impl Node {
     /// nodes a table holds ~131 peers, and a size of 132 would widen the early share
     /// eightfold, to peers around the key's 40th closest.
     fn early_network_peers(&mut self) -> f64 {
-        // Before any lookup's estimate: the routing table's count and this node.
+        // Never below the routing table's count and this node.
         let floor = self.network_peers();
         if self.publisher.network_peers_estimate > 0.0 {
             return floor;
