@@ -26,7 +26,7 @@
 # points only its own loader at them; all of it in one gzip'd tar (the device's working
 # tree is limited to 64 MiB), unpacked there by the first mode that needs it. What a mode
 # prints also goes to $OUT (the device tool's folder that comes back) when that is set.
-# Variables of the scripts it runs pass through (RUNS, DURATION, SHARDS, ONLY, PROFILE;
+# Variables of the scripts it runs pass through (RUNS, DURATION, SHARDS, ONLY, PROFILE, CACHE_BYTES;
 # NODES, ZONES, OBJECTS).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -45,8 +45,12 @@
 # PROFILE=1: the last run of each workload also counts the servers' system calls and
 # context switches per request and records a software-clock profile of each (`profile`).
 #
-# Variables: SHARDS ONLY RUNS DURATION WARM_S QUOTA SATURATED PROFILE RON OTHER_RON BENCH NGINX
-# WORK PORT.
+# CACHE_BYTES: ron's --cache-bytes (2GiB). Each shard caches what it serves, in its share
+# (CACHE_BYTES / S): with many shards a working set that fits the whole misses in each
+# share (docs/PERF.md, issue 54's 12-shard profile).
+#
+# Variables: SHARDS ONLY RUNS DURATION WARM_S QUOTA SATURATED PROFILE CACHE_BYTES RON OTHER_RON
+# BENCH NGINX WORK PORT.
 # Talks only to 127.0.0.1, stops what it started (by PID), removes its cgroup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +73,7 @@ NGINX_PORT=$((PORT + 1))
 OTHER_RON=${OTHER_RON:-}
 OTHER_PORT=$((PORT + 4))
 WARM_S=${WARM_S:-2}
+CACHE_BYTES=${CACHE_BYTES:-2GiB}
 SERVERS="ron ${OTHER_RON:+ron_b }nginx"
 RONS="ron${OTHER_RON:+ ron_b}"
 WORKLOADS=${ONLY:-"4KiB range_64KiB 1MiB"}
@@ -129,6 +134,12 @@ profile() {
   wait "$rec" || true
   perf report -i "$out.data" --no-children -g none --sort sym --percent-limit 1.5 --stdio 2>/dev/null |
     grep -E '^ +[0-9]' | head -25 >"$out.top" || true
+  # The user-space functions by time inclusive of their callees, and the call chains
+  # into the top symbols: what a flat top cannot say (who spins, who calls the kernel).
+  perf report -i "$out.data" --children --sort sym --percent-limit 2 --stdio 2>/dev/null |
+    grep -E '^ +[0-9]' | grep -F '[.]' | head -25 >"$out.children" || true
+  perf report -i "$out.data" --no-children -g caller,2,callee,function,percent --sort sym \
+    --percent-limit 2.5 --stdio 2>/dev/null | grep -Ev '^$|^#' | head -200 >"$out.chains" || true
 }
 # The calls counted one by one (raw_syscalls:sys_enter counts them all).
 PROFILED_CALLS="sendfile64 sendto sendmsg write writev read readv recvfrom recvmsg \
@@ -138,6 +149,8 @@ setsockopt getsockopt clock_nanosleep sched_yield"
 # top of its profile.
 per_request_calls() {
   [ -s "$1.top" ] && sed "s|^|    $(basename "$1") |" "$1.top"
+  [ -s "$1.children" ] && sed "s|^|    $(basename "$1") incl. callees |" "$1.children"
+  [ -s "$1.chains" ] && sed "s|^|    $(basename "$1") chains |" "$1.chains"
   [ -s "$1.stat" ] || { echo "$(basename "$1"): no system call counts"; return 0; }
   python3 - "$1" "$2" "$DURATION" <<'PY'
 import json, sys
@@ -164,7 +177,7 @@ start_ron() {
   local name=$1 bin=$2 port=$3 s=$4 set
   local admin=$((port + 2)) last=$((s - 1))
   start_pinned "0-$last" "$WORK/$name-$s.log" "$bin" serve --shards "$s" --data-dir "$WORK/$name-data" \
-    --http "127.0.0.1:$port" --oap "127.0.0.1:$((port + 3))" --admin "127.0.0.1:$admin" --cache-bytes 2GiB
+    --http "127.0.0.1:$port" --oap "127.0.0.1:$((port + 3))" --admin "127.0.0.1:$admin" --cache-bytes "$CACHE_BYTES"
   local pid=$started
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
   curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null || { echo "$name did not get ready" >&2; exit 1; }
@@ -254,7 +267,7 @@ done
 
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 echo "machine: $CPUS CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
-echo "ron binary $RON (tree at $git_rev)${OTHER_RON:+; ron B binary $OTHER_RON}; nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron-bench --no-verify; $RUNS runs x ${DURATION}s, medians"
+echo "ron binary $RON (tree at $git_rev)${OTHER_RON:+; ron B binary $OTHER_RON}; nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron --cache-bytes $CACHE_BYTES; ron-bench --no-verify; $RUNS runs x ${DURATION}s, medians"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # col SERVER FIELD and per SERVER FIELD (req/s over that field) for $s and $w: medians.
 col() { awk -v s="$s" -v w="$w" -v v="$1" -v c="$2" '$1 == s && $2 == w && $3 == v { print $c }' "$WORK/runs.txt" | median; }
