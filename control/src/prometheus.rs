@@ -417,6 +417,13 @@ fn render_dht_histograms(out: &mut String, dht: &DhtSnapshot) {
             sum_ms: dht.dial_ms_sum,
         },
         MsHistogram {
+            name: "ron_dht_store_commit_seconds",
+            help: "The provider store's commits (one LMDB transaction and its fsync each; the DHT thread waits for it), by duration, seconds.",
+            counts: &dht.store_commit_ms_buckets,
+            bounds_ms: &LOOKUP_BUCKETS_MS,
+            sum_ms: dht.store_commit_ms_sum,
+        },
+        MsHistogram {
             name: "ron_dht_publish_delay_seconds",
             help: "Fresh objects by time from their announcement to the first peer that took their provider record, seconds.",
             counts: &dht.publish_delay_ms_buckets,
@@ -466,6 +473,8 @@ mod tests {
         dht.record_first_provider(60);
         dht.record_first_provider_requests(4);
         dht.record_dial(7);
+        dht.store_commit_ms_buckets[1].store(3, Ordering::Relaxed);
+        dht.store_commit_ms_sum.store(5, Ordering::Relaxed);
         dht.record_publish_delay(150);
         dht.record_publish_delay(400_000);
         dht.count_audit("missing");
@@ -494,6 +503,10 @@ mod tests {
             "ron_dht_dial_duration_seconds_bucket{le=\"0.005\"} 0\n",
             "ron_dht_dial_duration_seconds_bucket{le=\"0.01\"} 1\n",
             "ron_dht_dial_duration_seconds_sum 0.007\n",
+            "# TYPE ron_dht_store_commit_seconds histogram\n",
+            "ron_dht_store_commit_seconds_bucket{le=\"0.001\"} 0\n",
+            "ron_dht_store_commit_seconds_bucket{le=\"0.002\"} 3\n",
+            "ron_dht_store_commit_seconds_sum 0.005\n",
             "# TYPE ron_dht_publish_delay_seconds histogram\n",
             "ron_dht_publish_delay_seconds_bucket{le=\"0.1\"} 0\n",
             "ron_dht_publish_delay_seconds_bucket{le=\"0.2\"} 1\n",
@@ -514,9 +527,9 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
-        // The counters and gauges, and the four histograms rendered from buckets.
-        assert_eq!(text.matches("# HELP ").count(), DHT.all().len() + 4);
-        assert_eq!(text.matches("# TYPE ").count(), DHT.all().len() + 4);
+        // The counters and gauges, and the five histograms rendered from buckets.
+        assert_eq!(text.matches("# HELP ").count(), DHT.all().len() + 5);
+        assert_eq!(text.matches("# TYPE ").count(), DHT.all().len() + 5);
     }
 
     #[test]

@@ -15,11 +15,14 @@
 //!
 //! Writes of others' records are buffered and committed together by
 //! [`ProviderStore::flush`] (the DHT thread calls it every tick and a full buffer calls
-//! it at once): one LMDB commit (one fsync, its meta page left unsynced:
-//! `NO_META_SYNC`) per batch, not per received record, so a flood of ADD_PROVIDER
-//! messages costs the disk one sync per tick. A crash loses at most the last tick of
-//! others' records, which their providers republish anyway. Our
-//! own keys are written by [`ProviderStore::provide`] in one commit per batch.
+//! it at once): one LMDB commit per batch, not per received record. A process crash
+//! loses at most the last tick of others' records, which their providers republish
+//! anyway. Our own keys are written by [`ProviderStore::provide`] in one commit per
+//! batch. Commits are not synced (`MDB_NOSYNC`): an fsync held the DHT thread, and
+//! every peer waiting on it, for tens of milliseconds per commit on a busy disk; a store
+//! whose unsynced commits outlived a reboot is thrown away at open instead, and a clean
+//! close syncs it (`store/unsynced.rs`). Each commit's time is counted
+//! ([`StoreCounters::commit_ms_buckets`], `ron_dht_store_commit_seconds`).
 //!
 //! Checked at the trust boundary, in pairs: a record of others is checked before it
 //! is committed ([`ProviderStore::flush`], `assert!`: a broken one is a bug of this
@@ -45,6 +48,7 @@
 //! and the sweep publishes instead.
 
 mod layout;
+mod unsynced;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +61,8 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 use libp2p::kad::store::{Error as RecordStoreError, RecordStore};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 use libp2p::PeerId;
+use ron_link::dht::{bucket_of, LOOKUP_BUCKETS_MS};
+use unsynced::Durability;
 
 use crate::error::DhtError;
 use crate::node::address::identified_addresses;
@@ -103,6 +109,10 @@ pub struct StoreCounters {
     pub records_expired: u64,
     /// LMDB writes that failed (logged with the error).
     pub write_failures: u64,
+    /// Commits by duration: `commit_ms_buckets[i]` counts those of at most
+    /// `LOOKUP_BUCKETS_MS[i]` ms (not cumulative), the last one the rest.
+    pub commit_ms_buckets: [u64; LOOKUP_BUCKETS_MS.len() + 1],
+    pub commit_ms_sum: u64,
 }
 
 /// The LMDB provider store; see the module doc.
@@ -122,29 +132,58 @@ pub struct ProviderStore {
     /// The IP each connected peer's connection came from (the DHT thread keeps it
     /// current; bounded by its connection limits).
     peer_ips: HashMap<PeerId, IpAddr>,
+    /// Whether commits are synced; unsynced ones are synced as the store closes.
+    durability: Durability,
+    /// The store was opened empty: a run in another boot left commits unsynced.
+    discarded_after_reboot: bool,
 }
 
 impl ProviderStore {
-    /// Opens (creating if needed) the store in `dir`. Blocking.
+    /// Opens (creating if needed) the store in `dir`. Blocking. Its commits are not
+    /// synced where the boot's id can be read (`store/unsynced.rs`).
     pub fn open(dir: &Path, local: PeerId, limits: StoreLimits) -> Result<Self, DhtError> {
-        std::fs::create_dir_all(dir).map_err(|source| DhtError::Io {
-            op: "create dir",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        Self::open_in_boot(dir, local, limits, unsynced::current_boot_id().as_deref())
+    }
+
+    /// [`ProviderStore::open`] as if this were the boot `boot` (none: unknown).
+    fn open_in_boot(
+        dir: &Path,
+        local: PeerId,
+        limits: StoreLimits,
+        boot: Option<&str>,
+    ) -> Result<Self, DhtError> {
+        let io = |op| {
+            let path = dir.to_path_buf();
+            move |source| DhtError::Io { op, path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("create dir"))?;
+        let prepared = unsynced::prepare(dir, boot).map_err(io("check the unsynced marker"))?;
+        if prepared.discarded {
+            tracing::warn!(
+                "provider store {}: the machine restarted while commits were not yet synced: \
+                 the store starts empty (others' records return as their providers republish \
+                 them, this node's keys as the shards announce them at start)",
+                dir.display()
+            );
+        }
         let lmdb = |op| {
             let path = dir.to_path_buf();
             move |source| DhtError::Store { op, path, source }
         };
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options.map_size(limits.map_bytes_max).max_dbs(2);
-        // SAFETY: NO_META_SYNC keeps LMDB's integrity (ACI) and may undo the last commit
-        // after a system crash: soft state here — others' records are republished by
-        // their providers, our own keys re-announced by the shards' start-up walk. It
-        // takes the second of each commit's two fsyncs off the DHT thread.
+        let flags = match prepared.durability {
+            Durability::Unsynced => EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC,
+            Durability::Synced => EnvFlags::NO_META_SYNC,
+        };
+        // SAFETY: both keep LMDB's integrity while the machine runs; after a system
+        // crash NO_META_SYNC may undo the last commit, and NO_SYNC may leave a commit
+        // torn — which is why a store with unsynced commits that outlived a reboot is
+        // thrown away (`store/unsynced.rs`): all of it is soft state, others' records
+        // republished by their providers, our own keys announced again at start.
         #[allow(unsafe_code)]
         unsafe {
-            options.flags(EnvFlags::NO_META_SYNC);
+            options.flags(flags);
         }
         // SAFETY: the DHT dir is opened once, by the DHT thread of the one process that
         // holds the data dir's lock; nothing else writes its files.
@@ -169,7 +208,15 @@ impl ProviderStore {
             counters: StoreCounters::default(),
             path: dir.to_path_buf(),
             peer_ips: HashMap::new(),
+            durability: prepared.durability,
+            discarded_after_reboot: prepared.discarded,
         })
+    }
+
+    /// Whether the store was opened empty because a run in another boot left commits
+    /// unsynced.
+    pub fn discarded_after_reboot(&self) -> bool {
+        self.discarded_after_reboot
     }
 
     /// `peer` is connected from `ip`: where its records say it is from now on.
@@ -184,6 +231,13 @@ impl ProviderStore {
 
     pub fn counters(&self) -> StoreCounters {
         self.counters
+    }
+
+    /// A commit begun at `started` has returned: counted by its duration.
+    fn note_commit(&mut self, started: Instant) {
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.counters.commit_ms_buckets[bucket_of(&LOOKUP_BUCKETS_MS, elapsed_ms)] += 1;
+        self.counters.commit_ms_sum = self.counters.commit_ms_sum.saturating_add(elapsed_ms);
     }
 
     fn lmdb(&self, op: &'static str) -> impl FnOnce(heed::Error) -> DhtError + '_ {
@@ -217,7 +271,9 @@ impl ProviderStore {
                 added.push(key.clone());
             }
         }
+        let started = Instant::now();
         wtxn.commit().map_err(self.lmdb("commit"))?;
+        self.note_commit(started);
         Ok(added)
     }
 
@@ -229,7 +285,10 @@ impl ProviderStore {
                 .delete(&mut wtxn, &provided_db_key(key))
                 .map_err(self.lmdb("delete"))?;
         }
-        wtxn.commit().map_err(self.lmdb("commit"))
+        let started = Instant::now();
+        wtxn.commit().map_err(self.lmdb("commit"))?;
+        self.note_commit(started);
+        Ok(())
     }
 
     /// Records that `keys` were published at `at_ms` (one commit).
@@ -249,7 +308,10 @@ impl ProviderStore {
                     .map_err(self.lmdb("put"))?;
             }
         }
-        wtxn.commit().map_err(self.lmdb("commit"))
+        let started = Instant::now();
+        wtxn.commit().map_err(self.lmdb("commit"))?;
+        self.note_commit(started);
+        Ok(())
     }
 
     pub fn is_provided(&self, key: &RecordKey) -> Result<bool, DhtError> {
@@ -323,7 +385,9 @@ impl ProviderStore {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
+        let started = Instant::now();
         let result = self.commit_pending(&pending);
+        self.note_commit(started);
         if result.is_err() {
             self.counters.write_failures += 1;
         }
@@ -400,7 +464,9 @@ impl ProviderStore {
                 .delete(&mut wtxn, db_key)
                 .map_err(self.lmdb("delete"))?;
         }
+        let started = Instant::now();
         wtxn.commit().map_err(self.lmdb("commit"))?;
+        self.note_commit(started);
         self.counters.records_expired += expired.len() as u64;
         Ok(expired.len())
     }
@@ -499,6 +565,29 @@ impl ProviderStore {
     }
 }
 
+/// Closing syncs what was committed unsynced, then removes the marker
+/// (`store/unsynced.rs`): a store closed this way is trusted after a reboot. A sync that
+/// fails leaves the marker, and the store is thrown away if the machine restarts first.
+impl Drop for ProviderStore {
+    fn drop(&mut self) {
+        if self.durability == Durability::Synced {
+            return;
+        }
+        let closed = self
+            .env
+            .force_sync()
+            .map_err(|e| e.to_string())
+            .and_then(|()| unsynced::mark_synced(&self.path).map_err(|e| e.to_string()));
+        if let Err(e) = closed {
+            tracing::warn!(
+                "provider store {}: sync at close: {e} (the store is thrown away if the \
+                 machine restarts before its next open)",
+                self.path.display()
+            );
+        }
+    }
+}
+
 impl RecordStore for ProviderStore {
     type RecordsIter<'a> = std::iter::Empty<Cow<'a, Record>>;
     type ProvidedIter<'a> = std::iter::Empty<Cow<'a, ProviderRecord>>;
@@ -593,6 +682,52 @@ mod tests {
             expires: ttl.map(|t| Instant::now() + t),
             addresses: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
         }
+    }
+
+    /// What a process that dies leaves of `dir`: the files as the page cache holds them.
+    fn copy_of(dir: &Path, name: &str) -> PathBuf {
+        let copy = scratch(name);
+        std::fs::create_dir_all(&copy).unwrap();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+        copy
+    }
+
+    #[test]
+    fn unsynced_commits_are_kept_when_the_process_dies_and_dropped_after_a_reboot() {
+        let dir = scratch("unsynced");
+        let local = PeerId::random();
+        let keys: Vec<RecordKey> = (0..10).map(key).collect();
+        let open = |dir: &Path, boot| {
+            ProviderStore::open_in_boot(dir, local, StoreLimits::default(), Some(boot)).unwrap()
+        };
+        let mut store = open(&dir, "boot-a");
+        assert_eq!(store.durability, Durability::Unsynced);
+        store.provide(&keys).unwrap();
+        store
+            .add_provider(others_record(&keys[0], PeerId::random(), None))
+            .unwrap();
+        store.flush().unwrap();
+        let died = copy_of(&dir, "unsynced-died");
+        let died_across_a_reboot = copy_of(&dir, "unsynced-rebooted");
+        drop(store);
+
+        let store = open(&died, "boot-a");
+        assert!(!store.discarded_after_reboot());
+        assert_eq!(store.provided_count().unwrap(), 10);
+        assert_eq!(store.provider_record_count().unwrap(), 1);
+
+        let store = open(&died_across_a_reboot, "boot-b");
+        assert!(store.discarded_after_reboot());
+        assert_eq!(store.provided_count().unwrap(), 0);
+        assert_eq!(store.provider_record_count().unwrap(), 0);
+
+        // Closed cleanly: synced, trusted in the next boot.
+        let store = open(&dir, "boot-b");
+        assert!(!store.discarded_after_reboot());
+        assert_eq!(store.provided_count().unwrap(), 10);
     }
 
     #[test]

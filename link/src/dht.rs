@@ -488,6 +488,11 @@ declare_counters! {
         /// yamux; same buckets): what each hop of a lookup to a peer not connected pays.
         dial_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
         dial_ms_sum: AtomicU64,
+        /// The provider store's LMDB commits, by duration (same buckets; each is an
+        /// fsync): the DHT thread answers nobody while one runs. Mirrors the store's own
+        /// cumulative counts.
+        store_commit_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
+        store_commit_ms_sum: AtomicU64,
         /// Fresh keys by the time from their announcement to the first peer that took
         /// their provider record: `publish_delay_ms_buckets[i]` counts those of at most
         /// `PUBLISH_DELAY_BUCKETS_MS[i]` (not cumulative), the last one the rest.
@@ -822,7 +827,7 @@ impl DhtMetrics {
 
 /// The bucket of `elapsed_ms` among upper bounds `bounds_ms` (`bounds_ms.len()`: over
 /// every bound).
-fn bucket_of(bounds_ms: &[u64], elapsed_ms: u64) -> usize {
+pub fn bucket_of(bounds_ms: &[u64], elapsed_ms: u64) -> usize {
     bounds_ms
         .iter()
         .position(|le| elapsed_ms <= *le)

@@ -272,6 +272,15 @@ impl Node {
             .store(counters.records_refused, Ordering::Relaxed);
         m.provider_records_expired_total
             .store(counters.records_expired, Ordering::Relaxed);
+        for (bucket, count) in m
+            .store_commit_ms_buckets
+            .iter()
+            .zip(counters.commit_ms_buckets)
+        {
+            bucket.store(count, Ordering::Relaxed);
+        }
+        m.store_commit_ms_sum
+            .store(counters.commit_ms_sum, Ordering::Relaxed);
     }
 
     fn on_request(&mut self, request: DhtRequest) {
