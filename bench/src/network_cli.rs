@@ -31,6 +31,7 @@ OPTIONS
   --port-base PORT       first port tried [24000]
   --objects N            [100]         --size-min BYTES      [4096]
   --size-max BYTES       [262144]      --seed N              [1]
+  --form-max-s SECS      longest wait for every routing table to hold 8 peers [120]
   --settle-s SECS        left alone after forming, before the quiet window, and again
                          before the closing quiet window [30]
   --calm-max-s SECS      then the longest wait until the nodes' CPU p50 is at most
@@ -54,6 +55,7 @@ pub fn network(args: impl IntoIterator<Item = OsString>) -> Result<(), String> {
         size_min: 4_096,
         size_max: 262_144,
         seed: 1,
+        form_max_s: 120.0,
         settle_s: 30.0,
         calm_max_s: 120.0,
         quiet_s: 10.0,
@@ -89,6 +91,7 @@ pub fn network(args: impl IntoIterator<Item = OsString>) -> Result<(), String> {
             "size-min" => plan.size_min = num(&flag, &value)?,
             "size-max" => plan.size_max = num(&flag, &value)?,
             "seed" => plan.seed = num(&flag, &value)?,
+            "form-max-s" => plan.form_max_s = num(&flag, &value)?,
             "settle-s" => plan.settle_s = num(&flag, &value)?,
             "calm-max-s" => plan.calm_max_s = num(&flag, &value)?,
             "quiet-s" => plan.quiet_s = num(&flag, &value)?,

@@ -24,6 +24,7 @@ fn thirty_nodes_keep_every_object_findable_and_at_three_copies_through_a_kill_an
         size_min: 1,
         size_max: 300_000,
         seed: 53,
+        form_max_s: 60.0,
         settle_s: 5.0,
         quiet_s: 3.0,
         calm_max_s: 60.0,
@@ -39,6 +40,7 @@ fn thirty_nodes_keep_every_object_findable_and_at_three_copies_through_a_kill_an
 
     // A network this small forms and falls quiet within seconds (each node at most
     // half a percent of a core), so the figures below are not a busy network's.
+    assert_eq!(report.unformed, 0, "{}", report.text());
     assert!(report.calm_s.is_some(), "{}", report.text());
     let findable = &report.findable;
     assert_eq!(

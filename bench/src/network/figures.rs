@@ -40,6 +40,7 @@ use crate::dataset::object_bytes;
 const LOOKUP_FAMILY: &str = "ron_dht_lookup_duration_seconds";
 const FIRST_PROVIDER_FAMILY: &str = "ron_dht_lookup_first_provider_seconds";
 const DIAL_FAMILY: &str = "ron_dht_dial_duration_seconds";
+const COMMIT_FAMILY: &str = "ron_dht_store_commit_seconds";
 const FIRST_PROVIDER_REQUESTS: &str = "ron_dht_lookup_first_provider_requests_total";
 /// Optimistic provides, by where the peer came from.
 const EARLY_REQUESTS: [&str; 2] = [
@@ -59,6 +60,8 @@ pub struct Plan {
     pub size_min: usize,
     pub size_max: usize,
     pub seed: u64,
+    /// The longest wait for every routing table to hold peers, seconds.
+    pub form_max_s: f64,
     /// How long the network is left alone after it formed (its bootstrap lookups, dials
     /// and greetings done, idle connections closed) before the quiet window, and again
     /// after the last phase before the closing one, seconds.
@@ -143,6 +146,8 @@ pub struct Report {
     pub nodes: usize,
     pub zones: usize,
     pub formed_s: f64,
+    /// Nodes whose routing table was still short when the wait for forming ended.
+    pub unformed: usize,
     /// Seconds after the first settle until the network was calm; `None`: not within
     /// `calm_max_s`.
     pub calm_s: Option<f64>,
@@ -163,6 +168,9 @@ pub struct Report {
     /// (`ron_dht_dial_duration_seconds` bounds, s): what a lookup's hop to a peer not
     /// connected pays...
     pub settled_dial_s: Summary,
+    /// ...and the provider stores' commits meanwhile (`ron_dht_store_commit_seconds`
+    /// bounds, s): the DHT thread of a node answers no peer while one runs.
+    pub settled_commit_s: Summary,
     /// ...and the requests those lookups had sent when they found their first provider,
     /// per lookup (about 3 a round).
     pub settled_requests_to_first_provider: f64,
@@ -175,6 +183,9 @@ pub struct Report {
     pub joined: usize,
     pub after_join: Option<Copies>,
     pub costs_end: NodeCosts,
+    /// The live nodes' provider-store commits over the whole run (their histograms
+    /// summed, bounds in s).
+    pub commit_s: Summary,
 }
 
 /// One object put on the network.
@@ -195,7 +206,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
         zones: network.config.zones,
         ..Report::default()
     };
-    report.formed_s = wait_formed(network)?;
+    (report.formed_s, report.unformed) = wait_formed(network, plan.form_max_s);
     std::thread::sleep(Duration::from_secs_f64(plan.settle_s));
     report.calm_s = wait_calm(network, plan.calm_max_s);
     report.quiet = node_costs(network, plan.quiet_s);
@@ -221,17 +232,23 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
         ..prober.findable()
     };
     report.copies = remember_holders(&mut puts, copies);
-    let families = [LOOKUP_FAMILY, FIRST_PROVIDER_FAMILY, DIAL_FAMILY];
-    let [answered_before, first_before, dial_before] =
+    let families = [
+        LOOKUP_FAMILY,
+        FIRST_PROVIDER_FAMILY,
+        DIAL_FAMILY,
+        COMMIT_FAMILY,
+    ];
+    let [answered_before, first_before, dial_before, commit_before] =
         families.map(|family| summed_histogram(network, family));
     let requests_before = summed_metric(network, FIRST_PROVIDER_REQUESTS);
     let dial_failures_before = summed_metric(network, DIAL_FAILURES);
     (report.settled_resolve_ms, report.settled_resolve_empty) =
         resolve_each(network, &puts, &mut rng);
-    let [answered, first, dial] = families.map(|family| summed_histogram(network, family));
+    let [answered, first, dial, commit] = families.map(|family| summed_histogram(network, family));
     report.settled_resolve_node_s = bucket_summary(&histogram_since(&answered_before, &answered));
     report.settled_first_provider_s = bucket_summary(&histogram_since(&first_before, &first));
     report.settled_dial_s = bucket_summary(&histogram_since(&dial_before, &dial));
+    report.settled_commit_s = bucket_summary(&histogram_since(&commit_before, &commit));
     let requests = summed_metric(network, FIRST_PROVIDER_REQUESTS).saturating_sub(requests_before);
     report.settled_requests_to_first_provider =
         requests as f64 / report.settled_first_provider_s.count.max(1) as f64;
@@ -255,24 +272,28 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     }
     std::thread::sleep(Duration::from_secs_f64(plan.settle_s));
     report.costs_end = node_costs(network, plan.quiet_s);
+    report.commit_s = bucket_summary(&summed_histogram(network, COMMIT_FAMILY));
     Ok(report)
 }
 
 /// Seconds until every node's routing table holds `min(nodes - 1, 8)` peers (at most
-/// two minutes; a node short then is left to the phases to show).
-fn wait_formed(network: &Network) -> Result<f64, String> {
+/// `max_s`; a node short then is left to the phases to show), and how many were short.
+fn wait_formed(network: &Network, max_s: f64) -> (f64, usize) {
     let started = Instant::now();
     let want = (network.nodes.len() as u64 - 1).min(8);
-    while started.elapsed() < Duration::from_secs(120) {
+    loop {
         let tables = parallel_map(&network.live(), |&i| {
             metric_of(network.nodes[i].admin, "ron_dht_routing_table_peers")
         });
-        if tables.iter().all(|t| t.is_some_and(|t| t >= want)) {
-            return Ok(started.elapsed().as_secs_f64());
+        let short = tables
+            .iter()
+            .filter(|t| !t.is_some_and(|t| t >= want))
+            .count();
+        if short == 0 || started.elapsed().as_secs_f64() >= max_s {
+            return (started.elapsed().as_secs_f64(), short);
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    Ok(started.elapsed().as_secs_f64())
 }
 
 fn metric_of(admin: SocketAddr, name: &str) -> Option<u64> {
@@ -788,6 +809,7 @@ mod tests {
             size_min: 10,
             size_max: 20,
             seed: 1,
+            form_max_s: 0.0,
             settle_s: 0.0,
             quiet_s: 0.0,
             calm_max_s: 0.0,

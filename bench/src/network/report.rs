@@ -12,9 +12,16 @@ impl Report {
             Some(s) => format!("calm (node CPU p50 <= {CALM_CPU_PERCENT} %) {s:.0} s after the settle"),
             None => format!("NOT calm (node CPU p50 <= {CALM_CPU_PERCENT} %) by the end of the wait: every later figure is a busy network's"),
         };
+        let formed = match self.unformed {
+            0 => format!("formed in {:.1} s", self.formed_s),
+            short => format!(
+                "NOT formed in {:.1} s ({short} routing tables below 8 peers)",
+                self.formed_s
+            ),
+        };
         let mut out = format!(
-            "network: {} nodes in {} zones; formed in {:.1} s; {calm}\n",
-            self.nodes, self.zones, self.formed_s
+            "network: {} nodes in {} zones; {formed}; {calm}\n",
+            self.nodes, self.zones
         );
         out += &costs_text("quiet", &self.quiet);
         let f = &self.findable;
@@ -31,14 +38,16 @@ impl Report {
         );
         out += &copies_text("copies after upload", &self.copies);
         out += &format!(
-            "resolves once copied: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} of {} named no provider; as the nodes timed them: answered p50 <= {} s p99 <= {} s, first provider p50 <= {} s p99 <= {} s after {:.1} requests; dials meanwhile p50 <= {} s p99 <= {} s ({}, {} failed)\n",
+            "resolves once copied: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} of {} named no provider; as the nodes timed them: answered p50 <= {} s p99 <= {} s, first provider p50 <= {} s p99 <= {} s after {:.1} requests; dials meanwhile p50 <= {} s p99 <= {} s ({}, {} failed); store commits meanwhile p50 <= {} s p99 <= {} s max <= {} s ({})\n",
             self.settled_resolve_ms.p50, self.settled_resolve_ms.p99, self.settled_resolve_ms.max,
             self.settled_resolve_empty, self.settled_resolve_ms.count,
             self.settled_resolve_node_s.p50, self.settled_resolve_node_s.p99,
             self.settled_first_provider_s.p50, self.settled_first_provider_s.p99,
             self.settled_requests_to_first_provider,
             self.settled_dial_s.p50, self.settled_dial_s.p99, self.settled_dial_s.count,
-            self.settled_dial_failures
+            self.settled_dial_failures,
+            self.settled_commit_s.p50, self.settled_commit_s.p99, self.settled_commit_s.max,
+            self.settled_commit_s.count
         );
         out += &format!(
             "reads through: p50 {:.1} ms p99 {:.1} ms, {} failed of {}\n",
@@ -54,6 +63,10 @@ impl Report {
             out += &copies_text(&format!("copies after a join of {}", self.joined), c);
         }
         out += &costs_text("end", &self.costs_end);
+        out += &format!(
+            "store commits over the run (live nodes): p50 <= {} s p99 <= {} s max <= {} s ({})\n",
+            self.commit_s.p50, self.commit_s.p99, self.commit_s.max, self.commit_s.count
+        );
         out
     }
 
@@ -73,7 +86,7 @@ impl Report {
             })
         };
         json!({
-            "nodes": self.nodes, "zones": self.zones, "formed_s": self.formed_s, "calm_s": self.calm_s,
+            "nodes": self.nodes, "zones": self.zones, "formed_s": self.formed_s, "unformed": self.unformed, "calm_s": self.calm_s,
             "quiet": costs(&self.quiet),
             "findable": {
                 "found_s": self.findable.found_s.json(), "not_found": self.findable.not_found,
@@ -91,12 +104,14 @@ impl Report {
             "settled_resolve_node_s": self.settled_resolve_node_s.json(),
             "settled_first_provider_s": self.settled_first_provider_s.json(),
             "settled_dial_s": self.settled_dial_s.json(),
+            "settled_commit_s": self.settled_commit_s.json(),
             "settled_requests_to_first_provider": self.settled_requests_to_first_provider,
             "settled_dial_failures": self.settled_dial_failures,
             "reads_ms": self.reads_ms.json(), "read_failures": self.read_failures,
             "killed": self.killed, "after_kill": self.after_kill.as_ref().map(copies),
             "joined": self.joined, "after_join": self.after_join.as_ref().map(copies),
             "end": costs(&self.costs_end),
+            "commit_s": self.commit_s.json(),
         })
     }
 }
