@@ -418,7 +418,7 @@ fn render_dht_histograms(out: &mut String, dht: &DhtSnapshot) {
         },
         MsHistogram {
             name: "ron_dht_store_commit_seconds",
-            help: "The provider store's commits (one LMDB transaction and its fsync each; the DHT thread waits for it), by duration, seconds.",
+            help: "The provider store's commits (one LMDB transaction each; the DHT thread waits for it), by duration, seconds.",
             counts: &dht.store_commit_ms_buckets,
             bounds_ms: &LOOKUP_BUCKETS_MS,
             sum_ms: dht.store_commit_ms_sum,

@@ -54,10 +54,10 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use heed::types::Bytes as RawBytes;
-use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, RwTxn, WithoutTls};
 use libp2p::kad::store::{Error as RecordStoreError, RecordStore};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 use libp2p::PeerId;
@@ -115,6 +115,23 @@ pub struct StoreCounters {
     pub commit_ms_sum: u64,
 }
 
+impl StoreCounters {
+    /// A commit that took `elapsed`.
+    fn count_commit(&mut self, elapsed: Duration) {
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.commit_ms_buckets[bucket_of(&LOOKUP_BUCKETS_MS, elapsed_ms)] += 1;
+        self.commit_ms_sum = self.commit_ms_sum.saturating_add(elapsed_ms);
+    }
+}
+
+/// Commits `wtxn`, its time counted in `counters`.
+fn commit_counted(wtxn: RwTxn<'_>, counters: &mut StoreCounters) -> heed::Result<()> {
+    let started = Instant::now();
+    let result = wtxn.commit();
+    counters.count_commit(started.elapsed());
+    result
+}
+
 /// The LMDB provider store; see the module doc.
 #[derive(Debug)]
 pub struct ProviderStore {
@@ -134,8 +151,6 @@ pub struct ProviderStore {
     peer_ips: HashMap<PeerId, IpAddr>,
     /// Whether commits are synced; unsynced ones are synced as the store closes.
     durability: Durability,
-    /// The store was opened empty: a run in another boot left commits unsynced.
-    discarded_after_reboot: bool,
 }
 
 impl ProviderStore {
@@ -209,14 +224,7 @@ impl ProviderStore {
             path: dir.to_path_buf(),
             peer_ips: HashMap::new(),
             durability: prepared.durability,
-            discarded_after_reboot: prepared.discarded,
         })
-    }
-
-    /// Whether the store was opened empty because a run in another boot left commits
-    /// unsynced.
-    pub fn discarded_after_reboot(&self) -> bool {
-        self.discarded_after_reboot
     }
 
     /// `peer` is connected from `ip`: where its records say it is from now on.
@@ -231,13 +239,6 @@ impl ProviderStore {
 
     pub fn counters(&self) -> StoreCounters {
         self.counters
-    }
-
-    /// A commit begun at `started` has returned: counted by its duration.
-    fn note_commit(&mut self, started: Instant) {
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.counters.commit_ms_buckets[bucket_of(&LOOKUP_BUCKETS_MS, elapsed_ms)] += 1;
-        self.counters.commit_ms_sum = self.counters.commit_ms_sum.saturating_add(elapsed_ms);
     }
 
     fn lmdb(&self, op: &'static str) -> impl FnOnce(heed::Error) -> DhtError + '_ {
@@ -271,9 +272,7 @@ impl ProviderStore {
                 added.push(key.clone());
             }
         }
-        let started = Instant::now();
-        wtxn.commit().map_err(self.lmdb("commit"))?;
-        self.note_commit(started);
+        commit_counted(wtxn, &mut self.counters).map_err(self.lmdb("commit"))?;
         Ok(added)
     }
 
@@ -285,9 +284,7 @@ impl ProviderStore {
                 .delete(&mut wtxn, &provided_db_key(key))
                 .map_err(self.lmdb("delete"))?;
         }
-        let started = Instant::now();
-        wtxn.commit().map_err(self.lmdb("commit"))?;
-        self.note_commit(started);
+        commit_counted(wtxn, &mut self.counters).map_err(self.lmdb("commit"))?;
         Ok(())
     }
 
@@ -308,9 +305,7 @@ impl ProviderStore {
                     .map_err(self.lmdb("put"))?;
             }
         }
-        let started = Instant::now();
-        wtxn.commit().map_err(self.lmdb("commit"))?;
-        self.note_commit(started);
+        commit_counted(wtxn, &mut self.counters).map_err(self.lmdb("commit"))?;
         Ok(())
     }
 
@@ -387,7 +382,7 @@ impl ProviderStore {
         let pending = std::mem::take(&mut self.pending);
         let started = Instant::now();
         let result = self.commit_pending(&pending);
-        self.note_commit(started);
+        self.counters.count_commit(started.elapsed());
         if result.is_err() {
             self.counters.write_failures += 1;
         }
@@ -464,9 +459,7 @@ impl ProviderStore {
                 .delete(&mut wtxn, db_key)
                 .map_err(self.lmdb("delete"))?;
         }
-        let started = Instant::now();
-        wtxn.commit().map_err(self.lmdb("commit"))?;
-        self.note_commit(started);
+        commit_counted(wtxn, &mut self.counters).map_err(self.lmdb("commit"))?;
         self.counters.records_expired += expired.len() as u64;
         Ok(expired.len())
     }
@@ -715,18 +708,15 @@ mod tests {
         drop(store);
 
         let store = open(&died, "boot-a");
-        assert!(!store.discarded_after_reboot());
         assert_eq!(store.provided_count().unwrap(), 10);
         assert_eq!(store.provider_record_count().unwrap(), 1);
 
         let store = open(&died_across_a_reboot, "boot-b");
-        assert!(store.discarded_after_reboot());
         assert_eq!(store.provided_count().unwrap(), 0);
         assert_eq!(store.provider_record_count().unwrap(), 0);
 
         // Closed cleanly: synced, trusted in the next boot.
         let store = open(&dir, "boot-b");
-        assert!(!store.discarded_after_reboot());
         assert_eq!(store.provided_count().unwrap(), 10);
     }
 

@@ -488,9 +488,8 @@ declare_counters! {
         /// yamux; same buckets): what each hop of a lookup to a peer not connected pays.
         dial_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
         dial_ms_sum: AtomicU64,
-        /// The provider store's LMDB commits, by duration (same buckets; each is an
-        /// fsync): the DHT thread answers nobody while one runs. Mirrors the store's own
-        /// cumulative counts.
+        /// The provider store's LMDB commits, by duration (same buckets): the DHT thread
+        /// answers nobody while one runs. Mirrors the store's own cumulative counts.
         store_commit_ms_buckets: [AtomicU64; LOOKUP_BUCKETS_MS.len() + 1],
         store_commit_ms_sum: AtomicU64,
         /// Fresh keys by the time from their announcement to the first peer that took
