@@ -336,3 +336,57 @@ fn a_peer_that_never_answers_kademlia_holds_a_lookup_for_the_request_timeout_onl
     println!("published {took:?} after the announcement (a Kademlia request gives up after {KAD_REQUEST_TIMEOUT:?})");
     stop(publisher, others, dirs);
 }
+
+/// A node whose only bootstrap peer takes its Kademlia requests and never answers (a
+/// peer too busy to answer in time reads the same) has a join lookup that failed and a
+/// routing table of one: it looks again, with waits that grow, rather than keeping what
+/// it has until its first refresh, ten minutes on. A node whose join lookup was answered
+/// in full looks once, however small the network.
+#[test]
+fn a_join_lookup_that_failed_is_run_again_and_one_answered_in_full_is_not() {
+    let (silent, heard) = spawn_silent_peer(Silence::ProvideAndKademlia);
+    let dirs: Vec<PathBuf> = ["joiner", "first", "second"]
+        .iter()
+        .map(|name| scratch("silent", &format!("join-{name}")))
+        .collect();
+    let joiner = start(&dirs[0], 7200, &[silent]);
+    let first = start(&dirs[1], 7201, &[]);
+    let second = start(&dirs[2], 7202, &[first.listen]);
+    let lookups = |node: &DhtThread| {
+        node.client
+            .metrics
+            .join_lookups_total
+            .load(Ordering::Relaxed)
+    };
+    // The first lookup waits KAD_REQUEST_TIMEOUT for the silent peer at each of its steps,
+    // then the next starts 1–2 s after it ends.
+    let began = Instant::now();
+    wait_for("the joiner's first join lookup", || lookups(&joiner) >= 1);
+    wait_for("the joiner's second join lookup", || lookups(&joiner) >= 2);
+    let second_after = began.elapsed();
+    assert!(
+        heard.kad.try_iter().count() >= 2,
+        "the silent peer was asked by each lookup"
+    );
+    assert_eq!(
+        second
+            .client
+            .metrics
+            .routing_table_peers
+            .load(Ordering::Relaxed),
+        1,
+        "the second node knows the first"
+    );
+    assert_eq!(
+        lookups(&second),
+        1,
+        "the answered join lookup was run again"
+    );
+    println!("the joiner's second join lookup started {second_after:?} after the joiner did");
+    for node in [joiner, first, second] {
+        node.stop();
+    }
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

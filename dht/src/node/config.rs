@@ -134,9 +134,25 @@ pub const COPIES_WAITING_MAX: usize = FRESH_KEYS_MAX;
 /// differ by a few nodes, and a node outside every window is still refused.
 pub(super) const ACCEPT_WINDOW_SLACK: usize = 2;
 /// While a node with no connection has not joined, knows no peer, or saw a ping or a dial
-/// fail since its last connection, the bootstrap peers are dialed again this often (a node started before its
-/// bootstrap peer, or cut off from every peer, joins once one answers).
+/// fail since its last connection, the bootstrap peers are dialed again (a node started
+/// before its bootstrap peer, or cut off from every peer, joins once one answers): first
+/// after this long, each wait twice the last up to [`BOOTSTRAP_RETRY_MAX`], half of it
+/// drawn per node (`join.rs`). Every such node dialing every 2 s sent the three bootstrap
+/// peers of a 300-node network started at once ~100 handshakes a second while they were
+/// already too busy to finish them.
 pub(super) const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
+/// The longest wait between those dials: a partition's heal reconnects a node cut off
+/// from every peer within it.
+pub(super) const BOOTSTRAP_RETRY_MAX: Duration = Duration::from_secs(8);
+/// A join lookup (libp2p-kad's bootstrap) that had requests fail and left the routing
+/// table under this many peers is run again (go-libp2p-kad-dht refreshes a table under
+/// the same 10): a node that joined through busy bootstrap peers otherwise kept just
+/// them until its first refresh, ten minutes on (`join.rs`).
+pub(super) const JOIN_PEERS_MIN: usize = 10;
+/// The first wait before such a lookup is run again, doubled per lookup up to
+/// [`JOIN_LOOKUP_RETRY_MAX`], half of it drawn per node.
+pub(super) const JOIN_LOOKUP_RETRY: Duration = Duration::from_secs(2);
+pub(super) const JOIN_LOOKUP_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often, on average, a node refreshes its routing table (a lookup of its own id
 /// and of a random key in each bucket not full: `refresh.rs`) — go-libp2p-kad-dht's
 /// refresh period. Each wait is drawn within ± [`ROUTING_REFRESH_SPREAD_PERCENT`] of it

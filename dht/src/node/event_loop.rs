@@ -19,10 +19,8 @@ use ron_link::dht::{AnnounceBell, DhtMetrics, DhtRequest, ProviderChange};
 use tokio::sync::oneshot;
 
 use crate::error::DhtError;
-use crate::node::address::{peer_in, record_key, tcp_socket};
-use crate::node::config::{
-    DhtConfig, BOOTSTRAP_RETRY, DHT_IDLE_TICK_MS, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP,
-};
+use crate::node::address::{record_key, tcp_socket};
+use crate::node::config::{DhtConfig, DHT_IDLE_TICK_MS, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP};
 use crate::node::state::Node;
 use crate::node::swarm::BehaviourEvent;
 use crate::store::{unix_ms, ProviderStore};
@@ -189,36 +187,8 @@ impl Node {
             || self.store().has_pending()
     }
 
-    pub(super) fn dial_bootstrap_peers(&mut self) {
-        self.bootstrap_dialed = Instant::now();
-        for addr in self.bootstrap_peers.clone() {
-            if let Some(peer) = peer_in(&addr) {
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .add_address(&peer, addr.clone());
-            }
-            if let Err(e) = self.swarm.dial(addr.clone()) {
-                tracing::warn!(peer = %addr, "dht: cannot dial bootstrap peer: {e}");
-            }
-        }
-    }
-
     fn on_tick(&mut self, announces: &Receiver<ProviderChange>) {
-        // A node with no connection dials its bootstrap peers every BOOTSTRAP_RETRY until
-        // it has joined, while it knows no peer, and after a ping or a dial failed (cut
-        // off: a heal reconnects within the period). Not merely while it has no
-        // connection: in an idle network that is every node now and then (idle
-        // connections close), and every such node dialing them every 2 s kept 200+
-        // connections open on each bootstrap peer at 300 nodes.
-        let unconnected = self.swarm.connected_peers().next().is_none();
-        let joined = self.bootstrapped && !self.routing_table_empty();
-        if unconnected
-            && (!joined || self.contact_failed)
-            && self.bootstrap_dialed.elapsed() >= BOOTSTRAP_RETRY
-        {
-            self.dial_bootstrap_peers();
-        }
+        self.redial_bootstrap_peers_when_due();
         self.take_announcements(announces);
         self.flush_store();
         self.answer_due_resolves();
@@ -227,6 +197,7 @@ impl Node {
         self.settle_due_watches();
         self.publish_next();
         self.refresh_routing_when_due();
+        self.retry_join_when_due();
         if self.last_expiry.elapsed() >= EXPIRE_PERIOD {
             self.last_expiry = Instant::now();
             self.remove_expired();
@@ -377,6 +348,9 @@ impl Node {
             }
             QueryResult::GetProviders(_) if step.last => self.on_providers_done(id),
             QueryResult::GetClosestPeers(_) if self.on_refresh_lookup_done(id) => {}
+            QueryResult::Bootstrap(result) => {
+                self.on_join_lookup_step(id, result.is_err(), &stats, step.last)
+            }
             QueryResult::GetClosestPeers(result) => {
                 let (peers, timed_out) = match result {
                     Ok(GetClosestPeersOk { peers, .. }) => (peers, false),

@@ -32,12 +32,14 @@
 //! - `placing.rs`: placement lookups — the holders the placement names for a key, as
 //!   the operator asks.
 //! - `refresh.rs`: the routing-table refresh on the node's own schedule.
+//! - `join.rs`: joining — the bootstrap peers' dials and the join lookups, each
+//!   repeated with a backoff drawn per node.
 //! - `copies.rs`: replication's `/ron/replicate/1` — asking the holders of kept keys
 //!   after their publication, accepting peers' copies and handing them to the shards.
 //!
 //! Imports go one way, down this list: `config.rs` and `address.rs` name no other
 //! file of the node; `swarm.rs` names `config.rs`; `state.rs` names those; `peers.rs`,
-//! `resolve.rs`, `publish.rs`, `placing.rs`, `copies.rs`, `refresh.rs` and `event_loop.rs` name `state.rs` and what
+//! `resolve.rs`, `publish.rs`, `placing.rs`, `copies.rs`, `refresh.rs`, `join.rs` and `event_loop.rs` name `state.rs` and what
 //! is under it, never each other (they call each other's methods on `Node`); `mod.rs`
 //! names the files and none names it.
 //!
@@ -60,6 +62,7 @@ pub(crate) mod address;
 mod config;
 mod copies;
 mod event_loop;
+mod join;
 mod peers;
 mod placing;
 mod publish;

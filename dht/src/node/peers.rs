@@ -43,10 +43,8 @@ impl Node {
                 .behaviour_mut()
                 .provide
                 .send_request(&peer, greeting);
-            if !self.bootstrapped {
-                self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
-            }
         }
+        self.on_connected_join(endpoint.is_dialer());
         self.provide_early_to(peer);
     }
 

@@ -384,6 +384,39 @@ pub(super) struct RoutingRefresh {
     pub(super) targets: Vec<Vec<u8>>,
 }
 
+/// The join (`join.rs`): the bootstrap peers' dials and the join lookups, each with its
+/// backoff.
+#[derive(Debug)]
+pub(super) struct Joining {
+    /// A join lookup has run (this node's or libp2p-kad's).
+    pub(super) started: bool,
+    /// Dials of the bootstrap peers since a connection last opened, and when the next is
+    /// due (if the node is still alone then).
+    pub(super) dials: u32,
+    pub(super) next_dial: Instant,
+    /// Join lookups since one last left the routing table full enough (or found all
+    /// there is), the one running and its failed requests so far, and when the next is
+    /// due.
+    pub(super) lookups: u32,
+    pub(super) running: Option<QueryId>,
+    pub(super) failures: u32,
+    pub(super) retry_at: Option<Instant>,
+}
+
+impl Default for Joining {
+    fn default() -> Self {
+        Joining {
+            started: false,
+            dials: 0,
+            next_dial: Instant::now(),
+            lookups: 0,
+            running: None,
+            failures: 0,
+            retry_at: None,
+        }
+    }
+}
+
 pub(super) struct Node {
     pub(super) swarm: Swarm<Behaviour>,
     pub(super) local: PeerId,
@@ -416,11 +449,7 @@ pub(super) struct Node {
     pub(super) last_expiry: Instant,
     pub(super) listen_id: libp2p::core::transport::ListenerId,
     pub(super) bootstrap_peers: Vec<Multiaddr>,
-    pub(super) bootstrapped: bool,
-    /// When the bootstrap peers were last dialed (again while the node has no connection
-    /// and has not joined, knows no peer, or saw a ping or a dial fail since its last
-    /// connection).
-    pub(super) bootstrap_dialed: Instant,
+    pub(super) join: Joining,
     /// A ping went unanswered or a dial failed since the last connection was established:
     /// the node may be cut off, not merely idle (a peer's close of an idle connection
     /// reads as an I/O error here, so closes are not counted).
@@ -477,8 +506,7 @@ impl Node {
             last_expiry: Instant::now(),
             listen_id,
             bootstrap_peers: config.peers.clone(),
-            bootstrapped: false,
-            bootstrap_dialed: Instant::now(),
+            join: Joining::default(),
             contact_failed: false,
             next_refresh: Instant::now() + refresh_wait(&local, 0),
             refreshes: 0,
