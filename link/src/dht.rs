@@ -549,10 +549,10 @@ declare_counters! {
         /// Routing-table refreshes started (on the node's schedule: docs/design/dht.md).
         routing_refreshes_total: AtomicU64 => Counter "ron_dht_routing_refreshes_total", Sum,
             "Routing-table refreshes started (a lookup of this node's id and of a random key in each bucket not full; every 10 min +- 25 %).",
-        /// Join lookups run (the first, and again while one had requests fail and left
-        /// the routing table under 10 peers).
+        /// Join lookups run (libp2p-kad's as peers enter a short table, and ron's again
+        /// while one had requests fail and left the routing table under 10 peers).
         join_lookups_total: AtomicU64 => Counter "ron_dht_join_lookups_total", Sum,
-            "Join lookups run (a lookup of this node's id, then of a random key in each bucket): the first when the first peer enters the routing table, and again, backing off, while one had requests fail and left the table under 10 peers.",
+            "Join lookups run (a lookup of this node's id, then of a random key in each bucket): libp2p-kad's, as a peer enters a table under 20 (the first join among them), and ron's, again, backing off, while one had requests fail and left the table under 10 peers.",
         /// Peers with an open connection.
         peers_connected: AtomicU64 => Gauge "ron_dht_peers_connected", Sum,
             "Peers with an open libp2p connection.",
