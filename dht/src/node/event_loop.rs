@@ -220,13 +220,7 @@ impl Node {
 
     fn update_gauges(&mut self) {
         let connected = self.swarm.connected_peers().count() as u64;
-        let routing: usize = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .kbuckets()
-            .map(|b| b.num_entries())
-            .sum();
+        let routing = self.routing_table_len();
         let store = self.swarm.behaviour_mut().kad.store_mut();
         let counters = store.counters();
         let provided = store.provided_count().unwrap_or(0);

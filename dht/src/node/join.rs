@@ -24,7 +24,7 @@ use crate::node::address::peer_in;
 use crate::node::config::{
     BOOTSTRAP_RETRY, BOOTSTRAP_RETRY_MAX, JOIN_LOOKUP_RETRY, JOIN_LOOKUP_RETRY_MAX, JOIN_PEERS_MIN,
 };
-use crate::node::state::Node;
+use crate::node::state::{drawn_per_node, Node};
 
 /// What the backoff of each is drawn for (one hash input apart).
 const DIAL: &[u8] = b"bootstrap dial";
@@ -169,15 +169,6 @@ impl Node {
             }
         }
     }
-
-    fn routing_table_len(&mut self) -> usize {
-        self.swarm
-            .behaviour_mut()
-            .kad
-            .kbuckets()
-            .map(|b| b.num_entries())
-            .sum()
-    }
 }
 
 /// The wait after the `attempt`-th (from 1) try: `first` doubled per try before it, at
@@ -193,13 +184,7 @@ pub(super) fn backoff(
     let doublings = attempt.saturating_sub(1).min(16);
     let wait = first.saturating_mul(1 << doublings).min(max);
     let half_ms = u64::try_from(wait.as_millis() / 2).unwrap_or(u64::MAX);
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&local.to_bytes());
-    hasher.update(what);
-    hasher.update(&attempt.to_le_bytes());
-    let mut first_bytes = [0u8; 8];
-    first_bytes.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
-    let drawn_ms = u64::from_le_bytes(first_bytes) % (half_ms + 1);
+    let drawn_ms = drawn_per_node(local, &[what, &attempt.to_le_bytes()]) % (half_ms + 1);
     Duration::from_millis(half_ms + drawn_ms)
 }
 

@@ -526,6 +526,15 @@ impl Node {
         self.swarm.behaviour_mut().kad.kbuckets().next().is_none()
     }
 
+    pub(super) fn routing_table_len(&mut self) -> usize {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum()
+    }
+
     pub(super) fn store(&mut self) -> &mut ProviderStore {
         self.swarm.behaviour_mut().kad.store_mut()
     }
@@ -535,14 +544,23 @@ impl Node {
 /// [`ROUTING_REFRESH_SPREAD_PERCENT`], drawn from a hash of the node's id and the round,
 /// so that nodes started at the same moment spread their refreshes over the period.
 pub(super) fn refresh_wait(local: &PeerId, round: u64) -> Duration {
+    let spread_ms = ROUTING_REFRESH.as_millis() as u64 * ROUTING_REFRESH_SPREAD_PERCENT / 100;
+    let offset_ms = drawn_per_node(local, &[&round.to_le_bytes()]) % (2 * spread_ms + 1);
+    ROUTING_REFRESH - Duration::from_millis(spread_ms) + Duration::from_millis(offset_ms)
+}
+
+/// A number drawn from a hash of the node's id and `parts`: the same node and parts
+/// always draw the same one, nodes started together draw apart (the jitter of
+/// refreshes and of `join.rs`'s backoffs).
+pub(super) fn drawn_per_node(local: &PeerId, parts: &[&[u8]]) -> u64 {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&local.to_bytes());
-    hasher.update(&round.to_le_bytes());
+    for part in parts {
+        hasher.update(part);
+    }
     let mut first = [0u8; 8];
     first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
-    let spread_ms = ROUTING_REFRESH.as_millis() as u64 * ROUTING_REFRESH_SPREAD_PERCENT / 100;
-    let offset_ms = u64::from_le_bytes(first) % (2 * spread_ms + 1);
-    ROUTING_REFRESH - Duration::from_millis(spread_ms) + Duration::from_millis(offset_ms)
+    u64::from_le_bytes(first)
 }
 
 #[cfg(test)]
