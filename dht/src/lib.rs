@@ -61,7 +61,8 @@
 //!       over /ron/provide/2 (keys they may not cover: back to the queue) ─▶ mark_published
 //! peer's batch ─▶ store.add_providers (for the authenticated sender, at its IP)
 //! admin /resolve ──tokio channel──▶ get_providers ─▶ dial unknown providers (greeting)
-//!    └─ answer: node id + OAP address per provider, within the deadline
+//!    └─ answer: node id + OAP address per provider (greeted, or from its record), within
+//!       the deadline
 //! kept keys published ─▶ placement among the lookup's peers ─▶ /ron/replicate/1 to holders
 //! peer's /ron/replicate/1 ─▶ accepted keys ─▶ owner shard's replication mailbox ─▶ answer held
 //! admin /admin/placement, a shard's sweep ──▶ get_closest_peers ─▶ placement ─▶ holders

@@ -39,8 +39,10 @@
 //!
 //! A provider's addresses are never what its record claims: the IP its connection came
 //! from with the TCP ports it claims (`ProviderStore::peer_connected` tells the store
-//! each peer's IP), so a record cannot make this node hand out a third host; a record
-//! from a peer with no connection left keeps no address.
+//! each peer's IP) — its libp2p ones and its OAP/1 one, which a resolve names it by
+//! without dialing it (`node::address::record_addresses`) — so a record cannot make
+//! this node hand out a third host; a record from a peer with no connection left keeps
+//! no address.
 //!
 //! `provided()` — the trait's walk over our own records, used only by libp2p-kad's
 //! built-in republish job — yields nothing: that job collects every record into memory
@@ -65,7 +67,7 @@ use ron_link::dht::{bucket_of, LOOKUP_BUCKETS_MS};
 use unsynced::Durability;
 
 use crate::error::DhtError;
-use crate::node::address::identified_addresses;
+use crate::node::address::record_addresses;
 use layout::{
     decode_provided, decode_provider, encode_provider_value, expiry_ms, provided_db_key,
     providers_db_key, providers_db_prefix, record_flaw, DISTANCE_KEY_BYTES, PUBLISHED_NEVER_MS,
@@ -613,7 +615,7 @@ impl RecordStore for ProviderStore {
                 });
         }
         record.addresses = match self.peer_ips.get(&record.provider) {
-            Some(ip) => identified_addresses(*ip, &record.addresses),
+            Some(ip) => record_addresses(*ip, &record.addresses),
             None => Vec::new(),
         };
         self.add_others_record(record)

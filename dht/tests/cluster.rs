@@ -151,6 +151,79 @@ fn five_nodes_announce_resolve_and_keep_records_across_a_restart() {
     }
 }
 
+/// A provider this node never greeted is named with the OAP/1 address its record
+/// carries: the record holder stored it beside the provider's libp2p address. Here the
+/// provider has stopped before the resolving node started, so no greeting can ever come
+/// (before records carried the address, such a resolve waited 2 s for it and named the
+/// provider without one).
+#[test]
+fn a_provider_never_greeted_is_named_with_the_oap_address_of_its_record() {
+    let dirs: Vec<PathBuf> = ["holder", "provider", "resolver"]
+        .iter()
+        .map(|name| scratch("cluster", &format!("from-record-{name}")))
+        .collect();
+    let holder = start(&dirs[0], 7200, &[]);
+    let provider = start(&dirs[1], 7201, &[holder.listen]);
+    let table = |node: &DhtThread| {
+        node.client
+            .metrics
+            .routing_table_peers
+            .load(Ordering::Relaxed)
+    };
+    wait_for("the provider to know the holder", || table(&provider) >= 1);
+    let object = [0x46u8; 32];
+    provider.client.announce(vec![object]);
+    wait_for("the holder to keep the provider's record", || {
+        holder
+            .client
+            .metrics
+            .provider_records
+            .load(Ordering::Relaxed)
+            >= 1
+    });
+    let provider_id = provider.client.node_id.to_string();
+    provider.stop();
+
+    let resolver = start(&dirs[2], 7202, &[holder.listen]);
+    wait_for("the resolver to know the holder", || table(&resolver) >= 1);
+    let found = resolver.client.resolve(object, 16, 5_000).unwrap();
+    let named = found.iter().find(|p| p.node_id == provider_id);
+    assert_eq!(
+        named.map(|p| (p.oap, p.zone.clone(), p.local)),
+        Some((Some("127.0.0.1:7201".parse().unwrap()), None, false)),
+        "the provider, its OAP/1 address from its record (no zone: that comes with a \
+         greeting), in {found:?}"
+    );
+    let from_records = &resolver.client.metrics.providers_named_from_records_total;
+    assert_eq!(from_records.load(Ordering::Relaxed), 1);
+    // A greeted provider is named from its greeting, not its record: the holder itself
+    // provides a second object, and the resolver greeted the holder as it joined.
+    let second = [0x47u8; 32];
+    holder.client.announce(vec![second]);
+    wait_for("the holder to provide its object", || {
+        holder.client.metrics.provided_keys.load(Ordering::Relaxed) >= 1
+    });
+    let found = resolver.client.resolve(second, 16, 5_000).unwrap();
+    let holder_id = holder.client.node_id.to_string();
+    assert!(
+        found
+            .iter()
+            .any(|p| p.node_id == holder_id && p.oap == Some("127.0.0.1:7200".parse().unwrap())),
+        "{found:?}"
+    );
+    assert_eq!(
+        from_records.load(Ordering::Relaxed),
+        1,
+        "the holder was greeted"
+    );
+
+    holder.stop();
+    resolver.stop();
+    for dir in dirs {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 #[test]
 fn a_withdrawn_key_is_no_longer_provided_nor_answered_as_ours() {
     let dir = scratch("cluster", "withdraw");

@@ -553,6 +553,10 @@ declare_counters! {
         /// while one had requests fail and left the routing table under 10 peers).
         join_lookups_total: AtomicU64 => Counter "ron_dht_join_lookups_total", Sum,
             "Join lookups run (a lookup of this node's id, then of a random key in each bucket): libp2p-kad's, as a peer enters a table under 20 (the first join among them), and ron's, again, backing off, while one had requests fail and left the table under 10 peers.",
+        /// Providers a resolve named from the OAP/1 address their records carried,
+        /// without waiting for their greeting (neither this node nor a greeted peer).
+        providers_named_from_records_total: AtomicU64 => Counter "ron_dht_providers_named_from_records_total", Sum,
+            "Providers a lookup named with the OAP/1 address their provider records carried, without dialing them for their greeting first (peers this node had not greeted).",
         /// Peers with an open connection.
         peers_connected: AtomicU64 => Gauge "ron_dht_peers_connected", Sum,
             "Peers with an open libp2p connection.",

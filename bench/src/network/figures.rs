@@ -48,6 +48,8 @@ const EARLY_REQUESTS: [&str; 2] = [
     "ron_dht_publish_early_requests_total{peer=\"connection\"}",
 ];
 const DIAL_FAILURES: &str = "ron_dht_dial_failures_total";
+/// Providers named from the OAP/1 address of their records, not a greeting.
+const NAMED_FROM_RECORDS: &str = "ron_dht_providers_named_from_records_total";
 /// Requests the harness has under way at once.
 const WORKERS: usize = 16;
 /// Pause between rounds of the copies watch.
@@ -176,6 +178,9 @@ pub struct Report {
     pub settled_requests_to_first_provider: f64,
     /// ...and the dials that failed meanwhile (`ron_dht_dial_failures_total`).
     pub settled_dial_failures: u64,
+    /// ...and the providers they named from the OAP/1 address of their records, not
+    /// waiting for a greeting (`ron_dht_providers_named_from_records_total`).
+    pub settled_named_from_records: u64,
     pub reads_ms: Summary,
     pub read_failures: usize,
     pub killed: usize,
@@ -242,6 +247,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
         families.map(|family| summed_histogram(network, family));
     let requests_before = summed_metric(network, FIRST_PROVIDER_REQUESTS);
     let dial_failures_before = summed_metric(network, DIAL_FAILURES);
+    let named_before = summed_metric(network, NAMED_FROM_RECORDS);
     (report.settled_resolve_ms, report.settled_resolve_empty) =
         resolve_each(network, &puts, &mut rng);
     let [answered, first, dial, commit] = families.map(|family| summed_histogram(network, family));
@@ -254,6 +260,8 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
         requests as f64 / report.settled_first_provider_s.count.max(1) as f64;
     report.settled_dial_failures =
         summed_metric(network, DIAL_FAILURES).saturating_sub(dial_failures_before);
+    report.settled_named_from_records =
+        summed_metric(network, NAMED_FROM_RECORDS).saturating_sub(named_before);
     (report.reads_ms, report.read_failures) = read_through(network, &puts, plan.reads, &mut rng);
     if plan.kill_percent > 0 {
         let victims = pick_victims(network, plan.kill_percent, &mut rng);

@@ -38,12 +38,13 @@ impl Report {
         );
         out += &copies_text("copies after upload", &self.copies);
         out += &format!(
-            "resolves once copied: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} of {} named no provider; as the nodes timed them: answered p50 <= {} s p99 <= {} s, first provider p50 <= {} s p99 <= {} s after {:.1} requests; dials meanwhile p50 <= {} s p99 <= {} s ({}, {} failed); store commits meanwhile p50 <= {} s p99 <= {} s max <= {} s ({})\n",
+            "resolves once copied: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} of {} named no provider; as the nodes timed them: answered p50 <= {} s p99 <= {} s, first provider p50 <= {} s p99 <= {} s after {:.1} requests, {} providers named from their records; dials meanwhile p50 <= {} s p99 <= {} s ({}, {} failed); store commits meanwhile p50 <= {} s p99 <= {} s max <= {} s ({})\n",
             self.settled_resolve_ms.p50, self.settled_resolve_ms.p99, self.settled_resolve_ms.max,
             self.settled_resolve_empty, self.settled_resolve_ms.count,
             self.settled_resolve_node_s.p50, self.settled_resolve_node_s.p99,
             self.settled_first_provider_s.p50, self.settled_first_provider_s.p99,
             self.settled_requests_to_first_provider,
+            self.settled_named_from_records,
             self.settled_dial_s.p50, self.settled_dial_s.p99, self.settled_dial_s.count,
             self.settled_dial_failures,
             self.settled_commit_s.p50, self.settled_commit_s.p99, self.settled_commit_s.max,
@@ -107,6 +108,7 @@ impl Report {
             "settled_commit_s": self.settled_commit_s.json(),
             "settled_requests_to_first_provider": self.settled_requests_to_first_provider,
             "settled_dial_failures": self.settled_dial_failures,
+            "settled_named_from_records": self.settled_named_from_records,
             "reads_ms": self.reads_ms.json(), "read_failures": self.read_failures,
             "killed": self.killed, "after_kill": self.after_kill.as_ref().map(copies),
             "joined": self.joined, "after_join": self.after_join.as_ref().map(copies),

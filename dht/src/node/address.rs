@@ -45,9 +45,45 @@ pub(super) fn tcp_multiaddr(ip: IpAddr, port: u16) -> Multiaddr {
     addr
 }
 
-/// The IP and TCP port of an `/ip…/tcp/…` multiaddr.
+/// The IP and TCP port of an `/ip…/tcp/…[/p2p/…]` multiaddr: a libp2p TCP address,
+/// what libp2p's TCP transport dials (an OAP/1 address, [`oap_multiaddr`], is not one).
 pub(super) fn tcp_socket(addr: &Multiaddr) -> Option<SocketAddr> {
     let mut parts = addr.iter();
+    let socket = ip_and_port(&mut parts)?;
+    match (parts.next(), parts.next()) {
+        (None, _) | (Some(Protocol::P2p(_)), None) => Some(socket),
+        _ => None,
+    }
+}
+
+/// What ends a provider record's address for the provider's OAP/1 listener:
+/// `/ip…/tcp/PORT/sni/oap`. ron's own convention (ron's DHT is its own network): no
+/// libp2p transport dials an address with a component after the TCP port other than
+/// `/p2p/` (libp2p's TCP transport refuses it as unsupported; `sni` without `tls`
+/// names no transport at all), so the address rides beside the provider's libp2p one
+/// and only ron reads it.
+const OAP_MARKER: &str = "oap";
+
+/// The address of an OAP/1 listener, as a provider record carries it (docs/design/dht.md,
+/// "Lookup": a resolve names a provider from it without dialing it).
+pub(super) fn oap_multiaddr(ip: IpAddr, port: u16) -> Multiaddr {
+    tcp_multiaddr(ip, port).with(Protocol::Sni(OAP_MARKER.into()))
+}
+
+/// The socket of an [`oap_multiaddr`], with or without the `/p2p/` id a Kademlia answer
+/// appends to a peer's addresses; `None` for any other address.
+pub(super) fn oap_socket(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut parts = addr.iter();
+    let socket = ip_and_port(&mut parts)?;
+    match (parts.next()?, parts.next(), parts.next()) {
+        (Protocol::Sni(name), None | Some(Protocol::P2p(_)), None) if name == OAP_MARKER => {
+            Some(socket)
+        }
+        _ => None,
+    }
+}
+
+fn ip_and_port<'a>(parts: &mut impl Iterator<Item = Protocol<'a>>) -> Option<SocketAddr> {
     let ip = match parts.next()? {
         Protocol::Ip4(v4) => IpAddr::V4(v4),
         Protocol::Ip6(v6) => IpAddr::V6(v6),
@@ -73,6 +109,16 @@ pub(crate) fn identified_addresses(ip: IpAddr, claimed: &[Multiaddr]) -> Vec<Mul
         }
     }
     ports.into_iter().map(|p| tcp_multiaddr(ip, p)).collect()
+}
+
+/// A provider record's addresses for a provider that reached us on `ip`: its libp2p
+/// addresses as [`identified_addresses`] keeps them, then the first OAP/1 address it
+/// claims ([`oap_multiaddr`]), at the same IP (a claimed IP is never taken).
+pub(crate) fn record_addresses(ip: IpAddr, claimed: &[Multiaddr]) -> Vec<Multiaddr> {
+    let mut addresses = identified_addresses(ip, claimed);
+    let oap = claimed.iter().find_map(oap_socket);
+    addresses.extend(oap.map(|socket| oap_multiaddr(ip, socket.port())));
+    addresses
 }
 
 pub(super) fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
@@ -163,6 +209,45 @@ mod tests {
             assert!(format!("{err:?}").starts_with(variant), "{err:?}");
             assert!(err.to_string().starts_with(message), "{err}");
         }
+    }
+
+    #[test]
+    fn an_oap_address_is_read_back_and_is_no_libp2p_address() {
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let oap = oap_multiaddr(ip, 4433);
+        assert_eq!(oap.to_string(), "/ip4/10.0.0.2/tcp/4433/sni/oap");
+        assert_eq!(oap_socket(&oap), Some(SocketAddr::new(ip, 4433)));
+        assert_eq!(tcp_socket(&oap), None);
+        assert!(identified_addresses(ip, std::slice::from_ref(&oap)).is_empty());
+        let claimed = [
+            "/ip4/203.0.113.9/tcp/4001".parse().unwrap(),
+            "/ip4/203.0.113.9/tcp/4433/sni/oap".parse().unwrap(),
+            "/ip4/203.0.113.9/tcp/4434/sni/oap".parse().unwrap(),
+        ];
+        let kept: Vec<String> = record_addresses(ip, &claimed)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            kept,
+            ["/ip4/10.0.0.2/tcp/4001", "/ip4/10.0.0.2/tcp/4433/sni/oap"],
+            "the connection's IP, the libp2p ports and the first OAP/1 port claimed"
+        );
+        let text = oap.to_string();
+        let err = parse_peer(&text).unwrap_err();
+        assert!(format!("{err:?}").starts_with("PeerNotTcp"), "{err:?}");
+        // A libp2p address is no OAP one, nor is any other name after the port.
+        let libp2p = tcp_multiaddr(ip, 4001);
+        assert_eq!(oap_socket(&libp2p), None);
+        assert_eq!(tcp_socket(&libp2p), Some(SocketAddr::new(ip, 4001)));
+        let other: Multiaddr = "/ip4/10.0.0.2/tcp/4433/sni/example.com".parse().unwrap();
+        assert_eq!(oap_socket(&other), None);
+        let trailing: Multiaddr = "/ip4/10.0.0.2/tcp/4433/sni/oap/http".parse().unwrap();
+        assert_eq!(oap_socket(&trailing), None);
+        // As a Kademlia answer names it: the peer's id appended.
+        let named = oap.clone().with(Protocol::P2p(PeerId::random()));
+        assert_eq!(oap_socket(&named), Some(SocketAddr::new(ip, 4433)));
+        assert_eq!(tcp_socket(&named), None);
     }
 
     #[test]

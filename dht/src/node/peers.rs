@@ -14,7 +14,7 @@ use libp2p::PeerId;
 use libp2p::{identify, kad, ping};
 
 use crate::closest::peer_position;
-use crate::node::address::{identified_addresses, tcp_multiaddr, tcp_socket};
+use crate::node::address::{identified_addresses, oap_multiaddr, tcp_multiaddr, tcp_socket};
 use crate::node::config::{ALIVE_WITHIN, KAD_PROTOCOL, PEERS_MAX, PROVIDER_TTL};
 use crate::node::state::{KnownPeer, Node};
 use crate::protocol::{Ports, ProvideRequest, ProvideResponse};
@@ -226,7 +226,8 @@ impl Node {
     }
 
     /// Stores a provider record per key of a batch, for the peer that sent it, at the
-    /// address its connection came from.
+    /// address its connection came from: its libp2p port and its OAP/1 port there, so
+    /// that a resolve can name the provider without dialing it for its greeting.
     fn store_provided_by(
         &mut self,
         peer: PeerId,
@@ -239,7 +240,10 @@ impl Node {
         let Some(ip) = self.connections.get(&connection).copied() else {
             return 0;
         };
-        let address = tcp_multiaddr(ip, request.ports.p2p);
+        let addresses = vec![
+            tcp_multiaddr(ip, request.ports.p2p),
+            oap_multiaddr(ip, request.ports.oap),
+        ];
         let expires = Some(Instant::now() + PROVIDER_TTL);
         let records = request
             .keys
@@ -248,7 +252,7 @@ impl Node {
                 key,
                 provider: peer,
                 expires,
-                addresses: vec![address.clone()],
+                addresses: addresses.clone(),
             })
             .collect();
         match self.store().add_providers(records) {

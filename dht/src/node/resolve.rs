@@ -1,10 +1,12 @@
 //! Resolves: an admin thread's "who provides this object?" as a Kademlia
 //! `get_providers` query, at most [`RESOLVES_MAX`] at once. Providers not greeted yet
-//! are dialed while the query still holds their addresses. A resolve is answered once
+//! are dialed while the query still holds their addresses; one whose record carried its
+//! OAP/1 address (records this node's peers stored from `/ron/provide/2`) is named from
+//! it without waiting for that greeting. A resolve is answered once
 //! it has found as many providers as the placement keeps copies (`replicas`, or its
 //! limit if lower), or when its query is done, or its patience after it found the first
 //! (as long as the lookup took to find it, 10–200 ms: [`Resolve::patience`]), and then
-//! once the greetings of those it dialed arrived — or, with one provider it can name
+//! once it can name every provider it found — or, with one provider it can name
 //! already, its patience again; with none, up to [`GREETING_WAIT`] — or at its own
 //! deadline, whichever comes first, with each provider's node id and OAP address (none
 //! for a provider still being dialed). Answering once the copies are found, not
@@ -17,14 +19,18 @@
 //!
 //! [`GREETING_WAIT`]: crate::node::config::GREETING_WAIT
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use libp2p::core::Endpoint;
 use libp2p::kad::{QueryId, RecordKey};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour};
 use libp2p::PeerId;
 use ron_link::dht::{Provider, ResolveError, ResolveReply};
 
+use crate::node::address::oap_socket;
 use crate::node::config::RESOLVES_MAX;
 use crate::node::state::{Greeted, Node, Resolve};
 
@@ -50,6 +56,7 @@ impl Node {
                 started: now,
                 deadline: now + Duration::from_millis(deadline_ms),
                 found: Vec::new(),
+                oap_from_records: HashMap::new(),
                 answer_from: None,
                 first_found: None,
                 reply,
@@ -64,18 +71,27 @@ impl Node {
         providers: HashSet<PeerId>,
         requests: u32,
     ) {
+        let Some(resolve) = self.resolves.get(&query) else {
+            return;
+        };
+        let new = resolve.unseen(providers);
+        let dial: Vec<PeerId> = new
+            .iter()
+            .copied()
+            .filter(|peer| *peer != self.local && !self.peers.contains_key(peer))
+            .collect();
+        let from_records: Vec<(PeerId, SocketAddr)> = dial
+            .iter()
+            .filter_map(|peer| Some((*peer, self.oap_from_records(*peer)?)))
+            .collect();
+        self.metrics
+            .providers_named_from_records_total
+            .fetch_add(from_records.len() as u64, Ordering::Relaxed);
         let Some(resolve) = self.resolves.get_mut(&query) else {
             return;
         };
-        let mut dial = Vec::new();
-        for peer in providers {
-            if resolve.found.len() < resolve.limit && !resolve.found.contains(&peer) {
-                resolve.found.push(peer);
-                if peer != self.local && !self.peers.contains_key(&peer) {
-                    dial.push(peer);
-                }
-            }
-        }
+        resolve.found.extend(new);
+        resolve.oap_from_records.extend(from_records);
         let now = Instant::now();
         let enough = resolve.found.len() >= resolve.limit.min(self.replicas.max(1));
         if !resolve.found.is_empty() {
@@ -91,7 +107,9 @@ impl Node {
             resolve.answerable_from(more_by);
         }
         for peer in dial {
-            // The query still holds the addresses its answers carried for this peer.
+            // The query still holds the addresses its answers carried for this peer. A
+            // provider named from its record is dialed too: its greeting tells its zone
+            // (which a record does not carry) to later resolves and fetches.
             let _ = self.swarm.dial(peer);
         }
         if enough {
@@ -140,9 +158,34 @@ impl Node {
             .min()
     }
 
-    /// How many of the providers `resolve` found are this node or greeted peers.
+    /// The OAP/1 address the provider records of running queries give for `peer`, if
+    /// one does. libp2p-kad 0.49 reports a query's providers as ids only and keeps the
+    /// addresses their records carried inside the query, for its own dials; this is the
+    /// call through which the swarm asks it for them before a dial (the connection id is
+    /// not read by it).
+    fn oap_from_records(&mut self, peer: PeerId) -> Option<SocketAddr> {
+        let addresses = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .handle_pending_outbound_connection(
+                ConnectionId::new_unchecked(0),
+                Some(peer),
+                &[],
+                Endpoint::Dialer,
+            )
+            .ok()?;
+        addresses.iter().find_map(oap_socket)
+    }
+
+    /// How many of the providers `resolve` found can be named: this node, greeted peers,
+    /// and those whose records carried their OAP/1 address.
     fn greeted(&self, resolve: &Resolve) -> Greeted {
-        let named = |p: &&PeerId| **p == self.local || self.peers.contains_key(*p);
+        let named = |p: &&PeerId| {
+            **p == self.local
+                || self.peers.contains_key(*p)
+                || resolve.oap_from_records.contains_key(*p)
+        };
         match resolve.found.iter().filter(named).count() {
             n if n == resolve.found.len() => Greeted::All,
             0 => Greeted::None,
@@ -161,7 +204,13 @@ impl Node {
         let providers = resolve
             .found
             .iter()
-            .map(|peer| self.provider(peer))
+            .map(|peer| {
+                let mut provider = self.provider(peer);
+                if provider.oap.is_none() {
+                    provider.oap = resolve.oap_from_records.get(peer).copied();
+                }
+                provider
+            })
             .collect();
         tracing::debug!(key = ?resolve.key, elapsed_ms, "dht: resolved");
         resolve.reply.send(Ok(providers));

@@ -47,6 +47,11 @@ pub(super) struct Resolve {
     pub(super) started: Instant,
     pub(super) deadline: Instant,
     pub(super) found: Vec<PeerId>,
+    /// The OAP/1 address of each provider found that is neither this node nor a greeted
+    /// peer, from the provider records the query was answered with (a record holder
+    /// stores it beside the provider's libp2p address): such a provider is named
+    /// without waiting for its greeting.
+    pub(super) oap_from_records: HashMap<PeerId, SocketAddr>,
     /// From when it may be answered with what it found: at once when enough providers
     /// are found or the query is done, its [`patience`](Resolve::patience) after the
     /// first provider otherwise.
@@ -57,8 +62,9 @@ pub(super) struct Resolve {
     pub(super) reply: ResolveReply,
 }
 
-/// Whether the providers a resolve found can be named with their addresses: this node
-/// and greeted peers can, a peer still being dialed cannot.
+/// Whether the providers a resolve found can be named with their addresses: this node,
+/// greeted peers and providers whose records carried their OAP/1 address can, a peer
+/// still being dialed for its greeting cannot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Greeted {
     All,
@@ -67,6 +73,16 @@ pub(super) enum Greeted {
 }
 
 impl Resolve {
+    /// Those of `providers` it has not found yet, as many as its limit leaves room for.
+    pub(super) fn unseen(&self, providers: HashSet<PeerId>) -> Vec<PeerId> {
+        let room = self.limit.saturating_sub(self.found.len());
+        providers
+            .into_iter()
+            .filter(|peer| !self.found.contains(peer))
+            .take(room)
+            .collect()
+    }
+
     /// From `at` on (or from when it could already), the resolve may be answered.
     pub(super) fn answerable_from(&mut self, at: Instant) {
         self.answer_from = Some(self.answer_from.map_or(at, |from| from.min(at)));
@@ -575,10 +591,26 @@ mod tests {
             started: now,
             deadline: now + Duration::from_secs(10),
             found: Vec::new(),
+            oap_from_records: HashMap::new(),
             answer_from: None,
             first_found: None,
             reply: ResolveReply::Blocking(reply),
         }
+    }
+
+    #[test]
+    fn a_resolve_takes_the_providers_it_has_not_found_up_to_its_limit() {
+        let mut r = resolve(Instant::now());
+        let seen = PeerId::random();
+        r.found.push(seen);
+        let fresh: HashSet<PeerId> = (0..10).map(|_| PeerId::random()).collect();
+        let mut answered = fresh.clone();
+        answered.insert(seen);
+        let unseen = r.unseen(answered);
+        assert_eq!(unseen.len(), r.limit - 1, "room for {} more", r.limit - 1);
+        assert!(unseen.iter().all(|p| fresh.contains(p)), "{unseen:?}");
+        r.found.extend(unseen);
+        assert!(r.unseen(fresh).is_empty(), "no room left");
     }
 
     #[test]
