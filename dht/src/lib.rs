@@ -23,8 +23,9 @@
 //!   drives one libp2p `Swarm`: TCP + noise + yamux, `libp2p-kad` (α = 3, k = 20, its
 //!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/2`,
 //!   `/ron/replicate/1`, libp2p's
-//!   identify and ping (what standard libp2p peers need; ping is liveness), and
-//!   connection limits. It publishes our keys, answers others' queries from the store,
+//!   identify and ping (what standard libp2p peers need; ping is liveness), TCP
+//!   keepalive on every connection, connection limits, and the connections kept open
+//!   while idle (to the routing table's peers, and inbound ones their dialers keep). It publishes our keys, answers others' queries from the store,
 //!   runs the lookups the admin port and the shards ask for, asks the holders of kept
 //!   objects to take copies, and hands the copies others ask of it to the shards.
 //!
@@ -37,7 +38,7 @@
 //!   ([`protocol::PROVIDE_KEYS_MAX`]) and message bytes, announced keys waiting
 //!   ([`node::FRESH_KEYS_MAX`]), provide requests of ended batches still unanswered
 //!   ([`node::UNANSWERED_PUBLISH_REQUESTS_MAX`]), remembered peers, resolves in flight,
-//!   connections (inbound, pending, per peer), every query ([`node::QUERY_TIMEOUT`]) and
+//!   connections (inbound, pending, per peer, kept while idle), every query ([`node::QUERY_TIMEOUT`]) and
 //!   each of its requests ([`node::KAD_REQUEST_TIMEOUT`]), copies made for others
 //!   ([`node::PULLS_PER_PEER_MAX`], [`node::PULLS_MAX`]) and waited for
 //!   ([`node::COPY_WATCHES_MAX`], [`node::COPIES_WAITING_MAX`]).

@@ -203,6 +203,52 @@ fn a_provider_never_greeted_is_named_with_the_oap_address_of_its_record() {
     }
 }
 
+/// Three nodes that know each other, then nothing to do: each keeps its connections to
+/// the other two past the idle timeout (10 s), because each is in the other's routing
+/// table (the lookups' first round then needs no dial). Before, all three closed.
+#[test]
+fn connections_to_routing_table_peers_stay_open_while_idle() {
+    let dirs: Vec<PathBuf> = ["hub", "a", "b"]
+        .iter()
+        .map(|name| scratch("cluster", &format!("kept-{name}")))
+        .collect();
+    let hub = start(&dirs[0], 7210, &[]);
+    let a = start(&dirs[1], 7211, &[hub.listen]);
+    let b = start(&dirs[2], 7212, &[hub.listen]);
+    let nodes = [&hub, &a, &b];
+    let gauge =
+        |node: &DhtThread,
+         which: fn(&ron_link::dht::DhtMetrics) -> &std::sync::atomic::AtomicU64| {
+            which(&node.client.metrics).load(Ordering::Relaxed)
+        };
+    wait_for("every routing table to hold the other two", || {
+        nodes
+            .iter()
+            .all(|n| gauge(n, |m| &m.routing_table_peers) == 2)
+    });
+    wait_for("every node connected to the other two", || {
+        nodes.iter().all(|n| gauge(n, |m| &m.peers_connected) == 2)
+    });
+    // Past the idle timeout, with a second's gauge update to spare.
+    std::thread::sleep(Duration::from_secs(12));
+    for (name, node) in ["hub", "a", "b"].iter().zip(nodes) {
+        assert_eq!(
+            (
+                gauge(node, |m| &m.peers_connected),
+                gauge(node, |m| &m.connections_kept) >= 2
+            ),
+            (2, true),
+            "{name}: peers connected, at least two connections kept"
+        );
+    }
+    for node in [hub, a, b] {
+        node.stop();
+    }
+    for dir in dirs {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 #[test]
 fn a_withdrawn_key_is_no_longer_provided_nor_answered_as_ours() {
     let dir = scratch("cluster", "withdraw");

@@ -560,9 +560,13 @@ declare_counters! {
         /// Peers with an open connection.
         peers_connected: AtomicU64 => Gauge "ron_dht_peers_connected", Sum,
             "Peers with an open libp2p connection.",
-        /// Peers that answered a libp2p ping within the last 60 s.
+        /// Connections kept open while idle: to routing-table peers, and inbound ones
+        /// (their dialers keep them), each bounded.
+        connections_kept: AtomicU64 => Gauge "ron_dht_connections_kept", Sum,
+            "libp2p connections kept open while idle: to peers in this node's routing table (at most 256), and inbound ones their dialers keep (at most 256).",
+        /// Peers that answered a libp2p ping within the last 120 s.
         peers_alive: AtomicU64 => Gauge "ron_dht_peers_alive", Sum,
-            "Peers that answered a libp2p ping within the last 60 s.",
+            "Peers that answered a libp2p ping within the last 120 s.",
         /// Peers in the Kademlia routing table.
         routing_table_peers: AtomicU64 => Gauge "ron_dht_routing_table_peers", Sum,
             "Peers in the Kademlia routing table.",

@@ -27,13 +27,26 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ron/kad/1.0.0");
 /// What identify says this node speaks (`/ipfs/id/1.0.0`'s `protocolVersion`).
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/ron/1.0.0";
 /// libp2p ping on every connection this often; an answer not back within
-/// [`PING_TIMEOUT`] closes the connection, so a peer cut off or stopped is counted lost
-/// within their sum (then `peer_dead_ms` runs) rather than when TCP gives up, minutes
-/// later. A ping is 32 bytes each way: cheap at every connection a node holds.
-pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// [`PING_TIMEOUT`] closes the connection: a peer whose process stopped answering (a
+/// host and its kernel still there) is counted lost within their sum. A peer cut off or
+/// gone with its host is the kernel's to see, sooner ([`TCP_KEEPALIVE_IDLE`]). A ping
+/// costs each end ~0.1 ms of a core (libp2p's per-connection machinery around 32 bytes,
+/// and the yamux RTT ping it brings along): every 5 s on the ~150 connections a node
+/// keeps, that was 0.8 % of a core; every 30 s, 0.13 % at 300 nodes (docs/PERF.md).
+pub const PING_INTERVAL: Duration = Duration::from_secs(60);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
-/// A peer whose last ping answer is older than this is not counted alive.
-pub const ALIVE_WITHIN: Duration = Duration::from_secs(60);
+/// Every libp2p TCP connection: a keepalive probe after this long without a segment
+/// from the peer, then every [`TCP_KEEPALIVE_INTERVAL`]; the kernel closes a
+/// connection whose data or probes went unacknowledged for [`TCP_USER_TIMEOUT`]. A peer
+/// cut off by a partition, or gone with its host, is counted lost within ~9 s, at the
+/// kernel's cost (a probe and its ACK), whether the connection was idle or busy — TCP
+/// alone retransmits for many minutes (docs/design/faults.md).
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(4);
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(8);
+/// A peer whose last ping answer is older than this (two pings' time) is not counted
+/// alive.
+pub const ALIVE_WITHIN: Duration = Duration::from_secs(120);
 /// Provider records live this long unless republished (the seeds' plan: 24 h).
 pub const PROVIDER_TTL: Duration = Duration::from_secs(24 * 3_600);
 /// Our keys are published again after this long (the seeds' plan: 12 h).
@@ -161,10 +174,19 @@ pub(super) const JOIN_LOOKUP_RETRY_MAX: Duration = Duration::from_secs(30);
 /// together for ever, every node's lookups and dials at once (docs/design/dht.md).
 pub(super) const ROUTING_REFRESH: Duration = Duration::from_secs(600);
 pub(super) const ROUTING_REFRESH_SPREAD_PERCENT: u64 = 25;
-/// A connection with no stream open is closed after this long: a node holds
-/// connections to the peers it talks to, not to every peer it met (an idle network of
-/// 100 nodes: 3 per node instead of 99, and a quarter of the idle CPU; docs/design/dht.md).
+/// A connection with no stream open is closed after this long unless it is kept
+/// (`kept.rs`: the routing table's peers, inbound ones their dialers keep): a node holds
+/// connections to the peers its lookups start from and those it talks to, not to every
+/// peer it met (docs/design/dht.md).
 pub(super) const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Routing-table peers whose connections stay open while idle (`kept.rs`): every lookup
+/// starts from the table, and a kept connection spares its first round a dial. The
+/// table stays under this in any network (k per bucket, ~log2(N / k) buckets not empty:
+/// ~130 peers at 1,000 nodes, ~200 at 100,000).
+pub(super) const KEPT_ROUTING_PEERS_MAX: usize = 256;
+/// Inbound connections kept open while idle: those whose dialers keep them (this node is
+/// in their tables). A node in many tables (a bootstrap peer) keeps this many.
+pub(super) const KEPT_INBOUND_MAX: usize = 256;
 
 // The store asserts that no record of others outlives the longest TTL it knows of.
 const _: () = assert!(PROVIDER_TTL.as_secs() <= PROVIDER_TTL_MAX.as_secs());

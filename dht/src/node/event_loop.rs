@@ -220,6 +220,7 @@ impl Node {
 
     fn update_gauges(&mut self) {
         let connected = self.swarm.connected_peers().count() as u64;
+        let kept = self.swarm.behaviour().kept.kept_count() as u64;
         let routing = self.routing_table_len();
         let store = self.swarm.behaviour_mut().kad.store_mut();
         let counters = store.counters();
@@ -228,6 +229,7 @@ impl Node {
         let alive = self.count_alive() as u64;
         let m = &self.metrics;
         m.peers_connected.store(connected, Ordering::Relaxed);
+        m.connections_kept.store(kept, Ordering::Relaxed);
         m.peers_alive.store(alive, Ordering::Relaxed);
         m.routing_table_peers
             .store(routing as u64, Ordering::Relaxed);
@@ -327,6 +329,10 @@ impl Node {
     }
 
     fn on_kad(&mut self, event: kad::Event) {
+        if let kad::Event::RoutingUpdated { peer, old_peer, .. } = event {
+            let kept = &mut self.swarm.behaviour_mut().kept;
+            return kept.on_routing_updated(peer, old_peer);
+        }
         let kad::Event::OutboundQueryProgressed {
             id,
             result,

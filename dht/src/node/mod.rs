@@ -18,7 +18,9 @@
 //! - `address.rs`: [`parse_peer`] (a `--peer`), multiaddr ↔ socket address, an
 //!   object's [`record_key`].
 //! - `swarm.rs`: the behaviour (connection limits, Kademlia, `/ron/provide/2`) and
-//!   the swarm built around it.
+//!   the swarm built around it, its TCP connections' keepalive.
+//! - `kept.rs`: which idle connections stay open (a behaviour of its own, told the
+//!   routing table's changes by `event_loop.rs`).
 //! - `state.rs`: what the thread holds — `Node`, the swarm and its tables (greeted
 //!   peers, connections' IPs, resolves in flight, the publisher) — and those tables'
 //!   entries. The files below add `Node`'s methods by concern.
@@ -38,7 +40,7 @@
 //!   after their publication, accepting peers' copies and handing them to the shards.
 //!
 //! Imports go one way, down this list: `config.rs` and `address.rs` name no other
-//! file of the node; `swarm.rs` names `config.rs`; `state.rs` names those; `peers.rs`,
+//! file of the node; `kept.rs` names `config.rs`; `swarm.rs` names those two; `state.rs` names those; `peers.rs`,
 //! `resolve.rs`, `publish.rs`, `placing.rs`, `copies.rs`, `refresh.rs`, `join.rs` and `event_loop.rs` name `state.rs` and what
 //! is under it, never each other (they call each other's methods on `Node`); `mod.rs`
 //! names the files and none names it.
@@ -63,6 +65,7 @@ mod config;
 mod copies;
 mod event_loop;
 mod join;
+mod kept;
 mod peers;
 mod placing;
 mod publish;

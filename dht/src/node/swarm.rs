@@ -1,5 +1,7 @@
-//! The libp2p side of the DHT thread: one `Swarm` over TCP + noise + yamux, whose
-//! behaviour is the connection limits, Kademlia (α = 3, k = [`K_VALUE`], its own
+//! The libp2p side of the DHT thread: one `Swarm` over TCP + noise + yamux (each TCP
+//! connection with keepalive probes and a bound on unacknowledged data, so the kernel
+//! sees a peer cut off), whose behaviour is the connection limits, the connections kept
+//! while idle ([`KeptConnections`]), Kademlia (α = 3, k = [`K_VALUE`], its own
 //! protocol name [`KAD_PROTOCOL`], server mode, records in the LMDB
 //! [`ProviderStore`]), `/ron/provide/2` ([`crate::protocol`]), `/ron/replicate/1`
 //! ([`crate::replicate`]), and libp2p's identify
@@ -10,6 +12,7 @@
 
 use std::num::NonZeroUsize;
 
+use libp2p::core::Transport;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{identify, kad, ping};
@@ -20,7 +23,9 @@ use crate::node::config::{
     CONNECTIONS_PER_PEER_MAX, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
     INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, K_VALUE, PENDING_INBOUND_MAX,
     PING_INTERVAL, PING_TIMEOUT, PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT,
+    TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_USER_TIMEOUT,
 };
+use crate::node::kept::KeptConnections;
 use crate::protocol::ProvideCodec;
 use crate::replicate::ReplicateCodec;
 use crate::store::ProviderStore;
@@ -28,6 +33,7 @@ use crate::store::ProviderStore;
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     pub(super) limits: libp2p::connection_limits::Behaviour,
+    pub(super) kept: KeptConnections,
     pub(super) kad: kad::Behaviour<ProviderStore>,
     pub(super) provide: request_response::Behaviour<ProvideCodec>,
     pub(super) replicate: request_response::Behaviour<ReplicateCodec>,
@@ -42,12 +48,23 @@ pub(super) fn build_swarm(
     let start = |what: &str, e: &dyn std::fmt::Display| DhtError::Start(format!("{what}: {e}"));
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default().nodelay(true),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
+        .with_other_transport(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(
+                    libp2p::tcp::tokio::Transport::new(
+                        libp2p::tcp::Config::default().nodelay(true),
+                    )
+                    .map(|stream, _| {
+                        watch_liveness(&stream);
+                        stream
+                    })
+                    .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                    .authenticate(libp2p::noise::Config::new(key)?)
+                    .multiplex(libp2p::yamux::Config::default()),
+                )
+            },
         )
-        .map_err(|e| start("noise", &e))?
+        .map_err(|e| start("transport", &e))?
         .with_behaviour(|key| behaviour(key.public(), store))
         .map_err(|e| start("behaviour", &e))?
         .with_swarm_config(|c| {
@@ -56,6 +73,22 @@ pub(super) fn build_swarm(
         })
         .build();
     Ok(swarm)
+}
+
+/// Keepalive probes and a bound on unacknowledged data for one TCP connection
+/// (config: [`TCP_KEEPALIVE_IDLE`], [`TCP_USER_TIMEOUT`]). A socket that refuses them is
+/// still used: its loss is then ping's to see, as before.
+fn watch_liveness(stream: &libp2p::tcp::tokio::TcpStream) {
+    let socket = socket2::SockRef::from(&stream.0);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL);
+    let set = socket
+        .set_tcp_keepalive(&keepalive)
+        .and_then(|()| socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)));
+    if let Err(e) = set {
+        tracing::debug!("dht: TCP keepalive not set: {e}");
+    }
 }
 
 fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behaviour {
@@ -85,6 +118,7 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
         .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX));
     Behaviour {
         limits: libp2p::connection_limits::Behaviour::new(limits),
+        kept: KeptConnections::default(),
         kad,
         provide: request_response::Behaviour::with_codec(
             ProvideCodec::default(),

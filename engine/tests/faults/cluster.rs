@@ -15,8 +15,8 @@ use crate::lab::{admin_get, admin_request, metric, put_object, Lab};
 pub const ZONES: [&str; 5] = ["z0", "z1", "z2", "z0", "z1"];
 pub const REPLICAS: usize = 3;
 /// Short, so a scenario sees peers counted gone and copies made elsewhere in seconds (a
-/// peer cut off is counted lost within the DHT's ping interval and timeout, 10 s, then
-/// gone `PEER_DEAD_MS` later).
+/// peer cut off is counted lost when the kernel's TCP keepalive gives up on its
+/// connections, ~9 s, then gone `PEER_DEAD_MS` later).
 pub const PEER_DEAD_MS: u64 = 8_000;
 pub const REPLICATION_INTERVAL_MS: u64 = 2_000;
 /// From the heal: kept copies exactly `REPLICAS` × objects again (the missing made, the

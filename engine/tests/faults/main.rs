@@ -173,8 +173,9 @@ fn one_zone_behind_twenty_percent_loss() {
     run.heal_and_check();
 }
 
-/// A holder stopped (SIGSTOP) for three times `peer_dead_ms` — counted gone, its copies
-/// made elsewhere — then resumed: the copies made meanwhile settle back.
+/// A holder stopped (SIGSTOP) for three times `peer_dead_ms` — its kernel still answers
+/// TCP, but its lookups and requests go unanswered, so copies are made elsewhere — then
+/// resumed: the copies made meanwhile settle back.
 #[test]
 #[ignore = "needs root, ip (iproute2), nft (nftables): run by scripts/test-all.sh"]
 fn a_holder_paused_for_three_peer_dead_periods() {

@@ -1,0 +1,284 @@
+//! Which idle connections stay open: a libp2p behaviour whose handlers hold nothing but
+//! a keep-alive flag. A connection with no stream open closes after
+//! [`IDLE_CONNECTION_TIMEOUT`](crate::node::config) unless some handler on it keeps it
+//! alive, and libp2p closes it from either end: one kept by its dialer alone is closed by
+//! the other end. So the dialer decides, and the other end agrees within a bound:
+//!
+//! - a connection to a peer in this node's routing table is kept (the table is where
+//!   every lookup starts: its first round's requests then need no dial) — at most
+//!   [`KEPT_ROUTING_PEERS_MAX`] peers, which the table stays under in any network
+//!   (k = 20 per bucket, ~log2(N / k) buckets not empty: ~130 at 1,000 nodes);
+//! - an inbound connection is kept while this node keeps fewer than
+//!   [`KEPT_INBOUND_MAX`] of them — a peer that dialed this node for a request of its
+//!   own and does not keep the connection closes it itself; one that keeps it has this
+//!   node in its table. A node named by many tables (a bootstrap peer) holds that many
+//!   and no more; past them, connections close when idle, as before.
+//!
+//! Nothing here dials: a routing-table peer's connection is kept once a lookup or a
+//! request has opened it. How a kept connection's loss is seen is the transport's
+//! (TCP keepalive and `TCP_USER_TIMEOUT`, `swarm.rs`) and ping's (docs/design/dht.md).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use libp2p::core::transport::PortUse;
+use libp2p::core::upgrade::DeniedUpgrade;
+use libp2p::core::Endpoint;
+use libp2p::swarm::handler::ConnectionEvent;
+use libp2p::swarm::{
+    ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId,
+    FromSwarm, NetworkBehaviour, NotifyHandler, SubstreamProtocol, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+
+use crate::node::config::{KEPT_INBOUND_MAX, KEPT_ROUTING_PEERS_MAX};
+
+/// One open connection as the behaviour sees it.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    peer: PeerId,
+    /// An inbound connection granted one of the [`KEPT_INBOUND_MAX`] places.
+    inbound_place: bool,
+    /// What its handler was last told.
+    kept: bool,
+}
+
+#[derive(Default)]
+pub(super) struct KeptConnections {
+    routing: HashSet<PeerId>,
+    connections: HashMap<ConnectionId, Kept>,
+    inbound_places_taken: usize,
+    to_handlers: VecDeque<(PeerId, ConnectionId, bool)>,
+}
+
+impl KeptConnections {
+    /// A peer entered the routing table (`RoutingUpdated`); `evicted` left it.
+    pub(super) fn on_routing_updated(&mut self, peer: PeerId, evicted: Option<PeerId>) {
+        if let Some(old) = evicted {
+            self.routing.remove(&old);
+            self.retell(old);
+        }
+        if self.routing.len() < KEPT_ROUTING_PEERS_MAX && self.routing.insert(peer) {
+            self.retell(peer);
+        }
+    }
+
+    /// Connections kept open while idle.
+    pub(super) fn kept_count(&self) -> usize {
+        self.connections.values().filter(|c| c.kept).count()
+    }
+
+    fn should_keep(&self, connection: &Kept) -> bool {
+        connection.inbound_place || self.routing.contains(&connection.peer)
+    }
+
+    /// Tells the handlers of `peer`'s connections whose keeping changed.
+    fn retell(&mut self, peer: PeerId) {
+        let changed: Vec<(ConnectionId, bool)> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.peer == peer)
+            .map(|(id, c)| (*id, self.should_keep(c)))
+            .filter(|(id, keep)| self.connections[id].kept != *keep)
+            .collect();
+        for (id, keep) in changed {
+            if let Some(c) = self.connections.get_mut(&id) {
+                c.kept = keep;
+            }
+            self.to_handlers.push_back((peer, id, keep));
+        }
+    }
+
+    fn established(&mut self, id: ConnectionId, peer: PeerId, inbound: bool) -> KeepAliveHandler {
+        let inbound_place = inbound && self.inbound_places_taken < KEPT_INBOUND_MAX;
+        if inbound_place {
+            self.inbound_places_taken += 1;
+        }
+        let mut connection = Kept {
+            peer,
+            inbound_place,
+            kept: false,
+        };
+        connection.kept = self.should_keep(&connection);
+        self.connections.insert(id, connection);
+        KeepAliveHandler {
+            keep: connection.kept,
+        }
+    }
+
+    fn closed(&mut self, id: ConnectionId) {
+        if let Some(c) = self.connections.remove(&id) {
+            if c.inbound_place {
+                self.inbound_places_taken -= 1;
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for KeptConnections {
+    type ConnectionHandler = KeepAliveHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.established(id, peer, true))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.established(id, peer, false))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        if let FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) = event {
+            self.closed(connection_id);
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+        match self.to_handlers.pop_front() {
+            Some((peer_id, id, keep)) => Poll::Ready(ToSwarm::NotifyHandler {
+                peer_id,
+                handler: NotifyHandler::One(id),
+                event: keep,
+            }),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A connection's share of [`KeptConnections`]: no protocol, only whether to keep it.
+pub(super) struct KeepAliveHandler {
+    keep: bool,
+}
+
+impl ConnectionHandler for KeepAliveHandler {
+    type FromBehaviour = bool;
+    type ToBehaviour = Infallible;
+    type InboundProtocol = DeniedUpgrade;
+    type OutboundProtocol = DeniedUpgrade;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<DeniedUpgrade> {
+        SubstreamProtocol::new(DeniedUpgrade, ())
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        self.keep
+    }
+
+    fn on_behaviour_event(&mut self, keep: bool) {
+        self.keep = keep;
+    }
+
+    fn poll(
+        &mut self,
+        _: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<DeniedUpgrade, (), Infallible>> {
+        Poll::Pending
+    }
+
+    fn on_connection_event(&mut self, event: ConnectionEvent<DeniedUpgrade, DeniedUpgrade>) {
+        match event {
+            ConnectionEvent::FullyNegotiatedInbound(n) => match n.protocol {},
+            ConnectionEvent::FullyNegotiatedOutbound(n) => match n.protocol {},
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> PeerId {
+        PeerId::random()
+    }
+
+    fn told(kept: &mut KeptConnections) -> Vec<(ConnectionId, bool)> {
+        kept.to_handlers
+            .drain(..)
+            .map(|(_, id, keep)| (id, keep))
+            .collect()
+    }
+
+    #[test]
+    fn an_outbound_connection_is_kept_while_its_peer_is_in_the_routing_table() {
+        let mut kept = KeptConnections::default();
+        let (a, b) = (peer(), peer());
+        let id = ConnectionId::new_unchecked(1);
+        assert!(!kept.established(id, a, false).keep);
+        kept.on_routing_updated(a, None);
+        assert_eq!(told(&mut kept), vec![(id, true)]);
+        assert_eq!(kept.kept_count(), 1);
+        kept.on_routing_updated(b, Some(a));
+        assert_eq!(told(&mut kept), vec![(id, false)]);
+        assert_eq!(kept.kept_count(), 0);
+        // A routing-table peer's next connection is kept from the start.
+        let next = ConnectionId::new_unchecked(2);
+        assert!(kept.established(next, b, false).keep);
+        assert!(told(&mut kept).is_empty());
+    }
+
+    #[test]
+    fn inbound_connections_are_kept_up_to_their_bound_and_free_their_place_on_close() {
+        let mut kept = KeptConnections::default();
+        for n in 0..KEPT_INBOUND_MAX {
+            assert!(
+                kept.established(ConnectionId::new_unchecked(n), peer(), true)
+                    .keep
+            );
+        }
+        let over = ConnectionId::new_unchecked(KEPT_INBOUND_MAX);
+        let over_peer = peer();
+        assert!(!kept.established(over, over_peer, true).keep);
+        // Past the bound, an inbound connection is still kept for the routing table.
+        kept.on_routing_updated(over_peer, None);
+        assert_eq!(told(&mut kept), vec![(over, true)]);
+        kept.closed(ConnectionId::new_unchecked(0));
+        kept.closed(over);
+        let again = ConnectionId::new_unchecked(KEPT_INBOUND_MAX + 1);
+        assert!(kept.established(again, peer(), true).keep);
+        assert_eq!(kept.kept_count(), KEPT_INBOUND_MAX);
+    }
+
+    #[test]
+    fn the_routing_peers_kept_are_bounded() {
+        let mut kept = KeptConnections::default();
+        let peers: Vec<PeerId> = (0..KEPT_ROUTING_PEERS_MAX + 1).map(|_| peer()).collect();
+        for p in &peers {
+            kept.on_routing_updated(*p, None);
+        }
+        let last = ConnectionId::new_unchecked(0);
+        assert!(
+            !kept
+                .established(last, peers[KEPT_ROUTING_PEERS_MAX], false)
+                .keep
+        );
+        let first = ConnectionId::new_unchecked(1);
+        assert!(kept.established(first, peers[0], false).keep);
+    }
+}
