@@ -78,8 +78,8 @@ while awk -v now="$(date +%s.%N)" -v w0="$w0" -v w="$WINDOW_S" 'BEGIN{exit !(now
 done
 # At the window's end, per node: its resident memory, and from its /metrics the routing
 # refreshes it made (so the window is known to hold them) and its open connections.
-summary() { # a list of numbers on stdin -> "p50 X, max Y, sum Z"
-  sort -n | awk '{v[NR]=$1; s+=$1} END{if (NR) printf "p50 %s, max %s, sum %s\n", v[int((NR+1)/2)], v[NR], s}'
+summary() { # a list of numbers on stdin -> "p50 X, p90 Y, max Z, sum S"
+  sort -n | awk '{v[NR]=$1; s+=$1} END{if (NR) printf "p50 %s, p90 %s, max %s, sum %s\n", v[int((NR+1)/2)], v[int((NR*9+9)/10)], v[NR], s}'
 }
 rss=""; private=""; refreshes=""; connected=""
 for pid in $(nodes); do
