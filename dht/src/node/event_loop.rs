@@ -297,14 +297,9 @@ impl Node {
                 peer_id,
                 connection_id,
                 num_established,
+                cause,
                 ..
-            } => {
-                self.connections.remove(&connection_id);
-                if num_established == 0 {
-                    self.store().peer_disconnected(&peer_id);
-                    self.on_lost(peer_id);
-                }
-            }
+            } => self.on_closed(peer_id, connection_id, num_established, cause.as_ref()),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
             SwarmEvent::Behaviour(BehaviourEvent::Provide(event)) => self.on_provide(event),
             SwarmEvent::Behaviour(BehaviourEvent::Replicate(event)) => self.on_replicate(event),

@@ -59,7 +59,7 @@ impl Node {
 
     /// A node with no connection dials its bootstrap peers again when their time has
     /// come, until it has joined, while it knows no peer, and after a ping or a dial
-    /// failed (cut off: a heal reconnects within one wait). Not merely while it has no
+    /// failed or a connection timed out (cut off: a heal reconnects within one wait). Not merely while it has no
     /// connection: in an idle network that is every node now and then (idle connections
     /// close), and every such node dialing them every 2 s kept 200+ connections open on
     /// each bootstrap peer at 300 nodes.

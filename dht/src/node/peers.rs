@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use libp2p::core::ConnectedPoint;
 use libp2p::request_response;
-use libp2p::swarm::ConnectionId;
+use libp2p::swarm::{ConnectionError, ConnectionId};
 use libp2p::PeerId;
 use libp2p::{identify, kad, ping};
 
@@ -18,6 +18,29 @@ use crate::node::address::{identified_addresses, oap_multiaddr, tcp_multiaddr, t
 use crate::node::config::{ALIVE_WITHIN, KAD_PROTOCOL, PEERS_MAX, PROVIDER_TTL};
 use crate::node::state::{KnownPeer, Node};
 use crate::protocol::{Ports, ProvideRequest, ProvideResponse};
+
+/// Whether a connection ended because the kernel gave up on its peer (`ETIMEDOUT`:
+/// keepalive probes or data unacknowledged past `TCP_USER_TIMEOUT`) — the peer cut off,
+/// as an unanswered ping says — rather than closed by it, which reads as another I/O
+/// error. The timeout comes up through noise and yamux, each wrapping the last.
+fn closed_by_timeout(cause: &ConnectionError) -> bool {
+    match cause {
+        ConnectionError::IO(e) => timed_out(e),
+        ConnectionError::KeepAliveTimeout => false,
+    }
+}
+
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(io) = error.downcast_ref::<std::io::Error>() {
+        if io.kind() == std::io::ErrorKind::TimedOut {
+            return true;
+        }
+        if let Some(inner) = io.get_ref() {
+            return timed_out(inner);
+        }
+    }
+    error.source().is_some_and(timed_out)
+}
 
 impl Node {
     pub(super) fn on_connected(
@@ -129,6 +152,26 @@ impl Node {
                 self.contact_failed = true;
                 self.swarm.close_connection(event.connection);
             }
+        }
+    }
+
+    /// A connection closed: a peer whose last one it was is lost (`on_lost`), and one
+    /// the kernel gave up on says this node may be cut off (`contact_failed`).
+    pub(super) fn on_closed(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        num_established: u32,
+        cause: Option<&ConnectionError>,
+    ) {
+        if cause.is_some_and(closed_by_timeout) {
+            tracing::debug!(%peer, "dht: connection timed out (TCP keepalive)");
+            self.contact_failed = true;
+        }
+        self.connections.remove(&connection);
+        if num_established == 0 {
+            self.store().peer_disconnected(&peer);
+            self.on_lost(peer);
         }
     }
 
@@ -261,6 +304,59 @@ impl Node {
                 tracing::warn!("{e}");
                 0
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    /// An error that wraps another as its source, as yamux's does an I/O error.
+    #[derive(Debug)]
+    struct Wrapped(io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "connection error")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_connection_the_kernel_timed_out_is_told_from_one_closed() {
+        let timed_out = || io::Error::from(io::ErrorKind::TimedOut);
+        let cases = [
+            (ConnectionError::IO(timed_out()), true),
+            (
+                ConnectionError::IO(io::Error::other(Wrapped(timed_out()))),
+                true,
+            ),
+            (
+                ConnectionError::IO(io::Error::other(io::Error::other(timed_out()))),
+                true,
+            ),
+            (
+                ConnectionError::IO(io::Error::from(io::ErrorKind::ConnectionReset)),
+                false,
+            ),
+            (
+                ConnectionError::IO(io::Error::other(Wrapped(
+                    io::ErrorKind::UnexpectedEof.into(),
+                ))),
+                false,
+            ),
+            (ConnectionError::KeepAliveTimeout, false),
+        ];
+        for (cause, want) in cases {
+            assert_eq!(closed_by_timeout(&cause), want, "{cause:?}");
         }
     }
 }

@@ -466,9 +466,10 @@ pub(super) struct Node {
     pub(super) listen_id: libp2p::core::transport::ListenerId,
     pub(super) bootstrap_peers: Vec<Multiaddr>,
     pub(super) join: Joining,
-    /// A ping went unanswered or a dial failed since the last connection was established:
-    /// the node may be cut off, not merely idle (a peer's close of an idle connection
-    /// reads as an I/O error here, so closes are not counted).
+    /// A ping went unanswered, a dial failed or the kernel timed a connection out
+    /// (`ETIMEDOUT`) since the last connection was established: the node may be cut off,
+    /// not merely idle (a peer's close of an idle connection reads as another I/O error,
+    /// so closes are not counted).
     pub(super) contact_failed: bool,
     /// When the routing table is next refreshed, how many refreshes came before, and
     /// the one under way.
