@@ -81,7 +81,7 @@ done
 summary() { # a list of numbers on stdin -> "p50 X, p90 Y, max Z, sum S"
   sort -n | awk '{v[NR]=$1; s+=$1} END{if (NR) printf "p50 %s, p90 %s, max %s, sum %s\n", v[int((NR+1)/2)], v[int((NR*9+9)/10)], v[NR], s}'
 }
-rss=""; private=""; refreshes=""; connected=""
+rss=""; private=""; refreshes=""; connected=""; kept=""; table=""
 for pid in $(nodes); do
   status=$(cat "/proc/$pid/status" 2>/dev/null) || continue
   rss+="$(awk '/^VmRSS:/{printf "%.1f", $2/1024}' <<<"$status")"$'\n'
@@ -90,8 +90,12 @@ for pid in $(nodes); do
   metrics=$(curl -fs --max-time 5 "http://$admin/metrics") || continue
   refreshes+="$(awk '/^ron_dht_routing_refreshes_total /{print $2}' <<<"$metrics")"$'\n'
   connected+="$(awk '/^ron_dht_peers_connected /{print $2}' <<<"$metrics")"$'\n'
+  kept+="$(awk '/^ron_dht_connections_kept /{print $2}' <<<"$metrics")"$'\n'
+  table+="$(awk '/^ron_dht_routing_table_peers /{print $2}' <<<"$metrics")"$'\n'
 done
 echo "at the end, per node: RSS MiB $(grep . <<<"$rss" | summary)"
 echo "  of it not the binary's or libraries' pages (RssAnon + RssShmem) MiB $(grep . <<<"$private" | summary)"
 echo "  routing refreshes so far $(grep . <<<"$refreshes" | summary)"
 echo "  libp2p peers connected $(grep . <<<"$connected" | summary)"
+echo "  connections kept while idle $(grep . <<<"$kept" | summary)"
+echo "  routing table peers $(grep . <<<"$table" | summary)"

@@ -14,9 +14,13 @@
 //!   node in its table. A node named by many tables (a bootstrap peer) holds that many
 //!   and no more; past them, connections close when idle, as before.
 //!
-//! Nothing here dials: a routing-table peer's connection is kept once a lookup or a
-//! request has opened it. How a kept connection's loss is seen is the transport's
-//! (TCP keepalive and `TCP_USER_TIMEOUT`, `swarm.rs`) and ping's (docs/design/dht.md).
+//! One connection per peer is kept: two nodes that dialed each other at once hold two,
+//! and both ends keep the same one — the one dialed by the smaller `PeerId` (else the
+//! oldest) — so the other closes when idle (a sixth of the connections kept at 100 nodes
+//! were such second ones). Nothing here dials: a routing-table peer's connection is kept
+//! once a lookup or a request has opened it. How a kept connection's loss is seen is the
+//! transport's (TCP keepalive and `TCP_USER_TIMEOUT`, `swarm.rs`) and ping's
+//! (docs/design/dht.md).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -39,14 +43,16 @@ use crate::node::config::{KEPT_INBOUND_MAX, KEPT_ROUTING_PEERS_MAX};
 #[derive(Debug, Clone, Copy)]
 struct Kept {
     peer: PeerId,
+    /// Dialed by the peer.
+    inbound: bool,
     /// An inbound connection granted one of the [`KEPT_INBOUND_MAX`] places.
     inbound_place: bool,
     /// What its handler was last told.
     kept: bool,
 }
 
-#[derive(Default)]
 pub(super) struct KeptConnections {
+    local: PeerId,
     routing: HashSet<PeerId>,
     connections: HashMap<ConnectionId, Kept>,
     inbound_places_taken: usize,
@@ -54,6 +60,16 @@ pub(super) struct KeptConnections {
 }
 
 impl KeptConnections {
+    pub(super) fn new(local: PeerId) -> Self {
+        Self {
+            local,
+            routing: HashSet::new(),
+            connections: HashMap::new(),
+            inbound_places_taken: 0,
+            to_handlers: VecDeque::new(),
+        }
+    }
+
     /// A peer entered the routing table (`RoutingUpdated`); `evicted` left it.
     pub(super) fn on_routing_updated(&mut self, peer: PeerId, evicted: Option<PeerId>) {
         if let Some(old) = evicted {
@@ -70,8 +86,23 @@ impl KeptConnections {
         self.connections.values().filter(|c| c.kept).count()
     }
 
-    fn should_keep(&self, connection: &Kept) -> bool {
-        connection.inbound_place || self.routing.contains(&connection.peer)
+    fn should_keep(&self, id: ConnectionId, connection: &Kept) -> bool {
+        (connection.inbound_place || self.routing.contains(&connection.peer))
+            && self.preferred(connection.peer) == Some(id)
+    }
+
+    /// Of `peer`'s connections, the one both ends keep: dialed by the smaller id of the
+    /// two, else the oldest (ids grow; the ends may then differ, and both close when idle).
+    fn preferred(&self, peer: PeerId) -> Option<ConnectionId> {
+        let smaller = self.local.min(peer);
+        self.connections
+            .iter()
+            .filter(|(_, c)| c.peer == peer)
+            .min_by_key(|(id, c)| {
+                let dialer = if c.inbound { peer } else { self.local };
+                (dialer != smaller, **id)
+            })
+            .map(|(id, _)| *id)
     }
 
     /// Tells the handlers of `peer`'s connections whose keeping changed.
@@ -80,7 +111,7 @@ impl KeptConnections {
             .connections
             .iter()
             .filter(|(_, c)| c.peer == peer)
-            .map(|(id, c)| (*id, self.should_keep(c)))
+            .map(|(id, c)| (*id, self.should_keep(*id, c)))
             .filter(|(id, keep)| self.connections[id].kept != *keep)
             .collect();
         for (id, keep) in changed {
@@ -96,16 +127,20 @@ impl KeptConnections {
         if inbound_place {
             self.inbound_places_taken += 1;
         }
-        let mut connection = Kept {
+        let connection = Kept {
             peer,
+            inbound,
             inbound_place,
             kept: false,
         };
-        connection.kept = self.should_keep(&connection);
         self.connections.insert(id, connection);
-        KeepAliveHandler {
-            keep: connection.kept,
+        let keep = self.should_keep(id, &connection);
+        if let Some(c) = self.connections.get_mut(&id) {
+            c.kept = keep;
         }
+        // A second connection to the peer may take the first one's place.
+        self.retell(peer);
+        KeepAliveHandler { keep }
     }
 
     fn closed(&mut self, id: ConnectionId) {
@@ -113,6 +148,7 @@ impl KeptConnections {
             if c.inbound_place {
                 self.inbound_places_taken -= 1;
             }
+            self.retell(c.peer);
         }
     }
 }
@@ -218,6 +254,10 @@ mod tests {
         PeerId::random()
     }
 
+    fn kept_by(local: PeerId) -> KeptConnections {
+        KeptConnections::new(local)
+    }
+
     fn told(kept: &mut KeptConnections) -> Vec<(ConnectionId, bool)> {
         kept.to_handlers
             .drain(..)
@@ -227,7 +267,7 @@ mod tests {
 
     #[test]
     fn an_outbound_connection_is_kept_while_its_peer_is_in_the_routing_table() {
-        let mut kept = KeptConnections::default();
+        let mut kept = kept_by(peer());
         let (a, b) = (peer(), peer());
         let id = ConnectionId::new_unchecked(1);
         assert!(!kept.established(id, a, false).keep);
@@ -245,7 +285,7 @@ mod tests {
 
     #[test]
     fn inbound_connections_are_kept_up_to_their_bound_and_free_their_place_on_close() {
-        let mut kept = KeptConnections::default();
+        let mut kept = kept_by(peer());
         for n in 0..KEPT_INBOUND_MAX {
             assert!(
                 kept.established(ConnectionId::new_unchecked(n), peer(), true)
@@ -266,8 +306,38 @@ mod tests {
     }
 
     #[test]
+    fn of_two_connections_to_a_peer_both_ends_keep_the_one_the_smaller_id_dialed() {
+        let (x, y) = (peer(), peer());
+        let (smaller, larger) = (x.min(y), x.max(y));
+        let mut at_smaller = kept_by(smaller);
+        let mut at_larger = kept_by(larger);
+        at_smaller.on_routing_updated(larger, None);
+        at_larger.on_routing_updated(smaller, None);
+        // Each dialed the other at once: at each end one connection is outbound, one inbound.
+        let (a, b) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        // The larger's own dial opened first at both ends.
+        assert!(at_smaller.established(a, larger, true).keep);
+        assert!(at_larger.established(a, smaller, false).keep);
+        assert!(at_smaller.established(b, larger, false).keep);
+        assert_eq!(
+            told(&mut at_smaller),
+            vec![(a, false)],
+            "the smaller's dial wins"
+        );
+        assert!(at_larger.established(b, smaller, true).keep);
+        assert_eq!(told(&mut at_larger), vec![(a, false)]);
+        assert_eq!((at_smaller.kept_count(), at_larger.kept_count()), (1, 1));
+        // The kept one closes: the other is kept again.
+        at_smaller.closed(b);
+        assert_eq!(told(&mut at_smaller), vec![(a, true)]);
+    }
+
+    #[test]
     fn the_routing_peers_kept_are_bounded() {
-        let mut kept = KeptConnections::default();
+        let mut kept = kept_by(peer());
         let peers: Vec<PeerId> = (0..KEPT_ROUTING_PEERS_MAX + 1).map(|_| peer()).collect();
         for p in &peers {
             kept.on_routing_updated(*p, None);

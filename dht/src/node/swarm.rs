@@ -118,7 +118,7 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
         .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX));
     Behaviour {
         limits: libp2p::connection_limits::Behaviour::new(limits),
-        kept: KeptConnections::default(),
+        kept: KeptConnections::new(local),
         kad,
         provide: request_response::Behaviour::with_codec(
             ProvideCodec::default(),
