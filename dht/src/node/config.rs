@@ -147,8 +147,9 @@ pub const COPIES_WAITING_MAX: usize = FRESH_KEYS_MAX;
 /// differ by a few nodes, and a node outside every window is still refused.
 pub(super) const ACCEPT_WINDOW_SLACK: usize = 2;
 /// While a node with no connection has not joined, knows no peer, or saw a ping or a dial
-/// fail or a connection time out since its last connection, the bootstrap peers are dialed again (a node started
-/// before its bootstrap peer, or cut off from every peer, joins once one answers): first
+/// fail or a connection time out since its last connection, the bootstrap peers are
+/// dialed again (a node started before its bootstrap peer, or cut off from every peer,
+/// joins once one answers): first
 /// after this long, each wait twice the last up to [`BOOTSTRAP_RETRY_MAX`], half of it
 /// drawn per node (`join.rs`). Every such node dialing every 2 s sent the three bootstrap
 /// peers of a 300-node network started at once ~100 handshakes a second while they were

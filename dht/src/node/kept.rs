@@ -32,8 +32,8 @@ use libp2p::core::Endpoint;
 use libp2p::swarm::handler::ConnectionEvent;
 use libp2p::swarm::{
     ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId,
-    FromSwarm, NetworkBehaviour, NotifyHandler, SubstreamProtocol, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
+    DialFailure, FromSwarm, ListenFailure, NetworkBehaviour, NotifyHandler, SubstreamProtocol,
+    THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 
@@ -178,9 +178,17 @@ impl NetworkBehaviour for KeptConnections {
         Ok(self.established(id, peer, false))
     }
 
+    /// A connection this behaviour accepted may still be denied by a behaviour after it
+    /// (the swarm then reports a dial or listen failure, not a close): either way it is
+    /// forgotten and its inbound place freed.
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        if let FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) = event {
-            self.closed(connection_id);
+        match event {
+            FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. })
+            | FromSwarm::DialFailure(DialFailure { connection_id, .. })
+            | FromSwarm::ListenFailure(ListenFailure { connection_id, .. }) => {
+                self.closed(connection_id)
+            }
+            _ => {}
         }
     }
 
@@ -333,6 +341,22 @@ mod tests {
         // The kept one closes: the other is kept again.
         at_smaller.closed(b);
         assert_eq!(told(&mut at_smaller), vec![(a, true)]);
+    }
+
+    #[test]
+    fn a_connection_denied_after_it_was_accepted_frees_its_inbound_place() {
+        let mut kept = kept_by(peer());
+        let id = ConnectionId::new_unchecked(7);
+        assert!(kept.established(id, peer(), true).keep);
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        kept.on_swarm_event(FromSwarm::ListenFailure(ListenFailure {
+            local_addr: &addr,
+            send_back_addr: &addr,
+            error: &libp2p::swarm::ListenError::Aborted,
+            connection_id: id,
+            peer_id: None,
+        }));
+        assert_eq!((kept.kept_count(), kept.inbound_places_taken), (0, 0));
     }
 
     #[test]
