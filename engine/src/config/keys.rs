@@ -497,7 +497,7 @@ pub const KEYS: &[Key] = &[
         flag: "io-memory-bytes",
         value: "SIZE",
         default: Some("auto"),
-        help: "registered (pinned) I/O buffers of each shard; auto = 1/4 of its cache share, 1 MiB to 10 MiB",
+        help: "registered (pinned) I/O buffers of each shard; auto = 1/8 of its cache share, 1 MiB to 10 MiB",
         apply: |c, v| set(&mut c.io_memory_bytes, size_or_auto, v),
     },
     Key {

@@ -20,7 +20,7 @@ pub const CACHE_AUTO_BYTES_MIN: u64 = 64 << 20;
 pub const CACHE_FALLBACK_BYTES: u64 = 256 << 20;
 
 /// Each shard's registered I/O memory by default: this share of its cache share...
-pub const IO_MEMORY_SHARE_DIVISOR: u64 = 4;
+pub const IO_MEMORY_SHARE_DIVISOR: u64 = 8;
 /// ...at least this (glommio's floor is 64 KiB)...
 pub const IO_MEMORY_AUTO_BYTES_MIN: u64 = 1 << 20;
 /// ...and at most glommio's own default.
@@ -53,7 +53,8 @@ pub fn memory_limit() -> Option<MemoryLimit> {
 /// and a line saying how it was chosen. io_uring pins registered buffers, so they are
 /// resident from the start whether used or not: glommio's fixed 10 MiB was a third of
 /// an idle node given a 16 MiB cache. A small cache says a small node; a large one
-/// gets glommio's default.
+/// gets glommio's default. An eighth still holds four of the cache's 512 KiB window
+/// reads at once at a 16 MiB share; reads past it use ordinary buffers.
 pub fn auto_io_memory_bytes(cache_bytes: u64, shards: u16) -> (u64, String) {
     let share = cache_bytes / u64::from(shards.max(1));
     let bytes =
@@ -146,10 +147,10 @@ mod tests {
     }
 
     #[test]
-    fn io_memory_is_a_quarter_of_a_shards_cache_share_within_bounds() {
+    fn io_memory_is_an_eighth_of_a_shards_cache_share_within_bounds() {
         let (bytes, why) = auto_io_memory_bytes(16 << 20, 1);
-        assert_eq!(bytes, 4 << 20);
-        assert_eq!(why, "1/4 of a shard's 16 MiB cache share, 1 MiB to 10 MiB");
+        assert_eq!(bytes, 2 << 20);
+        assert_eq!(why, "1/8 of a shard's 16 MiB cache share, 1 MiB to 10 MiB");
         assert_eq!(
             auto_io_memory_bytes(16 << 20, 8).0,
             IO_MEMORY_AUTO_BYTES_MIN
