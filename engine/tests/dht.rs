@@ -1011,6 +1011,35 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(r.json()["copies"], 3, "{r:?}");
 
+    // A node whose peers all went away and came back without dialing it (the state a
+    // network blip leaves: no connection open, its table still naming them) is not
+    // alone: its upload dials the peers it knows. It answered 503 at once.
+    nodes[1].stop();
+    nodes[2].stop();
+    wait_for("A's connections close", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_peers_connected") == 0
+    });
+    for (i, other) in [(1, 2), (2, 1)] {
+        let mut flags = p2p_flags(ports[i], Some(ports[other]));
+        flags.extend([
+            "--zone".into(),
+            format!("z{i}"),
+            "--replicas".into(),
+            "3".into(),
+        ]);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        nodes[i].restart(&flags);
+    }
+    wait_for("B and C meet again", WAIT, || {
+        metric(nodes[1].admin, "ron_dht_peers_connected") >= 1
+    });
+    assert_eq!(metric(nodes[0].admin, "ron_dht_peers_connected"), 0);
+    assert!(metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 2);
+    let after_blip = bytes(75, 30_000);
+    let r = put(nodes[0].http, "/o?copies=3", &after_blip, "");
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["copies"], 3, "{r:?}");
+
     // Asking for what cannot be: 400 before a byte is stored.
     for (query, message) in [
         ("copies=4", "copies=4: this network keeps 3 copies of an object (replicas = 3); an upload can wait for at most that many"),
