@@ -186,8 +186,17 @@ pub(super) const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// ~130 peers at 1,000 nodes, ~200 at 100,000).
 pub(super) const KEPT_ROUTING_PEERS_MAX: usize = 256;
 /// Inbound connections kept open while idle: those whose dialers keep them (this node is
-/// in their tables). A node in many tables (a bootstrap peer) keeps this many.
+/// in their tables). Over a network, as many tables name a node as its own table names
+/// peers, on average; a node keeps half as many again as its table holds
+/// (`KEPT_INBOUND_PER_TABLE_PEER_TENTHS`), at least `KEPT_INBOUND_MIN`, at most this. A
+/// node named by more (a bootstrap peer, in every table it was the first contact of)
+/// lets the rest close when idle: their dialers pay a dial when a lookup needs it, not
+/// this node ~37 KiB and a ping a minute for each.
 pub(super) const KEPT_INBOUND_MAX: usize = 256;
+/// The fewest inbound places, for a node whose table is still small (it just joined).
+pub(super) const KEPT_INBOUND_MIN: usize = 64;
+/// Inbound places per routing-table peer, in tenths: 15 = one and a half.
+pub(super) const KEPT_INBOUND_PER_TABLE_PEER_TENTHS: usize = 15;
 
 // The store asserts that no record of others outlives the longest TTL it knows of.
 const _: () = assert!(PROVIDER_TTL.as_secs() <= PROVIDER_TTL_MAX.as_secs());

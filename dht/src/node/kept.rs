@@ -8,11 +8,14 @@
 //!   every lookup starts: its first round's requests then need no dial) — at most
 //!   [`KEPT_ROUTING_PEERS_MAX`] peers, which the table stays under in any network
 //!   (k = 20 per bucket, ~log2(N / k) buckets not empty: ~130 at 1,000 nodes);
-//! - an inbound connection is kept while this node keeps fewer than
-//!   [`KEPT_INBOUND_MAX`] of them — a peer that dialed this node for a request of its
-//!   own and does not keep the connection closes it itself; one that keeps it has this
-//!   node in its table. A node named by many tables (a bootstrap peer) holds that many
-//!   and no more; past them, connections close when idle, as before.
+//! - an inbound connection is kept while this node keeps fewer than one and a half
+//!   times its table's peers of them (at least [`KEPT_INBOUND_MIN`], at most
+//!   [`KEPT_INBOUND_MAX`]) — a peer that dialed this node for a request of its own and
+//!   does not keep the connection closes it itself; one that keeps it has this node in
+//!   its table, and over a network a node is in as many tables, on average, as its own
+//!   table holds. A node named by many more (a bootstrap peer) holds that many and no
+//!   more; past them, connections close when idle, as before. A place is granted when a
+//!   connection opens and kept until it closes, so a table that shrinks takes none back.
 //!
 //! One connection per peer is kept: two nodes that dialed each other at once hold two,
 //! and both ends keep the same one — the one dialed by the smaller `PeerId` (else the
@@ -37,7 +40,9 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId};
 
-use crate::node::config::{KEPT_INBOUND_MAX, KEPT_ROUTING_PEERS_MAX};
+use crate::node::config::{
+    KEPT_INBOUND_MAX, KEPT_INBOUND_MIN, KEPT_INBOUND_PER_TABLE_PEER_TENTHS, KEPT_ROUTING_PEERS_MAX,
+};
 
 /// One open connection as the behaviour sees it.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +50,7 @@ struct Kept {
     peer: PeerId,
     /// Dialed by the peer.
     inbound: bool,
-    /// An inbound connection granted one of the [`KEPT_INBOUND_MAX`] places.
+    /// An inbound connection granted one of the inbound places.
     inbound_place: bool,
     /// What its handler was last told.
     kept: bool,
@@ -122,8 +127,14 @@ impl KeptConnections {
         }
     }
 
+    /// Inbound connections this node keeps while its table holds `self.routing`.
+    fn inbound_places(&self) -> usize {
+        (self.routing.len() * KEPT_INBOUND_PER_TABLE_PEER_TENTHS / 10)
+            .clamp(KEPT_INBOUND_MIN, KEPT_INBOUND_MAX)
+    }
+
     fn established(&mut self, id: ConnectionId, peer: PeerId, inbound: bool) -> KeepAliveHandler {
-        let inbound_place = inbound && self.inbound_places_taken < KEPT_INBOUND_MAX;
+        let inbound_place = inbound && self.inbound_places_taken < self.inbound_places();
         if inbound_place {
             self.inbound_places_taken += 1;
         }
@@ -291,16 +302,22 @@ mod tests {
         assert!(told(&mut kept).is_empty());
     }
 
+    /// Opens inbound connections from new peers, ids from `first`, until one is not kept;
+    /// how many were.
+    fn inbound_kept_from(kept: &mut KeptConnections, first: usize) -> usize {
+        (first..)
+            .take_while(|n| {
+                kept.established(ConnectionId::new_unchecked(*n), peer(), true)
+                    .keep
+            })
+            .count()
+    }
+
     #[test]
     fn inbound_connections_are_kept_up_to_their_bound_and_free_their_place_on_close() {
         let mut kept = kept_by(peer());
-        for n in 0..KEPT_INBOUND_MAX {
-            assert!(
-                kept.established(ConnectionId::new_unchecked(n), peer(), true)
-                    .keep
-            );
-        }
-        let over = ConnectionId::new_unchecked(KEPT_INBOUND_MAX);
+        assert_eq!(inbound_kept_from(&mut kept, 0), KEPT_INBOUND_MIN);
+        let over = ConnectionId::new_unchecked(KEPT_INBOUND_MIN);
         let over_peer = peer();
         assert!(!kept.established(over, over_peer, true).keep);
         // Past the bound, an inbound connection is still kept for the routing table.
@@ -308,9 +325,24 @@ mod tests {
         assert_eq!(told(&mut kept), vec![(over, true)]);
         kept.closed(ConnectionId::new_unchecked(0));
         kept.closed(over);
-        let again = ConnectionId::new_unchecked(KEPT_INBOUND_MAX + 1);
+        let again = ConnectionId::new_unchecked(1_000);
         assert!(kept.established(again, peer(), true).keep);
-        assert_eq!(kept.kept_count(), KEPT_INBOUND_MAX);
+        assert_eq!(kept.kept_count(), KEPT_INBOUND_MIN);
+    }
+
+    #[test]
+    fn inbound_places_are_half_as_many_again_as_the_table_holds_within_bounds() {
+        let mut kept = kept_by(peer());
+        for _ in 0..100 {
+            kept.on_routing_updated(peer(), None);
+        }
+        assert_eq!(inbound_kept_from(&mut kept, 0), 150);
+        // A table at its bound: the inbound bound.
+        for _ in 100..KEPT_ROUTING_PEERS_MAX {
+            kept.on_routing_updated(peer(), None);
+        }
+        assert_eq!(inbound_kept_from(&mut kept, 1_000), KEPT_INBOUND_MAX - 150);
+        assert_eq!(kept.inbound_places_taken, KEPT_INBOUND_MAX);
     }
 
     #[test]
