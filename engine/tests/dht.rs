@@ -1013,7 +1013,8 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
 
     // A node whose peers all went away and came back without dialing it (the state a
     // network blip leaves: no connection open, its table still naming them) is not
-    // alone: its upload dials the peers it knows. It answered 503 at once.
+    // alone: its upload dials the peers it knows (judged alone by its connections, it
+    // answered 503 at once).
     nodes[1].stop();
     nodes[2].stop();
     wait_for("A's connections close", WAIT, || {
