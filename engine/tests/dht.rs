@@ -28,7 +28,15 @@ fn p2p_flags(p2p: u16, peer: Option<u16>) -> Vec<String> {
 /// Node `i`'s flags in a network bootstrapped from `ports[0]`: its p2p port, its zone
 /// and the network's replicas.
 fn zoned_flags(ports: &[u16], i: usize, zone: String, replicas: usize) -> Vec<String> {
-    let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
+    with_zone(
+        p2p_flags(ports[i], (i > 0).then_some(ports[0])),
+        zone,
+        replicas,
+    )
+}
+
+/// `flags` with a zone and the network's replicas.
+fn with_zone(mut flags: Vec<String>, zone: String, replicas: usize) -> Vec<String> {
     flags.extend([
         "--zone".into(),
         zone,
@@ -1021,13 +1029,7 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
         metric(nodes[0].admin, "ron_dht_peers_connected") == 0
     });
     for (i, other) in [(1, 2), (2, 1)] {
-        let mut flags = p2p_flags(ports[i], Some(ports[other]));
-        flags.extend([
-            "--zone".into(),
-            format!("z{i}"),
-            "--replicas".into(),
-            "3".into(),
-        ]);
+        let flags = with_zone(p2p_flags(ports[i], Some(ports[other])), format!("z{i}"), 3);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         nodes[i].restart(&flags);
     }

@@ -59,10 +59,11 @@ impl Node {
 
     /// A node with no connection dials its bootstrap peers again when their time has
     /// come, until it has joined, while it knows no peer, and after a ping or a dial
-    /// failed or a connection timed out (cut off: a heal reconnects within one wait). Not merely while it has no
-    /// connection: in an idle network that is every node now and then (idle connections
-    /// close), and every such node dialing them every 2 s kept 200+ connections open on
-    /// each bootstrap peer at 300 nodes.
+    /// failed or a connection timed out (cut off: a heal reconnects within one wait).
+    /// Not merely while it has no connection: a node can be left with none and still
+    /// know its peers (they restarted; before connections to the table were kept, every
+    /// idle node), and every such node dialing them every 2 s kept 200+ connections open
+    /// on each bootstrap peer at 300 nodes.
     pub(super) fn redial_bootstrap_peers_when_due(&mut self) {
         let unconnected = self.swarm.connected_peers().next().is_none();
         let joined = self.join.started && !self.routing_table_empty();
