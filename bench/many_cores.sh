@@ -17,7 +17,10 @@
 # Workloads: 4KiB (a whole object, one of 2,000 at random), range_64KiB (bytes=X-(X+65535),
 # X uniform and unaligned, over one of the 200 x 1 MiB objects), 1MiB (a whole object).
 # Load: ron-bench on CPUs S..N-1 (--cpus), 64*S connections (4KiB, range_64KiB) or 16*S
-# (1MiB), --no-verify, RUNS runs of DURATION s after a 1 s warm-up, ron and nginx
+# (1MiB), --no-verify --discard-bodies (each body dropped unread by the client's kernel, no
+# copy: the client costs less than the server per answer, so CPUs S..N-1 saturate CPUs
+# 0..S-1; DISCARD=0 reads bodies as a client would), RUNS runs of DURATION s after a 1 s
+# warm-up, ron and nginx
 # alternating (and OTHER_RON, a second ron build on its own ports, between them: an A/B in
 # the same runs, its own table and ron B / ron per busy core). Before the first run each
 # ron reads random 4 KiB objects, then random 64 KiB ranges of the 1 MiB ones, for WARM_S
@@ -49,7 +52,7 @@
 # (CACHE_BYTES / S): with many shards a working set that fits the whole misses in each
 # share (docs/PERF.md, issue 54's 12-shard profile).
 #
-# Variables: SHARDS ONLY RUNS DURATION WARM_S QUOTA SATURATED PROFILE CACHE_BYTES RON OTHER_RON
+# Variables: SHARDS ONLY RUNS DURATION WARM_S QUOTA SATURATED PROFILE CACHE_BYTES DISCARD RON OTHER_RON
 # BENCH NGINX WORK PORT.
 # Talks only to 127.0.0.1, stops what it started (by PID), removes its cgroup.
 set -euo pipefail
@@ -73,6 +76,9 @@ NGINX_PORT=$((PORT + 1))
 OTHER_RON=${OTHER_RON:-}
 OTHER_PORT=$((PORT + 4))
 WARM_S=${WARM_S:-2}
+DISCARD=${DISCARD:-1}
+PEAK=(--no-verify)
+[ "$DISCARD" = 0 ] || PEAK+=(--discard-bodies)
 CACHE_BYTES=${CACHE_BYTES:-2GiB}
 SERVERS="ron ${OTHER_RON:+ron_b }nginx"
 RONS="ron${OTHER_RON:+ ron_b}"
@@ -192,7 +198,7 @@ start_ron() {
   done
   for w in 4KiB range_64KiB; do
     # shellcheck disable=SC2086
-    "$BENCH" run --target "127.0.0.1:$port" ${SET[$w]} ${MODE[$w]} --no-verify \
+    "$BENCH" run --target "127.0.0.1:$port" ${SET[$w]} ${MODE[$w]} "${PEAK[@]}" \
       --duration "$WARM_S" --warmup 0 --connections $((64 * s)) --cpus "$client_cpus" >/dev/null
   done
   started=$pid
@@ -235,7 +241,7 @@ for s in $SHARDS; do
           nginx) port=$NGINX_PORT pid=$nginx_pid ;;
         esac
         # shellcheck disable=SC2086
-        "$BENCH" run --target "127.0.0.1:$port" ${SET[$w]} ${MODE[$w]} --no-verify \
+        "$BENCH" run --target "127.0.0.1:$port" ${SET[$w]} ${MODE[$w]} "${PEAK[@]}" \
           --duration "$DURATION" --warmup 1 --connections "$conns" --cpus "$client_cpus" \
           --json "$WORK/run.json" >"$WORK/run.txt" &
         load=$!
@@ -267,7 +273,7 @@ done
 
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 echo "machine: $CPUS CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
-echo "ron binary $RON (tree at $git_rev)${OTHER_RON:+; ron B binary $OTHER_RON}; nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron --cache-bytes $CACHE_BYTES; ron-bench --no-verify; $RUNS runs x ${DURATION}s, medians"
+echo "ron binary $RON (tree at $git_rev)${OTHER_RON:+; ron B binary $OTHER_RON}; nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron --cache-bytes $CACHE_BYTES; ron-bench ${PEAK[*]}; $RUNS runs x ${DURATION}s, medians"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # col SERVER FIELD and per SERVER FIELD (req/s over that field) for $s and $w: medians.
 col() { awk -v s="$s" -v w="$w" -v v="$1" -v c="$2" '$1 == s && $2 == w && $3 == v { print $c }' "$WORK/runs.txt" | median; }

@@ -6,7 +6,9 @@
 //!   io_uring, whose completions cost the server's core a signal per receive on
 //!   loopback), HTTP/1.1, closed loop with a pipelining depth or open loop at a fixed
 //!   rate with latency measured from the intended send time; workloads `get`, `range`, `put`, `mixed` over a deterministic
-//!   dataset with uniform or Zipf popularity; every body verified by default; HDR
+//!   dataset with uniform or Zipf popularity; every body verified by default (a peak
+//!   run may instead drop bodies unread in the kernel, `--discard-bodies`, so that fewer
+//!   client CPUs saturate a server); HDR
 //!   percentiles, req/s, MB/s, statuses, as a table and as JSON. OAP/1 joins when the
 //!   node speaks it.
 //!   - [`dataset`]: object `i` = seeded bytes, so addresses and expected bytes are

@@ -6,15 +6,24 @@
 //! sends at a fixed rate and measures latency from each request's *intended* send time,
 //! so a stalled server cannot hide its stall by slowing the generator down (coordinated
 //! omission).
+//!
+//! A peak run may drop bodies unread (`RunConfig::discard_bodies`): past its head, an
+//! answer's bytes are taken off the socket by `recv` with `MSG_TRUNC`, which a TCP socket
+//! honours by freeing them without the copy to user space (tcp(7)). A 64 KiB range then
+//! costs the client the kernel's receive path and no copy, so fewer client CPUs saturate
+//! a server (issue 54's many-core runs, where the client had as many CPUs as the server
+//! and could not).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use hdrhistogram::Histogram;
 use ron_codec::frame::{Flags, FrameDecoder, MAX_FRAME_BYTES};
 use ron_codec::messages::DataHeader;
@@ -45,6 +54,9 @@ pub struct RunConfig {
     pub duration: Duration,
     pub warmup: Duration,
     pub verify: bool,
+    /// Drop HTTP bodies unread (`recv` with `MSG_TRUNC`) instead of copying them in:
+    /// plain TCP without `verify` only (elsewhere bodies are read as usual).
+    pub discard_bodies: bool,
     pub cpus: Vec<usize>,
     pub seed: u64,
     /// TLS client configuration (ALPN set for the protocol); plain TCP when absent.
@@ -195,8 +207,13 @@ async fn connection(
                 continue;
             }
         };
+        let discard = config.discard_bodies
+            && !config.verify
+            && workload.proto == Proto::Http
+            && matches!(stream, Stream::Plain(_));
         let mut conn = Conn {
             stream,
+            discard,
             buf: Vec::with_capacity(1 << 16),
             filled: 0,
             oap: (workload.proto == Proto::Oap).then(OapAnswers::default),
@@ -326,25 +343,108 @@ fn verified(data: &Dataset, expect: &Expect, answer: &Answer<'_>) -> bool {
     }
 }
 
-/// A connection's byte stream: plain TCP or TLS.
-trait Io: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin {}
-impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin> Io for T {}
+/// A TLS connection's byte stream.
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 
-async fn open(config: &RunConfig) -> std::io::Result<Box<dyn Io>> {
+/// A connection's byte stream: plain TCP, whose input can be dropped unread, or TLS.
+enum Stream {
+    Plain(Async<TcpStream>),
+    Tls(Box<dyn Io>),
+}
+
+impl Stream {
+    /// Takes up to `n` bytes off a plain socket's input without copying them (`recv`
+    /// with `MSG_TRUNC`), waiting until some are there; how many it took (0: the peer
+    /// closed). On TLS, `Unsupported`: its records must be decrypted to be counted.
+    async fn discard(&mut self, n: usize) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.read_with(|s| recv_discarding(s, n)).await,
+            Stream::Tls(_) => Err(std::io::ErrorKind::Unsupported.into()),
+        }
+    }
+}
+
+/// One non-blocking `recv(MSG_TRUNC)` of at most `n` bytes.
+fn recv_discarding(socket: &TcpStream, n: usize) -> std::io::Result<usize> {
+    #[allow(unsafe_code)]
+    // SAFETY: with MSG_TRUNC a TCP socket frees the bytes it takes instead of copying
+    // them out (tcp(7)), so the null buffer is never written; a kernel that did copy
+    // would fail the call with EFAULT, not write through it.
+    let taken = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            std::ptr::null_mut(),
+            n,
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(taken).map_err(|_| std::io::Error::last_os_error())
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
+
+async fn open(config: &RunConfig) -> std::io::Result<Stream> {
     let stream = Async::<TcpStream>::connect(config.target).await?;
     let _ = stream.get_ref().set_nodelay(true);
     let Some(tls) = &config.tls else {
-        return Ok(Box::new(stream));
+        return Ok(Stream::Plain(stream));
     };
     let name = rustls::pki_types::ServerName::IpAddress(config.target.ip().into());
     let tls = futures_rustls::TlsConnector::from(Arc::clone(tls))
         .connect(name, stream)
         .await?;
-    Ok(Box::new(tls))
+    Ok(Stream::Tls(Box::new(tls)))
 }
 
 struct Conn {
-    stream: Box<dyn Io>,
+    stream: Stream,
+    /// Bodies are dropped unread ([`RunConfig::discard_bodies`], on a plain socket).
+    discard: bool,
     buf: Vec<u8>,
     filled: usize,
     /// OAP responses being assembled; `None` on HTTP.
@@ -370,7 +470,8 @@ struct Answer<'a> {
     body_len: u64,
     /// Bytes of the read buffer this answer used.
     total_len: usize,
-    /// The body was streamed (and counted in `Conn::window_bytes` as it came).
+    /// The body was streamed or dropped unread (and counted in `Conn::window_bytes` as
+    /// it came).
     streamed: bool,
     /// The verdict of a body checked while it streamed in (then `body` is empty).
     checked: Option<bool>,
@@ -525,6 +626,18 @@ impl Conn {
     ) -> std::io::Result<Answer<'_>> {
         loop {
             if let Some((status, head_len, body_len)) = parse_head(&self.buf[..self.filled])? {
+                if self.discard {
+                    self.drop_body(head_len, body_len).await?;
+                    return Ok(Answer {
+                        corr_id: None,
+                        status,
+                        body: std::borrow::Cow::Borrowed(&[]),
+                        body_len: body_len as u64,
+                        total_len: 0,
+                        streamed: true,
+                        checked: None,
+                    });
+                }
                 if body_len > STREAM_BODY_BYTES {
                     let checked = self.stream_body(head_len, body_len, check).await?;
                     return Ok(Answer {
@@ -576,16 +689,39 @@ impl Conn {
             if let Some(c) = check.as_mut() {
                 c.update(&self.buf[..take]);
             }
-            let now = Instant::now();
-            if now >= self.window.0 && now < self.window.1 {
-                self.window_bytes += take as u64;
-            }
+            self.count_in_window(take);
             self.consume(take);
             left -= take;
             if left == 0 {
                 return Ok(check.map(BodyCheck::finish));
             }
             self.fill().await?;
+        }
+    }
+
+    /// Consumes the head and the body, the body's bytes not yet buffered dropped from
+    /// the socket unread ([`Stream::discard`]), and counts them in the window as they go.
+    async fn drop_body(&mut self, head_len: usize, body_len: usize) -> std::io::Result<()> {
+        let buffered = body_len.min(self.filled - head_len);
+        self.consume(head_len + buffered);
+        self.count_in_window(buffered);
+        let mut left = body_len - buffered;
+        while left > 0 {
+            let taken = self.stream.discard(left).await?;
+            if taken == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.count_in_window(taken);
+            left -= taken;
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` of a streamed or dropped body in the window's, if now is in it.
+    fn count_in_window(&mut self, bytes: usize) {
+        let now = Instant::now();
+        if now >= self.window.0 && now < self.window.1 {
+            self.window_bytes += bytes as u64;
         }
     }
 
@@ -620,6 +756,58 @@ fn parse_head(buf: &[u8]) -> std::io::Result<Option<(u16, usize, usize)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection to a server that has written `replies` and closed.
+    fn conn_to(replies: Vec<u8>, discard: bool) -> Conn {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.write_all(&replies);
+        });
+        let stream = async_io::block_on(Async::<TcpStream>::connect(addr)).unwrap();
+        let now = Instant::now();
+        Conn {
+            stream: Stream::Plain(stream),
+            discard,
+            buf: Vec::with_capacity(1 << 16),
+            filled: 0,
+            oap: None,
+            window: (now, now + Duration::from_secs(60)),
+            window_bytes: 0,
+        }
+    }
+
+    /// Two answers back to back, 300,000 and 5 body bytes: a dropped body never enters
+    /// the buffer (which stays at its first 64 KiB), is counted whole, and the answer
+    /// behind it lines up; read as usual, the same body grows the buffer past its size.
+    #[test]
+    fn a_dropped_body_never_enters_the_buffer_and_the_next_answer_lines_up() {
+        let mut replies = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n".to_vec();
+        replies.extend(std::iter::repeat_n(7u8, 300_000));
+        replies.extend_from_slice(b"HTTP/1.1 206 Partial\r\nContent-Length: 5\r\n\r\nhello");
+        let mut dropped = conn_to(replies.clone(), true);
+        let answers: Vec<(u16, u64)> = async_io::block_on(async {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let a = dropped.read_answer(false, None).await.unwrap();
+                let (status, len, used) = (a.status, a.body_len, a.total_len);
+                dropped.consume(used);
+                seen.push((status, len));
+            }
+            seen
+        });
+        assert_eq!(answers, [(200, 300_000), (206, 5)]);
+        assert_eq!(dropped.window_bytes, 300_005);
+        assert!(dropped.buf.len() <= 1 << 16, "{}", dropped.buf.len());
+
+        let mut read = conn_to(replies, false);
+        let status =
+            async_io::block_on(async { read.read_answer(false, None).await.unwrap().status });
+        assert_eq!(status, 200);
+        assert!(read.buf.len() >= 300_000, "{}", read.buf.len());
+    }
 
     /// Feeds `body` in chunks of the given sizes (cycled).
     fn check(data: &Dataset, expect: &Expect, body: &[u8], chunks: &[usize]) -> bool {

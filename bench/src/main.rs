@@ -56,6 +56,9 @@ RUN OPTIONS
   --cpus LIST          CPUs to run on, e.g. 1 or 0,1 [all]
   --no-verify          do not check bodies (peak runs); on by default. HTTP bodies over
                        4 MiB are checked (or counted) as they stream in, never held whole
+  --discard-bodies     with --no-verify over plain HTTP: drop each body unread (recv with
+                       MSG_TRUNC: the kernel frees the bytes, nothing is copied to the
+                       client), so fewer client CPUs saturate a server
   --load               upload the dataset to the target first (ron: PUT /o/b3:<hex>)
   --token T            bearer token for uploads
   --json FILE          also write the report as JSON (body_bytes_per_s: answers to the
@@ -83,6 +86,7 @@ struct Options {
     warmup: f64,
     cpus: Option<Vec<usize>>,
     verify: bool,
+    discard_bodies: bool,
     load: bool,
     token: Option<String>,
     json: Option<PathBuf>,
@@ -113,6 +117,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Options), 
         warmup: 2.0,
         cpus: None,
         verify: true,
+        discard_bodies: false,
         load: false,
         token: None,
         json: None,
@@ -169,6 +174,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Options), 
                 );
             }
             "no-verify" => o.verify = false,
+            "discard-bodies" => o.discard_bodies = true,
             "load" => o.load = true,
             "token" => o.token = Some(value()?),
             "json" => o.json = Some(PathBuf::from(value()?)),
@@ -189,6 +195,13 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Options), 
     }
     if o.objects == 0 || o.connections == 0 || o.duration <= 0.0 {
         return Err("--objects, --connections and --duration must be positive".into());
+    }
+    if o.discard_bodies && (o.verify || o.proto != Proto::Http || o.tls) {
+        return Err(
+            "--discard-bodies needs --no-verify and plain HTTP: a body dropped unread cannot be \
+             checked, and TLS records must be decrypted to be counted"
+                .into(),
+        );
     }
     Ok((command.unwrap_or_else(|| "help".into()), o))
 }
@@ -261,6 +274,7 @@ fn run(o: Options) -> Result<(), String> {
         duration: Duration::from_secs_f64(o.duration),
         warmup: Duration::from_secs_f64(o.warmup),
         verify: o.verify,
+        discard_bodies: o.discard_bodies,
         cpus,
         seed: o.seed,
         tls: o.tls.then(|| tls_config(o.proto)).transpose()?,
@@ -293,6 +307,7 @@ fn run(o: Options) -> Result<(), String> {
         duration_s: o.duration,
         warmup_s: o.warmup,
         verify: o.verify,
+        discard_bodies: o.discard_bodies,
         requests: stats.requests,
         req_per_s: stats.requests as f64 / o.duration,
         body_bytes_per_s: stats.body_bytes as f64 / o.duration,

@@ -21,6 +21,8 @@ pub struct Report {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub verify: bool,
+    /// Bodies were dropped unread by the kernel (`--discard-bodies`).
+    pub discard_bodies: bool,
     pub requests: u64,
     pub req_per_s: f64,
     pub body_bytes_per_s: f64,
@@ -103,7 +105,11 @@ impl Report {
             conns = self.connections,
             dur = self.duration_s,
             warm = self.warmup_s,
-            verify = if self.verify { "on: every body checked (whole objects against their address, ranges byte for byte)" } else { "off (peak run)" },
+            verify = match (self.verify, self.discard_bodies) {
+                (true, _) => "on: every body checked (whole objects against their address, ranges byte for byte)",
+                (false, false) => "off (peak run)",
+                (false, true) => "off (peak run); bodies dropped unread (recv with MSG_TRUNC)",
+            },
             req = self.requests,
             rps = self.req_per_s,
             mbps = self.body_bytes_per_s / 1e6,

@@ -81,6 +81,7 @@ fn config(target: SocketAddr, rate: Option<f64>) -> RunConfig {
         duration: Duration::from_millis(600),
         warmup: Duration::from_millis(100),
         verify: true,
+        discard_bodies: false,
         cpus: vec![0],
         seed: 1,
         tls: None,
@@ -140,6 +141,44 @@ fn unaligned_ranges_verify_and_corrupted_ones_are_caught() {
     let stats = run(config(bad, None), ranges(65_536), data).unwrap();
     assert!(stats.requests > 10);
     assert_eq!(stats.verify_failures, stats.requests);
+}
+
+/// A peak run that drops bodies unread (`recv` with `MSG_TRUNC` and no buffer: a kernel
+/// that copied would fail every read with EFAULT) counts every answer and every body
+/// byte, whole objects and ranges, short and past STREAM_BODY_BYTES, two in flight per
+/// connection: a body dropped one byte too far or too short would break the next head.
+#[test]
+fn dropped_bodies_are_counted_like_read_ones() {
+    let size = STREAM_BODY_BYTES + 65_536 + 3;
+    let data = Dataset::generate(12, 3, size);
+    let mixed = Workload {
+        mix: vec![
+            (Kind::Get, 1),
+            (Kind::Range { range_len: 65_536 }, 1),
+            (Kind::Range { range_len: 1 }, 1),
+        ],
+        ..gets()
+    };
+    let target = serve(data.clone(), false, 200);
+    let config = RunConfig {
+        verify: false,
+        discard_bodies: true,
+        ..config(target, None)
+    };
+    let stats = run(config, mixed, data).unwrap();
+    assert!(stats.requests > 6, "{}", stats.requests);
+    assert_eq!((stats.unexpected, stats.io_errors), (0, 0));
+    let gets = stats.statuses.get(&200).copied().unwrap_or(0);
+    let ranges = stats.statuses.get(&206).copied().unwrap_or(0);
+    assert_eq!(gets + ranges, stats.requests);
+    assert!(gets > 0 && ranges > 0, "{:?}", stats.statuses);
+    // Ranges are 65,536 or 1 byte: what is not whole objects is between those.
+    let range_bytes = stats.body_bytes - gets * size as u64;
+    assert!(
+        (ranges..=ranges * 65_536).contains(&range_bytes),
+        "{range_bytes}"
+    );
+    assert!(stats.window_body_bytes > 0);
 }
 
 /// Bodies longer than STREAM_BODY_BYTES are checked as they stream in, whole objects
