@@ -169,21 +169,26 @@ fn segment_calls(trace: &str, client_port: u16) -> Vec<&'static str> {
 fn read_groups_interleaved(n: &Node, objects: &[(Address, Vec<u8>)], groups: usize) {
     for group in 0..groups {
         for (addr, data) in objects {
-            let (from, to) = (group * RANGE_BYTES, (group + 1) * RANGE_BYTES - 1);
-            let answer = request(
-                n.http,
-                format!(
-                    "GET /o/{} HTTP/1.1\r\nHost: t\r\nRange: bytes={from}-{to}\r\n\
-                     Connection: close\r\n\r\n",
-                    hex(addr)
-                )
-                .as_bytes(),
-            )
-            .unwrap();
-            assert_eq!(answer.status, 206);
-            assert!(answer.body == data[from..=to]);
+            read_group(n, addr, data, group);
         }
     }
+}
+
+/// Reads group `group` of the object `addr` (holding `data`) as a range.
+fn read_group(n: &Node, addr: &Address, data: &[u8], group: usize) {
+    let (from, to) = (group * RANGE_BYTES, (group + 1) * RANGE_BYTES - 1);
+    let answer = request(
+        n.http,
+        format!(
+            "GET /o/{} HTTP/1.1\r\nHost: t\r\nRange: bytes={from}-{to}\r\n\
+             Connection: close\r\n\r\n",
+            hex(addr)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 206);
+    assert!(answer.body == data[from..=to]);
 }
 
 /// The calls that shape the segments of two whole answers of `addr` on one connection
@@ -227,6 +232,28 @@ fn a_body_whose_groups_lie_apart_in_the_arena_leaves_corked_and_is_uncorked_at_i
         calls_of_two_answers(&n, &dir, a, first),
         ["send", "sendfile", "send", "sendfile"],
         "each answer: its head alone, then one run"
+    );
+
+    // Two 1 MiB objects, a range of each object's first window, then of each one's
+    // second: the windows are read whole (the cache is below its budget) but lie apart,
+    // e0 f0 in one arena and e1 f1 in the next. A whole answer of `e` is two runs of a
+    // window each: too long to be worth the cork (`CORK_RUN_BYTES_MAX`).
+    let windows = [45, 46].map(|seed| {
+        let data = bytes(seed, 16 * RANGE_BYTES);
+        (upload(&n, &data), data)
+    });
+    for group in [0, 8] {
+        for (addr, data) in &windows {
+            read_group(&n, addr, data, group);
+        }
+        // The arena after a roll is made on the blocking pool (below).
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (e, fifth) = &windows[0];
+    assert_eq!(
+        calls_of_two_answers(&n, &dir, e, fifth),
+        ["send", "sendfile", "sendfile", "send", "sendfile", "sendfile"],
+        "each answer: its head alone, then a run per window, never corked"
     );
 
     // At its budget (8 MiB read through 4 MiB), a miss reads only its groups: one of

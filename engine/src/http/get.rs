@@ -13,7 +13,7 @@ use super::ipfs::{ipfs_block_headers, IPFS_BLOCK_BYTES_MAX};
 use super::request::{quoted_etag, Conditions, CorrId, Request};
 use super::respond::{self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE};
 use super::{write_out, Abort, Conn, HttpContext};
-use crate::limits::{COALESCE_BODY_BYTES_MAX, HEAD_WITH_BODY_BYTES_MAX};
+use crate::limits::{COALESCE_BODY_BYTES_MAX, CORK_RUN_BYTES_MAX, HEAD_WITH_BODY_BYTES_MAX};
 use crate::refusal::Refusal;
 use crate::service::{GroupStream, Object, Span};
 
@@ -310,10 +310,11 @@ async fn send_body<S: Transport>(
     Ok(())
 }
 
-/// A body's `sendfile` runs, and whether the socket is corked for them: a run that does
-/// not end the body corks it (the next run's bytes fill the segment this one leaves
-/// short), and the end of the body uncorks it. A body that leaves in one run (its groups
-/// end to end in one arena) pays no `setsockopt`.
+/// A body's `sendfile` runs, and whether the socket is corked for them: a short run
+/// (under [`CORK_RUN_BYTES_MAX`]) that does not end the body corks it (the next run's
+/// bytes fill the segment this one leaves short), and the end of the body uncorks it. A
+/// body that leaves in one run (its groups end to end in one arena), or in long runs
+/// (whole cache windows), pays no `setsockopt`.
 struct BodyRuns {
     body_bytes: u64,
     sent_bytes: u64,
@@ -342,7 +343,8 @@ impl BodyRuns {
     ) -> Result<(), Abort> {
         let run_bytes: u64 = run.iter().map(|slice| slice.len() as u64).sum();
         self.sent_bytes += run_bytes;
-        if !self.corked && self.sent_bytes < self.body_bytes {
+        let short = run_bytes < CORK_RUN_BYTES_MAX;
+        if short && !self.corked && self.sent_bytes < self.body_bytes {
             self.corked = conn.stream.plain_socket().is_some_and(|s| s.cork().is_ok());
         }
         send_file_run(ctx, conn, run).await
