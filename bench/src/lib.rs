@@ -26,6 +26,9 @@
 //! - `compare.sh`: ron vs nginx on the same datasets (many objects picked at random,
 //!   uniform or Zipf, by ron-bench and by wrk through a generated Lua script), one ratio
 //!   table.
+//! - `many_cores.sh`: ron and nginx each on S saturated CPUs, per busy server core;
+//!   `rotated_ab.sh`: two ron builds and nginx on one saturated CPU in short rounds whose
+//!   order rotates, the A/B a noisy machine can still answer (issue 54).
 //! - `examples/`: the chunk-tree overhead and the bao-tree comparison.
 //!
 //! ## Invariants
