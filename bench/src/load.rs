@@ -382,16 +382,23 @@ fn recv_discarding(socket: &TcpStream, n: usize) -> std::io::Result<usize> {
     usize::try_from(taken).map_err(|_| std::io::Error::last_os_error())
 }
 
+impl Stream {
+    /// Either stream, as the one kind both are.
+    fn io(self: Pin<&mut Self>) -> Pin<&mut dyn Io> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s),
+            Stream::Tls(s) => Pin::new(s.as_mut()),
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut [u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        self.io().poll_read(cx, buf)
     }
 }
 
@@ -401,30 +408,21 @@ impl AsyncWrite for Stream {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        self.io().poll_write(cx, buf)
     }
 
     fn poll_flush(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
+        self.io().poll_flush(cx)
     }
 
     fn poll_close(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(s).poll_close(cx),
-        }
+        self.io().poll_close(cx)
     }
 }
 
@@ -626,20 +624,12 @@ impl Conn {
     ) -> std::io::Result<Answer<'_>> {
         loop {
             if let Some((status, head_len, body_len)) = parse_head(&self.buf[..self.filled])? {
-                if self.discard {
-                    self.drop_body(head_len, body_len).await?;
-                    return Ok(Answer {
-                        corr_id: None,
-                        status,
-                        body: std::borrow::Cow::Borrowed(&[]),
-                        body_len: body_len as u64,
-                        total_len: 0,
-                        streamed: true,
-                        checked: None,
-                    });
-                }
-                if body_len > STREAM_BODY_BYTES {
-                    let checked = self.stream_body(head_len, body_len, check).await?;
+                if self.discard || body_len > STREAM_BODY_BYTES {
+                    // Dropped unread, or checked (counted) as it streams in: not held.
+                    let checked = match self.discard {
+                        true => self.drop_body(head_len, body_len).await.map(|()| None)?,
+                        false => self.stream_body(head_len, body_len, check).await?,
+                    };
                     return Ok(Answer {
                         corr_id: None,
                         status,
