@@ -51,13 +51,20 @@ pub const COALESCE_BODY_BYTES_MAX: usize = 16 * 1024;
 /// goes alone, as nginx's does (docs/PERF.md, "Where the server's core goes").
 pub const HEAD_WITH_BODY_BYTES_MAX: u64 = 64 * 1024 - 1024;
 
-/// A `sendfile` run shorter than this that does not end its body corks the socket
-/// (`TCP_CORK`, until the body's end): a run's last segment is short, and runs of a group
-/// or two (groups scattered by ranges in a full cache) would each push one. A run this
-/// long pushes one short segment per 256 KiB or more, cheaper than the cork: 1 MiB
-/// answers in two window runs went from 0.81 to 0.97 of nginx per busy core without it
-/// (docs/PERF.md, "The cork's price").
+/// Whether a `sendfile` run that does not end its body corks the socket (`TCP_CORK`,
+/// until the body's end): a run's last segment is short, and every run pushes one. The
+/// cork saves those pushes and costs about what three of them do (this VM, docs/PERF.md,
+/// "The cork's price"). So a run corks when it is short (under this: groups scattered by
+/// ranges in a full cache) or when more than [`UNCORKED_REST_BYTES_MAX`] follows it (a
+/// stream of many window runs); a long run with at most two windows behind it (a 1 MiB
+/// answer in two windows: 0.81–0.85 of nginx per busy core corked, 0.94–0.97 not)
+/// does not.
 pub const CORK_RUN_BYTES_MAX: u64 = 256 * 1024;
+
+/// A long run followed by at most this much of its body leaves the socket uncorked
+/// ([`CORK_RUN_BYTES_MAX`]): two more window runs at most, fewer pushes than the cork
+/// costs. A 256 MiB stream of window runs uncorked cost 1.2 times the same corked.
+pub const UNCORKED_REST_BYTES_MAX: u64 = 1 << 20;
 
 /// A GET body of at most this many bytes (a 64 KiB range across two groups, with room)
 /// has all its groups fetched and verified before the head is written, so a rotten

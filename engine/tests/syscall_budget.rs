@@ -6,7 +6,8 @@
 //! `sendfile` from the verified cache's arena — no body byte copied through user space,
 //! however the range cuts the groups (a small first or last slice included); and a whole
 //! body whose groups lie apart in the arena sent as a `sendfile` per run with the socket
-//! corked between them, uncorked at its end (never corked when it is one run).
+//! corked between them, uncorked at its end (never corked when it is one run, nor when
+//! it is two runs of a cache window: a 1 MiB answer).
 
 mod common;
 
@@ -278,5 +279,36 @@ fn a_body_whose_groups_lie_apart_in_the_arena_leaves_corked_and_is_uncorked_at_i
         calls_of_two_answers(&n, &dir, c, third),
         [answer, answer].concat(),
         "each answer: its head alone, then corked, a run per group, uncorked"
+    );
+}
+
+#[test]
+#[ignore = "needs strace: run by scripts/test-all.sh"]
+fn a_body_in_many_window_runs_leaves_corked() {
+    let dir = temp_dir("syscall-budget-window-runs");
+    let n = Node::start(&dir, &["--shards", "1", "--cache-bytes", "64MiB"]);
+    // A 2 MiB object whose four windows are read by ranges out of order (1, 0, 3, 2)
+    // lies in the arenas as w1 w0 w3 w2: a whole answer is four runs of a window, and
+    // more than 1 MiB follows the first (`UNCORKED_REST_BYTES_MAX`): corked.
+    let data = bytes(47, 32 * RANGE_BYTES);
+    let addr = upload(&n, &data);
+    for window in [1, 0, 3, 2] {
+        read_group(&n, &addr, &data, window * 8);
+        // An arena after a roll is made on the blocking pool.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let calls = calls_of_two_answers(&n, &dir, &addr, &data);
+    assert_eq!(
+        calls[..7],
+        ["send", "cork", "sendfile", "sendfile", "sendfile", "sendfile", "uncork"],
+        "the first answer: its head alone, then corked, a run per window, uncorked"
+    );
+    // The first answer can move windows in the cache (three runs seen in the second):
+    // still corked, still several runs.
+    let second = &calls[7..];
+    assert!(
+        second.starts_with(&["send", "cork", "sendfile", "sendfile"])
+            && second.ends_with(&["uncork"]),
+        "the second answer: {second:?}"
     );
 }

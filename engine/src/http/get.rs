@@ -13,7 +13,9 @@ use super::ipfs::{ipfs_block_headers, IPFS_BLOCK_BYTES_MAX};
 use super::request::{quoted_etag, Conditions, CorrId, Request};
 use super::respond::{self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE};
 use super::{write_out, Abort, Conn, HttpContext};
-use crate::limits::{COALESCE_BODY_BYTES_MAX, CORK_RUN_BYTES_MAX, HEAD_WITH_BODY_BYTES_MAX};
+use crate::limits::{
+    COALESCE_BODY_BYTES_MAX, CORK_RUN_BYTES_MAX, HEAD_WITH_BODY_BYTES_MAX, UNCORKED_REST_BYTES_MAX,
+};
 use crate::refusal::Refusal;
 use crate::service::{GroupStream, Object, Span};
 
@@ -310,11 +312,12 @@ async fn send_body<S: Transport>(
     Ok(())
 }
 
-/// A body's `sendfile` runs, and whether the socket is corked for them: a short run
-/// (under [`CORK_RUN_BYTES_MAX`]) that does not end the body corks it (the next run's
-/// bytes fill the segment this one leaves short), and the end of the body uncorks it. A
-/// body that leaves in one run (its groups end to end in one arena), or in long runs
-/// (whole cache windows), pays no `setsockopt`.
+/// A body's `sendfile` runs, and whether the socket is corked for them: a run that does
+/// not end the body corks it when it is short or much of the body follows it
+/// ([`CORK_RUN_BYTES_MAX`]; the next runs' bytes fill the segment this one leaves
+/// short), and the end of the body uncorks it. A body that leaves in one run (its
+/// groups end to end in one arena), or in a few long ones (a 1 MiB answer in two cache
+/// windows), pays no `setsockopt`.
 struct BodyRuns {
     body_bytes: u64,
     sent_bytes: u64,
@@ -343,8 +346,9 @@ impl BodyRuns {
     ) -> Result<(), Abort> {
         let run_bytes: u64 = run.iter().map(|slice| slice.len() as u64).sum();
         self.sent_bytes += run_bytes;
-        let short = run_bytes < CORK_RUN_BYTES_MAX;
-        if short && !self.corked && self.sent_bytes < self.body_bytes {
+        let rest = self.body_bytes.saturating_sub(self.sent_bytes);
+        let worth_cork = run_bytes < CORK_RUN_BYTES_MAX || rest > UNCORKED_REST_BYTES_MAX;
+        if worth_cork && !self.corked && rest > 0 {
             self.corked = conn.stream.plain_socket().is_some_and(|s| s.cork().is_ok());
         }
         send_file_run(ctx, conn, run).await
