@@ -53,7 +53,7 @@ pub const HEAD_WITH_BODY_BYTES_MAX: u64 = 64 * 1024 - 1024;
 
 /// Whether a `sendfile` run that does not end its body corks the socket (`TCP_CORK`,
 /// until the body's end): a run's last segment is short, and every run pushes one. The
-/// cork saves those pushes and costs about what three of them do (this VM, docs/PERF.md,
+/// cork saves those pushes and costs about what a few of them do (this VM, docs/PERF.md,
 /// "The cork's price"). So a run corks when it is short (under this: groups scattered by
 /// ranges in a full cache) or when more than [`UNCORKED_REST_BYTES_MAX`] follows it (a
 /// stream of many window runs); a long run with at most two windows behind it (a 1 MiB
