@@ -956,6 +956,14 @@ fn a_copy_rotted_past_its_parity_is_caught_by_the_audit_and_fetched_again() {
     );
 }
 
+/// PUTs `data` to `node` with `?copies=3`: created, and answered with three copies.
+fn put_three_copies(node: &Node, data: &[u8]) -> Response {
+    let r = put(node.http, "/o?copies=3", data, "");
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["copies"], 3, "{r:?}");
+    r
+}
+
 #[test]
 fn an_upload_waits_for_the_copies_it_asks_for() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -969,10 +977,8 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
         metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 2
     });
     let data = bytes(71, 150_000);
-    let r = put(nodes[0].http, "/o?copies=3", &data, "");
-    assert_eq!(r.status, 201, "{r:?}");
+    let r = put_three_copies(&nodes[0], &data);
     let addr = Address::of(&data);
-    assert_eq!(r.json()["copies"], 3, "{r:?}");
     assert_eq!(r.json()["obj"], addr.to_string());
     // Answered only once all three hold it: no waiting here.
     for n in &nodes {
@@ -1014,10 +1020,7 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
     std::thread::sleep(Duration::from_secs(12));
     assert_eq!(metric(nodes[0].admin, "ron_dht_peers_connected"), 2);
     assert!(metric(nodes[0].admin, "ron_dht_connections_kept") >= 2);
-    let after_idle = bytes(74, 40_000);
-    let r = put(nodes[0].http, "/o?copies=3", &after_idle, "");
-    assert_eq!(r.status, 201, "{r:?}");
-    assert_eq!(r.json()["copies"], 3, "{r:?}");
+    put_three_copies(&nodes[0], &bytes(74, 40_000));
 
     // A node whose peers all went away and came back without dialing it (the state a
     // network blip leaves: no connection open, its table still naming them) is not
@@ -1038,10 +1041,7 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
     });
     assert_eq!(metric(nodes[0].admin, "ron_dht_peers_connected"), 0);
     assert!(metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 2);
-    let after_blip = bytes(75, 30_000);
-    let r = put(nodes[0].http, "/o?copies=3", &after_blip, "");
-    assert_eq!(r.status, 201, "{r:?}");
-    assert_eq!(r.json()["copies"], 3, "{r:?}");
+    put_three_copies(&nodes[0], &bytes(75, 30_000));
 
     // Asking for what cannot be: 400 before a byte is stored.
     for (query, message) in [
