@@ -506,7 +506,15 @@ async fn sleep_until_ready_or(readiness: &Readiness, earliest: Option<Instant>) 
     let mut byte = [0u8; 1];
     let mut asleep = false;
     std::future::poll_fn(|cx| {
-        // Ready (with an error: an epoll set is not a socket) once the poll has fired.
+        // Woken: by the watcher's poll (the set became readable), the alarm, or a wait
+        // whose deadline comes before `earliest` (`start_deadline`). Each ends the sleep;
+        // asking the watcher which would cost a `recv` that can only fail (an epoll set
+        // is not a socket), once per sleep.
+        if asleep {
+            return Poll::Ready(());
+        }
+        asleep = true;
+        // Its poll was armed when it was made: this leaves the waker, no system call.
         if Pin::new(&mut watcher).poll_read(cx, &mut byte).is_ready() {
             return Poll::Ready(());
         }
@@ -516,13 +524,7 @@ async fn sleep_until_ready_or(readiness: &Readiness, earliest: Option<Instant>) 
         {
             return Poll::Ready(());
         }
-        let mut slots = readiness.slots.borrow_mut();
-        // Taken by a wait whose deadline comes before `earliest` (`start_deadline`).
-        if asleep && slots.pump_sleep.is_none() {
-            return Poll::Ready(());
-        }
-        asleep = true;
-        slots.pump_sleep = Some((earliest, cx.waker().clone()));
+        readiness.slots.borrow_mut().pump_sleep = Some((earliest, cx.waker().clone()));
         Poll::Pending
     })
     .await;
@@ -534,8 +536,8 @@ async fn sleep_until_ready_or(readiness: &Readiness, earliest: Option<Instant>) 
 ///
 /// glommio 0.9 offers no readiness wait for a raw descriptor; a glommio socket made
 /// from one arms an io_uring read-readiness poll on it at once, and its first read
-/// waits for that poll — which is all that is used of it. It owns its duplicate and
-/// closes it when dropped.
+/// leaves the waker for that poll — which is all that is used of it. It owns its
+/// duplicate and closes it when dropped.
 fn epoll_watcher(epoll: &Epoll) -> io::Result<glommio::net::UnixStream> {
     let fd: OwnedFd = epoll.0.as_fd().try_clone_to_owned()?;
     let raw = fd.into_raw_fd();
