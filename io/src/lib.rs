@@ -14,6 +14,8 @@
 //! - [`readiness`]: one edge-triggered epoll set per shard thread and the pump task
 //!   that wakes the connections waiting on it ([`stream::PolledTcp`]), so a busy shard
 //!   is not interrupted by an io_uring poll completing for every request.
+//! - [`idle_wait`]: when the pump may wait out a busy shard's short quiet spell in
+//!   `epoll_pwait2` instead of glommio's reactor, and the call.
 //! - [`socket_calls`]: `recv`, `send` and `sendmsg` as raw system calls (libc's
 //!   wrappers add two atomics per call for thread cancellation, which ron never uses).
 //! - [`memory`]: an in-memory `Transport` (given input, collected output, no socket)
@@ -26,9 +28,12 @@
 //! buffers with the engine (`engine/src/buffers.rs`), beside their only users.
 //!
 //! ## Invariants
-//! Nothing here blocks the reactor thread; a listener is created on the executor
+//! Nothing here blocks the reactor thread but the pump's idle wait: when the shard has
+//! no task to run and no ready socket, for at most [`idle_wait::IDLE_WAIT_BUDGET`] in
+//! all between two visits to glommio's reactor. A listener is created on the executor
 //! thread that will accept on it.
 
+pub mod idle_wait;
 pub mod listener;
 pub mod memory;
 pub mod readiness;

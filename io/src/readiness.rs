@@ -25,10 +25,13 @@
 //!   and wakes the waiters named; while it finds some, its next round runs behind the
 //!   tasks it woke, and every [`YIELD_ROUNDS_MAX`] rounds after glommio has polled its
 //!   rings (disk completions and timers wait for that).
-//! - A round that finds nothing makes the pump wait for the epoll set itself to become
-//!   readable, through glommio: one io_uring poll for all of the shard's connections,
-//!   so an idle shard sleeps in glommio's reactor as before, and only its first
-//!   wake-up after a quiet spell can interrupt it.
+//! - A round that finds nothing first waits for an event in `epoll_pwait2` itself,
+//!   within a budget of [`IDLE_WAIT_BUDGET`](crate::idle_wait::IDLE_WAIT_BUDGET) between two visits to glommio's reactor
+//!   ([`crate::idle_wait`]): a busy shard's short quiet spells cost it one call, not a
+//!   reactor's sleep. A spell the budget does not cover makes the pump wait for the
+//!   epoll set itself to become readable, through glommio: one io_uring poll for all
+//!   of the shard's connections, so an idle shard sleeps in glommio's reactor as
+//!   before, and only its first wake-up after a quiet spell can interrupt it.
 //! - A wait with a timeout writes its deadline into its slot; the pump keeps the
 //!   earliest deadlines in a heap (one entry per waiting direction at most), fails the
 //!   waits whose deadline has passed on its rounds through the reactor, and sleeps no
@@ -58,6 +61,8 @@ use futures_lite::{AsyncRead, FutureExt};
 use glommio::timer::Timer;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+
+use crate::idle_wait::{wait_for_events, IdleWaits};
 
 /// Ready sockets taken from the list per `epoll_wait`.
 pub const EVENTS_PER_ROUND_MAX: usize = 256;
@@ -218,11 +223,23 @@ impl Readiness {
     /// names; how many events there were.
     fn collect(&self, events: &mut [EpollEvent]) -> usize {
         let found = self.epoll.wait(events, 0).unwrap_or(0);
+        self.wake_all(&events[..found]);
+        found
+    }
+
+    /// [`Readiness::collect`], waiting at most `timeout` for a first event (blocking the
+    /// thread: [`crate::idle_wait`]).
+    fn collect_within(&self, events: &mut [EpollEvent], timeout: Duration) -> io::Result<usize> {
+        let found = wait_for_events(self.epoll.0.as_fd(), events, timeout)?;
+        self.wake_all(&events[..found]);
+        Ok(found)
+    }
+
+    fn wake_all(&self, events: &[EpollEvent]) {
         let mut slots = self.slots.borrow_mut();
-        for event in &events[..found] {
+        for event in events {
             slots.wake(Token::from_data(event.data()), event.events());
         }
-        found
     }
 
     /// Fails the waits whose deadline is not after `now`; the earliest deadline left.
@@ -474,15 +491,30 @@ impl Drop for Registration {
 /// that re-arms glommio's preemption timer. Every [`YIELD_ROUNDS_MAX`] rounds one
 /// waits for the reactor instead (a timer of [`ROUND_TIMER`]), so disk completions
 /// and timers are never held back by a stream of ready sockets. Deadlines are checked
-/// on those rounds and before every sleep.
+/// on those rounds and before every sleep. A round that finds nothing waits for the
+/// next event in `epoll_pwait2` while the budget of [`crate::idle_wait`] allows, and
+/// sleeps in the reactor when it does not or no event comes.
 async fn pump(readiness: Rc<Readiness>) {
     let mut events = vec![EpollEvent::empty(); EVENTS_PER_ROUND_MAX];
     let mut rounds_without_reactor = 0;
+    let mut idle = IdleWaits::new();
     loop {
-        if readiness.collect(&mut events) == 0 {
+        let mut found = readiness.collect(&mut events);
+        if found == 0 {
+            if let Some(timeout) = idle.next() {
+                // Tasks already runnable go first: the wait blocks the thread.
+                futures_lite::future::yield_now().await;
+                let started = Instant::now();
+                let outcome = readiness.collect_within(&mut events, timeout);
+                found = idle.waited(outcome, started.elapsed());
+            }
+        }
+        if found == 0 {
             rounds_without_reactor = 0;
-            let earliest = readiness.expire(Instant::now());
+            let now = Instant::now();
+            let earliest = readiness.expire(now);
             sleep_until_ready_or(&readiness, earliest).await;
+            idle.slept(now.elapsed());
         } else if rounds_without_reactor < YIELD_ROUNDS_MAX {
             rounds_without_reactor += 1;
             futures_lite::future::yield_now().await;
@@ -490,6 +522,7 @@ async fn pump(readiness: Rc<Readiness>) {
             rounds_without_reactor = 0;
             readiness.expire(Instant::now());
             glommio::timer::sleep(ROUND_TIMER).await;
+            idle.visited_reactor();
         }
     }
 }
