@@ -28,13 +28,10 @@
 //! the reactor until one of them is shorter than the budget, so an idle or lightly
 //! loaded shard does not pay a timed-out wait (a timer interrupt, two context
 //! switches) per request. A kernel without `epoll_pwait2` (before 5.11) never waits
-//! here.
+//! here. The call itself is [`crate::socket_calls::epoll_events_within`].
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
-
-use nix::sys::epoll::EpollEvent;
 
 /// The most a pump blocks in `epoll_pwait2`, in all, between two visits to glommio's
 /// reactor; also the longest quiet spell it waits out there.
@@ -98,40 +95,6 @@ impl IdleWaits {
     }
 }
 
-/// `epoll_pwait2(2)`: the events on `epoll`'s ready list, waiting for one at most
-/// `timeout`; 0 when none came.
-pub(crate) fn wait_for_events(
-    epoll: BorrowedFd<'_>,
-    events: &mut [EpollEvent],
-    timeout: Duration,
-) -> io::Result<usize> {
-    let timeout = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
-    };
-    let room = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
-    #[allow(unsafe_code)]
-    // SAFETY: `EpollEvent` is `repr(transparent)` over `libc::epoll_event`, so `events`
-    // is `room` writable `epoll_event`s for the duration of the call; `epoll` is an
-    // open descriptor (borrowed for the call); `timeout` lives across it; a null
-    // signal mask is what `epoll_pwait2(2)` takes for "leave the mask alone".
-    let found = unsafe {
-        libc::syscall(
-            libc::SYS_epoll_pwait2,
-            libc::c_long::from(epoll.as_raw_fd()),
-            events.as_mut_ptr().cast::<libc::epoll_event>(),
-            libc::c_long::from(room),
-            &timeout as *const libc::timespec,
-            std::ptr::null::<libc::sigset_t>(),
-            0 as libc::size_t,
-        )
-    };
-    match usize::try_from(found) {
-        Ok(found) => Ok(found.min(events.len())),
-        Err(_) => Err(io::Error::last_os_error()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,24 +146,5 @@ mod tests {
         assert_eq!(idle.waited(Err(missing), Duration::ZERO), 0);
         idle.slept(US);
         assert_eq!(idle.next(), None);
-    }
-
-    #[test]
-    fn the_call_returns_what_is_ready_or_nothing_after_its_timeout() {
-        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollFlags};
-        use std::os::fd::AsFd;
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
-        let mut events = [EpollEvent::empty(); 4];
-        let started = std::time::Instant::now();
-        let found = wait_for_events(epoll.0.as_fd(), &mut events, 200 * US).unwrap();
-        assert_eq!(found, 0);
-        assert!(started.elapsed() >= 200 * US, "it waited for its timeout");
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        epoll
-            .add(a.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 7))
-            .unwrap();
-        std::io::Write::write_all(&mut &b, b"x").unwrap();
-        let found = wait_for_events(epoll.0.as_fd(), &mut events, IDLE_WAIT_BUDGET).unwrap();
-        assert_eq!((found, events[0].data()), (1, 7));
     }
 }

@@ -62,7 +62,8 @@ use glommio::timer::Timer;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
-use crate::idle_wait::{wait_for_events, IdleWaits};
+use crate::idle_wait::IdleWaits;
+use crate::socket_calls::{epoll_events_within, epoll_ready_events};
 
 /// Ready sockets taken from the list per `epoll_wait`.
 pub const EVENTS_PER_ROUND_MAX: usize = 256;
@@ -222,7 +223,7 @@ impl Readiness {
     /// Takes what is on the ready list (without waiting) and wakes the waiters it
     /// names; how many events there were.
     fn collect(&self, events: &mut [EpollEvent]) -> usize {
-        let found = self.epoll.wait(events, 0).unwrap_or(0);
+        let found = epoll_ready_events(self.epoll.0.as_fd(), events).unwrap_or(0);
         self.wake_all(&events[..found]);
         found
     }
@@ -230,7 +231,7 @@ impl Readiness {
     /// [`Readiness::collect`], waiting at most `timeout` for a first event (blocking the
     /// thread: [`crate::idle_wait`]).
     fn collect_within(&self, events: &mut [EpollEvent], timeout: Duration) -> io::Result<usize> {
-        let found = wait_for_events(self.epoll.0.as_fd(), events, timeout)?;
+        let found = epoll_events_within(self.epoll.0.as_fd(), events, timeout)?;
         self.wake_all(&events[..found]);
         Ok(found)
     }
