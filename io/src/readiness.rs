@@ -26,9 +26,9 @@
 //!   tasks it woke, and every [`YIELD_ROUNDS_MAX`] rounds after glommio has polled its
 //!   rings (disk completions and timers wait for that).
 //! - A round that finds nothing first waits for an event in `epoll_pwait2` itself,
-//!   within a budget of [`IDLE_WAIT_BUDGET`](crate::idle_wait::IDLE_WAIT_BUDGET) between two visits to glommio's reactor
-//!   ([`crate::idle_wait`]): a busy shard's short quiet spells cost it one call, not a
-//!   reactor's sleep. A spell the budget does not cover makes the pump wait for the
+//!   within a budget between two visits to glommio's reactor ([`crate::idle_wait`],
+//!   [`IDLE_WAIT_BUDGET`](crate::idle_wait::IDLE_WAIT_BUDGET)): a busy shard's short
+//!   quiet spells cost it one call, not a reactor's sleep. A spell the budget does not cover makes the pump wait for the
 //!   epoll set itself to become readable, through glommio: one io_uring poll for all
 //!   of the shard's connections, so an idle shard sleeps in glommio's reactor as
 //!   before, and only its first wake-up after a quiet spell can interrupt it.
@@ -45,7 +45,8 @@
 //! on the list for the next round). The deadline heap holds at most two live entries
 //! per slot; entries of closed sockets are dropped when they come up, or all at once
 //! when they outnumber the live ones (`Slots::compact_deadlines`). A deadline is
-//! noticed at most [`YIELD_ROUNDS_MAX`] pump rounds late on a busy shard.
+//! noticed at most [`YIELD_ROUNDS_MAX`] pump rounds (and the idle wait's budget) late
+//! on a busy shard.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
