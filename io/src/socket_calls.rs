@@ -128,15 +128,15 @@ pub fn epoll_ready_events(epoll: BorrowedFd<'_>, events: &mut [EpollEvent]) -> i
     result(found).map(|found| found.min(events.len()))
 }
 
-/// The events on `epoll`'s ready list, waiting for a first one at most `timeout` (under
-/// a second; `epoll_pwait2(2)`, Linux 5.11: `ENOSYS` before); 0 when none came.
+/// The events on `epoll`'s ready list, waiting for a first one at most `timeout`
+/// (`epoll_pwait2(2)`, Linux 5.11: `ENOSYS` before); 0 when none came.
 pub fn epoll_events_within(
     epoll: BorrowedFd<'_>,
     events: &mut [EpollEvent],
     timeout: Duration,
 ) -> io::Result<usize> {
     let timeout = libc::timespec {
-        tv_sec: 0,
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
     };
     let room = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
