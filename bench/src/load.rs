@@ -363,6 +363,14 @@ impl Stream {
             Stream::Tls(_) => Err(std::io::ErrorKind::Unsupported.into()),
         }
     }
+
+    /// Either stream, as the one kind both are.
+    fn io(self: Pin<&mut Self>) -> Pin<&mut dyn Io> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s),
+            Stream::Tls(s) => Pin::new(s.as_mut()),
+        }
+    }
 }
 
 /// One non-blocking `recv(MSG_TRUNC)` of at most `n` bytes.
@@ -380,16 +388,6 @@ fn recv_discarding(socket: &TcpStream, n: usize) -> std::io::Result<usize> {
         )
     };
     usize::try_from(taken).map_err(|_| std::io::Error::last_os_error())
-}
-
-impl Stream {
-    /// Either stream, as the one kind both are.
-    fn io(self: Pin<&mut Self>) -> Pin<&mut dyn Io> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s),
-            Stream::Tls(s) => Pin::new(s.as_mut()),
-        }
-    }
 }
 
 impl AsyncRead for Stream {
@@ -626,9 +624,11 @@ impl Conn {
             if let Some((status, head_len, body_len)) = parse_head(&self.buf[..self.filled])? {
                 if self.discard || body_len > STREAM_BODY_BYTES {
                     // Dropped unread, or checked (counted) as it streams in: not held.
-                    let checked = match self.discard {
-                        true => self.drop_body(head_len, body_len).await.map(|()| None)?,
-                        false => self.stream_body(head_len, body_len, check).await?,
+                    let checked = if self.discard {
+                        self.drop_body(head_len, body_len).await?;
+                        None
+                    } else {
+                        self.stream_body(head_len, body_len, check).await?
                     };
                     return Ok(Answer {
                         corr_id: None,

@@ -109,23 +109,7 @@ pub fn set_cork(socket: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 /// The events on `epoll`'s ready list, without waiting (`epoll_pwait(2)` with no
 /// timeout and no signal mask: `epoll_wait`, which not every architecture has).
 pub fn epoll_ready_events(epoll: BorrowedFd<'_>, events: &mut [EpollEvent]) -> io::Result<usize> {
-    let room = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
-    #[allow(unsafe_code)]
-    // SAFETY: `EpollEvent` is `repr(transparent)` over `libc::epoll_event`, so `events`
-    // is `room` writable `epoll_event`s for the duration of the call; `epoll` is an
-    // open descriptor; a null signal mask leaves the thread's alone.
-    let found = unsafe {
-        libc::syscall(
-            libc::SYS_epoll_pwait,
-            libc::c_long::from(epoll.as_raw_fd()),
-            events.as_mut_ptr().cast::<libc::epoll_event>(),
-            libc::c_long::from(room),
-            0 as libc::c_long,
-            std::ptr::null::<libc::sigset_t>(),
-            0 as libc::size_t,
-        )
-    };
-    result(found).map(|found| found.min(events.len()))
+    epoll_pwait_call(libc::SYS_epoll_pwait, epoll, events, 0)
 }
 
 /// The events on `epoll`'s ready list, waiting for a first one at most `timeout`
@@ -139,16 +123,32 @@ pub fn epoll_events_within(
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
     };
+    // The pointer is read by the kernel during the call, while `timeout` lives.
+    let timeout_arg = &timeout as *const libc::timespec as libc::c_long;
+    epoll_pwait_call(libc::SYS_epoll_pwait2, epoll, events, timeout_arg)
+}
+
+/// `epoll_pwait` or `epoll_pwait2` (`call`), which differ only in their timeout: an
+/// `int` of milliseconds or a `timespec` pointer (`timeout`), with no signal mask.
+fn epoll_pwait_call(
+    call: libc::c_long,
+    epoll: BorrowedFd<'_>,
+    events: &mut [EpollEvent],
+    timeout: libc::c_long,
+) -> io::Result<usize> {
     let room = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
     #[allow(unsafe_code)]
-    // SAFETY: as in `epoll_ready_events`; `timeout` lives across the call.
+    // SAFETY: `EpollEvent` is `repr(transparent)` over `libc::epoll_event`, so `events`
+    // is `room` writable `epoll_event`s for the duration of the call; `epoll` is an
+    // open descriptor; `timeout` is what `call` takes (its callers above); a null
+    // signal mask leaves the thread's alone.
     let found = unsafe {
         libc::syscall(
-            libc::SYS_epoll_pwait2,
+            call,
             libc::c_long::from(epoll.as_raw_fd()),
             events.as_mut_ptr().cast::<libc::epoll_event>(),
             libc::c_long::from(room),
-            &timeout as *const libc::timespec,
+            timeout,
             std::ptr::null::<libc::sigset_t>(),
             0 as libc::size_t,
         )
