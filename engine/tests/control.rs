@@ -429,9 +429,15 @@ fn readiness_flips_under_an_in_flight_flood_and_back() {
     wait_for("the refusals counted", Duration::from_secs(5), || {
         metric(n.admin, "ron_rejections_total{reason=\"overloaded\"}") >= refused
     });
-    wait_for("readiness", Duration::from_secs(5), || {
-        get(n.admin, "/readyz").unwrap().status == 200
-    });
+    // A request's slot is freed just after its answer leaves.
+    wait_for(
+        "readiness, nothing in flight",
+        Duration::from_secs(5),
+        || {
+            let r = get(n.admin, "/readyz").unwrap();
+            r.status == 200 && r.json()["shards"][0]["inflight"] == 0
+        },
+    );
     let report = get(n.admin, "/readyz").unwrap().json();
     assert_eq!(report["overloaded"], false);
     assert_eq!(report["shards"][0]["inflight"], 0);
@@ -567,9 +573,20 @@ fn metrics_parse_with_an_independent_prometheus_parser() {
     }
     let stats = "ron_request_duration_seconds_count{protocol=\"oap\",op=\"stat\"}";
     let puts = "ron_request_duration_seconds_count{protocol=\"http\",op=\"put\"}";
-    wait_for("latency histograms", Duration::from_secs(5), || {
-        try_metric(n.admin, stats) == Some(1) && try_metric(n.admin, puts) == Some(1)
-    });
+    // Histograms and quota rejections reach /metrics with each shard's next report; a
+    // request is counted once its answer has left.
+    let rejected = "ron_quota_rejections_total{tenant=\"a\",limit=\"requests\"}";
+    let refused = "ron_requests_total{protocol=\"http\",op=\"get\",status=\"429\"}";
+    wait_for(
+        "latency histograms and the refusals",
+        Duration::from_secs(5),
+        || {
+            try_metric(n.admin, stats) == Some(1)
+                && try_metric(n.admin, puts) == Some(1)
+                && try_metric(n.admin, rejected) == Some(2)
+                && try_metric(n.admin, refused) == Some(2)
+        },
+    );
     let text = String::from_utf8(get(n.admin, "/metrics").unwrap().body).unwrap();
 
     // Every line is something the parser recognises.
