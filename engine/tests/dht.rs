@@ -617,10 +617,11 @@ fn a_read_through_copy_left_alone_is_rescued_to_three_verified_copies() {
     let r = get(nodes[reader].http, &format!("/o/{addr}")).unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, data);
-    assert!(
-        holds(&nodes[reader], &addr),
-        "the read-through copy is stored"
-    );
+    // The answer streams each group as the fetch verifies it; the copy is stored when
+    // the fetch commits, which may be just after the last byte left.
+    wait_for("the read-through copy stored", WAIT, || {
+        holds(&nodes[reader], &addr)
+    });
     assert_eq!(kept_copies(&nodes[reader]), 0, "and evictable");
 
     let mut victims = holders.clone();
