@@ -158,7 +158,8 @@ impl GroupStream {
     pub async fn next(&mut self) -> Option<Result<VerifiedGroup, Refusal>> {
         match self {
             GroupStream::Stored(s) => s.next().await,
-            GroupStream::Fetching(f) => f.next().await,
+            // Boxed: a read-through's wait is not carried by every stored answer's.
+            GroupStream::Fetching(f) => Box::pin(f.next()).await,
         }
     }
 

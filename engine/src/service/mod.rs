@@ -240,7 +240,8 @@ impl Service {
         match self.shard.meta(addr).await {
             Ok(meta) => Ok(Object::Stored(meta)),
             Err(e) if e.code() == ErrorCode::NotFound => match &self.read_through {
-                Some(read_through) => self.read_through(read_through, addr).await,
+                // Boxed: a read-through's state is not carried by every request's.
+                Some(read_through) => Box::pin(self.read_through(read_through, addr)).await,
                 None => Err(e.into()),
             },
             Err(e) => Err(e.into()),
@@ -301,9 +302,10 @@ impl Service {
             Object::Stored(meta) => {
                 GroupStream::Stored(StoredStream::open(shard, Rc::clone(meta), span).await?)
             }
-            Object::Fetching { flight, .. } => {
-                GroupStream::Fetching(FetchStream::open(shard, Rc::clone(flight), span).await?)
-            }
+            // Boxed: a read-through's state is not carried by every request's.
+            Object::Fetching { flight, .. } => GroupStream::Fetching(
+                Box::pin(FetchStream::open(shard, Rc::clone(flight), span)).await?,
+            ),
         })
     }
 

@@ -107,6 +107,14 @@ impl Shard {
         if let Some(meta) = self.cached_meta(addr) {
             return Ok(meta);
         }
+        // Boxed, like every miss below: a hit then carries none of a load's state in
+        // its caller's future, which each request moves whole into its box.
+        Box::pin(self.meta_missed(addr)).await
+    }
+
+    /// The metadata of an object not in the cache: loaded, or a load already running
+    /// waited for.
+    async fn meta_missed(&self, addr: &Address) -> Result<Rc<ObjectMeta>, ShardError> {
         if let Some(waiting) = self.join_meta_load(addr) {
             StorageCounters::add(&self.metrics.meta_load_waits, 1);
             if let Some(Some(meta)) = waiting.recv().await {
@@ -189,6 +197,15 @@ impl Shard {
         if let Some(cached) = self.cached_group(meta, &key) {
             return Ok(cached);
         }
+        Box::pin(self.group_missed(meta, group)).await
+    }
+
+    /// A group not in the cache: read with the rest of its window, or alone.
+    async fn group_missed(
+        &self,
+        meta: &ObjectMeta,
+        group: GroupIndex,
+    ) -> Result<GroupBytes, ShardError> {
         if let Some(mut widened) = self.read_widened(meta, group, 1).await {
             if let Some(one) = widened.pop() {
                 return Ok(one);
@@ -282,6 +299,16 @@ impl Shard {
         if let Some(cached) = self.cached_groups(meta, first, count) {
             return Ok(cached);
         }
+        Box::pin(self.groups_missed(meta, first, count)).await
+    }
+
+    /// Groups not all in the cache: read with the rest of their windows, or alone.
+    async fn groups_missed(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+    ) -> Result<Vec<GroupBytes>, ShardError> {
         if let Some(widened) = self.read_widened(meta, first, count).await {
             return Ok(widened);
         }
