@@ -294,19 +294,26 @@ fn uploads_are_copied_to_their_placement_one_copy_per_zone() {
         assert_eq!(r.status, 200);
         assert!(r.body == *data, "{addr} from node {}", copies[0]);
     }
-    // Every copy was asked for, pulled and kept — none is an evictable cache.
-    let pulled: u64 = nodes
-        .iter()
-        .map(|n| metric(n.admin, "ron_replication_pulls_total"))
-        .sum();
-    assert_eq!(pulled, copies_made);
-    assert_eq!(
+    // Every copy was asked for, pulled and kept — none is an evictable cache. A pull is
+    // counted after its copy is committed, and A counts a copy held when the holder's
+    // answer arrives: both may trail the audits that saw the copies.
+    let pulled = || -> u64 {
+        nodes
+            .iter()
+            .map(|n| metric(n.admin, "ron_replication_pulls_total"))
+            .sum()
+    };
+    let held_counted = || {
         gauge(
             nodes[0].admin,
-            "ron_replication_copies_total{outcome=\"held\"}"
-        ),
-        Some(copies_made as f64)
-    );
+            "ron_replication_copies_total{outcome=\"held\"}",
+        )
+    };
+    wait_for("every copy counted", WAIT, || {
+        pulled() >= copies_made && held_counted() >= Some(copies_made as f64)
+    });
+    assert_eq!(pulled(), copies_made);
+    assert_eq!(held_counted(), Some(copies_made as f64));
     let bytes_copied: u64 = nodes
         .iter()
         .map(|n| metric(n.admin, "ron_replication_bytes_total"))
