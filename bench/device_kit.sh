@@ -86,6 +86,8 @@ check() {
   echo "kit built from $(head -1 "$KIT/REVISION")$(sed -n 2p "$KIT/REVISION" | sed 's/^/, /')"
   echo "CPUs $(nproc), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
   echo "C library: $(ldd --version 2>&1 | head -1)"
+  # BBR paces in the socket on loopback; others do not: it decides how a head is sent.
+  echo "TCP congestion control: $(cat /proc/sys/net/ipv4/tcp_congestion_control)"
   local missing=() c
   for c in python3 awk taskset pgrep seq paste sed tail timeout; do
     command -v "$c" >/dev/null || missing+=("$c")

@@ -272,7 +272,7 @@ for s in $SHARDS; do
 done
 
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
-echo "machine: $CPUS CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
+echo "machine: $CPUS CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r), TCP congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control)"
 echo "ron binary $RON (tree at $git_rev)${OTHER_RON:+; ron B binary $OTHER_RON}; nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron --cache-bytes $CACHE_BYTES; ron-bench ${PEAK[*]}; $RUNS runs x ${DURATION}s, medians"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # col SERVER FIELD and per SERVER FIELD (req/s over that field) for $s and $w: medians.

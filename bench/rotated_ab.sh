@@ -93,7 +93,7 @@ sleep 1
 
 ports=("$PORT" $((PORT + 10)) $((PORT + 20)))
 : >"$WORK/rounds.txt"
-echo "ron $RON (warmed: $WARM_A), ron B $OTHER_RON (warmed: $WARM_B), nginx; $WORKLOAD, $CONNS connections"
+echo "ron $RON (warmed: $WARM_A), ron B $OTHER_RON (warmed: $WARM_B), nginx; $WORKLOAD, $CONNS connections; TCP congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control)"
 echo "round: MB/s and CPU 0 busy of ron, ron B, nginx"
 for round in $(seq 1 "$ROUNDS"); do
   declare -A got=()

@@ -2,8 +2,9 @@
 //! from the node's own calls (strace, attached and detached by PID): the request read
 //! in one `recv` and none that finds the socket empty (the read came back short, so the
 //! shard waits for the next input edge without asking the kernel again), and a 64 KiB
-//! range over two cached groups answered with its head in one send and its body in one
-//! `sendfile` from the verified cache's arena — no body byte copied through user space,
+//! range over two cached groups answered with its head in one send (waiting for the
+//! body, `MSG_MORE`, unless the socket's congestion control paces its sends) and its
+//! body in one `sendfile` from the verified cache's arena — no body byte copied through user space,
 //! however the range cuts the groups (a small first or last slice included); and a whole
 //! body whose groups lie apart in the arena sent as a `sendfile` per run with the socket
 //! corked between them, uncorked at its end (never corked when it is one run, nor when
@@ -146,6 +147,23 @@ fn a_keep_alive_range_costs_one_read_one_empty_read_one_head_send_and_one_sendfi
         "a body in one run is never corked: {seen}"
     );
     assert_eq!(body_bytes, (REQUESTS * RANGE_BYTES) as i64, "{seen}");
+    // A head waits for its body (`MSG_MORE`: it rides in the body's first packet)
+    // unless the socket's congestion control paces its sends, as BBR does; then it
+    // goes alone. The node's socket runs the system's default.
+    let default = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .expect("Linux names its default congestion control");
+    let paced = default.trim().starts_with("bbr");
+    let peer = format!("->127.0.0.1:{client_port}]>");
+    let heads_waiting = trace
+        .lines()
+        .filter(|l| l.contains(&peer) && l.contains("sendto(") && l.contains("MSG_MORE"))
+        .count();
+    assert_eq!(
+        heads_waiting,
+        if paced { 0 } else { REQUESTS },
+        "heads sent with MSG_MORE under {}: {seen}",
+        default.trim()
+    );
 }
 
 /// What `strace -yy` shows of the calls on the connection to `client_port` that shape a

@@ -17,7 +17,9 @@
 //! - [`idle_wait`]: when the pump may wait out a busy shard's short quiet spell in
 //!   `epoll_pwait2` instead of glommio's reactor, and the call.
 //! - [`socket_calls`]: `recv`, `send` and `sendmsg` as raw system calls (libc's
-//!   wrappers add two atomics per call for thread cancellation, which ron never uses).
+//!   wrappers add two atomics per call for thread cancellation, which ron never uses),
+//!   and the socket options the sends depend on (`TCP_CORK`, `TCP_CONGESTION`: whether
+//!   a socket paces its sends).
 //! - [`memory`]: an in-memory `Transport` (given input, collected output, no socket)
 //!   that drives the front ends without the network (fuzzing, tests).
 //! - [`tls`]: rustls server configuration (ring provider, ALPN `oap/1` and `http/1.1`)

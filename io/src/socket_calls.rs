@@ -1,6 +1,7 @@
 //! The socket calls a shard makes for every request — `recv`, `send`, `sendmsg`, and
 //! the readiness pump's `epoll_pwait` and `epoll_pwait2` — made as raw system calls
-//! rather than through libc's wrappers.
+//! rather than through libc's wrappers; and the socket options the sends depend on
+//! (`TCP_CORK`, `TCP_CONGESTION`).
 //!
 //! glibc (2.34 on) brackets every call that is a thread-cancellation point with two
 //! atomic read-modify-writes of the calling thread's cancel state
@@ -104,6 +105,54 @@ pub fn set_cork(socket: BorrowedFd<'_>, on: bool) -> io::Result<()> {
         )
     };
     result(set as libc::c_long).map(drop)
+}
+
+/// The longest congestion-control name the kernel keeps (`TCP_CA_NAME_MAX`).
+const CONGESTION_NAME_BYTES_MAX: usize = 16;
+
+/// A TCP socket's congestion control, by name (`TCP_CONGESTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CongestionControl {
+    name: [u8; CONGESTION_NAME_BYTES_MAX],
+}
+
+impl CongestionControl {
+    /// Its name as the kernel gives it (`cubic`, `bbr`, ...).
+    pub fn name(&self) -> &str {
+        let len = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.name.len());
+        std::str::from_utf8(&self.name[..len]).unwrap_or("")
+    }
+
+    /// Whether it paces its own sends (BBR, every version): with no fq qdisc on the
+    /// device to pace them (loopback, and most devices by default) the socket then
+    /// holds a short segment sent right behind a full one back with a timer.
+    pub fn paces_sends(&self) -> bool {
+        self.name().starts_with("bbr")
+    }
+}
+
+/// The congestion control `socket` (TCP) runs: the system's default when it was
+/// accepted, a route's, or one set on it.
+pub fn congestion_control(socket: BorrowedFd<'_>) -> io::Result<CongestionControl> {
+    let mut name = [0u8; CONGESTION_NAME_BYTES_MAX];
+    let mut len = name.len() as libc::socklen_t;
+    #[allow(unsafe_code)]
+    // SAFETY: `name` is writable for `len` bytes and `len` is a writable `socklen_t`
+    // for the duration of the call; `socket` is an open descriptor.
+    let got = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    result(got as libc::c_long).map(|_| CongestionControl { name })
 }
 
 /// The events on `epoll`'s ready list, without waiting (`epoll_pwait(2)` with no
@@ -213,6 +262,44 @@ mod tests {
             ),
             "{kind:?}"
         );
+    }
+
+    #[test]
+    fn a_socket_names_its_congestion_control_and_whether_it_paces_its_sends() {
+        let (server, _client) = pair();
+        let default = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+            .expect("Linux names its default congestion control");
+        let running = congestion_control(server.as_fd()).unwrap();
+        assert_eq!(running.name(), default.trim());
+        // Reno is built into every kernel and any user may choose it.
+        let reno = c"reno";
+        #[allow(unsafe_code)]
+        // SAFETY: `reno` is readable for the length passed; the socket is open.
+        let set = unsafe {
+            libc::setsockopt(
+                server.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_CONGESTION,
+                reno.as_ptr().cast(),
+                reno.to_bytes().len() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "{}", io::Error::last_os_error());
+        let reno = congestion_control(server.as_fd()).unwrap();
+        assert_eq!(reno.name(), "reno");
+        assert!(!reno.paces_sends());
+        let named = |name: &str| {
+            let mut bytes = [0u8; CONGESTION_NAME_BYTES_MAX];
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+            CongestionControl { name: bytes }
+        };
+        for pacing in ["bbr", "bbr2", "bbr3"] {
+            assert!(named(pacing).paces_sends(), "{pacing}");
+        }
+        for not_pacing in ["cubic", "reno", "dctcp", "htcp", ""] {
+            assert!(!named(not_pacing).paces_sends(), "{not_pacing}");
+        }
+        assert_eq!(named("sixteen-letters!").name(), "sixteen-letters!");
     }
 
     #[test]

@@ -137,6 +137,12 @@ impl<'a> PlainSocket<'a> {
         socket_calls::set_cork(self.0, false)
     }
 
+    /// The socket's congestion control: whether it paces its sends decides if a head
+    /// may wait for a long body (`MSG_MORE`).
+    pub fn congestion_control(&self) -> io::Result<socket_calls::CongestionControl> {
+        socket_calls::congestion_control(self.0)
+    }
+
     /// Sends what of `buf` fits now, telling the kernel more follows at once (the bytes
     /// wait to share a segment with the next send instead of leaving alone).
     pub fn send_more(&self, buf: &[u8]) -> io::Result<usize> {

@@ -245,7 +245,8 @@ fn write_head<S>(
 /// Writes the head (in `wbuf`) and the body, one verified group slice at a time. A
 /// small whole body rides with the head (one send). Larger slices that lie in the
 /// verified cache's arenas go out with `sendfile` on plain TCP (no copy; the head is sent
-/// with `MSG_MORE` so it shares the body's packet when both fit one, else alone — see
+/// with `MSG_MORE` so it shares the body's first packet, alone only when the body is
+/// longer than a packet and the socket paces its sends — see
 /// `HEAD_WITH_BODY_BYTES_MAX`), one call per run of slices
 /// that lie end to end in one arena; the rest are written from the verified buffers.
 async fn send_body<S: Transport>(
@@ -274,7 +275,7 @@ async fn send_body<S: Transport>(
             head_sent = true;
             let head_fits_body_packet =
                 conn.wbuf.len() as u64 + span.len <= HEAD_WITH_BODY_BYTES_MAX;
-            if zero_copy && head_fits_body_packet {
+            if zero_copy && (head_fits_body_packet || conn.head_joins_long_body()) {
                 send_head_more(ctx, conn).await?;
             } else if !zero_copy && slice.len() <= COALESCE_BODY_BYTES_MAX {
                 send_head_with(ctx, conn, &slice).await?;

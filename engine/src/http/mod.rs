@@ -178,6 +178,9 @@ struct Conn<S> {
     ticket: Option<Ticket>,
     /// Bodies may go out with `sendfile` from the verified cache (plain TCP).
     zero_copy: bool,
+    /// Whether a head may wait for a zero-copy body longer than one packet: asked of
+    /// the socket at its first such body ([`Conn::head_joins_long_body`]).
+    head_joins_long_body: Option<bool>,
 }
 
 impl<S: Transport> Conn<S> {
@@ -193,7 +196,22 @@ impl<S: Transport> Conn<S> {
             transfer: Transfer::new(ctx.limits.pace(Instant::now())),
             ticket: None,
             zero_copy,
+            head_joins_long_body: None,
         }
+    }
+
+    /// Whether a head may wait (`MSG_MORE`) to ride in the first packet of a zero-copy
+    /// body longer than one packet: when the socket's congestion control does not pace
+    /// its sends (`HEAD_WITH_BODY_BYTES_MAX`). Asked of the socket once; a socket that
+    /// cannot say sends such heads alone.
+    fn head_joins_long_body(&mut self) -> bool {
+        let stream = &self.stream;
+        *self.head_joins_long_body.get_or_insert_with(|| {
+            stream
+                .plain_socket()
+                .and_then(|socket| socket.congestion_control().ok())
+                .is_some_and(|control| !control.paces_sends())
+        })
     }
 }
 
