@@ -948,9 +948,11 @@ fn a_copy_rotted_past_its_parity_is_caught_by_the_audit_and_fetched_again() {
         });
         let r = get(nodes[1].http, &format!("/o/{addr}")).unwrap();
         assert!(r.body == *data, "{addr}");
-        assert!(
-            holds(&nodes[1], addr),
-            "{addr}: every block of the new copy checks"
+        // A GET that read it through is answered before the fetch stores the copy.
+        wait_for(
+            &format!("{addr}: every block of the new copy checks"),
+            WAIT,
+            || holds(&nodes[1], addr),
         );
         let p = get(nodes[2].admin, &format!("/admin/placement?hash={addr}"))
             .unwrap()
