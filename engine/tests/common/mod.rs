@@ -13,6 +13,7 @@ pub use ron_codec::Address;
 
 pub mod daemon;
 pub mod js;
+pub mod netns;
 pub mod strace;
 
 /// Ports handed out by this test binary: distinct within it (SO_REUSEPORT would let two
