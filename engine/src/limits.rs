@@ -46,9 +46,9 @@ pub const COALESCE_BODY_BYTES_MAX: usize = 16 * 1024;
 /// A head sent ahead of a zero-copy body waits for it (`MSG_MORE`) and rides in its
 /// first packet when head and body fit one TCP packet as the stack builds them (64 KiB
 /// GSO, less room for headers), and for a longer body too unless the socket's
-/// congestion control paces its sends: one packet fewer per answer (64 KiB ranges 1.04–1.14
-/// times as many per busy core with cubic; docs/PERF.md, "A head in the body's first
-/// packet"). A pacing one (BBR) with no fq qdisc to pace for it (loopback, most devices
+/// congestion control paces its sends: one packet fewer per answer (64 KiB ranges
+/// 1.04–1.14 times as many per busy core with cubic; docs/PERF.md, "A head in the
+/// body's first packet"). A pacing one (BBR) with no fq qdisc to pace for it (loopback, most devices
 /// by default) holds the short last packet that head and body leave back with a timer
 /// behind the full one — per request, costly in a VM — so there such a head goes
 /// alone, as nginx's does (docs/PERF.md, "Where the server's core goes").

@@ -4,11 +4,11 @@
 //! shard waits for the next input edge without asking the kernel again), and a 64 KiB
 //! range over two cached groups answered with its head in one send (waiting for the
 //! body, `MSG_MORE`, unless the socket's congestion control paces its sends) and its
-//! body in one `sendfile` from the verified cache's arena — no body byte copied through user space,
-//! however the range cuts the groups (a small first or last slice included); and a whole
-//! body whose groups lie apart in the arena sent as a `sendfile` per run with the socket
-//! corked between them, uncorked at its end (never corked when it is one run, nor when
-//! it is two runs of a cache window: a 1 MiB answer).
+//! body in one `sendfile` from the verified cache's arena — no body byte copied through
+//! user space, however the range cuts the groups (a small first or last slice
+//! included); and a whole body whose groups lie apart in the arena sent as a `sendfile`
+//! per run with the socket corked between them, uncorked at its end (never corked when
+//! it is one run, nor when it is two runs of a cache window: a 1 MiB answer).
 
 mod common;
 

@@ -28,10 +28,11 @@
 //! - A round that finds nothing first waits for an event in `epoll_pwait2` itself,
 //!   within a budget between two visits to glommio's reactor ([`crate::idle_wait`],
 //!   [`IDLE_WAIT_BUDGET`](crate::idle_wait::IDLE_WAIT_BUDGET)): a busy shard's short
-//!   quiet spells cost it one call, not a reactor's sleep. A spell the budget does not cover makes the pump wait for the
-//!   epoll set itself to become readable, through glommio: one io_uring poll for all
-//!   of the shard's connections, so an idle shard sleeps in glommio's reactor as
-//!   before, and only its first wake-up after a quiet spell can interrupt it.
+//!   quiet spells cost it one call, not a reactor's sleep. A spell the budget does not
+//!   cover makes the pump wait for the epoll set itself to become readable, through
+//!   glommio: one io_uring poll for all of the shard's connections, so an idle shard
+//!   sleeps in glommio's reactor as before, and only its first wake-up after a quiet
+//!   spell can interrupt it.
 //! - A wait with a timeout writes its deadline into its slot; the pump keeps the
 //!   earliest deadlines in a heap (one entry per waiting direction at most), fails the
 //!   waits whose deadline has passed on its rounds through the reactor, and sleeps no
