@@ -94,7 +94,7 @@ fn varnish_never_keeps_a_404_and_caches_the_object_once_it_exists() {
     assert_eq!((found.status, Address::of(&found.body)), (200, addr));
 
     // Now a hit: the node is not asked again, and Varnish answers conditions itself.
-    // (The node publishes its counts every 250 ms: read them settled.)
+    // (A request is counted after its last byte leaves: let the last one's count land.)
     let requests = "ron_shard_requests_total{shard=\"0\"}";
     std::thread::sleep(Duration::from_millis(600));
     let served = gauge(n.admin, requests);

@@ -458,8 +458,9 @@ pub fn metric(admin: SocketAddr, name: &str) -> u64 {
 }
 
 /// A series' value once it reaches `want`, or what it was when `within` ran out: the
-/// shards record a request after its last byte is sent and publish every 250 ms at most,
-/// so a client that has its answer may read `/metrics` before its request is counted.
+/// shards count a request after its last byte is sent (and report some series, latency
+/// histograms and quota rejections, on a tick), so a client that has its answer may read
+/// `/metrics` before its request is counted.
 pub fn metric_reaching(admin: SocketAddr, name: &str, want: u64, within: Duration) -> u64 {
     let deadline = Instant::now() + within;
     loop {
