@@ -8,7 +8,9 @@ use std::os::fd::AsRawFd;
 
 /// Moves the calling thread into a new network namespace with its loopback up and
 /// `congestion` as the default congestion control of its TCP sockets; an error when the
-/// kernel has no such congestion control (and cannot load it).
+/// kernel has no such congestion control (and cannot load it), or when only the host's
+/// own namespace may choose it (one not in `net.ipv4.tcp_allowed_congestion_control`:
+/// `EPERM`).
 pub fn enter_with_congestion_control(congestion: &str) -> io::Result<()> {
     #[allow(unsafe_code)]
     // SAFETY: `unshare` takes no pointers; it changes only this thread's namespaces.
