@@ -375,20 +375,40 @@ pub(super) fn free_space(dir: &Path) -> Finding {
 }
 
 pub(super) fn congestion_control() -> Finding {
-    let found = read_trimmed("/proc/sys/net/ipv4/tcp_congestion_control")
-        .unwrap_or_else(|| "unknown".into());
-    let needed = "any; bbr suits public nodes on long or lossy paths";
-    if found == "bbr" {
-        return Finding::ok("congestion", found, needed);
-    }
+    congestion_verdict(
+        read_trimmed("/proc/sys/net/ipv4/tcp_congestion_control").as_deref(),
+        read_trimmed("/proc/sys/net/core/default_qdisc").as_deref(),
+    )
+}
+
+/// BBR suits public nodes, and paces best through the fq qdisc: without it TCP paces
+/// each socket itself on high-resolution timers (a short packet behind a full one waits
+/// on one: docs/design/zero-copy-sends.md; dear in a VM, where arming a timer is an
+/// exit).
+fn congestion_verdict(control: Option<&str>, default_qdisc: Option<&str>) -> Finding {
+    let control = control.unwrap_or("unknown");
+    let qdisc = default_qdisc.unwrap_or("unknown");
+    let found = format!("{control}, default qdisc {qdisc}");
+    let needed = "any; bbr (with the fq qdisc to pace it) suits public nodes on long or \
+                  lossy paths";
+    let fix = match (control.starts_with("bbr"), qdisc == "fq") {
+        (true, true) => return Finding::ok("congestion", found, needed),
+        (true, false) => {
+            "sysctl -w net.core.default_qdisc=fq, then tc qdisc replace dev <device> root \
+             fq (the default applies to devices set up after it): without fq each BBR \
+             socket paces itself on timers"
+        }
+        (false, _) => {
+            "modprobe tcp_bbr; sysctl -w net.core.default_qdisc=fq \
+             net.ipv4.tcp_congestion_control=bbr"
+        }
+    };
     Finding {
         check: "congestion",
         verdict: Verdict::Note,
         found,
         needed: needed.into(),
-        fix: "modprobe tcp_bbr; sysctl -w net.core.default_qdisc=fq \
-              net.ipv4.tcp_congestion_control=bbr"
-            .into(),
+        fix: fix.into(),
     }
 }
 
@@ -533,6 +553,25 @@ mod tests {
             huge.found,
             "4 of 4 MiB of a test arena in 2 MiB folios (shmem_enabled never)"
         );
+    }
+
+    #[test]
+    fn bbr_is_fine_with_fq_and_a_note_with_the_fix_otherwise() {
+        let paced = congestion_verdict(Some("bbr"), Some("fq"));
+        assert_eq!(paced.verdict, Verdict::Ok);
+        assert_eq!(paced.found, "bbr, default qdisc fq");
+        let in_socket = congestion_verdict(Some("bbr"), Some("pfifo_fast"));
+        assert_eq!(in_socket.verdict, Verdict::Note);
+        assert_eq!(in_socket.found, "bbr, default qdisc pfifo_fast");
+        assert!(in_socket
+            .fix
+            .starts_with("sysctl -w net.core.default_qdisc=fq, then tc"));
+        let cubic = congestion_verdict(Some("cubic"), Some("fq_codel"));
+        assert_eq!(cubic.verdict, Verdict::Note);
+        assert!(cubic.fix.starts_with("modprobe tcp_bbr;"), "{}", cubic.fix);
+        let unread = congestion_verdict(None, None);
+        assert_eq!(unread.found, "unknown, default qdisc unknown");
+        assert_eq!(unread.verdict, Verdict::Note);
     }
 
     #[test]
