@@ -48,10 +48,11 @@ pub const COALESCE_BODY_BYTES_MAX: usize = 16 * 1024;
 /// GSO, less room for headers), and for a longer body too unless the socket's
 /// congestion control paces its sends: one packet fewer per answer (64 KiB ranges
 /// 1.04–1.14 times as many per busy core with cubic; docs/PERF.md, "A head in the
-/// body's first packet"). A pacing one (BBR) with no fq qdisc to pace for it (loopback, most devices
-/// by default) holds the short last packet that head and body leave back with a timer
-/// behind the full one — per request, costly in a VM — so there such a head goes
-/// alone, as nginx's does (docs/PERF.md, "Where the server's core goes").
+/// body's first packet"). A pacing one (BBR) with no fq qdisc to pace for it
+/// (loopback, most devices by default) holds the short last packet that head and body
+/// leave back with a timer behind the full one — per request, costly in a VM — so
+/// there such a head goes alone, as nginx's does (docs/PERF.md, "Where the server's
+/// core goes").
 pub const HEAD_WITH_BODY_BYTES_MAX: u64 = 64 * 1024 - 1024;
 
 /// Whether a `sendfile` run that does not end its body corks the socket (`TCP_CORK`,
