@@ -19,6 +19,17 @@ use ron_link::counters::FetchFailure;
 
 use crate::fetch::AttemptError;
 
+/// Whether a provider's START answers a GET of `addr` from byte `offset` to its end: the
+/// same object, the length expected (when one is), and the bytes from `offset` to the
+/// end. Its lengths are the provider's claims: sums are checked, not trusted to fit.
+fn answers_the_rest(start: &GetStart, addr: Address, offset: u64, expect_len: Option<u64>) -> bool {
+    start.obj == addr
+        && expect_len.is_none_or(|len| len == start.total_len)
+        && (start.total_len == 0
+            || (start.offset == offset
+                && start.offset.checked_add(start.len) == Some(start.total_len)))
+}
+
 /// Bytes read from the socket at a time.
 const READ_BYTES: usize = 128 * 1024;
 /// The GET's correlation id (HELLO is 1).
@@ -171,11 +182,7 @@ impl PeerGet {
             ));
         }
         let offset = GroupIndex(from).start_offset();
-        let whole = start.obj == addr
-            && expect_len.is_none_or(|len| len == start.total_len)
-            && (start.total_len == 0
-                || (start.offset == offset && start.offset + start.len == start.total_len));
-        if !whole {
+        if !answers_the_rest(&start, addr, offset, expect_len) {
             return Err(self.error(
                 FetchFailure::Protocol,
                 format!(
@@ -298,5 +305,67 @@ impl PeerGet {
             }
             self.reader.filled(n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(obj: Address, total_len: u64, offset: u64, len: u64) -> GetStart {
+        GetStart {
+            obj,
+            total_len,
+            offset,
+            len,
+            chunk: 0,
+        }
+    }
+
+    #[test]
+    fn a_start_answers_the_rest_only_with_lengths_that_add_up() {
+        let addr = Address::of(b"the object");
+        let other = Address::of(b"another");
+        let group = GroupIndex(1).start_offset();
+        let total = 3 * group;
+        assert!(answers_the_rest(
+            &start(addr, total, group, 2 * group),
+            addr,
+            group,
+            None
+        ));
+        assert!(answers_the_rest(
+            &start(addr, total, group, 2 * group),
+            addr,
+            group,
+            Some(total)
+        ));
+        assert!(!answers_the_rest(
+            &start(addr, total, group, 2 * group),
+            addr,
+            group,
+            Some(1)
+        ));
+        assert!(!answers_the_rest(
+            &start(other, total, group, 2 * group),
+            addr,
+            group,
+            None
+        ));
+        assert!(!answers_the_rest(
+            &start(addr, total, 0, total),
+            addr,
+            group,
+            None
+        ));
+        assert!(answers_the_rest(&start(addr, 0, 0, 0), addr, 0, None));
+        // A length whose sum with the offset overflows is refused (it was a panic in a
+        // build with overflow checks).
+        assert!(!answers_the_rest(
+            &start(addr, total, group, u64::MAX),
+            addr,
+            group,
+            None
+        ));
     }
 }
