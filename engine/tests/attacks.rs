@@ -208,6 +208,52 @@ fn oap_slow_readers_cannot_fill_the_inflight_gate() {
     drop(readers);
 }
 
+/// An OAP/1 client that asks for a large object and then neither reads nor sends: the
+/// answer's send misses its transfer deadline and the connection closes then — not
+/// never, which it did while the cancelled GET's outbox kept the idle timeout from
+/// ending the read (a connection held for as long as the client kept its socket, against
+/// the shard's connection limit).
+#[test]
+fn an_oap_client_that_stops_reading_is_closed_at_the_send_deadline() {
+    let _alone = alone();
+    use ron_codec::messages::ObjectRequest;
+    let n = Node::start(
+        &temp_dir("atk-oap-stopped-reader"),
+        &[
+            "--shards",
+            "1",
+            "--body-timeout-ms",
+            "500",
+            "--body-rate-min",
+            "2MiB",
+        ],
+    );
+    let big = bytes(4, 16 << 20);
+    let addr = upload(&n, &big);
+    let req = ObjectRequest::Get {
+        addr,
+        range: None,
+        proof: false,
+        local: false,
+        kept: false,
+        node: None,
+    };
+    let frame = req.frame(1, 0, bytes::Bytes::new()).unwrap().to_bytes();
+    let mut silent = small_window(n.oap);
+    silent.write_all(&frame).unwrap();
+    wait_metric(
+        &n,
+        "ron_transfer_deadline_drops_total",
+        1,
+        Duration::from_secs(15),
+    );
+    // The idle timeout (75 s) is not what closes it.
+    wait_connections_closed(&n, Duration::from_secs(5));
+    drop(silent);
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!(r.status, 200);
+}
+
 #[test]
 fn a_reader_slower_than_the_minimum_rate_is_cut_off_and_a_fast_one_is_not() {
     let _alone = alone();

@@ -69,6 +69,9 @@ pub(super) struct Outboxes {
     /// corr_ids whose outbox has frames, in the order the writer serves them.
     ready: VecDeque<u64>,
     writer: Option<Waker>,
+    /// The reader waiting for the client while the writer may close on its own (a
+    /// send past its deadline): woken then, so the connection ends with its writer.
+    reader: Option<Waker>,
     state: WriterState,
 }
 
@@ -90,6 +93,7 @@ impl Outboxes {
             streams: HashMap::new(),
             ready: VecDeque::new(),
             writer: None,
+            reader: None,
             state: WriterState::Open,
         }
     }
@@ -178,20 +182,40 @@ impl Outboxes {
         Poll::Pending
     }
 
+    /// A closed writer stays closed: the reader ending after it changes nothing.
     pub fn set_state(&mut self, state: WriterState) {
+        if matches!(self.state, WriterState::Closed) {
+            return;
+        }
         let stopping = matches!(state, WriterState::Closed | WriterState::Failing(_));
         self.state = state;
         if stopping {
             // Dropping a task cancels it: its future, in-flight slot and buffers go now
-            // rather than whenever it would next run.
+            // rather than whenever it would next run. Its queued frames go too: no
+            // answer but a failing connection's last is sent after this.
             self.streams.clear();
             for outbox in self.boxes.values_mut() {
                 if let Some(w) = outbox.producer.take() {
                     w.wake();
                 }
             }
+            self.boxes.clear();
+            self.ready.clear();
+            if let Some(w) = self.reader.take() {
+                w.wake();
+            }
         }
         self.wake_writer();
+    }
+
+    /// Ready once the writer has closed: the connection can deliver nothing more, so
+    /// the reader stops waiting for the client (which may never send again).
+    pub fn poll_closed(&mut self, cx: &Context<'_>) -> Poll<()> {
+        if matches!(self.state, WriterState::Closed) {
+            return Poll::Ready(());
+        }
+        self.reader = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 

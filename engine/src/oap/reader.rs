@@ -8,6 +8,7 @@ use std::task::{Context, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_lite::future;
 use ron_codec::frame::{Flags, Frame, FrameDecoder, APP_HELLO, APP_OBJECTS};
 use ron_codec::inflate::Inflater;
 use ron_codec::messages::{HelloRequest, ObjectRequest};
@@ -42,6 +43,12 @@ pub(super) enum ReadEnd {
 enum Inbound {
     Receiving(Box<PutState>),
     Skipping,
+}
+
+/// Ends once the connection's writer has closed.
+async fn writer_closed(out: &SharedOutboxes) -> Result<(PooledBuffer, usize), ReadEnd> {
+    std::future::poll_fn(|cx| out.borrow_mut().poll_closed(cx)).await;
+    Err(ReadEnd::Broken)
 }
 
 /// A protocol error: the one answer to send before closing.
@@ -84,9 +91,15 @@ impl<S: Transport> Reader<S> {
     }
 
     pub async fn run(&mut self) -> ReadEnd {
+        let out = Rc::clone(&self.out);
         loop {
-            // The buffer goes back to the shard's pool once its bytes are decoded.
-            let (buf, n) = match self.read().await {
+            // The buffer goes back to the shard's pool once its bytes are decoded. A
+            // writer that closed on its own (its send past the transfer deadline: a
+            // client that stopped reading) ends the read too; else a client that also
+            // sends nothing would hold the connection while its requests' outboxes kept
+            // the idle timeout from ending it.
+            let read = future::or(self.read(), writer_closed(&out));
+            let (buf, n) = match read.await {
                 Ok(read) => read,
                 Err(end) => return end,
             };
