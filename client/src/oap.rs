@@ -245,10 +245,16 @@ impl OapClient {
             return Err(e);
         }
         let start = GetStart::parse(&first.payload).map_err(|e| self.protocol(e))?;
-        if start.obj != addr || start.offset.saturating_add(start.len) > start.total_len {
+        if start.obj != addr
+            || span_asked(range, start.total_len) != Some((start.offset, start.len))
+        {
             return Err(self.protocol(format!(
-                "GET of {addr} answered for {} bytes {}+{} of {}",
-                start.obj, start.offset, start.len, start.total_len
+                "GET of {addr}{} answered for {} bytes {}+{} of {}",
+                range.map_or(String::new(), |r| format!(" bytes {}-{}", r.first, r.last)),
+                start.obj,
+                start.offset,
+                start.len,
+                start.total_len
             )));
         }
         let verify_error = |reason: String| ClientError::Verification {
@@ -333,6 +339,20 @@ impl OapClient {
     }
 }
 
+/// The bytes (offset, length) an answer must carry for `range` of an object of
+/// `total_len` bytes: the whole object, or the range with its end cut at the object's
+/// (RFC 9110 §14.1.2's rule, which the node follows). `None` where no answer can
+/// carry bytes (a range starting at or past the end is refused by an honest node). A
+/// node's START is held to it: a span it chose itself — none at all, or another
+/// range — would be verified as itself and taken for what was asked.
+fn span_asked(range: Option<ByteRange>, total_len: u64) -> Option<(u64, u64)> {
+    match range {
+        None => Some((0, total_len)),
+        Some(r) if r.first >= total_len || r.last < r.first => None,
+        Some(r) => Some((r.first, r.last.min(total_len - 1) - r.first + 1)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +383,62 @@ mod tests {
         let mut client = OapClient::connect(&endpoint, Options::default()).unwrap();
         assert_eq!(client.stat(addr).unwrap(), 7);
         node.join().unwrap();
+    }
+
+    #[test]
+    fn the_span_asked_is_the_object_or_the_range_cut_at_its_end() {
+        let r = |first, last| Some(ByteRange { first, last });
+        assert_eq!(span_asked(None, 0), Some((0, 0)));
+        assert_eq!(span_asked(None, 70_000), Some((0, 70_000)));
+        assert_eq!(span_asked(r(10, 19), 70_000), Some((10, 10)));
+        assert_eq!(span_asked(r(69_990, u64::MAX), 70_000), Some((69_990, 10)));
+        assert_eq!(span_asked(r(70_000, 70_001), 70_000), None);
+        assert_eq!(span_asked(r(0, 0), 0), None);
+        assert_eq!(span_asked(r(5, 4), 70_000), None);
+    }
+
+    /// A node that answers a GET with a span of its own choosing — no bytes at all, or
+    /// bytes other than those asked for — is refused: what it sends would verify as
+    /// itself, and be written as the object or the range asked for.
+    #[test]
+    fn a_node_answering_another_span_than_the_one_asked_is_refused() {
+        let addr = Address::of(&[7u8; 100_000]);
+        for (range, offset, len) in [(None, 0, 0), (Some((0, 99)), 0, 0), (Some((0, 99)), 1, 99)] {
+            let (endpoint, node) = serve(Protocol::Oap, move |mut stream| {
+                let mut reader = frame_reader();
+                read_frame(&mut stream, &mut reader);
+                trickle(&mut stream, &hello_reply().to_bytes());
+                let get = read_frame(&mut stream, &mut reader);
+                let start = GetStart {
+                    obj: addr,
+                    total_len: 100_000,
+                    offset,
+                    len,
+                    chunk: 65_536,
+                };
+                let reply =
+                    response_frame(Flags::START, 200, get.header.corr_id, start.to_payload());
+                let end = GetEnd {
+                    status: "ok".into(),
+                    len,
+                };
+                let end = response_frame(Flags::END, 200, get.header.corr_id, end.to_payload());
+                let mut wire = reply.unwrap().to_bytes().to_vec();
+                wire.extend_from_slice(&end.unwrap().to_bytes());
+                // The client refuses START and closes; what follows may meet a reset.
+                let _ = std::io::Write::write_all(&mut stream, &wire);
+            });
+            let mut client = OapClient::connect(&endpoint, Options::default()).unwrap();
+            let range = range.map(|(first, last)| ByteRange { first, last });
+            let mut sink = Vec::new();
+            let err = client.get(addr, range, &mut sink, &mut |_| {}).unwrap_err();
+            assert!(
+                matches!(&err, ClientError::Protocol { reason, .. } if reason.contains("answered for")),
+                "{range:?} answered {offset}+{len}: {err}"
+            );
+            assert!(sink.is_empty());
+            node.join().unwrap();
+        }
     }
 
     #[test]
