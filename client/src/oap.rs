@@ -21,6 +21,14 @@ use crate::{ByteRange, Fetched, Options, Progress, Stored};
 /// Raw bytes per DATA frame of an upload.
 pub const PUT_DATA_BYTES: usize = 256 * 1024;
 
+/// The least `max_frame` a node may announce in HELLO: a verified 64 KiB group and its
+/// headers fit in a frame (what a node's own configuration requires). Less would leave
+/// an upload's DATA frames no room for bytes.
+const FRAME_BYTES_MIN: u32 = 2 * ron_codec::tree::GROUP_LEN_BYTES as u32;
+
+/// What a DATA frame of an upload carries besides its bytes, at most.
+const PUT_DATA_OVERHEAD_BYTES: usize = 1024;
+
 #[derive(Debug)]
 pub struct OapClient {
     stream: Box<dyn Stream>,
@@ -74,6 +82,13 @@ impl OapClient {
         client.hello = HelloReply::parse(&reply.payload).map_err(|e| client.protocol(e))?;
         if !client.hello.versions.contains(&1) {
             return Err(client.protocol("node does not speak OAP/1"));
+        }
+        if client.hello.max_frame < FRAME_BYTES_MIN {
+            return Err(client.protocol(format!(
+                "node's max_frame is {} bytes, below the {FRAME_BYTES_MIN} a 64 KiB group \
+                 and its headers need",
+                client.hello.max_frame
+            )));
         }
         Ok(client)
     }
@@ -162,7 +177,7 @@ impl OapClient {
         .frame(corr_id, self.options.tenant_id, self.capability())
         .map_err(|e| ClientError::Usage(e.to_string()))?;
         self.send(&start)?;
-        let max_raw = PUT_DATA_BYTES.min(self.hello.max_frame as usize - 1024);
+        let max_raw = PUT_DATA_BYTES.min(self.hello.max_frame as usize - PUT_DATA_OVERHEAD_BYTES);
         let mut buf = vec![0u8; max_raw];
         let mut sent = 0u64;
         while sent < len {
@@ -437,6 +452,31 @@ mod tests {
                 "{range:?} answered {offset}+{len}: {err}"
             );
             assert!(sink.is_empty());
+            node.join().unwrap();
+        }
+    }
+
+    /// A node whose HELLO announces frames too small for a group is refused at connect:
+    /// an upload to it sent DATA frames with no bytes for ever (or, below 1 KiB, its
+    /// frame size less the headers underflowed).
+    #[test]
+    fn a_node_announcing_frames_too_small_for_a_group_is_refused() {
+        for max_frame in [0, 1024, FRAME_BYTES_MIN - 1] {
+            let (endpoint, node) = serve(Protocol::Oap, move |mut stream| {
+                read_frame(&mut stream, &mut frame_reader());
+                let hello = HelloReply {
+                    max_frame,
+                    ..hello_assumed()
+                };
+                trickle(&mut stream, &hello.frame(1).to_bytes());
+            });
+            let err = OapClient::connect(&endpoint, Options::default()).unwrap_err();
+            assert!(
+                matches!(&err, ClientError::Protocol { reason, .. }
+                    if reason == &format!("node's max_frame is {max_frame} bytes, below the \
+                        131072 a 64 KiB group and its headers need")),
+                "{err}"
+            );
             node.join().unwrap();
         }
     }
