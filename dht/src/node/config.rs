@@ -102,6 +102,10 @@ pub const FRESH_KEYS_MAX: usize = 65_536;
 pub const PEERS_MAX: usize = 4_096;
 /// Resolves in progress at once (more are refused at once: `TooManyLookups`).
 pub const RESOLVES_MAX: usize = 256;
+/// Providers one resolve keeps, proven and claimed: a bound on what the answers of a
+/// query's peers can make it hold (each answer adds at most the resolve's limit of
+/// providers only claimed).
+pub(super) const RESOLVE_FOUND_MAX: usize = 256;
 /// A resolve that found some providers but fewer than the copies kept (a fresh object:
 /// only its uploader provides it until copies are made) is answered as long after the
 /// first as the lookup took to find it, within these bounds (`Resolve::patience`), not

@@ -1,23 +1,32 @@
 //! Resolves: an admin thread's "who provides this object?" as a Kademlia
 //! `get_providers` query, at most [`RESOLVES_MAX`] at once. Providers not greeted yet
 //! are dialed while the query still holds their addresses; one whose record carried its
-//! OAP/1 address (records this node's peers stored from `/ron/provide/2`) is named from
-//! it without waiting for that greeting. A resolve is answered once
-//! it has found as many providers as the placement keeps copies (`replicas`, or its
-//! limit if lower), or when its query is done, or its patience after it found the first
-//! (as long as the lookup took to find it, 10–200 ms: [`Resolve::patience`]), and then
-//! once it can name every provider it found — or, with one provider it can name
-//! already, its patience again; with none, up to [`GREETING_WAIT`] — or at its own
-//! deadline, whichever comes first, with each provider's node id and OAP address (none
-//! for a provider still being dialed). Answering once the copies are found, not
-//! when the query has asked all k closest peers, is what makes a resolve take a round
-//! trip or two instead of the whole query (a provider record sits on the k closest
-//! peers, and each of them names every provider it holds records of). Waiting past the
-//! first provider in proportion to the lookup keeps a resolve within about twice the
-//! time the network took to show one provider: the rest of its round's responses, and
-//! a dial and greeting, take about a round trip of the same network.
+//! OAP/1 address (records this node's peers stored from `/ron/provide/2`) can be named
+//! from it without waiting for that greeting.
+//!
+//! A provider is *proven* when it is this node or a peer that greeted it (over a
+//! connection noise authenticated, at the IP the connection came from); one that a
+//! query's answer names is only *claimed* by whichever peer answered — a lying peer can
+//! name ids nobody runs, at addresses of its choosing. Only proven providers move a
+//! resolve's clock: it is answered once it has proven as many providers as the placement
+//! keeps copies (`replicas`, or its limit if lower), or when its query is done, or its
+//! patience after the first proven one (as long as the lookup took to find it, 10–200
+//! ms: [`Resolve::patience`]), and then once it can name every provider it found — or,
+//! with one it can name already, its patience again; with none, up to
+//! [`GREETING_WAIT`] — or at its own deadline, whichever comes first, with each
+//! provider's node id and OAP address (none for a provider still being dialed), proven
+//! ones first. Claims are kept up to the resolve's limit from each answer
+//! ([`RESOLVE_FOUND_MAX`] in all), so one answer full of them crowds out no provider
+//! found after it. Answering once the copies are found, not when the query has asked
+//! all k closest peers, is what makes a resolve take a round trip or two instead of the
+//! whole query (a provider record sits on the k closest peers, and each of them names
+//! every provider it holds records of). Waiting past the first provider in proportion
+//! to the lookup keeps a resolve within about twice the time the network took to show
+//! one provider: the rest of its round's responses, and a dial and greeting, take about
+//! a round trip of the same network.
 //!
 //! [`GREETING_WAIT`]: crate::node::config::GREETING_WAIT
+//! [`RESOLVE_FOUND_MAX`]: crate::node::config::RESOLVE_FOUND_MAX
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -59,6 +68,7 @@ impl Node {
                 oap_from_records: HashMap::new(),
                 answer_from: None,
                 first_found: None,
+                requests: 0,
                 reply,
             },
         );
@@ -74,7 +84,7 @@ impl Node {
         let Some(resolve) = self.resolves.get(&query) else {
             return;
         };
-        let new = resolve.unseen(providers);
+        let new = resolve.unseen(providers, |peer| self.authenticated(peer));
         let dial: Vec<PeerId> = new
             .iter()
             .copied()
@@ -92,29 +102,15 @@ impl Node {
         };
         resolve.found.extend(new);
         resolve.oap_from_records.extend(from_records);
-        let now = Instant::now();
-        let enough = resolve.found.len() >= resolve.limit.min(self.replicas.max(1));
-        if !resolve.found.is_empty() {
-            if resolve.first_found.is_none() {
-                self.metrics.record_first_provider_requests(requests);
-            }
-            let first = resolve.first_found_at(now);
-            let more_by = if enough {
-                now
-            } else {
-                first + resolve.patience()
-            };
-            resolve.answerable_from(more_by);
-        }
+        resolve.requests = requests;
         for peer in dial {
             // The query still holds the addresses its answers carried for this peer. A
-            // provider named from its record is dialed too: its greeting tells its zone
-            // (which a record does not carry) to later resolves and fetches.
+            // provider named from its record is dialed too: its greeting proves it, and
+            // tells its zone (which a record does not carry) to later resolves and
+            // fetches.
             let _ = self.swarm.dial(peer);
         }
-        if enough {
-            self.answer_due_resolves();
-        }
+        self.answer_due_resolves();
     }
 
     pub(super) fn on_providers_done(&mut self, query: QueryId) {
@@ -129,6 +125,7 @@ impl Node {
     /// earliest [`Node::next_resolve_due`] comes.
     pub(super) fn answer_due_resolves(&mut self) {
         let now = Instant::now();
+        self.note_proven_providers(now);
         let due: Vec<QueryId> = self
             .resolves
             .iter()
@@ -178,6 +175,43 @@ impl Node {
         addresses.iter().find_map(oap_socket)
     }
 
+    /// Whether `peer` is proven to be who a resolve would name: this node, or a peer
+    /// that greeted it (over a connection noise authenticated, at the IP it came from).
+    /// A provider a query's answer named, with the address its record carried, is a
+    /// claim of whichever peer answered: it is named too, but proves nothing.
+    fn authenticated(&self, peer: &PeerId) -> bool {
+        *peer == self.local || self.peers.contains_key(peer)
+    }
+
+    /// Each resolve's clock, from what its providers prove now (a provider found, a
+    /// greeting): from its first proven provider it may be answered after its patience,
+    /// and at once with as many proven as the placement keeps copies (`replicas`, or its
+    /// limit if lower). Only proven providers count: a lying peer's answer naming
+    /// made-up ones would otherwise end the query at once (or start its patience), before
+    /// the real providers' answers came.
+    fn note_proven_providers(&mut self, now: Instant) {
+        let (local, peers, needed_max) = (self.local, &self.peers, self.replicas.max(1));
+        for resolve in self.resolves.values_mut() {
+            let proven = resolve
+                .found
+                .iter()
+                .filter(|p| **p == local || peers.contains_key(*p))
+                .count();
+            if proven == 0 {
+                continue;
+            }
+            if resolve.first_found.is_none() {
+                self.metrics
+                    .record_first_provider_requests(resolve.requests);
+                let first = resolve.first_found_at(now);
+                resolve.answerable_from(first + resolve.patience());
+            }
+            if proven >= resolve.limit.min(needed_max) {
+                resolve.answerable_from(now);
+            }
+        }
+    }
+
     /// How many of the providers `resolve` found can be named: this node, greeted peers,
     /// and those whose records carried their OAP/1 address.
     fn greeted(&self, resolve: &Resolve) -> Greeted {
@@ -201,8 +235,12 @@ impl Node {
             self.metrics
                 .record_first_provider(elapsed_ms.saturating_sub(ms(first)));
         }
-        let providers = resolve
-            .found
+        // Proven providers first, and at most the limit of them all: claimed ones fill
+        // what is left.
+        let mut found = resolve.found.clone();
+        found.sort_by_key(|peer| !self.authenticated(peer));
+        found.truncate(resolve.limit);
+        let providers = found
             .iter()
             .map(|peer| {
                 let mut provider = self.provider(peer);

@@ -21,8 +21,8 @@ use ron_link::dht::{CopiesReply, CopyOutcome, DhtMetrics, ReplicationRoutes, Res
 use crate::error::DhtError;
 use crate::node::address::tcp_multiaddr;
 use crate::node::config::{
-    DhtConfig, FIRST_PROVIDER_GRACE_MAX, FIRST_PROVIDER_GRACE_MIN, GREETING_WAIT, ROUTING_REFRESH,
-    ROUTING_REFRESH_SPREAD_PERCENT,
+    DhtConfig, FIRST_PROVIDER_GRACE_MAX, FIRST_PROVIDER_GRACE_MIN, GREETING_WAIT,
+    RESOLVE_FOUND_MAX, ROUTING_REFRESH, ROUTING_REFRESH_SPREAD_PERCENT,
 };
 use crate::node::swarm::{build_swarm, Behaviour};
 use crate::protocol::Ports;
@@ -56,9 +56,12 @@ pub(super) struct Resolve {
     /// are found or the query is done, its [`patience`](Resolve::patience) after the
     /// first provider otherwise.
     pub(super) answer_from: Option<Instant>,
-    /// When the first provider was found (`None` until then): the lookup's own share of
-    /// the time to answer, the rest being the wait for more providers and greetings.
+    /// When the first proven provider was found or greeted (`None` until then): the
+    /// lookup's own share of the time to answer, the rest being the wait for more
+    /// providers and greetings.
     pub(super) first_found: Option<Instant>,
+    /// Requests its query had made to peers when it last found providers.
+    pub(super) requests: u32,
     pub(super) reply: ResolveReply,
 }
 
@@ -73,13 +76,35 @@ pub(super) enum Greeted {
 }
 
 impl Resolve {
-    /// Those of `providers` it has not found yet, as many as its limit leaves room for.
-    pub(super) fn unseen(&self, providers: HashSet<PeerId>) -> Vec<PeerId> {
-        let room = self.limit.saturating_sub(self.found.len());
+    /// Those of one answer's `providers` it has not found yet: proven ones (`proven`:
+    /// this node, greeted peers) up to its limit of them, and of those only claimed —
+    /// named by the answering peer, unproven until greeted — up to its limit from this
+    /// answer, while it holds fewer than [`RESOLVE_FOUND_MAX`]. One peer's answer naming
+    /// many made-up providers then cannot crowd out the real ones found after it; the
+    /// answer names the proven first.
+    pub(super) fn unseen(
+        &self,
+        providers: HashSet<PeerId>,
+        proven: impl Fn(&PeerId) -> bool,
+    ) -> Vec<PeerId> {
+        let proven_found = self.found.iter().filter(|p| proven(p)).count();
+        let mut room_proven = self.limit.saturating_sub(proven_found);
+        let mut room_claimed = self
+            .limit
+            .min(RESOLVE_FOUND_MAX.saturating_sub(self.found.len()));
         providers
             .into_iter()
             .filter(|peer| !self.found.contains(peer))
-            .take(room)
+            .filter(|peer| {
+                let room = if proven(peer) {
+                    &mut room_proven
+                } else {
+                    &mut room_claimed
+                };
+                let taken = *room > 0;
+                *room = room.saturating_sub(1);
+                taken
+            })
             .collect()
     }
 
@@ -595,6 +620,7 @@ mod tests {
             oap_from_records: HashMap::new(),
             answer_from: None,
             first_found: None,
+            requests: 0,
             reply: ResolveReply::Blocking(reply),
         }
     }
@@ -607,11 +633,42 @@ mod tests {
         let fresh: HashSet<PeerId> = (0..10).map(|_| PeerId::random()).collect();
         let mut answered = fresh.clone();
         answered.insert(seen);
-        let unseen = r.unseen(answered);
+        let all_proven = |_: &PeerId| true;
+        let unseen = r.unseen(answered, all_proven);
         assert_eq!(unseen.len(), r.limit - 1, "room for {} more", r.limit - 1);
         assert!(unseen.iter().all(|p| fresh.contains(p)), "{unseen:?}");
         r.found.extend(unseen);
-        assert!(r.unseen(fresh).is_empty(), "no room left");
+        assert!(r.unseen(fresh, all_proven).is_empty(), "no room left");
+    }
+
+    /// Providers only claimed by a query's answers are taken up to the limit from each
+    /// answer, and no more once the resolve holds `RESOLVE_FOUND_MAX`; proven ones are
+    /// taken whatever claims came before them.
+    #[test]
+    fn claimed_providers_cannot_crowd_out_proven_ones() {
+        let mut r = resolve(Instant::now());
+        let proven_peers: HashSet<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+        let proven = |p: &PeerId| proven_peers.contains(p);
+        let claims = || {
+            (0..40)
+                .map(|_| PeerId::random())
+                .collect::<HashSet<PeerId>>()
+        };
+        let taken = r.unseen(claims(), proven);
+        assert_eq!(taken.len(), r.limit, "one answer's claims up to the limit");
+        r.found.extend(taken);
+        while r.found.len() < RESOLVE_FOUND_MAX {
+            let taken = r.unseen(claims(), proven);
+            assert!(!taken.is_empty());
+            r.found.extend(taken);
+        }
+        assert_eq!(r.found.len(), RESOLVE_FOUND_MAX);
+        assert!(
+            r.unseen(claims(), proven).is_empty(),
+            "no claims past the bound"
+        );
+        let taken = r.unseen(proven_peers.clone(), proven);
+        assert_eq!(taken.len(), 3, "every proven provider still taken");
     }
 
     #[test]

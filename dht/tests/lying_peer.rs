@@ -1,0 +1,172 @@
+//! A peer on a lookup's path that answers a provider query with made-up providers — ids
+//! nobody runs, each with an OAP/1 address of the liar's choosing — does not end the
+//! resolve on its word: only providers a node has proven (itself, or a peer that greeted
+//! it over an authenticated connection) count as the copies found, so the query goes on
+//! to the real provider, which the answer names. Before, eight claims were "enough" and
+//! the resolve was answered with them alone, the real provider never asked. A ron
+//! provider, a resolver (three copies kept) that knows only the liar, and the liar, a
+//! libp2p peer whose Kademlia store holds the made-up records; on loopback, in one
+//! process, every wait bounded.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::kad::{self, ProviderRecord, RecordKey};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, ping, Multiaddr, PeerId};
+use ron_dht::node::{record_key, KAD_PROTOCOL};
+
+use common::{scratch, start, start_in_zone, wait_for, WAIT};
+
+/// How long the liar runs: past every wait of the test, and bounded.
+const LIAR_RUNS_FOR: Duration = Duration::from_secs(60);
+/// Providers the liar makes up for the key: more than the copies the resolver keeps.
+const MADE_UP: usize = 8;
+
+#[derive(NetworkBehaviour)]
+struct Liar {
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// Starts the liar on its own thread: a Kademlia server that knows `provider` (so its
+/// answers name it among the closer peers, as an honest peer's would) and holds
+/// [`MADE_UP`] provider records of `key` for ids nobody runs, each at `oap`'s address.
+/// Returns where it listens.
+fn spawn_liar(key: RecordKey, provider: (PeerId, SocketAddr), oap: SocketAddr) -> SocketAddr {
+    let (listening_tx, listening) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+                .with_tokio()
+                .with_tcp(
+                    libp2p::tcp::Config::default().nodelay(true),
+                    libp2p::noise::Config::new,
+                    libp2p::yamux::Config::default,
+                )
+                .unwrap()
+                .with_behaviour(|key| {
+                    let local = key.public().to_peer_id();
+                    let mut kad = kad::Behaviour::with_config(
+                        local,
+                        kad::store::MemoryStore::new(local),
+                        kad::Config::new(KAD_PROTOCOL),
+                    );
+                    kad.set_mode(Some(kad::Mode::Server));
+                    Liar {
+                        kad,
+                        identify: identify::Behaviour::new(identify::Config::new(
+                            "/ron/1.0.0".into(),
+                            key.public(),
+                        )),
+                        ping: ping::Behaviour::default(),
+                    }
+                })
+                .unwrap()
+                .with_swarm_config(|c| c.with_idle_connection_timeout(LIAR_RUNS_FOR))
+                .build();
+            let kad = &mut swarm.behaviour_mut().kad;
+            kad.add_address(&provider.0, tcp_multiaddr(provider.1));
+            let claimed = oap_multiaddr(oap);
+            for _ in 0..MADE_UP {
+                let record =
+                    ProviderRecord::new(key.clone(), PeerId::random(), vec![claimed.clone()]);
+                kad::store::RecordStore::add_provider(kad.store_mut(), record).unwrap();
+            }
+            swarm
+                .listen_on(tcp_multiaddr(SocketAddr::from(([127, 0, 0, 1], 0))))
+                .unwrap();
+            let end = tokio::time::sleep(LIAR_RUNS_FOR);
+            tokio::pin!(end);
+            loop {
+                let event = tokio::select! {
+                    event = swarm.select_next_some() => event,
+                    _ = &mut end => return,
+                };
+                if let SwarmEvent::NewListenAddr { address, .. } = event {
+                    let _ = listening_tx.send(tcp_socket(&address));
+                }
+            }
+        });
+    });
+    listening.recv_timeout(WAIT).unwrap()
+}
+
+fn tcp_multiaddr(socket: SocketAddr) -> Multiaddr {
+    let SocketAddr::V4(v4) = socket else {
+        panic!("loopback IPv4 only: {socket}")
+    };
+    Multiaddr::empty()
+        .with(Protocol::Ip4(*v4.ip()))
+        .with(Protocol::Tcp(v4.port()))
+}
+
+/// An OAP/1 address as a ron record carries it (`/ip4/…/tcp/PORT/sni/oap`).
+fn oap_multiaddr(socket: SocketAddr) -> Multiaddr {
+    tcp_multiaddr(socket).with(Protocol::Sni("oap".into()))
+}
+
+fn tcp_socket(addr: &Multiaddr) -> SocketAddr {
+    let mut parts = addr.iter();
+    match (parts.next(), parts.next()) {
+        (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) => SocketAddr::from((ip, port)),
+        _ => panic!("not an /ip4/…/tcp/… address: {addr}"),
+    }
+}
+
+#[test]
+fn made_up_providers_from_one_peer_do_not_end_a_resolve_before_the_real_one() {
+    let dirs: Vec<PathBuf> = ["provider", "resolver"]
+        .iter()
+        .map(|name| scratch("lying", name))
+        .collect();
+    let object = [0x51u8; 32];
+    let provider = start(&dirs[0], 7401, &[]);
+    provider.client.announce(vec![object]);
+    let provider_id: PeerId = provider.client.node_id.parse().unwrap();
+    // Where the made-up providers are said to serve: an address nothing listens on.
+    let claimed_oap = SocketAddr::from(([127, 0, 0, 1], 7409));
+    let liar = spawn_liar(
+        record_key(&object),
+        (provider_id, provider.listen),
+        claimed_oap,
+    );
+    let resolver = start_in_zone(&dirs[1], 7402, &[liar], "", 3);
+    wait_for("the resolver to know the liar", || {
+        resolver
+            .client
+            .metrics
+            .routing_table_peers
+            .load(Ordering::Relaxed)
+            >= 1
+    });
+    let found = resolver.client.resolve(object, 16, 5_000).unwrap();
+    let real = found
+        .iter()
+        .find(|p| p.node_id == provider.client.node_id.as_ref());
+    assert_eq!(
+        real.map(|p| p.oap),
+        Some(Some(SocketAddr::from(([127, 0, 0, 1], 7401)))),
+        "the real provider, with its OAP/1 address, in {found:?}"
+    );
+    let made_up = found.iter().filter(|p| p.oap == Some(claimed_oap)).count();
+    assert!(made_up <= MADE_UP, "{found:?}");
+    println!("answered with the real provider and {made_up} made-up ones");
+    provider.stop();
+    resolver.stop();
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
