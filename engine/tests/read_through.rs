@@ -1,8 +1,9 @@
 //! Read-through (issue 15), against the real binary on loopback: a provider that lies
 //! (a proxy in front of it flips a byte in one DATA frame) never gets a bad byte served
 //! or stored, and an honest provider finishes the object from where the liar was
-//! dropped; concurrent misses at an edge share one upstream fetch; a stalled origin
-//! times every waiter out and the next request fetches again.
+//! dropped; concurrent misses at an edge share one upstream fetch; a stalled origin —
+//! silent, or trickling a byte at a time — times every waiter out and the next request
+//! fetches again.
 
 mod common;
 
@@ -373,6 +374,96 @@ fn a_stalled_origin_times_each_waiter_out_and_the_next_request_fetches_again() {
         gauge(edge.admin, timeouts) == Some(2.0)
     });
     edge.stop();
+}
+
+/// What a trickling origin sends slowly: each byte within the stall timeout, never
+/// enough to finish.
+#[derive(Clone, Copy, Debug)]
+enum Trickle {
+    /// The outboard's response head, a byte at a time.
+    Head,
+    /// A 404 for the outboard, then the object's head, then its body a byte at a time.
+    Body,
+}
+
+/// An origin that takes one connection at a time and trickles `what` at a byte every
+/// 200 ms, for 20 s at most; counts the connections it took.
+fn trickling_origin(what: Trickle) -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let taken = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&taken);
+    std::thread::spawn(move || {
+        let ends = Instant::now() + Duration::from_secs(20);
+        for mut c in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::Relaxed);
+            let mut request = [0u8; 4096];
+            let _ = c.read(&mut request);
+            let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
+            let trickled: &[u8] = match what {
+                Trickle::Head => head,
+                Trickle::Body => {
+                    let absent = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+                    let _ = c.write_all(absent).and_then(|()| c.write_all(head));
+                    &[b'x'; 4096]
+                }
+            };
+            for byte in trickled {
+                if Instant::now() > ends || c.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if Instant::now() > ends {
+                return;
+            }
+        }
+    });
+    (url, taken)
+}
+
+/// An origin that sends a byte within every read's timeout but never a whole head, or
+/// never 64 KiB of body, is given up like one that sends nothing (each head and each
+/// 64 KiB must come within about twice the stall timeout), and the next request fetches
+/// again. Before, each byte restarted the read's timeout: the fetch went on for as long
+/// as the origin liked, every request for the object waited on it and timed out, and it
+/// held one of the shard's places for fetches.
+#[test]
+fn a_trickling_origin_is_given_up_like_a_silent_one() {
+    for what in [Trickle::Head, Trickle::Body] {
+        let (url, taken) = trickling_origin(what);
+        let mut edge = Node::start(
+            &temp_dir(&format!("rt-trickle-{what:?}")),
+            &[
+                "--shards",
+                "1",
+                "--origin",
+                &url,
+                "--fetch-timeout-ms",
+                "1000",
+            ],
+        );
+        let addr = Address::of(format!("trickled {what:?}").as_bytes());
+        let (status, _) = get_all(edge.http, &format!("/o/{addr}"));
+        assert_eq!(status, 504, "{what:?}");
+        let timeouts = "ron_fetch_failures_total{reason=\"timeout\"}";
+        let given_up = Instant::now();
+        wait_for(&format!("{what:?}: the fetch given up"), WAIT, || {
+            gauge(edge.admin, timeouts) == Some(1.0)
+        });
+        assert!(
+            given_up.elapsed() < Duration::from_secs(5),
+            "{what:?}: given up {:?} after the first answer",
+            given_up.elapsed()
+        );
+        let (status, _) = get_all(edge.http, &format!("/o/{addr}"));
+        assert_eq!(status, 504, "{what:?}");
+        assert!(
+            taken.load(Ordering::Relaxed) >= 2,
+            "{what:?}: fetched again"
+        );
+        edge.stop();
+    }
 }
 
 /// Whether `n` holds a file of `addr`'s own (its data blocks) in any store.

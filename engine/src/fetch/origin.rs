@@ -54,6 +54,15 @@ struct OriginConn {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// How long a read may wait, and a whole head or 64 KiB of body may take.
+    stall: Duration,
+    /// When the head being read, or the body's current 64 KiB, must have come: each
+    /// read is bounded by `stall`, and an origin trickling a byte within each would
+    /// otherwise hold the fetch (and its waiters, and its place among the shard's
+    /// fetches) for as long as it liked.
+    progress_by: Instant,
+    /// Body bytes taken since `progress_by` was last set.
+    body_since_progress: u64,
 }
 
 /// A response head, as far as a read-through needs it.
@@ -194,7 +203,8 @@ impl Origin {
 
     /// Fetches `flight`'s object into an upload on `shard` and returns it staged and
     /// verified, with its length: group by group into the flight's window when the
-    /// origin's outboard checks out, else whole. Every read must come within `stall`.
+    /// origin's outboard checks out, else whole. Every read must come within `stall`, and
+    /// each response head and each 64 KiB of body within about twice that.
     pub async fn fetch(
         &self,
         shard: &Shard,
@@ -211,7 +221,7 @@ impl Origin {
             self.request(addr, "", true)
         );
         conn.send(self, both.as_bytes()).await?;
-        let tree = match self.outboard(&mut conn, addr, metrics).await? {
+        let tree = match self.outboard(&mut conn, addr, len_max, metrics).await? {
             OutboardAnswer::Tree(tree) => Some(tree),
             OutboardAnswer::Absent => None,
             OutboardAnswer::Spent => {
@@ -273,6 +283,9 @@ impl Origin {
             buf: vec![0u8; READ_BYTES],
             start: 0,
             end: 0,
+            stall,
+            progress_by: Instant::now() + stall,
+            body_since_progress: 0,
         })
     }
 
@@ -303,6 +316,7 @@ impl Origin {
         &self,
         conn: &mut OriginConn,
         addr: Address,
+        len_max: u64,
         metrics: &FrontCounters,
     ) -> Result<OutboardAnswer, AttemptError> {
         let head = conn.read_head(self).await?;
@@ -329,11 +343,13 @@ impl Origin {
         while (outboard.len() as u64) < len {
             let bytes = conn.body_bytes(self, len - outboard.len() as u64).await?;
             outboard.extend_from_slice(bytes);
-            // Not an outboard of the object it names (an error page, another file): not
-            // read further, and the object is asked for again on a new connection.
+            // Not an outboard of the object it names (an error page, another file), or
+            // of one larger than this node takes: not read further, and the object is
+            // asked for again on a new connection.
             if !header_checked && outboard.len() >= 8 {
                 header_checked = true;
-                if !is_outboard_len(object_len_of(&outboard), len) {
+                let object_len = object_len_of(&outboard);
+                if !is_outboard_len(object_len, len) || object_len > len_max {
                     return Ok(OutboardAnswer::Spent);
                 }
             }
@@ -442,8 +458,23 @@ impl OriginConn {
             .map_err(|e| origin.io_error(e))
     }
 
+    /// From now, the next head or 64 KiB of body must come within the stall timeout.
+    fn expect_progress(&mut self) {
+        self.progress_by = Instant::now() + self.stall;
+        self.body_since_progress = 0;
+    }
+
     /// Reads more into the buffer (moving what is left to its front); 0 at the end.
     async fn fill(&mut self, origin: &Origin) -> Result<usize, AttemptError> {
+        if Instant::now() > self.progress_by {
+            return Err(origin.error(
+                FetchFailure::Timeout,
+                format!(
+                    "no whole response head, or 64 KiB of body, within {} ms",
+                    self.stall.as_millis()
+                ),
+            ));
+        }
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         } else if self.end == self.buf.len() {
@@ -461,6 +492,7 @@ impl OriginConn {
 
     /// The next response head (what follows it stays buffered).
     async fn read_head(&mut self, origin: &Origin) -> Result<ReplyHead, AttemptError> {
+        self.expect_progress();
         loop {
             if let Some((head, len)) = origin.parse_reply(&self.buf[self.start..self.end])? {
                 self.start += len;
@@ -484,6 +516,10 @@ impl OriginConn {
             ));
         }
         let take = ((self.end - self.start) as u64).min(left) as usize;
+        self.body_since_progress += take as u64;
+        if self.body_since_progress >= GROUP_LEN_BYTES {
+            self.expect_progress();
+        }
         let bytes = &self.buf[self.start..self.start + take];
         self.start += take;
         Ok(bytes)
