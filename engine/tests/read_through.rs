@@ -376,6 +376,59 @@ fn a_stalled_origin_times_each_waiter_out_and_the_next_request_fetches_again() {
     edge.stop();
 }
 
+/// Requests waiting on a read-through do not fill the shard's in-flight gate: their
+/// slots are parked while they wait, as a slow reader's are. Before, a client asking
+/// `--max-inflight` times for an object whose upstream is slow (here an origin that never
+/// answers; on a p2p node, any address no one stores: its lookup runs to the fetch
+/// timeout) left every other request on the shard refused 503 until they timed out.
+#[test]
+fn waiters_on_a_slow_read_through_do_not_fill_the_inflight_gate() {
+    let stalled = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", stalled.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in stalled.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let mut edge = Node::start(
+        &temp_dir("rt-waiters-gate"),
+        &[
+            "--shards",
+            "1",
+            "--origin",
+            &url,
+            "--fetch-timeout-ms",
+            "5000",
+            "--max-inflight",
+            "16",
+        ],
+    );
+    let stored = put(edge.http, "/o", b"a stored object", "").json()["obj"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let missing = Address::of(b"nobody answers for this one");
+    let waiters: Vec<_> = (0..32)
+        .map(|_| {
+            let (http, path) = (edge.http, format!("/o/{missing}"));
+            std::thread::spawn(move || get_all(http, &path).0)
+        })
+        .collect();
+    wait_for("the waiters to join the fetch", WAIT, || {
+        metric(edge.admin, "ron_fetch_coalesced_waiters_total") >= 31
+    });
+    assert!(metric(edge.admin, "ron_parked_requests") >= 32);
+    let (status, body) = get_all(edge.http, &format!("/o/{stored}"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"a stored object");
+    for waiter in waiters {
+        assert_eq!(waiter.join().unwrap(), 504);
+    }
+    assert_eq!(metric(edge.admin, "ron_overload_rejections_total"), 0);
+    edge.stop();
+}
+
 /// What a trickling origin sends slowly: each byte within the stall timeout, never
 /// enough to finish.
 #[derive(Clone, Copy, Debug)]

@@ -22,6 +22,7 @@ use super::get::{follows, send_file_run, send_head_more};
 use super::request::{quoted_etag, Request};
 use super::respond::{self, common_headers, CACHE_CONTROL};
 use super::{write_out, Abort, Conn, HttpContext};
+use crate::admission::Ticket;
 use crate::limits::COALESCE_BODY_BYTES_MAX;
 use crate::refusal::Refusal;
 use crate::service::{GroupStream, Object, Span};
@@ -54,7 +55,7 @@ pub(super) async fn get<S: Transport>(
     kind: BaoKind,
     close: bool,
 ) -> Result<u16, Abort> {
-    let answer = match plan(ctx, req, addr, kind).await {
+    let answer = match plan(ctx, req, addr, kind, conn.ticket.as_ref()).await {
         Ok(answer) => answer,
         Err(refusal) => return respond::refuse_request(ctx, conn, req, &refusal, close).await,
     };
@@ -98,9 +99,10 @@ async fn plan(
     req: &Request,
     addr: &Address,
     kind: BaoKind,
+    ticket: Option<&Ticket>,
 ) -> Result<Answer, Refusal> {
     // The walk needs the whole tree: an object being read through is answered once stored.
-    let meta = ctx.service.find_stored(addr).await?;
+    let meta = ctx.service.find_stored(addr, ticket).await?;
     let len = meta.tree.object_len();
     let validators = req.late_validators.as_deref();
     let range = match (kind, validators) {

@@ -26,6 +26,7 @@ use super::get::{self, Shown, ShownAs};
 use super::request::{quoted_etag, Request};
 use super::respond::{self, common_headers, CACHE_CONTROL};
 use super::{write_out, Abort, Conn, HttpContext};
+use crate::admission::Ticket;
 use crate::limits::{
     MANIFEST_CACHE_BYTES_MAX, MANIFEST_CACHE_ENTRIES_MAX, MANIFEST_INLINE_PARSE_BYTES_MAX,
 };
@@ -41,7 +42,7 @@ pub(super) async fn get<S: Transport>(
     close: bool,
 ) -> Result<u16, Abort> {
     let located = match wanted(raw_path) {
-        Ok(wanted) => match manifest(ctx, bundle).await {
+        Ok(wanted) => match manifest(ctx, bundle, conn.ticket.as_ref()).await {
             Ok(manifest) => locate(&manifest, &wanted, bundle).map(|at| (manifest, at)),
             Err(refusal) => Err(refusal),
         },
@@ -234,7 +235,11 @@ fn not_acceptable(entry: &Entry) -> Refusal {
 /// The bundle's manifest: from the cache, or read (verified) and parsed. At most
 /// [`crate::limits::MANIFEST_LOADS_MAX`] are read at once per shard (each up to 16 MiB in memory); a
 /// request that waited finds in the cache what the load before it put there.
-async fn manifest(ctx: &HttpContext, bundle: &Address) -> Result<Rc<Manifest>, Refusal> {
+async fn manifest(
+    ctx: &HttpContext,
+    bundle: &Address,
+    ticket: Option<&Ticket>,
+) -> Result<Rc<Manifest>, Refusal> {
     if let Some(known) = ctx.manifests.borrow_mut().get(bundle) {
         return known;
     }
@@ -246,7 +251,7 @@ async fn manifest(ctx: &HttpContext, bundle: &Address) -> Result<Rc<Manifest>, R
     if let Some(known) = ctx.manifests.borrow_mut().get(bundle) {
         return known;
     }
-    let bytes = manifest_bytes(ctx, bundle).await?;
+    let bytes = manifest_bytes(ctx, bundle, ticket).await?;
     let len = bytes.len();
     match parse(bytes).await {
         Ok(manifest) => {
@@ -264,8 +269,12 @@ async fn manifest(ctx: &HttpContext, bundle: &Address) -> Result<Rc<Manifest>, R
 }
 
 /// The manifest's bytes, each group verified against the bundle's address.
-async fn manifest_bytes(ctx: &HttpContext, bundle: &Address) -> Result<Vec<u8>, Refusal> {
-    let object = ctx.service.find(bundle).await?;
+async fn manifest_bytes(
+    ctx: &HttpContext,
+    bundle: &Address,
+    ticket: Option<&Ticket>,
+) -> Result<Vec<u8>, Refusal> {
+    let object = ctx.service.find(bundle, ticket).await?;
     let len = object.len();
     if len > bundle::MANIFEST_BYTES_MAX as u64 {
         let refusal = Refusal::Codec(ron_codec::Error::BadManifest {

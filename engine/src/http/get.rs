@@ -13,6 +13,7 @@ use super::ipfs::{ipfs_block_headers, IPFS_BLOCK_BYTES_MAX};
 use super::request::{quoted_etag, Conditions, CorrId, Request};
 use super::respond::{self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE};
 use super::{write_out, Abort, Conn, HttpContext};
+use crate::admission::Ticket;
 use crate::limits::{
     COALESCE_BODY_BYTES_MAX, CORK_RUN_BYTES_MAX, HEAD_WITH_BODY_BYTES_MAX, UNCORKED_REST_BYTES_MAX,
 };
@@ -78,7 +79,7 @@ pub(super) async fn try_get<S: Transport>(
     shown: Option<&Shown<'_>>,
     close: bool,
 ) -> Result<Result<u16, Refusal>, Abort> {
-    let planned = match plan(ctx, req, addr, shown).await {
+    let planned = match plan(ctx, req, addr, shown, conn.ticket.as_ref()).await {
         Ok(planned) => planned,
         Err(refusal) => return Ok(Err(refusal)),
     };
@@ -120,8 +121,9 @@ async fn plan(
     req: &Request,
     addr: &Address,
     shown: Option<&Shown<'_>>,
+    ticket: Option<&Ticket>,
 ) -> Result<Plan, Refusal> {
-    let object = ctx.service.find(addr).await?;
+    let object = ctx.service.find(addr, ticket).await?;
     let (conditions, if_range_failed) = match shown {
         Some(shown) => {
             check_shown_len(shown, addr, object.len())?;

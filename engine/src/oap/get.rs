@@ -37,7 +37,7 @@ pub(super) struct GetRequest {
 
 pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetRequest, ticket: Ticket) {
     let corr_id = req.corr_id;
-    let mut stream = match open(&ctx, &req).await {
+    let mut stream = match open(&ctx, &req, &ticket).await {
         Ok(stream) => stream,
         Err(refusal) => {
             return refuse(&ctx, &out, corr_id, &refusal, Account::Admitted(ticket, 0)).await
@@ -63,7 +63,7 @@ pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetReques
 
 /// What a GET finds before its START frame: the object, the bytes to send, and the
 /// first of their groups, already verified (a rotten first group is a clean error).
-async fn open(ctx: &OapContext, req: &GetRequest) -> Result<GroupStream, Refusal> {
+async fn open(ctx: &OapContext, req: &GetRequest, ticket: &Ticket) -> Result<GroupStream, Refusal> {
     // A proof needs the object's whole tree: one being read through is served once stored.
     if let Some(node) = req.node.as_deref().filter(|id| !ctx.service.is_node(id)) {
         return Err(Refusal::NotThisNode {
@@ -75,9 +75,9 @@ async fn open(ctx: &OapContext, req: &GetRequest) -> Result<GroupStream, Refusal
     } else if req.local {
         Object::Stored(ctx.service.find_held(&req.addr).await?)
     } else if req.proof {
-        Object::Stored(ctx.service.find_stored(&req.addr).await?)
+        Object::Stored(ctx.service.find_stored(&req.addr, Some(ticket)).await?)
     } else {
-        ctx.service.find(&req.addr).await?
+        ctx.service.find(&req.addr, Some(ticket)).await?
     };
     let range = req.range.map(|r| {
         RangeSet::one(RangeSpec::FromTo {
@@ -227,8 +227,9 @@ pub(super) async fn stat(
     addr: Address,
     ticket: Ticket,
 ) {
+    let found = ctx.service.find(&addr, Some(&ticket)).await;
     let account = Account::Admitted(ticket, 0);
-    match ctx.service.find(&addr).await {
+    match found {
         Ok(object) => {
             let info = ObjectInfo {
                 obj: addr,

@@ -29,6 +29,7 @@ use ron_shards::{ObjectMeta, Shard};
 use ron_link::dht::{CopiesEnd, DhtClient, Provider};
 use ron_shards::lifecycle::{finished_within, join_all};
 
+use crate::admission::Ticket;
 use crate::blocked::Blocked;
 use crate::fetch::{Flight, ReadThrough};
 use crate::limits::COPIES_WAIT;
@@ -234,14 +235,19 @@ impl Service {
     }
 
     /// The object: its verified metadata when it is stored here; else, with read-through
-    /// on, its fetch once the first group has arrived verified (or it is stored).
-    pub async fn find(&self, addr: &Address) -> Result<Object, Refusal> {
+    /// on, its fetch once the first group has arrived verified (or it is stored). The
+    /// request's in-flight slot (`ticket`) is parked while it waits on the fetch: a
+    /// waiter costs the shard no work, and a client asking thousands of times for an
+    /// object whose lookup or upstream is slow (one never stored anywhere: its lookup
+    /// runs to the fetch timeout) would otherwise fill the gate, and every other request
+    /// be refused meanwhile.
+    pub async fn find(&self, addr: &Address, ticket: Option<&Ticket>) -> Result<Object, Refusal> {
         self.blocked.check(addr)?;
         match self.shard.meta(addr).await {
             Ok(meta) => Ok(Object::Stored(meta)),
             Err(e) if e.code() == ErrorCode::NotFound => match &self.read_through {
                 // Boxed: a read-through's state is not carried by every request's.
-                Some(read_through) => Box::pin(self.read_through(read_through, addr)).await,
+                Some(read_through) => Box::pin(self.read_through(read_through, addr, ticket)).await,
                 None => Err(e.into()),
             },
             Err(e) => Err(e.into()),
@@ -265,12 +271,18 @@ impl Service {
     }
 
     /// The object stored here: one being read through is waited for until it is stored
-    /// (a proof needs the whole tree).
-    pub async fn find_stored(&self, addr: &Address) -> Result<Rc<ObjectMeta>, Refusal> {
-        match self.find(addr).await? {
+    /// (a proof needs the whole tree), the request's slot parked meanwhile (as `find`).
+    pub async fn find_stored(
+        &self,
+        addr: &Address,
+        ticket: Option<&Ticket>,
+    ) -> Result<Rc<ObjectMeta>, Refusal> {
+        match self.find(addr, ticket).await? {
             Object::Stored(meta) => Ok(meta),
             Object::Fetching { flight, .. } => {
+                let parked = ticket.map(Ticket::park);
                 flight.wait_stored().await?;
+                drop(parked);
                 Ok(self.shard.meta(addr).await?)
             }
         }
@@ -280,12 +292,16 @@ impl Service {
         &self,
         read_through: &Rc<ReadThrough>,
         addr: &Address,
+        ticket: Option<&Ticket>,
     ) -> Result<Object, Refusal> {
         let flight = read_through.join(*addr)?;
         let timeout = read_through.timeout();
         let deadline = Instant::now() + timeout;
         let timeout_ms = timeout.as_millis() as u64;
-        match flight.wait_open(deadline, timeout_ms).await? {
+        let parked = ticket.map(Ticket::park);
+        let opened = flight.wait_open(deadline, timeout_ms).await;
+        drop(parked);
+        match opened? {
             None => Ok(Object::Stored(self.shard.meta(addr).await?)),
             Some((len, content_type)) => Ok(Object::Fetching {
                 flight,
