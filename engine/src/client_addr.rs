@@ -145,10 +145,17 @@ pub async fn client_of(
     }
 }
 
+/// The first pause before peeking again at a partial PROXY header, and the longest: a
+/// header comes in one or two segments, and a peer that stops inside one costs ~110
+/// wake-ups up to the header deadline (10 s), not 10,000.
+const PARTIAL_PEEK_PAUSE_MIN: Duration = Duration::from_millis(1);
+const PARTIAL_PEEK_PAUSE_MAX: Duration = Duration::from_millis(100);
+
 /// Peeks until the front of the connection is a whole PROXY header (then consumes it)
 /// or is not one; the address it names, if any.
 async fn read_preface(stream: &mut TcpStream) -> Result<Option<IpAddr>, proxy::ProxyError> {
     let mut buf = vec![0u8; V2_BYTES_MAX];
+    let mut pause = PARTIAL_PEEK_PAUSE_MIN;
     loop {
         let seen = stream
             .peek(&mut buf)
@@ -166,8 +173,12 @@ async fn read_preface(stream: &mut TcpStream) -> Result<Option<IpAddr>, proxy::P
             Preface::Partial if seen == buf.len() => {
                 return Err(proxy::ProxyError("a header longer than its limit"))
             }
-            // More of it is on its way: wait a moment rather than spin on the peek.
-            Preface::Partial => glommio::timer::sleep(Duration::from_millis(1)).await,
+            // More of it is on its way: wait a moment rather than spin on the peek (a
+            // peek finds the same bytes until more come), longer each time.
+            Preface::Partial => {
+                glommio::timer::sleep(pause).await;
+                pause = (pause * 2).min(PARTIAL_PEEK_PAUSE_MAX);
+            }
         }
     }
 }

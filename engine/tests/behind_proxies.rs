@@ -317,3 +317,61 @@ fn a_bad_trusted_proxy_block_refuses_the_start() {
         "{err}"
     );
 }
+
+/// The node's threads' voluntary context switches so far: each is a sleep it woke from.
+fn wake_ups(n: &Node) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", n.pid())).unwrap();
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|status| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// A trusted peer that sends the start of a PROXY header and stops is peeked at again
+/// after pauses that grow to 100 ms, not every millisecond: twenty such connections
+/// cost the node a few dozen wake-ups a second, not a thousand. They still end at the
+/// header deadline, unanswered.
+#[test]
+fn a_trusted_peer_stopping_inside_a_proxy_header_is_not_polled_every_millisecond() {
+    let mut n = Node::start(
+        &temp_dir("trust-partial-header"),
+        &[
+            "--shards",
+            "1",
+            "--trusted-proxy",
+            "127.0.0.1/32",
+            "--header-timeout-ms",
+            "6000",
+        ],
+    );
+    let stalled: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(n.http).unwrap();
+            s.write_all(b"PROXY TCP4 ").unwrap();
+            s
+        })
+        .collect();
+    // Past the pauses' growth (1 + 2 + … + 64 ms), then two seconds counted.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let before = wake_ups(&n);
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = wake_ups(&n) - before;
+    println!("{woke} wake-ups in 2 s for 20 partial headers");
+    assert!(
+        woke < 400,
+        "{woke} wake-ups in 2 s for 20 partial headers (1 ms polling: ~2,000)"
+    );
+    for mut s in stalled {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut answer = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+        assert!(answer.is_empty(), "closed unanswered");
+    }
+    n.stop();
+}
