@@ -180,7 +180,7 @@ impl Policy {
     }
 
     /// Who a request is, by the rule of HTTP-API.md: the tenant whose token it bears,
-    /// else its client address, else `public`. Nothing the client merely claims (an
+    /// else its client address ([`quota_address`]: an IPv6 client's /64), else `public`. Nothing the client merely claims (an
     /// `X-Tenant` header, OAP's `tenant_id`) counts: rotating a claim must not buy a
     /// fresh bucket, and a configured tenant's limits need its token.
     pub fn tenant(&self, token: Option<TokenMatch>, peer: Option<IpAddr>) -> Tenant {
@@ -188,7 +188,7 @@ impl Policy {
             return Tenant::Configured(index);
         }
         match peer {
-            Some(ip) => Tenant::Addr(ip),
+            Some(ip) => Tenant::Addr(quota_address(ip)),
             None => Tenant::Public,
         }
     }
@@ -253,8 +253,27 @@ pub const TENANT_NAME_BYTES_MAX: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tenant {
     Configured(TenantIndex),
+    /// A client without a tenant's token, by its address: an IPv4 address, or an IPv6
+    /// client's /64 (its interface bits zero; [`quota_address`]).
     Addr(IpAddr),
     Public,
+}
+
+/// The address a client's quota is kept under: an IPv4 address as it is (an IPv4-mapped
+/// IPv6 one as the IPv4 address it maps), an IPv6 address as its /64 — the prefix a
+/// single host or subscriber is given (RFC 6177), within which it may take a fresh
+/// source address for every connection: keyed by the whole address, each would start
+/// with a full bucket, and one host would have as many as it liked.
+pub fn quota_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
+    }
 }
 
 impl Tenant {
@@ -334,6 +353,20 @@ mod tests {
         );
         assert_eq!(policy.tenant(None, Some(ip)), Tenant::Addr(ip));
         assert_eq!(policy.tenant(None, None), Tenant::Public);
+        // An IPv6 client is its /64: a fresh source address per connection within it
+        // is the same tenant.
+        let host = |last: &str| -> IpAddr { format!("2001:db8:1:2:{last}").parse().unwrap() };
+        let prefix: IpAddr = "2001:db8:1:2::".parse().unwrap();
+        for last in ["0:0:0:1", "abcd:ef01:2345:6789", "ffff:ffff:ffff:ffff"] {
+            assert_eq!(policy.tenant(None, Some(host(last))), Tenant::Addr(prefix));
+        }
+        let next: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_ne!(policy.tenant(None, Some(next)), Tenant::Addr(prefix));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(
+            policy.tenant(None, Some(mapped)),
+            Tenant::Addr("192.0.2.7".parse().unwrap())
+        );
         assert_eq!(policy.token(b"nope"), None);
         assert!(!policy.writes_open());
     }

@@ -19,6 +19,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::time::Instant;
 
 #[cfg(doc)]
@@ -259,7 +260,8 @@ impl ShardQuotas {
     fn describe(&self, tenant: &Tenant, limits: &QuotaLimits, exhausted: Exhausted) -> String {
         let who = match tenant {
             Tenant::Configured(i) => format!("tenant {:?}", self.policy.tenants[i.0 as usize].name),
-            Tenant::Addr(ip) => format!("client {ip}"),
+            Tenant::Addr(ip @ IpAddr::V4(_)) => format!("client {ip}"),
+            Tenant::Addr(ip) => format!("clients of {ip}/64"),
             Tenant::Public => "tenant \"public\"".to_string(),
         };
         match exhausted {
@@ -396,7 +398,6 @@ impl ShardQuotas {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::net::IpAddr;
     use std::time::Duration;
 
     fn limits(per_s: f64, burst: f64) -> QuotaLimits {
