@@ -429,6 +429,77 @@ fn waiters_on_a_slow_read_through_do_not_fill_the_inflight_gate() {
     edge.stop();
 }
 
+/// The copies other nodes ask a node to hold are pulled through its read-through, but
+/// they may start at most half of a shard's fetches: the rest stay for its clients. A
+/// peer names the addresses and the source it asks a node to pull from; before, one
+/// peer's 64 copies from a source that never answers took every fetch of a one-shard
+/// node, and each client's miss was refused 503 meanwhile. Here A advertises an OAP/1
+/// port where nothing answers, so B's pulls of A's 70 uploads all hang.
+#[test]
+fn placement_pulls_leave_half_of_a_shards_fetches_to_its_clients() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_at = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let p2p = [free_port(), free_port()];
+    let flags = |i: usize| -> Vec<String> {
+        let mut f: Vec<String> = [
+            "--shards",
+            "1",
+            "--replicas",
+            "2",
+            "--fetch-timeout-ms",
+            "4000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        f.extend(["--p2p".into(), format!("127.0.0.1:{}", p2p[i])]);
+        f.extend(["--zone".into(), format!("z{i}")]);
+        if i == 0 {
+            f.extend(["--oap-advertised-port".into(), silent_at.port().to_string()]);
+        } else {
+            f.extend(["--peer".into(), format!("127.0.0.1:{}", p2p[0])]);
+            f.extend(["--origin".into(), format!("http://{silent_at}")]);
+        }
+        f
+    };
+    let start = |name: &str, f: Vec<String>| {
+        let f: Vec<&str> = f.iter().map(String::as_str).collect();
+        Node::start(&temp_dir(name), &f)
+    };
+    let mut a = start("rt-pulls-a", flags(0));
+    let mut b = start("rt-pulls-b", flags(1));
+    wait_for("A and B to know each other", WAIT, || {
+        metric(a.admin, "ron_dht_routing_table_peers") >= 1
+            && metric(b.admin, "ron_dht_routing_table_peers") >= 1
+    });
+    for i in 0..70u64 {
+        upload(&a, &bytes(200 + i, 1000));
+    }
+    wait_for("B to pull half its fetches' worth", WAIT, || {
+        metric(b.admin, "ron_fetches_total") >= 32
+    });
+    // Time for any more pulls to start (A asked for all 70 at upload).
+    std::thread::sleep(Duration::from_millis(500));
+    let pulls = metric(b.admin, "ron_fetches_total");
+    assert!(pulls <= 32, "{pulls} pulls started: at most half of 64");
+    let missing = Address::of(b"a client's miss, for the silent origin");
+    let (status, body) = get_all(b.http, &format!("/o/{missing}"));
+    assert_eq!(
+        status,
+        504,
+        "the client's miss was fetched (and timed out), not refused: {}",
+        String::from_utf8_lossy(&body)
+    );
+    a.stop();
+    b.stop();
+}
+
 /// What a trickling origin sends slowly: each byte within the stall timeout, never
 /// enough to finish.
 #[derive(Clone, Copy, Debug)]

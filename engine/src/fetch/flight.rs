@@ -143,6 +143,9 @@ pub struct Flight {
     pub source: Option<std::net::SocketAddr>,
     /// Commit what is fetched as a kept copy (a placement copy), not an evictable one.
     pub keep: std::cell::Cell<bool>,
+    /// Started by a placement copy's pull: counted against the shard's share of fetches
+    /// for copies while it is under way.
+    pub started_for_copy: Cell<bool>,
     /// The commit made a new copy (not one already stored), until a pull claims it.
     new_copy: Cell<bool>,
     state: RefCell<FlightState>,
@@ -164,6 +167,7 @@ impl Flight {
             addr,
             source,
             keep: std::cell::Cell::new(false),
+            started_for_copy: Cell::new(false),
             new_copy: Cell::new(false),
             state: RefCell::default(),
             signal: Signal::default(),

@@ -31,7 +31,7 @@ impl ReadThrough {
         let followed = self.stop.unless_stopped(self.follow_owner(owner, &flight));
         let outcome = followed.await.unwrap_or(Outcome::Failed(Failure::Stopping));
         // Out of the table first, as for a fetch: the next request starts anew.
-        self.flights.borrow_mut().remove(&flight.addr);
+        self.leave_table(&flight);
         flight.finish(outcome);
     }
 

@@ -55,7 +55,7 @@ mod misses;
 pub mod origin;
 pub mod peer;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -112,6 +112,10 @@ pub struct ReadThrough {
     origin: Option<Origin>,
     config: FetchConfig,
     flights: RefCell<HashMap<Address, Rc<Flight>>>,
+    /// Of `flights`, those a placement copy's pull started: at most half of
+    /// `flights_max`, so the pulls other nodes ask for (addresses of their choosing, from
+    /// a source of their choosing) never leave this shard's clients no fetch.
+    copy_flights: Cell<usize>,
     /// Addresses the origin answered 404 for, until when that answer stands.
     misses: RefCell<Misses>,
     /// Raised by [`ReadThrough::stop`]: every fetch under way is abandoned.
@@ -141,6 +145,7 @@ impl ReadThrough {
                 dht,
                 origin,
                 flights: RefCell::default(),
+                copy_flights: Cell::new(0),
                 misses: RefCell::default(),
                 stop: StopSignal::default(),
                 running: TaskCount::default(),
@@ -185,14 +190,37 @@ impl ReadThrough {
     /// The fetch of a copy the placement asks this shard to keep (replication's pull):
     /// fetched from `source` first (the node that asked), then the providers the DHT
     /// names, and committed as kept.
+    /// A pull that would start a fetch while half of `flights_max` are pulls' is refused
+    /// (`TooManyFetches`): the rest stay for the shard's clients.
     pub(crate) fn join_copy(
         self: &Rc<Self>,
         addr: Address,
         source: Option<SocketAddr>,
     ) -> Result<Rc<Flight>, Refusal> {
+        let starts = !self.flights.borrow().contains_key(&addr);
+        let copies_max = (self.config.flights_max / 2).max(1);
+        if starts && self.copy_flights.get() >= copies_max {
+            return Err(Refusal::TooManyFetches {
+                shard: self.shard.index().0,
+                fetches: self.flights.borrow().len(),
+            });
+        }
         let flight = self.join_from(addr, source)?;
+        if starts {
+            flight.started_for_copy.set(true);
+            self.copy_flights.set(self.copy_flights.get() + 1);
+        }
         flight.keep.set(true);
         Ok(flight)
+    }
+
+    /// Takes a flight out of the table (before its waiters are told its outcome, so a
+    /// request after a failure starts a new fetch).
+    fn leave_table(&self, flight: &Flight) {
+        self.flights.borrow_mut().remove(&flight.addr);
+        if flight.started_for_copy.get() {
+            self.copy_flights.set(self.copy_flights.get() - 1);
+        }
     }
 
     fn join_from(
@@ -247,7 +275,7 @@ impl ReadThrough {
 
     async fn run(&self, flight: Rc<Flight>) {
         if self.stored_meanwhile(&flight).await {
-            self.flights.borrow_mut().remove(&flight.addr);
+            self.leave_table(&flight);
             flight.finish(Outcome::Stored);
             return;
         }
@@ -272,7 +300,7 @@ impl ReadThrough {
             "read-through ended"
         );
         // Out of the table first: a request after a failure starts a new fetch.
-        self.flights.borrow_mut().remove(&flight.addr);
+        self.leave_table(&flight);
         flight.finish(outcome);
     }
 

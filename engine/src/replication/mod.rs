@@ -135,8 +135,8 @@ impl Replication {
 
     /// Serves the copies the DHT thread hands this shard (it owns their addresses) and
     /// the admin thread's audits, each in its own task, until the stop or until the
-    /// senders are gone. The DHT thread bounds the pulls under way; past the
-    /// read-through's `flights_max` a copy is answered busy.
+    /// senders are gone. The DHT thread bounds the pulls under way; past half the
+    /// read-through's `flights_max` (the rest is its clients') a copy is answered busy.
     async fn serve_requests(self: Rc<Self>, mut mailbox: ReplicationMailbox) {
         while let Some(Some(request)) = self.stop.unless_stopped(mailbox.recv()).await {
             match request {
