@@ -132,6 +132,12 @@ pub const REPLICATE_ANSWER_WITHIN: Duration = Duration::from_secs(60);
 pub(super) const REPLICATE_REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
 /// Copies one peer may have this node make at once (past it: `busy`).
 pub const PULLS_PER_PEER_MAX: usize = 64;
+/// Copies the peers of one host may have this node make at once (past it: `busy`), by
+/// the IP their connections came from (an IPv6 host's /64): a host can make as many
+/// peer ids as it likes, and would otherwise take all of [`PULLS_MAX`], leaving other
+/// peers' copies unmade. A quarter of it: a network on one host (a test harness on
+/// loopback) still pulls four times what one peer may.
+pub const PULLS_PER_HOST_MAX: usize = PULLS_MAX / 4;
 /// Copies under way at once, for all peers together.
 pub const PULLS_MAX: usize = 1_024;
 /// Addresses clients wait to see copied at once (`PUT ?copies=N`); more are answered

@@ -10,7 +10,7 @@
 //! Accepting: a peer's request is checked address by address — a node takes a copy
 //! only when it is near the key in its zone among the nodes it knows, with slack
 //! ([`ACCEPT_WINDOW_SLACK`]) since two views of the network differ — and bounded
-//! ([`PULLS_PER_PEER_MAX`], [`PULLS_MAX`]). Each accepted address goes to its owner
+//! ([`PULLS_PER_PEER_MAX`], [`PULLS_PER_HOST_MAX`], [`PULLS_MAX`]). Each accepted address goes to its owner
 //! shard's replication mailbox; the shard pulls it from the asker (the IP its connection came
 //! from, the OAP port it claims) or other providers, verified, and keeps it. The
 //! answer goes back once every accepted copy is durable, or at
@@ -30,7 +30,7 @@ use ron_link::dht::{CopiesEnd, CopiesMade, CopiesReply, CopyOutcome, Pull, PullO
 use crate::closest::{distance, peer_position, DistanceKey};
 use crate::node::config::{
     ACCEPT_WINDOW_SLACK, COPIES_PLACEMENT_WAIT, COPIES_WAITING_MAX, COPY_WATCHES_MAX, PULLS_MAX,
-    PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
+    PULLS_PER_HOST_MAX, PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
 };
 use crate::node::state::{
     Answering, CopiesWaiter, FreshKey, Node, PlacementAnswer, PullDone, Ungreeted,
@@ -388,8 +388,13 @@ impl Node {
         index: usize,
     ) -> Option<CopyOutcome> {
         let copies = &mut self.copies;
+        let host = ron_link::policy::quota_address(source.ip());
         let of_peer = copies.per_peer.get(&peer).copied().unwrap_or(0);
-        if copies.under_way >= PULLS_MAX || of_peer >= PULLS_PER_PEER_MAX {
+        let of_host = copies.per_host.get(&host).copied().unwrap_or(0);
+        if copies.under_way >= PULLS_MAX
+            || of_peer >= PULLS_PER_PEER_MAX
+            || of_host >= PULLS_PER_HOST_MAX
+        {
             return Some(CopyOutcome::Busy);
         }
         let Some(pulls) = &copies.pulls else {
@@ -405,6 +410,7 @@ impl Node {
         }
         copies.under_way += 1;
         *copies.per_peer.entry(peer).or_insert(0) += 1;
+        *copies.per_host.entry(host).or_insert(0) += 1;
         self.metrics
             .copies_accepted_total
             .fetch_add(1, Ordering::Relaxed);
@@ -422,6 +428,7 @@ impl Node {
                 answering,
                 index,
                 peer,
+                host,
                 outcome,
             }
         }));
@@ -432,12 +439,8 @@ impl Node {
     pub(super) fn on_pull_done(&mut self, done: PullDone) {
         let copies = &mut self.copies;
         copies.under_way -= 1;
-        if let Some(n) = copies.per_peer.get_mut(&done.peer) {
-            *n -= 1;
-            if *n == 0 {
-                copies.per_peer.remove(&done.peer);
-            }
-        }
+        count_down(&mut copies.per_peer, &done.peer);
+        count_down(&mut copies.per_host, &done.host);
         let Some(entry) = copies.answering.get_mut(&done.answering) else {
             return;
         };
@@ -518,6 +521,16 @@ fn address_of(key: &RecordKey) -> Option<[u8; 32]> {
     match key.as_ref() {
         [0x1e, 0x20, digest @ ..] => digest.try_into().ok(),
         _ => None,
+    }
+}
+
+/// One fewer copy under way for `key`; a key with none left is forgotten.
+fn count_down<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
     }
 }
 

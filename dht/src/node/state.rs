@@ -341,8 +341,10 @@ pub(super) struct Copies {
     /// Peers' requests being worked on, by their number here.
     pub(super) answering: HashMap<u64, Answering>,
     pub(super) next_answering: u64,
-    /// Copies under way, per asking peer and in all.
+    /// Copies under way, per asking peer, per asking host
+    /// (`ron_link::policy::quota_address` of the IP its connection came from) and in all.
     pub(super) per_peer: HashMap<PeerId, usize>,
+    pub(super) per_host: HashMap<std::net::IpAddr, usize>,
     pub(super) under_way: usize,
     /// The shards' replication mailboxes (none: copies are answered `failed`).
     pub(super) pulls: Option<ReplicationRoutes>,
@@ -382,6 +384,8 @@ pub(super) struct PullDone {
     pub(super) answering: u64,
     pub(super) index: usize,
     pub(super) peer: PeerId,
+    /// The host the asking peer's connection came from.
+    pub(super) host: std::net::IpAddr,
     pub(super) outcome: CopyOutcome,
 }
 
