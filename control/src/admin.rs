@@ -1,6 +1,9 @@
 //! The admin HTTP server. An acceptor thread polls a non-blocking listener and hands
 //! each connection to its own short-lived thread, at most [`ADMIN_CONNECTIONS_MAX`] at
-//! once; one more is answered 503 at once and closed. A connection gets one answer and
+//! once. When all are taken, those that have not sent a whole head within
+//! [`ADMIN_CROWDED_HEAD_MS`] are closed to make room, and the newcomer waits up to
+//! [`ADMIN_CROWDED_WAIT_MS`] for it; only then is it answered 503 and closed. A
+//! connection gets one answer and
 //! is closed: its complete head must arrive within [`ADMIN_HEAD_TIMEOUT_MS`] of the
 //! accept (each read waits only for the time left, so trickling bytes buys nothing) and
 //! within [`ADMIN_HEAD_BYTES_MAX`], and its answer must be written within
@@ -60,6 +63,14 @@ pub const ADMIN_STOP_POLL_MS: u64 = 100;
 /// the close: closing with unread bytes would reset the connection and could destroy
 /// the answer on its way.
 pub const ADMIN_LINGER_MS: u64 = 200;
+/// When every connection thread is taken, a connection that has not sent its whole head
+/// within this long of its accept is closed to make room: probes and tools send theirs
+/// at once, so what holds a thread that long without one is a slow or silent client —
+/// and 64 of those, reopened every 2 s, would otherwise have every liveness probe
+/// answered 503.
+pub const ADMIN_CROWDED_HEAD_MS: u64 = 250;
+/// How long a connection finding every thread taken waits for one to be freed.
+pub const ADMIN_CROWDED_WAIT_MS: u64 = 300;
 
 /// Which shard owns an object, as the engine routes it: the control thread knows the
 /// shards' count, not their storage.
@@ -130,6 +141,7 @@ impl AdminServer {
             answers: Arc::new(answers),
             stop: Arc::clone(&stop),
             open: Arc::new(AtomicUsize::new(0)),
+            crowded: Arc::new(AtomicBool::new(false)),
         };
         let handle = std::thread::Builder::new()
             .name("ron-admin".into())
@@ -163,6 +175,9 @@ struct Acceptor {
     stop: Arc<AtomicBool>,
     /// Connection threads running now.
     open: Arc<AtomicUsize>,
+    /// Raised while a connection waits for a thread: those without a whole head past
+    /// [`ADMIN_CROWDED_HEAD_MS`] close.
+    crowded: Arc<AtomicBool>,
 }
 
 impl Acceptor {
@@ -189,24 +204,45 @@ impl Acceptor {
     }
 
     fn admit(&self, stream: TcpStream, accepted: Instant) {
-        if self.open.load(Ordering::Acquire) >= ADMIN_CONNECTIONS_MAX {
+        if !room_made(&self.open, &self.crowded, &self.stop) {
             busy(stream);
             return;
         }
         let slot = Slot::take(&self.open);
         let answers = Arc::clone(&self.answers);
         let stop = Arc::clone(&self.stop);
+        let crowded = Arc::clone(&self.crowded);
         let spawned = std::thread::Builder::new()
             .name("ron-admin-conn".into())
             .spawn(move || {
                 let _slot = slot;
-                let _ = serve(stream, accepted, &answers, &stop);
+                let _ = serve(stream, accepted, &answers, &stop, &crowded);
             });
         if let Err(e) = spawned {
             // The closure, its slot and the connection were dropped with it.
             tracing::warn!(error = %e, "cannot start an admin connection thread");
         }
     }
+}
+
+/// Whether a connection thread is free (fewer than [`ADMIN_CONNECTIONS_MAX`] `open`),
+/// or freed within [`ADMIN_CROWDED_WAIT_MS`] by the connections without a whole head
+/// that raising `crowded` closes.
+fn room_made(open: &AtomicUsize, crowded: &AtomicBool, stop: &AtomicBool) -> bool {
+    let has_room = || open.load(Ordering::Acquire) < ADMIN_CONNECTIONS_MAX;
+    if has_room() {
+        crowded.store(false, Ordering::Relaxed);
+        return true;
+    }
+    crowded.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_millis(ADMIN_CROWDED_WAIT_MS);
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(ADMIN_ACCEPT_POLL_MS));
+        if has_room() {
+            return true;
+        }
+    }
+    false
 }
 
 /// One running connection thread, counted in `open` for as long as it lives.
@@ -240,4 +276,30 @@ fn busy(mut stream: TcpStream) {
     let reply = Reply::text(503, "admin server busy: too many connections\n");
     let _ = stream.write(&reply.to_bytes(false));
     let _ = stream.shutdown(Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With every thread taken, a newcomer raises `crowded` and gets room once a thread
+    /// ends within the wait; with none ending, it is refused after the wait.
+    #[test]
+    fn a_newcomer_waits_for_room_only_as_long_as_the_crowded_wait() {
+        let open = Arc::new(AtomicUsize::new(ADMIN_CONNECTIONS_MAX));
+        let (crowded, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+        let started = Instant::now();
+        assert!(!room_made(&open, &crowded, &stop));
+        assert!(started.elapsed() >= Duration::from_millis(ADMIN_CROWDED_WAIT_MS));
+        assert!(crowded.load(Ordering::Relaxed));
+        let ending = Arc::clone(&open);
+        let one_ends = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            ending.fetch_sub(1, Ordering::AcqRel);
+        });
+        assert!(room_made(&open, &crowded, &stop));
+        one_ends.join().unwrap();
+        assert!(room_made(&open, &crowded, &stop), "room at once");
+        assert!(!crowded.load(Ordering::Relaxed), "and no longer crowded");
+    }
 }

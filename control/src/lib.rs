@@ -26,8 +26,10 @@
 //!   the counters (rendered by the families `ron-link` declares with them) and which
 //!   shard owns an object ([`OwnerOf`]), not the storage.
 //! - No admin client can delay another, a probe, or the control thread: connections are
-//!   served concurrently, at most [`admin::ADMIN_CONNECTIONS_MAX`] at once (one more is
-//!   answered 503 at once); each must send its whole head within
+//!   served concurrently, at most [`admin::ADMIN_CONNECTIONS_MAX`] at once (past it,
+//!   those without a whole head after [`admin::ADMIN_CROWDED_HEAD_MS`] are closed to make
+//!   room, and a newcomer finding none within [`admin::ADMIN_CROWDED_WAIT_MS`] is
+//!   answered 503); each must send its whole head within
 //!   [`admin::ADMIN_HEAD_TIMEOUT_MS`] of the accept and within
 //!   [`admin::ADMIN_HEAD_BYTES_MAX`], gets its answer within
 //!   [`admin::ADMIN_WRITE_TIMEOUT_MS`], and is closed after it.

@@ -10,8 +10,8 @@ use ron_codec::http::head::{parse_request_head, HeadParse, Method};
 
 use super::routes::{route, Reply, Request};
 use super::{
-    Answers, ADMIN_HEAD_BYTES_MAX, ADMIN_HEAD_TIMEOUT_MS, ADMIN_LINGER_MS, ADMIN_STOP_POLL_MS,
-    ADMIN_WRITE_TIMEOUT_MS,
+    Answers, ADMIN_CROWDED_HEAD_MS, ADMIN_HEAD_BYTES_MAX, ADMIN_HEAD_TIMEOUT_MS, ADMIN_LINGER_MS,
+    ADMIN_STOP_POLL_MS, ADMIN_WRITE_TIMEOUT_MS,
 };
 
 /// How reading a head ended.
@@ -29,10 +29,16 @@ pub(super) fn serve(
     accepted: Instant,
     answers: &Answers,
     stop: &AtomicBool,
+    crowded: &AtomicBool,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     let head_deadline = accepted + Duration::from_millis(ADMIN_HEAD_TIMEOUT_MS);
-    let (reply, head_only) = match read_head(&mut stream, head_deadline, stop)? {
+    let crowded_deadline = accepted + Duration::from_millis(ADMIN_CROWDED_HEAD_MS);
+    let give_up = || {
+        stop.load(Ordering::Relaxed)
+            || (crowded.load(Ordering::Relaxed) && Instant::now() >= crowded_deadline)
+    };
+    let (reply, head_only) = match read_head(&mut stream, head_deadline, give_up)? {
         HeadRead::Complete(request) => (route(&request, answers), request.method == Method::Head),
         HeadRead::Malformed(reason) => (Reply::text(400, reason), false),
         HeadRead::Abandoned => return Ok(()),
@@ -59,11 +65,13 @@ fn linger(stream: &mut TcpStream) {
     }
 }
 
-/// Reads until the head is complete, each read waiting at most for the time left.
+/// Reads until the head is complete, each read waiting at most for the time left, and
+/// no more than [`ADMIN_STOP_POLL_MS`] between two looks at `give_up` (a stop, or the
+/// server crowded while this connection has been slow).
 fn read_head(
     stream: &mut TcpStream,
     deadline: Instant,
-    stop: &AtomicBool,
+    give_up: impl Fn() -> bool,
 ) -> std::io::Result<HeadRead> {
     let mut buf = vec![0u8; ADMIN_HEAD_BYTES_MAX];
     let mut filled = 0;
@@ -71,7 +79,7 @@ fn read_head(
         let Some(wait) = read_wait(Instant::now(), deadline) else {
             return Ok(HeadRead::Abandoned);
         };
-        if stop.load(Ordering::Relaxed) {
+        if give_up() {
             return Ok(HeadRead::Abandoned);
         }
         stream.set_read_timeout(Some(wait))?;
