@@ -28,6 +28,9 @@ enum Mischief {
     FlipDataFrame(usize),
     /// Holds the first bytes back this long on each connection.
     DelayFirstByte(Duration),
+    /// Holds each DATA frame but the first back this long: a provider that answers at
+    /// once, then trickles.
+    DelayLaterDataFrames(Duration),
 }
 
 /// A TCP proxy to `target` on its own threads; counts the connections it took.
@@ -75,6 +78,26 @@ fn pump_back(mut node: TcpStream, mut client: TcpStream, mischief: Mischief) {
                     std::thread::sleep(delay);
                 }
                 buf[..n].to_vec()
+            }
+            Mischief::DelayLaterDataFrames(delay) => {
+                let mut input = &buf[..n];
+                while let Ok(Some(frame)) = decoder.decode(&mut input) {
+                    let is_data = !frame.header.flags.contains(Flags::START)
+                        && !frame.header.flags.contains(Flags::END)
+                        && frame.header.corr_id == 2;
+                    if is_data {
+                        if data_frames > 0 {
+                            std::thread::sleep(delay);
+                        }
+                        data_frames += 1;
+                    }
+                    let mut out = BytesMut::new();
+                    frame.encode_into(&mut out);
+                    if client.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+                continue;
             }
             Mischief::FlipDataFrame(target) => {
                 let mut input = &buf[..n];
@@ -242,6 +265,73 @@ fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
     assert!(r.status == 200 && r.body == data);
     assert_eq!(metric(edge.admin, "ron_fetches_total"), 3);
     for n in [&mut liar, &mut honest, &mut edge] {
+        n.stop();
+    }
+}
+
+/// A provider that sends its first group at once and then one group every 3 s (within
+/// every stall timeout) does not set the fetch's pace while another provider is queued:
+/// a group that takes four hedge intervals has the next provider resume at it. The slow
+/// provider is in the edge's zone, so it is asked first; before, the 16-group object took
+/// 45 s from it, the fast provider never asked.
+#[test]
+fn a_provider_slow_after_its_first_group_is_replaced_by_a_queued_one() {
+    let p2p: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let slow_front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let flags = |i: usize, zone: &str, front: Option<&TcpListener>| {
+        let mut f: Vec<String> = [
+            "--shards",
+            "1",
+            "--fetch-hedge-ms",
+            "300",
+            "--replicas",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        f.extend(["--p2p".into(), format!("127.0.0.1:{}", p2p[i])]);
+        f.extend(["--zone".into(), zone.into()]);
+        if i > 0 {
+            f.extend(["--peer".into(), format!("127.0.0.1:{}", p2p[0])]);
+        }
+        if let Some(front) = front {
+            let port = front.local_addr().unwrap().port();
+            f.extend(["--oap-advertised-port".into(), port.to_string()]);
+        }
+        f
+    };
+    let start = |name: &str, f: Vec<String>| {
+        let f: Vec<&str> = f.iter().map(String::as_str).collect();
+        Node::start(&temp_dir(name), &f)
+    };
+    let mut slow = start("rt-slow-provider", flags(0, "near", Some(&slow_front)));
+    let mut fast = start("rt-fast-provider", flags(1, "far", None));
+    let mut edge = start("rt-slow-edge", flags(2, "near", None));
+    let _slow_proxy = proxy(
+        slow_front,
+        slow.oap,
+        Mischief::DelayLaterDataFrames(Duration::from_secs(3)),
+    );
+    let data = bytes(31, 16 * GROUP);
+    let addr = upload(&slow, &data);
+    assert_eq!(upload(&fast, &data), addr);
+    let (slow_id, fast_id) = (node_id(&slow), node_id(&fast));
+    wait_for("the edge resolves both providers", WAIT, || {
+        provider_oap(&edge, &addr, &slow_id).is_some()
+            && provider_oap(&edge, &addr, &fast_id).is_some()
+    });
+    let asked = Instant::now();
+    let (status, body) = get_all(edge.http, &format!("/o/{addr}"));
+    let took = asked.elapsed();
+    assert_eq!(status, 200);
+    assert!(body == data, "the whole object, verified");
+    assert!(
+        took < Duration::from_secs(15),
+        "took {took:?}: the slow provider set the pace (a group each 3 s)"
+    );
+    assert!(metric(edge.admin, "ron_fetch_hedges_total") >= 1);
+    for n in [&mut slow, &mut fast, &mut edge] {
         n.stop();
     }
 }

@@ -80,8 +80,25 @@ use peer::PeerGet;
 use crate::blocked::Blocked;
 use crate::refusal::Refusal;
 
+/// What [`ReadThrough::next_group_or_faster`] got.
+enum NextGroup {
+    /// The group from the provider in use (or its failure).
+    Here(Result<bytes::Bytes, AttemptError>),
+    /// Another provider's GET from that group on, its first group verified.
+    Faster(Box<PeerGet>),
+}
+
 /// Providers asked for per fetch.
 const PROVIDERS_MAX: usize = 8;
+/// A group that takes this many hedge intervals (`hedge_after`) to come, while other
+/// providers are queued, has the next of them asked to resume at it; whichever
+/// delivers first goes on, the slower goes to the back of the queue. A provider that
+/// sends a group just within each stall timeout would otherwise set the fetch's pace —
+/// a 64 KiB group every ~19 s is a gigabyte in days — for every client waiting on it.
+const SLOW_GROUP_HEDGES: u32 = 4;
+/// Such switches per fetch, at most: providers that are all slow (a slow link of this
+/// node's own) are not traded for one another group after group.
+const SLOW_SWITCHES_MAX: u32 = 3;
 /// How read-through behaves (from the configuration).
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -453,8 +470,26 @@ impl ReadThrough {
         };
         let mut upload = self.shard.begin_upload(Some(total_len));
         let mut next = 0;
+        let mut switches_left = SLOW_SWITCHES_MAX;
         while next < groups {
-            let group = match get.next_group(addr).await {
+            let raced = match switches_left {
+                0 => NextGroup::Here(get.next_group(addr).await),
+                _ => {
+                    self.next_group_or_faster(&mut get, addr, peers, next, total_len, attempts)
+                        .await
+                }
+            };
+            let next_group = match raced {
+                NextGroup::Here(group) => group,
+                NextGroup::Faster(faster) => {
+                    FrontCounters::add(&self.metrics().fetch_hedges, 1);
+                    peers.push_back(get.peer);
+                    get = *faster;
+                    switches_left -= 1;
+                    continue;
+                }
+            };
+            let group = match next_group {
                 Ok(group) => group,
                 Err(e) => {
                     attempts.note(self.metrics(), addr, e);
@@ -490,6 +525,39 @@ impl ReadThrough {
             return Err(Streamed::Partly);
         }
         Ok(())
+    }
+
+    /// The next group from `get` — or, when it has not come within
+    /// [`SLOW_GROUP_HEDGES`] hedge intervals and other providers are queued, a GET of the
+    /// rest from one of them, should that deliver its first group before `get` does
+    /// (`get` is then left mid-group: the caller drops it).
+    async fn next_group_or_faster(
+        &self,
+        get: &mut PeerGet,
+        addr: Address,
+        peers: &mut VecDeque<SocketAddr>,
+        next: u64,
+        total_len: u64,
+        attempts: &mut Attempts,
+    ) -> NextGroup {
+        let own = async { NextGroup::Here(get.next_group(addr).await) };
+        if peers.is_empty() {
+            return own.await;
+        }
+        let slow_after = self.config.hedge_after * SLOW_GROUP_HEDGES;
+        let faster = async {
+            glommio::timer::sleep(slow_after).await;
+            let resume_by = Instant::now() + self.config.timeout;
+            let resumed = self
+                .open_hedged(addr, peers, next, Some(total_len), resume_by, attempts)
+                .await;
+            match resumed {
+                Some(faster) => NextGroup::Faster(Box::new(faster)),
+                // No other provider delivers: the slow one is all there is.
+                None => std::future::pending().await,
+            }
+        };
+        futures_lite::future::or(own, faster).await
     }
 
     /// Holds a placement copy's transfer back (the sender waits on TCP's window) until
