@@ -399,6 +399,25 @@ fn keep_alive_and_pipelining() {
         (200, Some("3000"))
     );
     assert_eq!((r3.status, r3.body.as_slice()), (206, &bytes(8, 3000)[..2]));
+
+    // A HEAD answered with an error ends at its head too, on a connection kept open:
+    // the error's JSON after it was read as the start of the next answer.
+    let missing = Address::of(b"nobody stored this");
+    let pipelined = format!(
+        "HEAD /o/{missing} HTTP/1.1\r\nHost: t\r\n\r\nHEAD /o/b3:nothex HTTP/1.1\r\nHost: t\r\n\r\nGET /o/{a} HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1\r\n\r\n"
+    );
+    s.write_all(pipelined.as_bytes()).unwrap();
+    let absent = read_response(&mut s, &mut pending, true).unwrap();
+    let malformed = read_response(&mut s, &mut pending, true).unwrap();
+    let next = read_response(&mut s, &mut pending, false).unwrap();
+    assert_eq!(absent.status, 404);
+    assert_eq!(absent.header("Connection"), None, "kept open");
+    assert!(absent.header("Content-Length").is_some());
+    assert_eq!(malformed.status, 400);
+    assert_eq!(
+        (next.status, next.body.as_slice()),
+        (206, &bytes(8, 3000)[..2])
+    );
 }
 
 #[test]

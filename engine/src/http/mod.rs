@@ -281,7 +281,7 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         HeadOutcome::Rejected(refusal, started) => {
             conn.transfer = Transfer::new(ctx.limits.pace(started));
             let corr = ctx.new_corr_id();
-            respond::refuse(ctx, conn, &refusal, &corr, true).await?;
+            respond::refuse(ctx, conn, &refusal, &corr, true, false).await?;
             let status = refusal.status();
             ctx.admission
                 .record(Protocol::Http, Op::Other, status, started);
@@ -335,7 +335,8 @@ async fn refuse_unadmitted<S: Transport>(
     started: Instant,
 ) -> Result<After, Abort> {
     let close = !request.keep_alive || !request.body_is_empty();
-    respond::refuse(ctx, conn, refusal, &request.corr_id, close).await?;
+    let head_only = request.method == Method::Head;
+    respond::refuse(ctx, conn, refusal, &request.corr_id, close, head_only).await?;
     let status = refusal.status();
     ctx.admission
         .record(Protocol::Http, request.op(), status, started);

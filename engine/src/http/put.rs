@@ -76,7 +76,7 @@ pub(super) async fn upload<S: Transport>(
             Ok(want) if want > 1 => match ctx.service.wait_for_copies(stored.addr, want).await {
                 Ok(copies) => created(ctx, conn, req, stored, Some(copies), keep).await,
                 Err(refusal) => {
-                    respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep).await?;
+                    respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep, false).await?;
                     Ok((refusal.status(), After::keep_if(keep)))
                 }
             },
@@ -84,7 +84,7 @@ pub(super) async fn upload<S: Transport>(
         },
         // The body was read whole: the connection is still in step.
         Err(refusal @ Refusal::DigestMismatch { .. }) => {
-            respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep).await?;
+            respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep, false).await?;
             Ok((refusal.status(), After::keep_if(keep)))
         }
         Err(refusal) => refuse_upload(ctx, conn, req, &refusal).await,
@@ -98,7 +98,7 @@ async fn refuse_upload<S: Transport>(
     req: &Request,
     refusal: &Refusal,
 ) -> Result<(u16, After), Abort> {
-    respond::refuse(ctx, conn, refusal, &req.corr_id, true).await?;
+    respond::refuse(ctx, conn, refusal, &req.corr_id, true, false).await?;
     Ok((refusal.status(), After::Close))
 }
 

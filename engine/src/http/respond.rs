@@ -1,6 +1,7 @@
 //! The write side of a connection: response heads with the headers every answer
 //! carries, error envelopes for refusals, and body slices.
 
+use ron_codec::http::head::Method;
 use ron_codec::http::response::{http_date, ResponseHead, HTTP_DATE_LEN};
 use ron_io::stream::Transport;
 
@@ -53,20 +54,24 @@ pub(super) async fn refuse_request<S: Transport>(
     refusal: &Refusal,
     close: bool,
 ) -> Result<u16, Abort> {
-    refuse(ctx, conn, refusal, &req.corr_id, close).await?;
+    let head_only = req.method == Method::Head;
+    refuse(ctx, conn, refusal, &req.corr_id, close, head_only).await?;
     Ok(refusal.status())
 }
 
 /// Answers with `refusal`'s error envelope (logged once here), never to be stored by a
 /// cache. Codes that carry a wait get `Retry-After` in whole seconds (rounded up) beside
 /// `retry_after_ms`; a 416 names the object's length in `Content-Range`; a 405 names the
-/// methods the route serves in `Allow`.
+/// methods the route serves in `Allow`. The answer to a HEAD (`head_only`) ends at its
+/// head, `Content-Length` saying what a GET's body would be (RFC 9110 §9.3.2): bytes
+/// after it would be read as the start of the connection's next answer.
 pub(super) async fn refuse<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
     refusal: &Refusal,
     corr: &CorrId,
     close: bool,
+    head_only: bool,
 ) -> Result<(), Abort> {
     refusal.log(ctx.service.shard().index(), corr.as_str());
     let mut body = Vec::with_capacity(160);
@@ -88,7 +93,9 @@ pub(super) async fn refuse<S: Transport>(
         head.content_range_unsatisfied(*total);
     }
     head.finish();
-    conn.wbuf.extend_from_slice(&body);
+    if !head_only {
+        conn.wbuf.extend_from_slice(&body);
+    }
     write_out(ctx, conn).await
 }
 
