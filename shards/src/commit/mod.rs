@@ -34,11 +34,15 @@
 //! answered "already stored" if the first became durable, queued itself if not — and
 //! never renames over a file whose commit is in flight. An eviction claims its addresses
 //! the same way ([`GroupCommit::claim_for_eviction`]): an upload of an address being
-//! evicted waits for the eviction to end, then stores the object anew.
+//! evicted waits for the eviction to end, then stores the object anew. An upload looks
+//! for a claim before it looks whether the object is stored: an object claimed is still
+//! indexed until its eviction commits, and an upload answered "already stored" then
+//! would have been answered for files about to be unlinked.
 //!
 //! Retention: a staged object marked evictable (a fetched copy) is committed with an
 //! evictable record; an upload of an object stored as an evictable copy is answered
-//! once its record is committed again as kept ([`crate::store::CommitRecord`]).
+//! once its record is committed again as kept ([`crate::store::CommitRecord`]), the
+//! address held in flight meanwhile so that no eviction claims it.
 //!
 //! This module knows neither the shard nor the mesh.
 //!
@@ -49,6 +53,7 @@ mod index;
 mod queue;
 mod write;
 
+use crate::ObjectMeta;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -144,20 +149,27 @@ impl GroupCommit {
             return Err(refused);
         }
         loop {
-            if self.unindexed.borrow().contains_key(&addr) || store.contains(&addr)? {
-                let retention = staged.retention;
-                upload::discard(staged).await;
-                if retention == Retention::Kept {
-                    self.keep(store, &addr).await?;
-                }
-                return Ok(CommitOutcome::AlreadyStored);
-            }
-            let Some(outcome) = self.wait_for_commit_in_flight(&addr) else {
-                return self.commit_queued(store, staged).await;
-            };
             // Another upload of these bytes is being committed, or the object is being
-            // evicted: wait for the outcome, then look again.
-            outcome.recv().await;
+            // evicted or made kept: wait for the outcome, then look again. First: an
+            // object claimed for eviction is still indexed until the eviction commits,
+            // and an upload that found it "stored" was answered for files about to go.
+            if let Some(outcome) = self.wait_for_commit_in_flight(&addr) {
+                outcome.recv().await;
+                continue;
+            }
+            if !(self.unindexed.borrow().contains_key(&addr) || store.contains(&addr)?) {
+                return self.commit_queued(store, staged).await;
+            }
+            let retention = staged.retention;
+            // Made kept before the discard's wait: nothing in flight lay between the
+            // look above and the claim `keep` makes, so no eviction can come between.
+            let kept = match retention {
+                Retention::Kept => self.keep(store, &addr).await,
+                Retention::Evictable => Ok(()),
+            };
+            upload::discard(staged).await;
+            kept?;
+            return Ok(CommitOutcome::AlreadyStored);
         }
     }
 
@@ -170,14 +182,15 @@ impl GroupCommit {
         addr: &Address,
     ) -> Result<bool, ShardError> {
         loop {
-            if self.unindexed.borrow().contains_key(addr) || store.contains(addr)? {
-                self.keep(store, addr).await?;
-                return Ok(true);
+            if let Some(outcome) = self.wait_for_commit_in_flight(addr) {
+                outcome.recv().await;
+                continue;
             }
-            let Some(outcome) = self.wait_for_commit_in_flight(addr) else {
+            if !(self.unindexed.borrow().contains_key(addr) || store.contains(addr)?) {
                 return Ok(false);
-            };
-            outcome.recv().await;
+            }
+            self.keep(store, addr).await?;
+            return Ok(true);
         }
     }
 
@@ -216,19 +229,50 @@ impl GroupCommit {
 
     /// Makes a stored object kept if it is an evictable copy (an upload of an object
     /// this node fetched): its record is committed again as kept, and the upload is
-    /// answered once that is durable.
+    /// answered once that is durable. The caller has found it stored and nothing in
+    /// flight for it; `addr` is held in flight from here, before any wait, until this
+    /// ends (its record's commit settles it, as a demotion's): an eviction claims nothing
+    /// in flight, so it cannot take the copy while it is being made kept.
     async fn keep(&self, store: &Store, addr: &Address) -> Result<(), ShardError> {
-        let unindexed = self.unindexed.borrow().get(addr).cloned();
-        let meta = match unindexed {
-            Some((meta, Retention::Evictable)) => meta,
-            Some((_, Retention::Kept)) => return Ok(()),
-            None if store.is_evictable(addr)? => crate::store::read_record(store, addr)
-                .await?
-                .ok_or(ShardError::NotFound { addr: *addr })?,
-            None => return Ok(()),
+        self.in_flight.borrow_mut().insert(
+            *addr,
+            InFlight {
+                waiters: Vec::new(),
+                retention: Retention::Kept,
+            },
+        );
+        let meta = match self.record_to_keep(store, addr).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) => {
+                self.settle(addr, true);
+                return Ok(());
+            }
+            Err(e) => {
+                self.settle(addr, false);
+                return Err(e);
+            }
         };
         self.commit_record_again(store, addr, CommitRecord::of(&meta))
             .await
+    }
+
+    /// The metadata of `addr` if it is stored as an evictable copy (`None`: kept).
+    async fn record_to_keep(
+        &self,
+        store: &Store,
+        addr: &Address,
+    ) -> Result<Option<ObjectMeta>, ShardError> {
+        let unindexed = self.unindexed.borrow().get(addr).cloned();
+        Ok(match unindexed {
+            Some((meta, Retention::Evictable)) => Some(meta),
+            Some((_, Retention::Kept)) => None,
+            None if store.is_evictable(addr)? => Some(
+                crate::store::read_record(store, addr)
+                    .await?
+                    .ok_or(ShardError::NotFound { addr: *addr })?,
+            ),
+            None => None,
+        })
     }
 
     /// Commits the record of a stored object again (with another retention) in the

@@ -150,3 +150,110 @@ fn remove_named(dirs: &[std::path::PathBuf], prefix: &str) -> Result<usize, Shar
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use glommio::{LocalExecutorBuilder, Placement as Pinning, PoolPlacement};
+    use ron_codec::ChunkTree;
+
+    use super::*;
+    use crate::layout::{self, DataDirs, Routing};
+    use crate::{ShardConfig, ShardIndex};
+
+    fn config(data_dir: &Path) -> ShardConfig {
+        ShardConfig {
+            data_dirs: DataDirs::one(data_dir),
+            cache_bytes_max: 4 << 20,
+            meta_bytes_max: 1 << 20,
+            open_files_max: 16,
+            index_bytes_max: 1 << 26,
+            commit_batch_max: 64,
+            ec: crate::ec::EcParams::default_for(1),
+            scrub_bytes_per_s: 0,
+            dht: None,
+            evictable_bytes_max: None,
+            announce_filter: Default::default(),
+        }
+    }
+
+    async fn staged(shard: &Shard, data: &[u8], retention: Retention) -> StagedObject {
+        let mut upload = shard.begin_upload(Some(data.len() as u64));
+        upload.write(data).await.unwrap();
+        let mut staged = upload.finish(String::new()).await.unwrap();
+        staged.retention = retention;
+        staged
+    }
+
+    /// An upload of an object the evicter has claimed waits for the eviction and then
+    /// stores it anew. Before, it found the object still indexed, was answered "already
+    /// stored", and the eviction then unlinked its files: an acknowledged write lost.
+    #[test]
+    fn an_upload_of_an_object_being_evicted_waits_and_stores_it_anew() {
+        let dir =
+            std::env::temp_dir().join(format!("ron-shards-evict-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data_dir = dir.clone();
+        LocalExecutorBuilder::new(Pinning::Unbound)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .spawn(move || async move {
+                let table = layout::open_data_dirs(&DataDirs::one(&data_dir), 1, 0)
+                    .unwrap()
+                    .table;
+                layout::clean_tmp(&data_dir).unwrap();
+                let routing = Routing::new(table, 1);
+                let metrics = Arc::new(StorageCounters::default());
+                let shard = Shard::start(ShardIndex(0), routing, config(&data_dir), None, metrics)
+                    .await
+                    .unwrap();
+                // An evictable copy in a file of its own (larger than a packed object).
+                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+                let addr = ChunkTree::of(&data).root();
+                let copy = staged(&shard, &data, Retention::Evictable).await;
+                assert_eq!(shard.commit(copy).await.unwrap(), CommitOutcome::Created);
+                let store = shard.local_store(&addr).unwrap().clone();
+                assert_eq!(shard.commits.claim_for_eviction(&[addr]), [addr]);
+
+                let upload = staged(&shard, &data, Retention::Kept).await;
+                let answered = Rc::new(Cell::new(false));
+                let (uploader, told) = (Rc::clone(&shard), Rc::clone(&answered));
+                let put = glommio::spawn_local(async move {
+                    let outcome = uploader.commit(upload).await;
+                    told.set(true);
+                    outcome
+                });
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                assert!(
+                    !answered.get(),
+                    "answered while its object was being evicted"
+                );
+
+                let (evicting, to_evict) = (store.clone(), vec![addr]);
+                let evicted = glommio::executor()
+                    .spawn_blocking(move || evicting.evict_blocking(&to_evict))
+                    .await
+                    .unwrap();
+                assert_eq!(evicted.len(), 1);
+                shard.forget_everywhere(vec![addr]).await;
+                let (unlinking, to_unlink) = (store.clone(), vec![addr]);
+                glommio::executor()
+                    .spawn_blocking(move || unlinking.unlink_evicted_blocking(&to_unlink))
+                    .await
+                    .unwrap();
+                shard.commits.release_evicted(&[addr]);
+
+                assert_eq!(put.await.unwrap(), CommitOutcome::Created);
+                let meta = shard.meta(&addr).await.expect("stored anew");
+                assert_eq!(meta.len(), data.len() as u64);
+                assert!(!store.is_evictable(&addr).unwrap(), "kept");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
