@@ -14,8 +14,9 @@ use crate::store::CommitRecord;
 /// blocking pool, then takes its packed objects out of the unindexed map and answers
 /// the own-file uploads. On failure the packed records (answered already, durable in
 /// their segments) go back to the backlog, and the next upload retries
-/// ([`GroupCommit::index_healthy`]). Ends with `indexing` cleared; after a success it
-/// wakes the commit loop to index what came meanwhile.
+/// ([`GroupCommit::index_healthy`]). Ends with `indexing` cleared; after a success, or
+/// a failure with own-file uploads waiting, it wakes the commit loop to index what came
+/// meanwhile.
 pub(super) async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) {
     let IndexBacklog {
         stores,
@@ -58,7 +59,11 @@ pub(super) async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) 
         }
     }
     commits.indexing.set(false);
-    if succeeded {
+    // After a success the loop indexes what came meanwhile. After a failure, only if
+    // own-file uploads came meanwhile (they wait for an index commit, and would wait
+    // for the next upload's retry otherwise): one more try answers them either way.
+    let waiting = !commits.backlog.borrow().waiters.is_empty();
+    if succeeded || waiting {
         let _ = commits.wakeup.try_send(());
     }
 }

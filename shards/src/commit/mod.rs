@@ -428,13 +428,25 @@ async fn commit_loop(commits: Rc<GroupCommit>, wakeups: LocalReceiver<()>) {
     if let Some(running) = indexing {
         running.await;
     }
+    // An upload's retry may still be running: the last index commit comes after it.
+    while commits.indexing.get() {
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
     if let Some(last) = start_indexing(&commits) {
         last.await;
     }
 }
 
-/// Starts an index commit of the backlog, if it holds anything.
+/// Starts an index commit of the backlog, if it holds anything and no other index
+/// commit is running — the loop's own, or an upload's retry after a failure
+/// ([`GroupCommit::index_healthy`]). One at a time: two at once could commit the later
+/// records' segment checkpoint while the earlier ones failed (or before they landed),
+/// and a start replays only past the checkpoint — the earlier small objects, answered,
+/// would never be indexed. The running one's end wakes the loop to look again.
 fn start_indexing(commits: &Rc<GroupCommit>) -> Option<glommio::Task<()>> {
+    if commits.indexing.get() {
+        return None;
+    }
     let backlog = std::mem::take(&mut *commits.backlog.borrow_mut());
     if backlog.is_empty() {
         return None;
