@@ -882,3 +882,36 @@ fn a_slow_small_window_reader_gets_every_byte_of_cached_bodies_in_order() {
         assert!(&received[head_end..] == want, "{range}: body bytes");
     }
 }
+
+/// An upload refused while its client is still sending the body (over the object limit,
+/// no `Expect`) lets the client send its body and then read the answer, as a client that
+/// sends its whole request before reading (Python's `requests`, many others) must: the
+/// node's close lingers, reading and dropping what still comes (RFC 9112 §9.6, nginx's
+/// `lingering_close`). Before, the socket closed with the body unread, the kernel reset
+/// the connection, and the client's send failed ("connection reset") before it ever
+/// read the 413.
+#[test]
+fn a_refused_upload_still_sending_its_body_gets_its_answer() {
+    let n = node("linger", &["--max-object-bytes", "1000"]);
+    let body_len = 8 << 20;
+    for round in 0..3 {
+        let mut s = connect(n.http);
+        let head = format!("PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: {body_len}\r\n\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        // Past the answer's arrival: the node has refused and closed by then.
+        std::thread::sleep(Duration::from_millis(100));
+        let chunk = vec![7u8; 256 * 1024];
+        for _ in 0..body_len / chunk.len() {
+            s.write_all(&chunk)
+                .unwrap_or_else(|e| panic!("round {round}: the body's send failed: {e}"));
+        }
+        let mut pending = Vec::new();
+        let r = read_response(&mut s, &mut pending, false)
+            .unwrap_or_else(|e| panic!("round {round}: no answer, {e}"));
+        assert_eq!(
+            (r.status, r.json()["code"].as_str()),
+            (413, Some("too_large")),
+            "round {round}"
+        );
+    }
+}

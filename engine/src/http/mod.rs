@@ -37,7 +37,10 @@ use ron_link::requests::{Op, Protocol};
 use crate::admission::{Admission, Ticket};
 use crate::buffers::{BufferPool, WriteBufferPool};
 use crate::client_addr::TrustedProxies;
-use crate::limits::{http_read_buffer_bytes, READ_BUFFERS_POOLED_MAX, WRITE_BUFFERS_POOLED_MAX};
+use crate::limits::{
+    http_read_buffer_bytes, LINGER_BYTES_MAX, LINGER_MS, READ_BUFFERS_POOLED_MAX,
+    WRITE_BUFFERS_POOLED_MAX,
+};
 use crate::refusal::Refusal;
 use crate::service::Service;
 use crate::transfer::{self, Transfer, TransferPace};
@@ -181,6 +184,9 @@ struct Conn<S> {
     /// Whether a head may wait for a zero-copy body longer than one packet: asked of
     /// the socket at its first such body ([`Conn::head_joins_long_body`]).
     head_joins_long_body: Option<bool>,
+    /// The connection closes after an answer that left a request's body unread: its
+    /// close lingers ([`linger`]).
+    body_left_unread: bool,
 }
 
 impl<S: Transport> Conn<S> {
@@ -197,6 +203,7 @@ impl<S: Transport> Conn<S> {
             ticket: None,
             zero_copy,
             head_joins_long_body: None,
+            body_left_unread: false,
         }
     }
 
@@ -250,14 +257,42 @@ pub async fn serve_connection<S: Transport>(
             Err(abort) => break Err(abort),
         }
     };
-    drop(open);
     match ended {
         Ok(()) => {
             let _ = conn.stream.close().await;
+            if conn.body_left_unread {
+                // Boxed: its buffer and wait are no part of every connection's state.
+                // Still counted open (against `connections_max`) while it lingers.
+                Box::pin(linger(&mut conn.stream)).await;
+            }
+            drop(open);
         }
         // Dropped without a TLS close_notify or a FIN: the peer sees a reset.
         Err(Abort) => {
             let _ = conn.stream.tcp().reset_on_close();
+        }
+    }
+}
+
+/// After an answer that left a request's body unread (an upload refused: too large, no
+/// token, over quota), the close waits — up to [`LINGER_MS`], reading and dropping at
+/// most [`LINGER_BYTES_MAX`] — for the client to stop sending: a socket closed with
+/// bytes unread is reset, and a client still sending its body would see the reset, not
+/// the answer (RFC 9112 §9.6; nginx's `lingering_close`). The answer has gone, and the
+/// sending side is shut.
+async fn linger<S: Transport>(stream: &mut S) {
+    let deadline = Instant::now() + std::time::Duration::from_millis(LINGER_MS);
+    let mut sink = vec![0u8; 16 * 1024];
+    let mut dropped = 0;
+    while dropped < LINGER_BYTES_MAX {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let _ = stream.tcp().set_read_timeout(Some(left));
+        match futures_lite::AsyncReadExt::read(stream, &mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => dropped += n,
         }
     }
 }
@@ -337,6 +372,7 @@ async fn refuse_unadmitted<S: Transport>(
     let close = !request.keep_alive || !request.body_is_empty();
     let head_only = request.method == Method::Head;
     respond::refuse(ctx, conn, refusal, &request.corr_id, close, head_only).await?;
+    conn.body_left_unread |= !request.body_is_empty();
     let status = refusal.status();
     ctx.admission
         .record(Protocol::Http, request.op(), status, started);

@@ -99,6 +99,7 @@ async fn refuse_upload<S: Transport>(
     refusal: &Refusal,
 ) -> Result<(u16, After), Abort> {
     respond::refuse(ctx, conn, refusal, &req.corr_id, true, false).await?;
+    conn.body_left_unread = true;
     Ok((refusal.status(), After::Close))
 }
 
