@@ -477,6 +477,7 @@ fn writes_need_a_token_when_tokens_are_configured() {
         (r.status, r.json()["code"].as_str()),
         (401, Some("unauthorized"))
     );
+    assert_eq!(r.header("WWW-Authenticate"), Some(r#"Bearer realm="ron""#));
     assert_eq!(
         put(n.http, "/o", b"data", "Authorization: Bearer wrong\r\n").status,
         401

@@ -62,7 +62,7 @@ pub(super) async fn refuse_request<S: Transport>(
 /// Answers with `refusal`'s error envelope (logged once here), never to be stored by a
 /// cache. Codes that carry a wait get `Retry-After` in whole seconds (rounded up) beside
 /// `retry_after_ms`; a 416 names the object's length in `Content-Range`; a 405 names the
-/// methods the route serves in `Allow`. The answer to a HEAD (`head_only`) ends at its
+/// methods the route serves in `Allow`; a 401 the scheme in `WWW-Authenticate`. The answer to a HEAD (`head_only`) ends at its
 /// head, `Content-Length` saying what a GET's body would be (RFC 9110 §9.3.2): bytes
 /// after it would be read as the start of the connection's next answer.
 pub(super) async fn refuse<S: Transport>(
@@ -84,6 +84,10 @@ pub(super) async fn refuse<S: Transport>(
         .content_length(body.len() as u64);
     if let Refusal::MethodNotAllowed { allowed } = refusal {
         head.header("Allow", allowed.as_bytes());
+    }
+    // A 401 names the scheme that would do (RFC 9110 §11.6.1; RFC 6750 §3).
+    if refusal.status() == 401 {
+        head.header("WWW-Authenticate", br#"Bearer realm="ron""#);
     }
     if let Some(ms) = refusal.retry_after_ms() {
         let mut seconds = itoa::Buffer::new();
