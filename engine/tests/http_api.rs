@@ -916,3 +916,19 @@ fn a_refused_upload_still_sending_its_body_gets_its_answer() {
         );
     }
 }
+
+/// A suffix range of the empty object is satisfiable (RFC 9110 §14.1.1) but names no
+/// byte: the answer is the whole, empty, object (200), not 416. A range starting at 0 of
+/// it names a byte it lacks: 416.
+#[test]
+fn a_suffix_range_of_the_empty_object_is_answered_whole() {
+    let n = node("empty-suffix", &[]);
+    let empty = upload(&n, b"");
+    let path = format!("/o/{empty}");
+    let r = get_with(n.http, &path, "Range: bytes=-5\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(r.header("Content-Range"), None);
+    let r = get_with(n.http, &path, "Range: bytes=0-\r\n");
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("Content-Range"), Some("bytes */0"));
+}

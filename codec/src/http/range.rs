@@ -86,6 +86,10 @@ pub enum RangeResolution {
     Partial(Ranges<ByteRange>),
     /// No range overlaps the object: 416 with `Content-Range: bytes */len`.
     Unsatisfiable,
+    /// The object is empty and a suffix range of it is asked for: satisfiable (RFC 9110
+    /// §14.1.1: a suffix range with a non-zero length is), yet no byte range can name
+    /// it in a 206 — the whole, empty, object is the answer (200), as for no range.
+    Whole,
 }
 
 impl RangeSet {
@@ -125,7 +129,12 @@ impl RangeSet {
                 let _ = out.push(range);
             }
         }
-        if out.is_empty() {
+        let suffix_of_nothing = |spec: RangeSpec| {
+            matches!(spec, RangeSpec::Suffix { suffix_len } if suffix_len > 0)
+        };
+        if out.is_empty() && object_len == 0 && self.iter().any(suffix_of_nothing) {
+            RangeResolution::Whole
+        } else if out.is_empty() {
             RangeResolution::Unsatisfiable
         } else {
             RangeResolution::Partial(out)
@@ -188,6 +197,7 @@ mod tests {
         match RangeSet::parse(header.as_bytes())?.resolve(len) {
             RangeResolution::Partial(r) => Some(r.iter().map(|b| (b.first, b.last)).collect()),
             RangeResolution::Unsatisfiable => Some(vec![]),
+            RangeResolution::Whole => None,
         }
     }
 
@@ -224,7 +234,9 @@ mod tests {
         assert_eq!(resolve("bytes=100-200", 100), Some(vec![]));
         assert_eq!(resolve("bytes=-0", 100), Some(vec![]));
         assert_eq!(resolve("bytes=0-", 0), Some(vec![]));
-        assert_eq!(resolve("bytes=-5", 0), Some(vec![]));
+        // A suffix of an empty object is satisfiable, and answered whole (200).
+        assert_eq!(resolve("bytes=-5", 0), None);
+        assert_eq!(resolve("bytes=-0", 0), Some(vec![]));
         // One satisfiable range is enough for 206.
         assert_eq!(resolve("bytes=200-300,0-0", 100), Some(vec![(0, 0)]));
     }

@@ -40,6 +40,7 @@ impl Span {
         };
         match range.resolve(total) {
             RangeResolution::Unsatisfiable => Err(Refusal::RangeNotSatisfiable { total }),
+            RangeResolution::Whole => Ok(whole),
             RangeResolution::Partial(ranges) if ranges.len() > 1 => Ok(whole),
             RangeResolution::Partial(ranges) => Ok(ranges.first().map_or(whole, |r| Span {
                 first: r.first,
