@@ -180,7 +180,10 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         }
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if is("expect") {
-            head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+            // An HTTP/1.0 client's Expect is ignored: it cannot take a 1xx answer (RFC
+            // 9110 §10.1.1, §15.2).
+            head.expect_continue =
+                minor_version >= 1 && value.eq_ignore_ascii_case(b"100-continue");
             continue;
         }
         if is("host") {
@@ -490,6 +493,9 @@ mod tests {
         );
         assert_eq!(h.body, BodyFraming::Chunked);
         assert!(h.expect_continue);
+        // HTTP/1.0 cannot take a 1xx answer: its Expect is ignored.
+        let h = complete(b"PUT /o HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+        assert!(!h.expect_continue);
         let h = complete(b"GET / HTTP/1.0\r\n\r\n");
         assert!(!h.keep_alive);
         let h = complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
