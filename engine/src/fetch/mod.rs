@@ -207,6 +207,7 @@ impl ReadThrough {
     /// The fetch of a copy the placement asks this shard to keep (replication's pull):
     /// fetched from `source` first (the node that asked), then the providers the DHT
     /// names, and committed as kept.
+    ///
     /// A pull that would start a fetch while half of `flights_max` are pulls' is refused
     /// (`TooManyFetches`): the rest stay for the shard's clients.
     pub(crate) fn join_copy(
@@ -545,6 +546,8 @@ impl ReadThrough {
             return own.await;
         }
         let slow_after = self.config.hedge_after * SLOW_GROUP_HEDGES;
+        // The providers a resume taken and dropped half-way had in hand go back.
+        let queued = peers.clone();
         let faster = async {
             glommio::timer::sleep(slow_after).await;
             let resume_by = Instant::now() + self.config.timeout;
@@ -557,7 +560,11 @@ impl ReadThrough {
                 None => std::future::pending().await,
             }
         };
-        futures_lite::future::or(own, faster).await
+        let raced = futures_lite::future::or(own, faster).await;
+        if matches!(raced, NextGroup::Here(_)) {
+            *peers = queued;
+        }
+        raced
     }
 
     /// Holds a placement copy's transfer back (the sender waits on TCP's window) until
