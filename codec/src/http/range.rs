@@ -129,9 +129,8 @@ impl RangeSet {
                 let _ = out.push(range);
             }
         }
-        let suffix_of_nothing = |spec: RangeSpec| {
-            matches!(spec, RangeSpec::Suffix { suffix_len } if suffix_len > 0)
-        };
+        let suffix_of_nothing =
+            |spec: RangeSpec| matches!(spec, RangeSpec::Suffix { suffix_len } if suffix_len > 0);
         if out.is_empty() && object_len == 0 && self.iter().any(suffix_of_nothing) {
             RangeResolution::Whole
         } else if out.is_empty() {
