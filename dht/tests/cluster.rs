@@ -102,19 +102,20 @@ fn five_nodes_announce_resolve_and_keep_records_across_a_restart() {
 
     // A restarts: same node id, still provides the object; B restarts and still holds
     // A's record (E resolves through whoever is up).
+    // C's failed dials, read while A is up: once A stops, C may dial it at any moment.
+    let dial_failures =
+        |n: &DhtThread| n.client.metrics.dial_failures_total.load(Ordering::Relaxed);
+    assert_eq!(
+        dial_failures(&nodes[2]),
+        0,
+        "no dial failed while every node was up"
+    );
     let a = nodes.remove(0);
     let a_listen = a.listen;
     a.stop();
     // A is gone: a lookup that asks it (of a key nobody provides, so the query asks every
-    // peer it knows) cannot dial it, and the node counts the failed dial.
-    let failures = || {
-        nodes[1]
-            .client
-            .metrics
-            .dial_failures_total
-            .load(Ordering::Relaxed)
-    };
-    assert_eq!(failures(), 0, "no dial failed while every node was up");
+    // peer it knows) cannot dial it, and the node (C) counts the failed dial.
+    let failures = || dial_failures(&nodes[1]);
     wait_for("a failed dial of A counted", || {
         let _ = nodes[1].client.resolve([0x44; 32], 16, 2_000);
         failures() >= 1
