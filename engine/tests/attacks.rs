@@ -174,26 +174,13 @@ fn slow_readers_cannot_fill_the_inflight_gate() {
 #[test]
 fn oap_slow_readers_cannot_fill_the_inflight_gate() {
     let _alone = alone();
-    use ron_codec::messages::ObjectRequest;
     let n = Node::start(
         &temp_dir("atk-oap-slow-readers"),
         &["--shards", "1", "--max-inflight", "4"],
     );
     let big = bytes(2, 16 << 20);
     let addr = upload(&n, &big);
-    let get_frame = |corr_id| {
-        let req = ObjectRequest::Get {
-            addr,
-            range: None,
-            proof: false,
-            local: false,
-            kept: false,
-            node: None,
-        };
-        req.frame(corr_id, 0, bytes::Bytes::new())
-            .unwrap()
-            .to_bytes()
-    };
+    let get_frame = |corr_id| oap_get(addr, corr_id);
     let mut readers = Vec::new();
     for _ in 0..2 {
         for _ in 0..4 {
@@ -208,6 +195,38 @@ fn oap_slow_readers_cannot_fill_the_inflight_gate() {
     drop(readers);
 }
 
+/// The wire bytes of a plain OAP/1 GET of `addr` (no range, no proof).
+fn oap_get(addr: Address, corr_id: u64) -> Vec<u8> {
+    let req = ron_codec::messages::ObjectRequest::Get {
+        addr,
+        range: None,
+        proof: false,
+        local: false,
+        kept: false,
+        node: None,
+    };
+    req.frame(corr_id, 0, bytes::Bytes::new())
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+}
+
+/// A one-shard node whose answers must leave at 2 MiB/s after a 500 ms grace, holding a
+/// 16 MiB object of `seed`'s bytes.
+fn impatient_node_with_16_mib(name: &str, seed: u64) -> (Node, Address) {
+    let flags = [
+        "--shards",
+        "1",
+        "--body-timeout-ms",
+        "500",
+        "--body-rate-min",
+        "2MiB",
+    ];
+    let n = Node::start(&temp_dir(name), &flags);
+    let addr = upload(&n, &bytes(seed, 16 << 20));
+    (n, addr)
+}
+
 /// An OAP/1 client that asks for a large object and then neither reads nor sends: the
 /// answer's send misses its transfer deadline and the connection closes then — not
 /// never, which it did while the cancelled GET's outbox kept the idle timeout from
@@ -216,31 +235,9 @@ fn oap_slow_readers_cannot_fill_the_inflight_gate() {
 #[test]
 fn an_oap_client_that_stops_reading_is_closed_at_the_send_deadline() {
     let _alone = alone();
-    use ron_codec::messages::ObjectRequest;
-    let n = Node::start(
-        &temp_dir("atk-oap-stopped-reader"),
-        &[
-            "--shards",
-            "1",
-            "--body-timeout-ms",
-            "500",
-            "--body-rate-min",
-            "2MiB",
-        ],
-    );
-    let big = bytes(4, 16 << 20);
-    let addr = upload(&n, &big);
-    let req = ObjectRequest::Get {
-        addr,
-        range: None,
-        proof: false,
-        local: false,
-        kept: false,
-        node: None,
-    };
-    let frame = req.frame(1, 0, bytes::Bytes::new()).unwrap().to_bytes();
+    let (n, addr) = impatient_node_with_16_mib("atk-oap-stopped-reader", 4);
     let mut silent = small_window(n.oap);
-    silent.write_all(&frame).unwrap();
+    silent.write_all(&oap_get(addr, 1)).unwrap();
     wait_metric(
         &n,
         "ron_transfer_deadline_drops_total",
@@ -257,19 +254,8 @@ fn an_oap_client_that_stops_reading_is_closed_at_the_send_deadline() {
 #[test]
 fn a_reader_slower_than_the_minimum_rate_is_cut_off_and_a_fast_one_is_not() {
     let _alone = alone();
-    let n = Node::start(
-        &temp_dir("atk-min-rate"),
-        &[
-            "--shards",
-            "1",
-            "--body-timeout-ms",
-            "500",
-            "--body-rate-min",
-            "2MiB",
-        ],
-    );
+    let (n, addr) = impatient_node_with_16_mib("atk-min-rate", 3);
     let big = bytes(3, 16 << 20);
-    let addr = upload(&n, &big);
     // One byte every 100 ms: far below 2 MiB/s. The socket buffers absorb a few MiB at
     // once, so the deadline falls at ~0.5 s + (bytes sent) / 2 MiB/s.
     let slow = stalled_readers(&n, &addr, 1, 1).remove(0);
