@@ -161,6 +161,26 @@ fn bad_groups(n: &Node) -> f64 {
     gauge(n.admin, "ron_fetch_failures_total{reason=\"bad_group\"}").unwrap()
 }
 
+/// Node `i`'s flags in a network bootstrapped from `p2p[0]`: `base`, its p2p port, and
+/// the OAP/1 port it advertises when a proxy (`front`) stands in front of it.
+fn network_flags(p2p: &[u16], i: usize, base: &[&str], front: Option<&TcpListener>) -> Vec<String> {
+    let mut f: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+    f.extend(["--p2p".into(), format!("127.0.0.1:{}", p2p[i])]);
+    if i > 0 {
+        f.extend(["--peer".into(), format!("127.0.0.1:{}", p2p[0])]);
+    }
+    if let Some(front) = front {
+        let port = front.local_addr().unwrap().port();
+        f.extend(["--oap-advertised-port".into(), port.to_string()]);
+    }
+    f
+}
+
+fn start_with(name: &str, flags: &[String]) -> Node {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Node::start(&temp_dir(name), &flags)
+}
+
 #[test]
 fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
     let p2p: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -169,30 +189,19 @@ fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
     // The edge has two shards: a miss on the shard that does not own the object
     // follows the owner's fetch over the mesh.
     let flags = |i: usize, front: Option<&TcpListener>| {
-        let mut f = vec![
-            "--shards".to_string(),
-            if i == 2 { "2" } else { "1" }.into(),
-            "--p2p".into(),
-            format!("127.0.0.1:{}", p2p[i]),
-            "--fetch-hedge-ms".into(),
-            "300".into(),
-            // One copy per object: what is read through here is never a placement copy.
-            "--replicas".into(),
-            "1".into(),
+        let shards = if i == 2 { "2" } else { "1" };
+        // One copy per object: what is read through here is never a placement copy.
+        let base = [
+            "--shards",
+            shards,
+            "--fetch-hedge-ms",
+            "300",
+            "--replicas",
+            "1",
         ];
-        if i > 0 {
-            f.extend(["--peer".into(), format!("127.0.0.1:{}", p2p[0])]);
-        }
-        if let Some(front) = front {
-            let port = front.local_addr().unwrap().port();
-            f.extend(["--oap-advertised-port".into(), port.to_string()]);
-        }
-        f
+        network_flags(&p2p, i, &base, front)
     };
-    let start = |name: &str, f: Vec<String>| {
-        let f: Vec<&str> = f.iter().map(String::as_str).collect();
-        Node::start(&temp_dir(name), &f)
-    };
+    let start = |name: &str, f: Vec<String>| start_with(name, &f);
     let mut liar = start("rt-liar", flags(0, Some(&liar_front)));
     let mut honest = start("rt-honest", flags(1, Some(&honest_front)));
     let mut edge = start("rt-edge", flags(2, None));
@@ -279,32 +288,19 @@ fn a_provider_slow_after_its_first_group_is_replaced_by_a_queued_one() {
     let p2p: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let slow_front = TcpListener::bind("127.0.0.1:0").unwrap();
     let flags = |i: usize, zone: &str, front: Option<&TcpListener>| {
-        let mut f: Vec<String> = [
+        let base = [
             "--shards",
             "1",
             "--fetch-hedge-ms",
             "300",
             "--replicas",
             "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        f.extend(["--p2p".into(), format!("127.0.0.1:{}", p2p[i])]);
+        ];
+        let mut f = network_flags(&p2p, i, &base, front);
         f.extend(["--zone".into(), zone.into()]);
-        if i > 0 {
-            f.extend(["--peer".into(), format!("127.0.0.1:{}", p2p[0])]);
-        }
-        if let Some(front) = front {
-            let port = front.local_addr().unwrap().port();
-            f.extend(["--oap-advertised-port".into(), port.to_string()]);
-        }
         f
     };
-    let start = |name: &str, f: Vec<String>| {
-        let f: Vec<&str> = f.iter().map(String::as_str).collect();
-        Node::start(&temp_dir(name), &f)
-    };
+    let start = |name: &str, f: Vec<String>| start_with(name, &f);
     let mut slow = start("rt-slow-provider", flags(0, "near", Some(&slow_front)));
     let mut fast = start("rt-fast-provider", flags(1, "far", None));
     let mut edge = start("rt-slow-edge", flags(2, "near", None));
