@@ -161,6 +161,23 @@ fn bad_groups(n: &Node) -> f64 {
     gauge(n.admin, "ron_fetch_failures_total{reason=\"bad_group\"}").unwrap()
 }
 
+/// A listener on loopback that takes connections and never answers (held open until
+/// the test process ends); where it listens, and how many it took.
+fn silent_listener() -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = listener.local_addr().unwrap();
+    let taken = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&taken);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::Relaxed);
+            held.push(c);
+        }
+    });
+    (at, taken)
+}
+
 /// Node `i`'s flags in a network bootstrapped from `p2p[0]`: `base`, its p2p port, and
 /// the OAP/1 port it advertises when a proxy (`front`) stands in front of it.
 fn network_flags(p2p: &[u16], i: usize, base: &[&str], front: Option<&TcpListener>) -> Vec<String> {
@@ -401,17 +418,8 @@ fn concurrent_misses_at_an_edge_share_one_origin_fetch() {
 #[test]
 fn a_stalled_origin_times_each_waiter_out_and_the_next_request_fetches_again() {
     // An origin that takes connections and never answers.
-    let stalled = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", stalled.local_addr().unwrap());
-    let taken = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&taken);
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in stalled.incoming().flatten() {
-            counted.fetch_add(1, Ordering::Relaxed);
-            held.push(c);
-        }
-    });
+    let (stalled, taken) = silent_listener();
+    let url = format!("http://{stalled}");
     let mut edge = Node::start(
         &temp_dir("rt-stalled-edge"),
         &[
@@ -469,14 +477,8 @@ fn a_stalled_origin_times_each_waiter_out_and_the_next_request_fetches_again() {
 /// timeout) left every other request on the shard refused 503 until they timed out.
 #[test]
 fn waiters_on_a_slow_read_through_do_not_fill_the_inflight_gate() {
-    let stalled = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", stalled.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in stalled.incoming().flatten() {
-            held.push(c);
-        }
-    });
+    let (stalled, _) = silent_listener();
+    let url = format!("http://{stalled}");
     let mut edge = Node::start(
         &temp_dir("rt-waiters-gate"),
         &[
@@ -523,14 +525,7 @@ fn waiters_on_a_slow_read_through_do_not_fill_the_inflight_gate() {
 /// port where nothing answers, so B's pulls of A's 70 uploads all hang.
 #[test]
 fn placement_pulls_leave_half_of_a_shards_fetches_to_its_clients() {
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_at = silent.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in silent.incoming().flatten() {
-            held.push(c);
-        }
-    });
+    let (silent_at, _) = silent_listener();
     let p2p = [free_port(), free_port()];
     let flags = |i: usize| -> Vec<String> {
         let mut f: Vec<String> = [
