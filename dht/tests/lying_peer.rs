@@ -23,7 +23,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, ping, Multiaddr, PeerId};
 use ron_dht::node::{record_key, KAD_PROTOCOL};
 
-use common::{scratch, start, start_in_zone, wait_for, WAIT};
+use common::{loopback_swarm, scratch, start, start_in_zone, tcp_socket, wait_for, WAIT};
 
 /// How long the liar runs: past every wait of the test, and bounded.
 const LIAR_RUNS_FOR: Duration = Duration::from_secs(60);
@@ -49,15 +49,8 @@ fn spawn_liar(key: RecordKey, provider: (PeerId, SocketAddr), oap: SocketAddr) -
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-                .with_tokio()
-                .with_tcp(
-                    libp2p::tcp::Config::default().nodelay(true),
-                    libp2p::noise::Config::new,
-                    libp2p::yamux::Config::default,
-                )
-                .unwrap()
-                .with_behaviour(|key| {
+            let mut swarm = loopback_swarm(
+                |key| {
                     let local = key.public().to_peer_id();
                     let mut kad = kad::Behaviour::with_config(
                         local,
@@ -73,10 +66,9 @@ fn spawn_liar(key: RecordKey, provider: (PeerId, SocketAddr), oap: SocketAddr) -
                         )),
                         ping: ping::Behaviour::default(),
                     }
-                })
-                .unwrap()
-                .with_swarm_config(|c| c.with_idle_connection_timeout(LIAR_RUNS_FOR))
-                .build();
+                },
+                LIAR_RUNS_FOR,
+            );
             let kad = &mut swarm.behaviour_mut().kad;
             kad.add_address(&provider.0, tcp_multiaddr(provider.1));
             let claimed = oap_multiaddr(oap);
@@ -85,9 +77,6 @@ fn spawn_liar(key: RecordKey, provider: (PeerId, SocketAddr), oap: SocketAddr) -
                     ProviderRecord::new(key.clone(), PeerId::random(), vec![claimed.clone()]);
                 kad::store::RecordStore::add_provider(kad.store_mut(), record).unwrap();
             }
-            swarm
-                .listen_on(tcp_multiaddr(SocketAddr::from(([127, 0, 0, 1], 0))))
-                .unwrap();
             let end = tokio::time::sleep(LIAR_RUNS_FOR);
             tokio::pin!(end);
             loop {
@@ -116,14 +105,6 @@ fn tcp_multiaddr(socket: SocketAddr) -> Multiaddr {
 /// An OAP/1 address as a ron record carries it (`/ip4/…/tcp/PORT/sni/oap`).
 fn oap_multiaddr(socket: SocketAddr) -> Multiaddr {
     tcp_multiaddr(socket).with(Protocol::Sni("oap".into()))
-}
-
-fn tcp_socket(addr: &Multiaddr) -> SocketAddr {
-    let mut parts = addr.iter();
-    match (parts.next(), parts.next()) {
-        (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) => SocketAddr::from((ip, port)),
-        _ => panic!("not an /ip4/…/tcp/… address: {addr}"),
-    }
 }
 
 #[test]

@@ -15,15 +15,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, kad, ping, Multiaddr, StreamProtocol};
+use libp2p::{identify, kad, ping, StreamProtocol};
 use ron_dht::node::{DhtThread, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, QUERY_TIMEOUT};
 use ron_dht::protocol::{self, ProvideCodec};
 
-use common::{scratch, start, wait_for, WAIT};
+use common::{loopback_swarm, scratch, start, tcp_socket, wait_for, WAIT};
 
 /// How long the silent peer runs: past every wait of the test, so it is silent
 /// throughout, and bounded, so it ends by itself.
@@ -145,20 +144,7 @@ fn spawn_silent_peer(silence: Silence) -> (SocketAddr, Heard) {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-                .with_tokio()
-                .with_tcp(
-                    libp2p::tcp::Config::default().nodelay(true),
-                    libp2p::noise::Config::new,
-                    libp2p::yamux::Config::default,
-                )
-                .unwrap()
-                .with_behaviour(|key| silent_behaviour(key, silence))
-                .unwrap()
-                .with_swarm_config(|c| c.with_idle_connection_timeout(SILENT_FOR))
-                .build();
-            let any_port: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-            swarm.listen_on(any_port).unwrap();
+            let mut swarm = loopback_swarm(|key| silent_behaviour(key, silence), SILENT_FOR);
             let mut held_provides = Vec::new();
             let mut held_kad = Vec::new();
             let end = tokio::time::sleep(SILENT_FOR);
@@ -252,14 +238,6 @@ fn publish(publisher: &DhtThread) -> (Instant, Instant) {
         "no batch failed: the other peers took every key"
     );
     (announced, published)
-}
-
-fn tcp_socket(addr: &Multiaddr) -> SocketAddr {
-    let mut parts = addr.iter();
-    match (parts.next(), parts.next()) {
-        (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) => SocketAddr::from((ip, port)),
-        _ => panic!("not an /ip4/…/tcp/… address: {addr}"),
-    }
 }
 
 #[test]

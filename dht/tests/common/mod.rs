@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{Multiaddr, Swarm};
 use ron_dht::node::{self, DhtConfig, DhtThread};
 use ron_dht::store::StoreLimits;
 
@@ -60,4 +63,37 @@ pub fn wait_for(what: &str, done: impl Fn() -> bool) -> Instant {
         std::thread::sleep(Duration::from_millis(10));
     }
     Instant::now()
+}
+
+/// A libp2p peer of the test's own (not ron's code) on loopback — TCP, noise and yamux,
+/// as ron's — listening on a free port, its idle connections kept `idle`. Build it
+/// inside a tokio runtime.
+pub fn loopback_swarm<B: NetworkBehaviour>(
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+    idle: Duration,
+) -> Swarm<B> {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    let any_port: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    swarm.listen_on(any_port).unwrap();
+    swarm
+}
+
+/// The socket of an `/ip4/…/tcp/…` address.
+pub fn tcp_socket(addr: &Multiaddr) -> SocketAddr {
+    let mut parts = addr.iter();
+    match (parts.next(), parts.next()) {
+        (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) => SocketAddr::from((ip, port)),
+        _ => panic!("not an /ip4/…/tcp/… address: {addr}"),
+    }
 }
