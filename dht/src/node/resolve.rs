@@ -41,7 +41,7 @@ use ron_link::dht::{Provider, ResolveError, ResolveReply};
 
 use crate::node::address::oap_socket;
 use crate::node::config::RESOLVES_MAX;
-use crate::node::state::{Greeted, Node, Resolve};
+use crate::node::state::{Greeted, KnownPeer, Node, Resolve};
 
 impl Node {
     pub(super) fn start_resolve(
@@ -175,12 +175,8 @@ impl Node {
         addresses.iter().find_map(oap_socket)
     }
 
-    /// Whether `peer` is proven to be who a resolve would name: this node, or a peer
-    /// that greeted it (over a connection noise authenticated, at the IP it came from).
-    /// A provider a query's answer named, with the address its record carried, is a
-    /// claim of whichever peer answered: it is named too, but proves nothing.
     fn authenticated(&self, peer: &PeerId) -> bool {
-        *peer == self.local || self.peers.contains_key(peer)
+        proven(&self.local, &self.peers, peer)
     }
 
     /// Each resolve's clock, from what its providers prove now (a provider found, a
@@ -192,12 +188,12 @@ impl Node {
     fn note_proven_providers(&mut self, now: Instant) {
         let (local, peers, needed_max) = (self.local, &self.peers, self.replicas.max(1));
         for resolve in self.resolves.values_mut() {
-            let proven = resolve
+            let proven_found = resolve
                 .found
                 .iter()
-                .filter(|p| **p == local || peers.contains_key(*p))
+                .filter(|p| proven(&local, peers, p))
                 .count();
-            if proven == 0 {
+            if proven_found == 0 {
                 continue;
             }
             if resolve.first_found.is_none() {
@@ -206,7 +202,7 @@ impl Node {
                 let first = resolve.first_found_at(now);
                 resolve.answerable_from(first + resolve.patience());
             }
-            if proven >= resolve.limit.min(needed_max) {
+            if proven_found >= resolve.limit.min(needed_max) {
                 resolve.answerable_from(now);
             }
         }
@@ -215,11 +211,8 @@ impl Node {
     /// How many of the providers `resolve` found can be named: this node, greeted peers,
     /// and those whose records carried their OAP/1 address.
     fn greeted(&self, resolve: &Resolve) -> Greeted {
-        let named = |p: &&PeerId| {
-            **p == self.local
-                || self.peers.contains_key(*p)
-                || resolve.oap_from_records.contains_key(*p)
-        };
+        let named =
+            |p: &&PeerId| self.authenticated(p) || resolve.oap_from_records.contains_key(*p);
         match resolve.found.iter().filter(named).count() {
             n if n == resolve.found.len() => Greeted::All,
             0 => Greeted::None,
@@ -271,4 +264,12 @@ impl Node {
             local,
         }
     }
+}
+
+/// Whether `peer` is proven to be who a resolve would name: this node (`local`), or a
+/// peer that greeted it (`peers`: over a connection noise authenticated, at the IP it
+/// came from). A provider a query's answer named, with the address its record carried,
+/// is a claim of whichever peer answered: it is named too, but proves nothing.
+fn proven(local: &PeerId, peers: &HashMap<PeerId, KnownPeer>, peer: &PeerId) -> bool {
+    peer == local || peers.contains_key(peer)
 }
