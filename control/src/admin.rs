@@ -3,12 +3,12 @@
 //! once. When all are taken, those that have not sent a whole head within
 //! [`ADMIN_CROWDED_HEAD_MS`] are closed to make room, and the newcomer waits up to
 //! [`ADMIN_CROWDED_WAIT_MS`] for it; only then is it answered 503 and closed. A
-//! connection gets one answer and
-//! is closed: its complete head must arrive within [`ADMIN_HEAD_TIMEOUT_MS`] of the
-//! accept (each read waits only for the time left, so trickling bytes buys nothing) and
-//! within [`ADMIN_HEAD_BYTES_MAX`], and its answer must be written within
-//! [`ADMIN_WRITE_TIMEOUT_MS`]. So one slow client costs one thread for a bounded time
-//! and never delays another client, a probe or the control thread.
+//! connection gets one answer and is closed: its complete head must arrive within
+//! [`ADMIN_HEAD_TIMEOUT_MS`] of the accept (each read waits only for the time left, so
+//! trickling bytes buys nothing) and within [`ADMIN_HEAD_BYTES_MAX`], and its answer
+//! must be written within [`ADMIN_WRITE_TIMEOUT_MS`]. So one slow client costs one
+//! thread for a bounded time and never delays another client, a probe or the control
+//! thread.
 //!
 //! Answers read the shards' atomic counters and the control thread's latest
 //! [`Published`](crate::view::Published) copy; no lock is held during socket I/O.

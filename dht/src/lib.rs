@@ -40,8 +40,8 @@
 //!   ([`node::UNANSWERED_PUBLISH_REQUESTS_MAX`]), remembered peers, resolves in flight,
 //!   connections (inbound, pending, per peer, kept while idle), every query ([`node::QUERY_TIMEOUT`]) and
 //!   each of its requests ([`node::KAD_REQUEST_TIMEOUT`]), copies made for others
-//!   ([`node::PULLS_PER_PEER_MAX`], [`node::PULLS_PER_HOST_MAX`], [`node::PULLS_MAX`]) and waited for
-//!   ([`node::COPY_WATCHES_MAX`], [`node::COPIES_WAITING_MAX`]).
+//!   ([`node::PULLS_PER_PEER_MAX`], [`node::PULLS_PER_HOST_MAX`], [`node::PULLS_MAX`])
+//!   and waited for ([`node::COPY_WATCHES_MAX`], [`node::COPIES_WAITING_MAX`]).
 //! - A peer asking this node to hold a copy proves nothing by asking: the node takes
 //!   only keys it is near in its zone, and stores only bytes verified against the
 //!   address; a holder counts as one only after an audit of its own copy.

@@ -180,9 +180,10 @@ impl Policy {
     }
 
     /// Who a request is, by the rule of HTTP-API.md: the tenant whose token it bears,
-    /// else its client address ([`quota_address`]: an IPv6 client's /64), else `public`. Nothing the client merely claims (an
-    /// `X-Tenant` header, OAP's `tenant_id`) counts: rotating a claim must not buy a
-    /// fresh bucket, and a configured tenant's limits need its token.
+    /// else its client address ([`quota_address`]: an IPv6 client's /64), else
+    /// `public`. Nothing the client merely claims (an `X-Tenant` header, OAP's
+    /// `tenant_id`) counts: rotating a claim must not buy a fresh bucket, and a
+    /// configured tenant's limits need its token.
     pub fn tenant(&self, token: Option<TokenMatch>, peer: Option<IpAddr>) -> Tenant {
         if let Some(index) = token.and_then(|t| t.tenant) {
             return Tenant::Configured(index);

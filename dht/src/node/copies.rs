@@ -10,9 +10,9 @@
 //! Accepting: a peer's request is checked address by address — a node takes a copy
 //! only when it is near the key in its zone among the nodes it knows, with slack
 //! ([`ACCEPT_WINDOW_SLACK`]) since two views of the network differ — and bounded
-//! ([`PULLS_PER_PEER_MAX`], [`PULLS_PER_HOST_MAX`], [`PULLS_MAX`]). Each accepted address goes to its owner
-//! shard's replication mailbox; the shard pulls it from the asker (the IP its connection came
-//! from, the OAP port it claims) or other providers, verified, and keeps it. The
+//! ([`PULLS_PER_PEER_MAX`], [`PULLS_PER_HOST_MAX`], [`PULLS_MAX`]). Each accepted address
+//! goes to its owner shard's replication mailbox; the shard pulls it from the asker (the
+//! IP its connection came from, the OAP port it claims) or other providers, verified, and keeps it. The
 //! answer goes back once every accepted copy is durable, or at
 //! [`REPLICATE_ANSWER_WITHIN`] with `pending` for the rest (they go on).
 

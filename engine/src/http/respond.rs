@@ -62,9 +62,10 @@ pub(super) async fn refuse_request<S: Transport>(
 /// Answers with `refusal`'s error envelope (logged once here), never to be stored by a
 /// cache. Codes that carry a wait get `Retry-After` in whole seconds (rounded up) beside
 /// `retry_after_ms`; a 416 names the object's length in `Content-Range`; a 405 names the
-/// methods the route serves in `Allow`; a 401 the scheme in `WWW-Authenticate`. The answer to a HEAD (`head_only`) ends at its
-/// head, `Content-Length` saying what a GET's body would be (RFC 9110 §9.3.2): bytes
-/// after it would be read as the start of the connection's next answer.
+/// methods the route serves in `Allow`; a 401 the scheme in `WWW-Authenticate`. The
+/// answer to a HEAD (`head_only`) ends at its head, `Content-Length` saying what a
+/// GET's body would be (RFC 9110 §9.3.2): bytes after it would be read as the start of
+/// the connection's next answer.
 pub(super) async fn refuse<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
