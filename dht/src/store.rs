@@ -8,6 +8,16 @@
 //!   provider's addresses. A key's providers are one contiguous range; at most
 //!   [`StoreLimits::providers_per_key_max`] per key and
 //!   [`StoreLimits::provider_records_max`] in all (refused past them, counted).
+//! - `by_source` and `sources` — who holds how much of `providers`: each record's key
+//!   under its source host (the host its provider's connection came from), and a count
+//!   per source; a source's records in the order they came (`by_source`: source ‖
+//!   sequence number → record's key). When the store is full, a record from a source holding less takes the
+//!   place of the oldest from the source holding most (max-min fairness,
+//!   `store/sources.rs`):
+//!   one host flooding the store with records of made-up peers cannot refuse everyone
+//!   else's. Written in the same transaction as the records they count.
+//! - `meta` — the layout version (a store of another layout is emptied at open) and the
+//!   next sequence number.
 //! - `provided` — the keys this node provides. Key: `sha256(record key)` (the Kademlia
 //!   distance key) ‖ record key; value: when it was last published (u64 ms, 0 = never).
 //!   Ordered by distance key, so a region of the key space is a contiguous range: what
@@ -50,6 +60,7 @@
 //! and the sweep publishes instead.
 
 mod layout;
+mod sources;
 mod unsynced;
 
 use std::borrow::Cow;
@@ -69,13 +80,15 @@ use unsynced::Durability;
 use crate::error::DhtError;
 use crate::node::address::record_addresses;
 use layout::{
-    decode_provided, decode_provider, encode_provider_value, expiry_ms, provided_db_key,
-    providers_db_key, providers_db_prefix, record_flaw, DISTANCE_KEY_BYTES, PUBLISHED_NEVER_MS,
+    by_source_db_key, decode_provided, decode_provider, encode_provider_value, expiry_ms,
+    provided_db_key, providers_db_key, providers_db_prefix, record_flaw, source_of_value,
+    SourceSeq, DISTANCE_KEY_BYTES, LAYOUT_KEY, LAYOUT_VERSION, NEXT_SEQ_KEY, PUBLISHED_NEVER_MS,
 };
 pub use layout::{
     distance_key, unix_ms, ProvidedKey, PROVIDER_ADDRS_MAX, PROVIDER_ADDR_BYTES_MAX,
     PROVIDER_TTL_MAX, RECORD_KEY_BYTES_MAX,
 };
+use sources::{Source, SourceCounts};
 
 /// Others' record writes buffered before a flush is forced.
 pub const PENDING_WRITES_MAX: usize = 4_096;
@@ -107,6 +120,9 @@ impl Default for StoreLimits {
 pub struct StoreCounters {
     /// Others' records refused: the store or the key was full, or the record was malformed.
     pub records_refused: u64,
+    /// Others' records removed from a full store to make room for one from a source
+    /// holding fewer (`store/sources.rs`).
+    pub records_evicted: u64,
     /// Expired records of others removed by [`ProviderStore::remove_expired`].
     pub records_expired: u64,
     /// LMDB writes that failed (logged with the error).
@@ -134,18 +150,38 @@ fn commit_counted(wtxn: RwTxn<'_>, counters: &mut StoreCounters) -> heed::Result
     result
 }
 
+/// A record of others chosen to give way: its keys in `by_source` and `providers`.
+struct Victim {
+    by_source_key: Vec<u8>,
+    db_key: Vec<u8>,
+}
+
 /// The LMDB provider store; see the module doc.
 #[derive(Debug)]
 pub struct ProviderStore {
     env: Env<WithoutTls>,
     providers: Database<RawBytes, RawBytes>,
     provided: Database<RawBytes, RawBytes>,
+    /// Source ‖ sequence number → `providers` key: each source's records, one range per
+    /// source, oldest first.
+    by_source: Database<RawBytes, RawBytes>,
+    /// Source → how many records of others it holds (u64, big-endian).
+    source_counts: Database<RawBytes, RawBytes>,
+    meta: Database<RawBytes, RawBytes>,
+    /// The sequence number the next new record of others gets (committed with it).
+    next_seq: SourceSeq,
     local: PeerId,
     limits: StoreLimits,
     /// Others' record writes not yet committed: `providers` key → value (`None`: delete).
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Where the expiry walk goes on (`None`: from the start).
     expire_from: Option<Vec<u8>>,
+    /// Records of others per source as they will be once `pending` is committed.
+    sources: SourceCounts,
+    /// Per source, the `by_source` key of the last record evicted since the last
+    /// commit: the next victim is looked for after it (the ones before are deleted in
+    /// `pending`). Emptied by every commit.
+    evicted_after: HashMap<Source, Vec<u8>>,
     counters: StoreCounters,
     path: PathBuf,
     /// The IP each connected peer's connection came from (the DHT thread keeps it
@@ -188,7 +224,7 @@ impl ProviderStore {
             move |source| DhtError::Store { op, path, source }
         };
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(limits.map_bytes_max).max_dbs(2);
+        options.map_size(limits.map_bytes_max).max_dbs(5);
         let flags = match prepared.durability {
             Durability::Unsynced => EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC,
             Durability::Synced => EnvFlags::NO_META_SYNC,
@@ -213,20 +249,81 @@ impl ProviderStore {
         let provided = env
             .create_database(&mut wtxn, Some("provided"))
             .map_err(lmdb("create database"))?;
+        let by_source = env
+            .create_database(&mut wtxn, Some("by_source"))
+            .map_err(lmdb("create database"))?;
+        let source_counts = env
+            .create_database(&mut wtxn, Some("sources"))
+            .map_err(lmdb("create database"))?;
+        let meta: Database<RawBytes, RawBytes> = env
+            .create_database(&mut wtxn, Some("meta"))
+            .map_err(lmdb("create database"))?;
+        let layout = meta.get(&wtxn, LAYOUT_KEY).map_err(lmdb("get"))?;
+        if layout != Some(&LAYOUT_VERSION.to_be_bytes()[..]) {
+            let stale = providers.len(&wtxn).map_err(lmdb("count"))?;
+            if stale > 0 {
+                tracing::warn!(
+                    "provider store {}: {stale} records of others in an older layout \
+                     dropped (their providers republish them)",
+                    dir.display()
+                );
+            }
+            for db in [providers, by_source, source_counts] {
+                db.clear(&mut wtxn).map_err(lmdb("clear"))?;
+            }
+            meta.put(&mut wtxn, LAYOUT_KEY, &LAYOUT_VERSION.to_be_bytes())
+                .map_err(lmdb("put"))?;
+        }
+        let next_seq = meta
+            .get(&wtxn, NEXT_SEQ_KEY)
+            .map_err(lmdb("get"))?
+            .and_then(|seq| seq.try_into().ok())
+            .map_or(0, u64::from_be_bytes);
         wtxn.commit().map_err(lmdb("commit"))?;
-        Ok(ProviderStore {
+        let mut store = ProviderStore {
             env,
             providers,
             provided,
+            by_source,
+            source_counts,
+            meta,
+            next_seq: SourceSeq(next_seq),
             local,
             limits,
             pending: BTreeMap::new(),
             expire_from: None,
+            sources: SourceCounts::default(),
+            evicted_after: HashMap::new(),
             counters: StoreCounters::default(),
             path: dir.to_path_buf(),
             peer_ips: HashMap::new(),
             durability: prepared.durability,
-        })
+        };
+        store.sources = store.committed_source_counts()?;
+        Ok(store)
+    }
+
+    /// The per-source counts as committed (one entry per source).
+    fn committed_source_counts(&self) -> Result<SourceCounts, DhtError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("begin"))?;
+        let mut counts = SourceCounts::default();
+        for entry in self.source_counts.iter(&rtxn).map_err(self.lmdb("iter"))? {
+            let (source, count) = entry.map_err(self.lmdb("iter"))?;
+            let source = Source::from_bytes(source);
+            let count = count.try_into().ok().map(u64::from_be_bytes);
+            if let (Some(source), Some(count)) = (source, count) {
+                counts.set(source, count);
+            }
+        }
+        let records = self.providers.len(&rtxn).map_err(self.lmdb("count"))?;
+        assert_eq!(
+            counts.total(),
+            records,
+            "provider store: the per-source counts add up to {} records of others, the \
+             providers database holds {records}",
+            counts.total()
+        );
+        Ok(counts)
     }
 
     /// `peer` is connected from `ip`: where its records say it is from now on.
@@ -376,42 +473,113 @@ impl ProviderStore {
         !self.pending.is_empty()
     }
 
-    /// Commits the buffered writes of others' records (one LMDB commit).
+    /// Commits the buffered writes of others' records (one LMDB commit). After it, the
+    /// per-source counts kept in memory must be the committed ones (asserted).
     pub fn flush(&mut self) -> Result<(), DhtError> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
+        self.evicted_after.clear();
         let started = Instant::now();
         let result = self.commit_pending(&pending);
         self.counters.count_commit(started.elapsed());
-        if result.is_err() {
-            self.counters.write_failures += 1;
+        match result {
+            Ok(committed) => {
+                for (source, count) in committed {
+                    assert_eq!(
+                        self.sources.count(source),
+                        count,
+                        "provider store: the records of others from {source:?} as counted in \
+                         memory and as committed"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.write_failures += 1;
+                match self.committed_source_counts() {
+                    Ok(counts) => self.sources = counts,
+                    Err(reread) => tracing::warn!("provider store: {reread}"),
+                }
+                Err(e)
+            }
         }
-        result
     }
 
-    /// Writes the buffered records in one transaction; each record is checked first,
-    /// and the records' count after it (see the module doc: paired checks).
-    fn commit_pending(&self, pending: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<(), DhtError> {
+    /// Writes the buffered records in one transaction, with the `by_source` index and
+    /// the per-source counts; each record is checked first, and the records' count after
+    /// it (see the module doc: paired checks). Returns the committed count of each
+    /// source the writes touched.
+    fn commit_pending(
+        &self,
+        pending: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<HashMap<Source, u64>, DhtError> {
         let now_ms = unix_ms(SystemTime::now());
         let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
         let before = self.providers.len(&wtxn).map_err(self.lmdb("count"))?;
+        let mut deltas: HashMap<Source, i64> = HashMap::new();
         for (db_key, value) in pending {
-            match value {
-                Some(value) => {
-                    let flaw = record_flaw(db_key, value, now_ms);
-                    assert!(
-                        flaw.is_none(),
-                        "provider store: a record of others about to be committed breaks \
-                         its invariant: {}",
-                        flaw.unwrap_or_default()
-                    );
-                    self.providers.put(&mut wtxn, db_key, value)
+            let flaw = value
+                .as_deref()
+                .and_then(|v| record_flaw(db_key, v, now_ms));
+            assert!(
+                flaw.is_none(),
+                "provider store: a record of others about to be committed breaks its \
+                 invariant: {}",
+                flaw.unwrap_or_default()
+            );
+            let old = self
+                .providers
+                .get(&wtxn, db_key)
+                .map_err(self.lmdb("get"))?;
+            let old = old.and_then(source_of_value);
+            let new = value.as_deref().and_then(source_of_value);
+            if old != new {
+                if let Some(old) = old {
+                    self.by_source
+                        .delete(&mut wtxn, &by_source_db_key(old))
+                        .map_err(self.lmdb("delete"))?;
+                    *deltas.entry(old.0).or_default() -= 1;
                 }
+                if let Some(new) = new {
+                    self.by_source
+                        .put(&mut wtxn, &by_source_db_key(new), db_key)
+                        .map_err(self.lmdb("put"))?;
+                    *deltas.entry(new.0).or_default() += 1;
+                }
+            }
+            match value {
+                Some(value) => self.providers.put(&mut wtxn, db_key, value),
                 None => self.providers.delete(&mut wtxn, db_key).map(drop),
             }
             .map_err(self.lmdb("write"))?;
+        }
+        self.meta
+            .put(&mut wtxn, NEXT_SEQ_KEY, &self.next_seq.0.to_be_bytes())
+            .map_err(self.lmdb("put"))?;
+        let mut committed = HashMap::with_capacity(deltas.len());
+        for (source, delta) in deltas {
+            let stored = self
+                .source_counts
+                .get(&wtxn, &source.0)
+                .map_err(self.lmdb("get"))?
+                .and_then(|count| count.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            let count = stored.checked_add_signed(delta);
+            assert!(
+                count.is_some(),
+                "provider store: {source:?} holds {stored} records of others, {delta} changed"
+            );
+            let count = count.unwrap_or(0);
+            if count == 0 {
+                self.source_counts.delete(&mut wtxn, &source.0).map(drop)
+            } else {
+                self.source_counts
+                    .put(&mut wtxn, &source.0, &count.to_be_bytes())
+            }
+            .map_err(self.lmdb("write"))?;
+            committed.insert(source, count);
         }
         let after = self.providers.len(&wtxn).map_err(self.lmdb("count"))?;
         let cap = self.limits.provider_records_max;
@@ -420,7 +588,8 @@ impl ProviderStore {
             "provider store: provider_records_max: a commit takes the records of others \
              from {before} to {after}, past the cap of {cap}"
         );
-        wtxn.commit().map_err(self.lmdb("commit"))
+        wtxn.commit().map_err(self.lmdb("commit"))?;
+        Ok(committed)
     }
 
     /// Looks at up to `scan_max` records of others, from where the last call stopped
@@ -452,18 +621,13 @@ impl ProviderStore {
                 }
             }
         }
-        if expired.is_empty() {
-            return Ok(0);
+        let removed = expired.len();
+        for db_key in expired {
+            self.buffer_write(db_key, None)?;
         }
-        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
-        for db_key in &expired {
-            self.providers
-                .delete(&mut wtxn, db_key)
-                .map_err(self.lmdb("delete"))?;
-        }
-        commit_counted(wtxn, &mut self.counters).map_err(self.lmdb("commit"))?;
-        self.counters.records_expired += expired.len() as u64;
-        Ok(expired.len())
+        self.flush()?;
+        self.counters.records_expired += removed as u64;
+        Ok(removed)
     }
 
     /// Others' records for `key`: committed ones overlaid with the pending writes.
@@ -504,48 +668,154 @@ impl ProviderStore {
         Ok(found)
     }
 
-    fn add_others_record(&mut self, record: ProviderRecord) -> Result<(), RecordStoreError> {
+    /// Buffers a record of others from `source`: refused if its key holds
+    /// `providers_per_key_max` providers already, or if the store is full and no source
+    /// gives way to `source` (`store/sources.rs`).
+    fn add_others_record(
+        &mut self,
+        record: ProviderRecord,
+        source: Source,
+    ) -> Result<(), RecordStoreError> {
         if record.key.as_ref().len() > RECORD_KEY_BYTES_MAX {
             self.counters.records_refused += 1;
             return Err(RecordStoreError::ValueTooLarge);
         }
         let db_key = providers_db_key(&record.key, &record.provider);
-        let value = encode_provider_value(&record);
         let others = self.others(&record.key).map_err(|e| {
             tracing::warn!("provider store: {e}");
             RecordStoreError::MaxProvidedKeys
         })?;
-        let known = others.contains_key(&db_key);
-        if !known {
-            let total = self.provider_record_count().unwrap_or(u64::MAX);
-            let full =
-                total.saturating_add(self.pending.len() as u64) >= self.limits.provider_records_max;
-            if others.len() >= self.limits.providers_per_key_max || full {
+        let known = others.get(&db_key).map(|old| source_of_value(old));
+        if known.is_none() {
+            let key_full = others.len() >= self.limits.providers_per_key_max;
+            let full = self.sources.total() >= self.limits.provider_records_max;
+            if key_full || (full && !self.make_room_for(source)) {
                 self.counters.records_refused += 1;
                 return Err(RecordStoreError::MaxProvidedKeys);
             }
         }
         // Paired with the check in `others` as a key's records are read.
         assert!(
-            known || others.len() < self.limits.providers_per_key_max,
+            known.is_some() || others.len() < self.limits.providers_per_key_max,
             "provider store: providers_per_key_max: a new provider for a key that holds {} \
              already (cap {})",
             others.len(),
             self.limits.providers_per_key_max
         );
-        self.buffer_write(db_key, Some(value));
-        Ok(())
+        // A republication from the same source keeps the record's place.
+        let seq = match known.flatten() {
+            Some((known_source, seq)) if known_source == source => seq,
+            _ => {
+                let seq = self.next_seq;
+                self.next_seq.0 += 1;
+                seq
+            }
+        };
+        let value = encode_provider_value(&record, (source, seq));
+        self.buffer_write(db_key, Some(value)).map_err(|e| {
+            tracing::warn!("provider store: {e}");
+            RecordStoreError::MaxProvidedKeys
+        })
     }
 
-    /// Buffers a write of others' records (`None`: a delete); a full buffer is
-    /// committed at once.
-    fn buffer_write(&mut self, db_key: Vec<u8>, value: Option<Vec<u8>>) {
+    /// Evicts a record of the source that gives way to `newcomer` in a full store, if
+    /// one does; returns whether room was made.
+    fn make_room_for(&mut self, newcomer: Source) -> bool {
+        let Some(largest) = self.sources.gives_way_to(newcomer) else {
+            return false;
+        };
+        let evicted = self
+            .record_to_evict(largest)
+            .and_then(|victim| match victim {
+                Some(db_key) => self.buffer_write(db_key, None).map(|()| true),
+                None => Ok(false),
+            });
+        match evicted {
+            Ok(evicted) => {
+                self.counters.records_evicted += u64::from(evicted);
+                evicted
+            }
+            Err(e) => {
+                tracing::warn!("provider store: {e}");
+                false
+            }
+        }
+    }
+
+    /// The oldest committed record of `source` that the pending writes leave alone, after
+    /// the last one evicted (its `providers` key); if there is none, the pending writes
+    /// are committed and the search starts again.
+    fn record_to_evict(&mut self, source: Source) -> Result<Option<Vec<u8>>, DhtError> {
+        for committed_first in [false, true] {
+            if committed_first {
+                if self.pending.is_empty() {
+                    return Ok(None);
+                }
+                self.flush()?;
+            }
+            if let Some(victim) = self.committed_record_of(source)? {
+                self.evicted_after.insert(source, victim.by_source_key);
+                return Ok(Some(victim.db_key));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first record of `source` in `by_source` after the last one evicted that the
+    /// pending writes leave alone: its `by_source` and `providers` keys.
+    fn committed_record_of(&self, source: Source) -> Result<Option<Victim>, DhtError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("begin"))?;
+        let from = match self.evicted_after.get(&source) {
+            Some(last) => std::ops::Bound::Excluded(last.as_slice()),
+            None => std::ops::Bound::Included(&source.0[..]),
+        };
+        let range = (from, std::ops::Bound::Unbounded);
+        let iter = self
+            .by_source
+            .range(&rtxn, &range)
+            .map_err(self.lmdb("range"))?;
+        for entry in iter {
+            let (by_source_key, db_key) = entry.map_err(self.lmdb("range"))?;
+            if !by_source_key.starts_with(&source.0) {
+                break;
+            }
+            if !self.pending.contains_key(db_key) {
+                return Ok(Some(Victim {
+                    by_source_key: by_source_key.to_vec(),
+                    db_key: db_key.to_vec(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Buffers a write of others' records (`None`: a delete), counted under the sources
+    /// of the record it replaces and of the one it writes; a full buffer is committed at
+    /// once.
+    fn buffer_write(&mut self, db_key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), DhtError> {
+        let replaced = match self.pending.get(&db_key) {
+            Some(pending) => pending.as_deref().and_then(source_of_value),
+            None => {
+                let rtxn = self.env.read_txn().map_err(self.lmdb("begin"))?;
+                let committed = self.providers.get(&rtxn, &db_key);
+                committed
+                    .map_err(self.lmdb("get"))?
+                    .and_then(source_of_value)
+            }
+        };
+        if let Some((replaced, _)) = replaced {
+            self.sources.remove(replaced);
+        }
+        if let Some((written, _)) = value.as_deref().and_then(source_of_value) {
+            self.sources.add(written);
+        }
         self.pending.insert(db_key, value);
         if self.pending.len() >= PENDING_WRITES_MAX {
             if let Err(e) = self.flush() {
                 tracing::warn!("provider store: {e}");
             }
         }
+        Ok(())
     }
 
     fn own_record(&self, key: &RecordKey) -> Option<ProviderRecord> {
@@ -614,11 +884,13 @@ impl RecordStore for ProviderStore {
                     RecordStoreError::MaxProvidedKeys
                 });
         }
-        record.addresses = match self.peer_ips.get(&record.provider) {
-            Some(ip) => record_addresses(*ip, &record.addresses),
+        let ip = self.peer_ips.get(&record.provider).copied();
+        record.addresses = match ip {
+            Some(ip) => record_addresses(ip, &record.addresses),
             None => Vec::new(),
         };
-        self.add_others_record(record)
+        let source = self.sources.counted_as(Source::of(ip));
+        self.add_others_record(record, source)
     }
 
     fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
@@ -648,7 +920,9 @@ impl RecordStore for ProviderStore {
             }
             return;
         }
-        self.buffer_write(providers_db_key(key, provider), None);
+        if let Err(e) = self.buffer_write(providers_db_key(key, provider), None) {
+            tracing::warn!("provider store: {e}");
+        }
     }
 }
 
@@ -815,6 +1089,160 @@ mod tests {
             found[0].addresses,
             vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_host_flooding_a_full_store_gives_way_to_the_records_of_other_hosts() {
+        let dir = scratch("flood");
+        let limits = StoreLimits {
+            provider_records_max: 100,
+            ..StoreLimits::default()
+        };
+        let mut store = ProviderStore::open(&dir, PeerId::random(), limits).unwrap();
+        // One host fills the store with records of made-up peers, a fresh one per batch
+        // (peer ids cost nothing to make).
+        let mut flooded = Vec::new();
+        for n in 0..150 {
+            let fake = PeerId::random();
+            store.peer_connected(fake, "192.0.2.66".parse().unwrap());
+            let stored = store
+                .add_providers(vec![others_record(&key(1_000 + n), fake, None)])
+                .unwrap();
+            if stored == 1 {
+                flooded.push((key(1_000 + n), fake));
+            }
+        }
+        assert_eq!(flooded.len(), 100, "its first 100 fill the store");
+        assert_eq!(store.counters().records_refused, 50);
+        // Three honest hosts publish 20 records each, in one batch a host.
+        let honest: Vec<(PeerId, &str)> = vec![
+            (PeerId::random(), "198.51.100.1"),
+            (PeerId::random(), "198.51.100.2"),
+            (PeerId::random(), "2001:db8:7:7::1"),
+        ];
+        for (h, (peer, ip)) in honest.iter().enumerate() {
+            store.peer_connected(*peer, ip.parse().unwrap());
+            let records = (0..20)
+                .map(|n| others_record(&key(100 * h as u32 + n), *peer, None))
+                .collect();
+            assert_eq!(store.add_providers(records).unwrap(), 20, "host {ip}");
+        }
+        assert_eq!(store.counters().records_evicted, 60);
+        assert_eq!(store.provider_record_count().unwrap(), 100);
+        // The flooding host is the largest (40): its next records are refused, not
+        // traded for its own.
+        let fake = PeerId::random();
+        store.peer_connected(fake, "192.0.2.66".parse().unwrap());
+        assert!(store
+            .add_provider(others_record(&key(5_000), fake, None))
+            .is_err());
+        // A host of 20 still takes room from one of 40.
+        let (peer, _) = honest[0];
+        store
+            .add_provider(others_record(&key(99), peer, None))
+            .unwrap();
+        store.flush().unwrap();
+        let held = |k: &RecordKey, p: &PeerId| store.providers(k).iter().any(|r| r.provider == *p);
+        let flood_held: Vec<bool> = flooded.iter().map(|(k, p)| held(k, p)).collect();
+        assert_eq!(
+            flood_held,
+            [vec![false; 61], vec![true; 39]].concat(),
+            "oldest first"
+        );
+        drop(store);
+
+        // The counts are committed beside the records: a reopened store goes on from them.
+        let mut store = ProviderStore::open(&dir, PeerId::random(), limits).unwrap();
+        assert_eq!(store.sources.total(), 100);
+        let source = |ip: &str| Source::of(Some(ip.parse().unwrap()));
+        assert_eq!(store.sources.count(source("192.0.2.66")), 39);
+        assert_eq!(store.sources.count(source("2001:db8:7:7::2")), 20, "a /64");
+        store.peer_connected(peer, "198.51.100.1".parse().unwrap());
+        store
+            .add_provider(others_record(&key(98), peer, None))
+            .unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.sources.count(source("192.0.2.66")), 38);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn expired_and_removed_records_leave_their_sources_counts() {
+        let dir = scratch("source-counts");
+        let mut store =
+            ProviderStore::open(&dir, PeerId::random(), StoreLimits::default()).unwrap();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        store.peer_connected(a, "192.0.2.1".parse().unwrap());
+        store.peer_connected(b, "192.0.2.2".parse().unwrap());
+        for n in 0..4 {
+            store
+                .add_provider(others_record(&key(n), a, Some(Duration::ZERO)))
+                .unwrap();
+            store.add_provider(others_record(&key(n), b, None)).unwrap();
+        }
+        store.flush().unwrap();
+        // One republished from where it was: its place (and count) kept.
+        let place = |store: &mut ProviderStore, k: &RecordKey, p: &PeerId| {
+            store.flush().unwrap();
+            let rtxn = store.env.read_txn().unwrap();
+            let value = store.providers.get(&rtxn, &providers_db_key(k, p)).unwrap();
+            value.and_then(source_of_value)
+        };
+        let before = place(&mut store, &key(2), &b);
+        store.add_provider(others_record(&key(2), b, None)).unwrap();
+        assert_eq!(place(&mut store, &key(2), &b), before);
+        // A peer now connected from elsewhere refreshes its record: counted there.
+        store.peer_connected(b, "192.0.2.3".parse().unwrap());
+        store.add_provider(others_record(&key(0), b, None)).unwrap();
+        store.remove_provider(&key(1), &b);
+        let now = unix_ms(SystemTime::now()) + 1;
+        assert_eq!(store.remove_expired(now, 100).unwrap(), 4);
+        let source = |ip: &str| Source::of(Some(ip.parse().unwrap()));
+        assert_eq!(store.sources.count(source("192.0.2.1")), 0);
+        assert_eq!(store.sources.count(source("192.0.2.2")), 2);
+        assert_eq!(store.sources.count(source("192.0.2.3")), 1);
+        drop(store);
+        let store = ProviderStore::open(&dir, PeerId::random(), StoreLimits::default()).unwrap();
+        assert_eq!(store.sources.total(), 3);
+        assert_eq!(store.committed_source_counts().unwrap(), store.sources);
+        let rtxn = store.env.read_txn().unwrap();
+        assert_eq!(
+            store.by_source.len(&rtxn).unwrap(),
+            3,
+            "one index entry a record"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_store_of_an_older_layout_is_emptied_at_open() {
+        let dir = scratch("layout");
+        let local = PeerId::random();
+        {
+            let mut store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
+            store.provide(&[key(1)]).unwrap();
+            store
+                .add_provider(others_record(&key(2), PeerId::random(), None))
+                .unwrap();
+            store.flush().unwrap();
+            let meta: Database<RawBytes, RawBytes> = {
+                let rtxn = store.env.read_txn().unwrap();
+                store
+                    .env
+                    .open_database(&rtxn, Some("meta"))
+                    .unwrap()
+                    .unwrap()
+            };
+            let mut wtxn = store.env.write_txn().unwrap();
+            meta.put(&mut wtxn, LAYOUT_KEY, &1u32.to_be_bytes())
+                .unwrap();
+            wtxn.commit().unwrap();
+        }
+        let store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
+        assert_eq!(store.provider_record_count().unwrap(), 0);
+        assert_eq!(store.sources.total(), 0);
+        assert_eq!(store.provided_count().unwrap(), 1, "our own keys are kept");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -518,6 +518,8 @@ declare_counters! {
             "Records of other nodes refused (store or key full, malformed).",
         provider_records_expired_total: AtomicU64 => Counter "ron_dht_provider_records_expired_total", Sum,
             "Records of other nodes removed at their expiry.",
+        provider_records_evicted_total: AtomicU64 => Counter "ron_dht_provider_records_evicted_total", Sum,
+            "Records of other nodes removed from a full store for one from a host holding fewer.",
         /// Keys published to the closest peers (first time and republished).
         keys_published_total: AtomicU64 => Counter "ron_dht_keys_published_total", Sum,
             "Own keys published to their closest peers (first time and republished).",

@@ -239,6 +239,8 @@ impl Node {
             .store(counters.records_refused, Ordering::Relaxed);
         m.provider_records_expired_total
             .store(counters.records_expired, Ordering::Relaxed);
+        m.provider_records_evicted_total
+            .store(counters.records_evicted, Ordering::Relaxed);
         for (bucket, count) in m
             .store_commit_ms_buckets
             .iter()

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use libp2p::kad::{KBucketKey, ProviderRecord, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
+use super::sources::{Source, SOURCE_BYTES};
+
 /// The longest record key stored (ron's keys are 34 B: a BLAKE3 multihash).
 pub const RECORD_KEY_BYTES_MAX: usize = 64;
 /// Addresses kept per provider record; the rest of a claim is dropped.
@@ -20,6 +22,26 @@ pub const PROVIDER_ADDR_BYTES_MAX: usize = 96;
 pub const PROVIDER_TTL_MAX: Duration = Duration::from_secs(7 * 24 * 3_600);
 pub(super) const DISTANCE_KEY_BYTES: usize = 32;
 pub(super) const PUBLISHED_NEVER_MS: u64 = 0;
+/// The layout written by this build, kept in the `meta` database: a store written in
+/// another is emptied at open (all of it soft state; see [`crate::store`]). 2: a record
+/// of others' value holds its [`Source`] and its [`SourceSeq`], and the `by_source` and
+/// `sources` databases exist.
+pub(super) const LAYOUT_VERSION: u32 = 2;
+pub(super) const LAYOUT_KEY: &[u8] = b"layout";
+/// The `meta` key of the next [`SourceSeq`] to give (u64, big-endian).
+pub(super) const NEXT_SEQ_KEY: &[u8] = b"next_seq";
+/// Where a record's value holds its source, its sequence number and its addresses.
+const SOURCE_AT: usize = 8;
+const SEQ_AT: usize = SOURCE_AT + SOURCE_BYTES;
+const ADDRS_AT: usize = SEQ_AT + 8;
+
+/// A record of others' place in its source's `by_source` range: given from one counter
+/// as the record is first stored (kept while its provider republishes it from the same
+/// source), so a source's records sit in the order they came, oldest first, and a new
+/// one is written at the end of its source's range (a few pages a batch, not one per
+/// record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct SourceSeq(pub u64);
 
 /// A key this node provides, as the sweep sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +98,10 @@ pub(super) fn providers_db_key(key: &RecordKey, provider: &PeerId) -> Vec<u8> {
     db_key
 }
 
-pub(super) fn encode_provider_value(record: &ProviderRecord) -> Vec<u8> {
+pub(super) fn encode_provider_value(
+    record: &ProviderRecord,
+    (source, seq): (Source, SourceSeq),
+) -> Vec<u8> {
     let expires_ms = record.expires.map_or(u64::MAX, |at| {
         let left = at.saturating_duration_since(Instant::now());
         unix_ms(SystemTime::now() + left)
@@ -88,8 +113,11 @@ pub(super) fn encode_provider_value(record: &ProviderRecord) -> Vec<u8> {
         .filter(|a| a.len() <= PROVIDER_ADDR_BYTES_MAX)
         .take(PROVIDER_ADDRS_MAX)
         .collect();
-    let mut value = Vec::with_capacity(9 + addrs.iter().map(|a| a.len() + 1).sum::<usize>());
+    let mut value =
+        Vec::with_capacity(ADDRS_AT + 1 + addrs.iter().map(|a| a.len() + 1).sum::<usize>());
     value.extend_from_slice(&expires_ms.to_be_bytes());
+    value.extend_from_slice(&source.0);
+    value.extend_from_slice(&seq.0.to_be_bytes());
     value.push(addrs.len() as u8);
     for addr in addrs {
         value.push(addr.len() as u8);
@@ -100,6 +128,20 @@ pub(super) fn encode_provider_value(record: &ProviderRecord) -> Vec<u8> {
 
 pub(super) fn expiry_ms(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?))
+}
+
+/// The host a stored record of others came from, and its place among that host's.
+pub(super) fn source_of_value(value: &[u8]) -> Option<(Source, SourceSeq)> {
+    let source = Source::from_bytes(value.get(SOURCE_AT..SEQ_AT)?)?;
+    let seq = u64::from_be_bytes(value.get(SEQ_AT..ADDRS_AT)?.try_into().ok()?);
+    Some((source, SourceSeq(seq)))
+}
+
+/// The `by_source` database's key for a record: its source ‖ its sequence number
+/// (big-endian), so a source's records are one contiguous range, oldest first; the
+/// value is the record's `providers` key.
+pub(super) fn by_source_db_key((source, seq): (Source, SourceSeq)) -> Vec<u8> {
+    [&source.0[..], &seq.0.to_be_bytes()].concat()
 }
 
 fn decode_addrs(rest: &[u8]) -> Option<Vec<Multiaddr>> {
@@ -145,15 +187,15 @@ pub(super) fn decode_provider(
         key: key.clone(),
         provider,
         expires,
-        addresses: decode_addrs(value.get(8..)?)?,
+        addresses: decode_addrs(value.get(ADDRS_AT..)?)?,
     })
 }
 
 /// Which invariant of a stored record of others — its `providers` key and value — is
 /// broken, `None` if none is: the key's length byte is at most
 /// [`RECORD_KEY_BYTES_MAX`] and a provider id follows the key; the expiry is never
-/// (`u64::MAX`) or at most [`PROVIDER_TTL_MAX`] after `now_ms`; the value holds at
-/// most [`PROVIDER_ADDRS_MAX`] addresses of at most [`PROVIDER_ADDR_BYTES_MAX`] bytes
+/// (`u64::MAX`) or at most [`PROVIDER_TTL_MAX`] after `now_ms`; a source and a sequence
+/// number follow; the value holds at most [`PROVIDER_ADDRS_MAX`] addresses of at most [`PROVIDER_ADDR_BYTES_MAX`] bytes
 /// each, and nothing after them. Asserted before a record is committed
 /// (`ProviderStore::commit_pending`) and after it is read back (`ProviderStore::others`).
 pub(super) fn record_flaw(db_key: &[u8], value: &[u8], now_ms: u64) -> Option<&'static str> {
@@ -169,7 +211,10 @@ pub(super) fn record_flaw(db_key: &[u8], value: &[u8], now_ms: u64) -> Option<&'
     if !expiry_ok {
         return Some("expiry (never, or within PROVIDER_TTL_MAX of now)");
     }
-    let addrs_ok = split_addrs(&value[8..]).is_some_and(|(addrs, rest)| {
+    if source_of_value(value).is_none() {
+        return Some("source (16 bytes and a sequence number after the expiry)");
+    }
+    let addrs_ok = split_addrs(&value[ADDRS_AT..]).is_some_and(|(addrs, rest)| {
         rest.is_empty()
             && addrs.len() <= PROVIDER_ADDRS_MAX
             && addrs.iter().all(|a| a.len() <= PROVIDER_ADDR_BYTES_MAX)
@@ -195,7 +240,7 @@ mod tests {
 
     fn flaw_of(record: &ProviderRecord) -> Option<&'static str> {
         let db_key = providers_db_key(&record.key, &record.provider);
-        let value = encode_provider_value(record);
+        let value = encode_provider_value(record, (Source::of(None), SourceSeq(7)));
         record_flaw(&db_key, &value, unix_ms(SystemTime::now()))
     }
 
@@ -216,7 +261,7 @@ mod tests {
     fn each_broken_invariant_is_named() {
         let good = record(&[1; 34], None, 1);
         let db_key = providers_db_key(&good.key, &good.provider);
-        let value = encode_provider_value(&good);
+        let value = encode_provider_value(&good, (Source::of(None), SourceSeq(7)));
         let now = unix_ms(SystemTime::now());
         let named = |db_key: &[u8], value: &[u8]| record_flaw(db_key, value, now).unwrap();
         assert!(
@@ -238,7 +283,13 @@ mod tests {
         let mut trailing = value.clone();
         trailing.push(0);
         assert!(named(&db_key, &trailing).starts_with("addresses"));
+        assert!(named(&db_key, &value[..30]).starts_with("source"));
+        assert_eq!(
+            source_of_value(&value),
+            Some((Source::of(None), SourceSeq(7)))
+        );
         let mut many = now.to_be_bytes().to_vec();
+        many.extend_from_slice(&[0; SOURCE_BYTES + 8]);
         many.push(PROVIDER_ADDRS_MAX as u8 + 1);
         for _ in 0..=PROVIDER_ADDRS_MAX {
             many.extend_from_slice(&[1, 0]);
