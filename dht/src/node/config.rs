@@ -100,6 +100,10 @@ pub const FRESH_KEYS_MAX: usize = 65_536;
 /// Peers whose greeting (ports) is remembered; past it, any one is forgotten for the
 /// newcomer (a forgotten peer is greeted again when next connected).
 pub const PEERS_MAX: usize = 4_096;
+/// Greeted peers remembered per public host (an IPv4 address, an IPv6 /64); a host past
+/// it has its oldest forgotten (`node/greeted_peers.rs`). Loopback and private hosts are not
+/// limited.
+pub const PEERS_PER_HOST_MAX: usize = 8;
 /// Resolves in progress at once (more are refused at once: `TooManyLookups`).
 pub const RESOLVES_MAX: usize = 256;
 /// Providers one resolve keeps, proven and claimed: a bound on what the answers of a

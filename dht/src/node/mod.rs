@@ -64,6 +64,7 @@ pub(crate) mod address;
 mod config;
 mod copies;
 mod event_loop;
+mod greeted_peers;
 mod join;
 mod kept;
 mod peers;

@@ -1,6 +1,6 @@
 //! The peers this node talks to: the IP each connection came from, the greeting a
 //! dialer sends on every new connection (each side learns the other's ports), the
-//! table of greeted peers ([`PEERS_MAX`]), and the batches of keys peers send over
+//! table of greeted peers (`node/greeted_peers.rs`), and the batches of keys peers send over
 //! `/ron/provide/2`, stored as their provider records at the address their connection
 //! came from.
 
@@ -77,13 +77,6 @@ impl Node {
         let Some(ip) = self.connections.get(&connection).copied() else {
             return;
         };
-        if self.peers.len() >= PEERS_MAX && !self.peers.contains_key(&peer) {
-            // Any one goes: a peer forgotten is greeted again when next connected.
-            let evicted = self.peers.keys().next().copied();
-            if let Some(evicted) = evicted {
-                self.peers.remove(&evicted);
-            }
-        }
         tracing::debug!(%peer, %ip, oap = ports.oap, zone = %zone, "dht: greeted");
         let position = peer_position(&peer);
         let known = KnownPeer {
@@ -92,7 +85,9 @@ impl Node {
             zone,
             position,
         };
-        self.peers.insert(peer, known);
+        for forgotten in self.peers.insert(peer, known) {
+            self.lost.remove(&forgotten);
+        }
         self.swarm
             .behaviour_mut()
             .kad

@@ -41,7 +41,8 @@ use ron_link::dht::{Provider, ResolveError, ResolveReply};
 
 use crate::node::address::oap_socket;
 use crate::node::config::RESOLVES_MAX;
-use crate::node::state::{Greeted, KnownPeer, Node, Resolve};
+use crate::node::greeted_peers::GreetedPeers;
+use crate::node::state::{Greeted, Node, Resolve};
 
 impl Node {
     pub(super) fn start_resolve(
@@ -270,6 +271,6 @@ impl Node {
 /// peer that greeted it (`peers`: over a connection noise authenticated, at the IP it
 /// came from). A provider a query's answer named, with the address its record carried,
 /// is a claim of whichever peer answered: it is named too, but proves nothing.
-fn proven(local: &PeerId, peers: &HashMap<PeerId, KnownPeer>, peer: &PeerId) -> bool {
+fn proven(local: &PeerId, peers: &GreetedPeers, peer: &PeerId) -> bool {
     peer == local || peers.contains_key(peer)
 }

@@ -24,6 +24,7 @@ use crate::node::config::{
     DhtConfig, FIRST_PROVIDER_GRACE_MAX, FIRST_PROVIDER_GRACE_MIN, GREETING_WAIT,
     RESOLVE_FOUND_MAX, ROUTING_REFRESH, ROUTING_REFRESH_SPREAD_PERCENT,
 };
+use crate::node::greeted_peers::GreetedPeers;
 use crate::node::swarm::{build_swarm, Behaviour};
 use crate::protocol::Ports;
 use crate::replicate::ReplicateResponse;
@@ -473,7 +474,7 @@ pub(super) struct Node {
     pub(super) copies: Copies,
     pub(super) oap: SocketAddr,
     pub(super) metrics: Arc<DhtMetrics>,
-    pub(super) peers: HashMap<PeerId, KnownPeer>,
+    pub(super) peers: GreetedPeers,
     /// When each peer last answered a libp2p ping (at most [`PEERS_MAX`] peers).
     ///
     /// [`PEERS_MAX`]: crate::node::PEERS_MAX
@@ -539,7 +540,7 @@ impl Node {
             },
             oap: config.oap,
             metrics,
-            peers: HashMap::new(),
+            peers: GreetedPeers::default(),
             alive: HashMap::new(),
             lost: HashMap::new(),
             peer_dead: config.peer_dead,

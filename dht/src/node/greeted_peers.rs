@@ -1,0 +1,200 @@
+//! The table of greeted peers: where each serves, its zone and its place in the key
+//! space, as its greeting said — at most [`PEERS_MAX`] peers in all and
+//! [`PEERS_PER_HOST_MAX`] per public host.
+//!
+//! What the table holds moves placement and the acceptance of copies: a greeted peer is
+//! a proven provider, a placement candidate, one of the nodes counted nearer a key than
+//! this one (copies it is asked to hold are refused past a window of those). Peer ids
+//! cost nothing to make, so without a per-host limit one host greeting under thousands of
+//! fresh ids (and leaving) filled the table: placements named its ids for `peer_dead`,
+//! and this node counted them nearer than itself, refusing honest copies as `NotHolder`.
+//! A host is what quotas count ([`quota_address`]: an IPv4 address, an IPv6 /64); a host
+//! at its limit that greets under a new id has its oldest id forgotten (a node restarted
+//! with a new key takes its old one's place). Loopback, private (RFC 1918, RFC 4193) and
+//! link-local hosts are not limited — many nodes on one machine or one private network are
+//! an operator's own, as in the network harness — like libp2p-kad-dht's IP diversity
+//! filter, which leaves private addresses alone.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use libp2p::PeerId;
+use ron_link::policy::quota_address;
+
+use crate::node::config::{PEERS_MAX, PEERS_PER_HOST_MAX};
+use crate::node::state::KnownPeer;
+
+/// Greeted peers; see the module doc.
+#[derive(Debug, Default)]
+pub(super) struct GreetedPeers {
+    peers: HashMap<PeerId, KnownPeer>,
+    /// The peers of each limited host, oldest greeting first.
+    by_host: HashMap<IpAddr, VecDeque<PeerId>>,
+}
+
+/// The host a peer at `ip` counts under, `None` where hosts are not limited.
+fn limited_host(ip: IpAddr) -> Option<IpAddr> {
+    let own = match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    };
+    (!own).then(|| quota_address(ip))
+}
+
+impl GreetedPeers {
+    pub fn get(&self, peer: &PeerId) -> Option<&KnownPeer> {
+        self.peers.get(peer)
+    }
+
+    pub fn contains_key(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &KnownPeer> {
+        self.peers.values()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Remembers `peer`'s greeting; returns the peers forgotten to make room for it (its
+    /// host's oldest past [`PEERS_PER_HOST_MAX`], any one past [`PEERS_MAX`]).
+    pub fn insert(&mut self, peer: PeerId, known: KnownPeer) -> Vec<PeerId> {
+        let host = limited_host(known.ip);
+        let moved = self
+            .peers
+            .get(&peer)
+            .is_some_and(|was| limited_host(was.ip) != host);
+        if moved {
+            self.forget(&peer);
+        }
+        let mut forgotten = Vec::new();
+        if !self.peers.contains_key(&peer) {
+            if let Some(host) = host {
+                let of_host = self.by_host.get(&host).map_or(0, VecDeque::len);
+                if of_host >= PEERS_PER_HOST_MAX {
+                    let oldest = self.by_host.get(&host).and_then(|ids| ids.front().copied());
+                    forgotten.extend(oldest.filter(|oldest| self.forget(oldest)));
+                }
+                self.by_host.entry(host).or_default().push_back(peer);
+            }
+            if self.peers.len() >= PEERS_MAX {
+                // Any one goes: a peer forgotten is greeted again when next connected.
+                let any = self.peers.keys().find(|p| **p != peer).copied();
+                forgotten.extend(any.filter(|any| self.forget(any)));
+            }
+        }
+        self.peers.insert(peer, known);
+        debug_assert!(self.peers.len() <= PEERS_MAX);
+        forgotten
+    }
+
+    /// Forgets `peer`; returns whether it was greeted.
+    fn forget(&mut self, peer: &PeerId) -> bool {
+        let Some(known) = self.peers.remove(peer) else {
+            return false;
+        };
+        if let Some(host) = limited_host(known.ip) {
+            if let Some(ids) = self.by_host.get_mut(&host) {
+                ids.retain(|p| p != peer);
+                if ids.is_empty() {
+                    self.by_host.remove(&host);
+                }
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::closest::peer_position;
+    use crate::protocol::Ports;
+
+    use super::*;
+
+    fn known(peer: &PeerId, ip: &str) -> KnownPeer {
+        KnownPeer {
+            ip: ip.parse().unwrap(),
+            ports: Ports { p2p: 1, oap: 2 },
+            zone: "z".into(),
+            position: peer_position(peer),
+        }
+    }
+
+    fn greet(table: &mut GreetedPeers, ip: &str) -> (PeerId, Vec<PeerId>) {
+        let peer = PeerId::random();
+        let forgotten = table.insert(peer, known(&peer, ip));
+        (peer, forgotten)
+    }
+
+    #[test]
+    fn a_public_host_keeps_its_latest_ids_only() {
+        let mut table = GreetedPeers::default();
+        let ids: Vec<PeerId> = (0..PEERS_PER_HOST_MAX)
+            .map(|_| greet(&mut table, "198.51.100.7").0)
+            .collect();
+        let (other, forgotten) = greet(&mut table, "198.51.100.8");
+        assert!(forgotten.is_empty(), "another host");
+        let (newest, forgotten) = greet(&mut table, "198.51.100.7");
+        assert_eq!(forgotten, vec![ids[0]], "its oldest");
+        assert!(!table.contains_key(&ids[0]));
+        assert!(table.contains_key(&newest) && table.contains_key(&other));
+        assert_eq!(table.len(), PEERS_PER_HOST_MAX + 1);
+        // A greeting again from a known id takes nobody's place.
+        let again = known(&ids[1], "198.51.100.7");
+        assert!(table.insert(ids[1], again).is_empty());
+        // A /64 is one host, whatever address in it a peer takes.
+        for n in 0..PEERS_PER_HOST_MAX + 3 {
+            greet(&mut table, &format!("2001:db8:5:5::{n:x}"));
+        }
+        let forgotten = greet(&mut table, "2001:db8:5:5:ffff::1").1;
+        assert_eq!(forgotten.len(), 1);
+        assert_eq!(table.len(), 2 * PEERS_PER_HOST_MAX + 1);
+    }
+
+    #[test]
+    fn own_machines_and_private_networks_are_not_limited() {
+        let mut table = GreetedPeers::default();
+        let own = [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.9",
+            "::ffff:127.0.0.2",
+            "fd00::1",
+            "::1",
+            "fe80::1",
+        ];
+        for ip in own {
+            for _ in 0..PEERS_PER_HOST_MAX + 2 {
+                assert!(greet(&mut table, ip).1.is_empty(), "{ip}");
+            }
+        }
+        assert_eq!(table.len(), own.len() * (PEERS_PER_HOST_MAX + 2));
+    }
+
+    #[test]
+    fn a_peer_that_moves_counts_at_its_new_host() {
+        let mut table = GreetedPeers::default();
+        let (moving, _) = greet(&mut table, "198.51.100.7");
+        for _ in 1..PEERS_PER_HOST_MAX {
+            greet(&mut table, "198.51.100.7");
+        }
+        table.insert(moving, known(&moving, "203.0.113.1"));
+        // Its old host has room for one more again.
+        assert!(greet(&mut table, "198.51.100.7").1.is_empty());
+        assert_eq!(table.get(&moving).unwrap().ip.to_string(), "203.0.113.1");
+    }
+
+    #[test]
+    fn the_whole_table_is_bounded() {
+        let mut table = GreetedPeers::default();
+        for n in 0..PEERS_MAX + 10 {
+            let ip = format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255);
+            greet(&mut table, &ip);
+        }
+        assert_eq!(table.len(), PEERS_MAX);
+    }
+}
