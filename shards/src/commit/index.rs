@@ -25,8 +25,16 @@ pub(super) async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) 
         packed,
     } = backlog;
     let stores: Vec<StoreBacklog> = stores.into_values().collect();
+    #[cfg(test)]
+    let faults = std::sync::Arc::clone(&commits.faults);
     let (outcome, stores) = glommio::executor()
-        .spawn_blocking(move || (index_durably(&stores), stores))
+        .spawn_blocking(move || {
+            #[cfg(test)]
+            let outcome = faults.index(|| index_durably(&stores));
+            #[cfg(not(test))]
+            let outcome = index_durably(&stores);
+            (outcome, stores)
+        })
         .await;
     let succeeded = outcome.is_ok();
     match outcome {

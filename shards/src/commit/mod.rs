@@ -49,6 +49,8 @@
 //! Files: `queue.rs` (what the group commit holds), `write.rs` (stage one), `index.rs`
 //! (stage two), this file (the entry points and the task that runs the stages).
 
+#[cfg(test)]
+pub(crate) mod faults;
 mod index;
 mod queue;
 mod write;
@@ -109,6 +111,8 @@ impl GroupCommit {
             announced: RefCell::new(Vec::new()),
             announced_kept: RefCell::new(Vec::new()),
             evicter,
+            #[cfg(test)]
+            faults: Default::default(),
         });
         let task = glommio::spawn_local(commit_loop(Rc::clone(&commits), wakeups));
         *commits.task.borrow_mut() = Some(task);
@@ -442,7 +446,8 @@ async fn commit_loop(commits: Rc<GroupCommit>, wakeups: LocalReceiver<()>) {
 /// ([`GroupCommit::index_healthy`]). One at a time: two at once could commit the later
 /// records' segment checkpoint while the earlier ones failed (or before they landed),
 /// and a start replays only past the checkpoint — the earlier small objects, answered,
-/// would never be indexed. The running one's end wakes the loop to look again.
+/// would never be indexed (`shard/write.rs`'s test: the answered object was gone after a
+/// crash). The running one's end wakes the loop to look again.
 fn start_indexing(commits: &Rc<GroupCommit>) -> Option<glommio::Task<()>> {
     if commits.indexing.get() {
         return None;

@@ -127,6 +127,9 @@ pub(crate) struct GroupCommit {
     pub(super) announced_kept: RefCell<Vec<[u8; 32]>>,
     /// Woken after each index commit (the shard's evicter), if it has one.
     pub(super) evicter: Option<LocalSender<()>>,
+    /// What a test injects (`commit/faults.rs`).
+    #[cfg(test)]
+    pub(crate) faults: std::sync::Arc<crate::commit::faults::Faults>,
 }
 
 impl std::fmt::Debug for GroupCommit {

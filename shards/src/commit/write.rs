@@ -112,8 +112,12 @@ pub(super) async fn write_batch(commits: &GroupCommit, batch: Vec<PendingCommit>
         }
     }
     let (batches, waiters): (Vec<StoreBatch>, Vec<StoreWaiters>) = per_store.into_values().unzip();
+    #[cfg(test)]
+    let faults = std::sync::Arc::clone(&commits.faults);
     let (outcomes, batches) = glommio::executor()
         .spawn_blocking(move || {
+            #[cfg(test)]
+            faults.stall_write();
             let mut batches = batches;
             let outcomes: Vec<_> = batches.iter_mut().map(write_store).collect();
             (outcomes, batches)

@@ -155,6 +155,7 @@ fn remove_named(dirs: &[std::path::PathBuf], prefix: &str) -> Result<usize, Shar
 mod tests {
     use std::cell::Cell;
     use std::path::Path;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -181,6 +182,32 @@ mod tests {
         }
     }
 
+    async fn start_shard(data_dir: &Path) -> Rc<Shard> {
+        let table = layout::open_data_dirs(&DataDirs::one(data_dir), 1, 0)
+            .unwrap()
+            .table;
+        layout::clean_tmp(data_dir).unwrap();
+        let routing = Routing::new(table, 1);
+        let metrics = Arc::new(StorageCounters::default());
+        Shard::start(ShardIndex(0), routing, config(data_dir), None, metrics)
+            .await
+            .unwrap()
+    }
+
+    /// What a process that dies leaves of `from`: its files as the page cache holds them.
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
     async fn staged(shard: &Shard, data: &[u8], retention: Retention) -> StagedObject {
         let mut upload = shard.begin_upload(Some(data.len() as u64));
         upload.write(data).await.unwrap();
@@ -201,15 +228,7 @@ mod tests {
         LocalExecutorBuilder::new(Pinning::Unbound)
             .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
             .spawn(move || async move {
-                let table = layout::open_data_dirs(&DataDirs::one(&data_dir), 1, 0)
-                    .unwrap()
-                    .table;
-                layout::clean_tmp(&data_dir).unwrap();
-                let routing = Routing::new(table, 1);
-                let metrics = Arc::new(StorageCounters::default());
-                let shard = Shard::start(ShardIndex(0), routing, config(&data_dir), None, metrics)
-                    .await
-                    .unwrap();
+                let shard = start_shard(&data_dir).await;
                 // An evictable copy in a file of its own (larger than a packed object).
                 let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
                 let addr = ChunkTree::of(&data).root();
@@ -255,5 +274,98 @@ mod tests {
             .join()
             .unwrap();
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Index commits run one at a time, an upload's retry after a failure included.
+    /// Before, the commit loop started one beside the retry: the retry of a packed
+    /// object's record (answered, its needle durable) failed while the loop's commit of
+    /// later records succeeded with their segment checkpoint, and a start replays only
+    /// the needles past the checkpoint — after a crash the answered object was gone.
+    #[test]
+    fn an_index_commit_never_runs_beside_an_uploads_retry_and_no_answered_object_is_lost() {
+        let dir = std::env::temp_dir().join(format!("ron-shards-retry-{}", std::process::id()));
+        let crashed = dir.with_extension("crashed");
+        for d in [&dir, &crashed] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        let object = |seed: u8, len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+                .collect()
+        };
+        let first = object(1, 64);
+        let (data_dir, copy) = (dir.clone(), crashed.clone());
+        let run = move |blocking_threads| {
+            LocalExecutorBuilder::new(Pinning::Unbound)
+                .blocking_thread_pool_placement(PoolPlacement::Unbound(blocking_threads))
+        };
+        let answered_first = first.clone();
+        run(2)
+            .spawn(move || async move {
+                let shard = start_shard(&data_dir).await;
+                let faults = Arc::clone(&shard.commits.faults);
+                faults.index_stall_ms.store(400, Ordering::Relaxed);
+                faults.index_failures.store(2, Ordering::Relaxed);
+                let mut staged_all = Vec::new();
+                for (seed, len) in [(2, 64), (3, 300_000), (4, 64)] {
+                    staged_all.push(staged(&shard, &object(seed, len), Retention::Kept).await);
+                }
+                let [packed, own_file, retrying] =
+                    <[StagedObject; 3]>::try_from(staged_all).unwrap_or_else(|_| unreachable!());
+                // A packed object: answered once its needle is written; the index commit
+                // of its record then starts (and will fail).
+                let first = staged(&shard, &answered_first, Retention::Kept).await;
+                assert_eq!(shard.commit(first).await.unwrap(), CommitOutcome::Created);
+                wait_until(|| shard.commits.indexing_now()).await;
+                // Two more uploads pass the health check while it runs; their batch is
+                // written after it failed and while an upload retries it.
+                faults.write_stall_ms.store(600, Ordering::Relaxed);
+                let later: Vec<_> = [packed, own_file]
+                    .into_iter()
+                    .map(|staged| {
+                        let uploader = Rc::clone(&shard);
+                        glommio::spawn_local(async move { uploader.commit(staged).await })
+                    })
+                    .collect();
+                wait_until(|| shard.commits.index_failed()).await;
+                let refused = shard.commit(retrying).await.expect_err("the retry failed");
+                assert!(refused.to_string().contains("injected"), "{refused}");
+                for upload in later {
+                    assert_eq!(upload.await.unwrap(), CommitOutcome::Created);
+                }
+                assert_eq!(
+                    faults.index_commits_at_once_max.load(Ordering::Relaxed),
+                    1,
+                    "an index commit ran beside another"
+                );
+                copy_dir(&data_dir, &copy);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let addr = ChunkTree::of(&first).root();
+        let copy = crashed.clone();
+        run(1)
+            .spawn(move || async move {
+                let shard = start_shard(&copy).await;
+                let meta = shard.meta(&addr).await.expect("answered, so stored");
+                assert_eq!(meta.len(), 64);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        for d in [dir, crashed] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
+    async fn wait_until(done: impl Fn() -> bool) {
+        for _ in 0..1_000 {
+            if done() {
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("gave up waiting");
     }
 }
