@@ -104,6 +104,11 @@ pub const PEERS_MAX: usize = 4_096;
 /// it has its oldest forgotten (`node/greeted_peers.rs`). Loopback and private hosts are not
 /// limited.
 pub const PEERS_PER_HOST_MAX: usize = 8;
+/// A greeted peer not connected and not heard from for this long is not counted among
+/// the nodes nearer a key than this one (the acceptance of copies, `copies.rs`): it has
+/// most likely left, and a table of peers long gone would have this node refuse the
+/// copies its placement gives it.
+pub(super) const NEARER_SEEN_WITHIN: Duration = Duration::from_secs(3_600);
 /// Resolves in progress at once (more are refused at once: `TooManyLookups`).
 pub const RESOLVES_MAX: usize = 256;
 /// Providers one resolve keeps, proven and claimed: a bound on what the answers of a

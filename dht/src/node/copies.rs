@@ -29,8 +29,8 @@ use ron_link::dht::{CopiesEnd, CopiesMade, CopiesReply, CopyOutcome, Pull, PullO
 
 use crate::closest::{distance, peer_position, DistanceKey};
 use crate::node::config::{
-    ACCEPT_WINDOW_SLACK, COPIES_PLACEMENT_WAIT, COPIES_WAITING_MAX, COPY_WATCHES_MAX, PULLS_MAX,
-    PULLS_PER_HOST_MAX, PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
+    ACCEPT_WINDOW_SLACK, COPIES_PLACEMENT_WAIT, COPIES_WAITING_MAX, COPY_WATCHES_MAX,
+    NEARER_SEEN_WITHIN, PULLS_MAX, PULLS_PER_HOST_MAX, PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
 };
 use crate::node::state::{
     Answering, CopiesWaiter, FreshKey, Node, PlacementAnswer, PullDone, Ungreeted,
@@ -483,9 +483,14 @@ impl Node {
             .send_response(entry.channel, ReplicateResponse { outcomes });
     }
 
-    /// Who this node counts as nearer than itself to a key.
+    /// Who this node counts as nearer than itself to a key: greeted peers connected or
+    /// heard from within [`NEARER_SEEN_WITHIN`].
     fn nearer_counter(&self) -> Nearer {
-        let others = self.peers.values().map(|known| known.position).collect();
+        let others = self
+            .peers
+            .positions_present(Instant::now(), NEARER_SEEN_WITHIN, |peer| {
+                self.swarm.is_connected(peer)
+            });
         Nearer {
             me: peer_position(&self.local),
             others,

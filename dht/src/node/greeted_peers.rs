@@ -17,10 +17,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use ron_link::policy::quota_address;
 
+use crate::closest::DistanceKey;
 use crate::node::config::{PEERS_MAX, PEERS_PER_HOST_MAX};
 use crate::node::state::KnownPeer;
 
@@ -50,8 +52,28 @@ impl GreetedPeers {
         self.peers.contains_key(peer)
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &KnownPeer> {
-        self.peers.values()
+    /// The positions of the peers connected now (`connected`) or heard from within
+    /// `within` before `now`: those still likely in the network.
+    pub fn positions_present(
+        &self,
+        now: Instant,
+        within: Duration,
+        connected: impl Fn(&PeerId) -> bool,
+    ) -> Vec<DistanceKey> {
+        self.peers
+            .iter()
+            .filter(|(peer, known)| {
+                now.saturating_duration_since(known.seen) < within || connected(peer)
+            })
+            .map(|(_, known)| known.position)
+            .collect()
+    }
+
+    /// `peer` was heard from (a ping answered, its last connection closed).
+    pub fn touch(&mut self, peer: &PeerId) {
+        if let Some(known) = self.peers.get_mut(peer) {
+            known.seen = Instant::now();
+        }
     }
 
     #[cfg(test)]
@@ -81,9 +103,15 @@ impl GreetedPeers {
                 self.by_host.entry(host).or_default().push_back(peer);
             }
             if self.peers.len() >= PEERS_MAX {
-                // Any one goes: a peer forgotten is greeted again when next connected.
-                let any = self.peers.keys().find(|p| **p != peer).copied();
-                forgotten.extend(any.filter(|any| self.forget(any)));
+                // The one heard from longest ago goes (a peer forgotten is greeted again
+                // when next connected).
+                let stalest = self
+                    .peers
+                    .iter()
+                    .filter(|(p, _)| **p != peer)
+                    .min_by_key(|(_, known)| known.seen)
+                    .map(|(p, _)| *p);
+                forgotten.extend(stalest.filter(|stalest| self.forget(stalest)));
             }
         }
         self.peers.insert(peer, known);
@@ -121,6 +149,7 @@ mod tests {
             ports: Ports { p2p: 1, oap: 2 },
             zone: "z".into(),
             position: peer_position(peer),
+            seen: Instant::now(),
         }
     }
 
@@ -186,6 +215,49 @@ mod tests {
         // Its old host has room for one more again.
         assert!(greet(&mut table, "198.51.100.7").1.is_empty());
         assert_eq!(table.get(&moving).unwrap().ip.to_string(), "203.0.113.1");
+    }
+
+    #[test]
+    fn peers_not_heard_from_for_long_are_not_counted_present() {
+        let mut table = GreetedPeers::default();
+        let (heard, _) = greet(&mut table, "192.0.2.1");
+        let (silent, _) = greet(&mut table, "192.0.2.2");
+        let (connected, _) = greet(&mut table, "192.0.2.3");
+        let hour = Duration::from_secs(3_600);
+        assert_eq!(
+            table
+                .positions_present(Instant::now(), hour, |_| false)
+                .len(),
+            3
+        );
+        // Two hours on, only `heard` was heard from meanwhile.
+        let later = Instant::now() + 2 * hour;
+        table.peers.get_mut(&heard).unwrap().seen = later;
+        let mut present = table.positions_present(later, hour, |p| *p == connected);
+        let mut expected = vec![peer_position(&heard), peer_position(&connected)];
+        present.sort();
+        expected.sort();
+        assert_eq!(present, expected);
+        // Heard from again (a ping answered): present again.
+        table.touch(&silent);
+        let present = table.positions_present(Instant::now(), hour, |_| false);
+        assert!(present.contains(&peer_position(&silent)));
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_peer_heard_from_longest_ago() {
+        let mut table = GreetedPeers::default();
+        let mut stalest = None;
+        let later = Instant::now() + Duration::from_secs(60);
+        for n in 0..PEERS_MAX {
+            let (peer, _) = greet(&mut table, &format!("10.0.{}.{}", n >> 8, n & 255));
+            match n {
+                1_000 => stalest = Some(peer),
+                _ => table.peers.get_mut(&peer).unwrap().seen = later,
+            }
+        }
+        let (_, forgotten) = greet(&mut table, "10.99.0.1");
+        assert_eq!(forgotten, vec![stalest.unwrap()]);
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl Node {
             ports,
             zone,
             position,
+            seen: Instant::now(),
         };
         for forgotten in self.peers.insert(peer, known) {
             self.lost.remove(&forgotten);
@@ -134,6 +135,7 @@ impl Node {
     pub(super) fn on_ping(&mut self, event: ping::Event) {
         match event.result {
             Ok(_) => {
+                self.peers.touch(&event.peer);
                 if self.alive.len() >= PEERS_MAX && !self.alive.contains_key(&event.peer) {
                     self.forget_silent_peers();
                 }
@@ -165,6 +167,7 @@ impl Node {
         }
         self.connections.remove(&connection);
         if num_established == 0 {
+            self.peers.touch(&peer);
             self.store().peer_disconnected(&peer);
             self.on_lost(peer);
         }

@@ -38,6 +38,9 @@ pub(super) struct KnownPeer {
     pub(super) zone: String,
     /// Its position in the key space (placement, acceptance of copies).
     pub(super) position: crate::closest::DistanceKey,
+    /// When it was last heard from: its greeting, a ping it answered, its last
+    /// connection's close.
+    pub(super) seen: Instant,
 }
 
 /// A resolve in progress: its query, then the greetings of the providers it found.
