@@ -800,3 +800,57 @@ fn an_evicted_copy_is_a_miss_on_every_shard_and_is_read_through_again() {
         n.stop();
     }
 }
+
+/// An origin whose answer names a content type of 256 bytes (one past what a record
+/// holds): the object is stored without it, and the shard's index commits go on. Before,
+/// the type's length was written as 0 in a byte, the record read back as another object,
+/// the index commit's check panicked on the blocking pool, and every upload after waited
+/// for an index commit that never ended.
+#[test]
+fn an_origins_overlong_content_type_is_dropped_and_the_shard_goes_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let data = bytes(40, 100);
+    let body = data.clone();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten().take(4) {
+            // The outboard's request and the object's, pipelined.
+            let mut asked = Vec::new();
+            let mut buf = [0u8; 4096];
+            while asked.windows(4).filter(|w| w == b"\r\n\r\n").count() < 2 {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => asked.extend_from_slice(&buf[..n]),
+                }
+            }
+            let mut answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec();
+            answer.extend_from_slice(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
+                    "a".repeat(256),
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            answer.extend_from_slice(&body);
+            let _ = c.write_all(&answer);
+        }
+    });
+    let mut edge = Node::start(
+        &temp_dir("rt-long-type"),
+        &["--shards", "1", "--origin", &url],
+    );
+    let addr = Address::of(&data);
+    let (status, got) = get_all(edge.http, &format!("/o/{addr}"));
+    assert_eq!((status, got), (200, data));
+    gauge_becomes(&edge, "ron_fetches_stored_total", 1);
+    // An upload in a file of its own is answered once its index commit ends.
+    let own_file = bytes(41, 300_000);
+    let r = put(edge.http, "/o", &own_file, "");
+    assert_eq!(r.status, 201, "{r:?}");
+    let stored = get(edge.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!(stored.status, 200);
+    let content_type = stored.header("content-type").unwrap_or_default();
+    assert!(!content_type.starts_with("aaaa"), "{content_type}");
+    edge.stop();
+}

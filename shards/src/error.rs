@@ -87,6 +87,11 @@ pub enum ShardError {
     CommitStopped { shard: u16 },
     #[error("shard {shard} is stopping: it takes no new writes")]
     Stopping { shard: u16 },
+    #[error(
+        "content type of {len} bytes: at most {} are stored",
+        crate::record::CONTENT_TYPE_LEN_MAX
+    )]
+    ContentTypeTooLong { len: usize },
 }
 
 fn remote_text(shard: u16, code: ErrorCode, message: &str) -> String {
@@ -119,6 +124,7 @@ impl ShardError {
             }
             ShardError::Remote { code, .. } => *code,
             ShardError::Stopping { .. } => ErrorCode::NotReady,
+            ShardError::ContentTypeTooLong { .. } => ErrorCode::BadRequest,
             _ if self.is_out_of_space() => ErrorCode::InsufficientStorage,
             _ => ErrorCode::Internal,
         }

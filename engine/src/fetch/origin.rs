@@ -26,6 +26,7 @@ use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, ChunkTree};
 use ron_link::counters::{FetchFailure, FrontCounters};
+use ron_shards::record::CONTENT_TYPE_LEN_MAX;
 use ron_shards::{Shard, StagedObject, Upload};
 use rustls::pki_types::ServerName;
 
@@ -36,8 +37,6 @@ use crate::fetch::AttemptError;
 const HEAD_BYTES_MAX: usize = 16 * 1024;
 /// Bytes read from the socket at a time.
 const READ_BYTES: usize = 256 * 1024;
-/// Longest content type kept from an origin's answer.
-const CONTENT_TYPE_BYTES_MAX: usize = 256;
 /// Largest outboard taken from an origin: a 1 GiB object's at chunk-group log 0, a
 /// 64 GiB object's at log 6 (larger ones are verified whole).
 const OUTBOARD_BYTES_MAX: u64 = 64 << 20;
@@ -567,7 +566,7 @@ impl Origin {
         };
         let content_type = reply
             .content_type
-            .filter(|v| v.len() <= CONTENT_TYPE_BYTES_MAX)
+            .filter(|v| v.len() <= CONTENT_TYPE_LEN_MAX)
             .and_then(|v| std::str::from_utf8(v).ok())
             .unwrap_or_default()
             .to_string();
@@ -677,7 +676,7 @@ mod tests {
         fn any_response_head_is_refused_or_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             if let Ok(Some((len, ct, at))) = origin().parse_head(&bytes, 1 << 20) {
                 prop_assert!(len <= 1 << 20);
-                prop_assert!(ct.len() <= CONTENT_TYPE_BYTES_MAX);
+                prop_assert!(ct.len() <= CONTENT_TYPE_LEN_MAX);
                 prop_assert!(at <= bytes.len());
             }
         }

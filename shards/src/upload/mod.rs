@@ -18,7 +18,7 @@ use crate::ec::EcParams;
 use crate::error::ShardError;
 use crate::ids::DirIndex;
 use crate::limits::PACKED_OBJECT_BYTES_MAX;
-use crate::record::{Location, ObjectMeta, Parity, Retention};
+use crate::record::{Location, ObjectMeta, Parity, Retention, CONTENT_TYPE_LEN_MAX};
 
 mod staged;
 mod writers;
@@ -189,6 +189,14 @@ impl Upload {
     /// is pending written, their padding cut and closed. Returns them with the chunk
     /// tree.
     pub async fn finish(mut self, content_type: String) -> Result<StagedObject, ShardError> {
+        // A record holds the type's length in one byte: a longer one would be written as
+        // another length, and the record read back as another object.
+        if content_type.len() > CONTENT_TYPE_LEN_MAX {
+            self.abort().await;
+            return Err(ShardError::ContentTypeTooLong {
+                len: content_type.len(),
+            });
+        }
         if self.data.is_none() && !self.packable {
             // An empty upload on a node that does not pack still gets its files.
             self.data = Some(self.start_files().await?);
