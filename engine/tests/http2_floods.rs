@@ -311,6 +311,40 @@ fn a_continuation_flood_is_cut_off_and_others_are_served() {
     bystander.finish("CONTINUATION flood");
 }
 
+/// A client that goes quiet between requests for longer than the header timeout (a
+/// page open in a browser, a client waiting on a slow answer) keeps its connection until
+/// the idle timeout, as on HTTP/1.1. Before, the TLS handshake's read deadline stayed on
+/// the socket: the connection was cut, every stream with it, and no GOAWAY said which
+/// requests had been served.
+#[test]
+fn a_connection_quiet_past_the_header_timeout_is_kept_until_idle() {
+    let n = tls_node("h2-quiet", &["--shards", "1", "--header-timeout-ms", "500"]);
+    let data = bytes(7, 1_000);
+    let addr = upload(&n.node, &data);
+    let mut raw = RawH2::connect(&n, &[]);
+    let path = format!("/o/{addr}");
+    for stream in [1, 3] {
+        raw.send(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            stream,
+            &get_block(&path),
+        ))
+        .unwrap();
+        let mut body = 0;
+        let ended = raw.until(Duration::from_secs(5), |f| {
+            if f.kind == DATA && f.stream == stream {
+                body += f.payload.len();
+            }
+            f.kind == GOAWAY || (f.kind == DATA && f.stream == stream && body == data.len())
+        });
+        let ended = ended.unwrap_or_else(|| panic!("stream {stream}: the connection ended"));
+        assert_eq!(ended.kind, DATA, "stream {stream}: GOAWAY");
+        // Quiet for three header timeouts.
+        std::thread::sleep(Duration::from_millis(1_500));
+    }
+}
+
 #[test]
 fn a_trickled_header_block_is_closed_when_idle() {
     let n = tls_node(

@@ -58,6 +58,12 @@ pub async fn serve_connection<S: Transport>(
     client: Option<IpAddr>,
 ) {
     let _open = super::opened(&ctx, &stream);
+    // The TLS handshake's read deadline must not stay on the socket: h2 always has a
+    // read pending, and a client quiet for that long (between requests, or waiting on
+    // an answer) would have its connection cut with every stream on it and no GOAWAY.
+    // The preface has its own deadline (`handshake`), an idle connection is sent GOAWAY
+    // (`next_event`), and each stream's transfers have theirs.
+    let _ = stream.tcp().set_read_timeout(None);
     let peer = stream.tcp().peer_addr().ok();
     let Some(mut conn) = handshake(&ctx, stream).await else {
         return;
