@@ -77,6 +77,7 @@ impl Node {
         let Some(ip) = self.connections.get(&connection).copied() else {
             return;
         };
+        let newly_greeted = !self.peers.contains_key(&peer);
         tracing::debug!(%peer, %ip, oap = ports.oap, zone = %zone, "dht: greeted");
         let position = peer_position(&peer);
         let known = KnownPeer {
@@ -93,9 +94,12 @@ impl Node {
             .behaviour_mut()
             .kad
             .add_address(&peer, tcp_multiaddr(ip, ports.p2p));
-        // A resolve or placement may have been waiting for this greeting only.
-        self.answer_due_resolves();
-        self.answer_due_placements();
+        // A resolve or placement may have been waiting for this greeting only (a peer
+        // greeted before was counted then: every request it sends greets again).
+        if newly_greeted {
+            self.answer_due_resolves();
+            self.answer_due_placements();
+        }
     }
 
     /// A peer's identify answer: when it speaks our Kademlia, Kademlia learns where it
@@ -296,13 +300,8 @@ impl Node {
                 addresses: addresses.clone(),
             })
             .collect();
-        match self.store().add_providers(records) {
-            Ok(stored) => u16::try_from(stored).unwrap_or(u16::MAX),
-            Err(e) => {
-                tracing::warn!("{e}");
-                0
-            }
-        }
+        let stored = self.store().add_providers(records);
+        u16::try_from(stored).unwrap_or(u16::MAX)
     }
 }
 
