@@ -134,6 +134,11 @@ pub(super) const EXPIRE_PERIOD: Duration = Duration::from_secs(60);
 pub(super) const INBOUND_CONNECTIONS_MAX: u32 = 512;
 pub(super) const PENDING_INBOUND_MAX: u32 = 64;
 pub(super) const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+/// Inbound connections from one public host, in their handshake and established
+/// (`host_limits.rs`): a host's ron node has two at most (per peer), a few nodes behind
+/// one address a few times that.
+pub(super) const PENDING_INBOUND_PER_HOST_MAX: usize = 4;
+pub(super) const INBOUND_PER_HOST_MAX: usize = 16;
 /// A holder asked for copies answers within this long; what is still copying then is
 /// answered `pending` (and goes on).
 pub const REPLICATE_ANSWER_WITHIN: Duration = Duration::from_secs(60);

@@ -35,7 +35,7 @@ pub(super) struct GreetedPeers {
 }
 
 /// The host a peer at `ip` counts under, `None` where hosts are not limited.
-fn limited_host(ip: IpAddr) -> Option<IpAddr> {
+pub(super) fn limited_host(ip: IpAddr) -> Option<IpAddr> {
     let own = match ip.to_canonical() {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
         IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),

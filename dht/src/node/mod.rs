@@ -65,6 +65,7 @@ mod config;
 mod copies;
 mod event_loop;
 mod greeted_peers;
+mod host_limits;
 mod join;
 mod kept;
 mod peers;

@@ -1,6 +1,7 @@
 //! The libp2p side of the DHT thread: one `Swarm` over TCP + noise + yamux (each TCP
 //! connection with keepalive probes and a bound on unacknowledged data, so the kernel
-//! sees a peer cut off), whose behaviour is the connection limits, the connections kept
+//! sees a peer cut off), whose behaviour is the connection limits (in all, per peer, and
+//! per host: [`HostLimits`]), the connections kept
 //! while idle ([`KeptConnections`]), Kademlia (α = 3, k = [`K_VALUE`], its own
 //! protocol name [`KAD_PROTOCOL`], server mode, records in the LMDB
 //! [`ProviderStore`]), `/ron/provide/2` ([`crate::protocol`]), `/ron/replicate/1`
@@ -25,6 +26,7 @@ use crate::node::config::{
     PING_INTERVAL, PING_TIMEOUT, PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT,
     TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_USER_TIMEOUT,
 };
+use crate::node::host_limits::HostLimits;
 use crate::node::kept::KeptConnections;
 use crate::protocol::ProvideCodec;
 use crate::replicate::ReplicateCodec;
@@ -33,6 +35,7 @@ use crate::store::ProviderStore;
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     pub(super) limits: libp2p::connection_limits::Behaviour,
+    pub(super) hosts: HostLimits,
     pub(super) kept: KeptConnections,
     pub(super) kad: kad::Behaviour<ProviderStore>,
     pub(super) provide: request_response::Behaviour<ProvideCodec>,
@@ -118,6 +121,7 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
         .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX));
     Behaviour {
         limits: libp2p::connection_limits::Behaviour::new(limits),
+        hosts: HostLimits::default(),
         kept: KeptConnections::new(local),
         kad,
         provide: request_response::Behaviour::with_codec(
