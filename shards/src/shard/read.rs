@@ -271,8 +271,9 @@ impl Shard {
         };
         let store = self.local_store(&key.addr)?;
         match self.disk_group(store, meta, key).await {
-            // Evicted since its metadata was loaded: a miss, not damage.
-            Err(_) if !store.contains(&key.addr).unwrap_or(true) => {
+            // Evicted since its metadata was loaded: a miss, not damage. A packed object
+            // answered but not yet indexed is stored all the same (the unindexed map).
+            Err(_) if matches!(self.commits.stored_retention(store, &key.addr), Ok(None)) => {
                 self.forget_metas(&[key.addr]);
                 Err(ShardError::NotFound { addr: key.addr })
             }

@@ -160,6 +160,7 @@ mod tests {
     use std::time::Duration;
 
     use glommio::{LocalExecutorBuilder, Placement as Pinning, PoolPlacement};
+    use ron_codec::tree::GroupIndex;
     use ron_codec::ChunkTree;
 
     use super::*;
@@ -357,6 +358,75 @@ mod tests {
         for d in [dir, crashed] {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+
+    /// A packed object answered but not yet indexed whose needle is damaged in lane 0
+    /// is read from another lane, as an indexed one is. Before, the read took the damage
+    /// for an eviction (the index did not hold it yet) and answered "no such object".
+    #[test]
+    fn a_damaged_needle_not_yet_indexed_is_read_from_another_lane() {
+        let dir = std::env::temp_dir().join(format!("ron-shards-lanes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+        let (data_dir, written) = (dir.clone(), data.clone());
+        LocalExecutorBuilder::new(Pinning::Unbound)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(2))
+            .spawn(move || async move {
+                let dirs = DataDirs::one(&data_dir);
+                let table = layout::open_data_dirs(&dirs, 1, 0).unwrap().table;
+                layout::clean_tmp(&data_dir).unwrap();
+                let metrics = Arc::new(StorageCounters::default());
+                let routing = Routing::new(table, 1);
+                let config = config(&data_dir);
+                let shard =
+                    Shard::start(ShardIndex(0), routing, config, None, Arc::clone(&metrics))
+                        .await
+                        .unwrap();
+                // Its index commit waits: the object stays in the unindexed map.
+                shard
+                    .commits
+                    .faults
+                    .index_stall_ms
+                    .store(3_000, Ordering::Relaxed);
+                let staged = staged(&shard, &written, Retention::Kept).await;
+                assert_eq!(shard.commit(staged).await.unwrap(), CommitOutcome::Created);
+                assert_eq!(flip_a_byte_in_lane_zero(&data_dir, &written), 1);
+                let addr = ChunkTree::of(&written).root();
+                let meta = shard.meta(&addr).await.unwrap();
+                assert!(meta.is_packed());
+                assert!(shard.commits.indexing_now(), "not indexed yet");
+                let group = shard.group_from_disk(&meta, GroupIndex(0)).await;
+                let group = group.expect("read from the other lane");
+                assert!(group.iter().copied().eq(written.iter().copied()));
+                assert_eq!(metrics.ec_degraded_reads.load(Ordering::Relaxed), 1);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Flips one byte of `body` in each lane-0 segment (`segments/`) under `dir` that
+    /// holds it; returns how many.
+    fn flip_a_byte_in_lane_zero(dir: &Path, body: &[u8]) -> usize {
+        let mut flipped = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                flipped += flip_a_byte_in_lane_zero(&path, body);
+                continue;
+            }
+            if path.parent().and_then(Path::file_name) != Some("segments".as_ref()) {
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).unwrap();
+            if let Some(at) = bytes.windows(body.len()).position(|w| w == body) {
+                bytes[at + 7] ^= 0x01;
+                std::fs::write(&path, bytes).unwrap();
+                flipped += 1;
+            }
+        }
+        flipped
     }
 
     async fn wait_until(done: impl Fn() -> bool) {
