@@ -236,6 +236,10 @@ impl Shard {
     /// object's owner only: another shard answers `Mesh`.
     pub async fn check_object(&self, addr: &Address) -> Result<ObjectCheck, ShardError> {
         let store = self.local_store(addr)?;
+        // Waits out a scrub, a repair or an eviction of the object, as they wait for each
+        // other: a rebuild written back while an eviction unlinks the files would make
+        // them again, after their record is gone, never to be collected.
+        let _claim = self.claims.claim(*addr).await;
         // Committed but not yet indexed: the commit queue has its record.
         let meta = match self.commits.unindexed_meta(addr) {
             Some(meta) => meta,

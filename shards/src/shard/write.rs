@@ -429,6 +429,41 @@ mod tests {
         flipped
     }
 
+    /// `ron repair`'s check of an object waits out an eviction (or a scrub) of it, as the
+    /// scrubber and the repair task do: a rebuild written back while an eviction unlinks
+    /// the files made them again after their record was gone.
+    #[test]
+    fn a_check_of_an_object_waits_for_its_eviction_to_end() {
+        let dir = std::env::temp_dir().join(format!("ron-shards-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data_dir = dir.clone();
+        LocalExecutorBuilder::new(Pinning::Unbound)
+            .spawn(move || async move {
+                let shard = start_shard(&data_dir).await;
+                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+                let upload = staged(&shard, &data, Retention::Kept).await;
+                assert_eq!(shard.commit(upload).await.unwrap(), CommitOutcome::Created);
+                let addr = ChunkTree::of(&data).root();
+                let claim = shard.claims.try_claim(addr).expect("nobody holds it");
+                let (checker, done) = (Rc::clone(&shard), Rc::new(Cell::new(false)));
+                let told = Rc::clone(&done);
+                let check = glommio::spawn_local(async move {
+                    let checked = checker.check_object(&addr).await;
+                    told.set(true);
+                    checked
+                });
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                assert!(!done.get(), "checked while the object was claimed");
+                drop(claim);
+                let checked = check.await.unwrap();
+                assert_eq!(checked.unrepairable_blocks(), 0);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     async fn wait_until(done: impl Fn() -> bool) {
         for _ in 0..1_000 {
             if done() {
