@@ -70,6 +70,8 @@ pub enum Refusal {
         "If-Match names no current ETag of this bao answer: its one ETag is the strong {etag}"
     )]
     BaoPreconditionFailed { etag: String },
+    #[error("If-Match names no current ETag of this block: its one ETag is the strong {etag}")]
+    BlockPreconditionFailed { etag: String },
     #[error("Accept asks for application/x-bao only at a chunk-group-log this node does not serve (0 through 6)")]
     NotAcceptable,
     #[error("chunk-group-log={given:?}: outboards are served at chunk-group-log 0 through 6")]
@@ -222,9 +224,9 @@ impl Refusal {
             }
             MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             HeadTimeout { .. } => ErrorCode::RequestTimeout,
-            PreconditionFailed { .. } | BaoPreconditionFailed { .. } => {
-                ErrorCode::PreconditionFailed
-            }
+            PreconditionFailed { .. }
+            | BaoPreconditionFailed { .. }
+            | BlockPreconditionFailed { .. } => ErrorCode::PreconditionFailed,
             NotAcceptable | NoAcceptableCoding { .. } => ErrorCode::NotAcceptable,
             NoBundleEntry { .. } | NoBundleIndex { .. } => ErrorCode::NotFound,
             BadBundlePath { .. } => ErrorCode::BadRequest,

@@ -160,6 +160,22 @@ fn the_probe_and_the_refusals_say_what_is_served() {
     let inline = base32(&[1, 0x55, 0x00, 5, b'h', b'e', b'l', b'l', b'o']);
     let r = get_with(n.http, &format!("/ipfs/{inline}"), RAW);
     assert_eq!((r.status, &r.body[..]), (200, &b"hello"[..]), "{r:?}");
+    // Its ETag is checked as an object block's is: If-Match naming another is 412
+    // (RFC 9110 §13.1.1), naming its own is the block.
+    let etag = r.header("ETag").unwrap().to_string();
+    let other = get_with(
+        n.http,
+        &format!("/ipfs/{inline}"),
+        &format!("{RAW}If-Match: \"other\"\r\n"),
+    );
+    assert_eq!(other.status, 412, "{other:?}");
+    assert_eq!(other.json()["code"], "precondition_failed");
+    let own = get_with(
+        n.http,
+        &format!("/ipfs/{inline}"),
+        &format!("{RAW}If-Match: {etag}\r\n"),
+    );
+    assert_eq!((own.status, &own.body[..]), (200, &b"hello"[..]), "{own:?}");
 
     let absent = Address::of(b"never stored");
     let stored = upload(&n, &bytes(3, 1000));

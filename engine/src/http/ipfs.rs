@@ -204,10 +204,15 @@ async fn inline<S: Transport>(
     close: bool,
 ) -> Result<u16, Abort> {
     let etag = block_etag(cid);
-    let not_modified = req
+    let conditions = req
         .late_validators
         .as_deref()
-        .is_some_and(|v| v.conditions(etag.as_bytes()).if_none_match_hit);
+        .map(|v| v.conditions(etag.as_bytes()));
+    if conditions.is_some_and(|c| c.if_match_failed) {
+        let refusal = Refusal::BlockPreconditionFailed { etag };
+        return respond::refuse_request(ctx, conn, req, &refusal, close).await;
+    }
+    let not_modified = conditions.is_some_and(|c| c.if_none_match_hit);
     let status = if not_modified { 304 } else { 200 };
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, status);
