@@ -326,6 +326,9 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
     // Its latency and its body deadline start when its head's first bytes were in hand.
     conn.transfer = Transfer::new(ctx.limits.pace(started));
     conn.rbuf.consume(head_len);
+    if request.body_is_empty() {
+        conn.rbuf.release_if_empty();
+    }
     FrontCounters::add(&ctx.metrics().bytes_in, head_len as u64);
     let op = request.op();
     let ticket = match ctx

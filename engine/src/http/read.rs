@@ -49,6 +49,17 @@ impl ReadBuf {
         }
     }
 
+    /// Gives the buffer back to the pool if it holds no bytes (a read after takes one
+    /// again): a request without a body needs none while it is answered, and an
+    /// HTTP/2 stream waiting on the client's window would hold it for as long.
+    pub fn release_if_empty(&mut self) {
+        if self.filled().is_empty() {
+            self.data = None;
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
     pub fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start == self.end {
