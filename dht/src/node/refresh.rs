@@ -21,6 +21,13 @@ use crate::node::state::{refresh_wait, Node};
 /// closest non-empty one: at 10,000 nodes about 13 from the farthest, 16,384 tries on
 /// average, ~8 ms; a miss, one in 10^7 there, skips that bucket this round).
 const BUCKET_KEY_TRIES_MAX: u32 = 1 << 18;
+/// The deepest bucket a refresh looks a key up in (15 from the farthest: 65,536 tries on
+/// average, ~33 ms). The closest non-empty bucket is this deep only in a network of
+/// ~32,000 nodes or more — or because one peer's id was ground to share a long prefix
+/// with this node's: from its bucket on, each deeper one took the whole
+/// [`BUCKET_KEY_TRIES_MAX`] (~130 ms) and found no key, seconds of the DHT thread a
+/// refresh.
+const REFRESH_BUCKET_DEEPEST: u32 = 255 - 15;
 
 impl Node {
     /// Starts a refresh when its time has come (not while the last one still runs).
@@ -85,15 +92,15 @@ impl Node {
 }
 
 /// The buckets (by the log2 of their distances) a refresh looks a key up in, given the
-/// non-empty ones and their peers: those past the closest non-empty one, empty or
-/// holding fewer than k.
+/// non-empty ones and their peers: those past the closest non-empty one (and from
+/// [`REFRESH_BUCKET_DEEPEST`] on), empty or holding fewer than k.
 fn buckets_to_refresh(filled: &[(u32, usize)]) -> impl Iterator<Item = u32> + '_ {
     let closest = filled
         .iter()
         .map(|(bucket, _)| *bucket)
         .min()
         .unwrap_or(255);
-    (closest + 1..256).filter(|bucket| {
+    ((closest + 1).max(REFRESH_BUCKET_DEEPEST)..256).filter(|bucket| {
         !filled
             .iter()
             .any(|(b, entries)| b == bucket && *entries >= K_VALUE)
@@ -141,6 +148,11 @@ mod tests {
         let buckets: Vec<u32> = buckets_to_refresh(&all_full).collect();
         assert_eq!(buckets, [251, 252, 253, 254], "the empty ones between");
         assert_eq!(buckets_to_refresh(&[]).count(), 0);
+        // One peer whose id shares 55 bits with this node's (ground to): the buckets
+        // from the deepest a refresh looks at, not from its.
+        let ground = [(200, 1), (252, 5), (253, 20), (254, 20), (255, 20)];
+        let buckets: Vec<u32> = buckets_to_refresh(&ground).collect();
+        assert_eq!(buckets, (240..=252).collect::<Vec<u32>>());
     }
 
     #[test]
