@@ -12,8 +12,9 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -21,14 +22,15 @@ use libp2p::kad::{self, ProviderRecord, RecordKey};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, ping, Multiaddr, PeerId};
-use ron_dht::node::{record_key, KAD_PROTOCOL};
+use ron_dht::node::{record_key, CLAIMED_DIALS_PER_RESOLVE_MAX, KAD_PROTOCOL};
 
 use common::{loopback_swarm, scratch, start, start_in_zone, tcp_socket, wait_for, WAIT};
 
 /// How long the liar runs: past every wait of the test, and bounded.
 const LIAR_RUNS_FOR: Duration = Duration::from_secs(60);
-/// Providers the liar makes up for the key: more than the copies the resolver keeps.
-const MADE_UP: usize = 8;
+/// Providers the liar makes up for the key: more than the copies the resolver keeps,
+/// and than the providers not yet greeted a resolve dials.
+const MADE_UP: usize = 40;
 
 #[derive(NetworkBehaviour)]
 struct Liar {
@@ -39,9 +41,14 @@ struct Liar {
 
 /// Starts the liar on its own thread: a Kademlia server that knows `provider` (so its
 /// answers name it among the closer peers, as an honest peer's would) and holds
-/// [`MADE_UP`] provider records of `key` for ids nobody runs, each at `oap`'s address.
-/// Returns where it listens.
-fn spawn_liar(key: RecordKey, provider: (PeerId, SocketAddr), oap: SocketAddr) -> SocketAddr {
+/// [`MADE_UP`] provider records of `key` for ids nobody runs, each at `oap`'s address
+/// and at `dialed` (a host of the liar's choosing). Returns where it listens.
+fn spawn_liar(
+    key: RecordKey,
+    provider: (PeerId, SocketAddr),
+    oap: SocketAddr,
+    dialed: SocketAddr,
+) -> SocketAddr {
     let (listening_tx, listening) = mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -71,10 +78,9 @@ fn spawn_liar(key: RecordKey, provider: (PeerId, SocketAddr), oap: SocketAddr) -
             );
             let kad = &mut swarm.behaviour_mut().kad;
             kad.add_address(&provider.0, tcp_multiaddr(provider.1));
-            let claimed = oap_multiaddr(oap);
+            let claimed = vec![tcp_multiaddr(dialed), oap_multiaddr(oap)];
             for _ in 0..MADE_UP {
-                let record =
-                    ProviderRecord::new(key.clone(), PeerId::random(), vec![claimed.clone()]);
+                let record = ProviderRecord::new(key.clone(), PeerId::random(), claimed.clone());
                 kad::store::RecordStore::add_provider(kad.store_mut(), record).unwrap();
             }
             let end = tokio::time::sleep(LIAR_RUNS_FOR);
@@ -91,6 +97,23 @@ fn spawn_liar(key: RecordKey, provider: (PeerId, SocketAddr), oap: SocketAddr) -
         });
     });
     listening.recv_timeout(WAIT).unwrap()
+}
+
+/// A listener that takes connections and counts them (and says nothing: a dial to it
+/// fails its handshake), for the test's life.
+fn counting_listener() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in listener.incoming().flatten().take(4 * MADE_UP) {
+            counted.fetch_add(1, Ordering::Relaxed);
+            held.push(connection);
+        }
+    });
+    (addr, count)
 }
 
 fn tcp_multiaddr(socket: SocketAddr) -> Multiaddr {
@@ -117,12 +140,15 @@ fn made_up_providers_from_one_peer_do_not_end_a_resolve_before_the_real_one() {
     let provider = start(&dirs[0], 7401, &[]);
     provider.client.announce(vec![object]);
     let provider_id: PeerId = provider.client.node_id.parse().unwrap();
-    // Where the made-up providers are said to serve: an address nothing listens on.
+    // Where the made-up providers are said to serve: an address nothing listens on,
+    // and a host of the liar's choosing, which counts the connections it is sent.
     let claimed_oap = SocketAddr::from(([127, 0, 0, 1], 7409));
+    let (victim, connects) = counting_listener();
     let liar = spawn_liar(
         record_key(&object),
         (provider_id, provider.listen),
         claimed_oap,
+        victim,
     );
     let resolver = start_in_zone(&dirs[1], 7402, &[liar], "", 3);
     wait_for("the resolver to know the liar", || {
@@ -133,7 +159,7 @@ fn made_up_providers_from_one_peer_do_not_end_a_resolve_before_the_real_one() {
             .load(Ordering::Relaxed)
             >= 1
     });
-    let found = resolver.client.resolve(object, 16, 5_000).unwrap();
+    let found = resolver.client.resolve(object, MADE_UP + 1, 5_000).unwrap();
     let real = found
         .iter()
         .find(|p| p.node_id == provider.client.node_id.as_ref());
@@ -144,7 +170,18 @@ fn made_up_providers_from_one_peer_do_not_end_a_resolve_before_the_real_one() {
     );
     let made_up = found.iter().filter(|p| p.oap == Some(claimed_oap)).count();
     assert!(made_up <= MADE_UP, "{found:?}");
-    println!("answered with the real provider and {made_up} made-up ones");
+    // Each made-up provider dialed sends connects to the liar's host (one per address
+    // the answers named it at): a resolve dials no more of them than its limit. Before,
+    // every claim kept was dialed (20 connects here; 9–11 now).
+    let dials = &resolver.client.metrics.claimed_provider_dials_total;
+    assert_eq!(
+        dials.load(Ordering::Relaxed),
+        CLAIMED_DIALS_PER_RESOLVE_MAX as u64
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = connects.load(Ordering::Relaxed);
+    assert!(sent >= 1, "no connect to the liar's host");
+    println!("answered with the real provider and {made_up} made-up ones; {sent} connects sent");
     provider.stop();
     resolver.stop();
     for dir in dirs {

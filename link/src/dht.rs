@@ -559,6 +559,9 @@ declare_counters! {
         /// without waiting for their greeting (neither this node nor a greeted peer).
         providers_named_from_records_total: AtomicU64 => Counter "ron_dht_providers_named_from_records_total", Sum,
             "Providers a lookup named with the OAP/1 address their provider records carried, without dialing them for their greeting first (peers this node had not greeted).",
+        /// Providers not yet greeted that resolves dialed (at most 8 a resolve).
+        claimed_provider_dials_total: AtomicU64 => Counter "ron_dht_claimed_provider_dials_total", Sum,
+            "Providers not yet greeted that lookups dialed to prove them (at most 8 a lookup).",
         /// Peers with an open connection.
         peers_connected: AtomicU64 => Gauge "ron_dht_peers_connected", Sum,
             "Peers with an open libp2p connection.",

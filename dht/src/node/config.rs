@@ -109,6 +109,12 @@ pub const PEERS_PER_HOST_MAX: usize = 8;
 /// most likely left, and a table of peers long gone would have this node refuse the
 /// copies its placement gives it.
 pub(super) const NEARER_SEEN_WITHIN: Duration = Duration::from_secs(3_600);
+/// Providers not yet greeted that one resolve dials (to prove them, and learn their
+/// zones): the addresses it dials are those the query's answers gave, which a lying peer
+/// chooses — before, each claimed provider of an answer was dialed, up to the resolve's
+/// limit, so one answer sent this node's connects to a host of the liar's choosing.
+/// Twice the copies a node keeps by default and more.
+pub const CLAIMED_DIALS_PER_RESOLVE_MAX: usize = 8;
 /// Resolves in progress at once (more are refused at once: `TooManyLookups`).
 pub const RESOLVES_MAX: usize = 256;
 /// Providers one resolve keeps, proven and claimed: a bound on what the answers of a

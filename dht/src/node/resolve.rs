@@ -40,7 +40,7 @@ use libp2p::PeerId;
 use ron_link::dht::{Provider, ResolveError, ResolveReply};
 
 use crate::node::address::oap_socket;
-use crate::node::config::RESOLVES_MAX;
+use crate::node::config::{CLAIMED_DIALS_PER_RESOLVE_MAX, RESOLVES_MAX};
 use crate::node::greeted_peers::GreetedPeers;
 use crate::node::state::{Greeted, Node, Resolve};
 
@@ -70,6 +70,7 @@ impl Node {
                 answer_from: None,
                 first_found: None,
                 requests: 0,
+                dialed: 0,
                 reply,
             },
         );
@@ -86,6 +87,7 @@ impl Node {
             return;
         };
         let new = resolve.unseen(providers, |peer| self.authenticated(peer));
+        let dial_room = CLAIMED_DIALS_PER_RESOLVE_MAX.saturating_sub(resolve.dialed);
         let dial: Vec<PeerId> = new
             .iter()
             .copied()
@@ -104,7 +106,12 @@ impl Node {
         resolve.found.extend(new);
         resolve.oap_from_records.extend(from_records);
         resolve.requests = requests;
-        for peer in dial {
+        let dial = &dial[..dial.len().min(dial_room)];
+        resolve.dialed += dial.len();
+        self.metrics
+            .claimed_provider_dials_total
+            .fetch_add(dial.len() as u64, Ordering::Relaxed);
+        for &peer in dial {
             // The query still holds the addresses its answers carried for this peer. A
             // provider named from its record is dialed too: its greeting proves it, and
             // tells its zone (which a record does not carry) to later resolves and

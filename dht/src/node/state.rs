@@ -66,6 +66,9 @@ pub(super) struct Resolve {
     pub(super) first_found: Option<Instant>,
     /// Requests its query had made to peers when it last found providers.
     pub(super) requests: u32,
+    /// Providers not yet greeted that it dialed (at most
+    /// [`CLAIMED_DIALS_PER_RESOLVE_MAX`](crate::node::config::CLAIMED_DIALS_PER_RESOLVE_MAX)).
+    pub(super) dialed: usize,
     pub(super) reply: ResolveReply,
 }
 
@@ -629,6 +632,7 @@ mod tests {
             answer_from: None,
             first_found: None,
             requests: 0,
+            dialed: 0,
             reply: ResolveReply::Blocking(reply),
         }
     }
