@@ -8,14 +8,13 @@
 //!   provider's addresses. A key's providers are one contiguous range; at most
 //!   [`StoreLimits::providers_per_key_max`] per key and
 //!   [`StoreLimits::provider_records_max`] in all (refused past them, counted).
-//! - `by_source` and `sources` — who holds how much of `providers`: each record's key
-//!   under its source host (the host its provider's connection came from), and a count
-//!   per source; a source's records in the order they came (`by_source`: source ‖
-//!   sequence number → record's key). When the store is full, a record from a source holding less takes the
-//!   place of the oldest from the source holding most (max-min fairness,
-//!   `store/sources.rs`):
-//!   one host flooding the store with records of made-up peers cannot refuse everyone
-//!   else's. Written in the same transaction as the records they count.
+//! - `by_source` and `sources` — who holds how much of `providers`: a source's records
+//!   in the order they came (`by_source`: source ‖ sequence number → record's key; a
+//!   source is the host its provider's connection came from), and a count per source.
+//!   When the store is full, a record from a source holding less takes the place of the
+//!   oldest from the source holding most (max-min fairness, `store/sources.rs`): one host
+//!   flooding the store with records of made-up peers cannot refuse everyone else's.
+//!   Written in the same transaction as the records they count.
 //! - `meta` — the layout version (a store of another layout is emptied at open) and the
 //!   next sequence number.
 //! - `provided` — the keys this node provides. Key: `sha256(record key)` (the Kademlia
