@@ -87,11 +87,8 @@ pub enum ShardError {
     CommitStopped { shard: u16 },
     #[error("shard {shard} is stopping: it takes no new writes")]
     Stopping { shard: u16 },
-    #[error(
-        "content type of {len} bytes: at most {} are stored",
-        crate::record::CONTENT_TYPE_LEN_MAX
-    )]
-    ContentTypeTooLong { len: usize },
+    #[error("content type of {len} bytes: at most {max} are stored")]
+    ContentTypeTooLong { len: usize, max: usize },
 }
 
 fn remote_text(shard: u16, code: ErrorCode, message: &str) -> String {

@@ -24,7 +24,20 @@ use ron_link::policy::quota_address;
 
 use crate::closest::DistanceKey;
 use crate::node::config::{PEERS_MAX, PEERS_PER_HOST_MAX};
-use crate::node::state::KnownPeer;
+use crate::protocol::Ports;
+
+/// Where a peer serves and its zone, from its greeting.
+#[derive(Debug, Clone)]
+pub(super) struct KnownPeer {
+    pub(super) ip: IpAddr,
+    pub(super) ports: Ports,
+    pub(super) zone: String,
+    /// Its position in the key space (placement, acceptance of copies).
+    pub(super) position: DistanceKey,
+    /// When it was last heard from: its greeting, a ping it answered, its last
+    /// connection's close.
+    pub(super) seen: Instant,
+}
 
 /// Greeted peers; see the module doc.
 #[derive(Debug, Default)]
@@ -139,7 +152,6 @@ impl GreetedPeers {
 #[cfg(test)]
 mod tests {
     use crate::closest::peer_position;
-    use crate::protocol::Ports;
 
     use super::*;
 

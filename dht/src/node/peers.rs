@@ -16,7 +16,8 @@ use libp2p::{identify, kad, ping};
 use crate::closest::peer_position;
 use crate::node::address::{identified_addresses, oap_multiaddr, tcp_multiaddr, tcp_socket};
 use crate::node::config::{ALIVE_WITHIN, KAD_PROTOCOL, PEERS_MAX, PROVIDER_TTL};
-use crate::node::state::{KnownPeer, Node};
+use crate::node::greeted_peers::KnownPeer;
+use crate::node::state::Node;
 use crate::protocol::{Ports, ProvideRequest, ProvideResponse};
 
 /// Whether a connection ended because the kernel gave up on its peer (`ETIMEDOUT`:

@@ -30,19 +30,6 @@ use crate::protocol::Ports;
 use crate::replicate::ReplicateResponse;
 use crate::store::ProviderStore;
 
-/// Where a peer serves and its zone, from its greeting.
-#[derive(Debug, Clone)]
-pub(super) struct KnownPeer {
-    pub(super) ip: IpAddr,
-    pub(super) ports: Ports,
-    pub(super) zone: String,
-    /// Its position in the key space (placement, acceptance of copies).
-    pub(super) position: crate::closest::DistanceKey,
-    /// When it was last heard from: its greeting, a ping it answered, its last
-    /// connection's close.
-    pub(super) seen: Instant,
-}
-
 /// A resolve in progress: its query, then the greetings of the providers it found.
 #[derive(Debug)]
 pub(super) struct Resolve {

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::commit::GroupCommit;
 use crate::error::ShardError;
 
 #[derive(Debug, Default)]
@@ -56,16 +55,4 @@ impl Faults {
 
 fn sleep_ms(ms: &AtomicU64) {
     std::thread::sleep(Duration::from_millis(ms.load(Ordering::Relaxed)));
-}
-
-impl GroupCommit {
-    /// Whether an index commit is running.
-    pub(crate) fn indexing_now(&self) -> bool {
-        self.indexing.get()
-    }
-
-    /// Whether the last index commit failed (uploads retry it first).
-    pub(crate) fn index_failed(&self) -> bool {
-        self.index_failure.borrow().is_some()
-    }
 }

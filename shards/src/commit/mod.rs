@@ -47,7 +47,8 @@
 //! This module knows neither the shard nor the mesh.
 //!
 //! Files: `queue.rs` (what the group commit holds), `write.rs` (stage one), `index.rs`
-//! (stage two), this file (the entry points and the task that runs the stages).
+//! (stage two), this file (the entry points and the task that runs the stages),
+//! `faults.rs` (what this crate's tests inject).
 
 #[cfg(test)]
 pub(crate) mod faults;

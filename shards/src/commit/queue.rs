@@ -240,3 +240,16 @@ impl GroupCommit {
         let _ = waiter.try_send(result);
     }
 }
+
+#[cfg(test)]
+impl GroupCommit {
+    /// Whether an index commit is running.
+    pub(crate) fn indexing_now(&self) -> bool {
+        self.indexing.get()
+    }
+
+    /// Whether the last index commit failed (uploads retry it first).
+    pub(crate) fn index_failed(&self) -> bool {
+        self.index_failure.borrow().is_some()
+    }
+}

@@ -195,6 +195,7 @@ impl Upload {
             self.abort().await;
             return Err(ShardError::ContentTypeTooLong {
                 len: content_type.len(),
+                max: CONTENT_TYPE_LEN_MAX,
             });
         }
         if self.data.is_none() && !self.packable {
