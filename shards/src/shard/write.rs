@@ -387,7 +387,7 @@ mod tests {
                     .commits
                     .faults
                     .index_stall_ms
-                    .store(3_000, Ordering::Relaxed);
+                    .store(10_000, Ordering::Relaxed);
                 let staged = staged(&shard, &written, Retention::Kept).await;
                 assert_eq!(shard.commit(staged).await.unwrap(), CommitOutcome::Created);
                 assert_eq!(flip_a_byte_in_lane_zero(&data_dir, &written), 1);
