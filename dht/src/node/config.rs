@@ -145,6 +145,9 @@ pub(super) const CONNECTIONS_PER_PEER_MAX: u32 = 2;
 /// one address a few times that.
 pub(super) const PENDING_INBOUND_PER_HOST_MAX: usize = 4;
 pub(super) const INBOUND_PER_HOST_MAX: usize = 16;
+/// The same from one IPv6 site (a /48: 65,536 /64s, free from a tunnel broker).
+pub(super) const PENDING_INBOUND_PER_SITE_MAX: usize = 4 * PENDING_INBOUND_PER_HOST_MAX;
+pub(super) const INBOUND_PER_SITE_MAX: usize = 4 * INBOUND_PER_HOST_MAX;
 /// A holder asked for copies answers within this long; what is still copying then is
 /// answered `pending` (and goes on).
 pub const REPLICATE_ANSWER_WITHIN: Duration = Duration::from_secs(60);

@@ -1,6 +1,7 @@
 //! Inbound connections per host: at most [`PENDING_INBOUND_PER_HOST_MAX`] still in their
 //! handshake and [`INBOUND_PER_HOST_MAX`] established from one public host (an IPv4
-//! address, an IPv6 /64), beside libp2p's limits in all ([`PENDING_INBOUND_MAX`],
+//! address, an IPv6 /64), and four times that from one IPv6 site (a /48, which a tunnel
+//! broker hands out for free: 65,536 /64s), beside libp2p's limits in all ([`PENDING_INBOUND_MAX`],
 //! [`INBOUND_CONNECTIONS_MAX`]) and per peer id. Peer ids cost nothing to make, and a TCP
 //! connection that never sends a noise byte nothing at all: without a limit per host, one
 //! host held every pending slot (64 connects in each 10 s handshake timeout) or every
@@ -14,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::task::{Context, Poll};
 
 use libp2p::core::transport::PortUse;
@@ -27,10 +28,13 @@ use libp2p::swarm::{
 use libp2p::PeerId;
 
 use crate::node::address::tcp_socket;
-use crate::node::config::{INBOUND_PER_HOST_MAX, PENDING_INBOUND_PER_HOST_MAX};
+use crate::node::config::{
+    INBOUND_PER_HOST_MAX, INBOUND_PER_SITE_MAX, PENDING_INBOUND_PER_HOST_MAX,
+    PENDING_INBOUND_PER_SITE_MAX,
+};
 use crate::node::greeted_peers::limited_host;
 
-/// Connections counted per host.
+/// Connections counted per host (or per site).
 #[derive(Debug, Default)]
 struct PerHost {
     host_of: HashMap<ConnectionId, IpAddr>,
@@ -66,17 +70,62 @@ fn host_of(remote: &Multiaddr) -> Option<IpAddr> {
     tcp_socket(remote).and_then(|socket| limited_host(socket.ip()))
 }
 
-fn deny(what: &'static str, host: IpAddr, limit: usize) -> ConnectionDenied {
+/// The IPv6 site (/48) a limited host is in; `None` for IPv4.
+fn site_of(host: IpAddr) -> Option<IpAddr> {
+    match host {
+        IpAddr::V6(v6) => Some(IpAddr::V6(Ipv6Addr::from_bits(
+            v6.to_bits() & !((1u128 << 80) - 1),
+        ))),
+        IpAddr::V4(_) => None,
+    }
+}
+
+fn deny(what: &'static str, from: IpAddr, limit: usize, per: &str) -> ConnectionDenied {
     ConnectionDenied::new(std::io::Error::other(format!(
-        "{what} connections from {host}: at the limit of {limit} per host"
+        "{what} connections from {from}: at the limit of {limit} per {per}"
     )))
+}
+
+/// Connections from hosts and from sites, and the limits on each.
+#[derive(Debug, Default)]
+struct Counted {
+    hosts: PerHost,
+    sites: PerHost,
+}
+
+impl Counted {
+    /// Why one more connection from `host` is refused, if it is.
+    fn refusal(
+        &self,
+        what: &'static str,
+        host: IpAddr,
+        (host_max, site_max): (usize, usize),
+    ) -> Option<ConnectionDenied> {
+        if self.hosts.count(host) >= host_max {
+            return Some(deny(what, host, host_max, "host"));
+        }
+        let site = site_of(host).filter(|site| self.sites.count(*site) >= site_max)?;
+        Some(deny(what, site, site_max, "IPv6 /48"))
+    }
+
+    fn add(&mut self, connection: ConnectionId, host: IpAddr) {
+        self.hosts.add(connection, host);
+        if let Some(site) = site_of(host) {
+            self.sites.add(connection, site);
+        }
+    }
+
+    fn remove(&mut self, connection: &ConnectionId) {
+        self.hosts.remove(connection);
+        self.sites.remove(connection);
+    }
 }
 
 /// The behaviour; see the module doc.
 #[derive(Debug, Default)]
 pub(super) struct HostLimits {
-    pending: PerHost,
-    established: PerHost,
+    pending: Counted,
+    established: Counted,
 }
 
 impl NetworkBehaviour for HostLimits {
@@ -92,8 +141,9 @@ impl NetworkBehaviour for HostLimits {
         let Some(host) = host_of(remote) else {
             return Ok(());
         };
-        if self.pending.count(host) >= PENDING_INBOUND_PER_HOST_MAX {
-            return Err(deny("pending", host, PENDING_INBOUND_PER_HOST_MAX));
+        let limits = (PENDING_INBOUND_PER_HOST_MAX, PENDING_INBOUND_PER_SITE_MAX);
+        if let Some(refused) = self.pending.refusal("pending", host, limits) {
+            return Err(refused);
         }
         self.pending.add(connection, host);
         Ok(())
@@ -107,11 +157,11 @@ impl NetworkBehaviour for HostLimits {
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.pending.remove(&connection);
-        match host_of(remote) {
-            Some(host) if self.established.count(host) >= INBOUND_PER_HOST_MAX => {
-                Err(deny("inbound", host, INBOUND_PER_HOST_MAX))
-            }
-            _ => Ok(dummy::ConnectionHandler),
+        let limits = (INBOUND_PER_HOST_MAX, INBOUND_PER_SITE_MAX);
+        let refused = host_of(remote).and_then(|h| self.established.refusal("inbound", h, limits));
+        match refused {
+            Some(refused) => Err(refused),
+            None => Ok(dummy::ConnectionHandler),
         }
     }
 
@@ -262,6 +312,49 @@ mod tests {
         ));
         assert!(pending(&mut limits, 103, &host(3)));
         assert!(!pending(&mut limits, 104, &host(4)));
+    }
+
+    #[test]
+    fn an_ipv6_site_holds_at_most_four_hosts_worth() {
+        let mut limits = HostLimits::default();
+        // One connection from each of many /64s of one /48.
+        let host = |n: usize| addr(&format!("2001:db8:7:{n:x}::1"), 4001);
+        for n in 0..INBOUND_PER_SITE_MAX {
+            assert!(established(
+                &mut limits,
+                ConnectionId::new_unchecked(n),
+                &host(n)
+            ));
+        }
+        let refused = limits
+            .handle_established_inbound_connection(
+                ConnectionId::new_unchecked(999),
+                PeerId::random(),
+                &local(),
+                &host(999),
+            )
+            .err()
+            .expect("past the site's limit");
+        let reason = std::error::Error::source(&refused).unwrap().to_string();
+        assert_eq!(
+            reason,
+            format!(
+                "inbound connections from 2001:db8:7::: at the limit of {INBOUND_PER_SITE_MAX} \
+                 per IPv6 /48"
+            )
+        );
+        let other_site = addr("2001:db8:8::1", 4001);
+        assert!(established(
+            &mut limits,
+            ConnectionId::new_unchecked(1_000),
+            &other_site
+        ));
+        closed(&mut limits, ConnectionId::new_unchecked(0), &host(0));
+        assert!(established(
+            &mut limits,
+            ConnectionId::new_unchecked(1_001),
+            &host(1_001)
+        ));
     }
 
     #[test]
