@@ -104,6 +104,8 @@ pub const PEERS_MAX: usize = 4_096;
 /// it has its oldest forgotten (`node/greeted_peers.rs`). Loopback and private hosts are not
 /// limited.
 pub const PEERS_PER_HOST_MAX: usize = 8;
+/// The same per IPv6 site (a /48: 65,536 /64s, free from a tunnel broker).
+pub const PEERS_PER_SITE_MAX: usize = 4 * PEERS_PER_HOST_MAX;
 /// A greeted peer not connected and not heard from for this long is not counted among
 /// the nodes nearer a key than this one (the acceptance of copies, `copies.rs`): it has
 /// most likely left, and a table of peers long gone would have this node refuse the

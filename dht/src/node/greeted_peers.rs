@@ -1,6 +1,7 @@
 //! The table of greeted peers: where each serves, its zone and its place in the key
-//! space, as its greeting said — at most [`PEERS_MAX`] peers in all and
-//! [`PEERS_PER_HOST_MAX`] per public host.
+//! space, as its greeting said — at most [`PEERS_MAX`] peers in all,
+//! [`PEERS_PER_HOST_MAX`] per public host and [`PEERS_PER_SITE_MAX`] per IPv6 site (a
+//! /48, which a tunnel broker hands out for free).
 //!
 //! What the table holds moves placement and the acceptance of copies: a greeted peer is
 //! a proven provider, a placement candidate, one of the nodes counted nearer a key than
@@ -16,14 +17,14 @@
 //! filter, which leaves private addresses alone.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use ron_link::policy::quota_address;
 
 use crate::closest::DistanceKey;
-use crate::node::config::{PEERS_MAX, PEERS_PER_HOST_MAX};
+use crate::node::config::{PEERS_MAX, PEERS_PER_HOST_MAX, PEERS_PER_SITE_MAX};
 use crate::protocol::Ports;
 
 /// Where a peer serves and its zone, from its greeting.
@@ -45,6 +46,8 @@ pub(super) struct GreetedPeers {
     peers: HashMap<PeerId, KnownPeer>,
     /// The peers of each limited host, oldest greeting first.
     by_host: HashMap<IpAddr, VecDeque<PeerId>>,
+    /// The same per IPv6 site (/48).
+    by_site: HashMap<IpAddr, VecDeque<PeerId>>,
 }
 
 /// The host a peer at `ip` counts under, `None` where hosts are not limited.
@@ -54,6 +57,40 @@ pub(super) fn limited_host(ip: IpAddr) -> Option<IpAddr> {
         IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
     };
     (!own).then(|| quota_address(ip))
+}
+
+/// The IPv6 site (/48) a limited host is in — a tunnel broker hands one out for free:
+/// 65,536 /64s, each a host — `None` for IPv4.
+pub(super) fn site_of(host: IpAddr) -> Option<IpAddr> {
+    match host {
+        IpAddr::V6(v6) => Some(IpAddr::V6(Ipv6Addr::from_bits(
+            v6.to_bits() & !((1u128 << 80) - 1),
+        ))),
+        IpAddr::V4(_) => None,
+    }
+}
+
+/// Remembers `peer` in `group`'s list, forgetting the group's oldest past `max`; returns
+/// the one to forget.
+fn join_group(
+    groups: &mut HashMap<IpAddr, VecDeque<PeerId>>,
+    group: IpAddr,
+    peer: PeerId,
+    max: usize,
+) -> Option<PeerId> {
+    let ids = groups.entry(group).or_default();
+    let oldest = (ids.len() >= max).then(|| ids.front().copied()).flatten();
+    ids.push_back(peer);
+    oldest
+}
+
+fn leave_group(groups: &mut HashMap<IpAddr, VecDeque<PeerId>>, group: IpAddr, peer: &PeerId) {
+    if let Some(ids) = groups.get_mut(&group) {
+        ids.retain(|p| p != peer);
+        if ids.is_empty() {
+            groups.remove(&group);
+        }
+    }
 }
 
 impl GreetedPeers {
@@ -95,7 +132,8 @@ impl GreetedPeers {
     }
 
     /// Remembers `peer`'s greeting; returns the peers forgotten to make room for it (its
-    /// host's oldest past [`PEERS_PER_HOST_MAX`], any one past [`PEERS_MAX`]).
+    /// host's oldest past [`PEERS_PER_HOST_MAX`], its IPv6 site's past
+    /// [`PEERS_PER_SITE_MAX`], the stalest past [`PEERS_MAX`]).
     pub fn insert(&mut self, peer: PeerId, known: KnownPeer) -> Vec<PeerId> {
         let host = limited_host(known.ip);
         let moved = self
@@ -108,12 +146,12 @@ impl GreetedPeers {
         let mut forgotten = Vec::new();
         if !self.peers.contains_key(&peer) {
             if let Some(host) = host {
-                let of_host = self.by_host.get(&host).map_or(0, VecDeque::len);
-                if of_host >= PEERS_PER_HOST_MAX {
-                    let oldest = self.by_host.get(&host).and_then(|ids| ids.front().copied());
+                let oldest = join_group(&mut self.by_host, host, peer, PEERS_PER_HOST_MAX);
+                forgotten.extend(oldest.filter(|oldest| self.forget(oldest)));
+                if let Some(site) = site_of(host) {
+                    let oldest = join_group(&mut self.by_site, site, peer, PEERS_PER_SITE_MAX);
                     forgotten.extend(oldest.filter(|oldest| self.forget(oldest)));
                 }
-                self.by_host.entry(host).or_default().push_back(peer);
             }
             if self.peers.len() >= PEERS_MAX {
                 // The one heard from longest ago goes (a peer forgotten is greeted again
@@ -138,11 +176,9 @@ impl GreetedPeers {
             return false;
         };
         if let Some(host) = limited_host(known.ip) {
-            if let Some(ids) = self.by_host.get_mut(&host) {
-                ids.retain(|p| p != peer);
-                if ids.is_empty() {
-                    self.by_host.remove(&host);
-                }
+            leave_group(&mut self.by_host, host, peer);
+            if let Some(site) = site_of(host) {
+                leave_group(&mut self.by_site, site, peer);
             }
         }
         true
@@ -194,6 +230,24 @@ mod tests {
         let forgotten = greet(&mut table, "2001:db8:5:5:ffff::1").1;
         assert_eq!(forgotten.len(), 1);
         assert_eq!(table.len(), 2 * PEERS_PER_HOST_MAX + 1);
+    }
+
+    #[test]
+    fn an_ipv6_site_keeps_four_hosts_worth_of_ids() {
+        let mut table = GreetedPeers::default();
+        let mut first = None;
+        for n in 0..PEERS_PER_SITE_MAX {
+            let (peer, forgotten) = greet(&mut table, &format!("2001:db8:7:{n:x}::1"));
+            assert!(forgotten.is_empty(), "one id a /64");
+            first.get_or_insert(peer);
+        }
+        let (_, forgotten) = greet(&mut table, "2001:db8:7:ffff::1");
+        assert_eq!(forgotten, vec![first.unwrap()], "the site's oldest");
+        assert!(
+            greet(&mut table, "2001:db8:8::1").1.is_empty(),
+            "another site"
+        );
+        assert_eq!(table.len(), PEERS_PER_SITE_MAX + 1);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::task::{Context, Poll};
 
 use libp2p::core::transport::PortUse;
@@ -32,7 +32,7 @@ use crate::node::config::{
     INBOUND_PER_HOST_MAX, INBOUND_PER_SITE_MAX, PENDING_INBOUND_PER_HOST_MAX,
     PENDING_INBOUND_PER_SITE_MAX,
 };
-use crate::node::greeted_peers::limited_host;
+use crate::node::greeted_peers::{limited_host, site_of};
 
 /// Connections counted per host (or per site).
 #[derive(Debug, Default)]
@@ -68,16 +68,6 @@ impl PerHost {
 /// The limited host a connection's remote address is on, if it is one.
 fn host_of(remote: &Multiaddr) -> Option<IpAddr> {
     tcp_socket(remote).and_then(|socket| limited_host(socket.ip()))
-}
-
-/// The IPv6 site (/48) a limited host is in; `None` for IPv4.
-fn site_of(host: IpAddr) -> Option<IpAddr> {
-    match host {
-        IpAddr::V6(v6) => Some(IpAddr::V6(Ipv6Addr::from_bits(
-            v6.to_bits() & !((1u128 << 80) - 1),
-        ))),
-        IpAddr::V4(_) => None,
-    }
 }
 
 fn deny(what: &'static str, from: IpAddr, limit: usize, per: &str) -> ConnectionDenied {
