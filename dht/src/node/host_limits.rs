@@ -220,6 +220,19 @@ mod tests {
         addr("192.0.2.1", 4001)
     }
 
+    /// An inbound connection's endpoint, from `remote`.
+    fn inbound_from(remote: &Multiaddr) -> ConnectedPoint {
+        ConnectedPoint::Listener {
+            local_addr: local(),
+            send_back_addr: remote.clone(),
+        }
+    }
+
+    /// What a refusal says (its source: libp2p's own text is "connection denied").
+    fn reason(refused: &ConnectionDenied) -> String {
+        std::error::Error::source(refused).unwrap().to_string()
+    }
+
     fn failed(limits: &mut HostLimits, connection: ConnectionId, remote: &Multiaddr) {
         let error = ListenError::Aborted;
         limits.on_swarm_event(FromSwarm::ListenFailure(ListenFailure {
@@ -237,10 +250,7 @@ mod tests {
             .handle_established_inbound_connection(connection, peer, &local(), remote)
             .is_ok();
         if accepted {
-            let endpoint = ConnectedPoint::Listener {
-                local_addr: local(),
-                send_back_addr: remote.clone(),
-            };
+            let endpoint = inbound_from(remote);
             limits.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
                 peer_id: peer,
                 connection_id: connection,
@@ -253,10 +263,7 @@ mod tests {
     }
 
     fn closed(limits: &mut HostLimits, connection: ConnectionId, remote: &Multiaddr) {
-        let endpoint = ConnectedPoint::Listener {
-            local_addr: local(),
-            send_back_addr: remote.clone(),
-        };
+        let endpoint = inbound_from(remote);
         limits.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
             peer_id: PeerId::random(),
             connection_id: connection,
@@ -282,9 +289,8 @@ mod tests {
         let refused = limits
             .handle_pending_inbound_connection(ConnectionId::new_unchecked(99), &local(), &host(1))
             .expect_err("past the limit");
-        let reason = std::error::Error::source(&refused).unwrap().to_string();
         assert_eq!(
-            reason,
+            reason(&refused),
             "pending connections from 198.51.100.7: at the limit of 4 per host"
         );
         assert!(
@@ -325,9 +331,8 @@ mod tests {
             )
             .err()
             .expect("past the site's limit");
-        let reason = std::error::Error::source(&refused).unwrap().to_string();
         assert_eq!(
-            reason,
+            reason(&refused),
             format!(
                 "inbound connections from 2001:db8:7::: at the limit of {INBOUND_PER_SITE_MAX} \
                  per IPv6 /48"
