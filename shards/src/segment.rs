@@ -21,8 +21,12 @@
 //! store's [`Checkpoint`] — how far into the segments the index has taken. At start-up
 //! the needles past the checkpoint are read back ([`scan_past`]), each checked against
 //! its address, and indexed before the shard serves: a crash loses no acknowledged
-//! object. A segment's scan stops at its first needle that is cut short or fails its
-//! check (a torn tail: bytes never acknowledged), so a torn tail is never indexed.
+//! object. A needle cut short or failing its check is never indexed. Where whole
+//! needles follow it, it was rot in an acknowledged batch (a torn write is the last
+//! batch of its segment, and a segment is never appended past one): the scan goes on at
+//! the next whole needle, so rot costs the rotten object and never the acknowledged ones
+//! after it ([`Skipped`]). Where none follows it is a torn tail, and the scan of that
+//! segment ends.
 //! Each start of the node (and any failed append) opens a new segment, so a segment is
 //! only ever appended past bytes that were synced by the process that wrote them.
 //! Nothing is deleted from a segment: objects are immutable, and an evicted packed copy
@@ -440,17 +444,42 @@ pub(crate) struct Scan {
     pub end: Checkpoint,
     /// Segments whose scan stopped before the end of the file, and where.
     pub torn: Vec<(SegmentId, ByteOffset)>,
+    /// Bytes no lane holds as a whole needle with whole needles after them: rot, not a
+    /// torn tail (see [`Skipped`]).
+    pub skipped: Vec<Skipped>,
 }
+
+/// Bytes of a segment a scan passed over: no lane has a whole, checked needle at
+/// `at`, and the next one any lane has starts `bytes` later. Written by a batch that was
+/// acknowledged (later needles are whole), so an object that needle held is lost here
+/// unless another node holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    pub segment: SegmentId,
+    pub at: ByteOffset,
+    pub bytes: u64,
+    /// The address the first skipped needle's head names, where a lane's head there
+    /// still reads as one (unchecked: the body that would prove it is damaged).
+    pub claimed: Option<Address>,
+}
+
+/// Bytes read at a time while looking for the next whole needle past damage.
+const RESYNC_WINDOW_BYTES: usize = 1 << 20;
 
 /// Reads back every needle past `from`, in order, each checked against its address; a
 /// needle cut short or failing its check in lane 0 is taken from the next lane that
-/// holds it whole. Blocking; at start-up. Memory: one needle at a time besides the
+/// holds it whole. Where no lane holds one whole, the scan goes on at the next whole
+/// needle any lane holds (found by its magic at an aligned offset and checked like
+/// every other): a needle rotten in every lane costs that object, never the
+/// acknowledged needles after it. Only a segment with no whole needle after the bad
+/// bytes ends there (a torn tail). Blocking; at start-up. Memory: one needle at a time besides the
 /// results (at most what the commit task left unindexed, bounded in `commit`).
 pub(crate) fn scan_past(store_root: &Path, from: Checkpoint) -> Result<Scan, ShardError> {
     let mut scan = Scan {
         needles: Vec::new(),
         end: from,
         torn: Vec::new(),
+        skipped: Vec::new(),
     };
     let lanes = lanes_on_disk(store_root);
     let mut ids = Vec::new();
@@ -537,9 +566,71 @@ impl LaneCopies {
         }
         failed.map_or(Ok(None), Err)
     }
+
+    /// The first whole, checked needle any lane holds past `bad` (where none does), and
+    /// where it starts. Candidates are the aligned offsets where a lane has the needle
+    /// magic; each is read and checked like any needle, so a body that happens to hold
+    /// the magic costs one failed check.
+    fn next_whole_needle(
+        &mut self,
+        id: SegmentId,
+        bad: u64,
+    ) -> Result<Option<(u64, FoundNeedle, u64)>, ShardError> {
+        let file_len = self.len();
+        let mut window = vec![0u8; RESYNC_WINDOW_BYTES];
+        let mut start = (bad + 1).next_multiple_of(NEEDLE_ALIGN_BYTES);
+        while start < file_len {
+            let mut candidates = std::collections::BTreeSet::new();
+            for copy in &self.copies {
+                let read = copy.read_at(&mut window, start)?;
+                candidates.extend(
+                    window[..read]
+                        .chunks_exact(NEEDLE_ALIGN_BYTES as usize)
+                        .enumerate()
+                        .filter(|(_, word)| word.starts_with(NEEDLE_MAGIC))
+                        .map(|(i, _)| start + i as u64 * NEEDLE_ALIGN_BYTES),
+                );
+            }
+            for at in candidates {
+                if let Some((found, next)) = self.needle_at(id, at)? {
+                    return Ok(Some((at, found, next)));
+                }
+            }
+            start += RESYNC_WINDOW_BYTES as u64;
+        }
+        Ok(None)
+    }
+
+    /// The address a head at `at` names, from the first lane where it reads as a head.
+    fn claimed_address(&self, at: u64) -> Result<Option<Address>, ShardError> {
+        let mut head = [0u8; NEEDLE_HEAD_BYTES_MIN as usize];
+        for copy in &self.copies {
+            if copy.read_at(&mut head, at)? == head.len() && head.starts_with(NEEDLE_MAGIC) {
+                let addr: [u8; 32] = head[8..40].try_into().expect("32 bytes");
+                return Ok(Some(Address::from_bytes(addr)));
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl LaneCopy {
+    /// Up to `buf.len()` bytes at `at` (fewer at the end of the file), leaving the
+    /// scan's reader where it is.
+    fn read_at(&self, buf: &mut [u8], at: u64) -> Result<usize, ShardError> {
+        let file = self.reader.get_ref();
+        let mut read = 0;
+        while read < buf.len() {
+            match file.read_at(&mut buf[read..], at + read as u64) {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ShardError::io("read segment", &self.path)(e)),
+            }
+        }
+        Ok(read)
+    }
+
     fn needle_at(&mut self, id: SegmentId, at: u64) -> std::io::Result<Option<(FoundNeedle, u64)>> {
         if self.at != at {
             self.reader.seek(SeekFrom::Start(at))?;
@@ -568,13 +659,27 @@ fn scan_segment(
         end: start,
     };
     while at < file_len {
-        let Some(found) = copies.needle_at(id, at)? else {
-            scan.torn.push((id, ByteOffset(at)));
-            return Ok(());
+        let (found, next) = match copies.needle_at(id, at)? {
+            Some(found) => found,
+            None => match copies.next_whole_needle(id, at)? {
+                Some((whole_at, found, next)) => {
+                    scan.skipped.push(Skipped {
+                        segment: id,
+                        at: ByteOffset(at),
+                        bytes: whole_at - at,
+                        claimed: copies.claimed_address(at)?,
+                    });
+                    (found, next)
+                }
+                None => {
+                    scan.torn.push((id, ByteOffset(at)));
+                    return Ok(());
+                }
+            },
         };
-        at = found.1;
+        at = next;
         scan.end.end = ByteOffset(at);
-        scan.needles.push(found.0);
+        scan.needles.push(found);
     }
     Ok(())
 }
@@ -795,18 +900,27 @@ mod tests {
             .map(|n| (n.tree.root(), n.at))
             .collect();
         assert_eq!(found, expected);
-        // Lane 0's file gone, and the needle rotten in lane 2 too: torn there.
+        // Lane 0's file gone, and the needle rotten in lane 2 too: no lane holds it, so
+        // it is passed over and the needles after it still count.
         std::fs::remove_file(lane(0)).unwrap();
         rot(2, places[1].body.0 + 1);
         let scan = scan_past(&root, Checkpoint::START).unwrap();
-        assert_eq!(scan.needles.len(), 1);
+        let head_1 = places[1].body.0 - NEEDLE_HEAD_BYTES_MIN - 3;
+        let head_2 = places[2].body.0 - NEEDLE_HEAD_BYTES_MIN - 3;
+        assert_eq!(scan.torn, vec![]);
         assert_eq!(
-            scan.torn,
-            vec![(
-                SegmentId(0),
-                ByteOffset(places[1].body.0 - NEEDLE_HEAD_BYTES_MIN - 3)
-            )]
+            scan.skipped,
+            vec![Skipped {
+                segment: SegmentId(0),
+                at: ByteOffset(head_1),
+                bytes: head_2 - head_1,
+                claimed: Some(needles[1].addr),
+            }]
         );
+        let found: Vec<_> = scan.needles.iter().map(|n| n.tree.root()).collect();
+        let expected: Vec<_> = [0, 2, 3, 4, 5].map(|i| needles[i].addr).to_vec();
+        assert_eq!(found, expected);
+        assert_eq!(scan.end, whole.end);
         // A reopened log starts past the segments of every lane.
         let again = SegmentLog::open(&root, 3)
             .unwrap()
@@ -860,5 +974,57 @@ mod tests {
         let err = SegmentLog::open(&root, 1).unwrap_err().to_string();
         assert!(err.contains("not a segment file"), "{err}");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+        /// Whatever bytes rot in a segment, a scan indexes only needles the log wrote
+        /// where it wrote them, and every needle the rot did not touch.
+        #[test]
+        fn rot_costs_only_the_needles_it_touched(
+            sizes in proptest::collection::vec(0usize..3_000, 1..24),
+            flips in proptest::collection::vec((proptest::prelude::any::<u64>(), 0u8..8), 0..6),
+        ) {
+            let root = temp_store(&format!("rot-{}", sizes.len() * 100 + flips.len()));
+            let bodies: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (0..*n).map(|j| (i * 31 + j * 7) as u8 | 1).collect())
+                .collect();
+            let needles: Vec<Needle<'_>> = bodies
+                .iter()
+                .map(|b| Needle { addr: Address::of(b), content_type: "x/y", body: b })
+                .collect();
+            let mut log = SegmentLog::open(&root, 1).unwrap();
+            let places = log.append_durably(&needles).unwrap().places;
+            let path = segment_path(&root, places[0].segment);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let len = bytes.len() as u64;
+            let head_bytes = NEEDLE_HEAD_BYTES_MIN + 3;
+            let spans: Vec<(u64, u64)> = needles
+                .iter()
+                .zip(&places)
+                .map(|(n, at)| (at.body.0 - head_bytes, at.body.0 - head_bytes + n.stored_bytes()))
+                .collect();
+            let mut touched = vec![false; needles.len()];
+            for (at, bit) in flips {
+                let at = at % len;
+                bytes[at as usize] ^= 1 << bit;
+                for (i, (start, end)) in spans.iter().enumerate() {
+                    touched[i] |= (*start..*end).contains(&at);
+                }
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            let scan = scan_past(&root, Checkpoint::START).unwrap();
+            for found in &scan.needles {
+                let i = needles.iter().position(|n| n.addr == found.tree.root());
+                proptest::prop_assert!(i.is_some_and(|i| places[i] == found.at));
+            }
+            for (i, needle) in needles.iter().enumerate().filter(|(i, _)| !touched[*i]) {
+                let found = scan.needles.iter().any(|f| f.tree.root() == needle.addr);
+                proptest::prop_assert!(found, "needle {} untouched, not found", i);
+            }
+            std::fs::remove_dir_all(&root).unwrap();
+        }
     }
 }

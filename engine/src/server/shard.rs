@@ -500,7 +500,8 @@ fn evictable_share(fetched_bytes_max: u64, start: &ShardStart) -> u64 {
 }
 
 /// Says what the start-up replay of the segments did: acknowledged small objects whose
-/// index records a crash had kept back, and torn tails (never acknowledged) left alone.
+/// index records a crash had kept back, torn tails (never acknowledged) left alone, and
+/// damaged needles passed over.
 fn log_replays(shard: &Shard) {
     for (store, replay) in shard.replays() {
         if replay.indexed > 0 {
@@ -518,6 +519,18 @@ fn log_replays(shard: &Shard) {
                 segment = %segment,
                 offset = at.0,
                 "segment ends in a torn or damaged needle; nothing from there on is indexed"
+            );
+        }
+        for skipped in &replay.skipped {
+            let claimed = skipped.claimed.map(|addr| addr.to_string());
+            tracing::error!(
+                shard = shard.index().0,
+                store = store.0,
+                segment = %skipped.segment,
+                offset = skipped.at.0,
+                bytes = skipped.bytes,
+                claimed = claimed.as_deref().unwrap_or("unreadable"),
+                "damaged needle in every lane, whole ones after it: passed over; its object is lost here unless another node holds it"
             );
         }
     }

@@ -38,7 +38,7 @@ use crate::error::ShardError;
 use crate::ids::{ByteOffset, DirIndex, LaneIndex, SegmentId, StoreId};
 use crate::limits::SEGMENT_LANES_MAX;
 use crate::record::ObjectMeta;
-use crate::segment::{self, Checkpoint};
+use crate::segment::{self, Checkpoint, Skipped};
 
 mod evictable;
 mod index;
@@ -71,6 +71,9 @@ pub struct Replay {
     pub indexed: u64,
     /// Segments whose tail was not a whole, matching needle (never acknowledged).
     pub torn: Vec<(SegmentId, ByteOffset)>,
+    /// Damaged needles with whole ones after them, passed over: acknowledged objects
+    /// lost from this store unless another node holds them.
+    pub skipped: Vec<Skipped>,
 }
 
 /// The checkpoint a store without one starts from: the start of its segments, or the
@@ -197,8 +200,9 @@ impl Store {
     }
 
     /// Indexes the needles past the checkpoint: acknowledged packed objects whose
-    /// records a crash kept from the index. Each is checked against its address; a
-    /// segment's scan stops at its first bad needle. Blocking; at start-up, before the
+    /// records a crash kept from the index. Each is checked against its address; a bad
+    /// needle is passed over when whole ones follow it, and ends its segment's scan
+    /// when none does (a torn tail). Blocking; at start-up, before the
     /// store serves.
     pub fn replay_blocking(&self) -> Result<Replay, ShardError> {
         let from = self.checkpoint()?;
@@ -222,6 +226,7 @@ impl Store {
         Ok(Replay {
             indexed,
             torn: scan.torn,
+            skipped: scan.skipped,
         })
     }
 
@@ -582,16 +587,19 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_or_damaged_needle_ends_its_segments_replay_and_later_segments_still_count() {
+    fn a_damaged_needle_is_passed_over_and_only_a_torn_tail_ends_its_segments_replay() {
         let root = temp_root("torn");
         let store = open_one(&root).unwrap();
         let mut log = SegmentLog::open(&root, 1).unwrap();
-        let damaged = bodies(3, 7);
-        let first = append(&mut log, &damaged);
-        // A flipped byte in the second body: it and the needle after it are not indexed.
+        let acknowledged = bodies(5, 7);
+        let first = append(&mut log, &acknowledged);
+        // Rot in an acknowledged batch: a flipped byte in the second body, and the fourth
+        // needle's magic flipped (its head no longer reads as one).
         let path = segment::segment_path(&root, first.end.segment);
+        let head_at = |i: usize| first.places[i].body.0 - NEEDLE_HEAD_TEXT_PLAIN;
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[first.places[1].body.0 as usize + 10] ^= 1;
+        bytes[head_at(3) as usize] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         // The next start's segment, and a half-written needle after its one whole one.
         let later = bodies(1, 90);
@@ -607,19 +615,29 @@ mod tests {
 
         let store = open_one(&root).unwrap();
         let replay = store.replay_blocking().unwrap();
-        assert_eq!(replay.indexed, 2);
-        assert!(store.contains(&Address::of(&damaged[0])).unwrap());
-        assert!(!store.contains(&Address::of(&damaged[1])).unwrap());
-        assert!(!store.contains(&Address::of(&damaged[2])).unwrap());
-        assert!(store.contains(&Address::of(&later[0])).unwrap());
-        let second_head = first.places[1].body.0 - NEEDLE_HEAD_TEXT_PLAIN;
+        assert_eq!(replay.indexed, 4);
+        let indexed = |body: &Vec<u8>| store.contains(&Address::of(body)).unwrap();
+        let held: Vec<bool> = acknowledged.iter().map(indexed).collect();
+        assert_eq!(held, [true, false, true, false, true]);
+        assert!(indexed(&later[0]));
         assert_eq!(
-            replay.torn,
+            replay.skipped,
             vec![
-                (first.end.segment, ByteOffset(second_head)),
-                (second.end.segment, second.end.end),
+                Skipped {
+                    segment: first.end.segment,
+                    at: ByteOffset(head_at(1)),
+                    bytes: head_at(2) - head_at(1),
+                    claimed: Some(Address::of(&acknowledged[1])),
+                },
+                Skipped {
+                    segment: first.end.segment,
+                    at: ByteOffset(head_at(3)),
+                    bytes: head_at(4) - head_at(3),
+                    claimed: None,
+                },
             ]
         );
+        assert_eq!(replay.torn, vec![(second.end.segment, second.end.end)]);
         assert_eq!(store.checkpoint().unwrap(), second.end);
         std::fs::remove_dir_all(&root).unwrap();
     }
