@@ -31,6 +31,7 @@ fn node(dir: &std::path::Path, peer: Option<std::net::SocketAddr>) -> DhtThread 
         peer_dead: std::time::Duration::ZERO,
         pulls: None,
         limits: StoreLimits::default(),
+        network_key: None,
     })
     .unwrap()
 }

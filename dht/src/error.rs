@@ -18,6 +18,9 @@ pub enum DhtError {
     },
     #[error("dht: node key {}: {reason}", path.display())]
     NodeKey { path: PathBuf, reason: String },
+    /// `p2p_network_key_file` unreadable or not a key file (`network_key.rs`).
+    #[error("dht: network key {}: {reason}", path.display())]
+    NetworkKey { path: PathBuf, reason: String },
     #[error("dht: cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
     #[error("dht: {0}")]

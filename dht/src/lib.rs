@@ -6,6 +6,9 @@
 //! - [`store`]: [`store::ProviderStore`], libp2p-kad's `RecordStore` on LMDB (`dht/` in
 //!   data dir 0): the keys this node provides, ordered by Kademlia distance key for the
 //!   sweep, and the records other nodes published to it, capped per key and in all.
+//! - [`network_key`]: a private network's pre-shared key (libp2p pnet, IPFS's
+//!   `swarm.key`): with one, only peers holding it get past the first bytes of a
+//!   connection.
 //! - [`closest`]: pure — which of a lookup's peers are each key's k closest, and the
 //!   network's size estimated from a lookup.
 //! - [`coverage`]: pure — the parts of the key space in which a page of placement
@@ -20,7 +23,7 @@
 //! - `wire`: one message of either protocol on its stream (bounded, the stream's end
 //!   delimits it).
 //! - [`node`]: the DHT thread. One OS thread runs a tokio current-thread runtime that
-//!   drives one libp2p `Swarm`: TCP + noise + yamux, `libp2p-kad` (α = 3, k = 20, its
+//!   drives one libp2p `Swarm`: TCP (+ pnet with a network key) + noise + yamux, `libp2p-kad` (α = 3, k = 20, its
 //!   own protocol name `/ron/kad/1.0.0`, server mode), `/ron/provide/2`,
 //!   `/ron/replicate/1`, libp2p's
 //!   identify and ping (what standard libp2p peers need; ping is liveness), TCP
@@ -76,6 +79,7 @@ pub mod closest;
 pub mod coverage;
 pub mod error;
 pub mod identity;
+pub mod network_key;
 pub mod node;
 pub mod placement;
 pub mod protocol;

@@ -548,6 +548,7 @@ mod tests {
             zone: Some("eu".into()),
             denylist_dir: Some("/etc/ron/deny".into()),
             origin_ca: Some("/etc/ron/origin-ca.pem".into()),
+            p2p_network_key_file: Some("/etc/ron/swarm.key".into()),
             ..Config::default()
         };
         let rendered = toml::to_string(&with_all).unwrap();

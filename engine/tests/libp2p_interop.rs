@@ -6,7 +6,10 @@
 //! puts the peer in its own; (2) finds, by the CID naming an object's BLAKE3 multihash,
 //! the ron node that stores the object; (3) provides a key that a ron node it never
 //! dialed then resolves to the peer's id (`/resolve`, with no OAP address: it is not a
-//! ron node). `docs/libp2p-clients.md` is the client's side of this.
+//! ron node). `docs/libp2p-clients.md` is the client's side of this. A second test
+//! makes a private network's key with js-libp2p's own generator (`@libp2p/pnet`): a JS
+//! peer holding it joins ron nodes started with `--p2p-network-key` and finds their
+//! object; one without it cannot even dial them.
 //!
 //! Needs Node.js ≥ 20 and npm (`#[ignore]`d with that reason; `scripts/test-all.sh` runs
 //! it); when
@@ -202,4 +205,84 @@ fn a_js_libp2p_peer_finds_ron_providers_and_provides_to_ron() {
          node 2's resolves: {answers:?}",
         started.elapsed()
     );
+}
+
+#[test]
+#[ignore = "needs Node.js >= 20 and npm: run by scripts/test-all.sh"]
+fn a_js_libp2p_peer_holding_a_private_networks_key_joins_ron_nodes_holding_it() {
+    prepare_js();
+    let keys = temp_dir("interop-pnet-key");
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = keys.join("swarm.key");
+    let generated = std::process::Command::new("node")
+        .args([
+            "-e",
+            "import('@libp2p/pnet').then(({ generateKey }) => generateKey(process.stdout))",
+        ])
+        .current_dir(common::js::js_dir())
+        .output()
+        .expect("node runs");
+    assert!(generated.status.success(), "{generated:?}");
+    std::fs::write(&key, &generated.stdout).unwrap();
+    let key_flag = key.display().to_string();
+
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let p2p = format!("127.0.0.1:{}", ports[i]);
+            let bootstrap = format!("127.0.0.1:{}", ports[0]);
+            let mut flags = vec!["--shards", "1", "--replicas", "1", "--p2p", &p2p];
+            flags.extend(["--p2p-network-key", &key_flag]);
+            if i > 0 {
+                flags.extend(["--peer", &bootstrap]);
+            }
+            Node::start(&temp_dir(&format!("interop-pnet-{i}")), &flags)
+        })
+        .collect();
+    let ids: Vec<String> = nodes.iter().map(node_id).collect();
+    for n in &nodes {
+        wait_for("the two ron nodes know each other", WAIT, || {
+            metric(n.admin, "ron_dht_routing_table_peers") >= 1
+        });
+    }
+    let stored = upload(&nodes[0], &bytes(11, 30_000));
+    wait_for("node 0 publishes the object", WAIT, || {
+        try_metric(nodes[0].admin, "ron_dht_keys_published_total").unwrap_or(0) >= 1
+    });
+    let args = |with_key: bool| {
+        let mut args = vec![
+            "--bootstrap".to_string(),
+            format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", ports[1], ids[1]),
+            "--find".into(),
+            hex(&stored),
+            "--provide".into(),
+            hex(&Address::of(
+                format!("pnet {with_key} {:?}", Instant::now()).as_bytes(),
+            )),
+            "--timeout".into(),
+            JS_TIMEOUT_S.to_string(),
+        ];
+        if with_key {
+            args.extend(["--network-key".into(), key_flag.clone()]);
+        }
+        args
+    };
+
+    let mut member = JsPeer::start("kad_peer.mjs", &args(true), &nodes[1].log_dir);
+    let deadline = Instant::now() + JS_STEPS;
+    assert_eq!(member.step("dialed", deadline)["peer"], ids[1].as_str());
+    let providers = member.step("providers", deadline);
+    assert!(
+        strings(&providers["found"]).contains(&ids[0]),
+        "the JS peer holding the key finds node 0 ({}) providing {stored}: {providers}",
+        ids[0]
+    );
+    member.step("provided", deadline);
+    member.finish(Duration::from_secs(10));
+
+    // Without the key: its dial of the same node fails in the handshake.
+    let mut outsider = JsPeer::start("kad_peer.mjs", &args(false), &nodes[0].log_dir);
+    let failed = outsider.failure(Instant::now() + JS_STEPS);
+    assert!(outsider.steps_seen("dialed").is_empty(), "{failed}");
+    eprintln!("the JS peer without the key: {failed}");
 }

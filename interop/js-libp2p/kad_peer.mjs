@@ -2,7 +2,7 @@
 //
 //   node kad_peer.mjs --bootstrap /ip4/127.0.0.1/tcp/P/p2p/ID [--bootstrap ...]
 //                     --find <b3 hex> --provide <b3 hex> [--timeout <seconds>]
-//                     [--claim <multiaddr>]
+//                     [--claim <multiaddr>] [--network-key <swarm.key file>]
 //
 // It dials the bootstrap peers (TCP + noise + yamux), waits for their identify answers,
 // pings them, waits until they are in its Kademlia routing table, looks up the
@@ -10,7 +10,9 @@
 // (its records and identify answers also claiming --claim, an address it does not listen
 // on), then stays up (so ron can reach it) until
 // stdin closes or --timeout seconds have passed since start. One JSON line per step on
-// stdout; a failed step prints {"step":"error",...} and exits 1. libp2p's own logs go
+// stdout; a failed step prints {"step":"error",...} and exits 1. With --network-key,
+// every connection is protected by that private network's pre-shared key (@libp2p/pnet,
+// the swarm.key format), as ron's --p2p-network-key. libp2p's own logs go
 // to stderr with DEBUG=libp2p:* as usual.
 
 import { noise } from '@chainsafe/libp2p-noise'
@@ -18,8 +20,10 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
+import { readFileSync } from 'node:fs'
 import { createLibp2p } from 'libp2p'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
@@ -48,7 +52,7 @@ function emit (line) {
 }
 
 function parseArgs (argv) {
-  const args = { bootstrap: [], find: null, provide: null, timeout: 60, claim: [] }
+  const args = { bootstrap: [], find: null, provide: null, timeout: 60, claim: [], networkKey: null }
   for (let i = 0; i < argv.length; i++) {
     const value = argv[i + 1]
     switch (argv[i]) {
@@ -57,6 +61,7 @@ function parseArgs (argv) {
       case '--provide': args.provide = value; i++; break
       case '--timeout': args.timeout = Number(value); i++; break
       case '--claim': args.claim.push(value); i++; break
+      case '--network-key': args.networkKey = value; i++; break
       default: throw new Error(`unknown argument ${argv[i]}`)
     }
   }
@@ -191,6 +196,9 @@ async function main () {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    ...(args.networkKey == null
+      ? {}
+      : { connectionProtector: preSharedKey({ psk: readFileSync(args.networkKey) }) }),
     services: {
       identify: identify(),
       ping: ping(),

@@ -258,4 +258,6 @@ pub struct DhtConfig {
     /// refused, answered `failed`).
     pub pulls: Option<ron_link::dht::ReplicationRoutes>,
     pub limits: StoreLimits,
+    /// `p2p_network_key_file`: a private network's key; only peers holding it connect.
+    pub network_key: Option<crate::network_key::NetworkKey>,
 }

@@ -512,7 +512,7 @@ impl Node {
         metrics
             .replication_target
             .store(config.replicas as u64, Ordering::Relaxed);
-        let mut swarm = build_swarm(keypair, store)?;
+        let mut swarm = build_swarm(keypair, store, config.network_key)?;
         let listen = tcp_multiaddr(config.listen.ip(), config.listen.port());
         let listen_id = swarm.listen_on(listen).map_err(|e| DhtError::Listen {
             addr: config.listen.to_string(),

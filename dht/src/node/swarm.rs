@@ -20,6 +20,7 @@ use libp2p::{identify, kad, ping};
 use libp2p::{PeerId, Swarm};
 
 use crate::error::DhtError;
+use crate::network_key::NetworkKey;
 use crate::node::config::{
     CONNECTIONS_PER_PEER_MAX, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
     INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, K_VALUE, PENDING_INBOUND_MAX,
@@ -44,9 +45,12 @@ pub(super) struct Behaviour {
     pub(super) ping: ping::Behaviour,
 }
 
+/// The swarm: TCP, the private network's handshake when there is a `network_key`
+/// (`network_key.rs`), noise, yamux.
 pub(super) fn build_swarm(
     keypair: libp2p::identity::Keypair,
     store: ProviderStore,
+    network_key: Option<NetworkKey>,
 ) -> Result<Swarm<Behaviour>, DhtError> {
     let start = |what: &str, e: &dyn std::fmt::Display| DhtError::Start(format!("{what}: {e}"));
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -61,6 +65,7 @@ pub(super) fn build_swarm(
                         watch_liveness(&stream);
                         stream
                     })
+                    .and_then(move |stream, _| private_network(stream, network_key))
                     .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                     .authenticate(libp2p::noise::Config::new(key)?)
                     .multiplex(libp2p::yamux::Config::default()),
@@ -76,6 +81,30 @@ pub(super) fn build_swarm(
         })
         .build();
     Ok(swarm)
+}
+
+/// With a network key, the pnet handshake on a new connection (bounded by the builder's
+/// connection timeout, 10 s, like the rest of the handshake); without one, the stream
+/// as is.
+async fn private_network(
+    stream: libp2p::tcp::tokio::TcpStream,
+    network_key: Option<NetworkKey>,
+) -> Result<
+    futures::future::Either<
+        libp2p::pnet::PnetOutput<libp2p::tcp::tokio::TcpStream>,
+        libp2p::tcp::tokio::TcpStream,
+    >,
+    std::io::Error,
+> {
+    use futures::future::Either;
+    match network_key {
+        Some(key) => libp2p::pnet::PnetConfig::new(key.pre_shared_key())
+            .handshake(stream)
+            .await
+            .map(Either::Left)
+            .map_err(std::io::Error::other),
+        None => Ok(Either::Right(stream)),
+    }
 }
 
 /// Keepalive probes and a bound on unacknowledged data for one TCP connection

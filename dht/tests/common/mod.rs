@@ -50,6 +50,7 @@ pub fn start_in_zone(
         peer_dead: Duration::ZERO,
         pulls: None,
         limits: StoreLimits::default(),
+        network_key: None,
     })
     .unwrap()
 }

@@ -373,6 +373,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set_list(&mut c.peers, v),
     },
     Key {
+        key: "p2p_network_key_file",
+        flag: "p2p-network-key",
+        value: "FILE",
+        default: None,
+        help: "a private network's pre-shared key (libp2p pnet; IPFS's swarm.key format): only peers holding the same key can connect to --p2p",
+        apply: |c, v| set(&mut c.p2p_network_key_file, |s| path(s).map(Some), v),
+    },
+    Key {
         key: "oap_advertised_port",
         flag: "oap-advertised-port",
         value: "PORT",
@@ -737,6 +745,7 @@ mod tests {
                 "tls_key",
                 "p2p",
                 "peers",
+                "p2p_network_key_file",
                 "oap_advertised_port",
                 "origin",
                 "origin_ca",

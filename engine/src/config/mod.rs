@@ -113,6 +113,10 @@ pub struct Config {
     pub p2p: Option<SocketAddr>,
     /// Bootstrap peers: `HOST:PORT` (their `p2p`) or multiaddrs with `/p2p/<id>`.
     pub peers: Vec<String>,
+    /// A private network's key file: only peers holding the same key connect over
+    /// `p2p` (docs/design/trust.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p2p_network_key_file: Option<PathBuf>,
     /// The OAP port announced to other nodes, when it is not `oap`'s (a port-forward).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oap_advertised_port: Option<u16>,
@@ -345,6 +349,7 @@ impl Config {
             fetched_bytes_max: 0,
             replicas: 0,
             zone: None,
+            p2p_network_key_file: None,
             tls_cert: None,
             tls_key: None,
             log_format: LogFormat::Text,

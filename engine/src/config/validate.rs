@@ -83,6 +83,12 @@ impl Config {
                 "replicas: {replicas} copies need other nodes: join a network with --p2p HOST:PORT, or set replicas = 1"
             ));
         }
+        if self.p2p_network_key_file.is_some() && self.p2p.is_none() {
+            return refuse(
+                "p2p_network_key_file: a private network's key needs a network: --p2p HOST:PORT"
+                    .into(),
+            );
+        }
         if let Some(zone) = &self.zone {
             if zone.is_empty() || !is_zone_name(zone) {
                 return refuse(format!(

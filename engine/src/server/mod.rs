@@ -167,6 +167,12 @@ fn start_dht(
         .map(|p| ron_dht::node::parse_peer(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(StartError::Dht)?;
+    let network_key = config
+        .p2p_network_key_file
+        .as_deref()
+        .map(ron_dht::network_key::NetworkKey::read)
+        .transpose()
+        .map_err(StartError::Dht)?;
     let dht = ron_dht::node::spawn(ron_dht::node::DhtConfig {
         data_dir: config.data_dirs[0].clone(),
         listen,
@@ -180,8 +186,17 @@ fn start_dht(
         peer_dead: std::time::Duration::from_millis(config.peer_dead_ms),
         pulls,
         limits: ron_dht::store::StoreLimits::default(),
+        network_key,
     })?;
-    tracing::info!(node_id = %dht.client.node_id, p2p = %dht.listen, "joined the DHT");
+    match network_key {
+        Some(key) => tracing::info!(
+            node_id = %dht.client.node_id,
+            p2p = %dht.listen,
+            network_key_fingerprint = %key.fingerprint(),
+            "joined the DHT: a private network, only peers holding its key connect"
+        ),
+        None => tracing::info!(node_id = %dht.client.node_id, p2p = %dht.listen, "joined the DHT"),
+    }
     Ok(Some(dht))
 }
 
@@ -320,8 +335,17 @@ fn print_banner(
         .tls
         .map(|addr| format!("\n  tls    {addr}   (ALPN oap/1 and http/1.1)"))
         .unwrap_or_default();
+    let network = match config.p2p_network_key_file {
+        Some(_) => "; a private network: only peers holding its key",
+        None => "",
+    };
     let p2p = dht
-        .map(|d| format!("\n  p2p    {}   (node {})", d.listen, d.client.node_id))
+        .map(|d| {
+            format!(
+                "\n  p2p    {}   (node {}{network})",
+                d.listen, d.client.node_id
+            )
+        })
         .unwrap_or_default();
     let cache = format!(
         "\n  cache  {} of verified groups ({} per shard; `ron config print` says how it was sized)",

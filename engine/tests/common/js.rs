@@ -166,6 +166,22 @@ impl JsPeer {
         }
     }
 
+    /// Its `error` line, by `deadline`: a peer expected to fail. Fails on an exit
+    /// without one, or the deadline.
+    pub fn failure(&mut self, deadline: Instant) -> Value {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!("JS peer: no error line in time.\n{}", self.context());
+            };
+            self.seen.push(line.clone());
+            match serde_json::from_str::<Value>(&line) {
+                Ok(value) if value["step"] == "error" => return value,
+                _ => {}
+            }
+        }
+    }
+
     /// Takes the lines that came so far without waiting; fails on an `error` line.
     pub fn drain(&mut self) {
         loop {
