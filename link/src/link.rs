@@ -92,9 +92,11 @@ fn assert_policy_follows(last: &Cell<u64>, policy: &Policy) {
 /// What a check of one object found (`POST /admin/repair/b3:<hex>`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectCheckReport {
-    /// `healthy`, `repaired` (every bad block rebuilt and written back), `damaged`
-    /// (bad blocks left: no parity, or more than it covers), `not_found`, or `failed`
-    /// (the check itself could not run; see `error`).
+    /// `healthy`, `repaired` (every bad block rebuilt and written back), `unrepaired`
+    /// (bad blocks left on disk, but every byte of the object rebuilds verified: the
+    /// write-back failed, or a parity block fails its recorded checksum), `damaged` (data
+    /// lost from this copy: no parity, or more bad blocks than it covers), `not_found`,
+    /// or `failed` (the check itself could not run; see `error`).
     pub outcome: &'static str,
     /// Whether the object can be rebuilt: parity (a file of its own written with `--ec
     /// K+M`), or a packed object's copies in more than one lane.
@@ -105,6 +107,8 @@ pub struct ObjectCheckReport {
     pub repaired_blocks: u64,
     pub repaired_bytes: u64,
     pub unrepairable_blocks: u64,
+    /// Data blocks that neither read good nor rebuild (`damaged` when not 0).
+    pub lost_blocks: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

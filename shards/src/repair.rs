@@ -189,13 +189,18 @@ fn checked(meta: &ObjectMeta, group: GroupIndex, bytes: &[u8]) -> Option<Vec<u8>
 
 /// Rebuilds the bad blocks of `read` and checks each rebuilt block like one read from
 /// disk: a data block against its chaining value, a parity block against its checksum.
+/// Returns the bad columns whose rebuilt blocks passed: those safe to write back. An
+/// error only when a data block cannot be rebuilt (more bad blocks than the parity
+/// covers, or a rebuilt one failing its check): a parity block that fails its checksum
+/// after every data block checked is left out, never the reason the data is refused —
+/// the data is the object, and it is proven by the tree.
 pub(crate) fn rebuild(
     code: &StripeCode,
     meta: &ObjectMeta,
     parity: &Parity,
     stripe: StripeIndex,
     read: &mut StripeBlocks,
-) -> Result<(), ShardError> {
+) -> Result<Vec<usize>, ShardError> {
     let bad = read.bad_columns();
     let unrecoverable = |group: u64| ShardError::StripeUnrecoverable {
         addr: meta.addr(),
@@ -209,43 +214,30 @@ pub(crate) fn rebuild(
     code.rebuild(&mut read.blocks, &read.data_lens)
         .map_err(|_| unrecoverable(first))?;
     let k = usize::from(parity.params.data);
+    let mut writable = Vec::with_capacity(bad.len());
     for &column in &bad {
         let block = read.blocks[column].as_deref().unwrap_or_default();
-        let good = match column < k {
-            true => meta
-                .tree
-                .verify_group(GroupIndex(first + column as u64), block)
-                .is_ok(),
-            false => {
-                let p = (column - k) as u8;
-                parity.checksum(stripe, p) == Some(&parity_checksum(block))
+        if column < k {
+            let group = GroupIndex(first + column as u64);
+            if meta.tree.verify_group(group, block).is_err() {
+                return Err(unrecoverable(group.0));
             }
-        };
-        if !good {
-            return Err(unrecoverable(first + column as u64));
+            writable.push(column);
+            continue;
+        }
+        let p = (column - k) as u8;
+        if parity.checksum(stripe, p) == Some(&parity_checksum(block)) {
+            writable.push(column);
+        } else {
+            tracing::warn!(
+                object = %meta.addr(),
+                stripe = stripe.0,
+                parity_block = p,
+                "parity rebuilt from checked data does not match its recorded checksum: not written back"
+            );
         }
     }
-    Ok(())
-}
-
-/// Rebuilds the bad blocks of `read`, checks them, and writes them back in place,
-/// synced, on the blocking pool. Returns the bytes written (0: nothing was bad).
-pub(crate) async fn repair_blocks(
-    code: &StripeCode,
-    store: &Store,
-    meta: &ObjectMeta,
-    parity: &Parity,
-    stripe: StripeIndex,
-    read: &mut StripeBlocks,
-) -> Result<u64, ShardError> {
-    let bad = read.bad_columns();
-    if bad.is_empty() {
-        return Ok(0);
-    }
-    rebuild(code, meta, parity, stripe, read)?;
-    let geometry = parity.geometry(meta.len());
-    let writes = block_writes(store, meta, &geometry, stripe, &bad, read);
-    write_back(writes).await
+    Ok(writable)
 }
 
 /// Writes `writes` in place and syncs each file once, on the blocking pool. Returns the
@@ -379,6 +371,8 @@ fn write_blocks_blocking(writes: &[BlockWrite]) -> Result<u64, ShardError> {
     let mut staging = AlignedBlock::new();
     let mut written = 0;
     for path in paths {
+        #[cfg(test)]
+        write_back_faults::check(path)?;
         let created = !path.exists();
         let file = RepairFile::open(path)?;
         for w in writes.iter().filter(|w| &w.path == path) {
@@ -391,6 +385,42 @@ fn write_blocks_blocking(writes: &[BlockWrite]) -> Result<u64, ShardError> {
         }
     }
     Ok(written)
+}
+
+/// Write-backs a test makes fail, as a full or read-only disk would (test builds only):
+/// no file under a listed dir is written.
+#[cfg(test)]
+pub(crate) mod write_back_faults {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use crate::error::ShardError;
+
+    static FAILING_UNDER: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(crate) fn fail_under(dir: &Path, failing: bool) {
+        let mut dirs = FAILING_UNDER.lock().unwrap();
+        dirs.retain(|d| d != dir);
+        if failing {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+
+    pub(super) fn check(path: &Path) -> Result<(), ShardError> {
+        match FAILING_UNDER
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|d| path.starts_with(d))
+        {
+            true => Err(ShardError::Io {
+                op: "write back (injected)",
+                path: path.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(30), // EROFS
+            }),
+            false => Ok(()),
+        }
+    }
 }
 
 /// Alignment of O_DIRECT offsets, lengths and buffers (the largest logical block size

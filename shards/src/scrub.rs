@@ -136,11 +136,23 @@ pub struct ObjectCheck {
     /// Of those, the ones rebuilt and written back, and their bytes.
     pub repaired_blocks: u64,
     pub repaired_bytes: u64,
+    /// Of the bad ones, the data the copy has lost: data blocks (or a packed object's
+    /// every lane) that neither read good nor rebuild into bytes that pass their check.
+    /// Bad blocks that rebuild but could not be written back (a full or read-only disk),
+    /// or parity failing its recorded checksum, are unrepaired, not lost: every byte of
+    /// the object still reads back verified.
+    pub lost_blocks: u64,
 }
 
 impl ObjectCheck {
     pub fn unrepairable_blocks(&self) -> u64 {
         self.bad_blocks - self.repaired_blocks
+    }
+
+    /// Whether every byte of the object reads back verified from this copy (straight,
+    /// or rebuilt from its parity or another lane).
+    pub fn is_whole(&self) -> bool {
+        self.lost_blocks == 0
     }
 
     fn add(&mut self, other: ObjectCheck) {
@@ -149,6 +161,7 @@ impl ObjectCheck {
         self.bad_blocks += other.bad_blocks;
         self.repaired_blocks += other.repaired_blocks;
         self.repaired_bytes += other.repaired_bytes;
+        self.lost_blocks += other.lost_blocks;
     }
 }
 
@@ -252,9 +265,21 @@ async fn check_stripe(
         return check;
     }
     let code = codes.get(parity.params);
-    match repair::repair_blocks(&code, store, meta, parity, stripe, &mut read).await {
+    let k = usize::from(parity.params.data);
+    let bad_data = read.bad_columns().iter().filter(|c| **c < k).count() as u64;
+    let writable = match repair::rebuild(&code, meta, parity, stripe, &mut read) {
+        Ok(writable) => writable,
+        Err(e) => {
+            check.lost_blocks = bad_data;
+            tracing::warn!(object = %meta.addr(), stripe = stripe.0, bad_blocks = bad, error = %e, "scrub: stripe cannot be rebuilt");
+            return check;
+        }
+    };
+    let geometry = parity.geometry(meta.len());
+    let writes = repair::block_writes(store, meta, &geometry, stripe, &writable, &mut read);
+    match repair::write_back(writes).await {
         Ok(written) => {
-            check.repaired_blocks = bad;
+            check.repaired_blocks = writable.len() as u64;
             check.repaired_bytes = written;
         }
         Err(e) => tracing::warn!(
@@ -262,7 +287,7 @@ async fn check_stripe(
             stripe = stripe.0,
             bad_blocks = bad,
             error = %e,
-            "scrub: stripe not repaired"
+            "scrub: stripe rebuilt but not written back"
         ),
     }
     check
@@ -286,6 +311,7 @@ async fn check_lanes(files: &ObjectFiles, store: &Store, meta: &ObjectMeta) -> O
     }
     let Some(body) = lanes.body else {
         tracing::warn!(object = %meta.addr(), lanes = bad, "scrub: packed object bad in every lane");
+        check.lost_blocks = 1;
         return check;
     };
     let writes = repair::needle_writes(store, meta, &lanes.bad, &body);
@@ -326,6 +352,8 @@ async fn check_groups(
         };
         check.bad_blocks += u64::from(!good);
     }
+    // Nothing to rebuild them from.
+    check.lost_blocks = check.bad_blocks;
     if check.bad_blocks > 0 {
         tracing::warn!(
             object = %meta.addr(),

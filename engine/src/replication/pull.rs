@@ -62,14 +62,23 @@ impl Replication {
         }
     }
 
-    /// Whether this shard's copy of `addr` reads back whole, after what its parity
-    /// rebuilt. Logged when it does not: the copy is about to be replaced.
+    /// Whether every byte of this shard's copy of `addr` reads back verified, straight
+    /// or rebuilt from its parity (or another lane). Logged when it does not: the copy
+    /// is about to be replaced. Bad blocks that rebuild but were not written back (a full
+    /// or read-only disk, a parity checksum) leave the copy whole: discarding it would
+    /// trade a copy that serves for a fetch that may fail.
     pub(super) async fn copy_is_whole(&self, addr: &Address) -> bool {
         match self.shard.check_object(addr).await {
-            Ok(check) if check.unrepairable_blocks() == 0 => true,
+            Ok(check) if check.is_whole() => {
+                if check.unrepairable_blocks() > 0 {
+                    let bad = check.unrepairable_blocks();
+                    tracing::warn!(obj = %addr, bad_blocks = bad, "a copy asked for has bad blocks that rebuild but were not written back: kept");
+                }
+                true
+            }
             Ok(check) => {
-                let bad = check.unrepairable_blocks();
-                tracing::warn!(obj = %addr, bad_blocks = bad, "a copy asked for is damaged beyond its parity: fetching it again");
+                let lost = check.lost_blocks;
+                tracing::warn!(obj = %addr, lost_blocks = lost, "a copy asked for is damaged beyond its parity: fetching it again");
                 false
             }
             Err(e) => {

@@ -90,6 +90,7 @@ fn check_report(checked: Result<ObjectCheck, ShardError>) -> ObjectCheckReport {
             outcome: match (check.bad_blocks, check.unrepairable_blocks()) {
                 (0, _) => "healthy",
                 (_, 0) => "repaired",
+                _ if check.is_whole() => "unrepaired",
                 _ => "damaged",
             },
             protected: check.protected,
@@ -99,6 +100,7 @@ fn check_report(checked: Result<ObjectCheck, ShardError>) -> ObjectCheckReport {
             repaired_blocks: check.repaired_blocks,
             repaired_bytes: check.repaired_bytes,
             unrepairable_blocks: check.unrepairable_blocks(),
+            lost_blocks: check.lost_blocks,
             error: None,
         },
         Err(ShardError::NotFound { .. }) => ObjectCheckReport {

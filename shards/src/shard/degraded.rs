@@ -47,21 +47,24 @@ impl Shard {
         let mut read = repair::read_stripe(&self.files, store, meta, parity, stripe, batch).await;
         let bad = read.bad_columns();
         let code = self.codes.get(parity.params);
-        if let Err(e) = repair::rebuild(&code, meta, parity, stripe, &mut read) {
-            StorageCounters::add(&self.metrics.ec_unrecoverable, 1);
-            return Err(e);
-        }
+        let writable = match repair::rebuild(&code, meta, parity, stripe, &mut read) {
+            Ok(writable) => writable,
+            Err(e) => {
+                StorageCounters::add(&self.metrics.ec_unrecoverable, 1);
+                return Err(e);
+            }
+        };
         let column = (key.group.0 - geometry.groups_of(stripe).start) as usize;
         // The bytes served are the bytes the rebuild checked; the write-back of a bad
         // block gets a copy.
         let rebuilt = read.blocks[column].take().unwrap_or_default();
-        if bad.contains(&column) {
+        if writable.contains(&column) {
             read.blocks[column] = Some(rebuilt.clone());
         }
         StorageCounters::add(&self.metrics.ec_degraded_reads, 1);
-        if !bad.is_empty() {
+        if !writable.is_empty() {
             // The rebuilt blocks are checked: repair writes them as they are.
-            let writes = repair::block_writes(store, meta, &geometry, stripe, &bad, &mut read);
+            let writes = repair::block_writes(store, meta, &geometry, stripe, &writable, &mut read);
             let key = StripeKey {
                 addr: key.addr,
                 stripe,
@@ -173,8 +176,8 @@ impl Shard {
                 continue;
             }
             match repair::rebuild(&code, meta, parity, stripe, &mut read) {
-                Ok(()) => writes.extend(repair::block_writes(
-                    store, meta, &geometry, stripe, &bad, &mut read,
+                Ok(writable) => writes.extend(repair::block_writes(
+                    store, meta, &geometry, stripe, &writable, &mut read,
                 )),
                 Err(_) => failed += 1,
             }

@@ -165,6 +165,7 @@ mod tests {
 
     use super::*;
     use crate::layout::{self, DataDirs, Routing};
+    use crate::repair;
     use crate::{ShardConfig, ShardIndex};
 
     fn config(data_dir: &Path) -> ShardConfig {
@@ -457,6 +458,78 @@ mod tests {
                 drop(claim);
                 let checked = check.await.unwrap();
                 assert_eq!(checked.unrepairable_blocks(), 0);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A copy whose bad blocks rebuild from parity but cannot be written back (a full
+    /// or read-only disk) is whole — every byte reads back verified — and said so:
+    /// before, it counted as damaged past its parity, and a replication pull discarded
+    /// it before a replacement was secured. Data blocks past what the parity covers are
+    /// lost, and said so.
+    #[test]
+    fn bad_blocks_that_rebuild_but_are_not_written_back_leave_the_copy_whole() {
+        let dir = std::env::temp_dir().join(format!("ron-shards-unwritten-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data_dir = dir.clone();
+        LocalExecutorBuilder::new(Pinning::Unbound)
+            .spawn(move || async move {
+                let shard = start_shard(&data_dir).await;
+                // Five groups under the 4+1 code of one dir: stripe 0 holds groups 0-3.
+                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+                let upload = staged(&shard, &data, Retention::Kept).await;
+                assert_eq!(shard.commit(upload).await.unwrap(), CommitOutcome::Created);
+                let addr = ChunkTree::of(&data).root();
+                let hex = String::from_utf8(addr.hex().to_vec()).unwrap();
+                let file = data_dir.join("stores/0/objects").join(&hex[..2]).join(&hex);
+                let flip = |at: usize| {
+                    let mut bytes = std::fs::read(&file).unwrap();
+                    bytes[at] ^= 0x40;
+                    std::fs::write(&file, bytes).unwrap();
+                    shard.files.forget(&addr, 1);
+                };
+                // A parity checksum the index holds wrong (as if its record rotted): every
+                // data block checks, so nothing is lost, and the parity is not rewritten.
+                let store = shard.local_store(&addr).unwrap().clone();
+                let mut meta = store.get(&addr).unwrap().unwrap();
+                meta.parity.as_mut().unwrap().checksums[0][0] ^= 1;
+                let checked =
+                    crate::scrub::check_object(&shard.files, &shard.codes, &store, &meta, None)
+                        .await;
+                assert_eq!(
+                    (
+                        checked.bad_blocks,
+                        checked.repaired_blocks,
+                        checked.lost_blocks
+                    ),
+                    (1, 0, 0)
+                );
+                flip(1_000);
+                repair::write_back_faults::fail_under(&data_dir, true);
+                let checked = shard.check_object(&addr).await.unwrap();
+                assert_eq!(
+                    (
+                        checked.bad_blocks,
+                        checked.repaired_blocks,
+                        checked.lost_blocks
+                    ),
+                    (1, 0, 0)
+                );
+                assert!(checked.is_whole() && checked.unrepairable_blocks() == 1);
+                repair::write_back_faults::fail_under(&data_dir, false);
+                let checked = shard.check_object(&addr).await.unwrap();
+                assert_eq!((checked.bad_blocks, checked.repaired_blocks), (1, 1));
+                let checked = shard.check_object(&addr).await.unwrap();
+                assert_eq!(checked.bad_blocks, 0, "written back");
+                // Two data blocks of one stripe: past its one parity block.
+                flip(1_000);
+                flip(70_000);
+                let checked = shard.check_object(&addr).await.unwrap();
+                assert_eq!((checked.bad_blocks, checked.lost_blocks), (2, 2));
+                assert!(!checked.is_whole());
             })
             .unwrap()
             .join()
