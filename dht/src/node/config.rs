@@ -142,6 +142,26 @@ pub(super) const EXPIRE_PERIOD: Duration = Duration::from_secs(60);
 pub(super) const INBOUND_CONNECTIONS_MAX: u32 = 512;
 pub(super) const PENDING_INBOUND_MAX: u32 = 64;
 pub(super) const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+/// Connections this node dials, established and in their handshake. The routing table's
+/// kept peers (at most [`KEPT_ROUTING_PEERS_MAX`]) and the lookups' passing ones fit;
+/// past it a dial is denied at once (a lookup takes it as that peer failing and asks
+/// the next), so answers naming peers at addresses that never answer cannot hold an
+/// unbounded number of sockets. A denied dial is `ron_dht_dial_failures_total`.
+pub(super) const OUTBOUND_CONNECTIONS_MAX: u32 = 512;
+pub(super) const PENDING_OUTBOUND_MAX: u32 = 128;
+/// Addresses of one peer a dial tries at once (libp2p's dial concurrency factor; its
+/// default is 8): a peer announced at many addresses costs this many sockets, not all.
+pub(super) const DIAL_ADDRESSES_AT_ONCE: u8 = 2;
+/// The most file descriptors the DHT thread holds: its listener, every connection the
+/// limits above allow (a pending dial trying [`DIAL_ADDRESSES_AT_ONCE`] addresses), and
+/// the provider store's LMDB environment (its file and lock file). The engine's
+/// start-up counts them beside the shards' (open-files limit).
+pub const DHT_FDS_MAX: u64 = 1
+    + INBOUND_CONNECTIONS_MAX as u64
+    + PENDING_INBOUND_MAX as u64
+    + OUTBOUND_CONNECTIONS_MAX as u64
+    + PENDING_OUTBOUND_MAX as u64 * DIAL_ADDRESSES_AT_ONCE as u64
+    + 2;
 /// Inbound connections from one public host, in their handshake and established
 /// (`host_limits.rs`): a host's ron node has two at most (per peer), a few nodes behind
 /// one address a few times that.

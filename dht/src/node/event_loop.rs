@@ -310,15 +310,21 @@ impl Node {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, "dht: dial failed: {error}");
                 // A dial skipped (one to that peer already under way or connected) or
-                // aborted says nothing about being cut off.
-                if !matches!(
-                    error,
-                    DialError::DialPeerConditionFalse(_) | DialError::Aborted
-                ) {
-                    self.contact_failed = true;
-                    self.metrics
-                        .dial_failures_total
-                        .fetch_add(1, Ordering::Relaxed);
+                // aborted says nothing about being cut off, nor does one this node's
+                // own connection limits denied (counted: a lookup lost that peer).
+                match error {
+                    DialError::DialPeerConditionFalse(_) | DialError::Aborted => {}
+                    DialError::Denied { .. } => {
+                        self.metrics
+                            .dial_failures_total
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        self.contact_failed = true;
+                        self.metrics
+                            .dial_failures_total
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             _ => {}

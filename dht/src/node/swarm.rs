@@ -11,7 +11,7 @@
 //! negotiated lazily (`V1Lazy`): a request goes with its protocol's name, a round trip
 //! less each (docs/design/dht.md, "Where it runs").
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU8, NonZeroUsize};
 
 use libp2p::core::Transport;
 use libp2p::request_response::{self, ProtocolSupport};
@@ -22,10 +22,11 @@ use libp2p::{PeerId, Swarm};
 use crate::error::DhtError;
 use crate::network_key::NetworkKey;
 use crate::node::config::{
-    CONNECTIONS_PER_PEER_MAX, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
-    INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, K_VALUE, PENDING_INBOUND_MAX,
-    PING_INTERVAL, PING_TIMEOUT, PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT,
-    TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_USER_TIMEOUT,
+    CONNECTIONS_PER_PEER_MAX, DIAL_ADDRESSES_AT_ONCE, IDENTIFY_PROTOCOL_VERSION,
+    IDLE_CONNECTION_TIMEOUT, INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, K_VALUE,
+    OUTBOUND_CONNECTIONS_MAX, PENDING_INBOUND_MAX, PENDING_OUTBOUND_MAX, PING_INTERVAL,
+    PING_TIMEOUT, PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT, TCP_KEEPALIVE_IDLE,
+    TCP_KEEPALIVE_INTERVAL, TCP_USER_TIMEOUT,
 };
 use crate::node::host_limits::HostLimits;
 use crate::node::kept::KeptConnections;
@@ -77,6 +78,9 @@ pub(super) fn build_swarm(
         .map_err(|e| start("behaviour", &e))?
         .with_swarm_config(|c| {
             c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                .with_dial_concurrency_factor(
+                    NonZeroU8::new(DIAL_ADDRESSES_AT_ONCE).expect("at least one address"),
+                )
                 .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
         })
         .build();
@@ -147,6 +151,8 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
     let limits = libp2p::connection_limits::ConnectionLimits::default()
         .with_max_established_incoming(Some(INBOUND_CONNECTIONS_MAX))
         .with_max_pending_incoming(Some(PENDING_INBOUND_MAX))
+        .with_max_established_outgoing(Some(OUTBOUND_CONNECTIONS_MAX))
+        .with_max_pending_outgoing(Some(PENDING_OUTBOUND_MAX))
         .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX));
     Behaviour {
         limits: libp2p::connection_limits::Behaviour::new(limits),

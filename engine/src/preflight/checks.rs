@@ -181,8 +181,21 @@ fn open_files_needed(config: &Config) -> (u64, u64) {
     let shards = u64::from(config.shard_count());
     let per_shard = config.open_files_max as u64 + FDS_PER_SHARD;
     let floor = shards * (per_shard + CONNECTIONS_FLOOR) + FDS_PER_PROCESS;
-    let wanted = shards * (per_shard + u64::from(config.connections_max)) + FDS_PER_PROCESS;
+    let wanted = shards * (per_shard + u64::from(config.connections_max)) + process_fds(config);
     (floor, wanted)
+}
+
+/// Descriptors outside the shards: the process's own, and with `--p2p` every socket the
+/// DHT's connection limits allow (`ron_dht::node::DHT_FDS_MAX`), so that the shards'
+/// connections, sized within the limit, never take the DHT's (nor its dials theirs).
+/// Not part of the floor: a DHT short of sockets fails dials and refuses peers, it does
+/// not stop the node.
+fn process_fds(config: &Config) -> u64 {
+    let dht = match config.p2p {
+        Some(_) => ron_dht::node::DHT_FDS_MAX,
+        None => 0,
+    };
+    FDS_PER_PROCESS + dht
 }
 
 /// Lifts the soft open-files limit to what the configuration may use, at most to the
@@ -204,7 +217,7 @@ pub fn raise_open_files(config: &Config) {
 pub fn connections_within_open_files(config: &Config) -> u32 {
     let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(soft, _)| soft);
     let shards = u64::from(config.shard_count()).max(1);
-    let fixed = shards * (config.open_files_max as u64 + FDS_PER_SHARD) + FDS_PER_PROCESS;
+    let fixed = shards * (config.open_files_max as u64 + FDS_PER_SHARD) + process_fds(config);
     let budget = (soft.saturating_sub(fixed) / shards).max(CONNECTIONS_FLOOR);
     let allowed = u64::from(config.connections_max).min(budget) as u32;
     if allowed < config.connections_max {
@@ -621,6 +634,16 @@ mod tests {
         assert_eq!(verdict(floor, floor).verdict, Verdict::Warn);
         assert!(verdict(floor, floor).fix.contains("LimitNOFILE="));
         assert_eq!(verdict(wanted, wanted).verdict, Verdict::Ok);
+
+        // A node in the DHT needs room for every socket its connection limits allow.
+        let in_dht = Config {
+            p2p: Some("127.0.0.1:4001".parse().unwrap()),
+            ..config
+        };
+        let (floor_dht, wanted_dht) = open_files_needed(&in_dht);
+        assert_eq!(wanted_dht, wanted + ron_dht::node::DHT_FDS_MAX);
+        assert_eq!(floor_dht, floor);
+        assert_eq!(ron_dht::node::DHT_FDS_MAX, 1 + 512 + 64 + 512 + 128 * 2 + 2);
     }
 
     #[test]
