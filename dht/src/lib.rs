@@ -44,7 +44,9 @@
 //!   connections (inbound, pending, per peer, kept while idle), every query ([`node::QUERY_TIMEOUT`]) and
 //!   each of its requests ([`node::KAD_REQUEST_TIMEOUT`]), copies made for others
 //!   ([`node::PULLS_PER_PEER_MAX`], [`node::PULLS_PER_HOST_MAX`], [`node::PULLS_MAX`])
-//!   and waited for ([`node::COPY_WATCHES_MAX`], [`node::COPIES_WAITING_MAX`]).
+//!   and waited for ([`node::COPY_WATCHES_MAX`], [`node::COPIES_WAITING_MAX`]), the
+//!   bytes of `/ron/provide/2` and `/ron/replicate/1` messages being read (64 MiB for
+//!   all streams together, `wire.rs`), and the sockets ([`node::DHT_FDS_MAX`]).
 //! - A peer asking this node to hold a copy proves nothing by asking: the node takes
 //!   only keys it is near in its zone, and stores only bytes verified against the
 //!   address; a holder counts as one only after an audit of its own copy.

@@ -2,32 +2,114 @@
 //! delimits it, and a message longer than its protocol allows fails the stream. The
 //! libp2p codec of every such protocol ron speaks is [`WireCodec`] over its messages'
 //! encoders ([`WireMessages`]).
+//!
+//! Memory: a message is read in chunks of [`READ_CHUNK_BYTES`] into a buffer grown to
+//! exactly what came (not doubled), and every byte of a message still being read is
+//! held against one node-wide [`ReadBudget`] ([`MESSAGES_READING_BYTES_MAX`]): a peer
+//! that opens many streams and trickles each (up to 64 per connection and protocol,
+//! 512 connections) fails its streams once the budget is spent, instead of holding up
+//! to 64 × 512 KiB per connection until each stream's timeout.
 
 use std::io;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
+
+/// Bytes of messages being read, all streams and protocols of the node together.
+pub const MESSAGES_READING_BYTES_MAX: usize = 64 << 20;
+/// Bytes read from a stream at a time.
+const READ_CHUNK_BYTES: usize = 16 << 10;
 
 /// A message of `protocol` that is not what it says it is: it fails the stream.
 pub(crate) fn invalid(protocol: &str, what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{protocol}: {what}"))
 }
 
-/// Reads a whole message, at most `bytes_max` (`protocol` names it in the error).
+/// The bytes messages being read may hold, shared by every codec of a node.
+#[derive(Debug, Clone)]
+pub struct ReadBudget {
+    left: Arc<AtomicUsize>,
+}
+
+impl ReadBudget {
+    pub fn new(bytes: usize) -> ReadBudget {
+        ReadBudget {
+            left: Arc::new(AtomicUsize::new(bytes)),
+        }
+    }
+
+    /// Bytes not held by a message being read.
+    pub fn left(&self) -> usize {
+        self.left.load(Ordering::Relaxed)
+    }
+
+    fn hold(&self) -> Held<'_> {
+        Held {
+            budget: self,
+            bytes: 0,
+        }
+    }
+}
+
+/// What one message being read holds of the budget; given back when it is dropped.
+struct Held<'a> {
+    budget: &'a ReadBudget,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    fn grow(&mut self, bytes: usize) -> bool {
+        let taken = self
+            .budget
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += bytes;
+        }
+        taken
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.left.fetch_add(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Reads a whole message, at most `bytes_max` (`protocol` names it in the error), its
+/// bytes held against `budget` while it is read.
 pub(crate) async fn read_message<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     bytes_max: usize,
     protocol: &str,
+    budget: &ReadBudget,
 ) -> io::Result<Vec<u8>> {
     let mut message = Vec::new();
-    io.take(bytes_max as u64 + 1)
-        .read_to_end(&mut message)
-        .await?;
-    if message.len() > bytes_max {
-        return Err(invalid(protocol, "message too long"));
+    let mut held = budget.hold();
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES.min(bytes_max + 1)];
+    loop {
+        let read = io.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(message);
+        }
+        if message.len() + read > bytes_max {
+            return Err(invalid(protocol, "message too long"));
+        }
+        if !held.grow(read) {
+            return Err(invalid(
+                protocol,
+                "this node's buffers for messages being read are full",
+            ));
+        }
+        message.reserve_exact(read);
+        message.extend_from_slice(&chunk[..read]);
     }
-    Ok(message)
 }
 
 /// Writes `message` and closes the stream's sending side (the end of the message).
@@ -53,19 +135,33 @@ pub trait WireMessages: Send + 'static {
 }
 
 /// The libp2p request-response codec of the protocol `M`: each message one stream,
-/// read to its end within `M::MESSAGE_BYTES_MAX`.
+/// read to its end within `M::MESSAGE_BYTES_MAX` and the node's [`ReadBudget`].
 #[derive(Debug)]
-pub struct WireCodec<M>(PhantomData<M>);
+pub struct WireCodec<M> {
+    budget: ReadBudget,
+    messages: PhantomData<M>,
+}
 
-impl<M> Clone for WireCodec<M> {
-    fn clone(&self) -> Self {
-        WireCodec(PhantomData)
+impl<M> WireCodec<M> {
+    /// A codec whose messages being read share `budget` (every codec of a node one).
+    pub fn with_budget(budget: ReadBudget) -> Self {
+        WireCodec {
+            budget,
+            messages: PhantomData,
+        }
     }
 }
 
+impl<M> Clone for WireCodec<M> {
+    fn clone(&self) -> Self {
+        WireCodec::with_budget(self.budget.clone())
+    }
+}
+
+/// A codec with a budget of its own ([`MESSAGES_READING_BYTES_MAX`]).
 impl<M> Default for WireCodec<M> {
     fn default() -> Self {
-        WireCodec(PhantomData)
+        WireCodec::with_budget(ReadBudget::new(MESSAGES_READING_BYTES_MAX))
     }
 }
 
@@ -78,14 +174,18 @@ impl<M: WireMessages> libp2p::request_response::Codec for WireCodec<M> {
     where
         T: AsyncRead + Unpin + Send,
     {
-        M::decode_request(&read_message(io, M::MESSAGE_BYTES_MAX, M::PROTOCOL.as_ref()).await?)
+        let protocol = M::PROTOCOL;
+        let message = read_message(io, M::MESSAGE_BYTES_MAX, protocol.as_ref(), &self.budget);
+        M::decode_request(&message.await?)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<M::Response>
     where
         T: AsyncRead + Unpin + Send,
     {
-        M::decode_response(&read_message(io, M::MESSAGE_BYTES_MAX, M::PROTOCOL.as_ref()).await?)
+        let protocol = M::PROTOCOL;
+        let message = read_message(io, M::MESSAGE_BYTES_MAX, protocol.as_ref(), &self.budget);
+        M::decode_response(&message.await?)
     }
 
     async fn write_request<T>(
@@ -110,5 +210,78 @@ impl<M: WireMessages> libp2p::request_response::Codec for WireCodec<M> {
         T: AsyncWrite + Unpin + Send,
     {
         write_message(io, &M::encode_response(&response)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures::io::Cursor;
+    use futures::FutureExt;
+
+    use super::*;
+
+    /// A stream that sends `bytes` and then nothing, never ending (a trickling peer).
+    struct Trickle {
+        bytes: Vec<u8>,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.bytes.is_empty() {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes.drain(..n);
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    fn read(bytes: &[u8], max: usize, budget: &ReadBudget) -> io::Result<Vec<u8>> {
+        futures::executor::block_on(read_message(&mut Cursor::new(bytes), max, "/t/1", budget))
+    }
+
+    #[test]
+    fn a_message_is_read_whole_into_exactly_its_size_or_refused_past_its_limit() {
+        let budget = ReadBudget::new(1 << 20);
+        let body: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let message = read(&body, 100_000, &budget).unwrap();
+        assert_eq!(message, body);
+        assert_eq!(message.capacity(), body.len());
+        let err = read(&body, 99_999, &budget).unwrap_err();
+        assert_eq!(err.to_string(), "/t/1: message too long");
+        assert_eq!(read(&[], 10, &budget).unwrap(), Vec::<u8>::new());
+        assert_eq!(budget.left(), 1 << 20);
+    }
+
+    #[test]
+    fn messages_being_read_share_one_budget_and_give_it_back() {
+        let budget = ReadBudget::new(50_000);
+        // A trickling stream holds what it sent while its message is unfinished.
+        let mut stalled = Trickle {
+            bytes: vec![7; 40_000],
+        };
+        let mut reading = Box::pin(read_message(&mut stalled, 100_000, "/t/1", &budget));
+        assert!((&mut reading).now_or_never().is_none());
+        assert_eq!(budget.left(), 10_000);
+        // Another stream's message does not fit beside it: refused, not buffered.
+        let err = read(&[1; 20_000], 100_000, &budget).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/t/1: this node's buffers for messages being read are full"
+        );
+        assert_eq!(budget.left(), 10_000);
+        assert_eq!(read(&[1; 9_000], 100_000, &budget).unwrap().len(), 9_000);
+        // The stalled stream ends (its timeout): its bytes come back.
+        drop(reading);
+        assert_eq!(budget.left(), 50_000);
+        assert_eq!(read(&[1; 20_000], 100_000, &budget).unwrap().len(), 20_000);
     }
 }

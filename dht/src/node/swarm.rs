@@ -33,6 +33,7 @@ use crate::node::kept::KeptConnections;
 use crate::protocol::ProvideCodec;
 use crate::replicate::ReplicateCodec;
 use crate::store::ProviderStore;
+use crate::wire::{ReadBudget, MESSAGES_READING_BYTES_MAX};
 
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
@@ -148,6 +149,8 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
     // Every ron node serves the DHT: without this, a node that has confirmed no
     // external address (any node on a private network) would be a client only.
     kad.set_mode(Some(kad::Mode::Server));
+    // Messages being read on /ron/provide/2 and /ron/replicate/1 share one budget.
+    let read_budget = ReadBudget::new(MESSAGES_READING_BYTES_MAX);
     let limits = libp2p::connection_limits::ConnectionLimits::default()
         .with_max_established_incoming(Some(INBOUND_CONNECTIONS_MAX))
         .with_max_pending_incoming(Some(PENDING_INBOUND_MAX))
@@ -160,14 +163,14 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
         kept: KeptConnections::new(local),
         kad,
         provide: request_response::Behaviour::with_codec(
-            ProvideCodec::default(),
+            ProvideCodec::with_budget(read_budget.clone()),
             [(crate::protocol::PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(QUERY_TIMEOUT)
                 .with_max_concurrent_streams(64),
         ),
         replicate: request_response::Behaviour::with_codec(
-            ReplicateCodec::default(),
+            ReplicateCodec::with_budget(read_budget),
             [(crate::replicate::PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(REPLICATE_REQUEST_TIMEOUT)
