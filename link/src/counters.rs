@@ -199,6 +199,9 @@ declare_counters! {
         /// Copies the placement asked this node to hold, now held kept and durable.
         replica_pulls_held: AtomicU64 => Counter "ron_replication_pulls_total", Sum,
             "Copies other nodes asked this node to hold for the placement, held kept and durable (fetched or held already).",
+        /// Copies the placement asked of this node refused: a data dir below the floor.
+        replica_pulls_no_room: AtomicU64 => Counter "ron_replication_pulls_no_room_total", Sum,
+            "Copies other nodes asked this node to hold, refused because a data dir's filesystem was below copies_disk_free_percent_min.",
         /// Verified bytes fetched to make placement copies.
         replication_bytes: AtomicU64 => Counter "ron_replication_bytes_total", Sum,
             "Verified bytes fetched from other nodes to make the copies the placement asks this node to hold.",

@@ -24,6 +24,8 @@ pub enum ValueError {
     Size(String),
     #[error("{0} is too large")]
     TooLarge(String),
+    #[error("invalid percentage {0:?} (a whole number from 0 to 100)")]
+    Percent(String),
     #[error("invalid boolean {0:?} (true or false)")]
     Boolean(String),
     #[error("invalid {what} {given:?} ({choices})")]
@@ -183,6 +185,14 @@ pub(super) fn size(v: &str) -> Result<u64, ValueError> {
 }
 
 /// A size, or `auto` (0: sized from the memory limit when the layers are resolved).
+/// A share of a whole, 0 to 100.
+fn percent(v: &str) -> Result<u8, ValueError> {
+    match v.parse::<u8>() {
+        Ok(p) if p <= 100 => Ok(p),
+        _ => Err(ValueError::Percent(v.to_string())),
+    }
+}
+
 fn size_or_auto(v: &str) -> Result<u64, ValueError> {
     match v {
         "auto" => Ok(0),
@@ -467,6 +477,14 @@ pub const KEYS: &[Key] = &[
         default: Some("60000"),
         help: "how long a holder whose connections closed still counts before its copies are made elsewhere (a restart moves nothing); 0 = at once",
         apply: |c, v| set(&mut c.peer_dead_ms, num, v),
+    },
+    Key {
+        key: "copies_disk_free_percent_min",
+        flag: "copies-disk-free-percent-min",
+        value: "PERCENT",
+        default: Some("5"),
+        help: "no new copy is kept for another node while a data dir's filesystem has less than this share free (0-100; 0 = no floor, 100 = none kept for others)",
+        apply: |c, v| set(&mut c.copies_disk_free_percent_min, percent, v),
     },
     Key {
         key: "replication_bytes_per_s",

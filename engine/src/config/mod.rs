@@ -140,6 +140,9 @@ pub struct Config {
     pub fetch_miss_ms: u64,
     /// How often the repair sweep checks the copies of kept objects (0: never).
     pub replication_interval_ms: u64,
+    /// No new copy is kept for another node while a data dir's filesystem has less
+    /// than this percentage free (0: no floor).
+    pub copies_disk_free_percent_min: u8,
     /// How long a peer that stopped answering still counts as a holder before the
     /// placement names another (0: as soon as lookups stop finding it).
     pub peer_dead_ms: u64,
@@ -345,6 +348,7 @@ impl Config {
             fetch_miss_ms: 0,
             replication_interval_ms: 0,
             peer_dead_ms: 0,
+            copies_disk_free_percent_min: 0,
             replication_bytes_per_s: 0,
             fetched_bytes_max: 0,
             replicas: 0,

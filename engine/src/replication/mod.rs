@@ -15,6 +15,8 @@
 //!   placement no longer names made evictable once every named holder proved its own;
 //!   then `rescue`: a page of the evictable copies, one made kept and offered to the
 //!   holders when no holder named proves a copy (an object whose holders were all lost).
+//! - `disk_floor`: the free disk a pull leaves to the node's own uploads
+//!   (`copies_disk_free_percent_min`): below it, no new copy is kept for another node.
 //! - `audit`: the audit of one holder's copy ([`audit_holder`]), the node's only one: the
 //!   sweep, `PUT ?copies=N`, and the admin thread's `/admin/placement` and
 //!   `/admin/replicate` (handed over on the same mailbox as the pulls) all use it.
@@ -38,6 +40,7 @@
 //! and the pulls, bounded.
 
 mod audit;
+mod disk_floor;
 mod pull;
 mod rescue;
 mod sweep;
@@ -55,17 +58,20 @@ use ron_shards::lifecycle::{join_all, BackgroundTasks, StopSignal, TaskCount};
 use ron_shards::Shard;
 
 pub use audit::{audit_holder, AuditLimits};
+pub use disk_floor::{BelowFloor, DiskFloor};
 
 use crate::blocked::Blocked;
 use crate::fetch::ReadThrough;
 
 /// How replication runs on a shard (from the configuration).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReplicationConfig {
     /// Copies the network keeps of each object.
     pub replicas: usize,
     /// Between two passes of the sweep; `None`: no sweep.
     pub sweep_every: Option<Duration>,
+    /// No new copy is kept for another node while a data dir is below this floor.
+    pub disk_floor: DiskFloor,
 }
 
 /// A shard's replication: the copies it keeps for the placement and its sweep.
@@ -84,6 +90,7 @@ pub struct Replication {
     requests_running: TaskCount,
     /// Where the sweep's rescue walk over evictable copies goes on (`None`: the start).
     rescue_from: Cell<Option<Address>>,
+    disk_floor: DiskFloor,
 }
 
 impl Replication {
@@ -108,6 +115,7 @@ impl Replication {
             services: RefCell::new(Some(services)),
             requests_running: TaskCount::default(),
             rescue_from: Cell::new(None),
+            disk_floor: config.disk_floor.clone(),
         });
         if let Some(mailbox) = mailbox {
             replication.start_service("replication requests", {

@@ -13,7 +13,7 @@ use super::Replication;
 
 impl Replication {
     /// A copy the placement asks this shard (the owner of `addr`) to hold: kept if it
-    /// holds it already; else fetched — from `source` first (the node that asked), then
+    /// holds it already; refused while a data dir is below the disk floor; else fetched — from `source` first (the node that asked), then
     /// the providers the DHT names — verified, coalesced with any read of it, and
     /// committed as kept. Answers once the kept copy is durable, or why it failed.
     ///
@@ -36,6 +36,12 @@ impl Replication {
             },
             Ok(false) => {}
             Err(e) => return PullOutcome::Failed(e.to_string()),
+        }
+        if let Err(below) = self.disk_floor.check().await {
+            FrontCounters::add(&self.counters.replica_pulls_no_room, 1);
+            tracing::warn!(obj = %addr, "a copy asked for is refused: {below}");
+            let failed = PullOutcome::Failed(below.to_string());
+            return self.pull_failed(addr, replacing, failed);
         }
         let flight = match self.read_through.join_copy(addr, source) {
             Ok(flight) => flight,

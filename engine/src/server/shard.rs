@@ -30,7 +30,7 @@ use crate::blocked::Blocked;
 use crate::config::Config;
 use crate::fetch::{FetchConfig, Origin, ReadThrough};
 use crate::limits;
-use crate::replication::{Replication, ReplicationConfig};
+use crate::replication::{DiskFloor, Replication, ReplicationConfig};
 use crate::server::clock::{Alarm, ShardClock};
 use crate::server::error::StartError;
 use crate::server::front::{listen, FrontEnds};
@@ -320,6 +320,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
             replicas: config.replicas_target(),
             sweep_every: (config.replication_interval_ms > 0)
                 .then(|| Duration::from_millis(config.replication_interval_ms)),
+            disk_floor: DiskFloor::new(&config.data_dirs, config.copies_disk_free_percent_min),
         };
         let counters = Arc::clone(&start.counters.front);
         let mailbox = start.replication_mailbox.take();
