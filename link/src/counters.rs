@@ -357,6 +357,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 31 + 33);
+        assert_eq!(seen.len(), 31 + 34);
     }
 }
