@@ -103,7 +103,7 @@ fn ask(addr: SocketAddr, raw: &[u8], limit: Duration) -> std::io::Result<(u16, S
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     ask(addr, raw.as_bytes(), Duration::from_secs(5)).unwrap()
 }
 
@@ -153,7 +153,7 @@ fn a_trickling_client_neither_delays_probes_nor_outlives_the_head_deadline() {
     });
     for _ in 0..3 {
         let asked = Instant::now();
-        let raw = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+        let raw = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
         let (status, body) = ask(server.addr, raw, Duration::from_secs(1)).unwrap();
         assert_eq!((status, body.as_str()), (200, "ok\n"));
         assert!(asked.elapsed() < Duration::from_secs(1));
@@ -201,13 +201,13 @@ fn past_the_connection_cap_silent_clients_make_room_for_a_probe() {
 #[test]
 fn heads_over_the_limit_or_malformed_get_400_and_tokens_guard_the_rest() {
     let server = Server::start(1, Some("s3cret"));
-    let mut huge = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: ".to_vec();
+    let mut huge = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: ".to_vec();
     huge.resize(ADMIN_HEAD_BYTES_MAX + 100, b'a');
     let (status, body) = ask(server.addr, &huge, Duration::from_secs(5)).unwrap();
     assert_eq!(status, 400, "{body}");
     assert_eq!(get(server.addr, "/version").0, 401);
     assert_eq!(get(server.addr, "/readyz").0, 200);
-    let raw = b"GET /version HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer s3cret\r\n\r\n";
+    let raw = b"GET /version HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\n\r\n";
     let (status, body) = ask(server.addr, raw, Duration::from_secs(5)).unwrap();
     assert_eq!(
         (status, body.as_str()),

@@ -72,7 +72,7 @@ fn stalled_readers(n: &Node, addr: &Address, count: usize, batch: usize) -> Vec<
     while readers.len() < count {
         for _ in 0..batch.min(count - readers.len()) {
             let mut s = small_window(n.http);
-            let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: t\r\n\r\n");
+            let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: localhost\r\n\r\n");
             s.write_all(raw.as_bytes()).unwrap();
             readers.push(s);
         }
@@ -352,7 +352,7 @@ enum Trickle {
 /// duration — so eight bytes landing in the same instant could briefly fill the gate.)
 fn trickle_upload(http: SocketAddr, byte: u8, stop: &AtomicBool) -> Trickle {
     let mut s = connect(http);
-    let head = "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n";
+    let head = "PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n";
     s.write_all(head.as_bytes()).unwrap();
     std::thread::sleep(Duration::from_millis(12 * u64::from(byte % 8)));
     s.set_read_timeout(Some(Duration::from_millis(100)))
@@ -433,7 +433,7 @@ fn a_trickled_tls_handshake_is_cut_at_its_deadline_and_holds_a_connection_meanwh
 fn put_streaming(http: SocketAddr, body: &[u8]) -> Response {
     let mut s = connect(http);
     let head = format!(
-        "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        "PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
@@ -633,7 +633,7 @@ fn ten_thousand_idle_http_connections_cost_at_most_16_kib_each() {
     let _alone = alone();
     let n = idle_node("atk-idle-http");
     let kept = upload(&n, b"an object each idle connection asked for once");
-    let raw = format!("GET /o/{kept} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let raw = format!("GET /o/{kept} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let (per_connection, idle) = idle_connection_cost(&n, n.http, |s| {
         s.write_all(raw.as_bytes()).unwrap();
         let r = read_response(s, &mut Vec::new(), false).unwrap();
@@ -770,7 +770,7 @@ fn oversized_and_garbage_heads_are_refused_and_closed() {
     let kept = upload(&n, b"served while heads are garbage");
     let (oversized, garbage) = during(n.http, &format!("/o/{kept}"), move |stop| {
         let big = format!(
-            "GET /o HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+            "GET /o HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
             "a".repeat(64 << 10)
         );
         let mut junk = bytes(3, 4096);
@@ -849,7 +849,7 @@ fn a_pipelining_flood_is_answered_in_order_without_starving_others() {
     let answered = during(n.http, &path, move |_| {
         const FLOOD: usize = 10_000;
         let mut s = connect(n.http);
-        let raw = format!("GET /o/{kept} HTTP/1.1\r\nHost: t\r\n\r\n").repeat(FLOOD);
+        let raw = format!("GET /o/{kept} HTTP/1.1\r\nHost: localhost\r\n\r\n").repeat(FLOOD);
         let mut writer = s.try_clone().unwrap();
         // Written all at once (1 MB of heads) while the answers pile up unread: the
         // node's sends of head and body find the socket full, part sent or none.
@@ -881,7 +881,7 @@ fn half_closed_connections_get_their_answer_then_are_closed() {
         while going_on(&stop, &mut round) {
             // A request, then FIN: still answered, then closed by the node.
             let mut s = connect(n.http);
-            s.write_all(format!("GET /o/{kept} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            s.write_all(format!("GET /o/{kept} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
                 .unwrap();
             s.shutdown(std::net::Shutdown::Write).unwrap();
             let mut pending = Vec::new();
@@ -923,14 +923,16 @@ fn resets_mid_upload_and_mid_download_leave_nothing_behind() {
         while going_on(&stop, &mut round) {
             // An upload announced at 4 MiB, reset after 1 MiB.
             let mut s = connect(n.http);
-            let head = "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 4194304\r\n\r\n";
+            let head = "PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4194304\r\n\r\n";
             s.write_all(head.as_bytes()).unwrap();
             s.write_all(&bytes(resets, 1 << 20)).unwrap();
             reset(s);
             // A download of 8 MiB, reset after its first 64 KiB.
             let mut s = connect(n.http);
-            s.write_all(format!("GET /o/{big_addr} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-                .unwrap();
+            s.write_all(
+                format!("GET /o/{big_addr} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
             let mut got = 0;
             let mut chunk = [0u8; 16 << 10];
             while got < 64 << 10 {
@@ -1112,7 +1114,8 @@ fn a_client_rotating_tenant_names_is_limited_by_its_address_alone() {
             } else {
                 format!("rotating-{i}")
             };
-            let raw = format!("GET /o/{kept} HTTP/1.1\r\nHost: t\r\nX-Tenant: {claim}\r\n\r\n");
+            let raw =
+                format!("GET /o/{kept} HTTP/1.1\r\nHost: localhost\r\nX-Tenant: {claim}\r\n\r\n");
             s.write_all(raw.as_bytes()).unwrap();
             statuses.push(read_response(&mut s, &mut Vec::new(), false).map_or(0, |r| r.status));
             i += 1;

@@ -234,7 +234,7 @@ fn bao_answers_speak_http_as_caches_expect() {
 
     let head = request(
         node.http,
-        format!("HEAD {path} HTTP/1.1\r\nHost: t\r\nAccept: application/x-bao;chunk-group-log=4\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/x-bao;chunk-group-log=4\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .unwrap();
     assert_eq!(head.status, 200);
@@ -281,7 +281,7 @@ fn bao_answers_speak_http_as_caches_expect() {
     assert_eq!(missing.status, 404);
     let outboard_put = request(
         node.http,
-        format!("PUT {path}?outboard HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("PUT {path}?outboard HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .unwrap();
     assert_eq!(outboard_put.status, 405);

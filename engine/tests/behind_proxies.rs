@@ -45,7 +45,7 @@ fn request_from(
 ) -> Response {
     let mut s = connect_from(from, to);
     let head = format!(
-        "{method_path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method_path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
@@ -277,7 +277,7 @@ fn x_forwarded_for_counts_only_from_a_trusted_sender_and_proxy_headers_only_from
     // A PROXY header from an untrusted address is not one: a malformed request (400).
     let mut s = connect_from("127.0.0.5", n.http);
     let raw = format!(
-        "PROXY TCP4 203.0.113.1 127.0.0.1 5000 80\r\nGET {path} HTTP/1.1\r\nHost: t\r\n\r\n"
+        "PROXY TCP4 203.0.113.1 127.0.0.1 5000 80\r\nGET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"
     );
     s.write_all(raw.as_bytes()).unwrap();
     assert_eq!(
@@ -289,7 +289,7 @@ fn x_forwarded_for_counts_only_from_a_trusted_sender_and_proxy_headers_only_from
     // From the trusted address, a v1 header names the client; a broken one ends the
     // connection without an answer.
     let mut s = connect_from("127.0.0.1", n.http);
-    let raw = format!("PROXY TCP4 203.0.113.1 127.0.0.1 5000 80\r\nGET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let raw = format!("PROXY TCP4 203.0.113.1 127.0.0.1 5000 80\r\nGET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     s.write_all(raw.as_bytes()).unwrap();
     assert_eq!(
         read_response(&mut s, &mut Vec::new(), false)

@@ -108,7 +108,8 @@ fn every_admin_endpoint_listed_is_routed_and_every_route_is_listed() {
     let listed = listed_admin_endpoints(&addr);
     assert!(listed.len() >= 9, "HTTP-API.md's admin table: {listed:?}");
     for (method, path) in &listed {
-        let raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        let raw =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
         let r = request(node.admin, raw.as_bytes()).unwrap();
         let unrouted = r.status == 404 && r.body == b"not found\n";
         assert!(

@@ -42,7 +42,7 @@ fn a_rotten_group_is_never_served_and_other_groups_still_are() {
     // A whole-object GET starts (group 0 is fine) and is cut before the rotten group:
     // the client never receives a byte of group 1.
     let mut s = connect(n.http);
-    s.write_all(format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {p} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .unwrap();
     let mut received = Vec::new();
     let end = s
@@ -257,7 +257,7 @@ fn kill_9_during_uploads(name: &str, dirs: usize) {
                 let data = bytes(seed, len);
                 let addr = Address::of(&data);
                 attempted.lock().unwrap().push((addr, len));
-                let mut raw = format!("PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n").into_bytes();
+                let mut raw = format!("PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n").into_bytes();
                 raw.extend_from_slice(&data);
                 match request(http, &raw) {
                     Ok(r) if r.status == 201 || r.status == 200 => {
@@ -302,7 +302,7 @@ fn kill_9_during_uploads(name: &str, dirs: usize) {
         // Every block of every stripe present and valid; a packed object (one dir, at
         // most 64 KiB) whole in both its lanes.
         if dirs > 1 || *len <= 65_536 {
-            let raw = format!("POST /admin/repair/{addr} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let raw = format!("POST /admin/repair/{addr} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             let report = request(n.admin, raw.as_bytes()).unwrap().json();
             assert_eq!(report["outcome"], "healthy", "{addr}: {report}");
         }

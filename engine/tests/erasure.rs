@@ -168,8 +168,9 @@ fn packed_objects_have_a_copy_in_each_lane_that_reads_and_repairs_fall_back_on()
     let (quiet, _) = &objects[7];
     let (_, quiet_at) = n.stored_at(quiet);
     flip_byte(&lane1, quiet_at + 1);
-    let repair =
-        format!("POST /admin/repair/{quiet} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    let repair = format!(
+        "POST /admin/repair/{quiet} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    );
     let r = request(n.admin, repair.as_bytes()).unwrap();
     assert_eq!(r.status, 200);
     let report = r.json();

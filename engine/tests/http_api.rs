@@ -45,7 +45,8 @@ fn put_get_head_and_the_object_headers() {
 
     let h = request(
         n.http,
-        format!("HEAD /o/{addr} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("HEAD /o/{addr} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
     )
     .unwrap();
     assert_eq!(h.status, 200);
@@ -79,7 +80,7 @@ fn chunked_post_and_put_to_an_address() {
     let n = node("chunked", &[]);
     let data = bytes(2, 150_001);
     let mut raw =
-        b"POST /o HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"POST /o HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             .to_vec();
     for piece in data.chunks(7_777) {
         raw.extend_from_slice(format!("{:x};ext=1\r\n", piece.len()).as_bytes());
@@ -251,7 +252,7 @@ fn errors_use_the_envelope() {
     assert_eq!(r.header("X-Corr-ID"), Some("trace-42"));
 
     assert_eq!(get(n.http, "/elsewhere").unwrap().status, 404);
-    let r = request(n.http, b"PATCH /o/b3:0000000000000000000000000000000000000000000000000000000000000000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let r = request(n.http, b"PATCH /o/b3:0000000000000000000000000000000000000000000000000000000000000000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     assert_eq!(
         (r.status, r.json()["code"].as_str()),
         (405, Some("method_not_allowed"))
@@ -259,7 +260,7 @@ fn errors_use_the_envelope() {
     assert_eq!(get(n.http, "/o").unwrap().status, 405);
     let r = request(
         n.http,
-        b"PUT /o HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"PUT /o HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     )
     .unwrap();
     assert_eq!(
@@ -268,13 +269,13 @@ fn errors_use_the_envelope() {
     );
     let r = request(
         n.http,
-        b"PUT /o HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"PUT /o HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\n",
     )
     .unwrap();
     assert_eq!(r.status, 501);
     let r = request(
         n.http,
-        b"PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
     )
     .unwrap();
     assert_eq!(
@@ -353,7 +354,7 @@ fn heads_targets_and_preconditions_as_rfc_9110_and_9112_ask() {
 
     // §15.5.6: a 405 names what the route serves.
     let r = raw(&format!(
-        "PATCH {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     ));
     assert_eq!(
         (r.status, r.header("Allow")),
@@ -379,14 +380,14 @@ fn keep_alive_and_pipelining() {
     let b = upload(&n, &bytes(9, 70_000));
     let mut s = connect(n.http);
     let mut pending = Vec::new();
-    s.write_all(format!("GET /o/{a} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+    s.write_all(format!("GET /o/{a} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .unwrap();
     assert_eq!(
         read_response(&mut s, &mut pending, false).unwrap().body,
         bytes(8, 3000)
     );
     let pipelined = format!(
-        "GET /o/{b} HTTP/1.1\r\nHost: t\r\n\r\nHEAD /o/{a} HTTP/1.1\r\nHost: t\r\n\r\nGET /o/{a} HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1\r\n\r\n"
+        "GET /o/{b} HTTP/1.1\r\nHost: localhost\r\n\r\nHEAD /o/{a} HTTP/1.1\r\nHost: localhost\r\n\r\nGET /o/{a} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-1\r\n\r\n"
     );
     s.write_all(pipelined.as_bytes()).unwrap();
     let r1 = read_response(&mut s, &mut pending, false).unwrap();
@@ -404,7 +405,7 @@ fn keep_alive_and_pipelining() {
     // the error's JSON after it was read as the start of the next answer.
     let missing = Address::of(b"nobody stored this");
     let pipelined = format!(
-        "HEAD /o/{missing} HTTP/1.1\r\nHost: t\r\n\r\nHEAD /o/b3:nothex HTTP/1.1\r\nHost: t\r\n\r\nGET /o/{a} HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1\r\n\r\n"
+        "HEAD /o/{missing} HTTP/1.1\r\nHost: localhost\r\n\r\nHEAD /o/b3:nothex HTTP/1.1\r\nHost: localhost\r\n\r\nGET /o/{a} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-1\r\n\r\n"
     );
     s.write_all(pipelined.as_bytes()).unwrap();
     let absent = read_response(&mut s, &mut pending, true).unwrap();
@@ -427,7 +428,7 @@ fn limits_head_size_slow_loris_and_body_size() {
         &["--header-timeout-ms", "400", "--max-object-bytes", "1000"],
     );
     let big = format!(
-        "GET /o HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "GET /o HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
         "a".repeat(20_000)
     );
     let r = request(n.http, big.as_bytes()).unwrap();
@@ -456,7 +457,8 @@ fn limits_head_size_slow_loris_and_body_size() {
         (r.status, r.json()["code"].as_str()),
         (413, Some("too_large"))
     );
-    let mut raw = b"POST /o HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut raw =
+        b"POST /o HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     raw.extend_from_slice(b"3e9\r\n");
     raw.extend_from_slice(&[1u8; 1001]);
     raw.extend_from_slice(b"\r\n0\r\n\r\n");
@@ -597,6 +599,49 @@ fn a_port_held_for_a_moment_is_tried_again_until_it_is_free() {
     assert!(get(http, "/o/b3:00").is_err(), "the node is gone");
 }
 
+/// An admin port without an admin token (it listens on loopback) answers no request a
+/// web page made and no Host but a loopback one: otherwise any site a browser on the
+/// host visits could POST to `/admin/remove/…` (a cross-site form) or, with its DNS
+/// name rebound to 127.0.0.1, read `/metrics` and `/admin/stats`.
+#[test]
+fn a_tokenless_admin_port_refuses_web_pages_and_rebound_names() {
+    let n = Node::start(&temp_dir("admin-browser"), &["--shards", "1"]);
+    let ask = |method: &str, path: &str, fields: &str| {
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\n{fields}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        request(n.admin, raw.as_bytes()).unwrap()
+    };
+    let loopback = format!("Host: {}\r\n", n.admin);
+    assert_eq!(ask("GET", "/metrics", &loopback).status, 200);
+    assert_eq!(
+        ask("GET", "/admin/stats", "Host: localhost:9600\r\n").status,
+        200
+    );
+    let rebound = ask("GET", "/metrics", "Host: attacker.example:9600\r\n");
+    assert_eq!(rebound.status, 403);
+    assert!(
+        String::from_utf8_lossy(&rebound.body).contains("only requests for a loopback Host"),
+        "{rebound:?}"
+    );
+    let form = format!("{loopback}Origin: https://attacker.example\r\n");
+    let posted = ask("POST", "/admin/scrub/pause", &form);
+    assert_eq!(posted.status, 403, "{posted:?}");
+    let fetched = format!("{loopback}Sec-Fetch-Site: cross-site\r\n");
+    assert_eq!(ask("GET", "/admin/stats", &fetched).status, 403);
+    let typed = format!("{loopback}Sec-Fetch-Site: none\r\n");
+    assert_eq!(ask("GET", "/admin/stats", &typed).status, 200);
+    let stats = get(n.admin, "/admin/scrub").unwrap().json();
+    assert_eq!(
+        stats["paused"], false,
+        "the page's POST paused nothing: {stats}"
+    );
+    assert_eq!(
+        ask("GET", "/healthz", "Host: attacker.example\r\n").status,
+        200
+    );
+}
+
 #[test]
 fn admin_endpoints_and_metrics() {
     let n = node("admin", &["--shards", "2"]);
@@ -692,7 +737,8 @@ fn inflight_gate_answers_503_when_more_requests_are_worked_on_than_it_allows() {
     for round in addrs.chunks(24).zip(objects.chunks(24)) {
         let mut conns: Vec<TcpStream> = round.0.iter().map(|_| connect(n.http)).collect();
         for (conn, addr) in conns.iter_mut().zip(round.0) {
-            let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            let raw =
+                format!("GET /o/{addr} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
             conn.write_all(raw.as_bytes()).unwrap();
         }
         for (conn, data) in conns.iter_mut().zip(round.1) {
@@ -728,7 +774,7 @@ fn sigterm_finishes_a_request_in_flight() {
     let mut s = connect(n.http);
     s.write_all(
         format!(
-            "PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            "PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),
@@ -861,7 +907,8 @@ fn a_slow_small_window_reader_gets_every_byte_of_cached_bodies_in_order() {
         socket.connect(&n.http.into()).unwrap();
         let mut s: TcpStream = socket.into();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let raw = format!("GET {p} HTTP/1.1\r\nHost: t\r\n{range}Connection: close\r\n\r\n");
+        let raw =
+            format!("GET {p} HTTP/1.1\r\nHost: localhost\r\n{range}Connection: close\r\n\r\n");
         s.write_all(raw.as_bytes()).unwrap();
         let mut received = Vec::new();
         let mut chunk = [0u8; 1024];
@@ -897,7 +944,8 @@ fn a_refused_upload_still_sending_its_body_gets_its_answer() {
     let body_len = 8 << 20;
     for round in 0..3 {
         let mut s = connect(n.http);
-        let head = format!("PUT /o HTTP/1.1\r\nHost: t\r\nContent-Length: {body_len}\r\n\r\n");
+        let head =
+            format!("PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: {body_len}\r\n\r\n");
         s.write_all(head.as_bytes()).unwrap();
         // Past the answer's arrival: the node has refused and closed by then.
         std::thread::sleep(Duration::from_millis(100));

@@ -117,8 +117,10 @@ fn an_object_is_the_raw_block_of_its_cid_in_every_multibase() {
     // HEAD, a conditional GET, a range.
     let head = request(
         n.http,
-        format!("HEAD /ipfs/{cid}?format=raw HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "HEAD /ipfs/{cid}?format=raw HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .unwrap();
     assert_eq!(head.status, 200);
@@ -148,7 +150,7 @@ fn the_probe_and_the_refusals_say_what_is_served() {
     // The probe: the empty identity CID, 200 with no bytes (GET and HEAD).
     for method in ["GET", "HEAD"] {
         let raw = format!(
-            "{method} /ipfs/bafkqaaa?format=raw HTTP/1.1\r\nHost: t\r\n{RAW}Connection: close\r\n\r\n"
+            "{method} /ipfs/bafkqaaa?format=raw HTTP/1.1\r\nHost: localhost\r\n{RAW}Connection: close\r\n\r\n"
         );
         let r = request(n.http, raw.as_bytes()).unwrap();
         assert_eq!(r.status, 200, "{method}: {r:?}");
@@ -259,7 +261,7 @@ fn the_probe_and_the_refusals_say_what_is_served() {
     let r = request(
         n.http,
         format!(
-            "DELETE /ipfs/{} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "DELETE /ipfs/{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
             cid_of(&stored)
         )
         .as_bytes(),

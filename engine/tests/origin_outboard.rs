@@ -214,8 +214,10 @@ fn outboard(data: &[u8], log: u8) -> (Vec<u8>, Address) {
 fn open_get(edge: SocketAddr, path: &str) -> (TcpStream, String, Vec<u8>) {
     let mut s = connect(edge);
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut got = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {

@@ -148,8 +148,10 @@ fn provider_oap(n: &Node, addr: &Address, id: &str) -> Option<String> {
 fn get_all(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let mut s = connect(addr);
     s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut all = Vec::new();
     let _ = s.read_to_end(&mut all);
     let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;

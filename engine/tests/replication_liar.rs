@@ -65,7 +65,7 @@ fn placement(n: &Node, addr: &Address) -> Value {
 /// `PUT /o?copies=N`, read with a timeout past the node's own wait for copies.
 fn put_copies(at: SocketAddr, copies: u64, body: &[u8]) -> Response {
     let mut raw = format!(
-        "PUT /o?copies={copies} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "PUT /o?copies={copies} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();

@@ -181,13 +181,13 @@ fn ron_repair_checks_one_object_now_and_rebuilds_what_its_parity_covers() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
     let r = request(
         n.admin,
-        b"POST /admin/repair/b3:xyz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+        b"POST /admin/repair/b3:xyz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
     )
     .unwrap();
     assert_eq!(r.status, 400);
     let r = request(
         n.admin,
-        format!("GET /admin/repair/{hash} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        format!("GET /admin/repair/{hash} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
     )
     .unwrap();
     assert_eq!(r.status, 405);

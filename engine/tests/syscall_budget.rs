@@ -88,7 +88,8 @@ fn traced_ranges(name: &str, calls: &str) -> (String, u16) {
         let from = (i % 14) * RANGE_BYTES + into_group[i % into_group.len()];
         let to = from + RANGE_BYTES - 1;
         let path = format!("/o/{}", hex(&addr));
-        let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\nRange: bytes={from}-{to}\r\n\r\n");
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nRange: bytes={from}-{to}\r\n\r\n");
         client.write_all(head.as_bytes()).unwrap();
         let answer = read_response(client, &mut pending, false).unwrap();
         assert_eq!(answer.status, 206);
@@ -237,7 +238,7 @@ fn read_group(n: &Node, addr: &Address, data: &[u8], group: usize) {
     let answer = request(
         n.http,
         format!(
-            "GET /o/{} HTTP/1.1\r\nHost: t\r\nRange: bytes={from}-{to}\r\n\
+            "GET /o/{} HTTP/1.1\r\nHost: localhost\r\nRange: bytes={from}-{to}\r\n\
              Connection: close\r\n\r\n",
             hex(addr)
         )
@@ -257,7 +258,7 @@ fn calls_of_two_answers(n: &Node, dir: &Path, addr: &Address, data: &[u8]) -> Ve
     let trace_path = dir.with_extension(format!("{client_port}.strace"));
     let tracer = strace::attach(n.pid(), &trace_path, "sendto,sendmsg,sendfile,setsockopt");
     for _ in 0..2 {
-        let head = format!("GET /o/{} HTTP/1.1\r\nHost: t\r\n\r\n", hex(addr));
+        let head = format!("GET /o/{} HTTP/1.1\r\nHost: localhost\r\n\r\n", hex(addr));
         client.write_all(head.as_bytes()).unwrap();
         let answer = read_response(&mut client, &mut pending, false).unwrap();
         assert_eq!(answer.status, 200);

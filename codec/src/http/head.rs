@@ -68,6 +68,12 @@ pub struct RequestHead<'a> {
     pub corr_id: Option<&'a [u8]>,
     pub authorization: Option<&'a [u8]>,
     pub content_type: Option<&'a [u8]>,
+    /// `Host` (checked to be a host[:port]).
+    pub host: Option<&'a [u8]>,
+    /// `Origin` and `Sec-Fetch-Site`: what a browser says of the page that made the
+    /// request (the admin port refuses cross-site requests).
+    pub origin: Option<&'a [u8]>,
+    pub sec_fetch_site: Option<&'a [u8]>,
     /// Bytes of the head, blank line included: the body starts here.
     pub head_len: usize,
 }
@@ -168,6 +174,9 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
         corr_id: None,
         authorization: None,
         content_type: None,
+        host: None,
+        origin: None,
+        sec_fetch_site: None,
         head_len,
     };
     let mut framing = Framing::new(minor_version);
@@ -191,6 +200,7 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
             if !is_valid_host(value) {
                 return Err(bad("Host is not a host[:port]"));
             }
+            head.host = Some(value);
             continue;
         }
         let lines = match () {
@@ -213,6 +223,8 @@ pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'
             _ if is("x-corr-id") => &mut head.corr_id,
             _ if is("authorization") => &mut head.authorization,
             _ if is("content-type") => &mut head.content_type,
+            _ if is("origin") => &mut head.origin,
+            _ if is("sec-fetch-site") => &mut head.sec_fetch_site,
             _ => continue,
         };
         set_once(slot, value);

@@ -39,6 +39,11 @@ pub(super) struct Request {
     /// The query string (after `?`), empty if none.
     query: String,
     authorization: Option<Vec<u8>>,
+    /// `Host`, if sent.
+    host: Option<Vec<u8>>,
+    /// Made by a browser for a web page: an `Origin`, or a `Sec-Fetch-Site` other than
+    /// `none` (what the user typed in the address bar).
+    from_a_page: bool,
 }
 
 impl Request {
@@ -51,8 +56,44 @@ impl Request {
                 .split_once('?')
                 .map_or(String::new(), |(_, q)| q.to_owned()),
             authorization: head.authorization.map(<[u8]>::to_vec),
+            host: head.host.map(<[u8]>::to_vec),
+            from_a_page: head.origin.is_some()
+                || head
+                    .sec_fetch_site
+                    .is_some_and(|site| !site.eq_ignore_ascii_case(b"none")),
         }
     }
+}
+
+/// Why a request to an admin port without an admin token is refused, if it is: such a
+/// port listens on loopback, and what reaches it there without a credential could be a
+/// browser on this host driven by a web page — a cross-site form POST to
+/// `/admin/remove/…`, or a page whose DNS name was rebound to 127.0.0.1 reading
+/// `/metrics`. So it answers only requests no page made, for a loopback `Host`.
+fn tokenless_refusal(request: &Request) -> Option<&'static str> {
+    if request.from_a_page {
+        return Some("this admin port has no admin_token: it answers no request a web page made (Origin, Sec-Fetch-Site); set admin_token to use it from a browser\n");
+    }
+    match request.host.as_deref() {
+        Some(host) if !is_loopback_host(host) => Some("this admin port has no admin_token: it answers only requests for a loopback Host (127.0.0.1, [::1], localhost), never a DNS name that may have been rebound to it; set admin_token to use another name\n"),
+        _ => None,
+    }
+}
+
+/// Whether a `Host` value names this machine's loopback: `localhost` or a loopback IP
+/// literal, with or without a port.
+fn is_loopback_host(host: &[u8]) -> bool {
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(ip, _)| ip),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Picks the answer. Probes (`/healthz`, `/readyz`) need no token. Reads are GET (or
@@ -73,6 +114,9 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
         (true, _) => return Reply::text(405, format!("{path} takes POST\n")),
     }
     let probe = matches!(path, "/healthz" | "/readyz");
+    if let (false, None, Some(why)) = (probe, &answers.admin_token, tokenless_refusal(request)) {
+        return Reply::text(403, why);
+    }
     if !probe && !authorized(request, answers.admin_token.as_deref()) {
         return Reply::text(
             401,
@@ -509,7 +553,64 @@ mod tests {
             path: path.into(),
             query: query.into(),
             authorization: authorization.map(|a| a.as_bytes().to_vec()),
+            host: Some(b"127.0.0.1:9600".to_vec()),
+            from_a_page: false,
         }
+    }
+
+    #[test]
+    fn a_tokenless_admin_port_answers_no_web_page_and_no_rebound_name() {
+        let answers = answers_with(None);
+        let status = |r: &Request| route(r, &answers).status;
+        let plain = request(Method::Get, "/metrics", None);
+        assert_eq!(status(&plain), 200);
+        for host in [
+            "localhost",
+            "LOCALHOST:9600",
+            "[::1]:9600",
+            "[::1]",
+            "127.0.0.2",
+        ] {
+            let mut r = plain.clone();
+            r.host = Some(host.as_bytes().to_vec());
+            assert_eq!(status(&r), 200, "{host}");
+        }
+        assert_eq!(
+            status(&Request {
+                host: None,
+                ..plain.clone()
+            }),
+            200
+        );
+        for host in [
+            "evil.example:9600",
+            "10.0.0.1:9600",
+            "localhost.evil.example",
+            "[::2]:9600",
+        ] {
+            let mut r = plain.clone();
+            r.host = Some(host.as_bytes().to_vec());
+            assert_eq!(status(&r), 403, "{host}");
+            assert!(route(&r, &answers).body.starts_with(
+                b"this admin port has no admin_token: it answers only requests for a loopback Host"
+            ));
+        }
+        let mut page = request(Method::Post, "/admin/scrub/pause", None);
+        page.from_a_page = true;
+        assert_eq!(status(&page), 403);
+        // Probes stay open; with a token, the token is the proof.
+        let mut probe = request(Method::Get, "/healthz", None);
+        probe.from_a_page = true;
+        probe.host = Some(b"evil.example".to_vec());
+        assert_eq!(status(&probe), 200);
+        let with_token = Answers {
+            admin_token: Some("s3cret".into()),
+            ..answers_with(None)
+        };
+        let mut named = request(Method::Get, "/metrics", Some("Bearer s3cret"));
+        named.host = Some(b"node1.internal:9600".to_vec());
+        named.from_a_page = true;
+        assert_eq!(route(&named, &with_token).status, 200);
     }
 
     #[test]

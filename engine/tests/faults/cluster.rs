@@ -187,7 +187,7 @@ fn read_one(lab: &Lab, side: &[usize], rng: &mut Seeded, t: &Traffic) {
 pub fn read_checked(http: SocketAddr, addr: &Address) -> Option<bool> {
     use std::io::Write;
     let mut s = try_connect(http).ok()?;
-    let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     s.write_all(raw.as_bytes()).ok()?;
     let r = read_response(&mut s, &mut Vec::new(), false).ok()?;
     if r.status == 200 {
@@ -242,7 +242,7 @@ pub fn block_everywhere(lab: &Lab, data: &[u8]) -> Address {
 fn read_status(http: SocketAddr, addr: &Address) -> Option<u16> {
     use std::io::Write;
     let mut s = try_connect(http).ok()?;
-    let raw = format!("HEAD /o/{addr} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let raw = format!("HEAD /o/{addr} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     s.write_all(raw.as_bytes()).ok()?;
     Some(read_response(&mut s, &mut Vec::new(), true).ok()?.status)
 }

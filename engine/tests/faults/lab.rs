@@ -461,7 +461,7 @@ pub fn admin_request(admin: SocketAddr, method: &str, path: &str) -> std::io::Re
     use std::io::Write;
     let mut s = try_connect(admin)?;
     let raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     s.write_all(raw.as_bytes())?;
     read_response(&mut s, &mut Vec::new(), false)
@@ -486,7 +486,7 @@ pub fn put_object(http: SocketAddr, data: &[u8]) -> Option<Address> {
     use std::io::Write;
     let mut s = try_connect(http).ok()?;
     let head = format!(
-        "PUT /o HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {WRITE_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "PUT /o HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {WRITE_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         data.len()
     );
     s.write_all(head.as_bytes()).ok()?;
