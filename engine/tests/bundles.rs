@@ -235,7 +235,8 @@ fn a_tree_a_manifest_cannot_name_is_refused_before_anything_is_stored() {
 
 fn ask(n: &Node, method: &str, path: &str, fields: &[&str]) -> Response {
     let fields: String = fields.iter().map(|f| format!("{f}\r\n")).collect();
-    let raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{fields}Connection: close\r\n\r\n");
+    let raw =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{fields}Connection: close\r\n\r\n");
     request(n.http, raw.as_bytes()).unwrap()
 }
 
@@ -628,5 +629,33 @@ fn a_large_manifest_serves_many_clients_at_once() {
     });
     for r in answers {
         assert_eq!((r.status, &r.body), (200, &body), "{r:?}");
+    }
+}
+
+/// A takedown of a site: once its bundle's address is on the denylist, every page of
+/// it answers 451 at once — also on a shard that had its manifest cached (before, the
+/// cache answered without asking the denylist, and a visited site stayed up).
+#[test]
+fn a_blocked_bundle_stops_serving_at_once_even_with_its_manifest_cached() {
+    let dir = temp_dir("bundle-blocked");
+    let site = dir.with_extension("site");
+    let lists = dir.with_extension("lists");
+    let _ = std::fs::remove_dir_all(&site);
+    std::fs::create_dir_all(&lists).unwrap();
+    write_site(&site);
+    let list_dir = lists.to_str().unwrap().to_string();
+    let n = Node::start(&dir, &["--shards", "1", "--denylist", &list_dir]);
+    let bundle = packed_address(&pack(&n, &site, &[]));
+    for page in ["index.html", "css/site.css"] {
+        let r = get(n.http, &format!("/o/{bundle}/{page}")).unwrap();
+        assert_eq!(r.status, 200, "{page}: {r:?}");
+    }
+
+    write_list(&lists, "takedown.deny", &format!("b3:{}\n", hex(&bundle)));
+    wait_for_policy(&n, 2);
+    for page in ["index.html", "css/site.css", "docs/guide/"] {
+        let r = get(n.http, &format!("/o/{bundle}/{page}")).unwrap();
+        assert_eq!(r.status, 451, "{page}: {r:?}");
+        assert_eq!(r.json()["code"], "blocked", "{page}");
     }
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -31,36 +30,21 @@ fn legacy_double_hash(addr: &Address) -> String {
     data_encoding::HEXLOWER.encode(&digest)
 }
 
-fn write_list(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(tmp, dir.join(name)).unwrap();
-}
-
-/// Waits until every shard enforces policy version `version` (the control thread reads
-/// the changed files within a second; each shard installs the list at its next tick).
-fn wait_for_policy(n: &Node, version: u64) {
-    wait_for(&format!("policy {version} on every shard"), WAIT, || {
-        let stats = get(n.admin, "/admin/stats").unwrap().json();
-        let shards = stats["shards"].as_array().unwrap().clone();
-        shards.iter().all(|s| s["policy_version"] == version)
-    });
-}
-
 fn status_of(n: &Node, addr: &Address) -> u16 {
     get(n.http, &format!("/o/{addr}")).unwrap().status
 }
 
 fn delete(n: &Node, addr: &Address, token: Option<&str>) -> Response {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let raw = format!("DELETE /o/{addr} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n");
+    let raw =
+        format!("DELETE /o/{addr} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
     request(n.http, raw.as_bytes()).unwrap()
 }
 
 /// `POST /admin/remove/<addr>` on the node's admin port (no admin token configured).
 fn remove_through_admin(n: &Node, addr: &Address) -> Response {
     let raw = format!(
-        "POST /admin/remove/{addr} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /admin/remove/{addr} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     request(n.admin, raw.as_bytes()).unwrap()
 }
@@ -103,7 +87,7 @@ fn a_denylist_blocks_every_path_live_and_the_operator_removes_copies() {
     assert_eq!(r.header("Cache-Control"), Some("no-store"));
     let head = request(
         n.http,
-        format!("HEAD /o/{x} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("HEAD /o/{x} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .unwrap();
     assert_eq!(head.status, 451);

@@ -234,12 +234,15 @@ fn not_acceptable(entry: &Entry) -> Refusal {
 
 /// The bundle's manifest: from the cache, or read (verified) and parsed. At most
 /// [`crate::limits::MANIFEST_LOADS_MAX`] are read at once per shard (each up to 16 MiB in memory); a
-/// request that waited finds in the cache what the load before it put there.
+/// request that waited finds in the cache what the load before it put there. The
+/// denylist is asked first, every time: a manifest cached before its bundle was blocked
+/// must not keep the site up (a popular one would never leave the cache).
 async fn manifest(
     ctx: &HttpContext,
     bundle: &Address,
     ticket: Option<&Ticket>,
 ) -> Result<Rc<Manifest>, Refusal> {
+    ctx.service.check_blocked(bundle)?;
     if let Some(known) = ctx.manifests.borrow_mut().get(bundle) {
         return known;
     }

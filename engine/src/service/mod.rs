@@ -234,6 +234,12 @@ impl Service {
         &self.shard
     }
 
+    /// `Err(Refusal::Blocked)` (451) when the denylist blocks `addr`: for what is served
+    /// from a cache of its own (a bundle's manifest) without [`Service::find`].
+    pub fn check_blocked(&self, addr: &Address) -> Result<(), Refusal> {
+        self.blocked.check(addr)
+    }
+
     /// The object: its verified metadata when it is stored here; else, with read-through
     /// on, its fetch once the first group has arrived verified (or it is stored). The
     /// request's in-flight slot (`ticket`) is parked while it waits on the fetch: a

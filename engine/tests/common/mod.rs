@@ -396,14 +396,14 @@ pub fn request(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     request(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     )
 }
 
 /// GET with `Authorization: Bearer <token>`.
 pub fn get_bearer(addr: SocketAddr, token: &str, path: &str) -> Response {
     let raw = format!(
-        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
     request(addr, raw.as_bytes()).unwrap()
 }
@@ -411,13 +411,14 @@ pub fn get_bearer(addr: SocketAddr, token: &str, path: &str) -> Response {
 pub fn get_with(addr: SocketAddr, path: &str, headers: &str) -> Response {
     request(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n")
+            .as_bytes(),
     )
     .unwrap()
 }
 
 pub fn put(addr: SocketAddr, path: &str, body: &[u8], headers: &str) -> Response {
-    let mut raw = format!("PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n", body.len()).into_bytes();
+    let mut raw = format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n", body.len()).into_bytes();
     raw.extend_from_slice(body);
     request(addr, &raw).unwrap()
 }
@@ -518,6 +519,27 @@ pub fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Writes a denylist file whole (a temp name, then a rename: the node never reads half).
+pub fn write_list(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+/// Waits until every shard enforces policy version `version` (the control thread reads
+/// the changed files within a second; each shard installs the list at its next tick).
+pub fn wait_for_policy(n: &Node, version: u64) {
+    wait_for(
+        &format!("policy {version} on every shard"),
+        Duration::from_secs(30),
+        || {
+            let stats = get(n.admin, "/admin/stats").unwrap().json();
+            let shards = stats["shards"].as_array().unwrap().clone();
+            shards.iter().all(|s| s["policy_version"] == version)
+        },
+    );
 }
 
 /// Runs `ron serve` with `args` to completion (for start-up refusals).
@@ -649,7 +671,7 @@ pub fn node_id(n: &Node) -> String {
 /// operator inbox holds 8 requests: a full one (503) is asked again.
 pub fn holds(n: &Node, addr: &Address) -> bool {
     let raw = format!(
-        "POST /admin/repair/{addr} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /admin/repair/{addr} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     let mut r = request(n.admin, raw.as_bytes()).unwrap();
     for _ in 0..40 {
