@@ -1,9 +1,10 @@
 //! Live reload of the policy (tokens, tenants, limits, the denylist). The engine hands
 //! the control thread a [`Reloader`]: a way to load the configuration again
 //! ([`LoadPolicy`]), the file and the denylist directory to watch, and the flag its
-//! SIGHUP handler sets. When the flag is set or what is watched changes (the file's
-//! modification time; the directory's `*.deny` files, their names, times and sizes), the
-//! control thread loads the policy once; a good one that differs from the running one
+//! SIGHUP handler sets. When the flag is set, or what is watched changed (the file's
+//! modification time; the directory's `*.deny` files, their names, times and sizes) and
+//! then held still for a whole watch period (a file written in place is never read
+//! half-written), the control thread loads the policy once; a good one that differs from the running one
 //! gets the next version and goes to every shard, a bad one is logged with its reason
 //! and the running policy stays.
 
@@ -86,23 +87,34 @@ type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 #[derive(Debug)]
 pub(crate) struct Reloads {
     reloader: Reloader,
+    /// What the last reload read.
     watched: Fingerprint,
+    /// A change seen at the last look that has not yet held still for a whole period:
+    /// a file being written (a denylist downloaded in place, a certificate and then its
+    /// key) is read once it has stopped changing, never half-written.
+    settling: Option<Fingerprint>,
     next_watch: Instant,
     certificate: Option<Arc<CertifiedKey>>,
+    /// Shards whose inbox was full when the certificate was sent: sent again at every
+    /// poll until each took it (a rotation is never lost on one shard).
+    certificate_owed: Vec<usize>,
 }
 
 impl Reloads {
     pub(crate) fn new(reloader: Reloader) -> Reloads {
         Reloads {
             watched: fingerprint(&reloader),
+            settling: None,
             reloader,
             next_watch: Instant::now(),
             certificate: None,
+            certificate_owed: Vec::new(),
         }
     }
 
     /// Reloads if SIGHUP came or the file changed; true when it did (well or not).
     pub(crate) fn poll(&mut self, now: Instant, link: &ControlLink, view: &mut View) -> bool {
+        self.send_owed_certificate(link);
         if !self.due(now) {
             return false;
         }
@@ -149,23 +161,37 @@ impl Reloads {
                 if unchanged {
                     return;
                 }
-                for shard in 0..link.shard_count() {
-                    link.send(shard, ToShard::Certificate(Arc::clone(&identity)));
-                }
-                tracing::info!("TLS certificate reloaded; new handshakes present it");
                 self.certificate = Some(identity);
+                self.certificate_owed = (0..link.shard_count()).collect();
+                self.send_owed_certificate(link);
+                tracing::info!("TLS certificate reloaded; new handshakes present it");
             }
         }
     }
 
+    /// Sends the certificate to the shards that have not taken it yet.
+    fn send_owed_certificate(&mut self, link: &ControlLink) {
+        let Some(identity) = &self.certificate else {
+            return;
+        };
+        self.certificate_owed
+            .retain(|&shard| !link.send(shard, ToShard::Certificate(Arc::clone(identity))));
+    }
+
+    /// SIGHUP, or a change of what is watched that has held still since the last look.
     fn due(&mut self, now: Instant) -> bool {
         let mut due = self.reloader.hangup.swap(false, Ordering::Relaxed);
         if now >= self.next_watch {
             self.next_watch = now + Duration::from_millis(WATCH_PERIOD_MS);
             let seen = fingerprint(&self.reloader);
-            if seen != self.watched {
+            if seen == self.watched {
+                self.settling = None;
+            } else if self.settling.as_ref() == Some(&seen) {
+                self.settling = None;
                 self.watched = seen;
                 due = true;
+            } else {
+                self.settling = Some(seen);
             }
         }
         due
@@ -341,15 +367,83 @@ mod tests {
             .unwrap();
         assert!(!reloads.due(now), "looked at once per period");
         let period = Duration::from_millis(WATCH_PERIOD_MS);
-        assert!(reloads.due(now + period));
+        assert!(
+            !reloads.due(now + period),
+            "seen changed: it must hold still first"
+        );
+        assert!(reloads.due(now + 2 * period), "held still for a period");
         // The denylist directory: a new `*.deny` file is a change, another file is not.
         std::fs::write(dir.join("notes.txt"), "x").unwrap();
-        assert!(!reloads.due(now + 2 * period), "not a denylist");
+        assert!(!reloads.due(now + 3 * period), "not a denylist");
+        assert!(!reloads.due(now + 4 * period), "not a denylist");
         std::fs::write(dir.join("a.deny"), "b3:00").unwrap();
-        assert!(reloads.due(now + 3 * period), "a new list");
-        std::fs::write(dir.join("a.deny"), "b3:0000").unwrap();
-        assert!(reloads.due(now + 4 * period), "a list that grew");
+        assert!(!reloads.due(now + 5 * period));
+        assert!(reloads.due(now + 6 * period), "a new list");
+        // A list written in place, growing at every look, is read once it stops.
+        for (i, text) in ["b3:0000", "b3:000000", "b3:00000000"].iter().enumerate() {
+            std::fs::write(dir.join("a.deny"), text).unwrap();
+            assert!(
+                !reloads.due(now + (7 + i as u32) * period),
+                "still being written"
+            );
+        }
+        assert!(reloads.due(now + 10 * period), "a list that grew, whole");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A signing key that signs nothing: a certificate's identity for the tests.
+    #[derive(Debug)]
+    struct NoSigner;
+
+    impl rustls::sign::SigningKey for NoSigner {
+        fn choose_scheme(
+            &self,
+            _: &[rustls::SignatureScheme],
+        ) -> Option<Box<dyn rustls::sign::Signer>> {
+            None
+        }
+
+        fn algorithm(&self) -> rustls::SignatureAlgorithm {
+            rustls::SignatureAlgorithm::ED25519
+        }
+    }
+
+    #[test]
+    fn a_rotated_certificate_reaches_a_shard_whose_inbox_was_full() {
+        let (control, shards) = links(2);
+        let mut view = View::new(policy(&[]), 2);
+        let cert = rustls::pki_types::CertificateDer::from(vec![1u8, 2, 3]);
+        let identity = Arc::new(CertifiedKey::new(vec![cert], Arc::new(NoSigner)));
+        let loaded = Arc::clone(&identity);
+        let load: LoadPolicy = Box::new(move || {
+            Ok(Reloaded {
+                policy: policy(&[]),
+                restart_keys: Vec::new(),
+                certificate: Some(Ok(Arc::clone(&loaded))),
+            })
+        });
+        let (mut reloads, hangup) = reloads(load);
+        // Shard 1's inbox is full (a stalled shard).
+        let mut filled = 0;
+        while control.send(1, ToShard::PauseScrub(true)) {
+            filled += 1;
+        }
+        let now = Instant::now();
+        hangup.store(true, Ordering::Relaxed);
+        assert!(reloads.poll(now, &control, &mut view));
+        assert!(matches!(shards[0].poll(), Some(ToShard::Certificate(_))));
+        assert_eq!(reloads.certificate_owed, [1]);
+        // Still full at the next poll: still owed. Once it drains, sent.
+        assert!(!reloads.poll(now, &control, &mut view));
+        assert_eq!(reloads.certificate_owed, [1]);
+        for _ in 0..filled {
+            assert!(matches!(shards[1].poll(), Some(ToShard::PauseScrub(true))));
+        }
+        assert!(!reloads.poll(now, &control, &mut view));
+        assert!(reloads.certificate_owed.is_empty());
+        assert!(
+            matches!(shards[1].poll(), Some(ToShard::Certificate(c)) if Arc::ptr_eq(&c, &identity))
+        );
     }
 
     #[test]

@@ -226,14 +226,16 @@ impl ControlLink {
         }
     }
 
-    pub fn send(&self, shard: usize, message: ToShard) {
+    /// Puts `message` in the shard's inbox; `false` when the inbox is full (or the shard
+    /// gone): the caller decides whether it must be sent again.
+    pub fn send(&self, shard: usize, message: ToShard) -> bool {
         message.assert_valid();
         if let (ToShard::Policy(policy), Some(sent)) = (&message, self.policy_sent.get(shard)) {
             assert_policy_follows(sent, policy);
         }
-        if let Some(tx) = self.to_shards.get(shard) {
-            let _ = tx.try_send(message);
-        }
+        self.to_shards
+            .get(shard)
+            .is_some_and(|tx| tx.try_send(message).is_ok())
     }
 
     /// Every report waiting now.
