@@ -40,7 +40,7 @@ fn get_as(stream: &mut TcpStream, pending: &mut Vec<u8>, tenant: &str) -> Respon
 /// A GET of a missing object on a kept-alive connection, with extra header lines.
 fn get_with_head(stream: &mut TcpStream, pending: &mut Vec<u8>, headers: &str) -> Response {
     let missing = Address::of(b"not stored");
-    let raw = format!("GET /o/{missing} HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
+    let raw = format!("GET /o/{missing} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n");
     stream.write_all(raw.as_bytes()).unwrap();
     read_response(stream, pending, false).unwrap()
 }
@@ -52,6 +52,46 @@ fn hangup(n: &Node) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Bytes are charged as a transfer starts, not when it ends: a tenant whose answer is
+/// still streaming finds its bucket in debt on its next request, on any connection.
+/// Before, every transfer it started at once was admitted on one byte of the bucket
+/// (HTTP/2 streams, connections, OAP/1 requests), and a stream cut short was never
+/// charged on OAP/1.
+#[test]
+fn a_transfer_under_way_has_charged_its_bytes_already() {
+    let config = r#"
+[tenants.bytes]
+tokens = ["tok-bytes"]
+bytes_per_s = 100000
+bytes_burst = 200000
+
+[tenants.free]
+tokens = ["tok-free"]
+"#;
+    let (n, _) = configured_node("quota-concurrent", config, &["--shards", "1"]);
+    // Larger than what loopback's socket buffers hold: the answer cannot end until read.
+    let data = bytes(9, 48 << 20);
+    let r = put(n.http, "/o", &data, &bearer("free"));
+    assert_eq!(r.status, 201, "{r:?}");
+    let addr = r.json()["obj"].as_str().unwrap().to_string();
+
+    let mut streaming = connect(n.http);
+    let raw = format!(
+        "GET /o/{addr} HTTP/1.1\r\nHost: localhost\r\n{}Connection: close\r\n\r\n",
+        bearer("bytes")
+    );
+    streaming.write_all(raw.as_bytes()).unwrap();
+    let mut first = [0u8; 12];
+    std::io::Read::read_exact(&mut streaming, &mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200", "the download has started");
+
+    let mut other = connect(n.http);
+    let refused = get_as(&mut other, &mut Vec::new(), "bytes");
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.json()["code"], "over_quota");
+    drop(streaming);
 }
 
 #[test]
@@ -574,7 +614,10 @@ fn metrics_parse_with_an_independent_prometheus_parser() {
     let mut conn = connect(n.http);
     let mut pending = Vec::new();
     for _ in 0..3 {
-        let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: t\r\n{}\r\n", bearer("a"));
+        let raw = format!(
+            "GET /o/{addr} HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+            bearer("a")
+        );
         conn.write_all(raw.as_bytes()).unwrap();
         read_response(&mut conn, &mut pending, false).unwrap();
     }
@@ -724,7 +767,7 @@ fn admin_probe_answers_while_a_client_trickles_a_head() {
             .set_read_timeout(Some(Duration::from_secs(1)))
             .unwrap();
         probe
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .unwrap();
         let r = read_response(&mut probe, &mut Vec::new(), false)
             .unwrap_or_else(|e| panic!("probe {i} unanswered while a head trickles: {e}"));

@@ -290,6 +290,13 @@ impl ShardQuotas {
         state.bytes.tokens -= bytes as f64;
     }
 
+    /// Gives back object bytes charged up front that a request did not move.
+    pub fn refund_bytes(&mut self, key: QuotaKey, bytes: u64) {
+        if let Some(state) = self.tenants.get_mut(&key.0) {
+            state.bytes.tokens += bytes as f64;
+        }
+    }
+
     /// Keeps the table within `tenants_max`: drops tenants idle since the last report
     /// first (one sweep per period at most); then an arbitrary one (it starts over with a
     /// full bucket — the bound on what a flood of distinct tenants can gain).

@@ -54,6 +54,8 @@ pub struct Ticket {
     protocol: Protocol,
     op: Op,
     started: Instant,
+    /// Object bytes already charged to the tenant's bucket ([`Admission::charge_up_front`]).
+    bytes_charged: u64,
 }
 
 impl Ticket {
@@ -133,13 +135,33 @@ impl Admission {
             protocol,
             op,
             started,
+            bytes_charged: 0,
         })
     }
 
-    /// Ends an admitted request: charges its object bytes and records it.
+    /// Charges the object bytes a request is about to move (an answer's span, an
+    /// upload's declared length) before it moves them: a tenant's next request, on this
+    /// connection or any other, finds the bucket already in debt. Charged only at the end,
+    /// as many large transfers as a tenant could start at once were admitted on one
+    /// byte of the bucket.
+    pub fn charge_up_front(&self, ticket: &mut Ticket, bytes: u64) {
+        if let (Some(key), true) = (ticket.quota, bytes > 0) {
+            self.quotas.borrow_mut().charge_bytes(key, bytes);
+            ticket.bytes_charged += bytes;
+        }
+    }
+
+    /// Ends an admitted request: settles its object bytes — what it moved beyond what
+    /// was charged up front is charged, what was charged and not moved (an upload cut
+    /// short) given back — and records it.
     pub fn finish(&self, ticket: Ticket, status: u16, object_bytes: u64) {
-        if let (Some(key), true) = (ticket.quota, object_bytes > 0) {
-            self.quotas.borrow_mut().charge_bytes(key, object_bytes);
+        if let Some(key) = ticket.quota {
+            let mut quotas = self.quotas.borrow_mut();
+            match object_bytes.checked_sub(ticket.bytes_charged) {
+                Some(0) => {}
+                Some(owed) => quotas.charge_bytes(key, owed),
+                None => quotas.refund_bytes(key, ticket.bytes_charged - object_bytes),
+            }
         }
         self.record(ticket.protocol, ticket.op, status, ticket.started);
     }

@@ -66,6 +66,9 @@ pub(super) async fn get<S: Transport>(
     }
     conn.wbuf.extend_from_slice(&answer.shape.length_header());
     conn.object_bytes = answer.shape.encoded_len();
+    if let Some(ticket) = conn.ticket.as_mut() {
+        ctx.admission.charge_up_front(ticket, conn.object_bytes);
+    }
     send_body(ctx, conn, req, answer).await?;
     Ok(200)
 }

@@ -98,6 +98,9 @@ pub(super) async fn try_get<S: Transport>(
             match stream {
                 Some(mut stream) => {
                     conn.object_bytes = span.len;
+                    if let Some(ticket) = conn.ticket.as_mut() {
+                        ctx.admission.charge_up_front(ticket, span.len);
+                    }
                     send_body(ctx, conn, &req.corr_id, &mut stream).await?;
                 }
                 None => write_out(ctx, conn).await?,

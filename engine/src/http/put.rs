@@ -53,6 +53,9 @@ pub(super) async fn upload<S: Transport>(
         Ok(session) => session,
         Err(refusal) => return refuse_upload(ctx, conn, req, &refusal).await,
     };
+    if let (BodyFraming::Length(declared), Some(ticket)) = (req.body, conn.ticket.as_mut()) {
+        ctx.admission.charge_up_front(ticket, declared);
+    }
     if req.expect_continue {
         conn.wbuf.clear();
         conn.wbuf

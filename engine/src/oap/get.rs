@@ -50,6 +50,8 @@ pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetReques
         proof: req.proof,
         span: stream.span(),
     };
+    let mut ticket = ticket;
+    ctx.admission.charge_up_front(&mut ticket, frames.span.len);
     match frames.send_all(&out, &mut stream, &ticket).await {
         Ok(()) => ctx
             .admission

@@ -363,10 +363,12 @@ impl<S: Transport> Reader<S> {
         &mut self,
         corr_id: u64,
         start: PutStart,
-        ticket: Ticket,
+        mut ticket: Ticket,
     ) -> Result<(), Refusal> {
         let has_more = start.has_more;
+        let declared = start.len;
         let (session, copies) = put::begin(&self.ctx, start).await?;
+        self.ctx.admission.charge_up_front(&mut ticket, declared);
         let put = PutState {
             session,
             ticket,
