@@ -183,6 +183,10 @@ pub const MANIFEST_CACHE_ENTRIES_MAX: usize = 64;
 pub const MANIFEST_CACHE_BYTES_MAX: usize = 32 << 20;
 /// Manifests a shard reads and parses at once, at most (each up to 16 MiB in memory).
 pub const MANIFEST_LOADS_MAX: u64 = 4;
+/// The longest one manifest load may hold its slot once its object is found (reading
+/// it, read through if need be, and parsing it): a stored 16 MiB manifest takes
+/// milliseconds, so only a trickling upstream reaches it.
+pub const MANIFEST_LOAD_MS_MAX: u64 = 20_000;
 /// Manifests up to this size are parsed on the shard; larger ones on the blocking pool.
 pub const MANIFEST_INLINE_PARSE_BYTES_MAX: usize = 64 * 1024;
 /// How long the close of an HTTP/1.1 connection whose answer left a request's body

@@ -148,6 +148,8 @@ pub enum Refusal {
     },
     #[error("{addr} is not stored here and its upstream delivered nothing verified within {timeout_ms} ms")]
     GatewayTimeout { addr: Address, timeout_ms: u64 },
+    #[error("the manifest of bundle {addr} did not arrive whole within {timeout_ms} ms (a slow upstream); try again")]
+    ManifestLoadTimeout { addr: Address, timeout_ms: u64 },
     #[error("{addr} is not stored here and the origin {upstream} has no such object")]
     UpstreamNotFound { addr: Address, upstream: String },
     #[error("shard {shard} has {fetches} read-through fetches under way, its most")]
@@ -247,7 +249,7 @@ impl Refusal {
             | DataOutOfOrder { .. }
             | DataNamesOther { .. } => ErrorCode::BadRequest,
             BadGateway { .. } => ErrorCode::BadGateway,
-            GatewayTimeout { .. } => ErrorCode::GatewayTimeout,
+            GatewayTimeout { .. } | ManifestLoadTimeout { .. } => ErrorCode::GatewayTimeout,
             TooManyFetches { .. } => ErrorCode::Overloaded,
             BadCopies { .. } | CopiesOverReplicas { .. } => ErrorCode::BadRequest,
             TooFewCopies { .. } | CopiesUnproven { .. } => ErrorCode::NotReady,

@@ -659,3 +659,55 @@ fn a_blocked_bundle_stops_serving_at_once_even_with_its_manifest_cached() {
         assert_eq!(r.json()["code"], "blocked", "{page}");
     }
 }
+
+/// A site stored here loads at once while anonymous requests for addresses nobody has
+/// wait on a read-through that never answers: a lookup holds no manifest slot (before,
+/// each took one of a shard's four for its whole wait, and four such requests every
+/// fetch timeout kept every cold bundle of the shard from loading).
+#[test]
+fn lookups_of_missing_bundles_hold_no_slot_a_stored_site_needs() {
+    let (stalled, taken) = silent_listener();
+    let dir = temp_dir("bundle-slots");
+    let site = dir.with_extension("site");
+    let _ = std::fs::remove_dir_all(&site);
+    write_site(&site);
+    let origin = format!("http://{stalled}");
+    let flags = [
+        "--shards",
+        "1",
+        "--origin",
+        &origin,
+        "--fetch-timeout-ms",
+        "8000",
+    ];
+    let n = Node::start(&dir, &flags);
+    let bundle = packed_address(&pack(&n, &site, &[]));
+
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let lookups: Vec<_> = (0..6u8)
+        .map(|i| {
+            let (at, answered) = (n.http, std::sync::Arc::clone(&answered));
+            let missing = Address::of(&[i; 9]);
+            std::thread::spawn(move || {
+                let r = get(at, &format!("/o/{missing}/index.html")).unwrap();
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                r.status
+            })
+        })
+        .collect();
+    wait_for(
+        "every lookup waits on the origin",
+        Duration::from_secs(10),
+        || taken.load(std::sync::atomic::Ordering::SeqCst) >= 6,
+    );
+    let r = get(n.http, &format!("/o/{bundle}/index.html")).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        answered.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the stored site answered while every lookup still waited"
+    );
+    for lookup in lookups {
+        assert_eq!(lookup.join().unwrap(), 504);
+    }
+}

@@ -163,23 +163,6 @@ fn bad_groups(n: &Node) -> f64 {
     gauge(n.admin, "ron_fetch_failures_total{reason=\"bad_group\"}").unwrap()
 }
 
-/// A listener on loopback that takes connections and never answers (held open until
-/// the test process ends); where it listens, and how many it took.
-fn silent_listener() -> (SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let at = listener.local_addr().unwrap();
-    let taken = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&taken);
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in listener.incoming().flatten() {
-            counted.fetch_add(1, Ordering::Relaxed);
-            held.push(c);
-        }
-    });
-    (at, taken)
-}
-
 /// Node `i`'s flags in a network bootstrapped from `p2p[0]`: `base`, its p2p port, and
 /// the OAP/1 port it advertises when a proxy (`front`) stands in front of it.
 fn network_flags(p2p: &[u16], i: usize, base: &[&str], front: Option<&TcpListener>) -> Vec<String> {

@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Duration;
 
 use ron_codec::bundle::{self, Encoding, Entry, Manifest};
 use ron_codec::http::accept;
@@ -21,6 +22,7 @@ use ron_codec::http::response::ResponseHead;
 use ron_codec::{Address, ErrorCode};
 use ron_io::stream::Transport;
 use ron_link::counters::BUNDLE_CODINGS;
+use ron_shards::lifecycle::finished_within;
 
 use super::get::{self, Shown, ShownAs};
 use super::request::{quoted_etag, Request};
@@ -31,7 +33,7 @@ use crate::limits::{
     MANIFEST_CACHE_BYTES_MAX, MANIFEST_CACHE_ENTRIES_MAX, MANIFEST_INLINE_PARSE_BYTES_MAX,
 };
 use crate::refusal::Refusal;
-use crate::service::Span;
+use crate::service::{Object, Span};
 
 pub(super) async fn get<S: Transport>(
     ctx: &HttpContext,
@@ -233,10 +235,13 @@ fn not_acceptable(entry: &Entry) -> Refusal {
 }
 
 /// The bundle's manifest: from the cache, or read (verified) and parsed. At most
-/// [`crate::limits::MANIFEST_LOADS_MAX`] are read at once per shard (each up to 16 MiB in memory); a
-/// request that waited finds in the cache what the load before it put there. The
-/// denylist is asked first, every time: a manifest cached before its bundle was blocked
-/// must not keep the site up (a popular one would never leave the cache).
+/// [`crate::limits::MANIFEST_LOADS_MAX`] are read at once per shard (each up to 16 MiB in
+/// memory), each for at most [`crate::limits::MANIFEST_LOAD_MS_MAX`]; a request that
+/// waited finds in the cache what the load before it put there. The object is found
+/// (stored, or its read-through started and its first group in) before a slot is
+/// taken: a client asking for addresses nobody has waits on its own lookups, holding
+/// none. The denylist is asked first, every time: a manifest cached before its bundle
+/// was blocked must not keep the site up (a popular one would never leave the cache).
 async fn manifest(
     ctx: &HttpContext,
     bundle: &Address,
@@ -246,6 +251,7 @@ async fn manifest(
     if let Some(known) = ctx.manifests.borrow_mut().get(bundle) {
         return known;
     }
+    let object = ctx.service.find(bundle, ticket).await?;
     let _permit = ctx
         .manifest_loads
         .acquire_permit(1)
@@ -254,7 +260,14 @@ async fn manifest(
     if let Some(known) = ctx.manifests.borrow_mut().get(bundle) {
         return known;
     }
-    let bytes = manifest_bytes(ctx, bundle, ticket).await?;
+    let timeout_ms = crate::limits::MANIFEST_LOAD_MS_MAX;
+    let load = manifest_bytes(ctx, bundle, &object);
+    let bytes = finished_within(Duration::from_millis(timeout_ms), load)
+        .await
+        .ok_or(Refusal::ManifestLoadTimeout {
+            addr: *bundle,
+            timeout_ms,
+        })??;
     let len = bytes.len();
     match parse(bytes).await {
         Ok(manifest) => {
@@ -275,9 +288,8 @@ async fn manifest(
 async fn manifest_bytes(
     ctx: &HttpContext,
     bundle: &Address,
-    ticket: Option<&Ticket>,
+    object: &Object,
 ) -> Result<Vec<u8>, Refusal> {
-    let object = ctx.service.find(bundle, ticket).await?;
     let len = object.len();
     if len > bundle::MANIFEST_BYTES_MAX as u64 {
         let refusal = Refusal::Codec(ron_codec::Error::BadManifest {
@@ -293,7 +305,7 @@ async fn manifest_bytes(
     if len > 0 {
         let mut stream = ctx
             .service
-            .stream(&object, Span::resolve(None, len)?)
+            .stream(object, Span::resolve(None, len)?)
             .await?;
         while let Some(group) = stream.next().await {
             bytes.extend_from_slice(&group?.bytes);

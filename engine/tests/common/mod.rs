@@ -542,6 +542,23 @@ pub fn wait_for_policy(n: &Node, version: u64) {
     );
 }
 
+/// A listener on loopback that takes connections and never answers (held open until
+/// the test process ends); where it listens, and how many it took.
+pub fn silent_listener() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = listener.local_addr().unwrap();
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&taken);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::Relaxed);
+            held.push(c);
+        }
+    });
+    (at, taken)
+}
+
 /// Runs `ron serve` with `args` to completion (for start-up refusals).
 pub fn run_ron(data_dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ron"))
