@@ -66,6 +66,8 @@ pub enum Refusal {
     HeadTimeout { timeout_ms: u64 },
     #[error("If-Match names no current ETag of {addr}: its one ETag is the strong \"{addr}\"")]
     PreconditionFailed { addr: Address },
+    #[error("precondition failed for {addr}: {why}; nothing was written or removed")]
+    WritePreconditionFailed { addr: Address, why: &'static str },
     #[error(
         "If-Match names no current ETag of this bao answer: its one ETag is the strong {etag}"
     )]
@@ -227,6 +229,7 @@ impl Refusal {
             MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             HeadTimeout { .. } => ErrorCode::RequestTimeout,
             PreconditionFailed { .. }
+            | WritePreconditionFailed { .. }
             | BaoPreconditionFailed { .. }
             | BlockPreconditionFailed { .. } => ErrorCode::PreconditionFailed,
             NotAcceptable | NoAcceptableCoding { .. } => ErrorCode::NotAcceptable,

@@ -980,3 +980,55 @@ fn a_suffix_range_of_the_empty_object_is_answered_whole() {
     assert_eq!(r.status, 416);
     assert_eq!(r.header("Content-Range"), Some("bytes */0"));
 }
+
+/// RFC 9110 §13.2.2 on writes: a PUT or DELETE of an address honours If-Match and
+/// If-None-Match against whether this node holds the object (its one representation,
+/// whose strong ETag is its address), before a body is read or a copy removed.
+/// Before, both were ignored: `If-None-Match: *` (a create-only PUT) overwrote nothing
+/// but answered 200, and a DELETE with a stale If-Match removed the copy.
+#[test]
+fn put_and_delete_honour_their_preconditions() {
+    let n = Node::start(
+        &temp_dir("write-preconditions"),
+        &["--shards", "1", "--admin-token", "adm"],
+    );
+    let data = bytes(21, 5_000);
+    let addr = Address::of(&data);
+    let path = format!("/o/{addr}");
+    let etag = format!("\"{addr}\"");
+    let if_match = |tag: &str| format!("If-Match: {tag}\r\n");
+
+    let r = put(n.http, &path, &data, &if_match(&etag));
+    assert_eq!(r.status, 412, "not held: If-Match fails: {r:?}");
+    assert_eq!(r.json()["code"], "precondition_failed");
+    assert_eq!(
+        r.json()["message"],
+        format!("precondition failed for {addr}: If-Match names no current ETag of it here; nothing was written or removed")
+    );
+    assert_eq!(get(n.http, &path).unwrap().status, 404);
+    assert_eq!(
+        put(n.http, &path, &data, "If-None-Match: *\r\n").status,
+        201
+    );
+
+    let r = put(n.http, &path, &data, "If-None-Match: *\r\n");
+    assert_eq!(r.status, 412, "held: a create-only PUT is refused: {r:?}");
+    assert_eq!(
+        r.json()["message"],
+        format!("precondition failed for {addr}: If-None-Match names it, and this node holds it; nothing was written or removed")
+    );
+    assert_eq!(put(n.http, &path, &data, &if_match(&etag)).status, 200);
+    assert_eq!(put(n.http, &path, &data, &if_match("*")).status, 200);
+
+    let delete = |fields: &str| {
+        let raw = format!(
+            "DELETE {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer adm\r\n{fields}Connection: close\r\n\r\n"
+        );
+        request(n.http, raw.as_bytes()).unwrap()
+    };
+    let stale = format!("\"{}\"", Address::of(b"another object"));
+    assert_eq!(delete(&if_match(&stale)).status, 412);
+    assert_eq!(get(n.http, &path).unwrap().status, 200, "nothing removed");
+    assert_eq!(delete(&if_match(&etag)).status, 200);
+    assert_eq!(get(n.http, &path).unwrap().status, 404);
+}

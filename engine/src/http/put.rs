@@ -41,7 +41,16 @@ pub(super) async fn upload<S: Transport>(
         .clone()
         .map_err(|given| Refusal::BadCopies { given })
         .and_then(|want| ctx.service.check_copies(want).map(|()| want));
-    let begun = match credential.check().and(copies).and(declared) {
+    let precondition = match announced {
+        Some(addr) if credential.check().is_ok() => req.write_precondition(ctx, &addr).await,
+        _ => Ok(()),
+    };
+    let begun = match credential
+        .check()
+        .and(precondition)
+        .and(copies)
+        .and(declared)
+    {
         Ok(declared) => {
             ctx.service
                 .begin_upload(&credential, declared, announced)

@@ -17,6 +17,7 @@ use super::ipfs::{ipfs_target, IpfsRequest};
 use super::HttpContext;
 use crate::admission::{Claims, Identity};
 use crate::limits::{COPIES_MAX, CORR_ID_BYTES_MAX};
+use crate::refusal::Refusal;
 
 pub(super) struct Request {
     pub method: Method,
@@ -233,6 +234,8 @@ pub(super) struct Conditions {
     pub if_match_failed: bool,
     /// `If-None-Match` names `*` or the object's ETag, weakly compared (304).
     pub if_none_match_hit: bool,
+    /// `If-Match` was sent at all: a write then needs the object to exist.
+    pub if_match_sent: bool,
 }
 
 impl Conditions {
@@ -251,10 +254,32 @@ impl Conditions {
         // Strong comparison: a weak tag never matches (§13.1.1).
         let strong = |tag: &[u8]| tag == b"*" || tag == etag;
         let weak = |tag: &[u8]| tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag;
+        let if_match_sent = if_match.is_some();
         Conditions {
             if_match_failed: if_match.is_some_and(|mut tags| !tags.any(strong)),
             if_none_match_hit: if_none_match.any(weak),
+            if_match_sent,
         }
+    }
+
+    /// Whether a PUT or DELETE of the object may go on (RFC 9110 §13.2.2), given whether
+    /// this node holds it (its one current representation): `If-Match` needs it held
+    /// under a tag it names (or `*`); `If-None-Match` needs it not held, or held under
+    /// none of the tags it names. Else 412, before a body is read or a copy removed.
+    pub fn allow_write(&self, addr: &Address, held: bool) -> Result<(), Refusal> {
+        let failed = |why| Err(Refusal::WritePreconditionFailed { addr: *addr, why });
+        if self.if_match_sent && (!held || self.if_match_failed) {
+            return failed("If-Match names no current ETag of it here");
+        }
+        if held && self.if_none_match_hit {
+            return failed("If-None-Match names it, and this node holds it");
+        }
+        Ok(())
+    }
+
+    /// Whether the request carried `If-Match` or an `If-None-Match` that could apply.
+    pub fn any(&self) -> bool {
+        self.if_match_sent || self.if_none_match_hit
     }
 }
 
@@ -266,6 +291,20 @@ pub(super) fn quoted_etag(addr: &Address) -> [u8; 69] {
 }
 
 impl Request {
+    /// `If-Match` / `If-None-Match` of a PUT or DELETE of `addr`, against whether this
+    /// node holds it (looked up only when one was sent).
+    pub async fn write_precondition(
+        &self,
+        ctx: &HttpContext,
+        addr: &Address,
+    ) -> Result<(), Refusal> {
+        if !self.conditions.any() {
+            return Ok(());
+        }
+        let held = ctx.service.find_held(addr).await.is_ok();
+        self.conditions.allow_write(addr, held)
+    }
+
     pub fn op(&self) -> Op {
         match (&self.route, self.method) {
             (
