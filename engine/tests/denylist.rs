@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -343,4 +346,77 @@ fn a_blocked_address_is_never_fetched_served_to_peers_or_copied_here() {
     for n in [&mut blocking, &mut other] {
         n.stop();
     }
+}
+
+/// An origin that answers requests for `body` (none has an outboard): its head and
+/// first half at once, the rest when `release` is sent; counts the requests it took.
+fn gated_origin(body: Vec<u8>) -> (String, std::sync::mpsc::Sender<()>, Arc<AtomicU64>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let taken = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&taken);
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut head = [0u8; 4096];
+            let read = std::io::Read::read(&mut conn, &mut head).unwrap_or(0);
+            if String::from_utf8_lossy(&head[..read]).contains(".obao ") {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+            let start = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let half = body.len() / 2;
+            let _ = conn.write_all(start.as_bytes());
+            let _ = conn.write_all(&body[..half]);
+            let _ = released.recv_timeout(Duration::from_secs(30));
+            let _ = conn.write_all(&body[half..]);
+        }
+    });
+    (url, release, taken)
+}
+
+/// A block that arrives while an object is being read through: the fetch completes,
+/// verified, but nothing is stored (before, it was committed as an evictable copy and
+/// announced again after the block had withdrawn it).
+#[test]
+fn an_object_blocked_while_it_is_fetched_is_not_stored() {
+    let body = bytes(12, 400_000);
+    let addr = Address::of(&body);
+    let (origin, release, taken) = gated_origin(body);
+    let lists = temp_dir("deny-mid-fetch-lists");
+    std::fs::create_dir_all(&lists).unwrap();
+    let list_dir = lists.to_str().unwrap().to_string();
+    let n = Node::start(
+        &temp_dir("deny-mid-fetch"),
+        &[
+            "--shards",
+            "1",
+            "--origin",
+            &origin,
+            "--denylist",
+            &list_dir,
+        ],
+    );
+    let reader = {
+        let at = n.http;
+        std::thread::spawn(move || get(at, &format!("/o/{addr}")).unwrap().status)
+    };
+    wait_for("the fetch is under way", WAIT, || {
+        taken.load(Ordering::SeqCst) == 1
+    });
+    write_list(&lists, "takedown.deny", &format!("b3:{}\n", hex(&addr)));
+    wait_for_policy(&n, 2);
+    release.send(()).unwrap();
+    let status = reader.join().unwrap();
+    assert_ne!(status, 200, "a blocked object is not served");
+    assert_eq!(status_of(&n, &addr), 451);
+    let stats = get(n.admin, "/admin/stats").unwrap().json();
+    assert_eq!(stats["fetched"]["objects"], 0, "nothing stored: {stats}");
+    assert_eq!(stored_objects(&n), 0, "nothing stored: {stats}");
 }

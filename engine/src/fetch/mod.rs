@@ -598,12 +598,20 @@ impl ReadThrough {
     }
 
     /// Commits a verified fetched object: a placement copy as kept, a read-through copy
-    /// as evictable (docs/design/eviction.md).
+    /// as evictable (docs/design/eviction.md) — unless the denylist blocked it while it
+    /// was fetched: then nothing is stored (nor announced again after its withdrawal).
     async fn commit_copy(
         &self,
         mut staged: ron_shards::StagedObject,
         keep: bool,
     ) -> Result<CommitOutcome, AttemptError> {
+        let addr = staged.meta.addr();
+        if self.blocked.blocks(&addr) {
+            ron_shards::discard(staged).await;
+            return Err(storage_error(format!(
+                "{addr} was blocked by the denylist while it was fetched: not stored"
+            )));
+        }
         staged.retention = match keep {
             true => ron_shards::Retention::Kept,
             false => ron_shards::Retention::Evictable,
