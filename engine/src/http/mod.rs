@@ -398,6 +398,9 @@ async fn route<S: Transport>(
     // call site: two would each get a slot in this future, which is moved whole into
     // its box on every request (`serve_one`).
     let keep = keep && req.body_is_empty();
+    // And the close lingers, as a refused upload's does: a client still sending that body
+    // reads the answer instead of a reset.
+    conn.body_left_unread |= !req.body_is_empty();
     let status = answer_without_body(ctx, conn, req, keep).await?;
     Ok((status, After::keep_if(keep)))
 }
