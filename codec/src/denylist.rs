@@ -4,8 +4,8 @@
 //! (text in, rules out, a check per address); the engine reads the files
 //! (`ron_control::reload::deny_files` lists them) and the control thread reloads them.
 //!
-//! A file is an optional header (anything before a line `---`, at most 1 MiB; only its
-//! `version` is read: 1 or absent), then one rule per line. `#` comments, blank lines
+//! A file is an optional header (the lines before a line `---`, at most 1 MiB, none of
+//! them a rule; only its `version` is read: 1 or absent), then one rule per line. `#` comments, blank lines
 //! and per-rule hints (after a space) are skipped. Rules, in terms of a ron object
 //! (BLAKE3-256 digest `d`, multihash `0x1e 0x20 d`, CIDv1 raw `0x01 0x55 0x1e 0x20 d`):
 //!
@@ -283,12 +283,13 @@ impl DenylistBuilder {
 }
 
 /// The rules' part of a file and the number of its first line: after a `---` line
-/// found within [`HEADER_BYTES_MAX`], else the whole file. A header's `version` must
-/// be 1.
+/// found within [`HEADER_BYTES_MAX`] with no rule before it, else the whole file (two
+/// lists joined with `cat`, the second with a header, keep the first's rules; the `---`
+/// is then a line not understood, reported). A header's `version` must be 1.
 fn split_header<'t>(name: &str, text: &'t str) -> Result<(&'t str, usize), DenylistError> {
     let mut at = 0;
     for (i, line) in text.split_inclusive('\n').enumerate() {
-        if at + line.len() > HEADER_BYTES_MAX {
+        if at + line.len() > HEADER_BYTES_MAX || looks_like_a_rule(line) {
             break;
         }
         if line.trim_end() == "---" {
@@ -298,6 +299,14 @@ fn split_header<'t>(name: &str, text: &'t str) -> Result<(&'t str, usize), Denyl
         at += line.len();
     }
     Ok((text, 1))
+}
+
+/// Whether a line reads as a rule (a header's lines are `key: value` and comments).
+fn looks_like_a_rule(line: &str) -> bool {
+    let line = line.trim_start();
+    ["/", "!", "b3:"]
+        .iter()
+        .any(|start| line.starts_with(start))
 }
 
 fn check_version(name: &str, header: &str) -> Result<(), DenylistError> {
@@ -554,6 +563,22 @@ b3:XYZ
         builder.add_file("plain.deny", "nonsense\n").unwrap();
         let (_, report) = builder.finish();
         assert_eq!(report.problems[0].line, 1);
+    }
+
+    #[test]
+    fn rules_before_a_later_header_are_kept_and_its_dashes_reported() {
+        // `cat plain.deny headed.deny > all.deny`: before, every rule before the `---`
+        // was taken for a header and dropped without a word.
+        let (first, second) = (digest(7), digest(8));
+        let text = format!("b3:{}\nversion: 1\n---\nb3:{}\n", hex(&first), hex(&second));
+        let (joined, report) = list(&[("all.deny", &text)]);
+        assert!(joined.blocks(&first) && joined.blocks(&second));
+        let lines: Vec<usize> = report.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [2, 3], "{:?}", report.problems);
+        // A header of comments and keys is still a header.
+        let headed = format!("# list\nname: x\n---\nb3:{}\n", hex(&first));
+        let (headed, report) = list(&[("h.deny", &headed)]);
+        assert!(headed.blocks(&first) && report.problems.is_empty());
     }
 
     proptest::proptest! {
