@@ -79,7 +79,7 @@ use ron_link::link::ControlLink;
 use ron_link::policy::{Policy, REBALANCE_PERIOD_MS};
 
 pub use admin::OwnerOf;
-pub use reload::{LoadPolicy, ReloadError, Reloaded, Reloader};
+pub use reload::{LoadCertificate, LoadPolicy, ReloadError, Reloaded, Reloader};
 
 use admin::{AdminServer, Answers};
 use heap::HeapTrimmer;

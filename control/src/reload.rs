@@ -51,13 +51,15 @@ pub struct Reloaded {
     pub policy: Policy,
     /// Keys that changed but only take effect at a restart (named in the log).
     pub restart_keys: Vec<String>,
-    /// The TLS certificate and key read again (none without TLS); `Err` names why the
-    /// pair was refused: the running one stays.
-    pub certificate: Option<Result<Arc<CertifiedKey>, String>>,
 }
 
 /// Loads the reloadable configuration again.
 pub type LoadPolicy = Box<dyn Fn() -> Result<Reloaded, ReloadError> + Send>;
+
+/// Reads the TLS certificate and key again; `Err` names why the pair was refused (the
+/// running one stays). Apart from the policy: a configuration file broken at the
+/// moment an ACME client renews the certificate must not keep the renewal out.
+pub type LoadCertificate = Box<dyn Fn() -> Result<Arc<CertifiedKey>, String> + Send>;
 
 /// How the policy is reloaded.
 pub struct Reloader {
@@ -67,6 +69,8 @@ pub struct Reloader {
     /// The denylist directory, whose `*.deny` files are watched.
     pub watch_dir: Option<PathBuf>,
     pub load: LoadPolicy,
+    /// The TLS pair's loader (none without TLS).
+    pub load_certificate: Option<LoadCertificate>,
     /// Set by the SIGHUP handler.
     pub hangup: Arc<AtomicBool>,
 }
@@ -121,11 +125,7 @@ impl Reloads {
         // One reload per change, whether a signal or the watcher saw it first.
         self.watched = fingerprint(&self.reloader);
         match (self.reloader.load)() {
-            Ok(mut reloaded) => {
-                let certificate = reloaded.certificate.take();
-                apply(reloaded, link, view);
-                self.rotate(certificate, link, view);
-            }
+            Ok(reloaded) => apply(reloaded, link, view),
             Err(error) => {
                 view.reload_failed();
                 tracing::error!(
@@ -135,6 +135,8 @@ impl Reloads {
                 );
             }
         }
+        let certificate = self.reloader.load_certificate.as_ref().map(|load| load());
+        self.rotate(certificate, link, view);
         true
     }
 
@@ -203,7 +205,6 @@ fn apply(reloaded: Reloaded, link: &ControlLink, view: &mut View) {
     let Reloaded {
         mut policy,
         restart_keys,
-        certificate: _,
     } = reloaded;
     if !restart_keys.is_empty() {
         tracing::warn!(
@@ -302,6 +303,7 @@ mod tests {
             watch: Vec::new(),
             watch_dir: None,
             load,
+            load_certificate: None,
             hangup: Arc::clone(&hangup),
         };
         (Reloads::new(reloader), hangup)
@@ -315,7 +317,6 @@ mod tests {
             Ok(Reloaded {
                 policy: policy(&["t"]),
                 restart_keys: vec!["idle_timeout_ms".into()],
-                certificate: None,
             })
         });
         let (mut reloads, hangup) = reloads(load);
@@ -345,7 +346,6 @@ mod tests {
             Ok(Reloaded {
                 policy: policy(&["t"]).with_denylist(Default::default()),
                 restart_keys: Vec::new(),
-                certificate: None,
             })
         });
         let (mut reloads, hangup) = reloads(load);
@@ -443,14 +443,10 @@ mod tests {
         let cert = rustls::pki_types::CertificateDer::from(vec![1u8, 2, 3]);
         let identity = Arc::new(CertifiedKey::new(vec![cert], Arc::new(NoSigner)));
         let loaded = Arc::clone(&identity);
-        let load: LoadPolicy = Box::new(move || {
-            Ok(Reloaded {
-                policy: policy(&[]),
-                restart_keys: Vec::new(),
-                certificate: Some(Ok(Arc::clone(&loaded))),
-            })
-        });
+        // The configuration file is broken at that moment: the certificate still rotates.
+        let load: LoadPolicy = Box::new(|| Err(ReloadError::Refused("broken".into())));
         let (mut reloads, hangup) = reloads(load);
+        reloads.reloader.load_certificate = Some(Box::new(move || Ok(Arc::clone(&loaded))));
         // Shard 1's inbox is full (a stalled shard).
         let mut filled = 0;
         while control.send(1, ToShard::PauseScrub(true)) {

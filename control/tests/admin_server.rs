@@ -40,7 +40,6 @@ impl Server {
             Ok(Reloaded {
                 policy: Policy::new(&["new".into()], vec![], QuotaLimits::default()),
                 restart_keys: vec![],
-                certificate: None,
             })
         });
         let state = ControlState {
@@ -54,6 +53,7 @@ impl Server {
                 watch: Vec::new(),
                 watch_dir: None,
                 load,
+                load_certificate: None,
                 hangup: Arc::clone(&hangup),
             }),
             owner: OwnerOf::new(|_| 0),

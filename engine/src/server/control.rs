@@ -11,7 +11,6 @@ use ron_link::dht::{DhtClient, ReplicationRoutes};
 use ron_link::link::ControlLink;
 use ron_link::policy::Policy;
 use ron_shards::layout::Routing;
-use rustls::sign::CertifiedKey;
 
 use crate::cli::Resolved;
 use crate::server::error::StartError;
@@ -57,6 +56,7 @@ pub(super) fn start_control(
             watch: watched_files(resolved),
             watch_dir: config.denylist_dir.clone(),
             load: reload_policy(resolved.clone()),
+            load_certificate: certificate_loader(&resolved.config),
             hangup: Arc::clone(&signals.hangup),
         }),
         owner: owner_of(routing.clone()),
@@ -75,13 +75,15 @@ pub(super) fn start_control(
     })
 }
 
-/// The TLS pair read again from the files the node started with (a rotation replaces
-/// their contents; new paths take a restart), or why it was refused.
-fn certificate_of(config: &crate::config::Config) -> Option<Result<Arc<CertifiedKey>, String>> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+/// Reads the TLS pair again from the files the node started with (a rotation replaces
+/// their contents; new paths take a restart), or says why it was refused.
+fn certificate_loader(config: &crate::config::Config) -> Option<ron_control::LoadCertificate> {
+    let (Some(cert), Some(key)) = (config.tls_cert.clone(), config.tls_key.clone()) else {
         return None;
     };
-    Some(ron_io::tls::certified_key(cert, key).map_err(|e| e.to_string()))
+    Some(Box::new(move || {
+        ron_io::tls::certified_key(&cert, &key).map_err(|e| e.to_string())
+    }))
 }
 
 /// Which shard owns an object, for the operator's check of one object: the control
@@ -112,7 +114,6 @@ fn reload_policy(running: Resolved) -> ron_control::LoadPolicy {
         Ok(ron_control::Reloaded {
             restart_keys,
             policy: live.policy()?,
-            certificate: certificate_of(&running.config),
         })
     })
 }
