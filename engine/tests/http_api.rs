@@ -1036,3 +1036,26 @@ fn put_and_delete_honour_their_preconditions() {
     assert_eq!(delete(&if_match(&etag)).status, 200);
     assert_eq!(get(n.http, &path).unwrap().status, 404);
 }
+
+/// RFC 9110 §14.2: "A server MUST ignore a Range header field received with any request
+/// method other than GET." A HEAD with a Range is answered as a HEAD without it: 200,
+/// the whole length, no Content-Range (before: 206 with the range's length, which a
+/// cache could store as the object's head).
+#[test]
+fn a_head_ignores_its_range() {
+    let n = node("head-range", &[]);
+    let addr = upload(&n, &bytes(31, 10_000));
+    let raw = format!(
+        "HEAD /o/{addr} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-99\r\nConnection: close\r\n\r\n"
+    );
+    let r = request(n.http, raw.as_bytes()).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("Content-Length"), Some("10000"));
+    assert_eq!(r.header("Content-Range"), None);
+    let r = get_with(n.http, &format!("/o/{addr}"), "Range: bytes=0-99\r\n");
+    assert_eq!(
+        (r.status, r.body.len()),
+        (206, 100),
+        "a GET's range still applies"
+    );
+}

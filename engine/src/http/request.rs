@@ -364,7 +364,12 @@ impl Request {
             body: head.body,
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue,
-            range: head.range.and_then(RangeSet::parse),
+            // RFC 9110 §14.2: a Range on any method but GET is ignored (HEAD answers
+            // what a GET without it would: 200 and the whole length).
+            range: head
+                .range
+                .filter(|_| head.method == Method::Get)
+                .and_then(RangeSet::parse),
             if_range_failed,
             conditions,
             representation,
