@@ -22,10 +22,11 @@
 //! the needles past the checkpoint are read back ([`scan_past`]), each checked against
 //! its address, and indexed before the shard serves: a crash loses no acknowledged
 //! object. A needle cut short or failing its check is never indexed. Where whole
-//! needles follow it, it was rot in an acknowledged batch (a torn write is the last
-//! batch of its segment, and a segment is never appended past one): the scan goes on at
-//! the next whole needle, so rot costs the rotten object and never the acknowledged ones
-//! after it ([`Skipped`]). Where none follows it is a torn tail, and the scan of that
+//! needles follow it, the scan goes on at the next whole needle ([`Skipped`]): rot in an
+//! acknowledged batch costs the rotten object, never the acknowledged ones after it (a
+//! torn write can only be the segment's last batch, since a segment is never appended
+//! past one, so a skip there is a needle of that unacknowledged batch whose bytes reached
+//! the disk out of order). Where none follows, it is a torn tail, and the scan of that
 //! segment ends.
 //! Each start of the node (and any failed append) opens a new segment, so a segment is
 //! only ever appended past bytes that were synced by the process that wrote them.
@@ -450,9 +451,9 @@ pub(crate) struct Scan {
 }
 
 /// Bytes of a segment a scan passed over: no lane has a whole, checked needle at
-/// `at`, and the next one any lane has starts `bytes` later. Written by a batch that was
-/// acknowledged (later needles are whole), so an object that needle held is lost here
-/// unless another node holds it.
+/// `at`, and the next one any lane has starts `bytes` later. Rot in an acknowledged
+/// batch (the object that needle held is lost here unless another node holds it), or,
+/// in a segment's last batch, a torn write never acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Skipped {
     pub segment: SegmentId,
@@ -472,8 +473,9 @@ const RESYNC_WINDOW_BYTES: usize = 1 << 20;
 /// needle any lane holds (found by its magic at an aligned offset and checked like
 /// every other): a needle rotten in every lane costs that object, never the
 /// acknowledged needles after it. Only a segment with no whole needle after the bad
-/// bytes ends there (a torn tail). Blocking; at start-up. Memory: one needle at a time besides the
-/// results (at most what the commit task left unindexed, bounded in `commit`).
+/// bytes ends there (a torn tail). Blocking; at start-up. Memory: one needle at a time
+/// besides the results (at most what the commit task left unindexed, bounded in
+/// `commit`), and a 1 MiB window while looking past bad bytes.
 pub(crate) fn scan_past(store_root: &Path, from: Checkpoint) -> Result<Scan, ShardError> {
     let mut scan = Scan {
         needles: Vec::new(),

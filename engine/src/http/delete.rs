@@ -19,7 +19,7 @@ pub(super) async fn remove<S: Transport>(
     close: bool,
 ) -> Result<u16, Abort> {
     let removed = match access(req.operator, ctx) {
-        Ok(()) => match req.write_precondition(ctx, addr).await {
+        Ok(()) => match req.write_precondition(ctx, Some(addr)).await {
             Ok(()) => ctx.service.remove(addr).await,
             Err(refusal) => Err(refusal),
         },

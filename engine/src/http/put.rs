@@ -41,21 +41,15 @@ pub(super) async fn upload<S: Transport>(
         .clone()
         .map_err(|given| Refusal::BadCopies { given })
         .and_then(|want| ctx.service.check_copies(want).map(|()| want));
-    let precondition = match announced {
-        Some(addr) if credential.check().is_ok() => req.write_precondition(ctx, &addr).await,
-        _ => Ok(()),
-    };
-    let begun = match credential
-        .check()
-        .and(precondition)
-        .and(copies)
-        .and(declared)
-    {
-        Ok(declared) => {
-            ctx.service
-                .begin_upload(&credential, declared, announced)
-                .await
-        }
+    let begun = match credential.check().and(copies).and(declared) {
+        Ok(declared) => match req.write_precondition(ctx, announced.as_ref()).await {
+            Ok(()) => {
+                ctx.service
+                    .begin_upload(&credential, declared, announced)
+                    .await
+            }
+            Err(refusal) => Err(refusal),
+        },
         Err(refusal) => Err(refusal),
     };
     let mut session = match begun {

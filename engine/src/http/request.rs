@@ -292,15 +292,15 @@ pub(super) fn quoted_etag(addr: &Address) -> [u8; 69] {
 
 impl Request {
     /// `If-Match` / `If-None-Match` of a PUT or DELETE of `addr`, against whether this
-    /// node holds it (looked up only when one was sent).
+    /// node holds it (looked up only when one was sent; a PUT of no address has none).
     pub async fn write_precondition(
         &self,
         ctx: &HttpContext,
-        addr: &Address,
+        addr: Option<&Address>,
     ) -> Result<(), Refusal> {
-        if !self.conditions.any() {
+        let Some(addr) = addr.filter(|_| self.conditions.any()) else {
             return Ok(());
-        }
+        };
         let held = ctx.service.find_held(addr).await.is_ok();
         self.conditions.allow_write(addr, held)
     }

@@ -531,7 +531,7 @@ fn log_replays(shard: &Shard) {
                 offset = skipped.at.0,
                 bytes = skipped.bytes,
                 claimed = claimed.as_deref().unwrap_or("unreadable"),
-                "damaged needle in every lane, whole ones after it: passed over; its object is lost here unless another node holds it"
+                "damaged needle in every lane, whole ones after it: passed over; its object is lost here unless another node holds it (or, in the segment's last batch, it was a torn write never acknowledged)"
             );
         }
     }
