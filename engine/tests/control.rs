@@ -94,6 +94,98 @@ tokens = ["tok-free"]
     drop(streaming);
 }
 
+/// A chunked upload (every HTTP/2 upload is one) declares no length to charge up front:
+/// its chunks are charged as they arrive. Before, it was charged only at its end, so a
+/// tenant could have any number of uploads under way on one byte of its bucket.
+#[test]
+fn a_chunked_upload_under_way_charges_its_chunks_as_they_arrive() {
+    let config = r#"
+[tenants.bytes]
+tokens = ["tok-bytes"]
+bytes_per_s = 1000
+bytes_burst = 200000
+"#;
+    let (n, _) = configured_node("quota-chunked", config, &["--shards", "1"]);
+    let mut uploading = connect(n.http);
+    let head = format!(
+        "PUT /o HTTP/1.1\r\nHost: localhost\r\n{}Transfer-Encoding: chunked\r\n\r\n",
+        bearer("bytes")
+    );
+    uploading.write_all(head.as_bytes()).unwrap();
+    let chunk = bytes(4, 100_000);
+    for _ in 0..3 {
+        write!(uploading, "{:x}\r\n", chunk.len()).unwrap();
+        uploading.write_all(&chunk).unwrap();
+        uploading.write_all(b"\r\n").unwrap();
+    }
+    // 300 kB of a 200 kB burst are in the node; the upload has not ended.
+    let mut other = connect(n.http);
+    let mut pending = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let r = get_as(&mut other, &mut pending, "bytes");
+        if r.status != 404 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.json()["code"], "over_quota");
+
+    // The upload still ends as it should, charged once: 300 kB, not 600 kB.
+    uploading.write_all(b"0\r\n\r\n").unwrap();
+    let mut pending = Vec::new();
+    let r = read_response(&mut uploading, &mut pending, false).unwrap();
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["len"], 300_000);
+}
+
+/// A GET over OAP/1 that ends early on a rotten group stays charged for the bytes it
+/// sent. Before, the failure refunded every byte, so a tenant could read most of a
+/// damaged object again and again for free.
+#[test]
+fn an_oap_answer_cut_by_a_rotten_group_stays_charged_for_what_it_sent() {
+    let config = r#"
+[tenants.bytes]
+tokens = ["tok-bytes"]
+bytes_per_s = 1000
+bytes_burst = 150000
+
+[tenants.free]
+tokens = ["tok-free"]
+"#;
+    let (n, _) = configured_node("quota-rotten", config, &["--shards", "1", "--ec", "off"]);
+    let data = bytes(8, 5 * 65536);
+    let r = put(n.http, "/o", &data, &bearer("free"));
+    assert_eq!(r.status, 201, "{r:?}");
+    let addr: ron_codec::Address = r.json()["obj"].as_str().unwrap().parse().unwrap();
+    let path = n.object_file(&addr);
+    let mut file = std::fs::read(&path).unwrap();
+    file[3 * 65536 + 10] ^= 1;
+    std::fs::write(&path, file).unwrap();
+
+    let endpoint = ron_client::transport::Endpoint {
+        addr: n.oap.to_string(),
+        protocol: ron_client::transport::Protocol::Oap,
+        tls: None,
+    };
+    let options = ron_client::Options {
+        token: Some("tok-bytes".into()),
+        ..ron_client::Options::default()
+    };
+    let mut client = ron_client::Client::connect(&endpoint, options.clone()).unwrap();
+    let mut sink = Vec::new();
+    let cut = client.get(addr, None, &mut sink, &mut |_| {});
+    assert!(cut.is_err(), "the rotten group ends the answer: {cut:?}");
+    let mut client = ron_client::Client::connect(&endpoint, options).unwrap();
+    match client.stat(addr) {
+        Err(ron_client::error::ClientError::Server { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (429, "over_quota"));
+        }
+        other => panic!("196,608 bytes sent of a 150 kB burst: expected 429, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_burst_past_the_bucket_gets_429_with_retry_after_and_recovers() {
     // One shard holds the whole bucket, so the numbers are exact.

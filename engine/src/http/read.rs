@@ -287,7 +287,13 @@ async fn receive_chunked<S: Transport>(
             .map_err(|e| BodyFailure::Refused(e.into()))?;
         let need_more = match step {
             ChunkedStep::Data(data) => {
+                let data_bytes = data.len() as u64;
                 upload.write(data).await?;
+                // No length was declared to charge up front: each chunk is charged as
+                // it arrives, so uploads under way put the tenant in debt now.
+                if let Some(ticket) = conn.ticket.as_mut() {
+                    ctx.admission.charge_up_front(ticket, data_bytes);
+                }
                 false
             }
             ChunkedStep::NeedMore => true,

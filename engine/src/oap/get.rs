@@ -52,12 +52,20 @@ pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetReques
     };
     let mut ticket = ticket;
     ctx.admission.charge_up_front(&mut ticket, frames.span.len);
-    match frames.send_all(&out, &mut stream, &ticket).await {
+    let mut sent_bytes = 0;
+    match frames
+        .send_all(&out, &mut stream, &ticket, &mut sent_bytes)
+        .await
+    {
         Ok(()) => ctx
             .admission
             .finish(ticket, frames.span.status(), frames.span.len),
         Err(Some(refusal)) => {
-            refuse(&ctx, &out, corr_id, &refusal, Account::Admitted(ticket, 0)).await;
+            // What went out before the failure stays charged (a proof's whole groups
+            // count no more than the span).
+            let moved = sent_bytes.min(frames.span.len);
+            let account = Account::Admitted(ticket, moved);
+            refuse(&ctx, &out, corr_id, &refusal, account).await;
         }
         Err(None) => {}
     }
@@ -104,11 +112,13 @@ impl DataFrames<'_> {
     /// START rides with the first DATA frame and END with the last, so a small GET is
     /// one unit for the writer. `Err(None)`: the connection closed; `Err(Some)`: a later
     /// group failed verification — the stream ends with that error, its bytes unsent.
+    /// `sent_bytes` counts the object bytes handed to the writer.
     async fn send_all(
         &self,
         out: &SharedOutboxes,
         stream: &mut GroupStream,
         ticket: &Ticket,
+        sent_bytes: &mut u64,
     ) -> Result<(), Option<Refusal>> {
         let mut head = self.start_frame();
         if self.span.len == 0 {
@@ -125,9 +135,11 @@ impl DataFrames<'_> {
         while let Some(group) = stream.next().await {
             let last = stream.is_finished();
             let frame = self.data_frame(stream, group.map_err(Some)?, head, last);
+            let body_bytes = frame.body.len() as u64;
             push(out, self.corr_id, frame, last, Some(ticket))
                 .await
                 .map_err(|_| None)?;
+            *sent_bytes += body_bytes;
             head = BytesMut::new();
         }
         Ok(())
