@@ -6,7 +6,9 @@
 //!   and splits each tenant's quota across the shards by demand ([`shares`]); on SIGHUP
 //!   or when the configuration file changes it asks the engine to load the policy again
 //!   and sends a good result to every shard, or logs why it kept the running one
-//!   ([`reload`]); when the shards have served nobody for a while it hands the
+//!   ([`reload`]); on a node in a network it withdraws from the DHT what the denylist
+//!   blocks by name — at start, and what a changed list newly blocks once every shard
+//!   runs it (`withdrawals`); when the shards have served nobody for a while it hands the
 //!   heap's free pages back to the kernel, at most once a minute ([`heap`]); after any
 //!   of these it publishes what the admin answers show ([`view`]);
 //! - the **admin server** ([`admin`]) on its own port: an acceptor thread and one
@@ -65,6 +67,7 @@ pub mod reload;
 pub mod reports;
 pub mod shares;
 pub mod view;
+mod withdrawals;
 
 use std::io::{Error, ErrorKind};
 use std::net::{SocketAddr, TcpListener};
@@ -86,6 +89,7 @@ use heap::HeapTrimmer;
 use prometheus::Scrapes;
 use reload::Reloads;
 use view::{Board, View};
+use withdrawals::Withdrawals;
 
 /// How often the control thread wakes: how soon it notices SIGHUP and `stop`. An idle
 /// node's wake-ups are these and the shards' slow timers (docs/OPERATIONS.md "Idle cost").
@@ -135,6 +139,10 @@ pub fn spawn(
     }
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
+    let withdrawals = match &state.dht {
+        Some(_) => Withdrawals::at_start(&state.policy.denylist, state.policy.version),
+        None => Withdrawals::default(),
+    };
     let view = View::new(state.policy, shards);
     let board = Arc::new(Board::new(view.publish()));
     let heap = HeapTrimmer::new(state.shards.clone(), Instant::now());
@@ -150,6 +158,8 @@ pub fn spawn(
         scrapes: Scrapes::default(),
     };
     let control = Control {
+        dht: answers.dht.clone(),
+        withdrawals,
         admin: AdminServer::spawn(listener, answers)?,
         link: state.link,
         stop: state.stop,
@@ -175,6 +185,9 @@ struct Control {
     board: Arc<Board>,
     admin: AdminServer,
     heap: HeapTrimmer,
+    /// The DHT thread, on a node with `--p2p`: what the denylist blocks is withdrawn.
+    dht: Option<DhtClient>,
+    withdrawals: Withdrawals,
 }
 
 impl Control {
@@ -190,7 +203,17 @@ impl Control {
                 changed = true;
             }
             if let Some(reloads) = &mut self.reloads {
+                let running = Arc::clone(&self.view.policy().denylist);
                 changed |= reloads.poll(now, &self.link, &mut self.view);
+                let policy = self.view.policy();
+                if self.dht.is_some() && !Arc::ptr_eq(&running, &policy.denylist) {
+                    self.withdrawals
+                        .changed(&running, &policy.denylist, policy.version);
+                }
+            }
+            if let Some(dht) = &self.dht {
+                let versions = self.view.reports().iter().map(|r| r.policy_version);
+                self.withdrawals.poll(dht, versions);
             }
             if let Some(released_bytes) = self.heap.poll(now) {
                 self.view.heap_trimmed(released_bytes);

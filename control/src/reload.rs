@@ -213,9 +213,9 @@ fn apply(reloaded: Reloaded, link: &ControlLink, view: &mut View) {
         );
     }
     policy.version = view.policy().version;
-    // An unchanged denylist keeps the running list's `Arc`: each shard sees the list it
-    // holds and does nothing, where a copy would have it walk every rule for what the
-    // "new" list blocks (a reload of tokens alone, with millions of rules).
+    // An unchanged denylist keeps the running list's `Arc`: one copy in memory, and no
+    // walk of every rule for what the "new" list blocks (a reload of tokens alone, with
+    // millions of rules: see `withdrawals`).
     if policy.denylist == view.policy().denylist {
         policy.denylist = Arc::clone(&view.policy().denylist);
     }

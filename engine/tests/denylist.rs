@@ -343,6 +343,21 @@ fn a_blocked_address_is_never_fetched_served_to_peers_or_copied_here() {
         fetch_failures > Some(0.0),
         "A's refusals are B's failures"
     );
+
+    // u is stored on A and provided; a list dropped into the directory while A runs
+    // blocks it: the reload withdraws it (the control thread, once every shard runs
+    // the new list).
+    let u_data = bytes(13, 30_000);
+    let u = upload(&blocking, &u_data);
+    wait_for("A to provide u", WAIT, || {
+        metric(blocking.admin, "ron_dht_provided_keys") == 1
+    });
+    write_list(&lists, "later.deny", &format!("b3:{}\n", hex(&u)));
+    wait_for_policy(&blocking, 2);
+    wait_for("A to withdraw u", WAIT, || {
+        metric(blocking.admin, "ron_dht_provided_keys") == 0
+    });
+    assert_eq!(status_of(&blocking, &u), 451);
     for n in [&mut blocking, &mut other] {
         n.stop();
     }

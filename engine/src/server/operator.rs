@@ -2,8 +2,8 @@
 //! shard's inbox and taken at its clock's tick: pause or resume the scrubber, check one
 //! object now (`ron repair`) or remove this node's copy of one (`ron rm`), each answered
 //! on the request's own channel, a new policy's
-//! denylist (installed; what it newly blocks by name is withdrawn from the DHT), and a
-//! rotated TLS certificate (new handshakes present it).
+//! denylist (installed; the control thread withdraws what it newly blocks by name from
+//! the DHT), and a rotated TLS certificate (new handshakes present it).
 
 use std::rc::Rc;
 
@@ -32,10 +32,7 @@ pub(super) struct Operated<'a> {
 pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
     let shard = on.shard;
     match message {
-        ToShard::Policy(policy) => {
-            let newly = on.blocked.install(&policy.denylist);
-            withdraw_blocked(shard, on.dht, newly);
-        }
+        ToShard::Policy(policy) => on.blocked.install(&policy.denylist),
         ToShard::PauseScrub(paused) => shard.pause_scrub(paused),
         ToShard::CheckObject { addr, reply } => {
             let shard = Rc::clone(shard);
@@ -61,27 +58,6 @@ pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
         }
         ToShard::Shares(_) => {}
     }
-}
-
-/// Withdraws from the DHT the blocked addresses this shard owns (whether it holds them
-/// or not: withdrawing a key not provided changes nothing).
-pub(super) fn withdraw_blocked(shard: &Shard, dht: Option<&DhtClient>, blocked: Vec<Address>) {
-    let owned: Vec<[u8; 32]> = blocked
-        .iter()
-        .filter(|addr| shard.owner(addr).is_none())
-        .map(|addr| *addr.as_bytes())
-        .collect();
-    let Some(dht) = dht.filter(|_| !owned.is_empty()).cloned() else {
-        return;
-    };
-    tracing::info!(
-        shard = shard.index().0,
-        objects = owned.len(),
-        "denylist: blocked addresses withdrawn from the DHT"
-    );
-    // Waits while the DHT's mailbox is full: a dropped withdrawal would keep the key
-    // republished.
-    glommio::spawn_local(async move { ron_shards::withdraw(&dht, owned).await }).detach();
 }
 
 fn check_report(checked: Result<ObjectCheck, ShardError>) -> ObjectCheckReport {

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use ron_codec::denylist::Denylist;
-use ron_codec::Address;
 use ron_io::tls::ReloadableCert;
 use ron_link::counters::ShardCounters;
 use ron_link::dht::{DhtClient, ReplicationMailbox};
@@ -34,7 +33,6 @@ use crate::replication::{DiskFloor, Replication, ReplicationConfig};
 use crate::server::clock::{Alarm, ShardClock};
 use crate::server::error::StartError;
 use crate::server::front::{listen, FrontEnds};
-use crate::server::operator::withdraw_blocked;
 
 /// What every shard starts from.
 pub(super) struct ShardPlan {
@@ -289,11 +287,6 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         start.quotas,
     ));
     let draining = Rc::new(Cell::new(false));
-    let blocked_at_start = start
-        .denylist
-        .blocked_by_name()
-        .map(|d| Address::from_bytes(*d));
-    withdraw_blocked(&shard, start.dht.as_ref(), blocked_at_start.collect());
     let read_through = ReadThrough::new(
         Rc::clone(&shard),
         Arc::clone(&start.counters.front),
