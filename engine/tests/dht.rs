@@ -966,6 +966,63 @@ fn a_copy_rotted_past_its_parity_is_caught_by_the_audit_and_fetched_again() {
     );
 }
 
+/// Copies damaged beyond their parity, with no whole copy anywhere to fetch: each is
+/// kept, and serves its good groups. Before, a pull removed its copy first and then
+/// found nothing verified to fetch — every copy lost, good groups and all.
+#[test]
+fn a_damaged_copy_is_kept_until_a_replacement_is_in_hand() {
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let flags_of = |i: usize| -> Vec<String> {
+        let mut flags = zoned_flags(&ports, i, format!("z{i}"), 2);
+        flags.extend(["--replication-interval-ms".into(), "300".into()]);
+        flags
+    };
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|i| start(&temp_dir(&format!("damaged-{i}")), &flags_of(i)))
+        .collect();
+    wait_for("the two nodes to meet", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 1
+    });
+    // Its own file, 4+1 parity: four bad blocks of the first stripe are past what parity
+    // rebuilds; the fifth group is whole.
+    let data = bytes(83, 300_000);
+    let addr = upload(&nodes[0], &data);
+    wait_for("both hold it", WAIT, || {
+        nodes.iter().all(|n| holds(n, &addr))
+    });
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.kill9();
+        rot(node, &addr, 4);
+        let flags = flags_of(i);
+        node.restart(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let failed = "ron_replica_audits_total{outcome=\"failed\"}";
+    wait_for(
+        "each sweep's own audit to fail twice",
+        Duration::from_secs(60),
+        || {
+            nodes
+                .iter()
+                .all(|n| gauge(n.admin, failed).is_some_and(|f| f >= 2.0))
+        },
+    );
+    for node in &mut nodes {
+        assert_eq!(
+            metric(node.admin, "ron_replication_damaged_copies_total"),
+            0,
+            "nothing verified to fetch: nothing replaced"
+        );
+        let tail = get_with(
+            node.http,
+            &format!("/o/{addr}"),
+            "Range: bytes=262144-299999\r\n",
+        );
+        assert_eq!(tail.status, 206, "the good group still serves: {tail:?}");
+        assert!(tail.body == data[262_144..]);
+        node.stop();
+    }
+}
+
 /// PUTs `data` to `node` with `?copies=3`: created, and answered with three copies.
 fn put_three_copies(node: &Node, data: &[u8]) -> Response {
     let r = put(node.http, "/o?copies=3", data, "");

@@ -146,6 +146,10 @@ pub struct Flight {
     /// Started by a placement copy's pull: counted against the shard's share of fetches
     /// for copies while it is under way.
     pub started_for_copy: Cell<bool>,
+    /// A copy damaged beyond its parity is held: fetched again all the same, and removed
+    /// only once the replacement is verified and staged, just before its commit (a
+    /// failed fetch leaves the damaged copy, which still serves its good groups).
+    pub replaces_damaged: Cell<bool>,
     /// The commit made a new copy (not one already stored), until a pull claims it.
     new_copy: Cell<bool>,
     state: RefCell<FlightState>,
@@ -168,6 +172,7 @@ impl Flight {
             source,
             keep: std::cell::Cell::new(false),
             started_for_copy: Cell::new(false),
+            replaces_damaged: Cell::new(false),
             new_copy: Cell::new(false),
             state: RefCell::default(),
             signal: Signal::default(),

@@ -209,11 +209,14 @@ impl ReadThrough {
     /// names, and committed as kept.
     ///
     /// A pull that would start a fetch while half of `flights_max` are pulls' is refused
-    /// (`TooManyFetches`): the rest stay for the shard's clients.
+    /// (`TooManyFetches`): the rest stay for the shard's clients. With
+    /// `replaces_damaged`, the copy held is damaged: fetched again all the same, and
+    /// removed just before the verified replacement's commit.
     pub(crate) fn join_copy(
         self: &Rc<Self>,
         addr: Address,
         source: Option<SocketAddr>,
+        replaces_damaged: bool,
     ) -> Result<Rc<Flight>, Refusal> {
         let starts = !self.flights.borrow().contains_key(&addr);
         let copies_max = (self.config.flights_max / 2).max(1);
@@ -229,6 +232,9 @@ impl ReadThrough {
             self.copy_flights.set(self.copy_flights.get() + 1);
         }
         flight.keep.set(true);
+        if replaces_damaged {
+            flight.replaces_damaged.set(true);
+        }
         Ok(flight)
     }
 
@@ -292,7 +298,7 @@ impl ReadThrough {
     }
 
     async fn run(&self, flight: Rc<Flight>) {
-        if self.stored_meanwhile(&flight).await {
+        if !flight.replaces_damaged.get() && self.stored_meanwhile(&flight).await {
             self.leave_table(&flight);
             flight.finish(Outcome::Stored);
             return;
@@ -592,7 +598,7 @@ impl ReadThrough {
                 "verified groups hash to {computed}, not {addr}"
             )));
         }
-        let outcome = self.commit_copy(staged, flight.keep.get()).await?;
+        let outcome = self.commit_copy(staged, flight, flight.keep.get()).await?;
         flight.committed(outcome);
         Ok(())
     }
@@ -600,9 +606,11 @@ impl ReadThrough {
     /// Commits a verified fetched object: a placement copy as kept, a read-through copy
     /// as evictable (docs/design/eviction.md) — unless the denylist blocked it while it
     /// was fetched: then nothing is stored (nor announced again after its withdrawal).
+    /// A damaged copy it replaces is removed first, now that the replacement is staged.
     async fn commit_copy(
         &self,
         mut staged: ron_shards::StagedObject,
+        flight: &Flight,
         keep: bool,
     ) -> Result<CommitOutcome, AttemptError> {
         let addr = staged.meta.addr();
@@ -612,11 +620,34 @@ impl ReadThrough {
                 "{addr} was blocked by the denylist while it was fetched: not stored"
             )));
         }
+        let replaced = flight.replaces_damaged.get();
+        if replaced {
+            if let Err(busy) = self.discard_damaged(addr).await {
+                ron_shards::discard(staged).await;
+                return Err(busy);
+            }
+        }
         staged.retention = match keep {
             true => ron_shards::Retention::Kept,
             false => ron_shards::Retention::Evictable,
         };
-        self.shard.commit(staged).await.map_err(storage_error)
+        let committed = self.shard.commit(staged).await.map_err(storage_error);
+        if let (true, Err(_), Some(dht)) = (replaced, &committed, self.dht()) {
+            // The damaged copy is gone and its replacement did not commit.
+            let _ = dht.try_withdraw(vec![*addr.as_bytes()]);
+        }
+        committed
+    }
+
+    /// Removes the damaged copy a verified replacement is about to take the place of.
+    async fn discard_damaged(&self, addr: Address) -> Result<(), AttemptError> {
+        match self.shard.discard_damaged(&addr).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(storage_error(format!(
+                "the damaged copy of {addr} is gone or busy (a commit, eviction or repair of it is under way): not replaced now"
+            ))),
+            Err(e) => Err(storage_error(e)),
+        }
     }
 
     async fn read_origin(&self, origin: &Origin, flight: &Flight) -> Result<(), AttemptError> {
@@ -630,7 +661,7 @@ impl ReadThrough {
                 self.metrics(),
             )
             .await?;
-        let outcome = self.commit_copy(staged, false).await?;
+        let outcome = self.commit_copy(staged, flight, false).await?;
         flight.committed(outcome);
         FrontCounters::add(&self.metrics().fetch_bytes, len);
         Ok(())

@@ -13,43 +13,39 @@ use super::Replication;
 
 impl Replication {
     /// A copy the placement asks this shard (the owner of `addr`) to hold: kept if it
-    /// holds it already; refused while a data dir is below the disk floor; else fetched — from `source` first (the node that asked), then
-    /// the providers the DHT names — verified, coalesced with any read of it, and
-    /// committed as kept. Answers once the kept copy is durable, or why it failed.
+    /// holds it already; refused while a data dir is below the disk floor; else fetched —
+    /// from `source` first (the node that asked), then the providers the DHT names —
+    /// verified, coalesced with any read of it, and committed as kept. Answers once the
+    /// kept copy is durable, or why it failed.
     ///
     /// A holder asks for a copy this node holds only when its audit of it failed, so a
     /// copy held is checked whole first (`Shard::check_object`, which rebuilds what
-    /// parity can); one damaged beyond that is removed and fetched again verified.
+    /// parity can); one damaged beyond that is fetched again verified, and removed only
+    /// once its replacement is staged: a fetch that fails (no other copy, the sources
+    /// unreachable) leaves it, serving its good groups. A copy held is never refused for
+    /// the disk floor.
     pub async fn pull(&self, addr: Address, source: Option<SocketAddr>) -> PullOutcome {
         if self.blocked.blocks(&addr) {
             return PullOutcome::Failed("blocked by this node's denylist".into());
         }
-        let mut replacing = false;
-        match self.shard.keep_if_stored(&addr).await {
+        let replacing = match self.shard.keep_if_stored(&addr).await {
             Ok(true) if self.copy_is_whole(&addr).await => return PullOutcome::Held,
-            Ok(true) => match self.shard.discard_damaged(&addr).await {
-                Ok(true) => replacing = true,
-                Ok(false) => {
-                    return PullOutcome::Failed("a damaged copy is busy; asked again later".into())
-                }
-                Err(e) => return PullOutcome::Failed(e.to_string()),
-            },
-            Ok(false) => {}
+            Ok(held) => held,
             Err(e) => return PullOutcome::Failed(e.to_string()),
+        };
+        if !replacing {
+            if let Err(below) = self.disk_floor.check().await {
+                FrontCounters::add(&self.counters.replica_pulls_no_room, 1);
+                tracing::warn!(obj = %addr, "a copy asked for is refused: {below}");
+                return PullOutcome::Failed(below.to_string());
+            }
         }
-        if let Err(below) = self.disk_floor.check().await {
-            FrontCounters::add(&self.counters.replica_pulls_no_room, 1);
-            tracing::warn!(obj = %addr, "a copy asked for is refused: {below}");
-            let failed = PullOutcome::Failed(below.to_string());
-            return self.pull_failed(addr, replacing, failed);
-        }
-        let flight = match self.read_through.join_copy(addr, source) {
+        let flight = match self.read_through.join_copy(addr, source, replacing) {
             Ok(flight) => flight,
-            Err(_) => return self.pull_failed(addr, replacing, PullOutcome::Busy),
+            Err(_) => return PullOutcome::Busy,
         };
         if let Err(refused) = flight.wait_stored().await {
-            let failed = PullOutcome::Failed(refused.to_string());
-            return self.pull_failed(addr, replacing, failed);
+            return PullOutcome::Failed(refused.to_string());
         }
         // A flight that committed before this pull joined it made an evictable copy.
         match self.shard.keep_if_stored(&addr).await {
@@ -71,8 +67,8 @@ impl Replication {
     /// Whether every byte of this shard's copy of `addr` reads back verified, straight
     /// or rebuilt from its parity (or another lane). Logged when it does not: the copy
     /// is about to be replaced. Bad blocks that rebuild but were not written back (a full
-    /// or read-only disk, a parity checksum) leave the copy whole: discarding it would
-    /// trade a copy that serves for a fetch that may fail.
+    /// or read-only disk, a parity checksum) leave the copy whole: replacing it would
+    /// cost a fetch for nothing.
     pub(super) async fn copy_is_whole(&self, addr: &Address) -> bool {
         match self.shard.check_object(addr).await {
             Ok(check) if check.is_whole() => {
@@ -84,23 +80,14 @@ impl Replication {
             }
             Ok(check) => {
                 let lost = check.lost_blocks;
-                tracing::warn!(obj = %addr, lost_blocks = lost, "a copy asked for is damaged beyond its parity: fetching it again");
+                tracing::warn!(obj = %addr, lost_blocks = lost, "a copy asked for is damaged beyond its parity: fetching it again (kept until the replacement is staged)");
                 false
             }
             Err(e) => {
-                tracing::warn!(obj = %addr, "a copy asked for cannot be checked: {e}; fetching it again");
+                tracing::warn!(obj = %addr, "a copy asked for cannot be checked: {e}; fetching it again (kept until the replacement is staged)");
                 false
             }
         }
-    }
-
-    /// The answer to a pull that made no copy; when it removed a damaged one first, the
-    /// DHT is told this node no longer provides it.
-    fn pull_failed(&self, addr: Address, replaced: bool, outcome: PullOutcome) -> PullOutcome {
-        if replaced {
-            let _ = self.dht.try_withdraw(vec![*addr.as_bytes()]);
-        }
-        outcome
     }
 
     /// One copy the DHT thread handed this shard, in a task of its own (counted in
