@@ -226,12 +226,25 @@ impl Shard {
         }
     }
 
-    /// Whether `meta`'s object still has its record (not evicted since).
-    pub(super) fn still_stored(&self, meta: &ObjectMeta) -> bool {
+    /// Whether the copy `meta` describes is the one stored now: its record is there and
+    /// places the object where `meta` does, under the same parity. A copy evicted (or
+    /// removed as damaged) and then fetched again lies elsewhere — another needle, other
+    /// parity after a changed `--ec` — and blocks rebuilt for the old copy must not be
+    /// written into it.
+    pub(super) async fn same_copy_stored(&self, meta: &ObjectMeta) -> bool {
         let addr = meta.addr();
-        self.local_store(&addr)
-            .and_then(|store| self.commits.stored_retention(store, &addr))
-            .is_ok_and(|retention| retention.is_some())
+        let Ok(store) = self.local_store(&addr) else {
+            return false;
+        };
+        let held = self.commits.stored_retention(store, &addr);
+        if !held.is_ok_and(|retention| retention.is_some()) {
+            return false;
+        }
+        let current = match self.commits.unindexed_meta(&addr) {
+            Some(current) => Some(current),
+            None => store::read_record(store, &addr).await.ok().flatten(),
+        };
+        current.is_some_and(|now| now.location == meta.location && now.parity == meta.parity)
     }
 
     /// Reads and checks every stored block of `addr`'s object now, unpaced (`ron

@@ -85,7 +85,7 @@ async fn repair(shard: std::rc::Weak<Shard>, wakes: LocalReceiver<()>, stop: Sto
             let Some(claim) = stop.unless_stopped(shard.claims.claim(meta.addr())).await else {
                 return;
             };
-            let failed = match shard.still_stored(&meta) {
+            let failed = match shard.same_copy_stored(&meta).await {
                 true => shard.repair_stripes(&meta, stripes).await,
                 false => 0,
             };

@@ -278,6 +278,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// A repair queued for a copy that was then evicted and stored again (another
+    /// needle) finds it is not the same copy, and writes nothing into the new one. Before,
+    /// the repair task asked only whether a record existed, and wrote the old copy's
+    /// blocks at the old copy's places — into whatever the segment holds there now.
+    #[test]
+    fn a_repair_queued_for_an_evicted_copy_does_not_touch_the_copy_stored_again() {
+        let dir = std::env::temp_dir().join(format!("ron-shards-same-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data_dir = dir.clone();
+        LocalExecutorBuilder::new(Pinning::Unbound)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .spawn(move || async move {
+                let shard = start_shard(&data_dir).await;
+                let data: Vec<u8> = (0..2_000u32).map(|i| (i % 253) as u8).collect();
+                let addr = ChunkTree::of(&data).root();
+                let first = staged(&shard, &data, Retention::Evictable).await;
+                assert_eq!(shard.commit(first).await.unwrap(), CommitOutcome::Created);
+                let queued = shard.meta(&addr).await.unwrap();
+                assert!(queued.is_packed());
+                assert!(shard.same_copy_stored(&queued).await);
+
+                // Removable once its record is indexed (a commit under way is busy).
+                let mut removed = false;
+                for _ in 0..200 {
+                    removed = shard.remove_local(&addr).await.unwrap();
+                    if removed {
+                        break;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+                assert!(removed);
+                assert!(!shard.same_copy_stored(&queued).await, "evicted");
+                let again = staged(&shard, &data, Retention::Kept).await;
+                assert_eq!(shard.commit(again).await.unwrap(), CommitOutcome::Created);
+                let now = shard.meta(&addr).await.unwrap();
+                assert_ne!(now.location, queued.location, "another needle");
+                assert!(
+                    !shard.same_copy_stored(&queued).await,
+                    "stored again elsewhere: not the copy the repair was queued for"
+                );
+                assert!(shard.same_copy_stored(&now).await);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// Index commits run one at a time, an upload's retry after a failure included.
     /// Before, the commit loop started one beside the retry: the retry of a packed
     /// object's record (answered, its needle durable) failed while the loop's commit of
