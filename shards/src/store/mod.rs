@@ -269,8 +269,24 @@ impl Store {
             .map_err(self.lmdb("get"))?
         {
             Some(bytes) if bytes.len() > record_bytes_max => Ok(Lookup::Long),
-            Some(bytes) => ObjectMeta::decode(*addr, bytes).map(Lookup::Found),
+            Some(bytes) => ObjectMeta::decode(*addr, bytes)
+                .and_then(|meta| self.check_layout(meta))
+                .map(Lookup::Found),
             None => Ok(Lookup::Absent),
+        }
+    }
+
+    /// A record whose parity names another number of data dirs than the store spans is
+    /// corrupt (a node's dirs are fixed when it is created): its blocks would be looked
+    /// for, and repairs written, in the wrong files. The tree check does not cover the
+    /// layout.
+    fn check_layout(&self, meta: ObjectMeta) -> Result<ObjectMeta, ShardError> {
+        match &meta.parity {
+            Some(parity) if parity.dirs != self.dir_count() => Err(ShardError::CorruptRecord {
+                addr: meta.addr(),
+                reason: "its parity names another number of data dirs than the store spans",
+            }),
+            _ => Ok(meta),
         }
     }
 
@@ -486,7 +502,8 @@ impl Store {
     }
 
     fn root_in(&self, dir: DirIndex) -> &Path {
-        // A record names at most the dirs it was written with; a node's dirs are fixed.
+        // Records naming other dirs are refused as corrupt when read (`check_layout`).
+        debug_assert!(usize::from(dir.0) < self.roots.len(), "{dir:?}");
         self.roots.get(usize::from(dir.0)).unwrap_or(&self.roots[0])
     }
 }
@@ -551,6 +568,40 @@ mod tests {
             })
             .collect();
         store.commit_blocking(&records, Some(appended.end)).unwrap();
+    }
+
+    /// A record whose parity names two dirs, in a store of one: refused as corrupt
+    /// when read (its blocks would be looked for, and repairs written, in dir 0's files).
+    #[test]
+    fn a_record_naming_other_dirs_than_the_store_spans_is_corrupt() {
+        let root = temp_root("dirs");
+        let store = open_one(&root).unwrap();
+        let body = vec![7u8; 300_000];
+        let meta_with = |dirs| ObjectMeta {
+            tree: ron_codec::ChunkTree::of(&body),
+            content_type: String::new(),
+            location: Location::OwnFile,
+            parity: Some(crate::record::Parity {
+                params: crate::ec::EcParams::new(4, 1).unwrap(),
+                dirs,
+                rot: 0,
+                checksums: vec![[0; 32]; 2],
+            }),
+        };
+        let addr = Address::of(&body);
+        store
+            .commit_blocking(&[CommitRecord::of(&meta_with(1))], None)
+            .unwrap();
+        assert_eq!(store.get(&addr).unwrap(), Some(meta_with(1)));
+        store
+            .commit_blocking(&[CommitRecord::of(&meta_with(2))], None)
+            .unwrap();
+        let refused = store.get(&addr).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            format!("index record of {addr} is corrupt: its parity names another number of data dirs than the store spans")
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
