@@ -74,6 +74,11 @@ impl BackgroundClaims {
         }
     }
 
+    /// Whether a background task holds `addr` now.
+    pub(crate) fn is_claimed(&self, addr: &Address) -> bool {
+        self.0.borrow().contains_key(addr)
+    }
+
     /// Claims `addr`, unless another background task holds it.
     pub(crate) fn try_claim(&self, addr: Address) -> Option<BackgroundClaim> {
         let mut held = self.0.borrow_mut();

@@ -575,12 +575,22 @@ impl RepairQueue {
         Added::New
     }
 
-    /// The most-asked stripe and up to `limit - 1` other queued stripes of its object
-    /// (repaired together: one write and one sync per file), taken off the queue, in
-    /// stripe order, with the object and the bad blocks they were queued with.
-    pub fn take_hottest(&self, limit: usize) -> Option<(Rc<ObjectMeta>, Vec<TakenStripe>)> {
+    /// The most-asked stripe of an object not `busy` and up to `limit - 1` other queued
+    /// stripes of its object (repaired together: one write and one sync per file), taken
+    /// off the queue, in stripe order, with the object and the bad blocks they were
+    /// queued with. A busy object's stripes (a paced scrub of it holds it for minutes)
+    /// stay queued and hold up no other object's.
+    pub fn take_hottest(
+        &self,
+        limit: usize,
+        busy: impl Fn(&Address) -> bool,
+    ) -> Option<(Rc<ObjectMeta>, Vec<TakenStripe>)> {
         let mut stripes = self.stripes.borrow_mut();
-        let hottest = *stripes.iter().max_by_key(|(_, q)| q.asks)?.0;
+        let hottest = *stripes
+            .iter()
+            .filter(|(key, _)| !busy(&key.addr))
+            .max_by_key(|(_, q)| q.asks)?
+            .0;
         let mut keys: Vec<StripeKey> = stripes
             .keys()
             .filter(|k| k.addr == hottest.addr && **k != hottest)
@@ -605,6 +615,11 @@ impl RepairQueue {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.stripes.borrow().len()
+    }
+
+    /// Whether no stripe is queued.
+    pub fn is_empty(&self) -> bool {
+        self.stripes.borrow().is_empty()
     }
 }
 
@@ -671,7 +686,7 @@ mod tests {
         assert_eq!(queue.add(key(&b, 3), &b, 2, None), Added::New);
         assert_eq!(queue.add(key(&b, 3), &b, 2, None), Added::AlreadyQueued);
         assert_eq!(queue.len(), 2);
-        let (first, stripes) = queue.take_hottest(8).unwrap();
+        let (first, stripes) = queue.take_hottest(8, |_| false).unwrap();
         assert_eq!(first.addr(), b.addr());
         assert_eq!(
             stripes
@@ -680,20 +695,27 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(StripeIndex(3), 2)]
         );
-        assert_eq!(queue.take_hottest(8).unwrap().0.addr(), a.addr());
-        assert!(queue.take_hottest(8).is_none());
+        assert_eq!(queue.take_hottest(8, |_| false).unwrap().0.addr(), a.addr());
+        assert!(queue.take_hottest(8, |_| false).is_none());
         // The hottest stripe brings the object's other stripes, up to the limit.
         for s in [9, 2, 5, 7] {
             queue.add(key(&a, s), &a, 1, None);
         }
         queue.add(key(&b, 1), &b, 1, None);
         queue.add(key(&a, 7), &a, 1, None);
-        let (object, stripes) = queue.take_hottest(3).unwrap();
+        let (object, stripes) = queue.take_hottest(3, |_| false).unwrap();
         assert_eq!(object.addr(), a.addr());
         let taken: Vec<u64> = stripes.iter().map(|(s, _, _)| s.0).collect();
         assert_eq!(taken, vec![2, 5, 7]);
         assert_eq!(queue.len(), 2);
-        while queue.take_hottest(64).is_some() {}
+        // A busy object's stripes wait; the others' are handed out meanwhile.
+        queue.add(key(&b, 1), &b, 1, None);
+        let a_busy = |addr: &Address| *addr == a.addr();
+        let (object, _) = queue.take_hottest(8, a_busy).unwrap();
+        assert_eq!(object.addr(), b.addr(), "a is hotter, but busy");
+        assert!(queue.take_hottest(8, a_busy).is_none());
+        assert_eq!(queue.len(), 1, "a's stripe is still queued");
+        while queue.take_hottest(64, |_| false).is_some() {}
         // Rebuilt blocks are held up to the budget; past it a stripe is queued bare.
         let block = |len| {
             Some(vec![BlockWrite {
@@ -706,7 +728,7 @@ mod tests {
         queue.add(key(&a, 0), &a, 1, block(half));
         queue.add(key(&a, 1), &a, 1, block(half));
         queue.add(key(&a, 2), &a, 1, block(1));
-        let (_, stripes) = queue.take_hottest(8).unwrap();
+        let (_, stripes) = queue.take_hottest(8, |_| false).unwrap();
         let held: Vec<bool> = stripes.iter().map(|(_, _, w)| w.is_some()).collect();
         assert_eq!(held, vec![true, true, false]);
         assert_eq!(queue.held_bytes.get(), 0);

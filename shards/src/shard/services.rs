@@ -14,6 +14,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use glommio::channels::local_channel::LocalReceiver;
 use ron_link::counters::StorageCounters;
@@ -31,6 +32,10 @@ use crate::store::Store;
 /// per file: 64 stripes of 4+1 are 16 MiB of reads, and 4 MiB of writes held for one
 /// bad block per stripe.
 const REPAIR_BATCH_STRIPES: usize = 64;
+
+/// How soon the repair task looks again when every object queued is held by another
+/// background task (a paced scrub holds an object for as long as it takes to read it).
+const REPAIR_BUSY_RETRY: Duration = Duration::from_millis(200);
 
 /// How long the announce walk waits for room in a full DHT mailbox before trying
 /// again.
@@ -77,11 +82,21 @@ async fn repair(shard: std::rc::Weak<Shard>, wakes: LocalReceiver<()>, stop: Sto
                 return;
             };
             shard.wait_for_quiet_disk().await;
-            let Some((meta, stripes)) = shard.repairs.take_hottest(REPAIR_BATCH_STRIPES) else {
-                break;
+            let claims = &shard.claims;
+            let taken = shard
+                .repairs
+                .take_hottest(REPAIR_BATCH_STRIPES, |addr| claims.is_claimed(addr));
+            let Some((meta, stripes)) = taken else {
+                if shard.repairs.is_empty() {
+                    break;
+                }
+                // Every object queued is held by a scrub, check or eviction: look again.
+                glommio::timer::sleep(REPAIR_BUSY_RETRY).await;
+                continue;
             };
             let bad_blocks: u64 = stripes.iter().map(|(_, bad, _)| bad).sum();
-            // Waits out a scrub or an eviction of the object; evicted: nothing to repair.
+            // Not held when taken, and nothing ran since: claimed at once. Evicted
+            // meanwhile: nothing to repair (`same_copy_stored`).
             let Some(claim) = stop.unless_stopped(shard.claims.claim(meta.addr())).await else {
                 return;
             };
