@@ -199,3 +199,46 @@ fn packed_objects_have_a_copy_in_each_lane_that_reads_and_repairs_fall_back_on()
     let r = get(n.http, &format!("/o/{addr}")).unwrap();
     assert_eq!((r.status, &r.body), (200, data));
 }
+
+/// Operator checks are capped per shard: of a burst of `ron repair`s of one object,
+/// those past the shard's two at once are answered 503 `busy`, the others checked.
+/// Before, each started an unpaced read of the whole object, and kept reading after
+/// its 504, so a client retrying a large object stacked reads without bound.
+#[test]
+fn a_burst_of_operator_checks_runs_two_at_once_and_answers_the_rest_busy() {
+    let n = Node::start(&temp_dir("checks-cap"), &["--shards", "1"]);
+    let data = bytes(41, 32 << 20);
+    let addr = upload(&n, &data);
+    let repair = format!(
+        "POST /admin/repair/{addr} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    );
+    // Eight at once reach the shard's inbox within one or two of its ticks: one tick
+    // takes at least four of them.
+    let barrier = std::sync::Barrier::new(8);
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let asks: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    request(n.admin, repair.as_bytes()).unwrap()
+                })
+            })
+            .collect();
+        asks.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    let mut busy = 0;
+    for r in &answers {
+        let report = r.json();
+        match r.status {
+            200 => assert_eq!(report["outcome"], "healthy", "{report}"),
+            503 => {
+                assert_eq!(report["outcome"], "busy", "{report}");
+                let error = report["error"].as_str().unwrap();
+                assert!(error.contains("(at most 2 at once)"), "{error}");
+                busy += 1;
+            }
+            other => panic!("{other}: {report}"),
+        }
+    }
+    assert!(busy >= 2, "{busy} of 8 answered busy");
+}

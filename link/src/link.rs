@@ -96,7 +96,8 @@ pub struct ObjectCheckReport {
     /// (bad blocks left on disk, but every byte of the object rebuilds verified: the
     /// write-back failed, or a parity block fails its recorded checksum), `damaged` (data
     /// lost from this copy: no parity, or more bad blocks than it covers), `not_found`,
-    /// or `failed` (the check itself could not run; see `error`).
+    /// `busy` (the shard runs as many operator checks as it may; see `error`), or
+    /// `failed` (the check itself could not run; see `error`).
     pub outcome: &'static str,
     /// Whether the object can be rebuilt: parity (a file of its own written with `--ec
     /// K+M`), or a packed object's copies in more than one lane.

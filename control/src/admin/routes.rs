@@ -220,6 +220,7 @@ fn check_object(answers: &Answers, hash: &str) -> Reply {
 fn check_answer(addr: Address, shard: usize, report: ObjectCheckReport) -> Reply {
     let status = match report.outcome {
         "not_found" => 404,
+        "busy" => 503,
         "failed" => 500,
         _ => 200,
     };

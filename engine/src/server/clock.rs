@@ -27,6 +27,8 @@ use crate::limits;
 pub(super) struct ShardClock<'a> {
     pub admission: &'a Admission,
     pub shard: &'a Rc<Shard>,
+    /// Operator checks running on the shard.
+    pub checks_running: &'a Rc<Cell<u32>>,
     pub blocked: &'a Blocked,
     pub dht: Option<&'a DhtClient>,
     pub certificate: Option<&'a ReloadableCert>,
@@ -53,6 +55,7 @@ impl ShardClock<'_> {
             if now >= next_report {
                 let operated = Operated {
                     shard: self.shard,
+                    checks_running: self.checks_running,
                     blocked: self.blocked,
                     dht: self.dht,
                     certificate: self.certificate,

@@ -5,6 +5,7 @@
 //! denylist (installed; the control thread withdraws what it newly blocks by name from
 //! the DHT), and a rotated TLS certificate (new handshakes present it).
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use ron_codec::Address;
@@ -19,9 +20,16 @@ use crate::blocked::Blocked;
 use crate::refusal::Refusal;
 use crate::service::remove_copy;
 
+/// Operator checks (`ron repair`) a shard runs at once: each reads a whole object unpaced,
+/// and goes on after its answer's 60 s wait ends, so a client retrying on 504 would
+/// otherwise stack reads of the same large object without bound. Past it: 503 `busy`.
+pub(super) const OPERATOR_CHECKS_MAX: u32 = 2;
+
 /// What an operator's request may act on.
 pub(super) struct Operated<'a> {
     pub shard: &'a Rc<Shard>,
+    /// Operator checks running on this shard (at most [`OPERATOR_CHECKS_MAX`]).
+    pub checks_running: &'a Rc<Cell<u32>>,
     pub blocked: &'a Blocked,
     pub dht: Option<&'a DhtClient>,
     /// The shard's TLS certificate, when it has a TLS listener.
@@ -35,9 +43,16 @@ pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
         ToShard::Policy(policy) => on.blocked.install(&policy.denylist),
         ToShard::PauseScrub(paused) => shard.pause_scrub(paused),
         ToShard::CheckObject { addr, reply } => {
-            let shard = Rc::clone(shard);
+            let running = on.checks_running;
+            if running.get() >= OPERATOR_CHECKS_MAX {
+                let _ = reply.try_send(busy_report(running.get()));
+                return;
+            }
+            running.set(running.get() + 1);
+            let (shard, running) = (Rc::clone(shard), Rc::clone(running));
             glommio::spawn_local(async move {
                 let checked = shard.check_object(&Address::from_bytes(addr)).await;
+                running.set(running.get() - 1);
                 let _ = reply.try_send(check_report(checked));
             })
             .detach();
@@ -57,6 +72,16 @@ pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
             }
         }
         ToShard::Shares(_) => {}
+    }
+}
+
+fn busy_report(running: u32) -> ObjectCheckReport {
+    ObjectCheckReport {
+        outcome: "busy",
+        error: Some(format!(
+            "this shard is already running {running} checks (at most {OPERATOR_CHECKS_MAX} at once); ask again once one has ended"
+        )),
+        ..ObjectCheckReport::default()
     }
 }
 

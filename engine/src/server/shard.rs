@@ -344,9 +344,11 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         config.connections_max,
     );
     start.counters.front.ready.store(true, Ordering::Relaxed);
+    let checks_running = Rc::new(Cell::new(0));
     let clock = ShardClock {
         admission: &admission,
         shard: &shard,
+        checks_running: &checks_running,
         blocked: &blocked,
         dht: start.dht.as_ref(),
         certificate: tls.as_ref().map(|(_, resolver)| &**resolver),
