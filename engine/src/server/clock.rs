@@ -13,7 +13,7 @@ use ron_link::dht::DhtClient;
 use ron_link::link::{ShardLink, REPORT_PERIOD_MS};
 use ron_shards::Shard;
 
-use super::operator::{operator_request, Operated};
+use super::operator::{operator_request, ChecksRunning, Operated};
 use crate::admission::Admission;
 use crate::blocked::Blocked;
 use crate::limits;
@@ -28,7 +28,7 @@ pub(super) struct ShardClock<'a> {
     pub admission: &'a Admission,
     pub shard: &'a Rc<Shard>,
     /// Operator checks running on the shard.
-    pub checks_running: &'a Rc<Cell<u32>>,
+    pub checks_running: &'a ChecksRunning,
     pub blocked: &'a Blocked,
     pub dht: Option<&'a DhtClient>,
     pub certificate: Option<&'a ReloadableCert>,

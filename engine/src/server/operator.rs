@@ -5,7 +5,8 @@
 //! denylist (installed; the control thread withdraws what it newly blocks by name from
 //! the DHT), and a rotated TLS certificate (new handshakes present it).
 
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use ron_codec::Address;
@@ -20,16 +21,21 @@ use crate::blocked::Blocked;
 use crate::refusal::Refusal;
 use crate::service::remove_copy;
 
-/// Operator checks (`ron repair`) a shard runs at once: each reads a whole object unpaced,
-/// and goes on after its answer's 60 s wait ends, so a client retrying on 504 would
-/// otherwise stack reads of the same large object without bound. Past it: 503 `busy`.
-pub(super) const OPERATOR_CHECKS_MAX: u32 = 2;
+/// Operator checks (`ron repair`) a shard runs at once, of different objects (the
+/// operator inbox holds as many requests). Each reads a whole object unpaced and goes on
+/// after its answer's 60 s wait ends: a second check of an object already being checked
+/// — a client retrying on 504 — is answered 503 `busy`, as is one past this count;
+/// before, retries stacked reads of the same large object without bound.
+pub(super) const OPERATOR_CHECKS_MAX: usize = 8;
+
+/// The objects a shard's operator checks are reading now.
+pub(super) type ChecksRunning = Rc<RefCell<HashSet<Address>>>;
 
 /// What an operator's request may act on.
 pub(super) struct Operated<'a> {
     pub shard: &'a Rc<Shard>,
     /// Operator checks running on this shard (at most [`OPERATOR_CHECKS_MAX`]).
-    pub checks_running: &'a Rc<Cell<u32>>,
+    pub checks_running: &'a ChecksRunning,
     pub blocked: &'a Blocked,
     pub dht: Option<&'a DhtClient>,
     /// The shard's TLS certificate, when it has a TLS listener.
@@ -43,16 +49,16 @@ pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
         ToShard::Policy(policy) => on.blocked.install(&policy.denylist),
         ToShard::PauseScrub(paused) => shard.pause_scrub(paused),
         ToShard::CheckObject { addr, reply } => {
-            let running = on.checks_running;
-            if running.get() >= OPERATOR_CHECKS_MAX {
-                let _ = reply.try_send(busy_report(running.get()));
+            let addr = Address::from_bytes(addr);
+            if let Some(busy) = check_refused(&on.checks_running.borrow(), &addr) {
+                let _ = reply.try_send(busy);
                 return;
             }
-            running.set(running.get() + 1);
-            let (shard, running) = (Rc::clone(shard), Rc::clone(running));
+            on.checks_running.borrow_mut().insert(addr);
+            let (shard, running) = (Rc::clone(shard), Rc::clone(on.checks_running));
             glommio::spawn_local(async move {
-                let checked = shard.check_object(&Address::from_bytes(addr)).await;
-                running.set(running.get() - 1);
+                let checked = shard.check_object(&addr).await;
+                running.borrow_mut().remove(&addr);
                 let _ = reply.try_send(check_report(checked));
             })
             .detach();
@@ -75,14 +81,24 @@ pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
     }
 }
 
-fn busy_report(running: u32) -> ObjectCheckReport {
-    ObjectCheckReport {
+/// The `busy` answer to a check of `addr` while `running` are being checked, if it is
+/// refused.
+fn check_refused(running: &HashSet<Address>, addr: &Address) -> Option<ObjectCheckReport> {
+    let why = if running.contains(addr) {
+        format!("{addr} is already being checked; its report comes to the request that started it, its repairs show in ron_ec_repair_bytes_total")
+    } else if running.len() >= OPERATOR_CHECKS_MAX {
+        format!(
+            "this shard is already running {} checks (at most {OPERATOR_CHECKS_MAX} at once); ask again once one has ended",
+            running.len()
+        )
+    } else {
+        return None;
+    };
+    Some(ObjectCheckReport {
         outcome: "busy",
-        error: Some(format!(
-            "this shard is already running {running} checks (at most {OPERATOR_CHECKS_MAX} at once); ask again once one has ended"
-        )),
+        error: Some(why),
         ..ObjectCheckReport::default()
-    }
+    })
 }
 
 fn check_report(checked: Result<ObjectCheck, ShardError>) -> ObjectCheckReport {

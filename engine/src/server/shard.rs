@@ -344,7 +344,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         config.connections_max,
     );
     start.counters.front.ready.store(true, Ordering::Relaxed);
-    let checks_running = Rc::new(Cell::new(0));
+    let checks_running = Rc::default();
     let clock = ShardClock {
         admission: &admission,
         shard: &shard,
