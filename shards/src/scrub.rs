@@ -535,6 +535,8 @@ impl Scrubber {
             Some(&mut self.pacer),
         )
         .await;
+        // Done with it: its files held open would outlive an eviction of it.
+        self.files.forget(addr, store.dir_count());
         let m = &self.metrics;
         StorageCounters::add(&m.scrub_bytes, check.bytes_checked);
         StorageCounters::add(&m.scrub_objects, 1);

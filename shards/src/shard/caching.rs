@@ -216,6 +216,15 @@ impl Shard {
             .store(groups.len() as u64, relaxed);
     }
 
+    /// Closes this shard's open files of `addrs` (objects it owns).
+    pub(super) fn forget_files(&self, addrs: &[Address]) {
+        for addr in addrs {
+            if let Ok(store) = self.local_store(addr) {
+                self.files.forget(addr, store.dir_count());
+            }
+        }
+    }
+
     /// Drops the cached metadata of `addrs` (evicted objects): the next request for
     /// one loads it again, and misses.
     pub(super) fn forget_metas(&self, addrs: &[Address]) {

@@ -71,10 +71,14 @@ impl Shard {
         }
     }
 
-    /// Drops the metadata of `addrs` on every shard, this one first; returns once all
-    /// have (a shard that cannot be asked has its cache healed by its next miss).
+    /// Drops the metadata of `addrs` on every shard, this one first, and this (owner)
+    /// shard's open files of them; returns once all have (a shard that cannot be asked
+    /// has its cache healed by its next miss). An evicted copy's files held open would
+    /// keep their disk space after the unlink, and — the object stored again under
+    /// another rotation — hand a read the old file of a dir.
     pub(super) async fn forget_everywhere(&self, addrs: Vec<Address>) {
         self.forget_metas(&addrs);
+        self.forget_files(&addrs);
         let Some(mesh) = &self.mesh else { return };
         let others = (0..self.routing.shard_count())
             .map(ShardIndex)

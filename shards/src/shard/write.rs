@@ -326,6 +326,57 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Files of this process open on a deleted file whose name holds `name`.
+    fn open_deleted(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .map(|target| target.to_string_lossy().into_owned())
+            .filter(|target| target.contains(name) && target.ends_with(" (deleted)"))
+            .count()
+    }
+
+    /// An evicted copy's files are closed once unlinked: the shard's open files do not
+    /// keep their disk space. Before, only an operator's removal closed them; an
+    /// eviction left them open until pushed out of the open-file cache (1,024 per shard),
+    /// holding the space of every recently read evicted copy.
+    #[test]
+    fn an_evicted_copy_read_before_leaves_no_file_open() {
+        let dir = std::env::temp_dir().join(format!("ron-shards-evfd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data_dir = dir.clone();
+        LocalExecutorBuilder::new(Pinning::Unbound)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .spawn(move || async move {
+                let shard = start_shard(&data_dir).await;
+                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+                let addr = ChunkTree::of(&data).root();
+                let copy = staged(&shard, &data, Retention::Evictable).await;
+                assert_eq!(shard.commit(copy).await.unwrap(), CommitOutcome::Created);
+                let meta = shard.meta(&addr).await.unwrap();
+                shard.group_from_disk(&meta, GroupIndex(0)).await.unwrap();
+                let hex = addr.to_string()[3..].to_string();
+                let store = shard.local_store(&addr).unwrap().clone();
+                let evicter = super::super::services::evicter(&shard, StopSignal::default());
+                let mut evicted = false;
+                for _ in 0..200 {
+                    evicted = evicter.discard(&store, addr).await.unwrap();
+                    if evicted {
+                        break;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+                assert!(evicted);
+                // Closes are submitted with the next I/O cycle.
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                assert_eq!(open_deleted(&hex), 0, "an evicted file is still open");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// Index commits run one at a time, an upload's retry after a failure included.
     /// Before, the commit loop started one beside the retry: the retry of a packed
     /// object's record (answered, its needle durable) failed while the loop's commit of
