@@ -386,7 +386,19 @@ impl Index {
         let mut copied = 0;
         for entry in from.db.iter(&rtxn).map_err(from.lmdb("iterate"))? {
             let (key, record) = entry.map_err(from.lmdb("iterate"))?;
-            if self.db.get(&wtxn, key).map_err(self.lmdb("get"))?.is_none() {
+            let held = self.db.get(&wtxn, key).map_err(self.lmdb("get"))?.is_some();
+            if held {
+                // Kept in one replica, evictable in this one (a keep — an upload of a
+                // fetched copy — that reached only the other before a failure or a
+                // crash): kept wins. The upload may have been acknowledged; a demotion
+                // lost this way only keeps a copy that could have gone.
+                let evictable_here = self.evictable_entry(&wtxn, key)?.is_some();
+                if evictable_here && from.evictable_entry(&rtxn, key)?.is_none() {
+                    if let Ok(addr) = <[u8; 32]>::try_from(key) {
+                        self.remove_evictable(&mut wtxn, &Address::from_bytes(addr))?;
+                    }
+                }
+            } else {
                 self.db
                     .put(&mut wtxn, key, record)
                     .map_err(self.lmdb("put"))?;

@@ -952,6 +952,45 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// A keep (an upload of a fetched copy) that reached one replica before a crash:
+    /// kept in every replica after the merge at open. Before, the merge copied only
+    /// missing records, so the other replica kept the copy evictable — and once the
+    /// first replica's dir was replaced, the acknowledged upload was evicted.
+    #[test]
+    fn a_keep_only_one_replica_committed_wins_at_open() {
+        let root = temp_root("keep-replicas");
+        let roots: Vec<PathBuf> = (0..2).map(|d| root.join(format!("d{d}"))).collect();
+        let replicas = index_replica_dirs(StoreId(0), 2, 1);
+        let open = || Store::open(roots.clone(), &replicas, 1, StoreId(0), INDEX_BYTES).unwrap();
+        let store = open();
+        let fetched = own_files(&store, 2, 500, Retention::Evictable);
+        store.commit_blocking(&fetched, None).unwrap();
+        let kept = CommitRecord {
+            retention: Retention::Kept,
+            ..fetched[0].clone()
+        };
+        store.index().commit(&[kept], None).unwrap();
+        drop(store);
+        let store = open();
+        for replica in store.replicas.iter() {
+            let rtxn = replica.env.read_txn().unwrap();
+            assert!(
+                !replica.is_evictable_in(&rtxn, &fetched[0].addr).unwrap(),
+                "{}",
+                replica.path.display()
+            );
+            assert!(replica.is_evictable_in(&rtxn, &fetched[1].addr).unwrap());
+        }
+        assert_eq!(
+            store.evictable_stats().unwrap(),
+            StoreStats {
+                objects: 1,
+                bytes: 500
+            }
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn an_eviction_only_one_replica_committed_is_undone_at_open() {
         let root = temp_root("evict-replicas");
