@@ -169,7 +169,7 @@ impl Evicter {
                 .map(|(_, o)| o.fetched_at_us)
                 .max()
                 .unwrap_or(0);
-            let wait_us = (youngest + EVICT_AGE_MIN_US).saturating_sub(now_us);
+            let wait_us = wait_before_evicting_us(youngest, now_us);
             let wait = std::time::Duration::from_micros(wait_us);
             if wait_us > 0 && !self.stop.sleep(wait).await {
                 return Ok(());
@@ -297,6 +297,17 @@ impl Evicter {
     }
 }
 
+/// How long to wait before evicting a batch whose youngest copy was fetched at
+/// `youngest_us` (wall clock): until it is [`EVICT_AGE_MIN_US`] old, and never longer
+/// than that — the wall clock stepped back would otherwise put the fetch in the future
+/// and stall every eviction (the copies past the budget growing) for as long as the
+/// step.
+fn wait_before_evicting_us(youngest_us: u64, now_us: u64) -> u64 {
+    (youngest_us + EVICT_AGE_MIN_US)
+        .saturating_sub(now_us)
+        .min(EVICT_AGE_MIN_US)
+}
+
 /// Tells the DHT thread the node no longer provides `keys`, waiting while its mailbox
 /// is full (a withdrawal dropped would keep a key republished that the node lacks).
 pub async fn withdraw(dht: &DhtClient, mut keys: Vec<[u8; 32]>) {
@@ -308,5 +319,23 @@ pub async fn withdraw(dht: &DhtClient, mut keys: Vec<[u8; 32]>) {
                 glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_evicted_once_a_second_old_and_a_clock_stepped_back_stalls_nothing() {
+        let now = 50_000_000;
+        assert_eq!(wait_before_evicting_us(now - 3_000_000, now), 0, "old enough");
+        assert_eq!(wait_before_evicting_us(now - 400_000, now), 600_000);
+        // The wall clock stepped back an hour after the fetch: one second, not an hour.
+        let fetched_before_the_step = now + 3_600_000_000;
+        assert_eq!(
+            wait_before_evicting_us(fetched_before_the_step, now),
+            EVICT_AGE_MIN_US
+        );
     }
 }
