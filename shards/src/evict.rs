@@ -329,7 +329,11 @@ mod tests {
     #[test]
     fn a_copy_is_evicted_once_a_second_old_and_a_clock_stepped_back_stalls_nothing() {
         let now = 50_000_000;
-        assert_eq!(wait_before_evicting_us(now - 3_000_000, now), 0, "old enough");
+        assert_eq!(
+            wait_before_evicting_us(now - 3_000_000, now),
+            0,
+            "old enough"
+        );
         assert_eq!(wait_before_evicting_us(now - 400_000, now), 600_000);
         // The wall clock stepped back an hour after the fetch: one second, not an hour.
         let fetched_before_the_step = now + 3_600_000_000;

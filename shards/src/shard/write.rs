@@ -95,9 +95,18 @@ impl Shard {
     /// every shard's cached metadata, its files).
     pub(super) async fn remove_local(self: &Rc<Self>, addr: &Address) -> Result<bool, ShardError> {
         let store = self.local_store(addr)?.clone();
-        self.commits.demote(&store, addr).await?;
+        if self.claims.is_claimed(addr) {
+            // A scrub, check, repair or eviction of it is under way.
+            return Ok(false);
+        }
+        let demoted = self.commits.demote(&store, addr).await?;
         let evicter = super::services::evicter(self, StopSignal::default());
         let removed = evicter.discard(&store, *addr).await?;
+        if demoted && !removed {
+            // Claimed while it was made evictable: kept again, as it was, so the sweep's
+            // walk of kept copies still finds it.
+            self.commits.keep_if_stored(&store, addr).await?;
+        }
         // The open files of the removed copy: a copy stored later takes their names.
         self.files.forget(addr, store.dir_count());
         Ok(removed)
@@ -319,6 +328,35 @@ mod tests {
                     "stored again elsewhere: not the copy the repair was queued for"
                 );
                 assert!(shard.same_copy_stored(&now).await);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A removal refused because a background task holds the object leaves it kept.
+    /// Before, it was made evictable first and left so: the operator was told "busy",
+    /// and the sweep's walk of kept copies no longer saw it.
+    #[test]
+    fn a_removal_refused_as_busy_leaves_the_copy_kept() {
+        let dir = std::env::temp_dir().join(format!("ron-shards-busyrm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data_dir = dir.clone();
+        LocalExecutorBuilder::new(Pinning::Unbound)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .spawn(move || async move {
+                let shard = start_shard(&data_dir).await;
+                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 247) as u8).collect();
+                let addr = ChunkTree::of(&data).root();
+                let copy = staged(&shard, &data, Retention::Kept).await;
+                assert_eq!(shard.commit(copy).await.unwrap(), CommitOutcome::Created);
+                let store = shard.local_store(&addr).unwrap().clone();
+                let scrub = shard.claims.try_claim(addr).expect("nobody holds it");
+                assert!(!shard.remove_local(&addr).await.unwrap(), "busy");
+                assert!(!store.is_evictable(&addr).unwrap(), "still kept");
+                drop(scrub);
+                assert!(shard.remove_local(&addr).await.unwrap());
             })
             .unwrap()
             .join()
