@@ -756,6 +756,57 @@ fn fetched_copies_past_the_budget_are_evicted_oldest_first_and_uploads_are_kept(
     }
 }
 
+/// Bytes in the files of every segment lane under `n`'s stores (packed needles, live
+/// or dead).
+fn segment_bytes(n: &Node) -> u64 {
+    let mut total = 0;
+    for store in std::fs::read_dir(n.data_dir.join("stores")).unwrap() {
+        for lane in std::fs::read_dir(store.unwrap().path()).unwrap() {
+            let lane = lane.unwrap();
+            if !lane.file_name().to_string_lossy().starts_with("segments") {
+                continue;
+            }
+            for segment in std::fs::read_dir(lane.path()).unwrap() {
+                total += segment.unwrap().metadata().unwrap().len();
+            }
+        }
+    }
+    total
+}
+
+/// Small fetched copies are files of their own, whose eviction gives their space back.
+/// Before, a one-dir edge packed them into segments, where an evicted copy's needle
+/// stayed as dead space in every lane: an edge reading small objects through filled its
+/// disk however small its budget.
+#[test]
+fn small_fetched_copies_give_their_space_back_when_evicted() {
+    let mut origin = Node::start(&temp_dir("rt-small-origin"), &["--shards", "1"]);
+    let objects: Vec<Address> = (0..12)
+        .map(|i| upload(&origin, &bytes(60 + i, 20_000)))
+        .collect();
+    let url = format!("http://{}", origin.http);
+    let flags = [
+        "--shards",
+        "1",
+        "--origin",
+        &url,
+        "--fetched-bytes-max",
+        "60000",
+    ];
+    let mut edge = Node::start(&temp_dir("rt-small-edge"), &flags);
+    for addr in &objects {
+        read_through(&edge, addr);
+    }
+    metric_reaching(edge.admin, "ron_evictions_total", 9, WAIT);
+    gauge_becomes(&edge, "ron_fetched_objects", 3);
+    assert_eq!(segment_bytes(&edge), 0, "no fetched copy is packed");
+    let held = objects.iter().filter(|a| has_object_file(&edge, a)).count();
+    assert_eq!(held, 3, "the evicted copies' files are gone");
+    for n in [&mut origin, &mut edge] {
+        n.stop();
+    }
+}
+
 #[test]
 fn an_evicted_copy_is_a_miss_on_every_shard_and_is_read_through_again() {
     let mut origin = Node::start(&temp_dir("rt-evict2-origin"), &["--shards", "1"]);

@@ -475,7 +475,11 @@ impl ReadThrough {
         } else {
             group_count(total_len)
         };
-        let mut upload = self.shard.begin_upload(Some(total_len));
+        // A placement copy is kept, and may be packed; a read-through copy is evictable.
+        let mut upload = match flight.keep.get() {
+            true => self.shard.begin_upload(Some(total_len)),
+            false => self.shard.begin_fetched_copy(Some(total_len)),
+        };
         let mut next = 0;
         let mut switches_left = SLOW_SWITCHES_MAX;
         while next < groups {

@@ -19,6 +19,18 @@ impl Shard {
     /// Starts an upload of `expected_len` bytes if announced; a long one gets a temp
     /// file in the data dir's temp area, a small one is kept in memory to be packed.
     pub fn begin_upload(&self, expected_len: Option<u64>) -> Upload {
+        self.begin(expected_len, true)
+    }
+
+    /// Starts the upload of a copy fetched to be evictable: never packed, whatever its
+    /// size — a file of its own, whose space its eviction gives back. A packed copy's
+    /// needle outlives its eviction as dead space in its segment (segments are not
+    /// compacted), so an edge reading small objects through filled its disk with them.
+    pub fn begin_fetched_copy(&self, expected_len: Option<u64>) -> Upload {
+        self.begin(expected_len, false)
+    }
+
+    fn begin(&self, expected_len: Option<u64>, pack: bool) -> Upload {
         let seq = self.upload_seq.get();
         self.upload_seq.set(seq + 1);
         let name = format!("{}{seq}", self.upload_prefix());
@@ -27,7 +39,7 @@ impl Shard {
             // Spreads column 0 of successive uploads over the dirs.
             rot: seq as u8,
         };
-        Upload::new(placement, name, expected_len, self.config.ec)
+        Upload::new(placement, name, expected_len, self.config.ec, pack)
     }
 
     /// Makes a staged object visible on its owner shard and returns once it is durable.

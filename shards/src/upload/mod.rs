@@ -81,14 +81,16 @@ impl Upload {
     /// An upload whose temp files, if it needs them, will be named `name` in the temp
     /// dir of each data dir of `placement` (no such file may exist). `expected_len`,
     /// when announced, sizes the in-memory head (or skips it for an object too long to
-    /// pack).
+    /// pack). With `pack` false it is never packed: a file of its own whatever its size.
     pub fn new(
         placement: Placement,
         name: String,
         expected_len: Option<u64>,
         ec: EcParams,
+        pack: bool,
     ) -> Upload {
-        let packable = placement.dirs.count() == 1
+        let packable = pack
+            && placement.dirs.count() == 1
             && expected_len.is_none_or(|len| len <= PACKED_OBJECT_BYTES_MAX);
         let head_bytes = expected_len.filter(|_| packable).unwrap_or(0);
         Upload {
@@ -300,7 +302,13 @@ mod tests {
         let root = temp_root("spurious");
         let data: Vec<u8> = (0..3 * WRITE_BYTES + 5).map(|i| i as u8).collect();
         let staged = glommio::LocalExecutor::default().run(async {
-            let mut upload = Upload::new(placement(&root, 1, 0), "u".into(), None, EcParams::OFF);
+            let mut upload = Upload::new(
+                placement(&root, 1, 0),
+                "u".into(),
+                None,
+                EcParams::OFF,
+                true,
+            );
             for piece in data.chunks(10_000) {
                 poll_spuriously(upload.write(piece)).await.unwrap();
             }
@@ -324,7 +332,7 @@ mod tests {
         ec: EcParams,
     ) -> StagedObject {
         glommio::LocalExecutor::default().run(async {
-            let mut upload = Upload::new(placement, "u".into(), expected, ec);
+            let mut upload = Upload::new(placement, "u".into(), expected, ec, true);
             for bytes in data.chunks(piece) {
                 upload.write(bytes).await.unwrap();
             }
@@ -433,7 +441,7 @@ mod tests {
     ) -> StagedObject {
         glommio::LocalExecutor::default().run(async {
             let len = data.len() as u64;
-            let mut upload = Upload::new(placement, "u".into(), Some(len), ec);
+            let mut upload = Upload::new(placement, "u".into(), Some(len), ec, true);
             assert!(
                 upload.room(piece).is_none(),
                 "room before the data file exists"
@@ -503,6 +511,7 @@ mod tests {
                 "u".into(),
                 Some(1 << 20),
                 ec,
+                true,
             );
             upload.write(&[7; 1000]).await.unwrap();
             assert!(upload.room(1 << 20).is_none());
