@@ -226,7 +226,7 @@ pub fn resolve(
         origins.insert("io_memory_bytes", Origin::Auto(why));
     }
     if config.fetched_bytes_max == 0 {
-        let (bytes, why) = disk::auto_fetched_bytes(&config.data_dirs);
+        let (bytes, why) = disk::auto_fetched_bytes(&config.data_dirs, config.ec_params());
         config.fetched_bytes_max = bytes;
         origins.insert("fetched_bytes_max", Origin::Auto(why));
     }

@@ -451,7 +451,7 @@ pub const KEYS: &[Key] = &[
         flag: "fetched-bytes-max",
         value: "SIZE",
         default: Some("auto"),
-        help: "read-through: fetched copies kept, oldest evicted past it; auto = half the data dirs' filesystems",
+        help: "read-through: fetched copies kept, oldest evicted past it; auto = half the data dirs' filesystems, less parity",
         apply: |c, v| set(&mut c.fetched_bytes_max, size_or_auto, v),
     },
     Key {
