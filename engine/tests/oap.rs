@@ -629,6 +629,96 @@ fn writes_need_a_token_in_the_capability_section_when_tokens_are_set() {
     assert_eq!(w.recv().unwrap().header.code, 201);
 }
 
+/// A refused upload whose client stops sending it (the refusal is its END) is over:
+/// it does not count in flight, its corr_id is free again, and the connection keeps
+/// the idle rule, not the receiving deadline. Before, each stayed "in flight" for the
+/// connection's life, its corr_id was a duplicate, and the receiving deadline closed
+/// the connection after a pause, cutting whatever it was downloading.
+#[test]
+fn a_refused_upload_the_client_stops_sending_is_over() {
+    let flags = [
+        "--token",
+        "s3cret",
+        "--oap-max-inflight",
+        "2",
+        "--body-timeout-ms",
+        "300",
+        "--idle-timeout-ms",
+        "10000",
+    ];
+    let n = node("oap-refused-over", &flags);
+    let data = bytes(9, 20_000);
+    let token_put = |corr_id| {
+        ObjectRequest::Put {
+            len: data.len() as u64,
+            addr: None,
+            copies: None,
+        }
+        .frame(corr_id, 0, Bytes::from_static(b"s3cret"))
+        .unwrap()
+    };
+    let mut w = Wire::open(n.oap);
+    w.send(&token_put(9));
+    w.send(&data_frame(9, 0, data.len() as u64, &data, true));
+    let stored = w.recv().unwrap();
+    assert_eq!(stored.header.code, 201);
+    let addr = Address::of(&data);
+    // Two uploads without the token: refused, and their client sends them no DATA.
+    for corr_id in [1, 2] {
+        let bare = ObjectRequest::Put {
+            len: 5000,
+            addr: None,
+            copies: None,
+        };
+        w.send(&request(&bare, corr_id));
+        let refused = w.recv().unwrap();
+        assert_eq!(
+            (refused.header.corr_id, refused.header.code),
+            (corr_id, 401)
+        );
+    }
+    // A pause past the receiving deadline, then two requests at once (the limit).
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, body, end) = get_on(&mut w, get_req(addr, 3));
+    assert_eq!((status, end), (200, 200));
+    assert!(body == data);
+    // The refused corr_id is free again.
+    w.send(&token_put(1));
+    w.send(&data_frame(1, 0, data.len() as u64, &data, true));
+    assert_eq!(w.recv().unwrap().header.code, 200, "already stored");
+}
+
+/// A client that sends a refused upload's START and some DATA and half-closes at once
+/// still gets the refusal. Before, the end of its stream discarded every refused upload's queued
+/// answer with the unfinished uploads.
+#[test]
+fn a_refusal_reaches_a_client_that_half_closed() {
+    let n = node("oap-refused-halfclose", &["--token", "s3cret"]);
+    for corr_id in 1..=5 {
+        let mut w = Wire::open(n.oap);
+        let bare = ObjectRequest::Put {
+            len: 5000,
+            addr: None,
+            copies: None,
+        };
+        // START and three of its DATA frames in one write, then the end of the stream.
+        let mut burst = request(&bare, corr_id).to_bytes().to_vec();
+        let part = [7u8; 1000];
+        for i in 0..3u64 {
+            let data = data_frame(corr_id, i * 1000, 5000, &part, false);
+            burst.extend_from_slice(&data.to_bytes());
+        }
+        w.send_raw(&burst);
+        w.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let refused = w.recv().expect("the refusal before the close");
+        assert_eq!(
+            (refused.header.corr_id, refused.header.code),
+            (corr_id, 401)
+        );
+        assert!(w.recv().is_none());
+    }
+}
+
 #[test]
 fn a_dropped_upload_stores_nothing() {
     let n = node("oap-drop", &[]);

@@ -29,6 +29,10 @@ use crate::refusal::Refusal;
 use crate::service::WriteCredential;
 use crate::transfer::{self, Transfer};
 
+/// Refused uploads a connection may leave unfinished (their DATA skipped if it comes),
+/// per request it may have in flight: past it, a protocol error (400, close).
+const SKIPPED_UPLOADS_PER_REQUEST: usize = 4;
+
 /// How the reading side of a connection ended.
 pub(super) enum ReadEnd {
     /// End of stream or idle timeout: answer what is in flight, then close.
@@ -131,7 +135,7 @@ impl<S: Transport> Reader<S> {
     /// buffer (`crate::buffers`), and silence ends the connection only once nothing is in
     /// flight: a client downloading a large object has nothing to say.
     async fn read(&mut self) -> Result<(PooledBuffer, usize), ReadEnd> {
-        if !self.decoder.is_idle() || !self.inbound.is_empty() {
+        if !self.decoder.is_idle() || self.uploads_open() {
             let mut buf = self.ctx.read_buffers.take();
             let n = self.read_receiving(&mut buf).await?;
             return Ok((buf, n));
@@ -183,14 +187,24 @@ impl<S: Transport> Reader<S> {
     }
 
     fn busy(&self) -> bool {
-        !self.out.borrow().boxes.is_empty() || !self.inbound.is_empty()
+        !self.out.borrow().boxes.is_empty() || self.uploads_open()
     }
 
-    /// Removes the temp files of uploads the peer never finished.
+    /// Whether an admitted upload waits for DATA. A refused one whose DATA is being
+    /// skipped is over (its END was answered): it neither keeps the connection receiving
+    /// nor counts in flight, and the client may have stopped sending it altogether.
+    fn uploads_open(&self) -> bool {
+        self.inbound
+            .values()
+            .any(|i| matches!(i, Inbound::Receiving(_)))
+    }
+
+    /// Removes the temp files of uploads the peer never finished. A refused upload's
+    /// answer, still queued, goes out.
     pub async fn abort_uploads(&mut self) {
         for (corr_id, inbound) in std::mem::take(&mut self.inbound) {
-            self.out.borrow_mut().forget(corr_id);
             if let Inbound::Receiving(put) = inbound {
+                self.out.borrow_mut().forget(corr_id);
                 put.session.abort().await;
             }
         }
@@ -256,18 +270,34 @@ impl<S: Transport> Reader<S> {
 
     fn requests_in_flight(&self) -> usize {
         let out = self.out.borrow();
-        out.boxes.len() + self.inbound.keys().filter(|c| !out.contains(**c)).count()
+        let receiving = self.inbound.iter().filter(|(corr_id, inbound)| {
+            matches!(inbound, Inbound::Receiving(_)) && !out.contains(**corr_id)
+        });
+        out.boxes.len() + receiving.count()
     }
 
     async fn on_start(&mut self, frame: Frame) -> Result<(), Reject> {
         let header = frame.header;
         let corr_id = header.corr_id;
         let started = Instant::now();
+        if let Some(Inbound::Skipping) = self.inbound.get(&corr_id) {
+            // The refused upload is over; frames come in order, so any DATA of it came
+            // before this START. Its corr_id is free again.
+            self.inbound.remove(&corr_id);
+        }
         if self.out.borrow().contains(corr_id) || self.inbound.contains_key(&corr_id) {
             return Err(reject(corr_id, Refusal::DuplicateCorrId { corr_id }));
         }
         let limit = self.ctx.limits.requests_per_connection_max;
-        if self.requests_in_flight() >= limit as usize {
+        // Refused uploads whose DATA may still come are remembered apart, up to
+        // SKIPPED_UPLOADS_PER_REQUEST per request a connection may have in flight.
+        let skipping = self
+            .inbound
+            .values()
+            .filter(|i| matches!(i, Inbound::Skipping))
+            .count();
+        let skipping_max = SKIPPED_UPLOADS_PER_REQUEST * limit as usize;
+        if self.requests_in_flight() >= limit as usize || skipping >= skipping_max {
             return Err(reject(corr_id, Refusal::TooManyInFlight { limit }));
         }
         let has_more = !header.flags.contains(Flags::END);
