@@ -140,6 +140,110 @@ bytes_burst = 200000
     assert_eq!(r.json()["len"], 300_000);
 }
 
+/// An OAP/1 upload whose connection drops gives back what it declared and did not
+/// send. Before, its whole declared length stayed charged: a client on a flaky link was
+/// throttled for bytes it never sent.
+#[test]
+fn an_oap_upload_cut_short_gives_back_what_it_did_not_send() {
+    let config = r#"
+[tenants.bytes]
+tokens = ["tok-bytes"]
+bytes_per_s = 1000
+bytes_burst = 200000
+"#;
+    let (n, _) = configured_node("quota-oap-cut", config, &["--shards", "1"]);
+    let start = ron_codec::messages::ObjectRequest::Put {
+        len: 10_000_000,
+        addr: None,
+        copies: None,
+    }
+    .frame(1, 0, bytes::Bytes::from_static(b"tok-bytes"))
+    .unwrap();
+    let mut cut = TcpStream::connect(n.oap).unwrap();
+    cut.write_all(&start.to_bytes()).unwrap();
+    // Charged 10 MB up front while it is open: the tenant is in debt.
+    let endpoint = ron_client::transport::Endpoint {
+        addr: n.oap.to_string(),
+        protocol: ron_client::transport::Protocol::Oap,
+        tls: None,
+    };
+    let options = ron_client::Options {
+        token: Some("tok-bytes".into()),
+        ..ron_client::Options::default()
+    };
+    let missing = ron_codec::Address::of(b"not stored");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut client = ron_client::Client::connect(&endpoint, options.clone()).unwrap();
+        match client.stat(missing) {
+            Err(ron_client::error::ClientError::Server { status: 429, .. }) => break,
+            other => assert!(Instant::now() < deadline, "never in debt: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(cut);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut client = ron_client::Client::connect(&endpoint, options.clone()).unwrap();
+        match client.stat(missing) {
+            Err(ron_client::error::ClientError::Server { status: 404, .. }) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "still charged for bytes never sent: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A verified (proof) GET over OAP/1 is charged the whole groups it sends, not the
+/// range it asked for. Before, a one-byte range carried a 64 KiB group and its proof
+/// and was charged one byte.
+#[test]
+fn a_proof_get_is_charged_the_groups_it_sends() {
+    let config = r#"
+[tenants.bytes]
+tokens = ["tok-bytes"]
+bytes_per_s = 1000
+bytes_burst = 100000
+
+[tenants.free]
+tokens = ["tok-free"]
+"#;
+    let (n, _) = configured_node("quota-proof", config, &["--shards", "1"]);
+    let data = bytes(8, 5 * 65536);
+    let r = put(n.http, "/o", &data, &bearer("free"));
+    assert_eq!(r.status, 201, "{r:?}");
+    let addr: ron_codec::Address = r.json()["obj"].as_str().unwrap().parse().unwrap();
+    let endpoint = ron_client::transport::Endpoint {
+        addr: n.oap.to_string(),
+        protocol: ron_client::transport::Protocol::Oap,
+        tls: None,
+    };
+    let options = ron_client::Options {
+        token: Some("tok-bytes".into()),
+        ..ron_client::Options::default()
+    };
+    let mut client = ron_client::Client::connect(&endpoint, options).unwrap();
+    for group in [1u64, 3] {
+        let one_byte = ron_client::ByteRange {
+            first: group * 65536 + 5,
+            last: group * 65536 + 5,
+        };
+        let mut sink = Vec::new();
+        client
+            .get(addr, Some(one_byte), &mut sink, &mut |_| {})
+            .unwrap();
+        assert_eq!(sink, [data[(group * 65536 + 5) as usize]]);
+    }
+    match client.stat(addr) {
+        Err(ron_client::error::ClientError::Server { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (429, "over_quota"));
+        }
+        other => panic!("two 64 KiB groups sent of a 100 kB burst: expected 429, got {other:?}"),
+    }
+}
+
 /// A GET over OAP/1 that ends early on a rotten group stays charged for the bytes it
 /// sent. Before, the failure refunded every byte, so a tenant could read most of a
 /// damaged object again and again for free.

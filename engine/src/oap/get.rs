@@ -10,6 +10,7 @@ use ron_codec::messages::{
     DATA_CHUNK_BYTES,
 };
 use ron_codec::proof::{parents_before, GroupRange};
+use ron_codec::tree::GROUP_LEN_BYTES;
 use ron_codec::Address;
 
 use super::answer::{answer, refuse, Account};
@@ -51,7 +52,8 @@ pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetReques
         span: stream.span(),
     };
     let mut ticket = ticket;
-    ctx.admission.charge_up_front(&mut ticket, frames.span.len);
+    let object_bytes = frames.object_bytes();
+    ctx.admission.charge_up_front(&mut ticket, object_bytes);
     let mut sent_bytes = 0;
     match frames
         .send_all(&out, &mut stream, &ticket, &mut sent_bytes)
@@ -59,15 +61,16 @@ pub(super) async fn get(ctx: Rc<OapContext>, out: SharedOutboxes, req: GetReques
     {
         Ok(()) => ctx
             .admission
-            .finish(ticket, frames.span.status(), frames.span.len),
+            .finish(ticket, frames.span.status(), object_bytes),
         Err(Some(refusal)) => {
-            // What went out before the failure stays charged (a proof's whole groups
-            // count no more than the span).
-            let moved = sent_bytes.min(frames.span.len);
+            // What went out before the failure stays charged.
+            let moved = sent_bytes.min(object_bytes);
             let account = Account::Admitted(ticket, moved);
             refuse(&ctx, &out, corr_id, &refusal, account).await;
         }
-        Err(None) => {}
+        // The connection closed: charged its span, as HTTP charges an answer cut short,
+        // and recorded without a status.
+        Err(None) => ctx.admission.finish(ticket, 0, object_bytes),
     }
 }
 
@@ -143,6 +146,17 @@ impl DataFrames<'_> {
             head = BytesMut::new();
         }
         Ok(())
+    }
+
+    /// The object bytes the answer carries: the span, or with `proof` the whole groups
+    /// that cover it (a one-byte range with its proof carries a 64 KiB group).
+    fn object_bytes(&self) -> u64 {
+        if !self.proof || self.span.len == 0 {
+            return self.span.len;
+        }
+        let first = self.span.first / GROUP_LEN_BYTES * GROUP_LEN_BYTES;
+        let end = (self.span.first + self.span.len).next_multiple_of(GROUP_LEN_BYTES);
+        end.min(self.span.total) - first
     }
 
     fn start_frame(&self) -> BytesMut {

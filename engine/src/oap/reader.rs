@@ -205,7 +205,14 @@ impl<S: Transport> Reader<S> {
         for (corr_id, inbound) in std::mem::take(&mut self.inbound) {
             if let Inbound::Receiving(put) = inbound {
                 self.out.borrow_mut().forget(corr_id);
-                put.session.abort().await;
+                let PutState {
+                    session, ticket, ..
+                } = *put;
+                let received = session.received();
+                session.abort().await;
+                // Settled to what arrived: the rest of its declared length, charged up
+                // front, is given back (as HTTP does for a body cut short).
+                self.ctx.admission.finish(ticket, 0, received);
             }
         }
     }
