@@ -31,6 +31,8 @@ pub enum Refusal {
         inflight: u64,
         limit: u64,
     },
+    #[error("shard {shard} has {open} uploads open, its most; try again shortly")]
+    TooManyUploads { shard: u16, open: u32 },
     #[error("the node is shutting down")]
     ShuttingDown,
 
@@ -217,7 +219,7 @@ impl Refusal {
             Codec(e) => e.code(),
             RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
             OverQuota { .. } => ErrorCode::OverQuota,
-            Overloaded { .. } => ErrorCode::Overloaded,
+            Overloaded { .. } | TooManyUploads { .. } => ErrorCode::Overloaded,
             ShuttingDown => ErrorCode::NotReady,
             Unauthorized { .. } => ErrorCode::Unauthorized,
             TooLarge { .. } => ErrorCode::TooLarge,

@@ -8,6 +8,7 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
 use super::{probe, Finding, Verdict};
 use crate::config::keys::size_text;
 use crate::config::Config;
+use crate::limits::UPLOADS_OPEN_PER_SHARD_MAX;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -18,9 +19,16 @@ const GLOMMIO_MEMLOCK_MIN_BYTES: u64 = 512 * KIB;
 /// What one shard pins when glommio registers its I/O buffers: 10 MiB, once per ring
 /// (main, poll, latency). Below it glommio skips registration (a copy per disk read).
 const REGISTERED_BYTES_PER_SHARD: u64 = 3 * 10 * MIB;
-/// Descriptors per shard besides connections and cached object files: the LMDB
-/// environment, listeners, io_uring rings and eventfds, uploads being written.
-const FDS_PER_SHARD: u64 = 64;
+/// Descriptors per shard besides connections, cached object files and uploads: the
+/// LMDB environment, listeners, io_uring rings and eventfds.
+const FDS_PER_SHARD_BASE: u64 = 32;
+
+/// Descriptors per shard besides connections and cached object files: the base, and
+/// the uploads it may have open, each with a data and a parity file per data dir.
+fn fds_per_shard(config: &Config) -> u64 {
+    let dirs = config.data_dirs.len().max(1) as u64;
+    FDS_PER_SHARD_BASE + u64::from(UPLOADS_OPEN_PER_SHARD_MAX) * 2 * dirs
+}
 /// Descriptors for the process as a whole: the admin listener and its 64 connections,
 /// the control thread, stdio, the data-dir lock.
 const FDS_PER_PROCESS: u64 = 128;
@@ -179,7 +187,7 @@ fn memlock_verdict(soft: u64, shards: u64, cap_ipc_lock: bool) -> Finding {
 /// connections per shard), and what the configured limits may use at once.
 fn open_files_needed(config: &Config) -> (u64, u64) {
     let shards = u64::from(config.shard_count());
-    let per_shard = config.open_files_max as u64 + FDS_PER_SHARD;
+    let per_shard = config.open_files_max as u64 + fds_per_shard(config);
     let floor = shards * (per_shard + CONNECTIONS_FLOOR) + FDS_PER_PROCESS;
     let wanted = shards * (per_shard + u64::from(config.connections_max)) + process_fds(config);
     (floor, wanted)
@@ -217,7 +225,8 @@ pub fn raise_open_files(config: &Config) {
 pub fn connections_within_open_files(config: &Config) -> u32 {
     let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(soft, _)| soft);
     let shards = u64::from(config.shard_count()).max(1);
-    let fixed = shards * (config.open_files_max as u64 + FDS_PER_SHARD) + process_fds(config);
+    let fixed =
+        shards * (config.open_files_max as u64 + fds_per_shard(config)) + process_fds(config);
     let budget = (soft.saturating_sub(fixed) / shards).max(CONNECTIONS_FLOOR);
     let allowed = u64::from(config.connections_max).min(budget) as u32;
     if allowed < config.connections_max {
@@ -282,11 +291,12 @@ fn open_files_verdict(soft: u64, hard: u64, needs: (u64, u64), config: &Config) 
         limit_text_count(hard)
     );
     let needed = format!(
-        "{wanted} = {} shard(s) x (connections_max {} + open_files_max {} + {FDS_PER_SHARD}) \
-         + {FDS_PER_PROCESS}; at least {floor}",
+        "{wanted} = {} shard(s) x (connections_max {} + open_files_max {} + {} for uploads \
+         and the rest) + {FDS_PER_PROCESS}; at least {floor}",
         config.shard_count(),
         config.connections_max,
         config.open_files_max,
+        fds_per_shard(config),
     );
     let fix = match verdict {
         Verdict::Ok => String::new(),
@@ -622,7 +632,8 @@ mod tests {
             ..Config::default()
         };
         let (floor, wanted) = open_files_needed(&config);
-        let per_shard = config.open_files_max as u64 + FDS_PER_SHARD;
+        let per_shard = config.open_files_max as u64 + fds_per_shard(&config);
+        assert_eq!(fds_per_shard(&config), 32 + 32 * 2, "one data dir");
         assert_eq!(
             wanted,
             2 * (per_shard + u64::from(config.connections_max)) + FDS_PER_PROCESS

@@ -20,6 +20,7 @@
 mod get;
 mod upload;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -37,6 +38,7 @@ use crate::refusal::Refusal;
 use crate::replication::{audit_holder, AuditLimits};
 
 pub use get::{FetchStream, GroupStream, Span, StoredStream, VerifiedGroup};
+use upload::UploadSlot;
 pub use upload::{Stored, UploadSession, WriteCredential};
 
 /// One shard's object service, shared by its connections of both protocols.
@@ -51,6 +53,9 @@ pub struct Service {
     copies: CopyPolicy,
     /// The denylist: a blocked address is answered 451 on every path.
     blocked: Rc<Blocked>,
+    /// Uploads open on this shard (at most
+    /// [`UPLOADS_OPEN_PER_SHARD_MAX`](crate::limits::UPLOADS_OPEN_PER_SHARD_MAX)).
+    uploads_open: Rc<Cell<u32>>,
 }
 
 /// The operator's removal of this node's copy of `addr`, on its owner shard (a DELETE
@@ -136,6 +141,7 @@ impl Service {
             read_through,
             copies,
             blocked,
+            uploads_open: Rc::default(),
         }
     }
 
@@ -350,10 +356,15 @@ impl Service {
         if let Some(addr) = &announced {
             self.blocked.check(addr)?;
         }
+        let slot = UploadSlot::take(&self.uploads_open).ok_or(Refusal::TooManyUploads {
+            shard: self.shard.index().0,
+            open: self.uploads_open.get(),
+        })?;
         let upload = self.shard.begin_upload(declared_len);
         Ok(UploadSession::new(
             Rc::clone(&self.shard),
             upload,
+            slot,
             declared_len,
             announced,
             self.object_bytes_max,

@@ -2,11 +2,13 @@
 //! commit outcome — the same for a streamed OAP PUT and an HTTP PUT/POST body.
 
 use crate::blocked::Blocked;
+use std::cell::Cell;
 use std::rc::Rc;
 
 use ron_codec::Address;
 use ron_shards::{CommitOutcome, Shard, Upload};
 
+use crate::limits::UPLOADS_OPEN_PER_SHARD_MAX;
 use crate::refusal::Refusal;
 
 /// Whether a caller may write, and what to tell one who may not.
@@ -59,6 +61,8 @@ impl Stored {
 pub struct UploadSession {
     shard: Rc<Shard>,
     upload: Upload,
+    /// Its place among the shard's open uploads, given back when the session ends.
+    _slot: UploadSlot,
     /// The length the request announced (Content-Length, OAP `len`); none for chunked.
     declared: Option<u64>,
     announced: Option<Address>,
@@ -67,10 +71,33 @@ pub struct UploadSession {
     blocked: Rc<Blocked>,
 }
 
+/// One of a shard's open uploads (at most [`UPLOADS_OPEN_PER_SHARD_MAX`]), counted
+/// until dropped.
+#[derive(Debug)]
+pub(super) struct UploadSlot(Rc<Cell<u32>>);
+
+impl UploadSlot {
+    /// A slot, unless the shard has its most uploads open.
+    pub(super) fn take(open: &Rc<Cell<u32>>) -> Option<UploadSlot> {
+        if open.get() >= UPLOADS_OPEN_PER_SHARD_MAX {
+            return None;
+        }
+        open.set(open.get() + 1);
+        Some(UploadSlot(Rc::clone(open)))
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
 impl UploadSession {
     pub(super) fn new(
         shard: Rc<Shard>,
         upload: Upload,
+        slot: UploadSlot,
         declared: Option<u64>,
         announced: Option<Address>,
         limit: u64,
@@ -80,6 +107,7 @@ impl UploadSession {
             blocked,
             shard,
             upload,
+            _slot: slot,
             declared,
             announced,
             limit,
