@@ -64,8 +64,16 @@ impl Config {
         {
             return refuse("origin_ca: only an https:// origin has a certificate to check".into());
         }
-        if self.fetch_timeout_ms == 0 {
-            return refuse("fetch_timeout_ms: must be at least 1".into());
+        // A zero timeout is no timeout to the socket (set_read_timeout refuses it): an
+        // idle connection would never close, a trickled body never be cut.
+        let timeouts = [
+            ("fetch_timeout_ms", self.fetch_timeout_ms),
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
+        ];
+        if let Some((key, _)) = timeouts.iter().find(|(_, ms)| *ms == 0) {
+            return refuse(format!("{key}: must be at least 1"));
         }
         self.validate_replication()
     }
@@ -295,6 +303,28 @@ mod tests {
         let c = Config::default();
         c.validate().unwrap();
         assert!(c.http.ip().is_loopback());
+    }
+
+    /// A zero timeout was accepted and meant none: the socket refuses a zero timeout,
+    /// the error was ignored, and idle connections never closed.
+    #[test]
+    fn a_zero_timeout_is_refused() {
+        let zero_idle = Config {
+            idle_timeout_ms: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            zero_idle.validate().unwrap_err().to_string(),
+            "idle_timeout_ms: must be at least 1"
+        );
+        let zero_body = Config {
+            body_timeout_ms: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            zero_body.validate().unwrap_err().to_string(),
+            "body_timeout_ms: must be at least 1"
+        );
     }
 
     #[test]
