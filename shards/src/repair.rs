@@ -267,7 +267,7 @@ pub(crate) async fn check_lanes(
         body: None,
         bad: Vec::new(),
     };
-    for lane in (0..store.lanes_on_disk()).map(LaneIndex) {
+    for lane in (0..store.needle_lanes(meta)).map(LaneIndex) {
         match lane_copy(files, store, meta, lane).await {
             Some(body) => {
                 check.body.get_or_insert(body);

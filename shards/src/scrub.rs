@@ -193,8 +193,8 @@ pub(crate) async fn check_object(
             }
             check
         }
-        (_, Location::Packed(_)) if store.lanes_on_disk() > 1 => {
-            let lanes = u64::from(store.lanes_on_disk());
+        (_, Location::Packed(_)) if store.needle_lanes(meta) > 1 => {
+            let lanes = u64::from(store.needle_lanes(meta));
             paced(
                 &mut pacer,
                 lanes * meta.len(),
@@ -297,7 +297,7 @@ async fn check_stripe(
 /// bad ones.
 async fn check_lanes(files: &ObjectFiles, store: &Store, meta: &ObjectMeta) -> ObjectCheck {
     let lanes = repair::check_lanes(files, store, meta).await;
-    let lane_count = u64::from(store.lanes_on_disk());
+    let lane_count = u64::from(store.needle_lanes(meta));
     let bad = lanes.bad.len() as u64;
     let mut check = ObjectCheck {
         protected: true,

@@ -163,6 +163,89 @@ pub(crate) fn create_lane_dirs(store_root: &Path, lanes: u8) -> Result<(), Shard
     }
 }
 
+/// Where the store at `store_root` records how many lanes its segments were written
+/// to: one line `<first segment id, 8 hex digits> <lanes>` per start whose lane count
+/// differed from the line before.
+const LANE_HISTORY_FILE: &str = "segment-lanes";
+
+/// The lanes each run of the store wrote its segments to: `(first segment, lanes)` in
+/// segment order. Segments older than the first entry (written before the history was
+/// kept) are taken to have every lane on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaneHistory(Vec<(SegmentId, u8)>);
+
+impl LaneHistory {
+    /// Reads the history of the store at `store_root`, and records that segments from
+    /// the next one on are written to `lanes` lanes (durably, before any is: a lowered
+    /// `--ec` must not make a later check take the lanes it no longer writes for lost).
+    /// Blocking; at start-up.
+    pub(crate) fn open(store_root: &Path, lanes: u8) -> Result<LaneHistory, ShardError> {
+        let path = store_root.join(LANE_HISTORY_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(ShardError::io("read", &path)(e)),
+        };
+        let mut history = LaneHistory::parse(&text).ok_or_else(|| ShardError::Layout {
+            path: path.clone(),
+            reason: "not lines of '<segment id> <lanes>'".into(),
+        })?;
+        if history.0.last().map(|(_, l)| *l) != Some(lanes) {
+            let next = next_segment_id(store_root)?;
+            let line = format!("{next} {lanes}\n");
+            append_durably(&path, store_root, line.as_bytes())?;
+            history.0.push((next, lanes));
+        }
+        Ok(history)
+    }
+
+    fn parse(text: &str) -> Option<LaneHistory> {
+        let mut entries: Vec<(SegmentId, u8)> = Vec::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let (id, lanes) = line.split_once(' ')?;
+            let id = SegmentId(u32::from_str_radix(id, 16).ok()?);
+            let lanes: u8 = lanes.parse().ok()?;
+            if !(1..=SEGMENT_LANES_MAX).contains(&lanes)
+                || entries.last().is_some_and(|(l, _)| *l > id)
+            {
+                return None;
+            }
+            entries.push((id, lanes));
+        }
+        Some(LaneHistory(entries))
+    }
+
+    /// The lanes segment `id` was written to, at most `on_disk`.
+    pub fn lanes_of(&self, id: SegmentId, on_disk: u8) -> u8 {
+        let written = self.0.iter().rev().find(|(first, _)| *first <= id);
+        written.map_or(on_disk, |(_, lanes)| (*lanes).min(on_disk))
+    }
+}
+
+/// The id the next segment of the store at `store_root` gets: past every one in lane 0
+/// (every segment has lane 0).
+fn next_segment_id(store_root: &Path) -> Result<SegmentId, ShardError> {
+    let last = lane_segment_ids(store_root, LaneIndex(0))?.last().copied();
+    Ok(last.map_or(SegmentId(0), |last| SegmentId(last.0.saturating_add(1))))
+}
+
+/// Appends `bytes` to the file at `path` and syncs it, and its directory `dir` when the
+/// file is new.
+fn append_durably(path: &Path, dir: &Path, bytes: &[u8]) -> Result<(), ShardError> {
+    let existed = path.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(ShardError::io("open", path))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(ShardError::io("write", path))?;
+    file.sync_data().map_err(ShardError::io("sync", path))?;
+    match existed {
+        true => Ok(()),
+        false => layout::sync_dir(dir),
+    }
+}
+
 /// How many lanes the store at `store_root` has on disk (at least 1: lane 0). Blocking.
 pub fn lanes_on_disk(store_root: &Path) -> u8 {
     (1..SEGMENT_LANES_MAX)
@@ -856,6 +939,38 @@ mod tests {
             41
         );
         drop(log);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Each start records the lanes its segments get, once per change; a segment
+    /// older than the history has every lane on disk; a broken history refuses the start.
+    #[test]
+    fn the_lane_history_says_which_lanes_each_segment_was_written_to() {
+        let root = temp_store("lane-history");
+        create_lane_dirs(&root, 3).unwrap();
+        std::fs::write(segment_path(&root, SegmentId(0)), b"").unwrap();
+        let first = LaneHistory::open(&root, 3).unwrap();
+        assert_eq!(
+            first.lanes_of(SegmentId(0), 3),
+            3,
+            "before the history: on disk"
+        );
+        assert_eq!(first.lanes_of(SegmentId(1), 3), 3);
+        std::fs::write(segment_path(&root, SegmentId(1)), b"").unwrap();
+        assert_eq!(
+            LaneHistory::open(&root, 3).unwrap(),
+            first,
+            "unchanged: no line"
+        );
+        let lowered = LaneHistory::open(&root, 1).unwrap();
+        assert_eq!(lowered.lanes_of(SegmentId(1), 3), 3);
+        assert_eq!(lowered.lanes_of(SegmentId(2), 3), 1);
+        assert_eq!(lowered.lanes_of(SegmentId(9), 3), 1);
+        let text = std::fs::read_to_string(root.join(LANE_HISTORY_FILE)).unwrap();
+        assert_eq!(text, "00000001 3\n00000002 1\n");
+        std::fs::write(root.join(LANE_HISTORY_FILE), "00000002 1\n00000001 3\n").unwrap();
+        let refused = LaneHistory::open(&root, 1).unwrap_err().to_string();
+        assert!(refused.contains("segment-lanes"), "{refused}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

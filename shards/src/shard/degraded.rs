@@ -84,7 +84,7 @@ impl Shard {
         key: GroupKey,
         cause: ShardError,
     ) -> Result<GroupBytes, ShardError> {
-        for lane in (1..store.lanes_on_disk()).map(LaneIndex) {
+        for lane in (1..store.needle_lanes(meta)).map(LaneIndex) {
             let Some(body) = repair::lane_copy(&self.files, store, meta, lane).await else {
                 continue;
             };
@@ -97,7 +97,7 @@ impl Shard {
             self.queue_repair(meta, stripe, 1, Some(writes));
             return self.keep_rebuilt(meta, key, GroupBytes::in_memory(Bytes::from(body)));
         }
-        if store.lanes_on_disk() > 1 {
+        if store.needle_lanes(meta) > 1 {
             StorageCounters::add(&self.metrics.ec_unrecoverable, 1);
         }
         Err(cause)

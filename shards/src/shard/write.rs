@@ -206,13 +206,21 @@ mod tests {
     }
 
     async fn start_shard(data_dir: &Path) -> Rc<Shard> {
+        start_shard_with(data_dir, crate::ec::EcParams::default_for(1)).await
+    }
+
+    async fn start_shard_with(data_dir: &Path, ec: crate::ec::EcParams) -> Rc<Shard> {
         let table = layout::open_data_dirs(&DataDirs::one(data_dir), 1, 0)
             .unwrap()
             .table;
         layout::clean_tmp(data_dir).unwrap();
         let routing = Routing::new(table, 1);
         let metrics = Arc::new(StorageCounters::default());
-        Shard::start(ShardIndex(0), routing, config(data_dir), None, metrics)
+        let config = ShardConfig {
+            ec,
+            ..config(data_dir)
+        };
+        Shard::start(ShardIndex(0), routing, config, None, metrics)
             .await
             .unwrap()
     }
@@ -373,6 +381,46 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// After `--ec` is lowered, a packed object written since has the lanes of the run
+    /// that wrote it, and checks healthy; one written before is still checked in all of
+    /// its lanes. Before, every lane dir on disk was checked: the new objects came out
+    /// bad in the lanes they were never written to, and were "repaired" into them.
+    #[test]
+    fn a_lowered_code_leaves_new_packed_objects_healthy() {
+        let dir =
+            std::env::temp_dir().join(format!("ron-shards-lanes-down-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data_dir = dir.clone();
+        let small = |seed: u8| -> Vec<u8> { (0..3_000u32).map(|i| (i as u8) ^ seed).collect() };
+        let (before, after) = (small(1), small(2));
+        let run = |ec, data: Vec<u8>, checked: Vec<Vec<u8>>| {
+            let data_dir = data_dir.clone();
+            LocalExecutorBuilder::new(Pinning::Unbound)
+                .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+                .spawn(move || async move {
+                    let shard = start_shard_with(&data_dir, ec).await;
+                    let copy = staged(&shard, &data, Retention::Kept).await;
+                    assert_eq!(shard.commit(copy).await.unwrap(), CommitOutcome::Created);
+                    let mut lanes = Vec::new();
+                    for data in checked {
+                        let addr = ChunkTree::of(&data).root();
+                        let check = shard.check_object(&addr).await.unwrap();
+                        assert_eq!(check.bad_blocks, 0, "{check:?}");
+                        lanes.push(check.blocks_checked);
+                    }
+                    lanes
+                })
+                .unwrap()
+                .join()
+                .unwrap()
+        };
+        let three_lanes = crate::ec::EcParams::new(4, 2).unwrap();
+        assert_eq!(run(three_lanes, before.clone(), vec![before.clone()]), [3]);
+        let off = crate::ec::EcParams::OFF;
+        assert_eq!(run(off, after.clone(), vec![before, after]), [3, 1]);
         let _ = std::fs::remove_dir_all(dir);
     }
 

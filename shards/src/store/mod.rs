@@ -37,8 +37,8 @@ use ron_codec::Address;
 use crate::error::ShardError;
 use crate::ids::{ByteOffset, DirIndex, LaneIndex, SegmentId, StoreId};
 use crate::limits::SEGMENT_LANES_MAX;
-use crate::record::ObjectMeta;
-use crate::segment::{self, Checkpoint, Skipped};
+use crate::record::{Location, ObjectMeta};
+use crate::segment::{self, Checkpoint, LaneHistory, Skipped};
 
 mod evictable;
 mod index;
@@ -62,6 +62,9 @@ pub struct Store {
     /// packed object's needle in (those on disk: more if the code once had more parity).
     segment_lanes: u8,
     lanes_on_disk: u8,
+    /// The lanes each run wrote its segments to (fewer than on disk after `--ec` was
+    /// lowered).
+    lane_history: Arc<LaneHistory>,
 }
 
 /// What [`Store::replay_blocking`] did at start-up.
@@ -166,6 +169,7 @@ impl Store {
         let segment_lanes = segment_lanes.clamp(1, SEGMENT_LANES_MAX);
         segment::create_lane_dirs(&roots[0], segment_lanes)?;
         let lanes_on_disk = segment::lanes_on_disk(&roots[0]);
+        let lane_history = Arc::new(LaneHistory::open(&roots[0], segment_lanes)?);
         // A new index replays from the first needle; one whose segments were written
         // before checkpoints existed had every acknowledged needle indexed before its
         // answer, so its replay starts past them.
@@ -187,6 +191,7 @@ impl Store {
             replicas: replicas.into(),
             segment_lanes,
             lanes_on_disk,
+            lane_history,
         };
         let unlinked = store.finish_evictions()?;
         if unlinked > 0 {
@@ -476,6 +481,16 @@ impl Store {
     /// Lanes a packed object's needle may be found in.
     pub fn lanes_on_disk(&self) -> u8 {
         self.lanes_on_disk
+    }
+
+    /// Lanes packed object `meta`'s needle was written to: those of the run that wrote
+    /// its segment (every lane on disk for an object with a file of its own, or a
+    /// segment older than the lane history). A lane it was never written to is not lost.
+    pub fn needle_lanes(&self, meta: &ObjectMeta) -> u8 {
+        match meta.location {
+            Location::Packed(at) => self.lane_history.lanes_of(at.segment, self.lanes_on_disk),
+            Location::OwnFile => self.lanes_on_disk,
+        }
     }
 
     /// Where a packed object's segment is in lane `lane`.
