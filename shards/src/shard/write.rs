@@ -408,8 +408,8 @@ mod tests {
                     for data in checked {
                         let addr = ChunkTree::of(&data).root();
                         let check = shard.check_object(&addr).await.unwrap();
-                        assert_eq!(check.bad_blocks, 0, "{check:?}");
-                        lanes.push(check.blocks_checked);
+                        assert_eq!(check.lost_blocks, 0, "{check:?}");
+                        lanes.push((check.blocks_checked, check.bad_blocks));
                     }
                     lanes
                 })
@@ -418,9 +418,25 @@ mod tests {
                 .unwrap()
         };
         let three_lanes = crate::ec::EcParams::new(4, 2).unwrap();
-        assert_eq!(run(three_lanes, before.clone(), vec![before.clone()]), [3]);
+        assert_eq!(
+            run(three_lanes, before.clone(), vec![before.clone()]),
+            [(3, 0)]
+        );
         let off = crate::ec::EcParams::OFF;
-        assert_eq!(run(off, after.clone(), vec![before, after]), [3, 1]);
+        assert_eq!(
+            run(off, after.clone(), vec![before.clone(), after.clone()]),
+            [(3, 0), (1, 0)],
+            "the one written since has one lane, whole"
+        );
+        // Raised again: the object written with one lane is checked in three, the two it
+        // lacks filled; checked again, whole.
+        let third = small(3);
+        let checked = run(
+            three_lanes,
+            third.clone(),
+            vec![after.clone(), after, third],
+        );
+        assert_eq!(checked, [(3, 2), (3, 0), (3, 0)]);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -483,12 +483,17 @@ impl Store {
         self.lanes_on_disk
     }
 
-    /// Lanes packed object `meta`'s needle was written to: those of the run that wrote
-    /// its segment (every lane on disk for an object with a file of its own, or a
-    /// segment older than the lane history). A lane it was never written to is not lost.
+    /// Lanes packed object `meta`'s needle should be in: those of the run that wrote its
+    /// segment (every lane on disk for a segment older than the lane history), or more
+    /// when the code has been raised since (a check fills them). A lane it was written
+    /// to under a code lowered since is not counted lost.
     pub fn needle_lanes(&self, meta: &ObjectMeta) -> u8 {
         match meta.location {
-            Location::Packed(at) => self.lane_history.lanes_of(at.segment, self.lanes_on_disk),
+            Location::Packed(at) => self
+                .lane_history
+                .lanes_of(at.segment, self.lanes_on_disk)
+                .max(self.segment_lanes)
+                .min(self.lanes_on_disk),
             Location::OwnFile => self.lanes_on_disk,
         }
     }
