@@ -32,6 +32,20 @@ fn bearer(tenant: &str) -> String {
     format!("Authorization: Bearer tok-{tenant}\r\n")
 }
 
+/// How an OAP/1 client reaches `n` presenting `token`.
+fn oap_as(n: &Node, token: &str) -> (ron_client::transport::Endpoint, ron_client::Options) {
+    let endpoint = ron_client::transport::Endpoint {
+        addr: n.oap.to_string(),
+        protocol: ron_client::transport::Protocol::Oap,
+        tls: None,
+    };
+    let options = ron_client::Options {
+        token: Some(token.into()),
+        ..ron_client::Options::default()
+    };
+    (endpoint, options)
+}
+
 /// A GET of a missing object on a kept-alive connection, as `tenant` (by its token).
 fn get_as(stream: &mut TcpStream, pending: &mut Vec<u8>, tenant: &str) -> Response {
     get_with_head(stream, pending, &bearer(tenant))
@@ -162,15 +176,7 @@ bytes_burst = 200000
     let mut cut = TcpStream::connect(n.oap).unwrap();
     cut.write_all(&start.to_bytes()).unwrap();
     // Charged 10 MB up front while it is open: the tenant is in debt.
-    let endpoint = ron_client::transport::Endpoint {
-        addr: n.oap.to_string(),
-        protocol: ron_client::transport::Protocol::Oap,
-        tls: None,
-    };
-    let options = ron_client::Options {
-        token: Some("tok-bytes".into()),
-        ..ron_client::Options::default()
-    };
+    let (endpoint, options) = oap_as(&n, "tok-bytes");
     let missing = ron_codec::Address::of(b"not stored");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -215,15 +221,7 @@ tokens = ["tok-free"]
     let r = put(n.http, "/o", &data, &bearer("free"));
     assert_eq!(r.status, 201, "{r:?}");
     let addr: ron_codec::Address = r.json()["obj"].as_str().unwrap().parse().unwrap();
-    let endpoint = ron_client::transport::Endpoint {
-        addr: n.oap.to_string(),
-        protocol: ron_client::transport::Protocol::Oap,
-        tls: None,
-    };
-    let options = ron_client::Options {
-        token: Some("tok-bytes".into()),
-        ..ron_client::Options::default()
-    };
+    let (endpoint, options) = oap_as(&n, "tok-bytes");
     let mut client = ron_client::Client::connect(&endpoint, options).unwrap();
     for group in [1u64, 3] {
         let one_byte = ron_client::ByteRange {
@@ -268,15 +266,7 @@ tokens = ["tok-free"]
     file[3 * 65536 + 10] ^= 1;
     std::fs::write(&path, file).unwrap();
 
-    let endpoint = ron_client::transport::Endpoint {
-        addr: n.oap.to_string(),
-        protocol: ron_client::transport::Protocol::Oap,
-        tls: None,
-    };
-    let options = ron_client::Options {
-        token: Some("tok-bytes".into()),
-        ..ron_client::Options::default()
-    };
+    let (endpoint, options) = oap_as(&n, "tok-bytes");
     let mut client = ron_client::Client::connect(&endpoint, options.clone()).unwrap();
     let mut sink = Vec::new();
     let cut = client.get(addr, None, &mut sink, &mut |_| {});
@@ -361,15 +351,7 @@ requests_burst = 2
     assert_eq!(r.header("Retry-After"), Some("1"));
 
     // OAP/1: the token in the capability section names the configured tenant "7".
-    let endpoint = ron_client::transport::Endpoint {
-        addr: n.oap.to_string(),
-        protocol: ron_client::transport::Protocol::Oap,
-        tls: None,
-    };
-    let options = ron_client::Options {
-        token: Some("tok-7".into()),
-        ..ron_client::Options::default()
-    };
+    let (endpoint, options) = oap_as(&n, "tok-7");
     let mut client = ron_client::Client::connect(&endpoint, options).unwrap();
     let stored: ron_codec::Address = addr.parse().unwrap();
     assert_eq!(client.stat(stored).unwrap(), 150_000);
