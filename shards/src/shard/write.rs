@@ -225,6 +225,25 @@ mod tests {
             .unwrap()
     }
 
+    /// Runs `work` on a shard started in a fresh data dir named `name`, on an executor
+    /// of its own; the dir is removed after.
+    fn on_one_shard<F, Fut>(name: &str, work: F)
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data_dir = dir.clone();
+        LocalExecutorBuilder::new(Pinning::Unbound)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .spawn(move || async move { work(start_shard(&data_dir).await).await })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// What a process that dies leaves of `from`: its files as the page cache holds them.
     fn copy_dir(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
@@ -252,59 +271,48 @@ mod tests {
     /// stored", and the eviction then unlinked its files: an acknowledged write lost.
     #[test]
     fn an_upload_of_an_object_being_evicted_waits_and_stores_it_anew() {
-        let dir =
-            std::env::temp_dir().join(format!("ron-shards-evict-race-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let data_dir = dir.clone();
-        LocalExecutorBuilder::new(Pinning::Unbound)
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
-            .spawn(move || async move {
-                let shard = start_shard(&data_dir).await;
-                // An evictable copy in a file of its own (larger than a packed object).
-                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-                let addr = ChunkTree::of(&data).root();
-                let copy = staged(&shard, &data, Retention::Evictable).await;
-                assert_eq!(shard.commit(copy).await.unwrap(), CommitOutcome::Created);
-                let store = shard.local_store(&addr).unwrap().clone();
-                assert_eq!(shard.commits.claim_for_eviction(&[addr]), [addr]);
+        on_one_shard("ron-shards-evict-race", |shard| async move {
+            // An evictable copy in a file of its own (larger than a packed object).
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            let addr = ChunkTree::of(&data).root();
+            let copy = staged(&shard, &data, Retention::Evictable).await;
+            assert_eq!(shard.commit(copy).await.unwrap(), CommitOutcome::Created);
+            let store = shard.local_store(&addr).unwrap().clone();
+            assert_eq!(shard.commits.claim_for_eviction(&[addr]), [addr]);
 
-                let upload = staged(&shard, &data, Retention::Kept).await;
-                let answered = Rc::new(Cell::new(false));
-                let (uploader, told) = (Rc::clone(&shard), Rc::clone(&answered));
-                let put = glommio::spawn_local(async move {
-                    let outcome = uploader.commit(upload).await;
-                    told.set(true);
-                    outcome
-                });
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-                assert!(
-                    !answered.get(),
-                    "answered while its object was being evicted"
-                );
+            let upload = staged(&shard, &data, Retention::Kept).await;
+            let answered = Rc::new(Cell::new(false));
+            let (uploader, told) = (Rc::clone(&shard), Rc::clone(&answered));
+            let put = glommio::spawn_local(async move {
+                let outcome = uploader.commit(upload).await;
+                told.set(true);
+                outcome
+            });
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            assert!(
+                !answered.get(),
+                "answered while its object was being evicted"
+            );
 
-                let (evicting, to_evict) = (store.clone(), vec![addr]);
-                let evicted = glommio::executor()
-                    .spawn_blocking(move || evicting.evict_blocking(&to_evict))
-                    .await
-                    .unwrap();
-                assert_eq!(evicted.len(), 1);
-                shard.forget_everywhere(vec![addr]).await;
-                let (unlinking, to_unlink) = (store.clone(), vec![addr]);
-                glommio::executor()
-                    .spawn_blocking(move || unlinking.unlink_evicted_blocking(&to_unlink))
-                    .await
-                    .unwrap();
-                shard.commits.release_evicted(&[addr]);
+            let (evicting, to_evict) = (store.clone(), vec![addr]);
+            let evicted = glommio::executor()
+                .spawn_blocking(move || evicting.evict_blocking(&to_evict))
+                .await
+                .unwrap();
+            assert_eq!(evicted.len(), 1);
+            shard.forget_everywhere(vec![addr]).await;
+            let (unlinking, to_unlink) = (store.clone(), vec![addr]);
+            glommio::executor()
+                .spawn_blocking(move || unlinking.unlink_evicted_blocking(&to_unlink))
+                .await
+                .unwrap();
+            shard.commits.release_evicted(&[addr]);
 
-                assert_eq!(put.await.unwrap(), CommitOutcome::Created);
-                let meta = shard.meta(&addr).await.expect("stored anew");
-                assert_eq!(meta.len(), data.len() as u64);
-                assert!(!store.is_evictable(&addr).unwrap(), "kept");
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(dir);
+            assert_eq!(put.await.unwrap(), CommitOutcome::Created);
+            let meta = shard.meta(&addr).await.expect("stored anew");
+            assert_eq!(meta.len(), data.len() as u64);
+            assert!(!store.is_evictable(&addr).unwrap(), "kept");
+        });
     }
 
     /// A repair queued for a copy that was then evicted and stored again (another
@@ -313,46 +321,36 @@ mod tests {
     /// blocks at the old copy's places — into whatever the segment holds there now.
     #[test]
     fn a_repair_queued_for_an_evicted_copy_does_not_touch_the_copy_stored_again() {
-        let dir = std::env::temp_dir().join(format!("ron-shards-same-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let data_dir = dir.clone();
-        LocalExecutorBuilder::new(Pinning::Unbound)
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
-            .spawn(move || async move {
-                let shard = start_shard(&data_dir).await;
-                let data: Vec<u8> = (0..2_000u32).map(|i| (i % 253) as u8).collect();
-                let addr = ChunkTree::of(&data).root();
-                let first = staged(&shard, &data, Retention::Evictable).await;
-                assert_eq!(shard.commit(first).await.unwrap(), CommitOutcome::Created);
-                let queued = shard.meta(&addr).await.unwrap();
-                assert!(queued.is_packed());
-                assert!(shard.same_copy_stored(&queued).await);
+        on_one_shard("ron-shards-same", |shard| async move {
+            let data: Vec<u8> = (0..2_000u32).map(|i| (i % 253) as u8).collect();
+            let addr = ChunkTree::of(&data).root();
+            let first = staged(&shard, &data, Retention::Evictable).await;
+            assert_eq!(shard.commit(first).await.unwrap(), CommitOutcome::Created);
+            let queued = shard.meta(&addr).await.unwrap();
+            assert!(queued.is_packed());
+            assert!(shard.same_copy_stored(&queued).await);
 
-                // Removable once its record is indexed (a commit under way is busy).
-                let mut removed = false;
-                for _ in 0..200 {
-                    removed = shard.remove_local(&addr).await.unwrap();
-                    if removed {
-                        break;
-                    }
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+            // Removable once its record is indexed (a commit under way is busy).
+            let mut removed = false;
+            for _ in 0..200 {
+                removed = shard.remove_local(&addr).await.unwrap();
+                if removed {
+                    break;
                 }
-                assert!(removed);
-                assert!(!shard.same_copy_stored(&queued).await, "evicted");
-                let again = staged(&shard, &data, Retention::Kept).await;
-                assert_eq!(shard.commit(again).await.unwrap(), CommitOutcome::Created);
-                let now = shard.meta(&addr).await.unwrap();
-                assert_ne!(now.location, queued.location, "another needle");
-                assert!(
-                    !shard.same_copy_stored(&queued).await,
-                    "stored again elsewhere: not the copy the repair was queued for"
-                );
-                assert!(shard.same_copy_stored(&now).await);
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(dir);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(removed);
+            assert!(!shard.same_copy_stored(&queued).await, "evicted");
+            let again = staged(&shard, &data, Retention::Kept).await;
+            assert_eq!(shard.commit(again).await.unwrap(), CommitOutcome::Created);
+            let now = shard.meta(&addr).await.unwrap();
+            assert_ne!(now.location, queued.location, "another needle");
+            assert!(
+                !shard.same_copy_stored(&queued).await,
+                "stored again elsewhere: not the copy the repair was queued for"
+            );
+            assert!(shard.same_copy_stored(&now).await);
+        });
     }
 
     /// A removal refused because a background task holds the object leaves it kept.
@@ -360,28 +358,18 @@ mod tests {
     /// and the sweep's walk of kept copies no longer saw it.
     #[test]
     fn a_removal_refused_as_busy_leaves_the_copy_kept() {
-        let dir = std::env::temp_dir().join(format!("ron-shards-busyrm-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let data_dir = dir.clone();
-        LocalExecutorBuilder::new(Pinning::Unbound)
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
-            .spawn(move || async move {
-                let shard = start_shard(&data_dir).await;
-                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 247) as u8).collect();
-                let addr = ChunkTree::of(&data).root();
-                let copy = staged(&shard, &data, Retention::Kept).await;
-                assert_eq!(shard.commit(copy).await.unwrap(), CommitOutcome::Created);
-                let store = shard.local_store(&addr).unwrap().clone();
-                let scrub = shard.claims.try_claim(addr).expect("nobody holds it");
-                assert!(!shard.remove_local(&addr).await.unwrap(), "busy");
-                assert!(!store.is_evictable(&addr).unwrap(), "still kept");
-                drop(scrub);
-                assert!(shard.remove_local(&addr).await.unwrap());
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(dir);
+        on_one_shard("ron-shards-busyrm", |shard| async move {
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 247) as u8).collect();
+            let addr = ChunkTree::of(&data).root();
+            let copy = staged(&shard, &data, Retention::Kept).await;
+            assert_eq!(shard.commit(copy).await.unwrap(), CommitOutcome::Created);
+            let store = shard.local_store(&addr).unwrap().clone();
+            let scrub = shard.claims.try_claim(addr).expect("nobody holds it");
+            assert!(!shard.remove_local(&addr).await.unwrap(), "busy");
+            assert!(!store.is_evictable(&addr).unwrap(), "still kept");
+            drop(scrub);
+            assert!(shard.remove_local(&addr).await.unwrap());
+        });
     }
 
     /// After `--ec` is lowered, a packed object written since has the lanes of the run
@@ -456,39 +444,29 @@ mod tests {
     /// holding the space of every recently read evicted copy.
     #[test]
     fn an_evicted_copy_read_before_leaves_no_file_open() {
-        let dir = std::env::temp_dir().join(format!("ron-shards-evfd-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let data_dir = dir.clone();
-        LocalExecutorBuilder::new(Pinning::Unbound)
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
-            .spawn(move || async move {
-                let shard = start_shard(&data_dir).await;
-                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
-                let addr = ChunkTree::of(&data).root();
-                let copy = staged(&shard, &data, Retention::Evictable).await;
-                assert_eq!(shard.commit(copy).await.unwrap(), CommitOutcome::Created);
-                let meta = shard.meta(&addr).await.unwrap();
-                shard.group_from_disk(&meta, GroupIndex(0)).await.unwrap();
-                let hex = addr.to_string()[3..].to_string();
-                let store = shard.local_store(&addr).unwrap().clone();
-                let evicter = super::super::services::evicter(&shard, StopSignal::default());
-                let mut evicted = false;
-                for _ in 0..200 {
-                    evicted = evicter.discard(&store, addr).await.unwrap();
-                    if evicted {
-                        break;
-                    }
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+        on_one_shard("ron-shards-evfd", |shard| async move {
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+            let addr = ChunkTree::of(&data).root();
+            let copy = staged(&shard, &data, Retention::Evictable).await;
+            assert_eq!(shard.commit(copy).await.unwrap(), CommitOutcome::Created);
+            let meta = shard.meta(&addr).await.unwrap();
+            shard.group_from_disk(&meta, GroupIndex(0)).await.unwrap();
+            let hex = addr.to_string()[3..].to_string();
+            let store = shard.local_store(&addr).unwrap().clone();
+            let evicter = super::super::services::evicter(&shard, StopSignal::default());
+            let mut evicted = false;
+            for _ in 0..200 {
+                evicted = evicter.discard(&store, addr).await.unwrap();
+                if evicted {
+                    break;
                 }
-                assert!(evicted);
-                // Closes are submitted with the next I/O cycle.
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-                assert_eq!(open_deleted(&hex), 0, "an evicted file is still open");
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(dir);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(evicted);
+            // Closes are submitted with the next I/O cycle.
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            assert_eq!(open_deleted(&hex), 0, "an evicted file is still open");
+        });
     }
 
     /// Index commits run one at a time, an upload's retry after a failure included.
