@@ -381,11 +381,15 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("ron-shards-lanes-down-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let data_dir = dir.clone();
         let small = |seed: u8| -> Vec<u8> { (0..3_000u32).map(|i| (i as u8) ^ seed).collect() };
         let (before, after) = (small(1), small(2));
-        let run = |ec, data: Vec<u8>, checked: Vec<Vec<u8>>| {
-            let data_dir = data_dir.clone();
+        // Each restart runs on a copy of the dir the last one left: LMDB refuses a second
+        // open of an environment this process may still hold.
+        let run = |step: u8, ec, data: Vec<u8>, checked: Vec<Vec<u8>>| {
+            let data_dir = dir.join(format!("run{step}"));
+            if step > 0 {
+                copy_dir(&dir.join(format!("run{}", step - 1)), &data_dir);
+            }
             LocalExecutorBuilder::new(Pinning::Unbound)
                 .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
                 .spawn(move || async move {
@@ -407,12 +411,12 @@ mod tests {
         };
         let three_lanes = crate::ec::EcParams::new(4, 2).unwrap();
         assert_eq!(
-            run(three_lanes, before.clone(), vec![before.clone()]),
+            run(0, three_lanes, before.clone(), vec![before.clone()]),
             [(3, 0)]
         );
         let off = crate::ec::EcParams::OFF;
         assert_eq!(
-            run(off, after.clone(), vec![before.clone(), after.clone()]),
+            run(1, off, after.clone(), vec![before.clone(), after.clone()]),
             [(3, 0), (1, 0)],
             "the one written since has one lane, whole"
         );
@@ -420,6 +424,7 @@ mod tests {
         // lacks filled; checked again, whole.
         let third = small(3);
         let checked = run(
+            2,
             three_lanes,
             third.clone(),
             vec![after.clone(), after, third],
