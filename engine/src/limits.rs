@@ -86,12 +86,13 @@ pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
 /// What a client refused by the in-flight gate (or a draining node) is told to wait.
 pub const OVERLOAD_RETRY_AFTER_MS: u64 = 1000;
 
-/// Uploads a shard has open at once (HTTP and OAP/1 together): each holds temp files
-/// (a data and a parity file per data dir) and direct-write buffers, and gives its
-/// in-flight slot back while it waits for its client, so the in-flight gate does not
-/// bound them. Past it: 503 `overloaded`. Their descriptors are in the open-files
-/// budget (`preflight`).
-pub const UPLOADS_OPEN_PER_SHARD_MAX: u32 = 32;
+/// The most `uploads_open_max` may be: the uploads a shard has open at once (HTTP and
+/// OAP/1 together, 32 by default). Each holds temp files (a data and a parity file per
+/// data dir) and direct-write buffers, and gives its in-flight slot back while it waits
+/// for its client, so the in-flight gate does not bound them. Past the configured
+/// number: 503 `overloaded`. Their descriptors are in the open-files budget
+/// (`preflight`), so the ceiling keeps that budget within what a host grants.
+pub const UPLOADS_OPEN_MAX_CEILING: u32 = 1024;
 
 // --- HTTP/1.1 ---
 

@@ -340,16 +340,31 @@ fn slow_uploads_cannot_fill_the_gate_and_are_cut_off_leaving_nothing() {
     assert!(tmp.is_empty(), "temp files left behind: {tmp:?}");
 }
 
-/// A shard has at most 32 uploads open: the 33rd is answered 503 `overloaded` at
-/// once, and a place freed is taken again. Before, uploads waiting on slow clients
-/// gave their in-flight slots back and nothing bounded them: each holds temp files and
-/// write buffers, and enough of them ran the node out of descriptors.
+/// A shard has at most 32 uploads open by default: the 33rd is answered 503
+/// `overloaded` at once, and a place freed is taken again. Before, uploads waiting on
+/// slow clients gave their in-flight slots back and nothing bounded them: each holds
+/// temp files and write buffers, and enough of them ran the node out of descriptors.
 #[test]
 fn a_shard_has_at_most_32_uploads_open() {
     let _alone = alone();
     let n = Node::start(&temp_dir("atk-uploads-open"), &["--shards", "1"]);
+    uploads_past_the_most_are_refused(&n, 32);
+}
+
+/// An ingest node raises the bound (and a small one lowers it): `--max-uploads`.
+#[test]
+fn the_uploads_open_per_shard_are_configured() {
+    let _alone = alone();
+    let dir = temp_dir("atk-uploads-open-set");
+    let n = Node::start(&dir, &["--shards", "1", "--max-uploads", "40"]);
+    uploads_past_the_most_are_refused(&n, 40);
+}
+
+/// Holds `most` uploads open on shard 0, checks the next one is refused, then frees
+/// them and checks an upload is taken again.
+fn uploads_past_the_most_are_refused(n: &Node, most: u64) {
     let head = "PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n";
-    let open: Vec<TcpStream> = (0..32)
+    let open: Vec<TcpStream> = (0..most)
         .map(|_| {
             let mut s = connect(n.http);
             s.write_all(head.as_bytes()).unwrap();
@@ -357,7 +372,7 @@ fn a_shard_has_at_most_32_uploads_open() {
             s
         })
         .collect();
-    wait_metric(&n, "ron_parked_requests", 32, Duration::from_secs(10));
+    wait_metric(n, "ron_parked_requests", most, Duration::from_secs(10));
     let mut one_more = connect(n.http);
     one_more.write_all(head.as_bytes()).unwrap();
     let refused = read_response(&mut one_more, &mut Vec::new(), false).unwrap();
@@ -365,7 +380,7 @@ fn a_shard_has_at_most_32_uploads_open() {
     assert_eq!(refused.json()["code"], "overloaded");
     assert_eq!(
         refused.json()["message"],
-        "shard 0 has 32 uploads open, its most; try again shortly"
+        format!("shard 0 has {most} uploads open, its most; try again shortly")
     );
     assert_eq!(refused.header("Retry-After"), Some("1"));
     drop(open);

@@ -607,6 +607,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.inflight_max, num, v),
     },
     Key {
+        key: "uploads_open_max",
+        flag: "max-uploads",
+        value: "N",
+        default: Some("32"),
+        help: "uploads open at once per shard, HTTP and OAP/1 (each holds temp files and write buffers); more get 503",
+        apply: |c, v| set(&mut c.uploads_open_max, num, v),
+    },
+    Key {
         key: "tokens",
         flag: "token",
         value: "TOKEN",

@@ -70,6 +70,8 @@ pub struct Config {
     pub connections_max: u32,
     /// Requests in flight per shard; more get 503 overloaded.
     pub inflight_max: u32,
+    /// Uploads open at once per shard (HTTP and OAP/1); more get 503 overloaded.
+    pub uploads_open_max: u32,
     /// Bearer tokens allowed to write. Empty: writes are open, but only on loopback.
     pub tokens: Vec<String>,
     /// Start with open writes on a non-loopback listener (explicit operator choice).
@@ -323,6 +325,7 @@ impl Config {
             body_rate_min_bytes_per_s: 0,
             connections_max: 0,
             inflight_max: 0,
+            uploads_open_max: 0,
             tokens: Vec::new(),
             allow_open_writes: false,
             admin_token: None,

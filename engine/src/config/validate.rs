@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use super::{Config, ConfigError};
 use crate::client_addr::TrustedProxies;
+use crate::limits::UPLOADS_OPEN_MAX_CEILING;
 
 /// Whether two listeners would take the same connections: one port (other than 0, which
 /// the kernel picks), and one IP or a wildcard on either side.
@@ -234,6 +235,11 @@ impl Config {
         if self.connections_max == 0 || self.inflight_max == 0 {
             return refuse("connections_max and inflight_max must be positive".into());
         }
+        if !(1..=UPLOADS_OPEN_MAX_CEILING).contains(&self.uploads_open_max) {
+            return refuse(format!(
+                "uploads_open_max must be 1..={UPLOADS_OPEN_MAX_CEILING}"
+            ));
+        }
         if self.body_rate_min_bytes_per_s == 0 {
             return refuse("body_rate_min_bytes_per_s must be positive".into());
         }
@@ -325,6 +331,20 @@ mod tests {
             zero_body.validate().unwrap_err().to_string(),
             "body_timeout_ms: must be at least 1"
         );
+    }
+
+    #[test]
+    fn uploads_open_max_is_within_its_ceiling() {
+        for refused in [0, UPLOADS_OPEN_MAX_CEILING + 1] {
+            let c = Config {
+                uploads_open_max: refused,
+                ..Config::default()
+            };
+            assert_eq!(
+                c.validate().unwrap_err().to_string(),
+                "uploads_open_max must be 1..=1024"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,6 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
 use super::{probe, Finding, Verdict};
 use crate::config::keys::size_text;
 use crate::config::Config;
-use crate::limits::UPLOADS_OPEN_PER_SHARD_MAX;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -27,7 +26,7 @@ const FDS_PER_SHARD_BASE: u64 = 32;
 /// the uploads it may have open, each with a data and a parity file per data dir.
 fn fds_per_shard(config: &Config) -> u64 {
     let dirs = config.data_dirs.len().max(1) as u64;
-    FDS_PER_SHARD_BASE + u64::from(UPLOADS_OPEN_PER_SHARD_MAX) * 2 * dirs
+    FDS_PER_SHARD_BASE + u64::from(config.uploads_open_max) * 2 * dirs
 }
 /// Descriptors for the process as a whole: the admin listener and its 64 connections,
 /// the control thread, stdio, the data-dir lock.

@@ -75,6 +75,7 @@ impl FrontEnds {
             read_through,
             copies,
             blocked,
+            config.uploads_open_max,
         ));
         let http_limits = HttpLimits {
             head_bytes_max: config.head_bytes_max,

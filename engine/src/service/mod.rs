@@ -53,9 +53,9 @@ pub struct Service {
     copies: CopyPolicy,
     /// The denylist: a blocked address is answered 451 on every path.
     blocked: Rc<Blocked>,
-    /// Uploads open on this shard (at most
-    /// [`UPLOADS_OPEN_PER_SHARD_MAX`](crate::limits::UPLOADS_OPEN_PER_SHARD_MAX)).
+    /// Uploads open on this shard, at most `uploads_open_max`.
     uploads_open: Rc<Cell<u32>>,
+    uploads_open_max: u32,
 }
 
 /// The operator's removal of this node's copy of `addr`, on its owner shard (a DELETE
@@ -134,6 +134,7 @@ impl Service {
         read_through: Option<Rc<ReadThrough>>,
         copies: CopyPolicy,
         blocked: Rc<Blocked>,
+        uploads_open_max: u32,
     ) -> Service {
         Service {
             shard,
@@ -142,6 +143,7 @@ impl Service {
             copies,
             blocked,
             uploads_open: Rc::default(),
+            uploads_open_max,
         }
     }
 
@@ -356,10 +358,12 @@ impl Service {
         if let Some(addr) = &announced {
             self.blocked.check(addr)?;
         }
-        let slot = UploadSlot::take(&self.uploads_open).ok_or(Refusal::TooManyUploads {
-            shard: self.shard.index().0,
-            open: self.uploads_open.get(),
-        })?;
+        let slot = UploadSlot::take(&self.uploads_open, self.uploads_open_max).ok_or(
+            Refusal::TooManyUploads {
+                shard: self.shard.index().0,
+                open: self.uploads_open.get(),
+            },
+        )?;
         let upload = self.shard.begin_upload(declared_len);
         Ok(UploadSession::new(
             Rc::clone(&self.shard),

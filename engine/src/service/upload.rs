@@ -8,7 +8,6 @@ use std::rc::Rc;
 use ron_codec::Address;
 use ron_shards::{CommitOutcome, Shard, Upload};
 
-use crate::limits::UPLOADS_OPEN_PER_SHARD_MAX;
 use crate::refusal::Refusal;
 
 /// Whether a caller may write, and what to tell one who may not.
@@ -71,15 +70,14 @@ pub struct UploadSession {
     blocked: Rc<Blocked>,
 }
 
-/// One of a shard's open uploads (at most [`UPLOADS_OPEN_PER_SHARD_MAX`]), counted
-/// until dropped.
+/// One of a shard's open uploads (at most `uploads_open_max`), counted until dropped.
 #[derive(Debug)]
 pub(super) struct UploadSlot(Rc<Cell<u32>>);
 
 impl UploadSlot {
-    /// A slot, unless the shard has its most uploads open.
-    pub(super) fn take(open: &Rc<Cell<u32>>) -> Option<UploadSlot> {
-        if open.get() >= UPLOADS_OPEN_PER_SHARD_MAX {
+    /// A slot, unless the shard has `max` uploads open.
+    pub(super) fn take(open: &Rc<Cell<u32>>, max: u32) -> Option<UploadSlot> {
+        if open.get() >= max {
             return None;
         }
         open.set(open.get() + 1);
