@@ -388,6 +388,45 @@ fn a_trickled_header_block_is_closed_when_idle() {
     );
 }
 
+/// An idle connection is closed the way RFC 9113 §6.8 asks: GOAWAY with the largest
+/// stream id and a PING, then, once the client has answered it, a final GOAWAY naming
+/// the last stream the node took, before the connection ends. Before, the node dropped
+/// the connection right after the first GOAWAY: a request the client sent meanwhile
+/// was lost without a word.
+#[test]
+fn an_idle_connection_is_closed_gracefully_naming_its_last_stream() {
+    let n = tls_node(
+        "h2-idle-goaway",
+        &["--shards", "1", "--idle-timeout-ms", "300"],
+    );
+    let mut raw = RawH2::connect(&n, &[]);
+    raw.send(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &get_block("/o/x"),
+    ))
+    .unwrap();
+    let last_stream = |f: &Frame| u32::from_be_bytes(f.payload[..4].try_into().unwrap());
+    let mut goaways = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Some(f) = raw.until(Duration::from_secs(5), |f| {
+            f.kind == GOAWAY || f.kind == PING
+        }) else {
+            break;
+        };
+        match f.kind {
+            PING => raw.send(&frame(PING, 0x1, 0, &f.payload)).unwrap(),
+            _ => goaways.push(last_stream(&f)),
+        }
+        if goaways.last() == Some(&1) {
+            break;
+        }
+    }
+    assert_eq!(goaways, [0x7fff_ffff, 1], "GOAWAYs before the end");
+}
+
 #[test]
 fn settings_and_ping_floods_leave_others_served() {
     let n = tls_node(

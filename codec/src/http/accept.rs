@@ -64,8 +64,9 @@ pub fn chunk_group_log(value: &[u8]) -> Option<ChunkGroupLog> {
     if value.is_empty() || value.len() > 3 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let log = value.iter().fold(0u8, |n, d| n * 10 + (d - b'0'));
-    ChunkGroupLog::new(log)
+    // At most 999: in a u16 no value overflows (a u8 wrapped 262 to 6).
+    let log = value.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    ChunkGroupLog::new(u8::try_from(log).ok()?)
 }
 
 /// The content coding to send a bundle entry in, from the codings it is stored in
@@ -205,6 +206,20 @@ fn qvalue(value: &[u8]) -> Option<u16> {
     Some(thousandths)
 }
 
+/// Whether an `Accept` member (`type/subtype;params`) carries `q=0`: "not acceptable".
+pub fn member_refused(member: &[u8]) -> bool {
+    member.split(|&b| b == b';').skip(1).any(|param| {
+        let param = trim(param);
+        match param.iter().position(|&b| b == b'=') {
+            Some(at) => {
+                trim(&param[..at]).eq_ignore_ascii_case(b"q")
+                    && is_zero_weight(trim(&param[at + 1..]))
+            }
+            None => false,
+        }
+    })
+}
+
 /// `q=0`, `q=0.`, `q=0.000` (RFC 9110 §12.4.2): "not acceptable".
 fn is_zero_weight(value: &[u8]) -> bool {
     match value.split_first() {
@@ -262,7 +277,7 @@ mod tests {
             log(2),
             "the list spans lines"
         );
-        for bad in ["7", "-1", "x", "", "1000"] {
+        for bad in ["7", "-1", "x", "", "1000", "256", "262", "999"] {
             let line = format!("Accept: application/x-bao;chunk-group-log={bad}\r\n");
             assert_eq!(asked(&line), Representation::BaoUnservable, "{bad:?}");
         }

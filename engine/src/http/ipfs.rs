@@ -9,6 +9,7 @@
 //! `/o/` and bao. CAR and IPNS answers are not served (406).
 
 use ron_codec::cid::{object_cid_base32, Cid, CidError, Named};
+use ron_codec::http::accept;
 use ron_codec::http::head::{trim, FieldLines, Method};
 use ron_codec::http::response::ResponseHead;
 use ron_codec::Address;
@@ -130,12 +131,22 @@ impl BlockFormat {
         if !accept.is_present() {
             return BlockFormat::Unsaid;
         }
-        let raw = accept.members().any(|member| {
-            let media = member.split(|&b| b == b';').next().map_or(&b""[..], trim);
-            [RAW_BLOCK_MEDIA_TYPE.as_bytes(), b"application/*", b"*/*"]
-                .iter()
-                .any(|m| media.eq_ignore_ascii_case(m))
-        });
+        // RFC 9110 §12.5.1: the most specific range that matches decides, and q=0
+        // refuses (`application/vnd.ipld.raw;q=0, */*` is no raw block).
+        let media = |member: &[u8]| {
+            member.split(|&b| b == b';').next().map_or(0, |m| {
+                let m = trim(m);
+                [RAW_BLOCK_MEDIA_TYPE.as_bytes(), b"application/*", b"*/*"]
+                    .iter()
+                    .position(|r| m.eq_ignore_ascii_case(r))
+                    .map_or(0, |at| 3 - at)
+            })
+        };
+        let most_specific = accept.members().map(media).max().unwrap_or(0);
+        let raw = most_specific > 0
+            && accept
+                .members()
+                .any(|m| media(m) == most_specific && !accept::member_refused(m));
         match raw {
             true => BlockFormat::Raw,
             false => {
@@ -273,6 +284,23 @@ mod tests {
             BlockFormat::Raw
         );
         assert_eq!(format("", "Accept: */*\r\n"), BlockFormat::Raw);
+        // q=0 refuses, and the most specific range decides.
+        let refused = [
+            "application/vnd.ipld.car, application/vnd.ipld.raw;q=0",
+            "application/vnd.ipld.raw; q=0.000, */*",
+            "*/*;q=0",
+        ];
+        for accept in refused {
+            let field = format!("Accept: {accept}\r\n");
+            assert!(
+                matches!(format("", &field), BlockFormat::Other(_)),
+                "{accept}"
+            );
+        }
+        assert_eq!(
+            format("", "Accept: text/html;q=0, application/*\r\n"),
+            BlockFormat::Raw
+        );
         assert_eq!(format("", ""), BlockFormat::Unsaid);
         assert_eq!(
             format("", "Accept: application/vnd.ipld.car; version=1\r\n"),

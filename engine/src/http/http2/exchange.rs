@@ -190,14 +190,22 @@ impl Exchange {
     }
 
     fn take_data(&mut self, data: &Bytes) {
-        if self.chunked {
-            self.incoming
-                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            self.incoming.extend_from_slice(data);
-            self.incoming.extend_from_slice(b"\r\n");
-        } else {
-            self.incoming.extend_from_slice(data);
+        append_body_bytes(&mut self.incoming, self.chunked, data);
+    }
+}
+
+/// Appends a DATA frame's bytes to the HTTP/1.1 request the exchange hands on: as one
+/// chunk when the body is chunked. An empty DATA frame adds nothing: as a chunk it
+/// would be `0\r\n\r\n`, the end of the body (the stream's end says that).
+fn append_body_bytes(incoming: &mut BytesMut, chunked: bool, data: &[u8]) {
+    match (chunked, data.is_empty()) {
+        (_, true) => {}
+        (true, false) => {
+            incoming.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            incoming.extend_from_slice(data);
+            incoming.extend_from_slice(b"\r\n");
         }
+        (false, false) => incoming.extend_from_slice(data),
     }
 }
 
@@ -355,6 +363,19 @@ impl WriteMore for Exchange {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_data_frame_adds_nothing_to_a_chunked_body() {
+        let mut incoming = BytesMut::new();
+        append_body_bytes(&mut incoming, true, b"abc");
+        append_body_bytes(&mut incoming, true, b"");
+        append_body_bytes(&mut incoming, true, b"def");
+        assert_eq!(&incoming[..], b"3\r\nabc\r\n3\r\ndef\r\n");
+        let mut plain = BytesMut::new();
+        append_body_bytes(&mut plain, false, b"abc");
+        append_body_bytes(&mut plain, false, b"");
+        assert_eq!(&plain[..], b"abc");
+    }
 
     fn parts(method: &str, uri: &str, fields: &[(&str, &str)]) -> http::request::Parts {
         let mut request = http::Request::builder().method(method).uri(uri);

@@ -88,8 +88,12 @@ pub async fn serve_connection<S: Transport>(
                 .detach();
             }
             Event::Idle if !going_away => {
+                // GOAWAY and a PING; once the client answers it, h2 sends the final
+                // GOAWAY naming the last stream, and ends the connection when its
+                // streams are done. The client has another idle timeout for that.
                 conn.graceful_shutdown();
                 going_away = true;
+                streams.quiet_since.set(Instant::now());
             }
             // Idle again after GOAWAY: the client did not close.
             Event::Idle | Event::Closed => break,
@@ -145,15 +149,22 @@ async fn next_event<S: Transport>(
     };
     let idle = async {
         loop {
-            let quiet_since = streams.quiet_since();
-            match quiet_since {
-                Some(since) if since.elapsed() >= idle => return Event::Idle,
-                Some(since) => glommio::timer::sleep(idle - since.elapsed()).await,
+            match idle_left(streams.quiet_since(), idle, Instant::now()) {
+                Some(left) if left.is_zero() => return Event::Idle,
+                Some(left) => glommio::timer::sleep(left).await,
                 None => glommio::timer::sleep(idle).await,
             }
         }
     };
     future::or(accept, idle).await
+}
+
+/// How much of the idle timeout is left at `now` for a connection quiet since
+/// `quiet_since` (none while a stream is open). One reading of the clock: two readings
+/// could straddle the timeout, and their difference underflow (a panic that stopped the
+/// node).
+fn idle_left(quiet_since: Option<Instant>, idle: Duration, now: Instant) -> Option<Duration> {
+    quiet_since.map(|since| idle.saturating_sub(now.saturating_duration_since(since)))
 }
 
 /// Open streams, and since when none is.
@@ -192,5 +203,31 @@ impl Drop for StreamGuard {
         if count.open.get() == 0 {
             count.quiet_since.set(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_left_never_underflows() {
+        let idle = Duration::from_millis(100);
+        let since = Instant::now();
+        assert_eq!(idle_left(None, idle, since), None);
+        assert_eq!(idle_left(Some(since), idle, since), Some(idle));
+        let later = since + Duration::from_millis(40);
+        assert_eq!(
+            idle_left(Some(since), idle, later),
+            Some(Duration::from_millis(60))
+        );
+        // At and past the timeout: nothing left (two clock readings used to straddle it
+        // and subtract into a panic).
+        for past in [100, 101, 10_000] {
+            let now = since + Duration::from_millis(past);
+            assert_eq!(idle_left(Some(since), idle, now), Some(Duration::ZERO));
+        }
+        // A quiet-since after now (set after the reading) is a whole timeout left.
+        assert_eq!(idle_left(Some(later), idle, since), Some(idle));
     }
 }
