@@ -31,6 +31,10 @@ enum Mischief {
     /// Holds each DATA frame but the first back this long: a provider that answers at
     /// once, then trickles.
     DelayLaterDataFrames(Duration),
+    /// Rewrites every GET's START to claim the object is this many bytes long (its
+    /// groups and their parents as they are): a lie the first group's proof cannot see
+    /// when the claimed tree's left subtrees are the real ones.
+    ClaimLength(u64),
 }
 
 /// A TCP proxy to `target` on its own threads; counts the connections it took.
@@ -99,6 +103,25 @@ fn pump_back(mut node: TcpStream, mut client: TcpStream, mischief: Mischief) {
                 }
                 continue;
             }
+            Mischief::ClaimLength(claimed) => {
+                let mut input = &buf[..n];
+                let mut out = BytesMut::new();
+                while let Ok(Some(mut frame)) = decoder.decode(&mut input) {
+                    let is_start = frame.header.flags.contains(Flags::START)
+                        && frame.header.corr_id == 2
+                        && frame.header.code < 400;
+                    if is_start {
+                        let mut start: serde_json::Value =
+                            serde_json::from_slice(&frame.payload).unwrap();
+                        let offset = start["offset"].as_u64().unwrap();
+                        start["total_len"] = claimed.into();
+                        start["len"] = (claimed - offset).into();
+                        frame.payload = serde_json::to_vec(&start).unwrap().into();
+                    }
+                    frame.encode_into(&mut out);
+                }
+                out.to_vec()
+            }
             Mischief::FlipDataFrame(target) => {
                 let mut input = &buf[..n];
                 let mut out = BytesMut::new();
@@ -157,6 +180,32 @@ fn get_all(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let status = std::str::from_utf8(&all[9..12]).unwrap().parse().unwrap();
     (status, all[head_end..].to_vec())
+}
+
+/// The Content-Length a GET is answered with, and the body it carries.
+fn get_with_length(addr: SocketAddr, path: &str) -> (u16, Option<u64>, Vec<u8>) {
+    let (status, head, body) = get_all_with_head(addr, path);
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    });
+    (status, length, body)
+}
+
+fn get_all_with_head(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let status = std::str::from_utf8(&all[9..12]).unwrap().parse().unwrap();
+    let head = String::from_utf8_lossy(&all[..head_end]).into_owned();
+    (status, head, all[head_end..].to_vec())
 }
 
 fn bad_groups(n: &Node) -> f64 {
@@ -275,6 +324,60 @@ fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
     let r = get(edge.http, &format!("/o/{addr}")).unwrap();
     assert!(r.status == 200 && r.body == data);
     assert_eq!(metric(edge.admin, "ron_fetches_total"), 3);
+    for n in [&mut liar, &mut honest, &mut edge] {
+        n.stop();
+    }
+}
+
+/// A provider that lies about the object's length — 8 groups for 6, the first group's
+/// proof holding for both — is not believed: the last group it claims is asked before
+/// the length is, and it has none. Before, the edge told the client the false length,
+/// the liar's answer ended short of it, and every honest provider was refused on resume
+/// for naming the true one: a cut body for every reader while the liar was asked first.
+#[test]
+fn a_provider_lying_about_the_length_is_not_believed() {
+    let p2p: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let liar_front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let honest_front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let flags = |i: usize, front: Option<&TcpListener>| {
+        let base = [
+            "--shards",
+            "1",
+            "--fetch-hedge-ms",
+            "300",
+            "--replicas",
+            "1",
+        ];
+        network_flags(&p2p, i, &base, front)
+    };
+    let start = |name: &str, f: Vec<String>| start_with(name, &f);
+    let mut liar = start("rt-len-liar", flags(0, Some(&liar_front)));
+    let mut honest = start("rt-len-honest", flags(1, Some(&honest_front)));
+    let mut edge = start("rt-len-edge", flags(2, None));
+    let data = bytes(23, 5 * GROUP + 123);
+    let claimed = 8 * GROUP as u64;
+    let liar_proxy = proxy(liar_front, liar.oap, Mischief::ClaimLength(claimed));
+    // The honest node answers a second late: the liar is always asked, and first.
+    let _honest_proxy = proxy(
+        honest_front,
+        honest.oap,
+        Mischief::DelayFirstByte(Duration::from_secs(1)),
+    );
+    let addr = upload(&liar, &data);
+    assert_eq!(upload(&honest, &data), addr);
+    let (liar_id, honest_id) = (node_id(&liar), node_id(&honest));
+    wait_for("the edge resolves both", WAIT, || {
+        provider_oap(&edge, &addr, &liar_id).is_some()
+            && provider_oap(&edge, &addr, &honest_id).is_some()
+    });
+    let (status, length, body) = get_with_length(edge.http, &format!("/o/{addr}"));
+    assert_eq!(status, 200);
+    assert_eq!(length, Some(data.len() as u64), "the true length");
+    assert!(body == data, "the whole object ({} bytes)", body.len());
+    assert!(
+        liar_proxy.connections.load(Ordering::Relaxed) >= 1,
+        "the liar was asked"
+    );
     for n in [&mut liar, &mut honest, &mut edge] {
         n.stop();
     }
