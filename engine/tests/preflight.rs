@@ -265,6 +265,37 @@ fn doctor_with_a_unit_checks_its_limits_and_its_users_access() {
         assert!(table.contains(fail), "{fail}: {table}");
     }
     assert!(table.contains("nobody cannot write it"), "{table}");
+    // A sandbox that leaves the data dir read-only (a dir outside StateDirectory= under
+    // ProtectSystem=strict): FAIL with the fix; ReadWritePaths= makes it writable.
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    let strict = dir.join("strict.service");
+    let sandbox = format!("[Service]\nUser={me}\nProtectSystem=strict\nStateDirectory=ron\n");
+    std::fs::write(&strict, &sandbox).unwrap();
+    let data = dir.join("data");
+    let table = String::from_utf8_lossy(&doctor(&strict, &data).stdout).into_owned();
+    assert!(
+        table.contains(&format!(
+            "FAIL  dir owner   ProtectSystem=strict makes it read-only for the node (not under StateDirectory= or ReadWritePaths=)"
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("ReadWritePaths={}", data.display())),
+        "{table}"
+    );
+    std::fs::write(
+        &strict,
+        format!("{sandbox}ReadWritePaths={}\n", dir.display()),
+    )
+    .unwrap();
+    let table = String::from_utf8_lossy(&doctor(&strict, &data).stdout).into_owned();
+    assert!(
+        table.contains(&format!("ok    dir owner   {me} can write it")),
+        "{table}"
+    );
     // A unit that is not there: one line, exit 1.
     let missing = doctor(std::path::Path::new("no-such-unit.service"), &locked);
     assert_eq!(missing.status.code(), Some(1));

@@ -3,7 +3,9 @@
 # in $ROOTFS) booted with systemd-nspawn -b, systemd 252 as PID 1. The package is
 # installed the way images are built — in a chroot, no systemd running — and the
 # container then boots with the node enabled and started; then PUT/GET, `systemctl
-# reload` applying a quota, `systemctl stop`, and a purge that leaves no unit link.
+# reload` applying a quota, a p2p listener on 0.0.0.0, `systemctl stop`, an upgrade
+# over a stopped node (stays stopped) and with the conffile deleted, and a purge that
+# leaves no unit link.
 #   packaging/deb/nspawn-check.sh target/debian/ron_<version>_<arch>.deb
 # Needs root, debootstrap and systemd-container (apt-get install debootstrap
 # systemd-container), and the Debian mirror (a package registry). Bounded: every wait
@@ -91,9 +93,25 @@ for _ in $(seq 1 50); do
 done
 [ -n "$limited" ] || fail "no 429 after systemctl reload"
 
+step "a p2p listener on 0.0.0.0 starts under the unit's sandbox (it watches interfaces over netlink)"
+inside sh -c 'printf "p2p = \"0.0.0.0:4001\"\n" | cat - /etc/ron/ron.toml >/tmp/ron.toml && cat /tmp/ron.toml >/etc/ron/ron.toml'
+inside systemctl restart ron.service || {
+  inside journalctl -u ron.service --no-pager | tail -20
+  fail "restart with p2p on 0.0.0.0"
+}
+inside curl -fs http://127.0.0.1:9600/readyz >/dev/null || fail "not ready with p2p on 0.0.0.0"
+
 step "systemctl stop"
 inside systemctl stop ron.service
 [ "$(inside systemctl is-active ron.service || true)" = inactive ] || fail "still active after stop"
+
+step "an upgrade leaves a stopped node stopped, and succeeds with the conffile deleted"
+# (The boot emptied /tmp: the package goes to /root.)
+cp "$deb" "$root/root/ron.deb"
+inside dpkg -i /root/ron.deb >/dev/null || fail "reinstall over a stopped node"
+[ "$(inside systemctl is-active ron.service || true)" = inactive ] || fail "the upgrade started a stopped node"
+inside rm /etc/ron/ron.toml
+inside dpkg -i /root/ron.deb >/dev/null || fail "reinstall with /etc/ron/ron.toml deleted"
 
 step "purge: no unit link left, data kept"
 inside dpkg --purge ron >/dev/null

@@ -249,6 +249,18 @@ pub(super) fn open_files(config: &Config, unit: Option<(u64, u64)>) -> Finding {
 pub(super) fn data_dir_for(unit: &super::UnitLimits, dir: &Path) -> Finding {
     let user = unit.user.as_deref().unwrap_or("root");
     let needed = format!("{user} can write {}", dir.display());
+    if let Some(why) = unit.sandbox_refuses(dir) {
+        return Finding {
+            check: "dir owner",
+            verdict: Verdict::Fail,
+            found: why,
+            needed,
+            fix: format!(
+                "systemctl edit ron: [Service] ReadWritePaths={} (and chown -R {user}: it)",
+                dir.display()
+            ),
+        };
+    }
     if unit.manages(dir) {
         let found = format!("systemd gives it to {user} at each start (StateDirectory=)");
         return Finding::ok("dir owner", found, &needed);

@@ -2,7 +2,9 @@
 //! the shell running the doctor. An operator runs the doctor as root (the packaged config
 //! is `root:ron 0640`) or as themselves; neither has the unit's limits nor its user. The
 //! unit file (and its drop-ins) says `User=`, `LimitNOFILE=` and `LimitMEMLOCK=`: the
-//! limit checks use those, and the data dirs are checked for that user's write access.
+//! limit checks use those, and the data dirs are checked for that user's write access
+//! and against the unit's sandbox (`ProtectSystem=`, `ProtectHome=`, `ReadWritePaths=`):
+//! a dir the sandbox leaves read-only is one the node cannot start on.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,15 @@ pub struct UnitLimits {
     /// `StateDirectory=`: directories under /var/lib systemd creates and hands to the
     /// unit's user at every start.
     pub state_dirs: Vec<String>,
+    /// `ProtectSystem=` (`strict`, `full`, `yes`), as written.
+    pub protect_system: Option<String>,
+    /// `ProtectHome=` (`yes`, `read-only`, `tmpfs`), as written.
+    pub protect_home: Option<String>,
+    /// `PrivateTmp=yes`: the unit's /tmp and /var/tmp are its own, removed at its stop.
+    pub private_tmp: bool,
+    /// `ReadWritePaths=`: what stays writable under `ProtectSystem=` (every line adds,
+    /// an empty one resets; a leading `-` or `+` is dropped).
+    pub read_write_paths: Vec<PathBuf>,
 }
 
 impl UnitLimits {
@@ -67,6 +78,15 @@ impl UnitLimits {
                 "StateDirectory" => {
                     self.state_dirs = value.split_whitespace().map(String::from).collect()
                 }
+                "ProtectSystem" => self.protect_system = Some(value.to_string()),
+                "ProtectHome" => self.protect_home = Some(value.to_string()),
+                "PrivateTmp" => self.private_tmp = matches!(value, "yes" | "true" | "on" | "1"),
+                "ReadWritePaths" if value.is_empty() => self.read_write_paths.clear(),
+                "ReadWritePaths" => self.read_write_paths.extend(
+                    value
+                        .split_whitespace()
+                        .map(|p| PathBuf::from(p.trim_start_matches(['-', '+']))),
+                ),
                 _ => {}
             }
         }
@@ -168,6 +188,49 @@ impl UnitLimits {
             .iter()
             .any(|name| dir == Path::new("/var/lib").join(name))
     }
+
+    /// Why the unit's sandbox leaves `dir` read-only or hidden to the node, if it does
+    /// (systemd.exec(5): `ProtectSystem=strict` makes everything read-only but the
+    /// unit's own dirs and `ReadWritePaths=`; `full` adds /etc to `yes`'s /usr, /boot
+    /// and /efi; `ProtectHome=yes`/`tmpfs` hides /home, /root and /run/user, `read-only`
+    /// leaves them to `ReadWritePaths=`; `PrivateTmp=yes` gives the unit a /tmp and
+    /// /var/tmp removed at its stop).
+    pub fn sandbox_refuses(&self, dir: &Path) -> Option<String> {
+        let writable =
+            self.manages(dir) || self.read_write_paths.iter().any(|p| dir.starts_with(p));
+        let under = |roots: &[&str]| roots.iter().any(|r| dir.starts_with(r));
+        let home = ["/home", "/root", "/run/user"];
+        if self.private_tmp && under(&["/tmp", "/var/tmp"]) {
+            return Some(
+                "PrivateTmp=yes gives the node a /tmp and /var/tmp of its own, removed at every stop"
+                    .into(),
+            );
+        }
+        match self.protect_home.as_deref() {
+            Some("yes" | "true" | "tmpfs") if under(&home) => {
+                return Some(format!(
+                    "ProtectHome={} hides it from the node",
+                    self.protect_home.as_deref().unwrap_or_default()
+                ))
+            }
+            Some("read-only") if under(&home) && !writable => {
+                return Some("ProtectHome=read-only makes it read-only".into())
+            }
+            _ => {}
+        }
+        let read_only = match self.protect_system.as_deref() {
+            Some("strict") => true,
+            Some("full") => under(&["/usr", "/boot", "/efi", "/etc"]),
+            Some("yes" | "true") => under(&["/usr", "/boot", "/efi"]),
+            _ => false,
+        };
+        (read_only && !writable).then(|| {
+            format!(
+                "ProtectSystem={} makes it read-only for the node (not under StateDirectory= or ReadWritePaths=)",
+                self.protect_system.as_deref().unwrap_or_default()
+            )
+        })
+    }
 }
 
 /// Whether `user` may create files in `dir` (owner, group or other write bits), or —
@@ -220,6 +283,39 @@ mod tests {
         assert!(limits
             .describe()
             .contains("User=ron, LimitMEMLOCK=67108864, LimitNOFILE=4096:65536"));
+    }
+
+    #[test]
+    fn the_sandbox_leaves_writable_only_the_state_dir_and_read_write_paths() {
+        let mut unit = UnitLimits::default();
+        unit.apply("[Service]\nProtectSystem=strict\nProtectHome=yes\nStateDirectory=ron\n")
+            .unwrap();
+        assert_eq!(unit.sandbox_refuses(Path::new("/var/lib/ron")), None);
+        assert_eq!(
+            unit.sandbox_refuses(Path::new("/srv/d0")).as_deref(),
+            Some("ProtectSystem=strict makes it read-only for the node (not under StateDirectory= or ReadWritePaths=)")
+        );
+        assert_eq!(
+            unit.sandbox_refuses(Path::new("/home/op/ron")).as_deref(),
+            Some("ProtectHome=yes hides it from the node")
+        );
+        unit.apply("[Service]\nReadWritePaths=-/srv/d0 /srv/d1\nReadWritePaths=/mnt\n")
+            .unwrap();
+        for dir in ["/srv/d0", "/srv/d1/ron", "/mnt/disk2"] {
+            assert_eq!(unit.sandbox_refuses(Path::new(dir)), None, "{dir}");
+        }
+        unit.apply("[Service]\nReadWritePaths=\n").unwrap();
+        assert!(unit.sandbox_refuses(Path::new("/srv/d0")).is_some());
+        let mut full = UnitLimits::default();
+        full.apply("[Service]\nProtectSystem=full\n").unwrap();
+        assert!(full.sandbox_refuses(Path::new("/etc/ron-data")).is_some());
+        assert_eq!(full.sandbox_refuses(Path::new("/srv/d0")), None);
+        let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/ron.service");
+        let packaged = UnitLimits::read(packaged.to_str().unwrap()).unwrap();
+        assert_eq!(packaged.sandbox_refuses(Path::new("/var/lib/ron")), None);
+        for dir in ["/srv/d0", "/tmp/ron", "/home/op/ron"] {
+            assert!(packaged.sandbox_refuses(Path::new(dir)).is_some(), "{dir}");
+        }
     }
 
     #[test]
