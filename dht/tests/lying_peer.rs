@@ -40,14 +40,13 @@ struct Liar {
 }
 
 /// Starts the liar on its own thread: a Kademlia server that knows `provider` (so its
-/// answers name it among the closer peers, as an honest peer's would) and holds
-/// [`MADE_UP`] provider records of `key` for ids nobody runs, each at `oap`'s address
-/// and at `dialed` (a host of the liar's choosing). Returns where it listens.
+/// answers name it among the closer peers, as an honest peer's would) and holds a
+/// provider record of `key` for each of `records` (an id and the addresses it is said
+/// to be at). Returns where it listens.
 fn spawn_liar(
     key: RecordKey,
     provider: (PeerId, SocketAddr),
-    oap: SocketAddr,
-    dialed: SocketAddr,
+    records: Vec<(PeerId, Vec<Multiaddr>)>,
 ) -> SocketAddr {
     let (listening_tx, listening) = mpsc::channel();
     std::thread::spawn(move || {
@@ -78,9 +77,8 @@ fn spawn_liar(
             );
             let kad = &mut swarm.behaviour_mut().kad;
             kad.add_address(&provider.0, tcp_multiaddr(provider.1));
-            let claimed = vec![tcp_multiaddr(dialed), oap_multiaddr(oap)];
-            for _ in 0..MADE_UP {
-                let record = ProviderRecord::new(key.clone(), PeerId::random(), claimed.clone());
+            for (id, addresses) in records {
+                let record = ProviderRecord::new(key.clone(), id, addresses);
                 kad::store::RecordStore::add_provider(kad.store_mut(), record).unwrap();
             }
             let end = tokio::time::sleep(LIAR_RUNS_FOR);
@@ -116,6 +114,45 @@ fn counting_listener() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, count)
 }
 
+/// A TCP proxy to `target` whose answers start `delay` late on each connection, for the
+/// test's life (at most 64 connections).
+fn delaying_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten().take(64) {
+            let Ok(node) = std::net::TcpStream::connect(target) else {
+                continue;
+            };
+            let (mut from_client, mut to_node) =
+                (client.try_clone().unwrap(), node.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_node);
+                let _ = to_node.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut from_node, mut to_client) = (node, client);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut first = true;
+                while let Ok(n) = from_node.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if std::mem::take(&mut first) {
+                        std::thread::sleep(delay);
+                    }
+                    if to_client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
 fn tcp_multiaddr(socket: SocketAddr) -> Multiaddr {
     let SocketAddr::V4(v4) = socket else {
         panic!("loopback IPv4 only: {socket}")
@@ -144,12 +181,11 @@ fn made_up_providers_from_one_peer_do_not_end_a_resolve_before_the_real_one() {
     // and a host of the liar's choosing, which counts the connections it is sent.
     let claimed_oap = SocketAddr::from(([127, 0, 0, 1], 7409));
     let (victim, connects) = counting_listener();
-    let liar = spawn_liar(
-        record_key(&object),
-        (provider_id, provider.listen),
-        claimed_oap,
-        victim,
-    );
+    let claimed = vec![tcp_multiaddr(victim), oap_multiaddr(claimed_oap)];
+    let made_up = (0..MADE_UP)
+        .map(|_| (PeerId::random(), claimed.clone()))
+        .collect();
+    let liar = spawn_liar(record_key(&object), (provider_id, provider.listen), made_up);
     let resolver = start_in_zone(&dirs[1], 7402, &[liar], "", 3);
     wait_for("the resolver to know the liar", || {
         resolver
@@ -184,6 +220,75 @@ fn made_up_providers_from_one_peer_do_not_end_a_resolve_before_the_real_one() {
     println!("answered with the real provider and {made_up} made-up ones; {sent} connects sent");
     provider.stop();
     resolver.stop();
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A liar near the key names, as the object's providers, three ron nodes the resolver
+/// has greeted — ids it has proven — that hold nothing. A proven id says who a node is,
+/// not what it holds: the resolve's clock waits for providers two answers name (or the
+/// query's end), so the real provider is found. Before, the three proven ids were as
+/// many as the copies kept and ended the resolve at once, the real provider never
+/// asked, and every read-through of the object got 404s from the three.
+#[test]
+fn greeted_nodes_a_liar_names_do_not_end_a_resolve_before_the_real_provider() {
+    let dirs: Vec<PathBuf> = ["provider", "resolver", "decoy-0", "decoy-1", "decoy-2"]
+        .iter()
+        .map(|name| scratch("lying-greeted", name))
+        .collect();
+    let object = [0x52u8; 32];
+    let provider = start(&dirs[0], 7411, &[]);
+    provider.client.announce(vec![object]);
+    let provider_id: PeerId = provider.client.node_id.parse().unwrap();
+    // The decoys each provide an object of their own: the resolver finding one in zone
+    // "z" is how the test knows it has greeted that decoy.
+    let decoys: Vec<_> = (0..3u8)
+        .map(|i| {
+            let decoy = start_in_zone(&dirs[2 + usize::from(i)], 7420 + u16::from(i), &[], "z", 1);
+            decoy.client.announce(vec![[0x60 + i; 32]]);
+            decoy
+        })
+        .collect();
+    let named = decoys
+        .iter()
+        .map(|d| {
+            (
+                d.client.node_id.parse().unwrap(),
+                vec![tcp_multiaddr(d.listen)],
+            )
+        })
+        .collect();
+    // The liar tells the resolver of the real provider (as an honest peer would name a
+    // closer one) at an address whose answers come a second late: the liar's answer is
+    // always in first.
+    let slow_provider = delaying_proxy(provider.listen, Duration::from_secs(1));
+    let liar = spawn_liar(record_key(&object), (provider_id, slow_provider), named);
+    let mut bootstrap = vec![liar];
+    bootstrap.extend(decoys.iter().map(|d| d.listen));
+    let resolver = start_in_zone(&dirs[1], 7412, &bootstrap, "", 3);
+    for (i, decoy) in (0u8..).zip(&decoys) {
+        wait_for("the resolver to greet a decoy", || {
+            let found = resolver.client.resolve([0x60 + i; 32], 1, 1_000);
+            found.is_ok_and(|found| {
+                found.iter().any(|p| {
+                    p.node_id == decoy.client.node_id.as_ref() && p.zone.as_deref() == Some("z")
+                })
+            })
+        });
+    }
+    let found = resolver.client.resolve(object, 8, 5_000).unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|p| p.node_id == provider.client.node_id.as_ref()),
+        "the real provider in {found:?}"
+    );
+    provider.stop();
+    resolver.stop();
+    for decoy in decoys {
+        decoy.stop();
+    }
     for dir in dirs {
         let _ = std::fs::remove_dir_all(dir);
     }

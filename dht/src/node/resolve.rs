@@ -66,6 +66,7 @@ impl Node {
                 started: now,
                 deadline: now + Duration::from_millis(deadline_ms),
                 found: Vec::new(),
+                named: HashMap::new(),
                 oap_from_records: HashMap::new(),
                 answer_from: None,
                 first_found: None,
@@ -86,6 +87,7 @@ impl Node {
         let Some(resolve) = self.resolves.get(&query) else {
             return;
         };
+        let answer: Vec<PeerId> = providers.iter().copied().collect();
         let new = resolve.unseen(providers, |peer| self.authenticated(peer));
         let dial_room = CLAIMED_DIALS_PER_RESOLVE_MAX.saturating_sub(resolve.dialed);
         let dial: Vec<PeerId> = new
@@ -104,6 +106,7 @@ impl Node {
             return;
         };
         resolve.found.extend(new);
+        resolve.count_named(&answer);
         resolve.oap_from_records.extend(from_records);
         resolve.requests = requests;
         let dial = &dial[..dial.len().min(dial_room)];
@@ -192,14 +195,18 @@ impl Node {
     /// and at once with as many proven as the placement keeps copies (`replicas`, or its
     /// limit if lower). Only proven providers count: a lying peer's answer naming
     /// made-up ones would otherwise end the query at once (or start its patience), before
-    /// the real providers' answers came.
+    /// the real providers' answers came. And only corroborated ones (named by two
+    /// answers, or this node): a proven id says who a node is, not that it holds the
+    /// object, and one lying answer naming greeted nodes that hold nothing ended the
+    /// query before the real provider was found. Provider records sit on the k closest
+    /// peers, so a real provider is named by every one of them the query asks.
     fn note_proven_providers(&mut self, now: Instant) {
         let (local, peers, needed_max) = (self.local, &self.peers, self.replicas.max(1));
         for resolve in self.resolves.values_mut() {
             let proven_found = resolve
                 .found
                 .iter()
-                .filter(|p| proven(&local, peers, p))
+                .filter(|p| **p == local || (proven(&local, peers, p) && resolve.corroborated(p)))
                 .count();
             if proven_found == 0 {
                 continue;
@@ -236,10 +243,13 @@ impl Node {
             self.metrics
                 .record_first_provider(elapsed_ms.saturating_sub(ms(first)));
         }
-        // Proven providers first, and at most the limit of them all: claimed ones fill
-        // what is left.
+        // Corroborated proven providers first, then proven ones, and at most the limit
+        // of them all: claimed ones fill what is left.
         let mut found = resolve.found.clone();
-        found.sort_by_key(|peer| !self.authenticated(peer));
+        found.sort_by_key(|peer| match self.authenticated(peer) {
+            true => u8::from(!(resolve.corroborated(peer) || *peer == self.local)),
+            false => 2,
+        });
         found.truncate(resolve.limit);
         let providers = found
             .iter()

@@ -38,6 +38,10 @@ pub(super) struct Resolve {
     pub(super) started: Instant,
     pub(super) deadline: Instant,
     pub(super) found: Vec<PeerId>,
+    /// How many of the query's answers named each provider found (this node's own
+    /// store counting as one): a provider two answers name is corroborated; one only a
+    /// single answer names may be a lying peer's pick of greeted nodes that hold nothing.
+    pub(super) named: HashMap<PeerId, u8>,
     /// The OAP/1 address of each provider found that is neither this node nor a greeted
     /// peer, from the provider records the query was answered with (a record holder
     /// stores it beside the provider's libp2p address): such a provider is named
@@ -76,13 +80,39 @@ impl Resolve {
     /// answer, while it holds fewer than [`RESOLVE_FOUND_MAX`]. One peer's answer naming
     /// many made-up providers then cannot crowd out the real ones found after it; the
     /// answer names the proven first.
+    /// Whether two or more of the query's answers named `peer`.
+    pub(super) fn corroborated(&self, peer: &PeerId) -> bool {
+        self.named.get(peer).is_some_and(|n| *n >= 2)
+    }
+
+    /// Counts one answer naming `providers` (those it found).
+    pub(super) fn count_named(&mut self, providers: &[PeerId]) {
+        for peer in providers {
+            if self.found.contains(peer) {
+                let n = self.named.entry(*peer).or_default();
+                *n = n.saturating_add(1);
+            }
+        }
+    }
+
     pub(super) fn unseen(
         &self,
         providers: HashSet<PeerId>,
         proven: impl Fn(&PeerId) -> bool,
     ) -> Vec<PeerId> {
+        // Proven providers up to the limit of corroborated ones, and twice the limit in
+        // all: a lying answer naming `limit` greeted nodes that hold nothing must not
+        // crowd out the real provider.
         let proven_found = self.found.iter().filter(|p| proven(p)).count();
-        let mut room_proven = self.limit.saturating_sub(proven_found);
+        let corroborated = self
+            .found
+            .iter()
+            .filter(|p| proven(p) && self.corroborated(p))
+            .count();
+        let mut room_proven = self
+            .limit
+            .saturating_sub(corroborated)
+            .min((2 * self.limit).saturating_sub(proven_found));
         let mut room_claimed = self
             .limit
             .min(RESOLVE_FOUND_MAX.saturating_sub(self.found.len()));
@@ -615,6 +645,7 @@ mod tests {
             started: now,
             deadline: now + Duration::from_secs(10),
             found: Vec::new(),
+            named: HashMap::new(),
             oap_from_records: HashMap::new(),
             answer_from: None,
             first_found: None,
@@ -624,19 +655,33 @@ mod tests {
         }
     }
 
+    /// Proven providers are taken up to the limit of corroborated ones (named by two
+    /// answers), and twice the limit in all: providers one answer names leave room for
+    /// those others name.
     #[test]
     fn a_resolve_takes_the_providers_it_has_not_found_up_to_its_limit() {
         let mut r = resolve(Instant::now());
         let seen = PeerId::random();
         r.found.push(seen);
-        let fresh: HashSet<PeerId> = (0..10).map(|_| PeerId::random()).collect();
+        r.count_named(&[seen]);
+        r.count_named(&[seen]);
+        assert!(r.corroborated(&seen));
+        let fresh: HashSet<PeerId> = (0..20).map(|_| PeerId::random()).collect();
         let mut answered = fresh.clone();
         answered.insert(seen);
         let all_proven = |_: &PeerId| true;
         let unseen = r.unseen(answered, all_proven);
         assert_eq!(unseen.len(), r.limit - 1, "room for {} more", r.limit - 1);
         assert!(unseen.iter().all(|p| fresh.contains(p)), "{unseen:?}");
-        r.found.extend(unseen);
+        r.found.extend(unseen.iter().copied());
+        r.count_named(&unseen);
+        assert!(!r.corroborated(&unseen[0]), "named by one answer");
+        let more = r.unseen(fresh.clone(), all_proven);
+        assert_eq!(more.len(), r.limit - 1, "uncorroborated ones leave room");
+        r.found.extend(more);
+        let last = r.unseen(fresh.clone(), all_proven);
+        assert_eq!(last.len(), 1, "up to twice the limit in all");
+        r.found.extend(last);
         assert!(r.unseen(fresh, all_proven).is_empty(), "no room left");
     }
 
