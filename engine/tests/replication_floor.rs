@@ -2,7 +2,8 @@
 //! `ron serve` processes: a node whose floor its disk cannot meet (100 %: no filesystem is
 //! all free) refuses every copy the placement asks of it — `failed`, counted, the asker's
 //! `PUT ?copies=2` answered with the one copy there is — and still takes its own
-//! uploads; a node with the default floor on the same disk takes the copy.
+//! uploads; a node with the default floor on the same disk takes the copy. And a peer
+//! asking for copies of addresses its OAP/1 port does not serve costs no DHT lookups.
 
 mod common;
 
@@ -85,4 +86,82 @@ fn a_node_below_its_disk_floor_keeps_no_copies_for_others_but_takes_its_own_uplo
     assert_eq!(r.json()["copies"], 2, "{r:?}");
     assert_eq!(metric(full.admin, "ron_replication_pulls_no_room_total"), 0);
     assert_eq!(metric(full.admin, "ron_replication_pulls_total"), 1);
+}
+
+/// A peer asks a node for copies of made-up addresses, its OAP/1 port serving nothing:
+/// each pull fails at that source and goes no further. Before, each went on to a whole
+/// DHT lookup — a few requests from one host held every lookup slot (256), and clients'
+/// read-through misses were refused `too many lookups`. The asker is a ron DHT node of
+/// the test's own (not a `ron serve`), so it can name a port nothing listens on.
+#[test]
+fn copies_asked_of_addresses_the_asker_does_not_serve_cost_no_lookups() {
+    let p2p = free_port();
+    let n = start("floor-asked", &flags(p2p, None, "z1", "0"));
+    let dir = temp_dir("floor-asker");
+    let nothing_listens = free_port();
+    let asker = ron_dht::node::spawn(ron_dht::node::DhtConfig {
+        data_dir: dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peers: vec![ron_dht::node::parse_peer(&format!("127.0.0.1:{p2p}")).unwrap()],
+        oap: std::net::SocketAddr::from(([127, 0, 0, 1], nothing_listens)),
+        zone: String::new(),
+        replicas: 2,
+        peer_dead: Duration::ZERO,
+        pulls: None,
+        limits: ron_dht::store::StoreLimits::default(),
+        network_key: None,
+    })
+    .unwrap();
+    let node_id = get(n.admin, "/admin/stats").unwrap().json()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let connected = std::time::Instant::now() + WAIT;
+    while asker
+        .client
+        .metrics
+        .routing_table_peers
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < connected,
+            "the asker never joined"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let lookups_before = metric(n.admin, "ron_dht_lookups_total");
+    let asked: Vec<_> = (0..16u8)
+        .map(|i| {
+            let client = asker.client.clone();
+            let to = vec![node_id.clone()];
+            std::thread::spawn(move || client.copy_to([0xa0 ^ i; 32], to, 20_000))
+        })
+        .collect();
+    let mut failed = 0;
+    for answer in asked {
+        let made = answer.join().unwrap();
+        failed += usize::from(made.is_ok_and(|made| made.held_by.is_empty()));
+    }
+    assert_eq!(
+        failed, 16,
+        "answered, and no copy of an address nobody serves"
+    );
+    assert_eq!(
+        metric(n.admin, "ron_replication_accepted_total"),
+        16,
+        "every address asked was taken to its shard"
+    );
+    assert_eq!(
+        metric(n.admin, "ron_replication_pulls_total"),
+        0,
+        "no copy pulled"
+    );
+    let lookups = metric(n.admin, "ron_dht_lookups_total") - lookups_before;
+    assert!(
+        lookups < 4,
+        "{lookups} DHT lookups for 16 made-up addresses"
+    );
+    asker.stop();
+    let _ = std::fs::remove_dir_all(dir);
 }

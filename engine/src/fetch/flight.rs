@@ -141,6 +141,10 @@ pub struct Flight {
     /// Asked first, before the providers the DHT names: the node that asked this one
     /// to hold a copy (replication).
     pub source: Option<std::net::SocketAddr>,
+    /// Fetch from `source` only, never from the providers the DHT names: a copy another
+    /// node asked for is that node's to serve (its request is a claim; a lookup per
+    /// address it names would be the asker's to spend, not this node's).
+    pub source_only: Cell<bool>,
     /// Commit what is fetched as a kept copy (a placement copy), not an evictable one.
     pub keep: std::cell::Cell<bool>,
     /// Started by a placement copy's pull: counted against the shard's share of fetches
@@ -170,6 +174,7 @@ impl Flight {
         Rc::new(Flight {
             addr,
             source,
+            source_only: Cell::new(false),
             keep: std::cell::Cell::new(false),
             started_for_copy: Cell::new(false),
             replaces_damaged: Cell::new(false),

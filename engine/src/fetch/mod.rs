@@ -205,8 +205,8 @@ impl ReadThrough {
     }
 
     /// The fetch of a copy the placement asks this shard to keep (replication's pull):
-    /// fetched from `source` first (the node that asked), then the providers the DHT
-    /// names, and committed as kept.
+    /// fetched from `source` first (the node that asked), then — unless `source_only` —
+    /// the providers the DHT names, and committed as kept.
     ///
     /// A pull that would start a fetch while half of `flights_max` are pulls' is refused
     /// (`TooManyFetches`): the rest stay for the shard's clients. With
@@ -216,6 +216,7 @@ impl ReadThrough {
         self: &Rc<Self>,
         addr: Address,
         source: Option<SocketAddr>,
+        source_only: bool,
         replaces_damaged: bool,
     ) -> Result<Rc<Flight>, Refusal> {
         let starts = !self.flights.borrow().contains_key(&addr);
@@ -229,6 +230,7 @@ impl ReadThrough {
         let flight = self.join_from(addr, source)?;
         if starts {
             flight.started_for_copy.set(true);
+            flight.source_only.set(source_only);
             self.copy_flights.set(self.copy_flights.get() + 1);
         }
         flight.keep.set(true);
@@ -374,6 +376,9 @@ impl ReadThrough {
             {
                 Ok(()) => return Ok(()),
                 Err(Streamed::Partly) => return Err(attempts.failure(&self.config, false)),
+                Err(Streamed::Nothing) if flight.source_only.get() => {
+                    return Err(attempts.failure(&self.config, false))
+                }
                 Err(Streamed::Nothing) => {}
             }
         }

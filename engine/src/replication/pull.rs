@@ -14,9 +14,15 @@ use super::Replication;
 impl Replication {
     /// A copy the placement asks this shard (the owner of `addr`) to hold: kept if it
     /// holds it already; refused while a data dir is below the disk floor; else fetched —
-    /// from `source` first (the node that asked), then the providers the DHT names —
+    /// from `source` first, then, unless `source_only`, the providers the DHT names —
     /// verified, coalesced with any read of it, and committed as kept. Answers once the
     /// kept copy is durable, or why it failed.
+    ///
+    /// Another node's request (`/ron/replicate/1`) is fetched from that node only: it
+    /// names addresses it claims to hold, and a made-up one its OAP port does not serve
+    /// would otherwise cost a whole DHT lookup each — a few requests from one host held
+    /// every lookup slot, and clients' misses were refused `too many lookups`. The sweep's
+    /// own replacement of a damaged copy may go on to the DHT.
     ///
     /// A holder asks for a copy this node holds only when its audit of it failed, so a
     /// copy held is checked whole first (`Shard::check_object`, which rebuilds what
@@ -24,7 +30,12 @@ impl Replication {
     /// once its replacement is staged: a fetch that fails (no other copy, the sources
     /// unreachable) leaves it, serving its good groups. A copy held is never refused for
     /// the disk floor.
-    pub async fn pull(&self, addr: Address, source: Option<SocketAddr>) -> PullOutcome {
+    pub async fn pull(
+        &self,
+        addr: Address,
+        source: Option<SocketAddr>,
+        source_only: bool,
+    ) -> PullOutcome {
         if self.blocked.blocks(&addr) {
             return PullOutcome::Failed("blocked by this node's denylist".into());
         }
@@ -40,7 +51,10 @@ impl Replication {
                 return PullOutcome::Failed(below.to_string());
             }
         }
-        let flight = match self.read_through.join_copy(addr, source, replacing) {
+        let flight = match self
+            .read_through
+            .join_copy(addr, source, source_only, replacing)
+        {
             Ok(flight) => flight,
             Err(_) => return PullOutcome::Busy,
         };
@@ -97,7 +111,7 @@ impl Replication {
         let this = Rc::clone(self);
         glommio::spawn_local(async move {
             let addr = Address::from_bytes(pull.addr);
-            let outcome = this.pull(addr, Some(pull.source)).await;
+            let outcome = this.pull(addr, Some(pull.source), true).await;
             let _ = pull.reply.send(outcome);
             drop(running);
         })

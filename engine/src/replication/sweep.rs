@@ -232,7 +232,7 @@ impl Replication {
     /// its parity, replaced by one fetched verified from a holder that proved its copy
     /// (`sources`; else the providers the DHT names).
     async fn replace_own(self: &Rc<Self>, addr: Address, sources: &[SocketAddr]) {
-        let outcome = self.pull(addr, sources.first().copied()).await;
+        let outcome = self.pull(addr, sources.first().copied(), false).await;
         tracing::info!(obj = %addr, ?outcome, "repair sweep: this node's own copy failed its audit");
     }
 }
