@@ -45,12 +45,20 @@ pub fn request(
         addr: addr.to_string(),
         source,
     };
-    let socket = addr
-        .to_socket_addrs()
-        .map_err(connect)?
-        .next()
-        .ok_or_else(|| connect(std::io::Error::other("no address")))?;
-    let mut stream = TcpStream::connect_timeout(&socket, timeout).map_err(connect)?;
+    // Every address the name resolves to, in order (`localhost` is often ::1 first,
+    // and the admin port listens on 127.0.0.1 by default).
+    let mut failed = std::io::Error::other("no address");
+    let mut connected = None;
+    for socket in addr.to_socket_addrs().map_err(connect)? {
+        match TcpStream::connect_timeout(&socket, timeout) {
+            Ok(stream) => {
+                connected = Some(stream);
+                break;
+            }
+            Err(e) => failed = e,
+        }
+    }
+    let mut stream = connected.ok_or_else(|| connect(failed))?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))

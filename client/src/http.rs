@@ -249,7 +249,7 @@ impl HttpClient {
                 last: Some(r.last),
             },
         };
-        let mut slice = VerifiedSlice::new(addr, ask);
+        let mut slice = VerifiedSlice::new(addr, ask, self.addr.clone());
         let mut received = 0u64;
         self.read_body(encoded_len, &mut |bytes| {
             received += bytes.len() as u64;
@@ -307,6 +307,8 @@ impl HttpClient {
 /// decoder's progress; only checked bytes within the asked range reach the sink.
 struct VerifiedSlice {
     addr: Address,
+    /// The node answering (named in protocol errors).
+    node: String,
     decoder: SliceDecoder,
     pending: Vec<u8>,
     /// The bytes to write (`first..=last`), known once the length header is read.
@@ -317,9 +319,10 @@ struct VerifiedSlice {
 }
 
 impl VerifiedSlice {
-    fn new(addr: Address, ask: SliceAsk) -> VerifiedSlice {
+    fn new(addr: Address, ask: SliceAsk, node: String) -> VerifiedSlice {
         VerifiedSlice {
             addr,
+            node,
             decoder: SliceDecoder::new(addr, BAO_LOG, ask),
             pending: Vec::new(),
             wanted: None,
@@ -336,7 +339,17 @@ impl VerifiedSlice {
         }
     }
 
-    /// Takes received bytes; checks and writes every whole piece among them.
+    fn broken(&self, reason: &str) -> ClientError {
+        ClientError::Protocol {
+            addr: self.node.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Takes received bytes; checks and writes every whole piece among them. Bytes past
+    /// the end of the walk fail at once: a node announcing a longer body than its
+    /// encoding would otherwise have them all held in memory until the end.
+    /// Memory: less than one piece (a group, or a parent) and `bytes`.
     fn feed(&mut self, bytes: &[u8], sink: &mut dyn Write) -> Result<(), ClientError> {
         self.pending.extend_from_slice(bytes);
         let mut used = 0;
@@ -367,14 +380,18 @@ impl VerifiedSlice {
             used += n;
         }
         self.pending.drain(..used);
+        if self.decoder.wanted().is_none() && !self.pending.is_empty() {
+            self.pending = Vec::new();
+            return Err(self.broken("the bao answer runs past the end of its encoding"));
+        }
         Ok(())
     }
 
     /// The answer is over: whole, with nothing after it.
     fn finish(mut self, sink: &mut dyn Write) -> Result<Fetched, ClientError> {
         self.feed(&[], sink)?;
-        if self.decoder.wanted().is_some() || !self.pending.is_empty() {
-            return Err(self.fail("the bao answer is not the length its walk needs".into()));
+        if self.decoder.wanted().is_some() {
+            return Err(self.broken("the bao answer ended before its encoding did"));
         }
         Ok(Fetched {
             total_len: self.total_len,
@@ -405,6 +422,31 @@ mod tests {
             HttpClient::connect(&endpoint, Options::default()).unwrap(),
             node,
         )
+    }
+
+    /// A node announcing more body than its encoding has: the bytes past the walk's
+    /// end fail the answer at once (before, every byte up to the announced length was
+    /// held in memory, and the failure came at its end); one that ends before the walk
+    /// is a protocol error (exit 3), not a failed verification.
+    #[test]
+    fn a_bao_answer_past_or_short_of_its_encoding_is_a_protocol_error() {
+        let addr = Address::of(b"x");
+        let mut encoding = 1u64.to_le_bytes().to_vec();
+        encoding.push(b'x');
+        let mut out = Vec::new();
+        let mut slice = VerifiedSlice::new(addr, SliceAsk::Whole, "node".into());
+        slice.feed(&encoding, &mut out).unwrap();
+        assert_eq!(out, b"x");
+        let err = slice.feed(&[0u8; 64 * 1024], &mut out).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "protocol error from node: the bao answer runs past the end of its encoding"
+        );
+        assert!(slice.pending.is_empty(), "nothing past the end kept");
+        let mut short = VerifiedSlice::new(addr, SliceAsk::Whole, "node".into());
+        short.feed(&encoding[..8], &mut out).unwrap();
+        let err = short.finish(&mut out).unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{err}");
     }
 
     #[test]

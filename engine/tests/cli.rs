@@ -73,6 +73,34 @@ fn put_get_stat_round_trip_over_oap_http_and_tls() {
         assert_eq!(ok(&ron(&stat)).trim(), format!("{expected} 300000"));
     }
 
+    // A link planted at the `.part` name (a shared directory) is replaced, never
+    // written through; a rename that fails (-o names a directory) leaves no `.part`.
+    let victim = write_file(&work, "victim", b"keep me");
+    let planted = work.join("planted");
+    std::os::unix::fs::symlink(&victim, work.join("planted.part")).unwrap();
+    ok(&ron(&[
+        "get",
+        &expected,
+        "-o",
+        planted.to_str().unwrap(),
+        "--server",
+        &oap,
+    ]));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    assert!(std::fs::read(&planted).unwrap() == data);
+    let a_dir = work.join("a-dir");
+    std::fs::create_dir_all(a_dir.join("inside")).unwrap();
+    let out = ron(&[
+        "get",
+        &expected,
+        "-o",
+        a_dir.to_str().unwrap(),
+        "--server",
+        &oap,
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(!work.join("a-dir.part").exists(), "a .part left behind");
+
     // Uploads over TLS, both protocols; stdin too.
     let small = write_file(&work, "small", b"over tls");
     let printed = ok(&ron(&[

@@ -37,7 +37,9 @@ pub(super) fn run(
     result
 }
 
-/// Writes `path.part`, renamed to `path` once the whole transfer verified.
+/// Writes `path.part`, renamed to `path` once the whole transfer verified. The `.part`
+/// is created new (`O_EXCL`, which follows no link): a link planted at that name in a
+/// shared directory is removed, never written through; one left by an earlier run too.
 fn get_to_file(
     client: &mut Client,
     addr: Address,
@@ -48,7 +50,14 @@ fn get_to_file(
     let mut part = path.as_os_str().to_owned();
     part.push(".part");
     let part = PathBuf::from(part);
-    let file = std::fs::File::create(&part).map_err(file_error("create", &part))?;
+    if std::fs::symlink_metadata(&part).is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(&part).map_err(file_error("remove", &part))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&part)
+        .map_err(file_error("create", &part))?;
     let mut sink = std::io::BufWriter::with_capacity(SINK_BUF_BYTES, file);
     let got = client
         .get(addr, range, &mut sink, &mut |n| bar.update(n))
@@ -57,5 +66,8 @@ fn get_to_file(
         let _ = std::fs::remove_file(&part);
         return Err(e);
     }
-    std::fs::rename(&part, path).map_err(file_error("rename", path))
+    std::fs::rename(&part, path).map_err(|e| {
+        let _ = std::fs::remove_file(&part);
+        file_error("rename", path)(e)
+    })
 }
