@@ -323,12 +323,18 @@ impl PeerGet {
                 Ok(None) => {}
                 Err(e) => return Err(self.error(FetchFailure::Protocol, e)),
             }
-            if Instant::now() > deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(self.error(
                     FetchFailure::Timeout,
                     format!("no whole frame within {} ms", self.stall.as_millis()),
                 ));
             }
+            // Each read waits at most what is left of the frame's deadline: a provider
+            // trickling bytes just within the stall timeout held a frame for two.
+            let _ = self
+                .stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
             let n = self.stream.read(self.reader.read_buf()).await;
             let n = n.map_err(|e| self.io_error(e))?;
             if n == 0 {
@@ -345,6 +351,37 @@ impl PeerGet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    /// A provider sending one byte every 600 ms, within a 700 ms stall timeout each,
+    /// never a whole frame: the open ends at the frame's deadline (700 ms). Before, a
+    /// read begun just before the deadline waited a whole stall more (1.2 s here; an
+    /// audit of such a holder took about seven stalls).
+    #[test]
+    fn a_frame_trickled_within_the_stall_timeout_ends_at_its_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = listener.local_addr().unwrap();
+        let trickler = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            for _ in 0..5 {
+                if s.write_all(&[0]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(600));
+            }
+        });
+        let stall = Duration::from_millis(700);
+        let executor = glommio::LocalExecutorBuilder::default().make().unwrap();
+        let (took, failed) = executor.run(async move {
+            let started = Instant::now();
+            let opened = PeerGet::open(peer, None, Address::of(b"x"), 0, None, 1 << 20, stall);
+            let failed = opened.await.err().map(|e| e.reason);
+            (started.elapsed(), failed)
+        });
+        assert_eq!(failed, Some(FetchFailure::Timeout));
+        assert!(took < Duration::from_millis(1_000), "{took:?}");
+        trickler.join().unwrap();
+    }
 
     fn start(obj: Address, total_len: u64, offset: u64, len: u64) -> GetStart {
         GetStart {

@@ -11,9 +11,16 @@ use std::time::{Duration, Instant};
 use ron_codec::tree::{group_count, GROUP_LEN_BYTES};
 use ron_codec::Address;
 use ron_link::dht::{AuditOutcome, DhtClient, Provider};
+use ron_shards::lifecycle::finished_within;
 
 use crate::fetch::peer::PeerGet;
 use crate::fetch::{AttemptError, ReadThrough};
+
+/// An audit's whole time, in stall timeouts: its connects, requests and groups (up to
+/// two opens and a length proof) each within one stall, and all of it within this many.
+/// A holder that trickles each frame within the stall timeout held an audit for about
+/// seven, and a sweep batch waited on its slowest audit.
+const AUDIT_STALLS_MAX: u32 = 3;
 
 /// How long an audit waits on a holder, and the longest object it lets one claim.
 #[derive(Debug, Clone, Copy)]
@@ -44,13 +51,21 @@ pub async fn audit_holder(
     len: Option<u64>,
     limits: AuditLimits,
 ) -> AuditOutcome {
+    let within = limits.stall * AUDIT_STALLS_MAX;
     let outcome = match holder.oap {
         None => AuditOutcome::Failed("its OAP/1 address is not known".into()),
-        Some(oap) => match audit_group(oap, &holder.node_id, addr, len, limits).await {
-            Ok(group) => AuditOutcome::Verified { group },
-            Err(e) if PeerGet::says_not_held(&e) => AuditOutcome::Missing,
-            Err(e) => AuditOutcome::Failed(e.to_string()),
-        },
+        Some(oap) => {
+            let audit = audit_group(oap, &holder.node_id, addr, len, limits);
+            match finished_within(within, audit).await {
+                Some(Ok(group)) => AuditOutcome::Verified { group },
+                Some(Err(e)) if PeerGet::says_not_held(&e) => AuditOutcome::Missing,
+                Some(Err(e)) => AuditOutcome::Failed(e.to_string()),
+                None => AuditOutcome::Failed(format!(
+                    "no verified group within {} ms",
+                    within.as_millis()
+                )),
+            }
+        }
     };
     dht.metrics.count_audit(outcome.label());
     outcome
