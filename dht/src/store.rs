@@ -667,8 +667,9 @@ impl ProviderStore {
     }
 
     /// Buffers a record of others from `source`: refused if its key holds
-    /// `providers_per_key_max` providers already, or if the store is full and no source
-    /// gives way to `source` (`store/sources.rs`).
+    /// `providers_per_key_max` providers already, or `source`'s share of them
+    /// ([`host_share_of_key`]), or if the store is full and no source gives way to
+    /// `source` (`store/sources.rs`).
     fn add_others_record(
         &mut self,
         record: ProviderRecord,
@@ -686,8 +687,14 @@ impl ProviderStore {
         let known = others.get(&db_key).map(|old| source_of_value(old));
         if known.is_none() {
             let key_full = others.len() >= self.limits.providers_per_key_max;
+            let host_share_taken = !source.is_unlimited()
+                && others
+                    .values()
+                    .filter(|v| source_of_value(v).is_some_and(|(s, _)| s == source))
+                    .count()
+                    >= host_share_of_key(self.limits.providers_per_key_max);
             let full = self.sources.total() >= self.limits.provider_records_max;
-            if key_full || (full && !self.make_room_for(source)) {
+            if key_full || host_share_taken || (full && !self.make_room_for(source)) {
                 self.counters.records_refused += 1;
                 return Err(RecordStoreError::MaxProvidedKeys);
             }
@@ -924,6 +931,15 @@ impl RecordStore for ProviderStore {
     }
 }
 
+/// The providers of one key that records from one host may be: a quarter of the key's
+/// cap (5 of 20), at least one. Peer ids cost nothing to make: without it one host's 20
+/// made-up providers took every place of a key, and holders found later — repairs,
+/// joiners — were refused by every record holder. Hosts of an operator's own networks
+/// (loopback, private) are not limited, as everywhere in the DHT.
+fn host_share_of_key(providers_per_key_max: usize) -> usize {
+    (providers_per_key_max / 4).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -1087,6 +1103,35 @@ mod tests {
             found[0].addresses,
             vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// One public host's records take at most a quarter of a key's providers (5 of
+    /// 20): before, 20 made-up peers from one host took every place, and a holder found
+    /// later was refused. Hosts of an operator's own networks are not limited.
+    #[test]
+    fn one_host_takes_at_most_a_quarter_of_a_keys_providers() {
+        let dir = scratch("host-share");
+        let mut store =
+            ProviderStore::open(&dir, PeerId::random(), StoreLimits::default()).unwrap();
+        let k = key(7);
+        let add_from = |store: &mut ProviderStore, ip: &str| {
+            let peer = PeerId::random();
+            store.peer_connected(peer, ip.parse().unwrap());
+            store.add_provider(others_record(&k, peer, None)).is_ok()
+        };
+        let taken = (0..20)
+            .filter(|_| add_from(&mut store, "198.51.100.7"))
+            .count();
+        assert_eq!(taken, 5, "a quarter of the key's 20 places");
+        assert!(add_from(&mut store, "203.0.113.1"), "another host's holder");
+        for _ in 0..10 {
+            assert!(
+                add_from(&mut store, "10.0.0.9"),
+                "an operator's own network"
+            );
+        }
+        assert_eq!(store.providers(&k).len(), 16);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

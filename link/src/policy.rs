@@ -260,6 +260,17 @@ pub enum Tenant {
     Public,
 }
 
+/// Whether `ip` is of an operator's own networks — loopback, private (RFC 1918, RFC 4193)
+/// or link-local — whose hosts the DHT's per-host limits leave alone: many nodes on one
+/// machine or one private network are an operator's own (libp2p-kad-dht's IP diversity
+/// filter leaves private addresses alone too). Never a right on a data port.
+pub fn is_own_network(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
+}
+
 /// The address a client's quota is kept under: an IPv4 address as it is (an IPv4-mapped
 /// IPv6 one as the IPv4 address it maps), an IPv6 address as its /64 — the prefix a
 /// single host or subscriber is given (RFC 6177), within which it may take a fresh

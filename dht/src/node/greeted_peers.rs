@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use ron_link::policy::quota_address;
+use ron_link::policy::{is_own_network, quota_address};
 
 use crate::closest::DistanceKey;
 use crate::node::config::{PEERS_MAX, PEERS_PER_HOST_MAX, PEERS_PER_SITE_MAX};
@@ -52,11 +52,7 @@ pub(super) struct GreetedPeers {
 
 /// The host a peer at `ip` counts under, `None` where hosts are not limited.
 pub(super) fn limited_host(ip: IpAddr) -> Option<IpAddr> {
-    let own = match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
-    };
-    (!own).then(|| quota_address(ip))
+    (!is_own_network(ip)).then(|| quota_address(ip))
 }
 
 /// The IPv6 site (/48) a limited host is in — a tunnel broker hands one out for free:

@@ -24,7 +24,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
 
-use ron_link::policy::quota_address;
+use ron_link::policy::{is_own_network, quota_address};
 
 pub(crate) const SOURCE_BYTES: usize = 16;
 /// Sources counted apart; records of any more share the unspecified address's count.
@@ -45,6 +45,14 @@ impl Source {
             None => Ipv6Addr::UNSPECIFIED,
         };
         Source(v6.octets())
+    }
+
+    /// Whether this source is a host of an operator's own networks (loopback, private,
+    /// link-local: `ron_link::policy::is_own_network`), or the shared source of records
+    /// that cannot be told apart: no per-host share applies to it.
+    pub fn is_unlimited(&self) -> bool {
+        let ip = IpAddr::V6(Ipv6Addr::from(self.0));
+        ip.is_unspecified() || is_own_network(ip)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Source> {
