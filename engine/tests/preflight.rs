@@ -277,9 +277,9 @@ fn doctor_with_a_unit_checks_its_limits_and_its_users_access() {
     let data = dir.join("data");
     let table = String::from_utf8_lossy(&doctor(&strict, &data).stdout).into_owned();
     assert!(
-        table.contains(&format!(
+        table.contains(
             "FAIL  dir owner   ProtectSystem=strict makes it read-only for the node (not under StateDirectory= or ReadWritePaths=)"
-        )),
+        ),
         "{table}"
     );
     assert!(
