@@ -12,7 +12,8 @@
 //!   in each dir, the data and parity blocks its columns map there, named by address —
 //!   and segments packing the smaller ones (one-dir nodes); `store/evictable.rs`: which
 //!   objects are evictable copies fetched by read-through, oldest first, and the
-//!   markers of evictions whose files are not yet unlinked.
+//!   markers of evictions whose files are not yet unlinked; `store/compact.rs`: at
+//!   start-up, segments at least half dead have their live needles moved and go.
 //! - [`segment`]: append-only segment files of small objects (needles), the log that
 //!   appends a whole batch of them with one write and one data sync per lane (`m + 1`
 //!   copies of every segment), and the start-up scan of the needles past the index's

@@ -90,6 +90,24 @@ pub fn object_len_of(record: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(*record.get(1..9)?.first_chunk::<8>()?))
 }
 
+/// Where a packed object's record (version 2) says its body lies, and the bytes its
+/// needle takes, undecoded: for walking an index without checking each tree. `None` for
+/// an object in its own file, or a record too short to say.
+pub(crate) fn packed_needle_of(record: &[u8]) -> Option<(NeedleAt, u64)> {
+    if record.first() != Some(&PACKED_VERSION) {
+        return None;
+    }
+    let object_len = u64::from_be_bytes(*record.get(1..9)?.first_chunk::<8>()?);
+    let segment = u32::from_be_bytes(*record.get(9..13)?.first_chunk::<4>()?);
+    let body = u64::from_be_bytes(*record.get(13..21)?.first_chunk::<8>()?);
+    let type_len = u64::from(*record.get(21)?);
+    let at = NeedleAt {
+        segment: SegmentId(segment),
+        body: ByteOffset(body),
+    };
+    Some((at, crate::segment::needle_bytes(type_len, object_len)))
+}
+
 impl ObjectMeta {
     pub fn addr(&self) -> Address {
         self.tree.root()

@@ -31,7 +31,9 @@
 //! Each start of the node (and any failed append) opens a new segment, so a segment is
 //! only ever appended past bytes that were synced by the process that wrote them.
 //! Nothing is deleted from a segment: objects are immutable, and an evicted packed copy
-//! (`store/evictable.rs`) leaves its needle as dead space.
+//! (`store/evictable.rs`) leaves its needle as dead space, until a start compacts a
+//! segment at least half dead — its live needles appended again, the segment deleted
+//! (`store/compact.rs`).
 //!
 //! Lanes (docs/design/erasure-coding.md, "Small objects"): a packed object has no
 //! parity; with a code of `m` parity blocks its needle is written to `m + 1` lanes,
@@ -72,9 +74,14 @@ pub struct Needle<'a> {
 impl Needle<'_> {
     /// Bytes the needle takes in its segment.
     fn stored_bytes(&self) -> u64 {
-        let head = NEEDLE_HEAD_BYTES_MIN + self.content_type.len() as u64;
-        (head + self.body.len() as u64).next_multiple_of(NEEDLE_ALIGN_BYTES)
+        needle_bytes(self.content_type.len() as u64, self.body.len() as u64)
     }
+}
+
+/// Bytes a needle with a content type of `type_len` bytes and a body of `body_len` takes
+/// in its segment: head, type, body, padding.
+pub(crate) fn needle_bytes(type_len: u64, body_len: u64) -> u64 {
+    (NEEDLE_HEAD_BYTES_MIN + type_len + body_len).next_multiple_of(NEEDLE_ALIGN_BYTES)
 }
 
 /// Where a packed object's body lies.

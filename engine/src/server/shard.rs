@@ -497,9 +497,29 @@ fn evictable_share(fetched_bytes_max: u64, start: &ShardStart) -> u64 {
 
 /// Says what the start-up replay of the segments did: acknowledged small objects whose
 /// index records a crash had kept back, torn tails (never acknowledged) left alone, and
-/// damaged needles passed over.
+/// damaged needles passed over; and what the compaction after it gave back.
 fn log_replays(shard: &Shard) {
     for (store, replay) in shard.replays() {
+        let compaction = &replay.compaction;
+        if compaction.segments_removed > 0 {
+            tracing::info!(
+                shard = shard.index().0,
+                store = store.0,
+                segments = compaction.segments_removed,
+                needles_moved = compaction.needles_moved,
+                bytes_moved = compaction.bytes_moved,
+                bytes_freed = compaction.bytes_freed,
+                "compacted segments at least half dead"
+            );
+        }
+        for segment in &compaction.kept_for_rot {
+            tracing::error!(
+                shard = shard.index().0,
+                store = store.0,
+                segment = %segment,
+                "segment not compacted: a live needle in it verifies in no lane"
+            );
+        }
         if replay.indexed > 0 {
             tracing::info!(
                 shard = shard.index().0,

@@ -75,6 +75,7 @@ impl Shard {
     ) -> Result<Rc<Shard>, ShardError> {
         let mut stores = HashMap::new();
         let mut replays = Vec::new();
+        let mut compact_budget = crate::limits::COMPACT_MOVE_BYTES_PER_START;
         for id in routing.stores_of(index) {
             let dirs = &config.data_dirs;
             let replicas = store::index_replica_dirs(id, dirs.count(), config.ec.parity);
@@ -90,7 +91,14 @@ impl Shard {
                 id,
                 config.index_bytes_max,
             )?;
-            replays.push((id, store.replay_blocking()?));
+            let mut replay = store.replay_blocking()?;
+            // Compaction gives space back; a failure leaves every object where a record
+            // points (store/compact.rs) and is no reason not to serve.
+            match store.compact_blocking(&mut compact_budget) {
+                Ok(done) => replay.compaction = done,
+                Err(e) => tracing::error!(store = id.0, "segment compaction failed: {e}"),
+            }
+            replays.push((id, replay));
             let stats = store.stats()?;
             StorageCounters::add(&metrics.objects_stored, stats.objects);
             StorageCounters::add(&metrics.bytes_stored, stats.bytes);

@@ -302,8 +302,7 @@ impl Index {
         checkpoint: Option<Checkpoint>,
     ) -> Result<StoreStats, ShardError> {
         let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
-        let raw = self.stats.get(&wtxn, STATS_KEY).map_err(self.lmdb("get"))?;
-        let mut stats = StoreStats::decode(raw);
+        let mut stats = self.stats_in(&wtxn)?;
         let mut added = StoreStats::default();
         let now_us = now_us();
         for r in records {
@@ -336,19 +335,37 @@ impl Index {
         stats.objects += added.objects;
         stats.bytes += added.bytes;
         self.put_stats_counting_commit(&mut wtxn, &stats)?;
-        // Never backwards: an older commit finishing last (a retry) keeps the newer one.
-        let stored = self
-            .stats
-            .get(&wtxn, CHECKPOINT_KEY)
-            .map_err(self.lmdb("get"))?
-            .and_then(Checkpoint::decode);
-        if let Some(checkpoint) = checkpoint.filter(|c| stored.is_none_or(|s| *c > s)) {
-            self.stats
-                .put(&mut wtxn, CHECKPOINT_KEY, &checkpoint.encode())
-                .map_err(self.lmdb("put"))?;
+        if let Some(checkpoint) = checkpoint {
+            self.advance_checkpoint(&mut wtxn, checkpoint)?;
         }
         wtxn.commit().map_err(self.lmdb("commit"))?;
         Ok(added)
+    }
+
+    /// The stats as `txn` sees them.
+    pub(super) fn stats_in(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<StoreStats, ShardError> {
+        let raw = self.stats.get(txn, STATS_KEY).map_err(self.lmdb("get"))?;
+        Ok(StoreStats::decode(raw))
+    }
+
+    /// Stores `checkpoint` in `wtxn` if it is past the stored one. Never backwards: an
+    /// older commit finishing last (a retry) keeps the newer one.
+    pub(super) fn advance_checkpoint(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        checkpoint: Checkpoint,
+    ) -> Result<(), ShardError> {
+        let stored = self
+            .stats
+            .get(wtxn, CHECKPOINT_KEY)
+            .map_err(self.lmdb("get"))?
+            .and_then(Checkpoint::decode);
+        if stored.is_none_or(|s| checkpoint > s) {
+            self.stats
+                .put(wtxn, CHECKPOINT_KEY, &checkpoint.encode())
+                .map_err(self.lmdb("put"))?;
+        }
+        Ok(())
     }
 
     /// Writes `stats` and counts one more commit, in `wtxn`: every transaction that

@@ -40,8 +40,10 @@ use crate::limits::SEGMENT_LANES_MAX;
 use crate::record::{Location, ObjectMeta};
 use crate::segment::{self, Checkpoint, LaneHistory, Skipped};
 
+mod compact;
 mod evictable;
 mod index;
+pub use compact::{Compaction, DEAD_PERCENT_MIN};
 use evictable::EvictRule;
 pub use evictable::EvictableObject;
 use index::{merge_replicas, Index, SCRUB_KEY, STATS_KEY};
@@ -77,6 +79,8 @@ pub struct Replay {
     /// Damaged needles with whole ones after them, passed over: acknowledged objects
     /// lost from this store unless another node holds them.
     pub skipped: Vec<Skipped>,
+    /// What the compaction after the replay did ([`Store::compact_blocking`]).
+    pub compaction: Compaction,
 }
 
 /// The checkpoint a store without one starts from: the start of its segments, or the
@@ -232,6 +236,7 @@ impl Store {
             indexed,
             torn: scan.torn,
             skipped: scan.skipped,
+            compaction: Compaction::default(),
         })
     }
 
@@ -621,6 +626,139 @@ mod tests {
             refused.to_string(),
             format!("index record of {addr} is corrupt: its parity names another number of data dirs than the store spans")
         );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Packs `bodies` in a segment of their own, indexed, those with `dropped[i]` as
+    /// evictable copies that are then evicted: their needles are dead space.
+    fn segment_with_dead_needles(store: &Store, bodies: &[Vec<u8>], dropped: &[bool]) {
+        let mut log = SegmentLog::open(store.segments_root(), 1).unwrap();
+        let appended = append(&mut log, bodies);
+        let records: Vec<CommitRecord> = bodies
+            .iter()
+            .zip(&appended.places)
+            .zip(dropped)
+            .map(|((body, at), &dropped)| CommitRecord {
+                retention: match dropped {
+                    true => Retention::Evictable,
+                    false => Retention::Kept,
+                },
+                ..CommitRecord::of(&ObjectMeta {
+                    tree: ron_codec::ChunkTree::of(body),
+                    content_type: "text/plain".into(),
+                    location: Location::Packed(*at),
+                    parity: None,
+                })
+            })
+            .collect();
+        store.commit_blocking(&records, Some(appended.end)).unwrap();
+        let gone: Vec<Address> = bodies
+            .iter()
+            .zip(dropped)
+            .filter(|(_, d)| **d)
+            .map(|(b, _)| Address::of(b))
+            .collect();
+        assert_eq!(store.evict_blocking(&gone).unwrap().len(), gone.len());
+        store.unlink_evicted_blocking(&gone).unwrap();
+    }
+
+    /// The body a packed object's record points at, read back.
+    fn packed_body(store: &Store, body: &[u8]) -> (SegmentId, Vec<u8>) {
+        let meta = store.get(&Address::of(body)).unwrap().expect("indexed");
+        let Location::Packed(at) = meta.location else {
+            panic!("packed")
+        };
+        let bytes = std::fs::read(store.segment_path(LaneIndex(0), at.segment)).unwrap();
+        let start = at.body.0 as usize;
+        (at.segment, bytes[start..start + body.len()].to_vec())
+    }
+
+    #[test]
+    fn a_segment_mostly_dead_is_compacted_and_its_live_objects_move() {
+        let root = temp_root("compact");
+        let store = open_one(&root).unwrap();
+        let packed = bodies(10, 1);
+        let dropped: Vec<bool> = (0..10).map(|i| i >= 3).collect();
+        segment_with_dead_needles(&store, &packed, &dropped);
+        // The next start's segment: the checkpoint's, never compacted.
+        let mut log = SegmentLog::open(&root, 1).unwrap();
+        let later = bodies(1, 90);
+        let sealed = append(&mut log, &later);
+        index(&store, &later, &sealed);
+        let stats = store.stats().unwrap();
+        let old = segment::segment_path(&root, SegmentId(0));
+        let old_len = std::fs::metadata(&old).unwrap().len();
+
+        let mut budget = u64::MAX;
+        let done = store.compact_blocking(&mut budget).unwrap();
+        assert_eq!(
+            (done.segments_removed, done.needles_moved, done.bytes_freed),
+            (1, 3, old_len)
+        );
+        assert_eq!(done.bytes_moved, 100 + 1_100 + 2_100);
+        assert_eq!(
+            budget,
+            u64::MAX
+                - segment::needle_bytes(10, 100)
+                - segment::needle_bytes(10, 1_100)
+                - segment::needle_bytes(10, 2_100)
+        );
+        assert!(!old.exists(), "the dead segment is gone");
+        for body in &packed[..3] {
+            let (segment, read) = packed_body(&store, body);
+            assert!(
+                segment > sealed.end.segment,
+                "moved past the checkpoint's segment"
+            );
+            assert!(read == *body, "moved whole");
+        }
+        for body in &packed[3..] {
+            assert!(!store.contains(&Address::of(body)).unwrap());
+        }
+        assert_eq!(store.stats().unwrap(), stats, "stats unchanged");
+        assert_eq!(packed_body(&store, &later[0]).0, sealed.end.segment);
+        // Nothing more to do, and nothing to replay at the next open.
+        assert_eq!(
+            store.compact_blocking(&mut budget).unwrap(),
+            Compaction::default()
+        );
+        drop(store);
+        let store = open_one(&root).unwrap();
+        assert_eq!(store.replay_blocking().unwrap().indexed, 0);
+        for body in packed[..3].iter().chain(&later) {
+            assert!(packed_body(&store, body).1 == *body);
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_a_segment_with_a_rotten_live_needle_and_one_past_its_budget() {
+        let root = temp_root("compact-rot");
+        let store = open_one(&root).unwrap();
+        let rotten = bodies(4, 1);
+        segment_with_dead_needles(&store, &rotten, &[false, true, true, true]);
+        let path = segment::segment_path(&root, SegmentId(0));
+        let meta = store.get(&Address::of(&rotten[0])).unwrap().unwrap();
+        let Location::Packed(at) = meta.location else {
+            panic!()
+        };
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at.body.0 as usize + 5] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let costly = bodies(4, 20);
+        segment_with_dead_needles(&store, &costly, &[false, false, true, true]);
+        let mut log = SegmentLog::open(&root, 1).unwrap();
+        let later = bodies(1, 90);
+        let sealed = append(&mut log, &later);
+        index(&store, &later, &sealed);
+
+        // Segment 1's two live needles (100 and 1,100 bytes) cost more than the budget.
+        let mut budget = 1_000;
+        let done = store.compact_blocking(&mut budget).unwrap();
+        assert_eq!(done.kept_for_rot, [SegmentId(0)]);
+        assert_eq!((done.segments_removed, done.needles_moved), (0, 0));
+        assert!(path.exists() && segment::segment_path(&root, SegmentId(1)).exists());
+        assert_eq!(packed_body(&store, &costly[1]).0, SegmentId(1));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

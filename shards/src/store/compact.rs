@@ -1,0 +1,352 @@
+//! Compaction of a store's segments at start-up (docs/design/storage.md, "Compaction"):
+//! a segment at least half dead — the needles of packed copies removed or evicted since
+//! it was written — has its live needles moved to a new segment and is deleted, in every
+//! lane. Objects are immutable, so a needle is never rewritten in place: moving it is
+//! appending it again, verified, and pointing its record at the copy.
+//!
+//! Order, each step durable before the next, so a crash anywhere loses nothing:
+//! 1. The live needles are read back, 8 MiB at a time, each checked against its
+//!    address in the first lane that holds it whole (one no lane holds whole keeps its
+//!    segment: nothing of a rotten object is moved, and its segment is not deleted).
+//! 2. They are appended to a new segment (`SegmentLog`: one write and one data sync per
+//!    lane per batch), past every segment on disk.
+//! 3. Every index replica points their records at the new needles, in one transaction
+//!    per batch, with the checkpoint past them; a record no longer in a segment being
+//!    compacted is left alone. Stats and retention (the evictable tables are keyed by
+//!    address) do not change.
+//! 4. Once every batch is in every replica, the old segments' files are unlinked in
+//!    every lane and the lane dirs synced.
+//!
+//! A crash before 3 leaves needles past the checkpoint that the next replay finds
+//! indexed already (dead space of the new segment); one during 3 leaves replicas
+//! pointing at either copy, both whole; one during 4 leaves segments with nothing
+//! live, deleted at the next start. Which segments are live is counted over every
+//! replica, and every record in any replica that points into a segment is moved before
+//! the segment goes.
+//!
+//! Only segments the checkpoint has passed (ids below its segment) are compacted: every
+//! needle in them is indexed or was never acknowledged, and the checkpoint's segment
+//! stays, so segment ids only grow. At start-up only, before the shard serves: nothing
+//! reads a segment while it goes. A budget bounds the bytes moved per start.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::FileExt;
+
+use ron_codec::{Address, ChunkTree};
+
+use super::index::Index;
+use super::Store;
+use crate::error::ShardError;
+use crate::ids::{LaneIndex, SegmentId};
+use crate::record::{packed_needle_of, Location, ObjectMeta};
+use crate::segment::{self, Checkpoint, Needle, NeedleAt, SegmentLog};
+
+/// A segment is compacted once at least this share of it is dead, percent.
+pub const DEAD_PERCENT_MIN: u64 = 50;
+/// Live bytes moved per append (one write and one data sync per lane).
+const MOVE_BATCH_BYTES_MAX: u64 = 8 << 20;
+
+/// What one compaction did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Compaction {
+    pub segments_removed: u64,
+    pub needles_moved: u64,
+    pub bytes_moved: u64,
+    /// Bytes of segment files unlinked, lane 0 (the other lanes free as much each).
+    pub bytes_freed: u64,
+    /// Segments kept whole: a live needle in them verified in no lane.
+    pub kept_for_rot: Vec<SegmentId>,
+}
+
+/// One live needle to move: its object's record and the copy read back, verified.
+struct Move<'a> {
+    meta: &'a ObjectMeta,
+    body: Vec<u8>,
+}
+
+impl Store {
+    /// Compacts the segments at least [`DEAD_PERCENT_MIN`] % dead, most dead first,
+    /// moving at most `budget_bytes` of live needles (taken from it). Blocking; at
+    /// start-up, after the replay, before the store serves.
+    pub fn compact_blocking(&self, budget_bytes: &mut u64) -> Result<Compaction, ShardError> {
+        let mut done = Compaction::default();
+        let checkpoint = self.checkpoint()?;
+        let victims = self.pick_victims(checkpoint, budget_bytes)?;
+        if victims.is_empty() {
+            return Ok(done);
+        }
+        let (live, mut rotten) = self.live_records_in(&victims)?;
+        let mut log = None;
+        for chunk in batches(&live) {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for meta in chunk {
+                match self.read_needle_verified(meta)? {
+                    Some(body) => batch.push(Move { meta, body }),
+                    None => {
+                        let segment = packed_at(meta).segment;
+                        tracing::warn!(store = self.id.0, obj = %meta.addr(), %segment, "compaction: a live needle verifies in no lane; its segment is kept");
+                        rotten.insert(segment);
+                    }
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let log = match &mut log {
+                Some(log) => log,
+                None => log.insert(SegmentLog::open(self.segments_root(), self.segment_lanes)?),
+            };
+            self.move_batch(log, &batch, &victims)?;
+            done.needles_moved += batch.len() as u64;
+            done.bytes_moved += batch.iter().map(|m| m.body.len() as u64).sum::<u64>();
+        }
+        let mut gone: Vec<SegmentId> = victims.difference(&rotten).copied().collect();
+        gone.sort_unstable();
+        for id in gone {
+            done.bytes_freed += self.unlink_segment(id)?;
+            done.segments_removed += 1;
+        }
+        done.kept_for_rot = rotten.into_iter().collect();
+        done.kept_for_rot.sort_unstable();
+        Ok(done)
+    }
+
+    /// The sealed segments (below the checkpoint's) at least [`DEAD_PERCENT_MIN`] %
+    /// dead, most dead first, while their live bytes fit `budget_bytes` (taken).
+    fn pick_victims(
+        &self,
+        checkpoint: Checkpoint,
+        budget_bytes: &mut u64,
+    ) -> Result<HashSet<SegmentId>, ShardError> {
+        let sealed: Vec<SegmentId> = segment::segment_ids(self.segments_root())?
+            .into_iter()
+            .filter(|id| *id < checkpoint.segment)
+            .collect();
+        if sealed.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut live: HashMap<SegmentId, u64> = HashMap::new();
+        for replica in self.replicas.iter() {
+            for (id, bytes) in replica.live_needle_bytes()? {
+                let most = live.entry(id).or_default();
+                *most = (*most).max(bytes);
+            }
+        }
+        let mut candidates = Vec::new();
+        for id in sealed {
+            let path = self.segment_path(LaneIndex(0), id);
+            let len = std::fs::metadata(&path)
+                .map_err(ShardError::io("stat segment", &path))?
+                .len();
+            let live = live.get(&id).copied().unwrap_or(0).min(len);
+            let dead = len - live;
+            if len > 0 && dead * 100 >= DEAD_PERCENT_MIN * len {
+                candidates.push((dead, live, id));
+            }
+        }
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        let mut victims = HashSet::new();
+        for (_, live, id) in candidates {
+            if live <= *budget_bytes {
+                *budget_bytes -= live;
+                victims.insert(id);
+            }
+        }
+        Ok(victims)
+    }
+
+    /// Every object whose record, in any replica, puts it in one of `victims` (the
+    /// first replica's record where several do); and the victims with a record that
+    /// does not decode, which are kept.
+    fn live_records_in(
+        &self,
+        victims: &HashSet<SegmentId>,
+    ) -> Result<(Vec<ObjectMeta>, HashSet<SegmentId>), ShardError> {
+        let mut seen: HashSet<Address> = HashSet::new();
+        let (mut live, mut kept) = (Vec::new(), HashSet::new());
+        for replica in self.replicas.iter() {
+            for (addr, record, segment) in replica.packed_records_in(victims)? {
+                if !seen.insert(addr) {
+                    continue;
+                }
+                match ObjectMeta::decode(addr, &record) {
+                    Ok(meta) => live.push(meta),
+                    Err(e) => {
+                        tracing::warn!(store = self.id.0, obj = %addr, %segment, "compaction: {e}; its segment is kept");
+                        kept.insert(segment);
+                    }
+                }
+            }
+        }
+        Ok((live, kept))
+    }
+
+    /// The body of `meta`'s needle from the first lane where it reads back whole and
+    /// hashes to its address; `None` if no lane does.
+    fn read_needle_verified(&self, meta: &ObjectMeta) -> Result<Option<Vec<u8>>, ShardError> {
+        let at = packed_at(meta);
+        let mut body = vec![0u8; meta.len() as usize];
+        for lane in (0..self.needle_lanes(meta)).map(LaneIndex) {
+            let path = self.segment_path(lane, at.segment);
+            let read =
+                std::fs::File::open(&path).and_then(|f| f.read_exact_at(&mut body, at.body.0));
+            match read {
+                Ok(()) if ChunkTree::of(&body).root() == meta.addr() => return Ok(Some(body)),
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                Err(e) => return Err(ShardError::io("read segment", &path)(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Appends `batch` to the new segment and points every replica's records at it.
+    fn move_batch(
+        &self,
+        log: &mut SegmentLog,
+        batch: &[Move<'_>],
+        victims: &HashSet<SegmentId>,
+    ) -> Result<(), ShardError> {
+        let needles: Vec<Needle<'_>> = batch
+            .iter()
+            .map(|m| Needle {
+                addr: m.meta.addr(),
+                content_type: &m.meta.content_type,
+                body: &m.body,
+            })
+            .collect();
+        let appended = log.append_durably(&needles)?;
+        let records: Vec<(Address, Vec<u8>)> = batch
+            .iter()
+            .zip(&appended.places)
+            .map(|(m, &place)| {
+                let moved = ObjectMeta {
+                    location: Location::Packed(place),
+                    ..m.meta.clone()
+                };
+                debug_assert_eq!(moved.len(), m.body.len() as u64);
+                (moved.addr(), moved.encode())
+            })
+            .collect();
+        for replica in self.replicas.iter() {
+            replica.repoint_packed(&records, victims, appended.end)?;
+        }
+        Ok(())
+    }
+
+    /// Unlinks segment `id` in every lane and syncs the lane dirs; returns lane 0's
+    /// length.
+    fn unlink_segment(&self, id: SegmentId) -> Result<u64, ShardError> {
+        let mut freed = 0;
+        for lane in (0..self.lanes_on_disk).map(LaneIndex) {
+            let path = self.segment_path(lane, id);
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ShardError::io("unlink segment", &path)(e)),
+            }
+            if lane.0 == 0 {
+                freed = len;
+            }
+            crate::layout::sync_dir(&segment::lane_dir(self.segments_root(), lane))?;
+        }
+        Ok(freed)
+    }
+}
+
+/// Where a packed object's needle is (only packed objects are moved).
+fn packed_at(meta: &ObjectMeta) -> NeedleAt {
+    match meta.location {
+        Location::Packed(at) => at,
+        Location::OwnFile => unreachable!("only packed records are read for compaction"),
+    }
+}
+
+/// `live` cut into batches of at most [`MOVE_BATCH_BYTES_MAX`] of bodies (at least one
+/// object each): what is read, held and appended at once.
+fn batches(live: &[ObjectMeta]) -> impl Iterator<Item = &[ObjectMeta]> {
+    let mut rest = live;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|meta| {
+                bytes += meta.len();
+                bytes <= MOVE_BATCH_BYTES_MAX
+            })
+            .count()
+            .max(1);
+        let (batch, left) = rest.split_at(n);
+        rest = left;
+        Some(batch)
+    })
+}
+
+impl Index {
+    /// Bytes of needles this replica's records point at, per segment.
+    fn live_needle_bytes(&self) -> Result<HashMap<SegmentId, u64>, ShardError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        let mut live: HashMap<SegmentId, u64> = HashMap::new();
+        for entry in self.db.iter(&rtxn).map_err(self.lmdb("iterate"))? {
+            let (_, record) = entry.map_err(self.lmdb("iterate"))?;
+            if let Some((at, bytes)) = packed_needle_of(record) {
+                *live.entry(at.segment).or_default() += bytes;
+            }
+        }
+        Ok(live)
+    }
+
+    /// This replica's records of objects packed in one of `segments`, and the segment.
+    fn packed_records_in(
+        &self,
+        segments: &HashSet<SegmentId>,
+    ) -> Result<Vec<(Address, Vec<u8>, SegmentId)>, ShardError> {
+        let rtxn = self.env.read_txn().map_err(self.lmdb("read"))?;
+        let mut found = Vec::new();
+        for entry in self.db.iter(&rtxn).map_err(self.lmdb("iterate"))? {
+            let (key, record) = entry.map_err(self.lmdb("iterate"))?;
+            let Some((at, _)) = packed_needle_of(record) else {
+                continue;
+            };
+            if let (true, Ok(addr)) = (segments.contains(&at.segment), <[u8; 32]>::try_from(key)) {
+                found.push((Address::from_bytes(addr), record.to_vec(), at.segment));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Points each of `records` whose current record puts it in one of `from` at its new
+    /// needle, and takes the checkpoint to `checkpoint` (when past it), in one
+    /// transaction; stats unchanged, one commit counted.
+    fn repoint_packed(
+        &self,
+        records: &[(Address, Vec<u8>)],
+        from: &HashSet<SegmentId>,
+        checkpoint: Checkpoint,
+    ) -> Result<(), ShardError> {
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
+        for (addr, record) in records {
+            let current = self
+                .db
+                .get(&wtxn, addr.as_bytes())
+                .map_err(self.lmdb("get"))?;
+            let inside = current
+                .and_then(packed_needle_of)
+                .is_some_and(|(at, _)| from.contains(&at.segment));
+            if inside {
+                self.db
+                    .put(&mut wtxn, addr.as_bytes(), record)
+                    .map_err(self.lmdb("put"))?;
+            }
+        }
+        let stats = self.stats_in(&wtxn)?;
+        self.put_stats_counting_commit(&mut wtxn, &stats)?;
+        self.advance_checkpoint(&mut wtxn, checkpoint)?;
+        wtxn.commit().map_err(self.lmdb("commit"))
+    }
+}
