@@ -632,7 +632,7 @@ mod tests {
     /// Packs `bodies` in a segment of their own, indexed, those with `dropped[i]` as
     /// evictable copies that are then evicted: their needles are dead space.
     fn segment_with_dead_needles(store: &Store, bodies: &[Vec<u8>], dropped: &[bool]) {
-        let mut log = SegmentLog::open(store.segments_root(), 1).unwrap();
+        let mut log = SegmentLog::open(store.segments_root(), store.segment_lanes).unwrap();
         let appended = append(&mut log, bodies);
         let records: Vec<CommitRecord> = bodies
             .iter()
@@ -727,6 +727,46 @@ mod tests {
         assert_eq!(store.replay_blocking().unwrap().indexed, 0);
         for body in packed[..3].iter().chain(&later) {
             assert!(packed_body(&store, body).1 == *body);
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// With parity, every lane of a compacted segment goes, and the moved needles are in
+    /// every lane of the new one.
+    #[test]
+    fn compaction_moves_needles_into_every_lane_and_removes_every_lane_of_the_old() {
+        let root = temp_root("compact-lanes");
+        let store = Store::open(
+            vec![root.clone()],
+            &[DirIndex(0)],
+            2,
+            StoreId(0),
+            INDEX_BYTES,
+        )
+        .unwrap();
+        let packed = bodies(4, 30);
+        segment_with_dead_needles(&store, &packed, &[false, true, true, true]);
+        let mut log = SegmentLog::open(&root, 2).unwrap();
+        let later = bodies(1, 91);
+        let sealed = append(&mut log, &later);
+        index(&store, &later, &sealed);
+        let mut budget = u64::MAX;
+        let done = store.compact_blocking(&mut budget).unwrap();
+        assert_eq!((done.segments_removed, done.needles_moved), (1, 1));
+        for lane in [LaneIndex(0), LaneIndex(1)] {
+            assert!(!store.segment_path(lane, SegmentId(0)).exists(), "{lane:?}");
+        }
+        let meta = store.get(&Address::of(&packed[0])).unwrap().unwrap();
+        let Location::Packed(at) = meta.location else {
+            panic!("packed")
+        };
+        for lane in [LaneIndex(0), LaneIndex(1)] {
+            let bytes = std::fs::read(store.segment_path(lane, at.segment)).unwrap();
+            let start = at.body.0 as usize;
+            assert!(
+                bytes[start..start + packed[0].len()] == packed[0][..],
+                "{lane:?}"
+            );
         }
         std::fs::remove_dir_all(&root).unwrap();
     }
