@@ -163,15 +163,22 @@ fn ron_repair_checks_one_object_now_and_rebuilds_what_its_parity_covers() {
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(again["outcome"], "healthy");
 
-    // Written with --ec off: rot is found and reported, not repairable; exit 1.
+    // Written with --ec off: rot is found and reported, not repairable; exit 1, the
+    // report on stdout (where `ron repair X > report.json` puts it), the verdict on
+    // stderr.
     let plain = bytes(72, 3 * GROUP as usize);
     let plain_addr = upload(&n, &plain);
     flip_byte(&n.object_file(&plain_addr), GROUP + 1);
     let out = ron(&["repair", &plain_addr.to_string(), "--admin", &admin]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["outcome"].as_str(), report["protected"].as_bool()),
+        (Some("damaged"), Some(false))
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("\"outcome\":\"damaged\"") && stderr.contains("\"protected\":false"),
+        stderr.contains("the report says the copy is neither healthy nor repaired"),
         "{stderr}"
     );
 

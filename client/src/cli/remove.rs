@@ -18,5 +18,5 @@ pub(super) fn run(
     timeout: Duration,
 ) -> Result<(), ClientError> {
     let answer = admin::request(admin, "POST", &format!("/admin/remove/{addr}"), timeout)?;
-    print_admin_answer(answer, |_| true)
+    print_admin_answer(answer, |_| true, "")
 }

@@ -26,12 +26,16 @@ pub(super) fn run(
     let timeout = timeout.max(REPAIR_TIMEOUT);
     let path = format!("/admin/repair/{addr}");
     let answer = admin::request(admin, "POST", &path, timeout)?;
-    print_admin_answer(answer, |body| {
-        let outcome = serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["outcome"].as_str().map(String::from));
-        matches!(outcome.as_deref(), Some("healthy" | "repaired"))
-    })
+    print_admin_answer(
+        answer,
+        |body| {
+            let outcome = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["outcome"].as_str().map(String::from));
+            matches!(outcome.as_deref(), Some("healthy" | "repaired"))
+        },
+        "the report says the copy is neither healthy nor repaired",
+    )
 }
 
 /// How long `ron repair --cluster` waits for its answer at least (the node waits a
@@ -46,7 +50,7 @@ pub(super) fn placement(
 ) -> Result<(), ClientError> {
     let path = format!("/admin/placement?hash={addr}");
     let answer = admin::request(admin, "GET", &path, timeout)?;
-    print_admin_answer(answer, enough_copies)
+    print_admin_answer(answer, enough_copies, FEWER_COPIES)
 }
 
 /// `POST /admin/replicate/<addr>` and its report.
@@ -58,8 +62,10 @@ pub(super) fn cluster(
     let path = format!("/admin/replicate/{addr}");
     let timeout = timeout.max(CLUSTER_REPAIR_TIMEOUT);
     let answer = admin::request(admin, "POST", &path, timeout)?;
-    print_admin_answer(answer, enough_copies)
+    print_admin_answer(answer, enough_copies, FEWER_COPIES)
 }
+
+const FEWER_COPIES: &str = "the report counts fewer verified copies than the target";
 
 /// Whether a placement report counts at least as many verified copies as the target.
 fn enough_copies(body: &str) -> bool {

@@ -27,5 +27,5 @@ pub(super) fn run(
         ScrubVerb::Resume => ("POST", "/admin/scrub/resume"),
     };
     let answer = admin::request(admin, method, path, timeout)?;
-    print_admin_answer(answer, |_| true)
+    print_admin_answer(answer, |_| true, "")
 }

@@ -20,21 +20,38 @@ pub(super) fn file_error(
     move |source| ClientError::File { op, path, source }
 }
 
-/// Prints a 2xx answer whose body `good` accepts; anything else is the node's error.
+/// Prints a 2xx answer's body (a report) on stdout; one `good` does not accept is an
+/// error (exit 1) all the same, saying `not_good` — the report stays on stdout, where a
+/// script redirecting it finds it. Anything else is the node's error.
 pub(super) fn print_admin_answer(
     answer: AdminAnswer,
     good: impl Fn(&str) -> bool,
+    not_good: &str,
 ) -> Result<(), ClientError> {
     let body = answer.body.trim_end();
-    if (200..300).contains(&answer.status) && good(body) {
+    if (200..300).contains(&answer.status) {
         println!("{body}");
-        return Ok(());
+        if good(body) {
+            return Ok(());
+        }
+        return Err(ClientError::Server {
+            status: answer.status,
+            code: "report".into(),
+            message: not_good.into(),
+            retryable: false,
+            retry_after_ms: None,
+        });
     }
-    Err(ClientError::Server {
+    Err(admin_error(&answer))
+}
+
+/// An admin-port answer that is not what was asked, as the node's error.
+pub(super) fn admin_error(answer: &AdminAnswer) -> ClientError {
+    ClientError::Server {
         status: answer.status,
         code: "admin".into(),
-        message: body.to_string(),
+        message: answer.body.trim_end().to_string(),
         retryable: answer.status == 503,
         retry_after_ms: None,
-    })
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ron_codec::bundle::{self, Manifest};
 use ron_codec::Address;
 
-use super::shared::print_admin_answer;
+use super::shared::admin_error;
 use crate::admin::{self, AdminAnswer, AdminEndpoint};
 use crate::{ByteRange, Client, ClientError, Endpoint, Options};
 
@@ -87,7 +87,7 @@ fn print_providers(answer: AdminAnswer) -> Result<(), ClientError> {
         .and_then(|v| v["providers"].as_array())
         .filter(|_| answer.status == 200);
     let Some(providers) = providers else {
-        return print_admin_answer(answer, |_| false);
+        return Err(admin_error(&answer));
     };
     if providers.is_empty() {
         return Err(ClientError::Server {
