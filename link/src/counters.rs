@@ -96,6 +96,9 @@ declare_counters! {
             "How far the shard's scrub pass under way is, 0 to 1.",
         scrub_paused: AtomicU64 => Gauge "ron_scrub_paused", PerShard,
             "1 while an operator has the shard's scrubber paused.",
+        /// The scrubber's configured pace (`scrub_bytes_per_s`); 0: no scrubber.
+        scrub_rate: AtomicU64 => Gauge "ron_scrub_rate_bytes_per_second", PerShard,
+            "The shard scrubber's configured pace, bytes per second (0: no scrubber runs).",
         /// Fetched copies held (evictable).
         evictable_objects: AtomicU64 => Gauge "ron_fetched_objects", Sum,
             "Fetched copies held as a cache (evictable).",
@@ -357,6 +360,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 31 + 34);
+        assert_eq!(seen.len(), 32 + 34);
     }
 }

@@ -104,6 +104,10 @@ impl Shard {
             StorageCounters::add(&metrics.bytes_stored, stats.bytes);
             stores.insert(id, store);
         }
+        metrics.scrub_rate.store(
+            config.scrub_bytes_per_s,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         metrics.cache_bytes_max.store(
             config.cache_bytes_max as u64,
             std::sync::atomic::Ordering::Relaxed,
