@@ -293,3 +293,50 @@ fn greeted_nodes_a_liar_names_do_not_end_a_resolve_before_the_real_provider() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Made-up providers whose records say they serve at a private address where no peer
+/// this node greeted is (`10.9.9.9:6379`, a service on the operator's own network) are
+/// never named there: this node's shards would connect and send OAP/1 to it. Before,
+/// every resolving node did, on every miss of the object.
+#[test]
+fn claimed_providers_are_not_named_at_private_addresses_no_greeted_peer_has() {
+    let dirs: Vec<PathBuf> = ["provider", "resolver"]
+        .iter()
+        .map(|name| scratch("lying-private", name))
+        .collect();
+    let object = [0x53u8; 32];
+    let provider = start(&dirs[0], 7431, &[]);
+    provider.client.announce(vec![object]);
+    let provider_id: PeerId = provider.client.node_id.parse().unwrap();
+    let private = SocketAddr::from(([10, 9, 9, 9], 6379));
+    let claimed = vec![tcp_multiaddr(private), oap_multiaddr(private)];
+    let made_up = (0..3)
+        .map(|_| (PeerId::random(), claimed.clone()))
+        .collect();
+    let liar = spawn_liar(record_key(&object), (provider_id, provider.listen), made_up);
+    let resolver = start_in_zone(&dirs[1], 7432, &[liar], "", 3);
+    wait_for("the resolver to know the liar", || {
+        resolver
+            .client
+            .metrics
+            .routing_table_peers
+            .load(Ordering::Relaxed)
+            >= 1
+    });
+    let found = resolver.client.resolve(object, 8, 5_000).unwrap();
+    assert!(
+        found.iter().all(|p| p.oap != Some(private)),
+        "named at {private}: {found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.node_id == provider.client.node_id.as_ref()),
+        "the real provider in {found:?}"
+    );
+    provider.stop();
+    resolver.stop();
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

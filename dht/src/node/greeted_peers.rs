@@ -98,6 +98,11 @@ impl GreetedPeers {
         self.peers.contains_key(peer)
     }
 
+    /// Whether a greeted peer came from `ip`.
+    pub fn any_at(&self, ip: IpAddr) -> bool {
+        self.peers.values().any(|known| known.ip == ip)
+    }
+
     /// The positions of the peers connected now (`connected`) or heard from within
     /// `within` before `now`: those still likely in the network.
     pub fn positions_present(

@@ -99,6 +99,10 @@ impl Node {
             .iter()
             .filter_map(|peer| Some((*peer, self.oap_from_records(*peer)?)))
             .collect();
+        let from_records: Vec<(PeerId, SocketAddr)> = from_records
+            .into_iter()
+            .filter(|(_, oap)| self.may_name(oap.ip()))
+            .collect();
         self.metrics
             .providers_named_from_records_total
             .fetch_add(from_records.len() as u64, Ordering::Relaxed);
@@ -184,6 +188,16 @@ impl Node {
             )
             .ok()?;
         addresses.iter().find_map(oap_socket)
+    }
+
+    /// Whether a provider only claimed by an answer may be named at `ip`, where this
+    /// node's shards would connect and send an OAP/1 GET: a public address, or one of an
+    /// operator's own networks (loopback, private) where a greeted peer is — a node in a
+    /// private cluster or a harness on one machine. A lying answer naming
+    /// `127.0.0.1:6379` or a private address would otherwise send every resolving node's
+    /// shards to services on their own hosts and networks.
+    fn may_name(&self, ip: std::net::IpAddr) -> bool {
+        !ron_link::policy::is_own_network(ip) || self.peers.any_at(ip)
     }
 
     fn authenticated(&self, peer: &PeerId) -> bool {
