@@ -568,3 +568,40 @@ fn a_page_of_placements_names_the_holders_each_placement_alone_names() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// In a network without zones, a peer that says it is in one is placed like every other
+/// node: a zone is a claim, and placement prefers the zones holding the fewest copies.
+/// Before, the one node claiming zone "x" among six was a holder of every key (24 of 24
+/// here); now about half, as any node of six with three copies.
+#[test]
+fn a_zone_claimed_in_a_network_without_zones_wins_no_holder_slot() {
+    const KEYS: u64 = 24;
+    let root = scratch("cluster", "claimed-zone");
+    let mut nodes: Vec<DhtThread> = Vec::new();
+    for i in 0..6u16 {
+        let peers: Vec<SocketAddr> = nodes.first().map(|n| n.listen).into_iter().collect();
+        let dir = root.join(format!("n{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let zone = if i == 5 { "x" } else { "" };
+        nodes.push(start_in_zone(&dir, 9100 + i, &peers, zone, 3));
+    }
+    let routing = |n: &DhtThread| n.client.metrics.routing_table_peers.load(Ordering::Relaxed);
+    wait_for("every node to know the others", || {
+        nodes.iter().all(|n| routing(n) >= 5)
+    });
+    let claimer = nodes[5].client.node_id.to_string();
+    let asker = &nodes[1];
+    let placed = |key: [u8; 32]| asker.client.placement(key, 10_000).unwrap();
+    // Every peer greeted (its zone known) before counting.
+    wait_for("full placements", || placed([7; 32]).len() == 3);
+    let held = (0..KEYS)
+        .map(|k| *blake3::hash(&k.to_le_bytes()).as_bytes())
+        .filter(|key| placed(*key).iter().any(|h| h.node_id == claimer))
+        .count();
+    assert!(
+        held < 20,
+        "the node claiming a zone holds {held} of {KEYS} keys"
+    );
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&root);
+}

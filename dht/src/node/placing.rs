@@ -350,6 +350,19 @@ impl Node {
             .collect()
     }
 
+    /// The zone a greeted peer is placed in: the one it says, where this node has a zone
+    /// itself; none where it has none. A zone is a claim a peer makes in its greeting,
+    /// and placement prefers the zones holding the fewest copies: in a network without
+    /// zones, one peer claiming one was picked as a holder of every key it was a
+    /// candidate for (about 20/N of all keys, not 3/N). Nodes of one deployment set
+    /// their zones alike, so their views agree.
+    fn placement_zone(&self, claimed: &str) -> String {
+        match self.zone.is_empty() {
+            true => String::new(),
+            false => claimed.to_string(),
+        }
+    }
+
     /// The holders of `key` as this node sees them: `peers` (a lookup's, every peer
     /// within `reach` of the key among them; `None`: every peer there is), this node and
     /// the greeted peers lost but not yet counted gone.
@@ -367,7 +380,10 @@ impl Node {
         };
         let lost = self.lost_but_not_dead().filter(|p| !peers.contains(p));
         let others = peers.iter().chain(lost).filter_map(|peer| {
-            let zone = self.peers.get(peer).map(|known| known.zone.clone());
+            let zone = self
+                .peers
+                .get(peer)
+                .map(|known| self.placement_zone(&known.zone));
             (zone.is_some() || ungreeted == Ungreeted::CutsTheView).then(|| Seen {
                 id: Some(*peer),
                 position: peer_position(peer),
