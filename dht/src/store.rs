@@ -1135,6 +1135,37 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A full store's share is a site's, not each /64's: one /48 (a tunnel broker's
+    /// free allocation) cannot make a hundred sources and take an IPv4 host's share.
+    #[test]
+    fn an_ipv6_site_is_one_source_of_a_full_store() {
+        let dir = scratch("site");
+        let limits = StoreLimits {
+            provider_records_max: 100,
+            ..StoreLimits::default()
+        };
+        let mut store = ProviderStore::open(&dir, PeerId::random(), limits).unwrap();
+        let add_from = |store: &mut ProviderStore, ip: String, n: u32| {
+            let peer = PeerId::random();
+            store.peer_connected(peer, ip.parse().unwrap());
+            store
+                .add_provider(others_record(&key(n), peer, None))
+                .is_ok()
+        };
+        for n in 0..50 {
+            assert!(add_from(&mut store, "192.0.2.1".into(), n));
+        }
+        for n in 0..100 {
+            add_from(&mut store, format!("2001:db8:1:{n:x}::1"), 1_000 + n);
+        }
+        store.flush().unwrap();
+        let of_v4 = (0..50)
+            .filter(|n| !store.providers(&key(*n)).is_empty())
+            .count();
+        assert!(of_v4 >= 49, "the IPv4 host keeps {of_v4} of its 50 records");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_host_flooding_a_full_store_gives_way_to_the_records_of_other_hosts() {
         let dir = scratch("flood");

@@ -2,8 +2,8 @@
 //! full: max-min fairness between the hosts records come from.
 //!
 //! A record of others is counted under its [`Source`]: the host its provider's
-//! connection came from (`ron_link::policy::quota_address`: an IPv4 address, an IPv6
-//! /64), since a peer id costs nothing to make and a host does. When the store holds
+//! connection came from (an IPv4 address; for IPv6 the site, a /48, which a tunnel
+//! broker hands out for free), since a peer id costs nothing to make and a host does. When the store holds
 //! `provider_records_max` records, a new one from a source holding fewer than the
 //! largest source less one takes the place of one of the largest source's records
 //! ([`SourceCounts::gives_way_to`]); otherwise it is refused. So one host flooding the
@@ -31,7 +31,8 @@ pub(crate) const SOURCE_BYTES: usize = 16;
 pub(crate) const SOURCES_MAX: usize = 65_536;
 
 /// The host a record of others came from: an IPv4 address (as its IPv4-mapped IPv6
-/// form), an IPv6 /64, or the unspecified address for a provider with no connection.
+/// form), an IPv6 /48 (a site; a /64 on an operator's own networks), or the unspecified
+/// address for a provider with no connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Source(pub [u8; SOURCE_BYTES]);
 
@@ -41,6 +42,12 @@ impl Source {
     pub fn of(ip: Option<IpAddr>) -> Source {
         let v6 = match ip.map(quota_address) {
             Some(IpAddr::V4(v4)) => v4.to_ipv6_mapped(),
+            // A site (/48), not a host's /64: a tunnel broker hands out a /48 for free,
+            // 65,536 /64s, each of which was a source of its own — enough to take a full
+            // store's every share, and every place of the sources counted apart.
+            Some(IpAddr::V6(v6)) if !is_own_network(IpAddr::V6(v6)) => {
+                Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 80) - 1))
+            }
             Some(IpAddr::V6(v6)) => v6,
             None => Ipv6Addr::UNSPECIFIED,
         };
@@ -141,7 +148,10 @@ mod tests {
     fn a_host_is_one_source_whatever_address_of_its_prefix_it_takes() {
         let v6 = |s: &str| Source::of(Some(s.parse().unwrap()));
         assert_eq!(v6("2001:db8:1:2::1"), v6("2001:db8:1:2:ffff::7"));
-        assert_ne!(v6("2001:db8:1:2::1"), v6("2001:db8:1:3::1"));
+        assert_eq!(v6("2001:db8:1:2::1"), v6("2001:db8:1:3::1"), "one /48 site");
+        assert_ne!(v6("2001:db8:1:2::1"), v6("2001:db8:2:2::1"));
+        // An operator's own network keeps its hosts (/64s) apart.
+        assert_ne!(v6("fd00:1:2:3::1"), v6("fd00:1:2:4::1"));
         assert_eq!(v6("::ffff:192.0.2.1"), source(1));
         assert_ne!(source(1), source(2));
         assert_eq!(Source::of(None), Source([0; SOURCE_BYTES]));
