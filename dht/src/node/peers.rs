@@ -250,7 +250,7 @@ impl Node {
                     },
             } => {
                 self.learn_peer(peer, connection_id, response.ports, response.zone);
-                self.on_published(request_id, true);
+                self.on_published(request_id, Some(usize::from(response.stored)));
             }
             Event::OutboundFailure {
                 peer,
@@ -262,7 +262,7 @@ impl Node {
                 self.metrics
                     .provide_requests_failed_total
                     .fetch_add(1, Ordering::Relaxed);
-                self.on_published(request_id, false);
+                self.on_published(request_id, None);
             }
             Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "dht: /ron/provide/2 inbound failed: {error}");

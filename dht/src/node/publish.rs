@@ -451,7 +451,12 @@ impl Node {
         }
     }
 
-    pub(super) fn on_published(&mut self, request: OutboundRequestId, accepted: bool) {
+    /// A peer answered a publication request (`stored`: the records it says it
+    /// stored), or it failed (`None`). Its keys count as taken only when the peer stored
+    /// all of them: a peer that refused some (a key's providers full, or a host's share
+    /// of them) cannot say which, and a key every peer refused stays for the sweep
+    /// rather than being marked published for 12 h.
+    pub(super) fn on_published(&mut self, request: OutboundRequestId, stored: Option<usize>) {
         if self.publisher.unanswered.remove(&request) {
             return;
         }
@@ -465,7 +470,7 @@ impl Node {
         let batch = &mut in_flight[at];
         let carried = batch.outstanding.remove(&request).unwrap_or_default();
         let mut delays_ms = Vec::new();
-        if accepted {
+        if stored.is_some_and(|stored| stored >= carried.len()) {
             for key in carried {
                 batch.taken[key] = true;
                 if let Some(queued) = batch.queued.get_mut(key).and_then(Option::take) {
