@@ -167,16 +167,41 @@ fn oap_multiaddr(socket: SocketAddr) -> Multiaddr {
     tcp_multiaddr(socket).with(Protocol::Sni("oap".into()))
 }
 
-#[test]
-fn made_up_providers_from_one_peer_do_not_end_a_resolve_before_the_real_one() {
+/// A resolver (three copies kept) whose one bootstrap peer is `liar`, once it knows it.
+fn resolver_of(dir: &std::path::Path, oap_port: u16, liar: SocketAddr) -> ron_dht::node::DhtThread {
+    let resolver = start_in_zone(dir, oap_port, &[liar], "", 3);
+    wait_for("the resolver to know the liar", || {
+        resolver
+            .client
+            .metrics
+            .routing_table_peers
+            .load(Ordering::Relaxed)
+            >= 1
+    });
+    resolver
+}
+
+/// Test `test`'s scratch dirs for a provider and a resolver, and the provider of
+/// `object` (its id too), serving OAP/1 at `oap_port`.
+fn a_provider(
+    test: &str,
+    oap_port: u16,
+    object: [u8; 32],
+) -> (Vec<PathBuf>, ron_dht::node::DhtThread, PeerId) {
     let dirs: Vec<PathBuf> = ["provider", "resolver"]
         .iter()
-        .map(|name| scratch("lying", name))
+        .map(|name| scratch(test, name))
         .collect();
-    let object = [0x51u8; 32];
-    let provider = start(&dirs[0], 7401, &[]);
+    let provider = start(&dirs[0], oap_port, &[]);
     provider.client.announce(vec![object]);
     let provider_id: PeerId = provider.client.node_id.parse().unwrap();
+    (dirs, provider, provider_id)
+}
+
+#[test]
+fn made_up_providers_from_one_peer_do_not_end_a_resolve_before_the_real_one() {
+    let object = [0x51u8; 32];
+    let (dirs, provider, provider_id) = a_provider("lying", 7401, object);
     // Where the made-up providers are said to serve: an address nothing listens on,
     // and a host of the liar's choosing, which counts the connections it is sent.
     let claimed_oap = SocketAddr::from(([127, 0, 0, 1], 7409));
@@ -186,15 +211,7 @@ fn made_up_providers_from_one_peer_do_not_end_a_resolve_before_the_real_one() {
         .map(|_| (PeerId::random(), claimed.clone()))
         .collect();
     let liar = spawn_liar(record_key(&object), (provider_id, provider.listen), made_up);
-    let resolver = start_in_zone(&dirs[1], 7402, &[liar], "", 3);
-    wait_for("the resolver to know the liar", || {
-        resolver
-            .client
-            .metrics
-            .routing_table_peers
-            .load(Ordering::Relaxed)
-            >= 1
-    });
+    let resolver = resolver_of(&dirs[1], 7402, liar);
     let found = resolver.client.resolve(object, MADE_UP + 1, 5_000).unwrap();
     let real = found
         .iter()
@@ -300,29 +317,15 @@ fn greeted_nodes_a_liar_names_do_not_end_a_resolve_before_the_real_provider() {
 /// every resolving node did, on every miss of the object.
 #[test]
 fn claimed_providers_are_not_named_at_private_addresses_no_greeted_peer_has() {
-    let dirs: Vec<PathBuf> = ["provider", "resolver"]
-        .iter()
-        .map(|name| scratch("lying-private", name))
-        .collect();
     let object = [0x53u8; 32];
-    let provider = start(&dirs[0], 7431, &[]);
-    provider.client.announce(vec![object]);
-    let provider_id: PeerId = provider.client.node_id.parse().unwrap();
+    let (dirs, provider, provider_id) = a_provider("lying-private", 7431, object);
     let private = SocketAddr::from(([10, 9, 9, 9], 6379));
     let claimed = vec![tcp_multiaddr(private), oap_multiaddr(private)];
     let made_up = (0..3)
         .map(|_| (PeerId::random(), claimed.clone()))
         .collect();
     let liar = spawn_liar(record_key(&object), (provider_id, provider.listen), made_up);
-    let resolver = start_in_zone(&dirs[1], 7432, &[liar], "", 3);
-    wait_for("the resolver to know the liar", || {
-        resolver
-            .client
-            .metrics
-            .routing_table_peers
-            .load(Ordering::Relaxed)
-            >= 1
-    });
+    let resolver = resolver_of(&dirs[1], 7432, liar);
     let found = resolver.client.resolve(object, 8, 5_000).unwrap();
     assert!(
         found.iter().all(|p| p.oap != Some(private)),

@@ -232,16 +232,23 @@ fn start_with(name: &str, flags: &[String]) -> Node {
     Node::start(&temp_dir(name), &flags)
 }
 
-#[test]
-fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
+/// A liar, an honest node and an edge (`edge_shards` shards), one copy per object (what
+/// is read through is never a placement copy); the liar's OAP/1 answers pass through a
+/// proxy doing `mischief`, the honest node's start a second late.
+struct Trio {
+    liar: Node,
+    honest: Node,
+    edge: Node,
+    liar_proxy: Proxy,
+    honest_proxy: Proxy,
+}
+
+fn liar_honest_edge(name: &str, edge_shards: &str, mischief: Mischief) -> Trio {
     let p2p: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let liar_front = TcpListener::bind("127.0.0.1:0").unwrap();
     let honest_front = TcpListener::bind("127.0.0.1:0").unwrap();
-    // The edge has two shards: a miss on the shard that does not own the object
-    // follows the owner's fetch over the mesh.
     let flags = |i: usize, front: Option<&TcpListener>| {
-        let shards = if i == 2 { "2" } else { "1" };
-        // One copy per object: what is read through here is never a placement copy.
+        let shards = if i == 2 { edge_shards } else { "1" };
         let base = [
             "--shards",
             shards,
@@ -252,18 +259,37 @@ fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
         ];
         network_flags(&p2p, i, &base, front)
     };
-    let start = |name: &str, f: Vec<String>| start_with(name, &f);
-    let mut liar = start("rt-liar", flags(0, Some(&liar_front)));
-    let mut honest = start("rt-honest", flags(1, Some(&honest_front)));
-    let mut edge = start("rt-edge", flags(2, None));
-    // The liar's answers lose one bit in the third group; the honest node's answers
-    // start a second late (so a hedge always tries the liar too).
-    let liar_proxy = proxy(liar_front, liar.oap, Mischief::FlipDataFrame(2));
+    let liar = start_with(&format!("{name}-liar"), &flags(0, Some(&liar_front)));
+    let honest = start_with(&format!("{name}-honest"), &flags(1, Some(&honest_front)));
+    let edge = start_with(&format!("{name}-edge"), &flags(2, None));
+    let liar_proxy = proxy(liar_front, liar.oap, mischief);
     let honest_proxy = proxy(
         honest_front,
         honest.oap,
         Mischief::DelayFirstByte(Duration::from_secs(1)),
     );
+    Trio {
+        liar,
+        honest,
+        edge,
+        liar_proxy,
+        honest_proxy,
+    }
+}
+
+#[test]
+fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
+    // The edge has two shards: a miss on the shard that does not own the object
+    // follows the owner's fetch over the mesh. The liar's answers lose one bit in the
+    // third group; the honest node's answers start a second late (so a hedge always
+    // tries the liar too).
+    let Trio {
+        mut liar,
+        mut honest,
+        mut edge,
+        liar_proxy,
+        honest_proxy,
+    } = liar_honest_edge("rt", "2", Mischief::FlipDataFrame(2));
 
     let data = bytes(21, 5 * GROUP + 123);
     let addr = upload(&liar, &data);
@@ -336,33 +362,16 @@ fn a_lying_provider_is_dropped_mid_object_and_an_honest_one_finishes_it() {
 /// for naming the true one: a cut body for every reader while the liar was asked first.
 #[test]
 fn a_provider_lying_about_the_length_is_not_believed() {
-    let p2p: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let liar_front = TcpListener::bind("127.0.0.1:0").unwrap();
-    let honest_front = TcpListener::bind("127.0.0.1:0").unwrap();
-    let flags = |i: usize, front: Option<&TcpListener>| {
-        let base = [
-            "--shards",
-            "1",
-            "--fetch-hedge-ms",
-            "300",
-            "--replicas",
-            "1",
-        ];
-        network_flags(&p2p, i, &base, front)
-    };
-    let start = |name: &str, f: Vec<String>| start_with(name, &f);
-    let mut liar = start("rt-len-liar", flags(0, Some(&liar_front)));
-    let mut honest = start("rt-len-honest", flags(1, Some(&honest_front)));
-    let mut edge = start("rt-len-edge", flags(2, None));
-    let data = bytes(23, 5 * GROUP + 123);
     let claimed = 8 * GROUP as u64;
-    let liar_proxy = proxy(liar_front, liar.oap, Mischief::ClaimLength(claimed));
     // The honest node answers a second late: the liar is always asked, and first.
-    let _honest_proxy = proxy(
-        honest_front,
-        honest.oap,
-        Mischief::DelayFirstByte(Duration::from_secs(1)),
-    );
+    let Trio {
+        mut liar,
+        mut honest,
+        mut edge,
+        liar_proxy,
+        ..
+    } = liar_honest_edge("rt-len", "1", Mischief::ClaimLength(claimed));
+    let data = bytes(23, 5 * GROUP + 123);
     let addr = upload(&liar, &data);
     assert_eq!(upload(&honest, &data), addr);
     let (liar_id, honest_id) = (node_id(&liar), node_id(&honest));

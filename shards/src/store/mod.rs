@@ -583,16 +583,19 @@ mod tests {
         let records: Vec<CommitRecord> = bodies
             .iter()
             .zip(&appended.places)
-            .map(|(body, at)| {
-                CommitRecord::of(&ObjectMeta {
-                    tree: ron_codec::ChunkTree::of(body),
-                    content_type: "text/plain".into(),
-                    location: Location::Packed(*at),
-                    parity: None,
-                })
-            })
+            .map(|(body, at)| packed_record(body, *at))
             .collect();
         store.commit_blocking(&records, Some(appended.end)).unwrap();
+    }
+
+    /// The record of `body` packed at `at`, kept.
+    fn packed_record(body: &[u8], at: segment::NeedleAt) -> CommitRecord {
+        CommitRecord::of(&ObjectMeta {
+            tree: ron_codec::ChunkTree::of(body),
+            content_type: "text/plain".into(),
+            location: Location::Packed(at),
+            parity: None,
+        })
     }
 
     /// A record whose parity names two dirs, in a store of one: refused as corrupt
@@ -643,12 +646,7 @@ mod tests {
                     true => Retention::Evictable,
                     false => Retention::Kept,
                 },
-                ..CommitRecord::of(&ObjectMeta {
-                    tree: ron_codec::ChunkTree::of(body),
-                    content_type: "text/plain".into(),
-                    location: Location::Packed(*at),
-                    parity: None,
-                })
+                ..packed_record(body, *at)
             })
             .collect();
         store.commit_blocking(&records, Some(appended.end)).unwrap();
