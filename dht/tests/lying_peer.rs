@@ -167,6 +167,16 @@ fn oap_multiaddr(socket: SocketAddr) -> Multiaddr {
     tcp_multiaddr(socket).with(Protocol::Sni("oap".into()))
 }
 
+/// Asserts `found` names `provider`.
+fn assert_names(found: &[ron_link::dht::Provider], provider: &ron_dht::node::DhtThread) {
+    assert!(
+        found
+            .iter()
+            .any(|p| p.node_id == provider.client.node_id.as_ref()),
+        "the real provider in {found:?}"
+    );
+}
+
 /// A resolver (three copies kept) whose one bootstrap peer is `liar`, once it knows it.
 fn resolver_of(dir: &std::path::Path, oap_port: u16, liar: SocketAddr) -> ron_dht::node::DhtThread {
     let resolver = start_in_zone(dir, oap_port, &[liar], "", 3);
@@ -295,12 +305,7 @@ fn greeted_nodes_a_liar_names_do_not_end_a_resolve_before_the_real_provider() {
         });
     }
     let found = resolver.client.resolve(object, 8, 5_000).unwrap();
-    assert!(
-        found
-            .iter()
-            .any(|p| p.node_id == provider.client.node_id.as_ref()),
-        "the real provider in {found:?}"
-    );
+    assert_names(&found, &provider);
     provider.stop();
     resolver.stop();
     for decoy in decoys {
@@ -331,12 +336,7 @@ fn claimed_providers_are_not_named_at_private_addresses_no_greeted_peer_has() {
         found.iter().all(|p| p.oap != Some(private)),
         "named at {private}: {found:?}"
     );
-    assert!(
-        found
-            .iter()
-            .any(|p| p.node_id == provider.client.node_id.as_ref()),
-        "the real provider in {found:?}"
-    );
+    assert_names(&found, &provider);
     provider.stop();
     resolver.stop();
     for dir in dirs {

@@ -169,17 +169,8 @@ fn provider_oap(n: &Node, addr: &Address, id: &str) -> Option<String> {
 /// A GET read to the end of what the node sends (it may cut the body): status and
 /// the body bytes received.
 fn get_all(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
-    let mut s = connect(addr);
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
-    let mut all = Vec::new();
-    let _ = s.read_to_end(&mut all);
-    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let status = std::str::from_utf8(&all[9..12]).unwrap().parse().unwrap();
-    (status, all[head_end..].to_vec())
+    let (status, _, body) = get_all_with_head(addr, path);
+    (status, body)
 }
 
 /// The Content-Length a GET is answered with, and the body it carries.
@@ -193,6 +184,7 @@ fn get_with_length(addr: SocketAddr, path: &str) -> (u16, Option<u64>, Vec<u8>) 
     (status, length, body)
 }
 
+/// A GET read to the end: status, head and the body bytes received.
 fn get_all_with_head(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
     let mut s = connect(addr);
     s.set_read_timeout(Some(WAIT)).unwrap();
