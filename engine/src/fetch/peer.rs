@@ -54,14 +54,16 @@ pub struct PeerGet {
 impl PeerGet {
     /// Connects, asks for groups `from..` of `addr` and verifies the first of them. A
     /// provider that claims a different length than `expect_len` (when one is known) or
-    /// more than `len_max` bytes is refused. With no `expect_len`, the length it claims
-    /// is proven before it is believed: BLAKE3 binds an object's length only through the
-    /// shape of its tree, and the proof of a first group holds for every length whose
-    /// left subtrees are alike (bao and iroh verify the last chunk for that). So the
-    /// last group, verified against the claimed length, is asked on a second connection
-    /// while the first arrives; one lying provider would otherwise set the length every
-    /// waiting client is told, and make every honest one refused on resume. With `node`, the peer must be that node (an
+    /// more than `len_max` bytes is refused. With `node`, the peer must be that node (an
     /// audit: another node at that address answers `not_found`).
+    ///
+    /// With no `expect_len`, the length it claims is proven before it is believed:
+    /// BLAKE3 binds an object's length only through the shape of its tree, and the proof
+    /// of a first group holds for every length whose left subtrees are alike (bao and
+    /// iroh verify the last chunk for that). So the last group, verified against the
+    /// claimed length, is asked on a second connection while the first arrives; one
+    /// lying provider would otherwise set the length every waiting client is told, and
+    /// have every honest one refused on resume.
     pub async fn open(
         peer: SocketAddr,
         node: Option<&str>,
@@ -106,31 +108,25 @@ impl PeerGet {
         let last = group_count(claimed) - 1;
         let length_unproven = expect_len.is_none() && last > from;
         let proof = async {
-            match length_unproven {
-                // Boxed: an open within an open.
-                true => Box::pin(PeerGet::open(
-                    peer,
-                    node,
-                    addr,
-                    last,
-                    Some(claimed),
-                    len_max,
-                    stall,
-                ))
-                .await
-                .map(drop),
-                false => Ok(()),
+            if !length_unproven {
+                return Ok(());
             }
+            // Boxed: an open within an open.
+            let last_group = PeerGet::open(peer, node, addr, last, Some(claimed), len_max, stall);
+            Box::pin(last_group)
+                .await
+                .map(drop)
+                .map_err(|e| AttemptError {
+                    detail: format!(
+                        "claims {claimed} bytes, and its last group does not prove it: {}",
+                        e.detail
+                    ),
+                    ..e
+                })
         };
-        let (first, proven) = futures_lite::future::zip(get.receive_group(addr), proof).await;
-        get.first = Some(first?);
-        proven.map_err(|e| AttemptError {
-            detail: format!(
-                "claims {claimed} bytes, and its last group does not prove it: {}",
-                e.detail
-            ),
-            ..e
-        })?;
+        // The first failure ends both.
+        let (first, ()) = futures_lite::future::try_zip(get.receive_group(addr), proof).await?;
+        get.first = Some(first);
         Ok(get)
     }
 
