@@ -74,12 +74,6 @@ pub(super) enum Greeted {
 }
 
 impl Resolve {
-    /// Those of one answer's `providers` it has not found yet: proven ones (`proven`:
-    /// this node, greeted peers) up to its limit of them, and of those only claimed —
-    /// named by the answering peer, unproven until greeted — up to its limit from this
-    /// answer, while it holds fewer than [`RESOLVE_FOUND_MAX`]. One peer's answer naming
-    /// many made-up providers then cannot crowd out the real ones found after it; the
-    /// answer names the proven first.
     /// Whether two or more of the query's answers named `peer`.
     pub(super) fn corroborated(&self, peer: &PeerId) -> bool {
         self.named.get(peer).is_some_and(|n| *n >= 2)
@@ -95,6 +89,13 @@ impl Resolve {
         }
     }
 
+    /// Those of one answer's `providers` it has not found yet: proven ones (`proven`:
+    /// this node, greeted peers) up to its limit of corroborated ones and twice its
+    /// limit in all, and of those only claimed — named by the answering peer, unproven
+    /// until greeted — up to its limit from this answer, while it holds fewer than
+    /// [`RESOLVE_FOUND_MAX`]. One peer's answer naming many made-up providers, or
+    /// greeted nodes that hold nothing, then cannot crowd out the real ones found after
+    /// it; the answer names the corroborated first.
     pub(super) fn unseen(
         &self,
         providers: HashSet<PeerId>,
