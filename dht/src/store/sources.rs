@@ -3,10 +3,10 @@
 //!
 //! A record of others is counted under its [`Source`]: the host its provider's
 //! connection came from (an IPv4 address; for IPv6 the site, a /48, which a tunnel
-//! broker hands out for free), since a peer id costs nothing to make and a host does. When the store holds
-//! `provider_records_max` records, a new one from a source holding fewer than the
-//! largest source less one takes the place of one of the largest source's records
-//! ([`SourceCounts::gives_way_to`]); otherwise it is refused. So one host flooding the
+//! broker hands out for free), since a peer id costs nothing to make and a host does.
+//! When the store holds `provider_records_max` records, a new one from a source holding
+//! fewer than the largest source less one takes the place of one of the largest
+//! source's records ([`SourceCounts::gives_way_to`]); otherwise it is refused. So one host flooding the
 //! store keeps at most what is left when every other source holds what it asked for (or
 //! an equal share): a source is never refused while it holds fewer than
 //! `provider_records_max / sources − 1` records, and the flood's own records are
