@@ -1,7 +1,9 @@
 //! OAP/1 payloads: HELLO, object-plane requests and replies, and DATA frames.
 //!
-//! JSON payloads are parsed with serde_json (unknown fields ignored, so peers may add
-//! fields) and rendered with a fixed field order, which the golden vectors pin down.
+//! JSON payloads are parsed with serde_json and rendered with a fixed field order, which
+//! the golden vectors pin down. Requests are strict (an unknown `op` or field is
+//! `bad_request`: a misspelt option must not be taken as absent); replies and HELLO
+//! ignore unknown fields, so a newer node may add them (docs/OAP-1.md).
 //! DATA payloads are `[u16 header_len][JSON header][raw bytes]`; their JSON header is
 //! written by hand into a stack buffer because one is written per 64 KiB on the hot path.
 
