@@ -10,16 +10,16 @@ use ron_codec::frame::{Frame, FrameReader, MAX_FRAME_BYTES};
 use crate::transport::{Endpoint, Protocol};
 
 /// The endpoint of a node running `script` on its one connection.
-pub(crate) fn serve(
+pub(crate) fn serve<T: Send + 'static>(
     protocol: Protocol,
-    script: impl FnOnce(TcpStream) + Send + 'static,
-) -> (Endpoint, JoinHandle<()>) {
+    script: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (Endpoint, JoinHandle<T>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
     let addr = listener.local_addr().expect("local address").to_string();
     let node = std::thread::spawn(move || {
         let (stream, _) = listener.accept().expect("accept the client");
         stream.set_nodelay(true).expect("nodelay");
-        script(stream);
+        script(stream)
     });
     let endpoint = Endpoint {
         addr,

@@ -210,10 +210,21 @@ impl OapClient {
             self.send(&frame)?;
             sent += want as u64;
             progress(sent);
+            // A refusal (no token, too large, over quota) comes right after START: the
+            // rest of the body would be sent for nothing, the node discarding it.
+            if sent < len && self.stream.has_unread() {
+                break;
+            }
         }
         let reply = self.expect_frame(corr_id)?;
         if let Some(e) = Self::error_of(&reply) {
             return Err(e);
+        }
+        if sent < len {
+            return Err(self.protocol(format!(
+                "answered {} after {sent} of {len} bytes, before the upload ended",
+                reply.header.code
+            )));
         }
         let info = ObjectInfo::parse(&reply.payload).map_err(|e| self.protocol(e))?;
         if addr.is_some_and(|a| a != info.obj) || info.len != len {
@@ -398,6 +409,47 @@ mod tests {
         let mut client = OapClient::connect(&endpoint, Options::default()).unwrap();
         assert_eq!(client.stat(addr).unwrap(), 7);
         node.join().unwrap();
+    }
+
+    /// A node refusing an upload right after START (no token here) is heard before the
+    /// body is: the client stops sending and reports the refusal. Before, it sent all
+    /// 64 MiB for the node to discard, then printed the 401.
+    #[test]
+    fn an_upload_refused_at_its_start_sends_no_more_of_its_body() {
+        let (endpoint, node) = serve(Protocol::Oap, move |mut stream| {
+            let mut reader = frame_reader();
+            read_frame(&mut stream, &mut reader);
+            stream.write_all(&hello_reply().to_bytes()).unwrap();
+            let start = read_frame(&mut stream, &mut reader);
+            let refusal = br#"{"code":"unauthorized","message":"a write token is required"}"#;
+            let reply = response_frame(
+                Flags::END,
+                401,
+                start.header.corr_id,
+                Bytes::from_static(refusal),
+            );
+            stream.write_all(&reply.unwrap().to_bytes()).unwrap();
+            let mut received = 0;
+            let mut buf = vec![0u8; 1 << 20];
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                received += n;
+            }
+            received
+        });
+        let len = 64u64 << 20;
+        let mut body = std::io::repeat(7).take(len);
+        let mut client = OapClient::connect(&endpoint, Options::default()).unwrap();
+        let refused = client.put(&mut body, None, len, &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(&refused, ClientError::Server { status: 401, code, .. } if code == "unauthorized"),
+            "{refused}"
+        );
+        drop(client);
+        let received = node.join().unwrap();
+        assert!(
+            received < 16 << 20,
+            "{received} bytes of {len} sent after the refusal"
+        );
     }
 
     #[test]

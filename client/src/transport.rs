@@ -39,8 +39,59 @@ pub struct Endpoint {
 }
 
 /// A byte stream to the node.
-pub trait Stream: Read + Write + Send + std::fmt::Debug {}
-impl<T: Read + Write + Send + std::fmt::Debug> Stream for T {}
+pub trait Stream: Read + Write + Send + std::fmt::Debug {
+    /// Whether the node has sent something not yet read (or closed), without waiting:
+    /// an answer that came while a body was still being sent.
+    fn has_unread(&mut self) -> bool;
+}
+
+impl Stream for TcpStream {
+    fn has_unread(&mut self) -> bool {
+        socket_has_unread(self)
+    }
+}
+
+impl Stream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn has_unread(&mut self) -> bool {
+        if plaintext_ready(&mut self.conn) {
+            return true;
+        }
+        if !socket_has_unread(&self.sock) {
+            return false;
+        }
+        // Bytes on the socket may be records that carry no answer (a TLS 1.3 session
+        // ticket): take them in without waiting, and look at what they decrypt to.
+        if self.sock.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let read = self.conn.read_tls(&mut self.sock);
+        let _ = self.sock.set_nonblocking(false);
+        match read {
+            Ok(0) => true,
+            Ok(_) => plaintext_ready(&mut self.conn),
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+/// Whether the session holds decrypted bytes to read, or the node closed it (or broke
+/// it: the next read says how).
+fn plaintext_ready(conn: &mut rustls::ClientConnection) -> bool {
+    conn.process_new_packets().map_or(true, |io| {
+        io.plaintext_bytes_to_read() > 0 || io.peer_has_closed()
+    })
+}
+
+/// A peek that does not wait: bytes are there, or the peer closed.
+fn socket_has_unread(tcp: &TcpStream) -> bool {
+    if tcp.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let unread = tcp.peek(&mut byte).is_ok();
+    let _ = tcp.set_nonblocking(false);
+    unread
+}
 
 /// Opens the connection (and the TLS session, offering the protocol's ALPN id).
 pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Box<dyn Stream>, ClientError> {
