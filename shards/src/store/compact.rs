@@ -28,16 +28,22 @@
 //! needle in them is indexed or was never acknowledged, and the checkpoint's segment
 //! stays, so segment ids only grow. At start-up only, before the shard serves: nothing
 //! reads a segment while it goes. A budget bounds the bytes moved per start.
+//!
+//! Which segments are dead is counted by a census, a walk of every record of every
+//! replica: work that grows with the store, so it runs only once the packed needles
+//! removed since the last one (counted by each eviction, in its transaction) reach a
+//! quarter of the sealed segments' bytes or half a segment.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 
 use ron_codec::{Address, ChunkTree};
 
-use super::index::Index;
+use super::index::{Index, DEAD_SINCE_CENSUS_KEY};
 use super::Store;
 use crate::error::ShardError;
 use crate::ids::{LaneIndex, SegmentId};
+use crate::limits::SEGMENT_BYTES_MAX;
 use crate::record::{packed_needle_of, Location, ObjectMeta};
 use crate::segment::{self, Checkpoint, Needle, NeedleAt, SegmentLog};
 
@@ -71,8 +77,13 @@ impl Store {
     pub fn compact_blocking(&self, budget_bytes: &mut u64) -> Result<Compaction, ShardError> {
         let mut done = Compaction::default();
         let checkpoint = self.checkpoint()?;
-        let victims = self.pick_victims(checkpoint, budget_bytes)?;
+        let sealed = self.sealed_segments(checkpoint)?;
+        if !self.census_due(&sealed)? {
+            return Ok(done);
+        }
+        let victims = self.pick_victims(&sealed, budget_bytes)?;
         if victims.is_empty() {
+            self.census_taken()?;
             return Ok(done);
         }
         let (live, mut rotten) = self.live_records_in(&victims)?;
@@ -108,23 +119,59 @@ impl Store {
         }
         done.kept_for_rot = rotten.into_iter().collect();
         done.kept_for_rot.sort_unstable();
+        self.census_taken()?;
         Ok(done)
     }
 
-    /// The sealed segments (below the checkpoint's) at least [`DEAD_PERCENT_MIN`] %
-    /// dead, most dead first, while their live bytes fit `budget_bytes` (taken).
+    /// The sealed segments (ids below the checkpoint's) and their lengths (lane 0).
+    fn sealed_segments(&self, checkpoint: Checkpoint) -> Result<Vec<(SegmentId, u64)>, ShardError> {
+        let mut sealed = Vec::new();
+        for id in segment::segment_ids(self.segments_root())? {
+            if id >= checkpoint.segment {
+                continue;
+            }
+            let path = self.segment_path(LaneIndex(0), id);
+            let len = std::fs::metadata(&path)
+                .map_err(ShardError::io("stat segment", &path))?
+                .len();
+            sealed.push((id, len));
+        }
+        Ok(sealed)
+    }
+
+    /// Whether the census — a walk of every record of every replica, which grows with
+    /// the store — is worth its cost this start: once the packed needles removed since
+    /// the last one reach [`census_after_dead_bytes`] of the sealed segments, or when no
+    /// census has run yet (a store from before they were counted).
+    fn census_due(&self, sealed: &[(SegmentId, u64)]) -> Result<bool, ShardError> {
+        if sealed.is_empty() {
+            return Ok(false);
+        }
+        let mut dead_since = Some(0u64);
+        for replica in self.replicas.iter() {
+            dead_since = match (dead_since, replica.dead_since_census()?) {
+                (Some(most), Some(dead)) => Some(most.max(dead)),
+                _ => None,
+            };
+        }
+        let sealed_bytes = sealed.iter().map(|(_, len)| len).sum();
+        Ok(dead_since.is_none_or(|dead| dead >= census_after_dead_bytes(sealed_bytes)))
+    }
+
+    /// A census ran (and what it chose was moved): removals count from zero again.
+    fn census_taken(&self) -> Result<(), ShardError> {
+        self.replicas
+            .iter()
+            .try_for_each(|r| r.put_stat(DEAD_SINCE_CENSUS_KEY, &0u64.to_be_bytes()))
+    }
+
+    /// Of the sealed segments, those at least [`DEAD_PERCENT_MIN`] % dead, most dead
+    /// first, while their live bytes fit `budget_bytes` (taken).
     fn pick_victims(
         &self,
-        checkpoint: Checkpoint,
+        sealed: &[(SegmentId, u64)],
         budget_bytes: &mut u64,
     ) -> Result<HashSet<SegmentId>, ShardError> {
-        let sealed: Vec<SegmentId> = segment::segment_ids(self.segments_root())?
-            .into_iter()
-            .filter(|id| *id < checkpoint.segment)
-            .collect();
-        if sealed.is_empty() {
-            return Ok(HashSet::new());
-        }
         let mut live: HashMap<SegmentId, u64> = HashMap::new();
         for replica in self.replicas.iter() {
             for (id, bytes) in replica.live_needle_bytes()? {
@@ -133,11 +180,7 @@ impl Store {
             }
         }
         let mut candidates = Vec::new();
-        for id in sealed {
-            let path = self.segment_path(LaneIndex(0), id);
-            let len = std::fs::metadata(&path)
-                .map_err(ShardError::io("stat segment", &path))?
-                .len();
+        for &(id, len) in sealed {
             let live = live.get(&id).copied().unwrap_or(0).min(len);
             let dead = len - live;
             if len > 0 && dead * 100 >= DEAD_PERCENT_MIN * len {
@@ -262,6 +305,13 @@ fn packed_at(meta: &ObjectMeta) -> NeedleAt {
         Location::Packed(at) => at,
         Location::OwnFile => unreachable!("only packed records are read for compaction"),
     }
+}
+
+/// Packed needles removed since the last census before the next one runs: a quarter of
+/// the sealed segments' bytes, at most half a segment (128 MiB). A start with fewer
+/// removals skips the walk of every record; dead space waits at most that long.
+fn census_after_dead_bytes(sealed_bytes: u64) -> u64 {
+    (sealed_bytes / 4).clamp(1, SEGMENT_BYTES_MAX / 2)
 }
 
 /// `live` cut into batches of at most [`MOVE_BATCH_BYTES_MAX`] of bodies (at least one

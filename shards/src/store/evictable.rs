@@ -182,11 +182,15 @@ impl Index {
                 continue;
             }
             self.remove_evictable(&mut wtxn, addr)?;
-            let record_len = self
+            let record = self
                 .db
                 .get(&wtxn, addr.as_bytes())
-                .map_err(self.lmdb("get"))?
-                .map(|r| crate::record::object_len_of(r).unwrap_or(0));
+                .map_err(self.lmdb("get"))?;
+            let record_len = record.map(|r| crate::record::object_len_of(r).unwrap_or(0));
+            let dead_needle = record.and_then(crate::record::packed_needle_of);
+            if let Some((_, bytes)) = dead_needle {
+                self.add_dead_since_census(&mut wtxn, bytes)?;
+            }
             if let Some(len) = record_len {
                 self.db
                     .delete(&mut wtxn, addr.as_bytes())

@@ -53,6 +53,9 @@ pub(super) const STATS_KEY: &[u8] = b"stats";
 pub(super) const COMMITS_KEY: &[u8] = b"commits";
 pub(super) const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 pub(super) const SCRUB_KEY: &[u8] = b"scrub";
+/// Bytes of packed needles whose records were removed since the last compaction census
+/// (`store/compact.rs`): u64 BE; absent until a census has run.
+pub(super) const DEAD_SINCE_CENSUS_KEY: &[u8] = b"dead-since-census";
 
 impl ScrubPosition {
     const ENCODED_BYTES: usize = 8 + 8 + 1 + 32;
@@ -384,6 +387,34 @@ impl Index {
             .put(wtxn, COMMITS_KEY, &commits.to_be_bytes())
             .map_err(self.lmdb("put"))?;
         Ok(())
+    }
+
+    /// Bytes of packed needles removed since the last compaction census; `None` when
+    /// none has run (a store from before they were counted).
+    pub(super) fn dead_since_census(&self) -> Result<Option<u64>, ShardError> {
+        let raw = self.stat(DEAD_SINCE_CENSUS_KEY)?;
+        Ok(raw
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Counts `bytes` more of packed needles removed, in `wtxn`, when a census has run.
+    pub(super) fn add_dead_since_census(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        bytes: u64,
+    ) -> Result<(), ShardError> {
+        let Some(raw) = self.stat_in(wtxn, DEAD_SINCE_CENSUS_KEY)? else {
+            return Ok(());
+        };
+        let before = <[u8; 8]>::try_from(raw.as_slice()).map_or(0, u64::from_be_bytes);
+        self.stats
+            .put(
+                wtxn,
+                DEAD_SINCE_CENSUS_KEY,
+                &before.saturating_add(bytes).to_be_bytes(),
+            )
+            .map_err(self.lmdb("put"))
     }
 
     pub(super) fn put_stat(&self, key: &[u8], value: &[u8]) -> Result<(), ShardError> {

@@ -729,6 +729,67 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    /// Makes the kept packed objects `bodies` evictable and evicts them.
+    fn remove_packed(store: &Store, bodies: &[Vec<u8>]) {
+        let addrs: Vec<Address> = bodies.iter().map(|b| Address::of(b)).collect();
+        let records: Vec<CommitRecord> = addrs
+            .iter()
+            .map(|addr| CommitRecord {
+                retention: Retention::Evictable,
+                ..CommitRecord::of(&store.get(addr).unwrap().unwrap())
+            })
+            .collect();
+        store.commit_blocking(&records, None).unwrap();
+        assert_eq!(store.evict_blocking(&addrs).unwrap().len(), addrs.len());
+        store.unlink_evicted_blocking(&addrs).unwrap();
+    }
+
+    /// The census (a walk of every record) runs only once enough packed needles were
+    /// removed since the last one: a quarter of the sealed segments' bytes here. A small
+    /// segment three quarters dead waits while the removals are few against a large
+    /// live one, and goes once more are removed.
+    #[test]
+    fn a_census_waits_for_enough_removals_since_the_last() {
+        let root = temp_root("census");
+        let store = open_one(&root).unwrap();
+        let small = bodies(4, 1);
+        segment_with_dead_needles(&store, &small, &[false; 4]);
+        let large: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 60_000]).collect();
+        segment_with_dead_needles(&store, &large, &[false; 10]);
+        let mut log = SegmentLog::open(&root, 1).unwrap();
+        let later = bodies(1, 90);
+        let sealed = append(&mut log, &later);
+        index(&store, &later, &sealed);
+        let mut budget = u64::MAX;
+        assert_eq!(
+            store.compact_blocking(&mut budget).unwrap(),
+            Compaction::default()
+        );
+
+        remove_packed(&store, &small[1..]);
+        let done = store.compact_blocking(&mut budget).unwrap();
+        assert_eq!(
+            done,
+            Compaction::default(),
+            "6 KB removed of 620 KB sealed: no census"
+        );
+        assert!(segment::segment_path(&root, SegmentId(0)).exists());
+        remove_packed(&store, &large[..3]);
+        let done = store.compact_blocking(&mut budget).unwrap();
+        assert_eq!(
+            (done.segments_removed, done.needles_moved),
+            (1, 1),
+            "186 KB removed"
+        );
+        assert!(!segment::segment_path(&root, SegmentId(0)).exists());
+        assert!(
+            segment::segment_path(&root, SegmentId(1)).exists(),
+            "30 % dead: kept"
+        );
+        assert!(packed_body(&store, &small[0]).1 == small[0]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     /// With parity, every lane of a compacted segment goes, and the moved needles are in
     /// every lane of the new one.
     #[test]
