@@ -951,8 +951,13 @@ mod tests {
                 wait_ms: 10
             })
         );
-        // Taken, then dropped unanswered: the shard stopped.
+        // Taken, then dropped unanswered: the shard stopped. (The timed-out request is
+        // still queued ahead of it: taken first, or the taker would drop that one and
+        // close the mailbox before the next is sent — `NotTaken`, as a loaded machine
+        // made it once.)
         let mut mailbox = mailbox;
+        let stale = mailbox.try_recv();
+        assert!(matches!(stale, Ok(ToReplication::Audit(_))));
         let taker = std::thread::spawn(move || {
             let request = mailbox.blocking_recv();
             assert!(matches!(request, Some(ToReplication::Audit(_))));
