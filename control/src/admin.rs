@@ -38,6 +38,9 @@ use routes::Reply;
 /// 503 at once, so a flood of slow clients costs bounded threads and memory and a probe
 /// still gets a fast, clear answer.
 pub const ADMIN_CONNECTIONS_MAX: usize = 64;
+// Each admin connection waits for the answer to its one operator request before it
+// sends another, so every one of them fits in a shard's inbox at once.
+const _: () = assert!(ADMIN_CONNECTIONS_MAX < ron_link::link::INBOX_LEN);
 /// Largest request head: an admin request is a request line and a few headers.
 pub const ADMIN_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// From accept to a complete request head. A whole-head deadline, not a per-read

@@ -215,6 +215,49 @@ fn removing_a_copy_needs_the_admin_token_when_one_is_configured() {
     n.stop();
 }
 
+/// A takedown of many objects: each removal is taken by its shard when it arrives (the
+/// shard's sleep cut short), not on the shard's next one-second tick, and removals from
+/// every admin connection at once all fit in the shards' inboxes. Before, each removal
+/// waited up to a second, and beyond 8 waiting per shard were refused 503.
+#[test]
+fn a_takedown_of_many_objects_is_neither_paced_nor_refused() {
+    let mut n = Node::start(&temp_dir("rm-many"), &["--shards", "2"]);
+    let started = std::time::Instant::now();
+    for seed in 0..20 {
+        let absent = Address::of(&bytes(1000 + seed, 100));
+        assert_eq!(remove_through_admin(&n, &absent).status, 404);
+    }
+    let paced = started.elapsed();
+    assert!(
+        paced < Duration::from_secs(10),
+        "20 removals one after another took {paced:?}: paced by the shards' tick"
+    );
+    let addrs: Vec<Address> = (0..48)
+        .map(|seed| upload(&n, &bytes(2000 + seed, 700)))
+        .collect();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let removals: Vec<_> = addrs
+            .chunks(2)
+            .map(|pair| {
+                let n = &n;
+                scope.spawn(move || {
+                    pair.iter()
+                        .map(|addr| remove_through_admin(n, addr).status)
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        removals
+            .into_iter()
+            .flat_map(|removal| removal.join().unwrap())
+            .collect()
+    });
+    assert_eq!(statuses, vec![200; 48], "24 connections removing at once");
+    assert_eq!(stored_objects(&n), 0);
+    assert!(addrs.iter().all(|addr| status_of(&n, addr) == 404));
+    n.stop();
+}
+
 #[test]
 fn a_broken_denylist_refuses_the_start_with_one_line() {
     let lists = temp_dir("denylists-bad");

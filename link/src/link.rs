@@ -1,5 +1,7 @@
 //! The two bounded mailboxes between each shard and the control thread. A shard never
-//! waits on either: it polls its inbox and `try_send`s its report on a timer tick
+//! waits on either: it takes what its inbox holds when its [`InboxBell`] rings (each
+//! message put in rings it, so an operator's request is taken at once, not on the next
+//! tick) and on every tick of its clock, and `try_send`s its report on a timer tick
 //! ([`REPORT_PERIOD_MS`]), off the request path; a full mailbox drops the message
 //! (the next tick sends a fresher one).
 //!
@@ -14,8 +16,12 @@
 //! back; a quota share is in (0, 1]; quota demand is a finite number ≥ 0.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
 
 use crate::latency::LatencySet;
 use crate::policy::{Demand, Exhausted, Policy, QuotaKey};
@@ -24,7 +30,12 @@ use crate::policy::{Demand, Exhausted, Policy, QuotaKey};
 pub const REPORT_PERIOD_MS: u64 = crate::policy::REBALANCE_PERIOD_MS;
 /// How often a shard sends its latency histograms (when they changed).
 pub const LATENCY_PUBLISH_PERIOD_MS: u64 = 1_000;
+/// Reports waiting per shard for the control thread.
 const MAILBOX_LEN: usize = 8;
+/// Messages waiting in one shard's inbox: one operator request from each admin
+/// connection (at most 64 at once, each waiting for its answer before it sends
+/// another) and the control thread's. Past it a message is refused at once (503).
+pub const INBOX_LEN: usize = 80;
 
 /// What the control thread (or, for an operator's request, an admin thread) tells a
 /// shard.
@@ -131,7 +142,7 @@ pub enum RemovalReport {
 /// inbox refuses the message at once (never waits).
 #[derive(Debug, Clone)]
 pub struct Mailboxes {
-    to_shards: Vec<SyncSender<ToShard>>,
+    to_shards: Vec<Inbox>,
 }
 
 impl Mailboxes {
@@ -144,7 +155,52 @@ impl Mailboxes {
         message.assert_valid();
         self.to_shards
             .get(shard)
-            .is_some_and(|tx| tx.try_send(message).is_ok())
+            .is_some_and(|inbox| inbox.put(message))
+    }
+}
+
+/// The sending end of one shard's inbox: a message put in rings the shard's bell.
+#[derive(Debug, Clone)]
+struct Inbox {
+    messages: SyncSender<ToShard>,
+    bell: Arc<InboxBell>,
+}
+
+impl Inbox {
+    /// Whether `message` was queued (never waits); the shard is woken if it was.
+    fn put(&self, message: ToShard) -> bool {
+        let queued = self.messages.try_send(message).is_ok();
+        if queued {
+            self.bell.ring();
+        }
+        queued
+    }
+}
+
+/// How a message wakes its shard, whatever the shard's clock is sleeping on: the sender
+/// queues the message, then sets the flag and wakes the registered task; the shard
+/// registers, then takes the flag. Either the shard's look finds the flag set, or the
+/// sender finds the shard's waker registered and wakes it.
+#[derive(Debug, Default)]
+pub struct InboxBell {
+    rung: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl InboxBell {
+    fn ring(&self) {
+        self.rung.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once a message was put in since the last time it was.
+    fn poll_rung(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.rung.swap(false, Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -183,6 +239,7 @@ impl ShardReport {
 pub struct ShardLink {
     pub shard: usize,
     inbox: Receiver<ToShard>,
+    bell: Arc<InboxBell>,
     reports: SyncSender<ShardReport>,
     /// The version of the latest policy taken from the inbox.
     policy_taken: Cell<u64>,
@@ -199,6 +256,12 @@ impl ShardLink {
         Some(message)
     }
 
+    /// Returns once a message was put in the inbox since the last time it did (then
+    /// [`ShardLink::poll`] takes it). One task of the shard waits on it at a time.
+    pub async fn message_put(&self) {
+        std::future::poll_fn(|cx| self.bell.poll_rung(cx)).await
+    }
+
     /// Sends a report unless the mailbox is full (never waits).
     pub fn report(&self, report: ShardReport) {
         report.assert_valid();
@@ -209,7 +272,7 @@ impl ShardLink {
 /// The control thread's end.
 #[derive(Debug)]
 pub struct ControlLink {
-    to_shards: Vec<SyncSender<ToShard>>,
+    to_shards: Vec<Inbox>,
     reports: Receiver<ShardReport>,
     /// Per shard, the version of the latest policy sent.
     policy_sent: Vec<Cell<u64>>,
@@ -236,7 +299,7 @@ impl ControlLink {
         }
         self.to_shards
             .get(shard)
-            .is_some_and(|tx| tx.try_send(message).is_ok())
+            .is_some_and(|inbox| inbox.put(message))
     }
 
     /// Every report waiting now.
@@ -254,11 +317,16 @@ pub fn links(shards: usize) -> (ControlLink, Vec<ShardLink>) {
     let mut to_shards = Vec::with_capacity(shards);
     let mut ends = Vec::with_capacity(shards);
     for shard in 0..shards {
-        let (tx, inbox) = mpsc::sync_channel(MAILBOX_LEN);
-        to_shards.push(tx);
+        let (messages, inbox) = mpsc::sync_channel(INBOX_LEN);
+        let bell = Arc::new(InboxBell::default());
+        to_shards.push(Inbox {
+            messages,
+            bell: Arc::clone(&bell),
+        });
         ends.push(ShardLink {
             shard,
             inbox,
+            bell,
             reports: report_tx.clone(),
             policy_taken: Cell::new(0),
         });
@@ -305,6 +373,48 @@ mod tests {
         assert!(matches!(shards[0].poll(), Some(ToShard::Shares(s)) if s.len() == 1));
         shards[0].report(demand(3.0));
         assert_eq!(control.drain()[0].demand[0].requests, 3.0);
+    }
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_message_put_in_wakes_the_shard_and_a_refused_one_does_not() {
+        let (control, shards) = links(1);
+        let mailboxes = control.mailboxes();
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        assert!(shards[0].bell.poll_rung(&mut cx).is_pending());
+        assert!(mailboxes.send(0, ToShard::PauseScrub(true)));
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the waiting shard is woken"
+        );
+        assert!(shards[0].bell.poll_rung(&mut cx).is_ready());
+        assert!(
+            shards[0].bell.poll_rung(&mut cx).is_pending(),
+            "once per ring"
+        );
+        assert!(matches!(shards[0].poll(), Some(ToShard::PauseScrub(true))));
+        for _ in 0..INBOX_LEN {
+            assert!(control.send(0, ToShard::PauseScrub(false)));
+        }
+        assert!(shards[0].bell.poll_rung(&mut cx).is_ready());
+        assert!(!mailboxes.send(0, ToShard::PauseScrub(true)), "inbox full");
+        assert!(shards[0].bell.poll_rung(&mut cx).is_pending());
+        assert!(
+            !mailboxes.send(1, ToShard::PauseScrub(true)),
+            "no such shard"
+        );
     }
 
     #[test]

@@ -190,23 +190,29 @@ impl Admission {
         gate::inflight(&self.counters.front) + gate::parked(&self.counters.front)
     }
 
-    /// One period of the shard's side of the control link: install what the control
-    /// thread sent (an operator's request about storage goes to `operator`), then report
-    /// demand, refusals and (each second, if changed) latency.
-    pub fn tick(&self, link: &ShardLink, mut operator: impl FnMut(ToShard)) {
-        let now = Instant::now();
+    /// Takes what the control thread and the admin threads put in the shard's inbox:
+    /// installs policies and quota shares; an operator's request about storage (and the
+    /// denylist, the storage's business too) goes to `operator`.
+    pub fn take_messages(&self, link: &ShardLink, mut operator: impl FnMut(ToShard)) {
         while let Some(message) = link.poll() {
             match message {
                 ToShard::Policy(policy) => {
                     self.install(Policy::clone(&policy));
-                    // The denylist is the shard's storage's business too.
                     operator(ToShard::Policy(policy));
                 }
-                ToShard::Shares(shares) => self.quotas.borrow_mut().apply_shares(&shares, now),
+                ToShard::Shares(shares) => self
+                    .quotas
+                    .borrow_mut()
+                    .apply_shares(&shares, Instant::now()),
                 other => operator(other),
             }
         }
-        let latency = self.latency_to_publish(now);
+    }
+
+    /// One period's report to the control thread: demand, refusals and (each second,
+    /// if changed) latency.
+    pub fn report(&self, link: &ShardLink) {
+        let latency = self.latency_to_publish(Instant::now());
         let mut quotas = self.quotas.borrow_mut();
         link.report(ShardReport {
             shard: link.shard,

@@ -21,9 +21,11 @@ use crate::limits;
 /// The shard's one timer, until the stop flag (SIGINT/SIGTERM, or a failed shard) is
 /// set. While the shard has connections it is the heartbeat: it wakes every
 /// [`limits::HEARTBEAT_PERIOD`], and a wake later than that means a task held the
-/// reactor. Every [`REPORT_PERIOD_MS`] it is the shard's end of the control link.
-/// Without connections it sleeps [`limits::IDLE_TICK`], or until the first connection
-/// arrives, so an idle node stays asleep (docs/OPERATIONS.md "Idle cost").
+/// reactor. Without connections it sleeps [`limits::IDLE_TICK`], or until the first
+/// connection arrives, so an idle node stays asleep (docs/OPERATIONS.md "Idle cost").
+/// It is the shard's end of the control link: a message put in the shard's inbox (an
+/// operator's request, a policy) cuts its sleep short and is taken at once, and every
+/// [`REPORT_PERIOD_MS`] it reports.
 pub(super) struct ShardClock<'a> {
     pub admission: &'a Admission,
     pub shard: &'a Rc<Shard>,
@@ -52,34 +54,45 @@ impl ShardClock<'_> {
             if let Some(due) = due {
                 self.admission.heartbeat(now.saturating_duration_since(due));
             }
+            let operated = Operated {
+                shard: self.shard,
+                checks_running: self.checks_running,
+                blocked: self.blocked,
+                dht: self.dht,
+                certificate: self.certificate,
+            };
+            self.admission
+                .take_messages(self.link, |message| operator_request(&operated, message));
             if now >= next_report {
-                let operated = Operated {
-                    shard: self.shard,
-                    checks_running: self.checks_running,
-                    blocked: self.blocked,
-                    dht: self.dht,
-                    certificate: self.certificate,
-                };
-                self.admission
-                    .tick(self.link, |message| operator_request(&operated, message));
+                self.admission.report(self.link);
                 next_report = now + report_period;
             }
         }
     }
 
-    /// One heartbeat; returns when it was due.
+    /// One heartbeat, or less when a message is put in the inbox: returns when the
+    /// heartbeat was due (`None` when cut short).
     async fn beat(&self) -> Option<Instant> {
         let due = Instant::now() + limits::HEARTBEAT_PERIOD;
-        glommio::timer::sleep(limits::HEARTBEAT_PERIOD).await;
-        Some(due)
+        let beat = async {
+            glommio::timer::sleep(limits::HEARTBEAT_PERIOD).await;
+            Some(due)
+        };
+        let message = async {
+            self.link.message_put().await;
+            None
+        };
+        futures_lite::future::or(beat, message).await
     }
 
-    /// Sleeps until the idle tick or the first connection; no heartbeat is due.
+    /// Sleeps until the idle tick, the first connection or a message in the inbox; no
+    /// heartbeat is due.
     async fn doze(&self) -> Option<Instant> {
         let idle = async {
             glommio::timer::sleep(limits::IDLE_TICK).await;
         };
-        futures_lite::future::or(idle, self.first_connection.wait()).await;
+        let woken = futures_lite::future::or(self.first_connection.wait(), self.link.message_put());
+        futures_lite::future::or(idle, woken).await;
         None
     }
 }
