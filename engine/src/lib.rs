@@ -29,9 +29,9 @@
 //!   tenant identity, counters by protocol/op/status and latency histograms, and the
 //!   front's counters the front ends and read-through write
 //!   (`ron_link::counters::FrontCounters`: connections, bytes, the gate, deadlines,
-//!   fetches, readiness; [`admission::Admission::front`]); its timer
-//!   tick is the shard's end of the control link (`ron_link`). Nothing here imports the
-//!   control thread's crate.
+//!   fetches, readiness; [`admission::Admission::front`]); it is the shard's end of
+//!   the control link (`ron_link`): messages taken as they arrive, reports on its timer
+//!   tick. Nothing here imports the control thread's crate.
 //! - [`refusal`]: [`refusal::Refusal`], every error answer, written the same way by both
 //!   protocols.
 //! - [`blocked`]: the shard's copy of the operator's denylist (read by `config` from

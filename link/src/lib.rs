@@ -21,9 +21,10 @@
 //! - [`latency`]: request latency as HDR histograms per protocol and op.
 //!
 //! ## Invariants
-//! - A shard never waits on the control thread: it polls its inbox and `try_send`s its
-//!   report on a timer tick; a full mailbox drops the message (the next tick sends a
-//!   fresher one).
+//! - A shard never waits on the control thread: it takes its inbox's messages when a
+//!   message put in wakes it (and on each tick of its clock), and `try_send`s its report
+//!   on a timer tick; a full mailbox drops the message (the next tick sends a fresher
+//!   one).
 //! - Counters are written only by the shard that owns them (relaxed atomics); the
 //!   control thread only reads them.
 //! - What crosses a mailbox is checked by its sender before the write and by its
