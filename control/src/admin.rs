@@ -6,7 +6,9 @@
 //! connection gets one answer and is closed: its complete head must arrive within
 //! [`ADMIN_HEAD_TIMEOUT_MS`] of the accept (each read waits only for the time left, so
 //! trickling bytes buys nothing) and within [`ADMIN_HEAD_BYTES_MAX`], and its answer
-//! must be written within [`ADMIN_WRITE_TIMEOUT_MS`]. So one slow client costs one
+//! must be written within [`ADMIN_WRITE_TIMEOUT_MS`]. A request that waits on a shard
+//! or the DHT holds its thread up to its own wait (a repair check 60 s), and at most
+//! [`ADMIN_WAITING_MAX`] do at once (past it: 503 at once). So one slow client costs one
 //! thread for a bounded time and never delays another client, a probe or the control
 //! thread.
 //!
@@ -34,13 +36,20 @@ use connection::serve;
 use routes::Reply;
 
 /// Admin connections served at once. Each costs a thread and ≤ 8 KiB of head for at
-/// most its head, write and linger deadlines (≤ 4.2 s); past this a client is answered
+/// most its head, write and linger deadlines (≤ 4.2 s) and what its answer waits on (see
+/// [`ADMIN_WAITING_MAX`]); past this a client is answered
 /// 503 at once, so a flood of slow clients costs bounded threads and memory and a probe
 /// still gets a fast, clear answer.
 pub const ADMIN_CONNECTIONS_MAX: usize = 64;
 // Each admin connection waits for the answer to its one operator request before it
 // sends another, so every one of them fits in a shard's inbox at once.
 const _: () = assert!(ADMIN_CONNECTIONS_MAX < ron_link::link::INBOX_LEN);
+const _: () = assert!(ADMIN_WAITING_MAX < ADMIN_CONNECTIONS_MAX);
+/// Admin requests waiting on a shard or the DHT at once (the operator's storage requests,
+/// `/resolve`, `/admin/placement`; each holds its thread up to its wait, a repair check
+/// 60 s, a replication about two minutes): past it one is answered 503 at once, so a
+/// quarter of the threads are always left for probes and the reads that answer at once.
+pub const ADMIN_WAITING_MAX: usize = 48;
 /// Largest request head: an admin request is a request line and a few headers.
 pub const ADMIN_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// From accept to a complete request head. A whole-head deadline, not a per-read
@@ -116,6 +125,27 @@ pub(crate) struct Answers {
     pub replication: Option<ReplicationRoutes>,
     /// What the last `/metrics` read of the counters, to hold the next to.
     pub scrapes: Scrapes,
+    /// Requests waiting on a shard or the DHT now (at most [`ADMIN_WAITING_MAX`]).
+    pub waiting: AtomicUsize,
+}
+
+#[cfg(test)]
+impl Answers {
+    /// One shard, no token, no network but `dht`.
+    pub(crate) fn for_tests(dht: Option<DhtClient>) -> Answers {
+        Answers {
+            shards: vec![ShardCounters::default()],
+            version: "9.9.9",
+            admin_token: None,
+            board: Arc::new(Board::new(Default::default())),
+            mailboxes: ron_link::link::links(1).0.mailboxes(),
+            owner: OwnerOf::new(|_| 0),
+            dht,
+            replication: None,
+            scrapes: Default::default(),
+            waiting: AtomicUsize::new(0),
+        }
+    }
 }
 
 /// The running admin server; dropping it stops the acceptor and waits for it.
@@ -242,6 +272,9 @@ fn room_made(open: &AtomicUsize, crowded: &AtomicBool, stop: &AtomicBool) -> boo
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(ADMIN_ACCEPT_POLL_MS));
         if has_room() {
+            // Made: the connections still sending their heads need not give way now,
+            // nor this one, which waited past ADMIN_CROWDED_HEAD_MS for its thread.
+            crowded.store(false, Ordering::Relaxed);
             return true;
         }
     }
@@ -301,6 +334,10 @@ mod tests {
             ending.fetch_sub(1, Ordering::AcqRel);
         });
         assert!(room_made(&open, &crowded, &stop));
+        assert!(
+            !crowded.load(Ordering::Relaxed),
+            "room made: no longer crowded"
+        );
         one_ends.join().unwrap();
         assert!(room_made(&open, &crowded, &stop), "room at once");
         assert!(!crowded.load(Ordering::Relaxed), "and no longer crowded");

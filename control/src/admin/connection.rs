@@ -67,7 +67,8 @@ fn linger(stream: &mut TcpStream) {
 
 /// Reads until the head is complete, each read waiting at most for the time left, and
 /// no more than [`ADMIN_STOP_POLL_MS`] between two looks at `give_up` (a stop, or the
-/// server crowded while this connection has been slow).
+/// server crowded while this connection has been slow), each after what arrived was
+/// read.
 fn read_head(
     stream: &mut TcpStream,
     deadline: Instant,
@@ -79,21 +80,22 @@ fn read_head(
         let Some(wait) = read_wait(Instant::now(), deadline) else {
             return Ok(HeadRead::Abandoned);
         };
-        if give_up() {
-            return Ok(HeadRead::Abandoned);
-        }
         stream.set_read_timeout(Some(wait))?;
         // `filled` < the buffer: a full buffer without a complete head is refused below.
         match stream.read(&mut buf[filled..]) {
             Ok(0) => return Ok(HeadRead::Abandoned),
             Ok(n) => filled += n,
-            Err(e) if waited(&e) => continue,
+            Err(e) if waited(&e) => {}
             Err(e) => return Err(e),
         }
         match parse_request_head(&buf[..filled], ADMIN_HEAD_BYTES_MAX) {
             Ok(HeadParse::Complete(head)) => return Ok(HeadRead::Complete(Request::of(&head))),
             Ok(HeadParse::Partial) => {}
             Err(e) => return Ok(HeadRead::Malformed(e.to_string())),
+        }
+        // Asked only once what has arrived is read: a head that is whole is answered.
+        if give_up() {
+            return Ok(HeadRead::Abandoned);
         }
     }
 }
@@ -142,6 +144,26 @@ fn write_before(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection let in after waiting for a thread while the server was crowded (its
+    /// accept longer ago than ADMIN_CROWDED_HEAD_MS), whose head has arrived whole, is
+    /// answered. Before, it was closed without a word: the crowded rule was asked before
+    /// anything was read.
+    #[test]
+    fn a_whole_head_is_answered_even_when_crowded_and_late() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let accepted = Instant::now() - Duration::from_millis(ADMIN_CROWDED_HEAD_MS + 10);
+        let (stop, crowded) = (AtomicBool::new(false), AtomicBool::new(true));
+        serve(server, accepted, &Answers::for_tests(None), &stop, &crowded).unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
 
     #[test]
     fn a_read_waits_for_the_time_left_and_never_past_the_deadline() {
