@@ -156,6 +156,7 @@ pub fn spawn(
         dht: state.dht,
         replication: state.replication,
         scrapes: Scrapes::default(),
+        waiting: Default::default(),
     };
     let control = Control {
         dht: answers.dht.clone(),

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ron_control::admin::{ADMIN_CONNECTIONS_MAX, ADMIN_HEAD_BYTES_MAX, ADMIN_HEAD_TIMEOUT_MS};
+use ron_control::admin::{
+    ADMIN_CONNECTIONS_MAX, ADMIN_HEAD_BYTES_MAX, ADMIN_HEAD_TIMEOUT_MS, ADMIN_WAITING_MAX,
+};
 use ron_control::{ControlState, LoadPolicy, OwnerOf, Reloaded, Reloader};
 use ron_link::counters::ShardCounters;
-use ron_link::link::{links, ShardLink, ShardReport};
+use ron_link::link::{links, RemovalReport, ShardLink, ShardReport, ToShard};
 use ron_link::policy::{Exhausted, Policy, QuotaLimits};
 use ron_link::requests::{Op, Protocol, RequestCounters};
 
@@ -196,6 +198,54 @@ fn past_the_connection_cap_silent_clients_make_room_for_a_probe() {
     };
     let closed = held.iter_mut().map(is_closed).filter(|c| *c).count();
     assert!(closed >= 1, "a silent client was closed to make room");
+}
+
+/// Removals (or repair checks, replications) that their shard takes its time over hold
+/// their threads, but never all of them: past `ADMIN_WAITING_MAX` one is answered 503 at
+/// once, and probes and `/metrics` are still answered. Before, 64 of them held every
+/// thread and every probe was answered 503 `admin server busy`.
+#[test]
+fn requests_waiting_on_a_shard_leave_threads_for_probes() {
+    let server = Server::start(1, None);
+    let asking = ADMIN_CONNECTIONS_MAX + 4;
+    let addr = server.addr;
+    let removals: Vec<_> = (0..asking)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let raw =
+                    format!("POST /admin/remove/b3:{i:064x} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+                ask(addr, raw.as_bytes(), Duration::from_secs(40)).unwrap()
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    wait_for(
+        "every removal to wait or be refused",
+        Duration::from_secs(10),
+        || {
+            while let Some(message) = server.shards[0].poll() {
+                if let ToShard::RemoveObject { reply, .. } = message {
+                    held.push(reply);
+                }
+            }
+            refused = removals.iter().filter(|r| r.is_finished()).count();
+            held.len() + refused == asking
+        },
+    );
+    assert_eq!(held.len(), ADMIN_WAITING_MAX);
+    assert_eq!(get(server.addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(get(server.addr, "/metrics").0, 200);
+    for reply in held {
+        reply.send(RemovalReport::NotFound).unwrap();
+    }
+    let mut statuses: Vec<u16> = removals.into_iter().map(|r| r.join().unwrap().0).collect();
+    statuses.sort();
+    let busy = asking - ADMIN_WAITING_MAX;
+    assert_eq!(
+        statuses,
+        [vec![404; ADMIN_WAITING_MAX], vec![503; busy]].concat()
+    );
 }
 
 #[test]

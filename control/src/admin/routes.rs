@@ -4,6 +4,7 @@
 //! It does no socket or disk I/O itself: `/admin/placement` and `/admin/replicate` have
 //! the owner shard audit holders (the node's one audit, `ReplicationRoutes::audit`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use ron_link::link::{ObjectCheckReport, RemovalReport, ToShard};
 use ron_link::policy::constant_time_eq;
 use serde_json::json;
 
-use super::{Answers, ADMIN_REMOVE_WAIT_MS, ADMIN_REPAIR_WAIT_MS};
+use super::{Answers, ADMIN_REMOVE_WAIT_MS, ADMIN_REPAIR_WAIT_MS, ADMIN_WAITING_MAX};
 
 /// Providers a resolve returns unless `limit` says otherwise.
 pub const RESOLVE_LIMIT_DEFAULT: usize = 16;
@@ -123,6 +124,13 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
             "admin endpoints need Authorization: Bearer <admin token>\n",
         );
     }
+    let _waiting = match waits(path) {
+        true => match WaitingSlot::take(&answers.waiting) {
+            Some(slot) => Some(slot),
+            None => return too_many_waiting(),
+        },
+        false => None,
+    };
     match path {
         "/healthz" => Reply::text(200, "ok\n"),
         "/readyz" => {
@@ -158,6 +166,44 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
         "/admin/scrub/resume" => pause_scrub(answers, false),
         _ => operator_request(answers, path),
     }
+}
+
+/// Whether answering `path` waits on a shard or the DHT (up to seconds or minutes).
+fn waits(path: &str) -> bool {
+    matches!(path, "/resolve" | "/admin/placement")
+        || ["/admin/repair/", "/admin/replicate/", "/admin/remove/"]
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+}
+
+/// One request waiting on a shard or the DHT, counted for as long as it lives.
+struct WaitingSlot<'a>(&'a AtomicUsize);
+
+impl WaitingSlot<'_> {
+    /// A slot, unless [`ADMIN_WAITING_MAX`] are taken.
+    fn take(waiting: &AtomicUsize) -> Option<WaitingSlot<'_>> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < ADMIN_WAITING_MAX).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WaitingSlot(waiting))
+    }
+}
+
+impl Drop for WaitingSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn too_many_waiting() -> Reply {
+    let mut reply = Reply::text(
+        503,
+        format!("{ADMIN_WAITING_MAX} admin requests are waiting on the shards or the DHT; try again (probes and reads are still answered)\n"),
+    );
+    reply.retry_after_s = Some(1);
+    reply
 }
 
 /// The POST requests on one object: `/admin/repair/`, `/admin/replicate/` and
@@ -503,6 +549,7 @@ pub(super) struct Reply {
     status: u16,
     content_type: &'static str,
     body: Vec<u8>,
+    retry_after_s: Option<u32>,
 }
 
 impl Reply {
@@ -511,6 +558,7 @@ impl Reply {
             status,
             content_type,
             body,
+            retry_after_s: None,
         }
     }
 
@@ -524,8 +572,11 @@ impl Reply {
 
     /// The response; a HEAD request gets the head alone (same Content-Length).
     pub(super) fn to_bytes(&self, head_only: bool) -> Vec<u8> {
+        let retry_after = self
+            .retry_after_s
+            .map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n",
             self.status,
             ron_codec::http::response::reason_phrase(self.status),
             self.content_type,
@@ -542,9 +593,6 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::OwnerOf;
-    use crate::view::Board;
-    use ron_link::counters::ShardCounters;
     use std::sync::Arc;
 
     fn request(method: Method, target: &str, authorization: Option<&str>) -> Request {
@@ -561,7 +609,7 @@ mod tests {
 
     #[test]
     fn a_tokenless_admin_port_answers_no_web_page_and_no_rebound_name() {
-        let answers = answers_with(None);
+        let answers = Answers::for_tests(None);
         let status = |r: &Request| route(r, &answers).status;
         let plain = request(Method::Get, "/metrics", None);
         assert_eq!(status(&plain), 200);
@@ -606,7 +654,7 @@ mod tests {
         assert_eq!(status(&probe), 200);
         let with_token = Answers {
             admin_token: Some("s3cret".into()),
-            ..answers_with(None)
+            ..Answers::for_tests(None)
         };
         let mut named = request(Method::Get, "/metrics", Some("Bearer s3cret"));
         named.host = Some(b"node1.internal:9600".to_vec());
@@ -624,15 +672,8 @@ mod tests {
         let right = request(Method::Get, "/metrics", Some("Bearer s3cret"));
         assert!(authorized(&right, token));
         let answers = Answers {
-            shards: vec![ShardCounters::default()],
-            version: "9.9.9",
             admin_token: token.map(String::from),
-            board: Arc::new(Board::new(Default::default())),
-            mailboxes: ron_link::link::links(1).0.mailboxes(),
-            owner: OwnerOf::new(|_| 0),
-            dht: None,
-            replication: None,
-            scrapes: Default::default(),
+            ..Answers::for_tests(None)
         };
         let status = |r: &Request| route(r, &answers).status;
         assert_eq!(status(&request(Method::Get, "/healthz", None)), 200);
@@ -649,20 +690,6 @@ mod tests {
         assert_eq!(status(&missing), 404);
     }
 
-    fn answers_with(dht: Option<ron_link::dht::DhtClient>) -> Answers {
-        Answers {
-            shards: vec![ShardCounters::default()],
-            version: "9.9.9",
-            admin_token: None,
-            board: Arc::new(Board::new(Default::default())),
-            mailboxes: ron_link::link::links(1).0.mailboxes(),
-            owner: OwnerOf::new(|_| 0),
-            dht,
-            replication: None,
-            scrapes: Default::default(),
-        }
-    }
-
     /// `/resolve` against a stand-in for the DHT thread that answers one provider.
     #[test]
     fn resolve_checks_its_query_and_answers_the_providers() {
@@ -672,7 +699,7 @@ mod tests {
             (reply.status, String::from_utf8(reply.body).unwrap())
         };
         let hash = format!("b3:{}", "ab".repeat(32));
-        let (status, body) = get(&answers_with(None), &format!("/resolve?hash={hash}"));
+        let (status, body) = get(&Answers::for_tests(None), &format!("/resolve?hash={hash}"));
         assert_eq!(status, 404);
         assert_eq!(
             body,
@@ -688,7 +715,7 @@ mod tests {
             Arc::new(DhtMetrics::default()),
             "me".into(),
         );
-        let answers = answers_with(Some(client));
+        let answers = Answers::for_tests(Some(client));
         let thread = std::thread::spawn(move || {
             let mut limits = Vec::new();
             while let Some(DhtRequest::Resolve {
