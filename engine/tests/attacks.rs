@@ -481,6 +481,72 @@ fn a_trickled_tls_handshake_is_cut_at_its_deadline_and_holds_a_connection_meanwh
     );
 }
 
+/// A TLS connection to `t` that trusts its development certificate, handshake done.
+fn tls_connected(t: &TlsNode) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&t.cert).unwrap();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = connect(t.tls.parse().unwrap());
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    tls
+}
+
+/// After the handshake, a record trickled a byte at a time: one read of plaintext is a
+/// whole record, so its socket waits must end by the idle deadline, not each wait a
+/// timeout after the last byte. Before, every byte restarted the idle timeout and the
+/// connection lived as long as the record had bytes (a byte every 74 s: two weeks).
+#[test]
+fn a_record_trickled_after_the_handshake_is_cut_at_the_idle_deadline() {
+    let _alone = alone();
+    let t = tls_node(
+        "atk-tls-record-trickle",
+        &["--shards", "1", "--idle-timeout-ms", "1500"],
+    );
+    let mut tls = tls_connected(&t);
+    let s = &mut tls.sock;
+    // An application-data record of 256 bytes, announced, then one byte every 300 ms.
+    s.write_all(&[0x17, 0x03, 0x03, 0x01, 0x00]).unwrap();
+    let started = Instant::now();
+    let closed = loop {
+        if s.write_all(&[0x00]).is_err() {
+            break started.elapsed();
+        }
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            // What the server sends after its handshake (session tickets).
+            Ok(n) if n > 0 => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            _ => break started.elapsed(),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a trickled record is still open after 8 s"
+        );
+    };
+    assert!(closed < Duration::from_secs(4), "closed after {closed:?}");
+    wait_connections_closed(&t.node, Duration::from_secs(5));
+}
+
 /// A PUT as curl sends a large one: `Expect: 100-continue`, then the body written while
 /// the answer is read, so a refusal mid-body is seen rather than a broken pipe.
 fn put_streaming(http: SocketAddr, body: &[u8]) -> Response {

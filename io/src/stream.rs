@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -266,6 +266,10 @@ pub struct PolledTcp {
     /// Writes say more follows (`MSG_MORE`): set for the duration of a
     /// `poll_write_more`, through TLS too.
     more_follows: Cell<bool>,
+    /// Under TLS ([`PolledTcp::read_by_deadline`]): when the read timeout last set runs
+    /// out, counted from when it was set.
+    read_until: Cell<Option<Instant>>,
+    reads_by_deadline: Cell<bool>,
 }
 
 impl PolledTcp {
@@ -280,7 +284,31 @@ impl PolledTcp {
             registration,
             timeouts: Default::default(),
             more_follows: Cell::new(false),
+            read_until: Cell::new(None),
+            reads_by_deadline: Cell::new(false),
         })
+    }
+
+    /// From now on a read timeout is a deadline: every wait of the reads after it ends
+    /// by the time it was set plus the timeout, not that long after the wait began. For
+    /// the socket under TLS, where one read of plaintext is a whole record, made of as
+    /// many socket waits as the client splits it into: a record trickled a byte at a
+    /// time would otherwise restart the timeout with each byte, and an idle or head
+    /// timeout would hold for as long as the record has bytes.
+    pub fn read_by_deadline(&self) {
+        self.reads_by_deadline.set(true);
+    }
+
+    /// How long a wait in `direction` may last if it starts now.
+    fn wait_limit(&self, direction: Direction) -> Option<Duration> {
+        match (direction, self.read_until.get()) {
+            (Direction::Read, Some(until)) => Some(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_micros(1)),
+            ),
+            _ => self.timeouts[direction.index()].get(),
+        }
     }
 
     /// Polls a non-blocking call in `direction`: its result, or `Pending` with the
@@ -292,8 +320,13 @@ impl PolledTcp {
         cx: &mut Context<'_>,
         call: impl FnMut() -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
-        let timeout = self.timeouts[direction.index()].get();
-        poll_io(&self.registration, direction, cx, timeout, call)
+        poll_io(
+            &self.registration,
+            direction,
+            cx,
+            self.wait_limit(direction),
+            call,
+        )
     }
 
     fn send_flags(&self) -> libc::c_int {
@@ -312,6 +345,9 @@ impl PolledTcp {
             ));
         }
         self.timeouts[direction.index()].set(timeout);
+        if direction == Direction::Read && self.reads_by_deadline.get() {
+            self.read_until.set(timeout.map(|t| Instant::now() + t));
+        }
         self.registration.end_wait(direction);
         Ok(())
     }
@@ -376,7 +412,7 @@ impl AsyncRead for PolledTcp {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let socket = PlainSocket::of(&self.tcp).0;
-        let timeout = self.timeouts[Direction::Read.index()].get();
+        let timeout = self.wait_limit(Direction::Read);
         let room = buf.len();
         poll_read_io(&self.registration, cx, timeout, room, || {
             socket_calls::recv(socket, buf)

@@ -144,7 +144,8 @@ impl ResolvesServerCert for ReloadableCert {
 /// Accepts TLS on a freshly accepted socket, on the calling shard. The whole handshake
 /// must complete within `deadline` (a deadline, not a timer between reads: a client
 /// trickling its ClientHello a byte at a time gains nothing). Returns the stream and
-/// the protocol its client chose by ALPN.
+/// the protocol its client chose by ALPN; its read timeouts are deadlines from when
+/// they are set ([`PolledTcp::read_by_deadline`](crate::stream::PolledTcp::read_by_deadline)).
 pub async fn accept(
     acceptor: &futures_rustls::TlsAcceptor,
     stream: crate::stream::PolledTcp,
@@ -154,6 +155,7 @@ pub async fn accept(
     AppProtocol,
 )> {
     use crate::stream::Transport;
+    stream.read_by_deadline();
     stream.tcp().set_read_timeout(Some(deadline))?;
     stream.tcp().set_write_timeout(Some(deadline))?;
     let expired = async {
