@@ -1,6 +1,6 @@
 //! A TLS certificate rotated under a running node (what an ACME client does every 60–90
 //! days): new handshakes get the new pair within a few seconds, connections already
-//! open go on, and a broken pair is refused while the running one stays.
+//! open go on, and a broken or expired pair is refused while the running one stays.
 
 mod common;
 
@@ -91,6 +91,19 @@ fn install(live: &Path, from: &Path) {
     }
 }
 
+/// A certificate for localhost valid only in the year 2000, and its key, in `dir`.
+fn expired_pair(dir: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key_pair).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key_pair.serialize_pem()).unwrap();
+    dir.to_path_buf()
+}
+
 #[test]
 fn a_rotated_certificate_is_served_to_new_handshakes_and_open_connections_go_on() {
     let base = temp_dir("tls-rotation");
@@ -142,6 +155,17 @@ fn a_rotated_certificate_is_served_to_new_handshakes_and_open_connections_go_on(
     // The log reaches the test through a pipe, a moment after the counter moved.
     wait_for("the refusal to be logged", WAIT, || {
         n.stderr().contains("TLS certificate reload refused")
+    });
+
+    // An expired pair (a restored backup, an old renewal) is refused too; B stays.
+    let failures = metric(n.admin, "ron_config_reload_failures_total");
+    install(&live, &expired_pair(&base.join("expired")));
+    wait_for("the expired pair to be refused", WAIT, || {
+        metric(n.admin, "ron_config_reload_failures_total") > failures
+    });
+    assert!((0..HANDSHAKES).all(|_| handshake(&config, &tls_addr).1 == der(&cert_b)));
+    wait_for("the expiry to be logged", WAIT, || {
+        n.stderr().contains("it expired on Jan  1 00:00:00 2001")
     });
     n.stop();
 }

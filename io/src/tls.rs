@@ -92,6 +92,45 @@ pub fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsEr
     Ok(Arc::new(identity))
 }
 
+/// Why a certificate cannot be presented at `now`: its leaf (the chain's first) has
+/// expired or is not valid yet, or cannot be read for its dates. A client refuses
+/// such a certificate, every handshake.
+pub fn validity_refusal(identity: &CertifiedKey, now: std::time::SystemTime) -> Option<String> {
+    let leaf = identity.cert.first()?;
+    let (_, parsed) = match x509_parser::parse_x509_certificate(leaf.as_ref()) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("its dates cannot be read: {e}")),
+    };
+    let now_s = match now.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    };
+    let validity = parsed.validity();
+    if now_s > validity.not_after.timestamp() {
+        return Some(format!("it expired on {} (notAfter)", validity.not_after));
+    }
+    if now_s < validity.not_before.timestamp() {
+        return Some(format!(
+            "it is not valid before {} (notBefore; is this host's clock right?)",
+            validity.not_before
+        ));
+    }
+    None
+}
+
+/// [`certified_key`], refused when its certificate cannot be presented now
+/// ([`validity_refusal`]): for a rotation, which keeps the running pair instead.
+pub fn certified_key_in_date(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let identity = certified_key(cert, key)?;
+    match validity_refusal(&identity, std::time::SystemTime::now()) {
+        Some(reason) => Err(TlsError::Certificate {
+            path: cert.to_path_buf(),
+            reason,
+        }),
+        None => Ok(identity),
+    }
+}
+
 /// A server configuration offering `oap/1` and `http/1.1` that presents whatever
 /// certificate `resolver` holds at each handshake.
 pub fn server_config_for(
@@ -295,6 +334,42 @@ mod tests {
         std::fs::write(&key, "not a key").unwrap();
         let err = server_config(&cert, &key).unwrap_err().to_string();
         assert!(err.starts_with("TLS key"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A certificate past its notAfter (or before its notBefore) is refused for a
+    /// rotation, with the date; one in date is taken. Before, any pair whose key matched
+    /// was installed on every shard and every handshake failed at the client.
+    #[test]
+    fn a_certificate_out_of_date_is_refused_with_its_date() {
+        let dir = std::env::temp_dir().join(format!("ron-io-tls-dates-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        let key_pair = rcgen::KeyPair::generate().unwrap();
+        let old = params.self_signed(&key_pair).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, old.pem()).unwrap();
+        std::fs::write(&key, key_pair.serialize_pem()).unwrap();
+        let identity = certified_key(&cert, &key).unwrap();
+        let err = certified_key_in_date(&cert, &key).unwrap_err().to_string();
+        assert!(
+            err.ends_with("it expired on Jan  1 00:00:00 2001 +00:00 (notAfter)"),
+            "{err}"
+        );
+        let in_2000 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(946_771_200);
+        assert_eq!(validity_refusal(&identity, in_2000), None);
+        let in_1999 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(915_148_800);
+        let early = validity_refusal(&identity, in_1999).unwrap();
+        assert!(
+            early.starts_with("it is not valid before Jan  1 00:00:00 2000"),
+            "{early}"
+        );
+        let dev = dev_certificate(&[]).unwrap();
+        std::fs::write(&cert, &dev.cert_pem).unwrap();
+        std::fs::write(&key, &dev.key_pem).unwrap();
+        assert!(certified_key_in_date(&cert, &key).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

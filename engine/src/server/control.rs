@@ -76,13 +76,14 @@ pub(super) fn start_control(
 }
 
 /// Reads the TLS pair again from the files the node started with (a rotation replaces
-/// their contents; new paths take a restart), or says why it was refused.
+/// their contents; new paths take a restart), or says why it was refused (a pair that
+/// does not belong together, or a certificate expired or not valid yet).
 fn certificate_loader(config: &crate::config::Config) -> Option<ron_control::LoadCertificate> {
     let (Some(cert), Some(key)) = (config.tls_cert.clone(), config.tls_key.clone()) else {
         return None;
     };
     Some(Box::new(move || {
-        ron_io::tls::certified_key(&cert, &key).map_err(|e| e.to_string())
+        ron_io::tls::certified_key_in_date(&cert, &key).map_err(|e| e.to_string())
     }))
 }
 

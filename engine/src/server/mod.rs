@@ -75,6 +75,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         (Some(cert), Some(key)) => Some(ron_io::tls::certified_key(cert, key)?),
         _ => None,
     };
+    warn_if_certificate_out_of_date(tls.as_deref(), config.tls_cert.as_deref());
     for (_, dir) in dirs.iter() {
         clean_tmp(dir)?;
     }
@@ -396,4 +397,23 @@ fn trust_warnings(config: &Config) -> Vec<String> {
         ));
     }
     warnings
+}
+
+/// Started with a certificate no client accepts (expired, or not valid yet): the node
+/// starts (its other listeners serve), and says so; a rotation is taken without a
+/// restart.
+fn warn_if_certificate_out_of_date(
+    identity: Option<&rustls::sign::CertifiedKey>,
+    path: Option<&std::path::Path>,
+) {
+    let (Some(identity), Some(path)) = (identity, path) else {
+        return;
+    };
+    if let Some(reason) = ron_io::tls::validity_refusal(identity, std::time::SystemTime::now()) {
+        tracing::error!(
+            cert = %path.display(),
+            %reason,
+            "every TLS client will refuse this certificate; install one in date (taken without a restart)"
+        );
+    }
 }
