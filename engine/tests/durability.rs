@@ -105,6 +105,60 @@ fn a_group_evicted_from_the_cache_is_verified_again_when_read_back_from_disk() {
     assert_eq!((r.status, &r.body[..]), (206, &data[140_000..140_100]));
 }
 
+/// Writes `to` over every place `from` is found in `path` (in place, same length).
+fn patch_every(path: &std::path::Path, from: &[u8], to: &[u8]) -> usize {
+    use std::os::unix::fs::FileExt;
+    let bytes = std::fs::read(path).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let places: Vec<usize> = bytes
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| *w == from)
+        .map(|(at, _)| at)
+        .collect();
+    for &at in &places {
+        file.write_all_at(to, at as u64).unwrap();
+    }
+    places.len()
+}
+
+/// An object's record whose length rotted in the index (LMDB keeps no checksums, and a
+/// one-group object's tree does not pin its length) while the object's group sits in
+/// the cache: nothing is served as the object. Before, the cached group was cut to the
+/// record's length: a 200 with 999 bytes that do not hash to the address.
+#[test]
+fn a_record_whose_length_rotted_never_cuts_a_cached_group_short() {
+    let dir = temp_dir("record-length-rot");
+    let n = Node::start(
+        &dir,
+        &["--shards", "1", "--meta-cache-bytes", "1", "--ec", "off"],
+    );
+    let data = bytes(31, 1000);
+    let addr = upload(&n, &data);
+    let other = format!("/o/{}", upload(&n, &bytes(32, 3000)));
+    let p = format!("/o/{addr}");
+    assert_eq!(get(n.http, &p).unwrap().body, data, "read once: cached");
+    // A packed object's record: version 2, then its length (u64, big-endian).
+    let record = |len: u64| [&[2u8][..], &len.to_be_bytes()].concat();
+    let index = dir.join("stores/0/index/data.mdb");
+    assert!(patch_every(&index, &record(1000), &record(999)) >= 1);
+    // The other object's metadata takes the one slot: the next read of the first
+    // loads its record again.
+    assert_eq!(get(n.http, &other).unwrap().status, 200);
+    let r = get(n.http, &p).unwrap();
+    assert_ne!(
+        r.status,
+        200,
+        "served as the object: {} bytes",
+        r.body.len()
+    );
+    assert!(
+        !r.body.starts_with(&data[..999]),
+        "none of its bytes served"
+    );
+    assert!(metric(n.admin, "ron_verify_failures_total") >= 1);
+}
+
 #[test]
 fn a_read_of_an_object_larger_than_a_quarter_of_the_cache_does_not_push_out_the_rest() {
     let dir = temp_dir("scan");
