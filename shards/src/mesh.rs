@@ -246,6 +246,8 @@ impl Mesh {
         self.next_id.set(id + 1);
         let (tx, rx) = local_channel::new_bounded(1);
         self.waiting.borrow_mut().insert(id, tx);
+        // A call given up (its request's deadline, a client gone) leaves nothing waiting.
+        let _waiting = Waiting { mesh: self, id };
         StorageCounters::add(&self.metrics.mesh_requests, 1);
         let request = MeshMessage::Request {
             from: self.me.0,
@@ -253,7 +255,6 @@ impl Mesh {
             op,
         };
         if self.send_to(owner.0, request).await.is_err() {
-            self.waiting.borrow_mut().remove(&id);
             return Err(ShardError::Mesh {
                 shard: owner.0,
                 reason: "channel closed",
@@ -320,9 +321,57 @@ impl Mesh {
     }
 }
 
+/// A call's entry among the waiting, for as long as the call lives.
+struct Waiting<'a> {
+    mesh: &'a Mesh,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.mesh.waiting.borrow_mut().remove(&self.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call given up before its answer (the caller's deadline) leaves no entry among
+    /// the waiting. Before, each one stayed for the life of the process when no answer
+    /// ever came (or its request never went: the channel full when it was dropped).
+    #[test]
+    fn a_call_given_up_leaves_nothing_waiting() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async move {
+                let mut ends = mesh_ends(2).into_iter();
+                let (a, b) = (ends.next().unwrap(), ends.next().unwrap());
+                let metrics = Arc::new(StorageCounters::default());
+                let (a, _b) = futures_lite::future::zip(
+                    Mesh::join(a, Arc::clone(&metrics)),
+                    Mesh::join(b, Arc::clone(&metrics)),
+                )
+                .await;
+                for _ in 0..3 {
+                    let call = async {
+                        let _ = a.call(ShardIndex(1), MeshOp::Kept(Address::of(b"x"))).await;
+                        false
+                    };
+                    let deadline = async {
+                        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                        true
+                    };
+                    assert!(
+                        futures_lite::future::or(call, deadline).await,
+                        "never answered"
+                    );
+                }
+                assert!(a.waiting.borrow().is_empty());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 
     #[test]
     fn a_shards_slots_are_shared_among_its_peers_with_a_floor() {
