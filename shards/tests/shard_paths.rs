@@ -250,6 +250,59 @@ async fn exercise_mesh(shard: &Rc<Shard>) {
     assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
 }
 
+/// An owner that answers a record request with another object's record is refused
+/// where its answer comes off the mesh: nothing is cached or served under the address
+/// asked for.
+#[test]
+fn a_record_answered_for_another_address_is_refused() {
+    let dir = DataDir::new("mesh-lie");
+    let routing = routing(&dir.0, 2);
+    let done = Arc::new(AtomicBool::new(false));
+    let mut ends = mesh::mesh_ends(2).into_iter();
+    let (mine, liars) = (ends.next().unwrap(), ends.next().unwrap());
+    let liar = {
+        let done = Arc::clone(&done);
+        on_executor("liar", move || async move {
+            let mesh = Rc::new(Mesh::join(liars, Arc::new(StorageCounters::default())).await);
+            let handler: mesh::MeshHandler = Rc::new(|_op| {
+                Box::pin(async {
+                    Ok(mesh::MeshReply::Meta(ron_shards::ObjectMeta {
+                        tree: ChunkTree::of(b"another object"),
+                        content_type: String::new(),
+                        location: ron_shards::Location::OwnFile,
+                        parity: None,
+                    }))
+                })
+            });
+            mesh.serve(handler);
+            while !done.load(Ordering::Acquire) {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let data_dir = dir.0.clone();
+    let asker = on_executor("asker", move || async move {
+        let metrics = Arc::new(StorageCounters::default());
+        let mesh = Mesh::join(mine, Arc::clone(&metrics)).await;
+        let config = config(&data_dir, 1 << 26);
+        let shard = Shard::start(ShardIndex(0), routing, config, Some(mesh), metrics)
+            .await
+            .expect("start");
+        let theirs = (0..=255u8)
+            .map(|b| Address::from_bytes([b; 32]))
+            .find(|a| shard.routing().owner(a) != shard.index())
+            .expect("an address owned by shard 1");
+        let err = shard
+            .meta(&theirs)
+            .await
+            .expect_err("another object's record");
+        assert!(err.to_string().contains("another object's record"), "{err}");
+        done.store(true, Ordering::Release);
+    });
+    asker.join().expect("asker");
+    liar.join().expect("liar");
+}
+
 #[test]
 fn a_failed_group_commit_reaches_its_uploads_as_one_typed_error() {
     let dir = DataDir::new("full");

@@ -152,7 +152,15 @@ impl Shard {
         let meta = match self.owner(addr) {
             None => self.local_meta(addr).await?,
             Some(owner) => match self.mesh()?.call(owner, MeshOp::Meta(*addr)).await? {
-                MeshReply::Meta(meta) => meta,
+                // Checked where it comes off the mesh: cached under `addr`, another
+                // object's record would have its verified groups served as this one.
+                MeshReply::Meta(meta) if meta.addr() == *addr => meta,
+                MeshReply::Meta(_) => {
+                    return Err(ShardError::Mesh {
+                        shard: owner.0,
+                        reason: "answered with another object's record",
+                    })
+                }
                 _ => return Err(mesh_confused(owner)),
             },
         };
