@@ -42,6 +42,9 @@ enum FileKey {
 /// group reads.
 pub(crate) struct ObjectFiles {
     files: RefCell<ClockCache<FileKey, Rc<DmaFile>>>,
+    /// Forgets so far: an open under way when one happens is used, not kept (it may be
+    /// of a file about to be unlinked, whose name a later copy takes).
+    forgets: Cell<u64>,
     /// Reads submitted and not yet completed (the scrubber yields to the read path's).
     reads_in_flight: Rc<Cell<u32>>,
 }
@@ -75,6 +78,7 @@ impl ObjectFiles {
     pub(crate) fn new(open_files_max: usize) -> ObjectFiles {
         ObjectFiles {
             files: RefCell::new(ClockCache::new(open_files_max)),
+            forgets: Cell::new(0),
             reads_in_flight: Rc::new(Cell::new(0)),
         }
     }
@@ -268,6 +272,7 @@ impl ObjectFiles {
     /// Forgets the open files of `addr` in `dirs` dirs (after repair rewrote or
     /// recreated one).
     pub(crate) fn forget(&self, addr: &Address, dirs: u8) {
+        self.forgets.set(self.forgets.get() + 1);
         let mut files = self.files.borrow_mut();
         for d in 0..dirs.max(1) {
             files.remove(&FileKey::Object(*addr, DirIndex(d)));
@@ -277,6 +282,7 @@ impl ObjectFiles {
 
     /// Closes segment `segment` of `store` in every lane (a repair rewrote or created it).
     pub(crate) fn forget_segment(&self, store: &Store, segment: SegmentId) {
+        self.forgets.set(self.forgets.get() + 1);
         let mut files = self.files.borrow_mut();
         for lane in (0..store.lanes_on_disk()).map(LaneIndex) {
             files.remove(&FileKey::Segment(store.id(), segment, lane));
@@ -287,11 +293,14 @@ impl ObjectFiles {
         if let Some(file) = self.files.borrow_mut().get(&key) {
             return Ok(file);
         }
+        let forgets = self.forgets.get();
         let file = DmaFile::open(path)
             .await
             .map_err(|e| ShardError::io("open", path)(e.into()))?;
         let file = Rc::new(file);
-        self.files.borrow_mut().insert(key, Rc::clone(&file), 1);
+        if self.forgets.get() == forgets {
+            self.files.borrow_mut().insert(key, Rc::clone(&file), 1);
+        }
         Ok(file)
     }
 }
@@ -401,4 +410,39 @@ pub(crate) fn verify_group(
             group: group.0,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file forgotten while it was being opened (an eviction's forget landing during
+    /// a read's open) is used by that read and not kept open: kept, it held the unlinked
+    /// file's descriptor, and its space, until the cache pushed it out, and reads of a
+    /// later copy under the same key went to the old file.
+    #[test]
+    fn a_file_forgotten_while_it_opens_is_not_kept() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async move {
+                let dir = std::env::temp_dir().join(format!("ron-files-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join("object");
+                std::fs::write(&path, vec![7u8; 4096]).unwrap();
+                let files = ObjectFiles::new(4);
+                let addr = Address::of(b"object");
+                let key = FileKey::Object(addr, DirIndex(0));
+                let mut open = std::pin::pin!(files.open(key, &path));
+                let first = futures_lite::future::poll_once(open.as_mut()).await;
+                assert!(first.is_none(), "an open goes through the ring");
+                files.forget(&addr, 1);
+                open.await.unwrap();
+                assert_eq!(files.files.borrow().len(), 0);
+                files.open(key, &path).await.unwrap();
+                assert_eq!(files.files.borrow().len(), 1, "kept when nothing forgot it");
+                std::fs::remove_dir_all(&dir).unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }

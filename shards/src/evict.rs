@@ -13,11 +13,13 @@
 //! 2. remove their records from every index replica, leaving markers (blocking pool);
 //! 3. have every shard forget their metadata (`forget`: the mesh), so that a new request
 //!    misses and reads through again instead of reading files about to go;
-//! 4. unlink their files and clear the markers (blocking pool);
+//! 4. unlink their files and clear the markers (blocking pool), then close this shard's
+//!    open files of them (a read that opened one again after step 3 does not keep it);
 //! 5. release the claims, count them, and tell the DHT the node no longer provides them.
 //!
-//! A request already streaming an evicted object from its file keeps reading it while
-//! the shard's open-files cache holds the file open (the inode outlives its name).
+//! A request already streaming an evicted object keeps reading a file it holds open (the
+//! inode outlives its name); its next open after the unlink finds no file, and the
+//! request ends there.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -45,6 +47,8 @@ pub const EVICT_AGE_MIN_US: u64 = 1_000_000;
 /// Drops the metadata of evicted objects from every shard's cache; resolves once all
 /// have.
 pub type Forget = Rc<dyn Fn(Vec<Address>) -> BoxedLocal<()>>;
+/// Closes this shard's open files of evicted objects, once they are unlinked.
+pub type ForgetFiles = Rc<dyn Fn(&[Address])>;
 
 /// How often a task waiting for a claim looks again.
 const CLAIM_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
@@ -106,6 +110,7 @@ pub(crate) struct Evicter {
     pub budget_bytes: u64,
     pub commits: Weak<GroupCommit>,
     pub forget: Forget,
+    pub forget_files: ForgetFiles,
     pub metrics: Arc<StorageCounters>,
     pub dht: Option<DhtClient>,
     pub claims: BackgroundClaims,
@@ -270,6 +275,9 @@ impl Evicter {
         let unlinked = glommio::executor()
             .spawn_blocking(move || owned.unlink_evicted_blocking(&to_unlink))
             .await;
+        // A read still holding the metadata may have opened a file again between the
+        // forget and the unlink: no descriptor of an unlinked file stays open.
+        (self.forget_files)(&gone);
         commits.release_evicted(&claimed);
         if let Err(e) = unlinked {
             // Their records are gone; the next start unlinks what is left.

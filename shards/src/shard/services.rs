@@ -21,7 +21,7 @@ use ron_link::counters::StorageCounters;
 use ron_link::dht::{DhtClient, ANNOUNCE_BATCH_MAX};
 
 use crate::error::ShardError;
-use crate::evict::{Evicter, Forget};
+use crate::evict::{Evicter, Forget, ForgetFiles};
 use crate::lifecycle::{BackgroundTasks, StopSignal};
 use crate::scrub::{ScrubControl, Scrubber};
 use crate::shard::state::AnnounceFilter;
@@ -127,11 +127,18 @@ pub(super) fn evicter(shard: &Rc<Shard>, stop: StopSignal) -> Evicter {
             }
         })
     });
+    let weak = Rc::downgrade(shard);
+    let forget_files: ForgetFiles = Rc::new(move |addrs| {
+        if let Some(shard) = weak.upgrade() {
+            shard.forget_files(addrs);
+        }
+    });
     Evicter {
         stores: shard.stores.values().cloned().collect(),
         budget_bytes: shard.config.evictable_bytes_max.unwrap_or(u64::MAX),
         commits: Rc::downgrade(&shard.commits),
         forget,
+        forget_files,
         metrics: Arc::clone(&shard.metrics),
         dht: shard.config.dht.clone(),
         claims: shard.claims.clone(),
