@@ -394,6 +394,18 @@ fn keep_alive_after(value: &[u8], minor_version: u8, mut keep_alive: bool) -> bo
     keep_alive
 }
 
+/// The token of an `Authorization: Bearer <token>` value: the scheme matched without
+/// regard to case (RFC 9110 §11.1: `bearer` and `BEARER` are the same scheme), then one
+/// or more spaces, the token trimmed. `None` for another scheme.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let value = trim(value);
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"Bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    Some(trim(rest))
+}
+
 /// Strips optional white space (SP / HTAB) at both ends.
 pub fn trim(value: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
@@ -469,6 +481,17 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bearer_scheme_is_matched_without_regard_to_case() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert_eq!(bearer_token(b"Basic YWJj"), None);
+        assert_eq!(bearer_token(b"Bear"), None);
+        assert_eq!(bearer_token(b""), None);
+    }
 
     fn complete(buf: &[u8]) -> RequestHead<'_> {
         match parse_request_head(buf, HEAD_LEN_MAX_DEFAULT).unwrap() {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
-use ron_codec::http::head::{Method, RequestHead};
+use ron_codec::http::head::{bearer_token, Method, RequestHead};
 use ron_codec::Address;
 use ron_link::dht::{
     AuditError, AuditOutcome, DhtClient, Provider, ReplicationRoutes, ResolveError,
@@ -119,10 +119,14 @@ pub(super) fn route(request: &Request, answers: &Answers) -> Reply {
         return Reply::text(403, why);
     }
     if !probe && !authorized(request, answers.admin_token.as_deref()) {
-        return Reply::text(
+        let mut reply = Reply::text(
             401,
             "admin endpoints need Authorization: Bearer <admin token>\n",
         );
+        // RFC 9110 §15.5.2: a 401 names the scheme that would be accepted.
+        let challenge = r#"Bearer realm="ron-admin""#;
+        reply.fields.push(("WWW-Authenticate", challenge.into()));
+        return reply;
     }
     let _waiting = match waits(path) {
         true => match WaitingSlot::take(&answers.waiting) {
@@ -202,7 +206,7 @@ fn too_many_waiting() -> Reply {
         503,
         format!("{ADMIN_WAITING_MAX} admin requests are waiting on the shards or the DHT; try again (probes and reads are still answered)\n"),
     );
-    reply.retry_after_s = Some(1);
+    reply.fields.push(("Retry-After", "1".into()));
     reply
 }
 
@@ -539,7 +543,7 @@ fn authorized(request: &Request, admin_token: Option<&str>) -> bool {
     request
         .authorization
         .as_deref()
-        .and_then(|v| v.strip_prefix(b"Bearer "))
+        .and_then(bearer_token)
         .is_some_and(|given| constant_time_eq(given, token.as_bytes()))
 }
 
@@ -549,7 +553,8 @@ pub(super) struct Reply {
     status: u16,
     content_type: &'static str,
     body: Vec<u8>,
-    retry_after_s: Option<u32>,
+    /// Fields beyond Content-Type and Content-Length (`Retry-After`, `WWW-Authenticate`).
+    fields: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -558,7 +563,7 @@ impl Reply {
             status,
             content_type,
             body,
-            retry_after_s: None,
+            fields: Vec::new(),
         }
     }
 
@@ -572,11 +577,13 @@ impl Reply {
 
     /// The response; a HEAD request gets the head alone (same Content-Length).
     pub(super) fn to_bytes(&self, head_only: bool) -> Vec<u8> {
-        let retry_after = self
-            .retry_after_s
-            .map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
+        let fields: String = self
+            .fields
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{fields}Connection: close\r\n\r\n",
             self.status,
             ron_codec::http::response::reason_phrase(self.status),
             self.content_type,
@@ -671,6 +678,8 @@ mod tests {
         assert!(!authorized(&wrong, token));
         let right = request(Method::Get, "/metrics", Some("Bearer s3cret"));
         assert!(authorized(&right, token));
+        let lower = request(Method::Get, "/metrics", Some("bearer s3cret"));
+        assert!(authorized(&lower, token), "the scheme is case-insensitive");
         let answers = Answers {
             admin_token: token.map(String::from),
             ..Answers::for_tests(None)
@@ -678,7 +687,13 @@ mod tests {
         let status = |r: &Request| route(r, &answers).status;
         assert_eq!(status(&request(Method::Get, "/healthz", None)), 200);
         assert_eq!(status(&request(Method::Get, "/readyz", None)), 503);
-        assert_eq!(status(&request(Method::Get, "/version", None)), 401);
+        let refused = route(&request(Method::Get, "/version", None), &answers);
+        assert_eq!(refused.status, 401);
+        let head = String::from_utf8(refused.to_bytes(true)).unwrap();
+        assert!(
+            head.contains("\r\nWWW-Authenticate: Bearer realm=\"ron-admin\"\r\n"),
+            "{head}"
+        );
         assert_eq!(status(&request(Method::Put, "/healthz", None)), 405);
         assert_eq!(status(&right), 200);
         let version = request(Method::Get, "/version", Some("Bearer s3cret"));

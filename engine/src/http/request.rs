@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ron_codec::bao::ChunkGroupLog;
 use ron_codec::http::accept::{self, Representation, CHUNK_GROUP_LOG_PARAM};
-use ron_codec::http::head::{trim, BodyFraming, FieldLines, Method, RequestHead};
+use ron_codec::http::head::{bearer_token, trim, BodyFraming, FieldLines, Method, RequestHead};
 use ron_codec::http::range::RangeSet;
 use ron_codec::http::response::is_safe_header_value;
 use ron_codec::Address;
@@ -345,10 +345,7 @@ impl Request {
             (Some(_), _) => true,
             (None, _) => false,
         };
-        let token = head
-            .authorization
-            .and_then(|v| v.strip_prefix(b"Bearer "))
-            .map(trim);
+        let token = head.authorization.and_then(bearer_token);
         // Behind a trusted balancer, X-Forwarded-For names the client.
         let peer = match peer {
             Some(sender) => ctx
