@@ -161,13 +161,30 @@ impl ShardQuotas {
             .map(|t| &t.name)
             .ne(self.policy.tenants.iter().map(|t| &t.name))
         {
-            // Indices may now name other tenants: start those counters and states over.
+            // Indices may now name other tenants: start those states over. The refusal
+            // counts follow their tenant's name (counters never go back while a tenant
+            // stays configured); a tenant removed takes its counts with it.
             self.tenants.clear();
             self.active.clear();
             self.reshared.clear();
-            self.rejections = vec![[0; 2]; policy.tenants.len() + 1];
+            self.rejections = self.rejections_by_name(&policy);
         }
         self.policy = policy;
+    }
+
+    /// The refusal counts so far, slotted by `policy`'s tenants (last slot: every other
+    /// tenant), each taken from the slot of the same name now.
+    fn rejections_by_name(&self, policy: &Policy) -> Vec<[u64; 2]> {
+        let label = |policy: &Policy, slot: usize| -> String {
+            let tenant = (slot < policy.tenants.len()).then_some(TenantIndex(slot as u32));
+            policy.label(tenant).to_string()
+        };
+        let now: HashMap<String, [u64; 2]> = (0..self.rejections.len())
+            .map(|slot| (label(&self.policy, slot), self.rejections[slot]))
+            .collect();
+        (0..=policy.tenants.len())
+            .map(|slot| now.get(&label(policy, slot)).copied().unwrap_or([0; 2]))
+            .collect()
     }
 
     fn now_s(&self, now: Instant) -> f64 {
@@ -443,6 +460,50 @@ mod tests {
             quotas.rejections()[0],
             ("other".into(), Exhausted::Requests, 2)
         );
+    }
+
+    /// A reload that changes the tenants keeps each remaining tenant's refusal counts
+    /// (and every other tenant's): summed over shards that take the reload at different
+    /// times, a count set back to 0 read as a counter reset, and rate() saw refusals
+    /// that never happened.
+    #[test]
+    fn refusal_counts_follow_their_tenant_across_a_reload() {
+        let tenant = |name: &str| {
+            (
+                name.to_string(),
+                vec![format!("{name}-token")],
+                limits(1.0, 1.0),
+            )
+        };
+        let before = Policy::new(&[], vec![tenant("a"), tenant("b")], limits(1.0, 1.0));
+        let mut quotas = table(before, 1);
+        let t0 = Instant::now();
+        for who in [Tenant::Configured(TenantIndex(1)), Tenant::Public] {
+            quotas.admit(&who, t0).unwrap();
+            quotas.admit(&who, t0).unwrap_err();
+        }
+        let count = |q: &ShardQuotas, label: &str| -> u64 {
+            q.rejections()
+                .iter()
+                .filter(|(l, k, _)| l == label && *k == Exhausted::Requests)
+                .map(|(_, _, n)| n)
+                .sum()
+        };
+        assert_eq!((count(&quotas, "b"), count(&quotas, "other")), (1, 1));
+        quotas.set_policy(Policy::new(
+            &[],
+            vec![tenant("c"), tenant("b")],
+            limits(1.0, 1.0),
+        ));
+        assert_eq!(
+            (
+                count(&quotas, "b"),
+                count(&quotas, "other"),
+                count(&quotas, "c")
+            ),
+            (1, 1, 0)
+        );
+        assert_eq!(count(&quotas, "a"), 0, "a tenant removed is gone");
     }
 
     #[test]
