@@ -4,6 +4,7 @@
 //! endpoints show ([`Published`]) on the [`Board`]. An admin thread takes the latest copy
 //! and reads the shards' atomic counters itself ([`sample`]); it never sees the `View`.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ron_link::counters::{FrontSnapshot, ShardCounters, StorageSnapshot};
@@ -103,15 +104,18 @@ impl View {
         for set in &self.latency {
             latency.merge(set);
         }
+        // In the order first seen, each (tenant, bucket) once: a map finds its entry, so
+        // the merge is linear in the entries however many tenants are configured.
         let mut rejections: Vec<(String, Exhausted, u64)> = Vec::new();
+        let mut entry_of: HashMap<(&str, Exhausted), usize> = HashMap::new();
         for report in &self.reports {
             for (label, kind, n) in &report.quota_rejections {
-                match rejections
-                    .iter_mut()
-                    .find(|(l, k, _)| l == label && k == kind)
-                {
-                    Some(entry) => entry.2 += n,
-                    None => rejections.push((label.clone(), *kind, *n)),
+                match entry_of.entry((label.as_str(), *kind)) {
+                    Entry::Occupied(at) => rejections[*at.get()].2 += n,
+                    Entry::Vacant(at) => {
+                        at.insert(rejections.len());
+                        rejections.push((label.clone(), *kind, *n));
+                    }
                 }
             }
         }
