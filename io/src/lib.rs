@@ -22,7 +22,7 @@
 //!   a socket paces its sends).
 //! - [`memory`]: an in-memory `Transport` (given input, collected output, no socket)
 //!   that drives the front ends without the network (fuzzing, tests).
-//! - [`tls`]: rustls server configuration (ring provider, ALPN `oap/1` and `http/1.1`)
+//! - [`tls`]: rustls server configuration (ring provider, ALPN `h2`, `oap/1` and `http/1.1`)
 //!   and the self-signed development certificate.
 //!
 //! Not here: the aligned DMA buffers and file I/O of the storage live with the shard

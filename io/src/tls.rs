@@ -3,10 +3,11 @@
 //!
 //! One TLS listener serves every protocol; the client's ALPN choice picks the front
 //! end (`h2`, `oap/1` or `http/1.1`; no ALPN means HTTP/1.1). Handshakes and record encryption
-//! run on the shard that accepted the connection (futures-rustls over glommio's
-//! `TcpStream`), so TLS work spreads across cores with the connections. rustls bounds
-//! its buffers: outgoing plaintext waiting for the socket is capped by
-//! [`SEND_BUFFER_BYTES_MAX`], incoming records by the TLS record size (16 KiB + overhead).
+//! run on the shard that accepted the connection (futures-rustls over the shard's
+//! [`PolledTcp`](crate::stream::PolledTcp)), so TLS work spreads across cores with the
+//! connections. rustls bounds its buffers: outgoing plaintext waiting for the socket is
+//! capped by [`SEND_BUFFER_BYTES_MAX`], incoming records by the TLS record size (16 KiB
+//! + overhead; a handshake message joined from records, 64 KiB).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,7 +65,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Loads a PEM certificate chain and private key into a server configuration that
-/// offers `oap/1` and `http/1.1`.
+/// offers `h2`, `oap/1` and `http/1.1`.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let identity = certified_key(cert, key)?;
     Ok(server_config_for(Arc::new(ReloadableCert::new(identity)))?.0)
@@ -131,7 +132,7 @@ pub fn certified_key_in_date(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey
     }
 }
 
-/// A server configuration offering `oap/1` and `http/1.1` that presents whatever
+/// A server configuration offering `h2`, `oap/1` and `http/1.1` that presents whatever
 /// certificate `resolver` holds at each handshake.
 pub fn server_config_for(
     resolver: Arc<ReloadableCert>,
@@ -212,7 +213,6 @@ pub async fn accept(
     Ok((tls, protocol))
 }
 
-/// The acceptor for a server configuration.
 /// Where a system keeps its trusted CA bundle (Debian/Ubuntu, RHEL/Fedora, Alpine and
 /// others, BSDs); `SSL_CERT_FILE` comes first when it is set.
 const SYSTEM_CA_BUNDLES: [&str; 4] = [
@@ -284,6 +284,7 @@ pub async fn connect(
     futures_lite::future::or(connector.connect(name, stream), expired).await
 }
 
+/// The acceptor for a server configuration.
 pub fn acceptor(config: Arc<rustls::ServerConfig>) -> futures_rustls::TlsAcceptor {
     futures_rustls::TlsAcceptor::from(config)
 }

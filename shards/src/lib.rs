@@ -81,9 +81,13 @@
 //!   loaded. A group is checked once where it is kept — in its arena after the copy
 //!   from the DMA buffer, or in the DMA buffer itself for an object too large to cache,
 //!   so the bytes checked are the bytes sent — and again by the shard that sends it
-//!   when it comes off the mesh. An arena region or a DMA buffer, once handed out, is
+//!   when it comes off the mesh. Two exceptions, both copies in memory of bytes already
+//!   checked: a cached group given a second chance is moved into a newer arena without
+//!   a check (`arena.rs`), and a read-through's groups reach a follower shard as the
+//!   owner verified them through their proofs (the follower has no chunk tree yet;
+//!   engine `fetch/follow.rs`). An arena region or a DMA buffer, once handed out, is
 //!   never written again. A group handed out is at most 64 KiB and exactly as long as
-//!   the object's length says (asserted in debug builds).
+//!   the object's length says (a cached group the record disagrees with is a miss).
 //! - An object is visible only once it is durable: an object in its own file once the
 //!   file is durable under its final name and its record is committed; a packed object
 //!   once its needle is synced in its segment (the log; its record follows, and the
