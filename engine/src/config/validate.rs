@@ -170,6 +170,18 @@ impl Config {
     /// (one socket per shard), so the kernel would accept a second listener on the same
     /// address and split connections between the two protocols.
     fn validate_distinct_listeners(&self) -> Result<(), ConfigError> {
+        // Each shard binds every data listener itself (SO_REUSEPORT): port 0 would be a
+        // different port picked by the kernel on each shard, and none of them reported.
+        let any_port = self
+            .data_listeners()
+            .into_iter()
+            .find(|(_, a)| a.port() == 0);
+        if let (Some((name, addr)), false) = (any_port, self.shards == 1) {
+            return Err(ConfigError::Refused(format!(
+                "{name} ({addr}) has port 0: with more than one shard each would listen on a \
+                 port of its own that the kernel picks; name a port, or run --shards 1"
+            )));
+        }
         let listeners = self.every_listener();
         for (i, (name, addr)) in listeners.iter().enumerate() {
             let earlier = listeners[..i].iter().find(|(_, a)| overlap(a, addr));
@@ -331,6 +343,22 @@ mod tests {
             zero_body.validate().unwrap_err().to_string(),
             "body_timeout_ms: must be at least 1"
         );
+    }
+
+    #[test]
+    fn port_0_for_a_data_listener_needs_one_shard() {
+        let any_port = |shards| Config {
+            oap: "127.0.0.1:0".parse().unwrap(),
+            shards,
+            ..Config::default()
+        };
+        assert_eq!(
+            any_port(2).validate().unwrap_err().to_string(),
+            "OAP (127.0.0.1:0) has port 0: with more than one shard each would listen on a \
+             port of its own that the kernel picks; name a port, or run --shards 1"
+        );
+        assert!(any_port(0).validate().is_err(), "one shard per CPU");
+        any_port(1).validate().unwrap();
     }
 
     #[test]
