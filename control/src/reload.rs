@@ -71,6 +71,9 @@ pub struct Reloader {
     pub load: LoadPolicy,
     /// The TLS pair's loader (none without TLS).
     pub load_certificate: Option<LoadCertificate>,
+    /// The pair the shards present from the start: a reload that loads the same chain
+    /// sends nothing and logs no rotation.
+    pub running_certificate: Option<Arc<CertifiedKey>>,
     /// Set by the SIGHUP handler.
     pub hangup: Arc<AtomicBool>,
 }
@@ -109,9 +112,9 @@ impl Reloads {
         Reloads {
             watched: fingerprint(&reloader),
             settling: None,
+            certificate: reloader.running_certificate.clone(),
             reloader,
             next_watch: Instant::now(),
-            certificate: None,
             certificate_owed: Vec::new(),
         }
     }
@@ -304,6 +307,7 @@ mod tests {
             watch_dir: None,
             load,
             load_certificate: None,
+            running_certificate: None,
             hangup: Arc::clone(&hangup),
         };
         (Reloads::new(reloader), hangup)
@@ -468,6 +472,44 @@ mod tests {
         assert!(
             matches!(shards[1].poll(), Some(ToShard::Certificate(c)) if Arc::ptr_eq(&c, &identity))
         );
+    }
+
+    /// A reload for another reason (a SIGHUP for tokens, a denylist edit) that loads the
+    /// pair the node started with sends no certificate to the shards. Before, the first
+    /// reload of anything sent it to every shard and logged a rotation.
+    #[test]
+    fn the_pair_the_node_started_with_is_not_sent_again() {
+        let (control, shards) = links(1);
+        let mut view = View::new(policy(&[]), 1);
+        let cert = rustls::pki_types::CertificateDer::from(vec![1u8, 2, 3]);
+        let running = Arc::new(CertifiedKey::new(vec![cert.clone()], Arc::new(NoSigner)));
+        let load: LoadPolicy = Box::new(|| {
+            Ok(Reloaded {
+                policy: policy(&["t"]),
+                restart_keys: vec![],
+            })
+        });
+        let hangup = Arc::new(AtomicBool::new(true));
+        let mut reloads = Reloads::new(Reloader {
+            watch: Vec::new(),
+            watch_dir: None,
+            load,
+            // Loaded from the same files again: another Arc, the same chain.
+            load_certificate: Some(Box::new(move || {
+                Ok(Arc::new(CertifiedKey::new(
+                    vec![cert.clone()],
+                    Arc::new(NoSigner),
+                )))
+            })),
+            running_certificate: Some(running),
+            hangup: Arc::clone(&hangup),
+        });
+        assert!(reloads.poll(Instant::now(), &control, &mut view));
+        let mut certificates = 0;
+        while let Some(message) = shards[0].poll() {
+            certificates += usize::from(matches!(message, ToShard::Certificate(_)));
+        }
+        assert_eq!(certificates, 0);
     }
 
     #[test]

@@ -56,6 +56,7 @@ impl Server {
                 watch_dir: None,
                 load,
                 load_certificate: None,
+                running_certificate: None,
                 hangup: Arc::clone(&hangup),
             }),
             owner: OwnerOf::new(|_| 0),

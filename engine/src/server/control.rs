@@ -31,6 +31,13 @@ impl Control {
     }
 }
 
+/// What the shards start with, and reloads replace.
+pub(super) struct Running {
+    pub policy: Policy,
+    /// The TLS pair (none without TLS).
+    pub certificate: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
 /// Starts the control thread and the admin listener; `network` is the DHT thread and the
 /// shards' replication mailboxes, on a node with `--p2p`.
 pub(super) fn start_control(
@@ -40,8 +47,12 @@ pub(super) fn start_control(
     signals: &Signals,
     routing: &Routing,
     network: Option<(DhtClient, ReplicationRoutes)>,
-    policy: Policy,
+    running: Running,
 ) -> Result<Control, StartError> {
+    let Running {
+        policy,
+        certificate,
+    } = running;
     let config = &resolved.config;
     let (dht, replication) = network.unzip();
     let stop = Arc::new(AtomicBool::new(false));
@@ -57,6 +68,7 @@ pub(super) fn start_control(
             watch_dir: config.denylist_dir.clone(),
             load: reload_policy(resolved.clone()),
             load_certificate: certificate_loader(&resolved.config),
+            running_certificate: certificate,
             hangup: Arc::clone(&signals.hangup),
         }),
         owner: owner_of(routing.clone()),

@@ -110,7 +110,10 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         &signals,
         &routing,
         dht_client.clone().zip(replication_routes),
-        policy.clone(),
+        crate::server::control::Running {
+            policy: policy.clone(),
+            certificate: tls.clone(),
+        },
     )?;
     let plan = ShardPlan {
         config: Arc::new(config),
