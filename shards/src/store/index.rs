@@ -206,8 +206,14 @@ impl Index {
             .map_err(lmdb("get"))?
             .is_none()
         {
+            // `start` (past the segments) only for an index that holds the records of
+            // segments written before checkpoints existed. A new or emptied index (lost,
+            // or moved aside by an operator) replays every needle: started past them,
+            // it indexed none, and compaction then took every sealed segment for dead.
+            let empty = db.is_empty(&wtxn).map_err(lmdb("count"))?;
+            let from = if empty { Checkpoint::START } else { start };
             stats
-                .put(&mut wtxn, CHECKPOINT_KEY, &start.encode())
+                .put(&mut wtxn, CHECKPOINT_KEY, &from.encode())
                 .map_err(lmdb("put"))?;
         }
         wtxn.commit().map_err(lmdb("commit"))?;
@@ -492,6 +498,16 @@ impl Index {
 
 /// Brings every replica to the union of all (records and their evictable entries):
 /// replicas that a crash left one commit apart, or a new one in a replaced dir. Equal commit counts: nothing to do.
+impl Index {
+    /// Removes the checkpoint, as an index written before checkpoints existed has none.
+    #[cfg(test)]
+    pub(super) fn forget_checkpoint_for_tests(&self) {
+        let mut wtxn = self.env.write_txn().unwrap();
+        self.stats.delete(&mut wtxn, CHECKPOINT_KEY).unwrap();
+        wtxn.commit().unwrap();
+    }
+}
+
 pub(super) fn merge_replicas(replicas: &[Index]) -> Result<(), ShardError> {
     let counts: Vec<u64> = replicas
         .iter()

@@ -174,9 +174,9 @@ impl Store {
         segment::create_lane_dirs(&roots[0], segment_lanes)?;
         let lanes_on_disk = segment::lanes_on_disk(&roots[0]);
         let lane_history = Arc::new(LaneHistory::open(&roots[0], segment_lanes)?);
-        // A new index replays from the first needle; one whose segments were written
-        // before checkpoints existed had every acknowledged needle indexed before its
-        // answer, so its replay starts past them.
+        // A new (or emptied) index replays from the first needle; one whose segments
+        // were written before checkpoints existed had every acknowledged needle indexed
+        // before its answer, so its replay starts past them (`Index::open` tells which).
         let start = first_checkpoint(&roots[0])?;
         let replicas: Vec<Index> = replica_dirs
             .iter()
@@ -956,11 +956,45 @@ mod tests {
     #[test]
     fn a_store_whose_segments_predate_checkpoints_starts_past_them() {
         let root = temp_root("upgrade");
-        std::fs::create_dir_all(root.join("segments")).unwrap();
-        let appended = append(&mut SegmentLog::open(&root, 1).unwrap(), &bodies(2, 3));
+        let store = open_one(&root).unwrap();
+        let packed = bodies(2, 3);
+        let appended = append(&mut SegmentLog::open(&root, 1).unwrap(), &packed);
+        index(&store, &packed, &appended);
+        // What a version before checkpoints left: the records, and no checkpoint.
+        store.replicas[0].forget_checkpoint_for_tests();
+        drop(store);
         let store = open_one(&root).unwrap();
         assert_eq!(store.checkpoint().unwrap(), appended.end);
         assert_eq!(store.replay_blocking().unwrap().indexed, 0);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// An index lost (or moved aside) beside its segments: the new index replays every
+    /// needle, and compaction keeps every segment. Before, the new index started past
+    /// the segments, indexed none, and compaction unlinked every sealed one as dead:
+    /// every packed object gone.
+    #[test]
+    fn a_lost_index_replays_every_segment_and_compaction_keeps_them() {
+        let root = temp_root("lost-index");
+        let store = open_one(&root).unwrap();
+        let first = bodies(3, 1);
+        let sealed = append(&mut SegmentLog::open(&root, 1).unwrap(), &first);
+        index(&store, &first, &sealed);
+        let later = bodies(2, 50);
+        let last = append(&mut SegmentLog::open(&root, 1).unwrap(), &later);
+        index(&store, &later, &last);
+        assert!(last.end.segment > sealed.end.segment, "two segments");
+        drop(store);
+        std::fs::remove_dir_all(root.join("index")).unwrap();
+
+        let store = open_one(&root).unwrap();
+        assert_eq!(store.replay_blocking().unwrap().indexed, 5);
+        let done = store.compact_blocking(&mut u64::MAX.clone()).unwrap();
+        assert_eq!(done.segments_removed, 0);
+        assert!(segment::segment_path(&root, sealed.end.segment).exists());
+        for body in first.iter().chain(&later) {
+            assert!(packed_body(&store, body).1 == *body);
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 
