@@ -376,6 +376,37 @@ fn kill_9_during_uploads(name: &str, dirs: usize) {
     }
 }
 
+/// The index moved aside (an operator's repair of a damaged LMDB) while the segments
+/// stay: the next start indexes every packed object again from its segments, serves
+/// them all, and keeps every segment. Before, it started past the segments, and the
+/// start-up compaction unlinked every sealed one.
+#[test]
+fn a_store_whose_index_was_moved_aside_indexes_its_segments_again() {
+    let dir = temp_dir("index-moved-aside");
+    let args = ["--shards", "1", "--ec", "off"];
+    let mut n = Node::start(&dir, &args);
+    let mut stored = Vec::new();
+    for round in 0..2u64 {
+        for i in 0..5 {
+            let data = bytes(100 + round * 10 + i, 2_000 + 500 * i as usize);
+            stored.push((upload(&n, &data), data));
+        }
+        assert_eq!(n.stop().code(), Some(0));
+        n.restart(&args);
+    }
+    assert_eq!(n.stop().code(), Some(0));
+    let before = segment_bytes(&n);
+    let index = dir.join("stores/0/index");
+    std::fs::rename(&index, dir.join("index.damaged")).unwrap();
+    n.restart(&args);
+    for (addr, data) in &stored {
+        let r = get(n.http, &format!("/o/{addr}")).unwrap();
+        assert_eq!(r.status, 200, "{addr}");
+        assert!(r.body == *data);
+    }
+    assert_eq!(segment_bytes(&n), before, "every segment kept");
+}
+
 #[test]
 fn a_different_shard_count_still_serves_every_object() {
     let dir = temp_dir("reshard");
