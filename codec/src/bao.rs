@@ -552,6 +552,9 @@ pub fn outboard_group_cvs(
         parents,
         groups: Vec::with_capacity(ChunkTree::stored_len(object_len) as usize),
     };
+    if object_len == 0 && root != Address::of(b"") {
+        return Err(fail("the outboard says the object is empty, and it is not"));
+    }
     if group_count(object_len) == 1 {
         return Ok(Vec::new());
     }

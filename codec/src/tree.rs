@@ -243,6 +243,14 @@ impl ChunkTree {
             })
             .collect();
         if cvs.is_empty() {
+            // One group: its bytes are checked against the root when read. An empty
+            // object has none to read, and only one root: a length of 0 for another
+            // address is a lie (a record rotted, an origin's outboard), never a tree.
+            if object_len == 0 && root != Address::of(b"") {
+                return Err(Error::TreeRootMismatch {
+                    root: root.to_string(),
+                });
+            }
             return Ok(ChunkTree {
                 object_len,
                 root,
@@ -399,6 +407,16 @@ impl TreeHasher {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A length of 0 is the empty object's alone: for another address it is refused
+    /// (its one group, empty, would otherwise never be checked against anything).
+    #[test]
+    fn an_empty_length_is_refused_for_any_address_but_the_empty_objects() {
+        assert!(ChunkTree::from_stored(0, Address::of(b""), &[]).is_ok());
+        let err = ChunkTree::from_stored(0, Address::of(b"not empty"), &[]).unwrap_err();
+        assert!(matches!(err, Error::TreeRootMismatch { .. }), "{err}");
+        assert!(ChunkTree::from_stored(9, Address::of(b"not empty"), &[]).is_ok());
+    }
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len)

@@ -306,6 +306,32 @@ fn an_edge_streams_from_another_ron_by_its_obao() {
     assert!(get(edge.http, &format!("/o/{addr}")).unwrap().body == data);
 }
 
+/// An origin (or a man in the middle of a plain http:// origin) that says a non-empty
+/// object is empty: an 8-byte outboard of length 0, then an empty body. Nothing is
+/// served as the object. Before, the edge answered 200 with an empty body, the address
+/// as its ETag and a year of `immutable` caching for whatever cache stood in front.
+#[test]
+fn an_origin_saying_an_object_is_empty_is_not_believed() {
+    let data = object(3 * GROUP);
+    let path = format!("/o/{}", Address::of(&data));
+    let (_origin, edge) = origin_and_edge(
+        Files {
+            path: path.clone(),
+            body: Vec::new(),
+            outboard: Some(vec![0u8; 8]),
+            rate_bytes_per_s: 0,
+        },
+        "obao-empty-lie-edge",
+    );
+    let got = get(edge.http, &path).unwrap();
+    assert_ne!(got.status, 200, "served as the object: {got:?}");
+    assert_eq!(
+        metric(edge.admin, "ron_fetch_origin_outboards_refused_total"),
+        1
+    );
+    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 0);
+}
+
 #[test]
 fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
     let data = object(20 * GROUP + 777);
