@@ -638,6 +638,10 @@ fn a_full_disk_refuses_uploads_with_507_keeps_serving_reads_and_recovers() {
         .unwrap();
     let small = bytes(7, 200_000);
     assert_eq!(put(n.http, "/o", &small, "").status, 507);
+    // Smaller than one write buffer, its first write to disk is its last: refused
+    // there, its temp file goes with the answer (before: kept until the next stop).
+    let tmp: Vec<_> = std::fs::read_dir(n.data_dir.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "temp files left behind: {tmp:?}");
     let path = format!("/o/{kept_addr}");
     assert_well_behaved_client_unharmed(n.http, &path, "", 200);
     assert_eq!(get(n.http, &path).unwrap().body, kept);

@@ -210,10 +210,14 @@ impl Upload {
                 StagedBody::Packed(Bytes::from(std::mem::take(&mut self.head))),
                 None,
             ),
-            Some(writer) => {
-                let (files, checksums) = writer.finish(&self.names).await?;
-                (StagedBody::TempFiles(files), checksums)
-            }
+            Some(writer) => match writer.finish(&self.names).await {
+                Ok((files, checksums)) => (StagedBody::TempFiles(files), checksums),
+                Err(e) => {
+                    // A full disk at the last write: its temp files go now, not at stop.
+                    self.names.remove_every().await;
+                    return Err(e);
+                }
+            },
         };
         let tree = self.hasher.finalize();
         let parity = checksums.map(|checksums| Parity {

@@ -101,6 +101,17 @@ impl TempNames {
             false => path,
         }
     }
+
+    /// Removes every temp file an upload named so may have made, data and parity, in
+    /// every dir (those it never made are not found): for a failure that took the
+    /// writers with it.
+    pub(super) async fn remove_every(&self) {
+        for dir in (0..self.dirs.count()).map(DirIndex) {
+            for parity in [false, true] {
+                let _ = glommio::io::remove(self.temp_path(dir, parity)).await;
+            }
+        }
+    }
 }
 
 impl DataWriter {
