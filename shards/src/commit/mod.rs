@@ -138,7 +138,7 @@ impl GroupCommit {
     /// Makes `staged` visible in `store` (which must be the owner's store of its
     /// address) and returns once it is durable.
     pub(crate) async fn commit(
-        &self,
+        self: &Rc<Self>,
         store: &Store,
         staged: StagedObject,
     ) -> Result<CommitOutcome, ShardError> {
@@ -345,14 +345,15 @@ impl GroupCommit {
     /// with its error while it keeps failing (or while another upload is retrying): the
     /// packed objects answered but unindexed must not grow past what the index takes
     /// (a full index map is the node out of space, 507).
-    async fn index_healthy(&self) -> Result<(), ShardError> {
+    async fn index_healthy(self: &Rc<Self>) -> Result<(), ShardError> {
         if self.index_failure.borrow().is_none() {
             return Ok(());
         }
-        if !self.indexing.get() {
-            let backlog = std::mem::take(&mut *self.backlog.borrow_mut());
-            self.indexing.set(true);
-            index_backlog(self, backlog).await;
+        if let Some(retry) = start_index_commit(self) {
+            // Detached: an upload dropped while it waits (a stop ending its fetch) must
+            // not cancel the retry, whose records must all reach the index — dropped,
+            // they were lost and `indexing` stayed set, so no index commit ran again.
+            retry.detach().await;
         }
         match self.index_failure.borrow().as_ref() {
             None => Ok(()),
@@ -450,13 +451,20 @@ async fn commit_loop(commits: Rc<GroupCommit>, wakeups: LocalReceiver<()>) {
 /// would never be indexed (`shard/write.rs`'s test: the answered object was gone after a
 /// crash). The running one's end wakes the loop to look again.
 fn start_indexing(commits: &Rc<GroupCommit>) -> Option<glommio::Task<()>> {
+    let empty = commits.backlog.borrow().is_empty();
+    match empty {
+        true => None,
+        false => start_index_commit(commits),
+    }
+}
+
+/// Starts an index commit of the backlog, even an empty one (a retry after a failure:
+/// its success clears the failure), unless one is running.
+fn start_index_commit(commits: &Rc<GroupCommit>) -> Option<glommio::Task<()>> {
     if commits.indexing.get() {
         return None;
     }
     let backlog = std::mem::take(&mut *commits.backlog.borrow_mut());
-    if backlog.is_empty() {
-        return None;
-    }
     commits.indexing.set(true);
     let commits = Rc::clone(commits);
     Some(glommio::spawn_local(async move {

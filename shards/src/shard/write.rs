@@ -266,6 +266,35 @@ mod tests {
         staged
     }
 
+    /// An upload dropped while it retries a failed index commit (a stop ending its
+    /// fetch) does not take the retry with it: the retry ends, every answered object is
+    /// indexed, and later index commits run. Before, `indexing` stayed set, so no index
+    /// commit ran again, and the records the retry held were dropped.
+    #[test]
+    fn an_upload_dropped_during_its_index_retry_leaves_the_retry_running() {
+        on_one_shard("ron-shards-retry-dropped", |shard| async move {
+            let faults = Arc::clone(&shard.commits.faults);
+            faults.index_stall_ms.store(300, Ordering::Relaxed);
+            faults.index_failures.store(2, Ordering::Relaxed);
+            let answered = [1u8; 64];
+            let first = staged(&shard, &answered, Retention::Kept).await;
+            assert_eq!(shard.commit(first).await.unwrap(), CommitOutcome::Created);
+            wait_until(|| shard.commits.index_failed() && !shard.commits.indexing_now()).await;
+            let second = staged(&shard, &[2u8; 64], Retention::Kept).await;
+            let uploader = Rc::clone(&shard);
+            let dropped = glommio::spawn_local(async move { uploader.commit(second).await });
+            wait_until(|| shard.commits.indexing_now()).await;
+            drop(dropped);
+            wait_until(|| !shard.commits.indexing_now()).await;
+            let third = staged(&shard, &[3u8; 64], Retention::Kept).await;
+            assert_eq!(shard.commit(third).await.unwrap(), CommitOutcome::Created);
+            wait_until(|| !shard.commits.index_failed()).await;
+            let addr = ChunkTree::of(&answered).root();
+            let store = shard.local_store(&addr).unwrap().clone();
+            wait_until(|| store.contains(&addr).unwrap()).await;
+        });
+    }
+
     /// An upload of an object the evicter has claimed waits for the eviction and then
     /// stores it anew. Before, it found the object still indexed, was answered "already
     /// stored", and the eviction then unlinked its files: an acknowledged write lost.
