@@ -92,7 +92,9 @@
 //!   file is durable under its final name and its record is committed; a packed object
 //!   once its needle is synced in its segment (the log; its record follows, and the
 //!   start-up replay indexes any needle past the checkpoint). Commits (fsync + LMDB)
-//!   run on the blocking pool, never inline. An evicted copy's record leaves every
+//!   run on the blocking pool, never inline once the shard serves (its start — replay,
+//!   compaction, evictions a crash cut short — runs them on its own thread, before it
+//!   accepts). An evicted copy's record leaves every
 //!   index replica, and every shard's metadata cache, before its files are unlinked.
 //! - Everything a shard holds is bounded at start-up ([`ShardConfig`]): cache bytes,
 //!   metadata bytes, open files, commit batch, mesh channel length.

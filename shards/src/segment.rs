@@ -508,12 +508,16 @@ fn lane_segment_ids(store_root: &Path, lane: LaneIndex) -> Result<Vec<SegmentId>
         let id = name
             .to_str()
             .filter(|n| n.len() == 8)
-            .and_then(|n| u32::from_str_radix(n, 16).ok())
-            .ok_or_else(|| ShardError::Layout {
-                path: entry.path(),
-                reason: "not a segment file (its name is not 8 hex digits)".into(),
-            })?;
-        ids.push(SegmentId(id));
+            .and_then(|n| u32::from_str_radix(n, 16).ok());
+        match id {
+            Some(id) => ids.push(SegmentId(id)),
+            // Not ours (a backup copy, an editor's file, NFS's .nfs*): passed over, said
+            // once per listing; refusing it failed every start and every packed upload.
+            None => tracing::warn!(
+                path = %entry.path().display(),
+                "not a segment file (its name is not 8 hex digits): passed over"
+            ),
+        }
     }
     ids.sort_unstable();
     Ok(ids)
@@ -1094,9 +1098,16 @@ mod tests {
             .places;
         assert_eq!(again[0].segment, SegmentId(1));
         assert_eq!(again[0].body, ByteOffset(NEEDLE_HEAD_BYTES_MIN + 3));
-        std::fs::write(root.join("segments").join("junk"), b"").unwrap();
-        let err = SegmentLog::open(&root, 1).unwrap_err().to_string();
-        assert!(err.contains("not a segment file"), "{err}");
+        // A file that is not a segment (a backup copy, an editor's) is passed over:
+        // refused, it failed every start and every packed upload.
+        std::fs::write(root.join("segments").join("00000001.bak"), b"").unwrap();
+        let after_junk = SegmentLog::open(&root, 1)
+            .unwrap()
+            .append_durably(&needle)
+            .unwrap()
+            .places;
+        assert_eq!(after_junk[0].segment, SegmentId(2));
+        assert_eq!(segment_ids(&root).unwrap(), [0, 1, 2].map(SegmentId));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -23,9 +23,9 @@ impl Shard {
     }
 
     /// Starts the upload of a copy fetched to be evictable: never packed, whatever its
-    /// size — a file of its own, whose space its eviction gives back. A packed copy's
-    /// needle outlives its eviction as dead space in its segment (segments are not
-    /// compacted), so an edge reading small objects through filled its disk with them.
+    /// size — a file of its own, whose space its eviction gives back at once. A packed
+    /// copy's needle outlives its eviction as dead space in its segment until a start
+    /// compacts it, so an edge reading small objects through filled its disk with them.
     pub fn begin_fetched_copy(&self, expected_len: Option<u64>) -> Upload {
         self.begin(expected_len, false)
     }
