@@ -18,8 +18,8 @@
 //! - [`fetch`]: read-through — a GET of an object this node lacks is fetched from a
 //!   provider the DHT names (OAP/1 with proofs, every group verified as it arrives,
 //!   hedged, resumed at the failed group by the next provider) or the HTTP origin
-//!   (verified whole), streamed to every request waiting on it (one fetch per object per
-//!   shard) and stored.
+//!   (by its bao outboard, group by group, else verified whole), streamed to every request
+//!   waiting on it (one fetch per object per shard) and stored.
 //! - [`replication`]: on a node in a network, the copies the placement asks this shard
 //!   to keep (pulled through the read-through, verified, committed as kept) and the
 //!   repair sweep that audits each kept object's holders and asks for missing copies;

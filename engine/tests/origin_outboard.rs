@@ -28,6 +28,11 @@ struct Files {
     outboard: Option<Vec<u8>>,
     /// Body bytes per second (0: as fast as the socket takes them).
     rate_bytes_per_s: u64,
+    /// Closes the connection after each answer (`Connection: close`), as an HTTP/1.0
+    /// server or one with keep-alive off does.
+    one_answer_per_connection: bool,
+    /// Sends `103 Early Hints` before each answer.
+    early_hints: bool,
 }
 
 /// A file server for one object: HTTP/1.1 with keep-alive and pipelining, paced, and
@@ -36,6 +41,8 @@ struct TestOrigin {
     addr: SocketAddr,
     body_bytes_sent: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    /// Requests that asked for the bytes as stored (`Accept-Encoding: identity`).
+    asked_identity: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -53,6 +60,7 @@ impl TestOrigin {
             addr: listener.local_addr().unwrap(),
             body_bytes_sent: Arc::default(),
             requests: Arc::default(),
+            asked_identity: Arc::default(),
             stop: Arc::default(),
         };
         let (sent, requests, stop) = (
@@ -60,6 +68,7 @@ impl TestOrigin {
             Arc::clone(&origin.requests),
             Arc::clone(&origin.stop),
         );
+        let identity = Arc::clone(&origin.asked_identity);
         let files = Arc::new(files);
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -71,8 +80,14 @@ impl TestOrigin {
                             Arc::clone(&requests),
                             Arc::clone(&stop),
                         );
+                        let identity = Arc::clone(&identity);
                         std::thread::spawn(move || {
-                            let _ = serve(conn, &files, &sent, &requests, &stop);
+                            let counts = Counts {
+                                sent: &sent,
+                                requests: &requests,
+                                identity: &identity,
+                            };
+                            let _ = serve(conn, &files, &counts, &stop);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -87,13 +102,25 @@ impl TestOrigin {
     }
 }
 
+/// What a test origin counts: body bytes sent, requests, and requests for the bytes as
+/// stored.
+struct Counts<'a> {
+    sent: &'a AtomicU64,
+    requests: &'a AtomicU64,
+    identity: &'a AtomicU64,
+}
+
 fn serve(
     mut conn: TcpStream,
     files: &Files,
-    sent: &AtomicU64,
-    requests: &AtomicU64,
+    counts: &Counts<'_>,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
+    let Counts {
+        sent,
+        requests,
+        identity,
+    } = counts;
     conn.set_nonblocking(false)?;
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut pending = Vec::new();
@@ -113,7 +140,14 @@ fn serve(
         pending.drain(..head_end);
         requests.fetch_add(1, Ordering::Relaxed);
         let target = head.split(' ').nth(1).unwrap_or("").to_string();
-        let close = head.to_ascii_lowercase().contains("connection: close");
+        let lower = head.to_ascii_lowercase();
+        if lower.contains("\r\naccept-encoding: identity\r\n") {
+            identity.fetch_add(1, Ordering::Relaxed);
+        }
+        let close = lower.contains("connection: close") || files.one_answer_per_connection;
+        if files.early_hints {
+            conn.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")?;
+        }
         let (status, body, paced): (&str, &[u8], bool) = if target == files.path {
             ("200 OK", &files.body, true)
         } else if target == format!("{}.obao", files.path) && files.outboard.is_some() {
@@ -175,6 +209,8 @@ fn served_verified_whole(
             body: data.to_vec(),
             outboard,
             rate_bytes_per_s: 0,
+            one_answer_per_connection: false,
+            early_hints: false,
         },
         edge_name,
     );
@@ -253,6 +289,8 @@ fn an_edge_sends_a_cold_gib_before_its_origin_has_sent_one_percent() {
             body: data,
             outboard: Some(obao),
             rate_bytes_per_s: 50_000_000,
+            one_answer_per_connection: false,
+            early_hints: false,
         },
         "obao-gib-edge",
     );
@@ -306,6 +344,39 @@ fn an_edge_streams_from_another_ron_by_its_obao() {
     assert!(get(edge.http, &format!("/o/{addr}")).unwrap().body == data);
 }
 
+/// An origin that closes after each answer (an HTTP/1.0 server, keep-alive off) and
+/// sends `103 Early Hints` before each: its outboard is used (the object asked for again
+/// on a new connection) and the object streams; every request asks for the bytes as
+/// stored. Before, the checked outboard was thrown away with the connection and the
+/// object verified whole, and a 103 failed the fetch (502).
+#[test]
+fn an_origin_closing_after_each_answer_still_streams_past_its_early_hints() {
+    let data = object(6 * GROUP + 321);
+    let (obao, addr) = outboard(&data, 0);
+    let path = format!("/o/{addr}");
+    let (origin, edge) = origin_and_edge(
+        Files {
+            path: path.clone(),
+            body: data.clone(),
+            outboard: Some(obao),
+            rate_bytes_per_s: 0,
+            one_answer_per_connection: true,
+            early_hints: true,
+        },
+        "obao-one-answer-edge",
+    );
+    let got = get(edge.http, &path).unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    assert!(got.body == data);
+    assert_eq!(metric(edge.admin, "ron_fetch_origin_streamed_total"), 1);
+    let requests = origin.requests.load(Ordering::Relaxed);
+    assert_eq!(
+        requests, 2,
+        "the outboard, then the object on a new connection"
+    );
+    assert_eq!(origin.asked_identity.load(Ordering::Relaxed), requests);
+}
+
 /// An origin (or a man in the middle of a plain http:// origin) that says a non-empty
 /// object is empty: an 8-byte outboard of length 0, then an empty body. Nothing is
 /// served as the object. Before, the edge answered 200 with an empty body, the address
@@ -320,6 +391,8 @@ fn an_origin_saying_an_object_is_empty_is_not_believed() {
             body: Vec::new(),
             outboard: Some(vec![0u8; 8]),
             rate_bytes_per_s: 0,
+            one_answer_per_connection: false,
+            early_hints: false,
         },
         "obao-empty-lie-edge",
     );
@@ -350,6 +423,8 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
             body: rotten,
             outboard: Some(obao.clone()),
             rate_bytes_per_s: 4_000_000,
+            one_answer_per_connection: false,
+            early_hints: false,
         },
         "obao-rotten-edge",
     );

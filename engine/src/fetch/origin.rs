@@ -42,6 +42,8 @@ const READ_BYTES: usize = 256 * 1024;
 const OUTBOARD_BYTES_MAX: u64 = 64 << 20;
 /// Largest body of a refused outboard request read past to reach the object's answer.
 const SKIPPED_BODY_BYTES_MAX: u64 = 64 * 1024;
+/// Interim (1xx) heads passed over before an answer's final head.
+const INTERIM_HEADS_MAX: u32 = 8;
 
 /// What an origin connection reads and writes: TCP, or TLS over it.
 trait OriginIo: AsyncRead + AsyncWrite + Unpin {}
@@ -85,10 +87,10 @@ enum OutboardAnswer {
     Tree(ChunkTree),
     /// None to use; the object's answer follows on the same connection.
     Absent,
-    /// None to use, and the connection cannot reach the object's answer (an answer
-    /// without a length, too long to read past, or not an outboard of the object it
-    /// names): ask again on a new one.
-    Spent,
+    /// The connection cannot reach the object's answer (an answer without a length, too
+    /// long to read past, not an outboard of the object it names, or closed after it):
+    /// ask again on a new one — with the tree when the outboard checked out.
+    Spent(Option<ChunkTree>),
 }
 
 /// Where the origin is: resolved once at start-up.
@@ -223,11 +225,11 @@ impl Origin {
         let tree = match self.outboard(&mut conn, addr, len_max, metrics).await? {
             OutboardAnswer::Tree(tree) => Some(tree),
             OutboardAnswer::Absent => None,
-            OutboardAnswer::Spent => {
+            OutboardAnswer::Spent(tree) => {
                 conn = self.connect(stall).await?;
                 conn.send(self, self.request(addr, "", true).as_bytes())
                     .await?;
-                None
+                tree
             }
         };
         let head = self.object_head(&mut conn, len_max).await?;
@@ -288,11 +290,14 @@ impl Origin {
         })
     }
 
-    /// `GET PREFIX/o/<addr><suffix>`; the last request of a connection closes it.
+    /// `GET PREFIX/o/<addr><suffix>`; the last request of a connection closes it. The
+    /// bytes are asked for as stored (`Accept-Encoding: identity`): without it any coding
+    /// is acceptable (RFC 9110 §12.5.3), and a compressed answer never hashes to the
+    /// address of the bytes it encodes.
     fn request(&self, addr: Address, suffix: &str, last: bool) -> String {
         let connection = if last { "close" } else { "keep-alive" };
         format!(
-            "GET {}/o/{addr}{suffix} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ron/{} read-through\r\nConnection: {connection}\r\n\r\n",
+            "GET {}/o/{addr}{suffix} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ron/{} read-through\r\nAccept-Encoding: identity\r\nConnection: {connection}\r\n\r\n",
             self.prefix,
             self.host,
             env!("CARGO_PKG_VERSION")
@@ -320,22 +325,24 @@ impl Origin {
     ) -> Result<OutboardAnswer, AttemptError> {
         let head = conn.read_head(self).await?;
         let ReplyBody::Length(len) = head.body else {
-            return Ok(OutboardAnswer::Spent);
+            return Ok(OutboardAnswer::Spent(None));
         };
-        // An origin that closes after one answer has dropped the object's request.
-        let spent_after = |answer| match head.keep_alive {
-            true => answer,
-            false => OutboardAnswer::Spent,
+        // An origin that closes after one answer (HTTP/1.0 servers, keep-alive off) has
+        // dropped the object's request: asked again, with what this answer gave.
+        let spent_after = |answer| match (head.keep_alive, answer) {
+            (true, answer) => answer,
+            (false, OutboardAnswer::Tree(tree)) => OutboardAnswer::Spent(Some(tree)),
+            (false, _) => OutboardAnswer::Spent(None),
         };
         if head.status != 200 {
             if len > SKIPPED_BODY_BYTES_MAX {
-                return Ok(OutboardAnswer::Spent);
+                return Ok(OutboardAnswer::Spent(None));
             }
             conn.skip(self, len).await?;
             return Ok(spent_after(OutboardAnswer::Absent));
         }
         if !(8..=OUTBOARD_BYTES_MAX).contains(&len) {
-            return Ok(OutboardAnswer::Spent);
+            return Ok(OutboardAnswer::Spent(None));
         }
         let mut outboard = Vec::with_capacity(len as usize);
         let mut header_checked = false;
@@ -349,7 +356,7 @@ impl Origin {
                 header_checked = true;
                 let object_len = object_len_of(&outboard);
                 if !is_outboard_len(object_len, len) || object_len > len_max {
-                    return Ok(OutboardAnswer::Spent);
+                    return Ok(OutboardAnswer::Spent(None));
                 }
             }
         }
@@ -492,9 +499,22 @@ impl OriginConn {
     /// The next response head (what follows it stays buffered).
     async fn read_head(&mut self, origin: &Origin) -> Result<ReplyHead, AttemptError> {
         self.expect_progress();
+        let mut interim = 0;
         loop {
             if let Some((head, len)) = origin.parse_reply(&self.buf[self.start..self.end])? {
                 self.start += len;
+                // 100 Continue, 103 Early Hints: the final answer follows (RFC 9110
+                // §15.2), after a few of them at most.
+                if (100..200).contains(&head.status) && head.status != 101 {
+                    interim += 1;
+                    if interim > INTERIM_HEADS_MAX {
+                        return Err(origin.error(
+                            FetchFailure::Protocol,
+                            format!("answered {interim} interim (1xx) heads"),
+                        ));
+                    }
+                    continue;
+                }
                 return Ok(head);
             }
             if self.fill(origin).await? == 0 {
