@@ -8,7 +8,7 @@
 //! falls behind the window reads the rest from the store once the object is stored.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -24,10 +24,13 @@ use crate::refusal::Refusal;
 pub const FLIGHT_WINDOW_BYTES_MAX: usize = 4 << 20;
 
 /// Wakes every task waiting for a change. Single-threaded: a flight lives on one shard.
+/// A waiter that gives up (its deadline, its client gone) takes its waker with it: a
+/// long fetch that many requests waited on and left keeps none of them.
 #[derive(Debug, Default)]
 struct Signal {
     version: Cell<u64>,
-    wakers: RefCell<Vec<Waker>>,
+    wakers: RefCell<HashMap<u64, Waker>>,
+    next_waiter: Cell<u64>,
 }
 
 impl Signal {
@@ -37,23 +40,62 @@ impl Signal {
 
     fn notify(&self) {
         self.version.set(self.version.get() + 1);
-        for waker in self.wakers.take() {
+        for (_, waker) in self.wakers.take() {
             waker.wake();
         }
     }
 
     /// Resolves once the version moved past `seen`.
-    fn changed(&self, seen: u64) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.version.get() != seen {
-                return Poll::Ready(());
+    fn changed(&self, seen: u64) -> Changed<'_> {
+        Changed {
+            signal: self,
+            seen,
+            waiter: None,
+        }
+    }
+}
+
+/// A wait for a [`Signal`]'s change; dropped, it leaves no waker behind.
+struct Changed<'a> {
+    signal: &'a Signal,
+    seen: u64,
+    /// Its key among the signal's wakers, once it has waited.
+    waiter: Option<u64>,
+}
+
+impl Future for Changed<'_> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let signal = this.signal;
+        if signal.version.get() != this.seen {
+            if let Some(waiter) = this.waiter.take() {
+                signal.wakers.borrow_mut().remove(&waiter);
             }
-            let mut wakers = self.wakers.borrow_mut();
-            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                wakers.push(cx.waker().clone());
+            return Poll::Ready(());
+        }
+        let waiter = *this.waiter.get_or_insert_with(|| {
+            let next = signal.next_waiter.get();
+            signal.next_waiter.set(next + 1);
+            next
+        });
+        let mut wakers = signal.wakers.borrow_mut();
+        match wakers.get(&waiter) {
+            Some(known) if known.will_wake(cx.waker()) => {}
+            _ => {
+                wakers.insert(waiter, cx.waker().clone());
             }
-            Poll::Pending
-        })
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Changed<'_> {
+    fn drop(&mut self) {
+        if let Some(waiter) = self.waiter {
+            self.signal.wakers.borrow_mut().remove(&waiter);
+        }
     }
 }
 
@@ -329,6 +371,33 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    /// Waiters that give up before anything changes (their deadline passed: the fetch
+    /// is verifying a large object whole) leave no waker behind, and one still waiting
+    /// is woken. Before, each kept its waker (and its task) until the fetch ended.
+    #[test]
+    fn waiters_that_give_up_leave_no_waker_behind() {
+        run(|| async {
+            let flight = Flight::new(Address::of(b"x"), None);
+            for _ in 0..1_000 {
+                let deadline = Instant::now() + Duration::from_millis(1);
+                assert!(flight.wait_open(deadline, 1).await.is_err());
+            }
+            assert_eq!(flight.signal.wakers.borrow().len(), 0);
+            let waiter = Rc::clone(&flight);
+            let open = glommio::spawn_local(async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                waiter.wait_open(deadline, 5_000).await.is_ok()
+            });
+            glommio::yield_if_needed().await;
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            assert_eq!(flight.signal.wakers.borrow().len(), 1);
+            flight.set_head(100, "text/plain".into());
+            flight.push(Bytes::from(vec![1u8; 100]));
+            assert!(open.await);
+            assert_eq!(flight.signal.wakers.borrow().len(), 0);
+        });
     }
 
     /// Waiters see groups as they are pushed, a waiter behind the window is told to read
