@@ -359,6 +359,8 @@ fn a_trusted_peer_stopping_inside_a_proxy_header_is_not_polled_every_millisecond
         .collect();
     // Past the pauses' growth (1 + 2 + … + 64 ms), then two seconds counted.
     std::thread::sleep(Duration::from_millis(1_500));
+    // Each waiting header holds a connection (counted against connections_max).
+    assert_eq!(metric(n.admin, "ron_connections_open"), 20);
     let before = wake_ups(&n);
     std::thread::sleep(Duration::from_secs(2));
     let woke = wake_ups(&n) - before;

@@ -224,10 +224,15 @@ impl FrontEnds {
 struct ClientReader {
     trusted: Rc<TrustedProxies>,
     deadline: Duration,
+    metrics: Arc<FrontCounters>,
 }
 
 impl ClientReader {
+    /// The client a connection speaks for. While a trusted peer's PROXY header is read
+    /// (up to the header deadline) the connection counts against `connections_max`, as
+    /// a TLS handshake does: uncounted, partial headers were accepted without limit.
     async fn client_of(&self, stream: &mut TcpStream) -> Result<Option<std::net::IpAddr>, ()> {
+        let _open = self.metrics.open_connection();
         client_addr::client_of(stream, &self.trusted, self.deadline).await
     }
 }
@@ -237,6 +242,7 @@ impl FrontEnds {
         ClientReader {
             trusted: Rc::clone(&self.http.trusted_proxies),
             deadline: self.http.limits.header_timeout,
+            metrics: Arc::clone(self.http.admission.front()),
         }
     }
 }
