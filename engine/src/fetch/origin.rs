@@ -15,6 +15,8 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,6 +46,8 @@ const OUTBOARD_BYTES_MAX: u64 = 64 << 20;
 const SKIPPED_BODY_BYTES_MAX: u64 = 64 * 1024;
 /// Interim (1xx) heads passed over before an answer's final head.
 const INTERIM_HEADS_MAX: u32 = 8;
+/// Addresses of the origin's host kept from its name lookup, tried in turn.
+const ORIGIN_ADDRS_MAX: usize = 8;
 
 /// What an origin connection reads and writes: TCP, or TLS over it.
 trait OriginIo: AsyncRead + AsyncWrite + Unpin {}
@@ -97,7 +101,10 @@ enum OutboardAnswer {
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub url: String,
-    addr: SocketAddr,
+    /// What HOST resolved to (at most [`ORIGIN_ADDRS_MAX`]), tried in turn.
+    addrs: Arc<[SocketAddr]>,
+    /// The address the last connection reached: tried first.
+    reached: Arc<AtomicUsize>,
     host: String,
     prefix: String,
     /// HTTPS: the TLS client and the name the certificate must carry.
@@ -167,17 +174,20 @@ impl Origin {
         } else {
             format!("{host}:{default_port}")
         };
-        let addr = with_port
+        let addrs: Vec<SocketAddr> = with_port
             .to_socket_addrs()
             .map_err(|source| OriginError::Lookup {
                 url: url.to_string(),
                 source,
             })?
-            .next()
-            .ok_or_else(|| OriginError::NoAddress {
+            .take(ORIGIN_ADDRS_MAX)
+            .collect();
+        if addrs.is_empty() {
+            return Err(OriginError::NoAddress {
                 url: url.to_string(),
                 host: host.to_string(),
-            })?;
+            });
+        }
         let tls = https
             .then(|| origin_tls(host, ca_file))
             .transpose()
@@ -187,7 +197,8 @@ impl Origin {
             })?;
         Ok(Origin {
             url: url.to_string(),
-            addr,
+            addrs: addrs.into(),
+            reached: Arc::default(),
             host: host.to_string(),
             prefix: prefix.to_string(),
             tls,
@@ -261,12 +272,30 @@ impl Origin {
         Ok((staged, head.len))
     }
 
+    /// A TCP connection to the origin: the address the last one reached first, then
+    /// the others HOST resolved to (an origin behind several A/AAAA records, one of
+    /// them down), each within `stall`. The last failure when none answers.
+    async fn connect_tcp(&self, stall: Duration) -> Result<TcpStream, AttemptError> {
+        let first = self.reached.load(Ordering::Relaxed) % self.addrs.len();
+        let mut failed = None;
+        for at in (0..self.addrs.len()).map(|i| (first + i) % self.addrs.len()) {
+            match TcpStream::connect_timeout(self.addrs[at], stall).await {
+                Ok(stream) => {
+                    if at != first {
+                        self.reached.store(at, Ordering::Relaxed);
+                    }
+                    return Ok(stream);
+                }
+                Err(e) => failed = Some(self.error(FetchFailure::Connect, e)),
+            }
+        }
+        Err(failed.expect("an origin has at least one address"))
+    }
+
     /// A new connection (TLS when the origin is HTTPS) whose reads and writes each
     /// time out after `stall`.
     async fn connect(&self, stall: Duration) -> Result<OriginConn, AttemptError> {
-        let stream = TcpStream::connect_timeout(self.addr, stall)
-            .await
-            .map_err(|e| self.error(FetchFailure::Connect, e))?;
+        let stream = self.connect_tcp(stall).await?;
         let timeouts = stream
             .set_read_timeout(Some(stall))
             .and_then(|()| stream.set_write_timeout(Some(stall)));
@@ -641,6 +670,33 @@ mod tests {
         Origin::resolve("http://127.0.0.1:1", None).unwrap()
     }
 
+    /// An origin whose name resolved to an address where nothing listens, then one that
+    /// answers: the connection reaches the second, and the next one tries it first.
+    /// Before, only the first address a lookup returned was ever tried.
+    #[test]
+    fn a_connection_tries_every_address_the_host_resolved_to() {
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        let origin = Origin {
+            addrs: vec![dead_addr, live.local_addr().unwrap()].into(),
+            ..origin()
+        };
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let stall = Duration::from_secs(2);
+                let first = origin.connect_tcp(stall).await.unwrap();
+                assert_eq!(first.peer_addr().unwrap(), origin.addrs[1]);
+                assert_eq!(origin.reached.load(Ordering::Relaxed), 1);
+                let again = origin.connect_tcp(stall).await.unwrap();
+                assert_eq!(again.peer_addr().unwrap(), origin.addrs[1]);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
     impl Origin {
         /// The object's answer head at the front of `bytes`: length, content type and
         /// where the body starts.
@@ -705,11 +761,11 @@ mod tests {
     #[test]
     fn origin_urls_are_http_or_https_with_an_optional_prefix() {
         let o = Origin::resolve("http://127.0.0.1:8080/cdn/", None).unwrap();
-        assert_eq!((o.addr.port(), o.prefix.as_str()), (8080, "/cdn"));
+        assert_eq!((o.addrs[0].port(), o.prefix.as_str()), (8080, "/cdn"));
         assert_eq!(o.host, "127.0.0.1:8080");
         assert!(o.tls.is_none());
         let bare = Origin::resolve("http://127.0.0.1", None).unwrap();
-        assert_eq!((bare.addr.port(), bare.prefix.as_str()), (80, ""));
+        assert_eq!((bare.addrs[0].port(), bare.prefix.as_str()), (80, ""));
         let ftp = Origin::resolve("ftp://example.invalid", None).unwrap_err();
         assert!(
             matches!(&ftp, OriginError::Scheme { url } if url == "ftp://example.invalid"),
