@@ -430,6 +430,39 @@ fn trickle_upload(http: SocketAddr, byte: u8, stop: &AtomicBool) -> Trickle {
     Trickle::Stopped
 }
 
+/// Writes `byte` once every `every` until the node closes the connection, and returns
+/// how long that took; `tick` is called each time with the time so far. What the node
+/// sends meanwhile (a TLS server's session tickets) is read past. Gives up after 8 s.
+fn trickled_until_closed(
+    s: &mut TcpStream,
+    byte: u8,
+    every: Duration,
+    mut tick: impl FnMut(Duration),
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        tick(started.elapsed());
+        if s.write_all(&[byte]).is_err() {
+            return started.elapsed();
+        }
+        s.set_read_timeout(Some(every)).unwrap();
+        let mut sink = [0u8; 512];
+        match s.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            _ => return started.elapsed(),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a trickled connection is still open after 8 s"
+        );
+    }
+}
+
 #[test]
 fn a_trickled_tls_handshake_is_cut_at_its_deadline_and_holds_a_connection_meanwhile() {
     let _alone = alone();
@@ -442,32 +475,12 @@ fn a_trickled_tls_handshake_is_cut_at_its_deadline_and_holds_a_connection_meanwh
     // A TLS record header announcing a ClientHello, then one byte every 200 ms: each
     // byte arrives well inside any per-read timer, so only a deadline ends it.
     s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
-    let started = Instant::now();
     let mut counted = false;
-    let closed = loop {
-        if !counted && started.elapsed() > Duration::from_millis(500) {
+    let closed = trickled_until_closed(&mut s, 0x01, Duration::from_millis(200), |since| {
+        if !counted && since > Duration::from_millis(500) {
             counted = metric(n.admin, "ron_connections_open") >= 1;
         }
-        if s.write_all(&[0x01]).is_err() {
-            break started.elapsed();
-        }
-        let mut byte = [0u8; 1];
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        match s.read(&mut byte) {
-            Ok(0) => break started.elapsed(),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            _ => break started.elapsed(),
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(6),
-            "a trickled handshake is still open after 6 s"
-        );
-    };
+    });
     assert!(closed < Duration::from_secs(3), "closed after {closed:?}");
     assert!(
         counted,
@@ -483,20 +496,10 @@ fn a_trickled_tls_handshake_is_cut_at_its_deadline_and_holds_a_connection_meanwh
 
 /// A TLS connection to `t` that trusts its development certificate, handshake done.
 fn tls_connected(t: &TlsNode) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(&t.cert).unwrap();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = tls_client_trusting(&[&pem]);
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
     let tcp = connect(t.tls.parse().unwrap());
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     while tls.conn.is_handshaking() {
@@ -520,29 +523,7 @@ fn a_record_trickled_after_the_handshake_is_cut_at_the_idle_deadline() {
     let s = &mut tls.sock;
     // An application-data record of 256 bytes, announced, then one byte every 300 ms.
     s.write_all(&[0x17, 0x03, 0x03, 0x01, 0x00]).unwrap();
-    let started = Instant::now();
-    let closed = loop {
-        if s.write_all(&[0x00]).is_err() {
-            break started.elapsed();
-        }
-        s.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        let mut byte = [0u8; 1];
-        match s.read(&mut byte) {
-            // What the server sends after its handshake (session tickets).
-            Ok(n) if n > 0 => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            _ => break started.elapsed(),
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "a trickled record is still open after 8 s"
-        );
-    };
+    let closed = trickled_until_closed(s, 0x00, Duration::from_millis(300), |_| {});
     assert!(closed < Duration::from_secs(4), "closed after {closed:?}");
     wait_connections_closed(&t.node, Duration::from_secs(5));
 }

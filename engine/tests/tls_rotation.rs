@@ -22,21 +22,6 @@ fn der(pem: &[u8]) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(pem).unwrap()
 }
 
-/// A client that trusts both development certificates.
-fn client(trusted: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for pem in trusted {
-        roots.add(der(pem)).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
 /// A TLS connection to `addr` and the certificate the node presented.
 /// Handshakes that must all present a certificate: each shard installs a new pair from
 /// its own mailbox, and the kernel spreads connections over the shards' listeners —
@@ -126,7 +111,7 @@ fn a_rotated_certificate_is_served_to_new_handshakes_and_open_connections_go_on(
     let mut n = Node::start(&base.join("node"), &flags);
     let object = upload(&n, &bytes(8, 10_000));
     let path = format!("/o/{object}");
-    let config = client(&[&cert_a, &cert_b]);
+    let config = tls_client_trusting(&[&cert_a, &cert_b]);
 
     let (mut open, served) = handshake(&config, &tls_addr);
     assert_eq!(served, der(&cert_a));

@@ -586,6 +586,24 @@ pub fn dev_cert(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join("cert.pem")).unwrap()
 }
 
+/// A TLS client (rustls, ring) that trusts the PEM certificates `trusted` and nothing
+/// else.
+pub fn tls_client_trusting(trusted: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in trusted {
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(pem).unwrap();
+        roots.add(der).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
 pub fn tls_node(name: &str, extra: &[&str]) -> TlsNode {
     let dir = temp_dir(name);
     let tls_dir = dir.with_extension("tls");
