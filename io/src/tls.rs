@@ -239,17 +239,32 @@ pub fn client_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, Tls
                 ))
             })?,
     };
+    roots_of(&file, ca_file.is_some())
+}
+
+/// The CAs of the PEM file `file`. `strict` (the operator's own CAs): every one must be
+/// usable. Otherwise (a system bundle: hundreds of CAs kept by others) one rustls cannot
+/// parse is passed over, as every TLS stack does, rather than the origin refused.
+fn roots_of(file: &Path, strict: bool) -> Result<rustls::RootCertStore, TlsError> {
     let cert_error = |reason: String| TlsError::Certificate {
-        path: file.clone(),
+        path: file.to_path_buf(),
         reason,
     };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&file).map_err(|e| cert_error(e.to_string()))? {
+    let mut unusable = 0;
+    for cert in CertificateDer::pem_file_iter(file).map_err(|e| cert_error(e.to_string()))? {
         let cert = cert.map_err(|e| cert_error(e.to_string()))?;
-        roots.add(cert).map_err(|e| cert_error(e.to_string()))?;
+        match (roots.add(cert), strict) {
+            (Ok(()), _) => {}
+            (Err(e), true) => return Err(cert_error(e.to_string())),
+            (Err(_), false) => unusable += 1,
+        }
     }
     if roots.is_empty() {
-        return Err(cert_error("no CERTIFICATE block in the file".into()));
+        return Err(cert_error("no usable CERTIFICATE block in the file".into()));
+    }
+    if unusable > 0 {
+        tracing::warn!(bundle = %file.display(), unusable, "CA certificates passed over: they cannot be parsed");
     }
     Ok(roots)
 }
@@ -371,6 +386,24 @@ mod tests {
         std::fs::write(&cert, &dev.cert_pem).unwrap();
         std::fs::write(&key, &dev.key_pem).unwrap();
         assert!(certified_key_in_date(&cert, &key).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A system bundle with one certificate rustls cannot parse still gives the others;
+    /// the operator's own CA file is refused whole.
+    #[test]
+    fn an_unparsable_certificate_is_passed_over_in_a_system_bundle_only() {
+        let dir = std::env::temp_dir().join(format!("ron-io-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bundle = dir.join("ca-certificates.crt");
+        let dev = dev_certificate(&[]).unwrap();
+        let junk = "-----BEGIN CERTIFICATE-----\nanVuaw==\n-----END CERTIFICATE-----\n";
+        std::fs::write(&bundle, format!("{}{junk}", dev.cert_pem)).unwrap();
+        assert_eq!(roots_of(&bundle, false).unwrap().len(), 1);
+        assert!(roots_of(&bundle, true).is_err());
+        std::fs::write(&bundle, junk).unwrap();
+        let err = roots_of(&bundle, false).unwrap_err().to_string();
+        assert!(err.contains("no usable CERTIFICATE block"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
