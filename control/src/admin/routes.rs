@@ -341,7 +341,9 @@ fn ask_owner<R>(
         ),
         Err(RecvTimeoutError::Disconnected) => Reply::text(
             503,
-            format!("shard {shard} is stopping; the {what} did not run\n"),
+            // The shard runs the request as a task of its own: it may have ended it
+            // (a removal committed) before its stop dropped the answer.
+            format!("shard {shard} stopped before it answered; ask again after its start to see whether the {what} ran\n"),
         ),
     }
 }
