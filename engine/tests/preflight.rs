@@ -183,7 +183,7 @@ fn doctor_prints_every_check_and_exits_by_the_worst() {
         .map(str::trim)
         .collect();
     assert_eq!(
-        &checks[..10],
+        &checks[..11],
         [
             "config",
             "io_uring",
@@ -194,6 +194,7 @@ fn doctor_prints_every_check_and_exits_by_the_worst() {
             "data dir",
             "free space",
             "congestion",
+            "backlog",
             "huge pages"
         ]
     );

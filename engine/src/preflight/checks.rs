@@ -446,6 +446,42 @@ fn congestion_verdict(control: Option<&str>, default_qdisc: Option<&str>) -> Fin
     }
 }
 
+pub(super) fn listen_backlog() -> Finding {
+    let somaxconn = read_trimmed("/proc/sys/net/core/somaxconn").and_then(|v| v.parse().ok());
+    listen_backlog_verdict(somaxconn)
+}
+
+/// The kernel caps every listener's backlog at `net.core.somaxconn` (128 before Linux
+/// 5.4): the connections past `connections_max` wait there, and a burst past it has its
+/// SYNs dropped (clients retry after a second or more).
+fn listen_backlog_verdict(somaxconn: Option<u64>) -> Finding {
+    let wanted = crate::limits::LISTEN_BACKLOG as u64;
+    let needed = format!("net.core.somaxconn ≥ {wanted}, the backlog each listener asks for");
+    let Some(cap) = somaxconn else {
+        return Finding {
+            check: "backlog",
+            verdict: Verdict::Note,
+            found: "net.core.somaxconn unreadable".into(),
+            needed,
+            fix: format!("sysctl -w net.core.somaxconn={wanted}"),
+        };
+    };
+    let found = format!("net.core.somaxconn {cap}");
+    if cap >= wanted {
+        return Finding::ok("backlog", found, needed);
+    }
+    Finding {
+        check: "backlog",
+        verdict: Verdict::Note,
+        found: format!("{found}: each listener's backlog is cut to {cap}"),
+        needed,
+        fix: format!(
+            "sysctl -w net.core.somaxconn={wanted} (persist in /etc/sysctl.d/): a burst of \
+             connections past connections_max otherwise has its SYNs dropped"
+        ),
+    }
+}
+
 /// Whether the verified cache's memfd arenas are made of 2 MiB folios: a `sendfile` of
 /// a large body then references one folio per 2 MiB instead of one page per 4 KiB
 /// (docs/design/zero-copy-sends.md). Asked of the kernel with a small test arena made as
@@ -606,6 +642,19 @@ mod tests {
         let unread = congestion_verdict(None, None);
         assert_eq!(unread.found, "unknown, default qdisc unknown");
         assert_eq!(unread.verdict, Verdict::Note);
+    }
+
+    #[test]
+    fn a_listen_backlog_capped_below_ours_is_a_note_with_the_fix() {
+        assert_eq!(listen_backlog_verdict(Some(4096)).verdict, Verdict::Ok);
+        let capped = listen_backlog_verdict(Some(128));
+        assert_eq!(capped.verdict, Verdict::Note);
+        assert_eq!(
+            capped.found,
+            "net.core.somaxconn 128: each listener's backlog is cut to 128"
+        );
+        assert!(capped.fix.starts_with("sysctl -w net.core.somaxconn=4096"));
+        assert_eq!(listen_backlog_verdict(None).verdict, Verdict::Note);
     }
 
     #[test]

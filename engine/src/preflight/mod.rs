@@ -159,6 +159,7 @@ pub fn run_as(config: &Config, unit: Option<&UnitLimits>) -> Report {
         findings.push(checks::free_space(dir));
     }
     findings.push(checks::congestion_control());
+    findings.push(checks::listen_backlog());
     findings.push(checks::shmem_huge_pages());
     Report { findings }
 }
