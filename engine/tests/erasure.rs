@@ -72,6 +72,37 @@ fn rotten_blocks_within_the_parity_are_served_verified_and_rewritten_on_disk() {
     assert_eq!(metric(n.admin, "ron_ec_degraded_reads_total"), 0);
 }
 
+/// A block that rots on disk under a good copy in the cache: a read of its run finds
+/// it, serves the cached copy, and queues its stripe for repair, which writes the block
+/// back. Before, the damage was counted and left on disk, to be met again after the
+/// cache let the copy go.
+#[test]
+fn damage_found_under_a_cached_group_is_repaired_on_disk() {
+    let dir = temp_dir("ec-rot-under-cache");
+    let n = Node::start(&dir, &["--shards", "1"]);
+    let data = bytes(43, 19 * GROUP as usize + 500);
+    let addr = upload(&n, &data);
+    let path = format!("/o/{addr}");
+    // A range in group 1: its window of 8 groups read and cached, checked, good.
+    let r = get_with(n.http, &path, "Range: bytes=70000-70099\r\n");
+    assert_eq!((r.status, &r.body[..]), (206, &data[70_000..70_100]));
+    let object = n.object_file(&addr);
+    flip_byte(&object, GROUP + 7);
+    // A range across groups 7 and 8: both windows read end to end (groups 0–15), the
+    // cached half kept again from the read — group 1's block fails its check there.
+    let across = 8 * GROUP - 50;
+    let r = get_with(
+        n.http,
+        &path,
+        &format!("Range: bytes={across}-{}\r\n", across + 99),
+    );
+    let at = across as usize;
+    assert_eq!((r.status, &r.body[..]), (206, &data[at..at + 100]));
+    assert!(metric(n.admin, "ron_verify_failures_total") >= 1);
+    wait_for_repairs(&n, 1);
+    file_is(&object, &data);
+}
+
 #[test]
 fn more_bad_blocks_in_a_stripe_than_its_parity_is_a_clean_failure_counted() {
     let dir = temp_dir("ec-too-many");

@@ -103,7 +103,7 @@ impl Shard {
         Err(cause)
     }
 
-    fn queue_repair(
+    pub(super) fn queue_repair(
         &self,
         meta: &ObjectMeta,
         key: StripeKey,

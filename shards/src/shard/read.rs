@@ -19,7 +19,7 @@ use crate::ids::ShardIndex;
 use crate::lifecycle::join_all;
 use crate::mesh::{MeshOp, MeshReply, MESH_GROUPS_MAX};
 use crate::record::{ObjectMeta, Retention};
-use crate::repair;
+use crate::repair::{self, StripeKey};
 use crate::shard::state::{mesh_confused, Shard};
 use crate::store::{self, Store};
 
@@ -374,14 +374,17 @@ impl Shard {
             let kept = match self.cached_group(meta, &key) {
                 Some(cached) if !keep_cached_again => cached,
                 // A read that fails its check (counted in `verify_failures`) leaves the
-                // cached copy in use.
+                // cached copy in use, and the damage under it goes to the repair task.
                 Some(cached) => {
                     match self.keep_verified(meta, key, read.group(key.group, expected)) {
                         Ok(kept) => {
                             checked[groups.len()] = true;
                             kept
                         }
-                        Err(_) => cached,
+                        Err(e) => {
+                            self.queue_repair_of_damage(meta, key.group, &e);
+                            cached
+                        }
                     }
                 }
                 None => {
@@ -424,6 +427,20 @@ impl Shard {
             groups[at] = rebuilt?;
         }
         Ok(groups)
+    }
+
+    /// Queues the stripe of `group` for the repair task (which reads and rebuilds it
+    /// when the disk is quiet) when `failed` is damage on disk its parity covers.
+    fn queue_repair_of_damage(&self, meta: &ObjectMeta, group: GroupIndex, failed: &ShardError) {
+        let Some(parity) = meta.parity.as_ref().filter(|_| failed.is_stored_damage()) else {
+            return;
+        };
+        let stripe = parity.geometry(meta.len()).stripe_of(group);
+        let key = StripeKey {
+            addr: meta.addr(),
+            stripe,
+        };
+        self.queue_repair(meta, key, 1, None);
     }
 
     async fn groups_one_by_one(
