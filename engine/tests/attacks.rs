@@ -623,6 +623,17 @@ fn a_full_disk_refuses_uploads_with_507_keeps_serving_reads_and_recovers() {
     // there, its temp file goes with the answer (before: kept until the next stop).
     let tmp: Vec<_> = std::fs::read_dir(n.data_dir.join("tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "temp files left behind: {tmp:?}");
+    // Small objects, packed in segments: refused too, and nothing of their batches is
+    // left in the segments (neither bytes nor a new empty segment per batch).
+    let segments_before = segment_files(&n);
+    for seed in 0..3 {
+        assert_eq!(put(n.http, "/o", &bytes(70 + seed, 30_000), "").status, 507);
+    }
+    assert_eq!(
+        segment_files(&n),
+        segments_before,
+        "what refused batches left"
+    );
     let path = format!("/o/{kept_addr}");
     assert_well_behaved_client_unharmed(n.http, &path, "", 200);
     assert_eq!(get(n.http, &path).unwrap().body, kept);
@@ -674,6 +685,28 @@ fn a_connection_flood_under_a_low_descriptor_limit_waits_in_the_backlog_and_reco
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_well_behaved_client_unharmed(n.http, &format!("/o/{kept}"), "", 200);
+}
+
+/// Every segment file of every store and lane of `n`: its path and length, sorted.
+fn segment_files(n: &Node) -> Vec<(std::path::PathBuf, u64)> {
+    let mut files = Vec::new();
+    for store in std::fs::read_dir(n.data_dir.join("stores")).unwrap() {
+        for lane in std::fs::read_dir(store.unwrap().path()).unwrap() {
+            let lane = lane.unwrap().path();
+            let is_lane = lane
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("segments"));
+            if !is_lane {
+                continue;
+            }
+            for file in std::fs::read_dir(&lane).unwrap() {
+                let file = file.unwrap();
+                files.push((file.path(), file.metadata().unwrap().len()));
+            }
+        }
+    }
+    files.sort();
+    files
 }
 
 /// Resident memory of process `pid`, bytes.

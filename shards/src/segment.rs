@@ -307,7 +307,8 @@ impl SegmentLog {
     /// Appends one needle per body to every lane, with one write and one data sync per
     /// lane, and returns where each body lies, in order. Blocking. After a failure the
     /// segment is abandoned in every lane (what a failed write or sync left in it is
-    /// unknown) and the next append opens a new one.
+    /// unknown: it is cut back to its answered needles, or removed when it holds none)
+    /// and the next append opens a new one.
     pub(crate) fn append_durably(
         &mut self,
         needles: &[Needle<'_>],
@@ -322,6 +323,7 @@ impl SegmentLog {
         let segment = self.active.as_mut().expect("a segment was just opened");
         let at = segment.len;
         if let Err(e) = write_lanes_durably(&segment.files, &self.lane_writers, &batch, at) {
+            abandon_batch(&segment.files, at);
             self.active = None;
             return Err(e);
         }
@@ -484,6 +486,19 @@ fn write_lanes_durably(
         result = result.and(lane.map_err(ShardError::io("append to segment", path)));
     }
     result
+}
+
+/// Takes back what a failed batch left past `at` in every lane (best effort: no write
+/// is in flight once `write_lanes_durably` has returned). Its needles were never
+/// answered: left, a full disk kept the bytes as dead space no removal counts, and a
+/// later replay indexed uploads that were refused. A segment it leaves empty goes whole.
+fn abandon_batch(files: &[(PathBuf, Arc<File>)], at: u64) {
+    for (path, file) in files {
+        let _ = match at {
+            0 => std::fs::remove_file(path),
+            _ => file.set_len(at),
+        };
+    }
 }
 
 /// The whole needle of a packed object (head, body, padding) as its segments hold it,
