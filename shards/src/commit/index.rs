@@ -8,7 +8,8 @@ use ron_link::counters::StorageCounters;
 
 use crate::commit::queue::{GroupCommit, IndexBacklog, StoreBacklog};
 use crate::error::ShardError;
-use crate::store::CommitRecord;
+use crate::store::{CommitRecord, Store};
+use ron_codec::Address;
 
 /// Stage two: commits the backlog's records (and each store's checkpoint) on the
 /// blocking pool, then takes its packed objects out of the unindexed map and answers
@@ -58,6 +59,9 @@ pub(super) async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) 
         }
         Err(source) => {
             let failure = Arc::new(source);
+            // Before the answers: the addresses are still in flight, so no new upload
+            // of one renames its files in meanwhile.
+            remove_unrecorded_files(commits, &stores).await;
             let records = waiters.len();
             for waiter in waiters {
                 commits.answer(waiter, Some((records, &failure)));
@@ -94,6 +98,44 @@ impl GroupCommit {
             queued.records = records;
             queued.checkpoint = queued.checkpoint.max(failed.checkpoint);
         }
+    }
+}
+
+/// After a failed index commit: the files of the own-file objects it held, which stage
+/// one renamed into place and no record names (none committed in any replica; a packed
+/// object stays in the unindexed map, a record made again for a stored object keeps its
+/// old one). Kept, they were space nothing ever gave back. Best effort: a failure is
+/// logged, and the files then stay until the object is uploaded again.
+async fn remove_unrecorded_files(commits: &GroupCommit, stores: &[StoreBacklog]) {
+    let dropped: Vec<(Store, Vec<Address>)> = {
+        let unindexed = commits.unindexed.borrow();
+        stores
+            .iter()
+            .map(|s| {
+                let addrs = s.records.iter().map(|r| r.addr);
+                let own_file = addrs.filter(|a| !unindexed.contains_key(a)).collect();
+                (s.store.clone(), own_file)
+            })
+            .filter(|(_, addrs): &(Store, Vec<Address>)| !addrs.is_empty())
+            .collect()
+    };
+    if dropped.is_empty() {
+        return;
+    }
+    let removed = glommio::executor()
+        .spawn_blocking(move || {
+            for (store, addrs) in dropped {
+                let unrecorded: Vec<Address> = addrs
+                    .into_iter()
+                    .filter(|a| matches!(store.contains(a), Ok(false)))
+                    .collect();
+                store.unlink_files_blocking(&unrecorded, "remove an unindexed object's file")?;
+            }
+            Ok::<(), ShardError>(())
+        })
+        .await;
+    if let Err(e) = removed {
+        tracing::warn!(error = %e, "files of uploads whose index commit failed are kept until they are uploaded again");
     }
 }
 

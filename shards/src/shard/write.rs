@@ -266,6 +266,30 @@ mod tests {
         staged
     }
 
+    /// An own-file upload whose index commit fails leaves no file behind: stage one had
+    /// renamed its data and parity into place, and nothing ever removed them (a re-upload
+    /// renamed over them; otherwise their space was lost).
+    #[test]
+    fn an_upload_whose_index_commit_fails_leaves_no_file() {
+        on_one_shard("ron-shards-index-fails-files", |shard| async move {
+            let faults = Arc::clone(&shard.commits.faults);
+            faults.index_failures.store(1, Ordering::Relaxed);
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            let upload = staged(&shard, &data, Retention::Kept).await;
+            let addr = upload.meta.addr();
+            assert!(upload.meta.parity.is_some(), "written with parity");
+            let refused = shard
+                .commit(upload)
+                .await
+                .expect_err("the index commit failed");
+            assert!(refused.to_string().contains("injected"), "{refused}");
+            let store = shard.local_store(&addr).unwrap().clone();
+            let path = store.object_path(&addr, crate::ids::DirIndex(0));
+            assert!(!path.exists(), "{} kept", path.display());
+            assert!(!layout::parity_path(&path).exists(), "its parity kept");
+        });
+    }
+
     /// An upload dropped while it retries a failed index commit (a stop ending its
     /// fetch) does not take the retry with it: the retry ends, every answered object is
     /// indexed, and later index commits run. Before, `indexing` stayed set, so no index

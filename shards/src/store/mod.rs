@@ -363,6 +363,19 @@ impl Store {
     /// their markers. Every replica must have committed the eviction first.
     /// Blocking (unlink, fsync).
     pub fn unlink_evicted_blocking(&self, addrs: &[Address]) -> Result<(), ShardError> {
+        self.unlink_files_blocking(addrs, "unlink evicted object")?;
+        self.replicas
+            .iter()
+            .try_for_each(|r| r.clear_evicted(addrs))
+    }
+
+    /// Unlinks the files of `addrs` (data and parity, in every dir) and syncs their
+    /// directories. Blocking. `op` names the failure.
+    pub(crate) fn unlink_files_blocking(
+        &self,
+        addrs: &[Address],
+        op: &'static str,
+    ) -> Result<(), ShardError> {
         let mut dirs: Vec<PathBuf> = Vec::new();
         for addr in addrs {
             for d in 0..self.dir_count() {
@@ -371,7 +384,7 @@ impl Store {
                     match std::fs::remove_file(&path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(ShardError::io("unlink evicted object", &path)(e)),
+                        Err(e) => return Err(ShardError::io(op, &path)(e)),
                     }
                     if let Some(dir) = path.parent().filter(|d| !dirs.iter().any(|x| x == d)) {
                         dirs.push(dir.to_path_buf());
@@ -379,11 +392,7 @@ impl Store {
                 }
             }
         }
-        dirs.iter()
-            .try_for_each(|dir| crate::layout::sync_dir(dir))?;
-        self.replicas
-            .iter()
-            .try_for_each(|r| r.clear_evicted(addrs))
+        dirs.iter().try_for_each(|dir| crate::layout::sync_dir(dir))
     }
 
     /// Finishes evictions a crash interrupted: the files of marked addresses without a
