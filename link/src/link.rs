@@ -1,7 +1,7 @@
 //! The two bounded mailboxes between each shard and the control thread. A shard never
 //! waits on either: it takes what its inbox holds when its [`InboxBell`] rings (each
-//! message put in rings it, so an operator's request is taken at once, not on the next
-//! tick) and on every tick of its clock, and `try_send`s its report on a timer tick
+//! message put in but the periodic quota shares rings it, so an operator's request is
+//! taken at once, not on the next tick) and on every tick of its clock, and `try_send`s its report on a timer tick
 //! ([`REPORT_PERIOD_MS`]), off the request path; a full mailbox drops the message
 //! (the next tick sends a fresher one).
 //!
@@ -65,6 +65,14 @@ pub enum ToShard {
 }
 
 impl ToShard {
+    /// Whether the shard takes it at once rather than on its next tick: everything but
+    /// the quota shares, which the control thread sends each rebalance period (four
+    /// times a second) whether or not they changed — ringing for them woke every idle
+    /// shard four times a second.
+    pub fn wakes_the_shard(&self) -> bool {
+        !matches!(self, ToShard::Shares(_))
+    }
+
     /// What a message to a shard holds (see the module's invariants).
     fn assert_valid(&self) {
         match self {
@@ -167,10 +175,12 @@ struct Inbox {
 }
 
 impl Inbox {
-    /// Whether `message` was queued (never waits); the shard is woken if it was.
+    /// Whether `message` was queued (never waits); the shard is woken if it was and
+    /// the message asks for it ([`ToShard::wakes_the_shard`]).
     fn put(&self, message: ToShard) -> bool {
+        let wakes = message.wakes_the_shard();
         let queued = self.messages.try_send(message).is_ok();
-        if queued {
+        if queued && wakes {
             self.bell.ring();
         }
         queued
@@ -414,6 +424,12 @@ mod tests {
         assert!(
             !mailboxes.send(1, ToShard::PauseScrub(true)),
             "no such shard"
+        );
+        while shards[0].poll().is_some() {}
+        assert!(control.send(0, ToShard::Shares(Vec::new())));
+        assert!(
+            shards[0].bell.poll_rung(&mut cx).is_pending(),
+            "quota shares wait for the shard's tick"
         );
     }
 
