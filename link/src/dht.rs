@@ -109,6 +109,21 @@ pub enum ProviderChange {
     Withdraw(Vec<[u8; 32]>),
 }
 
+impl ProviderChange {
+    /// How many addresses it names.
+    pub fn len(&self) -> usize {
+        match self {
+            ProviderChange::Provide(addrs)
+            | ProviderChange::ProvideKept(addrs)
+            | ProviderChange::Withdraw(addrs) => addrs.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// How a wait for copies ended (`PUT ?copies=N`): `copies` counts this node's copy and
 /// every holder that answered `held`, which are `held_by` — claims, until an audit of
 /// each holder's copy proves them.

@@ -95,6 +95,13 @@ pub const PUBLICATIONS_AT_ONCE: usize = 4;
 /// given up at [`QUERY_TIMEOUT`]); while this many are out no new batch starts, so a
 /// network of silent peers costs this many requests, not a batch's slot each.
 pub const UNANSWERED_PUBLISH_REQUESTS_MAX: usize = 256;
+/// Announced keys stored in one LMDB commit (a run of announcements).
+pub const ANNOUNCED_KEYS_PER_RUN_MAX: usize = 16_384;
+/// How long a tick goes on storing announced keys, a run after another; the rest wait
+/// in the mailbox for the next ticks. A start-up walk or a burst fills the mailbox with
+/// up to 1,024 × 4,096 keys, which one tick used to store at once while every
+/// connection's pings, every query and every resolve waited (seconds).
+pub const ANNOUNCEMENTS_WORK_PER_TICK: Duration = Duration::from_millis(50);
 /// Announced keys waiting for their first publication; past it they wait for the sweep.
 pub const FRESH_KEYS_MAX: usize = 65_536;
 /// Peers whose greeting (ports) is remembered; past it, any one is forgotten for the

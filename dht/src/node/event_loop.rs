@@ -175,7 +175,8 @@ impl Node {
     /// a peer to publish to) or a sweep pass under way, publications, resolves,
     /// placements, copies or watches in flight, records not committed.
     fn has_work(&mut self) -> bool {
-        let publishing = !self.publisher.in_flight.is_empty()
+        let publishing = self.publisher.announcements_left
+            || !self.publisher.in_flight.is_empty()
             || self.publisher.sweep_from.is_some()
             || (!self.publisher.fresh.is_empty() && !self.isolated());
         publishing

@@ -18,16 +18,17 @@ use std::time::{Instant, SystemTime};
 
 use libp2p::kad::{self, KBucketKey, QueryId, RecordKey};
 use libp2p::request_response::OutboundRequestId;
-use ron_link::dht::{EarlyPeer, ProviderChange, DHT_MAILBOX_LEN};
+use ron_link::dht::{EarlyPeer, ProviderChange};
 
 use crate::closest::{
     farthest, likely_closest, network_size_estimate, peer_position, split_by_closest, DistanceKey,
 };
 use crate::node::address::record_key;
 use crate::node::config::{
-    EARLY_BATCH_KEYS_MAX, EARLY_PROVIDE_PEERS, EARLY_PROVIDE_RANK, FRESH_KEYS_MAX, K_VALUE,
-    PROVIDE_TO_CLOSEST, PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER,
-    REPUBLISH_AFTER, SWEEP_REST, UNANSWERED_PUBLISH_REQUESTS_MAX,
+    ANNOUNCED_KEYS_PER_RUN_MAX, ANNOUNCEMENTS_WORK_PER_TICK, EARLY_BATCH_KEYS_MAX,
+    EARLY_PROVIDE_PEERS, EARLY_PROVIDE_RANK, FRESH_KEYS_MAX, K_VALUE, PROVIDE_TO_CLOSEST,
+    PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, REPUBLISH_AFTER, SWEEP_REST,
+    UNANSWERED_PUBLISH_REQUESTS_MAX,
 };
 use crate::node::state::{FreshKey, Node, Publication};
 use crate::protocol::{ProvideRequest, PROVIDE_KEYS_MAX};
@@ -37,12 +38,31 @@ use crate::store::{distance_key, unix_ms};
 const ESTIMATE_WEIGHT: f64 = 0.25;
 
 impl Node {
-    /// Takes the tick's provider changes in order: announced keys are stored as ours
-    /// (one commit per run of announcements) and the new ones queued for their first
-    /// publication; withdrawn keys are no longer provided nor published.
+    /// Takes the tick's provider changes in order, a run of at most
+    /// [`ANNOUNCED_KEYS_PER_RUN_MAX`] keys after another while the tick has spent less
+    /// than [`ANNOUNCEMENTS_WORK_PER_TICK`] on them: announced keys are stored as ours
+    /// (one commit per run) and the new ones queued for their first publication;
+    /// withdrawn keys are no longer provided nor published. What is left waits for the
+    /// next tick, which comes at the busy pace.
     pub(super) fn take_announcements(&mut self, announces: &Receiver<ProviderChange>) {
+        let started = Instant::now();
+        self.publisher.announcements_left = false;
+        while self.take_announcement_run(announces) {
+            if started.elapsed() >= ANNOUNCEMENTS_WORK_PER_TICK {
+                self.publisher.announcements_left = true;
+                return;
+            }
+        }
+    }
+
+    /// Takes changes until [`ANNOUNCED_KEYS_PER_RUN_MAX`] keys; whether it stopped there
+    /// (more may be waiting).
+    fn take_announcement_run(&mut self, announces: &Receiver<ProviderChange>) -> bool {
         let mut provided: Vec<RecordKey> = Vec::new();
-        for change in announces.try_iter().take(DHT_MAILBOX_LEN) {
+        let mut taken = 0;
+        let mut full = false;
+        for change in announces.try_iter() {
+            taken += change.len();
             match change {
                 ProviderChange::Provide(addrs) => {
                     provided.extend(addrs.iter().map(record_key));
@@ -57,8 +77,13 @@ impl Node {
                     self.withdraw(addrs.iter().map(record_key).collect());
                 }
             }
+            if taken >= ANNOUNCED_KEYS_PER_RUN_MAX {
+                full = true;
+                break;
+            }
         }
         self.provide(provided);
+        full
     }
 
     fn provide(&mut self, keys: Vec<RecordKey>) {

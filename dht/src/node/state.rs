@@ -443,6 +443,10 @@ pub(super) struct Publisher {
     /// no new batch starts while there are
     /// [`UNANSWERED_PUBLISH_REQUESTS_MAX`](crate::node::UNANSWERED_PUBLISH_REQUESTS_MAX).
     pub(super) unanswered: HashSet<OutboundRequestId>,
+    /// The last tick left announcements in the mailbox (it had spent
+    /// [`ANNOUNCEMENTS_WORK_PER_TICK`](crate::node::ANNOUNCEMENTS_WORK_PER_TICK) on
+    /// them): the next ticks come at the busy pace until it is empty.
+    pub(super) announcements_left: bool,
 }
 
 /// A routing-table refresh under way (`refresh.rs`): its lookups, one at a time.
