@@ -15,10 +15,11 @@
 //! Wire format (big-endian): request = `2` ‖ p2p port u16 ‖ OAP port u16 ‖ zone
 //! length u8 ‖ zone ‖ key count u16 ‖ per key: length u8 ‖ bytes; response = `2` ‖ p2p
 //! port u16 ‖ OAP port u16 ‖ zone length u8 ‖ zone ‖ stored u16. A zone is at most
-//! [`ZONE_BYTES_MAX`] bytes of `A-Z a-z 0-9 . _ -` (empty: no zone). A message longer than [`MESSAGE_BYTES_MAX`], a key longer than
-//! [`crate::store::RECORD_KEY_BYTES_MAX`], a zone that is not a zone name or an unknown
-//! version fails the stream
-//! (`InvalidData`).
+//! [`ZONE_BYTES_MAX`] bytes of `A-Z a-z 0-9 . _ -` (empty: no zone). A key is an
+//! object's record key: the BLAKE3-256 multihash (`0x1e 0x20` ‖ 32 bytes). A message
+//! longer than [`MESSAGE_BYTES_MAX`], a key that is not an object's, a zone that is not
+//! a zone name or an unknown version fails the stream (`InvalidData`): a batch of short
+//! made-up keys cost the receiver as much as real ones, in a fraction of the bytes.
 
 use std::io;
 
@@ -27,16 +28,16 @@ use libp2p::StreamProtocol;
 
 use crate::wire::{WireCodec, WireMessages};
 
-use crate::store::RECORD_KEY_BYTES_MAX;
-
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/ron/provide/2");
 /// A zone name's length at most.
 pub const ZONE_BYTES_MAX: usize = 64;
 /// Keys in one request.
 pub const PROVIDE_KEYS_MAX: usize = 4_096;
-/// The largest message read: a full batch of the longest keys.
-pub const MESSAGE_BYTES_MAX: usize =
-    8 + ZONE_BYTES_MAX + PROVIDE_KEYS_MAX * (1 + RECORD_KEY_BYTES_MAX);
+/// An object's record key: the BLAKE3-256 multihash code and length, then the hash.
+pub const OBJECT_KEY_BYTES: usize = 34;
+const OBJECT_KEY_PREFIX: [u8; 2] = [0x1e, 0x20];
+/// The largest message read: a full batch of keys.
+pub const MESSAGE_BYTES_MAX: usize = 8 + ZONE_BYTES_MAX + PROVIDE_KEYS_MAX * (1 + OBJECT_KEY_BYTES);
 const VERSION: u8 = 2;
 
 /// Where a node listens, as it says itself.
@@ -81,8 +82,8 @@ pub fn encode_request(request: &ProvideRequest) -> io::Result<Vec<u8>> {
     out.extend_from_slice(&(request.keys.len() as u16).to_be_bytes());
     for key in &request.keys {
         let bytes = key.as_ref();
-        if bytes.len() > RECORD_KEY_BYTES_MAX {
-            return Err(invalid("key too long"));
+        if !is_object_key(bytes) {
+            return Err(invalid("not an object's key"));
         }
         out.push(bytes.len() as u8);
         out.extend_from_slice(bytes);
@@ -138,12 +139,12 @@ pub fn decode_request(message: &[u8]) -> io::Result<ProvideRequest> {
     let mut keys = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
         let (&len, tail) = rest.split_first().ok_or_else(|| invalid("short key"))?;
-        if usize::from(len) > RECORD_KEY_BYTES_MAX {
-            return Err(invalid("key too long"));
-        }
         let (key, tail) = tail
             .split_at_checked(usize::from(len))
             .ok_or_else(|| invalid("short key"))?;
+        if !is_object_key(key) {
+            return Err(invalid("not an object's key"));
+        }
         keys.push(RecordKey::new(&key));
         rest = tail;
     }
@@ -151,6 +152,11 @@ pub fn decode_request(message: &[u8]) -> io::Result<ProvideRequest> {
         return Err(invalid("bytes after the last key"));
     }
     Ok(ProvideRequest { ports, zone, keys })
+}
+
+/// Whether `key` is an object's record key ([`OBJECT_KEY_BYTES`]).
+pub fn is_object_key(key: &[u8]) -> bool {
+    key.len() == OBJECT_KEY_BYTES && key.starts_with(&OBJECT_KEY_PREFIX)
 }
 
 pub fn encode_response(response: &ProvideResponse) -> io::Result<Vec<u8>> {
@@ -205,17 +211,17 @@ pub type ProvideCodec = WireCodec<ProvideMessages>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::record_key as object_key;
     use proptest::prelude::*;
 
     proptest! {
         #[test]
         fn requests_round_trip(p2p: u16, oap: u16, zone in "[a-zA-Z0-9._-]{0,64}",
-            keys in proptest::collection::vec(
-            proptest::collection::vec(any::<u8>(), 0..=RECORD_KEY_BYTES_MAX), 0..50)) {
+            keys in proptest::collection::vec(any::<[u8; 32]>(), 0..50)) {
             let request = ProvideRequest {
                 ports: Ports { p2p, oap },
                 zone: zone.clone(),
-                keys: keys.iter().map(RecordKey::new).collect(),
+                keys: keys.iter().map(object_key).collect(),
             };
             prop_assert_eq!(decode_request(&encode_request(&request).unwrap()).unwrap(), request);
             let response = ProvideResponse { ports: Ports { p2p, oap }, zone, stored: oap };
@@ -234,20 +240,27 @@ mod tests {
         let ok = encode_request(&ProvideRequest {
             ports: Ports { p2p: 1, oap: 2 },
             zone: "eu".into(),
-            keys: vec![RecordKey::new(&[9u8; 34])],
+            keys: vec![object_key(&[9u8; 32])],
         })
         .unwrap();
         let head = 10; // version, ports, zone "eu", count
-        let cases: [(Vec<u8>, &str); 8] = [
+        let key_of = |bytes: &[u8]| [&ok[..head], &[bytes.len() as u8][..], bytes].concat();
+        let cases: [(Vec<u8>, &str); 11] = [
             (ok[..5].to_vec(), "short message"),
             (ok[..7].to_vec(), "short message"),
             ([&[1u8][..], &ok[1..]].concat(), "unknown version"),
             ([&ok[..6], b"e/", &ok[8..]].concat(), "not a zone name"),
             (ok[..ok.len() - 1].to_vec(), "short key"),
             ([&ok[..], &[0u8][..]].concat(), "bytes after the last key"),
+            (key_of(&[0u8; 65]), "not an object's key"),
+            (key_of(&[0x1e, 0x20]), "not an object's key"),
             (
-                [&ok[..head], &[65u8][..], &[0u8; 65][..]].concat(),
-                "key too long",
+                key_of(&[[0x1e, 0x20].as_slice(), &[7; 33]].concat()),
+                "not an object's key",
+            ),
+            (
+                key_of(&[[0x12, 0x20].as_slice(), &[7; 32]].concat()),
+                "not an object's key",
             ),
             (
                 [&ok[..5], &[200u8][..], &[b'a'; 200][..]].concat(),
