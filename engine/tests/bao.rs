@@ -252,6 +252,14 @@ fn bao_answers_speak_http_as_caches_expect() {
     let unservable = bao_get(node.http, &addr, 9, None, "");
     assert_eq!(unservable.status, 406, "{unservable:?}");
     assert_eq!(unservable.json()["code"], "not_acceptable");
+    // RFC 9110 §12.5.1: a fallback beside the unservable bao accepts the bytes.
+    let fallback = get_with(
+        node.http,
+        &path,
+        "Accept: application/x-bao; chunk-group-log=9, */*\r\n",
+    );
+    assert_eq!(fallback.status, 200, "{fallback:?}");
+    assert_eq!(fallback.header("content-length"), Some("200000"));
     let bad_log = get(node.http, &format!("{path}?outboard&chunk-group-log=x")).unwrap();
     assert_eq!(bad_log.status, 400, "{bad_log:?}");
     assert_eq!(

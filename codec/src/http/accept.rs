@@ -25,12 +25,16 @@ pub enum Representation {
 
 /// The first `application/x-bao` member with q > 0 decides; a member whose
 /// `chunk-group-log` is not a number from 0 to [`ChunkGroupLog::MAX`] is passed over.
+/// With none servable, the bytes — unless every member with q > 0 was bao at a log not
+/// served (406): `*/*` or any other type beside one accepts the bytes.
 pub fn negotiate(accept: &FieldLines<'_>) -> Representation {
-    let mut asked = Representation::Bytes;
+    let mut unservable_bao = false;
+    let mut other_types = false;
     for member in accept.members() {
         let mut parts = member.split(|&b| b == b';');
         let media = parts.next().map(trim).unwrap_or_default();
         if !media.eq_ignore_ascii_case(BAO_MEDIA_TYPE.as_bytes()) {
+            other_types |= !media.is_empty() && !parts.any(is_zero_weight_param);
             continue;
         }
         let mut log = Some(ChunkGroupLog::BAO);
@@ -49,10 +53,23 @@ pub fn negotiate(accept: &FieldLines<'_>) -> Representation {
         match (refused, log) {
             (true, _) => {}
             (false, Some(log)) => return Representation::Bao(log),
-            (false, None) => asked = Representation::BaoUnservable,
+            (false, None) => unservable_bao = true,
         }
     }
-    asked
+    match unservable_bao && !other_types {
+        true => Representation::BaoUnservable,
+        false => Representation::Bytes,
+    }
+}
+
+/// Whether a member's parameter is a weight of 0 (`q=0`).
+fn is_zero_weight_param(param: &[u8]) -> bool {
+    match param.iter().position(|&b| b == b'=') {
+        Some(at) => {
+            trim(&param[..at]).eq_ignore_ascii_case(b"q") && is_zero_weight(trim(&param[at + 1..]))
+        }
+        None => false,
+    }
 }
 
 /// A `chunk-group-log` value: decimal digits (quoted or not) naming a served log.
@@ -285,6 +302,15 @@ mod tests {
             asked("Accept: application/x-bao;chunk-group-log=9, application/x-bao;chunk-group-log=4\r\n"),
             log(4),
             "a servable member after an unservable one"
+        );
+        for fallback in ["*/*", "application/octet-stream", "text/css;q=0.1"] {
+            let line = format!("Accept: application/x-bao;chunk-group-log=9, {fallback}\r\n");
+            assert_eq!(asked(&line), Representation::Bytes, "{fallback}");
+        }
+        assert_eq!(
+            asked("Accept: application/x-bao;chunk-group-log=9, */*;q=0\r\n"),
+            Representation::BaoUnservable,
+            "a type refused accepts nothing"
         );
     }
 
