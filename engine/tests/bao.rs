@@ -244,6 +244,19 @@ fn bao_answers_speak_http_as_caches_expect() {
     );
     assert!(head.body.is_empty());
 
+    // A slice is a representation of its own: HEAD answers the GET's head.
+    let slice = bao_get(node.http, &addr, 0, Some((70_000, 80_000)), "");
+    let slice_head = request(
+        node.http,
+        format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/x-bao\r\nRange: bytes=70000-80000\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(slice_head.status, slice.status, "{slice_head:?}");
+    for name in ["etag", "content-length", "bao-range", "content-type", "vary"] {
+        assert_eq!(slice_head.header(name), slice.header(name), "{name}");
+    }
+    assert!(slice_head.body.is_empty());
+
     let past = bao_get(node.http, &addr, 0, Some((200_000, 200_010)), "");
     assert_eq!(past.status, 416, "{past:?}");
     assert_eq!(past.header("content-range"), Some("bytes */200000"));

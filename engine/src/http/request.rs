@@ -345,6 +345,11 @@ impl Request {
             (Some(_), _) => true,
             (None, _) => false,
         };
+        let range_selects_representation = head.method == Method::Head
+            && matches!(
+                (&route, representation),
+                (Route::Object(_), Representation::Bao(_))
+            );
         let token = head.authorization.and_then(bearer_token);
         // Behind a trusted balancer, X-Forwarded-For names the client.
         let peer = match peer {
@@ -362,10 +367,12 @@ impl Request {
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue,
             // RFC 9110 §14.2: a Range on any method but GET is ignored (HEAD answers
-            // what a GET without it would: 200 and the whole length).
+            // what a GET without it would: 200 and the whole length) — except where it
+            // selects the representation (a bao slice is its own, with its own ETag):
+            // there HEAD answers the GET's head.
             range: head
                 .range
-                .filter(|_| head.method == Method::Get)
+                .filter(|_| head.method == Method::Get || range_selects_representation)
                 .and_then(RangeSet::parse),
             if_range_failed,
             conditions,
