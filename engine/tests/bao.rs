@@ -252,7 +252,13 @@ fn bao_answers_speak_http_as_caches_expect() {
     )
     .unwrap();
     assert_eq!(slice_head.status, slice.status, "{slice_head:?}");
-    for name in ["etag", "content-length", "bao-range", "content-type", "vary"] {
+    for name in [
+        "etag",
+        "content-length",
+        "bao-range",
+        "content-type",
+        "vary",
+    ] {
         assert_eq!(slice_head.header(name), slice.header(name), "{name}");
     }
     assert!(slice_head.body.is_empty());

@@ -25,6 +25,7 @@ use glommio::net::TcpStream;
 use ron_codec::bao::{is_outboard_len, outboard_group_cvs};
 use ron_codec::http::head::Method;
 use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
+use ron_codec::http::response::is_safe_header_value;
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, ChunkTree};
 use ron_link::counters::{FetchFailure, FrontCounters};
@@ -615,7 +616,9 @@ impl Origin {
         };
         let content_type = reply
             .content_type
-            .filter(|v| v.len() <= CONTENT_TYPE_LEN_MAX)
+            // Stored, then written in every answer: visible ASCII only (httparse lets
+            // bytes 0x80–0xFF through, which a sender must not generate).
+            .filter(|v| v.len() <= CONTENT_TYPE_LEN_MAX && is_safe_header_value(v))
             .and_then(|v| std::str::from_utf8(v).ok())
             .unwrap_or_default()
             .to_string();
@@ -726,6 +729,9 @@ mod tests {
             .parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", 10)
             .unwrap()
             .is_none());
+        let accented = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Type: text/plain; charset=\u{e9}\r\n\r\n";
+        let (_, ct, _) = o.parse_head(accented.as_bytes(), 10).unwrap().unwrap();
+        assert_eq!(ct, "", "a type that is not visible ASCII is not kept");
         let refusal = |bytes: &[u8]| o.parse_head(bytes, 10).unwrap_err();
         let missing = refusal(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(
@@ -753,6 +759,7 @@ mod tests {
             if let Ok(Some((len, ct, at))) = origin().parse_head(&bytes, 1 << 20) {
                 prop_assert!(len <= 1 << 20);
                 prop_assert!(ct.len() <= CONTENT_TYPE_LEN_MAX);
+                prop_assert!(is_safe_header_value(ct.as_bytes()));
                 prop_assert!(at <= bytes.len());
             }
         }

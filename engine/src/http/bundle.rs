@@ -53,7 +53,7 @@ pub(super) async fn get<S: Transport>(
     let (manifest, entry) = match located {
         Ok((manifest, Located::Entry(at))) => (manifest, at),
         Ok((_, Located::Directory)) => {
-            let location = format!("/o/{bundle}/{raw_path}/");
+            let location = directory_location(bundle, raw_path);
             return redirect(ctx, conn, req, &location, close).await;
         }
         Err(refusal) => return respond::refuse_request(ctx, conn, req, &refusal, close).await,
@@ -147,6 +147,21 @@ fn wanted(raw: &str) -> Result<Wanted, Refusal> {
         true => Wanted::Index(name.to_string()),
         false => Wanted::Named(path),
     })
+}
+
+/// Where a directory named without its slash is (`raw_path` as the request wrote it):
+/// bytes that are not visible ASCII (raw UTF-8, which request targets may carry) are
+/// percent-encoded — a field value is visible ASCII (RFC 9110 §5.5).
+fn directory_location(bundle: &Address, raw_path: &str) -> String {
+    let mut location = format!("/o/{bundle}/");
+    for &byte in raw_path.as_bytes() {
+        match byte {
+            0x21..=0x7e => location.push(char::from(byte)),
+            _ => location.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    location.push('/');
+    location
 }
 
 fn bad_path(path: &str, error: ron_codec::Error) -> Refusal {
@@ -420,6 +435,20 @@ mod tests {
             "img/logo.png",
         ];
         Manifest::new(paths.iter().map(|p| entry(p)).collect(), BTreeMap::new()).unwrap()
+    }
+
+    #[test]
+    fn a_directory_location_is_visible_ascii() {
+        let bundle = Address::of(b"site");
+        assert_eq!(
+            directory_location(&bundle, "caf\u{e9}/docs"),
+            format!("/o/{bundle}/caf%C3%A9/docs/")
+        );
+        assert_eq!(
+            directory_location(&bundle, "a%20b"),
+            format!("/o/{bundle}/a%20b/"),
+            "what the client encoded stays as it wrote it"
+        );
     }
 
     fn resolved(path: &str) -> Result<String, String> {
