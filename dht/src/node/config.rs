@@ -95,6 +95,9 @@ pub const PUBLICATIONS_AT_ONCE: usize = 4;
 /// given up at [`QUERY_TIMEOUT`]); while this many are out no new batch starts, so a
 /// network of silent peers costs this many requests, not a batch's slot each.
 pub const UNANSWERED_PUBLISH_REQUESTS_MAX: usize = 256;
+/// Addresses of one peer Kademlia's routing table keeps (its greeting's and what its
+/// identify answers claim: one port each, at most four from an answer).
+pub const KAD_ADDRESSES_PER_PEER_MAX: usize = 4;
 /// Announced keys stored in one LMDB commit (a run of announcements).
 pub const ANNOUNCED_KEYS_PER_RUN_MAX: usize = 16_384;
 /// How long a tick goes on storing announced keys, a run after another; the rest wait

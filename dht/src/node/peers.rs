@@ -15,7 +15,9 @@ use libp2p::{identify, kad, ping};
 
 use crate::closest::peer_position;
 use crate::node::address::{identified_addresses, oap_multiaddr, tcp_multiaddr, tcp_socket};
-use crate::node::config::{ALIVE_WITHIN, KAD_PROTOCOL, PEERS_MAX, PROVIDER_TTL};
+use crate::node::config::{
+    ALIVE_WITHIN, KAD_ADDRESSES_PER_PEER_MAX, KAD_PROTOCOL, PEERS_MAX, PROVIDER_TTL,
+};
 use crate::node::greeted_peers::KnownPeer;
 use crate::node::state::Node;
 use crate::protocol::{Ports, ProvideRequest, ProvideResponse};
@@ -91,10 +93,7 @@ impl Node {
         for forgotten in self.peers.insert(peer, known) {
             self.lost.remove(&forgotten);
         }
-        self.swarm
-            .behaviour_mut()
-            .kad
-            .add_address(&peer, tcp_multiaddr(ip, ports.p2p));
+        self.tell_kad(&peer, tcp_multiaddr(ip, ports.p2p));
         // A resolve or placement may have been waiting for this greeting only (a peer
         // greeted before was counted then: every request it sends greets again).
         if newly_greeted {
@@ -124,10 +123,31 @@ impl Node {
         };
         tracing::debug!(peer = %peer_id, agent = %info.agent_version, "dht: identified");
         for address in identified_addresses(ip, &info.listen_addrs) {
-            self.swarm
-                .behaviour_mut()
-                .kad
-                .add_address(&peer_id, address);
+            self.tell_kad(&peer_id, address);
+        }
+    }
+
+    /// Tells Kademlia `peer` listens at `address`, keeping at most
+    /// [`KAD_ADDRESSES_PER_PEER_MAX`] addresses of it (the oldest go). Kademlia keeps
+    /// every address it is given, and names all of a peer's in each answer it gives:
+    /// a peer that greeted with one port after another (a claim costs a message) grew
+    /// every answer naming it past what receivers read (16 KiB), and the lookups of
+    /// keys near its id failed at the nodes that knew it.
+    fn tell_kad(&mut self, peer: &PeerId, address: libp2p::Multiaddr) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        kad.add_address(peer, address);
+        let known: Vec<libp2p::Multiaddr> = kad
+            .kbucket(*peer)
+            .and_then(|bucket| {
+                bucket
+                    .iter()
+                    .find(|entry| entry.node.key.preimage() == peer)
+                    .map(|entry| entry.node.value.iter().cloned().collect())
+            })
+            .unwrap_or_default();
+        let over = known.len().saturating_sub(KAD_ADDRESSES_PER_PEER_MAX);
+        for old in &known[..over] {
+            kad.remove_address(peer, old);
         }
     }
 
