@@ -587,6 +587,55 @@ fn the_repair_sweep_restores_three_verified_copies_after_two_holders_are_killed(
 /// before its rescue walk nobody repaired it (and the copy was the next to be evicted);
 /// now the node holding it makes it kept, the holders named take copies from it, and
 /// once they prove theirs it is made evictable again.
+/// A node whose other holders are gone names itself alone: one verified copy of three
+/// is under-replicated, and the gauge says so (it read 0: every holder named had
+/// proved its copy).
+#[test]
+fn a_node_left_alone_counts_its_objects_under_replicated() {
+    const NODES: usize = 3;
+    let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
+    let mut nodes: Vec<Node> = (0..NODES)
+        .map(|i| {
+            let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
+            flags.extend(["--replication-interval-ms".into(), "500".into()]);
+            flags.extend(["--peer-dead-ms".into(), "1000".into()]);
+            start(&temp_dir(&format!("alone-{i}")), &flags)
+        })
+        .collect();
+    wait_for("A knows every other node", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= NODES as u64 - 1
+    });
+    let object = upload(&nodes[0], &bytes(77, 20_000));
+    wait_for("the upload on every node", WAIT, || {
+        nodes.iter().all(|n| holds(n, &object))
+    });
+    let sweeps = || gauge(nodes[0].admin, "ron_replication_sweeps_total{shard=\"0\"}").unwrap();
+    let before = sweeps();
+    wait_for("two passes of A since", WAIT, || sweeps() >= before + 2.0);
+    assert_eq!(metric_of(&nodes[0], "ron_objects_under_replicated"), 0);
+    nodes[1].kill9();
+    nodes[2].kill9();
+    // Past peer_dead_ms, A's placement no longer names them: it names A alone.
+    std::thread::sleep(Duration::from_millis(2_000));
+    let sweeps = || gauge(nodes[0].admin, "ron_replication_sweeps_total{shard=\"0\"}").unwrap();
+    let after_dead = sweeps();
+    wait_for("two passes of A since", WAIT, || {
+        sweeps() >= after_dead + 2.0
+    });
+    assert_eq!(
+        placement_of(&nodes[0], &object)["placement"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "A names itself alone"
+    );
+    assert_eq!(
+        metric_of(&nodes[0], "ron_objects_under_replicated"),
+        1,
+        "one verified copy of three"
+    );
+}
+
 #[test]
 fn a_read_through_copy_left_alone_is_rescued_to_three_verified_copies() {
     const NODES: usize = 8;

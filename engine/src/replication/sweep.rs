@@ -57,9 +57,9 @@ pub(super) enum Checked {
     NotMine,
     /// The denylist blocks it: it is not copied anywhere.
     Blocked,
-    /// Every holder named holds a verified copy.
+    /// Every holder named holds a verified copy, and `replicas` are named.
     Whole,
-    /// Some did not: copies were asked for.
+    /// Some did not (copies were asked for), or fewer than `replicas` are named.
     Short,
     /// The placement could not be had (the DHT busy or slow): tried next pass.
     Unknown,
@@ -179,7 +179,13 @@ impl Replication {
             if named_at.is_none() && holders.len() >= replicas {
                 self.demote(addr).await;
             }
-            return Checked::Whole;
+            // Fewer holders named than `replicas` (a network smaller than that, or a
+            // placement answered from a partial view: a node cut off names itself
+            // alone) is fewer verified copies all the same.
+            return match holders.len() >= replicas {
+                true => Checked::Whole,
+                false => Checked::Short,
+            };
         }
         if missing.is_empty() {
             return Checked::Short;
