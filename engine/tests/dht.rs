@@ -636,6 +636,63 @@ fn a_node_left_alone_counts_its_objects_under_replicated() {
     );
 }
 
+/// The first holder a placement names may hold its copy and never sweep
+/// (`--replication-interval-ms 0`): the holders named after it yield the object's check
+/// to it, but each checks it itself on its turn, so a holder lost is replaced. Before,
+/// the object stayed at two copies for good, and every node's gauge read 0.
+#[test]
+fn a_first_holder_that_never_sweeps_does_not_stop_the_repair() {
+    const NODES: usize = 4;
+    let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
+    let mut nodes: Vec<Node> = (0..NODES)
+        .map(|i| {
+            let mut flags = p2p_flags(ports[i], (i > 0).then_some(ports[0]));
+            let interval = if i == 0 { "0" } else { "500" };
+            flags.extend(["--replication-interval-ms".into(), interval.into()]);
+            flags.extend(["--peer-dead-ms".into(), "1000".into()]);
+            start(&temp_dir(&format!("lazy-first-{i}")), &flags)
+        })
+        .collect();
+    wait_for("A knows every other node", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= NODES as u64 - 1
+    });
+    let oaps: Vec<String> = nodes.iter().map(|n| n.oap.to_string()).collect();
+    let named = |p: &serde_json::Value| -> Vec<usize> {
+        p["placement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let oap = h["oap"].as_str().unwrap();
+                oaps.iter()
+                    .position(|o| o == oap)
+                    .expect("a node of the test")
+            })
+            .collect()
+    };
+    // An object whose placement names the node that never sweeps first.
+    let (object, holders) = (0..32u64)
+        .find_map(|i| {
+            let object = upload(&nodes[1], &bytes(900 + i, 5_000));
+            let mut holders = Vec::new();
+            wait_for("three verified copies", WAIT, || {
+                let p = placement_of(&nodes[1], &object);
+                holders = named(&p);
+                p["rf_observed"] == 3
+            });
+            (holders[0] == 0).then_some((object, holders))
+        })
+        .expect("an object whose first holder is A");
+    let victim = holders[1];
+    nodes[victim].kill9();
+    let observer = (1..NODES).find(|i| *i != victim).unwrap();
+    wait_for(
+        "three verified copies again, the lost holder replaced",
+        Duration::from_secs(30),
+        || placement_of(&nodes[observer], &object)["rf_observed"] == 3,
+    );
+}
+
 #[test]
 fn a_read_through_copy_left_alone_is_rescued_to_three_verified_copies() {
     const NODES: usize = 8;

@@ -7,9 +7,11 @@
 //! flight and answers every address of the page whose candidates their union holds; a
 //! node the network lost is no longer found, so the placement names another). For one object: a holder
 //! named after others first audits those before it and leaves the object to the first
-//! that proves its copy; so the first named holder checks it (or the next, when the first
-//! is a joiner without it), and so does a node holding a kept copy the placement does not
-//! name (the node that took the upload, or one a join displaced). Auditing is asking a
+//! that proves its copy, except on its turn (one pass in as many as there are holders);
+//! so the first named holder checks it (or the next, when the first is a joiner without
+//! it), each other holder now and then (the first may never sweep), and so does a node
+//! holding a kept copy the placement does not name (the node that took the upload, or
+//! one a join displaced). Auditing is asking a
 //! holder for its own kept copy only (`"local":true,"kept":true`: a displaced copy made
 //! evictable and named again fails, so the next holder checks the object and has that
 //! copy kept — its own sweep walks kept copies only), one random 64 KiB group, verified
@@ -68,13 +70,15 @@ pub(super) enum Checked {
 impl Replication {
     /// The sweep: a pass every `interval` until replication stops.
     pub(super) async fn sweep_copies(self: Rc<Self>, interval: Duration, replicas: usize) {
+        let mut pass = 0u64;
         while self.stop.sleep(interval).await {
             let dht = self.dht.clone();
-            self.sweep_pass(&dht, replicas).await;
+            self.sweep_pass(&dht, replicas, pass).await;
+            pass += 1;
         }
     }
 
-    async fn sweep_pass(self: &Rc<Self>, dht: &DhtClient, replicas: usize) {
+    async fn sweep_pass(self: &Rc<Self>, dht: &DhtClient, replicas: usize, pass: u64) {
         let mut after: Option<Address> = None;
         let mut short = 0;
         loop {
@@ -97,7 +101,7 @@ impl Replication {
                 }
                 FrontCounters::add(&self.counters.replication_checks, batch.len() as u64);
                 let checks = batch.iter().zip(placed).map(|(addr, holders)| {
-                    self.check_copies(dht, *addr, holders.as_deref(), replicas)
+                    self.check_copies(dht, *addr, holders.as_deref(), replicas, pass)
                 });
                 let Some(checked) = self.stop.unless_stopped(join_all(checks.collect())).await
                 else {
@@ -133,6 +137,7 @@ impl Replication {
         addr: Address,
         holders: Option<&[Provider]>,
         replicas: usize,
+        pass: u64,
     ) -> Checked {
         let (meta, holders) = match self.checkable(addr, holders).await {
             Ok(checkable) => checkable,
@@ -141,8 +146,13 @@ impl Replication {
         let named_at = holders.iter().position(|h| h.local);
         let mut held: Vec<Option<bool>> = vec![None; holders.len()];
         // A holder named after another yields to the first before it that proves its
-        // copy: that one checks the object (one audit here, not a check per holder).
-        if let Some(at) = named_at {
+        // copy: that one checks the object (one audit here, not a check per holder) —
+        // except on its turn, one pass in as many as there are holders: the first may
+        // hold a copy and never sweep (`replication_interval_ms` 0, or a peer that
+        // stores and serves but does not repair), and the object would stay short for
+        // good, every other holder yielding to it.
+        let turn = (pass % holders.len().max(1) as u64) as usize;
+        if let Some(at) = named_at.filter(|at| *at != turn) {
             for (before, holder) in holders[..at].iter().enumerate() {
                 let proved = self.audit(dht, holder, addr, meta.len()).await;
                 held[before] = Some(proved);
