@@ -298,12 +298,34 @@ impl ProviderStore {
             peer_ips: HashMap::new(),
             durability: prepared.durability,
         };
-        store.sources = store.committed_source_counts()?;
+        store.sources = match store.committed_source_counts()? {
+            Ok(counts) => counts,
+            Err(mismatch) => {
+                tracing::warn!(
+                    "provider store {}: {mismatch}; every record of others dropped \
+                     (their providers republish them)",
+                    dir.display()
+                );
+                store.drop_others_records()?;
+                SourceCounts::default()
+            }
+        };
         Ok(store)
     }
 
-    /// The per-source counts as committed (one entry per source).
-    fn committed_source_counts(&self) -> Result<SourceCounts, DhtError> {
+    /// Removes every record of others and their indexes, in one commit (soft state:
+    /// their providers republish them).
+    fn drop_others_records(&mut self) -> Result<(), DhtError> {
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin"))?;
+        for db in [self.providers, self.by_source, self.source_counts] {
+            db.clear(&mut wtxn).map_err(self.lmdb("clear"))?;
+        }
+        wtxn.commit().map_err(self.lmdb("commit"))
+    }
+
+    /// The per-source counts as committed (one entry per source), or, when they do not
+    /// add up to the records of others held (the store damaged), what differs.
+    fn committed_source_counts(&self) -> Result<Result<SourceCounts, String>, DhtError> {
         let rtxn = self.env.read_txn().map_err(self.lmdb("begin"))?;
         let mut counts = SourceCounts::default();
         for entry in self.source_counts.iter(&rtxn).map_err(self.lmdb("iter"))? {
@@ -315,14 +337,14 @@ impl ProviderStore {
             }
         }
         let records = self.providers.len(&rtxn).map_err(self.lmdb("count"))?;
-        assert_eq!(
-            counts.total(),
-            records,
-            "provider store: the per-source counts add up to {} records of others, the \
-             providers database holds {records}",
-            counts.total()
-        );
-        Ok(counts)
+        if counts.total() != records {
+            return Ok(Err(format!(
+                "the per-source counts add up to {} records of others, the providers \
+                 database holds {records}",
+                counts.total()
+            )));
+        }
+        Ok(Ok(counts))
     }
 
     /// `peer` is connected from `ip`: where its records say it is from now on.
@@ -497,7 +519,8 @@ impl ProviderStore {
             Err(e) => {
                 self.counters.write_failures += 1;
                 match self.committed_source_counts() {
-                    Ok(counts) => self.sources = counts,
+                    Ok(Ok(counts)) => self.sources = counts,
+                    Ok(Err(mismatch)) => tracing::warn!("provider store: {mismatch}"),
                     Err(reread) => tracing::warn!("provider store: {reread}"),
                 }
                 Err(e)
@@ -1278,7 +1301,10 @@ mod tests {
         drop(store);
         let store = ProviderStore::open(&dir, PeerId::random(), StoreLimits::default()).unwrap();
         assert_eq!(store.sources.total(), 3);
-        assert_eq!(store.committed_source_counts().unwrap(), store.sources);
+        assert_eq!(
+            store.committed_source_counts().unwrap().unwrap(),
+            store.sources
+        );
         let rtxn = store.env.read_txn().unwrap();
         assert_eq!(
             store.by_source.len(&rtxn).unwrap(),
@@ -1310,6 +1336,31 @@ mod tests {
             let mut wtxn = store.env.write_txn().unwrap();
             meta.put(&mut wtxn, LAYOUT_KEY, &1u32.to_be_bytes())
                 .unwrap();
+            wtxn.commit().unwrap();
+        }
+        let store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
+        assert_eq!(store.provider_record_count().unwrap(), 0);
+        assert_eq!(store.sources.total(), 0);
+        assert_eq!(store.provided_count().unwrap(), 1, "our own keys are kept");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Counts that do not add up to the records held (a damaged store) drop the records
+    /// of others at open, with a warning; the start went on. It was an assertion: the
+    /// engine's start panicked.
+    #[test]
+    fn source_counts_that_do_not_add_up_drop_the_records_of_others_at_open() {
+        let dir = scratch("counts");
+        let local = PeerId::random();
+        {
+            let mut store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
+            store.provide(&[key(1)]).unwrap();
+            store
+                .add_provider(others_record(&key(2), PeerId::random(), None))
+                .unwrap();
+            store.flush().unwrap();
+            let mut wtxn = store.env.write_txn().unwrap();
+            store.source_counts.clear(&mut wtxn).unwrap();
             wtxn.commit().unwrap();
         }
         let store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
