@@ -289,6 +289,31 @@ impl DhtClient {
         self.try_change(ProviderChange::Provide(addrs))
     }
 
+    /// A client of no DHT thread, for the tests of its callers: its announcements wait
+    /// in the returned mailbox (room for `mailbox_len`), its requests go nowhere.
+    pub fn for_tests(mailbox_len: usize) -> (DhtClient, std::sync::mpsc::Receiver<ProviderChange>) {
+        let (announces, mailbox) = std::sync::mpsc::sync_channel(mailbox_len);
+        let (requests, _) = tokio::sync::mpsc::channel(1);
+        let metrics = Arc::new(DhtMetrics::default());
+        let bell = Arc::new(AnnounceBell::default());
+        (
+            DhtClient::new(announces, bell, requests, metrics, "test".into()),
+            mailbox,
+        )
+    }
+
+    /// [`DhtClient::try_announce`] for kept copies ([`DhtClient::announce_kept`]).
+    pub fn try_announce_kept(&self, addrs: Vec<[u8; 32]>) -> Option<Result<(), Vec<[u8; 32]>>> {
+        self.try_change(ProviderChange::ProvideKept(addrs))
+    }
+
+    /// Counts announcements a sender gave up on (`ron_dht_announce_dropped_total`).
+    pub fn count_dropped_announcements(&self, count: u64) {
+        self.metrics
+            .announce_dropped_total
+            .fetch_add(count, Ordering::Relaxed);
+    }
+
     /// Queues a withdrawal unless the mailbox is full, in which case the batch comes
     /// back (the evicter waits and sends it again). `None` once the DHT thread has
     /// stopped.

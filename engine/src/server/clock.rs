@@ -63,6 +63,7 @@ impl ShardClock<'_> {
             };
             self.admission
                 .take_messages(self.link, |message| operator_request(&operated, message));
+            self.shard.send_announcements();
             if now >= next_report {
                 self.admission.report(self.link);
                 next_report = now + report_period;

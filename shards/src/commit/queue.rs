@@ -194,18 +194,19 @@ impl GroupCommit {
             .map_or(Retention::Kept, |e| e.retention)
     }
 
-    /// Hands the objects acknowledged since the last call to the DHT thread (never
-    /// waits: a full mailbox drops them, counted; its sweep and restarts announce them).
-    pub(super) fn send_announcements(&self) {
+    /// Hands the objects acknowledged and not yet announced to the DHT thread, in
+    /// batches while its mailbox takes them (never waits). What a full mailbox does not
+    /// take stays here for the next call (the next commit, or the shard's clock tick), at
+    /// most [`ANNOUNCEMENTS_HELD_MAX`] of each kind; past that the oldest are dropped,
+    /// counted, and announced again by the next start's walk. Dropped at once, an
+    /// upload was findable by no other node until a restart: the sweep republishes only
+    /// what was provided.
+    pub(crate) fn send_announcements(&self) {
         let Some(dht) = &self.dht else { return };
-        let evictable = std::mem::take(&mut *self.announced.borrow_mut());
-        for batch in evictable.chunks(ANNOUNCE_BATCH_MAX) {
-            dht.announce(batch.to_vec());
-        }
-        let kept = std::mem::take(&mut *self.announced_kept.borrow_mut());
-        for batch in kept.chunks(ANNOUNCE_BATCH_MAX) {
-            dht.announce_kept(batch.to_vec());
-        }
+        send_held(&self.announced, dht, |batch| dht.try_announce(batch));
+        send_held(&self.announced_kept, dht, |batch| {
+            dht.try_announce_kept(batch)
+        });
     }
 
     /// Whether the backlog must be indexed now: own-file uploads wait for it, or the
@@ -241,6 +242,39 @@ impl GroupCommit {
     }
 }
 
+/// Addresses of one kind (kept, evictable) a shard holds while the DHT's mailbox is
+/// full: 8 MiB.
+pub const ANNOUNCEMENTS_HELD_MAX: usize = 262_144;
+
+/// Sends `held` in batches while `try_send` takes them; keeps the rest (see
+/// [`GroupCommit::send_announcements`]).
+fn send_held(
+    held: &RefCell<Vec<[u8; 32]>>,
+    dht: &DhtClient,
+    try_send: impl Fn(Vec<[u8; 32]>) -> Option<Result<(), Vec<[u8; 32]>>>,
+) {
+    let mut waiting = std::mem::take(&mut *held.borrow_mut());
+    while !waiting.is_empty() {
+        let rest = waiting.split_off(waiting.len().min(ANNOUNCE_BATCH_MAX));
+        match try_send(waiting) {
+            Some(Ok(())) => waiting = rest,
+            Some(Err(back)) => {
+                waiting = back;
+                waiting.extend(rest);
+                break;
+            }
+            // The DHT thread has stopped: nothing will take them.
+            None => return,
+        }
+    }
+    let over = waiting.len().saturating_sub(ANNOUNCEMENTS_HELD_MAX);
+    if over > 0 {
+        waiting.drain(..over);
+        dht.count_dropped_announcements(over as u64);
+    }
+    *held.borrow_mut() = waiting;
+}
+
 #[cfg(test)]
 impl GroupCommit {
     /// Whether an index commit is running.
@@ -251,5 +285,53 @@ impl GroupCommit {
     /// Whether the last index commit failed (uploads retry it first).
     pub(crate) fn index_failed(&self) -> bool {
         self.index_failure.borrow().is_some()
+    }
+}
+
+#[cfg(test)]
+mod announcement_tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    fn addresses(count: usize) -> Vec<[u8; 32]> {
+        (0..count as u64)
+            .map(|n| {
+                let mut addr = [0u8; 32];
+                addr[..8].copy_from_slice(&n.to_be_bytes());
+                addr
+            })
+            .collect()
+    }
+
+    /// What a full mailbox does not take is held and sent at the next call; past the
+    /// bound, the oldest are dropped and counted. Before, every batch a full mailbox
+    /// refused was dropped at once.
+    #[test]
+    fn announcements_a_full_mailbox_refuses_are_held_for_the_next_call() {
+        let (dht, mailbox) = DhtClient::for_tests(1);
+        let held = RefCell::new(addresses(ANNOUNCE_BATCH_MAX + 5));
+        send_held(&held, &dht, |batch| dht.try_announce_kept(batch));
+        assert_eq!(held.borrow().len(), 5, "the second batch waits");
+        let first = mailbox.try_recv().unwrap();
+        assert!(matches!(
+            first,
+            ron_link::dht::ProviderChange::ProvideKept(_)
+        ));
+        assert_eq!(first.len(), ANNOUNCE_BATCH_MAX);
+        send_held(&held, &dht, |batch| dht.try_announce_kept(batch));
+        assert!(held.borrow().is_empty());
+        assert_eq!(mailbox.try_recv().unwrap().len(), 5);
+        let dropped = || dht.metrics.announce_dropped_total.load(Ordering::Relaxed);
+        assert_eq!(dropped(), 0);
+
+        let (full, _mailbox) = DhtClient::for_tests(0);
+        let held = RefCell::new(addresses(ANNOUNCEMENTS_HELD_MAX + 3));
+        send_held(&held, &full, |batch| full.try_announce(batch));
+        assert_eq!(held.borrow().len(), ANNOUNCEMENTS_HELD_MAX);
+        assert_eq!(held.borrow()[0], addresses(4)[3], "the oldest went");
+        assert_eq!(
+            full.metrics.announce_dropped_total.load(Ordering::Relaxed),
+            3
+        );
     }
 }

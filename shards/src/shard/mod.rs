@@ -63,6 +63,12 @@ pub use crate::shard::state::{AnnounceFilter, Shard, ShardConfig};
 pub const BACKGROUND_SHARES: usize = 50;
 
 impl Shard {
+    /// Hands the DHT thread the uploads acknowledged and not yet announced that its
+    /// mailbox had no room for (the shard's clock tick calls it; commits do too).
+    pub fn send_announcements(&self) {
+        self.commits.send_announcements();
+    }
+
     /// Opens the stores this shard owns and starts its group commit, its background
     /// services (`services.rs`) and its mesh service. Blocking opens are start-up work,
     /// before the shard accepts.
