@@ -48,8 +48,9 @@
 //!   bytes of `/ron/provide/2` and `/ron/replicate/1` messages being read (64 MiB for
 //!   all streams together, `wire.rs`), and the sockets ([`node::DHT_FDS_MAX`]).
 //! - A peer asking this node to hold a copy proves nothing by asking: the node takes
-//!   only keys it is near in its zone, and stores only bytes verified against the
-//!   address; a holder counts as one only after an audit of its own copy.
+//!   only keys it is near (fewer than twice the candidates, 40, of the nodes it knows,
+//!   any zone, are nearer), and stores only bytes verified against the address, pulled
+//!   from the asker alone; a holder counts as one only after an audit of its own copy.
 //! - A peer's claims are checked or bounded: its `PeerId` is the one noise
 //!   authenticated; the address stored for it is the IP its connection came from with
 //!   the port it claims; value records (anyone's bytes on our disk) are refused; a

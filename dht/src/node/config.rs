@@ -163,7 +163,7 @@ pub(super) const PENDING_OUTBOUND_MAX: u32 = 128;
 /// default is 8): a peer announced at many addresses costs this many sockets, not all.
 pub(super) const DIAL_ADDRESSES_AT_ONCE: u8 = 2;
 /// The most file descriptors the DHT thread holds: its listener, every connection the
-/// limits above allow (a pending dial trying [`DIAL_ADDRESSES_AT_ONCE`] addresses), and
+/// limits above allow (a pending dial trying `DIAL_ADDRESSES_AT_ONCE` addresses), and
 /// the provider store's LMDB environment (its file and lock file). The engine's
 /// start-up counts them beside the shards' (open-files limit).
 pub const DHT_FDS_MAX: u64 = 1

@@ -8,11 +8,12 @@
 //! Their answers are counted by outcome (`ron_replication_copies_total`).
 //!
 //! Accepting: a peer's request is checked address by address — a node takes a copy
-//! only when it is near the key in its zone among the nodes it knows, with slack
-//! ([`ACCEPT_WINDOW_SLACK`]) since two views of the network differ — and bounded
-//! ([`PULLS_PER_PEER_MAX`], [`PULLS_PER_HOST_MAX`], [`PULLS_MAX`]). Each accepted address
-//! goes to its owner shard's replication mailbox; the shard pulls it from the asker (the
-//! IP its connection came from, the OAP port it claims) or other providers, verified, and keeps it. The
+//! only when fewer than the candidates times [`ACCEPT_WINDOW_SLACK`] (40) of the nodes
+//! it knows, of any zone, are nearer the key than it (slack, since two views of the
+//! network differ; zones are not looked at) — and bounded ([`PULLS_PER_PEER_MAX`],
+//! [`PULLS_PER_HOST_MAX`], [`PULLS_MAX`]). Each accepted address goes to its owner
+//! shard's replication mailbox; the shard pulls it from the asker only (the IP its
+//! connection came from, the OAP port it claims), verified, and keeps it. The
 //! answer goes back once every accepted copy is durable, or at
 //! [`REPLICATE_ANSWER_WITHIN`] with `pending` for the rest (they go on).
 
