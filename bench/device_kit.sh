@@ -9,7 +9,8 @@
 #   OTHER_RON=PATH bash bench/device_kit.sh pack   # and a second ron build for many_cores's
 #                                          # A/B (bench/many_cores.sh OTHER_RON)
 #   # then, through the device tool's run, carry ["target/device-kit"]:
-#   bash bench/device_kit.sh check         # what the machine has, and what a shard's
+#   bash bench/device_kit.sh check         # what the machine has (non-zero on a gap: chain
+#                                          # it, `check && many_cores`), and what a shard's
 #                                          # sleep costs the others (`ron-bench membarrier`)
 #   bash bench/device_kit.sh many_cores    # issue 54's table, S = 1 2 4 8 (~6 min)
 #   bash bench/device_kit.sh network       # issue 53 at NODES (300) nodes (~6 min; its
@@ -64,8 +65,15 @@ EOF
     chmod +x "$tree/bin/$tool"
   done
   git rev-parse HEAD >"$KIT/REVISION"
-  git status --porcelain --untracked-files=no | grep -q . && echo "dirty" >>"$KIT/REVISION"
+  # The figures are credited to the revision: a tree with changes is packed only when
+  # asked (DIRTY_OK=1), and its diff travels in the kit.
+  if git status --porcelain --untracked-files=no | grep -q .; then
+    [ "${DIRTY_OK:-0}" = 1 ] || { echo "the tree has uncommitted changes: commit them, or DIRTY_OK=1" >&2; exit 1; }
+    git diff HEAD >"$KIT/REVISION.diff"
+    echo "dirty: REVISION.diff, sha256 $(sha256sum <"$KIT/REVISION.diff" | cut -c1-16)" >>"$KIT/REVISION"
+  fi
   if [ -n "${OTHER_RON:-}" ]; then echo "ron B: $OTHER_RON" >>"$KIT/REVISION"; fi
+  # An earlier build's tar must not be the one unpacked on the device.
   tar -C "$tree" -czf "$KIT/kit.tar.gz" bin libexec lib
   rm -rf "$tree"
   du -sh "$KIT"
@@ -77,13 +85,69 @@ unpack() {
   [ -x "$KIT/bin/ron" ] || tar -C "$KIT" -xzf "$KIT/kit.tar.gz"
 }
 
-# Output of a mode: on stdout, and under $OUT when the device tool set it.
+# Output of a mode: on stdout, and under $OUT when the device tool set it (appended: a
+# second run of a mode in one call keeps the first's).
 log_to() {
-  if [ -n "${OUT:-}" ]; then tee "$OUT/$1"; else cat; fi
+  if [ -n "${OUT:-}" ]; then tee -a "$OUT/$1"; else cat; fi
+}
+
+# The kit's revision, for every mode's output.
+revision() {
+  echo "kit built from $(head -1 "$KIT/REVISION")$(sed -n '2,$p' "$KIT/REVISION" | tr '\n' ' ' | sed 's/^./, &/')"
+}
+
+# What `check` found missing: it ends non-zero when anything is, so `check && …` spends
+# no device time on a run that cannot succeed.
+gaps=()
+gap() {
+  echo "GAP: $*"
+  gaps+=("$*")
+}
+
+# A short run of each thing the expensive modes start: nginx serving a file (its
+# compiled-in paths made), ron-bench against the ron `check` started, ron B answering.
+smoke() {
+  local dir=$1 ron_port=$2
+  # shellcheck source=workloads.sh
+  source bench/workloads.sh
+  mkdir -p /var/log/nginx /var/lib/nginx "$dir/www" "$dir/nginx/body"
+  echo "kit" >"$dir/www/probe"
+  nginx_config "$dir/nginx" "$dir/www" 18993 1 1 64 >"$dir/nginx.conf"
+  "$KIT/bin/nginx" -c "$dir/nginx.conf" -p "$dir/nginx" -g 'daemon off;' >"$dir/nginx.out" 2>&1 &
+  local nginx=$! served=no
+  for _ in $(seq 1 50); do
+    [ "$("$KIT/bin/curl" -sf http://127.0.0.1:18993/probe 2>/dev/null)" = kit ] && { served=yes; break; }
+    sleep 0.1
+  done
+  kill "$nginx" 2>/dev/null || true
+  wait "$nginx" 2>/dev/null || true
+  echo "nginx serves a file: $served"
+  [ "$served" = yes ] || { gap "nginx does not serve"; tail -5 "$dir/nginx.out" "$dir/nginx/error.log" 2>/dev/null; }
+  if "$KIT/bin/ron-bench" dataset --dir "$dir/set" --objects 4 --size 4096 --seed 1 >/dev/null &&
+    "$KIT/bin/ron-bench" run --target "127.0.0.1:$ron_port" --load --objects 4 --size 4096 --seed 1 \
+      --duration 0.5 --warmup 0 --connections 2 --cpus 0 --no-verify --discard-bodies >"$dir/bench.out" 2>&1; then
+    echo "ron-bench against ron: $(grep '^requests' "$dir/bench.out")"
+    grep -q '^statuses   200:[0-9]*$' "$dir/bench.out" || { gap "ron-bench got answers other than 200"; cat "$dir/bench.out"; }
+  else
+    gap "ron-bench run fails"
+    tail -5 "$dir/bench.out"
+  fi
+  if [ -x "$KIT/bin/ron-b" ]; then
+    "$KIT/bin/ron-b" --version >/dev/null 2>&1 || gap "ron B does not start"
+  fi
+  python3 -c 'pass' 2>/dev/null || gap "python3 does not run"
+}
+
+# The limits 1,000 nodes (4 ports, ~20 threads and ~20 files each) run into.
+limits() {
+  echo "pid_max $(cat /proc/sys/kernel/pid_max), threads-max $(cat /proc/sys/kernel/threads-max), processes $(ulimit -u), local ports $(tr '\t' - </proc/sys/net/ipv4/ip_local_port_range)"
+  [ "$(cat /proc/sys/kernel/pid_max)" -ge 32768 ] || gap "pid_max below 32768"
+  local tmp
+  tmp=$(mktemp -p /var/tmp 2>/dev/null) && rm -f "$tmp" || gap "/var/tmp is not writable (network.sh keeps node logs there)"
 }
 
 check() {
-  echo "kit built from $(head -1 "$KIT/REVISION")$(sed -n 2p "$KIT/REVISION" | sed 's/^/, /')"
+  revision
   echo "CPUs $(nproc), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
   echo "C library: $(ldd --version 2>&1 | head -1)"
   # BBR paces in the socket on loopback; others do not: it decides how a head is sent.
@@ -93,6 +157,7 @@ check() {
     command -v "$c" >/dev/null || missing+=("$c")
   done
   echo "commands missing: ${missing[*]:-none}"
+  [ ${#missing[@]} = 0 ] || gap "commands missing: ${missing[*]}"
   "$KIT/bin/nginx" -v 2>&1
   "$KIT/bin/curl" --version | head -1
   # Whether profiles can be taken here: perf, a software clock, the system call tracepoints.
@@ -107,6 +172,7 @@ check() {
     echo "perf: not in the kit"
   fi
   echo "open files: $(ulimit -n) soft, $(ulimit -Hn) hard"
+  limits
   local dir
   dir=$(mktemp -d)
   "$KIT/bin/ron" serve --shards 1 --data-dir "$dir/data" --http 127.0.0.1:18990 \
@@ -116,13 +182,15 @@ check() {
     "$KIT/bin/curl" -sf http://127.0.0.1:18992/readyz >/dev/null && { ready=yes; break; }
     sleep 0.1
   done
+  echo "ron serve ready: $ready"
+  if [ "$ready" = yes ]; then smoke "$dir" 18990; else gap "ron serve not ready"; tail -20 "$dir/ron.log"; fi
   kill "$ron" 2>/dev/null || true
   wait "$ron" 2>/dev/null || true
-  echo "ron serve ready: $ready"
-  [ "$ready" = yes ] || tail -20 "$dir/ron.log"
   rm -rf "$dir"
   # What a shard's sleep costs the others here (issue 54's model): seconds.
   "$KIT/bin/ron-bench" membarrier
+  [ ${#gaps[@]} = 0 ] || { echo "check: ${#gaps[@]} gap(s): the runs would fail or mislead"; return 1; }
+  echo "check: ready"
 }
 
 # bench/many_cores.sh, then network.sh: their own cargo build and apt-get are skipped
@@ -140,8 +208,9 @@ case "$mode" in
   many_cores)
     tools
     if [ -x "$KIT/bin/ron-b" ]; then export OTHER_RON=$PWD/$KIT/bin/ron-b; fi
-    NGINX="$PWD/$KIT/bin/nginx" RUNS=${RUNS:-2} DURATION=${DURATION:-4} \
-      bash bench/many_cores.sh "$@" 2>&1 | log_to many_cores.txt
+    { revision; NGINX="$PWD/$KIT/bin/nginx" RUNS=${RUNS:-2} DURATION=${DURATION:-4} \
+      REVISION=$(head -1 "$KIT/REVISION" | cut -c1-12) bash bench/many_cores.sh "$@"; } 2>&1 |
+      log_to many_cores.txt
     ;;
   network)
     tools
@@ -152,8 +221,8 @@ case "$mode" in
     if [ "${KIT_RON:-}" = b ]; then RON=$PWD/$KIT/bin/ron-b variant=-b; fi
     # Bounded so the whole run fits one device call (10 min) at 300 nodes.
     [ $# -gt 0 ] || set -- --copies-wait-s 120 --settle-s 20
-    NODES=${NODES:-300} OUT=${OUT:+$OUT/network$variant.json} bash bench/network.sh "$@" 2>&1 |
-      log_to "network-${NODES:-300}$variant.txt"
+    { revision; NODES=${NODES:-300} OUT=${OUT:+$OUT/network-${NODES:-300}$variant-$(date +%H%M%S).json} \
+      bash bench/network.sh "$@"; } 2>&1 | log_to "network-${NODES:-300}$variant.txt"
     ;;
   *)
     echo "usage: bash bench/device_kit.sh pack|check|many_cores|network [flags of network.sh]" >&2

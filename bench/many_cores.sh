@@ -271,7 +271,11 @@ for s in $SHARDS; do
   pids=()
 done
 
-git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+# Every run's figures, before the medians: "S workload server req/s server_busy
+# machine_busy own_cores sleeps_per_answer".
+echo "runs:"
+sed 's/^/  /' "$WORK/runs.txt"
+git_rev=${REVISION:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}
 echo "machine: $CPUS CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r), TCP congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control)"
 echo "ron binary $RON (tree at $git_rev)${OTHER_RON:+; ron B binary $OTHER_RON}; nginx $("$NGINX" -v 2>&1 | cut -d/ -f2); ron --cache-bytes $CACHE_BYTES; ron-bench ${PEAK[*]}; $RUNS runs x ${DURATION}s, medians"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

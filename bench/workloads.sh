@@ -114,8 +114,13 @@ function init(args)
 end
 EOF
 }
-# The median of the numbers on stdin, one per line.
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# The median of the numbers on stdin, one per line (of an even count, the mean of the
+# middle two: with two runs, not the lower one); nothing for no numbers.
+median() {
+  sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
+  }'
+}
 
 # One wrk run of DURATION with the Lua script SCRIPT against $base (wrk -t1 on CPU 1,
 # $CONNS connections), CPU 0's busy share measured around it: "req/s wire_bytes/s busy".
