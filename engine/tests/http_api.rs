@@ -317,6 +317,29 @@ fn heads_targets_and_preconditions_as_rfc_9110_and_9112_ask() {
     }
     assert_eq!(raw(&format!("GET {path} HTTP/1.0\r\n\r\n")).status, 200);
 
+    // §9.3 and Appendix C.2.2: an HTTP/1.0 connection kept open is said so (the client
+    // takes an answer without `Connection: keep-alive` for the last), and serves the next.
+    let mut conn = connect(n.http);
+    let mut pending = Vec::new();
+    for _ in 0..2 {
+        conn.write_all(format!("GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = read_response(&mut conn, &mut pending, false).unwrap();
+        assert_eq!((r.status, r.body.len()), (200, 3000));
+        assert_eq!(
+            r.header("connection"),
+            Some("keep-alive"),
+            "{:?}",
+            r.headers
+        );
+    }
+    let r = raw(&format!("GET {path} HTTP/1.0\r\n\r\n"));
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "without it, closed after the answer"
+    );
+
     // §3.2.2: an absolute-form target is served by its path.
     let r = raw(&format!(
         "GET http://cdn.example{path} HTTP/1.1\r\nHost: cdn.example\r\nConnection: close\r\n\r\n"

@@ -219,7 +219,7 @@ fn write_head<S>(
 ) {
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, answer.status());
-    common_headers(ctx, &mut head, &req.corr_id, close);
+    common_headers(ctx, &mut head, &req.corr_id, close, req.http10);
     head.header("ETag", &answer.etag)
         .header("Cache-Control", CACHE_CONTROL);
     match answer.kind {

@@ -351,7 +351,7 @@ async fn redirect<S: Transport>(
 ) -> Result<u16, Abort> {
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, 301);
-    common_headers(ctx, &mut head, &req.corr_id, close);
+    common_headers(ctx, &mut head, &req.corr_id, close, req.http10);
     head.content_length(0)
         .header("Location", location.as_bytes())
         .header("Cache-Control", CACHE_CONTROL);

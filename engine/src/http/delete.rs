@@ -31,7 +31,7 @@ pub(super) async fn remove<S: Transport>(
     let body = format!("{{\"obj\":\"{addr}\",\"removed\":true}}");
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, 200);
-    common_headers(ctx, &mut head, &req.corr_id, close);
+    common_headers(ctx, &mut head, &req.corr_id, close, req.http10);
     head.header("Content-Type", b"application/json")
         .header("Cache-Control", NO_STORE)
         .content_length(body.len() as u64);

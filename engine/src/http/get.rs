@@ -205,7 +205,7 @@ async fn not_modified<S: Transport>(
 ) -> Result<u16, Abort> {
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, 304);
-    common_headers(ctx, &mut head, &req.corr_id, close);
+    common_headers(ctx, &mut head, &req.corr_id, close, req.http10);
     validators_and_caching(&mut head, addr, shown);
     head.header("Vary", vary(shown));
     head.finish();
@@ -225,7 +225,7 @@ fn write_head<S>(
 ) {
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, span.status());
-    common_headers(ctx, &mut head, &req.corr_id, close);
+    common_headers(ctx, &mut head, &req.corr_id, close, req.http10);
     let content_type = match (shown, object.content_type().as_bytes()) {
         (Some(shown), _) => shown.media_type.as_bytes(),
         (None, []) => DEFAULT_CONTENT_TYPE,

@@ -227,7 +227,7 @@ async fn inline<S: Transport>(
     let status = if not_modified { 304 } else { 200 };
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, status);
-    common_headers(ctx, &mut head, &req.corr_id, close);
+    common_headers(ctx, &mut head, &req.corr_id, close, req.http10);
     ipfs_block_headers(&mut head, cid);
     head.header("Vary", b"Accept");
     if status == 200 {

@@ -316,7 +316,7 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         HeadOutcome::Rejected(refusal, started) => {
             conn.transfer = Transfer::new(ctx.limits.pace(started));
             let corr = ctx.new_corr_id();
-            respond::refuse(ctx, conn, &refusal, &corr, true, false).await?;
+            respond::refuse(ctx, conn, &refusal, &corr, true, false, false).await?;
             let status = refusal.status();
             ctx.admission
                 .record(Protocol::Http, Op::Other, status, started);
@@ -374,7 +374,16 @@ async fn refuse_unadmitted<S: Transport>(
 ) -> Result<After, Abort> {
     let close = !request.keep_alive || !request.body_is_empty();
     let head_only = request.method == Method::Head;
-    respond::refuse(ctx, conn, refusal, &request.corr_id, close, head_only).await?;
+    respond::refuse(
+        ctx,
+        conn,
+        refusal,
+        &request.corr_id,
+        close,
+        request.http10,
+        head_only,
+    )
+    .await?;
     conn.body_left_unread |= !request.body_is_empty();
     let status = refusal.status();
     ctx.admission

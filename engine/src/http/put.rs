@@ -82,7 +82,8 @@ pub(super) async fn upload<S: Transport>(
             Ok(want) if want > 1 => match ctx.service.wait_for_copies(stored.addr, want).await {
                 Ok(copies) => created(ctx, conn, req, stored, Some(copies), keep).await,
                 Err(refusal) => {
-                    respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep, false).await?;
+                    respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep, req.http10, false)
+                        .await?;
                     Ok((refusal.status(), After::keep_if(keep)))
                 }
             },
@@ -90,7 +91,7 @@ pub(super) async fn upload<S: Transport>(
         },
         // The body was read whole: the connection is still in step.
         Err(refusal @ Refusal::DigestMismatch { .. }) => {
-            respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep, false).await?;
+            respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep, req.http10, false).await?;
             Ok((refusal.status(), After::keep_if(keep)))
         }
         Err(refusal) => refuse_upload(ctx, conn, req, &refusal).await,
@@ -104,7 +105,7 @@ async fn refuse_upload<S: Transport>(
     req: &Request,
     refusal: &Refusal,
 ) -> Result<(u16, After), Abort> {
-    respond::refuse(ctx, conn, refusal, &req.corr_id, true, false).await?;
+    respond::refuse(ctx, conn, refusal, &req.corr_id, true, req.http10, false).await?;
     conn.body_left_unread = true;
     Ok((refusal.status(), After::Close))
 }
@@ -128,7 +129,7 @@ async fn created<S: Transport>(
     let location = format!("/o/{addr}");
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, status);
-    common_headers(ctx, &mut head, &req.corr_id, !keep);
+    common_headers(ctx, &mut head, &req.corr_id, !keep, req.http10);
     head.header("Location", location.as_bytes())
         .header("ETag", &quoted_etag(&addr))
         .header("Content-Type", b"application/json")

@@ -24,6 +24,9 @@ pub(super) struct Request {
     pub route: Route,
     pub body: BodyFraming,
     pub keep_alive: bool,
+    /// An HTTP/1.0 request: a connection kept open after it is said so (`Connection:
+    /// keep-alive`).
+    pub http10: bool,
     pub expect_continue: bool,
     pub range: Option<RangeSet>,
     /// If-Range present and not our ETag: serve the whole object.
@@ -365,6 +368,7 @@ impl Request {
             route,
             body: head.body,
             keep_alive: head.keep_alive,
+            http10: head.minor_version == 0,
             expect_continue: head.expect_continue,
             // RFC 9110 §14.2: a Range on any method but GET is ignored (HEAD answers
             // what a GET without it would: 200 and the whole length) — except where it

@@ -30,12 +30,16 @@ impl HttpContext {
     }
 }
 
-/// Server, Date, X-Corr-ID and, when the connection ends, `Connection: close`.
+/// Server, Date, X-Corr-ID and, when the connection ends, `Connection: close`; when it
+/// stays open for an HTTP/1.0 client (`http10`, which asked for it), `Connection:
+/// keep-alive` — without it the client takes the answer as the connection's last
+/// (RFC 9112 §9.3, Appendix C.2.2; nginx says it too).
 pub(super) fn common_headers(
     ctx: &HttpContext,
     head: &mut ResponseHead<'_>,
     corr: &CorrId,
     close: bool,
+    http10: bool,
 ) {
     head.header("Server", b"ron")
         .header("Date", &ctx.date())
@@ -43,6 +47,8 @@ pub(super) fn common_headers(
     // A drain that began while the request was served closes the connection too.
     if close || ctx.draining.get() {
         head.header("Connection", b"close");
+    } else if http10 {
+        head.header("Connection", b"keep-alive");
     }
 }
 
@@ -55,7 +61,16 @@ pub(super) async fn refuse_request<S: Transport>(
     close: bool,
 ) -> Result<u16, Abort> {
     let head_only = req.method == Method::Head;
-    refuse(ctx, conn, refusal, &req.corr_id, close, head_only).await?;
+    refuse(
+        ctx,
+        conn,
+        refusal,
+        &req.corr_id,
+        close,
+        req.http10,
+        head_only,
+    )
+    .await?;
     Ok(refusal.status())
 }
 
@@ -72,6 +87,7 @@ pub(super) async fn refuse<S: Transport>(
     refusal: &Refusal,
     corr: &CorrId,
     close: bool,
+    http10: bool,
     head_only: bool,
 ) -> Result<(), Abort> {
     refusal.log(ctx.service.shard().index(), corr.as_str());
@@ -79,7 +95,7 @@ pub(super) async fn refuse<S: Transport>(
     refusal.write_envelope(corr.as_str(), &mut body);
     conn.wbuf.clear();
     let mut head = ResponseHead::start(&mut conn.wbuf, refusal.status());
-    common_headers(ctx, &mut head, corr, close);
+    common_headers(ctx, &mut head, corr, close, http10);
     head.header("Content-Type", b"application/json")
         .header("Cache-Control", NO_STORE)
         .content_length(body.len() as u64);
