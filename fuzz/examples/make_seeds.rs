@@ -699,8 +699,51 @@ fn bundle_manifest(root: &Path) {
     s.put("dot_dot", text.replace("css/site.css", "css/../x").as_bytes());
 }
 
+/// The DHT's messages from its own encoders, each after the byte that picks its decoder
+/// (0 provide request, 1 provide response, 2 replicate request, 3 replicate response).
+fn dht_messages(root: &Path) {
+    use ron_dht::node::record_key;
+    use ron_dht::protocol::{self, Ports, ProvideRequest, ProvideResponse};
+    use ron_dht::replicate::{self, ReplicateRequest, ReplicateResponse};
+    use ron_link::dht::CopyOutcome;
+    let s = Seeds::new(root, "dht_messages");
+    let ports = Ports {
+        p2p: 4001,
+        oap: 4002,
+    };
+    let addrs: Vec<[u8; 32]> = (0..3u8).map(|i| *Address::of(&[i]).as_bytes()).collect();
+    let greeting = ProvideRequest {
+        ports,
+        zone: "eu-west".into(),
+        keys: Vec::new(),
+    };
+    let batch = ProvideRequest {
+        keys: addrs.iter().map(record_key).collect(),
+        ..greeting.clone()
+    };
+    let answered = ProvideResponse {
+        ports,
+        zone: String::new(),
+        stored: 3,
+    };
+    let ask = ReplicateRequest {
+        oap_port: 4002,
+        addrs: addrs.clone(),
+    };
+    let outcomes = ReplicateResponse {
+        outcomes: vec![CopyOutcome::Held, CopyOutcome::Busy, CopyOutcome::Pending],
+    };
+    let with = |which: u8, message: Vec<u8>| cat(&[&[which], &message]);
+    s.put("greeting", &with(0, protocol::encode_request(&greeting).unwrap()));
+    s.put("provide_batch", &with(0, protocol::encode_request(&batch).unwrap()));
+    s.put("provide_response", &with(1, protocol::encode_response(&answered).unwrap()));
+    s.put("replicate_request", &with(2, replicate::encode_request(&ask).unwrap()));
+    s.put("replicate_response", &with(3, replicate::encode_response(&outcomes).unwrap()));
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    dht_messages(&root);
     bundle_manifest(&root);
     frame_decoder(&root);
     http_head(&root);
