@@ -614,9 +614,16 @@ impl ProviderStore {
     }
 
     /// Looks at up to `scan_max` records of others, from where the last call stopped
-    /// (the start after the end), and removes the expired ones: a bounded step of a walk
-    /// over the whole database, not a stall. Returns how many were removed.
-    pub fn remove_expired(&mut self, now_ms: u64, scan_max: usize) -> Result<usize, DhtError> {
+    /// (the start after the end), and removes the expired ones, at most `removals_max`
+    /// (the walk goes on from the next next time): a bounded step of a walk over the whole
+    /// database, not a stall — each removal updates the indexes, and a flood's records
+    /// all expire together. Returns how many were removed.
+    pub fn remove_expired(
+        &mut self,
+        now_ms: u64,
+        scan_max: usize,
+        removals_max: usize,
+    ) -> Result<usize, DhtError> {
         self.flush()?;
         // LMDB takes no empty key: a walk from the start begins at the smallest one.
         let from = self.expire_from.take().unwrap_or_else(|| vec![0]);
@@ -633,7 +640,7 @@ impl ProviderStore {
                 .map_err(self.lmdb("range"))?;
             for (seen, entry) in iter.enumerate() {
                 let (db_key, value) = entry.map_err(self.lmdb("range"))?;
-                if seen == scan_max {
+                if seen == scan_max || expired.len() == removals_max {
                     self.expire_from = Some(db_key.to_vec());
                     break;
                 }
@@ -1293,7 +1300,7 @@ mod tests {
         store.add_provider(others_record(&key(0), b, None)).unwrap();
         store.remove_provider(&key(1), &b);
         let now = unix_ms(SystemTime::now()) + 1;
-        assert_eq!(store.remove_expired(now, 100).unwrap(), 4);
+        assert_eq!(store.remove_expired(now, 100, 100).unwrap(), 4);
         let source = |ip: &str| Source::of(Some(ip.parse().unwrap()));
         assert_eq!(store.sources.count(source("192.0.2.1")), 0);
         assert_eq!(store.sources.count(source("192.0.2.2")), 2);
@@ -1424,13 +1431,35 @@ mod tests {
         let now = unix_ms(SystemTime::now()) + 1;
         // Six records looked at, three of them expired; then the other four (two
         // expired); then a new walk finds nothing left to remove.
-        assert_eq!(store.remove_expired(now, 6).unwrap(), 3);
-        assert_eq!(store.remove_expired(now, 100).unwrap(), 2);
-        assert_eq!(store.remove_expired(now, 100).unwrap(), 0);
+        assert_eq!(store.remove_expired(now, 6, 100).unwrap(), 3);
+        assert_eq!(store.remove_expired(now, 100, 100).unwrap(), 2);
+        assert_eq!(store.remove_expired(now, 100, 100).unwrap(), 0);
         assert_eq!(store.provider_record_count().unwrap(), 5);
         assert_eq!(store.counters().records_expired, 5);
         assert!(store.providers(&key(0)).is_empty());
         assert_eq!(store.providers(&key(1)).len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Records that expire together (a flood's) are removed a bounded number a step: a
+    /// step removed every expired record it looked at (up to 100,000, each with its index
+    /// updates, in one tick of the DHT thread).
+    #[test]
+    fn expired_records_are_removed_at_most_so_many_a_step() {
+        let dir = scratch("expired-many");
+        let mut store =
+            ProviderStore::open(&dir, PeerId::random(), StoreLimits::default()).unwrap();
+        let p = PeerId::random();
+        for n in 0..10 {
+            store
+                .add_provider(others_record(&key(n), p, Some(Duration::ZERO)))
+                .unwrap();
+        }
+        let now = unix_ms(SystemTime::now()) + 1;
+        assert_eq!(store.remove_expired(now, 100, 4).unwrap(), 4);
+        assert_eq!(store.remove_expired(now, 100, 4).unwrap(), 4);
+        assert_eq!(store.remove_expired(now, 100, 4).unwrap(), 2);
+        assert_eq!(store.provider_record_count().unwrap(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

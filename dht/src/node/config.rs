@@ -147,6 +147,10 @@ pub(super) const FIRST_PROVIDER_GRACE_MIN: Duration = Duration::from_millis(10);
 pub(super) const GREETING_WAIT: Duration = Duration::from_secs(2);
 /// Records of others looked at per expiry step (a bounded step, not a stall).
 pub(super) const EXPIRE_STEP: usize = 100_000;
+/// Expired records of others removed per step at most (each with its index updates:
+/// ~0.1 s of the DHT thread); while a step stops there, the next comes at the next tick
+/// rather than a minute later.
+pub(super) const EXPIRED_PER_STEP_MAX: usize = 4_096;
 pub(super) const EXPIRE_PERIOD: Duration = Duration::from_secs(60);
 /// Connections: inbound ones established and pending, and per peer.
 pub(super) const INBOUND_CONNECTIONS_MAX: u32 = 512;

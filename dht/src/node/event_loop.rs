@@ -20,7 +20,9 @@ use tokio::sync::oneshot;
 
 use crate::error::DhtError;
 use crate::node::address::{record_key, tcp_socket};
-use crate::node::config::{DhtConfig, DHT_IDLE_TICK_MS, DHT_TICK_MS, EXPIRE_PERIOD, EXPIRE_STEP};
+use crate::node::config::{
+    DhtConfig, DHT_IDLE_TICK_MS, DHT_TICK_MS, EXPIRED_PER_STEP_MAX, EXPIRE_PERIOD, EXPIRE_STEP,
+};
 use crate::node::state::Node;
 use crate::node::swarm::BehaviourEvent;
 use crate::store::{unix_ms, ProviderStore};
@@ -186,6 +188,7 @@ impl Node {
             || !self.copies.watches.is_empty()
             || !self.copies.answering.is_empty()
             || self.store().has_pending()
+            || self.expiry_backlog
     }
 
     fn on_tick(&mut self, announces: &Receiver<ProviderChange>) {
@@ -199,7 +202,7 @@ impl Node {
         self.publish_next();
         self.refresh_routing_when_due();
         self.retry_join_when_due();
-        if self.last_expiry.elapsed() >= EXPIRE_PERIOD {
+        if self.expiry_backlog || self.last_expiry.elapsed() >= EXPIRE_PERIOD {
             self.last_expiry = Instant::now();
             self.remove_expired();
         }
@@ -214,9 +217,14 @@ impl Node {
 
     fn remove_expired(&mut self) {
         let now_ms = unix_ms(SystemTime::now());
-        if let Err(e) = self.store().remove_expired(now_ms, EXPIRE_STEP) {
-            tracing::warn!("{e}");
-        }
+        let removed = self
+            .store()
+            .remove_expired(now_ms, EXPIRE_STEP, EXPIRED_PER_STEP_MAX)
+            .unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                0
+            });
+        self.expiry_backlog = removed == EXPIRED_PER_STEP_MAX;
     }
 
     fn update_gauges(&mut self) {

@@ -521,6 +521,8 @@ pub(super) struct Node {
     pub(super) next_placement_batch: u64,
     pub(super) publisher: Publisher,
     pub(super) last_expiry: Instant,
+    /// The last expiry step stopped at its most removals: the next comes at the next tick.
+    pub(super) expiry_backlog: bool,
     pub(super) listen_id: libp2p::core::transport::ListenerId,
     pub(super) bootstrap_peers: Vec<Multiaddr>,
     pub(super) join: Joining,
@@ -579,6 +581,7 @@ impl Node {
             next_placement_batch: 0,
             publisher: Publisher::default(),
             last_expiry: Instant::now(),
+            expiry_backlog: false,
             listen_id,
             bootstrap_peers: config.peers.clone(),
             join: Joining::default(),
