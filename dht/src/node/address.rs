@@ -9,6 +9,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
 use crate::error::DhtError;
+use crate::store::PROVIDER_ADDRS_MAX;
 
 /// Listen addresses taken from one identify answer (a peer may claim many).
 const IDENTIFIED_ADDRESSES_MAX: usize = 4;
@@ -117,6 +118,11 @@ pub(crate) fn identified_addresses(ip: IpAddr, claimed: &[Multiaddr]) -> Vec<Mul
 pub(crate) fn record_addresses(ip: IpAddr, claimed: &[Multiaddr]) -> Vec<Multiaddr> {
     let mut addresses = identified_addresses(ip, claimed);
     let oap = claimed.iter().find_map(oap_socket);
+    // The store keeps PROVIDER_ADDRS_MAX addresses, the first ones: the OAP/1 address,
+    // the one ron fetches from, is never the one cut.
+    if oap.is_some() {
+        addresses.truncate(PROVIDER_ADDRS_MAX - 1);
+    }
     addresses.extend(oap.map(|socket| oap_multiaddr(ip, socket.port())));
     addresses
 }
@@ -170,6 +176,29 @@ mod tests {
             ]
         );
         assert!(identified_addresses(ip, &[]).is_empty());
+    }
+
+    /// A provider claiming four libp2p ports and its OAP/1 port: the record keeps the
+    /// OAP/1 address (the store keeps the first four; it was the fifth, and dropped).
+    #[test]
+    fn a_record_keeps_the_oap_address_beside_many_ports() {
+        let claimed: Vec<Multiaddr> = [
+            "/ip4/10.0.0.1/tcp/5001",
+            "/ip4/10.0.0.1/tcp/5002",
+            "/ip4/10.0.0.1/tcp/5003",
+            "/ip4/10.0.0.1/tcp/5004",
+            "/ip4/10.0.0.1/tcp/7000/sni/oap",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let ip: IpAddr = "127.0.0.7".parse().unwrap();
+        let kept = record_addresses(ip, &claimed);
+        assert!(kept.len() <= PROVIDER_ADDRS_MAX, "{kept:?}");
+        assert_eq!(
+            kept.iter().find_map(oap_socket),
+            Some("127.0.0.7:7000".parse().unwrap())
+        );
     }
 
     #[test]
