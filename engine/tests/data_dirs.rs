@@ -224,7 +224,8 @@ fn data_dirs_are_checked_at_every_start() {
     let e = refusal(d(0), &[d(1), d(0)], &[]);
     assert!(e.contains("is given twice"), "{e}");
 
-    // Three of four disks empty is more than 2+2 rebuilds: refused, nothing written.
+    // Three of four disks empty is more than 2+2 rebuilds: refused, nothing written but
+    // the lock.
     let moved: Vec<PathBuf> = (1..4).map(|i| root.join(format!("kept{i}"))).collect();
     for (i, to) in moved.iter().enumerate() {
         std::fs::rename(&dirs[i + 1], to).unwrap();
@@ -235,6 +236,15 @@ fn data_dirs_are_checked_at_every_start() {
         "{e}"
     );
     for (i, from) in moved.iter().enumerate() {
+        // Nothing but the data dir's lock (taken before the dirs are looked at).
+        let written: Vec<_> = std::fs::read_dir(&dirs[i + 1])
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            written.iter().all(|name| name == "LOCK"),
+            "the refused start wrote into {:?}: {written:?}",
+            dirs[i + 1]
+        );
         let _ = std::fs::remove_dir_all(&dirs[i + 1]);
         std::fs::rename(from, &dirs[i + 1]).unwrap();
     }

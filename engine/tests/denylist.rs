@@ -376,16 +376,14 @@ fn a_blocked_address_is_never_fetched_served_to_peers_or_copied_here() {
     let r = get(other.http, &format!("/o/{v}")).unwrap();
     assert_ne!(r.status, 200, "B gets no byte of v from A: {r:?}");
     assert_eq!(metric(other.admin, "ron_fetch_bytes_total"), 0);
-    // A answered B's peer fetch (OAP/1) with the documented error, if B asked it
-    // (B's provider record of A outlives A's withdrawal until it expires).
+    // A answered B's peer fetch (OAP/1) with the documented error: B asked it, as its
+    // provider record of A (B holds it: two nodes) outlives A's withdrawal until it
+    // expires.
     let refused = "ron_requests_total{protocol=\"oap\",op=\"get\",status=\"451\"}";
     let asked = gauge(blocking.admin, refused).unwrap_or(0.0);
     let fetch_failures = gauge(other.admin, "ron_fetch_failures_total{reason=\"refused\"}");
-    assert_eq!(
-        asked > 0.0,
-        fetch_failures > Some(0.0),
-        "A's refusals are B's failures"
-    );
+    assert!(asked > 0.0, "B asked A for v, and A refused it");
+    assert!(fetch_failures > Some(0.0), "A's refusals are B's failures");
 
     // u is stored on A and provided; a list dropped into the directory while A runs
     // blocks it: the reload withdraws it (the control thread, once every shard runs

@@ -504,6 +504,12 @@ fn the_repair_sweep_restores_three_verified_copies_after_two_holders_are_killed(
     for victim in &victims {
         nodes[*victim].kill9();
     }
+    // The sweep sees the loss (the gauge that must go back to 0 below was above it).
+    wait_for("a survivor's pass to find objects short", WAIT, || {
+        survivors
+            .iter()
+            .any(|i| metric_of(&nodes[*i], "ron_objects_under_replicated") >= 1)
+    });
     let rf_observed = |addr: &Address| {
         let r = get(nodes[0].admin, &format!("/admin/placement?hash={addr}")).unwrap();
         r.json()["rf_observed"].as_u64()
