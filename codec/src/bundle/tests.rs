@@ -161,10 +161,11 @@ fn media_types_follow_the_extension() {
 }
 
 proptest! {
-    /// No input makes the parser panic; whatever it accepts encodes and parses back to
-    /// itself.
+    /// No input makes the parser panic. (Random bytes are almost never a manifest, so the
+    /// round trip below is rarely reached: `generated_manifests_round_trip` and the
+    /// `bundle_manifest` fuzz target, seeded with real manifests, ask it.)
     #[test]
-    fn parsing_never_panics_and_accepted_manifests_round_trip(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+    fn parsing_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         if let Ok(manifest) = Manifest::parse(&bytes) {
             prop_assert_eq!(Manifest::parse(&manifest.encode()).unwrap(), manifest);
         }
