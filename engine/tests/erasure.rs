@@ -128,7 +128,22 @@ fn more_bad_blocks_in_a_stripe_than_its_parity_is_a_clean_failure_counted() {
             (206, &data[first as usize..=last as usize])
         );
     }
+    // A check of the whole object finds the stripe past its parity: it says so, and
+    // writes nothing over the damage (a rebuild from too few blocks would be wrong bytes).
+    let raw = format!("POST /admin/repair/{addr} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let r = request(n.admin, raw.as_bytes()).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let report = r.json();
+    assert_eq!(report["outcome"], "damaged", "{report}");
+    assert_eq!(report["lost_blocks"], 1, "{report}");
+    assert_eq!(report["repaired_bytes"], 0, "{report}");
     assert_eq!(metric(n.admin, "ron_ec_repair_bytes_total"), 0);
+    let stored = std::fs::read(n.object_file(&addr)).unwrap();
+    let at = (2 * GROUP + 1) as usize;
+    assert_ne!(
+        stored[at], data[at],
+        "the damage is still what the disk holds"
+    );
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! A node's stop, against the real binary: SIGTERM while the scrubber is mid-pass, the
-//! repair task is writing back a degraded object, the evicter is evicting read-through
-//! copies and a read-through is mid-stream from a stalled origin. The node exits 0 in
-//! bounded time with nothing half done — no upload temp files, no eviction markers, no
-//! index backlog — and the restart finds nothing to finish, serving every object.
+//! repair task has a degraded object's stripes queued, read-through copies were just
+//! fetched under a 1-byte budget (evicted as the stop comes, or before: the interrupted
+//! eviction itself is `shards` `an_eviction_a_crash_interrupted_is_finished_at_open`) and
+//! a read-through is mid-stream from a stalled origin. The node exits 0 in bounded time
+//! with nothing half done — no upload temp files, no eviction markers, no index backlog —
+//! and the restart finds nothing to finish, serving every object.
 
 mod common;
 
@@ -89,7 +91,7 @@ fn temp_files(data_dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn a_node_stopped_mid_scrub_repair_eviction_and_read_through_leaves_nothing_half_done() {
+fn a_node_stopped_mid_scrub_repair_and_read_through_leaves_nothing_half_done() {
     let copies: HashMap<Address, Vec<u8>> = (0..4u64)
         .map(|i| bytes(300 + i, 300_000))
         .map(|b| (Address::of(&b), b))
@@ -152,9 +154,13 @@ fn a_node_stopped_mid_scrub_repair_eviction_and_read_through_leaves_nothing_half
     wait_for("the stalled read-through's temp file", WAIT, || {
         !temp_files(&dir).is_empty()
     });
-    // Copies age past a second: the evicter has work as the stop comes.
-    std::thread::sleep(Duration::from_millis(1_100));
 
+    // The stop comes with the repair's work queued (the 200 stripes wait behind the
+    // paced scrub) and the read-through under way.
+    assert!(
+        metric(node.admin, "ron_ec_missing_shards") > 0,
+        "repairs queued at the stop"
+    );
     let asked = Instant::now();
     assert_eq!(node.stop().code(), Some(0), "{}", node.stderr());
     let took = asked.elapsed();
