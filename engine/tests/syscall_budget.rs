@@ -203,6 +203,18 @@ fn a_range_head_rides_with_its_body_unless_the_socket_paces_its_sends() {
         tried.push(congestion);
     }
     assert_eq!(tried[0], "reno", "tried {tried:?}");
+    // The paced branch is the one that differs: where the host lets a namespace choose
+    // BBR, it must have been tried (it is the host's default here and in CI).
+    let allowed = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+        .unwrap_or_default();
+    if allowed.split_whitespace().any(|c| c == "bbr") {
+        assert!(
+            tried.contains(&"bbr"),
+            "bbr allowed ({allowed:?}), not tried: {tried:?}"
+        );
+    } else {
+        eprintln!("bbr is not allowed to namespaces here ({allowed:?}): the paced branch untried");
+    }
 }
 
 /// What `strace -yy` shows of the calls on the connection to `client_port` that shape a
