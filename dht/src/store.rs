@@ -921,7 +921,7 @@ impl RecordStore for ProviderStore {
         }
         let ip = self.peer_ips.get(&record.provider).copied();
         record.addresses = match ip {
-            Some(ip) => record_addresses(ip, &record.addresses),
+            Some(ip) => record_addresses(ip, &record.addresses, PROVIDER_ADDRS_MAX),
             None => Vec::new(),
         };
         let source = self.sources.counted_as(Source::of(ip));
@@ -1321,9 +1321,10 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn a_store_of_an_older_layout_is_emptied_at_open() {
-        let dir = scratch("layout");
+    /// A store with one key of ours and one record of another's, `damaged`, then opened
+    /// again: the records of others are gone, our own key kept.
+    fn others_dropped_at_open_after(name: &str, damage: impl FnOnce(&ProviderStore)) {
+        let dir = scratch(name);
         let local = PeerId::random();
         {
             let mut store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
@@ -1332,6 +1333,18 @@ mod tests {
                 .add_provider(others_record(&key(2), PeerId::random(), None))
                 .unwrap();
             store.flush().unwrap();
+            damage(&store);
+        }
+        let store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
+        assert_eq!(store.provider_record_count().unwrap(), 0);
+        assert_eq!(store.sources.total(), 0);
+        assert_eq!(store.provided_count().unwrap(), 1, "our own keys are kept");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_store_of_an_older_layout_is_emptied_at_open() {
+        others_dropped_at_open_after("layout", |store| {
             let meta: Database<RawBytes, RawBytes> = {
                 let rtxn = store.env.read_txn().unwrap();
                 store
@@ -1344,12 +1357,7 @@ mod tests {
             meta.put(&mut wtxn, LAYOUT_KEY, &1u32.to_be_bytes())
                 .unwrap();
             wtxn.commit().unwrap();
-        }
-        let store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
-        assert_eq!(store.provider_record_count().unwrap(), 0);
-        assert_eq!(store.sources.total(), 0);
-        assert_eq!(store.provided_count().unwrap(), 1, "our own keys are kept");
-        std::fs::remove_dir_all(&dir).unwrap();
+        });
     }
 
     /// Counts that do not add up to the records held (a damaged store) drop the records
@@ -1357,24 +1365,11 @@ mod tests {
     /// engine's start panicked.
     #[test]
     fn source_counts_that_do_not_add_up_drop_the_records_of_others_at_open() {
-        let dir = scratch("counts");
-        let local = PeerId::random();
-        {
-            let mut store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
-            store.provide(&[key(1)]).unwrap();
-            store
-                .add_provider(others_record(&key(2), PeerId::random(), None))
-                .unwrap();
-            store.flush().unwrap();
+        others_dropped_at_open_after("counts", |store| {
             let mut wtxn = store.env.write_txn().unwrap();
             store.source_counts.clear(&mut wtxn).unwrap();
             wtxn.commit().unwrap();
-        }
-        let store = ProviderStore::open(&dir, local, StoreLimits::default()).unwrap();
-        assert_eq!(store.provider_record_count().unwrap(), 0);
-        assert_eq!(store.sources.total(), 0);
-        assert_eq!(store.provided_count().unwrap(), 1, "our own keys are kept");
-        std::fs::remove_dir_all(&dir).unwrap();
+        });
     }
 
     #[test]

@@ -663,19 +663,7 @@ fn a_first_holder_that_never_sweeps_does_not_stop_the_repair() {
         metric(nodes[0].admin, "ron_dht_routing_table_peers") >= NODES as u64 - 1
     });
     let oaps: Vec<String> = nodes.iter().map(|n| n.oap.to_string()).collect();
-    let named = |p: &serde_json::Value| -> Vec<usize> {
-        p["placement"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                let oap = h["oap"].as_str().unwrap();
-                oaps.iter()
-                    .position(|o| o == oap)
-                    .expect("a node of the test")
-            })
-            .collect()
-    };
+    let named = |p: &serde_json::Value| named_in(&oaps, p);
     // An object whose placement names the node that never sweeps first.
     let (object, holders) = (0..32u64)
         .find_map(|i| {
@@ -717,19 +705,7 @@ fn a_read_through_copy_left_alone_is_rescued_to_three_verified_copies() {
     let data = bytes(4_242, 150_000);
     let addr = upload(&nodes[0], &data);
     let oaps: Vec<String> = nodes.iter().map(|n| n.oap.to_string()).collect();
-    let named = |p: &serde_json::Value| -> Vec<usize> {
-        p["placement"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                let oap = h["oap"].as_str().unwrap();
-                oaps.iter()
-                    .position(|o| o == oap)
-                    .expect("a node of the test")
-            })
-            .collect()
-    };
+    let named = |p: &serde_json::Value| named_in(&oaps, p);
     let mut holders = Vec::new();
     wait_for("three verified copies", Duration::from_secs(60), || {
         let p = placement_of(&nodes[7], &addr);
@@ -811,6 +787,22 @@ fn holders_of(nodes: &[&Node], objects: &[Address]) -> Vec<Vec<usize>> {
     });
     (0..objects.len())
         .map(|o| (0..nodes.len()).filter(|i| per_node[*i][o]).collect())
+        .collect()
+}
+
+/// The nodes (indexes into `oaps`, the nodes' OAP/1 addresses) a placement names, in
+/// its order.
+fn named_in(oaps: &[String], placement: &serde_json::Value) -> Vec<usize> {
+    placement["placement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let oap = h["oap"].as_str().unwrap();
+            oaps.iter()
+                .position(|o| o == oap)
+                .expect("a node of the test")
+        })
         .collect()
 }
 

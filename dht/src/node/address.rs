@@ -9,7 +9,6 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
 use crate::error::DhtError;
-use crate::store::PROVIDER_ADDRS_MAX;
 
 /// Listen addresses taken from one identify answer (a peer may claim many).
 const IDENTIFIED_ADDRESSES_MAX: usize = 4;
@@ -115,14 +114,16 @@ pub(crate) fn identified_addresses(ip: IpAddr, claimed: &[Multiaddr]) -> Vec<Mul
 /// A provider record's addresses for a provider that reached us on `ip`: its libp2p
 /// addresses as [`identified_addresses`] keeps them, then the first OAP/1 address it
 /// claims ([`oap_multiaddr`]), at the same IP (a claimed IP is never taken).
-pub(crate) fn record_addresses(ip: IpAddr, claimed: &[Multiaddr]) -> Vec<Multiaddr> {
+pub(crate) fn record_addresses(
+    ip: IpAddr,
+    claimed: &[Multiaddr],
+    addresses_max: usize,
+) -> Vec<Multiaddr> {
     let mut addresses = identified_addresses(ip, claimed);
     let oap = claimed.iter().find_map(oap_socket);
-    // The store keeps PROVIDER_ADDRS_MAX addresses, the first ones: the OAP/1 address,
-    // the one ron fetches from, is never the one cut.
-    if oap.is_some() {
-        addresses.truncate(PROVIDER_ADDRS_MAX - 1);
-    }
+    // At most `addresses_max` in all, the OAP/1 address (the one ron fetches from)
+    // among them: the store keeps the first ones, and it came last.
+    addresses.truncate(addresses_max.saturating_sub(usize::from(oap.is_some())));
     addresses.extend(oap.map(|socket| oap_multiaddr(ip, socket.port())));
     addresses
 }
@@ -193,8 +194,8 @@ mod tests {
         .map(|a| a.parse().unwrap())
         .collect();
         let ip: IpAddr = "127.0.0.7".parse().unwrap();
-        let kept = record_addresses(ip, &claimed);
-        assert!(kept.len() <= PROVIDER_ADDRS_MAX, "{kept:?}");
+        let kept = record_addresses(ip, &claimed, 4);
+        assert!(kept.len() <= 4, "{kept:?}");
         assert_eq!(
             kept.iter().find_map(oap_socket),
             Some("127.0.0.7:7000".parse().unwrap())
@@ -253,7 +254,7 @@ mod tests {
             "/ip4/203.0.113.9/tcp/4433/sni/oap".parse().unwrap(),
             "/ip4/203.0.113.9/tcp/4434/sni/oap".parse().unwrap(),
         ];
-        let kept: Vec<String> = record_addresses(ip, &claimed)
+        let kept: Vec<String> = record_addresses(ip, &claimed, 4)
             .iter()
             .map(|a| a.to_string())
             .collect();
