@@ -19,7 +19,7 @@ use libp2p::{identify, Multiaddr};
 use ron_dht::node::KAD_ADDRESSES_PER_PEER_MAX;
 use ron_dht::protocol::{self, Ports, ProvideCodec, ProvideRequest};
 
-use common::{loopback_swarm, scratch, start, WAIT};
+use common::{loopback_swarm, on_own_thread, scratch, start, WAIT};
 
 /// Greetings the flooding peer sends, each with a port of its own.
 const GREETINGS: u16 = 600;
@@ -38,70 +38,64 @@ struct Flooder {
 /// greeting claiming another p2p port. Returns once every greeting was answered.
 fn flood(node: SocketAddr) {
     let (done_tx, done) = mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let mut swarm = loopback_swarm(
-                |key| Flooder {
-                    identify: identify::Behaviour::new(identify::Config::new(
-                        "/ron/1.0.0".into(),
-                        key.public(),
-                    )),
-                    provide: request_response::Behaviour::with_codec(
-                        ProvideCodec::default(),
-                        [(protocol::PROTOCOL, ProtocolSupport::Full)],
-                        request_response::Config::default(),
-                    ),
-                },
-                FLOODS_FOR,
-            );
-            let target = Multiaddr::empty()
-                .with(Protocol::from(node.ip()))
-                .with(Protocol::Tcp(node.port()));
-            swarm.dial(target).unwrap();
-            let (mut sent, mut answered) = (0u16, 0u16);
-            let end = tokio::time::sleep(FLOODS_FOR);
-            tokio::pin!(end);
-            loop {
-                let event = tokio::select! {
-                    event = swarm.select_next_some() => event,
-                    _ = &mut end => return,
-                };
-                let peer = match event {
-                    SwarmEvent::ConnectionEstablished { peer_id, .. } => peer_id,
-                    SwarmEvent::Behaviour(FlooderEvent::Provide(
-                        request_response::Event::Message {
-                            peer,
-                            message: request_response::Message::Response { .. },
-                            ..
-                        },
-                    )) => {
-                        answered += 1;
-                        peer
-                    }
-                    _ => continue,
-                };
-                if answered == GREETINGS {
-                    let _ = done_tx.send(());
-                    continue;
+    on_own_thread(move || async move {
+        let mut swarm = loopback_swarm(
+            |key| Flooder {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/ron/1.0.0".into(),
+                    key.public(),
+                )),
+                provide: request_response::Behaviour::with_codec(
+                    ProvideCodec::default(),
+                    [(protocol::PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default(),
+                ),
+            },
+            FLOODS_FOR,
+        );
+        let target = Multiaddr::empty()
+            .with(Protocol::from(node.ip()))
+            .with(Protocol::Tcp(node.port()));
+        swarm.dial(target).unwrap();
+        let (mut sent, mut answered) = (0u16, 0u16);
+        let end = tokio::time::sleep(FLOODS_FOR);
+        tokio::pin!(end);
+        loop {
+            let event = tokio::select! {
+                event = swarm.select_next_some() => event,
+                _ = &mut end => return,
+            };
+            let peer = match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => peer_id,
+                SwarmEvent::Behaviour(FlooderEvent::Provide(
+                    request_response::Event::Message {
+                        peer,
+                        message: request_response::Message::Response { .. },
+                        ..
+                    },
+                )) => {
+                    answered += 1;
+                    peer
                 }
-                while sent < GREETINGS && sent - answered < IN_FLIGHT_MAX {
-                    let greeting = ProvideRequest {
-                        ports: Ports {
-                            p2p: 20_000 + sent,
-                            oap: 9,
-                        },
-                        zone: String::new(),
-                        keys: Vec::new(),
-                    };
-                    swarm.behaviour_mut().provide.send_request(&peer, greeting);
-                    sent += 1;
-                }
+                _ => continue,
+            };
+            if answered == GREETINGS {
+                let _ = done_tx.send(());
+                continue;
             }
-        });
+            while sent < GREETINGS && sent - answered < IN_FLIGHT_MAX {
+                let greeting = ProvideRequest {
+                    ports: Ports {
+                        p2p: 20_000 + sent,
+                        oap: 9,
+                    },
+                    zone: String::new(),
+                    keys: Vec::new(),
+                };
+                swarm.behaviour_mut().provide.send_request(&peer, greeting);
+                sent += 1;
+            }
+        }
     });
     done.recv_timeout(WAIT)
         .expect("the node answered every greeting");

@@ -24,7 +24,9 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, ping, Multiaddr, PeerId};
 use ron_dht::node::{record_key, CLAIMED_DIALS_PER_RESOLVE_MAX, KAD_PROTOCOL};
 
-use common::{loopback_swarm, scratch, start, start_in_zone, tcp_socket, wait_for, WAIT};
+use common::{
+    loopback_swarm, on_own_thread, scratch, start, start_in_zone, tcp_socket, wait_for, WAIT,
+};
 
 /// How long the liar runs: past every wait of the test, and bounded.
 const LIAR_RUNS_FOR: Duration = Duration::from_secs(60);
@@ -49,50 +51,44 @@ fn spawn_liar(
     records: Vec<(PeerId, Vec<Multiaddr>)>,
 ) -> SocketAddr {
     let (listening_tx, listening) = mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let mut swarm = loopback_swarm(
-                |key| {
-                    let local = key.public().to_peer_id();
-                    let mut kad = kad::Behaviour::with_config(
-                        local,
-                        kad::store::MemoryStore::new(local),
-                        kad::Config::new(KAD_PROTOCOL),
-                    );
-                    kad.set_mode(Some(kad::Mode::Server));
-                    Liar {
-                        kad,
-                        identify: identify::Behaviour::new(identify::Config::new(
-                            "/ron/1.0.0".into(),
-                            key.public(),
-                        )),
-                        ping: ping::Behaviour::default(),
-                    }
-                },
-                LIAR_RUNS_FOR,
-            );
-            let kad = &mut swarm.behaviour_mut().kad;
-            kad.add_address(&provider.0, tcp_multiaddr(provider.1));
-            for (id, addresses) in records {
-                let record = ProviderRecord::new(key.clone(), id, addresses);
-                kad::store::RecordStore::add_provider(kad.store_mut(), record).unwrap();
-            }
-            let end = tokio::time::sleep(LIAR_RUNS_FOR);
-            tokio::pin!(end);
-            loop {
-                let event = tokio::select! {
-                    event = swarm.select_next_some() => event,
-                    _ = &mut end => return,
-                };
-                if let SwarmEvent::NewListenAddr { address, .. } = event {
-                    let _ = listening_tx.send(tcp_socket(&address));
+    on_own_thread(move || async move {
+        let mut swarm = loopback_swarm(
+            |key| {
+                let local = key.public().to_peer_id();
+                let mut kad = kad::Behaviour::with_config(
+                    local,
+                    kad::store::MemoryStore::new(local),
+                    kad::Config::new(KAD_PROTOCOL),
+                );
+                kad.set_mode(Some(kad::Mode::Server));
+                Liar {
+                    kad,
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        "/ron/1.0.0".into(),
+                        key.public(),
+                    )),
+                    ping: ping::Behaviour::default(),
                 }
+            },
+            LIAR_RUNS_FOR,
+        );
+        let kad = &mut swarm.behaviour_mut().kad;
+        kad.add_address(&provider.0, tcp_multiaddr(provider.1));
+        for (id, addresses) in records {
+            let record = ProviderRecord::new(key.clone(), id, addresses);
+            kad::store::RecordStore::add_provider(kad.store_mut(), record).unwrap();
+        }
+        let end = tokio::time::sleep(LIAR_RUNS_FOR);
+        tokio::pin!(end);
+        loop {
+            let event = tokio::select! {
+                event = swarm.select_next_some() => event,
+                _ = &mut end => return,
+            };
+            if let SwarmEvent::NewListenAddr { address, .. } = event {
+                let _ = listening_tx.send(tcp_socket(&address));
             }
-        });
+        }
     });
     listening.recv_timeout(WAIT).unwrap()
 }

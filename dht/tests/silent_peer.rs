@@ -22,7 +22,7 @@ use libp2p::{identify, kad, ping, StreamProtocol};
 use ron_dht::node::{DhtThread, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, QUERY_TIMEOUT};
 use ron_dht::protocol::{self, ProvideCodec};
 
-use common::{loopback_swarm, scratch, start, tcp_socket, wait_for, WAIT};
+use common::{loopback_swarm, on_own_thread, scratch, start, tcp_socket, wait_for, WAIT};
 
 /// How long the silent peer runs: past every wait of the test, so it is silent
 /// throughout, and bounded, so it ends by itself.
@@ -138,53 +138,45 @@ fn spawn_silent_peer(silence: Silence) -> (SocketAddr, Heard) {
     let (listening_tx, listening) = mpsc::channel();
     let (provide_tx, provide) = mpsc::channel();
     let (kad_tx, kad) = mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let mut swarm = loopback_swarm(|key| silent_behaviour(key, silence), SILENT_FOR);
-            let mut held_provides = Vec::new();
-            let mut held_kad = Vec::new();
-            let end = tokio::time::sleep(SILENT_FOR);
-            tokio::pin!(end);
-            loop {
-                let event = tokio::select! {
-                    event = swarm.select_next_some() => event,
-                    _ = &mut end => return,
-                };
-                match event {
-                    SwarmEvent::NewListenAddr { address, .. } => {
-                        let _ = listening_tx.send(tcp_socket(&address));
-                    }
-                    SwarmEvent::Behaviour(SilentEvent::Provide(
-                        request_response::Event::Message {
-                            peer,
-                            message:
-                                request_response::Message::Request {
-                                    request, channel, ..
-                                },
-                            ..
-                        },
-                    )) => {
-                        let heard = (Instant::now(), peer.to_base58(), !request.keys.is_empty());
-                        let _ = provide_tx.send(heard);
-                        held_provides.push(channel);
-                    }
-                    SwarmEvent::Behaviour(SilentEvent::KadUnanswered(
-                        request_response::Event::Message {
-                            message: request_response::Message::Request { channel, .. },
-                            ..
-                        },
-                    )) => {
-                        let _ = kad_tx.send(Instant::now());
-                        held_kad.push(channel);
-                    }
-                    _ => {}
+    on_own_thread(move || async move {
+        let mut swarm = loopback_swarm(|key| silent_behaviour(key, silence), SILENT_FOR);
+        let mut held_provides = Vec::new();
+        let mut held_kad = Vec::new();
+        let end = tokio::time::sleep(SILENT_FOR);
+        tokio::pin!(end);
+        loop {
+            let event = tokio::select! {
+                event = swarm.select_next_some() => event,
+                _ = &mut end => return,
+            };
+            match event {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    let _ = listening_tx.send(tcp_socket(&address));
                 }
+                SwarmEvent::Behaviour(SilentEvent::Provide(request_response::Event::Message {
+                    peer,
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                })) => {
+                    let heard = (Instant::now(), peer.to_base58(), !request.keys.is_empty());
+                    let _ = provide_tx.send(heard);
+                    held_provides.push(channel);
+                }
+                SwarmEvent::Behaviour(SilentEvent::KadUnanswered(
+                    request_response::Event::Message {
+                        message: request_response::Message::Request { channel, .. },
+                        ..
+                    },
+                )) => {
+                    let _ = kad_tx.send(Instant::now());
+                    held_kad.push(channel);
+                }
+                _ => {}
             }
-        });
+        }
     });
     let listen = listening.recv_timeout(WAIT).unwrap();
     (listen, Heard { provide, kad })

@@ -66,6 +66,21 @@ pub fn wait_for(what: &str, done: impl Fn() -> bool) -> Instant {
     Instant::now()
 }
 
+/// Runs `task` on a thread of its own in a current-thread tokio runtime: where a libp2p
+/// peer of the test's own lives beside the node under test.
+pub fn on_own_thread<F>(task: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(task());
+    });
+}
+
 /// A libp2p peer of the test's own (not ron's code) on loopback — TCP, noise and yamux,
 /// as ron's — listening on a free port, its idle connections kept `idle`. Build it
 /// inside a tokio runtime.
