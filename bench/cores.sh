@@ -37,10 +37,13 @@ start_pinned() {
   started=$!
   pids+=("$started")
 }
-# Busy and total jiffies of CPUs FIRST..LAST together, from /proc/stat.
+# Busy and total jiffies of CPUs FIRST..LAST together, from /proc/stat: user, nice,
+# system, irq, softirq busy; idle and iowait not. Steal ($9) is in neither: time the
+# hypervisor ran something else on the vCPU is no server's work, and counted busy it
+# lowered the per-busy-core figure of whichever server met a contended host.
 cpu_range() {
   awk -v a="$1" -v b="$2" '$1 ~ /^cpu[0-9]+$/ { n = substr($1, 4) + 0;
-    if (n >= a && n <= b) { busy += $2 + $3 + $4 + $7 + $8 + $9; all += $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 } }
+    if (n >= a && n <= b) { busy += $2 + $3 + $4 + $7 + $8; all += $2 + $3 + $4 + $5 + $6 + $7 + $8 } }
     END { print busy, all }' /proc/stat
 }
 # CPUs kept busy between two cpu_range readings over COUNT CPUs.

@@ -83,7 +83,8 @@ CACHE_BYTES=${CACHE_BYTES:-2GiB}
 SERVERS="ron ${OTHER_RON:+ron_b }nginx"
 RONS="ron${OTHER_RON:+ ron_b}"
 WORKLOADS=${ONLY:-"4KiB range_64KiB 1MiB"}
-CPUS=$(nproc)
+# Every online CPU: nproc obeys OMP_NUM_THREADS and this process's CPU mask.
+CPUS=$(getconf _NPROCESSORS_ONLN)
 if [ -z "${QUOTA:-}" ] && [ "$CPUS" -lt 4 ]; then QUOTA=0.5; fi
 QUOTA=${QUOTA:-}
 # QUOTA=none: the many-core way even on a small machine (a check of the script; its
