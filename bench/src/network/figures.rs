@@ -204,6 +204,14 @@ struct Put {
 }
 
 /// Runs every phase of `plan` on `network`.
+/// A part of the report as soon as it is measured, on stderr (`progress: ` before each
+/// line): a run cut short (a device call's time limit) still says what it measured.
+fn progress(text: &str) {
+    for line in text.lines() {
+        eprintln!("progress: {line}");
+    }
+}
+
 pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     let mut rng = Rng(plan.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut report = Report {
@@ -215,6 +223,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     std::thread::sleep(Duration::from_secs_f64(plan.settle_s));
     report.calm_s = wait_calm(network, plan.calm_max_s);
     report.quiet = node_costs(network, plan.quiet_s);
+    progress(&report.opening_text());
     let prober = Prober::default();
     let shared: &Network = network;
     let (uploaded, copies) = std::thread::scope(|scope| {
@@ -237,6 +246,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
         ..prober.findable()
     };
     report.copies = remember_holders(&mut puts, copies);
+    progress(&report.findable_text());
     let families = [
         LOOKUP_FAMILY,
         FIRST_PROVIDER_FAMILY,
@@ -263,6 +273,7 @@ pub fn run(network: &mut Network, plan: &Plan) -> Result<Report, String> {
     report.settled_named_from_records =
         summed_metric(network, NAMED_FROM_RECORDS).saturating_sub(named_before);
     (report.reads_ms, report.read_failures) = read_through(network, &puts, plan.reads, &mut rng);
+    progress(&report.settled_text());
     if plan.kill_percent > 0 {
         let victims = pick_victims(network, plan.kill_percent, &mut rng);
         report.killed = victims.len();

@@ -8,6 +8,15 @@ use super::findable::FINDABLE_WAIT;
 impl Report {
     /// The report as text, one figure a line.
     pub fn text(&self) -> String {
+        let mut out = self.opening_text();
+        out += &self.findable_text();
+        out += &self.settled_text();
+        out += &self.closing_text();
+        out
+    }
+
+    /// The network formed and quiet: what the report's first lines say.
+    pub fn opening_text(&self) -> String {
         let calm = match self.calm_s {
             Some(s) => format!("calm (node CPU p50 <= {CALM_CPU_PERCENT} %) {s:.0} s after the settle"),
             None => format!("NOT calm (node CPU p50 <= {CALM_CPU_PERCENT} %) by the end of the wait: every later figure is a busy network's"),
@@ -24,8 +33,13 @@ impl Report {
             self.nodes, self.zones
         );
         out += &costs_text("quiet", &self.quiet);
+        out
+    }
+
+    /// The uploads: how soon each was findable, and its copies.
+    pub fn findable_text(&self) -> String {
         let f = &self.findable;
-        out += &format!(
+        let mut out = format!(
             "uploads: {} objects, upload p50 {:.0} ms; resolvable after upload p50 {:.2} s p99 {:.2} s max {:.2} s, {} never within {} s; resolve p50 {:.1} ms p99 {:.1} ms ({} resolves, sent p50 {:.0} ms p99 {:.0} ms after due)\n",
             f.found_s.count + f.not_found, f.upload_ms.p50, f.found_s.p50, f.found_s.p99, f.found_s.max,
             f.not_found, FINDABLE_WAIT.as_secs(), f.resolve_ms.p50, f.resolve_ms.p99, f.resolve_ms.count,
@@ -37,7 +51,12 @@ impl Report {
             f.early_requests[0], f.early_requests[1]
         );
         out += &copies_text("copies after upload", &self.copies);
-        out += &format!(
+        out
+    }
+
+    /// Resolves and reads once the copies were made.
+    pub fn settled_text(&self) -> String {
+        let mut out = format!(
             "resolves once copied: p50 {:.1} ms p99 {:.1} ms max {:.1} ms, {} of {} named no provider; as the nodes timed them: answered p50 <= {} s p99 <= {} s, first provider p50 <= {} s p99 <= {} s after {:.1} requests, {} providers named from their records; dials meanwhile p50 <= {} s p99 <= {} s ({}, {} failed); store commits meanwhile p50 <= {} s p99 <= {} s max <= {} s ({})\n",
             self.settled_resolve_ms.p50, self.settled_resolve_ms.p99, self.settled_resolve_ms.max,
             self.settled_resolve_empty, self.settled_resolve_ms.count,
@@ -57,6 +76,12 @@ impl Report {
             self.read_failures,
             self.reads_ms.count + self.read_failures
         );
+        out
+    }
+
+    /// The kill and the join, and what the nodes cost at the end.
+    pub fn closing_text(&self) -> String {
+        let mut out = String::new();
         if let Some(c) = &self.after_kill {
             out += &copies_text(&format!("copies after kill -9 of {}", self.killed), c);
         }
