@@ -1,9 +1,9 @@
 //! The two bounded mailboxes between each shard and the control thread. A shard never
 //! waits on either: it takes what its inbox holds when its [`InboxBell`] rings (each
 //! message put in but the periodic quota shares rings it, so an operator's request is
-//! taken at once, not on the next tick) and on every tick of its clock, and `try_send`s its report on a timer tick
-//! ([`REPORT_PERIOD_MS`]), off the request path; a full mailbox drops the message
-//! (the next tick sends a fresher one).
+//! taken at once, not on the next tick) and on every tick of its clock, and `try_send`s
+//! its report on a timer tick ([`REPORT_PERIOD_MS`]), off the request path; a full
+//! mailbox drops the message (the next tick sends a fresher one).
 //!
 //! - control → shard: a reloaded [`Policy`] (the shard installs its own copy, so no
 //!   reference count is shared across cores), and the shard's quota shares.

@@ -39,11 +39,7 @@ pub fn negotiate(accept: &FieldLines<'_>) -> Representation {
         }
         let mut log = Some(ChunkGroupLog::BAO);
         let mut refused = false;
-        for param in parts {
-            let (name, value) = match param.iter().position(|&b| b == b'=') {
-                Some(at) => (trim(&param[..at]), trim(&param[at + 1..])),
-                None => (trim(param), &b""[..]),
-            };
+        for (name, value) in parts.map(name_and_value) {
             if name.eq_ignore_ascii_case(b"q") {
                 refused = is_zero_weight(value);
             } else if name.eq_ignore_ascii_case(CHUNK_GROUP_LOG_PARAM.as_bytes()) {
@@ -62,14 +58,18 @@ pub fn negotiate(accept: &FieldLines<'_>) -> Representation {
     }
 }
 
+/// A member's parameter `name=value`, each trimmed (a value of `""` when there is no `=`).
+fn name_and_value(param: &[u8]) -> (&[u8], &[u8]) {
+    match param.iter().position(|&b| b == b'=') {
+        Some(at) => (trim(&param[..at]), trim(&param[at + 1..])),
+        None => (trim(param), &b""[..]),
+    }
+}
+
 /// Whether a member's parameter is a weight of 0 (`q=0`).
 fn is_zero_weight_param(param: &[u8]) -> bool {
-    match param.iter().position(|&b| b == b'=') {
-        Some(at) => {
-            trim(&param[..at]).eq_ignore_ascii_case(b"q") && is_zero_weight(trim(&param[at + 1..]))
-        }
-        None => false,
-    }
+    let (name, value) = name_and_value(param);
+    name.eq_ignore_ascii_case(b"q") && is_zero_weight(value)
 }
 
 /// A `chunk-group-log` value: decimal digits (quoted or not) naming a served log.

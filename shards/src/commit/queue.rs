@@ -247,32 +247,33 @@ impl GroupCommit {
 pub const ANNOUNCEMENTS_HELD_MAX: usize = 262_144;
 
 /// Sends `held` in batches while `try_send` takes them; keeps the rest (see
-/// [`GroupCommit::send_announcements`]).
+/// [`GroupCommit::send_announcements`]). A full mailbox costs one batch's copy per call
+/// (the shard's clock calls it every heartbeat), never the whole backlog's.
 fn send_held(
     held: &RefCell<Vec<[u8; 32]>>,
     dht: &DhtClient,
     try_send: impl Fn(Vec<[u8; 32]>) -> Option<Result<(), Vec<[u8; 32]>>>,
 ) {
-    let mut waiting = std::mem::take(&mut *held.borrow_mut());
-    while !waiting.is_empty() {
-        let rest = waiting.split_off(waiting.len().min(ANNOUNCE_BATCH_MAX));
-        match try_send(waiting) {
-            Some(Ok(())) => waiting = rest,
-            Some(Err(back)) => {
-                waiting = back;
-                waiting.extend(rest);
-                break;
-            }
+    let mut waiting = held.borrow_mut();
+    let mut sent = 0;
+    while sent < waiting.len() {
+        let end = waiting.len().min(sent + ANNOUNCE_BATCH_MAX);
+        match try_send(waiting[sent..end].to_vec()) {
+            Some(Ok(())) => sent = end,
+            Some(Err(_)) => break,
             // The DHT thread has stopped: nothing will take them.
-            None => return,
+            None => {
+                waiting.clear();
+                return;
+            }
         }
     }
+    waiting.drain(..sent);
     let over = waiting.len().saturating_sub(ANNOUNCEMENTS_HELD_MAX);
     if over > 0 {
         waiting.drain(..over);
         dht.count_dropped_announcements(over as u64);
     }
-    *held.borrow_mut() = waiting;
 }
 
 #[cfg(test)]

@@ -998,7 +998,8 @@ mod tests {
 
         let store = open_one(&root).unwrap();
         assert_eq!(store.replay_blocking().unwrap().indexed, 5);
-        let done = store.compact_blocking(&mut u64::MAX.clone()).unwrap();
+        let mut budget = u64::MAX;
+        let done = store.compact_blocking(&mut budget).unwrap();
         assert_eq!(done.segments_removed, 0);
         assert!(segment::segment_path(&root, sealed.end.segment).exists());
         for body in first.iter().chain(&later) {
