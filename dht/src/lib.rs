@@ -38,7 +38,9 @@
 //!   lock on the shard's side); admin threads send resolves on a bounded tokio channel
 //!   (it wakes the thread) and wait, bounded, for the answer.
 //! - Everything has a limit: others' records (`StoreLimits`), keys per batch
-//!   ([`protocol::PROVIDE_KEYS_MAX`]) and message bytes, announced keys waiting
+//!   ([`protocol::PROVIDE_KEYS_MAX`]) and message bytes, others' keys stored a second
+//!   per sender and in all ([`node::PROVIDED_KEYS_PER_SECOND_PER_SENDER`],
+//!   [`node::PROVIDED_KEYS_PER_SECOND`]), announced keys waiting
 //!   ([`node::FRESH_KEYS_MAX`]), provide requests of ended batches still unanswered
 //!   ([`node::UNANSWERED_PUBLISH_REQUESTS_MAX`]), remembered peers, resolves in flight,
 //!   connections (inbound, pending, per peer, kept while idle), every query ([`node::QUERY_TIMEOUT`]) and

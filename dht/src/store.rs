@@ -59,7 +59,7 @@
 //! and the sweep publishes instead.
 
 mod layout;
-mod sources;
+pub(crate) mod sources;
 mod unsynced;
 
 use std::borrow::Cow;

@@ -570,6 +570,11 @@ declare_counters! {
         /// slow or silent), not spoken by the peer, or cut with their connection.
         provide_requests_failed_total: AtomicU64 => Counter "ron_dht_provide_requests_failed_total", Sum,
             "/ron/provide/2 requests this node sent (publications, greetings) that got no answer: timed out (a peer slow or silent), not spoken by the peer, or cut with their connection.",
+        /// Keys of others' `/ron/provide/2` batches not stored because their sender (a
+        /// public host; a peer on own networks) or all senders together were past their
+        /// rate.
+        provided_keys_throttled_total: AtomicU64 => Counter "ron_dht_provided_keys_throttled_total", Sum,
+            "Keys of other nodes' /ron/provide/2 batches not stored because their sender (a public host, or a peer on an operator's own networks) or all senders together were past their rate.",
         /// Placements answered from a view not sure of the key's candidates (a lookup
         /// that timed out or came back short).
         placements_unsure_total: AtomicU64 => Counter "ron_replication_placements_unsure_total", Sum,

@@ -70,6 +70,7 @@ mod join;
 mod kept;
 mod peers;
 mod placing;
+mod provide_budget;
 mod publish;
 mod refresh;
 mod resolve;
@@ -95,6 +96,10 @@ pub use config::{
     PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, PULLS_MAX, PULLS_PER_HOST_MAX,
     PULLS_PER_PEER_MAX, QUERY_TIMEOUT, REPLICATE_ANSWER_WITHIN, REPUBLISH_AFTER, RESOLVES_MAX,
     STOP_WAIT_MS, SWEEP_REST, UNANSWERED_PUBLISH_REQUESTS_MAX,
+};
+pub use provide_budget::{
+    PROVIDED_KEYS_BURST, PROVIDED_KEYS_BURST_PER_SENDER, PROVIDED_KEYS_PER_SECOND,
+    PROVIDED_KEYS_PER_SECOND_PER_SENDER, PROVIDE_SENDERS_MAX,
 };
 pub use publish::region_bits;
 

@@ -19,6 +19,7 @@ use crate::node::config::{
     ALIVE_WITHIN, KAD_ADDRESSES_PER_PEER_MAX, KAD_PROTOCOL, PEERS_MAX, PROVIDER_TTL,
 };
 use crate::node::greeted_peers::KnownPeer;
+use crate::node::provide_budget::Sender;
 use crate::node::state::Node;
 use crate::protocol::{Ports, ProvideRequest, ProvideResponse};
 
@@ -306,13 +307,23 @@ impl Node {
         let Some(ip) = self.connections.get(&connection).copied() else {
             return 0;
         };
+        let mut keys = request.keys;
+        let wanted = keys.len() as u64;
+        let granted = self
+            .provide_budget
+            .take(Sender::of(ip, peer), wanted, Instant::now());
+        if granted < wanted {
+            keys.truncate(granted as usize);
+            self.metrics
+                .provided_keys_throttled_total
+                .fetch_add(wanted - granted, Ordering::Relaxed);
+        }
         let addresses = vec![
             tcp_multiaddr(ip, request.ports.p2p),
             oap_multiaddr(ip, request.ports.oap),
         ];
         let expires = Some(Instant::now() + PROVIDER_TTL);
-        let records = request
-            .keys
+        let records = keys
             .into_iter()
             .map(|key| kad::ProviderRecord {
                 key,

@@ -25,6 +25,7 @@ use crate::node::config::{
     RESOLVE_FOUND_MAX, ROUTING_REFRESH, ROUTING_REFRESH_SPREAD_PERCENT,
 };
 use crate::node::greeted_peers::GreetedPeers;
+use crate::node::provide_budget::ProvideBudget;
 use crate::node::swarm::{build_swarm, Behaviour};
 use crate::protocol::Ports;
 use crate::replicate::ReplicateResponse;
@@ -515,6 +516,9 @@ pub(super) struct Node {
     pub(super) lost: HashMap<PeerId, Instant>,
     pub(super) peer_dead: Duration,
     pub(super) connections: HashMap<ConnectionId, IpAddr>,
+    /// Keys of others' `/ron/provide/2` batches this node may store, per sender and in
+    /// all (`provide_budget.rs`).
+    pub(super) provide_budget: ProvideBudget,
     pub(super) resolves: HashMap<QueryId, Resolve>,
     pub(super) placements: HashMap<QueryId, PlacementLookup>,
     pub(super) placement_batches: HashMap<u64, PlacementBatch>,
@@ -575,6 +579,7 @@ impl Node {
             lost: HashMap::new(),
             peer_dead: config.peer_dead,
             connections: HashMap::new(),
+            provide_budget: ProvideBudget::new(Instant::now()),
             resolves: HashMap::new(),
             placements: HashMap::new(),
             placement_batches: HashMap::new(),
