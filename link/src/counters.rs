@@ -214,6 +214,9 @@ declare_counters! {
         /// Objects the last sweep pass found with fewer verified copies than replicas.
         under_replicated: AtomicU64 => Gauge "ron_objects_under_replicated", Sum,
             "Objects the last repair sweep pass found with fewer verified copies than replicas (copies were asked for).",
+        /// Objects the last sweep pass could not check: placement or metadata not had.
+        replication_unchecked: AtomicU64 => Gauge "ron_objects_unchecked", Sum,
+            "Objects the last repair sweep pass could not check: their placement could not be had (the DHT busy, slow or unreachable) or their metadata not read; they are tried again next pass.",
         /// Kept copies made evictable: the placement no longer names this node, and every
         /// holder it names proved its copy.
         replication_demoted: AtomicU64 => Counter "ron_replication_demoted_total", Sum,
@@ -360,6 +363,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 32 + 34);
+        assert_eq!(seen.len(), 32 + 35);
     }
 }

@@ -19,7 +19,7 @@ use ron_link::counters::FrontCounters;
 use ron_link::dht::{DhtClient, Provider};
 use ron_shards::lifecycle::{finished_within, join_all};
 
-use super::sweep::{placements, Checked, COPIES_WAIT_MS, SWEEP_CHECKS_AT_ONCE};
+use super::sweep::{placements, Checked, PassTally, COPIES_WAIT_MS, SWEEP_CHECKS_AT_ONCE};
 use super::Replication;
 
 /// Evictable copies a shard looks at per pass of the sweep: one page of placements.
@@ -27,23 +27,31 @@ pub(super) const RESCUES_PER_PASS: usize = ron_link::dht::PLACEMENTS_PER_REQUEST
 
 impl Replication {
     /// One page of this shard's evictable copies after where the last pass stopped (from
-    /// the start once the walk is done); returns how many were rescued (made kept, their
-    /// holders asked for copies), `None` when the stop cut it short.
-    pub(super) async fn rescue_page(self: &Rc<Self>, dht: &DhtClient) -> Option<u64> {
+    /// the start once the walk is done), added to the pass's `tally` (rescued copies —
+    /// made kept, their holders asked for copies — count as short); `None` when the stop
+    /// cut it short. A page none of whose placements could be had is looked at again
+    /// next pass, not skipped until the walk comes round.
+    pub(super) async fn rescue_page(
+        self: &Rc<Self>,
+        dht: &DhtClient,
+        tally: &mut PassTally,
+    ) -> Option<()> {
         let from = self.rescue_from.get();
         let (copies, next) = match self.shard.evictable_after(from.as_ref(), RESCUES_PER_PASS) {
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(shard = self.shard.index().0, "rescue walk stopped: {e}");
-                return Some(0);
+                return Some(());
             }
         };
-        self.rescue_from.set(next);
         if copies.is_empty() {
-            return Some(0);
+            self.rescue_from.set(next);
+            return Some(());
         }
         let placed = self.stop.unless_stopped(placements(dht, &copies)).await?;
-        let mut rescued = 0;
+        if placed.iter().any(Option::is_some) {
+            self.rescue_from.set(next);
+        }
         for (batch, placed) in copies
             .chunks(SWEEP_CHECKS_AT_ONCE)
             .zip(placed.chunks(SWEEP_CHECKS_AT_ONCE))
@@ -56,9 +64,9 @@ impl Replication {
                 .zip(placed)
                 .map(|(addr, holders)| self.rescue(dht, *addr, holders.as_deref()));
             let checked = self.stop.unless_stopped(join_all(checks.collect())).await?;
-            rescued += checked.iter().filter(|c| **c == Checked::Short).count() as u64;
+            tally.add(&checked);
         }
-        Some(rescued)
+        Some(())
     }
 
     /// Whether `addr`'s evictable copy here is the last one a placement holder can prove
@@ -82,14 +90,14 @@ impl Replication {
             missing.push(holder.node_id.clone());
         }
         if !self.copy_is_whole(&addr).await {
-            return Checked::Unknown;
+            return Checked::Gone;
         }
         match self.shard.keep_if_stored(&addr).await {
             Ok(true) => {}
-            Ok(false) => return Checked::Unknown,
+            Ok(false) => return Checked::Gone,
             Err(e) => {
                 tracing::warn!(obj = %addr, "rescue: cannot keep the last copy: {e}");
-                return Checked::Unknown;
+                return Checked::Gone;
             }
         }
         FrontCounters::add(&self.counters.replication_rescues, 1);

@@ -63,8 +63,38 @@ pub(super) enum Checked {
     Whole,
     /// Some did not (copies were asked for), or fewer than `replicas` are named.
     Short,
-    /// The placement could not be had (the DHT busy or slow): tried next pass.
-    Unknown,
+    /// The placement or the object's metadata could not be had (the DHT busy, slow or
+    /// unreachable): tried next pass, and counted (`ron_objects_unchecked`).
+    Unchecked,
+    /// (Rescue walk) the evictable copy here is no longer whole or stored: nothing to
+    /// rescue.
+    Gone,
+}
+
+/// What one pass found, for its gauges and whether it counts as a sweep.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PassTally {
+    /// Objects the pass looked at (kept ones, then the rescue walk's page).
+    pub(super) looked: u64,
+    pub(super) short: u64,
+    pub(super) unchecked: u64,
+}
+
+impl PassTally {
+    pub(super) fn add(&mut self, checked: &[Checked]) {
+        self.looked += checked.len() as u64;
+        self.short += checked.iter().filter(|c| **c == Checked::Short).count() as u64;
+        self.unchecked += checked.iter().filter(|c| **c == Checked::Unchecked).count() as u64;
+    }
+
+    /// Whether the pass counts as a sweep (`ron_replication_sweeps_total` and the last
+    /// sweep's time): it checked some object, or had none to check. A pass that could
+    /// place none of its objects (the DHT stopped, every lookup out of time) is not one,
+    /// so a node whose DHT is broken shows its sweep late instead of a fresh sweep that
+    /// found nothing short.
+    pub(super) fn swept(&self) -> bool {
+        self.looked == 0 || self.unchecked < self.looked
+    }
 }
 
 impl Replication {
@@ -80,7 +110,7 @@ impl Replication {
 
     async fn sweep_pass(self: &Rc<Self>, dht: &DhtClient, replicas: usize, pass: u64) {
         let mut after: Option<Address> = None;
-        let mut short = 0;
+        let mut tally = PassTally::default();
         loop {
             let (kept, next) = match self.shard.kept_after(after.as_ref(), SWEEP_BATCH) {
                 Ok(page) => page,
@@ -107,21 +137,31 @@ impl Replication {
                 else {
                     return;
                 };
-                short += checked.iter().filter(|c| **c == Checked::Short).count() as u64;
+                tally.add(&checked);
             }
             match next {
                 Some(next) => after = Some(next),
                 None => break,
             }
         }
-        let Some(rescued) = self.rescue_page(dht).await else {
+        let Some(()) = self.rescue_page(dht, &mut tally).await else {
             return;
         };
-        short += rescued;
         let metrics = &self.counters;
         metrics
             .under_replicated
-            .store(short, std::sync::atomic::Ordering::Relaxed);
+            .store(tally.short, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .replication_unchecked
+            .store(tally.unchecked, std::sync::atomic::Ordering::Relaxed);
+        if !tally.swept() {
+            tracing::warn!(
+                shard = self.shard.index().0,
+                objects = tally.looked,
+                "repair sweep: no object's placement could be had this pass (is the DHT reachable?)"
+            );
+            return;
+        }
         FrontCounters::add(&metrics.replication_sweeps, 1);
         let now_s = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -218,8 +258,12 @@ impl Replication {
         if self.blocked.blocks(&addr) {
             return Err(Checked::Blocked);
         }
-        let holders = holders.ok_or(Checked::Unknown)?;
-        let meta = self.shard.meta(&addr).await.map_err(|_| Checked::Unknown)?;
+        let holders = holders.ok_or(Checked::Unchecked)?;
+        let meta = self
+            .shard
+            .meta(&addr)
+            .await
+            .map_err(|_| Checked::Unchecked)?;
         Ok((meta, holders))
     }
 
@@ -271,5 +315,28 @@ pub(super) async fn placements(dht: &DhtClient, kept: &[Address]) -> Vec<Option<
             answers.into_iter().map(Result::ok).collect()
         }
         _ => vec![None; kept.len()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_that_could_place_nothing_is_no_sweep_and_counts_what_it_could_not_check() {
+        let mut tally = PassTally::default();
+        assert!(tally.swept(), "nothing to check is a sweep");
+        tally.add(&[Checked::Unchecked; 8]);
+        tally.add(&[Checked::Unchecked, Checked::Unchecked]);
+        assert_eq!((tally.looked, tally.unchecked, tally.short), (10, 10, 0));
+        assert!(!tally.swept(), "a DHT that placed nothing: {tally:?}");
+        tally.add(&[
+            Checked::Whole,
+            Checked::Short,
+            Checked::NotMine,
+            Checked::Gone,
+        ]);
+        assert_eq!((tally.looked, tally.unchecked, tally.short), (14, 10, 1));
+        assert!(tally.swept(), "some objects were checked: {tally:?}");
     }
 }
