@@ -11,7 +11,9 @@
 //!
 //! Wire format (big-endian): request = `1` ‖ OAP port u16 ‖ count u16 ‖ count × 32-byte
 //! address; response = `1` ‖ count u16 ‖ count × outcome u8 (0 held, 1 not a holder,
-//! 2 failed, 3 busy, 4 pending). Anything else (another version, a count past the
+//! 2 failed, 3 busy, 4 pending, 5 no room: below its disk floor for copies of others;
+//! a node before 5 was added fails such a response, which reads to it as unanswered).
+//! Anything else (another version, a count past the
 //! limit, a short or long message, an unknown outcome) fails the stream
 //! (`InvalidData`).
 
@@ -127,6 +129,7 @@ fn outcome_byte(outcome: CopyOutcome) -> Option<u8> {
         CopyOutcome::Failed => 2,
         CopyOutcome::Busy => 3,
         CopyOutcome::Pending => 4,
+        CopyOutcome::NoRoom => 5,
         CopyOutcome::Unanswered => return None,
     })
 }
@@ -138,6 +141,7 @@ fn outcome_of(byte: u8) -> Option<CopyOutcome> {
         2 => CopyOutcome::Failed,
         3 => CopyOutcome::Busy,
         4 => CopyOutcome::Pending,
+        5 => CopyOutcome::NoRoom,
         _ => return None,
     })
 }
@@ -178,7 +182,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn outcome() -> impl Strategy<Value = CopyOutcome> {
-        (0u8..5).prop_map(|b| outcome_of(b).unwrap())
+        (0u8..6).prop_map(|b| outcome_of(b).unwrap())
     }
 
     proptest! {

@@ -40,7 +40,8 @@ fn start(name: &str, flags: &[String]) -> Node {
 #[test]
 fn a_node_below_its_disk_floor_keeps_no_copies_for_others_but_takes_its_own_uploads() {
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let asker = start("floor-asker", &flags(ports[0], None, "a", "5"));
+    let asker_flags = flags(ports[0], None, "a", "5");
+    let mut asker = start("floor-asker", &asker_flags);
     let mut full = start("floor-full", &flags(ports[1], Some(ports[0]), "b", "100"));
     for n in [&asker, &full] {
         wait_for("the two nodes know each other", WAIT, || {
@@ -55,6 +56,14 @@ fn a_node_below_its_disk_floor_keeps_no_copies_for_others_but_takes_its_own_uplo
     assert!(message.contains("1 of the 2 copies"), "{message}");
     assert_eq!(metric(full.admin, "ron_replication_pulls_no_room_total"), 1);
     assert_eq!(metric(full.admin, "ron_replication_pulls_total"), 0);
+    assert_eq!(
+        metric(
+            asker.admin,
+            "ron_replication_copies_total{outcome=\"no_room\"}"
+        ),
+        1
+    );
+    assert_eq!(metric(asker.admin, "ron_dht_peers_full"), 1);
     let log = std::fs::read_to_string(full.log_dir.join("stderr")).unwrap();
     assert!(
         log.contains(
@@ -74,18 +83,70 @@ fn a_node_below_its_disk_floor_keeps_no_copies_for_others_but_takes_its_own_uplo
     assert_eq!(put(full.http, "/o", &own, "").status, 201);
 
     // The same node restarted with the default floor on the same disk: the copy is taken.
+    // (The asker left it out of its placements when it refused, for an hour, in memory:
+    // restarted too, it names it again.)
     let default_floor = flags(ports[1], Some(ports[0]), "b", "5");
     full.stop();
+    asker.stop();
+    asker.restart(&asker_flags.iter().map(String::as_str).collect::<Vec<_>>());
     full.restart(&default_floor.iter().map(String::as_str).collect::<Vec<_>>());
-    wait_for("the restarted node knows the asker", WAIT, || {
-        metric(full.admin, "ron_dht_routing_table_peers") >= 1
-    });
+    for n in [&asker, &full] {
+        wait_for("the restarted nodes know each other", WAIT, || {
+            metric(n.admin, "ron_dht_routing_table_peers") >= 1
+        });
+    }
     let body = bytes(5, 100_000);
     let r = put(asker.http, "/o?copies=2", &body, "");
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(r.json()["copies"], 2, "{r:?}");
     assert_eq!(metric(full.admin, "ron_replication_pulls_no_room_total"), 0);
     assert_eq!(metric(full.admin, "ron_replication_pulls_total"), 1);
+}
+
+/// Three nodes in three zones, two copies an object, one node below its floor: an object
+/// whose placement named the full node stayed one copy short for good (it refused at
+/// every pass, and nobody else was asked). The node that asked leaves it out of its
+/// placements once it refuses, and the other node with room takes the copy. Objects
+/// uploaded to A: a placement of {A, full} happens for about a third of them.
+#[test]
+fn a_holder_below_its_floor_is_replaced_in_the_placement_by_one_with_room() {
+    const OBJECTS: u64 = 16;
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let node = |i: usize, zone: &str, floor: &str| {
+        let mut flags = flags(ports[i], (i > 0).then_some(ports[0]), zone, floor);
+        flags.extend(["--replication-interval-ms".into(), "1000".into()]);
+        start(&format!("floor-replaced-{i}"), &flags)
+    };
+    let nodes = [node(0, "a", "5"), node(1, "b", "5"), node(2, "c", "100")];
+    for n in &nodes {
+        wait_for("every node knows the two others", WAIT, || {
+            metric(n.admin, "ron_dht_routing_table_peers") >= 2
+        });
+    }
+    let objects: Vec<Address> = (0..OBJECTS)
+        .map(|i| upload(&nodes[0], &bytes(40 + i, 20_000)))
+        .collect();
+    wait_for(
+        "every object on both nodes with room",
+        Duration::from_secs(60),
+        || {
+            objects
+                .iter()
+                .all(|a| holds(&nodes[0], a) && holds(&nodes[1], a))
+        },
+    );
+    assert!(
+        metric(
+            nodes[0].admin,
+            "ron_replication_copies_total{outcome=\"no_room\"}"
+        ) >= 1,
+        "the full node was asked and refused"
+    );
+    assert_eq!(metric(nodes[0].admin, "ron_dht_peers_full"), 1);
+    assert_eq!(metric(nodes[2].admin, "ron_replication_pulls_total"), 0);
+    wait_for("A's sweep finds nothing short", WAIT, || {
+        metric(nodes[0].admin, "ron_objects_under_replicated") == 0
+    });
 }
 
 /// A peer asks a node for copies of made-up addresses, its OAP/1 port serving nothing:

@@ -617,6 +617,10 @@ declare_counters! {
         /// Peers that answered a libp2p ping within the last 120 s.
         peers_alive: AtomicU64 => Gauge "ron_dht_peers_alive", Sum,
             "Peers that answered a libp2p ping within the last 120 s.",
+        /// Peers left out of this node's placements because they refused a copy for
+        /// want of room, until their time is up.
+        peers_full: AtomicU64 => Gauge "ron_dht_peers_full", Sum,
+            "Peers this node's placements leave out because they refused a copy it asked for below their disk floor (copies_disk_free_percent_min), for an hour after each refusal.",
         /// Peers in the Kademlia routing table.
         routing_table_peers: AtomicU64 => Gauge "ron_dht_routing_table_peers", Sum,
             "Peers in the Kademlia routing table.",
@@ -668,6 +672,10 @@ label_enum! {
         Pending = "pending",
         /// No answer (the connection or the request failed or timed out).
         Unanswered = "unanswered",
+        /// It refused: its data dirs are below its floor for copies of others
+        /// (`copies_disk_free_percent_min`). The asker leaves it out of its placements
+        /// for a while.
+        NoRoom = "no_room",
     }
 }
 
@@ -752,6 +760,8 @@ pub enum PullOutcome {
     Held,
     /// The shard has too many copies under way.
     Busy,
+    /// Refused: a data dir is below the floor for copies of others (the reason).
+    NoRoom(String),
     /// Why no verified copy could be made.
     Failed(String),
 }

@@ -31,7 +31,8 @@ use ron_link::dht::{CopiesEnd, CopiesMade, CopiesReply, CopyOutcome, Pull, PullO
 use crate::closest::{distance, peer_position, DistanceKey};
 use crate::node::config::{
     ACCEPT_WINDOW_SLACK, COPIES_PLACEMENT_WAIT, COPIES_WAITING_MAX, COPY_WATCHES_MAX,
-    NEARER_SEEN_WITHIN, PULLS_MAX, PULLS_PER_HOST_MAX, PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
+    FULL_PEER_LEFT_OUT_FOR, NEARER_SEEN_WITHIN, PEERS_MAX, PULLS_MAX, PULLS_PER_HOST_MAX,
+    PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
 };
 use crate::node::state::{
     Answering, CopiesWaiter, FreshKey, Node, PlacementAnswer, PullDone, Ungreeted,
@@ -278,6 +279,7 @@ impl Node {
         let outcomes = outcomes.unwrap_or_else(|| vec![CopyOutcome::Unanswered; addrs.len()]);
         for (addr, outcome) in addrs.iter().zip(outcomes) {
             self.metrics.copies_asked_total[outcome as usize].fetch_add(1, Ordering::Relaxed);
+            self.learn_room(peer, outcome);
             let Some(watch) = self.copies.watches.get_mut(addr) else {
                 continue;
             };
@@ -287,6 +289,45 @@ impl Node {
             }
             self.settle_watch(addr, Instant::now());
         }
+    }
+
+    /// A holder that refused a copy for want of room is left out of this node's
+    /// placements for [`FULL_PEER_LEFT_OUT_FOR`]: while it is named, an object placed on
+    /// it stays a copy short for good (it refuses every pass). One that held a copy has
+    /// room again.
+    fn learn_room(&mut self, peer: PeerId, outcome: CopyOutcome) {
+        match outcome {
+            CopyOutcome::NoRoom => {
+                let known = self.count_full_peers();
+                if !self.full_peers.contains_key(&peer) {
+                    if known >= PEERS_MAX {
+                        return;
+                    }
+                    let for_s = FULL_PEER_LEFT_OUT_FOR.as_secs();
+                    tracing::info!(%peer, for_s, "dht: a holder refused a copy below its disk floor: left out of placements");
+                }
+                self.full_peers
+                    .insert(peer, Instant::now() + FULL_PEER_LEFT_OUT_FOR);
+            }
+            CopyOutcome::Held => {
+                self.full_peers.remove(&peer);
+            }
+            _ => {}
+        }
+    }
+
+    /// Peers placements leave out now (those whose time is up are forgotten).
+    pub(super) fn count_full_peers(&mut self) -> usize {
+        let now = Instant::now();
+        self.full_peers.retain(|_, until| *until > now);
+        self.full_peers.len()
+    }
+
+    /// Whether placements leave `peer` out now: it refused a copy for want of room.
+    pub(super) fn is_full(&self, peer: &PeerId) -> bool {
+        self.full_peers
+            .get(peer)
+            .is_some_and(|until| *until > Instant::now())
     }
 
     pub(super) fn on_replicate(
@@ -419,6 +460,10 @@ impl Node {
             let outcome = match answer.await {
                 Ok(PullOutcome::Held) => CopyOutcome::Held,
                 Ok(PullOutcome::Busy) => CopyOutcome::Busy,
+                Ok(PullOutcome::NoRoom(reason)) => {
+                    tracing::debug!(%peer, "dht: a copy asked for was refused: {reason}");
+                    CopyOutcome::NoRoom
+                }
                 Ok(PullOutcome::Failed(reason)) => {
                     tracing::debug!(%peer, "dht: a copy asked for failed: {reason}");
                     CopyOutcome::Failed

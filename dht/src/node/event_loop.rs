@@ -236,10 +236,12 @@ impl Node {
         let provided = store.provided_count().unwrap_or(0);
         let records = store.provider_record_count().unwrap_or(0);
         let alive = self.count_alive() as u64;
+        let full = self.count_full_peers() as u64;
         let m = &self.metrics;
         m.peers_connected.store(connected, Ordering::Relaxed);
         m.connections_kept.store(kept, Ordering::Relaxed);
         m.peers_alive.store(alive, Ordering::Relaxed);
+        m.peers_full.store(full, Ordering::Relaxed);
         m.routing_table_peers
             .store(routing as u64, Ordering::Relaxed);
         m.provided_keys.store(provided, Ordering::Relaxed);

@@ -379,17 +379,22 @@ impl Node {
             zone: Some(self.zone.clone()),
         };
         let lost = self.lost_but_not_dead().filter(|p| !peers.contains(p));
-        let others = peers.iter().chain(lost).filter_map(|peer| {
-            let zone = self
-                .peers
-                .get(peer)
-                .map(|known| self.placement_zone(&known.zone));
-            (zone.is_some() || ungreeted == Ungreeted::CutsTheView).then(|| Seen {
-                id: Some(*peer),
-                position: peer_position(peer),
-                zone,
-            })
-        });
+        let with_room = |peer: &&PeerId| !self.is_full(peer);
+        let others = peers
+            .iter()
+            .chain(lost)
+            .filter(with_room)
+            .filter_map(|peer| {
+                let zone = self
+                    .peers
+                    .get(peer)
+                    .map(|known| self.placement_zone(&known.zone));
+                (zone.is_some() || ungreeted == Ungreeted::CutsTheView).then(|| Seen {
+                    id: Some(*peer),
+                    position: peer_position(peer),
+                    zone,
+                })
+            });
         let seen = std::iter::once(me).chain(others).collect();
         holders_in_view(key, seen, reach, self.replicas)
     }

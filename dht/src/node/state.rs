@@ -515,6 +515,11 @@ pub(super) struct Node {
     /// [`PEERS_MAX`]: crate::node::PEERS_MAX
     pub(super) lost: HashMap<PeerId, Instant>,
     pub(super) peer_dead: Duration,
+    /// Peers that refused a copy for want of room, and until when placements leave them
+    /// out (at most [`PEERS_MAX`]; `copies.rs`).
+    ///
+    /// [`PEERS_MAX`]: crate::node::PEERS_MAX
+    pub(super) full_peers: HashMap<PeerId, Instant>,
     pub(super) connections: HashMap<ConnectionId, IpAddr>,
     /// Keys of others' `/ron/provide/2` batches this node may store, per sender and in
     /// all (`provide_budget.rs`).
@@ -578,6 +583,7 @@ impl Node {
             alive: HashMap::new(),
             lost: HashMap::new(),
             peer_dead: config.peer_dead,
+            full_peers: HashMap::new(),
             connections: HashMap::new(),
             provide_budget: ProvideBudget::new(Instant::now()),
             resolves: HashMap::new(),

@@ -48,7 +48,7 @@ impl Replication {
             if let Err(below) = self.disk_floor.check().await {
                 FrontCounters::add(&self.counters.replica_pulls_no_room, 1);
                 tracing::warn!(obj = %addr, "a copy asked for is refused: {below}");
-                return PullOutcome::Failed(below.to_string());
+                return PullOutcome::NoRoom(below.to_string());
             }
         }
         let flight = match self
