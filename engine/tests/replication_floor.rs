@@ -63,7 +63,8 @@ fn a_node_below_its_disk_floor_keeps_no_copies_for_others_but_takes_its_own_uplo
         ),
         1
     );
-    assert_eq!(metric(asker.admin, "ron_dht_peers_full"), 1);
+    let left_out = "ron_dht_peers_left_out{reason=\"no_room\"}";
+    assert_eq!(metric(asker.admin, left_out), 1);
     let log = std::fs::read_to_string(full.log_dir.join("stderr")).unwrap();
     assert!(
         log.contains(
@@ -142,7 +143,10 @@ fn a_holder_below_its_floor_is_replaced_in_the_placement_by_one_with_room() {
         ) >= 1,
         "the full node was asked and refused"
     );
-    assert_eq!(metric(nodes[0].admin, "ron_dht_peers_full"), 1);
+    assert_eq!(
+        metric(nodes[0].admin, "ron_dht_peers_left_out{reason=\"no_room\"}"),
+        1
+    );
     assert_eq!(metric(nodes[2].admin, "ron_replication_pulls_total"), 0);
     wait_for("A's sweep finds nothing short", WAIT, || {
         metric(nodes[0].admin, "ron_objects_under_replicated") == 0

@@ -13,7 +13,11 @@
 //! `"copies"` is that number, or a 503 (504) saying fewer than 3 exist and no more than
 //! do. (3) needs every `held` answer audited before it counts (docs/design/replication.md,
 //! "`PUT ?copies=N`"); without that it fails, naming the objects whose answer counted
-//! the liar.
+//! the liar. And (4): A leaves the liar out of its placements once a `held` of it fails
+//! its audit, so every upload after that is answered with three real copies (before,
+//! the liar kept every object placed on it, about 3 in 4, a copy short for good). B's
+//! repair sweep does the same: a holder that answered `held` when asked and fails the
+//! object's next audit is left out.
 //!
 //! Needs Node.js ≥ 20 and npm, as `libp2p_interop.rs` (`common::js`).
 
@@ -233,7 +237,9 @@ fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
                 "--replicas".into(),
                 WANT.to_string(),
                 "--replication-interval-ms".into(),
-                "0".into(),
+                // B sweeps (see the end); A and C do not, so that what A's uploads are
+                // answered is theirs alone.
+                if i == 1 { "1000" } else { "0" }.into(),
             ];
             if i > 0 {
                 flags.extend(["--peer".into(), format!("127.0.0.1:{}", ports[0])]);
@@ -363,8 +369,9 @@ fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
     }
     let uploaded = started.elapsed();
 
-    // The placements, as B sees them: every ron holder named holds a verified copy; the
-    // liar, when named, is audited `missing` (B is not the liar) and left out of
+    // The placements, as C sees them (C neither uploads nor sweeps, so it never leaves
+    // the liar out): every ron holder named holds a verified copy; the liar, when named,
+    // is audited `missing` (B, whose port it claims, is not the liar) and left out of
     // rf_observed.
     let mut placements: Vec<Value> = Vec::new();
     for u in &uploads {
@@ -373,7 +380,7 @@ fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
             "every ron node the placement names holds a verified copy",
             WAIT,
             || {
-                p = placement(&nodes[1], &u.addr);
+                p = placement(&nodes[2], &u.addr);
                 p["placement"].as_array().is_some_and(|hs| {
                     hs.iter()
                         .all(|h| h["node_id"] == liar_id.as_str() || h["holds"] == true)
@@ -417,7 +424,8 @@ fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
         "no placement of {OBJECTS} objects names the liar (each should, 3 times in 4)"
     );
 
-    // The liar was asked by A for every object whose placement names it, and said held.
+    // A asked the liar for the first upload its placement named it in, the liar said
+    // held, and its audit failed: from then on A's placements leave it out.
     let asked_by = |liar: &JsPeer| -> HashMap<String, BTreeSet<String>> {
         let mut asked: HashMap<String, BTreeSet<String>> = HashMap::new();
         for line in liar.steps_seen("asked") {
@@ -432,12 +440,24 @@ fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
         asked
     };
     let mut asked = HashMap::new();
-    wait_for("A asked the liar for every object naming it", WAIT, || {
+    wait_for("A asked the liar for a copy", WAIT, || {
         liar.drain();
         asked = asked_by(&liar);
-        let of_a = asked.get(&ids[0]).cloned().unwrap_or_default();
-        named.iter().all(|o| of_a.contains(&hex(&uploads[*o].addr)))
+        asked.get(&ids[0]).is_some_and(|of_a| !of_a.is_empty())
     });
+    let of_a = asked.get(&ids[0]).cloned().unwrap_or_default();
+    let last_asked = (0..uploads.len())
+        .filter(|o| of_a.contains(&hex(&uploads[*o].addr)))
+        .max()
+        .expect("A asked the liar for an upload of the test");
+    assert_eq!(
+        metric(
+            nodes[0].admin,
+            "ron_dht_peers_left_out{reason=\"held_unproven\"}"
+        ),
+        1,
+        "A leaves the liar out"
+    );
     let liar_held_answers: usize = liar
         .steps_seen("asked")
         .iter()
@@ -544,7 +564,35 @@ fn a_peer_answering_held_without_a_copy_never_counts_as_one() {
         "replication liar: {summary}\nper object naming the liar (placement → answer):\n{}",
         outcomes.join("\n")
     );
+    // B's sweep: a holder its placement names without a verified copy is asked for one,
+    // the liar answers held, and at the object's next check its audit fails again: B
+    // leaves it out too.
+    wait_for("B's sweep leaves the liar out", WAIT, || {
+        metric(
+            nodes[1].admin,
+            "ron_dht_peers_left_out{reason=\"held_unproven\"}",
+        ) == 1
+    });
     liar.finish(Duration::from_secs(10));
+    // Every upload after the last the liar was asked for: three copies, all real — the
+    // liar left out of A's placements, the third ron node took its place. (Before, each
+    // whose placement named the liar, about 3 in 4, was refused 503 with two.)
+    let after: Vec<String> = (last_asked + 1..uploads.len())
+        .filter(|o| {
+            let u = &uploads[*o];
+            u.answer.status >= 300 || claimed_copies(&u.answer) != Ok(WANT) || real[*o].len() != 3
+        })
+        .map(|o| {
+            let u = &uploads[o];
+            format!("{}: {} held by {:?}", u.addr, u.answer.status, real[o])
+        })
+        .collect();
+    assert!(
+        after.is_empty() && last_asked + 1 < uploads.len(),
+        "uploads after the liar's audit failed (upload {last_asked}): not three real \
+         copies:\n{}\n({summary})",
+        after.join("\n")
+    );
     assert!(
         overcounted.is_empty(),
         "a PUT ?copies=3 answer counted the liar's `held` as a copy ({} of {} objects whose \

@@ -184,6 +184,9 @@ pub enum DhtRequest {
         to: Vec<String>,
         reply: CopiesReply,
     },
+    /// Leave the peer `node_id` names out of this node's placements for a while: it
+    /// answered `held` for a copy and then failed the audit of it (a shard's sweep).
+    LeaveOut { node_id: String, why: LeftOut },
 }
 
 /// How an announcement wakes a DHT thread that sleeps on its idle tick: the thread
@@ -429,6 +432,12 @@ impl DhtClient {
         })
     }
 
+    /// Has the DHT thread leave `node_id` out of this node's placements for a while
+    /// (`why`); a full mailbox refuses it at once.
+    pub fn leave_out(&self, node_id: String, why: LeftOut) -> Result<(), ResolveError> {
+        self.send_request(DhtRequest::LeaveOut { node_id, why })
+    }
+
     /// Asks the nodes `to` (node ids) to take a copy of `addr` without blocking; the
     /// answer arrives on the returned oneshot by `deadline_ms`.
     pub fn copy_to_later(
@@ -617,10 +626,9 @@ declare_counters! {
         /// Peers that answered a libp2p ping within the last 120 s.
         peers_alive: AtomicU64 => Gauge "ron_dht_peers_alive", Sum,
             "Peers that answered a libp2p ping within the last 120 s.",
-        /// Peers left out of this node's placements because they refused a copy for
-        /// want of room, until their time is up.
-        peers_full: AtomicU64 => Gauge "ron_dht_peers_full", Sum,
-            "Peers this node's placements leave out because they refused a copy it asked for below their disk floor (copies_disk_free_percent_min), for an hour after each refusal.",
+        /// Peers left out of this node's placements, by why, until their time is up.
+        peers_left_out: [AtomicU64; LeftOut::ALL.len()] => Gauge "ron_dht_peers_left_out", Labelled("reason", &LeftOut::LABELS),
+            "Peers this node's placements leave out for an hour, by reason: no_room (they refused a copy it asked for below their disk floor, copies_disk_free_percent_min), held_unproven (they answered that they held a copy, then failed this node's audit of it).",
         /// Peers in the Kademlia routing table.
         routing_table_peers: AtomicU64 => Gauge "ron_dht_routing_table_peers", Sum,
             "Peers in the Kademlia routing table.",
@@ -654,6 +662,16 @@ label_enum! {
         RoutingTable = "routing_table",
         /// A connection opened while the lookup ran (most often one it dialed).
         Connection = "connection",
+    }
+}
+
+label_enum! {
+    /// Why this node's placements leave a peer out (`ron_dht_peers_left_out{reason}`).
+    pub enum LeftOut {
+        /// It refused a copy below its disk floor.
+        NoRoom = "no_room",
+        /// It answered that it held a copy, then failed this node's audit of it.
+        HeldUnproven = "held_unproven",
     }
 }
 

@@ -110,12 +110,13 @@ pub const FRESH_KEYS_MAX: usize = 65_536;
 /// Peers whose greeting (ports) is remembered; past it, any one is forgotten for the
 /// newcomer (a forgotten peer is greeted again when next connected).
 pub const PEERS_MAX: usize = 4_096;
-/// How long placements leave out a holder that refused a copy below its disk floor
-/// (`copies.rs`): several passes of the sweep at its default interval (10 minutes), so
-/// that the objects placed on it stay placed on others between the asks that find it
-/// still full (each such pass counts them short once); a holder with room again is named
-/// again within this (at once by a node that restarts: the marks live in memory).
-pub const FULL_PEER_LEFT_OUT_FOR: Duration = Duration::from_secs(3_600);
+/// How long placements leave out a holder that refused a copy below its disk floor, or
+/// answered `held` and failed the audit after (`copies.rs`): several passes of the sweep
+/// at its default interval (10 minutes), so that the objects placed on it stay placed on
+/// others between the asks that find it still full (each such pass counts them short
+/// once); a holder with room again is named again within this (at once by a node that
+/// restarts: the marks live in memory).
+pub const PEER_LEFT_OUT_FOR: Duration = Duration::from_secs(3_600);
 /// Greeted peers remembered per public host (an IPv4 address, an IPv6 /64); a host past
 /// it has its oldest forgotten (`node/greeted_peers.rs`). Loopback and private hosts are not
 /// limited.

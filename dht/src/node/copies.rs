@@ -26,12 +26,12 @@ use libp2p::kad::{RecordKey, U256};
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::PeerId;
-use ron_link::dht::{CopiesEnd, CopiesMade, CopiesReply, CopyOutcome, Pull, PullOutcome};
+use ron_link::dht::{CopiesEnd, CopiesMade, CopiesReply, CopyOutcome, LeftOut, Pull, PullOutcome};
 
 use crate::closest::{distance, peer_position, DistanceKey};
 use crate::node::config::{
     ACCEPT_WINDOW_SLACK, COPIES_PLACEMENT_WAIT, COPIES_WAITING_MAX, COPY_WATCHES_MAX,
-    FULL_PEER_LEFT_OUT_FOR, NEARER_SEEN_WITHIN, PEERS_MAX, PULLS_MAX, PULLS_PER_HOST_MAX,
+    NEARER_SEEN_WITHIN, PEERS_MAX, PEER_LEFT_OUT_FOR, PULLS_MAX, PULLS_PER_HOST_MAX,
     PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
 };
 use crate::node::state::{
@@ -292,42 +292,53 @@ impl Node {
     }
 
     /// A holder that refused a copy for want of room is left out of this node's
-    /// placements for [`FULL_PEER_LEFT_OUT_FOR`]: while it is named, an object placed on
-    /// it stays a copy short for good (it refuses every pass). One that held a copy has
-    /// room again.
+    /// placements: while it is named, an object placed on it stays a copy short for good
+    /// (it refuses every pass). One that held a copy has room again.
     fn learn_room(&mut self, peer: PeerId, outcome: CopyOutcome) {
         match outcome {
-            CopyOutcome::NoRoom => {
-                let known = self.count_full_peers();
-                if !self.full_peers.contains_key(&peer) {
-                    if known >= PEERS_MAX {
-                        return;
-                    }
-                    let for_s = FULL_PEER_LEFT_OUT_FOR.as_secs();
-                    tracing::info!(%peer, for_s, "dht: a holder refused a copy below its disk floor: left out of placements");
-                }
-                self.full_peers
-                    .insert(peer, Instant::now() + FULL_PEER_LEFT_OUT_FOR);
-            }
+            CopyOutcome::NoRoom => self.leave_out(peer, LeftOut::NoRoom),
             CopyOutcome::Held => {
-                self.full_peers.remove(&peer);
+                if matches!(self.left_out.get(&peer), Some((LeftOut::NoRoom, _))) {
+                    self.left_out.remove(&peer);
+                }
             }
             _ => {}
         }
     }
 
-    /// Peers placements leave out now (those whose time is up are forgotten).
-    pub(super) fn count_full_peers(&mut self) -> usize {
-        let now = Instant::now();
-        self.full_peers.retain(|_, until| *until > now);
-        self.full_peers.len()
+    /// Leaves `peer` out of this node's placements for [`PEER_LEFT_OUT_FOR`] (`why`): a
+    /// holder without room, or one that answered `held` and failed the audit after (a
+    /// shard's sweep says so) — named, it keeps its objects a copy short for good.
+    pub(super) fn leave_out(&mut self, peer: PeerId, why: LeftOut) {
+        let known: usize = self.count_left_out().iter().sum::<u64>() as usize;
+        if !self.left_out.contains_key(&peer) {
+            if known >= PEERS_MAX {
+                return;
+            }
+            let for_s = PEER_LEFT_OUT_FOR.as_secs();
+            let why = why.as_str();
+            tracing::info!(%peer, why, for_s, "dht: a holder is left out of placements");
+        }
+        let until = Instant::now() + PEER_LEFT_OUT_FOR;
+        self.left_out.insert(peer, (why, until));
     }
 
-    /// Whether placements leave `peer` out now: it refused a copy for want of room.
-    pub(super) fn is_full(&self, peer: &PeerId) -> bool {
-        self.full_peers
+    /// Peers placements leave out now, by why (those whose time is up are forgotten).
+    pub(super) fn count_left_out(&mut self) -> [u64; LeftOut::ALL.len()] {
+        let now = Instant::now();
+        self.left_out.retain(|_, (_, until)| *until > now);
+        let mut counts = [0; LeftOut::ALL.len()];
+        for (why, _) in self.left_out.values() {
+            counts[*why as usize] += 1;
+        }
+        counts
+    }
+
+    /// Whether placements leave `peer` out now.
+    pub(super) fn is_left_out(&self, peer: &PeerId) -> bool {
+        self.left_out
             .get(peer)
-            .is_some_and(|until| *until > Instant::now())
+            .is_some_and(|(_, until)| *until > Instant::now())
     }
 
     pub(super) fn on_replicate(

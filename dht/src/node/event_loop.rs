@@ -236,12 +236,14 @@ impl Node {
         let provided = store.provided_count().unwrap_or(0);
         let records = store.provider_record_count().unwrap_or(0);
         let alive = self.count_alive() as u64;
-        let full = self.count_full_peers() as u64;
+        let left_out = self.count_left_out();
         let m = &self.metrics;
         m.peers_connected.store(connected, Ordering::Relaxed);
         m.connections_kept.store(kept, Ordering::Relaxed);
         m.peers_alive.store(alive, Ordering::Relaxed);
-        m.peers_full.store(full, Ordering::Relaxed);
+        for (gauge, count) in m.peers_left_out.iter().zip(left_out) {
+            gauge.store(count, Ordering::Relaxed);
+        }
         m.routing_table_peers
             .store(routing as u64, Ordering::Relaxed);
         m.provided_keys.store(provided, Ordering::Relaxed);
@@ -288,6 +290,10 @@ impl Node {
                 to,
                 reply,
             } => self.watch_copies(addr, want, deadline_ms, &to, reply),
+            DhtRequest::LeaveOut { node_id, why } => match node_id.parse() {
+                Ok(peer) => self.leave_out(peer, why),
+                Err(_) => tracing::debug!(%node_id, "dht: not a node id to leave out"),
+            },
         }
     }
 

@@ -379,11 +379,11 @@ impl Node {
             zone: Some(self.zone.clone()),
         };
         let lost = self.lost_but_not_dead().filter(|p| !peers.contains(p));
-        let with_room = |peer: &&PeerId| !self.is_full(peer);
+        let placeable = |peer: &&PeerId| !self.is_left_out(peer);
         let others = peers
             .iter()
             .chain(lost)
-            .filter(with_room)
+            .filter(placeable)
             .filter_map(|peer| {
                 let zone = self
                     .peers

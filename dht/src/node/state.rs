@@ -16,7 +16,9 @@ use libp2p::kad::{QueryId, RecordKey, U256};
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, Swarm};
-use ron_link::dht::{CopiesReply, CopyOutcome, DhtMetrics, ReplicationRoutes, ResolveReply};
+use ron_link::dht::{
+    CopiesReply, CopyOutcome, DhtMetrics, LeftOut, ReplicationRoutes, ResolveReply,
+};
 
 use crate::error::DhtError;
 use crate::node::address::tcp_multiaddr;
@@ -515,11 +517,11 @@ pub(super) struct Node {
     /// [`PEERS_MAX`]: crate::node::PEERS_MAX
     pub(super) lost: HashMap<PeerId, Instant>,
     pub(super) peer_dead: Duration,
-    /// Peers that refused a copy for want of room, and until when placements leave them
-    /// out (at most [`PEERS_MAX`]; `copies.rs`).
+    /// Peers placements leave out, why, and until when (at most [`PEERS_MAX`];
+    /// `copies.rs`).
     ///
     /// [`PEERS_MAX`]: crate::node::PEERS_MAX
-    pub(super) full_peers: HashMap<PeerId, Instant>,
+    pub(super) left_out: HashMap<PeerId, (LeftOut, Instant)>,
     pub(super) connections: HashMap<ConnectionId, IpAddr>,
     /// Keys of others' `/ron/provide/2` batches this node may store, per sender and in
     /// all (`provide_budget.rs`).
@@ -583,7 +585,7 @@ impl Node {
             alive: HashMap::new(),
             lost: HashMap::new(),
             peer_dead: config.peer_dead,
-            full_peers: HashMap::new(),
+            left_out: HashMap::new(),
             connections: HashMap::new(),
             provide_budget: ProvideBudget::new(Instant::now()),
             resolves: HashMap::new(),

@@ -17,6 +17,9 @@
 //!   holders when no holder named proves a copy (an object whose holders were all lost).
 //! - `disk_floor`: the free disk a pull leaves to the node's own uploads
 //!   (`copies_disk_free_percent_min`): below it, no new copy is kept for another node.
+//! - `claims`: the holders that answered `held` when the sweep asked them for a copy,
+//!   until the object's next check audits them; one that fails is left out of this
+//!   node's placements (`DhtClient::leave_out`).
 //! - `audit`: the audit of one holder's copy ([`audit_holder`]), the node's only one: the
 //!   sweep, `PUT ?copies=N`, and the admin thread's `/admin/placement` and
 //!   `/admin/replicate` (handed over on the same mailbox as the pulls) all use it.
@@ -40,6 +43,7 @@
 //! and the pulls, bounded.
 
 mod audit;
+mod claims;
 mod disk_floor;
 mod pull;
 mod rescue;
@@ -53,8 +57,10 @@ use std::time::{Duration, Instant};
 
 use ron_codec::Address;
 use ron_link::counters::FrontCounters;
-use ron_link::dht::{AuditHolders, DhtClient, Provider, ReplicationMailbox, ToReplication};
-use ron_shards::lifecycle::{join_all, BackgroundTasks, StopSignal, TaskCount};
+use ron_link::dht::{
+    AuditHolders, DhtClient, LeftOut, Provider, ReplicationMailbox, ToReplication,
+};
+use ron_shards::lifecycle::{finished_within, join_all, BackgroundTasks, StopSignal, TaskCount};
 use ron_shards::Shard;
 
 pub use audit::{audit_holder, AuditLimits};
@@ -62,6 +68,8 @@ pub use disk_floor::{BelowFloor, DiskFloor};
 
 use crate::blocked::Blocked;
 use crate::fetch::ReadThrough;
+use claims::HeldClaims;
+use sweep::COPIES_WAIT_MS;
 
 /// How replication runs on a shard (from the configuration).
 #[derive(Debug, Clone)]
@@ -91,6 +99,9 @@ pub struct Replication {
     /// Where the sweep's rescue walk over evictable copies goes on (`None`: the start).
     rescue_from: Cell<Option<Address>>,
     disk_floor: DiskFloor,
+    /// Holders that answered `held` when the sweep asked them for a copy, audited at the
+    /// object's next check (`claims.rs`).
+    held_claims: RefCell<HeldClaims>,
 }
 
 impl Replication {
@@ -116,6 +127,7 @@ impl Replication {
             requests_running: TaskCount::default(),
             rescue_from: Cell::new(None),
             disk_floor: config.disk_floor.clone(),
+            held_claims: RefCell::new(HeldClaims::default()),
         });
         if let Some(mailbox) = mailbox {
             replication.start_service("replication requests", {
@@ -179,6 +191,37 @@ impl Replication {
         audit_holder(dht, holder, addr, Some(len), limits)
             .await
             .is_verified()
+    }
+
+    /// [`Replication::audit`], and a holder in `claimed` (it answered `held` when last
+    /// asked for a copy of `addr`) that fails it is left out of this node's placements:
+    /// it claims a copy it cannot show.
+    async fn audit_claim(
+        &self,
+        dht: &DhtClient,
+        holder: &Provider,
+        addr: Address,
+        len: u64,
+        claimed: &[String],
+    ) -> bool {
+        let proved = self.audit(dht, holder, addr, len).await;
+        if !proved && claimed.contains(&holder.node_id) {
+            tracing::warn!(obj = %addr, holder = %holder.node_id, "repair sweep: a holder answered that it held a copy, then failed its audit: left out of this node's placements");
+            let _ = dht.leave_out(holder.node_id.clone(), LeftOut::HeldUnproven);
+        }
+        proved
+    }
+
+    /// Asks `holders` (node ids) to take a copy of `addr` and waits for their answers,
+    /// bounded; those that answer `held` are remembered for the next check's audit.
+    async fn ask_for_copies(&self, dht: &DhtClient, addr: Address, holders: Vec<String>) {
+        let Ok(answer) = dht.copy_to_later(*addr.as_bytes(), holders, COPIES_WAIT_MS) else {
+            return;
+        };
+        let wait = Duration::from_millis(COPIES_WAIT_MS + 1_000);
+        if let Some(Ok(made)) = finished_within(wait, answer).await {
+            self.held_claims.borrow_mut().remember(addr, &made.held_by);
+        }
     }
 
     fn audit_limits(&self) -> AuditLimits {

@@ -11,15 +11,13 @@
 //! every named holder proved its own — and the named holders are asked to take a copy
 //! from it now.
 
-use std::rc::Rc;
-use std::time::Duration;
-
 use ron_codec::Address;
 use ron_link::counters::FrontCounters;
 use ron_link::dht::{DhtClient, Provider};
-use ron_shards::lifecycle::{finished_within, join_all};
+use ron_shards::lifecycle::join_all;
+use std::rc::Rc;
 
-use super::sweep::{placements, Checked, PassTally, COPIES_WAIT_MS, SWEEP_CHECKS_AT_ONCE};
+use super::sweep::{placements, Checked, PassTally, SWEEP_CHECKS_AT_ONCE};
 use super::Replication;
 
 /// Evictable copies a shard looks at per pass of the sweep: one page of placements.
@@ -105,10 +103,7 @@ impl Replication {
         if missing.is_empty() {
             return Checked::Short;
         }
-        if let Ok(answer) = dht.copy_to_later(*addr.as_bytes(), missing, COPIES_WAIT_MS) {
-            let wait = Duration::from_millis(COPIES_WAIT_MS + 1_000);
-            let _ = finished_within(wait, answer).await;
-        }
+        self.ask_for_copies(dht, addr, missing).await;
         Checked::Short
     }
 }

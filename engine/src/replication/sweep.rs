@@ -183,6 +183,7 @@ impl Replication {
             Ok(checkable) => checkable,
             Err(checked) => return checked,
         };
+        let claimed = self.held_claims.borrow_mut().take(&addr);
         let named_at = holders.iter().position(|h| h.local);
         let mut held: Vec<Option<bool>> = vec![None; holders.len()];
         // A holder named after another yields to the first before it that proves its
@@ -194,7 +195,9 @@ impl Replication {
         let turn = (pass % holders.len().max(1) as u64) as usize;
         if let Some(at) = named_at.filter(|at| *at != turn) {
             for (before, holder) in holders[..at].iter().enumerate() {
-                let proved = self.audit(dht, holder, addr, meta.len()).await;
+                let proved = self
+                    .audit_claim(dht, holder, addr, meta.len(), &claimed)
+                    .await;
                 held[before] = Some(proved);
                 if proved {
                     return Checked::NotMine;
@@ -211,7 +214,10 @@ impl Replication {
                     continue;
                 }
                 (false, Some(known)) => known,
-                (false, None) => self.audit(dht, holder, addr, meta.len()).await,
+                (false, None) => {
+                    self.audit_claim(dht, holder, addr, meta.len(), &claimed)
+                        .await
+                }
             };
             match (proved, holder.oap) {
                 (true, Some(oap)) => sources.push(oap),
@@ -241,10 +247,7 @@ impl Replication {
             return Checked::Short;
         }
         tracing::info!(obj = %addr, holders = missing.len(), "repair sweep: asking holders without a verified copy to take one");
-        if let Ok(answer) = dht.copy_to_later(*addr.as_bytes(), missing, COPIES_WAIT_MS) {
-            let wait = Duration::from_millis(COPIES_WAIT_MS + 1_000);
-            let _ = finished_within(wait, answer).await;
-        }
+        self.ask_for_copies(dht, addr, missing).await;
         Checked::Short
     }
 

@@ -27,7 +27,7 @@ use std::time::Instant;
 use ron_codec::{Address, ErrorCode};
 use ron_shards::{ObjectMeta, Shard};
 
-use ron_link::dht::{CopiesEnd, DhtClient, Provider};
+use ron_link::dht::{CopiesEnd, DhtClient, LeftOut, Provider};
 use ron_shards::lifecycle::{finished_within, join_all};
 
 use crate::admission::Ticket;
@@ -213,7 +213,10 @@ impl Service {
     }
 
     /// How many of `holders` send a random group of their own copy of `addr`, verified
-    /// (audited at once; none without a read-through to audit with).
+    /// (audited at once; none without a read-through to audit with). Each answered
+    /// `held` a moment ago, once its copy was durable: one that fails is left out of this
+    /// node's placements (it claims a copy it cannot show; named, it would keep the
+    /// object a copy short and every upload placed on it refused).
     async fn proven_holders(&self, dht: &DhtClient, addr: Address, holders: &[Provider]) -> usize {
         let (Some(read_through), Ok(meta)) = (&self.read_through, self.shard.meta(&addr).await)
         else {
@@ -223,8 +226,14 @@ impl Service {
         let audits = holders
             .iter()
             .map(|holder| audit_holder(dht, holder, addr, Some(meta.len()), limits));
-        join_all(audits.collect())
-            .await
+        let outcomes = join_all(audits.collect()).await;
+        for (holder, outcome) in holders.iter().zip(&outcomes) {
+            if !outcome.is_verified() {
+                tracing::warn!(obj = %addr, holder = %holder.node_id, "an upload's holder answered that it held a copy, then failed its audit: left out of this node's placements");
+                let _ = dht.leave_out(holder.node_id.clone(), LeftOut::HeldUnproven);
+            }
+        }
+        outcomes
             .iter()
             .filter(|outcome| outcome.is_verified())
             .count()
