@@ -9,8 +9,8 @@
 //! that opens many streams and trickles each (up to 64 per connection and protocol,
 //! 512 connections) fails its streams once the budget is spent, instead of holding up
 //! to 64 × 512 KiB per connection until each stream's timeout. (What yamux holds below
-//! it, a stream's unread data before its protocol is settled, the budget does not see:
-//! docs/design/dht.md, "Message buffers".)
+//! it, a stream's data not yet read, the budget does not see: docs/design/dht.md,
+//! "Message buffers".)
 
 use std::io;
 use std::marker::PhantomData;

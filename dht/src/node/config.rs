@@ -173,6 +173,13 @@ pub(super) const PENDING_OUTBOUND_MAX: u32 = 128;
 /// Addresses of one peer a dial tries at once (libp2p's dial concurrency factor; its
 /// default is 8): a peer announced at many addresses costs this many sockets, not all.
 pub(super) const DIAL_ADDRESSES_AT_ONCE: u8 = 2;
+/// Streams a connection may have open (yamux's default, set explicitly), and as many
+/// negotiating their protocol at once: the swarm takes every stream yamux accepts
+/// straight into negotiation, which reads it. With libp2p's 128, the rest waited in
+/// libp2p-yamux's queue (up to 256), each holding what its peer sent — yamux keeps a
+/// frame per allocation, ~64 bytes for a one-byte frame, so up to 16 MiB a stream
+/// (`engine/tests/stream_flood.rs`; docs/design/dht.md, "Message buffers").
+pub(super) const STREAMS_PER_CONNECTION_MAX: usize = 512;
 /// The most file descriptors the DHT thread holds: its listener, every connection the
 /// limits above allow (a pending dial trying `DIAL_ADDRESSES_AT_ONCE` addresses), and
 /// the provider store's LMDB environment (its file and lock file). The engine's

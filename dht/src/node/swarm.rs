@@ -25,8 +25,8 @@ use crate::node::config::{
     CONNECTIONS_PER_PEER_MAX, DIAL_ADDRESSES_AT_ONCE, IDENTIFY_PROTOCOL_VERSION,
     IDLE_CONNECTION_TIMEOUT, INBOUND_CONNECTIONS_MAX, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, K_VALUE,
     OUTBOUND_CONNECTIONS_MAX, PENDING_INBOUND_MAX, PENDING_OUTBOUND_MAX, PING_INTERVAL,
-    PING_TIMEOUT, PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT, TCP_KEEPALIVE_IDLE,
-    TCP_KEEPALIVE_INTERVAL, TCP_USER_TIMEOUT,
+    PING_TIMEOUT, PROVIDER_TTL, QUERY_TIMEOUT, REPLICATE_REQUEST_TIMEOUT,
+    STREAMS_PER_CONNECTION_MAX, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_USER_TIMEOUT,
 };
 use crate::node::host_limits::HostLimits;
 use crate::node::kept::KeptConnections;
@@ -70,7 +70,7 @@ pub(super) fn build_swarm(
                     .and_then(move |stream, _| private_network(stream, network_key))
                     .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                     .authenticate(libp2p::noise::Config::new(key)?)
-                    .multiplex(libp2p::yamux::Config::default()),
+                    .multiplex(yamux_config()),
                 )
             },
         )
@@ -83,9 +83,17 @@ pub(super) fn build_swarm(
                     NonZeroU8::new(DIAL_ADDRESSES_AT_ONCE).expect("at least one address"),
                 )
                 .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+                .with_max_negotiating_inbound_streams(STREAMS_PER_CONNECTION_MAX)
         })
         .build();
     Ok(swarm)
+}
+
+/// yamux with its stream limit stated ([`STREAMS_PER_CONNECTION_MAX`]).
+fn yamux_config() -> libp2p::yamux::Config {
+    let mut config = libp2p::yamux::Config::default();
+    config.set_max_num_streams(STREAMS_PER_CONNECTION_MAX);
+    config
 }
 
 /// With a network key, the pnet handshake on a new connection (bounded by the builder's
