@@ -334,11 +334,11 @@ impl Node {
         counts
     }
 
-    /// Whether placements leave `peer` out now.
-    pub(super) fn is_left_out(&self, peer: &PeerId) -> bool {
+    /// Whether placements leave `peer` out at `now`.
+    pub(super) fn is_left_out(&self, peer: &PeerId, now: Instant) -> bool {
         self.left_out
             .get(peer)
-            .is_some_and(|(_, until)| *until > Instant::now())
+            .is_some_and(|(_, until)| *until > now)
     }
 
     pub(super) fn on_replicate(

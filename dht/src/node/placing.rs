@@ -379,7 +379,8 @@ impl Node {
             zone: Some(self.zone.clone()),
         };
         let lost = self.lost_but_not_dead().filter(|p| !peers.contains(p));
-        let placeable = |peer: &&PeerId| !self.is_left_out(peer);
+        let now = Instant::now();
+        let placeable = |peer: &&PeerId| !self.is_left_out(peer, now);
         let others = peers
             .iter()
             .chain(lost)
