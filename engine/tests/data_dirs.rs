@@ -2,7 +2,8 @@
 //! four dirs with the default 2+2 code, a whole dir deleted while the node serves loses
 //! no object, and a node restarted with that dir empty (a replaced disk) serves every
 //! object verified at once and rebuilds the dir, byte for byte, with its scrubber. The
-//! dirs are checked at every start: order, count, owner, and the code they need.
+//! dirs are checked at every start: order, count, owner, the code they need, and a disk
+//! that did not mount (an empty dir where the others are mount points).
 
 mod common;
 
@@ -252,4 +253,112 @@ fn data_dirs_are_checked_at_every_start() {
     let r = get(n.http, &format!("/o/{addr}")).unwrap();
     assert_eq!((r.status, r.body == data), (200, true));
     assert_eq!(metric(n.admin, "ron_ec_degraded_reads_total"), 0);
+}
+
+/// `ron serve` on `data_dir` with `args`, expected to refuse to start: a node that starts
+/// is stopped after 30 s (its output then says so).
+fn start_refused_within(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait().unwrap().is_none() {
+        let _ = child.kill();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `mount` with `args` in this thread's mount namespace.
+fn mount(args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new("mount")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount {args:?}: {out:?}");
+}
+
+/// Moves the calling thread into a mount namespace of its own, its mounts private: what
+/// the test mounts there (and the nodes it starts) no other test or process sees. Needs
+/// root (`CAP_SYS_ADMIN`, as scripts/test-all.sh runs).
+fn enter_own_mount_namespace() {
+    #[allow(unsafe_code)]
+    // SAFETY: `unshare` takes no pointers; it changes only this thread's namespaces.
+    let entered = unsafe { libc::unshare(libc::CLONE_NEWNS) };
+    assert_eq!(
+        entered,
+        0,
+        "a mount namespace needs root (CAP_SYS_ADMIN): {}",
+        std::io::Error::last_os_error()
+    );
+    mount(&["--make-rprivate".as_ref(), "/".as_ref()]);
+}
+
+/// Four dirs, each a disk's mount point (bind mounts of dirs of their own): a boot where
+/// one disk did not mount leaves its mount point empty, and the node took it for a
+/// replaced disk and rebuilt onto the filesystem below (the root filesystem, most often)
+/// until it was full. Refused now, naming the dir; a new disk mounted there is taken.
+#[test]
+fn a_disk_that_did_not_mount_is_not_rebuilt_onto_the_filesystem_below() {
+    enter_own_mount_namespace();
+    let root = temp_dir("dirs-unmounted");
+    let (dirs, flags) = dirs(&root, 4);
+    let bind = |disk: &Path, at: &Path| {
+        std::fs::create_dir_all(disk).unwrap();
+        std::fs::create_dir_all(at).unwrap();
+        mount(&["--bind".as_ref(), disk.as_os_str(), at.as_os_str()]);
+    };
+    for (d, dir) in dirs.iter().enumerate() {
+        bind(&root.join(format!("disk{d}")), dir);
+    }
+    let mut n = Node::start(&dirs[0], &args(&flags, &["--shards", "1"]));
+    let data = bytes(78, 3 * GROUP);
+    let addr = upload(&n, &data);
+    assert_eq!(n.stop().code(), Some(0));
+
+    // The next boot, disk 3 does not mount: its mount point is there, empty.
+    let out = std::process::Command::new("umount")
+        .arg(&dirs[3])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let refused = start_refused_within(&dirs[0], &args(&flags, &["--shards", "1"]));
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "started on an unmounted disk: {e}"
+    );
+    assert!(
+        e.contains(&dirs[3].display().to_string())
+            && e.contains("it is empty and not a mount point, while every other data dir"),
+        "{e}"
+    );
+    let below: Vec<_> = std::fs::read_dir(&dirs[3])
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        below.iter().all(|name| name == "LOCK"),
+        "written below the mount point: {below:?}"
+    );
+
+    // A new disk mounted there is a replacement: the object is served, verified.
+    bind(&root.join("disk3-new"), &dirs[3]);
+    n.restart(&args(&flags, &["--shards", "1"]));
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert_eq!((r.status, r.body == data), (200, true));
+    assert_eq!(n.stop().code(), Some(0));
+    assert!(
+        std::fs::read_to_string(root.join("disk3-new").join("ron-dir.bin"))
+            .unwrap()
+            .ends_with("position 3\ndirs 4\n"),
+        "the new disk is dir 3 now"
+    );
 }

@@ -30,6 +30,7 @@ use ron_codec::{Address, PartitionTable};
 use crate::error::ShardError;
 use crate::ids::{DirIndex, ShardIndex, StoreId};
 use crate::limits::DIRS_MAX;
+use crate::mounts::is_mount_point;
 
 const TABLE_FILE: &str = "partitions.bin";
 
@@ -238,6 +239,7 @@ pub fn open_data_dirs(
         }
     }
     check_replaceable(dirs, &replaced, replaceable)?;
+    check_mounted(dirs, &markers, &replaced)?;
     // Markers before the table: a crash in between leaves marked dirs, which the next
     // start takes as they are, never a table without a marker, which it would refuse.
     for (d, dir) in dirs.iter() {
@@ -276,6 +278,43 @@ fn check_replaceable(
             names.join(", "),
         ),
     })
+}
+
+/// An empty dir taken as a replacement must be a mount point when every marked dir is
+/// one: a node made one dir per disk whose empty dir is not a mount point has a disk that
+/// did not mount (a boot that lost it), and rebuilding here would fill the filesystem
+/// below the mount point — the root filesystem, most often. Refused, naming the dir; a
+/// new disk mounted there is taken. Where mount points cannot be told (no `/proc`), or
+/// the node's dirs are not each a mount point (one disk, or a test), nothing is checked.
+fn check_mounted(
+    dirs: &DataDirs,
+    markers: &[Option<DirMarker>],
+    replaced: &[DirIndex],
+) -> Result<(), ShardError> {
+    if replaced.is_empty() {
+        return Ok(());
+    }
+    let marked_are_mounts = dirs
+        .iter()
+        .filter(|(d, _)| markers[usize::from(d.0)].is_some())
+        .all(|(_, dir)| is_mount_point(dir) == Some(true));
+    if !marked_are_mounts {
+        return Ok(());
+    }
+    match replaced
+        .iter()
+        .find(|d| is_mount_point(dirs.dir(**d)) == Some(false))
+    {
+        None => Ok(()),
+        Some(d) => Err(ShardError::Layout {
+            path: dirs.dir(*d).to_path_buf(),
+            reason: "it is empty and not a mount point, while every other data dir of this \
+                     node is one: its disk may not be mounted, and rebuilding it here would \
+                     fill the filesystem below. Mount its disk (or a new one, to rebuild onto) \
+                     there and start again"
+                .into(),
+        }),
+    }
 }
 
 fn read_marker(dir: &Path) -> Result<Option<DirMarker>, ShardError> {

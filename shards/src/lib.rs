@@ -3,8 +3,8 @@
 //! ## What it owns
 //! - [`layout`]: the data dirs — each marked with the node and its position
 //!   (`ron-dir.bin`), the fixed partition table (4096 partitions → stores) in each, the
-//!   stores, the temp dirs, replacement dirs — and [`layout::Routing`]: address → store
-//!   → shard.
+//!   stores, the temp dirs, replacement dirs (never a mount point whose disk did not
+//!   mount: `mounts`) — and [`layout::Routing`]: address → store → shard.
 //! - [`store`]: one storage partition spread over the dirs: an LMDB index (heed;
 //!   `store/index.rs`: one replica, its databases and encodings, replica merging) of
 //!   [`record::ObjectMeta`] (length, content type, chunk tree, [`record::Location`],
@@ -127,6 +127,7 @@ pub mod layout;
 pub mod lifecycle;
 pub mod limits;
 pub mod mesh;
+mod mounts;
 pub mod record;
 mod repair;
 pub mod scrub;
