@@ -7,6 +7,8 @@
 //! `started + body_timeout + n / body_rate_min`. Every socket wait is bounded by the time
 //! left for the bytes it moves, so the whole transfer is bounded, and a slow peer is cut
 //! off once it falls behind the minimum rate (counted in `transfer_deadline_drops`).
+//! What a fast start earns past the grace is spent before each wait, so a stall never
+//! lasts more than the grace plus the time the next bytes are owed.
 //!
 //! A write the socket takes at once (the common case: every send is tried non-blocking
 //! first) costs nothing more. Only when the socket is full — or, reading, empty — does
@@ -52,6 +54,20 @@ impl TransferPace {
             .unwrap_or(self.started + NEVER)
     }
 
+    /// Spends the credit a fast start earned past `grace`: once the first `moved` bytes
+    /// are through by `now`, they may be due at most `grace` later. Without this, early
+    /// speed bought silence — a peer that took 48 MiB at once at a minimum rate of
+    /// 1 MiB/s could then stall for 48 s, and each MiB more for another second — and a
+    /// stall is what holds a connection and its buffers. With it, a stall lasts at most
+    /// `grace` plus the time the next bytes are owed (nginx's `send_timeout` between two
+    /// writes, and the minimum rate besides).
+    pub fn spend_credit_past_grace(&mut self, moved: u64, now: Instant) {
+        let latest = now.checked_add(self.grace).unwrap_or(now + NEVER);
+        if let Some(excess) = self.deadline(moved).checked_duration_since(latest) {
+            self.started = self.started.checked_sub(excess).unwrap_or(self.started);
+        }
+    }
+
     /// Time left at `now` to get the first `bytes` bytes through; `None` once late.
     pub fn time_left(&self, bytes: u64, now: Instant) -> Option<Duration> {
         self.deadline(bytes)
@@ -72,11 +88,15 @@ impl Transfer {
         Transfer { pace, moved: 0 }
     }
 
-    /// The time left for the next `len` bytes, or the deadline error (counted).
-    fn wait_limit(&self, len: usize, metrics: &FrontCounters) -> io::Result<Duration> {
+    /// The time left for the next `len` bytes, or the deadline error (counted): what the
+    /// bytes so far earned past the grace spent first
+    /// ([`TransferPace::spend_credit_past_grace`]).
+    fn wait_limit(&mut self, len: usize, metrics: &FrontCounters) -> io::Result<Duration> {
+        let now = Instant::now();
+        self.pace.spend_credit_past_grace(self.moved, now);
         let through = self.moved + len as u64;
         self.pace
-            .time_left(through, Instant::now())
+            .time_left(through, now)
             .ok_or_else(|| behind(metrics))
     }
 }
@@ -194,6 +214,26 @@ mod tests {
         assert_eq!(pace.deadline(2), t0 + Duration::from_secs(3));
         let far = TransferPace::new(t0, Duration::MAX, 1).deadline(u64::MAX);
         assert!(far > t0);
+    }
+
+    #[test]
+    fn a_fast_start_buys_no_stall_past_the_grace() {
+        let t0 = Instant::now();
+        let mut pace = TransferPace::new(t0, Duration::from_secs(60), 4096);
+        // 40 MiB through in 1 s: 10,240 s earned at 4 KiB/s.
+        let moved = 40 << 20;
+        let now = t0 + Duration::from_secs(1);
+        assert!(pace.time_left(moved + 4096, now).unwrap() > Duration::from_secs(10_000));
+        pace.spend_credit_past_grace(moved, now);
+        assert_eq!(
+            pace.time_left(moved + 4096, now),
+            Some(Duration::from_secs(61)),
+            "the grace, and the next bytes' second"
+        );
+        // A transfer behind its grace is not given more.
+        let mut late = TransferPace::new(t0, Duration::from_secs(60), 4096);
+        late.spend_credit_past_grace(4096, t0 + Duration::from_secs(30));
+        assert_eq!(late.deadline(4096), t0 + Duration::from_secs(61));
     }
 
     proptest! {

@@ -252,16 +252,19 @@ fn a_reader_slower_than_the_minimum_rate_is_cut_off_and_a_fast_one_is_not() {
     let (n, addr) = impatient_node_with_16_mib("atk-min-rate", 3);
     let big = bytes(3, 16 << 20);
     // One byte every 100 ms: far below 2 MiB/s. The socket buffers absorb a few MiB at
-    // once, so the deadline falls at ~0.5 s + (bytes sent) / 2 MiB/s.
+    // once; the credit that buys past the grace is spent when the socket fills, so the
+    // deadline falls at ~0.5 s + (the next write) / 2 MiB/s after the stall began.
+    let asked = Instant::now();
     let slow = stalled_readers(&n, &addr, 1, 1).remove(0);
     let stop = Arc::new(AtomicBool::new(false));
     let reader = trickle_reader(slow, Duration::from_millis(100), Arc::clone(&stop));
-    let took = wait_connections_closed(&n, Duration::from_secs(15));
+    wait_connections_closed(&n, Duration::from_secs(15));
+    let took = asked.elapsed();
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();
     assert!(
-        took > Duration::from_millis(300),
-        "cut before its grace: {took:?}"
+        took > Duration::from_millis(500),
+        "cut before its grace: {took:?} after the request"
     );
     wait_metric(
         &n,
@@ -273,6 +276,53 @@ fn a_reader_slower_than_the_minimum_rate_is_cut_off_and_a_fast_one_is_not() {
     let r = get(n.http, &format!("/o/{addr}")).unwrap();
     assert_eq!(r.status, 200);
     assert!(r.body == big, "the fast reader's body is whole");
+}
+
+/// A reader that takes most of a large body at full speed and then stops reading is cut
+/// off about the grace after it stopped: its early speed buys no stall. Before, every MiB
+/// read ahead of the minimum rate bought a second of silence (here 48 MiB at 1 MiB/s:
+/// 48 s), holding the connection, its request and its buffers.
+#[test]
+fn a_reader_that_stops_after_a_fast_start_is_cut_off_at_its_grace() {
+    let _alone = alone();
+    let flags = [
+        "--shards",
+        "1",
+        "--body-timeout-ms",
+        "500",
+        "--body-rate-min",
+        "1MiB",
+    ];
+    let n = Node::start(&temp_dir("atk-fast-then-stalled"), &flags);
+    let addr = upload(&n, &bytes(5, 64 << 20));
+    let mut s = small_window(n.http);
+    let raw = format!("GET /o/{addr} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut got, started) = (0usize, Instant::now());
+    while got < 48 << 20 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the body ended at {got} bytes");
+        got += n;
+    }
+    let fast = started.elapsed();
+    assert!(
+        fast < Duration::from_secs(24),
+        "48 MiB took {fast:?}: too slow a start to earn credit"
+    );
+    // It stops reading: the grace (0.5 s) and the next write's due time later, closed.
+    let took = wait_connections_closed(&n, Duration::from_secs(10));
+    assert!(
+        took < Duration::from_secs(5),
+        "closed {took:?} after the reader stopped"
+    );
+    wait_metric(
+        &n,
+        "ron_transfer_deadline_drops_total",
+        1,
+        Duration::from_secs(5),
+    );
+    drop(s);
 }
 
 #[test]
