@@ -66,6 +66,12 @@ pub enum Refusal {
     MethodNotAllowed { allowed: &'static str },
     #[error("request head not complete within {timeout_ms} ms")]
     HeadTimeout { timeout_ms: u64 },
+    #[error("upload fell behind the minimum rate: {received} bytes received, {rate_min_bytes_per_s} bytes/s owed after a grace of {grace_ms} ms; cancelled")]
+    UploadTooSlow {
+        received: u64,
+        rate_min_bytes_per_s: u64,
+        grace_ms: u64,
+    },
     #[error("If-Match names no current ETag of {addr}: its one ETag is the strong \"{addr}\"")]
     PreconditionFailed { addr: Address },
     #[error("precondition failed for {addr}: {why}; nothing was written or removed")]
@@ -229,7 +235,7 @@ impl Refusal {
                 ErrorCode::NotFound
             }
             MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
-            HeadTimeout { .. } => ErrorCode::RequestTimeout,
+            HeadTimeout { .. } | UploadTooSlow { .. } => ErrorCode::RequestTimeout,
             PreconditionFailed { .. }
             | WritePreconditionFailed { .. }
             | BaoPreconditionFailed { .. }

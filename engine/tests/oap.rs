@@ -983,3 +983,75 @@ fn an_audit_is_answered_only_from_a_kept_copy() {
     let (status, _, _) = get_on(&mut w, ask(missing, true, 1));
     assert_eq!(status, 404);
 }
+
+/// One connection opens 32 uploads (every upload slot of a shard) and feeds only the
+/// first: the others fall behind their own pace and are cancelled, 408, a grace after
+/// they began — their slots given back — while the first goes on, and another client's
+/// upload is taken. Before, the connection's pace counted the first upload's bytes for
+/// all 32, and every other upload on the shard was refused 503 for as long as the first
+/// was fed.
+#[test]
+fn uploads_that_receive_nothing_are_cancelled_while_another_on_the_connection_is_fed() {
+    const LEN: u64 = 1_000_000;
+    let n = node(
+        "oap-upload-pace",
+        &[
+            "--shards",
+            "1",
+            "--body-timeout-ms",
+            "1000",
+            "--body-rate-min",
+            "1KiB",
+        ],
+    );
+    let mut w = Wire::open(n.oap);
+    for corr_id in 1..=32 {
+        let start = ObjectRequest::Put {
+            len: LEN,
+            addr: None,
+            copies: None,
+        };
+        w.send(&request(&start, corr_id));
+    }
+    // Upload 1 at 8 KiB every 100 ms (80 KiB/s, far above 1 KiB/s) for 3 s.
+    let data = bytes(9, LEN as usize);
+    let (step, mut offset, fed) = (8_192, 0, Instant::now());
+    while fed.elapsed() < Duration::from_secs(3) {
+        let piece = &data[offset..offset + step];
+        w.send(&data_frame(1, offset as u64, LEN, piece, false));
+        offset += step;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut cancelled = Vec::new();
+    while cancelled.len() < 31 {
+        let frame = w.recv().expect("the cancelled uploads' answers");
+        let envelope: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
+        assert_eq!(frame.header.code, 408, "{envelope}");
+        assert!(
+            envelope["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("upload fell behind the minimum rate")),
+            "{envelope}"
+        );
+        cancelled.push(frame.header.corr_id);
+    }
+    cancelled.sort_unstable();
+    assert_eq!(cancelled, (2..=32).collect::<Vec<u64>>());
+    let r = put(n.http, "/o", b"another client's upload", "");
+    assert_eq!(r.status, 201, "{r:?}");
+    // Upload 1 was never behind: it completes.
+    while offset < data.len() {
+        let end = (offset + 65_536).min(data.len());
+        w.send(&data_frame(
+            1,
+            offset as u64,
+            LEN,
+            &data[offset..end],
+            end == data.len(),
+        ));
+        offset = end;
+    }
+    let answer = w.recv().expect("upload 1's answer");
+    assert_eq!((answer.header.corr_id, answer.header.code), (1, 201));
+    assert_eq!(metric(n.admin, "ron_transfer_deadline_drops_total"), 31);
+}

@@ -16,6 +16,7 @@ use crate::admission::Ticket;
 use crate::limits::COPIES_MAX;
 use crate::refusal::Refusal;
 use crate::service::{UploadSession, WriteCredential};
+use crate::transfer::TransferPace;
 
 /// Where OAP/1 carries a write token, for the 401 message.
 pub(super) const TOKEN_CARRIER: &str = "in the START frame's capability section";
@@ -36,6 +37,9 @@ pub(super) struct PutState {
     pub session: UploadSession,
     pub ticket: Ticket,
     pub copies: usize,
+    /// When its bytes are due: each upload keeps the minimum rate on its own, as one
+    /// HTTP upload does on its connection (`reader.rs`, `cut_uploads_behind`).
+    pub pace: TransferPace,
 }
 
 /// Opens the upload a PUT's START frame asks for, or says why not.
@@ -94,6 +98,7 @@ pub(super) async fn commit(ctx: Rc<OapContext>, out: SharedOutboxes, corr_id: u6
         session,
         ticket,
         copies,
+        ..
     } = put;
     let account = Account::Admitted(ticket, session.received());
     let finished = match session.finish(String::new()).await {

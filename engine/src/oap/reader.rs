@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::task::{Context, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future;
@@ -32,6 +32,8 @@ use crate::transfer::{self, Transfer};
 /// Refused uploads a connection may leave unfinished (their DATA skipped if it comes),
 /// per request it may have in flight: past it, a protocol error (400, close).
 const SKIPPED_UPLOADS_PER_REQUEST: usize = 4;
+/// The shortest socket wait an upload's deadline sets (a zero one would mean none).
+const UPLOAD_WAIT_MIN: Duration = Duration::from_millis(1);
 
 /// How the reading side of a connection ended.
 pub(super) enum ReadEnd {
@@ -135,10 +137,29 @@ impl<S: Transport> Reader<S> {
     /// buffer (`crate::buffers`), and silence ends the connection only once nothing is in
     /// flight: a client downloading a large object has nothing to say.
     async fn read(&mut self) -> Result<(PooledBuffer, usize), ReadEnd> {
-        if !self.decoder.is_idle() || self.uploads_open() {
+        // A read that an upload's deadline ended was counted a deadline drop already.
+        let mut drops_counted = 0;
+        loop {
+            let counted = std::mem::take(&mut drops_counted);
+            if self.uploads_open() {
+                // Boxed: an idle connection's task stays small (it waits in this
+                // function between frames).
+                Box::pin(self.cut_uploads_behind(Instant::now(), counted)).await;
+            }
+            if self.decoder.is_idle() && !self.uploads_open() {
+                break;
+            }
+            let upload_due = self.next_upload_due();
             let mut buf = self.ctx.read_buffers.take();
-            let n = self.read_receiving(&mut buf).await?;
-            return Ok((buf, n));
+            match self.read_receiving(&mut buf, upload_due).await {
+                Ok(n) => return Ok((buf, n)),
+                // An upload's own deadline ended the wait, not the connection's: it is
+                // cut at the top of the loop, and the others go on.
+                Err(ReadEnd::Broken) if self.an_upload_fell_behind(upload_due) => {
+                    drops_counted = 1;
+                }
+                Err(end) => return Err(end),
+            }
         }
         self.receiving = None;
         loop {
@@ -158,7 +179,78 @@ impl<S: Transport> Reader<S> {
         }
     }
 
-    async fn read_receiving(&mut self, buf: &mut [u8]) -> Result<usize, ReadEnd> {
+    /// When the first open upload falls behind its own pace if nothing more of it comes.
+    fn next_upload_due(&self) -> Option<Instant> {
+        self.inbound
+            .values()
+            .filter_map(|i| match i {
+                Inbound::Receiving(put) => Some(put.pace.deadline(put.session.received())),
+                Inbound::Skipping => None,
+            })
+            .min()
+    }
+
+    /// Whether a read that failed did so because an upload's deadline (`due`) came
+    /// while the connection itself was on time.
+    fn an_upload_fell_behind(&self, due: Option<Instant>) -> bool {
+        let now = Instant::now();
+        let connection_on_time = self
+            .receiving
+            .as_ref()
+            .is_none_or(|t| t.pace.time_left(t.moved, now).is_some());
+        due.is_some_and(|due| now >= due) && connection_on_time
+    }
+
+    /// Cancels the open uploads that fell behind their own pace (answered 408, their
+    /// slots and temp files given back; later DATA of them skipped): the connection's
+    /// pace counts every byte it receives, so one upload fed at the minimum rate kept
+    /// every other upload of the connection open without a byte — all 32 upload slots of
+    /// a shard held by one connection. Time an upload earned past its grace is spent
+    /// first, as for a connection's (`crate::transfer`).
+    async fn cut_uploads_behind(&mut self, now: Instant, drops_counted: u64) {
+        let behind: Vec<u64> = self
+            .inbound
+            .iter_mut()
+            .filter_map(|(corr_id, inbound)| match inbound {
+                Inbound::Receiving(put) => {
+                    let received = put.session.received();
+                    put.pace.spend_credit_past_grace(received, now);
+                    put.pace
+                        .time_left(received, now)
+                        .is_none()
+                        .then_some(*corr_id)
+                }
+                Inbound::Skipping => None,
+            })
+            .collect();
+        let drops = (behind.len() as u64).saturating_sub(drops_counted);
+        FrontCounters::add(&self.ctx.metrics().transfer_deadline_drops, drops);
+        for corr_id in behind {
+            let Some(Inbound::Receiving(put)) = self.inbound.insert(corr_id, Inbound::Skipping)
+            else {
+                continue;
+            };
+            let PutState {
+                session, ticket, ..
+            } = *put;
+            let received = session.received();
+            session.abort().await;
+            let limits = &self.ctx.limits;
+            let refusal = Refusal::UploadTooSlow {
+                received,
+                rate_min_bytes_per_s: limits.body_rate_min_bytes_per_s,
+                grace_ms: limits.body_timeout.as_millis() as u64,
+            };
+            let account = Account::Admitted(ticket, received);
+            refuse(&self.ctx, &self.out, corr_id, &refusal, account).await;
+        }
+    }
+
+    async fn read_receiving(
+        &mut self,
+        buf: &mut [u8],
+        upload_due: Option<Instant>,
+    ) -> Result<usize, ReadEnd> {
         let Reader {
             ctx,
             half,
@@ -176,7 +268,11 @@ impl<S: Transport> Reader<S> {
                 })
                 .collect::<Vec<_>>()
         };
-        let set_timeout = |h: &ReadHalf<S>, left| h.set_read_timeout(Some(left));
+        let upload_left = upload_due.map(|due| due.saturating_duration_since(Instant::now()));
+        let set_timeout = |h: &ReadHalf<S>, left: Duration| {
+            let left = upload_left.map_or(left, |upload| left.min(upload.max(UPLOAD_WAIT_MIN)));
+            h.set_read_timeout(Some(left))
+        };
         match transfer::read(half, buf, transfer, park, ctx.metrics(), set_timeout).await {
             // Uploads left unfinished are aborted either way; answers already queued
             // still go out unless a frame was cut short.
@@ -410,6 +506,7 @@ impl<S: Transport> Reader<S> {
             session,
             ticket,
             copies,
+            pace: self.ctx.pace(Instant::now()),
         };
         if has_more {
             self.inbound
