@@ -538,6 +538,7 @@ fn streams_parked_on_a_closed_window_hold_no_read_buffer() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let grown = rss_kib(&n.node).saturating_sub(rss_before);
+    eprintln!("1,024 parked streams: RSS grew {grown} KiB");
     // Measured on 2 CPUs: 19.7–20.1 MiB with a buffer each, 11.2–11.6 MiB without (the
     // streams' own state); the bound sits between.
     assert!(
@@ -585,6 +586,7 @@ fn streams_reset_while_they_wait_are_bounded_per_connection() {
     let block = get_block(&format!("/o/{}", Address::of(b"never anywhere")));
     let mut next_id = 1u32;
     let mut code = None;
+    let mut waited_most = 0;
     for _round in 0..10 {
         let ids: Vec<u32> = (0..100).map(|i| next_id + 2 * i).collect();
         next_id += 200;
@@ -599,6 +601,7 @@ fn streams_reset_while_they_wait_are_bounded_per_connection() {
             .iter()
             .flat_map(|&id| frame(RST_STREAM, 0, id, &CANCEL.to_be_bytes()))
             .collect();
+        waited_most = waited_most.max(metric(n.node.admin, "ron_parked_requests"));
         if raw.send(&reset).is_err() {
             break;
         }
@@ -613,5 +616,21 @@ fn streams_reset_while_they_wait_are_bounded_per_connection() {
         "GOAWAY ENHANCE_YOUR_CALM once reset streams' tasks outnumber twice the limit ({} streams opened)",
         next_id / 2
     );
+    // The connection gone, its streams' tasks end with it: a client that came back
+    // after each GOAWAY piled them up (each waited out the fetch timeout, 20 s here).
+    assert!(
+        waited_most >= 100,
+        "the streams waited on the origin: {waited_most}"
+    );
+    drop(raw);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(n.node.admin, "ron_parked_requests") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} streams still wait 5 s after their connection closed",
+            metric(n.node.admin, "ron_parked_requests")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     bystander.finish("resets of waiting streams");
 }

@@ -34,6 +34,7 @@ use futures_lite::future;
 use h2::server::{Connection, SendResponse};
 use h2::RecvStream;
 use ron_io::stream::Transport;
+use ron_shards::lifecycle::StopSignal;
 
 use super::HttpContext;
 use crate::limits::{
@@ -69,6 +70,10 @@ pub async fn serve_connection<S: Transport>(
         return;
     };
     let streams = Rc::new(StreamCount::default());
+    // Raised when the connection ends: its streams' tasks end with it. A stream waiting
+    // on a read-through (up to `fetch_timeout_ms`) otherwise outlived its connection, so
+    // a client that opened streams, was cut off and came back piled them up.
+    let gone = StopSignal::default();
     let mut going_away = false;
     loop {
         match next_event(&mut conn, &streams, ctx.limits.idle_timeout).await {
@@ -79,10 +84,13 @@ pub async fn serve_connection<S: Transport>(
                 going_away = true;
             }
             Event::Stream(request, respond) => {
-                let (ctx, guard) = (Rc::clone(&ctx), streams.opened());
+                let (ctx, guard, gone) = (Rc::clone(&ctx), streams.opened(), gone.clone());
                 glommio::spawn_local(async move {
                     let exchange = Exchange::new(request, respond, peer);
-                    super::serve_exchange(&ctx, exchange, client).await;
+                    // Boxed: `unless_stopped` would hold the exchange's future twice
+                    // over in the task (its argument and its await), per stream.
+                    let serve = Box::pin(super::serve_exchange(&ctx, exchange, client));
+                    gone.unless_stopped(serve).await;
                     drop(guard);
                 })
                 .detach();
@@ -103,6 +111,7 @@ pub async fn serve_connection<S: Transport>(
             going_away = true;
         }
     }
+    gone.stop();
 }
 
 /// The client's preface and SETTINGS exchanged within the header timeout.
