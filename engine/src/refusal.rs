@@ -164,6 +164,8 @@ pub enum Refusal {
     UpstreamNotFound { addr: Address, upstream: String },
     #[error("shard {shard} has {fetches} read-through fetches under way, its most")]
     TooManyFetches { shard: u16, fetches: usize },
+    #[error("this client has {fetches} read-through fetches under way on shard {shard}, a client's most (a quarter of the shard's)")]
+    TooManyClientFetches { shard: u16, fetches: usize },
 
     #[error("removing an object needs the admin token (Authorization: Bearer <admin_token>)")]
     AdminTokenNeeded,
@@ -261,7 +263,7 @@ impl Refusal {
             | DataNamesOther { .. } => ErrorCode::BadRequest,
             BadGateway { .. } => ErrorCode::BadGateway,
             GatewayTimeout { .. } | ManifestLoadTimeout { .. } => ErrorCode::GatewayTimeout,
-            TooManyFetches { .. } => ErrorCode::Overloaded,
+            TooManyFetches { .. } | TooManyClientFetches { .. } => ErrorCode::Overloaded,
             BadCopies { .. } | CopiesOverReplicas { .. } => ErrorCode::BadRequest,
             TooFewCopies { .. } | CopiesUnproven { .. } => ErrorCode::NotReady,
             CopiesTimedOut { .. } => ErrorCode::GatewayTimeout,

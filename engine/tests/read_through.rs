@@ -670,6 +670,65 @@ fn placement_pulls_leave_half_of_a_shards_fetches_to_its_clients() {
     b.stop();
 }
 
+/// A GET of `path` from the loopback address `from` (another client than 127.0.0.1's).
+fn get_from(from: std::net::Ipv4Addr, node: SocketAddr, path: &str) -> Response {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&node.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(raw.as_bytes()).unwrap();
+    read_response(&mut s, &mut Vec::new(), false).unwrap()
+}
+
+/// One client's misses take at most a quarter of a shard's fetches (16 of 64): each miss
+/// of an address nobody serves is a fetch that waits out the fetch timeout, and before,
+/// one client asking for 64 made-up addresses left every other client's misses refused
+/// 503 `too_many_fetches` for as long — repeatable at a few hundred bytes a second.
+#[test]
+fn one_clients_misses_take_at_most_a_quarter_of_a_shards_fetches() {
+    let (stalled, _) = silent_listener();
+    let url = format!("http://{stalled}");
+    let mut edge = Node::start(
+        &temp_dir("rt-client-share"),
+        &[
+            "--shards",
+            "1",
+            "--origin",
+            &url,
+            "--fetch-timeout-ms",
+            "4000",
+        ],
+    );
+    let misses: Vec<_> = (0..64u32)
+        .map(|i| {
+            let (http, path) = (edge.http, format!("/o/{}", Address::of(&i.to_le_bytes())));
+            std::thread::spawn(move || get_all(http, &path).0)
+        })
+        .collect();
+    wait_for("one client's fetches to start", WAIT, || {
+        metric(edge.admin, "ron_fetches_total") >= 16
+    });
+    // Another client's miss is fetched (and times out on the silent origin), not refused.
+    let other = get_from(
+        std::net::Ipv4Addr::new(127, 0, 0, 2),
+        edge.http,
+        &format!("/o/{}", Address::of(b"another client's miss")),
+    );
+    assert_eq!(
+        other.status,
+        504,
+        "{:?}",
+        String::from_utf8_lossy(&other.body)
+    );
+    let statuses: Vec<u16> = misses.into_iter().map(|m| m.join().unwrap()).collect();
+    let fetched = statuses.iter().filter(|s| **s == 504).count();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!((fetched, refused), (16, 48), "{statuses:?}");
+    assert_eq!(metric(edge.admin, "ron_fetches_total"), 17);
+    edge.stop();
+}
+
 /// What a trickling origin sends slowly: each byte within the stall timeout, never
 /// enough to finish.
 #[derive(Clone, Copy, Debug)]

@@ -251,7 +251,7 @@ pub struct TokenMatch {
 pub const TENANT_NAME_BYTES_MAX: usize = 64;
 
 /// Who a request is charged to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tenant {
     Configured(TenantIndex),
     /// A client without a tenant's token, by its address: an IPv4 address, or an IPv6

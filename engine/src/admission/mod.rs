@@ -51,6 +51,8 @@ pub struct Claims<'a> {
 pub struct Ticket {
     slot: InflightSlot,
     quota: Option<QuotaKey>,
+    /// Who the request is charged to (its share of the read-through's fetches).
+    tenant: Tenant,
     protocol: Protocol,
     op: Op,
     started: Instant,
@@ -63,6 +65,10 @@ impl Ticket {
     /// [`gate`]); the slot is taken again when the guard drops.
     pub(crate) fn park(&self) -> Parked<'_> {
         self.slot.park()
+    }
+
+    pub(crate) fn tenant(&self) -> Tenant {
+        self.tenant
     }
 }
 
@@ -132,6 +138,7 @@ impl Admission {
         Ok(Ticket {
             slot,
             quota,
+            tenant: *tenant,
             protocol,
             op,
             started,

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ron_codec::Address;
+use ron_link::policy::Tenant;
 use ron_shards::CommitOutcome;
 
 use crate::refusal::Refusal;
@@ -192,6 +193,9 @@ pub struct Flight {
     /// Started by a placement copy's pull: counted against the shard's share of fetches
     /// for copies while it is under way.
     pub started_for_copy: Cell<bool>,
+    /// Started by a client's miss: counted against that client's share of fetches
+    /// while it is under way (`ReadThrough::join_for`).
+    pub started_by: Cell<Option<Tenant>>,
     /// A copy damaged beyond its parity is held: fetched again all the same, and removed
     /// only once the replacement is verified and staged, just before its commit (a
     /// failed fetch leaves the damaged copy, which still serves its good groups).
@@ -219,6 +223,7 @@ impl Flight {
             source_only: Cell::new(false),
             keep: std::cell::Cell::new(false),
             started_for_copy: Cell::new(false),
+            started_by: Cell::new(None),
             replaces_damaged: Cell::new(false),
             new_copy: Cell::new(false),
             state: RefCell::default(),

@@ -66,6 +66,7 @@ use ron_codec::tree::group_count;
 use ron_codec::Address;
 use ron_link::counters::{FetchFailure, FrontCounters};
 use ron_link::dht::DhtClient;
+use ron_link::policy::Tenant;
 use ron_shards::lifecycle::{finished_within, StopSignal, TaskCount};
 use ron_shards::scrub::Pacer;
 use ron_shards::{CommitOutcome, Shard};
@@ -133,6 +134,11 @@ pub struct ReadThrough {
     /// `flights_max`, so the pulls other nodes ask for (addresses of their choosing, from
     /// a source of their choosing) never leave this shard's clients no fetch.
     copy_flights: Cell<usize>,
+    /// Of `flights`, those each client's misses started: at most a quarter of
+    /// `flights_max` a client (`join_for`), so one client asking for addresses nobody
+    /// holds (each a lookup and a wait to the fetch timeout) cannot leave every other
+    /// client's misses refused.
+    client_flights: RefCell<HashMap<Tenant, usize>>,
     /// Addresses the origin answered 404 for, until when that answer stands.
     misses: RefCell<Misses>,
     /// Raised by [`ReadThrough::stop`]: every fetch under way is abandoned.
@@ -163,6 +169,7 @@ impl ReadThrough {
                 origin,
                 flights: RefCell::default(),
                 copy_flights: Cell::new(0),
+                client_flights: RefCell::default(),
                 misses: RefCell::default(),
                 stop: StopSignal::default(),
                 running: TaskCount::default(),
@@ -202,6 +209,37 @@ impl ReadThrough {
     /// The fetch of `addr`: the one under way, or a new one started now.
     pub fn join(self: &Rc<Self>, addr: Address) -> Result<Rc<Flight>, Refusal> {
         self.join_from(addr, None)
+    }
+
+    /// The fetch of `addr` for `client`'s miss: the one under way, or a new one started
+    /// now if the client has fewer than [`ReadThrough::client_flights_max`] under way
+    /// (else `TooManyClientFetches`, 503).
+    pub fn join_for(self: &Rc<Self>, addr: Address, client: Tenant) -> Result<Rc<Flight>, Refusal> {
+        let starts = !self.flights.borrow().contains_key(&addr);
+        let held = self
+            .client_flights
+            .borrow()
+            .get(&client)
+            .copied()
+            .unwrap_or(0);
+        let limit = self.client_flights_max();
+        if starts && held >= limit {
+            return Err(Refusal::TooManyClientFetches {
+                shard: self.shard.index().0,
+                fetches: held,
+            });
+        }
+        let flight = self.join_from(addr, None)?;
+        if starts {
+            flight.started_by.set(Some(client));
+            *self.client_flights.borrow_mut().entry(client).or_default() += 1;
+        }
+        Ok(flight)
+    }
+
+    /// Fetches one client's misses may have under way at once on this shard.
+    fn client_flights_max(&self) -> usize {
+        (self.config.flights_max / 4).max(1)
     }
 
     /// The fetch of a copy the placement asks this shard to keep (replication's pull):
@@ -246,6 +284,15 @@ impl ReadThrough {
         self.flights.borrow_mut().remove(&flight.addr);
         if flight.started_for_copy.get() {
             self.copy_flights.set(self.copy_flights.get() - 1);
+        }
+        if let Some(client) = flight.started_by.take() {
+            let mut held = self.client_flights.borrow_mut();
+            if let Some(count) = held.get_mut(&client) {
+                *count -= 1;
+                if *count == 0 {
+                    held.remove(&client);
+                }
+            }
         }
     }
 

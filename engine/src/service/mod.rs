@@ -317,7 +317,10 @@ impl Service {
         addr: &Address,
         ticket: Option<&Ticket>,
     ) -> Result<Object, Refusal> {
-        let flight = read_through.join(*addr)?;
+        let flight = match ticket {
+            Some(ticket) => read_through.join_for(*addr, ticket.tenant())?,
+            None => read_through.join(*addr)?,
+        };
         let timeout = read_through.timeout();
         let deadline = Instant::now() + timeout;
         let timeout_ms = timeout.as_millis() as u64;
