@@ -134,11 +134,6 @@ pub struct ReadThrough {
     /// `flights_max`, so the pulls other nodes ask for (addresses of their choosing, from
     /// a source of their choosing) never leave this shard's clients no fetch.
     copy_flights: Cell<usize>,
-    /// Of `flights`, those each client's misses started: at most a quarter of
-    /// `flights_max` a client (`join_for`), so one client asking for addresses nobody
-    /// holds (each a lookup and a wait to the fetch timeout) cannot leave every other
-    /// client's misses refused.
-    client_flights: RefCell<HashMap<Tenant, usize>>,
     /// Addresses the origin answered 404 for, until when that answer stands.
     misses: RefCell<Misses>,
     /// Raised by [`ReadThrough::stop`]: every fetch under way is abandoned.
@@ -169,7 +164,6 @@ impl ReadThrough {
                 origin,
                 flights: RefCell::default(),
                 copy_flights: Cell::new(0),
-                client_flights: RefCell::default(),
                 misses: RefCell::default(),
                 stop: StopSignal::default(),
                 running: TaskCount::default(),
@@ -212,16 +206,19 @@ impl ReadThrough {
     }
 
     /// The fetch of `addr` for `client`'s miss: the one under way, or a new one started
-    /// now if the client has fewer than [`ReadThrough::client_flights_max`] under way
-    /// (else `TooManyClientFetches`, 503).
+    /// now if the client's misses started fewer than [`ReadThrough::client_flights_max`]
+    /// of those under way (else `TooManyClientFetches`, 503): one client asking for
+    /// addresses nobody holds (each a lookup and a wait to the fetch timeout) cannot
+    /// leave every other client's misses refused.
     pub fn join_for(self: &Rc<Self>, addr: Address, client: Tenant) -> Result<Rc<Flight>, Refusal> {
         let starts = !self.flights.borrow().contains_key(&addr);
+        // Counted in the table itself (at most `flights_max` flights), not beside it.
         let held = self
-            .client_flights
+            .flights
             .borrow()
-            .get(&client)
-            .copied()
-            .unwrap_or(0);
+            .values()
+            .filter(|f| f.started_by.get() == Some(client))
+            .count();
         let limit = self.client_flights_max();
         if starts && held >= limit {
             return Err(Refusal::TooManyClientFetches {
@@ -232,7 +229,6 @@ impl ReadThrough {
         let flight = self.join_from(addr, None)?;
         if starts {
             flight.started_by.set(Some(client));
-            *self.client_flights.borrow_mut().entry(client).or_default() += 1;
         }
         Ok(flight)
     }
@@ -284,15 +280,6 @@ impl ReadThrough {
         self.flights.borrow_mut().remove(&flight.addr);
         if flight.started_for_copy.get() {
             self.copy_flights.set(self.copy_flights.get() - 1);
-        }
-        if let Some(client) = flight.started_by.take() {
-            let mut held = self.client_flights.borrow_mut();
-            if let Some(count) = held.get_mut(&client) {
-                *count -= 1;
-                if *count == 0 {
-                    held.remove(&client);
-                }
-            }
         }
     }
 
