@@ -73,6 +73,11 @@ const fn field_offset(index: usize) -> usize {
 
 /// Size of the fixed header: the sum of [`FIELDS`].
 pub const HEADER_LEN: usize = field_offset(FIELDS.len());
+/// A body's buffer before more than this much of it has arrived: a header alone (38
+/// bytes) once reserved the whole body it announced (up to the frame limit, 1 MiB) for
+/// as long as its sender then stayed silent. Past it, the rest is reserved at once (one
+/// copy of at most this much, none when the first read brings more).
+const BODY_RESERVED_FIRST_BYTES: usize = 64 * 1024;
 
 const OFF_LEN: usize = field_offset(0);
 const OFF_VER: usize = field_offset(1);
@@ -400,9 +405,10 @@ impl FrameDecoder {
                     let raw = RawHeader::read(buf);
                     match raw.validate(self.max_frame) {
                         Ok(header) => {
+                            let first = header.body_len().min(BODY_RESERVED_FIRST_BYTES);
                             self.state = DecodeState::Body {
                                 header,
-                                body: BytesMut::with_capacity(header.body_len()),
+                                body: BytesMut::with_capacity(first),
                             };
                         }
                         Err(error) => {
@@ -415,7 +421,11 @@ impl FrameDecoder {
                     }
                 }
                 DecodeState::Body { header, body } => {
-                    let take = (header.body_len() - body.len()).min(input.len());
+                    let left = header.body_len() - body.len();
+                    let take = left.min(input.len());
+                    if body.capacity() - body.len() < take {
+                        body.reserve(left);
+                    }
                     body.put_slice(&input[..take]);
                     *input = &input[take..];
                     if body.len() < header.body_len() {
@@ -463,6 +473,34 @@ impl FrameDecoder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_header_alone_reserves_at_most_64_kib_of_its_body() {
+        let body_len = 1_000_000;
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let payload = Bytes::from(vec![5u8; body_len]);
+        let frame = Frame::new(meta(Flags::REQ, 7), Bytes::new(), payload, 1 << 20).unwrap();
+        let bytes = frame.to_bytes();
+        let mut input = &bytes[..HEADER_LEN + 10];
+        assert!(decoder.decode(&mut input).unwrap().is_none());
+        let reserved = match &decoder.state {
+            DecodeState::Body { body, .. } => body.capacity(),
+            _ => panic!("inside the body"),
+        };
+        assert!(reserved <= BODY_RESERVED_FIRST_BYTES, "{reserved}");
+        // The rest, in small pieces and then one large one: the frame comes out whole.
+        let mut rest = &bytes[HEADER_LEN + 10..];
+        let mut out = None;
+        for piece in [1_000, 100_000, usize::MAX] {
+            let take = piece.min(rest.len());
+            let mut some = &rest[..take];
+            out = decoder.decode(&mut some).unwrap().or(out);
+            rest = &rest[take..];
+        }
+        let decoded = out.expect("the whole frame");
+        assert_eq!(decoded.payload.len(), body_len);
+        assert!(decoded.payload.iter().all(|b| *b == 5));
+    }
+
     use super::*;
     use proptest::prelude::*;
 
