@@ -141,10 +141,11 @@ impl<S: Transport> Reader<S> {
         let mut drops_counted = 0;
         loop {
             let counted = std::mem::take(&mut drops_counted);
-            if self.uploads_open() {
+            let behind = self.uploads_behind(Instant::now());
+            if !behind.is_empty() {
                 // Boxed: an idle connection's task stays small (it waits in this
-                // function between frames).
-                Box::pin(self.cut_uploads_behind(Instant::now(), counted)).await;
+                // function between frames); only a cut pays for the box.
+                Box::pin(self.cut_uploads(behind, counted)).await;
             }
             if self.decoder.is_idle() && !self.uploads_open() {
                 break;
@@ -201,15 +202,14 @@ impl<S: Transport> Reader<S> {
         due.is_some_and(|due| now >= due) && connection_on_time
     }
 
-    /// Cancels the open uploads that fell behind their own pace (answered 408, their
-    /// slots and temp files given back; later DATA of them skipped): the connection's
-    /// pace counts every byte it receives, so one upload fed at the minimum rate kept
-    /// every other upload of the connection open without a byte — all 32 upload slots of
-    /// a shard held by one connection. Time an upload earned past its grace is spent
-    /// first, as for a connection's (`crate::transfer`).
-    async fn cut_uploads_behind(&mut self, now: Instant, drops_counted: u64) {
-        let behind: Vec<u64> = self
-            .inbound
+    /// The open uploads that fell behind their own pace, to be cancelled (answered 408,
+    /// their slots and temp files given back; later DATA of them skipped): the
+    /// connection's pace counts every byte it receives, so one upload fed at the minimum
+    /// rate kept every other upload of the connection open without a byte — all 32
+    /// upload slots of a shard held by one connection. Time an upload earned past its
+    /// grace is spent first, as for a connection's (`crate::transfer`).
+    fn uploads_behind(&mut self, now: Instant) -> Vec<u64> {
+        self.inbound
             .iter_mut()
             .filter_map(|(corr_id, inbound)| match inbound {
                 Inbound::Receiving(put) => {
@@ -222,7 +222,12 @@ impl<S: Transport> Reader<S> {
                 }
                 Inbound::Skipping => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Cancels the uploads `behind` found ([`Reader::uploads_behind`]); `drops_counted`
+    /// of them were counted already (a socket wait their deadline ended).
+    async fn cut_uploads(&mut self, behind: Vec<u64>, drops_counted: u64) {
         let drops = (behind.len() as u64).saturating_sub(drops_counted);
         FrontCounters::add(&self.ctx.metrics().transfer_deadline_drops, drops);
         for corr_id in behind {
