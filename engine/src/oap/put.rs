@@ -38,7 +38,7 @@ pub(super) struct PutState {
     pub ticket: Ticket,
     pub copies: usize,
     /// When its bytes are due: each upload keeps the minimum rate on its own, as one
-    /// HTTP upload does on its connection (`reader.rs`, `cut_uploads_behind`).
+    /// HTTP upload does on its connection (`reader.rs`, `uploads_behind`).
     pub pace: TransferPace,
 }
 
