@@ -28,6 +28,11 @@ pub const H2_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 pub const H2_CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 /// Bytes the node queues per stream for sending (the stream waits for window beyond).
 pub const H2_SEND_BUFFER_BYTES_MAX: usize = 64 * 1024;
+/// Bytes all of a connection's streams queue for sending together, until the socket
+/// takes them: a client that opens its windows and never reads had each of its 128
+/// streams queue its own send buffer, 8 MiB a connection. Four DATA frames of a full
+/// stream's send: enough to keep a socket fed between the connection task's turns.
+pub const H2_SEND_QUEUED_BYTES_MAX: usize = 4 * H2_SEND_BUFFER_BYTES_MAX;
 /// Streams a client opened and reset before they were served, held at once: past it,
 /// GOAWAY (the rapid-reset attack, CVE-2023-44487).
 pub const H2_PENDING_ACCEPT_RESETS_MAX: usize = 20;

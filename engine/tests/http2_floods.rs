@@ -24,6 +24,7 @@ const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -546,6 +547,42 @@ fn streams_parked_on_a_closed_window_hold_no_read_buffer() {
         "1,024 parked streams: RSS grew {grown} KiB"
     );
     drop(parked);
+}
+
+/// A client that opens every window as wide as HTTP/2 allows and never reads the socket:
+/// once the kernel's buffers are full, what streams send waits in the node. Before, each
+/// of a connection's 128 streams queued up to its own send buffer (64 KiB) in h2, 8 MiB a
+/// connection; a connection's streams now queue at most `H2_SEND_QUEUED_BYTES_MAX` (256
+/// KiB) together, and wait for the socket to take it.
+#[test]
+fn streams_of_a_client_that_never_reads_queue_a_bounded_amount_per_connection() {
+    let n = tls_node("h2-never-reads", &["--shards", "1"]);
+    let big = upload(&n.node, &bytes(7, 1 << 20));
+    let block = get_block(&format!("/o/{big}"));
+    // Stream windows and the connection's window at their largest (2^31 - 1).
+    let window_max = 0x7fff_ffffu32;
+    let connection_window = frame(WINDOW_UPDATE, 0, 0, &(window_max - 65_535).to_be_bytes());
+    let rss_before = rss_kib(&n.node);
+    let mut unread = Vec::new();
+    for _ in 0..8 {
+        let mut raw = RawH2::connect(&n, &[(0x4, window_max)]);
+        let mut frames = connection_window.clone();
+        for i in 0..128u32 {
+            frames.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &block));
+        }
+        raw.send(&frames).unwrap();
+        unread.push(raw);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = rss_kib(&n.node).saturating_sub(rss_before);
+    eprintln!("8 connections never read, 1,024 streams: RSS grew {grown} KiB");
+    // 1,024 streams' own state is ~11.5 MiB (the parked-streams test above); 8 queues of
+    // 256 KiB add 2 MiB. Each connection queued 8 MiB before: 64 MiB more.
+    assert!(
+        grown < 20 * 1024,
+        "1,024 streams of clients that never read: RSS grew {grown} KiB"
+    );
+    drop(unread);
 }
 
 /// An origin that accepts connections and never answers (at most 64, held until the

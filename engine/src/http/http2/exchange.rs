@@ -9,13 +9,15 @@
 //!
 //! Bounds: the head read back is at most [`RESPONSE_HEAD_BYTES_MAX`]; at most one DATA
 //! frame of the request is held (flow-control capacity is released only as the front
-//! end reads); a write waits for window at most the write timeout the front end sets
+//! end reads); what the response queues counts against its connection's send budget
+//! ([`SendBudget`]); a write waits for window or budget at most the write timeout the front end sets
 //! (its transfer deadline), a read for DATA at most its read timeout — a peer that
 //! stops opening its window or sending its body is cut off as a stalled socket is.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ use h2::{Reason, RecvStream, SendStream};
 use ron_codec::http::head::{Method, HEADER_COUNT_MAX};
 use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
 use ron_io::stream::{SocketRef, Transport, WaitLimits, WriteMore};
+
+use super::send_budget::{QueuedBytes, SendBudget};
 
 /// The longest response head the front end writes (its own heads are a few hundred
 /// bytes; this bounds a bug, not a client).
@@ -49,9 +53,11 @@ pub(super) struct Exchange {
     incoming: BytesMut,
     body: Option<RecvStream>,
     chunked: bool,
-    respond: Option<SendResponse<Bytes>>,
+    respond: Option<SendResponse<QueuedBytes>>,
     /// The response's DATA side, once its head is sent with a body to follow.
-    send: Option<SendStream<Bytes>>,
+    send: Option<SendStream<QueuedBytes>>,
+    /// What the connection's streams may queue together.
+    budget: Rc<SendBudget>,
     response_head: Vec<u8>,
     body_left: u64,
     request_is_head: bool,
@@ -65,7 +71,8 @@ pub(super) struct Exchange {
 impl Exchange {
     pub fn new(
         request: http::Request<RecvStream>,
-        respond: SendResponse<Bytes>,
+        respond: SendResponse<QueuedBytes>,
+        budget: Rc<SendBudget>,
         peer: Option<SocketAddr>,
     ) -> Exchange {
         let (parts, body) = request.into_parts();
@@ -78,6 +85,7 @@ impl Exchange {
             chunked,
             respond: Some(respond),
             send: None,
+            budget,
             response_head: Vec::new(),
             body_left: 0,
             request_is_head: parts.method == http::Method::HEAD,
@@ -134,7 +142,7 @@ impl Exchange {
         Ok(head_len - before)
     }
 
-    /// Sends body bytes as the stream's window allows.
+    /// Sends body bytes as the stream's window and the connection's send budget allow.
     fn poll_send_body(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.body_left == 0 {
             return Poll::Ready(Err(io::Error::other("bytes past the response's length")));
@@ -150,11 +158,13 @@ impl Exchange {
         loop {
             let capacity = send.capacity();
             if capacity > 0 {
-                let n = capacity.min(want);
+                let Some(data) = self.budget.queue(&buf[..capacity.min(want)], cx) else {
+                    return self.poll_wait(cx, WRITE);
+                };
+                let n = data.len();
                 self.body_left -= n as u64;
                 let end = self.body_left == 0;
-                send.send_data(Bytes::copy_from_slice(&buf[..n]), end)
-                    .map_err(io::Error::other)?;
+                send.send_data(data, end).map_err(io::Error::other)?;
                 self.finished = end;
                 self.waits[WRITE] = None;
                 return Poll::Ready(Ok(n));

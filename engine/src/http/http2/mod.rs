@@ -17,19 +17,22 @@
 //! - windows: [`H2_STREAM_WINDOW_BYTES`] per stream and [`H2_CONNECTION_WINDOW_BYTES`]
 //!   for the connection bound what a client may send ahead; what the node sends waits
 //!   for the client's window at most the request's transfer deadline;
+//! - queued sends: [`H2_SEND_BUFFER_BYTES_MAX`] per stream, [`H2_SEND_QUEUED_BYTES_MAX`]
+//!   for all of a connection's streams together ([`send_budget`]): a client that opens
+//!   its windows and never reads holds that much, not every stream's buffer;
 //! - time: the preface and SETTINGS within `header_timeout`; a connection with no open
 //!   stream for `idle_timeout` is sent GOAWAY and closed (a client trickling a header
 //!   block, or only PINGs and SETTINGS, holds no stream open and is closed the same).
 
 mod compat;
 mod exchange;
+mod send_budget;
 
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_lite::future;
 use h2::server::{Connection, SendResponse};
 use h2::RecvStream;
@@ -39,12 +42,14 @@ use ron_shards::lifecycle::StopSignal;
 use super::HttpContext;
 use crate::limits::{
     H2_CONNECTION_WINDOW_BYTES, H2_LOCAL_ERROR_RESETS_MAX, H2_PENDING_ACCEPT_RESETS_MAX,
-    H2_SEND_BUFFER_BYTES_MAX, H2_STREAMS_CONCURRENT_MAX, H2_STREAM_WINDOW_BYTES,
+    H2_SEND_BUFFER_BYTES_MAX, H2_SEND_QUEUED_BYTES_MAX, H2_STREAMS_CONCURRENT_MAX,
+    H2_STREAM_WINDOW_BYTES,
 };
 use compat::TokioIo;
 use exchange::Exchange;
+use send_budget::{QueuedBytes, SendBudget};
 
-type H2Connection<S> = Connection<TokioIo<S>, Bytes>;
+type H2Connection<S> = Connection<TokioIo<S>, QueuedBytes>;
 
 /// Stream tasks one connection may have running: twice the streams it may have open.
 /// A stream's task outlives the stream only briefly, unless the client reset it while
@@ -70,6 +75,7 @@ pub async fn serve_connection<S: Transport>(
         return;
     };
     let streams = Rc::new(StreamCount::default());
+    let budget = SendBudget::new(H2_SEND_QUEUED_BYTES_MAX);
     // Raised when the connection ends: its streams' tasks end with it. A stream waiting
     // on a read-through (up to `fetch_timeout_ms`) otherwise outlived its connection, so
     // a client that opened streams, was cut off and came back piled them up.
@@ -85,8 +91,9 @@ pub async fn serve_connection<S: Transport>(
             }
             Event::Stream(request, respond) => {
                 let (ctx, guard, gone) = (Rc::clone(&ctx), streams.opened(), gone.clone());
+                let budget = Rc::clone(&budget);
                 glommio::spawn_local(async move {
-                    let exchange = Exchange::new(request, respond, peer);
+                    let exchange = Exchange::new(request, respond, budget, peer);
                     // Boxed: `unless_stopped` would hold the exchange's future twice
                     // over in the task (its argument and its await), per stream.
                     let serve = Box::pin(super::serve_exchange(&ctx, exchange, client));
@@ -136,7 +143,7 @@ async fn handshake<S: Transport>(ctx: &HttpContext, stream: S) -> Option<H2Conne
 // Not boxed: one event lives at a time, on the connection task's stack.
 #[allow(clippy::large_enum_variant)]
 enum Event {
-    Stream(http::Request<RecvStream>, SendResponse<Bytes>),
+    Stream(http::Request<RecvStream>, SendResponse<QueuedBytes>),
     /// No stream open for the idle timeout.
     Idle,
     /// The client closed, or the connection failed (a protocol error: h2 sent GOAWAY).

@@ -1,0 +1,162 @@
+//! What a connection's streams have queued for sending and the socket has not yet taken,
+//! bounded for the whole connection. h2 bounds what each stream queues
+//! (`H2_SEND_BUFFER_BYTES_MAX`), not their sum: a client that opens its windows wide and
+//! never reads the socket had every stream's bytes wait in the node, 128 streams' worth.
+//!
+//! Each DATA frame's bytes are a [`QueuedBytes`] holding its share of the budget until
+//! h2 drops it: once the frame is written to the socket, or when its stream is reset and
+//! h2 discards it. So the budget counts exactly the memory frames hold, with nothing to
+//! reconcile when a stream ends early. A stream that finds no room waits (its waker is
+//! kept; at most one a stream) and is woken once a grain is free again.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::task::{Context, Waker};
+
+use bytes::{Buf, Bytes};
+
+/// The least room a stream waits for before it queues more: one frame of the default
+/// SETTINGS_MAX_FRAME_SIZE, so a freed byte does not become a one-byte frame.
+const GRAIN_BYTES: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub(super) struct SendBudget {
+    queued: Cell<usize>,
+    queued_max: usize,
+    waiting: RefCell<Vec<Waker>>,
+}
+
+impl SendBudget {
+    pub(super) fn new(queued_max: usize) -> Rc<SendBudget> {
+        Rc::new(SendBudget {
+            queued: Cell::new(0),
+            queued_max,
+            waiting: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// A copy of as much of `bytes` as there is room for, charged to the budget; `None`
+    /// (and `cx` woken once there is room) when less than a grain, or than `bytes`, is
+    /// free.
+    pub(super) fn queue(self: &Rc<Self>, bytes: &[u8], cx: &Context<'_>) -> Option<QueuedBytes> {
+        let room = self.queued_max.saturating_sub(self.queued.get());
+        if room < bytes.len().min(GRAIN_BYTES) {
+            self.wait(cx.waker());
+            return None;
+        }
+        let held = bytes.len().min(room);
+        self.queued.set(self.queued.get() + held);
+        Some(QueuedBytes {
+            bytes: Bytes::copy_from_slice(&bytes[..held]),
+            held,
+            budget: Rc::clone(self),
+        })
+    }
+
+    fn wait(&self, waker: &Waker) {
+        let mut waiting = self.waiting.borrow_mut();
+        if !waiting.iter().any(|w| w.will_wake(waker)) {
+            waiting.push(waker.clone());
+        }
+    }
+
+    fn release(&self, held: usize) {
+        self.queued.set(self.queued.get() - held);
+        let room = self.queued_max - self.queued.get();
+        if room >= GRAIN_BYTES {
+            let woken = std::mem::take(&mut *self.waiting.borrow_mut());
+            woken.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.queued.get()
+    }
+}
+
+/// A DATA frame's bytes, holding their share of the connection's send budget until
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct QueuedBytes {
+    bytes: Bytes,
+    held: usize,
+    budget: Rc<SendBudget>,
+}
+
+impl QueuedBytes {
+    pub(super) fn len(&self) -> usize {
+        self.held
+    }
+}
+
+impl Buf for QueuedBytes {
+    fn remaining(&self) -> usize {
+        self.bytes.remaining()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.bytes.chunk()
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        self.bytes.advance(cnt);
+    }
+}
+
+impl Drop for QueuedBytes {
+    fn drop(&mut self) {
+        self.budget.release(self.held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn frames_hold_their_share_until_dropped_and_waiters_wake_at_a_grain() {
+        let budget = SendBudget::new(64 * 1024);
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&wakes));
+        let cx = Context::from_waker(&waker);
+        let chunk = vec![7u8; 40 * 1024];
+        let first = budget.queue(&chunk, &cx).expect("room for 40 KiB");
+        assert_eq!(first.len(), 40 * 1024);
+        // 24 KiB left: a partial frame, cut to the room.
+        let second = budget.queue(&chunk, &cx).expect("room for 24 KiB");
+        assert_eq!((second.len(), second.remaining()), (24 * 1024, 24 * 1024));
+        assert_eq!(budget.queued(), 64 * 1024);
+        // Full: the stream waits, once however often it asks.
+        assert!(budget.queue(&chunk, &cx).is_none());
+        assert!(budget.queue(&chunk, &cx).is_none());
+        assert_eq!(budget.waiting.borrow().len(), 1);
+        // A frame written in part still holds its whole share until h2 drops it.
+        let mut second = second;
+        second.advance(20 * 1024);
+        assert_eq!(budget.queued(), 64 * 1024);
+        drop(second);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "24 KiB free: woken");
+        assert_eq!(budget.queued(), 40 * 1024);
+        // Less than a grain free is no room for a big send, but is for a small one.
+        let third = budget.queue(&chunk[..10 * 1024], &cx).expect("10 KiB");
+        assert!(budget.queue(&chunk, &cx).is_none());
+        assert!(budget
+            .queue(&chunk[..4 * 1024], &cx)
+            .is_some_and(|b| b.len() == 4096));
+        drop((first, third));
+        assert_eq!(budget.queued(), 0);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 2);
+    }
+}
