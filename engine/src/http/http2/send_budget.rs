@@ -7,9 +7,13 @@
 //! h2 drops it: once the frame is written to the socket, or when its stream is reset and
 //! h2 discards it. So the budget counts exactly the memory frames hold, with nothing to
 //! reconcile when a stream ends early. A stream that finds no room waits (its waker is
-//! kept; at most one a stream) and is woken once a grain is free again.
+//! kept, in order; at most one a stream). A frame dropped wakes as many waiting streams
+//! as there are grains free, oldest first — waking all of them for every frame had 64
+//! streams polled to fill one frame's room — and all of them once nothing is queued, so
+//! a wake-up that went to a stream already gone is never the last.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Context, Waker};
 
@@ -23,7 +27,7 @@ const GRAIN_BYTES: usize = 16 * 1024;
 pub(super) struct SendBudget {
     queued: Cell<usize>,
     queued_max: usize,
-    waiting: RefCell<Vec<Waker>>,
+    waiting: RefCell<VecDeque<Waker>>,
 }
 
 impl SendBudget {
@@ -31,7 +35,7 @@ impl SendBudget {
         Rc::new(SendBudget {
             queued: Cell::new(0),
             queued_max,
-            waiting: RefCell::new(Vec::new()),
+            waiting: RefCell::new(VecDeque::new()),
         })
     }
 
@@ -56,17 +60,23 @@ impl SendBudget {
     fn wait(&self, waker: &Waker) {
         let mut waiting = self.waiting.borrow_mut();
         if !waiting.iter().any(|w| w.will_wake(waker)) {
-            waiting.push(waker.clone());
+            waiting.push_back(waker.clone());
         }
     }
 
     fn release(&self, held: usize) {
-        self.queued.set(self.queued.get() - held);
-        let room = self.queued_max - self.queued.get();
-        if room >= GRAIN_BYTES {
-            let woken = std::mem::take(&mut *self.waiting.borrow_mut());
-            woken.into_iter().for_each(Waker::wake);
-        }
+        let queued = self.queued.get() - held;
+        self.queued.set(queued);
+        let wake = match queued {
+            0 => usize::MAX,
+            _ => (self.queued_max - queued) / GRAIN_BYTES,
+        };
+        let woken: Vec<Waker> = {
+            let mut waiting = self.waiting.borrow_mut();
+            let count = wake.min(waiting.len());
+            waiting.drain(..count).collect()
+        };
+        woken.into_iter().for_each(Waker::wake);
     }
 
     #[cfg(test)]
@@ -158,5 +168,46 @@ mod tests {
         drop((first, third));
         assert_eq!(budget.queued(), 0);
         assert_eq!(wakes.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_frame_dropped_wakes_a_stream_per_grain_free_oldest_first_and_all_once_empty() {
+        let budget = SendBudget::new(4 * GRAIN_BYTES);
+        let grain = vec![0u8; GRAIN_BYTES];
+        let streams: Vec<Arc<CountWakes>> = (0..10)
+            .map(|_| Arc::new(CountWakes(AtomicUsize::new(0))))
+            .collect();
+        let wakers: Vec<Waker> = streams.iter().map(|s| Waker::from(Arc::clone(s))).collect();
+        let ask = |at: usize| budget.queue(&grain, &Context::from_waker(&wakers[at]));
+        let mut frames: Vec<QueuedBytes> = (0..4).map(|at| ask(at).unwrap()).collect();
+        for at in 0..10 {
+            assert!(ask(at).is_none(), "full");
+        }
+        let woken = || -> Vec<usize> {
+            streams
+                .iter()
+                .map(|s| s.0.load(Ordering::Relaxed))
+                .collect()
+        };
+        frames.pop();
+        assert_eq!(
+            woken(),
+            [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            "one grain free: the oldest"
+        );
+        frames.pop();
+        assert_eq!(
+            woken(),
+            [1, 1, 1, 0, 0, 0, 0, 0, 0, 0],
+            "two free: the next two"
+        );
+        frames.pop();
+        assert_eq!(
+            woken(),
+            [1, 1, 1, 1, 1, 1, 0, 0, 0, 0],
+            "three free: three more"
+        );
+        frames.pop();
+        assert_eq!(woken(), [1; 10], "nothing queued: every one left");
     }
 }
