@@ -194,6 +194,9 @@ pub const FETCHES_PER_SHARD_MAX: usize = 64;
 pub const MANIFEST_CACHE_ENTRIES_MAX: usize = 64;
 /// Bytes of those manifests (their encoded form), at most.
 pub const MANIFEST_CACHE_BYTES_MAX: usize = 32 << 20;
+/// Objects a shard remembers are not manifests, with why (~200 bytes each): each one
+/// forgotten costs a read of up to 16 MiB when asked for again.
+pub const MANIFEST_REFUSALS_MAX: usize = 4096;
 /// Manifests a shard reads and parses at once, at most (each up to 16 MiB in memory).
 pub const MANIFEST_LOADS_MAX: u64 = 4;
 /// The longest one manifest load may hold its slot once its object is found (reading

@@ -711,3 +711,71 @@ fn lookups_of_missing_bundles_hold_no_slot_a_stored_site_needs() {
         assert_eq!(lookup.join().unwrap(), 504);
     }
 }
+
+/// A path under an object that is not a manifest is refused, and the refusal remembered;
+/// what finding that out read is charged to the client's byte quota. An object that does
+/// not begin as a JSON object (an image, a video) is refused having read its first
+/// group; one that does is read whole. Before, every such object was read whole (up to
+/// 16 MiB), for nothing, to answer a 400 of a hundred bytes, and only 64 refusals were
+/// remembered: a client cycling through 65 objects made the node read one each time.
+#[test]
+fn paths_under_objects_that_are_no_manifests_cost_a_group_or_the_clients_quota() {
+    let dir = temp_dir("bundle-no-manifest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("ron.toml");
+    std::fs::write(
+        &config,
+        "[quota_default]\nbytes_per_s = 1048576\nbytes_burst = 8388608\n\n\
+         [tenants.up]\ntokens = [\"tok-up\"]\nbytes_per_s = 1000000000000\nbytes_burst = 1000000000000\n",
+    )
+    .unwrap();
+    let n = Node::start(
+        &dir.join("data"),
+        &["--shards", "1", "--config", config.to_str().unwrap()],
+    );
+    let store = |body: &[u8]| -> Address {
+        let r = put(n.http, "/o", body, "Authorization: Bearer tok-up\r\n");
+        assert_eq!(r.status, 201, "{r:?}");
+        r.json()["obj"].as_str().unwrap().parse().unwrap()
+    };
+    // Six 4 MiB objects that are not JSON: 24 MiB if read whole, three times the
+    // client's burst; one group each (384 KiB) leaves it well within.
+    let binaries: Vec<Address> = (0..6u8)
+        .map(|i| {
+            let mut body = bytes(100 + u64::from(i), 4 << 20);
+            body[0] = 0;
+            store(&body)
+        })
+        .collect();
+    for addr in &binaries {
+        let r = ask(&n, "GET", &format!("/o/{addr}/index.html"), &[]);
+        assert_eq!(r.status, 400, "{r:?}");
+        assert_eq!(
+            r.json()["message"].as_str().unwrap(),
+            format!("bundle manifest: not a manifest: {addr} does not begin with a JSON object")
+        );
+    }
+    let small = store(b"a small object the client may still read");
+    let r = ask(&n, "GET", &format!("/o/{small}"), &[]);
+    assert_eq!(r.status, 200, "within its byte quota still: {r:?}");
+    // Sixteen 1 MiB JSON objects that are no manifests: each is read and parsed whole,
+    // and the client's quota pays for it.
+    let padding = "a".repeat(1 << 20);
+    let lookalikes: Vec<Address> = (0..16)
+        .map(|i| {
+            let body = format!(r#"{{"format":"ron-bundle/1","entries":[],"pad{i}":"{padding}"}}"#);
+            store(body.as_bytes())
+        })
+        .collect();
+    let statuses: Vec<u16> = lookalikes
+        .iter()
+        .map(|addr| ask(&n, "GET", &format!("/o/{addr}/index.html"), &[]).status)
+        .collect();
+    let refused = statuses.iter().filter(|s| **s == 400).count();
+    let over_quota = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(refused + over_quota, 16, "{statuses:?}");
+    assert!(
+        (8..=11).contains(&refused),
+        "an 8 MiB burst and 1 MiB/s pay for 8 to 11 reads of 1 MiB: {statuses:?}"
+    );
+}

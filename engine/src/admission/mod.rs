@@ -158,6 +158,15 @@ impl Admission {
         }
     }
 
+    /// Charges bytes a request made the node read for its own sake and never sends (a
+    /// bundle's manifest, loaded to answer a path under it): not given back at the
+    /// request's end, whatever its answer moved.
+    pub fn charge_work(&self, ticket: &Ticket, bytes: u64) {
+        if let (Some(key), true) = (ticket.quota, bytes > 0) {
+            self.quotas.borrow_mut().charge_bytes(key, bytes);
+        }
+    }
+
     /// Ends an admitted request: settles its object bytes — what it moved beyond what
     /// was charged up front is charged, what was charged and not moved (an upload cut
     /// short) given back — and records it.

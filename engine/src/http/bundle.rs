@@ -12,13 +12,14 @@
 //! over it, with the manifest's media type, `Content-Encoding` and
 //! `Vary: Accept-Encoding`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
 use ron_codec::bundle::{self, Encoding, Entry, Manifest};
 use ron_codec::http::accept;
 use ron_codec::http::response::ResponseHead;
+use ron_codec::tree::GROUP_LEN_BYTES;
 use ron_codec::{Address, ErrorCode};
 use ron_io::stream::Transport;
 use ron_link::counters::BUNDLE_CODINGS;
@@ -31,6 +32,7 @@ use super::{write_out, Abort, Conn, HttpContext};
 use crate::admission::Ticket;
 use crate::limits::{
     MANIFEST_CACHE_BYTES_MAX, MANIFEST_CACHE_ENTRIES_MAX, MANIFEST_INLINE_PARSE_BYTES_MAX,
+    MANIFEST_REFUSALS_MAX,
 };
 use crate::refusal::Refusal;
 use crate::service::{Object, Span};
@@ -257,6 +259,8 @@ fn not_acceptable(entry: &Entry) -> Refusal {
 /// taken: a client asking for addresses nobody has waits on its own lookups, holding
 /// none. The denylist is asked first, every time: a manifest cached before its bundle
 /// was blocked must not keep the site up (a popular one would never leave the cache).
+/// What a load reads is charged to the requester's byte quota: the answer may be a
+/// hundred bytes, the manifest it took up to 16 MiB.
 async fn manifest(
     ctx: &HttpContext,
     bundle: &Address,
@@ -276,7 +280,7 @@ async fn manifest(
         return known;
     }
     let timeout_ms = crate::limits::MANIFEST_LOAD_MS_MAX;
-    let load = manifest_bytes(ctx, bundle, &object);
+    let load = manifest_bytes(ctx, bundle, &object, ticket);
     let bytes = finished_within(Duration::from_millis(timeout_ms), load)
         .await
         .ok_or(Refusal::ManifestLoadTimeout {
@@ -299,11 +303,15 @@ async fn manifest(
     }
 }
 
-/// The manifest's bytes, each group verified against the bundle's address.
+/// The manifest's bytes, each group verified against the bundle's address. The first
+/// group is read alone: an object that does not begin as a JSON object (an image, a
+/// video) is refused having cost one group, not the whole object. Every group read is
+/// charged to `ticket`'s quota.
 async fn manifest_bytes(
     ctx: &HttpContext,
     bundle: &Address,
     object: &Object,
+    ticket: Option<&Ticket>,
 ) -> Result<Vec<u8>, Refusal> {
     let len = object.len();
     if len > bundle::MANIFEST_BYTES_MAX as u64 {
@@ -317,16 +325,43 @@ async fn manifest_bytes(
         return Err(refusal);
     }
     let mut bytes = Vec::with_capacity(len as usize);
-    if len > 0 {
-        let mut stream = ctx
-            .service
-            .stream(object, Span::resolve(None, len)?)
-            .await?;
+    let first_group = len.min(GROUP_LEN_BYTES);
+    for (first, span_len) in [(0, first_group), (first_group, len - first_group)] {
+        if span_len == 0 {
+            continue;
+        }
+        let span = Span {
+            first,
+            len: span_len,
+            partial: span_len < len,
+            total: len,
+        };
+        let mut stream = ctx.service.stream(object, span).await?;
         while let Some(group) = stream.next().await {
-            bytes.extend_from_slice(&group?.bytes);
+            let group = group?;
+            if let Some(ticket) = ticket {
+                ctx.admission.charge_work(ticket, group.bytes.len() as u64);
+            }
+            bytes.extend_from_slice(&group.bytes);
+        }
+        if first == 0 && !may_begin_a_manifest(&bytes) {
+            let refusal = Refusal::Codec(ron_codec::Error::BadManifest {
+                reason: format!("not a manifest: {bundle} does not begin with a JSON object"),
+            });
+            ctx.manifests.borrow_mut().refuse(*bundle, &refusal);
+            return Err(refusal);
         }
     }
     Ok(bytes)
+}
+
+/// Whether `start`, an object's first bytes, may begin a manifest (JSON whitespace,
+/// then an object's `{`; all whitespace so far may too).
+fn may_begin_a_manifest(start: &[u8]) -> bool {
+    start
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_none_or(|b| *b == b'{')
 }
 
 /// Parses a manifest: inline when short, on the blocking pool when parsing it would
@@ -362,18 +397,21 @@ async fn redirect<S: Transport>(
 
 /// Parsed manifests a shard keeps, most recently used last, bounded by count and by the
 /// bytes of their encoded form; and the objects found not to be manifests, with why
-/// (objects are immutable: a client asking again for a path under one costs no read).
+/// (objects are immutable: a client asking again for a path under one costs no read),
+/// [`MANIFEST_REFUSALS_MAX`] of them: a client cycling through more objects than are
+/// remembered makes the node read each again (charged to its quota).
 #[derive(Debug, Default)]
 pub(crate) struct ManifestCache {
     held: VecDeque<(Address, Rc<Manifest>, usize)>,
     bytes: usize,
-    refused: VecDeque<(Address, Rc<str>)>,
+    refused: HashMap<Address, Rc<str>>,
+    refused_order: VecDeque<Address>,
 }
 
 impl ManifestCache {
     /// The manifest, or the refusal an object that is none was given.
     fn get(&mut self, bundle: &Address) -> Option<Result<Rc<Manifest>, Refusal>> {
-        if let Some((_, reason)) = self.refused.iter().find(|(a, _)| a == bundle) {
+        if let Some(reason) = self.refused.get(bundle) {
             let reason = reason.to_string();
             return Some(Err(Refusal::Codec(ron_codec::Error::BadManifest {
                 reason,
@@ -391,10 +429,16 @@ impl ManifestCache {
         let Refusal::Codec(ron_codec::Error::BadManifest { reason }) = refusal else {
             return;
         };
-        if self.refused.len() >= MANIFEST_CACHE_ENTRIES_MAX {
-            self.refused.pop_front();
+        if self.refused.contains_key(&bundle) {
+            return;
         }
-        self.refused.push_back((bundle, Rc::from(reason.as_str())));
+        if self.refused.len() >= MANIFEST_REFUSALS_MAX {
+            if let Some(oldest) = self.refused_order.pop_front() {
+                self.refused.remove(&oldest);
+            }
+        }
+        self.refused.insert(bundle, Rc::from(reason.as_str()));
+        self.refused_order.push_back(bundle);
     }
 
     fn insert(&mut self, bundle: Address, manifest: Rc<Manifest>, bytes: usize) {
@@ -435,6 +479,44 @@ mod tests {
             "img/logo.png",
         ];
         Manifest::new(paths.iter().map(|p| entry(p)).collect(), BTreeMap::new()).unwrap()
+    }
+
+    #[test]
+    fn refusals_are_remembered_up_to_their_limit_oldest_forgotten_first() {
+        let mut cache = ManifestCache::default();
+        let refusal = |i: usize| {
+            Refusal::Codec(ron_codec::Error::BadManifest {
+                reason: format!("not a manifest: {i}"),
+            })
+        };
+        let addr = |i: usize| Address::of(&i.to_le_bytes());
+        for i in 0..=MANIFEST_REFUSALS_MAX {
+            cache.refuse(addr(i), &refusal(i));
+        }
+        // Refused again: remembered once, its place unchanged.
+        cache.refuse(addr(1), &refusal(1));
+        assert_eq!(cache.refused.len(), MANIFEST_REFUSALS_MAX);
+        assert!(cache.get(&addr(0)).is_none(), "the oldest is forgotten");
+        for i in [1, MANIFEST_REFUSALS_MAX / 2, MANIFEST_REFUSALS_MAX] {
+            let Some(Err(Refusal::Codec(ron_codec::Error::BadManifest { reason }))) =
+                cache.get(&addr(i))
+            else {
+                panic!("refusal {i} is remembered");
+            };
+            assert_eq!(reason, format!("not a manifest: {i}"));
+        }
+        cache.refuse(addr(0), &refusal(0));
+        assert!(cache.get(&addr(1)).is_none(), "then the next oldest");
+    }
+
+    #[test]
+    fn only_whitespace_and_an_opening_brace_may_begin_a_manifest() {
+        for start in [&b"{\"format\""[..], b"  \n\t{", b"", b"   "] {
+            assert!(may_begin_a_manifest(start), "{start:?}");
+        }
+        for start in [&b"\x89PNG"[..], b"[{}]", b"\xef\xbb\xbf{", b" x{"] {
+            assert!(!may_begin_a_manifest(start), "{start:?}");
+        }
     }
 
     #[test]
