@@ -1255,6 +1255,56 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
     assert!(r.status == 200 && r.body == alone);
 }
 
+/// Sends `signal` (`STOP`, `CONT`) to a node's process.
+fn signal(n: &Node, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &n.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// An upload waiting for its copies waits on other nodes, its in-flight slot parked
+/// meanwhile. Held, two uploads waiting on a peer that stopped answering filled a gate
+/// of two, and every other request was refused 503 for as long as they waited (up to
+/// 30 s).
+#[test]
+fn uploads_waiting_for_copies_hold_no_in_flight_slot() {
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let mut flags = zoned_flags(&ports, i, format!("z{i}"), 2);
+            flags.extend(["--max-inflight".into(), "2".into()]);
+            start(&temp_dir(&format!("copies-parked-{i}")), &flags)
+        })
+        .collect();
+    wait_for("A knows B", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 1
+    });
+    let kept = upload(&nodes[0], b"served while uploads wait");
+    signal(&nodes[1], "STOP");
+    let http = nodes[0].http;
+    let bodies: Vec<Vec<u8>> = (0..2).map(|i| bytes(80 + i, 10_000)).collect();
+    let waiting: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|body| std::thread::spawn(move || put(http, "/o?copies=2", &body, "")))
+        .collect();
+    wait_for("both uploads stored here, waiting for copies", WAIT, || {
+        bodies.iter().all(|b| holds(&nodes[0], &Address::of(b)))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let r = get(nodes[0].http, &format!("/o/{kept}")).unwrap();
+    let parked = metric(nodes[0].admin, "ron_parked_requests");
+    signal(&nodes[1], "CONT");
+    assert_eq!(r.status, 200, "served while two uploads wait: {r:?}");
+    assert_eq!(parked, 2, "both uploads parked");
+    for upload in waiting {
+        let r = upload.join().unwrap();
+        assert!(matches!(r.status, 201 | 503 | 504), "{r:?}");
+    }
+}
+
 #[test]
 fn a_node_started_before_its_bootstrap_peer_joins_once_it_answers() {
     let ports = [free_port(), free_port()];

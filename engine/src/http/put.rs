@@ -79,7 +79,10 @@ pub(super) async fn upload<S: Transport>(
         .await
     {
         Ok(stored) => match req.copies {
-            Ok(want) if want > 1 => match ctx.service.wait_for_copies(stored.addr, want).await {
+            Ok(want) if want > 1 => match (ctx.service)
+                .wait_for_copies(stored.addr, want, conn.ticket.as_ref())
+                .await
+            {
                 Ok(copies) => created(ctx, conn, req, stored, Some(copies), keep).await,
                 Err(refusal) => {
                     respond::refuse(ctx, conn, &refusal, &req.corr_id, !keep, req.http10, false)

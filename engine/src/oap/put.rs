@@ -100,15 +100,21 @@ pub(super) async fn commit(ctx: Rc<OapContext>, out: SharedOutboxes, corr_id: u6
         copies,
         ..
     } = put;
-    let account = Account::Admitted(ticket, session.received());
+    let received = session.received();
     let finished = match session.finish(String::new()).await {
-        Ok(stored) if copies > 1 => match ctx.service.wait_for_copies(stored.addr, copies).await {
-            Ok(made) => Ok((stored, Some(made))),
-            Err(refusal) => Err(refusal),
-        },
+        Ok(stored) if copies > 1 => {
+            match (ctx.service)
+                .wait_for_copies(stored.addr, copies, Some(&ticket))
+                .await
+            {
+                Ok(made) => Ok((stored, Some(made))),
+                Err(refusal) => Err(refusal),
+            }
+        }
         Ok(stored) => Ok((stored, None)),
         Err(refusal) => Err(refusal),
     };
+    let account = Account::Admitted(ticket, received);
     match finished {
         Ok((stored, copies)) => {
             let info = ObjectInfo {

@@ -165,10 +165,20 @@ impl Service {
     /// A holder's `held` is a claim: each is audited before it counts. When the claims
     /// reached `want` but some failed their audit, the wait goes on for that many more
     /// claims (other holders may still be copying), within the same deadline.
-    pub async fn wait_for_copies(&self, addr: Address, want: usize) -> Result<usize, Refusal> {
+    ///
+    /// The request's in-flight slot (`ticket`) is parked meanwhile: it waits on other
+    /// nodes for up to [`COPIES_WAIT`], and held, uploads waiting for copies filled the
+    /// shard's gate and every other request was refused 503.
+    pub async fn wait_for_copies(
+        &self,
+        addr: Address,
+        want: usize,
+        ticket: Option<&Ticket>,
+    ) -> Result<usize, Refusal> {
         let Some(dht) = self.copies.dht.as_ref().filter(|_| want > 1) else {
             return Ok(1);
         };
+        let _parked = ticket.map(Ticket::park);
         let started = Instant::now();
         let waited_ms = || started.elapsed().as_millis() as u64;
         let timed_out = |copies| Refusal::CopiesTimedOut {
