@@ -45,6 +45,10 @@ impl TransferPace {
         }
     }
 
+    pub fn rate_min_bytes_per_s(&self) -> u64 {
+        self.rate_min_bytes_per_s
+    }
+
     /// When the first `bytes` bytes of the transfer must be through.
     pub fn deadline(&self, bytes: u64) -> Instant {
         let micros = u128::from(bytes) * 1_000_000 / u128::from(self.rate_min_bytes_per_s);
@@ -66,6 +70,12 @@ impl TransferPace {
         if let Some(excess) = self.deadline(moved).checked_duration_since(latest) {
             self.started = self.started.checked_sub(excess).unwrap_or(self.started);
         }
+    }
+
+    /// Leaves out of the transfer's time `held`, time the node itself held it back (a
+    /// placement copy waiting on its own pace): the minimum rate is the peer's to keep.
+    pub fn excuse(&mut self, held: Duration) {
+        self.started = self.started.checked_add(held).unwrap_or(self.started);
     }
 
     /// Time left at `now` to get the first `bytes` bytes through; `None` once late.

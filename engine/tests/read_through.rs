@@ -1053,3 +1053,120 @@ fn an_origins_overlong_content_type_is_dropped_and_the_shard_goes_on() {
     assert!(!content_type.starts_with("aaaa"), "{content_type}");
     edge.stop();
 }
+
+/// An origin that answers the object (no outboard: a 404 for it) as 4 MiB, then sends
+/// 64 KiB at once every `every`, for 70 s at most; counts the connections it took.
+fn bursting_origin(every: Duration) -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let taken = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&taken);
+    std::thread::spawn(move || {
+        let ends = Instant::now() + Duration::from_secs(70);
+        for mut c in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::Relaxed);
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = c.read(&mut request);
+                let heads = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n\
+                              HTTP/1.1 200 OK\r\nContent-Length: 4194304\r\n\r\n";
+                if c.write_all(heads).is_err() {
+                    return;
+                }
+                for _ in 0..64 {
+                    if Instant::now() > ends || c.write_all(&[b'x'; GROUP]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(every);
+                }
+            });
+        }
+    });
+    (url, taken)
+}
+
+/// An upstream that sends each 64 KiB just within the stall timeout is given up once it
+/// falls below `fetch_rate_min_bytes_per_s` (after its first `fetch_timeout_ms`): an
+/// origin, and a provider (replaced when another is queued, else the fetch fails).
+/// Before, each group only had to beat the stall timeout: 6.4 KiB/s at the default 10 s
+/// held a fetch, its waiters and one of the shard's 64 places for fetches for days (a
+/// 4 MiB object here for a minute).
+#[test]
+fn an_upstream_below_the_minimum_rate_is_given_up() {
+    let (url, _) = bursting_origin(Duration::from_millis(900));
+    let mut edge = Node::start(
+        &temp_dir("rt-origin-slow"),
+        &[
+            "--shards",
+            "1",
+            "--origin",
+            &url,
+            "--fetch-timeout-ms",
+            "1000",
+            "--fetch-rate-min",
+            "256KiB",
+        ],
+    );
+    let addr = Address::of(b"sent 64 KiB at a time, slowly");
+    let asked = Instant::now();
+    let (status, _) = get_all(edge.http, &format!("/o/{addr}"));
+    assert_eq!(status, 504, "the origin's fetch given up");
+    let timeouts = "ron_fetch_failures_total{reason=\"timeout\"}";
+    wait_for("the origin's fetch given up", WAIT, || {
+        gauge(edge.admin, timeouts) == Some(1.0)
+    });
+    let given_up = asked.elapsed();
+    assert!(
+        given_up < Duration::from_secs(6),
+        "given up {given_up:?} after the request (at 71 KiB/s: past 1 s + n / 256 KiB/s by ~2 s)"
+    );
+    edge.stop();
+
+    // A provider: the OAP/1 proxy in front of it holds each group but the first 900 ms.
+    let p2p: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let slow_front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = [
+        "--shards",
+        "1",
+        "--replicas",
+        "1",
+        "--fetch-timeout-ms",
+        "1000",
+        "--fetch-rate-min",
+        "256KiB",
+    ];
+    let mut slow = start_with(
+        "rt-slow-rate",
+        &network_flags(&p2p, 0, &base, Some(&slow_front)),
+    );
+    let mut edge = start_with("rt-slow-rate-edge", &network_flags(&p2p, 1, &base, None));
+    let _slow_proxy = proxy(
+        slow_front,
+        slow.oap,
+        Mischief::DelayLaterDataFrames(Duration::from_millis(900)),
+    );
+    let data = bytes(41, 64 * GROUP);
+    let addr = upload(&slow, &data);
+    let slow_id = node_id(&slow);
+    wait_for("the edge resolves the provider", WAIT, || {
+        provider_oap(&edge, &addr, &slow_id).is_some()
+    });
+    let asked = Instant::now();
+    let (status, body) = get_all(edge.http, &format!("/o/{addr}"));
+    let took = asked.elapsed();
+    assert!(
+        status != 200 || body != data,
+        "never served whole at 71 KiB/s"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "cut off {took:?} after the request (the whole object at its pace: ~57 s)"
+    );
+    wait_for("the provider's fetch given up", WAIT, || {
+        gauge(edge.admin, timeouts) == Some(1.0)
+    });
+    assert!(!has_object_file(&edge, &addr), "nothing stored");
+    for n in [&mut slow, &mut edge] {
+        n.stop();
+    }
+}

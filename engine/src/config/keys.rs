@@ -431,6 +431,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.fetch_timeout_ms, num, v),
     },
     Key {
+        key: "fetch_rate_min_bytes_per_s",
+        flag: "fetch-rate-min",
+        value: "SIZE",
+        default: Some("256KiB"),
+        help: "read-through and placement copies: slowest upstream kept, per second, after fetch_timeout_ms (a slower provider is replaced, a slower origin given up)",
+        apply: |c, v| set(&mut c.fetch_rate_min_bytes_per_s, size, v),
+    },
+    Key {
         key: "fetch_hedge_ms",
         flag: "fetch-hedge-ms",
         value: "N",

@@ -135,6 +135,9 @@ pub struct Config {
     pub denylist_dir: Option<PathBuf>,
     /// Read-through: bound on the resolve plus the first verified group, and per group.
     pub fetch_timeout_ms: u64,
+    /// Read-through and placement copies: the slowest upstream kept, bytes per second,
+    /// after `fetch_timeout_ms` (the whole transfer's bound, beside the per-group one).
+    pub fetch_rate_min_bytes_per_s: u64,
     /// Read-through: when a second provider is asked.
     pub fetch_hedge_ms: u64,
     /// Read-through: how long an origin's "no such object" (404) is remembered, so a
@@ -347,6 +350,7 @@ impl Config {
             origin_ca: None,
             denylist_dir: None,
             fetch_timeout_ms: 0,
+            fetch_rate_min_bytes_per_s: 0,
             fetch_hedge_ms: 0,
             fetch_miss_ms: 0,
             replication_interval_ms: 0,

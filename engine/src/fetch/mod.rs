@@ -35,7 +35,8 @@
 //!   request starts a new fetch.
 //! - Every wait is bounded: the resolve and the first verified group by the fetch
 //!   timeout (from the fetch's start; each waiter also by its own, from its arrival),
-//!   every later group by the same timeout as a stall limit.
+//!   every later group by the same timeout as a stall limit, and each provider's (and
+//!   origin connection's) transfer by `rate_min_bytes_per_s` after that timeout.
 //!
 //! ## Data flow
 //! `Service::find` miss → [`ReadThrough::join`] → (new flight) task: DHT resolve →
@@ -62,7 +63,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ron_codec::tree::group_count;
+use ron_codec::tree::{group_count, GROUP_LEN_BYTES};
 use ron_codec::Address;
 use ron_link::counters::{FetchFailure, FrontCounters};
 use ron_link::dht::DhtClient;
@@ -80,6 +81,7 @@ use peer::PeerGet;
 
 use crate::blocked::Blocked;
 use crate::refusal::Refusal;
+use crate::transfer::TransferPace;
 
 /// What [`ReadThrough::next_group_or_faster`] got.
 enum NextGroup {
@@ -105,6 +107,10 @@ const SLOW_SWITCHES_MAX: u32 = 3;
 pub struct FetchConfig {
     /// Bound on the resolve plus the first verified group, and on each later group.
     pub timeout: Duration,
+    /// The slowest upstream kept, after `timeout`: a transfer's first `n` bytes must be
+    /// through within `timeout + n / rate` of its start (a provider's from when it was
+    /// opened; time the node held a copy back for its own pace not counted).
+    pub rate_min_bytes_per_s: u64,
     /// Ask a second provider when the first has sent no verified group by then.
     pub hedge_after: Duration,
     /// How long an origin's 404 is remembered (zero: not at all).
@@ -521,22 +527,44 @@ impl ReadThrough {
         };
         let mut next = 0;
         let mut switches_left = SLOW_SWITCHES_MAX;
+        // What the provider in hand has sent, and the pace it must keep: a provider that
+        // sends each group just within the stall timeout (6.4 KiB/s at 10 s) held the
+        // fetch, its waiters and its place among the shard's fetches for days.
+        let (mut pace, mut sent) = (self.provider_pace(), 0u64);
         while next < groups {
-            let raced = match switches_left {
-                0 => NextGroup::Here(get.next_group(addr).await),
-                _ => {
-                    self.next_group_or_faster(&mut get, addr, peers, next, total_len, attempts)
-                        .await
+            let due = sent + (total_len - next * GROUP_LEN_BYTES).min(GROUP_LEN_BYTES);
+            // A resume cut off by the pace gives back the providers it had in hand.
+            let queued = peers.clone();
+            let raced = match pace.time_left(due, Instant::now()) {
+                Some(left) => {
+                    let race = async {
+                        match switches_left {
+                            0 => NextGroup::Here(get.next_group(addr).await),
+                            _ => {
+                                (self.next_group_or_faster(
+                                    &mut get, addr, peers, next, total_len, attempts,
+                                ))
+                                .await
+                            }
+                        }
+                    };
+                    finished_within(left, race).await
                 }
+                None => None,
             };
             let next_group = match raced {
-                NextGroup::Here(group) => group,
-                NextGroup::Faster(faster) => {
+                Some(NextGroup::Here(group)) => group,
+                Some(NextGroup::Faster(faster)) => {
                     FrontCounters::add(&self.metrics().fetch_hedges, 1);
                     peers.push_back(get.peer);
                     get = *faster;
                     switches_left -= 1;
+                    (pace, sent) = (self.provider_pace(), 0);
                     continue;
+                }
+                None => {
+                    *peers = queued;
+                    Err(self.below_rate(get.peer))
                 }
             };
             let group = match next_group {
@@ -554,13 +582,16 @@ impl ReadThrough {
                             return Err(Streamed::Partly);
                         }
                     }
+                    (pace, sent) = (self.provider_pace(), 0);
                     continue;
                 }
             };
             FrontCounters::add(&self.metrics().fetch_bytes, group.len() as u64);
+            sent += group.len() as u64;
+            pace.spend_credit_past_grace(sent, Instant::now());
             if flight.keep.get() {
                 FrontCounters::add(&self.metrics().replication_bytes, group.len() as u64);
-                self.pace_copy(group.len() as u64).await;
+                pace.excuse(self.pace_copy(group.len() as u64).await);
             }
             flight.push(group.clone());
             if let Err(e) = upload.write(&group).await {
@@ -619,13 +650,33 @@ impl ReadThrough {
     /// Holds a placement copy's transfer back (the sender waits on TCP's window) until
     /// its last group is paid for at `copy_bytes_per_s`, so repair after a loss cannot
     /// take a node's whole link; a stop ends the wait.
-    async fn pace_copy(&self, bytes: u64) {
+    async fn pace_copy(&self, bytes: u64) -> Duration {
         let delay = match self.copy_pacer.borrow_mut().as_mut() {
             Some(pacer) => pacer.delay(bytes, Instant::now()),
-            None => return,
+            None => return Duration::ZERO,
         };
         if !delay.is_zero() {
             self.stop.sleep(delay).await;
+        }
+        delay
+    }
+
+    /// The pace a provider must keep from now: its first bytes within the fetch
+    /// timeout, then at least `rate_min_bytes_per_s`.
+    fn provider_pace(&self) -> TransferPace {
+        let rate = self.config.rate_min_bytes_per_s;
+        TransferPace::new(Instant::now(), self.config.timeout, rate)
+    }
+
+    fn below_rate(&self, peer: SocketAddr) -> AttemptError {
+        AttemptError {
+            upstream: peer.to_string(),
+            reason: FetchFailure::Timeout,
+            detail: format!(
+                "slower than {} bytes/s after its first {} ms",
+                self.config.rate_min_bytes_per_s,
+                self.config.timeout.as_millis()
+            ),
         }
     }
 
@@ -700,7 +751,10 @@ impl ReadThrough {
                 &self.shard,
                 flight,
                 max,
-                self.config.timeout,
+                origin::OriginPace {
+                    stall: self.config.timeout,
+                    rate_min_bytes_per_s: self.config.rate_min_bytes_per_s,
+                },
                 self.metrics(),
             )
             .await?;

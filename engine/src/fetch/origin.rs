@@ -29,12 +29,14 @@ use ron_codec::http::response::is_safe_header_value;
 use ron_codec::tree::{group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::{Address, ChunkTree};
 use ron_link::counters::{FetchFailure, FrontCounters};
+use ron_shards::lifecycle::finished_within;
 use ron_shards::record::CONTENT_TYPE_LEN_MAX;
 use ron_shards::{Shard, StagedObject, Upload};
 use rustls::pki_types::ServerName;
 
 use crate::fetch::flight::Flight;
 use crate::fetch::AttemptError;
+use crate::transfer::TransferPace;
 
 /// Largest response head accepted from an origin.
 const HEAD_BYTES_MAX: usize = 16 * 1024;
@@ -54,6 +56,14 @@ const ORIGIN_ADDRS_MAX: usize = 8;
 trait OriginIo: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> OriginIo for T {}
 
+/// What an origin's answers must keep up with: each head and each 64 KiB of body within
+/// `stall`, and the body at `rate_min_bytes_per_s` at least after the first `stall`.
+#[derive(Debug, Clone, Copy)]
+pub struct OriginPace {
+    pub stall: Duration,
+    pub rate_min_bytes_per_s: u64,
+}
+
 /// One connection to the origin and its read buffer (`start..end` not consumed yet).
 struct OriginConn {
     stream: Box<dyn OriginIo>,
@@ -62,10 +72,17 @@ struct OriginConn {
     end: usize,
     /// How long a read may wait, and a whole head or 64 KiB of body may take.
     stall: Duration,
-    /// When the head being read, or the body's current 64 KiB, must have come: each
-    /// read is bounded by `stall`, and an origin trickling a byte within each would
-    /// otherwise hold the fetch (and its waiters, and its place among the shard's
-    /// fetches) for as long as it liked.
+    /// The pace the connection's body bytes must keep: after `stall`, at least the
+    /// fetch's minimum rate. Sending each 64 KiB just within `stall` (3–6 KiB/s) held
+    /// a fetch for days.
+    pace: TransferPace,
+    /// Body bytes taken on this connection.
+    body_taken: u64,
+    /// When the head being read, or the body's next 64 KiB, must have come (the sooner
+    /// of `stall` from when the last came and the pace's due time); every read ends by
+    /// then. An origin trickling a byte within each read's timeout otherwise held the
+    /// fetch (and its waiters, and its place among the shard's fetches) as long as it
+    /// liked.
     progress_by: Instant,
     /// Body bytes taken since `progress_by` was last set.
     body_since_progress: u64,
@@ -216,18 +233,19 @@ impl Origin {
 
     /// Fetches `flight`'s object into an upload on `shard` and returns it staged and
     /// verified, with its length: group by group into the flight's window when the
-    /// origin's outboard checks out, else whole. Every read must come within `stall`, and
-    /// each response head and each 64 KiB of body within about twice that.
+    /// origin's outboard checks out, else whole. Each response head and each 64 KiB of
+    /// body must come within `pace.stall`, and the body at `pace.rate_min_bytes_per_s`
+    /// at least after the first `pace.stall`.
     pub async fn fetch(
         &self,
         shard: &Shard,
         flight: &Flight,
         len_max: u64,
-        stall: Duration,
+        pace: OriginPace,
         metrics: &FrontCounters,
     ) -> Result<(StagedObject, u64), AttemptError> {
         let addr = flight.addr;
-        let mut conn = self.connect(stall).await?;
+        let mut conn = self.connect(pace).await?;
         let both = format!(
             "{}{}",
             self.request(addr, ".obao", false),
@@ -238,7 +256,7 @@ impl Origin {
             OutboardAnswer::Tree(tree) => Some(tree),
             OutboardAnswer::Absent => None,
             OutboardAnswer::Spent(tree) => {
-                conn = self.connect(stall).await?;
+                conn = self.connect(pace).await?;
                 conn.send(self, self.request(addr, "", true).as_bytes())
                     .await?;
                 tree
@@ -294,8 +312,9 @@ impl Origin {
     }
 
     /// A new connection (TLS when the origin is HTTPS) whose reads and writes each
-    /// time out after `stall`.
-    async fn connect(&self, stall: Duration) -> Result<OriginConn, AttemptError> {
+    /// time out after `pace.stall`.
+    async fn connect(&self, pace: OriginPace) -> Result<OriginConn, AttemptError> {
+        let stall = pace.stall;
         let stream = self.connect_tcp(stall).await?;
         let timeouts = stream
             .set_read_timeout(Some(stall))
@@ -315,6 +334,8 @@ impl Origin {
             start: 0,
             end: 0,
             stall,
+            pace: TransferPace::new(Instant::now(), stall, pace.rate_min_bytes_per_s),
+            body_taken: 0,
             progress_by: Instant::now() + stall,
             body_since_progress: 0,
         })
@@ -494,34 +515,49 @@ impl OriginConn {
             .map_err(|e| origin.io_error(e))
     }
 
-    /// From now, the next head or 64 KiB of body must come within the stall timeout.
+    /// From now, the next head or 64 KiB of body must come within the stall timeout,
+    /// and by the time the pace says the body's next 64 KiB are due.
     fn expect_progress(&mut self) {
-        self.progress_by = Instant::now() + self.stall;
+        let by_stall = Instant::now() + self.stall;
+        let by_pace = self.pace.deadline(self.body_taken + GROUP_LEN_BYTES);
+        self.progress_by = by_stall.min(by_pace);
         self.body_since_progress = 0;
     }
 
+    fn late(&self, origin: &Origin) -> AttemptError {
+        origin.error(
+            FetchFailure::Timeout,
+            format!(
+                "no whole response head, or 64 KiB of body, within {} ms, or its body slower than {} bytes/s after its first {} ms",
+                self.stall.as_millis(),
+                self.pace.rate_min_bytes_per_s(),
+                self.stall.as_millis()
+            ),
+        )
+    }
+
     /// Reads more into the buffer (moving what is left to its front); 0 at the end.
+    /// The read ends by `progress_by`: begun just before it, a read that waited out its
+    /// own timeout stretched each 64 KiB's limit to twice the stall.
     async fn fill(&mut self, origin: &Origin) -> Result<usize, AttemptError> {
-        if Instant::now() > self.progress_by {
-            return Err(origin.error(
-                FetchFailure::Timeout,
-                format!(
-                    "no whole response head, or 64 KiB of body, within {} ms",
-                    self.stall.as_millis()
-                ),
-            ));
-        }
+        let Some(left) = self
+            .progress_by
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+        else {
+            return Err(self.late(origin));
+        };
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         } else if self.end == self.buf.len() {
             self.buf.copy_within(self.start..self.end, 0);
             (self.start, self.end) = (0, self.end - self.start);
         }
-        let n = self
-            .stream
-            .read(&mut self.buf[self.end..])
-            .await
-            .map_err(|e| origin.io_error(e))?;
+        let read = self.stream.read(&mut self.buf[self.end..]);
+        let Some(read) = finished_within(left, read).await else {
+            return Err(self.late(origin));
+        };
+        let n = read.map_err(|e| origin.io_error(e))?;
         self.end += n;
         Ok(n)
     }
@@ -565,6 +601,7 @@ impl OriginConn {
             ));
         }
         let take = ((self.end - self.start) as u64).min(left) as usize;
+        self.body_taken += take as u64;
         self.body_since_progress += take as u64;
         if self.body_since_progress >= GROUP_LEN_BYTES {
             self.expect_progress();

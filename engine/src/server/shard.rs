@@ -294,6 +294,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         start.origin.take(),
         FetchConfig {
             timeout: Duration::from_millis(config.fetch_timeout_ms),
+            rate_min_bytes_per_s: config.fetch_rate_min_bytes_per_s,
             hedge_after: Duration::from_millis(config.fetch_hedge_ms),
             miss_remembered: Duration::from_millis(config.fetch_miss_ms),
             object_bytes_max: config.object_bytes_max,
