@@ -1170,3 +1170,75 @@ fn an_upstream_below_the_minimum_rate_is_given_up() {
         n.stop();
     }
 }
+
+/// Two providers in the edge's zone that accept and never answer, and an honest one
+/// farther away: the honest one is asked one hedge interval after the second, and the
+/// object served. Before, a fetch opened two providers at most, then waited out the
+/// whole timeout on them: every client got 504 while an honest holder stood by (two
+/// node ids claiming the edge's zone did that to any object they also claimed).
+#[test]
+fn silent_providers_ahead_in_the_list_do_not_keep_an_honest_one_from_being_asked() {
+    let p2p: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let fronts: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let flags = |i: usize, zone: &str, front: Option<&TcpListener>| {
+        let base = [
+            "--shards",
+            "1",
+            "--fetch-hedge-ms",
+            "300",
+            "--fetch-timeout-ms",
+            "3000",
+            "--replicas",
+            "1",
+        ];
+        let mut f = network_flags(&p2p, i, &base, front);
+        f.extend(["--zone".into(), zone.into()]);
+        f
+    };
+    let mut silent: Vec<Node> = (0..2)
+        .map(|i| {
+            start_with(
+                &format!("rt-silent-{i}"),
+                &flags(i, "near", Some(&fronts[i])),
+            )
+        })
+        .collect();
+    let mut honest = start_with("rt-silent-honest", &flags(2, "far", None));
+    let mut edge = start_with("rt-silent-edge", &flags(3, "near", None));
+    let _proxies: Vec<Proxy> = fronts
+        .into_iter()
+        .zip(&silent)
+        .map(|(front, n)| {
+            proxy(
+                front,
+                n.oap,
+                Mischief::DelayFirstByte(Duration::from_secs(20)),
+            )
+        })
+        .collect();
+    let data = bytes(43, 4 * GROUP);
+    let addr = upload(&honest, &data);
+    let mut ids = vec![node_id(&honest)];
+    for n in &silent {
+        assert_eq!(upload(n, &data), addr);
+        ids.push(node_id(n));
+    }
+    wait_for("the edge resolves all three providers", WAIT, || {
+        ids.iter()
+            .all(|id| provider_oap(&edge, &addr, id).is_some())
+    });
+    let asked = Instant::now();
+    let (status, body) = get_all(edge.http, &format!("/o/{addr}"));
+    let took = asked.elapsed();
+    assert_eq!(status, 200, "served by the honest provider");
+    assert!(body == data, "the whole object, verified");
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}: the silent providers' timeout (3 s) set it"
+    );
+    for n in silent.iter_mut().chain([&mut honest, &mut edge]) {
+        n.stop();
+    }
+}

@@ -99,6 +99,11 @@ const PROVIDERS_MAX: usize = 8;
 /// sends a group just within each stall timeout would otherwise set the fetch's pace —
 /// a 64 KiB group every ~19 s is a gigabyte in days — for every client waiting on it.
 const SLOW_GROUP_HEDGES: u32 = 4;
+/// Providers being opened at once, at most: one more is asked each `hedge_after` while
+/// none has delivered. With two, two providers that accept and never answer (placed
+/// first by claiming this node's zone) kept every other one from being asked until the
+/// fetch timed out.
+const OPENS_AT_ONCE_MAX: usize = 4;
 /// Such switches per fetch, at most: providers that are all slow (a slow link of this
 /// node's own) are not traded for one another group after group.
 const SLOW_SWITCHES_MAX: u32 = 3;
@@ -765,10 +770,10 @@ impl ReadThrough {
     }
 
     /// Opens a verified GET of groups `from..` on the first provider of `peers` that
-    /// delivers its first group, asking a second one when the first is slow. The slower
-    /// is dropped, and goes back to the end of `peers`: it failed at nothing, and may
-    /// resume the object if the faster one fails later. `None` when every provider
-    /// failed or `deadline` passed.
+    /// delivers its first group, asking one more each `hedge_after` while none has
+    /// (at most [`OPENS_AT_ONCE_MAX`] at once). The slower are dropped, and go back to
+    /// the end of `peers`: they failed at nothing, and may resume the object if the
+    /// fastest fails later. `None` when every provider failed or `deadline` passed.
     async fn open_hedged(
         &self,
         addr: Address,
@@ -785,7 +790,7 @@ impl ReadThrough {
                 running.push(self.attempt(peer, addr, from, expect_len));
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let hedge = running.len() < 2 && !peers.is_empty();
+            let hedge = running.len() < OPENS_AT_ONCE_MAX && !peers.is_empty();
             let wait = if hedge {
                 self.config.hedge_after.min(left)
             } else {
