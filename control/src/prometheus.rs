@@ -82,7 +82,7 @@ const fn front(family: Family<FrontSnapshot>) -> Row {
 /// name, type, help and labels are declared with them, `ron_link::counters`), the rest
 /// here.
 #[rustfmt::skip]
-const FAMILIES: [Row; 80] = [
+const FAMILIES: [Row; 81] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -117,6 +117,7 @@ const FAMILIES: [Row; 80] = [
     front(FRONT.not_modified_answers),
     front(FRONT.replica_pulls_held),
     front(FRONT.replica_pulls_no_room),
+    front(FRONT.replica_held_checks),
     front(FRONT.replication_bytes),
     front(FRONT.replication_checks),
     front(FRONT.replication_demoted),

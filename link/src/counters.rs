@@ -205,6 +205,9 @@ declare_counters! {
         /// Copies the placement asked of this node refused: a data dir below the floor.
         replica_pulls_no_room: AtomicU64 => Counter "ron_replication_pulls_no_room_total", Sum,
             "Copies other nodes asked this node to hold, refused because a data dir's filesystem was below copies_disk_free_percent_min.",
+        /// Whole checks of copies held that another node asked this node to hold.
+        replica_held_checks: AtomicU64 => Counter "ron_replication_held_checks_total", Sum,
+            "Copies this node holds that another node asked it to hold, read back and checked whole (one at a time per shard, at the pace of placement copies; one found whole within 10 min is not checked again).",
         /// Verified bytes fetched to make placement copies.
         replication_bytes: AtomicU64 => Counter "ron_replication_bytes_total", Sum,
             "Verified bytes fetched from other nodes to make the copies the placement asks this node to hold.",
@@ -363,6 +366,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 32 + 35);
+        assert_eq!(seen.len(), 32 + 36);
     }
 }

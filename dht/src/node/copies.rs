@@ -404,11 +404,17 @@ impl Node {
         let answering = self.copies.next_answering;
         self.copies.next_answering += 1;
         let nearer = self.nearer_counter();
+        // An address asked for twice in one request is one copy: each would be a pull
+        // of its own (a copy held is read back whole for each).
+        let mut asked = std::collections::HashSet::with_capacity(request.addrs.len());
         let outcomes: Vec<Option<CopyOutcome>> = request
             .addrs
             .iter()
             .enumerate()
             .map(|(index, addr)| {
+                if !asked.insert(*addr) {
+                    return Some(CopyOutcome::Failed);
+                }
                 if !nearer.accepts(addr) {
                     return Some(CopyOutcome::NotHolder);
                 }

@@ -17,6 +17,8 @@
 //!   holders when no holder named proves a copy (an object whose holders were all lost).
 //! - `disk_floor`: the free disk a pull leaves to the node's own uploads
 //!   (`copies_disk_free_percent_min`): below it, no new copy is kept for another node.
+//! - `held_checks`: whole checks of copies held that peers ask for: one at a time per
+//!   shard, paced, a copy found whole not read again for 10 minutes.
 //! - `claims`: the holders that answered `held` when the sweep asked them for a copy,
 //!   until the object's next check audits them; one that fails is left out of this
 //!   node's placements (`DhtClient::leave_out`).
@@ -45,6 +47,7 @@
 mod audit;
 mod claims;
 mod disk_floor;
+mod held_checks;
 mod pull;
 mod rescue;
 mod sweep;
@@ -69,6 +72,7 @@ pub use disk_floor::{BelowFloor, DiskFloor};
 use crate::blocked::Blocked;
 use crate::fetch::ReadThrough;
 use claims::HeldClaims;
+use held_checks::HeldChecks;
 use sweep::COPIES_WAIT_MS;
 
 /// How replication runs on a shard (from the configuration).
@@ -80,6 +84,9 @@ pub struct ReplicationConfig {
     pub sweep_every: Option<Duration>,
     /// No new copy is kept for another node while a data dir is below this floor.
     pub disk_floor: DiskFloor,
+    /// The pace of whole checks of copies held that peers ask for (the shard's share of
+    /// `replication_bytes_per_s`; 0: unpaced).
+    pub held_check_bytes_per_s: u64,
 }
 
 /// A shard's replication: the copies it keeps for the placement and its sweep.
@@ -102,6 +109,8 @@ pub struct Replication {
     /// Holders that answered `held` when the sweep asked them for a copy, audited at the
     /// object's next check (`claims.rs`).
     held_claims: RefCell<HeldClaims>,
+    /// Whole checks of copies held that peers asked for (`held_checks.rs`).
+    held_checks: HeldChecks,
 }
 
 impl Replication {
@@ -128,6 +137,7 @@ impl Replication {
             rescue_from: Cell::new(None),
             disk_floor: config.disk_floor.clone(),
             held_claims: RefCell::new(HeldClaims::default()),
+            held_checks: HeldChecks::new(config.held_check_bytes_per_s),
         });
         if let Some(mailbox) = mailbox {
             replication.start_service("replication requests", {

@@ -4,10 +4,12 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 use ron_codec::Address;
 use ron_link::counters::FrontCounters;
 use ron_link::dht::{Pull, PullOutcome};
+use ron_shards::scrub::Pacer;
 
 use super::Replication;
 
@@ -26,7 +28,8 @@ impl Replication {
     ///
     /// A holder asks for a copy this node holds only when its audit of it failed, so a
     /// copy held is checked whole first (`Shard::check_object`, which rebuilds what
-    /// parity can); one damaged beyond that is fetched again verified, and removed only
+    /// parity can; one check at a time, paced, and not again soon: `held_checks.rs`);
+    /// one damaged beyond that is fetched again verified, and removed only
     /// once its replacement is staged: a fetch that fails (no other copy, the sources
     /// unreachable) leaves it, serving its good groups. A copy held is never refused for
     /// the disk floor.
@@ -40,7 +43,7 @@ impl Replication {
             return PullOutcome::Failed("blocked by this node's denylist".into());
         }
         let replacing = match self.shard.keep_if_stored(&addr).await {
-            Ok(true) if self.copy_is_whole(&addr).await => return PullOutcome::Held,
+            Ok(true) if self.held_copy_is_whole(&addr).await => return PullOutcome::Held,
             Ok(held) => held,
             Err(e) => return PullOutcome::Failed(e.to_string()),
         };
@@ -83,8 +86,8 @@ impl Replication {
     /// is about to be replaced. Bad blocks that rebuild but were not written back (a full
     /// or read-only disk, a parity checksum) leave the copy whole: replacing it would
     /// cost a fetch for nothing.
-    pub(super) async fn copy_is_whole(&self, addr: &Address) -> bool {
-        match self.shard.check_object(addr).await {
+    pub(super) async fn copy_is_whole(&self, addr: &Address, pacer: Option<&mut Pacer>) -> bool {
+        match self.shard.check_object_paced(addr, pacer).await {
             Ok(check) if check.is_whole() => {
                 if check.unrepairable_blocks() > 0 {
                     let bad = check.unrepairable_blocks();
@@ -102,6 +105,20 @@ impl Replication {
                 false
             }
         }
+    }
+
+    /// Whether a copy held that another node asked this shard to hold reads back whole:
+    /// remembered when it did lately, else checked in its turn at the shard's pace.
+    async fn held_copy_is_whole(&self, addr: &Address) -> bool {
+        if self.held_checks.whole_recently(addr, Instant::now()) {
+            return true;
+        }
+        let check = |mut pacer: Option<Pacer>| async move {
+            FrontCounters::add(&self.counters.replica_held_checks, 1);
+            let whole = self.copy_is_whole(addr, pacer.as_mut()).await;
+            (whole, pacer)
+        };
+        self.held_checks.run(*addr, check).await
     }
 
     /// One copy the DHT thread handed this shard, in a task of its own (counted in

@@ -87,7 +87,7 @@ impl Replication {
             }
             missing.push(holder.node_id.clone());
         }
-        if !self.copy_is_whole(&addr).await {
+        if !self.copy_is_whole(&addr, None).await {
             return Checked::Gone;
         }
         match self.shard.keep_if_stored(&addr).await {

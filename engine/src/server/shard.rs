@@ -315,6 +315,9 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
             sweep_every: (config.replication_interval_ms > 0)
                 .then(|| Duration::from_millis(config.replication_interval_ms)),
             disk_floor: DiskFloor::new(&config.data_dirs, config.copies_disk_free_percent_min),
+            held_check_bytes_per_s: config
+                .replication_bytes_per_s
+                .div_ceil(u64::from(start.routing.shard_count())),
         };
         let counters = Arc::clone(&start.counters.front);
         let mailbox = start.replication_mailbox.take();

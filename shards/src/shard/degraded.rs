@@ -251,6 +251,16 @@ impl Shard {
     /// repair`), and rebuilds and writes back what its parity can rebuild. On the
     /// object's owner only: another shard answers `Mesh`.
     pub async fn check_object(&self, addr: &Address) -> Result<ObjectCheck, ShardError> {
+        self.check_object_paced(addr, None).await
+    }
+
+    /// [`Shard::check_object`], its reads at `pacer`'s pace when one is given (a check a
+    /// peer asked for, which it must not be able to make the disk's whole work).
+    pub async fn check_object_paced(
+        &self,
+        addr: &Address,
+        pacer: Option<&mut scrub::Pacer>,
+    ) -> Result<ObjectCheck, ShardError> {
         let store = self.local_store(addr)?;
         // Waits out a scrub, a repair or an eviction of the object, as they wait for each
         // other: a rebuild written back while an eviction unlinks the files would make
@@ -263,7 +273,7 @@ impl Shard {
                 .await?
                 .ok_or(ShardError::NotFound { addr: *addr })?,
         };
-        let check = scrub::check_object(&self.files, &self.codes, store, &meta, None).await;
+        let check = scrub::check_object(&self.files, &self.codes, store, &meta, pacer).await;
         self.files.forget(addr, store.dir_count());
         StorageCounters::add(&self.metrics.ec_repair_bytes, check.repaired_bytes);
         Ok(check)

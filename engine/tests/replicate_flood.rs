@@ -1,0 +1,138 @@
+//! A peer asking this node again and again to hold a copy it holds already: each ask of
+//! a copy held reads it back whole, so asks are what a peer could spend this node's disk
+//! on. One request naming an address 256 times is one ask; asks of a copy held are
+//! checked one at a time per shard, at the pace of placement copies, and a copy found
+//! whole is answered `held` without another read for a while. Before, one request of
+//! 256 duplicates became 64 whole reads of the object, unpaced, and each further
+//! request as many more. A ron node and a libp2p peer of the test's own (rust-libp2p's
+//! request-response over TCP, noise and yamux, as ron's), on loopback.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::Multiaddr;
+use ron_codec::Address;
+use ron_dht::replicate::{self, ReplicateCodec, ReplicateRequest, REPLICATE_KEYS_MAX};
+use ron_link::dht::CopyOutcome;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A libp2p peer of the test's own dials `node` and sends it `requests`, all at once;
+/// returns each one's outcomes once every request is answered.
+fn ask(node: SocketAddr, requests: Vec<ReplicateRequest>) -> Vec<Vec<CopyOutcome>> {
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+                .with_tokio()
+                .with_tcp(
+                    libp2p::tcp::Config::default().nodelay(true),
+                    libp2p::noise::Config::new,
+                    libp2p::yamux::Config::default,
+                )
+                .unwrap()
+                .with_behaviour(|_| {
+                    request_response::Behaviour::with_codec(
+                        ReplicateCodec::default(),
+                        [(replicate::PROTOCOL, ProtocolSupport::Outbound)],
+                        request_response::Config::default()
+                            .with_request_timeout(WAIT)
+                            .with_max_concurrent_streams(64),
+                    )
+                })
+                .unwrap()
+                .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
+                .build();
+            let target = Multiaddr::empty()
+                .with(Protocol::from(node.ip()))
+                .with(Protocol::Tcp(node.port()));
+            swarm.dial(target).unwrap();
+            let mut pending = Some(requests);
+            let mut ids = Vec::new();
+            let mut answers = Vec::new();
+            let end = tokio::time::sleep(WAIT);
+            tokio::pin!(end);
+            loop {
+                let event = tokio::select! {
+                    event = swarm.select_next_some() => event,
+                    _ = &mut end => return,
+                };
+                match event {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                        for request in pending.take().into_iter().flatten() {
+                            ids.push(swarm.behaviour_mut().send_request(&peer_id, request));
+                        }
+                    }
+                    SwarmEvent::Behaviour(request_response::Event::Message {
+                        message:
+                            request_response::Message::Response {
+                                request_id,
+                                response,
+                            },
+                        ..
+                    }) => answers.push((request_id, response.outcomes)),
+                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                        error,
+                        ..
+                    }) => panic!("a request failed: {error}"),
+                    _ => continue,
+                }
+                if !ids.is_empty() && answers.len() == ids.len() {
+                    let in_order = ids
+                        .iter()
+                        .map(|id| answers.iter().find(|(a, _)| a == id).unwrap().1.clone())
+                        .collect();
+                    let _ = done_tx.send(in_order);
+                    return;
+                }
+            }
+        });
+    });
+    done.recv_timeout(WAIT + Duration::from_secs(5))
+        .expect("the node answered every request")
+}
+
+#[test]
+fn asks_to_hold_a_copy_held_read_it_back_once_in_a_while() {
+    let p2p = free_port();
+    let listen = format!("127.0.0.1:{p2p}");
+    let n = Node::start(
+        &temp_dir("replicate-flood"),
+        &["--shards", "1", "--p2p", &listen],
+    );
+    let data = bytes(90, 4 << 20);
+    let addr = upload(&n, &data);
+    let request = |times: usize| ReplicateRequest {
+        oap_port: 9,
+        addrs: vec![*addr.as_bytes(); times],
+    };
+    // One request naming it 256 times, and 16 more naming it once each, all at once.
+    let mut requests = vec![request(REPLICATE_KEYS_MAX)];
+    requests.extend((0..16).map(|_| request(1)));
+    let answers = ask(SocketAddr::from(([127, 0, 0, 1], p2p)), requests);
+    assert_eq!(answers[0].len(), REPLICATE_KEYS_MAX);
+    assert_eq!(answers[0][0], CopyOutcome::Held, "{:?}", &answers[0][..4]);
+    assert!(
+        answers[0][1..].iter().all(|o| *o == CopyOutcome::Failed),
+        "an address asked for again in one request is not another copy: {:?}",
+        &answers[0][..4]
+    );
+    for answer in &answers[1..] {
+        assert_eq!(answer, &[CopyOutcome::Held]);
+    }
+    let checks = metric(n.admin, "ron_replication_held_checks_total");
+    assert_eq!(checks, 1, "the held copy read back whole {checks} times");
+    assert!(holds(&n, &Address::of(&data)));
+}
