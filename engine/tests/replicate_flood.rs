@@ -136,3 +136,53 @@ fn asks_to_hold_a_copy_held_read_it_back_once_in_a_while() {
     assert_eq!(checks, 1, "the held copy read back whole {checks} times");
     assert!(holds(&n, &Address::of(&data)));
 }
+
+/// Below the disk floor, a peer's ask does not make a read-through copy held here kept:
+/// kept, it could never be evicted, so a client's GET and one request pinned any object
+/// the node could fetch, floor or not. It is answered `no_room`, as a copy not held is,
+/// and stays evictable.
+#[test]
+fn below_the_floor_an_ask_does_not_pin_a_read_through_copy() {
+    let origin = Node::start(&temp_dir("replicate-pin-origin"), &["--shards", "1"]);
+    let data = bytes(91, 300_000);
+    let addr = upload(&origin, &data);
+    let p2p = free_port();
+    let listen = format!("127.0.0.1:{p2p}");
+    let origin_url = format!("http://{}", origin.http);
+    let n = Node::start(
+        &temp_dir("replicate-pin"),
+        &[
+            "--shards",
+            "1",
+            "--p2p",
+            &listen,
+            "--origin",
+            &origin_url,
+            "--copies-disk-free-percent-min",
+            "100",
+        ],
+    );
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert!(
+        r.status == 200 && r.body == data,
+        "read through: {}",
+        r.status
+    );
+    let stored = std::time::Instant::now();
+    while metric(n.admin, "ron_fetched_objects") != 1 {
+        assert!(stored.elapsed() < WAIT, "the read-through copy stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let asked = ReplicateRequest {
+        oap_port: 9,
+        addrs: vec![*addr.as_bytes()],
+    };
+    let answers = ask(SocketAddr::from(([127, 0, 0, 1], p2p)), vec![asked]);
+    assert_eq!(answers[0], [CopyOutcome::NoRoom]);
+    assert_eq!(
+        metric(n.admin, "ron_fetched_objects"),
+        1,
+        "still an evictable copy"
+    );
+    assert_eq!(metric(n.admin, "ron_replication_pulls_no_room_total"), 1);
+}

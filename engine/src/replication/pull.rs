@@ -31,8 +31,8 @@ impl Replication {
     /// parity can; one check at a time, paced, and not again soon: `held_checks.rs`);
     /// one damaged beyond that is fetched again verified, and removed only
     /// once its replacement is staged: a fetch that fails (no other copy, the sources
-    /// unreachable) leaves it, serving its good groups. A copy held is never refused for
-    /// the disk floor.
+    /// unreachable) leaves it, serving its good groups. A copy held kept is never
+    /// refused for the disk floor; an evictable one is, as a copy not held.
     pub async fn pull(
         &self,
         addr: Address,
@@ -42,18 +42,25 @@ impl Replication {
         if self.blocked.blocks(&addr) {
             return PullOutcome::Failed("blocked by this node's denylist".into());
         }
+        // Below the floor no copy becomes kept that is not kept already: neither one
+        // fetched nor a read-through copy held here (made kept, it could never be
+        // evicted: a client's GET and one request pinned any object, floor or not).
+        match self.shard.is_kept(&addr).await {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Err(below) = self.disk_floor.check().await {
+                    FrontCounters::add(&self.counters.replica_pulls_no_room, 1);
+                    tracing::warn!(obj = %addr, "a copy asked for is refused: {below}");
+                    return PullOutcome::NoRoom(below.to_string());
+                }
+            }
+            Err(e) => return PullOutcome::Failed(e.to_string()),
+        }
         let replacing = match self.shard.keep_if_stored(&addr).await {
             Ok(true) if self.held_copy_is_whole(&addr).await => return PullOutcome::Held,
             Ok(held) => held,
             Err(e) => return PullOutcome::Failed(e.to_string()),
         };
-        if !replacing {
-            if let Err(below) = self.disk_floor.check().await {
-                FrontCounters::add(&self.counters.replica_pulls_no_room, 1);
-                tracing::warn!(obj = %addr, "a copy asked for is refused: {below}");
-                return PullOutcome::NoRoom(below.to_string());
-            }
-        }
         let flight = match self
             .read_through
             .join_copy(addr, source, source_only, replacing)
