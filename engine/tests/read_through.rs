@@ -219,6 +219,29 @@ fn network_flags(p2p: &[u16], i: usize, base: &[&str], front: Option<&TcpListene
     f
 }
 
+/// [`network_flags`] of a one-shard node in `zone` keeping one copy per object, hedging
+/// after 300 ms, with `extra` flags.
+fn zoned_flags(
+    p2p: &[u16],
+    i: usize,
+    zone: &str,
+    front: Option<&TcpListener>,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut base = vec![
+        "--shards",
+        "1",
+        "--fetch-hedge-ms",
+        "300",
+        "--replicas",
+        "1",
+    ];
+    base.extend_from_slice(extra);
+    let mut f = network_flags(p2p, i, &base, front);
+    f.extend(["--zone".into(), zone.into()]);
+    f
+}
+
 fn start_with(name: &str, flags: &[String]) -> Node {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Node::start(&temp_dir(name), &flags)
@@ -393,19 +416,8 @@ fn a_provider_lying_about_the_length_is_not_believed() {
 fn a_provider_slow_after_its_first_group_is_replaced_by_a_queued_one() {
     let p2p: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let slow_front = TcpListener::bind("127.0.0.1:0").unwrap();
-    let flags = |i: usize, zone: &str, front: Option<&TcpListener>| {
-        let base = [
-            "--shards",
-            "1",
-            "--fetch-hedge-ms",
-            "300",
-            "--replicas",
-            "1",
-        ];
-        let mut f = network_flags(&p2p, i, &base, front);
-        f.extend(["--zone".into(), zone.into()]);
-        f
-    };
+    let flags =
+        |i: usize, zone: &str, front: Option<&TcpListener>| zoned_flags(&p2p, i, zone, front, &[]);
     let start = |name: &str, f: Vec<String>| start_with(name, &f);
     let mut slow = start("rt-slow-provider", flags(0, "near", Some(&slow_front)));
     let mut fast = start("rt-fast-provider", flags(1, "far", None));
@@ -1183,19 +1195,7 @@ fn silent_providers_ahead_in_the_list_do_not_keep_an_honest_one_from_being_asked
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
     let flags = |i: usize, zone: &str, front: Option<&TcpListener>| {
-        let base = [
-            "--shards",
-            "1",
-            "--fetch-hedge-ms",
-            "300",
-            "--fetch-timeout-ms",
-            "3000",
-            "--replicas",
-            "1",
-        ];
-        let mut f = network_flags(&p2p, i, &base, front);
-        f.extend(["--zone".into(), zone.into()]);
-        f
+        zoned_flags(&p2p, i, zone, front, &["--fetch-timeout-ms", "3000"])
     };
     let mut silent: Vec<Node> = (0..2)
         .map(|i| {
