@@ -187,11 +187,16 @@ fn serve(
 
 /// A test origin serving `files`, and an edge (one shard) reading through from it.
 fn origin_and_edge(files: Files, edge_name: &str) -> (TestOrigin, Node) {
+    origin_and_edge_with(files, edge_name, &[])
+}
+
+/// [`origin_and_edge`], the edge started with `extra` flags too.
+fn origin_and_edge_with(files: Files, edge_name: &str, extra: &[&str]) -> (TestOrigin, Node) {
     let origin = TestOrigin::start(files);
-    let edge = Node::start(
-        &temp_dir(edge_name),
-        &["--shards", "1", "--origin", &origin.url()],
-    );
+    let url = origin.url();
+    let mut flags = vec!["--shards", "1", "--origin", &url];
+    flags.extend_from_slice(extra);
+    let edge = Node::start(&temp_dir(edge_name), &flags);
     (origin, edge)
 }
 
@@ -412,12 +417,14 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
     let path = format!("/o/{addr}");
 
     // One flipped byte in group 12, with the true outboard: groups 0..12 stream, then
-    // the answer is cut; nothing is stored, and the next request asks again.
+    // the answer is cut; nothing is stored. A request within `fetch_miss_ms` is answered
+    // as the origin answered (502), without asking it again — before, each request
+    // downloaded the object again to the same end — and the next one after asks again.
     // (Paced, so the client has read the good groups before the edge resets the
     // connection: a reset drops what the client has not read yet.)
     let mut rotten = data.clone();
     rotten[12 * GROUP + 5000] ^= 0x40;
-    let (origin, edge) = origin_and_edge(
+    let (origin, edge) = origin_and_edge_with(
         Files {
             path: path.clone(),
             body: rotten,
@@ -427,6 +434,7 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
             early_hints: false,
         },
         "obao-rotten-edge",
+        &["--fetch-miss-ms", "1500"],
     );
     let (mut s, head, mut body) = open_get(edge.http, &path);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -441,6 +449,15 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
     let failed = "ron_fetch_failures_total{reason=\"bad_group\"}";
     assert_eq!(gauge(edge.admin, failed), Some(1.0));
     let requests = origin.requests.load(Ordering::Relaxed);
+    let remembered = get(edge.http, &path).unwrap();
+    assert_eq!(remembered.status, 502, "{remembered:?}");
+    assert_eq!(
+        origin.requests.load(Ordering::Relaxed),
+        requests,
+        "not asked again within fetch_miss_ms"
+    );
+    assert_eq!(metric(edge.admin, "ron_fetch_misses_remembered_total"), 1);
+    std::thread::sleep(Duration::from_millis(1600));
     if let Ok(again) = get(edge.http, &path) {
         assert!(
             again.body.len() < data.len() || again.status != 200,

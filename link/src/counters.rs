@@ -182,7 +182,7 @@ declare_counters! {
             "Read-through upstream attempts that failed, by reason (a fetch may go on from the next provider).",
         /// Read-through requests answered from a remembered "no such object".
         fetch_misses_remembered: AtomicU64 => Counter "ron_fetch_misses_remembered_total", Sum,
-            "Read-through requests answered 404 from an origin's 404 remembered for fetch_miss_ms, without asking it again.",
+            "Read-through requests answered from an origin's answer remembered for fetch_miss_ms (its 404, or bytes that did not hash to the address), without asking it again.",
         /// Second providers asked because the first was slow to its first group.
         fetch_hedges: AtomicU64 => Counter "ron_fetch_hedges_total", Sum,
             "Second providers asked because the first was slow to its first verified group.",

@@ -451,7 +451,7 @@ pub const KEYS: &[Key] = &[
         flag: "fetch-miss-ms",
         value: "N",
         default: Some("5000"),
-        help: "read-through: how long an origin's 404 is remembered and answered 404 without asking again; 0 = never",
+        help: "read-through: how long an origin's 404, or its bytes that did not hash to the address, are remembered and answered so without asking again; 0 = never",
         apply: |c, v| set(&mut c.fetch_miss_ms, num, v),
     },
     Key {

@@ -118,7 +118,8 @@ pub struct FetchConfig {
     pub rate_min_bytes_per_s: u64,
     /// Ask a second provider when the first has sent no verified group by then.
     pub hedge_after: Duration,
-    /// How long an origin's 404 is remembered (zero: not at all).
+    /// How long an origin's 404, or its bytes that did not hash to the address, are
+    /// remembered (zero: not at all).
     pub miss_remembered: Duration,
     /// Largest object fetched (the node's object limit).
     pub object_bytes_max: u64,
@@ -352,9 +353,9 @@ impl ReadThrough {
         }
         let started = Instant::now();
         let fetched = match self.remembered_miss(&flight, started) {
-            // Answered from the origin's earlier 404: remembered until then, not again.
+            // Answered as the origin answered before: remembered until then, not again.
             Some(failure) => Some(Err(failure)),
-            None => self.fetch_remembering_a_miss(&flight).await,
+            None => self.stop.unless_stopped(self.fetch(&flight)).await,
         };
         let outcome = match fetched {
             Some(Ok(())) => {
@@ -375,16 +376,12 @@ impl ReadThrough {
         flight.finish(outcome);
     }
 
-    /// Fetches `flight`'s object; an origin's 404 is remembered for `fetch_miss_ms` from
-    /// when it was said, whatever asks for the object meanwhile.
-    async fn fetch_remembering_a_miss(&self, flight: &Flight) -> Option<Result<(), Failure>> {
-        let fetched = self.stop.unless_stopped(self.fetch(flight)).await;
-        if let Some(Err(Failure::NotFound { .. })) = &fetched {
-            let now = Instant::now();
-            let until = now + self.config.miss_remembered;
-            self.misses.borrow_mut().remember(flight.addr, until, now);
-        }
-        fetched
+    /// Remembers how the origin failed `addr` for `fetch_miss_ms` from now, whatever
+    /// asks for the object meanwhile (`misses.rs`).
+    fn remember_origin_failure(&self, addr: Address, failure: &Failure) {
+        let now = Instant::now();
+        let until = now + self.config.miss_remembered;
+        (self.misses.borrow_mut()).remember(addr, failure.clone(), until, now);
     }
 
     /// Whether `flight` is a placement copy of an object committed between its pull's
@@ -394,20 +391,16 @@ impl ReadThrough {
         flight.keep.get() && matches!(self.shard.keep_if_stored(&flight.addr).await, Ok(true))
     }
 
-    /// The origin's 404 for `flight`'s object, when it is remembered still. A copy
+    /// How the origin failed `flight`'s object, when that is remembered still. A copy
     /// another node asks for (a flight with a source) asks its source regardless.
     fn remembered_miss(&self, flight: &Flight, now: Instant) -> Option<Failure> {
         if flight.source.is_some() {
             return None;
         }
-        let upstream = self.origin.as_ref()?;
-        if !self.misses.borrow().remembers(&flight.addr, now) {
-            return None;
-        }
+        self.origin.as_ref()?;
+        let failure = self.misses.borrow().remembered(&flight.addr, now)?;
         FrontCounters::add(&self.metrics().fetch_misses_remembered, 1);
-        Some(Failure::NotFound {
-            upstream: Rc::from(upstream.url.as_str()),
-        })
+        Some(failure)
     }
 
     async fn fetch(&self, flight: &Flight) -> Result<(), Failure> {
@@ -448,9 +441,20 @@ impl ReadThrough {
             // answer (404), not an upstream failure (502).
             Err(e) if e.reason == FetchFailure::NotFound => {
                 attempts.note(self.metrics(), flight.addr, e);
-                Err(Failure::NotFound {
+                let failure = Failure::NotFound {
                     upstream: Rc::from(origin.url.as_str()),
-                })
+                };
+                self.remember_origin_failure(flight.addr, &failure);
+                Err(failure)
+            }
+            // Its bytes hashed to something else, or it claimed more than this node
+            // takes: asked again at once, it answers the same, at the cost of the whole
+            // download each time.
+            Err(e) if matches!(e.reason, FetchFailure::BadGroup | FetchFailure::TooLarge) => {
+                attempts.note(self.metrics(), flight.addr, e);
+                let failure = attempts.failure(&self.config, false);
+                self.remember_origin_failure(flight.addr, &failure);
+                Err(failure)
             }
             Err(e) => {
                 attempts.note(self.metrics(), flight.addr, e);
