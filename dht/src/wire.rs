@@ -8,7 +8,12 @@
 //! held against one node-wide [`ReadBudget`] ([`MESSAGES_READING_BYTES_MAX`]): a peer
 //! that opens many streams and trickles each (up to 64 per connection and protocol,
 //! 512 connections) fails its streams once the budget is spent, instead of holding up
-//! to 64 × 512 KiB per connection until each stream's timeout. (What yamux holds below
+//! to 64 × 512 KiB per connection until each stream's timeout. Once its first byte has
+//! come, a message must be whole within [`MESSAGE_READ_GRACE`] plus its length at
+//! [`MESSAGE_READ_BYTES_PER_S_MIN`]: a stream trickling a message held its share of
+//! the budget until the protocol's request timeout (10 s, 75 s for `/ron/replicate/1`),
+//! so one host's streams could hold the whole budget for ~6 MiB/s of sends, and every
+//! other peer's greeting and copy request was refused meanwhile. (What yamux holds below
 //! it, a stream's data not yet read, the budget does not see: docs/design/dht.md,
 //! "Message buffers".)
 
@@ -24,6 +29,12 @@ use libp2p::StreamProtocol;
 pub const MESSAGES_READING_BYTES_MAX: usize = 64 << 20;
 /// Bytes read from a stream at a time.
 const READ_CHUNK_BYTES: usize = 16 << 10;
+/// A message's time to be whole from its first byte, beside its length at
+/// [`MESSAGE_READ_BYTES_PER_S_MIN`]. Not from the stream's start: a response may
+/// rightly come a minute after its request (a replicate answer waits on the pulls).
+pub const MESSAGE_READ_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The slowest a message's bytes may come once it has begun.
+pub const MESSAGE_READ_BYTES_PER_S_MIN: u64 = 256 << 10;
 
 /// A message of `protocol` that is not what it says it is: it fails the stream.
 pub(crate) fn invalid(protocol: &str, what: &str) -> io::Error {
@@ -95,8 +106,19 @@ pub(crate) async fn read_message<T: AsyncRead + Unpin + Send>(
     let mut message = Vec::new();
     let mut held = budget.hold();
     let mut chunk = vec![0u8; READ_CHUNK_BYTES.min(bytes_max + 1)];
+    let mut began: Option<tokio::time::Instant> = None;
     loop {
-        let read = io.read(&mut chunk).await?;
+        let read = match began {
+            None => io.read(&mut chunk).await?,
+            Some(began) => {
+                let due = whole_by(began, message.len() + chunk.len());
+                match tokio::time::timeout_at(due, io.read(&mut chunk)).await {
+                    Ok(read) => read?,
+                    Err(_) => return Err(too_slow(protocol)),
+                }
+            }
+        };
+        began.get_or_insert_with(tokio::time::Instant::now);
         if read == 0 {
             return Ok(message);
         }
@@ -112,6 +134,23 @@ pub(crate) async fn read_message<T: AsyncRead + Unpin + Send>(
         message.reserve_exact(read);
         message.extend_from_slice(&chunk[..read]);
     }
+}
+
+/// When a message begun at `began` must have its first `bytes` bytes.
+fn whole_by(began: tokio::time::Instant, bytes: usize) -> tokio::time::Instant {
+    let allowed_ms = bytes as u64 * 1_000 / MESSAGE_READ_BYTES_PER_S_MIN;
+    began + MESSAGE_READ_GRACE + std::time::Duration::from_millis(allowed_ms)
+}
+
+fn too_slow(protocol: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "{protocol}: a message not whole within {} ms of its first byte, at {} bytes/s",
+            MESSAGE_READ_GRACE.as_millis(),
+            MESSAGE_READ_BYTES_PER_S_MIN
+        ),
+    )
 }
 
 /// Writes `message` and closes the stream's sending side (the end of the message).
@@ -246,8 +285,15 @@ mod tests {
         }
     }
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
     fn read(bytes: &[u8], max: usize, budget: &ReadBudget) -> io::Result<Vec<u8>> {
-        futures::executor::block_on(read_message(&mut Cursor::new(bytes), max, "/t/1", budget))
+        runtime().block_on(read_message(&mut Cursor::new(bytes), max, "/t/1", budget))
     }
 
     #[test]
@@ -270,6 +316,8 @@ mod tests {
         let mut stalled = Trickle {
             bytes: vec![7; 40_000],
         };
+        let rt = runtime();
+        let _in_runtime = rt.enter();
         let mut reading = Box::pin(read_message(&mut stalled, 100_000, "/t/1", &budget));
         assert!((&mut reading).now_or_never().is_none());
         assert_eq!(budget.left(), 10_000);
@@ -285,5 +333,30 @@ mod tests {
         drop(reading);
         assert_eq!(budget.left(), 50_000);
         assert_eq!(read(&[1; 20_000], 100_000, &budget).unwrap().len(), 20_000);
+    }
+
+    #[test]
+    fn a_message_begun_and_not_finished_in_time_is_cut_and_its_bytes_come_back() {
+        let budget = ReadBudget::new(1 << 20);
+        let rt = runtime();
+        let begun = std::time::Instant::now();
+        let outcome = rt.block_on(async {
+            let mut stalled = Trickle {
+                bytes: vec![7; 40_000],
+            };
+            let reading = read_message(&mut stalled, 100_000, "/t/1", &budget);
+            tokio::time::timeout(MESSAGE_READ_GRACE * 3, reading).await
+        });
+        let took = begun.elapsed();
+        let err = outcome
+            .expect("cut before the test's own timeout")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/t/1: a message not whole within 2000 ms of its first byte, at 262144 bytes/s"
+        );
+        assert!(took >= MESSAGE_READ_GRACE, "{took:?}");
+        assert!(took < MESSAGE_READ_GRACE * 2, "{took:?}");
+        assert_eq!(budget.left(), 1 << 20, "its bytes given back");
     }
 }
