@@ -751,12 +751,18 @@ enum Trickle {
     Body,
 }
 
+/// A test origin's listener on loopback, its URL, and a count of the connections it
+/// takes (the origin counts them).
+fn origin_listener() -> (TcpListener, String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (listener, url, Arc::new(AtomicU64::new(0)))
+}
+
 /// An origin that takes one connection at a time and trickles `what` at a byte every
 /// 200 ms, for 20 s at most; counts the connections it took.
 fn trickling_origin(what: Trickle) -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let taken = Arc::new(AtomicU64::new(0));
+    let (listener, url, taken) = origin_listener();
     let counted = Arc::clone(&taken);
     std::thread::spawn(move || {
         let ends = Instant::now() + Duration::from_secs(20);
@@ -1067,16 +1073,12 @@ fn an_origins_overlong_content_type_is_dropped_and_the_shard_goes_on() {
 }
 
 /// An origin that answers the object (no outboard: a 404 for it) as 4 MiB, then sends
-/// 64 KiB at once every `every`, for 70 s at most; counts the connections it took.
-fn bursting_origin(every: Duration) -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let taken = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&taken);
+/// 64 KiB at once every `every`, for 70 s at most, a thread per connection.
+fn bursting_origin(every: Duration) -> String {
+    let (listener, url, _) = origin_listener();
     std::thread::spawn(move || {
         let ends = Instant::now() + Duration::from_secs(70);
         for mut c in listener.incoming().flatten() {
-            counted.fetch_add(1, Ordering::Relaxed);
             std::thread::spawn(move || {
                 let mut request = [0u8; 4096];
                 let _ = c.read(&mut request);
@@ -1094,7 +1096,7 @@ fn bursting_origin(every: Duration) -> (String, Arc<AtomicU64>) {
             });
         }
     });
-    (url, taken)
+    url
 }
 
 /// An upstream that sends each 64 KiB just within the stall timeout is given up once it
@@ -1105,7 +1107,7 @@ fn bursting_origin(every: Duration) -> (String, Arc<AtomicU64>) {
 /// 4 MiB object here for a minute).
 #[test]
 fn an_upstream_below_the_minimum_rate_is_given_up() {
-    let (url, _) = bursting_origin(Duration::from_millis(900));
+    let url = bursting_origin(Duration::from_millis(900));
     let mut edge = Node::start(
         &temp_dir("rt-origin-slow"),
         &[
