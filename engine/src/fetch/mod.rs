@@ -381,7 +381,8 @@ impl ReadThrough {
     fn remember_origin_failure(&self, addr: Address, failure: &Failure) {
         let now = Instant::now();
         let until = now + self.config.miss_remembered;
-        (self.misses.borrow_mut()).remember(addr, failure.clone(), until, now);
+        let mut misses = self.misses.borrow_mut();
+        misses.remember(addr, failure.clone(), until, now);
     }
 
     /// Whether `flight` is a placement copy of an object committed between its pull's
