@@ -82,7 +82,7 @@ const fn front(family: Family<FrontSnapshot>) -> Row {
 /// name, type, help and labels are declared with them, `ron_link::counters`), the rest
 /// here.
 #[rustfmt::skip]
-const FAMILIES: [Row; 81] = [
+const FAMILIES: [Row; 83] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -151,6 +151,8 @@ const FAMILIES: [Row; 81] = [
     storage(STORAGE.bytes_stored),
     storage(STORAGE.cache_bytes),
     storage(STORAGE.cache_entries),
+    storage(STORAGE.read_ahead_bytes),
+    storage(STORAGE.read_ahead_refused),
     front(FRONT.connections_open),
     family("ron_shard_requests_total", Counter, "Requests answered by each shard.", Series::PerShard(|s| s.requests.total())),
     front(FRONT.ready),

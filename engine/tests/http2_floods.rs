@@ -671,3 +671,41 @@ fn streams_reset_while_they_wait_are_bounded_per_connection() {
     }
     bystander.finish("resets of waiting streams");
 }
+
+/// What streams hold of their shard's read-ahead budget shows as `ron_read_ahead_bytes`:
+/// streams parked on closed windows hold the batches read ahead for them until they end,
+/// and give them back with their connection. (Held by stalled clients, the budget leaves
+/// other cold reads going one group at a time, counted in
+/// `ron_read_ahead_refused_total`; no metric showed either before.)
+#[test]
+fn read_ahead_held_by_parked_streams_is_shown_and_given_back() {
+    let n = tls_node("h2-read-ahead", &["--shards", "1"]);
+    let big = upload(&n.node, &bytes(8, 4 << 20));
+    let block = get_block(&format!("/o/{big}"));
+    let mut raw = RawH2::connect(&n, &[(0x4, 0)]);
+    let mut frames = Vec::new();
+    for i in 0..16u32 {
+        frames.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &block));
+    }
+    raw.send(&frames).unwrap();
+    let held = |n: &TlsNode| gauge(n.node.admin, "ron_read_ahead_bytes").unwrap_or(0.0);
+    let asked = Instant::now();
+    while held(&n) == 0.0 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "no read-ahead shown for 16 parked streams"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(held(&n) <= (256u64 << 20) as f64, "{}", held(&n));
+    drop(raw);
+    let closed = Instant::now();
+    while held(&n) > 0.0 {
+        assert!(
+            closed.elapsed() < Duration::from_secs(5),
+            "{} bytes of read-ahead held 5 s after the streams' connection closed",
+            held(&n)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -60,6 +60,12 @@ declare_counters! {
         /// Groups held by the verified-group cache.
         cache_entries: AtomicU64 => Gauge "ron_cache_entries", Sum,
             "Groups held by the verified-group caches.",
+        /// Bytes of the shard's read-ahead budget streams hold.
+        read_ahead_bytes: AtomicU64 => Gauge "ron_read_ahead_bytes", Sum,
+            "Bytes of read-ahead batches streams hold (each shard's budget is 256 MiB): batches read or being read ahead of what their stream has sent.",
+        /// Read-ahead batches a stream asked for and found the budget held.
+        read_ahead_refused: AtomicU64 => Counter "ron_read_ahead_refused_total", Sum,
+            "Times a stream found its shard's read-ahead budget held and read on one group at a time (slow or stalled clients holding the budget show here).",
         /// Groups served rebuilt from their stripe (their block missing, unreadable or bad).
         ec_degraded_reads: AtomicU64 => Counter "ron_ec_degraded_reads_total", Sum,
             "64 KiB groups served rebuilt from their stripe's other blocks (their own block missing, unreadable or failing its check).",
@@ -366,6 +372,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 32 + 36);
+        assert_eq!(seen.len(), 34 + 36);
     }
 }

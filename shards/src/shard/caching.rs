@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use ron_codec::tree::{group_count, group_len, GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
@@ -45,12 +46,19 @@ enum Checked {
 pub struct ReadAheadPermit {
     held: Rc<Cell<u64>>,
     bytes: u64,
+    metrics: Arc<StorageCounters>,
 }
 
 impl Drop for ReadAheadPermit {
     fn drop(&mut self) {
         self.held.set(self.held.get() - self.bytes);
+        publish_read_ahead(&self.metrics, self.held.get());
     }
+}
+
+fn publish_read_ahead(metrics: &StorageCounters, held: u64) {
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    metrics.read_ahead_bytes.store(held, relaxed);
 }
 
 impl Shard {
@@ -203,12 +211,16 @@ impl Shard {
     /// `None` when it is spent.
     pub fn reserve_read_ahead(&self, bytes: u64) -> Option<ReadAheadPermit> {
         let held = self.read_ahead_bytes.get();
-        (held + bytes <= READ_AHEAD_BYTES_MAX).then(|| {
-            self.read_ahead_bytes.set(held + bytes);
-            ReadAheadPermit {
-                held: Rc::clone(&self.read_ahead_bytes),
-                bytes,
-            }
+        if held + bytes > READ_AHEAD_BYTES_MAX {
+            StorageCounters::add(&self.metrics.read_ahead_refused, 1);
+            return None;
+        }
+        self.read_ahead_bytes.set(held + bytes);
+        publish_read_ahead(&self.metrics, held + bytes);
+        Some(ReadAheadPermit {
+            held: Rc::clone(&self.read_ahead_bytes),
+            bytes,
+            metrics: Arc::clone(&self.metrics),
         })
     }
 
