@@ -395,10 +395,9 @@ impl ReadThrough {
     /// How the origin failed `flight`'s object, when that is remembered still. A copy
     /// another node asks for (a flight with a source) asks its source regardless.
     fn remembered_miss(&self, flight: &Flight, now: Instant) -> Option<Failure> {
-        if flight.source.is_some() {
+        if flight.source.is_some() || self.origin.is_none() {
             return None;
         }
-        self.origin.as_ref()?;
         let failure = self.misses.borrow().remembered(&flight.addr, now)?;
         FrontCounters::add(&self.metrics().fetch_misses_remembered, 1);
         Some(failure)
