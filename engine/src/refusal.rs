@@ -158,6 +158,10 @@ pub enum Refusal {
     },
     #[error("{addr} is not stored here and its upstream delivered nothing verified within {timeout_ms} ms")]
     GatewayTimeout { addr: Address, timeout_ms: u64 },
+    /// The room check refused the length an upstream announced (`ShardError::NoRoom`
+    /// in `detail`, for the operator's log).
+    #[error("{addr} is not stored here and this node has no room to keep a copy ({detail})")]
+    NoRoomForCopy { addr: Address, detail: String },
     #[error("the manifest of bundle {addr} did not arrive whole within {timeout_ms} ms (a slow upstream); try again")]
     ManifestLoadTimeout { addr: Address, timeout_ms: u64 },
     #[error("{addr} is not stored here and the origin {upstream} has no such object")]
@@ -263,6 +267,7 @@ impl Refusal {
             | DataNamesOther { .. } => ErrorCode::BadRequest,
             BadGateway { .. } => ErrorCode::BadGateway,
             GatewayTimeout { .. } | ManifestLoadTimeout { .. } => ErrorCode::GatewayTimeout,
+            NoRoomForCopy { .. } => ErrorCode::InsufficientStorage,
             TooManyFetches { .. } | TooManyClientFetches { .. } => ErrorCode::Overloaded,
             BadCopies { .. } | CopiesOverReplicas { .. } => ErrorCode::BadRequest,
             TooFewCopies { .. } | CopiesUnproven { .. } => ErrorCode::NotReady,
@@ -295,6 +300,9 @@ impl Refusal {
     pub fn write_envelope(&self, corr_id: &str, out: &mut Vec<u8>) {
         // The operator's log has the file and the error; the client needs neither.
         let message = match self.code() {
+            ErrorCode::InsufficientStorage if matches!(self, Refusal::NoRoomForCopy { .. }) => {
+                NO_ROOM_FOR_COPY_MESSAGE.to_string()
+            }
             ErrorCode::InsufficientStorage => STORAGE_FULL_MESSAGE.to_string(),
             _ => self.to_string(),
         };
@@ -325,6 +333,8 @@ impl Refusal {
 
 const STORAGE_FULL_MESSAGE: &str =
     "the node has no space left to store this upload; nothing was stored";
+const NO_ROOM_FOR_COPY_MESSAGE: &str =
+    "the node is not storing this object and has no space left to keep a copy of it";
 
 fn cut_at_char_boundary(text: &str, bytes_max: usize) -> &str {
     let mut cut = text.len().min(bytes_max);

@@ -692,6 +692,110 @@ fn a_full_disk_refuses_uploads_with_507_keeps_serving_reads_and_recovers() {
     n.stop();
 }
 
+/// How an origin's paced body ended: bytes it wrote, and when its next write failed
+/// (`None` while it is still sending).
+#[derive(Debug, Default)]
+struct OriginBody {
+    sent_bytes: u64,
+    cut_after: Option<Duration>,
+}
+
+/// An origin answering every object request (after a 404 for its outboard) with a head
+/// claiming `claimed` bytes, then a body of 64 KiB every 50 ms until a write fails or
+/// 30 s pass; returns its URL and how its last body ended.
+fn claiming_origin(claimed: u64) -> (String, Arc<std::sync::Mutex<OriginBody>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let body = Arc::new(std::sync::Mutex::new(OriginBody::default()));
+    let ended = Arc::clone(&body);
+    std::thread::spawn(move || {
+        let mut c = match listener.incoming().flatten().next() {
+            Some(c) => c,
+            None => return,
+        };
+        let _ = c.read(&mut [0u8; 4096]);
+        let absent = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {claimed}\r\n\r\n");
+        let _ = c
+            .write_all(absent.as_bytes())
+            .and_then(|()| c.write_all(head.as_bytes()));
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if c.write_all(&[b'x'; 65536]).is_err() {
+                ended.lock().unwrap().cut_after = Some(started.elapsed());
+                return;
+            }
+            ended.lock().unwrap().sent_bytes += 65536;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    (url, body)
+}
+
+/// A length announced past what the disk has free is refused 507 from the head, before
+/// a byte of the body: an upload's `Content-Length` (no 100 Continue sent, and without
+/// `Expect` the answer comes while the client has sent nothing more), and an origin's
+/// claim (the reader gets 507 and the origin's body is cut at once). Before, both were
+/// received and written until ENOSPC: the PUT was answered 100 Continue or not at all
+/// until its body came, and the origin's body was read on for as long as it sent.
+#[test]
+#[ignore = "needs root (mounts a small tmpfs): run by scripts/test-all.sh"]
+fn lengths_announced_past_the_free_disk_are_refused_before_their_bytes() {
+    let _alone = alone();
+    let disk = SmallDisk::mount("atk-disk-room", "24m");
+    let (origin, origin_body) = claiming_origin(40 << 20);
+    let mut n = Node::start(
+        &disk.path.join("data"),
+        &["--shards", "1", "--origin", &origin],
+    );
+    for expect in ["", "Expect: 100-continue\r\n"] {
+        let mut s = connect(n.http);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let head = format!(
+            "PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n{expect}\r\n",
+            40 << 20
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let r = read_response(&mut s, &mut Vec::new(), false)
+            .unwrap_or_else(|e| panic!("{expect:?}: no answer to the head alone: {e}"));
+        assert_eq!(r.status, 507, "{expect:?}: {r:?}");
+        assert_eq!(r.json()["code"], "insufficient_storage");
+    }
+    // What fits is taken as before.
+    let fits = bytes(8, 4 << 20);
+    assert_eq!(put_streaming(n.http, &fits).status, 201);
+    let asked = Instant::now();
+    let r = get(
+        n.http,
+        &format!("/o/{}", Address::of(b"claimed by the origin")),
+    )
+    .unwrap();
+    assert_eq!(r.status, 507, "{r:?}");
+    assert_eq!(r.json()["code"], "insufficient_storage");
+    assert!(
+        !r.json()["message"].as_str().unwrap().contains('/'),
+        "the client is not told the node's paths: {}",
+        r.json()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    wait_for("the origin's body cut", Duration::from_secs(10), || {
+        origin_body.lock().unwrap().cut_after.is_some()
+    });
+    let body = origin_body.lock().unwrap();
+    assert!(body.sent_bytes < 1 << 20, "{body:?}");
+    assert_eq!(
+        metric(n.admin, "ron_fetch_failures_total{reason=\"no_room\"}"),
+        1
+    );
+    let tmp: Vec<_> = std::fs::read_dir(n.data_dir.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "temp files left behind: {tmp:?}");
+    n.stop();
+}
+
 #[test]
 fn a_connection_flood_under_a_low_descriptor_limit_waits_in_the_backlog_and_recovers() {
     let _alone = alone();

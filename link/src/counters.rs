@@ -296,6 +296,7 @@ label_enum! {
         TooLarge = "too_large",
         Storage = "storage",
         NotFound = "not_found",
+        NoRoom = "no_room",
     }
 }
 

@@ -243,12 +243,22 @@ impl StripeGeometry {
 
     /// Length of `dir`'s data file of this object: its groups, the last one unpadded.
     /// Zero when the dir holds no data column.
+    /// Counted per stripe, not per group: a room check asks it of objects of any size.
     pub fn data_file_len(&self, dir: DirIndex) -> u64 {
-        (0..self.groups())
-            .map(GroupIndex)
-            .filter(|g| self.data_block_at(*g).dir == dir)
-            .map(|g| self.group_len(g))
-            .sum()
+        let groups = self.groups();
+        let Some(last) = groups.checked_sub(1).map(GroupIndex) else {
+            return 0;
+        };
+        let k = self.params.data;
+        let (per_stripe, _) = self.count_in_dir(0..k, dir, 0);
+        let short_stripe_groups = (groups % u64::from(k)) as u8;
+        let (in_short_stripe, _) = self.count_in_dir(0..short_stripe_groups, dir, 0);
+        let blocks = groups / u64::from(k) * per_stripe + in_short_stripe;
+        let last_short_by = match self.data_block_at(last).dir == dir {
+            true => BLOCK_BYTES - self.group_len(last),
+            false => 0,
+        };
+        blocks * BLOCK_BYTES - last_short_by
     }
 
     /// Length of `dir`'s parity file of this object: full blocks.

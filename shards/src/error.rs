@@ -89,6 +89,13 @@ pub enum ShardError {
     Stopping { shard: u16 },
     #[error("content type of {len} bytes: at most {max} are stored")]
     ContentTypeTooLong { len: usize, max: usize },
+    #[error("data dir {}: an object of {object_len} bytes needs {needed_bytes} bytes on its filesystem, {available_bytes} are free", dir.display())]
+    NoRoom {
+        dir: PathBuf,
+        object_len: u64,
+        needed_bytes: u64,
+        available_bytes: u64,
+    },
 }
 
 fn remote_text(shard: u16, code: ErrorCode, message: &str) -> String {
@@ -127,7 +134,8 @@ impl ShardError {
         }
     }
 
-    /// Whether the failure is a full disk or quota (ENOSPC, EDQUOT) or a full index map:
+    /// Whether the failure is a full disk or quota (ENOSPC, EDQUOT), a full index map, or
+    /// an announced length the disk has no room for:
     /// the upload is refused 507, and the node goes on serving reads.
     pub fn is_out_of_space(&self) -> bool {
         use std::io::ErrorKind::{QuotaExceeded, StorageFull};
@@ -139,6 +147,7 @@ impl ShardError {
                 _ => false,
             },
             ShardError::GroupCommit { source, .. } => source.is_out_of_space(),
+            ShardError::NoRoom { .. } => true,
             _ => false,
         }
     }

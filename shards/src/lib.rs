@@ -37,6 +37,9 @@
 //!   for an object spread over dirs, all in flight at once.
 //! - [`upload`]: an upload in progress (hashed while it is kept in memory, for a small
 //!   object, or written to a temp file) and the [`upload::StagedObject`] it becomes.
+//! - [`free_space`]: the data dirs' free space, sampled on the blocking pool at most
+//!   once a second, and the room check that refuses an announced length (507) before a
+//!   byte of it is received; ENOSPC stays the net under uploads running at once.
 //! - [`commit`]: the group commit (`commit/`: `queue.rs` what it holds, `write.rs` stage
 //!   one, `index.rs` stage two, `mod.rs` the entry and its task), two stages — data (segment appends; staged files
 //!   synced and renamed into the store), then index commits (one LMDB transaction per
@@ -69,7 +72,8 @@
 //!   commit reaches each of its uploads as `ShardError::GroupCommit`.
 //!
 //! Imports point one way: `shard` → `mesh` → `commit` → `upload` → the storage
-//! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `error`);
+//! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `free_space`,
+//! `error`);
 //! `shard` → `scrub` → `repair` → the storage modules and `ec`; `shard` → `evict` →
 //! `commit`, and `scrub` → `evict` for the claims; every module → `ids`, `limits`.
 //! Nothing imports `shard`; the mesh reaches the shard only through the handler it is
@@ -122,6 +126,7 @@ mod disk;
 pub mod ec;
 pub mod error;
 mod evict;
+pub mod free_space;
 pub mod ids;
 pub mod layout;
 pub mod lifecycle;

@@ -31,6 +31,16 @@ pub(super) fn storage_error(e: impl ToString) -> AttemptError {
     }
 }
 
+/// The room check refused the copy before a byte of it was written: no other
+/// upstream would find room either (507).
+pub(super) fn no_room_error(e: impl ToString) -> AttemptError {
+    AttemptError {
+        upstream: "this node's store".into(),
+        reason: FetchFailure::NoRoom,
+        detail: e.to_string(),
+    }
+}
+
 /// One provider being opened, in its own task (dropping it cancels the attempt).
 #[derive(Debug)]
 pub(super) struct Attempt {
@@ -79,6 +89,15 @@ impl Attempts {
         if timed_out || deadline_passed {
             return Failure::TimedOut {
                 timeout_ms: config.timeout.as_millis() as u64,
+            };
+        }
+        if let Some(e) = self
+            .last
+            .as_ref()
+            .filter(|e| e.reason == FetchFailure::NoRoom)
+        {
+            return Failure::NoRoom {
+                detail: Rc::from(e.detail.as_str()),
             };
         }
         let last = match &self.last {

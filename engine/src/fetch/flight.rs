@@ -128,6 +128,8 @@ pub enum Failure {
     /// The origin answered that it has no such object (404), now or within
     /// `fetch_miss_ms` before.
     NotFound { upstream: Rc<str> },
+    /// The data dirs have no room for the length the upstream announced (507).
+    NoRoom { detail: Rc<str> },
 }
 
 impl Failure {
@@ -155,6 +157,10 @@ impl Failure {
             Failure::NotFound { upstream } => Refusal::UpstreamNotFound {
                 addr,
                 upstream: upstream.to_string(),
+            },
+            Failure::NoRoom { detail } => Refusal::NoRoomForCopy {
+                addr,
+                detail: detail.to_string(),
             },
         }
     }

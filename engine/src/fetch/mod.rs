@@ -73,7 +73,7 @@ use ron_shards::scrub::Pacer;
 use ron_shards::{CommitOutcome, Shard};
 
 pub use attempts::AttemptError;
-use attempts::{first_done, storage_error, Attempt, Attempts};
+use attempts::{first_done, no_room_error, storage_error, Attempt, Attempts};
 pub use flight::{Failure, Flight, GroupAt, Outcome};
 use misses::Misses;
 pub use origin::Origin;
@@ -530,9 +530,17 @@ impl ReadThrough {
             group_count(total_len)
         };
         // A placement copy is kept, and may be packed; a read-through copy is evictable.
-        let mut upload = match flight.keep.get() {
+        let begun = match flight.keep.get() {
             true => self.shard.begin_upload(Some(total_len)),
             false => self.shard.begin_fetched_copy(Some(total_len)),
+        };
+        let mut upload = match begun {
+            Ok(upload) => upload,
+            Err(no_room) => {
+                // No other source would find room either.
+                attempts.note(self.metrics(), addr, no_room_error(no_room));
+                return Err(Streamed::Partly);
+            }
         };
         let mut next = 0;
         let mut switches_left = SLOW_SWITCHES_MAX;

@@ -263,7 +263,9 @@ impl Origin {
             }
         };
         let head = self.object_head(&mut conn, len_max).await?;
-        let mut upload = shard.begin_fetched_copy(Some(head.len));
+        let mut upload = shard
+            .begin_fetched_copy(Some(head.len))
+            .map_err(|e| self.error(FetchFailure::NoRoom, e))?;
         let received = match tree.filter(|t| t.object_len() == head.len) {
             Some(tree) => {
                 FrontCounters::add(&metrics.fetch_origin_streamed, 1);

@@ -538,7 +538,7 @@ mod tests {
             let data: Vec<u8> = (0..40 * group)
                 .map(|i| ((i % 251) ^ (i / group)) as u8)
                 .collect();
-            let mut upload = shard.begin_upload(Some(data.len() as u64));
+            let mut upload = shard.begin_upload(Some(data.len() as u64)).unwrap();
             upload.write(&data).await.unwrap();
             let staged = upload.finish(String::new()).await.unwrap();
             let addr = staged.meta.addr();

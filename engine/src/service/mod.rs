@@ -386,7 +386,7 @@ impl Service {
                 open: self.uploads_open.get(),
             },
         )?;
-        let upload = self.shard.begin_upload(declared_len);
+        let upload = self.shard.begin_upload(declared_len)?;
         Ok(UploadSession::new(
             Rc::clone(&self.shard),
             upload,

@@ -7,7 +7,7 @@
 //! | `read.rs` | metadata and verified groups: cache → own disk → owner over the mesh | `metas`, `meta_loads`, `files`, `stores` |
 //! | `caching.rs` | keeping verified groups (memfd arenas), the read-ahead budget | `groups`, `read_ahead_bytes`, `metas` (forgetting) |
 //! | `degraded.rs` | a bad block rebuilt from its stripe or lane, queued for repair; `ron repair` | `codes`, `repairs`, `files` |
-//! | `write.rs` | an upload begun here, committed on the owner | `upload_seq`, `commits` |
+//! | `write.rs` | an upload begun here (its announced length checked for room), committed on the owner | `upload_seq`, `free_space`, `commits` |
 //! | `peers.rs` | what other shards ask over the mesh, flights of read-throughs | `mesh`, `flights` |
 //! | `services.rs` | the background services: repair, scrubber, evicter, announce walk | `background`, `claims`, `scrub_paused` |
 //!
@@ -44,6 +44,7 @@ use crate::disk::ObjectFiles;
 use crate::ec::StripeCodes;
 use crate::error::ShardError;
 use crate::evict::BackgroundClaims;
+use crate::free_space::FreeSpace;
 use crate::ids::ShardIndex;
 use crate::layout::Routing;
 use crate::mesh::Mesh;
@@ -137,6 +138,7 @@ impl Shard {
             evicter_wake,
         );
         let (repair_wake, repair_wakes) = local_channel::new_bounded(1);
+        let free_space = Rc::new(FreeSpace::sample_blocking(config.data_dirs.clone()));
         let shard = Rc::new(Shard {
             index,
             routing,
@@ -150,6 +152,7 @@ impl Shard {
             commits,
             replays,
             upload_seq: Cell::new(0),
+            free_space,
             mesh: mesh.map(Rc::new),
             read_ahead_bytes: Rc::new(Cell::new(0)),
             repairs: RepairQueue::default(),

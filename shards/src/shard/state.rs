@@ -19,6 +19,7 @@ use crate::disk::ObjectFiles;
 use crate::ec::{EcParams, StripeCodes};
 use crate::error::ShardError;
 use crate::evict::BackgroundClaims;
+use crate::free_space::FreeSpace;
 use crate::ids::{ShardIndex, StoreId};
 use crate::layout::{DataDirs, Routing};
 use crate::lifecycle::BackgroundTasks;
@@ -108,6 +109,8 @@ pub struct Shard {
     /// What each store's start-up replay of its segments did (for the start-up log).
     pub(super) replays: Vec<(StoreId, Replay)>,
     pub(super) upload_seq: Cell<u64>,
+    /// The data dirs' free space, sampled: the room check of announced lengths.
+    pub(super) free_space: Rc<FreeSpace>,
     pub(super) mesh: Option<Rc<Mesh>>,
     /// Bytes of disk reads started ahead of their senders and not yet sent past.
     pub(super) read_ahead_bytes: Rc<Cell<u64>>,

@@ -18,7 +18,9 @@ use crate::upload::{self, Placement, StagedObject, Upload};
 impl Shard {
     /// Starts an upload of `expected_len` bytes if announced; a long one gets a temp
     /// file in the data dir's temp area, a small one is kept in memory to be packed.
-    pub fn begin_upload(&self, expected_len: Option<u64>) -> Upload {
+    /// An announced length the data dirs have no room for is refused here
+    /// ([`ShardError::NoRoom`], 507), before a byte of it is received.
+    pub fn begin_upload(&self, expected_len: Option<u64>) -> Result<Upload, ShardError> {
         self.begin(expected_len, true)
     }
 
@@ -26,20 +28,31 @@ impl Shard {
     /// size — a file of its own, whose space its eviction gives back at once. A packed
     /// copy's needle outlives its eviction as dead space in its segment until a start
     /// compacts it, so an edge reading small objects through filled its disk with them.
-    pub fn begin_fetched_copy(&self, expected_len: Option<u64>) -> Upload {
+    /// Refused like [`Shard::begin_upload`] when the claimed length has no room.
+    pub fn begin_fetched_copy(&self, expected_len: Option<u64>) -> Result<Upload, ShardError> {
         self.begin(expected_len, false)
     }
 
-    fn begin(&self, expected_len: Option<u64>, pack: bool) -> Upload {
+    fn begin(&self, expected_len: Option<u64>, pack: bool) -> Result<Upload, ShardError> {
         let seq = self.upload_seq.get();
-        self.upload_seq.set(seq + 1);
-        let name = format!("{}{seq}", self.upload_prefix());
         let placement = Placement {
             dirs: self.config.data_dirs.clone(),
             // Spreads column 0 of successive uploads over the dirs.
             rot: seq as u8,
         };
-        Upload::new(placement, name, expected_len, self.config.ec, pack)
+        if let Some(len) = expected_len {
+            let per_dir = Upload::disk_bytes_per_dir(&placement, len, self.config.ec, pack);
+            self.free_space.check(len, &per_dir)?;
+        }
+        self.upload_seq.set(seq + 1);
+        let name = format!("{}{seq}", self.upload_prefix());
+        Ok(Upload::new(
+            placement,
+            name,
+            expected_len,
+            self.config.ec,
+            pack,
+        ))
     }
 
     /// Makes a staged object visible on its owner shard and returns once it is durable.
@@ -259,7 +272,7 @@ mod tests {
     }
 
     async fn staged(shard: &Shard, data: &[u8], retention: Retention) -> StagedObject {
-        let mut upload = shard.begin_upload(Some(data.len() as u64));
+        let mut upload = shard.begin_upload(Some(data.len() as u64)).unwrap();
         upload.write(data).await.unwrap();
         let mut staged = upload.finish(String::new()).await.unwrap();
         staged.retention = retention;

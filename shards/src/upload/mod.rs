@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use ron_codec::TreeHasher;
 
-use crate::ec::EcParams;
+use crate::ec::{EcParams, StripeGeometry};
 use crate::error::ShardError;
 use crate::ids::DirIndex;
 use crate::limits::PACKED_OBJECT_BYTES_MAX;
@@ -27,6 +27,13 @@ pub use crate::upload::staged::{discard, Placement, StagedBody, StagedFile, Stag
 use crate::upload::writers::{
     data_write_bytes, DataWriter, ParityWriter, SpreadWriter, TempFileWriter, TempNames,
 };
+
+/// Whether an upload may be packed into a segment (one-dir nodes, objects no longer
+/// than [`PACKED_OBJECT_BYTES_MAX`], or of a length not announced, until it grows past).
+fn packs(placement: &Placement, expected_len: Option<u64>, pack: bool) -> bool {
+    pack && placement.dirs.count() == 1
+        && expected_len.is_none_or(|len| len <= PACKED_OBJECT_BYTES_MAX)
+}
 
 /// An upload in progress: bytes are hashed (root + group CVs) as they arrive. On a
 /// one-dir node the first [`PACKED_OBJECT_BYTES_MAX`] are kept in memory: an object no
@@ -89,9 +96,7 @@ impl Upload {
         ec: EcParams,
         pack: bool,
     ) -> Upload {
-        let packable = pack
-            && placement.dirs.count() == 1
-            && expected_len.is_none_or(|len| len <= PACKED_OBJECT_BYTES_MAX);
+        let packable = packs(&placement, expected_len, pack);
         let head_bytes = expected_len.filter(|_| packable).unwrap_or(0);
         Upload {
             names: TempNames {
@@ -105,6 +110,25 @@ impl Upload {
             ec,
             hasher: TreeHasher::new(),
         }
+    }
+
+    /// What an object of `len` bytes begun with `placement` puts in each data dir, in
+    /// dir order: its data and parity files, or, packed, its needle in every lane.
+    pub fn disk_bytes_per_dir(
+        placement: &Placement,
+        len: u64,
+        ec: EcParams,
+        pack: bool,
+    ) -> Vec<u64> {
+        let dirs = placement.dirs.count();
+        if packs(placement, Some(len), pack) {
+            return vec![len * (u64::from(ec.parity) + 1)];
+        }
+        let geometry = StripeGeometry::new(ec, dirs, placement.rot, len);
+        (0..dirs)
+            .map(DirIndex)
+            .map(|d| geometry.data_file_len(d) + geometry.parity_file_len(d))
+            .collect()
     }
 
     /// Bytes received so far.
