@@ -15,14 +15,22 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
 use libp2p::kad::{self, ProviderRecord, RecordKey};
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{
+    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, SwarmEvent, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
 use libp2p::{identify, ping, Multiaddr, PeerId};
-use ron_dht::node::{record_key, CLAIMED_DIALS_PER_RESOLVE_MAX, KAD_PROTOCOL};
+use ron_dht::node::{
+    record_key, CLAIMED_DIALS_PER_RESOLVE_MAX, DIAL_ADDRESSES_PER_PEER_MAX, KAD_PROTOCOL,
+};
 
 use common::{
     loopback_swarm, on_own_thread, scratch, start, start_in_zone, tcp_socket, wait_for, WAIT,
@@ -36,6 +44,7 @@ const MADE_UP: usize = 40;
 
 #[derive(NetworkBehaviour)]
 struct Liar {
+    undialed: Undialed,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -50,6 +59,18 @@ fn spawn_liar(
     provider: (PeerId, SocketAddr),
     records: Vec<(PeerId, Vec<Multiaddr>)>,
 ) -> SocketAddr {
+    let known = vec![(provider.0, vec![tcp_multiaddr(provider.1)])];
+    spawn_liar_knowing(key, known, records, Undialed(None))
+}
+
+/// [`spawn_liar`] with the peers its routing table holds, each at the addresses given,
+/// and a peer it never dials itself.
+fn spawn_liar_knowing(
+    key: RecordKey,
+    known: Vec<(PeerId, Vec<Multiaddr>)>,
+    records: Vec<(PeerId, Vec<Multiaddr>)>,
+    undialed: Undialed,
+) -> SocketAddr {
     let (listening_tx, listening) = mpsc::channel();
     on_own_thread(move || async move {
         let mut swarm = loopback_swarm(
@@ -62,6 +83,7 @@ fn spawn_liar(
                 );
                 kad.set_mode(Some(kad::Mode::Server));
                 Liar {
+                    undialed,
                     kad,
                     identify: identify::Behaviour::new(identify::Config::new(
                         "/ron/1.0.0".into(),
@@ -73,7 +95,11 @@ fn spawn_liar(
             LIAR_RUNS_FOR,
         );
         let kad = &mut swarm.behaviour_mut().kad;
-        kad.add_address(&provider.0, tcp_multiaddr(provider.1));
+        for (id, addresses) in known {
+            for address in addresses {
+                kad.add_address(&id, address);
+            }
+        }
         for (id, addresses) in records {
             let record = ProviderRecord::new(key.clone(), id, addresses);
             kad::store::RecordStore::add_provider(kad.store_mut(), record).unwrap();
@@ -341,4 +367,120 @@ fn claimed_providers_are_not_named_at_private_addresses_no_greeted_peer_has() {
     for dir in dirs {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// A listener that counts the connections it takes and closes each at once (a dial to
+/// it fails its handshake, and the dialer goes on to its next address), for the test's
+/// life (16 connections).
+fn closing_listener() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    std::thread::spawn(move || {
+        for connection in listener.incoming().flatten().take(16) {
+            counted.fetch_add(1, Ordering::Relaxed);
+            drop(connection);
+        }
+    });
+    (addr, count)
+}
+
+/// A peer the liar never dials itself (its own lookups would: libp2p-kad bootstraps
+/// when its table gains a peer), so that what is counted at that peer's addresses is
+/// the node under test's dials.
+struct Undialed(Option<PeerId>);
+
+impl NetworkBehaviour for Undialed {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: Option<PeerId>,
+        _: &[Multiaddr],
+        _: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        match peer.is_some() && peer == self.0 {
+            true => Err(ConnectionDenied::new(
+                "the liar does not dial the made-up peer",
+            )),
+            false => Ok(Vec::new()),
+        }
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+/// A peer a liar's answers name at 64 addresses is dialed at a few of them. A lookup
+/// dials the peers an answer names at every address named, and libp2p's TCP transport
+/// makes each address's socket when the dial starts (the dial concurrency factor only
+/// paces the connects): before, one made-up peer held 64 sockets of the DHT thread and
+/// had a connect sent to every address — a port scan by proxy, and with the ~1,600
+/// addresses an answer can carry, 128 pending dials could hold 200,000 descriptors
+/// against a bound (`DHT_FDS_MAX`) that counted two per dial.
+#[test]
+fn a_peer_named_at_many_addresses_is_dialed_at_a_few() {
+    let listeners: Vec<_> = (0..64).map(|_| closing_listener()).collect();
+    let addresses = listeners.iter().map(|(a, _)| tcp_multiaddr(*a)).collect();
+    let made_up = PeerId::random();
+    let known = vec![(made_up, addresses)];
+    let undialed = Undialed(Some(made_up));
+    let liar = spawn_liar_knowing(record_key(&[0x54u8; 32]), known, Vec::new(), undialed);
+    let dir = scratch("lying-addresses", "node");
+    // Its join lookup asks the liar, whose answers name the made-up peer.
+    let node = start(&dir, 7441, &[liar]);
+    let dialed = || {
+        listeners
+            .iter()
+            .filter(|(_, n)| n.load(Ordering::Relaxed) > 0)
+            .count()
+    };
+    wait_for("a connect to one of the made-up peer's addresses", || {
+        dialed() >= 1
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let dialed = dialed();
+    assert!(
+        dialed <= DIAL_ADDRESSES_PER_PEER_MAX,
+        "{dialed} of the made-up peer's 64 addresses dialed"
+    );
+    println!("{dialed} of 64 addresses dialed");
+    node.stop();
+    let _ = std::fs::remove_dir_all(dir);
 }

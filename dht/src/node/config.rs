@@ -171,8 +171,14 @@ pub(super) const CONNECTIONS_PER_PEER_MAX: u32 = 2;
 pub(super) const OUTBOUND_CONNECTIONS_MAX: u32 = 512;
 pub(super) const PENDING_OUTBOUND_MAX: u32 = 128;
 /// Addresses of one peer a dial tries at once (libp2p's dial concurrency factor; its
-/// default is 8): a peer announced at many addresses costs this many sockets, not all.
+/// default is 8).
 pub(super) const DIAL_ADDRESSES_AT_ONCE: u8 = 2;
+/// Addresses of one peer a dial tries at most (`kad_dials.rs`): libp2p's TCP transport
+/// makes every address's socket when the dial starts, so a peer an answer names at a
+/// thousand addresses cost a thousand sockets, and a connect to each. Its routing-table
+/// addresses ([`KAD_ADDRESSES_PER_PEER_MAX`]) come first, then what the lookups'
+/// answers claimed.
+pub const DIAL_ADDRESSES_PER_PEER_MAX: usize = 8;
 /// Streams a connection may have open (yamux's default, set explicitly), and as many
 /// negotiating their protocol at once: the swarm takes every stream yamux accepts
 /// straight into negotiation, which reads it. With libp2p's 128, the rest waited in
@@ -181,14 +187,15 @@ pub(super) const DIAL_ADDRESSES_AT_ONCE: u8 = 2;
 /// (`engine/tests/stream_flood.rs`; docs/design/dht.md, "Message buffers").
 pub(super) const STREAMS_PER_CONNECTION_MAX: usize = 512;
 /// The most file descriptors the DHT thread holds: its listener, every connection the
-/// limits above allow (a pending dial trying `DIAL_ADDRESSES_AT_ONCE` addresses), and
+/// limits above allow (a pending dial holding a socket for each of its
+/// `DIAL_ADDRESSES_PER_PEER_MAX` addresses), and
 /// the provider store's LMDB environment (its file and lock file). The engine's
 /// start-up counts them beside the shards' (open-files limit).
 pub const DHT_FDS_MAX: u64 = 1
     + INBOUND_CONNECTIONS_MAX as u64
     + PENDING_INBOUND_MAX as u64
     + OUTBOUND_CONNECTIONS_MAX as u64
-    + PENDING_OUTBOUND_MAX as u64 * DIAL_ADDRESSES_AT_ONCE as u64
+    + PENDING_OUTBOUND_MAX as u64 * DIAL_ADDRESSES_PER_PEER_MAX as u64
     + 2;
 /// Inbound connections from one public host, in their handshake and established
 /// (`host_limits.rs`): a host's ron node has two at most (per peer), a few nodes behind

@@ -21,6 +21,7 @@
 //!   the swarm built around it, its TCP connections' keepalive.
 //! - `kept.rs`: which idle connections stay open (a behaviour of its own, told the
 //!   routing table's changes by `event_loop.rs`).
+//! - `kad_dials.rs`: libp2p-kad wrapped, the addresses its dials are given bounded.
 //! - `state.rs`: what the thread holds — `Node`, the swarm and its tables (greeted
 //!   peers, connections' IPs, resolves in flight, the publisher) — and those tables'
 //!   entries. The files below add `Node`'s methods by concern.
@@ -40,7 +41,7 @@
 //!   after their publication, accepting peers' copies and handing them to the shards.
 //!
 //! Imports go one way, down this list: `config.rs` and `address.rs` name no other
-//! file of the node; `kept.rs` names `config.rs`; `swarm.rs` names those two; `state.rs` names those; `peers.rs`,
+//! file of the node; `kept.rs` and `kad_dials.rs` name `config.rs`; `swarm.rs` names those; `state.rs` names those; `peers.rs`,
 //! `resolve.rs`, `publish.rs`, `placing.rs`, `copies.rs`, `refresh.rs`, `join.rs` and `event_loop.rs` name `state.rs` and what
 //! is under it, never each other (they call each other's methods on `Node`); `mod.rs`
 //! names the files and none names it.
@@ -67,6 +68,7 @@ mod event_loop;
 mod greeted_peers;
 mod host_limits;
 mod join;
+mod kad_dials;
 mod kept;
 mod peers;
 mod placing;
@@ -91,11 +93,12 @@ pub use address::{parse_peer, record_key};
 pub use config::{
     DhtConfig, ANNOUNCED_KEYS_PER_RUN_MAX, ANNOUNCEMENTS_WORK_PER_TICK,
     CLAIMED_DIALS_PER_RESOLVE_MAX, COPIES_WAITING_MAX, COPY_WATCHES_MAX, DHT_FDS_MAX,
-    DHT_IDLE_TICK_MS, DHT_TICK_MS, FRESH_KEYS_MAX, KAD_ADDRESSES_PER_PEER_MAX, KAD_PROTOCOL,
-    KAD_REQUEST_TIMEOUT, K_VALUE, PEERS_MAX, PROVIDER_TTL, PROVIDE_TO_CLOSEST,
-    PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS, PUBLISH_RETRY_AFTER, PULLS_MAX, PULLS_PER_HOST_MAX,
-    PULLS_PER_PEER_MAX, QUERY_TIMEOUT, REPLICATE_ANSWER_WITHIN, REPUBLISH_AFTER, RESOLVES_MAX,
-    STOP_WAIT_MS, SWEEP_REST, UNANSWERED_PUBLISH_REQUESTS_MAX,
+    DHT_IDLE_TICK_MS, DHT_TICK_MS, DIAL_ADDRESSES_PER_PEER_MAX, FRESH_KEYS_MAX,
+    KAD_ADDRESSES_PER_PEER_MAX, KAD_PROTOCOL, KAD_REQUEST_TIMEOUT, K_VALUE, PEERS_MAX,
+    PROVIDER_TTL, PROVIDE_TO_CLOSEST, PUBLICATIONS_AT_ONCE, PUBLISH_LOOKUP_PEERS,
+    PUBLISH_RETRY_AFTER, PULLS_MAX, PULLS_PER_HOST_MAX, PULLS_PER_PEER_MAX, QUERY_TIMEOUT,
+    REPLICATE_ANSWER_WITHIN, REPUBLISH_AFTER, RESOLVES_MAX, STOP_WAIT_MS, SWEEP_REST,
+    UNANSWERED_PUBLISH_REQUESTS_MAX,
 };
 pub use provide_budget::{
     PROVIDED_KEYS_BURST, PROVIDED_KEYS_BURST_PER_SENDER, PROVIDED_KEYS_PER_SECOND,

@@ -4,7 +4,7 @@
 //! per host: [`HostLimits`]), the connections kept
 //! while idle ([`KeptConnections`]), Kademlia (α = 3, k = [`K_VALUE`], its own
 //! protocol name [`KAD_PROTOCOL`], server mode, records in the LMDB
-//! [`ProviderStore`]), `/ron/provide/2` ([`crate::protocol`]), `/ron/replicate/1`
+//! [`ProviderStore`], its dials' addresses bounded: [`BoundedKad`]), `/ron/provide/2` ([`crate::protocol`]), `/ron/replicate/1`
 //! ([`crate::replicate`]), and libp2p's identify
 //! (`/ipfs/id/1.0.0`) and ping (`/ipfs/ping/1.0.0`), which standard libp2p peers
 //! require before they trust a peer, and which tell this node who is alive. Streams are
@@ -29,6 +29,7 @@ use crate::node::config::{
     STREAMS_PER_CONNECTION_MAX, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_USER_TIMEOUT,
 };
 use crate::node::host_limits::HostLimits;
+use crate::node::kad_dials::BoundedKad;
 use crate::node::kept::KeptConnections;
 use crate::protocol::ProvideCodec;
 use crate::replicate::ReplicateCodec;
@@ -40,7 +41,7 @@ pub(super) struct Behaviour {
     pub(super) limits: libp2p::connection_limits::Behaviour,
     pub(super) hosts: HostLimits,
     pub(super) kept: KeptConnections,
-    pub(super) kad: kad::Behaviour<ProviderStore>,
+    pub(super) kad: BoundedKad,
     pub(super) provide: request_response::Behaviour<ProvideCodec>,
     pub(super) replicate: request_response::Behaviour<ReplicateCodec>,
     pub(super) identify: identify::Behaviour,
@@ -169,7 +170,7 @@ fn behaviour(public: libp2p::identity::PublicKey, store: ProviderStore) -> Behav
         limits: libp2p::connection_limits::Behaviour::new(limits),
         hosts: HostLimits::default(),
         kept: KeptConnections::new(local),
-        kad,
+        kad: BoundedKad::new(kad),
         provide: request_response::Behaviour::with_codec(
             ProvideCodec::with_budget(read_budget.clone()),
             [(crate::protocol::PROTOCOL, ProtocolSupport::Full)],

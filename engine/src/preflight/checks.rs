@@ -714,7 +714,7 @@ mod tests {
         let (floor_dht, wanted_dht) = open_files_needed(&in_dht);
         assert_eq!(wanted_dht, wanted + ron_dht::node::DHT_FDS_MAX);
         assert_eq!(floor_dht, floor);
-        assert_eq!(ron_dht::node::DHT_FDS_MAX, 1 + 512 + 64 + 512 + 128 * 2 + 2);
+        assert_eq!(ron_dht::node::DHT_FDS_MAX, 1 + 512 + 64 + 512 + 128 * 8 + 2);
     }
 
     #[test]
