@@ -60,7 +60,7 @@ fn spawn_liar(
     records: Vec<(PeerId, Vec<Multiaddr>)>,
 ) -> SocketAddr {
     let known = vec![(provider.0, vec![tcp_multiaddr(provider.1)])];
-    spawn_liar_knowing(key, known, records, Undialed(None))
+    spawn_liar_knowing(key, known, records, Undialed(Vec::new()))
 }
 
 /// [`spawn_liar`] with the peers its routing table holds, each at the addresses given,
@@ -369,11 +369,16 @@ fn claimed_providers_are_not_named_at_private_addresses_no_greeted_peer_has() {
     }
 }
 
-/// A listener that counts the connections it takes and closes each at once (a dial to
-/// it fails its handshake, and the dialer goes on to its next address), for the test's
-/// life (16 connections).
+/// A listener on loopback that counts the connections it takes and closes each at once
+/// (a dial to it fails its handshake, and the dialer goes on to its next address), for
+/// the test's life (16 connections).
 fn closing_listener() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closing_listener_at("127.0.0.1")
+}
+
+/// [`closing_listener`] at `ip`.
+fn closing_listener_at(ip: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&count);
@@ -389,7 +394,7 @@ fn closing_listener() -> (SocketAddr, Arc<AtomicUsize>) {
 /// A peer the liar never dials itself (its own lookups would: libp2p-kad bootstraps
 /// when its table gains a peer), so that what is counted at that peer's addresses is
 /// the node under test's dials.
-struct Undialed(Option<PeerId>);
+struct Undialed(Vec<PeerId>);
 
 impl NetworkBehaviour for Undialed {
     type ConnectionHandler = dummy::ConnectionHandler;
@@ -412,7 +417,7 @@ impl NetworkBehaviour for Undialed {
         _: &[Multiaddr],
         _: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        match peer.is_some() && peer == self.0 {
+        match peer.is_some_and(|p| self.0.contains(&p)) {
             true => Err(ConnectionDenied::new(
                 "the liar does not dial the made-up peer",
             )),
@@ -460,7 +465,7 @@ fn a_peer_named_at_many_addresses_is_dialed_at_a_few() {
     let addresses = listeners.iter().map(|(a, _)| tcp_multiaddr(*a)).collect();
     let made_up = PeerId::random();
     let known = vec![(made_up, addresses)];
-    let undialed = Undialed(Some(made_up));
+    let undialed = Undialed(vec![made_up]);
     let liar = spawn_liar_knowing(record_key(&[0x54u8; 32]), known, Vec::new(), undialed);
     let dir = scratch("lying-addresses", "node");
     // Its join lookup asks the liar, whose answers name the made-up peer.
@@ -481,6 +486,58 @@ fn a_peer_named_at_many_addresses_is_dialed_at_a_few() {
         "{dialed} of the made-up peer's 64 addresses dialed"
     );
     println!("{dialed} of 64 addresses dialed");
+    node.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Moves the calling thread — and the threads and processes it starts from then on —
+/// into a network namespace of its own, its loopback up and holding `ip` too. Needs root.
+fn enter_network_namespace_holding(ip: &str) {
+    #[allow(unsafe_code)]
+    // SAFETY: `unshare` takes no pointers; it changes only this thread's namespaces.
+    let entered = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        entered,
+        0,
+        "a network namespace needs root: {}",
+        std::io::Error::last_os_error()
+    );
+    for args in [
+        vec!["link", "set", "lo", "up"],
+        vec!["addr", "add", ip, "dev", "lo"],
+    ] {
+        let status = std::process::Command::new("ip").args(&args).status();
+        assert!(status.is_ok_and(|s| s.success()), "ip {args:?} (iproute2)");
+    }
+}
+
+/// A node whose connections are all on loopback dials no private address a lookup's
+/// answers name (`10.9.9.9`, a service on the operator's network, or a scan of it for
+/// the liar), and dials loopback ones, the network it is in. Before, it dialed both.
+#[test]
+#[ignore = "needs root and iproute2 (a network namespace of its own): run by scripts/test-all.sh"]
+fn no_private_address_a_liar_names_is_dialed_from_outside_its_network() {
+    enter_network_namespace_holding("10.9.9.9/32");
+    let (private, private_connects) = closing_listener_at("10.9.9.9");
+    let (loopback, loopback_connects) = closing_listener();
+    let (in_private, in_loopback) = (PeerId::random(), PeerId::random());
+    let known = vec![
+        (in_private, vec![tcp_multiaddr(private)]),
+        (in_loopback, vec![tcp_multiaddr(loopback)]),
+    ];
+    let undialed = Undialed(vec![in_private, in_loopback]);
+    let liar = spawn_liar_knowing(record_key(&[0x55u8; 32]), known, Vec::new(), undialed);
+    let dir = scratch("lying-private-dials", "node");
+    let node = start(&dir, 7451, &[liar]);
+    wait_for("a dial of the peer named on loopback", || {
+        loopback_connects.load(Ordering::Relaxed) >= 1
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        private_connects.load(Ordering::Relaxed),
+        0,
+        "connects to the private address a liar named"
+    );
     node.stop();
     let _ = std::fs::remove_dir_all(dir);
 }

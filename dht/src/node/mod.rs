@@ -21,7 +21,8 @@
 //!   the swarm built around it, its TCP connections' keepalive.
 //! - `kept.rs`: which idle connections stay open (a behaviour of its own, told the
 //!   routing table's changes by `event_loop.rs`).
-//! - `kad_dials.rs`: libp2p-kad wrapped, the addresses its dials are given bounded.
+//! - `kad_dials.rs`: libp2p-kad wrapped, the addresses its dials are given bounded (at
+//!   most 8, and an own network's only once this node has had a connection with it).
 //! - `state.rs`: what the thread holds — `Node`, the swarm and its tables (greeted
 //!   peers, connections' IPs, resolves in flight, the publisher) — and those tables'
 //!   entries. The files below add `Node`'s methods by concern.
