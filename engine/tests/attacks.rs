@@ -858,14 +858,6 @@ fn segment_files(n: &Node) -> Vec<(std::path::PathBuf, u64)> {
     files
 }
 
-/// Resident memory of process `pid`, bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
 /// Idle connections each cost the node at most this much resident memory.
 const IDLE_CONNECTION_BYTES_MAX: u64 = 16 * 1024;
 const IDLE_CONNECTIONS: usize = 10_000;
@@ -888,7 +880,7 @@ fn idle_connection_cost(
         .collect();
     drop(warm);
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss_bytes(n.pid());
+    let before = rss_kib(n.pid()) * 1024;
     let idle: Vec<TcpStream> = (0..IDLE_CONNECTIONS)
         .map(|_| {
             let mut s = connect(addr);
@@ -902,7 +894,7 @@ fn idle_connection_cost(
         IDLE_CONNECTIONS as u64,
         Duration::from_secs(10),
     );
-    let after = rss_bytes(n.pid());
+    let after = rss_kib(n.pid()) * 1024;
     (after.saturating_sub(before) / IDLE_CONNECTIONS as u64, idle)
 }
 

@@ -243,15 +243,6 @@ impl Bystander {
     }
 }
 
-fn rss_kib(n: &Node) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", n.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn rapid_reset_is_sent_goaway_and_others_are_served() {
     let n = tls_node("h2-rapid-reset", &["--shards", "1"]);
@@ -293,7 +284,7 @@ fn rapid_reset_is_sent_goaway_and_others_are_served() {
 fn a_continuation_flood_is_cut_off_and_others_are_served() {
     let n = tls_node("h2-continuation", &["--shards", "1"]);
     let addr = upload(&n.node, &bytes(2, 20_000));
-    let rss_before = rss_kib(&n.node);
+    let rss_before = rss_kib(n.node.pid());
     let bystander = Bystander::start(&n, addr);
     let mut raw = RawH2::connect(&n, &[]);
     raw.send(&frame(HEADERS, 0, 1, &get_block("/o/x"))).unwrap();
@@ -311,7 +302,7 @@ fn a_continuation_flood_is_cut_off_and_others_are_served() {
         sent_bytes < 40_000_000,
         "the node read {sent_bytes} bytes of one header block (ended: {ended:?})"
     );
-    let grown = rss_kib(&n.node).saturating_sub(rss_before);
+    let grown = rss_kib(n.node.pid()).saturating_sub(rss_before);
     assert!(grown < 64 * 1024, "the node grew {grown} KiB");
     bystander.finish("CONTINUATION flood");
 }
@@ -435,7 +426,7 @@ fn settings_and_ping_floods_leave_others_served() {
         &["--shards", "1", "--body-timeout-ms", "2000"],
     );
     let addr = upload(&n.node, &bytes(3, 20_000));
-    let rss_before = rss_kib(&n.node);
+    let rss_before = rss_kib(n.node.pid());
     let bystander = Bystander::start(&n, addr);
     let mut raw = RawH2::connect(&n, &[]);
     let mut batch = Vec::new();
@@ -453,7 +444,7 @@ fn settings_and_ping_floods_leave_others_served() {
         started.elapsed() < Duration::from_secs(20),
         "the node read {frames_sent} SETTINGS and PINGs from a client that reads nothing"
     );
-    let grown = rss_kib(&n.node).saturating_sub(rss_before);
+    let grown = rss_kib(n.node.pid()).saturating_sub(rss_before);
     assert!(grown < 64 * 1024, "the node grew {grown} KiB");
     bystander.finish("SETTINGS and PING flood");
 }
@@ -526,7 +517,7 @@ fn streams_parked_on_a_closed_window_hold_no_read_buffer() {
     let n = tls_node("h2-parked", &["--shards", "1"]);
     let big = upload(&n.node, &bytes(6, 1 << 20));
     let block = get_block(&format!("/o/{big}"));
-    let rss_before = rss_kib(&n.node);
+    let rss_before = rss_kib(n.node.pid());
     let mut parked = Vec::new();
     for _ in 0..8 {
         let mut raw = RawH2::connect(&n, &[(0x4, 0)]);
@@ -538,7 +529,7 @@ fn streams_parked_on_a_closed_window_hold_no_read_buffer() {
         parked.push(raw);
     }
     std::thread::sleep(Duration::from_secs(2));
-    let grown = rss_kib(&n.node).saturating_sub(rss_before);
+    let grown = rss_kib(n.node.pid()).saturating_sub(rss_before);
     eprintln!("1,024 parked streams: RSS grew {grown} KiB");
     // Measured on 2 CPUs: 19.7–20.1 MiB with a buffer each, 11.2–11.6 MiB without (the
     // streams' own state); the bound sits between.
@@ -562,7 +553,7 @@ fn streams_of_a_client_that_never_reads_queue_a_bounded_amount_per_connection() 
     // Stream windows and the connection's window at their largest (2^31 - 1).
     let window_max = 0x7fff_ffffu32;
     let connection_window = frame(WINDOW_UPDATE, 0, 0, &(window_max - 65_535).to_be_bytes());
-    let rss_before = rss_kib(&n.node);
+    let rss_before = rss_kib(n.node.pid());
     let mut unread = Vec::new();
     for _ in 0..8 {
         let mut raw = RawH2::connect(&n, &[(0x4, window_max)]);
@@ -574,7 +565,7 @@ fn streams_of_a_client_that_never_reads_queue_a_bounded_amount_per_connection() 
         unread.push(raw);
     }
     std::thread::sleep(Duration::from_secs(3));
-    let grown = rss_kib(&n.node).saturating_sub(rss_before);
+    let grown = rss_kib(n.node.pid()).saturating_sub(rss_before);
     eprintln!("8 connections never read, 1,024 streams: RSS grew {grown} KiB");
     // 1,024 streams' own state is ~11.5 MiB (the parked-streams test above); 8 queues of
     // 256 KiB add 2 MiB. Each connection queued 8 MiB before: 64 MiB more.

@@ -87,16 +87,6 @@ impl<C: Send + 'static> InboundConnectionUpgrade<C> for RawYamux {
     }
 }
 
-/// The node's resident memory, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// One stream's bytes still to send.
 struct Sending {
     stream: yamux::Stream,

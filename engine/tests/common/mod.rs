@@ -495,6 +495,16 @@ fn series_text(admin: SocketAddr, series: &str) -> Option<String> {
 }
 
 /// Uploads `data` with `PUT /o`; asserts 201/200 and returns the address.
+/// Resident memory of process `pid`, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 pub fn upload(n: &Node, data: &[u8]) -> Address {
     let r = put(n.http, "/o", data, "");
     assert!(r.status == 201 || r.status == 200, "{r:?}");
