@@ -499,3 +499,99 @@ fn a_corrupt_origin_byte_is_never_served_and_a_lying_outboard_is_refused() {
         "outboard and object, one connection"
     );
 }
+
+/// The length of a `bao` CLI outboard (chunk-group log 0) of an object of `object_len`.
+fn log0_outboard_len(object_len: u64) -> u64 {
+    let log0 = ron_codec::bao::ChunkGroupLog::new(0).unwrap();
+    ron_codec::bao::BaoShape::outboard(object_len, log0).encoded_len()
+}
+
+/// An origin whose every outboard claims a 768 MiB object — 48 MiB at log 0, as the
+/// `bao` CLI writes them — and is sent all but its last byte at once, which never comes;
+/// an object asked for alone gets no answer. Each connection ends within 20 s. Returns
+/// its URL and how many outboard bodies it has sent whole but their last byte, or been
+/// cut off from.
+fn almost_sending_origin() -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let ended = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&ended);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten().take(64) {
+            let counted = Arc::clone(&counted);
+            std::thread::spawn(move || almost_send(conn, &counted));
+        }
+    });
+    (url, ended)
+}
+
+fn almost_send(mut conn: TcpStream, ended: &AtomicU64) {
+    let mut request = [0u8; 4096];
+    let n = conn.read(&mut request).unwrap_or(0);
+    let asks_outboard = String::from_utf8_lossy(&request[..n])
+        .lines()
+        .next()
+        .is_some_and(|line| line.contains(".obao "));
+    if asks_outboard {
+        let object_len: u64 = 768 << 20;
+        let len = log0_outboard_len(object_len);
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+        let mut body = vec![0u8; (len - 1) as usize];
+        body[..8].copy_from_slice(&object_len.to_le_bytes());
+        let _ = conn
+            .write_all(head.as_bytes())
+            .and_then(|()| conn.write_all(&body));
+        ended.fetch_add(1, Ordering::Relaxed);
+    }
+    std::thread::sleep(Duration::from_secs(20));
+}
+
+/// The outboards the node's origin fetches hold at once are bounded (256 MiB, all
+/// shards): one past it is not read, and its body is verified whole. An outboard is held
+/// whole until it checks out, and a 1 GiB object's at log 0 is 64 MiB: before, twelve
+/// reads of such objects (48 MiB each here) held 576 MiB, and an origin that sends
+/// each all but its last byte held it until the fetch's pace gave up.
+#[test]
+fn outboards_held_by_origin_fetches_stay_within_their_budget() {
+    let (url, ended) = almost_sending_origin();
+    let mut edge = Node::start(
+        &temp_dir("obao-budget-edge"),
+        &[
+            "--shards",
+            "1",
+            "--origin",
+            &url,
+            "--fetch-timeout-ms",
+            "10000",
+        ],
+    );
+    let before_kib = rss_kib(edge.pid());
+    let readers: Vec<_> = (0..12u8)
+        .map(|i| {
+            let http = edge.http;
+            std::thread::spawn(move || {
+                let path = format!("/o/{}", Address::of(&[i; 32]));
+                let _ = get(http, &path);
+            })
+        })
+        .collect();
+    let outboard_len = log0_outboard_len(768 << 20);
+    wait_for(
+        "every outboard sent or cut off",
+        Duration::from_secs(20),
+        || ended.load(Ordering::Relaxed) == 12,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let grown_kib = rss_kib(edge.pid()).saturating_sub(before_kib);
+    let unbuffered = metric(edge.admin, "ron_fetch_origin_outboards_unbuffered_total");
+    assert!(
+        grown_kib < 320 << 10,
+        "the node grew {grown_kib} KiB holding 12 outboards of {outboard_len} bytes ({unbuffered} not read)"
+    );
+    assert!(unbuffered >= 7, "{unbuffered} outboards not read");
+    println!("12 outboards of {outboard_len} bytes: the node grew {grown_kib} KiB, {unbuffered} not read");
+    edge.stop();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+}

@@ -183,6 +183,10 @@ declare_counters! {
         /// Outboards an origin served that did not check out against the address.
         fetch_outboards_refused: AtomicU64 => Counter "ron_fetch_origin_outboards_refused_total", Sum,
             "Outboards an origin served that did not check out against the address (that body was verified whole).",
+        /// Outboards an origin offered that were not read: the node's origin fetches held
+        /// their share of outboard bytes already.
+        fetch_outboards_unbuffered: AtomicU64 => Counter "ron_fetch_origin_outboards_unbuffered_total", Sum,
+            "Outboards an origin offered that were not read because the node's fetches held 256 MiB of outboards already (that body was verified whole).",
         /// Upstream attempts that failed, by [`FetchFailure`] ([`FrontCounters::fetch_failed`]).
         fetch_failures: [AtomicU64; FetchFailure::ALL.len()] => Counter "ron_fetch_failures_total", Labelled("reason", &FetchFailure::LABELS),
             "Read-through upstream attempts that failed, by reason (a fetch may go on from the next provider).",
@@ -373,6 +377,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 34 + 36);
+        assert_eq!(seen.len(), 34 + 37);
     }
 }

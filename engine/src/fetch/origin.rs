@@ -15,7 +15,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,11 @@ const READ_BYTES: usize = 256 * 1024;
 /// Largest outboard taken from an origin: a 1 GiB object's at chunk-group log 0, a
 /// 64 GiB object's at log 6 (larger ones are verified whole).
 const OUTBOARD_BYTES_MAX: u64 = 64 << 20;
+/// Outboard bytes the node's origin fetches hold at once, all shards together. An
+/// outboard is held whole until it checks out, and a 1 GiB object's at log 0 (the `bao`
+/// CLI's) is 64 MiB: 64 fetches a shard of such objects held 4 GiB. One that does not
+/// fit is not read; its body is verified whole, as with no outboard.
+const OUTBOARDS_BUFFERED_BYTES_MAX: u64 = 256 << 20;
 /// Largest body of a refused outboard request read past to reach the object's answer.
 const SKIPPED_BODY_BYTES_MAX: u64 = 64 * 1024;
 /// Interim (1xx) heads passed over before an answer's final head.
@@ -127,6 +132,36 @@ pub struct Origin {
     prefix: String,
     /// HTTPS: the TLS client and the name the certificate must carry.
     tls: Option<OriginTls>,
+    /// Outboard bytes being read, all shards together (at most
+    /// [`OUTBOARDS_BUFFERED_BYTES_MAX`]).
+    outboards_buffered: Arc<AtomicU64>,
+}
+
+/// An outboard's share of [`OUTBOARDS_BUFFERED_BYTES_MAX`], given back when dropped.
+struct OutboardShare {
+    buffered: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl OutboardShare {
+    fn take(buffered: &Arc<AtomicU64>, bytes: u64) -> Option<OutboardShare> {
+        buffered
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                let after = held.checked_add(bytes)?;
+                (after <= OUTBOARDS_BUFFERED_BYTES_MAX).then_some(after)
+            })
+            .ok()?;
+        Some(OutboardShare {
+            buffered: Arc::clone(buffered),
+            bytes,
+        })
+    }
+}
+
+impl Drop for OutboardShare {
+    fn drop(&mut self) {
+        self.buffered.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone)]
@@ -220,6 +255,7 @@ impl Origin {
             host: host.to_string(),
             prefix: prefix.to_string(),
             tls,
+            outboards_buffered: Arc::default(),
         })
     }
 
@@ -397,6 +433,10 @@ impl Origin {
         if !(8..=OUTBOARD_BYTES_MAX).contains(&len) {
             return Ok(OutboardAnswer::Spent(None));
         }
+        let Some(_share) = OutboardShare::take(&self.outboards_buffered, len) else {
+            FrontCounters::add(&metrics.fetch_outboards_unbuffered, 1);
+            return Ok(OutboardAnswer::Spent(None));
+        };
         let mut outboard = Vec::with_capacity(len as usize);
         let mut header_checked = false;
         while (outboard.len() as u64) < len {
