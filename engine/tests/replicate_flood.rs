@@ -186,3 +186,102 @@ fn below_the_floor_an_ask_does_not_pin_a_read_through_copy() {
     );
     assert_eq!(metric(n.admin, "ron_replication_pulls_no_room_total"), 1);
 }
+
+/// A listener at `at` that takes connections and says nothing, for the test's life.
+fn silent_listener(at: std::net::Ipv4Addr) -> u16 {
+    let listener = std::net::TcpListener::bind((at, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(256).collect();
+        drop(held);
+    });
+    port
+}
+
+/// A TCP proxy on loopback to `to` whose connections to it come from `from`: the node
+/// sees a peer dialing through it as a host at `from`. For the test's life.
+fn proxy_from(from: std::net::Ipv4Addr, to: SocketAddr) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten().take(16) {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+            socket.connect(&to.into()).unwrap();
+            let node: std::net::TcpStream = socket.into();
+            for (mut a, mut b) in [
+                (client.try_clone().unwrap(), node.try_clone().unwrap()),
+                (node, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a, &mut b);
+                    let _ = b.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    at
+}
+
+/// One public host asking for copies takes at most a quarter of a shard's pulls (8 of
+/// 32): each copy whose source stalls holds a fetch until its pace gives it up, and
+/// before, one host asking for 32 made-up addresses at a silent source held them all —
+/// every other node's copies here were answered `busy` for as long, repeatable at the
+/// minimum rate. Two hosts of TEST-NET-3 on one machine (a network namespace: root).
+#[test]
+#[ignore = "needs root and iproute2 (a network namespace of its own): run by scripts/test-all.sh"]
+fn one_host_asking_for_copies_leaves_pulls_for_others() {
+    use std::net::Ipv4Addr;
+    let (node_ip, a_ip, b_ip) = (
+        Ipv4Addr::new(203, 0, 113, 1),
+        Ipv4Addr::new(203, 0, 113, 2),
+        Ipv4Addr::new(203, 0, 113, 3),
+    );
+    netns::enter_holding(&[node_ip, a_ip, b_ip]);
+    let p2p = SocketAddr::from((node_ip, free_port()));
+    let n = Node::start(
+        &temp_dir("replicate-hosts"),
+        &[
+            "--shards",
+            "1",
+            "--p2p",
+            &p2p.to_string(),
+            "--fetch-timeout-ms",
+            "3000",
+        ],
+    );
+    let made_up = |seed: u8, count: u8| -> Vec<[u8; 32]> {
+        (0..count)
+            .map(|i| *Address::of(&[seed, i]).as_bytes())
+            .collect()
+    };
+    let from_a = ReplicateRequest {
+        oap_port: silent_listener(a_ip),
+        addrs: made_up(1, 32),
+    };
+    let through_a = proxy_from(a_ip, p2p);
+    let asking = std::thread::spawn(move || ask(through_a, vec![from_a]));
+    let started = std::time::Instant::now();
+    while metric(n.admin, "ron_fetches_total") < 8 {
+        assert!(started.elapsed() < WAIT, "A's copies under way");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let from_b = ReplicateRequest {
+        oap_port: silent_listener(b_ip),
+        addrs: made_up(2, 1),
+    };
+    let answer_b = ask(proxy_from(b_ip, p2p), vec![from_b]);
+    assert_ne!(
+        answer_b[0],
+        [CopyOutcome::Busy],
+        "another host's copy refused while one host's pulls held the shard's"
+    );
+    let answer_a = asking.join().unwrap();
+    let busy = answer_a[0]
+        .iter()
+        .filter(|o| **o == CopyOutcome::Busy)
+        .count();
+    assert_eq!(busy, 24, "A's copies past its share: {:?}", answer_a[0]);
+}

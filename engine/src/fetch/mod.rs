@@ -255,7 +255,13 @@ impl ReadThrough {
     /// the providers the DHT names, and committed as kept.
     ///
     /// A pull that would start a fetch while half of `flights_max` are pulls' is refused
-    /// (`TooManyFetches`): the rest stay for the shard's clients. With
+    /// (`TooManyFetches`): the rest stay for the shard's clients. So is one whose source
+    /// is a public host that a quarter of those pulls' fetches are from already
+    /// (`copy_host`): a host can make as many peer ids as it likes, and one asking for
+    /// copies its slow source serves (at the minimum rate) otherwise held every pull's
+    /// place, and every other node's copies here were answered `busy`. Hosts of the
+    /// operator's own networks (a harness on loopback, a private cluster) share the
+    /// pulls' half as before. With
     /// `replaces_damaged`, the copy held is damaged: fetched again all the same, and
     /// removed just before the verified replacement's commit.
     pub(crate) fn join_copy(
@@ -267,7 +273,16 @@ impl ReadThrough {
     ) -> Result<Rc<Flight>, Refusal> {
         let starts = !self.flights.borrow().contains_key(&addr);
         let copies_max = (self.config.flights_max / 2).max(1);
-        if starts && self.copy_flights.get() >= copies_max {
+        let host = source.and_then(copy_host);
+        let of_host = || {
+            let flights = self.flights.borrow();
+            let from_host =
+                |f: &&Rc<Flight>| f.started_for_copy.get() && f.source.and_then(copy_host) == host;
+            flights.values().filter(from_host).count()
+        };
+        let too_many = self.copy_flights.get() >= copies_max
+            || (host.is_some() && of_host() >= (copies_max / 4).max(1));
+        if starts && too_many {
             return Err(Refusal::TooManyFetches {
                 shard: self.shard.index().0,
                 fetches: self.flights.borrow().len(),
@@ -879,6 +894,14 @@ enum Streamed {
     Nothing,
     /// Groups were served already: no other source can continue them verified.
     Partly,
+}
+
+/// The host a pull's source counts under for its share of the pulls' fetches (an
+/// IPv4 address, an IPv6 /64); `None` for the operator's own networks, which are not
+/// limited (`ron_link::policy::is_own_network`).
+fn copy_host(source: SocketAddr) -> Option<std::net::IpAddr> {
+    let ip = source.ip().to_canonical();
+    (!ron_link::policy::is_own_network(ip)).then(|| ron_link::policy::quota_address(ip))
 }
 
 #[cfg(test)]

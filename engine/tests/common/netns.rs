@@ -1,6 +1,7 @@
 //! A network namespace of the calling thread's own, for the tests whose promise depends
-//! on a network setting the host's would otherwise decide (the congestion control):
-//! every socket the thread opens, and every process it starts, lives in it. Needs root
+//! on a network setting the host's would otherwise decide (the congestion control), or
+//! on hosts of other networks than loopback: every socket the thread opens, and every
+//! process it starts, lives in it. Needs root
 //! (`CAP_SYS_ADMIN`, as scripts/test-all.sh runs).
 
 use std::io;
@@ -12,6 +13,28 @@ use std::os::fd::AsRawFd;
 /// own namespace may choose it (one not in `net.ipv4.tcp_allowed_congestion_control`:
 /// `EPERM`).
 pub fn enter_with_congestion_control(congestion: &str) -> io::Result<()> {
+    enter();
+    // /proc/sys/net is the namespace of the thread that opens it: this one's.
+    std::fs::write("/proc/sys/net/ipv4/tcp_congestion_control", congestion)
+}
+
+/// Moves the calling thread into a new network namespace whose loopback is up and also
+/// holds `addresses` (IPv4, each a /32): hosts of other networks than loopback, on one
+/// machine. Adding them needs `ip` (iproute2).
+pub fn enter_holding(addresses: &[std::net::Ipv4Addr]) {
+    enter();
+    for address in addresses {
+        let status = std::process::Command::new("ip")
+            .args(["addr", "add", &format!("{address}/32"), "dev", "lo"])
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "ip addr add {address}/32 dev lo (iproute2)"
+        );
+    }
+}
+
+fn enter() {
     #[allow(unsafe_code)]
     // SAFETY: `unshare` takes no pointers; it changes only this thread's namespaces.
     let entered = unsafe { libc::unshare(libc::CLONE_NEWNET) };
@@ -22,8 +45,6 @@ pub fn enter_with_congestion_control(congestion: &str) -> io::Result<()> {
         io::Error::last_os_error()
     );
     loopback_up();
-    // /proc/sys/net is the namespace of the thread that opens it: this one's.
-    std::fs::write("/proc/sys/net/ipv4/tcp_congestion_control", congestion)
 }
 
 /// Sets `lo` up (a new namespace's loopback starts down).
