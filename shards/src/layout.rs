@@ -218,7 +218,13 @@ pub fn open_data_dirs(
         }
         None => new_node_id(dirs)?,
     };
-    let any_marked = markers.iter().any(Option::is_some);
+    // A node exists once its table is written, after every dir's marker: marked dirs
+    // and no table is a creation a crash cut short between two markers, whose unmarked
+    // dirs are the rest of the new node, not replacements (as many as were not yet
+    // marked, more than parity can rebuild, and every later start was refused).
+    let created = dirs
+        .iter()
+        .any(|(d, dir)| markers[usize::from(d.0)].is_some() && dir.join(TABLE_FILE).exists());
     let mut replaced = Vec::new();
     for (d, dir) in dirs.iter() {
         if markers[usize::from(d.0)].is_some() {
@@ -234,7 +240,7 @@ pub fn open_data_dirs(
                 ),
             });
         }
-        if any_marked {
+        if created {
             replaced.push(d);
         }
     }
@@ -561,6 +567,34 @@ mod tests {
         assert!(e.contains("the dirs of two nodes were mixed"), "{e}");
         let _ = std::fs::remove_dir_all(&root);
         let _ = std::fs::remove_dir_all(&other);
+    }
+
+    /// A crash while a new node's dirs are marked (before its table is written) leaves
+    /// some marked and the rest not: the next start finishes the creation. Before, the
+    /// unmarked dirs counted as replacements, more than parity covers, and every start
+    /// was refused "2 data dirs are empty".
+    #[test]
+    fn a_creation_cut_short_between_two_markers_is_finished_at_the_next_start() {
+        let root = temp("cut-creation");
+        let three = dirs(&root, &["a", "b", "c"]);
+        let node = open_data_dirs(&three, 2, 1).unwrap();
+        // What a crash right after the first marker leaves.
+        for (d, dir) in three.iter() {
+            std::fs::remove_file(dir.join(TABLE_FILE)).unwrap();
+            if d.0 > 0 {
+                std::fs::remove_file(dir.join(MARKER_FILE)).unwrap();
+            }
+        }
+        let opened = open_data_dirs(&three, 2, 1).unwrap();
+        assert!(opened.replaced.is_empty(), "{:?}", opened.replaced);
+        let first = read_marker(&root.join("a")).unwrap().unwrap();
+        for (d, dir) in three.iter() {
+            let marker = read_marker(dir).unwrap().unwrap();
+            assert_eq!((marker.node, marker.position), (first.node, d));
+            assert!(dir.join(TABLE_FILE).exists());
+        }
+        assert_eq!(opened.table.encode(), node.table.encode());
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
