@@ -513,7 +513,11 @@ pub(crate) fn segment_ids(store_root: &Path) -> Result<Vec<SegmentId>, ShardErro
     lane_segment_ids(store_root, LaneIndex(0))
 }
 
-fn lane_segment_ids(store_root: &Path, lane: LaneIndex) -> Result<Vec<SegmentId>, ShardError> {
+/// The ids of a store's segments in lane `lane`, in order. Blocking.
+pub(crate) fn lane_segment_ids(
+    store_root: &Path,
+    lane: LaneIndex,
+) -> Result<Vec<SegmentId>, ShardError> {
     let dir = lane_dir(store_root, lane);
     let entries = std::fs::read_dir(&dir).map_err(ShardError::io("list", &dir))?;
     let mut ids = Vec::new();

@@ -516,6 +516,14 @@ fn log_replays(shard: &Shard) {
                 "compacted segments at least half dead"
             );
         }
+        if compaction.lane_orphans_removed > 0 {
+            tracing::info!(
+                shard = shard.index().0,
+                store = store.0,
+                files = compaction.lane_orphans_removed,
+                "removed segment files of other lanes whose segment was removed before a crash"
+            );
+        }
         for segment in &compaction.kept_for_rot {
             tracing::error!(
                 shard = shard.index().0,

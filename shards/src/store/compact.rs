@@ -62,6 +62,9 @@ pub struct Compaction {
     pub bytes_freed: u64,
     /// Segments kept whole: a live needle in them verified in no lane.
     pub kept_for_rot: Vec<SegmentId>,
+    /// Files of lanes past the first whose segment's lane 0 was gone and in which no
+    /// record points: what a crash between two lanes' unlinks left.
+    pub lane_orphans_removed: u64,
 }
 
 /// One live needle to move: its object's record and the copy read back, verified.
@@ -77,6 +80,7 @@ impl Store {
     pub fn compact_blocking(&self, budget_bytes: &mut u64) -> Result<Compaction, ShardError> {
         let mut done = Compaction::default();
         let checkpoint = self.checkpoint()?;
+        done.lane_orphans_removed = self.unlink_lane_orphans(checkpoint)?;
         let sealed = self.sealed_segments(checkpoint)?;
         if !self.census_due(&sealed)? {
             return Ok(done);
@@ -279,10 +283,12 @@ impl Store {
     }
 
     /// Unlinks segment `id` in every lane and syncs the lane dirs; returns lane 0's
-    /// length.
+    /// length. Lane 0 goes last: a segment is found by its lane-0 file, so a crash part
+    /// way leaves one the next start finds and removes again, never a file of another
+    /// lane no start would look at.
     fn unlink_segment(&self, id: SegmentId) -> Result<u64, ShardError> {
         let mut freed = 0;
-        for lane in (0..self.lanes_on_disk).map(LaneIndex) {
+        for lane in (0..self.lanes_on_disk).rev().map(LaneIndex) {
             let path = self.segment_path(lane, id);
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             match std::fs::remove_file(&path) {
@@ -296,6 +302,52 @@ impl Store {
             crate::layout::sync_dir(&segment::lane_dir(self.segments_root(), lane))?;
         }
         Ok(freed)
+    }
+}
+
+impl Store {
+    /// Unlinks the sealed segments' files of lanes past the first whose lane-0 file is
+    /// gone and in which no record of any replica points, and returns how many: lane 0
+    /// was unlinked first before it went last, and a crash between two lanes' unlinks
+    /// left the others where no start looked (up to 256 MiB each). A file some record
+    /// points into is another lane's copy of a lost lane 0, kept for the reads and
+    /// repairs that need it.
+    fn unlink_lane_orphans(&self, checkpoint: Checkpoint) -> Result<u64, ShardError> {
+        let root = self.segments_root();
+        let mut candidates = HashSet::new();
+        for lane in (1..self.lanes_on_disk).map(LaneIndex) {
+            for id in segment::lane_segment_ids(root, lane)? {
+                let lane0 = self.segment_path(LaneIndex(0), id);
+                if id < checkpoint.segment && !lane0.exists() {
+                    candidates.insert(id);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let pointed: HashSet<SegmentId> = self
+            .replicas
+            .iter()
+            .map(|replica| replica.packed_records_in(&candidates))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .map(|(_, _, segment)| segment)
+            .collect();
+        let mut removed = 0;
+        for id in candidates.difference(&pointed) {
+            for lane in (1..self.lanes_on_disk).map(LaneIndex) {
+                let path = self.segment_path(lane, *id);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(ShardError::io("unlink segment", &path)(e)),
+                }
+                crate::layout::sync_dir(&segment::lane_dir(root, lane))?;
+            }
+        }
+        Ok(removed)
     }
 }
 

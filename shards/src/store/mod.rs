@@ -839,6 +839,65 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    /// A crash between two lanes' unlinks of a compacted segment: the next start removes
+    /// what is left of it. Lane 0 goes last, so a crash leaves its file, found and
+    /// removed again; and a file of another lane whose lane 0 is gone (what the old
+    /// order left, which no start looked at) goes too — unless a record points into it
+    /// (the surviving copy of a lost lane 0).
+    #[test]
+    fn lanes_left_by_a_crash_between_two_unlinks_are_removed_at_the_next_start() {
+        let root = temp_root("compact-lane-crash");
+        let open = || {
+            Store::open(
+                vec![root.clone()],
+                &[DirIndex(0)],
+                2,
+                StoreId(0),
+                INDEX_BYTES,
+            )
+            .unwrap()
+        };
+        let store = open();
+        let dead = bodies(4, 40);
+        segment_with_dead_needles(&store, &dead, &[true; 4]);
+        let live = bodies(2, 41);
+        segment_with_dead_needles(&store, &live, &[false; 2]);
+        let mut log = SegmentLog::open(&root, 2).unwrap();
+        let later = bodies(1, 92);
+        let sealed = append(&mut log, &later);
+        index(&store, &later, &sealed);
+        // What the old order's crash left of the dead segment 0: its lane 1 alone. And
+        // a lost lane 0 of the live segment 1, whose lane 1 is its copy.
+        std::fs::remove_file(store.segment_path(LaneIndex(0), SegmentId(0))).unwrap();
+        std::fs::remove_file(store.segment_path(LaneIndex(0), SegmentId(1))).unwrap();
+        drop(store);
+        let store = open();
+        let mut budget = u64::MAX;
+        let done = store.compact_blocking(&mut budget).unwrap();
+        assert_eq!(done.lane_orphans_removed, 1, "{done:?}");
+        assert!(!store.segment_path(LaneIndex(1), SegmentId(0)).exists());
+        assert!(
+            store.segment_path(LaneIndex(1), SegmentId(1)).exists(),
+            "a live copy"
+        );
+        let lane1 = std::fs::read(store.segment_path(LaneIndex(1), SegmentId(1))).unwrap();
+        for body in &live {
+            let meta = store
+                .get(&Address::of(body))
+                .unwrap()
+                .expect("still indexed");
+            let Location::Packed(at) = meta.location else {
+                panic!("packed")
+            };
+            let start = at.body.0 as usize;
+            assert!(
+                lane1[start..start + body.len()] == body[..],
+                "its copy in lane 1"
+            );
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn compaction_keeps_a_segment_with_a_rotten_live_needle_and_one_past_its_budget() {
         let root = temp_root("compact-rot");
