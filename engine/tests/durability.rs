@@ -496,3 +496,55 @@ fn a_start_compacts_segments_mostly_removed_and_serves_what_moved() {
         assert_eq!((r.status, &r.body), (200, data));
     }
 }
+
+/// Where `addr`'s file of its own is in the node's one data dir, if it has one.
+fn object_file(n: &Node, addr: &Address) -> Option<std::path::PathBuf> {
+    let hex = addr.to_string()[3..].to_string();
+    std::fs::read_dir(n.data_dir.join("stores"))
+        .unwrap()
+        .map(|store| {
+            store
+                .unwrap()
+                .path()
+                .join("objects")
+                .join(&hex[..2])
+                .join(&hex)
+        })
+        .find(|path| path.exists())
+}
+
+/// Object files no index record names — what a crash between a batch's renames into
+/// `objects/` and its index commit leaves, a large object's data and parity — are
+/// removed by the next start's sweep, and every stored object's stay. Before, nothing
+/// looked: they stayed for good.
+#[test]
+fn object_files_no_record_names_are_removed_at_the_next_start() {
+    let mut n = Node::start(&temp_dir("orphans"), &["--shards", "2"]);
+    let kept = bytes(21, 300_000);
+    let addr = upload(&n, &kept);
+    let stored = object_file(&n, &addr).expect("a file of its own");
+    n.stop();
+    let orphan = Address::of(b"renamed into objects/, never indexed");
+    let hex = orphan.to_string()[3..].to_string();
+    let objects = stored.parent().unwrap().parent().unwrap().join(&hex[..2]);
+    std::fs::create_dir_all(&objects).unwrap();
+    let (data, parity) = (objects.join(&hex), objects.join(format!("{hex}.parity")));
+    std::fs::write(&data, bytes(22, 300_000)).unwrap();
+    std::fs::write(&parity, bytes(23, 65_536)).unwrap();
+    n.restart(&["--shards", "2"]);
+    wait_for(
+        "the orphaned files removed",
+        Duration::from_secs(20),
+        || !data.exists() && !parity.exists(),
+    );
+    assert!(stored.exists(), "a stored object's file stays");
+    let r = get(n.http, &format!("/o/{addr}")).unwrap();
+    assert!(r.status == 200 && r.body == kept, "{}", r.status);
+    assert!(
+        n.stderr()
+            .contains("removed object files no index record names"),
+        "{}",
+        n.stderr()
+    );
+    n.stop();
+}

@@ -55,6 +55,9 @@
 //! - [`scrub`]: the paced scrubber (one low-priority task per shard reading and checking
 //!   every stored block, rebuilding what parity allows, resumable from the index) and
 //!   the check of one object that `ron repair` asks for.
+//! - `orphans` (private): the sweep, once per start, of object files no index record
+//!   names (a crash between a batch's renames and its index commit left them), each
+//!   claimed in the commit queue as an eviction claims it before it is unlinked.
 //! - `evict` (private): the evicter, one background task per shard keeping the
 //!   evictable copies within the shard's share of `fetched_bytes_max`, oldest first
 //!   (claims in the commit queue, records out of every replica, metadata forgotten on
@@ -75,7 +78,8 @@
 //! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `free_space`,
 //! `error`);
 //! `shard` → `scrub` → `repair` → the storage modules and `ec`; `shard` → `evict` →
-//! `commit`, and `scrub` → `evict` for the claims; every module → `ids`, `limits`.
+//! `commit`, and `scrub` → `evict` for the claims; `shard` → `orphans` → `commit`, `store`;
+//! every module → `ids`, `limits`.
 //! Nothing imports `shard`; the mesh reaches the shard only through the handler it is
 //! given. No two files import each other (`../shared/tools/module-cycles` checks).
 //!
@@ -133,6 +137,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod mesh;
 mod mounts;
+mod orphans;
 pub mod record;
 mod repair;
 pub mod scrub;

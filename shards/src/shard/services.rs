@@ -7,6 +7,7 @@
 //! | scrubber | every stored block, paced | between objects, its position saved |
 //! | evicter | evictable copies past the budget | between evictions (an eviction cut short is finished by the next open: its markers) |
 //! | announce walk | every stored address, once, to the DHT | between batches (the next start walks again) |
+//! | orphan sweep | object files no record names, once (`orphans.rs`) | between dirs (the next start sweeps again) |
 //!
 //! Each holds the shard weakly or holds only what it needs, so the shard's state is
 //! not kept alive by its services. The group commit and the mesh are not here: they
@@ -23,6 +24,7 @@ use ron_link::dht::{DhtClient, ANNOUNCE_BATCH_MAX};
 use crate::error::ShardError;
 use crate::evict::{Evicter, Forget, ForgetFiles};
 use crate::lifecycle::{BackgroundTasks, StopSignal};
+use crate::orphans::sweep_orphans;
 use crate::scrub::{ScrubControl, Scrubber};
 use crate::shard::state::AnnounceFilter;
 use crate::shard::state::Shard;
@@ -61,6 +63,13 @@ pub(super) fn start_all(
     if let Some(wakes) = evicter_wakes {
         tasks.start("evicter", queue, evicter(shard, stop.clone()).run(wakes))?;
     }
+    let stores = shard.stores.values().cloned().collect();
+    let commits = Rc::downgrade(&shard.commits);
+    tasks.start(
+        "orphan sweep",
+        queue,
+        sweep_orphans(stores, commits, stop.clone()),
+    )?;
     if let Some(dht) = shard.config.dht.clone() {
         let stores = shard.stores.values().cloned().collect();
         let filter = shard.config.announce_filter.clone();

@@ -525,6 +525,12 @@ impl Store {
         self.root_in(dir).join("objects").join(&hex[..2]).join(hex)
     }
 
+    /// The dir of dir `dir` holding the files of objects whose address starts with the
+    /// byte `hh`.
+    pub fn objects_dir(&self, dir: DirIndex, hh: u8) -> PathBuf {
+        self.root_in(dir).join("objects").join(format!("{hh:02x}"))
+    }
+
     /// Where the parity blocks of an object that dir `dir` holds are.
     pub fn parity_path(&self, addr: &Address, dir: DirIndex) -> PathBuf {
         crate::layout::parity_path(&self.object_path(addr, dir))
