@@ -119,8 +119,11 @@ is_put() { [[ ${MODE[$1]} == *"--workload put"* ]]; }
 # The value of flag $2 in the flags $1 (empty if absent).
 flag() { echo " $1 " | sed -n "s/.* $2 \([^ ]*\) .*/\1/p"; }
 
+# One load generator is one client, which may hold three quarters of a shard's open
+# uploads: 128 leaves its 64 connections all open at once (nginx has no such bound).
 taskset -c 0 "$RON" serve --shards 1 --data-dir "$WORK/ron-data" --http "127.0.0.1:$RON_PORT" \
-  --oap "127.0.0.1:$OAP_PORT" --admin "127.0.0.1:$ADMIN_PORT" --cache-bytes "$CACHE" >"$WORK/ron.log" 2>&1 &
+  --oap "127.0.0.1:$OAP_PORT" --admin "127.0.0.1:$ADMIN_PORT" --cache-bytes "$CACHE" \
+  --max-uploads 128 >"$WORK/ron.log" 2>&1 &
 ron_pid=$!; pids+=("$ron_pid")
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null \

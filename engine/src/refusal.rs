@@ -170,6 +170,8 @@ pub enum Refusal {
     TooManyFetches { shard: u16, fetches: usize },
     #[error("this client has {fetches} read-through fetches under way on shard {shard}, a client's most (a quarter of the shard's)")]
     TooManyClientFetches { shard: u16, fetches: usize },
+    #[error("this client has {open} uploads open on shard {shard}; the rest are kept for other clients: try again shortly")]
+    TooManyClientUploads { shard: u16, open: u32 },
 
     #[error("removing an object needs the admin token (Authorization: Bearer <admin_token>)")]
     AdminTokenNeeded,
@@ -231,7 +233,9 @@ impl Refusal {
             Codec(e) => e.code(),
             RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
             OverQuota { .. } => ErrorCode::OverQuota,
-            Overloaded { .. } | TooManyUploads { .. } => ErrorCode::Overloaded,
+            Overloaded { .. } | TooManyUploads { .. } | TooManyClientUploads { .. } => {
+                ErrorCode::Overloaded
+            }
             ShuttingDown => ErrorCode::NotReady,
             Unauthorized { .. } => ErrorCode::Unauthorized,
             TooLarge { .. } => ErrorCode::TooLarge,

@@ -405,20 +405,25 @@ fn the_uploads_open_per_shard_are_configured() {
     uploads_past_the_most_are_refused(&n, 40);
 }
 
-/// Holds `most` uploads open on shard 0, checks the next one is refused, then frees
-/// them and checks an upload is taken again.
+const UPLOAD_HEAD: &str = "PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n";
+
+/// An upload from `from` held open: its head and a tenth of its body sent.
+fn upload_held_open(n: &Node, from: std::net::Ipv4Addr) -> TcpStream {
+    let mut s = connect_from(from, n.http);
+    s.write_all(UPLOAD_HEAD.as_bytes()).unwrap();
+    s.write_all(&[1u8; 100_000]).unwrap();
+    s
+}
+
+/// Holds `most` uploads open on shard 0 (from eight clients, each within its share),
+/// checks the next one is refused, then frees them and checks an upload is taken again.
 fn uploads_past_the_most_are_refused(n: &Node, most: u64) {
-    let head = "PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n";
+    let head = UPLOAD_HEAD;
     let open: Vec<TcpStream> = (0..most)
-        .map(|_| {
-            let mut s = connect(n.http);
-            s.write_all(head.as_bytes()).unwrap();
-            s.write_all(&[1u8; 100_000]).unwrap();
-            s
-        })
+        .map(|i| upload_held_open(n, std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % 8) as u8)))
         .collect();
     wait_metric(n, "ron_parked_requests", most, Duration::from_secs(10));
-    let mut one_more = connect(n.http);
+    let mut one_more = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 20), n.http);
     one_more.write_all(head.as_bytes()).unwrap();
     let refused = read_response(&mut one_more, &mut Vec::new(), false).unwrap();
     assert_eq!(refused.status, 503, "{refused:?}");
@@ -436,6 +441,39 @@ fn uploads_past_the_most_are_refused(n: &Node, most: u64) {
         Duration::from_secs(10),
         || put(n.http, "/o", &data, "").status == 201,
     );
+}
+
+/// One client's uploads hold at most three quarters of a shard's places: past a
+/// quarter of them, a client opens another only while a quarter stay free. Before, one
+/// client sending the heads of 32 uploads and little else (~80 bytes a second over
+/// OAP/1) held every place, and every other client's upload was refused 503.
+#[test]
+fn one_clients_uploads_leave_a_quarter_of_a_shards_places_to_others() {
+    let _alone = alone();
+    let n = Node::start(&temp_dir("atk-uploads-share"), &["--shards", "1"]);
+    let one = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let held: Vec<TcpStream> = (0..24).map(|_| upload_held_open(&n, one)).collect();
+    wait_metric(&n, "ron_parked_requests", 24, Duration::from_secs(10));
+    let mut one_more = connect_from(one, n.http);
+    one_more.write_all(UPLOAD_HEAD.as_bytes()).unwrap();
+    let refused = read_response(&mut one_more, &mut Vec::new(), false).unwrap();
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(
+        refused.json()["message"],
+        "this client has 24 uploads open on shard 0; the rest are kept for other clients: try again shortly"
+    );
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let data = bytes(6, 200_000);
+    let mut s = connect_from(other, n.http);
+    let raw = format!(
+        "PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        data.len()
+    );
+    s.write_all(raw.as_bytes()).unwrap();
+    s.write_all(&data).unwrap();
+    let taken = read_response(&mut s, &mut Vec::new(), false).unwrap();
+    assert_eq!(taken.status, 201, "another client's upload: {taken:?}");
+    drop(held);
 }
 
 enum Trickle {

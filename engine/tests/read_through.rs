@@ -684,10 +684,7 @@ fn placement_pulls_leave_half_of_a_shards_fetches_to_its_clients() {
 
 /// A GET of `path` from the loopback address `from` (another client than 127.0.0.1's).
 fn get_from(from: std::net::Ipv4Addr, node: SocketAddr, path: &str) -> Response {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
-    socket.connect(&node.into()).unwrap();
-    let mut s: TcpStream = socket.into();
+    let mut s = connect_from(from, node);
     let raw = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     s.write_all(raw.as_bytes()).unwrap();
     read_response(&mut s, &mut Vec::new(), false).unwrap()

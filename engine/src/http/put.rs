@@ -44,8 +44,9 @@ pub(super) async fn upload<S: Transport>(
     let begun = match credential.check().and(copies).and(declared) {
         Ok(declared) => match req.write_precondition(ctx, announced.as_ref()).await {
             Ok(()) => {
+                let client = conn.ticket.as_ref().map(|t| t.tenant());
                 ctx.service
-                    .begin_upload(&credential, declared, announced)
+                    .begin_upload(&credential, declared, announced, client)
                     .await
             }
             Err(refusal) => Err(refusal),

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use ron_codec::frame::Flags;
 use ron_codec::messages::{DataHeader, ObjectInfo};
 use ron_codec::Address;
+use ron_link::policy::Tenant;
 
 use super::answer::{answer, refuse, Account};
 use super::outbox::SharedOutboxes;
@@ -46,6 +47,7 @@ pub(super) struct PutState {
 pub(super) async fn begin(
     ctx: &OapContext,
     start: PutStart,
+    client: Tenant,
 ) -> Result<(UploadSession, usize), Refusal> {
     ctx.service
         .check_upload(&start.credential, Some(start.len))?;
@@ -64,7 +66,12 @@ pub(super) async fn begin(
     }
     let session = ctx
         .service
-        .begin_upload(&start.credential, Some(start.len), start.announced)
+        .begin_upload(
+            &start.credential,
+            Some(start.len),
+            start.announced,
+            Some(client),
+        )
         .await?;
     Ok((session, copies))
 }

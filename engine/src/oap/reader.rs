@@ -505,7 +505,7 @@ impl<S: Transport> Reader<S> {
     ) -> Result<(), Refusal> {
         let has_more = start.has_more;
         let declared = start.len;
-        let (session, copies) = put::begin(&self.ctx, start).await?;
+        let (session, copies) = put::begin(&self.ctx, start, ticket.tenant()).await?;
         self.ctx.admission.charge_up_front(&mut ticket, declared);
         let put = PutState {
             session,

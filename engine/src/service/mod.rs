@@ -20,7 +20,6 @@
 mod get;
 mod upload;
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -28,6 +27,7 @@ use ron_codec::{Address, ErrorCode};
 use ron_shards::{ObjectMeta, Shard};
 
 use ron_link::dht::{CopiesEnd, DhtClient, LeftOut, Provider};
+use ron_link::policy::Tenant;
 use ron_shards::lifecycle::{finished_within, join_all};
 
 use crate::admission::Ticket;
@@ -38,7 +38,7 @@ use crate::refusal::Refusal;
 use crate::replication::{audit_holder, AuditLimits};
 
 pub use get::{FetchStream, GroupStream, Span, StoredStream, VerifiedGroup};
-use upload::UploadSlot;
+use upload::UploadSlots;
 pub use upload::{Stored, UploadSession, WriteCredential};
 
 /// One shard's object service, shared by its connections of both protocols.
@@ -53,9 +53,8 @@ pub struct Service {
     copies: CopyPolicy,
     /// The denylist: a blocked address is answered 451 on every path.
     blocked: Rc<Blocked>,
-    /// Uploads open on this shard, at most `uploads_open_max`.
-    uploads_open: Rc<Cell<u32>>,
-    uploads_open_max: u32,
+    /// Uploads open on this shard, at most `uploads_open_max`, a client's share of them.
+    uploads: Rc<UploadSlots>,
 }
 
 /// The operator's removal of this node's copy of `addr`, on its owner shard (a DELETE
@@ -142,8 +141,7 @@ impl Service {
             read_through,
             copies,
             blocked,
-            uploads_open: Rc::default(),
-            uploads_open_max,
+            uploads: Rc::new(UploadSlots::new(uploads_open_max)),
         }
     }
 
@@ -370,22 +368,20 @@ impl Service {
     }
 
     /// Starts an upload after the write rule and the size limit allow it.
+    /// `client`: who the upload is charged to (its share of the shard's open uploads);
+    /// `None` for a request charged to no one.
     pub async fn begin_upload(
         &self,
         credential: &WriteCredential,
         declared_len: Option<u64>,
         announced: Option<Address>,
+        client: Option<Tenant>,
     ) -> Result<UploadSession, Refusal> {
         self.check_upload(credential, declared_len)?;
         if let Some(addr) = &announced {
             self.blocked.check(addr)?;
         }
-        let slot = UploadSlot::take(&self.uploads_open, self.uploads_open_max).ok_or(
-            Refusal::TooManyUploads {
-                shard: self.shard.index().0,
-                open: self.uploads_open.get(),
-            },
-        )?;
+        let slot = self.uploads.take(client, self.shard.index().0)?;
         let upload = self.shard.begin_upload(declared_len)?;
         Ok(UploadSession::new(
             Rc::clone(&self.shard),

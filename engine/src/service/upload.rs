@@ -1,9 +1,13 @@
 //! Uploads: the write rule, the size limit, the announced length and digest, and the
 //! commit outcome — the same for a streamed OAP PUT and an HTTP PUT/POST body.
 
-use crate::blocked::Blocked;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
+
+use ron_link::policy::Tenant;
+
+use crate::blocked::Blocked;
 
 use ron_codec::Address;
 use ron_shards::{CommitOutcome, Shard, Upload};
@@ -70,24 +74,79 @@ pub struct UploadSession {
     blocked: Rc<Blocked>,
 }
 
-/// One of a shard's open uploads (at most `uploads_open_max`), counted until dropped.
+/// A shard's open uploads: at most `max`, and a client holding a quarter of them (its
+/// share) opens another only while more than a quarter stay free. An upload holds its
+/// place until its body's deadline, so one client sending the heads of 32 uploads and
+/// little else (HTTP, or OAP/1 STARTs on one connection: ~80 bytes a second) held every
+/// place of a shard and every other client's upload was refused; now a quarter of them
+/// stays for the others, and a lone client still has three quarters.
 #[derive(Debug)]
-pub(super) struct UploadSlot(Rc<Cell<u32>>);
+pub(super) struct UploadSlots {
+    open: Cell<u32>,
+    /// Places held, by client (at most `max` entries: one per open upload at most).
+    by_client: RefCell<HashMap<Tenant, u32>>,
+    max: u32,
+}
 
-impl UploadSlot {
-    /// A slot, unless the shard has `max` uploads open.
-    pub(super) fn take(open: &Rc<Cell<u32>>, max: u32) -> Option<UploadSlot> {
-        if open.get() >= max {
-            return None;
+impl UploadSlots {
+    pub(super) fn new(max: u32) -> UploadSlots {
+        UploadSlots {
+            open: Cell::new(0),
+            by_client: RefCell::default(),
+            max,
         }
-        open.set(open.get() + 1);
-        Some(UploadSlot(Rc::clone(open)))
     }
+
+    fn share(&self) -> u32 {
+        (self.max / 4).max(1)
+    }
+
+    /// A place for `client`'s upload (none: a request not charged to a client), or why
+    /// not.
+    pub(super) fn take(
+        self: &Rc<Self>,
+        client: Option<Tenant>,
+        shard: u16,
+    ) -> Result<UploadSlot, Refusal> {
+        let open = self.open.get();
+        if open >= self.max {
+            return Err(Refusal::TooManyUploads { shard, open });
+        }
+        if let Some(client) = client {
+            let held = self.by_client.borrow().get(&client).copied().unwrap_or(0);
+            if held >= self.share() && open + self.share() >= self.max {
+                return Err(Refusal::TooManyClientUploads { shard, open: held });
+            }
+            *self.by_client.borrow_mut().entry(client).or_insert(0) += 1;
+        }
+        self.open.set(open + 1);
+        Ok(UploadSlot {
+            slots: Rc::clone(self),
+            client,
+        })
+    }
+}
+
+/// One of a shard's open uploads, counted until dropped.
+#[derive(Debug)]
+pub(super) struct UploadSlot {
+    slots: Rc<UploadSlots>,
+    client: Option<Tenant>,
 }
 
 impl Drop for UploadSlot {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        let slots = &self.slots;
+        slots.open.set(slots.open.get() - 1);
+        if let Some(client) = self.client {
+            let mut by_client = slots.by_client.borrow_mut();
+            if let Some(held) = by_client.get_mut(&client) {
+                *held -= 1;
+                if *held == 0 {
+                    by_client.remove(&client);
+                }
+            }
+        }
     }
 }
 

@@ -321,6 +321,18 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     try_connect(addr).unwrap()
 }
 
+/// A connection to `addr` from the loopback address `from` (another client than
+/// 127.0.0.1's: quotas and shares count clients by address).
+pub fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
 /// Reads one response from `stream`; `head_only` for answers to HEAD.
 pub fn read_response(
     stream: &mut TcpStream,
