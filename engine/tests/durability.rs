@@ -540,11 +540,5 @@ fn object_files_no_record_names_are_removed_at_the_next_start() {
     assert!(stored.exists(), "a stored object's file stays");
     let r = get(n.http, &format!("/o/{addr}")).unwrap();
     assert!(r.status == 200 && r.body == kept, "{}", r.status);
-    assert!(
-        n.stderr()
-            .contains("removed object files no index record names"),
-        "{}",
-        n.stderr()
-    );
     n.stop();
 }
