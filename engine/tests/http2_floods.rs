@@ -700,3 +700,62 @@ fn read_ahead_held_by_parked_streams_is_shown_and_given_back() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// One client's streams hold at most a quarter of their shard's read-ahead budget (64 MiB
+/// of 256): its 128 streams of cold 4 MiB objects parked on closed windows held all of it
+/// before (2 MiB each: four batches read ahead), and every other client's cold reads went
+/// one group at a time until the send deadline cut the streams. Objects larger than a
+/// quarter of the 8 MiB cache are never cached: every stream reads from disk.
+#[test]
+fn one_clients_parked_streams_hold_at_most_a_quarter_of_the_read_ahead() {
+    let n = tls_node(
+        "h2-read-ahead-share",
+        &["--shards", "1", "--cache-bytes", "8MiB"],
+    );
+    let objects: Vec<Address> = (0..8)
+        .map(|i| upload(&n.node, &bytes(60 + i, 4 << 20)))
+        .collect();
+    let mut raw = RawH2::connect(&n, &[(0x4, 0)]);
+    let mut frames = Vec::new();
+    for i in 0..128u32 {
+        let block = get_block(&format!("/o/{}", objects[i as usize % objects.len()]));
+        frames.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &block));
+    }
+    raw.send(&frames).unwrap();
+    let held = || gauge(n.node.admin, "ron_read_ahead_bytes").unwrap_or(0.0) as u64;
+    // Settled: the gauge has not moved for a second.
+    let (mut last, mut since, asked) = (u64::MAX, Instant::now(), Instant::now());
+    loop {
+        let now = held();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        if now > 0 && since.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "read-ahead still moving: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        last <= 64 << 20,
+        "one client's parked streams hold {last} bytes of read-ahead"
+    );
+    // Another client's cold read still reads ahead.
+    let refused = metric(n.node.admin, "ron_read_ahead_refused_total");
+    let mut s = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), n.node.http);
+    let path = format!("/o/{}", objects[0]);
+    let raw_get = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(raw_get.as_bytes()).unwrap();
+    let r = read_response(&mut s, &mut Vec::new(), false).unwrap();
+    assert!(r.status == 200 && r.body.len() == 4 << 20, "{}", r.status);
+    assert_eq!(
+        metric(n.node.admin, "ron_read_ahead_refused_total"),
+        refused,
+        "another client's cold read went group by group"
+    );
+    println!("128 parked streams of one client hold {last} bytes of read-ahead");
+    drop(raw);
+}

@@ -137,7 +137,11 @@ async fn plan(
         Some((first, last)) if !not_modified && req.method == Method::Get => {
             let span = groups_span(len, first, last);
             let object = Object::Stored(Rc::clone(&meta));
-            Some(ctx.service.stream(&object, span).await?)
+            Some(
+                ctx.service
+                    .stream(&object, span, ticket.map(Ticket::tenant))
+                    .await?,
+            )
         }
         _ => None,
     };

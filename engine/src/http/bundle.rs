@@ -336,7 +336,10 @@ async fn manifest_bytes(
             partial: span_len < len,
             total: len,
         };
-        let mut stream = ctx.service.stream(object, span).await?;
+        let mut stream = ctx
+            .service
+            .stream(object, span, ticket.map(Ticket::tenant))
+            .await?;
         while let Some(group) = stream.next().await {
             let group = group?;
             if let Some(ticket) = ticket {

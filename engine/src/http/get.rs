@@ -145,7 +145,8 @@ async fn plan(
     if req.method != Method::Get || span.len == 0 {
         return Ok(Plan::Send(object, span, None));
     }
-    let stream = ctx.service.stream(&object, span).await?;
+    let client = ticket.map(Ticket::tenant);
+    let stream = ctx.service.stream(&object, span, client).await?;
     Ok(Plan::Send(object, span, Some(stream)))
 }
 

@@ -99,7 +99,9 @@ async fn open(ctx: &OapContext, req: &GetRequest, ticket: &Ticket) -> Result<Gro
         })
     });
     let span = Span::resolve(range.as_ref(), object.len())?;
-    ctx.service.stream(&object, span).await
+    ctx.service
+        .stream(&object, span, Some(ticket.tenant()))
+        .await
 }
 
 /// The frames of one GET.

@@ -1,12 +1,16 @@
 //! Reads: which bytes a request asks for ([`Span`]) and the verified groups that carry
 //! them ([`GroupStream`]).
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use ron_codec::http::range::{RangeResolution, RangeSet};
 use ron_codec::tree::{GroupIndex, GROUP_LEN_BYTES};
 use ron_codec::Address;
+use ron_link::counters::StorageCounters;
+use ron_link::policy::Tenant;
+use ron_shards::shard::READ_AHEAD_BYTES_MAX;
 use ron_shards::{GroupBytes, ObjectMeta, ReadAheadPermit, Shard, ShardError, CACHE_WINDOW_GROUPS};
 
 use crate::fetch::{Flight, GroupAt};
@@ -112,7 +116,72 @@ const READ_AHEAD_BATCHES: usize = 4;
 struct Batch {
     end: u64,
     task: glommio::Task<Result<Vec<GroupBytes>, ShardError>>,
-    permit: ReadAheadPermit,
+    reserved: Reserved,
+}
+
+/// Most of a shard's read-ahead budget one client's streams hold together (a quarter):
+/// read-ahead is held until the stream has sent what was read, so streams parked on a
+/// slow reader keep it — one client's 128 HTTP/2 streams (or four OAP/1 connections of
+/// 32 GETs) left on closed windows held all 256 MiB, and every other client's cold
+/// reads went one group at a time for as long as the send deadline allowed.
+pub const READ_AHEAD_CLIENT_BYTES_MAX: u64 = READ_AHEAD_BYTES_MAX / 4;
+
+/// What each client's streams hold of the shard's read-ahead budget (at most
+/// [`READ_AHEAD_CLIENT_BYTES_MAX`] each). One per shard.
+#[derive(Debug, Default)]
+pub struct ReadAheadShares(RefCell<HashMap<Tenant, u64>>);
+
+impl ReadAheadShares {
+    /// `bytes` more for `client`, unless that takes it past its share.
+    fn take(self: &Rc<Self>, client: Tenant, bytes: u64) -> Option<ClientShare> {
+        let mut held = self.0.borrow_mut();
+        let now = held.get(&client).copied().unwrap_or(0);
+        if now + bytes > READ_AHEAD_CLIENT_BYTES_MAX {
+            return None;
+        }
+        held.insert(client, now + bytes);
+        Some(ClientShare {
+            shares: Rc::clone(self),
+            client,
+            bytes,
+        })
+    }
+}
+
+/// A client's part of one batch's read-ahead, given back when dropped.
+#[derive(Debug)]
+struct ClientShare {
+    shares: Rc<ReadAheadShares>,
+    client: Tenant,
+    bytes: u64,
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut held = self.shares.0.borrow_mut();
+        if let Some(now) = held.get_mut(&self.client) {
+            *now -= self.bytes;
+            if *now == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// One batch's read-ahead: the shard's budget and, for a stream a client asked for, that
+/// client's share of it.
+#[derive(Debug)]
+struct Reserved {
+    _permit: ReadAheadPermit,
+    _share: Option<ClientShare>,
+}
+
+/// Who a stream reads ahead for: the client its request is charged to, and the shard's
+/// record of what each client holds.
+#[derive(Debug, Clone)]
+pub struct ReadAheadFor {
+    pub client: Tenant,
+    pub shares: Rc<ReadAheadShares>,
 }
 
 /// The verified groups of a span, in order: of a stored object, or of one being read
@@ -186,6 +255,8 @@ pub struct FetchStream {
     /// The span's first group, verified before the caller writes any head.
     first: Option<VerifiedGroup>,
     stored: Option<StoredStream>,
+    /// Who the store's stream reads ahead for, once the object is stored.
+    reads_for: Option<ReadAheadFor>,
 }
 
 impl FetchStream {
@@ -193,6 +264,7 @@ impl FetchStream {
         shard: Rc<Shard>,
         flight: Rc<Flight>,
         span: Span,
+        reads_for: Option<ReadAheadFor>,
     ) -> Result<FetchStream, Refusal> {
         let (first, last) = span.groups().map_or((1, 0), |(f, l)| (f.0, l.0));
         let mut stream = FetchStream {
@@ -203,6 +275,7 @@ impl FetchStream {
             last,
             first: None,
             stored: None,
+            reads_for,
         };
         if let Some(group) = stream.next().await {
             stream.first = Some(group?);
@@ -254,7 +327,8 @@ impl FetchStream {
             len: end - from,
             ..self.span
         };
-        let stream = StoredStream::open(Rc::clone(&self.shard), meta, rest).await?;
+        let reads_for = self.reads_for.take();
+        let stream = StoredStream::open(Rc::clone(&self.shard), meta, rest, reads_for).await?;
         self.stored = Some(stream);
         Ok(())
     }
@@ -278,7 +352,9 @@ pub struct StoredStream {
     /// Read-ahead batches after `ready`, in order, and the first group none covers.
     batches: VecDeque<Batch>,
     /// Budget shares of batches read and not yet all handed out, with their ends.
-    held: VecDeque<(u64, ReadAheadPermit)>,
+    held: VecDeque<(u64, Reserved)>,
+    /// The client the stream reads ahead for; `None`: charged to no client.
+    reads_for: Option<ReadAheadFor>,
     requested_to: u64,
     /// Groups before this one are fetched one at a time: a batch covering them failed,
     /// and its good groups are still served before the bad one's error.
@@ -290,6 +366,7 @@ impl StoredStream {
         shard: Rc<Shard>,
         meta: Rc<ObjectMeta>,
         span: Span,
+        reads_for: Option<ReadAheadFor>,
     ) -> Result<StoredStream, Refusal> {
         let (first, last) = span.groups().map_or((1, 0), |(f, l)| (f.0, l.0));
         let groups = (last + 1).saturating_sub(first);
@@ -313,6 +390,7 @@ impl StoredStream {
             ready,
             batches: VecDeque::new(),
             held: VecDeque::new(),
+            reads_for,
             requested_to: first + early,
             singly_until: 0,
         })
@@ -370,7 +448,7 @@ impl StoredStream {
                 match batch.task.await {
                     Ok(groups) => {
                         self.ready.extend(groups);
-                        self.held.push_back((batch.end, batch.permit));
+                        self.held.push_back((batch.end, batch.reserved));
                     }
                     Err(_) => self.singly_until = batch.end,
                 }
@@ -418,8 +496,9 @@ impl StoredStream {
             if self.batches.len() >= READ_AHEAD_BATCHES || self.ready.len() >= window {
                 return started;
             }
-            // Past the shard's budget the stream reads one group at a time (`take_next`).
-            let Some(permit) = self.shard.reserve_read_ahead(count * GROUP_LEN_BYTES) else {
+            // Past the shard's budget, or its client's share of it, the stream reads one
+            // group at a time (`take_next`).
+            let Some(reserved) = self.reserve(count * GROUP_LEN_BYTES) else {
                 return started;
             };
             self.requested_to += count;
@@ -428,11 +507,30 @@ impl StoredStream {
             self.batches.push_back(Batch {
                 end: first.0 + count,
                 task,
-                permit,
+                reserved,
             });
             started = true;
         }
         started
+    }
+
+    /// `bytes` of read-ahead: the client's share first, then the shard's budget.
+    fn reserve(&self, bytes: u64) -> Option<Reserved> {
+        let share = match &self.reads_for {
+            None => None,
+            Some(reads_for) => match reads_for.shares.take(reads_for.client, bytes) {
+                Some(share) => Some(share),
+                None => {
+                    StorageCounters::add(&self.shard.metrics().read_ahead_refused, 1);
+                    return None;
+                }
+            },
+        };
+        let permit = self.shard.reserve_read_ahead(bytes)?;
+        Some(Reserved {
+            _permit: permit,
+            _share: share,
+        })
     }
 }
 
@@ -570,7 +668,7 @@ mod tests {
             let batch_bytes = READ_AHEAD_BATCH_GROUPS * GROUP_LEN_BYTES;
             let _others = shard.reserve_read_ahead(READ_AHEAD_BYTES_MAX - batch_bytes);
             let span = Span::resolve(None, data.len() as u64).unwrap();
-            let mut stream = StoredStream::open(Rc::clone(&shard), meta, span)
+            let mut stream = StoredStream::open(Rc::clone(&shard), meta, span, None)
                 .await
                 .unwrap();
             for g in 0..12usize {

@@ -37,7 +37,10 @@ use crate::limits::COPIES_WAIT;
 use crate::refusal::Refusal;
 use crate::replication::{audit_holder, AuditLimits};
 
-pub use get::{FetchStream, GroupStream, Span, StoredStream, VerifiedGroup};
+pub use get::{
+    FetchStream, GroupStream, ReadAheadFor, ReadAheadShares, Span, StoredStream, VerifiedGroup,
+    READ_AHEAD_CLIENT_BYTES_MAX,
+};
 use upload::UploadSlots;
 pub use upload::{Stored, UploadSession, WriteCredential};
 
@@ -55,6 +58,8 @@ pub struct Service {
     blocked: Rc<Blocked>,
     /// Uploads open on this shard, at most `uploads_open_max`, a client's share of them.
     uploads: Rc<UploadSlots>,
+    /// What each client's streams hold of the shard's read-ahead budget.
+    read_ahead_shares: Rc<ReadAheadShares>,
 }
 
 /// The operator's removal of this node's copy of `addr`, on its owner shard (a DELETE
@@ -142,6 +147,7 @@ impl Service {
             copies,
             blocked,
             uploads: Rc::new(UploadSlots::new(uploads_open_max)),
+            read_ahead_shares: Rc::default(),
         }
     }
 
@@ -345,16 +351,27 @@ impl Service {
         }
     }
 
-    /// The verified groups of `span`, the first ones fetched before this returns.
-    pub async fn stream(&self, object: &Object, span: Span) -> Result<GroupStream, Refusal> {
+    /// The verified groups of `span`, the first ones fetched before this returns; what
+    /// they read ahead counts against `client`'s share of the shard's read-ahead
+    /// (`None`: a request charged to no client).
+    pub async fn stream(
+        &self,
+        object: &Object,
+        span: Span,
+        client: Option<Tenant>,
+    ) -> Result<GroupStream, Refusal> {
         let shard = Rc::clone(&self.shard);
+        let reads_for = client.map(|client| ReadAheadFor {
+            client,
+            shares: Rc::clone(&self.read_ahead_shares),
+        });
         Ok(match object {
-            Object::Stored(meta) => {
-                GroupStream::Stored(StoredStream::open(shard, Rc::clone(meta), span).await?)
-            }
+            Object::Stored(meta) => GroupStream::Stored(
+                StoredStream::open(shard, Rc::clone(meta), span, reads_for).await?,
+            ),
             // Boxed: a read-through's state is not carried by every request's.
             Object::Fetching { flight, .. } => GroupStream::Fetching(
-                Box::pin(FetchStream::open(shard, Rc::clone(flight), span)).await?,
+                Box::pin(FetchStream::open(shard, Rc::clone(flight), span, reads_for)).await?,
             ),
         })
     }
