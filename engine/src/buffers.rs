@@ -4,7 +4,9 @@
 //! [`read_pooled`], which lends a buffer for each poll of the socket and takes it back
 //! when nothing has arrived (`AsyncRead::poll_read` never keeps the buffer across
 //! `Pending`; glommio polls the socket for readiness and then reads). So 10,000 idle
-//! connections cost their sockets and tasks, not 10,000 × 80 KiB of buffers.
+//! connections cost their sockets and tasks, not 10,000 × 80 KiB of buffers. An OAP/1
+//! connection part way through a frame, or with uploads waiting for data, waits the
+//! same way (`transfer::read_pooled`): it held a buffer for its whole transfer deadline.
 //!
 //! One pool per shard and buffer size (`Rc`, no locks). Buffers come back on drop; the
 //! pool keeps at most `free_max` of them and frees the rest, so its memory is bounded by
@@ -56,6 +58,11 @@ impl BufferPool {
             buffer: Some(buffer),
             pool: Rc::clone(self),
         }
+    }
+
+    /// The size of the buffers it lends.
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer_bytes
     }
 
     /// Buffers kept for reuse.

@@ -16,9 +16,12 @@
 //! than the node cannot fill the shard's in-flight gate.
 
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::poll_once;
+
+use crate::buffers::{self, BufferPool, PooledBuffer};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ron_link::counters::FrontCounters;
 
@@ -193,6 +196,34 @@ pub(crate) async fn read<R: AsyncRead + Unpin, G>(
     };
     transfer.moved += n as u64;
     Ok(n)
+}
+
+/// [`read`] into a buffer `pool` lends only once bytes are there
+/// ([`buffers::read_pooled`]): a connection waiting within its deadline — part way
+/// through a frame, its uploads waiting for data — holds none. Holding one there, each
+/// connection sending a byte a minute kept 64 KiB of the shard.
+pub(crate) async fn read_pooled<R: AsyncRead + Unpin, G>(
+    r: &mut R,
+    pool: &Rc<BufferPool>,
+    transfer: &mut Transfer,
+    park: impl FnOnce() -> G,
+    metrics: &FrontCounters,
+    set_timeout: impl Fn(&R, Duration),
+) -> io::Result<(PooledBuffer, usize)> {
+    let (buf, n) = match poll_once(buffers::read_pooled(r, pool)).await {
+        Some(read) => read?,
+        None => {
+            let left =
+                transfer.wait_limit(pool.buffer_bytes().min(READ_WAIT_BYTES_MAX), metrics)?;
+            let _parked = park();
+            set_timeout(r, left);
+            buffers::read_pooled(r, pool)
+                .await
+                .map_err(|e| counted(e, metrics))?
+        }
+    };
+    transfer.moved += n as u64;
+    Ok((buf, n))
 }
 
 #[cfg(test)]

@@ -151,9 +151,8 @@ impl<S: Transport> Reader<S> {
                 break;
             }
             let upload_due = self.next_upload_due();
-            let mut buf = self.ctx.read_buffers.take();
-            match self.read_receiving(&mut buf, upload_due).await {
-                Ok(n) => return Ok((buf, n)),
+            match self.read_receiving(upload_due).await {
+                Ok(read) => return Ok(read),
                 // An upload's own deadline ended the wait, not the connection's: it is
                 // cut at the top of the loop, and the others go on.
                 Err(ReadEnd::Broken) if self.an_upload_fell_behind(upload_due) => {
@@ -253,9 +252,8 @@ impl<S: Transport> Reader<S> {
 
     async fn read_receiving(
         &mut self,
-        buf: &mut [u8],
         upload_due: Option<Instant>,
-    ) -> Result<usize, ReadEnd> {
+    ) -> Result<(PooledBuffer, usize), ReadEnd> {
         let Reader {
             ctx,
             half,
@@ -278,12 +276,13 @@ impl<S: Transport> Reader<S> {
             let left = upload_left.map_or(left, |upload| left.min(upload.max(UPLOAD_WAIT_MIN)));
             h.set_read_timeout(Some(left))
         };
-        match transfer::read(half, buf, transfer, park, ctx.metrics(), set_timeout).await {
+        let pool = &ctx.read_buffers;
+        match transfer::read_pooled(half, pool, transfer, park, ctx.metrics(), set_timeout).await {
             // Uploads left unfinished are aborted either way; answers already queued
             // still go out unless a frame was cut short.
-            Ok(0) if self.decoder.is_idle() => Err(ReadEnd::PeerDone),
-            Ok(0) | Err(_) => Err(ReadEnd::Broken),
-            Ok(n) => Ok(n),
+            Ok((_, 0)) if self.decoder.is_idle() => Err(ReadEnd::PeerDone),
+            Ok((_, 0)) | Err(_) => Err(ReadEnd::Broken),
+            Ok(read) => Ok(read),
         }
     }
 
