@@ -172,6 +172,8 @@ pub enum Refusal {
     TooManyClientFetches { shard: u16, fetches: usize },
     #[error("this client has {open} uploads open on shard {shard}; the rest are kept for other clients: try again shortly")]
     TooManyClientUploads { shard: u16, open: u32 },
+    #[error("this client has {waits} uploads waiting for copies on shard {shard}, a client's most: try again shortly")]
+    TooManyCopyWaits { shard: u16, waits: u32 },
 
     #[error("removing an object needs the admin token (Authorization: Bearer <admin_token>)")]
     AdminTokenNeeded,
@@ -233,9 +235,10 @@ impl Refusal {
             Codec(e) => e.code(),
             RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
             OverQuota { .. } => ErrorCode::OverQuota,
-            Overloaded { .. } | TooManyUploads { .. } | TooManyClientUploads { .. } => {
-                ErrorCode::Overloaded
-            }
+            Overloaded { .. }
+            | TooManyUploads { .. }
+            | TooManyClientUploads { .. }
+            | TooManyCopyWaits { .. } => ErrorCode::Overloaded,
             ShuttingDown => ErrorCode::NotReady,
             Unauthorized { .. } => ErrorCode::Unauthorized,
             TooLarge { .. } => ErrorCode::TooLarge,

@@ -1305,6 +1305,53 @@ fn uploads_waiting_for_copies_hold_no_in_flight_slot() {
     }
 }
 
+/// One client's uploads waiting for copies on a shard are at most 32: past them its
+/// next upload asking for copies is refused 503 before its body. Each wait costs a
+/// watch of the DHT thread (1,024 for the node) for up to 30 s, and goes on when its
+/// client has gone: one client reconnecting with 32 such uploads a connection held every
+/// watch, and every other client's `copies` was answered busy.
+#[test]
+fn one_clients_uploads_waiting_for_copies_are_bounded() {
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let mut flags = zoned_flags(&ports, i, format!("z{i}"), 2);
+            flags.extend(["--max-uploads".into(), "64".into()]);
+            start(&temp_dir(&format!("copy-waits-{i}")), &flags)
+        })
+        .collect();
+    wait_for("A knows B", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 1
+    });
+    signal(&nodes[1], "STOP");
+    let http = nodes[0].http;
+    let bodies: Vec<Vec<u8>> = (0..32).map(|i| bytes(200 + i, 10_000)).collect();
+    let waiting: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|body| std::thread::spawn(move || put(http, "/o?copies=2", &body, "")))
+        .collect();
+    wait_for("32 uploads stored here, waiting for copies", WAIT, || {
+        bodies.iter().all(|b| holds(&nodes[0], &Address::of(b)))
+    });
+    let one_more = put(http, "/o?copies=2", &bytes(300, 10_000), "");
+    let other = put(http, "/o", &bytes(301, 10_000), "");
+    signal(&nodes[1], "CONT");
+    assert_eq!(one_more.status, 503, "{one_more:?}");
+    assert_eq!(
+        one_more.json()["message"],
+        "this client has 32 uploads waiting for copies on shard 0, a client's most: try again shortly"
+    );
+    assert_eq!(
+        other.status, 201,
+        "an upload asking for no copies: {other:?}"
+    );
+    for upload in waiting {
+        let r = upload.join().unwrap();
+        assert!(matches!(r.status, 201 | 503 | 504), "{r:?}");
+    }
+}
+
 #[test]
 fn a_node_started_before_its_bootstrap_peer_joins_once_it_answers() {
     let ports = [free_port(), free_port()];

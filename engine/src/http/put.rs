@@ -41,10 +41,15 @@ pub(super) async fn upload<S: Transport>(
         .clone()
         .map_err(|given| Refusal::BadCopies { given })
         .and_then(|want| ctx.service.check_copies(want).map(|()| want));
-    let begun = match credential.check().and(copies).and(declared) {
+    let client = conn.ticket.as_ref().map(|t| t.tenant());
+    // Held until the upload is answered.
+    let mut _copy_wait = None;
+    let begun = match credential.check().and(copies).and_then(|want| {
+        _copy_wait = ctx.service.take_copy_wait(want, client)?;
+        declared
+    }) {
         Ok(declared) => match req.write_precondition(ctx, announced.as_ref()).await {
             Ok(()) => {
-                let client = conn.ticket.as_ref().map(|t| t.tenant());
                 ctx.service
                     .begin_upload(&credential, declared, announced, client)
                     .await

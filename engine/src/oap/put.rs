@@ -16,7 +16,7 @@ use super::OapContext;
 use crate::admission::Ticket;
 use crate::limits::COPIES_MAX;
 use crate::refusal::Refusal;
-use crate::service::{UploadSession, WriteCredential};
+use crate::service::{CopyWait, UploadSession, WriteCredential};
 use crate::transfer::TransferPace;
 
 /// Where OAP/1 carries a write token, for the 401 message.
@@ -38,6 +38,8 @@ pub(super) struct PutState {
     pub session: UploadSession,
     pub ticket: Ticket,
     pub copies: usize,
+    /// Its place among its client's uploads waiting for copies, until it is answered.
+    pub copy_wait: Option<CopyWait>,
     /// When its bytes are due: each upload keeps the minimum rate on its own, as one
     /// HTTP upload does on its connection (`reader.rs`, `uploads_behind`).
     pub pace: TransferPace,
@@ -48,7 +50,7 @@ pub(super) async fn begin(
     ctx: &OapContext,
     start: PutStart,
     client: Tenant,
-) -> Result<(UploadSession, usize), Refusal> {
+) -> Result<(UploadSession, usize, Option<CopyWait>), Refusal> {
     ctx.service
         .check_upload(&start.credential, Some(start.len))?;
     let copies = match start.copies {
@@ -64,6 +66,7 @@ pub(super) async fn begin(
     if start.len > 0 && !start.has_more {
         return Err(Refusal::PutWithoutData { len: start.len });
     }
+    let copy_wait = ctx.service.take_copy_wait(copies, Some(client))?;
     let session = ctx
         .service
         .begin_upload(
@@ -73,7 +76,7 @@ pub(super) async fn begin(
             Some(client),
         )
         .await?;
-    Ok((session, copies))
+    Ok((session, copies, copy_wait))
 }
 
 /// Appends one DATA frame's bytes to an upload after checking its DATA header against
@@ -105,6 +108,7 @@ pub(super) async fn commit(ctx: Rc<OapContext>, out: SharedOutboxes, corr_id: u6
         session,
         ticket,
         copies,
+        copy_wait: _held_until_answered,
         ..
     } = put;
     let received = session.received();

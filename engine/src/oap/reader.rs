@@ -504,12 +504,13 @@ impl<S: Transport> Reader<S> {
     ) -> Result<(), Refusal> {
         let has_more = start.has_more;
         let declared = start.len;
-        let (session, copies) = put::begin(&self.ctx, start, ticket.tenant()).await?;
+        let (session, copies, copy_wait) = put::begin(&self.ctx, start, ticket.tenant()).await?;
         self.ctx.admission.charge_up_front(&mut ticket, declared);
         let put = PutState {
             session,
             ticket,
             copies,
+            copy_wait,
             pace: self.ctx.pace(Instant::now()),
         };
         if has_more {

@@ -42,6 +42,7 @@ pub use get::{
     READ_AHEAD_CLIENT_BYTES_MAX,
 };
 use upload::UploadSlots;
+pub use upload::{CopyWait, CopyWaits, COPY_WAITS_PER_CLIENT_MAX};
 pub use upload::{Stored, UploadSession, WriteCredential};
 
 /// One shard's object service, shared by its connections of both protocols.
@@ -60,6 +61,8 @@ pub struct Service {
     uploads: Rc<UploadSlots>,
     /// What each client's streams hold of the shard's read-ahead budget.
     read_ahead_shares: Rc<ReadAheadShares>,
+    /// Each client's uploads waiting for copies on this shard.
+    copy_waits: Rc<CopyWaits>,
 }
 
 /// The operator's removal of this node's copy of `addr`, on its owner shard (a DELETE
@@ -148,6 +151,7 @@ impl Service {
             blocked,
             uploads: Rc::new(UploadSlots::new(uploads_open_max)),
             read_ahead_shares: Rc::default(),
+            copy_waits: Rc::default(),
         }
     }
 
@@ -159,6 +163,23 @@ impl Service {
                 replicas: self.copies.replicas,
             }),
             false => Ok(()),
+        }
+    }
+
+    /// A place among `client`'s uploads waiting for copies on this shard, taken before
+    /// the upload is received and held until it is answered; `None` when it waits for
+    /// none (`want` ≤ 1, or a request charged to no client). A wait costs a watch of the
+    /// DHT thread (1,024 for the node) for up to [`COPIES_WAIT`], and goes on when its
+    /// client has gone: one client reconnecting with 32 such uploads a connection held
+    /// every watch, and every other client's `copies` was answered busy.
+    pub fn take_copy_wait(
+        &self,
+        want: usize,
+        client: Option<Tenant>,
+    ) -> Result<Option<CopyWait>, Refusal> {
+        match client.filter(|_| want > 1 && self.copies.dht.is_some()) {
+            None => Ok(None),
+            Some(client) => self.copy_waits.take(client, self.shard.index().0).map(Some),
         }
     }
 

@@ -127,6 +127,51 @@ impl UploadSlots {
     }
 }
 
+/// A client's uploads waiting for copies on one shard, at most (the node's DHT watches
+/// 1,024 at once).
+pub const COPY_WAITS_PER_CLIENT_MAX: u32 = 32;
+
+/// Each client's uploads waiting for copies on one shard.
+#[derive(Debug, Default)]
+pub struct CopyWaits(RefCell<HashMap<Tenant, u32>>);
+
+impl CopyWaits {
+    pub(super) fn take(self: &Rc<Self>, client: Tenant, shard: u16) -> Result<CopyWait, Refusal> {
+        let mut waits = self.0.borrow_mut();
+        let held = waits.entry(client).or_insert(0);
+        if *held >= COPY_WAITS_PER_CLIENT_MAX {
+            return Err(Refusal::TooManyCopyWaits {
+                shard,
+                waits: *held,
+            });
+        }
+        *held += 1;
+        Ok(CopyWait {
+            waits: Rc::clone(self),
+            client,
+        })
+    }
+}
+
+/// One upload's place among its client's uploads waiting for copies, until dropped.
+#[derive(Debug)]
+pub struct CopyWait {
+    waits: Rc<CopyWaits>,
+    client: Tenant,
+}
+
+impl Drop for CopyWait {
+    fn drop(&mut self) {
+        let mut waits = self.waits.0.borrow_mut();
+        if let Some(held) = waits.get_mut(&self.client) {
+            *held -= 1;
+            if *held == 0 {
+                waits.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// One of a shard's open uploads, counted until dropped.
 #[derive(Debug)]
 pub(super) struct UploadSlot {
