@@ -16,7 +16,7 @@ use super::OapContext;
 use crate::admission::Ticket;
 use crate::limits::COPIES_MAX;
 use crate::refusal::Refusal;
-use crate::service::{CopyWait, UploadSession, WriteCredential};
+use crate::service::{ClientHold, UploadSession, WriteCredential};
 use crate::transfer::TransferPace;
 
 /// Where OAP/1 carries a write token, for the 401 message.
@@ -39,7 +39,7 @@ pub(super) struct PutState {
     pub ticket: Ticket,
     pub copies: usize,
     /// Its place among its client's uploads waiting for copies, until it is answered.
-    pub copy_wait: Option<CopyWait>,
+    pub copy_wait: Option<ClientHold>,
     /// When its bytes are due: each upload keeps the minimum rate on its own, as one
     /// HTTP upload does on its connection (`reader.rs`, `uploads_behind`).
     pub pace: TransferPace,
@@ -50,7 +50,7 @@ pub(super) async fn begin(
     ctx: &OapContext,
     start: PutStart,
     client: Tenant,
-) -> Result<(UploadSession, usize, Option<CopyWait>), Refusal> {
+) -> Result<(UploadSession, usize, Option<ClientHold>), Refusal> {
     ctx.service
         .check_upload(&start.credential, Some(start.len))?;
     let copies = match start.copies {

@@ -1,8 +1,7 @@
 //! Reads: which bytes a request asks for ([`Span`]) and the verified groups that carry
 //! them ([`GroupStream`]).
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use ron_codec::http::range::{RangeResolution, RangeSet};
@@ -13,6 +12,7 @@ use ron_link::policy::Tenant;
 use ron_shards::shard::READ_AHEAD_BYTES_MAX;
 use ron_shards::{GroupBytes, ObjectMeta, ReadAheadPermit, Shard, ShardError, CACHE_WINDOW_GROUPS};
 
+use super::per_client::{ClientHold, PerClient};
 use crate::fetch::{Flight, GroupAt};
 use crate::limits::{VERIFY_BEFORE_HEAD_BYTES_MAX, VERIFY_BEFORE_HEAD_GROUPS_MAX};
 use crate::refusal::Refusal;
@@ -126,62 +126,20 @@ struct Batch {
 /// reads went one group at a time for as long as the send deadline allowed.
 pub const READ_AHEAD_CLIENT_BYTES_MAX: u64 = READ_AHEAD_BYTES_MAX / 4;
 
-/// What each client's streams hold of the shard's read-ahead budget (at most
-/// [`READ_AHEAD_CLIENT_BYTES_MAX`] each). One per shard.
-#[derive(Debug, Default)]
-pub struct ReadAheadShares(RefCell<HashMap<Tenant, u64>>);
-
-impl ReadAheadShares {
-    /// `bytes` more for `client`, unless that takes it past its share.
-    fn take(self: &Rc<Self>, client: Tenant, bytes: u64) -> Option<ClientShare> {
-        let mut held = self.0.borrow_mut();
-        let now = held.get(&client).copied().unwrap_or(0);
-        if now + bytes > READ_AHEAD_CLIENT_BYTES_MAX {
-            return None;
-        }
-        held.insert(client, now + bytes);
-        Some(ClientShare {
-            shares: Rc::clone(self),
-            client,
-            bytes,
-        })
-    }
-}
-
-/// A client's part of one batch's read-ahead, given back when dropped.
-#[derive(Debug)]
-struct ClientShare {
-    shares: Rc<ReadAheadShares>,
-    client: Tenant,
-    bytes: u64,
-}
-
-impl Drop for ClientShare {
-    fn drop(&mut self) {
-        let mut held = self.shares.0.borrow_mut();
-        if let Some(now) = held.get_mut(&self.client) {
-            *now -= self.bytes;
-            if *now == 0 {
-                held.remove(&self.client);
-            }
-        }
-    }
-}
-
 /// One batch's read-ahead: the shard's budget and, for a stream a client asked for, that
 /// client's share of it.
 #[derive(Debug)]
 struct Reserved {
     _permit: ReadAheadPermit,
-    _share: Option<ClientShare>,
+    _share: Option<ClientHold>,
 }
 
-/// Who a stream reads ahead for: the client its request is charged to, and the shard's
-/// record of what each client holds.
+/// Who a stream reads ahead for: the client its request is charged to, and what each
+/// client's streams hold of the shard's read-ahead budget.
 #[derive(Debug, Clone)]
 pub struct ReadAheadFor {
     pub client: Tenant,
-    pub shares: Rc<ReadAheadShares>,
+    pub shares: Rc<PerClient>,
 }
 
 /// The verified groups of a span, in order: of a stored object, or of one being read
@@ -518,13 +476,18 @@ impl StoredStream {
     fn reserve(&self, bytes: u64) -> Option<Reserved> {
         let share = match &self.reads_for {
             None => None,
-            Some(reads_for) => match reads_for.shares.take(reads_for.client, bytes) {
-                Some(share) => Some(share),
-                None => {
-                    StorageCounters::add(&self.shard.metrics().read_ahead_refused, 1);
-                    return None;
+            Some(reads_for) => {
+                match reads_for
+                    .shares
+                    .take(reads_for.client, bytes, READ_AHEAD_CLIENT_BYTES_MAX)
+                {
+                    Some(share) => Some(share),
+                    None => {
+                        StorageCounters::add(&self.shard.metrics().read_ahead_refused, 1);
+                        return None;
+                    }
                 }
-            },
+            }
         };
         let permit = self.shard.reserve_read_ahead(bytes)?;
         Some(Reserved {

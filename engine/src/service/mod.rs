@@ -14,10 +14,16 @@
 //!   against an announced address and commits on the owner shard (durable before it
 //!   answers).
 //!
+//! - Shares: a client (its tenant, else its address) holds at most its share of the
+//!   shard's open uploads, of its uploads waiting for copies and of its streams'
+//!   read-ahead ([`PerClient`], `per_client.rs`): one client holding them all left every
+//!   other client refused or reading group by group.
+//!
 //! Every failure is a [`Refusal`](crate::refusal::Refusal); the front end only decides
 //! how to write it (HTTP response, OAP error frame) and whether the connection goes on.
 
 mod get;
+mod per_client;
 mod upload;
 
 use std::rc::Rc;
@@ -38,11 +44,12 @@ use crate::refusal::Refusal;
 use crate::replication::{audit_holder, AuditLimits};
 
 pub use get::{
-    FetchStream, GroupStream, ReadAheadFor, ReadAheadShares, Span, StoredStream, VerifiedGroup,
+    FetchStream, GroupStream, ReadAheadFor, Span, StoredStream, VerifiedGroup,
     READ_AHEAD_CLIENT_BYTES_MAX,
 };
+pub use per_client::{ClientHold, PerClient};
 use upload::UploadSlots;
-pub use upload::{CopyWait, CopyWaits, COPY_WAITS_PER_CLIENT_MAX};
+pub use upload::COPY_WAITS_PER_CLIENT_MAX;
 pub use upload::{Stored, UploadSession, WriteCredential};
 
 /// One shard's object service, shared by its connections of both protocols.
@@ -60,9 +67,9 @@ pub struct Service {
     /// Uploads open on this shard, at most `uploads_open_max`, a client's share of them.
     uploads: Rc<UploadSlots>,
     /// What each client's streams hold of the shard's read-ahead budget.
-    read_ahead_shares: Rc<ReadAheadShares>,
+    read_ahead_shares: Rc<PerClient>,
     /// Each client's uploads waiting for copies on this shard.
-    copy_waits: Rc<CopyWaits>,
+    copy_waits: Rc<PerClient>,
 }
 
 /// The operator's removal of this node's copy of `addr`, on its owner shard (a DELETE
@@ -176,10 +183,12 @@ impl Service {
         &self,
         want: usize,
         client: Option<Tenant>,
-    ) -> Result<Option<CopyWait>, Refusal> {
+    ) -> Result<Option<ClientHold>, Refusal> {
         match client.filter(|_| want > 1 && self.copies.dht.is_some()) {
             None => Ok(None),
-            Some(client) => self.copy_waits.take(client, self.shard.index().0).map(Some),
+            Some(client) => {
+                upload::take_copy_wait(&self.copy_waits, client, self.shard.index().0).map(Some)
+            }
         }
     }
 

@@ -1,12 +1,12 @@
 //! Uploads: the write rule, the size limit, the announced length and digest, and the
 //! commit outcome — the same for a streamed OAP PUT and an HTTP PUT/POST body.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::rc::Rc;
 
 use ron_link::policy::Tenant;
 
+use super::per_client::{ClientHold, PerClient};
 use crate::blocked::Blocked;
 
 use ron_codec::Address;
@@ -83,8 +83,7 @@ pub struct UploadSession {
 #[derive(Debug)]
 pub(super) struct UploadSlots {
     open: Cell<u32>,
-    /// Places held, by client (at most `max` entries: one per open upload at most).
-    by_client: RefCell<HashMap<Tenant, u32>>,
+    by_client: Rc<PerClient>,
     max: u32,
 }
 
@@ -92,7 +91,7 @@ impl UploadSlots {
     pub(super) fn new(max: u32) -> UploadSlots {
         UploadSlots {
             open: Cell::new(0),
-            by_client: RefCell::default(),
+            by_client: Rc::default(),
             max,
         }
     }
@@ -112,17 +111,23 @@ impl UploadSlots {
         if open >= self.max {
             return Err(Refusal::TooManyUploads { shard, open });
         }
-        if let Some(client) = client {
-            let held = self.by_client.borrow().get(&client).copied().unwrap_or(0);
-            if held >= self.share() && open + self.share() >= self.max {
-                return Err(Refusal::TooManyClientUploads { shard, open: held });
-            }
-            *self.by_client.borrow_mut().entry(client).or_insert(0) += 1;
-        }
+        let share = u64::from(self.share());
+        let held = client.map(|client| {
+            let roomy = open + self.share() < self.max;
+            let most = if roomy { u64::MAX } else { share };
+            let held = self.by_client.held(client);
+            self.by_client
+                .take(client, 1, most)
+                .ok_or(Refusal::TooManyClientUploads {
+                    shard,
+                    open: held as u32,
+                })
+        });
+        let held = held.transpose()?;
         self.open.set(open + 1);
         Ok(UploadSlot {
-            slots: Rc::clone(self),
-            client,
+            open: Rc::clone(self),
+            _held: held,
         })
     }
 }
@@ -131,67 +136,32 @@ impl UploadSlots {
 /// 1,024 at once).
 pub const COPY_WAITS_PER_CLIENT_MAX: u32 = 32;
 
-/// Each client's uploads waiting for copies on one shard.
-#[derive(Debug, Default)]
-pub struct CopyWaits(RefCell<HashMap<Tenant, u32>>);
-
-impl CopyWaits {
-    pub(super) fn take(self: &Rc<Self>, client: Tenant, shard: u16) -> Result<CopyWait, Refusal> {
-        let mut waits = self.0.borrow_mut();
-        let held = waits.entry(client).or_insert(0);
-        if *held >= COPY_WAITS_PER_CLIENT_MAX {
-            return Err(Refusal::TooManyCopyWaits {
-                shard,
-                waits: *held,
-            });
-        }
-        *held += 1;
-        Ok(CopyWait {
-            waits: Rc::clone(self),
-            client,
-        })
-    }
-}
-
-/// One upload's place among its client's uploads waiting for copies, until dropped.
-#[derive(Debug)]
-pub struct CopyWait {
-    waits: Rc<CopyWaits>,
+/// One upload's place among its client's uploads waiting for copies (at most
+/// [`COPY_WAITS_PER_CLIENT_MAX`] per shard), until dropped.
+pub(super) fn take_copy_wait(
+    waits: &Rc<PerClient>,
     client: Tenant,
-}
-
-impl Drop for CopyWait {
-    fn drop(&mut self) {
-        let mut waits = self.waits.0.borrow_mut();
-        if let Some(held) = waits.get_mut(&self.client) {
-            *held -= 1;
-            if *held == 0 {
-                waits.remove(&self.client);
-            }
-        }
-    }
+    shard: u16,
+) -> Result<ClientHold, Refusal> {
+    let most = u64::from(COPY_WAITS_PER_CLIENT_MAX);
+    waits
+        .take(client, 1, most)
+        .ok_or(Refusal::TooManyCopyWaits {
+            shard,
+            waits: COPY_WAITS_PER_CLIENT_MAX,
+        })
 }
 
 /// One of a shard's open uploads, counted until dropped.
 #[derive(Debug)]
 pub(super) struct UploadSlot {
-    slots: Rc<UploadSlots>,
-    client: Option<Tenant>,
+    open: Rc<UploadSlots>,
+    _held: Option<ClientHold>,
 }
 
 impl Drop for UploadSlot {
     fn drop(&mut self) {
-        let slots = &self.slots;
-        slots.open.set(slots.open.get() - 1);
-        if let Some(client) = self.client {
-            let mut by_client = slots.by_client.borrow_mut();
-            if let Some(held) = by_client.get_mut(&client) {
-                *held -= 1;
-                if *held == 0 {
-                    by_client.remove(&client);
-                }
-            }
-        }
+        self.open.open.set(self.open.open.get() - 1);
     }
 }
 
