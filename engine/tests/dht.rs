@@ -1264,23 +1264,30 @@ fn signal(n: &Node, signal: &str) {
     assert!(status.success());
 }
 
+/// Two nodes in two zones keeping two copies, each started with `extra`, once the first
+/// (the second's bootstrap peer) knows the second.
+fn two_zones_two_copies(name: &str, extra: &[&str]) -> Vec<Node> {
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let mut flags = zoned_flags(&ports, i, format!("z{i}"), 2);
+            flags.extend(extra.iter().map(|f| f.to_string()));
+            start(&temp_dir(&format!("{name}-{i}")), &flags)
+        })
+        .collect();
+    wait_for("A knows B", WAIT, || {
+        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 1
+    });
+    nodes
+}
+
 /// An upload waiting for its copies waits on other nodes, its in-flight slot parked
 /// meanwhile. Held, two uploads waiting on a peer that stopped answering filled a gate
 /// of two, and every other request was refused 503 for as long as they waited (up to
 /// 30 s).
 #[test]
 fn uploads_waiting_for_copies_hold_no_in_flight_slot() {
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            let mut flags = zoned_flags(&ports, i, format!("z{i}"), 2);
-            flags.extend(["--max-inflight".into(), "2".into()]);
-            start(&temp_dir(&format!("copies-parked-{i}")), &flags)
-        })
-        .collect();
-    wait_for("A knows B", WAIT, || {
-        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 1
-    });
+    let nodes = two_zones_two_copies("copies-parked", &["--max-inflight", "2"]);
     let kept = upload(&nodes[0], b"served while uploads wait");
     signal(&nodes[1], "STOP");
     let http = nodes[0].http;
@@ -1312,17 +1319,7 @@ fn uploads_waiting_for_copies_hold_no_in_flight_slot() {
 /// watch, and every other client's `copies` was answered busy.
 #[test]
 fn one_clients_uploads_waiting_for_copies_are_bounded() {
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            let mut flags = zoned_flags(&ports, i, format!("z{i}"), 2);
-            flags.extend(["--max-uploads".into(), "64".into()]);
-            start(&temp_dir(&format!("copy-waits-{i}")), &flags)
-        })
-        .collect();
-    wait_for("A knows B", WAIT, || {
-        metric(nodes[0].admin, "ron_dht_routing_table_peers") >= 1
-    });
+    let nodes = two_zones_two_copies("copy-waits", &["--max-uploads", "64"]);
     signal(&nodes[1], "STOP");
     let http = nodes[0].http;
     let bodies: Vec<Vec<u8>> = (0..32).map(|i| bytes(200 + i, 10_000)).collect();
