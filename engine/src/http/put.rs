@@ -42,21 +42,24 @@ pub(super) async fn upload<S: Transport>(
         .map_err(|given| Refusal::BadCopies { given })
         .and_then(|want| ctx.service.check_copies(want).map(|()| want));
     let client = conn.ticket.as_ref().map(|t| t.tenant());
-    // Held until the upload is answered.
-    let mut _copy_wait = None;
-    let begun = match credential.check().and(copies).and_then(|want| {
-        _copy_wait = ctx.service.take_copy_wait(want, client)?;
-        declared
-    }) {
-        Ok(declared) => match req.write_precondition(ctx, announced.as_ref()).await {
-            Ok(()) => {
-                ctx.service
-                    .begin_upload(&credential, declared, announced, client)
-                    .await
-            }
-            Err(refusal) => Err(refusal),
-        },
-        Err(refusal) => Err(refusal),
+    let admitted = credential.check().and(copies).and_then(|want| {
+        let copy_wait = ctx.service.take_copy_wait(want, client)?;
+        Ok((copy_wait, declared?))
+    });
+    // The copy wait's place is held until the upload is answered.
+    let (_copy_wait, begun) = match admitted {
+        Ok((copy_wait, declared)) => {
+            let begun = match req.write_precondition(ctx, announced.as_ref()).await {
+                Ok(()) => {
+                    ctx.service
+                        .begin_upload(&credential, declared, announced, client)
+                        .await
+                }
+                Err(refusal) => Err(refusal),
+            };
+            (copy_wait, begun)
+        }
+        Err(refusal) => (None, Err(refusal)),
     };
     let mut session = match begun {
         Ok(session) => session,

@@ -43,14 +43,16 @@ use crate::limits::COPIES_WAIT;
 use crate::refusal::Refusal;
 use crate::replication::{audit_holder, AuditLimits};
 
-pub use get::{
-    FetchStream, GroupStream, ReadAheadFor, Span, StoredStream, VerifiedGroup,
-    READ_AHEAD_CLIENT_BYTES_MAX,
-};
-pub use per_client::{ClientHold, PerClient};
+use get::ReadAheadFor;
+pub use get::{FetchStream, GroupStream, Span, StoredStream, VerifiedGroup};
+pub use per_client::ClientHold;
+use per_client::PerClient;
 use upload::UploadSlots;
-pub use upload::COPY_WAITS_PER_CLIENT_MAX;
 pub use upload::{Stored, UploadSession, WriteCredential};
+
+/// A client's uploads waiting for copies on one shard, at most (the node's DHT thread
+/// watches 1,024 at once).
+const COPY_WAITS_PER_CLIENT_MAX: u32 = 32;
 
 /// One shard's object service, shared by its connections of both protocols.
 #[derive(Debug)]
@@ -184,12 +186,15 @@ impl Service {
         want: usize,
         client: Option<Tenant>,
     ) -> Result<Option<ClientHold>, Refusal> {
-        match client.filter(|_| want > 1 && self.copies.dht.is_some()) {
-            None => Ok(None),
-            Some(client) => {
-                upload::take_copy_wait(&self.copy_waits, client, self.shard.index().0).map(Some)
-            }
-        }
+        let Some(client) = client.filter(|_| want > 1 && self.copies.dht.is_some()) else {
+            return Ok(None);
+        };
+        let most = u64::from(COPY_WAITS_PER_CLIENT_MAX);
+        let hold = self.copy_waits.take(client, 1, most);
+        hold.map(Some).ok_or(Refusal::TooManyCopyWaits {
+            shard: self.shard.index().0,
+            waits: COPY_WAITS_PER_CLIENT_MAX,
+        })
     }
 
     /// Waits until `want` copies of a stored object exist (this node's included): the

@@ -4,13 +4,12 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use ron_codec::Address;
 use ron_link::policy::Tenant;
+use ron_shards::{CommitOutcome, Shard, Upload};
 
 use super::per_client::{ClientHold, PerClient};
 use crate::blocked::Blocked;
-
-use ron_codec::Address;
-use ron_shards::{CommitOutcome, Shard, Upload};
 
 use crate::refusal::Refusal;
 
@@ -126,42 +125,22 @@ impl UploadSlots {
         let held = held.transpose()?;
         self.open.set(open + 1);
         Ok(UploadSlot {
-            open: Rc::clone(self),
+            slots: Rc::clone(self),
             _held: held,
         })
     }
 }
 
-/// A client's uploads waiting for copies on one shard, at most (the node's DHT watches
-/// 1,024 at once).
-pub const COPY_WAITS_PER_CLIENT_MAX: u32 = 32;
-
-/// One upload's place among its client's uploads waiting for copies (at most
-/// [`COPY_WAITS_PER_CLIENT_MAX`] per shard), until dropped.
-pub(super) fn take_copy_wait(
-    waits: &Rc<PerClient>,
-    client: Tenant,
-    shard: u16,
-) -> Result<ClientHold, Refusal> {
-    let most = u64::from(COPY_WAITS_PER_CLIENT_MAX);
-    waits
-        .take(client, 1, most)
-        .ok_or(Refusal::TooManyCopyWaits {
-            shard,
-            waits: COPY_WAITS_PER_CLIENT_MAX,
-        })
-}
-
 /// One of a shard's open uploads, counted until dropped.
 #[derive(Debug)]
 pub(super) struct UploadSlot {
-    open: Rc<UploadSlots>,
+    slots: Rc<UploadSlots>,
     _held: Option<ClientHold>,
 }
 
 impl Drop for UploadSlot {
     fn drop(&mut self) {
-        self.open.open.set(self.open.open.get() - 1);
+        self.slots.open.set(self.slots.open.get() - 1);
     }
 }
 
