@@ -20,12 +20,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::poll_once;
-
-use crate::buffers::{self, BufferPool, PooledBuffer};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ron_link::counters::FrontCounters;
 
 use crate::admission::{Parked, Ticket};
+use crate::buffers::{self, BufferPool, PooledBuffer};
 
 /// A deadline too far to matter (a transfer that may take longer has no deadline).
 const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
