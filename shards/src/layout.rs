@@ -205,7 +205,7 @@ pub fn open_data_dirs(
     let n = dirs.count();
     let mut markers = Vec::with_capacity(usize::from(n));
     for (d, dir) in dirs.iter() {
-        std::fs::create_dir_all(dir).map_err(ShardError::io("create dir", dir))?;
+        create_dir_durably(dir)?;
         markers.push(read_marker(dir)?);
         if let Some(marker) = markers[usize::from(d.0)] {
             check_marker(dir, d, n, &marker)?;
@@ -453,6 +453,39 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), ShardError> {
     file.sync_all().map_err(ShardError::io("fsync", path))
 }
 
+/// Creates the dirs in `dirs` that are missing, with their missing parents, and then
+/// fsyncs the parent of each dir it created, once per parent: a file synced into a new
+/// dir is only as durable as that dir's own name (POSIX leaves a new entry to the next
+/// sync of its parent), and an acknowledged object must not vanish with its dir on a
+/// power loss. Returns how many dirs it created. Blocking.
+pub fn create_dirs_durably<'a>(
+    dirs: impl IntoIterator<Item = &'a Path>,
+) -> Result<usize, ShardError> {
+    let mut parents_to_sync = std::collections::BTreeSet::new();
+    let mut created = 0;
+    for dir in dirs {
+        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.is_dir()).collect();
+        for new in missing.into_iter().rev() {
+            match std::fs::create_dir(new) {
+                Ok(()) => created += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && new.is_dir() => {}
+                Err(e) => return Err(ShardError::io("create dir", new)(e)),
+            }
+            let parent = new.parent().filter(|p| !p.as_os_str().is_empty());
+            parents_to_sync.insert(parent.unwrap_or(Path::new(".")).to_path_buf());
+        }
+    }
+    parents_to_sync
+        .iter()
+        .try_for_each(|parent| sync_dir(parent))?;
+    Ok(created)
+}
+
+/// [`create_dirs_durably`] for one dir.
+pub fn create_dir_durably(dir: &Path) -> Result<usize, ShardError> {
+    create_dirs_durably([dir])
+}
+
 /// fsyncs a directory so a rename into it is durable. Blocking.
 pub fn sync_dir(dir: &Path) -> Result<(), ShardError> {
     std::fs::File::open(dir)
@@ -475,7 +508,7 @@ pub fn tmp_dir(data_dir: &Path) -> PathBuf {
 /// shard runs; its cost is the number of interrupted uploads, not of stored objects.
 pub fn clean_tmp(data_dir: &Path) -> Result<usize, ShardError> {
     let dir = tmp_dir(data_dir);
-    std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
+    create_dir_durably(&dir)?;
     let mut removed = 0;
     for entry in std::fs::read_dir(&dir).map_err(ShardError::io("list", &dir))? {
         let path = entry.map_err(ShardError::io("list", &dir))?.path();

@@ -156,18 +156,10 @@ pub fn lane_segment_path(store_root: &Path, lane: LaneIndex, id: SegmentId) -> P
 /// Creates the dirs of lanes `0..lanes` of the store at `store_root` that are missing,
 /// durably (a lane's synced segments must not vanish with its dir's name). Blocking.
 pub(crate) fn create_lane_dirs(store_root: &Path, lanes: u8) -> Result<(), ShardError> {
-    let mut created = false;
-    for lane in (0..lanes).map(LaneIndex) {
-        let dir = lane_dir(store_root, lane);
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
-            created = true;
-        }
-    }
-    match created {
-        true => layout::sync_dir(store_root),
-        false => Ok(()),
-    }
+    let dirs: Vec<PathBuf> = (0..lanes)
+        .map(|lane| lane_dir(store_root, LaneIndex(lane)))
+        .collect();
+    layout::create_dirs_durably(dirs.iter().map(PathBuf::as_path)).map(drop)
 }
 
 /// Where the store at `store_root` records how many lanes its segments were written

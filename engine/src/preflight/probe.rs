@@ -30,7 +30,7 @@ fn probe_path(dir: &Path) -> PathBuf {
 
 /// Creates the dir if needed, then writes, syncs and removes a small file in it.
 pub(super) fn write_probe(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    ron_shards::layout::create_dir_durably(dir).map_err(std::io::Error::other)?;
     let path = probe_path(dir);
     let result = (|| {
         let mut file = OpenOptions::new()

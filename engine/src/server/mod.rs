@@ -226,7 +226,8 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
         path: data_dir.to_path_buf(),
         reason,
     };
-    std::fs::create_dir_all(data_dir).map_err(|e| refuse(format!("cannot create it: {e}")))?;
+    ron_shards::layout::create_dir_durably(data_dir)
+        .map_err(|e| refuse(format!("cannot create it: {e}")))?;
     let path = data_dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -74,6 +74,9 @@ pub struct Node {
     args: Vec<String>,
     /// Open-files limit (soft and hard) the node starts under, if not inherited.
     nofile: Option<u64>,
+    /// strace's output file and the calls it traces, for a node run under strace from
+    /// its first call (`child` is then strace, and the node its child).
+    trace: Option<(PathBuf, String)>,
 }
 
 impl Node {
@@ -92,6 +95,16 @@ impl Node {
         node
     }
 
+    /// As [`Node::start`], run under strace from its first call, tracing the calls in
+    /// `calls` (strace's `-e trace=` list) into `out` as [`strace::attach`] does (times,
+    /// durations, descriptors' paths). strace ends with the node.
+    pub fn start_traced(data_dir: &Path, extra: &[&str], out: &Path, calls: &str) -> Node {
+        let mut node = Node::start_unlaunched(data_dir, extra);
+        node.trace = Some((out.to_path_buf(), calls.to_string()));
+        node.launch();
+        node
+    }
+
     fn start_unlaunched(data_dir: &Path, extra: &[&str]) -> Node {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -105,6 +118,7 @@ impl Node {
             log_dir: data_dir.with_extension("logs"),
             args: extra.iter().map(|s| s.to_string()).collect(),
             nofile: None,
+            trace: None,
         }
     }
 
@@ -137,7 +151,18 @@ impl Node {
         std::fs::create_dir_all(&self.log_dir).unwrap();
         let out = std::fs::File::create(self.log_dir.join("stdout")).unwrap();
         let err = std::fs::File::create(self.log_dir.join("stderr")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ron"));
+        let mut command = match &self.trace {
+            None => Command::new(env!("CARGO_BIN_EXE_ron")),
+            Some((out, calls)) => {
+                let mut strace = Command::new("strace");
+                strace
+                    .args(["-f", "-ttt", "-T", "-yy", "-o"])
+                    .arg(out)
+                    .args(["-e", &format!("trace={calls}"), "--"])
+                    .arg(env!("CARGO_BIN_EXE_ron"));
+                strace
+            }
+        };
         if let Some(nofile) = self.nofile {
             use std::os::unix::process::CommandExt;
             let limit = libc::rlimit {
@@ -205,7 +230,15 @@ impl Node {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        let child = self.child.as_ref().expect("running").id();
+        match self.trace {
+            None => child,
+            // strace blocks the fatal signals sent to it: a signal goes to the node.
+            Some(_) => std::fs::read_to_string(format!("/proc/{child}/task/{child}/children"))
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse().ok())
+                .expect("the traced node is strace's child"),
+        }
     }
 
     /// SIGTERM, then wait (bounded) for the exit status.
@@ -222,6 +255,10 @@ impl Node {
 
     /// SIGKILL: a crash.
     pub fn kill9(&mut self) {
+        if self.trace.is_some() {
+            let pid = self.pid().to_string();
+            Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        }
         let mut child = self.child.take().expect("running");
         child.kill().unwrap();
         child.wait().unwrap();

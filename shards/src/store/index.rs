@@ -178,7 +178,7 @@ impl Index {
         index_bytes_max: usize,
         start: Checkpoint,
     ) -> Result<Index, ShardError> {
-        std::fs::create_dir_all(&path).map_err(ShardError::io("create dir", &path))?;
+        crate::layout::create_dir_durably(&path)?;
         let lmdb = |op| {
             let path = path.clone();
             move |source| ShardError::Index { op, path, source }

@@ -164,12 +164,11 @@ impl Store {
         index_bytes_max: usize,
     ) -> Result<Store, ShardError> {
         assert!(!roots.is_empty() && !replica_dirs.is_empty());
-        for root in &roots {
-            for hh in 0..=255u8 {
-                let dir = root.join("objects").join(format!("{hh:02x}"));
-                std::fs::create_dir_all(&dir).map_err(ShardError::io("create dir", &dir))?;
-            }
-        }
+        let object_dirs: Vec<PathBuf> = roots
+            .iter()
+            .flat_map(|root| (0..=255u8).map(|hh| root.join("objects").join(format!("{hh:02x}"))))
+            .collect();
+        crate::layout::create_dirs_durably(object_dirs.iter().map(PathBuf::as_path))?;
         let segment_lanes = segment_lanes.clamp(1, SEGMENT_LANES_MAX);
         segment::create_lane_dirs(&roots[0], segment_lanes)?;
         let lanes_on_disk = segment::lanes_on_disk(&roots[0]);
