@@ -465,6 +465,11 @@ impl FrameDecoder {
         }
     }
 
+    /// True part way through a frame's fixed header: some of its bytes came, not all.
+    pub fn header_begun(&self) -> bool {
+        matches!(self.state, DecodeState::Header { filled, .. } if filled > 0)
+    }
+
     /// True between frames: no partial frame is buffered.
     pub fn is_idle(&self) -> bool {
         matches!(self.state, DecodeState::Header { filled: 0, .. })

@@ -66,6 +66,8 @@ pub enum Refusal {
     MethodNotAllowed { allowed: &'static str },
     #[error("request head not complete within {timeout_ms} ms")]
     HeadTimeout { timeout_ms: u64 },
+    #[error("frame header not complete within {timeout_ms} ms of its first byte")]
+    FrameHeaderTimeout { timeout_ms: u64 },
     #[error("upload fell behind the minimum rate: {received} bytes received, {rate_min_bytes_per_s} bytes/s owed after a grace of {grace_ms} ms; cancelled")]
     UploadTooSlow {
         received: u64,
@@ -248,7 +250,9 @@ impl Refusal {
                 ErrorCode::NotFound
             }
             MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
-            HeadTimeout { .. } | UploadTooSlow { .. } => ErrorCode::RequestTimeout,
+            HeadTimeout { .. } | FrameHeaderTimeout { .. } | UploadTooSlow { .. } => {
+                ErrorCode::RequestTimeout
+            }
             PreconditionFailed { .. }
             | WritePreconditionFailed { .. }
             | BaoPreconditionFailed { .. }

@@ -387,6 +387,43 @@ fn requests_delivered_one_byte_at_a_time_are_answered() {
     assert_eq!(w.recv().unwrap().header.code, 200);
 }
 
+/// A frame header sent a byte at a time, each well inside any idle timer, gets HTTP's
+/// head deadline (`header_timeout_ms`) from its first byte, not a body's grace: one 408
+/// `request_timeout`, then the close.
+#[test]
+fn a_frame_header_dribbled_in_is_answered_408_at_the_header_deadline() {
+    let n = node(
+        "oap-header-dribble",
+        &["--header-timeout-ms", "1000", "--body-timeout-ms", "8000"],
+    );
+    let mut w = Wire::open(n.oap);
+    let header = get_req(Address::of(b"dribbled"), 3).to_bytes()[..HEADER_LEN].to_vec();
+    let mut writer = w.stream.try_clone().unwrap();
+    let began = Instant::now();
+    // 500 ms a byte: the 38-byte header would take 19 s, past the 8 s body grace too.
+    let dribble = std::thread::spawn(move || {
+        for b in header {
+            if writer.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let envelope = w.expect_rejection(408, "request_timeout");
+    let took = began.elapsed();
+    assert!(
+        envelope["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("frame header not complete within 1000 ms")),
+        "{envelope}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "answered {took:?} after the header's first byte; its deadline was 1 s"
+    );
+    dribble.join().unwrap();
+}
+
 fn raw_header(len: u32, ver: u16, flags: u16, cap_len: u16, corr_id: u64) -> Vec<u8> {
     let mut h = vec![0u8; HEADER_LEN];
     h[0..4].copy_from_slice(&len.to_be_bytes());

@@ -571,7 +571,7 @@ pub const KEYS: &[Key] = &[
         flag: "header-timeout-ms",
         value: "N",
         default: Some("10000"),
-        help: "time to receive a whole head",
+        help: "time to receive a whole request head or OAP/1 frame header",
         apply: |c, v| set(&mut c.header_timeout_ms, num, v),
     },
     Key {

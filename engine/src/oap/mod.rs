@@ -58,6 +58,9 @@ pub struct OapLimits {
     pub inflate_ratio_max: u32,
     /// Longest silence on a connection with nothing in flight.
     pub idle_timeout: Duration,
+    /// Longest wait for the rest of a frame's fixed header once its first byte came
+    /// (HTTP's head deadline: a header is a few dozen bytes, not a body).
+    pub header_timeout: Duration,
     /// Longest wait for the rest of a frame; the grace before uploads and answers must
     /// keep `body_rate_min_bytes_per_s` (`crate::transfer`).
     pub body_timeout: Duration,

@@ -32,7 +32,8 @@ use crate::transfer::{self, Transfer};
 /// Refused uploads a connection may leave unfinished (their DATA skipped if it comes),
 /// per request it may have in flight: past it, a protocol error (400, close).
 const SKIPPED_UPLOADS_PER_REQUEST: usize = 4;
-/// The shortest socket wait an upload's deadline sets (a zero one would mean none).
+/// The shortest socket wait an upload's or a frame header's deadline sets (a zero one
+/// would mean none).
 const UPLOAD_WAIT_MIN: Duration = Duration::from_millis(1);
 
 /// How the reading side of a connection ended.
@@ -73,6 +74,9 @@ pub(super) struct Reader<S> {
     inbound: HashMap<u64, Inbound>,
     /// Since the connection began receiving (a frame begun, or uploads open).
     receiving: Option<Transfer>,
+    /// When the frame header begun must be whole (`header_timeout` from when a read
+    /// first left one part way).
+    header_due: Option<Instant>,
     frames_seen: u64,
 }
 
@@ -92,6 +96,7 @@ impl<S: Transport> Reader<S> {
             decoder,
             inbound: HashMap::new(),
             receiving: None,
+            header_due: None,
             frames_seen: 0,
         }
     }
@@ -150,9 +155,20 @@ impl<S: Transport> Reader<S> {
             if self.decoder.is_idle() && !self.uploads_open() {
                 break;
             }
+            let header_due = self.header_due();
             let upload_due = self.next_upload_due();
-            match self.read_receiving(upload_due).await {
+            let due = match (header_due, upload_due) {
+                (Some(header), Some(upload)) => Some(header.min(upload)),
+                (header, upload) => header.or(upload),
+            };
+            match self.read_receiving(due).await {
                 Ok(read) => return Ok(read),
+                Err(ReadEnd::Broken) if header_due.is_some_and(|due| Instant::now() >= due) => {
+                    let timeout_ms = self.ctx.limits.header_timeout.as_millis() as u64;
+                    return Err(ReadEnd::Rejected(
+                        reject(0, Refusal::FrameHeaderTimeout { timeout_ms }).0,
+                    ));
+                }
                 // An upload's own deadline ended the wait, not the connection's: it is
                 // cut at the top of the loop, and the others go on.
                 Err(ReadEnd::Broken) if self.an_upload_fell_behind(upload_due) => {
@@ -177,6 +193,21 @@ impl<S: Transport> Reader<S> {
                 Err(_) => Err(ReadEnd::Broken),
             };
         }
+    }
+
+    /// When the frame header part way in must be whole, if one is; a slow-loris client
+    /// sending a header a byte at a time gets HTTP's head deadline, not a body's grace.
+    fn header_due(&mut self) -> Option<Instant> {
+        if !self.decoder.header_begun() {
+            self.header_due = None;
+            return None;
+        }
+        let timeout = self.ctx.limits.header_timeout;
+        Some(
+            *self
+                .header_due
+                .get_or_insert_with(|| Instant::now() + timeout),
+        )
     }
 
     /// When the first open upload falls behind its own pace if nothing more of it comes.
@@ -252,7 +283,7 @@ impl<S: Transport> Reader<S> {
 
     async fn read_receiving(
         &mut self,
-        upload_due: Option<Instant>,
+        due: Option<Instant>,
     ) -> Result<(PooledBuffer, usize), ReadEnd> {
         let Reader {
             ctx,
@@ -271,9 +302,10 @@ impl<S: Transport> Reader<S> {
                 })
                 .collect::<Vec<_>>()
         };
-        let upload_left = upload_due.map(|due| due.saturating_duration_since(Instant::now()));
+        // An upload's or the frame header's own deadline, whichever comes first.
+        let own_left = due.map(|due| due.saturating_duration_since(Instant::now()));
         let set_timeout = |h: &ReadHalf<S>, left: Duration| {
-            let left = upload_left.map_or(left, |upload| left.min(upload.max(UPLOAD_WAIT_MIN)));
+            let left = own_left.map_or(left, |own| left.min(own.max(UPLOAD_WAIT_MIN)));
             h.set_read_timeout(Some(left))
         };
         let pool = &ctx.read_buffers;

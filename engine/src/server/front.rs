@@ -93,6 +93,7 @@ impl FrontEnds {
             requests_per_connection_max: config.oap_max_inflight,
             inflate_ratio_max: config.inflate_ratio_max,
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
             body_timeout: Duration::from_millis(config.body_timeout_ms),
             body_rate_min_bytes_per_s: config.body_rate_min_bytes_per_s,
             transports,
