@@ -514,31 +514,86 @@ fn object_file(n: &Node, addr: &Address) -> Option<std::path::PathBuf> {
 }
 
 /// Object files no index record names — what a crash between a batch's renames into
-/// `objects/` and its index commit leaves, a large object's data and parity — are
-/// removed by the next start's sweep, and every stored object's stay. Before, nothing
+/// `objects/` and its index commit leaves, a large object's data and parity — are judged
+/// by their bytes at the next start: files whose bytes are not their name's object are
+/// removed, a file whose bytes are its object is stored again with a record (as a whole
+/// needle is replayed), and every stored object's files stay. Before the sweep, nothing
 /// looked: they stayed for good.
 #[test]
-fn object_files_no_record_names_are_removed_at_the_next_start() {
-    let mut n = Node::start(&temp_dir("orphans"), &["--shards", "2"]);
+fn object_files_no_record_names_are_removed_or_adopted_by_their_bytes_at_the_next_start() {
+    let mut n = Node::start(&temp_dir("orphans"), &["--shards", "1"]);
     let kept = bytes(21, 300_000);
     let addr = upload(&n, &kept);
     let stored = object_file(&n, &addr).expect("a file of its own");
     n.stop();
-    let orphan = Address::of(b"renamed into objects/, never indexed");
-    let hex = orphan.to_string()[3..].to_string();
-    let objects = stored.parent().unwrap().parent().unwrap().join(&hex[..2]);
-    std::fs::create_dir_all(&objects).unwrap();
-    let (data, parity) = (objects.join(&hex), objects.join(format!("{hex}.parity")));
-    std::fs::write(&data, bytes(22, 300_000)).unwrap();
+    let objects_dir = |addr: &Address| {
+        let hex = addr.to_string()[3..].to_string();
+        let dir = stored.parent().unwrap().parent().unwrap().join(&hex[..2]);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(hex)
+    };
+    let named = objects_dir(&Address::of(b"renamed into objects/, never indexed"));
+    let parity = std::path::PathBuf::from(format!("{}.parity", named.display()));
+    std::fs::write(&named, bytes(22, 300_000)).unwrap();
     std::fs::write(&parity, bytes(23, 65_536)).unwrap();
-    n.restart(&["--shards", "2"]);
+    let whole = bytes(24, 300_000);
+    let whole_addr = Address::of(&whole);
+    std::fs::write(objects_dir(&whole_addr), &whole).unwrap();
+    n.restart(&["--shards", "1"]);
     wait_for(
-        "the orphaned files removed",
+        "the files that are not their object removed",
         Duration::from_secs(20),
-        || !data.exists() && !parity.exists(),
+        || !named.exists() && !parity.exists(),
     );
+    wait_for(
+        "the whole one stored again",
+        Duration::from_secs(20),
+        || get(n.http, &format!("/o/{whole_addr}")).is_ok_and(|r| r.status == 200),
+    );
+    let r = get(n.http, &format!("/o/{whole_addr}")).unwrap();
+    assert!(r.body == whole, "served verified, whole");
     assert!(stored.exists(), "a stored object's file stays");
     let r = get(n.http, &format!("/o/{addr}")).unwrap();
     assert!(r.status == 200 && r.body == kept, "{}", r.status);
     n.stop();
+}
+
+/// An index lost (here: moved aside) leaves every object in a file of its own unnamed:
+/// acknowledged objects whose bytes are whole. The next start stores each again from its
+/// own bytes and serves it, beside the packed objects its segments' replay indexes.
+/// Before, the sweep of unrecorded files unlinked every one of them.
+#[test]
+fn a_lost_index_loses_no_object_in_a_file_of_its_own() {
+    let dir = temp_dir("index-lost-own-files");
+    let args = ["--shards", "2"];
+    let mut n = Node::start(&dir, &args);
+    let stored: Vec<(Address, Vec<u8>)> = (0..6u64)
+        .map(|i| {
+            let data = bytes(300 + i, [2_000, 300_000, 1_500_000][i as usize % 3]);
+            (upload(&n, &data), data)
+        })
+        .collect();
+    assert_eq!(n.stop().code(), Some(0));
+    for store in std::fs::read_dir(dir.join("stores")).unwrap() {
+        let store = store.unwrap().path();
+        let aside = dir.join(format!(
+            "index.lost.{}",
+            store.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::rename(store.join("index"), aside).unwrap();
+    }
+    n.restart(&args);
+    for (addr, data) in &stored {
+        wait_for(&format!("{addr} served"), Duration::from_secs(30), || {
+            get(n.http, &format!("/o/{addr}")).is_ok_and(|r| r.status == 200)
+        });
+        let r = get(n.http, &format!("/o/{addr}")).unwrap();
+        assert!(r.body == *data, "{addr} served whole");
+    }
+    assert_eq!(n.stop().code(), Some(0));
+    n.restart(&args);
+    for (addr, _) in &stored {
+        let r = get(n.http, &format!("/o/{addr}")).unwrap();
+        assert_eq!(r.status, 200, "{addr}: its new record is durable");
+    }
 }

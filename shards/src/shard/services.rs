@@ -68,7 +68,7 @@ pub(super) fn start_all(
     tasks.start(
         "orphan sweep",
         queue,
-        sweep_orphans(stores, commits, stop.clone()),
+        sweep_orphans(stores, Rc::downgrade(shard), commits, stop.clone()),
     )?;
     if let Some(dht) = shard.config.dht.clone() {
         let stores = shard.stores.values().cloned().collect();

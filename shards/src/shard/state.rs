@@ -172,6 +172,11 @@ impl Shard {
         })
     }
 
+    /// The store `addr` belongs in, on whichever shard owns it.
+    pub(crate) fn store_of(&self, addr: &Address) -> StoreId {
+        self.routing.store_of(addr)
+    }
+
     pub(super) fn local_store(&self, addr: &Address) -> Result<&Store, ShardError> {
         let id = self.routing.store_of(addr);
         self.stores.get(&id).ok_or(ShardError::Mesh {

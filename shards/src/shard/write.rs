@@ -33,6 +33,12 @@ impl Shard {
         self.begin(expected_len, false)
     }
 
+    /// Starts storing again, in a file of its own, an object of `len` bytes found with
+    /// no record (`orphans.rs`): kept, refused like any upload without room.
+    pub(crate) fn begin_own_file(&self, len: u64) -> Result<Upload, ShardError> {
+        self.begin(Some(len), false)
+    }
+
     fn begin(&self, expected_len: Option<u64>, pack: bool) -> Result<Upload, ShardError> {
         let seq = self.upload_seq.get();
         let placement = Placement {
