@@ -88,6 +88,10 @@ struct RawH2 {
 impl RawH2 {
     /// Connects and sends the preface and `settings` (pairs of id and value).
     fn connect(n: &TlsNode, settings: &[(u16, u32)]) -> RawH2 {
+        RawH2::connect_over(n, TcpStream::connect(&n.tls).unwrap(), settings)
+    }
+
+    fn connect_over(n: &TlsNode, tcp: TcpStream, settings: &[(u16, u32)]) -> RawH2 {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_file(&n.cert).unwrap())
@@ -101,7 +105,6 @@ impl RawH2 {
         config.alpn_protocols = vec![b"h2".to_vec()];
         let name = ServerName::try_from("localhost").unwrap();
         let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-        let tcp = TcpStream::connect(&n.tls).unwrap();
         // The TLS handshake's reads wait as long as a busy node may take.
         tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         tcp.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -574,6 +577,136 @@ fn streams_of_a_client_that_never_reads_queue_a_bounded_amount_per_connection() 
         "1,024 streams of clients that never read: RSS grew {grown} KiB"
     );
     drop(unread);
+}
+
+/// Stream windows opened a byte at a time (CVE-2019-9511, "data dribble"): each 1-byte
+/// WINDOW_UPDATE let a stream send a 1-byte DATA frame, an allocation, an h2 frame and a
+/// wake-up each, 13 bytes of the client's for ~40 of the node's. A stream now sends a
+/// frame shorter than 1 KiB (or than what is left of its body) only once its window has
+/// stayed that small for 20 ms.
+#[test]
+fn windows_opened_a_byte_at_a_time_get_few_data_frames() {
+    const STREAMS: u32 = 4;
+    const LEN: usize = 64 * 1024;
+    let n = tls_node("h2-dribble", &["--shards", "1"]);
+    let object = upload(&n.node, &bytes(8, LEN));
+    let block = get_block(&format!("/o/{object}"));
+    // Stream windows start closed; the connection's is as wide as HTTP/2 allows.
+    let mut raw = RawH2::connect(&n, &[(0x4, 0)]);
+    let mut frames = frame(
+        WINDOW_UPDATE,
+        0,
+        0,
+        &(0x7fff_ffffu32 - 65_535).to_be_bytes(),
+    );
+    for i in 0..STREAMS {
+        frames.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &block));
+    }
+    raw.send(&frames).unwrap();
+    let (data_frames, data_bytes) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    let count = |f: &Frame| {
+        if f.kind == DATA {
+            data_frames.set(data_frames.get() + 1);
+            data_bytes.set(data_bytes.get() + f.payload.len());
+        }
+        false
+    };
+    let open_by = |bytes: u32| -> Vec<u8> {
+        (0..STREAMS)
+            .flat_map(|i| frame(WINDOW_UPDATE, 0, 2 * i + 1, &bytes.to_be_bytes()))
+            .collect()
+    };
+    raw.tls
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    // A byte of window per stream every 200 µs for 2 s, the answers read as they come.
+    let began = Instant::now();
+    let mut rounds = 0u32;
+    while began.elapsed() < Duration::from_secs(2) {
+        raw.send(&open_by(1)).unwrap();
+        rounds += 1;
+        if rounds.is_multiple_of(50) {
+            raw.read_until(Duration::from_millis(1), count);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let dribbled = (data_frames.get(), data_bytes.get());
+    raw.send(&open_by(LEN as u32)).unwrap();
+    raw.tls
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let complete = STREAMS as usize * LEN;
+    raw.read_until(Duration::from_secs(10), |f| {
+        count(f);
+        data_bytes.get() == complete
+    });
+    let (data_frames, data_bytes) = (data_frames.get(), data_bytes.get());
+    eprintln!(
+        "{rounds} windows of a byte per stream over 2 s: {} DATA frames for {} bytes by then; {data_frames} frames for {data_bytes} bytes in all",
+        dribbled.0, dribbled.1
+    );
+    assert_eq!(data_bytes, complete, "every body sent whole");
+    assert!(
+        data_frames <= 1_024,
+        "{data_frames} DATA frames for {STREAMS} bodies of {LEN} bytes"
+    );
+}
+
+/// Each wait for a stream's window lasts what is left of the transfer's deadline at that
+/// wait. The send path polls once before it sets a wait's limit, and that first poll made
+/// the wait's timer with the previous wait's limit: a window opened a little just before
+/// the deadline bought the stream the whole first wait again.
+#[test]
+fn a_window_opened_a_little_before_the_deadline_buys_no_second_grace() {
+    let n = tls_node(
+        "h2-second-wait",
+        &[
+            "--shards",
+            "1",
+            "--body-timeout-ms",
+            "1000",
+            "--body-rate-min",
+            "1MiB",
+        ],
+    );
+    let object = upload(&n.node, &bytes(10, 64 * 1024));
+    let mut raw = RawH2::connect(&n, &[(0x4, 0)]);
+    let mut frames = frame(
+        WINDOW_UPDATE,
+        0,
+        0,
+        &(0x7fff_ffffu32 - 65_535).to_be_bytes(),
+    );
+    frames.extend(frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &get_block(&format!("/o/{object}")),
+    ));
+    raw.send(&frames).unwrap();
+    let asked = Instant::now();
+    // The deadline: 1 s of grace and 64 KiB at 1 MiB/s, ~1.06 s after the head.
+    raw.until(Duration::from_secs(5), |f| {
+        f.kind == HEADERS && f.stream == 1
+    })
+    .expect("the response's head");
+    std::thread::sleep(Duration::from_millis(700).saturating_sub(asked.elapsed()));
+    raw.send(&frame(WINDOW_UPDATE, 0, 1, &1024u32.to_be_bytes()))
+        .unwrap();
+    let reset = raw
+        .until(Duration::from_secs(5), |f| {
+            f.kind == RST_STREAM && f.stream == 1
+        })
+        .expect("the stream reset at its deadline");
+    let took = asked.elapsed();
+    eprintln!("a window opened 1 KiB 0.7 s in: the stream reset {took:?} after its request");
+    assert!(reset.payload.len() == 4);
+    assert!(
+        took < Duration::from_millis(1_450),
+        "reset {took:?} after the request; its deadline was ~1.06 s"
+    );
 }
 
 /// An origin that accepts connections and never answers (at most 64, held until the

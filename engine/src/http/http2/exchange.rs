@@ -37,6 +37,14 @@ const RESPONSE_HEAD_BYTES_MAX: usize = 16 * 1024;
 /// Most bytes handed to one DATA frame's send (h2 cuts frames at the peer's
 /// SETTINGS_MAX_FRAME_SIZE itself).
 const DATA_SEND_BYTES_MAX: usize = 64 * 1024;
+/// A DATA frame shorter than this, or than what is left of the body, waits for its
+/// stream's window to grow, for at most [`SMALL_WINDOW_WAIT`]: a client that opened its
+/// windows a byte at a time (CVE-2019-9511) got a one-byte frame per 13-byte
+/// WINDOW_UPDATE — an allocation, an h2 frame and a wake-up each.
+const DATA_FRAME_BYTES_MIN: usize = 1024;
+/// How long a window too small for a [`DATA_FRAME_BYTES_MIN`] frame is waited on before
+/// what it allows is sent: a client with a small window still gets its bytes.
+const SMALL_WINDOW_WAIT: Duration = Duration::from_millis(20);
 /// Fields that describe one HTTP/1.1 connection, never sent on h2 (RFC 9113 §8.2.2).
 const HOP_BY_HOP: [http::HeaderName; 6] = [
     http::header::CONNECTION,
@@ -64,7 +72,10 @@ pub(super) struct Exchange {
     /// The whole response is sent (END_STREAM).
     finished: bool,
     limits: WaitLimits,
-    waits: [Option<glommio::timer::Timer>; 2],
+    /// Each direction's wait in progress: its timer and the limit it was set for.
+    waits: [Option<(Duration, glommio::timer::Timer)>; 2],
+    /// Since the stream's window became too small for a full frame ([`SMALL_WINDOW_WAIT`]).
+    small_window: Option<glommio::timer::Timer>,
     peer: Option<SocketAddr>,
 }
 
@@ -92,6 +103,7 @@ impl Exchange {
             finished: false,
             limits: WaitLimits::default(),
             waits: [None, None],
+            small_window: None,
             peer,
         }
     }
@@ -157,7 +169,8 @@ impl Exchange {
         send.reserve_capacity(want);
         loop {
             let capacity = send.capacity();
-            if capacity > 0 {
+            let small = capacity < want.min(DATA_FRAME_BYTES_MIN);
+            if capacity > 0 && (!small || small_window_waited(&mut self.small_window, cx)) {
                 let Some(data) = self.budget.queue(&buf[..capacity.min(want)], cx) else {
                     return self.poll_wait(cx, WRITE);
                 };
@@ -167,6 +180,7 @@ impl Exchange {
                 send.send_data(data, end).map_err(io::Error::other)?;
                 self.finished = end;
                 self.waits[WRITE] = None;
+                self.small_window = None;
                 return Poll::Ready(Ok(n));
             }
             match send.poll_capacity(cx) {
@@ -179,7 +193,9 @@ impl Exchange {
     }
 
     /// A wait that found nothing: `Pending`, or `TimedOut` once it has lasted the
-    /// direction's limit.
+    /// direction's limit. A limit set anew since the wait's timer was made (the caller
+    /// polls once before it sets the limit of the wait it then makes) makes it anew: the
+    /// wait lasts its own limit, not the previous wait's.
     fn poll_wait<T>(&mut self, cx: &mut Context<'_>, direction: usize) -> Poll<io::Result<T>> {
         let limit = match direction {
             READ => self.limits.read(),
@@ -188,8 +204,13 @@ impl Exchange {
         let Some(limit) = limit else {
             return Poll::Pending;
         };
-        let timer = self.waits[direction]
-            .get_or_insert_with(|| glommio::timer::Timer::new(limit.max(Duration::from_millis(1))));
+        let wait = &mut self.waits[direction];
+        if wait.as_ref().is_some_and(|(set_for, _)| *set_for != limit) {
+            *wait = None;
+        }
+        let (_, timer) = wait.get_or_insert_with(|| {
+            (limit, glommio::timer::Timer::new(limit.max(Duration::from_millis(1))))
+        });
         match Pin::new(timer).poll(cx) {
             Poll::Ready(_) => {
                 self.waits[direction] = None;
@@ -202,6 +223,13 @@ impl Exchange {
     fn take_data(&mut self, data: &Bytes) {
         append_body_bytes(&mut self.incoming, self.chunked, data);
     }
+}
+
+/// Whether the stream's window has stayed too small for a full frame for
+/// [`SMALL_WINDOW_WAIT`] (the wait begun at the first ask; `cx` woken when it ends).
+fn small_window_waited(wait: &mut Option<glommio::timer::Timer>, cx: &mut Context<'_>) -> bool {
+    let timer = wait.get_or_insert_with(|| glommio::timer::Timer::new(SMALL_WINDOW_WAIT));
+    Pin::new(timer).poll(cx).is_ready()
 }
 
 /// Appends a DATA frame's bytes to the HTTP/1.1 request the exchange hands on: as one

@@ -22,6 +22,11 @@ use bytes::{Buf, Bytes};
 /// The least room a stream waits for before it queues more: one frame of the default
 /// SETTINGS_MAX_FRAME_SIZE, so a freed byte does not become a one-byte frame.
 const GRAIN_BYTES: usize = 16 * 1024;
+/// What a queued DATA frame holds besides its bytes, charged with them: its slot in h2's
+/// send queue (sized by h2's largest frame kind, ~300 bytes) and its bytes' allocation.
+/// Counting bytes alone, a client that opened its windows a byte at a time and never
+/// read had a connection queue 262,144 one-byte frames (~80 MiB) against 256 KiB.
+pub(super) const FRAME_HELD_BYTES: usize = 512;
 
 #[derive(Debug)]
 pub(super) struct SendBudget {
@@ -39,19 +44,22 @@ impl SendBudget {
         })
     }
 
-    /// A copy of as much of `bytes` as there is room for, charged to the budget; `None`
-    /// (and `cx` woken once there is room) when less than a grain, or than `bytes`, is
-    /// free.
+    /// A copy of as much of `bytes` as there is room for, charged to the budget with
+    /// [`FRAME_HELD_BYTES`]; `None` (and `cx` woken once there is room) when less than a
+    /// grain, or than `bytes`, is free besides a frame's own.
     pub(super) fn queue(self: &Rc<Self>, bytes: &[u8], cx: &Context<'_>) -> Option<QueuedBytes> {
         let room = self.queued_max.saturating_sub(self.queued.get());
-        if room < bytes.len().min(GRAIN_BYTES) {
+        let room_for_bytes = room.saturating_sub(FRAME_HELD_BYTES);
+        if room_for_bytes == 0 || room_for_bytes < bytes.len().min(GRAIN_BYTES) {
             self.wait(cx.waker());
             return None;
         }
-        let held = bytes.len().min(room);
+        let len = bytes.len().min(room_for_bytes);
+        let held = len + FRAME_HELD_BYTES;
         self.queued.set(self.queued.get() + held);
         Some(QueuedBytes {
-            bytes: Bytes::copy_from_slice(&bytes[..held]),
+            bytes: Bytes::copy_from_slice(&bytes[..len]),
+            len,
             held,
             budget: Rc::clone(self),
         })
@@ -69,7 +77,7 @@ impl SendBudget {
         self.queued.set(queued);
         let wake = match queued {
             0 => usize::MAX,
-            _ => (self.queued_max - queued) / GRAIN_BYTES,
+            _ => (self.queued_max - queued) / (GRAIN_BYTES + FRAME_HELD_BYTES),
         };
         let woken: Vec<Waker> = {
             let mut waiting = self.waiting.borrow_mut();
@@ -90,13 +98,16 @@ impl SendBudget {
 #[derive(Debug)]
 pub(crate) struct QueuedBytes {
     bytes: Bytes,
+    /// The body bytes it carries.
+    len: usize,
+    /// Its charge to the budget: `len` and [`FRAME_HELD_BYTES`].
     held: usize,
     budget: Rc<SendBudget>,
 }
 
 impl QueuedBytes {
     pub(super) fn len(&self) -> usize {
-        self.held
+        self.len
     }
 }
 
@@ -137,7 +148,7 @@ mod tests {
 
     #[test]
     fn frames_hold_their_share_until_dropped_and_waiters_wake_at_a_grain() {
-        let budget = SendBudget::new(64 * 1024);
+        let budget = SendBudget::new(64 * 1024 + 2 * FRAME_HELD_BYTES);
         let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&wakes));
         let cx = Context::from_waker(&waker);
@@ -147,7 +158,7 @@ mod tests {
         // 24 KiB left: a partial frame, cut to the room.
         let second = budget.queue(&chunk, &cx).expect("room for 24 KiB");
         assert_eq!((second.len(), second.remaining()), (24 * 1024, 24 * 1024));
-        assert_eq!(budget.queued(), 64 * 1024);
+        assert_eq!(budget.queued(), 64 * 1024 + 2 * FRAME_HELD_BYTES);
         // Full: the stream waits, once however often it asks.
         assert!(budget.queue(&chunk, &cx).is_none());
         assert!(budget.queue(&chunk, &cx).is_none());
@@ -155,10 +166,10 @@ mod tests {
         // A frame written in part still holds its whole share until h2 drops it.
         let mut second = second;
         second.advance(20 * 1024);
-        assert_eq!(budget.queued(), 64 * 1024);
+        assert_eq!(budget.queued(), 64 * 1024 + 2 * FRAME_HELD_BYTES);
         drop(second);
         assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "24 KiB free: woken");
-        assert_eq!(budget.queued(), 40 * 1024);
+        assert_eq!(budget.queued(), 40 * 1024 + FRAME_HELD_BYTES);
         // Less than a grain free is no room for a big send, but is for a small one.
         let third = budget.queue(&chunk[..10 * 1024], &cx).expect("10 KiB");
         assert!(budget.queue(&chunk, &cx).is_none());
@@ -172,7 +183,7 @@ mod tests {
 
     #[test]
     fn a_frame_dropped_wakes_a_stream_per_grain_free_oldest_first_and_all_once_empty() {
-        let budget = SendBudget::new(4 * GRAIN_BYTES);
+        let budget = SendBudget::new(4 * (GRAIN_BYTES + FRAME_HELD_BYTES));
         let grain = vec![0u8; GRAIN_BYTES];
         let streams: Vec<Arc<CountWakes>> = (0..10)
             .map(|_| Arc::new(CountWakes(AtomicUsize::new(0))))
@@ -209,5 +220,15 @@ mod tests {
         );
         frames.pop();
         assert_eq!(woken(), [1; 10], "nothing queued: every one left");
+    }
+
+    #[test]
+    fn one_byte_frames_are_charged_what_a_frame_holds() {
+        let budget = SendBudget::new(256 * 1024);
+        let waker = Waker::from(Arc::new(CountWakes(AtomicUsize::new(0))));
+        let cx = Context::from_waker(&waker);
+        let frames: Vec<QueuedBytes> = std::iter::from_fn(|| budget.queue(&[1], &cx)).collect();
+        assert_eq!(frames.len(), 256 * 1024 / (1 + FRAME_HELD_BYTES));
+        assert!(frames.iter().all(|f| f.len() == 1 && f.remaining() == 1));
     }
 }
