@@ -511,7 +511,14 @@ pub fn clean_tmp(data_dir: &Path) -> Result<usize, ShardError> {
     create_dir_durably(&dir)?;
     let mut removed = 0;
     for entry in std::fs::read_dir(&dir).map_err(ShardError::io("list", &dir))? {
-        let path = entry.map_err(ShardError::io("list", &dir))?.path();
+        let entry = entry.map_err(ShardError::io("list", &dir))?;
+        let path = entry.path();
+        // Uploads stage files only: a dir here is someone else's, and no reason to
+        // refuse the start (it did, "Is a directory").
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            tracing::warn!(path = %path.display(), "a dir in the uploads' temp area: left as it is");
+            continue;
+        }
         std::fs::remove_file(&path).map_err(ShardError::io("remove", &path))?;
         removed += 1;
     }
@@ -526,6 +533,19 @@ mod tests {
         let root = std::env::temp_dir().join(format!("ron-layout-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         root
+    }
+
+    #[test]
+    fn the_temp_area_is_emptied_of_files_and_a_dir_in_it_is_left() {
+        let root = temp("clean-tmp");
+        let tmp = tmp_dir(&root);
+        std::fs::create_dir_all(tmp.join("not-ours")).unwrap();
+        std::fs::write(tmp.join("upload-1"), b"interrupted").unwrap();
+        std::fs::write(tmp.join("upload-2"), b"interrupted").unwrap();
+        assert_eq!(clean_tmp(&root).unwrap(), 2);
+        assert!(tmp.join("not-ours").is_dir());
+        assert!(!tmp.join("upload-1").exists() && !tmp.join("upload-2").exists());
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     fn dirs(root: &Path, names: &[&str]) -> DataDirs {

@@ -372,10 +372,23 @@ pub(crate) struct ScrubControl {
     pub stop: StopSignal,
 }
 
+/// The store to scrub next: the fewest passes, each failed scrub counted as one, the
+/// lowest id first among equals.
+fn least_scrubbed(passes_and_failures: impl Iterator<Item = (u64, u64)>) -> Option<usize> {
+    passes_and_failures
+        .enumerate()
+        .min_by_key(|&(i, (passes, failures))| (passes.saturating_add(failures), i))
+        .map(|(i, _)| i)
+}
+
 /// One shard's scrubber. It ends when the shard stops (its position saved) or is gone.
 pub(crate) struct Scrubber {
     /// The shard's stores, in id order, and where the scrubber is in each.
     stores: Vec<(Store, ScrubPosition)>,
+    /// Per store, the scrubs of it an error cut short since this start: each counts as
+    /// a pass when the next store is picked, so a store whose index fails is tried
+    /// again after the others' next pass, not before every one of theirs.
+    failures: Vec<u64>,
     files: ObjectFiles,
     codes: Rc<StripeCodes>,
     metrics: Arc<StorageCounters>,
@@ -404,6 +417,7 @@ impl Scrubber {
         positioned.sort_by_key(|(store, _)| store.id());
         let stop = control.stop.clone();
         let scrubber = Scrubber {
+            failures: vec![0; positioned.len()],
             stores: positioned,
             files: ObjectFiles::new(SCRUB_OPEN_FILES_MAX),
             codes,
@@ -443,7 +457,8 @@ impl Scrubber {
                 Ok(Some(())) => {}
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::warn!(store = self.stores[i].0.id().0, error = %e, "scrub: store skipped for now");
+                    tracing::warn!(store = self.stores[i].0.id().0, error = %e, "scrub: store skipped until the others' next pass");
+                    self.failures[i] += 1;
                     let retry = Duration::from_millis(SCRUB_RETRY_MS);
                     if !self.control.stop.sleep(retry).await {
                         return;
@@ -463,7 +478,8 @@ impl Scrubber {
     }
 
     fn next_store(&self) -> Option<usize> {
-        (0..self.stores.len()).min_by_key(|&i| (self.stores[i].1.passes, i))
+        let passes = self.stores.iter().map(|(_, at)| at.passes);
+        least_scrubbed(passes.zip(self.failures.iter().copied()))
     }
 
     /// Scrubs store `i` from where it stopped to its end (`Some`), or until the shard
@@ -612,6 +628,21 @@ impl Scrubber {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_whose_scrub_failed_waits_for_the_others_next_pass() {
+        // Stores 0 and 1 at 3 passes: 0 first.
+        assert_eq!(least_scrubbed([(3, 0), (3, 0)].into_iter()), Some(0));
+        // Store 0's scrub failed: store 1 next (picking 0 again starved 1 for good).
+        assert_eq!(least_scrubbed([(3, 1), (3, 0)].into_iter()), Some(1));
+        // Store 1 passed: store 0 again, then it and the others take turns.
+        assert_eq!(least_scrubbed([(3, 1), (4, 0)].into_iter()), Some(0));
+        assert_eq!(
+            least_scrubbed([(3, 2), (4, 0), (4, 0)].into_iter()),
+            Some(1)
+        );
+        assert_eq!(least_scrubbed(std::iter::empty()), None);
+    }
 
     #[test]
     fn the_pacer_never_lets_reads_run_ahead_of_the_rate_and_saves_no_idle_credit() {

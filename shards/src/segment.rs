@@ -80,8 +80,15 @@ impl Needle<'_> {
 
 /// Bytes a needle with a content type of `type_len` bytes and a body of `body_len` takes
 /// in its segment: head, type, body, padding.
+///
+/// Saturating: the lengths may come from a record read off disk, where a rotted one can
+/// be anything.
 pub(crate) fn needle_bytes(type_len: u64, body_len: u64) -> u64 {
-    (NEEDLE_HEAD_BYTES_MIN + type_len + body_len).next_multiple_of(NEEDLE_ALIGN_BYTES)
+    NEEDLE_HEAD_BYTES_MIN
+        .saturating_add(type_len)
+        .saturating_add(body_len)
+        .checked_next_multiple_of(NEEDLE_ALIGN_BYTES)
+        .unwrap_or(u64::MAX)
 }
 
 /// Where a packed object's body lies.
@@ -869,6 +876,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("segments")).unwrap();
         root
+    }
+
+    #[test]
+    fn a_needle_of_a_rotted_length_counts_saturated_not_wrapped() {
+        assert_eq!(needle_bytes(0, 1) % NEEDLE_ALIGN_BYTES, 0);
+        assert_eq!(needle_bytes(255, u64::MAX), u64::MAX);
+        assert_eq!(needle_bytes(u64::MAX, u64::MAX), u64::MAX);
     }
 
     #[test]

@@ -103,8 +103,8 @@ impl Index {
             .delete(wtxn, addr.as_bytes())
             .map_err(self.lmdb("delete"))?;
         let mut stats = self.evictable_stats_in(wtxn)?;
-        stats.objects += 1;
-        stats.bytes += len;
+        stats.objects = stats.objects.saturating_add(1);
+        stats.bytes = stats.bytes.saturating_add(len);
         self.put_evictable_stats(wtxn, stats)
     }
 
@@ -282,8 +282,8 @@ impl Index {
         {
             let (_, value) = entry.map_err(self.lmdb("iterate"))?;
             if let Some((_, len)) = decode_entry(value) {
-                stats.objects += 1;
-                stats.bytes += len;
+                stats.objects = stats.objects.saturating_add(1);
+                stats.bytes = stats.bytes.saturating_add(len);
             }
         }
         self.put_evictable_stats(wtxn, stats)

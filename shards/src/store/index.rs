@@ -337,12 +337,12 @@ impl Index {
                 _ => {}
             }
             if !present {
-                added.objects += 1;
-                added.bytes += r.object_len;
+                added.objects = added.objects.saturating_add(1);
+                added.bytes = added.bytes.saturating_add(r.object_len);
             }
         }
-        stats.objects += added.objects;
-        stats.bytes += added.bytes;
+        stats.objects = stats.objects.saturating_add(added.objects);
+        stats.bytes = stats.bytes.saturating_add(added.bytes);
         self.put_stats_counting_commit(&mut wtxn, &stats)?;
         if let Some(checkpoint) = checkpoint {
             self.advance_checkpoint(&mut wtxn, checkpoint)?;
@@ -468,8 +468,10 @@ impl Index {
         let mut stats = StoreStats::default();
         for entry in self.db.iter(&wtxn).map_err(self.lmdb("iterate"))? {
             let (_, record) = entry.map_err(self.lmdb("iterate"))?;
-            stats.objects += 1;
-            stats.bytes += crate::record::object_len_of(record).unwrap_or(0);
+            stats.objects = stats.objects.saturating_add(1);
+            stats.bytes = stats
+                .bytes
+                .saturating_add(crate::record::object_len_of(record).unwrap_or(0));
         }
         self.stats
             .put(&mut wtxn, STATS_KEY, &stats.encode())

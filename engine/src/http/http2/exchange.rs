@@ -209,7 +209,10 @@ impl Exchange {
             *wait = None;
         }
         let (_, timer) = wait.get_or_insert_with(|| {
-            (limit, glommio::timer::Timer::new(limit.max(Duration::from_millis(1))))
+            (
+                limit,
+                glommio::timer::Timer::new(limit.max(Duration::from_millis(1))),
+            )
         });
         match Pin::new(timer).poll(cx) {
             Poll::Ready(_) => {
