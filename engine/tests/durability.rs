@@ -122,6 +122,52 @@ fn patch_every(path: &std::path::Path, from: &[u8], to: &[u8]) -> usize {
     places.len()
 }
 
+/// An object's record whose chunk tree rotted in the index (a flipped byte of one
+/// group's chaining value: it no longer hashes to the address) is removed at the first
+/// read, which answers 404 — the object is missing here, so a read reads it through and
+/// a pull fetches it again — and the next start stores its whole file again. Before, the
+/// record answered 500 to every read, across restarts, and a pull could not replace it.
+#[test]
+fn a_record_whose_tree_rotted_is_removed_and_its_whole_file_stored_again() {
+    let dir = temp_dir("record-tree-rot");
+    let args = ["--shards", "1", "--ec", "off"];
+    let mut n = Node::start(&dir, &args);
+    let data = bytes(33, 300_000);
+    let addr = upload(&n, &data);
+    let p = format!("/o/{addr}");
+    assert_eq!(n.stop().code(), Some(0));
+    let cv = ron_codec::ChunkTree::of(&data).group_cvs()[2].0;
+    let mut rotted = cv;
+    rotted[7] ^= 0x10;
+    let index = dir.join("stores/0/index/data.mdb");
+    assert_eq!(
+        patch_every(&index, &cv, &rotted),
+        1,
+        "the record's third group"
+    );
+    n.restart(&args);
+    let r = get(n.http, &p).unwrap();
+    assert_eq!(
+        r.status,
+        404,
+        "missing here: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(metric(n.admin, "ron_replication_damaged_copies_total"), 1);
+    assert_eq!(get(n.http, &p).unwrap().status, 404);
+    assert_eq!(n.stop().code(), Some(0));
+    n.restart(&args);
+    wait_for(
+        "the whole file stored again",
+        Duration::from_secs(20),
+        || get(n.http, &p).is_ok_and(|r| r.status == 200),
+    );
+    assert!(
+        get(n.http, &p).unwrap().body == data,
+        "served whole, verified"
+    );
+}
+
 /// An object's record whose length rotted in the index (LMDB keeps no checksums, and a
 /// one-group object's tree does not pin its length) while the object's group sits in
 /// the cache: nothing is served as the object. Before, the cached group was cut to the

@@ -107,6 +107,16 @@ fn remote_text(shard: u16, code: ErrorCode, message: &str) -> String {
 }
 
 impl ShardError {
+    /// Whether an index record failed its own check (its layout or its chunk tree
+    /// against the address): nothing of it can be trusted, and reading it again fails
+    /// again.
+    pub fn is_unreadable_record(&self) -> bool {
+        matches!(
+            self,
+            ShardError::CorruptRecord { .. } | ShardError::CorruptTree { .. }
+        )
+    }
+
     /// Whether the failure is damage to an object's stored bytes that its stripe may
     /// rebuild: a block missing, unreadable, short or failing its check.
     pub fn is_stored_damage(&self) -> bool {

@@ -335,6 +335,33 @@ impl GroupCommit {
     }
 
     /// Ends the claims of an eviction; uploads waiting on them look again.
+    /// Removes the record of `addr` from `store` once it is found not to decode
+    /// ([`ShardError::is_unreadable_record`]), under a claim, after looking again:
+    /// [`Store::forget_unreadable_record_blocking`]. `false`: a commit of it is in flight
+    /// (the commit writes a good record), or its record now reads well.
+    pub(crate) async fn forget_unreadable_record(
+        &self,
+        store: &Store,
+        addr: &Address,
+    ) -> Result<bool, ShardError> {
+        let claimed = self.claim_for_eviction(&[*addr]);
+        if claimed.is_empty() {
+            return Ok(false);
+        }
+        let forgotten = match crate::store::read_record(store, addr).await {
+            Err(e) if e.is_unreadable_record() => {
+                let (store, key) = (store.clone(), *addr);
+                glommio::executor()
+                    .spawn_blocking(move || store.forget_unreadable_record_blocking(&key))
+                    .await
+                    .map(|()| true)
+            }
+            _ => Ok(false),
+        };
+        self.release_evicted(&claimed);
+        forgotten
+    }
+
     pub(crate) fn release_evicted(&self, addrs: &[Address]) {
         for addr in addrs {
             self.settle(addr, false);

@@ -269,9 +269,7 @@ impl Shard {
         // Committed but not yet indexed: the commit queue has its record.
         let meta = match self.commits.unindexed_meta(addr) {
             Some(meta) => meta,
-            None => store::read_record(store, addr)
-                .await?
-                .ok_or(ShardError::NotFound { addr: *addr })?,
+            None => self.stored_record(store, addr).await?,
         };
         let check = scrub::check_object(&self.files, &self.codes, store, &meta, pacer).await;
         self.files.forget(addr, store.dir_count());

@@ -186,9 +186,45 @@ impl Shard {
             return Ok(meta);
         }
         StorageCounters::add(&self.metrics.meta_loads, 1);
-        store::read_record(store, addr)
-            .await?
-            .ok_or(ShardError::NotFound { addr: *addr })
+        self.stored_record(store, addr).await
+    }
+
+    /// The record of `addr` in this shard's `store`, checked; `NotFound` when it has
+    /// none, or when its record failed its check and was removed
+    /// ([`Shard::forget_unreadable_record`]).
+    pub(super) async fn stored_record(
+        &self,
+        store: &Store,
+        addr: &Address,
+    ) -> Result<ObjectMeta, ShardError> {
+        match store::read_record(store, addr).await {
+            Ok(Some(meta)) => Ok(meta),
+            Ok(None) => Err(ShardError::NotFound { addr: *addr }),
+            Err(e) if e.is_unreadable_record() => {
+                Box::pin(self.forget_unreadable_record(store, addr, e)).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A record that fails its own check answered every read with an error and kept its
+    /// object from being fetched again (a pull's commit could not replace what it could
+    /// not read): it is removed (counted with the damaged copies discarded), and the
+    /// object reads as missing here — read through, or fetched again by a pull.
+    async fn forget_unreadable_record(
+        &self,
+        store: &Store,
+        addr: &Address,
+        error: ShardError,
+    ) -> Result<ObjectMeta, ShardError> {
+        tracing::warn!(obj = %addr, %error, "an index record failed its check: removed, the object is missing here");
+        match self.commits.forget_unreadable_record(store, addr).await? {
+            true => {
+                StorageCounters::add(&self.metrics.damaged_copies_discarded, 1);
+                Err(ShardError::NotFound { addr: *addr })
+            }
+            false => Err(error),
+        }
     }
 
     /// One whole verified group: from the cache, this shard's disk, or the owner — on a

@@ -181,23 +181,7 @@ impl Index {
             if entry.is_none() && rule == EvictRule::Choose {
                 continue;
             }
-            self.remove_evictable(&mut wtxn, addr)?;
-            let record = self
-                .db
-                .get(&wtxn, addr.as_bytes())
-                .map_err(self.lmdb("get"))?;
-            let record_len = record.map(|r| crate::record::object_len_of(r).unwrap_or(0));
-            let dead_needle = record.and_then(crate::record::packed_needle_of);
-            if let Some((_, bytes)) = dead_needle {
-                self.add_dead_since_census(&mut wtxn, bytes)?;
-            }
-            if let Some(len) = record_len {
-                self.db
-                    .delete(&mut wtxn, addr.as_bytes())
-                    .map_err(self.lmdb("delete"))?;
-                stats.objects = stats.objects.saturating_sub(1);
-                stats.bytes = stats.bytes.saturating_sub(len);
-            }
+            let record_len = self.remove_record(&mut wtxn, addr, &mut stats)?;
             self.evictable
                 .evicted
                 .put(&mut wtxn, addr.as_bytes(), &[])
@@ -212,6 +196,45 @@ impl Index {
         self.put_stats_counting_commit(&mut wtxn, &stats)?;
         wtxn.commit().map_err(self.lmdb("commit"))?;
         Ok(evicted)
+    }
+
+    /// Removes `addr`'s record, if any, and its evictable entries, without decoding the
+    /// record (its length and needle are read where they lie), counting it out of
+    /// `stats` and its needle as dead; returns the record's object length.
+    fn remove_record(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        addr: &Address,
+        stats: &mut StoreStats,
+    ) -> Result<Option<u64>, ShardError> {
+        self.remove_evictable(wtxn, addr)?;
+        let record = self
+            .db
+            .get(wtxn, addr.as_bytes())
+            .map_err(self.lmdb("get"))?;
+        let record_len = record.map(|r| crate::record::object_len_of(r).unwrap_or(0));
+        let dead_needle = record.and_then(crate::record::packed_needle_of);
+        if let Some((_, bytes)) = dead_needle {
+            self.add_dead_since_census(wtxn, bytes)?;
+        }
+        if let Some(len) = record_len {
+            self.db
+                .delete(wtxn, addr.as_bytes())
+                .map_err(self.lmdb("delete"))?;
+            stats.objects = stats.objects.saturating_sub(1);
+            stats.bytes = stats.bytes.saturating_sub(len);
+        }
+        Ok(record_len)
+    }
+
+    /// Removes `addr`'s record as [`Index::evict`] does, but leaves no `evicted` marker:
+    /// its files stay where they are (`Store::forget_unreadable_record_blocking`).
+    pub(super) fn forget_record(&self, addr: &Address) -> Result<(), ShardError> {
+        let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
+        let mut stats = StoreStats::decode(self.stat_in(&wtxn, STATS_KEY)?.as_deref());
+        self.remove_record(&mut wtxn, addr, &mut stats)?;
+        self.put_stats_counting_commit(&mut wtxn, &stats)?;
+        wtxn.commit().map_err(self.lmdb("commit"))
     }
 
     /// Up to `limit` evictable objects, oldest first.

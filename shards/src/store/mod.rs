@@ -357,6 +357,15 @@ impl Store {
         Ok(evicted)
     }
 
+    /// Removes `addr`'s record from every replica without decoding it, for a record that
+    /// fails its own check: its object is then missing here (read through, fetched again
+    /// by a pull) where it answered an error for good. Its files stay: a whole one is
+    /// stored again by the next start's orphan sweep (`orphans.rs`). The caller holds the
+    /// address claimed in the commit queue. Blocking (fsync).
+    pub fn forget_unreadable_record_blocking(&self, addr: &Address) -> Result<(), ShardError> {
+        self.replicas.iter().try_for_each(|r| r.forget_record(addr))
+    }
+
     /// Removes the files of evicted objects (data and parity, in every dir; a packed
     /// object has none: its needle stays as dead space), syncs their dirs, then clears
     /// their markers. Every replica must have committed the eviction first.
