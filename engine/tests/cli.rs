@@ -305,3 +305,46 @@ fn the_packaged_config_is_the_sample_and_lists_every_key() {
         );
     }
 }
+
+/// `ron serve` with a relative data dir that does not exist yet — the README's first
+/// command makes `./ron-data` — makes it (and its parent) in its working dir and gets
+/// ready. A change that made every new dir's parent synced walked the relative path's
+/// ancestors to "" and refused the start ("create dir : No such file or directory").
+#[test]
+fn a_relative_data_dir_is_made_in_the_working_dir() {
+    let dir = temp_dir("relative-data-dir");
+    let ports: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let log = std::fs::File::create(dir.join("stderr")).unwrap();
+    let mut node = Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args([
+            "serve",
+            "--data-dir",
+            "nested/ron-data",
+            "--http",
+            &ports[0],
+        ])
+        .args(["--admin", &ports[1], "--oap", &ports[2], "--shards", "1"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let admin: std::net::SocketAddr = ports[1].parse().unwrap();
+    let ready = (0..1500).any(|_| {
+        if node.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        get(admin, "/readyz").is_ok_and(|r| r.status == 200)
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status();
+    let _ = node.wait();
+    let log = std::fs::read_to_string(dir.join("stderr")).unwrap();
+    assert!(ready, "not ready: {log}");
+    assert!(dir.join("nested/ron-data/stores").is_dir(), "{log}");
+}

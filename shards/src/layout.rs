@@ -464,7 +464,11 @@ pub fn create_dirs_durably<'a>(
     let mut parents_to_sync = std::collections::BTreeSet::new();
     let mut created = 0;
     for dir in dirs {
-        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.is_dir()).collect();
+        // A relative path's last ancestor is "" (the working dir): never made.
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.is_dir())
+            .collect();
         for new in missing.into_iter().rev() {
             match std::fs::create_dir(new) {
                 Ok(()) => created += 1,
