@@ -396,42 +396,49 @@ fn new_node_id(dirs: &DataDirs) -> Result<[u8; 16], ShardError> {
     Ok(id)
 }
 
-/// Loads the partition table from the first dir holding it (writing it into every dir
-/// that lacks it), or creates it with one store per shard.
+/// Loads the partition table from the first dir holding a copy that decodes, writes it
+/// into every dir whose copy is missing or does not (a rotted copy is replaced from a
+/// good one, as a missing one always was: one rotted copy in the first dir refused the
+/// start while every other dir held a good one), or creates it with one store per
+/// shard. Refused only when copies exist and none decodes.
 fn open_table(dirs: &DataDirs, shards: u16) -> Result<PartitionTable, ShardError> {
     let mut table = None;
+    let mut to_write = Vec::new();
+    let mut first_refusal = None;
     for (_, dir) in dirs.iter() {
         let path = dir.join(TABLE_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let decoded = PartitionTable::decode(&bytes).map_err(|e| ShardError::Layout {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-                table = Some(decoded);
-                break;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                to_write.push(dir);
+                continue;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ShardError::io("read", path)(e)),
+        };
+        match PartitionTable::decode(&bytes) {
+            Ok(decoded) => {
+                table.get_or_insert(decoded);
+            }
             Err(e) => {
-                return Err(ShardError::Io {
-                    op: "read",
+                tracing::warn!(path = %path.display(), error = %e, "a copy of the partition table does not decode: written again from another dir's copy if one does");
+                to_write.push(dir);
+                first_refusal.get_or_insert(ShardError::Layout {
                     path,
-                    source: e,
-                })
+                    reason: e.to_string(),
+                });
             }
         }
     }
-    let table = match table {
-        Some(table) => table,
-        None => PartitionTable::round_robin(shards).map_err(|e| ShardError::Layout {
+    let table = match (table, first_refusal) {
+        (Some(table), _) => table,
+        (None, Some(refusal)) => return Err(refusal),
+        (None, None) => PartitionTable::round_robin(shards).map_err(|e| ShardError::Layout {
             path: dirs.first().to_path_buf(),
             reason: e.to_string(),
         })?,
     };
-    for (_, dir) in dirs.iter() {
-        if !dir.join(TABLE_FILE).exists() {
-            write_atomically(dir, TABLE_FILE, &table.encode())?;
-        }
+    for dir in to_write {
+        write_atomically(dir, TABLE_FILE, &table.encode())?;
     }
     Ok(table)
 }
@@ -652,6 +659,39 @@ mod tests {
         }
         assert_eq!(opened.table.encode(), node.table.encode());
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// One rotted copy of the partition table beside good ones is written again from a
+    /// good one; before, a rotted copy in the first dir refused the start ("checksum
+    /// mismatch") while the others held the table whole. No good copy: refused.
+    #[test]
+    fn a_rotted_copy_of_the_partition_table_is_replaced_from_a_good_one() {
+        let root = temp("rotted-table");
+        let three = dirs(&root, &["a", "b", "c"]);
+        let node = open_data_dirs(&three, 2, 1).unwrap();
+        let first = root.join("a").join(TABLE_FILE);
+        let mut rotted = std::fs::read(&first).unwrap();
+        rotted[40] ^= 0x01;
+        std::fs::write(&first, &rotted).unwrap();
+        let opened = open_data_dirs(&three, 2, 1).unwrap();
+        assert_eq!(opened.table.encode(), node.table.encode());
+        assert_eq!(
+            std::fs::read(&first).unwrap(),
+            node.table.encode(),
+            "rewritten"
+        );
+        for (_, dir) in three.iter() {
+            std::fs::write(dir.join(TABLE_FILE), &rotted).unwrap();
+        }
+        let refused = refusal_of(&three, 2, 1);
+        assert!(refused.contains("partitions.bin"), "{refused}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    fn refusal_of(dirs: &DataDirs, shards: u16, replaceable: u8) -> String {
+        open_data_dirs(dirs, shards, replaceable)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]

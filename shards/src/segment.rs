@@ -523,9 +523,11 @@ pub(crate) fn lane_segment_ids(
     for entry in entries {
         let entry = entry.map_err(ShardError::io("list", &dir))?;
         let name = entry.file_name();
+        // A dir named like a segment read as one and refused the start (EISDIR).
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         let id = name
             .to_str()
-            .filter(|n| n.len() == 8)
+            .filter(|n| is_file && n.len() == 8)
             .and_then(|n| u32::from_str_radix(n, 16).ok());
         match id {
             Some(id) => ids.push(SegmentId(id)),
@@ -533,7 +535,7 @@ pub(crate) fn lane_segment_ids(
             // once per listing; refusing it failed every start and every packed upload.
             None => tracing::warn!(
                 path = %entry.path().display(),
-                "not a segment file (its name is not 8 hex digits): passed over"
+                "not a segment file (not a file, or its name is not 8 hex digits): passed over"
             ),
         }
     }
@@ -876,6 +878,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("segments")).unwrap();
         root
+    }
+
+    /// Only files named by 8 hex digits are a lane's segments: a dir named like one was
+    /// read as a segment and refused every start (EISDIR).
+    #[test]
+    fn a_dir_named_like_a_segment_is_passed_over() {
+        let root = temp_store("dir-named-like-a-segment");
+        create_lane_dirs(&root, 1).unwrap();
+        let lane = lane_dir(&root, LaneIndex(0));
+        std::fs::create_dir_all(lane.join("0000000f")).unwrap();
+        std::fs::write(lane.join("00000001"), b"").unwrap();
+        std::fs::write(lane.join("00000001.bak"), b"").unwrap();
+        let ids = lane_segment_ids(&root, LaneIndex(0)).unwrap();
+        assert_eq!(ids, vec![SegmentId(1)]);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
