@@ -129,6 +129,15 @@ impl ShardError {
         )
     }
 
+    /// Whether stored bytes failed their check and nothing on this shard gave them back
+    /// verified (no parity, parity short, no other lane).
+    pub fn is_damage_past_repair(&self) -> bool {
+        matches!(
+            self,
+            ShardError::StoredBytesCorrupt { .. } | ShardError::StripeUnrecoverable { .. }
+        )
+    }
+
     /// The taxonomy entry a client sees.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -55,9 +55,12 @@
 //! - [`scrub`]: the paced scrubber (one low-priority task per shard reading and checking
 //!   every stored block, rebuilding what parity allows, resumable from the index) and
 //!   the check of one object that `ron repair` asks for.
-//! - `orphans` (private): the sweep, once per start, of object files no index record
-//!   names (a crash between a batch's renames and its index commit left them), each
-//!   claimed in the commit queue as an eviction claims it before it is unlinked.
+//! - `shard::orphans` (private): the sweep, once per start, of object files no index
+//!   record names (a crash between a batch's renames and its index commit, or an index
+//!   lost), each judged by its bytes: stored again through the upload path when they are
+//!   its object, else claimed in the commit queue as an eviction claims it and unlinked.
+//! - `damaged` (private): the queue of copies a shard found damaged past what it
+//!   rebuilds (its scrubber, a read), which the engine's replication fetches again.
 //! - `evict` (private): the evicter, one background task per shard keeping the
 //!   evictable copies within the shard's share of `fetched_bytes_max`, oldest first
 //!   (claims in the commit queue, records out of every replica, metadata forgotten on
@@ -78,7 +81,7 @@
 //! modules (`disk`, `store`, `record`, `segment`, `layout`, `arena`, `cache`, `free_space`,
 //! `error`);
 //! `shard` → `scrub` → `repair` → the storage modules and `ec`; `shard` → `evict` →
-//! `commit`, and `scrub` → `evict` for the claims; `shard` → `orphans` → `commit`, `store`;
+//! `commit`, and `scrub` → `evict` for the claims; `shard` and `scrub` → `damaged`;
 //! every module → `ids`, `limits`.
 //! Nothing imports `shard`; the mesh reaches the shard only through the handler it is
 //! given. No two files import each other (`../shared/tools/module-cycles` checks).
@@ -126,6 +129,7 @@
 pub mod arena;
 pub mod cache;
 pub mod commit;
+mod damaged;
 mod disk;
 pub mod ec;
 pub mod error;
@@ -137,7 +141,6 @@ pub mod lifecycle;
 pub mod limits;
 pub mod mesh;
 mod mounts;
-mod orphans;
 pub mod record;
 mod repair;
 pub mod scrub;

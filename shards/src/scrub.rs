@@ -25,6 +25,7 @@ use ron_codec::tree::GroupIndex;
 use ron_codec::Address;
 use ron_link::counters::StorageCounters;
 
+use crate::damaged::DamagedCopies;
 use crate::disk::ObjectFiles;
 use crate::ec::StripeCodes;
 use crate::error::ShardError;
@@ -370,6 +371,8 @@ async fn check_groups(
 pub(crate) struct ScrubControl {
     pub paused: Weak<Cell<bool>>,
     pub stop: StopSignal,
+    /// Where a copy damaged past what the shard rebuilds is reported (`damaged.rs`).
+    pub damaged: Rc<DamagedCopies>,
 }
 
 /// The store to scrub next: the fewest passes, each failed scrub counted as one, the
@@ -559,6 +562,9 @@ impl Scrubber {
         StorageCounters::add(&m.scrub_bad_blocks, check.bad_blocks);
         StorageCounters::add(&m.scrub_unrepairable, check.unrepairable_blocks());
         StorageCounters::add(&m.ec_repair_bytes, check.repaired_bytes);
+        if check.lost_blocks > 0 {
+            self.control.damaged.report(*addr);
+        }
         Ok(())
     }
 

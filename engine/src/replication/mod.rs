@@ -145,6 +145,10 @@ impl Replication {
                 this.serve_requests(mailbox)
             });
         }
+        replication.start_service("damaged copies", {
+            let this = Rc::clone(&replication);
+            this.replace_damaged()
+        });
         if let (Some(every), true) = (config.sweep_every, config.replicas > 1) {
             replication.start_service("replication sweep", {
                 let this = Rc::clone(&replication);
@@ -173,6 +177,29 @@ impl Replication {
                 ToReplication::Pull(pull) => self.start_pull(pull),
                 ToReplication::Audit(audit) => self.start_audit(audit),
             }
+        }
+    }
+
+    /// Copies the shard found damaged past its own repair (its scrubber, a read), one at
+    /// a time: a kept copy is checked whole and, still damaged, replaced by one fetched
+    /// verified (as a copy asked for is); a read-through's evictable copy is dropped (its
+    /// next read reads it through).
+    async fn replace_damaged(self: Rc<Self>) {
+        while let Some(addr) = self
+            .stop
+            .unless_stopped(self.shard.next_damaged_copy())
+            .await
+        {
+            let outcome = match self.shard.is_kept(&addr).await {
+                Ok(true) => format!("{:?}", self.pull(addr, None, false).await),
+                Ok(false) => match self.shard.discard_damaged(&addr).await {
+                    Ok(true) => "dropped: read through from now on".into(),
+                    Ok(false) => "not dropped: not held here, or busy".into(),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(obj = %addr, %outcome, "a copy damaged past this node's own repair");
         }
     }
 

@@ -127,7 +127,7 @@ impl Shard {
     /// Returns once the read path has had no read in flight for two ticks in a row, or
     /// the repair queue holds half its budget of rebuilt blocks, or after
     /// [`REPAIR_DEFER_MS_MAX`].
-    pub(crate) async fn wait_for_quiet_disk(&self) {
+    pub(super) async fn wait_for_quiet_disk(&self) {
         const TICK: Duration = Duration::from_millis(1);
         let reads = self.files.reads_in_flight();
         let since = Instant::now();

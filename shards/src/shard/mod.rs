@@ -21,6 +21,7 @@
 
 mod caching;
 mod degraded;
+mod orphans;
 mod peers;
 mod read;
 mod services;
@@ -160,6 +161,7 @@ impl Shard {
             codes: Rc::new(StripeCodes::default()),
             scrub_paused: Rc::new(Cell::new(false)),
             claims: BackgroundClaims::default(),
+            damaged: Rc::default(),
             flights: RefCell::new(None),
             background: RefCell::new(None),
             metrics,

@@ -314,7 +314,7 @@ impl Shard {
             group,
         };
         let store = self.local_store(&key.addr)?;
-        match self.disk_group(store, meta, key).await {
+        let read = match self.disk_group(store, meta, key).await {
             // Evicted since its metadata was loaded: a miss, not damage. A packed object
             // answered but not yet indexed is stored all the same (the unindexed map).
             Err(_) if matches!(self.commits.stored_retention(store, &key.addr), Ok(None)) => {
@@ -329,7 +329,17 @@ impl Shard {
                 Box::pin(self.group_from_lanes(store, meta, key, e)).await
             }
             read => read,
+        };
+        if read.as_ref().is_err_and(ShardError::is_damage_past_repair) {
+            self.damaged.report(key.addr);
         }
+        read
+    }
+
+    /// The next copy this shard found damaged past what it rebuilds (by its scrubber or
+    /// a read), once there is one: for the network to replace (`damaged.rs`).
+    pub async fn next_damaged_copy(&self) -> Address {
+        self.damaged.next().await
     }
 
     /// Groups `first..first + count`, verified: from the cache when all are there;

@@ -24,8 +24,8 @@ use ron_link::dht::{DhtClient, ANNOUNCE_BATCH_MAX};
 use crate::error::ShardError;
 use crate::evict::{Evicter, Forget, ForgetFiles};
 use crate::lifecycle::{BackgroundTasks, StopSignal};
-use crate::orphans::sweep_orphans;
 use crate::scrub::{ScrubControl, Scrubber};
+use crate::shard::orphans::sweep_orphans;
 use crate::shard::state::AnnounceFilter;
 use crate::shard::state::Shard;
 use crate::store::Store;
@@ -64,11 +64,10 @@ pub(super) fn start_all(
         tasks.start("evicter", queue, evicter(shard, stop.clone()).run(wakes))?;
     }
     let stores = shard.stores.values().cloned().collect();
-    let commits = Rc::downgrade(&shard.commits);
     tasks.start(
         "orphan sweep",
         queue,
-        sweep_orphans(stores, Rc::downgrade(shard), commits, stop.clone()),
+        sweep_orphans(stores, Rc::downgrade(shard), stop.clone()),
     )?;
     if let Some(dht) = shard.config.dht.clone() {
         let stores = shard.stores.values().cloned().collect();
@@ -169,6 +168,7 @@ fn scrubber(shard: &Rc<Shard>, stop: StopSignal) -> Result<Option<Scrubber>, Sha
         ScrubControl {
             paused: Rc::downgrade(&shard.scrub_paused),
             stop,
+            damaged: Rc::clone(&shard.damaged),
         },
         rate,
         shard.files.reads_in_flight(),

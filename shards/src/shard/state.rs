@@ -15,6 +15,7 @@ use ron_link::dht::DhtClient;
 use crate::arena::ArenaCache;
 use crate::cache::{AddressMap, ClockCache};
 use crate::commit::GroupCommit;
+use crate::damaged::DamagedCopies;
 use crate::disk::ObjectFiles;
 use crate::ec::{EcParams, StripeCodes};
 use crate::error::ShardError;
@@ -123,6 +124,8 @@ pub struct Shard {
     pub(super) scrub_paused: Rc<Cell<bool>>,
     /// Objects the scrubber, the repair task or the evicter is working on.
     pub(super) claims: BackgroundClaims,
+    /// Copies found damaged past what this shard rebuilds, for the network to replace.
+    pub(super) damaged: Rc<DamagedCopies>,
     /// The read-through that answers other shards' [`MeshOp::Flight`] (the engine's,
     /// once it has one).
     pub(super) flights: RefCell<Option<FlightHandler>>,
@@ -173,7 +176,7 @@ impl Shard {
     }
 
     /// The store `addr` belongs in, on whichever shard owns it.
-    pub(crate) fn store_of(&self, addr: &Address) -> StoreId {
+    pub(super) fn store_of(&self, addr: &Address) -> StoreId {
         self.routing.store_of(addr)
     }
 

@@ -35,7 +35,7 @@ impl Shard {
 
     /// Starts storing again, in a file of its own, an object of `len` bytes found with
     /// no record (`orphans.rs`): kept, refused like any upload without room.
-    pub(crate) fn begin_own_file(&self, len: u64) -> Result<Upload, ShardError> {
+    pub(super) fn begin_own_file(&self, len: u64) -> Result<Upload, ShardError> {
         self.begin(Some(len), false)
     }
 

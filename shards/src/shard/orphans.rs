@@ -33,11 +33,11 @@ use std::rc::{Rc, Weak};
 
 use ron_codec::Address;
 
+use super::Shard;
 use crate::commit::GroupCommit;
 use crate::error::ShardError;
 use crate::ids::DirIndex;
 use crate::lifecycle::StopSignal;
-use crate::shard::Shard;
 use crate::store::Store;
 use crate::upload;
 
@@ -70,12 +70,7 @@ impl Swept {
 }
 
 /// Sweeps every store of `shard` once; stops between dirs when `stop` is raised.
-pub(crate) async fn sweep_orphans(
-    stores: Vec<Store>,
-    shard: Weak<Shard>,
-    commits: Weak<GroupCommit>,
-    stop: StopSignal,
-) {
+pub(super) async fn sweep_orphans(stores: Vec<Store>, shard: Weak<Shard>, stop: StopSignal) {
     for store in stores {
         let mut swept = Swept::default();
         for dir in (0..store.dir_count()).map(DirIndex) {
@@ -83,10 +78,10 @@ pub(crate) async fn sweep_orphans(
                 if stop.is_stopped() {
                     return;
                 }
-                let (Some(shard), Some(commits)) = (shard.upgrade(), commits.upgrade()) else {
+                let Some(shard) = shard.upgrade() else {
                     return;
                 };
-                match sweep_dir(&shard, &store, &commits, store.objects_dir(dir, hh)).await {
+                match sweep_dir(&shard, &store, store.objects_dir(dir, hh)).await {
                     Ok(done) => swept.add(done),
                     Err(e) => {
                         tracing::warn!(store = store.id().0, error = %e, "orphaned files: sweep stopped");
@@ -124,7 +119,6 @@ fn log_swept(store: &Store, swept: Swept) {
 async fn sweep_dir(
     shard: &Rc<Shard>,
     store: &Store,
-    commits: &GroupCommit,
     objects_dir: PathBuf,
 ) -> Result<Swept, ShardError> {
     let listed = objects_dir.clone();
@@ -158,7 +152,7 @@ async fn sweep_dir(
         }
     }
     if !not_theirs.is_empty() {
-        swept.add(remove_claimed(store, commits, objects_dir, &not_theirs).await?);
+        swept.add(remove_claimed(store, &shard.commits, objects_dir, &not_theirs).await?);
     }
     Ok(swept)
 }

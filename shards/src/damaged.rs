@@ -1,0 +1,84 @@
+//! Copies this shard found damaged past what it can rebuild, waiting to be fetched again
+//! from the network.
+//!
+//! The scrubber reads every group of every object, and a read whose group neither its
+//! block nor its parity (or another lane) gives back verified fails with
+//! `StoredDigestMismatch`; both only counted it and logged, so an object without parity
+//! (`--ec off`, a packed one on a multi-dir node) or damaged past its parity stayed
+//! damaged until the replication sweep's audit of one random group happened on a bad one
+//! — for one bad group of a 1 GiB object, one chance in 16,384 a pass. Both now report
+//! the address here; on a node in a network the engine's replication takes each in turn
+//! and replaces the copy with one fetched verified (a kept copy: checked whole first, then
+//! fetched, kept until the replacement is staged), or drops it (a read-through cache's
+//! copy: the next read reads it through).
+//!
+//! Bounded: at most [`DAMAGED_COPIES_QUEUED_MAX`] addresses wait, each once; past it a
+//! report is dropped (the scrubber's next pass finds it again). Off a network nothing
+//! takes them and the queue stays at its bound.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::task::{Poll, Waker};
+
+use ron_codec::Address;
+
+/// Damaged copies waiting on one shard, at most.
+pub const DAMAGED_COPIES_QUEUED_MAX: usize = 1024;
+
+#[derive(Debug, Default)]
+pub struct DamagedCopies {
+    queued: RefCell<VecDeque<Address>>,
+    /// The one taker waiting for a report.
+    taker: RefCell<Option<Waker>>,
+}
+
+impl DamagedCopies {
+    /// Reports `addr` damaged past what this shard can rebuild; `false` when it was
+    /// queued already or the queue is full.
+    pub fn report(&self, addr: Address) -> bool {
+        {
+            let mut queued = self.queued.borrow_mut();
+            if queued.len() >= DAMAGED_COPIES_QUEUED_MAX || queued.contains(&addr) {
+                return false;
+            }
+            queued.push_back(addr);
+        }
+        if let Some(taker) = self.taker.borrow_mut().take() {
+            taker.wake();
+        }
+        true
+    }
+
+    /// The oldest copy reported, once there is one.
+    pub async fn next(&self) -> Address {
+        std::future::poll_fn(|cx| match self.queued.borrow_mut().pop_front() {
+            Some(addr) => Poll::Ready(addr),
+            None => {
+                *self.taker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_copy_waits_once_and_the_queue_is_bounded() {
+        let damaged = DamagedCopies::default();
+        let addr = |i: u32| Address::of(&i.to_be_bytes());
+        assert!(damaged.report(addr(0)));
+        assert!(!damaged.report(addr(0)), "queued already");
+        for i in 1..DAMAGED_COPIES_QUEUED_MAX as u32 {
+            assert!(damaged.report(addr(i)));
+        }
+        assert!(!damaged.report(addr(u32::MAX)), "full");
+        assert_eq!(damaged.queued.borrow().len(), DAMAGED_COPIES_QUEUED_MAX);
+        let first = futures_lite::future::block_on(damaged.next());
+        assert_eq!(first, addr(0), "oldest first");
+        assert!(damaged.report(addr(u32::MAX)), "room again");
+    }
+}
