@@ -129,6 +129,19 @@ impl ShardError {
         )
     }
 
+    /// Whether LMDB refused an index as damaged: not an LMDB file, corrupted, or written
+    /// in another format.
+    pub fn is_damaged_index(&self) -> bool {
+        use heed::MdbError::{Corrupted, Invalid, PageNotFound, VersionMismatch};
+        matches!(
+            self,
+            ShardError::Index {
+                source: heed::Error::Mdb(Corrupted | Invalid | PageNotFound | VersionMismatch),
+                ..
+            }
+        )
+    }
+
     /// Whether stored bytes failed their check and nothing on this shard gave them back
     /// verified (no parity, parity short, no other lane).
     pub fn is_damage_past_repair(&self) -> bool {

@@ -99,6 +99,38 @@ fn first_checkpoint(root: &Path) -> Result<Checkpoint, ShardError> {
     })
 }
 
+/// Opens the index replicas at `paths`. A replica LMDB refuses as damaged (not an
+/// LMDB file, corrupted, another format) while another replica opens is moved aside
+/// (`index.damaged-<unix seconds>`, kept for a look) and made anew, to be filled from
+/// the others by [`merge_replicas`]: one damaged replica refused the node's start while
+/// the others held every record. With none to fill it from, the damage is the answer.
+fn open_replicas(
+    paths: &[PathBuf],
+    index_bytes_max: usize,
+    start: Checkpoint,
+) -> Result<Vec<Index>, ShardError> {
+    let opened: Vec<Result<Index, ShardError>> = paths
+        .iter()
+        .map(|path| Index::open(path.clone(), index_bytes_max, start))
+        .collect();
+    if !opened.iter().any(Result::is_ok) {
+        return opened.into_iter().collect();
+    }
+    opened
+        .into_iter()
+        .zip(paths)
+        .map(|(index, path)| match index {
+            Err(e) if e.is_damaged_index() => {
+                let aside = path.with_file_name(format!("index.damaged-{}", now_us() / 1_000_000));
+                tracing::warn!(index = %path.display(), aside = %aside.display(), error = %e, "a damaged index replica: moved aside and made anew from the others");
+                std::fs::rename(path, &aside).map_err(ShardError::io("move aside", path))?;
+                Index::open(path.clone(), index_bytes_max, start)
+            }
+            index => index,
+        })
+        .collect()
+}
+
 /// Index records longer than this (2,048 groups: objects over 128 MiB) are read and
 /// checked on the blocking pool: checking a tree is one merge per group (a 4 GiB object:
 /// 65,536 merges, milliseconds) that would stall every connection of the shard.
@@ -177,16 +209,11 @@ impl Store {
         // were written before checkpoints existed had every acknowledged needle indexed
         // before its answer, so its replay starts past them (`Index::open` tells which).
         let start = first_checkpoint(&roots[0])?;
-        let replicas: Vec<Index> = replica_dirs
+        let paths: Vec<PathBuf> = replica_dirs
             .iter()
-            .map(|d| {
-                Index::open(
-                    roots[usize::from(d.0)].join("index"),
-                    index_bytes_max,
-                    start,
-                )
-            })
-            .collect::<Result<_, _>>()?;
+            .map(|d| roots[usize::from(d.0)].join("index"))
+            .collect();
+        let replicas = open_replicas(&paths, index_bytes_max, start)?;
         merge_replicas(&replicas)?;
         let store = Store {
             id,
@@ -1130,6 +1157,54 @@ mod tests {
         assert_eq!(store.scrub_position().unwrap(), at);
         assert_eq!(ScrubPosition::decode(&at.encode()[..20]), None);
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// One index replica that LMDB refuses (its meta pages zeroed: "not an LMDB file")
+    /// is moved aside and rebuilt from the others; before, the store, and the node,
+    /// refused to open. Every replica damaged: refused.
+    #[test]
+    fn a_damaged_index_replica_is_moved_aside_and_rebuilt_from_the_others() {
+        let root = temp_root("damaged-replica");
+        let roots: Vec<PathBuf> = (0..2).map(|d| root.join(format!("d{d}"))).collect();
+        let replicas = index_replica_dirs(StoreId(0), 2, 1);
+        let open = || Store::open(roots.clone(), &replicas, 1, StoreId(0), INDEX_BYTES);
+        let records: Vec<CommitRecord> = (0..3u8)
+            .map(|i| {
+                CommitRecord::of(&ObjectMeta {
+                    tree: ron_codec::ChunkTree::of(&vec![i; 2000 + usize::from(i)]),
+                    content_type: String::new(),
+                    location: Location::OwnFile,
+                    parity: None,
+                })
+            })
+            .collect();
+        open().unwrap().commit_blocking(&records, None).unwrap();
+        let zero_meta_pages = |dir: &Path| {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("index").join("data.mdb"))
+                .unwrap();
+            file.write_all_at(&[0u8; 8192], 0).unwrap();
+        };
+        zero_meta_pages(&roots[0]);
+        let store = open().expect("opened from the other replica");
+        assert!(records.iter().all(|r| store.contains(&r.addr).unwrap()));
+        let aside = std::fs::read_dir(&roots[0])
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("index.damaged-")
+            })
+            .count();
+        assert_eq!(aside, 1, "the damaged replica kept aside");
+        drop(store);
+        roots.iter().for_each(|r| zero_meta_pages(r));
+        let refused = open().unwrap_err();
+        assert!(refused.is_damaged_index(), "{refused}");
     }
 
     #[test]
