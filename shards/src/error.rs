@@ -21,6 +21,12 @@ pub enum ShardError {
         #[source]
         source: heed::Error,
     },
+    #[error("index file {} is {len_bytes} bytes, shorter than the {needed_bytes} bytes its last commit needs: truncated (restore it, or move its dir aside to have the index rebuilt)", path.display())]
+    IndexTruncated {
+        path: PathBuf,
+        len_bytes: u64,
+        needed_bytes: u64,
+    },
     #[error("index record of {addr} is corrupt: {reason}")]
     CorruptRecord { addr: Address, reason: &'static str },
     #[error("chunk tree of {addr} is corrupt: {source}")]
@@ -129,8 +135,8 @@ impl ShardError {
         )
     }
 
-    /// Whether LMDB refused an index as damaged: not an LMDB file, corrupted, or written
-    /// in another format.
+    /// Whether LMDB refused an index as damaged (not an LMDB file, corrupted, or written
+    /// in another format), or its file is shorter than its last commit.
     pub fn is_damaged_index(&self) -> bool {
         use heed::MdbError::{Corrupted, Invalid, PageNotFound, VersionMismatch};
         matches!(
@@ -138,7 +144,7 @@ impl ShardError {
             ShardError::Index {
                 source: heed::Error::Mdb(Corrupted | Invalid | PageNotFound | VersionMismatch),
                 ..
-            }
+            } | ShardError::IndexTruncated { .. }
         )
     }
 

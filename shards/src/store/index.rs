@@ -179,6 +179,7 @@ impl Index {
         start: Checkpoint,
     ) -> Result<Index, ShardError> {
         crate::layout::create_dir_durably(&path)?;
+        check_not_truncated(&path)?;
         let lmdb = |op| {
             let path = path.clone();
             move |source| ShardError::Index { op, path, source }
@@ -507,6 +508,65 @@ impl Index {
         let mut wtxn = self.env.write_txn().unwrap();
         self.stats.delete(&mut wtxn, CHECKPOINT_KEY).unwrap();
         wtxn.commit().unwrap();
+    }
+}
+
+// Where LMDB's meta page keeps what `check_not_truncated` reads (64-bit layout: a
+// 16-byte page header, then `MDB_meta`: magic, version, address, map size, two
+// `MDB_db`s — the first's `md_pad` is the page size — the last page, the txn id).
+const MDB_MAGIC: u32 = 0xBEEF_C0DE;
+const MDB_DATA_VERSION: u32 = 1;
+const META_MAGIC_AT: usize = 16;
+const META_PAGE_SIZE_AT: usize = 40;
+const META_LAST_PAGE_AT: usize = 136;
+const META_TXN_AT: usize = 144;
+const META_BYTES: usize = 152;
+
+/// One meta page of an LMDB file: its txn id, page size, and the file length the pages
+/// it names need. `None` when it does not read as one.
+fn meta_page(file: &std::fs::File, offset: u64) -> Option<(u64, u64, u64)> {
+    use std::os::unix::fs::FileExt;
+    let mut page = [0u8; META_BYTES];
+    file.read_exact_at(&mut page, offset).ok()?;
+    let u32_at = |at: usize| u32::from_le_bytes(page[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(page[at..at + 8].try_into().unwrap());
+    let is_meta =
+        u32_at(META_MAGIC_AT) == MDB_MAGIC && u32_at(META_MAGIC_AT + 4) == MDB_DATA_VERSION;
+    let page_bytes = u64::from(u32_at(META_PAGE_SIZE_AT));
+    let needed = u64_at(META_LAST_PAGE_AT)
+        .checked_add(1)?
+        .checked_mul(page_bytes)?;
+    (is_meta && page_bytes >= 512).then_some((u64_at(META_TXN_AT), page_bytes, needed))
+}
+
+/// Refuses an index whose `data.mdb` is shorter than the pages its newest commit names:
+/// LMDB maps the file and reads past its end (SIGBUS: the node died at start without a
+/// word, after a truncated copy or a partial restore). A commit's pages are written and
+/// synced before its meta page, so a whole file covers them. A file whose meta pages do
+/// not read is left to LMDB, which names that itself. Blocking.
+fn check_not_truncated(dir: &std::path::Path) -> Result<(), ShardError> {
+    let path = dir.join("data.mdb");
+    let Ok(file) = std::fs::File::open(&path) else {
+        return Ok(());
+    };
+    let len_bytes = file
+        .metadata()
+        .map_err(ShardError::io("stat", &path))?
+        .len();
+    let Some(first) = meta_page(&file, 0) else {
+        return Ok(());
+    };
+    let newest = match meta_page(&file, first.1) {
+        Some(second) if second.0 > first.0 => second,
+        _ => first,
+    };
+    match newest.2 > len_bytes {
+        true => Err(ShardError::IndexTruncated {
+            path,
+            len_bytes,
+            needed_bytes: newest.2,
+        }),
+        false => Ok(()),
     }
 }
 

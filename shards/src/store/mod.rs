@@ -1207,6 +1207,60 @@ mod tests {
         assert!(refused.is_damaged_index(), "{refused}");
     }
 
+    /// A truncated `data.mdb` (a partial copy or restore): LMDB maps it and read past
+    /// its end, and the process died of SIGBUS at open. Now refused with its lengths;
+    /// beside another replica, moved aside and rebuilt.
+    #[test]
+    fn a_truncated_index_is_refused_by_name_and_rebuilt_beside_another_replica() {
+        let root = temp_root("truncated-index");
+        let roots: Vec<PathBuf> = (0..2).map(|d| root.join(format!("d{d}"))).collect();
+        let records: Vec<CommitRecord> = (0..200u32)
+            .map(|i| {
+                CommitRecord::of(&ObjectMeta {
+                    tree: ron_codec::ChunkTree::of(&i.to_be_bytes()),
+                    content_type: "application/x-a-type-long-enough-to-fill-pages".into(),
+                    location: Location::OwnFile,
+                    parity: None,
+                })
+            })
+            .collect();
+        let truncate = |root: &Path| {
+            let data = root.join("index").join("data.mdb");
+            let file = std::fs::OpenOptions::new().write(true).open(data).unwrap();
+            file.set_len(3 * 4096).unwrap();
+        };
+        let alone = || {
+            Store::open(
+                roots[..1].to_vec(),
+                &[DirIndex(0)],
+                1,
+                StoreId(0),
+                INDEX_BYTES,
+            )
+        };
+        alone().unwrap().commit_blocking(&records, None).unwrap();
+        truncate(&roots[0]);
+        let refused = alone().unwrap_err().to_string();
+        assert!(
+            refused.contains("shorter than") && refused.contains("truncated"),
+            "{refused}"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+        let both = || {
+            Store::open(
+                roots.clone(),
+                &[DirIndex(0), DirIndex(1)],
+                1,
+                StoreId(0),
+                INDEX_BYTES,
+            )
+        };
+        both().unwrap().commit_blocking(&records, None).unwrap();
+        truncate(&roots[0]);
+        let store = both().expect("rebuilt from the other replica");
+        assert!(records.iter().all(|r| store.contains(&r.addr).unwrap()));
+    }
+
     #[test]
     fn replicas_a_crash_left_apart_or_a_replaced_dir_lost_are_merged_at_open() {
         let root = temp_root("replicas");
