@@ -671,7 +671,9 @@ impl Drop for SmallDisk {
 fn a_full_disk_refuses_uploads_with_507_keeps_serving_reads_and_recovers() {
     let _alone = alone();
     let disk = SmallDisk::mount("atk-disk-full", "24m");
-    let mut n = Node::start(&disk.path.join("data"), &["--shards", "1"]);
+    // The data dir is the disk itself: the harness's logs lie beside it, not on it (a
+    // restart truncating them would free what the full disk's check needs).
+    let mut n = Node::start(&disk.path, &["--shards", "1"]);
     let kept = bytes(5, 300_000);
     let kept_addr = upload(&n, &kept);
     // An upload larger than the disk: refused 507, nothing of it left behind.
@@ -720,11 +722,22 @@ fn a_full_disk_refuses_uploads_with_507_keeps_serving_reads_and_recovers() {
     let path = format!("/o/{kept_addr}");
     assert_well_behaved_client_unharmed(n.http, &path, "", 200);
     assert_eq!(get(n.http, &path).unwrap().body, kept);
-    // Space returns: the same upload succeeds, no restart needed.
+    // Restarted on the full disk, it serves reads and refuses uploads (before, its
+    // start-up check's probe file found no room and the start was refused).
+    assert!(n.stop().success());
+    n.restart(&["--shards", "1"]);
+    assert_eq!(get(n.http, &path).unwrap().body, kept);
+    assert_eq!(put(n.http, "/o", &small, "").status, 507);
+    // Space returns: the same upload succeeds once the free space is sampled again (at
+    // most a second), no restart needed.
     std::fs::remove_file(&filler).unwrap();
-    let small_addr = upload(&n, &small);
+    wait_for("the upload taken again", Duration::from_secs(5), || {
+        put(n.http, "/o", &small, "").status == 201
+    });
     assert_eq!(
-        get(n.http, &format!("/o/{small_addr}")).unwrap().body,
+        get(n.http, &format!("/o/{}", Address::of(&small)))
+            .unwrap()
+            .body,
         small
     );
     n.stop();

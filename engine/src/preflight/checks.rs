@@ -360,6 +360,17 @@ pub(super) fn cpus(shards: u64) -> Finding {
 pub(super) fn data_dir(dir: &Path) -> Finding {
     let needed = "a writable directory on a disk filesystem with O_DIRECT";
     if let Err(e) = probe::write_probe(dir) {
+        if probe::is_out_of_space(&e) {
+            // A node that filled its disk still serves what it holds (MinIO does the
+            // same); refused, a restart took every read away with it.
+            return Finding {
+                check: "data dir",
+                verdict: Verdict::Warn,
+                found: format!("{} is full: {e}", dir.display()),
+                needed: needed.into(),
+                fix: "make room: until then uploads are refused 507, reads are served".into(),
+            };
+        }
         return Finding {
             check: "data dir",
             verdict: Verdict::Fail,

@@ -28,9 +28,18 @@ fn probe_path(dir: &Path) -> PathBuf {
     dir.join(format!(".ron-preflight-{}", std::process::id()))
 }
 
+/// Whether a probe failed for want of space (or of quota) rather than of access.
+pub(super) fn is_out_of_space(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    matches!(e.kind(), StorageFull | QuotaExceeded)
+}
+
 /// Creates the dir if needed, then writes, syncs and removes a small file in it.
 pub(super) fn write_probe(dir: &Path) -> std::io::Result<()> {
-    ron_shards::layout::create_dir_durably(dir).map_err(std::io::Error::other)?;
+    ron_shards::layout::create_dir_durably(dir).map_err(|e| match e {
+        ron_shards::ShardError::Io { source, .. } => source,
+        other => std::io::Error::other(other),
+    })?;
     let path = probe_path(dir);
     let result = (|| {
         let mut file = OpenOptions::new()
