@@ -5,7 +5,6 @@
 //! the node: compiled only with the `fuzzing` feature (`fuzz/` turns it on) and in the
 //! engine's unit tests; hidden from the docs.
 
-use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -128,7 +127,7 @@ impl Harness {
                 config.inflight_max,
                 quotas,
             ));
-            let draining = Rc::new(Cell::new(false));
+            let draining = Rc::new(crate::drain::Drain::default());
             let fronts = FrontEnds::new(
                 &config,
                 shard,

@@ -45,6 +45,9 @@
 //!   one-request connection (docs/design/http2.md).
 //! - [`client_addr`]: who the client is behind a load balancer — the PROXY protocol
 //!   header and `X-Forwarded-For`, believed only from `trusted_proxies`.
+//! - [`drain`]: the stop's drain as a shard's connections see it — raised once, it
+//!   closes idle HTTP/1.1 connections, sends HTTP/2 connections GOAWAY and refuses heads
+//!   that complete after it (503), each wait on it an O(1) slot.
 //! - [`transfer`]: body deadlines that grow with the bytes moved, and in-flight slots
 //!   given back while a request waits on a slow peer.
 //! - [`logging`]: `tracing` to stderr as text or JSON lines.
@@ -88,6 +91,7 @@ pub mod buffers;
 pub mod cli;
 pub mod client_addr;
 pub mod config;
+pub mod drain;
 pub mod fetch;
 /// The in-memory harness of the `front_end` fuzz target: only in unit tests and with
 /// the `fuzzing` feature (which `fuzz/` turns on), never in the node.

@@ -709,6 +709,37 @@ fn a_window_opened_a_little_before_the_deadline_buys_no_second_grace() {
     );
 }
 
+/// An idle HTTP/2 connection is sent GOAWAY as soon as the stop begins, while an upload
+/// on another connection keeps the shard draining; before, nothing was sent until a new
+/// stream or the idle timeout (75 s), past the process's end.
+#[test]
+fn a_stop_sends_goaway_to_an_idle_connection_at_once() {
+    let mut n = tls_node("h2-drain", &["--shards", "1"]);
+    let mut raw = RawH2::connect(&n, &[]);
+    raw.until(Duration::from_secs(5), |f| f.kind == SETTINGS)
+        .expect("the node's SETTINGS");
+    let mut uploading = connect(n.node.http);
+    uploading
+        .write_all(b"PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\nstarted")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = n.node.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let signalled = Instant::now();
+    let code = raw.goaway(Duration::from_secs(10));
+    let took = signalled.elapsed();
+    assert_eq!(code, Some(0), "GOAWAY NO_ERROR");
+    assert!(
+        took < Duration::from_secs(2),
+        "GOAWAY {took:?} after SIGTERM"
+    );
+    drop(uploading);
+    assert_eq!(n.node.stop_wait().code(), Some(0));
+}
+
 /// An origin that accepts connections and never answers (at most 64, held until the
 /// test ends).
 fn silent_origin() -> std::net::SocketAddr {

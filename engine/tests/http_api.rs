@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -828,6 +828,78 @@ fn sigterm_finishes_a_request_in_flight() {
             .body,
         body
     );
+}
+
+/// Once the stop begins, idle keep-alive connections are closed at once (a proxy stops
+/// using them) and a request whose head completes after it is refused 503 `not_ready`
+/// with `Connection: close`, never started to be cut short when the shard stops; the
+/// upload in flight still finishes. Before, idle connections slept on to their 75 s idle
+/// timeout, past the process's end, and a late request was served.
+#[test]
+fn a_stop_closes_idle_connections_and_refuses_requests_that_arrive_after_it() {
+    let mut n = node("drain-idle", &["--shards", "1"]);
+    let stored = upload(&n, b"served before the stop");
+    let body = bytes(13, 5000);
+    let mut uploading = connect(n.http);
+    let head = format!(
+        "PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    uploading.write_all(head.as_bytes()).unwrap();
+    uploading.write_all(&body[..1000]).unwrap();
+    // Five keep-alive connections idle after an answer, and one part way through a head.
+    let mut idle: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = connect(n.http);
+            let get = format!("GET /o/{stored} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            s.write_all(get.as_bytes()).unwrap();
+            assert_eq!(
+                read_response(&mut s, &mut Vec::new(), false)
+                    .unwrap()
+                    .status,
+                200
+            );
+            s
+        })
+        .collect();
+    let mut late = connect(n.http);
+    late.write_all(format!("GET /o/{stored} HTTP/1.1\r\nHost: loc").as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = n.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let signalled = Instant::now();
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut byte = [0u8; 1];
+        let read = s.read(&mut byte);
+        let closed = match &read {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        assert!(closed, "an idle connection is closed at the stop: {read:?}");
+    }
+    let closed_within = signalled.elapsed();
+    assert!(
+        closed_within < Duration::from_secs(2),
+        "idle connections closed {closed_within:?} after SIGTERM"
+    );
+    late.write_all(b"alhost\r\n\r\n").unwrap();
+    let r = read_response(&mut late, &mut Vec::new(), false).unwrap();
+    assert_eq!(
+        (r.status, r.header("Connection")),
+        (503, Some("close")),
+        "{r:?}"
+    );
+    assert_eq!(r.json()["code"], "not_ready");
+    uploading.write_all(&body[1000..]).unwrap();
+    let r = read_response(&mut uploading, &mut Vec::new(), false).unwrap();
+    assert_eq!(r.status, 201, "the upload in flight completes");
+    assert_eq!(n.stop_wait().code(), Some(0));
 }
 
 #[test]

@@ -37,6 +37,7 @@ use ron_link::requests::{Op, Protocol};
 use crate::admission::{Admission, Ticket};
 use crate::buffers::{BufferPool, WriteBufferPool};
 use crate::client_addr::TrustedProxies;
+use crate::drain::Drain;
 use crate::limits::{
     http_read_buffer_bytes, LINGER_BYTES_MAX, LINGER_MS, READ_BUFFERS_POOLED_MAX,
     WRITE_BUFFERS_POOLED_MAX,
@@ -72,7 +73,8 @@ pub struct HttpContext {
     pub admission: Rc<Admission>,
     pub limits: HttpLimits,
     /// Set when the node is shutting down: answers carry `Connection: close`.
-    pub draining: Rc<Cell<bool>>,
+    /// Raised when the shard's stop begins (`crate::drain`).
+    pub draining: Rc<Drain>,
     /// Read buffers (`head_bytes_max` + one group), lent only while a connection has
     /// bytes to parse or a body to receive.
     read_buffers: Rc<BufferPool>,
@@ -106,7 +108,7 @@ impl HttpContext {
         service: Rc<Service>,
         admission: Rc<Admission>,
         limits: HttpLimits,
-        draining: Rc<Cell<bool>>,
+        draining: Rc<Drain>,
         operator: OperatorRule<'_>,
         trusted_proxies: Rc<TrustedProxies>,
     ) -> Self {
@@ -330,6 +332,13 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         conn.rbuf.release_if_empty();
     }
     FrontCounters::add(&ctx.metrics().bytes_in, head_len as u64);
+    if ctx.draining.is_draining() {
+        // A request that arrives once the stop began is not started: past the drain's
+        // deadline nothing waits for it, and an answer cut short is worse than a 503 a
+        // proxy retries elsewhere (OAP/1 refuses the same way).
+        refuse_unadmitted(ctx, conn, &request, &Refusal::ShuttingDown, started).await?;
+        return Ok(After::Close);
+    }
     let op = request.op();
     let ticket = match ctx
         .admission
@@ -360,7 +369,7 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         "http request"
     );
     Ok(After::keep_if(
-        !ctx.draining.get() && matches!(after, After::KeepAlive),
+        !ctx.draining.is_draining() && matches!(after, After::KeepAlive),
     ))
 }
 
@@ -397,7 +406,7 @@ async fn route<S: Transport>(
     conn: &mut Conn<S>,
     req: &Request,
 ) -> Result<(u16, After), Abort> {
-    let keep = req.keep_alive && !ctx.draining.get();
+    let keep = req.keep_alive && !ctx.draining.is_draining();
     if req.is_upload() {
         // Boxed: an upload's state is five times a read's, and every request's state is
         // moved into its box (`serve_one`) — a read must not pay for an upload's size.

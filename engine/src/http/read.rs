@@ -139,10 +139,15 @@ pub(super) async fn read_head<S: Transport>(
             .set_read_timeout(Some(limits.idle_timeout));
         // One read, polled once per wake: while it waits (the socket had nothing) the
         // connection holds no write buffer either. Polling it again before the wake, or
-        // a second read, would only meet the same empty socket (`EAGAIN`) once more.
+        // a second read, would only meet the same empty socket (`EAGAIN`) once more. The
+        // stop's drain ends the wait: an idle connection closes at once (`crate::drain`).
         let mut idle = std::pin::pin!(conn.rbuf.fill_idle(&mut conn.stream));
+        let mut drain = ctx.draining.wait();
         let wbuf = &mut conn.wbuf;
         let first = std::future::poll_fn(|cx| {
+            if std::pin::Pin::new(&mut drain).poll(cx).is_ready() {
+                return std::task::Poll::Ready(Ok(0));
+            }
             let read = idle.as_mut().poll(cx);
             if read.is_pending() && wbuf.capacity() > 0 {
                 ctx.write_buffers.give_back(std::mem::take(wbuf));

@@ -45,7 +45,7 @@ pub(super) fn common_headers(
         .header("Date", &ctx.date())
         .header("X-Corr-ID", corr.as_bytes());
     // A drain that began while the request was served closes the connection too.
-    if close || ctx.draining.get() {
+    if close || ctx.draining.is_draining() {
         head.header("Connection", b"close");
     } else if http10 {
         head.header("Connection", b"keep-alive");

@@ -24,7 +24,7 @@ mod put;
 mod reader;
 mod writer;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,7 @@ use ron_link::counters::FrontCounters;
 
 use crate::admission::Admission;
 use crate::buffers::BufferPool;
+use crate::drain::Drain;
 use crate::service::Service;
 use crate::transfer::TransferPace;
 use outbox::{Outboxes, SharedOutboxes, WriterState};
@@ -76,7 +77,7 @@ pub struct OapContext {
     pub admission: Rc<Admission>,
     pub limits: OapLimits,
     /// Set when the node is shutting down: new requests get 503 not_ready.
-    pub draining: Rc<Cell<bool>>,
+    pub draining: Rc<Drain>,
     pub shard_count: u16,
     /// The shard's one zstd inflater, shared by its connections (inflation never
     /// awaits): its context and window are one per shard, not one per connection.

@@ -470,7 +470,7 @@ impl<S: Transport> Reader<S> {
         op: Op,
         started: Instant,
     ) -> Result<(), Refusal> {
-        if self.ctx.draining.get() {
+        if self.ctx.draining.is_draining() {
             return Err(Refusal::ShuttingDown);
         }
         let tenant_id = frame.header.tenant_id;

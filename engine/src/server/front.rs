@@ -2,7 +2,6 @@
 //! service, the accept loops (bounded by `connections_max`, failures logged without a
 //! storm) and the TLS handshake that hands a stream to the front end ALPN names.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -20,6 +19,7 @@ use crate::blocked::Blocked;
 use crate::buffers::BufferPool;
 use crate::client_addr::{self, TrustedProxies};
 use crate::config::{Config, ConfigError};
+use crate::drain::Drain;
 use crate::fetch::ReadThrough;
 use crate::http::{self, HttpContext, HttpLimits, OperatorRule};
 use crate::limits;
@@ -58,7 +58,7 @@ impl FrontEnds {
         config: &Config,
         shard: Rc<Shard>,
         admission: &Rc<Admission>,
-        draining: &Rc<Cell<bool>>,
+        draining: &Rc<Drain>,
         tls: bool,
         read_through: Option<Rc<ReadThrough>>,
         blocked: Rc<Blocked>,

@@ -3,7 +3,6 @@
 //! (`front.rs`), accept until stopped, then stop in the steps every shard takes together
 //! (docs/design/lifecycle.md).
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,6 +26,7 @@ use crate::admission::buckets::ShardQuotas;
 use crate::admission::Admission;
 use crate::blocked::Blocked;
 use crate::config::Config;
+use crate::drain::Drain;
 use crate::fetch::{FetchConfig, Origin, ReadThrough};
 use crate::limits;
 use crate::replication::{DiskFloor, Replication, ReplicationConfig};
@@ -286,7 +286,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         config.inflight_max,
         start.quotas,
     ));
-    let draining = Rc::new(Cell::new(false));
+    let draining = Rc::new(Drain::default());
     let read_through = ReadThrough::new(
         Rc::clone(&shard),
         Arc::clone(&start.counters.front),
@@ -366,7 +366,7 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         crate::server::notify::stopping();
     }
     start.counters.front.ready.store(false, Ordering::Relaxed);
-    draining.set(true);
+    draining.begin();
     drop(acceptors); // cancels the accept loops and closes the listeners
     drain(&admission, Duration::from_millis(config.drain_timeout_ms)).await;
     let steps = [&start.drained, &start.stopped];

@@ -40,6 +40,7 @@ use ron_io::stream::Transport;
 use ron_shards::lifecycle::StopSignal;
 
 use super::HttpContext;
+use crate::drain::Drain;
 use crate::limits::{
     H2_CONNECTION_WINDOW_BYTES, H2_LOCAL_ERROR_RESETS_MAX, H2_PENDING_ACCEPT_RESETS_MAX,
     H2_SEND_BUFFER_BYTES_MAX, H2_SEND_QUEUED_BYTES_MAX, H2_STREAMS_CONCURRENT_MAX,
@@ -82,7 +83,9 @@ pub async fn serve_connection<S: Transport>(
     let gone = StopSignal::default();
     let mut going_away = false;
     loop {
-        match next_event(&mut conn, &streams, ctx.limits.idle_timeout).await {
+        // Until GOAWAY is sent, the stop's drain is an event too (`crate::drain`).
+        let drain = (!going_away).then_some(&*ctx.draining);
+        match next_event(&mut conn, &streams, ctx.limits.idle_timeout, drain).await {
             Event::Stream(..) if streams.open.get() >= STREAM_TASKS_MAX => {
                 // Only streams the client reset while the node still served them can
                 // outnumber the concurrency limit: resetting as fast as it opens them.
@@ -110,10 +113,14 @@ pub async fn serve_connection<S: Transport>(
                 going_away = true;
                 streams.quiet_since.set(Instant::now());
             }
+            Event::Draining => {
+                conn.graceful_shutdown();
+                going_away = true;
+            }
             // Idle again after GOAWAY: the client did not close.
             Event::Idle | Event::Closed => break,
         }
-        if ctx.draining.get() && !going_away {
+        if ctx.draining.is_draining() && !going_away {
             conn.graceful_shutdown();
             going_away = true;
         }
@@ -146,6 +153,8 @@ enum Event {
     Stream(http::Request<RecvStream>, SendResponse<QueuedBytes>),
     /// No stream open for the idle timeout.
     Idle,
+    /// The shard's stop began: GOAWAY, then the connection ends with its streams.
+    Draining,
     /// The client closed, or the connection failed (a protocol error: h2 sent GOAWAY).
     Closed,
 }
@@ -156,6 +165,7 @@ async fn next_event<S: Transport>(
     conn: &mut H2Connection<S>,
     streams: &StreamCount,
     idle: Duration,
+    drain: Option<&Drain>,
 ) -> Event {
     let accept = async {
         match conn.accept().await {
@@ -172,7 +182,14 @@ async fn next_event<S: Transport>(
             }
         }
     };
-    future::or(accept, idle).await
+    let draining = async {
+        match drain {
+            Some(drain) => drain.wait().await,
+            None => std::future::pending().await,
+        }
+        Event::Draining
+    };
+    future::or(accept, future::or(idle, draining)).await
 }
 
 /// How much of the idle timeout is left at `now` for a connection quiet since
