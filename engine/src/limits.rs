@@ -176,7 +176,8 @@ pub const SHARD_STOP_WAIT: Duration = Duration::from_secs(5);
 /// stopped): a shard that never arrives (failed) holds the others no longer.
 pub const STOP_STEP_WAIT: Duration = Duration::from_secs(10);
 
-/// Longest wait at start-up for every shard to become ready before the banner.
+/// A start past this is logged, and systemd's start timeout is extended by it every half
+/// of it while shards are still starting (the node waits for them however long).
 pub const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// Most copies an upload may ask for (the most `replicas` allows).

@@ -306,23 +306,80 @@ fn warn_if_shards_idle(routing: &Routing) {
 /// Waits until every shard is ready (or one failed, or the stop), waking each shard
 /// still starting every [`kick::KICK_PERIOD`]: glommio 0.9 can go to sleep before
 /// running a shard's first task (see `kick`).
+/// Waits until every shard is ready, one has failed, or a stop came, kicking those still
+/// starting. However long that takes: a start that merges index replicas, replays
+/// segments or compacts them can take minutes, and a node that stopped waiting at 60 s
+/// never told systemd it was ready (`systemctl start` failed at `TimeoutStartSec`, and
+/// `Restart=on-failure` began the same long start again). [`StartWait`] says when to
+/// kick, to ask systemd for more time, and to log.
 fn wait_until_ready(counters: &[ShardCounters], handles: &ShardHandles, stop: &AtomicBool) {
-    let started = Instant::now();
-    let deadline = started + READY_WAIT;
-    let mut next_kick = started + kick::KICK_PERIOD;
+    let mut wait = StartWait::new(Instant::now());
     kick::install_handler();
     let starting = |shard: &usize| !counters[*shard].front.ready.load(Ordering::Relaxed);
-    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-        if !(0..counters.len()).any(|s| starting(&s)) || handles.failed() {
+    while !stop.load(Ordering::Relaxed) {
+        let still = (0..counters.len()).filter(starting).count();
+        if still == 0 || handles.failed() {
             return;
         }
-        if Instant::now() >= next_kick {
-            next_kick += kick::KICK_PERIOD;
+        let due = wait.due(Instant::now());
+        if due.kick {
             (0..counters.len())
                 .filter(starting)
                 .for_each(|s| handles.kick(s));
         }
+        if due.extend {
+            notify::extend_start(READY_WAIT, still, counters.len());
+        }
+        if due.warn {
+            tracing::warn!(shards_starting = still, "shards still starting after {} s (opening stores: merging index replicas, replaying or compacting segments); waiting", READY_WAIT.as_secs());
+        }
         std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The schedule of the wait for the shards: a kick every [`kick::KICK_PERIOD`], a
+/// request to extend systemd's start timeout every half [`READY_WAIT`], a warning once
+/// past [`READY_WAIT`]; never an end.
+struct StartWait {
+    started: Instant,
+    next_kick: Instant,
+    next_extend: Instant,
+    warned: bool,
+}
+
+/// What is due at one look.
+#[derive(Debug, Default, PartialEq)]
+struct StartDue {
+    kick: bool,
+    extend: bool,
+    warn: bool,
+}
+
+impl StartWait {
+    fn new(started: Instant) -> StartWait {
+        StartWait {
+            started,
+            next_kick: started + kick::KICK_PERIOD,
+            next_extend: started + READY_WAIT / 2,
+            warned: false,
+        }
+    }
+
+    fn due(&mut self, now: Instant) -> StartDue {
+        let mut due = StartDue::default();
+        if now >= self.next_kick {
+            self.next_kick += kick::KICK_PERIOD;
+            due.kick = true;
+        }
+        if now >= self.next_extend {
+            self.next_extend = now + READY_WAIT / 2;
+            due.extend = true;
+        }
+        if !self.warned && now >= self.started + READY_WAIT {
+            self.warned = true;
+            due.warn = true;
+        }
+        due
     }
 }
 
@@ -419,5 +476,30 @@ fn warn_if_certificate_out_of_date(
             %reason,
             "every TLS client will refuse this certificate; install one in date (taken without a restart)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start of 130 s: a kick a second, systemd asked for more time at 30, 60, 90 and
+    /// 120 s, one warning at 60 s, and the wait goes on (it ended at 60 s before, and
+    /// READY=1 was never sent).
+    #[test]
+    fn a_long_start_is_waited_for_with_systemd_told_and_one_warning() {
+        let started = Instant::now();
+        let mut wait = StartWait::new(started);
+        let (mut kicks, mut extends, mut warns) = (Vec::new(), Vec::new(), Vec::new());
+        for ms in (0..130_000u64).step_by(5) {
+            let due = wait.due(started + std::time::Duration::from_millis(ms));
+            let at_s = ms / 1000;
+            due.kick.then(|| kicks.push(at_s));
+            due.extend.then(|| extends.push(at_s));
+            due.warn.then(|| warns.push(at_s));
+        }
+        assert_eq!(kicks.len(), 129);
+        assert_eq!(extends, vec![30, 60, 90, 120]);
+        assert_eq!(warns, vec![60]);
     }
 }

@@ -14,6 +14,15 @@ pub(super) fn ready(shards: u16) {
     ));
 }
 
+/// Shards are still starting: systemd's start timeout is pushed `by` from now (systemd
+/// 236 and later; older ones ignore it).
+pub(super) fn extend_start(by: std::time::Duration, starting: usize, shards: usize) {
+    send(&format!(
+        "EXTEND_TIMEOUT_USEC={}\nSTATUS=starting: {starting} of {shards} shard(s) opening their stores",
+        by.as_micros()
+    ));
+}
+
 /// A stop began: shards stop accepting and drain.
 pub(super) fn stopping() {
     send("STOPPING=1\nSTATUS=draining");
