@@ -115,6 +115,7 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
             certificate: tls.clone(),
         },
     )?;
+    let drain_timeout = std::time::Duration::from_millis(config.drain_timeout_ms);
     let plan = ShardPlan {
         config: Arc::new(config),
         policy,
@@ -123,8 +124,8 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         stop: Arc::clone(&signals.stop),
         dht: dht_client,
         origin,
-        drained: StopStep::new(shards),
-        stopped: StopStep::new(shards),
+        drained: StopStep::drained(shards, drain_timeout),
+        stopped: StopStep::stopped(shards),
     };
     let handles = shard::start_shards(&plan, &counters, shard_links, replication_mailboxes)?;
     wait_until_ready(&counters, &handles, &plan.stop);

@@ -54,25 +54,45 @@ pub(super) struct ShardPlan {
 }
 
 /// A step of the node's stop that every shard reaches before any goes past it, bounded
-/// by [`limits::STOP_STEP_WAIT`] (a shard that failed never arrives).
+/// by its wait (a shard that failed never arrives).
 #[derive(Debug, Clone)]
 pub(super) struct StopStep {
     arrived: Arc<std::sync::atomic::AtomicUsize>,
     shards: usize,
+    wait: Duration,
 }
 
 impl StopStep {
-    pub fn new(shards: u16) -> StopStep {
+    /// The step every shard reaches once drained: a shard with nothing in flight
+    /// arrives at once and waits for the others' drain (`drain_timeout`), their fetches'
+    /// stop, and [`limits::STOP_STEP_WAIT`] besides. A fixed 10 s cut a raised
+    /// `drain_timeout_ms` short: the idle shard stopped its group commit, and the
+    /// uploads the others were still draining found their owner gone (503).
+    pub fn drained(shards: u16, drain_timeout: Duration) -> StopStep {
+        let fetches_stop = 2 * limits::FETCH_STOP_WAIT;
+        StopStep::new(
+            shards,
+            drain_timeout + fetches_stop + limits::STOP_STEP_WAIT,
+        )
+    }
+
+    /// The step every shard reaches once stopped.
+    pub fn stopped(shards: u16) -> StopStep {
+        StopStep::new(shards, limits::STOP_STEP_WAIT)
+    }
+
+    fn new(shards: u16, wait: Duration) -> StopStep {
         StopStep {
             arrived: Arc::default(),
             shards: usize::from(shards),
+            wait,
         }
     }
 
     /// Arrives, and waits for every shard to have; `false` if the wait ran out.
     async fn arrive_and_wait(&self) -> bool {
         self.arrived.fetch_add(1, Ordering::AcqRel);
-        let deadline = Instant::now() + limits::STOP_STEP_WAIT;
+        let deadline = Instant::now() + self.wait;
         while self.arrived.load(Ordering::Acquire) < self.shards {
             if Instant::now() >= deadline {
                 return false;
