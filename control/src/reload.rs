@@ -105,7 +105,17 @@ pub(crate) struct Reloads {
     /// Shards whose inbox was full when the certificate was sent: sent again at every
     /// poll until each took it (a rotation is never lost on one shard).
     certificate_owed: Vec<usize>,
+    /// Why the certificate on disk was last refused, while it stays refused: it is loaded
+    /// again every [`CERTIFICATE_RETRY_MS`], and rotated in once it is accepted. A pair
+    /// installed before its notBefore (a host whose clock is behind its CA's) becomes
+    /// valid with no change to its files, and stayed refused until the running one
+    /// expired. The same refusal is not logged or counted again.
+    certificate_refused: Option<String>,
+    next_certificate_retry: Instant,
 }
+
+/// Between two loads of a refused certificate.
+const CERTIFICATE_RETRY_MS: u64 = 2_000;
 
 impl Reloads {
     pub(crate) fn new(reloader: Reloader) -> Reloads {
@@ -116,6 +126,8 @@ impl Reloads {
             reloader,
             next_watch: Instant::now(),
             certificate_owed: Vec::new(),
+            certificate_refused: None,
+            next_certificate_retry: Instant::now(),
         }
     }
 
@@ -123,6 +135,7 @@ impl Reloads {
     pub(crate) fn poll(&mut self, now: Instant, link: &ControlLink, view: &mut View) -> bool {
         self.send_owed_certificate(link);
         if !self.due(now) {
+            self.retry_refused_certificate(now, link, view);
             return false;
         }
         // One reload per change, whether a signal or the watcher saw it first.
@@ -157,8 +170,12 @@ impl Reloads {
                 // Logged before it is counted: whoever sees the count finds the reason.
                 tracing::error!(%reason, "TLS certificate reload refused; new handshakes keep the running certificate");
                 view.reload_failed();
+                self.certificate_refused = Some(reason);
+                self.next_certificate_retry =
+                    Instant::now() + Duration::from_millis(CERTIFICATE_RETRY_MS);
             }
             Some(Ok(identity)) => {
+                self.certificate_refused = None;
                 let unchanged = self
                     .certificate
                     .as_ref()
@@ -184,6 +201,24 @@ impl Reloads {
     }
 
     /// SIGHUP, or a change of what is watched that has held still since the last look.
+    /// Loads a refused certificate again when its retry is due: rotated in once it is
+    /// accepted; a refusal for another reason is logged and counted as a reload's.
+    fn retry_refused_certificate(&mut self, now: Instant, link: &ControlLink, view: &mut View) {
+        let (Some(refused), Some(load)) =
+            (&self.certificate_refused, &self.reloader.load_certificate)
+        else {
+            return;
+        };
+        if now < self.next_certificate_retry {
+            return;
+        }
+        self.next_certificate_retry = now + Duration::from_millis(CERTIFICATE_RETRY_MS);
+        match load() {
+            Err(reason) if &reason == refused => {}
+            loaded => self.rotate(Some(loaded), link, view),
+        }
+    }
+
     fn due(&mut self, now: Instant) -> bool {
         let mut due = self.reloader.hangup.swap(false, Ordering::Relaxed);
         if now >= self.next_watch {

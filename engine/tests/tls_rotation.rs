@@ -89,6 +89,70 @@ fn expired_pair(dir: &Path) -> std::path::PathBuf {
     dir.to_path_buf()
 }
 
+/// A certificate for localhost valid from `ahead` from now (for ten years), and its key,
+/// in `dir`.
+fn pair_valid_from(dir: &Path, ahead: Duration) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    params.not_before = epoch + since_epoch + ahead;
+    params.not_after = epoch + since_epoch + Duration::from_secs(10 * 365 * 86_400);
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key_pair).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key_pair.serialize_pem()).unwrap();
+    dir.to_path_buf()
+}
+
+/// A pair installed a few seconds before its notBefore (a host whose clock is behind its
+/// CA's) is refused, then presented once it is valid, with no change to its files.
+/// Before, it stayed refused until the files changed again: the running certificate
+/// expired meanwhile.
+#[test]
+fn a_certificate_installed_before_its_not_before_is_presented_once_valid() {
+    let base = temp_dir("tls-not-yet");
+    let (a, live) = (base.join("a"), base.join("live"));
+    let cert_a = dev_cert(&a);
+    std::fs::create_dir_all(&live).unwrap();
+    install(&live, &a);
+    let tls_addr = format!("127.0.0.1:{}", free_port());
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    let flags = [
+        "--shards",
+        "1",
+        "--tls",
+        &tls_addr,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let mut n = Node::start(&base.join("node"), &flags);
+    let failures = metric(n.admin, "ron_config_reload_failures_total");
+    let early = pair_valid_from(&base.join("early"), Duration::from_secs(4));
+    let cert_early = std::fs::read(early.join("cert.pem")).unwrap();
+    install(&live, &early);
+    wait_for("the early pair to be refused", WAIT, || {
+        metric(n.admin, "ron_config_reload_failures_total") > failures
+    });
+    let config = tls_client_trusting(&[&cert_a, &cert_early]);
+    assert_eq!(handshake(&config, &tls_addr).1, der(&cert_a));
+    wait_for(
+        "the early pair presented once valid",
+        Duration::from_secs(20),
+        || handshake(&config, &tls_addr).1 == der(&cert_early),
+    );
+    assert_eq!(
+        metric(n.admin, "ron_config_reload_failures_total"),
+        failures + 1,
+        "refused once, not again at every retry"
+    );
+    n.stop();
+}
+
 #[test]
 fn a_rotated_certificate_is_served_to_new_handshakes_and_open_connections_go_on() {
     let base = temp_dir("tls-rotation");
