@@ -1,9 +1,10 @@
 //! The stop's drain as one shard's connections see it: raised once, when the shard stops
 //! accepting. Requests in flight finish (and close their connection); a request whose
-//! head arrives after it is refused 503 (`not_ready`); and the connections that wait
-//! between requests — an idle HTTP/1.1 keep-alive connection, an HTTP/2 connection
-//! between events — are woken by it, so the first closes at once and the second is sent
-//! GOAWAY. Before, they slept on until their idle timeout (75 s), past the process's
+//! head arrives after it is refused 503 (`not_ready`; OAP/1: `ShuttingDown`); and the
+//! connections that wait between requests — an idle HTTP/1.1 keep-alive or OAP/1
+//! connection, an HTTP/2 connection between events — are woken by it, so the first two
+//! close at once (an OAP/1 one with answers going out, once they are done) and the third
+//! is sent GOAWAY. Before, they slept on until their idle timeout (75 s), past the process's
 //! end, and a proxy's request on one after the drain was cut short when the shard
 //! stopped.
 //!

@@ -424,6 +424,36 @@ fn a_frame_header_dribbled_in_is_answered_408_at_the_header_deadline() {
     dribble.join().unwrap();
 }
 
+/// An idle OAP/1 connection is closed as soon as the stop begins, while an upload on
+/// another connection keeps the node draining; before, it stayed open to its idle
+/// timeout (75 s), past the process's end.
+#[test]
+fn a_stop_closes_an_idle_connection_at_once() {
+    let mut n = node("oap-drain", &["--shards", "1"]);
+    let data = bytes(14, 3000);
+    let mut w = Wire::open(n.oap);
+    assert_eq!(put_on(&mut w, 1, &data, None, 3000).header.code, 201);
+    let mut uploading = connect(n.http);
+    uploading
+        .write_all(b"PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\nstarted")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = n.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let signalled = Instant::now();
+    assert!(w.recv().is_none(), "the idle connection closed");
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "closed {took:?} after SIGTERM"
+    );
+    drop(uploading);
+    assert_eq!(n.stop_wait().code(), Some(0));
+}
+
 fn raw_header(len: u32, ver: u16, flags: u16, cap_len: u16, corr_id: u64) -> Vec<u8> {
     let mut h = vec![0u8; HEADER_LEN];
     h[0..4].copy_from_slice(&len.to_be_bytes());

@@ -32,6 +32,9 @@ use crate::transfer::{self, Transfer};
 /// Refused uploads a connection may leave unfinished (their DATA skipped if it comes),
 /// per request it may have in flight: past it, a protocol error (400, close).
 const SKIPPED_UPLOADS_PER_REQUEST: usize = 4;
+/// How long an idle wait lasts once the stop's drain began: a connection with answers
+/// still going out looks again this often, and closes once they are done.
+const DRAINING_WAIT: Duration = Duration::from_millis(100);
 /// The shortest socket wait an upload's or a frame header's deadline sets (a zero one
 /// would mean none).
 const UPLOAD_WAIT_MIN: Duration = Duration::from_millis(1);
@@ -179,9 +182,28 @@ impl<S: Transport> Reader<S> {
         }
         self.receiving = None;
         loop {
-            self.half
-                .set_read_timeout(Some(self.ctx.limits.idle_timeout));
-            return match read_pooled(&mut self.half, &self.ctx.read_buffers).await {
+            // The stop's drain ends the wait (`crate::drain`); from then on the wait is
+            // short, and the connection closes at the first one with nothing in flight
+            // (answers under way still go out), as an idle HTTP/1.1 one does.
+            let draining = self.ctx.draining.is_draining();
+            let wait = match draining {
+                true => DRAINING_WAIT,
+                false => self.ctx.limits.idle_timeout,
+            };
+            self.half.set_read_timeout(Some(wait));
+            let Reader { half, ctx, .. } = &mut *self;
+            let read = async { Some(read_pooled(half, &ctx.read_buffers).await) };
+            let drain = async {
+                match draining {
+                    true => std::future::pending().await,
+                    false => ctx.draining.wait().await,
+                }
+                None
+            };
+            let Some(read) = future::or(read, drain).await else {
+                continue;
+            };
+            return match read {
                 Ok((_, 0)) => Err(ReadEnd::PeerDone),
                 Ok(read) => Ok(read),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
