@@ -348,3 +348,44 @@ fn a_relative_data_dir_is_made_in_the_working_dir() {
     assert!(ready, "not ready: {log}");
     assert!(dir.join("nested/ron-data/stores").is_dir(), "{log}");
 }
+
+/// A SIGHUP during the start (here: while the node waits for its HTTP port, held by
+/// another socket for a second) is taken as a reload request, not the default action:
+/// the node starts once the port is free. Before, it was killed by the signal (a
+/// `systemctl reload` or logrotate's HUP right after a start).
+#[test]
+fn a_sighup_during_the_start_does_not_kill_the_node() {
+    let dir = temp_dir("hup-at-start");
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = holder.local_addr().unwrap().to_string();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let oap = format!("127.0.0.1:{}", free_port());
+    let mut node = Command::new(env!("CARGO_BIN_EXE_ron"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--http", &http, "--oap", &oap, "--shards", "1", "--admin"])
+        .arg(admin.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let pid = node.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    drop(holder);
+    let ready = (0..500).any(|_| {
+        if node.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        get(admin, "/readyz").is_ok_and(|r| r.status == 200)
+    });
+    let exited = node.try_wait().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = node.wait().unwrap();
+    let log = std::fs::read_to_string(dir.join("stderr")).unwrap();
+    assert!(ready, "not ready (exited: {exited:?}): {log}");
+    assert!(status.success(), "{status:?}: {log}");
+}

@@ -52,6 +52,10 @@ use crate::server::signals::install_signals;
 pub fn serve(resolved: Resolved) -> Result<(), StartError> {
     let mut config = resolved.config.clone();
     crate::logging::init(config.log_format, config.log_level);
+    // First of all: a SIGHUP (a reload, logrotate) or SIGTERM during the start — the
+    // port retries, the origin's resolve, the data dirs' creation — took the default
+    // action and killed the node there. Now they are flags the start and the shards read.
+    let signals = install_signals()?;
     config.validate()?;
     let policy = config.policy()?;
     preflight(&config)?;
@@ -87,7 +91,6 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         .map_err(StartError::Origin)?;
     let routing = Routing::new(table, shards);
     warn_if_shards_idle(&routing);
-    let signals = install_signals()?;
     let counters: Vec<ShardCounters> = (0..shards).map(|_| ShardCounters::default()).collect();
     let (replication_routes, mut replication_mailboxes) = match config.p2p {
         Some(_) => {
