@@ -48,6 +48,7 @@ use crate::evict::BackgroundClaims;
 use crate::free_space::FreeSpace;
 use crate::ids::ShardIndex;
 use crate::layout::Routing;
+use crate::lifecycle::finished_within;
 use crate::mesh::Mesh;
 use crate::repair::RepairQueue;
 use crate::shard::peers::mesh_handler;
@@ -184,7 +185,8 @@ impl Shard {
     /// running then is cancelled and named in the answer), then the group commit (within
     /// `within` again)
     /// (commits queued are made durable and the index backlog committed, so a restart
-    /// replays nothing), then removes the temp files of uploads the stop cut off. The
+    /// replays nothing), then removes the temp files of uploads the stop cut off (within
+    /// `within` once more: behind a hung disk, the next start removes them). The
     /// mesh keeps answering until the executor ends, so a shard still stopping can ask
     /// this one.
     pub async fn stop(&self, within: Duration) -> Vec<&'static str> {
@@ -196,16 +198,20 @@ impl Shard {
         if !self.commits.stop(within).await {
             abandoned.push("group commit");
         }
-        match self.remove_abandoned_uploads().await {
-            Ok(0) => {}
-            Ok(uploads) => {
+        // Bounded too: it queues on the blocking pool behind whatever a hung disk holds
+        // there (the group commit's sync just abandoned), and the next start removes
+        // what it leaves.
+        match finished_within(within, self.remove_abandoned_uploads()).await {
+            None => abandoned.push("temp files of uploads cut off"),
+            Some(Ok(0)) => {}
+            Some(Ok(uploads)) => {
                 tracing::info!(
                     shard = self.index.0,
                     uploads,
                     "removed the temp files of uploads cut off by the stop"
                 )
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(shard = self.index.0, error = %e, "abandoned uploads' temp files left for the next start")
             }
         }
