@@ -13,21 +13,29 @@
 //! copy: the next read reads it through).
 //!
 //! Bounded: at most [`DAMAGED_COPIES_QUEUED_MAX`] addresses wait, each once; past it a
-//! report is dropped (the scrubber's next pass finds it again). Off a network nothing
-//! takes them and the queue stays at its bound.
+//! report is dropped (the scrubber's next pass finds it again). A copy taken is not
+//! queued again for [`DAMAGED_RETRY_AFTER`]: every read of a damaged object reports it,
+//! and one no holder can replace would otherwise be checked whole and looked for again
+//! as often as it is read. Off a network nothing takes them and the queue stays at its
+//! bound.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use ron_codec::Address;
 
-/// Damaged copies waiting on one shard, at most.
+/// Damaged copies waiting on one shard, at most; and copies remembered as taken.
 pub const DAMAGED_COPIES_QUEUED_MAX: usize = 1024;
+/// How long a copy taken is not queued again.
+pub const DAMAGED_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Default)]
 pub struct DamagedCopies {
     queued: RefCell<VecDeque<Address>>,
+    /// Copies taken lately, oldest first (at most [`DAMAGED_COPIES_QUEUED_MAX`]).
+    taken: RefCell<VecDeque<(Address, Instant)>>,
     /// The one taker waiting for a report.
     taker: RefCell<Option<Waker>>,
 }
@@ -36,7 +44,21 @@ impl DamagedCopies {
     /// Reports `addr` damaged past what this shard can rebuild; `false` when it was
     /// queued already or the queue is full.
     pub fn report(&self, addr: Address) -> bool {
+        self.report_at(addr, Instant::now())
+    }
+
+    fn report_at(&self, addr: Address, now: Instant) -> bool {
         {
+            let mut taken = self.taken.borrow_mut();
+            while taken
+                .front()
+                .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= DAMAGED_RETRY_AFTER)
+            {
+                taken.pop_front();
+            }
+            if taken.iter().any(|(a, _)| *a == addr) {
+                return false;
+            }
             let mut queued = self.queued.borrow_mut();
             if queued.len() >= DAMAGED_COPIES_QUEUED_MAX || queued.contains(&addr) {
                 return false;
@@ -52,7 +74,14 @@ impl DamagedCopies {
     /// The oldest copy reported, once there is one.
     pub async fn next(&self) -> Address {
         std::future::poll_fn(|cx| match self.queued.borrow_mut().pop_front() {
-            Some(addr) => Poll::Ready(addr),
+            Some(addr) => {
+                let mut taken = self.taken.borrow_mut();
+                if taken.len() >= DAMAGED_COPIES_QUEUED_MAX {
+                    taken.pop_front();
+                }
+                taken.push_back((addr, Instant::now()));
+                Poll::Ready(addr)
+            }
             None => {
                 *self.taker.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
@@ -80,5 +109,10 @@ mod tests {
         let first = futures_lite::future::block_on(damaged.next());
         assert_eq!(first, addr(0), "oldest first");
         assert!(damaged.report(addr(u32::MAX)), "room again");
+        // Taken: not queued again until it has had its while.
+        let later = Instant::now() + DAMAGED_RETRY_AFTER;
+        assert!(!damaged.report(addr(0)), "taken lately");
+        let _ = futures_lite::future::block_on(damaged.next());
+        assert!(damaged.report_at(addr(0), later), "its while is over");
     }
 }

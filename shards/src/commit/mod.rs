@@ -334,7 +334,6 @@ impl GroupCommit {
         claimed
     }
 
-    /// Ends the claims of an eviction; uploads waiting on them look again.
     /// Removes the record of `addr` from `store` once it is found not to decode
     /// ([`ShardError::is_unreadable_record`]), under a claim, after looking again:
     /// [`Store::forget_unreadable_record_blocking`]. `false`: a commit of it is in flight
@@ -362,6 +361,7 @@ impl GroupCommit {
         forgotten
     }
 
+    /// Ends the claims of an eviction; uploads waiting on them look again.
     pub(crate) fn release_evicted(&self, addrs: &[Address]) {
         for addr in addrs {
             self.settle(addr, false);

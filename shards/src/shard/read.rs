@@ -217,9 +217,9 @@ impl Shard {
         addr: &Address,
         error: ShardError,
     ) -> Result<ObjectMeta, ShardError> {
-        tracing::warn!(obj = %addr, %error, "an index record failed its check: removed, the object is missing here");
         match self.commits.forget_unreadable_record(store, addr).await? {
             true => {
+                tracing::warn!(obj = %addr, %error, "an index record failed its check: removed, the object is missing here");
                 StorageCounters::add(&self.metrics.damaged_copies_discarded, 1);
                 Err(ShardError::NotFound { addr: *addr })
             }
