@@ -1255,15 +1255,6 @@ fn an_upload_waits_for_the_copies_it_asks_for() {
     assert!(r.status == 200 && r.body == alone);
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to a node's process.
-fn signal(n: &Node, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &n.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// Two nodes in two zones keeping two copies, each started with `extra`, once the first
 /// (the second's bootstrap peer) knows the second.
 /// One bad group in a large object without parity, found by the scrubber: the copy is
@@ -1363,7 +1354,7 @@ fn two_zones_two_copies(name: &str, extra: &[&str]) -> Vec<Node> {
 fn uploads_waiting_for_copies_hold_no_in_flight_slot() {
     let nodes = two_zones_two_copies("copies-parked", &["--max-inflight", "2"]);
     let kept = upload(&nodes[0], b"served while uploads wait");
-    signal(&nodes[1], "STOP");
+    nodes[1].signal("STOP");
     let http = nodes[0].http;
     let bodies: Vec<Vec<u8>> = (0..2).map(|i| bytes(80 + i, 10_000)).collect();
     let waiting: Vec<_> = bodies
@@ -1377,7 +1368,7 @@ fn uploads_waiting_for_copies_hold_no_in_flight_slot() {
     std::thread::sleep(Duration::from_millis(500));
     let r = get(nodes[0].http, &format!("/o/{kept}")).unwrap();
     let parked = metric(nodes[0].admin, "ron_parked_requests");
-    signal(&nodes[1], "CONT");
+    nodes[1].signal("CONT");
     assert_eq!(r.status, 200, "served while two uploads wait: {r:?}");
     assert_eq!(parked, 2, "both uploads parked");
     for upload in waiting {
@@ -1394,7 +1385,7 @@ fn uploads_waiting_for_copies_hold_no_in_flight_slot() {
 #[test]
 fn one_clients_uploads_waiting_for_copies_are_bounded() {
     let nodes = two_zones_two_copies("copy-waits", &["--max-uploads", "64"]);
-    signal(&nodes[1], "STOP");
+    nodes[1].signal("STOP");
     let http = nodes[0].http;
     let bodies: Vec<Vec<u8>> = (0..32).map(|i| bytes(200 + i, 10_000)).collect();
     let waiting: Vec<_> = bodies
@@ -1407,7 +1398,7 @@ fn one_clients_uploads_waiting_for_copies_are_bounded() {
     });
     let one_more = put(http, "/o?copies=2", &bytes(300, 10_000), "");
     let other = put(http, "/o", &bytes(301, 10_000), "");
-    signal(&nodes[1], "CONT");
+    nodes[1].signal("CONT");
     assert_eq!(one_more.status, 503, "{one_more:?}");
     assert_eq!(
         one_more.json()["message"],

@@ -723,11 +723,7 @@ fn a_stop_sends_goaway_to_an_idle_connection_at_once() {
         .write_all(b"PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\nstarted")
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let pid = n.node.pid().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    n.node.signal("TERM");
     let signalled = Instant::now();
     let code = raw.goaway(Duration::from_secs(10));
     let took = signalled.elapsed();

@@ -805,11 +805,7 @@ fn sigterm_finishes_a_request_in_flight() {
     .unwrap();
     s.write_all(&body[..1000]).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let pid = n.pid().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    n.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
     // New connections are refused while the in-flight upload may still finish.
     assert!(
@@ -866,11 +862,7 @@ fn a_stop_closes_idle_connections_and_refuses_requests_that_arrive_after_it() {
     late.write_all(format!("GET /o/{stored} HTTP/1.1\r\nHost: loc").as_bytes())
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let pid = n.pid().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    n.signal("TERM");
     let signalled = Instant::now();
     for s in &mut idle {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

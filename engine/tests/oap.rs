@@ -438,11 +438,7 @@ fn a_stop_closes_an_idle_connection_at_once() {
         .write_all(b"PUT /o HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\nstarted")
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let pid = n.pid().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    n.signal("TERM");
     let signalled = Instant::now();
     assert!(w.recv().is_none(), "the idle connection closed");
     let took = signalled.elapsed();

@@ -89,6 +89,24 @@ fn expired_pair(dir: &Path) -> std::path::PathBuf {
     dir.to_path_buf()
 }
 
+/// A node of `shards` shards in `base/node` whose TLS listener presents the pair in
+/// `live` (read again when it changes), and that listener's address.
+fn node_on(base: &Path, live: &Path, shards: &str) -> (Node, String) {
+    let tls_addr = format!("127.0.0.1:{}", free_port());
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    let flags = [
+        "--shards",
+        shards,
+        "--tls",
+        &tls_addr,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    (Node::start(&base.join("node"), &flags), tls_addr)
+}
+
 /// A certificate for localhost valid from `ahead` from now (for ten years), and its key,
 /// in `dir`.
 fn pair_valid_from(dir: &Path, ahead: Duration) -> std::path::PathBuf {
@@ -118,19 +136,7 @@ fn a_certificate_installed_before_its_not_before_is_presented_once_valid() {
     let cert_a = dev_cert(&a);
     std::fs::create_dir_all(&live).unwrap();
     install(&live, &a);
-    let tls_addr = format!("127.0.0.1:{}", free_port());
-    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
-    let flags = [
-        "--shards",
-        "1",
-        "--tls",
-        &tls_addr,
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ];
-    let mut n = Node::start(&base.join("node"), &flags);
+    let (mut n, tls_addr) = node_on(&base, &live, "1");
     let failures = metric(n.admin, "ron_config_reload_failures_total");
     let early = pair_valid_from(&base.join("early"), Duration::from_secs(4));
     let cert_early = std::fs::read(early.join("cert.pem")).unwrap();
@@ -160,19 +166,7 @@ fn a_rotated_certificate_is_served_to_new_handshakes_and_open_connections_go_on(
     let (cert_a, cert_b) = (dev_cert(&a), dev_cert(&b));
     std::fs::create_dir_all(&live).unwrap();
     install(&live, &a);
-    let tls_addr = format!("127.0.0.1:{}", free_port());
-    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
-    let flags = [
-        "--shards",
-        "2",
-        "--tls",
-        &tls_addr,
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ];
-    let mut n = Node::start(&base.join("node"), &flags);
+    let (mut n, tls_addr) = node_on(&base, &live, "2");
     let object = upload(&n, &bytes(8, 10_000));
     let path = format!("/o/{object}");
     let config = tls_client_trusting(&[&cert_a, &cert_b]);

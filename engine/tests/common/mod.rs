@@ -241,6 +241,15 @@ impl Node {
         }
     }
 
+    /// Sends `signal` (`TERM`, `HUP`, `STOP`, `CONT`) to the node's process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         let pid = self.pid().to_string();
