@@ -199,3 +199,40 @@ fn a_node_stopped_mid_scrub_repair_and_read_through_leaves_nothing_half_done() {
     });
     assert_eq!(node.stop().code(), Some(0));
 }
+
+/// A store whose index is held locked for a moment by another process (LMDB waits for a
+/// shared lock at open: a tool opening it that instant) delays the start, no more. The
+/// shard's start-up kick (a signal every second to a shard not yet ready, against a lost
+/// wake-up in glommio) interrupted that wait before, and the shard failed: "index open
+/// …: Interrupted system call".
+#[test]
+fn an_index_held_locked_for_a_moment_delays_the_start_and_no_more() {
+    let dir = temp_dir("index-locked-at-start");
+    let mut n = Node::start(&dir, &["--shards", "1"]);
+    let addr = upload(&n, b"stored before the restart");
+    assert!(n.stop().success());
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("stores/0/index/lock.mdb"))
+        .unwrap();
+    let held = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: zeroed is a valid flock; the descriptor lives through both calls.
+        #[allow(unsafe_code)]
+        let set = |kind: i32| unsafe {
+            let mut range: libc::flock = std::mem::zeroed();
+            range.l_type = kind as i16;
+            range.l_whence = libc::SEEK_SET as i16;
+            range.l_len = 1;
+            assert_eq!(libc::fcntl(lock.as_raw_fd(), libc::F_SETLK, &range), 0);
+        };
+        set(libc::F_WRLCK);
+        std::thread::sleep(Duration::from_secs(3));
+        set(libc::F_UNLCK);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    n.restart(&["--shards", "1"]);
+    held.join().unwrap();
+    assert_eq!(get(n.http, &format!("/o/{addr}")).unwrap().status, 200);
+}

@@ -13,8 +13,11 @@
 //! A signal ends the sleep: `io_uring_enter` returns `EINTR`, which glommio takes as a
 //! wake-up, and the loop runs its queues. `serve` signals each shard still not ready
 //! [`KICK_PERIOD`] after the start, and every period after; the handler does nothing.
-//! A shard that is busy starting (replaying its segments) loses nothing: its own system
-//! calls on files are not interrupted, and glommio retries its ring calls.
+//! A shard opening its stores (`Shard::start`: merging, replaying, compacting) is not
+//! kicked: that work never awaits, so its executor cannot be asleep, and a signal there
+//! interrupts what may wait — LMDB's wait for its lock at an index's open failed the
+//! shard with `EINTR` (`lifecycle.rs`
+//! `an_index_held_locked_for_a_moment_delays_the_start_and_no_more`).
 
 #![allow(unsafe_code)] // sigaction, pthread_kill: nothing else is shared with the handler
 

@@ -106,6 +106,8 @@ impl StopStep {
 /// The shard threads, and whether any has failed.
 pub(super) struct ShardHandles {
     handles: Vec<JoinHandle<Result<(), StartError>>>,
+    /// Per shard: set while it opens its stores, on its own thread (`Shard::start`).
+    opening: Vec<Arc<AtomicBool>>,
     failed: Arc<AtomicBool>,
 }
 
@@ -114,8 +116,14 @@ impl ShardHandles {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Wakes shard `shard`'s thread if it still runs (see `super::kick`).
+    /// Wakes shard `shard`'s thread if it still runs (see `super::kick`), unless it is
+    /// opening its stores: `Shard::start` never awaits, so its executor runs then
+    /// (nothing to wake), and the signal interrupts what waits there — LMDB's lock wait
+    /// at an index's open failed the shard with `EINTR`.
     pub fn kick(&self, shard: usize) {
+        if self.opening[shard].load(Ordering::Relaxed) {
+            return;
+        }
         if let Some(handle) = self.handles.get(shard).filter(|h| !h.is_finished()) {
             super::kick::kick(handle);
         }
@@ -191,6 +199,8 @@ struct ShardStart {
     denylist: Arc<Denylist>,
     drained: StopStep,
     stopped: StopStep,
+    /// Set while this shard opens its stores: no kick then ([`ShardHandles::kick`]).
+    opening: Arc<AtomicBool>,
 }
 
 pub(super) fn start_shards(
@@ -212,6 +222,7 @@ pub(super) fn start_shards(
     let hasher = std::collections::hash_map::RandomState::new();
     let policy = &plan.policy;
     let mut handles = Vec::with_capacity(usize::from(shards));
+    let opening: Vec<Arc<AtomicBool>> = (0..shards).map(|_| Arc::default()).collect();
     let mailboxes = replication_mailboxes;
     for ((i, link), replication_mailbox) in (0..shards).zip(links).zip(mailboxes) {
         let start = ShardStart {
@@ -235,6 +246,7 @@ pub(super) fn start_shards(
             denylist: Arc::clone(&policy.denylist),
             drained: plan.drained.clone(),
             stopped: plan.stopped.clone(),
+            opening: Arc::clone(&opening[usize::from(i)]),
         };
         let executor = LocalExecutorBuilder::new(placement(&cpus, i))
             .name(&format!("ron-shard-{i}"))
@@ -253,7 +265,11 @@ pub(super) fn start_shards(
             })?;
         handles.push(handle);
     }
-    Ok(ShardHandles { handles, failed })
+    Ok(ShardHandles {
+        handles,
+        opening,
+        failed,
+    })
 }
 
 /// Shard `i` is pinned to the i-th CPU of the affinity mask (wrapping), so a node
@@ -505,7 +521,10 @@ async fn open_shard(
         },
     };
     let routing = start.routing.clone();
-    let shard = Shard::start(start.index, routing, shard_config, mesh, metrics).await?;
+    start.opening.store(true, Ordering::Relaxed);
+    let shard = Shard::start(start.index, routing, shard_config, mesh, metrics).await;
+    start.opening.store(false, Ordering::Relaxed);
+    let shard = shard?;
     log_replays(&shard);
     Ok(shard)
 }
