@@ -353,7 +353,7 @@ fn systemd_hears_ready_once_every_shard_serves_and_stopping_at_sigterm() {
 /// node stopped waiting for its shards at 60 s and never sent READY=1: under systemd the
 /// unit failed its start and was restarted into the same long start.
 #[test]
-#[ignore = "runs over a minute: run by scripts/test-all.sh"]
+#[ignore = "needs over a minute: run by scripts/test-all.sh"]
 fn a_start_longer_than_a_minute_still_ends_in_ready() {
     let dir = temp_dir("notify-slow");
     let data = dir.join("data");
