@@ -23,8 +23,11 @@
 //!   as is a file named by an address that belongs in another store.
 //!
 //! One background task per shard walks each of its stores' `objects/hh` dirs in every
-//! data dir (one listing per dir, on the blocking pool). A file a commit is renaming now
-//! is never removed: its address is in flight.
+//! data dir (one listing per dir, on the blocking pool). Only files last written before
+//! the sweep began are judged: what the crash or the lost index left is older, and a
+//! file written since is a commit of this run on its way to its record (renamed, not
+//! yet indexed) — adopted, a read-through's evictable copy became a kept one. A file a
+//! commit is renaming now is never removed either: its address is in flight.
 
 use std::fs::File;
 use std::io::Read;
@@ -71,6 +74,7 @@ impl Swept {
 
 /// Sweeps every store of `shard` once; stops between dirs when `stop` is raised.
 pub(super) async fn sweep_orphans(stores: Vec<Store>, shard: Weak<Shard>, stop: StopSignal) {
+    let began = std::time::SystemTime::now();
     for store in stores {
         let mut swept = Swept::default();
         for dir in (0..store.dir_count()).map(DirIndex) {
@@ -81,7 +85,7 @@ pub(super) async fn sweep_orphans(stores: Vec<Store>, shard: Weak<Shard>, stop: 
                 let Some(shard) = shard.upgrade() else {
                     return;
                 };
-                match sweep_dir(&shard, &store, store.objects_dir(dir, hh)).await {
+                match sweep_dir(&shard, &store, store.objects_dir(dir, hh), began).await {
                     Ok(done) => swept.add(done),
                     Err(e) => {
                         tracing::warn!(store = store.id().0, error = %e, "orphaned files: sweep stopped");
@@ -120,10 +124,11 @@ async fn sweep_dir(
     shard: &Rc<Shard>,
     store: &Store,
     objects_dir: PathBuf,
+    began: std::time::SystemTime,
 ) -> Result<Swept, ShardError> {
     let listed = objects_dir.clone();
     let named = glommio::executor()
-        .spawn_blocking(move || addresses_named(&listed))
+        .spawn_blocking(move || addresses_named(&listed, began))
         .await?;
     let unrecorded = without_record(store, &named)?;
     let mut swept = Swept::default();
@@ -257,28 +262,36 @@ fn without_record(store: &Store, addrs: &[Address]) -> Result<Vec<Address>, Shar
     Ok(without)
 }
 
-/// The addresses `dir`'s files are named by (`<hex>`, `<hex>.parity`), once each; an
-/// absent dir names none. Blocking.
-fn addresses_named(dir: &Path) -> Result<Vec<Address>, ShardError> {
+/// The addresses `dir`'s files are named by (`<hex>`, `<hex>.parity`), once each, whose
+/// files were all last written before `before`; an absent dir names none. Blocking.
+fn addresses_named(dir: &Path, before: std::time::SystemTime) -> Result<Vec<Address>, ShardError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(ShardError::io("list", dir)(e)),
     };
-    let mut addrs = Vec::new();
+    let mut older = Vec::new();
+    let mut newer = Vec::new();
     for entry in entries {
         let entry = entry.map_err(ShardError::io("list", dir))?;
         // Only files: a dir or link named like an object is no object file of ours.
         if !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
-        if let Some(addr) = address_of_file(&entry.file_name().to_string_lossy()) {
-            addrs.push(addr);
+        let Some(addr) = address_of_file(&entry.file_name().to_string_lossy()) else {
+            continue;
+        };
+        let written = entry.metadata().and_then(|m| m.modified());
+        match written {
+            Ok(at) if at < before => older.push(addr),
+            _ => newer.push(addr),
         }
     }
-    addrs.sort_unstable();
-    addrs.dedup();
-    Ok(addrs)
+    older.sort_unstable();
+    older.dedup();
+    newer.sort_unstable();
+    older.retain(|addr| newer.binary_search(addr).is_err());
+    Ok(older)
 }
 
 fn address_of_file(name: &str) -> Option<Address> {
