@@ -211,25 +211,10 @@ fn an_index_held_locked_for_a_moment_delays_the_start_and_no_more() {
     let mut n = Node::start(&dir, &["--shards", "1"]);
     let addr = upload(&n, b"stored before the restart");
     assert!(n.stop().success());
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.join("stores/0/index/lock.mdb"))
-        .unwrap();
+    let lock = IndexLock::hold(&dir);
     let held = std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        // SAFETY: zeroed is a valid flock; the descriptor lives through both calls.
-        #[allow(unsafe_code)]
-        let set = |kind: i32| unsafe {
-            let mut range: libc::flock = std::mem::zeroed();
-            range.l_type = kind as i16;
-            range.l_whence = libc::SEEK_SET as i16;
-            range.l_len = 1;
-            assert_eq!(libc::fcntl(lock.as_raw_fd(), libc::F_SETLK, &range), 0);
-        };
-        set(libc::F_WRLCK);
         std::thread::sleep(Duration::from_secs(3));
-        set(libc::F_UNLCK);
+        lock.release();
     });
     std::thread::sleep(Duration::from_millis(100));
     n.restart(&["--shards", "1"]);

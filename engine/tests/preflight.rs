@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, temp_dir};
+use common::{free_port, get, temp_dir, IndexLock};
 
 /// `ron serve` on free loopback ports, `setup` run in the child before exec.
 fn serve_with(data_dir: &std::path::Path, setup: fn() -> std::io::Result<()>) -> Output {
@@ -387,24 +387,7 @@ fn a_start_longer_than_a_minute_still_ends_in_ready() {
     });
     assert!(ready, "the first start");
     stop(first);
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(data.join("stores/0/index/lock.mdb"))
-        .unwrap();
-    let set = |kind: i32| {
-        use std::os::fd::AsRawFd;
-        // SAFETY: zeroed is a valid flock; the descriptor outlives the call.
-        #[allow(unsafe_code)]
-        unsafe {
-            let mut range: libc::flock = std::mem::zeroed();
-            range.l_type = kind as i16;
-            range.l_whence = libc::SEEK_SET as i16;
-            range.l_len = 1;
-            assert_eq!(libc::fcntl(lock.as_raw_fd(), libc::F_SETLK, &range), 0);
-        }
-    };
-    set(libc::F_WRLCK);
+    let lock = IndexLock::hold(&data);
     let socket_path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
@@ -420,7 +403,7 @@ fn a_start_longer_than_a_minute_still_ends_in_ready() {
             said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }
-    set(libc::F_UNLCK);
+    lock.release();
     socket
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();

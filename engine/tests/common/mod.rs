@@ -801,3 +801,39 @@ pub fn hex(addr: &Address) -> String {
         .expect("b3:<hex>")
         .to_string()
 }
+
+/// LMDB's own lock on a store's index (`lock.mdb`, its first byte), held as a writer
+/// that is not the node would hold it: the node's open of that index waits while it is.
+pub struct IndexLock(std::fs::File);
+
+impl IndexLock {
+    /// Takes the lock of the index of store 0 in `data_dir` (the store must exist).
+    pub fn hold(data_dir: &Path) -> IndexLock {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(data_dir.join("stores/0/index/lock.mdb"))
+            .unwrap();
+        let lock = IndexLock(file);
+        lock.set(libc::F_WRLCK);
+        lock
+    }
+
+    pub fn release(self) {
+        self.set(libc::F_UNLCK);
+    }
+
+    fn set(&self, kind: i32) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: zeroed is a valid flock; the descriptor outlives the call.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            let mut range: libc::flock = std::mem::zeroed();
+            range.l_type = kind as i16;
+            range.l_whence = libc::SEEK_SET as i16;
+            range.l_len = 1;
+            libc::fcntl(self.0.as_raw_fd(), libc::F_SETLK, &range)
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    }
+}
