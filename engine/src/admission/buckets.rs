@@ -161,15 +161,37 @@ impl ShardQuotas {
             .map(|t| &t.name)
             .ne(self.policy.tenants.iter().map(|t| &t.name))
         {
-            // Indices may now name other tenants: start those states over. The refusal
-            // counts follow their tenant's name (counters never go back while a tenant
-            // stays configured); a tenant removed takes its counts with it.
-            self.tenants.clear();
-            self.active.clear();
-            self.reshared.clear();
+            // Indices may now name other tenants: a configured tenant's state and refusal
+            // counts follow its name (keys are made from names, so they stay); a tenant
+            // removed takes its state and counts with it. Every other state is kept: a
+            // reload never hands out a fresh burst.
+            self.renumber_tenants(&policy);
             self.rejections = self.rejections_by_name(&policy);
         }
         self.policy = policy;
+    }
+
+    /// Points each configured tenant's state at its index in `policy`; drops the states
+    /// of tenants `policy` no longer names.
+    fn renumber_tenants(&mut self, policy: &Policy) {
+        let index_by_name: HashMap<&str, TenantIndex> = policy
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), TenantIndex(i as u32)))
+            .collect();
+        let before = &self.policy;
+        self.tenants.retain(|_, state| {
+            let Some(old) = state.configured else {
+                return true;
+            };
+            let name = before.tenants[old.0 as usize].name.as_str();
+            state.configured = index_by_name.get(name).copied();
+            state.configured.is_some()
+        });
+        let tenants = &self.tenants;
+        self.active.retain(|key| tenants.contains_key(key));
+        self.reshared.retain(|key| tenants.contains_key(key));
     }
 
     /// The refusal counts so far, slotted by `policy`'s tenants (last slot: every other
@@ -193,7 +215,10 @@ impl ShardQuotas {
 
     fn key(&self, tenant: &Tenant) -> u64 {
         match tenant {
-            Tenant::Configured(i) => self.hasher.hash_one((0u8, i.0)),
+            // By name, not index: a reload may renumber the tenants.
+            Tenant::Configured(i) => self
+                .hasher
+                .hash_one((0u8, self.policy.tenants[i.0 as usize].name.as_str())),
             Tenant::Addr(ip) => self.hasher.hash_one((2u8, ip)),
             Tenant::Public => self.hasher.hash_one(3u8),
         }
@@ -504,6 +529,47 @@ mod tests {
             (1, 1, 0)
         );
         assert_eq!(count(&quotas, "a"), 0, "a tenant removed is gone");
+    }
+
+    /// A reload that renumbers the tenants (one added before them) keeps every bucket:
+    /// before, it started every state over, so each tenant and every address got a fresh
+    /// burst from any reload that touched the tenant list.
+    #[test]
+    fn a_reload_that_renumbers_the_tenants_hands_out_no_fresh_burst() {
+        let tenant = |name: &str| {
+            (
+                name.to_string(),
+                vec![format!("{name}-token")],
+                limits(1.0, 2.0),
+            )
+        };
+        let mut quotas = table(
+            Policy::new(&[], vec![tenant("a"), tenant("b")], limits(1.0, 2.0)),
+            1,
+        );
+        let t0 = Instant::now();
+        let addr = Tenant::Addr("192.0.2.7".parse().unwrap());
+        for who in [Tenant::Configured(TenantIndex(1)), addr] {
+            quotas.admit(&who, t0).unwrap();
+            quotas.admit(&who, t0).unwrap();
+            quotas.admit(&who, t0).unwrap_err();
+        }
+        quotas.set_policy(Policy::new(
+            &[],
+            vec![tenant("c"), tenant("a"), tenant("b")],
+            limits(1.0, 2.0),
+        ));
+        let b_now = Tenant::Configured(TenantIndex(2));
+        for who in [b_now, addr] {
+            let refused = quotas.admit(&who, t0).unwrap_err();
+            assert_eq!(refused.retry_after_ms, 1_000, "{who:?}");
+        }
+        assert_eq!(quotas.tenants_tracked(), 2);
+        quotas.set_policy(Policy::new(&[], vec![tenant("c")], limits(1.0, 2.0)));
+        assert_eq!(quotas.tenants_tracked(), 1, "b's state goes with b");
+        quotas
+            .admit(&Tenant::Configured(TenantIndex(0)), t0)
+            .unwrap();
     }
 
     #[test]
