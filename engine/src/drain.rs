@@ -114,23 +114,12 @@ impl Drop for DrainWait<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::Wake;
-
-    struct CountWakes(AtomicUsize);
-
-    impl Wake for CountWakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    use crate::test_wakers::CountWakes;
 
     #[test]
     fn waits_reuse_their_slots_and_the_drain_wakes_every_one_left() {
         let drain = Drain::default();
-        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&wakes));
+        let (wakes, waker) = CountWakes::waker();
         let mut cx = Context::from_waker(&waker);
         let mut poll = |wait: &mut DrainWait<'_>| Pin::new(wait).poll(&mut cx);
         // A thousand waits that end, one after another, take one slot between them.
@@ -145,7 +134,7 @@ mod tests {
         }
         drop(waits.pop());
         drain.begin();
-        assert_eq!(wakes.0.load(Ordering::Relaxed), 2, "the two waits left");
+        assert_eq!(wakes.count(), 2, "the two waits left");
         assert!(waits.iter_mut().all(|w| poll(w).is_ready()));
         assert!(poll(&mut drain.wait()).is_ready(), "raised: at once");
     }

@@ -107,4 +107,6 @@ pub mod refusal;
 pub mod replication;
 pub mod server;
 pub mod service;
+#[cfg(test)]
+mod test_wakers;
 pub mod transfer;

@@ -134,23 +134,13 @@ impl Drop for QueuedBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::test_wakers::CountWakes;
     use std::sync::Arc;
-    use std::task::Wake;
-
-    struct CountWakes(AtomicUsize);
-
-    impl Wake for CountWakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 
     #[test]
     fn frames_hold_their_share_until_dropped_and_waiters_wake_at_a_grain() {
         let budget = SendBudget::new(64 * 1024 + 2 * FRAME_HELD_BYTES);
-        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&wakes));
+        let (wakes, waker) = CountWakes::waker();
         let cx = Context::from_waker(&waker);
         let chunk = vec![7u8; 40 * 1024];
         let first = budget.queue(&chunk, &cx).expect("room for 40 KiB");
@@ -168,7 +158,7 @@ mod tests {
         second.advance(20 * 1024);
         assert_eq!(budget.queued(), 64 * 1024 + 2 * FRAME_HELD_BYTES);
         drop(second);
-        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "24 KiB free: woken");
+        assert_eq!(wakes.count(), 1, "24 KiB free: woken");
         assert_eq!(budget.queued(), 40 * 1024 + FRAME_HELD_BYTES);
         // Less than a grain free is no room for a big send, but is for a small one.
         let third = budget.queue(&chunk[..10 * 1024], &cx).expect("10 KiB");
@@ -178,28 +168,22 @@ mod tests {
             .is_some_and(|b| b.len() == 4096));
         drop((first, third));
         assert_eq!(budget.queued(), 0);
-        assert_eq!(wakes.0.load(Ordering::Relaxed), 2);
+        assert_eq!(wakes.count(), 2);
     }
 
     #[test]
     fn a_frame_dropped_wakes_a_stream_per_grain_free_oldest_first_and_all_once_empty() {
         let budget = SendBudget::new(4 * (GRAIN_BYTES + FRAME_HELD_BYTES));
         let grain = vec![0u8; GRAIN_BYTES];
-        let streams: Vec<Arc<CountWakes>> = (0..10)
-            .map(|_| Arc::new(CountWakes(AtomicUsize::new(0))))
-            .collect();
+        let streams: Vec<Arc<CountWakes>> =
+            (0..10).map(|_| Arc::new(CountWakes::default())).collect();
         let wakers: Vec<Waker> = streams.iter().map(|s| Waker::from(Arc::clone(s))).collect();
         let ask = |at: usize| budget.queue(&grain, &Context::from_waker(&wakers[at]));
         let mut frames: Vec<QueuedBytes> = (0..4).map(|at| ask(at).unwrap()).collect();
         for at in 0..10 {
             assert!(ask(at).is_none(), "full");
         }
-        let woken = || -> Vec<usize> {
-            streams
-                .iter()
-                .map(|s| s.0.load(Ordering::Relaxed))
-                .collect()
-        };
+        let woken = || -> Vec<usize> { streams.iter().map(|s| s.count()).collect() };
         frames.pop();
         assert_eq!(
             woken(),
@@ -225,7 +209,7 @@ mod tests {
     #[test]
     fn one_byte_frames_are_charged_what_a_frame_holds() {
         let budget = SendBudget::new(256 * 1024);
-        let waker = Waker::from(Arc::new(CountWakes(AtomicUsize::new(0))));
+        let (_, waker) = CountWakes::waker();
         let cx = Context::from_waker(&waker);
         let frames: Vec<QueuedBytes> = std::iter::from_fn(|| budget.queue(&[1], &cx)).collect();
         assert_eq!(frames.len(), 256 * 1024 / (1 + FRAME_HELD_BYTES));
