@@ -887,6 +887,45 @@ fn a_connection_flood_under_a_low_descriptor_limit_waits_in_the_backlog_and_reco
     assert_well_behaved_client_unharmed(n.http, &format!("/o/{kept}"), "", 200);
 }
 
+/// A flood of connections to both data ports holds no more than `connections_max` open
+/// on the shard at any time: the rest wait in the kernel backlog. Before, a connection
+/// was counted only once its task first ran, so an accept loop took every connection
+/// already waiting in the backlog before the count caught up (and each loop parked in
+/// accept took one more past the limit).
+#[test]
+fn a_connection_flood_holds_no_more_than_connections_max_open() {
+    let _alone = alone();
+    const MOST: u64 = 16;
+    let n = Node::start(
+        &temp_dir("atk-connections-max"),
+        &["--shards", "1", "--max-connections", &MOST.to_string()],
+    );
+    let kept = upload(&n, b"an object read after the flood");
+    wait_connections_closed(&n, Duration::from_secs(5));
+    let flood: Vec<TcpStream> = (0..200)
+        .filter_map(|i| try_connect(if i % 2 == 0 { n.http } else { n.oap }).ok())
+        .collect();
+    let mut most_seen = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(50));
+        most_seen = most_seen.max(metric(n.admin, "ron_connections_open"));
+    }
+    assert!(
+        (1..=MOST).contains(&most_seen),
+        "{most_seen} connections open at once with --max-connections {MOST}"
+    );
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = get(n.http, &format!("/o/{kept}")) {
+            assert_eq!(r.status, 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Every segment file of every store and lane of `n`: its path and length, sorted.
 fn segment_files(n: &Node) -> Vec<(std::path::PathBuf, u64)> {
     let mut files = Vec::new();

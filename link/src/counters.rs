@@ -258,6 +258,14 @@ impl FrontCounters {
         OpenConnection(self)
     }
 
+    /// Counts one connection just accepted in `connections_open`, until the guard is
+    /// dropped: owned, so it travels with the connection into its task (a connection
+    /// counted only once its task first ran let an accept loop take the backlog whole).
+    pub fn accepted_connection(self: &Arc<Self>) -> AcceptedConnection {
+        self.connections_open.fetch_add(1, Relaxed);
+        AcceptedConnection(Arc::clone(self))
+    }
+
     /// Counts one bundle entry answered in `coding` (an index of [`BUNDLE_CODINGS`]).
     pub fn bundle_entry_served(&self, coding: usize) {
         self.bundle_entries_served[coding].fetch_add(1, Relaxed);
@@ -281,6 +289,16 @@ impl FrontSnapshot {
 pub struct OpenConnection<'a>(&'a FrontCounters);
 
 impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// One connection in `connections_open` from its accept on ([`FrontCounters::accepted_connection`]).
+#[derive(Debug)]
+pub struct AcceptedConnection(Arc<FrontCounters>);
+
+impl Drop for AcceptedConnection {
     fn drop(&mut self) {
         self.0.connections_open.fetch_sub(1, Relaxed);
     }

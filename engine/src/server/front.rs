@@ -2,6 +2,7 @@
 //! service, the accept loops (bounded by `connections_max`, failures logged without a
 //! storm) and the TLS handshake that hands a stream to the front end ALPN names.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use glommio::net::{TcpListener, TcpStream};
 use ron_io::stream::PolledTcp;
 use ron_io::tls::AppProtocol;
-use ron_link::counters::FrontCounters;
+use ron_link::counters::{AcceptedConnection, FrontCounters};
 use ron_shards::Shard;
 
 use crate::admission::Admission;
@@ -133,15 +134,14 @@ impl FrontEnds {
         metrics: &Arc<FrontCounters>,
         connections_max: u32,
     ) -> Vec<glommio::Task<()>> {
-        let accept = |listener, serve: Rc<dyn Fn(TcpStream)>| {
-            let (metrics, alarm) = (Arc::clone(metrics), Rc::clone(first_connection));
-            glommio::spawn_local(accept_loop(
-                listener,
-                metrics,
-                connections_max,
-                alarm,
-                serve,
-            ))
+        let room = Rc::new(AcceptRoom {
+            metrics: Arc::clone(metrics),
+            connections_max,
+            waiting: Cell::new(0),
+        });
+        let accept = |listener, serve: Serve| {
+            let (room, alarm) = (Rc::clone(&room), Rc::clone(first_connection));
+            glommio::spawn_local(accept_loop(listener, room, alarm, serve))
         };
         let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
         let who = self.client_reader();
@@ -149,10 +149,10 @@ impl FrontEnds {
         let mut acceptors = vec![
             accept(
                 listeners.http,
-                Rc::new(move |mut s| {
+                Rc::new(move |mut s, counted| {
                     let (http, who) = (Rc::clone(&http), http_who.clone());
                     spawn(async move {
-                        if let Ok(client) = who.client_of(&mut s).await {
+                        if let Ok(client) = who.client_of(&mut s, counted).await {
                             let Some(s) = polled(s) else { return };
                             http::serve_connection(http, s, client).await;
                         }
@@ -161,10 +161,10 @@ impl FrontEnds {
             ),
             accept(
                 listeners.oap,
-                Rc::new(move |mut s| {
+                Rc::new(move |mut s, counted| {
                     let (oap, who) = (Rc::clone(&oap), who.clone());
                     spawn(async move {
-                        if let Ok(client) = who.client_of(&mut s).await {
+                        if let Ok(client) = who.client_of(&mut s, counted).await {
                             let Some(s) = polled(s) else { return };
                             oap::serve_connection(oap, s, client).await;
                         }
@@ -179,11 +179,7 @@ impl FrontEnds {
     }
 
     /// Completes the handshake, then hands the stream to the front end ALPN names.
-    fn tls_handler(
-        &self,
-        tls: Arc<rustls::ServerConfig>,
-        metrics: &Arc<FrontCounters>,
-    ) -> Rc<dyn Fn(TcpStream)> {
+    fn tls_handler(&self, tls: Arc<rustls::ServerConfig>, metrics: &Arc<FrontCounters>) -> Serve {
         let acceptor = Rc::new(ron_io::tls::acceptor(tls));
         let handshake_timeout = self.http.limits.header_timeout;
         let who = self.client_reader();
@@ -192,12 +188,12 @@ impl FrontEnds {
             Rc::clone(&self.oap),
             Arc::clone(metrics),
         );
-        Rc::new(move |mut s| {
+        Rc::new(move |mut s, counted| {
             let (http, oap, acceptor) = (Rc::clone(&http), Rc::clone(&oap), Rc::clone(&acceptor));
             let (metrics, who) = (Arc::clone(&metrics), who.clone());
             spawn(async move {
                 // A balancer's PROXY header comes before the TLS handshake.
-                let Ok(client) = who.client_of(&mut s).await else {
+                let Ok(client) = who.client_of(&mut s, counted).await else {
                     return;
                 };
                 let Some(s) = polled(s) else { return };
@@ -225,16 +221,22 @@ impl FrontEnds {
 struct ClientReader {
     trusted: Rc<TrustedProxies>,
     deadline: Duration,
-    metrics: Arc<FrontCounters>,
 }
 
 impl ClientReader {
     /// The client a connection speaks for. While a trusted peer's PROXY header is read
     /// (up to the header deadline) the connection counts against `connections_max`, as
     /// a TLS handshake does: uncounted, partial headers were accepted without limit.
-    async fn client_of(&self, stream: &mut TcpStream) -> Result<Option<std::net::IpAddr>, ()> {
-        let _open = self.metrics.open_connection();
-        client_addr::client_of(stream, &self.trusted, self.deadline).await
+    /// `counted` (the accept's count) ends here; what runs next counts the connection
+    /// again before its first wait.
+    async fn client_of(
+        &self,
+        stream: &mut TcpStream,
+        counted: AcceptedConnection,
+    ) -> Result<Option<std::net::IpAddr>, ()> {
+        let client = client_addr::client_of(stream, &self.trusted, self.deadline).await;
+        drop(counted);
+        client
     }
 }
 
@@ -243,7 +245,6 @@ impl FrontEnds {
         ClientReader {
             trusted: Rc::clone(&self.http.trusted_proxies),
             deadline: self.http.limits.header_timeout,
-            metrics: Arc::clone(self.http.admission.front()),
         }
     }
 }
@@ -265,28 +266,64 @@ fn spawn(connection: impl std::future::Future<Output = ()> + 'static) {
     glommio::spawn_local(connection).detach();
 }
 
+/// What an accept loop hands a new connection to: the stream, counted from its accept.
+type Serve = Rc<dyn Fn(TcpStream, AcceptedConnection)>;
+
+/// The room the shard's accept loops share under `connections_max`: a loop waits in
+/// accept only while the open connections and the loops already waiting there are
+/// under it (each loop waiting in accept takes one connection when it wakes: with three
+/// listeners, three past the limit).
+struct AcceptRoom {
+    metrics: Arc<FrontCounters>,
+    connections_max: u32,
+    waiting: Cell<u32>,
+}
+
+impl AcceptRoom {
+    /// Takes a place to wait in accept, if there is room for one more connection.
+    fn take(&self) -> bool {
+        let open = self.metrics.connections_open.load(Ordering::Relaxed);
+        let room = open + u64::from(self.waiting.get()) < u64::from(self.connections_max);
+        if room {
+            self.waiting.set(self.waiting.get() + 1);
+        }
+        room
+    }
+
+    /// Gives the place back once accept returned; the connection (if one came) is
+    /// counted from now.
+    fn accepted(&self) -> AcceptedConnection {
+        self.waiting.set(self.waiting.get() - 1);
+        self.metrics.accepted_connection()
+    }
+}
+
 /// Accepts connections while the shard has room for them and hands each to `serve`.
 async fn accept_loop(
     listener: TcpListener,
-    metrics: Arc<FrontCounters>,
-    connections_max: u32,
+    room: Rc<AcceptRoom>,
     first_connection: Rc<Alarm>,
-    serve: Rc<dyn Fn(TcpStream)>,
+    serve: Serve,
 ) {
     let mut failures = AcceptFailures::default();
+    let metrics = Arc::clone(&room.metrics);
     loop {
-        if metrics.connections_open.load(Ordering::Relaxed) >= u64::from(connections_max) {
+        if !room.take() {
             glommio::timer::sleep(limits::ACCEPT_FULL_BACKOFF).await;
             continue;
         }
-        match listener.accept().await {
+        let accepted = listener.accept().await;
+        let first = metrics.connections_open.load(Ordering::Relaxed) == 0;
+        let counted = room.accepted();
+        match accepted {
             Ok(stream) => {
-                if metrics.connections_open.load(Ordering::Relaxed) == 0 {
+                if first {
                     first_connection.ring();
                 }
-                serve(stream)
+                serve(stream, counted)
             }
             Err(e) => {
+                drop(counted);
                 FrontCounters::add(&metrics.accept_failures, 1);
                 failures.failed(&e);
                 glommio::timer::sleep(limits::ACCEPT_ERROR_BACKOFF).await;
