@@ -114,23 +114,46 @@ impl Checkpoint {
         end: ByteOffset(0),
     };
 
-    pub const ENCODED_BYTES: usize = 12;
+    pub const ENCODED_BYTES: usize = 16;
+    /// A checkpoint as written before it carried its check.
+    const UNCHECKED_BYTES: usize = 12;
 
-    /// `segment u32 BE | end u64 BE`.
+    /// `segment u32 BE | end u64 BE | check`: the check (the first four bytes of the
+    /// BLAKE3 hash of the twelve before it) catches a rotted checkpoint. LMDB checks no
+    /// page, and one taken forward would skip the replay of acknowledged needles (and
+    /// let compaction take the segment being written for sealed).
     pub fn encode(&self) -> [u8; Self::ENCODED_BYTES] {
         let mut out = [0; Self::ENCODED_BYTES];
         out[..4].copy_from_slice(&self.segment.0.to_be_bytes());
-        out[4..].copy_from_slice(&self.end.0.to_be_bytes());
+        out[4..12].copy_from_slice(&self.end.0.to_be_bytes());
+        let check = Self::check(&out[..Self::UNCHECKED_BYTES]);
+        out[Self::UNCHECKED_BYTES..].copy_from_slice(&check);
         out
     }
 
+    /// `None` for bytes that fail their check (or no version wrote); a checkpoint from
+    /// before the check is taken as it is.
     pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
-        let bytes: &[u8; Self::ENCODED_BYTES] = bytes.try_into().ok()?;
-        let (segment, end) = bytes.split_at(4);
+        let (value, check) = match bytes.len() {
+            Self::ENCODED_BYTES => bytes.split_at(Self::UNCHECKED_BYTES),
+            Self::UNCHECKED_BYTES => (bytes, &[][..]),
+            _ => return None,
+        };
+        if !check.is_empty() && check != Self::check(value) {
+            return None;
+        }
+        let (segment, end) = value.split_at(4);
         Some(Checkpoint {
             segment: SegmentId(u32::from_be_bytes(segment.try_into().ok()?)),
             end: ByteOffset(u64::from_be_bytes(end.try_into().ok()?)),
         })
+    }
+
+    fn check(value: &[u8]) -> [u8; 4] {
+        let hash = blake3::hash(value);
+        let mut check = [0; 4];
+        check.copy_from_slice(&hash.as_bytes()[..4]);
+        check
     }
 }
 

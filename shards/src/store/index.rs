@@ -202,17 +202,23 @@ impl Index {
             .create_database::<RawBytes, RawBytes>(&mut wtxn, Some("stats"))
             .map_err(lmdb("create database"))?;
         let evictable = EvictableDbs::create(&env, &mut wtxn).map_err(lmdb("create database"))?;
-        if stats
-            .get(&wtxn, CHECKPOINT_KEY)
-            .map_err(lmdb("get"))?
-            .is_none()
-        {
+        let stored = stats.get(&wtxn, CHECKPOINT_KEY).map_err(lmdb("get"))?;
+        let from = match stored {
             // `start` (past the segments) only for an index that holds the records of
             // segments written before checkpoints existed. A new or emptied index (lost,
             // or moved aside by an operator) replays every needle: started past them,
             // it indexed none, and compaction then took every sealed segment for dead.
-            let empty = db.is_empty(&wtxn).map_err(lmdb("count"))?;
-            let from = if empty { Checkpoint::START } else { start };
+            None if db.is_empty(&wtxn).map_err(lmdb("count"))? => Some(Checkpoint::START),
+            None => Some(start),
+            // A rotted checkpoint: replay every needle (each indexed once; the cost of
+            // one start), never trust where it points.
+            Some(bytes) if Checkpoint::decode(bytes).is_none() => {
+                tracing::warn!(index = %path.display(), "the segment checkpoint fails its check: every segment is read again");
+                Some(Checkpoint::START)
+            }
+            Some(_) => None,
+        };
+        if let Some(from) = from {
             stats
                 .put(&mut wtxn, CHECKPOINT_KEY, &from.encode())
                 .map_err(lmdb("put"))?;
@@ -507,6 +513,21 @@ impl Index {
     pub(super) fn forget_checkpoint_for_tests(&self) {
         let mut wtxn = self.env.write_txn().unwrap();
         self.stats.delete(&mut wtxn, CHECKPOINT_KEY).unwrap();
+        wtxn.commit().unwrap();
+    }
+
+    /// Flips one bit of the stored checkpoint's byte `at`, as rot in `data.mdb` would.
+    #[cfg(test)]
+    pub(super) fn rot_checkpoint_for_tests(&self, at: usize) {
+        let mut wtxn = self.env.write_txn().unwrap();
+        let mut bytes = self
+            .stats
+            .get(&wtxn, CHECKPOINT_KEY)
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        bytes[at] ^= 1;
+        self.stats.put(&mut wtxn, CHECKPOINT_KEY, &bytes).unwrap();
         wtxn.commit().unwrap();
     }
 }

@@ -1003,6 +1003,55 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    /// A checkpoint rotted forward (its segment's high byte flipped) skipped the replay:
+    /// the acknowledged needles past the real one were never indexed (and compaction took
+    /// the segment being written for sealed). It now fails its check: every needle is
+    /// read again, each indexed once.
+    #[test]
+    fn a_rotted_checkpoint_replays_every_segment() {
+        let root = temp_root("rotted-checkpoint");
+        let store = open_one(&root).unwrap();
+        let mut log = SegmentLog::open(&root, 1).unwrap();
+        let (indexed, unindexed) = (bodies(3, 1), bodies(2, 50));
+        let first = append(&mut log, &indexed);
+        index(&store, &indexed, &first);
+        let second = append(&mut log, &unindexed);
+        store.replicas[0].rot_checkpoint_for_tests(0);
+        drop((store, log));
+
+        let store = open_one(&root).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), Checkpoint::START);
+        let replay = store.replay_blocking().unwrap();
+        assert_eq!(replay.indexed, 2, "only the unindexed, once");
+        assert!(unindexed
+            .iter()
+            .all(|body| store.contains(&Address::of(body)).unwrap()));
+        assert_eq!(store.checkpoint().unwrap(), second.end);
+        assert_eq!(store.stats().unwrap().objects, 5);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_written_before_its_check_is_read_and_one_rotted_is_not() {
+        let at = Checkpoint {
+            segment: SegmentId(7),
+            end: ByteOffset(4096),
+        };
+        let encoded = at.encode();
+        assert_eq!(Checkpoint::decode(&encoded), Some(at));
+        assert_eq!(
+            Checkpoint::decode(&encoded[..12]),
+            Some(at),
+            "before the check"
+        );
+        for byte in 0..encoded.len() {
+            let mut rotted = encoded;
+            rotted[byte] ^= 0x10;
+            assert_eq!(Checkpoint::decode(&rotted), None, "byte {byte}");
+        }
+        assert_eq!(Checkpoint::decode(&encoded[..15]), None);
+    }
+
     #[test]
     fn a_damaged_needle_is_passed_over_and_only_a_torn_tail_ends_its_segments_replay() {
         let root = temp_root("torn");
