@@ -221,3 +221,26 @@ fn an_index_held_locked_for_a_moment_delays_the_start_and_no_more() {
     held.join().unwrap();
     assert_eq!(get(n.http, &format!("/o/{addr}")).unwrap().status, 200);
 }
+
+/// A shard that fails at start (its store's index dir is a file) ends the node within
+/// seconds, naming the failure. Before, the shards that started waited out each step
+/// of the stop for the one that never would arrive: 32 s to the exit.
+#[test]
+fn a_shard_that_fails_at_start_ends_the_node_in_seconds() {
+    let dir = temp_dir("shard-fails-at-start");
+    let mut n = Node::start(&dir, &["--shards", "2"]);
+    assert!(n.stop().success());
+    let index = dir.join("stores/1/index");
+    std::fs::remove_dir_all(&index).unwrap();
+    std::fs::write(&index, b"not a dir").unwrap();
+    let started = Instant::now();
+    let early = n
+        .try_restart(&["--shards", "2"])
+        .expect_err("shard 1 cannot open its store");
+    let took = started.elapsed();
+    assert!(early.contains("shard 1: create dir"), "{early}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited after {took:?}: {early}"
+    );
+}

@@ -89,9 +89,13 @@ impl StopStep {
         }
     }
 
+    fn arrive(&self) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Arrives, and waits for every shard to have; `false` if the wait ran out.
     async fn arrive_and_wait(&self) -> bool {
-        self.arrived.fetch_add(1, Ordering::AcqRel);
+        self.arrive();
         let deadline = Instant::now() + self.wait;
         while self.arrived.load(Ordering::Acquire) < self.shards {
             if Instant::now() >= deadline {
@@ -100,6 +104,48 @@ impl StopStep {
             glommio::timer::sleep(limits::DRAIN_POLL_PERIOD).await;
         }
         true
+    }
+}
+
+/// One shard's places in the stop's steps. A shard that ends without reaching a step
+/// (it failed at start, or panicked) arrives there as it ends: the others waited out
+/// each step's wait for it before (32 s from a failed start to the node's exit).
+pub(super) struct ShardSteps {
+    drained: StopStep,
+    stopped: StopStep,
+    reached: [bool; 2],
+}
+
+impl ShardSteps {
+    fn new(drained: StopStep, stopped: StopStep) -> ShardSteps {
+        ShardSteps {
+            drained,
+            stopped,
+            reached: [false; 2],
+        }
+    }
+
+    /// Arrives at the drained step and waits for the others; `false` if the wait ran out.
+    async fn drained(&mut self) -> bool {
+        self.reached[0] = true;
+        self.drained.arrive_and_wait().await
+    }
+
+    /// Arrives at the stopped step and waits for the others; `false` if the wait ran out.
+    async fn stopped(&mut self) -> bool {
+        self.reached[1] = true;
+        self.stopped.arrive_and_wait().await
+    }
+}
+
+impl Drop for ShardSteps {
+    fn drop(&mut self) {
+        if !self.reached[0] {
+            self.drained.arrive();
+        }
+        if !self.reached[1] {
+            self.stopped.arrive();
+        }
     }
 }
 
@@ -197,8 +243,7 @@ struct ShardStart {
     origin: Option<Origin>,
     /// The denylist read at start (later ones arrive with each reloaded policy).
     denylist: Arc<Denylist>,
-    drained: StopStep,
-    stopped: StopStep,
+    steps: ShardSteps,
     /// Set while this shard opens its stores: no kick then ([`ShardHandles::kick`]).
     opening: Arc<AtomicBool>,
 }
@@ -244,8 +289,7 @@ pub(super) fn start_shards(
             replication_mailbox,
             origin: plan.origin.clone(),
             denylist: Arc::clone(&policy.denylist),
-            drained: plan.drained.clone(),
-            stopped: plan.stopped.clone(),
+            steps: ShardSteps::new(plan.drained.clone(), plan.stopped.clone()),
             opening: Arc::clone(&opening[usize::from(i)]),
         };
         let executor = LocalExecutorBuilder::new(placement(&cpus, i))
@@ -405,12 +449,11 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
     draining.begin();
     drop(acceptors); // cancels the accept loops and closes the listeners
     drain(&admission, Duration::from_millis(config.drain_timeout_ms)).await;
-    let steps = [&start.drained, &start.stopped];
     let fetching = Fetching {
         read_through: read_through.as_deref(),
         replication: replication.as_deref(),
     };
-    stop_behind_requests(steps, &shard, fetching).await;
+    stop_behind_requests(&mut start.steps, &shard, fetching).await;
     Ok(())
 }
 
@@ -427,11 +470,7 @@ struct Fetching<'a> {
 /// and group commit stop (a commit forwarded by a shard still draining finds its owner
 /// taking it); once every shard has stopped, the executor may end (nothing asks over
 /// the mesh any more).
-async fn stop_behind_requests(
-    [drained, stopped]: [&StopStep; 2],
-    shard: &Shard,
-    fetching: Fetching<'_>,
-) {
+async fn stop_behind_requests(steps: &mut ShardSteps, shard: &Shard, fetching: Fetching<'_>) {
     let index = shard.index().0;
     let fetches_stopped = async {
         match fetching.read_through {
@@ -461,14 +500,14 @@ async fn stop_behind_requests(
             "replication stopped with work abandoned"
         );
     }
-    if !drained.arrive_and_wait().await {
+    if !steps.drained().await {
         tracing::warn!(shard = index, "stopping before every shard drained");
     }
     let abandoned = shard.stop(limits::SHARD_STOP_WAIT).await;
     if !abandoned.is_empty() {
         tracing::warn!(shard = index, ?abandoned, "stopped with work abandoned");
     }
-    if !stopped.arrive_and_wait().await {
+    if !steps.stopped().await {
         tracing::warn!(shard = index, "ending before every shard stopped");
     }
 }

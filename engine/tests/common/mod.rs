@@ -122,6 +122,13 @@ impl Node {
         }
     }
 
+    /// Starts again with `extra`, once, and waits until the node is ready; `Err` with
+    /// its exit status and stderr when it exits first.
+    pub fn try_restart(&mut self, extra: &[&str]) -> Result<(), String> {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+        self.try_launch()
+    }
+
     /// Starts again on the same data dir and ports (after a stop or a kill).
     pub fn restart(&mut self, extra: &[&str]) {
         self.args = extra.iter().map(|s| s.to_string()).collect();
