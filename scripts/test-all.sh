@@ -26,6 +26,8 @@ have promtool || missing+=(prometheus)
 # tests/faults/ puts each node in a network namespace (ip) and injects faults with nft.
 have ip || missing+=(iproute2)
 have nft || missing+=(nftables)
+# tests/durability.rs reads a segment from a btrfs image whose block fails its checksum.
+have mkfs.btrfs || missing+=(btrfs-progs)
 # tests/http2.rs loads a page and its assets with nghttp (h2load: bench/http2.sh).
 have nghttp || missing+=(nghttp2-client)
 # The libp2p interop tests run js-libp2p peers (interop/js-libp2p) under Node.js.

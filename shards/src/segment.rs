@@ -686,24 +686,23 @@ impl LaneCopies {
         self.copies.iter().map(|c| c.len).max().unwrap_or(0)
     }
 
-    /// The whole, checked needle at `at` from the first lane that has one. An error
-    /// only when no lane has it and a lane's read failed (the device's error, not a
-    /// torn tail).
+    /// The whole, checked needle at `at` from the first lane that has one. A lane whose
+    /// read fails (the device's error: a bad sector, a checksumming filesystem's refusal)
+    /// has none there, as a lane whose bytes rotted: the scan passes over what no lane
+    /// can give (logged, as rot is). One such error refused the node's start before.
     fn needle_at(
         &mut self,
         id: SegmentId,
         at: u64,
     ) -> Result<Option<(FoundNeedle, u64)>, ShardError> {
-        let mut failed = None;
         for copy in &mut self.copies {
-            let read = copy.needle_at(id, at);
-            match read {
+            match copy.needle_at(id, at) {
                 Ok(Some(found)) => return Ok(Some(found)),
                 Ok(None) => {}
-                Err(e) => failed = failed.or(Some(ShardError::io("read segment", &copy.path)(e))),
+                Err(e) => unreadable(&copy.path, at, &e),
             }
         }
-        failed.map_or(Ok(None), Err)
+        Ok(None)
     }
 
     /// The first whole, checked needle any lane holds past `bad` (where none does), and
@@ -721,7 +720,7 @@ impl LaneCopies {
         while start < file_len {
             let mut candidates = std::collections::BTreeSet::new();
             for copy in &self.copies {
-                let read = copy.read_at(&mut window, start)?;
+                let read = copy.read_at(&mut window, start);
                 candidates.extend(
                     window[..read]
                         .chunks_exact(NEEDLE_ALIGN_BYTES as usize)
@@ -744,7 +743,7 @@ impl LaneCopies {
     fn claimed_address(&self, at: u64) -> Result<Option<Address>, ShardError> {
         let mut head = [0u8; NEEDLE_HEAD_BYTES_MIN as usize];
         for copy in &self.copies {
-            if copy.read_at(&mut head, at)? == head.len() && head.starts_with(NEEDLE_MAGIC) {
+            if copy.read_at(&mut head, at) == head.len() && head.starts_with(NEEDLE_MAGIC) {
                 let addr: [u8; 32] = head[8..40].try_into().expect("32 bytes");
                 return Ok(Some(Address::from_bytes(addr)));
             }
@@ -755,19 +754,27 @@ impl LaneCopies {
 
 impl LaneCopy {
     /// Up to `buf.len()` bytes at `at` (fewer at the end of the file), leaving the
-    /// scan's reader where it is.
-    fn read_at(&self, buf: &mut [u8], at: u64) -> Result<usize, ShardError> {
+    /// scan's reader where it is. A block the device cannot read is zeros here (logged):
+    /// no needle is found in it, and the blocks after it are read on.
+    fn read_at(&self, buf: &mut [u8], at: u64) -> usize {
         let file = self.reader.get_ref();
         let mut read = 0;
         while read < buf.len() {
-            match file.read_at(&mut buf[read..], at + read as u64) {
+            let offset = at + read as u64;
+            match file.read_at(&mut buf[read..], offset) {
                 Ok(0) => break,
                 Ok(n) => read += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ShardError::io("read segment", &self.path)(e)),
+                Err(e) => {
+                    unreadable(&self.path, offset, &e);
+                    let block_end = (offset + 1).next_multiple_of(UNREADABLE_BLOCK_BYTES);
+                    let skip = ((block_end - offset) as usize).min(buf.len() - read);
+                    buf[read..read + skip].fill(0);
+                    read += skip;
+                }
             }
         }
-        Ok(read)
+        read.min(self.len.saturating_sub(at) as usize)
     }
 
     fn needle_at(&mut self, id: SegmentId, at: u64) -> std::io::Result<Option<(FoundNeedle, u64)>> {
@@ -783,6 +790,15 @@ impl LaneCopy {
         };
         read
     }
+}
+
+/// What a read that fails is taken to have lost: the block it falls in (the page
+/// size, and every common filesystem's block).
+const UNREADABLE_BLOCK_BYTES: u64 = 4096;
+
+/// Logs a read of a segment the device refused.
+fn unreadable(path: &Path, at: u64, e: &std::io::Error) {
+    tracing::error!(path = %path.display(), at, error = %e, "a segment's bytes cannot be read: passed over, as rot is");
 }
 
 fn scan_segment(

@@ -242,7 +242,12 @@ impl Store {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-                Err(e) => return Err(ShardError::io("read segment", &path)(e)),
+                // The device's error (a bad sector, a checksumming filesystem's refusal):
+                // this lane has no good copy, as one whose bytes rotted. It refused the
+                // node's start before.
+                Err(e) => {
+                    tracing::error!(path = %path.display(), at = at.body.0, error = %e, "compaction: a live needle cannot be read");
+                }
             }
         }
         Ok(None)
