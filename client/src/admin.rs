@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use ron_codec::http::head::HEAD_LEN_MAX_DEFAULT;
-use ron_codec::http::reply::{parse_response_head, ReplyParse};
+use ron_codec::http::head::{Method, HEAD_LEN_MAX_DEFAULT};
+use ron_codec::http::reply::{parse_response_head, ReplyBody, ReplyParse};
 
 use crate::ClientError;
 
@@ -74,26 +74,88 @@ pub fn request(
     stream
         .write_all(head.as_bytes())
         .map_err(ClientError::io(addr, "send the request"))?;
-    let mut answer = Vec::new();
-    stream
-        .take(ADMIN_ANSWER_BYTES_MAX)
-        .read_to_end(&mut answer)
-        .map_err(ClientError::io(addr, "read the answer"))?;
-    parse_answer(addr, &answer)
+    read_answer(addr, &mut stream, method == "HEAD")
 }
 
-fn parse_answer(addr: &str, answer: &[u8]) -> Result<AdminAnswer, ClientError> {
+/// Reads one answer as its head frames it: `Content-Length` bytes (a node holding the
+/// connection open after them is not waited on), or up to the close when it says no
+/// length. A body past [`ADMIN_ANSWER_BYTES_MAX`] or cut short is an error, never
+/// an answer shorter than sent; a chunked one is refused (the admin server sends none).
+fn read_answer(
+    addr: &str,
+    stream: &mut impl Read,
+    head_request: bool,
+) -> Result<AdminAnswer, ClientError> {
     let protocol = |reason: String| ClientError::Protocol {
         addr: addr.to_string(),
         reason: format!("the admin answer: {reason}"),
     };
-    match parse_response_head(answer, HEAD_LEN_MAX_DEFAULT) {
-        Ok(ReplyParse::Complete(reply)) => Ok(AdminAnswer {
-            status: reply.status,
-            body: String::from_utf8_lossy(&answer[reply.head_len..]).into_owned(),
-        }),
-        Ok(ReplyParse::Partial) => Err(protocol("no complete head".into())),
-        Err(e) => Err(protocol(e.to_string())),
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let mut closed = false;
+    let (status, head_len, body) = loop {
+        match parse_response_head(&answer, HEAD_LEN_MAX_DEFAULT) {
+            Ok(ReplyParse::Complete(reply)) => {
+                let method = if head_request {
+                    Method::Head
+                } else {
+                    Method::Get
+                };
+                break (reply.status, reply.head_len, reply.body(method));
+            }
+            Ok(ReplyParse::Partial) if closed => return Err(protocol("no complete head".into())),
+            Ok(ReplyParse::Partial) => {}
+            Err(e) => return Err(protocol(e.to_string())),
+        }
+        let n = read_some(addr, stream, &mut chunk)?;
+        closed = n == 0;
+        answer.extend_from_slice(&chunk[..n]);
+    };
+    let body_len = match body {
+        ReplyBody::Empty => 0,
+        ReplyBody::Length(len) if len > ADMIN_ANSWER_BYTES_MAX => {
+            return Err(protocol(format!(
+                "announces {len} bytes, more than the {ADMIN_ANSWER_BYTES_MAX} read"
+            )))
+        }
+        ReplyBody::Length(len) => len as usize,
+        ReplyBody::Chunked => return Err(protocol("a chunked body".into())),
+        ReplyBody::UntilClose => {
+            while !closed && answer.len() - head_len <= ADMIN_ANSWER_BYTES_MAX as usize {
+                let n = read_some(addr, stream, &mut chunk)?;
+                closed = n == 0;
+                answer.extend_from_slice(&chunk[..n]);
+            }
+            if !closed {
+                return Err(protocol(format!(
+                    "more than the {ADMIN_ANSWER_BYTES_MAX} bytes read"
+                )));
+            }
+            answer.len() - head_len
+        }
+    };
+    while answer.len() < head_len + body_len {
+        let n = read_some(addr, stream, &mut chunk)?;
+        if n == 0 {
+            return Err(protocol(format!(
+                "ended after {} of {body_len} body bytes",
+                answer.len() - head_len
+            )));
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    Ok(AdminAnswer {
+        status,
+        body: String::from_utf8_lossy(&answer[head_len..head_len + body_len]).into_owned(),
+    })
+}
+
+fn read_some(addr: &str, stream: &mut impl Read, chunk: &mut [u8]) -> Result<usize, ClientError> {
+    loop {
+        match stream.read(chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            read => return read.map_err(ClientError::io(addr, "read the answer")),
+        }
     }
 }
 
@@ -101,9 +163,13 @@ fn parse_answer(addr: &str, answer: &[u8]) -> Result<AdminAnswer, ClientError> {
 mod tests {
     use super::*;
 
+    fn parse_answer(answer: &[u8]) -> Result<AdminAnswer, ClientError> {
+        read_answer("a", &mut std::io::Cursor::new(answer), false)
+    }
+
     #[test]
     fn an_answer_is_its_status_and_body_and_anything_else_is_a_protocol_error() {
-        let ok = parse_answer("a", b"HTTP/1.1 404 Not Found\r\nX: y\r\n\r\n{\"a\":1}").unwrap();
+        let ok = parse_answer(b"HTTP/1.1 404 Not Found\r\nX: y\r\n\r\n{\"a\":1}").unwrap();
         assert_eq!(ok.status, 404);
         assert_eq!(ok.body, "{\"a\":1}");
         for bad in [
@@ -112,9 +178,45 @@ mod tests {
             b"HTTP/1.1 2x\r\n\r\n",
         ] {
             assert!(matches!(
-                parse_answer("a", bad),
+                parse_answer(bad),
                 Err(ClientError::Protocol { .. })
             ));
         }
+    }
+
+    /// The answer ends where its Content-Length says: a node keeping the connection open
+    /// after it is not waited on (before, the client read to the close: the timeout, then
+    /// a failure). A body cut short or past the limit is an error, not a shorter answer.
+    #[test]
+    fn an_answer_is_read_as_its_head_frames_it() {
+        let (endpoint, node) = crate::fake_node::serve(crate::Protocol::Http, |mut s| {
+            let mut request = [0u8; 1024];
+            let _ = s.read(&mut request);
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let admin = AdminEndpoint {
+            addr: endpoint.addr,
+            token: None,
+        };
+        let started = std::time::Instant::now();
+        let answer = request(&admin, "GET", "/x", Duration::from_secs(2)).unwrap();
+        assert_eq!((answer.status, answer.body.as_str()), (200, "ok"));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        node.join().unwrap();
+
+        let short = parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok");
+        assert_eq!(
+            short.unwrap_err().to_string(),
+            "protocol error from a: the admin answer: ended after 2 of 5 body bytes"
+        );
+        let huge = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 2 << 20);
+        assert!(parse_answer(huge.as_bytes()).is_err());
+        let mut unframed = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        unframed.resize(unframed.len() + (2 << 20), b'x');
+        assert!(parse_answer(&unframed).is_err(), "past the limit");
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        assert!(parse_answer(chunked).is_err());
     }
 }

@@ -56,7 +56,7 @@ impl ClientError {
         move |source| ClientError::Io {
             addr: addr.to_string(),
             op,
-            source,
+            source: named_timeout(source),
         }
     }
 
@@ -88,18 +88,70 @@ impl ClientError {
         match serde_json::from_slice::<Envelope>(body) {
             Ok(e) => ClientError::Server {
                 status,
-                code: e.code,
-                message: e.message,
+                code: printable(&e.code),
+                message: printable(&e.message),
                 retryable: e.retryable,
                 retry_after_ms: e.retry_after_ms,
             },
             Err(_) => ClientError::Server {
                 status,
                 code: "unknown".into(),
-                message: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+                message: printable(&String::from_utf8_lossy(body)),
                 retryable: false,
                 retry_after_ms: None,
             },
         }
+    }
+}
+
+/// A read timeout says "Resource temporarily unavailable" (EAGAIN) on Unix: said as
+/// what it is.
+fn named_timeout(source: std::io::Error) -> std::io::Error {
+    match source.kind() {
+        std::io::ErrorKind::WouldBlock => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timed out: nothing came within the timeout",
+        ),
+        _ => source,
+    }
+}
+
+/// Longest text of a node's kept in an error (what a terminal shows of it).
+pub const NODE_TEXT_CHARS_MAX: usize = 512;
+
+/// A node's text as the client prints it: control characters (a terminal's escape
+/// sequences: a node could retitle the window, clear the screen, or hide what it
+/// printed) written as `\u{..}`, at most [`NODE_TEXT_CHARS_MAX`] characters.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(NODE_TEXT_CHARS_MAX));
+    for (i, c) in text.chars().enumerate() {
+        if i == NODE_TEXT_CHARS_MAX {
+            out.push('…');
+            break;
+        }
+        match c.is_control() {
+            true => out.push_str(&c.escape_unicode().to_string()),
+            false => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_text_reaches_the_terminal_without_control_characters() {
+        let err = ClientError::from_envelope(
+            500,
+            br#"{"code":"x\u001b[2J","message":"\u001b]0;pwn\u0007 done"}"#,
+        );
+        let shown = err.to_string();
+        assert_eq!(shown, "500 x\\u{1b}[2J: \\u{1b}]0;pwn\\u{7} done");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        let long = ClientError::from_envelope(502, "\u{1b}".repeat(10_000).as_bytes());
+        assert!(long.to_string().chars().count() < 10 * NODE_TEXT_CHARS_MAX);
+        assert!(!long.to_string().chars().any(char::is_control));
     }
 }

@@ -13,7 +13,7 @@ use ron_codec::http::reply::{parse_response_head, ReplyParse};
 use ron_codec::Address;
 
 use crate::error::ClientError;
-use crate::transport::{connect, Endpoint, Stream};
+use crate::transport::{connect, Deadline, Endpoint, Stream};
 use crate::{ByteRange, Fetched, Options, Progress, Stored};
 
 /// Longest response head accepted.
@@ -21,6 +21,10 @@ const HEAD_BYTES_MAX: usize = ron_codec::http::head::HEAD_LEN_MAX_DEFAULT;
 /// The chunk-group log `ron get --http` asks for: ron's own 64 KiB group, whose
 /// parents the node looks up without hashing (0.1 % of the bytes on the wire).
 const BAO_LOG: ChunkGroupLog = ChunkGroupLog::GROUP;
+
+/// Interim (1xx) heads skipped before a final one: a node sending them forever kept
+/// every read succeeding, so the read timeout never ended the wait.
+const INTERIM_HEADS_MAX: usize = 8;
 
 /// Longest error or JSON body read into memory.
 const SMALL_BODY_BYTES_MAX: u64 = 64 * 1024;
@@ -69,8 +73,20 @@ impl HttpClient {
             .map_err(ClientError::io(&self.addr, "send"))
     }
 
-    /// Reads the next final response head (interim 1xx heads are skipped).
+    /// Reads the next final response head (up to [`INTERIM_HEADS_MAX`] interim 1xx
+    /// heads are skipped).
     fn read_head(&mut self) -> Result<Head, ClientError> {
+        let deadline = Deadline::after(self.options.timeout);
+        let head = self.read_head_by(deadline);
+        deadline
+            .disarm(&*self.stream)
+            .map_err(ClientError::io(&self.addr, "receive"))?;
+        head
+    }
+
+    /// [`HttpClient::read_head`], whole (interim heads included) by `deadline`.
+    fn read_head_by(&mut self, deadline: Deadline) -> Result<Head, ClientError> {
+        let mut interim_heads = 0;
         loop {
             match parse_response_head(&self.buffered, HEAD_BYTES_MAX) {
                 Ok(ReplyParse::Complete(reply)) => {
@@ -83,6 +99,12 @@ impl HttpClient {
                     let interim = reply.is_interim();
                     self.buffered.drain(..reply.head_len);
                     if interim {
+                        interim_heads += 1;
+                        if interim_heads > INTERIM_HEADS_MAX {
+                            return Err(self.protocol(format!(
+                                "more than {INTERIM_HEADS_MAX} interim (1xx) answers before the final one"
+                            )));
+                        }
                         continue;
                     }
                     return Ok(head);
@@ -90,6 +112,9 @@ impl HttpClient {
                 Ok(ReplyParse::Partial) => {}
                 Err(e) => return Err(self.protocol(e)),
             }
+            deadline
+                .arm(&*self.stream)
+                .map_err(ClientError::io(&self.addr, "receive a response head"))?;
             let mut chunk = [0u8; 8192];
             let n = self
                 .stream
@@ -249,7 +274,7 @@ impl HttpClient {
                 last: Some(r.last),
             },
         };
-        let mut slice = VerifiedSlice::new(addr, ask, self.addr.clone());
+        let mut slice = VerifiedSlice::new(addr, ask, self.addr.clone()).announcing(encoded_len);
         let mut received = 0u64;
         self.read_body(encoded_len, &mut |bytes| {
             received += bytes.len() as u64;
@@ -316,6 +341,9 @@ struct VerifiedSlice {
     ask: SliceAsk,
     total_len: u64,
     written: u64,
+    /// The body's length as the head announced it, held to the encoding's once its
+    /// length header is read.
+    announced: Option<u64>,
 }
 
 impl VerifiedSlice {
@@ -329,7 +357,16 @@ impl VerifiedSlice {
             ask,
             total_len: 0,
             written: 0,
+            announced: None,
         }
+    }
+
+    /// Holds the answer's announced body length to the encoding's: a node announcing
+    /// more and then sending nothing kept the client waiting out its timeout after every
+    /// byte had verified, and the verified download was then thrown away.
+    fn announcing(mut self, body_len: u64) -> VerifiedSlice {
+        self.announced = Some(body_len);
+        self
     }
 
     fn fail(&self, reason: String) -> ClientError {
@@ -364,6 +401,14 @@ impl VerifiedSlice {
                 Decoded::Length(len) => {
                     self.total_len = len;
                     self.wanted = self.ask.resolve(len);
+                    let encoded = self.decoder.shape().map(|shape| shape.encoded_len());
+                    if let (Some(announced), Some(encoded)) = (self.announced, encoded) {
+                        if announced != encoded {
+                            return Err(self.broken(&format!(
+                                "the answer announces {announced} bytes; its encoding is {encoded}"
+                            )));
+                        }
+                    }
                 }
                 Decoded::Data { offset } => {
                     let (first, last) = self.wanted.unwrap_or((1, 0));
@@ -450,11 +495,46 @@ mod tests {
     }
 
     #[test]
+    fn an_announced_length_other_than_the_encodings_is_a_protocol_error() {
+        let addr = Address::of(b"x");
+        let mut encoding = 1u64.to_le_bytes().to_vec();
+        encoding.push(b'x');
+        let mut slice = VerifiedSlice::new(addr, SliceAsk::Whole, "node".into()).announcing(1000);
+        let err = slice.feed(&encoding, &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "protocol error from node: the answer announces 1000 bytes; its encoding is 9"
+        );
+        let mut exact = VerifiedSlice::new(addr, SliceAsk::Whole, "node".into()).announcing(9);
+        let mut out = Vec::new();
+        exact.feed(&encoding, &mut out).unwrap();
+        exact.finish(&mut out).unwrap();
+        assert_eq!(out, b"x");
+    }
+
+    #[test]
     fn interim_heads_are_skipped_and_the_length_read() {
         let (mut client, node) = answering(
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 42\r\nETag: \"x\"\r\n\r\n",
         );
         assert_eq!(client.stat(Address::of(b"x")).unwrap(), 42);
+        node.join().unwrap();
+    }
+
+    /// A node answering 1xx heads forever is a protocol error after a few: before, each
+    /// one was a read that succeeded, and the client waited for good.
+    #[test]
+    fn endless_interim_heads_are_a_protocol_error() {
+        let answer = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(INTERIM_HEADS_MAX + 1);
+        let (mut client, node) = answering(Box::leak(answer.into_boxed_slice()));
+        let err = client.stat(Address::of(b"x")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "protocol error from {}: more than 8 interim (1xx) answers before the final one",
+                client.addr
+            )
+        );
         node.join().unwrap();
     }
 

@@ -15,7 +15,7 @@ use ron_codec::tree::GroupIndex;
 use ron_codec::Address;
 
 use crate::error::ClientError;
-use crate::transport::{connect, Endpoint, Stream};
+use crate::transport::{connect, Deadline, Endpoint, Stream};
 use crate::{ByteRange, Fetched, Options, Progress, Stored};
 
 /// Raw bytes per DATA frame of an upload.
@@ -116,11 +116,16 @@ impl OapClient {
 
     /// Reads the next frame. The node closing inside a frame is a protocol error (the
     /// codec's `TruncatedFrame`), between frames an unexpected end of file.
+    /// The next frame, whole within the timeout (not only each read of it).
     fn read_frame(&mut self) -> Result<Frame, ClientError> {
+        let deadline = Deadline::after(self.options.timeout);
         loop {
             if let Some(frame) = self.reader.next_frame().map_err(|e| self.protocol(e))? {
                 return Ok(frame);
             }
+            deadline
+                .arm(&*self.stream)
+                .map_err(ClientError::io(&self.addr, "receive a frame"))?;
             let n = self
                 .stream
                 .read(self.reader.read_buf())
@@ -361,6 +366,9 @@ impl OapClient {
             return Err(e);
         }
         let info = ObjectInfo::parse(&reply.payload).map_err(|e| self.protocol(e))?;
+        if info.obj != addr {
+            return Err(self.protocol(format!("asked about {addr}, answered about {}", info.obj)));
+        }
         Ok(info.len)
     }
 }
@@ -385,6 +393,7 @@ mod tests {
     use crate::fake_node::{frame_reader, read_frame, serve, trickle};
     use crate::transport::Protocol;
     use ron_codec::messages::response_frame;
+    use std::time::Duration;
 
     fn hello_reply() -> Frame {
         hello_assumed().frame(1)
@@ -414,6 +423,38 @@ mod tests {
     /// A node refusing an upload right after START (no token here) is heard before the
     /// body is: the client stops sending and reports the refusal. Before, it sent all
     /// 64 MiB for the node to discard, then printed the 401.
+    /// A node sending its HELLO answer a byte every 50 ms (each read within a 200 ms
+    /// timeout) fails the connect once 200 ms have passed, naming the timeout. Before,
+    /// only each read was timed: a frame trickled so came in whenever the node liked.
+    #[test]
+    fn a_frame_trickled_past_the_timeout_is_a_timeout() {
+        let (endpoint, node) = serve(Protocol::Oap, move |mut stream| {
+            let mut reader = frame_reader();
+            read_frame(&mut stream, &mut reader);
+            for b in hello_reply().to_bytes().iter() {
+                std::thread::sleep(Duration::from_millis(50));
+                if stream.write_all(std::slice::from_ref(b)).is_err() {
+                    return;
+                }
+            }
+        });
+        let options = Options {
+            timeout: Duration::from_millis(200),
+            ..Options::default()
+        };
+        let started = std::time::Instant::now();
+        let err = OapClient::connect(&endpoint, options).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "connection to {} failed during receive a frame: not whole within 200 ms",
+                endpoint.addr
+            )
+        );
+        node.join().unwrap();
+    }
+
     #[test]
     fn an_upload_refused_at_its_start_sends_no_more_of_its_body() {
         let (endpoint, node) = serve(Protocol::Oap, move |mut stream| {

@@ -43,15 +43,64 @@ pub trait Stream: Read + Write + Send + std::fmt::Debug {
     /// Whether the node has sent something not yet read (or closed), without waiting:
     /// an answer that came while a body was still being sent.
     fn has_unread(&mut self) -> bool;
+
+    /// The TCP connection under the stream.
+    fn tcp(&self) -> &TcpStream;
 }
 
 impl Stream for TcpStream {
     fn has_unread(&mut self) -> bool {
         socket_has_unread(self)
     }
+
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+/// When a frame or a response head must have arrived whole: each read waits at most
+/// what is left. With only the per-read timeout, a node sending a head or a frame a
+/// byte at a time, each within it, kept the client waiting as long as it liked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    at: std::time::Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        Deadline {
+            at: std::time::Instant::now() + timeout,
+            timeout,
+        }
+    }
+
+    /// Sets the next read's timeout to what is left; `TimedOut` when nothing is.
+    pub(crate) fn arm(&self, stream: &dyn Stream) -> std::io::Result<()> {
+        let left = self
+            .at
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("not whole within {} ms", self.timeout.as_millis()),
+                )
+            })?;
+        stream.tcp().set_read_timeout(Some(left))
+    }
+
+    /// Gives the reads after this head or frame the plain timeout again.
+    pub(crate) fn disarm(&self, stream: &dyn Stream) -> std::io::Result<()> {
+        stream.tcp().set_read_timeout(Some(self.timeout))
+    }
 }
 
 impl Stream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+
     fn has_unread(&mut self) -> bool {
         if plaintext_ready(&mut self.conn) {
             return true;

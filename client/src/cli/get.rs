@@ -28,8 +28,10 @@ pub(super) fn run(
             let stdout = std::io::stdout();
             let mut sink = std::io::BufWriter::with_capacity(SINK_BUF_BYTES, stdout.lock());
             let got = client.get(addr, range, &mut sink, &mut |n| bar.update(n));
-            sink.flush().map_err(ClientError::Output)?;
-            got.map(drop)
+            // The transfer's own failure first: a flush failing after it (a closed pipe)
+            // hid a failed verification (exit 4) behind an output error (exit 5).
+            let flushed = sink.flush().map_err(ClientError::Output);
+            got.and(flushed)
         }
         Some(path) => get_to_file(&mut client, addr, range, path, bar),
     };

@@ -50,7 +50,7 @@ pub(super) fn admin_error(answer: &AdminAnswer) -> ClientError {
     ClientError::Server {
         status: answer.status,
         code: "admin".into(),
-        message: answer.body.trim_end().to_string(),
+        message: crate::error::printable(answer.body.trim_end()),
         retryable: answer.status == 503,
         retry_after_ms: None,
     }

@@ -9,6 +9,7 @@ use ron_codec::Address;
 
 use super::shared::admin_error;
 use crate::admin::{self, AdminAnswer, AdminEndpoint};
+use crate::error::printable;
 use crate::{ByteRange, Client, ClientError, Endpoint, Options};
 
 /// How every manifest `ron pack` stores begins (the canonical form): only an object that
@@ -57,8 +58,24 @@ fn manifest(client: &mut Client, addr: Address, len: u64) -> Result<Option<Manif
     if start != MANIFEST_PREFIX {
         return Ok(None);
     }
+    // The length is the node's claim: the bytes asked for are only as many (a node
+    // claiming 100 bytes of a manifest of gigabytes had them all read into memory),
+    // and the verified answer's length must be the claim.
     let mut bytes = Vec::with_capacity(len as usize);
-    client.get(addr, None, &mut bytes, &mut |_| {})?;
+    let whole = ByteRange {
+        first: 0,
+        last: len - 1,
+    };
+    let fetched = client.get(addr, Some(whole), &mut bytes, &mut |_| {})?;
+    if fetched.total_len != len {
+        return Err(ClientError::Verification {
+            addr: addr.to_string(),
+            reason: format!(
+                "the node said {len} bytes; the object's proof says {}",
+                fetched.total_len
+            ),
+        });
+    }
     match Manifest::parse(&bytes) {
         Ok(manifest) => Ok(Some(manifest)),
         Err(e) => {
@@ -99,8 +116,8 @@ fn print_providers(answer: AdminAnswer) -> Result<(), ClientError> {
         });
     }
     for p in providers {
-        let node = p["node_id"].as_str().unwrap_or("?");
-        let oap = p["oap"].as_str().unwrap_or("-");
+        let node = printable(p["node_id"].as_str().unwrap_or("?"));
+        let oap = printable(p["oap"].as_str().unwrap_or("-"));
         let local = if p["local"].as_bool() == Some(true) {
             " local"
         } else {
