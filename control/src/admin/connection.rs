@@ -45,22 +45,30 @@ pub(super) fn serve(
     };
     let write_deadline = Instant::now() + Duration::from_millis(ADMIN_WRITE_TIMEOUT_MS);
     write_before(&mut stream, &reply.to_bytes(head_only), write_deadline)?;
-    linger(&mut stream);
+    linger(&mut stream, || {
+        stop.load(Ordering::Relaxed) || crowded.load(Ordering::Relaxed)
+    });
     Ok(())
 }
 
 /// Ends the connection after an answer: no more to send, and for up to
-/// [`ADMIN_LINGER_MS`] what the client still sends is read and dropped.
-fn linger(stream: &mut TcpStream) {
+/// [`ADMIN_LINGER_MS`] what the client still sends is read and dropped — unless
+/// `give_up` (a stop, or the server crowded: an answered connection holds its thread no
+/// longer then). A flood of whole heads held open after their answers (401s to a
+/// client without the token) kept every thread lingering and could never be made to
+/// give way, so probes queued behind it.
+fn linger(stream: &mut TcpStream, give_up: impl Fn() -> bool) {
     let _ = stream.shutdown(Shutdown::Write);
     let deadline = Instant::now() + Duration::from_millis(ADMIN_LINGER_MS);
     let mut sink = [0u8; 1024];
-    while let Some(left) = time_left(Instant::now(), deadline) {
-        if stream.set_read_timeout(Some(left)).is_err() {
+    while let Some(wait) = read_wait(Instant::now(), deadline) {
+        if give_up() || stream.set_read_timeout(Some(wait)).is_err() {
             return;
         }
-        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
-            return;
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            Err(e) if waited(&e) => {}
+            _ => return,
         }
     }
 }
@@ -163,6 +171,32 @@ mod tests {
         let mut answer = String::new();
         client.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
+
+    /// An answered connection lingers (its client's late bytes read and dropped) unless
+    /// the server is crowded: then its thread is free at once.
+    #[test]
+    fn an_answered_connection_lingers_only_while_the_server_has_room() {
+        let linger_for = |crowded: bool| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            client
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            let (server, _) = listener.accept().unwrap();
+            let (stop, crowded) = (AtomicBool::new(false), AtomicBool::new(crowded));
+            let started = Instant::now();
+            serve(server, started, &Answers::for_tests(None), &stop, &crowded).unwrap();
+            let took = started.elapsed();
+            let mut answer = String::new();
+            client.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+            took
+        };
+        let linger = Duration::from_millis(ADMIN_LINGER_MS);
+        assert!(linger_for(false) >= linger);
+        let crowded = linger_for(true);
+        assert!(crowded < linger / 2, "{crowded:?}");
     }
 
     #[test]
