@@ -978,3 +978,45 @@ fn admin_probe_answers_while_a_client_trickles_a_head() {
     );
     trickle.join().unwrap();
 }
+
+/// A reload is checked against the listeners that stay open. A file that drops every
+/// token and, in the same edit, the public TLS listener (a change for the next start)
+/// is refused: that listener stays open until then. Before, the check ran on the new
+/// file alone, the tokens were dropped, and anyone reaching the public listener could
+/// store objects.
+#[test]
+fn a_reload_that_would_open_writes_on_a_listener_still_public_is_refused() {
+    let dir = temp_dir("reload-open-writes");
+    dev_cert(&dir);
+    let config = format!(
+        "tls = \"0.0.0.0:{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntokens = [\"tok-w\"]\n",
+        free_port(),
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
+    let path = write_config(&dir, &config);
+    let n = Node::start(
+        &dir.join("data"),
+        &["--config", path.to_str().unwrap(), "--shards", "1"],
+    );
+    std::fs::write(&path, "tokens = []\n").unwrap();
+    hangup(&n);
+    wait_for("the refused reload", Duration::from_secs(5), || {
+        metric(n.admin, "ron_config_reload_failures_total") == 1
+    });
+    assert!(
+        n.stderr().contains("TLS listens on 0.0.0.0:"),
+        "{}",
+        n.stderr()
+    );
+    assert_eq!(metric(n.admin, "ron_config_version"), 1);
+    let anyone = put(n.http, "/o", b"from anyone", "");
+    assert_eq!(anyone.status, 401, "{anyone:?}");
+    let writer = put(
+        n.http,
+        "/o",
+        b"from the writer",
+        "Authorization: Bearer tok-w\r\n",
+    );
+    assert_eq!(writer.status, 201, "{writer:?}");
+}

@@ -209,7 +209,9 @@ impl Policy {
 
     /// The metrics label of a tenant: configured names only (low cardinality).
     pub fn label(&self, tenant: Option<TenantIndex>) -> &str {
-        tenant.map_or("other", |i| self.tenants[i.0 as usize].name.as_str())
+        tenant.map_or(OTHER_TENANTS_LABEL, |i| {
+            self.tenants[i.0 as usize].name.as_str()
+        })
     }
 
     /// What a policy crossing to a shard holds, checked by the sender before the write
@@ -249,6 +251,10 @@ pub struct TokenMatch {
 
 /// Longest name of a configured tenant (it labels metrics and messages).
 pub const TENANT_NAME_BYTES_MAX: usize = 64;
+
+/// The label of every client no configured tenant's token names (reserved: a tenant
+/// of this name would share its series, and its counts would be mixed up at a reload).
+pub const OTHER_TENANTS_LABEL: &str = "other";
 
 /// Who a request is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

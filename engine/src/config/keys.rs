@@ -138,7 +138,13 @@ pub(super) fn apply_defaults(config: &mut Config) {
     }
 }
 
-/// Parses a byte size: `4096`, `16KiB`, `256MiB`, `64GiB`, `1TiB`.
+/// The largest byte size a key takes: a TOML integer's (a larger one could not be
+/// written back as TOML, and comparing configurations at a reload by their TOML found
+/// no change at all: restart-only keys changed without the warning).
+pub const SIZE_BYTES_MAX: u64 = i64::MAX as u64;
+
+/// Parses a byte size: `4096`, `16KiB`, `256MiB`, `64GiB`, `1TiB`; at most
+/// [`SIZE_BYTES_MAX`].
 pub fn parse_size(text: &str) -> Result<u64, ValueError> {
     let units = [
         ("TiB", 1u64 << 40),
@@ -157,6 +163,10 @@ pub fn parse_size(text: &str) -> Result<u64, ValueError> {
         .ok()
         .and_then(|n| n.checked_mul(unit))
         .ok_or_else(|| ValueError::Size(text.to_string()))
+        .and_then(|n| match n <= SIZE_BYTES_MAX {
+            true => Ok(n),
+            false => Err(ValueError::TooLarge(text.to_string())),
+        })
 }
 
 /// A byte size for people: `24 GiB`, `11.8 GiB`, `512 MiB`, `64 KiB`.
@@ -739,6 +749,18 @@ pub const KEYS: &[Key] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A size past a TOML integer's was taken, and then the reload's comparison of the
+    /// configurations (by their TOML) saw no key change at all.
+    #[test]
+    fn a_size_is_at_most_a_toml_integer() {
+        assert_eq!(parse_size("8388607TiB"), Ok(8_388_607 << 40));
+        assert_eq!(
+            parse_size("8388608TiB").unwrap_err().to_string(),
+            "8388608TiB is too large"
+        );
+        assert!(parse_size(&u64::MAX.to_string()).is_err());
+    }
 
     #[test]
     fn keys_and_flags_are_unique() {

@@ -403,6 +403,19 @@ impl Config {
         !self.tokens.is_empty() || self.tenants.values().any(|t| !t.tokens.is_empty())
     }
 
+    /// What runs after a reload that read `reloaded`: its reloadable keys (tokens,
+    /// tenants, quotas), every other key as running. Validated as a whole: a reload is
+    /// checked against the listeners that stay open, not those the file names for the
+    /// next start (tokens dropped together with a public listener moved to loopback
+    /// left the public one open to writes from anyone).
+    pub fn with_reloaded(&self, reloaded: &Config) -> Config {
+        let mut live = self.clone();
+        live.tokens.clone_from(&reloaded.tokens);
+        live.tenants.clone_from(&reloaded.tenants);
+        live.quota_default = reloaded.quota_default;
+        live
+    }
+
     /// Keys whose values differ from `other`'s, apart from the reloadable ones.
     pub fn restart_keys_changed(&self, other: &Config) -> Vec<String> {
         let table = |c: &Config| toml::Table::try_from(c).unwrap_or_default();

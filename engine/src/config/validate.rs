@@ -285,6 +285,11 @@ impl Config {
                     "tenants.{name:?}: a tenant name is 1 to {TENANT_NAME_BYTES_MAX} visible ASCII characters"
                 ));
             }
+            if name == ron_link::policy::OTHER_TENANTS_LABEL {
+                return refuse(format!(
+                    "tenants.{name}: the name is reserved (the label of every client no tenant's token names)"
+                ));
+            }
             if let Err(e) = tenant.quota().limits().check() {
                 return refuse(format!("tenants.{name}.{e}"));
             }
@@ -359,6 +364,28 @@ mod tests {
         );
         assert!(any_port(0).validate().is_err(), "one shard per CPU");
         any_port(1).validate().unwrap();
+    }
+
+    /// `other` is the label of every client no tenant's token names: a tenant of that
+    /// name shared its series with them, and a reload that renumbered the tenants mixed
+    /// up the two counts (a counter went backwards).
+    #[test]
+    fn a_tenant_named_other_is_refused() {
+        let tenant = crate::config::file::TenantConfig {
+            tokens: vec!["tok-other".into()],
+            requests_per_s: 1.0,
+            requests_burst: 1.0,
+            bytes_per_s: 0,
+            bytes_burst: 0,
+        };
+        let c = Config {
+            tenants: [("other".to_string(), tenant)].into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "tenants.other: the name is reserved (the label of every client no tenant's token names)"
+        );
     }
 
     #[test]

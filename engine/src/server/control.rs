@@ -115,15 +115,16 @@ fn watched_files(resolved: &Resolved) -> Vec<std::path::PathBuf> {
 }
 
 /// The control thread's way to read the configuration again: the same layers (file,
-/// environment, flags), validated; only tokens, tenants and quotas apply live, and the
-/// denylist, read again from the directory the node started with (a new
-/// `denylist_dir` is for a restart: that is the directory watched).
+/// environment, flags), validated; only tokens, tenants and quotas apply live — checked
+/// again with every other key as running (`Config::with_reloaded`) — and the denylist,
+/// read again from the directory the node started with (a new `denylist_dir` is for a
+/// restart: that is the directory watched).
 fn reload_policy(running: Resolved) -> ron_control::LoadPolicy {
     Box::new(move || {
         let again = running.reload()?;
         let restart_keys = running.config.restart_keys_changed(&again.config);
-        let mut live = again.config;
-        live.denylist_dir.clone_from(&running.config.denylist_dir);
+        let live = running.config.with_reloaded(&again.config);
+        live.validate()?;
         Ok(ron_control::Reloaded {
             restart_keys,
             policy: live.policy()?,
