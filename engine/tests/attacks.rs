@@ -875,15 +875,7 @@ fn a_connection_flood_under_a_low_descriptor_limit_waits_in_the_backlog_and_reco
     assert_eq!(metric(n.admin, "ron_accept_failures_total"), 0);
     assert!(!n.stderr().contains("accept failing"), "{}", n.stderr());
     drop(flood);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(r) = get(n.http, &format!("/o/{kept}")) {
-            assert_eq!(r.status, 200);
-            break;
-        }
-        assert!(Instant::now() < deadline, "no recovery within 10 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_served_again(n.http, &kept, Duration::from_secs(10));
     assert_well_behaved_client_unharmed(n.http, &format!("/o/{kept}"), "", 200);
 }
 
@@ -915,13 +907,18 @@ fn a_connection_flood_holds_no_more_than_connections_max_open() {
         "{most_seen} connections open at once with --max-connections {MOST}"
     );
     drop(flood);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_served_again(n.http, &kept, Duration::from_secs(30));
+}
+
+/// Waits (up to `within`) until `kept` is answered 200 again after a flood.
+fn wait_served_again(http: SocketAddr, kept: &Address, within: Duration) {
+    let deadline = Instant::now() + within;
     loop {
-        if let Ok(r) = get(n.http, &format!("/o/{kept}")) {
+        if let Ok(r) = get(http, &format!("/o/{kept}")) {
             assert_eq!(r.status, 200);
-            break;
+            return;
         }
-        assert!(Instant::now() < deadline, "no recovery within 30 s");
+        assert!(Instant::now() < deadline, "no recovery within {within:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }

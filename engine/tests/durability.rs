@@ -624,6 +624,14 @@ fn run_ok(program: &str, args: &[&str]) {
     );
 }
 
+/// Every one of `objects` is served whole by `n`.
+fn assert_served<'a>(n: &Node, objects: impl Iterator<Item = (&'a Address, &'a Vec<u8>)>) {
+    for (addr, data) in objects {
+        let r = get(n.http, &format!("/o/{addr}")).unwrap();
+        assert_eq!((r.status, &r.body), (200, data), "{addr}");
+    }
+}
+
 /// A packed object whose block the disk cannot read (EIO: here btrfs's checksum
 /// refusal) in a segment the start compacts: the compaction goes on, the segment is
 /// kept for it, and every other object is served; with the index lost, the replay
@@ -665,14 +673,8 @@ fn an_unreadable_block_in_a_segment_does_not_refuse_the_start() {
         "{}",
         n.stderr()
     );
-    for (addr, data) in [0, 2, 3]
-        .map(|i| (&addrs[i], &objects[i]))
-        .into_iter()
-        .chain([(&later_addr, &later)])
-    {
-        let r = get(n.http, &format!("/o/{addr}")).unwrap();
-        assert_eq!((r.status, &r.body), (200, data), "{addr}");
-    }
+    let readable = [0, 2, 3].map(|i| (&addrs[i], &objects[i]));
+    assert_served(&n, readable.into_iter().chain([(&later_addr, &later)]));
     let unreadable = get(n.http, &format!("/o/{}", addrs[1])).unwrap();
     assert!(unreadable.status >= 500, "{unreadable:?}");
     assert_eq!(n.stop().code(), Some(0));
@@ -687,14 +689,7 @@ fn an_unreadable_block_in_a_segment_does_not_refuse_the_start() {
         "{}",
         n.stderr()
     );
-    for (addr, data) in [0, 2, 3]
-        .map(|i| (&addrs[i], &objects[i]))
-        .into_iter()
-        .chain([(&later_addr, &later)])
-    {
-        let r = get(n.http, &format!("/o/{addr}")).unwrap();
-        assert_eq!((r.status, &r.body), (200, data), "{addr}");
-    }
+    assert_served(&n, readable.into_iter().chain([(&later_addr, &later)]));
     assert_eq!(
         get(n.http, &format!("/o/{}", addrs[1])).unwrap().status,
         404
