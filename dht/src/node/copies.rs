@@ -31,8 +31,7 @@ use ron_link::dht::{CopiesEnd, CopiesMade, CopiesReply, CopyOutcome, LeftOut, Pu
 use crate::closest::{distance, peer_position, DistanceKey};
 use crate::node::config::{
     ACCEPT_WINDOW_SLACK, COPIES_PLACEMENT_WAIT, COPIES_WAITING_MAX, COPY_WATCHES_MAX,
-    NEARER_SEEN_WITHIN, PEERS_MAX, PEER_LEFT_OUT_FOR, PULLS_MAX, PULLS_PER_HOST_MAX,
-    PULLS_PER_PEER_MAX, REPLICATE_ANSWER_WITHIN,
+    NEARER_SEEN_WITHIN, PEERS_MAX, PEER_LEFT_OUT_FOR, REPLICATE_ANSWER_WITHIN,
 };
 use crate::node::state::{
     Answering, CopiesWaiter, FreshKey, Node, PlacementAnswer, PullDone, Ungreeted,
@@ -415,13 +414,18 @@ impl Node {
                 if !asked.insert(*addr) {
                     return Some(CopyOutcome::Failed);
                 }
-                if !nearer.accepts(addr) {
-                    return Some(CopyOutcome::NotHolder);
-                }
                 let Some(source) = source else {
                     // The connection's IP is unknown: there is no one to pull from.
                     return Some(CopyOutcome::Failed);
                 };
+                // Busy first: the nearness test walks every peer known (256 keys × a
+                // thousand peers a request), which a full node need not pay to refuse.
+                if self.copies.full_for(peer, source) {
+                    return Some(CopyOutcome::Busy);
+                }
+                if !nearer.accepts(addr) {
+                    return Some(CopyOutcome::NotHolder);
+                }
                 self.start_pull(peer, *addr, source, answering, index)
             })
             .collect();
@@ -447,15 +451,10 @@ impl Node {
         index: usize,
     ) -> Option<CopyOutcome> {
         let copies = &mut self.copies;
-        let host = ron_link::policy::quota_address(source.ip());
-        let of_peer = copies.per_peer.get(&peer).copied().unwrap_or(0);
-        let of_host = copies.per_host.get(&host).copied().unwrap_or(0);
-        if copies.under_way >= PULLS_MAX
-            || of_peer >= PULLS_PER_PEER_MAX
-            || of_host >= PULLS_PER_HOST_MAX
-        {
+        if copies.full_for(peer, source) {
             return Some(CopyOutcome::Busy);
         }
+        let host = ron_link::policy::quota_address(source.ip());
         let Some(pulls) = &copies.pulls else {
             return Some(CopyOutcome::Failed);
         };

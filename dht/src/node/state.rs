@@ -23,8 +23,9 @@ use ron_link::dht::{
 use crate::error::DhtError;
 use crate::node::address::tcp_multiaddr;
 use crate::node::config::{
-    DhtConfig, FIRST_PROVIDER_GRACE_MAX, FIRST_PROVIDER_GRACE_MIN, GREETING_WAIT,
-    RESOLVE_FOUND_MAX, ROUTING_REFRESH, ROUTING_REFRESH_SPREAD_PERCENT,
+    DhtConfig, FIRST_PROVIDER_GRACE_MAX, FIRST_PROVIDER_GRACE_MIN, GREETING_WAIT, PULLS_MAX,
+    PULLS_PER_HOST_MAX, PULLS_PER_PEER_MAX, RESOLVE_FOUND_MAX, ROUTING_REFRESH,
+    ROUTING_REFRESH_SPREAD_PERCENT,
 };
 use crate::node::greeted_peers::GreetedPeers;
 use crate::node::provide_budget::ProvideBudget;
@@ -380,6 +381,19 @@ pub(super) struct Copies {
     pub(super) pulled: FuturesUnordered<Pin<Box<dyn Future<Output = PullDone>>>>,
 }
 
+impl Copies {
+    /// Whether a copy for `peer`, asking from `source`, would pass a limit on copies
+    /// under way: in all, per peer, or per host.
+    pub(super) fn full_for(&self, peer: PeerId, source: SocketAddr) -> bool {
+        let host = ron_link::policy::quota_address(source.ip());
+        let of_peer = self.per_peer.get(&peer).copied().unwrap_or(0);
+        let of_host = self.per_host.get(&host).copied().unwrap_or(0);
+        self.under_way >= PULLS_MAX
+            || of_peer >= PULLS_PER_PEER_MAX
+            || of_host >= PULLS_PER_HOST_MAX
+    }
+}
+
 /// The copies of one address clients wait for, as its holders answer.
 #[derive(Default)]
 pub(super) struct Watch {
@@ -657,6 +671,25 @@ pub(super) fn drawn_per_node(local: &PeerId, parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A copy is refused busy past any of the three limits: in all, the asking peer's,
+    /// and its host's (an IPv6 host by its /64).
+    #[test]
+    fn copies_are_full_past_any_of_their_limits() {
+        let (alice, bob) = (PeerId::random(), PeerId::random());
+        let from = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 4000);
+        let mut copies = Copies::default();
+        assert!(!copies.full_for(alice, from("192.0.2.1")));
+        copies.per_peer.insert(alice, PULLS_PER_PEER_MAX);
+        assert!(copies.full_for(alice, from("192.0.2.1")));
+        assert!(!copies.full_for(bob, from("192.0.2.1")));
+        let host = ron_link::policy::quota_address("2001:db8::1".parse().unwrap());
+        copies.per_host.insert(host, PULLS_PER_HOST_MAX);
+        assert!(copies.full_for(bob, from("2001:db8::2")), "the same /64");
+        assert!(!copies.full_for(bob, from("2001:db8:1::2")));
+        copies.under_way = PULLS_MAX;
+        assert!(copies.full_for(bob, from("198.51.100.7")));
+    }
 
     fn resolve(now: Instant) -> Resolve {
         let (reply, _answer) = std::sync::mpsc::sync_channel(1);
