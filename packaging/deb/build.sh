@@ -17,7 +17,7 @@ rm -rf "$stage"
 mkdir -p "$stage/DEBIAN" target/debian
 
 install -D -m 0755 "$bin" "$stage/usr/bin/ron"
-install -D -m 0644 packaging/ron.service "$stage/lib/systemd/system/ron.service"
+install -D -m 0644 packaging/ron.service "$stage/usr/lib/systemd/system/ron.service"
 install -D -m 0644 packaging/ron.toml "$stage/etc/ron/ron.toml"
 install -D -m 0644 packaging/deb/sysusers.conf "$stage/usr/lib/sysusers.d/ron.conf"
 # Alert rules (with their promtool tests) and a Grafana dashboard, for the operator to
@@ -28,8 +28,16 @@ done
 for doc in README.md docs/OPERATIONS.md docs/HTTP-API.md docs/OAP-1.md; do
   install -D -m 0644 "$doc" "$stage/usr/share/doc/ron/$(basename "$doc")"
 done
+install -D -m 0644 packaging/deb/copyright "$stage/usr/share/doc/ron/copyright"
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$stage/DEBIAN/"
 echo /etc/ron/ron.toml >"$stage/DEBIAN/conffiles"
+
+# The C libraries the binary links: libc6 at the newest symbol version it uses (a
+# package that installed on an older glibc failed every start in the loader), and
+# libgcc-s1 for unwinding.
+glibc=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n1)
+[ -n "$glibc" ] || { echo "build.sh: no GLIBC_ symbol version in $bin" >&2; exit 1; }
+depends="libc6 (>= $glibc), libgcc-s1, passwd, init-system-helpers (>= 1.54~)"
 
 cat >"$stage/DEBIAN/control" <<CONTROL
 Package: ron
@@ -38,7 +46,7 @@ Architecture: $arch
 Maintainer: RustyOnions <ron@example.invalid>
 Section: net
 Priority: optional
-Depends: passwd, init-system-helpers (>= 1.54~)
+Depends: $depends
 Installed-Size: $(du -sk "$stage" | cut -f1)
 Homepage: https://example.invalid/rustyonions/ron
 Description: RustyOnions data-plane node

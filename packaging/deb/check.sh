@@ -24,6 +24,9 @@ getent passwd ron >/dev/null || fail "no ron user"
 [ "$(stat -c '%U:%G %a' /etc/ron/ron.toml)" = "root:ron 640" ] || fail "ron.toml owner/mode"
 [ "$(stat -c '%U:%G %a' /var/lib/ron)" = "ron:ron 750" ] || fail "/var/lib/ron owner/mode"
 /usr/bin/ron --version
+depends=$(dpkg-deb -f "$deb" Depends)
+case "$depends" in *"libc6 (>= "*) ;; *) fail "Depends names no libc6 version: $depends" ;; esac
+[ -f /usr/share/doc/ron/copyright ] || fail "no /usr/share/doc/ron/copyright"
 # Enabled through deb-systemd-helper even with no systemd running (an image built in a
 # chroot boots with the node enabled).
 wants=/etc/systemd/system/multi-user.target.wants/ron.service
@@ -32,7 +35,16 @@ wants=/etc/systemd/system/multi-user.target.wants/ron.service
 
 if command -v systemd-analyze >/dev/null; then
   step "systemd-analyze verify ron.service"
-  systemd-analyze verify /lib/systemd/system/ron.service
+  systemd-analyze verify /usr/lib/systemd/system/ron.service
+fi
+
+# On a host where systemd runs, the install started the unit (postinst): it must be up,
+# and is stopped so that the node started below as ron has the ports and the data dir.
+if [ -d /run/systemd/system ]; then
+  step "the install started ron.service (systemd runs here); stopped for the checks below"
+  for _ in $(seq 1 150); do systemctl is-active --quiet ron.service && break; sleep 0.2; done
+  systemctl is-active --quiet ron.service || fail "postinst did not start ron.service"
+  systemctl stop ron.service
 fi
 
 step "ron doctor as root, checked as ron.service runs the node (--unit)"

@@ -3,9 +3,10 @@
 # in $ROOTFS) booted with systemd-nspawn -b, systemd 252 as PID 1. The package is
 # installed the way images are built — in a chroot, no systemd running — and the
 # container then boots with the node enabled and started; then PUT/GET, `systemctl
-# reload` applying a quota, a p2p listener on 0.0.0.0, `systemctl stop`, an upgrade
-# over a stopped node (stays stopped) and with the conffile deleted, and a purge that
-# leaves no unit link.
+# reload` applying a quota, a p2p listener on 0.0.0.0, an upgrade of the running node
+# (restarted), `systemctl stop`, a refused configuration (not restarted), a node that
+# cannot start (start limit hit), an upgrade over a stopped node (stays stopped) and
+# with the conffile deleted, and a purge that leaves no unit link.
 #   packaging/deb/nspawn-check.sh target/debian/ron_<version>_<arch>.deb
 # Needs root, debootstrap and systemd-container (apt-get install debootstrap
 # systemd-container), and the Debian mirror (a package registry). Bounded: every wait
@@ -101,13 +102,55 @@ inside systemctl restart ron.service || {
 }
 inside curl -fs http://127.0.0.1:9600/readyz >/dev/null || fail "not ready with p2p on 0.0.0.0"
 
+step "an upgrade of a running node restarts it on the new binary"
+cp "$deb" "$root/root/ron.deb"
+before=$(inside systemctl show -p MainPID --value ron.service)
+inside dpkg -i /root/ron.deb >/dev/null || fail "reinstall over a running node"
+after=$(inside systemctl show -p MainPID --value ron.service)
+[ "$after" != "$before" ] && [ "$after" != 0 ] || fail "not restarted by the upgrade (MainPID $before -> $after)"
+for _ in $(seq 1 150); do
+  inside curl -fs http://127.0.0.1:9600/readyz >/dev/null 2>&1 && break
+  sleep 0.2
+done
+inside curl -fs http://127.0.0.1:9600/readyz >/dev/null || fail "not ready after the upgrade"
+
 step "systemctl stop"
 inside systemctl stop ron.service
 [ "$(inside systemctl is-active ron.service || true)" = inactive ] || fail "still active after stop"
 
+step "a configuration the node refuses (exit 2) is not restarted"
+inside cp /etc/ron/ron.toml /root/ron.toml.good
+inside sh -c 'printf "no_such_key = 1\n" >>/etc/ron/ron.toml'
+inside systemctl start ron.service 2>/dev/null && fail "started with a bad key"
+sleep 3
+[ "$(inside systemctl show -p NRestarts --value ron.service)" = 0 ] || fail "a refused configuration was restarted"
+[ "$(inside systemctl is-active ron.service || true)" = failed ] || fail "not failed after a refused configuration"
+inside systemctl reset-failed ron.service
+
+step "a node that cannot start is left failed after five tries, not restarted for good"
+# /srv is read-only under ProtectSystem=strict: preflight refuses the data dir (exit 1).
+inside sh -c 'sed "s|^data_dirs = .*|data_dirs = [\"/srv/ron\"]|" /root/ron.toml.good >/etc/ron/ron.toml'
+inside mkdir -p /srv/ron
+inside systemctl start ron.service 2>/dev/null || true
+# systemd 252 keeps the last run's Result (exit-code) and logs the limit.
+limited=""
+for waited in $(seq 1 450); do
+  inside journalctl -u ron.service --no-pager | grep -q "Start request repeated too quickly" && { limited=yes; break; }
+  sleep 0.2
+done
+[ -n "$limited" ] || {
+  inside journalctl -u ron.service --no-pager | tail -20
+  fail "no start limit within 90 s (NRestarts=$(inside systemctl show -p NRestarts --value ron.service))"
+}
+restarts=$(inside systemctl show -p NRestarts --value ron.service)
+sleep 5
+[ "$(inside systemctl show -p NRestarts --value ron.service)" = "$restarts" ] || fail "restarted past the start limit"
+[ "$(inside systemctl is-active ron.service || true)" = failed ] || fail "not failed at the start limit"
+echo "    start limit hit after ~$((waited / 5)) s and $restarts restarts; none since"
+inside cp /root/ron.toml.good /etc/ron/ron.toml
+inside systemctl reset-failed ron.service
+
 step "an upgrade leaves a stopped node stopped, and succeeds with the conffile deleted"
-# (The boot emptied /tmp: the package goes to /root.)
-cp "$deb" "$root/root/ron.deb"
 inside dpkg -i /root/ron.deb >/dev/null || fail "reinstall over a stopped node"
 [ "$(inside systemctl is-active ron.service || true)" = inactive ] || fail "the upgrade started a stopped node"
 inside rm /etc/ron/ron.toml
