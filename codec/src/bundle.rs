@@ -40,7 +40,7 @@ use crate::{Address, Error};
 pub const FORMAT: &str = "ron-bundle/1";
 /// The media type a manifest is stored and served with.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.ron.bundle+json";
-/// Largest manifest parsed (about 60,000 entries with two variants each).
+/// Largest manifest parsed (about 45,000 entries with two variants and 30-byte paths).
 pub const MANIFEST_BYTES_MAX: usize = 16 << 20;
 /// Most entries in one manifest.
 pub const MANIFEST_ENTRIES_MAX: usize = 65_536;
@@ -119,7 +119,8 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// A manifest of `entries` (any order) and `meta`, checked as a parsed one is.
+    /// A manifest of `entries` (any order) and `meta`, checked as a parsed one is — its
+    /// encoded length included: a packer stored manifests every node then refused.
     pub fn new(mut entries: Vec<Entry>, meta: BTreeMap<String, String>) -> Result<Manifest, Error> {
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         let manifest = Manifest {
@@ -128,7 +129,39 @@ impl Manifest {
             entries,
         };
         manifest.check()?;
+        let encoded = manifest.encode().len();
+        if encoded > MANIFEST_BYTES_MAX {
+            return Err(bad(format!(
+                "{encoded} bytes encoded, more than the {MANIFEST_BYTES_MAX} a manifest may have"
+            )));
+        }
         Ok(manifest)
+    }
+
+    /// The longest manifest `paths` could make (every file with a variant in each
+    /// coding, every length at its longest), checked as [`Manifest::new`] checks: for
+    /// a packer to refuse a tree before it stores a byte of it.
+    pub fn check_could_hold(
+        paths: &[String],
+        meta: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let longest = |path: &String| Piece {
+            hash: Address::of(path.as_bytes()),
+            len: u64::MAX,
+        };
+        let entries = paths
+            .iter()
+            .map(|path| Entry {
+                path: path.clone(),
+                hash: longest(path).hash,
+                len: u64::MAX,
+                media_type: media_type_of(path).to_string(),
+                variants: [Encoding::Br, Encoding::Zstd]
+                    .map(|coding| (coding, longest(path)))
+                    .into(),
+            })
+            .collect();
+        Manifest::new(entries, meta.clone()).map(drop)
     }
 
     /// Parses and checks a manifest's bytes (already verified against its address).

@@ -660,6 +660,75 @@ fn a_blocked_bundle_stops_serving_at_once_even_with_its_manifest_cached() {
     }
 }
 
+/// The denylist names content: a file's own bytes blocked are blocked in every coding
+/// (before, a browser asking for br got the blocked file in br, 200); a variant blocked
+/// or removed is passed over for the next representation (before: 451, or 404 for an
+/// entry the manifest names while its identity was held).
+#[test]
+fn a_blocked_file_is_blocked_in_every_coding_and_a_missing_variant_is_passed_over() {
+    let dir = temp_dir("bundle-entry-blocked");
+    let site = dir.with_extension("site");
+    let lists = dir.with_extension("lists");
+    let _ = std::fs::remove_dir_all(&site);
+    std::fs::create_dir_all(&lists).unwrap();
+    write_site(&site);
+    let list_dir = lists.to_str().unwrap().to_string();
+    let n = Node::start(&dir, &["--shards", "1", "--denylist", &list_dir]);
+    let bundle = packed_address(&pack(&n, &site, &[]));
+    let manifest = Manifest::parse(&get_bytes(&n, &bundle)).unwrap();
+    let app = manifest.entry("app.js").unwrap().clone();
+    let css = manifest.entry("css/site.css").unwrap().clone();
+    assert!(!app.variants.is_empty() && css.variants.contains_key(&Encoding::Br));
+
+    write_list(
+        &lists,
+        "takedown.deny",
+        &format!(
+            "b3:{}\nb3:{}\n",
+            hex(&app.hash),
+            hex(&css.variants[&Encoding::Br].hash)
+        ),
+    );
+    wait_for_policy(&n, 2);
+    for accept in ["br, zstd", "zstd", "identity"] {
+        let field = format!("Accept-Encoding: {accept}");
+        let r = ask(&n, "GET", &format!("/o/{bundle}/app.js"), &[&field]);
+        assert_eq!(r.status, 451, "app.js as {accept}: {r:?}");
+    }
+    let r = ask(
+        &n,
+        "GET",
+        &format!("/o/{bundle}/css/site.css"),
+        &["Accept-Encoding: br"],
+    );
+    assert_eq!(
+        (r.status, r.header("Content-Encoding")),
+        (200, None),
+        "{r:?}"
+    );
+
+    let zstd = css.variants[&Encoding::Zstd].hash;
+    let removed = request(
+        n.admin,
+        format!("POST /admin/remove/{zstd} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(removed.status, 200, "{removed:?}");
+    let r = ask(
+        &n,
+        "GET",
+        &format!("/o/{bundle}/css/site.css"),
+        &["Accept-Encoding: zstd"],
+    );
+    assert_eq!(
+        (r.status, r.header("Content-Encoding")),
+        (200, None),
+        "{r:?}"
+    );
+    assert!(r.body == std::fs::read(site.join("css/site.css")).unwrap());
+    std::fs::remove_dir_all(&site).unwrap();
+}
+
 /// A site stored here loads at once while anonymous requests for addresses nobody has
 /// wait on a read-through that never answers: a lookup holds no manifest slot (before,
 /// each took one of a shard's four for its whole wait, and four such requests every

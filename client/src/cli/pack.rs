@@ -59,6 +59,11 @@ pub(super) fn run(
             bundle::MANIFEST_ENTRIES_MAX
         )));
     }
+    // Refused before a byte is stored: a tree whose manifest would pass the size a node
+    // reads was stored whole, then answered 400 at every path.
+    let names: Vec<String> = files.iter().map(|(name, _)| name.clone()).collect();
+    Manifest::check_could_hold(&names, &request.meta)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", request.path.display())))?;
     let mut client = Client::connect(endpoint, options)?;
     let mut totals = Totals::default();
     let mut entries = Vec::with_capacity(files.len());

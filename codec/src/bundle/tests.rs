@@ -211,3 +211,23 @@ fn a_file_under_another_is_refused_however_deep() {
         .to_string()
         .contains(r#"f007" is both a file and a directory"#));
 }
+
+/// What `Manifest::new` makes, `Manifest::parse` reads: a manifest past the size a node
+/// reads is refused when it is made (a packer stored one every node then refused), and
+/// a tree that could make one is refused before a byte of it is stored.
+#[test]
+fn a_manifest_too_long_to_read_is_refused_when_made() {
+    let paths: Vec<String> = (0..50_000)
+        .map(|i| format!("assets/{i:08}/file-with-a-longish-name.js"))
+        .collect();
+    let err = Manifest::check_could_hold(&paths, &BTreeMap::new()).unwrap_err();
+    assert!(err.to_string().contains("a manifest may have"), "{err}");
+    let few = &paths[..1_000];
+    Manifest::check_could_hold(few, &BTreeMap::new()).unwrap();
+    let made = Manifest::new(
+        few.iter().map(|p| entry(p, p.as_bytes())).collect(),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!(Manifest::parse(&made.encode()).unwrap(), made);
+}

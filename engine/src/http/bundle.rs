@@ -60,25 +60,50 @@ pub(super) async fn get<S: Transport>(
         }
         Err(refusal) => return respond::refuse_request(ctx, conn, req, &refusal, close).await,
     };
-    let entry = &manifest.entries[entry];
+    // The entry alone is kept while it is served (a slow reader holds it for minutes):
+    // the parsed manifest, tens of MB for a big site, goes back to the cache, or away.
+    let entry = manifest.entries[entry].clone();
+    drop(manifest);
+    // The denylist names content: the entry's own bytes blocked block every coding of
+    // them (a browser asking for br got the blocked file in br).
+    if let Err(refusal) = ctx.service.check_blocked(&entry.hash) {
+        return respond::refuse_request(ctx, conn, req, &refusal, close).await;
+    }
     let mut last = None;
-    for coding in ranked(req, entry) {
-        match serve(ctx, conn, req, bundle, entry, coding, close).await? {
+    for coding in ranked(req, &entry) {
+        match serve(ctx, conn, req, bundle, &entry, coding, close).await? {
             Ok(status) => {
                 count_served(ctx, status, coding);
                 return Ok(status);
             }
-            // A stored representation that fails verification is never sent: the next
-            // acceptable one is tried, and the first refusal answered if none serves.
-            Err(refusal) if refusal.code() == ErrorCode::StoredDigestMismatch => {
-                tracing::warn!(bundle = %bundle, path = %entry.path, coding = coding.map_or("identity", Encoding::token), "a bundle representation failed verification: trying the next one");
+            // A stored representation that fails verification is never sent, and a
+            // variant this node cannot give (not held, blocked, its upstream failing) is
+            // passed over: the next acceptable one is tried, and the first refusal
+            // answered if none serves.
+            Err(refusal) if next_is_tried(&refusal, coding) => {
+                tracing::warn!(bundle = %bundle, path = %entry.path, coding = coding.map_or("identity", Encoding::token), reason = %refusal, "a bundle representation cannot be served: trying the next one");
                 last.get_or_insert(refusal);
             }
             Err(refusal) => return respond::refuse_request(ctx, conn, req, &refusal, close).await,
         }
     }
-    let refusal = last.unwrap_or_else(|| not_acceptable(entry));
+    let refusal = last.unwrap_or_else(|| not_acceptable(&entry));
     respond::refuse_request(ctx, conn, req, &refusal, close).await
+}
+
+/// Whether a representation's refusal passes on to the next acceptable one: a stored
+/// copy failing verification (any representation), or a variant this node cannot give
+/// — not held, blocked, or its read-through failing — while the entry's own bytes may
+/// still be (an edge whose upstream is down still serves the identity it holds).
+fn next_is_tried(refusal: &Refusal, coding: Option<Encoding>) -> bool {
+    match refusal.code() {
+        ErrorCode::StoredDigestMismatch => true,
+        ErrorCode::NotFound
+        | ErrorCode::Blocked
+        | ErrorCode::BadGateway
+        | ErrorCode::GatewayTimeout => coding.is_some(),
+        _ => false,
+    }
 }
 
 /// Serves `entry` in `coding` (none: identity), or says why not before sending anything.
