@@ -342,8 +342,10 @@ struct VerifiedSlice {
     total_len: u64,
     written: u64,
     /// The body's length as the head announced it, held to the encoding's once its
-    /// length header is read.
+    /// walk is over.
     announced: Option<u64>,
+    /// Bytes fed so far.
+    fed: u64,
 }
 
 impl VerifiedSlice {
@@ -358,12 +360,13 @@ impl VerifiedSlice {
             total_len: 0,
             written: 0,
             announced: None,
+            fed: 0,
         }
     }
 
     /// Holds the answer's announced body length to the encoding's: a node announcing
     /// more and then sending nothing kept the client waiting out its timeout after every
-    /// byte had verified, and the verified download was then thrown away.
+    /// byte had verified (and the error did not say why).
     fn announcing(mut self, body_len: u64) -> VerifiedSlice {
         self.announced = Some(body_len);
         self
@@ -388,6 +391,7 @@ impl VerifiedSlice {
     /// encoding would otherwise have them all held in memory until the end.
     /// Memory: less than one piece (a group, or a parent) and `bytes`.
     fn feed(&mut self, bytes: &[u8], sink: &mut dyn Write) -> Result<(), ClientError> {
+        self.fed += bytes.len() as u64;
         self.pending.extend_from_slice(bytes);
         let mut used = 0;
         while let Some(n) = self.decoder.wanted() {
@@ -401,14 +405,6 @@ impl VerifiedSlice {
                 Decoded::Length(len) => {
                     self.total_len = len;
                     self.wanted = self.ask.resolve(len);
-                    let encoded = self.decoder.shape().map(|shape| shape.encoded_len());
-                    if let (Some(announced), Some(encoded)) = (self.announced, encoded) {
-                        if announced != encoded {
-                            return Err(self.broken(&format!(
-                                "the answer announces {announced} bytes; its encoding is {encoded}"
-                            )));
-                        }
-                    }
                 }
                 Decoded::Data { offset } => {
                     let (first, last) = self.wanted.unwrap_or((1, 0));
@@ -429,7 +425,16 @@ impl VerifiedSlice {
             self.pending = Vec::new();
             return Err(self.broken("the bao answer runs past the end of its encoding"));
         }
-        Ok(())
+        // The walk is over, every byte of it verified: an answer announcing more is the
+        // node's framing, said now rather than after the timeout.
+        match self.announced {
+            Some(announced) if self.decoder.wanted().is_none() && self.fed < announced => Err(self
+                .broken(&format!(
+                    "the answer announces {announced} bytes; its encoding ends at {}",
+                    self.fed
+                ))),
+            _ => Ok(()),
+        }
     }
 
     /// The answer is over: whole, with nothing after it.
@@ -503,7 +508,7 @@ mod tests {
         let err = slice.feed(&encoding, &mut Vec::new()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "protocol error from node: the answer announces 1000 bytes; its encoding is 9"
+            "protocol error from node: the answer announces 1000 bytes; its encoding ends at 9"
         );
         let mut exact = VerifiedSlice::new(addr, SliceAsk::Whole, "node".into()).announcing(9);
         let mut out = Vec::new();
