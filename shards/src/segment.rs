@@ -654,6 +654,9 @@ struct LaneCopy {
     len: u64,
     /// Where `reader` is.
     at: u64,
+    /// Reads of this copy the device refused (logged once: a dead disk fails every
+    /// block, and a 1 GiB segment has 262,144 of them).
+    unreadable: std::cell::Cell<u64>,
 }
 
 impl LaneCopies {
@@ -676,6 +679,7 @@ impl LaneCopies {
                 reader,
                 len,
                 at: 0,
+                unreadable: std::cell::Cell::new(0),
             });
         }
         Ok(LaneCopies { copies })
@@ -699,7 +703,7 @@ impl LaneCopies {
             match copy.needle_at(id, at) {
                 Ok(Some(found)) => return Ok(Some(found)),
                 Ok(None) => {}
-                Err(e) => unreadable(&copy.path, at, &e),
+                Err(e) => copy.unreadable(at, &e),
             }
         }
         Ok(None)
@@ -766,7 +770,7 @@ impl LaneCopy {
                 Ok(n) => read += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    unreadable(&self.path, offset, &e);
+                    self.unreadable(offset, &e);
                     let block_end = (offset + 1).next_multiple_of(UNREADABLE_BLOCK_BYTES);
                     let skip = ((block_end - offset) as usize).min(buf.len() - read);
                     buf[read..read + skip].fill(0);
@@ -775,6 +779,14 @@ impl LaneCopy {
             }
         }
         read.min(self.len.saturating_sub(at) as usize)
+    }
+
+    /// Counts a read the device refused; the first is logged.
+    fn unreadable(&self, at: u64, e: &std::io::Error) {
+        let before = self.unreadable.replace(self.unreadable.get() + 1);
+        if before == 0 {
+            tracing::error!(path = %self.path.display(), at, error = %e, "a segment's bytes cannot be read: passed over, as rot is (further failures of this file not logged)");
+        }
     }
 
     fn needle_at(&mut self, id: SegmentId, at: u64) -> std::io::Result<Option<(FoundNeedle, u64)>> {
@@ -795,11 +807,6 @@ impl LaneCopy {
 /// What a read that fails is taken to have lost: the block it falls in (the page
 /// size, and every common filesystem's block).
 const UNREADABLE_BLOCK_BYTES: u64 = 4096;
-
-/// Logs a read of a segment the device refused.
-fn unreadable(path: &Path, at: u64, e: &std::io::Error) {
-    tracing::error!(path = %path.display(), at, error = %e, "a segment's bytes cannot be read: passed over, as rot is");
-}
 
 fn scan_segment(
     mut copies: LaneCopies,
