@@ -47,6 +47,10 @@ pub(super) enum ShownAs<'a> {
 }
 
 impl Shown<'_> {
+    fn is_bundle_entry(&self) -> bool {
+        matches!(self.kind, ShownAs::BundleEntry { .. })
+    }
+
     fn coding(&self) -> Option<&'static str> {
         match self.kind {
             ShownAs::BundleEntry { coding, .. } => coding,
@@ -142,10 +146,17 @@ async fn plan(
     }
     let range = req.range.as_ref().filter(|_| !if_range_failed);
     let span = Span::resolve(range, object.len())?;
+    let client = ticket.map(Ticket::tenant);
     if req.method != Method::Get || span.len == 0 {
+        if span.len > 0 && shown.is_some_and(Shown::is_bundle_entry) {
+            // A HEAD of a bundle entry opens its representation as a GET does (its first
+            // group checked): a rotten one is passed over for the same next one, so HEAD
+            // shows what GET sends (RFC 9110 §9.3.2). It showed the rotten variant's
+            // coding and ETag, while GET sent another.
+            drop(ctx.service.stream(&object, span, client).await?);
+        }
         return Ok(Plan::Send(object, span, None));
     }
-    let client = ticket.map(Ticket::tenant);
     let stream = ctx.service.stream(&object, span, client).await?;
     Ok(Plan::Send(object, span, Some(stream)))
 }
