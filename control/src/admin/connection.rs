@@ -153,10 +153,6 @@ fn write_before(
 mod tests {
     use super::*;
 
-    /// A connection let in after waiting for a thread while the server was crowded (its
-    /// accept longer ago than ADMIN_CROWDED_HEAD_MS), whose head has arrived whole, is
-    /// answered. Before, it was closed without a word: the crowded rule was asked before
-    /// anything was read.
     /// Serves one `GET /healthz` whose client keeps its end open, accepted at
     /// `accepted`; asserts the 200 and returns how long `serve` took.
     fn serve_healthz(accepted: Instant, crowded: bool) -> Duration {
