@@ -82,18 +82,23 @@ pub(super) async fn index_backlog(commits: &GroupCommit, backlog: IndexBacklog) 
 
 impl GroupCommit {
     /// Puts the packed records of a failed index commit back in the backlog (they are
-    /// still in the unindexed map); own-file records are dropped with their answers.
+    /// still in the unindexed map, as written); own-file records, and a packed object's
+    /// record made again by a keep or a demotion, are dropped with their answers. A
+    /// demotion answered as failed was requeued with the packed record it followed, and
+    /// the next index commit made a copy reported kept evictable.
     fn requeue_packed(&self, stores: Vec<StoreBacklog>, packed: usize) {
         let unindexed = self.unindexed.borrow();
         let mut backlog = self.backlog.borrow_mut();
         backlog.packed += packed;
         for failed in stores {
             let queued = backlog.store(&failed.store);
-            let mut records: Vec<CommitRecord> = failed
-                .records
-                .into_iter()
-                .filter(|r| unindexed.contains_key(&r.addr))
-                .collect();
+            let as_written = |r: &CommitRecord| {
+                unindexed
+                    .get(&r.addr)
+                    .is_some_and(|(_, retention)| *retention == r.retention)
+            };
+            let mut records: Vec<CommitRecord> =
+                failed.records.into_iter().filter(as_written).collect();
             records.append(&mut queued.records);
             queued.records = records;
             queued.checkpoint = queued.checkpoint.max(failed.checkpoint);
@@ -104,16 +109,20 @@ impl GroupCommit {
 /// After a failed index commit: the files of the own-file objects it held, which stage
 /// one renamed into place and no record names (none committed in any replica; a packed
 /// object stays in the unindexed map, a record made again for a stored object keeps its
-/// old one). Kept, they were space nothing ever gave back. Best effort: a failure is
-/// logged, and the files then stay until the object is uploaded again.
+/// old one). Kept, they were space nothing ever gave back. An adopted orphan's file is
+/// kept: its bytes were there before (the next start adopts it again). Best effort: a
+/// failure is logged, and the files then stay until the object is uploaded again.
 async fn remove_unrecorded_files(commits: &GroupCommit, stores: &[StoreBacklog]) {
     let dropped: Vec<(Store, Vec<Address>)> = {
         let unindexed = commits.unindexed.borrow();
+        let adopting = commits.adopting.borrow();
         stores
             .iter()
             .map(|s| {
                 let addrs = s.records.iter().map(|r| r.addr);
-                let own_file = addrs.filter(|a| !unindexed.contains_key(a)).collect();
+                let own_file = addrs
+                    .filter(|a| !unindexed.contains_key(a) && !adopting.contains(a))
+                    .collect();
                 (s.store.clone(), own_file)
             })
             .filter(|(_, addrs): &(Store, Vec<Address>)| !addrs.is_empty())

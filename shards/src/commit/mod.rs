@@ -101,6 +101,7 @@ impl GroupCommit {
             in_flight: RefCell::new(HashMap::new()),
             segments: RefCell::new(HashMap::new()),
             unindexed: RefCell::new(AddressMap::default()),
+            adopting: RefCell::default(),
             backlog: RefCell::new(IndexBacklog::default()),
             indexing: std::cell::Cell::new(false),
             closing: std::cell::Cell::new(false),

@@ -105,6 +105,10 @@ pub(crate) struct GroupCommit {
     pub(super) segments: RefCell<HashMap<StoreId, SegmentLog>>,
     /// Packed objects answered whose index records are not yet committed.
     pub(super) unindexed: RefCell<AddressMap<Address, (ObjectMeta, Retention)>>,
+    /// Addresses the orphan sweep is storing again from their own files: their files
+    /// are kept when the index commit fails (unlinked, they were the only copy of an
+    /// acknowledged object whose index was lost).
+    pub(crate) adopting: RefCell<std::collections::HashSet<Address>>,
     /// Records for the next index commit.
     pub(super) backlog: RefCell<IndexBacklog>,
     /// An index commit is running.

@@ -203,7 +203,12 @@ async fn adopt(shard: &Shard, objects_dir: &Path, addr: Address) -> Result<Adopt
         upload::discard(staged).await;
         return Ok(Adoption::NotItsBytes);
     }
-    shard.commit(staged).await?;
+    // Marked for its commit: a failed index commit keeps the file (now the staged copy
+    // of the same bytes) instead of removing it as an upload's.
+    shard.commits.adopting.borrow_mut().insert(addr);
+    let committed = shard.commit(staged).await;
+    shard.commits.adopting.borrow_mut().remove(&addr);
+    committed?;
     Ok(Adoption::Stored)
 }
 

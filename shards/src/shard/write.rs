@@ -309,6 +309,60 @@ mod tests {
         });
     }
 
+    /// The orphan sweep's adoption of a file whose index commit fails keeps the file:
+    /// its bytes were the only copy of an acknowledged object whose index was lost.
+    /// Before, the failure's clean-up removed it as an upload's.
+    #[test]
+    fn an_adopted_file_is_kept_when_its_index_commit_fails() {
+        on_one_shard("ron-shards-adopt-fails", |shard| async move {
+            shard
+                .commits
+                .faults
+                .index_failures
+                .store(1, Ordering::Relaxed);
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+            let adopted = staged(&shard, &data, Retention::Kept).await;
+            let addr = adopted.meta.addr();
+            shard.commits.adopting.borrow_mut().insert(addr);
+            shard
+                .commit(adopted)
+                .await
+                .expect_err("the index commit failed");
+            shard.commits.adopting.borrow_mut().remove(&addr);
+            let store = shard.local_store(&addr).unwrap().clone();
+            let path = store.object_path(&addr, crate::ids::DirIndex(0));
+            assert_eq!(std::fs::read(&path).unwrap(), data, "kept, whole");
+        });
+    }
+
+    /// A demotion of a packed object not yet indexed, answered as failed with its index
+    /// commit, is not committed by the next one: the copy stays kept. Before, its record
+    /// was requeued with the packed record it followed, and a copy reported kept (a
+    /// placement's pull, meanwhile) was made evictable.
+    #[test]
+    fn a_demotion_answered_as_failed_is_not_committed_later() {
+        on_one_shard("ron-shards-demote-fails", |shard| async move {
+            let faults = Arc::clone(&shard.commits.faults);
+            faults.index_stall_ms.store(200, Ordering::Relaxed);
+            faults.index_failures.store(2, Ordering::Relaxed);
+            let small = staged(&shard, &[5u8; 64], Retention::Kept).await;
+            let addr = small.meta.addr();
+            assert_eq!(shard.commit(small).await.unwrap(), CommitOutcome::Created);
+            wait_until(|| shard.commits.index_failed() && !shard.commits.indexing_now()).await;
+            let store = shard.local_store(&addr).unwrap().clone();
+            shard
+                .commits
+                .demote(&store, &addr)
+                .await
+                .expect_err("its index commit failed");
+            assert!(shard.commits.keep_if_stored(&store, &addr).await.unwrap());
+            let later = staged(&shard, &[6u8; 64], Retention::Kept).await;
+            assert_eq!(shard.commit(later).await.unwrap(), CommitOutcome::Created);
+            wait_until(|| !shard.commits.index_failed() && store.contains(&addr).unwrap()).await;
+            assert!(!store.is_evictable(&addr).unwrap(), "still kept");
+        });
+    }
+
     /// An upload dropped while it retries a failed index commit (a stop ending its
     /// fetch) does not take the retry with it: the retry ends, every answered object is
     /// indexed, and later index commits run. Before, `indexing` stayed set, so no index
