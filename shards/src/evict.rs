@@ -270,6 +270,7 @@ impl Evicter {
             }
         };
         let gone: Vec<Address> = evicted.iter().map(|o| o.addr).collect();
+        commits.forget_announcements(&gone);
         (self.forget)(gone.clone()).await;
         let (owned, to_unlink) = (store.clone(), gone.clone());
         let unlinked = glommio::executor()

@@ -87,7 +87,8 @@ pub(crate) async fn remove_copy(
         return Err(Refusal::RemoveBusy { addr: *addr });
     }
     if let Some(dht) = dht {
-        let _ = dht.try_withdraw(vec![*addr.as_bytes()]);
+        // Waits for room: a withdrawal dropped (a full mailbox) left the copy advertised.
+        ron_shards::withdraw(dht, vec![*addr.as_bytes()]).await;
     }
     tracing::info!(obj = %addr, "object removed by the operator");
     Ok(())

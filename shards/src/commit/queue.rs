@@ -213,6 +213,24 @@ impl GroupCommit {
         });
     }
 
+    /// Drops the announcements not yet sent of copies just removed: a held one sent
+    /// after the removal's withdrawal advertised a copy the node no longer has (and
+    /// asked holders to take it), republished from then on.
+    pub(crate) fn forget_announcements(&self, removed: &[Address]) {
+        let gone: std::collections::HashSet<[u8; 32]> =
+            removed.iter().map(|a| *a.as_bytes()).collect();
+        for held in [&self.announced, &self.announced_kept] {
+            held.borrow_mut().retain(|addr| !gone.contains(addr));
+        }
+    }
+
+    /// The announcements held (not yet taken by the DHT thread's mailbox).
+    #[cfg(test)]
+    pub(crate) fn announcements_held(&self) -> Vec<[u8; 32]> {
+        let (plain, kept) = (self.announced.borrow(), self.announced_kept.borrow());
+        plain.iter().chain(kept.iter()).copied().collect()
+    }
+
     /// Whether the backlog must be indexed now: own-file uploads wait for it, or the
     /// unindexed records reached a checkpoint's worth.
     pub(super) fn index_due(&self) -> bool {

@@ -229,16 +229,24 @@ mod tests {
     }
 
     async fn start_shard_with(data_dir: &Path, ec: crate::ec::EcParams) -> Rc<Shard> {
+        start_shard_configured(
+            data_dir,
+            ShardConfig {
+                ec,
+                ..config(data_dir)
+            },
+        )
+        .await
+    }
+
+    /// A shard of the one data dir `data_dir`, with `config`.
+    async fn start_shard_configured(data_dir: &Path, config: ShardConfig) -> Rc<Shard> {
         let table = layout::open_data_dirs(&DataDirs::one(data_dir), 1, 0)
             .unwrap()
             .table;
         layout::clean_tmp(data_dir).unwrap();
         let routing = Routing::new(table, 1);
         let metrics = Arc::new(StorageCounters::default());
-        let config = ShardConfig {
-            ec,
-            ..config(data_dir)
-        };
         Shard::start(ShardIndex(0), routing, config, None, metrics)
             .await
             .unwrap()
@@ -361,6 +369,41 @@ mod tests {
             wait_until(|| !shard.commits.index_failed() && store.contains(&addr).unwrap()).await;
             assert!(!store.is_evictable(&addr).unwrap(), "still kept");
         });
+    }
+
+    /// A copy removed while its announcement waits for room in the DHT thread's mailbox
+    /// is not announced after its withdrawal. Before, the held announcement went out at
+    /// the next call, and the node advertised (and republished) a copy it no longer had.
+    #[test]
+    fn a_removed_copy_is_not_announced_after_its_withdrawal() {
+        let dir = std::env::temp_dir().join(format!("ron-shards-held-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data_dir = dir.clone();
+        LocalExecutorBuilder::new(Pinning::Unbound)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .spawn(move || async move {
+                // A mailbox with no room: every announcement is held.
+                let (dht, _mailbox) = ron_link::dht::DhtClient::for_tests(0);
+                let config = ShardConfig {
+                    dht: Some(dht),
+                    ..config(&data_dir)
+                };
+                let shard = start_shard_configured(&data_dir, config).await;
+                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
+                let upload = staged(&shard, &data, Retention::Kept).await;
+                let addr = upload.meta.addr();
+                shard.commit(upload).await.unwrap();
+                assert!(shard.commits.announcements_held().contains(addr.as_bytes()));
+                assert!(shard.remove(&addr).await.unwrap());
+                assert!(
+                    !shard.commits.announcements_held().contains(addr.as_bytes()),
+                    "a removed copy's announcement dropped"
+                );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// An upload dropped while it retries a failed index commit (a stop ending its
