@@ -314,7 +314,18 @@ impl Shard {
             group,
         };
         let store = self.local_store(&key.addr)?;
-        let read = match self.disk_group(store, meta, key).await {
+        let read = self.disk_group(store, meta, key).await;
+        // Stored again since its metadata was loaded (evicted, then fetched or uploaded
+        // again: on several dirs, its columns elsewhere): the bytes read are the new
+        // copy's, not damage. Rebuilt with the old geometry, they failed, and the damage
+        // report made replication discard the healthy new copy.
+        if read.as_ref().is_err_and(ShardError::is_stored_damage)
+            && !self.same_copy_stored(meta).await
+        {
+            self.forget_metas(&[key.addr]);
+            return Err(ShardError::NotFound { addr: key.addr });
+        }
+        let read = match read {
             // Evicted since its metadata was loaded: a miss, not damage. A packed object
             // answered but not yet indexed is stored all the same (the unindexed map).
             Err(_) if matches!(self.commits.stored_retention(store, &key.addr), Ok(None)) => {

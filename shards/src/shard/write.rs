@@ -229,22 +229,21 @@ mod tests {
     }
 
     async fn start_shard_with(data_dir: &Path, ec: crate::ec::EcParams) -> Rc<Shard> {
-        start_shard_configured(
-            data_dir,
-            ShardConfig {
-                ec,
-                ..config(data_dir)
-            },
-        )
+        start_shard_configured(ShardConfig {
+            ec,
+            ..config(data_dir)
+        })
         .await
     }
 
-    /// A shard of the one data dir `data_dir`, with `config`.
-    async fn start_shard_configured(data_dir: &Path, config: ShardConfig) -> Rc<Shard> {
-        let table = layout::open_data_dirs(&DataDirs::one(data_dir), 1, 0)
+    /// A shard of `config`'s data dirs, with `config`.
+    async fn start_shard_configured(config: ShardConfig) -> Rc<Shard> {
+        let table = layout::open_data_dirs(&config.data_dirs, 1, 0)
             .unwrap()
             .table;
-        layout::clean_tmp(data_dir).unwrap();
+        for (_, dir) in config.data_dirs.iter() {
+            layout::clean_tmp(dir).unwrap();
+        }
         let routing = Routing::new(table, 1);
         let metrics = Arc::new(StorageCounters::default());
         Shard::start(ShardIndex(0), routing, config, None, metrics)
@@ -388,7 +387,7 @@ mod tests {
                     dht: Some(dht),
                     ..config(&data_dir)
                 };
-                let shard = start_shard_configured(&data_dir, config).await;
+                let shard = start_shard_configured(config).await;
                 let data: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
                 let upload = staged(&shard, &data, Retention::Kept).await;
                 let addr = upload.meta.addr();
@@ -399,6 +398,49 @@ mod tests {
                     !shard.commits.announcements_held().contains(addr.as_bytes()),
                     "a removed copy's announcement dropped"
                 );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A read holding an object's metadata from before an eviction, on a node of three
+    /// dirs, finds the copy stored again since (another rotation: its columns in other
+    /// dirs): a miss, not damage. Before, the new copy's blocks read with the old
+    /// geometry failed, the rebuild failed, and the damage report made replication
+    /// discard the healthy new copy.
+    #[test]
+    fn a_copy_stored_again_elsewhere_is_no_damage_to_a_read_of_the_old_metadata() {
+        let dir = std::env::temp_dir().join(format!("ron-shards-again-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = dir.clone();
+        LocalExecutorBuilder::new(Pinning::Unbound)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .spawn(move || async move {
+                let dirs = DataDirs::new((0..3).map(|d| root.join(format!("d{d}"))).collect());
+                let shard = start_shard_configured(ShardConfig {
+                    data_dirs: dirs,
+                    ec: crate::ec::EcParams::new(2, 1).unwrap(),
+                    ..config(&root.join("d0"))
+                })
+                .await;
+                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 233) as u8).collect();
+                let first = staged(&shard, &data, Retention::Evictable).await;
+                let (addr, before) = (first.meta.addr(), first.meta.clone());
+                shard.commit(first).await.unwrap();
+                assert!(shard.remove(&addr).await.unwrap());
+                drop(shard.begin_upload(Some(10)).unwrap());
+                let again = staged(&shard, &data, Retention::Evictable).await;
+                assert_ne!(again.meta.parity, before.parity, "another rotation");
+                shard.commit(again).await.unwrap();
+                let read = shard.group_from_disk(&before, GroupIndex(0)).await;
+                assert!(
+                    matches!(read, Err(ShardError::NotFound { .. })),
+                    "{:?}",
+                    read.as_ref().err()
+                );
+                assert!(shard.damaged.report(addr), "reported damaged by the read");
             })
             .unwrap()
             .join()
