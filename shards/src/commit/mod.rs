@@ -289,6 +289,14 @@ impl GroupCommit {
         addr: &Address,
         record: CommitRecord,
     ) -> Result<(), ShardError> {
+        if self.closing.get() {
+            // The commit task has stopped, or is stopping: nothing would answer this
+            // (a removal over the mesh during a stop waited until the executor ended).
+            self.settle(addr, false);
+            return Err(ShardError::Stopping {
+                shard: self.shard.0,
+            });
+        }
         let (done, result) = local_channel::new_bounded(1);
         {
             let mut backlog = self.backlog.borrow_mut();

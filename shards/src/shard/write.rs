@@ -448,6 +448,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// A removal (a demotion first) asked of a stopped shard is refused at once. Before,
+    /// its record waited in the backlog of a commit task that had ended, and the caller
+    /// (a mesh removal during a stop) waited until the executor did.
+    #[test]
+    fn a_removal_asked_of_a_stopped_shard_is_refused() {
+        on_one_shard("ron-shards-remove-stopped", |shard| async move {
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 229) as u8).collect();
+            let upload = staged(&shard, &data, Retention::Kept).await;
+            let addr = upload.meta.addr();
+            shard.commit(upload).await.unwrap();
+            shard.stop(Duration::from_secs(5)).await;
+            let removal =
+                crate::lifecycle::finished_within(Duration::from_secs(5), shard.remove(&addr));
+            let refused = removal.await.expect("answered, not left waiting");
+            assert!(
+                matches!(refused, Err(ShardError::Stopping { .. })),
+                "{refused:?}"
+            );
+        });
+    }
+
     /// An upload dropped while it retries a failed index commit (a stop ending its
     /// fetch) does not take the retry with it: the retry ends, every answered object is
     /// indexed, and later index commits run. Before, `indexing` stayed set, so no index
