@@ -146,6 +146,7 @@ fn a_record_whose_tree_rotted_is_removed_and_its_whole_file_stored_again() {
         "the record's third group"
     );
     n.restart(&args);
+    assert_eq!(metric(n.admin, "ron_objects_stored"), 1);
     let r = get(n.http, &p).unwrap();
     assert_eq!(
         r.status,
@@ -154,6 +155,14 @@ fn a_record_whose_tree_rotted_is_removed_and_its_whole_file_stored_again() {
         String::from_utf8_lossy(&r.body)
     );
     assert_eq!(metric(n.admin, "ron_replication_damaged_copies_total"), 1);
+    // The gauges follow the index (they stayed at one object, 300 KB, before).
+    assert_eq!(
+        (
+            metric(n.admin, "ron_objects_stored"),
+            metric(n.admin, "ron_bytes_stored")
+        ),
+        (0, 0)
+    );
     assert_eq!(get(n.http, &p).unwrap().status, 404);
     assert_eq!(n.stop().code(), Some(0));
     n.restart(&args);

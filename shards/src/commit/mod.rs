@@ -359,10 +359,18 @@ impl GroupCommit {
         let forgotten = match crate::store::read_record(store, addr).await {
             Err(e) if e.is_unreadable_record() => {
                 let (store, key) = (store.clone(), *addr);
-                glommio::executor()
+                let removed = glommio::executor()
                     .spawn_blocking(move || store.forget_unreadable_record_blocking(&key))
-                    .await
-                    .map(|()| true)
+                    .await;
+                // The node's gauges follow the index's stats (they stayed high).
+                removed.map(|len| {
+                    if let Some(len) = len {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        self.metrics.objects_stored.fetch_sub(1, Relaxed);
+                        self.metrics.bytes_stored.fetch_sub(len, Relaxed);
+                    }
+                    true
+                })
             }
             _ => Ok(false),
         };

@@ -229,12 +229,14 @@ impl Index {
 
     /// Removes `addr`'s record as [`Index::evict`] does, but leaves no `evicted` marker:
     /// its files stay where they are (`Store::forget_unreadable_record_blocking`).
-    pub(super) fn forget_record(&self, addr: &Address) -> Result<(), ShardError> {
+    /// Removes `addr`'s record; the object length it gave (`None`: there was none).
+    pub(super) fn forget_record(&self, addr: &Address) -> Result<Option<u64>, ShardError> {
         let mut wtxn = self.env.write_txn().map_err(self.lmdb("begin write"))?;
         let mut stats = StoreStats::decode(self.stat_in(&wtxn, STATS_KEY)?.as_deref());
-        self.remove_record(&mut wtxn, addr, &mut stats)?;
+        let removed = self.remove_record(&mut wtxn, addr, &mut stats)?;
         self.put_stats_counting_commit(&mut wtxn, &stats)?;
-        wtxn.commit().map_err(self.lmdb("commit"))
+        wtxn.commit().map_err(self.lmdb("commit"))?;
+        Ok(removed)
     }
 
     /// Up to `limit` evictable objects, oldest first.

@@ -389,8 +389,19 @@ impl Store {
     /// by a pull) where it answered an error for good. Its files stay: a whole one is
     /// stored again by the next start's orphan sweep (`orphans.rs`). The caller holds the
     /// address claimed in the commit queue. Blocking (fsync).
-    pub fn forget_unreadable_record_blocking(&self, addr: &Address) -> Result<(), ShardError> {
-        self.replicas.iter().try_for_each(|r| r.forget_record(addr))
+    /// The object length the serving replica's record gave (`None`: it had none).
+    pub fn forget_unreadable_record_blocking(
+        &self,
+        addr: &Address,
+    ) -> Result<Option<u64>, ShardError> {
+        let mut served = None;
+        for (i, replica) in self.replicas.iter().enumerate() {
+            let removed = replica.forget_record(addr)?;
+            if i == 0 {
+                served = removed;
+            }
+        }
+        Ok(served)
     }
 
     /// Removes the files of evicted objects (data and parity, in every dir; a packed
