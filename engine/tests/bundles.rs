@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -677,12 +677,10 @@ fn a_large_manifest_serves_many_clients_at_once() {
     }
 }
 
-/// A takedown of a site: once its bundle's address is on the denylist, every page of
-/// it answers 451 at once — also on a shard that had its manifest cached (before, the
-/// cache answered without asking the denylist, and a visited site stayed up).
-#[test]
-fn a_blocked_bundle_stops_serving_at_once_even_with_its_manifest_cached() {
-    let dir = temp_dir("bundle-blocked");
+/// A site packed on a one-shard node that reads its denylist from a dir of its own:
+/// the node, the site's root, the lists' dir and the bundle's address.
+fn site_under_a_denylist(name: &str) -> (Node, PathBuf, PathBuf, Address) {
+    let dir = temp_dir(name);
     let site = dir.with_extension("site");
     let lists = dir.with_extension("lists");
     let _ = std::fs::remove_dir_all(&site);
@@ -691,6 +689,15 @@ fn a_blocked_bundle_stops_serving_at_once_even_with_its_manifest_cached() {
     let list_dir = lists.to_str().unwrap().to_string();
     let n = Node::start(&dir, &["--shards", "1", "--denylist", &list_dir]);
     let bundle = packed_address(&pack(&n, &site, &[]));
+    (n, site, lists, bundle)
+}
+
+/// A takedown of a site: once its bundle's address is on the denylist, every page of
+/// it answers 451 at once — also on a shard that had its manifest cached (before, the
+/// cache answered without asking the denylist, and a visited site stayed up).
+#[test]
+fn a_blocked_bundle_stops_serving_at_once_even_with_its_manifest_cached() {
+    let (n, _site, lists, bundle) = site_under_a_denylist("bundle-blocked");
     for page in ["index.html", "css/site.css"] {
         let r = get(n.http, &format!("/o/{bundle}/{page}")).unwrap();
         assert_eq!(r.status, 200, "{page}: {r:?}");
@@ -711,15 +718,7 @@ fn a_blocked_bundle_stops_serving_at_once_even_with_its_manifest_cached() {
 /// entry the manifest names while its identity was held).
 #[test]
 fn a_blocked_file_is_blocked_in_every_coding_and_a_missing_variant_is_passed_over() {
-    let dir = temp_dir("bundle-entry-blocked");
-    let site = dir.with_extension("site");
-    let lists = dir.with_extension("lists");
-    let _ = std::fs::remove_dir_all(&site);
-    std::fs::create_dir_all(&lists).unwrap();
-    write_site(&site);
-    let list_dir = lists.to_str().unwrap().to_string();
-    let n = Node::start(&dir, &["--shards", "1", "--denylist", &list_dir]);
-    let bundle = packed_address(&pack(&n, &site, &[]));
+    let (n, site, lists, bundle) = site_under_a_denylist("bundle-entry-blocked");
     let manifest = Manifest::parse(&get_bytes(&n, &bundle)).unwrap();
     let app = manifest.entry("app.js").unwrap().clone();
     let css = manifest.entry("css/site.css").unwrap().clone();

@@ -258,12 +258,25 @@ mod tests {
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + 'static,
     {
+        on_shard_configured(name, config, work);
+    }
+
+    /// As [`on_one_shard`], the shard's configuration made by `configured` from the
+    /// fresh dir (which may name several data dirs under it).
+    fn on_shard_configured<C, F, Fut>(name: &str, configured: C, work: F)
+    where
+        C: FnOnce(&Path) -> ShardConfig + Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
         let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let data_dir = dir.clone();
+        let root = dir.clone();
         LocalExecutorBuilder::new(Pinning::Unbound)
             .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
-            .spawn(move || async move { work(start_shard(&data_dir).await).await })
+            .spawn(
+                move || async move { work(start_shard_configured(configured(&root)).await).await },
+            )
             .unwrap()
             .join()
             .unwrap();
@@ -375,34 +388,25 @@ mod tests {
     /// the next call, and the node advertised (and republished) a copy it no longer had.
     #[test]
     fn a_removed_copy_is_not_announced_after_its_withdrawal() {
-        let dir = std::env::temp_dir().join(format!("ron-shards-held-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let data_dir = dir.clone();
-        LocalExecutorBuilder::new(Pinning::Unbound)
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
-            .spawn(move || async move {
-                // A mailbox with no room: every announcement is held.
-                let (dht, _mailbox) = ron_link::dht::DhtClient::for_tests(0);
-                let config = ShardConfig {
-                    dht: Some(dht),
-                    ..config(&data_dir)
-                };
-                let shard = start_shard_configured(config).await;
-                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
-                let upload = staged(&shard, &data, Retention::Kept).await;
-                let addr = upload.meta.addr();
-                shard.commit(upload).await.unwrap();
-                assert!(shard.commits.announcements_held().contains(addr.as_bytes()));
-                assert!(shard.remove(&addr).await.unwrap());
-                assert!(
-                    !shard.commits.announcements_held().contains(addr.as_bytes()),
-                    "a removed copy's announcement dropped"
-                );
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(dir);
+        // A mailbox with no room: every announcement is held.
+        let (dht, mailbox) = ron_link::dht::DhtClient::for_tests(0);
+        let configured = |dir: &Path| ShardConfig {
+            dht: Some(dht),
+            ..config(dir)
+        };
+        on_shard_configured("ron-shards-held", configured, |shard| async move {
+            let _mailbox = mailbox;
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
+            let upload = staged(&shard, &data, Retention::Kept).await;
+            let addr = upload.meta.addr();
+            shard.commit(upload).await.unwrap();
+            assert!(shard.commits.announcements_held().contains(addr.as_bytes()));
+            assert!(shard.remove(&addr).await.unwrap());
+            assert!(
+                !shard.commits.announcements_held().contains(addr.as_bytes()),
+                "a removed copy's announcement dropped"
+            );
+        });
     }
 
     /// A read holding an object's metadata from before an eviction, on a node of three
@@ -412,40 +416,29 @@ mod tests {
     /// discard the healthy new copy.
     #[test]
     fn a_copy_stored_again_elsewhere_is_no_damage_to_a_read_of_the_old_metadata() {
-        let dir = std::env::temp_dir().join(format!("ron-shards-again-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let root = dir.clone();
-        LocalExecutorBuilder::new(Pinning::Unbound)
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
-            .spawn(move || async move {
-                let dirs = DataDirs::new((0..3).map(|d| root.join(format!("d{d}"))).collect());
-                let shard = start_shard_configured(ShardConfig {
-                    data_dirs: dirs,
-                    ec: crate::ec::EcParams::new(2, 1).unwrap(),
-                    ..config(&root.join("d0"))
-                })
-                .await;
-                let data: Vec<u8> = (0..300_000u32).map(|i| (i % 233) as u8).collect();
-                let first = staged(&shard, &data, Retention::Evictable).await;
-                let (addr, before) = (first.meta.addr(), first.meta.clone());
-                shard.commit(first).await.unwrap();
-                assert!(shard.remove(&addr).await.unwrap());
-                drop(shard.begin_upload(Some(10)).unwrap());
-                let again = staged(&shard, &data, Retention::Evictable).await;
-                assert_ne!(again.meta.parity, before.parity, "another rotation");
-                shard.commit(again).await.unwrap();
-                let read = shard.group_from_disk(&before, GroupIndex(0)).await;
-                assert!(
-                    matches!(read, Err(ShardError::NotFound { .. })),
-                    "{:?}",
-                    read.as_ref().err()
-                );
-                assert!(shard.damaged.report(addr), "reported damaged by the read");
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(dir);
+        let configured = |root: &Path| ShardConfig {
+            data_dirs: DataDirs::new((0..3).map(|d| root.join(format!("d{d}"))).collect()),
+            ec: crate::ec::EcParams::new(2, 1).unwrap(),
+            ..config(&root.join("d0"))
+        };
+        on_shard_configured("ron-shards-again", configured, |shard| async move {
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 233) as u8).collect();
+            let first = staged(&shard, &data, Retention::Evictable).await;
+            let (addr, before) = (first.meta.addr(), first.meta.clone());
+            shard.commit(first).await.unwrap();
+            assert!(shard.remove(&addr).await.unwrap());
+            drop(shard.begin_upload(Some(10)).unwrap());
+            let again = staged(&shard, &data, Retention::Evictable).await;
+            assert_ne!(again.meta.parity, before.parity, "another rotation");
+            shard.commit(again).await.unwrap();
+            let read = shard.group_from_disk(&before, GroupIndex(0)).await;
+            assert!(
+                matches!(read, Err(ShardError::NotFound { .. })),
+                "{:?}",
+                read.as_ref().err()
+            );
+            assert!(shard.damaged.report(addr), "reported damaged by the read");
+        });
     }
 
     /// A removal (a demotion first) asked of a stopped shard is refused at once. Before,
