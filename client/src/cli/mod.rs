@@ -96,7 +96,8 @@ CLIENT OPTIONS:
   --insecure-dev              accept any certificate (a local node with `ron cert --dev`)
   --token TOKEN               write token (or RON_TOKEN in the environment)
   --tenant N                  OAP tenant_id header field [0] (a label: quotas follow --token)
-  --timeout-ms N              longest wait for any read or write [60000]
+  --timeout-ms N              longest wait for any read or write, and for a whole
+                              response head or OAP/1 frame [60000]
   --copies N                  `put` waits until N nodes hold the object durably (1-16,
                               at most the network's replicas); prints how many did
   -o, --output FILE           where `get` writes (default stdout)

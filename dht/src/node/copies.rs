@@ -441,7 +441,8 @@ impl Node {
         }
     }
 
-    /// Hands one copy to its shard: `None` once it is under way, else the outcome.
+    /// Hands one copy to its shard: `None` once it is under way, else the outcome. The
+    /// caller has found the copies' limits not reached (`Copies::full_for`).
     fn start_pull(
         &mut self,
         peer: PeerId,
@@ -451,9 +452,6 @@ impl Node {
         index: usize,
     ) -> Option<CopyOutcome> {
         let copies = &mut self.copies;
-        if copies.full_for(peer, source) {
-            return Some(CopyOutcome::Busy);
-        }
         let host = ron_link::policy::quota_address(source.ip());
         let Some(pulls) = &copies.pulls else {
             return Some(CopyOutcome::Failed);
