@@ -12,6 +12,11 @@
 //! fetched, kept until the replacement is staged), or drops it (a read-through cache's
 //! copy: the next read reads it through).
 //!
+//! An upload of a reported address (or any commit of it) takes the damaged copy's place
+//! at once: on a node off a network, the operator's `ron put` of the file is the only
+//! mend there is. An address leaves the queue and the taken list when its copy is
+//! removed or a whole one is stored ([`DamagedCopies::forget`]).
+//!
 //! Bounded: at most [`DAMAGED_COPIES_QUEUED_MAX`] addresses wait, each once; past it a
 //! report is dropped (the scrubber's next pass finds it again). A copy taken is not
 //! queued again for [`DAMAGED_RETRY_AFTER`]: every read of a damaged object reports it,
@@ -71,6 +76,24 @@ impl DamagedCopies {
         true
     }
 
+    /// Whether `addr`'s copy here was reported damaged and is still so: queued, or taken
+    /// within [`DAMAGED_RETRY_AFTER`] and neither removed nor stored anew since
+    /// ([`DamagedCopies::forget`]). An upload of it replaces the copy rather than being
+    /// dropped as one already stored.
+    pub fn is_reported(&self, addr: &Address) -> bool {
+        let now = Instant::now();
+        self.queued.borrow().contains(addr)
+            || self.taken.borrow().iter().any(|(taken, at)| {
+                taken == addr && now.saturating_duration_since(*at) < DAMAGED_RETRY_AFTER
+            })
+    }
+
+    /// Forgets `addr`: its damaged copy was removed, or a whole one stored in its place.
+    pub fn forget(&self, addr: &Address) {
+        self.queued.borrow_mut().retain(|queued| queued != addr);
+        self.taken.borrow_mut().retain(|(taken, _)| taken != addr);
+    }
+
     /// The oldest copy reported, once there is one.
     pub async fn next(&self) -> Address {
         std::future::poll_fn(|cx| match self.queued.borrow_mut().pop_front() {
@@ -114,5 +137,20 @@ mod tests {
         assert!(!damaged.report(addr(0)), "taken lately");
         let _ = futures_lite::future::block_on(damaged.next());
         assert!(damaged.report_at(addr(0), later), "its while is over");
+    }
+
+    #[test]
+    fn a_copy_reported_stays_so_until_it_is_forgotten() {
+        let damaged = DamagedCopies::default();
+        let (a, b) = (Address::of(b"a"), Address::of(b"b"));
+        assert!(!damaged.is_reported(&a));
+        assert!(damaged.report(a) && damaged.report(b));
+        assert!(damaged.is_reported(&a), "queued");
+        let _ = futures_lite::future::block_on(damaged.next());
+        assert!(damaged.is_reported(&a), "taken, not replaced yet");
+        damaged.forget(&a);
+        damaged.forget(&b);
+        assert!(!damaged.is_reported(&a) && !damaged.is_reported(&b));
+        assert!(damaged.report(a), "damaged again: reported again at once");
     }
 }

@@ -96,7 +96,11 @@ fn object(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn put(shard: &Shard, data: &[u8], content_type: &str) -> Result<CommitOutcome, ShardError> {
+async fn put(
+    shard: &Rc<Shard>,
+    data: &[u8],
+    content_type: &str,
+) -> Result<CommitOutcome, ShardError> {
     let mut upload = shard.begin_upload(Some(data.len() as u64)).unwrap();
     for piece in data.chunks(10_000) {
         upload.write(piece).await?;

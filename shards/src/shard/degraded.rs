@@ -249,9 +249,15 @@ impl Shard {
 
     /// Reads and checks every stored block of `addr`'s object now, unpaced (`ron
     /// repair`), and rebuilds and writes back what its parity can rebuild. On the
-    /// object's owner only: another shard answers `Mesh`.
+    /// object's owner only: another shard answers `Mesh`. A copy that lost data is
+    /// reported damaged (`damaged.rs`), as the scrubber reports it: the network replaces
+    /// it, an upload of it mends it.
     pub async fn check_object(&self, addr: &Address) -> Result<ObjectCheck, ShardError> {
-        self.check_object_paced(addr, None).await
+        let check = self.check_object_paced(addr, None).await?;
+        if check.lost_blocks > 0 {
+            self.damaged.report(*addr);
+        }
+        Ok(check)
     }
 
     /// [`Shard::check_object`], its reads at `pacer`'s pace when one is given (a check a

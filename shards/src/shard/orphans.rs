@@ -175,7 +175,11 @@ enum Adoption {
 /// Reads the data file of `addr` in `objects_dir` through an upload, and commits it if
 /// its bytes are that object. A crash meanwhile leaves a temp file (removed at the next
 /// start) and the file as it was.
-async fn adopt(shard: &Shard, objects_dir: &Path, addr: Address) -> Result<Adoption, ShardError> {
+async fn adopt(
+    shard: &Rc<Shard>,
+    objects_dir: &Path,
+    addr: Address,
+) -> Result<Adoption, ShardError> {
     let path = objects_dir.join(hex_name(&addr));
     let opened = path.clone();
     let opened = glommio::executor()

@@ -62,7 +62,10 @@ impl Shard {
     }
 
     /// Makes a staged object visible on its owner shard and returns once it is durable.
-    pub async fn commit(&self, staged: StagedObject) -> Result<CommitOutcome, ShardError> {
+    pub async fn commit(
+        self: &Rc<Self>,
+        staged: StagedObject,
+    ) -> Result<CommitOutcome, ShardError> {
         match self.owner(&staged.meta.addr()) {
             None => self.commit_local(staged).await,
             Some(owner) => match self.mesh()?.call(owner, MeshOp::Commit(staged)).await? {
@@ -133,6 +136,9 @@ impl Shard {
         let demoted = self.commits.demote(&store, addr).await?;
         let evicter = super::services::evicter(self, StopSignal::default());
         let removed = evicter.discard(&store, *addr).await?;
+        if removed {
+            self.damaged.forget(addr);
+        }
         if demoted && !removed {
             // Claimed while it was made evictable: kept again, as it was, so the sweep's
             // walk of kept copies still finds it.
@@ -144,17 +150,38 @@ impl Shard {
     }
 
     pub(super) async fn commit_local(
-        &self,
+        self: &Rc<Self>,
         staged: StagedObject,
     ) -> Result<CommitOutcome, ShardError> {
-        let store = self.local_store(&staged.meta.addr())?;
+        let addr = staged.meta.addr();
+        let store = self.local_store(&addr)?;
+        if self.damaged.is_reported(&addr) {
+            // The copy held failed its check past repair: these verified bytes take its
+            // place. Answered "already stored" and dropped before, they left the object
+            // unreadable here — a node off a network had no other way to mend it.
+            self.discard_reported_damage(&addr).await?;
+        }
         // An upload of a stored object may have to make it kept: the commit queue looks.
         let evictable = staged.retention == Retention::Evictable;
-        if evictable && self.cached_meta(&staged.meta.addr()).is_some() {
+        if evictable && self.cached_meta(&addr).is_some() {
             upload::discard(staged).await;
             return Ok(CommitOutcome::AlreadyStored);
         }
-        self.commits.commit(store, staged).await
+        let outcome = self.commits.commit(store, staged).await?;
+        if outcome == CommitOutcome::Created {
+            self.damaged.forget(&addr);
+        }
+        Ok(outcome)
+    }
+
+    /// Removes the copy of `addr` reported damaged, counted with the damaged copies
+    /// discarded; a copy busy with a check or repair stays (the commit then finds it).
+    async fn discard_reported_damage(self: &Rc<Self>, addr: &Address) -> Result<(), ShardError> {
+        if self.remove_local(addr).await? {
+            tracing::warn!(obj = %addr, "a copy found damaged past repair is replaced by the whole one stored again");
+            StorageCounters::add(&self.metrics.damaged_copies_discarded, 1);
+        }
+        Ok(())
     }
 
     /// What the temp files of this shard's uploads are named by: the shard and the
