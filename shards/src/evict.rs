@@ -231,28 +231,42 @@ impl Evicter {
         Ok(evicted.len())
     }
 
-    /// Removes `addr`'s copy in `store`, which must be evictable (a damaged copy made
-    /// so to be fetched again): steps 1–4, the DHT not told (the copy fetched in its
-    /// place is announced as usual). `false`: another task holds it, or it is gone.
-    pub(crate) async fn discard(&self, store: &Store, addr: Address) -> Result<bool, ShardError> {
-        let discarded = self.evict_quietly(store, &[addr]).await?;
+    /// Removes the copy `claim` holds in `store`, which must be evictable (a damaged
+    /// copy made so to be fetched again): steps 1–4, the DHT not told (the copy fetched
+    /// in its place is announced as usual). The caller claimed it before making it
+    /// evictable, so no other task saw it evictable and took it. `false`: it is gone.
+    pub(crate) async fn discard(
+        &self,
+        store: &Store,
+        claim: BackgroundClaim,
+    ) -> Result<bool, ShardError> {
+        let discarded = self.evict_claimed(store, vec![claim]).await?;
         self.count_stored(&discarded);
         Ok(discarded.len() == 1)
     }
 
-    /// Steps 1–4: the objects evicted.
+    /// Steps 1–4: the objects evicted, of those no other background task holds.
     async fn evict_quietly(
         &self,
         store: &Store,
         addrs: &[Address],
     ) -> Result<Vec<EvictableObject>, ShardError> {
-        let Some(commits) = self.commits.upgrade() else {
-            return Ok(Vec::new());
-        };
         let held: Vec<BackgroundClaim> = addrs
             .iter()
             .filter_map(|a| self.claims.try_claim(*a))
             .collect();
+        self.evict_claimed(store, held).await
+    }
+
+    /// Steps 1–4 for the objects `held` claims.
+    async fn evict_claimed(
+        &self,
+        store: &Store,
+        held: Vec<BackgroundClaim>,
+    ) -> Result<Vec<EvictableObject>, ShardError> {
+        let Some(commits) = self.commits.upgrade() else {
+            return Ok(Vec::new());
+        };
         let free: Vec<Address> = held.iter().map(|c| c.addr).collect();
         let claimed = commits.claim_for_eviction(&free);
         if claimed.is_empty() {

@@ -129,19 +129,23 @@ impl Shard {
     /// every shard's cached metadata, its files).
     pub(super) async fn remove_local(self: &Rc<Self>, addr: &Address) -> Result<bool, ShardError> {
         let store = self.local_store(addr)?.clone();
-        if self.claims.is_claimed(addr) {
-            // A scrub, check, repair or eviction of it is under way.
+        // Claimed before it is made evictable, held until it is gone: another removal
+        // in between (the damaged copies' service) saw it evictable, took it for a
+        // read-through's copy and removed it, and the verified replacement this removal
+        // made way for was thrown away — the node left with no copy.
+        let Some(claim) = self.claims.try_claim(*addr) else {
+            // A scrub, check, repair, eviction or removal of it is under way.
             return Ok(false);
-        }
+        };
         let demoted = self.commits.demote(&store, addr).await?;
         let evicter = super::services::evicter(self, StopSignal::default());
-        let removed = evicter.discard(&store, *addr).await?;
+        let removed = evicter.discard(&store, claim).await?;
         if removed {
             self.damaged.forget(addr);
         }
         if demoted && !removed {
-            // Claimed while it was made evictable: kept again, as it was, so the sweep's
-            // walk of kept copies still finds it.
+            // A commit of it in flight (an upload, a keep) kept it from the eviction:
+            // kept again, as it was, so the sweep's walk of kept copies still finds it.
             self.commits.keep_if_stored(&store, addr).await?;
         }
         // The open files of the removed copy: a copy stored later takes their names.
@@ -436,6 +440,33 @@ mod tests {
         });
     }
 
+    /// Two removals of one copy at once (a replacement making way for its verified copy,
+    /// and the damaged copies' service): the first claims the copy before it makes it
+    /// evictable, so the second, which sees it evictable, is refused. Before, the second
+    /// took it for a read-through's copy and removed it in the first's window, and the
+    /// first (a replacement's commit) threw its verified copy away: no copy left.
+    #[test]
+    fn a_copy_being_removed_is_not_removed_by_a_second_removal_meanwhile() {
+        on_one_shard("ron-shards-remove-twice", |shard| async move {
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+            let kept = staged(&shard, &data, Retention::Kept).await;
+            let addr = kept.meta.addr();
+            shard.commit(kept).await.unwrap();
+            let first = glommio::spawn_local({
+                let shard = Rc::clone(&shard);
+                async move { shard.remove_local(&addr).await.unwrap() }
+            });
+            // The first has made it evictable (its demotion is indexed).
+            while shard.is_kept(&addr).await.unwrap() {
+                glommio::yield_if_needed().await;
+                glommio::timer::sleep(Duration::from_micros(50)).await;
+            }
+            let second = shard.remove_local(&addr).await.unwrap();
+            assert!(!second, "the second removal found the copy claimed");
+            assert!(first.await, "the first removal removed it");
+        });
+    }
+
     /// A read holding an object's metadata from before an eviction, on a node of three
     /// dirs, finds the copy stored again since (another rotation: its columns in other
     /// dirs): a miss, not damage. Before, the new copy's blocks read with the old
@@ -713,7 +744,8 @@ mod tests {
             let evicter = super::super::services::evicter(&shard, StopSignal::default());
             let mut evicted = false;
             for _ in 0..200 {
-                evicted = evicter.discard(&store, addr).await.unwrap();
+                let claim = shard.claims.claim(addr).await;
+                evicted = evicter.discard(&store, claim).await.unwrap();
                 if evicted {
                     break;
                 }
