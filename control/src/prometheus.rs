@@ -82,7 +82,7 @@ const fn front(family: Family<FrontSnapshot>) -> Row {
 /// name, type, help and labels are declared with them, `ron_link::counters`), the rest
 /// here.
 #[rustfmt::skip]
-const FAMILIES: [Row; 84] = [
+const FAMILIES: [Row; 85] = [
     family("ron_requests_total", Counter, "Requests answered, by protocol, op and status (status 0: any other status).", Series::Requests),
     family("ron_request_duration_seconds", Histogram, "Time from a complete request (HTTP head, OAP START) to its last byte queued, by protocol and op; per-shard HDR histograms merged at scrape (±1 %, up to 1 s stale).", Series::Latency),
     family("ron_rejections_total", Counter, "Requests refused, by reason (from their status: 429 over_quota, 503 overloaded, 401 unauthorized, 413/431 too_large, 400/405/411 bad_request, 408 timeout).", Series::Rejections),
@@ -143,6 +143,7 @@ const FAMILIES: [Row; 84] = [
     front(FRONT.overload_rejections),
     front(FRONT.accept_failures),
     front(FRONT.tls_handshake_failures),
+    front(FRONT.connections_refused_per_client),
     storage(STORAGE.mesh_requests),
     storage(STORAGE.objects_created),
     front(FRONT.inflight),

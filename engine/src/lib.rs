@@ -45,6 +45,8 @@
 //!   one-request connection (docs/design/http2.md).
 //! - [`client_addr`]: who the client is behind a load balancer — the PROXY protocol
 //!   header and `X-Forwarded-For`, believed only from `trusted_proxies`.
+//! - [`client_connections`]: each client's open connections across the node, under
+//!   `connections_per_client_max` (opt-in): a count-min table every shard shares.
 //! - [`drain`]: the stop's drain as a shard's connections see it — raised once, it
 //!   closes idle HTTP/1.1 connections, sends HTTP/2 connections GOAWAY and refuses heads
 //!   that complete after it (503), each wait on it an O(1) slot.
@@ -68,8 +70,8 @@
 //!   a mailbox the shard polls every 250 ms.
 //! - Every wait has a limit: idle timeout, header deadline, a body deadline that grows
 //!   with the bytes moved (`body_timeout + bytes / body_rate_min`); connections and
-//!   in-flight requests per shard (a request waiting on a slow peer parks its slot);
-//!   object size.
+//!   in-flight requests per shard (a request waiting on a slow peer parks its slot),
+//!   connections per client across the node when configured; object size.
 //! - A blocked address (the denylist) is answered 451 before any lookup, fetch or
 //!   commit: the first thing `Service::find`, `Service::begin_upload` (and the upload's
 //!   commit), `ReadThrough::join`, `Replication::pull` and the repair sweep do.
@@ -90,6 +92,7 @@ pub mod blocked;
 pub mod buffers;
 pub mod cli;
 pub mod client_addr;
+pub mod client_connections;
 pub mod config;
 pub mod drain;
 pub mod fetch;

@@ -910,6 +910,72 @@ fn a_connection_flood_holds_no_more_than_connections_max_open() {
     wait_served_again(n.http, &kept, Duration::from_secs(30));
 }
 
+/// One host holding idle connections is held to `connections_per_client_max` across the
+/// node (two shards: the kernel spreads its connections over both), its next one closed
+/// unanswered; another client still gets in and is served; a client a trusted proxy's
+/// PROXY header names is counted as that client, and the proxy itself, without a header,
+/// speaks for many and is not limited. Before, `connections_max` per shard was the only
+/// bound: one host could take every place.
+#[test]
+fn one_client_is_held_to_its_connections_across_the_node() {
+    let _alone = alone();
+    const MOST: usize = 4;
+    let n = Node::start(
+        &temp_dir("atk-per-client"),
+        &[
+            "--shards",
+            "2",
+            "--max-connections-per-client",
+            &MOST.to_string(),
+            "--trusted-proxy",
+            "127.0.0.9",
+        ],
+    );
+    let kept = upload(&n, b"an object each connection reads");
+    let get_kept = format!("GET /o/{kept} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    // Answered once: the connection is counted for its client by then.
+    let served = |from: [u8; 4], preface: &str| -> std::io::Result<TcpStream> {
+        let mut s = connect_from(from.into(), n.http);
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(format!("{preface}{get_kept}").as_bytes())?;
+        let r = read_response(&mut s, &mut Vec::new(), false)?;
+        assert_eq!(r.status, 200);
+        Ok(s)
+    };
+    let refused = |from: [u8; 4], preface: &str| {
+        let answer = served(from, preface);
+        assert!(answer.is_err(), "a connection past the limit was answered");
+    };
+    let mut held: Vec<TcpStream> = (0..MOST)
+        .map(|_| served([127, 0, 0, 2], "").unwrap())
+        .collect();
+    refused([127, 0, 0, 2], "");
+    assert_eq!(metric(n.admin, "ron_connections_refused_total"), 1);
+    let other = served([127, 0, 0, 3], "").expect("another client is served");
+    // One of the four closed: room for one more.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while served([127, 0, 0, 2], "").is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no room after a connection closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Behind the trusted proxy: the client its header names.
+    let proxied = |client: &str| format!("PROXY TCP4 {client} 127.0.0.1 5000 80\r\n");
+    let named: Vec<TcpStream> = (0..MOST)
+        .map(|_| served([127, 0, 0, 9], &proxied("203.0.113.7")).unwrap())
+        .collect();
+    refused([127, 0, 0, 9], &proxied("203.0.113.7"));
+    let beside = served([127, 0, 0, 9], &proxied("203.0.113.8")).expect("another named client");
+    let proxy_itself: Vec<TcpStream> = (0..2 * MOST)
+        .map(|_| served([127, 0, 0, 9], "").expect("the proxy without a header"))
+        .collect();
+    assert!(metric(n.admin, "ron_connections_refused_total") >= 2);
+    drop((held, other, named, beside, proxy_itself));
+}
+
 /// Waits (up to `within`) until `kept` is answered 200 again after a flood.
 fn wait_served_again(http: SocketAddr, kept: &Address, within: Duration) {
     let deadline = Instant::now() + within;

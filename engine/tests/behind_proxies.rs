@@ -245,6 +245,45 @@ fn haproxy_with_send_proxy_v2_names_each_client_and_quotas_follow_them() {
     n.stop();
 }
 
+/// Behind HAProxy with `send-proxy-v2`, `connections_per_client_max` holds each client
+/// the header names, not the balancer: every connection reaches the node from
+/// HAProxy's 127.0.0.1, a client's connection past the limit is closed (HAProxy then
+/// closes its client's), and another client is still served.
+#[test]
+#[ignore = "needs haproxy: run by scripts/test-all.sh"]
+fn haproxy_with_send_proxy_v2_holds_each_client_to_its_connections() {
+    let mut n = Node::start(
+        &temp_dir("per-client-haproxy"),
+        &[
+            "--shards",
+            "2",
+            "--trusted-proxy",
+            "127.0.0.1/32",
+            "--max-connections-per-client",
+            "2",
+        ],
+    );
+    let addr = upload(&n, &bytes(11, 4000));
+    let lb = haproxy(n.http, ProxyHeader::V2);
+    let get = format!("GET /o/{addr} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let served = |from: &str| -> std::io::Result<TcpStream> {
+        let mut s = connect_from(from, lb.addr);
+        s.write_all(get.as_bytes())?;
+        let r = read_response(&mut s, &mut Vec::new(), false)?;
+        assert_eq!(r.status, 200);
+        Ok(s)
+    };
+    let held: Vec<TcpStream> = (0..2).map(|_| served("127.0.0.2").unwrap()).collect();
+    assert!(
+        served("127.0.0.2").is_err(),
+        "a third connection was answered"
+    );
+    assert_eq!(metric(n.admin, "ron_connections_refused_total"), 1);
+    let other = served("127.0.0.3").expect("another client behind the balancer");
+    drop((held, other));
+    n.stop();
+}
+
 #[test]
 fn x_forwarded_for_counts_only_from_a_trusted_sender_and_proxy_headers_only_from_one() {
     let mut n = node_with_quota("xff", &["--trusted-proxy", "127.0.0.1"]);

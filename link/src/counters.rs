@@ -162,6 +162,9 @@ declare_counters! {
             "Accepts that failed (e.g. out of file descriptors); the connection waits in the kernel backlog.",
         tls_handshake_failures: AtomicU64 => Counter "ron_tls_handshake_failures_total", Sum,
             "TLS handshakes that failed or timed out.",
+        /// Connections closed at once: their client had `connections_per_client_max` open.
+        connections_refused_per_client: AtomicU64 => Counter "ron_connections_refused_total", Sum,
+            "Connections closed unanswered because their client had connections_per_client_max open across the node.",
         /// Times the shard's heartbeat woke late by more than the stall threshold.
         reactor_stalls: AtomicU64 => Counter "ron_reactor_stalls_total", PerShard,
             "Times the shard's 10 ms heartbeat woke more than 20 ms late (a task held the reactor).",
@@ -395,6 +398,6 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(seen.insert(name), "{name} declared twice");
         }
-        assert_eq!(seen.len(), 34 + 37);
+        assert_eq!(seen.len(), 34 + 38);
     }
 }

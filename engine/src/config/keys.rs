@@ -617,6 +617,14 @@ pub const KEYS: &[Key] = &[
         apply: |c, v| set(&mut c.connections_max, num, v),
     },
     Key {
+        key: "connections_per_client_max",
+        flag: "max-connections-per-client",
+        value: "N",
+        default: Some("0"),
+        help: "open connections per client address (IPv6: per /64) across the node; more are closed at once; 0: no limit",
+        apply: |c, v| set(&mut c.connections_per_client_max, num, v),
+    },
+    Key {
         key: "inflight_max",
         flag: "max-inflight",
         value: "N",

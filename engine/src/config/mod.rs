@@ -68,6 +68,9 @@ pub struct Config {
     pub body_rate_min_bytes_per_s: u64,
     /// Open connections per shard.
     pub connections_max: u32,
+    /// Open connections per client across the node (an IPv4 address, an IPv6 /64; the
+    /// one a trusted proxy's PROXY header names); 0: no such limit.
+    pub connections_per_client_max: u32,
     /// Requests in flight per shard; more get 503 overloaded.
     pub inflight_max: u32,
     /// Uploads open at once per shard (HTTP and OAP/1); more get 503 overloaded.
@@ -327,6 +330,7 @@ impl Config {
             body_timeout_ms: 0,
             body_rate_min_bytes_per_s: 0,
             connections_max: 0,
+            connections_per_client_max: 0,
             inflight_max: 0,
             uploads_open_max: 0,
             tokens: Vec::new(),

@@ -1,9 +1,10 @@
 //! A shard's front ends: its listeners, the HTTP/1.1 and OAP/1 contexts over one object
-//! service, the accept loops (bounded by `connections_max`, failures logged without a
-//! storm) and the TLS handshake that hands a stream to the front end ALPN names.
+//! service, the accept loops (bounded by `connections_max`, and each client by
+//! `connections_per_client_max` across the node; failures logged without a storm) and
+//! the TLS handshake that hands a stream to the front end ALPN names.
 
 use std::cell::Cell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::admission::Admission;
 use crate::blocked::Blocked;
 use crate::buffers::BufferPool;
 use crate::client_addr::{self, TrustedProxies};
+use crate::client_connections::{ClientConnection, ClientConnections};
 use crate::config::{Config, ConfigError};
 use crate::drain::Drain;
 use crate::fetch::ReadThrough;
@@ -28,6 +30,13 @@ use crate::oap::{self, OapContext, OapLimits};
 use crate::server::clock::Alarm;
 use crate::server::error::StartError;
 use crate::service::{CopyPolicy, Service};
+
+/// What bounds a shard's connections: its own count, and each client's across the node.
+pub(super) struct ConnectionLimits {
+    pub connections_max: u32,
+    /// `connections_per_client_max`'s table, shared by every shard (`None`: off).
+    pub per_client: Option<Arc<ClientConnections>>,
+}
 
 /// The listeners a shard accepts on.
 pub(super) struct Listeners {
@@ -132,11 +141,11 @@ impl FrontEnds {
         first_connection: &Rc<Alarm>,
         tls: Option<Arc<rustls::ServerConfig>>,
         metrics: &Arc<FrontCounters>,
-        connections_max: u32,
+        limits: ConnectionLimits,
     ) -> Vec<glommio::Task<()>> {
         let room = Rc::new(AcceptRoom {
             metrics: Arc::clone(metrics),
-            connections_max,
+            connections_max: limits.connections_max,
             waiting: Cell::new(0),
         });
         let accept = |listener, serve: Serve| {
@@ -144,15 +153,15 @@ impl FrontEnds {
             glommio::spawn_local(accept_loop(listener, room, alarm, serve))
         };
         let (http, oap) = (Rc::clone(&self.http), Rc::clone(&self.oap));
-        let who = self.client_reader();
-        let http_who = who.clone();
+        let who = self.client_reader(limits.per_client, metrics);
+        let (http_who, tls_who) = (who.clone(), who.clone());
         let mut acceptors = vec![
             accept(
                 listeners.http,
                 Rc::new(move |mut s, counted| {
                     let (http, who) = (Rc::clone(&http), http_who.clone());
                     spawn(async move {
-                        if let Ok(client) = who.client_of(&mut s, counted).await {
+                        if let Ok((client, _counted)) = who.client_of(&mut s, counted).await {
                             let Some(s) = polled(s) else { return };
                             http::serve_connection(http, s, client).await;
                         }
@@ -164,7 +173,7 @@ impl FrontEnds {
                 Rc::new(move |mut s, counted| {
                     let (oap, who) = (Rc::clone(&oap), who.clone());
                     spawn(async move {
-                        if let Ok(client) = who.client_of(&mut s, counted).await {
+                        if let Ok((client, _counted)) = who.client_of(&mut s, counted).await {
                             let Some(s) = polled(s) else { return };
                             oap::serve_connection(oap, s, client).await;
                         }
@@ -173,16 +182,20 @@ impl FrontEnds {
             ),
         ];
         if let (Some(listener), Some(tls)) = (listeners.tls, tls) {
-            acceptors.push(accept(listener, self.tls_handler(tls, metrics)));
+            acceptors.push(accept(listener, self.tls_handler(tls, tls_who, metrics)));
         }
         acceptors
     }
 
     /// Completes the handshake, then hands the stream to the front end ALPN names.
-    fn tls_handler(&self, tls: Arc<rustls::ServerConfig>, metrics: &Arc<FrontCounters>) -> Serve {
+    fn tls_handler(
+        &self,
+        tls: Arc<rustls::ServerConfig>,
+        who: ClientReader,
+        metrics: &Arc<FrontCounters>,
+    ) -> Serve {
         let acceptor = Rc::new(ron_io::tls::acceptor(tls));
         let handshake_timeout = self.http.limits.header_timeout;
-        let who = self.client_reader();
         let (http, oap, metrics) = (
             Rc::clone(&self.http),
             Rc::clone(&self.oap),
@@ -193,7 +206,7 @@ impl FrontEnds {
             let (metrics, who) = (Arc::clone(&metrics), who.clone());
             spawn(async move {
                 // A balancer's PROXY header comes before the TLS handshake.
-                let Ok(client) = who.client_of(&mut s, counted).await else {
+                let Ok((client, _counted)) = who.client_of(&mut s, counted).await else {
                     return;
                 };
                 let Some(s) = polled(s) else { return };
@@ -216,11 +229,14 @@ impl FrontEnds {
     }
 }
 
-/// Reads who a new connection is for, before its protocol starts.
+/// Reads who a new connection is for, before its protocol starts, and holds its client
+/// to `connections_per_client_max`.
 #[derive(Clone)]
 struct ClientReader {
     trusted: Rc<TrustedProxies>,
     deadline: Duration,
+    per_client: Option<Arc<ClientConnections>>,
+    metrics: Arc<FrontCounters>,
 }
 
 impl ClientReader {
@@ -228,23 +244,45 @@ impl ClientReader {
     /// (up to the header deadline) the connection counts against `connections_max`, as
     /// a TLS handshake does: uncounted, partial headers were accepted without limit.
     /// `counted` (the accept's count) ends here; what runs next counts the connection
-    /// again before its first wait.
+    /// again before its first wait. With a per-client limit, the connection is counted
+    /// for its client as long as the returned count lives; past the limit, `Err`: the
+    /// connection is closed unanswered.
     async fn client_of(
         &self,
         stream: &mut TcpStream,
         counted: AcceptedConnection,
-    ) -> Result<Option<std::net::IpAddr>, ()> {
+    ) -> Result<(Option<IpAddr>, Option<ClientConnection>), ()> {
         let client = client_addr::client_of(stream, &self.trusted, self.deadline).await;
         drop(counted);
-        client
+        let client = client?;
+        let (Some(table), Some(ip)) = (&self.per_client, client) else {
+            return Ok((client, None));
+        };
+        if self.trusted.trusts(ip) {
+            // A proxy without a PROXY header speaks for many clients.
+            return Ok((client, None));
+        }
+        match table.enter(ip) {
+            Some(counted) => Ok((client, Some(counted))),
+            None => {
+                FrontCounters::add(&self.metrics.connections_refused_per_client, 1);
+                Err(())
+            }
+        }
     }
 }
 
 impl FrontEnds {
-    fn client_reader(&self) -> ClientReader {
+    fn client_reader(
+        &self,
+        per_client: Option<Arc<ClientConnections>>,
+        metrics: &Arc<FrontCounters>,
+    ) -> ClientReader {
         ClientReader {
             trusted: Rc::clone(&self.http.trusted_proxies),
             deadline: self.http.limits.header_timeout,
+            per_client,
+            metrics: Arc::clone(metrics),
         }
     }
 }

@@ -25,6 +25,7 @@ use rustls::sign::CertifiedKey;
 use crate::admission::buckets::ShardQuotas;
 use crate::admission::Admission;
 use crate::blocked::Blocked;
+use crate::client_connections::ClientConnections;
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::fetch::{FetchConfig, Origin, ReadThrough};
@@ -32,7 +33,7 @@ use crate::limits;
 use crate::replication::{DiskFloor, Replication, ReplicationConfig};
 use crate::server::clock::{Alarm, ShardClock};
 use crate::server::error::StartError;
-use crate::server::front::{listen, FrontEnds};
+use crate::server::front::{listen, ConnectionLimits, FrontEnds};
 
 /// What every shard starts from.
 pub(super) struct ShardPlan {
@@ -246,6 +247,8 @@ struct ShardStart {
     steps: ShardSteps,
     /// Set while this shard opens its stores: no kick then ([`ShardHandles::kick`]).
     opening: Arc<AtomicBool>,
+    /// The node's count of connections per client (`None`: no per-client limit).
+    client_connections: Option<Arc<ClientConnections>>,
 }
 
 pub(super) fn start_shards(
@@ -268,6 +271,7 @@ pub(super) fn start_shards(
     let policy = &plan.policy;
     let mut handles = Vec::with_capacity(usize::from(shards));
     let opening: Vec<Arc<AtomicBool>> = (0..shards).map(|_| Arc::default()).collect();
+    let client_connections = ClientConnections::new(plan.config.connections_per_client_max);
     let mailboxes = replication_mailboxes;
     for ((i, link), replication_mailbox) in (0..shards).zip(links).zip(mailboxes) {
         let start = ShardStart {
@@ -291,6 +295,7 @@ pub(super) fn start_shards(
             denylist: Arc::clone(&policy.denylist),
             steps: ShardSteps::new(plan.drained.clone(), plan.stopped.clone()),
             opening: Arc::clone(&opening[usize::from(i)]),
+            client_connections: client_connections.clone(),
         };
         let executor = LocalExecutorBuilder::new(placement(&cpus, i))
             .name(&format!("ron-shard-{i}"))
@@ -425,7 +430,10 @@ async fn run_shard(mut start: ShardStart) -> Result<(), StartError> {
         &first_connection,
         tls.as_ref().map(|(config, _)| Arc::clone(config)),
         &start.counters.front,
-        config.connections_max,
+        ConnectionLimits {
+            connections_max: config.connections_max,
+            per_client: start.client_connections.clone(),
+        },
     );
     start.counters.front.ready.store(true, Ordering::Relaxed);
     let checks_running = Rc::default();
