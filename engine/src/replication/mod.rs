@@ -64,6 +64,7 @@ use ron_link::dht::{
     AuditHolders, DhtClient, LeftOut, Provider, ReplicationMailbox, ToReplication,
 };
 use ron_shards::lifecycle::{finished_within, join_all, BackgroundTasks, StopSignal, TaskCount};
+use ron_shards::shard::DamagedDiscard;
 use ron_shards::Shard;
 
 pub use audit::{audit_holder, AuditLimits};
@@ -190,13 +191,10 @@ impl Replication {
             .unless_stopped(self.shard.next_damaged_copy())
             .await
         {
-            let outcome = match self.shard.is_kept(&addr).await {
-                Ok(true) => format!("{:?}", self.pull(addr, None, false).await),
-                Ok(false) => match self.shard.discard_damaged(&addr).await {
-                    Ok(true) => "dropped: read through from now on".into(),
-                    Ok(false) => "not dropped: not held here, or busy".into(),
-                    Err(e) => e.to_string(),
-                },
+            let outcome = match self.shard.discard_damaged_if_evictable(&addr).await {
+                Ok(DamagedDiscard::Kept) => format!("{:?}", self.pull(addr, None, false).await),
+                Ok(DamagedDiscard::Discarded) => "dropped: read through from now on".into(),
+                Ok(DamagedDiscard::NotHeld) => "not dropped: not held here, or busy".into(),
                 Err(e) => e.to_string(),
             };
             tracing::warn!(obj = %addr, %outcome, "a copy damaged past this node's own repair");

@@ -60,6 +60,7 @@ pub use crate::shard::caching::{
 };
 pub use crate::shard::degraded::REPAIR_DEFER_MS_MAX;
 pub use crate::shard::state::{AnnounceFilter, Shard, ShardConfig};
+pub use crate::shard::write::DamagedDiscard;
 
 /// Task-queue shares of the shard's background work (repair, scrub) against the 1,000
 /// of the queue that serves clients: when both have work, clients get ~95 % of the CPU.

@@ -15,6 +15,17 @@ use crate::record::Retention;
 use crate::shard::state::{mesh_confused, Shard};
 use crate::upload::{self, Placement, StagedObject, Upload};
 
+/// What [`Shard::discard_damaged_if_evictable`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamagedDiscard {
+    /// The evictable copy is gone.
+    Discarded,
+    /// The copy is kept: a placement's, to be replaced rather than dropped.
+    Kept,
+    /// Not held here, or a check, repair, eviction or removal of it is under way.
+    NotHeld,
+}
+
 impl Shard {
     /// Starts an upload of `expected_len` bytes if announced; a long one gets a temp
     /// file in the data dir's temp area, a small one is kept in memory to be packed.
@@ -109,6 +120,38 @@ impl Shard {
             StorageCounters::add(&self.metrics.damaged_copies_discarded, 1);
         }
         Ok(discarded)
+    }
+
+    /// Removes this (owner) shard's copy of `addr` if it is evictable — a read-through's
+    /// copy found damaged: its next read reads it through. One step: the copy claimed,
+    /// its retention looked at and its eviction claimed with no wait between, so no keep
+    /// comes between the look and the removal. Looked at first and removed after a wait,
+    /// a copy a pull had made kept meanwhile (a placement's copy, to be replaced once its
+    /// replacement is staged) was dropped as a cache's.
+    pub async fn discard_damaged_if_evictable(
+        self: &Rc<Self>,
+        addr: &Address,
+    ) -> Result<DamagedDiscard, ShardError> {
+        if self.owner(addr).is_some() {
+            return Ok(DamagedDiscard::NotHeld);
+        }
+        let store = self.local_store(addr)?.clone();
+        let Some(claim) = self.claims.try_claim(*addr) else {
+            return Ok(DamagedDiscard::NotHeld);
+        };
+        match self.commits.stored_retention(&store, addr)? {
+            None => return Ok(DamagedDiscard::NotHeld),
+            Some(Retention::Kept) => return Ok(DamagedDiscard::Kept),
+            Some(Retention::Evictable) => {}
+        }
+        let evicter = super::services::evicter(self, StopSignal::default());
+        if !evicter.discard(&store, claim).await? {
+            return Ok(DamagedDiscard::NotHeld);
+        }
+        self.damaged.forget(addr);
+        self.files.forget(addr, store.dir_count());
+        StorageCounters::add(&self.metrics.damaged_copies_discarded, 1);
+        Ok(DamagedDiscard::Discarded)
     }
 
     /// Removes this node's copy of `addr` (an operator's DELETE), on whichever shard
@@ -437,6 +480,33 @@ mod tests {
                 !shard.commits.announcements_held().contains(addr.as_bytes()),
                 "a removed copy's announcement dropped"
             );
+        });
+    }
+
+    /// The damaged copies' service drops a read-through's evictable copy and leaves a kept
+    /// one (a placement's, replaced rather than dropped) in one step.
+    #[test]
+    fn only_an_evictable_damaged_copy_is_dropped() {
+        on_one_shard("ron-shards-drop-evictable", |shard| async move {
+            let cached: Vec<u8> = (0..100_000u32).map(|i| (i % 211) as u8).collect();
+            let placed: Vec<u8> = (0..100_000u32).map(|i| (i % 199) as u8).collect();
+            let evictable = staged(&shard, &cached, Retention::Evictable).await;
+            let kept = staged(&shard, &placed, Retention::Kept).await;
+            let (a, b) = (evictable.meta.addr(), kept.meta.addr());
+            shard.commit(evictable).await.unwrap();
+            shard.commit(kept).await.unwrap();
+            let drop_it = |addr| {
+                let shard = Rc::clone(&shard);
+                async move { shard.discard_damaged_if_evictable(&addr).await.unwrap() }
+            };
+            assert_eq!(drop_it(b).await, DamagedDiscard::Kept);
+            assert!(shard.is_kept(&b).await.unwrap(), "the kept copy stays");
+            assert_eq!(drop_it(a).await, DamagedDiscard::Discarded);
+            assert!(shard.meta(&a).await.is_err(), "the cache's copy is gone");
+            assert_eq!(drop_it(a).await, DamagedDiscard::NotHeld);
+            let claim = shard.claims.claim(b).await;
+            assert_eq!(drop_it(b).await, DamagedDiscard::NotHeld, "busy");
+            drop(claim);
         });
     }
 
