@@ -13,7 +13,7 @@ use ron_codec::http::reply::{parse_response_head, ReplyParse};
 use ron_codec::Address;
 
 use crate::error::ClientError;
-use crate::transport::{connect, Deadline, Endpoint, Stream};
+use crate::transport::{connect, BodyDeadline, Deadline, Endpoint, Stream};
 use crate::{ByteRange, Fetched, Options, Progress, Stored};
 
 /// Longest response head accepted.
@@ -143,12 +143,20 @@ impl HttpClient {
             left -= take as u64;
         }
         let mut buf = vec![0u8; 256 * 1024];
+        let deadline = BodyDeadline::starting(self.options.timeout);
         while left > 0 {
             let want = left.min(buf.len() as u64) as usize;
-            let n = self
-                .stream
-                .read(&mut buf[..want])
-                .map_err(ClientError::io(&self.addr, "receive"))?;
+            let received = len - left;
+            let past_due = |e| ClientError::io(&self.addr, "receive the body")(e);
+            deadline.arm(&*self.stream, received).map_err(past_due)?;
+            let n = match self.stream.read(&mut buf[..want]) {
+                Ok(n) => n,
+                // A read timed out at the body's due time: said as that.
+                Err(e) => match deadline.arm(&*self.stream, received) {
+                    Err(due) => return Err(past_due(due)),
+                    Ok(()) => return Err(ClientError::io(&self.addr, "receive")(e)),
+                },
+            };
             if n == 0 {
                 return Err(ClientError::io(&self.addr, "receive")(
                     std::io::ErrorKind::UnexpectedEof.into(),
@@ -157,7 +165,10 @@ impl HttpClient {
             sink(&buf[..n])?;
             left -= n as u64;
         }
-        Ok(())
+        self.stream
+            .tcp()
+            .set_read_timeout(Some(self.options.timeout))
+            .map_err(ClientError::io(&self.addr, "receive"))
     }
 
     fn small_body(&mut self, head: &Head) -> Result<Vec<u8>, ClientError> {
@@ -455,6 +466,7 @@ mod tests {
     use super::*;
     use crate::fake_node::{serve, trickle};
     use crate::transport::Protocol;
+    use std::time::Duration;
 
     /// A node answering one request with `answer`, a byte at a time.
     fn answering(answer: &'static [u8]) -> (HttpClient, std::thread::JoinHandle<()>) {
@@ -515,6 +527,46 @@ mod tests {
         exact.feed(&encoding, &mut out).unwrap();
         exact.finish(&mut out).unwrap();
         assert_eq!(out, b"x");
+    }
+
+    /// A node trickling its body a byte every 20 ms (each read within the timeout) is
+    /// cut off once the body falls below the minimum rate after the timeout's grace,
+    /// naming why. Before, only each read was timed: a 1 GiB bao answer trickled so held
+    /// the client for good.
+    #[test]
+    fn a_body_trickled_below_the_minimum_rate_is_a_timeout() {
+        let (endpoint, node) = serve(Protocol::Http, move |mut stream| {
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            let head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 60000\r\n\r\n";
+            stream.write_all(head).unwrap();
+            for _ in 0..200 {
+                std::thread::sleep(Duration::from_millis(20));
+                if stream.write_all(b" ").is_err() {
+                    return;
+                }
+            }
+        });
+        let options = Options {
+            timeout: Duration::from_millis(300),
+            ..Options::default()
+        };
+        let mut client = HttpClient::connect(&endpoint, options).unwrap();
+        let started = std::time::Instant::now();
+        let err = client
+            .get(Address::of(b"x"), None, &mut Vec::new(), &mut |_| {})
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2), "{err}");
+        assert!(
+            err.to_string()
+                .contains("the body fell below 4096 bytes/s after"),
+            "{err}"
+        );
+        drop(client);
+        node.join().unwrap();
     }
 
     #[test]

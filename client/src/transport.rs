@@ -96,6 +96,49 @@ impl Deadline {
     }
 }
 
+/// The slowest body the client keeps reading once its first `timeout` has passed, bytes
+/// per second: the node's own default `body_rate_min_bytes_per_s`.
+pub(crate) const BODY_RATE_MIN_BYTES_PER_S: u64 = 4096;
+
+/// When a body's bytes must have arrived: its first `n` within `timeout + n /`
+/// [`BODY_RATE_MIN_BYTES_PER_S`] of its start (the node's own transfer deadline, turned
+/// round). With only the per-read timeout, a node trickling a body a byte per read, each
+/// within it, held the client for as long as the body was long (a 1 GiB bao answer: for
+/// good).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyDeadline {
+    start: std::time::Instant,
+    timeout: Duration,
+}
+
+impl BodyDeadline {
+    pub(crate) fn starting(timeout: Duration) -> BodyDeadline {
+        BodyDeadline {
+            start: std::time::Instant::now(),
+            timeout,
+        }
+    }
+
+    /// Sets the next read's timeout, `received` bytes in: at most the plain timeout, and
+    /// no later than the next byte is due; `TimedOut` once it is past due.
+    pub(crate) fn arm(&self, stream: &dyn Stream, received: u64) -> std::io::Result<()> {
+        let rate_s = (received + 1) as f64 / BODY_RATE_MIN_BYTES_PER_S as f64;
+        let due = self.start + self.timeout + Duration::from_secs_f64(rate_s);
+        let left = due
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the body fell below {BODY_RATE_MIN_BYTES_PER_S} bytes/s after {received} bytes"
+                    ),
+                )
+            })?;
+        stream.tcp().set_read_timeout(Some(left.min(self.timeout)))
+    }
+}
+
 impl Stream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     fn tcp(&self) -> &TcpStream {
         &self.sock

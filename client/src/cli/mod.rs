@@ -97,7 +97,8 @@ CLIENT OPTIONS:
   --token TOKEN               write token (or RON_TOKEN in the environment)
   --tenant N                  OAP tenant_id header field [0] (a label: quotas follow --token)
   --timeout-ms N              longest wait for any read or write, and for a whole
-                              response head or OAP/1 frame [60000]
+                              response head or OAP/1 frame; past it an HTTP body
+                              must keep 4 KiB/s [60000]
   --copies N                  `put` waits until N nodes hold the object durably (1-16,
                               at most the network's replicas); prints how many did
   -o, --output FILE           where `get` writes (default stdout)
