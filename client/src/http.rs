@@ -77,15 +77,15 @@ impl HttpClient {
     /// heads are skipped).
     fn read_head(&mut self) -> Result<Head, ClientError> {
         let deadline = Deadline::after(self.options.timeout);
-        let head = self.read_head_by(deadline);
-        deadline
-            .disarm(&*self.stream)
-            .map_err(ClientError::io(&self.addr, "receive"))?;
+        deadline.arm(&*self.stream);
+        let head = self.read_head_by_deadline();
+        deadline.disarm(&*self.stream);
         head
     }
 
-    /// [`HttpClient::read_head`], whole (interim heads included) by `deadline`.
-    fn read_head_by(&mut self, deadline: Deadline) -> Result<Head, ClientError> {
+    /// [`HttpClient::read_head`], the stream's deadline armed: whole (interim heads
+    /// included) by then.
+    fn read_head_by_deadline(&mut self) -> Result<Head, ClientError> {
         let mut interim_heads = 0;
         loop {
             match parse_response_head(&self.buffered, HEAD_BYTES_MAX) {
@@ -112,14 +112,11 @@ impl HttpClient {
                 Ok(ReplyParse::Partial) => {}
                 Err(e) => return Err(self.protocol(e)),
             }
-            deadline
-                .arm(&*self.stream)
-                .map_err(ClientError::io(&self.addr, "receive a response head"))?;
             let mut chunk = [0u8; 8192];
             let n = self
                 .stream
                 .read(&mut chunk)
-                .map_err(ClientError::io(&self.addr, "receive"))?;
+                .map_err(ClientError::io(&self.addr, "receive a response head"))?;
             if n == 0 {
                 return Err(ClientError::io(&self.addr, "receive")(
                     std::io::ErrorKind::UnexpectedEof.into(),
@@ -146,17 +143,11 @@ impl HttpClient {
         let deadline = BodyDeadline::starting(self.options.timeout);
         while left > 0 {
             let want = left.min(buf.len() as u64) as usize;
-            let received = len - left;
-            let past_due = |e| ClientError::io(&self.addr, "receive the body")(e);
-            deadline.arm(&*self.stream, received).map_err(past_due)?;
-            let n = match self.stream.read(&mut buf[..want]) {
-                Ok(n) => n,
-                // A read timed out at the body's due time: said as that.
-                Err(e) => match deadline.arm(&*self.stream, received) {
-                    Err(due) => return Err(past_due(due)),
-                    Ok(()) => return Err(ClientError::io(&self.addr, "receive")(e)),
-                },
-            };
+            deadline.arm(&*self.stream, len - left);
+            let n = self
+                .stream
+                .read(&mut buf[..want])
+                .map_err(ClientError::io(&self.addr, "receive the body"))?;
             if n == 0 {
                 return Err(ClientError::io(&self.addr, "receive")(
                     std::io::ErrorKind::UnexpectedEof.into(),
@@ -165,10 +156,8 @@ impl HttpClient {
             sink(&buf[..n])?;
             left -= n as u64;
         }
-        self.stream
-            .tcp()
-            .set_read_timeout(Some(self.options.timeout))
-            .map_err(ClientError::io(&self.addr, "receive"))
+        deadline.disarm(&*self.stream);
+        Ok(())
     }
 
     fn small_body(&mut self, head: &Head) -> Result<Vec<u8>, ClientError> {

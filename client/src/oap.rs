@@ -119,17 +119,22 @@ impl OapClient {
     /// The next frame, whole within the timeout (not only each read of it).
     fn read_frame(&mut self) -> Result<Frame, ClientError> {
         let deadline = Deadline::after(self.options.timeout);
+        deadline.arm(&*self.stream);
+        let frame = self.read_frame_by_deadline();
+        deadline.disarm(&*self.stream);
+        frame
+    }
+
+    /// [`OapClient::read_frame`], the stream's deadline armed.
+    fn read_frame_by_deadline(&mut self) -> Result<Frame, ClientError> {
         loop {
             if let Some(frame) = self.reader.next_frame().map_err(|e| self.protocol(e))? {
                 return Ok(frame);
             }
-            deadline
-                .arm(&*self.stream)
-                .map_err(ClientError::io(&self.addr, "receive a frame"))?;
             let n = self
                 .stream
                 .read(self.reader.read_buf())
-                .map_err(ClientError::io(&self.addr, "receive"))?;
+                .map_err(ClientError::io(&self.addr, "receive a frame"))?;
             if n == 0 {
                 self.reader.end_of_stream().map_err(|e| self.protocol(e))?;
                 return Err(ClientError::io(&self.addr, "receive")(

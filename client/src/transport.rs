@@ -1,10 +1,11 @@
 //! Connections: plain TCP or TLS (rustls, ring), blocking, with timeouts.
 
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -44,16 +45,104 @@ pub trait Stream: Read + Write + Send + std::fmt::Debug {
     /// an answer that came while a body was still being sent.
     fn has_unread(&mut self) -> bool;
 
-    /// The TCP connection under the stream.
-    fn tcp(&self) -> &TcpStream;
+    /// The TCP connection under the stream, whose reads keep the due time set on it.
+    fn socket(&self) -> &DueTcp;
 }
 
-impl Stream for TcpStream {
-    fn has_unread(&mut self) -> bool {
-        socket_has_unread(self)
+/// The TCP connection under a stream. Every read waits at most the timeout, and no
+/// later than the due time set for what is being read ([`Deadline`], [`BodyDeadline`]):
+/// checked on each read of the socket, so a TLS session's reads of one record (which
+/// rustls repeats until the record is whole) keep it too. Set only once per read of the
+/// stream, a node trickling one 16 KiB record a byte per timeout held it for days.
+#[derive(Debug)]
+pub struct DueTcp {
+    tcp: TcpStream,
+    timeout: Duration,
+    due: Cell<Option<(Instant, Overdue)>>,
+}
+
+/// What a read past its due time says.
+#[derive(Debug, Clone, Copy)]
+enum Overdue {
+    /// A head or frame not whole within the timeout.
+    Whole(Duration),
+    /// A body below the minimum rate, after so many bytes.
+    BelowRate(u64),
+}
+
+impl Overdue {
+    fn error(self) -> std::io::Error {
+        let why = match self {
+            Overdue::Whole(timeout) => format!("not whole within {} ms", timeout.as_millis()),
+            Overdue::BelowRate(received) => format!(
+                "the body fell below {BODY_RATE_MIN_BYTES_PER_S} bytes/s after {received} bytes"
+            ),
+        };
+        std::io::Error::new(std::io::ErrorKind::TimedOut, why)
+    }
+}
+
+impl DueTcp {
+    fn new(tcp: TcpStream, timeout: Duration) -> DueTcp {
+        DueTcp {
+            tcp,
+            timeout,
+            due: Cell::new(None),
+        }
     }
 
-    fn tcp(&self) -> &TcpStream {
+    /// The reads from now on end by `due` (`None`: each within the timeout only).
+    fn set_due(&self, due: Option<(Instant, Overdue)>) {
+        self.due.set(due);
+    }
+
+    /// The TCP connection itself.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+}
+
+impl Read for DueTcp {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some((at, overdue)) = self.due.get() else {
+            self.tcp.set_read_timeout(Some(self.timeout))?;
+            return self.tcp.read(buf);
+        };
+        let left = at
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| overdue.error())?;
+        self.tcp.set_read_timeout(Some(left.min(self.timeout)))?;
+        match self.tcp.read(buf) {
+            Err(e) if is_timeout(&e) && Instant::now() >= at => Err(overdue.error()),
+            read => read,
+        }
+    }
+}
+
+impl Write for DueTcp {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+impl Stream for DueTcp {
+    fn has_unread(&mut self) -> bool {
+        socket_has_unread(&self.tcp)
+    }
+
+    fn socket(&self) -> &DueTcp {
         self
     }
 }
@@ -63,36 +152,27 @@ impl Stream for TcpStream {
 /// byte at a time, each within it, kept the client waiting as long as it liked.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline {
-    at: std::time::Instant,
+    at: Instant,
     timeout: Duration,
 }
 
 impl Deadline {
     pub(crate) fn after(timeout: Duration) -> Deadline {
         Deadline {
-            at: std::time::Instant::now() + timeout,
+            at: Instant::now() + timeout,
             timeout,
         }
     }
 
-    /// Sets the next read's timeout to what is left; `TimedOut` when nothing is.
-    pub(crate) fn arm(&self, stream: &dyn Stream) -> std::io::Result<()> {
-        let left = self
-            .at
-            .checked_duration_since(std::time::Instant::now())
-            .filter(|left| !left.is_zero())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("not whole within {} ms", self.timeout.as_millis()),
-                )
-            })?;
-        stream.tcp().set_read_timeout(Some(left))
+    /// The stream's reads from now on end by this deadline.
+    pub(crate) fn arm(&self, stream: &dyn Stream) {
+        let overdue = Overdue::Whole(self.timeout);
+        stream.socket().set_due(Some((self.at, overdue)));
     }
 
     /// Gives the reads after this head or frame the plain timeout again.
-    pub(crate) fn disarm(&self, stream: &dyn Stream) -> std::io::Result<()> {
-        stream.tcp().set_read_timeout(Some(self.timeout))
+    pub(crate) fn disarm(&self, stream: &dyn Stream) {
+        stream.socket().set_due(None);
     }
 }
 
@@ -107,40 +187,35 @@ pub(crate) const BODY_RATE_MIN_BYTES_PER_S: u64 = 4096;
 /// good).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BodyDeadline {
-    start: std::time::Instant,
+    start: Instant,
     timeout: Duration,
 }
 
 impl BodyDeadline {
     pub(crate) fn starting(timeout: Duration) -> BodyDeadline {
         BodyDeadline {
-            start: std::time::Instant::now(),
+            start: Instant::now(),
             timeout,
         }
     }
 
-    /// Sets the next read's timeout, `received` bytes in: at most the plain timeout, and
-    /// no later than the next byte is due; `TimedOut` once it is past due.
-    pub(crate) fn arm(&self, stream: &dyn Stream, received: u64) -> std::io::Result<()> {
+    /// The stream's next reads, `received` bytes in, end when the next byte is due.
+    pub(crate) fn arm(&self, stream: &dyn Stream, received: u64) {
         let rate_s = (received + 1) as f64 / BODY_RATE_MIN_BYTES_PER_S as f64;
         let due = self.start + self.timeout + Duration::from_secs_f64(rate_s);
-        let left = due
-            .checked_duration_since(std::time::Instant::now())
-            .filter(|left| !left.is_zero())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "the body fell below {BODY_RATE_MIN_BYTES_PER_S} bytes/s after {received} bytes"
-                    ),
-                )
-            })?;
-        stream.tcp().set_read_timeout(Some(left.min(self.timeout)))
+        stream
+            .socket()
+            .set_due(Some((due, Overdue::BelowRate(received))));
+    }
+
+    /// Gives the reads after the body the plain timeout again.
+    pub(crate) fn disarm(&self, stream: &dyn Stream) {
+        stream.socket().set_due(None);
     }
 }
 
-impl Stream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    fn tcp(&self) -> &TcpStream {
+impl Stream for rustls::StreamOwned<rustls::ClientConnection, DueTcp> {
+    fn socket(&self) -> &DueTcp {
         &self.sock
     }
 
@@ -148,16 +223,16 @@ impl Stream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
         if plaintext_ready(&mut self.conn) {
             return true;
         }
-        if !socket_has_unread(&self.sock) {
+        if !socket_has_unread(&self.sock.tcp) {
             return false;
         }
         // Bytes on the socket may be records that carry no answer (a TLS 1.3 session
         // ticket): take them in without waiting, and look at what they decrypt to.
-        if self.sock.set_nonblocking(true).is_err() {
+        if self.sock.tcp.set_nonblocking(true).is_err() {
             return false;
         }
         let read = self.conn.read_tls(&mut self.sock);
-        let _ = self.sock.set_nonblocking(false);
+        let _ = self.sock.tcp.set_nonblocking(false);
         match read {
             Ok(0) => true,
             Ok(_) => plaintext_ready(&mut self.conn),
@@ -214,6 +289,7 @@ pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Box<dyn Stream>
     tcp.set_read_timeout(Some(timeout)).map_err(connect_error)?;
     tcp.set_write_timeout(Some(timeout))
         .map_err(connect_error)?;
+    let tcp = DueTcp::new(tcp, timeout);
     let Some(tls) = &endpoint.tls else {
         return Ok(Box::new(tcp));
     };
@@ -335,5 +411,41 @@ impl ServerCertVerifier for InsecureDevVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that loops over the socket's reads until it has what it wants — as
+    /// rustls does for one TLS record, and `read_exact` here — keeps the due time: a
+    /// node trickling a byte every 20 ms (each within the 300 ms timeout) fails it at
+    /// ~0.3 s. Armed only before the stream's read, the 1,000 bytes took 20 s.
+    #[test]
+    fn reads_looping_over_the_socket_keep_the_due_time() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let node = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            for _ in 0..1_000 {
+                std::thread::sleep(Duration::from_millis(20));
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+            }
+        });
+        let timeout = Duration::from_millis(300);
+        let mut socket = DueTcp::new(TcpStream::connect(addr).unwrap(), timeout);
+        let deadline = Deadline::after(timeout);
+        let started = Instant::now();
+        deadline.arm(&socket);
+        let err = socket.read_exact(&mut [0u8; 1_000]).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2), "{err}");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(err.to_string(), "not whole within 300 ms");
+        deadline.disarm(&socket);
+        drop(socket);
+        node.join().unwrap();
     }
 }
