@@ -246,7 +246,27 @@ impl Manifest {
     }
 }
 
+/// Longest reason a refused manifest is given, bytes: reasons quote the manifest's own
+/// strings (a format, a key, serde's "unknown field …"), and a node keeps and answers
+/// them for every request under the object.
+pub const MANIFEST_REASON_BYTES_MAX: usize = 512;
+
 fn bad(reason: String) -> Error {
+    if reason.len() <= MANIFEST_REASON_BYTES_MAX {
+        return Error::BadManifest { reason };
+    }
+    // The start and the end: a quoted string is cut in its middle, and what the
+    // reason says of it (its end) stays.
+    let half = MANIFEST_REASON_BYTES_MAX / 2;
+    let mut head = half;
+    while !reason.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = reason.len() - half;
+    while !reason.is_char_boundary(tail) {
+        tail += 1;
+    }
+    let reason = format!("{}…{}", &reason[..head], &reason[tail..]);
     Error::BadManifest { reason }
 }
 

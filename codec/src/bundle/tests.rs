@@ -231,3 +231,25 @@ fn a_manifest_too_long_to_read_is_refused_when_made() {
     .unwrap();
     assert_eq!(Manifest::parse(&made.encode()).unwrap(), made);
 }
+
+/// A manifest's own strings quoted in its refusal are cut: before, a 16 MiB object
+/// whose `format` (or an unknown field's name) was one long string had the whole of it
+/// as its reason, which a node keeps per refused object and copies per request.
+#[test]
+fn a_refusals_reason_is_cut_whatever_the_manifest_quotes() {
+    let long = "é".repeat(1 << 20);
+    let format = format!(r#"{{"format":"{long}","entries":[],"meta":{{}}}}"#);
+    let field = format!(r#"{{"{long}":1}}"#);
+    for bytes in [format.as_bytes(), field.as_bytes()] {
+        let err = Manifest::parse(bytes).unwrap_err();
+        let Error::BadManifest { reason } = &err else {
+            panic!("{err}");
+        };
+        assert!(
+            reason.len() <= MANIFEST_REASON_BYTES_MAX + '…'.len_utf8(),
+            "{}",
+            reason.len()
+        );
+        assert!(reason.contains('…'), "{reason}");
+    }
+}
