@@ -347,7 +347,7 @@ const STORAGE_FULL_MESSAGE: &str =
 const NO_ROOM_FOR_COPY_MESSAGE: &str =
     "the node is not storing this object and has no space left to keep a copy of it";
 
-fn cut_at_char_boundary(text: &str, bytes_max: usize) -> &str {
+pub(crate) fn cut_at_char_boundary(text: &str, bytes_max: usize) -> &str {
     let mut cut = text.len().min(bytes_max);
     while !text.is_char_boundary(cut) {
         cut -= 1;

@@ -299,17 +299,7 @@ impl PeerGet {
     }
 
     fn refused(&self, frame: &Frame) -> AttemptError {
-        let message = serde_json::from_slice::<serde_json::Value>(&frame.payload)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_default();
-        self.error(
-            FetchFailure::Refused,
-            format!(
-                "answered code {} for corr_id {}: {message}",
-                frame.header.code, frame.header.corr_id
-            ),
-        )
+        self.error(FetchFailure::Refused, refusal_detail(frame))
     }
 
     async fn read_frame(&mut self, deadline: Instant) -> Result<Frame, AttemptError> {
@@ -344,10 +334,53 @@ impl PeerGet {
     }
 }
 
+/// Longest part of a provider's error message kept, bytes: it is copied into the
+/// failure of every request waiting on the fetch, and a frame may carry 1 MiB of it.
+const PEER_MESSAGE_BYTES_MAX: usize = 256;
+
+/// What a provider's refusal says: its code and (the start of) its message.
+fn refusal_detail(frame: &Frame) -> String {
+    let parsed = serde_json::from_slice::<serde_json::Value>(&frame.payload).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()))
+        .unwrap_or_default();
+    format!(
+        "answered code {} for corr_id {}: {}",
+        frame.header.code,
+        frame.header.corr_id,
+        crate::refusal::cut_at_char_boundary(message, PEER_MESSAGE_BYTES_MAX)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// A provider's ~1 MiB error message is kept to its first 256 bytes: before, each
+    /// request waiting on the fetch was failed with a copy of all of it.
+    #[test]
+    fn a_providers_long_refusal_is_cut() {
+        let message = "x".repeat((1 << 20) - 1_000);
+        let payload = serde_json::json!({ "code": "not_found", "message": message });
+        let meta = ron_codec::frame::FrameMeta {
+            flags: ron_codec::frame::Flags::RESP | ron_codec::frame::Flags::END,
+            code: 404,
+            app_proto_id: ron_codec::frame::APP_OBJECTS,
+            tenant_id: 0,
+            corr_id: 7,
+        };
+        let body = bytes::Bytes::from(payload.to_string());
+        let limit = ron_codec::frame::MAX_FRAME_BYTES;
+        let frame = Frame::new(meta, bytes::Bytes::new(), body, limit).unwrap();
+        let detail = refusal_detail(&frame);
+        assert!(
+            detail.starts_with("answered code 404 for corr_id 7: xxx"),
+            "{detail}"
+        );
+        assert!(detail.len() < 300, "{}", detail.len());
+    }
 
     /// A provider sending one byte every 600 ms, within a 700 ms stall timeout each,
     /// never a whole frame: the open ends at the frame's deadline (700 ms). Before, a
