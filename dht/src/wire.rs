@@ -3,7 +3,8 @@
 //! libp2p codec of every such protocol ron speaks is [`WireCodec`] over its messages'
 //! encoders ([`WireMessages`]).
 //!
-//! Memory: a message is read in chunks of [`READ_CHUNK_BYTES`] into a buffer grown to
+//! Memory: a message is read in chunks of [`READ_CHUNK_BYTES`] (the first read, before
+//! anything has come, of [`FIRST_READ_BYTES`]: a silent stream holds little) into a buffer grown to
 //! exactly what came (not doubled), and every byte of a message still being read is
 //! held against one node-wide [`ReadBudget`] ([`MESSAGES_READING_BYTES_MAX`]): a peer
 //! that opens many streams and trickles each (up to 64 per connection and protocol,
@@ -29,6 +30,10 @@ use libp2p::StreamProtocol;
 pub const MESSAGES_READING_BYTES_MAX: usize = 64 << 20;
 /// Bytes read from a stream at a time.
 const READ_CHUNK_BYTES: usize = 16 << 10;
+/// Bytes of a stream's first read, before anything has come: 64 streams per
+/// connection and protocol, 512 connections, left silent, held 16 KiB each (~1 GiB)
+/// outside the budget.
+const FIRST_READ_BYTES: usize = 256;
 /// A message's time to be whole from its first byte, beside its length at
 /// [`MESSAGE_READ_BYTES_PER_S_MIN`]. Not from the stream's start: a response may
 /// rightly come a minute after its request (a replicate answer waits on the pulls).
@@ -105,7 +110,9 @@ pub(crate) async fn read_message<T: AsyncRead + Unpin + Send>(
 ) -> io::Result<Vec<u8>> {
     let mut message = Vec::new();
     let mut held = budget.hold();
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES.min(bytes_max + 1)];
+    // Small until the first byte: a stream opened and left silent (64 per connection
+    // and protocol, held until the protocol's timeout) holds this, outside the budget.
+    let mut chunk = vec![0u8; FIRST_READ_BYTES.min(bytes_max + 1)];
     let mut began: Option<tokio::time::Instant> = None;
     loop {
         let read = match began {
@@ -118,7 +125,10 @@ pub(crate) async fn read_message<T: AsyncRead + Unpin + Send>(
                 }
             }
         };
-        began.get_or_insert_with(tokio::time::Instant::now);
+        if began.is_none() {
+            began = Some(tokio::time::Instant::now());
+            chunk.resize(READ_CHUNK_BYTES.min(bytes_max + 1), 0);
+        }
         if read == 0 {
             return Ok(message);
         }
@@ -307,6 +317,38 @@ mod tests {
         assert_eq!(err.to_string(), "/t/1: message too long");
         assert_eq!(read(&[], 10, &budget).unwrap(), Vec::<u8>::new());
         assert_eq!(budget.left(), 1 << 20);
+    }
+
+    /// A stream that has sent nothing is read into 256 bytes, not 16 KiB: a peer
+    /// opening silent streams (64 per connection and protocol) held 16 KiB each, outside
+    /// the budget, until the protocol's timeout.
+    #[test]
+    fn a_silent_stream_holds_a_small_buffer() {
+        struct Silent {
+            asked: usize,
+        }
+        impl AsyncRead for Silent {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                self.asked = self.asked.max(buf.len());
+                Poll::Pending
+            }
+        }
+        let budget = ReadBudget::new(1 << 20);
+        let mut silent = Silent { asked: 0 };
+        let reading = read_message(&mut silent, 1 << 20, "/t/1", &budget);
+        assert!(Box::pin(reading).now_or_never().is_none());
+        assert!(
+            silent.asked <= 256,
+            "{} bytes for a stream that sent none",
+            silent.asked
+        );
+        // Once bytes come, the reads are whole chunks again.
+        let body: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        assert_eq!(read(&body, 100_000, &budget).unwrap(), body);
     }
 
     #[test]
