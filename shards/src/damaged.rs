@@ -17,8 +17,9 @@
 //! mend there is. An address leaves the queue and the taken list when its copy is
 //! removed or a whole one is stored ([`DamagedCopies::forget`]).
 //!
-//! Bounded: at most [`DAMAGED_COPIES_QUEUED_MAX`] addresses wait, each once; past it a
-//! report is dropped (the scrubber's next pass finds it again). A copy taken is not
+//! Bounded: at most [`DAMAGED_COPIES_QUEUED_MAX`] addresses wait, each once; past it the
+//! oldest report gives way to the new one (the scrubber's next pass finds it again; on a
+//! node off a network, where nothing takes them, the newest are the operator's to mend). A copy taken is not
 //! queued again for [`DAMAGED_RETRY_AFTER`]: every read of a damaged object reports it,
 //! and one no holder can replace would otherwise be checked whole and looked for again
 //! as often as it is read. Off a network nothing takes them and the queue stays at its
@@ -46,8 +47,9 @@ pub struct DamagedCopies {
 }
 
 impl DamagedCopies {
-    /// Reports `addr` damaged past what this shard can rebuild; `false` when it was
-    /// queued already or the queue is full.
+    /// Reports `addr` damaged past what this shard can rebuild (the oldest report
+    /// dropped when the queue is full); `false` when it was queued already or taken
+    /// lately.
     pub fn report(&self, addr: Address) -> bool {
         self.report_at(addr, Instant::now())
     }
@@ -65,8 +67,14 @@ impl DamagedCopies {
                 return false;
             }
             let mut queued = self.queued.borrow_mut();
-            if queued.len() >= DAMAGED_COPIES_QUEUED_MAX || queued.contains(&addr) {
+            if queued.contains(&addr) {
                 return false;
+            }
+            if queued.len() >= DAMAGED_COPIES_QUEUED_MAX {
+                // The newest report is the one an operator acts on next (`ron repair`,
+                // then an upload of the object): the oldest gives way; the scrubber's
+                // next pass finds it again.
+                queued.pop_front();
             }
             queued.push_back(addr);
         }
@@ -127,16 +135,17 @@ mod tests {
         for i in 1..DAMAGED_COPIES_QUEUED_MAX as u32 {
             assert!(damaged.report(addr(i)));
         }
-        assert!(!damaged.report(addr(u32::MAX)), "full");
+        assert!(damaged.report(addr(u32::MAX)), "full: the oldest gives way");
         assert_eq!(damaged.queued.borrow().len(), DAMAGED_COPIES_QUEUED_MAX);
+        assert!(!damaged.is_reported(&addr(0)) && damaged.is_reported(&addr(u32::MAX)));
+        assert!(damaged.report(addr(0)), "queued again, in its turn");
         let first = futures_lite::future::block_on(damaged.next());
-        assert_eq!(first, addr(0), "oldest first");
-        assert!(damaged.report(addr(u32::MAX)), "room again");
+        assert_eq!(first, addr(2), "oldest first");
         // Taken: not queued again until it has had its while.
         let later = Instant::now() + DAMAGED_RETRY_AFTER;
-        assert!(!damaged.report(addr(0)), "taken lately");
+        assert!(!damaged.report(addr(2)), "taken lately");
         let _ = futures_lite::future::block_on(damaged.next());
-        assert!(damaged.report_at(addr(0), later), "its while is over");
+        assert!(damaged.report_at(addr(2), later), "its while is over");
     }
 
     #[test]

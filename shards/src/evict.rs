@@ -232,8 +232,8 @@ impl Evicter {
     }
 
     /// Removes the copy `claim` holds in `store`, which must be evictable (a damaged
-    /// copy made so to be fetched again): steps 1–4, the DHT not told (the copy fetched
-    /// in its place is announced as usual). The caller claimed it before making it
+    /// copy made so to be fetched again): steps 1–4, the DHT not told — the caller
+    /// withdraws it when no copy takes its place. The caller claimed it before making it
     /// evictable, so no other task saw it evictable and took it. `false`: it is gone.
     pub(crate) async fn discard(
         &self,

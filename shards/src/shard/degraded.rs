@@ -280,6 +280,11 @@ impl Shard {
         let check = scrub::check_object(&self.files, &self.codes, store, &meta, pacer).await;
         self.files.forget(addr, store.dir_count());
         StorageCounters::add(&self.metrics.ec_repair_bytes, check.repaired_bytes);
+        if check.is_whole() {
+            // Replaced (or rebuilt) since it was reported: an upload of it then would
+            // remove a healthy copy to store it again.
+            self.damaged.forget(addr);
+        }
         Ok(check)
     }
 }

@@ -151,6 +151,8 @@ impl Shard {
         self.damaged.forget(addr);
         self.files.forget(addr, store.dir_count());
         StorageCounters::add(&self.metrics.damaged_copies_discarded, 1);
+        // Nothing is fetched in its place: no longer provided here.
+        self.withdraw(*addr).await;
         Ok(DamagedDiscard::Discarded)
     }
 
@@ -202,33 +204,52 @@ impl Shard {
     ) -> Result<CommitOutcome, ShardError> {
         let addr = staged.meta.addr();
         let store = self.local_store(&addr)?;
-        if self.damaged.is_reported(&addr) {
-            // The copy held failed its check past repair: these verified bytes take its
-            // place. Answered "already stored" and dropped before, they left the object
-            // unreadable here — a node off a network had no other way to mend it.
-            self.discard_reported_damage(&addr).await?;
-        }
+        // The copy held failed its check past repair: these verified bytes take its
+        // place. Answered "already stored" and dropped before, they left the object
+        // unreadable here — a node off a network had no other way to mend it.
+        let mending = match self.damaged.is_reported(&addr) {
+            false => false,
+            true => match self.discard_reported_damage(&addr).await {
+                Ok(removed) => removed,
+                Err(e) => {
+                    upload::discard(staged).await;
+                    return Err(e);
+                }
+            },
+        };
         // An upload of a stored object may have to make it kept: the commit queue looks.
         let evictable = staged.retention == Retention::Evictable;
         if evictable && self.cached_meta(&addr).is_some() {
             upload::discard(staged).await;
             return Ok(CommitOutcome::AlreadyStored);
         }
-        let outcome = self.commits.commit(store, staged).await?;
-        if outcome == CommitOutcome::Created {
-            self.damaged.forget(&addr);
+        let outcome = self.commits.commit(store, staged).await;
+        match &outcome {
+            Ok(CommitOutcome::Created) => self.damaged.forget(&addr),
+            // The damaged copy is gone and nothing took its place: no longer provided.
+            Err(_) if mending => self.withdraw(addr).await,
+            _ => {}
         }
-        Ok(outcome)
+        outcome
     }
 
     /// Removes the copy of `addr` reported damaged, counted with the damaged copies
-    /// discarded; a copy busy with a check or repair stays (the commit then finds it).
-    async fn discard_reported_damage(self: &Rc<Self>, addr: &Address) -> Result<(), ShardError> {
-        if self.remove_local(addr).await? {
+    /// discarded; `false`: a copy busy with a check or repair stays (the commit then
+    /// finds it).
+    async fn discard_reported_damage(self: &Rc<Self>, addr: &Address) -> Result<bool, ShardError> {
+        let removed = self.remove_local(addr).await?;
+        if removed {
             tracing::warn!(obj = %addr, "a copy found damaged past repair is replaced by the whole one stored again");
             StorageCounters::add(&self.metrics.damaged_copies_discarded, 1);
         }
-        Ok(())
+        Ok(removed)
+    }
+
+    /// Tells the DHT (on a node in a network) this node no longer provides `addr`.
+    async fn withdraw(&self, addr: Address) {
+        if let Some(dht) = &self.config.dht {
+            crate::evict::withdraw(dht, vec![*addr.as_bytes()]).await;
+        }
     }
 
     /// What the temp files of this shard's uploads are named by: the shard and the
@@ -479,6 +500,72 @@ mod tests {
             assert!(
                 !shard.commits.announcements_held().contains(addr.as_bytes()),
                 "a removed copy's announcement dropped"
+            );
+        });
+    }
+
+    /// An upload mending a damaged copy whose own commit then fails leaves the node
+    /// without the object: it is withdrawn from the DHT. Before, the node went on
+    /// providing a copy it no longer had.
+    #[test]
+    fn a_mending_upload_that_fails_to_commit_withdraws_the_object() {
+        let (dht, mailbox) = ron_link::dht::DhtClient::for_tests(64);
+        let configured = |dir: &Path| ShardConfig {
+            dht: Some(dht),
+            ..config(dir)
+        };
+        on_shard_configured("ron-shards-mend-fails", configured, |shard| async move {
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 233) as u8).collect();
+            let first = staged(&shard, &data, Retention::Kept).await;
+            let addr = first.meta.addr();
+            shard.commit(first).await.unwrap();
+            assert!(shard.damaged.report(addr));
+            // The upload's files are written slowly: its index commit is set to fail
+            // once the damaged copy is gone, before the upload's own commit.
+            let faults = Arc::clone(&shard.commits.faults);
+            faults.write_stall_ms.store(300, Ordering::Relaxed);
+            let again = staged(&shard, &data, Retention::Kept).await;
+            let committing = glommio::spawn_local({
+                let shard = Rc::clone(&shard);
+                async move { shard.commit(again).await }
+            });
+            let discarded = || {
+                shard
+                    .metrics
+                    .damaged_copies_discarded
+                    .load(Ordering::Relaxed)
+            };
+            while discarded() == 0 {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            faults.index_failures.store(1, Ordering::Relaxed);
+            committing
+                .await
+                .expect_err("the upload's index commit failed");
+            let withdrawn = mailbox.try_iter().any(|change| {
+                matches!(change, ron_link::dht::ProviderChange::Withdraw(keys) if keys.contains(addr.as_bytes()))
+            });
+            assert!(withdrawn, "the lost copy is no longer provided");
+        });
+    }
+
+    /// A copy reported damaged and then found whole (replaced since, or rebuilt) is no
+    /// longer reported: an upload of it then would remove a healthy copy to store it
+    /// again.
+    #[test]
+    fn a_whole_check_clears_a_damage_report() {
+        on_one_shard("ron-shards-whole-clears", |shard| async move {
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 229) as u8).collect();
+            let copy = staged(&shard, &data, Retention::Kept).await;
+            let addr = copy.meta.addr();
+            shard.commit(copy).await.unwrap();
+            assert!(shard.damaged.report(addr));
+            assert!(shard.check_object(&addr).await.unwrap().is_whole());
+            assert!(!shard.damaged.is_reported(&addr));
+            let again = staged(&shard, &data, Retention::Kept).await;
+            assert_eq!(
+                shard.commit(again).await.unwrap(),
+                CommitOutcome::AlreadyStored
             );
         });
     }
