@@ -70,7 +70,7 @@ impl Cidr {
 }
 
 /// An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -12,8 +12,10 @@
 //! The table is a count-min sketch: [`ROWS`] rows of [`BUCKETS`] atomic counters, each
 //! row indexed by its own seeded hash of the client. A connection adds one to a counter
 //! in every row and its client's count is the smallest of them: never below the truth
-//! (a flooding client is always held to the limit), above it only where other clients
-//! share all of that client's counters. Fixed memory (1 MiB), no lock, no allocation
+//! (a flooding client is held to the limit — up to [`ROWS`] − 1 past it for an instant
+//! when its connections arrive on several shards at once, each seeing the others' adds
+//! in a different order), above it only where other clients share all of that client's
+//! counters. Fixed memory (1 MiB), no lock, no allocation
 //! per connection; the seeds are random per start, so no client can pick addresses that
 //! collide.
 //!

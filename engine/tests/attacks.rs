@@ -913,9 +913,9 @@ fn a_connection_flood_holds_no_more_than_connections_max_open() {
 /// One host holding idle connections is held to `connections_per_client_max` across the
 /// node (two shards: the kernel spreads its connections over both), its next one closed
 /// unanswered; another client still gets in and is served; a client a trusted proxy's
-/// PROXY header names is counted as that client, and the proxy itself, without a header,
-/// speaks for many and is not limited. Before, `connections_max` per shard was the only
-/// bound: one host could take every place.
+/// PROXY header names is counted as that client (inside the trusted block too), and the
+/// proxy itself, without a header, speaks for many and is not limited. Before,
+/// `connections_max` per shard was the only bound: one host could take every place.
 #[test]
 fn one_client_is_held_to_its_connections_across_the_node() {
     let _alone = alone();
@@ -928,7 +928,7 @@ fn one_client_is_held_to_its_connections_across_the_node() {
             "--max-connections-per-client",
             &MOST.to_string(),
             "--trusted-proxy",
-            "127.0.0.9",
+            "127.0.0.8/29",
         ],
     );
     let kept = upload(&n, b"an object each connection reads");
@@ -972,8 +972,13 @@ fn one_client_is_held_to_its_connections_across_the_node() {
     let proxy_itself: Vec<TcpStream> = (0..2 * MOST)
         .map(|_| served([127, 0, 0, 9], "").expect("the proxy without a header"))
         .collect();
+    // A client the header names is limited even inside the trusted block.
+    let inside: Vec<TcpStream> = (0..MOST)
+        .map(|_| served([127, 0, 0, 9], &proxied("127.0.0.12")).unwrap())
+        .collect();
+    refused([127, 0, 0, 9], &proxied("127.0.0.12"));
     assert!(metric(n.admin, "ron_connections_refused_total") >= 2);
-    drop((held, other, named, beside, proxy_itself));
+    drop((held, other, named, beside, proxy_itself, inside));
 }
 
 /// Waits (up to `within`) until `kept` is answered 200 again after a flood.
