@@ -9,6 +9,7 @@ use ron_link::counters::StorageCounters;
 
 use crate::commit::CommitOutcome;
 use crate::error::ShardError;
+use crate::evict::BackgroundClaim;
 use crate::lifecycle::StopSignal;
 use crate::mesh::{MeshOp, MeshReply};
 use crate::record::Retention;
@@ -173,7 +174,6 @@ impl Shard {
     /// made evictable first (durable), then evicted as the evicter would (its record,
     /// every shard's cached metadata, its files).
     pub(super) async fn remove_local(self: &Rc<Self>, addr: &Address) -> Result<bool, ShardError> {
-        let store = self.local_store(addr)?.clone();
         // Claimed before it is made evictable, held until it is gone: another removal
         // in between (the damaged copies' service) saw it evictable, took it for a
         // read-through's copy and removed it, and the verified replacement this removal
@@ -182,6 +182,16 @@ impl Shard {
             // A scrub, check, repair, eviction or removal of it is under way.
             return Ok(false);
         };
+        self.remove_claimed(addr, claim).await
+    }
+
+    /// [`Shard::remove_local`] of a copy `claim` holds.
+    async fn remove_claimed(
+        self: &Rc<Self>,
+        addr: &Address,
+        claim: BackgroundClaim,
+    ) -> Result<bool, ShardError> {
+        let store = self.local_store(addr)?.clone();
         let demoted = self.commits.demote(&store, addr).await?;
         let evicter = super::services::evicter(self, StopSignal::default());
         let removed = evicter.discard(&store, claim).await?;
@@ -234,10 +244,17 @@ impl Shard {
     }
 
     /// Removes the copy of `addr` reported damaged, counted with the damaged copies
-    /// discarded; `false`: a copy busy with a check or repair stays (the commit then
-    /// finds it).
+    /// discarded, once no check, repair or other removal holds it (a second upload of
+    /// the object waits for the first's removal, then finds the report gone with the
+    /// first's commit, or nothing left to remove). Refused on the spot, a second upload
+    /// came between the first's removal and its eviction, and both were answered
+    /// "already stored" with the damage left. `false`: nothing removed.
     async fn discard_reported_damage(self: &Rc<Self>, addr: &Address) -> Result<bool, ShardError> {
-        let removed = self.remove_local(addr).await?;
+        let claim = self.claims.claim(*addr).await;
+        if !self.damaged.is_reported(addr) {
+            return Ok(false);
+        }
+        let removed = self.remove_claimed(addr, claim).await?;
         if removed {
             tracing::warn!(obj = %addr, "a copy found damaged past repair is replaced by the whole one stored again");
             StorageCounters::add(&self.metrics.damaged_copies_discarded, 1);
@@ -546,6 +563,46 @@ mod tests {
                 matches!(change, ron_link::dht::ProviderChange::Withdraw(keys) if keys.contains(addr.as_bytes()))
             });
             assert!(withdrawn, "the lost copy is no longer provided");
+        });
+    }
+
+    /// Two uploads at once of an object whose copy was reported damaged: one stores it
+    /// anew, the other finds it stored, and the copy is whole. Before, the second came
+    /// between the first's removal and its eviction: both were answered "already
+    /// stored" and the damaged copy stayed.
+    #[test]
+    fn two_uploads_at_once_mend_a_damaged_copy() {
+        on_one_shard("ron-shards-mend-twice", |shard| async move {
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 227) as u8).collect();
+            let first = staged(&shard, &data, Retention::Kept).await;
+            let addr = first.meta.addr();
+            shard.commit(first).await.unwrap();
+            assert!(shard.damaged.report(addr));
+            let uploads: Vec<_> = [
+                staged(&shard, &data, Retention::Kept).await,
+                staged(&shard, &data, Retention::Kept).await,
+            ]
+            .into_iter()
+            .map(|upload| {
+                let shard = Rc::clone(&shard);
+                glommio::spawn_local(async move { shard.commit(upload).await.unwrap() })
+            })
+            .collect();
+            let mut outcomes = Vec::new();
+            for upload in uploads {
+                outcomes.push(upload.await);
+            }
+            outcomes.sort_by_key(|o| *o == CommitOutcome::AlreadyStored);
+            assert_eq!(
+                outcomes,
+                [CommitOutcome::Created, CommitOutcome::AlreadyStored]
+            );
+            assert!(!shard.damaged.is_reported(&addr));
+            let removed = shard
+                .metrics
+                .damaged_copies_discarded
+                .load(Ordering::Relaxed);
+            assert_eq!(removed, 1);
         });
     }
 
