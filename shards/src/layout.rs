@@ -444,7 +444,7 @@ fn open_table(dirs: &DataDirs, shards: u16) -> Result<PartitionTable, ShardError
 }
 
 /// Writes `dir/name` through a synced temp file and a rename, then syncs `dir`.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ShardError> {
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ShardError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     write_durably(&tmp, bytes)?;
@@ -461,16 +461,20 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), ShardError> {
 }
 
 /// Creates the dirs in `dirs` that are missing, with their missing parents, and then
-/// fsyncs the parent of each dir it created, once per parent: a file synced into a new
-/// dir is only as durable as that dir's own name (POSIX leaves a new entry to the next
-/// sync of its parent), and an acknowledged object must not vanish with its dir on a
-/// power loss. Returns how many dirs it created. Blocking.
+/// fsyncs the parent of each dir it created and of each dir in `dirs`, once per parent:
+/// a file synced into a new dir is only as durable as that dir's own name (POSIX leaves
+/// a new entry to the next sync of its parent), and an acknowledged object must not
+/// vanish with its dir on a power loss. A dir found made is synced into its parent too:
+/// a run killed between its `mkdir` and that sync left it for the next run to write
+/// into, never synced. Returns how many dirs it created. Blocking.
 pub fn create_dirs_durably<'a>(
     dirs: impl IntoIterator<Item = &'a Path>,
 ) -> Result<usize, ShardError> {
     let mut parents_to_sync = std::collections::BTreeSet::new();
     let mut created = 0;
     for dir in dirs {
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        parents_to_sync.insert(parent.unwrap_or(Path::new(".")).to_path_buf());
         // A relative path's last ancestor is "" (the working dir): never made.
         let missing: Vec<&Path> = dir
             .ancestors()

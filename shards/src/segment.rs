@@ -221,8 +221,16 @@ impl LaneHistory {
         })?;
         if history.0.last().map(|(_, l)| *l) != Some(lanes) {
             let next = next_segment_id(store_root)?;
-            let line = format!("{next} {lanes}\n");
-            append_durably(&path, store_root, line.as_bytes())?;
+            // Written whole through a synced temp file and a rename: appended in place,
+            // a power loss could leave a torn last line, and the store then refused to
+            // open until an operator mended the file.
+            let end = if text.is_empty() || text.ends_with('\n') {
+                ""
+            } else {
+                "\n"
+            };
+            let text = format!("{text}{end}{next} {lanes}\n");
+            layout::write_atomically(store_root, LANE_HISTORY_FILE, text.as_bytes())?;
             history.0.push((next, lanes));
         }
         Ok(history)
@@ -256,23 +264,6 @@ impl LaneHistory {
 fn next_segment_id(store_root: &Path) -> Result<SegmentId, ShardError> {
     let last = lane_segment_ids(store_root, LaneIndex(0))?.last().copied();
     Ok(last.map_or(SegmentId(0), |last| SegmentId(last.0.saturating_add(1))))
-}
-
-/// Appends `bytes` to the file at `path` and syncs it, and its directory `dir` when the
-/// file is new.
-fn append_durably(path: &Path, dir: &Path, bytes: &[u8]) -> Result<(), ShardError> {
-    let existed = path.exists();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(ShardError::io("open", path))?;
-    std::io::Write::write_all(&mut file, bytes).map_err(ShardError::io("write", path))?;
-    file.sync_data().map_err(ShardError::io("sync", path))?;
-    match existed {
-        true => Ok(()),
-        false => layout::sync_dir(dir),
-    }
 }
 
 /// How many lanes the store at `store_root` has on disk (at least 1: lane 0). Blocking.

@@ -224,6 +224,9 @@ impl Index {
                 .map_err(lmdb("put"))?;
         }
         wtxn.commit().map_err(lmdb("commit"))?;
+        // LMDB syncs its files, never their dir: a new index's `data.mdb` is only as
+        // durable as its name, which a power loss could take with every commit in it.
+        crate::layout::sync_dir(&path)?;
         Ok(Index {
             env,
             db,
