@@ -34,10 +34,11 @@ fn put_get_head_and_the_object_headers() {
     assert_eq!(r.header("ETag"), Some(format!("\"{addr}\"").as_str()));
     assert_eq!(
         r.header("Cache-Control"),
-        Some("public, max-age=31536000, immutable")
+        Some("public, max-age=31536000, immutable, no-transform")
     );
     assert_eq!(r.header("Accept-Ranges"), Some("bytes"));
     assert_eq!(r.header("Content-Type"), Some("text/plain"));
+    assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"));
     assert!(r.header("X-Corr-ID").is_some());
 
     let bare = addr.to_string()[3..].to_string();
@@ -316,6 +317,19 @@ fn heads_targets_and_preconditions_as_rfc_9110_and_9112_ask() {
         assert!(message.contains(why), "{message}");
     }
     assert_eq!(raw(&format!("GET {path} HTTP/1.0\r\n\r\n")).status, 200);
+    // §9.3.2: a HEAD's answer has no content, refused at its head too (no Host here).
+    let mut s = connect(n.http);
+    s.write_all(format!("HEAD {path} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(answer.len(), end, "a body after a HEAD's head");
 
     // §9.3 and Appendix C.2.2: an HTTP/1.0 connection kept open is said so (the client
     // takes an answer without `Connection: keep-alive` for the last), and serves the next.

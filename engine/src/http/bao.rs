@@ -20,7 +20,7 @@ use ron_shards::{GroupBytes, ObjectMeta};
 
 use super::get::{follows, send_file_run, send_head_more};
 use super::request::{quoted_etag, Request};
-use super::respond::{self, common_headers, CACHE_CONTROL};
+use super::respond::{self, common_headers, CACHE_CONTROL, NOSNIFF};
 use super::{write_out, Abort, Conn, HttpContext};
 use crate::admission::Ticket;
 use crate::limits::COALESCE_BODY_BYTES_MAX;
@@ -225,7 +225,8 @@ fn write_head<S>(
     let mut head = ResponseHead::start(&mut conn.wbuf, answer.status());
     common_headers(ctx, &mut head, &req.corr_id, close, req.http10);
     head.header("ETag", &answer.etag)
-        .header("Cache-Control", CACHE_CONTROL);
+        .header("Cache-Control", CACHE_CONTROL)
+        .header("X-Content-Type-Options", NOSNIFF);
     match answer.kind {
         // The answer to a GET of the object's URL depends on Accept and, for bao, Range.
         BaoKind::Encoding(_) => head.header("Vary", b"Accept, Range"),

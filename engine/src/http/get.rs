@@ -11,7 +11,9 @@ use ron_shards::GroupBytes;
 
 use super::ipfs::{ipfs_block_headers, IPFS_BLOCK_BYTES_MAX};
 use super::request::{quoted_etag, Conditions, CorrId, Request};
-use super::respond::{self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE};
+use super::respond::{
+    self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE, NOSNIFF,
+};
 use super::{write_out, Abort, Conn, HttpContext};
 use crate::admission::Ticket;
 use crate::limits::{
@@ -201,7 +203,8 @@ fn vary(shown: Option<&Shown<'_>>) -> &'static [u8] {
 fn validators_and_caching(head: &mut ResponseHead<'_>, addr: &Address, shown: Option<&Shown<'_>>) {
     let Some(ShownAs::IpfsBlock { cid }) = shown.map(|s| &s.kind) else {
         head.header("ETag", &quoted_etag(addr))
-            .header("Cache-Control", CACHE_CONTROL);
+            .header("Cache-Control", CACHE_CONTROL)
+            .header("X-Content-Type-Options", NOSNIFF);
         return;
     };
     ipfs_block_headers(head, cid);

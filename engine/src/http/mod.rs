@@ -318,7 +318,9 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
         HeadOutcome::Rejected(refusal, started) => {
             conn.transfer = Transfer::new(ctx.limits.pace(started));
             let corr = ctx.new_corr_id();
-            respond::refuse(ctx, conn, &refusal, &corr, true, false, false).await?;
+            // A HEAD's answer has no content, refused or not (RFC 9110 §9.3.2).
+            let head_only = conn.rbuf.filled().starts_with(b"HEAD ");
+            respond::refuse(ctx, conn, &refusal, &corr, true, false, head_only).await?;
             let status = refusal.status();
             ctx.admission
                 .record(Protocol::Http, Op::Other, status, started);

@@ -9,7 +9,12 @@ use super::request::{CorrId, Request};
 use super::{send, write_out, Abort, Conn, HttpContext};
 use crate::refusal::Refusal;
 
-pub(super) const CACHE_CONTROL: &[u8] = b"public, max-age=31536000, immutable";
+/// An object's bytes never change: cached for a year, never revalidated, and never
+/// transformed by an intermediary (a CDN's image optimizer would serve other bytes under
+/// the object's strong ETag, and a client checking them against the address would fail).
+pub(super) const CACHE_CONTROL: &[u8] = b"public, max-age=31536000, immutable, no-transform";
+/// The stored Content-Type is the uploader's: browsers do not second-guess it.
+pub(super) const NOSNIFF: &[u8] = b"nosniff";
 /// Errors are never stored by a cache: an object missing now may be uploaded (or
 /// fetched by an edge) the next moment, and a refusal (429, 503) is about this moment
 /// (docs/HTTP-API.md, "Caching").
