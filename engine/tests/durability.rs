@@ -267,6 +267,15 @@ fn a_rotten_packed_object_is_never_served_and_its_neighbours_in_the_segment_stil
     flip_byte(&segment, offset + 1_234);
 
     n.restart(&["--shards", "1", "--ec", "off"]);
+    // HEAD answers what GET would: never 200 for bytes that fail (RFC 9110 §9.3.2).
+    let raw = format!(
+        "HEAD /o/{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        addrs[1]
+    );
+    let mut s = connect(n.http);
+    s.write_all(raw.as_bytes()).unwrap();
+    let head = read_response(&mut s, &mut Vec::new(), true).unwrap();
+    assert_eq!(head.status, 500, "HEAD of a rotten object");
     let r = get(n.http, &format!("/o/{}", addrs[1])).unwrap();
     assert_eq!(r.status, 500);
     assert_eq!(r.json()["code"], "bad_digest");

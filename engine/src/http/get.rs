@@ -49,10 +49,6 @@ pub(super) enum ShownAs<'a> {
 }
 
 impl Shown<'_> {
-    fn is_bundle_entry(&self) -> bool {
-        matches!(self.kind, ShownAs::BundleEntry { .. })
-    }
-
     fn coding(&self) -> Option<&'static str> {
         match self.kind {
             ShownAs::BundleEntry { coding, .. } => coding,
@@ -150,11 +146,11 @@ async fn plan(
     let span = Span::resolve(range, object.len())?;
     let client = ticket.map(Ticket::tenant);
     if req.method != Method::Get || span.len == 0 {
-        if span.len > 0 && shown.is_some_and(Shown::is_bundle_entry) {
-            // A HEAD of a bundle entry opens its representation as a GET does (its first
-            // group checked): a rotten one is passed over for the same next one, so HEAD
-            // shows what GET sends (RFC 9110 §9.3.2). It showed the rotten variant's
-            // coding and ETag, while GET sent another.
+        if span.len > 0 {
+            // A HEAD opens what it shows as a GET does (its first group checked), so it
+            // answers what GET would (RFC 9110 §9.3.2): a rotten first group was HEAD
+            // 200, immutable, and GET 500; a bundle entry's rotten variant is passed
+            // over for the next, as GET passes it over.
             drop(ctx.service.stream(&object, span, client).await?);
         }
         return Ok(Plan::Send(object, span, None));
