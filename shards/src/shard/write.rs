@@ -417,6 +417,17 @@ mod tests {
         staged
     }
 
+    /// A 300,000-byte object (its bytes cycling below `modulus`) committed kept, then
+    /// reported damaged as a read or the scrubber would: its address and bytes.
+    async fn kept_and_reported_damaged(shard: &Rc<Shard>, modulus: u32) -> (Address, Vec<u8>) {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % modulus) as u8).collect();
+        let copy = staged(shard, &data, Retention::Kept).await;
+        let addr = copy.meta.addr();
+        shard.commit(copy).await.unwrap();
+        assert!(shard.damaged.report(addr));
+        (addr, data)
+    }
+
     /// An own-file upload whose index commit fails leaves no file behind: stage one had
     /// renamed its data and parity into place, and nothing ever removed them (a re-upload
     /// renamed over them; otherwise their space was lost).
@@ -532,11 +543,7 @@ mod tests {
             ..config(dir)
         };
         on_shard_configured("ron-shards-mend-fails", configured, |shard| async move {
-            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 233) as u8).collect();
-            let first = staged(&shard, &data, Retention::Kept).await;
-            let addr = first.meta.addr();
-            shard.commit(first).await.unwrap();
-            assert!(shard.damaged.report(addr));
+            let (addr, data) = kept_and_reported_damaged(&shard, 233).await;
             // The upload's files are written slowly: its index commit is set to fail
             // once the damaged copy is gone, before the upload's own commit.
             let faults = Arc::clone(&shard.commits.faults);
@@ -573,11 +580,7 @@ mod tests {
     #[test]
     fn two_uploads_at_once_mend_a_damaged_copy() {
         on_one_shard("ron-shards-mend-twice", |shard| async move {
-            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 227) as u8).collect();
-            let first = staged(&shard, &data, Retention::Kept).await;
-            let addr = first.meta.addr();
-            shard.commit(first).await.unwrap();
-            assert!(shard.damaged.report(addr));
+            let (addr, data) = kept_and_reported_damaged(&shard, 227).await;
             let uploads: Vec<_> = [
                 staged(&shard, &data, Retention::Kept).await,
                 staged(&shard, &data, Retention::Kept).await,
@@ -612,11 +615,7 @@ mod tests {
     #[test]
     fn a_whole_check_clears_a_damage_report() {
         on_one_shard("ron-shards-whole-clears", |shard| async move {
-            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 229) as u8).collect();
-            let copy = staged(&shard, &data, Retention::Kept).await;
-            let addr = copy.meta.addr();
-            shard.commit(copy).await.unwrap();
-            assert!(shard.damaged.report(addr));
+            let (addr, data) = kept_and_reported_damaged(&shard, 229).await;
             assert!(shard.check_object(&addr).await.unwrap().is_whole());
             assert!(!shard.damaged.is_reported(&addr));
             let again = staged(&shard, &data, Retention::Kept).await;
