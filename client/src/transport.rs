@@ -59,6 +59,8 @@ pub struct DueTcp {
     tcp: TcpStream,
     timeout: Duration,
     due: Cell<Option<(Instant, Overdue)>>,
+    /// Whether the socket's read timeout is the plain one (set again only after a due).
+    plain_timeout: bool,
 }
 
 /// What a read past its due time says.
@@ -88,6 +90,7 @@ impl DueTcp {
             tcp,
             timeout,
             due: Cell::new(None),
+            plain_timeout: true,
         }
     }
 
@@ -105,13 +108,17 @@ impl DueTcp {
 impl Read for DueTcp {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let Some((at, overdue)) = self.due.get() else {
-            self.tcp.set_read_timeout(Some(self.timeout))?;
+            if !self.plain_timeout {
+                self.tcp.set_read_timeout(Some(self.timeout))?;
+                self.plain_timeout = true;
+            }
             return self.tcp.read(buf);
         };
         let left = at
             .checked_duration_since(Instant::now())
             .filter(|left| !left.is_zero())
             .ok_or_else(|| overdue.error())?;
+        self.plain_timeout = false;
         self.tcp.set_read_timeout(Some(left.min(self.timeout)))?;
         match self.tcp.read(buf) {
             Err(e) if is_timeout(&e) && Instant::now() >= at => Err(overdue.error()),

@@ -252,17 +252,19 @@ impl ClientReader {
         stream: &mut TcpStream,
         counted: AcceptedConnection,
     ) -> Result<(Option<IpAddr>, Option<ClientConnection>), ()> {
-        let peer = stream
-            .peer_addr()
-            .ok()
-            .map(|a| client_addr::canonical(a.ip()));
         let client = client_addr::client_of(stream, &self.trusted, self.deadline).await;
         drop(counted);
         let client = client?;
         let (Some(table), Some(ip)) = (&self.per_client, client) else {
             return Ok((client, None));
         };
-        if peer == client && self.trusted.trusts(ip) {
+        // Asked only of a trusted client: no second getpeername per connection.
+        let is_peer = || {
+            stream
+                .peer_addr()
+                .is_ok_and(|a| client_addr::canonical(a.ip()) == ip)
+        };
+        if self.trusted.trusts(ip) && is_peer() {
             // A trusted proxy's own connection, without a PROXY header: it speaks for
             // many clients. (A client a header names is limited, whatever its address.)
             return Ok((client, None));
