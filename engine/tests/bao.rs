@@ -110,7 +110,11 @@ fn encodings_and_slices_decode_with_bao_tree() {
                 Some(content_type.as_str()),
                 "{what}"
             );
-            assert_eq!(whole.header("vary"), Some("Accept, Range"), "{what}");
+            assert_eq!(
+                whole.header("vary"),
+                Some("Accept, Range, If-Range"),
+                "{what}"
+            );
             assert_eq!(whole.header("bao-range"), None, "{what}: a whole encoding");
             let etag = whole.header("etag").unwrap();
             assert_eq!(etag, format!("\"{addr}.bao{log}\""), "{what}");
@@ -144,7 +148,11 @@ fn encodings_and_slices_decode_with_bao_tree() {
                 assert_eq!(slice.status, 200, "{what}: a slice is not a 206: {slice:?}");
                 let named = format!("bytes {first}-{last}/{len}");
                 assert_eq!(slice.header("bao-range"), Some(named.as_str()), "{what}");
-                assert_eq!(slice.header("vary"), Some("Accept, Range"), "{what}");
+                assert_eq!(
+                    slice.header("vary"),
+                    Some("Accept, Range, If-Range"),
+                    "{what}"
+                );
                 let slice_etag = format!("\"{addr}.bao{log}.{first}-{last}\"");
                 assert_eq!(slice.header("etag"), Some(slice_etag.as_str()), "{what}");
                 let chunks = (first / 1024, last / 1024 + 1);
@@ -216,7 +224,7 @@ fn bao_answers_speak_http_as_caches_expect() {
     );
     assert_eq!(again.status, 304, "{again:?}");
     assert_eq!(again.header("etag"), Some(etag.as_str()));
-    assert_eq!(again.header("vary"), Some("Accept, Range"));
+    assert_eq!(again.header("vary"), Some("Accept, Range, If-Range"));
     let plain_tag = format!("If-None-Match: \"{addr}\"\r\n");
     assert_eq!(
         bao_get(node.http, &addr, 4, None, &plain_tag).status,

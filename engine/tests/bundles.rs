@@ -639,6 +639,21 @@ fn a_head_shows_the_representation_a_get_sends() {
         (r.header("Content-Encoding"), r.header("ETag")),
         "{head:?}"
     );
+    // The fallback is right but not what a br client should get from a cache for a
+    // year: cached for a minute (before: immutable, a year), the HEAD alike.
+    for answer in [&r, &head] {
+        assert_eq!(
+            answer.header("Cache-Control"),
+            Some("public, max-age=60, no-transform"),
+            "{answer:?}"
+        );
+    }
+    let first_choice = ask(&n, "GET", &path, &["Accept-Encoding: zstd"]);
+    assert_eq!(
+        first_choice.header("Cache-Control"),
+        Some("public, max-age=31536000, immutable, no-transform"),
+        "{first_choice:?}"
+    );
     std::fs::remove_dir_all(&site).unwrap();
 }
 
@@ -768,6 +783,11 @@ fn a_blocked_file_is_blocked_in_every_coding_and_a_missing_variant_is_passed_ove
         (r.status, r.header("Content-Encoding")),
         (200, None),
         "{r:?}"
+    );
+    assert_eq!(
+        r.header("Cache-Control"),
+        Some("public, max-age=60, no-transform"),
+        "the identity served for a zstd client is cached briefly: {r:?}"
     );
     assert!(r.body == std::fs::read(site.join("css/site.css")).unwrap());
     std::fs::remove_dir_all(&site).unwrap();

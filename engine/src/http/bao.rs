@@ -3,7 +3,8 @@
 //! address with the `bao` crate's or bao-tree's decoders.
 //!
 //! A slice answers a Range but is not a byte range of a representation, so it is a
-//! `200` whose `Bao-Range` names the bytes it proves, with `Vary: Accept, Range` — never
+//! `200` whose `Bao-Range` names the bytes it proves, with `Vary: Accept, Range, If-Range`
+//! (an `If-Range` naming another tag selects the whole encoding) — never
 //! a `206` a cache could splice into (or serve as) the bytes of another answer. Every
 //! leaf is a group the store verified, hashed again where the walk needs CVs below
 //! the group (`ron_codec::bao`), so a byte is checked right before it is sent.
@@ -228,8 +229,9 @@ fn write_head<S>(
         .header("Cache-Control", CACHE_CONTROL)
         .header("X-Content-Type-Options", NOSNIFF);
     match answer.kind {
-        // The answer to a GET of the object's URL depends on Accept and, for bao, Range.
-        BaoKind::Encoding(_) => head.header("Vary", b"Accept, Range"),
+        // The answer to a GET of the object's URL depends on Accept and, for bao, on
+        // Range and If-Range (a failed If-Range selects the whole encoding, not a slice).
+        BaoKind::Encoding(_) => head.header("Vary", b"Accept, Range, If-Range"),
         // `?outboard` and `.obao` name their answer in the URL alone.
         BaoKind::Outboard(_) => &mut head,
     };

@@ -71,7 +71,11 @@ pub(super) async fn get<S: Transport>(
     }
     let mut last = None;
     for coding in ranked(req, &entry) {
-        match serve(ctx, conn, req, bundle, &entry, coding, close).await? {
+        let pick = Pick {
+            coding,
+            fallback: last.is_some(),
+        };
+        match serve(ctx, conn, req, bundle, &entry, pick, close).await? {
             Ok(status) => {
                 count_served(ctx, status, coding);
                 return Ok(status);
@@ -106,14 +110,23 @@ fn next_is_tried(refusal: &Refusal, coding: Option<Encoding>) -> bool {
     }
 }
 
-/// Serves `entry` in `coding` (none: identity), or says why not before sending anything.
+/// A representation of an entry to try.
+#[derive(Clone, Copy)]
+struct Pick {
+    /// None: identity.
+    coding: Option<Encoding>,
+    /// A coding the client preferred was passed over before this one.
+    fallback: bool,
+}
+
+/// Serves `entry` as `pick` says, or says why not before sending anything.
 async fn serve<S: Transport>(
     ctx: &HttpContext,
     conn: &mut Conn<S>,
     req: &Request,
     bundle: &Address,
     entry: &Entry,
-    coding: Option<Encoding>,
+    Pick { coding, fallback }: Pick,
     close: bool,
 ) -> Result<Result<u16, Refusal>, Abort> {
     let piece = coding.map_or(entry.identity(), |e| entry.variants[&e]);
@@ -128,6 +141,7 @@ async fn serve<S: Transport>(
             claimed_len: piece.len,
             bundle: *bundle,
             path: &entry.path,
+            fallback,
         },
     };
     get::try_get(ctx, conn, req, &piece.hash, Some(&shown), close).await

@@ -12,7 +12,8 @@ use ron_shards::GroupBytes;
 use super::ipfs::{ipfs_block_headers, IPFS_BLOCK_BYTES_MAX};
 use super::request::{quoted_etag, Conditions, CorrId, Request};
 use super::respond::{
-    self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE, NOSNIFF,
+    self, common_headers, send_slice, CACHE_CONTROL, DEFAULT_CONTENT_TYPE, FALLBACK_CACHE_CONTROL,
+    NOSNIFF,
 };
 use super::{write_out, Abort, Conn, HttpContext};
 use crate::admission::Ticket;
@@ -42,6 +43,9 @@ pub(super) enum ShownAs<'a> {
         /// For the refusal's message: the bundle and the entry's path.
         bundle: Address,
         path: &'a str,
+        /// A representation the client preferred was passed over (it could not be
+        /// given now): cached briefly ([`FALLBACK_CACHE_CONTROL`]).
+        fallback: bool,
     },
     /// As the raw block of a CID (`/ipfs/<cid>`): ETag `"<cid>.raw"`, at most
     /// [`IPFS_BLOCK_BYTES_MAX`].
@@ -169,6 +173,7 @@ fn check_shown_len(shown: &Shown<'_>, piece: &Address, stored: u64) -> Result<()
             claimed_len,
             bundle,
             path,
+            ..
         } if stored != claimed_len => Err(Refusal::BundlePieceLength {
             bundle,
             path: path.to_string(),
@@ -197,13 +202,14 @@ fn vary(shown: Option<&Shown<'_>>) -> &'static [u8] {
 /// The answer's ETag and Cache-Control, and the headers a raw block adds (the trustless
 /// gateway's: it is an attachment, never sniffed, and names its CID).
 fn validators_and_caching(head: &mut ResponseHead<'_>, addr: &Address, shown: Option<&Shown<'_>>) {
-    let Some(ShownAs::IpfsBlock { cid }) = shown.map(|s| &s.kind) else {
-        head.header("ETag", &quoted_etag(addr))
-            .header("Cache-Control", CACHE_CONTROL)
-            .header("X-Content-Type-Options", NOSNIFF);
-        return;
+    let cache_control = match shown.map(|s| &s.kind) {
+        Some(ShownAs::IpfsBlock { cid }) => return ipfs_block_headers(head, cid),
+        Some(ShownAs::BundleEntry { fallback: true, .. }) => FALLBACK_CACHE_CONTROL,
+        _ => CACHE_CONTROL,
     };
-    ipfs_block_headers(head, cid);
+    head.header("ETag", &quoted_etag(addr))
+        .header("Cache-Control", cache_control)
+        .header("X-Content-Type-Options", NOSNIFF);
 }
 
 async fn not_modified<S: Transport>(

@@ -13,6 +13,12 @@ use crate::refusal::Refusal;
 /// transformed by an intermediary (a CDN's image optimizer would serve other bytes under
 /// the object's strong ETag, and a client checking them against the address would fail).
 pub(super) const CACHE_CONTROL: &[u8] = b"public, max-age=31536000, immutable, no-transform";
+/// A bundle entry served in a coding other than the one the client preferred most,
+/// because that one could not be given now (its copy damaged, its upstream failing, not
+/// held): right bytes, but a cache keeping them a year under `Vary: Accept-Encoding`
+/// would serve every later client of that preference the fallback for a year. A minute,
+/// as nginx's `proxy_cache_valid` is often set for what may mend itself.
+pub(super) const FALLBACK_CACHE_CONTROL: &[u8] = b"public, max-age=60, no-transform";
 /// The stored Content-Type is the uploader's: browsers do not second-guess it.
 pub(super) const NOSNIFF: &[u8] = b"nosniff";
 /// Errors are never stored by a cache: an object missing now may be uploaded (or
