@@ -19,8 +19,13 @@
 //!   of the address waits; one with a commit in flight is not claimed), looked up again,
 //!   unlinked if still unrecorded, the dir synced, the claim released;
 //! - on a store spread over several data dirs, a dir's file holds one column of the
-//!   object's stripes and cannot be judged alone: it is **kept** (counted and logged),
-//!   as is a file named by an address that belongs in another store.
+//!   object's stripes and cannot be judged alone: the object is judged once, by all of
+//!   its files, from the first dir holding one. Each layout the data files' sizes allow
+//!   under the node's code ([`layouts`]: the rotation the lost record held came from an
+//!   upload counter) is read back until one is the object, which is then **adopted**,
+//!   written in that rotation so its new files replace the old ones; files no layout
+//!   reads back as their object are **kept** (counted and logged), never removed, as is
+//!   a file named by an address that belongs in another store.
 //!
 //! One background task per shard walks each of its stores' `objects/hh` dirs in every
 //! data dir (one listing per dir, on the blocking pool). Only files last written before
@@ -30,22 +35,21 @@
 //! commit is renaming now is never removed either: its address is in flight.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 
+use ron_codec::tree::GroupIndex;
 use ron_codec::Address;
 
 use super::Shard;
 use crate::commit::GroupCommit;
+use crate::ec::{EcParams, StripeGeometry};
 use crate::error::ShardError;
 use crate::ids::DirIndex;
 use crate::lifecycle::StopSignal;
+use crate::limits::BLOCK_BYTES;
 use crate::store::Store;
 use crate::upload;
-
-/// Bytes read from an orphaned file per call on the blocking pool, while adopting it.
-const ADOPT_READ_BYTES: usize = 1 << 20;
 
 /// What the sweep of one store did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +89,7 @@ pub(super) async fn sweep_orphans(stores: Vec<Store>, shard: Weak<Shard>, stop: 
                 let Some(shard) = shard.upgrade() else {
                     return;
                 };
-                match sweep_dir(&shard, &store, store.objects_dir(dir, hh), began).await {
+                match sweep_dir(&shard, &store, dir, hh, began).await {
                     Ok(done) => swept.add(done),
                     Err(e) => {
                         tracing::warn!(store = store.id().0, error = %e, "orphaned files: sweep stopped");
@@ -118,24 +122,22 @@ fn log_swept(store: &Store, swept: Swept) {
     }
 }
 
-/// Adopts or removes the files of `objects_dir` whose addresses have no record in
-/// `store` (see the module's notes).
+/// Adopts or removes the files of dir `dir`'s `objects/hh` whose addresses have no
+/// record in `store` (see the module's notes).
 async fn sweep_dir(
     shard: &Rc<Shard>,
     store: &Store,
-    objects_dir: PathBuf,
+    dir: DirIndex,
+    hh: u8,
     began: std::time::SystemTime,
 ) -> Result<Swept, ShardError> {
+    let objects_dir = store.objects_dir(dir, hh);
     let listed = objects_dir.clone();
     let named = glommio::executor()
         .spawn_blocking(move || addresses_named(&listed, began))
         .await?;
     let unrecorded = without_record(store, &named)?;
     let mut swept = Swept::default();
-    if store.dir_count() > 1 {
-        swept.kept = unrecorded.len() as u64;
-        return Ok(swept);
-    }
     let mut not_theirs = Vec::new();
     for addr in unrecorded {
         if shard.store_of(&addr) != store.id() {
@@ -146,9 +148,11 @@ async fn sweep_dir(
         }
         // Reads and writes a whole object: after the clients' reads, as repair does.
         shard.wait_for_quiet_disk().await;
-        match adopt(shard, &objects_dir, addr).await {
+        match adopt(shard, store, addr, dir).await {
             Ok(Adoption::Stored) => swept.adopted += 1,
             Ok(Adoption::NotItsBytes) => not_theirs.push(addr),
+            Ok(Adoption::Unproven) => swept.kept += 1,
+            Ok(Adoption::JudgedInAnEarlierDir) => {}
             Ok(Adoption::Left) => swept.left += 1,
             Err(e) => {
                 tracing::warn!(obj = %addr, error = %e, "orphaned file: adoption failed; left for the next start");
@@ -162,83 +166,212 @@ async fn sweep_dir(
     Ok(swept)
 }
 
-/// What became of one unrecorded file.
+/// What became of one unrecorded address's files.
+#[derive(Debug, PartialEq, Eq)]
 enum Adoption {
     /// Its bytes are its name's object: stored again, with a record.
     Stored,
-    /// Its bytes are another object's, or only its parity file is there.
+    /// One dir: its bytes are another object's, or only its parity file is there.
     NotItsBytes,
+    /// Several dirs: no layout the files' sizes allow reads back as its object (written
+    /// with another code, a column lost or damaged): kept, as no one dir can judge it.
+    Unproven,
+    /// Several dirs: a dir swept before this one has a file of it, and judged it.
+    JudgedInAnEarlierDir,
     /// No room to store it again (it needs a second copy while it is written): left.
     Left,
 }
 
-/// Reads the data file of `addr` in `objects_dir` through an upload, and commits it if
-/// its bytes are that object. A crash meanwhile leaves a temp file (removed at the next
-/// start) and the file as it was.
-async fn adopt(
-    shard: &Rc<Shard>,
-    objects_dir: &Path,
-    addr: Address,
-) -> Result<Adoption, ShardError> {
-    let path = objects_dir.join(hex_name(&addr));
-    let opened = path.clone();
-    let opened = glommio::executor()
-        .spawn_blocking(move || match File::open(&opened) {
-            Ok(file) => file.metadata().map(|m| Some((file, m.len()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        })
-        .await
-        .map_err(ShardError::io("open orphaned object file", &path))?;
-    let Some((file, len)) = opened else {
-        return Ok(Adoption::NotItsBytes);
-    };
-    let mut upload = match shard.begin_own_file(len) {
-        Ok(upload) => upload,
-        Err(ShardError::NoRoom { .. }) => return Ok(Adoption::Left),
-        Err(e) => return Err(e),
-    };
-    if let Err(e) = copy_into(file, len, &mut upload, &path).await {
-        upload.abort().await;
-        return Err(e);
-    }
-    let staged = upload.finish(String::new()).await?;
-    if staged.meta.addr() != addr {
-        upload::discard(staged).await;
-        return Ok(Adoption::NotItsBytes);
-    }
-    // Marked for its commit: a failed index commit keeps the file (now the staged copy
-    // of the same bytes) instead of removing it as an upload's.
-    shard.commits.adopting.borrow_mut().insert(addr);
-    let committed = shard.commit(staged).await;
-    shard.commits.adopting.borrow_mut().remove(&addr);
-    committed?;
-    Ok(Adoption::Stored)
+/// An unrecorded address's files in each dir of its store: the data file (open) with
+/// its length, and the parity file's length (0 when absent).
+struct FoundFiles {
+    data: Vec<Option<File>>,
+    data_lens: Vec<u64>,
+    parity_lens: Vec<u64>,
 }
 
-/// Feeds the `len` bytes of `file` to `upload`, a piece at a time from the blocking pool.
-async fn copy_into(
-    mut file: File,
-    len: u64,
+impl FoundFiles {
+    fn object_len(&self) -> u64 {
+        self.data_lens.iter().sum()
+    }
+
+    fn has_any_before(&self, dir: DirIndex) -> bool {
+        let before = usize::from(dir.0);
+        self.data_lens[..before]
+            .iter()
+            .zip(&self.data[..before])
+            .zip(&self.parity_lens[..before])
+            .any(|((_, data), parity)| data.is_some() || *parity > 0)
+    }
+}
+
+/// Reads the object `addr`'s files make through an upload, in each layout their sizes
+/// allow, and commits it once one reads back as `addr`. A crash meanwhile leaves a temp
+/// file (removed at the next start) and the files as they were.
+async fn adopt(
+    shard: &Rc<Shard>,
+    store: &Store,
+    addr: Address,
+    pass_dir: DirIndex,
+) -> Result<Adoption, ShardError> {
+    let dirs = store.dir_count();
+    let paths: Vec<PathBuf> = (0..dirs)
+        .map(|d| store.object_path(&addr, DirIndex(d)))
+        .collect();
+    let opened = paths.clone();
+    let mut found = glommio::executor()
+        .spawn_blocking(move || open_found(&opened))
+        .await?;
+    if found.has_any_before(pass_dir) {
+        return Ok(Adoption::JudgedInAnEarlierDir);
+    }
+    let unjudged = match dirs {
+        1 => Adoption::NotItsBytes,
+        _ => Adoption::Unproven,
+    };
+    if found.data.iter().all(Option::is_none) {
+        return Ok(unjudged);
+    }
+    let ec = shard.config.ec;
+    for (rot, geometry) in layouts(ec, dirs, &found.data_lens, &found.parity_lens) {
+        let mut upload = match shard.begin_own_file(found.object_len(), rot) {
+            Ok(upload) => upload,
+            Err(ShardError::NoRoom { .. }) => return Ok(Adoption::Left),
+            Err(e) => return Err(e),
+        };
+        let copied = copy_groups(found.data, geometry, &mut upload, &paths[0]).await;
+        found.data = match copied {
+            Ok(files) => files,
+            Err(e) => {
+                upload.abort().await;
+                return Err(e);
+            }
+        };
+        let staged = upload.finish(String::new()).await?;
+        if staged.meta.addr() != addr {
+            upload::discard(staged).await;
+            continue;
+        }
+        // Marked for its commit: a failed index commit keeps the files (now the staged
+        // copy of the same bytes) instead of removing them as an upload's.
+        shard.commits.adopting.borrow_mut().insert(addr);
+        let committed = shard.commit(staged).await;
+        shard.commits.adopting.borrow_mut().remove(&addr);
+        committed?;
+        return Ok(Adoption::Stored);
+    }
+    Ok(unjudged)
+}
+
+/// Opens the data files at `paths` (one per dir) and measures their parity files.
+/// Blocking.
+fn open_found(paths: &[PathBuf]) -> Result<FoundFiles, ShardError> {
+    let mut found = FoundFiles {
+        data: Vec::new(),
+        data_lens: Vec::new(),
+        parity_lens: Vec::new(),
+    };
+    for path in paths {
+        let (file, len) = match File::open(path) {
+            Ok(file) => {
+                let len = file
+                    .metadata()
+                    .map_err(ShardError::io("stat orphaned object file", path))?
+                    .len();
+                (Some(file), len)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, 0),
+            Err(e) => return Err(ShardError::io("open orphaned object file", path)(e)),
+        };
+        let parity_len = std::fs::metadata(crate::layout::parity_path(path)).map_or(0, |m| m.len());
+        found.data.push(file);
+        found.data_lens.push(len);
+        found.parity_lens.push(parity_len);
+    }
+    Ok(found)
+}
+
+/// The layouts (a rotation and the stripes it gives) in which files of these sizes can
+/// hold one object, those whose parity files fit too first. One dir, or a code without
+/// parity: the whole object in dir 0's file. Otherwise each rotation whose data files
+/// would have exactly these lengths: the rotation came from an upload counter the lost
+/// record held, and files of equal sizes can fit several (each is read to find out).
+fn layouts(
+    ec: EcParams,
+    dirs: u8,
+    data_lens: &[u64],
+    parity_lens: &[u64],
+) -> Vec<(u8, StripeGeometry)> {
+    let len: u64 = data_lens.iter().sum();
+    if dirs == 1 || ec.is_off() {
+        let whole = StripeGeometry::new(EcParams::OFF, 1, 0, len);
+        return match data_lens.first() == Some(&len) {
+            true => vec![(0, whole)],
+            false => Vec::new(),
+        };
+    }
+    let each_dir = |check: &dyn Fn(DirIndex) -> bool| (0..dirs).map(DirIndex).all(check);
+    let mut fitting: Vec<(bool, u8, StripeGeometry)> = (0..dirs)
+        .map(|rot| (rot, StripeGeometry::new(ec, dirs, rot, len)))
+        .filter(|(_, g)| each_dir(&|d| g.data_file_len(d) == data_lens[usize::from(d.0)]))
+        .map(|(rot, g)| {
+            let parity_fits = each_dir(&|d| g.parity_file_len(d) == parity_lens[usize::from(d.0)]);
+            (!parity_fits, rot, g)
+        })
+        .collect();
+    fitting.sort_by_key(|(parity_misfits, rot, _)| (*parity_misfits, *rot));
+    fitting.into_iter().map(|(_, rot, g)| (rot, g)).collect()
+}
+
+/// Groups read from an orphan's files per call on the blocking pool (1 MiB).
+const ADOPT_READ_GROUPS: u64 = 16;
+
+/// Feeds the object's groups, in order, from `files` (one per dir, as `geometry` lays
+/// them out) to `upload`, a piece at a time from the blocking pool; gives the files back.
+/// `path` names the files in an error.
+async fn copy_groups(
+    mut files: Vec<Option<File>>,
+    geometry: StripeGeometry,
     upload: &mut upload::Upload,
     path: &Path,
-) -> Result<(), ShardError> {
-    let mut left = len;
-    while left > 0 {
-        let want = usize::try_from(left).map_or(ADOPT_READ_BYTES, |l| l.min(ADOPT_READ_BYTES));
+) -> Result<Vec<Option<File>>, ShardError> {
+    let groups = geometry.groups();
+    let mut next = 0;
+    while next < groups {
+        let upto = (next + ADOPT_READ_GROUPS).min(groups);
         let (back, piece) = glommio::executor()
             .spawn_blocking(move || {
-                let mut piece = vec![0u8; want];
-                let read = file.read_exact(&mut piece);
-                (file, read.map(|()| piece))
+                let piece = read_groups(&files, &geometry, next..upto);
+                (files, piece)
             })
             .await;
+        files = back;
         let piece = piece.map_err(ShardError::io("read orphaned object file", path))?;
         upload.write(&piece).await?;
-        file = back;
-        left -= want as u64;
+        next = upto;
     }
-    Ok(())
+    Ok(files)
+}
+
+/// The bytes of `groups`, each read where `geometry` puts it. Blocking.
+fn read_groups(
+    files: &[Option<File>],
+    geometry: &StripeGeometry,
+    groups: std::ops::Range<u64>,
+) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut piece = Vec::with_capacity((ADOPT_READ_GROUPS * BLOCK_BYTES) as usize);
+    for group in groups.map(GroupIndex) {
+        let at = geometry.data_block_at(group);
+        let len = geometry.group_len(group) as usize;
+        let Some(Some(file)) = files.get(usize::from(at.dir.0)) else {
+            return Err(std::io::ErrorKind::NotFound.into());
+        };
+        let start = piece.len();
+        piece.resize(start + len, 0);
+        file.read_exact_at(&mut piece[start..], at.offset.0)?;
+    }
+    Ok(piece)
 }
 
 /// Removes the files of `addrs` in `objects_dir` still without a record once claimed.
@@ -339,6 +472,73 @@ fn remove_files_of(dir: &Path, orphans: &[Address]) -> Result<Swept, ShardError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sizes(g: &StripeGeometry, dirs: u8) -> (Vec<u64>, Vec<u64>) {
+        let each = |f: &dyn Fn(DirIndex) -> u64| (0..dirs).map(DirIndex).map(f).collect();
+        (
+            each(&|d| g.data_file_len(d)),
+            each(&|d| g.parity_file_len(d)),
+        )
+    }
+
+    /// The layout an object was written in is always among those its files' sizes
+    /// allow, and first when its parity files are whole; every candidate fits the data
+    /// files' sizes exactly.
+    #[test]
+    fn the_layout_an_object_was_written_in_is_found_from_its_files_sizes() {
+        let lens = [
+            1,
+            100,
+            BLOCK_BYTES,
+            BLOCK_BYTES + 1,
+            7 * BLOCK_BYTES,
+            40 * BLOCK_BYTES + 3,
+        ];
+        for dirs in 2..=8u8 {
+            let ec = EcParams::default_for(dirs);
+            for len in lens {
+                for rot in 0..dirs {
+                    let written = StripeGeometry::new(ec, dirs, rot, len);
+                    let (data, parity) = sizes(&written, dirs);
+                    let found = layouts(ec, dirs, &data, &parity);
+                    assert_eq!(
+                        found.first().map(|(r, _)| *r),
+                        Some(rot),
+                        "{dirs} dirs, {len} bytes"
+                    );
+                    for (_, g) in &found {
+                        assert_eq!(sizes(g, dirs).0, data);
+                    }
+                    // A parity file lost: still found, among the data's fits.
+                    let mut lost = parity.clone();
+                    if let Some(p) = lost.iter_mut().find(|p| **p > 0) {
+                        *p = 0;
+                    }
+                    let found = layouts(ec, dirs, &data, &lost);
+                    assert!(
+                        found.iter().any(|(r, _)| *r == rot),
+                        "{dirs} dirs, {len} bytes"
+                    );
+                }
+            }
+        }
+    }
+
+    /// One dir, or no parity: the whole object in dir 0's file, or no layout at all.
+    #[test]
+    fn without_stripes_the_whole_object_is_dir_zeros_file() {
+        let found = layouts(EcParams::new(4, 1).unwrap(), 1, &[300_000], &[65_536]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1.groups(), 5);
+        assert_eq!(
+            layouts(EcParams::OFF, 3, &[300_000, 0, 0], &[0; 3]).len(),
+            1
+        );
+        assert!(layouts(EcParams::OFF, 3, &[0, 300_000, 0], &[0; 3]).is_empty());
+        // Sizes no rotation of the code gives: written with another code; none.
+        let ec = EcParams::default_for(4);
+        assert!(layouts(ec, 4, &[5, 5, 5, 5], &[0; 4]).is_empty());
+    }
 
     #[test]
     fn files_are_named_by_an_address_or_its_parity_and_nothing_else_is() {

@@ -46,17 +46,27 @@ impl Shard {
     }
 
     /// Starts storing again, in a file of its own, an object of `len` bytes found with
-    /// no record (`orphans.rs`): kept, refused like any upload without room.
-    pub(super) fn begin_own_file(&self, len: u64) -> Result<Upload, ShardError> {
-        self.begin(Some(len), false)
+    /// no record (`orphans.rs`): kept, refused like any upload without room. `rot`: the
+    /// rotation its files were found in, so that its new files replace them one for one.
+    pub(super) fn begin_own_file(&self, len: u64, rot: u8) -> Result<Upload, ShardError> {
+        self.begin_at(Some(len), false, Some(rot))
     }
 
     fn begin(&self, expected_len: Option<u64>, pack: bool) -> Result<Upload, ShardError> {
+        self.begin_at(expected_len, pack, None)
+    }
+
+    fn begin_at(
+        &self,
+        expected_len: Option<u64>,
+        pack: bool,
+        rot: Option<u8>,
+    ) -> Result<Upload, ShardError> {
         let seq = self.upload_seq.get();
         let placement = Placement {
             dirs: self.config.data_dirs.clone(),
             // Spreads column 0 of successive uploads over the dirs.
-            rot: seq as u8,
+            rot: rot.unwrap_or(seq as u8),
         };
         if let Some(len) = expected_len {
             let per_dir = Upload::disk_bytes_per_dir(&placement, len, self.config.ec, pack);
