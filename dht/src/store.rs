@@ -543,7 +543,7 @@ impl ProviderStore {
         for (db_key, value) in pending {
             let flaw = value
                 .as_deref()
-                .and_then(|v| record_flaw(db_key, v, now_ms));
+                .and_then(|v| record_flaw(db_key, v, Some(now_ms)));
             assert!(
                 flaw.is_none(),
                 "provider store: a record of others about to be committed breaks its \
@@ -667,13 +667,12 @@ impl ProviderStore {
             .providers
             .prefix_iter(&rtxn, &prefix)
             .map_err(self.lmdb("prefix"))?;
-        let now_ms = unix_ms(SystemTime::now());
         for entry in iter {
             let (db_key, value) = entry.map_err(self.lmdb("prefix"))?;
             debug_assert!(
-                record_flaw(db_key, value, now_ms).is_none(),
+                record_flaw(db_key, value, None).is_none(),
                 "provider store: a record of others read back breaks its invariant: {}",
-                record_flaw(db_key, value, now_ms).unwrap_or_default()
+                record_flaw(db_key, value, None).unwrap_or_default()
             );
             found.insert(db_key.to_vec(), value.to_vec());
         }

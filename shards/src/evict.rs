@@ -153,8 +153,8 @@ impl Evicter {
         let mut held = crate::store::StoreStats::default();
         for store in &self.stores {
             let stats = store.evictable_stats()?;
-            held.objects += stats.objects;
-            held.bytes += stats.bytes;
+            held.objects = held.objects.saturating_add(stats.objects);
+            held.bytes = held.bytes.saturating_add(stats.bytes);
         }
         self.metrics.evictable_objects.store(held.objects, Relaxed);
         self.metrics.evictable_bytes.store(held.bytes, Relaxed);
@@ -208,12 +208,12 @@ impl Evicter {
             oldest.extend(candidates.into_iter().map(|o| (store, o)));
         }
         oldest.sort_by_key(|(_, o)| o.fetched_at_us);
-        let mut covered = 0;
+        let mut covered = 0u64;
         let take = oldest
             .iter()
             .take_while(|(_, o)| {
                 let before = covered;
-                covered += o.len;
+                covered = covered.saturating_add(o.len);
                 before < excess
             })
             .count();
@@ -326,7 +326,8 @@ impl Evicter {
 /// and stall every eviction (the copies past the budget growing) for as long as the
 /// step.
 fn wait_before_evicting_us(youngest_us: u64, now_us: u64) -> u64 {
-    (youngest_us + EVICT_AGE_MIN_US)
+    youngest_us
+        .saturating_add(EVICT_AGE_MIN_US)
         .saturating_sub(now_us)
         .min(EVICT_AGE_MIN_US)
 }

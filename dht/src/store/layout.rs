@@ -179,8 +179,10 @@ pub(super) fn decode_provider(
     let expires = match expires_ms {
         u64::MAX => None,
         at => {
-            let left = at.saturating_sub(unix_ms(now_wall));
-            Some(now + Duration::from_millis(left))
+            // A wall clock stepped back since the record was written would stretch it
+            // past the longest life a record of others has.
+            let left = Duration::from_millis(at.saturating_sub(unix_ms(now_wall)));
+            Some(now + left.min(PROVIDER_TTL_MAX))
         }
     };
     Some(ProviderRecord {
@@ -197,8 +199,14 @@ pub(super) fn decode_provider(
 /// (`u64::MAX`) or at most [`PROVIDER_TTL_MAX`] after `now_ms`; a source and a sequence
 /// number follow; the value holds at most [`PROVIDER_ADDRS_MAX`] addresses of at most [`PROVIDER_ADDR_BYTES_MAX`] bytes
 /// each, and nothing after them. Asserted before a record is committed
-/// (`ProviderStore::commit_pending`) and after it is read back (`ProviderStore::others`).
-pub(super) fn record_flaw(db_key: &[u8], value: &[u8], now_ms: u64) -> Option<&'static str> {
+/// (`ProviderStore::commit_pending`, `now_ms` given: it was just encoded) and after it
+/// is read back (`ProviderStore::others`, `now_ms` none: the wall clock may have stepped
+/// back since it was written, by days; [`decode_provider`] caps its life instead).
+pub(super) fn record_flaw(
+    db_key: &[u8],
+    value: &[u8],
+    now_ms: Option<u64>,
+) -> Option<&'static str> {
     let key_ok = db_key.split_first().is_some_and(|(&len, rest)| {
         usize::from(len) <= RECORD_KEY_BYTES_MAX && rest.len() > usize::from(len)
     });
@@ -206,8 +214,9 @@ pub(super) fn record_flaw(db_key: &[u8], value: &[u8], now_ms: u64) -> Option<&'
         return Some("key length (at most RECORD_KEY_BYTES_MAX, then a provider id)");
     }
     let ttl_max_ms = u64::try_from(PROVIDER_TTL_MAX.as_millis()).unwrap_or(u64::MAX);
-    let expiry_ok = expiry_ms(value)
-        .is_some_and(|at| at == u64::MAX || at <= now_ms.saturating_add(ttl_max_ms));
+    let expiry_ok = expiry_ms(value).is_some_and(|at| {
+        at == u64::MAX || now_ms.is_none_or(|now_ms| at <= now_ms.saturating_add(ttl_max_ms))
+    });
     if !expiry_ok {
         return Some("expiry (never, or within PROVIDER_TTL_MAX of now)");
     }
@@ -241,7 +250,7 @@ mod tests {
     fn flaw_of(record: &ProviderRecord) -> Option<&'static str> {
         let db_key = providers_db_key(&record.key, &record.provider);
         let value = encode_provider_value(record, (Source::of(None), SourceSeq(7)));
-        record_flaw(&db_key, &value, unix_ms(SystemTime::now()))
+        record_flaw(&db_key, &value, Some(unix_ms(SystemTime::now())))
     }
 
     #[test]
@@ -263,7 +272,7 @@ mod tests {
         let db_key = providers_db_key(&good.key, &good.provider);
         let value = encode_provider_value(&good, (Source::of(None), SourceSeq(7)));
         let now = unix_ms(SystemTime::now());
-        let named = |db_key: &[u8], value: &[u8]| record_flaw(db_key, value, now).unwrap();
+        let named = |db_key: &[u8], value: &[u8]| record_flaw(db_key, value, Some(now)).unwrap();
         assert!(
             named(&db_key[..35], &value).starts_with("key length"),
             "no provider"
@@ -276,6 +285,13 @@ mod tests {
         let too_far = now + PROVIDER_TTL_MAX.as_millis() as u64 + 1;
         late[..8].copy_from_slice(&too_far.to_be_bytes());
         assert!(named(&db_key, &late).starts_with("expiry"));
+        // Read back after the wall clock stepped back by days: no flaw (a panic of the
+        // DHT thread before), and its life is capped where it is decoded.
+        assert_eq!(record_flaw(&db_key, &late, None), None);
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_millis(now);
+        let at = Instant::now();
+        let decoded = decode_provider(&good.key, &db_key, &late, (at, wall)).unwrap();
+        assert!(decoded.expires.unwrap() <= at + PROVIDER_TTL_MAX);
         assert!(
             named(&db_key, &value[..7]).starts_with("expiry"),
             "short value"

@@ -402,7 +402,8 @@ impl Index {
         for entry in self.db.iter(&rtxn).map_err(self.lmdb("iterate"))? {
             let (_, record) = entry.map_err(self.lmdb("iterate"))?;
             if let Some((at, bytes)) = packed_needle_of(record) {
-                *live.entry(at.segment).or_default() += bytes;
+                let live = live.entry(at.segment).or_default();
+                *live = live.saturating_add(bytes);
             }
         }
         Ok(live)

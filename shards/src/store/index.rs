@@ -398,7 +398,7 @@ impl Index {
         self.stats
             .put(wtxn, STATS_KEY, &stats.encode())
             .map_err(self.lmdb("put"))?;
-        let commits = self.commits_in(wtxn)? + 1;
+        let commits = self.commits_in(wtxn)?.saturating_add(1);
         self.stats
             .put(wtxn, COMMITS_KEY, &commits.to_be_bytes())
             .map_err(self.lmdb("put"))?;
