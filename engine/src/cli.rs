@@ -49,8 +49,9 @@ QUOTAS AND TENANTS (file only; reloaded on SIGHUP and when the file changes):
 
 SIZE accepts a plain number of bytes or a suffix: KiB, MiB, GiB, TiB.
 
-EXIT CODES: 0 clean stop (SIGINT/SIGTERM); 1 runtime failure or refusal to start (e.g. the
-write rule, a data dir in use, a preflight check); 2 an error in the command line, the file or RON_* variables.
+EXIT CODES: 0 clean stop (SIGINT/SIGTERM); 1 runtime failure or a refusal to start the host
+causes (e.g. a data dir in use, a port taken, a preflight check); 2 an error in the command
+line, the file or RON_* variables, or a configuration the node refuses (e.g. the write rule).
 ";
 
 /// `ron help` for the node: the options are generated from the key table.

@@ -99,6 +99,11 @@ pub const OVERLOAD_RETRY_AFTER_MS: u64 = 1000;
 /// (`preflight`), so the ceiling keeps that budget within what a host grants.
 pub const UPLOADS_OPEN_MAX_CEILING: u32 = 1024;
 
+/// Most object files a shard may keep open (`open_files_max`): Linux's default ceiling
+/// on one process's descriptors (`fs.nr_open`). The open-files arithmetic at start-up
+/// adds it per shard.
+pub const OPEN_FILES_MAX_CEILING: usize = 1 << 20;
+
 // --- HTTP/1.1 ---
 
 /// Longest `X-Corr-ID` echoed back, bytes; longer or unsafe ones are replaced by ours.

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ron: {e}");
-                ExitCode::from(1)
+                ExitCode::from(e.exit_code())
             }
         },
         Err(e) => {

@@ -349,7 +349,7 @@ fn x_forwarded_for_counts_only_from_a_trusted_sender_and_proxy_headers_only_from
 #[test]
 fn a_bad_trusted_proxy_block_refuses_the_start() {
     let out = run_ron(&temp_dir("bad-proxy"), &["--trusted-proxy", "10.0.0.0/40"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("trusted_proxies: \"10.0.0.0/40\": the prefix is 0 to 32"),

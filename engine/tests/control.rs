@@ -676,7 +676,7 @@ fn configuration_errors_name_the_key() {
         (
             "[tenants.a]\nrequests_per_s = -1\n",
             &[],
-            1,
+            2,
             "tenants.a.requests_per_s must be a finite number ≥ 0, not -1",
         ),
         (
@@ -700,7 +700,7 @@ fn configuration_errors_name_the_key() {
         (
             "tokens = [\"t\"]\n[tenants.a]\ntokens = [\"t\"]\n",
             &[],
-            1,
+            2,
             "tenants.a.tokens: a token is also listed in tokens",
         ),
     ];

@@ -266,7 +266,7 @@ fn a_broken_denylist_refuses_the_start_with_one_line() {
         &temp_dir("deny-bad-node"),
         &["--denylist", lists.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("a.deny: header says version 3; only version 1 is read"),
@@ -276,7 +276,7 @@ fn a_broken_denylist_refuses_the_start_with_one_line() {
         &temp_dir("deny-missing"),
         &["--denylist", "/nonexistent/ron-deny"],
     );
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("denylist_dir /nonexistent/ron-deny"));
 }
 

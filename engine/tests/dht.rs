@@ -1451,7 +1451,7 @@ fn a_node_started_before_its_bootstrap_peer_joins_once_it_answers() {
 fn p2p_settings_are_checked_before_the_node_starts() {
     let dir = temp_dir("dht-refused");
     let out = run_ron(&dir, &["--peer", "127.0.0.1:4001"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("peers: a node with peers needs its own p2p listener (--p2p HOST:PORT)"),
@@ -1482,7 +1482,7 @@ fn p2p_settings_are_checked_before_the_node_starts() {
     ];
     for (args, expected) in refusals {
         let out = run_ron(&dir, args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }

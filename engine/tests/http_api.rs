@@ -536,7 +536,7 @@ fn writes_need_a_token_when_tokens_are_configured() {
 fn refuses_to_start_open_on_a_public_address() {
     let dir = temp_dir("public");
     let out = run_ron(&dir, &["--http", "0.0.0.0:1", "--admin", "127.0.0.1:2"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("refusing to start: HTTP listens on 0.0.0.0:1"),
@@ -566,7 +566,7 @@ fn two_listeners_on_one_address_are_refused_with_one_line() {
     ];
     for (args, want) in cases {
         let out = run_ron(&dir, &args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&want), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");

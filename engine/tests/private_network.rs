@@ -125,7 +125,7 @@ fn a_network_key_file_that_is_not_one_refuses_the_start() {
         "{err}"
     );
     let out = run_ron(&dir.join("data"), &["--p2p-network-key", &shown]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(

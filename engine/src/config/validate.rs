@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use super::{Config, ConfigError};
 use crate::client_addr::TrustedProxies;
-use crate::limits::UPLOADS_OPEN_MAX_CEILING;
+use crate::limits::{OPEN_FILES_MAX_CEILING, UPLOADS_OPEN_MAX_CEILING};
 
 /// Whether two listeners would take the same connections: one port (other than 0, which
 /// the kernel picks), and one IP or a wildcard on either side.
@@ -254,6 +254,11 @@ impl Config {
         }
         if self.body_rate_min_bytes_per_s == 0 {
             return refuse("body_rate_min_bytes_per_s must be positive".into());
+        }
+        if self.open_files_max > OPEN_FILES_MAX_CEILING {
+            return refuse(format!(
+                "open_files_max must be at most {OPEN_FILES_MAX_CEILING}"
+            ));
         }
         if self.shards > ron_codec::address::SHARD_COUNT_MAX {
             return refuse(format!(

@@ -44,3 +44,15 @@ pub enum StartError {
     #[error("{0}")]
     Origin(crate::fetch::origin::OriginError),
 }
+
+impl StartError {
+    /// The exit status `ron serve` ends with: 2 for a configuration the node refuses
+    /// (restarting it cannot help: `ron.service` does not), 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::Shard { source, .. } => source.exit_code(),
+            _ => 1,
+        }
+    }
+}
