@@ -204,7 +204,10 @@ fn ron_repair_checks_one_object_now_and_rebuilds_what_its_parity_covers() {
     let absent = Address::of(b"never stored").to_string();
     let out = ron(&["repair", &absent, "--admin", &admin]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404 report: the report says not_found"));
+    // The report on stdout whatever its status, as the docs say (before: on stderr).
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "not_found");
     let r = request(
         n.admin,
         b"POST /admin/repair/b3:xyz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
