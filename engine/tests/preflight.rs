@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, temp_dir, IndexLock};
+use common::{free_port, get, send_signal, temp_dir, IndexLock};
 
 /// `ron serve` on free loopback ports, `setup` run in the child before exec.
 fn serve_with(data_dir: &std::path::Path, setup: fn() -> std::io::Result<()>) -> Output {
@@ -335,8 +335,7 @@ fn systemd_hears_ready_once_every_shard_serves_and_stopping_at_sigterm() {
     );
     assert_eq!(get(admin, "/readyz").unwrap().status, 200);
 
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    send_signal(child.id(), "TERM");
     let n = socket.recv(&mut buf).expect("STOPPING=1");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1"));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -375,8 +374,7 @@ fn a_start_longer_than_a_minute_still_ends_in_ready() {
         command.spawn().unwrap()
     };
     let stop = |mut child: std::process::Child| {
-        let pid = child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        send_signal(child.id(), "TERM");
         assert!(child.wait().unwrap().success());
     };
     // A first start makes the store.

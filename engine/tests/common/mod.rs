@@ -250,17 +250,12 @@ impl Node {
 
     /// Sends `signal` (`TERM`, `HUP`, `STOP`, `CONT`) to the node's process.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(self.pid(), signal);
     }
 
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
-        let pid = self.pid().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        send_signal(self.pid(), "TERM");
         self.wait_exit(Duration::from_secs(20))
     }
 
@@ -272,8 +267,7 @@ impl Node {
     /// SIGKILL: a crash.
     pub fn kill9(&mut self) {
         if self.trace.is_some() {
-            let pid = self.pid().to_string();
-            Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+            send_signal(self.pid(), "KILL");
         }
         let mut child = self.child.take().expect("running");
         child.kill().unwrap();
@@ -635,6 +629,30 @@ pub fn silent_listener() -> (SocketAddr, std::sync::Arc<std::sync::atomic::Atomi
 }
 
 /// Runs `ron serve` with `args` to completion (for start-up refusals).
+/// Sends `signal` (`TERM`, `INT`, `HUP`, `KILL`, `STOP`, `CONT`) to the process `pid`
+/// (one a test started): kill(2) itself, so the tests need no `kill` program (procps).
+pub fn send_signal(pid: u32, signal: &str) {
+    let number = match signal {
+        "TERM" => libc::SIGTERM,
+        "INT" => libc::SIGINT,
+        "HUP" => libc::SIGHUP,
+        "KILL" => libc::SIGKILL,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        other => panic!("no signal {other} here"),
+    };
+    let pid = libc::pid_t::try_from(pid).expect("a process id");
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(pid, number) };
+    assert_eq!(
+        sent,
+        0,
+        "kill -{signal} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 pub fn run_ron(data_dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ron"))
         .args(["serve", "--data-dir"])

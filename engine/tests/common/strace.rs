@@ -39,8 +39,7 @@ pub fn attach(pid: u32, out: &Path, calls: &str) -> Child {
 
 /// Detaches strace (SIGINT to its PID) and waits up to 10 s for it to exit.
 pub fn detach(mut strace: Child) {
-    let pid = strace.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    super::send_signal(strace.id(), "INT");
     let deadline = Instant::now() + Duration::from_secs(10);
     while strace.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "strace did not detach");
