@@ -128,6 +128,20 @@ fn more_bad_blocks_in_a_stripe_than_its_parity_is_a_clean_failure_counted() {
             (206, &data[first as usize..=last as usize])
         );
     }
+    // A whole GET: its head goes out, then group 2 fails its check: the body is cut short
+    // (the connection reset) and the request counted 500 (before: status 0, which no
+    // 5xx alert sees).
+    let failed = "ron_requests_total{protocol=\"http\",op=\"get\",status=\"500\"}";
+    let before = metric_reaching(n.admin, failed, 1, Duration::from_secs(5));
+    if let Ok(r) = get(n.http, &p) {
+        assert!(
+            r.body.len() < data.len(),
+            "never the whole body: {}",
+            r.status
+        );
+    }
+    let after = metric_reaching(n.admin, failed, before + 1, Duration::from_secs(5));
+    assert_eq!(after, before + 1);
     // A check of the whole object finds the stripe past its parity: it says so, and
     // writes nothing over the damage (a rebuild from too few blocks would be wrong bytes).
     let raw = format!("POST /admin/repair/{addr} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");

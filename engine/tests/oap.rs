@@ -422,6 +422,36 @@ fn a_frame_header_dribbled_in_is_answered_408_at_the_header_deadline() {
         "answered {took:?} after the header's first byte; its deadline was 1 s"
     );
     dribble.join().unwrap();
+    // Counted as a request refused (before: in no count).
+    let refused = "ron_requests_total{protocol=\"oap\",op=\"other\",status=\"408\"}";
+    assert_eq!(
+        metric_reaching(n.admin, refused, 1, Duration::from_secs(5)),
+        1
+    );
+    assert_eq!(
+        metric(n.admin, "ron_rejections_total{reason=\"timeout\"}"),
+        1
+    );
+}
+
+/// A GET whose client goes away part way through its answer is counted, with status 0
+/// and the time it ran. Before, the connection's end cancelled the request's task and
+/// its ticket with it: the request was in no count and no latency histogram — the slow
+/// ones whose clients gave up, which those histograms exist to show.
+#[test]
+fn a_get_whose_client_leaves_mid_answer_is_counted() {
+    let n = node("oap-gone-mid-answer", &["--shards", "1"]);
+    let addr = upload(&n, &bytes(77, 24 << 20));
+    let mut w = Wire::open(n.oap);
+    w.send(&get_req(addr, 9));
+    let start = w.recv().unwrap();
+    assert_eq!(start.header.code, 200);
+    drop(w);
+    let gone = "ron_requests_total{protocol=\"oap\",op=\"get\",status=\"0\"}";
+    assert_eq!(
+        metric_reaching(n.admin, gone, 1, Duration::from_secs(20)),
+        1
+    );
 }
 
 /// An idle OAP/1 connection is closed as soon as the stop begins, while an upload on

@@ -2,7 +2,9 @@
 //! ends. Every request passes [`Admission::admit`] — the tenant's token buckets
 //! ([`buckets`]), then the shard's in-flight gate ([`gate`]) — and ends in
 //! [`Admission::finish`], which charges its object bytes, counts it by
-//! protocol/op/status and records its latency. Everything here is the shard's own (no
+//! protocol/op/status and records its latency — or, dropped unfinished (its client gone,
+//! its task cancelled with its connection), counts it with status 0 and the time it
+//! ran. Everything here is the shard's own (no
 //! lock, no atomic shared with another shard). The control thread reads the relaxed
 //! counters (the shard's `ShardCounters`: admission writes the in-flight gate's and the
 //! heartbeat's front counters and the request counts) and talks to the shard only through the shard's [`ShardLink`]: policy and
@@ -14,6 +16,7 @@ mod gate;
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +24,7 @@ use ron_link::counters::{FrontCounters, ShardCounters};
 use ron_link::latency::LatencySet;
 use ron_link::link::{ShardLink, ShardReport, ToShard, LATENCY_PUBLISH_PERIOD_MS};
 use ron_link::policy::{Policy, QuotaKey, Tenant, TokenMatch};
-use ron_link::requests::{Op, Protocol};
+use ron_link::requests::{Op, Protocol, RequestCounters};
 use ron_shards::ShardIndex;
 
 use crate::limits::STALL_THRESHOLD;
@@ -47,9 +50,15 @@ pub struct Claims<'a> {
 }
 
 /// One admitted request: its in-flight slot (released on drop) and what it is charged to.
+/// Dropped without [`Admission::finish`] — a request whose task ended with its
+/// connection (an HTTP/2 stream reset, an OAP/1 connection whose writer failed) — it is
+/// counted with status 0: before, such requests (the slow ones whose clients gave up)
+/// vanished from the request counts and the latency histograms.
 #[derive(Debug)]
 pub struct Ticket {
     slot: InflightSlot,
+    log: Rc<RequestLog>,
+    finished: bool,
     quota: Option<QuotaKey>,
     /// Who the request is charged to (its share of the read-through's fetches).
     tenant: Tenant,
@@ -72,6 +81,32 @@ impl Ticket {
     }
 }
 
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.log.record(self.protocol, self.op, 0, self.started);
+        }
+    }
+}
+
+/// The shard's record of answered requests: counts by protocol, op and status, and
+/// their latency. Shared by the shard's admission and each ticket it issued.
+#[derive(Debug)]
+struct RequestLog {
+    requests: Arc<RequestCounters>,
+    latency: RefCell<LatencySet>,
+    latency_changed: Cell<bool>,
+}
+
+impl RequestLog {
+    fn record(&self, protocol: Protocol, op: Op, status: u16, started: Instant) {
+        self.requests.record(protocol, op, status);
+        let latency_us = started.elapsed().as_micros() as u64;
+        self.latency.borrow_mut().record(protocol, op, latency_us);
+        self.latency_changed.set(true);
+    }
+}
+
 /// The shard's admission state.
 #[derive(Debug)]
 pub struct Admission {
@@ -81,8 +116,7 @@ pub struct Admission {
     counters: ShardCounters,
     inflight_max: u32,
     quotas: RefCell<ShardQuotas>,
-    latency: RefCell<LatencySet>,
-    latency_changed: Cell<bool>,
+    log: Rc<RequestLog>,
     latency_published: Cell<Instant>,
 }
 
@@ -94,13 +128,17 @@ impl Admission {
         quotas: ShardQuotas,
     ) -> Admission {
         gate::publish_limit(&counters.front, inflight_max);
+        let requests = Arc::clone(&counters.requests);
         Admission {
             shard,
             counters,
             inflight_max,
             quotas: RefCell::new(quotas),
-            latency: RefCell::new(LatencySet::default()),
-            latency_changed: Cell::new(false),
+            log: Rc::new(RequestLog {
+                requests,
+                latency: RefCell::new(LatencySet::default()),
+                latency_changed: Cell::new(false),
+            }),
             latency_published: Cell::new(Instant::now()),
         }
     }
@@ -137,6 +175,8 @@ impl Admission {
         let slot = InflightSlot::take(self.shard, &self.counters.front, self.inflight_max)?;
         Ok(Ticket {
             slot,
+            log: Rc::clone(&self.log),
+            finished: false,
             quota,
             tenant: *tenant,
             protocol,
@@ -170,7 +210,7 @@ impl Admission {
     /// Ends an admitted request: settles its object bytes — what it moved beyond what
     /// was charged up front is charged, what was charged and not moved (an upload cut
     /// short) given back — and records it.
-    pub fn finish(&self, ticket: Ticket, status: u16, object_bytes: u64) {
+    pub fn finish(&self, mut ticket: Ticket, status: u16, object_bytes: u64) {
         if let Some(key) = ticket.quota {
             let mut quotas = self.quotas.borrow_mut();
             match object_bytes.checked_sub(ticket.bytes_charged) {
@@ -180,14 +220,12 @@ impl Admission {
             }
         }
         self.record(ticket.protocol, ticket.op, status, ticket.started);
+        ticket.finished = true;
     }
 
     /// Records a request answered without a ticket (refused, or unparsable).
     pub fn record(&self, protocol: Protocol, op: Op, status: u16, started: Instant) {
-        self.counters.requests.record(protocol, op, status);
-        let latency_us = started.elapsed().as_micros() as u64;
-        self.latency.borrow_mut().record(protocol, op, latency_us);
-        self.latency_changed.set(true);
+        self.log.record(protocol, op, status, started);
     }
 
     /// The shard's front counters (connections, bytes, deadlines, read-through), which
@@ -244,12 +282,12 @@ impl Admission {
     fn latency_to_publish(&self, now: Instant) -> Option<Box<LatencySet>> {
         let due = now.duration_since(self.latency_published.get())
             >= Duration::from_millis(LATENCY_PUBLISH_PERIOD_MS);
-        if !(self.latency_changed.get() && due) {
+        if !(self.log.latency_changed.get() && due) {
             return None;
         }
-        self.latency_changed.set(false);
+        self.log.latency_changed.set(false);
         self.latency_published.set(now);
-        Some(Box::new(self.latency.borrow().clone()))
+        Some(Box::new(self.log.latency.borrow().clone()))
     }
 
     fn install(&self, policy: Policy) {

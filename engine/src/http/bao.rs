@@ -338,5 +338,5 @@ fn aborted(ctx: &HttpContext, req: &Request, meta: &ObjectMeta, refusal: &Refusa
         reason = %refusal,
         "bao body aborted: a group could not be served"
     );
-    Abort
+    Abort::failed(refusal)
 }

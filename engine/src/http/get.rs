@@ -441,7 +441,7 @@ fn sent_now<S: Transport>(
     let sent = match conn.stream.plain_socket().map(|s| send(s, &conn.wbuf)) {
         Some(Ok(n)) => n,
         Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Some(Err(_)) => return Err(Abort),
+        Some(Err(_)) => return Err(Abort::SOCKET),
         None => 0,
     };
     conn.transfer.moved += sent as u64;
@@ -466,10 +466,10 @@ pub(super) async fn send_file_run<S: Transport>(
     let mut done = 0;
     while done < len {
         let Some(socket) = conn.stream.plain_socket() else {
-            return Err(Abort);
+            return Err(Abort::SOCKET);
         };
         match socket.send_file(span.file.as_fd(), span.offset + done as u64, len - done) {
-            Ok(0) => return Err(Abort),
+            Ok(0) => return Err(Abort::SOCKET),
             Ok(n) => {
                 done += n;
                 conn.transfer.moved += n as u64;
@@ -480,7 +480,7 @@ pub(super) async fn send_file_run<S: Transport>(
                 send_slice(ctx, conn, page).await?;
                 done += page.len();
             }
-            Err(_) => return Err(Abort),
+            Err(_) => return Err(Abort::SOCKET),
         }
     }
     Ok(())
@@ -514,5 +514,5 @@ fn body_aborted(
         reason = %refusal,
         "body aborted: a later group could not be served"
     );
-    Abort
+    Abort::failed(refusal)
 }

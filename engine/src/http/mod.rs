@@ -160,12 +160,29 @@ impl After {
 
 /// Why the connection must end right away (no further answer possible): the socket is
 /// then reset, not closed, so a body cut short after its head is unmistakable.
-#[derive(Debug)]
-struct Abort;
+#[derive(Debug, Clone, Copy)]
+struct Abort {
+    /// The status the request is counted with: the node's own failure that cut its
+    /// answer short (a later group failing verification: 500; an upstream that died
+    /// mid-body: 502, 504), or 0 when the peer or the socket failed.
+    status: u16,
+}
+
+impl Abort {
+    /// The socket failed, or the peer went away.
+    const SOCKET: Abort = Abort { status: 0 };
+
+    /// The node could not go on with an answer whose head is sent.
+    fn failed(refusal: &Refusal) -> Abort {
+        Abort {
+            status: refusal.status(),
+        }
+    }
+}
 
 impl From<std::io::Error> for Abort {
     fn from(_: std::io::Error) -> Self {
-        Abort
+        Abort::SOCKET
     }
 }
 
@@ -270,7 +287,7 @@ pub async fn serve_connection<S: Transport>(
             drop(open);
         }
         // Dropped without a TLS close_notify or a FIN: the peer sees a reset.
-        Err(Abort) => {
+        Err(_) => {
             let _ = conn.stream.tcp().reset_on_close();
         }
     }
@@ -320,10 +337,13 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
             let corr = ctx.new_corr_id();
             // A HEAD's answer has no content, refused or not (RFC 9110 §9.3.2).
             let head_only = conn.rbuf.filled().starts_with(b"HEAD ");
-            respond::refuse(ctx, conn, &refusal, &corr, true, false, head_only).await?;
+            let sent = respond::refuse(ctx, conn, &refusal, &corr, true, false, head_only).await;
+            // Counted whether or not the refusal reached the client (a 408's client is
+            // often gone): the node refused it either way.
             let status = refusal.status();
             ctx.admission
                 .record(Protocol::Http, Op::Other, status, started);
+            sent?;
             return Ok(After::Close);
         }
     };
@@ -355,13 +375,14 @@ async fn serve_one<S: Transport>(ctx: &HttpContext, conn: &mut Conn<S>) -> Resul
     // an idle connection's task stays small (about 1 KiB; tests/attacks.rs measures it).
     let outcome = Box::pin(route(ctx, conn, &request)).await;
     let object_bytes = conn.object_bytes;
-    let status = outcome.as_ref().map_or(0, |(status, _)| *status);
+    let status = match &outcome {
+        Ok((status, _)) => *status,
+        Err(abort) => abort.status,
+    };
     if let Some(ticket) = conn.ticket.take() {
         ctx.admission.finish(ticket, status, object_bytes);
     }
-    let Ok((_, after)) = outcome else {
-        return Err(Abort);
-    };
+    let (_, after) = outcome?;
     tracing::debug!(
         corr_id = request.corr_id.as_str(),
         shard = ctx.service.shard().index().0,
@@ -385,7 +406,7 @@ async fn refuse_unadmitted<S: Transport>(
 ) -> Result<After, Abort> {
     let close = !request.keep_alive || !request.body_is_empty();
     let head_only = request.method == Method::Head;
-    respond::refuse(
+    let sent = respond::refuse(
         ctx,
         conn,
         refusal,
@@ -394,11 +415,13 @@ async fn refuse_unadmitted<S: Transport>(
         request.http10,
         head_only,
     )
-    .await?;
-    conn.body_left_unread |= !request.body_is_empty();
+    .await;
+    // Counted whether or not the refusal reached the client: the node refused it.
     let status = refusal.status();
     ctx.admission
         .record(Protocol::Http, request.op(), status, started);
+    sent?;
+    conn.body_left_unread |= !request.body_is_empty();
     Ok(After::keep_if(!close))
 }
 

@@ -79,7 +79,7 @@ pub(super) async fn upload<S: Transport>(
     if let Err(failure) = received {
         session.abort().await;
         return match failure {
-            BodyFailure::Connection => Err(Abort),
+            BodyFailure::Connection => Err(Abort::SOCKET),
             BodyFailure::Refused(refusal) => refuse_upload(ctx, conn, req, &refusal).await,
         };
     }

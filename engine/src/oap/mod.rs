@@ -33,6 +33,7 @@ use ron_codec::inflate::Inflater;
 use ron_codec::messages::{HelloReply, DATA_CHUNK_BYTES};
 use ron_io::stream::{split, Transport};
 use ron_link::counters::FrontCounters;
+use ron_link::requests::{Op, Protocol};
 
 use crate::admission::Admission;
 use crate::buffers::BufferPool;
@@ -150,7 +151,13 @@ pub async fn serve_connection<S: Transport>(
     let state = match end {
         ReadEnd::PeerDone => WriterState::Draining,
         ReadEnd::Broken => WriterState::Closed,
-        ReadEnd::Rejected(last) => WriterState::Failing(Some(last)),
+        ReadEnd::Rejected(last, status) => {
+            // A protocol error ends the connection with one answer: counted as a
+            // request refused (before: in no count), its latency none of its own.
+            ctx.admission
+                .record(Protocol::Oap, Op::Other, status, Instant::now());
+            WriterState::Failing(Some(last))
+        }
     };
     out.borrow_mut().set_state(state);
     writer.await;

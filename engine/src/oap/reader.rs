@@ -45,8 +45,8 @@ pub(super) enum ReadEnd {
     PeerDone,
     /// Read error or a frame left unfinished past the timeout: close now.
     Broken,
-    /// A protocol error: this answer, then close.
-    Rejected(OutFrame),
+    /// A protocol error: this answer (its status beside it, for the counts), then close.
+    Rejected(OutFrame, u16),
 }
 
 /// An upload being received, or a refused request whose remaining DATA is skipped.
@@ -61,11 +61,18 @@ async fn writer_closed(out: &SharedOutboxes) -> Result<(PooledBuffer, usize), Re
     Err(ReadEnd::Broken)
 }
 
-/// A protocol error: the one answer to send before closing.
-struct Reject(OutFrame);
+/// A protocol error: the one answer to send before closing, and its status.
+struct Reject(OutFrame, u16);
 
 fn reject(corr_id: u64, refusal: impl Into<Refusal>) -> Reject {
-    Reject(refusal_frame(corr_id, &refusal.into()))
+    let refusal = refusal.into();
+    Reject(refusal_frame(corr_id, &refusal), refusal.status())
+}
+
+impl From<Reject> for ReadEnd {
+    fn from(Reject(last, status): Reject) -> ReadEnd {
+        ReadEnd::Rejected(last, status)
+    }
 }
 
 pub(super) struct Reader<S> {
@@ -124,14 +131,14 @@ impl<S: Transport> Reader<S> {
                     Ok(Some(frame)) => {
                         // Boxed: a frame's handling lives on the heap while it runs,
                         // so an idle connection's task stays small.
-                        if let Err(Reject(last)) = Box::pin(self.on_frame(frame)).await {
-                            return ReadEnd::Rejected(last);
+                        if let Err(rejected) = Box::pin(self.on_frame(frame)).await {
+                            return rejected.into();
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         let corr_id = self.decoder.rejected_header().map_or(0, |h| h.corr_id);
-                        return ReadEnd::Rejected(reject(corr_id, e).0);
+                        return reject(corr_id, e).into();
                     }
                 }
             }
@@ -168,9 +175,7 @@ impl<S: Transport> Reader<S> {
                 Ok(read) => return Ok(read),
                 Err(ReadEnd::Broken) if header_due.is_some_and(|due| Instant::now() >= due) => {
                     let timeout_ms = self.ctx.limits.header_timeout.as_millis() as u64;
-                    return Err(ReadEnd::Rejected(
-                        reject(0, Refusal::FrameHeaderTimeout { timeout_ms }).0,
-                    ));
+                    return Err(reject(0, Refusal::FrameHeaderTimeout { timeout_ms }).into());
                 }
                 // An upload's own deadline ended the wait, not the connection's: it is
                 // cut at the top of the loop, and the others go on.
