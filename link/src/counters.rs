@@ -42,7 +42,7 @@ declare_counters! {
         meta_load_waits: AtomicU64 => Counter "ron_meta_load_waits_total", Sum,
             "Requests that waited for a load of the same object's metadata already running instead of loading it again.",
         mesh_requests: AtomicU64 => Counter "ron_mesh_requests_total", Sum,
-            "Requests forwarded to an owner shard.",
+            "Calls to an owner shard over the shard mesh: metadata, each run of up to 32 groups, commits, removals.",
         objects_created: AtomicU64 => Counter "ron_objects_created_total", Sum,
             "Objects made durable and visible.",
         /// Objects in the stores this shard owns (the stores' stats at start-up, then
@@ -212,9 +212,10 @@ declare_counters! {
         /// Requests that joined a fetch already under way instead of starting one.
         fetch_coalesced_waiters: AtomicU64 => Counter "ron_fetch_coalesced_waiters_total", Sum,
             "Requests that joined a read-through already under way instead of starting their own.",
-        /// Copies the placement asked this node to hold, now held kept and durable.
+        /// Copies the placement asked this node to hold, fetched and now held kept and
+        /// durable (one held already made none).
         replica_pulls_held: AtomicU64 => Counter "ron_replication_pulls_total", Sum,
-            "Copies other nodes asked this node to hold for the placement, held kept and durable (fetched or held already).",
+            "Copies other nodes asked this node to hold for the placement, fetched and held kept and durable (a copy held already is not counted).",
         /// Copies the placement asked of this node refused: a data dir below the floor.
         replica_pulls_no_room: AtomicU64 => Counter "ron_replication_pulls_no_room_total", Sum,
             "Copies other nodes asked this node to hold, refused because a data dir's filesystem was below copies_disk_free_percent_min.",
