@@ -233,7 +233,12 @@ fn errors_print_the_nodes_message_and_documented_exit_codes() {
         Some(2),
         "TLS needs --ca or --insecure-dev"
     );
-    // Plain bytes on the TLS port: the handshake fails and is counted.
+    // Probes that connect and close without a byte (a balancer's TCP health check) are
+    // no TLS failure; plain bytes on the TLS port are: that handshake fails, counted.
+    for _ in 0..3 {
+        drop(connect(t.tls.parse().unwrap()));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
     {
         use std::io::{Read, Write};
         let mut plain = connect(t.tls.parse().unwrap());
@@ -249,6 +254,12 @@ fn errors_print_the_nodes_message_and_documented_exit_codes() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        metric(n.admin, "ron_tls_handshake_failures_total"),
+        1,
+        "the probes are not counted"
+    );
     // A CA that did not sign the node's certificate.
     let other = work.join("other");
     ok(&ron(&["cert", "--dev", "--out", other.to_str().unwrap()]));

@@ -270,6 +270,9 @@ pub struct PolledTcp {
     /// out, counted from when it was set.
     read_until: Cell<Option<Instant>>,
     reads_by_deadline: Cell<bool>,
+    /// Whether a read has brought a byte yet: a TLS handshake that fails before the
+    /// client sent one was no TLS attempt (a port probe, a balancer's health check).
+    received_any: std::rc::Rc<Cell<bool>>,
 }
 
 impl PolledTcp {
@@ -286,7 +289,14 @@ impl PolledTcp {
             more_follows: Cell::new(false),
             read_until: Cell::new(None),
             reads_by_deadline: Cell::new(false),
+            received_any: std::rc::Rc::default(),
         })
+    }
+
+    /// Whether the peer has sent a byte that a read took, as a flag that outlives the
+    /// stream (a handshake that fails or times out drops the stream with it).
+    pub fn received_any(&self) -> std::rc::Rc<Cell<bool>> {
+        std::rc::Rc::clone(&self.received_any)
     }
 
     /// From now on a read timeout is a deadline: every wait of the reads after it ends
@@ -414,9 +424,13 @@ impl AsyncRead for PolledTcp {
         let socket = PlainSocket::of(&self.tcp).0;
         let timeout = self.wait_limit(Direction::Read);
         let room = buf.len();
-        poll_read_io(&self.registration, cx, timeout, room, || {
+        let read = poll_read_io(&self.registration, cx, timeout, room, || {
             socket_calls::recv(socket, buf)
-        })
+        });
+        if matches!(read, Poll::Ready(Ok(n)) if n > 0) {
+            self.received_any.set(true);
+        }
+        read
     }
 }
 

@@ -181,6 +181,17 @@ impl ResolvesServerCert for ReloadableCert {
     }
 }
 
+/// Why a TLS handshake did not complete.
+#[derive(Debug)]
+pub enum AcceptError {
+    /// The client closed, or the deadline passed, before it sent a byte: no TLS was
+    /// attempted (a port probe, a load balancer's TCP health check).
+    Silent(std::io::Error),
+    /// The client sent something that is not a TLS handshake this server completes, or
+    /// stopped part way.
+    Failed(std::io::Error),
+}
+
 /// Accepts TLS on a freshly accepted socket, on the calling shard. The whole handshake
 /// must complete within `deadline` (a deadline, not a timer between reads: a client
 /// trickling its ClientHello a byte at a time gains nothing). Returns the stream and
@@ -190,14 +201,28 @@ pub async fn accept(
     acceptor: &futures_rustls::TlsAcceptor,
     stream: crate::stream::PolledTcp,
     deadline: std::time::Duration,
-) -> std::io::Result<(
-    futures_rustls::server::TlsStream<crate::stream::PolledTcp>,
-    AppProtocol,
-)> {
+) -> Result<
+    (
+        futures_rustls::server::TlsStream<crate::stream::PolledTcp>,
+        AppProtocol,
+    ),
+    AcceptError,
+> {
     use crate::stream::Transport;
+    let received_any = stream.received_any();
+    let failed = |e: std::io::Error| match received_any.get() {
+        true => AcceptError::Failed(e),
+        false => AcceptError::Silent(e),
+    };
     stream.read_by_deadline();
-    stream.tcp().set_read_timeout(Some(deadline))?;
-    stream.tcp().set_write_timeout(Some(deadline))?;
+    stream
+        .tcp()
+        .set_read_timeout(Some(deadline))
+        .map_err(&failed)?;
+    stream
+        .tcp()
+        .set_write_timeout(Some(deadline))
+        .map_err(&failed)?;
     let expired = async {
         glommio::timer::sleep(deadline).await;
         Err(std::io::Error::new(
@@ -205,7 +230,9 @@ pub async fn accept(
             "TLS handshake deadline passed",
         ))
     };
-    let mut tls = futures_lite::future::or(acceptor.accept(stream), expired).await?;
+    let mut tls = futures_lite::future::or(acceptor.accept(stream), expired)
+        .await
+        .map_err(&failed)?;
     tls.get_mut()
         .1
         .set_buffer_limit(Some(SEND_BUFFER_BYTES_MAX));

@@ -161,7 +161,7 @@ declare_counters! {
         accept_failures: AtomicU64 => Counter "ron_accept_failures_total", Sum,
             "Accepts that failed (e.g. out of file descriptors); the connection waits in the kernel backlog.",
         tls_handshake_failures: AtomicU64 => Counter "ron_tls_handshake_failures_total", Sum,
-            "TLS handshakes that failed or timed out.",
+            "TLS handshakes that failed or timed out after the client sent a byte (a connection closed before any is a probe, not counted).",
         /// Connections closed at once: their client had `connections_per_client_max` open.
         connections_refused_per_client: AtomicU64 => Counter "ron_connections_refused_total", Sum,
             "Connections closed unanswered because their client had connections_per_client_max open across the node.",

@@ -215,9 +215,15 @@ impl FrontEnds {
                     let _open = metrics.open_connection();
                     ron_io::tls::accept(&acceptor, s, handshake_timeout).await
                 };
-                let Ok((stream, protocol)) = handshake else {
-                    FrontCounters::add(&metrics.tls_handshake_failures, 1);
-                    return;
+                let (stream, protocol) = match handshake {
+                    Ok(accepted) => accepted,
+                    // A probe or a balancer's health check that sent nothing: no TLS
+                    // failed (it kept the failures counter climbing on every check).
+                    Err(ron_io::tls::AcceptError::Silent(_)) => return,
+                    Err(ron_io::tls::AcceptError::Failed(_)) => {
+                        FrontCounters::add(&metrics.tls_handshake_failures, 1);
+                        return;
+                    }
                 };
                 match protocol {
                     AppProtocol::Oap => oap::serve_connection(oap, stream, client).await,
