@@ -76,27 +76,54 @@ fn assert_all_served(n: &Node, objects: &[(Address, Vec<u8>)]) {
     }
 }
 
-#[test]
-fn a_four_dir_node_loses_a_dir_while_serving_and_rebuilds_it_onto_an_empty_replacement() {
-    let root = temp_dir("dirs-four");
-    let (dirs, flags) = dirs(&root, 4);
-    let start = args(&flags, &["--shards", "2"]);
-    let mut n = Node::start(&dirs[0], &start);
-    let sizes = [
-        0,
-        100,
-        GROUP,
-        GROUP + 1,
-        3 * GROUP + 5,
-        5 * GROUP,
-        17 * GROUP + 999,
-    ];
-    let objects: Vec<(Address, Vec<u8>)> = (0..28)
+/// Objects of these sizes, in turn: empty, one packed-size, one group, a byte past it,
+/// several stripes' worth.
+const SIZES: [usize; 7] = [
+    0,
+    100,
+    GROUP,
+    GROUP + 1,
+    3 * GROUP + 5,
+    5 * GROUP,
+    17 * GROUP + 999,
+];
+
+/// A running node over four data dirs, its flags and the objects it holds.
+struct FourDirNode {
+    dirs: Vec<PathBuf>,
+    flags: Vec<String>,
+    node: Node,
+    objects: Vec<(Address, Vec<u8>)>,
+}
+
+/// A two-shard node over four data dirs under `name` holding `count` objects of
+/// [`SIZES`] in turn (the empty one skipped when `skip_empty`), seeded from `seed`.
+fn four_dir_node(name: &str, count: usize, seed: u64, skip_empty: bool) -> FourDirNode {
+    let (dirs, flags) = dirs(&temp_dir(name), 4);
+    let node = Node::start(&dirs[0], &args(&flags, &["--shards", "2"]));
+    let sizes = &SIZES[usize::from(skip_empty)..];
+    let objects = (0..count)
         .map(|i| {
-            let data = bytes(900 + i as u64, sizes[i % sizes.len()]);
-            (upload(&n, &data), data)
+            let data = bytes(seed + i as u64, sizes[i % sizes.len()]);
+            (upload(&node, &data), data)
         })
         .collect();
+    FourDirNode {
+        dirs,
+        flags,
+        node,
+        objects,
+    }
+}
+
+#[test]
+fn a_four_dir_node_loses_a_dir_while_serving_and_rebuilds_it_onto_an_empty_replacement() {
+    let FourDirNode {
+        dirs,
+        flags,
+        node: mut n,
+        objects,
+    } = four_dir_node("dirs-four", 28, 900, false);
     // 2+2 over 4 dirs: a one-group object is one data block and two parity blocks in
     // three dirs; longer ones have data in two dirs and parity in the other two.
     for (addr, data) in &objects {
@@ -190,24 +217,13 @@ fn a_four_dir_node_loses_a_dir_while_serving_and_rebuilds_it_onto_an_empty_repla
 /// every file of a store over several dirs was kept unrecorded: the objects were lost.
 #[test]
 fn a_four_dir_node_that_lost_its_index_serves_every_object_from_its_columns() {
-    let root = temp_dir("dirs-index-lost");
-    let (dirs, flags) = dirs(&root, 4);
+    let FourDirNode {
+        dirs,
+        flags,
+        node: mut n,
+        objects,
+    } = four_dir_node("dirs-index-lost", 18, 1_900, true);
     let start = args(&flags, &["--shards", "2"]);
-    let mut n = Node::start(&dirs[0], &start);
-    let sizes = [
-        100,
-        GROUP,
-        GROUP + 1,
-        3 * GROUP + 5,
-        5 * GROUP,
-        17 * GROUP + 999,
-    ];
-    let objects: Vec<(Address, Vec<u8>)> = (0..18)
-        .map(|i| {
-            let data = bytes(1_900 + i as u64, sizes[i % sizes.len()]);
-            (upload(&n, &data), data)
-        })
-        .collect();
     let (damaged, _) = &objects[17];
     assert_eq!(n.stop().code(), Some(0));
     let objects_files = |dir: &Path| {
