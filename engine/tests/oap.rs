@@ -720,6 +720,21 @@ fn writes_need_a_token_in_the_capability_section_when_tokens_are_set() {
     w.send(&with_token);
     w.send(&data_frame(2, 0, 5000, &data, true));
     assert_eq!(w.recv().unwrap().header.code, 201);
+    // The refused upload counts once, as refused: not a second time as a request whose
+    // client left (its ticket, taken at admission, is finished with the refusal).
+    let count = |status: &str| {
+        let series =
+            format!("ron_requests_total{{protocol=\"oap\",op=\"put\",status=\"{status}\"}}");
+        metric_reaching(n.admin, &series, 1, Duration::from_secs(5))
+    };
+    assert_eq!((count("401"), count("201")), (1, 1));
+    assert_eq!(
+        try_metric(
+            n.admin,
+            "ron_requests_total{protocol=\"oap\",op=\"put\",status=\"0\"}"
+        ),
+        None
+    );
 }
 
 /// A refused upload whose client stops sending it (the refusal is its END) is over:

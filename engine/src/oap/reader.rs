@@ -61,6 +61,23 @@ async fn writer_closed(out: &SharedOutboxes) -> Result<(PooledBuffer, usize), Re
     Err(ReadEnd::Broken)
 }
 
+/// Why a START frame's request was not started: the refusal to answer, and its ticket
+/// when it was admitted first (finished with the refusal: dropped, it would count the
+/// request a second time, as one whose client left).
+struct NotBegun {
+    refusal: Refusal,
+    ticket: Option<Ticket>,
+}
+
+impl NotBegun {
+    fn unadmitted(refusal: Refusal) -> NotBegun {
+        NotBegun {
+            refusal,
+            ticket: None,
+        }
+    }
+}
+
 /// A protocol error: the one answer to send before closing, and its status.
 struct Reject(OutFrame, u16);
 
@@ -477,13 +494,16 @@ impl<S: Transport> Reader<S> {
         };
         let begun = match request {
             Ok(request) => self.begin(&frame, request, op, started).await,
-            Err(e) => Err(e.into()),
+            Err(e) => Err(NotBegun::unadmitted(e.into())),
         };
-        if let Err(refusal) = begun {
+        if let Err(NotBegun { refusal, ticket }) = begun {
             if has_more {
                 self.inbound.insert(corr_id, Inbound::Skipping);
             }
-            let account = Account::Unadmitted(op, started);
+            let account = match ticket {
+                Some(ticket) => Account::Admitted(ticket, 0),
+                None => Account::Unadmitted(op, started),
+            };
             refuse(&self.ctx, &self.out, corr_id, &refusal, account).await;
         }
         Ok(())
@@ -496,9 +516,9 @@ impl<S: Transport> Reader<S> {
         request: ObjectRequest,
         op: Op,
         started: Instant,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), NotBegun> {
         if self.ctx.draining.is_draining() {
-            return Err(Refusal::ShuttingDown);
+            return Err(NotBegun::unadmitted(Refusal::ShuttingDown));
         }
         let tenant_id = frame.header.tenant_id;
         let claims = Claims {
@@ -509,7 +529,8 @@ impl<S: Transport> Reader<S> {
         let ticket = self
             .ctx
             .admission
-            .admit(&identity.tenant, Protocol::Oap, op, started)?;
+            .admit(&identity.tenant, Protocol::Oap, op, started)
+            .map_err(NotBegun::unadmitted)?;
         let corr_id = frame.header.corr_id;
         let (ctx, out) = (Rc::clone(&self.ctx), Rc::clone(&self.out));
         match request {
@@ -560,10 +581,19 @@ impl<S: Transport> Reader<S> {
         corr_id: u64,
         start: PutStart,
         mut ticket: Ticket,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), NotBegun> {
         let has_more = start.has_more;
         let declared = start.len;
-        let (session, copies, copy_wait) = put::begin(&self.ctx, start, ticket.tenant()).await?;
+        let begun = put::begin(&self.ctx, start, ticket.tenant()).await;
+        let (session, copies, copy_wait) = match begun {
+            Ok(begun) => begun,
+            Err(refusal) => {
+                return Err(NotBegun {
+                    refusal,
+                    ticket: Some(ticket),
+                })
+            }
+        };
         self.ctx.admission.charge_up_front(&mut ticket, declared);
         let put = PutState {
             session,
