@@ -44,8 +44,15 @@ impl Bucket {
         }
     }
 
+    /// Adds what `rate × share` gave since the last refill. A time before it (a request
+    /// admitted at the start of a head that took seconds to arrive) adds nothing and
+    /// moves nothing back: set back, the clock would give the same seconds again at the
+    /// next refill — a full burst per slow head a client staggers.
     fn refill(&mut self, rate: Rate, share: f64, now_s: f64) {
-        let elapsed = (now_s - self.updated_s).max(0.0);
+        if now_s <= self.updated_s {
+            return;
+        }
+        let elapsed = now_s - self.updated_s;
         self.tokens = (self.tokens + elapsed * rate.per_s * share).min(rate.burst * share);
         self.updated_s = now_s;
     }
@@ -72,11 +79,30 @@ struct TenantState {
     demand_requests: f64,
     demand_bytes: f64,
     configured: Option<TenantIndex>,
+    /// Whether the tenant's limits had a request (byte) rate at its last admission:
+    /// charges and refunds move a bucket only while it has one.
+    requests_limited: bool,
+    bytes_limited: bool,
 }
 
 impl TenantState {
     fn is_active(&self) -> bool {
         self.demand_requests > 0.0 || self.demand_bytes > 0.0
+    }
+
+    /// A bucket whose dimension had no limit until now (a reload added it) starts full:
+    /// what the tenant moved while it was unlimited is no debt. Before, the bytes of a
+    /// tenant limited on requests only were charged to a bucket nothing refilled, and a
+    /// reload adding `bytes_per_s` refused a tenant that had moved terabytes for days.
+    fn start_newly_limited(&mut self, limits: &QuotaLimits, now_s: f64) {
+        if let (Some(rate), false) = (limits.requests(), self.requests_limited) {
+            self.requests = Bucket::full(rate, self.share, now_s);
+        }
+        if let (Some(rate), false) = (limits.bytes(), self.bytes_limited) {
+            self.bytes = Bucket::full(rate, self.share, now_s);
+        }
+        self.requests_limited = limits.requests().is_some();
+        self.bytes_limited = limits.bytes().is_some();
     }
 
     /// Refills both buckets to `now_s`; the longer wait of the two, and its bucket.
@@ -233,6 +259,7 @@ impl ShardQuotas {
         let key = self.key(tenant);
         let now_s = self.now_s(now);
         let state = self.tenant_state(key, tenant, &limits, now_s);
+        state.start_newly_limited(&limits, now_s);
         let (wait_s, exhausted) = state.wait(&limits, now_s);
         if wait_s > 0.0 {
             return Err(self.refuse(tenant, &limits, wait_s, exhausted));
@@ -272,6 +299,8 @@ impl ShardQuotas {
             demand_requests: 0.0,
             demand_bytes: 0.0,
             configured: tenant.configured(),
+            requests_limited: limits.requests().is_some(),
+            bytes_limited: limits.bytes().is_some(),
         });
         if !state.is_active() {
             self.active.push(key);
@@ -329,13 +358,25 @@ impl ShardQuotas {
             self.active.push(key.0);
         }
         state.demand_bytes += bytes as f64;
-        state.bytes.tokens -= bytes as f64;
+        if state.bytes_limited {
+            state.bytes.tokens -= bytes as f64;
+        }
     }
 
-    /// Gives back object bytes charged up front that a request did not move.
+    /// Gives back object bytes charged up front that a request did not move — never
+    /// past the bucket's capacity (a debt paid off by refills meanwhile is not paid
+    /// twice).
     pub fn refund_bytes(&mut self, key: QuotaKey, bytes: u64) {
-        if let Some(state) = self.tenants.get_mut(&key.0) {
-            state.bytes.tokens += bytes as f64;
+        let Some(state) = self.tenants.get_mut(&key.0) else {
+            return;
+        };
+        let limits = match state.configured {
+            Some(i) => self.policy.limits(&Tenant::Configured(i)),
+            None => self.policy.limits(&Tenant::Public),
+        };
+        if let (Some(rate), true) = (limits.bytes(), state.bytes_limited) {
+            let capacity = rate.burst * state.share;
+            state.bytes.tokens = (state.bytes.tokens + bytes as f64).min(capacity);
         }
     }
 
@@ -455,6 +496,71 @@ mod tests {
 
     fn table(policy: Policy, shards: usize) -> ShardQuotas {
         ShardQuotas::new(policy, shards, RandomState::new(), 1000)
+    }
+
+    /// A request admitted at an earlier start (its head trickled in over seconds) must
+    /// not set the bucket's clock back: the next request would be given those seconds'
+    /// tokens again, a burst per slow head.
+    #[test]
+    fn an_earlier_start_does_not_set_the_clock_back() {
+        let policy = Policy::new(&[], vec![], limits(1.0, 1.0));
+        let mut quotas = table(policy, 1);
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(10);
+        let who = Tenant::Public;
+        quotas.admit(&who, now).unwrap();
+        quotas.admit(&who, now).unwrap_err();
+        quotas.admit(&who, t0).unwrap_err();
+        assert!(
+            quotas.admit(&who, now).is_err(),
+            "the same 10 s given twice"
+        );
+    }
+
+    fn bytes_limits(bytes_per_s: u64, bytes_burst: u64) -> QuotaLimits {
+        QuotaLimits {
+            bytes_per_s,
+            bytes_burst,
+            ..limits(1000.0, 1000.0)
+        }
+    }
+
+    /// Bytes a tenant moved while only its requests were limited are no debt once a
+    /// reload adds a byte limit: before, they were charged to a bucket nothing refilled,
+    /// and the tenant was refused for as long as the terabytes took to pay off.
+    #[test]
+    fn a_byte_limit_added_by_a_reload_starts_full() {
+        let policy = Policy::new(&[], vec![], limits(1000.0, 1000.0));
+        let mut quotas = table(policy, 1);
+        let t0 = Instant::now();
+        let key = quotas.admit(&Tenant::Public, t0).unwrap().unwrap();
+        quotas.charge_bytes(key, 5_000_000_000_000);
+        quotas.set_policy(Policy::new(&[], vec![], bytes_limits(1000, 100_000)));
+        let later = t0 + Duration::from_secs(1);
+        let key = quotas.admit(&Tenant::Public, later).unwrap().unwrap();
+        // From here on bytes count.
+        quotas.charge_bytes(key, 200_000);
+        let refused = quotas.admit(&Tenant::Public, later).unwrap_err();
+        assert_eq!(refused.exhausted, Exhausted::Bytes);
+    }
+
+    /// A refund never fills a bucket past its capacity: a debt paid off by refills
+    /// while the transfer ran is not paid a second time.
+    #[test]
+    fn a_refund_stops_at_the_buckets_capacity() {
+        let policy = Policy::new(&[], vec![], bytes_limits(1000, 1000));
+        let mut quotas = table(policy, 1);
+        let t0 = Instant::now();
+        let key = quotas.admit(&Tenant::Public, t0).unwrap().unwrap();
+        quotas.charge_bytes(key, 1000);
+        // Paid off by a refill, then the whole charge is refunded (the transfer moved
+        // nothing): the bucket holds its capacity, 1000, not 2000.
+        let later = t0 + Duration::from_secs(5);
+        quotas.admit(&Tenant::Public, later).unwrap();
+        quotas.refund_bytes(key, 1000);
+        quotas.charge_bytes(key, 1000);
+        let refused = quotas.admit(&Tenant::Public, later).unwrap_err();
+        assert_eq!(refused.exhausted, Exhausted::Bytes);
     }
 
     #[test]
