@@ -90,6 +90,24 @@ impl TenantState {
         self.demand_requests > 0.0 || self.demand_bytes > 0.0
     }
 
+    /// Whether both buckets would be full at `now_s`: dropped, the state would come back
+    /// as it is (full at an even share), so nothing is forgiven.
+    fn settled(&self, policy: &Policy, now_s: f64) -> bool {
+        let limits = match self.configured {
+            Some(i) => policy.limits(&Tenant::Configured(i)),
+            None => policy.limits(&Tenant::Public),
+        };
+        let full = |bucket: &Bucket, rate: Option<Rate>, limited: bool| {
+            let Some(rate) = rate.filter(|_| limited) else {
+                return true;
+            };
+            let elapsed = (now_s - bucket.updated_s).max(0.0);
+            bucket.tokens + elapsed * rate.per_s * self.share >= rate.burst * self.share
+        };
+        full(&self.requests, limits.requests(), self.requests_limited)
+            && full(&self.bytes, limits.bytes(), self.bytes_limited)
+    }
+
     /// A bucket whose dimension had no limit until now (a reload added it) starts full:
     /// what the tenant moved while it was unlimited is no debt. Before, the bytes of a
     /// tenant limited on requests only were charged to a bucket nothing refilled, and a
@@ -280,7 +298,7 @@ impl ShardQuotas {
         now_s: f64,
     ) -> &mut TenantState {
         if !self.tenants.contains_key(&key) {
-            self.make_room();
+            self.make_room(now_s);
         }
         let share = 1.0 / self.shard_count as f64;
         let bucket = |rate: Option<Rate>| {
@@ -380,16 +398,25 @@ impl ShardQuotas {
         }
     }
 
-    /// Keeps the table within `tenants_max`: drops tenants idle since the last report
-    /// first (one sweep per period at most); then an arbitrary one (it starts over with a
-    /// full bucket — the bound on what a flood of distinct tenants can gain).
-    fn make_room(&mut self) {
+    /// Keeps the table within `tenants_max` (one sweep per period at most): drops the
+    /// tenants idle since the last report whose buckets have refilled (nothing is lost:
+    /// they would start over full); only if that leaves under a tenth free, every idle
+    /// tenant (a debt forgiven); then an arbitrary one (it starts over with a full
+    /// bucket — the bound on what a flood of distinct tenants can gain). Before, each
+    /// sweep dropped every idle tenant: on a busy node whose table had filled, a client
+    /// that paused a quarter of a second between large GETs had its byte debt forgiven.
+    fn make_room(&mut self, now_s: f64) {
         if self.tenants.len() < self.tenants_max {
             return;
         }
         if !self.swept {
             self.swept = true;
-            self.tenants.retain(|_, s| s.is_active());
+            let policy = &self.policy;
+            self.tenants
+                .retain(|_, s| s.is_active() || !s.settled(policy, now_s));
+            if self.tenants.len() > self.tenants_max - self.tenants_max / 10 {
+                self.tenants.retain(|_, s| s.is_active());
+            }
         }
         if self.tenants.len() >= self.tenants_max {
             if let Some(&victim) = self.tenants.keys().next() {
@@ -560,6 +587,26 @@ mod tests {
         quotas.refund_bytes(key, 1000);
         quotas.charge_bytes(key, 1000);
         let refused = quotas.admit(&Tenant::Public, later).unwrap_err();
+        assert_eq!(refused.exhausted, Exhausted::Bytes);
+    }
+
+    /// A full table makes room from the idle tenants whose buckets have refilled, not
+    /// from one still paying off a large transfer: that debt is not forgiven because
+    /// its tenant paused between requests (before, every idle tenant was dropped).
+    #[test]
+    fn making_room_keeps_an_idle_tenants_debt() {
+        let policy = Policy::new(&[], vec![], bytes_limits(1000, 1000));
+        let mut quotas = ShardQuotas::new(policy, 1, RandomState::new(), 2);
+        let client = |last: u8| Tenant::Addr(IpAddr::from([10, 0, 0, last]));
+        let t0 = Instant::now();
+        let key = quotas.admit(&client(1), t0).unwrap().unwrap();
+        quotas.charge_bytes(key, 1_000_000_000);
+        quotas.take_demand();
+        quotas.admit(&client(2), t0).unwrap();
+        quotas.take_demand();
+        let later = t0 + Duration::from_secs(1);
+        quotas.admit(&client(3), later).unwrap();
+        let refused = quotas.admit(&client(1), later).unwrap_err();
         assert_eq!(refused.exhausted, Exhausted::Bytes);
     }
 
