@@ -275,6 +275,50 @@ tokens = ["tok-free"]
     }
 }
 
+/// The HTTP counterpart: a GET the node cuts short (a rotten group past the first) is
+/// charged what it sent, not its span. Before, the whole 640 KiB span stayed charged
+/// against a 300 kB burst, and the client's retry was refused (429) for minutes.
+#[test]
+fn an_http_answer_cut_by_a_rotten_group_is_charged_what_it_sent() {
+    let config = r#"
+[tenants.bytes]
+tokens = ["tok-bytes"]
+bytes_per_s = 1000
+bytes_burst = 300000
+
+[tenants.free]
+tokens = ["tok-free"]
+"#;
+    let (n, _) = configured_node(
+        "quota-rotten-http",
+        config,
+        &["--shards", "1", "--ec", "off"],
+    );
+    let data = bytes(9, 10 * 65536);
+    let r = put(n.http, "/o", &data, &bearer("free"));
+    assert_eq!(r.status, 201, "{r:?}");
+    let addr: ron_codec::Address = r.json()["obj"].as_str().unwrap().parse().unwrap();
+    flip_byte(&n.object_file(&addr), 65536 + 10);
+
+    let path = format!("/o/{addr}");
+    let raw = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{}Connection: close\r\n\r\n",
+        bearer("bytes")
+    );
+    if let Ok(r) = request(n.http, raw.as_bytes()) {
+        assert!(r.body.len() < data.len(), "cut short: {}", r.status);
+    }
+    let again = get_with(
+        n.http,
+        &path,
+        &format!("{}Range: bytes=0-99\r\n", bearer("bytes")),
+    );
+    assert_eq!(
+        again.status, 206,
+        "charged what it sent (64 KiB at most): {again:?}"
+    );
+}
+
 #[test]
 fn a_burst_past_the_bucket_gets_429_with_retry_after_and_recovers() {
     // One shard holds the whole bucket, so the numbers are exact.

@@ -283,8 +283,15 @@ async fn send_body<S: Transport>(
     let mut body = BodyRuns::new(span.len);
     while let Some(group) = stream.next().await {
         // A group that fails verification mid-body aborts the connection: the client
-        // sees a short body, never a wrong byte.
-        let group = group.map_err(|refusal| body_aborted(ctx, corr, stream, &refusal))?;
+        // sees a short body, never a wrong byte — and is charged what it got, not the
+        // span (the node's failure, as an OAP/1 answer is charged).
+        let group = match group {
+            Ok(group) => group,
+            Err(refusal) => {
+                conn.object_bytes = body.sent_bytes;
+                return Err(body_aborted(ctx, corr, stream, &refusal));
+            }
+        };
         let (_, slice) = span.slice(group.index, &group.bytes);
         let zero_copy = conn.zero_copy && slice.file.is_some() && {
             // A small slice is copied only when that saves a system call: a small body
