@@ -516,6 +516,33 @@ fn concurrent_misses_at_an_edge_share_one_origin_fetch() {
     }
 }
 
+/// An edge in a network (`--p2p`) with an origin: an object no node holds is fetched
+/// from the origin, and the DHT naming no holder first is no failed attempt. Before,
+/// every such object counted `ron_fetch_failures_total{reason="no_provider"}`, and
+/// `RonFetchFailures` fired for good on a healthy edge.
+#[test]
+fn an_edge_with_an_origin_counts_no_failure_for_an_object_no_node_holds() {
+    let mut origin = Node::start(&temp_dir("rt-origin-p2p"), &["--shards", "1"]);
+    let data = bytes(23, 100_000);
+    let addr = upload(&origin, &data);
+    let url = format!("http://{}", origin.http);
+    let p2p = format!("127.0.0.1:{}", free_port());
+    let mut edge = Node::start(
+        &temp_dir("rt-edge-p2p"),
+        &["--shards", "1", "--p2p", &p2p, "--origin", &url],
+    );
+    let (status, body) = get_all(edge.http, &format!("/o/{addr}"));
+    assert_eq!((status, Address::of(&body)), (200, addr));
+    gauge_becomes(&edge, "ron_fetches_stored_total", 1);
+    assert_eq!(
+        try_metric(edge.admin, "ron_fetch_failures_total{reason=\"no_provider\"}"),
+        Some(0)
+    );
+    for n in [&mut origin, &mut edge] {
+        n.stop();
+    }
+}
+
 #[test]
 fn a_stalled_origin_times_each_waiter_out_and_the_next_request_fetches_again() {
     // An origin that takes connections and never answers.

@@ -516,7 +516,11 @@ impl ReadThrough {
             }
         };
         let peers = near_first(&providers, self.config.zone.as_deref());
-        if peers.is_empty() {
+        // No holder named, with an origin to ask next: not a failed attempt (an edge
+        // with both counted one for every object the network lacks, and alerted for
+        // good). A lookup that failed or timed out still counts; so does no holder on
+        // a node with no origin, where the read fails.
+        if peers.is_empty() && self.origin.is_none() {
             let detail = "no other node provides it".to_string();
             attempts.note(self.metrics(), addr, no_provider(detail));
         }
