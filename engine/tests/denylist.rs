@@ -276,7 +276,8 @@ fn a_broken_denylist_refuses_the_start_with_one_line() {
         &temp_dir("deny-missing"),
         &["--denylist", "/nonexistent/ron-deny"],
     );
-    assert_eq!(missing.status.code(), Some(2));
+    // Unreadable, not refused: exit 1, so that a unit retries (a disk mounted late).
+    assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("denylist_dir /nonexistent/ron-deny"));
 }
 

@@ -18,12 +18,27 @@ pub(super) fn load(dir: &Path) -> Result<Denylist, ConfigError> {
         dir: dir.to_path_buf(),
         reason,
     };
+    // A read the system failed (not a file refused for its size or encoding).
+    let unreadable = |e: std::io::Error, reason: String| match e.kind() {
+        std::io::ErrorKind::Other => refuse(reason),
+        _ => ConfigError::DenylistUnreadable {
+            dir: dir.to_path_buf(),
+            reason,
+        },
+    };
     let mut builder = DenylistBuilder::default();
-    for file in deny_files(dir).map_err(|e| refuse(e.to_string()))? {
+    let files = deny_files(dir).map_err(|e| {
+        let reason = e.to_string();
+        unreadable(e, reason)
+    })?;
+    for file in files {
         let name = file
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let text = read_bounded(&file).map_err(|e| refuse(format!("{name}: {e}")))?;
+        let text = read_bounded(&file).map_err(|e| {
+            let reason = format!("{name}: {e}");
+            unreadable(e, reason)
+        })?;
         builder
             .add_file(&name, &text)
             .map_err(|e| refuse(e.to_string()))?;

@@ -205,6 +205,11 @@ pub enum ConfigError {
     /// refused (`reason` names the file).
     #[error("denylist_dir {}: {reason}", dir.display())]
     Denylist { dir: PathBuf, reason: String },
+    /// The denylist directory, or one of its files, could not be read (absent, no
+    /// permission, an I/O error: a disk not mounted yet, perhaps) — no refusal of what
+    /// it says. `ron serve` exits 1 for it, so that its unit retries.
+    #[error("denylist_dir {}: {reason}", dir.display())]
+    DenylistUnreadable { dir: PathBuf, reason: String },
     /// The file at `path` could not be read.
     #[error("config file {path}: {source}")]
     Read {
@@ -281,7 +286,9 @@ impl From<ConfigError> for ron_control::ReloadError {
                 reason: reason.to_string(),
             },
             ConfigError::Usage(message) | ConfigError::Refused(message) => Reload::Refused(message),
-            e @ ConfigError::Denylist { .. } => Reload::Refused(e.to_string()),
+            e @ (ConfigError::Denylist { .. } | ConfigError::DenylistUnreadable { .. }) => {
+                Reload::Refused(e.to_string())
+            }
         }
     }
 }

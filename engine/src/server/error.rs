@@ -47,9 +47,11 @@ pub enum StartError {
 
 impl StartError {
     /// The exit status `ron serve` ends with: 2 for a configuration the node refuses
-    /// (restarting it cannot help: `ron.service` does not), 1 for anything else.
+    /// (restarting it cannot help: `ron.service` does not), 1 for anything else — a
+    /// denylist that could not be read included (a disk mounted late: the unit retries).
     pub fn exit_code(&self) -> u8 {
         match self {
+            StartError::Config(crate::config::ConfigError::DenylistUnreadable { .. }) => 1,
             StartError::Config(_) => 2,
             StartError::Shard { source, .. } => source.exit_code(),
             _ => 1,

@@ -628,7 +628,6 @@ pub fn silent_listener() -> (SocketAddr, std::sync::Arc<std::sync::atomic::Atomi
     (at, taken)
 }
 
-/// Runs `ron serve` with `args` to completion (for start-up refusals).
 /// Sends `signal` (`TERM`, `INT`, `HUP`, `KILL`, `STOP`, `CONT`) to the process `pid`
 /// (one a test started): kill(2) itself, so the tests need no `kill` program (procps).
 pub fn send_signal(pid: u32, signal: &str) {
@@ -653,6 +652,7 @@ pub fn send_signal(pid: u32, signal: &str) {
     );
 }
 
+/// Runs `ron serve` with `args` to completion (for start-up refusals).
 pub fn run_ron(data_dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ron"))
         .args(["serve", "--data-dir"])

@@ -378,6 +378,12 @@ impl GroupCommit {
         forgotten
     }
 
+    /// Whether `addr` has a commit or an eviction in flight, or waits for its index
+    /// record: what the orphan sweep must leave alone.
+    pub(crate) fn is_busy(&self, addr: &Address) -> bool {
+        self.in_flight.borrow().contains_key(addr) || self.unindexed.borrow().contains_key(addr)
+    }
+
     /// Ends the claims of an eviction; uploads waiting on them look again.
     pub(crate) fn release_evicted(&self, addrs: &[Address]) {
         for addr in addrs {

@@ -59,8 +59,8 @@ pub struct Swept {
     /// Files removed: another object's bytes under the name, or a lone parity file.
     pub files: u64,
     pub bytes: u64,
-    /// Files of a store spread over several dirs, which no one dir's file can prove, or
-    /// named by another store's address.
+    /// Objects of a store spread over several dirs that no layout of their files reads
+    /// back as themselves, and files named by another store's address: kept, unjudged.
     pub kept: u64,
     /// Files whose adoption found no room or failed: left as they are, for next start.
     pub left: u64,
@@ -115,7 +115,7 @@ fn log_swept(store: &Store, swept: Swept) {
         );
     }
     if swept.kept > 0 {
-        tracing::warn!(store = store.id().0, files = swept.kept, "object files no index record names kept: a store over several data dirs holds a column of an object per dir, which cannot be checked alone");
+        tracing::warn!(store = store.id().0, count = swept.kept, "object files no index record names kept: objects over several data dirs that no layout of their files reads back as themselves (written with another code, a column lost or damaged), or files named by another store's address");
     }
     if swept.left > 0 {
         tracing::warn!(store = store.id().0, files = swept.left, "object files no index record names left for the next start: their adoption failed or found no room");
@@ -146,13 +146,11 @@ async fn sweep_dir(
             swept.kept += 1;
             continue;
         }
-        // Reads and writes a whole object: after the clients' reads, as repair does.
-        shard.wait_for_quiet_disk().await;
         match adopt(shard, store, addr, dir).await {
             Ok(Adoption::Stored) => swept.adopted += 1,
             Ok(Adoption::NotItsBytes) => not_theirs.push(addr),
             Ok(Adoption::Unproven) => swept.kept += 1,
-            Ok(Adoption::JudgedInAnEarlierDir) => {}
+            Ok(Adoption::JudgedInAnEarlierDir | Adoption::RecordedMeanwhile) => {}
             Ok(Adoption::Left) => swept.left += 1,
             Err(e) => {
                 tracing::warn!(obj = %addr, error = %e, "orphaned file: adoption failed; left for the next start");
@@ -178,7 +176,10 @@ enum Adoption {
     Unproven,
     /// Several dirs: a dir swept before this one has a file of it, and judged it.
     JudgedInAnEarlierDir,
-    /// No room to store it again (it needs a second copy while it is written): left.
+    /// A commit gave it a record since the dir was listed: nothing to do.
+    RecordedMeanwhile,
+    /// No room to store it again (it needs a second copy while it is written), or a
+    /// commit or an eviction of it is in flight: left for the next start.
     Left,
 }
 
@@ -225,6 +226,17 @@ async fn adopt(
     if found.has_any_before(pass_dir) {
         return Ok(Adoption::JudgedInAnEarlierDir);
     }
+    // Looked at again now (the dir was listed a while ago): an eviction under way
+    // removes the record first and the files after, and adopting those files would
+    // bring the copy back as a kept one.
+    if shard.commits.is_busy(&addr) {
+        return Ok(Adoption::Left);
+    }
+    if store.contains(&addr)? {
+        return Ok(Adoption::RecordedMeanwhile);
+    }
+    // Reads and writes a whole object: after the clients' reads, as repair does.
+    shard.wait_for_quiet_disk().await;
     let unjudged = match dirs {
         1 => Adoption::NotItsBytes,
         _ => Adoption::Unproven,
@@ -251,6 +263,10 @@ async fn adopt(
         if staged.meta.addr() != addr {
             upload::discard(staged).await;
             continue;
+        }
+        if shard.commits.is_busy(&addr) {
+            upload::discard(staged).await;
+            return Ok(Adoption::Left);
         }
         // Marked for its commit: a failed index commit keeps the files (now the staged
         // copy of the same bytes) instead of removing them as an upload's.
