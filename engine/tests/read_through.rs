@@ -535,7 +535,10 @@ fn an_edge_with_an_origin_counts_no_failure_for_an_object_no_node_holds() {
     assert_eq!((status, Address::of(&body)), (200, addr));
     gauge_becomes(&edge, "ron_fetches_stored_total", 1);
     assert_eq!(
-        try_metric(edge.admin, "ron_fetch_failures_total{reason=\"no_provider\"}"),
+        try_metric(
+            edge.admin,
+            "ron_fetch_failures_total{reason=\"no_provider\"}"
+        ),
         Some(0)
     );
     for n in [&mut origin, &mut edge] {
