@@ -317,6 +317,14 @@ fn heads_targets_and_preconditions_as_rfc_9110_and_9112_ask() {
         assert!(message.contains(why), "{message}");
     }
     assert_eq!(raw(&format!("GET {path} HTTP/1.0\r\n\r\n")).status, 200);
+    // RFC 9110 §2.5: a later minor version of HTTP/1 is read as HTTP/1.1 (it was 400,
+    // "invalid HTTP version"); another major version is still refused.
+    let later = raw(&format!(
+        "GET {path} HTTP/1.2\r\nHost: a\r\nConnection: close\r\n\r\n"
+    ));
+    assert_eq!((later.status, later.body.len()), (200, 3000));
+    let other = raw(&format!("GET {path} HTTP/2.0\r\nHost: a\r\n\r\n"));
+    assert_eq!(other.status, 400);
     // §9.3.2: a HEAD's answer has no content, refused at its head too (no Host here).
     let mut s = connect(n.http);
     s.write_all(format!("HEAD {path} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())

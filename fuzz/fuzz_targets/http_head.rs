@@ -1,17 +1,25 @@
 //! Request-head parser (and the Range parser on whatever Range it finds, the Accept
 //! negotiation, and the Accept-Encoding ranking of a bundle entry's codings): never
 //! panics, never reports a head longer than the input or the limit, never ranks a coding
-//! that is not stored or one twice.
+//! that is not stored or one twice. A later HTTP/1 minor version found is a digit in
+//! the first line, and the head with it read as 1.1 parses no worse.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ron_codec::bundle::Encoding;
 use ron_codec::http::accept::{content_coding, negotiate, ranked_codings};
-use ron_codec::http::head::{parse_request_head, HeadParse};
+use ron_codec::http::head::{later_http1_minor_at, parse_request_head, HeadParse};
 use ron_codec::http::range::RangeSet;
 
 fuzz_target!(|data: &[u8]| {
     let limit = 4096;
+    if let Some(at) = later_http1_minor_at(data) {
+        assert!((b'2'..=b'9').contains(&data[at]));
+        assert!(!data[..at].contains(&b'\n'));
+        let mut as_1_1 = data.to_vec();
+        as_1_1[at] = b'1';
+        let _ = parse_request_head(&as_1_1, limit);
+    }
     if let Ok(HeadParse::Complete(head)) = parse_request_head(data, limit) {
         assert!(head.head_len <= data.len().min(limit));
         let _ = head.path();

@@ -134,6 +134,22 @@ fn bad(reason: &'static str) -> Error {
     HeadKind::Request.bad(reason)
 }
 
+/// Where the minor digit is of a request line's later HTTP/1 version (`HTTP/1.2` to
+/// `HTTP/1.9`), which the head parser refuses: such a request is to be read as HTTP/1.1
+/// (RFC 9110 §2.5: a recipient SHOULD process a higher minor version as the highest it
+/// conforms to), so the caller writes `1` there and parses again. `None` when `buf`
+/// holds no whole request line, or its version is anything else.
+pub fn later_http1_minor_at(buf: &[u8]) -> Option<usize> {
+    let line_end = buf.iter().position(|&b| b == b'\n')?;
+    let line = &buf[..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let at = line.len().checked_sub(b"HTTP/1.d".len())?;
+    let version = &line[at..];
+    let later = version.starts_with(b"HTTP/1.") && (b'2'..=b'9').contains(&version[7]);
+    let after_space = at > 0 && line[at - 1] == b' ';
+    (later && after_space).then_some(at + 7)
+}
+
 /// Parses the head at the front of `buf`, never looking past `head_len_max` bytes.
 pub fn parse_request_head(buf: &[u8], head_len_max: usize) -> Result<HeadParse<'_>, Error> {
     let mut fields = [httparse::EMPTY_HEADER; HEADER_COUNT_MAX];
@@ -481,6 +497,28 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_http1_minor_version_is_found_and_nothing_else_is() {
+        let raw = b"GET /o HTTP/1.2\r\nHost: a\r\n\r\n";
+        assert_eq!(later_http1_minor_at(raw), Some(14));
+        let mut fixed = raw.to_vec();
+        fixed[14] = b'1';
+        let h = complete(&fixed);
+        assert_eq!((h.minor_version, h.target), (1, "/o"));
+        assert_eq!(later_http1_minor_at(b"GET /o HTTP/1.9\n\n"), Some(14));
+        for other in [
+            &b"GET /o HTTP/1.1\r\n\r\n"[..],
+            b"GET /o HTTP/1.0\r\n\r\n",
+            b"GET /o HTTP/2.0\r\n\r\n",
+            b"GET /o HTTP/1.10\r\n\r\n",
+            b"GET /oHTTP/1.2\r\n\r\n",
+            b"HTTP/1.2\r\n",
+            b"GET /o HTTP/1.2",
+        ] {
+            assert_eq!(later_http1_minor_at(other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn a_bearer_scheme_is_matched_without_regard_to_case() {

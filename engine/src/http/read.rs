@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::AsyncReadExt;
 use ron_codec::http::chunked::{ChunkedDecoder, ChunkedStep};
-use ron_codec::http::head::{parse_request_head, BodyFraming, HeadParse};
+use ron_codec::http::head::{later_http1_minor_at, parse_request_head, BodyFraming, HeadParse};
 use ron_io::stream::Transport;
 use ron_link::counters::FrontCounters;
 
@@ -46,6 +46,14 @@ impl ReadBuf {
         match &self.data {
             Some(data) => &data[self.start..self.end],
             None => &[],
+        }
+    }
+
+    /// Writes `byte` at `at` of the filled bytes (a request line's version read as
+    /// another: [`later_http1_minor_at`]).
+    fn rewrite(&mut self, at: usize, byte: u8) {
+        if let Some(data) = &mut self.data {
+            data[self.start + at] = byte;
         }
     }
 
@@ -177,7 +185,14 @@ pub(super) async fn read_head<S: Transport>(
                 return Ok(HeadOutcome::Complete(request, head.head_len, started));
             }
             Ok(HeadParse::Partial) => {}
-            Err(e) => return Ok(HeadOutcome::Rejected(e.into(), started)),
+            Err(e) => match later_http1_minor_at(conn.rbuf.filled()) {
+                // `HTTP/1.2`…`HTTP/1.9`: read as HTTP/1.1 (RFC 9110 §2.5), as nginx does.
+                Some(at) => {
+                    conn.rbuf.rewrite(at, b'1');
+                    continue;
+                }
+                None => return Ok(HeadOutcome::Rejected(e.into(), started)),
+            },
         }
         let Some(left) = deadline
             .checked_duration_since(Instant::now())
