@@ -240,7 +240,15 @@ fn oap_sessions() -> Vec<(&'static str, Vec<u8>)> {
                     9,
                     b"",
                 ),
-                &request(&ObjectRequest::Put { len: 0, addr: None, copies: None }, 10, b""),
+                &request(
+                    &ObjectRequest::Put {
+                        len: 0,
+                        addr: None,
+                        copies: None,
+                    },
+                    10,
+                    b"",
+                ),
                 &comp(Flags::REQ, APP_HELLO, 11, b"", b"{}"),
             ]),
         ),
@@ -695,8 +703,14 @@ fn bundle_manifest(root: &Path) {
     s.put("one_entry", &one.encode());
     // Near misses: a file that is also a directory, a dotted segment.
     let text = String::from_utf8(site.encode()).unwrap();
-    s.put("file_and_dir", text.replace("a-b/c.js", "index.html/c.js").as_bytes());
-    s.put("dot_dot", text.replace("css/site.css", "css/../x").as_bytes());
+    s.put(
+        "file_and_dir",
+        text.replace("a-b/c.js", "index.html/c.js").as_bytes(),
+    );
+    s.put(
+        "dot_dot",
+        text.replace("css/site.css", "css/../x").as_bytes(),
+    );
 }
 
 /// The DHT's messages from its own encoders, each after the byte that picks its decoder
@@ -734,11 +748,26 @@ fn dht_messages(root: &Path) {
         outcomes: vec![CopyOutcome::Held, CopyOutcome::Busy, CopyOutcome::Pending],
     };
     let with = |which: u8, message: Vec<u8>| cat(&[&[which], &message]);
-    s.put("greeting", &with(0, protocol::encode_request(&greeting).unwrap()));
-    s.put("provide_batch", &with(0, protocol::encode_request(&batch).unwrap()));
-    s.put("provide_response", &with(1, protocol::encode_response(&answered).unwrap()));
-    s.put("replicate_request", &with(2, replicate::encode_request(&ask).unwrap()));
-    s.put("replicate_response", &with(3, replicate::encode_response(&outcomes).unwrap()));
+    s.put(
+        "greeting",
+        &with(0, protocol::encode_request(&greeting).unwrap()),
+    );
+    s.put(
+        "provide_batch",
+        &with(0, protocol::encode_request(&batch).unwrap()),
+    );
+    s.put(
+        "provide_response",
+        &with(1, protocol::encode_response(&answered).unwrap()),
+    );
+    s.put(
+        "replicate_request",
+        &with(2, replicate::encode_request(&ask).unwrap()),
+    );
+    s.put(
+        "replicate_response",
+        &with(3, replicate::encode_response(&outcomes).unwrap()),
+    );
 }
 
 fn main() {

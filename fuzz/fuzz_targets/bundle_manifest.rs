@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
     for entry in &manifest.entries {
         assert!(check_path(&entry.path).is_ok(), "{:?}", entry.path);
         assert_eq!(manifest.entry(&entry.path), Some(entry));
-        assert!(!manifest.is_dir(&entry.path), "{:?} is a file and a dir", entry.path);
+        assert!(
+            !manifest.is_dir(&entry.path),
+            "{:?} is a file and a dir",
+            entry.path
+        );
     }
     let again = Manifest::parse(&manifest.encode()).expect("canonical bytes parse");
     assert_eq!(again, manifest);

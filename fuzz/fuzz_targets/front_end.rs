@@ -88,7 +88,9 @@ fuzz_target!(|data: &[u8]| {
     match front {
         FrontEnd::Http => assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 ")),
         // A frame header of the server's SETTINGS (type 4) on stream 0.
-        FrontEnd::Http2 => assert!(out.is_empty() || (out.len() >= 9 && out[3] == 4 && out[5..9] == [0; 4])),
+        FrontEnd::Http2 => {
+            assert!(out.is_empty() || (out.len() >= 9 && out[3] == 4 && out[5..9] == [0; 4]))
+        }
         FrontEnd::Oap => {
             let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
             let mut rest = &out[..];

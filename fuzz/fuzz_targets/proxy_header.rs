@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     if let Preface::Header { len, .. } = whole {
         assert!(len <= data.len() && len <= V2_BYTES_MAX);
         for cut in 0..len {
-            assert!(matches!(parse(&data[..cut]), Ok(Preface::Partial | Preface::None)));
+            assert!(matches!(
+                parse(&data[..cut]),
+                Ok(Preface::Partial | Preface::None)
+            ));
         }
         assert_eq!(parse(&data[..len]), Ok(whole));
     }
