@@ -215,6 +215,8 @@ impl Control {
             if let Some(dht) = &self.dht {
                 let versions = self.view.reports().iter().map(|r| r.policy_version);
                 self.withdrawals.poll(dht, versions);
+                let versions = self.view.reports().iter().map(|r| r.policy_version);
+                self.withdrawals.poll_unblocked(&self.link, versions);
             }
             if let Some(released_bytes) = self.heap.poll(now) {
                 self.view.heap_trimmed(released_bytes);

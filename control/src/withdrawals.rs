@@ -13,15 +13,20 @@
 
 use ron_codec::denylist::Denylist;
 use ron_link::dht::DhtClient;
+use ron_link::link::{ControlLink, ToShard, REANNOUNCE_BATCH_KEYS};
 
 /// Keys in one withdrawal message: a list of millions goes to the DHT in pieces, and a
 /// full mailbox holds back one batch, not the whole list.
 pub(crate) const WITHDRAW_BATCH_KEYS: usize = 16_384;
 
-/// Blocked addresses not yet withdrawn, and the policy version whose list blocks them.
+/// Blocked addresses not yet withdrawn, addresses unblocked not yet announced again, and
+/// the policy version whose list says so.
 #[derive(Debug, Default)]
 pub(crate) struct Withdrawals {
     keys: Vec<[u8; 32]>,
+    /// Blocked by name by a list before, by none now: their records were withdrawn, and
+    /// nothing else announces a copy this node keeps until its next start.
+    unblocked: Vec<[u8; 32]>,
     /// Every shard must run this version (or a later one) before `keys` go out.
     version: u64,
 }
@@ -31,17 +36,50 @@ impl Withdrawals {
     pub(crate) fn at_start(list: &Denylist, version: u64) -> Withdrawals {
         Withdrawals {
             keys: list.blocked_by_name().copied().collect(),
+            unblocked: Vec::new(),
             version,
         }
     }
 
     /// The running list changed from `old` to `new` under policy `version`: what `new`
     /// blocks that `old` did not joins what is still owed and `new` still blocks.
+    /// What `old` blocked by name that `new` does not joins what is owed announcing.
     pub(crate) fn changed(&mut self, old: &Denylist, new: &Denylist, version: u64) {
         self.keys.retain(|key| new.blocks(key));
         self.keys
             .extend(new.blocked_by_name().filter(|key| !old.blocks(key)));
+        self.unblocked.retain(|key| !new.blocks(key));
+        self.unblocked
+            .extend(old.blocked_by_name().filter(|key| !new.blocks(key)));
         self.version = version;
+    }
+
+    /// Addresses owed announcing again.
+    #[cfg(test)]
+    pub(crate) fn unblocked(&self) -> usize {
+        self.unblocked.len()
+    }
+
+    /// Sends the unblocked addresses, in batches, to shard 0 (which asks each one's
+    /// owner whether the node keeps it, and announces those) once every shard runs
+    /// `self.version`: a shard on the old list would refuse them still. What its full
+    /// inbox refuses is sent at a later tick.
+    pub(crate) fn poll_unblocked(
+        &mut self,
+        link: &ControlLink,
+        shard_versions: impl Iterator<Item = u64>,
+    ) {
+        if self.unblocked.is_empty() || !shard_versions.into_iter().all(|v| v >= self.version) {
+            return;
+        }
+        while !self.unblocked.is_empty() {
+            let split = self.unblocked.len().saturating_sub(REANNOUNCE_BATCH_KEYS);
+            let batch = self.unblocked.split_off(split);
+            if !link.send(0, ToShard::Reannounce(batch.clone())) {
+                self.unblocked.extend(batch);
+                break;
+            }
+        }
     }
 
     /// Addresses owed to the DHT.
@@ -137,6 +175,31 @@ mod tests {
     fn sorted(mut keys: Vec<[u8; 32]>) -> Vec<[u8; 32]> {
         keys.sort();
         keys
+    }
+
+    /// What a change unblocks (blocked by name before, by nothing now) goes to shard 0
+    /// to be announced again, once every shard runs the change, in one batch per
+    /// [`REANNOUNCE_BATCH_KEYS`]; what a later list blocks again is not sent.
+    #[test]
+    fn a_change_sends_what_it_unblocks_to_be_announced_again() {
+        let (control, shards) = ron_link::link::links(2);
+        let old = list(&[(true, 1), (true, 2), (true, 3)]);
+        let new = list(&[(true, 1)]);
+        let mut owed = Withdrawals::at_start(&old, 1);
+        owed.changed(&old, &new, 2);
+        assert_eq!(owed.unblocked(), 2);
+        let again = list(&[(true, 1), (true, 3)]);
+        owed.changed(&new, &again, 3);
+        assert_eq!(owed.unblocked(), 1, "3 is blocked again");
+        owed.poll_unblocked(&control, [3, 2].into_iter());
+        assert!(shards[0].poll().is_none(), "shard 1 still runs version 2");
+        owed.poll_unblocked(&control, [3, 3].into_iter());
+        match shards[0].poll() {
+            Some(ToShard::Reannounce(keys)) => assert_eq!(keys, vec![digest(2)]),
+            other => panic!("a re-announcement: {other:?}"),
+        }
+        assert_eq!(owed.unblocked(), 0);
+        assert!(shards[1].poll().is_none(), "shard 0 asks the owners");
     }
 
     #[test]

@@ -400,6 +400,14 @@ fn a_blocked_address_is_never_fetched_served_to_peers_or_copied_here() {
         metric(blocking.admin, "ron_dht_provided_keys") == 0
     });
     assert_eq!(status_of(&blocking, &u), 451);
+    // The block undone (a mistaken takedown): u is served again and announced again,
+    // so other nodes find it here. Before, nothing announced it until A's next start.
+    std::fs::remove_file(lists.join("later.deny")).unwrap();
+    wait_for_policy(&blocking, 3);
+    assert_eq!(status_of(&blocking, &u), 200);
+    wait_for("A to provide u again", WAIT, || {
+        metric(blocking.admin, "ron_dht_provided_keys") == 1
+    });
     for n in [&mut blocking, &mut other] {
         n.stop();
     }

@@ -62,7 +62,15 @@ pub enum ToShard {
     /// The TLS certificate and key new handshakes present (a rotation, loaded and
     /// checked by the control thread).
     Certificate(Arc<rustls::sign::CertifiedKey>),
+    /// Addresses the denylist blocked and no longer does (at most
+    /// [`REANNOUNCE_BATCH_KEYS`]): their DHT records were withdrawn when they were
+    /// blocked, so those this node keeps are announced again (sent to one shard, which
+    /// asks each address's owner).
+    Reannounce(Vec<[u8; 32]>),
 }
+
+/// Addresses in one [`ToShard::Reannounce`].
+pub const REANNOUNCE_BATCH_KEYS: usize = 16_384;
 
 impl ToShard {
     /// Whether the shard takes it at once rather than on its next tick: everything but
@@ -77,6 +85,7 @@ impl ToShard {
     fn assert_valid(&self) {
         match self {
             ToShard::Policy(policy) => policy.assert_valid(),
+            ToShard::Reannounce(keys) => assert!(keys.len() <= REANNOUNCE_BATCH_KEYS),
             ToShard::Shares(shares) => {
                 for &(key, share) in shares {
                     assert!(

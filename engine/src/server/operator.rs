@@ -77,9 +77,44 @@ pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
                 certificate.install(identity);
             }
         }
+        ToShard::Reannounce(keys) => {
+            if let Some(dht) = on.dht.cloned() {
+                glommio::spawn_local(reannounce_kept(Rc::clone(shard), dht, keys)).detach();
+            }
+        }
         ToShard::Shares(_) => {}
     }
 }
+
+/// Announces again those of `keys` (addresses the denylist no longer blocks) that this
+/// node keeps, each asked of its owner shard; waits while the DHT's mailbox is full.
+async fn reannounce_kept(shard: Rc<Shard>, dht: DhtClient, keys: Vec<[u8; 32]>) {
+    let mut kept = Vec::new();
+    for key in keys {
+        if matches!(shard.is_kept(&Address::from_bytes(key)).await, Ok(true)) {
+            kept.push(key);
+        }
+        glommio::yield_if_needed().await;
+    }
+    let count = kept.len();
+    while !kept.is_empty() {
+        match dht.try_announce(kept) {
+            Some(Ok(())) => break,
+            Some(Err(back)) => kept = back,
+            None => return,
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(REANNOUNCE_RETRY_MS)).await;
+    }
+    if count > 0 {
+        tracing::info!(
+            objects = count,
+            "denylist: unblocked objects this node keeps announced again"
+        );
+    }
+}
+
+/// How long a re-announcement waits for room in the DHT's mailbox before trying again.
+const REANNOUNCE_RETRY_MS: u64 = 100;
 
 /// The `busy` answer to a check of `addr` while `running` are being checked, if it is
 /// refused.
