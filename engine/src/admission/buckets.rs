@@ -425,7 +425,12 @@ impl ShardQuotas {
         }
     }
 
-    /// The period's demand (busiest first, at most [`REPORT_TENANTS_MAX`]); resets it.
+    /// The period's demand (at most [`REPORT_TENANTS_MAX`] tenants); resets it. Past
+    /// the cap, the configured tenants go first, then the busiest by their share of the
+    /// period's requests and bytes together: cut by requests alone, a flood of
+    /// addresses sending one request each pushed a configured tenant, or one moving
+    /// large objects with few requests, out of the report, and its share here down to
+    /// the floor.
     pub fn take_demand(&mut self) -> Vec<Demand> {
         self.swept = false;
         let mut out = Vec::with_capacity(self.active.len());
@@ -434,19 +439,24 @@ impl ShardQuotas {
             let Some(state) = self.tenants.get_mut(&key) else {
                 continue;
             };
-            out.push(Demand {
+            let demand = Demand {
                 key: QuotaKey(key),
                 requests: state.demand_requests,
                 bytes: state.demand_bytes,
-            });
+            };
+            out.push((state.configured.is_some(), demand));
             state.demand_requests = 0.0;
             state.demand_bytes = 0.0;
         }
         if out.len() > REPORT_TENANTS_MAX {
-            out.sort_by(|a, b| b.requests.total_cmp(&a.requests));
+            let (requests, bytes) = out.iter().fold((0.0f64, 0.0f64), |(r, b), (_, d)| {
+                (r + d.requests, b + d.bytes)
+            });
+            let weight = |d: &Demand| d.requests / requests.max(1.0) + d.bytes / bytes.max(1.0);
+            out.sort_by(|(ca, a), (cb, b)| cb.cmp(ca).then(weight(b).total_cmp(&weight(a))));
             out.truncate(REPORT_TENANTS_MAX);
         }
-        out
+        out.into_iter().map(|(_, demand)| demand).collect()
     }
 
     /// Applies this shard's new shares; tenants not listed return to `1/N`. Tokens above
@@ -608,6 +618,37 @@ mod tests {
         quotas.admit(&client(3), later).unwrap();
         let refused = quotas.admit(&client(1), later).unwrap_err();
         assert_eq!(refused.exhausted, Exhausted::Bytes);
+    }
+
+    /// A report past its cap keeps the configured tenants, and a tenant moving many
+    /// bytes with one request, over a flood of addresses sending two requests each.
+    #[test]
+    fn a_flood_of_addresses_does_not_push_real_tenants_out_of_the_report() {
+        let tenant = (
+            "t".to_string(),
+            vec!["t-token".to_string()],
+            bytes_limits(1000, 1000),
+        );
+        let policy = Policy::new(&[], vec![tenant], bytes_limits(1000, 1000));
+        let mut quotas = ShardQuotas::new(policy, 2, RandomState::new(), 10_000);
+        let t0 = Instant::now();
+        let configured = quotas
+            .admit(&Tenant::Configured(TenantIndex(0)), t0)
+            .unwrap();
+        let heavy = Tenant::Addr(IpAddr::from([10, 9, 9, 9]));
+        let heavy_key = quotas.admit(&heavy, t0).unwrap().unwrap();
+        quotas.charge_bytes(heavy_key, 50_000_000);
+        for i in 0..REPORT_TENANTS_MAX as u32 + 100 {
+            let flood = Tenant::Addr(IpAddr::from((i + 1).to_be_bytes()));
+            for _ in 0..2 {
+                let _ = quotas.admit(&flood, t0);
+            }
+        }
+        let report = quotas.take_demand();
+        assert_eq!(report.len(), REPORT_TENANTS_MAX);
+        let keys: Vec<QuotaKey> = report.iter().map(|d| d.key).collect();
+        assert!(keys.contains(&configured.unwrap()), "the configured tenant");
+        assert!(keys.contains(&heavy_key), "the tenant moving 50 MB");
     }
 
     #[test]
