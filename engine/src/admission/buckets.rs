@@ -163,6 +163,11 @@ pub struct ShardQuotas {
     /// periodic work touches these, never the whole table.
     active: Vec<u64>,
     reshared: Vec<u64>,
+    /// Shares the last rebalance gave this shard for tenants it does not track (busy on
+    /// other shards): a tenant first seen here starts at that share, not at `1/N` — its
+    /// shares elsewhere already add up to the rest, and a fresh `1/N` bucket on each
+    /// shard it reached was most of a burst more. Replaced at each rebalance.
+    untracked_shares: HashMap<u64, f64>,
     /// Whether the table was swept for idle tenants this period (once is enough).
     swept: bool,
     epoch: Instant,
@@ -186,6 +191,7 @@ impl ShardQuotas {
             tenants_max: tenants_max.max(1),
             active: Vec::new(),
             reshared: Vec::new(),
+            untracked_shares: HashMap::new(),
             swept: false,
             epoch: Instant::now(),
             rejections,
@@ -297,10 +303,15 @@ impl ShardQuotas {
         limits: &QuotaLimits,
         now_s: f64,
     ) -> &mut TenantState {
+        let default_share = 1.0 / self.shard_count as f64;
+        let mut share = default_share;
         if !self.tenants.contains_key(&key) {
             self.make_room(now_s);
+            if let Some(given) = self.untracked_shares.remove(&key) {
+                share = given;
+                self.reshared.push(key);
+            }
         }
-        let share = 1.0 / self.shard_count as f64;
         let bucket = |rate: Option<Rate>| {
             rate.map_or(
                 Bucket {
@@ -470,9 +481,12 @@ impl ShardQuotas {
                 self.set_share(key, default_share, now_s);
             }
         }
+        self.untracked_shares.clear();
         for &(key, share) in shares {
             if self.set_share(key.0, share, now_s) {
                 self.reshared.push(key.0);
+            } else {
+                self.untracked_shares.insert(key.0, share);
             }
         }
     }
@@ -649,6 +663,27 @@ mod tests {
         let keys: Vec<QuotaKey> = report.iter().map(|d| d.key).collect();
         assert!(keys.contains(&configured.unwrap()), "the configured tenant");
         assert!(keys.contains(&heavy_key), "the tenant moving 50 MB");
+    }
+
+    /// A tenant busy elsewhere, first seen on this shard, starts at the share the last
+    /// rebalance gave it here, not at `1/N`: its shares on the other shards already add
+    /// up to the rest (before, each shard it reached added a fresh `1/N` of its burst).
+    #[test]
+    fn a_tenant_first_seen_here_starts_at_the_share_it_was_given() {
+        let policy = Policy::new(&[], vec![], limits(40.0, 40.0));
+        let mut quotas = table(policy, 16);
+        let t0 = Instant::now();
+        let key = QuotaKey(quotas.key(&Tenant::Public));
+        quotas.apply_shares(&[(key, 0.025)], t0);
+        quotas.admit(&Tenant::Public, t0).unwrap();
+        assert!(
+            quotas.admit(&Tenant::Public, t0).is_err(),
+            "a bucket of 40 × 0.025 = 1 request, not 40 / 16 = 2.5"
+        );
+        // Not listed at the next rebalance: back to 1/N, as any tenant.
+        quotas.apply_shares(&[], t0 + Duration::from_secs(1));
+        let share = quotas.tenants[&key.0].share;
+        assert_eq!(share, 1.0 / 16.0);
     }
 
     #[test]
