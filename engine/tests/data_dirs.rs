@@ -286,6 +286,39 @@ fn a_four_dir_node_that_lost_its_index_serves_every_object_from_its_columns() {
     assert_all_served(&n, &objects[..17]);
 }
 
+/// A code whose layouts files of equal sizes cannot tell apart (2+2 over two dirs: each
+/// dir holds a data and a parity column whatever the rotation): each candidate is read
+/// and hashed, and the one that is the object stored again.
+#[test]
+fn a_lost_index_over_layouts_of_equal_sizes_is_recovered_by_hashing_each() {
+    let (dirs, flags) = dirs(&temp_dir("dirs-index-lost-2"), 2);
+    let start = args(&flags, &["--shards", "1", "--ec", "2+2"]);
+    let mut n = Node::start(&dirs[0], &start);
+    let objects: Vec<(Address, Vec<u8>)> = (0..4)
+        .map(|i| {
+            let data = bytes(2_900 + i, [2 * GROUP, 6 * GROUP][i as usize % 2]);
+            (upload(&n, &data), data)
+        })
+        .collect();
+    assert_eq!(n.stop().code(), Some(0));
+    for dir in &dirs {
+        for store in std::fs::read_dir(dir.join("stores")).unwrap() {
+            let index = store.unwrap().path().join("index");
+            if index.exists() {
+                std::fs::remove_dir_all(index).unwrap();
+            }
+        }
+    }
+    n.restart(&start);
+    for (addr, data) in &objects {
+        wait_for(&format!("{addr} served"), Duration::from_secs(30), || {
+            get(n.http, &format!("/o/{addr}")).is_ok_and(|r| r.status == 200)
+        });
+        let r = get(n.http, &format!("/o/{addr}")).unwrap();
+        assert!(r.body == *data, "{addr} served whole");
+    }
+}
+
 #[test]
 fn data_dirs_are_checked_at_every_start() {
     let root = temp_dir("dirs-checks");

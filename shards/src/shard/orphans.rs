@@ -22,7 +22,8 @@
 //!   object's stripes and cannot be judged alone: the object is judged once, by all of
 //!   its files, from the first dir holding one. Each layout the data files' sizes allow
 //!   under the node's code ([`layouts`]: the rotation the lost record held came from an
-//!   upload counter) is read back until one is the object, which is then **adopted**,
+//!   upload counter) is read back (hashed first where several fit) until one is the
+//!   object, which is then **adopted**,
 //!   written in that rotation so its new files replace the old ones; files no layout
 //!   reads back as their object are **kept** (counted and logged), never removed, as is
 //!   a file named by an address that belongs in another store.
@@ -38,7 +39,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 
-use ron_codec::tree::GroupIndex;
+use ron_codec::tree::{GroupIndex, TreeHasher};
 use ron_codec::Address;
 
 use super::Shard;
@@ -244,39 +245,53 @@ async fn adopt(
     if found.data.iter().all(Option::is_none) {
         return Ok(unjudged);
     }
-    let ec = shard.config.ec;
-    for (rot, geometry) in layouts(ec, dirs, &found.data_lens, &found.parity_lens) {
-        let mut upload = match shard.begin_own_file(found.object_len(), rot) {
-            Ok(upload) => upload,
-            Err(ShardError::NoRoom { .. }) => return Ok(Adoption::Left),
-            Err(e) => return Err(e),
-        };
-        let copied = copy_groups(found.data, geometry, &mut upload, &paths[0]).await;
-        found.data = match copied {
-            Ok(files) => files,
-            Err(e) => {
-                upload.abort().await;
-                return Err(e);
+    let candidates = layouts(shard.config.ec, dirs, &found.data_lens, &found.parity_lens);
+    let (rot, geometry) = match candidates.as_slice() {
+        [] => return Ok(unjudged),
+        [one] => *one,
+        // Several fit (files of equal sizes): each is read and hashed, and only the one
+        // that is the object is written — not every candidate in full.
+        several => {
+            let mut matching = None;
+            for &(rot, geometry) in several {
+                let (files, root) = hash_groups(found.data, geometry, &paths[0]).await?;
+                found.data = files;
+                if root == addr {
+                    matching = Some((rot, geometry));
+                    break;
+                }
             }
-        };
-        let staged = upload.finish(String::new()).await?;
-        if staged.meta.addr() != addr {
-            upload::discard(staged).await;
-            continue;
+            match matching {
+                Some(layout) => layout,
+                None => return Ok(unjudged),
+            }
         }
-        if shard.commits.is_busy(&addr) {
-            upload::discard(staged).await;
-            return Ok(Adoption::Left);
-        }
-        // Marked for its commit: a failed index commit keeps the files (now the staged
-        // copy of the same bytes) instead of removing them as an upload's.
-        shard.commits.adopting.borrow_mut().insert(addr);
-        let committed = shard.commit(staged).await;
-        shard.commits.adopting.borrow_mut().remove(&addr);
-        committed?;
-        return Ok(Adoption::Stored);
+    };
+    let mut upload = match shard.begin_own_file(found.object_len(), rot) {
+        Ok(upload) => upload,
+        Err(ShardError::NoRoom { .. }) => return Ok(Adoption::Left),
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = copy_groups(found.data, geometry, &mut upload, &paths[0]).await {
+        upload.abort().await;
+        return Err(e);
     }
-    Ok(unjudged)
+    let staged = upload.finish(String::new()).await?;
+    if staged.meta.addr() != addr {
+        upload::discard(staged).await;
+        return Ok(unjudged);
+    }
+    if shard.commits.is_busy(&addr) {
+        upload::discard(staged).await;
+        return Ok(Adoption::Left);
+    }
+    // Marked for its commit: a failed index commit keeps the files (now the staged copy
+    // of the same bytes) instead of removing them as an upload's.
+    shard.commits.adopting.borrow_mut().insert(addr);
+    let committed = shard.commit(staged).await;
+    shard.commits.adopting.borrow_mut().remove(&addr);
+    committed?;
+    Ok(Adoption::Stored)
 }
 
 /// Opens the data files at `paths` (one per dir) and measures their parity files.
@@ -342,31 +357,71 @@ fn layouts(
 /// Groups read from an orphan's files per call on the blocking pool (1 MiB).
 const ADOPT_READ_GROUPS: u64 = 16;
 
-/// Feeds the object's groups, in order, from `files` (one per dir, as `geometry` lays
-/// them out) to `upload`, a piece at a time from the blocking pool; gives the files back.
-/// `path` names the files in an error.
+/// An orphan's groups in order, read from `files` (one per dir, as `geometry` lays them
+/// out) a piece at a time on the blocking pool. `path` names the files in an error.
+struct GroupPieces<'a> {
+    files: Vec<Option<File>>,
+    geometry: StripeGeometry,
+    next: u64,
+    path: &'a Path,
+}
+
+impl<'a> GroupPieces<'a> {
+    fn new(files: Vec<Option<File>>, geometry: StripeGeometry, path: &'a Path) -> Self {
+        GroupPieces {
+            files,
+            geometry,
+            next: 0,
+            path,
+        }
+    }
+
+    async fn next_piece(&mut self) -> Option<Result<Vec<u8>, ShardError>> {
+        let groups = self.geometry.groups();
+        if self.next >= groups {
+            return None;
+        }
+        let (first, upto) = (self.next, (self.next + ADOPT_READ_GROUPS).min(groups));
+        let (files, geometry) = (std::mem::take(&mut self.files), self.geometry);
+        let (back, piece) = glommio::executor()
+            .spawn_blocking(move || {
+                let piece = read_groups(&files, &geometry, first..upto);
+                (files, piece)
+            })
+            .await;
+        self.files = back;
+        self.next = upto;
+        Some(piece.map_err(ShardError::io("read orphaned object file", self.path)))
+    }
+}
+
+/// Feeds the object's groups, in order, to `upload`; gives the files back.
 async fn copy_groups(
-    mut files: Vec<Option<File>>,
+    files: Vec<Option<File>>,
     geometry: StripeGeometry,
     upload: &mut upload::Upload,
     path: &Path,
 ) -> Result<Vec<Option<File>>, ShardError> {
-    let groups = geometry.groups();
-    let mut next = 0;
-    while next < groups {
-        let upto = (next + ADOPT_READ_GROUPS).min(groups);
-        let (back, piece) = glommio::executor()
-            .spawn_blocking(move || {
-                let piece = read_groups(&files, &geometry, next..upto);
-                (files, piece)
-            })
-            .await;
-        files = back;
-        let piece = piece.map_err(ShardError::io("read orphaned object file", path))?;
-        upload.write(&piece).await?;
-        next = upto;
+    let mut pieces = GroupPieces::new(files, geometry, path);
+    while let Some(piece) = pieces.next_piece().await {
+        upload.write(&piece?).await?;
     }
-    Ok(files)
+    Ok(pieces.files)
+}
+
+/// The address the object's groups make (read and hashed, nothing written); gives the
+/// files back.
+async fn hash_groups(
+    files: Vec<Option<File>>,
+    geometry: StripeGeometry,
+    path: &Path,
+) -> Result<(Vec<Option<File>>, Address), ShardError> {
+    let mut hasher = TreeHasher::new();
+    let mut pieces = GroupPieces::new(files, geometry, path);
+    while let Some(piece) = pieces.next_piece().await {
+        hasher.update(&piece?);
+    }
+    Ok((pieces.files, hasher.finalize().root()))
 }
 
 /// The bytes of `groups`, each read where `geometry` puts it. Blocking.
@@ -538,6 +593,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// 2+2 over two dirs: each dir holds a data and a parity column whatever the
+    /// rotation, so files of whole stripes fit both rotations (read and hashed, each).
+    #[test]
+    fn files_of_equal_sizes_can_fit_several_rotations() {
+        let ec = EcParams::new(2, 2).unwrap();
+        let written = StripeGeometry::new(ec, 2, 1, 6 * BLOCK_BYTES);
+        let (data, parity) = sizes(&written, 2);
+        assert_eq!(layouts(ec, 2, &data, &parity).len(), 2);
     }
 
     /// One dir, or no parity: the whole object in dir 0's file, or no layout at all.
