@@ -26,6 +26,25 @@ fn configured_node(name: &str, config: &str, extra: &[&str]) -> (Node, PathBuf) 
     (Node::start(&dir.join("data"), &args), path)
 }
 
+/// A one-shard node with a tenant `bytes` limited to 1,000 bytes/s from a `burst` and
+/// a tenant `free` with no limit.
+fn bytes_and_free_tenants(name: &str, burst: u64, extra: &[&str]) -> Node {
+    let config = format!(
+        "[tenants.bytes]\ntokens = [\"tok-bytes\"]\nbytes_per_s = 1000\nbytes_burst = {burst}\n\n\
+         [tenants.free]\ntokens = [\"tok-free\"]\n"
+    );
+    let mut args = vec!["--shards", "1"];
+    args.extend_from_slice(extra);
+    configured_node(name, &config, &args).0
+}
+
+/// `data` uploaded as tenant `free`, and its address.
+fn stored_by_free(n: &Node, data: &[u8]) -> ron_codec::Address {
+    let r = put(n.http, "/o", data, &bearer("free"));
+    assert_eq!(r.status, 201, "{r:?}");
+    r.json()["obj"].as_str().unwrap().parse().unwrap()
+}
+
 /// How a test proves it is `tenant`: the tests' configs give tenant NAME the token
 /// `tok-NAME`.
 fn bearer(tenant: &str) -> String {
@@ -202,20 +221,9 @@ bytes_burst = 200000
 /// and was charged one byte.
 #[test]
 fn a_proof_get_is_charged_the_groups_it_sends() {
-    let config = r#"
-[tenants.bytes]
-tokens = ["tok-bytes"]
-bytes_per_s = 1000
-bytes_burst = 100000
-
-[tenants.free]
-tokens = ["tok-free"]
-"#;
-    let (n, _) = configured_node("quota-proof", config, &["--shards", "1"]);
+    let n = bytes_and_free_tenants("quota-proof", 100_000, &[]);
     let data = bytes(8, 5 * 65536);
-    let r = put(n.http, "/o", &data, &bearer("free"));
-    assert_eq!(r.status, 201, "{r:?}");
-    let addr: ron_codec::Address = r.json()["obj"].as_str().unwrap().parse().unwrap();
+    let addr = stored_by_free(&n, &data);
     let (endpoint, options) = oap_as(&n, "tok-bytes");
     let mut client = ron_client::Client::connect(&endpoint, options).unwrap();
     for group in [1u64, 3] {
@@ -242,20 +250,9 @@ tokens = ["tok-free"]
 /// damaged object again and again for free.
 #[test]
 fn an_oap_answer_cut_by_a_rotten_group_stays_charged_for_what_it_sent() {
-    let config = r#"
-[tenants.bytes]
-tokens = ["tok-bytes"]
-bytes_per_s = 1000
-bytes_burst = 150000
-
-[tenants.free]
-tokens = ["tok-free"]
-"#;
-    let (n, _) = configured_node("quota-rotten", config, &["--shards", "1", "--ec", "off"]);
+    let n = bytes_and_free_tenants("quota-rotten", 150_000, &["--ec", "off"]);
     let data = bytes(8, 5 * 65536);
-    let r = put(n.http, "/o", &data, &bearer("free"));
-    assert_eq!(r.status, 201, "{r:?}");
-    let addr: ron_codec::Address = r.json()["obj"].as_str().unwrap().parse().unwrap();
+    let addr = stored_by_free(&n, &data);
     let path = n.object_file(&addr);
     let mut file = std::fs::read(&path).unwrap();
     file[3 * 65536 + 10] ^= 1;
@@ -280,24 +277,9 @@ tokens = ["tok-free"]
 /// against a 300 kB burst, and the client's retry was refused (429) for minutes.
 #[test]
 fn an_http_answer_cut_by_a_rotten_group_is_charged_what_it_sent() {
-    let config = r#"
-[tenants.bytes]
-tokens = ["tok-bytes"]
-bytes_per_s = 1000
-bytes_burst = 300000
-
-[tenants.free]
-tokens = ["tok-free"]
-"#;
-    let (n, _) = configured_node(
-        "quota-rotten-http",
-        config,
-        &["--shards", "1", "--ec", "off"],
-    );
+    let n = bytes_and_free_tenants("quota-rotten-http", 300_000, &["--ec", "off"]);
     let data = bytes(9, 10 * 65536);
-    let r = put(n.http, "/o", &data, &bearer("free"));
-    assert_eq!(r.status, 201, "{r:?}");
-    let addr: ron_codec::Address = r.json()["obj"].as_str().unwrap().parse().unwrap();
+    let addr = stored_by_free(&n, &data);
     flip_byte(&n.object_file(&addr), 65536 + 10);
 
     let path = format!("/o/{addr}");

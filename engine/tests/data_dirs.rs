@@ -88,6 +88,18 @@ const SIZES: [usize; 7] = [
     17 * GROUP + 999,
 ];
 
+/// Removes every store's index replica in every one of `dirs` (a lost index).
+fn remove_every_index(dirs: &[PathBuf]) {
+    for dir in dirs {
+        for store in std::fs::read_dir(dir.join("stores")).unwrap() {
+            let index = store.unwrap().path().join("index");
+            if index.exists() {
+                std::fs::remove_dir_all(index).unwrap();
+            }
+        }
+    }
+}
+
 /// A running node over four data dirs, its flags and the objects it holds.
 struct FourDirNode {
     dirs: Vec<PathBuf>,
@@ -240,14 +252,7 @@ fn a_four_dir_node_that_lost_its_index_serves_every_object_from_its_columns() {
         .find(|f| f.exists())
         .unwrap();
     flip_byte(&damaged_file, 10);
-    for dir in &dirs {
-        for store in std::fs::read_dir(dir.join("stores")).unwrap() {
-            let index = store.unwrap().path().join("index");
-            if index.exists() {
-                std::fs::remove_dir_all(index).unwrap();
-            }
-        }
-    }
+    remove_every_index(&dirs);
 
     n.restart(&start);
     for (addr, data) in &objects[..17] {
@@ -301,14 +306,7 @@ fn a_lost_index_over_layouts_of_equal_sizes_is_recovered_by_hashing_each() {
         })
         .collect();
     assert_eq!(n.stop().code(), Some(0));
-    for dir in &dirs {
-        for store in std::fs::read_dir(dir.join("stores")).unwrap() {
-            let index = store.unwrap().path().join("index");
-            if index.exists() {
-                std::fs::remove_dir_all(index).unwrap();
-            }
-        }
-    }
+    remove_every_index(&dirs);
     n.restart(&start);
     for (addr, data) in &objects {
         wait_for(&format!("{addr} served"), Duration::from_secs(30), || {
