@@ -60,10 +60,12 @@ impl Withdrawals {
         self.unblocked.len()
     }
 
-    /// Sends the unblocked addresses, in batches, to shard 0 (which asks each one's
-    /// owner whether the node keeps it, and announces those) once every shard runs
-    /// `self.version`: a shard on the old list would refuse them still. What its full
-    /// inbox refuses is sent at a later tick.
+    /// Sends the unblocked addresses to shard 0 (which asks each one's owner whether
+    /// the node holds it, and announces those) once every shard runs `self.version`: a
+    /// shard on the old list would refuse them still. One batch per tick: a list of
+    /// millions sent at once filled shard 0's inbox (80 messages, sized for the admin
+    /// requests and the rebalance's shares, which it then refused). What its full inbox
+    /// refuses is sent at a later tick.
     pub(crate) fn poll_unblocked(
         &mut self,
         link: &ControlLink,
@@ -72,13 +74,10 @@ impl Withdrawals {
         if self.unblocked.is_empty() || !shard_versions.into_iter().all(|v| v >= self.version) {
             return;
         }
-        while !self.unblocked.is_empty() {
-            let split = self.unblocked.len().saturating_sub(REANNOUNCE_BATCH_KEYS);
-            let batch = self.unblocked.split_off(split);
-            if !link.send(0, ToShard::Reannounce(batch.clone())) {
-                self.unblocked.extend(batch);
-                break;
-            }
+        let split = self.unblocked.len().saturating_sub(REANNOUNCE_BATCH_KEYS);
+        let batch = self.unblocked.split_off(split);
+        if !link.send(0, ToShard::Reannounce(batch.clone())) {
+            self.unblocked.extend(batch);
         }
     }
 
@@ -200,6 +199,21 @@ mod tests {
         }
         assert_eq!(owed.unblocked(), 0);
         assert!(shards[1].poll().is_none(), "shard 0 asks the owners");
+
+        // A long list goes one batch per tick: shard 0's inbox keeps room for the rest.
+        let many: Vec<(bool, u32)> = (0..REANNOUNCE_BATCH_KEYS as u32 + 10)
+            .map(|i| (true, 100 + i))
+            .collect();
+        let long = list(&many);
+        owed.changed(&long, &Denylist::default(), 4);
+        owed.poll_unblocked(&control, [4, 4].into_iter());
+        assert_eq!(owed.unblocked(), 10);
+        assert!(
+            matches!(shards[0].poll(), Some(ToShard::Reannounce(k)) if k.len() == REANNOUNCE_BATCH_KEYS)
+        );
+        assert!(shards[0].poll().is_none(), "one batch this tick");
+        owed.poll_unblocked(&control, [4, 4].into_iter());
+        assert_eq!(owed.unblocked(), 0);
     }
 
     #[test]

@@ -325,6 +325,16 @@ fn heads_targets_and_preconditions_as_rfc_9110_and_9112_ask() {
     assert_eq!((later.status, later.body.len()), (200, 3000));
     let other = raw(&format!("GET {path} HTTP/2.0\r\nHost: a\r\n\r\n"));
     assert_eq!(other.status, 400);
+    // The same when the request line arrives cut after its version (the parser refuses
+    // the version as soon as it has its 8 bytes).
+    let mut s = connect(n.http);
+    s.write_all(format!("GET {path} HTTP/1.2").as_bytes())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    s.write_all(b"\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let cut = read_response(&mut s, &mut Vec::new(), false).unwrap();
+    assert_eq!(cut.status, 200, "{cut:?}");
     // §9.3.2: a HEAD's answer has no content, refused at its head too (no Host here).
     let mut s = connect(n.http);
     s.write_all(format!("HEAD {path} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())

@@ -137,17 +137,21 @@ fn bad(reason: &'static str) -> Error {
 /// Where the minor digit is of a request line's later HTTP/1 version (`HTTP/1.2` to
 /// `HTTP/1.9`), which the head parser refuses: such a request is to be read as HTTP/1.1
 /// (RFC 9110 §2.5: a recipient SHOULD process a higher minor version as the highest it
-/// conforms to), so the caller writes `1` there and parses again. `None` when `buf`
-/// holds no whole request line, or its version is anything else.
+/// conforms to), so the caller writes `1` there and parses again. The request line may
+/// be cut where the bytes read so far end (the parser refuses the version as soon as
+/// it has its 8 bytes), and blank lines before it are skipped, as the parser skips
+/// them. `None` when the version is anything else.
 pub fn later_http1_minor_at(buf: &[u8]) -> Option<usize> {
-    let line_end = buf.iter().position(|&b| b == b'\n')?;
-    let line = &buf[..line_end];
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let rest = &buf[start..];
+    let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+    let line = &rest[..line_end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let at = line.len().checked_sub(b"HTTP/1.d".len())?;
     let version = &line[at..];
     let later = version.starts_with(b"HTTP/1.") && (b'2'..=b'9').contains(&version[7]);
     let after_space = at > 0 && line[at - 1] == b' ';
-    (later && after_space).then_some(at + 7)
+    (later && after_space).then_some(start + at + 7)
 }
 
 /// Parses the head at the front of `buf`, never looking past `head_len_max` bytes.
@@ -507,6 +511,13 @@ mod tests {
         let h = complete(&fixed);
         assert_eq!((h.minor_version, h.target), (1, "/o"));
         assert_eq!(later_http1_minor_at(b"GET /o HTTP/1.9\n\n"), Some(14));
+        // Cut where a read ended, and after blank lines, as the parser reads them.
+        assert_eq!(later_http1_minor_at(b"GET /o HTTP/1.2"), Some(14));
+        assert_eq!(later_http1_minor_at(b"GET /o HTTP/1.2\r"), Some(14));
+        assert_eq!(
+            later_http1_minor_at(b"\r\nGET /o HTTP/1.2\r\n\r\n"),
+            Some(16)
+        );
         for other in [
             &b"GET /o HTTP/1.1\r\n\r\n"[..],
             b"GET /o HTTP/1.0\r\n\r\n",
@@ -514,7 +525,8 @@ mod tests {
             b"GET /o HTTP/1.10\r\n\r\n",
             b"GET /oHTTP/1.2\r\n\r\n",
             b"HTTP/1.2\r\n",
-            b"GET /o HTTP/1.2",
+            b"GET /o HTTP/1.",
+            b"\r\n",
         ] {
             assert_eq!(later_http1_minor_at(other), None, "{other:?}");
         }

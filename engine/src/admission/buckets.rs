@@ -4,7 +4,8 @@
 //! ## The scheme (design note: `docs/design/quotas.md`)
 //! A tenant's limit (`rate` per second, `burst`) is split across the N shards: shard
 //! `i` holds a bucket of capacity `burst × share_i` refilled at `rate × share_i`, with
-//! `Σ share_i = 1`. A fresh tenant starts at `share = 1/N` everywhere. Every
+//! `Σ share_i = 1`. A fresh tenant starts at `share = 1/N` everywhere; one busy on other
+//! shards and first seen on this one starts at the share the last rebalance gave it here. Every
 //! [`REBALANCE_PERIOD_MS`] each shard reports how much each active tenant asked of it
 //! ([`ShardQuotas::take_demand`]); the control thread computes the new shares and sends
 //! them back ([`ShardQuotas::apply_shares`]). So the node never admits more than
@@ -481,7 +482,8 @@ impl ShardQuotas {
                 self.set_share(key, default_share, now_s);
             }
         }
-        self.untracked_shares.clear();
+        // Replaced, not cleared: a flood's peak would keep its capacity for good.
+        self.untracked_shares = HashMap::with_capacity(shares.len().min(REPORT_TENANTS_MAX));
         for &(key, share) in shares {
             if self.set_share(key.0, share, now_s) {
                 self.reshared.push(key.0);

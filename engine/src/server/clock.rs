@@ -31,7 +31,7 @@ pub(super) struct ShardClock<'a> {
     pub shard: &'a Rc<Shard>,
     /// Operator checks running on the shard.
     pub checks_running: &'a ChecksRunning,
-    pub blocked: &'a Blocked,
+    pub blocked: &'a Rc<Blocked>,
     pub dht: Option<&'a DhtClient>,
     pub certificate: Option<&'a ReloadableCert>,
     pub metrics: &'a FrontCounters,

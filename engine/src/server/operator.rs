@@ -36,7 +36,7 @@ pub(super) struct Operated<'a> {
     pub shard: &'a Rc<Shard>,
     /// Operator checks running on this shard (at most [`OPERATOR_CHECKS_MAX`]).
     pub checks_running: &'a ChecksRunning,
-    pub blocked: &'a Blocked,
+    pub blocked: &'a Rc<Blocked>,
     pub dht: Option<&'a DhtClient>,
     /// The shard's TLS certificate, when it has a TLS listener.
     pub certificate: Option<&'a ReloadableCert>,
@@ -79,28 +79,42 @@ pub(super) fn operator_request(on: &Operated<'_>, message: ToShard) {
         }
         ToShard::Reannounce(keys) => {
             if let Some(dht) = on.dht.cloned() {
-                glommio::spawn_local(reannounce_kept(Rc::clone(shard), dht, keys)).detach();
+                let (shard, blocked) = (Rc::clone(shard), Rc::clone(on.blocked));
+                glommio::spawn_local(reannounce_held(shard, dht, blocked, keys)).detach();
             }
         }
         ToShard::Shares(_) => {}
     }
 }
 
-/// Announces again those of `keys` (addresses the denylist no longer blocks) that this
-/// node keeps, each asked of its owner shard; waits while the DHT's mailbox is full.
-async fn reannounce_kept(shard: Rc<Shard>, dht: DhtClient, keys: Vec<[u8; 32]>) {
-    let mut kept = Vec::new();
+/// Announces again those of `keys` (addresses the denylist no longer blocked) that this
+/// node holds — any copy, as the start's walk announces — each asked of its owner
+/// shard; waits while the DHT's mailbox is full. The denylist is asked again right
+/// before each send: a list that blocked one of them again meanwhile has had its
+/// withdrawal sent first (the DHT's mailbox keeps order), and must not be followed by
+/// an announcement.
+async fn reannounce_held(
+    shard: Rc<Shard>,
+    dht: DhtClient,
+    blocked: Rc<Blocked>,
+    keys: Vec<[u8; 32]>,
+) {
+    let mut held = Vec::new();
     for key in keys {
-        if matches!(shard.is_kept(&Address::from_bytes(key)).await, Ok(true)) {
-            kept.push(key);
+        if shard.meta(&Address::from_bytes(key)).await.is_ok() {
+            held.push(key);
         }
         glommio::yield_if_needed().await;
     }
-    let count = kept.len();
-    while !kept.is_empty() {
-        match dht.try_announce(kept) {
+    let count = held.len();
+    loop {
+        held.retain(|key| !blocked.blocks(&Address::from_bytes(*key)));
+        if held.is_empty() {
+            break;
+        }
+        match dht.try_announce(held) {
             Some(Ok(())) => break,
-            Some(Err(back)) => kept = back,
+            Some(Err(back)) => held = back,
             None => return,
         }
         glommio::timer::sleep(std::time::Duration::from_millis(REANNOUNCE_RETRY_MS)).await;
@@ -108,7 +122,7 @@ async fn reannounce_kept(shard: Rc<Shard>, dht: DhtClient, keys: Vec<[u8; 32]>) 
     if count > 0 {
         tracing::info!(
             objects = count,
-            "denylist: unblocked objects this node keeps announced again"
+            "denylist: unblocked objects this node holds announced again"
         );
     }
 }
