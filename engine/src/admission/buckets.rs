@@ -427,12 +427,25 @@ impl ShardQuotas {
             self.tenants
                 .retain(|_, s| s.is_active() || !s.settled(policy, now_s));
             if self.tenants.len() > self.tenants_max - self.tenants_max / 10 {
-                self.tenants.retain(|_, s| s.is_active());
+                let (default_share, untracked) =
+                    (1.0 / self.shard_count as f64, &mut self.untracked_shares);
+                self.tenants.retain(|key, s| {
+                    let keep = s.is_active();
+                    if !keep && s.share != default_share {
+                        untracked.insert(*key, s.share);
+                    }
+                    keep
+                });
             }
         }
         if self.tenants.len() >= self.tenants_max {
             if let Some(&victim) = self.tenants.keys().next() {
-                self.tenants.remove(&victim);
+                // Its share kept until the next rebalance: seen again before it, it
+                // starts there, not at a fresh 1/N.
+                let share = self.tenants.remove(&victim).map(|s| s.share);
+                if let Some(share) = share.filter(|&s| s != 1.0 / self.shard_count as f64) {
+                    self.untracked_shares.insert(victim, share);
+                }
             }
         }
     }
@@ -686,6 +699,24 @@ mod tests {
         quotas.apply_shares(&[], t0 + Duration::from_secs(1));
         let share = quotas.tenants[&key.0].share;
         assert_eq!(share, 1.0 / 16.0);
+    }
+
+    /// A tenant evicted from a full table keeps its share until the next rebalance:
+    /// seen again before it, it starts there, not at a fresh 1/N.
+    #[test]
+    fn an_evicted_tenant_comes_back_at_its_share() {
+        let policy = Policy::new(&[], vec![], limits(40.0, 40.0));
+        let mut quotas = ShardQuotas::new(policy, 16, RandomState::new(), 1);
+        let t0 = Instant::now();
+        let a = Tenant::Addr(IpAddr::from([10, 0, 0, 1]));
+        let key_a = quotas.admit(&a, t0).unwrap().unwrap();
+        quotas.apply_shares(&[(key_a, 0.5)], t0);
+        quotas
+            .admit(&Tenant::Addr(IpAddr::from([10, 0, 0, 2])), t0)
+            .unwrap();
+        assert!(!quotas.tenants.contains_key(&key_a.0), "a was evicted");
+        quotas.admit(&a, t0).unwrap();
+        assert_eq!(quotas.tenants[&key_a.0].share, 0.5);
     }
 
     #[test]
