@@ -87,6 +87,14 @@ struct TenantState {
 }
 
 impl TenantState {
+    /// The limits `policy` gives this tenant: its own if configured, else the default.
+    fn limits<'p>(&self, policy: &'p Policy) -> &'p QuotaLimits {
+        match self.configured {
+            Some(i) => policy.limits(&Tenant::Configured(i)),
+            None => policy.limits(&Tenant::Public),
+        }
+    }
+
     fn is_active(&self) -> bool {
         self.demand_requests > 0.0 || self.demand_bytes > 0.0
     }
@@ -94,10 +102,7 @@ impl TenantState {
     /// Whether both buckets would be full at `now_s`: dropped, the state would come back
     /// as it is (full at an even share), so nothing is forgiven.
     fn settled(&self, policy: &Policy, now_s: f64) -> bool {
-        let limits = match self.configured {
-            Some(i) => policy.limits(&Tenant::Configured(i)),
-            None => policy.limits(&Tenant::Public),
-        };
+        let limits = self.limits(policy);
         let full = |bucket: &Bucket, rate: Option<Rate>, limited: bool| {
             let Some(rate) = rate.filter(|_| limited) else {
                 return true;
@@ -400,10 +405,7 @@ impl ShardQuotas {
         let Some(state) = self.tenants.get_mut(&key.0) else {
             return;
         };
-        let limits = match state.configured {
-            Some(i) => self.policy.limits(&Tenant::Configured(i)),
-            None => self.policy.limits(&Tenant::Public),
-        };
+        let limits = state.limits(&self.policy);
         if let (Some(rate), true) = (limits.bytes(), state.bytes_limited) {
             let capacity = rate.burst * state.share;
             state.bytes.tokens = (state.bytes.tokens + bytes as f64).min(capacity);
@@ -511,10 +513,7 @@ impl ShardQuotas {
         let Some(state) = self.tenants.get_mut(&key) else {
             return false;
         };
-        let limits = match state.configured {
-            Some(i) => self.policy.tenants[i.0 as usize].limits,
-            None => self.policy.default_limits,
-        };
+        let limits = *state.limits(&self.policy);
         for (bucket, rate) in [
             (&mut state.requests, limits.requests()),
             (&mut state.bytes, limits.bytes()),
