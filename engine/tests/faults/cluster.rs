@@ -74,7 +74,7 @@ pub fn seed_of(name: &str) -> u64 {
     seed
 }
 
-/// An object a node acknowledged: where and when.
+/// An object written to a node: its address and the node.
 #[derive(Debug, Clone)]
 pub struct Acked {
     pub addr: Address,
@@ -86,6 +86,9 @@ pub struct Acked {
 pub struct Traffic {
     pub acked: Mutex<Vec<Acked>>,
     pub refused_writes: AtomicU64,
+    /// Writes with no acknowledgment (refused, or the answer lost): each may still have
+    /// been stored — a node that made it durable and whose answer never arrived.
+    pub unacknowledged: Mutex<Vec<Acked>>,
     pub reads_verified: AtomicU64,
     pub reads_failed: AtomicU64,
     /// The most kept copies of the objects, over all nodes, sampled each second.
@@ -162,10 +165,13 @@ fn write_one(lab: &Lab, side: &[usize], rng: &mut Seeded, blocked: &[u8], t: &Tr
             "node {node} acknowledged the blocked object's bytes"
         );
     }
-    match put_object(http, &object(rng.next())) {
+    let data = object(rng.next());
+    match put_object(http, &data) {
         Some(addr) => t.acked.lock().unwrap().push(Acked { addr, node }),
         None => {
             t.refused_writes.fetch_add(1, Ordering::Relaxed);
+            let addr = Address::of(&data);
+            t.unacknowledged.lock().unwrap().push(Acked { addr, node });
         }
     }
 }
@@ -326,8 +332,10 @@ fn audit_round(lab: &Lab, seed: u64, objects: &[Address]) -> Vec<(Address, Optio
 /// What a scenario measured after its heal.
 #[derive(Debug)]
 pub struct Figures {
+    /// Acknowledged writes, and writes stored without an acknowledgment.
     pub objects: usize,
     pub written_during: usize,
+    pub stored_unacknowledged: usize,
     pub refused_writes: u64,
     pub reads_verified: u64,
     pub reads_failed: u64,
@@ -357,7 +365,14 @@ pub fn check_after_heal(
     healed: Instant,
 ) -> Figures {
     let acked: Vec<Acked> = traffic.acked.lock().unwrap().clone();
-    let want = (REPLICAS * acked.len()) as u64;
+    let stored_unacknowledged = stored_without_acknowledgment(lab, traffic);
+    // An object stored without its answer arriving is an object: it gets every copy.
+    let objects: Vec<Acked> = acked
+        .iter()
+        .chain(&stored_unacknowledged)
+        .cloned()
+        .collect();
+    let want = (REPLICAS * objects.len()) as u64;
     // Copies over time: the kept copies of every node together, every 500 ms, until they
     // are exactly REPLICAS × objects — the missing ones made, the extra ones demoted.
     let mut copies = Vec::new();
@@ -367,11 +382,25 @@ pub fn check_after_heal(
         if kept == want {
             break;
         }
-        assert!(
-            healed.elapsed() < SETTLE_BOUND,
-            "{kept} kept copies of {} objects {SETTLE_BOUND:?} after the heal (ms:kept {copies:?})",
-            acked.len()
-        );
+        if healed.elapsed() >= SETTLE_BOUND {
+            let per_node: Vec<Option<u64>> =
+                (0..lab.nodes.len()).map(|i| kept_copies(lab, i)).collect();
+            let audited = audit_round(lab, rng.next(), &addresses(&objects));
+            let mut named = vec![0u64; lab.nodes.len()];
+            audited
+                .iter()
+                .filter_map(|(_, found)| found.as_ref())
+                .flat_map(|(_, holders)| holders)
+                .for_each(|&i| named[i] += 1);
+            panic!(
+                "{kept} kept copies of {} objects ({} of them stored without an acknowledged \
+                 write; {} writes unacknowledged) {SETTLE_BOUND:?} after the heal: kept per \
+                 node {per_node:?}, named per node by the placement {named:?} (ms:kept {copies:?})",
+                objects.len(),
+                stored_unacknowledged.len(),
+                traffic.refused_writes.load(Ordering::Relaxed),
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     let to_settled = healed.elapsed();
@@ -386,7 +415,7 @@ pub fn check_after_heal(
     // Then every object audited: REPLICAS verified kept copies, as /admin/placement sees
     // them from a random node.
     let mut named: BTreeMap<Address, Vec<usize>> = BTreeMap::new();
-    let mut short: Vec<Address> = acked.iter().map(|a| a.addr).collect();
+    let mut short: Vec<Address> = addresses(&objects);
     while !short.is_empty() {
         assert!(
             healed.elapsed() < HEAL_BOUND,
@@ -407,7 +436,7 @@ pub fn check_after_heal(
     }
     let to_full_copies = healed.elapsed();
 
-    for a in &acked {
+    for a in &objects {
         let node = rng.below(lab.nodes.len());
         let read = read_checked(lab.nodes[node].host.http(), &a.addr);
         assert_eq!(
@@ -419,7 +448,7 @@ pub fn check_after_heal(
         );
     }
 
-    stores_agree_with_placement(lab, rng, &acked, &mut named);
+    stores_agree_with_placement(lab, rng, &objects, &mut named);
 
     for (i, node) in lab.nodes.iter().enumerate() {
         assert_eq!(
@@ -433,8 +462,9 @@ pub fn check_after_heal(
         );
     }
     Figures {
-        objects: acked.len(),
-        written_during: acked.len() - written_before,
+        objects: objects.len(),
+        written_during: objects.len() - written_before,
+        stored_unacknowledged: stored_unacknowledged.len(),
         refused_writes: traffic.refused_writes.load(Ordering::Relaxed),
         reads_verified: traffic.reads_verified.load(Ordering::Relaxed),
         reads_failed: traffic.reads_failed.load(Ordering::Relaxed),
@@ -442,6 +472,20 @@ pub fn check_after_heal(
         to_full_copies,
         to_settled,
     }
+}
+
+fn addresses(objects: &[Acked]) -> Vec<Address> {
+    objects.iter().map(|a| a.addr).collect()
+}
+
+/// The unacknowledged writes some node stored anyway (a verified read of each from the
+/// node it was sent to, reading through when that node no longer keeps it).
+fn stored_without_acknowledgment(lab: &Lab, traffic: &Traffic) -> Vec<Acked> {
+    let unacknowledged = traffic.unacknowledged.lock().unwrap().clone();
+    unacknowledged
+        .into_iter()
+        .filter(|a| read_checked(lab.nodes[a.node].host.http(), &a.addr) == Some(true))
+        .collect()
 }
 
 /// Each node's kept copies (its metrics) equal the objects the placement names it for;
@@ -481,11 +525,12 @@ impl Figures {
     /// One line for the log and docs/design/faults.md.
     pub fn line(&self, scenario: &str, seed: u64) -> String {
         format!(
-            "faults figures: {scenario} seed={seed} objects={} written_during_fault={} refused_writes={} \
+            "faults figures: {scenario} seed={seed} objects={} written_during_fault={} refused_writes={} stored_unacknowledged={} \
              reads_verified={} reads_failed={} kept_peak={} (settled {}) heal_to_settled_ms={} heal_to_audited_ms={}",
             self.objects,
             self.written_during,
             self.refused_writes,
+            self.stored_unacknowledged,
             self.reads_verified,
             self.reads_failed,
             self.kept_peak,
