@@ -246,6 +246,10 @@ pub enum Error {
     FrameTooShort { len: u32, header_len: usize },
     #[error("frame len {len} exceeds max_frame {max_frame}")]
     FrameTooLarge { len: u64, max_frame: u32 },
+    #[error(
+        "a request frame (HELLO or START) of len {len} exceeds the {max}-byte limit for a bearer token and a JSON request"
+    )]
+    RequestFrameTooLarge { len: u32, max: u32 },
     #[error("protocol version {ver} is not supported (this node speaks 1)")]
     UnsupportedVersion { ver: u16 },
     #[error("unknown flag bits {unknown:#06x} in flags {flags:#06x}")]
@@ -336,7 +340,9 @@ impl Error {
             | Error::CapabilityOverrun { .. }
             | Error::DataHeaderOverrun { .. }
             | Error::InflateCorrupt { .. } => ErrorCode::BadFrame,
-            Error::FrameTooLarge { .. } | Error::InflateTooLarge { .. } => ErrorCode::TooLarge,
+            Error::FrameTooLarge { .. }
+            | Error::RequestFrameTooLarge { .. }
+            | Error::InflateTooLarge { .. } => ErrorCode::TooLarge,
             Error::UnsupportedVersion { .. } => ErrorCode::BadVersion,
             Error::BadJson { .. }
             | Error::BadManifest { .. }

@@ -322,6 +322,12 @@ impl Frame {
         })
     }
 
+    /// Whether the decoder dropped this frame's body ([`BodyGate::Skip`]): its header
+    /// announced bytes that its capability and payload do not hold.
+    pub fn is_skipped(&self) -> bool {
+        self.cap.len() + self.payload.len() != self.header.body_len()
+    }
+
     pub fn meta(&self) -> FrameMeta {
         FrameMeta {
             flags: self.header.flags,
@@ -359,8 +365,25 @@ enum DecodeState {
     },
     /// Header validated; collecting exactly `header.body_len()` bytes.
     Body { header: FrameHeader, body: BytesMut },
+    /// Header validated; reading and dropping `left` more bytes of its body.
+    Skipping { header: FrameHeader, left: usize },
     /// A frame was rejected; the connection must close.
     Failed { error: Error, raw: RawHeader },
+}
+
+/// What the decoder does with the body of a header that passed its checks
+/// ([`FrameDecoder::decode_gated`]): a receiver that knows which frames it will use keeps
+/// only those, so a frame it will refuse or drop costs it no memory however large its
+/// sender says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyGate {
+    /// Buffered (at most `max_frame`) and handed over whole.
+    Keep,
+    /// Read and dropped as it arrives; the frame is handed over with its header and an
+    /// empty capability and payload ([`Frame::is_skipped`]).
+    Skip,
+    /// Refused before any body byte is buffered: the decoder fails with this error.
+    Refuse(Error),
 }
 
 /// Incremental OAP/1 frame decoder. Feed it any split of the input; it yields the same
@@ -391,6 +414,16 @@ impl FrameDecoder {
     /// `Ok(None)` once `input` is empty with a frame still incomplete. Call again with
     /// the rest of `input` after each frame.
     pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, Error> {
+        self.decode_gated(input, |_| BodyGate::Keep)
+    }
+
+    /// As [`FrameDecoder::decode`], with `gate` asked about each header the moment it
+    /// passed its checks, before any of its body is buffered.
+    pub fn decode_gated(
+        &mut self,
+        input: &mut &[u8],
+        mut gate: impl FnMut(&FrameHeader) -> BodyGate,
+    ) -> Result<Option<Frame>, Error> {
         loop {
             match &mut self.state {
                 DecodeState::Failed { error, .. } => return Err(error.clone()),
@@ -403,12 +436,23 @@ impl FrameDecoder {
                         return Ok(None);
                     }
                     let raw = RawHeader::read(buf);
-                    match raw.validate(self.max_frame) {
-                        Ok(header) => {
+                    let gated = raw.validate(self.max_frame).and_then(|h| match gate(&h) {
+                        BodyGate::Keep => Ok((h, true)),
+                        BodyGate::Skip => Ok((h, false)),
+                        BodyGate::Refuse(error) => Err(error),
+                    });
+                    match gated {
+                        Ok((header, true)) => {
                             let first = header.body_len().min(BODY_RESERVED_FIRST_BYTES);
                             self.state = DecodeState::Body {
                                 header,
                                 body: BytesMut::with_capacity(first),
+                            };
+                        }
+                        Ok((header, false)) => {
+                            self.state = DecodeState::Skipping {
+                                header,
+                                left: header.body_len(),
                             };
                         }
                         Err(error) => {
@@ -444,6 +488,24 @@ impl FrameDecoder {
                         payload: body,
                     }));
                 }
+                DecodeState::Skipping { header, left } => {
+                    let take = (*left).min(input.len());
+                    *left -= take;
+                    *input = &input[take..];
+                    if *left > 0 {
+                        return Ok(None);
+                    }
+                    let header = *header;
+                    self.state = DecodeState::Header {
+                        buf: [0; HEADER_LEN],
+                        filled: 0,
+                    };
+                    return Ok(Some(Frame {
+                        header,
+                        cap: Bytes::new(),
+                        payload: Bytes::new(),
+                    }));
+                }
             }
         }
     }
@@ -461,6 +523,7 @@ impl FrameDecoder {
         match &self.state {
             DecodeState::Header { filled, .. } => HEADER_LEN - filled,
             DecodeState::Body { header, body } => header.body_len() - body.len(),
+            DecodeState::Skipping { left, .. } => *left,
             DecodeState::Failed { .. } => 0,
         }
     }
@@ -504,6 +567,35 @@ mod tests {
         let decoded = out.expect("the whole frame");
         assert_eq!(decoded.payload.len(), body_len);
         assert!(decoded.payload.iter().all(|b| *b == 5));
+    }
+
+    /// A header the gate refuses fails the decoder before a byte of its body is
+    /// buffered, and the one answer can still echo its corr_id.
+    #[test]
+    fn a_refused_header_holds_no_body() {
+        let frame = Frame::new(
+            meta(Flags::REQ | Flags::START, 41),
+            Bytes::new(),
+            Bytes::from(vec![1u8; 500_000]),
+            MAX_FRAME_BYTES,
+        )
+        .unwrap();
+        let bytes = frame.to_bytes();
+        let refusal = Error::RequestFrameTooLarge {
+            len: frame.header.len,
+            max: 32_806,
+        };
+        let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+        let mut input = &bytes[..HEADER_LEN + 1_000];
+        let got = decoder.decode_gated(&mut input, |_| BodyGate::Refuse(refusal.clone()));
+        assert_eq!(got, Err(refusal.clone()));
+        assert_eq!(decoder.rejected_header().map(|h| h.corr_id), Some(41));
+        assert_eq!(decoder.bytes_wanted(), 0);
+        assert_eq!(
+            refusal.to_string(),
+            "a request frame (HELLO or START) of len 500038 exceeds the 32806-byte limit for a bearer token and a JSON request"
+        );
+        assert_eq!(refusal.code(), crate::ErrorCode::TooLarge);
     }
 
     use super::*;
@@ -696,6 +788,50 @@ mod tests {
             }
             prop_assert!(dec.is_idle());
             prop_assert_eq!(got, frames);
+        }
+
+        /// Frames whose corr_id is odd skipped: every split yields the same headers, the
+        /// kept ones whole and the skipped ones empty, and a skipped body is never held.
+        #[test]
+        fn a_skipped_body_is_read_and_dropped_in_any_split(
+            frames in proptest::collection::vec(arb_frame(), 1..6),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let mut wire = BytesMut::new();
+            for f in &frames {
+                f.encode_into(&mut wire);
+            }
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+            points.extend([0, wire.len()]);
+            points.sort_unstable();
+            let gate = |h: &FrameHeader| match h.corr_id % 2 {
+                0 => BodyGate::Keep,
+                _ => BodyGate::Skip,
+            };
+            let mut dec = FrameDecoder::new(MAX_FRAME_BYTES);
+            let mut got = Vec::new();
+            for pair in points.windows(2) {
+                let mut input = &wire[pair[0]..pair[1]];
+                while let Some(frame) = dec.decode_gated(&mut input, gate).unwrap() {
+                    got.push(frame);
+                }
+                prop_assert!(input.is_empty());
+                let holds_skipped =
+                    matches!(&dec.state, DecodeState::Body { header, .. } if header.corr_id % 2 == 1);
+                prop_assert!(!holds_skipped, "a skipped body is buffered");
+            }
+            prop_assert!(dec.is_idle());
+            let want: Vec<Frame> = frames
+                .into_iter()
+                .map(|f| match f.header.corr_id % 2 {
+                    0 => f,
+                    _ => Frame { header: f.header, cap: Bytes::new(), payload: Bytes::new() },
+                })
+                .collect();
+            for f in &want {
+                prop_assert_eq!(f.is_skipped(), f.header.corr_id % 2 == 1 && f.header.body_len() > 0);
+            }
+            prop_assert_eq!(got, want);
         }
 
         #[test]

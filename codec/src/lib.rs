@@ -74,5 +74,5 @@ pub mod tree;
 
 pub use address::{Address, PartitionId, PartitionTable, ShardId};
 pub use error::{Envelope, Error, ErrorCode};
-pub use frame::{Flags, Frame, FrameDecoder, FrameHeader, FrameMeta, FrameReader};
+pub use frame::{BodyGate, Flags, Frame, FrameDecoder, FrameHeader, FrameMeta, FrameReader};
 pub use tree::{ChainingValue, ChunkTree, GroupIndex, TreeHasher};

@@ -138,6 +138,17 @@ pub const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
 /// make the node inflate without having passed its quota and the in-flight gate.
 pub const REQUEST_INFLATE_BYTES_MAX: u64 = 16 * 1024;
 
+/// The largest HELLO or START frame (a request) a node with `head_bytes_max` takes: its
+/// header, a bearer token no longer than an HTTP head may be, and a request of
+/// [`REQUEST_INFLATE_BYTES_MAX`] — what a client that has not been admitted can make a
+/// connection hold part way through a frame, as an HTTP head is (the largest 1 MiB
+/// frames are an admitted upload's DATA; every other body is read and dropped unheld).
+pub fn oap_request_frame_bytes_max(head_bytes_max: usize, max_frame: u32) -> u32 {
+    let bytes =
+        ron_codec::frame::HEADER_LEN as u64 + head_bytes_max as u64 + REQUEST_INFLATE_BYTES_MAX;
+    bytes.min(u64::from(max_frame)) as u32
+}
+
 /// Socket reads go into a buffer of this size (one 64 KiB DATA frame per read).
 pub const OAP_READ_BUFFER_BYTES: usize = 64 * 1024;
 

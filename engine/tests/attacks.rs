@@ -1153,6 +1153,73 @@ fn ten_thousand_oap_connections_part_way_through_a_frame_hold_no_read_buffer() {
     drop(partial);
 }
 
+/// The DATA of an upload the node refused (no token here: 401) is read and dropped as
+/// it comes, never held: 500 connections each 960 KiB into a DATA frame announced at
+/// the 1 MiB frame limit cost the node what a connection part way through a header
+/// does. Before, each held the frame's bytes so far until it ended or its transfer
+/// deadline passed — ~470 MiB here, 9.4 GiB for a shard's 10,000 connections.
+#[test]
+fn a_refused_uploads_data_is_dropped_as_it_comes_never_held() {
+    let _alone = alone();
+    use ron_codec::frame::{Flags, FrameHeader, HEADER_LEN};
+    use ron_codec::messages::ObjectRequest;
+
+    const CONNECTIONS: u64 = 500;
+    const SENT_BYTES: usize = 960 * 1024;
+    let n = Node::start(
+        &temp_dir("atk-skipped-data"),
+        &["--shards", "1", "--token", "s3cret"],
+    );
+    let put = ObjectRequest::Put {
+        len: 4 << 20,
+        addr: None,
+        copies: None,
+    }
+    .frame(1, 0, bytes::Bytes::new())
+    .unwrap()
+    .to_bytes();
+    let meta = ron_codec::FrameMeta {
+        flags: Flags::REQ,
+        code: 0,
+        app_proto_id: ron_codec::frame::APP_OBJECTS,
+        tenant_id: 0,
+        corr_id: 1,
+    };
+    let data_len = (1usize << 20) - HEADER_LEN;
+    let header = FrameHeader::for_body(meta, 0, data_len, 1 << 20).unwrap();
+    let mut head = [0u8; HEADER_LEN];
+    header.write(&mut head);
+    let body = vec![0x5a; SENT_BYTES];
+
+    let before_bytes = metric(n.admin, "ron_bytes_received_total");
+    let before = rss_kib(n.pid()) * 1024;
+    let held: Vec<TcpStream> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut s = connect(n.oap);
+            s.write_all(&put).unwrap();
+            s.write_all(&head).unwrap();
+            s.write_all(&body).unwrap();
+            s
+        })
+        .collect();
+    let sent = CONNECTIONS * (put.len() + HEADER_LEN + SENT_BYTES) as u64;
+    wait_metric(
+        &n,
+        "ron_bytes_received_total",
+        before_bytes + sent,
+        Duration::from_secs(30),
+    );
+    let per_connection = (rss_kib(n.pid()) * 1024).saturating_sub(before) / CONNECTIONS;
+    eprintln!("a connection 960 KiB into a refused upload's DATA frame: {per_connection} bytes resident in the node");
+    assert!(
+        per_connection <= 64 * 1024,
+        "a connection part way through a refused upload's DATA frame holds {per_connection} bytes"
+    );
+    let absent = ron_codec::Address::of(b"an object no one stored");
+    assert_well_behaved_client_unharmed(n.http, &format!("/o/{absent}"), "", 404);
+    drop(held);
+}
+
 /// Runs `attack` on its own thread until a well-behaved client beside it has made its
 /// probes (each within its deadline), then stops it and returns what it found.
 fn during<T: Send + 'static>(

@@ -549,6 +549,14 @@ fn every_protocol_error_is_answered_once_then_the_connection_closes() {
             400,
             "bad_frame",
         ),
+        // Refused from its header alone, as none of its body came: a request is a
+        // token and a small JSON document, never a megabyte a connection holds.
+        (
+            "a START announced past the request frame limit",
+            raw_header(1 << 20, 1, req_start_end, 0, 7),
+            413,
+            "too_large",
+        ),
     ];
     for (what, bytes, status, code) in cases {
         let mut w = Wire::open(n.oap);

@@ -54,6 +54,8 @@ pub const FLAGS_SUPPORTED: u16 = CLIENT_FLAGS | Flags::RESP.bits();
 pub struct OapLimits {
     /// Largest frame accepted and sent (at most the protocol's 1 MiB).
     pub max_frame: u32,
+    /// Largest HELLO or START frame accepted ([`crate::limits::oap_request_frame_bytes_max`]).
+    pub request_frame_bytes_max: u32,
     /// Requests in flight per connection (HELLO's `max_inflight`).
     pub requests_per_connection_max: u32,
     /// COMP ratio bound (output ≤ ratio × compressed size).

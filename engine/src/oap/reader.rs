@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future;
-use ron_codec::frame::{Flags, Frame, FrameDecoder, APP_HELLO, APP_OBJECTS};
+use ron_codec::frame::{BodyGate, Flags, Frame, FrameDecoder, FrameHeader, APP_HELLO, APP_OBJECTS};
 use ron_codec::inflate::Inflater;
 use ron_codec::messages::{HelloRequest, ObjectRequest};
 use ron_io::stream::{ReadHalf, Transport};
@@ -53,6 +53,28 @@ pub(super) enum ReadEnd {
 enum Inbound {
     Receiving(Box<PutState>),
     Skipping,
+}
+
+/// Which bodies a connection buffers: a request's (HELLO, START) up to `request_max`, and
+/// the DATA of an upload it is receiving (up to `max_frame`); any other frame's body is
+/// read and dropped as it comes, to be refused or ignored whole once it ended. A client
+/// that has not been admitted holds at most one request frame's bytes — without this,
+/// 1 MiB a connection: a START or a refused upload's DATA announced at the frame limit
+/// and fed at the minimum rate, ten thousand connections a shard.
+fn body_gate(header: &FrameHeader, inbound: &HashMap<u64, Inbound>, request_max: u32) -> BodyGate {
+    let is_request = header.app_proto_id == APP_HELLO || header.flags.contains(Flags::START);
+    if is_request && header.len > request_max {
+        let len = header.len;
+        return BodyGate::Refuse(ron_codec::Error::RequestFrameTooLarge {
+            len,
+            max: request_max,
+        });
+    }
+    let receiving = || matches!(inbound.get(&header.corr_id), Some(Inbound::Receiving(_)));
+    match is_request || (header.app_proto_id == APP_OBJECTS && receiving()) {
+        true => BodyGate::Keep,
+        false => BodyGate::Skip,
+    }
 }
 
 /// Ends once the connection's writer has closed.
@@ -144,7 +166,15 @@ impl<S: Transport> Reader<S> {
             FrontCounters::add(&self.ctx.metrics().bytes_in, n as u64);
             let mut input = &buf[..n];
             loop {
-                match self.decoder.decode(&mut input) {
+                let Reader {
+                    decoder,
+                    inbound,
+                    ctx,
+                    ..
+                } = &mut *self;
+                let request_max = ctx.limits.request_frame_bytes_max;
+                let gate = |header: &FrameHeader| body_gate(header, inbound, request_max);
+                match decoder.decode_gated(&mut input, gate) {
                     Ok(Some(frame)) => {
                         // Boxed: a frame's handling lives on the heap while it runs,
                         // so an idle connection's task stays small.
@@ -626,6 +656,12 @@ impl<S: Transport> Reader<S> {
             }
             return Ok(());
         };
+        // The gate kept every body of an upload receiving when its header came, and
+        // nothing makes an upload receiving part way through a frame.
+        assert!(
+            !frame.is_skipped(),
+            "DATA of upload {corr_id} skipped while it was receiving"
+        );
         if frame.header.flags.contains(Flags::COMP) {
             match self.inflate(&frame, u64::MAX) {
                 Ok(payload) => frame.payload = payload,

@@ -100,6 +100,10 @@ impl FrontEnds {
         }
         let oap_limits = OapLimits {
             max_frame: config.oap_max_frame,
+            request_frame_bytes_max: limits::oap_request_frame_bytes_max(
+                config.head_bytes_max,
+                config.oap_max_frame,
+            ),
             requests_per_connection_max: config.oap_max_inflight,
             inflate_ratio_max: config.inflate_ratio_max,
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
