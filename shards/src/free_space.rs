@@ -139,7 +139,7 @@ fn sample(dirs: &DataDirs) -> Sample {
     }
 }
 
-fn dir_space(dir: &Path) -> Option<DirSpace> {
+pub(crate) fn dir_space(dir: &Path) -> Option<DirSpace> {
     let stat = nix::sys::statvfs::statvfs(dir).ok()?;
     Some(DirSpace {
         filesystem: stat.filesystem_id() as u64,

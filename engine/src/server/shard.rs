@@ -615,7 +615,15 @@ fn log_replays(shard: &Shard) {
                 shard = shard.index().0,
                 store = store.0,
                 segment = %segment,
-                "segment not compacted: a live needle in it verifies in no lane"
+                "segment not compacted: a live needle in it verifies in no lane, or a record pointing into it does not decode"
+            );
+        }
+        for segment in &compaction.kept_for_room {
+            tracing::warn!(
+                shard = shard.index().0,
+                store = store.0,
+                segment = %segment,
+                "segment not compacted: no room on its disk to move its live needles; it waits for a start with more free space"
             );
         }
         if replay.indexed > 0 {

@@ -208,17 +208,12 @@ impl GroupCommit {
             // A commit or an eviction of it is under way: the next sweep looks again.
             return Ok(false);
         }
-        let unindexed = self.unindexed.borrow().get(addr).cloned();
-        let meta = match unindexed {
-            Some((meta, Retention::Kept)) => meta,
-            Some((_, Retention::Evictable)) => return Ok(false),
-            None if !store.contains(addr)? || store.is_evictable(addr)? => return Ok(false),
-            None => crate::store::read_record(store, addr)
-                .await?
-                .ok_or(ShardError::NotFound { addr: *addr })?,
-        };
-        // In flight as evictable: uploads of it wait, and its answer announces it plainly
-        // (no copies asked for).
+        // In flight as evictable from here, before any wait: uploads of it wait, its
+        // answer announces it plainly (no copies asked for), and an operator's removal
+        // or an eviction — which claim nothing in flight — cannot take the copy while its
+        // record is read (a large one's read waits on the blocking pool). Claimed after
+        // that read, a removal in between had its files gone and this commit put its
+        // record back: a record with no files.
         self.in_flight.borrow_mut().insert(
             *addr,
             InFlight {
@@ -226,11 +221,41 @@ impl GroupCommit {
                 retention: Retention::Evictable,
             },
         );
+        let meta = match self.record_to_demote(store, addr).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) => {
+                self.settle(addr, false);
+                return Ok(false);
+            }
+            Err(e) => {
+                self.settle(addr, false);
+                return Err(e);
+            }
+        };
         let mut record = CommitRecord::of(&meta);
         record.retention = Retention::Evictable;
         self.commit_record_again(store, addr, record)
             .await
             .map(|()| true)
+    }
+
+    /// The record of `addr` if it is stored here kept (committed or still in the queue);
+    /// `None` if not stored, or evictable already.
+    async fn record_to_demote(
+        &self,
+        store: &Store,
+        addr: &Address,
+    ) -> Result<Option<ObjectMeta>, ShardError> {
+        let unindexed = self.unindexed.borrow().get(addr).cloned();
+        match unindexed {
+            Some((meta, Retention::Kept)) => Ok(Some(meta)),
+            Some((_, Retention::Evictable)) => Ok(None),
+            None if !store.contains(addr)? || store.is_evictable(addr)? => Ok(None),
+            None => crate::store::read_record(store, addr)
+                .await?
+                .ok_or(ShardError::NotFound { addr: *addr })
+                .map(Some),
+        }
     }
 
     /// Makes a stored object kept if it is an evictable copy (an upload of an object

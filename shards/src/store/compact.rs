@@ -60,8 +60,11 @@ pub struct Compaction {
     pub bytes_moved: u64,
     /// Bytes of segment files unlinked, lane 0 (the other lanes free as much each).
     pub bytes_freed: u64,
-    /// Segments kept whole: a live needle in them verified in no lane.
+    /// Segments kept whole: a live needle in them verified in no lane, or a record
+    /// pointing into them does not decode.
     pub kept_for_rot: Vec<SegmentId>,
+    /// Segments kept whole: the disk had no room to move their live needles.
+    pub kept_for_room: Vec<SegmentId>,
     /// Files of lanes past the first whose segment's lane 0 was gone and in which no
     /// record points: what a crash between two lanes' unlinks left.
     pub lane_orphans_removed: u64,
@@ -78,6 +81,22 @@ impl Store {
     /// moving at most `budget_bytes` of live needles (taken from it). Blocking; at
     /// start-up, after the replay, before the store serves.
     pub fn compact_blocking(&self, budget_bytes: &mut u64) -> Result<Compaction, ShardError> {
+        let root = self.segments_root().to_path_buf();
+        let lanes = u64::from(self.segment_lanes);
+        let has_room = |batch_bytes: u64| {
+            crate::free_space::dir_space(&root)
+                .is_none_or(|space| batch_bytes.saturating_mul(lanes) <= space.available_bytes)
+        };
+        self.compact(budget_bytes, &has_room)
+    }
+
+    /// [`Store::compact_blocking`], a batch of live needles moved only when `has_room`
+    /// for its bytes in one lane.
+    pub(super) fn compact(
+        &self,
+        budget_bytes: &mut u64,
+        has_room: &dyn Fn(u64) -> bool,
+    ) -> Result<Compaction, ShardError> {
         let mut done = Compaction::default();
         let checkpoint = self.checkpoint()?;
         done.lane_orphans_removed = self.unlink_lane_orphans(checkpoint)?;
@@ -85,14 +104,37 @@ impl Store {
         if !self.census_due(&sealed)? {
             return Ok(done);
         }
-        let victims = self.pick_victims(&sealed, budget_bytes)?;
+        let (victims, left_for_budget) = self.pick_victims(&sealed, budget_bytes)?;
         if victims.is_empty() {
-            self.census_taken()?;
+            if !left_for_budget {
+                self.census_taken()?;
+            }
             return Ok(done);
         }
         let (live, mut rotten) = self.live_records_in(&victims)?;
+        // Segments nothing live points into go first: freeing them needs no room, and a
+        // full disk is when space matters most (a move's append there fails, and this
+        // freed nothing, not even a segment wholly dead).
+        let holding: HashSet<SegmentId> = live.iter().map(|m| packed_at(m).segment).collect();
+        let mut empty: Vec<SegmentId> = victims
+            .iter()
+            .filter(|id| !holding.contains(id) && !rotten.contains(id))
+            .copied()
+            .collect();
+        empty.sort_unstable();
+        for &id in &empty {
+            done.bytes_freed += self.unlink_segment(id)?;
+            done.segments_removed += 1;
+        }
+        // Segments whose live needles the disk had no room to move: kept for a later start.
+        let mut unmoved: HashSet<SegmentId> = HashSet::new();
         let mut log = None;
         for chunk in batches(&live) {
+            let chunk_bytes = chunk.iter().map(|m| m.len()).sum::<u64>();
+            if !has_room(chunk_bytes) {
+                unmoved.extend(chunk.iter().map(|m| packed_at(m).segment));
+                continue;
+            }
             let mut batch = Vec::with_capacity(chunk.len());
             for meta in chunk {
                 match self.read_needle_verified(meta)? {
@@ -115,15 +157,25 @@ impl Store {
             done.needles_moved += batch.len() as u64;
             done.bytes_moved += batch.iter().map(|m| m.body.len() as u64).sum::<u64>();
         }
-        let mut gone: Vec<SegmentId> = victims.difference(&rotten).copied().collect();
+        let mut gone: Vec<SegmentId> = victims
+            .iter()
+            .filter(|id| !rotten.contains(id) && !unmoved.contains(id) && !empty.contains(id))
+            .copied()
+            .collect();
         gone.sort_unstable();
         for id in gone {
             done.bytes_freed += self.unlink_segment(id)?;
             done.segments_removed += 1;
         }
+        done.kept_for_room = unmoved.into_iter().collect();
+        done.kept_for_room.sort_unstable();
         done.kept_for_rot = rotten.into_iter().collect();
         done.kept_for_rot.sort_unstable();
-        self.census_taken()?;
+        // Removals count from zero again only once nothing chosen was left behind: a
+        // start whose budget or disk left segments half dead goes on at the next.
+        if !left_for_budget && done.kept_for_room.is_empty() {
+            self.census_taken()?;
+        }
         Ok(done)
     }
 
@@ -170,12 +222,13 @@ impl Store {
     }
 
     /// Of the sealed segments, those at least [`DEAD_PERCENT_MIN`] % dead, most dead
-    /// first, while their live bytes fit `budget_bytes` (taken).
+    /// first, while their live bytes fit `budget_bytes` (taken); and whether any was left
+    /// for want of budget.
     fn pick_victims(
         &self,
         sealed: &[(SegmentId, u64)],
         budget_bytes: &mut u64,
-    ) -> Result<HashSet<SegmentId>, ShardError> {
+    ) -> Result<(HashSet<SegmentId>, bool), ShardError> {
         let mut live: HashMap<SegmentId, u64> = HashMap::new();
         for replica in self.replicas.iter() {
             for (id, bytes) in replica.live_needle_bytes()? {
@@ -193,13 +246,17 @@ impl Store {
         }
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         let mut victims = HashSet::new();
+        let mut left_for_budget = false;
         for (_, live, id) in candidates {
-            if live <= *budget_bytes {
-                *budget_bytes -= live;
-                victims.insert(id);
+            match live <= *budget_bytes {
+                true => {
+                    *budget_bytes -= live;
+                    victims.insert(id);
+                }
+                false => left_for_budget = true,
             }
         }
-        Ok(victims)
+        Ok((victims, left_for_budget))
     }
 
     /// Every object whose record, in any replica, puts it in one of `victims` (the

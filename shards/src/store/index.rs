@@ -600,7 +600,7 @@ pub(super) fn merge_replicas(replicas: &[Index]) -> Result<(), ShardError> {
         .map(Index::commits)
         .collect::<Result<_, _>>()?;
     if counts.iter().all(|c| *c == counts[0]) {
-        return Ok(());
+        return furthest_checkpoint_everywhere(replicas);
     }
     for (t, target) in replicas.iter().enumerate() {
         for (f, from) in replicas.iter().enumerate() {
@@ -613,6 +613,33 @@ pub(super) fn merge_replicas(replicas: &[Index]) -> Result<(), ShardError> {
                     "index replica brought up to date"
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Every replica's checkpoint moved to the furthest any holds. A checkpoint says every
+/// needle before it is indexed, and replicas with equal commit counts hold the same
+/// records: one whose checkpoint rotted (rewritten as the start) replayed every segment
+/// while another knew where it stood — and a full replay indexes again, as kept, the
+/// needles of packed objects removed since they were written.
+fn furthest_checkpoint_everywhere(replicas: &[Index]) -> Result<(), ShardError> {
+    let mut furthest = None;
+    for replica in replicas {
+        furthest = furthest.max(replica.checkpoint()?);
+    }
+    let Some(furthest) = furthest else {
+        return Ok(());
+    };
+    for replica in replicas {
+        if replica.checkpoint()? < Some(furthest) {
+            let mut wtxn = replica
+                .env
+                .write_txn()
+                .map_err(replica.lmdb("begin write"))?;
+            replica.advance_checkpoint(&mut wtxn, furthest)?;
+            wtxn.commit().map_err(replica.lmdb("commit"))?;
+            tracing::info!(index = %replica.path.display(), "segment checkpoint taken from another index replica");
         }
     }
     Ok(())

@@ -790,6 +790,98 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    /// Two segments 70 % dead and the checkpoint's after them; returns their bodies.
+    fn two_segments_mostly_dead(root: &Path, store: &Store) -> [Vec<Vec<u8>>; 2] {
+        let dropped: Vec<bool> = (0..10).map(|i| i >= 3).collect();
+        let (first, second) = (bodies(10, 1), bodies(10, 50));
+        segment_with_dead_needles(store, &first, &dropped);
+        segment_with_dead_needles(store, &second, &dropped);
+        let mut log = SegmentLog::open(root, 1).unwrap();
+        let later = bodies(1, 120);
+        let sealed = append(&mut log, &later);
+        index(store, &later, &sealed);
+        [first, second]
+    }
+
+    /// A start whose budget left a half-dead segment goes on at the next: the removals
+    /// counted since the census start from zero again only once nothing chosen was left
+    /// behind. Before, the next census waited for another quarter of the sealed bytes to
+    /// be removed — on a node whose removals had stopped, never.
+    #[test]
+    fn a_compaction_cut_short_by_its_budget_goes_on_at_the_next_start() {
+        let root = temp_root("compact-budget");
+        let store = open_one(&root).unwrap();
+        let [first, second] = two_segments_mostly_dead(&root, &store);
+        let one_segment: u64 = first[..3]
+            .iter()
+            .map(|b| segment::needle_bytes(10, b.len() as u64))
+            .sum();
+        let mut budget = one_segment;
+        let done = store.compact_blocking(&mut budget).unwrap();
+        assert_eq!((done.segments_removed, done.needles_moved), (1, 3));
+        let mut budget = one_segment;
+        let done = store.compact_blocking(&mut budget).unwrap();
+        assert_eq!(
+            (done.segments_removed, done.needles_moved),
+            (1, 3),
+            "the segment the first start's budget left"
+        );
+        for id in [SegmentId(0), SegmentId(1)] {
+            assert!(!segment::segment_path(&root, id).exists());
+        }
+        for body in first[..3].iter().chain(&second[..3]) {
+            assert!(packed_body(&store, body).1 == *body);
+        }
+        assert_eq!(
+            store.compact_blocking(&mut budget).unwrap(),
+            Compaction::default(),
+            "done: the census waits for removals again"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// On a disk with no room to move live needles, a segment with nothing live is
+    /// still removed (before, the first move's ENOSPC ended the compaction before any
+    /// segment went, at every start), and one whose live needles could not move waits
+    /// for a start with room.
+    #[test]
+    fn a_full_disk_still_frees_segments_with_nothing_live() {
+        let root = temp_root("compact-full");
+        let store = open_one(&root).unwrap();
+        let dead = bodies(4, 200);
+        segment_with_dead_needles(&store, &dead, &[true; 4]);
+        let half: Vec<Vec<u8>> = bodies(10, 1);
+        let dropped: Vec<bool> = (0..10).map(|i| i >= 3).collect();
+        segment_with_dead_needles(&store, &half, &dropped);
+        let mut log = SegmentLog::open(&root, 1).unwrap();
+        let later = bodies(1, 120);
+        let sealed = append(&mut log, &later);
+        index(&store, &later, &sealed);
+
+        let mut budget = u64::MAX;
+        let done = store.compact(&mut budget, &|_| false).unwrap();
+        assert_eq!(
+            (
+                done.segments_removed,
+                done.needles_moved,
+                done.kept_for_room.clone()
+            ),
+            (1, 0, vec![SegmentId(1)])
+        );
+        assert!(!segment::segment_path(&root, SegmentId(0)).exists());
+        assert!(segment::segment_path(&root, SegmentId(1)).exists());
+        let done = store.compact(&mut budget, &|_| true).unwrap();
+        assert_eq!(
+            (done.segments_removed, done.needles_moved),
+            (1, 3),
+            "room again: the segment left goes"
+        );
+        for body in &half[..3] {
+            assert!(packed_body(&store, body).1 == *body);
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     /// Makes the kept packed objects `bodies` evictable and evicts them.
     fn remove_packed(store: &Store, bodies: &[Vec<u8>]) {
         let addrs: Vec<Address> = bodies.iter().map(|b| Address::of(b)).collect();
@@ -1039,6 +1131,43 @@ mod tests {
             .all(|body| store.contains(&Address::of(body)).unwrap()));
         assert_eq!(store.checkpoint().unwrap(), second.end);
         assert_eq!(store.stats().unwrap().objects, 5);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A checkpoint rotted in one index replica is taken from another: the replay starts
+    /// where the index stands, and a packed object removed since its needle was written
+    /// stays removed. Before, the first replica's rotted checkpoint replayed every
+    /// segment, and the removed object came back, kept.
+    #[test]
+    fn a_checkpoint_rotted_in_one_replica_is_taken_from_another() {
+        let root = temp_root("rotted-checkpoint-replica");
+        let roots: Vec<PathBuf> = (0..2).map(|d| root.join(format!("d{d}"))).collect();
+        let open = || {
+            Store::open(
+                roots.clone(),
+                &[DirIndex(0), DirIndex(1)],
+                1,
+                StoreId(0),
+                INDEX_BYTES,
+            )
+            .unwrap()
+        };
+        let store = open();
+        let mut log = SegmentLog::open(store.segments_root(), 1).unwrap();
+        let packed = bodies(4, 1);
+        let written = append(&mut log, &packed);
+        index(&store, &packed, &written);
+        remove_packed(&store, &packed[..1]);
+        store.replicas[0].rot_checkpoint_for_tests(0);
+        drop((store, log));
+
+        let store = open();
+        assert_eq!(store.checkpoint().unwrap(), written.end);
+        assert_eq!(store.replay_blocking().unwrap().indexed, 0);
+        assert!(!store.contains(&Address::of(&packed[0])).unwrap());
+        assert!(packed[1..]
+            .iter()
+            .all(|body| store.contains(&Address::of(body)).unwrap()));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
