@@ -223,7 +223,8 @@ pub const MANIFEST_LOAD_MS_MAX: u64 = 20_000;
 /// Manifests up to this size are parsed on the shard; larger ones on the blocking pool.
 pub const MANIFEST_INLINE_PARSE_BYTES_MAX: usize = 64 * 1024;
 /// How long the close of an HTTP/1.1 connection whose answer left a request's body
-/// unread waits for the client to stop sending (nginx's `lingering_timeout`, 5 s), and
-/// how much of what it sends meanwhile is read and dropped, at most.
+/// unread, or of an OAP/1 connection after its protocol error's answer, waits for the
+/// client to stop sending (nginx's `lingering_timeout`, 5 s), and how much of what it
+/// sends meanwhile is read and dropped, at most.
 pub const LINGER_MS: u64 = 5_000;
 pub const LINGER_BYTES_MAX: usize = 64 << 20;

@@ -25,6 +25,7 @@ use ron_link::counters::FrontCounters;
 
 use crate::admission::{Parked, Ticket};
 use crate::buffers::{self, BufferPool, PooledBuffer};
+use crate::limits::{LINGER_BYTES_MAX, LINGER_MS};
 
 /// A deadline too far to matter (a transfer that may take longer has no deadline).
 const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -127,6 +128,31 @@ fn counted(e: io::Error, metrics: &FrontCounters) -> io::Error {
         FrontCounters::add(&metrics.transfer_deadline_drops, 1);
     }
     e
+}
+
+/// The close after an answer that left bytes of the client's unread waits — up to
+/// [`LINGER_MS`], reading and dropping at most [`LINGER_BYTES_MAX`] — for the client to
+/// stop sending: a socket closed with bytes unread is reset, and a client still sending
+/// would see the reset, not the answer (RFC 9112 §9.6; nginx's `lingering_close`). The
+/// answer has gone, and the sending side is shut.
+pub(crate) async fn linger<R: futures_lite::AsyncRead + Unpin>(
+    r: &mut R,
+    set_timeout: impl Fn(&R, Duration),
+) {
+    let deadline = Instant::now() + Duration::from_millis(LINGER_MS);
+    let mut sink = vec![0u8; 16 * 1024];
+    let mut dropped = 0;
+    while dropped < LINGER_BYTES_MAX {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        set_timeout(r, left);
+        match futures_lite::AsyncReadExt::read(r, &mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => dropped += n,
+        }
+    }
 }
 
 /// A read waits at most as long as these bytes are owed, however large the buffer it

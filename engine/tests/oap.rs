@@ -491,6 +491,68 @@ fn raw_header(len: u32, ver: u16, flags: u16, cap_len: u16, corr_id: u64) -> Vec
     h
 }
 
+/// A client that goes on sending the body of a frame refused from its header gets the
+/// refusal, not a reset: the close lingers, reading and dropping what still comes (as
+/// HTTP's does after an upload refused unread). Before, the node closed with the body
+/// unread and the client's next write failed on the reset.
+#[test]
+fn a_frame_refused_from_its_header_is_answered_to_a_client_still_sending_it() {
+    let n = node("oap-linger", &[]);
+    let req_start = (Flags::REQ | Flags::START).bits();
+    let mut w = Wire::open(n.oap);
+    w.send_raw(&raw_header(1 << 20, 1, req_start, 0, 7));
+    // The answer is out and the node's side closed by now.
+    std::thread::sleep(Duration::from_millis(200));
+    let piece = vec![0u8; 64 * 1024];
+    for i in 0..16 {
+        w.stream
+            .write_all(&piece)
+            .unwrap_or_else(|e| panic!("piece {i} of the refused frame's body: {e}"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let env = w.expect_rejection(413, "too_large");
+    assert_eq!(env["corr_id"], "7");
+}
+
+/// A GET or STAT sent without END is one request all the same: answered, and when
+/// refused (over its quota here), never remembered as a refused upload whose DATA is
+/// still to come. Before, each refused one was, and the 129th closed the connection as
+/// "more than max_inflight in flight".
+#[test]
+fn refused_stats_without_end_are_never_held_as_uploads() {
+    let dir = temp_dir("oap-stat-no-end");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("ron.toml");
+    std::fs::write(
+        &config,
+        "[quota_default]\nrequests_per_s = 1\nrequests_burst = 1\n",
+    )
+    .unwrap();
+    let n = Node::start(
+        &dir.join("data"),
+        &["--shards", "1", "--config", config.to_str().unwrap()],
+    );
+    let mut w = Wire::open(n.oap);
+    let absent = Address::of(b"no one stored this");
+    let payload = format!(r#"{{"op":"stat","addr":"{absent}"}}"#);
+    let mut refused = 0;
+    for corr_id in 1..=200u64 {
+        w.send(&object_frame(
+            Flags::REQ | Flags::START,
+            corr_id,
+            payload.as_bytes(),
+        ));
+        let answer = w.recv().expect("an answer");
+        assert_eq!(answer.header.corr_id, corr_id);
+        match answer.header.code {
+            404 => {}
+            429 => refused += 1,
+            other => panic!("STAT {corr_id}: {other} {:?}", answer.payload),
+        }
+    }
+    assert!(refused >= 190, "{refused} refused");
+}
+
 #[test]
 fn every_protocol_error_is_answered_once_then_the_connection_closes() {
     let n = node("oap-reject", &["--oap-max-inflight", "2"]);

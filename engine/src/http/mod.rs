@@ -38,10 +38,7 @@ use crate::admission::{Admission, Ticket};
 use crate::buffers::{BufferPool, WriteBufferPool};
 use crate::client_addr::TrustedProxies;
 use crate::drain::Drain;
-use crate::limits::{
-    http_read_buffer_bytes, LINGER_BYTES_MAX, LINGER_MS, READ_BUFFERS_POOLED_MAX,
-    WRITE_BUFFERS_POOLED_MAX,
-};
+use crate::limits::{http_read_buffer_bytes, READ_BUFFERS_POOLED_MAX, WRITE_BUFFERS_POOLED_MAX};
 use crate::refusal::Refusal;
 use crate::service::Service;
 use crate::transfer::{self, Transfer, TransferPace};
@@ -294,26 +291,12 @@ pub async fn serve_connection<S: Transport>(
 }
 
 /// After an answer that left a request's body unread (an upload refused: too large, no
-/// token, over quota), the close waits — up to [`LINGER_MS`], reading and dropping at
-/// most [`LINGER_BYTES_MAX`] — for the client to stop sending: a socket closed with
-/// bytes unread is reset, and a client still sending its body would see the reset, not
-/// the answer (RFC 9112 §9.6; nginx's `lingering_close`). The answer has gone, and the
-/// sending side is shut.
+/// token, over quota), the close lingers ([`crate::transfer::linger`]).
 async fn linger<S: Transport>(stream: &mut S) {
-    let deadline = Instant::now() + std::time::Duration::from_millis(LINGER_MS);
-    let mut sink = vec![0u8; 16 * 1024];
-    let mut dropped = 0;
-    while dropped < LINGER_BYTES_MAX {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        let _ = stream.tcp().set_read_timeout(Some(left));
-        match futures_lite::AsyncReadExt::read(stream, &mut sink).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => dropped += n,
-        }
-    }
+    crate::transfer::linger(stream, |s, left| {
+        let _ = s.tcp().set_read_timeout(Some(left));
+    })
+    .await
 }
 
 /// Serves the one request of an exchange: an HTTP/2 stream presented as a connection

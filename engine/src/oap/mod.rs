@@ -150,6 +150,7 @@ pub async fn serve_connection<S: Transport>(
     let end = reader.run().await;
     // Boxed, like every request's work: an idle connection's task stays small.
     Box::pin(reader.abort_uploads()).await;
+    let rejected = matches!(end, ReadEnd::Rejected(..));
     let state = match end {
         ReadEnd::PeerDone => WriterState::Draining,
         ReadEnd::Broken => WriterState::Closed,
@@ -163,4 +164,10 @@ pub async fn serve_connection<S: Transport>(
     };
     out.borrow_mut().set_state(state);
     writer.await;
+    if rejected {
+        // The answer is out and the sending side shut; a client still sending (the body
+        // of a frame refused from its header) gets it, not a reset. Boxed: only a
+        // rejected connection pays for its buffer.
+        Box::pin(reader.linger()).await;
+    }
 }

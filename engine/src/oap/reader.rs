@@ -405,6 +405,12 @@ impl<S: Transport> Reader<S> {
             .any(|i| matches!(i, Inbound::Receiving(_)))
     }
 
+    /// Reads and drops what the peer still sends, for a while, before the close
+    /// ([`crate::transfer::linger`]).
+    pub async fn linger(&mut self) {
+        crate::transfer::linger(&mut self.half, |h, left| h.set_read_timeout(Some(left))).await
+    }
+
     /// Removes the temp files of uploads the peer never finished. A refused upload's
     /// answer, still queued, goes out.
     pub async fn abort_uploads(&mut self) {
@@ -513,7 +519,6 @@ impl<S: Transport> Reader<S> {
         if self.requests_in_flight() >= limit as usize || skipping >= skipping_max {
             return Err(reject(corr_id, Refusal::TooManyInFlight { limit }));
         }
-        let has_more = !header.flags.contains(Flags::END);
         self.out.borrow_mut().open(corr_id);
         let request = ObjectRequest::parse(&frame.payload);
         let op = match &request {
@@ -522,6 +527,10 @@ impl<S: Transport> Reader<S> {
             Ok(ObjectRequest::Put { .. }) => Op::Put,
             Err(_) => Op::Other,
         };
+        // Only an upload has DATA to skip once refused: a GET or STAT sent without END
+        // is one frame all the same (remembered as skipping, 128 refused ones closed the
+        // connection as "more than max_inflight in flight").
+        let has_more = !header.flags.contains(Flags::END) && !matches!(op, Op::Get | Op::Stat);
         let begun = match request {
             Ok(request) => self.begin(&frame, request, op, started).await,
             Err(e) => Err(NotBegun::unadmitted(e.into())),
