@@ -602,9 +602,26 @@ const RESYNC_WINDOW_BYTES: usize = 1 << 20;
 /// every other): a needle rotten in every lane costs that object, never the
 /// acknowledged needles after it. Only a segment with no whole needle after the bad
 /// bytes ends there (a torn tail). Blocking; at start-up. Memory: one needle at a time
-/// besides the results (at most what the commit task left unindexed, bounded in
-/// `commit`), and a 1 MiB window while looking past bad bytes.
+/// besides the results, and a 1 MiB window while looking past bad bytes.
+#[cfg(test)]
 pub(crate) fn scan_past(store_root: &Path, from: Checkpoint) -> Result<Scan, ShardError> {
+    scan_past_in_batches(store_root, from, usize::MAX, &mut |_, _| Ok(()))
+}
+
+/// Takes a scan's needles, each batch with the checkpoint just past its last.
+pub(crate) type OnBatch<'a> =
+    dyn FnMut(Vec<FoundNeedle>, Checkpoint) -> Result<(), ShardError> + 'a;
+
+/// [`scan_past`], handing the needles found to `on_batch` every `batch_needles` (the
+/// checkpoint past them with them); the scan returns the rest. A replay from the first
+/// needle — a lost index, a rotted checkpoint — finds every needle of the store: held
+/// at once, hundreds of millions of small objects took tens of GB a shard.
+pub(crate) fn scan_past_in_batches(
+    store_root: &Path,
+    from: Checkpoint,
+    batch_needles: usize,
+    on_batch: &mut OnBatch<'_>,
+) -> Result<Scan, ShardError> {
     let mut scan = Scan {
         needles: Vec::new(),
         end: from,
@@ -628,7 +645,7 @@ pub(crate) fn scan_past(store_root: &Path, from: Checkpoint) -> Result<Scan, Sha
             ByteOffset(0)
         };
         let copies = LaneCopies::open(store_root, lanes, id)?;
-        scan_segment(copies, id, start, &mut scan)?;
+        scan_segment(copies, id, start, &mut scan, batch_needles, on_batch)?;
     }
     Ok(scan)
 }
@@ -804,6 +821,8 @@ fn scan_segment(
     id: SegmentId,
     start: ByteOffset,
     scan: &mut Scan,
+    batch_needles: usize,
+    on_batch: &mut OnBatch<'_>,
 ) -> Result<(), ShardError> {
     let file_len = copies.len();
     let mut at = start.0;
@@ -833,6 +852,9 @@ fn scan_segment(
         at = next;
         scan.end.end = ByteOffset(at);
         scan.needles.push(found);
+        if scan.needles.len() >= batch_needles {
+            on_batch(std::mem::take(&mut scan.needles), scan.end)?;
+        }
     }
     Ok(())
 }

@@ -38,7 +38,12 @@ use crate::error::ShardError;
 use crate::ids::{ByteOffset, DirIndex, LaneIndex, SegmentId, StoreId};
 use crate::limits::SEGMENT_LANES_MAX;
 use crate::record::{Location, ObjectMeta};
-use crate::segment::{self, Checkpoint, LaneHistory, Skipped};
+use crate::segment::{self, Checkpoint, FoundNeedle, LaneHistory, Skipped};
+
+/// Needles a replay indexes per transaction (about 300 bytes each while held): a replay
+/// from the first needle (a lost index, a rotted checkpoint) reads every needle of the
+/// store.
+const REPLAY_BATCH_NEEDLES: usize = 16 * 1024;
 
 mod compact;
 mod evictable;
@@ -240,10 +245,41 @@ impl Store {
     /// when none does (a torn tail). Blocking; at start-up, before the
     /// store serves.
     pub fn replay_blocking(&self) -> Result<Replay, ShardError> {
+        self.replay_in_batches(REPLAY_BATCH_NEEDLES)
+    }
+
+    /// [`Store::replay_blocking`], committing every `batch_needles` needles found with
+    /// the checkpoint past them: its memory is one batch, and a crash part way through
+    /// keeps what the batches before it indexed.
+    fn replay_in_batches(&self, batch_needles: usize) -> Result<Replay, ShardError> {
         let from = self.checkpoint()?;
-        let scan = segment::scan_past(self.segments_root(), from)?;
-        let mut records = Vec::with_capacity(scan.needles.len());
-        for found in scan.needles {
+        let mut indexed = 0;
+        let mut index_found = |needles: Vec<FoundNeedle>, end: Checkpoint| {
+            let records = self.unindexed_records(needles)?;
+            indexed += records.len() as u64;
+            self.commit_blocking(&records, Some(end)).map(drop)
+        };
+        let scan = segment::scan_past_in_batches(
+            self.segments_root(),
+            from,
+            batch_needles,
+            &mut index_found,
+        )?;
+        if scan.end != from {
+            index_found(scan.needles, scan.end)?;
+        }
+        Ok(Replay {
+            indexed,
+            torn: scan.torn,
+            skipped: scan.skipped,
+            compaction: Compaction::default(),
+        })
+    }
+
+    /// The records of the needles `found` whose objects the index does not hold.
+    fn unindexed_records(&self, found: Vec<FoundNeedle>) -> Result<Vec<CommitRecord>, ShardError> {
+        let mut records = Vec::with_capacity(found.len());
+        for found in found {
             let meta = ObjectMeta {
                 tree: found.tree,
                 content_type: found.content_type,
@@ -254,16 +290,7 @@ impl Store {
                 records.push(CommitRecord::of(&meta));
             }
         }
-        let indexed = records.len() as u64;
-        if scan.end != from {
-            self.commit_blocking(&records, Some(scan.end))?;
-        }
-        Ok(Replay {
-            indexed,
-            torn: scan.torn,
-            skipped: scan.skipped,
-            compaction: Compaction::default(),
-        })
+        Ok(records)
     }
 
     /// The replica that serves reads.
@@ -1131,6 +1158,30 @@ mod tests {
             .all(|body| store.contains(&Address::of(body)).unwrap()));
         assert_eq!(store.checkpoint().unwrap(), second.end);
         assert_eq!(store.stats().unwrap().objects, 5);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A replay commits every batch of needles found with the checkpoint past them: its
+    /// memory is one batch, however many needles a replay from the first one reads, and
+    /// a crash part way keeps what the batches before indexed.
+    #[test]
+    fn a_replay_indexes_in_batches_each_with_its_checkpoint() {
+        let root = temp_root("replay-batches");
+        let store = open_one(&root).unwrap();
+        let mut log = SegmentLog::open(&root, 1).unwrap();
+        let unindexed = bodies(10, 1);
+        let written = append(&mut log, &unindexed);
+        let commits = store.index().commits().unwrap();
+        let replay = store.replay_in_batches(3).unwrap();
+        assert_eq!(replay.indexed, 10);
+        assert_eq!(
+            store.index().commits().unwrap() - commits,
+            4,
+            "3 + 3 + 3 + 1, one transaction each"
+        );
+        assert_eq!(store.checkpoint().unwrap(), written.end);
+        assert_eq!(store.stats().unwrap().objects, 10);
+        assert_eq!(store.replay_in_batches(3).unwrap().indexed, 0);
         std::fs::remove_dir_all(&root).unwrap();
     }
 
