@@ -233,7 +233,7 @@ pub(crate) async fn read_pooled<R: AsyncRead + Unpin, G>(
     transfer: &mut Transfer,
     park: impl FnOnce() -> G,
     metrics: &FrontCounters,
-    set_timeout: impl Fn(&R, Duration),
+    set_timeout: impl Fn(&R, Duration) -> Duration,
 ) -> io::Result<(PooledBuffer, usize)> {
     let (buf, n) = match poll_once(buffers::read_pooled(r, pool)).await {
         Some(read) => read?,
@@ -241,10 +241,15 @@ pub(crate) async fn read_pooled<R: AsyncRead + Unpin, G>(
             let left =
                 transfer.wait_limit(pool.buffer_bytes().min(READ_WAIT_BYTES_MAX), metrics)?;
             let _parked = park();
-            set_timeout(r, left);
-            buffers::read_pooled(r, pool)
-                .await
-                .map_err(|e| counted(e, metrics))?
+            // A shorter wait the caller set is its own deadline's (a frame header's, an
+            // upload's), which it answers and counts: only the transfer's own running
+            // out is a transfer-deadline drop.
+            let waited = set_timeout(r, left);
+            let read = buffers::read_pooled(r, pool).await;
+            match waited < left {
+                true => read?,
+                false => read.map_err(|e| counted(e, metrics))?,
+            }
         }
     };
     transfer.moved += n as u64;

@@ -432,6 +432,8 @@ fn a_frame_header_dribbled_in_is_answered_408_at_the_header_deadline() {
         metric(n.admin, "ron_rejections_total{reason=\"timeout\"}"),
         1
     );
+    // A header's deadline, not a body's: no transfer-deadline drop (it counted one).
+    assert_eq!(metric(n.admin, "ron_transfer_deadline_drops_total"), 0);
 }
 
 /// A GET whose client goes away part way through its answer is counted, with status 0

@@ -152,9 +152,10 @@ declare_counters! {
         /// with their in-flight slot given back.
         parked: AtomicU64 => Gauge "ron_parked_requests", Sum,
             "Admitted requests waiting on a slow peer, their in-flight slot given back.",
-        /// Connections ended because a body fell behind its transfer deadline.
+        /// Connections ended, and OAP/1 uploads cut, because a body fell behind its
+        /// transfer deadline (not a head's or a frame header's deadline).
         transfer_deadline_drops: AtomicU64 => Counter "ron_transfer_deadline_drops_total", Sum,
-            "Connections ended because a body fell behind its transfer deadline (body_timeout_ms + bytes / body_rate_min).",
+            "Connections ended, and OAP/1 uploads cut, because a body fell behind its transfer deadline (body_timeout_ms + bytes / body_rate_min).",
         overload_rejections: AtomicU64 => Counter "ron_overload_rejections_total", Sum,
             "Requests answered 503 overloaded by the in-flight gate.",
         /// Accepts that failed (e.g. out of file descriptors).

@@ -199,15 +199,12 @@ impl<S: Transport> Reader<S> {
     /// buffer (`crate::buffers`), and silence ends the connection only once nothing is in
     /// flight: a client downloading a large object has nothing to say.
     async fn read(&mut self) -> Result<(PooledBuffer, usize), ReadEnd> {
-        // A read that an upload's deadline ended was counted a deadline drop already.
-        let mut drops_counted = 0;
         loop {
-            let counted = std::mem::take(&mut drops_counted);
             let behind = self.uploads_behind(Instant::now());
             if !behind.is_empty() {
                 // Boxed: an idle connection's task stays small (it waits in this
                 // function between frames); only a cut pays for the box.
-                Box::pin(self.cut_uploads(behind, counted)).await;
+                Box::pin(self.cut_uploads(behind)).await;
             }
             if self.decoder.is_idle() && !self.uploads_open() {
                 break;
@@ -225,10 +222,8 @@ impl<S: Transport> Reader<S> {
                     return Err(reject(0, Refusal::FrameHeaderTimeout { timeout_ms }).into());
                 }
                 // An upload's own deadline ended the wait, not the connection's: it is
-                // cut at the top of the loop, and the others go on.
-                Err(ReadEnd::Broken) if self.an_upload_fell_behind(upload_due) => {
-                    drops_counted = 1;
-                }
+                // cut (and counted) at the top of the loop, and the others go on.
+                Err(ReadEnd::Broken) if self.an_upload_fell_behind(upload_due) => {}
                 Err(end) => return Err(end),
             }
         }
@@ -329,11 +324,13 @@ impl<S: Transport> Reader<S> {
             .collect()
     }
 
-    /// Cancels the uploads `behind` found ([`Reader::uploads_behind`]); `drops_counted`
-    /// of them were counted already (a socket wait their deadline ended).
-    async fn cut_uploads(&mut self, behind: Vec<u64>, drops_counted: u64) {
-        let drops = (behind.len() as u64).saturating_sub(drops_counted);
-        FrontCounters::add(&self.ctx.metrics().transfer_deadline_drops, drops);
+    /// Cancels the uploads `behind` found ([`Reader::uploads_behind`]), each counted a
+    /// transfer-deadline drop.
+    async fn cut_uploads(&mut self, behind: Vec<u64>) {
+        FrontCounters::add(
+            &self.ctx.metrics().transfer_deadline_drops,
+            behind.len() as u64,
+        );
         for corr_id in behind {
             let Some(Inbound::Receiving(put)) = self.inbound.insert(corr_id, Inbound::Skipping)
             else {
@@ -380,7 +377,8 @@ impl<S: Transport> Reader<S> {
         let own_left = due.map(|due| due.saturating_duration_since(Instant::now()));
         let set_timeout = |h: &ReadHalf<S>, left: Duration| {
             let left = own_left.map_or(left, |own| left.min(own.max(UPLOAD_WAIT_MIN)));
-            h.set_read_timeout(Some(left))
+            h.set_read_timeout(Some(left));
+            left
         };
         let pool = &ctx.read_buffers;
         match transfer::read_pooled(half, pool, transfer, park, ctx.metrics(), set_timeout).await {
