@@ -343,10 +343,22 @@ pub fn write_response_frame(
     corr_id: u64,
     payload: &[u8],
 ) -> Result<(), Error> {
+    write_response_frame_on(out, APP_OBJECTS, flags, code, corr_id, payload)
+}
+
+/// [`write_response_frame`] on `app_proto_id`'s plane (an answer to a HELLO is on 0).
+pub fn write_response_frame_on(
+    out: &mut BytesMut,
+    app_proto_id: u16,
+    flags: Flags,
+    code: u16,
+    corr_id: u64,
+    payload: &[u8],
+) -> Result<(), Error> {
     let meta = FrameMeta {
         flags: Flags::RESP | flags,
         code,
-        app_proto_id: APP_OBJECTS,
+        app_proto_id,
         tenant_id: 0,
         corr_id,
     };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use ron_codec::frame::{Flags, Frame, FrameDecoder, FrameMeta, APP_HELLO, HEADER_LEN};
+use ron_codec::frame::{Flags, Frame, FrameDecoder, FrameMeta, APP_HELLO, APP_OBJECTS, HEADER_LEN};
 use ron_codec::messages::{DataHeader, GetStart, ObjectInfo, ObjectRequest};
 
 fn node(name: &str, extra: &[&str]) -> Node {
@@ -77,8 +77,23 @@ impl Wire {
 
     /// Reads the one answer to a protocol error and checks the node then closes.
     fn expect_rejection(&mut self, status: u16, code: &str) -> serde_json::Value {
+        self.expect_rejection_on(APP_OBJECTS, status, code)
+    }
+
+    /// [`Wire::expect_rejection`], the answer on plane `app_proto_id` (the offending
+    /// frame's).
+    fn expect_rejection_on(
+        &mut self,
+        app_proto_id: u16,
+        status: u16,
+        code: &str,
+    ) -> serde_json::Value {
         let frame = self.recv().expect("an answer before the close");
         assert_eq!(frame.header.code, status, "{:?}", frame.payload);
+        assert_eq!(
+            frame.header.app_proto_id, app_proto_id,
+            "the answer's plane"
+        );
         assert!(frame.header.flags.contains(Flags::RESP | Flags::END));
         let envelope: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
         assert_eq!(envelope["code"], code, "{envelope}");
@@ -655,7 +670,8 @@ fn every_protocol_error_is_answered_once_then_the_connection_closes() {
     )
     .unwrap();
     w.send(&hello);
-    let env = w.expect_rejection(400, "bad_request");
+    // On the HELLO's plane, where its reply would have been (it was on 1).
+    let env = w.expect_rejection_on(APP_HELLO, 400, "bad_request");
     assert_eq!(
         env["message"],
         "HELLO must be the first frame of the connection"

@@ -20,7 +20,7 @@ use super::answer::{refuse, Account};
 use super::get::{self, GetRequest};
 use super::outbox::{OutFrame, SharedOutboxes};
 use super::put::{self, PutStart, PutState, TOKEN_CARRIER};
-use super::writer::refusal_frame;
+use super::writer::refusal_frame_on;
 use super::{OapContext, CLIENT_FLAGS};
 use crate::admission::{Claims, Ticket};
 use crate::buffers::{read_pooled, PooledBuffer};
@@ -100,17 +100,36 @@ impl NotBegun {
     }
 }
 
-/// A protocol error: the one answer to send before closing, and its status.
-struct Reject(OutFrame, u16);
+/// A protocol error: the one answer to send before closing, on the offending frame's
+/// `corr_id` and plane (`app_proto_id`).
+struct Reject {
+    corr_id: u64,
+    refusal: Refusal,
+    app_proto_id: u16,
+}
 
 fn reject(corr_id: u64, refusal: impl Into<Refusal>) -> Reject {
-    let refusal = refusal.into();
-    Reject(refusal_frame(corr_id, &refusal), refusal.status())
+    Reject {
+        corr_id,
+        refusal: refusal.into(),
+        app_proto_id: APP_OBJECTS,
+    }
+}
+
+impl Reject {
+    /// The answer on `app_proto_id`'s plane: a HELLO's refusal is on 0, as its reply is.
+    fn on_plane(self, app_proto_id: u16) -> Reject {
+        Reject {
+            app_proto_id,
+            ..self
+        }
+    }
 }
 
 impl From<Reject> for ReadEnd {
-    fn from(Reject(last, status): Reject) -> ReadEnd {
-        ReadEnd::Rejected(last, status)
+    fn from(r: Reject) -> ReadEnd {
+        let last = refusal_frame_on(r.app_proto_id, r.corr_id, &r.refusal);
+        ReadEnd::Rejected(last, r.refusal.status())
     }
 }
 
@@ -178,14 +197,17 @@ impl<S: Transport> Reader<S> {
                     Ok(Some(frame)) => {
                         // Boxed: a frame's handling lives on the heap while it runs,
                         // so an idle connection's task stays small.
+                        let app_proto_id = frame.header.app_proto_id;
                         if let Err(rejected) = Box::pin(self.on_frame(frame)).await {
-                            return rejected.into();
+                            return rejected.on_plane(app_proto_id).into();
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        let corr_id = self.decoder.rejected_header().map_or(0, |h| h.corr_id);
-                        return reject(corr_id, e).into();
+                        let raw = self.decoder.rejected_header();
+                        let corr_id = raw.map_or(0, |h| h.corr_id);
+                        let app_proto_id = raw.map_or(APP_OBJECTS, |h| h.app_proto_id);
+                        return reject(corr_id, e).on_plane(app_proto_id).into();
                     }
                 }
             }

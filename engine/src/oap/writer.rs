@@ -6,8 +6,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::poll_once;
 use futures_lite::AsyncWriteExt;
-use ron_codec::frame::Flags;
-use ron_codec::messages::write_response_frame;
+use ron_codec::frame::{Flags, APP_OBJECTS};
+use ron_codec::messages::{write_response_frame, write_response_frame_on};
 use ron_io::stream::{MoreFollows, Transport, WriteHalf};
 use ron_link::counters::FrontCounters;
 use std::rc::Rc;
@@ -182,10 +182,24 @@ async fn send<S: Transport>(
 
 /// A refusal's error envelope as an END frame on `corr_id`.
 pub(super) fn refusal_frame(corr_id: u64, refusal: &Refusal) -> OutFrame {
+    refusal_frame_on(APP_OBJECTS, corr_id, refusal)
+}
+
+/// A refusal on `app_proto_id`'s plane: a protocol error's answer is on the offending
+/// frame's (a HELLO's on 0, where a client routing frames by plane looks for it).
+pub(super) fn refusal_frame_on(app_proto_id: u16, corr_id: u64, refusal: &Refusal) -> OutFrame {
     let mut body = Vec::with_capacity(192);
     let mut corr = itoa::Buffer::new();
     refusal.write_envelope(corr.format(corr_id), &mut body);
-    reply_frame(Flags::END, refusal.status(), corr_id, &body)
+    let mut head = BytesMut::with_capacity(ron_codec::frame::HEADER_LEN + body.len());
+    let status = refusal.status();
+    write_response_frame_on(&mut head, app_proto_id, Flags::END, status, corr_id, &body)
+        .expect("error envelopes are far smaller than max_frame");
+    OutFrame {
+        head: head.freeze(),
+        body: Bytes::new(),
+        tail: Bytes::new(),
+    }
 }
 
 /// A response frame carrying a small JSON payload.
