@@ -104,14 +104,15 @@ impl NotBegun {
 /// `corr_id` and plane (`app_proto_id`).
 struct Reject {
     corr_id: u64,
-    refusal: Refusal,
+    /// Boxed: a protocol error is rare, and every frame's result carries this.
+    refusal: Box<Refusal>,
     app_proto_id: u16,
 }
 
 fn reject(corr_id: u64, refusal: impl Into<Refusal>) -> Reject {
     Reject {
         corr_id,
-        refusal: refusal.into(),
+        refusal: Box::new(refusal.into()),
         app_proto_id: APP_OBJECTS,
     }
 }
