@@ -73,6 +73,10 @@ pub enum MeshOp {
         addr: Address,
         first: GroupIndex,
         count: u64,
+        /// The groups the asker's client asked for (the rest fill the asker's cache
+        /// window): the owner counts the cache misses among them, and no other shard
+        /// counts them again.
+        asked: std::ops::Range<u64>,
     },
     Commit(StagedObject),
     /// Drop these objects' cached metadata (they were evicted).

@@ -137,6 +137,18 @@ impl Shard {
     /// a miss, counted as a failed check, and the read from disk that follows is checked
     /// against the record — never a verified group cut to a wrong length.
     pub(super) fn cached_group(&self, meta: &ObjectMeta, key: &GroupKey) -> Option<GroupBytes> {
+        let cached = self.cached_group_uncounted(meta, key)?;
+        StorageCounters::add(&self.metrics.cache_hits, 1);
+        Some(cached)
+    }
+
+    /// [`Shard::cached_group`] without counting a hit: for a group another shard read
+    /// (and counted) for this one.
+    pub(super) fn cached_group_uncounted(
+        &self,
+        meta: &ObjectMeta,
+        key: &GroupKey,
+    ) -> Option<GroupBytes> {
         let cached = self.groups.borrow_mut().get(key)?;
         if Some(cached.len() as u64) != group_len(meta.len(), key.group) {
             StorageCounters::add(&self.metrics.verify_failures, 1);
@@ -149,7 +161,6 @@ impl Shard {
             );
             return None;
         }
-        StorageCounters::add(&self.metrics.cache_hits, 1);
         Some(cached)
     }
 

@@ -19,10 +19,15 @@ impl Shard {
     async fn answer(self: &Rc<Self>, op: MeshOp) -> Result<MeshReply, ShardError> {
         match op {
             MeshOp::Meta(addr) => Ok(MeshReply::Meta((*self.meta(&addr).await?).clone())),
-            MeshOp::Groups { addr, first, count } => {
+            MeshOp::Groups {
+                addr,
+                first,
+                count,
+                asked,
+            } => {
                 let meta = self.meta(&addr).await?;
                 check_group_run(&meta, first, count, self.index())?;
-                let groups = self.groups(&meta, first, count).await?;
+                let groups = self.groups_for_peer(&meta, first, count, asked).await?;
                 Ok(MeshReply::Groups(
                     groups.iter().map(|g| g.to_bytes()).collect(),
                 ))

@@ -368,6 +368,24 @@ impl Shard {
         Box::pin(self.groups_missed(meta, first, count)).await
     }
 
+    /// Groups `first..first + count` of an object this shard owns, for another shard
+    /// reading them for its client: from the cache, or read as asked — not widened
+    /// again (the asker widened the run to its window), misses counted among `asked`.
+    /// The asker counts none of them: one read's misses counted on two shards read as
+    /// half the hit ratio it had.
+    pub(super) async fn groups_for_peer(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+        asked: Range<u64>,
+    ) -> Result<Vec<GroupBytes>, ShardError> {
+        if let Some(cached) = self.cached_groups(meta, first, count) {
+            return Ok(cached);
+        }
+        Box::pin(self.read_groups(meta, first, count, asked)).await
+    }
+
     /// Groups not all in the cache: read with the rest of their windows, or alone.
     async fn groups_missed(
         &self,
@@ -536,7 +554,8 @@ impl Shard {
     /// Groups `first..first + count` of an object `owner` holds: asked for in round trips
     /// of up to [`MESH_GROUPS_MAX`] groups (not one per group: each trip wakes both
     /// shards), each group checked here before it is kept or sent — unless this shard's
-    /// cache has it by the time the answer arrives (kept once, counted a hit).
+    /// cache has it by the time the answer arrives (kept once). The owner counts the hits
+    /// and misses ([`Shard::groups_for_peer`]) and the window's bytes.
     async fn remote_groups(
         &self,
         owner: ShardIndex,
@@ -554,6 +573,7 @@ impl Shard {
                 addr,
                 first: GroupIndex(at),
                 count: trip,
+                asked: asked.clone(),
             };
             let answered = match self.mesh()?.call(owner, op).await {
                 Ok(MeshReply::Groups(answered)) if answered.len() as u64 == trip => answered,
@@ -565,13 +585,11 @@ impl Shard {
                     addr,
                     group: GroupIndex(g),
                 };
-                let kept = match self.cached_group(meta, &key) {
+                // Counted by the owner, which read it or had it cached.
+                let kept = match self.cached_group_uncounted(meta, &key) {
                     Some(cached) => cached,
-                    None => {
-                        self.count_miss(meta, key.group, &asked);
-                        // Trust boundary: the owner checked it, and so does this shard.
-                        self.keep_verified(meta, key, GroupBytes::in_memory(bytes))?
-                    }
+                    // Trust boundary: the owner checked it, and so does this shard.
+                    None => self.keep_verified(meta, key, GroupBytes::in_memory(bytes))?,
                 };
                 groups.push(kept);
             }
