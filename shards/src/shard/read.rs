@@ -268,11 +268,23 @@ impl Shard {
         first: GroupIndex,
         count: u64,
     ) -> Option<Vec<GroupBytes>> {
+        self.read_widened_asked(meta, first, count, first.0..first.0 + count)
+            .await
+    }
+
+    /// [`Shard::read_widened`], the misses counted among `asked` (another shard's
+    /// client's groups, within the run it asked this owner for).
+    async fn read_widened_asked(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+        asked: Range<u64>,
+    ) -> Option<Vec<GroupBytes>> {
         let (wide_first, wide_count) = self.miss_span(meta, first, count);
         if wide_count <= count {
             return None;
         }
-        let asked = first.0..first.0 + count;
         // Boxed: only a first touch of a window reads it, and no hit should carry it.
         let mut wide = Box::pin(self.read_groups(meta, wide_first, wide_count, asked))
             .await
@@ -369,10 +381,10 @@ impl Shard {
     }
 
     /// Groups `first..first + count` of an object this shard owns, for another shard
-    /// reading them for its client: from the cache, or read as asked — not widened
-    /// again (the asker widened the run to its window), misses counted among `asked`.
-    /// The asker counts none of them: one read's misses counted on two shards read as
-    /// half the hit ratio it had.
+    /// reading them for its client: from the cache, or read with the rest of their
+    /// windows as for its own clients, misses counted among `asked`. The asker counts
+    /// none of them: one read's misses counted on two shards read as half the hit ratio
+    /// it had.
     pub(super) async fn groups_for_peer(
         &self,
         meta: &ObjectMeta,
@@ -382,6 +394,10 @@ impl Shard {
     ) -> Result<Vec<GroupBytes>, ShardError> {
         if let Some(cached) = self.cached_groups(meta, first, count) {
             return Ok(cached);
+        }
+        let widened = self.read_widened_asked(meta, first, count, asked.clone());
+        if let Some(widened) = Box::pin(widened).await {
+            return Ok(widened);
         }
         Box::pin(self.read_groups(meta, first, count, asked)).await
     }
