@@ -510,6 +510,22 @@ impl FrameDecoder {
         }
     }
 
+    /// Drops what came of the body part way in when it is `corr_id`'s, and reads the rest
+    /// of it as skipped ([`BodyGate::Skip`]): a receiver that stopped wanting it (an
+    /// upload cut for falling behind) holds none of it while the rest comes. True if it
+    /// was.
+    pub fn skip_rest_of(&mut self, corr_id: u64) -> bool {
+        let DecodeState::Body { header, body } = &self.state else {
+            return false;
+        };
+        if header.corr_id != corr_id {
+            return false;
+        }
+        let (header, left) = (*header, header.body_len() - body.len());
+        self.state = DecodeState::Skipping { header, left };
+        true
+    }
+
     /// The header of the rejected frame, so the one error answer can echo its `corr_id`.
     pub fn rejected_header(&self) -> Option<&RawHeader> {
         match &self.state {
@@ -596,6 +612,31 @@ mod tests {
             "a request frame (HELLO or START) of len 500038 exceeds the 32806-byte limit for a bearer token and a JSON request"
         );
         assert_eq!(refusal.code(), crate::ErrorCode::TooLarge);
+    }
+
+    /// A body given up part way through is dropped at once; the rest is read as
+    /// skipped, and the frame comes out with its header and no bytes.
+    #[test]
+    fn a_body_given_up_part_way_is_dropped_and_the_rest_skipped() {
+        let payload = Bytes::from(vec![3u8; 300_000]);
+        let frame =
+            Frame::new(meta(Flags::REQ, 5), Bytes::new(), payload, MAX_FRAME_BYTES).unwrap();
+        let bytes = frame.to_bytes();
+        let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+        let mut input = &bytes[..200_000];
+        assert_eq!(decoder.decode(&mut input), Ok(None));
+        assert!(!decoder.skip_rest_of(4), "another corr_id's");
+        assert!(decoder.skip_rest_of(5));
+        assert!(
+            matches!(decoder.state, DecodeState::Skipping { .. }),
+            "nothing held"
+        );
+        let mut rest = &bytes[200_000..];
+        let skipped = decoder.decode(&mut rest).unwrap().expect("the frame's end");
+        assert_eq!(skipped.header, frame.header);
+        assert!(skipped.is_skipped() && skipped.payload.is_empty());
+        assert!(decoder.is_idle() && rest.is_empty());
+        assert!(!decoder.skip_rest_of(5), "between frames: nothing to skip");
     }
 
     use super::*;

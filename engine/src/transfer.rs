@@ -134,13 +134,14 @@ fn counted(e: io::Error, metrics: &FrontCounters) -> io::Error {
 /// [`LINGER_MS`], reading and dropping at most [`LINGER_BYTES_MAX`] — for the client to
 /// stop sending: a socket closed with bytes unread is reset, and a client still sending
 /// would see the reset, not the answer (RFC 9112 §9.6; nginx's `lingering_close`). The
-/// answer has gone, and the sending side is shut.
-pub(crate) async fn linger<R: futures_lite::AsyncRead + Unpin>(
+/// answer has gone, and the sending side is shut. A read buffer is lent by `pool` only
+/// while bytes are there to drop: a client that sends nothing more holds none.
+pub(crate) async fn linger<R: AsyncRead + Unpin>(
     r: &mut R,
+    pool: &Rc<BufferPool>,
     set_timeout: impl Fn(&R, Duration),
 ) {
     let deadline = Instant::now() + Duration::from_millis(LINGER_MS);
-    let mut sink = vec![0u8; 16 * 1024];
     let mut dropped = 0;
     while dropped < LINGER_BYTES_MAX {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -148,9 +149,9 @@ pub(crate) async fn linger<R: futures_lite::AsyncRead + Unpin>(
             return;
         }
         set_timeout(r, left);
-        match futures_lite::AsyncReadExt::read(r, &mut sink).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => dropped += n,
+        match buffers::read_pooled(r, pool).await {
+            Ok((_, 0)) | Err(_) => return,
+            Ok((_, n)) => dropped += n,
         }
     }
 }

@@ -279,7 +279,7 @@ pub async fn serve_connection<S: Transport>(
             if conn.body_left_unread {
                 // Boxed: its buffer and wait are no part of every connection's state.
                 // Still counted open (against `connections_max`) while it lingers.
-                Box::pin(linger(&mut conn.stream)).await;
+                Box::pin(linger(&mut conn.stream, &ctx.read_buffers)).await;
             }
             drop(open);
         }
@@ -292,8 +292,8 @@ pub async fn serve_connection<S: Transport>(
 
 /// After an answer that left a request's body unread (an upload refused: too large, no
 /// token, over quota), the close lingers ([`crate::transfer::linger`]).
-async fn linger<S: Transport>(stream: &mut S) {
-    crate::transfer::linger(stream, |s, left| {
+async fn linger<S: Transport>(stream: &mut S, pool: &Rc<BufferPool>) {
+    crate::transfer::linger(stream, pool, |s, left| {
         let _ = s.tcp().set_read_timeout(Some(left));
     })
     .await

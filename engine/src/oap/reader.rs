@@ -359,6 +359,9 @@ impl<S: Transport> Reader<S> {
             else {
                 continue;
             };
+            // Its DATA frame part way in (up to 1 MiB, kept while it was receiving) is
+            // dropped now, not held until the rest of it comes.
+            self.decoder.skip_rest_of(corr_id);
             let PutState {
                 session, ticket, ..
             } = *put;
@@ -427,9 +430,13 @@ impl<S: Transport> Reader<S> {
     }
 
     /// Reads and drops what the peer still sends, for a while, before the close
-    /// ([`crate::transfer::linger`]).
+    /// ([`crate::transfer::linger`]), into the shard's pooled read buffers.
     pub async fn linger(&mut self) {
-        crate::transfer::linger(&mut self.half, |h, left| h.set_read_timeout(Some(left))).await
+        let pool = &self.ctx.read_buffers;
+        crate::transfer::linger(&mut self.half, pool, |h, left| {
+            h.set_read_timeout(Some(left))
+        })
+        .await
     }
 
     /// Removes the temp files of uploads the peer never finished. A refused upload's

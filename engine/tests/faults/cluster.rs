@@ -479,12 +479,21 @@ fn addresses(objects: &[Acked]) -> Vec<Address> {
 }
 
 /// The unacknowledged writes some node stored anyway (a verified read of each from the
-/// node it was sent to, reading through when that node no longer keeps it).
+/// node it was sent to, reading through when that node no longer keeps it; asked three
+/// times a second apart, as a read-through right after the heal can miss a holder whose
+/// announcement is still on its way).
 fn stored_without_acknowledgment(lab: &Lab, traffic: &Traffic) -> Vec<Acked> {
     let unacknowledged = traffic.unacknowledged.lock().unwrap().clone();
     unacknowledged
         .into_iter()
-        .filter(|a| read_checked(lab.nodes[a.node].host.http(), &a.addr) == Some(true))
+        .filter(|a| {
+            (0..3).any(|attempt| {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                read_checked(lab.nodes[a.node].host.http(), &a.addr) == Some(true)
+            })
+        })
         .collect()
 }
 

@@ -70,6 +70,24 @@ pub struct Compaction {
     pub lane_orphans_removed: u64,
 }
 
+/// What points into the segments being compacted ([`Store::live_records_in`]).
+struct LiveRecords {
+    live: Vec<ObjectMeta>,
+    kept: HashSet<SegmentId>,
+    segments_of: HashMap<Address, Vec<SegmentId>>,
+}
+
+impl LiveRecords {
+    /// Every segment a record of `meta`'s object points into, in any replica.
+    fn segments_of<'a>(&'a self, meta: &ObjectMeta) -> impl Iterator<Item = SegmentId> + 'a {
+        self.segments_of
+            .get(&meta.addr())
+            .into_iter()
+            .flatten()
+            .copied()
+    }
+}
+
 /// One live needle to move: its object's record and the copy read back, verified.
 struct Move<'a> {
     meta: &'a ObjectMeta,
@@ -111,11 +129,12 @@ impl Store {
             }
             return Ok(done);
         }
-        let (live, mut rotten) = self.live_records_in(&victims)?;
-        // Segments nothing live points into go first: freeing them needs no room, and a
-        // full disk is when space matters most (a move's append there fails, and this
-        // freed nothing, not even a segment wholly dead).
-        let holding: HashSet<SegmentId> = live.iter().map(|m| packed_at(m).segment).collect();
+        let records = self.live_records_in(&victims)?;
+        let (live, mut rotten) = (&records.live, records.kept.clone());
+        // Segments nothing live points into, in any replica, go first: freeing them
+        // needs no room, and a full disk is when space matters most (a move's append
+        // there fails, and this freed nothing, not even a segment wholly dead).
+        let holding: HashSet<SegmentId> = records.segments_of.values().flatten().copied().collect();
         let mut empty: Vec<SegmentId> = victims
             .iter()
             .filter(|id| !holding.contains(id) && !rotten.contains(id))
@@ -129,10 +148,13 @@ impl Store {
         // Segments whose live needles the disk had no room to move: kept for a later start.
         let mut unmoved: HashSet<SegmentId> = HashSet::new();
         let mut log = None;
-        for chunk in batches(&live) {
-            let chunk_bytes = chunk.iter().map(|m| m.len()).sum::<u64>();
+        for chunk in batches(live) {
+            let chunk_bytes = chunk
+                .iter()
+                .map(|m| segment::needle_bytes(m.content_type.len() as u64, m.len()))
+                .sum::<u64>();
             if !has_room(chunk_bytes) {
-                unmoved.extend(chunk.iter().map(|m| packed_at(m).segment));
+                unmoved.extend(chunk.iter().flat_map(|m| records.segments_of(m)));
                 continue;
             }
             let mut batch = Vec::with_capacity(chunk.len());
@@ -142,7 +164,7 @@ impl Store {
                     None => {
                         let segment = packed_at(meta).segment;
                         tracing::warn!(store = self.id.0, obj = %meta.addr(), %segment, "compaction: a live needle verifies in no lane; its segment is kept");
-                        rotten.insert(segment);
+                        rotten.extend(records.segments_of(meta));
                     }
                 }
             }
@@ -260,17 +282,19 @@ impl Store {
     }
 
     /// Every object whose record, in any replica, puts it in one of `victims` (the
-    /// first replica's record where several do); and the victims with a record that
-    /// does not decode, which are kept.
-    fn live_records_in(
-        &self,
-        victims: &HashSet<SegmentId>,
-    ) -> Result<(Vec<ObjectMeta>, HashSet<SegmentId>), ShardError> {
-        let mut seen: HashSet<Address> = HashSet::new();
+    /// first replica's record where several do); the victims with a record that does
+    /// not decode, which are kept; and each such object's segments over every replica
+    /// (after a crash between two replicas' commits, one may point at the old copy and
+    /// one at the new: a segment goes only once no replica points into it).
+    fn live_records_in(&self, victims: &HashSet<SegmentId>) -> Result<LiveRecords, ShardError> {
+        let mut segments_of: HashMap<Address, Vec<SegmentId>> = HashMap::new();
         let (mut live, mut kept) = (Vec::new(), HashSet::new());
         for replica in self.replicas.iter() {
             for (addr, record, segment) in replica.packed_records_in(victims)? {
-                if !seen.insert(addr) {
+                let segments = segments_of.entry(addr).or_default();
+                let seen = !segments.is_empty();
+                segments.push(segment);
+                if seen {
                     continue;
                 }
                 match ObjectMeta::decode(addr, &record) {
@@ -282,7 +306,11 @@ impl Store {
                 }
             }
         }
-        Ok((live, kept))
+        Ok(LiveRecords {
+            live,
+            kept,
+            segments_of,
+        })
     }
 
     /// The body of `meta`'s needle from the first lane where it reads back whole and
