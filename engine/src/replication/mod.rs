@@ -72,7 +72,7 @@ pub use disk_floor::{BelowFloor, DiskFloor};
 
 use crate::blocked::Blocked;
 use crate::fetch::ReadThrough;
-use claims::HeldClaims;
+use claims::{AskedToHold, HeldClaims};
 use held_checks::HeldChecks;
 use sweep::COPIES_WAIT_MS;
 
@@ -112,7 +112,15 @@ pub struct Replication {
     held_claims: RefCell<HeldClaims>,
     /// Whole checks of copies held that peers asked for (`held_checks.rs`).
     held_checks: HeldChecks,
+    /// Copies peers asked this shard to hold, not demoted within `demote_grace` of the
+    /// last request (`claims.rs`).
+    asked_to_hold: RefCell<AskedToHold>,
+    demote_grace: Duration,
 }
+
+/// Sweep intervals a copy a peer asked for is kept past its request: the asker's audit
+/// comes at its next check of the object, within one interval of its own.
+const DEMOTE_GRACE_INTERVALS: u32 = 3;
 
 impl Replication {
     /// Starts replication on a shard in a network (`None` off one): the server of
@@ -139,6 +147,11 @@ impl Replication {
             disk_floor: config.disk_floor.clone(),
             held_claims: RefCell::new(HeldClaims::default()),
             held_checks: HeldChecks::new(config.held_check_bytes_per_s),
+            asked_to_hold: RefCell::new(AskedToHold::default()),
+            demote_grace: config
+                .sweep_every
+                .unwrap_or_default()
+                .saturating_mul(DEMOTE_GRACE_INTERVALS),
         });
         if let Some(mailbox) = mailbox {
             replication.start_service("replication requests", {

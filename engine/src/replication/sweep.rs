@@ -28,7 +28,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ron_codec::tree::{group_count, GroupIndex};
 use ron_codec::Address;
@@ -231,8 +231,13 @@ impl Replication {
         if missing.is_empty() && own_whole {
             // Every holder named proves its copy: a kept copy here that the placement no
             // longer names (the node that took the upload, or one a join displaced)
-            // becomes evictable — never before the holders have theirs.
-            if named_at.is_none() && holders.len() >= replicas {
+            // becomes evictable — never before the holders have theirs, nor while a peer
+            // that asked for it lately may still audit it (`claims::AskedToHold`).
+            let asked =
+                self.asked_to_hold
+                    .borrow()
+                    .asked_within(&addr, self.demote_grace, Instant::now());
+            if named_at.is_none() && holders.len() >= replicas && !asked {
                 self.demote(addr).await;
             }
             // Fewer holders named than `replicas` (a network smaller than that, or a

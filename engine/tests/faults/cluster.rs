@@ -392,10 +392,17 @@ pub fn check_after_heal(
                 .filter_map(|(_, found)| found.as_ref())
                 .flat_map(|(_, holders)| holders)
                 .for_each(|&i| named[i] += 1);
+            let left_out: Vec<Option<f64>> = (0..lab.nodes.len())
+                .map(|i| {
+                    let gauge = "ron_dht_peers_left_out{reason=\"held_unproven\"}";
+                    metric(lab.nodes[i].host.admin(), gauge)
+                })
+                .collect();
             panic!(
                 "{kept} kept copies of {} objects ({} of them stored without an acknowledged \
                  write; {} writes unacknowledged) {SETTLE_BOUND:?} after the heal: kept per \
-                 node {per_node:?}, named per node by the placement {named:?} (ms:kept {copies:?})",
+                 node {per_node:?}, named per node by the placement {named:?}, peers each \
+                 node leaves out as held_unproven {left_out:?} (ms:kept {copies:?})",
                 objects.len(),
                 stored_unacknowledged.len(),
                 traffic.refused_writes.load(Ordering::Relaxed),
