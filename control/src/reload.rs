@@ -22,6 +22,10 @@ use crate::view::View;
 /// How often the configuration file's modification time is looked at.
 pub const WATCH_PERIOD_MS: u64 = 1_000;
 
+/// The longest a SIGHUP waits for a watched file written in the last
+/// [`WATCH_PERIOD_MS`] to hold still (a file written for ever does not hold it back).
+pub const HANGUP_WAIT_MS_MAX: u64 = 5_000;
+
 /// Why a reload was refused; the running policy stays. The loader (the engine) says
 /// which part of the configuration is at fault; the message is what the log shows.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +116,10 @@ pub(crate) struct Reloads {
     /// expired. The same refusal is not logged or counted again.
     certificate_refused: Option<String>,
     next_certificate_retry: Instant,
+    /// A SIGHUP waiting for the files written in the last second to hold still: one sent
+    /// right after a denylist was downloaded in place read it half-written (a truncated
+    /// list unblocked what its lost lines named, until the watcher read it whole).
+    hangup_since: Option<Instant>,
 }
 
 /// Between two loads of a refused certificate.
@@ -128,6 +136,7 @@ impl Reloads {
             certificate_owed: Vec::new(),
             certificate_refused: None,
             next_certificate_retry: Instant::now(),
+            hangup_since: None,
         }
     }
 
@@ -220,7 +229,18 @@ impl Reloads {
     }
 
     fn due(&mut self, now: Instant) -> bool {
-        let mut due = self.reloader.hangup.swap(false, Ordering::Relaxed);
+        if self.reloader.hangup.swap(false, Ordering::Relaxed) {
+            self.hangup_since.get_or_insert(now);
+        }
+        let waited_enough = |since: Instant| {
+            now.saturating_duration_since(since) >= Duration::from_millis(HANGUP_WAIT_MS_MAX)
+        };
+        let mut due = self
+            .hangup_since
+            .is_some_and(|since| waited_enough(since) || files_still(&self.reloader));
+        if due {
+            self.hangup_since = None;
+        }
         if now >= self.next_watch {
             self.next_watch = now + Duration::from_millis(WATCH_PERIOD_MS);
             let seen = fingerprint(&self.reloader);
@@ -295,6 +315,20 @@ fn fingerprint(reloader: &Reloader) -> Fingerprint {
             (path, modified, len)
         })
         .collect()
+}
+
+/// Whether no watched file was written in the last [`WATCH_PERIOD_MS`] by the wall
+/// clock (a modification time in the future counts as still: a clock stepped back must
+/// not hold a reload).
+fn files_still(reloader: &Reloader) -> bool {
+    let now = SystemTime::now();
+    let period = Duration::from_millis(WATCH_PERIOD_MS);
+    fingerprint(reloader).iter().all(|(_, modified, _)| {
+        modified.is_none_or(|m| match now.duration_since(m) {
+            Ok(age) => age >= period,
+            Err(_in_the_future) => true,
+        })
+    })
 }
 
 /// An error and its sources, `outer: inner: …`.
@@ -411,6 +445,47 @@ mod tests {
         assert!(shards[0].poll().is_none());
         let extra = view.publish().extra;
         assert_eq!((extra.config_version, extra.reloads_failed), (1, 1));
+    }
+
+    /// A SIGHUP right after a watched file was written waits for it to hold still for
+    /// a second (a list downloaded in place is not read half-written), at most
+    /// [`HANGUP_WAIT_MS_MAX`]; one after it held still is at once.
+    #[test]
+    fn a_hangup_waits_for_a_file_being_written_to_hold_still() {
+        let dir = std::env::temp_dir().join(format!("ron-control-hup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("list.deny");
+        std::fs::write(&path, "b3:").unwrap();
+        let (mut reloads, hangup) =
+            reloads(Box::new(|| Err(ReloadError::Refused("unused".into()))));
+        reloads.reloader.watch_dir = Some(dir.clone());
+        reloads.watched = fingerprint(&reloads.reloader);
+        let now = Instant::now();
+        hangup.store(true, Ordering::Relaxed);
+        assert!(!reloads.due(now), "written just now: it waits");
+        assert!(!reloads.due(now + Duration::from_millis(500)));
+        let held_still = SystemTime::now() - Duration::from_secs(2);
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(held_still).unwrap();
+        assert!(
+            reloads.due(now + Duration::from_millis(600)),
+            "held still: read"
+        );
+        // Written again and again: read at the wait's end all the same.
+        file.set_modified(SystemTime::now()).unwrap();
+        hangup.store(true, Ordering::Relaxed);
+        let later = now + Duration::from_secs(10);
+        assert!(!reloads.due(later));
+        file.set_modified(SystemTime::now() - Duration::from_millis(1))
+            .unwrap();
+        let wait = Duration::from_millis(HANGUP_WAIT_MS_MAX);
+        assert!(reloads.due(later + wait), "at most HANGUP_WAIT_MS_MAX");
+        // In the future (a clock stepped back): still.
+        file.set_modified(SystemTime::now() + Duration::from_secs(3600))
+            .unwrap();
+        hangup.store(true, Ordering::Relaxed);
+        assert!(reloads.due(later + wait * 2));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
