@@ -804,20 +804,25 @@ mod tests {
             })
     }
 
+    /// `frames` on the wire, and the points `cuts` split it at (its ends included).
+    fn wire_cut(frames: &[Frame], cuts: &[prop::sample::Index]) -> (BytesMut, Vec<usize>) {
+        let mut wire = BytesMut::new();
+        for f in frames {
+            f.encode_into(&mut wire);
+        }
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+        points.extend([0, wire.len()]);
+        points.sort_unstable();
+        (wire, points)
+    }
+
     proptest! {
         #[test]
         fn any_split_yields_the_same_frames(
             frames in proptest::collection::vec(arb_frame(), 1..6),
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
         ) {
-            let mut wire = BytesMut::new();
-            for f in &frames {
-                f.encode_into(&mut wire);
-            }
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
-            points.push(0);
-            points.push(wire.len());
-            points.sort_unstable();
+            let (wire, points) = wire_cut(&frames, &cuts);
             let mut dec = FrameDecoder::new(MAX_FRAME_BYTES);
             let mut got = Vec::new();
             for pair in points.windows(2) {
@@ -838,13 +843,7 @@ mod tests {
             frames in proptest::collection::vec(arb_frame(), 1..6),
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
         ) {
-            let mut wire = BytesMut::new();
-            for f in &frames {
-                f.encode_into(&mut wire);
-            }
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
-            points.extend([0, wire.len()]);
-            points.sort_unstable();
+            let (wire, points) = wire_cut(&frames, &cuts);
             let gate = |h: &FrameHeader| match h.corr_id % 2 {
                 0 => BodyGate::Keep,
                 _ => BodyGate::Skip,

@@ -27,7 +27,7 @@ impl Shard {
             } => {
                 let meta = self.meta(&addr).await?;
                 check_group_run(&meta, first, count, self.index())?;
-                let groups = self.groups_for_peer(&meta, first, count, asked).await?;
+                let groups = self.groups_asked(&meta, first, count, asked).await?;
                 Ok(MeshReply::Groups(
                     groups.iter().map(|g| g.to_bytes()).collect(),
                 ))

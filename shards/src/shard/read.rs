@@ -250,7 +250,8 @@ impl Shard {
         meta: &ObjectMeta,
         group: GroupIndex,
     ) -> Result<GroupBytes, ShardError> {
-        if let Some(mut widened) = self.read_widened(meta, group, 1).await {
+        let asked = group.0..group.0 + 1;
+        if let Some(mut widened) = self.read_widened(meta, group, 1, asked).await {
             if let Some(one) = widened.pop() {
                 return Ok(one);
             }
@@ -262,19 +263,8 @@ impl Shard {
     /// rest of their windows ([`Shard::miss_span`]); `None` when the cache has no room
     /// for that or the widened read failed (damage in a window, the owner's error about
     /// it): the caller then reads its groups alone, and their own error is the answer.
+    /// Misses are counted among `asked`.
     async fn read_widened(
-        &self,
-        meta: &ObjectMeta,
-        first: GroupIndex,
-        count: u64,
-    ) -> Option<Vec<GroupBytes>> {
-        self.read_widened_asked(meta, first, count, first.0..first.0 + count)
-            .await
-    }
-
-    /// [`Shard::read_widened`], the misses counted among `asked` (another shard's
-    /// client's groups, within the run it asked this owner for).
-    async fn read_widened_asked(
         &self,
         meta: &ObjectMeta,
         first: GroupIndex,
@@ -374,18 +364,15 @@ impl Shard {
         first: GroupIndex,
         count: u64,
     ) -> Result<Vec<GroupBytes>, ShardError> {
-        if let Some(cached) = self.cached_groups(meta, first, count) {
-            return Ok(cached);
-        }
-        Box::pin(self.groups_missed(meta, first, count)).await
+        self.groups_asked(meta, first, count, first.0..first.0 + count)
+            .await
     }
 
-    /// Groups `first..first + count` of an object this shard owns, for another shard
-    /// reading them for its client: from the cache, or read with the rest of their
-    /// windows as for its own clients, misses counted among `asked`. The asker counts
-    /// none of them: one read's misses counted on two shards read as half the hit ratio
-    /// it had.
-    pub(super) async fn groups_for_peer(
+    /// [`Shard::groups`], the misses counted among `asked`: for another shard reading
+    /// `first..first + count` of an object this shard owns for its client (`asked` its
+    /// client's groups, the rest its cache window). The asker counts none of them: one
+    /// read's misses counted on two shards read as half the hit ratio it had.
+    pub(super) async fn groups_asked(
         &self,
         meta: &ObjectMeta,
         first: GroupIndex,
@@ -395,11 +382,7 @@ impl Shard {
         if let Some(cached) = self.cached_groups(meta, first, count) {
             return Ok(cached);
         }
-        let widened = self.read_widened_asked(meta, first, count, asked.clone());
-        if let Some(widened) = Box::pin(widened).await {
-            return Ok(widened);
-        }
-        Box::pin(self.read_groups(meta, first, count, asked)).await
+        Box::pin(self.groups_missed(meta, first, count, asked)).await
     }
 
     /// Groups not all in the cache: read with the rest of their windows, or alone.
@@ -408,12 +391,13 @@ impl Shard {
         meta: &ObjectMeta,
         first: GroupIndex,
         count: u64,
+        asked: Range<u64>,
     ) -> Result<Vec<GroupBytes>, ShardError> {
-        if let Some(widened) = self.read_widened(meta, first, count).await {
+        let widened = self.read_widened(meta, first, count, asked.clone()).await;
+        if let Some(widened) = widened {
             return Ok(widened);
         }
-        self.read_groups(meta, first, count, first.0..first.0 + count)
-            .await
+        self.read_groups(meta, first, count, asked).await
     }
 
     /// Groups `first..first + count`, verified, cached or not: for an object this shard
@@ -571,7 +555,7 @@ impl Shard {
     /// of up to [`MESH_GROUPS_MAX`] groups (not one per group: each trip wakes both
     /// shards), each group checked here before it is kept or sent — unless this shard's
     /// cache has it by the time the answer arrives (kept once). The owner counts the hits
-    /// and misses ([`Shard::groups_for_peer`]) and the window's bytes.
+    /// and misses ([`Shard::groups_asked`]) and the window's bytes.
     async fn remote_groups(
         &self,
         owner: ShardIndex,
