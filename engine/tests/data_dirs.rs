@@ -128,6 +128,57 @@ fn four_dir_node(name: &str, count: usize, seed: u64, skip_empty: bool) -> FourD
     }
 }
 
+/// A dir replaced while a scrub pass is part way: every store's pass starts again from
+/// its first object, so the pass's end means the dir rebuilt. Before, the pass resumed
+/// where it was, ended, and raised `ron_scrub_passes_total` with the objects before that
+/// place never rebuilt onto the new disk (nothing read them here: reads repair what they
+/// touch).
+#[test]
+fn a_replacement_dir_restarts_a_scrub_pass_that_was_part_way() {
+    let (dirs, flags) = dirs(&temp_dir("dirs-scrub-restart"), 4);
+    let mut n = Node::start(&dirs[0], &args(&flags, &["--shards", "1"]));
+    for i in 0..12 {
+        upload(&n, &bytes(300 + i, 300_000));
+    }
+    assert_eq!(n.stop().code(), Some(0));
+    // 12 × 300 KB and their parity at 256 KiB/s: ~2 s an object. Paused part way (the
+    // pause saves where it is).
+    n.restart(&args(&flags, &["--shards", "1", "--scrub-rate", "256KiB"]));
+    let progress = || gauge(n.admin, "ron_scrub_progress_ratio{shard=\"0\"}");
+    wait_for("the pass part way", Duration::from_secs(60), || {
+        progress() >= Some(0.2)
+    });
+    let admin = n.admin.to_string();
+    let paused = ron(&["scrub", "pause", "--admin", &admin]);
+    assert!(paused.status.success(), "{paused:?}");
+    wait_for("the pause", Duration::from_secs(10), || {
+        gauge(n.admin, "ron_scrub_paused{shard=\"0\"}") == Some(1.0)
+    });
+    let passes_of = |n: &Node| gauge(n.admin, "ron_scrub_passes_total{shard=\"0\"}");
+    let passes = passes_of(&n);
+    assert_eq!(n.stop().code(), Some(0));
+
+    let lost = object_files(&dirs[2]);
+    assert!(lost.len() >= 12, "dir 2 holds {} files", lost.len());
+    std::fs::remove_dir_all(&dirs[2]).unwrap();
+    n.restart(&args(&flags, &["--shards", "1", "--scrub-rate", "512MiB"]));
+    assert!(n.stderr().contains("every store's scrub pass starts again"));
+    wait_for("the pass's end", Duration::from_secs(60), || {
+        passes_of(&n) > passes
+    });
+    wait_for("queued repairs", Duration::from_secs(20), || {
+        metric(n.admin, "ron_ec_missing_shards") == 0
+    });
+    let rebuilt = object_files(&dirs[2]);
+    let missing: Vec<&PathBuf> = lost.keys().filter(|p| !rebuilt.contains_key(*p)).collect();
+    assert!(missing.is_empty(), "not rebuilt by the pass: {missing:?}");
+    assert!(
+        dirs.iter().all(|d| !d.join("scrub-restart").exists()),
+        "the restart's mark is gone once every shard took it"
+    );
+    assert_eq!(n.stop().code(), Some(0));
+}
+
 #[test]
 fn a_four_dir_node_loses_a_dir_while_serving_and_rebuilds_it_onto_an_empty_replacement() {
     let FourDirNode {

@@ -133,6 +133,11 @@ pub fn store_dir(data_dir: &Path, store: StoreId) -> PathBuf {
 }
 
 const MARKER_FILE: &str = "ron-dir.bin";
+/// Written into the marked dirs when a replacement dir is taken, before its marker:
+/// every store's scrub pass restarts from its first object (a pass already part way
+/// resumed where it was, and its end told the operator a disk rebuilt of which it had
+/// never read the first part). Removed once every shard has reset its stores.
+const SCRUB_RESTART_FILE: &str = "scrub-restart";
 const MARKER_MAGIC: &str = "ron data dir v1";
 
 /// What `ron-dir.bin` says: the node the dir belongs to, its position among the node's
@@ -246,6 +251,14 @@ pub fn open_data_dirs(
     }
     check_replaceable(dirs, &replaced, replaceable)?;
     check_mounted(dirs, &markers, &replaced)?;
+    if !replaced.is_empty() {
+        for (d, dir) in dirs.iter() {
+            if markers[usize::from(d.0)].is_some() {
+                let why = b"a replacement data dir was taken: every store's scrub pass restarts\n";
+                write_atomically(dir, SCRUB_RESTART_FILE, why)?;
+            }
+        }
+    }
     // Markers before the table: a crash in between leaves marked dirs, which the next
     // start takes as they are, never a table without a marker, which it would refuse.
     for (d, dir) in dirs.iter() {
@@ -444,6 +457,26 @@ fn open_table(dirs: &DataDirs, shards: u16) -> Result<PartitionTable, ShardError
 }
 
 /// Writes `dir/name` through a synced temp file and a rename, then syncs `dir`.
+/// Whether a replacement dir was taken and the stores' scrub passes are still to be
+/// restarted ([`SCRUB_RESTART_FILE`]).
+pub fn scrub_restart_pending(dirs: &DataDirs) -> bool {
+    dirs.iter()
+        .any(|(_, dir)| dir.join(SCRUB_RESTART_FILE).exists())
+}
+
+/// Every store's scrub pass restarted: the mark goes (durably, from every dir).
+pub fn scrub_restart_done(dirs: &DataDirs) -> Result<(), ShardError> {
+    for (_, dir) in dirs.iter() {
+        let path = dir.join(SCRUB_RESTART_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ShardError::io("remove", &path)(e)),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ShardError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
@@ -594,6 +627,10 @@ mod tests {
             assert_eq!(std::fs::read(dir.join(TABLE_FILE)).unwrap(), table);
         }
         assert!(open_data_dirs(&four, 2, 2).unwrap().replaced.is_empty());
+        assert!(
+            !scrub_restart_pending(&four),
+            "nothing replaced: no restart"
+        );
 
         let swapped = dirs(&root, &["a", "c", "b", "d"]);
         let e = refusal(&swapped);
@@ -616,8 +653,18 @@ mod tests {
             read_marker(&root.join("c")).unwrap().is_none(),
             "nothing written"
         );
+        assert!(!scrub_restart_pending(&four), "refused: no restart either");
         let opened = open_data_dirs(&four, 2, 2).unwrap();
         assert_eq!(opened.replaced, vec![DirIndex(1), DirIndex(2)]);
+        // Marked in the dirs that were there, before the replacements' markers.
+        assert!(root.join("a").join(SCRUB_RESTART_FILE).exists());
+        assert!(!root.join("b").join(SCRUB_RESTART_FILE).exists());
+        assert!(scrub_restart_pending(&four));
+        // The next start (the shards not yet ready last time) still restarts them.
+        assert!(open_data_dirs(&four, 2, 2).unwrap().replaced.is_empty());
+        assert!(scrub_restart_pending(&four));
+        scrub_restart_done(&four).unwrap();
+        assert!(!scrub_restart_pending(&four));
         std::fs::remove_dir_all(root.join("c")).unwrap();
         let opened = open_data_dirs(&four, 2, 2).unwrap();
         assert_eq!(opened.replaced, vec![DirIndex(2)]);

@@ -519,11 +519,13 @@ impl Scrubber {
                 at.objects += 1;
                 at.after = Some(addr);
                 self.publish_progress(Some((i, stored)));
-            }
-            if saved.elapsed() >= Duration::from_millis(SCRUB_SAVE_PERIOD_MS) {
-                self.save(i).await?;
-                saved = Instant::now();
-                stored = store.stats()?.objects;
+                // After each object, not each batch: 64 large objects at the scrub's
+                // pace took hours, all of it read again after a crash.
+                if saved.elapsed() >= Duration::from_millis(SCRUB_SAVE_PERIOD_MS) {
+                    self.save(i).await?;
+                    saved = Instant::now();
+                    stored = store.stats()?.objects;
+                }
             }
         }
     }
@@ -618,10 +620,14 @@ impl Scrubber {
             .iter()
             .filter(|(_, at)| at.passes > passes)
             .count() as f64;
-        let partial = current.map_or(0.0, |(i, stored)| {
-            let at = &self.stores[i].1;
-            (at.objects as f64 / stored.max(1) as f64).min(1.0)
-        });
+        // Only a store on the pass under way adds its part: one already a pass ahead
+        // counts whole, and its part besides took the ratio past 1, then back down.
+        let partial = current
+            .filter(|&(i, _)| self.stores[i].1.passes == passes)
+            .map_or(0.0, |(i, stored)| {
+                let at = &self.stores[i].1;
+                (at.objects as f64 / stored.max(1) as f64).min(1.0)
+            });
         let stores = self.stores.len().max(1) as f64;
         let ppm = ((ahead + partial) / stores * 1e6) as u64;
         self.metrics.scrub_passes.store(passes, relaxed);

@@ -136,6 +136,11 @@ pub fn serve(resolved: Resolved) -> Result<(), StartError> {
         .iter()
         .all(|c| c.front.ready.load(Ordering::Relaxed))
     {
+        // Every shard opened its stores, their scrub passes restarted if a replacement
+        // dir was taken (a start cut short before this restarts them again).
+        if let Err(e) = layout::scrub_restart_done(&dirs) {
+            tracing::warn!("the mark that restarts the scrub passes could not be removed: {e}");
+        }
         print_banner(&plan.config, shards, control.admin_addr, dht.as_ref());
         notify::ready(shards);
     }
@@ -290,8 +295,9 @@ fn warn_replaced(dirs: &layout::DataDirs, replaced: &[ron_shards::DirIndex]) {
         tracing::warn!(
             dir = %dirs.dir(*d).display(),
             position = d.0,
-            "data dir is empty: taken as a replacement disk; the scrubber rebuilds its blocks \
-             while the node serves (watch ron_scrub_passes_total and ron_ec_repair_bytes_total)"
+            "data dir is empty: taken as a replacement disk; every store's scrub pass starts \
+             again from its first object and rebuilds its blocks while the node serves (its \
+             end raises ron_scrub_passes_total; watch ron_ec_repair_bytes_total)"
         );
     }
 }

@@ -86,6 +86,7 @@ impl Shard {
         let mut stores = HashMap::new();
         let mut replays = Vec::new();
         let mut compact_budget = crate::limits::COMPACT_MOVE_BYTES_PER_START;
+        let restart_scrub = crate::layout::scrub_restart_pending(&config.data_dirs);
         for id in routing.stores_of(index) {
             let dirs = &config.data_dirs;
             let replicas = store::index_replica_dirs(id, dirs.count(), config.ec.parity);
@@ -101,6 +102,9 @@ impl Shard {
                 id,
                 config.index_bytes_max,
             )?;
+            if restart_scrub {
+                store.restart_scrub_pass_blocking()?;
+            }
             let mut replay = store.replay_blocking()?;
             // Compaction gives space back; a failure leaves every object where a record
             // points (store/compact.rs) and is no reason not to serve.

@@ -547,6 +547,17 @@ impl Store {
             .unwrap_or_default())
     }
 
+    /// The scrub pass under way starts again from the first object (its count of passes
+    /// kept): a replacement dir holds none of the blocks the pass has passed. Blocking.
+    pub fn restart_scrub_pass_blocking(&self) -> Result<(), ShardError> {
+        let at = self.scrub_position()?;
+        self.save_scrub_position_blocking(ScrubPosition {
+            passes: at.passes,
+            objects: 0,
+            after: None,
+        })
+    }
+
     /// Saves where the scrubber is, in every replica. Blocking (LMDB commits): the
     /// blocking pool only.
     pub fn save_scrub_position_blocking(&self, position: ScrubPosition) -> Result<(), ShardError> {
@@ -1461,6 +1472,16 @@ mod tests {
         let store = open_one(&root).unwrap();
         assert_eq!(store.scrub_position().unwrap(), at);
         assert_eq!(ScrubPosition::decode(&at.encode()[..20]), None);
+        // A replacement dir taken: the pass starts again, its count kept.
+        store.restart_scrub_pass_blocking().unwrap();
+        assert_eq!(
+            store.scrub_position().unwrap(),
+            ScrubPosition {
+                passes: 7,
+                objects: 0,
+                after: None
+            }
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 
