@@ -29,7 +29,7 @@ use crate::damaged::DamagedCopies;
 use crate::disk::ObjectFiles;
 use crate::ec::StripeCodes;
 use crate::error::ShardError;
-use crate::evict::BackgroundClaims;
+use crate::evict::{BackgroundClaim, BackgroundClaims};
 use crate::ids::StripeIndex;
 use crate::lifecycle::StopSignal;
 use crate::limits::BLOCK_BYTES;
@@ -42,6 +42,14 @@ pub const SCRUB_BATCH_OBJECTS: usize = 64;
 /// How often the position in the store under way is saved, at most (a crash re-reads
 /// at most this much of the scrub).
 pub const SCRUB_SAVE_PERIOD_MS: u64 = 10_000;
+/// How long the scrubber waits for an object another background task holds (the repair
+/// of stripes a read queued, an eviction: each holds it briefly) before it passes it
+/// over until the next pass. It passed over at once, and a hot object the repair task
+/// kept claiming went unscrubbed — its stripes on a replacement disk unrebuilt — by
+/// a pass that counted it done.
+pub const SCRUB_CLAIM_WAIT_MS: u64 = 5_000;
+/// Between two looks at a claimed object.
+const SCRUB_CLAIM_POLL_MS: u64 = 20;
 /// How often a paused scrubber looks whether it was resumed.
 pub const SCRUB_PAUSE_POLL_MS: u64 = 250;
 /// After a failure to read the index or save a position, the scrubber waits this long
@@ -531,8 +539,9 @@ impl Scrubber {
     }
 
     async fn scrub_one(&mut self, store: &Store, addr: &Address) -> Result<(), ShardError> {
-        // Being evicted (or repaired): skipped this pass.
-        let Some(_claim) = self.claims.try_claim(*addr) else {
+        // Being evicted (or repaired): waited for a while, then passed over this pass.
+        let Some(_claim) = self.claim(*addr).await else {
+            tracing::info!(object = %addr, "scrub: held by another background task for {SCRUB_CLAIM_WAIT_MS} ms; passed over until the next pass");
             return Ok(());
         };
         let meta = match store::read_record(store, addr).await {
@@ -568,6 +577,21 @@ impl Scrubber {
             self.control.damaged.report(*addr);
         }
         Ok(())
+    }
+
+    /// `addr` claimed for the scrub, once no other background task holds it, within
+    /// [`SCRUB_CLAIM_WAIT_MS`]; `None` past that, or once the shard stops.
+    async fn claim(&self, addr: Address) -> Option<BackgroundClaim> {
+        let deadline = Instant::now() + Duration::from_millis(SCRUB_CLAIM_WAIT_MS);
+        loop {
+            if let Some(claim) = self.claims.try_claim(addr) {
+                return Some(claim);
+            }
+            let poll = Duration::from_millis(SCRUB_CLAIM_POLL_MS);
+            if Instant::now() >= deadline || !self.control.stop.sleep(poll).await {
+                return None;
+            }
+        }
     }
 
     /// Waits while the operator has the scrubber paused, having saved where it is in
