@@ -569,7 +569,9 @@ impl Scrubber {
         self.files.forget(addr, store.dir_count());
         let m = &self.metrics;
         StorageCounters::add(&m.scrub_bytes, check.bytes_checked);
-        StorageCounters::add(&m.scrub_objects, 1);
+        // Cut short by the stop: checked again from its start at the next, counted then.
+        let cut_short = self.control.stop.is_stopped();
+        StorageCounters::add(&m.scrub_objects, u64::from(!cut_short));
         StorageCounters::add(&m.scrub_bad_blocks, check.bad_blocks);
         StorageCounters::add(&m.scrub_unrepairable, check.unrepairable_blocks());
         StorageCounters::add(&m.ec_repair_bytes, check.repaired_bytes);
