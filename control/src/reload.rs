@@ -238,9 +238,6 @@ impl Reloads {
         let mut due = self
             .hangup_since
             .is_some_and(|since| waited_enough(since) || files_still(&self.reloader));
-        if due {
-            self.hangup_since = None;
-        }
         if now >= self.next_watch {
             self.next_watch = now + Duration::from_millis(WATCH_PERIOD_MS);
             let seen = fingerprint(&self.reloader);
@@ -253,6 +250,10 @@ impl Reloads {
             } else {
                 self.settling = Some(seen);
             }
+        }
+        if due {
+            // One reload answers the signal and the watcher both.
+            self.hangup_since = None;
         }
         due
     }

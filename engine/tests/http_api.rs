@@ -730,6 +730,32 @@ fn each_group_read_counts_once_in_the_cache_metrics_whichever_shard_serves_it() 
     );
 }
 
+/// One-group ranges of an object of 16 groups, each on a new connection (both shards
+/// serve some): each counts one hit or miss. A read widened to its cache window counted
+/// a hit for every group of the window the cache held, asked or not.
+#[test]
+fn a_range_counts_only_its_own_groups_in_the_cache_metrics() {
+    let n = node("cache-counts-ranges", &["--shards", "2"]);
+    let group = 64 * 1024;
+    let addr = upload(&n, &bytes(13, 16 * group));
+    let order = [
+        0usize, 1, 9, 2, 3, 10, 4, 5, 11, 6, 7, 12, 8, 13, 14, 15, 1, 9, 3, 12,
+    ];
+    for &g in &order {
+        let range = format!("Range: bytes={}-{}\r\n", g * group, (g + 1) * group - 1);
+        let r = get_with(n.http, &format!("/o/{addr}"), &range);
+        assert_eq!(r.status, 206);
+    }
+    let counted =
+        || metric(n.admin, "ron_cache_hits_total") + metric(n.admin, "ron_cache_misses_total");
+    let asked = order.len() as u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while counted() < asked && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(counted(), asked, "one count a group asked for");
+}
+
 #[test]
 fn admin_endpoints_and_metrics() {
     let n = node("admin", &["--shards", "2"]);

@@ -541,7 +541,7 @@ impl Scrubber {
     async fn scrub_one(&mut self, store: &Store, addr: &Address) -> Result<(), ShardError> {
         // Being evicted (or repaired): waited for a while, then passed over this pass.
         let Some(_claim) = self.claim(*addr).await else {
-            tracing::info!(object = %addr, "scrub: held by another background task for {SCRUB_CLAIM_WAIT_MS} ms; passed over until the next pass");
+            tracing::warn!(object = %addr, "scrub: held by another background task for {SCRUB_CLAIM_WAIT_MS} ms; passed over until the next pass");
             return Ok(());
         };
         let meta = match store::read_record(store, addr).await {

@@ -35,9 +35,11 @@ pub(super) struct AskedToHold {
 impl AskedToHold {
     /// A peer asked for `addr` and was answered `held` at `now`.
     pub(super) fn asked(&mut self, addr: Address, now: Instant) {
-        if self.at.insert(addr, now).is_none() {
-            self.order.push_back(addr);
+        if self.at.insert(addr, now).is_some() {
+            // Asked again: the latest request is what counts, and the oldest go first.
+            self.order.retain(|a| *a != addr);
         }
+        self.order.push_back(addr);
         while self.order.len() > ASKED_TO_HOLD_MAX {
             if let Some(oldest) = self.order.pop_front() {
                 self.at.remove(&oldest);
@@ -109,13 +111,23 @@ mod tests {
         // Asked again: the grace starts over.
         asked.asked(a, t0 + Duration::from_secs(20));
         assert!(asked.asked_within(&a, grace, t0 + Duration::from_secs(45)));
-        for i in 0..ASKED_TO_HOLD_MAX as u32 {
+        let b = Address::of(b"asked again");
+        asked.asked(b, t0);
+        for i in 0..ASKED_TO_HOLD_MAX as u32 - 2 {
             asked.asked(Address::of(&i.to_be_bytes()), t0);
         }
-        assert_eq!(asked.at.len(), ASKED_TO_HOLD_MAX);
+        asked.asked(b, t0);
+        asked.asked(Address::of(b"one more"), t0);
+        asked.asked(Address::of(b"and another"), t0);
+        let held = (asked.at.len(), asked.order.len());
+        assert_eq!(held, (ASKED_TO_HOLD_MAX, ASKED_TO_HOLD_MAX));
         assert!(
             !asked.asked_within(&a, grace, t0),
             "the oldest forgotten first"
+        );
+        assert!(
+            asked.asked_within(&b, grace, t0),
+            "asked again: the latest counts"
         );
     }
 

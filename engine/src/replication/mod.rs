@@ -115,12 +115,19 @@ pub struct Replication {
     /// Copies peers asked this shard to hold, not demoted within `demote_grace` of the
     /// last request (`claims.rs`).
     asked_to_hold: RefCell<AskedToHold>,
-    demote_grace: Duration,
+    sweep_interval: Duration,
+    /// How long the sweep's last pass took: the asker's next check of an object comes
+    /// an interval and a pass after its request.
+    last_pass: Cell<Duration>,
 }
 
-/// Sweep intervals a copy a peer asked for is kept past its request: the asker's audit
-/// comes at its next check of the object, within one interval of its own.
+/// Sweep intervals (each with a pass of this node's sweep) a copy a peer asked for is
+/// kept past its request: the asker's audit comes at its next check of the object, an
+/// interval and a pass of its own after it asked.
 const DEMOTE_GRACE_INTERVALS: u32 = 3;
+/// The least grace: the asker's audit itself (a lookup, a connection, a group read)
+/// takes seconds under loss however short the interval.
+const DEMOTE_GRACE_MIN: Duration = Duration::from_secs(10);
 
 impl Replication {
     /// Starts replication on a shard in a network (`None` off one): the server of
@@ -148,10 +155,8 @@ impl Replication {
             held_claims: RefCell::new(HeldClaims::default()),
             held_checks: HeldChecks::new(config.held_check_bytes_per_s),
             asked_to_hold: RefCell::new(AskedToHold::default()),
-            demote_grace: config
-                .sweep_every
-                .unwrap_or_default()
-                .saturating_mul(DEMOTE_GRACE_INTERVALS),
+            sweep_interval: config.sweep_every.unwrap_or_default(),
+            last_pass: Cell::new(Duration::ZERO),
         });
         if let Some(mailbox) = mailbox {
             replication.start_service("replication requests", {
@@ -270,6 +275,13 @@ impl Replication {
         if let Some(Ok(made)) = finished_within(wait, answer).await {
             self.held_claims.borrow_mut().remember(addr, &made.held_by);
         }
+    }
+
+    /// How long a copy a peer asked for is not demoted ([`claims::AskedToHold`]).
+    fn demote_grace(&self) -> Duration {
+        (self.sweep_interval + self.last_pass.get())
+            .saturating_mul(DEMOTE_GRACE_INTERVALS)
+            .max(DEMOTE_GRACE_MIN)
     }
 
     fn audit_limits(&self) -> AuditLimits {

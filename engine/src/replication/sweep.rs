@@ -103,7 +103,9 @@ impl Replication {
         let mut pass = 0u64;
         while self.stop.sleep(interval).await {
             let dht = self.dht.clone();
+            let began = Instant::now();
             self.sweep_pass(&dht, replicas, pass).await;
+            self.last_pass.set(began.elapsed());
             pass += 1;
         }
     }
@@ -233,10 +235,11 @@ impl Replication {
             // longer names (the node that took the upload, or one a join displaced)
             // becomes evictable — never before the holders have theirs, nor while a peer
             // that asked for it lately may still audit it (`claims::AskedToHold`).
-            let asked =
-                self.asked_to_hold
-                    .borrow()
-                    .asked_within(&addr, self.demote_grace, Instant::now());
+            let asked = self.asked_to_hold.borrow().asked_within(
+                &addr,
+                self.demote_grace(),
+                Instant::now(),
+            );
             if named_at.is_none() && holders.len() >= replicas && !asked {
                 self.demote(addr).await;
             }

@@ -69,6 +69,19 @@ impl Shard {
         first: GroupIndex,
         count: u64,
     ) -> Option<Vec<GroupBytes>> {
+        self.cached_groups_asked(meta, first, count, &(first.0..first.0 + count))
+    }
+
+    /// [`Shard::cached_groups`], hits counted among `asked` only (the rest of a run is
+    /// a cache window's, which a client did not ask for: a one-group read whose window
+    /// of eight was cached counted eight hits).
+    pub(super) fn cached_groups_asked(
+        &self,
+        meta: &ObjectMeta,
+        first: GroupIndex,
+        count: u64,
+        asked: &std::ops::Range<u64>,
+    ) -> Option<Vec<GroupBytes>> {
         let addr = meta.addr();
         let range = first.0..first.0 + count;
         range.clone().all(|g| self.is_cached(addr, g)).then(|| {
@@ -78,7 +91,7 @@ impl Shard {
                         addr,
                         group: GroupIndex(g),
                     };
-                    self.cached_group(meta, &key)
+                    self.cached_group_counted(meta, &key, asked.contains(&g))
                 })
                 .collect()
         })
@@ -137,8 +150,18 @@ impl Shard {
     /// a miss, counted as a failed check, and the read from disk that follows is checked
     /// against the record — never a verified group cut to a wrong length.
     pub(super) fn cached_group(&self, meta: &ObjectMeta, key: &GroupKey) -> Option<GroupBytes> {
+        self.cached_group_counted(meta, key, true)
+    }
+
+    /// [`Shard::cached_group`], a hit counted when `asked` (a group a client asked for).
+    pub(super) fn cached_group_counted(
+        &self,
+        meta: &ObjectMeta,
+        key: &GroupKey,
+        asked: bool,
+    ) -> Option<GroupBytes> {
         let cached = self.cached_group_uncounted(meta, key)?;
-        StorageCounters::add(&self.metrics.cache_hits, 1);
+        StorageCounters::add(&self.metrics.cache_hits, u64::from(asked));
         Some(cached)
     }
 

@@ -102,9 +102,6 @@ impl Shard {
                 id,
                 config.index_bytes_max,
             )?;
-            if restart_scrub {
-                store.restart_scrub_pass_blocking()?;
-            }
             let mut replay = store.replay_blocking()?;
             // Compaction gives space back; a failure leaves every object where a record
             // points (store/compact.rs) and is no reason not to serve.
@@ -117,6 +114,9 @@ impl Shard {
             StorageCounters::add(&metrics.objects_stored, stats.objects);
             StorageCounters::add(&metrics.bytes_stored, stats.bytes);
             stores.insert(id, store);
+        }
+        if restart_scrub {
+            restart_scrub_passes(&stores)?;
         }
         metrics.scrub_rate.store(
             config.scrub_bytes_per_s,
@@ -222,4 +222,18 @@ impl Shard {
         }
         abandoned
     }
+}
+
+/// A replacement dir was taken: every store of the shard starts a pass again from its
+/// first object, all at the pass number of the least scrubbed (one a pass ahead kept its
+/// place and was skipped until the others caught up: the pass count rose with its
+/// blocks on the new disk never rebuilt).
+fn restart_scrub_passes(stores: &HashMap<crate::ids::StoreId, Store>) -> Result<(), ShardError> {
+    let mut passes = u64::MAX;
+    for store in stores.values() {
+        passes = passes.min(store.scrub_position()?.passes);
+    }
+    stores
+        .values()
+        .try_for_each(|store| store.restart_scrub_pass_blocking(passes))
 }

@@ -379,7 +379,7 @@ impl Shard {
         count: u64,
         asked: Range<u64>,
     ) -> Result<Vec<GroupBytes>, ShardError> {
-        if let Some(cached) = self.cached_groups(meta, first, count) {
+        if let Some(cached) = self.cached_groups_asked(meta, first, count, &asked) {
             return Ok(cached);
         }
         Box::pin(self.groups_missed(meta, first, count, asked)).await
@@ -446,7 +446,7 @@ impl Shard {
                 group: GroupIndex(g),
             };
             let expected = group_len(meta.len(), key.group).unwrap_or(0);
-            let kept = match self.cached_group(meta, &key) {
+            let kept = match self.cached_group_counted(meta, &key, asked.contains(&g)) {
                 Some(cached) if !keep_cached_again => cached,
                 // A read that fails its check (counted in `verify_failures`) leaves the
                 // cached copy in use, and the damage under it goes to the repair task.

@@ -547,12 +547,13 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// The scrub pass under way starts again from the first object (its count of passes
-    /// kept): a replacement dir holds none of the blocks the pass has passed. Blocking.
-    pub fn restart_scrub_pass_blocking(&self) -> Result<(), ShardError> {
-        let at = self.scrub_position()?;
+    /// The scrub starts a pass again from the first object, as pass number `passes`
+    /// (the fewest of its shard's stores: a store already a pass ahead goes over its
+    /// objects again too): a replacement dir holds none of the blocks a pass has passed.
+    /// Blocking.
+    pub fn restart_scrub_pass_blocking(&self, passes: u64) -> Result<(), ShardError> {
         self.save_scrub_position_blocking(ScrubPosition {
-            passes: at.passes,
+            passes,
             objects: 0,
             after: None,
         })
@@ -1473,7 +1474,7 @@ mod tests {
         assert_eq!(store.scrub_position().unwrap(), at);
         assert_eq!(ScrubPosition::decode(&at.encode()[..20]), None);
         // A replacement dir taken: the pass starts again, its count kept.
-        store.restart_scrub_pass_blocking().unwrap();
+        store.restart_scrub_pass_blocking(7).unwrap();
         assert_eq!(
             store.scrub_position().unwrap(),
             ScrubPosition {
