@@ -6,54 +6,23 @@
 //! thread leave it out of this node's placements for a while
 //! (`DhtClient::leave_out`), and the next node of the view takes the copy.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
 
 use ron_codec::Address;
 use ron_link::dht::Provider;
 
 /// Copies peers asked this shard to hold that it remembers at once (the oldest
-/// forgotten first).
-pub(super) const ASKED_TO_HOLD_MAX: usize = 4_096;
-
-/// The other side of a claim: copies this shard answered `held` for when a peer asked
-/// (`/ron/replicate/1`), and when. The asker audits the copy at the object's next check
-/// of its own, and leaves out for an hour a holder that fails it. A copy this node's own
+/// forgotten first): the other side of a claim. This shard answered `held` when a peer
+/// asked (`/ron/replicate/1`); the asker audits the copy at the object's next check of
+/// its own, and leaves out for an hour a holder that fails it. A copy this node's own
 /// placement does not name was demoted at its next pass — before the asker's audit, when
 /// the two views differ for a while (a join, a lookup that missed a peer under loss) —
 /// and an honest node was left out of the asker's placements as a liar, the asker then
 /// naming others (itself) for its keys and keeping copies no other node's placement
 /// named. Such a copy is not demoted within a grace of a few sweep intervals of the
-/// last request: long enough for the asker's audit to find it, short enough that views
-/// which agree again soon leave no extra copy for long.
-#[derive(Debug, Default)]
-pub(super) struct AskedToHold {
-    at: HashMap<Address, Instant>,
-    order: VecDeque<Address>,
-}
-
-impl AskedToHold {
-    /// A peer asked for `addr` and was answered `held` at `now`.
-    pub(super) fn asked(&mut self, addr: Address, now: Instant) {
-        if self.at.insert(addr, now).is_some() {
-            // Asked again: the latest request is what counts, and the oldest go first.
-            self.order.retain(|a| *a != addr);
-        }
-        self.order.push_back(addr);
-        while self.order.len() > ASKED_TO_HOLD_MAX {
-            if let Some(oldest) = self.order.pop_front() {
-                self.at.remove(&oldest);
-            }
-        }
-    }
-
-    /// Whether a peer asked for `addr` within `grace` of `now`.
-    pub(super) fn asked_within(&self, addr: &Address, grace: Duration, now: Instant) -> bool {
-        self.at
-            .get(addr)
-            .is_some_and(|at| now.saturating_duration_since(*at) < grace)
-    }
-}
+/// last request (`Replication::asked_to_hold`): long enough for the asker's audit to find
+/// it, short enough that views which agree again soon leave no extra copy for long.
+pub(super) const ASKED_TO_HOLD_MAX: usize = 4_096;
 
 /// Objects whose claims a shard remembers; past it, new claims are not remembered (their
 /// holders are audited all the same, and a liar among them is caught on a later pass).
@@ -97,39 +66,6 @@ impl HeldClaims {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_copy_asked_for_is_remembered_for_its_grace_and_the_oldest_go_first() {
-        let t0 = Instant::now();
-        let grace = Duration::from_secs(30);
-        let mut asked = AskedToHold::default();
-        let a = Address::of(b"asked");
-        assert!(!asked.asked_within(&a, grace, t0));
-        asked.asked(a, t0);
-        assert!(asked.asked_within(&a, grace, t0 + Duration::from_secs(29)));
-        assert!(!asked.asked_within(&a, grace, t0 + grace));
-        // Asked again: the grace starts over.
-        asked.asked(a, t0 + Duration::from_secs(20));
-        assert!(asked.asked_within(&a, grace, t0 + Duration::from_secs(45)));
-        let b = Address::of(b"asked again");
-        asked.asked(b, t0);
-        for i in 0..ASKED_TO_HOLD_MAX as u32 - 2 {
-            asked.asked(Address::of(&i.to_be_bytes()), t0);
-        }
-        asked.asked(b, t0);
-        asked.asked(Address::of(b"one more"), t0);
-        asked.asked(Address::of(b"and another"), t0);
-        let held = (asked.at.len(), asked.order.len());
-        assert_eq!(held, (ASKED_TO_HOLD_MAX, ASKED_TO_HOLD_MAX));
-        assert!(
-            !asked.asked_within(&a, grace, t0),
-            "the oldest forgotten first"
-        );
-        assert!(
-            asked.asked_within(&b, grace, t0),
-            "asked again: the latest counts"
-        );
-    }
 
     fn provider(id: &str, local: bool) -> Provider {
         Provider {

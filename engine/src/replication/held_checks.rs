@@ -11,12 +11,13 @@
 //! asker audits it again anyway, and a copy damaged since is the scrubber's to find.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use glommio::sync::Semaphore;
 use ron_codec::Address;
 use ron_shards::scrub::Pacer;
+
+use super::recent::RecentAddresses;
 
 /// How long a copy found whole is answered `held` without being read again.
 pub const WHOLE_REMEMBERED: Duration = Duration::from_secs(600);
@@ -30,8 +31,8 @@ pub(super) struct HeldChecks {
     /// The pace of the checks' reads (`None`: unpaced); taken by the check whose turn it is.
     pacer: RefCell<Option<Pacer>>,
     bytes_per_s: u64,
-    whole_since: RefCell<HashMap<Address, Instant>>,
-    order: RefCell<VecDeque<Address>>,
+    /// When each copy was last found whole.
+    whole: RefCell<RecentAddresses>,
 }
 
 impl HeldChecks {
@@ -41,17 +42,13 @@ impl HeldChecks {
             turn: Semaphore::new(1),
             pacer: RefCell::new(None),
             bytes_per_s,
-            whole_since: RefCell::default(),
-            order: RefCell::default(),
+            whole: RefCell::new(RecentAddresses::new(WHOLE_REMEMBERED_MAX)),
         }
     }
 
     /// Whether `addr`'s copy was found whole within [`WHOLE_REMEMBERED`] of `now`.
     pub(super) fn whole_recently(&self, addr: &Address, now: Instant) -> bool {
-        self.whole_since
-            .borrow()
-            .get(addr)
-            .is_some_and(|at| now.saturating_duration_since(*at) < WHOLE_REMEMBERED)
+        self.whole.borrow().seen_within(addr, WHOLE_REMEMBERED, now)
     }
 
     /// Runs `check` with the shard's pacer once it is this check's turn; what it says is
@@ -80,16 +77,7 @@ impl HeldChecks {
     }
 
     fn remember(&self, addr: Address, now: Instant) {
-        let mut whole_since = self.whole_since.borrow_mut();
-        let mut order = self.order.borrow_mut();
-        if whole_since.insert(addr, now).is_none() {
-            order.push_back(addr);
-        }
-        while order.len() > WHOLE_REMEMBERED_MAX {
-            if let Some(oldest) = order.pop_front() {
-                whole_since.remove(&oldest);
-            }
-        }
+        self.whole.borrow_mut().seen(addr, now);
     }
 }
 
@@ -119,6 +107,6 @@ mod tests {
         // Found whole again: remembered once, from then.
         checks.remember(addr(1), later);
         assert!(checks.whole_recently(&addr(1), later));
-        assert_eq!(checks.order.borrow().len(), WHOLE_REMEMBERED_MAX);
+        assert_eq!(checks.whole.borrow().len(), WHOLE_REMEMBERED_MAX);
     }
 }

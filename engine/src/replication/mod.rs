@@ -49,6 +49,7 @@ mod claims;
 mod disk_floor;
 mod held_checks;
 mod pull;
+mod recent;
 mod rescue;
 mod sweep;
 
@@ -72,8 +73,9 @@ pub use disk_floor::{BelowFloor, DiskFloor};
 
 use crate::blocked::Blocked;
 use crate::fetch::ReadThrough;
-use claims::{AskedToHold, HeldClaims};
+use claims::{HeldClaims, ASKED_TO_HOLD_MAX};
 use held_checks::HeldChecks;
+use recent::RecentAddresses;
 use sweep::COPIES_WAIT_MS;
 
 /// How replication runs on a shard (from the configuration).
@@ -114,7 +116,7 @@ pub struct Replication {
     held_checks: HeldChecks,
     /// Copies peers asked this shard to hold, not demoted within `demote_grace` of the
     /// last request (`claims.rs`).
-    asked_to_hold: RefCell<AskedToHold>,
+    asked_to_hold: RefCell<RecentAddresses>,
     sweep_interval: Duration,
     /// How long the sweep's last pass took: the asker's next check of an object comes
     /// an interval and a pass after its request.
@@ -154,7 +156,7 @@ impl Replication {
             disk_floor: config.disk_floor.clone(),
             held_claims: RefCell::new(HeldClaims::default()),
             held_checks: HeldChecks::new(config.held_check_bytes_per_s),
-            asked_to_hold: RefCell::new(AskedToHold::default()),
+            asked_to_hold: RefCell::new(RecentAddresses::new(ASKED_TO_HOLD_MAX)),
             sweep_interval: config.sweep_every.unwrap_or_default(),
             last_pass: Cell::new(Duration::ZERO),
         });
@@ -277,7 +279,7 @@ impl Replication {
         }
     }
 
-    /// How long a copy a peer asked for is not demoted ([`claims::AskedToHold`]).
+    /// How long a copy a peer asked for is not demoted ([`ASKED_TO_HOLD_MAX`]'s note).
     fn demote_grace(&self) -> Duration {
         (self.sweep_interval + self.last_pass.get())
             .saturating_mul(DEMOTE_GRACE_INTERVALS)

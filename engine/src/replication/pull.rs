@@ -137,7 +137,7 @@ impl Replication {
             let addr = Address::from_bytes(pull.addr);
             let outcome = this.pull(addr, Some(pull.source), true).await;
             if matches!(outcome, PullOutcome::Held) {
-                this.asked_to_hold.borrow_mut().asked(addr, Instant::now());
+                this.asked_to_hold.borrow_mut().seen(addr, Instant::now());
             }
             let _ = pull.reply.send(outcome);
             drop(running);

@@ -234,12 +234,11 @@ impl Replication {
             // Every holder named proves its copy: a kept copy here that the placement no
             // longer names (the node that took the upload, or one a join displaced)
             // becomes evictable — never before the holders have theirs, nor while a peer
-            // that asked for it lately may still audit it (`claims::AskedToHold`).
-            let asked = self.asked_to_hold.borrow().asked_within(
-                &addr,
-                self.demote_grace(),
-                Instant::now(),
-            );
+            // that asked for it lately may still audit it (`claims::ASKED_TO_HOLD_MAX`).
+            let asked =
+                self.asked_to_hold
+                    .borrow()
+                    .seen_within(&addr, self.demote_grace(), Instant::now());
             if named_at.is_none() && holders.len() >= replicas && !asked {
                 self.demote(addr).await;
             }

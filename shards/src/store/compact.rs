@@ -129,8 +129,9 @@ impl Store {
             }
             return Ok(done);
         }
-        let records = self.live_records_in(&victims)?;
-        let (live, mut rotten) = (&records.live, records.kept.clone());
+        let mut records = self.live_records_in(&victims)?;
+        let mut rotten = std::mem::take(&mut records.kept);
+        let live = &records.live;
         // Segments nothing live points into, in any replica, go first: freeing them
         // needs no room, and a full disk is when space matters most (a move's append
         // there fails, and this freed nothing, not even a segment wholly dead).
