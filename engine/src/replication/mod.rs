@@ -21,7 +21,11 @@
 //!   shard, paced, a copy found whole not read again for 10 minutes.
 //! - `claims`: the holders that answered `held` when the sweep asked them for a copy,
 //!   until the object's next check audits them; one that fails is left out of this
-//!   node's placements (`DhtClient::leave_out`).
+//!   node's placements (`DhtClient::leave_out`). And the other side: a copy this shard
+//!   answered `held` for is not demoted within a grace of the request
+//!   (`ASKED_TO_HOLD_MAX`), so the asker's audit finds it.
+//! - `recent`: the bounded memory of recently seen addresses `held_checks` and the
+//!   grace keep.
 //! - `audit`: the audit of one holder's copy ([`audit_holder`]), the node's only one: the
 //!   sweep, `PUT ?copies=N`, and the admin thread's `/admin/placement` and
 //!   `/admin/replicate` (handed over on the same mailbox as the pulls) all use it.
@@ -32,8 +36,8 @@
 //!   random group of its own kept copy.
 //! - A blocked address is never pulled, swept or copied.
 //! - A kept copy here becomes evictable only after every holder the placement names has
-//!   proved its own: an object never has fewer copies than the placement asks during a
-//!   move.
+//!   proved its own (and no sooner than the grace after a peer last asked for it): an
+//!   object never has fewer copies than the placement asks during a move.
 //! - Bounded: the DHT thread bounds the pulls under way (per peer and in all), the read-
 //!   through bounds the flights, the sweep checks `SWEEP_CHECKS_AT_ONCE` objects at a
 //!   time; every wait on the DHT or a holder has a deadline, and the stop cuts them short.
